@@ -1,0 +1,39 @@
+// forgegrad._C.runtime: CPU features, the active SIMD path, and the thread count.
+#include <cstdlib>
+
+#include "forgegrad/bindings.h"
+#include "forgegrad/cpu.h"
+#include "forgegrad/parallel.h"
+
+namespace py = pybind11;
+
+namespace {
+
+py::dict cpu_info() {
+  py::dict d;
+  d["detected_isa"] = fg::isa_name(fg::detected_isa());
+  d["active_isa"] = fg::isa_name(fg::active_isa());
+  const char* env = std::getenv("FORGEGRAD_SIMD");
+  d["FORGEGRAD_SIMD"] = env ? py::object(py::str(env)) : py::object(py::none());
+  d["num_threads"] = fg::get_num_threads();
+  d["openmp"] = _OPENMP;
+#ifdef FORGEGRAD_WITH_CUDA
+  d["cuda_built"] = true;
+#else
+  d["cuda_built"] = false;
+#endif
+  return d;
+}
+
+void bind(py::module_& m) {
+  m.def("cpu_info", &cpu_info, "Detected and active SIMD path, thread count, build options.");
+  m.def("set_isa", [](const std::string& name) { fg::set_isa(fg::isa_from_name(name)); }, py::arg("name"),
+        "Force the SIMD path ('avx512', 'avx2' or 'scalar'); raises ValueError if the CPU lacks it.");
+  m.def("get_isa", []() { return std::string(fg::isa_name(fg::active_isa())); });
+  m.def("set_num_threads", &fg::set_num_threads, py::arg("n"));
+  m.def("get_num_threads", &fg::get_num_threads);
+}
+
+}  // namespace
+
+FG_REGISTER_BINDINGS(runtime, bind)

@@ -1,0 +1,58 @@
+#include "forgegrad/py_array.h"
+
+namespace fg::bind {
+namespace {
+
+ArrayArg checked(const py::array& a, const char* name, int ndim, Layout layout, bool writable,
+                 const py::dtype& want, const char* want_name) {
+  if (!a.dtype().is(want))
+    throw py::type_error(std::string(name) + " must be a " + want_name + " array, got dtype " +
+                         std::string(py::str(a.dtype())));
+  if (ndim >= 0 && a.ndim() != ndim)
+    throw py::value_error(std::string(name) + " must be " + std::to_string(ndim) + "-D, got " +
+                          std::to_string(a.ndim()) + "-D with shape " +
+                          std::string(py::str(py::tuple(py::cast(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()))))));
+  if (writable && !a.writeable()) throw py::value_error(std::string(name) + " must be writeable");
+  if (layout == kContiguous && !(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + " must be C-contiguous");
+  ArrayArg r;
+  r.ptr = const_cast<void*>(a.data());
+  r.ndim = static_cast<int>(a.ndim());
+  const py::ssize_t item = a.itemsize();
+  for (int i = 0; i < r.ndim; ++i) {
+    r.shape.push_back(a.shape(i));
+    if (a.strides(i) % item != 0)
+      throw py::value_error(std::string(name) + " has strides that are not a multiple of its item size");
+    r.strides.push_back(a.strides(i) / item);
+    r.size *= a.shape(i);
+  }
+  return r;
+}
+
+}  // namespace
+
+ArrayArg f32_arg(const py::array& a, const char* name, int ndim, Layout layout, bool writable) {
+  return checked(a, name, ndim, layout, writable, py::dtype::of<float>(), "float32");
+}
+
+ArrayArg i64_arg(const py::array& a, const char* name, int ndim, Layout layout, bool writable) {
+  return checked(a, name, ndim, layout, writable, py::dtype::of<int64_t>(), "int64");
+}
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string s = "(";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(shape[i]);
+  }
+  if (shape.size() == 1) s += ",";
+  return s + ")";
+}
+
+void expect_shape(const ArrayArg& a, const char* name, const std::vector<int64_t>& expected) {
+  if (a.shape != expected)
+    throw py::value_error(std::string(name) + " must have shape " + shape_str(expected) + ", got " +
+                          shape_str(a.shape));
+}
+
+}  // namespace fg::bind

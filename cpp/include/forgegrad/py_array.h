@@ -1,0 +1,38 @@
+// Checking numpy arguments at the Python/C++ boundary: dtype, rank, shape and layout problems
+// become TypeError / ValueError naming the argument, never a crash inside a kernel.
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace fg::bind {
+namespace py = pybind11;
+
+struct ArrayArg {
+  void* ptr = nullptr;
+  int ndim = 0;
+  std::vector<int64_t> shape;
+  std::vector<int64_t> strides;  // in elements
+  int64_t size = 1;
+  float* f32() const { return static_cast<float*>(ptr); }
+  int64_t* i64() const { return static_cast<int64_t*>(ptr); }
+  int64_t dim(int i) const { return shape[i < 0 ? ndim + i : i]; }
+};
+
+enum Layout { kAnyStrides = 0, kContiguous = 1 };
+
+// float32 array; ndim = -1 accepts any rank. writable: the kernel writes into it.
+ArrayArg f32_arg(const py::array& a, const char* name, int ndim = -1, Layout layout = kContiguous,
+                 bool writable = false);
+// int64 array (indices, labels).
+ArrayArg i64_arg(const py::array& a, const char* name, int ndim = -1, Layout layout = kContiguous,
+                 bool writable = false);
+
+std::string shape_str(const std::vector<int64_t>& shape);
+// Throws ValueError "<name> must have shape <expected>, got <actual>".
+void expect_shape(const ArrayArg& a, const char* name, const std::vector<int64_t>& expected);
+
+}  // namespace fg::bind

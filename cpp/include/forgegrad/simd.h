@@ -1,0 +1,167 @@
+// The SIMD vocabulary. Kernels in cpp/kernels/multi/ are written once against these names and
+// compiled three times (CMakeLists.txt); the flags of each compilation pick one mapping below:
+//   AVX-512F  -> vf = __m512 (16 lanes)    AVX2+FMA -> vf = __m256 (8 lanes)    else -> 1 lane.
+// Everything here lives in namespace fg::FG_ISA_NS so that the three copies never collide at link
+// time (an inline function compiled with AVX-512 must not be picked for the AVX2 path).
+//
+// Rules for code in cpp/kernels/multi/: put it inside `namespace fg { namespace FG_ISA_NS {`,
+// and do not instantiate std templates on shared types there (std::vector<float>, std::sort on
+// float*): the linker keeps one copy of such a function, possibly the AVX-512 one. Use raw
+// buffers (fg::AlignedBuffer from memory.h) instead.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#ifndef FG_ISA_NS
+#error "simd.h is for cpp/kernels/multi/ sources, which CMake compiles with FG_ISA_NS defined"
+#endif
+
+namespace fg {
+namespace FG_ISA_NS {
+
+#if defined(__AVX512F__)
+using vf = __m512;
+constexpr int W = 16;
+inline vf vzero() { return _mm512_setzero_ps(); }
+inline vf vset1(float x) { return _mm512_set1_ps(x); }
+inline vf vload(const float* p) { return _mm512_loadu_ps(p); }
+inline void vstore(float* p, vf v) { _mm512_storeu_ps(p, v); }
+// Partial vectors: the first n (< W) lanes; the others read as 0 and are not written.
+inline vf vload_n(const float* p, int n) { return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), p); }
+inline void vstore_n(float* p, vf v, int n) { _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1u), v); }
+inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
+inline vf vsub(vf a, vf b) { return _mm512_sub_ps(a, b); }
+inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+inline vf vdiv(vf a, vf b) { return _mm512_div_ps(a, b); }
+inline vf vfmadd(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }   // a*b + c
+inline vf vfnmadd(vf a, vf b, vf c) { return _mm512_fnmadd_ps(a, b, c); } // c - a*b
+inline vf vmax(vf a, vf b) { return _mm512_max_ps(a, b); }
+inline vf vmin(vf a, vf b) { return _mm512_min_ps(a, b); }
+inline vf vsqrt(vf a) { return _mm512_sqrt_ps(a); }
+inline vf vabs(vf a) { return _mm512_abs_ps(a); }
+inline vf vneg(vf a) { return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a), _mm512_set1_epi32(int(0x80000000u)))); }
+inline vf vround(vf a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+// 2^n * a for integral-valued n.
+inline vf vscale2(vf a, vf n) { return _mm512_scalef_ps(a, n); }
+// mask ? a : b, mask = (x > y)
+inline vf vselect_gt(vf x, vf y, vf a, vf b) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, y, _CMP_GT_OQ), b, a); }
+inline float vreduce_add(vf a) { return _mm512_reduce_add_ps(a); }
+inline float vreduce_max(vf a) { return _mm512_reduce_max_ps(a); }
+#elif defined(__AVX2__) && defined(__FMA__)
+using vf = __m256;
+constexpr int W = 8;
+inline __m256i tail_mask8(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+inline vf vzero() { return _mm256_setzero_ps(); }
+inline vf vset1(float x) { return _mm256_set1_ps(x); }
+inline vf vload(const float* p) { return _mm256_loadu_ps(p); }
+inline void vstore(float* p, vf v) { _mm256_storeu_ps(p, v); }
+inline vf vload_n(const float* p, int n) { return _mm256_maskload_ps(p, tail_mask8(n)); }
+inline void vstore_n(float* p, vf v, int n) { _mm256_maskstore_ps(p, tail_mask8(n), v); }
+inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
+inline vf vsub(vf a, vf b) { return _mm256_sub_ps(a, b); }
+inline vf vmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+inline vf vdiv(vf a, vf b) { return _mm256_div_ps(a, b); }
+inline vf vfmadd(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+inline vf vfnmadd(vf a, vf b, vf c) { return _mm256_fnmadd_ps(a, b, c); }
+inline vf vmax(vf a, vf b) { return _mm256_max_ps(a, b); }
+inline vf vmin(vf a, vf b) { return _mm256_min_ps(a, b); }
+inline vf vsqrt(vf a) { return _mm256_sqrt_ps(a); }
+inline vf vabs(vf a) { return _mm256_and_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff))); }
+inline vf vneg(vf a) { return _mm256_xor_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32(int(0x80000000u)))); }
+inline vf vround(vf a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+inline vf vscale2(vf a, vf n) {
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(a, _mm256_castsi256_ps(e));
+}
+inline vf vselect_gt(vf x, vf y, vf a, vf b) { return _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, y, _CMP_GT_OQ)); }
+inline float vreduce_add(vf a) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline float vreduce_max(vf a) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+#else
+// Portable path: one lane. The compiler may still auto-vectorise loops with SSE2.
+using vf = float;
+constexpr int W = 1;
+inline vf vzero() { return 0.0f; }
+inline vf vset1(float x) { return x; }
+inline vf vload(const float* p) { return *p; }
+inline void vstore(float* p, vf v) { *p = v; }
+inline vf vload_n(const float* p, int n) { return n > 0 ? *p : 0.0f; }
+inline void vstore_n(float* p, vf v, int n) { if (n > 0) *p = v; }
+inline vf vadd(vf a, vf b) { return a + b; }
+inline vf vsub(vf a, vf b) { return a - b; }
+inline vf vmul(vf a, vf b) { return a * b; }
+inline vf vdiv(vf a, vf b) { return a / b; }
+// Plain multiply-add: without -mfma, std::fma would be a slow library call.
+inline vf vfmadd(vf a, vf b, vf c) { return a * b + c; }
+inline vf vfnmadd(vf a, vf b, vf c) { return c - a * b; }
+inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+inline vf vmin(vf a, vf b) { return a < b ? a : b; }
+inline vf vsqrt(vf a) { return std::sqrt(a); }
+inline vf vabs(vf a) { return std::fabs(a); }
+inline vf vneg(vf a) { return -a; }
+inline vf vround(vf a) { return std::nearbyint(a); }
+inline vf vscale2(vf a, vf n) { return std::ldexp(a, static_cast<int>(n)); }
+inline vf vselect_gt(vf x, vf y, vf a, vf b) { return x > y ? a : b; }
+inline float vreduce_add(vf a) { return a; }
+inline float vreduce_max(vf a) { return a; }
+#endif
+
+// exp(x), relative error about 2 ulp over the float range (Cephes polynomial on [-ln2/2, ln2/2]
+// after x = n*ln2 + r). Inputs are clamped to [-87.3, 88.7]: below that the result is ~0.
+inline vf vexp(vf x) {
+  x = vmin(vmax(x, vset1(-87.336544f)), vset1(88.722839f));
+  vf n = vround(vmul(x, vset1(1.44269504088896341f)));
+  vf r = vfnmadd(n, vset1(0.693359375f), x);
+  r = vfnmadd(n, vset1(-2.12194440e-4f), r);
+  vf p = vset1(1.9875691500e-4f);
+  p = vfmadd(p, r, vset1(1.3981999507e-3f));
+  p = vfmadd(p, r, vset1(8.3334519073e-3f));
+  p = vfmadd(p, r, vset1(4.1665795894e-2f));
+  p = vfmadd(p, r, vset1(1.6666665459e-1f));
+  p = vfmadd(p, r, vset1(5.0000001201e-1f));
+  vf r2 = vmul(r, r);
+  p = vfmadd(p, r2, vadd(r, vset1(1.0f)));
+  return vscale2(p, n);
+}
+
+// 1 / (1 + exp(-x))
+inline vf vsigmoid(vf x) { return vdiv(vset1(1.0f), vadd(vset1(1.0f), vexp(vneg(x)))); }
+
+// tanh(x): an odd polynomial near 0 (where 1 - 2/(e^2x + 1) would lose relative accuracy),
+// the exp form elsewhere.
+inline vf vtanh(vf x) {
+  vf ax = vabs(x);
+  // exp form, sign restored: tanh(|x|) = 1 - 2/(exp(2|x|)+1)
+  vf e = vexp(vadd(ax, ax));
+  vf t_big = vsub(vset1(1.0f), vdiv(vset1(2.0f), vadd(e, vset1(1.0f))));
+  // minimax-style odd series for |x| < 0.625: x + x^3 p(x^2)
+  vf x2 = vmul(x, x);
+  vf p = vset1(-5.70498872745e-3f);
+  p = vfmadd(p, x2, vset1(2.06390887954e-2f));
+  p = vfmadd(p, x2, vset1(-5.37397155531e-2f));
+  p = vfmadd(p, x2, vset1(1.33314422036e-1f));
+  p = vfmadd(p, x2, vset1(-3.33332819422e-1f));
+  vf t_small = vfmadd(vmul(p, x2), ax, ax);
+  vf t = vselect_gt(ax, vset1(0.625f), t_big, t_small);
+  // copy the sign of x
+  vf neg_t = vneg(t);
+  return vselect_gt(vzero(), x, neg_t, t);
+}
+
+}  // namespace FG_ISA_NS
+}  // namespace fg

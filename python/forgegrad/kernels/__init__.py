@@ -1,0 +1,9 @@
+"""forgegrad's kernels on plain numpy float32 arrays.
+
+This is the "fast backend" layer: each function validates its arguments (raising TypeError or
+ValueError that name the argument and the expected shape) and calls the compiled kernel without
+copying contiguous inputs. The autograd layer (forgegrad.Tensor) is built on these.
+"""
+from .gemm import bmm, matmul
+
+__all__ = ["matmul", "bmm"]
