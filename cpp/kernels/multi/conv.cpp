@@ -1,12 +1,13 @@
 // 2-D convolution kernels, compiled per ISA (see conv.h for the layout and the algorithm).
 //
-// Every pass is a product of a small packed matrix A with "rows" of a buffer B that are addressed
-// through an offset table: row k of B starts at B + off[k]. With a zero-padded image, flat index
-// p = oh * Wp + ow and off[(ic, kh, kw)] = ic*Hp*Wp + kh*dh*Wp + kw*dw, this is a stride-1
-// convolution with no im2col copy (the Wp - OW columns past each output row are computed and
-// dropped); with an im2col matrix, off[k] = k * ld. Two register-blocked micro-kernels cover it:
-//   rows_kernel: C[m][p] = sum_k A[m][k] * B[off[k] + p]      (forward and input gradient)
-//   dot_kernel:  D[m][k] = sum_p G[m][p] * B[off[k] + p]      (weight gradient)
+// Every pass multiplies a small packed matrix A with "rows" of a buffer B addressed through an
+// offset table: row k of B starts at B + off[k]. With a zero-padded image and flat index
+// q = oh * Wp + ow, off[(ic, kh, kw)] = ic*Hp*Wp + kh*dh*Wp + kw*dw makes a stride-1 convolution
+// with no im2col copy; with an im2col matrix, off[k] = k * ld. The output plane is cut into
+// vectors of W lanes (a VecList: where each vector reads in B, where it goes in the output, how
+// many lanes are real), and two register-blocked micro-kernels do the arithmetic:
+//   tile_kernel: C[m][vec] = sum_k A[m][k] * B[off[k] + pos[vec]]    (forward, input gradient)
+//   dot_kernel:  D[m][k]   = sum_vec G[m][vec] . B[off[k] + pos[vec]] (weight gradient)
 // Each output element is computed by one fixed sequence of operations, whichever thread runs it,
 // and the batch sums of the weight gradient go through fixed chunks of images added in order:
 // results are bit-identical for any thread count.
@@ -22,7 +23,7 @@ namespace FG_ISA_NS {
 namespace {
 
 #if defined(__AVX512F__)
-constexpr int kMR = 6, kNR = 4;  // rows kernel: 6 rows x 4 vectors = 24 accumulators (of 32)
+constexpr int kMR = 6, kNR = 4;  // tile kernel: 6 rows x 4 vectors = 24 accumulators (of 32)
 constexpr int kDM = 4, kDK = 6;  // dot kernel: 4 x 6 accumulators
 #elif defined(__AVX2__)
 constexpr int kMR = 6, kNR = 2;  // 12 accumulators + 2 loads + 1 broadcast of 16 registers
@@ -31,74 +32,159 @@ constexpr int kDM = 2, kDK = 4;
 constexpr int kMR = 4, kNR = 4;
 constexpr int kDM = 2, kDK = 4;
 #endif
-constexpr int64_t kPB = int64_t(kNR) * W;  // columns per rows-kernel step
-// Images per chunk of the weight-gradient batch sum: a function of N only (never of the thread
+// Chunks of images for the weight-gradient batch sum: a function of N only (never of the thread
 // count), so the order of additions is fixed.
 constexpr int64_t kMaxWeightChunks = 8;
 
 inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // int64 scratch without std containers (see simd.h on templates in multi/ files).
-struct OffsetTable {
-  explicit OffsetTable(int64_t n)
+struct I64Buf {
+  explicit I64Buf(int64_t n)
       : p(static_cast<int64_t*>(aligned_malloc(sizeof(int64_t) * static_cast<size_t>(n > 0 ? n : 1)))) {}
-  ~OffsetTable() { aligned_free(p); }
-  OffsetTable(const OffsetTable&) = delete;
-  OffsetTable& operator=(const OffsetTable&) = delete;
+  ~I64Buf() { aligned_free(p); }
+  I64Buf(const I64Buf&) = delete;
+  I64Buf& operator=(const I64Buf&) = delete;
   int64_t* p;
 };
 
-// C[m][p] = init[m] + sum_k A[k*MR + m] * B[off[k] + p] for m < MR and p < round_up(P, kPB).
-// B must be readable (finite or not: those columns are dropped) that far past each row start.
-template <int MR>
-void rows_kernel(int64_t K, const float* A, const float* B, const int64_t* off, int64_t P,
-                 const float* init, float* C, int64_t ldc) {
-  for (int64_t p0 = 0; p0 < P; p0 += kPB) {
-    vf acc[MR][kNR];
+// The vectors that cover one output plane.
+//   pos[v]: offset of the vector's first lane in B's flat column space (added to off[k])
+//   dst[v]: offset of its first lane in the output plane (or in a scratch plane, when flat)
+//   valid[v]: lanes that are real outputs (the rest are computed and dropped)
+// Modes: "rows" (vectors never cross an output row: written straight into the output), "flat"
+// (vectors run along the padded rows: fewer vectors for narrow images, written to a scratch plane
+// of row length Wb and copied out) and "dense" (im2col columns: written straight into the output).
+struct VecList {
+  int64_t n = 0;
+  bool flat = false;
+  int64_t scratch_ld = 0;  // flat mode: scratch row stride (multiple of W)
+  I64Buf pos, dst, valid;
+  explicit VecList(int64_t cap) : pos(cap), dst(cap), valid(cap) {}
+};
+
+int64_t rows_mode_count(int64_t OHo, int64_t OWo) { return OHo * ((OWo + W - 1) / W); }
+int64_t flat_mode_count(int64_t OHo, int64_t Wb) { return (OHo * Wb + W - 1) / W; }
+
+// Vectors for an (OHo, OWo) output whose pixel (r, c) reads B at flat column r * Wb + c.
+void build_direct(VecList& vl, int64_t OHo, int64_t OWo, int64_t Wb) {
+  if (flat_mode_count(OHo, Wb) < rows_mode_count(OHo, OWo)) {
+    vl.flat = true;
+    vl.scratch_ld = round_up(OHo * Wb, W);
+    for (int64_t q = 0; q < OHo * Wb; q += W, ++vl.n) {
+      vl.pos.p[vl.n] = q;
+      vl.dst.p[vl.n] = q;
+      vl.valid.p[vl.n] = W;
+    }
+    return;
+  }
+  for (int64_t r = 0; r < OHo; ++r)
+    for (int64_t c = 0; c < OWo; c += W, ++vl.n) {
+      vl.pos.p[vl.n] = r * Wb + c;
+      vl.dst.p[vl.n] = r * OWo + c;
+      vl.valid.p[vl.n] = min64(W, OWo - c);
+    }
+}
+
+// Vectors for P contiguous columns (im2col), output plane contiguous too.
+void build_dense(VecList& vl, int64_t P) {
+  for (int64_t q = 0; q < P; q += W, ++vl.n) {
+    vl.pos.p[vl.n] = q;
+    vl.dst.p[vl.n] = q;
+    vl.valid.p[vl.n] = min64(W, P - q);
+  }
+}
+
+int64_t veclist_capacity(int64_t OHo, int64_t OWo, int64_t Wb) {
+  int64_t a = rows_mode_count(OHo, OWo), b = flat_mode_count(OHo, Wb), c = (OHo * OWo + W - 1) / W;
+  return a > b ? (a > c ? a : c) : (b > c ? b : c);
+}
+
+// C[m * ldc + dst[j] + lane] = init[m] + sum_k A[k*MR + m] * B[off[k] + pos[j] + lane] for m < MR,
+// j < NV; only valid[j] lanes are stored. B must be readable W floats past every pos.
+template <int MR, int NV>
+void tile_kernel(int64_t K, const float* A, const float* B, const int64_t* off, const int64_t* pos,
+                 const int64_t* dst, const int64_t* valid, const float* init, float* C, int64_t ldc) {
+  vf acc[MR][NV];
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m) {
+    vf v = vset1(init ? init[m] : 0.0f);
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) acc[m][j] = v;
+  }
+  const float* bp[NV];
+#pragma GCC unroll 8
+  for (int j = 0; j < NV; ++j) bp[j] = B + pos[j];
+  const float* a = A;
+  for (int64_t k = 0; k < K; ++k, a += MR) {
+    const int64_t o = off[k];
+    vf bv[NV];
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) bv[j] = vload(bp[j] + o);
 #pragma GCC unroll 8
     for (int m = 0; m < MR; ++m) {
-      vf v = vset1(init ? init[m] : 0.0f);
+      vf av = vset1(a[m]);
 #pragma GCC unroll 8
-      for (int j = 0; j < kNR; ++j) acc[m][j] = v;
+      for (int j = 0; j < NV; ++j) acc[m][j] = vfmadd(av, bv[j], acc[m][j]);
     }
-    const float* a = A;
-    for (int64_t k = 0; k < K; ++k, a += MR) {
-      const float* b = B + off[k] + p0;
-      vf bv[kNR];
+  }
 #pragma GCC unroll 8
-      for (int j = 0; j < kNR; ++j) bv[j] = vload(b + j * W);
+  for (int j = 0; j < NV; ++j) {
+    if (valid[j] == W) {
 #pragma GCC unroll 8
-      for (int m = 0; m < MR; ++m) {
-        vf av = vset1(a[m]);
+      for (int m = 0; m < MR; ++m) vstore(C + m * ldc + dst[j], acc[m][j]);
+    } else {
+      const int nv = static_cast<int>(valid[j]);
 #pragma GCC unroll 8
-        for (int j = 0; j < kNR; ++j) acc[m][j] = vfmadd(av, bv[j], acc[m][j]);
-      }
+      for (int m = 0; m < MR; ++m) vstore_n(C + m * ldc + dst[j], acc[m][j], nv);
     }
-#pragma GCC unroll 8
-    for (int m = 0; m < MR; ++m)
-#pragma GCC unroll 8
-      for (int j = 0; j < kNR; ++j) vstore(C + m * ldc + p0 + j * W, acc[m][j]);
   }
 }
 
-void rows_block(int mr, int64_t K, const float* A, const float* B, const int64_t* off, int64_t P,
-                const float* init, float* C, int64_t ldc) {
-  switch (mr) {
-    case 1: return rows_kernel<1>(K, A, B, off, P, init, C, ldc);
-    case 2: return rows_kernel<2>(K, A, B, off, P, init, C, ldc);
-    case 3: return rows_kernel<3>(K, A, B, off, P, init, C, ldc);
-    case 4: return rows_kernel<4>(K, A, B, off, P, init, C, ldc);
-#if defined(__AVX512F__) || defined(__AVX2__)
-    case 5: return rows_kernel<5>(K, A, B, off, P, init, C, ldc);
-    case 6: return rows_kernel<6>(K, A, B, off, P, init, C, ldc);
+using TileFn = void (*)(int64_t, const float*, const float*, const int64_t*, const int64_t*,
+                        const int64_t*, const int64_t*, const float*, float*, int64_t);
+
+template <int MR>
+TileFn pick_nv(int nv) {
+  switch (nv) {
+    case 1: return &tile_kernel<MR, 1>;
+    case 2: return &tile_kernel<MR, 2>;
+#if defined(__AVX512F__) || !defined(__AVX2__)
+    case 3: return &tile_kernel<MR, 3>;
+    case 4: return &tile_kernel<MR, 4>;
 #endif
-    default: return;
+    default: return nullptr;
   }
 }
 
-// D[m][j] (+)= sum_{p < round_up(P, W)} G[m][p] * B[off[j] + p] for m < kDM, j < kDK; G rows are
-// zero past P. accumulate: add to D's old value, else overwrite.
-void dot_kernel(const float* const* g_rows, const float* B, const int64_t* off, int64_t P,
+TileFn pick_tile(int mr, int nv) {
+  switch (mr) {
+    case 1: return pick_nv<1>(nv);
+    case 2: return pick_nv<2>(nv);
+    case 3: return pick_nv<3>(nv);
+    case 4: return pick_nv<4>(nv);
+#if defined(__AVX512F__) || defined(__AVX2__)
+    case 5: return pick_nv<5>(nv);
+    case 6: return pick_nv<6>(nv);
+#endif
+    default: return nullptr;
+  }
+}
+
+// Output rows [m0, m0 + mr) of one plane set: C points at row m0, rows ldc apart.
+void run_rows(int64_t mr, int64_t K, const float* A, const float* B, const int64_t* off,
+              const VecList& vl, const float* init, float* C, int64_t ldc) {
+  for (int64_t v0 = 0; v0 < vl.n; v0 += kNR) {
+    const int nv = static_cast<int>(min64(kNR, vl.n - v0));
+    pick_tile(static_cast<int>(mr), nv)(K, A, B, off, vl.pos.p + v0, vl.dst.p + v0, vl.valid.p + v0,
+                                        init, C, ldc);
+  }
+}
+
+// D[m][j] (+)= sum_v G[m][v*W + lane] * B[off[j] + pos[v] + lane] for m < kDM, j < kDK (only
+// dm x dk stored); G is zero in invalid lanes. accumulate: add to D's old value, else overwrite.
+void dot_kernel(const float* const* g_rows, const float* B, const int64_t* off, const VecList& vl,
                 float* const* d_rows, const int64_t* d_cols, int dm, int dk, bool accumulate) {
   vf acc[kDM][kDK];
 #pragma GCC unroll 8
@@ -107,13 +193,15 @@ void dot_kernel(const float* const* g_rows, const float* B, const int64_t* off, 
     for (int j = 0; j < kDK; ++j) acc[m][j] = vzero();
   const float* b[kDK];
   for (int j = 0; j < kDK; ++j) b[j] = B + off[j];
-  for (int64_t p = 0; p < P; p += W) {
+  const int64_t* pos = vl.pos.p;
+  for (int64_t v = 0; v < vl.n; ++v) {
+    const int64_t q = pos[v], gq = v * W;
     vf gv[kDM];
 #pragma GCC unroll 8
-    for (int m = 0; m < kDM; ++m) gv[m] = vload(g_rows[m] + p);
+    for (int m = 0; m < kDM; ++m) gv[m] = vload(g_rows[m] + gq);
 #pragma GCC unroll 8
     for (int j = 0; j < kDK; ++j) {
-      vf bv = vload(b[j] + p);
+      vf bv = vload(b[j] + q);
 #pragma GCC unroll 8
       for (int m = 0; m < kDM; ++m) acc[m][j] = vfmadd(gv[m], bv, acc[m][j]);
     }
@@ -131,19 +219,18 @@ void dot_kernel(const float* const* g_rows, const float* B, const int64_t* off, 
 template <class Get>
 void pack_panels(int64_t M, int64_t R, float* out, Get get) {
   for (int64_t m0 = 0; m0 < M; m0 += kMR) {
-    int64_t mr = M - m0 < kMR ? M - m0 : kMR;
+    const int64_t mr = min64(M - m0, kMR);
     float* dst = out + m0 * R;
     for (int64_t r = 0; r < R; ++r)
       for (int64_t i = 0; i < mr; ++i) dst[r * mr + i] = get(m0 + i, r);
   }
 }
 
-// Shapes of the B buffer built from one image of one group.
+// How one image of one group is laid out in B for the forward / weight-gradient passes.
 struct Plan {
   bool direct;     // stride 1: zero-padded image; else im2col
   int64_t Hp, Wp;  // padded image (direct)
-  int64_t P;       // flat output columns computed per row (OH * Wp or OH * OW)
-  int64_t ld;      // im2col row stride (multiple of kPB)
+  int64_t ld;      // im2col row stride (multiple of W)
   int64_t bsize;   // floats in B
 };
 
@@ -154,12 +241,11 @@ Plan make_plan(const Conv2dGeom& g) {
   pl.Hp = g.H + g.pad_top + g.pad_bottom;
   pl.Wp = g.W + g.pad_left + g.pad_right;
   if (pl.direct) {
-    pl.P = g.OH * pl.Wp;
-    // Reads reach off_max + round_up(P, kPB) <= Cg*Hp*Wp + Wp + kPB (see the header comment).
-    pl.bsize = Cg * pl.Hp * pl.Wp + pl.Wp + kPB + W;
+    // Reads reach off_max + (OH-1)*Wp + round_up(OW or Wp, W) <= Cg*Hp*Wp + Wp + W, because
+    // OH + (KH-1)*dh = Hp at stride 1.
+    pl.bsize = Cg * pl.Hp * pl.Wp + pl.Wp + 2 * W;
   } else {
-    pl.P = g.OH * g.OW;
-    pl.ld = round_up(pl.P, kPB);
+    pl.ld = round_up(g.OH * g.OW, W);
     pl.bsize = K * pl.ld;
   }
   return pl;
@@ -172,6 +258,13 @@ void fill_offsets(const Conv2dGeom& g, const Plan& pl, int64_t* off) {
     for (int64_t kh = 0; kh < g.KH; ++kh)
       for (int64_t kw = 0; kw < g.KW; ++kw, ++k)
         off[k] = pl.direct ? ic * pl.Hp * pl.Wp + kh * g.dil_h * pl.Wp + kw * g.dil_w : k * pl.ld;
+}
+
+void build_plan_vectors(const Conv2dGeom& g, const Plan& pl, VecList& vl) {
+  if (pl.direct)
+    build_direct(vl, g.OH, g.OW, pl.Wp);
+  else
+    build_dense(vl, g.OH * g.OW);
 }
 
 // B for image channels xs (Cg, H, W): the zero-padded image or the im2col matrix.
@@ -196,7 +289,7 @@ void fill_input(const Conv2dGeom& g, const Plan& pl, const float* xs, float* B) 
     std::memset(B + Cg * plane, 0, sizeof(float) * (pl.bsize - Cg * plane));
     return;
   }
-  const int64_t KK = g.KH * g.KW;
+  const int64_t KK = g.KH * g.KW, P = g.OH * g.OW;
   parallel_for(Cg * KK, 8, [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k) {
       const int64_t c = k / KK, kh = (k / g.KW) % g.KH, kw = k % g.KW;
@@ -214,7 +307,42 @@ void fill_input(const Conv2dGeom& g, const Plan& pl, const float* xs, float* B) 
           r[ow] = (iw >= 0 && iw < Wd) ? s[ih * Wd + iw] : 0.0f;
         }
       }
-      std::memset(row + pl.P, 0, sizeof(float) * (pl.ld - pl.P));
+      std::memset(row + P, 0, sizeof(float) * (pl.ld - P));
+    }
+  });
+}
+
+// One pass "out planes (M, OHo, OWo) = A (M x R) * B-rows" per (image, group) unit, parallel over
+// units and, inside a unit, over kMR-row blocks. fill(n, gi, B) builds B; A holds every group's
+// panels ((gi * M) * R onwards); out(n, gi) is the first output plane of the unit.
+template <class Fill, class Out>
+void run_units(int64_t N, int64_t G, int64_t M, int64_t R, const float* A, int64_t bsize,
+               const int64_t* off, const VecList& vl, int64_t OHo, int64_t OWo, int64_t Wb,
+               const float* bias, Fill fill, Out out) {
+  const int64_t plane = OHo * OWo, nblocks = (M + kMR - 1) / kMR;
+  parallel_for(N * G, 1, [&](int64_t u0, int64_t u1) {
+    AlignedBuffer B(static_cast<size_t>(bsize));
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t n = u / G, gi = u % G;
+      fill(n, gi, B.data());
+      float* o = out(n, gi);
+      parallel_for(nblocks, 1, [&](int64_t b0, int64_t b1) {
+        AlignedBuffer S(vl.flat ? static_cast<size_t>(kMR * vl.scratch_ld) : 0);
+        for (int64_t blk = b0; blk < b1; ++blk) {
+          const int64_t m0 = blk * kMR, mr = min64(M - m0, kMR);
+          const float* a = A + (gi * M + m0) * R;
+          const float* init = bias ? bias + gi * M + m0 : nullptr;
+          if (!vl.flat) {
+            run_rows(mr, R, a, B.data(), off, vl, init, o + m0 * plane, plane);
+            continue;
+          }
+          run_rows(mr, R, a, B.data(), off, vl, init, S.data(), vl.scratch_ld);
+          for (int64_t m = 0; m < mr; ++m)
+            for (int64_t r = 0; r < OHo; ++r)
+              std::memcpy(o + (m0 + m) * plane + r * OWo, S.data() + m * vl.scratch_ld + r * Wb,
+                          sizeof(float) * OWo);
+        }
+      });
     }
   });
 }
@@ -225,38 +353,20 @@ void fill_input(const Conv2dGeom& g, const Plan& pl, const float* xs, float* B) 
 void conv2d_forward(const Conv2dGeom& g, const float* x, const float* w, const float* bias, float* y) {
   if (g.N <= 0) return;
   const int64_t G = g.groups, Cg = g.C / G, OCg = g.OC / G, K = Cg * g.KH * g.KW;
-  const int64_t OHW = g.OH * g.OW;
   const Plan pl = make_plan(g);
-  const int64_t ldc = round_up(pl.P, kPB);
   AlignedBuffer A(static_cast<size_t>(g.OC * K));
   for (int64_t gi = 0; gi < G; ++gi) {
     const float* wg = w + gi * OCg * K;
     pack_panels(OCg, K, A.data() + gi * OCg * K, [&](int64_t m, int64_t r) { return wg[m * K + r]; });
   }
-  OffsetTable off(K);
+  I64Buf off(K);
   fill_offsets(g, pl, off.p);
-  const int64_t nblocks = (OCg + kMR - 1) / kMR;
-  parallel_for(g.N * G, 1, [&](int64_t u0, int64_t u1) {
-    AlignedBuffer B(static_cast<size_t>(pl.bsize));
-    for (int64_t u = u0; u < u1; ++u) {
-      const int64_t n = u / G, gi = u % G;
-      fill_input(g, pl, x + (n * g.C + gi * Cg) * g.H * g.W, B.data());
-      float* ys = y + (n * g.OC + gi * OCg) * OHW;
-      parallel_for(nblocks, 1, [&](int64_t b0, int64_t b1) {
-        AlignedBuffer Cs(static_cast<size_t>(kMR * ldc));
-        for (int64_t blk = b0; blk < b1; ++blk) {
-          const int64_t m0 = blk * kMR, mr = OCg - m0 < kMR ? OCg - m0 : kMR;
-          rows_block(static_cast<int>(mr), K, A.data() + (gi * OCg + m0) * K, B.data(), off.p, pl.P,
-                     bias ? bias + gi * OCg + m0 : nullptr, Cs.data(), ldc);
-          const int64_t src_ld = pl.direct ? pl.Wp : g.OW;
-          for (int64_t m = 0; m < mr; ++m)
-            for (int64_t oh = 0; oh < g.OH; ++oh)
-              std::memcpy(ys + (m0 + m) * OHW + oh * g.OW, Cs.data() + m * ldc + oh * src_ld,
-                          sizeof(float) * g.OW);
-        }
-      });
-    }
-  });
+  VecList vl(veclist_capacity(g.OH, g.OW, pl.Wp));
+  build_plan_vectors(g, pl, vl);
+  run_units(
+      g.N, G, OCg, K, A.data(), pl.bsize, off.p, vl, g.OH, g.OW, pl.Wp, bias,
+      [&](int64_t n, int64_t gi, float* B) { fill_input(g, pl, x + (n * g.C + gi * Cg) * g.H * g.W, B); },
+      [&](int64_t n, int64_t gi) { return y + (n * g.OC + gi * OCg) * g.OH * g.OW; });
 }
 
 // weight (OC, Cg, KH, KW), grad_y (N, OC, OH, OW) -> grad_x (N, C, H, W)
@@ -271,8 +381,7 @@ void conv2d_backward_input(const Conv2dGeom& g, const float* w, const float* gy,
     const int64_t Hq = g.H + (g.KH - 1) * g.dil_h, Wq = g.W + (g.KW - 1) * g.dil_w;
     const int64_t T = (g.KH - 1) * g.dil_h - g.pad_top, L = (g.KW - 1) * g.dil_w - g.pad_left;
     const int64_t R = OCg * KK;  // reduction length
-    const int64_t P = g.H * Wq, ldc = round_up(P, kPB);
-    const int64_t plane = Hq * Wq, bsize = OCg * plane + Wq + kPB + W;
+    const int64_t plane = Hq * Wq, bsize = OCg * plane + Wq + 2 * W;
     AlignedBuffer A(static_cast<size_t>(g.C * R));
     for (int64_t gi = 0; gi < G; ++gi) {
       const float* wg = w + gi * OCg * K;
@@ -281,62 +390,50 @@ void conv2d_backward_input(const Conv2dGeom& g, const float* w, const float* gy,
         return wg[(oc * Cg + ic) * KK + kk];
       });
     }
-    OffsetTable off(R);
+    I64Buf off(R);
     for (int64_t oc = 0, r = 0; oc < OCg; ++oc)
       for (int64_t kh = 0; kh < g.KH; ++kh)
         for (int64_t kw = 0; kw < g.KW; ++kw, ++r)
           off.p[r] = oc * plane + (g.KH - 1 - kh) * g.dil_h * Wq + (g.KW - 1 - kw) * g.dil_w;
-    const int64_t nblocks = (Cg + kMR - 1) / kMR;
-    parallel_for(g.N * G, 1, [&](int64_t u0, int64_t u1) {
-      AlignedBuffer B(static_cast<size_t>(bsize));
-      for (int64_t u = u0; u < u1; ++u) {
-        const int64_t n = u / G, gi = u % G;
-        const float* gys = gy + (n * g.OC + gi * OCg) * OHW;
-        parallel_for(OCg, 4, [&](int64_t c0, int64_t c1) {
-          for (int64_t oc = c0; oc < c1; ++oc) {
-            float* d = B.data() + oc * plane;
-            for (int64_t r = 0; r < Hq; ++r) {
-              float* row = d + r * Wq;
-              const int64_t oh = r - T;
-              if (oh < 0 || oh >= g.OH) {
-                std::memset(row, 0, sizeof(float) * Wq);
-                continue;
-              }
-              const float* s = gys + oc * OHW + oh * g.OW;
-              for (int64_t c = 0; c < Wq; ++c) {
-                const int64_t ow = c - L;
-                row[c] = (ow >= 0 && ow < g.OW) ? s[ow] : 0.0f;
-              }
+    VecList vl(veclist_capacity(g.H, g.W, Wq));
+    build_direct(vl, g.H, g.W, Wq);
+    auto fill = [&](int64_t n, int64_t gi, float* B) {
+      const float* gys = gy + (n * g.OC + gi * OCg) * OHW;
+      parallel_for(OCg, 4, [&](int64_t c0, int64_t c1) {
+        for (int64_t oc = c0; oc < c1; ++oc) {
+          float* d = B + oc * plane;
+          for (int64_t r = 0; r < Hq; ++r) {
+            float* row = d + r * Wq;
+            const int64_t oh = r - T;
+            if (oh < 0 || oh >= g.OH) {
+              std::memset(row, 0, sizeof(float) * Wq);
+              continue;
+            }
+            const float* s = gys + oc * OHW + oh * g.OW;
+            for (int64_t c = 0; c < Wq; ++c) {
+              const int64_t ow = c - L;
+              row[c] = (ow >= 0 && ow < g.OW) ? s[ow] : 0.0f;
             }
           }
-        });
-        std::memset(B.data() + OCg * plane, 0, sizeof(float) * (bsize - OCg * plane));
-        float* gxs = gx + (n * g.C + gi * Cg) * HW;
-        parallel_for(nblocks, 1, [&](int64_t b0, int64_t b1) {
-          AlignedBuffer Cs(static_cast<size_t>(kMR * ldc));
-          for (int64_t blk = b0; blk < b1; ++blk) {
-            const int64_t m0 = blk * kMR, mr = Cg - m0 < kMR ? Cg - m0 : kMR;
-            rows_block(static_cast<int>(mr), R, A.data() + (gi * Cg + m0) * R, B.data(), off.p, P,
-                       nullptr, Cs.data(), ldc);
-            for (int64_t m = 0; m < mr; ++m)
-              for (int64_t ih = 0; ih < g.H; ++ih)
-                std::memcpy(gxs + (m0 + m) * HW + ih * g.W, Cs.data() + m * ldc + ih * Wq,
-                            sizeof(float) * g.W);
-          }
-        });
-      }
-    });
+        }
+      });
+      std::memset(B + OCg * plane, 0, sizeof(float) * (bsize - OCg * plane));
+    };
+    run_units(g.N, G, Cg, R, A.data(), bsize, off.p, vl, g.H, g.W, Wq, nullptr, fill,
+              [&](int64_t n, int64_t gi) { return gx + (n * g.C + gi * Cg) * HW; });
     return;
   }
   // Strided: gcol (K, OH*OW) = W^T grad_y per image, then col2im, one input channel per task.
-  const int64_t P = OHW, ld = round_up(P, kPB);
+  const int64_t P = OHW, ld = round_up(P, W);
   AlignedBuffer A(static_cast<size_t>(G * K * OCg));
   for (int64_t gi = 0; gi < G; ++gi) {
     const float* wg = w + gi * OCg * K;
     pack_panels(K, OCg, A.data() + gi * K * OCg, [&](int64_t k, int64_t oc) { return wg[oc * K + k]; });
   }
-  OffsetTable off(OCg);
+  I64Buf off(OCg);
   for (int64_t oc = 0; oc < OCg; ++oc) off.p[oc] = oc * ld;
+  VecList vl((P + W - 1) / W);
+  build_dense(vl, P);
   const int64_t nblocks = (K + kMR - 1) / kMR;
   parallel_for(g.N * G, 1, [&](int64_t u0, int64_t u1) {
     AlignedBuffer B(static_cast<size_t>(OCg * ld)), gcol(static_cast<size_t>(K * ld));
@@ -349,9 +446,9 @@ void conv2d_backward_input(const Conv2dGeom& g, const float* w, const float* gy,
       }
       parallel_for(nblocks, 1, [&](int64_t b0, int64_t b1) {
         for (int64_t blk = b0; blk < b1; ++blk) {
-          const int64_t m0 = blk * kMR, mr = K - m0 < kMR ? K - m0 : kMR;
-          rows_block(static_cast<int>(mr), OCg, A.data() + gi * K * OCg + m0 * OCg, B.data(), off.p, P,
-                     nullptr, gcol.data() + m0 * ld, ld);
+          const int64_t m0 = blk * kMR, mr = min64(K - m0, kMR);
+          run_rows(mr, OCg, A.data() + gi * K * OCg + m0 * OCg, B.data(), off.p, vl, nullptr,
+                   gcol.data() + m0 * ld, ld);
         }
       });
       float* gxs = gx + (n * g.C + gi * Cg) * HW;
@@ -387,13 +484,14 @@ void conv2d_backward_weight(const Conv2dGeom& g, const float* x, const float* gy
     return;
   }
   const Plan pl = make_plan(g);
-  // G rows: grad_y in B's flat column layout (zeros in the dropped columns and past P).
-  const int64_t ldg = pl.direct ? round_up(pl.P, W) : pl.ld;
-  OffsetTable off(K);
+  I64Buf off(K);
   fill_offsets(g, pl, off.p);
+  VecList vl(veclist_capacity(g.OH, g.OW, pl.Wp));
+  build_plan_vectors(g, pl, vl);
+  // G rows: grad_y cut into the same vectors (v-th vector at v * W), zero in invalid lanes.
+  const int64_t ldg = vl.n * W;
   // Fixed chunks of images; chunk c sums its images in order into part[c], chunks are added in order.
-  const int64_t nchunks = g.N < kMaxWeightChunks ? g.N : kMaxWeightChunks;
-  const int64_t per_chunk = (g.N + nchunks - 1) / nchunks;
+  const int64_t per_chunk = (g.N + kMaxWeightChunks - 1) / kMaxWeightChunks;
   const int64_t nch = (g.N + per_chunk - 1) / per_chunk;
   AlignedBuffer part_w(gw && nch > 1 ? static_cast<size_t>(nch * g.OC * K) : 0);
   AlignedBuffer part_b(static_cast<size_t>(nch * g.OC));
@@ -404,7 +502,7 @@ void conv2d_backward_weight(const Conv2dGeom& g, const float* x, const float* gy
     for (int64_t ch = c0; ch < c1; ++ch) {
       float* dw = gw ? (nch > 1 ? part_w.data() + ch * g.OC * K : gw) : nullptr;
       float* db = part_b.data() + ch * g.OC;
-      const int64_t n_end = (ch + 1) * per_chunk < g.N ? (ch + 1) * per_chunk : g.N;
+      const int64_t n_end = min64((ch + 1) * per_chunk, g.N);
       for (int64_t n = ch * per_chunk; n < n_end; ++n) {
         const bool first = n == ch * per_chunk;
         for (int64_t gi = 0; gi < G; ++gi) {
@@ -413,15 +511,18 @@ void conv2d_backward_weight(const Conv2dGeom& g, const float* x, const float* gy
           parallel_for(OCg, 4, [&](int64_t o0, int64_t o1) {
             for (int64_t oc = o0; oc < o1; ++oc) {
               float* row = Gd + oc * ldg;
-              if (pl.direct) {
-                for (int64_t oh = 0; oh < g.OH; ++oh) {
-                  std::memcpy(row + oh * pl.Wp, gys + oc * OHW + oh * g.OW, sizeof(float) * g.OW);
-                  std::memset(row + oh * pl.Wp + g.OW, 0, sizeof(float) * (pl.Wp - g.OW));
-                }
+              const float* src = gys + oc * OHW;
+              if (pl.direct && vl.flat) {  // flat columns: row r of grad_y at r * Wp
+                std::memset(row, 0, sizeof(float) * ldg);
+                for (int64_t oh = 0; oh < g.OH; ++oh)
+                  std::memcpy(row + oh * pl.Wp, src + oh * g.OW, sizeof(float) * g.OW);
               } else {
-                std::memcpy(row, gys + oc * OHW, sizeof(float) * OHW);
+                for (int64_t v = 0; v < vl.n; ++v) {
+                  const int64_t nv = vl.valid.p[v];
+                  std::memcpy(row + v * W, src + vl.dst.p[v], sizeof(float) * nv);
+                  std::memset(row + v * W + nv, 0, sizeof(float) * (W - nv));
+                }
               }
-              std::memset(row + pl.P, 0, sizeof(float) * (ldg - pl.P));
               // bias gradient: this image's channel sum, added to the chunk's running sum
               vf s = vzero();
               for (int64_t p = 0; p < ldg; p += W) s = vadd(s, vload(row + p));
@@ -435,8 +536,8 @@ void conv2d_backward_weight(const Conv2dGeom& g, const float* x, const float* gy
             for (int64_t t = t0; t < t1; ++t) {
               const int64_t mb = t / kblocks, kb = t % kblocks;
               const int64_t m0 = mb * kDM, k0 = kb * kDK;
-              const int dm = static_cast<int>(OCg - m0 < kDM ? OCg - m0 : kDM);
-              const int dk = static_cast<int>(K - k0 < kDK ? K - k0 : kDK);
+              const int dm = static_cast<int>(min64(OCg - m0, kDM));
+              const int dk = static_cast<int>(min64(K - k0, kDK));
               const float* g_rows[kDM];
               float* d_rows[kDM];
               int64_t offs[kDK], cols[kDK];
@@ -450,7 +551,7 @@ void conv2d_backward_weight(const Conv2dGeom& g, const float* x, const float* gy
                 offs[j] = off.p[k];
                 cols[j] = k;
               }
-              dot_kernel(g_rows, B.data(), offs, ldg, d_rows, cols, dm, dk, !first);
+              dot_kernel(g_rows, B.data(), offs, vl, d_rows, cols, dm, dk, !first);
             }
           });
         }
