@@ -182,28 +182,35 @@ void run_rows(int64_t mr, int64_t K, const float* A, const float* B, const int64
   }
 }
 
-// D[m][j] (+)= sum_v G[m][v*W + lane] * B[off[j] + pos[v] + lane] for m < kDM, j < kDK (only
-// dm x dk stored); G is zero in invalid lanes. accumulate: add to D's old value, else overwrite.
-void dot_kernel(const float* const* g_rows, const float* B, const int64_t* off, const VecList& vl,
-                float* const* d_rows, const int64_t* d_cols, int dm, int dk, bool accumulate) {
+// D[m][j] (+)= sum_i sum_v G_i[m][v*W + lane] * B_i[off[j] + pos[v] + lane] for m < kDM, j < kDK
+// (only dm x dk stored), over nimg images i whose G rows and B buffers are g_step / b_step floats
+// apart. G is zero in invalid lanes. accumulate: add to D's old value, else overwrite. Running
+// over several images per call keeps the accumulators in registers longer: fewer horizontal sums.
+void dot_kernel(const float* const* g_rows, int64_t g_step, const float* B, int64_t b_step, int64_t nimg,
+                const int64_t* off, const VecList& vl, float* const* d_rows, const int64_t* d_cols, int dm,
+                int dk, bool accumulate) {
   vf acc[kDM][kDK];
 #pragma GCC unroll 8
   for (int m = 0; m < kDM; ++m)
 #pragma GCC unroll 8
     for (int j = 0; j < kDK; ++j) acc[m][j] = vzero();
-  const float* b[kDK];
-  for (int j = 0; j < kDK; ++j) b[j] = B + off[j];
   const int64_t* pos = vl.pos.p;
-  for (int64_t v = 0; v < vl.n; ++v) {
-    const int64_t q = pos[v], gq = v * W;
-    vf gv[kDM];
+  for (int64_t i = 0; i < nimg; ++i) {
+    const float* b[kDK];
+    const float* gr[kDM];
+    for (int j = 0; j < kDK; ++j) b[j] = B + i * b_step + off[j];
+    for (int m = 0; m < kDM; ++m) gr[m] = g_rows[m] + i * g_step;
+    for (int64_t v = 0; v < vl.n; ++v) {
+      const int64_t q = pos[v], gq = v * W;
+      vf gv[kDM];
 #pragma GCC unroll 8
-    for (int m = 0; m < kDM; ++m) gv[m] = vload(g_rows[m] + gq);
+      for (int m = 0; m < kDM; ++m) gv[m] = vload(gr[m] + gq);
 #pragma GCC unroll 8
-    for (int j = 0; j < kDK; ++j) {
-      vf bv = vload(b[j] + q);
+      for (int j = 0; j < kDK; ++j) {
+        vf bv = vload(b[j] + q);
 #pragma GCC unroll 8
-      for (int m = 0; m < kDM; ++m) acc[m][j] = vfmadd(gv[m], bv, acc[m][j]);
+        for (int m = 0; m < kDM; ++m) acc[m][j] = vfmadd(gv[m], bv, acc[m][j]);
+      }
     }
   }
   for (int m = 0; m < dm; ++m)
@@ -489,49 +496,58 @@ void conv2d_backward_weight(const Conv2dGeom& g, const float* x, const float* gy
   VecList vl(veclist_capacity(g.OH, g.OW, pl.Wp));
   build_plan_vectors(g, pl, vl);
   // G rows: grad_y cut into the same vectors (v-th vector at v * W), zero in invalid lanes.
-  const int64_t ldg = vl.n * W;
-  // Fixed chunks of images; chunk c sums its images in order into part[c], chunks are added in order.
+  const int64_t ldg = vl.n * W, gsize = OCg * ldg;
+  // The batch sum runs over fixed chunks of images (at most kMaxWeightChunks, a function of N only)
+  // whose partial sums are added in chunk order. Inside a chunk, "bursts" of up to `burst` images
+  // (a function of the geometry only: about 4 MiB of B and G) go through the dot kernel together.
   const int64_t per_chunk = (g.N + kMaxWeightChunks - 1) / kMaxWeightChunks;
   const int64_t nch = (g.N + per_chunk - 1) / per_chunk;
+  const int64_t img_floats = (gw ? pl.bsize : 0) + gsize;
+  int64_t burst = (int64_t(1) << 20) / (img_floats > 0 ? img_floats : 1);
+  burst = burst < 1 ? 1 : (burst > per_chunk ? per_chunk : burst);
   AlignedBuffer part_w(gw && nch > 1 ? static_cast<size_t>(nch * g.OC * K) : 0);
   AlignedBuffer part_b(static_cast<size_t>(nch * g.OC));
   const int64_t mblocks = (OCg + kDM - 1) / kDM, kblocks = (K + kDK - 1) / kDK;
   parallel_for(nch, 1, [&](int64_t c0, int64_t c1) {
-    AlignedBuffer B(gw ? static_cast<size_t>(pl.bsize) : 0);
-    AlignedBuffer Gb(static_cast<size_t>(OCg * ldg));
+    AlignedBuffer B(gw ? static_cast<size_t>(burst * pl.bsize) : 0);
+    AlignedBuffer Gb(static_cast<size_t>(burst * gsize));
     for (int64_t ch = c0; ch < c1; ++ch) {
       float* dw = gw ? (nch > 1 ? part_w.data() + ch * g.OC * K : gw) : nullptr;
       float* db = part_b.data() + ch * g.OC;
-      const int64_t n_end = min64((ch + 1) * per_chunk, g.N);
-      for (int64_t n = ch * per_chunk; n < n_end; ++n) {
-        const bool first = n == ch * per_chunk;
-        for (int64_t gi = 0; gi < G; ++gi) {
-          const float* gys = gy + (n * g.OC + gi * OCg) * OHW;
-          float* Gd = Gb.data();
-          parallel_for(OCg, 4, [&](int64_t o0, int64_t o1) {
-            for (int64_t oc = o0; oc < o1; ++oc) {
-              float* row = Gd + oc * ldg;
-              const float* src = gys + oc * OHW;
-              if (pl.direct && vl.flat) {  // flat columns: row r of grad_y at r * Wp
-                std::memset(row, 0, sizeof(float) * ldg);
-                for (int64_t oh = 0; oh < g.OH; ++oh)
-                  std::memcpy(row + oh * pl.Wp, src + oh * g.OW, sizeof(float) * g.OW);
-              } else {
-                for (int64_t v = 0; v < vl.n; ++v) {
-                  const int64_t nv = vl.valid.p[v];
-                  std::memcpy(row + v * W, src + vl.dst.p[v], sizeof(float) * nv);
-                  std::memset(row + v * W + nv, 0, sizeof(float) * (W - nv));
+      const int64_t n_begin = ch * per_chunk, n_end = min64(n_begin + per_chunk, g.N);
+      for (int64_t gi = 0; gi < G; ++gi) {
+        for (int64_t n0 = n_begin; n0 < n_end; n0 += burst) {
+          const int64_t nimg = min64(burst, n_end - n0);
+          for (int64_t i = 0; i < nimg; ++i) {
+            const int64_t n = n0 + i;
+            const float* gys = gy + (n * g.OC + gi * OCg) * OHW;
+            float* Gd = Gb.data() + i * gsize;
+            parallel_for(OCg, 4, [&](int64_t o0, int64_t o1) {
+              for (int64_t oc = o0; oc < o1; ++oc) {
+                float* row = Gd + oc * ldg;
+                const float* src = gys + oc * OHW;
+                if (pl.direct && vl.flat) {  // flat columns: row r of grad_y at r * Wp
+                  std::memset(row, 0, sizeof(float) * ldg);
+                  for (int64_t oh = 0; oh < g.OH; ++oh)
+                    std::memcpy(row + oh * pl.Wp, src + oh * g.OW, sizeof(float) * g.OW);
+                } else {
+                  for (int64_t v = 0; v < vl.n; ++v) {
+                    const int64_t nv = vl.valid.p[v];
+                    std::memcpy(row + v * W, src + vl.dst.p[v], sizeof(float) * nv);
+                    std::memset(row + v * W + nv, 0, sizeof(float) * (W - nv));
+                  }
                 }
+                // bias gradient: this image's channel sum, added to the chunk's running sum
+                vf s = vzero();
+                for (int64_t p = 0; p < ldg; p += W) s = vadd(s, vload(row + p));
+                const float t = vreduce_add(s);
+                db[gi * OCg + oc] = n == n_begin ? t : db[gi * OCg + oc] + t;
               }
-              // bias gradient: this image's channel sum, added to the chunk's running sum
-              vf s = vzero();
-              for (int64_t p = 0; p < ldg; p += W) s = vadd(s, vload(row + p));
-              const float t = vreduce_add(s);
-              db[gi * OCg + oc] = first ? t : db[gi * OCg + oc] + t;
-            }
-          });
+            });
+            if (gw) fill_input(g, pl, x + (n * g.C + gi * Cg) * g.H * g.W, B.data() + i * pl.bsize);
+          }
           if (!gw) continue;
-          fill_input(g, pl, x + (n * g.C + gi * Cg) * g.H * g.W, B.data());
+          const bool accumulate = n0 != n_begin;
           parallel_for(mblocks * kblocks, 4, [&](int64_t t0, int64_t t1) {
             for (int64_t t = t0; t < t1; ++t) {
               const int64_t mb = t / kblocks, kb = t % kblocks;
@@ -543,7 +559,7 @@ void conv2d_backward_weight(const Conv2dGeom& g, const float* x, const float* gy
               int64_t offs[kDK], cols[kDK];
               for (int i = 0; i < kDM; ++i) {
                 const int64_t m = m0 + (i < dm ? i : dm - 1);  // spare lanes repeat the last row
-                g_rows[i] = Gd + m * ldg;
+                g_rows[i] = Gb.data() + m * ldg;
                 d_rows[i] = dw + (gi * OCg + m) * K;
               }
               for (int j = 0; j < kDK; ++j) {
@@ -551,7 +567,7 @@ void conv2d_backward_weight(const Conv2dGeom& g, const float* x, const float* gy
                 offs[j] = off.p[k];
                 cols[j] = k;
               }
-              dot_kernel(g_rows, B.data(), offs, vl, d_rows, cols, dm, dk, !first);
+              dot_kernel(g_rows, gsize, B.data(), pl.bsize, nimg, offs, vl, d_rows, cols, dm, dk, accumulate);
             }
           });
         }
