@@ -58,6 +58,12 @@ CASES = [
     ((2, 2, 5, 5), (3, 2, 5, 5), 1, 0, 1, 1),                 # kernel = input: 1x1 output
     ((2, 8, 6, 7), (16, 8, 1, 1), 1, 0, 1, 1),                # 1x1 convolution
     ((2, 3, 40, 3), (2, 3, 3, 3), 1, 1, (3, 1), 1),           # tall narrow image
+    # Winograd F(2x2, 3x3) path (3x3, stride 1, no dilation, >= 16 channels in and out per group)
+    ((2, 16, 9, 10), (17, 16, 3, 3), 1, 1, 1, 1),             # odd output height
+    ((1, 20, 6, 7), (16, 20, 3, 3), 1, 0, 1, 1),              # no padding, odd output width
+    ((2, 32, 11, 5), (34, 16, 3, 3), 1, "same", 1, 2),        # groups
+    ((2, 16, 3, 3), (16, 16, 3, 3), 1, (0, 3), 1, 1),         # 1-pixel-high output, wide padding
+    ((3, 18, 37, 34), (22, 18, 3, 3), 1, 2, 1, 1),            # several tile vectors per row
 ]
 
 
@@ -108,6 +114,8 @@ THREAD_CASES = [
     ((1, 9, 20, 33), (13, 9, 3, 3), 1, 1, 1, 1),     # batch 1: parallel over channel blocks
     ((3, 4, 11, 9), (6, 2, 3, 3), 2, 1, 1, 2),       # strided, grouped
     ((11, 3, 7, 7), (5, 3, 3, 3), 1, 0, 2, 1),       # several weight-gradient chunks
+    ((3, 16, 9, 11), (20, 16, 3, 3), 1, 1, 1, 1),    # Winograd
+    ((1, 16, 9, 11), (20, 16, 3, 3), 1, 1, 1, 1),    # Winograd, batch 1
 ]
 
 

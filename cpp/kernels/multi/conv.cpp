@@ -17,170 +17,20 @@
 #include "forgegrad/memory.h"
 #include "forgegrad/parallel.h"
 #include "forgegrad/simd.h"
+#include "conv_tile.h"
 
 namespace fg {
 namespace FG_ISA_NS {
 namespace {
 
 #if defined(__AVX512F__)
-constexpr int kMR = 6, kNR = 4;  // tile kernel: 6 rows x 4 vectors = 24 accumulators (of 32)
 constexpr int kDM = 4, kDK = 6;  // dot kernel: 4 x 6 accumulators
-#elif defined(__AVX2__)
-constexpr int kMR = 6, kNR = 2;  // 12 accumulators + 2 loads + 1 broadcast of 16 registers
-constexpr int kDM = 2, kDK = 4;
 #else
-constexpr int kMR = 4, kNR = 4;
 constexpr int kDM = 2, kDK = 4;
 #endif
 // Chunks of images for the weight-gradient batch sum: a function of N only (never of the thread
 // count), so the order of additions is fixed.
 constexpr int64_t kMaxWeightChunks = 8;
-
-inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
-inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-
-// int64 scratch without std containers (see simd.h on templates in multi/ files).
-struct I64Buf {
-  explicit I64Buf(int64_t n)
-      : p(static_cast<int64_t*>(aligned_malloc(sizeof(int64_t) * static_cast<size_t>(n > 0 ? n : 1)))) {}
-  ~I64Buf() { aligned_free(p); }
-  I64Buf(const I64Buf&) = delete;
-  I64Buf& operator=(const I64Buf&) = delete;
-  int64_t* p;
-};
-
-// The vectors that cover one output plane.
-//   pos[v]: offset of the vector's first lane in B's flat column space (added to off[k])
-//   dst[v]: offset of its first lane in the output plane (or in a scratch plane, when flat)
-//   valid[v]: lanes that are real outputs (the rest are computed and dropped)
-// Modes: "rows" (vectors never cross an output row: written straight into the output), "flat"
-// (vectors run along the padded rows: fewer vectors for narrow images, written to a scratch plane
-// of row length Wb and copied out) and "dense" (im2col columns: written straight into the output).
-struct VecList {
-  int64_t n = 0;
-  bool flat = false;
-  int64_t scratch_ld = 0;  // flat mode: scratch row stride (multiple of W)
-  I64Buf pos, dst, valid;
-  explicit VecList(int64_t cap) : pos(cap), dst(cap), valid(cap) {}
-};
-
-int64_t rows_mode_count(int64_t OHo, int64_t OWo) { return OHo * ((OWo + W - 1) / W); }
-int64_t flat_mode_count(int64_t OHo, int64_t Wb) { return (OHo * Wb + W - 1) / W; }
-
-// Vectors for an (OHo, OWo) output whose pixel (r, c) reads B at flat column r * Wb + c.
-void build_direct(VecList& vl, int64_t OHo, int64_t OWo, int64_t Wb) {
-  if (flat_mode_count(OHo, Wb) < rows_mode_count(OHo, OWo)) {
-    vl.flat = true;
-    vl.scratch_ld = round_up(OHo * Wb, W);
-    for (int64_t q = 0; q < OHo * Wb; q += W, ++vl.n) {
-      vl.pos.p[vl.n] = q;
-      vl.dst.p[vl.n] = q;
-      vl.valid.p[vl.n] = W;
-    }
-    return;
-  }
-  for (int64_t r = 0; r < OHo; ++r)
-    for (int64_t c = 0; c < OWo; c += W, ++vl.n) {
-      vl.pos.p[vl.n] = r * Wb + c;
-      vl.dst.p[vl.n] = r * OWo + c;
-      vl.valid.p[vl.n] = min64(W, OWo - c);
-    }
-}
-
-// Vectors for P contiguous columns (im2col), output plane contiguous too.
-void build_dense(VecList& vl, int64_t P) {
-  for (int64_t q = 0; q < P; q += W, ++vl.n) {
-    vl.pos.p[vl.n] = q;
-    vl.dst.p[vl.n] = q;
-    vl.valid.p[vl.n] = min64(W, P - q);
-  }
-}
-
-int64_t veclist_capacity(int64_t OHo, int64_t OWo, int64_t Wb) {
-  int64_t a = rows_mode_count(OHo, OWo), b = flat_mode_count(OHo, Wb), c = (OHo * OWo + W - 1) / W;
-  return a > b ? (a > c ? a : c) : (b > c ? b : c);
-}
-
-// C[m * ldc + dst[j] + lane] = init[m] + sum_k A[k*MR + m] * B[off[k] + pos[j] + lane] for m < MR,
-// j < NV; only valid[j] lanes are stored. B must be readable W floats past every pos.
-template <int MR, int NV>
-void tile_kernel(int64_t K, const float* A, const float* B, const int64_t* off, const int64_t* pos,
-                 const int64_t* dst, const int64_t* valid, const float* init, float* C, int64_t ldc) {
-  vf acc[MR][NV];
-#pragma GCC unroll 8
-  for (int m = 0; m < MR; ++m) {
-    vf v = vset1(init ? init[m] : 0.0f);
-#pragma GCC unroll 8
-    for (int j = 0; j < NV; ++j) acc[m][j] = v;
-  }
-  const float* bp[NV];
-#pragma GCC unroll 8
-  for (int j = 0; j < NV; ++j) bp[j] = B + pos[j];
-  const float* a = A;
-  for (int64_t k = 0; k < K; ++k, a += MR) {
-    const int64_t o = off[k];
-    vf bv[NV];
-#pragma GCC unroll 8
-    for (int j = 0; j < NV; ++j) bv[j] = vload(bp[j] + o);
-#pragma GCC unroll 8
-    for (int m = 0; m < MR; ++m) {
-      vf av = vset1(a[m]);
-#pragma GCC unroll 8
-      for (int j = 0; j < NV; ++j) acc[m][j] = vfmadd(av, bv[j], acc[m][j]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int j = 0; j < NV; ++j) {
-    if (valid[j] == W) {
-#pragma GCC unroll 8
-      for (int m = 0; m < MR; ++m) vstore(C + m * ldc + dst[j], acc[m][j]);
-    } else {
-      const int nv = static_cast<int>(valid[j]);
-#pragma GCC unroll 8
-      for (int m = 0; m < MR; ++m) vstore_n(C + m * ldc + dst[j], acc[m][j], nv);
-    }
-  }
-}
-
-using TileFn = void (*)(int64_t, const float*, const float*, const int64_t*, const int64_t*,
-                        const int64_t*, const int64_t*, const float*, float*, int64_t);
-
-template <int MR>
-TileFn pick_nv(int nv) {
-  switch (nv) {
-    case 1: return &tile_kernel<MR, 1>;
-    case 2: return &tile_kernel<MR, 2>;
-#if defined(__AVX512F__) || !defined(__AVX2__)
-    case 3: return &tile_kernel<MR, 3>;
-    case 4: return &tile_kernel<MR, 4>;
-#endif
-    default: return nullptr;
-  }
-}
-
-TileFn pick_tile(int mr, int nv) {
-  switch (mr) {
-    case 1: return pick_nv<1>(nv);
-    case 2: return pick_nv<2>(nv);
-    case 3: return pick_nv<3>(nv);
-    case 4: return pick_nv<4>(nv);
-#if defined(__AVX512F__) || defined(__AVX2__)
-    case 5: return pick_nv<5>(nv);
-    case 6: return pick_nv<6>(nv);
-#endif
-    default: return nullptr;
-  }
-}
-
-// Output rows [m0, m0 + mr) of one plane set: C points at row m0, rows ldc apart.
-void run_rows(int64_t mr, int64_t K, const float* A, const float* B, const int64_t* off,
-              const VecList& vl, const float* init, float* C, int64_t ldc) {
-  for (int64_t v0 = 0; v0 < vl.n; v0 += kNR) {
-    const int nv = static_cast<int>(min64(kNR, vl.n - v0));
-    pick_tile(static_cast<int>(mr), nv)(K, A, B, off, vl.pos.p + v0, vl.dst.p + v0, vl.valid.p + v0,
-                                        init, C, ldc);
-  }
-}
 
 // D[m][j] (+)= sum_i sum_v G_i[m][v*W + lane] * B_i[off[j] + pos[v] + lane] for m < kDM, j < kDK
 // (only dm x dk stored), over nimg images i whose G rows and B buffers are g_step / b_step floats
@@ -219,18 +69,6 @@ void dot_kernel(const float* const* g_rows, int64_t g_step, const float* B, int6
       float* d = d_rows[m] + d_cols[j];
       *d = accumulate ? *d + s : s;
     }
-}
-
-// Packs an M x R matrix given elementwise by get(m, r) into kMR-row panels: the panel of rows
-// [m0, m0 + mr) starts at out + m0 * R and holds get(m0 + i, r) at [r * mr + i].
-template <class Get>
-void pack_panels(int64_t M, int64_t R, float* out, Get get) {
-  for (int64_t m0 = 0; m0 < M; m0 += kMR) {
-    const int64_t mr = min64(M - m0, kMR);
-    float* dst = out + m0 * R;
-    for (int64_t r = 0; r < R; ++r)
-      for (int64_t i = 0; i < mr; ++i) dst[r * mr + i] = get(m0 + i, r);
-  }
 }
 
 // How one image of one group is laid out in B for the forward / weight-gradient passes.
@@ -354,6 +192,32 @@ void run_units(int64_t N, int64_t G, int64_t M, int64_t R, const float* A, int64
   });
 }
 
+// Winograd F(2x2, 3x3) pays off for 3x3, stride 1, undilated kernels once there are enough
+// channels for its 16 GEMMs to dominate the tile transforms.
+bool use_winograd(const Conv2dGeom& g) {
+  const int64_t Cg = g.C / g.groups, OCg = g.OC / g.groups;
+  return g.KH == 3 && g.KW == 3 && g.stride_h == 1 && g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1 &&
+         Cg >= 16 && OCg >= 16;
+}
+
+// Winograd over (image, group) units: fill(n, gi, B) builds the padded (Cin, Hb, Wb) buffer of
+// bsize floats; kernels holds every group's (M, Cin, 3, 3) kernels; out(n, gi) its output planes.
+template <class Fill, class Out>
+void run_winograd_units(int64_t N, int64_t G, const Winograd3x3& wp, const float* kernels, int64_t bsize,
+                        const float* bias, Fill fill, Out out) {
+  const int64_t usize = 16 * wp.M * wp.Cin;
+  AlignedBuffer U(static_cast<size_t>(G * usize));
+  for (int64_t gi = 0; gi < G; ++gi) winograd_weights(wp, kernels + gi * wp.M * wp.Cin * 9, U.data() + gi * usize);
+  parallel_for(N * G, 1, [&](int64_t u0, int64_t u1) {
+    AlignedBuffer B(static_cast<size_t>(bsize)), S(static_cast<size_t>(winograd_scratch_floats(wp)));
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t n = u / G, gi = u % G;
+      fill(n, gi, B.data());
+      winograd_unit(wp, B.data(), U.data() + gi * usize, bias ? bias + gi * wp.M : nullptr, out(n, gi), S.data());
+    }
+  });
+}
+
 }  // namespace
 
 // x (N, C, H, W), weight (OC, Cg, KH, KW), bias (OC,) or null -> y (N, OC, OH, OW)
@@ -361,6 +225,13 @@ void conv2d_forward(const Conv2dGeom& g, const float* x, const float* w, const f
   if (g.N <= 0) return;
   const int64_t G = g.groups, Cg = g.C / G, OCg = g.OC / G, K = Cg * g.KH * g.KW;
   const Plan pl = make_plan(g);
+  if (use_winograd(g)) {
+    run_winograd_units(
+        g.N, G, winograd_plan(Cg, OCg, pl.Hp, pl.Wp, g.OH, g.OW), w, pl.bsize, bias,
+        [&](int64_t n, int64_t gi, float* B) { fill_input(g, pl, x + (n * g.C + gi * Cg) * g.H * g.W, B); },
+        [&](int64_t n, int64_t gi) { return y + (n * g.OC + gi * OCg) * g.OH * g.OW; });
+    return;
+  }
   AlignedBuffer A(static_cast<size_t>(g.OC * K));
   for (int64_t gi = 0; gi < G; ++gi) {
     const float* wg = w + gi * OCg * K;
@@ -426,8 +297,19 @@ void conv2d_backward_input(const Conv2dGeom& g, const float* w, const float* gy,
       });
       std::memset(B + OCg * plane, 0, sizeof(float) * (bsize - OCg * plane));
     };
-    run_units(g.N, G, Cg, R, A.data(), bsize, off.p, vl, g.H, g.W, Wq, nullptr, fill,
-              [&](int64_t n, int64_t gi) { return gx + (n * g.C + gi * Cg) * HW; });
+    auto out = [&](int64_t n, int64_t gi) { return gx + (n * g.C + gi * Cg) * HW; };
+    if (use_winograd(g)) {
+      // kernels (Cg, OCg, 3, 3) of the correlation: w transposed and flipped
+      AlignedBuffer kern(static_cast<size_t>(G * Cg * OCg * 9));
+      for (int64_t gi = 0; gi < G; ++gi)
+        for (int64_t ic = 0; ic < Cg; ++ic)
+          for (int64_t oc = 0; oc < OCg; ++oc)
+            for (int64_t kk = 0; kk < 9; ++kk)
+              kern.data()[((gi * Cg + ic) * OCg + oc) * 9 + kk] = w[((gi * OCg + oc) * Cg + ic) * 9 + 8 - kk];
+      run_winograd_units(g.N, G, winograd_plan(OCg, Cg, Hq, Wq, g.H, g.W), kern.data(), bsize, nullptr, fill, out);
+      return;
+    }
+    run_units(g.N, G, Cg, R, A.data(), bsize, off.p, vl, g.H, g.W, Wq, nullptr, fill, out);
     return;
   }
   // Strided: gcol (K, OH*OW) = W^T grad_y per image, then col2im, one input channel per task.
