@@ -64,6 +64,7 @@ CASES = [
     ((2, 32, 11, 5), (34, 16, 3, 3), 1, "same", 1, 2),        # groups
     ((2, 16, 3, 3), (16, 16, 3, 3), 1, (0, 3), 1, 1),         # 1-pixel-high output, wide padding
     ((3, 18, 37, 34), (22, 18, 3, 3), 1, 2, 1, 1),            # several tile vectors per row
+    ((11, 16, 9, 11), (16, 16, 3, 3), 1, 1, 1, 1),            # small images batched, partial last unit
 ]
 
 
@@ -116,6 +117,7 @@ THREAD_CASES = [
     ((11, 3, 7, 7), (5, 3, 3, 3), 1, 0, 2, 1),       # several weight-gradient chunks
     ((3, 16, 9, 11), (20, 16, 3, 3), 1, 1, 1, 1),    # Winograd
     ((1, 16, 9, 11), (20, 16, 3, 3), 1, 1, 1, 1),    # Winograd, batch 1
+    ((11, 16, 5, 7), (16, 16, 3, 3), 1, 1, 1, 1),    # Winograd, images batched into units
 ]
 
 

@@ -200,20 +200,30 @@ bool use_winograd(const Conv2dGeom& g) {
          Cg >= 16 && OCg >= 16;
 }
 
-// Winograd over (image, group) units: fill(n, gi, B) builds the padded (Cin, Hb, Wb) buffer of
-// bsize floats; kernels holds every group's (M, Cin, 3, 3) kernels; out(n, gi) its output planes.
+// Winograd over units of (up to nb images, group): fill(n, gi, B) builds the padded (Cin, Hb, Wb)
+// buffer of bsize floats; kernels holds every group's (M, Cin, 3, 3) kernels; out(n, gi) the first
+// output plane of (n, gi), out_step floats between images. Small images are batched so that a
+// unit has at least ~256 tiles (per-column results do not depend on the batching).
 template <class Fill, class Out>
-void run_winograd_units(int64_t N, int64_t G, const Winograd3x3& wp, const float* kernels, int64_t bsize,
-                        const float* bias, Fill fill, Out out) {
-  const int64_t usize = 16 * wp.M * wp.Cin;
+void run_winograd_units(int64_t N, int64_t G, int64_t Cin, int64_t M, int64_t Hb, int64_t Wb, int64_t OHo,
+                        int64_t OWo, const float* kernels, int64_t bsize, const float* bias, int64_t out_step,
+                        Fill fill, Out out) {
+  const int64_t tiles = ((OHo + 1) / 2) * ((OWo + 1) / 2);
+  int64_t nb = 256 / tiles;
+  nb = nb < 1 ? 1 : (nb > N ? N : nb);
+  const Winograd3x3 wp = winograd_plan(Cin, M, Hb, Wb, OHo, OWo, nb);
+  const int64_t usize = 16 * M * Cin, nunits = (N + nb - 1) / nb;
   AlignedBuffer U(static_cast<size_t>(G * usize));
-  for (int64_t gi = 0; gi < G; ++gi) winograd_weights(wp, kernels + gi * wp.M * wp.Cin * 9, U.data() + gi * usize);
-  parallel_for(N * G, 1, [&](int64_t u0, int64_t u1) {
-    AlignedBuffer B(static_cast<size_t>(bsize)), S(static_cast<size_t>(winograd_scratch_floats(wp)));
+  for (int64_t gi = 0; gi < G; ++gi) winograd_weights(wp, kernels + gi * M * Cin * 9, U.data() + gi * usize);
+  parallel_for(nunits * G, 1, [&](int64_t u0, int64_t u1) {
+    AlignedBuffer B(static_cast<size_t>(nb * bsize)), S(static_cast<size_t>(winograd_scratch_floats(wp)));
     for (int64_t u = u0; u < u1; ++u) {
-      const int64_t n = u / G, gi = u % G;
-      fill(n, gi, B.data());
-      winograd_unit(wp, B.data(), U.data() + gi * usize, bias ? bias + gi * wp.M : nullptr, out(n, gi), S.data());
+      const int64_t n0 = (u / G) * nb, gi = u % G;
+      Winograd3x3 up = wp;
+      up.nimg = N - n0 < nb ? N - n0 : nb;
+      for (int64_t i = 0; i < up.nimg; ++i) fill(n0 + i, gi, B.data() + i * bsize);
+      winograd_unit(up, B.data(), bsize, U.data() + gi * usize, bias ? bias + gi * M : nullptr, out(n0, gi),
+                    out_step, S.data());
     }
   });
 }
@@ -227,7 +237,7 @@ void conv2d_forward(const Conv2dGeom& g, const float* x, const float* w, const f
   const Plan pl = make_plan(g);
   if (use_winograd(g)) {
     run_winograd_units(
-        g.N, G, winograd_plan(Cg, OCg, pl.Hp, pl.Wp, g.OH, g.OW), w, pl.bsize, bias,
+        g.N, G, Cg, OCg, pl.Hp, pl.Wp, g.OH, g.OW, w, pl.bsize, bias, g.OC * g.OH * g.OW,
         [&](int64_t n, int64_t gi, float* B) { fill_input(g, pl, x + (n * g.C + gi * Cg) * g.H * g.W, B); },
         [&](int64_t n, int64_t gi) { return y + (n * g.OC + gi * OCg) * g.OH * g.OW; });
     return;
@@ -306,7 +316,7 @@ void conv2d_backward_input(const Conv2dGeom& g, const float* w, const float* gy,
           for (int64_t oc = 0; oc < OCg; ++oc)
             for (int64_t kk = 0; kk < 9; ++kk)
               kern.data()[((gi * Cg + ic) * OCg + oc) * 9 + kk] = w[((gi * OCg + oc) * Cg + ic) * 9 + 8 - kk];
-      run_winograd_units(g.N, G, winograd_plan(OCg, Cg, Hq, Wq, g.H, g.W), kern.data(), bsize, nullptr, fill, out);
+      run_winograd_units(g.N, G, OCg, Cg, Hq, Wq, g.H, g.W, kern.data(), bsize, nullptr, g.C * HW, fill, out);
       return;
     }
     run_units(g.N, G, Cg, R, A.data(), bsize, off.p, vl, g.H, g.W, Wq, nullptr, fill, out);

@@ -187,16 +187,21 @@ void pack_panels(int64_t M, int64_t R, float* out, Get get) {
 // tiles) run by the tile kernel. Defined in conv_winograd.cpp.
 // B must stay readable (any finite or not values) Wb + 2W floats past the last plane: odd OHo / OWo
 // read one row / column past the valid range, which only feeds dropped outputs.
+// A unit may hold several images (nimg): their tiles sit side by side in the GEMMs, so small
+// images still make long GEMM rows. Columns are independent: results do not depend on nimg.
 struct Winograd3x3 {
-  int64_t Cin, M, Hb, Wb, OHo, OWo;
-  int64_t th, tw, T, ldT;  // tile rows, tile columns, tiles, row stride of the transformed planes
+  int64_t Cin, M, Hb, Wb, OHo, OWo, nimg;
+  int64_t th, tw, T, ldT;  // tile rows, tile columns, tiles of all images, transformed row stride
 };
-Winograd3x3 winograd_plan(int64_t Cin, int64_t M, int64_t Hb, int64_t Wb, int64_t OHo, int64_t OWo);
+Winograd3x3 winograd_plan(int64_t Cin, int64_t M, int64_t Hb, int64_t Wb, int64_t OHo, int64_t OWo,
+                          int64_t nimg);
 // U: the transformed kernels, 16 * M * Cin floats (per product index, kMR-row panels).
 void winograd_weights(const Winograd3x3& p, const float* kernels, float* U);
 int64_t winograd_scratch_floats(const Winograd3x3& p);
-void winograd_unit(const Winograd3x3& p, const float* B, const float* U, const float* bias, float* out,
-                   float* scratch);
+// Image i of the unit reads B + i * b_step and writes out + i * out_step; p.nimg may be lowered
+// (fewer images in the last unit) without changing the scratch size.
+void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const float* U, const float* bias,
+                   float* out, int64_t out_step, float* scratch);
 
 }  // namespace FG_ISA_NS
 }  // namespace fg

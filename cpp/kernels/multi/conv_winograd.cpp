@@ -54,7 +54,9 @@ inline void store_interleaved(float* p, vf a, vf b, int64_t n) {
 }
 
 // Input transform of channel c: V[xi][c][t] for all tiles (u: 4 rows of scratch, ucols floats each).
-void input_transform(const Winograd3x3& p, const float* Bc, float* V, int64_t c, float* u, int64_t ucols) {
+// Tiles of image i start at column i * th * tw of V.
+void input_transform(const Winograd3x3& p, const float* Bc, float* V, int64_t c, int64_t i_img, float* u,
+                     int64_t ucols) {
   const int64_t ncols = 2 * p.tw + 2;  // columns read per tile row (may pass Wb by one: dropped outputs)
   const int64_t plane = p.Cin * p.ldT;
   for (int64_t th = 0; th < p.th; ++th) {
@@ -71,7 +73,7 @@ void input_transform(const Winograd3x3& p, const float* Bc, float* V, int64_t c,
     }
     for (int64_t t0 = 0; t0 < p.tw; t0 += W) {
       const int64_t cnt = p.tw - t0 < W ? p.tw - t0 : W;
-      float* dst = V + c * p.ldT + th * p.tw + t0;
+      float* dst = V + c * p.ldT + (i_img * p.th + th) * p.tw + t0;
       for (int i = 0; i < 4; ++i) {
         vf e0, o1, e2, o3;
         deinterleave(u + i * ucols + 2 * t0, e0, o1);
@@ -90,12 +92,12 @@ void input_transform(const Winograd3x3& p, const float* Bc, float* V, int64_t c,
 }
 
 // Output transform of channel m: y tiles from M[xi][m][t].
-void output_transform(const Winograd3x3& p, const float* Mb, float bias, float* out, int64_t m) {
+void output_transform(const Winograd3x3& p, const float* Mb, float bias, float* out, int64_t m, int64_t i_img) {
   const int64_t plane = p.M * p.ldT;
   const vf vb = vset1(bias);
   for (int64_t th = 0; th < p.th; ++th) {
     for (int64_t t0 = 0; t0 < p.tw; t0 += W) {
-      const float* src = Mb + m * p.ldT + th * p.tw + t0;
+      const float* src = Mb + m * p.ldT + (i_img * p.th + th) * p.tw + t0;
       vf s0[4], s1[4];
       for (int j = 0; j < 4; ++j) {
         const vf m0 = vload(src + j * plane), m1 = vload(src + (4 + j) * plane);
@@ -118,12 +120,13 @@ int64_t ucols_of(const Winograd3x3& p) { return round_up(2 * p.tw + 2, W) + 2 * 
 
 }  // namespace
 
-Winograd3x3 winograd_plan(int64_t Cin, int64_t M, int64_t Hb, int64_t Wb, int64_t OHo, int64_t OWo) {
+Winograd3x3 winograd_plan(int64_t Cin, int64_t M, int64_t Hb, int64_t Wb, int64_t OHo, int64_t OWo,
+                          int64_t nimg) {
   Winograd3x3 p{};
-  p.Cin = Cin, p.M = M, p.Hb = Hb, p.Wb = Wb, p.OHo = OHo, p.OWo = OWo;
+  p.Cin = Cin, p.M = M, p.Hb = Hb, p.Wb = Wb, p.OHo = OHo, p.OWo = OWo, p.nimg = nimg;
   p.th = (OHo + 1) / 2;
   p.tw = (OWo + 1) / 2;
-  p.T = p.th * p.tw;
+  p.T = nimg * p.th * p.tw;
   p.ldT = round_up(p.T, W);
   return p;
 }
@@ -156,19 +159,23 @@ void winograd_weights(const Winograd3x3& p, const float* kernels, float* U) {
 
 int64_t winograd_scratch_floats(const Winograd3x3& p) { return 16 * (p.Cin + p.M) * p.ldT + 2 * W; }
 
-void winograd_unit(const Winograd3x3& p, const float* B, const float* U, const float* bias, float* out,
-                   float* scratch) {
+void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const float* U, const float* bias,
+                   float* out, int64_t out_step, float* scratch) {
+  const int64_t T = p.nimg * p.th * p.tw;
   float* V = scratch;                     // (16, Cin, ldT)
   float* Mb = scratch + 16 * p.Cin * p.ldT;  // (16, M, ldT) (+ W floats of slack for full-vector reads)
   const int64_t ucols = ucols_of(p);
-  parallel_for(p.Cin, 1, [&](int64_t c0, int64_t c1) {
+  parallel_for(p.nimg * p.Cin, 1, [&](int64_t c0, int64_t c1) {
     AlignedBuffer u(static_cast<size_t>(4 * ucols));
-    for (int64_t c = c0; c < c1; ++c) input_transform(p, B + c * p.Hb * p.Wb, V, c, u.data(), ucols);
+    for (int64_t ic = c0; ic < c1; ++ic) {
+      const int64_t i = ic / p.Cin, c = ic % p.Cin;
+      input_transform(p, B + i * b_step + c * p.Hb * p.Wb, V, c, i, u.data(), ucols);
+    }
   });
   I64Buf off(p.Cin);
   for (int64_t c = 0; c < p.Cin; ++c) off.p[c] = c * p.ldT;
-  VecList vl((p.T + W - 1) / W);
-  build_dense(vl, p.T);
+  VecList vl((T + W - 1) / W);
+  build_dense(vl, T);
   const int64_t mblocks = (p.M + kMR - 1) / kMR;
   parallel_for(16 * mblocks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t task = t0; task < t1; ++task) {
@@ -179,8 +186,11 @@ void winograd_unit(const Winograd3x3& p, const float* B, const float* U, const f
     }
   });
   const int64_t oplane = p.OHo * p.OWo;
-  parallel_for(p.M, 1, [&](int64_t m0, int64_t m1) {
-    for (int64_t m = m0; m < m1; ++m) output_transform(p, Mb, bias ? bias[m] : 0.0f, out + m * oplane, m);
+  parallel_for(p.nimg * p.M, 1, [&](int64_t m0, int64_t m1) {
+    for (int64_t im = m0; im < m1; ++im) {
+      const int64_t i = im / p.M, m = im % p.M;
+      output_transform(p, Mb, bias ? bias[m] : 0.0f, out + i * out_step + m * oplane, m, i);
+    }
   });
 }
 
