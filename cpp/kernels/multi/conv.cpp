@@ -8,6 +8,7 @@
 // many lanes are real), and two register-blocked micro-kernels do the arithmetic:
 //   tile_kernel: C[m][vec] = sum_k A[m][k] * B[off[k] + pos[vec]]    (forward, input gradient)
 //   dot_kernel:  D[m][k]   = sum_vec G[m][vec] . B[off[k] + pos[vec]] (weight gradient)
+// 3x3 stride-1 layers with enough channels go to Winograd instead (conv_winograd.cpp).
 // Each output element is computed by one fixed sequence of operations, whichever thread runs it,
 // and the batch sums of the weight gradient go through fixed chunks of images added in order:
 // results are bit-identical for any thread count.

@@ -4,7 +4,10 @@
 //   M[xi][m][t] = sum_c U[xi][m][c] V[xi][c][t]  (16 GEMMs, the tile kernel);
 //   y tile = A^T M A + bias.
 // with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1],
-// A^T = [1 1 1 0; 0 1 -1 -1] (Lavin & Gray). Tiles are vectorised W at a time along a tile row;
+// A^T = [1 1 1 0; 0 1 -1 -1] (Lavin & Gray). The input gradient is the same correlation of the
+// padded grad_y with flipped, transposed kernels. The weight gradient is
+// dL/dg = G^T (sum_t V[.][c][t] * Z[.][m][t]) G with Z = A gY A^T per 2x2 grad_y tile: 16 GEMMs
+// that sum over tiles (the dot kernel). Tiles are vectorised W at a time along a tile row;
 // the stride-2 tile columns are gathered with an even/odd deinterleave. Every output element has
 // one fixed sequence of operations whichever thread computes it.
 #include <cstring>
