@@ -48,6 +48,7 @@ Plan make_plan(const Conv2dGeom& g) {
     pl.bsize = Cg * pl.Hp * pl.Wp + pl.Wp + 2 * W;
   } else {
     pl.ld = round_up(g.OH * g.OW, W);
+    if (pl.ld % 128 == 0) pl.ld += W;  // rows a multiple of 512 bytes apart would share L1 sets
     pl.bsize = K * pl.ld;
   }
   return pl;
@@ -348,7 +349,7 @@ void conv2d_backward_input(const Conv2dGeom& g, const float* w, const float* gy,
     return;
   }
   // Strided: gcol (K, OH*OW) = W^T grad_y per image, then col2im, one input channel per task.
-  const int64_t P = OHW, ld = round_up(P, W);
+  const int64_t P = OHW, ld = round_up(P, W) + (round_up(P, W) % 128 == 0 ? W : 0);  // (see make_plan)
   AlignedBuffer A(static_cast<size_t>(G * K * OCg));
   for (int64_t gi = 0; gi < G; ++gi) {
     const float* wg = w + gi * OCg * K;

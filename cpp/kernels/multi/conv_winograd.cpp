@@ -19,6 +19,11 @@ namespace fg {
 namespace FG_ISA_NS {
 namespace {
 
+// Strides of the 16 transformed planes (V: (Cin, ldT), M / Z: (M, ldT)). One extra cache line per
+// plane keeps the 16 streams that the transforms read or write in step out of the same L1 sets.
+inline int64_t v_plane(const Winograd3x3& p) { return p.Cin * p.ldT + 16; }
+inline int64_t m_plane(const Winograd3x3& p) { return p.M * p.ldT + 16; }
+
 // even = p[0], p[2], ..., odd = p[1], p[3], ... over 2W floats.
 inline void deinterleave(const float* p, vf& even, vf& odd) {
 #if defined(__AVX512F__)
@@ -63,7 +68,7 @@ inline void store_interleaved(float* p, vf a, vf b, int64_t n) {
 void input_transform(const Winograd3x3& p, const float* Bc, float* V, int64_t c, int64_t i_img, float* u,
                      int64_t ucols) {
   const int64_t ncols = 2 * p.tw + 2;  // columns read per tile row (may pass Wb by one: dropped outputs)
-  const int64_t plane = p.Cin * p.ldT;
+  const int64_t plane = v_plane(p);
   for (int64_t th = 0; th < p.th; ++th) {
     const float* r0 = Bc + 2 * th * p.Wb;
     const float* r1 = r0 + p.Wb;
@@ -98,7 +103,7 @@ void input_transform(const Winograd3x3& p, const float* Bc, float* V, int64_t c,
 
 // Output transform of channel m: y tiles from M[xi][m][t].
 void output_transform(const Winograd3x3& p, const float* Mb, float bias, float* out, int64_t m, int64_t i_img) {
-  const int64_t plane = p.M * p.ldT;
+  const int64_t plane = m_plane(p);
   const vf vb = vset1(bias);
   for (int64_t th = 0; th < p.th; ++th) {
     for (int64_t t0 = 0; t0 < p.tw; t0 += W) {
@@ -133,6 +138,7 @@ Winograd3x3 winograd_plan(int64_t Cin, int64_t M, int64_t Hb, int64_t Wb, int64_
   p.tw = (OWo + 1) / 2;
   p.T = nimg * p.th * p.tw;
   p.ldT = round_up(p.T, W);
+  if (p.ldT % 128 == 0) p.ldT += W;  // rows a multiple of 512 bytes apart would share L1 sets
   return p;
 }
 
@@ -162,13 +168,13 @@ void winograd_weights(const Winograd3x3& p, const float* kernels, float* U) {
   }
 }
 
-int64_t winograd_scratch_floats(const Winograd3x3& p) { return 16 * (p.Cin + p.M) * p.ldT + 2 * W; }
+int64_t winograd_scratch_floats(const Winograd3x3& p) { return 16 * (v_plane(p) + m_plane(p)) + 2 * W; }
 
 void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const float* U, const float* bias,
                    float* out, int64_t out_step, float* scratch) {
   const int64_t T = p.nimg * p.th * p.tw;
-  float* V = scratch;                     // (16, Cin, ldT)
-  float* Mb = scratch + 16 * p.Cin * p.ldT;  // (16, M, ldT) (+ W floats of slack for full-vector reads)
+  float* V = scratch;                   // 16 planes (Cin, ldT), v_plane apart
+  float* Mb = scratch + 16 * v_plane(p);  // 16 planes (M, ldT), m_plane apart (+ 2W floats of slack)
   const int64_t ucols = ucols_of(p);
   parallel_for(p.nimg * p.Cin, 1, [&](int64_t c0, int64_t c1) {
     AlignedBuffer u(static_cast<size_t>(4 * ucols));
@@ -186,8 +192,8 @@ void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const f
     for (int64_t task = t0; task < t1; ++task) {
       const int64_t xi = task / mblocks, m0 = (task % mblocks) * kMR;
       const int64_t mr = p.M - m0 < kMR ? p.M - m0 : kMR;
-      run_rows(mr, p.Cin, U + xi * p.M * p.Cin + m0 * p.Cin, V + xi * p.Cin * p.ldT, off.p, vl, nullptr,
-               Mb + (xi * p.M + m0) * p.ldT, p.ldT);
+      run_rows(mr, p.Cin, U + xi * p.M * p.Cin + m0 * p.Cin, V + xi * v_plane(p), off.p, vl, nullptr,
+               Mb + xi * m_plane(p) + m0 * p.ldT, p.ldT);
     }
   });
   const int64_t oplane = p.OHo * p.OWo;
@@ -199,13 +205,13 @@ void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const f
   });
 }
 
-int64_t winograd_wgrad_scratch_floats(const Winograd3x3& p) { return 16 * (p.Cin + p.M) * p.ldT + 2 * W; }
+int64_t winograd_wgrad_scratch_floats(const Winograd3x3& p) { return winograd_scratch_floats(p); }
 
 void winograd_wgrad_unit(const Winograd3x3& p, const float* B, int64_t b_step, const float* gy, int64_t gy_step,
                          float* S, bool accumulate, float* scratch) {
   const int64_t T = p.nimg * p.th * p.tw;
-  float* V = scratch;                        // (16, Cin, ldT)
-  float* Z = scratch + 16 * p.Cin * p.ldT;   // (16, M, ldT)
+  float* V = scratch;                  // 16 planes (Cin, ldT), v_plane apart
+  float* Z = scratch + 16 * v_plane(p);  // 16 planes (M, ldT), m_plane apart
   const int64_t ucols = ucols_of(p);
   parallel_for(p.nimg * p.Cin, 1, [&](int64_t c0, int64_t c1) {
     AlignedBuffer u(static_cast<size_t>(4 * ucols));
@@ -225,7 +231,7 @@ void winograd_wgrad_unit(const Winograd3x3& p, const float* B, int64_t b_step, c
       float* d = pad.data();
       std::memset(d, 0, sizeof(float) * 2 * p.th * zw);
       for (int64_t r = 0; r < p.OHo; ++r) std::memcpy(d + r * zw, src + r * p.OWo, sizeof(float) * p.OWo);
-      const int64_t zplane = p.M * p.ldT;
+      const int64_t zplane = m_plane(p);
       for (int64_t th = 0; th < p.th; ++th)
         for (int64_t t0 = 0; t0 < p.tw; t0 += W) {
           const int64_t cnt = p.tw - t0 < W ? p.tw - t0 : W;
@@ -252,8 +258,10 @@ void winograd_wgrad_unit(const Winograd3x3& p, const float* B, int64_t b_step, c
   });
   // Zero the columns past T: the dot kernel reads whole vectors.
   if (p.ldT > T) {
-    for (int64_t r = 0; r < 16 * p.Cin; ++r) std::memset(V + r * p.ldT + T, 0, sizeof(float) * (p.ldT - T));
-    for (int64_t r = 0; r < 16 * p.M; ++r) std::memset(Z + r * p.ldT + T, 0, sizeof(float) * (p.ldT - T));
+    for (int64_t xi = 0; xi < 16; ++xi) {
+      for (int64_t c = 0; c < p.Cin; ++c) std::memset(V + xi * v_plane(p) + c * p.ldT + T, 0, sizeof(float) * (p.ldT - T));
+      for (int64_t m = 0; m < p.M; ++m) std::memset(Z + xi * m_plane(p) + m * p.ldT + T, 0, sizeof(float) * (p.ldT - T));
+    }
   }
   I64Buf off(p.Cin);
   for (int64_t c = 0; c < p.Cin; ++c) off.p[c] = c * p.ldT;
@@ -271,7 +279,7 @@ void winograd_wgrad_unit(const Winograd3x3& p, const float* B, int64_t b_step, c
       int64_t offs[kDK], cols[kDK];
       for (int i = 0; i < kDM; ++i) {
         const int64_t m = m0 + (i < dm ? i : dm - 1);  // spare lanes repeat the last row
-        g_rows[i] = Z + (xi * p.M + m) * p.ldT;
+        g_rows[i] = Z + xi * m_plane(p) + m * p.ldT;
         d_rows[i] = S + (xi * p.M + m) * p.Cin;
       }
       for (int j = 0; j < kDK; ++j) {
@@ -279,7 +287,7 @@ void winograd_wgrad_unit(const Winograd3x3& p, const float* B, int64_t b_step, c
         offs[j] = off.p[k];
         cols[j] = k;
       }
-      dot_kernel(g_rows, 0, V + xi * p.Cin * p.ldT, 0, 1, offs, vl, d_rows, cols, dm, dk, accumulate);
+      dot_kernel(g_rows, 0, V + xi * v_plane(p), 0, 1, offs, vl, d_rows, cols, dm, dk, accumulate);
     }
   });
 }
