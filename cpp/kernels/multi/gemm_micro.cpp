@@ -1,0 +1,168 @@
+// SGEMM microkernel and packing, compiled per ISA: the register-blocked inner product of one
+// packed A panel (kc x kMR) and one packed B panel (kc x kNR), and the routines that build panels.
+#include "gemm_internal.h"
+
+namespace fg {
+namespace FG_ISA_NS {
+namespace gemm_detail {
+
+namespace {
+
+// C row segment of one vector: alpha * acc (+ beta * old). n < W stores a partial vector.
+inline void store_vec(float* c, vf acc, vf valpha, float beta, int n) {
+  vf r = vmul(valpha, acc);
+  if (n >= W) {
+    if (beta != 0.0f) r = vfmadd(vset1(beta), vload(c), r);
+    vstore(c, r);
+  } else if (n > 0) {
+    if (beta != 0.0f) r = vfmadd(vset1(beta), vload_n(c, n), r);
+    vstore_n(c, r, n);
+  }
+}
+
+// R rows (R <= kMR) of the tile: R x kNV accumulators stay in registers for the whole k loop.
+template <int R>
+void tile(int cols, int64_t kc, const float* __restrict a, const float* __restrict b,
+          float* __restrict c, int64_t ldc, float alpha, float beta) {
+  vf acc[R][kNV];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) acc[r][v] = vzero();
+  // Warm the C tile while the k loop runs (it is read or written once at the end).
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) __builtin_prefetch(c + r * ldc, 1);
+
+  for (int64_t k = 0; k < kc; ++k) {
+    vf bv[kNV];
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) bv[v] = vload(b + v * W);
+    __builtin_prefetch(b + 8 * kNR);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      vf av = vset1(a[r]);
+#pragma GCC unroll 4
+      for (int v = 0; v < kNV; ++v) acc[r][v] = vfmadd(av, bv[v], acc[r][v]);
+    }
+    a += kMR;
+    b += kNR;
+  }
+
+  vf valpha = vset1(alpha);
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) store_vec(c + r * ldc + v * W, acc[r][v], valpha, beta, cols - v * W);
+  }
+}
+
+template <int R>
+void tile_rows(int rows, int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+               float alpha, float beta) {
+  if constexpr (R > 1) {
+    if (rows < R) return tile_rows<R - 1>(rows, cols, kc, a, b, c, ldc, alpha, beta);
+  }
+  tile<R>(cols, kc, a, b, c, ldc, alpha, beta);
+}
+
+}  // namespace
+
+void micro_tile(int rows, int cols, int64_t kc, const float* a, const float* b, float* c,
+                int64_t ldc, float alpha, float beta) {
+  if (rows == kMR) return tile<kMR>(cols, kc, a, b, c, ldc, alpha, beta);
+  tile_rows<kMR - 1>(rows, cols, kc, a, b, c, ldc, alpha, beta);
+}
+
+// ---- packing ----------------------------------------------------------------------------------
+
+namespace {
+
+// dst[k * P + r] = src[r * rs + k] (rows of src contiguous along k): a transpose.
+void pack_transpose(const float* src, int64_t rs, int rows, int64_t kc, int P, float* dst) {
+  int r0 = 0;
+#if defined(__AVX2__)
+  // 8 rows at a time: 8x8 transposes in ymm registers.
+  for (; r0 + 8 <= rows; r0 += 8) {
+    const float* s = src + r0 * rs;
+    int64_t k = 0;
+    for (; k + 8 <= kc; k += 8) {
+      __m256 x0 = _mm256_loadu_ps(s + 0 * rs + k), x1 = _mm256_loadu_ps(s + 1 * rs + k);
+      __m256 x2 = _mm256_loadu_ps(s + 2 * rs + k), x3 = _mm256_loadu_ps(s + 3 * rs + k);
+      __m256 x4 = _mm256_loadu_ps(s + 4 * rs + k), x5 = _mm256_loadu_ps(s + 5 * rs + k);
+      __m256 x6 = _mm256_loadu_ps(s + 6 * rs + k), x7 = _mm256_loadu_ps(s + 7 * rs + k);
+      __m256 t0 = _mm256_unpacklo_ps(x0, x1), t1 = _mm256_unpackhi_ps(x0, x1);
+      __m256 t2 = _mm256_unpacklo_ps(x2, x3), t3 = _mm256_unpackhi_ps(x2, x3);
+      __m256 t4 = _mm256_unpacklo_ps(x4, x5), t5 = _mm256_unpackhi_ps(x4, x5);
+      __m256 t6 = _mm256_unpacklo_ps(x6, x7), t7 = _mm256_unpackhi_ps(x6, x7);
+      __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+      __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+      __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+      __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+      float* d = dst + k * P + r0;
+      _mm256_storeu_ps(d + 0 * P, _mm256_permute2f128_ps(u0, u4, 0x20));
+      _mm256_storeu_ps(d + 1 * P, _mm256_permute2f128_ps(u1, u5, 0x20));
+      _mm256_storeu_ps(d + 2 * P, _mm256_permute2f128_ps(u2, u6, 0x20));
+      _mm256_storeu_ps(d + 3 * P, _mm256_permute2f128_ps(u3, u7, 0x20));
+      _mm256_storeu_ps(d + 4 * P, _mm256_permute2f128_ps(u0, u4, 0x31));
+      _mm256_storeu_ps(d + 5 * P, _mm256_permute2f128_ps(u1, u5, 0x31));
+      _mm256_storeu_ps(d + 6 * P, _mm256_permute2f128_ps(u2, u6, 0x31));
+      _mm256_storeu_ps(d + 7 * P, _mm256_permute2f128_ps(u3, u7, 0x31));
+    }
+    for (; k < kc; ++k)
+      for (int q = 0; q < 8; ++q) dst[k * P + r0 + q] = s[q * rs + k];
+  }
+  // 4 rows at a time: 4x4 transposes.
+  for (; r0 + 4 <= rows; r0 += 4) {
+    const float* s = src + r0 * rs;
+    int64_t k = 0;
+    for (; k + 4 <= kc; k += 4) {
+      __m128 x0 = _mm_loadu_ps(s + k), x1 = _mm_loadu_ps(s + rs + k);
+      __m128 x2 = _mm_loadu_ps(s + 2 * rs + k), x3 = _mm_loadu_ps(s + 3 * rs + k);
+      _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
+      float* d = dst + k * P + r0;
+      _mm_storeu_ps(d, x0);
+      _mm_storeu_ps(d + P, x1);
+      _mm_storeu_ps(d + 2 * P, x2);
+      _mm_storeu_ps(d + 3 * P, x3);
+    }
+    for (; k < kc; ++k)
+      for (int q = 0; q < 4; ++q) dst[k * P + r0 + q] = s[q * rs + k];
+  }
+#endif
+  for (; r0 < rows; ++r0) {
+    const float* s = src + r0 * rs;
+    for (int64_t k = 0; k < kc; ++k) dst[k * P + r0] = s[k];
+  }
+}
+
+// dst[k * P + r] = src[k * cs + r] (columns of src contiguous along r): row copies.
+void pack_copy(const float* src, int64_t cs, int rows, int64_t kc, int P, float* dst) {
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* s = src + k * cs;
+    float* d = dst + k * P;
+    int r = 0;
+    for (; r + W <= rows; r += W) vstore(d + r, vload(s + r));
+    if (r < rows) vstore_n(d + r, vload_n(s + r, rows - r), rows - r);
+  }
+}
+
+}  // namespace
+
+void pack_panel(const float* src, int64_t rs, int64_t cs, int rows, int64_t kc, int P, float* dst,
+                bool zero_pad) {
+  if (rows == 1 || rs == 1) {
+    pack_copy(src, rows == 1 ? cs : cs, rows, kc, P, dst);
+  } else if (cs == 1) {
+    pack_transpose(src, rs, rows, kc, P, dst);
+  } else {
+    for (int64_t k = 0; k < kc; ++k)
+      for (int r = 0; r < rows; ++r) dst[k * P + r] = src[r * rs + k * cs];
+  }
+  if (zero_pad && rows < P)
+    for (int64_t k = 0; k < kc; ++k)
+      for (int r = rows; r < P; ++r) dst[k * P + r] = 0.0f;
+}
+
+}  // namespace gemm_detail
+}  // namespace FG_ISA_NS
+}  // namespace fg
