@@ -20,6 +20,7 @@ using namespace gemm_detail;
 
 namespace {
 
+
 // C = beta * C (beta == 0 writes zeros, ignoring NaNs in C).
 void scale_c(int64_t M, int64_t N, float beta, float* C, int64_t ldc) {
   if (beta == 1.0f) return;
@@ -56,6 +57,9 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
   const int64_t NC = N < kNCMax ? N : kNCMax;
   const int64_t m_panels = (M + kMR - 1) / kMR;
   const int nt = get_num_threads();
+  // Row panels of balanced height (M = 64 is 6 panels of 10-11 rows, not 5 x 12 + 4): panel p
+  // holds rows [row0(p), row0(p + 1)), at most kMR.
+  auto row0 = [&](int64_t p) { return p * M / m_panels; };
 
   static thread_local AlignedBuffer b_buf;
   float* bpack = scratch(b_buf, static_cast<std::size_t>(KC * ((NC + kNR - 1) / kNR * kNR)));
@@ -65,17 +69,22 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
     const int64_t n_panels = (nc + kNR - 1) / kNR;
     // Split the C block over threads by rows when there are enough row panels, else by columns.
     const bool split_rows = m_panels >= 2 * nt || m_panels >= n_panels;
+    // A thread that owns all the row panels of a B panel packs it just before first use (still
+    // in L1/L2 for the microkernel); otherwise B is packed up front, shared by all threads.
+    const bool fuse_b = nt <= 1 || omp_in_parallel() || !split_rows;
     for (int64_t pc = 0; pc < K; pc += KC) {
       const int64_t kc = K - pc < KC ? K - pc : KC;
       const float beta_k = pc == 0 ? beta : 1.0f;
 
-      parallel_for(n_panels, 4, [&](int64_t q0, int64_t q1) {
-        for (int64_t q = q0; q < q1; ++q) {
-          int64_t j = jc + q * kNR;
-          int cols = static_cast<int>(N - j < kNR ? N - j : kNR);
-          pack_panel(B + pc * rsb + j * csb, csb, rsb, cols, kc, kNR, bpack + q * kNR * kc, true);
-        }
-      });
+      auto pack_b = [&](int64_t q) {
+        int64_t j = jc + q * kNR;
+        int cols = static_cast<int>(N - j < kNR ? N - j : kNR);
+        pack_panel(B + pc * rsb + j * csb, csb, rsb, cols, kc, kNR, bpack + q * kNR * kc, true);
+      };
+      if (!fuse_b)
+        parallel_for(n_panels, 4, [&](int64_t q0, int64_t q1) {
+          for (int64_t q = q0; q < q1; ++q) pack_b(q);
+        });
 
       // Rows [p0, p1) and columns panels [q0, q1) of this block, done by one thread.
       auto compute = [&](int64_t p0, int64_t p1, int64_t q0, int64_t q1) {
@@ -84,18 +93,19 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
         for (int64_t pb = p0; pb < p1; pb += kMCMax / kMR) {
           const int64_t pe = p1 - pb < kMCMax / kMR ? p1 : pb + kMCMax / kMR;
           for (int64_t p = pb; p < pe; ++p) {
-            int64_t i = p * kMR;
-            int rows = static_cast<int>(M - i < kMR ? M - i : kMR);
+            int64_t i = row0(p);
+            int rows = static_cast<int>(row0(p + 1) - i);
             pack_panel(A + i * rsa + pc * csa, rsa, csa, rows, kc, kMR, apack + (p - pb) * kMR * kc, false);
           }
           for (int64_t q = q0; q < q1; ++q) {
             const int64_t j = jc + q * kNR;
             const int cols = static_cast<int>(N - j < kNR ? N - j : kNR);
+            if (fuse_b && pb == p0) pack_b(q);
             const float* bp = bpack + q * kNR * kc;
             for (int64_t p = pb; p < pe; ++p) {
-              const int64_t i = p * kMR;
-              const int rows = static_cast<int>(M - i < kMR ? M - i : kMR);
-              micro_tile(rows, cols, kc, apack + (p - pb) * kMR * kc, bp, C + i * ldc + j, ldc, alpha, beta_k);
+              const int64_t i = row0(p);
+              const int rows = static_cast<int>(row0(p + 1) - i);
+              micro_tile(rows, cols, kc, apack + (p - pb) * kMR * kc, bp, kNR, C + i * ldc + j, ldc, alpha, beta_k);
             }
           }
         }

@@ -37,10 +37,11 @@ constexpr int64_t kNCMax = 4096;  // columns of B packed per block (L3-resident)
 void pack_panel(const float* src, int64_t rs, int64_t cs, int rows, int64_t kc, int P, float* dst,
                 bool zero_pad);
 
-// C tile (rows x cols, rows <= kMR, cols <= kNR) = alpha * a_panel . b_panel + beta * C
+// C tile (rows x cols, rows <= kMR, cols <= kNR) = alpha * a_panel . b_panel + beta * C, where
+// b_panel rows are ldb floats apart (kNR when packed; B's own row stride when read in place)
 // (beta == 0: C is not read). Every element goes through the same operations whatever the tile
 // size: acc = fma chain over k; C = fma(beta, C, alpha * acc) or alpha * acc.
-void micro_tile(int rows, int cols, int64_t kc, const float* a, const float* b, float* c,
+void micro_tile(int rows, int cols, int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
                 int64_t ldc, float alpha, float beta);
 
 // Skinny product, m <= kSkinnyMax: C (m x n) = alpha * A (m x K) . B (K x n) + beta * C, every

@@ -21,9 +21,11 @@ inline void store_vec(float* c, vf acc, vf valpha, float beta, int n) {
 }
 
 // R rows (R <= kMR) of the tile: R x kNV accumulators stay in registers for the whole k loop.
-template <int R>
-void tile(int cols, int64_t kc, const float* __restrict a, const float* __restrict b,
+// kPacked: b rows are kNR floats apart (a compile-time stride); else ldb apart (B read in place).
+template <int R, bool kPacked>
+void tile(int cols, int64_t kc, const float* __restrict a, const float* __restrict b, int64_t ldb_,
           float* __restrict c, int64_t ldc, float alpha, float beta) {
+  const int64_t ldb = kPacked ? int64_t(kNR) : ldb_;
   vf acc[R][kNV];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
@@ -37,7 +39,8 @@ void tile(int cols, int64_t kc, const float* __restrict a, const float* __restri
     vf bv[kNV];
 #pragma GCC unroll 4
     for (int v = 0; v < kNV; ++v) bv[v] = vload(b + v * W);
-    __builtin_prefetch(b + 8 * kNR);
+    __builtin_prefetch(b + 8 * ldb);
+    if (!kPacked && kNR > 16) __builtin_prefetch(b + 8 * ldb + 16);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       vf av = vset1(a[r]);
@@ -45,7 +48,7 @@ void tile(int cols, int64_t kc, const float* __restrict a, const float* __restri
       for (int v = 0; v < kNV; ++v) acc[r][v] = vfmadd(av, bv[v], acc[r][v]);
     }
     a += kMR;
-    b += kNR;
+    b += ldb;
   }
 
   vf valpha = vset1(alpha);
@@ -56,21 +59,25 @@ void tile(int cols, int64_t kc, const float* __restrict a, const float* __restri
   }
 }
 
-template <int R>
-void tile_rows(int rows, int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-               float alpha, float beta) {
+template <int R, bool kPacked>
+void tile_rows(int rows, int cols, int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
+               int64_t ldc, float alpha, float beta) {
   if constexpr (R > 1) {
-    if (rows < R) return tile_rows<R - 1>(rows, cols, kc, a, b, c, ldc, alpha, beta);
+    if (rows < R) return tile_rows<R - 1, kPacked>(rows, cols, kc, a, b, ldb, c, ldc, alpha, beta);
   }
-  tile<R>(cols, kc, a, b, c, ldc, alpha, beta);
+  tile<R, kPacked>(cols, kc, a, b, ldb, c, ldc, alpha, beta);
 }
 
 }  // namespace
 
-void micro_tile(int rows, int cols, int64_t kc, const float* a, const float* b, float* c,
+void micro_tile(int rows, int cols, int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
                 int64_t ldc, float alpha, float beta) {
-  if (rows == kMR) return tile<kMR>(cols, kc, a, b, c, ldc, alpha, beta);
-  tile_rows<kMR - 1>(rows, cols, kc, a, b, c, ldc, alpha, beta);
+  if (ldb == kNR) {
+    if (rows == kMR) return tile<kMR, true>(cols, kc, a, b, ldb, c, ldc, alpha, beta);
+    return tile_rows<kMR - 1, true>(rows, cols, kc, a, b, ldb, c, ldc, alpha, beta);
+  }
+  if (rows == kMR) return tile<kMR, false>(cols, kc, a, b, ldb, c, ldc, alpha, beta);
+  tile_rows<kMR - 1, false>(rows, cols, kc, a, b, ldb, c, ldc, alpha, beta);
 }
 
 // ---- packing ----------------------------------------------------------------------------------
@@ -151,7 +158,7 @@ void pack_copy(const float* src, int64_t cs, int rows, int64_t kc, int P, float*
 void pack_panel(const float* src, int64_t rs, int64_t cs, int rows, int64_t kc, int P, float* dst,
                 bool zero_pad) {
   if (rows == 1 || rs == 1) {
-    pack_copy(src, rows == 1 ? cs : cs, rows, kc, P, dst);
+    pack_copy(src, cs, rows, kc, P, dst);
   } else if (cs == 1) {
     pack_transpose(src, rs, rows, kc, P, dst);
   } else {
