@@ -9,8 +9,17 @@ using fg::bind::ArrayArg;
 
 namespace {
 
+// Rank check before f32_arg, with the shape in the message.
+void check_rank(const py::array& a, const char* name, int ndim) {
+  if (a.ndim() == ndim) return;
+  std::vector<int64_t> shape(a.shape(), a.shape() + a.ndim());
+  throw py::value_error(std::string(name) + " must be " + std::to_string(ndim) + "-D, got " +
+                        std::to_string(a.ndim()) + "-D with shape " + fg::bind::shape_str(shape));
+}
+
 // A 2-D operand whose rows may be strided but whose elements within a row are contiguous.
 ArrayArg matrix_arg(const py::array& a, const char* name, bool writable) {
+  check_rank(a, name, 2);
   ArrayArg r = fg::bind::f32_arg(a, name, 2, fg::bind::kAnyStrides, writable);
   if (r.shape[0] > 1 && r.shape[1] > 1 && r.strides[1] != 1)
     throw py::value_error(std::string(name) + " must have unit stride along its last axis");
@@ -45,6 +54,7 @@ void sgemm(const py::array& a, const py::array& b, const py::array& c, bool tran
 // A stack of matrices (batch, rows, cols): rows strided like matrix_arg, the batch axis with any
 // stride >= 0 (0 broadcasts one matrix). Returns the batch stride in elements.
 int64_t batch_arg(const py::array& a, const char* name, bool writable, ArrayArg& r) {
+  check_rank(a, name, 3);
   r = fg::bind::f32_arg(a, name, 3, fg::bind::kAnyStrides, writable);
   if (r.shape[1] > 1 && r.shape[2] > 1 && r.strides[2] != 1)
     throw py::value_error(std::string(name) + " must have unit stride along its last axis");

@@ -16,9 +16,17 @@ namespace {
 
 constexpr int kAxpyNV = 2;  // vectors per column chunk in the axpy form
 
+// alpha * acc (+ beta * c) with one explicit rounding sequence. Written as plain `beta * c + r`
+// the compiler may contract either product into an FMA, and differently in different template
+// instances, which would make results depend on how columns were split over threads.
 inline float combine(float acc, float alpha, float beta, const float* c) {
   float r = alpha * acc;
-  return beta != 0.0f ? beta * *c + r : r;
+  if (beta == 0.0f) return r;
+#if defined(__FMA__)
+  return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(beta), _mm_set_ss(*c), _mm_set_ss(r)));
+#else
+  return beta * *c + r;  // no FMA instructions in this build: nothing to contract
+#endif
 }
 
 // Axpy form, M rows: C[:, j0:j0+cw] with cw <= kAxpyNV * W. ak is A packed k-major (ak[k*M + i]).
