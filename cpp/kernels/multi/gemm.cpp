@@ -79,7 +79,7 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
       auto pack_b = [&](int64_t q) {
         int64_t j = jc + q * kNR;
         int cols = static_cast<int>(N - j < kNR ? N - j : kNR);
-        pack_panel(B + pc * rsb + j * csb, csb, rsb, cols, kc, kNR, bpack + q * kNR * kc, true);
+        pack_panel(B + pc * rsb + j * csb, csb, rsb, cols, kc, kNR, bpack + q * kNR * kc);
       };
       if (!fuse_b)
         parallel_for(n_panels, 4, [&](int64_t q0, int64_t q1) {
@@ -95,7 +95,7 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
           for (int64_t p = pb; p < pe; ++p) {
             int64_t i = row0(p);
             int rows = static_cast<int>(row0(p + 1) - i);
-            pack_panel(A + i * rsa + pc * csa, rsa, csa, rows, kc, kMR, apack + (p - pb) * kMR * kc, false);
+            pack_panel(A + i * rsa + pc * csa, rsa, csa, rows, kc, kMR, apack + (p - pb) * kMR * kc);
           }
           for (int64_t q = q0; q < q1; ++q) {
             const int64_t j = jc + q * kNR;

@@ -32,10 +32,10 @@ constexpr int64_t kKCMax = 320;   // A panel 12 x 320 floats = 15 KiB, B panel 3
 constexpr int64_t kMCMax = 8 * kMR;  // rows of A packed at once per thread (L2-resident)
 constexpr int64_t kNCMax = 4096;  // columns of B packed per block (L3-resident)
 
-// Packs a panel: dst[k * P + r] = src[r * rs + k * cs] for r < rows, k < kc; rows <= P. Rows
-// rows..P-1 are zero-filled when zero_pad (B panels: the microkernel loads full vectors).
-void pack_panel(const float* src, int64_t rs, int64_t cs, int rows, int64_t kc, int P, float* dst,
-                bool zero_pad);
+// Packs a panel: dst[k * P + r] = src[r * rs + k * cs] for r < rows, k < kc; rows <= P. Slots
+// rows..P-1 are filled too (zeros or copies of the last row): the microkernel loads full vectors
+// of a B panel but only stores the lanes of real columns, and lanes never mix.
+void pack_panel(const float* src, int64_t rs, int64_t cs, int rows, int64_t kc, int P, float* dst);
 
 // C tile (rows x cols, rows <= kMR, cols <= kNR) = alpha * a_panel . b_panel + beta * C, where
 // b_panel rows are ldb floats apart (kNR when packed; B's own row stride when read in place)

@@ -84,19 +84,24 @@ void micro_tile(int rows, int cols, int64_t kc, const float* a, const float* b, 
 
 namespace {
 
-// dst[k * P + r] = src[r * rs + k] (rows of src contiguous along k): a transpose.
+// dst[k * P + r] = src[r * rs + k] (rows of src contiguous along k): a transpose, in 8x8 and 4x4
+// register blocks. All P slots are written: slots r >= rows repeat the last row (the microkernel
+// never uses them, and no scalar loop over single rows is needed).
 void pack_transpose(const float* src, int64_t rs, int rows, int64_t kc, int P, float* dst) {
+  auto row = [&](int r) { return src + static_cast<int64_t>(r < rows ? r : rows - 1) * rs; };
   int r0 = 0;
 #if defined(__AVX2__)
-  // 8 rows at a time: 8x8 transposes in ymm registers.
-  for (; r0 + 8 <= rows; r0 += 8) {
-    const float* s = src + r0 * rs;
+  for (; r0 + 8 <= P; r0 += 8) {
+    const float* s0 = row(r0 + 0); const float* s1 = row(r0 + 1);
+    const float* s2 = row(r0 + 2); const float* s3 = row(r0 + 3);
+    const float* s4 = row(r0 + 4); const float* s5 = row(r0 + 5);
+    const float* s6 = row(r0 + 6); const float* s7 = row(r0 + 7);
     int64_t k = 0;
     for (; k + 8 <= kc; k += 8) {
-      __m256 x0 = _mm256_loadu_ps(s + 0 * rs + k), x1 = _mm256_loadu_ps(s + 1 * rs + k);
-      __m256 x2 = _mm256_loadu_ps(s + 2 * rs + k), x3 = _mm256_loadu_ps(s + 3 * rs + k);
-      __m256 x4 = _mm256_loadu_ps(s + 4 * rs + k), x5 = _mm256_loadu_ps(s + 5 * rs + k);
-      __m256 x6 = _mm256_loadu_ps(s + 6 * rs + k), x7 = _mm256_loadu_ps(s + 7 * rs + k);
+      __m256 x0 = _mm256_loadu_ps(s0 + k), x1 = _mm256_loadu_ps(s1 + k);
+      __m256 x2 = _mm256_loadu_ps(s2 + k), x3 = _mm256_loadu_ps(s3 + k);
+      __m256 x4 = _mm256_loadu_ps(s4 + k), x5 = _mm256_loadu_ps(s5 + k);
+      __m256 x6 = _mm256_loadu_ps(s6 + k), x7 = _mm256_loadu_ps(s7 + k);
       __m256 t0 = _mm256_unpacklo_ps(x0, x1), t1 = _mm256_unpackhi_ps(x0, x1);
       __m256 t2 = _mm256_unpacklo_ps(x2, x3), t3 = _mm256_unpackhi_ps(x2, x3);
       __m256 t4 = _mm256_unpacklo_ps(x4, x5), t5 = _mm256_unpackhi_ps(x4, x5);
@@ -115,59 +120,74 @@ void pack_transpose(const float* src, int64_t rs, int rows, int64_t kc, int P, f
       _mm256_storeu_ps(d + 6 * P, _mm256_permute2f128_ps(u2, u6, 0x31));
       _mm256_storeu_ps(d + 7 * P, _mm256_permute2f128_ps(u3, u7, 0x31));
     }
-    for (; k < kc; ++k)
-      for (int q = 0; q < 8; ++q) dst[k * P + r0 + q] = s[q * rs + k];
+    for (; k < kc; ++k) {
+      float* d = dst + k * P + r0;
+      d[0] = s0[k]; d[1] = s1[k]; d[2] = s2[k]; d[3] = s3[k];
+      d[4] = s4[k]; d[5] = s5[k]; d[6] = s6[k]; d[7] = s7[k];
+    }
   }
-  // 4 rows at a time: 4x4 transposes.
-  for (; r0 + 4 <= rows; r0 += 4) {
-    const float* s = src + r0 * rs;
+  // Blocks of 4 rows (the last one may store only P - r0 < 4 of them).
+  for (; r0 < P; r0 += 4) {
+    const int n = P - r0 < 4 ? P - r0 : 4;
+    const float* s0 = row(r0 + 0); const float* s1 = row(r0 + 1);
+    const float* s2 = row(r0 + 2); const float* s3 = row(r0 + 3);
     int64_t k = 0;
     for (; k + 4 <= kc; k += 4) {
-      __m128 x0 = _mm_loadu_ps(s + k), x1 = _mm_loadu_ps(s + rs + k);
-      __m128 x2 = _mm_loadu_ps(s + 2 * rs + k), x3 = _mm_loadu_ps(s + 3 * rs + k);
+      __m128 x0 = _mm_loadu_ps(s0 + k), x1 = _mm_loadu_ps(s1 + k);
+      __m128 x2 = _mm_loadu_ps(s2 + k), x3 = _mm_loadu_ps(s3 + k);
       _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
       float* d = dst + k * P + r0;
-      _mm_storeu_ps(d, x0);
-      _mm_storeu_ps(d + P, x1);
-      _mm_storeu_ps(d + 2 * P, x2);
-      _mm_storeu_ps(d + 3 * P, x3);
+      if (n == 4) {
+        _mm_storeu_ps(d, x0); _mm_storeu_ps(d + P, x1);
+        _mm_storeu_ps(d + 2 * P, x2); _mm_storeu_ps(d + 3 * P, x3);
+      } else {
+        const __m128 xs[4] = {x0, x1, x2, x3};
+        for (int q = 0; q < 4; ++q) {
+          if (n >= 2) _mm_storel_pi(reinterpret_cast<__m64*>(d + q * P), xs[q]);
+          if (n == 3) _mm_store_ss(d + q * P + 2, _mm_movehl_ps(xs[q], xs[q]));
+          if (n == 1) _mm_store_ss(d + q * P, xs[q]);
+        }
+      }
     }
-    for (; k < kc; ++k)
-      for (int q = 0; q < 4; ++q) dst[k * P + r0 + q] = s[q * rs + k];
+    for (; k < kc; ++k) {
+      float* d = dst + k * P + r0;
+      const float v[4] = {s0[k], s1[k], s2[k], s3[k]};
+      for (int q = 0; q < n; ++q) d[q] = v[q];
+    }
   }
+#else
+  for (int64_t k = 0; k < kc; ++k)
+    for (int r = 0; r < P; ++r) dst[k * P + r] = row(r)[k];
 #endif
-  for (; r0 < rows; ++r0) {
-    const float* s = src + r0 * rs;
-    for (int64_t k = 0; k < kc; ++k) dst[k * P + r0] = s[k];
-  }
 }
 
 // dst[k * P + r] = src[k * cs + r] (columns of src contiguous along r): row copies.
+// Slots r >= rows are zero-filled.
 void pack_copy(const float* src, int64_t cs, int rows, int64_t kc, int P, float* dst) {
   for (int64_t k = 0; k < kc; ++k) {
     const float* s = src + k * cs;
     float* d = dst + k * P;
     int r = 0;
     for (; r + W <= rows; r += W) vstore(d + r, vload(s + r));
-    if (r < rows) vstore_n(d + r, vload_n(s + r, rows - r), rows - r);
+    for (; r < P; r += W) {
+      const int n = rows - r > 0 ? rows - r : 0;  // vload_n(.., 0) reads nothing, gives zeros
+      const int m = P - r < W ? P - r : W;
+      vstore_n(d + r, vload_n(s + r, n < W ? n : W), m);
+    }
   }
 }
 
 }  // namespace
 
-void pack_panel(const float* src, int64_t rs, int64_t cs, int rows, int64_t kc, int P, float* dst,
-                bool zero_pad) {
+void pack_panel(const float* src, int64_t rs, int64_t cs, int rows, int64_t kc, int P, float* dst) {
   if (rows == 1 || rs == 1) {
     pack_copy(src, cs, rows, kc, P, dst);
   } else if (cs == 1) {
     pack_transpose(src, rs, rows, kc, P, dst);
   } else {
     for (int64_t k = 0; k < kc; ++k)
-      for (int r = 0; r < rows; ++r) dst[k * P + r] = src[r * rs + k * cs];
+      for (int r = 0; r < P; ++r) dst[k * P + r] = r < rows ? src[r * rs + k * cs] : 0.0f;
   }
-  if (zero_pad && rows < P)
-    for (int64_t k = 0; k < kc; ++k)
-      for (int r = rows; r < P; ++r) dst[k * P + r] = 0.0f;
 }
 
 }  // namespace gemm_detail

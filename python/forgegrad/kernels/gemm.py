@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from .. import _C
 from ._checks import as_f32, check_ndim, check_out
@@ -106,34 +105,32 @@ def matmul(a, b, *, out=None, trans_a: bool = False, trans_b: bool = False, alph
     return out
 
 
-def _merge_batch(x: np.ndarray, nbatch: int):
-    """View x (batch..., R, C) as (nb, R, C) with one batch stride >= 0, or None if impossible."""
-    nb = math.prod(x.shape[:nbatch])
-    stride = None
-    for size, st in zip(reversed(x.shape[:nbatch]), reversed(x.strides[:nbatch])):
-        if size == 1:
-            continue
-        if stride is None:
-            stride, span = st, size
-        elif st == stride * span:
-            span *= size
-        else:
-            return None
-    stride = 0 if stride is None or nb <= 1 else stride
-    if stride < 0:
-        return None
-    return as_strided(x, (nb,) + x.shape[nbatch:], (stride,) + x.strides[nbatch:], writeable=False)
+def _as_3d(x: np.ndarray, nb: int, copy_ok: bool):
+    """x (batch..., R, C) as an (nb, R, C) view; a copy when the batch axes cannot be merged (and
+    copy_ok), else None."""
+    if x.ndim == 3:
+        return x
+    v = x.view()
+    try:
+        v.shape = (nb,) + x.shape[-2:]  # never copies: raises when no single batch stride fits
+    except AttributeError:
+        return x.reshape((nb,) + x.shape[-2:]) if copy_ok else None
+    return v
 
 
-def _stack(x: np.ndarray, batch: tuple):
-    """x broadcast to batch + its matrix shape, as a (nb, R, C) array the kernel can read, and
-    whether the kernel should read its matrices transposed."""
-    xb = np.broadcast_to(x, batch + x.shape[-2:])
-    x3 = _merge_batch(xb, len(batch))
-    if x3 is None:
-        x3 = np.ascontiguousarray(xb).reshape((-1,) + x.shape[-2:])
+def _stack(x: np.ndarray, batch: tuple, nb: int):
+    """x broadcast to batch + its matrix shape, as a (nb, R, C) array the kernel can read (batch
+    stride 0 for a shared matrix), and whether the kernel should read its matrices transposed."""
+    if x.ndim == 2:
+        x3 = np.broadcast_to(x, (nb,) + x.shape)
+    elif x.shape[:-2] == batch:
+        x3 = _as_3d(x, nb, copy_ok=True)
+    else:
+        x3 = _as_3d(np.broadcast_to(x, batch + x.shape[-2:]), nb, copy_ok=True)
     _, r, c = x3.shape
-    _, rs, cs = x3.strides
+    sb, rs, cs = x3.strides
+    if sb < 0:
+        return np.ascontiguousarray(x3), False
     if _rows_ok(r, c, rs, cs):
         return x3, False
     if _rows_ok(c, r, cs, rs):
@@ -172,15 +169,16 @@ def bmm(a, b, *, out=None) -> np.ndarray:
             raise ValueError("bmm: out must not overlap a or b")
     if out.size == 0:
         return out
-    a3, ta = _stack(a, batch)
-    b3, tb = _stack(b, batch)
-    o3 = _merge_batch(out, len(batch))
-    if o3 is not None and _rows_ok(m, n, o3.strides[1], o3.strides[2]) and (
-            o3.shape[0] <= 1 or o3.strides[0] >= (m - 1) * o3.strides[1] + n * _ITEM):
-        o3 = as_strided(out, o3.shape, o3.strides)  # the same view, writeable
-        _C.gemm.bmm(a3, b3, o3, ta, tb)
-        return out
-    tmp = np.empty(shape, np.float32)  # out's layout cannot be written through: copy back
-    _C.gemm.bmm(a3, b3, tmp.reshape((-1, m, n)), ta, tb)
-    out[...] = tmp
+    nb = math.prod(batch)
+    a3, ta = _stack(a, batch, nb)
+    b3, tb = _stack(b, batch, nb)
+    o3 = _as_3d(out, nb, copy_ok=False)
+    if o3 is not None:
+        sb, rs, cs = o3.strides
+        if _rows_ok(m, n, rs, cs) and (nb <= 1 or sb >= (m - 1) * rs + n * _ITEM):
+            _C.gemm.bmm(a3, b3, o3, ta, tb)
+            return out
+    tmp = np.empty((nb, m, n), np.float32)  # out's layout cannot be written through: copy back
+    _C.gemm.bmm(a3, b3, tmp, ta, tb)
+    out[...] = tmp.reshape(shape)
     return out
