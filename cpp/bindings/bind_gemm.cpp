@@ -1,5 +1,10 @@
-// forgegrad._C.gemm: sgemm on numpy arrays. Shapes are validated here (and, with friendlier
-// messages, in python/forgegrad/kernels/gemm.py); the kernel reads strides as leading dimensions.
+// forgegrad._C.gemm: SGEMM on numpy arrays.
+//   matmul(a, b, out, trans_a, trans_b, alpha, beta): the whole of forgegrad.kernels.matmul (checks,
+//       layouts, allocation) in one call, since Python-level checks cost several microseconds,
+//       10% of a small layer's GEMM;
+//   sgemm(...), bmm(...): the kernels on arrays whose rows have unit stride (sgemm(reference=True)
+//       runs the plain-loop oracle).
+// Every array is validated here: bad input raises TypeError/ValueError, never reaches a kernel.
 #include "forgegrad/bindings.h"
 #include "forgegrad/gemm.h"
 #include "forgegrad/py_array.h"
@@ -94,7 +99,123 @@ void bmm(const py::array& a, const py::array& b, const py::array& c, bool trans_
                     beta, C.f32(), ld(C), sc);
 }
 
+// ---- matmul: any 2-D float32 views --------------------------------------------------------------
+
+// A 2-D float32 view as the kernel reads it: row-major with leading dimension ld, or, for a
+// column-major view, the row-major transpose (transposed = true).
+struct Operand {
+  py::array keep;  // owns a copy when the view had to be made contiguous
+  float* ptr = nullptr;
+  int64_t ld = 1;
+  bool transposed = false;
+  bool direct = true;  // false: copied
+};
+
+py::array checked_matrix(py::handle h, const char* name) {
+  if (!py::isinstance<py::array>(h))
+    throw py::type_error(std::string(name) + " must be a numpy.ndarray of float32, got " +
+                         std::string(py::str(py::type::of(h).attr("__name__"))));
+  py::array a = py::reinterpret_borrow<py::array>(h);
+  if (!a.dtype().is(py::dtype::of<float>()))
+    throw py::type_error(std::string(name) + " must have dtype float32, got " + std::string(py::str(a.dtype())));
+  check_rank(a, name, 2);
+  return a;
+}
+
+// Row-major with unit inner stride and non-overlapping rows (strides in elements)?
+bool rows_ok(int64_t r, int64_t c, int64_t rs, int64_t cs) {
+  return (c <= 1 || cs == 1) && (r <= 1 || rs >= c);
+}
+
+Operand operand(const py::array& a) {
+  Operand o;
+  const int64_t r = a.shape(0), c = a.shape(1);
+  const bool whole = a.strides(0) % 4 == 0 && a.strides(1) % 4 == 0;
+  const int64_t rs = a.strides(0) / 4, cs = a.strides(1) / 4;
+  if (whole && rows_ok(r, c, rs, cs)) {
+    o.ld = r > 1 ? rs : c;
+  } else if (whole && rows_ok(c, r, cs, rs)) {
+    o.transposed = true;
+    o.ld = c > 1 ? cs : r;
+  } else {
+    o.keep = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(a);
+    o.direct = false;
+    o.ld = c;
+  }
+  if (o.ld < 1) o.ld = 1;
+  o.ptr = static_cast<float*>(const_cast<void*>(o.direct ? a.data() : o.keep.data()));
+  return o;
+}
+
+// Byte range [lo, hi) spanned by a 2-D array.
+std::pair<intptr_t, intptr_t> extent(const py::array& a) {
+  intptr_t lo = reinterpret_cast<intptr_t>(a.data()), hi = lo + a.itemsize();
+  for (int i = 0; i < 2; ++i) {
+    intptr_t span = static_cast<intptr_t>(a.shape(i) - 1) * a.strides(i);
+    (span < 0 ? lo : hi) += span;
+  }
+  return {lo, hi};
+}
+
+bool overlaps(const py::array& x, const py::array& y) {
+  if (x.size() == 0 || y.size() == 0) return false;
+  auto [xl, xh] = extent(x);
+  auto [yl, yh] = extent(y);
+  if (xh <= yl || yh <= xl) return false;
+  // The byte ranges meet (e.g. two slices of one buffer): ask numpy for the exact answer.
+  return py::module_::import("numpy").attr("shares_memory")(x, y).cast<bool>();
+}
+
+py::array matmul(py::handle a_in, py::handle b_in, py::handle out_in, bool trans_a, bool trans_b,
+                 float alpha, float beta) {
+  py::array a = checked_matrix(a_in, "a"), b = checked_matrix(b_in, "b");
+  const int64_t M = trans_a ? a.shape(1) : a.shape(0), K = trans_a ? a.shape(0) : a.shape(1);
+  const int64_t Kb = trans_b ? b.shape(1) : b.shape(0), N = trans_b ? b.shape(0) : b.shape(1);
+  if (K != Kb)
+    throw py::value_error("matmul: inner dimensions differ: op(a) has shape " + fg::bind::shape_str({M, K}) +
+                          " and op(b) has shape " + fg::bind::shape_str({Kb, N}) + " (a is " +
+                          fg::bind::shape_str({a.shape(0), a.shape(1)}) + ", b is " +
+                          fg::bind::shape_str({b.shape(0), b.shape(1)}) + ", trans_a=" +
+                          (trans_a ? "True" : "False") + ", trans_b=" + (trans_b ? "True" : "False") + ")");
+  py::array out;
+  if (out_in.is_none()) {
+    if (beta != 0.0f) throw py::value_error("matmul: beta != 0 needs an out array to accumulate into");
+    out = py::array_t<float>({M, N});
+  } else {
+    out = checked_matrix(out_in, "out");
+    if (out.shape(0) != M || out.shape(1) != N)
+      throw py::value_error("out must have shape " + fg::bind::shape_str({M, N}) + ", got " +
+                            fg::bind::shape_str({out.shape(0), out.shape(1)}));
+    if (!out.writeable()) throw py::value_error("out must be writeable");
+    if (overlaps(out, a) || overlaps(out, b)) throw py::value_error("matmul: out must not overlap a or b");
+  }
+  if (M == 0 || N == 0) return out;
+  Operand A = operand(a), B = operand(b), C = operand(out);
+  const bool ta = trans_a != A.transposed, tb = trans_b != B.transposed;
+  if (!C.direct) {
+    // out cannot be written through a leading dimension: compute into C.keep (a contiguous copy
+    // of out), then copy back.
+    {
+      py::gil_scoped_release release;
+      fg::sgemm(ta, tb, M, N, K, alpha, A.ptr, A.ld, B.ptr, B.ld, beta, C.ptr, C.ld);
+    }
+    out[py::make_tuple(py::ellipsis())] = C.keep;
+    return out;
+  }
+  py::gil_scoped_release release;
+  if (C.transposed)  // out.T = op(b).T @ op(a).T, written row-major into out's transpose
+    fg::sgemm(!tb, !ta, N, M, K, alpha, B.ptr, B.ld, A.ptr, A.ld, beta, C.ptr, C.ld);
+  else
+    fg::sgemm(ta, tb, M, N, K, alpha, A.ptr, A.ld, B.ptr, B.ld, beta, C.ptr, C.ld);
+  return out;
+}
+
 void bind(py::module_& m) {
+  m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("out") = py::none(),
+        py::arg("trans_a") = false, py::arg("trans_b") = false, py::arg("alpha") = 1.0f,
+        py::arg("beta") = 0.0f,
+        "out = alpha * op(a) @ op(b) + beta * out on 2-D float32 arrays of any layout (see "
+        "forgegrad.kernels.matmul); returns out, allocated when None.");
   m.def("bmm", &bmm, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("trans_a") = false,
         py::arg("trans_b") = false, py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f,
         "out[i] = alpha * op(a[i]) @ op(b[i]) + beta * out[i] on float32 3-D arrays; a batch "

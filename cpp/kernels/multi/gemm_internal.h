@@ -15,8 +15,12 @@ namespace gemm_detail {
 // Register tile: kMR rows x kNV vectors. AVX-512: 12 x 32 (24 accumulators of 32 zmm);
 // AVX2: 6 x 16 (12 of 16 ymm); portable: 4 x 4 scalars.
 #if defined(__AVX512F__)
-constexpr int kMR = 12;
-constexpr int kNV = 2;
+#ifndef FG_MR
+#define FG_MR 12
+#define FG_NV 2
+#endif
+constexpr int kMR = FG_MR;
+constexpr int kNV = FG_NV;
 #elif defined(__AVX2__)
 constexpr int kMR = 6;
 constexpr int kNV = 2;
@@ -28,7 +32,10 @@ constexpr int kNR = kNV * W;
 
 // Cache blocking. KC is a function of K alone (it fixes the summation order); MC and NC only
 // decide which tiles are computed together, so they may depend on the thread count.
-constexpr int64_t kKCMax = 320;   // A panel 12 x 320 floats = 15 KiB, B panel 320 x 32 = 40 KiB
+#ifndef FG_KC
+#define FG_KC 320
+#endif
+constexpr int64_t kKCMax = FG_KC;
 constexpr int64_t kMCMax = 8 * kMR;  // rows of A packed at once per thread (L2-resident)
 constexpr int64_t kNCMax = 4096;  // columns of B packed per block (L3-resident)
 

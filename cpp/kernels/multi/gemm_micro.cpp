@@ -40,7 +40,7 @@ void tile(int cols, int64_t kc, const float* __restrict a, const float* __restri
 #pragma GCC unroll 4
     for (int v = 0; v < kNV; ++v) bv[v] = vload(b + v * W);
     __builtin_prefetch(b + 8 * ldb);
-    if (!kPacked && kNR > 16) __builtin_prefetch(b + 8 * ldb + 16);
+    if (kNR > 16) __builtin_prefetch(b + 8 * ldb + 16);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       vf av = vset1(a[r]);
@@ -162,18 +162,32 @@ void pack_transpose(const float* src, int64_t rs, int rows, int64_t kc, int P, f
 }
 
 // dst[k * P + r] = src[k * cs + r] (columns of src contiguous along r): row copies.
-// Slots r >= rows are zero-filled.
+// Slots r >= rows are zero-filled. Full panels (the common case) copy 4 rows per step with all
+// loads issued before the stores (stores right before loads of a strided source stall on address
+// aliasing); partial panels go one vector-wide strip at a time, masks computed once per strip.
 void pack_copy(const float* src, int64_t cs, int rows, int64_t kc, int P, float* dst) {
-  for (int64_t k = 0; k < kc; ++k) {
-    const float* s = src + k * cs;
-    float* d = dst + k * P;
-    int r = 0;
-    for (; r + W <= rows; r += W) vstore(d + r, vload(s + r));
-    for (; r < P; r += W) {
-      const int n = rows - r > 0 ? rows - r : 0;  // vload_n(.., 0) reads nothing, gives zeros
-      const int m = P - r < W ? P - r : W;
-      vstore_n(d + r, vload_n(s + r, n < W ? n : W), m);
+  if (rows == P && P % W == 0 && P <= 4 * W) {
+    const int nv = P / W;
+    int64_t k = 0;
+    for (; k + 4 <= kc; k += 4) {
+      vf x[4][4];
+      for (int u = 0; u < 4; ++u) {
+        __builtin_prefetch(src + (k + u + 8) * cs);
+        for (int v = 0; v < nv; ++v) x[u][v] = vload(src + (k + u) * cs + v * W);
+      }
+      for (int u = 0; u < 4; ++u)
+        for (int v = 0; v < nv; ++v) vstore(dst + (k + u) * P + v * W, x[u][v]);
     }
+    for (; k < kc; ++k)
+      for (int v = 0; v < nv; ++v) vstore(dst + k * P + v * W, vload(src + k * cs + v * W));
+    return;
+  }
+  for (int r = 0; r < P; r += W) {
+    const int n = rows - r <= 0 ? 0 : rows - r < W ? rows - r : W;  // lanes read (rest: zeros)
+    const int m = P - r < W ? P - r : W;                              // lanes written
+    const float* s = src + r;
+    float* d = dst + r;
+    for (int64_t k = 0; k < kc; ++k) vstore_n(d + k * P, vload_n(s + k * cs, n), m);
   }
 }
 
