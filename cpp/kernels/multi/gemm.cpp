@@ -1,9 +1,9 @@
-// SGEMM driver, compiled per ISA (BLIS-style):
+// SGEMM driver, compiled per ISA (BLIS-style). Each thread owns a block of C and, within it:
 //   for each NC-wide block of columns (jc) and KC-deep slice of K (pc):
-//     pack op(B)[pc:pc+kc, jc:jc+nc] into NR-wide panels        (shared, split over threads)
-//     each thread owns a contiguous range of MR-row panels of C; for each MC rows of its range:
-//       pack op(A)[ic:ic+mc, pc:pc+kc] into MR-high panels      (thread-local, L2-resident)
-//       for each B panel (jr), for each A panel (ir): microkernel -> MR x NR tile of C
+//     for each MC-high block of rows (ic):
+//       pack op(A)[ic:ic+mc, pc:pc+kc] into MR-high panels       (thread-local, L2-resident)
+//       for each NR-wide B panel (jr): pack it on first use       (thread-local)
+//         for each A panel (ir): microkernel -> MR x NR tile of C
 // Threads never split K: every element of C is the same fma chain over each KC slice, the slices
 // added in order (C = alpha*acc + beta*C, then C = alpha*acc + C), whatever thread computes it.
 // KC depends on K only, so results are bit-identical for any thread count.
@@ -19,7 +19,6 @@ namespace FG_ISA_NS {
 using namespace gemm_detail;
 
 namespace {
-
 
 // C = beta * C (beta == 0 writes zeros, ignoring NaNs in C).
 void scale_c(int64_t M, int64_t N, float beta, float* C, int64_t ldc) {
@@ -47,6 +46,37 @@ float* scratch(AlignedBuffer& buf, std::size_t floats) {
   return buf.data();
 }
 
+// Threads: C is cut into a tr x tc grid of blocks, one per thread, and each thread packs exactly
+// the A rows and B columns its block needs (its own buffers), so a call is one fork/join with no
+// barrier in between: on a busy machine a barrier costs a scheduler time slice whenever one
+// thread is descheduled. The grid minimises the packing volume K * (M * tc + N * tr).
+struct Grid {
+  int64_t tr = 1, tc = 1;
+};
+
+Grid choose_grid(int64_t M, int64_t N, int64_t K, int64_t m_panels, int64_t n_panels) {
+  // Threads only for at least ~1 MFLOP each (a fork/join costs a few microseconds).
+  const double flop = 2.0 * static_cast<double>(M) * N * K;
+  int64_t nt = get_num_threads();
+  if (omp_in_parallel()) nt = 1;
+  const int64_t by_work = static_cast<int64_t>(flop / 1.0e6);
+  if (nt > by_work) nt = by_work < 1 ? 1 : by_work;
+  Grid best;
+  double best_cost = -1.0;
+  for (int64_t tr = 1; tr <= nt; ++tr) {
+    if (nt % tr) continue;
+    const int64_t tc = nt / tr;
+    if (tr > m_panels || tc > n_panels) continue;
+    const double cost = static_cast<double>(M) * tc + static_cast<double>(N) * tr;
+    if (best_cost < 0 || cost < best_cost) {
+      best_cost = cost;
+      best.tr = tr;
+      best.tc = tc;
+    }
+  }
+  return best;
+}
+
 void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                   const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
                   int64_t ldc) {
@@ -54,69 +84,57 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
   const int64_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
   const int64_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
   const int64_t KC = choose_kc(K);
-  const int64_t NC = N < kNCMax ? N : kNCMax;
   const int64_t m_panels = (M + kMR - 1) / kMR;
-  const int nt = get_num_threads();
-  // Row panels of balanced height (M = 64 is 6 panels of 10-11 rows, not 5 x 12 + 4): panel p
+  const int64_t n_panels = (N + kNR - 1) / kNR;
+  constexpr int64_t kNCPanels = kNCMax / kNR;
+  constexpr int64_t kMCPanels = kMCMax / kMR;
+  // Row panels of balanced height (M = 20 is 3 panels of 6-7 rows, not 8 + 8 + 4): panel p
   // holds rows [row0(p), row0(p + 1)), at most kMR.
   auto row0 = [&](int64_t p) { return p * M / m_panels; };
+  const Grid grid = choose_grid(M, N, K, m_panels, n_panels);
 
-  static thread_local AlignedBuffer b_buf;
-  float* bpack = scratch(b_buf, static_cast<std::size_t>(KC * ((NC + kNR - 1) / kNR * kNR)));
-
-  for (int64_t jc = 0; jc < N; jc += NC) {
-    const int64_t nc = N - jc < NC ? N - jc : NC;
-    const int64_t n_panels = (nc + kNR - 1) / kNR;
-    // Split the C block over threads by rows when there are enough row panels, else by columns.
-    const bool split_rows = m_panels >= 2 * nt || m_panels >= n_panels;
-    // A thread that owns all the row panels of a B panel packs it just before first use (still
-    // in L1/L2 for the microkernel); otherwise B is packed up front, shared by all threads.
-    const bool fuse_b = nt <= 1 || omp_in_parallel() || !split_rows;
-    for (int64_t pc = 0; pc < K; pc += KC) {
-      const int64_t kc = K - pc < KC ? K - pc : KC;
-      const float beta_k = pc == 0 ? beta : 1.0f;
-
-      auto pack_b = [&](int64_t q) {
-        int64_t j = jc + q * kNR;
-        int cols = static_cast<int>(N - j < kNR ? N - j : kNR);
-        pack_panel(B + pc * rsb + j * csb, csb, rsb, cols, kc, kNR, bpack + q * kNR * kc);
-      };
-      if (!fuse_b)
-        parallel_for(n_panels, 4, [&](int64_t q0, int64_t q1) {
-          for (int64_t q = q0; q < q1; ++q) pack_b(q);
-        });
-
-      // Rows [p0, p1) and columns panels [q0, q1) of this block, done by one thread.
-      auto compute = [&](int64_t p0, int64_t p1, int64_t q0, int64_t q1) {
-        static thread_local AlignedBuffer a_buf;
-        float* apack = scratch(a_buf, static_cast<std::size_t>(kMCMax * kc));
-        for (int64_t pb = p0; pb < p1; pb += kMCMax / kMR) {
-          const int64_t pe = p1 - pb < kMCMax / kMR ? p1 : pb + kMCMax / kMR;
+  // One thread's block of C: row panels [p0, p1) x column panels [q0, q1).
+  auto block = [&](int64_t p0, int64_t p1, int64_t q0, int64_t q1) {
+    static thread_local AlignedBuffer a_buf, b_buf;
+    const int64_t ncp = q1 - q0 < kNCPanels ? q1 - q0 : kNCPanels;
+    float* bpack = scratch(b_buf, static_cast<std::size_t>(KC * kNR * ncp));
+    float* apack = scratch(a_buf, static_cast<std::size_t>(KC * kMR * kMCPanels));
+    for (int64_t qc = q0; qc < q1; qc += kNCPanels) {  // NC-wide column blocks
+      const int64_t qe = q1 - qc < kNCPanels ? q1 : qc + kNCPanels;
+      for (int64_t pc = 0; pc < K; pc += KC) {  // KC-deep slices, in order
+        const int64_t kc = K - pc < KC ? K - pc : KC;
+        const float beta_k = pc == 0 ? beta : 1.0f;
+        for (int64_t pb = p0; pb < p1; pb += kMCPanels) {  // MC-high row blocks
+          const int64_t pe = p1 - pb < kMCPanels ? p1 : pb + kMCPanels;
           for (int64_t p = pb; p < pe; ++p) {
-            int64_t i = row0(p);
-            int rows = static_cast<int>(row0(p + 1) - i);
-            pack_panel(A + i * rsa + pc * csa, rsa, csa, rows, kc, kMR, apack + (p - pb) * kMR * kc);
+            const int64_t i = row0(p);
+            pack_panel(A + i * rsa + pc * csa, rsa, csa, static_cast<int>(row0(p + 1) - i), kc, kMR,
+                       apack + (p - pb) * kMR * kc);
           }
-          for (int64_t q = q0; q < q1; ++q) {
-            const int64_t j = jc + q * kNR;
+          for (int64_t q = qc; q < qe; ++q) {
+            const int64_t j = q * kNR;
             const int cols = static_cast<int>(N - j < kNR ? N - j : kNR);
-            if (fuse_b && pb == p0) pack_b(q);
-            const float* bp = bpack + q * kNR * kc;
+            float* bp = bpack + (q - qc) * kNR * kc;
+            // Packed just before its first use, while the first row block runs.
+            if (pb == p0) pack_panel(B + pc * rsb + j * csb, csb, rsb, cols, kc, kNR, bp);
             for (int64_t p = pb; p < pe; ++p) {
               const int64_t i = row0(p);
-              const int rows = static_cast<int>(row0(p + 1) - i);
-              micro_tile(rows, cols, kc, apack + (p - pb) * kMR * kc, bp, kNR, C + i * ldc + j, ldc, alpha, beta_k);
+              micro_tile(static_cast<int>(row0(p + 1) - i), cols, kc, apack + (p - pb) * kMR * kc, bp, kNR,
+                         C + i * ldc + j, ldc, alpha, beta_k);
             }
           }
         }
-      };
-      if (split_rows) {
-        parallel_for(m_panels, 1, [&](int64_t p0, int64_t p1) { compute(p0, p1, 0, n_panels); });
-      } else {
-        parallel_for(n_panels, 1, [&](int64_t q0, int64_t q1) { compute(0, m_panels, q0, q1); });
       }
     }
-  }
+  };
+  const int64_t nthreads = grid.tr * grid.tc;
+  parallel_for(nthreads, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t r = t / grid.tc, c = t % grid.tc;
+      block(m_panels * r / grid.tr, m_panels * (r + 1) / grid.tr, n_panels * c / grid.tc,
+            n_panels * (c + 1) / grid.tc);
+    }
+  });
 }
 
 }  // namespace
