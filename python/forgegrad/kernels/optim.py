@@ -71,6 +71,10 @@ def adam_step(params: Sequence[np.ndarray], grads: Sequence[np.ndarray], exp_avg
         max_exp_avg_sqs = _check_list(max_exp_avg_sqs, "max_exp_avg_sqs", n)
     if len(steps) != n:
         raise ValueError(f"steps must have {n} entries (one per param), got {len(steps)}")
+    steps = [float(s) for s in steps]
+    for i, s in enumerate(steps):
+        if not s >= 1.0:
+            raise ValueError(f"steps[{i}] must be >= 1 (the step count including this step), got {s}")
     lr, beta1, beta2 = float(lr), float(beta1), float(beta2)
     # torch: bias_correction1 = 1 - beta1 ** step; step_size = lr / bias_correction1;
     #        bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5   (Python floats, i.e. double)

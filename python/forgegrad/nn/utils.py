@@ -54,10 +54,11 @@ def clip_grad_norm_(parameters: _Params, max_norm: float, norm_type: float = 2.0
         raise RuntimeError(f"The total norm of order {norm_type} for gradients from `parameters` is non-finite, so "
                            "it cannot be clipped. To disable this error and scale the gradients by the non-finite "
                            "norm anyway, set `error_if_nonfinite=False`")
-    coef = np.float32(max_norm) / (total32 + np.float32(1e-6))
-    coef = np.float32(min(coef, np.float32(1.0))) if not np.isnan(coef) else coef
-    for g in grads:
-        g.data *= coef
+    with np.errstate(invalid="ignore", over="ignore"):  # a non-finite total scales to NaN/0, as torch
+        coef = np.float32(max_norm) / (total32 + np.float32(1e-6))
+        coef = np.float32(min(coef, np.float32(1.0))) if not np.isnan(coef) else coef
+        for g in grads:
+            g.data *= coef
     return Tensor._wrap(np.array(total32, dtype=np.float32))
 
 
