@@ -194,9 +194,9 @@ def _adam(p, g, m, v, mx=None, steps=(1.0,)):
 
 def test_kernel_argument_errors():
     p, g, m, v = _adam_args()
-    with pytest.raises(TypeError, match=r"grads\[0\] must have dtype float32"):
+    with pytest.raises(TypeError, match=r"grads\[0\] must be a float32 array, got dtype float64"):
         _adam(p, g.astype(np.float64), m, v)
-    with pytest.raises(TypeError, match=r"params\[0\] must be a numpy.ndarray"):
+    with pytest.raises(TypeError, match=r"params\[0\] must be a numpy float32 array, got list"):
         _adam([0.0] * 5, g, m, v)
     with pytest.raises(ValueError, match=r"exp_avgs\[0\] must have shape \(5,\), got \(6,\)"):
         _adam(p, g, np.zeros(6, np.float32), v)
@@ -222,6 +222,8 @@ def test_kernel_argument_errors():
     with pytest.raises(ValueError, match=r"bias_correction2_sqrts\[0\] must be > 0"):
         fg._C.optim.adam_step([p], [g], [m], [v], None, [0.1], [0.0], beta1=0.9, beta2=0.999, eps=1e-8, lr=0.1,
                               weight_decay=0.0, decoupled=False, maximize=False)
+    with pytest.raises(TypeError, match="params must be a list"):
+        kopt.adam_step(p, [g], [m], [v], None, [1.0], lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8)
     with pytest.raises(ValueError, match="grads must have 1 entries"):
         kopt.adam_step([p], [g, g], [m], [v], None, [1.0], lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8)
     with pytest.raises(ValueError, match="momentum_buffers are required"):
@@ -243,8 +245,11 @@ def test_kernel_zero_size_and_empty_lists():
 def test_gradient_with_wrong_shape_is_rejected():
     p = _p()
     p.grad = fg.tensor(np.ones(4, np.float32))
-    with pytest.raises(ValueError, match="gradient has shape"):
+    with pytest.raises(ValueError, match=r"grads\[0\] must have shape \(3,\), got \(4,\)"):
         optim.Adam([p]).step()
+    p.grad = fg.tensor(np.ones(3, np.float64), dtype=np.float64)
+    with pytest.raises(TypeError, match=r"grads\[0\] must be a float32 array"):
+        optim.SGD([p], lr=0.1, momentum=0.9).step()
 
 
 # ---- clip_grad_norm_ / clip_grad_value_ -------------------------------------------------------------

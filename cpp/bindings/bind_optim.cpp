@@ -24,7 +24,10 @@ using fg::bind::ArrayArg;
 
 namespace {
 
-using ArrayList = std::vector<py::array>;
+// Lists arrive as Python sequences and their items are checked here, not converted by pybind11's
+// py::array caster (which runs numpy's PyArray_FromAny per item: most of the cost of a step on a
+// small model).
+using List = py::sequence;
 
 std::string item_name(const char* list, size_t i) { return std::string(list) + "[" + std::to_string(i) + "]"; }
 
@@ -34,45 +37,82 @@ void expect_count(const char* name, size_t got, size_t want) {
                           std::to_string(got));
 }
 
-// Collects [begin, end) byte ranges of every array of a call and rejects any overlap.
+const py::dtype& float32_dtype() {
+  static const py::dtype* dt = new py::dtype(py::dtype::of<float>());  // leaked: outlives the interpreter
+  return *dt;
+}
+
+struct Span {
+  float* ptr = nullptr;
+  int64_t size = 0;
+};
+
+bool same_shape(const py::array& a, const py::array& b) {
+  if (a.ndim() != b.ndim()) return false;
+  for (py::ssize_t d = 0; d < a.ndim(); ++d)
+    if (a.shape(d) != b.shape(d)) return false;
+  return true;
+}
+
+// list[i] as a float32, C-contiguous array (writeable if `writable`, shaped like `like` if given).
+// The fast path tests exactly what fg::bind::f32_arg / expect_shape test; on any failure those run
+// to raise their TypeError / ValueError naming the argument.
+// Every item is kept referenced in `alive` until the call ends (a sequence may create its items on
+// access; the kernel must not outlive them).
+Span array_item(const List& list, const char* list_name, size_t i, const py::array* like, bool writable,
+                std::vector<py::object>& alive, py::array* keep = nullptr) {
+  py::object item = list[i];
+  if (!py::isinstance<py::array>(item))
+    throw py::type_error(item_name(list_name, i) + " must be a numpy float32 array, got " +
+                         std::string(py::str(py::type::of(item).attr("__name__"))));
+  auto a = py::reinterpret_borrow<py::array>(item);
+  bool ok = a.dtype().is(float32_dtype()) && (a.flags() & py::array::c_style) && (!writable || a.writeable()) &&
+            (like == nullptr || same_shape(a, *like));
+  if (!ok) {
+    std::string name = item_name(list_name, i);
+    ArrayArg r = fg::bind::f32_arg(a, name.c_str(), -1, fg::bind::kContiguous, writable);
+    if (like != nullptr) {
+      std::vector<int64_t> want(like->shape(), like->shape() + like->ndim());
+      fg::bind::expect_shape(r, name.c_str(), want);
+    }
+    throw py::value_error(name + " is not a valid array");  // not reached: the checks above raised
+  }
+  if (keep != nullptr) *keep = a;
+  alive.push_back(a);
+  return Span{static_cast<float*>(const_cast<void*>(a.data())), static_cast<int64_t>(a.size())};
+}
+
+// Rejects any two arrays of one call that share memory (the kernels write in place from several
+// threads). Names are formatted only when reporting.
 class OverlapCheck {
  public:
-  void add(const ArrayArg& a, std::string name) {
-    if (a.size == 0) return;
-    auto b = reinterpret_cast<std::uintptr_t>(a.ptr);
-    ranges_.push_back({b, b + static_cast<std::uintptr_t>(a.size) * sizeof(float), std::move(name)});
+  void add(const Span& s, const char* list, size_t i) {
+    if (s.size == 0) return;
+    auto b = reinterpret_cast<std::uintptr_t>(s.ptr);
+    ranges_.push_back({b, b + static_cast<std::uintptr_t>(s.size) * sizeof(float), list, i});
   }
   void check() {
     std::sort(ranges_.begin(), ranges_.end(), [](const Range& x, const Range& y) { return x.begin < y.begin; });
-    for (size_t i = 1; i < ranges_.size(); ++i)
-      if (ranges_[i].begin < ranges_[i - 1].end)
-        throw py::value_error(ranges_[i - 1].name + " and " + ranges_[i].name +
+    for (size_t k = 1; k < ranges_.size(); ++k)
+      if (ranges_[k].begin < ranges_[k - 1].end)
+        throw py::value_error(item_name(ranges_[k - 1].list, ranges_[k - 1].index) + " and " +
+                              item_name(ranges_[k].list, ranges_[k].index) +
                               " share memory; every array of an optimizer step must be distinct");
   }
 
  private:
   struct Range {
     std::uintptr_t begin, end;
-    std::string name;
+    const char* list;
+    size_t index;
   };
   std::vector<Range> ranges_;
 };
 
-// The i-th entry of a per-param list: float32, C-contiguous, same shape as the param.
-ArrayArg state_arg(const py::array& a, const char* list, size_t i, const ArrayArg& param, bool writable,
-                   OverlapCheck& overlap) {
-  std::string name = item_name(list, i);
-  ArrayArg r = fg::bind::f32_arg(a, name.c_str(), -1, fg::bind::kContiguous, writable);
-  fg::bind::expect_shape(r, name.c_str(), param.shape);
-  overlap.add(r, name);
-  return r;
-}
-
-void adam_step(const ArrayList& params, const ArrayList& grads, const ArrayList& exp_avgs,
-               const ArrayList& exp_avg_sqs, const std::optional<ArrayList>& max_exp_avg_sqs,
-               const std::vector<double>& step_sizes, const std::vector<double>& bias_correction2_sqrts,
-               double beta1, double beta2, double eps, double lr, double weight_decay, bool decoupled,
-               bool maximize) {
+void adam_step(const List& params, const List& grads, const List& exp_avgs, const List& exp_avg_sqs,
+               const std::optional<List>& max_exp_avg_sqs, const std::vector<double>& step_sizes,
+               const std::vector<double>& bias_correction2_sqrts, double beta1, double beta2, double eps, double lr,
+               double weight_decay, bool decoupled, bool maximize) {
   const size_t n = params.size();
   expect_count("grads", grads.size(), n);
   expect_count("exp_avgs", exp_avgs.size(), n);
@@ -82,18 +122,24 @@ void adam_step(const ArrayList& params, const ArrayList& grads, const ArrayList&
   expect_count("bias_correction2_sqrts", bias_correction2_sqrts.size(), n);
   std::vector<fg::AdamTensor> ts(n);
   OverlapCheck overlap;
+  std::vector<py::object> alive;
+  alive.reserve(5 * n);
+  py::array p_arr;
   for (size_t i = 0; i < n; ++i) {
-    std::string pname = item_name("params", i);
-    ArrayArg p = fg::bind::f32_arg(params[i], pname.c_str(), -1, fg::bind::kContiguous, true);
-    overlap.add(p, pname);
-    ArrayArg g = state_arg(grads[i], "grads", i, p, false, overlap);
-    ArrayArg m = state_arg(exp_avgs[i], "exp_avgs", i, p, true, overlap);
-    ArrayArg v = state_arg(exp_avg_sqs[i], "exp_avg_sqs", i, p, true, overlap);
-    float* vmax = nullptr;
-    if (max_exp_avg_sqs) vmax = state_arg((*max_exp_avg_sqs)[i], "max_exp_avg_sqs", i, p, true, overlap).f32();
+    Span p = array_item(params, "params", i, nullptr, true, alive, &p_arr);
+    Span g = array_item(grads, "grads", i, &p_arr, false, alive);
+    Span m = array_item(exp_avgs, "exp_avgs", i, &p_arr, true, alive);
+    Span v = array_item(exp_avg_sqs, "exp_avg_sqs", i, &p_arr, true, alive);
+    Span x;
+    if (max_exp_avg_sqs) x = array_item(*max_exp_avg_sqs, "max_exp_avg_sqs", i, &p_arr, true, alive);
+    overlap.add(p, "params", i);
+    overlap.add(g, "grads", i);
+    overlap.add(m, "exp_avgs", i);
+    overlap.add(v, "exp_avg_sqs", i);
+    overlap.add(x, "max_exp_avg_sqs", i);
     if (!(bias_correction2_sqrts[i] > 0.0))
       throw py::value_error(item_name("bias_correction2_sqrts", i) + " must be > 0");
-    ts[i] = fg::AdamTensor{p.f32(), g.f32(), m.f32(), v.f32(), vmax, p.size, static_cast<float>(step_sizes[i]),
+    ts[i] = fg::AdamTensor{p.ptr, g.ptr, m.ptr, v.ptr, x.ptr, p.size, static_cast<float>(step_sizes[i]),
                            static_cast<float>(bias_correction2_sqrts[i])};
   }
   overlap.check();
@@ -111,31 +157,35 @@ void adam_step(const ArrayList& params, const ArrayList& grads, const ArrayList&
   fg::adam_step(ts.data(), static_cast<int64_t>(n), h);
 }
 
-void sgd_step(const ArrayList& params, const ArrayList& grads, const std::optional<ArrayList>& momentum_buffers,
+void sgd_step(const List& params, const List& grads, const std::optional<List>& momentum_buffers,
               const std::vector<bool>& init_buffers, double lr, double momentum, double dampening,
               double weight_decay, bool nesterov, bool maximize) {
   const size_t n = params.size();
   expect_count("grads", grads.size(), n);
   if (momentum != 0.0 && !momentum_buffers)
     throw py::value_error("momentum_buffers are required when momentum != 0");
-  if (momentum_buffers) {
+  if (momentum != 0.0) {
     expect_count("momentum_buffers", momentum_buffers->size(), n);
     expect_count("init_buffers", init_buffers.size(), n);
   }
   std::vector<fg::SgdTensor> ts(n);
   OverlapCheck overlap;
+  std::vector<py::object> alive;
+  alive.reserve(5 * n);
+  py::array p_arr;
   for (size_t i = 0; i < n; ++i) {
-    std::string pname = item_name("params", i);
-    ArrayArg p = fg::bind::f32_arg(params[i], pname.c_str(), -1, fg::bind::kContiguous, true);
-    overlap.add(p, pname);
-    ArrayArg g = state_arg(grads[i], "grads", i, p, false, overlap);
-    float* buf = nullptr;
+    Span p = array_item(params, "params", i, nullptr, true, alive, &p_arr);
+    Span g = array_item(grads, "grads", i, &p_arr, false, alive);
+    Span b;
     bool init = false;
     if (momentum != 0.0) {
-      buf = state_arg((*momentum_buffers)[i], "momentum_buffers", i, p, true, overlap).f32();
+      b = array_item(*momentum_buffers, "momentum_buffers", i, &p_arr, true, alive);
       init = init_buffers[i];
     }
-    ts[i] = fg::SgdTensor{p.f32(), g.f32(), buf, p.size, init};
+    overlap.add(p, "params", i);
+    overlap.add(g, "grads", i);
+    overlap.add(b, "momentum_buffers", i);
+    ts[i] = fg::SgdTensor{p.ptr, g.ptr, b.ptr, p.size, init};
   }
   overlap.check();
   fg::SgdHyper h;
@@ -150,7 +200,7 @@ void sgd_step(const ArrayList& params, const ArrayList& grads, const std::option
 }
 
 // Per-array reductions, each in double: "l1" sum |x|, "l2sq" sum x*x, "inf" max |x| (NaN wins).
-std::vector<double> norms(const ArrayList& arrays, const std::string& kind) {
+std::vector<double> norms(const List& arrays, const std::string& kind) {
   int k;
   if (kind == "l1") k = fg::kNormL1;
   else if (kind == "l2sq") k = fg::kNormL2;
@@ -160,10 +210,10 @@ std::vector<double> norms(const ArrayList& arrays, const std::string& kind) {
   std::vector<const float*> ptrs(n);
   std::vector<int64_t> sizes(n);
   std::vector<int64_t> offsets(n + 1, 0);
+  std::vector<py::object> alive;
   for (size_t i = 0; i < n; ++i) {
-    std::string name = item_name("arrays", i);
-    ArrayArg a = fg::bind::f32_arg(arrays[i], name.c_str(), -1, fg::bind::kContiguous, false);
-    ptrs[i] = a.f32();
+    Span a = array_item(arrays, "arrays", i, nullptr, false, alive);
+    ptrs[i] = a.ptr;
     sizes[i] = a.size;
     offsets[i + 1] = offsets[i] + fg::reduce_chunks(a.size);
   }

@@ -22,6 +22,7 @@ __all__ = ["adam_step", "sgd_step", "vector_norms"]
 
 
 def _check_list(xs, name: str, n: Optional[int] = None) -> list:
+    """A list of float32 ndarrays (the full check, for vector_norms' numpy path)."""
     if not isinstance(xs, (list, tuple)):
         raise TypeError(f"{name} must be a list of numpy float32 arrays, got {type(xs).__name__}")
     for i, x in enumerate(xs):
@@ -34,22 +35,36 @@ def _check_list(xs, name: str, n: Optional[int] = None) -> list:
     return list(xs)
 
 
+def _as_list(xs, name: str) -> list:
+    if not isinstance(xs, (list, tuple)):
+        raise TypeError(f"{name} must be a list of numpy float32 arrays, got {type(xs).__name__}")
+    return xs
+
+
+# The binding checks every item (float32, C-contiguous, shapes, writeable, no overlap) and names it
+# in its errors; here only layouts the kernel cannot take directly are adapted.
 def _contiguous_grads(grads: list) -> list:
-    return [g if g.flags.c_contiguous else np.ascontiguousarray(g) for g in grads]
+    for g in grads:
+        if isinstance(g, np.ndarray) and not g.flags.c_contiguous:
+            return [np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x for x in grads]
+    return grads
 
 
 def _contiguous_params(params: list):
     """Params the kernel can write: (list to pass, [(original, copy)] to write back afterwards)."""
-    passed, write_back = [], []
-    for i, p in enumerate(params):
-        if p.flags.c_contiguous:
-            passed.append(p)
-            continue
-        if not p.flags.writeable:
-            raise ValueError(f"params[{i}] must be writeable")
-        c = np.ascontiguousarray(p)
-        passed.append(c)
-        write_back.append((p, c))
+    write_back = []
+    for p in params:
+        if isinstance(p, np.ndarray) and not p.flags.c_contiguous and p.flags.writeable:
+            break
+    else:
+        return params, write_back
+    passed = []
+    for p in params:
+        if isinstance(p, np.ndarray) and not p.flags.c_contiguous and p.flags.writeable:
+            c = np.ascontiguousarray(p)
+            write_back.append((p, c))
+            p = c
+        passed.append(p)
     return passed, write_back
 
 
@@ -62,24 +77,20 @@ def adam_step(params: Sequence[np.ndarray], grads: Sequence[np.ndarray], exp_avg
     ``steps[i]`` is parameter i's step count *after* this step (1 on the first step); its bias
     corrections are ``1 - beta**steps[i]``. ``max_exp_avg_sqs`` is None unless amsgrad.
     """
-    params = _check_list(params, "params")
-    n = len(params)
-    grads = _contiguous_grads(_check_list(grads, "grads", n))
-    exp_avgs = _check_list(exp_avgs, "exp_avgs", n)
-    exp_avg_sqs = _check_list(exp_avg_sqs, "exp_avg_sqs", n)
-    if max_exp_avg_sqs is not None:
-        max_exp_avg_sqs = _check_list(max_exp_avg_sqs, "max_exp_avg_sqs", n)
-    if len(steps) != n:
-        raise ValueError(f"steps must have {n} entries (one per param), got {len(steps)}")
-    steps = [float(s) for s in steps]
-    for i, s in enumerate(steps):
-        if not s >= 1.0:
-            raise ValueError(f"steps[{i}] must be >= 1 (the step count including this step), got {s}")
+    params = _as_list(params, "params")
+    grads = _contiguous_grads(_as_list(grads, "grads"))
+    if len(steps) != len(params):
+        raise ValueError(f"steps must have {len(params)} entries (one per param), got {len(steps)}")
     lr, beta1, beta2 = float(lr), float(beta1), float(beta2)
     # torch: bias_correction1 = 1 - beta1 ** step; step_size = lr / bias_correction1;
     #        bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5   (Python floats, i.e. double)
-    step_sizes = [lr / (1 - beta1 ** s) for s in steps]
-    bc2_sqrts = [(1 - beta2 ** s) ** 0.5 for s in steps]
+    step_sizes, bc2_sqrts = [], []
+    for i, s in enumerate(steps):
+        s = float(s)
+        if not s >= 1.0:
+            raise ValueError(f"steps[{i}] must be >= 1 (the step count including this step), got {s}")
+        step_sizes.append(lr / (1 - beta1 ** s))
+        bc2_sqrts.append((1 - beta2 ** s) ** 0.5)
     passed, write_back = _contiguous_params(params)
     _C.optim.adam_step(passed, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step_sizes, bc2_sqrts,
                        beta1=beta1, beta2=beta2, eps=float(eps), lr=lr, weight_decay=float(weight_decay),
@@ -97,16 +108,12 @@ def sgd_step(params: Sequence[np.ndarray], grads: Sequence[np.ndarray],
     With ``momentum != 0`` each parameter needs a momentum buffer; ``init_buffers[i]`` says the
     buffer is new (first step): it takes the (decayed) gradient, as torch's ``clone``.
     """
-    params = _check_list(params, "params")
-    n = len(params)
-    grads = _contiguous_grads(_check_list(grads, "grads", n))
+    params = _as_list(params, "params")
+    grads = _contiguous_grads(_as_list(grads, "grads"))
     if momentum != 0:
         if momentum_buffers is None:
             raise ValueError("sgd_step: momentum_buffers are required when momentum != 0")
-        momentum_buffers = _check_list(momentum_buffers, "momentum_buffers", n)
         init_buffers = [bool(b) for b in init_buffers]
-        if len(init_buffers) != n:
-            raise ValueError(f"init_buffers must have {n} entries (one per param), got {len(init_buffers)}")
     else:
         momentum_buffers, init_buffers = None, []
     passed, write_back = _contiguous_params(params)

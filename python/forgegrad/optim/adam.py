@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from ..kernels import optim as _k
-from .optimizer import Optimizer, _new_step, _state_array
+from .optimizer import Optimizer, _new_step, _state_array, _zeros_like
 
 __all__ = ["Adam", "AdamW"]
 
@@ -66,13 +66,13 @@ class Adam(Optimizer):
             params, grads, exp_avgs, exp_avg_sqs, maxes, steps = [], [], [], [], [], []
             for p, g in pairs:
                 state = self.state[p]
-                if len(state) == 0:  # lazy init, as torch: on the parameter's first step
+                if "step" not in state:  # lazy init, as torch: on the parameter's first step
                     state["step"] = _new_step()
-                if "step" not in state:
-                    state["step"] = _new_step()
+                    state["exp_avg"] = _zeros_like(p)
+                    state["exp_avg_sq"] = _zeros_like(p)
                 step = state["step"].data
                 step += 1  # a 0-d float32 array, like torch's step tensor
-                steps.append(float(step))
+                steps.append(step.item())
                 params.append(p.data)
                 grads.append(g)
                 exp_avgs.append(_state_array(state, "exp_avg", p))

@@ -152,19 +152,17 @@ class Optimizer:
         with enable_grad():
             return closure()
 
-    def _params_with_grad(self, group):
-        """(param, grad array) for the group's parameters that have a gradient."""
+    @staticmethod
+    def _params_with_grad(group):
+        """(param, grad array) for the group's parameters that have a gradient.
+
+        dtype and shape are checked by the kernel binding, which names the offending entry.
+        """
         out = []
         for p in group["params"]:
             g = p.grad
-            if g is None:
-                continue
-            ga = g.data if isinstance(g, Tensor) else np.asarray(g)
-            if ga.dtype != np.float32:
-                raise TypeError(f"gradient of a float32 parameter must be float32, got {ga.dtype}")
-            if ga.shape != p.data.shape:
-                raise ValueError(f"gradient has shape {ga.shape}, but its parameter has shape {p.data.shape}")
-            out.append((p, ga))
+            if g is not None:
+                out.append((p, g.data if isinstance(g, Tensor) else np.asarray(g)))
         return out
 
     # ---- state_dict -----------------------------------------------------------------------------
@@ -265,12 +263,8 @@ def _zeros_like(p: Tensor) -> Tensor:
 
 
 def _state_array(state: Dict[str, Any], key: str, p: Tensor) -> np.ndarray:
-    """state[key] as a contiguous float32 array of p's shape (re-created if a load left it odd)."""
+    """state[key]'s array, created as zeros if missing (e.g. amsgrad turned on after a load)."""
     t = state.get(key)
     if t is None:
         t = state[key] = _zeros_like(p)
-    arr = t.data
-    if arr.dtype != np.float32 or not arr.flags.c_contiguous or arr.shape != p.data.shape:
-        arr = np.ascontiguousarray(arr, dtype=np.float32).reshape(p.data.shape)
-        t.data = arr
-    return arr
+    return t.data
