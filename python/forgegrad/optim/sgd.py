@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Optional
 
 from ..kernels import optim as _k
-from ..tensor import Tensor
 from .optimizer import Optimizer, _state_array
 
 __all__ = ["SGD"]
