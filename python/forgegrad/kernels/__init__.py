@@ -5,5 +5,8 @@ ValueError that name the argument and the expected shape) and calls the compiled
 copying contiguous inputs. The autograd layer (forgegrad.Tensor) is built on these.
 """
 from .gemm import bmm, matmul
+from . import optim
+from .optim import adam_step, sgd_step, vector_norms
 
 __all__ = ["matmul", "bmm"]
+__all__ += ["optim", "adam_step", "sgd_step", "vector_norms"]
