@@ -7,3 +7,4 @@ copying contiguous inputs. The autograd layer (forgegrad.Tensor) is built on the
 from .gemm import bmm, matmul
 
 __all__ = ["matmul", "bmm"]
+from . import activation, loss, softmax  # noqa: E402,F401  (forgegrad.kernels.activation.relu, ...)
