@@ -6,6 +6,8 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
+#include <cmath>
+
 #include "forgegrad/activation.h"
 #include "forgegrad/parallel.h"
 #include "forgegrad/simd.h"
@@ -96,9 +98,14 @@ void act_forward(int op, const float* x, float* y, int64_t n, float alpha) {
 void act_backward(int op, const float* g, const float* saved, float* dx, int64_t n, float alpha) {
   const vf zero = vzero(), half = vset1(0.5f), one = vset1(1.0f);
   switch (op) {
-    case kActRelu:  // saved = y: the gradient passes where y > 0 (torch: threshold_backward on the result)
-      map2(g, saved, dx, n, kGrainCheap, [&](vf gv, vf y) { return vselect_gt(y, zero, gv, zero); });
+    case kActRelu: {
+      // saved = y = relu(x), so y is >= 0 or NaN. torch (threshold_backward on the result) gives
+      // y <= 0 ? 0 : g, which lets g through where y is NaN: y > 0 -> g; else y > -inf (not NaN) -> 0.
+      const vf ninf = vset1(-INFINITY);
+      map2(g, saved, dx, n, kGrainCheap,
+           [&](vf gv, vf y) { return vselect_gt(y, zero, gv, vselect_gt(y, ninf, zero, gv)); });
       break;
+    }
     case kActLeakyRelu: {  // saved = x
       const vf a = vset1(alpha);
       map2(g, saved, dx, n, kGrainCheap, [&](vf gv, vf x) { return vselect_gt(x, zero, gv, vmul(gv, a)); });

@@ -54,7 +54,7 @@ def relu(x, *, out=None) -> np.ndarray:
 
 
 def relu_backward(grad, y, *, out=None) -> np.ndarray:
-    """grad where the forward output y > 0, else 0."""
+    """0 where the forward output y <= 0, else grad (also where y is NaN, as torch)."""
     return _backward(_A.RELU, grad, y, "y", out)
 
 
