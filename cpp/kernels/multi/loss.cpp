@@ -18,33 +18,27 @@ namespace {
 
 using rows::imax;
 
-// One row: writes p = softmax(x) and returns the row's loss. sum_w_logp needs sum_c w_c (x_c - m),
-// accumulated only with label smoothing.
+// One row: writes p = softmax(x) and returns the row's loss. Label smoothing adds a pass for
+// sum_c w_c (x_c - m).
 float ce_row(const float* x, const float* w, int64_t C, int64_t t, float w_total, float eps, float* p) {
   const float m_s = rows::row_max(x, C);
   const vf m = vset1(m_s);
-  vf acc = vzero(), accw = vzero();
-  const bool smooth = eps > 0.0f;
+  const double s = rows::row_sum(
+      C,
+      [&](int64_t i) {
+        vf e = vexp(vsub(vload(x + i), m));
+        vstore(p + i, e);
+        return e;
+      },
+      [&](int64_t i, int r) {
+        vf e = rows::keep_first(vexp(vsub(vload_n(x + i, r), m)), vzero(), r);
+        vstore_n(p + i, e, r);
+        return e;
+      });
+  const float ls = static_cast<float>(std::log(s));
+  const vf inv = vset1(static_cast<float>(1.0 / s));
   int64_t i = 0;
-  for (; i + W <= C; i += W) {
-    vf z = vsub(vload(x + i), m);
-    vf e = vexp(z);
-    vstore(p + i, e);
-    acc = vadd(acc, e);
-    if (smooth) accw = w ? vfmadd(vload(w + i), z, accw) : vadd(accw, z);
-  }
-  if (i < C) {
-    int r = static_cast<int>(C - i);
-    vf z = rows::keep_first(vsub(vload_n(x + i, r), m), vzero(), r);
-    vf e = rows::keep_first(vexp(z), vzero(), r);
-    vstore_n(p + i, e, r);
-    acc = vadd(acc, e);
-    if (smooth) accw = w ? vfmadd(vload_n(w + i, r), z, accw) : vadd(accw, z);
-  }
-  const float s = vreduce_add(acc);
-  const float ls = std::log(s);
-  const vf inv = vset1(1.0f / s);
-  for (i = 0; i + W <= C; i += W) vstore(p + i, vmul(vload(p + i), inv));
+  for (; i + W <= C; i += W) vstore(p + i, vmul(vload(p + i), inv));
   if (i < C) {
     int r = static_cast<int>(C - i);
     vstore_n(p + i, vmul(vload_n(p + i, r), inv), r);
@@ -52,9 +46,18 @@ float ce_row(const float* x, const float* w, int64_t C, int64_t t, float w_total
   const float wt = w ? w[t] : 1.0f;
   const float logp_t = (x[t] - m_s) - ls;
   float loss = (1.0f - eps) * (-wt * logp_t);
-  if (smooth) {
+  if (eps > 0.0f) {
     // sum_c w_c logp_c = sum_c w_c (x_c - m) - log(s) * sum_c w_c
-    const float sum_w_logp = vreduce_add(accw) - ls * w_total;
+    double swz;
+    if (w)
+      swz = rows::row_sum(
+          C, [&](int64_t k) { return vmul(vload(w + k), vsub(vload(x + k), m)); },
+          [&](int64_t k, int r) { return vmul(vload_n(w + k, r), rows::keep_first(vsub(vload_n(x + k, r), m), vzero(), r)); });
+    else
+      swz = rows::row_sum(
+          C, [&](int64_t k) { return vsub(vload(x + k), m); },
+          [&](int64_t k, int r) { return rows::keep_first(vsub(vload_n(x + k, r), m), vzero(), r); });
+    const float sum_w_logp = static_cast<float>(swz - static_cast<double>(ls) * w_total);
     loss += eps / static_cast<float>(C) * -sum_w_logp;
   }
   return loss;

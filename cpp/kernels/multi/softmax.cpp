@@ -24,21 +24,21 @@ int64_t row_grain(int64_t cols) { return imax(1, 16384 / imax(1, cols)); }
 
 void softmax_row(const float* x, float* y, int64_t n) {
   const vf m = vset1(rows::row_max(x, n));
-  vf acc = vzero();
+  const double s = rows::row_sum(
+      n,
+      [&](int64_t i) {
+        vf e = vexp(vsub(vload(x + i), m));
+        vstore(y + i, e);
+        return e;
+      },
+      [&](int64_t i, int r) {
+        vf e = rows::keep_first(vexp(vsub(vload_n(x + i, r), m)), vzero(), r);
+        vstore_n(y + i, e, r);
+        return e;
+      });
+  const vf inv = vset1(static_cast<float>(1.0 / s));
   int64_t i = 0;
-  for (; i + W <= n; i += W) {
-    vf e = vexp(vsub(vload(x + i), m));
-    vstore(y + i, e);
-    acc = vadd(acc, e);
-  }
-  if (i < n) {
-    int r = static_cast<int>(n - i);
-    vf e = rows::keep_first(vexp(vsub(vload_n(x + i, r), m)), vzero(), r);
-    vstore_n(y + i, e, r);
-    acc = vadd(acc, e);
-  }
-  const vf inv = vset1(1.0f / vreduce_add(acc));
-  for (i = 0; i + W <= n; i += W) vstore(y + i, vmul(vload(y + i), inv));
+  for (; i + W <= n; i += W) vstore(y + i, vmul(vload(y + i), inv));
   if (i < n) {
     int r = static_cast<int>(n - i);
     vstore_n(y + i, vmul(vload_n(y + i, r), inv), r);
@@ -47,16 +47,13 @@ void softmax_row(const float* x, float* y, int64_t n) {
 
 void log_softmax_row(const float* x, float* y, int64_t n) {
   const vf m = vset1(rows::row_max(x, n));
-  vf acc = vzero();
-  int64_t i = 0;
-  for (; i + W <= n; i += W) acc = vadd(acc, vexp(vsub(vload(x + i), m)));
-  if (i < n) {
-    int r = static_cast<int>(n - i);
-    acc = vadd(acc, rows::keep_first(vexp(vsub(vload_n(x + i, r), m)), vzero(), r));
-  }
-  const vf ls = vset1(std::log(vreduce_add(acc)));
+  const double s = rows::row_sum(
+      n, [&](int64_t i) { return vexp(vsub(vload(x + i), m)); },
+      [&](int64_t i, int r) { return rows::keep_first(vexp(vsub(vload_n(x + i, r), m)), vzero(), r); });
+  const vf ls = vset1(static_cast<float>(std::log(s)));
   // (x - max) - log(sum): the same association as torch's _vec_log_softmax_lastdim
-  for (i = 0; i + W <= n; i += W) vstore(y + i, vsub(vsub(vload(x + i), m), ls));
+  int64_t i = 0;
+  for (; i + W <= n; i += W) vstore(y + i, vsub(vsub(vload(x + i), m), ls));
   if (i < n) {
     int r = static_cast<int>(n - i);
     vstore_n(y + i, vsub(vsub(vload_n(x + i, r), m), ls), r);
@@ -65,15 +62,11 @@ void log_softmax_row(const float* x, float* y, int64_t n) {
 
 // dx = y * (g - sum(g * y))
 void softmax_backward_row(const float* g, const float* y, float* dx, int64_t n) {
-  vf acc = vzero();
+  const vf dot = vset1(static_cast<float>(rows::row_sum(
+      n, [&](int64_t i) { return vmul(vload(g + i), vload(y + i)); },
+      [&](int64_t i, int r) { return vmul(vload_n(g + i, r), vload_n(y + i, r)); })));  // zero lanes add 0
   int64_t i = 0;
-  for (; i + W <= n; i += W) acc = vfmadd(vload(g + i), vload(y + i), acc);
-  if (i < n) {
-    int r = static_cast<int>(n - i);
-    acc = vfmadd(vload_n(g + i, r), vload_n(y + i, r), acc);  // zero lanes add 0
-  }
-  const vf dot = vset1(vreduce_add(acc));
-  for (i = 0; i + W <= n; i += W) vstore(dx + i, vmul(vload(y + i), vsub(vload(g + i), dot)));
+  for (; i + W <= n; i += W) vstore(dx + i, vmul(vload(y + i), vsub(vload(g + i), dot)));
   if (i < n) {
     int r = static_cast<int>(n - i);
     vstore_n(dx + i, vmul(vload_n(y + i, r), vsub(vload_n(g + i, r), dot)), r);
@@ -82,12 +75,10 @@ void softmax_backward_row(const float* g, const float* y, float* dx, int64_t n) 
 
 // dx = g - exp(y) * sum(g)
 void log_softmax_backward_row(const float* g, const float* y, float* dx, int64_t n) {
-  vf acc = vzero();
+  const vf s = vset1(static_cast<float>(rows::row_sum(
+      n, [&](int64_t i) { return vload(g + i); }, [&](int64_t i, int r) { return vload_n(g + i, r); })));
   int64_t i = 0;
-  for (; i + W <= n; i += W) acc = vadd(acc, vload(g + i));
-  if (i < n) acc = vadd(acc, vload_n(g + i, static_cast<int>(n - i)));
-  const vf s = vset1(vreduce_add(acc));
-  for (i = 0; i + W <= n; i += W) vstore(dx + i, vfnmadd(vexp(vload(y + i)), s, vload(g + i)));
+  for (; i + W <= n; i += W) vstore(dx + i, vfnmadd(vexp(vload(y + i)), s, vload(g + i)));
   if (i < n) {
     int r = static_cast<int>(n - i);
     vstore_n(dx + i, vfnmadd(vexp(vload_n(y + i, r)), s, vload_n(g + i, r)), r);

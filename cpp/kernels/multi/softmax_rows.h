@@ -36,6 +36,32 @@ inline float row_max(const float* x, int64_t n) {
   return vreduce_max(vmax(m0, m1));
 }
 
+// Sum over a row of n elements of full(i) (the vector at i) and tail(i, r) (the last r < W
+// elements, other lanes 0): blocks of kSumBlock elements summed in float with four accumulators,
+// block sums added in double, so long rows keep ulp-level error on every path (W = 1 included).
+// full/tail may also store (the pass that writes exp(x - max) sums as it goes).
+constexpr int64_t kSumBlock = 1024;
+
+template <class Full, class Tail>
+inline double row_sum(int64_t n, Full full, Tail tail) {
+  double total = 0.0;
+  for (int64_t b = 0; b < n; b += kSumBlock) {
+    const int64_t e = imin(b + kSumBlock, n);
+    vf a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
+    int64_t i = b;
+    for (; i + 4 * W <= e; i += 4 * W) {
+      a0 = vadd(a0, full(i));
+      a1 = vadd(a1, full(i + W));
+      a2 = vadd(a2, full(i + 2 * W));
+      a3 = vadd(a3, full(i + 3 * W));
+    }
+    for (; i + W <= e; i += W) a0 = vadd(a0, full(i));
+    if (i < e) a1 = vadd(a1, tail(i, static_cast<int>(e - i)));
+    total += static_cast<double>(vreduce_add(vadd(vadd(a0, a1), vadd(a2, a3))));
+  }
+  return total;
+}
+
 }  // namespace rows
 }  // namespace FG_ISA_NS
 }  // namespace fg
