@@ -17,6 +17,9 @@ __all__ = [
 ]
 
 _A = _C.activation
+_act_forward = _A.act_forward
+_act_backward = _A.act_backward
+_F32 = np.dtype(np.float32)
 _GELU_OPS = {"none": _A.GELU, "tanh": _A.GELU_TANH}
 
 
@@ -26,6 +29,11 @@ def _contig(x, name):
 
 
 def _forward(op, x, out, alpha=0.0):
+    # Hot path (autograd ops call this per layer): a contiguous float32 array and no out.
+    if out is None and type(x) is np.ndarray and x.dtype is _F32 and x.flags.c_contiguous:
+        out = np.empty(x.shape, _F32)
+        _act_forward(op, x, out, alpha)
+        return out
     x = _contig(x, "x")
     out = np.empty(x.shape, np.float32) if out is None else check_out(out, "out", x.shape)
     if out.flags.c_contiguous:
@@ -36,6 +44,12 @@ def _forward(op, x, out, alpha=0.0):
 
 
 def _backward(op, grad, saved, saved_name, out, alpha=0.0):
+    if (out is None and type(grad) is np.ndarray and type(saved) is np.ndarray and grad.dtype is _F32
+            and saved.dtype is _F32 and grad.flags.c_contiguous and saved.flags.c_contiguous
+            and grad.shape == saved.shape):
+        out = np.empty(grad.shape, _F32)
+        _act_backward(op, grad, saved, out, alpha)
+        return out
     grad = _contig(grad, "grad")
     saved = _contig(saved, saved_name)
     if saved.shape != grad.shape:
