@@ -4,7 +4,7 @@ This is the "fast backend" layer: each function validates its arguments (raising
 ValueError that name the argument and the expected shape) and calls the compiled kernel without
 copying contiguous inputs. The autograd layer (forgegrad.Tensor) is built on these.
 """
+from . import activation, loss, softmax  # noqa: F401  (forgegrad.kernels.activation.relu, ...)
 from .gemm import bmm, matmul
 
 __all__ = ["matmul", "bmm"]
-from . import activation, loss, softmax  # noqa: E402,F401  (forgegrad.kernels.activation.relu, ...)
