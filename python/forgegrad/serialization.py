@@ -51,8 +51,9 @@ def _as_array(key: str, value) -> np.ndarray:
                         "flatten it to string keys and arrays)")
     if arr.dtype.kind not in "fiub" or arr.dtype.itemsize > 8:
         raise TypeError(f"forgegrad.save: value for key {key!r} has dtype {arr.dtype}, which safetensors cannot store")
-    # safetensors reads raw memory from the data pointer: it must be contiguous.
-    return np.ascontiguousarray(arr)
+    # safetensors reads raw memory from the data pointer: it must be C-contiguous. (Not
+    # np.ascontiguousarray: it turns 0-d arrays into 1-d ones.)
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")
 
 
 def _check_metadata(metadata) -> Optional[Dict[str, str]]:
