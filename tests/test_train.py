@@ -332,9 +332,20 @@ def test_other_exceptions_propagate():
     train, _ = _loaders()
     model = _mlp()
     boom = LambdaCallback(on_epoch_end=lambda e, logs: (_ for _ in ()).throw(RuntimeError("boom")))
+    model.eval()
     with pytest.raises(RuntimeError, match="boom"):
         fit(model, nn.CrossEntropyLoss(), TinySGD(model.parameters()), train, epochs=2, callbacks=[boom],
             progress=False)
+    assert not model.training  # the caller's mode is restored even on errors
+
+
+def test_interrupt_note_mentions_restored_best_weights():
+    train, _ = _loaders()
+    model = _mlp()
+    stop = LambdaCallback(on_epoch_begin=lambda e, logs: (_ for _ in ()).throw(KeyboardInterrupt()) if e == 2 else None)
+    h = fit(model, nn.CrossEntropyLoss(), TinySGD(model.parameters()), train, epochs=5, progress=False,
+            callbacks=[EarlyStopping(monitor="loss", patience=3, restore_best_weights=True), stop])
+    assert h.interrupted and len(h["loss"]) == 2 and "best weights" in h.note
 
 
 # ---- schedulers ---------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..autograd import no_grad
 from ..tensor import Tensor
-from .callbacks import Callback, FitState, History, ModelCheckpoint
+from .callbacks import Callback, EarlyStopping, FitState, History, ModelCheckpoint
 from .metrics import Accuracy, Metric, get_metrics
 
 __all__ = ["fit", "evaluate", "predict"]
@@ -232,15 +232,18 @@ def fit(model, loss_fn, optimizer, train_loader, *, epochs: int, val_loader=None
         bar.close()
         history.interrupted = True
         saved = [cb.last_saved for cb in callbacks if isinstance(cb, ModelCheckpoint) and cb.last_saved]
+        restores = any(isinstance(cb, EarlyStopping) and cb.restore_best_weights
+                       and getattr(cb, "best_weights", None) is not None for cb in callbacks)
         history.note = (f"training interrupted (KeyboardInterrupt) during epoch {epoch + 1}/{epochs}; the history "
-                        f"holds the {len(history.epoch)} completed epoch(s) and the model keeps its latest weights"
+                        f"holds the {len(history.epoch)} completed epoch(s); the model keeps "
+                        + ("EarlyStopping's best weights" if restores else "its latest weights")
                         + (f"; last checkpoint: {saved[-1]}" if saved else ""))
         print(f"forgegrad.train.fit: {history.note}", file=sys.stderr, flush=True)
     finally:
         bar.close()
+        model.train(bool(was_training))
     for cb in callbacks:
         cb.on_train_end({"interrupted": history.interrupted})
-    model.train(bool(was_training))
     return history
 
 
