@@ -273,7 +273,7 @@ def test_model_checkpoint_keeps_best(tmp_path):
             p.data[...] = e + 1
         snapshots[e] = _weights(model)
 
-    path = tmp_path / "best.safetensors"
+    path = tmp_path / "new_dir" / "best.safetensors"  # the directory is created
     ck = ModelCheckpoint(path, monitor="val_loss", save_best_only=True)
     _drive(ck, model, [1.0, 0.4, 0.7, 0.5], mutate=mutate)
     saved = load(path)

@@ -243,6 +243,9 @@ class ModelCheckpoint(Callback):
         except (KeyError, IndexError) as e:
             raise KeyError(f"ModelCheckpoint: filepath {self.filepath!r} refers to {e}, which is not among the "
                            f"logged values {sorted(logs)} (or 'epoch')") from None
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)  # e.g. "checkpoints/best.safetensors" on a fresh run
         save(self.model.state_dict(), path)
         self.last_saved = path
         if self.verbose:
