@@ -355,11 +355,12 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
     input_axes = []
     symbols = Symbols()
     for name, x in zip(names, inputs):
-        ax = {a % max(x.ndim, 1): s for a, s in axes.get(name, {}).items()}
-        for a, s in ax.items():
-            if a >= x.ndim:
+        ax = {}
+        for a, s in axes.get(name, {}).items():
+            if not -x.ndim <= a < x.ndim:
                 raise ValueError(f"export: dynamic axis {a} of input {name!r} is out of range for shape {x.shape}")
-            symbols.add(s, x.shape[a], (name, a))
+            ax[a % x.ndim] = s
+            symbols.add(s, x.shape[a], (name, a % x.ndim))
         input_axes.append(ax)
     symbols.choose_b()
 
@@ -398,6 +399,10 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
             graph_inputs.append(helper.make_tensor_value_info(name, onnx_dtype(x.dtype), shape))
         ex.map_ops()
 
+        unknown = set(axes) - set(names) - set(output_names)
+        if unknown:
+            raise ValueError(f"export: dynamic_axes names {sorted(unknown)}, which are neither inputs {names} "
+                             f"nor outputs {output_names}")
         out_axes = _normalize_axes({k: v for k, v in (dynamic_axes or {}).items() if k in output_names}, output_names)
         graph_outputs, produced = [], {o for n in ctx.nodes for o in n.output}
         taken = set()
