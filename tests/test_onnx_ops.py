@@ -11,7 +11,7 @@ import forgegrad.nn.functional as F
 from forgegrad import nn
 from forgegrad.ops import elementwise as E
 
-from onnx_helpers import Lambda, export_and_check
+from test_onnx_common import Lambda, export_and_check
 
 IDX = fg.tensor(np.array([[0, 2], [1, 1]]))
 W = fg.randn(5, 7)

@@ -1,4 +1,4 @@
-"""Shared helpers of the ONNX export tests."""
+"""Shared helpers of the ONNX export tests (no tests here)."""
 from __future__ import annotations
 
 import numpy as np
