@@ -54,6 +54,7 @@ class ExportContext:
         self.symbols = symbols
         self.nodes: List[Any] = []
         self.initializers: List[Any] = []
+        self.constants: Dict[str, np.ndarray] = {}  # initializer name -> its value
         self.dtypes: Dict[str, np.dtype] = {}
         self.dims: Dict[str, List[Dim]] = {}
         self._used = set()
@@ -92,18 +93,20 @@ class ExportContext:
         self.nodes.append(n)
         return outs[0] if outputs == 1 else outs
 
-    def const(self, value, dtype=None, name: Optional[str] = None) -> str:
-        """An initializer holding value; small constants are shared."""
+    def const(self, value, dtype=None, name: Optional[str] = None, hint: str = "const") -> str:
+        """An initializer holding value (named `name`, else a fresh name from `hint`); small unnamed
+        constants are shared."""
         arr = np.asarray(value, dtype=dtype)
         if arr.dtype == np.float64 and dtype is None:
             arr = arr.astype(np.float32)
         key = None
-        if name is None and arr.size <= 16:
+        if name is None and hint == "const" and arr.size <= 16:
             key = (arr.dtype.str, arr.shape, arr.tobytes())
             if key in self._const_cache:
                 return self._const_cache[key]
-        nm = self.reserve(name) if name is not None else self.fresh("const")
+        nm = self.reserve(name) if name is not None else self.fresh(hint)
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(arr), nm))
+        self.constants[nm] = arr
         self.dtypes[nm] = arr.dtype
         self.dims[nm] = list(arr.shape)
         if key is not None:

@@ -64,7 +64,8 @@ def _default_dynamic_axes(model, inputs: List[Tensor], names: List[str]) -> Dict
         return axes
     batch_first = _recurrent_layout(model)
     x0 = inputs[0]
-    if batch_first is not None and x0.ndim == 3:
+    # a recurrent model's first input: features (T, B, F) / (B, T, F), or token ids (T, B) / (B, T)
+    if batch_first is not None and (x0.ndim == 3 or (x0.ndim == 2 and x0.dtype.kind in "iu")):
         axes[names[0]] = {0: "batch", 1: "seq"} if batch_first else {0: "seq", 1: "batch"}
         bsize = x0.shape[0 if batch_first else 1]
     else:
