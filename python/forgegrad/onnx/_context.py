@@ -55,6 +55,7 @@ class ExportContext:
         self.nodes: List[Any] = []
         self.initializers: List[Any] = []
         self.constants: Dict[str, np.ndarray] = {}  # initializer name -> its value
+        self.memo: Dict[Any, str] = {}  # mappings' own caches (e.g. a weight stored transposed once)
         self.dtypes: Dict[str, np.dtype] = {}
         self.dims: Dict[str, List[Dim]] = {}
         self._used = set()

@@ -1,6 +1,8 @@
 """MatMul and Linear (Gemm with transB=1 on 2-D input, MatMul + Add otherwise)."""
 from __future__ import annotations
 
+import numpy as np
+
 from ...ops import linalg as L
 from . import register
 
@@ -16,6 +18,15 @@ def map_linear(ctx, op):
     b = op.input("bias") if op.attr("bias") is not None else None
     if op.args["x"].ndim == 2:
         return [ctx.node("Gemm", [x, w, b], transB=1)]
-    # (..., in) @ W^T: the Transpose of an initializer is folded by onnxruntime at load time
-    y = ctx.node("MatMul", [x, ctx.node("Transpose", [w], perm=[1, 0])])
+    # (..., in) @ W^T: a parameter is stored transposed once (named "<key>.T"), anything else
+    # goes through a Transpose node
+    arr = ctx.constants.get(w)
+    if arr is not None:
+        key = ("transposed", w)
+        if key not in ctx.memo:
+            ctx.memo[key] = ctx.const(np.ascontiguousarray(arr.T), hint=f"{w}.T")
+        wt = ctx.memo[key]
+    else:
+        wt = ctx.node("Transpose", [w], perm=[1, 0])
+    y = ctx.node("MatMul", [x, wt])
     return [y if b is None else ctx.node("Add", [y, b])]

@@ -192,6 +192,4 @@ def map_getitem(ctx, op):
         x = ctx.node("Gather", [x, idx], axis=axis)  # negative indices are allowed from opset 11
     if none_pos:
         x = ctx.unsqueeze(x, none_pos)
-    if x == op.input("a"):  # x[...] or x[:]: no node needed
-        return [x]
-    return [x]
+    return [x]  # x[...] / x[:] emit no node at all
