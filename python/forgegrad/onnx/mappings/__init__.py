@@ -38,7 +38,13 @@ def _load() -> None:
     # conv / recurrent ops land on main separately: map them when their ops module exists
     for ops_mod, mapping_mod in (("forgegrad.ops.conv", "conv"), ("forgegrad.ops.rnn", "rnn")):
         if importlib.util.find_spec(ops_mod) is not None:
-            importlib.import_module(f"{__name__}.{mapping_mod}")
+            try:
+                importlib.import_module(f"{__name__}.{mapping_mod}")
+            except Exception as e:  # never let an optional area break `import forgegrad.onnx`
+                LOAD_ERRORS[mapping_mod] = f"{type(e).__name__}: {e}"
+
+
+LOAD_ERRORS: Dict[str, str] = {}  # optional mapping modules that failed to import, and why
 
 
 _load()
