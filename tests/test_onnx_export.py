@@ -15,7 +15,7 @@ import forgegrad.onnx as fonnx
 from forgegrad import nn
 from forgegrad.autograd import Function
 
-from test_onnx_common import ATOL, RTOL, Lambda, export_and_check
+from test_onnx_common import Lambda, export_and_check
 
 
 def mlp():

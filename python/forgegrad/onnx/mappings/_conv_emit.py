@@ -6,8 +6,7 @@ so the emission is tested on its own (tests/test_onnx_conv.py) whatever the op c
 """
 from __future__ import annotations
 
-import math
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 

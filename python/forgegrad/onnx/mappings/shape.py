@@ -30,7 +30,7 @@ def map_reshape(ctx, op):
                 dyn.remove(i)
         if dyn:  # the last remaining dynamic dim is inferred from the element count
             target[dyn[-1]] = -1
-    shape = ctx.shape_tensor(target, what=f"reshape target dim")
+    shape = ctx.shape_tensor(target, what="reshape target dim")
     return [ctx.node("Reshape", [x, shape])]
 
 
