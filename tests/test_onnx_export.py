@@ -235,3 +235,39 @@ def test_bad_arguments(tmp_path):
         fonnx.export(mlp(), fg.randn(3, 12), str(tmp_path / "b.onnx"), dynamic_axes={"input": {2: "x"}})
     with pytest.raises(ValueError, match="neither inputs"):
         fonnx.export(mlp(), fg.randn(3, 12), str(tmp_path / "b.onnx"), dynamic_axes={"x": {0: "batch"}})
+
+
+def test_axis_that_cannot_be_dynamic_is_reported(tmp_path):
+    """A model that only runs at the example's batch size: the re-run at another size fails."""
+    with pytest.raises(fonnx.OnnxExportError, match="cannot be dynamic"):
+        fonnx.export(Lambda(lambda m, x: x.reshape(2, -1, 4).sum(0)), fg.randn(6, 4), str(tmp_path / "r.onnx"))
+    fonnx.export(Lambda(lambda m, x: x.reshape(2, -1, 4).sum(0)), fg.randn(6, 4), str(tmp_path / "r.onnx"),
+                 dynamic_axes={})
+
+
+def test_unsolvable_dynamic_size_is_reported(tmp_path):
+    """x.shape[0] // 2 is neither c*batch nor batch+k: the Slice bound cannot be computed."""
+    with pytest.raises(fonnx.OnnxExportError, match="cannot express") as exc:
+        fonnx.export(Lambda(lambda m, x: x[: x.shape[0] // 2]), fg.randn(6, 4), str(tmp_path / "h.onnx"))
+    assert "GetItem" in str(exc.value)
+
+
+def test_plain_function_and_numpy_inputs(tmp_path):
+    report = fonnx.export(lambda x, y: F.relu(x) * y, (np.ones((3, 4), np.float32), fg.randn(3, 4)),
+                          str(tmp_path / "f.onnx"))
+    assert report.input_names == ["x", "y"] and report.ok
+
+
+def test_constant_from_parameter_data_and_detach(tmp_path):
+    """detach() and Tensor(t.data) are not ops: they alias the traced value or the parameter."""
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x):
+            h = self.lin(x).detach()
+            return fg.tensor(h.data) + self.lin.weight.detach().sum(0)
+
+    report, proto = export_and_check(M(), fg.randn(3, 4), tmp_path)
+    assert {"lin.weight", "lin.bias"} <= {i.name for i in proto.graph.initializer}

@@ -32,18 +32,28 @@ def onnx_dtype(dtype) -> int:
 Dim = Union[int, Dyn]
 
 
-def dims_of(shape_a, shape_b) -> List[Dim]:
-    """Per-dimension: an int where both traces agree, else Dyn(a, b)."""
+def dims_of(shape_a, shape_b, shape_c=None) -> List[Dim]:
+    """Per-dimension: an int where all traces agree, else Dyn(a, b, c)."""
     if shape_b is None or len(shape_a) != len(shape_b):
         return [int(d) for d in shape_a]
-    return [int(x) if x == y else Dyn(int(x), int(y)) for x, y in zip(shape_a, shape_b)]
+    if shape_c is None or len(shape_c) != len(shape_a):
+        shape_c = (None,) * len(shape_a)
+    return [int(x) if x == y and (z is None or x == z) else Dyn(int(x), int(y), None if z is None else int(z))
+            for x, y, z in zip(shape_a, shape_b, shape_c)]
 
 
-def scalar_of(a, b):
-    """An int/float argument: itself where both traces agree, else Dyn (ints only)."""
-    if b is None or a == b or not isinstance(a, (int, np.integer)) or isinstance(a, bool):
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def scalar_of(a, b, c=None):
+    """An int/float argument: itself where the traces agree, else Dyn (ints only)."""
+    if b is None or not _is_int(a) or not _is_int(b):
         return a
-    return Dyn(int(a), int(b))
+    c = c if _is_int(c) else None
+    if a == b and (c is None or a == c):
+        return a
+    return Dyn(int(a), int(b), None if c is None else int(c))
 
 
 class ExportContext:
@@ -175,8 +185,8 @@ class ExportContext:
         if e is None:
             where = self.current_op.describe() if self.current_op is not None else ""
             raise OnnxExportError(
-                f"{what} depends on the dynamic input sizes ({dim.a} at the example's sizes, {dim.b} at "
-                f"{self.symbols.b}) in a way the exporter cannot express "
+                f"{what} depends on the dynamic input sizes ({dim.a} at the example's sizes {self.symbols.a}, "
+                f"{dim.b} at {self.symbols.b}, {dim.c} at {self.symbols.c}) in a way the exporter cannot express "
                 f"(it handles c*batch*seq... and axis+k); {where}. Pass dynamic_axes={{}} for a static graph.")
         return e
 
@@ -225,7 +235,7 @@ class OpCall:
     """One record of the trace, with its trace-B twin, and helpers to fetch its inputs as ONNX values."""
 
     def __init__(self, exporter, index: int, fn_cls, bound_a: Dict[str, Any], bound_b: Optional[Dict[str, Any]],
-                 outputs_a, outputs_b, where):
+                 outputs_a, outputs_b, where, bound_c: Optional[Dict[str, Any]] = None, outputs_c=None):
         self.exporter = exporter
         self.ctx: ExportContext = exporter.ctx
         self.index = index
@@ -234,6 +244,8 @@ class OpCall:
         self.args_b = bound_b if bound_b is not None else bound_a
         self.outputs = outputs_a
         self.outputs_b = outputs_b if outputs_b is not None else outputs_a
+        self.args_c = bound_c if bound_c is not None else {}
+        self.outputs_c = outputs_c if outputs_c is not None else ()
         self.where = where  # (module path, module type name) or None
 
     # ---- description for errors ----------------------------------------------------------------
@@ -266,25 +278,33 @@ class OpCall:
     def attr_b(self, name: str, default=None):
         return self.args_b.get(name, default)
 
+    def attr_c(self, name: str, default=None):
+        return self.args_c.get(name, default)
+
     def input(self, name: str, dtype=None) -> Optional[str]:
         """The ONNX value for argument `name`: a traced tensor, a parameter, or a constant made from a
         scalar (in `dtype`, else the first output's dtype). Cast to dtype when given. None stays None."""
-        return self.exporter.value_for(self.args.get(name), self.args_b.get(name), self, dtype, name)
+        return self.exporter.value_for(self.args.get(name), self.args_b.get(name), self, dtype, name,
+                                       self.args_c.get(name))
 
     def inputs(self, name: str, dtype=None) -> List[str]:
         """The ONNX values of a *args parameter (Cat/Stack's tensors)."""
-        va, vb = self.args.get(name, ()), self.args_b.get(name, ())
+        va, vb, vc = self.args.get(name, ()), self.args_b.get(name, ()), self.args_c.get(name, ())
         if len(vb) != len(va):
             vb = (None,) * len(va)
-        return [self.exporter.value_for(a, b, self, dtype, f"{name}[{i}]") for i, (a, b) in enumerate(zip(va, vb))]
+        if len(vc) != len(va):
+            vc = (None,) * len(va)
+        return [self.exporter.value_for(a, b, self, dtype, f"{name}[{i}]", c)
+                for i, (a, b, c) in enumerate(zip(va, vb, vc))]
 
     def in_dims(self, name: str) -> List[Dim]:
-        a, b = self.args.get(name), self.args_b.get(name)
-        return dims_of(np.shape(a), np.shape(b) if b is not None else None)
+        a, b, c = self.args.get(name), self.args_b.get(name), self.args_c.get(name)
+        return dims_of(np.shape(a), np.shape(b) if b is not None else None, np.shape(c) if c is not None else None)
 
     def out_dims(self, i: int = 0) -> List[Dim]:
         b = self.outputs_b[i] if i < len(self.outputs_b) else None
-        return dims_of(self.outputs[i].shape, b.shape if b is not None else None)
+        c = self.outputs_c[i] if i < len(self.outputs_c) else None
+        return dims_of(self.outputs[i].shape, b.shape if b is not None else None, c.shape if c is not None else None)
 
     def out_dtype(self, i: int = 0) -> np.dtype:
         return self.outputs[i].dtype

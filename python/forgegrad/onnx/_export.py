@@ -40,7 +40,7 @@ def _as_tensors(example_inputs) -> List[Tensor]:
 
 def _default_input_names(model, n: int) -> List[str]:
     try:
-        params = [p for p in inspect.signature(model.forward).parameters.values()
+        params = [p for p in inspect.signature(getattr(model, "forward", model)).parameters.values()
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         if len(params) >= n:
             return [p.name for p in params[:n]]
@@ -114,9 +114,10 @@ def _eval_mode(model):
 
 # ---- building the graph ------------------------------------------------------------------------------
 class _Exporter:
-    def __init__(self, model, cap_a: Capture, cap_b: Optional[Capture], symbols: Symbols, opset: int):
+    def __init__(self, model, cap_a: Capture, cap_b: Optional[Capture], symbols: Symbols, opset: int,
+                 cap_c: Optional[Capture] = None):
         self.model = model
-        self.cap_a, self.cap_b = cap_a, cap_b
+        self.cap_a, self.cap_b, self.cap_c = cap_a, cap_b, cap_c
         self.records = cap_a.records
         self.symbols = symbols
         self.ctx = ExportContext(opset, symbols)
@@ -137,42 +138,45 @@ class _Exporter:
                         self.attr_tensors[id(v)] = f"{path}.{k}" if path else k
         self.param_values: Dict[str, str] = {}
 
-    def _bind(self, name: str, t: Tensor, tb: Optional[Tensor] = None) -> None:
+    def _bind(self, name: str, t: Tensor, tb: Optional[Tensor] = None, tc: Optional[Tensor] = None) -> None:
         self.values[id(t)] = name
         self.data_alias[id(t.data)] = name
         self.keep_alive.append(t)
         self.ctx.dtypes[name] = t.dtype
-        self.ctx.dims[name] = dims_of(t.shape, tb.shape if tb is not None else None)
+        self.ctx.dims[name] = dims_of(t.shape, tb.shape if tb is not None else None,
+                                      tc.shape if tc is not None else None)
         if t.dtype == bool:
             self.bool_values.append((name, t.data))
 
-    def check_same_structure(self) -> None:
-        ra, rb = self.cap_a.records, self.cap_b.records
+    def check_same_structure(self, cap_b: Capture, sizes) -> None:
+        ra, rb = self.cap_a.records, cap_b.records
         for i, (x, y) in enumerate(zip(ra, rb)):
             if x[0] is not y[0]:
                 raise OnnxExportError(
-                    f"the model ran different ops when re-run with the dynamic axes at {self.symbols.b} "
+                    f"the model ran different ops when re-run with the dynamic axes at {sizes} "
                     f"(op #{i}: {x[0].__name__} at the example's sizes, {y[0].__name__} at the other sizes): "
                     "size-dependent control flow cannot be exported with dynamic axes; pass dynamic_axes={} "
                     "to export a static graph")
         if len(ra) != len(rb):
             raise OnnxExportError(
-                f"the model ran {len(ra)} ops at the example's sizes but {len(rb)} at {self.symbols.b}; "
+                f"the model ran {len(ra)} ops at the example's sizes but {len(rb)} at {sizes}; "
                 "size-dependent control flow cannot be exported with dynamic axes (pass dynamic_axes={})")
-        if len(self.cap_a.outputs) != len(self.cap_b.outputs):
+        if len(self.cap_a.outputs) != len(cap_b.outputs):
             raise OnnxExportError("the model returned a different number of outputs at other input sizes")
 
     # ---- values of op arguments ----------------------------------------------------------------------
-    def value_for(self, a, b, op: OpCall, dtype, argname: str) -> Optional[str]:
+    def value_for(self, a, b, op: OpCall, dtype, argname: str, c=None) -> Optional[str]:
         ctx = self.ctx
         if a is None:
             return None
         if isinstance(a, Tensor):
-            name = self._tensor_value(a, b if isinstance(b, Tensor) else None, op, argname)
+            name = self._tensor_value(a, b if isinstance(b, Tensor) else None, op, argname,
+                                      c if isinstance(c, Tensor) else None)
         elif isinstance(a, np.ndarray) and a.ndim > 0 or isinstance(a, np.ndarray) and a.dtype == bool:
-            name = self._array_value(a, b if isinstance(b, np.ndarray) else None, op, argname)
+            name = self._array_value(a, b if isinstance(b, np.ndarray) else None, op, argname,
+                                     arr_c=c if isinstance(c, np.ndarray) else None)
         elif isinstance(a, (bool, int, float, np.number)):
-            s = scalar_of(a, b)
+            s = scalar_of(a, b, c)
             want = np.dtype(dtype) if dtype is not None else op.out_dtype()
             if isinstance(s, Dyn):  # e.g. x.sum() / x.shape[0]: computed from the input shapes
                 v = ctx.squeeze(ctx.dim_value(s, f"argument {argname!r}"), [0])
@@ -183,7 +187,8 @@ class _Exporter:
             raise op.unsupported(f"argument {argname!r} of type {type(a).__name__} cannot be exported")
         return ctx.cast(name, dtype) if dtype is not None else name
 
-    def _tensor_value(self, t: Tensor, tb: Optional[Tensor], op: OpCall, argname: str) -> str:
+    def _tensor_value(self, t: Tensor, tb: Optional[Tensor], op: OpCall, argname: str,
+                      tc: Optional[Tensor] = None) -> str:
         name = self.values.get(id(t)) or self.data_alias.get(id(t.data))
         if name is not None:
             return name
@@ -195,17 +200,18 @@ class _Exporter:
             self._bind(self.param_values[key], t)
             return self.param_values[key]
         name = self._array_value(t.data, tb.data if tb is not None else None, op, argname,
-                                 label=self.attr_tensors.get(id(t)))
-        self._bind(name, t, tb)
+                                 label=self.attr_tensors.get(id(t)), arr_c=tc.data if tc is not None else None)
+        self._bind(name, t, tb, tc)
         return name
 
-    def _array_value(self, arr: np.ndarray, arr_b, op: OpCall, argname: str, label=None) -> str:
+    def _array_value(self, arr: np.ndarray, arr_b, op: OpCall, argname: str, label=None, arr_c=None) -> str:
         ctx = self.ctx
         if arr.dtype == bool:  # where()'s condition reaches the trace as a raw array: find its producer
             for nm, data in reversed(self.bool_values):
                 if data.shape == arr.shape and np.array_equal(data, arr):
                     return nm
-        dims = dims_of(arr.shape, arr_b.shape if arr_b is not None else None)
+        dims = dims_of(arr.shape, arr_b.shape if arr_b is not None else None,
+                       arr_c.shape if arr_c is not None else None)
         if any(isinstance(d, Dyn) for d in dims):
             flat = arr.reshape(-1)
             if flat.size and np.all(flat == flat[0]):  # zeros(batch, h) and friends
@@ -231,13 +237,17 @@ class _Exporter:
     def map_ops(self) -> None:
         ctx = self.ctx
         recs_b = self.cap_b.records if self.cap_b is not None else None
+        recs_c = self.cap_c.records if self.cap_c is not None else None
         for i, (fn_cls, args, kwargs, outs) in enumerate(self.records):
             bound_a = bind_args(fn_cls, args, kwargs)
-            bound_b, outs_b = None, None
+            bound_b = outs_b = bound_c = outs_c = None
             if recs_b is not None:
                 _, args_b, kwargs_b, outs_b = recs_b[i]
                 bound_b = bind_args(fn_cls, args_b, kwargs_b)
-            op = OpCall(self, i, fn_cls, bound_a, bound_b, outs, outs_b, self.cap_a.where[i])
+            if recs_c is not None:
+                _, args_c, kwargs_c, outs_c = recs_c[i]
+                bound_c = bind_args(fn_cls, args_c, kwargs_c)
+            op = OpCall(self, i, fn_cls, bound_a, bound_b, outs, outs_b, self.cap_a.where[i], bound_c, outs_c)
             mapping = lookup(fn_cls)
             if mapping is None:
                 from .mappings import LOAD_ERRORS
@@ -257,7 +267,8 @@ class _Exporter:
                 raise OnnxExportError(f"the ONNX mapping of {fn_cls.__name__} returned {len(names)} values for "
                                       f"{len(outs)} outputs ({op.describe()})")
             for j, (t, nm) in enumerate(zip(outs, names)):
-                self._bind(nm, t, outs_b[j] if outs_b is not None else None)
+                self._bind(nm, t, outs_b[j] if outs_b is not None else None,
+                           outs_c[j] if outs_c is not None else None)
         ctx.scope, ctx.current_op = "", None
 
     def output_value(self, t, i: int) -> str:
@@ -324,8 +335,9 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
            verify_sizes: Optional[Sequence[Dict[str, int]]] = None):
     """Export a forgegrad model to an ONNX file and (by default) check it with onnxruntime.
 
-    The model runs once in eval mode under ``forgegrad.autograd.trace()`` and ``no_grad`` (and once
-    more at other sizes of its dynamic axes, to tell which sizes are dynamic); every recorded op is
+    The model runs in eval mode under ``forgegrad.autograd.trace()`` and ``no_grad``, at the example's
+    sizes and twice more at other sizes of its dynamic axes (to tell which sizes and size-derived
+    arguments are dynamic, and how they follow the input sizes); every recorded op of the first run is
     mapped to ONNX nodes, so models whose forward uses functional ops export like any other.
 
     Args:
@@ -365,23 +377,27 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
             ax[a % x.ndim] = s
             symbols.add(s, x.shape[a], (name, a % x.ndim))
         input_axes.append(ax)
-    symbols.choose_b()
+    symbols.choose_sizes()
 
     with _eval_mode(model):
         cap_a = run_traced(model, inputs)
-        cap_b = None
+        cap_b = cap_c = None
         if symbols.names:
-            inputs_b = [_resample(x, ax, symbols.b) for x, ax in zip(inputs, input_axes)]
-            try:
-                cap_b = run_traced(model, inputs_b)
-            except Exception as e:
-                raise OnnxExportError(
-                    f"the model failed when re-run with its dynamic axes at other sizes {symbols.b} (the example "
-                    f"has {symbols.a}), so these axes cannot be dynamic: {type(e).__name__}: {e}. Pass "
-                    "dynamic_axes= naming the axes that really are dynamic ({} for a static graph)") from e
-        ex = _Exporter(model, cap_a, cap_b, symbols, opset)
+            caps = []
+            for sizes in (symbols.b, symbols.c):
+                resized = [_resample(x, ax, sizes) for x, ax in zip(inputs, input_axes)]
+                try:
+                    caps.append(run_traced(model, resized))
+                except Exception as e:
+                    raise OnnxExportError(
+                        f"the model failed when re-run with its dynamic axes at other sizes {sizes} (the example "
+                        f"has {symbols.a}), so these axes cannot be dynamic: {type(e).__name__}: {e}. Pass "
+                        "dynamic_axes= naming the axes that really are dynamic ({} for a static graph)") from e
+            cap_b, cap_c = caps
+        ex = _Exporter(model, cap_a, cap_b, symbols, opset, cap_c)
         if cap_b is not None:
-            ex.check_same_structure()
+            ex.check_same_structure(cap_b, symbols.b)
+            ex.check_same_structure(cap_c, symbols.c)
         ctx = ex.ctx
         for name in names:
             ctx.reserve(name)
@@ -397,7 +413,8 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
         graph_inputs = []
         for name, x, ax in zip(names, inputs, input_axes):
             xb = _resample(x, ax, symbols.b) if ax else x
-            ex._bind(name, x, xb)
+            xc = _resample(x, ax, symbols.c) if ax else x
+            ex._bind(name, x, xb, xc)
             shape = [ax.get(a, d) for a, d in enumerate(x.shape)]
             graph_inputs.append(helper.make_tensor_value_info(name, onnx_dtype(x.dtype), shape))
         ex.map_ops()
@@ -427,7 +444,9 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
                 ctx.nodes.append(helper.make_node("Identity", [v], [oname], name=ctx.fresh(f"Identity_{oname}")))
             taken.add(oname)
             tb = cap_b.outputs[i] if cap_b is not None else None
-            dims = dims_of(t.shape, tb.shape if isinstance(tb, Tensor) else None)
+            tc = cap_c.outputs[i] if cap_c is not None else None
+            dims = dims_of(t.shape, tb.shape if isinstance(tb, Tensor) else None,
+                           tc.shape if isinstance(tc, Tensor) else None)
             shape = []
             for a, d in enumerate(dims):
                 if a in out_axes.get(oname, {}):

@@ -101,9 +101,11 @@ def _as_tuple(key):
 
 @register(S.GetItem)
 def map_getitem(ctx, op):
-    ka, kb = _as_tuple(op.attr("key")), _as_tuple(op.attr_b("key"))
+    ka, kb, kc = _as_tuple(op.attr("key")), _as_tuple(op.attr_b("key")), _as_tuple(op.attr_c("key"))
     if len(kb) != len(ka):
         kb = ka
+    if len(kc) != len(ka):
+        kc = ka
     kinds = [_kind(k) for k in ka]
     if "bool" in kinds:
         raise op.unsupported("boolean-mask indexing has a data-dependent output shape and is not exported; "
@@ -126,19 +128,20 @@ def map_getitem(ctx, op):
         raise op.unsupported(f"too many indices for a tensor of dimension {ndim}")
     # expand '...' (or the implicit trailing one) into full slices
     items = []
-    for k, kbv, kind in zip(ka, kb, kinds):
+    full = (slice(None), slice(None), slice(None), "slice")
+    for k, kbv, kcv, kind in zip(ka, kb, kc, kinds):
         if kind == "ellipsis":
-            items += [(slice(None), slice(None), "slice")] * (ndim - consumed)
+            items += [full] * (ndim - consumed)
         else:
-            items.append((k, kbv, kind))
+            items.append((k, kbv, kcv, kind))
     if "ellipsis" not in kinds:
-        items += [(slice(None), slice(None), "slice")] * (ndim - consumed)
+        items += [full] * (ndim - consumed)
 
     starts, ends, axes, steps = [], [], [], []
     squeeze_axes, none_pos = [], []
     gather = None  # (axis in the post-squeeze tensor, index item)
     in_axis = out_pos = 0
-    for k, kbv, kind in items:
+    for k, kbv, kcv, kind in items:
         if kind == "none":
             none_pos.append(out_pos)
             out_pos += 1
@@ -149,9 +152,10 @@ def map_getitem(ctx, op):
                 if step == 0:
                     raise op.unsupported("slice step cannot be zero")
                 kbs = kbv if isinstance(kbv, slice) else k
-                start = scalar_of(k.start, kbs.start)
-                stop = scalar_of(k.stop, kbs.stop)
-                if isinstance(k.step, int) and kbs.step != k.step:
+                kcs = kcv if isinstance(kcv, slice) else k
+                start = scalar_of(k.start, kbs.start, kcs.start)
+                stop = scalar_of(k.stop, kbs.stop, kcs.stop)
+                if isinstance(k.step, int) and (kbs.step != k.step or kcs.step != k.step):
                     raise op.unsupported("a slice step that depends on the input sizes is not exported")
                 starts.append((0 if step > 0 else INT64_MAX) if start is None else start)
                 ends.append((INT64_MAX if step > 0 else INT64_MIN) if stop is None else stop)
@@ -160,10 +164,10 @@ def map_getitem(ctx, op):
             in_axis += 1
             out_pos += 1
         elif kind == "int":
-            i = scalar_of(int(k), int(kbv) if isinstance(kbv, (int, np.integer)) else None)
+            i = scalar_of(int(k), kbv, kcv)
             if isinstance(i, Dyn):
                 starts.append(i)
-                ends.append(Dyn(i.a + 1, i.b + 1))
+                ends.append(i.shifted(1))
             else:
                 starts.append(i)
                 ends.append(INT64_MAX if i == -1 else i + 1)
