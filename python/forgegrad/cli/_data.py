@@ -120,8 +120,10 @@ def load(spec: str, text_seq_len: int = 64) -> Dataset:
             x, y = _read_npz(spec)
         elif ext == ".csv":
             x, y = _read_csv(spec)
-        else:
+        elif ext in ("", ".gz", ".idx", ".ubyte") or "idx" in os.path.basename(spec).lower():
             x, y = _read_idx(spec)
+        else:
+            raise UsageError(f"unsupported data file type {ext!r} ({spec}); expected {FILE_KINDS}")
     except (OSError, ValueError) as e:
         raise UsageError(f"cannot read data file {spec}: {e}") from None
     x = np.asarray(x)

@@ -78,7 +78,7 @@ def evaluate(model, task, x, y, batch_size=256, loss_fn=None):
 def format_metrics(m, prefix=""):
     parts = []
     for k, v in m.items():
-        if k == "accuracy":
+        if k.endswith("accuracy"):
             parts.append(f"{prefix}{k} {100 * v:.2f}%")
         else:
             parts.append(f"{prefix}{k} {v:.4f}")
@@ -162,6 +162,7 @@ def plot_history(history, path, title=""):
         return False
     mpl.use("Agg", force=True)
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     epochs = [h["epoch"] for h in history]
     has_acc = any("val_accuracy" in h for h in history)
     fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(9 if has_acc else 5, 3.5), squeeze=False)
@@ -179,6 +180,8 @@ def plot_history(history, path, title=""):
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation accuracy (%)")
         ax.grid(alpha=0.3)
+    for ax in axes[0]:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
     fig.tight_layout()

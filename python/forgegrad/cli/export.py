@@ -46,13 +46,15 @@ def example_input(meta, batch, seed=0):
 
 def export_model(model, meta, out, batch=4, verify=True):
     """Export (wrapping VAEs) and return the exporter's parity report."""
+    d = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(d):
+        raise UsageError(f"--out {out}: directory {d} does not exist")
+    if os.path.isdir(out):
+        raise UsageError(f"--out {out} is a directory; give the path of the .onnx file to write")
     onnx_mod = require("forgegrad.onnx", None, what="ONNX export (forgegrad.onnx)")
     require("onnx", "onnx", what="ONNX export")
     if verify:
         require("onnxruntime", "onnx", what="verifying the ONNX export")
-    d = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(d):
-        raise UsageError(f"--out {out}: directory {d} does not exist")
     target = VAEReconstructor(model) if meta.get("task") == "vae" else model
     target.eval()
     try:
