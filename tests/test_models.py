@@ -122,6 +122,51 @@ def test_vae_shapes_and_explicit_eps_make_forward_deterministic(rng):
     assert m(fg.tensor(x.numpy().reshape(6, 8, 8)), eps=eps)[0].shape == (6, 64)
 
 
+def test_vae_forward_and_gradients_match_torch(rng):
+    fg.manual_seed(4)
+    m = VAE(input_dim=29, hidden=(17, 11), latent=3)
+    t = _TorchVAE(29, (17, 11), 3)
+    t.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in m.state_dict().items()})
+    x = rng.random((5, 29), dtype=np.float32)
+    eps = rng.standard_normal((5, 3)).astype(np.float32)
+    out = m(fg.tensor(x), eps=eps)
+    tout = t(torch.from_numpy(x), torch.from_numpy(eps))
+    for a, b in zip(out, tout):
+        np.testing.assert_allclose(a.numpy(), b.detach().numpy(), rtol=1e-5, atol=1e-6)
+    vae_loss(*out[:1], fg.tensor(x), *out[1:]).backward()
+    _torch_vae_loss(tout[0], torch.from_numpy(x), tout[1], tout[2], 1.0, "bce").backward()
+    tgrads = dict(t.named_parameters())
+    for k, p in m.named_parameters():
+        np.testing.assert_allclose(p.grad.numpy(), tgrads[k].grad.numpy(), rtol=1e-5, atol=1e-5, err_msg=k)
+    rec = m.reconstruct(x).numpy()
+    with torch.no_grad():
+        h = t.encoder(torch.from_numpy(x))
+        np.testing.assert_allclose(rec, t.decoder(t.fc_mu(h)).numpy(), rtol=1e-5, atol=1e-6)
+
+
+class _TorchVAE(torch.nn.Module):
+    """torch twin of forgegrad.models.VAE with the same state_dict names."""
+
+    def __init__(self, d, hidden, k):
+        super().__init__()
+        enc, prev = [], d
+        for h in hidden:
+            enc += [torch.nn.Linear(prev, h), torch.nn.ReLU()]
+            prev = h
+        self.encoder = torch.nn.Sequential(*enc)
+        self.fc_mu, self.fc_logvar = torch.nn.Linear(prev, k), torch.nn.Linear(prev, k)
+        dec, prev = [], k
+        for h in reversed(hidden):
+            dec += [torch.nn.Linear(prev, h), torch.nn.ReLU()]
+            prev = h
+        self.decoder = torch.nn.Sequential(*dec, torch.nn.Linear(prev, d), torch.nn.Sigmoid())
+
+    def forward(self, x, eps):
+        h = self.encoder(x)
+        mu, logvar = self.fc_mu(h), self.fc_logvar(h)
+        return self.decoder(mu + eps * torch.exp(0.5 * logvar)), mu, logvar
+
+
 def test_vae_noise_comes_from_the_seeded_generator(rng):
     m = VAE(input_dim=16, hidden=(8,), latent=3)
     x = fg.tensor(rng.random((4, 16), dtype=np.float32))
