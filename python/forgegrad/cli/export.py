@@ -51,10 +51,11 @@ def export_model(model, meta, out, batch=4, verify=True):
         raise UsageError(f"--out {out}: directory {d} does not exist")
     if os.path.isdir(out):
         raise UsageError(f"--out {out} is a directory; give the path of the .onnx file to write")
-    onnx_mod = require("forgegrad.onnx", None, what="ONNX export (forgegrad.onnx)")
+    # the third-party packages first, so a missing one is reported with the extra that installs it
     require("onnx", "onnx", what="ONNX export")
     if verify:
         require("onnxruntime", "onnx", what="verifying the ONNX export")
+    onnx_mod = require("forgegrad.onnx", None, what="ONNX export (forgegrad.onnx)")
     target = VAEReconstructor(model) if meta.get("task") == "vae" else model
     target.eval()
     try:
