@@ -11,7 +11,8 @@ import numpy as np
 from ._errors import CLIError, UsageError, optional, require
 
 BUILTIN = ("digits",)
-FILE_KINDS = ".npz (arrays x/X and y), .csv (label in the last column), IDX (images + labels), .txt (text, for char_lstm)"
+FILE_KINDS = (".npz (arrays x and y), .csv (label in the last column), an IDX file (images only), a folder of "
+              "MNIST-layout IDX files, .txt (text, for char_lstm)")
 
 
 @dataclass
@@ -73,7 +74,7 @@ def _read_npz(path):
 def _read_csv(path):
     ds = optional("forgegrad.datasets")
     if ds is not None and hasattr(ds, "load_csv"):
-        return _normalize_loaded(path, ds.load_csv(path))
+        return ds.load_csv(path)
     try:
         arr = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
     except ValueError:  # a header line
@@ -84,11 +85,19 @@ def _read_csv(path):
 
 
 def _read_idx(path):
-    ds = require("forgegrad.datasets", None, what="reading IDX files")
-    reader = getattr(ds, "load_idx", None) or getattr(ds, "read_idx", None)
-    if reader is None:
-        raise CLIError("forgegrad.datasets has no IDX reader in this build")
-    return _normalize_loaded(path, reader(path))
+    """One IDX file holds one array (images, no labels): usable by the VAEs, not by classifiers."""
+    ds = require("forgegrad.datasets", None, what="reading IDX files (forgegrad.datasets)")
+    return np.asarray(ds.read_idx(path)), None
+
+
+def _read_mnist_folder(path):
+    """A folder with the 4 MNIST-layout IDX files: train and test parts joined (the CLI splits itself)."""
+    ds = require("forgegrad.datasets", None, what="reading MNIST folders (forgegrad.datasets)")
+    try:
+        (x_tr, y_tr), (x_te, y_te) = ds.load_mnist(path)
+    except FileNotFoundError as e:
+        raise UsageError(f"{path} is a directory but not an MNIST-layout folder: {e}") from None
+    return np.concatenate([x_tr, x_te]), np.concatenate([y_tr, y_te])
 
 
 def _read_text(path):
@@ -109,11 +118,11 @@ def load(spec: str, text_seq_len: int = 64) -> Dataset:
         if looks_like_path:
             raise UsageError(f"data file not found: {spec}")
         raise UsageError(f"unknown data set {spec!r}; use one of: {', '.join(BUILTIN)}, or a path to a file: {FILE_KINDS}")
-    if os.path.isdir(spec):
-        raise UsageError(f"{spec} is a directory; --data needs a data set name ({', '.join(BUILTIN)}) or a file")
     ext = os.path.splitext(spec)[1].lower()
     try:
-        if ext == ".txt":
+        if os.path.isdir(spec):
+            x, y = _read_mnist_folder(spec)
+        elif ext == ".txt":
             text = _read_text(spec)
             return _text_dataset(spec, text, text_seq_len)
         if ext == ".npz":
