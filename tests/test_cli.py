@@ -276,3 +276,42 @@ def test_quickstart_quick(capsys, tmp_path):
     assert "validation accuracy" in out and "parity" in out.lower()
     assert "GEMM" in out and "MLP step" in out and "torch" in out
     assert (tmp_path / "model.onnx").exists() and (tmp_path / "model.safetensors").exists()
+
+
+# ---- bench ---------------------------------------------------------------------------------------------
+def test_bench_train_suite_writes_a_report(capsys, tmp_path):
+    code, out, err = run(capsys, "bench", "train", "--quick", "--threads", "1", "--report", str(tmp_path))
+    assert code == 0, err
+    assert "== train" in out and "VAE 784-400-20" in out and "MLP 784-256-10" in out
+    assert {"report.md", "results.json", "train.png"} <= set(os.listdir(tmp_path))
+    report = (tmp_path / "report.md").read_text()
+    assert "| suite | workload | threads | forgegrad |" in report and "vs torch" in report
+    results = json.loads((tmp_path / "results.json").read_text())
+    rows = results["results"]
+    assert {r["workload"].split(" ")[0] for r in rows} == {"MLP", "VAE"}
+    assert all(r["threads"] == 1 and r["seconds"]["forgegrad"] > 0 and r["seconds"]["torch"] > 0 for r in rows)
+    assert results["environment"]["torch"] != "absent"
+
+
+def test_bench_reports_missing_runtimes_as_absent(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    code, out, err = run(capsys, "bench", "vae", "--quick", "--report", str(tmp_path))
+    assert code == 0, err
+    assert "absent" in out
+    report = (tmp_path / "report.md").read_text()
+    assert "absent" in report and "torch absent" in report
+
+
+def test_bench_errors(capsys, tmp_path):
+    code, _, err = run(capsys, "bench", "nosuch")
+    assert code == 2
+    one_line_error(err, "unknown benchmark suite 'nosuch'", "train", "all")
+    code, _, err = run(capsys, "bench", "train", "--threads", "0")
+    assert code == 2
+    one_line_error(err, "--threads")
+    code, _, err = run(capsys, "bench", "train", "--threads", "one")
+    assert code == 2
+    (tmp_path / "f").write_text("x")
+    code, _, err = run(capsys, "bench", "train", "--report", str(tmp_path / "f"))
+    assert code == 2
+    one_line_error(err, "not a directory")
