@@ -49,9 +49,14 @@ def test_help_and_usage_errors(capsys):
     assert code == 2 and "--epochs" in err
 
 
-def test_console_script_entry_point_is_main():
-    import forgegrad.cli
-    assert forgegrad.cli.main is main
+def test_module_entry_point_runs(tmp_path):
+    import subprocess
+    import forgegrad
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(forgegrad.__file__)))
+    r = subprocess.run([sys.executable, "-m", "forgegrad.cli", "train", "nosuch"], capture_output=True, text=True,
+                       env=env, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.startswith("forgegrad: error: unknown model 'nosuch'") and "Traceback" not in r.stderr
 
 
 # ---- train -------------------------------------------------------------------------------------------

@@ -82,6 +82,23 @@ def test_models_needing_other_layers_build_or_say_which_layer_is_missing(name):
     assert out.shape == out_shape
     out.sum().backward()
     assert all(p.grad is not None for p in model.parameters())
+    if name == "char_lstm":
+        ids = model.generate([1, 2], length=4)
+        assert len(ids) == 6 and all(0 <= i < 11 for i in ids)
+    if name == "conv_vae":
+        assert model.sample(3).shape == (3, 1, 8, 8)
+        assert model.reconstruct(make_input()).shape == (2, 1, 8, 8)
+
+
+def test_conv_vae_upsampling_is_nearest_neighbour_with_summed_gradients(rng):
+    from forgegrad.models.vae import _Upsample2x
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    t = fg.tensor(x, requires_grad=True)
+    y = _Upsample2x()(t)
+    np.testing.assert_array_equal(y.numpy(), x.repeat(2, axis=2).repeat(2, axis=3))
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    y.backward(g)
+    np.testing.assert_allclose(t.grad.numpy(), g.reshape(2, 3, 4, 2, 5, 2).sum(axis=(3, 5)), rtol=1e-6, atol=1e-6)
 
 
 # ---- MLP -----------------------------------------------------------------------------------------
