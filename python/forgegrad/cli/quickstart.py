@@ -80,14 +80,15 @@ def _run(args, out, log):
     if args.no_bench:
         return 0
     log(f"[3/3] timings, {args.threads} thread(s) pinned on every runtime (median per call)")
-    rows = quick_bench(args.threads, short=args.quick)
+    rows = quick_bench(args.threads, short=args.quick, model=model, onnx_path=onnx_path)
     for line in format_table(rows):
         log(line)
     return 0
 
 
-def quick_bench(threads: int, short: bool = False):
-    """[(workload, {runtime: seconds or None})] for a square GEMM and an MLP training step."""
+def quick_bench(threads: int, short: bool = False, model=None, onnx_path=None):
+    """[(workload, {runtime: seconds or None})] for a square GEMM, an MLP training step and, given the
+    trained model and its ONNX file, batch inference on every runtime."""
     torch = optional("torch")
     min_s = 0.05 if short else 0.3
     rows = []
@@ -99,12 +100,66 @@ def quick_bench(threads: int, short: bool = False):
     with pinned_threads(threads):
         times = {"forgegrad": median_time(lambda: matmul(a, b), min_s),
                  "numpy": median_time(lambda: a @ b, min_s)}
+        times["torch"] = None
         if torch is not None:
             ta, tb = torch.from_numpy(a), torch.from_numpy(b)
             times["torch"] = median_time(lambda: ta @ tb, min_s)
         rows.append((f"GEMM {n}x{n}x{n}", times))
         rows.append(("MLP step 784-256-10, batch 128, Adam", _mlp_step_times(torch, min_s)))
+        if model is not None and onnx_path is not None:
+            rows.append(("trained MLP inference, batch 256", _inference_times(model, onnx_path, torch, threads, min_s)))
     return rows
+
+
+def _inference_times(model, onnx_path, torch, threads, min_s):
+    from ..autograd import no_grad
+    x = np.random.default_rng(2).random((256, 64), dtype=np.float32)
+    xt = Tensor(x)
+    model.eval()
+
+    def fg_forward():
+        with no_grad():
+            return model(xt)
+
+    # the same network written out in numpy (Linear layers and ReLU, in order)
+    from .. import nn
+    layers = [(m.weight.numpy(), m.bias.numpy()) for m in model if isinstance(m, nn.Linear)]
+
+    def np_forward():
+        h = x
+        for i, (w, b) in enumerate(layers):
+            h = h @ w.T + b
+            if i < len(layers) - 1:
+                h = np.maximum(h, 0)
+        return h
+
+    times = {"forgegrad": median_time(fg_forward, min_s), "numpy": median_time(np_forward, min_s), "torch": None}
+    if torch is not None:
+        mods = []
+        for i, (w, b) in enumerate(layers):
+            lin = torch.nn.Linear(w.shape[1], w.shape[0])
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(w))
+                lin.bias.copy_(torch.from_numpy(b))
+            mods += [lin] + ([torch.nn.ReLU()] if i < len(layers) - 1 else [])
+        tm, tx = torch.nn.Sequential(*mods).eval(), torch.from_numpy(x)
+
+        def torch_forward():
+            with torch.no_grad():
+                return tm(tx)
+
+        times["torch"] = median_time(torch_forward, min_s)
+    ort = optional("onnxruntime")
+    if ort is not None:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
+        feed = {sess.get_inputs()[0].name: x}
+        times["onnxruntime"] = median_time(lambda: sess.run(None, feed), min_s)
+    else:
+        times["onnxruntime"] = None
+    return times
 
 
 def _mlp_step_times(torch, min_s):
@@ -124,7 +179,7 @@ def _mlp_step_times(torch, min_s):
         loss.backward()
         opt.step()
 
-    times = {"forgegrad": median_time(fg_step, min_s), "numpy": None}
+    times = {"forgegrad": median_time(fg_step, min_s), "torch": None}  # numpy has no autograd: not measured
     if torch is not None:
         tm = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
         topt = torch.optim.Adam(tm.parameters(), lr=1e-3)
@@ -142,17 +197,18 @@ def _mlp_step_times(torch, min_s):
 
 
 def format_table(rows):
-    runtimes = ["forgegrad", "numpy", "torch"]
-    head = f"  {'workload':<40}" + "".join(f"{r:>12}" for r in runtimes) + f"{'vs torch':>10}"
+    runtimes = ["forgegrad", "numpy", "torch", "onnxruntime"]
+    head = f"  {'workload':<40}" + "".join(f"{r:>13}" for r in runtimes) + f"{'vs torch':>10}"
     lines = [head, "  " + "-" * (len(head) - 2)]
     for name, times in rows:
         cells = []
         for r in runtimes:
             t = times.get(r)
-            cells.append(f"{'absent' if r not in times else ('-' if t is None else f'{t * 1e3:.3f} ms'):>12}")
+            cells.append(f"{'-' if r not in times else ('absent' if t is None else f'{t * 1e3:.3f} ms'):>13}")
         ratio = ""
         if times.get("torch") and times.get("forgegrad"):
             ratio = f"{times['torch'] / times['forgegrad']:.2f}x"
         lines.append(f"  {name:<40}" + "".join(cells) + f"{ratio:>10}")
-    lines.append("  (vs torch: torch time / forgegrad time; above 1 means forgegrad is faster)")
+    lines.append("  (vs torch: torch time / forgegrad time, above 1 means forgegrad is faster; "
+                 "-: not measured; absent: not installed)")
     return lines
