@@ -269,11 +269,11 @@ def trained_vae():
     perm = np.random.default_rng(0).permutation(len(x))
     x_test, x_train = x[perm[:300]], x[perm[300:]]
     fg.manual_seed(0)
-    model = VAE(input_dim=64, hidden=(128,), latent=8)
-    opt = _adam(model.parameters(), 3e-3)
+    model = VAE(input_dim=64, hidden=(64,), latent=8)
+    opt = _adam(model.parameters(), 5e-3)
     order_rng = np.random.default_rng(1)
     epoch_losses = []
-    for _ in range(8):
+    for _ in range(6):
         order, total = order_rng.permutation(len(x_train)), 0.0
         for i in range(0, len(order), 64):
             xb = fg.tensor(x_train[order[i:i + 64]])

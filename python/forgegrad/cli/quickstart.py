@@ -70,7 +70,7 @@ def _run(args, out, log):
         f"({sum(h['seconds'] for h in history):.1f}s)")
 
     onnx_path = os.path.join(out, "model.onnx")
-    log("[2/3] exporting to ONNX and verifying in onnxruntime")
+    log("[2/3] exporting to ONNX and verifying in onnxruntime; parity report:")
     model.eval()
     report = export_model(model, {"name": "mlp", "task": "classify", "input_kind": "flat",
                                   "input_shape": [x_tr.shape[1]]}, onnx_path, batch=8)
