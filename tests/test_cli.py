@@ -90,6 +90,16 @@ def test_train_vae_then_eval(capsys, tmp_path):
     assert code == 0
     m = json.loads(out)
     assert m["model"] == "vae" and m["split"] == "val" and m["loss"] > 0 and 0 < m["recon_mse"] < 1
+    # a VAE exports its deterministic reconstruction x -> decode(mu(x))
+    code, out, err = run(capsys, "export", str(tmp_path), "--out", str(tmp_path / "vae.onnx"))
+    assert code == 0, err
+    import onnxruntime as ort
+    from forgegrad.cli import _checkpoint
+    model, _ = _checkpoint.load(str(tmp_path))
+    sess = ort.InferenceSession(str(tmp_path / "vae.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((3, 64), dtype=np.float32)
+    (recon,) = sess.run(None, {sess.get_inputs()[0].name: x})
+    np.testing.assert_allclose(recon, model.reconstruct(x).numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_train_on_npz_and_csv_files(capsys, tmp_path):
@@ -197,6 +207,26 @@ def test_ctrl_c_during_training_keeps_the_last_checkpoint(capsys, tmp_path, monk
     meta = json.loads((tmp_path / "model.json").read_text())
     assert meta["epochs_completed"] == 1
     assert main(["eval", str(tmp_path)]) == 0
+
+
+def test_ctrl_c_in_the_first_epoch_says_nothing_was_saved(capsys, tmp_path, monkeypatch):
+    from forgegrad.cli import train as train_cmd
+    real = train_cmd.build_optimizer
+
+    def interrupting(name, params, lr):
+        opt = real(name, params, lr)
+
+        def interrupt():
+            raise KeyboardInterrupt
+
+        opt.step = interrupt
+        return opt
+
+    monkeypatch.setattr(train_cmd, "build_optimizer", interrupting)
+    code, _, err = run(capsys, "train", "mlp", "--out", str(tmp_path), *FAST)
+    assert code == 130
+    one_line_error(err, "interrupted during epoch 1", "no checkpoint was written")
+    assert not (tmp_path / "model.safetensors").exists()
 
 
 # ---- eval --------------------------------------------------------------------------------------------
