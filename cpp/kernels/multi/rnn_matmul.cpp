@@ -1,0 +1,156 @@
+// The recurrent matmul of the RNN kernels (h_{t-1} @ W_hh^T forward, dGates_t @ W_hh backward) on
+// weights packed once per call, plus small helpers. Per step the left operand has only B rows, so
+// a general GEMM would re-pack W_hh every step; here W_hh is packed into contiguous column panels
+// once and each step streams them through a register-blocked kernel (kMR rows x kNR columns).
+#include "forgegrad/parallel.h"
+#include "forgegrad/rnn.h"
+#include "forgegrad/simd.h"
+
+namespace fg {
+namespace FG_ISA_NS {
+namespace rnn_detail {
+
+// Register block: kMR rows x kNV vectors. AVX-512: 6 x 4 zmm accumulators (24 of 32 registers);
+// AVX2: 6 x 2 ymm (12 of 16); scalar: 4 x 4 floats.
+#if defined(__AVX512F__)
+constexpr int kNV = 4, kMR = 6;
+#elif defined(__AVX2__) && defined(__FMA__)
+constexpr int kNV = 2, kMR = 6;
+#else
+constexpr int kNV = 4, kMR = 4;
+#endif
+constexpr int kNR = kNV * W;
+
+int panel_width() { return kNR; }
+int64_t num_panels(int64_t n) { return (n + kNR - 1) / kNR; }
+
+void pack_transposed(const float* W_, int64_t ldw, int64_t K, int64_t N, float* P) {
+  int64_t np = num_panels(N);
+  parallel_for(np, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      float* dst = P + p * K * kNR;
+      for (int c = 0; c < kNR; ++c) {
+        int64_t n = p * kNR + c;
+        if (n < N) {
+          const float* src = W_ + n * ldw;
+          for (int64_t k = 0; k < K; ++k) dst[k * kNR + c] = src[k];
+        } else {
+          for (int64_t k = 0; k < K; ++k) dst[k * kNR + c] = 0.0f;
+        }
+      }
+    }
+  });
+}
+
+void pack_plain(const float* W_, int64_t ldw, int64_t K, int64_t N, float* P) {
+  int64_t np = num_panels(N);
+  parallel_for(np, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      float* dst = P + p * K * kNR;
+      int64_t n0 = p * kNR;
+      int64_t nc = N - n0 < kNR ? N - n0 : kNR;
+      for (int64_t k = 0; k < K; ++k) {
+        const float* src = W_ + k * ldw + n0;
+        float* d = dst + k * kNR;
+        int c = 0;
+        for (; c < nc; ++c) d[c] = src[c];
+        for (; c < kNR; ++c) d[c] = 0.0f;
+      }
+    }
+  });
+}
+
+namespace {
+
+template <int MR>
+inline void micro(const float* A, int64_t lda, const float* P, int64_t K, int ncols, const float* init,
+                  int64_t ldi, float* C, int64_t ldc) {
+  vf acc[MR][kNV];
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < kNV; ++v) acc[r][v] = vzero();
+  for (int64_t k = 0; k < K; ++k) {
+    const float* p = P + k * kNR;
+    vf b[kNV];
+    for (int v = 0; v < kNV; ++v) b[v] = vload(p + v * W);
+    for (int r = 0; r < MR; ++r) {
+      vf a = vset1(A[r * lda + k]);
+      for (int v = 0; v < kNV; ++v) acc[r][v] = vfmadd(a, b[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    float* c = C + r * ldc;
+    const float* in = init ? init + r * ldi : nullptr;
+    for (int v = 0; v < kNV; ++v) {
+      int col = v * W;
+      int n = ncols - col;
+      if (n <= 0) break;
+      if (n >= W) {
+        vstore(c + col, in ? vadd(vload(in + col), acc[r][v]) : acc[r][v]);
+      } else {
+        vstore_n(c + col, in ? vadd(vload_n(in + col, n), acc[r][v]) : acc[r][v], n);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void panel_matmul(const float* A, int64_t lda, int64_t M, const float* P, int64_t K, int ncols,
+                  const float* init, int64_t ldi, float* C, int64_t ldc) {
+  int64_t r = 0;
+  for (; r + kMR <= M; r += kMR)
+    micro<kMR>(A + r * lda, lda, P, K, ncols, init ? init + r * ldi : nullptr, ldi, C + r * ldc, ldc);
+  const float* A_ = A + r * lda;
+  const float* in = init ? init + r * ldi : nullptr;
+  float* C_ = C + r * ldc;
+  switch (M - r) {
+    case 1: micro<1>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
+    case 2: micro<2>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
+    case 3: micro<3>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
+    case 4: micro<4 < kMR ? 4 : 1>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
+    case 5: micro<5 < kMR ? 5 : 1>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
+    default: break;
+  }
+}
+
+void column_sums(const float* X, int64_t R, int64_t N, float* out) {
+  constexpr int64_t kCols = 4 * W;
+  int64_t nchunks = (N + kCols - 1) / kCols;
+  parallel_for(nchunks, 1, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q) {
+      int64_t n0 = q * kCols;
+      int nc = static_cast<int>(N - n0 < kCols ? N - n0 : kCols);
+      vf acc[4] = {vzero(), vzero(), vzero(), vzero()};
+      for (int64_t r = 0; r < R; ++r) {
+        const float* x = X + r * N + n0;
+        for (int v = 0; v < 4; ++v) {
+          int n = nc - v * W;
+          if (n <= 0) break;
+          acc[v] = vadd(acc[v], n >= W ? vload(x + v * W) : vload_n(x + v * W, n));
+        }
+      }
+      for (int v = 0; v < 4; ++v) {
+        int n = nc - v * W;
+        if (n <= 0) break;
+        if (n >= W) vstore(out + n0 + v * W, acc[v]);
+        else vstore_n(out + n0 + v * W, acc[v], n);
+      }
+    }
+  });
+}
+
+}  // namespace rnn_detail
+
+void rnn_activation(int kind, const float* x, float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i < n; i += W) {
+    int m = n - i < W ? static_cast<int>(n - i) : W;
+    vf v = m == W ? vload(x + i) : vload_n(x + i, m);
+    vf r = kind == 0 ? vsigmoid(v) : kind == 1 ? vtanh(v) : vexp(v);
+    if (m == W) vstore(y + i, r);
+    else vstore_n(y + i, r, m);
+  }
+}
+
+}  // namespace FG_ISA_NS
+}  // namespace fg
