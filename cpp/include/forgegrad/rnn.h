@@ -91,6 +91,16 @@ void pack_plain(const float* W, int64_t ldw, int64_t K, int64_t N, float* P);
 // with k summed in order 0..K-1 (init may alias C; ldi = 0 broadcasts one row, e.g. a bias).
 void panel_matmul(const float* A, int64_t lda, int64_t M, const float* P, int64_t K, int ncols,
                   const float* init, int64_t ldi, float* C, int64_t ldc);
+// Small-batch variants that read W_hh as stored (no packing: at B <= kSmallBatch a step is bound by
+// streaming the weights once, and packing them would cost as much as several steps).
+constexpr int64_t kSmallBatch = 4;
+// C[r * ldc + c] = (init ? init[r * ldi + c] : 0) + dot(A row r, W row c) for r < M <= kSmallBatch,
+// c < ncols; W rows have K contiguous elements and stride ldw. Fixed lane-then-tree sum order.
+void rowdot_matmul(const float* A, int64_t lda, int64_t M, const float* W, int64_t ldw, int64_t K, int64_t ncols,
+                   const float* init, int64_t ldi, float* C, int64_t ldc);
+// As panel_matmul for M <= kSmallBatch, reading B(k, c) = W[k * ldw + c] directly (c < ncols <= kNR).
+void strided_matmul(const float* A, int64_t lda, int64_t M, const float* W, int64_t ldw, int64_t K, int ncols,
+                    const float* init, int64_t ldi, float* C, int64_t ldc);
 // out[n] = sum over rows r (in order) of X[r * N + n]; parallel over columns.
 void column_sums(const float* X, int64_t R, int64_t N, float* out);
 

@@ -134,8 +134,9 @@ void rnn_backward(const RnnBackwardArgs& a) {
   const int64_t np = num_panels(H);
   const int NR = panel_width();
   const int64_t panel = GH * NR;
-  AlignedBuffer packed(static_cast<size_t>(np * panel));
-  pack_plain(a.w_hh, H, GH, H, packed.data());
+  const bool small = B <= kSmallBatch;  // small batches read W_hh as stored
+  AlignedBuffer packed(static_cast<size_t>(small ? 0 : np * panel));
+  if (!small) pack_plain(a.w_hh, H, GH, H, packed.data());
 
   // dh ping-pong (2, B, H), dc (B, H).
   AlignedBuffer state(static_cast<size_t>((lstm ? 3 : 2) * B * H));
@@ -175,7 +176,10 @@ void rnn_backward(const RnnBackwardArgs& a) {
         const int64_t j0 = u * NR;
         const int nc = static_cast<int>(H - j0 < NR ? H - j0 : NR);
         float* out = dh_out + j0;
-        panel_matmul(dgh_t, GH, B, packed.data() + u * panel, GH, nc, gru ? out : nullptr, H, out, H);
+        if (small)
+          strided_matmul(dgh_t, GH, B, a.w_hh + j0, H, GH, nc, gru ? out : nullptr, H, out, H);
+        else
+          panel_matmul(dgh_t, GH, B, packed.data() + u * panel, GH, nc, gru ? out : nullptr, H, out, H);
       }
     });
     float* tmp = dh_in;

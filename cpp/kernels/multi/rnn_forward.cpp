@@ -127,23 +127,17 @@ void rnn_forward(const RnnForwardArgs& a) {
       for (int64_t r = r0; r < r1; ++r) std::memcpy(xg + r * GH, bv, sizeof(float) * GH);
     });
   }
-  {
-    // x (T*B, I) @ w_ih^T (I, GH): w_ih is transposed once so the GEMM reads both operands plainly.
-    AlignedBuffer wt(static_cast<size_t>(I * GH));
-    float* w = wt.data();
-    parallel_for(I, 8, [&](int64_t k0, int64_t k1) {
-      for (int64_t k = k0; k < k1; ++k)
-        for (int64_t n = 0; n < GH; ++n) w[k * GH + n] = a.w_ih[n * I + k];
-    });
-    FG_ISA_NS::sgemm(false, false, T * B, GH, I, 1.0f, a.x, I, w, GH, 1.0f, xg, GH);
-  }
+  // x (T*B, I) @ w_ih^T (I, GH)
+  FG_ISA_NS::sgemm(false, true, T * B, GH, I, 1.0f, a.x, I, a.w_ih, I, 1.0f, xg, GH);
 
   // W_hh^T packed per gate: panels of gate g cover columns [g*H, (g+1)*H), so a unit panel holds the
-  // same hidden units in every gate.
+  // same hidden units in every gate. Small batches read W_hh rows directly instead.
+  const bool small = B <= kSmallBatch;
   const int64_t np = num_panels(H);
   const int64_t panel = H * panel_width();  // floats per panel (K = H)
-  AlignedBuffer packed(static_cast<size_t>(G * np * panel));
-  for (int g = 0; g < G; ++g) pack_transposed(a.w_hh + g * H * H, H, H, H, packed.data() + g * np * panel);
+  AlignedBuffer packed(static_cast<size_t>(small ? 0 : G * np * panel));
+  if (!small)
+    for (int g = 0; g < G; ++g) pack_transposed(a.w_hh + g * H * H, H, H, H, packed.data() + g * np * panel);
 
   AlignedBuffer scratch(static_cast<size_t>((gru ? B * GH : 0) + (lstm && !a.cells ? 2 * B * H : 0)));
   float* hp = gru ? scratch.data() : nullptr;              // GRU: W_hh h + b_hh of this step
@@ -168,19 +162,33 @@ void rnn_forward(const RnnForwardArgs& a) {
       }
     }
     float* hn_save = gru && a.hn_lin ? a.hn_lin + t * B * H : nullptr;
+    // Odd steps walk the panels backwards: the weights the previous step read last are still in
+    // cache (packed W_hh is 1 MiB at H = 256, the size of a Zen 4 L2). Only the order of independent
+    // panel tasks changes; each output is computed the same way.
+    const bool backwards = s & 1;
     parallel_for(np, 1, [&](int64_t u0, int64_t u1) {
-      for (int64_t u = u0; u < u1; ++u) {
+      for (int64_t ui = u0; ui < u1; ++ui) {
+        const int64_t u = backwards ? u0 + u1 - 1 - ui : ui;
         const int64_t j0 = u * NR;
         const int nc = static_cast<int>(H - j0 < NR ? H - j0 : NR);
-        for (int g = 0; g < G; ++g) {
-          const float* P = packed.data() + (g * np + u) * panel;
-          if (gru) {
-            const float* bias = a.b_hh ? a.b_hh + g * H + j0 : nullptr;
-            panel_matmul(h_prev, H, B, P, H, nc, bias, 0, hp + g * H + j0, GH);
-          } else {
-            float* c = g_t + g * H + j0;
-            panel_matmul(h_prev, H, B, P, H, nc, c, GH, c, GH);
+        for (int gi = 0; gi < G; ++gi) {
+          const int g = backwards ? G - 1 - gi : gi;
+          const float* init;
+          int64_t ldi;
+          float* c;
+          if (gru) {  // hp = W_hh h + b_hh
+            init = a.b_hh ? a.b_hh + g * H + j0 : nullptr;
+            ldi = 0;
+            c = hp + g * H + j0;
+          } else {  // gates += W_hh h
+            c = g_t + g * H + j0;
+            init = c;
+            ldi = GH;
           }
+          if (small)
+            rowdot_matmul(h_prev, H, B, a.w_hh + (g * H + j0) * H, H, H, nc, init, ldi, c, GH);
+          else
+            panel_matmul(h_prev, H, B, packed.data() + (g * np + u) * panel, H, nc, init, ldi, c, GH);
         }
         if (lstm) lstm_cell(B, H, j0, nc, g_t, c_prev, c_out, y_t);
         else if (gru) gru_cell(B, H, j0, nc, g_t, hp, h_prev, y_t, hn_save);

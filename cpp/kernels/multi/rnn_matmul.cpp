@@ -113,6 +113,109 @@ void panel_matmul(const float* A, int64_t lda, int64_t M, const float* P, int64_
   }
 }
 
+namespace {
+
+template <int MR>
+void rowdot_rows(const float* A, int64_t lda, const float* W_, int64_t ldw, int64_t K, int64_t ncols,
+                 const float* init, int64_t ldi, float* C, int64_t ldc) {
+  constexpr int Q = 4;  // W rows per pass: MR x Q vector accumulators
+  for (int64_t c0 = 0; c0 < ncols; c0 += Q) {
+    const int q_n = ncols - c0 < Q ? static_cast<int>(ncols - c0) : Q;
+    vf acc[MR][Q];
+    for (int r = 0; r < MR; ++r)
+      for (int q = 0; q < Q; ++q) acc[r][q] = vzero();
+    const float* w[Q];
+    for (int q = 0; q < Q; ++q) w[q] = W_ + (c0 + (q < q_n ? q : 0)) * ldw;
+    int64_t k = 0;
+    for (; k + W <= K; k += W) {
+      vf wv[Q];
+      for (int q = 0; q < Q; ++q) wv[q] = vload(w[q] + k);
+      for (int r = 0; r < MR; ++r) {
+        vf a = vload(A + r * lda + k);
+        for (int q = 0; q < Q; ++q) acc[r][q] = vfmadd(a, wv[q], acc[r][q]);
+      }
+    }
+    if (k < K) {
+      const int n = static_cast<int>(K - k);
+      vf wv[Q];
+      for (int q = 0; q < Q; ++q) wv[q] = vload_n(w[q] + k, n);
+      for (int r = 0; r < MR; ++r) {
+        vf a = vload_n(A + r * lda + k, n);
+        for (int q = 0; q < Q; ++q) acc[r][q] = vfmadd(a, wv[q], acc[r][q]);
+      }
+    }
+    for (int r = 0; r < MR; ++r)
+      for (int q = 0; q < q_n; ++q) {
+        float v = vreduce_add(acc[r][q]);
+        C[r * ldc + c0 + q] = init ? init[r * ldi + c0 + q] + v : v;
+      }
+  }
+}
+
+template <int MR>
+void strided_rows(const float* A, int64_t lda, const float* W_, int64_t ldw, int64_t K, int ncols, const float* init,
+                  int64_t ldi, float* C, int64_t ldc) {
+  vf acc[MR][kNV];
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < kNV; ++v) acc[r][v] = vzero();
+  int nv = (ncols + W - 1) / W;
+  const int tail = ncols - (nv - 1) * W;  // lanes of the last vector
+  if (nv == kNV && tail == W) {
+    for (int64_t k = 0; k < K; ++k) {
+      const float* p = W_ + k * ldw;
+      vf b[kNV];
+      for (int v = 0; v < kNV; ++v) b[v] = vload(p + v * W);
+      for (int r = 0; r < MR; ++r) {
+        vf a = vset1(A[r * lda + k]);
+        for (int v = 0; v < kNV; ++v) acc[r][v] = vfmadd(a, b[v], acc[r][v]);
+      }
+    }
+  } else {
+    for (int64_t k = 0; k < K; ++k) {
+      const float* p = W_ + k * ldw;
+      vf b[kNV];
+      for (int v = 0; v < kNV; ++v) b[v] = v < nv - 1 ? vload(p + v * W) : v == nv - 1 ? vload_n(p + v * W, tail) : vzero();
+      for (int r = 0; r < MR; ++r) {
+        vf a = vset1(A[r * lda + k]);
+        for (int v = 0; v < kNV; ++v) acc[r][v] = vfmadd(a, b[v], acc[r][v]);
+      }
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    float* c = C + r * ldc;
+    const float* in = init ? init + r * ldi : nullptr;
+    for (int v = 0; v < nv; ++v) {
+      int n = v < nv - 1 ? W : tail;
+      if (n == W) vstore(c + v * W, in ? vadd(vload(in + v * W), acc[r][v]) : acc[r][v]);
+      else vstore_n(c + v * W, in ? vadd(vload_n(in + v * W, n), acc[r][v]) : acc[r][v], n);
+    }
+  }
+}
+
+}  // namespace
+
+void rowdot_matmul(const float* A, int64_t lda, int64_t M, const float* W_, int64_t ldw, int64_t K, int64_t ncols,
+                   const float* init, int64_t ldi, float* C, int64_t ldc) {
+  switch (M) {
+    case 1: rowdot_rows<1>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); break;
+    case 2: rowdot_rows<2>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); break;
+    case 3: rowdot_rows<3>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); break;
+    case 4: rowdot_rows<4>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); break;
+    default: break;
+  }
+}
+
+void strided_matmul(const float* A, int64_t lda, int64_t M, const float* W_, int64_t ldw, int64_t K, int ncols,
+                    const float* init, int64_t ldi, float* C, int64_t ldc) {
+  switch (M) {
+    case 1: strided_rows<1>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); break;
+    case 2: strided_rows<2>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); break;
+    case 3: strided_rows<3>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); break;
+    case 4: strided_rows<4>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); break;
+    default: break;
+  }
+}
+
 void column_sums(const float* X, int64_t R, int64_t N, float* out) {
   constexpr int64_t kCols = 4 * W;
   int64_t nchunks = (N + kCols - 1) / kCols;
