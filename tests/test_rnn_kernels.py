@@ -107,7 +107,7 @@ SHAPES = [
     (1, 1, 3, 5, False, True),
     (7, 17, 13, 19, True, True),
     (40, 3, 5, 33, False, False),
-    (12, 6, 1, 70, True, True),
+    (12, 4, 1, 70, True, True),
     (3, 13, 29, 131, False, True),
 ]
 
@@ -123,15 +123,18 @@ def test_matches_torch(mode, shape):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("reverse", [False, True])
-def test_every_simd_path(simd_path, mode, reverse):
-    a, ref = _case(mode, 9, 7, 11, 37, reverse, True, seed=3)
+@pytest.mark.parametrize("batch", [2, 7])  # 2: small-batch kernels (unpacked W_hh), 7: packed panels
+def test_every_simd_path(simd_path, mode, reverse, batch):
+    a, ref = _case(mode, 9, batch, 11, 37, reverse, True, seed=3)
     _assert_matches(_run(mode, a, reverse), ref)
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_bit_identical_across_threads(threads, mode):
-    # H = 150 gives 3 panels on AVX-512 (64, 64, 22) and more on AVX2, B = 9 a partial row block.
-    a, _ = _case(mode, 6, 9, 10, 150, False, True, seed=5)
+@pytest.mark.parametrize("batch", [3, 9])
+def test_bit_identical_across_threads(threads, mode, batch):
+    # H = 150 gives 3 panels on AVX-512 (64, 64, 22) and more on AVX2; B = 9 has a partial row
+    # block, B = 3 takes the small-batch kernels.
+    a, _ = _case(mode, 6, batch, 10, 150, False, True, seed=5)
     results = []
     for n in (1, 2, 3):
         threads(n)
