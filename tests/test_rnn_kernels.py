@@ -203,6 +203,19 @@ def test_activation_accuracy(simd_path, kind, fn):
         assert rel.max() < 4e-7
 
 
+def test_nan_propagates(simd_path):
+    x = np.array([np.nan, 1.0, -np.inf, np.inf] * 5, np.float32)
+    for kind in ("sigmoid", "tanh", "exp"):
+        assert np.isnan(_C.rnn.activation(kind, x)[::4]).all(), kind
+    a, _ = _case("relu", 3, 2, 4, 6, seed=1)
+    a["x"][1, 0, 2] = np.nan
+    y, h_n, _ = K.rnn_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], nonlinearity="relu")
+    assert np.isnan(y[1:, 0]).all() and not np.isnan(y[:, 1]).any()
+    y, h_n, c_n, _ = K.lstm_forward(a["x"], a["h0"], a["c0"], np.ones((24, 4), np.float32),
+                                    np.zeros((24, 6), np.float32))
+    assert np.isnan(y[1:, 0]).all() and np.isnan(c_n[0]).all() and not np.isnan(y[:, 1]).any()
+
+
 # ---- error paths ---------------------------------------------------------------------------
 
 def _lstm_args(T=3, B=2, I=4, H=5):

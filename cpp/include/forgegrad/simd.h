@@ -123,8 +123,10 @@ inline float vreduce_max(vf a) { return a; }
 
 // exp(x), relative error about 2 ulp over the float range (Cephes polynomial on [-ln2/2, ln2/2]
 // after x = n*ln2 + r). Inputs are clamped to [-87.3, 88.7]: below that the result is ~0.
+// The clamp takes x as the second operand of max/min, which x86 returns when either is NaN, so a
+// NaN input gives NaN (also through vsigmoid and vtanh) instead of a finite number.
 inline vf vexp(vf x) {
-  x = vmin(vmax(x, vset1(-87.336544f)), vset1(88.722839f));
+  x = vmin(vset1(88.722839f), vmax(vset1(-87.336544f), x));
   vf n = vround(vmul(x, vset1(1.44269504088896341f)));
   vf r = vfnmadd(n, vset1(0.693359375f), x);
   r = vfnmadd(n, vset1(-2.12194440e-4f), r);

@@ -91,7 +91,7 @@ void plain_cell(int64_t B, int64_t H, int64_t j0, int64_t nc, bool relu, const f
     for (int64_t j = j0; j < j0 + nc; j += W) {
       int n = j0 + nc - j < W ? static_cast<int>(j0 + nc - j) : W;
       vf v = ldn(p + j, n);
-      stn(ho + j, relu ? vmax(v, vzero()) : vtanh(v), n);
+      stn(ho + j, relu ? vmax(vzero(), v) : vtanh(v), n);  // NaN-propagating operand order
     }
   }
 }
