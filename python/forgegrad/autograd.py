@@ -32,7 +32,7 @@ _state = threading.local()
 
 
 def is_grad_enabled() -> bool:
-    return getattr(_state, "grad_enabled", True)
+    return _state.__dict__.get("grad_enabled", True)
 
 
 def _set_grad_enabled(mode: bool) -> None:
@@ -85,7 +85,7 @@ def trace():
     ``rec.records`` is a list of ``(FunctionClass, args, kwargs, outputs)``, where args keeps the
     Tensor inputs and the non-tensor arguments in call order and outputs is a tuple of Tensors.
     """
-    prev = getattr(_state, "recorder", None)
+    prev = _state.__dict__.get("recorder")
     rec = _Recorder()
     _state.recorder = rec
     try:
@@ -122,27 +122,43 @@ class Function:
 
     @classmethod
     def apply(cls, *args, **kwargs):
-        from .tensor import Tensor
-
-        ctx = cls()
-        raw = [a.data if isinstance(a, Tensor) else a for a in args]
-        needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
-        record_graph = is_grad_enabled() and any(needs)
+        # Hot path of every op: kept free of imports and generic helpers (it runs once per op in
+        # every training step, and at batch 1 its cost is comparable to the kernels').
+        ctx = cls.__new__(cls)
+        raw = []
+        needs = []
+        any_needs = False
+        for a in args:
+            if isinstance(a, Tensor):
+                raw.append(a.data)
+                r = a.requires_grad
+                needs.append(r)
+                any_needs = any_needs or r
+            else:
+                raw.append(a)
+                needs.append(False)
+        state = _state.__dict__
+        record_graph = any_needs and state.get("grad_enabled", True)
         ctx.needs_input_grad = needs
         out = cls.forward(ctx, *raw, **kwargs)
-        single = not isinstance(out, tuple)
-        outs = (out,) if single else out
-        results = tuple(Tensor._wrap(o) for o in outs)
+        wrap = Tensor._wrap
+        if type(out) is tuple:
+            results = tuple([wrap(o) for o in out])
+            single = False
+        else:
+            results = (wrap(out),)
+            single = True
         if record_graph:
-            ctx.parents = tuple(a if isinstance(a, Tensor) else None for a in args)
-            ctx.out_meta = tuple((o.shape, o.dtype) for o in outs)
+            ctx.parents = tuple([a if isinstance(a, Tensor) else None for a in args])
+            ctx.out_meta = tuple([(t.data.shape, t.data.dtype) for t in results])
             ctx.released = False
+            skip = cls.non_differentiable_outputs
             for i, t in enumerate(results):
-                if i not in cls.non_differentiable_outputs and t.data.dtype.kind == "f":
+                if t.data.dtype.kind == "f" and i not in skip:
                     t.requires_grad = True
                     t._ctx = ctx
                     t._out_index = i
-        recorder = getattr(_state, "recorder", None)
+        recorder = state.get("recorder")
         if recorder is not None:
             recorder.record(cls, args, kwargs, results)
         return results[0] if single else results
@@ -176,7 +192,6 @@ def _topo_order(root_ctx) -> List[Any]:
 
 def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
     """Backpropagate grad from tensor root into the .grad of every leaf that requires grad."""
-    from .tensor import Tensor
 
     if root._ctx is None:  # a leaf: its gradient is the seed itself
         root._accumulate_grad(grad)
@@ -217,3 +232,12 @@ def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
                 slots[k] = g if slots[k] is None else slots[k] + g
         if not retain_graph:
             node.release()
+
+
+# Tensor is bound here once tensor.py has been imported (it imports this module first).
+Tensor = None
+
+
+def _bind_tensor_class(cls) -> None:
+    global Tensor
+    Tensor = cls

@@ -328,4 +328,5 @@ def where(condition, a, b) -> Tensor:
     return E.Where.apply(cond.astype(bool), a, b)
 
 
+autograd._bind_tensor_class(Tensor)
 from . import _tensor_methods  # noqa: E402,F401  (attaches operators and methods to Tensor)

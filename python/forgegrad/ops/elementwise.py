@@ -8,7 +8,7 @@ from ._util import unbroadcast
 
 
 def _shape(x):
-    return np.shape(x)
+    return x.shape if isinstance(x, np.ndarray) else np.shape(x)
 
 
 class Add(Function):
