@@ -189,20 +189,42 @@ void rnn_backward(const RnnBackwardArgs& a) {
   std::memcpy(a.gh0, dh_in, sizeof(float) * B * H);
   if (lstm) std::memcpy(a.gc0, dc, sizeof(float) * B * H);
 
-  // Whole-sequence gradients, each one GEMM over all T*B rows.
+  // Whole-sequence gradients from GEMMs over all T*B rows.
   // gx (TB, I) = dGi (TB, GH) @ w_ih (GH, I)
   FG_ISA_NS::sgemm(false, false, T * B, I, GH, 1.0f, dGi, GH, a.w_ih, I, 0.0f, a.gx, I);
-  // gw_ih (GH, I) = dGi^T @ x (TB, I)
-  FG_ISA_NS::sgemm(true, false, GH, I, T * B, 1.0f, dGi, GH, a.x, I, 0.0f, a.gw_ih, I);
-  // gw_hh (GH, H) = dGh^T @ H_prev, H_prev (TB, H) holding the h_{t-1} each step consumed.
-  {
+  // Weight gradients: gw_ih (GH, I) = dGi^T @ x (TB, I) and gw_hh (GH, H) = dGh^T @ H_prev, where
+  // H_prev (TB, H) holds the h_{t-1} each step consumed. LSTM and RNN have dGh == dGi, so both come
+  // from one GEMM against [x | H_prev] (TB, I + H): dG^T is then read (and packed) once.
+  auto h_prev_row = [&](int64_t t) {  // (B, H) block consumed at time t
+    const int64_t s = a.reverse ? T - 1 - t : t;
+    const int64_t tp = a.reverse ? t + 1 : t - 1;
+    return s == 0 ? a.h0 : a.y + tp * B * H;
+  };
+  if (!gru) {
+    const int64_t N = I + H;
+    AlignedBuffer xh(static_cast<size_t>(T * B * N));
+    AlignedBuffer gw(static_cast<size_t>(GH * N));
+    parallel_for(T, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const float* hp = h_prev_row(t);
+        for (int64_t b = 0; b < B; ++b) {
+          float* row = xh.data() + (t * B + b) * N;
+          std::memcpy(row, a.x + (t * B + b) * I, sizeof(float) * I);
+          std::memcpy(row + I, hp + b * H, sizeof(float) * H);
+        }
+      }
+    });
+    FG_ISA_NS::sgemm(true, false, GH, N, T * B, 1.0f, dGi, GH, xh.data(), N, 0.0f, gw.data(), N);
+    parallel_for(GH, 64, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        std::memcpy(a.gw_ih + r * I, gw.data() + r * N, sizeof(float) * I);
+        std::memcpy(a.gw_hh + r * H, gw.data() + r * N + I, sizeof(float) * H);
+      }
+    });
+  } else {
+    FG_ISA_NS::sgemm(true, false, GH, I, T * B, 1.0f, dGi, GH, a.x, I, 0.0f, a.gw_ih, I);
     AlignedBuffer hp(static_cast<size_t>(T * B * H));
-    for (int64_t s = 0; s < T; ++s) {
-      const int64_t t = a.reverse ? T - 1 - s : s;
-      const int64_t tp = a.reverse ? t + 1 : t - 1;
-      const float* src = s == 0 ? a.h0 : a.y + tp * B * H;
-      std::memcpy(hp.data() + t * B * H, src, sizeof(float) * B * H);
-    }
+    for (int64_t t = 0; t < T; ++t) std::memcpy(hp.data() + t * B * H, h_prev_row(t), sizeof(float) * B * H);
     FG_ISA_NS::sgemm(true, false, GH, H, T * B, 1.0f, dGh, GH, hp.data(), H, 0.0f, a.gw_hh, H);
   }
   if (a.gb_ih) column_sums(dGi, T * B, GH, a.gb_ih);

@@ -97,19 +97,29 @@ inline void micro(const float* A, int64_t lda, const float* P, int64_t K, int nc
 
 void panel_matmul(const float* A, int64_t lda, int64_t M, const float* P, int64_t K, int ncols,
                   const float* init, int64_t ldi, float* C, int64_t ldc) {
+  // Rows are split into ceil(M / kMR) blocks of nearly equal size (32 rows: 6,6,5,5,5,5 rather
+  // than 6,6,6,6,6,2): a thin last block would stream the whole panel for a few FMAs per load.
+  // Blocking does not change any output's arithmetic (each is init + its k-ordered sum).
+  const int64_t nblocks = (M + kMR - 1) / kMR;
   int64_t r = 0;
-  for (; r + kMR <= M; r += kMR)
-    micro<kMR>(A + r * lda, lda, P, K, ncols, init ? init + r * ldi : nullptr, ldi, C + r * ldc, ldc);
-  const float* A_ = A + r * lda;
-  const float* in = init ? init + r * ldi : nullptr;
-  float* C_ = C + r * ldc;
-  switch (M - r) {
-    case 1: micro<1>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
-    case 2: micro<2>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
-    case 3: micro<3>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
-    case 4: micro<4 < kMR ? 4 : 1>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
-    case 5: micro<5 < kMR ? 5 : 1>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
-    default: break;
+  for (int64_t blk = 0; blk < nblocks; ++blk) {
+    const int m = static_cast<int>(M / nblocks + (blk < M % nblocks ? 1 : 0));
+    const float* A_ = A + r * lda;
+    const float* in = init ? init + r * ldi : nullptr;
+    float* C_ = C + r * ldc;
+    switch (m) {
+      case 1: micro<1>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
+      case 2: micro<2>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
+      case 3: micro<3>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
+      case 4: micro<4>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
+#if !(defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__)))
+      default: break;  // kMR == 4 on the portable path
+#else
+      case 5: micro<5>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
+      default: micro<6>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
+#endif
+    }
+    r += m;
   }
 }
 
