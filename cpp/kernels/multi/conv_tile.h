@@ -49,11 +49,11 @@ struct VecList {
   explicit VecList(int64_t cap) : pos(cap), dst(cap), valid(cap) {}
 };
 
-int64_t rows_mode_count(int64_t OHo, int64_t OWo) { return OHo * ((OWo + W - 1) / W); }
-int64_t flat_mode_count(int64_t OHo, int64_t Wb) { return (OHo * Wb + W - 1) / W; }
+inline int64_t rows_mode_count(int64_t OHo, int64_t OWo) { return OHo * ((OWo + W - 1) / W); }
+inline int64_t flat_mode_count(int64_t OHo, int64_t Wb) { return (OHo * Wb + W - 1) / W; }
 
 // Vectors for an (OHo, OWo) output whose pixel (r, c) reads B at flat column r * Wb + c.
-void build_direct(VecList& vl, int64_t OHo, int64_t OWo, int64_t Wb) {
+inline void build_direct(VecList& vl, int64_t OHo, int64_t OWo, int64_t Wb) {
   if (flat_mode_count(OHo, Wb) < rows_mode_count(OHo, OWo)) {
     vl.flat = true;
     vl.scratch_ld = round_up(OHo * Wb, W);
@@ -81,7 +81,7 @@ void build_dense(VecList& vl, int64_t P) {
   }
 }
 
-int64_t veclist_capacity(int64_t OHo, int64_t OWo, int64_t Wb) {
+inline int64_t veclist_capacity(int64_t OHo, int64_t OWo, int64_t Wb) {
   int64_t a = rows_mode_count(OHo, OWo), b = flat_mode_count(OHo, Wb), c = (OHo * OWo + W - 1) / W;
   return a > b ? (a > c ? a : c) : (b > c ? b : c);
 }
@@ -178,7 +178,8 @@ constexpr int kDM = 2, kDK = 4;
 // (only dm x dk stored), over nimg images i whose G rows and B buffers are g_step / b_step floats
 // apart. G is zero in invalid lanes. accumulate: add to D's old value, else overwrite. Running
 // over several images per call keeps the accumulators in registers longer: fewer horizontal sums.
-void dot_kernel(const float* const* g_rows, int64_t g_step, const float* B, int64_t b_step, int64_t nimg,
+// Kept out of line: inlined into its callers' lambdas it ran at half speed (register pressure).
+__attribute__((noinline)) void dot_kernel(const float* const* g_rows, int64_t g_step, const float* B, int64_t b_step, int64_t nimg,
                 const int64_t* off, const VecList& vl, float* const* d_rows, const int64_t* d_cols, int dm,
                 int dk, bool accumulate) {
   vf acc[kDM][kDK];
