@@ -54,7 +54,8 @@ inline int64_t flat_mode_count(int64_t OHo, int64_t Wb) { return (OHo * Wb + W -
 
 // Vectors for an (OHo, OWo) output whose pixel (r, c) reads B at flat column r * Wb + c.
 inline void build_direct(VecList& vl, int64_t OHo, int64_t OWo, int64_t Wb) {
-  if (flat_mode_count(OHo, Wb) < rows_mode_count(OHo, OWo)) {
+  // Flat vectors need a scratch plane and a copy: worth it only for clearly fewer vectors.
+  if (5 * flat_mode_count(OHo, Wb) < 4 * rows_mode_count(OHo, OWo)) {
     vl.flat = true;
     vl.scratch_ld = round_up(OHo * Wb, W);
     for (int64_t q = 0; q < OHo * Wb; q += W, ++vl.n) {
