@@ -130,11 +130,11 @@ def test_every_simd_path(simd_path, mode, reverse, batch):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("batch", [3, 9])
-def test_bit_identical_across_threads(threads, mode, batch):
+@pytest.mark.parametrize("batch, hidden", [(3, 150), (9, 150), (13, 20)])
+def test_bit_identical_across_threads(threads, mode, batch, hidden):
     # H = 150 gives 3 panels on AVX-512 (64, 64, 22) and more on AVX2; B = 9 has a partial row
-    # block, B = 3 takes the small-batch kernels.
-    a, _ = _case(mode, 6, batch, 10, 150, False, True, seed=5)
+    # block, B = 3 takes the small-batch kernels; H = 20 is one panel, so 2-3 threads split rows.
+    a, _ = _case(mode, 6, batch, 10, hidden, False, True, seed=5)
     results = []
     for n in (1, 2, 3):
         threads(n)

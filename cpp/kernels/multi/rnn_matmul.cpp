@@ -24,6 +24,14 @@ constexpr int kNR = kNV * W;
 int panel_width() { return kNR; }
 int64_t num_panels(int64_t n) { return (n + kNR - 1) / kNR; }
 
+int64_t row_chunks(int64_t panels, int64_t rows) {
+  const int64_t nt = get_num_threads();
+  if (panels >= nt || rows <= kMR) return 1;
+  const int64_t want = (nt + panels - 1) / panels;
+  const int64_t most = (rows + kMR - 1) / kMR;
+  return want < most ? want : most;
+}
+
 void pack_transposed(const float* W_, int64_t ldw, int64_t K, int64_t N, float* P) {
   int64_t np = num_panels(N);
   parallel_for(np, 1, [&](int64_t p0, int64_t p1) {
