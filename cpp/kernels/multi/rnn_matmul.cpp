@@ -101,6 +101,16 @@ inline void micro(const float* A, int64_t lda, const float* P, int64_t K, int nc
   }
 }
 
+// micro<m> for a run-time m in [1, M].
+template <int M>
+inline void micro_dispatch(int m, const float* A, int64_t lda, const float* P, int64_t K, int ncols,
+                           const float* init, int64_t ldi, float* C, int64_t ldc) {
+  if constexpr (M >= 1) {
+    if (m == M) micro<M>(A, lda, P, K, ncols, init, ldi, C, ldc);
+    else micro_dispatch<M - 1>(m, A, lda, P, K, ncols, init, ldi, C, ldc);
+  }
+}
+
 }  // namespace
 
 void panel_matmul(const float* A, int64_t lda, int64_t M, const float* P, int64_t K, int ncols,
@@ -115,18 +125,7 @@ void panel_matmul(const float* A, int64_t lda, int64_t M, const float* P, int64_
     const float* A_ = A + r * lda;
     const float* in = init ? init + r * ldi : nullptr;
     float* C_ = C + r * ldc;
-    switch (m) {
-      case 1: micro<1>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
-      case 2: micro<2>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
-      case 3: micro<3>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
-      case 4: micro<4>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
-#if !(defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__)))
-      default: break;  // kMR == 4 on the portable path
-#else
-      case 5: micro<5>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
-      default: micro<6>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
-#endif
-    }
+    micro_dispatch<kMR>(m, A_, lda, P, K, ncols, in, ldi, C_, ldc);
     r += m;
   }
 }
