@@ -293,3 +293,8 @@ def test_binding_rejects_bad_arrays_without_crashing():
         _C.rnn.backward(0, a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], y, None, None, None, None, None, None,
                         np.empty((T, B, 4), np.float32), hn, cn, np.empty((4 * H, 4), np.float32),
                         np.empty((4 * H, H), np.float32), None, None, False)
+
+
+def test_bench_suite_is_registered():
+    from forgegrad.bench import suites
+    assert "rnn" in suites()
