@@ -15,6 +15,16 @@ from forgegrad.kernels import rnn as K
 MODES = ["lstm", "gru", "tanh", "relu"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def torch_one_thread():
+    """torch's reference runs single-threaded: its OpenMP workers spin-wait and crawl on a busy
+    2-core CI machine, and these tiny shapes gain nothing from them."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _torch_layer(mode, I, H, bias):
     torch.manual_seed(7)
     if mode == "lstm":
