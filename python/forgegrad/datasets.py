@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import math
 import os
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -242,7 +241,8 @@ def _features_and_labels(X, y):
     if y.dtype.kind in "iub":
         y = y.astype(np.int64)
     elif y.dtype.kind == "f":
-        y = y.astype(np.int64) if y.size and np.all(np.isfinite(y)) and np.all(y == np.round(y)) else y.astype(np.float32)
+        integral = y.size and np.all(np.isfinite(y)) and np.all(y == np.round(y))
+        y = y.astype(np.int64) if integral else y.astype(np.float32)
     return X, y
 
 
