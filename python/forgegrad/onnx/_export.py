@@ -418,6 +418,9 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
             shape = [ax.get(a, d) for a, d in enumerate(x.shape)]
             graph_inputs.append(helper.make_tensor_value_info(name, onnx_dtype(x.dtype), shape))
         ex.map_ops()
+        from .mappings import GRAPH_PASSES
+        for graph_pass in GRAPH_PASSES:
+            graph_pass(ctx)
 
         unknown = set(axes) - set(names) - set(output_names)
         if unknown:
