@@ -357,6 +357,14 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
 
     Returns:
         ExportReport: the file, names, dynamic axes and, when verified, the errors per run and output.
+
+    Raises:
+        UnsupportedOpError: an op has no mapping (the message names the op, its index in the trace,
+            the module it ran in and its input shapes) or uses a form with no ONNX equivalent.
+        OnnxExportError: anything else that stops the export (size-dependent control flow, a size
+            expression that cannot be computed, onnx's checker rejecting the graph). No file is written.
+        OnnxVerificationError: onnxruntime disagrees past rtol/atol; the file is kept for inspection
+            and ``error.report`` holds the numbers. All three are RuntimeErrors.
     """
     from ._verify import ExportReport, verify_model
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
