@@ -1,22 +1,34 @@
-"""Activations, softmax and dropout."""
+"""Activations, softmax and dropout.
+
+float32 arrays go through the C++ SIMD kernels (forgegrad.kernels.activation / .softmax); other
+dtypes keep the numpy formulas below.
+"""
 from __future__ import annotations
 
 import numpy as np
 
 from ..autograd import Function
+from ..kernels import activation as _K
+from ..kernels import softmax as _KS
 from ._util import normalize_axis
+
+
+def _f32(x) -> bool:
+    return x.dtype == np.float32
 
 
 class Relu(Function):
     @staticmethod
     def forward(ctx, x):
-        y = np.maximum(x, 0, dtype=x.dtype)
+        y = _K.relu(x) if _f32(x) else np.maximum(x, 0, dtype=x.dtype)
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
+        if _f32(g) and _f32(y):
+            return _K.relu_backward(g, y)
         return g * (y > 0)
 
 
@@ -25,11 +37,15 @@ class LeakyRelu(Function):
     def forward(ctx, x, negative_slope=0.01):
         ctx.save_for_backward(x)
         ctx.slope = np.float32(negative_slope)
+        if _f32(x):
+            return _K.leaky_relu(x, float(negative_slope))
         return np.where(x > 0, x, x * ctx.slope).astype(np.float32, copy=False)
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
+        if _f32(g) and _f32(x):
+            return _K.leaky_relu_backward(g, x, float(ctx.slope))
         return np.where(x > 0, g, g * ctx.slope).astype(np.float32, copy=False)
 
 
@@ -52,6 +68,8 @@ class Gelu(Function):
             raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
         ctx.save_for_backward(x)
         ctx.approximate = approximate
+        if _f32(x):
+            return _K.gelu(x, approximate)
         xd = x.astype(np.float64)
         if approximate == "tanh":
             y = 0.5 * xd * (1.0 + np.tanh(0.7978845608028654 * (xd + 0.044715 * xd ** 3)))
@@ -62,6 +80,8 @@ class Gelu(Function):
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
+        if _f32(g) and _f32(x):
+            return _K.gelu_backward(g, x, ctx.approximate)
         xd = x.astype(np.float64)
         if ctx.approximate == "tanh":
             k = 0.7978845608028654
@@ -78,45 +98,76 @@ class Gelu(Function):
 class Sigmoid(Function):
     @staticmethod
     def forward(ctx, x):
-        # exp of a non-positive number only: no overflow for large |x|
-        e = np.exp(-np.abs(x))
-        y = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32, copy=False)
+        if _f32(x):
+            y = _K.sigmoid(x)
+        else:
+            # exp of a non-positive number only: no overflow for large |x|
+            e = np.exp(-np.abs(x))
+            y = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32, copy=False)
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
+        if _f32(g) and _f32(y):
+            return _K.sigmoid_backward(g, y)
         return g * y * (1 - y)
 
 
 class Tanh(Function):
     @staticmethod
     def forward(ctx, x):
-        y = np.tanh(x)
+        y = _K.tanh(x) if _f32(x) else np.tanh(x)
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
+        if _f32(g) and _f32(y):
+            return _K.tanh_backward(g, y)
         return g * (1 - y * y)
 
 
+def _rows_last(x, axis):
+    """x with `axis` moved last, C-contiguous (rows of the kernels)."""
+    if axis == x.ndim - 1:
+        return x
+    return np.ascontiguousarray(np.moveaxis(x, axis, -1))
+
+
+def _from_last(y, axis, ndim):
+    return y if axis == ndim - 1 else np.moveaxis(y, -1, axis)
+
+
 class Softmax(Function):
+    """exp(x) / sum(exp(x)) along dim; the C++ kernel works on the last axis (others are moved there)."""
+
     @staticmethod
     def forward(ctx, x, dim=-1):
         (axis,) = normalize_axis(dim, x.ndim)
+        ctx.axis = axis
+        if _f32(x) and x.ndim > 0:
+            y = _KS.softmax(_rows_last(x, axis))  # y in the moved layout
+            ctx.save_for_backward(y)
+            ctx.kernel = True
+            return _from_last(y, axis, x.ndim)
         z = x - np.max(x, axis=axis, keepdims=True)
         e = np.exp(z)
         y = e / np.sum(e, axis=axis, keepdims=True)
         ctx.save_for_backward(y)
-        ctx.axis = axis
+        ctx.kernel = False
         return y
 
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
+        if ctx.kernel and _f32(g):
+            dx = _KS.softmax_backward(_rows_last(g, ctx.axis), y)
+            return _from_last(dx, ctx.axis, g.ndim)
+        if ctx.kernel:
+            y = _from_last(y, ctx.axis, g.ndim)
         return y * (g - np.sum(g * y, axis=ctx.axis, keepdims=True))
 
 
@@ -124,15 +175,26 @@ class LogSoftmax(Function):
     @staticmethod
     def forward(ctx, x, dim=-1):
         (axis,) = normalize_axis(dim, x.ndim)
+        ctx.axis = axis
+        if _f32(x) and x.ndim > 0:
+            y = _KS.log_softmax(_rows_last(x, axis))
+            ctx.save_for_backward(y)
+            ctx.kernel = True
+            return _from_last(y, axis, x.ndim)
         z = x - np.max(x, axis=axis, keepdims=True)
         y = z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
         ctx.save_for_backward(y)
-        ctx.axis = axis
+        ctx.kernel = False
         return y
 
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
+        if ctx.kernel and _f32(g):
+            dx = _KS.log_softmax_backward(_rows_last(g, ctx.axis), y)
+            return _from_last(dx, ctx.axis, g.ndim)
+        if ctx.kernel:
+            y = _from_last(y, ctx.axis, g.ndim)
         return g - np.exp(y) * np.sum(g, axis=ctx.axis, keepdims=True)
 
 

@@ -1,9 +1,12 @@
 """Loss functions with PyTorch's semantics (reductions 'mean' | 'sum' | 'none')."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..autograd import Function
+from ..kernels import loss as _KL
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -179,6 +182,27 @@ def _check_index_target(inp, target, name):
         raise ValueError(f"{name}: target must have shape {want} for input of shape {inp.shape}, got {target.shape}")
 
 
+def _div(a: float, b: float) -> float:
+    """a / b with IEEE results for b == 0 (torch's mean over zero total weight is nan or inf)."""
+    if b != 0.0:
+        return a / b
+    return math.nan if a == 0.0 or a != a else math.copysign(math.inf, a)
+
+
+def _cross_entropy_kernel_forward(ctx, logits, target, weight, ignore_index, reduction, label_smoothing):
+    """Class-index targets through the fused C++ kernel, which saves the softmax for backward."""
+    _check_index_target(logits, target, "cross_entropy")
+    z = logits if logits.ndim == 2 else _classes_last(logits)
+    y = target.reshape(-1)
+    per, prob, loss_sum, denom = _KL.cross_entropy_forward(z, y, weight, ignore_index, label_smoothing)
+    ctx.mode = "kernel"
+    ctx.ignore_index, ctx.label_smoothing, ctx.denom = ignore_index, label_smoothing, denom
+    ctx.save_for_backward(prob, y, weight)
+    if reduction == "none":
+        return per.reshape((logits.shape[0],) + logits.shape[2:] if logits.ndim >= 2 else ())
+    return np.asarray(loss_sum if reduction == "sum" else _div(loss_sum, denom), np.float32)
+
+
 class CrossEntropy(Function):
     """Softmax + negative log-likelihood over dim 1, fused. Targets are class indices (int64) or
     class probabilities (float, same shape as input)."""
@@ -193,12 +217,18 @@ class CrossEntropy(Function):
         C = logits.shape[1] if logits.ndim >= 2 else logits.shape[0]
         if weight is not None and weight.shape != (C,):
             raise ValueError(f"cross_entropy: weight must have shape ({C},), got {weight.shape}")
+        ctx.shape, ctx.reduction, ctx.C = logits.shape, reduction, C
+        ctx.has_weight = weight is not None
+        if (target.dtype.kind in "iu" and logits.dtype == np.float32
+                and (weight is None or weight.dtype == np.float32)):
+            return _cross_entropy_kernel_forward(ctx, logits, target, weight, ignore_index, reduction,
+                                                 label_smoothing)
+        # numpy path: probability targets (and non-float32 logits)
         z = _classes_last(logits).astype(np.float32, copy=False)
+        eps = np.float32(label_smoothing)
+        ctx.eps = eps
         logp = _log_softmax_rows(z)
         w = np.ones(C, np.float32) if weight is None else weight.astype(np.float32)
-        eps = np.float32(label_smoothing)
-        ctx.shape, ctx.reduction, ctx.eps, ctx.C = logits.shape, reduction, eps, C
-        ctx.has_weight = weight is not None
         if target.dtype.kind == "f":  # class probabilities
             if target.shape != logits.shape:
                 raise ValueError(f"cross_entropy: probability target must have the input's shape {logits.shape}, "
@@ -238,6 +268,17 @@ class CrossEntropy(Function):
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.mode == "kernel":
+            prob, y, weight = ctx.saved_tensors
+            grad_loss, scale = None, 1.0
+            if ctx.reduction == "none":
+                grad_loss = np.ascontiguousarray(g, dtype=np.float32).reshape(-1)
+            elif ctx.reduction == "sum":
+                scale = float(g)
+            else:
+                scale = _div(float(g), ctx.denom)
+            d = _KL.cross_entropy_backward(prob, y, weight, ctx.ignore_index, ctx.label_smoothing, grad_loss, scale)
+            return _classes_back(d, ctx.shape), None, None
         n = None
         if ctx.mode == "prob":
             logp, t, w = ctx.saved_tensors
