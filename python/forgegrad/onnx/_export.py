@@ -293,7 +293,21 @@ def _prune(nodes, initializers, outputs: Sequence[str]):
             kept.append(n)
             needed.update(i for i in n.input if i)
     kept.reverse()
+    for n in kept:  # optional outputs nobody reads are not computed (MaxPool's Indices, RNN states)
+        if n.op_type in _OPTIONAL_OUTPUTS:
+            first = _OPTIONAL_OUTPUTS[n.op_type]
+            outs = [o if (k < first or o in needed) else "" for k, o in enumerate(n.output)]
+            while len(outs) > 1 and outs[-1] == "":
+                outs.pop()
+            if not any(outs):  # keep one output so the node stays meaningful
+                outs = [n.output[0]]
+            del n.output[:]
+            n.output.extend(outs)
     return kept, [t for t in initializers if t.name in needed]
+
+
+# op type -> index of its first optional output
+_OPTIONAL_OUTPUTS = {"MaxPool": 1, "LSTM": 0, "GRU": 0, "RNN": 0}
 
 
 def _rename(nodes, old: str, new: str) -> None:
