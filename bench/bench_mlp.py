@@ -211,7 +211,11 @@ def test_models_agree():
 
 # ---- interleaved summary: python bench/bench_mlp.py -------------------------------------------
 def _median_ms(fns, rounds, reps):
-    """Interleave the candidates round by round (the machine's load hits all alike); per-call median."""
+    """Interleave the candidates round by round (the machine's load hits all alike); per-call median.
+
+    Rounds are long (reps calls) because forgegrad's and torch's OpenMP pools each spin for a while
+    after their last parallel region: with 2+ threads, switching sides every few calls would time
+    one side's kernels against the other side's spinning workers."""
     times = {k: [] for k in fns}
     for _ in range(rounds):
         for k, f in fns.items():
@@ -228,7 +232,7 @@ def main():
         tmodel, fmodel = make_models()
         with pin(threads):
             train = {"forgegrad": fg_train_step_fn(fmodel), "torch": torch_train_step_fn(tmodel)}
-            t = _median_ms(train, rounds=60, reps=5)
+            t = _median_ms(train, rounds=15, reps=20)
             tmodel, fmodel = make_models()
 
             def torch_infer(m=tmodel.eval(), x=torch.from_numpy(data(BATCH_INFER)[0])):
@@ -237,7 +241,7 @@ def main():
 
             infer = {"forgegrad": fg_infer_fn(fmodel), "onnxruntime": ort_infer_fn(tmodel, threads),
                      "torch": torch_infer}
-            i = _median_ms(infer, rounds=60, reps=50)
+            i = _median_ms(infer, rounds=15, reps=200)
         rows.append((threads, t, i))
     opt = "forgegrad.optim.Adam" if FgAdam is not None else "numpy Adam stand-in"
     print(f"MLP 784-256-128-10, train batch {BATCH_TRAIN} ({opt}), inference batch {BATCH_INFER}; median ms")
