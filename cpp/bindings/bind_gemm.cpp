@@ -1,5 +1,10 @@
-// forgegrad._C.gemm: sgemm on numpy arrays. Shapes are validated here (and, with friendlier
-// messages, in python/forgegrad/kernels/gemm.py); the kernel reads strides as leading dimensions.
+// forgegrad._C.gemm: SGEMM on numpy arrays.
+//   matmul(a, b, out, trans_a, trans_b, alpha, beta): the whole of forgegrad.kernels.matmul (checks,
+//       layouts, allocation) in one call, since Python-level checks cost several microseconds,
+//       10% of a small layer's GEMM;
+//   sgemm(...), bmm(...): the kernels on arrays whose rows have unit stride (sgemm(reference=True)
+//       runs the plain-loop oracle).
+// Every array is validated here: bad input raises TypeError/ValueError, never reaches a kernel.
 #include "forgegrad/bindings.h"
 #include "forgegrad/gemm.h"
 #include "forgegrad/py_array.h"
@@ -9,8 +14,17 @@ using fg::bind::ArrayArg;
 
 namespace {
 
+// Rank check before f32_arg, with the shape in the message.
+void check_rank(const py::array& a, const char* name, int ndim) {
+  if (a.ndim() == ndim) return;
+  std::vector<int64_t> shape(a.shape(), a.shape() + a.ndim());
+  throw py::value_error(std::string(name) + " must be " + std::to_string(ndim) + "-D, got " +
+                        std::to_string(a.ndim()) + "-D with shape " + fg::bind::shape_str(shape));
+}
+
 // A 2-D operand whose rows may be strided but whose elements within a row are contiguous.
 ArrayArg matrix_arg(const py::array& a, const char* name, bool writable) {
+  check_rank(a, name, 2);
   ArrayArg r = fg::bind::f32_arg(a, name, 2, fg::bind::kAnyStrides, writable);
   if (r.shape[0] > 1 && r.shape[1] > 1 && r.strides[1] != 1)
     throw py::value_error(std::string(name) + " must have unit stride along its last axis");
@@ -42,7 +56,170 @@ void sgemm(const py::array& a, const py::array& b, const py::array& c, bool tran
      leading_dim(C));
 }
 
+// A stack of matrices (batch, rows, cols): rows strided like matrix_arg, the batch axis with any
+// stride >= 0 (0 broadcasts one matrix). Returns the batch stride in elements.
+int64_t batch_arg(const py::array& a, const char* name, bool writable, ArrayArg& r) {
+  check_rank(a, name, 3);
+  r = fg::bind::f32_arg(a, name, 3, fg::bind::kAnyStrides, writable);
+  if (r.shape[1] > 1 && r.shape[2] > 1 && r.strides[2] != 1)
+    throw py::value_error(std::string(name) + " must have unit stride along its last axis");
+  if (r.shape[1] > 1 && r.strides[1] < r.shape[2])
+    throw py::value_error(std::string(name) + " has overlapping or negative row strides");
+  if (r.shape[0] > 1 && r.strides[0] < 0)
+    throw py::value_error(std::string(name) + " has a negative batch stride");
+  return r.shape[0] > 1 ? r.strides[0] : 0;
+}
+
+void bmm(const py::array& a, const py::array& b, const py::array& c, bool trans_a, bool trans_b,
+         float alpha, float beta) {
+  ArrayArg A, B, C;
+  int64_t sa = batch_arg(a, "a", false, A), sb = batch_arg(b, "b", false, B), sc = batch_arg(c, "out", true, C);
+  int64_t batch = C.shape[0];
+  if (A.shape[0] != batch || B.shape[0] != batch)
+    throw py::value_error("bmm: batch sizes differ: a has shape " + fg::bind::shape_str(A.shape) +
+                          ", b has shape " + fg::bind::shape_str(B.shape) + ", out has shape " +
+                          fg::bind::shape_str(C.shape));
+  int64_t M = trans_a ? A.shape[2] : A.shape[1];
+  int64_t K = trans_a ? A.shape[1] : A.shape[2];
+  int64_t Kb = trans_b ? B.shape[2] : B.shape[1];
+  int64_t N = trans_b ? B.shape[1] : B.shape[2];
+  if (K != Kb)
+    throw py::value_error("bmm: inner dimensions differ: op(a) is " + fg::bind::shape_str({batch, M, K}) +
+                          ", op(b) is " + fg::bind::shape_str({batch, Kb, N}));
+  fg::bind::expect_shape(C, "out", {batch, M, N});
+  // Output matrices must not overlap one another (each is written by one sgemm).
+  if (batch > 1 && M > 0 && N > 0 && sc < (M - 1) * (M > 1 ? C.strides[1] : 0) + N)
+    throw py::value_error("out has overlapping batch entries (batch stride " + std::to_string(sc) + ")");
+  auto ld = [](const ArrayArg& r) {
+    int64_t v = r.shape[1] > 1 ? r.strides[1] : r.shape[2];
+    return v < 1 ? int64_t(1) : v;
+  };
+  py::gil_scoped_release release;
+  fg::sgemm_batched(trans_a, trans_b, batch, M, N, K, alpha, A.f32(), ld(A), sa, B.f32(), ld(B), sb,
+                    beta, C.f32(), ld(C), sc);
+}
+
+// ---- matmul: any 2-D float32 views --------------------------------------------------------------
+
+// A 2-D float32 view as the kernel reads it: row-major with leading dimension ld, or, for a
+// column-major view, the row-major transpose (transposed = true).
+struct Operand {
+  py::array keep;  // owns a copy when the view had to be made contiguous
+  float* ptr = nullptr;
+  int64_t ld = 1;
+  bool transposed = false;
+  bool direct = true;  // false: copied
+};
+
+py::array checked_matrix(py::handle h, const char* name) {
+  if (!py::isinstance<py::array>(h))
+    throw py::type_error(std::string(name) + " must be a numpy.ndarray of float32, got " +
+                         std::string(py::str(py::type::of(h).attr("__name__"))));
+  py::array a = py::reinterpret_borrow<py::array>(h);
+  if (!a.dtype().is(py::dtype::of<float>()))
+    throw py::type_error(std::string(name) + " must have dtype float32, got " + std::string(py::str(a.dtype())));
+  check_rank(a, name, 2);
+  return a;
+}
+
+// Row-major with unit inner stride and non-overlapping rows (strides in elements)?
+bool rows_ok(int64_t r, int64_t c, int64_t rs, int64_t cs) {
+  return (c <= 1 || cs == 1) && (r <= 1 || rs >= c);
+}
+
+Operand operand(const py::array& a) {
+  Operand o;
+  const int64_t r = a.shape(0), c = a.shape(1);
+  const bool whole = a.strides(0) % 4 == 0 && a.strides(1) % 4 == 0;
+  const int64_t rs = a.strides(0) / 4, cs = a.strides(1) / 4;
+  if (whole && rows_ok(r, c, rs, cs)) {
+    o.ld = r > 1 ? rs : c;
+  } else if (whole && rows_ok(c, r, cs, rs)) {
+    o.transposed = true;
+    o.ld = c > 1 ? cs : r;
+  } else {
+    o.keep = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(a);
+    o.direct = false;
+    o.ld = c;
+  }
+  if (o.ld < 1) o.ld = 1;
+  o.ptr = static_cast<float*>(const_cast<void*>(o.direct ? a.data() : o.keep.data()));
+  return o;
+}
+
+// Byte range [lo, hi) spanned by a 2-D array.
+std::pair<intptr_t, intptr_t> extent(const py::array& a) {
+  intptr_t lo = reinterpret_cast<intptr_t>(a.data()), hi = lo + a.itemsize();
+  for (int i = 0; i < 2; ++i) {
+    intptr_t span = static_cast<intptr_t>(a.shape(i) - 1) * a.strides(i);
+    (span < 0 ? lo : hi) += span;
+  }
+  return {lo, hi};
+}
+
+bool overlaps(const py::array& x, const py::array& y) {
+  if (x.size() == 0 || y.size() == 0) return false;
+  auto [xl, xh] = extent(x);
+  auto [yl, yh] = extent(y);
+  if (xh <= yl || yh <= xl) return false;
+  // The byte ranges meet (e.g. two slices of one buffer): ask numpy for the exact answer.
+  return py::module_::import("numpy").attr("shares_memory")(x, y).cast<bool>();
+}
+
+py::array matmul(py::handle a_in, py::handle b_in, py::handle out_in, bool trans_a, bool trans_b,
+                 float alpha, float beta) {
+  py::array a = checked_matrix(a_in, "a"), b = checked_matrix(b_in, "b");
+  const int64_t M = trans_a ? a.shape(1) : a.shape(0), K = trans_a ? a.shape(0) : a.shape(1);
+  const int64_t Kb = trans_b ? b.shape(1) : b.shape(0), N = trans_b ? b.shape(0) : b.shape(1);
+  if (K != Kb)
+    throw py::value_error("matmul: inner dimensions differ: op(a) has shape " + fg::bind::shape_str({M, K}) +
+                          " and op(b) has shape " + fg::bind::shape_str({Kb, N}) + " (a is " +
+                          fg::bind::shape_str({a.shape(0), a.shape(1)}) + ", b is " +
+                          fg::bind::shape_str({b.shape(0), b.shape(1)}) + ", trans_a=" +
+                          (trans_a ? "True" : "False") + ", trans_b=" + (trans_b ? "True" : "False") + ")");
+  py::array out;
+  if (out_in.is_none()) {
+    if (beta != 0.0f) throw py::value_error("matmul: beta != 0 needs an out array to accumulate into");
+    out = py::array_t<float>({M, N});
+  } else {
+    out = checked_matrix(out_in, "out");
+    if (out.shape(0) != M || out.shape(1) != N)
+      throw py::value_error("out must have shape " + fg::bind::shape_str({M, N}) + ", got " +
+                            fg::bind::shape_str({out.shape(0), out.shape(1)}));
+    if (!out.writeable()) throw py::value_error("out must be writeable");
+    if (overlaps(out, a) || overlaps(out, b)) throw py::value_error("matmul: out must not overlap a or b");
+  }
+  if (M == 0 || N == 0) return out;
+  Operand A = operand(a), B = operand(b), C = operand(out);
+  const bool ta = trans_a != A.transposed, tb = trans_b != B.transposed;
+  if (!C.direct) {
+    // out cannot be written through a leading dimension: compute into C.keep (a contiguous copy
+    // of out), then copy back.
+    {
+      py::gil_scoped_release release;
+      fg::sgemm(ta, tb, M, N, K, alpha, A.ptr, A.ld, B.ptr, B.ld, beta, C.ptr, C.ld);
+    }
+    out[py::make_tuple(py::ellipsis())] = C.keep;
+    return out;
+  }
+  py::gil_scoped_release release;
+  if (C.transposed)  // out.T = op(b).T @ op(a).T, written row-major into out's transpose
+    fg::sgemm(!tb, !ta, N, M, K, alpha, B.ptr, B.ld, A.ptr, A.ld, beta, C.ptr, C.ld);
+  else
+    fg::sgemm(ta, tb, M, N, K, alpha, A.ptr, A.ld, B.ptr, B.ld, beta, C.ptr, C.ld);
+  return out;
+}
+
 void bind(py::module_& m) {
+  m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("out") = py::none(),
+        py::arg("trans_a") = false, py::arg("trans_b") = false, py::arg("alpha") = 1.0f,
+        py::arg("beta") = 0.0f,
+        "out = alpha * op(a) @ op(b) + beta * out on 2-D float32 arrays of any layout (see "
+        "forgegrad.kernels.matmul); returns out, allocated when None.");
+  m.def("bmm", &bmm, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("trans_a") = false,
+        py::arg("trans_b") = false, py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f,
+        "out[i] = alpha * op(a[i]) @ op(b[i]) + beta * out[i] on float32 3-D arrays; a batch "
+        "stride of 0 broadcasts (rows may be strided).");
   m.def("sgemm", &sgemm, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("trans_a") = false,
         py::arg("trans_b") = false, py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f,
         py::arg("reference") = false,

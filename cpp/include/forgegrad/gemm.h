@@ -1,7 +1,9 @@
 // SGEMM: C = alpha * op(A) * op(B) + beta * C, row-major, float32.
 //   op(A) is M x K (A is M x K, or K x M when trans_a), op(B) is K x N (B is K x N, or N x K when
 //   trans_b); lda/ldb/ldc are row strides in elements. beta == 0 ignores C's old contents (NaNs
-//   included). Multithreaded; bit-identical results for any thread count.
+//   included); alpha == 0 or K == 0 only scales C by beta. Multithreaded; bit-identical results for
+//   any thread count. May be called from inside another kernel's parallel region (it then runs on
+//   the calling thread).
 #pragma once
 #include <cstdint>
 
@@ -13,6 +15,17 @@ FG_KERNEL(void, sgemm,
           (bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc),
           (trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
+
+// `batch` independent SGEMMs of one shape: matrix b of A starts at A + b * stride_a (likewise B,
+// C). A stride of 0 broadcasts one matrix to every batch entry (A or B only; C entries must not
+// overlap). Small matrices are spread over threads by batch entry, large ones split inside each
+// SGEMM; either way the result is the same as `batch` calls of sgemm.
+FG_KERNEL(void, sgemm_batched,
+          (bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha,
+           const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb,
+           int64_t stride_b, float beta, float* C, int64_t ldc, int64_t stride_c),
+          (trans_a, trans_b, batch, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc,
+           stride_c))
 
 // The oracle: plain loops with a double accumulator. For tests and odd cases; never fast.
 void sgemm_reference(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,

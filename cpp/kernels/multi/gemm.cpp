@@ -1,34 +1,179 @@
-// SGEMM, compiled per ISA. Placeholder-quality driver: rows of C are split across threads and
-// each row is accumulated k by k with vector FMAs over j. (The packed, cache-blocked BLIS-style
-// driver replaces this.)
+// SGEMM driver, compiled per ISA (BLIS-style). Each thread owns a block of C and, within it:
+//   for each NC-wide block of columns (jc) and KC-deep slice of K (pc):
+//     for each MC-high block of rows (ic):
+//       pack op(A)[ic:ic+mc, pc:pc+kc] into MR-high panels       (thread-local, L2-resident)
+//       for each NR-wide B panel (jr): pack it on first use       (thread-local)
+//         for each A panel (ir): microkernel -> MR x NR tile of C
+// Threads never split K: every element of C is the same fma chain over each KC slice, the slices
+// added in order (C = alpha*acc + beta*C, then C = alpha*acc + C), whatever thread computes it.
+// KC depends on K only, so results are bit-identical for any thread count.
+// Skinny shapes (M or N <= 8) go to gemm_skinny.cpp, which reads B in place.
 #include "forgegrad/gemm.h"
+#include "forgegrad/memory.h"
 #include "forgegrad/parallel.h"
-#include "forgegrad/simd.h"
+#include "gemm_internal.h"
 
 namespace fg {
 namespace FG_ISA_NS {
 
-void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  if (M <= 0 || N <= 0) return;
-  parallel_for(M, 4, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      float* c = C + i * ldc;
-      for (int64_t j = 0; j < N; ++j) c[j] = beta == 0.0f ? 0.0f : beta * c[j];
-      for (int64_t k = 0; k < K; ++k) {
-        float a = alpha * (trans_a ? A[k * lda + i] : A[i * lda + k]);
-        if (!trans_b) {
-          const float* b = B + k * ldb;
-          vf va = vset1(a);
-          int64_t j = 0;
-          for (; j + W <= N; j += W) vstore(c + j, vfmadd(va, vload(b + j), vload(c + j)));
-          for (; j < N; ++j) c[j] += a * b[j];
-        } else {
-          for (int64_t j = 0; j < N; ++j) c[j] += a * B[j * ldb + k];
+using namespace gemm_detail;
+
+namespace {
+
+// C = beta * C (beta == 0 writes zeros, ignoring NaNs in C).
+void scale_c(int64_t M, int64_t N, float beta, float* C, int64_t ldc) {
+  if (beta == 1.0f) return;
+  for (int64_t i = 0; i < M; ++i) {
+    float* c = C + i * ldc;
+    if (beta == 0.0f) {
+      for (int64_t j = 0; j < N; ++j) c[j] = 0.0f;
+    } else {
+      for (int64_t j = 0; j < N; ++j) c[j] = beta * c[j];
+    }
+  }
+}
+
+// KC: K split into equal slices of at most kKCMax (a function of K alone).
+int64_t choose_kc(int64_t K) {
+  int64_t slices = (K + kKCMax - 1) / kKCMax;
+  int64_t kc = (K + slices - 1) / slices;
+  return (kc + 7) / 8 * 8 < kKCMax ? (kc + 7) / 8 * 8 : kKCMax;
+}
+
+// Scratch that lives as long as the thread: packing buffers are reused across calls.
+float* scratch(AlignedBuffer& buf, std::size_t floats) {
+  if (buf.size() < floats) buf.reset(floats);
+  return buf.data();
+}
+
+// Threads: C is cut into a tr x tc grid of blocks, one per thread, and each thread packs exactly
+// the A rows and B columns its block needs (its own buffers), so a call is one fork/join with no
+// barrier in between: on a busy machine a barrier costs a scheduler time slice whenever one
+// thread is descheduled. The grid minimises the packing volume K * (M * tc + N * tr).
+struct Grid {
+  int64_t tr = 1, tc = 1;
+};
+
+Grid choose_grid(int64_t M, int64_t N, int64_t K, int64_t m_panels, int64_t n_panels) {
+  // Threads only for at least ~1 MFLOP each (a fork/join costs a few microseconds).
+  const double flop = 2.0 * static_cast<double>(M) * N * K;
+  int64_t nt = get_num_threads();
+  if (omp_in_parallel()) nt = 1;
+  const int64_t by_work = static_cast<int64_t>(flop / 1.0e6);
+  if (nt > by_work) nt = by_work < 1 ? 1 : by_work;
+  Grid best;
+  double best_cost = -1.0;
+  for (int64_t tr = 1; tr <= nt; ++tr) {
+    if (nt % tr) continue;
+    const int64_t tc = nt / tr;
+    if (tr > m_panels || tc > n_panels) continue;
+    const double cost = static_cast<double>(M) * tc + static_cast<double>(N) * tr;
+    if (best_cost < 0 || cost < best_cost) {
+      best_cost = cost;
+      best.tr = tr;
+      best.tc = tc;
+    }
+  }
+  return best;
+}
+
+void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                  const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                  int64_t ldc) {
+  // op(A)(i, k) = A[i * rsa + k * csa]; op(B)(k, j) = B[k * rsb + j * csb].
+  const int64_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
+  const int64_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
+  const int64_t KC = choose_kc(K);
+  const int64_t m_panels = (M + kMR - 1) / kMR;
+  const int64_t n_panels = (N + kNR - 1) / kNR;
+  constexpr int64_t kNCPanels = kNCMax / kNR;
+  constexpr int64_t kMCPanels = kMCMax / kMR;
+  // Row panels of balanced height (M = 20 is 3 panels of 6-7 rows, not 8 + 8 + 4): panel p
+  // holds rows [row0(p), row0(p + 1)), at most kMR.
+  auto row0 = [&](int64_t p) { return p * M / m_panels; };
+  const Grid grid = choose_grid(M, N, K, m_panels, n_panels);
+
+  // One thread's block of C: row panels [p0, p1) x column panels [q0, q1).
+  auto block = [&](int64_t p0, int64_t p1, int64_t q0, int64_t q1) {
+    static thread_local AlignedBuffer a_buf, b_buf;
+    const int64_t ncp = q1 - q0 < kNCPanels ? q1 - q0 : kNCPanels;
+    float* bpack = scratch(b_buf, static_cast<std::size_t>(KC * kNR * ncp));
+    float* apack = scratch(a_buf, static_cast<std::size_t>(KC * kMR * kMCPanels));
+    for (int64_t qc = q0; qc < q1; qc += kNCPanels) {  // NC-wide column blocks
+      const int64_t qe = q1 - qc < kNCPanels ? q1 : qc + kNCPanels;
+      for (int64_t pc = 0; pc < K; pc += KC) {  // KC-deep slices, in order
+        const int64_t kc = K - pc < KC ? K - pc : KC;
+        const float beta_k = pc == 0 ? beta : 1.0f;
+        for (int64_t pb = p0; pb < p1; pb += kMCPanels) {  // MC-high row blocks
+          const int64_t pe = p1 - pb < kMCPanels ? p1 : pb + kMCPanels;
+          for (int64_t p = pb; p < pe; ++p) {
+            const int64_t i = row0(p);
+            pack_panel(A + i * rsa + pc * csa, rsa, csa, static_cast<int>(row0(p + 1) - i), kc, kMR,
+                       apack + (p - pb) * kMR * kc);
+          }
+          for (int64_t q = qc; q < qe; ++q) {
+            const int64_t j = q * kNR;
+            const int cols = static_cast<int>(N - j < kNR ? N - j : kNR);
+            float* bp = bpack + (q - qc) * kNR * kc;
+            // Packed just before its first use, while the first row block runs.
+            if (pb == p0) pack_panel(B + pc * rsb + j * csb, csb, rsb, cols, kc, kNR, bp);
+            for (int64_t p = pb; p < pe; ++p) {
+              const int64_t i = row0(p);
+              micro_tile(static_cast<int>(row0(p + 1) - i), cols, kc, apack + (p - pb) * kMR * kc, bp, kNR,
+                         C + i * ldc + j, ldc, alpha, beta_k);
+            }
+          }
         }
       }
     }
+  };
+  const int64_t nthreads = grid.tr * grid.tc;
+  parallel_for(nthreads, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t r = t / grid.tc, c = t % grid.tc;
+      block(m_panels * r / grid.tr, m_panels * (r + 1) / grid.tr, n_panels * c / grid.tc,
+            n_panels * (c + 1) / grid.tc);
+    }
   });
+}
+
+}  // namespace
+
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0 || alpha == 0.0f) {
+    scale_c(M, N, beta, C, ldc);
+    return;
+  }
+  const int64_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
+  const int64_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
+  if (M <= kSkinnyMax) {
+    sgemm_skinny(M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc, 1);
+  } else if (N <= kSkinnyMax) {
+    // C^T (N x M) = op(B)^T . op(A)^T, with C^T read through swapped strides.
+    sgemm_skinny(N, M, K, alpha, B, csb, rsb, A, csa, rsa, beta, C, 1, ldc);
+  } else {
+    sgemm_packed(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+}
+
+void sgemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K,
+                   float alpha, const float* A, int64_t lda, int64_t stride_a, const float* B,
+                   int64_t ldb, int64_t stride_b, float beta, float* C, int64_t ldc, int64_t stride_c) {
+  if (batch <= 0 || M <= 0 || N <= 0) return;
+  auto one = [&](int64_t b) {
+    sgemm(trans_a, trans_b, M, N, K, alpha, A + b * stride_a, lda, B + b * stride_b, ldb, beta,
+          C + b * stride_c, ldc);
+  };
+  // Small products: one batch entry per task (each sgemm then runs on its thread). Large ones:
+  // entries in order, each split over threads inside sgemm. Same results either way.
+  const double flops = 2.0 * static_cast<double>(M) * N * (K > 0 ? K : 1);
+  if (get_num_threads() > 1 && batch > 1 && flops < 4.0e6) {
+    parallel_tasks(batch, one);
+  } else {
+    for (int64_t b = 0; b < batch; ++b) one(b);
+  }
 }
 
 }  // namespace FG_ISA_NS

@@ -1,29 +1,38 @@
-"""Matrix multiply on numpy float32 arrays, backed by forgegrad's SGEMM."""
+"""Matrix multiply on numpy float32 arrays, backed by forgegrad's SGEMM (cpp/kernels/multi/gemm*.cpp).
+
+Both functions validate their arguments here (TypeError / ValueError naming the argument and the
+shapes), pass strided views to the kernel without copying where the rows are evenly spaced, and
+copy other layouts once. The compiled kernel checks shapes again, so no input can crash it.
+"""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from .. import _C
-from ._checks import as_f32, check_ndim, check_out
+from ._checks import as_f32, check_out
 
 __all__ = ["matmul", "bmm"]
 
+_F32 = np.dtype(np.float32)
+_ITEM = _F32.itemsize
 
-def _operand(x: np.ndarray, transposed: bool):
-    """A 2-D operand the kernel can read through a leading dimension.
 
-    Row-major views with unit inner stride pass through; column-major views (e.g. ``a.T``) are
-    read as the transpose of their row-major base; anything else is copied once.
-    """
-    item = x.itemsize
-    if x.shape[1] <= 1 or x.strides[1] == item:
-        if x.shape[0] <= 1 or x.strides[0] >= x.shape[1] * item:
-            return x, transposed
-    if x.shape[0] <= 1 or x.strides[0] == item:
-        t = x.T
-        if t.shape[0] <= 1 or t.strides[0] >= t.shape[1] * item:
-            return t, not transposed
-    return np.ascontiguousarray(x), transposed
+def _f32(x, name: str) -> np.ndarray:
+    # Fast path for the common case; as_f32 builds the error message otherwise.
+    if type(x) is np.ndarray and x.dtype is _F32:
+        return x
+    return as_f32(x, name)
+
+
+def _rows_ok(rows: int, cols: int, rs: int, cs: int) -> bool:
+    """Rows of `cols` unit-stride elements, `rs` bytes apart and not overlapping."""
+    return (cols <= 1 or cs == _ITEM) and (rows <= 1 or rs >= cols * _ITEM)
+
+
+def _overlaps(out: np.ndarray, x: np.ndarray) -> bool:
+    return np.may_share_memory(out, x) and np.shares_memory(out, x)
 
 
 def matmul(a, b, *, out=None, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0,
@@ -37,52 +46,59 @@ def matmul(a, b, *, out=None, trans_a: bool = False, trans_b: bool = False, alph
             ``beta``; with ``beta=0`` they are ignored, NaNs included). Must not overlap a or b.
         alpha, beta: scalars.
 
-    Strided views are read without copying where rows are evenly spaced (slices, transposes);
-    other layouts are copied once. Zero-sized dimensions are valid.
-    Returns ``out`` (a new array when not given).
+    Strided views are read without copying where rows or columns are evenly spaced (slices,
+    transposes); other layouts are copied once. Zero-sized dimensions are valid (K = 0 gives
+    ``beta * out``). Returns ``out`` (a new array when not given).
+
+    Raises TypeError (not a float32 ndarray) or ValueError (rank, shapes, ``out``) naming the
+    argument and the shapes. All checks run in C++ (``_C.gemm.matmul``): Python-level checks would
+    cost more than the product of a small layer.
     """
-    a = as_f32(a, "a")
-    b = as_f32(b, "b")
-    check_ndim(a, "a", 2)
-    check_ndim(b, "b", 2)
-    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
-    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
-    if k != kb:
-        raise ValueError(
-            f"matmul: inner dimensions differ: op(a) has shape {(m, k)} and op(b) has shape {(kb, n)}"
-        )
-    if out is None:
-        if beta != 0.0:
-            raise ValueError("matmul: beta != 0 needs an out array to accumulate into")
-        out = np.empty((m, n), dtype=np.float32)
+    return _C.gemm.matmul(a, b, out, trans_a, trans_b, alpha, beta)
+
+
+def _as_3d(x: np.ndarray, nb: int, copy_ok: bool):
+    """x (batch..., R, C) as an (nb, R, C) view; a copy when the batch axes cannot be merged (and
+    copy_ok), else None."""
+    if x.ndim == 3:
+        return x
+    v = x.view()
+    try:
+        v.shape = (nb,) + x.shape[-2:]  # never copies: raises when no single batch stride fits
+    except AttributeError:
+        return x.reshape((nb,) + x.shape[-2:]) if copy_ok else None
+    return v
+
+
+def _stack(x: np.ndarray, batch: tuple, nb: int):
+    """x broadcast to batch + its matrix shape, as a (nb, R, C) array the kernel can read (batch
+    stride 0 for a shared matrix), and whether the kernel should read its matrices transposed."""
+    if x.ndim == 2:
+        x3 = np.broadcast_to(x, (nb,) + x.shape)
+    elif x.shape[:-2] == batch:
+        x3 = _as_3d(x, nb, copy_ok=True)
     else:
-        out = check_out(out, "out", (m, n))
-        if np.shares_memory(out, a) or np.shares_memory(out, b):
-            raise ValueError("matmul: out must not overlap a or b")
-    if m == 0 or n == 0:
-        return out
-    a2, ta = _operand(a, bool(trans_a))
-    b2, tb = _operand(b, bool(trans_b))
-    o2, to = _operand(out, False)
-    if to:  # out is a column-major view: compute its transpose, out.T = op(b).T @ op(a).T
-        _C.gemm.sgemm(b2, a2, o2, not tb, not ta, float(alpha), float(beta))
-        return out
-    if o2 is not out:  # out's layout cannot be written through: compute then copy back
-        tmp = np.array(out, order="C") if beta != 0.0 else np.empty((m, n), np.float32)
-        _C.gemm.sgemm(a2, b2, tmp, ta, tb, float(alpha), float(beta))
-        out[...] = tmp
-        return out
-    _C.gemm.sgemm(a2, b2, o2, ta, tb, float(alpha), float(beta))
-    return out
+        x3 = _as_3d(np.broadcast_to(x, batch + x.shape[-2:]), nb, copy_ok=True)
+    _, r, c = x3.shape
+    sb, rs, cs = x3.strides
+    if sb < 0:
+        return np.ascontiguousarray(x3), False
+    if _rows_ok(r, c, rs, cs):
+        return x3, False
+    if _rows_ok(c, r, cs, rs):
+        return x3.transpose(0, 2, 1), True
+    return np.ascontiguousarray(x3), False
 
 
 def bmm(a, b, *, out=None) -> np.ndarray:
     """Batched matrix multiply: ``a`` (..., M, K) @ ``b`` (..., K, N) -> (..., M, N).
 
-    Batch dimensions broadcast as in numpy (a 2-D operand is shared by every batch entry).
+    Batch dimensions broadcast as in numpy (a 2-D operand is shared by every batch entry, without
+    copying). The whole batch runs in one C++ call (``_C.gemm.bmm``): small matrices are spread
+    over threads by batch entry.
     """
-    a = as_f32(a, "a")
-    b = as_f32(b, "b")
+    a = _f32(a, "a")
+    b = _f32(b, "b")
     if a.ndim < 2:
         raise ValueError(f"bmm: a must be at least 2-D, got shape {a.shape}")
     if b.ndim < 2:
@@ -90,15 +106,31 @@ def bmm(a, b, *, out=None) -> np.ndarray:
     if a.shape[-1] != b.shape[-2]:
         raise ValueError(f"bmm: inner dimensions differ: a has shape {a.shape}, b has shape {b.shape}")
     try:
-        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        batch = tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
     except ValueError:
         raise ValueError(
             f"bmm: batch dimensions do not broadcast: a has shape {a.shape}, b has shape {b.shape}"
         ) from None
-    shape = batch + (a.shape[-2], b.shape[-1])
-    out = np.empty(shape, np.float32) if out is None else check_out(out, "out", shape)
-    ab = np.broadcast_to(a, batch + a.shape[-2:])
-    bb = np.broadcast_to(b, batch + b.shape[-2:])
-    for idx in np.ndindex(*batch):
-        matmul(ab[idx], bb[idx], out=out[idx])
+    m, n = a.shape[-2], b.shape[-1]
+    shape = batch + (m, n)
+    if out is None:
+        out = np.empty(shape, np.float32)
+    else:
+        out = check_out(out, "out", shape)
+        if _overlaps(out, a) or _overlaps(out, b):
+            raise ValueError("bmm: out must not overlap a or b")
+    if out.size == 0:
+        return out
+    nb = math.prod(batch)
+    a3, ta = _stack(a, batch, nb)
+    b3, tb = _stack(b, batch, nb)
+    o3 = _as_3d(out, nb, copy_ok=False)
+    if o3 is not None:
+        sb, rs, cs = o3.strides
+        if _rows_ok(m, n, rs, cs) and (nb <= 1 or sb >= (m - 1) * rs + n * _ITEM):
+            _C.gemm.bmm(a3, b3, o3, ta, tb)
+            return out
+    tmp = np.empty((nb, m, n), np.float32)  # out's layout cannot be written through: copy back
+    _C.gemm.bmm(a3, b3, tmp, ta, tb)
+    out[...] = tmp.reshape(shape)
     return out

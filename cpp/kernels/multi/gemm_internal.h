@@ -1,0 +1,64 @@
+// Pieces of the SGEMM driver shared by the gemm*.cpp files of one ISA (each compiled per ISA, see
+// simd.h). Layout vocabulary:
+//   packed A panel: kc x MR floats, element (i, k) at [k * MR + i]  (MR rows of op(A), k-major)
+//   packed B panel: kc x NR floats, element (k, j) at [k * NR + j]  (NR columns of op(B))
+// The microkernel multiplies one A panel by one B panel into an MR x NR tile of C.
+#pragma once
+#include <cstdint>
+
+#include "forgegrad/simd.h"
+
+namespace fg {
+namespace FG_ISA_NS {
+namespace gemm_detail {
+
+// Register tile: kMR rows x kNV vectors. AVX-512: 12 x 32 (24 accumulators of 32 zmm);
+// AVX2: 6 x 16 (12 of 16 ymm); portable: 4 x 4 scalars.
+#if defined(__AVX512F__)
+#ifndef FG_MR
+#define FG_MR 12
+#define FG_NV 2
+#endif
+constexpr int kMR = FG_MR;
+constexpr int kNV = FG_NV;
+#elif defined(__AVX2__)
+constexpr int kMR = 6;
+constexpr int kNV = 2;
+#else
+constexpr int kMR = 4;
+constexpr int kNV = 4;
+#endif
+constexpr int kNR = kNV * W;
+
+// Cache blocking. KC is a function of K alone (it fixes the summation order); MC and NC only
+// decide which tiles are computed together, so they may depend on the thread count.
+#ifndef FG_KC
+#define FG_KC 320
+#endif
+constexpr int64_t kKCMax = FG_KC;
+constexpr int64_t kMCMax = 8 * kMR;  // rows of A packed at once per thread (L2-resident)
+constexpr int64_t kNCMax = 4096;  // columns of B packed per block (L3-resident)
+
+// Packs a panel: dst[k * P + r] = src[r * rs + k * cs] for r < rows, k < kc; rows <= P. Slots
+// rows..P-1 are filled too (zeros or copies of the last row): the microkernel loads full vectors
+// of a B panel but only stores the lanes of real columns, and lanes never mix.
+void pack_panel(const float* src, int64_t rs, int64_t cs, int rows, int64_t kc, int P, float* dst);
+
+// C tile (rows x cols, rows <= kMR, cols <= kNR) = alpha * a_panel . b_panel + beta * C, where
+// b_panel rows are ldb floats apart (kNR when packed; B's own row stride when read in place)
+// (beta == 0: C is not read). Every element goes through the same operations whatever the tile
+// size: acc = fma chain over k; C = fma(beta, C, alpha * acc) or alpha * acc.
+void micro_tile(int rows, int cols, int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
+                int64_t ldc, float alpha, float beta);
+
+// Skinny product, m <= kSkinnyMax: C (m x n) = alpha * A (m x K) . B (K x n) + beta * C, every
+// operand with general strides (rs: row stride, cs: column stride, in elements). B must have
+// rsb == 1 or csb == 1. Splits columns over threads.
+constexpr int64_t kSkinnyMax = 8;
+void sgemm_skinny(int64_t m, int64_t n, int64_t K, float alpha, const float* A, int64_t rsa,
+                  int64_t csa, const float* B, int64_t rsb, int64_t csb, float beta, float* C,
+                  int64_t rsc, int64_t csc);
+
+}  // namespace gemm_detail
+}  // namespace FG_ISA_NS
+}  // namespace fg

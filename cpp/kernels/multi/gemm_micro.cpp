@@ -1,0 +1,209 @@
+// SGEMM microkernel and packing, compiled per ISA: the register-blocked inner product of one
+// packed A panel (kc x kMR) and one packed B panel (kc x kNR), and the routines that build panels.
+#include "gemm_internal.h"
+
+namespace fg {
+namespace FG_ISA_NS {
+namespace gemm_detail {
+
+namespace {
+
+// C row segment of one vector: alpha * acc (+ beta * old). n < W stores a partial vector.
+inline void store_vec(float* c, vf acc, vf valpha, float beta, int n) {
+  vf r = vmul(valpha, acc);
+  if (n >= W) {
+    if (beta != 0.0f) r = vfmadd(vset1(beta), vload(c), r);
+    vstore(c, r);
+  } else if (n > 0) {
+    if (beta != 0.0f) r = vfmadd(vset1(beta), vload_n(c, n), r);
+    vstore_n(c, r, n);
+  }
+}
+
+// R rows (R <= kMR) of the tile: R x kNV accumulators stay in registers for the whole k loop.
+// kPacked: b rows are kNR floats apart (a compile-time stride); else ldb apart (B read in place).
+template <int R, bool kPacked>
+void tile(int cols, int64_t kc, const float* __restrict a, const float* __restrict b, int64_t ldb_,
+          float* __restrict c, int64_t ldc, float alpha, float beta) {
+  const int64_t ldb = kPacked ? int64_t(kNR) : ldb_;
+  vf acc[R][kNV];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) acc[r][v] = vzero();
+  // Warm the C tile while the k loop runs (it is read or written once at the end).
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) __builtin_prefetch(c + r * ldc, 1);
+
+  for (int64_t k = 0; k < kc; ++k) {
+    vf bv[kNV];
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) bv[v] = vload(b + v * W);
+    __builtin_prefetch(b + 8 * ldb);
+    if (kNR > 16) __builtin_prefetch(b + 8 * ldb + 16);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      vf av = vset1(a[r]);
+#pragma GCC unroll 4
+      for (int v = 0; v < kNV; ++v) acc[r][v] = vfmadd(av, bv[v], acc[r][v]);
+    }
+    a += kMR;
+    b += ldb;
+  }
+
+  vf valpha = vset1(alpha);
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) store_vec(c + r * ldc + v * W, acc[r][v], valpha, beta, cols - v * W);
+  }
+}
+
+template <int R, bool kPacked>
+void tile_rows(int rows, int cols, int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
+               int64_t ldc, float alpha, float beta) {
+  if constexpr (R > 1) {
+    if (rows < R) return tile_rows<R - 1, kPacked>(rows, cols, kc, a, b, ldb, c, ldc, alpha, beta);
+  }
+  tile<R, kPacked>(cols, kc, a, b, ldb, c, ldc, alpha, beta);
+}
+
+}  // namespace
+
+void micro_tile(int rows, int cols, int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
+                int64_t ldc, float alpha, float beta) {
+  if (ldb == kNR) {
+    if (rows == kMR) return tile<kMR, true>(cols, kc, a, b, ldb, c, ldc, alpha, beta);
+    return tile_rows<kMR - 1, true>(rows, cols, kc, a, b, ldb, c, ldc, alpha, beta);
+  }
+  if (rows == kMR) return tile<kMR, false>(cols, kc, a, b, ldb, c, ldc, alpha, beta);
+  tile_rows<kMR - 1, false>(rows, cols, kc, a, b, ldb, c, ldc, alpha, beta);
+}
+
+// ---- packing ----------------------------------------------------------------------------------
+
+namespace {
+
+// dst[k * P + r] = src[r * rs + k] (rows of src contiguous along k): a transpose, in 8x8 and 4x4
+// register blocks. All P slots are written: slots r >= rows repeat the last row (the microkernel
+// never uses them, and no scalar loop over single rows is needed).
+void pack_transpose(const float* src, int64_t rs, int rows, int64_t kc, int P, float* dst) {
+  auto row = [&](int r) { return src + static_cast<int64_t>(r < rows ? r : rows - 1) * rs; };
+  int r0 = 0;
+#if defined(__AVX2__)
+  for (; r0 + 8 <= P; r0 += 8) {
+    const float* s0 = row(r0 + 0); const float* s1 = row(r0 + 1);
+    const float* s2 = row(r0 + 2); const float* s3 = row(r0 + 3);
+    const float* s4 = row(r0 + 4); const float* s5 = row(r0 + 5);
+    const float* s6 = row(r0 + 6); const float* s7 = row(r0 + 7);
+    int64_t k = 0;
+    for (; k + 8 <= kc; k += 8) {
+      __m256 x0 = _mm256_loadu_ps(s0 + k), x1 = _mm256_loadu_ps(s1 + k);
+      __m256 x2 = _mm256_loadu_ps(s2 + k), x3 = _mm256_loadu_ps(s3 + k);
+      __m256 x4 = _mm256_loadu_ps(s4 + k), x5 = _mm256_loadu_ps(s5 + k);
+      __m256 x6 = _mm256_loadu_ps(s6 + k), x7 = _mm256_loadu_ps(s7 + k);
+      __m256 t0 = _mm256_unpacklo_ps(x0, x1), t1 = _mm256_unpackhi_ps(x0, x1);
+      __m256 t2 = _mm256_unpacklo_ps(x2, x3), t3 = _mm256_unpackhi_ps(x2, x3);
+      __m256 t4 = _mm256_unpacklo_ps(x4, x5), t5 = _mm256_unpackhi_ps(x4, x5);
+      __m256 t6 = _mm256_unpacklo_ps(x6, x7), t7 = _mm256_unpackhi_ps(x6, x7);
+      __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+      __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+      __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+      __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+      float* d = dst + k * P + r0;
+      _mm256_storeu_ps(d + 0 * P, _mm256_permute2f128_ps(u0, u4, 0x20));
+      _mm256_storeu_ps(d + 1 * P, _mm256_permute2f128_ps(u1, u5, 0x20));
+      _mm256_storeu_ps(d + 2 * P, _mm256_permute2f128_ps(u2, u6, 0x20));
+      _mm256_storeu_ps(d + 3 * P, _mm256_permute2f128_ps(u3, u7, 0x20));
+      _mm256_storeu_ps(d + 4 * P, _mm256_permute2f128_ps(u0, u4, 0x31));
+      _mm256_storeu_ps(d + 5 * P, _mm256_permute2f128_ps(u1, u5, 0x31));
+      _mm256_storeu_ps(d + 6 * P, _mm256_permute2f128_ps(u2, u6, 0x31));
+      _mm256_storeu_ps(d + 7 * P, _mm256_permute2f128_ps(u3, u7, 0x31));
+    }
+    for (; k < kc; ++k) {
+      float* d = dst + k * P + r0;
+      d[0] = s0[k]; d[1] = s1[k]; d[2] = s2[k]; d[3] = s3[k];
+      d[4] = s4[k]; d[5] = s5[k]; d[6] = s6[k]; d[7] = s7[k];
+    }
+  }
+  // Blocks of 4 rows (the last one may store only P - r0 < 4 of them).
+  for (; r0 < P; r0 += 4) {
+    const int n = P - r0 < 4 ? P - r0 : 4;
+    const float* s0 = row(r0 + 0); const float* s1 = row(r0 + 1);
+    const float* s2 = row(r0 + 2); const float* s3 = row(r0 + 3);
+    int64_t k = 0;
+    for (; k + 4 <= kc; k += 4) {
+      __m128 x0 = _mm_loadu_ps(s0 + k), x1 = _mm_loadu_ps(s1 + k);
+      __m128 x2 = _mm_loadu_ps(s2 + k), x3 = _mm_loadu_ps(s3 + k);
+      _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
+      float* d = dst + k * P + r0;
+      if (n == 4) {
+        _mm_storeu_ps(d, x0); _mm_storeu_ps(d + P, x1);
+        _mm_storeu_ps(d + 2 * P, x2); _mm_storeu_ps(d + 3 * P, x3);
+      } else {
+        const __m128 xs[4] = {x0, x1, x2, x3};
+        for (int q = 0; q < 4; ++q) {
+          if (n >= 2) _mm_storel_pi(reinterpret_cast<__m64*>(d + q * P), xs[q]);
+          if (n == 3) _mm_store_ss(d + q * P + 2, _mm_movehl_ps(xs[q], xs[q]));
+          if (n == 1) _mm_store_ss(d + q * P, xs[q]);
+        }
+      }
+    }
+    for (; k < kc; ++k) {
+      float* d = dst + k * P + r0;
+      const float v[4] = {s0[k], s1[k], s2[k], s3[k]};
+      for (int q = 0; q < n; ++q) d[q] = v[q];
+    }
+  }
+#else
+  for (int64_t k = 0; k < kc; ++k)
+    for (int r = 0; r < P; ++r) dst[k * P + r] = row(r)[k];
+#endif
+}
+
+// dst[k * P + r] = src[k * cs + r] (columns of src contiguous along r): row copies.
+// Slots r >= rows are zero-filled. Full panels (the common case) copy 4 rows per step with all
+// loads issued before the stores (stores right before loads of a strided source stall on address
+// aliasing); partial panels go one vector-wide strip at a time, masks computed once per strip.
+void pack_copy(const float* src, int64_t cs, int rows, int64_t kc, int P, float* dst) {
+  if (rows == P && P % W == 0 && P <= 4 * W) {
+    const int nv = P / W;
+    int64_t k = 0;
+    for (; k + 4 <= kc; k += 4) {
+      vf x[4][4];
+      for (int u = 0; u < 4; ++u) {
+        __builtin_prefetch(src + (k + u + 8) * cs);
+        for (int v = 0; v < nv; ++v) x[u][v] = vload(src + (k + u) * cs + v * W);
+      }
+      for (int u = 0; u < 4; ++u)
+        for (int v = 0; v < nv; ++v) vstore(dst + (k + u) * P + v * W, x[u][v]);
+    }
+    for (; k < kc; ++k)
+      for (int v = 0; v < nv; ++v) vstore(dst + k * P + v * W, vload(src + k * cs + v * W));
+    return;
+  }
+  for (int r = 0; r < P; r += W) {
+    const int n = rows - r <= 0 ? 0 : rows - r < W ? rows - r : W;  // lanes read (rest: zeros)
+    const int m = P - r < W ? P - r : W;                              // lanes written
+    const float* s = src + r;
+    float* d = dst + r;
+    for (int64_t k = 0; k < kc; ++k) vstore_n(d + k * P, vload_n(s + k * cs, n), m);
+  }
+}
+
+}  // namespace
+
+void pack_panel(const float* src, int64_t rs, int64_t cs, int rows, int64_t kc, int P, float* dst) {
+  if (rows == 1 || rs == 1) {
+    pack_copy(src, cs, rows, kc, P, dst);
+  } else if (cs == 1) {
+    pack_transpose(src, rs, rows, kc, P, dst);
+  } else {
+    for (int64_t k = 0; k < kc; ++k)
+      for (int r = 0; r < P; ++r) dst[k * P + r] = r < rows ? src[r * rs + k * cs] : 0.0f;
+  }
+}
+
+}  // namespace gemm_detail
+}  // namespace FG_ISA_NS
+}  // namespace fg

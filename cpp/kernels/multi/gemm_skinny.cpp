@@ -1,0 +1,159 @@
+// SGEMM for skinny shapes (one side <= kSkinnyMax, i.e. matrix-vector-like products), compiled
+// per ISA. Packing B (the big operand) would cost as much as the product itself here, so B is read
+// in place and only the small operand (m <= 8 rows of A) is copied into a contiguous buffer:
+//   B rows contiguous (csb == 1): "axpy" form, vectors along n, acc[i][j] += A[i][k] * B[k][j];
+//   B columns contiguous (rsb == 1): "dot" form, vectors along k, then a fixed-order lane sum.
+// Each output element has one fixed operation sequence, so threads (split over n) cannot change it.
+#include "forgegrad/memory.h"
+#include "forgegrad/parallel.h"
+#include "gemm_internal.h"
+
+namespace fg {
+namespace FG_ISA_NS {
+namespace gemm_detail {
+
+namespace {
+
+constexpr int kAxpyNV = 2;  // vectors per column chunk in the axpy form
+
+// alpha * acc (+ beta * c) with one explicit rounding sequence. Written as plain `beta * c + r`
+// the compiler may contract either product into an FMA, and differently in different template
+// instances, which would make results depend on how columns were split over threads.
+inline float combine(float acc, float alpha, float beta, const float* c) {
+  float r = alpha * acc;
+  if (beta == 0.0f) return r;
+#if defined(__FMA__)
+  return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(beta), _mm_set_ss(*c), _mm_set_ss(r)));
+#else
+  return beta * *c + r;  // no FMA instructions in this build: nothing to contract
+#endif
+}
+
+// Axpy form, M rows: C[:, j0:j0+cw] with cw <= kAxpyNV * W. ak is A packed k-major (ak[k*M + i]).
+template <int M, bool kTail>
+void axpy_chunk(int cw, int64_t K, float alpha, const float* __restrict ak, const float* __restrict b,
+                int64_t rsb, float beta, float* c, int64_t rsc, int64_t csc) {
+  vf acc[M][kAxpyNV];
+#pragma GCC unroll 8
+  for (int i = 0; i < M; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < kAxpyNV; ++v) acc[i][v] = vzero();
+  for (int64_t k = 0; k < K; ++k) {
+    const float* bk = b + k * rsb;
+    vf bv[kAxpyNV];
+#pragma GCC unroll 4
+    for (int v = 0; v < kAxpyNV; ++v) {
+      if (kTail) {
+        int n = cw - v * W;
+        bv[v] = n >= W ? vload(bk + v * W) : n > 0 ? vload_n(bk + v * W, n) : vzero();
+      } else {
+        bv[v] = vload(bk + v * W);
+      }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < M; ++i) {
+      vf av = vset1(ak[k * M + i]);
+#pragma GCC unroll 4
+      for (int v = 0; v < kAxpyNV; ++v) acc[i][v] = vfmadd(av, bv[v], acc[i][v]);
+    }
+  }
+  for (int i = 0; i < M; ++i) {
+    float tmp[kAxpyNV * W];
+    for (int v = 0; v < kAxpyNV; ++v) vstore(tmp + v * W, acc[i][v]);
+    float* ci = c + i * rsc;
+    for (int j = 0; j < cw; ++j) ci[j * csc] = combine(tmp[j], alpha, beta, ci + j * csc);
+  }
+}
+
+template <int M>
+void axpy_cols(int64_t j0, int64_t j1, int64_t K, float alpha, const float* ak, const float* B,
+               int64_t rsb, float beta, float* C, int64_t rsc, int64_t csc) {
+  constexpr int CW = kAxpyNV * W;
+  int64_t j = j0;
+  for (; j + CW <= j1; j += CW)
+    axpy_chunk<M, false>(CW, K, alpha, ak, B + j, rsb, beta, C + j * csc, rsc, csc);
+  if (j < j1)
+    axpy_chunk<M, true>(static_cast<int>(j1 - j), K, alpha, ak, B + j, rsb, beta, C + j * csc, rsc, csc);
+}
+
+// Dot form: RI rows of A (contiguous, length K, row stride K) times RJ columns of B (each
+// contiguous along k, column stride csb).
+template <int RI, int RJ>
+void dot_block(int64_t K, float alpha, const float* __restrict a, const float* __restrict b,
+               int64_t csb, float beta, float* c, int64_t rsc, int64_t csc) {
+  vf acc[RI][RJ];
+  for (int i = 0; i < RI; ++i)
+    for (int j = 0; j < RJ; ++j) acc[i][j] = vzero();
+  int64_t k = 0;
+  for (; k + W <= K; k += W) {
+    vf av[RI], bv[RJ];
+    for (int i = 0; i < RI; ++i) av[i] = vload(a + i * K + k);
+    for (int j = 0; j < RJ; ++j) bv[j] = vload(b + j * csb + k);
+    for (int i = 0; i < RI; ++i)
+      for (int j = 0; j < RJ; ++j) acc[i][j] = vfmadd(av[i], bv[j], acc[i][j]);
+  }
+  if (k < K) {
+    int n = static_cast<int>(K - k);
+    vf av[RI], bv[RJ];
+    for (int i = 0; i < RI; ++i) av[i] = vload_n(a + i * K + k, n);
+    for (int j = 0; j < RJ; ++j) bv[j] = vload_n(b + j * csb + k, n);
+    for (int i = 0; i < RI; ++i)
+      for (int j = 0; j < RJ; ++j) acc[i][j] = vfmadd(av[i], bv[j], acc[i][j]);
+  }
+  for (int i = 0; i < RI; ++i)
+    for (int j = 0; j < RJ; ++j) {
+      float* cij = c + i * rsc + j * csc;
+      *cij = combine(vreduce_add(acc[i][j]), alpha, beta, cij);
+    }
+}
+
+template <int RI>
+void dot_cols(int64_t j0, int64_t j1, int64_t K, float alpha, const float* a, const float* B,
+              int64_t csb, float beta, float* C, int64_t rsc, int64_t csc) {
+  int64_t j = j0;
+  for (; j + 4 <= j1; j += 4) dot_block<RI, 4>(K, alpha, a, B + j * csb, csb, beta, C + j * csc, rsc, csc);
+  for (; j < j1; ++j) dot_block<RI, 1>(K, alpha, a, B + j * csb, csb, beta, C + j * csc, rsc, csc);
+}
+
+template <int M>
+void axpy_dispatch(int m, int64_t j0, int64_t j1, int64_t K, float alpha, const float* ak,
+                   const float* B, int64_t rsb, float beta, float* C, int64_t rsc, int64_t csc) {
+  if constexpr (M > 1) {
+    if (m < M) return axpy_dispatch<M - 1>(m, j0, j1, K, alpha, ak, B, rsb, beta, C, rsc, csc);
+  }
+  axpy_cols<M>(j0, j1, K, alpha, ak, B, rsb, beta, C, rsc, csc);
+}
+
+}  // namespace
+
+void sgemm_skinny(int64_t m, int64_t n, int64_t K, float alpha, const float* A, int64_t rsa,
+                  int64_t csa, const float* B, int64_t rsb, int64_t csb, float beta, float* C,
+                  int64_t rsc, int64_t csc) {
+  const bool axpy = csb == 1 && !(rsb == 1 && n == 1);
+  // The small operand, packed: k-major for the axpy form, row-major (rows of length K) for dots.
+  AlignedBuffer apack(static_cast<std::size_t>(m * K));
+  float* ap = apack.data();
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t k = 0; k < K; ++k) ap[axpy ? k * m + i : i * K + k] = A[i * rsa + k * csa];
+  // Columns per thread chunk: enough work to be worth a thread (~64k multiply-adds).
+  int64_t grain = (65536 + m * K - 1) / (m * K);
+  if (axpy) {
+    int64_t cw = kAxpyNV * W;
+    grain = (grain + cw - 1) / cw * cw;
+    int64_t chunks = (n + cw - 1) / cw;
+    parallel_for(chunks, (grain + cw - 1) / cw, [&](int64_t c0, int64_t c1) {
+      axpy_dispatch<kSkinnyMax>(static_cast<int>(m), c0 * cw, c1 * cw < n ? c1 * cw : n, K, alpha, ap,
+                                B, rsb, beta, C, rsc, csc);
+    });
+  } else {
+    parallel_for(n, grain, [&](int64_t j0, int64_t j1) {
+      int64_t i = 0;
+      for (; i + 4 <= m; i += 4) dot_cols<4>(j0, j1, K, alpha, ap + i * K, B, csb, beta, C + i * rsc, rsc, csc);
+      for (; i < m; ++i) dot_cols<1>(j0, j1, K, alpha, ap + i * K, B, csb, beta, C + i * rsc, rsc, csc);
+    });
+  }
+}
+
+}  // namespace gemm_detail
+}  // namespace FG_ISA_NS
+}  // namespace fg

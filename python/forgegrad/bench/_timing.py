@@ -1,0 +1,92 @@
+"""Timing and thread pinning shared by the benchmark suites.
+
+Every runtime in a comparison runs with the same thread count (forgegrad.set_num_threads,
+torch.set_num_threads, threadpoolctl for numpy's BLAS), and the runtimes are timed in interleaved
+rounds so that a burst of load from elsewhere on the machine hits all of them alike. A runtime
+that is not installed is reported as "absent" instead of failing the run.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import statistics
+import time
+from typing import Callable, Dict, Optional
+
+import forgegrad
+
+# Environment variables that change OpenBLAS's kernel choice when numpy loads it (they make numpy
+# slower on this project's machines); benchmarks run with them unset: `env -u OPENBLAS_CORETYPE
+# -u OPENBLAS_L2_SIZE python -m forgegrad.bench ...`.
+OPENBLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def optional_import(name: str):
+    """The module, or None when it is not installed (the runtime is then reported "absent")."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def openblas_env_warning() -> Optional[str]:
+    found = [v for v in OPENBLAS_ENV if v in os.environ]
+    if not found:
+        return None
+    return (f"warning: {', '.join(found)} set; numpy's OpenBLAS may run slower than usual "
+            f"(run with `env -u {' -u '.join(OPENBLAS_ENV)} ...`)")
+
+
+@contextlib.contextmanager
+def pinned_threads(n: int):
+    """Run forgegrad, torch and numpy's BLAS with n threads each; restore the old counts after."""
+    torch = optional_import("torch")
+    threadpoolctl = optional_import("threadpoolctl")
+    old_fg = forgegrad.get_num_threads()
+    old_torch = torch.get_num_threads() if torch is not None else None
+    forgegrad.set_num_threads(n)
+    if torch is not None:
+        torch.set_num_threads(n)
+    limits = (threadpoolctl.threadpool_limits(limits=n, user_api="blas")
+              if threadpoolctl is not None else contextlib.nullcontext())
+    try:
+        with limits:
+            yield
+    finally:
+        forgegrad.set_num_threads(old_fg)
+        if torch is not None:
+            torch.set_num_threads(old_torch)
+
+
+def _loops_for(fn: Callable[[], object], min_time: float) -> int:
+    """Calls per timed sample so that one sample lasts about min_time (timer resolution, noise)."""
+    t0 = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - t0, 1e-7)
+    return max(1, int(min_time / once))
+
+
+def compare(fns: Dict[str, Optional[Callable[[], object]]], *, repeat: int = 9, warmup: int = 2,
+            min_time: float = 0.02) -> Dict[str, Optional[float]]:
+    """Median seconds per call of each function, timed in interleaved rounds.
+
+    fns maps a runtime name to a no-argument callable, or to None for an absent runtime (its
+    result is None). Each function first runs `warmup` times (caches, thread pools, lazy
+    allocation); then each of `repeat` rounds times every function once, for enough calls that a
+    sample lasts about min_time.
+    """
+    present = {k: f for k, f in fns.items() if f is not None}
+    for f in present.values():
+        for _ in range(warmup):
+            f()
+    loops = {k: _loops_for(f, min_time) for k, f in present.items()}
+    samples: Dict[str, list] = {k: [] for k in present}
+    for _ in range(repeat):
+        for k, f in present.items():
+            n = loops[k]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                f()
+            samples[k].append((time.perf_counter() - t0) / n)
+    return {k: (statistics.median(samples[k]) if k in samples else None) for k in fns}
