@@ -2,8 +2,9 @@
 //   for each NC-wide block of columns (jc) and KC-deep slice of K (pc):
 //     for each MC-high block of rows (ic):
 //       pack op(A)[ic:ic+mc, pc:pc+kc] into MR-high panels       (thread-local, L2-resident)
-//       for each NR-wide B panel (jr): pack it on first use       (thread-local)
-//         for each A panel (ir): microkernel -> MR x NR tile of C
+//       for each A panel (ir; L1-resident, it is the broadcast operand):
+//         for each NR-wide B panel (jr; packed during the first sweep, L2-resident):
+//           microkernel -> MR x NR tile of C
 // Threads never split K: every element of C is the same fma chain over each KC slice, the slices
 // added in order (C = alpha*acc + beta*C, then C = alpha*acc + C), whatever thread computes it.
 // KC depends on K only, so results are bit-identical for any thread count.
@@ -111,16 +112,18 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
             pack_panel(A + i * rsa + pc * csa, rsa, csa, static_cast<int>(row0(p + 1) - i), kc, kMR,
                        apack + (p - pb) * kMR * kc);
           }
-          for (int64_t q = qc; q < qe; ++q) {
-            const int64_t j = q * kNR;
-            const int cols = static_cast<int>(N - j < kNR ? N - j : kNR);
-            float* bp = bpack + (q - qc) * kNR * kc;
-            // Packed just before its first use, while the first row block runs.
-            if (pb == p0) pack_panel(B + pc * rsb + j * csb, csb, rsb, cols, kc, kNR, bp);
-            for (int64_t p = pb; p < pe; ++p) {
-              const int64_t i = row0(p);
-              micro_tile(static_cast<int>(row0(p + 1) - i), cols, kc, apack + (p - pb) * kMR * kc, bp, kNR,
-                         C + i * ldc + j, ldc, alpha, beta_k);
+          // One A panel (L1-resident) against every B panel of the block (L2-resident).
+          for (int64_t p = pb; p < pe; ++p) {
+            const int64_t i = row0(p);
+            const int rows = static_cast<int>(row0(p + 1) - i);
+            const float* ap = apack + (p - pb) * kMR * kc;
+            for (int64_t q = qc; q < qe; ++q) {
+              const int64_t j = q * kNR;
+              const int cols = static_cast<int>(N - j < kNR ? N - j : kNR);
+              float* bp = bpack + (q - qc) * kNR * kc;
+              // Packed just before its first use, during the first A panel's sweep.
+              if (p == p0) pack_panel(B + pc * rsb + j * csb, csb, rsb, cols, kc, kNR, bp);
+              micro_tile(rows, cols, kc, ap, bp, kNR, C + i * ldc + j, ldc, alpha, beta_k);
             }
           }
         }
