@@ -89,8 +89,8 @@ namespace {
 // never uses them, and no scalar loop over single rows is needed).
 void pack_transpose(const float* src, int64_t rs, int rows, int64_t kc, int P, float* dst) {
   auto row = [&](int r) { return src + static_cast<int64_t>(r < rows ? r : rows - 1) * rs; };
-  int r0 = 0;
 #if defined(__AVX2__)
+  int r0 = 0;
   for (; r0 + 8 <= P; r0 += 8) {
     const float* s0 = row(r0 + 0); const float* s1 = row(r0 + 1);
     const float* s2 = row(r0 + 2); const float* s3 = row(r0 + 3);
