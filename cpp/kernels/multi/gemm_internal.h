@@ -46,10 +46,10 @@ void pack_panel(const float* src, int64_t rs, int64_t cs, int rows, int64_t kc, 
 void micro_tile(int rows, int cols, int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
                 int64_t ldc, float alpha, float beta);
 
-// Skinny product, m <= kSkinnyMax: C (m x n) = alpha * A (m x K) . B (K x n) + beta * C, every
+// Skinny product, m <= kSkinnyMax (16): C (m x n) = alpha * A (m x K) . B (K x n) + beta * C, every
 // operand with general strides (rs: row stride, cs: column stride, in elements). B must have
 // rsb == 1 or csb == 1. Splits columns over threads.
-constexpr int64_t kSkinnyMax = 8;
+constexpr int64_t kSkinnyMax = 16;  // templates cover m <= 16; the driver decides when to use them
 void sgemm_skinny(int64_t m, int64_t n, int64_t K, float alpha, const float* A, int64_t rsa,
                   int64_t csa, const float* B, int64_t rsb, int64_t csb, float beta, float* C,
                   int64_t rsc, int64_t csc);
