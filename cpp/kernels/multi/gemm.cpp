@@ -107,15 +107,17 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
         const float beta_k = pc == 0 ? beta : 1.0f;
         for (int64_t pb = p0; pb < p1; pb += kMCPanels) {  // MC-high row blocks
           const int64_t pe = p1 - pb < kMCPanels ? p1 : pb + kMCPanels;
+          int64_t first_row[kMCPanels + 1];  // row0 of this block's panels (divisions: once)
+          for (int64_t p = pb; p <= pe; ++p) first_row[p - pb] = row0(p);
           for (int64_t p = pb; p < pe; ++p) {
-            const int64_t i = row0(p);
-            pack_panel(A + i * rsa + pc * csa, rsa, csa, static_cast<int>(row0(p + 1) - i), kc, kMR,
+            const int64_t i = first_row[p - pb];
+            pack_panel(A + i * rsa + pc * csa, rsa, csa, static_cast<int>(first_row[p - pb + 1] - i), kc, kMR,
                        apack + (p - pb) * kMR * kc);
           }
           // One A panel (L1-resident) against every B panel of the block (L2-resident).
           for (int64_t p = pb; p < pe; ++p) {
-            const int64_t i = row0(p);
-            const int rows = static_cast<int>(row0(p + 1) - i);
+            const int64_t i = first_row[p - pb];
+            const int rows = static_cast<int>(first_row[p - pb + 1] - i);
             const float* ap = apack + (p - pb) * kMR * kc;
             for (int64_t q = qc; q < qe; ++q) {
               const int64_t j = q * kNR;
