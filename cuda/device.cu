@@ -1,7 +1,6 @@
-// Device discovery. The module links cudart statically, so it imports on machines without a
-// driver; these calls then report zero devices instead of failing.
-#include <cuda_runtime.h>
-
+// Device discovery and memory. The module links cudart statically, so it imports on machines
+// without a driver; these calls then report zero devices instead of failing.
+#include "common.cuh"
 #include "forgegrad/cuda_api.h"
 
 namespace fg::cuda {
@@ -9,7 +8,7 @@ namespace fg::cuda {
 int device_count() {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky error so later queries start clean
+    cudaGetLastError();
     return 0;
   }
   return n;
@@ -18,11 +17,18 @@ int device_count() {
 std::string unavailable_reason() {
   int n = 0;
   cudaError_t err = cudaGetDeviceCount(&n);
-  if (err != cudaSuccess) {
-    cudaGetLastError();
-    return cudaGetErrorString(err);
-  }
+  if (err != cudaSuccess) return status(err);
   return n == 0 ? "no CUDA device found" : "";
 }
+
+std::string malloc_device(void** ptr, std::size_t bytes) { return status(cudaMalloc(ptr, bytes == 0 ? 4 : bytes)); }
+std::string free_device(void* ptr) { return status(cudaFree(ptr)); }
+std::string copy_to_device(void* dst, const void* src, std::size_t bytes) {
+  return status(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+}
+std::string copy_to_host(void* dst, const void* src, std::size_t bytes) {
+  return status(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+}
+std::string synchronize() { return status(cudaDeviceSynchronize()); }
 
 }  // namespace fg::cuda

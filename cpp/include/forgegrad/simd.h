@@ -115,7 +115,7 @@ inline vf vsqrt(vf a) { return std::sqrt(a); }
 inline vf vabs(vf a) { return std::fabs(a); }
 inline vf vneg(vf a) { return -a; }
 inline vf vround(vf a) { return std::nearbyint(a); }
-inline vf vscale2(vf a, vf n) { return std::ldexp(a, static_cast<int>(n)); }
+inline vf vscale2(vf a, vf n) { return n == n ? std::ldexp(a, static_cast<int>(n)) : a + n; }
 inline vf vselect_gt(vf x, vf y, vf a, vf b) { return x > y ? a : b; }
 inline float vreduce_add(vf a) { return a; }
 inline float vreduce_max(vf a) { return a; }
@@ -123,8 +123,10 @@ inline float vreduce_max(vf a) { return a; }
 
 // exp(x), relative error about 2 ulp over the float range (Cephes polynomial on [-ln2/2, ln2/2]
 // after x = n*ln2 + r). Inputs are clamped to [-87.3, 88.7]: below that the result is ~0.
+// The clamp takes x as the second operand of max/min, which x86 returns when either is NaN, so a
+// NaN input gives NaN (also through vsigmoid and vtanh) instead of a finite number.
 inline vf vexp(vf x) {
-  x = vmin(vmax(x, vset1(-87.336544f)), vset1(88.722839f));
+  x = vmin(vset1(88.722839f), vmax(vset1(-87.336544f), x));
   vf n = vround(vmul(x, vset1(1.44269504088896341f)));
   vf r = vfnmadd(n, vset1(0.693359375f), x);
   r = vfnmadd(n, vset1(-2.12194440e-4f), r);
@@ -161,6 +163,29 @@ inline vf vtanh(vf x) {
   // copy the sign of x
   vf neg_t = vneg(t);
   return vselect_gt(vzero(), x, neg_t, t);
+}
+
+// erf(x), max error about 1 ulp (N. Juffa's erff: x*p(x^2) for |x| <= 0.9277, else
+// 1 - exp(q(|x|)) with the sign of x). NaN propagates.
+inline vf verf(vf x) {
+  vf t = vabs(x), s = vmul(x, x);
+  vf r = vfmadd(vset1(-1.72853470e-5f), t, vset1(3.83197126e-4f));
+  vf u = vfmadd(vset1(-3.88396438e-3f), t, vset1(2.42546219e-2f));
+  r = vfmadd(r, s, u);
+  r = vfmadd(r, t, vset1(-1.06777877e-1f));
+  r = vfmadd(r, t, vset1(-6.34846687e-1f));
+  r = vfmadd(r, t, vset1(-1.28717512e-1f));
+  r = vfmadd(r, t, vneg(t));
+  vf big = vsub(vset1(1.0f), vexp(r));
+  big = vselect_gt(vzero(), x, vneg(big), big);
+  vf p = vset1(-5.96761703e-4f);
+  p = vfmadd(p, s, vset1(4.99119423e-3f));
+  p = vfmadd(p, s, vset1(-2.67681349e-2f));
+  p = vfmadd(p, s, vset1(1.12819925e-1f));
+  p = vfmadd(p, s, vset1(-3.76125336e-1f));
+  p = vfmadd(p, s, vset1(1.28379166e-1f));
+  vf small = vfmadd(p, x, x);
+  return vselect_gt(t, vset1(0.927734375f), big, small);
 }
 
 }  // namespace FG_ISA_NS

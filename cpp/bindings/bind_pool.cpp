@@ -1,0 +1,137 @@
+// forgegrad._C.pool: max / average / adaptive average pooling on numpy arrays. The geometry and
+// every shape are checked here; max_pool2d_backward also range-checks the indices it scatters to.
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "forgegrad/bindings.h"
+#include "forgegrad/pool.h"
+#include "forgegrad/py_array.h"
+#include <pybind11/stl.h>
+
+namespace py = pybind11;
+using fg::bind::ArrayArg;
+
+namespace {
+
+using Pair = std::pair<int64_t, int64_t>;
+
+fg::Pool2dGeom make_geom(const char* op, const std::vector<int64_t>& xs, Pair k, Pair s, Pair p, Pair d,
+                         bool ceil_mode) {
+  const std::string o(op);
+  fg::Pool2dGeom g{};
+  g.N = xs[0], g.C = xs[1], g.H = xs[2], g.W = xs[3];
+  std::tie(g.KH, g.KW) = k;
+  std::tie(g.stride_h, g.stride_w) = s;
+  std::tie(g.pad_h, g.pad_w) = p;
+  std::tie(g.dil_h, g.dil_w) = d;
+  if (g.KH < 1 || g.KW < 1) throw py::value_error(o + ": kernel_size must be >= 1");
+  if (g.stride_h < 1 || g.stride_w < 1) throw py::value_error(o + ": stride must be >= 1");
+  if (g.dil_h < 1 || g.dil_w < 1) throw py::value_error(o + ": dilation must be >= 1");
+  if (g.pad_h < 0 || g.pad_w < 0 || 2 * g.pad_h > g.KH || 2 * g.pad_w > g.KW)
+    throw py::value_error(o + ": padding must be >= 0 and at most half of kernel_size");
+  if (g.N < 0 || g.C < 1 || g.H < 1 || g.W < 1)
+    throw py::value_error(o + ": input must have shape (N, C>=1, H>=1, W>=1), got " + fg::bind::shape_str(xs));
+  g.OH = fg::pool_out_size(g.H, g.KH, g.pad_h, g.stride_h, g.dil_h, ceil_mode);
+  g.OW = fg::pool_out_size(g.W, g.KW, g.pad_w, g.stride_w, g.dil_w, ceil_mode);
+  if (g.OH < 1 || g.OW < 1) throw py::value_error(o + ": kernel_size is larger than the padded input");
+  return g;
+}
+
+void max_fwd(const py::array& x, const py::array& y, const py::array& idx, Pair k, Pair s, Pair p, Pair d,
+             bool ceil_mode) {
+  ArrayArg X = fg::bind::f32_arg(x, "input", 4);
+  ArrayArg Y = fg::bind::f32_arg(y, "out", 4, fg::bind::kContiguous, true);
+  ArrayArg I = fg::bind::i64_arg(idx, "indices", 4, fg::bind::kContiguous, true);
+  fg::Pool2dGeom g = make_geom("max_pool2d", X.shape, k, s, p, d, ceil_mode);
+  fg::bind::expect_shape(Y, "out", {g.N, g.C, g.OH, g.OW});
+  fg::bind::expect_shape(I, "indices", {g.N, g.C, g.OH, g.OW});
+  py::gil_scoped_release release;
+  fg::max_pool2d_forward(g, X.f32(), Y.f32(), I.i64());
+}
+
+void max_bwd(const py::array& gy, const py::array& idx, const py::array& gx) {
+  ArrayArg GY = fg::bind::f32_arg(gy, "grad_output", 4), I = fg::bind::i64_arg(idx, "indices", 4);
+  ArrayArg GX = fg::bind::f32_arg(gx, "grad_input", 4, fg::bind::kContiguous, true);
+  fg::bind::expect_shape(I, "indices", GY.shape);
+  if (GX.shape[0] != GY.shape[0] || GX.shape[1] != GY.shape[1])
+    throw py::value_error("max_pool2d_backward: input_shape " + fg::bind::shape_str(GX.shape) +
+                          " does not match grad_output " + fg::bind::shape_str(GY.shape) + " in (N, C)");
+  fg::Pool2dGeom g{};
+  g.N = GX.shape[0], g.C = GX.shape[1], g.H = GX.shape[2], g.W = GX.shape[3];
+  g.OH = GY.shape[2], g.OW = GY.shape[3];
+  const int64_t hw = g.H * g.W;
+  {
+    py::gil_scoped_release release;
+    bool bad = false;
+    for (int64_t i = 0; i < I.size; ++i) bad |= I.i64()[i] < 0 || I.i64()[i] >= hw;
+    if (!bad) {
+      fg::max_pool2d_backward(g, GY.f32(), I.i64(), GX.f32());
+      return;
+    }
+  }
+  throw py::value_error("max_pool2d_backward: indices must lie in [0, H*W) of input_shape");
+}
+
+void avg_fwd(const py::array& x, const py::array& y, Pair k, Pair s, Pair p, bool ceil_mode,
+             bool count_include_pad, int64_t divisor_override) {
+  ArrayArg X = fg::bind::f32_arg(x, "input", 4);
+  ArrayArg Y = fg::bind::f32_arg(y, "out", 4, fg::bind::kContiguous, true);
+  fg::Pool2dGeom g = make_geom("avg_pool2d", X.shape, k, s, p, {1, 1}, ceil_mode);
+  fg::bind::expect_shape(Y, "out", {g.N, g.C, g.OH, g.OW});
+  py::gil_scoped_release release;
+  fg::avg_pool2d_forward(g, X.f32(), Y.f32(), count_include_pad, divisor_override);
+}
+
+void avg_bwd(const py::array& gy, const py::array& gx, Pair k, Pair s, Pair p, bool ceil_mode,
+             bool count_include_pad, int64_t divisor_override) {
+  ArrayArg GY = fg::bind::f32_arg(gy, "grad_output", 4);
+  ArrayArg GX = fg::bind::f32_arg(gx, "grad_input", 4, fg::bind::kContiguous, true);
+  fg::Pool2dGeom g = make_geom("avg_pool2d", GX.shape, k, s, p, {1, 1}, ceil_mode);
+  fg::bind::expect_shape(GY, "grad_output", {g.N, g.C, g.OH, g.OW});
+  py::gil_scoped_release release;
+  fg::avg_pool2d_backward(g, GY.f32(), GX.f32(), count_include_pad, divisor_override);
+}
+
+void adaptive_fwd(const py::array& x, const py::array& y) {
+  ArrayArg X = fg::bind::f32_arg(x, "input", 4);
+  ArrayArg Y = fg::bind::f32_arg(y, "out", 4, fg::bind::kContiguous, true);
+  if (Y.shape[0] != X.shape[0] || Y.shape[1] != X.shape[1] || Y.shape[2] < 1 || Y.shape[3] < 1 ||
+      X.shape[2] < 1 || X.shape[3] < 1)
+    throw py::value_error("adaptive_avg_pool2d: bad shapes input " + fg::bind::shape_str(X.shape) +
+                          ", out " + fg::bind::shape_str(Y.shape));
+  py::gil_scoped_release release;
+  fg::adaptive_avg_pool2d_forward(X.shape[0], X.shape[1], X.shape[2], X.shape[3], Y.shape[2], Y.shape[3],
+                                  X.f32(), Y.f32());
+}
+
+void adaptive_bwd(const py::array& gy, const py::array& gx) {
+  ArrayArg GY = fg::bind::f32_arg(gy, "grad_output", 4);
+  ArrayArg GX = fg::bind::f32_arg(gx, "grad_input", 4, fg::bind::kContiguous, true);
+  if (GY.shape[0] != GX.shape[0] || GY.shape[1] != GX.shape[1] || GY.shape[2] < 1 || GY.shape[3] < 1 ||
+      GX.shape[2] < 1 || GX.shape[3] < 1)
+    throw py::value_error("adaptive_avg_pool2d_backward: bad shapes grad_output " +
+                          fg::bind::shape_str(GY.shape) + ", grad_input " + fg::bind::shape_str(GX.shape));
+  py::gil_scoped_release release;
+  fg::adaptive_avg_pool2d_backward(GX.shape[0], GX.shape[1], GX.shape[2], GX.shape[3], GY.shape[2],
+                                   GY.shape[3], GY.f32(), GX.f32());
+}
+
+void bind(py::module_& m) {
+  m.def("max_pool2d_forward", &max_fwd, py::arg("input"), py::arg("out"), py::arg("indices"),
+        py::arg("kernel_size"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("ceil_mode"));
+  m.def("max_pool2d_backward", &max_bwd, py::arg("grad_output"), py::arg("indices"), py::arg("grad_input"));
+  m.def("avg_pool2d_forward", &avg_fwd, py::arg("input"), py::arg("out"), py::arg("kernel_size"),
+        py::arg("stride"), py::arg("padding"), py::arg("ceil_mode"), py::arg("count_include_pad"),
+        py::arg("divisor_override"));
+  m.def("avg_pool2d_backward", &avg_bwd, py::arg("grad_output"), py::arg("grad_input"), py::arg("kernel_size"),
+        py::arg("stride"), py::arg("padding"), py::arg("ceil_mode"), py::arg("count_include_pad"),
+        py::arg("divisor_override"));
+  m.def("adaptive_avg_pool2d_forward", &adaptive_fwd, py::arg("input"), py::arg("out"));
+  m.def("adaptive_avg_pool2d_backward", &adaptive_bwd, py::arg("grad_output"), py::arg("grad_input"));
+}
+
+}  // namespace
+
+FG_REGISTER_BINDINGS(pool, bind)

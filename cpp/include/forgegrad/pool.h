@@ -1,0 +1,42 @@
+// 2-D pooling, NCHW float32: max (with argmax indices for backward), average, adaptive average.
+//   x is (N, C, H, W); y and indices are (N, C, OH, OW). indices[...] is the flat position
+//   h * W + w of the maximum inside its (H, W) plane, as torch returns it.
+// The bindings (cpp/bindings/bind_pool.cpp) validate the geometry; the kernels (cpp/kernels/
+// pool.cpp) work plane by plane, one plane per task, so results do not depend on the thread count.
+#pragma once
+#include <cstdint>
+
+namespace fg {
+
+struct Pool2dGeom {
+  int64_t N, C, H, W;
+  int64_t KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
+  int64_t OH, OW;
+};
+
+// torch's pooling_output_shape: floor or ceil mode; in ceil mode the last window must start
+// inside the input or its left padding.
+inline int64_t pool_out_size(int64_t in, int64_t k, int64_t pad, int64_t stride, int64_t dil, bool ceil_mode) {
+  int64_t num = in + 2 * pad - dil * (k - 1) - 1 + (ceil_mode ? stride - 1 : 0);
+  if (num < 0) return 0;
+  int64_t out = num / stride + 1;
+  if (ceil_mode && (out - 1) * stride >= in + pad) --out;
+  return out;
+}
+
+// Ties keep the first maximum in window order; NaN propagates (as torch).
+void max_pool2d_forward(const Pool2dGeom& g, const float* x, float* y, int64_t* indices);
+// grad_x (overwritten) += grad_y at the saved indices.
+void max_pool2d_backward(const Pool2dGeom& g, const float* grad_y, const int64_t* indices, float* grad_x);
+// divisor_override <= 0: none. (dilation is unused for average pooling.)
+void avg_pool2d_forward(const Pool2dGeom& g, const float* x, float* y, bool count_include_pad,
+                        int64_t divisor_override);
+void avg_pool2d_backward(const Pool2dGeom& g, const float* grad_y, float* grad_x, bool count_include_pad,
+                         int64_t divisor_override);
+// Output cell (oh, ow) averages rows [floor(oh*H/OH), ceil((oh+1)*H/OH)) and likewise columns.
+void adaptive_avg_pool2d_forward(int64_t N, int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW,
+                                 const float* x, float* y);
+void adaptive_avg_pool2d_backward(int64_t N, int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW,
+                                  const float* grad_y, float* grad_x);
+
+}  // namespace fg

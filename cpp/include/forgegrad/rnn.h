@@ -1,0 +1,111 @@
+// Recurrent layers (LSTM, GRU, Elman RNN with tanh/relu): one layer, one direction, a whole
+// sequence per call, forward and backward through time.
+//
+// Layout follows PyTorch so a state_dict loads unchanged (G gates: LSTM 4 = i,f,g,o; GRU 3 = r,z,n;
+// RNN 1):  x (T, B, I) time-major, h0/c0 (B, H), w_ih (G*H, I), w_hh (G*H, H), b_ih/b_hh (G*H).
+// GRU places the reset gate as torch does: n = tanh(W_in x + b_in + r * (W_hn h + b_hn)).
+//
+// Forward: the input projection of all T*B rows is one GEMM (fg::sgemm); each step then runs the
+// recurrent matmul on weights packed once per call (panels of kNR hidden units) and, for the same
+// hidden units, one fused SIMD pass over the gates and the cell update. Backward mirrors it: per
+// step one fused gate-gradient pass, then the recurrent matmul; dW, dX and db come at the end from
+// big GEMMs / column sums over all T*B rows, so every summation order is fixed. Work is split over
+// hidden-unit panels whose size depends only on the ISA: bit-identical for any thread count.
+#pragma once
+#include <cstdint>
+
+#include "forgegrad/dispatch.h"
+
+namespace fg {
+
+enum class RnnMode : int { lstm = 0, gru = 1, rnn_tanh = 2, rnn_relu = 3 };
+
+inline int rnn_num_gates(RnnMode m) { return m == RnnMode::lstm ? 4 : m == RnnMode::gru ? 3 : 1; }
+
+struct RnnForwardArgs {
+  RnnMode mode;
+  int64_t T, B, I, H;
+  bool reverse;          // process t = T-1 .. 0; y[t] stays at time index t
+  const float* x;        // (T, B, I)
+  const float* h0;       // (B, H)
+  const float* c0;       // (B, H), LSTM only
+  const float* w_ih;     // (G*H, I)
+  const float* w_hh;     // (G*H, H)
+  const float* b_ih;     // (G*H) or nullptr
+  const float* b_hh;     // (G*H) or nullptr
+  float* y;              // (T, B, H) out
+  float* h_n;            // (B, H) out
+  float* c_n;            // (B, H) out, LSTM only
+  // Saved for backward (all nullptr in inference mode; RNN needs none: y is its activation).
+  float* gates;          // (T, B, G*H) gate activations: LSTM i,f,g,o; GRU r,z,n
+  float* cells;          // (T, B, H) LSTM cell state c_t
+  float* hn_lin;         // (T, B, H) GRU W_hn h_{t-1} + b_hn
+};
+
+struct RnnBackwardArgs {
+  RnnMode mode;
+  int64_t T, B, I, H;
+  bool reverse;
+  const float* x;        // (T, B, I)
+  const float* h0;       // (B, H)
+  const float* c0;       // (B, H), LSTM only
+  const float* w_ih;     // (G*H, I)
+  const float* w_hh;     // (G*H, H)
+  const float* y;        // (T, B, H) forward output
+  const float* gates;    // saved by forward (LSTM, GRU)
+  const float* cells;    // LSTM
+  const float* hn_lin;   // GRU
+  const float* grad_y;   // (T, B, H) or nullptr (zero)
+  const float* grad_hn;  // (B, H) or nullptr
+  const float* grad_cn;  // (B, H) or nullptr, LSTM only
+  float* gx;             // (T, B, I) out
+  float* gh0;            // (B, H) out
+  float* gc0;            // (B, H) out, LSTM only
+  float* gw_ih;          // (G*H, I) out
+  float* gw_hh;          // (G*H, H) out
+  float* gb_ih;          // (G*H) out or nullptr (no bias)
+  float* gb_hh;          // (G*H) out or nullptr
+};
+
+FG_KERNEL(void, rnn_forward, (const RnnForwardArgs& a), (a))
+FG_KERNEL(void, rnn_backward, (const RnnBackwardArgs& a), (a))
+// The activations the gate passes use, exposed for accuracy tests: kind 0 = sigmoid, 1 = tanh,
+// 2 = exp. y[i] = f(x[i]) for i < n.
+FG_KERNEL(void, rnn_activation, (int kind, const float* x, float* y, int64_t n), (kind, x, y, n))
+
+#ifdef FG_ISA_NS
+// Pieces shared by the per-ISA sources cpp/kernels/multi/rnn_*.cpp.
+namespace FG_ISA_NS {
+namespace rnn_detail {
+
+// Recurrent matmul on a packed right-hand side. A panel holds kNR consecutive output columns of
+// B(K, N) as P[k * kNR + c] (zero past the matrix edge), so the inner loop reads it contiguously.
+int panel_width();  // kNR of this ISA
+int64_t num_panels(int64_t n);
+// P = panels of B where B(k, n) = W[n * ldw + k] (transposed source), n in [0, N), k in [0, K).
+void pack_transposed(const float* W, int64_t ldw, int64_t K, int64_t N, float* P);
+// P = panels of B where B(k, n) = W[k * ldw + n].
+void pack_plain(const float* W, int64_t ldw, int64_t K, int64_t N, float* P);
+// For rows r < M and the first ncols (<= kNR) columns of one panel:
+//   C[r * ldc + c] = (init ? init[r * ldi + c] : 0) + sum_k A[r * lda + k] * P[k * kNR + c]
+// with k summed in order 0..K-1 (init may alias C; ldi = 0 broadcasts one row, e.g. a bias).
+void panel_matmul(const float* A, int64_t lda, int64_t M, const float* P, int64_t K, int ncols,
+                  const float* init, int64_t ldi, float* C, int64_t ldc);
+// Small-batch variants that read W_hh as stored (no packing: at B <= kSmallBatch a step is bound by
+// streaming the weights once, and packing them would cost as much as several steps).
+constexpr int64_t kSmallBatch = 4;
+// C[r * ldc + c] = (init ? init[r * ldi + c] : 0) + dot(A row r, W row c) for r < M <= kSmallBatch,
+// c < ncols; W rows have K contiguous elements and stride ldw. Fixed lane-then-tree sum order.
+void rowdot_matmul(const float* A, int64_t lda, int64_t M, const float* W, int64_t ldw, int64_t K, int64_t ncols,
+                   const float* init, int64_t ldi, float* C, int64_t ldc);
+// As panel_matmul for M <= kSmallBatch, reading B(k, c) = W[k * ldw + c] directly (c < ncols <= kNR).
+void strided_matmul(const float* A, int64_t lda, int64_t M, const float* W, int64_t ldw, int64_t K, int ncols,
+                    const float* init, int64_t ldi, float* C, int64_t ldc);
+// out[n] = sum over rows r (in order) of X[r * N + n]; parallel over columns.
+void column_sums(const float* X, int64_t R, int64_t N, float* out);
+
+}  // namespace rnn_detail
+}  // namespace FG_ISA_NS
+#endif
+
+}  // namespace fg

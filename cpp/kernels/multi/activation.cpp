@@ -1,0 +1,169 @@
+// Elementwise activations (forward and backward) and column sums, written once against simd.h.
+// x, y, g, dx are contiguous float32 buffers of n elements.
+
+// GCC 12's AVX-512 intrinsics (_mm512_max_ps, _mm512_reduce_*) trip a false -Wmaybe-uninitialized
+// on their internal `__m512 __Y = __Y;` placeholder.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <cmath>
+
+#include "forgegrad/activation.h"
+#include "forgegrad/parallel.h"
+#include "forgegrad/simd.h"
+
+namespace fg {
+namespace FG_ISA_NS {
+namespace {
+
+// Local min/max: std::min<int64_t> would be a std template shared by the three ISA copies.
+inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+
+// Work is split in fixed blocks so that thread ranges start on cache lines; within a range the
+// last partial vector goes through vload_n/vstore_n, which apply the same lane operations.
+constexpr int64_t kBlock = 1024;
+
+// Elements per thread below which another thread costs more than it saves (cheap vs. exp-based ops).
+constexpr int64_t kGrainCheap = 32768;
+constexpr int64_t kGrainTranscendental = 4096;
+
+template <class F>
+void map1(const float* x, float* y, int64_t n, int64_t grain, F f) {
+  parallel_for((n + kBlock - 1) / kBlock, imax(1, grain / kBlock), [&](int64_t b, int64_t e) {
+    int64_t i = b * kBlock, end = imin(e * kBlock, n);
+    for (; i + W <= end; i += W) vstore(y + i, f(vload(x + i)));
+    if (i < end) {
+      int r = static_cast<int>(end - i);
+      vstore_n(y + i, f(vload_n(x + i, r)), r);
+    }
+  });
+}
+
+template <class F>
+void map2(const float* a, const float* b, float* y, int64_t n, int64_t grain, F f) {
+  parallel_for((n + kBlock - 1) / kBlock, imax(1, grain / kBlock), [&](int64_t bb, int64_t e) {
+    int64_t i = bb * kBlock, end = imin(e * kBlock, n);
+    for (; i + W <= end; i += W) vstore(y + i, f(vload(a + i), vload(b + i)));
+    if (i < end) {
+      int r = static_cast<int>(end - i);
+      vstore_n(y + i, f(vload_n(a + i, r), vload_n(b + i, r)), r);
+    }
+  });
+}
+
+// torch's constants (aten/src/ATen/native/cpu/Activation.cpp)
+constexpr float kSqrt1_2 = 0.70710678118654752440f;        // 1/sqrt(2)
+constexpr float kInvSqrt2Pi = 0.39894228040143267794f;     // 1/sqrt(2 pi)
+constexpr float kSqrt2OverPi = 0.79788456080286535588f;    // sqrt(2/pi)
+constexpr float kKappa = 0.044715f;
+
+}  // namespace
+
+void act_forward(int op, const float* x, float* y, int64_t n, float alpha) {
+  const vf zero = vzero(), half = vset1(0.5f), one = vset1(1.0f);
+  switch (op) {
+    case kActRelu:
+      // max(0, x): the second operand is returned for NaN, so NaN propagates as in torch.
+      map1(x, y, n, kGrainCheap, [&](vf v) { return vmax(zero, v); });
+      break;
+    case kActLeakyRelu: {
+      const vf a = vset1(alpha);
+      map1(x, y, n, kGrainCheap, [&](vf v) { return vselect_gt(v, zero, v, vmul(v, a)); });
+      break;
+    }
+    case kActGelu:
+      map1(x, y, n, kGrainTranscendental, [&](vf v) {
+        vf cdf1 = vadd(one, verf(vmul(v, vset1(kSqrt1_2))));  // 2 * Phi(x)
+        return vmul(vmul(v, half), cdf1);
+      });
+      break;
+    case kActGeluTanh:
+      map1(x, y, n, kGrainTranscendental, [&](vf v) {
+        vf inner = vmul(vset1(kSqrt2OverPi), vfmadd(vmul(vset1(kKappa), vmul(v, v)), v, v));
+        return vmul(vmul(v, half), vadd(one, vtanh(inner)));
+      });
+      break;
+    case kActSigmoid:
+      map1(x, y, n, kGrainTranscendental, [&](vf v) { return vsigmoid(v); });
+      break;
+    case kActTanh:
+      map1(x, y, n, kGrainTranscendental, [&](vf v) { return vtanh(v); });
+      break;
+    default:
+      break;  // the binding rejects unknown ops
+  }
+}
+
+void act_backward(int op, const float* g, const float* saved, float* dx, int64_t n, float alpha) {
+  const vf zero = vzero(), half = vset1(0.5f), one = vset1(1.0f);
+  switch (op) {
+    case kActRelu: {
+      // saved = y = relu(x), so y is >= 0 or NaN. torch (threshold_backward on the result) gives
+      // y <= 0 ? 0 : g, which lets g through where y is NaN: y > 0 -> g; else y > -inf (not NaN) -> 0.
+      const vf ninf = vset1(-INFINITY);
+      map2(g, saved, dx, n, kGrainCheap,
+           [&](vf gv, vf y) { return vselect_gt(y, zero, gv, vselect_gt(y, ninf, zero, gv)); });
+      break;
+    }
+    case kActLeakyRelu: {  // saved = x
+      const vf a = vset1(alpha);
+      map2(g, saved, dx, n, kGrainCheap, [&](vf gv, vf x) { return vselect_gt(x, zero, gv, vmul(gv, a)); });
+      break;
+    }
+    case kActGelu:  // saved = x: d/dx x Phi(x) = Phi(x) + x phi(x)
+      map2(g, saved, dx, n, kGrainTranscendental, [&](vf gv, vf x) {
+        vf cdf = vmul(half, vadd(one, verf(vmul(x, vset1(kSqrt1_2)))));
+        vf pdf = vmul(vexp(vmul(vset1(-0.5f), vmul(x, x))), vset1(kInvSqrt2Pi));
+        return vmul(gv, vfmadd(x, pdf, cdf));
+      });
+      break;
+    case kActGeluTanh:  // saved = x; the same association as torch's GeluBackwardKernel
+      map2(g, saved, dx, n, kGrainTranscendental, [&](vf gv, vf x) {
+        vf x2 = vmul(x, x);
+        vf inner = vmul(vset1(kSqrt2OverPi), vfmadd(vmul(vset1(kKappa), x2), x, x));
+        vf t = vtanh(inner);
+        vf left_d = vmul(half, vadd(one, t));
+        vf right_d = vmul(vmul(vmul(half, x), vfnmadd(t, t, one)),
+                          vmul(vset1(kSqrt2OverPi), vfmadd(vset1(3.0f * kKappa), x2, one)));
+        return vmul(gv, vadd(left_d, right_d));
+      });
+      break;
+    case kActSigmoid:  // saved = y: g * (1 - y) * y
+      map2(g, saved, dx, n, kGrainCheap, [&](vf gv, vf y) { return vmul(vmul(gv, vsub(one, y)), y); });
+      break;
+    case kActTanh:  // saved = y: g * (1 - y^2)
+      map2(g, saved, dx, n, kGrainCheap, [&](vf gv, vf y) { return vmul(gv, vfnmadd(y, y, one)); });
+      break;
+    default:
+      break;
+  }
+}
+
+// x is (rows, cols). Threads own disjoint 64-column strips; each column is accumulated over rows
+// in row order, so the sums do not depend on the thread count.
+void column_sums(const float* x, int64_t rows, int64_t cols, float* out) {
+  constexpr int64_t kStrip = 64;
+  constexpr int kVecs = static_cast<int>(kStrip / W);
+  int64_t nstrips = (cols + kStrip - 1) / kStrip;
+  int64_t grain = imax(1, 16384 / imax(1, rows * kStrip));
+  parallel_for(nstrips, grain, [&](int64_t sb, int64_t se) {
+    for (int64_t s = sb; s < se; ++s) {
+      int64_t c0 = s * kStrip;
+      int width = static_cast<int>(imin(kStrip, cols - c0));
+      int full = width / W, rest = width - full * W;
+      vf acc[kVecs];
+      for (int j = 0; j < kVecs; ++j) acc[j] = vzero();
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* row = x + r * cols + c0;
+        for (int j = 0; j < full; ++j) acc[j] = vadd(acc[j], vload(row + j * W));
+        if (rest) acc[full] = vadd(acc[full], vload_n(row + full * W, rest));
+      }
+      for (int j = 0; j < full; ++j) vstore(out + c0 + j * W, acc[j]);
+      if (rest) vstore_n(out + c0 + full * W, acc[full], rest);
+    }
+  });
+}
+
+}  // namespace FG_ISA_NS
+}  // namespace fg

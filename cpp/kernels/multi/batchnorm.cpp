@@ -1,0 +1,253 @@
+// Batch normalisation kernels, compiled per ISA (see batchnorm.h).
+//
+// Statistics: per channel, each (n, c) row of L values is summed with vector accumulators into a
+// float, and the N row sums are added in order into a double. For L == 1 ((N, C) input) the
+// channels are contiguous instead, so blocks of channels are summed down the batch with double
+// accumulators. Either way a channel's sums have one fixed order whichever thread owns it.
+#include <cmath>
+
+#include "forgegrad/batchnorm.h"
+#include "forgegrad/memory.h"
+#include "forgegrad/parallel.h"
+#include "forgegrad/simd.h"
+
+namespace fg {
+namespace FG_ISA_NS {
+namespace {
+
+constexpr int64_t kChanBlock = 64;  // channels per block on the L == 1 path
+
+inline float row_sum(const float* p, int64_t L) {
+  vf a = vzero(), b = vzero();
+  int64_t i = 0;
+  for (; i + 2 * W <= L; i += 2 * W) {
+    a = vadd(a, vload(p + i));
+    b = vadd(b, vload(p + i + W));
+  }
+  for (; i < L; i += W) a = vadd(a, vload_n(p + i, static_cast<int>(L - i < W ? L - i : W)));
+  return vreduce_add(vadd(a, b));
+}
+
+// sum (p - mean)^2
+inline float row_sqdiff(const float* p, int64_t L, float mean) {
+  const vf m = vset1(mean);
+  vf a = vzero();
+  int64_t i = 0;
+  for (; i + W <= L; i += W) {
+    vf d = vsub(vload(p + i), m);
+    a = vfmadd(d, d, a);
+  }
+  float tail = 0.0f;  // the last L % W values, in order
+  for (; i < L; ++i) {
+    const float d = p[i] - mean;
+    tail += d * d;
+  }
+  return vreduce_add(a) + tail;
+}
+
+// sum (x - mean) * g
+inline float row_dot_centered(const float* x, const float* g, int64_t L, float mean) {
+  const vf m = vset1(mean);
+  vf a = vzero();
+  int64_t i = 0;
+  for (; i + W <= L; i += W) a = vfmadd(vsub(vload(x + i), m), vload(g + i), a);
+  if (i < L) {
+    const int n = static_cast<int>(L - i);
+    // grad lanes past n load as 0, so those products vanish
+    a = vfmadd(vsub(vload_n(x + i, n), m), vload_n(g + i, n), a);
+  }
+  return vreduce_add(a);
+}
+
+// y = x * alpha + beta over a row of L values
+inline void row_affine(const float* x, float* y, int64_t L, float alpha, float beta) {
+  const vf a = vset1(alpha), b = vset1(beta);
+  int64_t i = 0;
+  for (; i + W <= L; i += W) vstore(y + i, vfmadd(vload(x + i), a, b));
+  if (i < L) {
+    const int n = static_cast<int>(L - i);
+    vstore_n(y + i, vfmadd(vload_n(x + i, n), a, b), n);
+  }
+}
+
+// gx = g * a + x * b + c over a row
+inline void row_affine2(const float* g, const float* x, float* y, int64_t L, float a, float b, float c) {
+  const vf va = vset1(a), vb = vset1(b), vc = vset1(c);
+  int64_t i = 0;
+  for (; i + W <= L; i += W) vstore(y + i, vfmadd(vload(g + i), va, vfmadd(vload(x + i), vb, vc)));
+  if (i < L) {
+    const int n = static_cast<int>(L - i);
+    vstore_n(y + i, vfmadd(vload_n(g + i, n), va, vfmadd(vload_n(x + i, n), vb, vc)), n);
+  }
+}
+
+// Per-channel mean and biased variance (double) of x viewed as (N, C, L), channels [c0, c1).
+void channel_stats(int64_t N, int64_t C, int64_t L, const float* x, int64_t c0, int64_t c1, double* mean,
+                   double* var) {
+  const double cnt = static_cast<double>(N) * static_cast<double>(L);
+  if (L == 1) {
+    for (int64_t c = c0; c < c1; ++c) mean[c - c0] = 0.0, var[c - c0] = 0.0;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = c0; c < c1; ++c) mean[c - c0] += x[n * C + c];
+    for (int64_t c = c0; c < c1; ++c) mean[c - c0] /= cnt;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = c0; c < c1; ++c) {
+        const double d = x[n * C + c] - mean[c - c0];
+        var[c - c0] += d * d;
+      }
+    for (int64_t c = c0; c < c1; ++c) var[c - c0] /= cnt;
+    return;
+  }
+  for (int64_t c = c0; c < c1; ++c) {
+    double s = 0.0;
+    for (int64_t n = 0; n < N; ++n) s += row_sum(x + (n * C + c) * L, L);
+    const double m = s / cnt;
+    double q = 0.0;
+    for (int64_t n = 0; n < N; ++n) q += row_sqdiff(x + (n * C + c) * L, L, static_cast<float>(m));
+    mean[c - c0] = m;
+    var[c - c0] = q / cnt;
+  }
+}
+
+// sum_g and sum (x - mean) * g per channel, channels [c0, c1).
+void channel_grad_sums(int64_t N, int64_t C, int64_t L, const float* x, const float* g, const float* mean,
+                       int64_t c0, int64_t c1, double* sum_g, double* dot) {
+  if (L == 1) {
+    for (int64_t c = c0; c < c1; ++c) sum_g[c - c0] = 0.0, dot[c - c0] = 0.0;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = c0; c < c1; ++c) {
+        const float gv = g[n * C + c];
+        sum_g[c - c0] += gv;
+        dot[c - c0] += static_cast<double>(x[n * C + c] - mean[c]) * gv;
+      }
+    return;
+  }
+  for (int64_t c = c0; c < c1; ++c) {
+    double s = 0.0, d = 0.0;
+    for (int64_t n = 0; n < N; ++n) {
+      const float* xr = x + (n * C + c) * L;
+      const float* gr = g + (n * C + c) * L;
+      s += row_sum(gr, L);
+      d += row_dot_centered(xr, gr, L, mean[c]);
+    }
+    sum_g[c - c0] = s;
+    dot[c - c0] = d;
+  }
+}
+
+}  // namespace
+
+void batch_norm_forward(int64_t N, int64_t C, int64_t L, const float* x, const float* weight,
+                        const float* bias, float* running_mean, float* running_var, bool training,
+                        float momentum, float eps, float* y, float* save_mean, float* save_invstd) {
+  const double cnt = static_cast<double>(N) * static_cast<double>(L);
+  if (training) {
+    parallel_for((C + kChanBlock - 1) / kChanBlock, 1, [&](int64_t b0, int64_t b1) {
+      double mean[kChanBlock], var[kChanBlock];
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t c0 = b * kChanBlock, c1 = c0 + kChanBlock < C ? c0 + kChanBlock : C;
+        channel_stats(N, C, L, x, c0, c1, mean, var);
+        for (int64_t c = c0; c < c1; ++c) {
+          const double m = mean[c - c0], v = var[c - c0];
+          save_mean[c] = static_cast<float>(m);
+          save_invstd[c] = static_cast<float>(1.0 / std::sqrt(v + static_cast<double>(eps)));
+          if (running_mean)
+            running_mean[c] = static_cast<float>((1.0 - momentum) * running_mean[c] + momentum * m);
+          if (running_var && cnt > 1)
+            running_var[c] = static_cast<float>((1.0 - momentum) * running_var[c] + momentum * v * cnt / (cnt - 1));
+        }
+      }
+    });
+  } else {
+    for (int64_t c = 0; c < C; ++c) {
+      save_mean[c] = running_mean[c];
+      save_invstd[c] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(running_var[c]) + eps));
+    }
+  }
+  AlignedBuffer alpha(static_cast<size_t>(C)), beta(static_cast<size_t>(C));
+  for (int64_t c = 0; c < C; ++c) {
+    const float a = save_invstd[c] * (weight ? weight[c] : 1.0f);
+    alpha.data()[c] = a;
+    beta.data()[c] = (bias ? bias[c] : 0.0f) - save_mean[c] * a;
+  }
+  const float* al = alpha.data();
+  const float* be = beta.data();
+  if (L == 1) {
+    parallel_for(N, 64, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) {
+        const float* xr = x + n * C;
+        float* yr = y + n * C;
+        int64_t c = 0;
+        for (; c + W <= C; c += W) vstore(yr + c, vfmadd(vload(xr + c), vload(al + c), vload(be + c)));
+        for (; c < C; ++c) yr[c] = xr[c] * al[c] + be[c];
+      }
+    });
+    return;
+  }
+  parallel_for(N * C, L >= 4096 ? 1 : 4096 / L, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t c = r % C;
+      row_affine(x + r * L, y + r * L, L, al[c], be[c]);
+    }
+  });
+}
+
+void batch_norm_backward(int64_t N, int64_t C, int64_t L, const float* x, const float* gy, const float* weight,
+                         const float* save_mean, const float* save_invstd, bool training, float* gx,
+                         float* gw, float* gb) {
+  const double cnt = static_cast<double>(N) * static_cast<double>(L);
+  const bool need_sums = gw || gb || (training && gx);
+  // Per channel: gx = gy * ga + x * gbx + gc (the training formula expanded; eval: gbx = gc = 0).
+  AlignedBuffer ga(static_cast<size_t>(C)), gbx(static_cast<size_t>(C)), gc(static_cast<size_t>(C));
+  parallel_for((C + kChanBlock - 1) / kChanBlock, 1, [&](int64_t b0, int64_t b1) {
+    double sum_g[kChanBlock], dot[kChanBlock];
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t c0 = b * kChanBlock, c1 = c0 + kChanBlock < C ? c0 + kChanBlock : C;
+      if (need_sums) channel_grad_sums(N, C, L, x, gy, save_mean, c0, c1, sum_g, dot);
+      for (int64_t c = c0; c < c1; ++c) {
+        const double inv = save_invstd[c], w = weight ? weight[c] : 1.0;
+        if (gw) gw[c] = static_cast<float>(dot[c - c0] * inv);
+        if (gb) gb[c] = static_cast<float>(sum_g[c - c0]);
+        if (!gx) continue;
+        if (training) {
+          // gx = (gy - mean(gy) - (x - mean) * k) * invstd * w, k = dot * invstd^2 / cnt
+          const double k = dot[c - c0] * inv * inv / cnt, gm = sum_g[c - c0] / cnt, s = inv * w;
+          ga.data()[c] = static_cast<float>(s);
+          gbx.data()[c] = static_cast<float>(-k * s);
+          gc.data()[c] = static_cast<float>((save_mean[c] * k - gm) * s);
+        } else {
+          ga.data()[c] = static_cast<float>(inv * w);
+          gbx.data()[c] = 0.0f;
+          gc.data()[c] = 0.0f;
+        }
+      }
+    }
+  });
+  if (!gx) return;
+  const float* a = ga.data();
+  const float* bx = gbx.data();
+  const float* cc = gc.data();
+  if (L == 1) {
+    parallel_for(N, 64, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) {
+        const float* g = gy + n * C;
+        const float* xr = x + n * C;
+        float* o = gx + n * C;
+        int64_t c = 0;
+        for (; c + W <= C; c += W)
+          vstore(o + c, vfmadd(vload(g + c), vload(a + c), vfmadd(vload(xr + c), vload(bx + c), vload(cc + c))));
+        for (; c < C; ++c) o[c] = g[c] * a[c] + (xr[c] * bx[c] + cc[c]);
+      }
+    });
+    return;
+  }
+  parallel_for(N * C, L >= 4096 ? 1 : 4096 / L, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t c = r % C;
+      row_affine2(gy + r * L, x + r * L, gx + r * L, L, a[c], bx[c], cc[c]);
+    }
+  });
+}
+
+}  // namespace FG_ISA_NS
+}  // namespace fg

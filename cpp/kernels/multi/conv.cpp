@@ -1,0 +1,489 @@
+// 2-D convolution kernels, compiled per ISA (see conv.h for the layout and the algorithm).
+//
+// Every pass multiplies a small packed matrix A with "rows" of a buffer B addressed through an
+// offset table: row k of B starts at B + off[k]. With a zero-padded image and flat index
+// q = oh * Wp + ow, off[(ic, kh, kw)] = ic*Hp*Wp + kh*dh*Wp + kw*dw makes a stride-1 convolution
+// with no im2col copy; with an im2col matrix, off[k] = k * ld. The output plane is cut into
+// vectors of W lanes (a VecList: where each vector reads in B, where it goes in the output, how
+// many lanes are real), and two register-blocked micro-kernels do the arithmetic:
+//   tile_kernel: C[m][vec] = sum_k A[m][k] * B[off[k] + pos[vec]]    (forward, input gradient)
+//   dot_kernel:  D[m][k]   = sum_vec G[m][vec] . B[off[k] + pos[vec]] (weight gradient)
+// Each output element is computed by one fixed sequence of operations, whichever thread runs it,
+// and the batch sums of the weight gradient go through fixed chunks of images added in order:
+// results are bit-identical for any thread count.
+#include <cstring>
+
+#include "forgegrad/conv.h"
+#include "forgegrad/memory.h"
+#include "forgegrad/parallel.h"
+#include "forgegrad/simd.h"
+#include "conv_tile.h"
+
+namespace fg {
+namespace FG_ISA_NS {
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int kDM = 4, kDK = 6;  // dot kernel: 4 x 6 accumulators
+#else
+constexpr int kDM = 2, kDK = 4;
+#endif
+// Chunks of images for the weight-gradient batch sum: a function of N only (never of the thread
+// count), so the order of additions is fixed.
+constexpr int64_t kMaxWeightChunks = 8;
+
+// D[m][j] (+)= sum_i sum_v G_i[m][v*W + lane] * B_i[off[j] + pos[v] + lane] for m < kDM, j < kDK
+// (only dm x dk stored), over nimg images i whose G rows and B buffers are g_step / b_step floats
+// apart. G is zero in invalid lanes. accumulate: add to D's old value, else overwrite. Running
+// over several images per call keeps the accumulators in registers longer: fewer horizontal sums.
+void dot_kernel(const float* const* g_rows, int64_t g_step, const float* B, int64_t b_step, int64_t nimg,
+                const int64_t* off, const VecList& vl, float* const* d_rows, const int64_t* d_cols, int dm,
+                int dk, bool accumulate) {
+  vf acc[kDM][kDK];
+#pragma GCC unroll 8
+  for (int m = 0; m < kDM; ++m)
+#pragma GCC unroll 8
+    for (int j = 0; j < kDK; ++j) acc[m][j] = vzero();
+  const int64_t* pos = vl.pos.p;
+  for (int64_t i = 0; i < nimg; ++i) {
+    const float* b[kDK];
+    const float* gr[kDM];
+    for (int j = 0; j < kDK; ++j) b[j] = B + i * b_step + off[j];
+    for (int m = 0; m < kDM; ++m) gr[m] = g_rows[m] + i * g_step;
+    for (int64_t v = 0; v < vl.n; ++v) {
+      const int64_t q = pos[v], gq = v * W;
+      vf gv[kDM];
+#pragma GCC unroll 8
+      for (int m = 0; m < kDM; ++m) gv[m] = vload(gr[m] + gq);
+#pragma GCC unroll 8
+      for (int j = 0; j < kDK; ++j) {
+        vf bv = vload(b[j] + q);
+#pragma GCC unroll 8
+        for (int m = 0; m < kDM; ++m) acc[m][j] = vfmadd(gv[m], bv, acc[m][j]);
+      }
+    }
+  }
+  for (int m = 0; m < dm; ++m)
+    for (int j = 0; j < dk; ++j) {
+      float s = vreduce_add(acc[m][j]);
+      float* d = d_rows[m] + d_cols[j];
+      *d = accumulate ? *d + s : s;
+    }
+}
+
+// How one image of one group is laid out in B for the forward / weight-gradient passes.
+struct Plan {
+  bool direct;     // stride 1: zero-padded image; else im2col
+  int64_t Hp, Wp;  // padded image (direct)
+  int64_t ld;      // im2col row stride (multiple of W)
+  int64_t bsize;   // floats in B
+};
+
+Plan make_plan(const Conv2dGeom& g) {
+  Plan pl{};
+  const int64_t Cg = g.C / g.groups, K = Cg * g.KH * g.KW;
+  pl.direct = g.stride_h == 1 && g.stride_w == 1;
+  pl.Hp = g.H + g.pad_top + g.pad_bottom;
+  pl.Wp = g.W + g.pad_left + g.pad_right;
+  if (pl.direct) {
+    // Reads reach off_max + (OH-1)*Wp + round_up(OW or Wp, W) <= Cg*Hp*Wp + Wp + W, because
+    // OH + (KH-1)*dh = Hp at stride 1.
+    pl.bsize = Cg * pl.Hp * pl.Wp + pl.Wp + 2 * W;
+  } else {
+    pl.ld = round_up(g.OH * g.OW, W);
+    pl.bsize = K * pl.ld;
+  }
+  return pl;
+}
+
+void fill_offsets(const Conv2dGeom& g, const Plan& pl, int64_t* off) {
+  const int64_t Cg = g.C / g.groups;
+  int64_t k = 0;
+  for (int64_t ic = 0; ic < Cg; ++ic)
+    for (int64_t kh = 0; kh < g.KH; ++kh)
+      for (int64_t kw = 0; kw < g.KW; ++kw, ++k)
+        off[k] = pl.direct ? ic * pl.Hp * pl.Wp + kh * g.dil_h * pl.Wp + kw * g.dil_w : k * pl.ld;
+}
+
+void build_plan_vectors(const Conv2dGeom& g, const Plan& pl, VecList& vl) {
+  if (pl.direct)
+    build_direct(vl, g.OH, g.OW, pl.Wp);
+  else
+    build_dense(vl, g.OH * g.OW);
+}
+
+// B for image channels xs (Cg, H, W): the zero-padded image or the im2col matrix.
+void fill_input(const Conv2dGeom& g, const Plan& pl, const float* xs, float* B) {
+  const int64_t Cg = g.C / g.groups, H = g.H, Wd = g.W;
+  if (pl.direct) {
+    const int64_t plane = pl.Hp * pl.Wp;
+    parallel_for(Cg, 4, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        float* d = B + c * plane;
+        const float* s = xs + c * H * Wd;
+        std::memset(d, 0, sizeof(float) * g.pad_top * pl.Wp);
+        for (int64_t h = 0; h < H; ++h) {
+          float* row = d + (g.pad_top + h) * pl.Wp;
+          std::memset(row, 0, sizeof(float) * g.pad_left);
+          std::memcpy(row + g.pad_left, s + h * Wd, sizeof(float) * Wd);
+          std::memset(row + g.pad_left + Wd, 0, sizeof(float) * g.pad_right);
+        }
+        std::memset(d + (g.pad_top + H) * pl.Wp, 0, sizeof(float) * g.pad_bottom * pl.Wp);
+      }
+    });
+    std::memset(B + Cg * plane, 0, sizeof(float) * (pl.bsize - Cg * plane));
+    return;
+  }
+  const int64_t KK = g.KH * g.KW, P = g.OH * g.OW;
+  parallel_for(Cg * KK, 8, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      const int64_t c = k / KK, kh = (k / g.KW) % g.KH, kw = k % g.KW;
+      const float* s = xs + c * H * Wd;
+      float* row = B + k * pl.ld;
+      for (int64_t oh = 0; oh < g.OH; ++oh) {
+        const int64_t ih = oh * g.stride_h - g.pad_top + kh * g.dil_h;
+        float* r = row + oh * g.OW;
+        if (ih < 0 || ih >= H) {
+          std::memset(r, 0, sizeof(float) * g.OW);
+          continue;
+        }
+        for (int64_t ow = 0; ow < g.OW; ++ow) {
+          const int64_t iw = ow * g.stride_w - g.pad_left + kw * g.dil_w;
+          r[ow] = (iw >= 0 && iw < Wd) ? s[ih * Wd + iw] : 0.0f;
+        }
+      }
+      std::memset(row + P, 0, sizeof(float) * (pl.ld - P));
+    }
+  });
+}
+
+// One pass "out planes (M, OHo, OWo) = A (M x R) * B-rows" per (image, group) unit, parallel over
+// units and, inside a unit, over kMR-row blocks. fill(n, gi, B) builds B; A holds every group's
+// panels ((gi * M) * R onwards); out(n, gi) is the first output plane of the unit.
+template <class Fill, class Out>
+void run_units(int64_t N, int64_t G, int64_t M, int64_t R, const float* A, int64_t bsize,
+               const int64_t* off, const VecList& vl, int64_t OHo, int64_t OWo, int64_t Wb,
+               const float* bias, Fill fill, Out out) {
+  const int64_t plane = OHo * OWo, nblocks = (M + kMR - 1) / kMR;
+  parallel_for(N * G, 1, [&](int64_t u0, int64_t u1) {
+    AlignedBuffer B(static_cast<size_t>(bsize));
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t n = u / G, gi = u % G;
+      fill(n, gi, B.data());
+      float* o = out(n, gi);
+      parallel_for(nblocks, 1, [&](int64_t b0, int64_t b1) {
+        AlignedBuffer S(vl.flat ? static_cast<size_t>(kMR * vl.scratch_ld) : 0);
+        for (int64_t blk = b0; blk < b1; ++blk) {
+          const int64_t m0 = blk * kMR, mr = min64(M - m0, kMR);
+          const float* a = A + (gi * M + m0) * R;
+          const float* init = bias ? bias + gi * M + m0 : nullptr;
+          if (!vl.flat) {
+            run_rows(mr, R, a, B.data(), off, vl, init, o + m0 * plane, plane);
+            continue;
+          }
+          run_rows(mr, R, a, B.data(), off, vl, init, S.data(), vl.scratch_ld);
+          for (int64_t m = 0; m < mr; ++m)
+            for (int64_t r = 0; r < OHo; ++r)
+              std::memcpy(o + (m0 + m) * plane + r * OWo, S.data() + m * vl.scratch_ld + r * Wb,
+                          sizeof(float) * OWo);
+        }
+      });
+    }
+  });
+}
+
+// Winograd F(2x2, 3x3) pays off for 3x3, stride 1, undilated kernels once there are enough
+// channels for its 16 GEMMs to dominate the tile transforms.
+bool use_winograd(const Conv2dGeom& g) {
+  const int64_t Cg = g.C / g.groups, OCg = g.OC / g.groups;
+  return g.KH == 3 && g.KW == 3 && g.stride_h == 1 && g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1 &&
+         Cg >= 16 && OCg >= 16;
+}
+
+// Winograd over units of (up to nb images, group): fill(n, gi, B) builds the padded (Cin, Hb, Wb)
+// buffer of bsize floats; kernels holds every group's (M, Cin, 3, 3) kernels; out(n, gi) the first
+// output plane of (n, gi), out_step floats between images. Small images are batched so that a
+// unit has at least ~256 tiles (per-column results do not depend on the batching).
+template <class Fill, class Out>
+void run_winograd_units(int64_t N, int64_t G, int64_t Cin, int64_t M, int64_t Hb, int64_t Wb, int64_t OHo,
+                        int64_t OWo, const float* kernels, int64_t bsize, const float* bias, int64_t out_step,
+                        Fill fill, Out out) {
+  const int64_t tiles = ((OHo + 1) / 2) * ((OWo + 1) / 2);
+  int64_t nb = 256 / tiles;
+  nb = nb < 1 ? 1 : (nb > N ? N : nb);
+  const Winograd3x3 wp = winograd_plan(Cin, M, Hb, Wb, OHo, OWo, nb);
+  const int64_t usize = 16 * M * Cin, nunits = (N + nb - 1) / nb;
+  AlignedBuffer U(static_cast<size_t>(G * usize));
+  for (int64_t gi = 0; gi < G; ++gi) winograd_weights(wp, kernels + gi * M * Cin * 9, U.data() + gi * usize);
+  parallel_for(nunits * G, 1, [&](int64_t u0, int64_t u1) {
+    AlignedBuffer B(static_cast<size_t>(nb * bsize)), S(static_cast<size_t>(winograd_scratch_floats(wp)));
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t n0 = (u / G) * nb, gi = u % G;
+      Winograd3x3 up = wp;
+      up.nimg = N - n0 < nb ? N - n0 : nb;
+      for (int64_t i = 0; i < up.nimg; ++i) fill(n0 + i, gi, B.data() + i * bsize);
+      winograd_unit(up, B.data(), bsize, U.data() + gi * usize, bias ? bias + gi * M : nullptr, out(n0, gi),
+                    out_step, S.data());
+    }
+  });
+}
+
+}  // namespace
+
+// x (N, C, H, W), weight (OC, Cg, KH, KW), bias (OC,) or null -> y (N, OC, OH, OW)
+void conv2d_forward(const Conv2dGeom& g, const float* x, const float* w, const float* bias, float* y) {
+  if (g.N <= 0) return;
+  const int64_t G = g.groups, Cg = g.C / G, OCg = g.OC / G, K = Cg * g.KH * g.KW;
+  const Plan pl = make_plan(g);
+  if (use_winograd(g)) {
+    run_winograd_units(
+        g.N, G, Cg, OCg, pl.Hp, pl.Wp, g.OH, g.OW, w, pl.bsize, bias, g.OC * g.OH * g.OW,
+        [&](int64_t n, int64_t gi, float* B) { fill_input(g, pl, x + (n * g.C + gi * Cg) * g.H * g.W, B); },
+        [&](int64_t n, int64_t gi) { return y + (n * g.OC + gi * OCg) * g.OH * g.OW; });
+    return;
+  }
+  AlignedBuffer A(static_cast<size_t>(g.OC * K));
+  for (int64_t gi = 0; gi < G; ++gi) {
+    const float* wg = w + gi * OCg * K;
+    pack_panels(OCg, K, A.data() + gi * OCg * K, [&](int64_t m, int64_t r) { return wg[m * K + r]; });
+  }
+  I64Buf off(K);
+  fill_offsets(g, pl, off.p);
+  VecList vl(veclist_capacity(g.OH, g.OW, pl.Wp));
+  build_plan_vectors(g, pl, vl);
+  run_units(
+      g.N, G, OCg, K, A.data(), pl.bsize, off.p, vl, g.OH, g.OW, pl.Wp, bias,
+      [&](int64_t n, int64_t gi, float* B) { fill_input(g, pl, x + (n * g.C + gi * Cg) * g.H * g.W, B); },
+      [&](int64_t n, int64_t gi) { return y + (n * g.OC + gi * OCg) * g.OH * g.OW; });
+}
+
+// weight (OC, Cg, KH, KW), grad_y (N, OC, OH, OW) -> grad_x (N, C, H, W)
+void conv2d_backward_input(const Conv2dGeom& g, const float* w, const float* gy, float* gx) {
+  if (g.N <= 0) return;
+  const int64_t G = g.groups, Cg = g.C / G, OCg = g.OC / G, KK = g.KH * g.KW, K = Cg * KK;
+  const int64_t OHW = g.OH * g.OW, HW = g.H * g.W;
+  if (g.stride_h == 1 && g.stride_w == 1) {
+    // grad_x is a stride-1 correlation of grad_y, zero-padded into (OCg, Hq, Wq), with the
+    // flipped, transposed kernel: gx[ic][ih][iw] = sum_{oc,kh,kw} w[oc][ic][kh][kw] *
+    // gyp[oc][ih + (KH-1-kh)*dh][iw + (KW-1-kw)*dw], where gyp[r][c] = gy[r - T][c - L].
+    const int64_t Hq = g.H + (g.KH - 1) * g.dil_h, Wq = g.W + (g.KW - 1) * g.dil_w;
+    const int64_t T = (g.KH - 1) * g.dil_h - g.pad_top, L = (g.KW - 1) * g.dil_w - g.pad_left;
+    const int64_t R = OCg * KK;  // reduction length
+    const int64_t plane = Hq * Wq, bsize = OCg * plane + Wq + 2 * W;
+    AlignedBuffer A(static_cast<size_t>(g.C * R));
+    for (int64_t gi = 0; gi < G; ++gi) {
+      const float* wg = w + gi * OCg * K;
+      pack_panels(Cg, R, A.data() + gi * Cg * R, [&](int64_t ic, int64_t r) {
+        const int64_t oc = r / KK, kk = r % KK;
+        return wg[(oc * Cg + ic) * KK + kk];
+      });
+    }
+    I64Buf off(R);
+    for (int64_t oc = 0, r = 0; oc < OCg; ++oc)
+      for (int64_t kh = 0; kh < g.KH; ++kh)
+        for (int64_t kw = 0; kw < g.KW; ++kw, ++r)
+          off.p[r] = oc * plane + (g.KH - 1 - kh) * g.dil_h * Wq + (g.KW - 1 - kw) * g.dil_w;
+    VecList vl(veclist_capacity(g.H, g.W, Wq));
+    build_direct(vl, g.H, g.W, Wq);
+    auto fill = [&](int64_t n, int64_t gi, float* B) {
+      const float* gys = gy + (n * g.OC + gi * OCg) * OHW;
+      parallel_for(OCg, 4, [&](int64_t c0, int64_t c1) {
+        for (int64_t oc = c0; oc < c1; ++oc) {
+          float* d = B + oc * plane;
+          for (int64_t r = 0; r < Hq; ++r) {
+            float* row = d + r * Wq;
+            const int64_t oh = r - T;
+            if (oh < 0 || oh >= g.OH) {
+              std::memset(row, 0, sizeof(float) * Wq);
+              continue;
+            }
+            const float* s = gys + oc * OHW + oh * g.OW;
+            for (int64_t c = 0; c < Wq; ++c) {
+              const int64_t ow = c - L;
+              row[c] = (ow >= 0 && ow < g.OW) ? s[ow] : 0.0f;
+            }
+          }
+        }
+      });
+      std::memset(B + OCg * plane, 0, sizeof(float) * (bsize - OCg * plane));
+    };
+    auto out = [&](int64_t n, int64_t gi) { return gx + (n * g.C + gi * Cg) * HW; };
+    if (use_winograd(g)) {
+      // kernels (Cg, OCg, 3, 3) of the correlation: w transposed and flipped
+      AlignedBuffer kern(static_cast<size_t>(G * Cg * OCg * 9));
+      for (int64_t gi = 0; gi < G; ++gi)
+        for (int64_t ic = 0; ic < Cg; ++ic)
+          for (int64_t oc = 0; oc < OCg; ++oc)
+            for (int64_t kk = 0; kk < 9; ++kk)
+              kern.data()[((gi * Cg + ic) * OCg + oc) * 9 + kk] = w[((gi * OCg + oc) * Cg + ic) * 9 + 8 - kk];
+      run_winograd_units(g.N, G, OCg, Cg, Hq, Wq, g.H, g.W, kern.data(), bsize, nullptr, g.C * HW, fill, out);
+      return;
+    }
+    run_units(g.N, G, Cg, R, A.data(), bsize, off.p, vl, g.H, g.W, Wq, nullptr, fill, out);
+    return;
+  }
+  // Strided: gcol (K, OH*OW) = W^T grad_y per image, then col2im, one input channel per task.
+  const int64_t P = OHW, ld = round_up(P, W);
+  AlignedBuffer A(static_cast<size_t>(G * K * OCg));
+  for (int64_t gi = 0; gi < G; ++gi) {
+    const float* wg = w + gi * OCg * K;
+    pack_panels(K, OCg, A.data() + gi * K * OCg, [&](int64_t k, int64_t oc) { return wg[oc * K + k]; });
+  }
+  I64Buf off(OCg);
+  for (int64_t oc = 0; oc < OCg; ++oc) off.p[oc] = oc * ld;
+  VecList vl((P + W - 1) / W);
+  build_dense(vl, P);
+  const int64_t nblocks = (K + kMR - 1) / kMR;
+  parallel_for(g.N * G, 1, [&](int64_t u0, int64_t u1) {
+    AlignedBuffer B(static_cast<size_t>(OCg * ld)), gcol(static_cast<size_t>(K * ld));
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t n = u / G, gi = u % G;
+      const float* gys = gy + (n * g.OC + gi * OCg) * OHW;
+      for (int64_t oc = 0; oc < OCg; ++oc) {
+        std::memcpy(B.data() + oc * ld, gys + oc * OHW, sizeof(float) * P);
+        std::memset(B.data() + oc * ld + P, 0, sizeof(float) * (ld - P));
+      }
+      parallel_for(nblocks, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t blk = b0; blk < b1; ++blk) {
+          const int64_t m0 = blk * kMR, mr = min64(K - m0, kMR);
+          run_rows(mr, OCg, A.data() + gi * K * OCg + m0 * OCg, B.data(), off.p, vl, nullptr,
+                   gcol.data() + m0 * ld, ld);
+        }
+      });
+      float* gxs = gx + (n * g.C + gi * Cg) * HW;
+      parallel_for(Cg, 1, [&](int64_t c0, int64_t c1) {
+        for (int64_t ic = c0; ic < c1; ++ic) {
+          float* d = gxs + ic * HW;
+          std::memset(d, 0, sizeof(float) * HW);
+          for (int64_t kh = 0; kh < g.KH; ++kh)
+            for (int64_t kw = 0; kw < g.KW; ++kw) {
+              const float* s = gcol.data() + ((ic * g.KH + kh) * g.KW + kw) * ld;
+              for (int64_t oh = 0; oh < g.OH; ++oh) {
+                const int64_t ih = oh * g.stride_h - g.pad_top + kh * g.dil_h;
+                if (ih < 0 || ih >= g.H) continue;
+                for (int64_t ow = 0; ow < g.OW; ++ow) {
+                  const int64_t iw = ow * g.stride_w - g.pad_left + kw * g.dil_w;
+                  if (iw >= 0 && iw < g.W) d[ih * g.W + iw] += s[oh * g.OW + ow];
+                }
+              }
+            }
+        }
+      });
+    }
+  });
+}
+
+// x (N, C, H, W), grad_y (N, OC, OH, OW) -> grad_weight (OC, Cg, KH, KW), grad_bias (OC,)
+void conv2d_backward_weight(const Conv2dGeom& g, const float* x, const float* gy, float* gw, float* gb) {
+  const int64_t G = g.groups, Cg = g.C / G, OCg = g.OC / G, K = Cg * g.KH * g.KW;
+  const int64_t OHW = g.OH * g.OW;
+  if (g.N <= 0) {
+    if (gw) std::memset(gw, 0, sizeof(float) * g.OC * K);
+    if (gb) std::memset(gb, 0, sizeof(float) * g.OC);
+    return;
+  }
+  const Plan pl = make_plan(g);
+  I64Buf off(K);
+  fill_offsets(g, pl, off.p);
+  VecList vl(veclist_capacity(g.OH, g.OW, pl.Wp));
+  build_plan_vectors(g, pl, vl);
+  // G rows: grad_y cut into the same vectors (v-th vector at v * W), zero in invalid lanes.
+  const int64_t ldg = vl.n * W, gsize = OCg * ldg;
+  // The batch sum runs over fixed chunks of images (at most kMaxWeightChunks, a function of N only)
+  // whose partial sums are added in chunk order. Inside a chunk, "bursts" of up to `burst` images
+  // (a function of the geometry only: about 4 MiB of B and G) go through the dot kernel together.
+  const int64_t per_chunk = (g.N + kMaxWeightChunks - 1) / kMaxWeightChunks;
+  const int64_t nch = (g.N + per_chunk - 1) / per_chunk;
+  const int64_t img_floats = (gw ? pl.bsize : 0) + gsize;
+  int64_t burst = (int64_t(1) << 20) / (img_floats > 0 ? img_floats : 1);
+  burst = burst < 1 ? 1 : (burst > per_chunk ? per_chunk : burst);
+  AlignedBuffer part_w(gw && nch > 1 ? static_cast<size_t>(nch * g.OC * K) : 0);
+  AlignedBuffer part_b(static_cast<size_t>(nch * g.OC));
+  const int64_t mblocks = (OCg + kDM - 1) / kDM, kblocks = (K + kDK - 1) / kDK;
+  parallel_for(nch, 1, [&](int64_t c0, int64_t c1) {
+    AlignedBuffer B(gw ? static_cast<size_t>(burst * pl.bsize) : 0);
+    AlignedBuffer Gb(static_cast<size_t>(burst * gsize));
+    for (int64_t ch = c0; ch < c1; ++ch) {
+      float* dw = gw ? (nch > 1 ? part_w.data() + ch * g.OC * K : gw) : nullptr;
+      float* db = part_b.data() + ch * g.OC;
+      const int64_t n_begin = ch * per_chunk, n_end = min64(n_begin + per_chunk, g.N);
+      for (int64_t gi = 0; gi < G; ++gi) {
+        for (int64_t n0 = n_begin; n0 < n_end; n0 += burst) {
+          const int64_t nimg = min64(burst, n_end - n0);
+          for (int64_t i = 0; i < nimg; ++i) {
+            const int64_t n = n0 + i;
+            const float* gys = gy + (n * g.OC + gi * OCg) * OHW;
+            float* Gd = Gb.data() + i * gsize;
+            parallel_for(OCg, 4, [&](int64_t o0, int64_t o1) {
+              for (int64_t oc = o0; oc < o1; ++oc) {
+                float* row = Gd + oc * ldg;
+                const float* src = gys + oc * OHW;
+                if (pl.direct && vl.flat) {  // flat columns: row r of grad_y at r * Wp
+                  std::memset(row, 0, sizeof(float) * ldg);
+                  for (int64_t oh = 0; oh < g.OH; ++oh)
+                    std::memcpy(row + oh * pl.Wp, src + oh * g.OW, sizeof(float) * g.OW);
+                } else {
+                  for (int64_t v = 0; v < vl.n; ++v) {
+                    const int64_t nv = vl.valid.p[v];
+                    std::memcpy(row + v * W, src + vl.dst.p[v], sizeof(float) * nv);
+                    std::memset(row + v * W + nv, 0, sizeof(float) * (W - nv));
+                  }
+                }
+                // bias gradient: this image's channel sum, added to the chunk's running sum
+                vf s = vzero();
+                for (int64_t p = 0; p < ldg; p += W) s = vadd(s, vload(row + p));
+                const float t = vreduce_add(s);
+                db[gi * OCg + oc] = n == n_begin ? t : db[gi * OCg + oc] + t;
+              }
+            });
+            if (gw) fill_input(g, pl, x + (n * g.C + gi * Cg) * g.H * g.W, B.data() + i * pl.bsize);
+          }
+          if (!gw) continue;
+          const bool accumulate = n0 != n_begin;
+          parallel_for(mblocks * kblocks, 4, [&](int64_t t0, int64_t t1) {
+            for (int64_t t = t0; t < t1; ++t) {
+              const int64_t mb = t / kblocks, kb = t % kblocks;
+              const int64_t m0 = mb * kDM, k0 = kb * kDK;
+              const int dm = static_cast<int>(min64(OCg - m0, kDM));
+              const int dk = static_cast<int>(min64(K - k0, kDK));
+              const float* g_rows[kDM];
+              float* d_rows[kDM];
+              int64_t offs[kDK], cols[kDK];
+              for (int i = 0; i < kDM; ++i) {
+                const int64_t m = m0 + (i < dm ? i : dm - 1);  // spare lanes repeat the last row
+                g_rows[i] = Gb.data() + m * ldg;
+                d_rows[i] = dw + (gi * OCg + m) * K;
+              }
+              for (int j = 0; j < kDK; ++j) {
+                const int64_t k = k0 + (j < dk ? j : dk - 1);
+                offs[j] = off.p[k];
+                cols[j] = k;
+              }
+              dot_kernel(g_rows, gsize, B.data(), pl.bsize, nimg, offs, vl, d_rows, cols, dm, dk, accumulate);
+            }
+          });
+        }
+      }
+    }
+  });
+  if (gw && nch > 1) {
+    const int64_t total = g.OC * K;
+    parallel_for(total, 4096, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        float s = part_w.data()[i];
+        for (int64_t c = 1; c < nch; ++c) s += part_w.data()[c * total + i];
+        gw[i] = s;
+      }
+    });
+  }
+  if (gb) {
+    for (int64_t oc = 0; oc < g.OC; ++oc) {
+      float s = part_b.data()[oc];
+      for (int64_t c = 1; c < nch; ++c) s += part_b.data()[c * g.OC + oc];
+      gb[oc] = s;
+    }
+  }
+}
+
+}  // namespace FG_ISA_NS
+}  // namespace fg

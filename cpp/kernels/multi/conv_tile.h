@@ -1,0 +1,207 @@
+// Shared pieces of the convolution kernels (cpp/kernels/multi/conv*.cpp), compiled per ISA:
+// the register-blocked tile micro-kernel C[m][vec] = sum_k A[m][k] * B[off[k] + pos[vec]], the
+// vector lists that cut an output plane into W-lane vectors, and the panel packing of A.
+// Include only from cpp/kernels/multi/ sources (everything is in namespace fg::FG_ISA_NS).
+#pragma once
+#include <cstdint>
+
+#include "forgegrad/memory.h"
+#include "forgegrad/simd.h"
+
+namespace fg {
+namespace FG_ISA_NS {
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int kMR = 6, kNR = 4;  // tile kernel: 6 rows x 4 vectors = 24 accumulators (of 32)
+#elif defined(__AVX2__)
+constexpr int kMR = 6, kNR = 2;  // 12 accumulators + 2 loads + 1 broadcast of 16 registers
+#else
+constexpr int kMR = 4, kNR = 4;
+#endif
+
+inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// int64 scratch without std containers (see simd.h on templates in multi/ files).
+struct I64Buf {
+  explicit I64Buf(int64_t n)
+      : p(static_cast<int64_t*>(aligned_malloc(sizeof(int64_t) * static_cast<size_t>(n > 0 ? n : 1)))) {}
+  ~I64Buf() { aligned_free(p); }
+  I64Buf(const I64Buf&) = delete;
+  I64Buf& operator=(const I64Buf&) = delete;
+  int64_t* p;
+};
+
+// The vectors that cover one output plane.
+//   pos[v]: offset of the vector's first lane in B's flat column space (added to off[k])
+//   dst[v]: offset of its first lane in the output plane (or in a scratch plane, when flat)
+//   valid[v]: lanes that are real outputs (the rest are computed and dropped)
+// Modes: "rows" (vectors never cross an output row: written straight into the output), "flat"
+// (vectors run along the padded rows: fewer vectors for narrow images, written to a scratch plane
+// of row length Wb and copied out) and "dense" (im2col columns: written straight into the output).
+struct VecList {
+  int64_t n = 0;
+  bool flat = false;
+  int64_t scratch_ld = 0;  // flat mode: scratch row stride (multiple of W)
+  I64Buf pos, dst, valid;
+  explicit VecList(int64_t cap) : pos(cap), dst(cap), valid(cap) {}
+};
+
+int64_t rows_mode_count(int64_t OHo, int64_t OWo) { return OHo * ((OWo + W - 1) / W); }
+int64_t flat_mode_count(int64_t OHo, int64_t Wb) { return (OHo * Wb + W - 1) / W; }
+
+// Vectors for an (OHo, OWo) output whose pixel (r, c) reads B at flat column r * Wb + c.
+void build_direct(VecList& vl, int64_t OHo, int64_t OWo, int64_t Wb) {
+  if (flat_mode_count(OHo, Wb) < rows_mode_count(OHo, OWo)) {
+    vl.flat = true;
+    vl.scratch_ld = round_up(OHo * Wb, W);
+    for (int64_t q = 0; q < OHo * Wb; q += W, ++vl.n) {
+      vl.pos.p[vl.n] = q;
+      vl.dst.p[vl.n] = q;
+      vl.valid.p[vl.n] = W;
+    }
+    return;
+  }
+  for (int64_t r = 0; r < OHo; ++r)
+    for (int64_t c = 0; c < OWo; c += W, ++vl.n) {
+      vl.pos.p[vl.n] = r * Wb + c;
+      vl.dst.p[vl.n] = r * OWo + c;
+      vl.valid.p[vl.n] = min64(W, OWo - c);
+    }
+}
+
+// Vectors for P contiguous columns (im2col), output plane contiguous too.
+void build_dense(VecList& vl, int64_t P) {
+  for (int64_t q = 0; q < P; q += W, ++vl.n) {
+    vl.pos.p[vl.n] = q;
+    vl.dst.p[vl.n] = q;
+    vl.valid.p[vl.n] = min64(W, P - q);
+  }
+}
+
+int64_t veclist_capacity(int64_t OHo, int64_t OWo, int64_t Wb) {
+  int64_t a = rows_mode_count(OHo, OWo), b = flat_mode_count(OHo, Wb), c = (OHo * OWo + W - 1) / W;
+  return a > b ? (a > c ? a : c) : (b > c ? b : c);
+}
+
+// C[m * ldc + dst[j] + lane] = init[m] + sum_k A[k*MR + m] * B[off[k] + pos[j] + lane] for m < MR,
+// j < NV; only valid[j] lanes are stored. B must be readable W floats past every pos.
+template <int MR, int NV>
+void tile_kernel(int64_t K, const float* A, const float* B, const int64_t* off, const int64_t* pos,
+                 const int64_t* dst, const int64_t* valid, const float* init, float* C, int64_t ldc) {
+  vf acc[MR][NV];
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m) {
+    vf v = vset1(init ? init[m] : 0.0f);
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) acc[m][j] = v;
+  }
+  const float* bp[NV];
+#pragma GCC unroll 8
+  for (int j = 0; j < NV; ++j) bp[j] = B + pos[j];
+  const float* a = A;
+  for (int64_t k = 0; k < K; ++k, a += MR) {
+    const int64_t o = off[k];
+    vf bv[NV];
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) bv[j] = vload(bp[j] + o);
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) {
+      vf av = vset1(a[m]);
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j) acc[m][j] = vfmadd(av, bv[j], acc[m][j]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < NV; ++j) {
+    if (valid[j] == W) {
+#pragma GCC unroll 8
+      for (int m = 0; m < MR; ++m) vstore(C + m * ldc + dst[j], acc[m][j]);
+    } else {
+      const int nv = static_cast<int>(valid[j]);
+#pragma GCC unroll 8
+      for (int m = 0; m < MR; ++m) vstore_n(C + m * ldc + dst[j], acc[m][j], nv);
+    }
+  }
+}
+
+using TileFn = void (*)(int64_t, const float*, const float*, const int64_t*, const int64_t*,
+                        const int64_t*, const int64_t*, const float*, float*, int64_t);
+
+template <int MR>
+TileFn pick_nv(int nv) {
+  switch (nv) {
+    case 1: return &tile_kernel<MR, 1>;
+    case 2: return &tile_kernel<MR, 2>;
+#if defined(__AVX512F__) || !defined(__AVX2__)
+    case 3: return &tile_kernel<MR, 3>;
+    case 4: return &tile_kernel<MR, 4>;
+#endif
+    default: return nullptr;
+  }
+}
+
+TileFn pick_tile(int mr, int nv) {
+  switch (mr) {
+    case 1: return pick_nv<1>(nv);
+    case 2: return pick_nv<2>(nv);
+    case 3: return pick_nv<3>(nv);
+    case 4: return pick_nv<4>(nv);
+#if defined(__AVX512F__) || defined(__AVX2__)
+    case 5: return pick_nv<5>(nv);
+    case 6: return pick_nv<6>(nv);
+#endif
+    default: return nullptr;
+  }
+}
+
+// Output rows [m0, m0 + mr) of one plane set: C points at row m0, rows ldc apart.
+void run_rows(int64_t mr, int64_t K, const float* A, const float* B, const int64_t* off,
+              const VecList& vl, const float* init, float* C, int64_t ldc) {
+  for (int64_t v0 = 0; v0 < vl.n; v0 += kNR) {
+    const int nv = static_cast<int>(min64(kNR, vl.n - v0));
+    pick_tile(static_cast<int>(mr), nv)(K, A, B, off, vl.pos.p + v0, vl.dst.p + v0, vl.valid.p + v0,
+                                        init, C, ldc);
+  }
+}
+
+
+// Packs an M x R matrix given elementwise by get(m, r) into kMR-row panels: the panel of rows
+// [m0, m0 + mr) starts at out + m0 * R and holds get(m0 + i, r) at [r * mr + i].
+template <class Get>
+void pack_panels(int64_t M, int64_t R, float* out, Get get) {
+  for (int64_t m0 = 0; m0 < M; m0 += kMR) {
+    const int64_t mr = min64(M - m0, kMR);
+    float* dst = out + m0 * R;
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t i = 0; i < mr; ++i) dst[r * mr + i] = get(m0 + i, r);
+  }
+}
+
+}  // namespace
+
+// Winograd F(2x2, 3x3) for one (image, group) unit: out (M, OHo, OWo) = valid 3x3 correlation of
+// the buffer B (Cin, Hb, Wb) with kernels (M, Cin, 3, 3), plus bias. 2x2 output tiles cost 16
+// products per (m, c) instead of 36: the 16 transformed products are 16 GEMMs (M x Cin) x (Cin x
+// tiles) run by the tile kernel. Defined in conv_winograd.cpp.
+// B must stay readable (any finite or not values) Wb + 2W floats past the last plane: odd OHo / OWo
+// read one row / column past the valid range, which only feeds dropped outputs.
+// A unit may hold several images (nimg): their tiles sit side by side in the GEMMs, so small
+// images still make long GEMM rows. Columns are independent: results do not depend on nimg.
+struct Winograd3x3 {
+  int64_t Cin, M, Hb, Wb, OHo, OWo, nimg;
+  int64_t th, tw, T, ldT;  // tile rows, tile columns, tiles of all images, transformed row stride
+};
+Winograd3x3 winograd_plan(int64_t Cin, int64_t M, int64_t Hb, int64_t Wb, int64_t OHo, int64_t OWo,
+                          int64_t nimg);
+// U: the transformed kernels, 16 * M * Cin floats (per product index, kMR-row panels).
+void winograd_weights(const Winograd3x3& p, const float* kernels, float* U);
+int64_t winograd_scratch_floats(const Winograd3x3& p);
+// Image i of the unit reads B + i * b_step and writes out + i * out_step; p.nimg may be lowered
+// (fewer images in the last unit) without changing the scratch size.
+void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const float* U, const float* bias,
+                   float* out, int64_t out_step, float* scratch);
+
+}  // namespace FG_ISA_NS
+}  // namespace fg

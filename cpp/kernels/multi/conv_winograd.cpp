@@ -1,0 +1,198 @@
+// Winograd F(2x2, 3x3) convolution of one (image, group) unit, compiled per ISA (see conv_tile.h).
+//   V[xi][c][t] = (B^T d B)[xi] for the 4x4 input tile d of tile t, channel c;
+//   U[xi][m][c] = (G g G^T)[xi] for kernel g of (m, c);
+//   M[xi][m][t] = sum_c U[xi][m][c] V[xi][c][t]  (16 GEMMs, the tile kernel);
+//   y tile = A^T M A + bias.
+// with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1],
+// A^T = [1 1 1 0; 0 1 -1 -1] (Lavin & Gray). Tiles are vectorised W at a time along a tile row;
+// the stride-2 tile columns are gathered with an even/odd deinterleave. Every output element has
+// one fixed sequence of operations whichever thread computes it.
+#include "conv_tile.h"
+#include "forgegrad/parallel.h"
+
+namespace fg {
+namespace FG_ISA_NS {
+namespace {
+
+// even = p[0], p[2], ..., odd = p[1], p[3], ... over 2W floats.
+inline void deinterleave(const float* p, vf& even, vf& odd) {
+#if defined(__AVX512F__)
+  const __m512 a = _mm512_loadu_ps(p), b = _mm512_loadu_ps(p + 16);
+  even = _mm512_permutex2var_ps(a, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), b);
+  odd = _mm512_permutex2var_ps(a, _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31), b);
+#elif defined(__AVX2__)
+  const __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
+  // [a0 a2 b0 b2 | a4 a6 b4 b6] -> [a0 a2 a4 a6 b0 b2 b4 b6]
+  even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+  odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+#else
+  even = p[0];
+  odd = p[1];
+#endif
+}
+
+// Stores a0, b0, a1, b1, ... (2W values), only the first n (n <= 2W).
+inline void store_interleaved(float* p, vf a, vf b, int64_t n) {
+#if defined(__AVX512F__)
+  const __m512 lo = _mm512_permutex2var_ps(a, _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), b);
+  const __m512 hi = _mm512_permutex2var_ps(a, _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), b);
+#elif defined(__AVX2__)
+  const __m256 t0 = _mm256_unpacklo_ps(a, b), t1 = _mm256_unpackhi_ps(a, b);
+  const __m256 lo = _mm256_permute2f128_ps(t0, t1, 0x20), hi = _mm256_permute2f128_ps(t0, t1, 0x31);
+#else
+  const float lo = a, hi = b;
+#endif
+  if (n >= 2 * W) {
+    vstore(p, lo);
+    vstore(p + W, hi);
+  } else if (n > W) {
+    vstore(p, lo);
+    vstore_n(p + W, hi, static_cast<int>(n - W));
+  } else {
+    vstore_n(p, lo, static_cast<int>(n));
+  }
+}
+
+// Input transform of channel c: V[xi][c][t] for all tiles (u: 4 rows of scratch, ucols floats each).
+// Tiles of image i start at column i * th * tw of V.
+void input_transform(const Winograd3x3& p, const float* Bc, float* V, int64_t c, int64_t i_img, float* u,
+                     int64_t ucols) {
+  const int64_t ncols = 2 * p.tw + 2;  // columns read per tile row (may pass Wb by one: dropped outputs)
+  const int64_t plane = p.Cin * p.ldT;
+  for (int64_t th = 0; th < p.th; ++th) {
+    const float* r0 = Bc + 2 * th * p.Wb;
+    const float* r1 = r0 + p.Wb;
+    const float* r2 = r1 + p.Wb;
+    const float* r3 = r2 + p.Wb;
+    for (int64_t c0 = 0; c0 < ncols; c0 += W) {
+      const vf x0 = vload(r0 + c0), x1 = vload(r1 + c0), x2 = vload(r2 + c0), x3 = vload(r3 + c0);
+      vstore(u + c0, vsub(x0, x2));
+      vstore(u + ucols + c0, vadd(x1, x2));
+      vstore(u + 2 * ucols + c0, vsub(x2, x1));
+      vstore(u + 3 * ucols + c0, vsub(x1, x3));
+    }
+    for (int64_t t0 = 0; t0 < p.tw; t0 += W) {
+      const int64_t cnt = p.tw - t0 < W ? p.tw - t0 : W;
+      float* dst = V + c * p.ldT + (i_img * p.th + th) * p.tw + t0;
+      for (int i = 0; i < 4; ++i) {
+        vf e0, o1, e2, o3;
+        deinterleave(u + i * ucols + 2 * t0, e0, o1);
+        deinterleave(u + i * ucols + 2 * t0 + 2, e2, o3);
+        const vf v[4] = {vsub(e0, e2), vadd(o1, e2), vsub(e2, o1), vsub(o1, o3)};
+        for (int j = 0; j < 4; ++j) {
+          float* d = dst + (i * 4 + j) * plane;
+          if (cnt == W)
+            vstore(d, v[j]);
+          else
+            vstore_n(d, v[j], static_cast<int>(cnt));
+        }
+      }
+    }
+  }
+}
+
+// Output transform of channel m: y tiles from M[xi][m][t].
+void output_transform(const Winograd3x3& p, const float* Mb, float bias, float* out, int64_t m, int64_t i_img) {
+  const int64_t plane = p.M * p.ldT;
+  const vf vb = vset1(bias);
+  for (int64_t th = 0; th < p.th; ++th) {
+    for (int64_t t0 = 0; t0 < p.tw; t0 += W) {
+      const float* src = Mb + m * p.ldT + (i_img * p.th + th) * p.tw + t0;
+      vf s0[4], s1[4];
+      for (int j = 0; j < 4; ++j) {
+        const vf m0 = vload(src + j * plane), m1 = vload(src + (4 + j) * plane);
+        const vf m2 = vload(src + (8 + j) * plane), m3 = vload(src + (12 + j) * plane);
+        s0[j] = vadd(vadd(m0, m1), m2);
+        s1[j] = vsub(vsub(m1, m2), m3);
+      }
+      const int64_t n = p.OWo - 2 * t0 < 2 * W ? p.OWo - 2 * t0 : 2 * W;  // valid output columns
+      float* y0 = out + 2 * th * p.OWo + 2 * t0;
+      store_interleaved(y0, vadd(vadd(vadd(s0[0], s0[1]), s0[2]), vb), vadd(vsub(vsub(s0[1], s0[2]), s0[3]), vb),
+                        n);
+      if (2 * th + 1 < p.OHo)
+        store_interleaved(y0 + p.OWo, vadd(vadd(vadd(s1[0], s1[1]), s1[2]), vb),
+                          vadd(vsub(vsub(s1[1], s1[2]), s1[3]), vb), n);
+    }
+  }
+}
+
+int64_t ucols_of(const Winograd3x3& p) { return round_up(2 * p.tw + 2, W) + 2 * W + 2; }
+
+}  // namespace
+
+Winograd3x3 winograd_plan(int64_t Cin, int64_t M, int64_t Hb, int64_t Wb, int64_t OHo, int64_t OWo,
+                          int64_t nimg) {
+  Winograd3x3 p{};
+  p.Cin = Cin, p.M = M, p.Hb = Hb, p.Wb = Wb, p.OHo = OHo, p.OWo = OWo, p.nimg = nimg;
+  p.th = (OHo + 1) / 2;
+  p.tw = (OWo + 1) / 2;
+  p.T = nimg * p.th * p.tw;
+  p.ldT = round_up(p.T, W);
+  return p;
+}
+
+void winograd_weights(const Winograd3x3& p, const float* kernels, float* U) {
+  const int64_t MC = p.M * p.Cin;
+  AlignedBuffer full(static_cast<size_t>(16 * MC));
+  float* F = full.data();
+  for (int64_t mc = 0; mc < MC; ++mc) {
+    const float* g = kernels + mc * 9;
+    float t[4][3];
+    for (int j = 0; j < 3; ++j) {
+      t[0][j] = g[j];
+      t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+      t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+      t[3][j] = g[6 + j];
+    }
+    for (int i = 0; i < 4; ++i) {
+      F[(i * 4 + 0) * MC + mc] = t[i][0];
+      F[(i * 4 + 1) * MC + mc] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+      F[(i * 4 + 2) * MC + mc] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+      F[(i * 4 + 3) * MC + mc] = t[i][2];
+    }
+  }
+  for (int xi = 0; xi < 16; ++xi) {
+    const float* Fx = F + xi * MC;
+    pack_panels(p.M, p.Cin, U + xi * MC, [&](int64_t m, int64_t c) { return Fx[m * p.Cin + c]; });
+  }
+}
+
+int64_t winograd_scratch_floats(const Winograd3x3& p) { return 16 * (p.Cin + p.M) * p.ldT + 2 * W; }
+
+void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const float* U, const float* bias,
+                   float* out, int64_t out_step, float* scratch) {
+  const int64_t T = p.nimg * p.th * p.tw;
+  float* V = scratch;                     // (16, Cin, ldT)
+  float* Mb = scratch + 16 * p.Cin * p.ldT;  // (16, M, ldT) (+ W floats of slack for full-vector reads)
+  const int64_t ucols = ucols_of(p);
+  parallel_for(p.nimg * p.Cin, 1, [&](int64_t c0, int64_t c1) {
+    AlignedBuffer u(static_cast<size_t>(4 * ucols));
+    for (int64_t ic = c0; ic < c1; ++ic) {
+      const int64_t i = ic / p.Cin, c = ic % p.Cin;
+      input_transform(p, B + i * b_step + c * p.Hb * p.Wb, V, c, i, u.data(), ucols);
+    }
+  });
+  I64Buf off(p.Cin);
+  for (int64_t c = 0; c < p.Cin; ++c) off.p[c] = c * p.ldT;
+  VecList vl((T + W - 1) / W);
+  build_dense(vl, T);
+  const int64_t mblocks = (p.M + kMR - 1) / kMR;
+  parallel_for(16 * mblocks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t xi = task / mblocks, m0 = (task % mblocks) * kMR;
+      const int64_t mr = p.M - m0 < kMR ? p.M - m0 : kMR;
+      run_rows(mr, p.Cin, U + xi * p.M * p.Cin + m0 * p.Cin, V + xi * p.Cin * p.ldT, off.p, vl, nullptr,
+               Mb + (xi * p.M + m0) * p.ldT, p.ldT);
+    }
+  });
+  const int64_t oplane = p.OHo * p.OWo;
+  parallel_for(p.nimg * p.M, 1, [&](int64_t m0, int64_t m1) {
+    for (int64_t im = m0; im < m1; ++im) {
+      const int64_t i = im / p.M, m = im % p.M;
+      output_transform(p, Mb, bias ? bias[m] : 0.0f, out + i * out_step + m * oplane, m, i);
+    }
+  });
+}
+
+}  // namespace FG_ISA_NS
+}  // namespace fg

@@ -1,0 +1,208 @@
+// Forward through time for LSTM / GRU / RNN (one layer, one direction). See forgegrad/rnn.h.
+//
+// Step s processes time t = s (or T-1-s when reverse). Per step the work is split over panels of
+// kNR hidden units; a panel task runs the recurrent matmul for its units' columns of every gate
+// and then the fused gate pass for those units, so each step is one parallel region.
+#include "forgegrad/gemm.h"
+#include "forgegrad/memory.h"
+#include "forgegrad/parallel.h"
+#include "forgegrad/rnn.h"
+#include "forgegrad/simd.h"
+
+namespace fg {
+namespace FG_ISA_NS {
+
+namespace {
+
+using namespace rnn_detail;
+
+inline vf ldn(const float* p, int n) { return n == W ? vload(p) : vload_n(p, n); }
+inline void stn(float* p, vf v, int n) {
+  if (n == W) vstore(p, v);
+  else vstore_n(p, v, n);
+}
+
+// LSTM cell for rows [0, B), units [j0, j0 + nc). g (B, 4H): pre-activations in, activations out.
+void lstm_cell(int64_t B, int64_t H, int64_t j0, int64_t nc, float* g, const float* c_prev, float* c_out,
+               float* h_out) {
+  const int64_t G = 4 * H;
+  for (int64_t b = 0; b < B; ++b) {
+    float* gi = g + b * G;
+    float* gf = gi + H;
+    float* gg = gi + 2 * H;
+    float* go = gi + 3 * H;
+    const float* cp = c_prev + b * H;
+    float* co = c_out + b * H;
+    float* ho = h_out + b * H;
+    for (int64_t j = j0; j < j0 + nc; j += W) {
+      int n = j0 + nc - j < W ? static_cast<int>(j0 + nc - j) : W;
+      vf i = vsigmoid(ldn(gi + j, n));
+      vf f = vsigmoid(ldn(gf + j, n));
+      vf z = vtanh(ldn(gg + j, n));
+      vf o = vsigmoid(ldn(go + j, n));
+      vf c = vfmadd(f, ldn(cp + j, n), vmul(i, z));
+      vf h = vmul(o, vtanh(c));
+      stn(gi + j, i, n);
+      stn(gf + j, f, n);
+      stn(gg + j, z, n);
+      stn(go + j, o, n);
+      stn(co + j, c, n);
+      stn(ho + j, h, n);
+    }
+  }
+}
+
+// GRU cell. xg (B, 3H): W_i x + b_i in, r,z,n out. hp (B, 3H): W_h h + b_h. hn_lin (B, H) or null.
+void gru_cell(int64_t B, int64_t H, int64_t j0, int64_t nc, float* xg, const float* hp, const float* h_prev,
+              float* h_out, float* hn_lin) {
+  const int64_t G = 3 * H;
+  for (int64_t b = 0; b < B; ++b) {
+    float* xr = xg + b * G;
+    float* xz = xr + H;
+    float* xn = xr + 2 * H;
+    const float* hr = hp + b * G;
+    const float* hz = hr + H;
+    const float* hn = hr + 2 * H;
+    const float* hpv = h_prev + b * H;
+    float* ho = h_out + b * H;
+    float* save_hn = hn_lin ? hn_lin + b * H : nullptr;
+    for (int64_t j = j0; j < j0 + nc; j += W) {
+      int n = j0 + nc - j < W ? static_cast<int>(j0 + nc - j) : W;
+      vf r = vsigmoid(vadd(ldn(xr + j, n), ldn(hr + j, n)));
+      vf z = vsigmoid(vadd(ldn(xz + j, n), ldn(hz + j, n)));
+      vf hnv = ldn(hn + j, n);
+      vf nn = vtanh(vfmadd(r, hnv, ldn(xn + j, n)));
+      vf hv = ldn(hpv + j, n);
+      vf h = vfmadd(z, vsub(hv, nn), nn);  // (1 - z) * n + z * h
+      stn(xr + j, r, n);
+      stn(xz + j, z, n);
+      stn(xn + j, nn, n);
+      stn(ho + j, h, n);
+      if (save_hn) stn(save_hn + j, hnv, n);
+    }
+  }
+}
+
+// Elman cell: h = tanh(pre) or relu(pre). pre (B, H).
+void plain_cell(int64_t B, int64_t H, int64_t j0, int64_t nc, bool relu, const float* pre, float* h_out) {
+  for (int64_t b = 0; b < B; ++b) {
+    const float* p = pre + b * H;
+    float* ho = h_out + b * H;
+    for (int64_t j = j0; j < j0 + nc; j += W) {
+      int n = j0 + nc - j < W ? static_cast<int>(j0 + nc - j) : W;
+      vf v = ldn(p + j, n);
+      stn(ho + j, relu ? vmax(vzero(), v) : vtanh(v), n);  // NaN-propagating operand order
+    }
+  }
+}
+
+}  // namespace
+
+void rnn_forward(const RnnForwardArgs& a) {
+  const int64_t T = a.T, B = a.B, I = a.I, H = a.H;
+  const int G = rnn_num_gates(a.mode);
+  const int64_t GH = G * H;
+  const bool lstm = a.mode == RnnMode::lstm, gru = a.mode == RnnMode::gru;
+  if (T <= 0 || B <= 0 || H <= 0) return;
+
+  // Gate pre-activations of every step: training writes them into the saved buffer (turned into
+  // activations in place), inference into scratch.
+  AlignedBuffer scratch_gates;
+  float* xg = a.gates;
+  if (!xg) {
+    scratch_gates.reset(static_cast<size_t>(T * B * GH));
+    xg = scratch_gates.data();
+  }
+  // Bias rows first, then the input projection of all T*B rows as one GEMM accumulating into them.
+  // LSTM/RNN fold b_hh in here too; GRU adds b_hh with the recurrent product (r scales b_hn).
+  {
+    AlignedBuffer bias(static_cast<size_t>(GH));
+    float* bv = bias.data();
+    for (int64_t n = 0; n < GH; ++n) {
+      float v = a.b_ih ? a.b_ih[n] : 0.0f;
+      if (!gru && a.b_hh) v += a.b_hh[n];
+      bv[n] = v;
+    }
+    parallel_for(T * B, 64, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) std::memcpy(xg + r * GH, bv, sizeof(float) * GH);
+    });
+  }
+  // x (T*B, I) @ w_ih^T (I, GH)
+  FG_ISA_NS::sgemm(false, true, T * B, GH, I, 1.0f, a.x, I, a.w_ih, I, 1.0f, xg, GH);
+
+  // W_hh^T packed per gate: panels of gate g cover columns [g*H, (g+1)*H), so a unit panel holds the
+  // same hidden units in every gate. Small batches read W_hh rows directly instead.
+  const bool small = B <= kSmallBatch;
+  const int64_t np = num_panels(H);
+  const int64_t panel = H * panel_width();  // floats per panel (K = H)
+  AlignedBuffer packed(static_cast<size_t>(small ? 0 : G * np * panel));
+  if (!small)
+    for (int g = 0; g < G; ++g) pack_transposed(a.w_hh + g * H * H, H, H, H, packed.data() + g * np * panel);
+
+  AlignedBuffer scratch(static_cast<size_t>((gru ? B * GH : 0) + (lstm && !a.cells ? 2 * B * H : 0)));
+  float* hp = gru ? scratch.data() : nullptr;              // GRU: W_hh h + b_hh of this step
+  float* c_ring = lstm && !a.cells ? scratch.data() : nullptr;  // LSTM inference: c ping-pong
+
+  const int NR = panel_width();
+  for (int64_t s = 0; s < T; ++s) {
+    const int64_t t = a.reverse ? T - 1 - s : s;
+    const int64_t tp = a.reverse ? t + 1 : t - 1;
+    const float* h_prev = s == 0 ? a.h0 : a.y + tp * B * H;
+    float* g_t = xg + t * B * GH;
+    float* y_t = a.y + t * B * H;
+    const float* c_prev = nullptr;
+    float* c_out = nullptr;
+    if (lstm) {
+      if (a.cells) {
+        c_prev = s == 0 ? a.c0 : a.cells + tp * B * H;
+        c_out = a.cells + t * B * H;
+      } else {
+        c_prev = s == 0 ? a.c0 : c_ring + ((s - 1) & 1) * B * H;
+        c_out = c_ring + (s & 1) * B * H;
+      }
+    }
+    float* hn_save = gru && a.hn_lin ? a.hn_lin + t * B * H : nullptr;
+    // Odd steps walk the panels backwards: the weights the previous step read last are still in
+    // cache (packed W_hh is 1 MiB at H = 256, the size of a Zen 4 L2). Only the order of independent
+    // panel tasks changes; each output is computed the same way.
+    const bool backwards = s & 1;
+    parallel_for(np, 1, [&](int64_t u0, int64_t u1) {
+      for (int64_t ui = u0; ui < u1; ++ui) {
+        const int64_t u = backwards ? u0 + u1 - 1 - ui : ui;
+        const int64_t j0 = u * NR;
+        const int nc = static_cast<int>(H - j0 < NR ? H - j0 : NR);
+        for (int gi = 0; gi < G; ++gi) {
+          const int g = backwards ? G - 1 - gi : gi;
+          const float* init;
+          int64_t ldi;
+          float* c;
+          if (gru) {  // hp = W_hh h + b_hh
+            init = a.b_hh ? a.b_hh + g * H + j0 : nullptr;
+            ldi = 0;
+            c = hp + g * H + j0;
+          } else {  // gates += W_hh h
+            c = g_t + g * H + j0;
+            init = c;
+            ldi = GH;
+          }
+          if (small)
+            rowdot_matmul(h_prev, H, B, a.w_hh + (g * H + j0) * H, H, H, nc, init, ldi, c, GH);
+          else
+            panel_matmul(h_prev, H, B, packed.data() + (g * np + u) * panel, H, nc, init, ldi, c, GH);
+        }
+        if (lstm) lstm_cell(B, H, j0, nc, g_t, c_prev, c_out, y_t);
+        else if (gru) gru_cell(B, H, j0, nc, g_t, hp, h_prev, y_t, hn_save);
+        else plain_cell(B, H, j0, nc, a.mode == RnnMode::rnn_relu, g_t, y_t);
+      }
+    });
+  }
+  const int64_t t_last = a.reverse ? 0 : T - 1;
+  std::memcpy(a.h_n, a.y + t_last * B * H, sizeof(float) * B * H);
+  if (lstm) {
+    const float* c_last = a.cells ? a.cells + t_last * B * H : c_ring + ((T - 1) & 1) * B * H;
+    std::memcpy(a.c_n, c_last, sizeof(float) * B * H);
+  }
+}
+
+}  // namespace FG_ISA_NS
+}  // namespace fg

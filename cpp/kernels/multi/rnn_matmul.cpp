@@ -1,0 +1,269 @@
+// The recurrent matmul of the RNN kernels (h_{t-1} @ W_hh^T forward, dGates_t @ W_hh backward) on
+// weights packed once per call, plus small helpers. Per step the left operand has only B rows, so
+// a general GEMM would re-pack W_hh every step; here W_hh is packed into contiguous column panels
+// once and each step streams them through a register-blocked kernel (kMR rows x kNR columns).
+#include "forgegrad/parallel.h"
+#include "forgegrad/rnn.h"
+#include "forgegrad/simd.h"
+
+namespace fg {
+namespace FG_ISA_NS {
+namespace rnn_detail {
+
+// Register block: kMR rows x kNV vectors. AVX-512: 6 x 4 zmm accumulators (24 of 32 registers);
+// AVX2: 6 x 2 ymm (12 of 16); scalar: 4 x 4 floats.
+#if defined(__AVX512F__)
+constexpr int kNV = 4, kMR = 6;
+#elif defined(__AVX2__) && defined(__FMA__)
+constexpr int kNV = 2, kMR = 6;
+#else
+constexpr int kNV = 4, kMR = 4;
+#endif
+constexpr int kNR = kNV * W;
+
+int panel_width() { return kNR; }
+int64_t num_panels(int64_t n) { return (n + kNR - 1) / kNR; }
+
+void pack_transposed(const float* W_, int64_t ldw, int64_t K, int64_t N, float* P) {
+  int64_t np = num_panels(N);
+  parallel_for(np, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      float* dst = P + p * K * kNR;
+      for (int c = 0; c < kNR; ++c) {
+        int64_t n = p * kNR + c;
+        if (n < N) {
+          const float* src = W_ + n * ldw;
+          for (int64_t k = 0; k < K; ++k) dst[k * kNR + c] = src[k];
+        } else {
+          for (int64_t k = 0; k < K; ++k) dst[k * kNR + c] = 0.0f;
+        }
+      }
+    }
+  });
+}
+
+void pack_plain(const float* W_, int64_t ldw, int64_t K, int64_t N, float* P) {
+  int64_t np = num_panels(N);
+  parallel_for(np, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      float* dst = P + p * K * kNR;
+      int64_t n0 = p * kNR;
+      int64_t nc = N - n0 < kNR ? N - n0 : kNR;
+      for (int64_t k = 0; k < K; ++k) {
+        const float* src = W_ + k * ldw + n0;
+        float* d = dst + k * kNR;
+        int c = 0;
+        for (; c < nc; ++c) d[c] = src[c];
+        for (; c < kNR; ++c) d[c] = 0.0f;
+      }
+    }
+  });
+}
+
+namespace {
+
+template <int MR>
+inline void micro(const float* A, int64_t lda, const float* P, int64_t K, int ncols, const float* init,
+                  int64_t ldi, float* C, int64_t ldc) {
+  vf acc[MR][kNV];
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < kNV; ++v) acc[r][v] = vzero();
+  for (int64_t k = 0; k < K; ++k) {
+    const float* p = P + k * kNR;
+    vf b[kNV];
+    for (int v = 0; v < kNV; ++v) b[v] = vload(p + v * W);
+    for (int r = 0; r < MR; ++r) {
+      vf a = vset1(A[r * lda + k]);
+      for (int v = 0; v < kNV; ++v) acc[r][v] = vfmadd(a, b[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    float* c = C + r * ldc;
+    const float* in = init ? init + r * ldi : nullptr;
+    for (int v = 0; v < kNV; ++v) {
+      int col = v * W;
+      int n = ncols - col;
+      if (n <= 0) break;
+      if (n >= W) {
+        vstore(c + col, in ? vadd(vload(in + col), acc[r][v]) : acc[r][v]);
+      } else {
+        vstore_n(c + col, in ? vadd(vload_n(in + col, n), acc[r][v]) : acc[r][v], n);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void panel_matmul(const float* A, int64_t lda, int64_t M, const float* P, int64_t K, int ncols,
+                  const float* init, int64_t ldi, float* C, int64_t ldc) {
+  // Rows are split into ceil(M / kMR) blocks of nearly equal size (32 rows: 6,6,5,5,5,5 rather
+  // than 6,6,6,6,6,2): a thin last block would stream the whole panel for a few FMAs per load.
+  // Blocking does not change any output's arithmetic (each is init + its k-ordered sum).
+  const int64_t nblocks = (M + kMR - 1) / kMR;
+  int64_t r = 0;
+  for (int64_t blk = 0; blk < nblocks; ++blk) {
+    const int m = static_cast<int>(M / nblocks + (blk < M % nblocks ? 1 : 0));
+    const float* A_ = A + r * lda;
+    const float* in = init ? init + r * ldi : nullptr;
+    float* C_ = C + r * ldc;
+    switch (m) {
+      case 1: micro<1>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
+      case 2: micro<2>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
+      case 3: micro<3>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
+      case 4: micro<4>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
+#if !(defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__)))
+      default: break;  // kMR == 4 on the portable path
+#else
+      case 5: micro<5>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
+      default: micro<6>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
+#endif
+    }
+    r += m;
+  }
+}
+
+namespace {
+
+template <int MR>
+void rowdot_rows(const float* A, int64_t lda, const float* W_, int64_t ldw, int64_t K, int64_t ncols,
+                 const float* init, int64_t ldi, float* C, int64_t ldc) {
+  constexpr int Q = 4;  // W rows per pass: MR x Q vector accumulators
+  for (int64_t c0 = 0; c0 < ncols; c0 += Q) {
+    const int q_n = ncols - c0 < Q ? static_cast<int>(ncols - c0) : Q;
+    vf acc[MR][Q];
+    for (int r = 0; r < MR; ++r)
+      for (int q = 0; q < Q; ++q) acc[r][q] = vzero();
+    const float* w[Q];
+    for (int q = 0; q < Q; ++q) w[q] = W_ + (c0 + (q < q_n ? q : 0)) * ldw;
+    int64_t k = 0;
+    for (; k + W <= K; k += W) {
+      vf wv[Q];
+      for (int q = 0; q < Q; ++q) wv[q] = vload(w[q] + k);
+      for (int r = 0; r < MR; ++r) {
+        vf a = vload(A + r * lda + k);
+        for (int q = 0; q < Q; ++q) acc[r][q] = vfmadd(a, wv[q], acc[r][q]);
+      }
+    }
+    if (k < K) {
+      const int n = static_cast<int>(K - k);
+      vf wv[Q];
+      for (int q = 0; q < Q; ++q) wv[q] = vload_n(w[q] + k, n);
+      for (int r = 0; r < MR; ++r) {
+        vf a = vload_n(A + r * lda + k, n);
+        for (int q = 0; q < Q; ++q) acc[r][q] = vfmadd(a, wv[q], acc[r][q]);
+      }
+    }
+    for (int r = 0; r < MR; ++r)
+      for (int q = 0; q < q_n; ++q) {
+        float v = vreduce_add(acc[r][q]);
+        C[r * ldc + c0 + q] = init ? init[r * ldi + c0 + q] + v : v;
+      }
+  }
+}
+
+template <int MR>
+void strided_rows(const float* A, int64_t lda, const float* W_, int64_t ldw, int64_t K, int ncols, const float* init,
+                  int64_t ldi, float* C, int64_t ldc) {
+  vf acc[MR][kNV];
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < kNV; ++v) acc[r][v] = vzero();
+  int nv = (ncols + W - 1) / W;
+  const int tail = ncols - (nv - 1) * W;  // lanes of the last vector
+  if (nv == kNV && tail == W) {
+    for (int64_t k = 0; k < K; ++k) {
+      const float* p = W_ + k * ldw;
+      vf b[kNV];
+      for (int v = 0; v < kNV; ++v) b[v] = vload(p + v * W);
+      for (int r = 0; r < MR; ++r) {
+        vf a = vset1(A[r * lda + k]);
+        for (int v = 0; v < kNV; ++v) acc[r][v] = vfmadd(a, b[v], acc[r][v]);
+      }
+    }
+  } else {
+    for (int64_t k = 0; k < K; ++k) {
+      const float* p = W_ + k * ldw;
+      vf b[kNV];
+      for (int v = 0; v < kNV; ++v) b[v] = v < nv - 1 ? vload(p + v * W) : v == nv - 1 ? vload_n(p + v * W, tail) : vzero();
+      for (int r = 0; r < MR; ++r) {
+        vf a = vset1(A[r * lda + k]);
+        for (int v = 0; v < kNV; ++v) acc[r][v] = vfmadd(a, b[v], acc[r][v]);
+      }
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    float* c = C + r * ldc;
+    const float* in = init ? init + r * ldi : nullptr;
+    for (int v = 0; v < nv; ++v) {
+      int n = v < nv - 1 ? W : tail;
+      if (n == W) vstore(c + v * W, in ? vadd(vload(in + v * W), acc[r][v]) : acc[r][v]);
+      else vstore_n(c + v * W, in ? vadd(vload_n(in + v * W, n), acc[r][v]) : acc[r][v], n);
+    }
+  }
+}
+
+}  // namespace
+
+void rowdot_matmul(const float* A, int64_t lda, int64_t M, const float* W_, int64_t ldw, int64_t K, int64_t ncols,
+                   const float* init, int64_t ldi, float* C, int64_t ldc) {
+  switch (M) {
+    case 1: rowdot_rows<1>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); break;
+    case 2: rowdot_rows<2>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); break;
+    case 3: rowdot_rows<3>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); break;
+    case 4: rowdot_rows<4>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); break;
+    default: break;
+  }
+}
+
+void strided_matmul(const float* A, int64_t lda, int64_t M, const float* W_, int64_t ldw, int64_t K, int ncols,
+                    const float* init, int64_t ldi, float* C, int64_t ldc) {
+  switch (M) {
+    case 1: strided_rows<1>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); break;
+    case 2: strided_rows<2>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); break;
+    case 3: strided_rows<3>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); break;
+    case 4: strided_rows<4>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); break;
+    default: break;
+  }
+}
+
+void column_sums(const float* X, int64_t R, int64_t N, float* out) {
+  constexpr int64_t kCols = 4 * W;
+  int64_t nchunks = (N + kCols - 1) / kCols;
+  parallel_for(nchunks, 1, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q) {
+      int64_t n0 = q * kCols;
+      int nc = static_cast<int>(N - n0 < kCols ? N - n0 : kCols);
+      vf acc[4] = {vzero(), vzero(), vzero(), vzero()};
+      for (int64_t r = 0; r < R; ++r) {
+        const float* x = X + r * N + n0;
+        for (int v = 0; v < 4; ++v) {
+          int n = nc - v * W;
+          if (n <= 0) break;
+          acc[v] = vadd(acc[v], n >= W ? vload(x + v * W) : vload_n(x + v * W, n));
+        }
+      }
+      for (int v = 0; v < 4; ++v) {
+        int n = nc - v * W;
+        if (n <= 0) break;
+        if (n >= W) vstore(out + n0 + v * W, acc[v]);
+        else vstore_n(out + n0 + v * W, acc[v], n);
+      }
+    }
+  });
+}
+
+}  // namespace rnn_detail
+
+void rnn_activation(int kind, const float* x, float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i < n; i += W) {
+    int m = n - i < W ? static_cast<int>(n - i) : W;
+    vf v = m == W ? vload(x + i) : vload_n(x + i, m);
+    vf r = kind == 0 ? vsigmoid(v) : kind == 1 ? vtanh(v) : vexp(v);
+    if (m == W) vstore(y + i, r);
+    else vstore_n(y + i, r, m);
+  }
+}
+
+}  // namespace FG_ISA_NS
+}  // namespace fg

@@ -1,0 +1,171 @@
+// Pooling kernels (see pool.h). Plain loops: pooling moves little data per output and is far from
+// the cost of the convolutions around it. One (n, c) plane per task.
+#include "forgegrad/pool.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "forgegrad/parallel.h"
+
+namespace fg {
+namespace {
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+template <class F>
+void for_planes(int64_t planes, int64_t plane_work, F f) {
+  int64_t grain = plane_work >= 4096 ? 1 : 4096 / (plane_work > 0 ? plane_work : 1);
+  parallel_for(planes, grain, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) f(p);
+  });
+}
+
+// Window [h0, h1) x [w0, w1) of an average pool and its divisor, torch's rules.
+struct AvgWindow {
+  int64_t h0, h1, w0, w1;
+  float divisor;
+  bool empty;
+};
+
+inline AvgWindow avg_window(const Pool2dGeom& g, int64_t oh, int64_t ow, bool count_include_pad,
+                            int64_t divisor_override) {
+  AvgWindow a{};
+  a.h0 = oh * g.stride_h - g.pad_h;
+  a.w0 = ow * g.stride_w - g.pad_w;
+  a.h1 = std::min(a.h0 + g.KH, g.H + g.pad_h);
+  a.w1 = std::min(a.w0 + g.KW, g.W + g.pad_w);
+  const int64_t pool_size = (a.h1 - a.h0) * (a.w1 - a.w0);
+  a.h0 = std::max<int64_t>(a.h0, 0);
+  a.w0 = std::max<int64_t>(a.w0, 0);
+  a.h1 = std::min(a.h1, g.H);
+  a.w1 = std::min(a.w1, g.W);
+  a.empty = a.h0 >= a.h1 || a.w0 >= a.w1;
+  if (divisor_override > 0)
+    a.divisor = static_cast<float>(divisor_override);
+  else
+    a.divisor = static_cast<float>(count_include_pad ? pool_size : (a.h1 - a.h0) * (a.w1 - a.w0));
+  return a;
+}
+
+}  // namespace
+
+void max_pool2d_forward(const Pool2dGeom& g, const float* x, float* y, int64_t* indices) {
+  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
+  for_planes(g.N * g.C, OHW * g.KH * g.KW, [&](int64_t p) {
+    const float* xs = x + p * HW;
+    float* ys = y + p * OHW;
+    int64_t* is = indices + p * OHW;
+    for (int64_t oh = 0; oh < g.OH; ++oh) {
+      int64_t h0 = oh * g.stride_h - g.pad_h;
+      const int64_t h1 = std::min(h0 + (g.KH - 1) * g.dil_h + 1, g.H);
+      while (h0 < 0) h0 += g.dil_h;
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        int64_t w0 = ow * g.stride_w - g.pad_w;
+        const int64_t w1 = std::min(w0 + (g.KW - 1) * g.dil_w + 1, g.W);
+        while (w0 < 0) w0 += g.dil_w;
+        int64_t best_i = h0 * g.W + w0;
+        float best = -std::numeric_limits<float>::infinity();
+        for (int64_t h = h0; h < h1; h += g.dil_h)
+          for (int64_t w = w0; w < w1; w += g.dil_w) {
+            const int64_t i = h * g.W + w;
+            const float v = xs[i];
+            if (v > best || std::isnan(v)) {
+              best = v;
+              best_i = i;
+            }
+          }
+        ys[oh * g.OW + ow] = best;
+        is[oh * g.OW + ow] = best_i;
+      }
+    }
+  });
+}
+
+void max_pool2d_backward(const Pool2dGeom& g, const float* gy, const int64_t* indices, float* gx) {
+  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
+  for_planes(g.N * g.C, OHW + HW, [&](int64_t p) {
+    float* d = gx + p * HW;
+    std::memset(d, 0, sizeof(float) * HW);
+    const float* s = gy + p * OHW;
+    const int64_t* is = indices + p * OHW;
+    for (int64_t o = 0; o < OHW; ++o) d[is[o]] += s[o];  // indices were range-checked by the binding
+  });
+}
+
+void avg_pool2d_forward(const Pool2dGeom& g, const float* x, float* y, bool count_include_pad,
+                        int64_t divisor_override) {
+  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
+  for_planes(g.N * g.C, OHW * g.KH * g.KW, [&](int64_t p) {
+    const float* xs = x + p * HW;
+    float* ys = y + p * OHW;
+    for (int64_t oh = 0; oh < g.OH; ++oh)
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        const AvgWindow a = avg_window(g, oh, ow, count_include_pad, divisor_override);
+        float s = 0.0f;
+        if (!a.empty)
+          for (int64_t h = a.h0; h < a.h1; ++h)
+            for (int64_t w = a.w0; w < a.w1; ++w) s += xs[h * g.W + w];
+        ys[oh * g.OW + ow] = a.empty ? 0.0f : s / a.divisor;
+      }
+  });
+}
+
+void avg_pool2d_backward(const Pool2dGeom& g, const float* gy, float* gx, bool count_include_pad,
+                         int64_t divisor_override) {
+  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
+  for_planes(g.N * g.C, OHW * g.KH * g.KW + HW, [&](int64_t p) {
+    float* d = gx + p * HW;
+    std::memset(d, 0, sizeof(float) * HW);
+    const float* s = gy + p * OHW;
+    for (int64_t oh = 0; oh < g.OH; ++oh)
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        const AvgWindow a = avg_window(g, oh, ow, count_include_pad, divisor_override);
+        if (a.empty) continue;
+        const float v = s[oh * g.OW + ow] / a.divisor;
+        for (int64_t h = a.h0; h < a.h1; ++h)
+          for (int64_t w = a.w0; w < a.w1; ++w) d[h * g.W + w] += v;
+      }
+  });
+}
+
+void adaptive_avg_pool2d_forward(int64_t N, int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW,
+                                 const float* x, float* y) {
+  const int64_t HW = H * W, OHW = OH * OW;
+  for_planes(N * C, HW + OHW, [&](int64_t p) {
+    const float* xs = x + p * HW;
+    float* ys = y + p * OHW;
+    for (int64_t oh = 0; oh < OH; ++oh) {
+      const int64_t h0 = oh * H / OH, h1 = ceil_div((oh + 1) * H, OH);
+      for (int64_t ow = 0; ow < OW; ++ow) {
+        const int64_t w0 = ow * W / OW, w1 = ceil_div((ow + 1) * W, OW);
+        float s = 0.0f;
+        for (int64_t h = h0; h < h1; ++h)
+          for (int64_t w = w0; w < w1; ++w) s += xs[h * W + w];
+        ys[oh * OW + ow] = s / static_cast<float>((h1 - h0) * (w1 - w0));
+      }
+    }
+  });
+}
+
+void adaptive_avg_pool2d_backward(int64_t N, int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW,
+                                  const float* gy, float* gx) {
+  const int64_t HW = H * W, OHW = OH * OW;
+  for_planes(N * C, HW + OHW, [&](int64_t p) {
+    float* d = gx + p * HW;
+    std::memset(d, 0, sizeof(float) * HW);
+    const float* s = gy + p * OHW;
+    for (int64_t oh = 0; oh < OH; ++oh) {
+      const int64_t h0 = oh * H / OH, h1 = ceil_div((oh + 1) * H, OH);
+      for (int64_t ow = 0; ow < OW; ++ow) {
+        const int64_t w0 = ow * W / OW, w1 = ceil_div((ow + 1) * W, OW);
+        const float v = s[oh * OW + ow] / static_cast<float>((h1 - h0) * (w1 - w0));
+        for (int64_t h = h0; h < h1; ++h)
+          for (int64_t w = w0; w < w1; ++w) d[h * W + w] += v;
+      }
+    }
+  });
+}
+
+}  // namespace fg

@@ -1,0 +1,25 @@
+// Shared helpers of the CUDA kernels: error strings and launch geometry.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+namespace fg::cuda {
+
+inline std::string status(cudaError_t err) {
+  if (err == cudaSuccess) return std::string();
+  cudaGetLastError();  // clear the error so the next call starts clean
+  return cudaGetErrorString(err);
+}
+
+// After a kernel launch: launch-configuration errors (asynchronous faults surface on sync).
+inline std::string launch_status() { return status(cudaGetLastError()); }
+
+inline unsigned int blocks_for(int64_t n, int threads) {
+  int64_t b = (n + threads - 1) / threads;
+  if (b > 65535 * 32) b = 65535 * 32;  // grid-stride loops cover the rest
+  return static_cast<unsigned int>(b < 1 ? 1 : b);
+}
+
+}  // namespace fg::cuda

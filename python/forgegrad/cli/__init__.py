@@ -1,0 +1,68 @@
+"""The ``forgegrad`` command: train, eval, export, bench and quickstart.
+
+``main(argv=None)`` returns the exit code: 0 success, 1 a runtime error, 2 a usage error (bad
+arguments, unknown model or data set names, missing files), 130 interrupted. Expected errors are
+printed as one line ``forgegrad: error: ...`` without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, CLIError, UsageError
+
+__all__ = ["main", "build_parser", "CLIError", "UsageError"]
+
+
+def _threads(s):
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .._version import __version__
+    from . import bench, evaluate, export, quickstart, train
+    parser = argparse.ArgumentParser(prog="forgegrad", description="forgegrad: train, evaluate, export and "
+                                     "benchmark models from the command line.")
+    parser.add_argument("--version", action="version", version=f"forgegrad {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for mod in (train, evaluate, export, bench, quickstart):
+        p = mod.add_parser(sub)
+        if mod in (train, evaluate, export):  # bench and quickstart pin threads per timed run themselves
+            p.add_argument("--threads", type=_threads, default=None,
+                           help="forgegrad kernel threads (default: all cores or FORGEGRAD_NUM_THREADS)")
+        if mod is train:
+            p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: usage errors exit 2, --help/--version exit 0
+        return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_USAGE)
+    try:
+        threads = getattr(args, "threads", None)
+        if args.command in ("train", "eval", "export") and threads is not None:
+            from .._runtime import set_num_threads
+            set_num_threads(threads)
+        return int(args.run(args) or EXIT_OK)
+    except CLIError as e:
+        print(f"forgegrad: error: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print("forgegrad: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_RUNTIME
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Checkpoints written by ``forgegrad train``: weights (safetensors) plus a JSON file holding the zoo
+model's name and kwargs, so ``eval`` and ``export`` can rebuild the model without any code."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from .. import models
+from ._errors import CLIError, UsageError, optional, require
+
+WEIGHTS, META = "model.safetensors", "model.json"
+FORMAT = "forgegrad-checkpoint/1"
+
+
+def _atomic_write(path: str, write) -> None:
+    """write(tmp_path) then rename over path, so an interrupted save never leaves a torn file."""
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_weights(model, path: str) -> None:
+    ser = optional("forgegrad.serialization")
+    if ser is not None and hasattr(ser, "save"):
+        ser.save(model.state_dict(), path)  # atomic safetensors writer of forgegrad itself
+        return
+    st = require("safetensors.numpy", "safetensors", what="writing checkpoints")
+    arrays = {k: np.ascontiguousarray(v.data) for k, v in model.state_dict().items()}
+    _atomic_write(path, lambda tmp: st.save_file(arrays, tmp))
+
+
+def load_weights(path: str):
+    ser = optional("forgegrad.serialization")
+    if ser is not None and hasattr(ser, "load"):
+        return ser.load(path)
+    st = require("safetensors.numpy", "safetensors", what="reading checkpoints")
+    return st.load_file(path)
+
+
+def save(model, meta: dict, out_dir: str) -> str:
+    """Weights then metadata (both atomic); returns the metadata path."""
+    os.makedirs(out_dir, exist_ok=True)
+    save_weights(model, os.path.join(out_dir, WEIGHTS))
+    meta = dict(meta, format=FORMAT, weights=WEIGHTS, **models.config_of(model))
+    path = os.path.join(out_dir, META)
+    _atomic_write(path, lambda tmp: _write_json(tmp, meta))
+    return path
+
+
+def _write_json(path, obj):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+
+
+def resolve(path: str) -> str:
+    """The metadata file for CHECKPOINT given as the output directory, the .json or the .safetensors."""
+    if not os.path.exists(path):
+        raise UsageError(f"checkpoint not found: {path}")
+    if os.path.isdir(path):
+        meta = os.path.join(path, META)
+    elif path.endswith(".safetensors"):
+        meta = os.path.splitext(path)[0] + ".json"
+    else:
+        meta = path
+    if not os.path.isfile(meta):
+        raise UsageError(f"{path} is not a forgegrad checkpoint: {meta} is missing (write one with `forgegrad train`)")
+    return meta
+
+
+def load(path: str):
+    """(model in eval mode, metadata) from a checkpoint written by ``save``."""
+    meta_path = resolve(path)
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read checkpoint metadata {meta_path}: {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "name" not in meta:
+        raise UsageError(f"{meta_path} is not a forgegrad checkpoint (expected format {FORMAT!r})")
+    try:
+        model = models.from_config({"name": meta["name"], "kwargs": meta.get("kwargs", {})})
+    except models.MissingLayerError as e:
+        raise CLIError(str(e)) from None
+    except ValueError as e:
+        raise UsageError(f"{meta_path}: {e}") from None
+    weights = os.path.join(os.path.dirname(meta_path), meta.get("weights", WEIGHTS))
+    if not os.path.isfile(weights):
+        raise UsageError(f"checkpoint weights not found: {weights}")
+    try:
+        state = load_weights(weights)
+        model.load_state_dict(state)
+    except CLIError:
+        raise
+    except Exception as e:  # a corrupt or mismatched file: say which and why, in one line
+        msg = str(e).replace("\n", " ").replace("\t", "")
+        raise CLIError(f"cannot load weights from {weights}: {msg}") from None
+    model.eval()
+    return model, meta

@@ -1,0 +1,95 @@
+"""``forgegrad export CHECKPOINT --out model.onnx``: ONNX export, verified in onnxruntime."""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+from .. import nn
+from ..tensor import Tensor
+from . import _checkpoint
+from ._errors import CLIError, UsageError, require
+
+
+class VAEReconstructor(nn.Module):
+    """The deterministic part of a VAE worth deploying: x -> decode(mu(x)) (no sampling noise)."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x):
+        mu, _ = self.vae.encode(x)
+        return self.vae.decode(mu)
+
+
+def add_parser(sub):
+    p = sub.add_parser("export", help="export a checkpoint to ONNX and verify it in onnxruntime",
+                       description="Export a checkpoint written by `forgegrad train` to ONNX, run it in onnxruntime "
+                                   "and print the parity report against forgegrad. VAEs export their deterministic "
+                                   "reconstruction x -> decode(mu(x)).")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="the train --out directory, its model.json or model.safetensors")
+    p.add_argument("--out", required=True, metavar="model.onnx", help="path of the ONNX file to write")
+    p.add_argument("--batch", type=int, default=4, help="batch size of the example input used to trace (default 4)")
+    p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime parity check")
+    p.set_defaults(run=run)
+    return p
+
+
+def example_input(meta, batch, seed=0):
+    shape = (batch,) + tuple(meta["input_shape"])
+    rng = np.random.default_rng(seed)
+    if meta.get("input_kind") == "tokens":
+        return Tensor(rng.integers(0, meta["num_classes"], size=shape, dtype=np.int64))
+    return Tensor(rng.random(shape, dtype=np.float32))
+
+
+def export_model(model, meta, out, batch=4, verify=True):
+    """Export (wrapping VAEs) and return the exporter's parity report."""
+    d = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(d):
+        raise UsageError(f"--out {out}: directory {d} does not exist")
+    if os.path.isdir(out):
+        raise UsageError(f"--out {out} is a directory; give the path of the .onnx file to write")
+    # the third-party packages first, so a missing one is reported with the extra that installs it
+    require("onnx", "onnx", what="ONNX export")
+    if verify:
+        require("onnxruntime", "onnx", what="verifying the ONNX export")
+    onnx_mod = require("forgegrad.onnx", None, what="ONNX export (forgegrad.onnx)")
+    target = VAEReconstructor(model) if meta.get("task") == "vae" else model
+    target.eval()
+    verification_error = getattr(onnx_mod, "OnnxVerificationError", ())
+    export_error = getattr(onnx_mod, "OnnxExportError", ())
+    try:
+        return onnx_mod.export(target, (example_input(meta, batch),), out, verify=verify)
+    except verification_error as e:
+        report = getattr(e, "report", None)
+        if report is not None:
+            print(report, file=sys.stderr)
+        raise CLIError(f"the ONNX model written to {out} does not match forgegrad in onnxruntime: "
+                       f"{str(e).splitlines()[0]}") from None
+    except (export_error or NotImplementedError, NotImplementedError, ValueError, TypeError) as e:
+        raise CLIError(f"ONNX export of {meta['name']} failed: {str(e).splitlines()[0]}") from None
+
+
+def format_report(report) -> str:
+    if report is None:
+        return "parity: not verified"
+    if isinstance(report, dict):
+        return "\n".join(f"  {k}: {v}" for k, v in report.items())
+    return str(report)
+
+
+def run(args, log=print):
+    if args.batch <= 0:
+        raise UsageError(f"--batch must be positive, got {args.batch}")
+    model, meta = _checkpoint.load(args.checkpoint)
+    report = export_model(model, meta, args.out, batch=args.batch, verify=not args.no_verify)
+    log(f"exported {meta['name']} to {args.out} ({os.path.getsize(args.out):,} bytes)")
+    if not args.no_verify:
+        log("onnxruntime parity report:")
+        log(format_report(report))
+        if getattr(report, "ok", True) is False:  # export() raises on a mismatch; this is belt and braces
+            raise CLIError("the ONNX model's outputs differ from forgegrad's beyond tolerance (see the report)")
+    return 0

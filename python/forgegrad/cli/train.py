@@ -1,0 +1,190 @@
+"""``forgegrad train MODEL --data digits|PATH``: train a zoo model and write a rebuildable checkpoint."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from .. import models
+from .. import random as _random
+from .._version import __version__
+from . import _checkpoint, _data, _loop
+from ._errors import CLIError, UsageError, require
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+def add_parser(sub):
+    p = sub.add_parser("train", help="train a zoo model on a data set and save a checkpoint",
+                       description="Train a model from forgegrad.models on the bundled digits or a data file; "
+                                   "writes OUT/model.safetensors, OUT/model.json (how to rebuild it) and "
+                                   "OUT/training_curve.png.")
+    p.add_argument("model", metavar="MODEL", help=f"zoo model name ({', '.join(models.available())})")
+    add_data_args(p)
+    p.add_argument("--epochs", type=_positive_int, default=10, help="passes over the training data (default 10)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="samples per step (default 64)")
+    p.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate (default 1e-3)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="default adam")
+    p.add_argument("--val-split", type=_fraction, default=0.2,
+                   help="fraction of the data held out for validation (default 0.2; 0 disables)")
+    p.add_argument("--arg", dest="model_args", action="append", default=[], metavar="KEY=VALUE",
+                   help="model keyword argument, VALUE parsed as JSON when it can be (repeatable), "
+                        "e.g. --arg hidden=[256,128] --arg dropout=0.1")
+    p.add_argument("--beta", type=float, default=1.0, help="KL weight for the VAE models (default 1)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output directory (default runs/MODEL)")
+    p.add_argument("--no-plot", action="store_true", help="do not write the training-curve PNG")
+    p.set_defaults(run=run)
+    return p
+
+
+def add_data_args(p, default="digits"):
+    p.add_argument("--data", default=default, metavar="digits|PATH",
+                   help=f"data set: 'digits' (bundled 8x8 digits) or a file: {_data.FILE_KINDS} (default {default})")
+    p.add_argument("--seed", type=int, default=0, help="seed for initialisation, shuffling and the split (default 0)")
+
+
+def _positive_int(s):
+    import argparse
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def _positive_float(s):
+    import argparse
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
+    if not v > 0 or not np.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}")
+    return v
+
+
+def _fraction(s):
+    import argparse
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {s!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {s!r}")
+    return v
+
+
+def parse_model_args(pairs):
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--arg expects KEY=VALUE with a Python identifier as KEY, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value  # a bare string such as activation=tanh
+    return out
+
+
+def prepare(spec, ds, seed, val_split):
+    """(x_train, y_train, x_val, y_val, inferred kwargs) for a zoo entry, checking the data fits the task."""
+    if spec.task == "classify" and ds.y is None:
+        raise UsageError(f"model {spec.name!r} is a classifier but {ds.name} has no labels")
+    if spec.task == "lm" and ds.vocab is None:
+        raise UsageError(f"model {spec.name!r} is a language model: give it a text file (--data PATH.txt)")
+    if spec.task != "lm" and ds.vocab is not None:
+        raise UsageError(f"{ds.name} is text; only char_lstm trains on text")
+    if spec.task == "vae" and (ds.x.min() < 0 or ds.x.max() > 1):
+        raise UsageError(f"model {spec.name!r} needs inputs in [0, 1]; {ds.name} spans "
+                         f"[{ds.x.min():.3g}, {ds.x.max():.3g}]")
+    x = _data.shape_for(ds.x, spec.input_kind)
+    y = ds.targets if spec.task == "lm" else ds.y
+    tr, va = _data.split(ds, val_split, seed)
+    inferred = spec.data_kwargs(tuple(ds.x.shape[1:]), ds.num_classes) if spec.data_kwargs else {}
+    pick = (lambda a, i: None if a is None else a[i])
+    return x[tr], pick(y, tr), x[va], pick(y, va), inferred
+
+
+def build_optimizer(name, params, lr):
+    optim = require("forgegrad.optim", None, what="training (forgegrad.optim)")
+    cls = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}[name]
+    if not hasattr(optim, cls):
+        raise CLIError(f"forgegrad.optim.{cls} is not available in this build")
+    kwargs = {"lr": lr}
+    if name == "sgd":
+        kwargs["momentum"] = 0.9
+    return getattr(optim, cls)(params, **kwargs)
+
+
+def build_model(name, kwargs):
+    try:
+        return models.create(name, **kwargs)
+    except models.MissingLayerError as e:
+        raise CLIError(str(e)) from None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def run(args, log=print):
+    try:
+        spec = models.spec(args.model)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    user_kwargs = parse_model_args(args.model_args)
+    ds = _data.load(args.data)
+    x_tr, y_tr, x_va, y_va, inferred = prepare(spec, ds, args.seed, args.val_split)
+    kwargs = {**inferred, **user_kwargs}
+    _random.manual_seed(args.seed)
+    model = build_model(spec.name, kwargs)
+    optimizer = build_optimizer(args.optimizer, model.parameters(), args.lr)
+    out = args.out or os.path.join("runs", spec.name)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out} exists and is not a directory")
+    os.makedirs(out, exist_ok=True)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"training {spec.name} ({n_params:,} parameters) on {ds.name}: {len(x_tr)} train / {len(x_va)} validation "
+        f"samples, {args.epochs} epochs, batch {args.batch_size}, {args.optimizer} lr {args.lr}")
+    meta = {"task": spec.task, "input_kind": spec.input_kind, "input_shape": list(x_tr.shape[1:]),
+            "num_classes": ds.num_classes, "data": args.data, "split": {"val_fraction": args.val_split, "seed": args.seed},
+            "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                      "optimizer": args.optimizer, "beta": args.beta},
+            "forgegrad_version": __version__}
+    if ds.vocab is not None:
+        meta["vocab"] = ds.vocab
+    history = []
+
+    def checkpoint(epoch, record):
+        history.append(record)
+        _checkpoint.save(model, dict(meta, epochs_completed=epoch, history=history), out)
+
+    loss_fn = _loop.make_loss(spec.task, beta=args.beta)
+    try:
+        _loop.fit(model, spec.task, optimizer, x_tr, y_tr, x_va, y_va, args.epochs, args.batch_size,
+                  _random.generator(), on_epoch_end=checkpoint, progress=not args.no_progress, log=log,
+                  loss_fn=loss_fn)
+    except _loop.Interrupted as e:
+        _plot(args, history, out, spec.name, log)
+        where = (f"the checkpoint of epoch {e.epochs_done} is kept in {out}" if e.epochs_done
+                 else "no epoch finished, so no checkpoint was written")
+        raise CLIError(f"interrupted during epoch {e.epochs_done + 1}; {where}", code=130) from None
+    except FloatingPointError as e:
+        raise CLIError(str(e)) from None
+    _plot(args, history, out, spec.name, log)
+    final = history[-1]
+    log("final: " + _loop.format_metrics({k: v for k, v in final.items() if k not in ("epoch", "seconds")}))
+    log(f"checkpoint: {os.path.join(out, _checkpoint.WEIGHTS)} (+ {_checkpoint.META})")
+    return 0
+
+
+def _plot(args, history, out, name, log):
+    if args.no_plot or not history:
+        return
+    path = os.path.join(out, "training_curve.png")
+    if _loop.plot_history(history, path, title=f"{name}"):
+        log(f"training curve: {path}")
+    else:
+        log('no training curve: matplotlib is not installed (pip install "forgegrad[plot]")')

@@ -1,0 +1,86 @@
+"""forgegrad.cuda: the CUDA kernels on device arrays.
+
+What exists today: device discovery, ``DeviceArray`` (a float32 array in GPU memory, copied to
+and from numpy), and the kernels sgemm, relu (forward/backward) and the fused Adam/AdamW step.
+Tensors do not live on the GPU yet (``Tensor.to("cuda")`` raises NotImplementedError): these
+functions are the device side of the same ops, for direct use and for the tests that compare them
+with the CPU kernels on a machine with a GPU.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _C
+
+__all__ = ["is_available", "device_count", "unavailable_reason", "to_device", "matmul", "relu", "adam_step"]
+
+
+def is_built() -> bool:
+    """Whether this installation was compiled with the CUDA kernels (nvcc was found at build time)."""
+    return bool(_C.cuda.built)
+
+
+def device_count() -> int:
+    return int(_C.cuda.device_count())
+
+
+def is_available() -> bool:
+    return is_built() and device_count() > 0
+
+
+def unavailable_reason() -> str:
+    return "" if is_available() else _C.cuda.unavailable_reason()
+
+
+def _require():
+    if not is_available():
+        raise RuntimeError(f"CUDA is not available: {unavailable_reason()}")
+
+
+def to_device(array) -> "_C.cuda.DeviceArray":
+    """Copy a float32 numpy array to the GPU."""
+    _require()
+    a = np.ascontiguousarray(array)
+    if a.dtype != np.float32:
+        raise TypeError(f"to_device: array must be float32, got {a.dtype}")
+    return _C.cuda.DeviceArray.from_numpy(a)
+
+
+def matmul(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0, beta: float = 0.0, out=None):
+    """op(a) @ op(b) on device arrays; returns a new DeviceArray unless out is given."""
+    _require()
+    m = a.shape[1] if trans_a else a.shape[0]
+    n = b.shape[0] if trans_b else b.shape[1]
+    if out is None:
+        out = _C.cuda.DeviceArray([m, n])
+    _C.cuda.sgemm(a, b, out, trans_a, trans_b, float(alpha), float(beta))
+    return out
+
+
+def relu(x):
+    _require()
+    y = _C.cuda.DeviceArray(list(x.shape))
+    _C.cuda.relu_forward(x, y)
+    return y
+
+
+def relu_backward(y, grad_y):
+    _require()
+    gx = _C.cuda.DeviceArray(list(y.shape))
+    _C.cuda.relu_backward(y, grad_y, gx)
+    return gx
+
+
+def adam_step(param, grad, exp_avg, exp_avg_sq, *, step: int, lr: float = 1e-3, betas=(0.9, 0.999),
+              eps: float = 1e-8, weight_decay: float = 0.0, decoupled: bool = False) -> None:
+    """One Adam (or AdamW with decoupled=True) update in place, torch's formulas; step counts from 1."""
+    _require()
+    if step < 1:
+        raise ValueError(f"adam_step: step must be >= 1, got {step}")
+    b1, b2 = betas
+    bc1 = 1 - b1 ** step
+    bc2_sqrt = math.sqrt(1 - b2 ** step)
+    _C.cuda.adam_step(param, grad, exp_avg, exp_avg_sq, float(lr), float(b1), float(b2), float(eps),
+                      float(weight_decay), bool(decoupled), float(bc1), float(bc2_sqrt))

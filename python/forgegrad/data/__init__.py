@@ -1,0 +1,11 @@
+"""forgegrad.data: datasets and batching with torch.utils.data's names.
+
+    ds = TensorDataset(X, y)                          # numpy arrays or Tensors
+    train_ds, val_ds = random_split(ds, [0.8, 0.2], generator=0)
+    for xb, yb in DataLoader(train_ds, batch_size=32, shuffle=True):
+        ...                                           # xb float32 Tensor, yb int64 Tensor
+"""
+from .dataloader import DataLoader, default_collate
+from .dataset import ConcatDataset, Dataset, Subset, TensorDataset, random_split
+
+__all__ = ["Dataset", "TensorDataset", "Subset", "ConcatDataset", "random_split", "DataLoader", "default_collate"]

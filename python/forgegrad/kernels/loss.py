@@ -1,0 +1,83 @@
+"""Fused softmax cross-entropy on numpy arrays: (N, C) float32 logits, (N,) int64 class targets.
+
+``cross_entropy_forward`` returns the per-row losses and the softmax it saves for backward;
+``cross_entropy_backward`` turns that softmax straight into d loss / d logits. torch's semantics
+for ``weight``, ``ignore_index`` and ``label_smoothing``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _C
+from ._checks import as_f32, check_ndim
+
+__all__ = ["cross_entropy_forward", "cross_entropy_backward"]
+
+
+def _target(target, n):
+    if not isinstance(target, np.ndarray):
+        raise TypeError(f"target must be a numpy.ndarray of int64, got {type(target).__name__}")
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
+    if target.shape != (n,):
+        raise ValueError(f"target must have shape ({n},), got {target.shape}")
+    return np.ascontiguousarray(target, dtype=np.int64)
+
+
+def _weight(weight, c):
+    if weight is None:
+        return None
+    weight = np.ascontiguousarray(as_f32(weight, "weight"))
+    if weight.shape != (c,):
+        raise ValueError(f"weight must have shape ({c},), got {weight.shape}")
+    return weight
+
+
+def _smoothing(label_smoothing):
+    eps = float(label_smoothing)
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    return eps
+
+
+def cross_entropy_forward(logits, target, weight=None, ignore_index: int = -100, label_smoothing: float = 0.0):
+    """Returns ``(loss, prob, loss_sum, weight_sum)``.
+
+    loss (N,): per-row loss, 0 for rows whose target is ignore_index. prob (N, C): softmax(logits),
+    what backward needs. loss_sum: the sum of loss (reduction='sum'); weight_sum: the sum of
+    weight[target] over rows not ignored (reduction='mean' divides by it).
+    Raises IndexError for a target outside [0, C) that is not ignore_index.
+    """
+    logits = as_f32(logits, "logits")
+    check_ndim(logits, "logits", 2)
+    logits = logits if logits.flags.c_contiguous else np.ascontiguousarray(logits)
+    n, c = logits.shape
+    target = _target(target, n)
+    weight = _weight(weight, c)
+    prob = np.empty((n, c), np.float32)
+    loss = np.empty(n, np.float32)
+    loss_sum, weight_sum = _C.loss.cross_entropy_forward(logits, target, weight, int(ignore_index),
+                                                         _smoothing(label_smoothing), prob, loss)
+    return loss, prob, loss_sum, weight_sum
+
+
+def cross_entropy_backward(prob, target, weight=None, ignore_index: int = -100, label_smoothing: float = 0.0,
+                           grad_loss=None, grad_scale: float = 1.0, *, out=None) -> np.ndarray:
+    """d loss / d logits (N, C) from the forward's prob, each row scaled by
+    ``grad_scale * grad_loss[i]`` (``grad_loss`` (N,) is the upstream gradient of reduction='none';
+    None means 1). ``out`` may be ``prob`` (it is then overwritten)."""
+    prob = as_f32(prob, "prob")
+    check_ndim(prob, "prob", 2)
+    prob = prob if prob.flags.c_contiguous else np.ascontiguousarray(prob)
+    n, c = prob.shape
+    target = _target(target, n)
+    weight = _weight(weight, c)
+    if grad_loss is not None:
+        grad_loss = np.ascontiguousarray(as_f32(grad_loss, "grad_loss"))
+        if grad_loss.shape != (n,):
+            raise ValueError(f"grad_loss must have shape ({n},), got {grad_loss.shape}")
+    if out is None:
+        out = np.empty((n, c), np.float32)
+    _C.loss.cross_entropy_backward(prob, target, weight, int(ignore_index), _smoothing(label_smoothing),
+                                   grad_loss, float(grad_scale), out)
+    return out

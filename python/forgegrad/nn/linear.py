@@ -1,0 +1,135 @@
+"""Linear layers: Linear, the Keras-style Dense, Identity, Flatten."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import functional as F
+from . import init
+from .module import Module
+from .parameter import Parameter
+
+
+def _positive_int(value, name, cls):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{cls}: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+class Linear(Module):
+    """y = x W^T + b.
+
+    Args:
+        in_features: size of each input sample.
+        out_features: size of each output sample.
+        bias: learn an additive bias (default True).
+
+    Shape: input (*, in_features) -> output (*, out_features).
+    Parameters: weight (out_features, in_features) and bias (out_features), initialised as in
+    PyTorch: U(-1/sqrt(in_features), 1/sqrt(in_features)).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        self.in_features = _positive_int(in_features, "in_features", "Linear")
+        self.out_features = _positive_int(out_features, "out_features", "Linear")
+        self.weight = Parameter(np.empty((self.out_features, self.in_features), np.float32))
+        if bias:
+            self.bias = Parameter(np.empty((self.out_features,), np.float32))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features)
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, input):
+        return F.linear(input, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+_ACTIVATIONS = {
+    None: None, "linear": None, "relu": F.relu, "sigmoid": F.sigmoid, "tanh": F.tanh, "gelu": F.gelu,
+    "softmax": lambda x: F.softmax(x, dim=-1), "leaky_relu": F.leaky_relu,
+}
+
+
+class Dense(Module):
+    """Keras-style fully connected layer: ``Dense(units, activation=None, input_dim=None)``.
+
+    When ``input_dim`` is omitted the input size is inferred on the first call (the weight is
+    created then). Parameters follow Linear's names and layout (weight (units, in), bias (units)).
+    """
+
+    def __init__(self, units: int, activation=None, input_dim: int = None, use_bias: bool = True):
+        super().__init__()
+        self.units = _positive_int(units, "units", "Dense")
+        if isinstance(activation, str) or activation is None:
+            if activation not in _ACTIVATIONS:
+                raise ValueError(f"Dense: unknown activation {activation!r}; expected one of "
+                                 f"{sorted(k for k in _ACTIVATIONS if k)} or a callable")
+            self.activation_name = activation
+            self._act = _ACTIVATIONS[activation]
+        elif callable(activation):
+            self.activation_name = getattr(activation, "__name__", "custom")
+            self._act = activation
+        else:
+            raise TypeError(f"Dense: activation must be a name or a callable, got {type(activation).__name__}")
+        self.use_bias = use_bias
+        self.in_features = None
+        self.register_parameter("weight", None)
+        self.register_parameter("bias", None)
+        if input_dim is not None:
+            self._build(_positive_int(input_dim, "input_dim", "Dense"))
+
+    def _build(self, in_features: int) -> None:
+        self.in_features = in_features
+        self.weight = Parameter(np.empty((self.units, in_features), np.float32))
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.use_bias:
+            self.bias = Parameter(np.empty((self.units,), np.float32))
+            bound = 1 / math.sqrt(in_features)
+            init.uniform_(self.bias, -bound, bound)
+
+    @property
+    def built(self) -> bool:
+        return self.weight is not None
+
+    def forward(self, input):
+        if self.weight is None:
+            if input.ndim < 1:
+                raise ValueError("Dense: input must have at least 1 dimension")
+            self._build(input.shape[-1])
+        y = F.linear(input, self.weight, self.bias)
+        return y if self._act is None else self._act(y)
+
+    def extra_repr(self) -> str:
+        return f"units={self.units}, activation={self.activation_name}, in_features={self.in_features}"
+
+
+class Identity(Module):
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def forward(self, input):
+        return input
+
+
+class Flatten(Module):
+    """Flattens dims start_dim..end_dim (default: all but the batch dim)."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, input):
+        return input.flatten(self.start_dim, self.end_dim)
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

@@ -1,0 +1,62 @@
+"""Embedding: a lookup table of learnable vectors, as torch.nn.Embedding."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import random as _random
+from ..ops.rnn import Embedding as _EmbeddingFn
+from ..tensor import Tensor
+from .module import Module
+from .parameter import Parameter
+
+__all__ = ["Embedding"]
+
+
+class Embedding(Module):
+    """``Embedding(num_embeddings, embedding_dim, padding_idx=None)``.
+
+    ``forward(indices)`` maps an int64 tensor (or array) of any shape (*) to (*, embedding_dim).
+    The weight (num_embeddings, embedding_dim) starts from N(0, 1) as in torch; the row
+    ``padding_idx`` starts at zero and never receives a gradient, so it stays the padding vector.
+    A negative padding_idx counts from the end.
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None, _weight=None):
+        super().__init__()
+        for name, v in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+                raise ValueError(f"Embedding: {name} must be a positive int, got {v!r}")
+        self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
+        if padding_idx is not None:
+            if not -self.num_embeddings <= padding_idx < self.num_embeddings:
+                raise ValueError("Embedding: padding_idx must be within num_embeddings")
+            padding_idx = int(padding_idx) % self.num_embeddings
+        self.padding_idx = padding_idx
+        if _weight is None:
+            w = _random.generator().standard_normal((self.num_embeddings, self.embedding_dim)).astype(np.float32)
+            if padding_idx is not None:
+                w[padding_idx] = 0.0
+        else:
+            w = np.asarray(_weight.data if isinstance(_weight, Tensor) else _weight, np.float32)
+            if w.shape != (self.num_embeddings, self.embedding_dim):
+                raise ValueError(f"Embedding: _weight must have shape {(self.num_embeddings, self.embedding_dim)}, "
+                                 f"got {w.shape}")
+        self.weight = Parameter(w)
+
+    @classmethod
+    def from_pretrained(cls, embeddings, freeze: bool = True, padding_idx=None):
+        """An Embedding holding a copy of ``embeddings`` (2-D); frozen unless ``freeze=False``."""
+        arr = np.array(embeddings.data if isinstance(embeddings, Tensor) else embeddings, np.float32)
+        if arr.ndim != 2:
+            raise ValueError(f"Embeddings parameter is expected to be 2-dimensional, got shape {arr.shape}")
+        m = cls(arr.shape[0], arr.shape[1], padding_idx=padding_idx, _weight=arr)
+        m.weight.requires_grad = not freeze
+        return m
+
+    def forward(self, input):
+        idx = input if isinstance(input, Tensor) else Tensor(np.asarray(input))
+        return _EmbeddingFn.apply(self.weight, idx, padding_idx=self.padding_idx)
+
+    def extra_repr(self) -> str:
+        s = f"{self.num_embeddings}, {self.embedding_dim}"
+        return s + (f", padding_idx={self.padding_idx}" if self.padding_idx is not None else "")

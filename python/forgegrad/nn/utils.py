@@ -1,0 +1,69 @@
+"""forgegrad.nn.utils: gradient clipping with torch.nn.utils' names and semantics."""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Union
+
+import numpy as np
+
+from ..kernels import optim as _k
+from ..tensor import Tensor
+
+__all__ = ["clip_grad_norm_", "clip_grad_value_"]
+
+_Params = Union[Tensor, Iterable[Tensor]]
+
+
+def _grads(parameters: _Params):
+    if isinstance(parameters, Tensor):
+        parameters = [parameters]
+    out = []
+    for i, p in enumerate(parameters):
+        if not isinstance(p, Tensor):
+            raise TypeError(f"parameters must be forgegrad Tensors, but entry {i} is {type(p).__name__}")
+        if p.grad is not None:
+            out.append(p.grad)
+    return out
+
+
+def clip_grad_norm_(parameters: _Params, max_norm: float, norm_type: float = 2.0,
+                    error_if_nonfinite: bool = False, foreach=None) -> Tensor:
+    """Scale the gradients of ``parameters`` in place so that their total norm is at most ``max_norm``.
+
+    The total norm is the ``norm_type``-norm of all gradients together (as if concatenated).
+    Each gradient's norm is a deterministic C++ reduction (bit-identical for any thread count) in
+    double; the total and the clip coefficient ``max_norm / (total + 1e-6)``, capped at 1, are
+    then rounded to float32 as in torch, and every gradient is multiplied by that coefficient.
+
+    Returns the total norm (before clipping) as a 0-d float32 Tensor. With
+    ``error_if_nonfinite=True`` a NaN or infinite total raises RuntimeError and nothing is scaled.
+    ``foreach`` is accepted for compatibility.
+    """
+    grads = _grads(parameters)
+    norm_type = float(norm_type)
+    max_norm = float(max_norm)
+    if not grads:
+        return Tensor._wrap(np.zeros((), np.float32))
+    norms = _k.vector_norms([g.data for g in grads], norm_type)
+    if norm_type == math.inf:
+        total = max(norms) if not any(math.isnan(n) for n in norms) else math.nan
+    else:
+        total = _k.vector_norms([np.asarray(norms, np.float32)], norm_type)[0]
+    total32 = np.float32(total)
+    if error_if_nonfinite and not np.isfinite(total32):
+        raise RuntimeError(f"The total norm of order {norm_type} for gradients from `parameters` is non-finite, so "
+                           "it cannot be clipped. To disable this error and scale the gradients by the non-finite "
+                           "norm anyway, set `error_if_nonfinite=False`")
+    with np.errstate(invalid="ignore", over="ignore"):  # a non-finite total scales to NaN/0, as torch
+        coef = np.float32(max_norm) / (total32 + np.float32(1e-6))
+        coef = np.float32(min(coef, np.float32(1.0))) if not np.isnan(coef) else coef
+        for g in grads:
+            g.data *= coef
+    return Tensor._wrap(np.array(total32, dtype=np.float32))
+
+
+def clip_grad_value_(parameters: _Params, clip_value: float, foreach=None) -> None:
+    """Clamp every gradient of ``parameters`` in place to ``[-clip_value, clip_value]``."""
+    clip_value = float(clip_value)
+    for g in _grads(parameters):
+        np.clip(g.data, -clip_value, clip_value, out=g.data)

@@ -1,0 +1,177 @@
+"""``python -m forgegrad.onnx``: export a saved model to ONNX and print the verification report.
+
+Checkpoints hold weights only, so the model is rebuilt first, from
+
+- ``--model NAME`` with ``--kwarg key=value`` (or ``--kwargs JSON``): a ``forgegrad.models`` zoo model;
+- ``--model package.module:factory``: any Python callable returning a Module (same kwargs);
+- neither: the ``model.json`` written next to the weights by ``forgegrad train`` (name + kwargs).
+
+    python -m forgegrad.onnx --model mlp --kwarg in_features=64 --kwarg out_features=10 \\
+        --checkpoint run/model.safetensors --input-shape 1,64 --out mlp.onnx --opset 17
+
+Exit status: 0 exported and verified, 1 verification failed (the file is kept), 2 usage or export error.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # a bare string
+
+
+def _kwargs(args) -> Dict[str, Any]:
+    kw: Dict[str, Any] = {}
+    if args.kwargs:
+        try:
+            kw.update(json.loads(args.kwargs))
+        except ValueError as e:
+            raise UsageError(f"--kwargs is not valid JSON: {e}") from None
+    for item in args.kwarg or ():
+        if "=" not in item:
+            raise UsageError(f"--kwarg {item!r}: expected key=value")
+        k, v = item.split("=", 1)
+        kw[k.strip()] = _parse_value(v)
+    return kw
+
+
+def _shape(text: str) -> Tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        raise UsageError(f"--input-shape {text!r}: expected comma-separated sizes like 1,3,32,32") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise UsageError(f"--input-shape {text!r}: sizes must be positive")
+    return dims
+
+
+def _sidecar_meta(checkpoint: Optional[str]) -> Optional[dict]:
+    """The model.json that `forgegrad train` writes beside its weights, if there is one."""
+    if not checkpoint:
+        return None
+    if os.path.isdir(checkpoint):
+        cands = [os.path.join(checkpoint, "model.json")]
+    else:
+        cands = [os.path.splitext(checkpoint)[0] + ".json", os.path.join(os.path.dirname(checkpoint), "model.json")]
+    for c in cands:
+        if os.path.isfile(c):
+            with open(c, encoding="utf-8") as f:
+                meta = json.load(f)
+            if isinstance(meta, dict) and "name" in meta:
+                return meta
+    return None
+
+
+def build_model(spec: Optional[str], kwargs: Dict[str, Any], meta: Optional[dict]):
+    if spec is None:
+        if meta is None:
+            raise UsageError("--model is required (a forgegrad.models name or module:factory) when the "
+                             "checkpoint has no model.json beside it")
+        spec, kwargs = meta["name"], {**meta.get("kwargs", {}), **kwargs}
+    if ":" in spec:
+        mod_name, _, attr = spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(mod_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise UsageError(f"--model {spec!r}: cannot import {attr!r} from {mod_name!r}: {e}") from None
+        return factory(**kwargs)
+    try:
+        zoo = importlib.import_module("forgegrad.models")
+    except ImportError:
+        raise UsageError(f"--model {spec!r}: forgegrad.models (the model zoo) is not available in this build; "
+                         "give a module:factory spec instead") from None
+    try:
+        return zoo.create(spec, **kwargs)
+    except ValueError as e:
+        raise UsageError(f"--model {spec!r}: {e}") from None
+
+
+def load_weights(model, path: str) -> None:
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.safetensors")
+    if not os.path.isfile(path):
+        raise UsageError(f"--checkpoint {path}: no such file")
+    import forgegrad
+    loader = getattr(forgegrad, "load", None)
+    if loader is not None:
+        state = loader(path)
+    else:
+        from safetensors.numpy import load_file
+        state = load_file(path)
+    model.load_state_dict(state)
+
+
+def _example_inputs(shapes: List[Tuple[int, ...]], dtypes: List[str], meta: Optional[dict], seed: int):
+    rng = np.random.default_rng(seed)
+    if not shapes and meta and meta.get("input_shape"):
+        shapes = [(1,) + tuple(meta["input_shape"])]
+        if meta.get("input_kind") == "tokens":
+            dtypes = ["int64"]
+    if not shapes:
+        raise UsageError("--input-shape is required (e.g. --input-shape 1,3,32,32; repeat it for several inputs)")
+    dtypes = list(dtypes or []) + ["float32"] * (len(shapes) - len(dtypes or []))
+    out = []
+    for shape, dt in zip(shapes, dtypes):
+        if np.dtype(dt).kind in "iu":
+            hi = int((meta or {}).get("num_classes") or 2)
+            out.append(rng.integers(0, hi, size=shape).astype(dt))
+        else:
+            out.append(rng.standard_normal(shape).astype(dt))
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m forgegrad.onnx", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="forgegrad.models zoo name, or package.module:factory")
+    p.add_argument("--kwarg", action="append", metavar="KEY=VALUE", help="model argument (JSON value); repeatable")
+    p.add_argument("--kwargs", metavar="JSON", help="model arguments as a JSON object")
+    p.add_argument("--checkpoint", help="weights (.safetensors file, or a `forgegrad train` output folder)")
+    p.add_argument("--input-shape", action="append", default=[], metavar="N,C,...",
+                   help="example input shape (the batch axis first); repeat for several inputs")
+    p.add_argument("--input-dtype", action="append", default=[], metavar="DTYPE",
+                   help="dtype of each input (float32 default; int64 for token ids)")
+    p.add_argument("--out", required=True, help="ONNX file to write")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 13-21 (default 17)")
+    p.add_argument("--static", action="store_true", help="no dynamic axes (fixed batch size)")
+    p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
+    p.add_argument("--rtol", type=float, default=1e-5)
+    p.add_argument("--atol", type=float, default=1e-6)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    from . import OnnxExportError, OnnxVerificationError, export
+    try:
+        meta = _sidecar_meta(args.checkpoint)
+        model = build_model(args.model, _kwargs(args), meta)
+        if args.checkpoint:
+            load_weights(model, args.checkpoint)
+        inputs = _example_inputs([_shape(s) for s in args.input_shape], args.input_dtype, meta, args.seed)
+        report = export(model, tuple(inputs), args.out, opset=args.opset, dynamic_axes={} if args.static else None,
+                        verify=not args.no_verify, rtol=args.rtol, atol=args.atol)
+    except OnnxVerificationError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    except (UsageError, OnnxExportError, ValueError, TypeError, RuntimeError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

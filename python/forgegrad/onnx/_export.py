@@ -1,0 +1,478 @@
+"""forgegrad.onnx.export: trace the model, map every op to ONNX nodes, check, save, verify."""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import tempfile
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from .._version import __version__
+from ..tensor import Tensor
+from ._capture import Capture, run_traced
+from ._context import ExportContext, OpCall, bind_args, dims_of, onnx_dtype, scalar_of
+from ._errors import OnnxExportError, UnsupportedOpError
+from ._symbolic import Dyn, Symbols
+from .mappings import lookup
+
+MIN_OPSET, MAX_OPSET = 13, 21
+
+
+# ---- inputs, names and dynamic axes ---------------------------------------------------------------
+def _as_tensors(example_inputs) -> List[Tensor]:
+    if isinstance(example_inputs, (Tensor, np.ndarray)):
+        example_inputs = (example_inputs,)
+    out = []
+    for i, x in enumerate(example_inputs):
+        if isinstance(x, Tensor):
+            out.append(Tensor._wrap(x.data))  # a fresh Tensor object: graph inputs are matched by identity
+        elif isinstance(x, np.ndarray) or np.isscalar(x):
+            out.append(Tensor(np.asarray(x)))
+        else:
+            raise TypeError(f"export: example input {i} is a {type(x).__name__}; expected forgegrad Tensors "
+                            "or numpy arrays")
+    return out
+
+
+def _default_input_names(model, n: int) -> List[str]:
+    try:
+        params = [p for p in inspect.signature(getattr(model, "forward", model)).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if len(params) >= n:
+            return [p.name for p in params[:n]]
+    except (TypeError, ValueError, AttributeError):
+        pass
+    return ["input"] if n == 1 else [f"input_{i}" for i in range(n)]
+
+
+def _recurrent_layout(model) -> Optional[bool]:
+    """batch_first of the first LSTM/GRU/RNN module, or None when the model has none."""
+    for m in getattr(model, "modules", lambda: [])():
+        if type(m).__name__ in ("LSTM", "GRU", "RNN") and hasattr(m, "batch_first"):
+            return bool(m.batch_first)
+    return None
+
+
+def _default_dynamic_axes(model, inputs: List[Tensor], names: List[str]) -> Dict[str, Dict[int, str]]:
+    """Batch axes (and a recurrent model's sequence axis) of the inputs, whatever the example's sizes."""
+    axes: Dict[str, Dict[int, str]] = {}
+    if not inputs or inputs[0].ndim == 0:
+        return axes
+    batch_first = _recurrent_layout(model)
+    x0 = inputs[0]
+    # a recurrent model's first input: features (T, B, F) / (B, T, F), or token ids (T, B) / (B, T)
+    if batch_first is not None and (x0.ndim == 3 or (x0.ndim == 2 and x0.dtype.kind in "iu")):
+        axes[names[0]] = {0: "batch", 1: "seq"} if batch_first else {0: "seq", 1: "batch"}
+        bsize = x0.shape[0 if batch_first else 1]
+    else:
+        axes[names[0]] = {0: "batch"}
+        bsize = x0.shape[0]
+    for name, x in zip(names[1:], inputs[1:]):
+        if batch_first is not None and x.ndim == 3 and x.shape[1] == bsize:
+            axes[name] = {1: "batch"}  # initial states (layers * directions, batch, hidden)
+        elif x.ndim >= 1 and x.shape[0] == bsize:
+            axes[name] = {0: "batch"}
+    return axes
+
+
+def _normalize_axes(dynamic_axes, names) -> Dict[str, Dict[int, str]]:
+    out = {}
+    for name, spec in (dynamic_axes or {}).items():
+        if isinstance(spec, dict):
+            out[name] = {int(k): str(v) for k, v in spec.items()}
+        else:
+            out[name] = {int(a): ("batch" if int(a) == 0 else f"{name}_dim{int(a)}") for a in spec}
+    return out
+
+
+def _resample(x: Tensor, axes: Dict[int, str], sizes: Dict[str, int]) -> Tensor:
+    """x with each dynamic axis cut or repeated to the requested size (valid values, e.g. token ids)."""
+    arr = x.data
+    for axis, sym in axes.items():
+        n = arr.shape[axis]
+        if n == 0:
+            raise OnnxExportError(f"dynamic axis {axis} of an example input has size 0")
+        arr = np.take(arr, np.arange(sizes[sym]) % n, axis=axis)
+    return Tensor(np.ascontiguousarray(arr))
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    modes = [(m, m.training) for m in model.modules()] if hasattr(model, "modules") else []
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            object.__setattr__(m, "training", mode)
+
+
+# ---- building the graph ------------------------------------------------------------------------------
+class _Exporter:
+    def __init__(self, model, cap_a: Capture, cap_b: Optional[Capture], symbols: Symbols, opset: int,
+                 cap_c: Optional[Capture] = None):
+        self.model = model
+        self.cap_a, self.cap_b, self.cap_c = cap_a, cap_b, cap_c
+        self.records = cap_a.records
+        self.symbols = symbols
+        self.ctx = ExportContext(opset, symbols)
+        self.values: Dict[int, str] = {}      # id(Tensor) -> ONNX value
+        self.data_alias: Dict[int, str] = {}  # id(ndarray) -> ONNX value (detach(), Tensor(t.data))
+        self.keep_alive: List[Any] = []
+        self.bool_values: List[Tuple[str, np.ndarray]] = []
+        self.params: Dict[int, str] = {}
+        self.param_data: Dict[int, str] = {}
+        self.attr_tensors: Dict[int, str] = {}
+        if hasattr(model, "named_parameters"):
+            for k, p in list(model.named_parameters()) + list(model.named_buffers()):
+                self.params[id(p)] = k
+                self.param_data[id(p.data)] = k
+            for path, m in model.named_modules():
+                for k, v in vars(m).items():
+                    if isinstance(v, Tensor) and id(v) not in self.params:
+                        self.attr_tensors[id(v)] = f"{path}.{k}" if path else k
+        self.param_values: Dict[str, str] = {}
+
+    def _bind(self, name: str, t: Tensor, tb: Optional[Tensor] = None, tc: Optional[Tensor] = None) -> None:
+        self.values[id(t)] = name
+        self.data_alias[id(t.data)] = name
+        self.keep_alive.append(t)
+        self.ctx.dtypes[name] = t.dtype
+        self.ctx.dims[name] = dims_of(t.shape, tb.shape if tb is not None else None,
+                                      tc.shape if tc is not None else None)
+        if t.dtype == bool:
+            self.bool_values.append((name, t.data))
+
+    def check_same_structure(self, cap_b: Capture, sizes) -> None:
+        ra, rb = self.cap_a.records, cap_b.records
+        for i, (x, y) in enumerate(zip(ra, rb)):
+            if x[0] is not y[0]:
+                raise OnnxExportError(
+                    f"the model ran different ops when re-run with the dynamic axes at {sizes} "
+                    f"(op #{i}: {x[0].__name__} at the example's sizes, {y[0].__name__} at the other sizes): "
+                    "size-dependent control flow cannot be exported with dynamic axes; pass dynamic_axes={} "
+                    "to export a static graph")
+        if len(ra) != len(rb):
+            raise OnnxExportError(
+                f"the model ran {len(ra)} ops at the example's sizes but {len(rb)} at {sizes}; "
+                "size-dependent control flow cannot be exported with dynamic axes (pass dynamic_axes={})")
+        if len(self.cap_a.outputs) != len(cap_b.outputs):
+            raise OnnxExportError("the model returned a different number of outputs at other input sizes")
+
+    # ---- values of op arguments ----------------------------------------------------------------------
+    def value_for(self, a, b, op: OpCall, dtype, argname: str, c=None) -> Optional[str]:
+        ctx = self.ctx
+        if a is None:
+            return None
+        if isinstance(a, Tensor):
+            name = self._tensor_value(a, b if isinstance(b, Tensor) else None, op, argname,
+                                      c if isinstance(c, Tensor) else None)
+        elif isinstance(a, np.ndarray) and a.ndim > 0 or isinstance(a, np.ndarray) and a.dtype == bool:
+            name = self._array_value(a, b if isinstance(b, np.ndarray) else None, op, argname,
+                                     arr_c=c if isinstance(c, np.ndarray) else None)
+        elif isinstance(a, (bool, int, float, np.number)):
+            s = scalar_of(a, b, c)
+            want = np.dtype(dtype) if dtype is not None else op.out_dtype()
+            if isinstance(s, Dyn):  # e.g. x.sum() / x.shape[0]: computed from the input shapes
+                v = ctx.squeeze(ctx.dim_value(s, f"argument {argname!r}"), [0])
+                ctx.dtypes[v] = np.dtype(np.int64)
+                return ctx.cast(v, want)
+            return ctx.const(np.asarray(a, dtype=want))
+        else:
+            raise op.unsupported(f"argument {argname!r} of type {type(a).__name__} cannot be exported")
+        return ctx.cast(name, dtype) if dtype is not None else name
+
+    def _tensor_value(self, t: Tensor, tb: Optional[Tensor], op: OpCall, argname: str,
+                      tc: Optional[Tensor] = None) -> str:
+        name = self.values.get(id(t)) or self.data_alias.get(id(t.data))
+        if name is not None:
+            return name
+        key = self.params.get(id(t)) or self.param_data.get(id(t.data))
+        if key is not None:
+            if key not in self.param_values:
+                nm = self.ctx.const(np.array(t.data, copy=True), name=key)
+                self.param_values[key] = nm
+            self._bind(self.param_values[key], t)
+            return self.param_values[key]
+        name = self._array_value(t.data, tb.data if tb is not None else None, op, argname,
+                                 label=self.attr_tensors.get(id(t)), arr_c=tc.data if tc is not None else None)
+        self._bind(name, t, tb, tc)
+        return name
+
+    def _array_value(self, arr: np.ndarray, arr_b, op: OpCall, argname: str, label=None, arr_c=None) -> str:
+        ctx = self.ctx
+        if arr.dtype == bool:  # where()'s condition reaches the trace as a raw array: find its producer
+            for nm, data in reversed(self.bool_values):
+                if data.shape == arr.shape and np.array_equal(data, arr):
+                    return nm
+        dims = dims_of(arr.shape, arr_b.shape if arr_b is not None else None,
+                       arr_c.shape if arr_c is not None else None)
+        if any(isinstance(d, Dyn) for d in dims):
+            flat = arr.reshape(-1)
+            if flat.size and np.all(flat == flat[0]):  # zeros(batch, h) and friends
+                v = ctx.node("ConstantOfShape", [ctx.shape_tensor(dims, f"size of constant {argname!r}")],
+                             value=onnx.numpy_helper.from_array(flat[:1].copy()))
+                ctx.dtypes[v] = arr.dtype
+                return v
+            raise op.unsupported(
+                f"argument {argname!r} is a tensor made inside forward whose shape {arr.shape} depends on the "
+                "input sizes and whose values are not all equal: pass it to the model as an input")
+        if arr_b is not None and arr_b.shape == arr.shape and not np.array_equal(arr, arr_b, equal_nan=True):
+            raise op.unsupported(
+                f"argument {argname!r} is a tensor made inside forward whose values change from run to run "
+                "(random numbers? values computed from the input sizes?): pass it to the model as an input")
+        return ctx.const(np.array(arr, copy=True), name=self._const_name(label))
+
+    def _const_name(self, label):
+        if label is None or label in self.ctx._used:
+            return None
+        return label
+
+    # ---- the graph -----------------------------------------------------------------------------------
+    def map_ops(self) -> None:
+        ctx = self.ctx
+        recs_b = self.cap_b.records if self.cap_b is not None else None
+        recs_c = self.cap_c.records if self.cap_c is not None else None
+        for i, (fn_cls, args, kwargs, outs) in enumerate(self.records):
+            bound_a = bind_args(fn_cls, args, kwargs)
+            bound_b = outs_b = bound_c = outs_c = None
+            if recs_b is not None:
+                _, args_b, kwargs_b, outs_b = recs_b[i]
+                bound_b = bind_args(fn_cls, args_b, kwargs_b)
+            if recs_c is not None:
+                _, args_c, kwargs_c, outs_c = recs_c[i]
+                bound_c = bind_args(fn_cls, args_c, kwargs_c)
+            op = OpCall(self, i, fn_cls, bound_a, bound_b, outs, outs_b, self.cap_a.where[i], bound_c, outs_c)
+            mapping = lookup(fn_cls)
+            if mapping is None:
+                from .mappings import LOAD_ERRORS
+                extra = "".join(f"; note: mappings.{k} failed to load ({v})" for k, v in LOAD_ERRORS.items())
+                raise UnsupportedOpError(
+                    f"no ONNX mapping for op {fn_cls.__module__}.{fn_cls.__qualname__} ({op.describe()}); "
+                    f"register one with @forgegrad.onnx.register_mapping({fn_cls.__name__}){extra}")
+            ctx.scope = op.where[0] if op.where else ""
+            ctx.current_op = op
+            try:
+                names = mapping(ctx, op)
+            except (OnnxExportError, TypeError, ValueError, KeyError, IndexError) as e:
+                if isinstance(e, OnnxExportError):
+                    raise
+                raise OnnxExportError(f"mapping {fn_cls.__name__} to ONNX failed: {e} ({op.describe()})") from e
+            if len(names) != len(outs):
+                raise OnnxExportError(f"the ONNX mapping of {fn_cls.__name__} returned {len(names)} values for "
+                                      f"{len(outs)} outputs ({op.describe()})")
+            for j, (t, nm) in enumerate(zip(outs, names)):
+                self._bind(nm, t, outs_b[j] if outs_b is not None else None,
+                           outs_c[j] if outs_c is not None else None)
+        ctx.scope, ctx.current_op = "", None
+
+    def output_value(self, t, i: int) -> str:
+        if not isinstance(t, Tensor):
+            raise OnnxExportError(f"model output {i} is a {type(t).__name__}, not a Tensor")
+        name = self.values.get(id(t)) or self.data_alias.get(id(t.data))
+        if name is None:
+            key = self.params.get(id(t)) or self.param_data.get(id(t.data))
+            if key is None:
+                raise OnnxExportError(f"model output {i} (shape {t.shape}) was not computed by traced ops and "
+                                      "is not a parameter")
+            name = self._tensor_value(t, None, None, f"output {i}")
+        return name
+
+
+def _prune(nodes, initializers, outputs: Sequence[str]):
+    """Drop nodes and initializers that no graph output depends on (e.g. a loss computed in forward)."""
+    needed = set(outputs)
+    kept = []
+    for n in reversed(nodes):
+        if any(o in needed for o in n.output):
+            kept.append(n)
+            needed.update(i for i in n.input if i)
+    kept.reverse()
+    return kept, [t for t in initializers if t.name in needed]
+
+
+def _rename(nodes, old: str, new: str) -> None:
+    for n in nodes:
+        for k, v in enumerate(n.output):
+            if v == old:
+                n.output[k] = new
+        for k, v in enumerate(n.input):
+            if v == old:
+                n.input[k] = new
+
+
+def atomic_save(model_proto, path: str) -> None:
+    """Write to a temporary file in the target folder, fsync, then rename over path."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".onnx", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(model_proto.SerializeToString())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, input_names=None,
+           output_names=None, verify: bool = True, rtol: float = 1e-5, atol: float = 1e-6,
+           verify_sizes: Optional[Sequence[Dict[str, int]]] = None):
+    """Export a forgegrad model to an ONNX file and (by default) check it with onnxruntime.
+
+    The model runs in eval mode under ``forgegrad.autograd.trace()`` and ``no_grad``, at the example's
+    sizes and twice more at other sizes of its dynamic axes (to tell which sizes and size-derived
+    arguments are dynamic, and how they follow the input sizes); every recorded op of the first run is
+    mapped to ONNX nodes, so models whose forward uses functional ops export like any other.
+
+    Args:
+        model: a forgegrad.nn.Module (or any callable on Tensors).
+        example_inputs: a Tensor / numpy array, or a tuple of them (the graph inputs, in order).
+        path: where to write the .onnx file (written atomically).
+        opset: ONNX opset, 13 to 21.
+        dynamic_axes: ``{input_or_output_name: {axis: "symbol"} or [axes]}``. Default: axis 0 of each
+            input that shares the first input's batch size, plus the sequence axis when the model has
+            an LSTM/GRU/RNN (following its batch_first). ``{}`` exports a fully static graph.
+        input_names / output_names: graph names (default: forward's parameter names; "output").
+        verify: run the file with onnxruntime on the example and on random inputs of other dynamic
+            sizes and compare with forgegrad; raise OnnxVerificationError past tolerance.
+        rtol, atol: the comparison's tolerance, ``|ort - fg| <= atol + rtol * |fg|``.
+        verify_sizes: sizes of the dynamic axes to verify at besides the example's, as a list of
+            ``{"batch": 1, ...}`` dicts (default: every dynamic axis at 1, then at 7).
+
+    Returns:
+        ExportReport: the file, names, dynamic axes and, when verified, the errors per run and output.
+    """
+    from ._verify import ExportReport, verify_model
+    if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"export: opset must be an int from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}")
+    inputs = _as_tensors(example_inputs)
+    names = list(input_names) if input_names is not None else _default_input_names(model, len(inputs))
+    if len(names) != len(inputs) or len(set(names)) != len(names):
+        raise ValueError(f"export: input_names {names} must be {len(inputs)} distinct names, one per example input")
+    axes = (_default_dynamic_axes(model, inputs, names) if dynamic_axes is None
+            else _normalize_axes(dynamic_axes, names))
+    input_axes = []
+    symbols = Symbols()
+    for name, x in zip(names, inputs):
+        ax = {}
+        for a, s in axes.get(name, {}).items():
+            if not -x.ndim <= a < x.ndim:
+                raise ValueError(f"export: dynamic axis {a} of input {name!r} is out of range for shape {x.shape}")
+            ax[a % x.ndim] = s
+            symbols.add(s, x.shape[a], (name, a % x.ndim))
+        input_axes.append(ax)
+    symbols.choose_sizes()
+
+    with _eval_mode(model):
+        cap_a = run_traced(model, inputs)
+        cap_b = cap_c = None
+        if symbols.names:
+            caps = []
+            for sizes in (symbols.b, symbols.c):
+                resized = [_resample(x, ax, sizes) for x, ax in zip(inputs, input_axes)]
+                try:
+                    caps.append(run_traced(model, resized))
+                except Exception as e:
+                    raise OnnxExportError(
+                        f"the model failed when re-run with its dynamic axes at other sizes {sizes} (the example "
+                        f"has {symbols.a}), so these axes cannot be dynamic: {type(e).__name__}: {e}. Pass "
+                        "dynamic_axes= naming the axes that really are dynamic ({} for a static graph)") from e
+            cap_b, cap_c = caps
+        ex = _Exporter(model, cap_a, cap_b, symbols, opset, cap_c)
+        if cap_b is not None:
+            ex.check_same_structure(cap_b, symbols.b)
+            ex.check_same_structure(cap_c, symbols.c)
+        ctx = ex.ctx
+        for name in names:
+            ctx.reserve(name)
+        n_out = len(cap_a.outputs)
+        if output_names is None:
+            output_names = cap_a.output_keys or (["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)])
+        output_names = list(output_names)
+        if len(output_names) != n_out or len(set(output_names) | set(names)) != n_out + len(names):
+            raise ValueError(f"export: output_names {output_names} must be {n_out} distinct names not used "
+                             f"by the inputs {names}")
+        for name in output_names:
+            ctx.reserve(name)
+        graph_inputs = []
+        for name, x, ax in zip(names, inputs, input_axes):
+            xb = _resample(x, ax, symbols.b) if ax else x
+            xc = _resample(x, ax, symbols.c) if ax else x
+            ex._bind(name, x, xb, xc)
+            shape = [ax.get(a, d) for a, d in enumerate(x.shape)]
+            graph_inputs.append(helper.make_tensor_value_info(name, onnx_dtype(x.dtype), shape))
+        ex.map_ops()
+
+        unknown = set(axes) - set(names) - set(output_names)
+        if unknown:
+            raise ValueError(f"export: dynamic_axes names {sorted(unknown)}, which are neither inputs {names} "
+                             f"nor outputs {output_names}")
+        out_axes = _normalize_axes({k: v for k, v in (dynamic_axes or {}).items() if k in output_names}, output_names)
+        graph_outputs, produced = [], {o for n in ctx.nodes for o in n.output}
+        taken = set()
+        for i, (t, oname) in enumerate(zip(cap_a.outputs, output_names)):
+            v = ex.output_value(t, i)
+            if v in produced and v not in taken and v not in names:
+                _rename(ctx.nodes, v, oname)
+                for d in (ctx.dtypes, ctx.dims):
+                    if v in d:
+                        d[oname] = d[v]
+                # later outputs that are the same tensor now refer to the renamed value
+                for k in list(ex.values):
+                    if ex.values[k] == v:
+                        ex.values[k] = oname
+                for k in list(ex.data_alias):
+                    if ex.data_alias[k] == v:
+                        ex.data_alias[k] = oname
+            else:
+                ctx.nodes.append(helper.make_node("Identity", [v], [oname], name=ctx.fresh(f"Identity_{oname}")))
+            taken.add(oname)
+            tb = cap_b.outputs[i] if cap_b is not None else None
+            tc = cap_c.outputs[i] if cap_c is not None else None
+            dims = dims_of(t.shape, tb.shape if isinstance(tb, Tensor) else None,
+                           tc.shape if isinstance(tc, Tensor) else None)
+            shape = []
+            for a, d in enumerate(dims):
+                if a in out_axes.get(oname, {}):
+                    shape.append(out_axes[oname][a])
+                else:
+                    shape.append(symbols.label(d) if isinstance(d, Dyn) else d)
+            graph_outputs.append(helper.make_tensor_value_info(oname, onnx_dtype(t.dtype), shape))
+
+    nodes, inits = _prune(ctx.nodes, ctx.initializers, output_names)
+    graph = helper.make_graph(nodes, f"forgegrad_{type(model).__name__}", graph_inputs, graph_outputs,
+                              initializer=inits)
+    opset_ids = [helper.make_opsetid("", opset)]
+    proto = helper.make_model(graph, opset_imports=opset_ids, producer_name="forgegrad",
+                              producer_version=__version__)
+    proto.ir_version = helper.find_min_ir_version_for(opset_ids)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+        proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise OnnxExportError(f"the exported graph failed onnx's checker / shape inference: {e}") from e
+    atomic_save(proto, path)
+
+    report = ExportReport(path=os.fspath(path), opset=opset, input_names=names, output_names=output_names,
+                          dynamic_axes={n: dict(ax) for n, ax in zip(names, input_axes) if ax},
+                          num_nodes=len(nodes), num_initializers=len(inits), rtol=rtol, atol=atol)
+    if verify:
+        with _eval_mode(model):
+            verify_model(model, report, inputs, input_axes, symbols, verify_sizes)
+    return report

@@ -1,0 +1,126 @@
+"""Dynamic dimensions, found by running the model twice.
+
+The exporter traces the model at the example's sizes (trace A) and again twice with every dynamic
+axis (batch, sequence, ...) set to other sizes (traces B and C). A dimension or integer argument that
+is equal in all traces is static; one that differs is a ``Dyn`` and is solved, when an op needs its
+value at run time (a Reshape target, a Slice bound), as an ``Expr`` of the dynamic input axes:
+``coef * prod(symbols)`` (flatten/unflatten of batch and sequence) or ``symbol + offset``
+(``x[:, :-1]`` on the sequence axis). Two traces fix such an expression; the third checks it, so
+that e.g. ``batch // 2`` is refused instead of being taken for ``batch - 3``. The sizes of B and C
+are chosen so that the solution is unique.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+__all__ = ["Dyn", "Expr", "Symbols"]
+
+
+@dataclass(frozen=True)
+class Dyn:
+    """A dimension (or integer) that was ``a`` in trace A, ``b`` in trace B, ``c`` in trace C."""
+
+    a: int
+    b: int
+    c: Optional[int] = None
+
+    def shifted(self, delta: int) -> "Dyn":
+        return Dyn(self.a + delta, self.b + delta, None if self.c is None else self.c + delta)
+
+    def __str__(self) -> str:
+        return f"dyn({self.a})"
+
+
+@dataclass(frozen=True)
+class Expr:
+    """coef * prod(symbols) + offset, evaluated at run time from the graph inputs' shapes."""
+
+    coef: int
+    syms: Tuple[str, ...]
+    offset: int = 0
+
+    def __str__(self) -> str:
+        s = "*".join(([str(self.coef)] if self.coef != 1 else []) + list(self.syms))
+        if self.offset:
+            s += f"{self.offset:+d}"
+        return s
+
+    def shifted(self, delta: int) -> "Expr":
+        return Expr(self.coef, self.syms, self.offset + delta)
+
+
+# sizes tried for trace B; small primes keep the extra forward pass cheap
+_CANDIDATES = (5, 7, 11, 13, 17, 19, 23, 29, 31, 37)
+
+
+class Symbols:
+    """The named dynamic axes of the graph inputs: their sizes in traces A and B and their source."""
+
+    def __init__(self):
+        self.names: List[str] = []
+        self.a: Dict[str, int] = {}
+        self.b: Dict[str, int] = {}
+        self.c: Dict[str, int] = {}
+        self.source: Dict[str, Tuple[str, int]] = {}  # symbol -> (graph input name, axis)
+
+    def add(self, name: str, size: int, source: Tuple[str, int]) -> None:
+        if name in self.a:
+            if self.a[name] != size:
+                src = self.source[name]
+                raise ValueError(f"dynamic axis {name!r} has size {self.a[name]} on input {src[0]!r} axis "
+                                 f"{src[1]} but {size} on input {source[0]!r} axis {source[1]}")
+            return
+        self.names.append(name)
+        self.a[name] = int(size)
+        self.source[name] = source
+
+    def choose_sizes(self) -> None:
+        """Pick the sizes of traces B and C: each differs from the others' for the same symbol, and no
+        two symbols share a size, a ratio to trace A's or a difference from it, so a Dyn maps to one
+        Expr only."""
+        for sizes in (self.b, self.c):
+            for name in self.names:
+                a = self.a[name]
+                for v in _CANDIDATES:
+                    if v == a or v == self.b.get(name):
+                        continue
+                    ok = all(v != sizes[o] and v * self.a[o] != sizes[o] * a and v - a != sizes[o] - self.a[o]
+                             for o in sizes)
+                    if ok:
+                        sizes[name] = v
+                        break
+                else:  # pragma: no cover - needs more than ~4 dynamic axes
+                    raise ValueError(f"could not choose a trace size for dynamic axis {name!r}")
+
+    def solve(self, dim: Dyn) -> Optional[Expr]:
+        """The unique Expr that gives dim.a, dim.b (and dim.c) at the traces' sizes, else None."""
+        traces = [(dim.a, self.a), (dim.b, self.b)] + ([(dim.c, self.c)] if dim.c is not None and self.c else [])
+        found = []
+        for r in range(1, len(self.names) + 1):
+            for subset in itertools.combinations(self.names, r):
+                coefs = set()
+                for v, sizes in traces:
+                    m = 1
+                    for sym in subset:
+                        m *= sizes[sym]
+                    coefs.add(v // m if v % m == 0 else None)
+                if len(coefs) == 1 and None not in coefs and next(iter(coefs)) > 0:
+                    found.append(Expr(coefs.pop(), subset, 0))
+        if len(found) == 1:
+            return found[0]
+        if found:
+            return None
+        for sym in self.names:
+            offsets = {v - sizes[sym] for v, sizes in traces}
+            if len(offsets) == 1:
+                found.append(Expr(1, (sym,), offsets.pop()))
+        return found[0] if len(found) == 1 else None
+
+    def label(self, dim) -> Optional[str]:
+        """A dim_param name for a graph output dimension: the symbol itself, or e.g. 'batch*seq'."""
+        if not isinstance(dim, Dyn):
+            return None
+        e = self.solve(dim)
+        return None if e is None else str(e)

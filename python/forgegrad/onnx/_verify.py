@@ -1,0 +1,157 @@
+"""Checking an exported file with onnxruntime against forgegrad's eval-mode outputs."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..autograd import no_grad
+from ..tensor import Tensor
+from ._errors import OnnxVerificationError
+
+
+@dataclass
+class OutputError:
+    name: str
+    shape: tuple
+    max_abs: float
+    max_rel: float
+    ok: bool
+
+
+@dataclass
+class VerificationRun:
+    label: str                # "example" or "random"
+    sizes: Dict[str, int]     # dynamic axis -> size used
+    outputs: List[OutputError]
+
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.outputs)
+
+
+@dataclass
+class ExportReport:
+    """What export() wrote and how onnxruntime's outputs compared with forgegrad's."""
+
+    path: str
+    opset: int
+    input_names: List[str]
+    output_names: List[str]
+    dynamic_axes: Dict[str, Dict[int, str]]
+    num_nodes: int
+    num_initializers: int
+    rtol: float
+    atol: float
+    runs: List[VerificationRun] = field(default_factory=list)
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.runs)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.runs)
+
+    @property
+    def sizes_tried(self) -> List[Dict[str, int]]:
+        return [r.sizes for r in self.runs]
+
+    def max_abs_error(self) -> Dict[str, float]:
+        return {n: max((o.max_abs for r in self.runs for o in r.outputs if o.name == n), default=0.0)
+                for n in self.output_names}
+
+    def max_rel_error(self) -> Dict[str, float]:
+        return {n: max((o.max_rel for r in self.runs for o in r.outputs if o.name == n), default=0.0)
+                for n in self.output_names}
+
+    def __str__(self) -> str:
+        axes = ", ".join(f"{n}: {ax}" for n, ax in self.dynamic_axes.items()) or "none (static)"
+        lines = [f"ONNX export: {self.path} (opset {self.opset}, {self.num_nodes} nodes, "
+                 f"{self.num_initializers} initializers)",
+                 f"  inputs: {', '.join(self.input_names)}; outputs: {', '.join(self.output_names)}",
+                 f"  dynamic axes: {axes}"]
+        if not self.runs:
+            lines.append("  not verified")
+            return "\n".join(lines)
+        lines.append(f"  verified with onnxruntime (rtol={self.rtol:g}, atol={self.atol:g}): "
+                     f"{'PASS' if self.ok else 'FAIL'}")
+        lines.append(f"  {'run':<24} {'output':<16} {'shape':<18} {'max abs err':>12} {'max rel err':>12}")
+        for r in self.runs:
+            sizes = ", ".join(f"{k}={v}" for k, v in r.sizes.items()) or "static"
+            for o in r.outputs:
+                lines.append(f"  {r.label + ' ' + sizes:<24} {o.name:<16} {str(o.shape):<18} {o.max_abs:>12.3g} "
+                             f"{o.max_rel:>12.3g}{'' if o.ok else '  <-- over tolerance'}")
+        return "\n".join(lines)
+
+
+def _compare(name, got: np.ndarray, want: np.ndarray, rtol: float, atol: float) -> OutputError:
+    if got.shape != want.shape:
+        return OutputError(name, tuple(want.shape), float("inf"), float("inf"), False)
+    if want.dtype.kind != "f":
+        bad = got != want
+        return OutputError(name, tuple(want.shape), float(bad.any()), float(bad.any()), not bad.any())
+    g, w = got.astype(np.float64), want.astype(np.float64)
+    both_nan = np.isnan(g) & np.isnan(w)
+    diff = np.where(both_nan, 0.0, np.abs(g - w))
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(diff == 0, 0.0, diff / np.abs(w))
+    ok = bool(np.all(diff <= atol + rtol * np.abs(np.where(both_nan, 0.0, w))))
+    return OutputError(name, tuple(want.shape), float(diff.max(initial=0.0)), float(rel.max(initial=0.0)), ok)
+
+
+def _random_like(x: Tensor, shape, rng) -> np.ndarray:
+    if x.dtype == bool:
+        return rng.random(shape) < 0.5
+    if x.dtype.kind in "iu":  # stay in the example's range (token ids, class indices)
+        lo, hi = (int(x.data.min()), int(x.data.max())) if x.data.size else (0, 1)
+        return rng.integers(lo, hi + 1, size=shape).astype(x.dtype)
+    return rng.standard_normal(shape).astype(x.dtype)
+
+
+def default_verify_sizes(symbols) -> List[Dict[str, int]]:
+    if not symbols.names:
+        return []
+    out = []
+    for v in (1, 7):
+        sizes = {s: (v if symbols.a[s] != v else v + 1) for s in symbols.names}
+        out.append(sizes)
+    return out
+
+
+def verify_model(model, report: ExportReport, inputs: List[Tensor], input_axes, symbols,
+                 verify_sizes: Optional[Sequence[Dict[str, int]]], seed: int = 0) -> ExportReport:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(report.path, sess_options=opts, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    cases = [("example", dict(symbols.a), [x.data for x in inputs])]
+    for sizes in (default_verify_sizes(symbols) if verify_sizes is None else verify_sizes):
+        unknown = set(sizes) - set(symbols.names)
+        if unknown:
+            raise ValueError(f"verify_sizes names {sorted(unknown)}, which are not dynamic axes "
+                             f"(dynamic axes: {symbols.names})")
+        full = {**symbols.a, **sizes}
+        arrays = []
+        for x, ax in zip(inputs, input_axes):
+            shape = [full[ax[a]] if a in ax else d for a, d in enumerate(x.shape)]
+            arrays.append(_random_like(x, shape, rng))
+        cases.append(("random", full, arrays))
+
+    for label, sizes, arrays in cases:
+        with no_grad():
+            out = model(*[Tensor(a) for a in arrays])
+        from ._capture import flatten_outputs
+        want = [np.asarray(t.data) for t in flatten_outputs(out)[0]]
+        got = sess.run(report.output_names, {n: a for n, a in zip(report.input_names, arrays)})
+        errs = [_compare(n, np.asarray(g), w, report.rtol, report.atol)
+                for n, g, w in zip(report.output_names, got, want)]
+        report.runs.append(VerificationRun(label, sizes if symbols.names else {}, errs))
+    if not report.ok:
+        raise OnnxVerificationError(
+            "onnxruntime's outputs differ from forgegrad's past the tolerance:\n" + str(report), report)
+    return report

@@ -1,0 +1,9 @@
+"""Differentiable ops, one Function per op, grouped by kind:
+
+- elementwise: Add Sub Mul Div Pow Neg Exp Log Sqrt Abs Clamp Where
+- activation:  Relu LeakyRelu Gelu Sigmoid Tanh Softmax LogSoftmax Dropout
+- reduce:      Sum Mean Max Min (Amax/Amin)
+- shape:       Reshape Permute Expand GetItem Cat Stack Clone
+- linalg:      MatMul Linear
+- loss:        MSELoss L1Loss BinaryCrossEntropy BinaryCrossEntropyWithLogits CrossEntropy NLLLoss KLDiv
+"""

@@ -1,0 +1,39 @@
+"""Helpers shared by op implementations."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def unbroadcast(grad: np.ndarray, shape) -> np.ndarray:
+    """Sum grad over the axes that broadcasting added or stretched, giving an array of `shape`."""
+    if grad.shape == tuple(shape):
+        return grad
+    lead = grad.ndim - len(shape)
+    if lead:
+        grad = grad.sum(axis=tuple(range(lead)))
+    axes = tuple(i for i, s in enumerate(shape) if s == 1 and grad.shape[i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    return grad.reshape(shape)
+
+
+def normalize_axis(dim, ndim: int, name: str = "dim"):
+    """dim (int, tuple or None) -> tuple of non-negative axes; raises IndexError like torch."""
+    if dim is None:
+        return tuple(range(ndim))
+    dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
+    out = []
+    for d in dims:
+        d = int(d)
+        lo, hi = (-ndim, ndim - 1) if ndim > 0 else (-1, 0)
+        if d < lo or d > hi:
+            raise IndexError(f"{name} out of range (expected to be in range of [{lo}, {hi}], but got {d})")
+        out.append(d % max(ndim, 1))
+    return tuple(out)
+
+
+def f32(x) -> np.ndarray:
+    """Python/numpy scalars to float32 arrays so results stay float32."""
+    if isinstance(x, np.ndarray):
+        return x
+    return np.asarray(x, dtype=np.float32)

@@ -1,0 +1,105 @@
+"""Matrix products on forgegrad's SGEMM: MatMul (numpy/torch @ semantics) and Linear (x W^T + b)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Function
+from ..kernels import bmm as _bmm
+from ..kernels import matmul as _mm
+from ._util import unbroadcast
+
+
+def _check_float(a, name):
+    if a.dtype != np.float32:
+        raise TypeError(f"{name} must be float32, got {a.dtype}")
+
+
+class MatMul(Function):
+    """a @ b with torch.matmul's rules: 1-D operands are promoted and the added axis removed,
+    batch dimensions broadcast."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        _check_float(a, "matmul: a")
+        _check_float(b, "matmul: b")
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError("matmul: both arguments need at least 1 dimension, got shapes "
+                             f"{a.shape} and {b.shape}")
+        ctx.save_for_backward(a, b)
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        if a2.shape[-1] != b2.shape[-2]:
+            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied "
+                             f"({a2.shape[-1]} != {b2.shape[-2]})")
+        if a2.ndim == 2 and b2.ndim == 2:
+            y = _mm(a2, b2)
+        else:
+            y = _bmm(a2, b2)
+        ctx.y2_shape = y.shape
+        if a.ndim == 1:
+            y = y[..., 0, :]
+        if b.ndim == 1:
+            y = y[..., 0]
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        g2 = g.reshape(ctx.y2_shape)
+        ga = gb = None
+        if a2.ndim == 2 and b2.ndim == 2 and g2.ndim == 2:
+            if ctx.needs_input_grad[0]:
+                ga = _mm(g2, b2, trans_b=True)
+            if ctx.needs_input_grad[1]:
+                gb = _mm(a2, g2, trans_a=True)
+        else:
+            if ctx.needs_input_grad[0]:
+                ga = unbroadcast(_bmm(g2, np.swapaxes(b2, -1, -2)), a2.shape)
+            if ctx.needs_input_grad[1]:
+                gb = unbroadcast(_bmm(np.swapaxes(a2, -1, -2), g2), b2.shape)
+        if ga is not None:
+            ga = ga.reshape(a.shape)
+        if gb is not None:
+            gb = gb.reshape(b.shape)
+        return ga, gb
+
+
+class Linear(Function):
+    """y = x @ weight.T + bias for x (..., in_features), weight (out_features, in_features)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias=None):
+        _check_float(x, "linear: input")
+        if weight.ndim != 2:
+            raise ValueError(f"linear: weight must be 2-D (out_features, in_features), got shape {weight.shape}")
+        if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
+            raise ValueError(f"linear: input has shape {x.shape}, expected (..., {weight.shape[1]}) "
+                             f"for weight of shape {weight.shape}")
+        if bias is not None and bias.shape != (weight.shape[0],):
+            raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {bias.shape}")
+        x2 = x.reshape(-1, x.shape[-1])
+        ctx.save_for_backward(x2, weight)
+        ctx.in_shape = x.shape
+        ctx.has_bias = bias is not None
+        out = np.empty((x2.shape[0], weight.shape[0]), dtype=np.float32)
+        if bias is not None:
+            out[...] = bias
+            _mm(x2, weight, out=out, trans_b=True, beta=1.0)
+        else:
+            _mm(x2, weight, out=out, trans_b=True)
+        return out.reshape(x.shape[:-1] + (weight.shape[0],))
+
+    @staticmethod
+    def backward(ctx, g):
+        x2, weight = ctx.saved_tensors
+        g2 = g.reshape(-1, weight.shape[0])
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = _mm(g2, weight).reshape(ctx.in_shape)
+        if ctx.needs_input_grad[1]:
+            gw = _mm(g2, x2, trans_a=True)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = g2.sum(axis=0)
+        return gx, gw, gb

@@ -1,0 +1,391 @@
+"""Loss functions with PyTorch's semantics (reductions 'mean' | 'sum' | 'none')."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..autograd import Function
+from ..kernels import loss as _KL
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_reduction(reduction, allowed=_REDUCTIONS):
+    if reduction not in allowed:
+        raise ValueError(f"reduction must be one of {allowed}, got {reduction!r}")
+
+
+def _reduce(loss, reduction):
+    if reduction == "none":
+        return loss.astype(np.float32, copy=False)
+    if reduction == "sum":
+        return np.asarray(loss.sum(dtype=np.float32), dtype=np.float32)
+    return np.asarray(loss.mean(dtype=np.float32), dtype=np.float32)
+
+
+def _reduce_grad(g, shape, reduction):
+    """The upstream gradient of the reduced loss, broadcast to one value per element."""
+    if reduction == "none":
+        return g
+    n = int(np.prod(shape)) if reduction == "mean" else 1
+    return np.broadcast_to(np.float32(g) / np.float32(max(n, 1)), shape)
+
+
+def _check_same_shape(inp, target, name):
+    if inp.shape != target.shape:
+        raise ValueError(f"{name}: input has shape {inp.shape} but target has shape {target.shape}; "
+                         f"they must match")
+
+
+class MSELoss(Function):
+    @staticmethod
+    def forward(ctx, inp, target, reduction="mean"):
+        _check_reduction(reduction)
+        _check_same_shape(inp, target, "mse_loss")
+        d = inp - target
+        ctx.save_for_backward(d)
+        ctx.reduction = reduction
+        return _reduce(d * d, reduction)
+
+    @staticmethod
+    def backward(ctx, g):
+        (d,) = ctx.saved_tensors
+        gi = 2 * d * _reduce_grad(g, d.shape, ctx.reduction)
+        return gi, (-gi if ctx.needs_input_grad[1] else None)
+
+
+class L1Loss(Function):
+    @staticmethod
+    def forward(ctx, inp, target, reduction="mean"):
+        _check_reduction(reduction)
+        _check_same_shape(inp, target, "l1_loss")
+        d = inp - target
+        ctx.save_for_backward(d)
+        ctx.reduction = reduction
+        return _reduce(np.abs(d), reduction)
+
+    @staticmethod
+    def backward(ctx, g):
+        (d,) = ctx.saved_tensors
+        gi = (np.sign(d) * _reduce_grad(g, d.shape, ctx.reduction)).astype(np.float32)
+        return gi, (-gi if ctx.needs_input_grad[1] else None)
+
+
+class BinaryCrossEntropy(Function):
+    """On probabilities; log terms clamped at -100 as torch does."""
+
+    @staticmethod
+    def forward(ctx, p, target, weight=None, reduction="mean"):
+        _check_reduction(reduction)
+        _check_same_shape(p, target, "binary_cross_entropy")
+        if np.any((p < 0) | (p > 1)):
+            raise ValueError("binary_cross_entropy: all elements of input should be between 0 and 1")
+        with np.errstate(divide="ignore"):
+            lp = np.maximum(np.log(p), -100)
+            l1p = np.maximum(np.log1p(-p), -100)
+        loss = -(target * lp + (1 - target) * l1p)
+        if weight is not None:
+            loss = loss * weight
+        ctx.save_for_backward(p, target, weight)
+        ctx.reduction = reduction
+        return _reduce(loss, reduction)
+
+    @staticmethod
+    def backward(ctx, g):
+        p, t, w = ctx.saved_tensors
+        gr = _reduce_grad(g, p.shape, ctx.reduction)
+        gi = (p - t) / np.maximum(p * (1 - p), 1e-12) * gr
+        if w is not None:
+            gi = gi * w
+        gt = None
+        if ctx.needs_input_grad[1]:
+            with np.errstate(divide="ignore"):
+                gt = -(np.maximum(np.log(p), -100) - np.maximum(np.log1p(-p), -100)) * gr
+            if w is not None:
+                gt = gt * w
+            gt = gt.astype(np.float32)
+        return gi.astype(np.float32), gt
+
+
+class BinaryCrossEntropyWithLogits(Function):
+    @staticmethod
+    def forward(ctx, x, target, weight=None, pos_weight=None, reduction="mean"):
+        _check_reduction(reduction)
+        _check_same_shape(x, target, "binary_cross_entropy_with_logits")
+        # log(1 + exp(-|x|)) + max(-x, 0) = -log(sigmoid(x)), computed without overflow
+        log_sig_neg = np.log1p(np.exp(-np.abs(x))) + np.maximum(-x, 0)
+        if pos_weight is None:
+            loss = (1 - target) * x + log_sig_neg
+        else:
+            lw = 1 + (pos_weight - 1) * target
+            loss = (1 - target) * x + lw * log_sig_neg
+        if weight is not None:
+            loss = loss * weight
+        ctx.save_for_backward(x, target, weight, pos_weight)
+        ctx.reduction = reduction
+        return _reduce(loss, reduction)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, t, w, pw = ctx.saved_tensors
+        e = np.exp(-np.abs(x))
+        sig = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        gr = _reduce_grad(g, x.shape, ctx.reduction)
+        if pw is None:
+            d = sig - t
+        else:
+            d = sig * (pw * t + 1 - t) - pw * t
+        gi = d * gr
+        if w is not None:
+            gi = gi * w
+        gt = None
+        if ctx.needs_input_grad[1]:
+            log_sig_neg = np.log1p(e) + np.maximum(-x, 0)
+            # d/dt [(1 - t) x + (1 + (pw - 1) t) * log_sig_neg]
+            gt = -x if pw is None else -x + (pw - 1) * log_sig_neg
+            gt = gt * gr
+            if w is not None:
+                gt = gt * w
+            gt = gt.astype(np.float32)
+        return gi.astype(np.float32), gt
+
+
+def _classes_last(x):
+    """(N, C, d1, ...) -> (N*d1*..., C); (N, C) stays; (C,) -> (1, C)."""
+    if x.ndim == 1:
+        return x[None, :]
+    if x.ndim == 2:
+        return x
+    return np.moveaxis(x, 1, -1).reshape(-1, x.shape[1])
+
+
+def _classes_back(g2, shape):
+    if len(shape) == 1:
+        return g2[0]
+    if len(shape) == 2:
+        return g2
+    moved = (shape[0],) + tuple(shape[2:]) + (shape[1],)
+    return np.moveaxis(g2.reshape(moved), -1, 1)
+
+
+def _log_softmax_rows(z):
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def _check_index_target(inp, target, name):
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{name}: class-index target must be an integer tensor, got dtype {target.dtype}")
+    want = (inp.shape[0],) + tuple(inp.shape[2:]) if inp.ndim >= 2 else ()
+    if target.shape != want:
+        raise ValueError(f"{name}: target must have shape {want} for input of shape {inp.shape}, got {target.shape}")
+
+
+def _div(a: float, b: float) -> float:
+    """a / b with IEEE results for b == 0 (torch's mean over zero total weight is nan or inf)."""
+    if b != 0.0:
+        return a / b
+    return math.nan if a == 0.0 or a != a else math.copysign(math.inf, a)
+
+
+def _cross_entropy_kernel_forward(ctx, logits, target, weight, ignore_index, reduction, label_smoothing):
+    """Class-index targets through the fused C++ kernel, which saves the softmax for backward."""
+    _check_index_target(logits, target, "cross_entropy")
+    z = logits if logits.ndim == 2 else _classes_last(logits)
+    y = target.reshape(-1)
+    per, prob, loss_sum, denom = _KL.cross_entropy_forward(z, y, weight, ignore_index, label_smoothing)
+    ctx.mode = "kernel"
+    ctx.ignore_index, ctx.label_smoothing, ctx.denom = ignore_index, label_smoothing, denom
+    ctx.save_for_backward(prob, y, weight)
+    if reduction == "none":
+        return per.reshape((logits.shape[0],) + logits.shape[2:] if logits.ndim >= 2 else ())
+    return np.asarray(loss_sum if reduction == "sum" else _div(loss_sum, denom), np.float32)
+
+
+class CrossEntropy(Function):
+    """Softmax + negative log-likelihood over dim 1, fused. Targets are class indices (int64) or
+    class probabilities (float, same shape as input)."""
+
+    @staticmethod
+    def forward(ctx, logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+        _check_reduction(reduction)
+        if logits.ndim == 0:
+            raise ValueError("cross_entropy: input must have at least 1 dimension (classes)")
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+        C = logits.shape[1] if logits.ndim >= 2 else logits.shape[0]
+        if weight is not None and weight.shape != (C,):
+            raise ValueError(f"cross_entropy: weight must have shape ({C},), got {weight.shape}")
+        ctx.shape, ctx.reduction, ctx.C = logits.shape, reduction, C
+        ctx.has_weight = weight is not None
+        if (target.dtype.kind in "iu" and logits.dtype == np.float32
+                and (weight is None or weight.dtype == np.float32)):
+            return _cross_entropy_kernel_forward(ctx, logits, target, weight, ignore_index, reduction,
+                                                 label_smoothing)
+        # numpy path: probability targets (and non-float32 logits)
+        z = _classes_last(logits).astype(np.float32, copy=False)
+        eps = np.float32(label_smoothing)
+        ctx.eps = eps
+        logp = _log_softmax_rows(z)
+        w = np.ones(C, np.float32) if weight is None else weight.astype(np.float32)
+        if target.dtype.kind == "f":  # class probabilities
+            if target.shape != logits.shape:
+                raise ValueError(f"cross_entropy: probability target must have the input's shape {logits.shape}, "
+                                 f"got {target.shape}")
+            t = _classes_last(target).astype(np.float32, copy=False)
+            if eps > 0:
+                t = t * (1 - eps) + eps / C
+            per = -(t * w * logp).sum(axis=1)
+            ctx.mode = "prob"
+            ctx.save_for_backward(logp, t, w)
+            denom = np.float32(per.shape[0])
+        else:
+            _check_index_target(logits, target, "cross_entropy")
+            y = target.reshape(-1)
+            valid = y != ignore_index
+            if np.any(valid & ((y < 0) | (y >= C))):
+                bad = y[valid & ((y < 0) | (y >= C))][0]
+                raise IndexError(f"cross_entropy: target {bad} is out of bounds for {C} classes")
+            ys = np.where(valid, y, 0)
+            wy = np.where(valid, w[ys], 0).astype(np.float32)
+            nll = -logp[np.arange(len(ys)), ys] * wy
+            per = (1 - eps) * nll
+            if eps > 0:
+                smooth = -(logp * w).sum(axis=1) * valid
+                per = per + eps / C * smooth
+            ctx.mode = "index"
+            ctx.save_for_backward(logp, ys, valid, wy, w)
+            denom = wy.sum(dtype=np.float32)
+        ctx.denom = denom
+        if reduction == "none":
+            out_shape = (logits.shape[0],) + tuple(logits.shape[2:]) if logits.ndim >= 2 else ()
+            return per.reshape(out_shape).astype(np.float32)
+        total = per.sum(dtype=np.float32)
+        if reduction == "sum":
+            return np.asarray(total, np.float32)
+        return np.asarray(total / denom, np.float32)
+
+    @staticmethod
+    def backward(ctx, g):
+        if ctx.mode == "kernel":
+            prob, y, weight = ctx.saved_tensors
+            grad_loss, scale = None, 1.0
+            if ctx.reduction == "none":
+                grad_loss = np.ascontiguousarray(g, dtype=np.float32).reshape(-1)
+            elif ctx.reduction == "sum":
+                scale = float(g)
+            else:
+                scale = _div(float(g), ctx.denom)
+            d = _KL.cross_entropy_backward(prob, y, weight, ctx.ignore_index, ctx.label_smoothing, grad_loss, scale)
+            return _classes_back(d, ctx.shape), None, None
+        n = None
+        if ctx.mode == "prob":
+            logp, t, w = ctx.saved_tensors
+            n = logp.shape[0]
+        else:
+            logp, ys, valid, wy, w = ctx.saved_tensors
+            n = logp.shape[0]
+        if ctx.reduction == "none":
+            a = np.asarray(g, np.float32).reshape(n, 1)
+        elif ctx.reduction == "sum":
+            a = np.float32(g)
+        else:
+            a = np.float32(g) / ctx.denom
+        p = np.exp(logp)
+        if ctx.mode == "prob":
+            d = p * (t * w).sum(axis=1, keepdims=True) - w * t
+        else:
+            eps, C = ctx.eps, ctx.C
+            coef = (1 - eps) * wy + (eps / C) * w.sum() * valid
+            d = p * coef[:, None]
+            d[np.arange(n), ys] -= (1 - eps) * wy
+            if eps > 0:
+                d -= (eps / C) * w[None, :] * valid[:, None]
+        d = (d * a).astype(np.float32)
+        return _classes_back(d, ctx.shape), None, None
+
+
+class NLLLoss(Function):
+    """Negative log-likelihood on log-probabilities (class dim 1), class-index targets."""
+
+    @staticmethod
+    def forward(ctx, logp, target, weight=None, ignore_index=-100, reduction="mean"):
+        _check_reduction(reduction)
+        _check_index_target(logp, target, "nll_loss")
+        C = logp.shape[1] if logp.ndim >= 2 else logp.shape[0]
+        lp = _classes_last(logp)
+        y = target.reshape(-1)
+        valid = y != ignore_index
+        if np.any(valid & ((y < 0) | (y >= C))):
+            raise IndexError(f"nll_loss: target out of bounds for {C} classes")
+        ys = np.where(valid, y, 0)
+        w = np.ones(C, np.float32) if weight is None else weight.astype(np.float32)
+        wy = np.where(valid, w[ys], 0).astype(np.float32)
+        per = -lp[np.arange(len(ys)), ys] * wy
+        ctx.save_for_backward(ys, wy)
+        ctx.shape, ctx.reduction = logp.shape, reduction
+        ctx.denom = wy.sum(dtype=np.float32)
+        if reduction == "none":
+            out_shape = (logp.shape[0],) + tuple(logp.shape[2:]) if logp.ndim >= 2 else ()
+            return per.reshape(out_shape).astype(np.float32)
+        total = per.sum(dtype=np.float32)
+        return np.asarray(total if reduction == "sum" else total / ctx.denom, np.float32)
+
+    @staticmethod
+    def backward(ctx, g):
+        ys, wy = ctx.saved_tensors
+        n = ys.shape[0]
+        if ctx.reduction == "none":
+            a = np.asarray(g, np.float32).reshape(n)
+        elif ctx.reduction == "sum":
+            a = np.float32(g)
+        else:
+            a = np.float32(g) / ctx.denom
+        C = ctx.shape[1] if len(ctx.shape) >= 2 else ctx.shape[0]
+        d = np.zeros((n, C), np.float32)
+        d[np.arange(n), ys] = -wy * a
+        return _classes_back(d, ctx.shape), None, None
+
+
+class KLDiv(Function):
+    """kl_div(input, target): input holds log-probabilities; target probabilities (or
+    log-probabilities with log_target=True). reduction also accepts 'batchmean'."""
+
+    @staticmethod
+    def forward(ctx, inp, target, reduction="mean", log_target=False):
+        _check_reduction(reduction, _REDUCTIONS + ("batchmean",))
+        _check_same_shape(inp, target, "kl_div")
+        if log_target:
+            pt = np.exp(target)
+            loss = pt * (target - inp)
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                logt = np.where(target > 0, np.log(np.where(target > 0, target, 1)), 0)
+            loss = np.where(target > 0, target * (logt - inp), 0)
+        ctx.save_for_backward(inp, target)
+        ctx.reduction, ctx.log_target = reduction, log_target
+        if reduction == "batchmean":
+            n = inp.shape[0] if inp.ndim else 1
+            return np.asarray(loss.sum(dtype=np.float32) / np.float32(n), np.float32)
+        return _reduce(loss, reduction)
+
+    @staticmethod
+    def backward(ctx, g):
+        inp, target = ctx.saved_tensors
+        if ctx.reduction == "batchmean":
+            n = inp.shape[0] if inp.ndim else 1
+            gr = np.broadcast_to(np.float32(g) / np.float32(n), inp.shape)
+        else:
+            gr = _reduce_grad(g, inp.shape, ctx.reduction)
+        pt = np.exp(target) if ctx.log_target else target
+        gi = (-pt * gr).astype(np.float32)
+        gt = None
+        if ctx.needs_input_grad[1]:
+            if ctx.log_target:
+                gt = pt * (target - inp + 1) * gr
+            else:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    gt = np.where(target > 0, np.log(np.where(target > 0, target, 1)) + 1 - inp, 0) * gr
+            gt = gt.astype(np.float32)
+        return gi, gt

@@ -1,0 +1,270 @@
+"""The Optimizer base class with torch.optim.Optimizer's API and state_dict layout.
+
+``param_groups`` is a list of dicts (``"params"`` plus hyper-parameters), ``state`` maps each
+parameter to a dict of its buffers under torch's names (``step``, ``exp_avg``, ``exp_avg_sq``,
+``max_exp_avg_sq``, ``momentum_buffer``), held as forgegrad Tensors (``step`` is a 0-d float32
+tensor, like torch's). ``state_dict()`` keys state by parameter index and stores index lists in
+each group's ``"params"``, so a torch optimizer's state_dict converted with ``.numpy()`` loads here.
+"""
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from itertools import chain
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+from ..autograd import enable_grad
+from ..tensor import Tensor
+
+__all__ = ["Optimizer", "required"]
+
+
+class _RequiredParameter:
+    """Marks a hyper-parameter without default that every param group must give."""
+
+    def __repr__(self) -> str:
+        return "<required parameter>"
+
+
+required = _RequiredParameter()
+
+# State entries that are per-element buffers (cast to float32 with the parameter's shape on load).
+_SCALAR_STATE_KEYS = ("step",)
+
+
+def _type_name(x) -> str:
+    t = type(x)
+    return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__name__}"
+
+
+class Optimizer:
+    """Base class of forgegrad's optimizers.
+
+    Args:
+        params: an iterable of Tensors (usually ``model.parameters()``), of ``(name, Tensor)``
+            pairs, or of dicts defining parameter groups (each with a ``"params"`` entry).
+        defaults: default hyper-parameters for groups that do not set them.
+    """
+
+    def __init__(self, params, defaults: Dict[str, Any]):
+        self.defaults = defaults
+        self.state: Dict[Any, Dict[str, Any]] = defaultdict(dict)
+        self.param_groups: List[Dict[str, Any]] = []
+        if isinstance(params, Tensor):
+            raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
+                            f"but got {_type_name(params)}")
+        if isinstance(params, dict):
+            raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
+                            "but got a dict (wrap a single parameter group in a list: [group])")
+        try:
+            param_groups = list(params)
+        except TypeError:
+            raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
+                            f"but got {_type_name(params)}") from None
+        if len(param_groups) == 0:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(param_groups[0], dict):
+            param_groups = [{"params": param_groups}]
+        for group in param_groups:
+            self.add_param_group(group)
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            for key in sorted(group):
+                if key not in ("params", "param_names"):
+                    lines.append(f"    {key}: {group[key]}")
+        lines.append(")")
+        return "\n".join(lines)
+
+    # ---- parameter groups ---------------------------------------------------------------------
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        """Add a group of parameters (a dict with ``"params"`` and optional hyper-parameters)."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {_type_name(param_group)}")
+        params = param_group["params"] if "params" in param_group else None
+        if params is None:
+            raise ValueError("param_group must have a 'params' entry")
+        if isinstance(params, Tensor):
+            params = [params]
+        elif isinstance(params, set):
+            raise TypeError("optimizer parameters need to be organized in ordered collections, but the ordering "
+                            "of tensors in sets will change between runs. Please use a list instead.")
+        else:
+            params = list(params)
+        if len(params) == 0:
+            raise ValueError("optimizer got an empty parameter list")
+        group = dict(param_group)
+        if all(isinstance(p, tuple) and len(p) == 2 for p in params):  # named parameters
+            group["param_names"] = [name for name, _ in params]
+            params = [p for _, p in params]
+        group["params"] = params
+        for i, p in enumerate(params):
+            if not isinstance(p, Tensor):
+                raise TypeError("optimizer can only optimize forgegrad Tensors (e.g. forgegrad.nn.Parameter), "
+                                f"but params[{i}] is {_type_name(p)}")
+            if p.data.dtype != np.float32:
+                raise TypeError(f"optimizer can only optimize float32 tensors, but params[{i}] has dtype "
+                                f"{p.data.dtype}")
+            if not p.is_leaf:
+                raise ValueError(f"can't optimize a non-leaf Tensor (params[{i}] was computed by an operation; "
+                                 "optimize the leaf tensors it comes from)")
+        if len({id(p) for p in params}) != len(params):
+            raise ValueError("optimizer contains a parameter group with duplicate parameters")
+        for name, default in self.defaults.items():
+            if default is required and name not in group:
+                raise ValueError(f"parameter group didn't specify a value of required optimization parameter {name}")
+            group.setdefault(name, default)
+        self._check_group(group)
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        if any(id(p) in seen for p in params):
+            raise ValueError("some parameters appear in more than one parameter group")
+        self.param_groups.append(group)
+
+    def _check_group(self, group: Dict[str, Any]) -> None:
+        """Validate one group's hyper-parameters (subclasses raise ValueError like torch)."""
+
+    # ---- gradients and steps ------------------------------------------------------------------
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset the gradients of every parameter: to None (default) or to zeros in place."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad._ctx = None
+                    p.grad.requires_grad = False
+                    p.grad.data[...] = 0
+
+    def step(self, closure: Optional[Callable[[], Any]] = None):
+        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _run_closure(closure):
+        if closure is None:
+            return None
+        with enable_grad():
+            return closure()
+
+    @staticmethod
+    def _params_with_grad(group):
+        """(param, grad array) for the group's parameters that have a gradient.
+
+        dtype and shape are checked by the kernel binding, which names the offending entry.
+        """
+        out = []
+        for p in group["params"]:
+            g = p.grad
+            if g is not None:
+                out.append((p, g.data if isinstance(g, Tensor) else np.asarray(g)))
+        return out
+
+    # ---- state_dict -----------------------------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        """``{"state": {index: {...}}, "param_groups": [{..., "params": [indices]}]}`` (torch's layout).
+
+        Values are references to the live state (as in torch); deep-copy to snapshot.
+        """
+        mapping: Dict[int, int] = {}
+        start = 0
+
+        def pack(group):
+            nonlocal start
+            packed = {k: v for k, v in group.items() if k != "params"}
+            for i, p in enumerate(group["params"], start):
+                mapping.setdefault(id(p), i)
+            packed["params"] = [mapping[id(p)] for p in group["params"]]
+            start += len(packed["params"])
+            return packed
+
+        groups = [pack(g) for g in self.param_groups]
+        state = {(mapping[id(k)] if isinstance(k, Tensor) else k): v for k, v in self.state.items()}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Load a state_dict from :meth:`state_dict` (or torch's, converted with ``.numpy()``).
+
+        Buffers are copied into float32 Tensors with their parameter's shape; hyper-parameters
+        of each group are replaced by the saved ones (the parameters stay those of this optimizer).
+        """
+        if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
+            raise ValueError("state_dict must be a dict with 'state' and 'param_groups' entries")
+        groups = self.param_groups
+        saved_groups = [dict(g) for g in state_dict["param_groups"]]
+        if len(groups) != len(saved_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        for g, s in zip(groups, saved_groups):
+            if len(g["params"]) != len(s["params"]):
+                raise ValueError("loaded state dict contains a parameter group that doesn't match the size of "
+                                 "optimizer's group")
+        id_map = dict(zip(chain.from_iterable(g["params"] for g in saved_groups),
+                          chain.from_iterable(g["params"] for g in groups)))
+        state: Dict[Any, Dict[str, Any]] = defaultdict(dict)
+        for key, value in state_dict["state"].items():
+            if key in id_map:
+                param = id_map[key]
+                state[param] = self._cast_state(param, value, key)
+            else:
+                state[key] = copy.deepcopy(value)
+        new_groups = []
+        for g, s in zip(groups, saved_groups):
+            s = copy.deepcopy({k: v for k, v in s.items() if k != "params"})
+            s["params"] = g["params"]
+            if "param_names" in g and "param_names" not in s:
+                s["param_names"] = g["param_names"]
+            for name, default in self.defaults.items():  # groups saved by an older version
+                s.setdefault(name, default)
+            self._check_group(s)
+            new_groups.append(s)
+        self.state = state
+        self.param_groups = new_groups
+        self._after_load()
+
+    def _after_load(self) -> None:
+        """Hook for subclasses to fix up loaded groups (AdamW forces decoupled weight decay)."""
+
+    @staticmethod
+    def _cast_state(param: Tensor, value, index) -> Dict[str, Any]:
+        if not isinstance(value, dict):
+            raise ValueError(f"state for parameter {index} must be a dict, got {_type_name(value)}")
+        out = {}
+        for k, v in value.items():
+            if v is None:
+                out[k] = None
+            elif k in _SCALAR_STATE_KEYS:
+                arr = np.array(v.data if isinstance(v, Tensor) else v, dtype=np.float32)
+                if arr.size != 1:
+                    raise ValueError(f"state[{index}][{k!r}] must be a scalar, got shape {arr.shape}")
+                out[k] = Tensor._wrap(arr.reshape(()))
+            elif isinstance(v, (np.ndarray, Tensor)) or hasattr(v, "__array__"):
+                arr = np.array(v.data if isinstance(v, Tensor) else v, dtype=np.float32, order="C")
+                if arr.shape != param.data.shape:
+                    raise ValueError(f"state[{index}][{k!r}] has shape {arr.shape}, but its parameter has shape "
+                                     f"{param.data.shape}")
+                out[k] = Tensor._wrap(arr)
+            else:
+                out[k] = copy.deepcopy(v)
+        return out
+
+
+def _new_step() -> Tensor:
+    return Tensor._wrap(np.zeros((), np.float32))
+
+
+def _zeros_like(p: Tensor) -> Tensor:
+    # C order whatever the parameter's layout: the kernels read state contiguously.
+    return Tensor._wrap(np.zeros(p.data.shape, np.float32))
+
+
+def _state_array(state: Dict[str, Any], key: str, p: Tensor) -> np.ndarray:
+    """state[key]'s array, created as zeros if missing (e.g. amsgrad turned on after a load)."""
+    t = state.get(key)
+    if t is None:
+        t = state[key] = _zeros_like(p)
+    return t.data

@@ -1,0 +1,76 @@
+"""SGD with momentum, dampening, Nesterov, weight decay and maximize (torch.optim.SGD's math)."""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional
+
+from ..kernels import optim as _k
+from .optimizer import Optimizer, _state_array
+
+__all__ = ["SGD"]
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent, optionally with momentum.
+
+    For each parameter, with :math:`g` its gradient (negated when ``maximize``):
+
+    .. math::
+        g \leftarrow g + \lambda\theta;\quad
+        b \leftarrow \mu b + (1-\tau) g \ (b = g \text{ on the first step});\quad
+        g \leftarrow g + \mu b \text{ (nesterov) or } b;\quad
+        \theta \leftarrow \theta - \gamma g
+
+    Args: as torch.optim.SGD: ``lr`` (default 1e-3), ``momentum``, ``dampening``,
+    ``weight_decay``, ``nesterov``, keyword ``maximize``. ``foreach``: False updates the
+    parameters one kernel call at a time; otherwise one call per group. ``fused`` is accepted
+    for compatibility (the update is always one fused pass).
+    """
+
+    def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
+                 weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
+                 foreach: Optional[bool] = None, fused: Optional[bool] = None):
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                        nesterov=nesterov, maximize=maximize, foreach=foreach, fused=fused)
+        self._check_group(defaults)
+        super().__init__(params, defaults)
+
+    def _check_group(self, group: Dict[str, Any]) -> None:
+        lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
+        if not lr >= 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not momentum >= 0.0:
+            raise ValueError(f"Invalid momentum value: {momentum}")
+        if not wd >= 0.0:
+            raise ValueError(f"Invalid weight_decay value: {wd}")
+        if group["nesterov"] and (momentum <= 0 or group["dampening"] != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+
+    def step(self, closure: Optional[Callable[[], Any]] = None):
+        """One SGD step over every parameter that has a gradient; returns the closure's loss."""
+        loss = self._run_closure(closure)
+        for group in self.param_groups:
+            pairs = self._params_with_grad(group)
+            if not pairs:
+                continue
+            momentum = float(group["momentum"])
+            params = [p.data for p, _ in pairs]
+            grads = [g for _, g in pairs]
+            bufs, init = None, []
+            if momentum != 0:
+                bufs = []
+                for p, _ in pairs:
+                    state = self.state[p]
+                    is_new = state.get("momentum_buffer") is None
+                    if is_new:
+                        state.pop("momentum_buffer", None)
+                    bufs.append(_state_array(state, "momentum_buffer", p))
+                    init.append(is_new)
+            kw = dict(lr=float(group["lr"]), momentum=momentum, dampening=float(group["dampening"]),
+                      weight_decay=float(group["weight_decay"]), nesterov=bool(group["nesterov"]),
+                      maximize=bool(group["maximize"]))
+            if group.get("foreach") is False:
+                for i in range(len(params)):
+                    _k.sgd_step([params[i]], [grads[i]], None if bufs is None else [bufs[i]], init[i:i + 1], **kw)
+            else:
+                _k.sgd_step(params, grads, bufs, init, **kw)
+        return loss

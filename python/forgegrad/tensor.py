@@ -1,0 +1,332 @@
+"""forgegrad.Tensor: float32 numpy storage with autograd.
+
+The storage is ``t.data``, a numpy array shared without copies with the caller
+(``forgegrad.tensor(arr)``, ``t.numpy()``, ``np.asarray(t)``). Float data is float32; integer data
+(class labels, indices) is int64 and never requires grad; comparisons give bool tensors.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import autograd
+from .autograd import is_grad_enabled, no_grad
+
+__all__ = ["Tensor", "tensor", "as_tensor", "zeros", "ones", "full", "empty", "zeros_like", "ones_like",
+           "arange", "randn", "rand", "randint", "eye", "cat", "stack", "where", "manual_seed"]
+
+
+def _to_storage(data, dtype=None, copy: bool = False) -> np.ndarray:
+    """float -> float32, int -> int64, bool stays bool; no copy when already right (unless copy)."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if dtype is not None:
+        want = np.dtype(dtype)
+        arr = np.array(data, dtype=want, copy=copy) if copy else np.asarray(data, dtype=want)
+        return arr
+    arr = np.array(data, copy=copy) if copy else np.asarray(data)
+    kind = arr.dtype.kind
+    if kind == "f" and arr.dtype != np.float32:
+        arr = arr.astype(np.float32)
+    elif kind in "iu" and arr.dtype != np.int64:
+        arr = arr.astype(np.int64)
+    elif kind not in "fiub":
+        raise TypeError(f"forgegrad tensors hold float32, int64 or bool data, got dtype {arr.dtype}")
+    return arr
+
+
+class Tensor:
+    """An n-dimensional array with automatic differentiation, on the CPU.
+
+    Args:
+        data: array-like. float data is stored as float32, integer data as int64.
+        requires_grad: record operations on this tensor for backward().
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_out_index", "_retains_grad", "__weakref__")
+    __array_priority__ = 1000  # numpy defers binary operators to Tensor
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None):
+        self.data = _to_storage(data, dtype)
+        self.grad: Optional[Tensor] = None
+        self._ctx = None
+        self._out_index = 0
+        self._retains_grad = False
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    @classmethod
+    def _wrap(cls, arr: np.ndarray) -> "Tensor":
+        """Wrap a kernel output without any conversion (internal)."""
+        t = cls.__new__(cls)
+        if not isinstance(arr, np.ndarray):
+            arr = np.asarray(arr)
+        if arr.dtype == np.float64:
+            arr = arr.astype(np.float32)
+        t.data = arr
+        t.grad = None
+        t._ctx = None
+        t._out_index = 0
+        t._retains_grad = False
+        t.requires_grad = False
+        return t
+
+    # ---- basic properties ----------------------------------------------------------------
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def device(self) -> str:
+        return "cpu"
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._ctx is None
+
+    @property
+    def grad_fn(self):
+        return self._ctx
+
+    @property
+    def T(self) -> "Tensor":
+        return self.permute(*reversed(range(self.ndim)))
+
+    def dim(self) -> int:
+        return self.data.ndim
+
+    def size(self, dim: Optional[int] = None):
+        return self.data.shape if dim is None else self.data.shape[dim]
+
+    def numel(self) -> int:
+        return int(self.data.size)
+
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item(): only one-element tensors can be converted, got shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def numpy(self) -> np.ndarray:
+        """The storage array itself (no copy). Detach first if you will modify it."""
+        return self.data
+
+    def tolist(self):
+        return self.data.tolist()
+
+    def __array__(self, dtype=None, copy=None):
+        if dtype is not None and np.dtype(dtype) != self.data.dtype:
+            return self.data.astype(dtype)
+        return self.data
+
+    def __repr__(self) -> str:
+        body = np.array2string(self.data, separator=", ", precision=4, prefix="tensor(")
+        extra = ""
+        if self._ctx is not None:
+            extra = f", grad_fn=<{type(self._ctx).__name__}Backward>"
+        elif self.requires_grad:
+            extra = ", requires_grad=True"
+        if self.data.dtype != np.float32:
+            extra = f", dtype={self.data.dtype}" + extra
+        return f"tensor({body}{extra})"
+
+    def __bool__(self) -> bool:
+        if self.data.size != 1:
+            raise RuntimeError(f"Boolean value of a tensor with {self.data.size} values is ambiguous")
+        return bool(self.data.reshape(()))
+
+    def __hash__(self):
+        return id(self)
+
+    # ---- autograd --------------------------------------------------------------------------
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        if requires_grad and self.data.dtype.kind != "f":
+            raise RuntimeError(f"only floating point tensors can require gradients, got dtype {self.dtype}")
+        if not requires_grad and self._ctx is not None:
+            raise RuntimeError("requires_grad_(False) is only valid on leaf tensors; use detach()")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def retain_grad(self) -> None:
+        """Also store the gradient of this non-leaf tensor in .grad during backward()."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad() on a tensor that does not require grad")
+        self._retains_grad = True
+
+    def detach(self) -> "Tensor":
+        """A tensor sharing this storage, cut from the graph."""
+        return Tensor._wrap(self.data)
+
+    def detach_(self) -> "Tensor":
+        self._ctx = None
+        self.requires_grad = False
+        return self
+
+    def _accumulate_grad(self, g: np.ndarray) -> None:
+        if self.grad is None:
+            self.grad = Tensor._wrap(np.array(g, dtype=self.data.dtype, copy=True))
+        else:
+            self.grad.data = self.grad.data + g
+
+    def backward(self, gradient=None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's .grad.
+
+        Args:
+            gradient: d(loss)/d(self); may be omitted only when self has one element.
+            retain_graph: keep the saved buffers so backward can run through the graph again.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
+        if gradient is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"grad can be implicitly created only for scalar outputs; backward() on a tensor of "
+                    f"shape {self.shape} needs a gradient argument of that shape"
+                )
+            g = np.ones(self.shape, dtype=self.data.dtype)
+        else:
+            g = _to_storage(gradient, self.data.dtype)
+            if g.shape != self.shape:
+                raise ValueError(f"backward: gradient has shape {g.shape}, expected {self.shape}")
+        autograd.run_backward(self, g, retain_graph=retain_graph)
+
+    # ---- conversions -----------------------------------------------------------------------
+    def float(self) -> "Tensor":
+        return self if self.dtype == np.float32 else Tensor._wrap(self.data.astype(np.float32))
+
+    def long(self) -> "Tensor":
+        return Tensor._wrap(self.data.astype(np.int64))
+
+    def bool(self) -> "Tensor":
+        return Tensor._wrap(self.data.astype(bool))
+
+    def to(self, device_or_dtype=None, dtype=None) -> "Tensor":
+        target = dtype if dtype is not None else device_or_dtype
+        if target is None or target == "cpu":
+            return self
+        if isinstance(target, str) and target.startswith("cuda"):
+            raise NotImplementedError("Tensor.to('cuda'): CUDA tensors are not available yet; forgegrad's "
+                                      "CUDA kernels are reachable only through forgegrad._C.cuda")
+        return Tensor._wrap(self.data.astype(target))
+
+    def cpu(self) -> "Tensor":
+        return self
+
+    def clone(self) -> "Tensor":
+        from .ops import shape as S
+        return S.Clone.apply(self)
+
+    def copy_(self, src) -> "Tensor":
+        with no_grad():
+            self.data[...] = src.data if isinstance(src, Tensor) else src
+        return self
+
+    def fill_(self, value) -> "Tensor":
+        self.data.fill(value)
+        return self
+
+    def zero_(self) -> "Tensor":
+        self.data.fill(0)
+        return self
+
+
+def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
+    """A tensor over ``data``. A float32 (or int64/bool) ndarray is shared, not copied."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+as_tensor = tensor
+
+
+def _shape(shape) -> Tuple[int, ...]:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return tuple(int(s) for s in shape)
+
+
+def zeros(*shape, requires_grad=False, dtype=np.float32) -> Tensor:
+    return Tensor(np.zeros(_shape(shape), dtype=dtype), requires_grad=requires_grad)
+
+
+def ones(*shape, requires_grad=False, dtype=np.float32) -> Tensor:
+    return Tensor(np.ones(_shape(shape), dtype=dtype), requires_grad=requires_grad)
+
+
+def empty(*shape, requires_grad=False, dtype=np.float32) -> Tensor:
+    return Tensor(np.empty(_shape(shape), dtype=dtype), requires_grad=requires_grad)
+
+
+def full(shape, fill_value, requires_grad=False, dtype=np.float32) -> Tensor:
+    return Tensor(np.full(_shape((shape,)), fill_value, dtype=dtype), requires_grad=requires_grad)
+
+
+def zeros_like(t, requires_grad=False) -> Tensor:
+    return Tensor(np.zeros_like(np.asarray(t)), requires_grad=requires_grad)
+
+
+def ones_like(t, requires_grad=False) -> Tensor:
+    return Tensor(np.ones_like(np.asarray(t)), requires_grad=requires_grad)
+
+
+def arange(*args, dtype=None) -> Tensor:
+    return Tensor(np.arange(*args), dtype=dtype)
+
+
+def eye(n, m=None) -> Tensor:
+    return Tensor(np.eye(n, m, dtype=np.float32))
+
+
+# ---- random numbers: one seeded generator for init, dropout and shuffling ---------------------
+from . import random as _random  # noqa: E402
+
+manual_seed = _random.manual_seed
+
+
+def randn(*shape, requires_grad=False) -> Tensor:
+    return Tensor(_random.generator().standard_normal(_shape(shape), dtype=np.float32), requires_grad=requires_grad)
+
+
+def rand(*shape, requires_grad=False) -> Tensor:
+    return Tensor(_random.generator().random(_shape(shape), dtype=np.float32), requires_grad=requires_grad)
+
+
+def randint(low, high, size) -> Tensor:
+    return Tensor(_random.generator().integers(low, high, size=_shape((size,)), dtype=np.int64))
+
+
+# ---- free functions over several tensors -------------------------------------------------------
+def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    from .ops import shape as S
+    return S.Cat.apply(*tensors, dim=dim)
+
+
+concatenate = cat
+
+
+def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    from .ops import shape as S
+    return S.Stack.apply(*tensors, dim=dim)
+
+
+def where(condition, a, b) -> Tensor:
+    from .ops import elementwise as E
+    cond = condition.data if isinstance(condition, Tensor) else np.asarray(condition)
+    return E.Where.apply(cond.astype(bool), a, b)
+
+
+autograd._bind_tensor_class(Tensor)
+from . import _tensor_methods  # noqa: E402,F401  (attaches operators and methods to Tensor)

@@ -1,0 +1,303 @@
+"""The training loop: fit / evaluate / predict for any Module, loss function and optimizer.
+
+    history = fit(model, nn.CrossEntropyLoss(), optim.Adam(model.parameters(), lr=1e-3), train_loader,
+                  epochs=20, val_loader=val_loader, callbacks=[EarlyStopping(patience=3)])
+"""
+from __future__ import annotations
+
+import copy
+import sys
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+from ..autograd import no_grad
+from ..tensor import Tensor
+from .callbacks import Callback, EarlyStopping, FitState, History, ModelCheckpoint
+from .metrics import Accuracy, Metric, get_metrics
+
+__all__ = ["fit", "evaluate", "predict"]
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+def _as_tensor(x) -> Tensor:
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+def _split_batch(batch):
+    """(inputs tuple, target) from a loader batch: ``(x, y)``, or ``(x1, ..., xk, y)``."""
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return tuple(_as_tensor(b) for b in batch[:-1]), _as_tensor(batch[-1])
+    raise TypeError("fit/evaluate: each batch must be a tuple (inputs..., target); got "
+                    f"{type(batch).__name__}{'' if not isinstance(batch, (tuple, list)) else f' of length {len(batch)}'}")
+
+
+def _batch_len(t: Tensor) -> int:
+    return int(t.shape[0]) if t.ndim else 1
+
+
+def _logits_hint(loss_fn) -> Optional[bool]:
+    """Whether a binary output is a logit, as far as the loss function tells."""
+    from ..nn import functional as F
+    from ..nn.loss import BCELoss, BCEWithLogitsLoss
+
+    if isinstance(loss_fn, BCEWithLogitsLoss) or loss_fn is F.binary_cross_entropy_with_logits:
+        return True
+    if isinstance(loss_fn, BCELoss) or loss_fn is F.binary_cross_entropy:
+        return False
+    return getattr(loss_fn, "from_logits", None)
+
+
+def _prepare_metrics(metrics, loss_fn):
+    ms = [copy.deepcopy(m) for m in get_metrics(metrics)]
+    hint = _logits_hint(loss_fn)
+    for m in ms:
+        if isinstance(m, Accuracy) and m.from_logits is None:
+            m.from_logits = hint
+    return ms
+
+
+def _is_plateau_scheduler(scheduler) -> bool:
+    try:
+        from ..optim.lr_scheduler import ReduceLROnPlateau
+        if isinstance(scheduler, ReduceLROnPlateau):
+            return True
+    except ImportError:
+        pass
+    return type(scheduler).__name__ == "ReduceLROnPlateau"
+
+
+def _current_lr(optimizer) -> Optional[float]:
+    groups = getattr(optimizer, "param_groups", None)
+    if groups:
+        return float(groups[0].get("lr", float("nan")))
+    return None
+
+
+def _fmt(logs) -> str:
+    return " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+
+
+class _Progress:
+    """tqdm bar per epoch (live loss and metrics) when tqdm is installed, else one printed line per epoch."""
+
+    def __init__(self, progress, epochs: int):
+        if progress is True or progress == "bar":
+            try:
+                from tqdm.auto import tqdm
+                self.mode, self._tqdm = "bar", tqdm
+            except ImportError:  # tqdm is the optional extra "progress"
+                self.mode = "line"
+        elif progress == "line":
+            self.mode = "line"
+        elif not progress:
+            self.mode = "none"
+        else:
+            raise ValueError(f"fit: progress must be True, False, 'bar' or 'line', got {progress!r}")
+        self.epochs = epochs
+        self.bar = None
+
+    def epoch_begin(self, epoch: int, total: Optional[int]) -> None:
+        if self.mode == "bar":
+            self.bar = self._tqdm(total=total, desc=f"Epoch {epoch + 1}/{self.epochs}", unit="batch",
+                                  leave=True, dynamic_ncols=True, file=sys.stderr)
+
+    def batch_end(self, logs) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
+            self.bar.update(1)
+
+    def epoch_end(self, epoch: int, logs) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=True)
+            self.close()
+        elif self.mode == "line":
+            print(f"Epoch {epoch + 1}/{self.epochs} - {_fmt(logs)}", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _loader_len(loader) -> Optional[int]:
+    try:
+        return len(loader)
+    except TypeError:
+        return None
+
+
+def _run_epoch(model, loss_fn, optimizer, loader, metrics, progress, callbacks):
+    """One pass over loader with parameter updates; returns logs of the epoch's mean loss and metrics."""
+    model.train()
+    for m in metrics:
+        m.reset()
+    total_loss, seen = 0.0, 0
+    for i, batch in enumerate(loader):
+        inputs, target = _split_batch(batch)
+        optimizer.zero_grad()
+        output = model(*inputs)
+        loss = loss_fn(output, target)
+        loss.backward()
+        optimizer.step()
+        n = _batch_len(target)
+        total_loss += float(loss.item()) * n
+        seen += n
+        for m in metrics:
+            m.update(output.data, target.data)
+        logs = {"loss": total_loss / seen, **{m.name: m.compute() for m in metrics}}
+        progress.batch_end(logs)
+        for cb in callbacks:
+            cb.on_train_batch_end(i, logs)
+    if seen == 0:
+        raise ValueError("fit: the training loader yielded no batches (empty dataset, or drop_last with "
+                         "fewer samples than batch_size)")
+    return {"loss": total_loss / seen, **{m.name: m.compute() for m in metrics}}
+
+
+# ---- public API ---------------------------------------------------------------------------------
+def fit(model, loss_fn, optimizer, train_loader, *, epochs: int, val_loader=None,
+        metrics: Sequence = ("accuracy",), callbacks: Iterable[Callback] = (), scheduler=None,
+        progress=True) -> History:
+    """Train ``model`` for ``epochs`` passes over ``train_loader``.
+
+    Args:
+        model: a Module mapping a batch's inputs to outputs.
+        loss_fn: ``loss_fn(output, target) -> scalar Tensor`` (mean over the batch), e.g. nn.CrossEntropyLoss().
+        optimizer: an optimizer over the model's parameters (``zero_grad()``, ``step()``).
+        train_loader: iterable of ``(inputs, target)`` batches, e.g. a forgegrad.data.DataLoader.
+        epochs: number of passes.
+        val_loader: evaluated (no_grad, eval mode) after every epoch -> "val_loss", "val_<metric>".
+        metrics: names ("accuracy", "mae"), Metric objects or callables ``fn(output, target) -> float``.
+        callbacks: e.g. EarlyStopping, ModelCheckpoint.
+        scheduler: an lr scheduler stepped once per epoch; ReduceLROnPlateau is stepped with
+            val_loss (or loss without a validation set). The lr used in each epoch is logged as "lr".
+        progress: True: a tqdm bar with live loss and metrics (plain lines if tqdm is missing);
+            "line": one printed line per epoch; False: silent.
+
+    Returns:
+        History: per-epoch lists "loss", metrics, "val_loss", "val_<metric>". Ctrl-C
+        (KeyboardInterrupt) stops training cleanly: the history of the completed epochs is returned
+        with ``interrupted=True`` and a ``note``; checkpoints already written are kept.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
+    for name in ("zero_grad", "step"):
+        if not callable(getattr(optimizer, name, None)):
+            raise TypeError(f"fit: optimizer must have {name}() (e.g. forgegrad.optim.Adam), got {type(optimizer).__name__}")
+    if not callable(loss_fn):
+        raise TypeError(f"fit: loss_fn must be callable, got {type(loss_fn).__name__}")
+    callbacks = list(callbacks or ())
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise TypeError(f"fit: callbacks must be forgegrad.train.Callback instances, got {type(cb).__name__}")
+    train_metrics = _prepare_metrics(metrics, loss_fn)
+    val_metrics = _prepare_metrics(metrics, loss_fn)
+    plateau = scheduler is not None and _is_plateau_scheduler(scheduler)
+
+    history = History()
+    state = FitState(model, optimizer, history, int(epochs), scheduler)
+    for cb in callbacks:
+        cb.set_state(state)
+    bar = _Progress(progress, int(epochs))
+    was_training = getattr(model, "training", True)
+    epoch = 0
+    try:
+        for cb in callbacks:
+            cb.on_train_begin({})
+        for epoch in range(int(epochs)):
+            state.epoch = epoch
+            for cb in callbacks:
+                cb.on_epoch_begin(epoch, {})
+            bar.epoch_begin(epoch, _loader_len(train_loader))
+            logs = _run_epoch(model, loss_fn, optimizer, train_loader, train_metrics, bar, callbacks)
+            if val_loader is not None:
+                val = evaluate(model, loss_fn, val_loader, val_metrics)
+                logs.update({"val_" + k: v for k, v in val.items()})
+            if scheduler is not None:
+                lr = _current_lr(optimizer)
+                if lr is not None:
+                    logs["lr"] = lr
+                if plateau:
+                    scheduler.step(logs.get("val_loss", logs["loss"]))
+                else:
+                    scheduler.step()
+            bar.epoch_end(epoch, logs)
+            history.append(epoch, logs)
+            for cb in callbacks:
+                cb.on_epoch_end(epoch, logs)
+            if state.stop_training:
+                break
+    except KeyboardInterrupt:
+        bar.close()
+        history.interrupted = True
+        saved = [cb.last_saved for cb in callbacks if isinstance(cb, ModelCheckpoint) and cb.last_saved]
+        restores = any(isinstance(cb, EarlyStopping) and cb.restore_best_weights
+                       and getattr(cb, "best_weights", None) is not None for cb in callbacks)
+        history.note = (f"training interrupted (KeyboardInterrupt) during epoch {epoch + 1}/{epochs}; the history "
+                        f"holds the {len(history.epoch)} completed epoch(s); the model keeps "
+                        + ("EarlyStopping's best weights" if restores else "its latest weights")
+                        + (f"; last checkpoint: {saved[-1]}" if saved else ""))
+        print(f"forgegrad.train.fit: {history.note}", file=sys.stderr, flush=True)
+    finally:
+        bar.close()
+        model.train(bool(was_training))
+    for cb in callbacks:
+        cb.on_train_end({"interrupted": history.interrupted})
+    return history
+
+
+def evaluate(model, loss_fn, loader, metrics: Sequence = ("accuracy",)) -> dict:
+    """Mean loss and metrics of ``model`` over ``loader`` (no_grad, eval mode; the mode is restored).
+
+    Returns ``{"loss": ..., "<metric>": ...}`` ("loss" only when loss_fn is given).
+    """
+    ms = _prepare_metrics(metrics, loss_fn)
+    was_training = getattr(model, "training", False)
+    model.eval()
+    total_loss, seen = 0.0, 0
+    try:
+        with no_grad():
+            for batch in loader:
+                inputs, target = _split_batch(batch)
+                output = model(*inputs)
+                n = _batch_len(target)
+                if loss_fn is not None:
+                    total_loss += float(loss_fn(output, target).item()) * n
+                seen += n
+                for m in ms:
+                    m.update(output.data, target.data)
+    finally:
+        model.train(bool(was_training))
+    if seen == 0:
+        raise ValueError("evaluate: the loader yielded no batches")
+    out = {"loss": total_loss / seen} if loss_fn is not None else {}
+    out.update({m.name: m.compute() for m in ms})
+    return out
+
+
+def predict(model, x, batch_size: int = 32) -> Tensor:
+    """``model`` outputs for ``x`` (numpy array, Tensor, or an iterable of batches such as a DataLoader,
+    whose batches may be ``(x, y)`` tuples: the target is ignored), concatenated along dim 0.
+    Runs in no_grad and eval mode (restored afterwards)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        raise ValueError(f"predict: batch_size must be a positive int, got {batch_size!r}")
+    if isinstance(x, (np.ndarray, Tensor, list)):
+        data = x.data if isinstance(x, Tensor) else np.asarray(x)
+        if data.ndim == 0:
+            raise ValueError("predict: x must have a batch dimension")
+        batches = (Tensor(data[i:i + batch_size]) for i in range(0, data.shape[0], batch_size))
+    else:
+        batches = (b[0] if isinstance(b, (tuple, list)) and len(b) >= 1 else b for b in x)
+    was_training = getattr(model, "training", False)
+    model.eval()
+    outs = []
+    try:
+        with no_grad():
+            for b in batches:
+                outs.append(model(_as_tensor(b)).data)
+    finally:
+        model.train(bool(was_training))
+    if not outs:
+        raise ValueError("predict: no input samples")
+    return Tensor._wrap(np.concatenate(outs, axis=0))

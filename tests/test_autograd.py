@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+
+import forgegrad as fg
+
+
+def test_zero_copy_in_and_out():
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    t = fg.tensor(a)
+    assert t.data is a and t.numpy() is a and np.asarray(t) is a
+    assert fg.tensor(np.arange(3)).dtype == np.int64
+    assert fg.tensor([1.5, 2.0]).dtype == np.float32
+
+
+def test_gradient_accumulates_across_backward_calls():
+    x = fg.tensor(np.array([1.0, 2.0], np.float32), requires_grad=True)
+    (x * 3).sum().backward()
+    (x * x).sum().backward()
+    np.testing.assert_allclose(x.grad.data, [3 + 2, 3 + 4])
+
+
+def test_shared_subexpression_gradients_add():
+    x = fg.tensor(np.array([2.0], np.float32), requires_grad=True)
+    y = x * x
+    z = y + y * x  # dz/dx = 2x + 3x^2
+    z.sum().backward()
+    np.testing.assert_allclose(x.grad.data, [2 * 2 + 3 * 4])
+
+
+def test_graph_freed_unless_retained():
+    x = fg.tensor(np.ones(3, np.float32), requires_grad=True)
+    y = (x.exp() * 2).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    np.testing.assert_allclose(x.grad.data, 4 * np.e * np.ones(3), rtol=1e-6)
+    with pytest.raises(RuntimeError, match="second time"):
+        y.backward()
+
+
+def test_backward_non_scalar_needs_gradient():
+    x = fg.randn(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="scalar outputs"):
+        (x * 2).backward()
+    (x * 2).backward(np.ones(3, np.float32))
+    np.testing.assert_allclose(x.grad.data, 2.0)
+    with pytest.raises(ValueError, match="gradient has shape"):
+        (x * 2).backward(np.ones(4, np.float32))
+
+
+def test_no_grad_and_detach():
+    x = fg.randn(3, requires_grad=True)
+    with fg.no_grad():
+        y = x * 2
+    assert not y.requires_grad and y.grad_fn is None
+    d = (x * 2).detach()
+    assert not d.requires_grad
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        d.sum().backward()
+
+
+def test_errors_for_bad_operands():
+    a, b = fg.randn(2, 3), fg.randn(4, 5)
+    with pytest.raises(ValueError, match="cannot be multiplied"):
+        a @ b
+    with pytest.raises(ValueError):
+        a + b
+    with pytest.raises(TypeError, match="float32"):
+        fg.tensor(np.arange(6).reshape(2, 3)) @ fg.randn(3, 2)
+    with pytest.raises(RuntimeError, match="floating point"):
+        fg.tensor(np.arange(3), requires_grad=True)
+
+
+def test_retain_grad_on_intermediate():
+    x = fg.randn(4, requires_grad=True)
+    y = x * 3
+    y.retain_grad()
+    (y * y).sum().backward()
+    np.testing.assert_allclose(y.grad.data, 2 * y.data, rtol=1e-6)
+
+
+def test_comparisons_are_bool_and_not_differentiable():
+    x = fg.randn(5, requires_grad=True)
+    m = x > 0
+    assert m.dtype == bool and not m.requires_grad
+
+
+def test_manual_seed_repeatable():
+    fg.manual_seed(11)
+    a = fg.randn(5).data.copy()
+    fg.manual_seed(11)
+    np.testing.assert_array_equal(a, fg.randn(5).data)

@@ -1,0 +1,189 @@
+"""conv2d kernels on numpy arrays against torch.nn.functional.conv2d (forward and autograd)."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import forgegrad as fg
+from forgegrad.kernels.conv import conv2d_backward, conv2d_forward, conv2d_output_shape
+
+# torch warns that it copies the input for padding="same" with an even kernel; not our concern.
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
+
+
+def _close(actual, expected, what):
+    # Our sums run in a different order than torch's (oneDNN) ones, so the float32 rounding error
+    # grows with the magnitude of the sums: tolerance relative to the largest value, 2e-6 of it
+    # (the sums here have up to ~10^3 terms of unit size).
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=2e-6 * scale, err_msg=what)
+
+
+def _check(rng, xshape, wshape, stride=1, padding=0, dilation=1, groups=1, bias=True):
+    x = rng.standard_normal(xshape).astype(np.float32)
+    w = rng.standard_normal(wshape).astype(np.float32)
+    b = rng.standard_normal(wshape[0]).astype(np.float32) if bias else None
+    y = conv2d_forward(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(w, requires_grad=True)
+    tb = torch.tensor(b, requires_grad=True) if bias else None
+    ty = F.conv2d(tx, tw, tb, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    assert y.shape == tuple(ty.shape)
+    _close(y, ty.detach().numpy(), "forward")
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    ty.backward(torch.tensor(gy))
+    gx, gw, gb = conv2d_backward(x, w, gy, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                                 need=(True, True, bias))
+    _close(gx, tx.grad.numpy(), "grad_input")
+    _close(gw, tw.grad.numpy(), "grad_weight")
+    if bias:
+        _close(gb, tb.grad.numpy(), "grad_bias")
+    else:
+        assert gb is None
+
+
+CASES = [
+    # (x shape, w shape, stride, padding, dilation, groups)
+    ((2, 3, 7, 9), (5, 3, 3, 3), 1, 1, 1, 1),                 # odd sizes, "flat" vectors
+    ((1, 17, 33, 35), (19, 17, 3, 3), 1, 1, 1, 1),            # batch 1, channel tails, "row" vectors
+    ((3, 5, 13, 11), (7, 5, 5, 3), 1, (2, 0), 1, 1),          # rectangular kernel, asymmetric pad pair
+    ((2, 4, 11, 10), (8, 2, 3, 3), 1, "same", 2, 2),          # same + dilation + groups
+    ((2, 3, 9, 9), (4, 3, 4, 4), 1, "same", 1, 1),            # even kernel: extra pad bottom/right
+    ((2, 3, 12, 10), (4, 3, 2, 3), 1, "valid", 1, 1),
+    ((2, 3, 7, 9), (5, 3, 3, 2), 2, (1, 0), (1, 2), 1),       # strided (im2col path)
+    ((2, 3, 9, 9), (4, 3, 2, 5), (3, 2), 3, 1, 1),
+    ((3, 6, 8, 8), (6, 1, 3, 3), 1, 1, 1, 6),                 # depthwise
+    ((3, 6, 8, 8), (12, 1, 3, 3), 2, 1, 1, 6),                # depthwise, multiplier 2, strided
+    ((13, 3, 6, 5), (4, 3, 2, 3), 1, 2, 1, 1),                # 13 images: several weight-grad chunks
+    ((2, 2, 5, 5), (3, 2, 5, 5), 1, 0, 1, 1),                 # kernel = input: 1x1 output
+    ((2, 8, 6, 7), (16, 8, 1, 1), 1, 0, 1, 1),                # 1x1 convolution
+    ((2, 3, 40, 3), (2, 3, 3, 3), 1, 1, (3, 1), 1),           # tall narrow image
+    # Winograd F(2x2, 3x3) path (3x3, stride 1, no dilation, >= 16 channels in and out per group)
+    ((2, 16, 9, 10), (17, 16, 3, 3), 1, 1, 1, 1),             # odd output height
+    ((1, 20, 6, 7), (16, 20, 3, 3), 1, 0, 1, 1),              # no padding, odd output width
+    ((2, 32, 11, 5), (34, 16, 3, 3), 1, "same", 1, 2),        # groups
+    ((2, 16, 3, 3), (16, 16, 3, 3), 1, (0, 3), 1, 1),         # 1-pixel-high output, wide padding
+    ((3, 18, 37, 34), (22, 18, 3, 3), 1, 2, 1, 1),            # several tile vectors per row
+    ((11, 16, 9, 11), (16, 16, 3, 3), 1, 1, 1, 1),            # small images batched, partial last unit
+]
+
+
+@pytest.mark.parametrize("xshape,wshape,stride,padding,dilation,groups", CASES)
+def test_conv2d_matches_torch(rng, simd_path, xshape, wshape, stride, padding, dilation, groups):
+    _check(rng, xshape, wshape, stride, padding, dilation, groups)
+
+
+def test_conv2d_without_bias(rng, simd_path):
+    _check(rng, (2, 3, 6, 7), (4, 3, 3, 3), 1, 1, 1, 1, bias=False)
+    _check(rng, (2, 3, 6, 7), (4, 3, 3, 3), 2, 1, 1, 1, bias=False)
+
+
+def test_conv2d_bench_shape_small_batch(rng):
+    # The benchmark's layer (64 -> 64 channels, 32x32, 3x3, pad 1) on 2 images.
+    _check(rng, (2, 64, 32, 32), (64, 64, 3, 3), 1, 1, 1, 1)
+
+
+def test_conv2d_zero_batch(rng):
+    x = np.zeros((0, 3, 5, 5), np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    assert conv2d_forward(x, w, padding=1).shape == (0, 4, 5, 5)
+    gx, gw, gb = conv2d_backward(x, w, np.zeros((0, 4, 5, 5), np.float32), padding=1)
+    assert gx.shape == (0, 3, 5, 5)
+    assert not gw.any() and not gb.any()
+
+
+def test_conv2d_need_flags(rng):
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((2, 4, 4, 4)).astype(np.float32)
+    gx, gw, gb = conv2d_backward(x, w, gy, need=(False, True, False))
+    assert gx is None and gb is None and gw.shape == w.shape
+    gx, gw, gb = conv2d_backward(x, w, gy, need=(True, False, False))
+    assert gw is None and gb is None and gx.shape == x.shape
+
+
+def test_conv2d_non_contiguous_inputs(rng):
+    x = rng.standard_normal((2, 3, 8, 10)).astype(np.float32)[:, :, :, ::2]
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    y = conv2d_forward(x, w, padding=1)
+    ref = F.conv2d(torch.tensor(np.ascontiguousarray(x)), torch.tensor(w), padding=1).numpy()
+    _close(y, ref, "strided view input")
+
+
+THREAD_CASES = [
+    ((5, 7, 12, 13), (10, 7, 3, 3), 1, 1, 1, 1),     # flat vectors, batch parallel
+    ((1, 9, 20, 33), (13, 9, 3, 3), 1, 1, 1, 1),     # batch 1: parallel over channel blocks
+    ((3, 4, 11, 9), (6, 2, 3, 3), 2, 1, 1, 2),       # strided, grouped
+    ((11, 3, 7, 7), (5, 3, 3, 3), 1, 0, 2, 1),       # several weight-gradient chunks
+    ((3, 16, 9, 11), (20, 16, 3, 3), 1, 1, 1, 1),    # Winograd
+    ((1, 16, 9, 11), (20, 16, 3, 3), 1, 1, 1, 1),    # Winograd, batch 1
+    ((11, 16, 5, 7), (16, 16, 3, 3), 1, 1, 1, 1),    # Winograd, images batched into units
+]
+
+
+@pytest.mark.parametrize("xshape,wshape,stride,padding,dilation,groups", THREAD_CASES)
+def test_conv2d_bit_identical_across_thread_counts(rng, threads, xshape, wshape, stride, padding, dilation, groups):
+    x = rng.standard_normal(xshape).astype(np.float32)
+    w = rng.standard_normal(wshape).astype(np.float32)
+    b = rng.standard_normal(wshape[0]).astype(np.float32)
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    gy = rng.standard_normal(conv2d_output_shape(xshape, wshape, **kw)).astype(np.float32)
+    results = []
+    for n in (1, 2, 3):
+        threads(n)
+        results.append((conv2d_forward(x, w, b, **kw),) + conv2d_backward(x, w, gy, **kw))
+    for other in results[1:]:
+        for a, b_ in zip(results[0], other):
+            np.testing.assert_array_equal(a, b_)
+
+
+def test_conv2d_errors(rng):
+    x = rng.standard_normal((2, 4, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    with pytest.raises(TypeError, match="input"):
+        conv2d_forward(x.astype(np.float64), w)
+    with pytest.raises(TypeError, match="weight"):
+        conv2d_forward(x, w.tolist())
+    with pytest.raises(ValueError, match="input must be 4-D"):
+        conv2d_forward(x[0], w)
+    with pytest.raises(ValueError, match="weight must be 4-D"):
+        conv2d_forward(x, w[0])
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        conv2d_forward(x, rng.standard_normal((6, 4, 7, 3)).astype(np.float32))
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        conv2d_forward(x, w, dilation=3)
+    with pytest.raises(ValueError, match="divisible by groups"):
+        conv2d_forward(x, rng.standard_normal((6, 4, 3, 3)).astype(np.float32), groups=3)
+    with pytest.raises(ValueError, match="out_channels .* divisible by groups"):
+        conv2d_forward(x, rng.standard_normal((5, 2, 3, 3)).astype(np.float32), groups=2)
+    with pytest.raises(ValueError, match="weight must have shape"):
+        conv2d_forward(x, rng.standard_normal((6, 3, 3, 3)).astype(np.float32))
+    with pytest.raises(ValueError, match="bias must have shape"):
+        conv2d_forward(x, w, np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        conv2d_forward(x, w, stride=0)
+    with pytest.raises(ValueError, match="padding must be >= 0"):
+        conv2d_forward(x, w, padding=-1)
+    with pytest.raises(ValueError, match="padding must be"):
+        conv2d_forward(x, w, padding="full")
+    with pytest.raises(ValueError, match="strided"):
+        conv2d_forward(x, w, stride=2, padding="same")
+    with pytest.raises(TypeError, match="dilation"):
+        conv2d_forward(x, w, dilation=1.5)
+    with pytest.raises(ValueError, match="groups must be >= 1"):
+        conv2d_forward(x, w, groups=0)
+    with pytest.raises(ValueError, match="grad_output must have shape"):
+        conv2d_backward(x, w, np.zeros((2, 6, 5, 5), np.float32))
+
+
+def test_conv2d_binding_rejects_bad_shapes_directly(rng):
+    # The compiled entry points check shapes themselves (never a crash, even bypassing the wrapper).
+    x = rng.standard_normal((2, 4, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match="out must have shape"):
+        fg._C.conv.conv2d_forward(x, w, None, np.empty((2, 6, 5, 5), np.float32), (1, 1), (0, 0, 0, 0), (1, 1), 1)
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        fg._C.conv.conv2d_forward(x, w, None, np.empty((2, 6, 4, 4), np.float32), (1, 1), (0, 0, 0, 0), (4, 4), 1)
+    with pytest.raises(ValueError, match="grad_weight must have shape"):
+        fg._C.conv.conv2d_backward_weight(x, np.zeros((2, 6, 4, 4), np.float32), np.empty((6, 4, 3, 2), np.float32),
+                                          None, [6, 4, 3, 3], (1, 1), (0, 0, 0, 0), (1, 1), 1)
