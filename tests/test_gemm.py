@@ -313,3 +313,25 @@ def test_binding_rejects_bad_arrays(rng):
         from numpy.lib.stride_tricks import as_strided
         o = np.zeros((3, 5), np.float32)
         _C.gemm.bmm(make(rng, (2, 3, 4)), make(rng, (2, 4, 5)), as_strided(o, (2, 3, 5), (0, 20, 4)))
+
+
+# ---- the benchmark package (timings themselves are not tested) ----------------------------------
+
+def test_bench_registry_table_and_pinning():
+    import forgegrad.bench as bench
+    from forgegrad.bench import _timing
+
+    assert "gemm" in bench.suites()
+    before = fg.get_num_threads()
+    with _timing.pinned_threads(1):
+        assert fg.get_num_threads() == 1
+        sec = _timing.compare({"forgegrad": lambda: None, "numpy": lambda: None, "torch": None},
+                              repeat=2, warmup=1, min_time=1e-4)
+    assert fg.get_num_threads() == before
+    assert sec["torch"] is None and sec["forgegrad"] > 0 and sec["numpy"] > 0
+    rows = [{"workload": "8x8x8 NN", "threads": 1, "flop": 1024.0,
+             "seconds": {"forgegrad": 1e-6, "numpy": 2e-6, "torch": None}}]
+    table = bench.format_table(rows)
+    assert "absent" in table and "x numpy" in table and "2.00" in table
+    with pytest.raises(ValueError, match="unknown benchmark suite"):
+        bench.run("no-such-suite")
