@@ -114,6 +114,22 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
             pack_panel(A + i * rsa + pc * csa, rsa, csa, static_cast<int>(first_row[p - pb + 1] - i), kc, kMR,
                        apack + (p - pb) * kMR * kc);
           }
+          if (p1 - p0 <= kMCPanels) {
+            // The thread's rows fit one row block (small M): each B panel is used by every A
+            // panel right after packing, so one panel slot suffices and the footprint stays small
+            // (more of the source B survives in L2 from call to call).
+            for (int64_t q = qc; q < qe; ++q) {
+              const int64_t j = q * kNR;
+              const int cols = static_cast<int>(N - j < kNR ? N - j : kNR);
+              pack_panel(B + pc * rsb + j * csb, csb, rsb, cols, kc, kNR, bpack);
+              for (int64_t p = pb; p < pe; ++p) {
+                const int64_t i = first_row[p - pb];
+                micro_tile(static_cast<int>(first_row[p - pb + 1] - i), cols, kc, apack + (p - pb) * kMR * kc,
+                           bpack, kNR, C + i * ldc + j, ldc, alpha, beta_k);
+              }
+            }
+            continue;
+          }
           // One A panel (L1-resident) against every B panel of the block (L2-resident).
           for (int64_t p = pb; p < pe; ++p) {
             const int64_t i = first_row[p - pb];
