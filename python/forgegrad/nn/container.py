@@ -49,7 +49,7 @@ class Sequential(Module):
     add = append  # Keras spelling
 
     # ---- Keras-style training (see forgegrad.train.keras) --------------------------------------
-    def compile(self, loss, optimizer="adam", metrics=("accuracy",), **optimizer_kwargs):
+    def compile(self, loss, optimizer="adam", metrics=(), **optimizer_kwargs):
         from ..train import keras
         return keras.compile(self, loss=loss, optimizer=optimizer, metrics=metrics, **optimizer_kwargs)
 
