@@ -138,8 +138,10 @@ void sgemm_skinny(int64_t m, int64_t n, int64_t K, float alpha, const float* A, 
   float* ap = apack.data();
   for (int64_t i = 0; i < m; ++i)
     for (int64_t k = 0; k < K; ++k) ap[axpy ? k * m + i : i * K + k] = A[i * rsa + k * csa];
-  // Columns per thread chunk: enough work to be worth a thread (~64k multiply-adds).
-  int64_t grain = (65536 + m * K - 1) / (m * K);
+  // Columns per thread chunk: enough work to be worth a fork/join (~512k multiply-adds, as in
+  // the packed path; on a busy machine a thread that must be woken can cost far more).
+  const int64_t kMinWork = int64_t(1) << 19;
+  int64_t grain = (kMinWork + m * K - 1) / (m * K);
   if (axpy) {
     const int64_t cw = axpy_nv(static_cast<int>(m)) * W;  // the chunk width axpy_cols<m> uses
     grain = (grain + cw - 1) / cw * cw;
