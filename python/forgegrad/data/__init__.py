@@ -4,8 +4,13 @@
     train_ds, val_ds = random_split(ds, [0.8, 0.2], generator=0)
     for xb, yb in DataLoader(train_ds, batch_size=32, shuffle=True):
         ...                                           # xb float32 Tensor, yb int64 Tensor
+
+Batch-level augmentation: ``DataLoader(..., transform=transforms.Compose([...]))`` (see
+forgegrad.data.transforms: RandomCrop, RandomShift, RandomHorizontalFlip, RandomRotation,
+GaussianNoise, Normalize).
 """
 from .dataloader import DataLoader, default_collate
 from .dataset import ConcatDataset, Dataset, Subset, TensorDataset, random_split
+from . import transforms
 
-__all__ = ["Dataset", "TensorDataset", "Subset", "ConcatDataset", "random_split", "DataLoader", "default_collate"]
+__all__ = ["Dataset", "TensorDataset", "Subset", "ConcatDataset", "random_split", "DataLoader", "default_collate", "transforms"]

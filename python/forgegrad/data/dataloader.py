@@ -56,6 +56,10 @@ class DataLoader:
             ``forgegrad.manual_seed`` makes the order repeatable), a numpy Generator is used as is.
         seed: shorthand for ``generator=numpy.random.default_rng(seed)``: repeatable epochs that are
             still different from each other.
+        transform: batch-level augmentation ``x -> x`` applied to each collated batch's inputs (the
+            first field of a tuple batch, or the whole batch otherwise), e.g. a
+            ``forgegrad.data.transforms.Compose``; targets pass through unchanged. It runs after
+            collation, so one call handles the whole batch.
 
     For a TensorDataset (or a random_split Subset of one) with the default collate_fn, each batch is
     gathered with one fancy-index per array instead of item-by-item collation.
@@ -63,7 +67,7 @@ class DataLoader:
 
     def __init__(self, dataset, batch_size: int = 1, shuffle: bool = False, drop_last: bool = False,
                  collate_fn: Optional[Callable] = None, generator: Optional[np.random.Generator] = None,
-                 seed: Optional[int] = None):
+                 seed: Optional[int] = None, transform: Optional[Callable] = None):
         if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
             raise TypeError(f"DataLoader: dataset must define __getitem__ and __len__, got {type(dataset).__name__}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
@@ -78,6 +82,9 @@ class DataLoader:
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         self.collate_fn = collate_fn
+        if transform is not None and not callable(transform):
+            raise TypeError(f"DataLoader: transform must be callable, got {type(transform).__name__}")
+        self.transform = transform
         self._generator = generator if seed is None else _resolve_generator(int(seed), "DataLoader")
 
     def __len__(self) -> int:
@@ -100,10 +107,17 @@ class DataLoader:
         for start in range(0, stop, bs):
             idx = order[start:start + bs]
             if fetch is not None:
-                arrays = fetch(idx)
-                yield tuple(Tensor._wrap(a) for a in arrays)
+                batch = tuple(Tensor._wrap(a) for a in fetch(idx))
             else:
-                yield collate([self.dataset[int(i)] for i in idx])
+                batch = collate([self.dataset[int(i)] for i in idx])
+            yield self._transformed(batch)
+
+    def _transformed(self, batch):
+        if self.transform is None:
+            return batch
+        if isinstance(batch, (tuple, list)) and batch:
+            return (self.transform(batch[0]),) + tuple(batch[1:])
+        return self.transform(batch)
 
     def __repr__(self) -> str:
         return (f"DataLoader(dataset={type(self.dataset).__name__}(len={len(self.dataset)}), "
