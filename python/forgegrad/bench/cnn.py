@@ -1,0 +1,83 @@
+"""The `cnn` suite: one training step of an MNIST-shape CNN, forgegrad against torch.
+
+Workload: forgegrad.models.LeNet(input_size=28) = conv32(3x3, pad 1)-ReLU-maxpool2-conv64(3x3, pad 1)-
+ReLU-maxpool2-fc128-ReLU-fc10 on a (64, 1, 28, 28) batch; cross-entropy loss, backward, Adam step.
+torch runs the same architecture with the same initial weights and data.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import numpy as np
+
+from . import suite
+from ._timing import compare, optional_import, pinned_threads
+
+BATCH = 64
+WORKLOAD = f"LeNet CNN step 1x28x28, batch {BATCH}, Adam"
+
+
+def torch_lenet(torch):
+    """torch twin of forgegrad.models.LeNet(input_size=28): same submodule names, so state dicts match."""
+    tnn = torch.nn
+
+    class TorchLeNet(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = tnn.Sequential(tnn.Conv2d(1, 32, 3, padding=1), tnn.ReLU(), tnn.MaxPool2d(2),
+                                           tnn.Conv2d(32, 64, 3, padding=1), tnn.ReLU(), tnn.MaxPool2d(2))
+            self.classifier = tnn.Sequential(tnn.Flatten(), tnn.Linear(64 * 7 * 7, 128), tnn.ReLU(),
+                                             tnn.Linear(128, 10))
+
+        def forward(self, x):
+            return self.classifier(self.features(x))
+
+    return TorchLeNet()
+
+
+def cnn_step_fns(torch, rng, batch: int = BATCH):
+    """{"forgegrad": step, "torch": step or None}: each call is forward, loss, backward and Adam step."""
+    from .. import nn, optim
+    from ..models import LeNet
+    from ..tensor import Tensor
+    x = rng.random((batch, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, batch)
+    model = LeNet(in_channels=1, num_classes=10, input_size=28)
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    xt, yt = Tensor(x), Tensor(y)
+
+    def fg_step():
+        loss = loss_fn(model(xt), yt)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    fns = {"forgegrad": fg_step, "torch": None}
+    if torch is not None:
+        tm = torch_lenet(torch)
+        tm.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in model.state_dict().items()})
+        topt = torch.optim.Adam(tm.parameters(), lr=1e-3)
+        tx, ty, tl = torch.from_numpy(x), torch.from_numpy(y), torch.nn.CrossEntropyLoss()
+
+        def torch_step():
+            loss = tl(tm(tx), ty)
+            topt.zero_grad()
+            loss.backward()
+            topt.step()
+
+        fns["torch"] = torch_step
+    return fns
+
+
+@suite("cnn")
+def cnn_suite(threads: Sequence[int], quick: bool) -> List[dict]:
+    torch = optional_import("torch")
+    repeat, min_time = (3, 0.0) if quick else (7, 0.1)
+    rows = []
+    for n in threads:
+        with pinned_threads(n):
+            fns = cnn_step_fns(torch, np.random.default_rng(0))
+            sec = compare(fns, repeat=repeat, min_time=min_time)
+        rows.append({"workload": WORKLOAD, "threads": n, "seconds": sec})
+    return rows
