@@ -23,7 +23,7 @@ def map_compare(ctx, op):
     if dt == np.float64:
         dt = np.dtype(np.float32)
     if dt == np.bool_ and name not in ("eq", "ne"):
-        dt = np.dtype(np.uint8)  # Less/Greater(...) take no bool inputs; False < True as 0 < 1
+        dt = np.dtype(np.int32)  # Less/Greater(...) take no bool inputs: False < True as 0 < 1
     a, b = op.input("a", dt), op.input("b", dt)
     if name == "ne":
         return [ctx.node("Not", [ctx.node("Equal", [a, b])])]
@@ -43,7 +43,7 @@ def _arg_extreme(onnx_op):
         x = op.input("a")
         x_t = op.args["a"]
         if x_t.dtype == np.bool_:  # ArgMax/ArgMin take no bool input
-            x = ctx.cast(x, np.uint8)
+            x = ctx.cast(x, np.int32)
         dim, keep = op.attr("dim"), bool(op.attr("keepdim"))
         if x_t.ndim == 0:  # the index into a single value
             return [ctx.const(np.zeros((), np.int64))]
