@@ -215,20 +215,25 @@ def test_where_records_its_tensor_condition():
 
 
 # ---- var / std --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("dim", [None, 0, 1, -1, (0, 2), (2, -3)])
+@pytest.mark.parametrize("dim", [None, 0, 1, -1, (0, 2), (2, -3), ()])
 @pytest.mark.parametrize("unbiased", [True, False])
 @pytest.mark.parametrize("keepdim", [False, True])
 def test_var_std_vs_torch(dim, unbiased, keepdim):
     x = rn(4, 5, 3)
 
-    def call(t, name):
-        if dim is None:
+    def call(t, name, d):
+        if d is None:
             return getattr(t, name)(unbiased=unbiased) if not keepdim else getattr(t, name)(
                 dim=(0, 1, 2), unbiased=unbiased, keepdim=True)
-        return getattr(t, name)(dim=dim, unbiased=unbiased, keepdim=keepdim)
+        return getattr(t, name)(dim=d, unbiased=unbiased, keepdim=keepdim)
 
+    # dim=() reduces every axis in torch's forward, but torch's backward then divides by n - 1 = 0
+    # (inf gradients): compare against dim=None there, which is what the forward computes
+    th_dim = None if dim == () else dim
     for name in ("var", "std"):
-        compare(lambda t: call(t, name), lambda t: call(t, name), [x])
+        compare(lambda t: call(t, name, dim), lambda t: call(t, name, th_dim), [x])
+    np.testing.assert_allclose(call(fg.tensor(x), "var", dim).data, call(torch.tensor(x), "var", dim).numpy(),
+                               rtol=1e-5, atol=1e-6)  # torch's own forward with the same dim
 
 
 def test_var_default_matches_torch_and_uses_one_op():

@@ -70,15 +70,16 @@ def test_combo_model_matches_onnxruntime(tmp_path, opset):
 def test_var_over_batch_is_not_baked(tmp_path):
     """Exported at batch 3, run at 64: the divisor is 63 (a baked one would be 2)."""
     import onnxruntime as ort
-    model = Lambda(lambda m, x: (x.var(dim=0), x.std(dim=(0, 1)), x.var(dim=1, unbiased=False)))
+    model = Lambda(lambda m, x: (x.var(dim=0), x.std(dim=(0, 1)), x.var(dim=1, unbiased=False), x.var(dim=())))
     path = tmp_path / "var.onnx"
     fonnx.export(model, fg.randn(3, 4, 5), str(path), input_names=["x"], verify_sizes=[{"batch": b} for b in (1, 64)])
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(1).standard_normal((64, 4, 5)).astype(np.float32)
-    v0, s01, v1 = sess.run(None, {"x": x})
+    v0, s01, v1, v_all = sess.run(None, {"x": x})
     np.testing.assert_allclose(v0, x.var(axis=0, ddof=1), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(s01, x.std(axis=(0, 1), ddof=1), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(v1, x.var(axis=1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(v_all, x.var(ddof=1), rtol=1e-5, atol=1e-6)
 
 
 def int_bool_model(m, x, i):

@@ -24,6 +24,13 @@ def _expand_back(g, in_shape, axes, keepdim):
     return g
 
 
+def reduced_axes(dim, ndim: int):
+    """dim (int, tuple or None) -> tuple of non-negative axes; an empty tuple means all axes (torch)."""
+    if dim is not None and not isinstance(dim, (int, np.integer)) and len(tuple(dim)) == 0:
+        dim = None
+    return normalize_axis(dim, ndim)
+
+
 class Var(Function):
     """Variance over ``dim`` (all axes when None): sum((x - mean)^2) / (n - 1) when unbiased, else / n.
 
@@ -33,7 +40,7 @@ class Var(Function):
 
     @staticmethod
     def forward(ctx, a, dim=None, unbiased=True, keepdim=False):
-        axes = normalize_axis(dim, a.ndim)
+        axes = reduced_axes(dim, a.ndim)
         x = a if a.dtype == np.float32 else a.astype(np.float32)
         n = 1
         for ax in axes:

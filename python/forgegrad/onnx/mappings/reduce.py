@@ -51,7 +51,7 @@ def map_var(ctx, op):
     reduced axes are static, else the product of their sizes read from Shape(x) at run time (so a
     variance over the batch axis divides by the batch size of the run, not the example's)."""
     x = op.input("a", np.float32)
-    axes = normalize_axis(op.attr("dim"), op.args["a"].ndim)
+    axes = ST.reduced_axes(op.attr("dim"), op.args["a"].ndim)
     keep = bool(op.attr("keepdim"))
     correction = 1 if op.attr("unbiased") else 0
     d = ctx.node("Sub", [x, ctx.reduce("ReduceMean", x, axes, True)])
