@@ -309,3 +309,32 @@ def test_vae_reconstructions_beat_the_mean_image_on_held_out_digits(trained_vae)
     baseline = ((x_train.mean(axis=0) - x_test) ** 2).mean()
     assert recon.shape == x_test.shape
     assert mse < 0.75 * baseline, (mse, baseline)
+
+
+# ---- examples/vae_digits.py ------------------------------------------------------------------------------
+def test_vae_digits_example_writes_the_png(tmp_path, capsys):
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", "vae_digits.py")
+    spec = importlib.util.spec_from_file_location("example_vae_digits", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "grid.png"
+    assert mod.main(["--epochs", "2", "--hidden", "32", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "test reconstruction MSE" in text and f"wrote {out}" in text
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_vae_digits_example_without_matplotlib_names_the_extra(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    import os
+    import sys
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", "vae_digits.py")
+    spec = importlib.util.spec_from_file_location("example_vae_digits2", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert mod.main(["--epochs", "1", "--out", str(tmp_path / "x.png")]) == 1
+    assert 'pip install "forgegrad[plot]"' in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
