@@ -8,7 +8,7 @@ eps comes from forgegrad's seeded generator (``forgegrad.manual_seed``) or is pa
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
