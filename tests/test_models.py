@@ -242,6 +242,31 @@ def test_vae_loss_and_gradients_match_torch(rng, reconstruction, beta):
         np.testing.assert_allclose(f.grad.numpy(), t.grad.numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("reconstruction", ["bce", "mse"])
+def test_vae_loss_gradient_in_the_target_and_saturated_probabilities_match_torch(rng, reconstruction):
+    # recon exactly 0 and 1 hit the -100 clamp of the log terms, as in torch's binary_cross_entropy
+    recon = np.array([[0.0, 1.0, 0.3], [1.0, 0.5, 0.0]], np.float32)
+    x = np.array([[0.2, 0.9, 1.0], [0.0, 0.5, 0.7]], np.float32)
+    mu = rng.standard_normal((2, 2)).astype(np.float32)
+    logvar = rng.standard_normal((2, 2)).astype(np.float32)
+    fr, fx = fg.tensor(recon.copy(), requires_grad=True), fg.tensor(x.copy(), requires_grad=True)
+    tr, tx = torch.tensor(recon, requires_grad=True), torch.tensor(x, requires_grad=True)
+    out = vae_loss(fr, fx, fg.tensor(mu), fg.tensor(logvar), beta=0.5, reconstruction=reconstruction)
+    ref = _torch_vae_loss(tr, tx, torch.tensor(mu), torch.tensor(logvar), 0.5, reconstruction)
+    np.testing.assert_allclose(out.item(), ref.item(), rtol=1e-6)
+    out.backward()
+    ref.backward()
+    np.testing.assert_allclose(fr.grad.numpy(), tr.grad.numpy(), rtol=1e-6, atol=1e-6)
+    if reconstruction == "mse":
+        np.testing.assert_allclose(fx.grad.numpy(), tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+    else:
+        # d/dx is -(log p - log(1 - p)): torch leaves it unclamped (+-inf where p is 0 or 1); forgegrad
+        # differentiates the clamped value it returned (+-100 per log term), so it stays finite
+        sat = (recon == 0) | (recon == 1)
+        np.testing.assert_allclose(fx.grad.numpy()[~sat], tx.grad.numpy()[~sat], rtol=1e-6, atol=1e-6)
+        assert np.all(np.isfinite(fx.grad.numpy())) and np.all(np.isinf(tx.grad.numpy()[sat]))
+
+
 def test_vae_loss_module_and_errors():
     recon, x = fg.full((2, 4), 0.5), fg.ones(2, 4)
     mu, logvar = fg.zeros(2, 3), fg.zeros(2, 3)
@@ -255,6 +280,11 @@ def test_vae_loss_module_and_errors():
         vae_loss(recon, fg.ones(2, 5), mu, logvar)
     with pytest.raises(ValueError, match="reconstruction must be"):
         VAELoss(reconstruction="kl")
+    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]"):
+        vae_loss(fg.full((2, 4), 1.5), x, mu, logvar)
+    with pytest.raises(TypeError, match="float32"):
+        vae_loss(recon, fg.tensor(np.ones((2, 4), np.int64)), mu, logvar)
+    assert vae_loss(fg.full((2, 4), 1.5), x, mu, logvar, reconstruction="mse").item() == pytest.approx(0.25 * 4)
 
 
 # ---- VAE: training on the real digits ---------------------------------------------------------------
