@@ -148,6 +148,46 @@ def test_train_unknown_dataset_and_bad_paths(capsys, tmp_path):
     one_line_error(err, "not a directory")
 
 
+def test_train_data_that_does_not_fit_the_model(capsys, tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).random((20, 7), dtype=np.float32),
+             y=np.arange(20) % 2)
+    code, _, err = run(capsys, "train", "lenet8", "--data", str(tmp_path / "d.npz"), *FAST)
+    assert code == 2
+    one_line_error(err, "cannot view samples of shape (7,) as square images")
+    np.savez(tmp_path / "big.npz", x=np.full((20, 4), 3.0, np.float32))
+    code, _, err = run(capsys, "train", "vae", "--data", str(tmp_path / "big.npz"), *FAST)
+    assert code == 2
+    one_line_error(err, "needs inputs in [0, 1]")
+    code, _, err = run(capsys, "train", "mlp", "--data", str(tmp_path / "big.npz"), *FAST)
+    assert code == 2
+    one_line_error(err, "has no labels")
+    (tmp_path / "t.txt").write_text("hello world " * 20)
+    code, _, err = run(capsys, "train", "mlp", "--data", str(tmp_path / "t.txt"), *FAST)
+    assert code == 2
+    one_line_error(err, "only char_lstm trains on text")
+    code, _, err = run(capsys, "train", "char_lstm", *FAST)
+    assert code == 2
+    one_line_error(err, "give it a text file")
+
+
+def test_train_char_lstm_on_text(capsys, tmp_path):
+    (tmp_path / "t.txt").write_text("the quick brown fox jumps over the lazy dog. " * 12)
+    code, out, err = run(capsys, "train", "char_lstm", "--data", str(tmp_path / "t.txt"), "--out", str(tmp_path / "r"),
+                         "--arg", "hidden_size=16", "--arg", "embed_dim=8", "--no-plot", *FAST)
+    assert code == 0, err
+    assert "val_perplexity" in out
+    meta = json.loads((tmp_path / "r" / "model.json").read_text())
+    assert meta["vocab"] == "".join(sorted(set("the quick brown fox jumps over the lazy dog. ")))
+    assert meta["kwargs"]["vocab_size"] == len(meta["vocab"])
+    code, out, err = run(capsys, "eval", str(tmp_path / "r"), "--json")
+    assert code == 0, err
+    assert json.loads(out)["perplexity"] > 1
+    (tmp_path / "other.txt").write_text("ZZZ " * 100)
+    code, _, err = run(capsys, "eval", str(tmp_path / "r"), "--data", str(tmp_path / "other.txt"))
+    assert code == 2
+    one_line_error(err, "characters the model's vocabulary lacks", "Z")
+
+
 def test_train_bad_model_arguments(capsys):
     code, _, err = run(capsys, "train", "mlp", "--arg", "units=3", *FAST)
     assert code == 2
@@ -359,3 +399,12 @@ def test_bench_errors(capsys, tmp_path):
     code, _, err = run(capsys, "bench", "train", "--report", str(tmp_path / "f"))
     assert code == 2
     one_line_error(err, "not a directory")
+
+
+def test_quickstart_usage_errors_and_table_format(capsys):
+    assert run(capsys, "quickstart", "--threads", "0")[0] == 2
+    assert run(capsys, "quickstart", "--epochs", "-1")[0] == 2
+    from forgegrad.cli.quickstart import format_table
+    lines = format_table([("w", {"forgegrad": 0.002, "torch": None}), ("v", {"forgegrad": 0.001, "torch": 0.003})])
+    assert "absent" in lines[2] and "-" in lines[2]  # torch not installed; numpy not measured
+    assert lines[3].rstrip().endswith("3.00x")

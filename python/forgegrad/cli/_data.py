@@ -95,7 +95,7 @@ def _read_text(path):
     return text
 
 
-def load(spec: str, text_seq_len: int = 64) -> Dataset:
+def load(spec: str, text_seq_len: int = 64, vocab: Optional[str] = None) -> Dataset:
     """``spec`` is a built-in name (digits) or a path. Raises UsageError for unknown names and bad paths."""
     if spec in BUILTIN:
         x, y = _digits()
@@ -111,7 +111,7 @@ def load(spec: str, text_seq_len: int = 64) -> Dataset:
             x, y = _read_mnist_folder(spec)
         elif ext == ".txt":
             text = _read_text(spec)
-            return _text_dataset(spec, text, text_seq_len)
+            return _text_dataset(spec, text, text_seq_len, vocab)
         if ext == ".npz":
             x, y = _read_npz(spec)
         elif ext == ".csv":
@@ -139,8 +139,13 @@ def load(spec: str, text_seq_len: int = 64) -> Dataset:
     return Dataset(os.path.basename(spec), x, y, int(y.max()) + 1 if y is not None else None)
 
 
-def _text_dataset(name, text, seq_len):
-    vocab = "".join(sorted(set(text)))
+def _text_dataset(name, text, seq_len, vocab=None):
+    """Characters as token ids; ``vocab`` (a trained model's) fixes the ids, else the text's sorted characters."""
+    if vocab is None:
+        vocab = "".join(sorted(set(text)))
+    unknown = set(text) - set(vocab)
+    if unknown:
+        raise UsageError(f"{name} has characters the model's vocabulary lacks: {''.join(sorted(unknown))[:20]!r}")
     index = {c: i for i, c in enumerate(vocab)}
     ids = np.fromiter((index[c] for c in text), np.int64, len(text))
     n = (len(ids) - 1) // seq_len
