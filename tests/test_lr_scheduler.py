@@ -188,3 +188,22 @@ def test_scheduler_drives_adam_lr():
         opt.step()
         s.step()
     assert math.isclose(opt.param_groups[0]["lr"], 0.1 * 0.5 ** 3)
+
+
+def test_load_torch_scheduler_state_dict_and_continue():
+    ours, theirs = _pair()
+    ts = torch.optim.lr_scheduler.CosineAnnealingLR(theirs, T_max=9, eta_min=0.001)
+    for _ in range(7):
+        theirs.step()
+        ts.step()
+    s = sched.CosineAnnealingLR(ours, T_max=9, eta_min=0.001)
+    s.load_state_dict(copy.deepcopy(ts.state_dict()))
+    for group, lr in zip(ours.param_groups, ts.get_last_lr()):
+        group["lr"] = lr
+    assert s.get_last_lr() == ts.get_last_lr()
+    for epoch in range(15):
+        ours.step()
+        theirs.step()
+        s.step()
+        ts.step()
+        assert s.get_last_lr() == ts.get_last_lr(), f"epoch {epoch}"

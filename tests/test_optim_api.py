@@ -328,3 +328,21 @@ def test_clip_grad_value_matches_torch(rng):
     torch.nn.utils.clip_grad_value_(theirs, 0.7)
     for p, tp in zip(ours, theirs):
         np.testing.assert_array_equal(p.grad.data, tp.grad.numpy())
+
+
+def test_kernel_lists_with_empty_tensors_match_one_by_one(rng):
+    shapes = [(0,), (5,), (0, 3), (20000,), (0,), (7, 3)]
+    def arrays():
+        r = np.random.default_rng(3)
+        return [[r.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(4)]
+    p1, g1, m1, v1 = arrays()
+    p2, g2, m2, v2 = arrays()
+    kw = dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1)
+    kopt.adam_step(p1, g1, m1, v1, None, [3.0] * len(shapes), **kw)
+    for i in range(len(shapes)):
+        kopt.adam_step([p2[i]], [g2[i]], [m2[i]], [v2[i]], None, [3.0], **kw)
+    for a, b in zip(p1 + m1 + v1, p2 + m2 + v2):
+        np.testing.assert_array_equal(a, b)
+    norms = kopt.vector_norms(g1, 2)
+    assert norms == [kopt.vector_norms([g], 2)[0] for g in g1]
+    assert norms[0] == 0.0 and norms[2] == 0.0

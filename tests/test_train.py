@@ -1,6 +1,5 @@
 """forgegrad.train: fit / evaluate / predict, metrics, callbacks, progress output, Keras-style sugar."""
 import sys
-import warnings
 
 import numpy as np
 import pytest
@@ -316,7 +315,8 @@ def test_keyboard_interrupt_returns_history_and_keeps_checkpoint(tmp_path, capsy
 
     ended = []
     h = fit(model, nn.CrossEntropyLoss(), TinySGD(model.parameters()), train, epochs=10, val_loader=val,
-            callbacks=[ModelCheckpoint(path), Interrupt(), LambdaCallback(on_train_end=lambda logs: ended.append(logs))],
+            callbacks=[ModelCheckpoint(path), Interrupt(),
+                       LambdaCallback(on_train_end=lambda logs: ended.append(logs))],
             progress=False)
     assert h.interrupted and len(h["loss"]) == 2 and len(h["val_loss"]) == 2
     assert "interrupted" in h.note and "epoch 3/10" in h.note and str(path) in h.note

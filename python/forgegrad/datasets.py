@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import math
 import os
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -242,7 +241,8 @@ def _features_and_labels(X, y):
     if y.dtype.kind in "iub":
         y = y.astype(np.int64)
     elif y.dtype.kind == "f":
-        y = y.astype(np.int64) if y.size and np.all(np.isfinite(y)) and np.all(y == np.round(y)) else y.astype(np.float32)
+        integral = y.size and np.all(np.isfinite(y)) and np.all(y == np.round(y))
+        y = y.astype(np.int64) if integral else y.astype(np.float32)
     return X, y
 
 
@@ -256,22 +256,24 @@ def load_npz(path: Union[str, os.PathLike], x_key: str = "x", y_key: Optional[st
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"load_npz: no such file: {path!r}")
-    try:
-        f = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"load_npz: {path!r} is not a valid .npz file: {e}") from None
-    if not hasattr(f, "files"):  # a plain .npy file loads as one array
-        raise ValueError(f"load_npz: {path!r} holds a single array (.npy), not a .npz archive of named arrays")
-    with f:
-        keys = list(f.files)
-        for k in (x_key, y_key):
-            if k is not None and k not in keys:
-                raise KeyError(f"load_npz: {path!r} has no array {k!r}; it holds {keys}")
+    # Open the file ourselves: np.load leaks its handle when the archive is corrupt.
+    with open(path, "rb") as fh:
         try:
-            X = f[x_key]
-            y = f[y_key] if y_key is not None else None
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # object arrays need pickle, corrupt members
-            raise ValueError(f"load_npz: cannot read {path!r}: {e}") from None
+            f = np.load(fh, allow_pickle=False)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            raise ValueError(f"load_npz: {path!r} is not a valid .npz file: {e}") from None
+        if not hasattr(f, "files"):  # a plain .npy file loads as one array
+            raise ValueError(f"load_npz: {path!r} holds a single array (.npy), not a .npz archive of named arrays")
+        with f:
+            keys = list(f.files)
+            for k in (x_key, y_key):
+                if k is not None and k not in keys:
+                    raise KeyError(f"load_npz: {path!r} has no array {k!r}; it holds {keys}")
+            try:
+                X = f[x_key]
+                y = f[y_key] if y_key is not None else None
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # object arrays need pickle
+                raise ValueError(f"load_npz: cannot read {path!r}: {e}") from None
     if X.ndim == 0 or (y is not None and y.ndim == 0):
         raise ValueError(f"load_npz: {path!r}: arrays need a first (sample) dimension, got 0-d arrays")
     if y is None:

@@ -101,6 +101,10 @@ void rowdot_matmul(const float* A, int64_t lda, int64_t M, const float* W, int64
 // As panel_matmul for M <= kSmallBatch, reading B(k, c) = W[k * ldw + c] directly (c < ncols <= kNR).
 void strided_matmul(const float* A, int64_t lda, int64_t M, const float* W, int64_t ldw, int64_t K, int ncols,
                     const float* init, int64_t ldi, float* C, int64_t ldc);
+// How many row chunks to split a step's B rows into so that every thread has work when there are
+// fewer hidden-unit panels than threads (chunks of at least kMR rows). Any split gives the same
+// results: no output's arithmetic depends on which rows share a task.
+int64_t row_chunks(int64_t panels, int64_t rows);
 // out[n] = sum over rows r (in order) of X[r * N + n]; parallel over columns.
 void column_sums(const float* X, int64_t R, int64_t N, float* out);
 

@@ -12,29 +12,53 @@ namespace fg {
 namespace FG_ISA_NS {
 namespace {
 
-// Work unit: 8192 elements (32 KB per array). Threads take whole blocks; small lists of small
-// tensors stay on the calling thread (grain: 8 blocks = 64K elements).
+// Work unit: 8192 elements (32 KB per array). Blocks are handed out in tasks of kGrainBlocks
+// (64K elements, ~2 MB of Adam traffic) with a dynamic schedule: on a busy machine a thread that
+// gets descheduled does not hold the others back. Which thread runs a block never changes its
+// result. A call with a single task runs on the calling thread.
 constexpr int64_t kBlock = 8192;
 constexpr int64_t kGrainBlocks = 8;
 
 inline int64_t blocks_of(int64_t n, int64_t block) { return n <= 0 ? 0 : (n + block - 1) / block; }
 
-// Calls body(tensor_index, begin, end) for element ranges covering every tensor, in blocks of
-// `block` elements spread over threads. get_n(i) is the element count of tensor i.
+// first[i] = index of tensor i's first block; first[count] = total blocks. A raw array: no std
+// containers in multi/ files.
+struct BlockIndex {
+  int64_t* first;
+  int64_t count;
+  template <class GetN>
+  BlockIndex(int64_t n_tensors, int64_t block, GetN&& get_n) : first(new int64_t[n_tensors + 1]), count(n_tensors) {
+    first[0] = 0;
+    for (int64_t i = 0; i < n_tensors; ++i) first[i + 1] = first[i] + blocks_of(get_n(i), block);
+  }
+  ~BlockIndex() { delete[] first; }
+  BlockIndex(const BlockIndex&) = delete;
+  BlockIndex& operator=(const BlockIndex&) = delete;
+  int64_t total() const { return first[count]; }
+  // The tensor holding block b: the last i with first[i] <= b (empty tensors are skipped).
+  int64_t tensor_of(int64_t b) const {
+    int64_t lo = 0, hi = count - 1;
+    while (lo < hi) {
+      int64_t mid = (lo + hi + 1) / 2;
+      if (first[mid] <= b) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+  }
+};
+
+// Calls body(tensor_index, begin, end) on element ranges covering every tensor, cut into blocks
+// of `block` elements; tasks of `grain` blocks are spread over threads. get_n(i): size of tensor i.
 template <class GetN, class Body>
 void for_each_block(int64_t count, int64_t block, int64_t grain, GetN&& get_n, Body&& body) {
-  int64_t total = 0;
-  for (int64_t i = 0; i < count; ++i) total += blocks_of(get_n(i), block);
-  parallel_for(total, grain, [&](int64_t b0, int64_t b1) {
-    int64_t t = 0, first = 0;  // tensor t owns blocks [first, first + blocks_of(n_t))
-    for (int64_t b = b0; b < b1;) {
-      int64_t nb = blocks_of(get_n(t), block);
-      while (b >= first + nb) {
-        first += nb;
-        ++t;
-        nb = blocks_of(get_n(t), block);
-      }
-      int64_t bend = b1 < first + nb ? b1 : first + nb;
+  BlockIndex index(count, block, get_n);
+  const int64_t total = index.total();
+  parallel_tasks((total + grain - 1) / grain, [&](int64_t task) {
+    int64_t b = task * grain, b1 = b + grain < total ? b + grain : total;
+    int64_t t = index.tensor_of(b);
+    while (b < b1) {
+      while (b >= index.first[t + 1]) ++t;
+      int64_t first = index.first[t];
+      int64_t bend = b1 < index.first[t + 1] ? b1 : index.first[t + 1];
       int64_t n = get_n(t);
       int64_t e0 = (b - first) * block, e1 = (bend - first) * block;
       body(t, e0, e1 < n ? e1 : n);

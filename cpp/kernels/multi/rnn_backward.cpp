@@ -150,6 +150,7 @@ void rnn_backward(const RnnBackwardArgs& a) {
     else std::memset(dc, 0, sizeof(float) * B * H);
   }
 
+  const int64_t nrc = small ? 1 : row_chunks(np, B);
   for (int64_t s = T - 1; s >= 0; --s) {
     const int64_t t = a.reverse ? T - 1 - s : s;
     const int64_t tp = a.reverse ? t + 1 : t - 1;
@@ -157,29 +158,38 @@ void rnn_backward(const RnnBackwardArgs& a) {
     const float* gy = a.grad_y ? a.grad_y + t * B * H : nullptr;
     float* dgi_t = dGi + t * B * GH;
     float* dgh_t = dGh + t * B * GH;
-    parallel_for(np, 1, [&](int64_t u0, int64_t u1) {
-      for (int64_t u = u0; u < u1; ++u) {
-        StepIn in{B, H, u * NR, static_cast<int>(H - u * NR < NR ? H - u * NR : NR), gy, dh_in};
+    // Tasks are (hidden-unit panel, row chunk) pairs, as in the forward pass.
+    parallel_for(np * nrc, 1, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t u = i / nrc, rc = i % nrc;
+        const int64_t r0 = B * rc / nrc, nb = B * (rc + 1) / nrc - r0;
+        StepIn in{nb, H, u * NR, static_cast<int>(H - u * NR < NR ? H - u * NR : NR), gy ? gy + r0 * H : nullptr,
+                  dh_in + r0 * H};
+        const float* gates_t = a.gates ? a.gates + (t * B + r0) * GH : nullptr;
         if (lstm) {
           const float* c_prev = s == 0 ? a.c0 : a.cells + tp * B * H;
-          lstm_cell_grad(in, a.gates + t * B * GH, a.cells + t * B * H, c_prev, dc, dgi_t);
+          lstm_cell_grad(in, gates_t, a.cells + (t * B + r0) * H, c_prev + r0 * H, dc + r0 * H, dgi_t + r0 * GH);
         } else if (gru) {
-          gru_cell_grad(in, a.gates + t * B * GH, a.hn_lin + t * B * H, h_prev, dgi_t, dgh_t, dh_out);
+          gru_cell_grad(in, gates_t, a.hn_lin + (t * B + r0) * H, h_prev + r0 * H, dgi_t + r0 * GH, dgh_t + r0 * GH,
+                        dh_out + r0 * H);
         } else {
-          plain_cell_grad(in, a.mode == RnnMode::rnn_relu, a.y + t * B * H, dgi_t);
+          plain_cell_grad(in, a.mode == RnnMode::rnn_relu, a.y + (t * B + r0) * H, dgi_t + r0 * GH);
         }
       }
     });
     // dh_{t-1} = (GRU: dh * z) + dGh_t @ W_hh
-    parallel_for(np, 1, [&](int64_t u0, int64_t u1) {
-      for (int64_t u = u0; u < u1; ++u) {
+    parallel_for(np * nrc, 1, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t u = i / nrc, rc = i % nrc;
+        const int64_t r0 = B * rc / nrc, nb = B * (rc + 1) / nrc - r0;
         const int64_t j0 = u * NR;
         const int nc = static_cast<int>(H - j0 < NR ? H - j0 : NR);
-        float* out = dh_out + j0;
+        float* out = dh_out + r0 * H + j0;
+        const float* dg = dgh_t + r0 * GH;
         if (small)
-          strided_matmul(dgh_t, GH, B, a.w_hh + j0, H, GH, nc, gru ? out : nullptr, H, out, H);
+          strided_matmul(dg, GH, nb, a.w_hh + j0, H, GH, nc, gru ? out : nullptr, H, out, H);
         else
-          panel_matmul(dgh_t, GH, B, packed.data() + u * panel, GH, nc, gru ? out : nullptr, H, out, H);
+          panel_matmul(dg, GH, nb, packed.data() + u * panel, GH, nc, gru ? out : nullptr, H, out, H);
       }
     });
     float* tmp = dh_in;

@@ -144,6 +144,7 @@ void rnn_forward(const RnnForwardArgs& a) {
   float* c_ring = lstm && !a.cells ? scratch.data() : nullptr;  // LSTM inference: c ping-pong
 
   const int NR = panel_width();
+  const int64_t nrc = small ? 1 : row_chunks(np, B);
   for (int64_t s = 0; s < T; ++s) {
     const int64_t t = a.reverse ? T - 1 - s : s;
     const int64_t tp = a.reverse ? t + 1 : t - 1;
@@ -162,15 +163,18 @@ void rnn_forward(const RnnForwardArgs& a) {
       }
     }
     float* hn_save = gru && a.hn_lin ? a.hn_lin + t * B * H : nullptr;
-    // Odd steps walk the panels backwards: the weights the previous step read last are still in
-    // cache (packed W_hh is 1 MiB at H = 256, the size of a Zen 4 L2). Only the order of independent
-    // panel tasks changes; each output is computed the same way.
+    // Tasks are (hidden-unit panel, row chunk) pairs. Odd steps walk them backwards: the weights
+    // the previous step read last are still in cache (packed W_hh is 1 MiB at H = 256, the size of a
+    // Zen 4 L2). Only the order of independent tasks changes; each output is computed the same way.
     const bool backwards = s & 1;
-    parallel_for(np, 1, [&](int64_t u0, int64_t u1) {
-      for (int64_t ui = u0; ui < u1; ++ui) {
-        const int64_t u = backwards ? u0 + u1 - 1 - ui : ui;
+    parallel_for(np * nrc, 1, [&](int64_t i0, int64_t i1) {
+      for (int64_t ii = i0; ii < i1; ++ii) {
+        const int64_t i = backwards ? i0 + i1 - 1 - ii : ii;
+        const int64_t u = i / nrc, rc = i % nrc;
+        const int64_t r0 = B * rc / nrc, nb = B * (rc + 1) / nrc - r0;
         const int64_t j0 = u * NR;
         const int nc = static_cast<int>(H - j0 < NR ? H - j0 : NR);
+        const float* hprev = h_prev + r0 * H;
         for (int gi = 0; gi < G; ++gi) {
           const int g = backwards ? G - 1 - gi : gi;
           const float* init;
@@ -179,20 +183,22 @@ void rnn_forward(const RnnForwardArgs& a) {
           if (gru) {  // hp = W_hh h + b_hh
             init = a.b_hh ? a.b_hh + g * H + j0 : nullptr;
             ldi = 0;
-            c = hp + g * H + j0;
+            c = hp + r0 * GH + g * H + j0;
           } else {  // gates += W_hh h
-            c = g_t + g * H + j0;
+            c = g_t + r0 * GH + g * H + j0;
             init = c;
             ldi = GH;
           }
           if (small)
-            rowdot_matmul(h_prev, H, B, a.w_hh + (g * H + j0) * H, H, H, nc, init, ldi, c, GH);
+            rowdot_matmul(hprev, H, nb, a.w_hh + (g * H + j0) * H, H, H, nc, init, ldi, c, GH);
           else
-            panel_matmul(h_prev, H, B, packed.data() + (g * np + u) * panel, H, nc, init, ldi, c, GH);
+            panel_matmul(hprev, H, nb, packed.data() + (g * np + u) * panel, H, nc, init, ldi, c, GH);
         }
-        if (lstm) lstm_cell(B, H, j0, nc, g_t, c_prev, c_out, y_t);
-        else if (gru) gru_cell(B, H, j0, nc, g_t, hp, h_prev, y_t, hn_save);
-        else plain_cell(B, H, j0, nc, a.mode == RnnMode::rnn_relu, g_t, y_t);
+        float* gt = g_t + r0 * GH;
+        float* yt = y_t + r0 * H;
+        if (lstm) lstm_cell(nb, H, j0, nc, gt, c_prev + r0 * H, c_out + r0 * H, yt);
+        else if (gru) gru_cell(nb, H, j0, nc, gt, hp + r0 * GH, hprev, yt, hn_save ? hn_save + r0 * H : nullptr);
+        else plain_cell(nb, H, j0, nc, a.mode == RnnMode::rnn_relu, gt, yt);
       }
     });
   }

@@ -24,6 +24,14 @@ constexpr int kNR = kNV * W;
 int panel_width() { return kNR; }
 int64_t num_panels(int64_t n) { return (n + kNR - 1) / kNR; }
 
+int64_t row_chunks(int64_t panels, int64_t rows) {
+  const int64_t nt = get_num_threads();
+  if (panels >= nt || rows <= kMR) return 1;
+  const int64_t want = (nt + panels - 1) / panels;
+  const int64_t most = (rows + kMR - 1) / kMR;
+  return want < most ? want : most;
+}
+
 void pack_transposed(const float* W_, int64_t ldw, int64_t K, int64_t N, float* P) {
   int64_t np = num_panels(N);
   parallel_for(np, 1, [&](int64_t p0, int64_t p1) {
@@ -93,6 +101,16 @@ inline void micro(const float* A, int64_t lda, const float* P, int64_t K, int nc
   }
 }
 
+// micro<m> for a run-time m in [1, M].
+template <int M>
+inline void micro_dispatch(int m, const float* A, int64_t lda, const float* P, int64_t K, int ncols,
+                           const float* init, int64_t ldi, float* C, int64_t ldc) {
+  if constexpr (M >= 1) {
+    if (m == M) micro<M>(A, lda, P, K, ncols, init, ldi, C, ldc);
+    else micro_dispatch<M - 1>(m, A, lda, P, K, ncols, init, ldi, C, ldc);
+  }
+}
+
 }  // namespace
 
 void panel_matmul(const float* A, int64_t lda, int64_t M, const float* P, int64_t K, int ncols,
@@ -107,18 +125,7 @@ void panel_matmul(const float* A, int64_t lda, int64_t M, const float* P, int64_
     const float* A_ = A + r * lda;
     const float* in = init ? init + r * ldi : nullptr;
     float* C_ = C + r * ldc;
-    switch (m) {
-      case 1: micro<1>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
-      case 2: micro<2>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
-      case 3: micro<3>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
-      case 4: micro<4>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
-#if !(defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__)))
-      default: break;  // kMR == 4 on the portable path
-#else
-      case 5: micro<5>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
-      default: micro<6>(A_, lda, P, K, ncols, in, ldi, C_, ldc); break;
-#endif
-    }
+    micro_dispatch<kMR>(m, A_, lda, P, K, ncols, in, ldi, C_, ldc);
     r += m;
   }
 }

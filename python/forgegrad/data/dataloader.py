@@ -7,7 +7,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..tensor import Tensor, _to_storage
-from .dataset import Dataset, _batch_fetcher, _resolve_generator
+from .dataset import _batch_fetcher, _resolve_generator
 
 __all__ = ["DataLoader", "default_collate"]
 
@@ -67,7 +67,8 @@ class DataLoader:
         if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
             raise TypeError(f"DataLoader: dataset must define __getitem__ and __len__, got {type(dataset).__name__}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-            raise ValueError(f"DataLoader: batch_size should be a positive integer value, but got batch_size={batch_size!r}")
+            raise ValueError("DataLoader: batch_size should be a positive integer value, but got "
+                             f"batch_size={batch_size!r}")
         if generator is not None and seed is not None:
             raise ValueError("DataLoader: pass either generator or seed, not both")
         if generator is not None and not isinstance(generator, np.random.Generator):
@@ -105,5 +106,6 @@ class DataLoader:
                 yield collate([self.dataset[int(i)] for i in idx])
 
     def __repr__(self) -> str:
-        return (f"DataLoader(dataset={type(self.dataset).__name__}(len={len(self.dataset)}), batch_size={self.batch_size}, "
+        return (f"DataLoader(dataset={type(self.dataset).__name__}(len={len(self.dataset)}), "
+                f"batch_size={self.batch_size}, "
                 f"shuffle={self.shuffle}, drop_last={self.drop_last})")

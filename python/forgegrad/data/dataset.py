@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import List, Optional, Sequence, Union
+from typing import List, Sequence, Union
 
 import numpy as np
 
@@ -160,7 +160,8 @@ def random_split(dataset: Dataset, lengths: Sequence[Union[int, float]], generat
             sizes[i % len(sizes)] += 1
     else:
         if any(isinstance(x, float) for x in lengths):
-            raise ValueError(f"random_split: fractions must all be floats summing to 1, got {lengths} (sum {sum(lengths)})")
+            raise ValueError(f"random_split: fractions must all be floats summing to 1, got {lengths} "
+                             f"(sum {sum(lengths)})")
         if any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 0 for x in lengths):
             raise ValueError(f"random_split: lengths must be non-negative ints or fractions, got {lengths}")
         sizes = [int(x) for x in lengths]

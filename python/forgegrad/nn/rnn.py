@@ -169,6 +169,9 @@ class RNNBase(Module):
         for p in self.parameters():
             init.uniform_(p, -k, k)
 
+    def flatten_parameters(self) -> None:
+        """No-op kept for torch compatibility (the kernels read each weight where it is)."""
+
     def _layer_weights(self, layer: int, suffix: str):
         s = f"_l{layer}{suffix}"
         b = (getattr(self, "bias_ih" + s), getattr(self, "bias_hh" + s)) if self.bias else (None, None)

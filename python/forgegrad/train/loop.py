@@ -14,7 +14,7 @@ import numpy as np
 from ..autograd import no_grad
 from ..tensor import Tensor
 from .callbacks import Callback, EarlyStopping, FitState, History, ModelCheckpoint
-from .metrics import Accuracy, Metric, get_metrics
+from .metrics import Accuracy, get_metrics
 
 __all__ = ["fit", "evaluate", "predict"]
 
@@ -28,8 +28,8 @@ def _split_batch(batch):
     """(inputs tuple, target) from a loader batch: ``(x, y)``, or ``(x1, ..., xk, y)``."""
     if isinstance(batch, (tuple, list)) and len(batch) >= 2:
         return tuple(_as_tensor(b) for b in batch[:-1]), _as_tensor(batch[-1])
-    raise TypeError("fit/evaluate: each batch must be a tuple (inputs..., target); got "
-                    f"{type(batch).__name__}{'' if not isinstance(batch, (tuple, list)) else f' of length {len(batch)}'}")
+    what = f"a {type(batch).__name__}" + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+    raise TypeError(f"fit/evaluate: each batch must be a tuple (inputs..., target); got {what}")
 
 
 def _batch_len(t: Tensor) -> int:
@@ -184,7 +184,8 @@ def fit(model, loss_fn, optimizer, train_loader, *, epochs: int, val_loader=None
         raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
     for name in ("zero_grad", "step"):
         if not callable(getattr(optimizer, name, None)):
-            raise TypeError(f"fit: optimizer must have {name}() (e.g. forgegrad.optim.Adam), got {type(optimizer).__name__}")
+            raise TypeError(f"fit: optimizer must have {name}() (e.g. forgegrad.optim.Adam), "
+                            f"got {type(optimizer).__name__}")
     if not callable(loss_fn):
         raise TypeError(f"fit: loss_fn must be callable, got {type(loss_fn).__name__}")
     callbacks = list(callbacks or ())

@@ -1,0 +1,72 @@
+"""The `rnn` suite: one LSTM / GRU layer (forgegrad.kernels.rnn) against torch.nn.LSTM / GRU.
+
+Workloads: forward + backward through time at seq 50, batch 32, input 128, hidden 256 (LSTM and
+GRU), and inference (no saved activations) at batch 1 and batch 32. Both runtimes get the same
+weights and inputs; the torch side runs the module (its fused CPU RNN path). GFLOP/s counts the
+GEMM work: 2*T*B*G*H*(I+H) forward, three times that for forward + backward.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import numpy as np
+
+from forgegrad.kernels import rnn as K
+
+from . import suite
+from ._timing import compare, optional_import, pinned_threads
+
+T, I, H = 50, 128, 256
+# (kind, batch, train)
+WORKLOADS = (("lstm", 32, True), ("gru", 32, True), ("lstm", 1, False), ("lstm", 32, False),
+             ("gru", 1, False))
+
+
+def _row(kind, batch, train, threads, torch, rng, repeat, min_time) -> dict:
+    G = 4 if kind == "lstm" else 3
+    x = rng.standard_normal((T, batch, I)).astype(np.float32)
+    gy = rng.standard_normal((T, batch, H)).astype(np.float32)
+    k = 1.0 / np.sqrt(H)
+    w = [rng.uniform(-k, k, s).astype(np.float32) for s in ((G * H, I), (G * H, H), (G * H,), (G * H,))]
+    fwd, bwd = (K.lstm_forward, K.lstm_backward) if kind == "lstm" else (K.gru_forward, K.gru_backward)
+    states = (None, None) if kind == "lstm" else (None,)
+
+    def fg_run():
+        out = fwd(x, *states, *w, training=train)
+        if train:
+            bwd(out[-1], gy)
+
+    fns = {"forgegrad": fg_run, "torch": None}
+    if torch is not None:
+        m = (torch.nn.LSTM if kind == "lstm" else torch.nn.GRU)(I, H)
+        with torch.no_grad():
+            for name, arr in zip(("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"), w):
+                getattr(m, name).copy_(torch.from_numpy(arr))
+        xt = torch.from_numpy(x).requires_grad_(train)
+        gyt = torch.from_numpy(gy)
+
+        def torch_run():
+            if train:
+                m(xt)[0].backward(gyt)
+            else:
+                with torch.no_grad():
+                    m(xt)
+
+        fns["torch"] = torch_run
+    with pinned_threads(threads):
+        sec = compare(fns, repeat=repeat, min_time=min_time)
+    flop = 2.0 * T * batch * G * H * (I + H) * (3 if train else 1)
+    name = f"{kind} {'fwd+bwd' if train else 'inference'} T{T} B{batch} I{I} H{H}"
+    return {"workload": name, "threads": threads, "seconds": sec, "flop": flop}
+
+
+@suite("rnn")
+def rnn_suite(threads: Sequence[int], quick: bool) -> List[dict]:
+    torch = optional_import("torch")
+    rng = np.random.default_rng(0)
+    repeat, min_time = (3, 0.05) if quick else (7, 0.2)
+    rows = []
+    for kind, batch, train in WORKLOADS[:3] if quick else WORKLOADS:
+        for t in threads:
+            rows.append(_row(kind, batch, train, t, torch, rng, repeat, min_time))
+    return rows
