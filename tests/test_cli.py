@@ -382,6 +382,7 @@ def test_bench_reports_missing_runtimes_as_absent(capsys, tmp_path, monkeypatch)
     code, out, err = run(capsys, "bench", "vae", "--quick", "--report", str(tmp_path))
     assert code == 0, err
     assert "absent" in out
+    assert "VAE 784-400-20" in out and "MLP" not in out  # the alias keeps the train suite's VAE rows
     report = (tmp_path / "report.md").read_text()
     assert "absent" in report and "torch absent" in report
 
