@@ -210,15 +210,31 @@ def test_models_agree():
 
 
 # ---- interleaved summary: python bench/bench_mlp.py -------------------------------------------
-def _median_ms(fns, rounds, reps):
-    """Interleave the candidates round by round (the machine's load hits all alike); per-call median."""
+def _median_ms(fns, rounds, reps, interleave=True):
+    """Per-call median of each candidate over `rounds` samples of `reps` calls.
+
+    interleave: candidates take turns round by round, so that a burst of load from elsewhere hits
+    all alike (used at 1 thread). With 2+ threads each candidate is timed in one block instead:
+    forgegrad's, torch's and onnxruntime's thread pools each spin for a while after their last
+    parallel region, and on a 2-core machine taking turns would time one side's kernels against
+    the other side's spinning workers."""
     times = {k: [] for k in fns}
-    for _ in range(rounds):
+    if interleave:
+        for _ in range(rounds):
+            for k, f in fns.items():
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    f()
+                times[k].append((time.perf_counter() - t0) / reps)
+    else:
         for k, f in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(reps):
+            for _ in range(reps):  # warm up; let the previous candidate's pool go to sleep
                 f()
-            times[k].append((time.perf_counter() - t0) / reps)
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    f()
+                times[k].append((time.perf_counter() - t0) / reps)
     return {k: 1e3 * float(np.median(v)) for k, v in times.items()}
 
 
@@ -228,7 +244,7 @@ def main():
         tmodel, fmodel = make_models()
         with pin(threads):
             train = {"forgegrad": fg_train_step_fn(fmodel), "torch": torch_train_step_fn(tmodel)}
-            t = _median_ms(train, rounds=60, reps=5)
+            t = _median_ms(train, rounds=15, reps=20, interleave=threads == 1)
             tmodel, fmodel = make_models()
 
             def torch_infer(m=tmodel.eval(), x=torch.from_numpy(data(BATCH_INFER)[0])):
@@ -237,7 +253,7 @@ def main():
 
             infer = {"forgegrad": fg_infer_fn(fmodel), "onnxruntime": ort_infer_fn(tmodel, threads),
                      "torch": torch_infer}
-            i = _median_ms(infer, rounds=60, reps=50)
+            i = _median_ms(infer, rounds=15, reps=200, interleave=threads == 1)
         rows.append((threads, t, i))
     opt = "forgegrad.optim.Adam" if FgAdam is not None else "numpy Adam stand-in"
     print(f"MLP 784-256-128-10, train batch {BATCH_TRAIN} ({opt}), inference batch {BATCH_INFER}; median ms")

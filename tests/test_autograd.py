@@ -89,3 +89,19 @@ def test_manual_seed_repeatable():
     a = fg.randn(5).data.copy()
     fg.manual_seed(11)
     np.testing.assert_array_equal(a, fg.randn(5).data)
+
+
+def test_leaf_gradients_never_share_storage():
+    # Add hands one gradient array to both inputs; each leaf must still own its .grad, since
+    # optimisers and clip_grad_norm_ modify gradients in place.
+    a = fg.randn(3, requires_grad=True)
+    b = fg.randn(3, requires_grad=True)
+    (a + b).sum().backward()
+    assert not np.shares_memory(a.grad.data, b.grad.data)
+    a.grad.data *= 2
+    np.testing.assert_allclose(b.grad.data, 1.0)
+    seed = np.ones(3, np.float32)
+    c = fg.randn(3, requires_grad=True)
+    (c * 1.0).backward(seed)
+    c.grad.data += 1
+    np.testing.assert_allclose(seed, 1.0)

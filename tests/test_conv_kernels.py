@@ -187,3 +187,10 @@ def test_conv2d_binding_rejects_bad_shapes_directly(rng):
     with pytest.raises(ValueError, match="grad_weight must have shape"):
         fg._C.conv.conv2d_backward_weight(x, np.zeros((2, 6, 4, 4), np.float32), np.empty((6, 4, 3, 2), np.float32),
                                           None, [6, 4, 3, 3], (1, 1), (0, 0, 0, 0), (1, 1), 1)
+
+
+def test_bench_conv_suite_runs_quick():
+    from forgegrad.bench import run
+    rows = run("conv", (1,), quick=True)
+    assert [r["workload"].split()[-1] for r in rows] == ["fwd", "fwd+bwd"] * 2
+    assert all(r["seconds"]["forgegrad"] > 0 and r["seconds"]["torch"] > 0 for r in rows)

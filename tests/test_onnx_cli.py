@@ -75,3 +75,13 @@ def test_usage_errors(tmp_path, capsys):
     assert "cannot import" in capsys.readouterr().err
     assert main(["--model", "test_onnx_cli:make", "--input-shape", "2,8", "--out", out, "--opset", "9"]) == 2
     assert "opset" in capsys.readouterr().err
+
+
+def test_dynamic_axes_option(tmp_path, capsys):
+    out = tmp_path / "dyn.onnx"
+    assert main(["--model", "test_onnx_cli:make", "--kwarg", "d=5", "--input-shape", "2,5", "--out", str(out),
+                 "--dynamic-axes", '{"input": {"0": "n"}}']) == 0
+    assert "n=7" in capsys.readouterr().out
+    assert main(["--model", "test_onnx_cli:make", "--input-shape", "2,8", "--out", str(out),
+                 "--dynamic-axes", "{nope"]) == 2
+    assert "--dynamic-axes" in capsys.readouterr().err

@@ -156,3 +156,66 @@ def test_divisor_override_with_ceil_is_reported(tmp_path):
     with pytest.raises(fonnx.UnsupportedOpError, match="divisor_override"):
         fonnx.export(Lambda(lambda m, x: TAvgPool.apply(x, 3, 2, 0, True, True, 2)), fg.randn(3, 4, 9, 10),
                      str(tmp_path / "d.onnx"))
+
+
+# ---- the argument-name adapters used for forgegrad.ops.conv (mappings/_conv_adapters.py) -----------
+from forgegrad.onnx.mappings import _conv_adapters as CA  # noqa: E402
+
+
+class Conv2dLike(Function):
+    @staticmethod
+    def forward(ctx, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        return TConv.forward(ctx, input, weight, bias, stride, padding, dilation, groups)
+
+
+class MaxPoolWithIndices(Function):
+    non_differentiable_outputs = (1,)
+
+    @staticmethod
+    def forward(ctx, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+        v, i = TF.max_pool2d(_t(x), kernel_size, stride, padding, dilation, ceil_mode, return_indices=True)
+        return v.numpy(), i.numpy()
+
+
+class AvgPoolLike(Function):
+    @staticmethod
+    def forward(ctx, x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                divisor_override=None):
+        return TAvgPool.forward(ctx, x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+
+class AdaptiveLike(Function):
+    @staticmethod
+    def forward(ctx, x, output_size):
+        return TF.adaptive_avg_pool2d(_t(x), output_size).numpy()
+
+
+class BatchNormLike(Function):
+    @staticmethod
+    def forward(ctx, x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+        return TBatchNorm.forward(ctx, x, running_mean, running_var, weight, bias, eps)
+
+
+fonnx.register_mapping(Conv2dLike)(CA.map_conv)
+fonnx.register_mapping(MaxPoolWithIndices)(CA.map_max_pool)
+fonnx.register_mapping(AvgPoolLike)(CA.map_avg_pool)
+fonnx.register_mapping(AdaptiveLike)(CA._adaptive("ReduceMean"))
+fonnx.register_mapping(BatchNormLike)(CA.map_batch_norm)
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_adapters_with_torch_argument_names(tmp_path, opset):
+    def fn(m, x):
+        h = Conv2dLike.apply(x, fg.tensor(W8.data[:4]), fg.tensor(B8.data[:4]), 1, "same", 1, 1)
+        h = BatchNormLike.apply(h, MEAN, VAR, GAMMA, BETA, False, 0.1, 1e-3)
+        v, idx = MaxPoolWithIndices.apply(h, 3, 2, 1, 1, True)
+        a = AvgPoolLike.apply(h, 2, padding=1, count_include_pad=False)
+        return AdaptiveLike.apply(v, (2, 3)), idx, a
+
+    export_and_check(Lambda(fn), fg.randn(3, 4, 9, 10), tmp_path, opset=opset)
+
+
+def test_adapter_refuses_training_batch_norm(tmp_path):
+    fn = lambda m, x: BatchNormLike.apply(x, MEAN, VAR, None, None, True)  # noqa: E731
+    with pytest.raises(fonnx.UnsupportedOpError, match="training mode"):
+        fonnx.export(Lambda(fn), fg.randn(3, 4, 5, 5), str(tmp_path / "b.onnx"))

@@ -271,3 +271,9 @@ def test_constant_from_parameter_data_and_detach(tmp_path):
 
     report, proto = export_and_check(M(), fg.randn(3, 4), tmp_path)
     assert {"lin.weight", "lin.bias"} <= {i.name for i in proto.graph.initializer}
+
+
+def test_scalar_outputs_and_constants_keep_rank_zero(tmp_path):
+    model = Lambda(lambda m, x: (x.sum() * 2 + 1, x.mean() - x.amax(), (x - 0.5).abs().sum(dim=1)))
+    report, proto = export_and_check(model, fg.randn(3, 4), tmp_path)
+    assert [len(o.type.tensor_type.shape.dim) for o in proto.graph.output] == [0, 0, 1]

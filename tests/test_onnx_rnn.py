@@ -56,7 +56,7 @@ def test_recurrent(tmp_path, cls, layers, bidirectional, batch_first, opset):
     assert [r.sizes for r in report.runs] == [{"batch": 3, "seq": 7}] + SIZES
     ops = [n.op_type for n in onnx.load(str(path)).graph.node]
     want = {"lstm": "LSTM", "gru": "GRU"}.get(cls, "RNN")
-    assert ops.count(want) == layers * (2 if bidirectional else 1)
+    assert ops.count(want) == layers  # a bidirectional layer is one node, as torch exports it
 
 
 def test_onnx_gate_order_and_attributes(tmp_path):
@@ -132,3 +132,27 @@ def test_direct_onnxruntime_seq50(tmp_path):
         want = model(fg.tensor(x))
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w.data, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [LSTM, GRU])
+def test_bidirectional_with_initial_states(tmp_path, cls):
+    """Both directions' initial states feed the one fused bidirectional node."""
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = cls(5, 6, num_layers=2, bidirectional=True, batch_first=True)
+
+        def forward(self, x, h0, c0=None):
+            if c0 is None:
+                return self.rnn(x, h0)
+            y, (h, c) = self.rnn(x, (h0, c0))
+            return y, h, c
+
+    fg.manual_seed(5)
+    inputs = (fg.randn(3, 7, 5), fg.randn(4, 3, 6)) + ((fg.randn(4, 3, 6),) if cls is LSTM else ())
+    path = tmp_path / "bi.onnx"
+    report = fonnx.export(M(), inputs, str(path), verify_sizes=SIZES)
+    assert report.ok
+    nodes = onnx.load(str(path)).graph.node
+    fused = [n for n in nodes if n.op_type == cls.__name__]
+    assert len(fused) == 2 and all(len(n.input) >= 6 and n.input[5] for n in fused)  # initial_h given

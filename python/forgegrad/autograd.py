@@ -196,6 +196,20 @@ def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
     if root._ctx is None:  # a leaf: its gradient is the seed itself
         root._accumulate_grad(grad)
         return
+    # A leaf's first gradient is adopted without a copy when the array is a fresh one that nothing
+    # else holds: it owns its memory, is not the caller's seed, and has not been handed to another
+    # leaf in this pass (Add returns one array for both inputs; optimisers and clip_grad_norm_
+    # modify .grad in place, so two leaves must never share one).
+    adopted = set()
+
+    def to_leaf(leaf, g):
+        if (leaf.grad is None and g is not grad and g.base is None and g.flags.owndata and g.flags.writeable
+                and g.dtype == leaf.data.dtype and id(g) not in adopted):
+            adopted.add(id(g))
+            leaf.grad = Tensor._wrap(g)
+        else:
+            leaf._accumulate_grad(g)
+
     pending = {id(root._ctx): [None] * len(root._ctx.out_meta)}
     pending[id(root._ctx)][root._out_index] = grad
     for node in _topo_order(root._ctx):
@@ -225,7 +239,7 @@ def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
             if parent._retains_grad:
                 parent._accumulate_grad(g)
             if parent._ctx is None:
-                parent._accumulate_grad(g)
+                to_leaf(parent, g)
             else:
                 slots = pending.setdefault(id(parent._ctx), [None] * len(parent._ctx.out_meta))
                 k = parent._out_index

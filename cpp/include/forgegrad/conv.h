@@ -5,10 +5,12 @@
 // every size >= 1 (N may be 0), strides/dilations >= 1, paddings >= 0, C and OC divisible by
 // groups, and OH, OW >= 1.
 //
-// Algorithm (cpp/kernels/multi/conv.cpp): stride 1 runs as a direct convolution over a zero-padded
-// copy of each image, where output pixel (oh, ow) lives at flat index oh * Wp + ow so that every
-// (ic, kh, kw) tap is one contiguous row of the padded image; larger strides go through im2col.
-// Both feed the same register-blocked micro-kernel. Results are bit-identical for any thread count.
+// Algorithm (cpp/kernels/multi/conv*.cpp): 3x3 stride-1 undilated layers with >= 16 channels in and
+// out per group use Winograd F(2x2, 3x3) for all three passes (conv_winograd.cpp). Other stride-1
+// layers run as a direct convolution over a zero-padded copy of each image, where output pixel
+// (oh, ow) lives at flat index oh * Wp + ow so that every (ic, kh, kw) tap is one contiguous row of
+// the padded image; larger strides go through im2col. All feed the register-blocked micro-kernels
+// of conv_tile.h. Results are bit-identical for any thread count.
 #pragma once
 #include <cstdint>
 

@@ -8,6 +8,7 @@
 // many lanes are real), and two register-blocked micro-kernels do the arithmetic:
 //   tile_kernel: C[m][vec] = sum_k A[m][k] * B[off[k] + pos[vec]]    (forward, input gradient)
 //   dot_kernel:  D[m][k]   = sum_vec G[m][vec] . B[off[k] + pos[vec]] (weight gradient)
+// 3x3 stride-1 layers with enough channels go to Winograd instead (conv_winograd.cpp).
 // Each output element is computed by one fixed sequence of operations, whichever thread runs it,
 // and the batch sums of the weight gradient go through fixed chunks of images added in order:
 // results are bit-identical for any thread count.
@@ -23,53 +24,9 @@ namespace fg {
 namespace FG_ISA_NS {
 namespace {
 
-#if defined(__AVX512F__)
-constexpr int kDM = 4, kDK = 6;  // dot kernel: 4 x 6 accumulators
-#else
-constexpr int kDM = 2, kDK = 4;
-#endif
 // Chunks of images for the weight-gradient batch sum: a function of N only (never of the thread
 // count), so the order of additions is fixed.
 constexpr int64_t kMaxWeightChunks = 8;
-
-// D[m][j] (+)= sum_i sum_v G_i[m][v*W + lane] * B_i[off[j] + pos[v] + lane] for m < kDM, j < kDK
-// (only dm x dk stored), over nimg images i whose G rows and B buffers are g_step / b_step floats
-// apart. G is zero in invalid lanes. accumulate: add to D's old value, else overwrite. Running
-// over several images per call keeps the accumulators in registers longer: fewer horizontal sums.
-void dot_kernel(const float* const* g_rows, int64_t g_step, const float* B, int64_t b_step, int64_t nimg,
-                const int64_t* off, const VecList& vl, float* const* d_rows, const int64_t* d_cols, int dm,
-                int dk, bool accumulate) {
-  vf acc[kDM][kDK];
-#pragma GCC unroll 8
-  for (int m = 0; m < kDM; ++m)
-#pragma GCC unroll 8
-    for (int j = 0; j < kDK; ++j) acc[m][j] = vzero();
-  const int64_t* pos = vl.pos.p;
-  for (int64_t i = 0; i < nimg; ++i) {
-    const float* b[kDK];
-    const float* gr[kDM];
-    for (int j = 0; j < kDK; ++j) b[j] = B + i * b_step + off[j];
-    for (int m = 0; m < kDM; ++m) gr[m] = g_rows[m] + i * g_step;
-    for (int64_t v = 0; v < vl.n; ++v) {
-      const int64_t q = pos[v], gq = v * W;
-      vf gv[kDM];
-#pragma GCC unroll 8
-      for (int m = 0; m < kDM; ++m) gv[m] = vload(gr[m] + gq);
-#pragma GCC unroll 8
-      for (int j = 0; j < kDK; ++j) {
-        vf bv = vload(b[j] + q);
-#pragma GCC unroll 8
-        for (int m = 0; m < kDM; ++m) acc[m][j] = vfmadd(gv[m], bv, acc[m][j]);
-      }
-    }
-  }
-  for (int m = 0; m < dm; ++m)
-    for (int j = 0; j < dk; ++j) {
-      float s = vreduce_add(acc[m][j]);
-      float* d = d_rows[m] + d_cols[j];
-      *d = accumulate ? *d + s : s;
-    }
-}
 
 // How one image of one group is laid out in B for the forward / weight-gradient passes.
 struct Plan {
@@ -91,6 +48,7 @@ Plan make_plan(const Conv2dGeom& g) {
     pl.bsize = Cg * pl.Hp * pl.Wp + pl.Wp + 2 * W;
   } else {
     pl.ld = round_up(g.OH * g.OW, W);
+    if (pl.ld % 128 == 0) pl.ld += W;  // rows a multiple of 512 bytes apart would share L1 sets
     pl.bsize = K * pl.ld;
   }
   return pl;
@@ -228,6 +186,74 @@ void run_winograd_units(int64_t N, int64_t G, int64_t Cin, int64_t M, int64_t Hb
   });
 }
 
+// grad_bias (OC,) of grad_y (N, OC, OH, OW): per channel, fixed chunks of per_chunk images summed
+// in image order, chunk sums added in chunk order.
+void bias_grad(const Conv2dGeom& g, const float* gy, int64_t per_chunk, float* gb) {
+  const int64_t OHW = g.OH * g.OW;
+  parallel_for(g.OC, 1, [&](int64_t o0, int64_t o1) {
+    for (int64_t oc = o0; oc < o1; ++oc) {
+      float total = 0.0f;
+      for (int64_t n0 = 0; n0 < g.N; n0 += per_chunk) {
+        float chunk = 0.0f;
+        for (int64_t n = n0; n < min64(n0 + per_chunk, g.N); ++n) {
+          const float* src = gy + (n * g.OC + oc) * OHW;
+          vf s = vzero();
+          int64_t p = 0;
+          for (; p + W <= OHW; p += W) s = vadd(s, vload(src + p));
+          if (p < OHW) s = vadd(s, vload_n(src + p, static_cast<int>(OHW - p)));
+          const float t = vreduce_add(s);
+          chunk = n == n0 ? t : chunk + t;
+        }
+        total = n0 == 0 ? chunk : total + chunk;
+      }
+      gb[oc] = total;
+    }
+  });
+}
+
+// Weight gradient by Winograd (use_winograd(g) holds): per fixed chunk of images, units of nb
+// images accumulate S (16, OCg, Cg) per group in order; chunks are added in order, then
+// transformed back to 3x3 kernels.
+void backward_weight_winograd(const Conv2dGeom& g, const float* x, const float* gy, float* gw, int64_t per_chunk) {
+  const int64_t G = g.groups, Cg = g.C / G, OCg = g.OC / G;
+  const Plan pl = make_plan(g);
+  const int64_t nch = (g.N + per_chunk - 1) / per_chunk;
+  const int64_t tiles = ((g.OH + 1) / 2) * ((g.OW + 1) / 2);
+  // The sums over tiles run in the dot kernel with a horizontal sum at the end of each call:
+  // units of ~1024 tiles keep that cost small.
+  int64_t nb = (1024 + tiles - 1) / tiles;
+  nb = nb > per_chunk ? per_chunk : nb;
+  const Winograd3x3 wp = winograd_plan(Cg, OCg, pl.Hp, pl.Wp, g.OH, g.OW, nb);
+  const int64_t ssize = 16 * OCg * Cg;  // per group
+  AlignedBuffer part(static_cast<size_t>(nch * G * ssize));
+  parallel_for(nch, 1, [&](int64_t c0, int64_t c1) {
+    AlignedBuffer B(static_cast<size_t>(nb * pl.bsize)), scratch(static_cast<size_t>(winograd_wgrad_scratch_floats(wp)));
+    for (int64_t ch = c0; ch < c1; ++ch) {
+      const int64_t n_begin = ch * per_chunk, n_end = min64(n_begin + per_chunk, g.N);
+      for (int64_t gi = 0; gi < G; ++gi) {
+        float* S = part.data() + (ch * G + gi) * ssize;
+        for (int64_t n0 = n_begin; n0 < n_end; n0 += nb) {
+          Winograd3x3 up = wp;
+          up.nimg = min64(nb, n_end - n0);
+          for (int64_t i = 0; i < up.nimg; ++i)
+            fill_input(g, pl, x + ((n0 + i) * g.C + gi * Cg) * g.H * g.W, B.data() + i * pl.bsize);
+          winograd_wgrad_unit(up, B.data(), pl.bsize, gy + (n0 * g.OC + gi * OCg) * g.OH * g.OW,
+                              g.OC * g.OH * g.OW, S, n0 != n_begin, scratch.data());
+        }
+      }
+    }
+  });
+  const int64_t total = G * ssize;
+  parallel_for(total, 4096, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      float s = part.data()[i];
+      for (int64_t c = 1; c < nch; ++c) s += part.data()[c * total + i];
+      part.data()[i] = s;
+    }
+  });
+  for (int64_t gi = 0; gi < G; ++gi) winograd_weight_grad(OCg, Cg, part.data() + gi * ssize, gw + gi * OCg * Cg * 9);
+}
+
 }  // namespace
 
 // x (N, C, H, W), weight (OC, Cg, KH, KW), bias (OC,) or null -> y (N, OC, OH, OW)
@@ -323,7 +349,7 @@ void conv2d_backward_input(const Conv2dGeom& g, const float* w, const float* gy,
     return;
   }
   // Strided: gcol (K, OH*OW) = W^T grad_y per image, then col2im, one input channel per task.
-  const int64_t P = OHW, ld = round_up(P, W);
+  const int64_t P = OHW, ld = round_up(P, W) + (round_up(P, W) % 128 == 0 ? W : 0);  // (see make_plan)
   AlignedBuffer A(static_cast<size_t>(G * K * OCg));
   for (int64_t gi = 0; gi < G; ++gi) {
     const float* wg = w + gi * OCg * K;
@@ -380,6 +406,12 @@ void conv2d_backward_weight(const Conv2dGeom& g, const float* x, const float* gy
   if (g.N <= 0) {
     if (gw) std::memset(gw, 0, sizeof(float) * g.OC * K);
     if (gb) std::memset(gb, 0, sizeof(float) * g.OC);
+    return;
+  }
+  if (use_winograd(g)) {
+    const int64_t per_chunk = (g.N + kMaxWeightChunks - 1) / kMaxWeightChunks;
+    if (gw) backward_weight_winograd(g, x, gy, gw, per_chunk);
+    if (gb) bias_grad(g, gy, per_chunk, gb);
     return;
   }
   const Plan pl = make_plan(g);

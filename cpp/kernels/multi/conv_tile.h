@@ -1,6 +1,7 @@
 // Shared pieces of the convolution kernels (cpp/kernels/multi/conv*.cpp), compiled per ISA:
-// the register-blocked tile micro-kernel C[m][vec] = sum_k A[m][k] * B[off[k] + pos[vec]], the
-// vector lists that cut an output plane into W-lane vectors, and the panel packing of A.
+// the register-blocked micro-kernels (tile: C[m][vec] = sum_k A[m][k] * B[off[k] + pos[vec]];
+// dot: D[m][k] = sum_vec G[m][vec] . B[off[k] + pos[vec]]), the vector lists that cut an output
+// plane into W-lane vectors, and the panel packing of A.
 // Include only from cpp/kernels/multi/ sources (everything is in namespace fg::FG_ISA_NS).
 #pragma once
 #include <cstdint>
@@ -48,12 +49,13 @@ struct VecList {
   explicit VecList(int64_t cap) : pos(cap), dst(cap), valid(cap) {}
 };
 
-int64_t rows_mode_count(int64_t OHo, int64_t OWo) { return OHo * ((OWo + W - 1) / W); }
-int64_t flat_mode_count(int64_t OHo, int64_t Wb) { return (OHo * Wb + W - 1) / W; }
+inline int64_t rows_mode_count(int64_t OHo, int64_t OWo) { return OHo * ((OWo + W - 1) / W); }
+inline int64_t flat_mode_count(int64_t OHo, int64_t Wb) { return (OHo * Wb + W - 1) / W; }
 
 // Vectors for an (OHo, OWo) output whose pixel (r, c) reads B at flat column r * Wb + c.
-void build_direct(VecList& vl, int64_t OHo, int64_t OWo, int64_t Wb) {
-  if (flat_mode_count(OHo, Wb) < rows_mode_count(OHo, OWo)) {
+inline void build_direct(VecList& vl, int64_t OHo, int64_t OWo, int64_t Wb) {
+  // Flat vectors need a scratch plane and a copy: worth it only for clearly fewer vectors.
+  if (5 * flat_mode_count(OHo, Wb) < 4 * rows_mode_count(OHo, OWo)) {
     vl.flat = true;
     vl.scratch_ld = round_up(OHo * Wb, W);
     for (int64_t q = 0; q < OHo * Wb; q += W, ++vl.n) {
@@ -80,7 +82,7 @@ void build_dense(VecList& vl, int64_t P) {
   }
 }
 
-int64_t veclist_capacity(int64_t OHo, int64_t OWo, int64_t Wb) {
+inline int64_t veclist_capacity(int64_t OHo, int64_t OWo, int64_t Wb) {
   int64_t a = rows_mode_count(OHo, OWo), b = flat_mode_count(OHo, Wb), c = (OHo * OWo + W - 1) / W;
   return a > b ? (a > c ? a : c) : (b > c ? b : c);
 }
@@ -167,6 +169,52 @@ void run_rows(int64_t mr, int64_t K, const float* A, const float* B, const int64
 }
 
 
+#if defined(__AVX512F__)
+constexpr int kDM = 4, kDK = 6;  // dot kernel: 4 x 6 accumulators
+#else
+constexpr int kDM = 2, kDK = 4;
+#endif
+
+// D[m][j] (+)= sum_i sum_v G_i[m][v*W + lane] * B_i[off[j] + pos[v] + lane] for m < kDM, j < kDK
+// (only dm x dk stored), over nimg images i whose G rows and B buffers are g_step / b_step floats
+// apart. G is zero in invalid lanes. accumulate: add to D's old value, else overwrite. Running
+// over several images per call keeps the accumulators in registers longer: fewer horizontal sums.
+// Kept out of line: inlined into its callers' lambdas it ran at half speed (register pressure).
+__attribute__((noinline)) void dot_kernel(const float* const* g_rows, int64_t g_step, const float* B, int64_t b_step, int64_t nimg,
+                const int64_t* off, const VecList& vl, float* const* d_rows, const int64_t* d_cols, int dm,
+                int dk, bool accumulate) {
+  vf acc[kDM][kDK];
+#pragma GCC unroll 8
+  for (int m = 0; m < kDM; ++m)
+#pragma GCC unroll 8
+    for (int j = 0; j < kDK; ++j) acc[m][j] = vzero();
+  const int64_t* pos = vl.pos.p;
+  for (int64_t i = 0; i < nimg; ++i) {
+    const float* b[kDK];
+    const float* gr[kDM];
+    for (int j = 0; j < kDK; ++j) b[j] = B + i * b_step + off[j];
+    for (int m = 0; m < kDM; ++m) gr[m] = g_rows[m] + i * g_step;
+    for (int64_t v = 0; v < vl.n; ++v) {
+      const int64_t q = pos[v], gq = v * W;
+      vf gv[kDM];
+#pragma GCC unroll 8
+      for (int m = 0; m < kDM; ++m) gv[m] = vload(gr[m] + gq);
+#pragma GCC unroll 8
+      for (int j = 0; j < kDK; ++j) {
+        vf bv = vload(b[j] + q);
+#pragma GCC unroll 8
+        for (int m = 0; m < kDM; ++m) acc[m][j] = vfmadd(gv[m], bv, acc[m][j]);
+      }
+    }
+  }
+  for (int m = 0; m < dm; ++m)
+    for (int j = 0; j < dk; ++j) {
+      float s = vreduce_add(acc[m][j]);
+      float* d = d_rows[m] + d_cols[j];
+      *d = accumulate ? *d + s : s;
+    }
+}
+
 // Packs an M x R matrix given elementwise by get(m, r) into kMR-row panels: the panel of rows
 // [m0, m0 + mr) starts at out + m0 * R and holds get(m0 + i, r) at [r * mr + i].
 template <class Get>
@@ -202,6 +250,15 @@ int64_t winograd_scratch_floats(const Winograd3x3& p);
 // (fewer images in the last unit) without changing the scratch size.
 void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const float* U, const float* bias,
                    float* out, int64_t out_step, float* scratch);
+
+// Weight gradient by Winograd: S[xi][m][c] (+)= sum_t Z[xi][m][t] V[xi][c][t], with V the input
+// transform of B (as winograd_unit) and Z = A gY A^T the transform of each 2x2 grad_y tile; image
+// i of the unit reads B + i * b_step and grad_y planes (M, OHo, OWo) at gy + i * gy_step. S is
+// (16, M, Cin); accumulate adds to it. winograd_weight_grad turns the summed S into (M, Cin, 3, 3).
+int64_t winograd_wgrad_scratch_floats(const Winograd3x3& p);
+void winograd_wgrad_unit(const Winograd3x3& p, const float* B, int64_t b_step, const float* gy, int64_t gy_step,
+                         float* S, bool accumulate, float* scratch);
+void winograd_weight_grad(int64_t M, int64_t Cin, const float* S, float* gw);
 
 }  // namespace FG_ISA_NS
 }  // namespace fg

@@ -4,15 +4,25 @@
 //   M[xi][m][t] = sum_c U[xi][m][c] V[xi][c][t]  (16 GEMMs, the tile kernel);
 //   y tile = A^T M A + bias.
 // with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1],
-// A^T = [1 1 1 0; 0 1 -1 -1] (Lavin & Gray). Tiles are vectorised W at a time along a tile row;
+// A^T = [1 1 1 0; 0 1 -1 -1] (Lavin & Gray). The input gradient is the same correlation of the
+// padded grad_y with flipped, transposed kernels. The weight gradient is
+// dL/dg = G^T (sum_t V[.][c][t] * Z[.][m][t]) G with Z = A gY A^T per 2x2 grad_y tile: 16 GEMMs
+// that sum over tiles (the dot kernel). Tiles are vectorised W at a time along a tile row;
 // the stride-2 tile columns are gathered with an even/odd deinterleave. Every output element has
 // one fixed sequence of operations whichever thread computes it.
+#include <cstring>
+
 #include "conv_tile.h"
 #include "forgegrad/parallel.h"
 
 namespace fg {
 namespace FG_ISA_NS {
 namespace {
+
+// Strides of the 16 transformed planes (V: (Cin, ldT), M / Z: (M, ldT)). One extra cache line per
+// plane keeps the 16 streams that the transforms read or write in step out of the same L1 sets.
+inline int64_t v_plane(const Winograd3x3& p) { return p.Cin * p.ldT + 16; }
+inline int64_t m_plane(const Winograd3x3& p) { return p.M * p.ldT + 16; }
 
 // even = p[0], p[2], ..., odd = p[1], p[3], ... over 2W floats.
 inline void deinterleave(const float* p, vf& even, vf& odd) {
@@ -58,7 +68,7 @@ inline void store_interleaved(float* p, vf a, vf b, int64_t n) {
 void input_transform(const Winograd3x3& p, const float* Bc, float* V, int64_t c, int64_t i_img, float* u,
                      int64_t ucols) {
   const int64_t ncols = 2 * p.tw + 2;  // columns read per tile row (may pass Wb by one: dropped outputs)
-  const int64_t plane = p.Cin * p.ldT;
+  const int64_t plane = v_plane(p);
   for (int64_t th = 0; th < p.th; ++th) {
     const float* r0 = Bc + 2 * th * p.Wb;
     const float* r1 = r0 + p.Wb;
@@ -93,7 +103,7 @@ void input_transform(const Winograd3x3& p, const float* Bc, float* V, int64_t c,
 
 // Output transform of channel m: y tiles from M[xi][m][t].
 void output_transform(const Winograd3x3& p, const float* Mb, float bias, float* out, int64_t m, int64_t i_img) {
-  const int64_t plane = p.M * p.ldT;
+  const int64_t plane = m_plane(p);
   const vf vb = vset1(bias);
   for (int64_t th = 0; th < p.th; ++th) {
     for (int64_t t0 = 0; t0 < p.tw; t0 += W) {
@@ -128,6 +138,7 @@ Winograd3x3 winograd_plan(int64_t Cin, int64_t M, int64_t Hb, int64_t Wb, int64_
   p.tw = (OWo + 1) / 2;
   p.T = nimg * p.th * p.tw;
   p.ldT = round_up(p.T, W);
+  if (p.ldT % 128 == 0) p.ldT += W;  // rows a multiple of 512 bytes apart would share L1 sets
   return p;
 }
 
@@ -157,13 +168,13 @@ void winograd_weights(const Winograd3x3& p, const float* kernels, float* U) {
   }
 }
 
-int64_t winograd_scratch_floats(const Winograd3x3& p) { return 16 * (p.Cin + p.M) * p.ldT + 2 * W; }
+int64_t winograd_scratch_floats(const Winograd3x3& p) { return 16 * (v_plane(p) + m_plane(p)) + 2 * W; }
 
 void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const float* U, const float* bias,
                    float* out, int64_t out_step, float* scratch) {
   const int64_t T = p.nimg * p.th * p.tw;
-  float* V = scratch;                     // (16, Cin, ldT)
-  float* Mb = scratch + 16 * p.Cin * p.ldT;  // (16, M, ldT) (+ W floats of slack for full-vector reads)
+  float* V = scratch;                   // 16 planes (Cin, ldT), v_plane apart
+  float* Mb = scratch + 16 * v_plane(p);  // 16 planes (M, ldT), m_plane apart (+ 2W floats of slack)
   const int64_t ucols = ucols_of(p);
   parallel_for(p.nimg * p.Cin, 1, [&](int64_t c0, int64_t c1) {
     AlignedBuffer u(static_cast<size_t>(4 * ucols));
@@ -181,8 +192,8 @@ void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const f
     for (int64_t task = t0; task < t1; ++task) {
       const int64_t xi = task / mblocks, m0 = (task % mblocks) * kMR;
       const int64_t mr = p.M - m0 < kMR ? p.M - m0 : kMR;
-      run_rows(mr, p.Cin, U + xi * p.M * p.Cin + m0 * p.Cin, V + xi * p.Cin * p.ldT, off.p, vl, nullptr,
-               Mb + (xi * p.M + m0) * p.ldT, p.ldT);
+      run_rows(mr, p.Cin, U + xi * p.M * p.Cin + m0 * p.Cin, V + xi * v_plane(p), off.p, vl, nullptr,
+               Mb + xi * m_plane(p) + m0 * p.ldT, p.ldT);
     }
   });
   const int64_t oplane = p.OHo * p.OWo;
@@ -192,6 +203,112 @@ void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const f
       output_transform(p, Mb, bias ? bias[m] : 0.0f, out + i * out_step + m * oplane, m, i);
     }
   });
+}
+
+int64_t winograd_wgrad_scratch_floats(const Winograd3x3& p) { return winograd_scratch_floats(p); }
+
+void winograd_wgrad_unit(const Winograd3x3& p, const float* B, int64_t b_step, const float* gy, int64_t gy_step,
+                         float* S, bool accumulate, float* scratch) {
+  const int64_t T = p.nimg * p.th * p.tw;
+  float* V = scratch;                  // 16 planes (Cin, ldT), v_plane apart
+  float* Z = scratch + 16 * v_plane(p);  // 16 planes (M, ldT), m_plane apart
+  const int64_t ucols = ucols_of(p);
+  parallel_for(p.nimg * p.Cin, 1, [&](int64_t c0, int64_t c1) {
+    AlignedBuffer u(static_cast<size_t>(4 * ucols));
+    for (int64_t ic = c0; ic < c1; ++ic) {
+      const int64_t i = ic / p.Cin, c = ic % p.Cin;
+      input_transform(p, B + i * b_step + c * p.Hb * p.Wb, V, c, i, u.data(), ucols);
+    }
+  });
+  // Z: each grad_y plane is copied into a zero-padded (2 th, 2 tw + 2W) buffer first, so that
+  // tiles past an odd edge see zeros.
+  const int64_t zw = 2 * p.tw + 2 * W, oplane = p.OHo * p.OWo;
+  parallel_for(p.nimg * p.M, 1, [&](int64_t m0, int64_t m1) {
+    AlignedBuffer pad(static_cast<size_t>(2 * p.th * zw));
+    for (int64_t im = m0; im < m1; ++im) {
+      const int64_t i = im / p.M, m = im % p.M;
+      const float* src = gy + i * gy_step + m * oplane;
+      float* d = pad.data();
+      std::memset(d, 0, sizeof(float) * 2 * p.th * zw);
+      for (int64_t r = 0; r < p.OHo; ++r) std::memcpy(d + r * zw, src + r * p.OWo, sizeof(float) * p.OWo);
+      const int64_t zplane = m_plane(p);
+      for (int64_t th = 0; th < p.th; ++th)
+        for (int64_t t0 = 0; t0 < p.tw; t0 += W) {
+          const int64_t cnt = p.tw - t0 < W ? p.tw - t0 : W;
+          vf a, b, c, e;
+          deinterleave(d + 2 * th * zw + 2 * t0, a, b);
+          deinterleave(d + (2 * th + 1) * zw + 2 * t0, c, e);
+          // rows of A gY: [a, b], [a + c, b + e], [a - c, b - e], [-c, -e]; each row [x, y]
+          // becomes [x, x + y, x - y, -y] through A^T.
+          const vf rx[4] = {a, vadd(a, c), vsub(a, c), vneg(c)};
+          const vf ry[4] = {b, vadd(b, e), vsub(b, e), vneg(e)};
+          float* dst = Z + m * p.ldT + (i * p.th + th) * p.tw + t0;
+          for (int r = 0; r < 4; ++r) {
+            const vf z[4] = {rx[r], vadd(rx[r], ry[r]), vsub(rx[r], ry[r]), vneg(ry[r])};
+            for (int j = 0; j < 4; ++j) {
+              float* o = dst + (r * 4 + j) * zplane;
+              if (cnt == W)
+                vstore(o, z[j]);
+              else
+                vstore_n(o, z[j], static_cast<int>(cnt));
+            }
+          }
+        }
+    }
+  });
+  // Zero the columns past T: the dot kernel reads whole vectors.
+  if (p.ldT > T) {
+    for (int64_t xi = 0; xi < 16; ++xi) {
+      for (int64_t c = 0; c < p.Cin; ++c) std::memset(V + xi * v_plane(p) + c * p.ldT + T, 0, sizeof(float) * (p.ldT - T));
+      for (int64_t m = 0; m < p.M; ++m) std::memset(Z + xi * m_plane(p) + m * p.ldT + T, 0, sizeof(float) * (p.ldT - T));
+    }
+  }
+  I64Buf off(p.Cin);
+  for (int64_t c = 0; c < p.Cin; ++c) off.p[c] = c * p.ldT;
+  VecList vl((T + W - 1) / W);
+  build_dense(vl, T);
+  const int64_t mblocks = (p.M + kDM - 1) / kDM, cblocks = (p.Cin + kDK - 1) / kDK;
+  parallel_for(16 * mblocks * cblocks, 4, [&](int64_t t0, int64_t t1) {
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t xi = task / (mblocks * cblocks), rest = task % (mblocks * cblocks);
+      const int64_t m0 = (rest / cblocks) * kDM, k0 = (rest % cblocks) * kDK;
+      const int dm = static_cast<int>(p.M - m0 < kDM ? p.M - m0 : kDM);
+      const int dk = static_cast<int>(p.Cin - k0 < kDK ? p.Cin - k0 : kDK);
+      const float* g_rows[kDM];
+      float* d_rows[kDM];
+      int64_t offs[kDK], cols[kDK];
+      for (int i = 0; i < kDM; ++i) {
+        const int64_t m = m0 + (i < dm ? i : dm - 1);  // spare lanes repeat the last row
+        g_rows[i] = Z + xi * m_plane(p) + m * p.ldT;
+        d_rows[i] = S + (xi * p.M + m) * p.Cin;
+      }
+      for (int j = 0; j < kDK; ++j) {
+        const int64_t k = k0 + (j < dk ? j : dk - 1);
+        offs[j] = off.p[k];
+        cols[j] = k;
+      }
+      dot_kernel(g_rows, 0, V + xi * v_plane(p), 0, 1, offs, vl, d_rows, cols, dm, dk, accumulate);
+    }
+  });
+}
+
+void winograd_weight_grad(int64_t M, int64_t Cin, const float* S, float* gw) {
+  const int64_t MC = M * Cin;
+  for (int64_t mc = 0; mc < MC; ++mc) {
+    float s[4][4], t[3][4];
+    for (int xi = 0; xi < 16; ++xi) s[xi / 4][xi % 4] = S[xi * MC + mc];
+    for (int j = 0; j < 4; ++j) {  // G^T s, G^T = [1 .5 .5 0; 0 .5 -.5 0; 0 .5 .5 1]
+      t[0][j] = s[0][j] + 0.5f * (s[1][j] + s[2][j]);
+      t[1][j] = 0.5f * (s[1][j] - s[2][j]);
+      t[2][j] = 0.5f * (s[1][j] + s[2][j]) + s[3][j];
+    }
+    float* g = gw + mc * 9;
+    for (int i = 0; i < 3; ++i) {  // (G^T s) G
+      g[i * 3 + 0] = t[i][0] + 0.5f * (t[i][1] + t[i][2]);
+      g[i * 3 + 1] = 0.5f * (t[i][1] - t[i][2]);
+      g[i * 3 + 2] = 0.5f * (t[i][1] + t[i][2]) + t[i][3];
+    }
+  }
 }
 
 }  // namespace FG_ISA_NS

@@ -2,7 +2,8 @@
 
 ``conv2d_forward(x, weight, bias, stride, padding, dilation, groups)`` matches
 ``torch.nn.functional.conv2d``; ``conv2d_backward`` returns the gradients of its inputs.
-padding is an int, a pair, or ``"same"`` / ``"valid"`` (``"same"`` needs stride 1 and, for an even
+padding is an int, a pair, ``"same"`` / ``"valid"``, or (an extension) a 4-tuple (top, bottom,
+left, right) (``"same"`` needs stride 1 and, for an even
 dilated kernel extent, pads one more on the bottom/right, as torch does).
 """
 from __future__ import annotations
@@ -48,6 +49,12 @@ def conv2d_padding(padding, kernel_size, stride, dilation):
                 out += [total // 2, total - total // 2]
             return tuple(out)
         raise ValueError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+    if isinstance(padding, (tuple, list)) and len(padding) == 4:  # (top, bottom, left, right)
+        if not all(isinstance(e, (int, np.integer)) and not isinstance(e, bool) for e in padding):
+            raise TypeError(f"padding must hold ints, got {padding!r}")
+        if min(padding) < 0:
+            raise ValueError(f"padding must be >= 0, got {padding!r}")
+        return tuple(int(e) for e in padding)
     ph, pw = _pair(padding, "padding")
     if ph < 0 or pw < 0:
         raise ValueError(f"padding must be >= 0, got {padding!r}")

@@ -148,6 +148,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="ONNX file to write")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 13-21 (default 17)")
     p.add_argument("--static", action="store_true", help="no dynamic axes (fixed batch size)")
+    p.add_argument("--dynamic-axes", metavar="JSON",
+                   help='dynamic axes per input/output name, e.g. \'{"x": {"0": "batch", "1": "seq"}}\' '
+                        "(default: batch axes, plus the sequence axis of recurrent models)")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
     p.add_argument("--rtol", type=float, default=1e-5)
     p.add_argument("--atol", type=float, default=1e-6)
@@ -161,7 +164,13 @@ def main(argv=None) -> int:
         if args.checkpoint:
             load_weights(model, args.checkpoint)
         inputs = _example_inputs([_shape(s) for s in args.input_shape], args.input_dtype, meta, args.seed)
-        report = export(model, tuple(inputs), args.out, opset=args.opset, dynamic_axes={} if args.static else None,
+        dynamic_axes = {} if args.static else None
+        if args.dynamic_axes:
+            try:
+                dynamic_axes = json.loads(args.dynamic_axes)
+            except ValueError as e:
+                raise UsageError(f"--dynamic-axes is not valid JSON: {e}") from None
+        report = export(model, tuple(inputs), args.out, opset=args.opset, dynamic_axes=dynamic_axes,
                         verify=not args.no_verify, rtol=args.rtol, atol=args.atol)
     except OnnxVerificationError as e:
         print(str(e), file=sys.stderr)

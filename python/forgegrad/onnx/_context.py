@@ -116,7 +116,8 @@ class ExportContext:
             if key in self._const_cache:
                 return self._const_cache[key]
         nm = self.reserve(name) if name is not None else self.fresh(hint)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(arr), nm))
+        # np.array keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d)
+        self.initializers.append(numpy_helper.from_array(np.array(arr, order="C"), nm))
         self.constants[nm] = arr
         self.dtypes[nm] = arr.dtype
         self.dims[nm] = list(arr.shape)

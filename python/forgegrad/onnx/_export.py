@@ -293,7 +293,21 @@ def _prune(nodes, initializers, outputs: Sequence[str]):
             kept.append(n)
             needed.update(i for i in n.input if i)
     kept.reverse()
+    for n in kept:  # optional outputs nobody reads are not computed (MaxPool's Indices, RNN states)
+        if n.op_type in _OPTIONAL_OUTPUTS:
+            first = _OPTIONAL_OUTPUTS[n.op_type]
+            outs = [o if (k < first or o in needed) else "" for k, o in enumerate(n.output)]
+            while len(outs) > 1 and outs[-1] == "":
+                outs.pop()
+            if not any(outs):  # keep one output so the node stays meaningful
+                outs = [n.output[0]]
+            del n.output[:]
+            n.output.extend(outs)
     return kept, [t for t in initializers if t.name in needed]
+
+
+# op type -> index of its first optional output
+_OPTIONAL_OUTPUTS = {"MaxPool": 1, "LSTM": 0, "GRU": 0, "RNN": 0}
 
 
 def _rename(nodes, old: str, new: str) -> None:
@@ -357,6 +371,14 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
 
     Returns:
         ExportReport: the file, names, dynamic axes and, when verified, the errors per run and output.
+
+    Raises:
+        UnsupportedOpError: an op has no mapping (the message names the op, its index in the trace,
+            the module it ran in and its input shapes) or uses a form with no ONNX equivalent.
+        OnnxExportError: anything else that stops the export (size-dependent control flow, a size
+            expression that cannot be computed, onnx's checker rejecting the graph). No file is written.
+        OnnxVerificationError: onnxruntime disagrees past rtol/atol; the file is kept for inspection
+            and ``error.report`` holds the numbers. All three are RuntimeErrors.
     """
     from ._verify import ExportReport, verify_model
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
@@ -418,6 +440,9 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
             shape = [ax.get(a, d) for a, d in enumerate(x.shape)]
             graph_inputs.append(helper.make_tensor_value_info(name, onnx_dtype(x.dtype), shape))
         ex.map_ops()
+        from .mappings import GRAPH_PASSES
+        for graph_pass in GRAPH_PASSES:
+            graph_pass(ctx)
 
         unknown = set(axes) - set(names) - set(output_names)
         if unknown:

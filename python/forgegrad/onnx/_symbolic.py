@@ -51,8 +51,6 @@ class Expr:
         return Expr(self.coef, self.syms, self.offset + delta)
 
 
-# sizes tried for trace B; small primes keep the extra forward pass cheap
-_CANDIDATES = (5, 7, 11, 13, 17, 19, 23, 29, 31, 37)
 
 
 class Symbols:
@@ -79,11 +77,12 @@ class Symbols:
     def choose_sizes(self) -> None:
         """Pick the sizes of traces B and C: each differs from the others' for the same symbol, and no
         two symbols share a size, a ratio to trace A's or a difference from it, so a Dyn maps to one
-        Expr only."""
+        Expr only. The sizes are just above the example's: a model that runs at the example's sizes
+        (a minimum sequence length, say) runs at these too, at about the same cost."""
         for sizes in (self.b, self.c):
             for name in self.names:
                 a = self.a[name]
-                for v in _CANDIDATES:
+                for v in range(a + 1, a + 64):
                     if v == a or v == self.b.get(name):
                         continue
                     ok = all(v != sizes[o] and v * self.a[o] != sizes[o] * a and v - a != sizes[o] - self.a[o]

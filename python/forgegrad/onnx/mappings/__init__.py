@@ -13,9 +13,11 @@ its own mapping.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Callable, Dict, List
 
 REGISTRY: Dict[type, Callable] = {}
+# functions (ctx) -> None run over the finished node list, e.g. fusing a layer's two directions
+GRAPH_PASSES: List[Callable] = []
 
 
 def register(fn_cls: type):

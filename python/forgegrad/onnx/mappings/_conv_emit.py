@@ -56,24 +56,29 @@ def _ceil_pads(in_hw, kernel, stride, pads, dilation, ceil_mode):
     return out
 
 
-def _pool_with_explicit_ceil(ctx, op_type, x, kernel, stride, pads, dilation, in_hw, ceil_mode, **attrs):
+def _pool_with_explicit_ceil(ctx, op_type, x, kernel, stride, pads, dilation, in_hw, ceil_mode, outputs=1,
+                             **attrs):
     """ceil_mode as extra right padding so the output size is torch's in every opset/runtime.
 
     Extra right padding only adds windows that torch also has (partial windows at the end); the
     padded values are -inf for MaxPool and excluded (count_include_pad=0) or counted by the caller."""
     n = len(kernel)
     if not ceil_mode:
-        return ctx.node(op_type, [x], kernel_shape=list(kernel), strides=list(stride), pads=list(pads), **attrs)
+        return ctx.node(op_type, [x], outputs=outputs, kernel_shape=list(kernel), strides=list(stride),
+                        pads=list(pads), **attrs)
     want = _ceil_pads(in_hw, kernel, stride, pads, dilation, True)
     new_pads = list(pads)
     for i in range(n):
         eff = dilation[i] * (kernel[i] - 1) + 1
         need = (want[i] - 1) * stride[i] + eff - (in_hw[i] + pads[i] + pads[i + n])
         new_pads[i + n] += max(need, 0)
-    return ctx.node(op_type, [x], kernel_shape=list(kernel), strides=list(stride), pads=new_pads, **attrs)
+    return ctx.node(op_type, [x], outputs=outputs, kernel_shape=list(kernel), strides=list(stride), pads=new_pads,
+                    **attrs)
 
 
-def max_pool2d(ctx, x: str, in_hw, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False) -> str:
+def max_pool2d(ctx, x: str, in_hw, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               with_indices: bool = False):
+    """MaxPool; with_indices also returns ONNX's Indices output (flat NCHW positions)."""
     kernel = pair(kernel_size)
     stride = kernel if stride is None or (not isinstance(stride, int) and len(stride) == 0) else pair(stride)
     dilation = pair(dilation)
@@ -81,7 +86,8 @@ def max_pool2d(ctx, x: str, in_hw, kernel_size, stride=None, padding=0, dilation
     attrs = {}
     if dilation != (1, 1):
         attrs["dilations"] = list(dilation)
-    return _pool_with_explicit_ceil(ctx, "MaxPool", x, kernel, stride, p + p, dilation, in_hw, ceil_mode, **attrs)
+    return _pool_with_explicit_ceil(ctx, "MaxPool", x, kernel, stride, p + p, dilation, in_hw, ceil_mode,
+                                    outputs=2 if with_indices else 1, **attrs)
 
 
 def avg_pool2d(ctx, x: str, in_hw, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,

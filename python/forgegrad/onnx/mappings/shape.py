@@ -19,6 +19,8 @@ from . import register
 def map_reshape(ctx, op):
     x = op.input("a")
     in_dims, out_dims = op.in_dims("a"), op.out_dims(0)
+    if in_dims == out_dims:  # e.g. Flatten of an already flat (batch, features) input
+        return [x]
     dyn = [i for i, d in enumerate(out_dims) if isinstance(d, Dyn)]
     target = list(out_dims)
     has_zero = any(d == 0 for d in out_dims if not isinstance(d, Dyn))

@@ -1,0 +1,125 @@
+"""The `mlp` suite (issue 3's targets): an MLP 784-256-128-10 with ReLU, the same weights on every side.
+
+Workloads:
+  * training step at batch 64 (forward, cross_entropy, backward, Adam): forgegrad vs torch
+  * inference at batch 1 (no grad): forgegrad vs torch vs onnxruntime running torch's ONNX export
+    (TorchScript exporter, ``dynamo=False``; ORT with intra_op_num_threads = the thread count)
+bench/bench_mlp.py is the pytest-benchmark version of the same comparison.
+"""
+from __future__ import annotations
+
+import io
+from typing import List, Sequence
+
+import numpy as np
+
+from . import suite
+from ._timing import compare, optional_import, pinned_threads
+
+SIZES = (784, 256, 128, 10)
+BATCH_TRAIN, BATCH_INFER = 64, 1
+
+
+def _models(torch):
+    """forgegrad model and (when torch is there) a torch copy with the same weights."""
+    from .. import nn
+    layers = []
+    for i in range(len(SIZES) - 1):
+        layers.append(nn.Linear(SIZES[i], SIZES[i + 1]))
+        if i < len(SIZES) - 2:
+            layers.append(nn.ReLU())
+    model = nn.Sequential(*layers)
+    if torch is None:
+        return model, None
+    tlayers = []
+    for layer in layers:
+        if isinstance(layer, nn.Linear):
+            lin = torch.nn.Linear(layer.in_features, layer.out_features)
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(layer.weight.data))
+                lin.bias.copy_(torch.from_numpy(layer.bias.data))
+            tlayers.append(lin)
+        else:
+            tlayers.append(torch.nn.ReLU())
+    return model, torch.nn.Sequential(*tlayers)
+
+
+def _train_fns(torch, rng):
+    from .. import optim
+    from ..nn import functional as F
+    from ..tensor import Tensor
+    x = rng.standard_normal((BATCH_TRAIN, SIZES[0])).astype(np.float32)
+    y = rng.integers(0, SIZES[-1], BATCH_TRAIN)
+    model, tmodel = _models(torch)
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    xt, yt = Tensor(x), Tensor(y)
+
+    def fg_step():
+        opt.zero_grad()
+        F.cross_entropy(model(xt), yt).backward()
+        opt.step()
+
+    fns = {"forgegrad": fg_step, "torch": None}
+    if torch is not None:
+        topt = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
+        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+        def torch_step():
+            topt.zero_grad()
+            torch.nn.functional.cross_entropy(tmodel(tx), ty).backward()
+            topt.step()
+
+        fns["torch"] = torch_step
+    return f"MLP 784-256-128-10 train step, batch {BATCH_TRAIN}, Adam", fns
+
+
+def _infer_fns(torch, ort, rng, threads):
+    from ..autograd import no_grad
+    from ..tensor import Tensor
+    x = rng.standard_normal((BATCH_INFER, SIZES[0])).astype(np.float32)
+    model, tmodel = _models(torch)
+    model.eval()
+    xt = Tensor(x)
+
+    def fg_infer():
+        with no_grad():
+            return model(xt)
+
+    fns = {"forgegrad": fg_infer, "torch": None, "onnxruntime": None}
+    if torch is not None:
+        tmodel.eval()
+        tx = torch.from_numpy(x)
+
+        def torch_infer():
+            with torch.no_grad():
+                return tmodel(tx)
+
+        fns["torch"] = torch_infer
+        if ort is not None:
+            buf = io.BytesIO()
+            torch.onnx.export(tmodel, (tx,), buf, input_names=["x"], output_names=["y"], dynamo=False)
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+            sess = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+            feed = {"x": x}
+            fns["onnxruntime"] = lambda: sess.run(None, feed)
+    return f"MLP 784-256-128-10 inference, batch {BATCH_INFER}", fns
+
+
+@suite("mlp")
+def mlp_suite(threads: Sequence[int], quick: bool) -> List[dict]:
+    import warnings
+    torch = optional_import("torch")
+    ort = optional_import("onnxruntime")
+    repeat, min_time = (3, 0.01) if quick else (9, 0.05)
+    rows = []
+    for n in threads:
+        with pinned_threads(n):
+            name, fns = _train_fns(torch, np.random.default_rng(0))
+            rows.append({"workload": name, "threads": n, "seconds": compare(fns, repeat=repeat, min_time=min_time)})
+            with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
+                warnings.simplefilter("ignore")
+                name, fns = _infer_fns(torch, ort, np.random.default_rng(0), n)
+            rows.append({"workload": name, "threads": n, "seconds": compare(fns, repeat=repeat, min_time=min_time)})
+    return rows

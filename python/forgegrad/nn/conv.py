@@ -1,0 +1,331 @@
+"""Convolution, pooling and batch-norm layers with PyTorch's names, arguments, parameter/buffer names
+and initialisation (NCHW), plus the Keras-style aliases Conv2D and MaxPooling2D."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import functional_conv as F
+from . import init
+from .linear import _ACTIVATIONS
+from .module import Module
+from .parameter import Parameter
+from ..tensor import Tensor
+
+__all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d",
+           "Conv2D", "MaxPooling2D"]
+
+
+def _positive_int(value, name, cls):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{cls}: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _pair(v, name, cls):
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return int(v), int(v)
+    if isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(e, (int, np.integer)) for e in v):
+        return int(v[0]), int(v[1])
+    raise TypeError(f"{cls}: {name} must be an int or a pair of ints, got {v!r}")
+
+
+def _check_input(x, ndims, cls):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{cls}: input must be a forgegrad.Tensor, got {type(x).__name__}")
+    if x.ndim not in ndims:
+        want = " or ".join(f"{d}D" for d in ndims)
+        raise ValueError(f"{cls}: expected {want} input (got {x.ndim}D input)")
+
+
+class Conv2d(Module):
+    """2-D convolution over (N, C_in, H, W) -> (N, C_out, H_out, W_out).
+
+    Args as torch.nn.Conv2d: in_channels, out_channels, kernel_size, stride=1, padding=0 (int, pair,
+    "same" or "valid"), dilation=1, groups=1, bias=True, padding_mode="zeros" (the only mode).
+    Parameters: weight (out_channels, in_channels / groups, kH, kW) and bias (out_channels,),
+    initialised as torch: kaiming_uniform(a=sqrt(5)) and U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, padding_mode="zeros"):
+        super().__init__()
+        cls = "Conv2d"
+        self.in_channels = _positive_int(in_channels, "in_channels", cls)
+        self.out_channels = _positive_int(out_channels, "out_channels", cls)
+        self.groups = _positive_int(groups, "groups", cls)
+        if self.in_channels % self.groups:
+            raise ValueError(f"{cls}: in_channels ({in_channels}) must be divisible by groups ({groups})")
+        if self.out_channels % self.groups:
+            raise ValueError(f"{cls}: out_channels ({out_channels}) must be divisible by groups ({groups})")
+        self.kernel_size = _pair(kernel_size, "kernel_size", cls)
+        self.stride = _pair(stride, "stride", cls)
+        self.dilation = _pair(dilation, "dilation", cls)
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.dilation) < 1:
+            raise ValueError(f"{cls}: kernel_size, stride and dilation must be >= 1")
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"{cls}: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+            if padding == "same" and self.stride != (1, 1):
+                raise ValueError(f"{cls}: padding='same' is not supported for strided convolutions")
+            self.padding = padding
+        else:
+            self.padding = _pair(padding, "padding", cls)
+        if padding_mode != "zeros":
+            raise ValueError(f"{cls}: padding_mode {padding_mode!r} is not supported (only 'zeros')")
+        self.padding_mode = padding_mode
+        self.weight = Parameter(np.empty((self.out_channels, self.in_channels // self.groups) + self.kernel_size,
+                                         np.float32))
+        if bias:
+            self.bias = Parameter(np.empty((self.out_channels,), np.float32))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1]
+            bound = 1 / math.sqrt(fan_in)
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, input):
+        _check_input(input, (4,), "Conv2d")
+        return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            s += f", padding={self.padding!r}" if isinstance(self.padding, str) else f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class MaxPool2d(Module):
+    """Max pooling as torch.nn.MaxPool2d(kernel_size, stride=None, padding=0, dilation=1,
+    return_indices=False, ceil_mode=False)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding = padding
+        self.dilation = dilation
+        self.return_indices = return_indices
+        self.ceil_mode = ceil_mode
+
+    def forward(self, input):
+        _check_input(input, (4,), "MaxPool2d")
+        return F.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
+                            self.return_indices)
+
+    def extra_repr(self) -> str:
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class AvgPool2d(Module):
+    """Average pooling as torch.nn.AvgPool2d(kernel_size, stride=None, padding=0, ceil_mode=False,
+    count_include_pad=True, divisor_override=None)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                 divisor_override=None):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding = padding
+        self.ceil_mode = ceil_mode
+        self.count_include_pad = count_include_pad
+        self.divisor_override = divisor_override
+
+    def forward(self, input):
+        _check_input(input, (4,), "AvgPool2d")
+        return F.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad, self.divisor_override)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AdaptiveAvgPool2d(Module):
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, input):
+        _check_input(input, (4,), "AdaptiveAvgPool2d")
+        return F.adaptive_avg_pool2d(input, self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+
+class _BatchNorm(Module):
+    _ndims = (2, 3, 4)
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
+        super().__init__()
+        cls = type(self).__name__
+        self.num_features = _positive_int(num_features, "num_features", cls)
+        self.eps = float(eps)
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        if affine:
+            self.weight = Parameter(np.ones(self.num_features, np.float32))
+            self.bias = Parameter(np.zeros(self.num_features, np.float32))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", Tensor(np.zeros(self.num_features, np.float32)))
+            self.register_buffer("running_var", Tensor(np.ones(self.num_features, np.float32)))
+            self.register_buffer("num_batches_tracked", Tensor(np.array(0, dtype=np.int64)))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+
+    def reset_running_stats(self) -> None:
+        if self.track_running_stats:
+            self.running_mean.data.fill(0)
+            self.running_var.data.fill(1)
+            self.num_batches_tracked.data[...] = 0
+
+    def reset_parameters(self) -> None:
+        self.reset_running_stats()
+        if self.affine:
+            init.ones_(self.weight)
+            init.zeros_(self.bias)
+
+    def forward(self, input):
+        cls = type(self).__name__
+        _check_input(input, self._ndims, cls)
+        if input.shape[1] != self.num_features:
+            raise ValueError(f"{cls}: expected {self.num_features} channels (dim 1), got input of shape "
+                             f"{tuple(input.shape)}")
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.data[...] += 1
+            if self.momentum is None:  # cumulative moving average
+                factor = 1.0 / float(self.num_batches_tracked.data)
+        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        keep_stats = not self.training or self.track_running_stats
+        return F.batch_norm(input, self.running_mean if keep_stats else None,
+                            self.running_var if keep_stats else None, self.weight, self.bias,
+                            use_batch_stats, factor, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch norm over (N, C) or (N, C, L), as torch.nn.BatchNorm1d. Parameters weight (ones) and
+    bias (zeros); buffers running_mean, running_var and num_batches_tracked."""
+
+    _ndims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch norm over (N, C, H, W), as torch.nn.BatchNorm2d."""
+
+    _ndims = (4,)
+
+
+class Conv2D(Module):
+    """Keras-style convolution on channels-first (N, C, H, W) input:
+    ``Conv2D(filters, kernel_size, strides=1, padding="valid", activation=None, use_bias=True,
+    dilation_rate=1, groups=1, in_channels=None)``.
+
+    The input channel count is inferred on the first call unless in_channels is given. padding
+    "same" follows Keras for any stride (pads (total // 2) before and the rest after, computed from
+    the input size). Parameters use Conv2d's names and layout.
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None, use_bias=True,
+                 dilation_rate=1, groups=1, in_channels=None):
+        super().__init__()
+        cls = "Conv2D"
+        self.filters = _positive_int(filters, "filters", cls)
+        self.kernel_size = _pair(kernel_size, "kernel_size", cls)
+        self.strides = _pair(strides, "strides", cls)
+        self.dilation_rate = _pair(dilation_rate, "dilation_rate", cls)
+        self.groups = _positive_int(groups, "groups", cls)
+        if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
+            raise ValueError(f"{cls}: padding must be 'valid' or 'same', got {padding!r}")
+        self.padding = padding.lower()
+        if isinstance(activation, str) or activation is None:
+            if activation not in _ACTIVATIONS:
+                raise ValueError(f"{cls}: unknown activation {activation!r}")
+            self._act = _ACTIVATIONS[activation]
+        elif callable(activation):
+            self._act = activation
+        else:
+            raise TypeError(f"{cls}: activation must be a name or a callable")
+        self.activation = activation
+        self.use_bias = use_bias
+        self.in_channels = None
+        self.register_parameter("weight", None)
+        self.register_parameter("bias", None)
+        if in_channels is not None:
+            self._build(_positive_int(in_channels, "in_channels", cls))
+
+    def _build(self, in_channels: int) -> None:
+        if in_channels % self.groups or self.filters % self.groups:
+            raise ValueError(f"Conv2D: in_channels ({in_channels}) and filters ({self.filters}) must be divisible "
+                             f"by groups ({self.groups})")
+        self.in_channels = in_channels
+        self.weight = Parameter(np.empty((self.filters, in_channels // self.groups) + self.kernel_size, np.float32))
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.use_bias:
+            self.bias = Parameter(np.empty((self.filters,), np.float32))
+            bound = 1 / math.sqrt(self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1])
+            init.uniform_(self.bias, -bound, bound)
+
+    def _padding(self, h, w):
+        if self.padding == "valid":
+            return 0
+        pads = []
+        for n, k, s, d in zip((h, w), self.kernel_size, self.strides, self.dilation_rate):
+            total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
+            pads += [total // 2, total - total // 2]
+        return tuple(pads)
+
+    def forward(self, input):
+        _check_input(input, (4,), "Conv2D")
+        if self.weight is None:
+            self._build(input.shape[1])
+        y = F.conv2d(input, self.weight, self.bias, self.strides, self._padding(*input.shape[2:]),
+                     self.dilation_rate, self.groups)
+        return y if self._act is None else self._act(y)
+
+    def extra_repr(self) -> str:
+        return (f"filters={self.filters}, kernel_size={self.kernel_size}, strides={self.strides}, "
+                f"padding={self.padding!r}, in_channels={self.in_channels}")
+
+
+class MaxPooling2D(Module):
+    """Keras-style max pooling on (N, C, H, W): ``MaxPooling2D(pool_size=2, strides=None,
+    padding="valid")`` (strides default to pool_size; padding "valid" only)."""
+
+    def __init__(self, pool_size=2, strides=None, padding="valid"):
+        super().__init__()
+        self.pool_size = _pair(pool_size, "pool_size", "MaxPooling2D")
+        self.strides = self.pool_size if strides is None else _pair(strides, "strides", "MaxPooling2D")
+        if padding != "valid":
+            raise ValueError(f"MaxPooling2D: only padding='valid' is supported, got {padding!r}")
+        self.padding = padding
+
+    def forward(self, input):
+        _check_input(input, (4,), "MaxPooling2D")
+        return F.max_pool2d(input, self.pool_size, self.strides)
+
+    def extra_repr(self) -> str:
+        return f"pool_size={self.pool_size}, strides={self.strides}"

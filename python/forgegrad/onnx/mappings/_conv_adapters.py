@@ -1,0 +1,78 @@
+"""Mappings for conv / pooling / batch-norm ops that read the op's arguments by PyTorch's names
+(x/input, weight, bias, stride, padding, dilation, groups, kernel_size, ceil_mode,
+count_include_pad, divisor_override, output_size, running_mean/var, eps, training) and emit with
+_conv_emit. Registered for forgegrad.ops.conv's classes in mappings/conv.py; kept apart from it
+so they are tested before / independently of those classes (tests/test_onnx_conv.py)."""
+from __future__ import annotations
+
+from . import _conv_emit as CE
+
+
+def _arg(op, *names, default=None):
+    for n in names:
+        if n in op.args:
+            return op.args[n]
+    return default
+
+
+def _x(op):
+    for n in ("x", "input", "a"):
+        if n in op.args:
+            return n
+    raise op.unsupported(f"cannot find the input among the arguments {list(op.args)}")
+
+
+def map_conv(ctx, op):
+    xn = _x(op)
+    w = op.args.get("weight")
+    if w is None or w.ndim != 4:
+        raise op.unsupported("only 2-D convolution (weight (C_out, C_in/groups, kH, kW)) is mapped")
+    b = op.input("bias") if op.args.get("bias") is not None else None
+    return [CE.conv2d(ctx, op.input(xn), op.input("weight"), b, w.shape[2:], _arg(op, "stride", default=1),
+                      _arg(op, "padding", default=0), _arg(op, "dilation", default=1),
+                      _arg(op, "groups", default=1), tuple(op.args[xn].shape[2:]))]
+
+
+def map_max_pool(ctx, op):
+    xn = _x(op)
+    hw = tuple(op.args[xn].shape[2:])
+    y = CE.max_pool2d(ctx, op.input(xn), hw, _arg(op, "kernel_size"), _arg(op, "stride"),
+                      _arg(op, "padding", default=0), _arg(op, "dilation", default=1),
+                      bool(_arg(op, "ceil_mode", default=False)), with_indices=len(op.outputs) == 2)
+    if len(op.outputs) == 2:  # (values, indices)
+        vals, idx = y
+        # ONNX's indices count over the whole NCHW tensor, torch's within each (H, W) plane
+        import numpy as np
+        return [vals, ctx.node("Mod", [idx, ctx.const(np.int64(hw[0] * hw[1]))])]
+    return [y]
+
+
+def map_avg_pool(ctx, op):
+    xn = _x(op)
+    return [CE.avg_pool2d(ctx, op.input(xn), tuple(op.args[xn].shape[2:]), _arg(op, "kernel_size"),
+                          _arg(op, "stride"), _arg(op, "padding", default=0), bool(_arg(op, "ceil_mode", default=False)),
+                          bool(_arg(op, "count_include_pad", default=True)), _arg(op, "divisor_override"),
+                          unsupported=op.unsupported)]
+
+
+def _adaptive(reduce_op):
+    def mapping(ctx, op):
+        xn = _x(op)
+        return [CE.adaptive_pool2d(ctx, op.input(xn), tuple(op.args[xn].shape[2:]), _arg(op, "output_size"),
+                                   reduce_op)]
+    return mapping
+
+
+def map_batch_norm(ctx, op):
+    xn = _x(op)
+    if _arg(op, "training", default=False):
+        raise op.unsupported("batch norm ran in training mode (batch statistics) while the model was in eval mode")
+    mean_n = next((n for n in ("running_mean", "mean") if n in op.args), None)
+    var_n = next((n for n in ("running_var", "var") if n in op.args), None)
+    if mean_n is None or var_n is None or op.args[mean_n] is None:
+        raise op.unsupported("batch norm without running statistics is not exported")
+    w = "weight" if op.args.get("weight") is not None else None
+    b = "bias" if op.args.get("bias") is not None else None
+    return [CE.batch_norm(ctx, op.input(xn), op.input(mean_n), op.input(var_n), op.input(w) if w else None,
+                          op.input(b) if b else None, float(_arg(op, "eps", default=1e-5)),
+                          op.args[xn].shape[1])]

@@ -1,0 +1,96 @@
+"""forgegrad's own conv / pooling / batch-norm ops (forgegrad.ops.conv, nn.conv) exported: a CNN
+at opsets 13 and 17 (21 smoke) and batch 1, 3, 64; 'same' padding, groups, dilation; max pooling
+with ceil_mode and its indices output; BatchNorm1d; the zoo's LeNet.
+
+These ops come from the `conv` branch; until it is merged into main this file has nothing to test.
+The ONNX emission itself is also tested on its own in test_onnx_conv.py."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+pytest.importorskip("forgegrad.ops.conv", reason="conv ops not merged yet")
+
+import forgegrad as fg  # noqa: E402
+import forgegrad.onnx as fonnx  # noqa: E402
+from forgegrad import nn  # noqa: E402
+from forgegrad.nn import conv as NC  # noqa: E402
+from forgegrad.ops import conv as OC  # noqa: E402
+
+from test_onnx_common import Lambda, export_and_check  # noqa: E402
+
+
+class CNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = NC.Conv2d(3, 8, 3, padding=1)
+        self.bn = NC.BatchNorm2d(8)
+        self.pool = NC.MaxPool2d(2)
+        self.c2 = NC.Conv2d(8, 8, 3, stride=2, padding=1, groups=2)
+        self.avg = NC.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+        self.gap = NC.AdaptiveAvgPool2d((3, 2))  # 3x3 -> (3, 2): uneven windows along W
+        self.fc = nn.Linear(8 * 6, 5)
+
+    def forward(self, x):
+        h = self.pool(fg.nn.functional.relu(self.bn(self.c1(x))))
+        h = self.gap(self.avg(self.c2(h)))
+        return self.fc(h.flatten(1))
+
+
+def _cnn():
+    fg.manual_seed(0)
+    m = CNN()
+    rng = np.random.default_rng(0)  # running statistics that are not the identity
+    m.bn.running_mean.data[:] = rng.standard_normal(8)
+    m.bn.running_var.data[:] = 0.5 + rng.random(8)
+    return m
+
+
+@pytest.mark.parametrize("opset", [13, 17, 21])
+def test_cnn(tmp_path, opset):
+    _, proto = export_and_check(_cnn(), fg.randn(3, 3, 12, 11), tmp_path, opset=opset)
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("Conv") == 2 and "BatchNormalization" in ops and "MaxPool" in ops
+    pool = next(n for n in proto.graph.node if n.op_type == "MaxPool")
+    assert len(pool.output) == 1  # the unused indices output is not computed
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_conv_forms(tmp_path, opset):
+    fg.manual_seed(1)
+    convs = nn.Sequential(NC.Conv2d(4, 6, 3, padding="same", dilation=2), NC.Conv2d(6, 6, (3, 2), stride=(2, 1),
+                                                                                        groups=3, bias=False),
+                          NC.Conv2d(6, 4, 1, padding="valid"))
+    export_and_check(convs, fg.randn(3, 4, 9, 10), tmp_path, opset=opset)
+
+
+def test_max_pool_ceil_mode_and_indices(tmp_path):
+    export_and_check(Lambda(lambda m, x: OC.MaxPool2d.apply(x, 3, 2, 1, 1, True)), fg.randn(3, 4, 9, 10), tmp_path)
+
+
+def test_batch_norm_1d(tmp_path):
+    fg.manual_seed(2)
+    bn = NC.BatchNorm1d(4)
+    bn.running_var.data[:] = 2.0
+    bn.running_mean.data[:] = 0.3
+    export_and_check(nn.Sequential(nn.Linear(6, 4), bn, nn.ReLU()), fg.randn(3, 6), tmp_path)
+
+
+def test_zoo_lenet(tmp_path, monkeypatch):
+    import forgegrad.models as zoo
+    for name in ("Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm2d"):
+        if not hasattr(nn, name):  # whether forgegrad.nn re-exports the conv layers is not this test's subject
+            monkeypatch.setattr(nn, name, getattr(NC, name), raising=False)
+    model = zoo.create("lenet8")
+    report = fonnx.export(model, fg.randn(3, 1, 8, 8), str(tmp_path / "lenet.onnx"),
+                          verify_sizes=[{"batch": 1}, {"batch": 64}])
+    assert report.ok
+    assert "Conv" in [n.op_type for n in onnx.load(str(tmp_path / "lenet.onnx")).graph.node]
+
+
+def test_batch_norm_in_training_mode_is_reported(tmp_path):
+    x = fg.randn(3, 4)
+    fn = lambda m, x: OC.BatchNorm.apply(x, None, None, None, None, training=True)  # noqa: E731
+    with pytest.raises(fonnx.UnsupportedOpError, match="BatchNorm"):
+        fonnx.export(Lambda(fn), x, str(tmp_path / "t.onnx"))
