@@ -396,6 +396,10 @@ def test_bench_errors(capsys, tmp_path):
     one_line_error(err, "--threads")
     code, _, err = run(capsys, "bench", "train", "--threads", "one")
     assert code == 2
+    code, _, err = run(capsys, "bench", "train", "--threads", "1", "0")
+    assert code == 2
+    from forgegrad.cli.bench import parse_threads
+    assert parse_threads(["1", "2"]) == parse_threads("1,2") == parse_threads(["1,2"]) == [1, 2]
     (tmp_path / "f").write_text("x")
     code, _, err = run(capsys, "bench", "train", "--report", str(tmp_path / "f"))
     assert code == 2

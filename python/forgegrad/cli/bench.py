@@ -19,8 +19,8 @@ def add_parser(sub):
                                    "reported as absent.")
     p.add_argument("suite", nargs="?", default="all", metavar="SUITE",
                    help="suite name, or 'all' (default)")
-    p.add_argument("--threads", default="1", metavar="N[,N...]",
-                   help="thread counts to run at, e.g. 1,2 (default 1)")
+    p.add_argument("--threads", nargs="+", default=["1"], metavar="N",
+                   help="thread counts to run at: --threads 1 2 or --threads 1,2 (default 1)")
     p.add_argument("--quick", action="store_true", help="fewer workloads and repeats")
     p.add_argument("--report", default=None, metavar="DIR",
                    help="write DIR/report.md (table), DIR/results.json and one chart PNG per suite")
@@ -29,6 +29,8 @@ def add_parser(sub):
 
 
 def parse_threads(text):
+    if isinstance(text, (list, tuple)):
+        text = " ".join(text)
     try:
         values = [int(t) for t in str(text).replace(",", " ").split()]
     except ValueError:
