@@ -56,7 +56,7 @@ def _shapes():
                 s.append((m, primes[(i * 3 + j) % len(primes)], n))
     for k in (1, 2, 7, 64, 300, 1000):  # 1 x K x N (row vector times matrix) and M x K x 1
         s += [(1, k, 33), (1, k, 200), (45, k, 1), (200, k, 1), (1, k, 1)]
-    for m in (8, 9, 12, 13, 16, 24, 25, 47, 48, 49):  # around the register tiles (12 x 32, 6 x 16)
+    for m in (8, 9, 12, 13, 16, 24, 25, 47, 48, 49):  # around the tiles (8 x 32, 6 x 16) and paths
         for n in (8, 9, 15, 16, 17, 31, 32, 33, 64, 65):
             s.append((m, 19 + (m * n) % 23, n))
     s += [(64, 784, 256), (64, 256, 128), (256, 64, 784), (784, 64, 256)]  # MLP layers
@@ -164,7 +164,8 @@ def test_against_cpp_oracle(simd_path, rng):
 
 BIT_SHAPES = [(200, 300, 260, False, False), (64, 784, 256, True, False), (130, 641, 50, False, True),
               (37, 900, 500, True, True), (1, 4096, 300, False, False), (300, 500, 7, False, True),
-              (5, 2000, 3, True, False), (1000, 64, 50, False, False)]
+              (5, 2000, 3, True, False), (1000, 64, 50, False, False), (400, 300, 13, True, True),
+              (2, 3000, 700, False, True)]
 
 
 def test_bit_identical_across_threads(simd_path, threads, rng):
@@ -312,3 +313,25 @@ def test_binding_rejects_bad_arrays(rng):
         from numpy.lib.stride_tricks import as_strided
         o = np.zeros((3, 5), np.float32)
         _C.gemm.bmm(make(rng, (2, 3, 4)), make(rng, (2, 4, 5)), as_strided(o, (2, 3, 5), (0, 20, 4)))
+
+
+# ---- the benchmark package (timings themselves are not tested) ----------------------------------
+
+def test_bench_registry_table_and_pinning():
+    import forgegrad.bench as bench
+    from forgegrad.bench import _timing
+
+    assert "gemm" in bench.suites()
+    before = fg.get_num_threads()
+    with _timing.pinned_threads(1):
+        assert fg.get_num_threads() == 1
+        sec = _timing.compare({"forgegrad": lambda: None, "numpy": lambda: None, "torch": None},
+                              repeat=2, warmup=1, min_time=1e-4)
+    assert fg.get_num_threads() == before
+    assert sec["torch"] is None and sec["forgegrad"] > 0 and sec["numpy"] > 0
+    rows = [{"workload": "8x8x8 NN", "threads": 1, "flop": 1024.0,
+             "seconds": {"forgegrad": 1e-6, "numpy": 2e-6, "torch": None}}]
+    table = bench.format_table(rows)
+    assert "absent" in table and "x numpy" in table and "2.00" in table
+    with pytest.raises(ValueError, match="unknown benchmark suite"):
+        bench.run("no-such-suite")

@@ -49,8 +49,22 @@ inline vf vround(vf a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_IN
 inline vf vscale2(vf a, vf n) { return _mm512_scalef_ps(a, n); }
 // mask ? a : b, mask = (x > y)
 inline vf vselect_gt(vf x, vf y, vf a, vf b) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, y, _CMP_GT_OQ), b, a); }
-inline float vreduce_add(vf a) { return _mm512_reduce_add_ps(a); }
-inline float vreduce_max(vf a) { return _mm512_reduce_max_ps(a); }
+// Horizontal reductions by in-register shuffles: GCC 12's expansion of _mm512_reduce_*_ps and of
+// the 512->256 extract intrinsics triggers false -Wmaybe-uninitialized warnings.
+inline float vreduce_add(vf a) {
+  vf t = _mm512_add_ps(a, _mm512_shuffle_f32x4(a, a, _MM_SHUFFLE(1, 0, 3, 2)));
+  t = _mm512_add_ps(t, _mm512_shuffle_f32x4(t, t, _MM_SHUFFLE(2, 3, 0, 1)));
+  t = _mm512_add_ps(t, _mm512_permute_ps(t, _MM_SHUFFLE(1, 0, 3, 2)));
+  t = _mm512_add_ps(t, _mm512_permute_ps(t, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm512_cvtss_f32(t);
+}
+inline float vreduce_max(vf a) {
+  vf t = _mm512_max_ps(a, _mm512_shuffle_f32x4(a, a, _MM_SHUFFLE(1, 0, 3, 2)));
+  t = _mm512_max_ps(t, _mm512_shuffle_f32x4(t, t, _MM_SHUFFLE(2, 3, 0, 1)));
+  t = _mm512_max_ps(t, _mm512_permute_ps(t, _MM_SHUFFLE(1, 0, 3, 2)));
+  t = _mm512_max_ps(t, _mm512_permute_ps(t, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm512_cvtss_f32(t);
+}
 #elif defined(__AVX2__) && defined(__FMA__)
 using vf = __m256;
 constexpr int W = 8;

@@ -2,12 +2,13 @@
 //   for each NC-wide block of columns (jc) and KC-deep slice of K (pc):
 //     for each MC-high block of rows (ic):
 //       pack op(A)[ic:ic+mc, pc:pc+kc] into MR-high panels       (thread-local, L2-resident)
-//       for each NR-wide B panel (jr): pack it on first use       (thread-local)
-//         for each A panel (ir): microkernel -> MR x NR tile of C
+//       for each A panel (ir; L1-resident, it is the broadcast operand):
+//         for each NR-wide B panel (jr; packed during the first sweep, L2-resident):
+//           microkernel -> MR x NR tile of C
 // Threads never split K: every element of C is the same fma chain over each KC slice, the slices
 // added in order (C = alpha*acc + beta*C, then C = alpha*acc + C), whatever thread computes it.
 // KC depends on K only, so results are bit-identical for any thread count.
-// Skinny shapes (M or N <= 8) go to gemm_skinny.cpp, which reads B in place.
+// Skinny shapes (M <= 8 or N <= 16) go to gemm_skinny.cpp, which reads B in place.
 #include "forgegrad/gemm.h"
 #include "forgegrad/memory.h"
 #include "forgegrad/parallel.h"
@@ -106,21 +107,41 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
         const float beta_k = pc == 0 ? beta : 1.0f;
         for (int64_t pb = p0; pb < p1; pb += kMCPanels) {  // MC-high row blocks
           const int64_t pe = p1 - pb < kMCPanels ? p1 : pb + kMCPanels;
+          int64_t first_row[kMCPanels + 1];  // row0 of this block's panels (divisions: once)
+          for (int64_t p = pb; p <= pe; ++p) first_row[p - pb] = row0(p);
           for (int64_t p = pb; p < pe; ++p) {
-            const int64_t i = row0(p);
-            pack_panel(A + i * rsa + pc * csa, rsa, csa, static_cast<int>(row0(p + 1) - i), kc, kMR,
+            const int64_t i = first_row[p - pb];
+            pack_panel(A + i * rsa + pc * csa, rsa, csa, static_cast<int>(first_row[p - pb + 1] - i), kc, kMR,
                        apack + (p - pb) * kMR * kc);
           }
-          for (int64_t q = qc; q < qe; ++q) {
-            const int64_t j = q * kNR;
-            const int cols = static_cast<int>(N - j < kNR ? N - j : kNR);
-            float* bp = bpack + (q - qc) * kNR * kc;
-            // Packed just before its first use, while the first row block runs.
-            if (pb == p0) pack_panel(B + pc * rsb + j * csb, csb, rsb, cols, kc, kNR, bp);
-            for (int64_t p = pb; p < pe; ++p) {
-              const int64_t i = row0(p);
-              micro_tile(static_cast<int>(row0(p + 1) - i), cols, kc, apack + (p - pb) * kMR * kc, bp, kNR,
-                         C + i * ldc + j, ldc, alpha, beta_k);
+          if (p1 - p0 <= kMCPanels) {
+            // The thread's rows fit one row block (small M): each B panel is used by every A
+            // panel right after packing, so one panel slot suffices and the footprint stays small
+            // (more of the source B survives in L2 from call to call).
+            for (int64_t q = qc; q < qe; ++q) {
+              const int64_t j = q * kNR;
+              const int cols = static_cast<int>(N - j < kNR ? N - j : kNR);
+              pack_panel(B + pc * rsb + j * csb, csb, rsb, cols, kc, kNR, bpack);
+              for (int64_t p = pb; p < pe; ++p) {
+                const int64_t i = first_row[p - pb];
+                micro_tile(static_cast<int>(first_row[p - pb + 1] - i), cols, kc, apack + (p - pb) * kMR * kc,
+                           bpack, kNR, C + i * ldc + j, ldc, alpha, beta_k);
+              }
+            }
+            continue;
+          }
+          // One A panel (L1-resident) against every B panel of the block (L2-resident).
+          for (int64_t p = pb; p < pe; ++p) {
+            const int64_t i = first_row[p - pb];
+            const int rows = static_cast<int>(first_row[p - pb + 1] - i);
+            const float* ap = apack + (p - pb) * kMR * kc;
+            for (int64_t q = qc; q < qe; ++q) {
+              const int64_t j = q * kNR;
+              const int cols = static_cast<int>(N - j < kNR ? N - j : kNR);
+              float* bp = bpack + (q - qc) * kNR * kc;
+              // Packed just before its first use, during the first A panel's sweep.
+              if (p == p0) pack_panel(B + pc * rsb + j * csb, csb, rsb, cols, kc, kNR, bp);
+              micro_tile(rows, cols, kc, ap, bp, kNR, C + i * ldc + j, ldc, alpha, beta_k);
             }
           }
         }
@@ -148,7 +169,9 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
   }
   const int64_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
   const int64_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
-  if (M <= kSkinnyMax) {
+  // Skinny shapes skip packing (measured: the packed path wins from M = 9 on, but a B panel
+  // of 32 columns holding N <= 16 wastes half the tile, so the transposed skinny form wins there).
+  if (M <= 8) {
     sgemm_skinny(M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc, 1);
   } else if (N <= kSkinnyMax) {
     // C^T (N x M) = op(B)^T . op(A)^T, with C^T read through swapped strides.

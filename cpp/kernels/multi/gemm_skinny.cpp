@@ -14,7 +14,10 @@ namespace gemm_detail {
 
 namespace {
 
-constexpr int kAxpyNV = 2;  // vectors per column chunk in the axpy form
+// Vectors per column chunk in the axpy form: as many as the accumulator budget allows for M rows
+// (wide chunks read long contiguous runs of each B row; M = 1 is a GEMV streaming B once).
+constexpr int kAxpyAccs = W == 16 ? 16 : 8;
+constexpr int axpy_nv(int M) { return kAxpyAccs / M < 1 ? 1 : kAxpyAccs / M; }
 
 // alpha * acc (+ beta * c) with one explicit rounding sequence. Written as plain `beta * c + r`
 // the compiler may contract either product into an FMA, and differently in different template
@@ -29,19 +32,19 @@ inline float combine(float acc, float alpha, float beta, const float* c) {
 #endif
 }
 
-// Axpy form, M rows: C[:, j0:j0+cw] with cw <= kAxpyNV * W. ak is A packed k-major (ak[k*M + i]).
-template <int M, bool kTail>
+// Axpy form, M rows: C[:, j0:j0+cw] with cw <= axpy_nv(M) * W. ak is A packed k-major (ak[k*M + i]).
+template <int M, bool kTail, int kAxpyNV = axpy_nv(M)>
 void axpy_chunk(int cw, int64_t K, float alpha, const float* __restrict ak, const float* __restrict b,
                 int64_t rsb, float beta, float* c, int64_t rsc, int64_t csc) {
   vf acc[M][kAxpyNV];
 #pragma GCC unroll 8
   for (int i = 0; i < M; ++i)
-#pragma GCC unroll 4
+#pragma GCC unroll 16
     for (int v = 0; v < kAxpyNV; ++v) acc[i][v] = vzero();
   for (int64_t k = 0; k < K; ++k) {
     const float* bk = b + k * rsb;
     vf bv[kAxpyNV];
-#pragma GCC unroll 4
+#pragma GCC unroll 16
     for (int v = 0; v < kAxpyNV; ++v) {
       if (kTail) {
         int n = cw - v * W;
@@ -53,7 +56,7 @@ void axpy_chunk(int cw, int64_t K, float alpha, const float* __restrict ak, cons
 #pragma GCC unroll 8
     for (int i = 0; i < M; ++i) {
       vf av = vset1(ak[k * M + i]);
-#pragma GCC unroll 4
+#pragma GCC unroll 16
       for (int v = 0; v < kAxpyNV; ++v) acc[i][v] = vfmadd(av, bv[v], acc[i][v]);
     }
   }
@@ -68,7 +71,7 @@ void axpy_chunk(int cw, int64_t K, float alpha, const float* __restrict ak, cons
 template <int M>
 void axpy_cols(int64_t j0, int64_t j1, int64_t K, float alpha, const float* ak, const float* B,
                int64_t rsb, float beta, float* C, int64_t rsc, int64_t csc) {
-  constexpr int CW = kAxpyNV * W;
+  constexpr int CW = axpy_nv(M) * W;
   int64_t j = j0;
   for (; j + CW <= j1; j += CW)
     axpy_chunk<M, false>(CW, K, alpha, ak, B + j, rsb, beta, C + j * csc, rsc, csc);
@@ -135,10 +138,12 @@ void sgemm_skinny(int64_t m, int64_t n, int64_t K, float alpha, const float* A, 
   float* ap = apack.data();
   for (int64_t i = 0; i < m; ++i)
     for (int64_t k = 0; k < K; ++k) ap[axpy ? k * m + i : i * K + k] = A[i * rsa + k * csa];
-  // Columns per thread chunk: enough work to be worth a thread (~64k multiply-adds).
-  int64_t grain = (65536 + m * K - 1) / (m * K);
+  // Columns per thread chunk: enough work to be worth a fork/join (~512k multiply-adds, as in
+  // the packed path; on a busy machine a thread that must be woken can cost far more).
+  const int64_t kMinWork = int64_t(1) << 19;
+  int64_t grain = (kMinWork + m * K - 1) / (m * K);
   if (axpy) {
-    int64_t cw = kAxpyNV * W;
+    const int64_t cw = axpy_nv(static_cast<int>(m)) * W;  // the chunk width axpy_cols<m> uses
     grain = (grain + cw - 1) / cw * cw;
     int64_t chunks = (n + cw - 1) / cw;
     parallel_for(chunks, (grain + cw - 1) / cw, [&](int64_t c0, int64_t c1) {

@@ -4,6 +4,12 @@ Every runtime in a comparison runs with the same thread count (forgegrad.set_num
 torch.set_num_threads, threadpoolctl for numpy's BLAS), and the runtimes are timed in interleaved
 rounds so that a burst of load from elsewhere on the machine hits all of them alike. A runtime
 that is not installed is reported as "absent" instead of failing the run.
+
+Clock (CLOCK): "auto" times single-threaded rows by the CPU time of the calling thread (on a
+machine shared with other work, wall time there mostly measures the scheduler; every runtime
+pinned to one thread computes on the calling thread) and multithreaded rows by wall time; "wall"
+uses wall time everywhere. Statistic (STAT): "median" of the samples (default) or "min" (the
+least disturbed sample, for a busy machine). `python -m forgegrad.bench --clock/--stat` set them.
 """
 from __future__ import annotations
 
@@ -20,6 +26,11 @@ import forgegrad
 # slower on this project's machines); benchmarks run with them unset: `env -u OPENBLAS_CORETYPE
 # -u OPENBLAS_L2_SIZE python -m forgegrad.bench ...`.
 OPENBLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+CLOCK = "auto"   # "auto" or "wall"
+STAT = "median"  # "median" or "min"
+_pinned = [0]    # thread count set by the innermost pinned_threads (0: none)
 
 
 def optional_import(name: str):
@@ -50,26 +61,35 @@ def pinned_threads(n: int):
         torch.set_num_threads(n)
     limits = (threadpoolctl.threadpool_limits(limits=n, user_api="blas")
               if threadpoolctl is not None else contextlib.nullcontext())
+    old_pinned = _pinned[0]
+    _pinned[0] = n
     try:
         with limits:
             yield
     finally:
+        _pinned[0] = old_pinned
         forgegrad.set_num_threads(old_fg)
         if torch is not None:
             torch.set_num_threads(old_torch)
 
 
-def _loops_for(fn: Callable[[], object], min_time: float) -> int:
+def _clock() -> Callable[[], float]:
+    if CLOCK == "auto" and _pinned[0] == 1:
+        return time.thread_time
+    return time.perf_counter
+
+
+def _loops_for(fn: Callable[[], object], min_time: float, clock: Callable[[], float]) -> int:
     """Calls per timed sample so that one sample lasts about min_time (timer resolution, noise)."""
-    t0 = time.perf_counter()
+    t0 = clock()
     fn()
-    once = max(time.perf_counter() - t0, 1e-7)
+    once = max(clock() - t0, 1e-7)
     return max(1, int(min_time / once))
 
 
 def compare(fns: Dict[str, Optional[Callable[[], object]]], *, repeat: int = 9, warmup: int = 2,
             min_time: float = 0.02) -> Dict[str, Optional[float]]:
-    """Median seconds per call of each function, timed in interleaved rounds.
+    """Median (or STAT) seconds per call of each function, timed in interleaved rounds.
 
     fns maps a runtime name to a no-argument callable, or to None for an absent runtime (its
     result is None). Each function first runs `warmup` times (caches, thread pools, lazy
@@ -80,13 +100,15 @@ def compare(fns: Dict[str, Optional[Callable[[], object]]], *, repeat: int = 9, 
     for f in present.values():
         for _ in range(warmup):
             f()
-    loops = {k: _loops_for(f, min_time) for k, f in present.items()}
+    clock = _clock()
+    loops = {k: _loops_for(f, min_time, clock) for k, f in present.items()}
     samples: Dict[str, list] = {k: [] for k in present}
     for _ in range(repeat):
         for k, f in present.items():
             n = loops[k]
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(n):
                 f()
-            samples[k].append((time.perf_counter() - t0) / n)
-    return {k: (statistics.median(samples[k]) if k in samples else None) for k in fns}
+            samples[k].append((clock() - t0) / n)
+    stat = min if STAT == "min" else statistics.median
+    return {k: (stat(samples[k]) if k in samples else None) for k in fns}

@@ -1,8 +1,10 @@
 """Matrix multiply on numpy float32 arrays, backed by forgegrad's SGEMM (cpp/kernels/multi/gemm*.cpp).
 
-Both functions validate their arguments here (TypeError / ValueError naming the argument and the
-shapes), pass strided views to the kernel without copying where the rows are evenly spaced, and
-copy other layouts once. The compiled kernel checks shapes again, so no input can crash it.
+Both functions raise TypeError / ValueError naming the argument and the shapes for bad input, pass
+strided views to the kernel without copying where rows (or columns) are evenly spaced, and copy
+other layouts once. matmul does all of this in C++ (_C.gemm.matmul); bmm resolves broadcasting
+here and runs the whole batch in one C++ call (_C.gemm.bmm), which checks shapes again, so no
+input can crash the process.
 """
 from __future__ import annotations
 

@@ -6,4 +6,6 @@
 - shape:       Reshape Permute Expand GetItem Cat Stack Clone
 - linalg:      MatMul Linear
 - loss:        MSELoss L1Loss BinaryCrossEntropy BinaryCrossEntropyWithLogits CrossEntropy NLLLoss KLDiv
+- conv:        Conv2d MaxPool2d AvgPool2d AdaptiveAvgPool2d BatchNorm
+- rnn:         RecurrentLayer (LSTM / GRU / RNN, one layer and direction) Embedding
 """
