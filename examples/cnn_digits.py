@@ -1,5 +1,5 @@
 """Train a small CNN (forgegrad.models.LeNet: conv32-pool-conv64-pool-fc128-fc10) on handwritten digits,
-with random-shift augmentation from forgegrad.data.transforms.
+with random shift and rotation augmentation from forgegrad.data.transforms.
 
     python examples/cnn_digits.py                       # scikit-learn's real 8x8 digits, >= 98 % test accuracy
     python examples/cnn_digits.py --mnist ~/data/mnist  # a folder of MNIST-format IDX files (1x28x28)
@@ -37,15 +37,15 @@ def load_data(mnist_dir, seed: int):
 def main(argv=None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mnist", metavar="DIR", help="folder of MNIST-format IDX files (default: 8x8 digits)")
-    parser.add_argument("--epochs", type=int, default=None, help="default 25 for digits, 3 for --mnist")
+    parser.add_argument("--epochs", type=int, default=None, help="default 40 for digits, 3 for --mnist")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="forgegrad kernel threads (default: all)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--max-shift", type=int, default=None,
                         help="largest random shift in pixels (default 1 for 8x8 digits, 2 for 28x28)")
-    parser.add_argument("--rotate", type=float, default=0.0,
-                        help="largest random rotation in degrees (default 0: shifts only)")
+    parser.add_argument("--rotate", type=float, default=10.0,
+                        help="largest random rotation in degrees (default 10; 0 for shifts only)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
@@ -60,7 +60,7 @@ def main(argv=None) -> float:
     fg.manual_seed(args.seed)  # initialisation, shuffling and augmentation draws
     (x_train, y_train), (x_test, y_test) = load_data(args.mnist, args.seed)
     side = x_train.shape[-1]
-    epochs = args.epochs if args.epochs is not None else (3 if args.mnist else 25)
+    epochs = args.epochs if args.epochs is not None else (3 if args.mnist else 40)
     max_shift = args.max_shift if args.max_shift is not None else (1 if side <= 8 else 2)
     # statistics of the training images (one channel); shifts fill with 0 = background before normalising
     mean, std = float(x_train.mean()), float(x_train.std())
