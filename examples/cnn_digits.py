@@ -1,7 +1,7 @@
 """Train a small CNN (forgegrad.models.LeNet: conv32-pool-conv64-pool-fc128-fc10) on handwritten digits,
 with random shift and rotation augmentation from forgegrad.data.transforms.
 
-    python examples/cnn_digits.py                       # scikit-learn's real 8x8 digits, >= 98 % test accuracy
+    python examples/cnn_digits.py                       # scikit-learn's real 8x8 digits: ~99 % test accuracy, ~10 s
     python examples/cnn_digits.py --mnist ~/data/mnist  # a folder of MNIST-format IDX files (1x28x28)
     python examples/cnn_digits.py --epochs 5 --seed 1 --threads 2 --no-progress
 
@@ -39,7 +39,9 @@ def main(argv=None) -> float:
     parser.add_argument("--mnist", metavar="DIR", help="folder of MNIST-format IDX files (default: 8x8 digits)")
     parser.add_argument("--epochs", type=int, default=None, help="default 40 for digits, 3 for --mnist")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="forgegrad kernel threads (default: all)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="forgegrad kernel threads (default: 1 for the 8x8 digits, whose per-batch work is "
+                             "too small to split, all cores for --mnist)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--max-shift", type=int, default=None,
@@ -50,10 +52,13 @@ def main(argv=None) -> float:
     args = parser.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
         parser.error("--epochs must be >= 1")
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error("--threads must be >= 1")
-        fg.set_num_threads(args.threads)
+    if args.rotate < 0:
+        parser.error("--rotate must be >= 0")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
+    threads = args.threads if args.threads is not None else (None if args.mnist else 1)
+    if threads is not None:
+        fg.set_num_threads(threads)
 
     from forgegrad import optim  # noqa: PLC0415 (kept next to its use)
 

@@ -67,5 +67,7 @@ def test_cnn_digits_rejects_bad_arguments(tmp_path):
         mod.main(["--epochs", "0"])
     with pytest.raises(SystemExit):
         mod.main(["--threads", "0"])
+    with pytest.raises(SystemExit):
+        mod.main(["--rotate", "-1"])
     with pytest.raises(FileNotFoundError):
         mod.main(["--mnist", str(tmp_path / "missing"), "--no-progress"])
