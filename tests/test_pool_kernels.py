@@ -42,6 +42,21 @@ def test_max_pool2d_ties_and_nan_follow_torch():
     np.testing.assert_array_equal(np.isnan(y), np.isnan(ty.numpy()))
 
 
+
+@pytest.mark.parametrize("shape", [(3, 5, 28, 28), (2, 3, 7, 10)])
+def test_max_pool2d_2x2_fast_path_edge_values(rng, shape):
+    # kernel 2 / stride 2 / no padding takes a dedicated loop: same ties, -inf and NaN rules as torch
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[:, :, 0:2, 0:2] = -np.inf                      # a window of only -inf
+    x[:, :, 2, 2] = x[:, :, 2, 3] = x[:, :, 3, 2]    # ties inside a window
+    x[:, :, 4, 4] = x[:, :, 5, 5] = np.nan           # two NaNs in one window
+    x[:, :, 0, 2] = np.nan                           # NaN first in its window
+    for args in (dict(kernel_size=2), dict(kernel_size=2, stride=2, ceil_mode=True)):
+        y, idx = max_pool2d_forward(x, **args)
+        ty, ti = F.max_pool2d(torch.tensor(x), return_indices=True, **args)
+        np.testing.assert_array_equal(idx, ti.numpy())
+        np.testing.assert_array_equal(y, ty.numpy())  # NaN positions compare equal too
+
 AVG_CASES = [
     dict(kernel_size=3),
     dict(kernel_size=(3, 2), stride=(2, 1), padding=1),
@@ -82,10 +97,11 @@ def test_pools_bit_identical_across_thread_counts(rng, threads):
     for n in (1, 2, 3):
         threads(n)
         y, idx = max_pool2d_forward(x, 3, 2, 1)
+        y2, idx2 = max_pool2d_forward(x, 2)  # the 2x2 / stride 2 loop
         a = avg_pool2d_forward(x, 3, 1, 1)
         ad = adaptive_avg_pool2d_forward(x, (5, 4))
         outs.append([y, idx, max_pool2d_backward(y, idx, x.shape), a, avg_pool2d_backward(a, x.shape, 3, 1, 1),
-                     ad, adaptive_avg_pool2d_backward(ad, x.shape)])
+                     ad, adaptive_avg_pool2d_backward(ad, x.shape), y2, idx2])
     for other in outs[1:]:
         for a, b in zip(outs[0], other):
             np.testing.assert_array_equal(a, b)
