@@ -56,6 +56,14 @@ def test_max_pool2d_2x2_fast_path_edge_values(rng, shape):
         ty, ti = F.max_pool2d(torch.tensor(x), return_indices=True, **args)
         np.testing.assert_array_equal(idx, ti.numpy())
         np.testing.assert_array_equal(y, ty.numpy())  # NaN positions compare equal too
+    # dense ties, -inf and NaNs anywhere in the windows
+    x = rng.integers(0, 3, shape).astype(np.float32)
+    x[rng.random(shape) < 0.2] = np.nan
+    x[rng.random(shape) < 0.2] = -np.inf
+    y, idx = max_pool2d_forward(x, 2)
+    ty, ti = F.max_pool2d(torch.tensor(x), 2, return_indices=True)
+    np.testing.assert_array_equal(idx, ti.numpy())
+    np.testing.assert_array_equal(y, ty.numpy())
 
 AVG_CASES = [
     dict(kernel_size=3),

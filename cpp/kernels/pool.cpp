@@ -81,11 +81,14 @@ void max_pool2d_forward_2x2(const Pool2dGeom& g, const float* x, float* y, int64
       const int64_t top = 2 * oh * g.W, bottom = top + g.W;
       for (int64_t ow = 0; ow < g.OW; ++ow) {
         const int64_t i = top + 2 * ow, j = bottom + 2 * ow;
-        float best = xs[i];
-        int64_t best_i = i;
+        // as a tree (top pair, bottom pair, then the two winners): the same result as the sequential
+        // rule -- a NaN in the bottom pair wins, a NaN only on top stays, otherwise the bottom
+        // winner needs to be strictly greater -- with a shorter dependency chain
+        float best = xs[i], low = xs[j];
+        int64_t best_i = i, low_i = j;
         take_if_greater(xs[i + 1], i + 1, best, best_i);
-        take_if_greater(xs[j], j, best, best_i);
-        take_if_greater(xs[j + 1], j + 1, best, best_i);
+        take_if_greater(xs[j + 1], j + 1, low, low_i);
+        take_if_greater(low, low_i, best, best_i);
         ys[oh * g.OW + ow] = best;
         is[oh * g.OW + ow] = best_i;
       }
