@@ -1,6 +1,6 @@
 """Train a character-level LSTM language model on a text file and sample from it as it learns.
 
-    python examples/char_lstm.py                          # the source of Python's argparse module
+    python examples/char_lstm.py     # learns Python's argparse.py: loss 4.47 -> ~0.67 nats/char in ~55 s
     python examples/char_lstm.py --text my.txt --steps 2000 --hidden 256 --num-layers 2
     python examples/char_lstm.py --seed 1 --save char_lstm.safetensors
 
@@ -104,26 +104,31 @@ def detach_state(state):
     return h.detach(), c.detach()
 
 
+# Measured on a shared 2-core machine: a step of this small recurrent model was ~5x slower with 2
+# kernel threads than with 1 (the per-time-step work is too small to split), hence the default.
+THREADS_HELP = "forgegrad kernel threads (default 1: per-step work of small recurrent batches is too small to split)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--text", default=None, help="UTF-8 text file to learn (default: Python's argparse.py)")
     p.add_argument("--steps", type=int, default=None,
-                   help="optimizer steps (default 300 unless --epochs is given)")
+                   help="optimizer steps (default 800 unless --epochs is given)")
     p.add_argument("--epochs", type=int, default=None, help="passes over the text (instead of --steps)")
-    p.add_argument("--hidden", type=int, default=128, help="LSTM hidden size")
+    p.add_argument("--hidden", type=int, default=256, help="LSTM hidden size")
     p.add_argument("--embed", type=int, default=32, help="embedding size")
     p.add_argument("--num-layers", type=int, default=1, choices=(1, 2))
     p.add_argument("--seq-len", type=int, default=64, help="characters per truncated-BPTT chunk")
     p.add_argument("--batch-size", type=int, default=32, help="parallel streams through the text")
-    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--clip", type=float, default=1.0, help="max gradient norm")
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (> 0)")
     p.add_argument("--prime", default="def ", help="seed string the samples start from")
     p.add_argument("--sample-len", type=int, default=200, help="characters per printed sample")
-    p.add_argument("--sample-every", type=int, default=100, help="print a sample every N steps (0: only at the end)")
-    p.add_argument("--log-every", type=int, default=25, help="print the loss every N steps")
+    p.add_argument("--sample-every", type=int, default=200, help="print a sample every N steps (0: only at the end)")
+    p.add_argument("--log-every", type=int, default=50, help="print the loss every N steps")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="forgegrad kernel threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     p.add_argument("--save", default=None, metavar="PATH", help="write a checkpoint (forgegrad.save) at the end")
     return p
 
@@ -143,10 +148,9 @@ def main(argv=None) -> dict:
         parser.error("--steps / --epochs must be >= 1")
     if args.temperature <= 0:
         parser.error("--temperature must be > 0")
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error("--threads must be >= 1")
-        fg.set_num_threads(args.threads)
+    if args.threads < 1:
+        parser.error("--threads must be >= 1")
+    fg.set_num_threads(args.threads)
 
     try:
         path = args.text if args.text is not None else default_text_path()
@@ -164,7 +168,7 @@ def main(argv=None) -> dict:
     except ValueError as e:
         _fail(str(e))
     chunks = (streams.shape[1] - 1) // args.seq_len
-    steps = args.steps if args.steps is not None else (args.epochs * chunks if args.epochs else 300)
+    steps = args.steps if args.steps is not None else (args.epochs * chunks if args.epochs else 800)
 
     fg.manual_seed(args.seed)  # initial weights
     rng = np.random.default_rng(args.seed)  # sampling only, so samples do not depend on training's draws
