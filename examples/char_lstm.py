@@ -104,17 +104,20 @@ def detach_state(state):
     return h.detach(), c.detach()
 
 
-# Measured on a shared 2-core machine: a step of this small recurrent model was ~5x slower with 2
-# kernel threads than with 1 (the per-time-step work is too small to split), hence the default.
-THREADS_HELP = "forgegrad kernel threads (default 1: per-step work of small recurrent batches is too small to split)"
+# The recurrent kernels open a parallel region per time step, each only microseconds of work. On a
+# busy 2-core machine, 2 threads made training ~10x slower than 1 (OpenMP threads spin-wait at each
+# step's barrier while the machine has other work; OMP_WAIT_POLICY=passive removed the slowdown),
+# and on an idle one a second thread gains little at these sizes: hence the default of 1.
+THREADS_HELP = ("forgegrad kernel threads (default 1: the per-time-step work of a small recurrent batch is too "
+                "small to split)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--text", default=None, help="UTF-8 text file to learn (default: Python's argparse.py)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="optimizer steps (default 800 unless --epochs is given)")
-    p.add_argument("--epochs", type=int, default=None, help="passes over the text (instead of --steps)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, default=None, help="optimizer steps (default 800)")
+    length.add_argument("--epochs", type=int, default=None, help="passes over the text (instead of --steps)")
     p.add_argument("--hidden", type=int, default=256, help="LSTM hidden size")
     p.add_argument("--embed", type=int, default=32, help="embedding size")
     p.add_argument("--num-layers", type=int, default=1, choices=(1, 2))

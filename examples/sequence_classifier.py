@@ -100,8 +100,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
-                        help="forgegrad kernel threads (default 1: batches of 32 short sequences are too small to "
-                             "split; 2 threads measured ~5x slower on a shared 2-core machine)")
+                        help="forgegrad kernel threads (default 1: the per-time-step work of 32 short sequences is too "
+                             "small to split; see examples/char_lstm.py)")
     args = parser.parse_args(argv)
     for name in ("epochs", "train_size", "test_size", "hidden", "batch_size"):
         if getattr(args, name) < 1:

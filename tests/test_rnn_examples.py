@@ -67,6 +67,18 @@ def test_char_lstm_learns_and_samples_reproducibly(text_file, tmp_path, capsys):
     assert fg.serialization.load_metadata(ckpt)["vocab"].startswith("[")
 
 
+def test_char_lstm_epochs_and_two_layers(text_file, capsys):
+    tiny = [a for a in TINY_LM]
+    i = tiny.index("--steps")
+    del tiny[i:i + 2]
+    run = _load("char_lstm").main(["--text", text_file, "--epochs", "1", "--num-layers", "2"] + tiny)
+    # 1800 characters in 4 streams of 449 -> 28 chunks of 16: one epoch is 28 steps
+    assert len(run["losses"]) == 28 and "LSTM 2x32" in capsys.readouterr().out
+    assert np.mean(run["losses"][-5:]) < run["losses"][0]
+    with pytest.raises(SystemExit):
+        _load("char_lstm").main(["--text", text_file, "--epochs", "1", "--steps", "3"])
+
+
 def test_char_lstm_missing_text_is_one_clear_line(tmp_path):
     missing = str(tmp_path / "no_such_file.txt")
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fg.__file__)))
