@@ -6,6 +6,11 @@ both sides (and numpy's BLAS through threadpoolctl).
 
 Both sides start from the same weights and use the same fixed eps, so they do the same arithmetic.
 Target: forgegrad's step at least 1.3x faster than torch's.
+
+On a machine shared with other work, wall-clock rounds are noisy (pytest-benchmark runs one side
+after the other); with one thread pinned, CPU time is the steadier measure:
+``--benchmark-timer=time.process_time``. ``forgegrad bench train`` times the same step in
+interleaved rounds.
 """
 import numpy as np
 import pytest

@@ -148,6 +148,46 @@ def test_train_unknown_dataset_and_bad_paths(capsys, tmp_path):
     one_line_error(err, "not a directory")
 
 
+def test_train_data_that_does_not_fit_the_model(capsys, tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).random((20, 7), dtype=np.float32),
+             y=np.arange(20) % 2)
+    code, _, err = run(capsys, "train", "lenet8", "--data", str(tmp_path / "d.npz"), *FAST)
+    assert code == 2
+    one_line_error(err, "cannot view samples of shape (7,) as square images")
+    np.savez(tmp_path / "big.npz", x=np.full((20, 4), 3.0, np.float32))
+    code, _, err = run(capsys, "train", "vae", "--data", str(tmp_path / "big.npz"), *FAST)
+    assert code == 2
+    one_line_error(err, "needs inputs in [0, 1]")
+    code, _, err = run(capsys, "train", "mlp", "--data", str(tmp_path / "big.npz"), *FAST)
+    assert code == 2
+    one_line_error(err, "has no labels")
+    (tmp_path / "t.txt").write_text("hello world " * 20)
+    code, _, err = run(capsys, "train", "mlp", "--data", str(tmp_path / "t.txt"), *FAST)
+    assert code == 2
+    one_line_error(err, "only char_lstm trains on text")
+    code, _, err = run(capsys, "train", "char_lstm", *FAST)
+    assert code == 2
+    one_line_error(err, "give it a text file")
+
+
+def test_train_char_lstm_on_text(capsys, tmp_path):
+    (tmp_path / "t.txt").write_text("the quick brown fox jumps over the lazy dog. " * 12)
+    code, out, err = run(capsys, "train", "char_lstm", "--data", str(tmp_path / "t.txt"), "--out", str(tmp_path / "r"),
+                         "--arg", "hidden_size=16", "--arg", "embed_dim=8", "--no-plot", *FAST)
+    assert code == 0, err
+    assert "val_perplexity" in out
+    meta = json.loads((tmp_path / "r" / "model.json").read_text())
+    assert meta["vocab"] == "".join(sorted(set("the quick brown fox jumps over the lazy dog. ")))
+    assert meta["kwargs"]["vocab_size"] == len(meta["vocab"])
+    code, out, err = run(capsys, "eval", str(tmp_path / "r"), "--json")
+    assert code == 0, err
+    assert json.loads(out)["perplexity"] > 1
+    (tmp_path / "other.txt").write_text("ZZZ " * 100)
+    code, _, err = run(capsys, "eval", str(tmp_path / "r"), "--data", str(tmp_path / "other.txt"))
+    assert code == 2
+    one_line_error(err, "characters the model's vocabulary lacks", "Z")
+
+
 def test_train_bad_model_arguments(capsys):
     code, _, err = run(capsys, "train", "mlp", "--arg", "units=3", *FAST)
     assert code == 2
@@ -160,17 +200,26 @@ def test_train_bad_model_arguments(capsys):
     one_line_error(err, "unknown activation 'swish'")
 
 
-@pytest.mark.parametrize("name", ["lenet8", "gru"])
+@pytest.mark.parametrize("name", ["lenet8", "gru", "conv_vae"])
 def test_train_models_that_need_other_layers(capsys, tmp_path, name):
+    # 80 real digits as 8x8 images keep this fast: the point is the plumbing (shapes, checkpoint, eval)
+    from forgegrad.datasets import load_digits
+    x, y = load_digits()
+    np.savez(tmp_path / "d.npz", x=x[:80].reshape(80, 8, 8), y=y[:80])
     missing = [layer for layer in zoo.spec(name).layers if not hasattr(nn, layer)]
-    code, out, err = run(capsys, "train", name, "--out", str(tmp_path), "--no-plot", "--epochs", "1",
-                         "--batch-size", "256", "--no-progress", "--arg", "hidden_size=8" if name == "gru" else "hidden=16")
+    extra = {"lenet8": ["--arg", "hidden=16"], "gru": ["--arg", "hidden_size=8"],
+             "conv_vae": ["--arg", "hidden=16", "--arg", "latent=4"]}[name]
+    code, out, err = run(capsys, "train", name, "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "run"),
+                         "--no-plot", "--epochs", "1", "--batch-size", "32", "--no-progress", *extra)
     if missing:
         assert code == 1
         one_line_error(err, f"forgegrad.nn.{missing[0]}")
-    else:
-        assert code == 0, err
-        assert (tmp_path / "model.safetensors").exists()
+        return
+    assert code == 0, err
+    assert (tmp_path / "run" / "model.safetensors").exists()
+    code, out, err = run(capsys, "eval", str(tmp_path / "run"), "--json")
+    assert code == 0, err
+    assert json.loads(out)["samples"] == 16
 
 
 def test_train_without_matplotlib_says_which_extra(capsys, tmp_path, monkeypatch):
@@ -333,6 +382,7 @@ def test_bench_reports_missing_runtimes_as_absent(capsys, tmp_path, monkeypatch)
     code, out, err = run(capsys, "bench", "vae", "--quick", "--report", str(tmp_path))
     assert code == 0, err
     assert "absent" in out
+    assert "VAE 784-400-20" in out and "MLP" not in out  # the alias keeps the train suite's VAE rows
     report = (tmp_path / "report.md").read_text()
     assert "absent" in report and "torch absent" in report
 
@@ -346,7 +396,20 @@ def test_bench_errors(capsys, tmp_path):
     one_line_error(err, "--threads")
     code, _, err = run(capsys, "bench", "train", "--threads", "one")
     assert code == 2
+    code, _, err = run(capsys, "bench", "train", "--threads", "1", "0")
+    assert code == 2
+    from forgegrad.cli.bench import parse_threads
+    assert parse_threads(["1", "2"]) == parse_threads("1,2") == parse_threads(["1,2"]) == [1, 2]
     (tmp_path / "f").write_text("x")
     code, _, err = run(capsys, "bench", "train", "--report", str(tmp_path / "f"))
     assert code == 2
     one_line_error(err, "not a directory")
+
+
+def test_quickstart_usage_errors_and_table_format(capsys):
+    assert run(capsys, "quickstart", "--threads", "0")[0] == 2
+    assert run(capsys, "quickstart", "--epochs", "-1")[0] == 2
+    from forgegrad.cli.quickstart import format_table
+    lines = format_table([("w", {"forgegrad": 0.002, "torch": None}), ("v", {"forgegrad": 0.001, "torch": 0.003})])
+    assert "absent" in lines[2] and "-" in lines[2]  # torch not installed; numpy not measured
+    assert lines[3].rstrip().endswith("3.00x")

@@ -242,6 +242,31 @@ def test_vae_loss_and_gradients_match_torch(rng, reconstruction, beta):
         np.testing.assert_allclose(f.grad.numpy(), t.grad.numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("reconstruction", ["bce", "mse"])
+def test_vae_loss_gradient_in_the_target_and_saturated_probabilities_match_torch(rng, reconstruction):
+    # recon exactly 0 and 1 hit the -100 clamp of the log terms, as in torch's binary_cross_entropy
+    recon = np.array([[0.0, 1.0, 0.3], [1.0, 0.5, 0.0]], np.float32)
+    x = np.array([[0.2, 0.9, 1.0], [0.0, 0.5, 0.7]], np.float32)
+    mu = rng.standard_normal((2, 2)).astype(np.float32)
+    logvar = rng.standard_normal((2, 2)).astype(np.float32)
+    fr, fx = fg.tensor(recon.copy(), requires_grad=True), fg.tensor(x.copy(), requires_grad=True)
+    tr, tx = torch.tensor(recon, requires_grad=True), torch.tensor(x, requires_grad=True)
+    out = vae_loss(fr, fx, fg.tensor(mu), fg.tensor(logvar), beta=0.5, reconstruction=reconstruction)
+    ref = _torch_vae_loss(tr, tx, torch.tensor(mu), torch.tensor(logvar), 0.5, reconstruction)
+    np.testing.assert_allclose(out.item(), ref.item(), rtol=1e-6)
+    out.backward()
+    ref.backward()
+    np.testing.assert_allclose(fr.grad.numpy(), tr.grad.numpy(), rtol=1e-6, atol=1e-6)
+    if reconstruction == "mse":
+        np.testing.assert_allclose(fx.grad.numpy(), tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+    else:
+        # d/dx is -(log p - log(1 - p)): torch leaves it unclamped (+-inf where p is 0 or 1); forgegrad
+        # differentiates the clamped value it returned (+-100 per log term), so it stays finite
+        sat = (recon == 0) | (recon == 1)
+        np.testing.assert_allclose(fx.grad.numpy()[~sat], tx.grad.numpy()[~sat], rtol=1e-6, atol=1e-6)
+        assert np.all(np.isfinite(fx.grad.numpy())) and np.all(np.isinf(tx.grad.numpy()[sat]))
+
+
 def test_vae_loss_module_and_errors():
     recon, x = fg.full((2, 4), 0.5), fg.ones(2, 4)
     mu, logvar = fg.zeros(2, 3), fg.zeros(2, 3)
@@ -255,6 +280,11 @@ def test_vae_loss_module_and_errors():
         vae_loss(recon, fg.ones(2, 5), mu, logvar)
     with pytest.raises(ValueError, match="reconstruction must be"):
         VAELoss(reconstruction="kl")
+    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]"):
+        vae_loss(fg.full((2, 4), 1.5), x, mu, logvar)
+    with pytest.raises(TypeError, match="float32"):
+        vae_loss(recon, fg.tensor(np.ones((2, 4), np.int64)), mu, logvar)
+    assert vae_loss(fg.full((2, 4), 1.5), x, mu, logvar, reconstruction="mse").item() == pytest.approx(0.25 * 4)
 
 
 # ---- VAE: training on the real digits ---------------------------------------------------------------
@@ -309,3 +339,32 @@ def test_vae_reconstructions_beat_the_mean_image_on_held_out_digits(trained_vae)
     baseline = ((x_train.mean(axis=0) - x_test) ** 2).mean()
     assert recon.shape == x_test.shape
     assert mse < 0.75 * baseline, (mse, baseline)
+
+
+# ---- examples/vae_digits.py ------------------------------------------------------------------------------
+def test_vae_digits_example_writes_the_png(tmp_path, capsys):
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", "vae_digits.py")
+    spec = importlib.util.spec_from_file_location("example_vae_digits", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "grid.png"
+    assert mod.main(["--epochs", "2", "--hidden", "32", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "test reconstruction MSE" in text and f"wrote {out}" in text
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_vae_digits_example_without_matplotlib_names_the_extra(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    import os
+    import sys
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", "vae_digits.py")
+    spec = importlib.util.spec_from_file_location("example_vae_digits2", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert mod.main(["--epochs", "1", "--out", str(tmp_path / "x.png")]) == 1
+    assert 'pip install "forgegrad[plot]"' in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()

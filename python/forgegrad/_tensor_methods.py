@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import autograd
 from .ops import activation as A
+from .ops import compare as C
 from .ops import elementwise as E
 from .ops import linalg as L
 from .ops import reduce as R
 from .ops import shape as S
+from .ops import stats as ST
 from .tensor import Tensor
 
 
@@ -59,21 +62,21 @@ Tensor.__rmatmul__ = _rmatmul
 Tensor.matmul = _matmul
 
 
-def _cmp(ufunc):
+def _cmp(op_name):
     def op(self, other):
-        o = other.data if isinstance(other, Tensor) else other
-        return Tensor._wrap(ufunc(self.data, o))
+        if isinstance(other, (list, tuple)):
+            other = np.asarray(other)
+        return C.Compare.apply(self, other, op=op_name)
+    op.__name__ = op_name
     return op
 
 
-Tensor.__lt__ = _cmp(np.less)
-Tensor.__le__ = _cmp(np.less_equal)
-Tensor.__gt__ = _cmp(np.greater)
-Tensor.__ge__ = _cmp(np.greater_equal)
-Tensor.__eq__ = _cmp(np.equal)
-Tensor.__ne__ = _cmp(np.not_equal)
-Tensor.eq, Tensor.ne, Tensor.lt, Tensor.le, Tensor.gt, Tensor.ge = (
-    Tensor.__eq__, Tensor.__ne__, Tensor.__lt__, Tensor.__le__, Tensor.__gt__, Tensor.__ge__)
+Tensor.__lt__ = Tensor.lt = _cmp("lt")
+Tensor.__le__ = Tensor.le = _cmp("le")
+Tensor.__gt__ = Tensor.gt = _cmp("gt")
+Tensor.__ge__ = Tensor.ge = _cmp("ge")
+Tensor.__eq__ = Tensor.eq = _cmp("eq")
+Tensor.__ne__ = Tensor.ne = _cmp("ne")
 
 # ---- elementwise math ----------------------------------------------------------------------
 Tensor.add = _binary(E.Add)
@@ -117,17 +120,12 @@ def _min(self, dim=None, keepdim=False):
 
 Tensor.max = _max
 Tensor.min = _min
-Tensor.argmax = lambda self, dim=None, keepdim=False: Tensor._wrap(
-    np.argmax(self.data, axis=dim, keepdims=keepdim).astype(np.int64))
-Tensor.argmin = lambda self, dim=None, keepdim=False: Tensor._wrap(
-    np.argmin(self.data, axis=dim, keepdims=keepdim).astype(np.int64))
+Tensor.argmax = lambda self, dim=None, keepdim=False: C.ArgMax.apply(self, dim=dim, keepdim=keepdim)
+Tensor.argmin = lambda self, dim=None, keepdim=False: C.ArgMin.apply(self, dim=dim, keepdim=keepdim)
 
 
 def _var(self, dim=None, unbiased=True, keepdim=False):
-    mean = self.mean(dim=dim, keepdim=True)
-    d = self - mean
-    n = self.numel() if dim is None else int(np.prod([self.shape[a] for a in ((dim,) if isinstance(dim, int) else dim)]))
-    return (d * d).sum(dim=dim, keepdim=keepdim) / max(n - (1 if unbiased else 0), 1)
+    return ST.Var.apply(self, dim=dim, unbiased=unbiased, keepdim=keepdim)
 
 
 Tensor.var = _var
@@ -194,7 +192,15 @@ Tensor.__getitem__ = _getitem
 
 
 def _setitem(self, key, value):
-    if self.requires_grad and self.is_leaf and __import__("forgegrad").autograd.is_grad_enabled():
+    # autograd.trace() keeps its recorder in this thread's state; an in-place write is no op of the
+    # trace, so the exporter would silently leave it out of the graph
+    if autograd._state.__dict__.get("recorder") is not None:
+        raise RuntimeError(
+            f"in-place assignment t[key] = value (on a tensor of shape {tuple(self.shape)}) ran inside "
+            "forgegrad.autograd.trace(): in-place writes are not recorded, so the traced graph (and an "
+            "ONNX export) would leave it out. Build the value out of place instead, e.g. "
+            "forgegrad.where(mask, value, t) or forgegrad.cat([...])")
+    if self.requires_grad and self.is_leaf and autograd.is_grad_enabled():
         raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation")
     from .ops.shape import _index_arrays
     self.data[_index_arrays(key)] = value.data if isinstance(value, Tensor) else value

@@ -205,14 +205,25 @@ class Tensor:
         autograd.run_backward(self, g, retain_graph=retain_graph)
 
     # ---- conversions -----------------------------------------------------------------------
+    # casts go through ops.compare.Cast so that autograd.trace() (the ONNX exporter) records them;
+    # like torch, a cast to the tensor's own dtype returns the tensor itself
+    def _cast(self, dtype) -> "Tensor":
+        dtype = np.dtype(dtype)
+        if dtype == np.float64:  # float data is stored as float32
+            dtype = np.dtype(np.float32)
+        if dtype == self.data.dtype:
+            return self
+        from .ops.compare import Cast
+        return Cast.apply(self, dtype=dtype)
+
     def float(self) -> "Tensor":
-        return self if self.dtype == np.float32 else Tensor._wrap(self.data.astype(np.float32))
+        return self._cast(np.float32)
 
     def long(self) -> "Tensor":
-        return Tensor._wrap(self.data.astype(np.int64))
+        return self._cast(np.int64)
 
     def bool(self) -> "Tensor":
-        return Tensor._wrap(self.data.astype(bool))
+        return self._cast(np.bool_)
 
     def to(self, device_or_dtype=None, dtype=None) -> "Tensor":
         target = dtype if dtype is not None else device_or_dtype
@@ -221,7 +232,7 @@ class Tensor:
         if isinstance(target, str) and target.startswith("cuda"):
             raise NotImplementedError("Tensor.to('cuda'): CUDA tensors are not available yet; forgegrad's "
                                       "CUDA kernels are reachable only through forgegrad._C.cuda")
-        return Tensor._wrap(self.data.astype(target))
+        return self._cast(target)
 
     def cpu(self) -> "Tensor":
         return self
@@ -323,9 +334,17 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
 
 
 def where(condition, a, b) -> Tensor:
+    """Elementwise ``a`` where condition else ``b`` (with broadcasting); condition is cast to bool.
+
+    A tensor condition stays a tensor (cast by a recorded op when it is not bool) so that
+    autograd.trace() links the result to the op that computed the condition.
+    """
     from .ops import elementwise as E
-    cond = condition.data if isinstance(condition, Tensor) else np.asarray(condition)
-    return E.Where.apply(cond.astype(bool), a, b)
+    if isinstance(condition, Tensor):
+        cond = condition.bool()
+    else:
+        cond = np.asarray(condition).astype(bool)
+    return E.Where.apply(cond, a, b)
 
 
 autograd._bind_tensor_class(Tensor)

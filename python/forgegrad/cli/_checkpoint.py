@@ -6,10 +6,8 @@ import json
 import os
 import tempfile
 
-import numpy as np
-
 from .. import models
-from ._errors import CLIError, UsageError, optional, require
+from ._errors import CLIError, UsageError
 
 WEIGHTS, META = "model.safetensors", "model.json"
 FORMAT = "forgegrad-checkpoint/1"
@@ -30,21 +28,20 @@ def _atomic_write(path: str, write) -> None:
 
 
 def save_weights(model, path: str) -> None:
-    ser = optional("forgegrad.serialization")
-    if ser is not None and hasattr(ser, "save"):
-        ser.save(model.state_dict(), path)  # atomic safetensors writer of forgegrad itself
-        return
-    st = require("safetensors.numpy", "safetensors", what="writing checkpoints")
-    arrays = {k: np.ascontiguousarray(v.data) for k, v in model.state_dict().items()}
-    _atomic_write(path, lambda tmp: st.save_file(arrays, tmp))
+    """forgegrad.save: safetensors, written atomically."""
+    from .. import serialization
+    try:
+        serialization.save(model.state_dict(), path)
+    except ImportError as e:  # safetensors is an optional dependency; the message names the extra
+        raise CLIError(str(e)) from None
 
 
 def load_weights(path: str):
-    ser = optional("forgegrad.serialization")
-    if ser is not None and hasattr(ser, "load"):
-        return ser.load(path)
-    st = require("safetensors.numpy", "safetensors", what="reading checkpoints")
-    return st.load_file(path)
+    from .. import serialization
+    try:
+        return serialization.load(path)
+    except ImportError as e:
+        raise CLIError(str(e)) from None
 
 
 def save(model, meta: dict, out_dir: str) -> str:

@@ -8,7 +8,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ._errors import CLIError, UsageError, optional, require
+from ._errors import CLIError, UsageError
 
 BUILTIN = ("digits",)
 FILE_KINDS = (".npz (arrays x and y), .csv (label in the last column), an IDX file (images only), a folder of "
@@ -52,18 +52,13 @@ def _normalize_loaded(name, obj):
 
 
 def _digits():
-    """The 1797 bundled 8x8 digits (scikit-learn's copy), pixels scaled to [0, 1], as (N, 64)."""
-    ds = optional("forgegrad.datasets")
-    if ds is not None and hasattr(ds, "load_digits"):
-        x, y = _normalize_loaded("digits", ds.load_digits())
-    else:
-        sk = require("sklearn.datasets", "data", what="the bundled digits data set")
-        b = sk.load_digits()
-        x, y = b.data / 16.0, b.target
-    x = np.asarray(x, np.float32).reshape(len(x), -1)
-    if x.max() > 1.0:  # raw 0..16 pixel counts
-        x = x / np.float32(16.0)
-    return x, np.asarray(y, np.int64)
+    """The 1797 bundled 8x8 digits (scikit-learn's copy) as (N, 64) float32 in [0, 1] and int64 labels."""
+    from .. import datasets
+    try:
+        x, y = datasets.load_digits()
+    except ImportError as e:  # scikit-learn is optional; the message names the extra
+        raise CLIError(str(e)) from None
+    return np.asarray(x, np.float32).reshape(len(x), -1), np.asarray(y, np.int64)
 
 
 def _read_npz(path):
@@ -72,29 +67,21 @@ def _read_npz(path):
 
 
 def _read_csv(path):
-    ds = optional("forgegrad.datasets")
-    if ds is not None and hasattr(ds, "load_csv"):
-        return ds.load_csv(path)
-    try:
-        arr = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
-    except ValueError:  # a header line
-        arr = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2, skiprows=1)
-    if arr.shape[1] < 2:
-        raise UsageError(f"{path}: a CSV data set needs feature columns and a label in the last column")
-    return arr[:, :-1], arr[:, -1]
+    from .. import datasets
+    return datasets.load_csv(path)
 
 
 def _read_idx(path):
     """One IDX file holds one array (images, no labels): usable by the VAEs, not by classifiers."""
-    ds = require("forgegrad.datasets", None, what="reading IDX files (forgegrad.datasets)")
-    return np.asarray(ds.read_idx(path)), None
+    from .. import datasets
+    return np.asarray(datasets.read_idx(path)), None
 
 
 def _read_mnist_folder(path):
     """A folder with the 4 MNIST-layout IDX files: train and test parts joined (the CLI splits itself)."""
-    ds = require("forgegrad.datasets", None, what="reading MNIST folders (forgegrad.datasets)")
+    from .. import datasets
     try:
-        (x_tr, y_tr), (x_te, y_te) = ds.load_mnist(path)
+        (x_tr, y_tr), (x_te, y_te) = datasets.load_mnist(path)
     except FileNotFoundError as e:
         raise UsageError(f"{path} is a directory but not an MNIST-layout folder: {e}") from None
     return np.concatenate([x_tr, x_te]), np.concatenate([y_tr, y_te])
@@ -108,7 +95,7 @@ def _read_text(path):
     return text
 
 
-def load(spec: str, text_seq_len: int = 64) -> Dataset:
+def load(spec: str, text_seq_len: int = 64, vocab: Optional[str] = None) -> Dataset:
     """``spec`` is a built-in name (digits) or a path. Raises UsageError for unknown names and bad paths."""
     if spec in BUILTIN:
         x, y = _digits()
@@ -124,7 +111,7 @@ def load(spec: str, text_seq_len: int = 64) -> Dataset:
             x, y = _read_mnist_folder(spec)
         elif ext == ".txt":
             text = _read_text(spec)
-            return _text_dataset(spec, text, text_seq_len)
+            return _text_dataset(spec, text, text_seq_len, vocab)
         if ext == ".npz":
             x, y = _read_npz(spec)
         elif ext == ".csv":
@@ -152,8 +139,13 @@ def load(spec: str, text_seq_len: int = 64) -> Dataset:
     return Dataset(os.path.basename(spec), x, y, int(y.max()) + 1 if y is not None else None)
 
 
-def _text_dataset(name, text, seq_len):
-    vocab = "".join(sorted(set(text)))
+def _text_dataset(name, text, seq_len, vocab=None):
+    """Characters as token ids; ``vocab`` (a trained model's) fixes the ids, else the text's sorted characters."""
+    if vocab is None:
+        vocab = "".join(sorted(set(text)))
+    unknown = set(text) - set(vocab)
+    if unknown:
+        raise UsageError(f"{name} has characters the model's vocabulary lacks: {''.join(sorted(unknown))[:20]!r}")
     index = {c: i for i, c in enumerate(vocab)}
     ids = np.fromiter((index[c] for c in text), np.int64, len(text))
     n = (len(ids) - 1) // seq_len

@@ -19,8 +19,8 @@ def add_parser(sub):
                                    "reported as absent.")
     p.add_argument("suite", nargs="?", default="all", metavar="SUITE",
                    help="suite name, or 'all' (default)")
-    p.add_argument("--threads", default="1", metavar="N[,N...]",
-                   help="thread counts to run at, e.g. 1,2 (default 1)")
+    p.add_argument("--threads", nargs="+", default=["1"], metavar="N",
+                   help="thread counts to run at: --threads 1 2 or --threads 1,2 (default 1)")
     p.add_argument("--quick", action="store_true", help="fewer workloads and repeats")
     p.add_argument("--report", default=None, metavar="DIR",
                    help="write DIR/report.md (table), DIR/results.json and one chart PNG per suite")
@@ -29,6 +29,8 @@ def add_parser(sub):
 
 
 def parse_threads(text):
+    if isinstance(text, (list, tuple)):
+        text = " ".join(text)
     try:
         values = [int(t) for t in str(text).replace(",", " ").split()]
     except ValueError:
@@ -39,11 +41,12 @@ def parse_threads(text):
 
 
 def resolve_suites(name, registered):
+    """[(suite, workload prefix to keep or None)]: ``lstm`` runs the rnn suite's lstm rows, say."""
     if name == "all":
-        return sorted(registered)
+        return [(n, None) for n in sorted(registered)]
     for candidate in ALIASES.get(name, (name,)):
         if candidate in registered:
-            return [candidate]
+            return [(candidate, None if candidate == name else name)]
     raise UsageError(f"unknown benchmark suite {name!r}; available: {', '.join(sorted(registered) + ['all'])}")
 
 
@@ -60,17 +63,20 @@ def run(args, log=print):
                   "(run with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE forgegrad bench ...`)", file=sys.stderr)
             break
     rows = []
-    for name in names:
+    for name, prefix in names:
         try:
             suite_rows = bench.run(name, threads, args.quick)
         except ImportError as e:  # a suite whose own dependency is missing
             raise CLIError(f"benchmark suite {name!r} cannot run: {e}") from None
+        if prefix is not None:
+            kept = [r for r in suite_rows if r["workload"].lower().startswith(prefix)]
+            suite_rows = kept or suite_rows  # a suite without such rows: show all of it
         log(f"== {name}")
         log(bench.format_table(suite_rows))
         rows += [dict(r, suite=name) for r in suite_rows]
     if args.report is not None:
         from . import _report
-        written = _report.write(rows, args.report, title="forgegrad benchmarks: " + ", ".join(names))
+        written = _report.write(rows, args.report, title="forgegrad benchmarks: " + ", ".join(n for n, _ in names))
         log("report: " + ", ".join(written))
         if not any(p.endswith(".png") for p in written):
             log('no charts: matplotlib is not installed (pip install "forgegrad[plot]")')

@@ -31,7 +31,7 @@ def run(args, log=print):
     data = args.data or meta.get("data")
     if not data:
         raise UsageError("the checkpoint does not say which data it was trained on: pass --data")
-    ds = _data.load(data)
+    ds = _data.load(data, vocab=meta.get("vocab"))
     same_data = data == meta.get("data")
     split_cfg = meta.get("split", {})
     split = args.split or ("val" if same_data and split_cfg.get("val_fraction", 0) > 0 else "all")

@@ -12,9 +12,8 @@ from .. import random as _random
 from ..tensor import Tensor
 from . import _checkpoint, _data, _loop
 from ._errors import optional
-from ._timing import median_time, pinned_threads
 from .export import export_model, format_report
-from .train import build_optimizer, prepare
+from .train import _positive_int, build_optimizer, prepare
 
 
 def add_parser(sub):
@@ -22,11 +21,12 @@ def add_parser(sub):
                        description="Train an MLP on the bundled 8x8 digits, export it to ONNX and verify it in "
                                    "onnxruntime, then time a GEMM and an MLP training step against numpy and "
                                    "torch (when installed).")
-    p.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
+    p.add_argument("--epochs", type=_positive_int, default=20, help="training epochs (default 20)")
     p.add_argument("--quick", action="store_true", help="a few seconds: 2 epochs and short timings")
     p.add_argument("--out", default=None, metavar="DIR", help="keep the checkpoint and model.onnx here "
                                                                "(default: a temporary directory)")
-    p.add_argument("--threads", type=int, default=1, help="threads for the timings, on every runtime (default 1)")
+    p.add_argument("--threads", type=_positive_int, default=1,
+                   help="threads for the timings, on every runtime (default 1)")
     p.add_argument("--no-bench", action="store_true", help="skip the timings")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run)
@@ -79,7 +79,7 @@ def _run(args, out, log):
         log(f"      wrote {os.path.join(out, _checkpoint.WEIGHTS)} and {onnx_path}")
     if args.no_bench:
         return 0
-    log(f"[3/3] timings, {args.threads} thread(s) pinned on every runtime (median per call)")
+    log(f"[3/3] timings, {args.threads} thread(s) pinned on every runtime (median per call, interleaved rounds)")
     rows = quick_bench(args.threads, short=args.quick, model=model, onnx_path=onnx_path)
     for line in format_table(rows):
         log(line)
@@ -88,30 +88,35 @@ def _run(args, out, log):
 
 def quick_bench(threads: int, short: bool = False, model=None, onnx_path=None):
     """[(workload, {runtime: seconds or None})] for a square GEMM, an MLP training step and, given the
-    trained model and its ONNX file, batch inference on every runtime."""
+    trained model and its ONNX file, batch inference. None: the runtime is not installed; a runtime
+    missing from the dict is not measured for that workload. The runtimes of one workload are timed
+    in interleaved rounds (forgegrad.bench's compare), all pinned to ``threads``."""
+    from ..bench._timing import compare, pinned_threads
     torch = optional("torch")
-    min_s = 0.05 if short else 0.3
-    rows = []
+    repeat, min_time = (3, 0.005) if short else (7, 0.02)
     rng = np.random.default_rng(0)
     n = 256 if short else 512
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
     from ..kernels import matmul
+    rows = []
     with pinned_threads(threads):
-        times = {"forgegrad": median_time(lambda: matmul(a, b), min_s),
-                 "numpy": median_time(lambda: a @ b, min_s)}
-        times["torch"] = None
+        fns = {"forgegrad": lambda: matmul(a, b), "numpy": lambda: a @ b, "torch": None}
         if torch is not None:
             ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-            times["torch"] = median_time(lambda: ta @ tb, min_s)
-        rows.append((f"GEMM {n}x{n}x{n}", times))
-        rows.append(("MLP step 784-256-10, batch 128, Adam", _mlp_step_times(torch, min_s)))
+            fns["torch"] = lambda: ta @ tb
+        rows.append((f"GEMM {n}x{n}x{n}", compare(fns, repeat=repeat, min_time=min_time)))
+        from ..bench.train import _mlp_step  # the same workload as `forgegrad bench train`
+        _, step_fns = _mlp_step(torch, np.random.default_rng(1))
+        rows.append(("MLP step 784-256-10, batch 128, Adam", compare(step_fns, repeat=repeat, min_time=min_time)))
         if model is not None and onnx_path is not None:
-            rows.append(("trained MLP inference, batch 256", _inference_times(model, onnx_path, torch, threads, min_s)))
+            rows.append(("trained MLP inference, batch 256",
+                         compare(_inference_fns(model, onnx_path, torch, threads), repeat=repeat, min_time=min_time)))
     return rows
 
 
-def _inference_times(model, onnx_path, torch, threads, min_s):
+def _inference_fns(model, onnx_path, torch, threads):
+    from .. import nn
     from ..autograd import no_grad
     x = np.random.default_rng(2).random((256, 64), dtype=np.float32)
     xt = Tensor(x)
@@ -122,7 +127,6 @@ def _inference_times(model, onnx_path, torch, threads, min_s):
             return model(xt)
 
     # the same network written out in numpy (Linear layers and ReLU, in order)
-    from .. import nn
     layers = [(m.weight.numpy(), m.bias.numpy()) for m in model if isinstance(m, nn.Linear)]
 
     def np_forward():
@@ -133,7 +137,7 @@ def _inference_times(model, onnx_path, torch, threads, min_s):
                 h = np.maximum(h, 0)
         return h
 
-    times = {"forgegrad": median_time(fg_forward, min_s), "numpy": median_time(np_forward, min_s), "torch": None}
+    fns = {"forgegrad": fg_forward, "numpy": np_forward, "torch": None, "onnxruntime": None}
     if torch is not None:
         mods = []
         for i, (w, b) in enumerate(layers):
@@ -148,7 +152,7 @@ def _inference_times(model, onnx_path, torch, threads, min_s):
             with torch.no_grad():
                 return tm(tx)
 
-        times["torch"] = median_time(torch_forward, min_s)
+        fns["torch"] = torch_forward
     ort = optional("onnxruntime")
     if ort is not None:
         opts = ort.SessionOptions()
@@ -156,44 +160,8 @@ def _inference_times(model, onnx_path, torch, threads, min_s):
         opts.inter_op_num_threads = 1
         sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
         feed = {sess.get_inputs()[0].name: x}
-        times["onnxruntime"] = median_time(lambda: sess.run(None, feed), min_s)
-    else:
-        times["onnxruntime"] = None
-    return times
-
-
-def _mlp_step_times(torch, min_s):
-    from .. import nn
-    from .train import build_optimizer as _opt
-    rng = np.random.default_rng(1)
-    x = rng.random((128, 784), dtype=np.float32)
-    y = rng.integers(0, 10, 128)
-    model = models.create("mlp", in_features=784, hidden=[256], out_features=10)
-    opt = _opt("adam", model.parameters(), 1e-3)
-    loss_fn = nn.CrossEntropyLoss()
-    xt, yt = Tensor(x), Tensor(y)
-
-    def fg_step():
-        loss = loss_fn(model(xt), yt)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    times = {"forgegrad": median_time(fg_step, min_s), "torch": None}  # numpy has no autograd: not measured
-    if torch is not None:
-        tm = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
-        topt = torch.optim.Adam(tm.parameters(), lr=1e-3)
-        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-        tl = torch.nn.CrossEntropyLoss()
-
-        def torch_step():
-            loss = tl(tm(tx), ty)
-            topt.zero_grad()
-            loss.backward()
-            topt.step()
-
-        times["torch"] = median_time(torch_step, min_s)
-    return times
+        fns["onnxruntime"] = lambda: sess.run(None, feed)
+    return fns
 
 
 def format_table(rows):

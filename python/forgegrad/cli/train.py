@@ -92,19 +92,22 @@ def parse_model_args(pairs):
 
 def prepare(spec, ds, seed, val_split):
     """(x_train, y_train, x_val, y_val, inferred kwargs) for a zoo entry, checking the data fits the task."""
-    if spec.task == "classify" and ds.y is None:
-        raise UsageError(f"model {spec.name!r} is a classifier but {ds.name} has no labels")
     if spec.task == "lm" and ds.vocab is None:
         raise UsageError(f"model {spec.name!r} is a language model: give it a text file (--data PATH.txt)")
     if spec.task != "lm" and ds.vocab is not None:
         raise UsageError(f"{ds.name} is text; only char_lstm trains on text")
+    if spec.task == "classify" and ds.y is None:
+        raise UsageError(f"model {spec.name!r} is a classifier but {ds.name} has no labels")
     if spec.task == "vae" and (ds.x.min() < 0 or ds.x.max() > 1):
         raise UsageError(f"model {spec.name!r} needs inputs in [0, 1]; {ds.name} spans "
                          f"[{ds.x.min():.3g}, {ds.x.max():.3g}]")
-    x = _data.shape_for(ds.x, spec.input_kind)
+    try:
+        x = _data.shape_for(ds.x, spec.input_kind)
+        inferred = spec.data_kwargs(tuple(ds.x.shape[1:]), ds.num_classes) if spec.data_kwargs else {}
+    except ValueError as e:
+        raise UsageError(f"model {spec.name!r} cannot take {ds.name}: {e}") from None
     y = ds.targets if spec.task == "lm" else ds.y
     tr, va = _data.split(ds, val_split, seed)
-    inferred = spec.data_kwargs(tuple(ds.x.shape[1:]), ds.num_classes) if spec.data_kwargs else {}
     pick = (lambda a, i: None if a is None else a[i])
     return x[tr], pick(y, tr), x[va], pick(y, va), inferred
 

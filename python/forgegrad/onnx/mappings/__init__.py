@@ -35,7 +35,7 @@ def lookup(fn_cls: type):
 
 
 def _load() -> None:
-    from . import activation, capture, elementwise, linalg, loss, reduce, shape  # noqa: F401
+    from . import activation, compare, elementwise, linalg, loss, reduce, shape  # noqa: F401
     import importlib.util
     # conv / recurrent ops land on main separately: map them when their ops module exists
     for ops_mod, mapping_mod in (("forgegrad.ops.conv", "conv"), ("forgegrad.ops.rnn", "rnn")):

@@ -1,8 +1,13 @@
-"""Reductions: Sum Mean Amax Amin MaxDim MinDim (values + ArgMax/ArgMin indices)."""
+"""Reductions: Sum Mean Amax Amin MaxDim MinDim (values + ArgMax/ArgMin indices), Var."""
 from __future__ import annotations
 
+import numpy as np
+from onnx import TensorProto
+
 from ...ops import reduce as R
+from ...ops import stats as ST
 from ...ops._util import normalize_axis
+from .._symbolic import Dyn
 from . import register
 
 
@@ -38,3 +43,27 @@ def _value_index(reduce_op, arg_op):
 
 register(R.MaxDim)(_value_index("ReduceMax", "ArgMax"))
 register(R.MinDim)(_value_index("ReduceMin", "ArgMin"))
+
+
+@register(ST.Var)
+def map_var(ctx, op):
+    """sum((x - ReduceMean(x))^2) / (n - 1 or n), as the op computes it. n is a constant when the
+    reduced axes are static, else the product of their sizes read from Shape(x) at run time (so a
+    variance over the batch axis divides by the batch size of the run, not the example's)."""
+    x = op.input("a", np.float32)
+    axes = ST.reduced_axes(op.attr("dim"), op.args["a"].ndim)
+    keep = bool(op.attr("keepdim"))
+    correction = 1 if op.attr("unbiased") else 0
+    d = ctx.node("Sub", [x, ctx.reduce("ReduceMean", x, axes, True)])
+    ss = ctx.reduce("ReduceSum", ctx.node("Mul", [d, d]), axes, keep)
+    dims = op.in_dims("a")
+    if any(isinstance(dims[a], Dyn) for a in axes):
+        sizes = ctx.node("Gather", [ctx.node("Shape", [x]), ctx.ints(axes)], axis=0)
+        n = ctx.node("Cast", [ctx.reduce("ReduceProd", sizes, [0], False)], to=TensorProto.FLOAT)
+        dof = ctx.node("Sub", [n, ctx.const(np.float32(correction))]) if correction else n
+    else:
+        n = 1
+        for a in axes:
+            n *= int(dims[a])
+        dof = ctx.const(np.float32(n - correction))
+    return [ctx.node("Div", [ss, dof])]

@@ -1,0 +1,96 @@
+"""Comparisons, dtype casts and argmax/argmin.
+
+Their outputs are bool / int64, so they carry no gradient (``Function.apply`` links only float
+outputs to the graph), but they are Functions all the same: ``forgegrad.autograd.trace()`` sees only
+``Function.apply`` calls, and the ONNX exporter must see the comparison behind ``where(x > 0, ...)``
+or ``out.argmax(1)`` to export it as an op of the input rather than as a constant of the example.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Function
+from ._util import normalize_axis
+
+# torch's short names (Tensor.lt/le/...) -> the numpy ufunc that computes them
+COMPARISONS = {"lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal,
+               "eq": np.equal, "ne": np.not_equal}
+
+
+class Compare(Function):
+    """``a <op> b`` elementwise with numpy broadcasting and promotion; op is one of COMPARISONS.
+
+    ``b`` may be a tensor, a numpy array or a Python/numpy scalar. The result is bool.
+    """
+
+    non_differentiable_outputs = (0,)
+
+    @staticmethod
+    def forward(ctx, a, b, op="lt"):
+        fn = COMPARISONS.get(op)
+        if fn is None:
+            raise ValueError(f"Compare: op must be one of {sorted(COMPARISONS)}, got {op!r}")
+        return np.asarray(fn(a, b))
+
+    @staticmethod
+    def backward(ctx, g):  # pragma: no cover - the bool output never reaches backward
+        return None, None
+
+
+class Cast(Function):
+    """``a.astype(dtype)``: a copy in the new dtype (float64 is stored as float32, as everywhere).
+
+    Differentiable between float dtypes (the gradient is cast back to the input's dtype); a cast to
+    or from an integer / bool dtype cuts the graph, as in torch.
+    """
+
+    @staticmethod
+    def forward(ctx, a, dtype):
+        ctx.in_dtype = a.dtype
+        return a.astype(np.dtype(dtype))
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.astype(ctx.in_dtype, copy=False) if ctx.in_dtype.kind == "f" else None
+
+
+class ArgMax(Function):
+    """Index of the first largest value along ``dim`` (of the flattened input when dim is None), int64.
+
+    keepdim keeps the reduced axis with size 1 (every axis, when dim is None), as torch does.
+    """
+
+    non_differentiable_outputs = (0,)
+    pick = staticmethod(np.argmax)
+
+    @classmethod
+    def _fwd(cls, a, dim, keepdim):
+        name = cls.__name__.lower()
+        if dim is None:
+            if a.size == 0:
+                raise ValueError(f"{name}(): cannot take the {name} of an empty tensor (shape {a.shape})")
+            return np.asarray(cls.pick(a, axis=None, keepdims=bool(keepdim))).astype(np.int64, copy=False)
+        (axis,) = normalize_axis(dim, a.ndim)
+        if a.ndim and a.shape[axis] == 0:
+            raise ValueError(f"{name}(): expected reduction dim {dim} to have non-zero size (input shape {a.shape})")
+        if a.ndim == 0:  # torch allows dim 0 / -1 on a 0-d tensor: the index is 0
+            return np.zeros((), np.int64)
+        return np.asarray(cls.pick(a, axis=axis, keepdims=bool(keepdim))).astype(np.int64, copy=False)
+
+    @staticmethod
+    def forward(ctx, a, dim=None, keepdim=False):
+        return ArgMax._fwd(a, dim, keepdim)
+
+    @staticmethod
+    def backward(ctx, g):  # pragma: no cover - the int64 output never reaches backward
+        return None
+
+
+class ArgMin(ArgMax):
+    """Index of the first smallest value along ``dim``; see ArgMax."""
+
+    pick = staticmethod(np.argmin)
+
+    @staticmethod
+    def forward(ctx, a, dim=None, keepdim=False):
+        return ArgMin._fwd(a, dim, keepdim)

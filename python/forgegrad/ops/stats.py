@@ -1,0 +1,58 @@
+"""Statistics over axes: variance (Tensor.var; Tensor.std is its square root).
+
+One op rather than mean/sub/mul/sum/div from Python so that the divisor ``n - 1`` is part of the op:
+computed from the input's shape when the op runs, it follows the batch size in an exported graph
+instead of being a constant of the example's size.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ..autograd import Function
+from ._util import normalize_axis
+from .reduce import _expand_back
+
+
+def reduced_axes(dim, ndim: int):
+    """dim (int, tuple or None) -> tuple of non-negative axes; an empty tuple means all axes (torch)."""
+    if dim is not None and not isinstance(dim, (int, np.integer)) and len(tuple(dim)) == 0:
+        dim = None
+    return normalize_axis(dim, ndim)
+
+
+class Var(Function):
+    """Variance over ``dim`` (all axes when None): sum((x - mean)^2) / (n - 1) when unbiased, else / n.
+
+    As in torch, n - 1 <= 0 (one element, unbiased) gives nan with a warning. The result is float32
+    (integer input is converted first).
+    """
+
+    @staticmethod
+    def forward(ctx, a, dim=None, unbiased=True, keepdim=False):
+        axes = reduced_axes(dim, a.ndim)
+        x = a if a.dtype == np.float32 else a.astype(np.float32)
+        n = 1
+        for ax in axes:
+            n *= a.shape[ax]
+        dof = n - (1 if unbiased else 0)
+        # same operation sequence as mean / sub / mul / sum / div, in float32
+        d = x - np.mean(x, axis=axes, keepdims=True, dtype=np.float32)
+        ss = np.sum(d * d, axis=axes, keepdims=bool(keepdim), dtype=np.float32)
+        if dof <= 0:
+            warnings.warn("var(): degrees of freedom is <= 0 (one element with unbiased=True): the result is nan",
+                          RuntimeWarning, stacklevel=3)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            y = ss / np.float32(dof)
+        ctx.save_for_backward(d)
+        ctx.axes, ctx.keepdim, ctx.dof = axes, bool(keepdim), dof
+        return np.asarray(y, dtype=np.float32)
+
+    @staticmethod
+    def backward(ctx, g):
+        # d var / d x_i = 2 (x_i - mean) / dof (the mean's own dependence on x_i sums to zero)
+        (d,) = ctx.saved_tensors
+        g = _expand_back(g, d.shape, ctx.axes, ctx.keepdim)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (d * (g * np.float32(2.0 / ctx.dof if ctx.dof > 0 else np.nan))).astype(np.float32, copy=False)
