@@ -165,18 +165,24 @@ def _inference_fns(model, onnx_path, torch, threads):
 
 
 def format_table(rows):
+    """One line per workload: each runtime's time, then forgegrad's speed ratio against each
+    reference that ran (reference time / forgegrad time; above 1 means forgegrad is faster)."""
     runtimes = ["forgegrad", "numpy", "torch", "onnxruntime"]
-    head = f"  {'workload':<40}" + "".join(f"{r:>13}" for r in runtimes) + f"{'vs torch':>10}"
+    refs = runtimes[1:]
+    head = (f"  {'workload':<40}" + "".join(f"{r:>13}" for r in runtimes)
+            + "".join(f"{'vs ' + r[:5]:>10}" for r in refs))
     lines = [head, "  " + "-" * (len(head) - 2)]
     for name, times in rows:
         cells = []
         for r in runtimes:
             t = times.get(r)
             cells.append(f"{'-' if r not in times else ('absent' if t is None else f'{t * 1e3:.3f} ms'):>13}")
-        ratio = ""
-        if times.get("torch") and times.get("forgegrad"):
-            ratio = f"{times['torch'] / times['forgegrad']:.2f}x"
-        lines.append(f"  {name:<40}" + "".join(cells) + f"{ratio:>10}")
-    lines.append("  (vs torch: torch time / forgegrad time, above 1 means forgegrad is faster; "
+        for r in refs:
+            ratio = ""
+            if times.get(r) and times.get("forgegrad"):
+                ratio = f"{times[r] / times['forgegrad']:.2f}x"
+            cells.append(f"{ratio:>10}")
+        lines.append(f"  {name:<40}" + "".join(cells))
+    lines.append("  (vs X: X's time / forgegrad's time, above 1 means forgegrad is faster; "
                  "-: not measured; absent: not installed)")
     return lines
