@@ -106,8 +106,9 @@ def quick_bench(threads: int, short: bool = False, model=None, onnx_path=None):
             ta, tb = torch.from_numpy(a), torch.from_numpy(b)
             fns["torch"] = lambda: ta @ tb
         rows.append((f"GEMM {n}x{n}x{n}", compare(fns, repeat=repeat, min_time=min_time)))
-        rows.append(("MLP step 784-256-10, batch 128, Adam",
-                     compare(_mlp_step_fns(torch), repeat=repeat, min_time=min_time)))
+        from ..bench.train import _mlp_step  # the same workload as `forgegrad bench train`
+        _, step_fns = _mlp_step(torch, np.random.default_rng(1))
+        rows.append(("MLP step 784-256-10, batch 128, Adam", compare(step_fns, repeat=repeat, min_time=min_time)))
         if model is not None and onnx_path is not None:
             rows.append(("trained MLP inference, batch 256",
                          compare(_inference_fns(model, onnx_path, torch, threads), repeat=repeat, min_time=min_time)))
@@ -163,54 +164,25 @@ def _inference_fns(model, onnx_path, torch, threads):
     return fns
 
 
-def _mlp_step_fns(torch):
-    """forgegrad and torch training steps from the same weights (numpy has no autograd: not measured)."""
-    from .. import nn
-    rng = np.random.default_rng(1)
-    x = rng.random((128, 784), dtype=np.float32)
-    y = rng.integers(0, 10, 128)
-    model = models.create("mlp", in_features=784, hidden=[256], out_features=10)
-    opt = build_optimizer("adam", model.parameters(), 1e-3)
-    loss_fn = nn.CrossEntropyLoss()
-    xt, yt = Tensor(x), Tensor(y)
-
-    def fg_step():
-        loss = loss_fn(model(xt), yt)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    fns = {"forgegrad": fg_step, "torch": None}
-    if torch is not None:
-        tm = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
-        tm.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in model.state_dict().items()})
-        topt = torch.optim.Adam(tm.parameters(), lr=1e-3)
-        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-        tl = torch.nn.CrossEntropyLoss()
-
-        def torch_step():
-            loss = tl(tm(tx), ty)
-            topt.zero_grad()
-            loss.backward()
-            topt.step()
-
-        fns["torch"] = torch_step
-    return fns
-
-
 def format_table(rows):
+    """One line per workload: each runtime's time, then forgegrad's speed ratio against each
+    reference that ran (reference time / forgegrad time; above 1 means forgegrad is faster)."""
     runtimes = ["forgegrad", "numpy", "torch", "onnxruntime"]
-    head = f"  {'workload':<40}" + "".join(f"{r:>13}" for r in runtimes) + f"{'vs torch':>10}"
+    refs = runtimes[1:]
+    head = (f"  {'workload':<40}" + "".join(f"{r:>13}" for r in runtimes)
+            + "".join(f"{'vs ' + r[:5]:>10}" for r in refs))
     lines = [head, "  " + "-" * (len(head) - 2)]
     for name, times in rows:
         cells = []
         for r in runtimes:
             t = times.get(r)
             cells.append(f"{'-' if r not in times else ('absent' if t is None else f'{t * 1e3:.3f} ms'):>13}")
-        ratio = ""
-        if times.get("torch") and times.get("forgegrad"):
-            ratio = f"{times['torch'] / times['forgegrad']:.2f}x"
-        lines.append(f"  {name:<40}" + "".join(cells) + f"{ratio:>10}")
-    lines.append("  (vs torch: torch time / forgegrad time, above 1 means forgegrad is faster; "
+        for r in refs:
+            ratio = ""
+            if times.get(r) and times.get("forgegrad"):
+                ratio = f"{times[r] / times['forgegrad']:.2f}x"
+            cells.append(f"{ratio:>10}")
+        lines.append(f"  {name:<40}" + "".join(cells))
+    lines.append("  (vs X: X's time / forgegrad's time, above 1 means forgegrad is faster; "
                  "-: not measured; absent: not installed)")
     return lines

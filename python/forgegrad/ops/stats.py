@@ -12,16 +12,7 @@ import numpy as np
 
 from ..autograd import Function
 from ._util import normalize_axis
-
-
-def _expand_back(g, in_shape, axes, keepdim):
-    """Reshape a reduced gradient so it broadcasts against the input."""
-    if not keepdim:
-        shape = list(in_shape)
-        for a in axes:
-            shape[a] = 1
-        g = g.reshape(shape)
-    return g
+from .reduce import _expand_back
 
 
 def reduced_axes(dim, ndim: int):
