@@ -1,11 +1,6 @@
 // Elementwise activations (forward and backward) and column sums, written once against simd.h.
 // x, y, g, dx are contiguous float32 buffers of n elements.
 
-// GCC 12's AVX-512 intrinsics (_mm512_max_ps, _mm512_reduce_*) trip a false -Wmaybe-uninitialized
-// on their internal `__m512 __Y = __Y;` placeholder.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
 #include <cmath>
 
 #include "forgegrad/activation.h"

@@ -1,10 +1,5 @@
 // Fused softmax cross-entropy over (N, C) logits with class-index targets (see loss.h).
 // Forward saves prob = softmax(logits) so that backward is one pass: no exp, no log.
-// GCC 12's AVX-512 intrinsics (_mm512_max_ps, _mm512_reduce_*) trip a false -Wmaybe-uninitialized
-// on their internal `__m512 __Y = __Y;` placeholder.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
 #include <cmath>
 
 #include "forgegrad/loss.h"

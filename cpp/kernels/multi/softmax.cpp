@@ -1,11 +1,6 @@
 // Softmax / log-softmax over rows of a (rows, cols) row-major buffer, forward and backward.
 // One thread owns a row; each row takes three passes over cols (max, exp and sum, scale), which
 // stay in L1/L2 for the usual class counts.
-// GCC 12's AVX-512 intrinsics (_mm512_max_ps, _mm512_reduce_*) trip a false -Wmaybe-uninitialized
-// on their internal `__m512 __Y = __Y;` placeholder.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
 #include <cmath>
 
 #include "forgegrad/parallel.h"
