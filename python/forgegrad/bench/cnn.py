@@ -37,37 +37,12 @@ def torch_lenet(torch):
 
 def cnn_step_fns(torch, rng, batch: int = BATCH):
     """{"forgegrad": step, "torch": step or None}: each call is forward, loss, backward and Adam step."""
-    from .. import nn, optim
     from ..models import LeNet
-    from ..tensor import Tensor
+    from ._steps import classifier_step_fns
     x = rng.random((batch, 1, 28, 28), dtype=np.float32)
     y = rng.integers(0, 10, batch)
     model = LeNet(in_channels=1, num_classes=10, input_size=28)
-    opt = optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = nn.CrossEntropyLoss()
-    xt, yt = Tensor(x), Tensor(y)
-
-    def fg_step():
-        loss = loss_fn(model(xt), yt)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    fns = {"forgegrad": fg_step, "torch": None}
-    if torch is not None:
-        tm = torch_lenet(torch)
-        tm.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in model.state_dict().items()})
-        topt = torch.optim.Adam(tm.parameters(), lr=1e-3)
-        tx, ty, tl = torch.from_numpy(x), torch.from_numpy(y), torch.nn.CrossEntropyLoss()
-
-        def torch_step():
-            loss = tl(tm(tx), ty)
-            topt.zero_grad()
-            loss.backward()
-            topt.step()
-
-        fns["torch"] = torch_step
-    return fns
+    return classifier_step_fns(model, torch_lenet(torch) if torch is not None else None, x, y, torch)
 
 
 @suite("cnn")

@@ -17,37 +17,15 @@ BATCH = 128
 
 
 def _mlp_step(torch, rng):
-    from .. import nn, optim
     from ..models import MLP
-    from ..tensor import Tensor
+    from ._steps import classifier_step_fns
     x = rng.random((BATCH, 784), dtype=np.float32)
     y = rng.integers(0, 10, BATCH)
     model = MLP(784, hidden=(256,), out_features=10)
-    opt = optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = nn.CrossEntropyLoss()
-    xt, yt = Tensor(x), Tensor(y)
-
-    def fg_step():
-        loss = loss_fn(model(xt), yt)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    fns = {"forgegrad": fg_step, "torch": None}
+    tm = None
     if torch is not None:
         tm = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
-        tm.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in model.state_dict().items()})
-        topt = torch.optim.Adam(tm.parameters(), lr=1e-3)
-        tx, ty, tl = torch.from_numpy(x), torch.from_numpy(y), torch.nn.CrossEntropyLoss()
-
-        def torch_step():
-            loss = tl(tm(tx), ty)
-            topt.zero_grad()
-            loss.backward()
-            topt.step()
-
-        fns["torch"] = torch_step
-    return "MLP 784-256-10 step, batch 128, Adam", fns
+    return "MLP 784-256-10 step, batch 128, Adam", classifier_step_fns(model, tm, x, y, torch)
 
 
 def _vae_step(torch, rng):
