@@ -32,7 +32,8 @@ constexpr int kNR = kNV * W;
 // decide which tiles are computed together, so they may depend on the thread count.
 constexpr int64_t kKCMax = 320;  // A panel 8 x 320 floats = 10 KiB (L1); KC 128..320 measured alike
 constexpr int64_t kMCMax = 8 * kMR;  // rows of A packed at once per thread
-constexpr int64_t kNCMax = 512;  // columns of B packed per block: 320 x 512 floats = 640 KiB (L2)
+constexpr int64_t kNCMax = 512;  // columns of B packed per block: 320 x 512 floats = 640 KiB (L2);
+                                 // the driver widens it for thinner KC (same 640 KiB)
 
 // Packs a panel: dst[k * P + r] = src[r * rs + k * cs] for r < rows, k < kc; rows <= P. Slots
 // rows..P-1 are filled too (zeros or copies of the last row): the microkernel loads full vectors
@@ -45,6 +46,17 @@ void pack_panel(const float* src, int64_t rs, int64_t cs, int rows, int64_t kc, 
 // size: acc = fma chain over k; C = fma(beta, C, alpha * acc) or alpha * acc.
 void micro_tile(int rows, int cols, int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
                 int64_t ldc, float alpha, float beta);
+
+// micro_tile for a full panel (kNR columns) read in place from op(B) rows ldb floats apart, which
+// also stores the panel, packed (kc x kNR), to b_copy as it goes: packing fused into the first use.
+void micro_tile_pack_b(int rows, int64_t kc, const float* a, const float* b, int64_t ldb, float* b_copy,
+                       float* c, int64_t ldc, float alpha, float beta);
+
+// A full tile (kMR x kNR) whose A panel is read in place from op(A) (element (r, k) at
+// a[r * rsa + k * csa]; rsa == 1 or csa == 1) and stored, packed, to a_copy as it goes. B: packed
+// when b_copy is null, else read in place (rows ldb apart) and packed to b_copy as well.
+void micro_tile_pack_ab(int64_t kc, const float* a, int64_t rsa, int64_t csa, float* a_copy, const float* b,
+                        int64_t ldb, float* b_copy, float* c, int64_t ldc, float alpha, float beta);
 
 // Skinny product, m <= kSkinnyMax (16): C (m x n) = alpha * A (m x K) . B (K x n) + beta * C, every
 // operand with general strides (rs: row stride, cs: column stride, in elements). B must have

@@ -20,72 +20,143 @@ inline void store_vec(float* c, vf acc, vf valpha, float beta, int n) {
   }
 }
 
-// R rows (R <= kMR) of the tile: R x kNV accumulators stay in registers for the whole k loop.
-// kPacked: b rows are kNR floats apart (a compile-time stride); else ldb apart (B read in place).
-template <int R, bool kPacked>
+// Where a tile reads its B panel from (the arithmetic is the same in every mode, so the mode
+// never changes a result bit):
+//   kPacked:    a packed panel, rows kNR floats apart (a compile-time stride).
+//   kInPlace:   op(B)'s own rows, ldb floats apart (full panels only: whole vectors are loaded).
+//   kPackAlong: in place, and each row is also stored to a packed panel (b_copy) as it is used:
+//               the first A panel of a sweep packs B for the others at no extra pass over B.
+enum class BRead { kPacked, kInPlace, kPackAlong };
+
+// Where a tile reads its A panel from: packed (kMR floats per step k), or in place from op(A)
+// stored column-major (step k's kMR values at a + k * lda) or row-major (row r at a + r * lda),
+// storing the packed panel to a_copy as it goes (full panels of kMR rows only).
+enum class ARead { kPacked, kColMajor, kRowMajor };
+typedef uint32_t __attribute__((__may_alias__)) u32_alias;
+
+// R rows (R <= kMR) x NV vectors (NV <= kNV) of the tile: R x NV accumulators stay in registers
+// for the whole k loop. NV < kNV for edge panels of at most NV * W columns (no FMAs on lanes that
+// are never stored).
+template <int R, int NV, BRead S, ARead SA = ARead::kPacked>
 void tile(int cols, int64_t kc, const float* __restrict a, const float* __restrict b, int64_t ldb_,
-          float* __restrict c, int64_t ldc, float alpha, float beta) {
-  const int64_t ldb = kPacked ? int64_t(kNR) : ldb_;
-  vf acc[R][kNV];
+          float* __restrict b_copy, float* __restrict c, int64_t ldc, float alpha, float beta,
+          int64_t lda_ = kMR, float* __restrict a_copy = nullptr) {
+  const int64_t ldb = S == BRead::kPacked ? int64_t(kNR) : ldb_;
+  const int64_t lda = SA == ARead::kPacked ? int64_t(kMR) : lda_;
+  vf acc[R][NV];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
-    for (int v = 0; v < kNV; ++v) acc[r][v] = vzero();
+    for (int v = 0; v < NV; ++v) acc[r][v] = vzero();
   // Warm the C tile while the k loop runs (it is read or written once at the end).
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) __builtin_prefetch(c + r * ldc, 1);
 
   for (int64_t k = 0; k < kc; ++k) {
-    vf bv[kNV];
+    vf bv[NV];
 #pragma GCC unroll 4
-    for (int v = 0; v < kNV; ++v) bv[v] = vload(b + v * W);
-    // (No software prefetch of b: packed panels are one sequential stream, which the hardware
-    // prefetcher follows; explicit prefetches measured no better.)
+    for (int v = 0; v < NV; ++v) bv[v] = vload(b + v * W);
+    // (No software prefetch of packed b: one sequential stream, which the hardware prefetcher
+    // follows; explicit prefetches measured no better.)
+    if constexpr (S == BRead::kPackAlong) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) vstore(b_copy + v * W, bv[v]);
+      b_copy += kNR;
+    }
+    if constexpr (SA == ARead::kColMajor) {
+      // Step k's kMR values are contiguous: copy them as one block, broadcast from the source.
+#if defined(__AVX2__)
+      if constexpr (R == 8) {
+        _mm256_storeu_ps(a_copy, _mm256_loadu_ps(a));
+      } else
+#endif
+      {
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) a_copy[r] = a[r];
+      }
+      a_copy += kMR;
+    } else if constexpr (SA == ARead::kRowMajor) {
+      // One value per source row. Copied as integers so that the compiler keeps the broadcasts
+      // as loads (a broadcast from a register would take a slot on the FMA pipes).
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r)
+        reinterpret_cast<u32_alias*>(a_copy)[r] = reinterpret_cast<const u32_alias*>(a + r * lda)[0];
+      a_copy += kMR;
+    }
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-      vf av = vset1(a[r]);
+      vf av = vset1(SA == ARead::kRowMajor ? a[r * lda] : a[r]);
 #pragma GCC unroll 4
-      for (int v = 0; v < kNV; ++v) acc[r][v] = vfmadd(av, bv[v], acc[r][v]);
+      for (int v = 0; v < NV; ++v) acc[r][v] = vfmadd(av, bv[v], acc[r][v]);
     }
-    a += kMR;
+    a += SA == ARead::kRowMajor ? 1 : lda;
     b += ldb;
   }
 
-  if (alpha == 1.0f && beta == 0.0f && cols == kNR) {
+  if (alpha == 1.0f && beta == 0.0f && cols == NV * W) {
     // The common case, C = acc: plain stores (1 * acc would give the same bits).
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
-      for (int v = 0; v < kNV; ++v) vstore(c + r * ldc + v * W, acc[r][v]);
+      for (int v = 0; v < NV; ++v) vstore(c + r * ldc + v * W, acc[r][v]);
     return;
   }
   vf valpha = vset1(alpha);
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 4
-    for (int v = 0; v < kNV; ++v) store_vec(c + r * ldc + v * W, acc[r][v], valpha, beta, cols - v * W);
+    for (int v = 0; v < NV; ++v) store_vec(c + r * ldc + v * W, acc[r][v], valpha, beta, cols - v * W);
   }
 }
 
-template <int R, bool kPacked>
-void tile_rows(int rows, int cols, int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
-               int64_t ldc, float alpha, float beta) {
+// Picks R = rows (compile-time) by recursion from kMR down.
+template <int R, int NV, BRead S>
+void tile_rows(int rows, int cols, int64_t kc, const float* a, const float* b, int64_t ldb,
+               float* b_copy, float* c, int64_t ldc, float alpha, float beta) {
   if constexpr (R > 1) {
-    if (rows < R) return tile_rows<R - 1, kPacked>(rows, cols, kc, a, b, ldb, c, ldc, alpha, beta);
+    if (rows < R) return tile_rows<R - 1, NV, S>(rows, cols, kc, a, b, ldb, b_copy, c, ldc, alpha, beta);
   }
-  tile<R, kPacked>(cols, kc, a, b, ldb, c, ldc, alpha, beta);
+  tile<R, NV, S>(cols, kc, a, b, ldb, b_copy, c, ldc, alpha, beta);
+}
+
+// Picks NV = ceil(cols / W) by recursion from kNV down (packed panels only).
+template <int NV>
+void tile_cols(int rows, int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+               float alpha, float beta) {
+  if constexpr (NV > 1) {
+    if (cols <= (NV - 1) * W) return tile_cols<NV - 1>(rows, cols, kc, a, b, c, ldc, alpha, beta);
+  }
+  if (rows == kMR) return tile<kMR, NV, BRead::kPacked>(cols, kc, a, b, kNR, nullptr, c, ldc, alpha, beta);
+  tile_rows<kMR - 1, NV, BRead::kPacked>(rows, cols, kc, a, b, kNR, nullptr, c, ldc, alpha, beta);
 }
 
 }  // namespace
 
 void micro_tile(int rows, int cols, int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
                 int64_t ldc, float alpha, float beta) {
-  if (ldb == kNR) {
-    if (rows == kMR) return tile<kMR, true>(cols, kc, a, b, ldb, c, ldc, alpha, beta);
-    return tile_rows<kMR - 1, true>(rows, cols, kc, a, b, ldb, c, ldc, alpha, beta);
+  if (ldb == kNR) return tile_cols<kNV>(rows, cols, kc, a, b, c, ldc, alpha, beta);
+  tile_rows<kMR, kNV, BRead::kInPlace>(rows, cols, kc, a, b, ldb, nullptr, c, ldc, alpha, beta);
+}
+
+void micro_tile_pack_b(int rows, int64_t kc, const float* a, const float* b, int64_t ldb, float* b_copy,
+                       float* c, int64_t ldc, float alpha, float beta) {
+  tile_rows<kMR, kNV, BRead::kPackAlong>(rows, kNR, kc, a, b, ldb, b_copy, c, ldc, alpha, beta);
+}
+
+void micro_tile_pack_ab(int64_t kc, const float* a, int64_t rsa, int64_t csa, float* a_copy, const float* b,
+                        int64_t ldb, float* b_copy, float* c, int64_t ldc, float alpha, float beta) {
+  if (rsa == 1) {
+    if (b_copy)
+      return tile<kMR, kNV, BRead::kPackAlong, ARead::kColMajor>(kNR, kc, a, b, ldb, b_copy, c, ldc, alpha,
+                                                                  beta, csa, a_copy);
+    return tile<kMR, kNV, BRead::kPacked, ARead::kColMajor>(kNR, kc, a, b, kNR, nullptr, c, ldc, alpha, beta,
+                                                             csa, a_copy);
   }
-  if (rows == kMR) return tile<kMR, false>(cols, kc, a, b, ldb, c, ldc, alpha, beta);
-  tile_rows<kMR - 1, false>(rows, cols, kc, a, b, ldb, c, ldc, alpha, beta);
+  if (b_copy)
+    return tile<kMR, kNV, BRead::kPackAlong, ARead::kRowMajor>(kNR, kc, a, b, ldb, b_copy, c, ldc, alpha, beta,
+                                                                rsa, a_copy);
+  tile<kMR, kNV, BRead::kPacked, ARead::kRowMajor>(kNR, kc, a, b, kNR, nullptr, c, ldc, alpha, beta, rsa,
+                                                   a_copy);
 }
 
 // ---- packing ----------------------------------------------------------------------------------
