@@ -182,6 +182,36 @@ def test_bit_identical_across_threads(simd_path, threads, rng):
         assert results[0] == results[1] == results[2], f"{simd_path} {m, k, n} differs across threads"
 
 
+# Shapes for the packed path's tile variants: the first tile using a full A panel (8 rows on
+# AVX-512) or a full B panel (32 columns, op(B) rows contiguous) reads it in place and packs it as
+# it goes; other tiles read packed panels; edge panels of <= 16 columns run a half-width tile.
+# Rows around one row block (64) pick the small-M or the general loop order; K > 320 gives several
+# KC slices (later slices accumulate into C); 20x300x700 and 200x64x2600 several NC column blocks.
+FUSED_SHAPES = [(64, 784, 256), (256, 64, 784), (72, 100, 80), (57, 129, 530), (136, 333, 47),
+                (20, 300, 700), (200, 64, 2600), (40, 5, 33), (9, 8, 48)]
+
+
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+def test_fused_packing_paths(simd_path, threads, rng, ta, tb):
+    for m, k, n in FUSED_SHAPES:
+        # Operands as slices of wider arrays (leading dimension > the slice's width): the in-place
+        # reads must use the real strides.
+        a = make(rng, (k + 3, m + 5))[1:k + 1, 2:m + 2] if ta else make(rng, (m + 3, k + 5))[1:m + 1, 2:k + 2]
+        b = make(rng, (n + 3, k + 7))[2:n + 2, 3:k + 3] if tb else make(rng, (k + 3, n + 7))[2:k + 2, 3:n + 3]
+        c = make(rng, (m, n))
+        for alpha, beta in [(1.0, 0.0), (0.7, 0.3)]:
+            results = []
+            for t in (1, 2, 3):
+                threads(t)
+                out = c.copy()
+                matmul(a, b, out=out, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta)
+                results.append(out)
+            assert_close(results[0], a, b, ta, tb, alpha, beta, c, what=f"{simd_path} {m, k, n} {ta, tb}")
+            assert results[0].tobytes() == results[1].tobytes() == results[2].tobytes(), \
+                f"{simd_path} {m, k, n} {ta, tb} differs across threads"
+
+
 @settings(max_examples=60, deadline=None)
 @given(m=st.integers(0, 40), k=st.integers(0, 40), n=st.integers(0, 40), ta=st.booleans(),
        tb=st.booleans(), alpha=st.sampled_from([1.0, 0.5, -2.0, 0.0]),
