@@ -98,7 +98,7 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
   const int64_t n_panels = (N + kNR - 1) / kNR;
   // NC: the packed B block holds at most kKCMax x kNCMax floats (L2), so short K (a thin KC)
   // packs wider blocks and op(A) is packed fewer times.
-  const int64_t kNCPanels = kKCMax * kNCMax / KC / kNR;
+  const int64_t nc_max_panels = kKCMax * kNCMax / KC / kNR;
   constexpr int64_t kMCPanels = kMCMax / kMR;
   // Row panels of balanced height (M = 20 is 3 panels of 6-7 rows, not 8 + 8 + 4): panel p
   // holds rows [row0(p), row0(p + 1)), at most kMR.
@@ -108,11 +108,13 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
   // One thread's block of C: row panels [p0, p1) x column panels [q0, q1).
   auto block = [&](int64_t p0, int64_t p1, int64_t q0, int64_t q1) {
     static thread_local AlignedBuffer a_buf, b_buf;
-    const int64_t ncp = q1 - q0 < kNCPanels ? q1 - q0 : kNCPanels;
+    // Column blocks of equal width (2048 columns: 4 x 512, not 3 x 640 + 128).
+    const int64_t ncb = (q1 - q0 + nc_max_panels - 1) / nc_max_panels;
+    const int64_t ncp = (q1 - q0 + ncb - 1) / ncb;
     float* bpack = scratch(b_buf, static_cast<std::size_t>(KC * kNR * ncp));
     float* apack = scratch(a_buf, static_cast<std::size_t>(KC * kMR * kMCPanels));
-    for (int64_t qc = q0; qc < q1; qc += kNCPanels) {  // NC-wide column blocks
-      const int64_t qe = q1 - qc < kNCPanels ? q1 : qc + kNCPanels;
+    for (int64_t qc = q0; qc < q1; qc += ncp) {  // NC-wide column blocks
+      const int64_t qe = q1 - qc < ncp ? q1 : qc + ncp;
       for (int64_t pc = 0; pc < K; pc += KC) {  // KC-deep slices, in order
         const int64_t kc = K - pc < KC ? K - pc : KC;
         const float beta_k = pc == 0 ? beta : 1.0f;
