@@ -76,8 +76,9 @@ void tile(int cols, int64_t kc, const float* __restrict a, const float* __restri
       }
       a_copy += kMR;
     } else if constexpr (SA == ARead::kRowMajor) {
-      // One value per source row. Copied as integers so that the compiler keeps the broadcasts
-      // as loads (a broadcast from a register would take a slot on the FMA pipes).
+      // One value per source row. Copied as integers so that the compiler does not merge the
+      // copy's load with the broadcast: the broadcasts stay memory operands (a load each), not
+      // a scalar load plus a register broadcast (a shuffle on the vector pipes).
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r)
         reinterpret_cast<u32_alias*>(a_copy)[r] = reinterpret_cast<const u32_alias*>(a + r * lda)[0];
