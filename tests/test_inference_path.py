@@ -159,3 +159,26 @@ def test_linear_without_bias_against_torch(shape):
     np.testing.assert_allclose(lin.weight.grad, tlin.weight.grad.numpy(), rtol=1e-5, atol=1e-5)
     with no_grad():
         np.testing.assert_array_equal(lin(fg.tensor(x)).numpy(), y.numpy())
+
+
+def test_sequential_plan_follows_module_changes():
+    fg.manual_seed(3)
+    model = nn.Sequential(nn.Linear(8, 6), nn.ReLU())
+    x = fg.tensor(_x(5, 8))
+    with no_grad():
+        model(x)  # builds the plan
+        model.append(nn.Linear(6, 2))
+        y = model(x)
+        assert y.shape == (5, 2)
+        model.append(nn.Sigmoid())  # now fused into the new last Linear
+        y2 = model(x)
+    np.testing.assert_array_equal(y2.numpy(), model(x).numpy())  # graph path: same kernels
+    assert (y2.numpy() > 0).all() and (y2.numpy() < 1).all()
+
+
+def test_sequential_fast_path_with_non_linear_modules():
+    fg.manual_seed(4)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 7), nn.Dropout(0.5), nn.Tanh(), nn.Linear(7, 3), nn.Softmax(-1))
+    model.eval()
+    y_graph, y_free = _graph_then_free(model, _x(4, 3, 4))
+    np.testing.assert_array_equal(y_free, y_graph)
