@@ -360,3 +360,61 @@ def test_random_corruption_of_structure_only_raises_value_error(tmp_path):
             assert isinstance(out, dict)
             outcomes["loaded"] += 1
     assert outcomes["rejected"] > 100
+
+
+# ---- fit's ModelCheckpoint(save_optimizer=True) --------------------------------------------------
+def test_model_checkpoint_save_optimizer_resumes_fit_bit_identically(tmp_path):
+    from forgegrad.data import DataLoader, TensorDataset
+    from forgegrad.train import ModelCheckpoint, fit
+
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((40, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    loader = DataLoader(TensorDataset(X, y), batch_size=16)  # same batches every epoch and every run
+
+    def setup(seed):
+        model = _model(seed)
+        opt = optim.Adam(model.parameters(), lr=0.02, amsgrad=True)
+        return model, opt, lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)
+
+    model, opt, sched = setup(0)
+    pattern = str(tmp_path / "ck-{epoch}.safetensors")
+    ref = fit(model, nn.CrossEntropyLoss(), opt, loader, epochs=4, scheduler=sched, progress=False,
+              callbacks=[ModelCheckpoint(pattern, save_optimizer=True)])
+    ck = load(tmp_path / "ck-2.safetensors")
+    assert sorted(ck) == ["epoch", "model", "optimizer", "scheduler"] and ck["epoch"] == 2
+
+    model2, opt2, sched2 = setup(1)
+    model2.load_state_dict(ck["model"])
+    opt2.load_state_dict(ck["optimizer"])
+    sched2.load_state_dict(ck["scheduler"])
+    resumed = fit(model2, nn.CrossEntropyLoss(), opt2, loader, epochs=4 - ck["epoch"], scheduler=sched2,
+                  progress=False)
+    assert resumed["loss"] == ref["loss"][2:] and resumed["lr"] == ref["lr"][2:]
+    for (k, v), (_, v2) in zip(model.state_dict().items(), model2.state_dict().items()):
+        np.testing.assert_array_equal(v.data, v2.data, err_msg=k)
+
+    # the default still writes bare weights, loadable straight into a model
+    fit(model, nn.CrossEntropyLoss(), opt, loader, epochs=1, progress=False,
+        callbacks=[ModelCheckpoint(tmp_path / "w.safetensors")])
+    model2.load_state_dict(load(tmp_path / "w.safetensors"))
+
+
+def test_model_checkpoint_save_optimizer_needs_state_dict(tmp_path):
+    from forgegrad.data import DataLoader, TensorDataset
+    from forgegrad.train import ModelCheckpoint, fit
+
+    class NoState:
+        param_groups = []
+
+        def zero_grad(self):
+            pass
+
+        def step(self):
+            pass
+
+    loader = DataLoader(TensorDataset(np.zeros((4, 5), np.float32), np.zeros(4, np.int64)), batch_size=2)
+    with pytest.raises(TypeError, match=r"save_optimizer=True\) needs the optimizer to have state_dict\(\).*NoState"):
+        fit(_model(0), nn.CrossEntropyLoss(), NoState(), loader, epochs=1, progress=False,
+            callbacks=[ModelCheckpoint(tmp_path / "x.safetensors", save_optimizer=True)])
+    assert os.listdir(tmp_path) == []
