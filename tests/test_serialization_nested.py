@@ -418,3 +418,11 @@ def test_model_checkpoint_save_optimizer_needs_state_dict(tmp_path):
         fit(_model(0), nn.CrossEntropyLoss(), NoState(), loader, epochs=1, progress=False,
             callbacks=[ModelCheckpoint(tmp_path / "x.safetensors", save_optimizer=True)])
     assert os.listdir(tmp_path) == []
+
+
+def test_module_load_state_dict_names_a_nested_checkpoint():
+    model = fg.nn.Linear(3, 2)
+    ckpt = {"model": model.state_dict(), "epoch": 1}
+    with pytest.raises(TypeError, match=r"nested checkpoint pass its model part, e\.g\. ckpt\['model'\]"):
+        model.load_state_dict(ckpt)
+    model.load_state_dict(ckpt["model"])
