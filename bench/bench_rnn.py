@@ -8,11 +8,14 @@ On a machine shared with other jobs, add ``--benchmark-timer=time.process_time``
 this process; both sides run one thread) to keep preemption out of the comparison.
 
 Cases: LSTM and GRU forward+backward at seq 50, batch 32, input 128, hidden 256; LSTM inference
-at batch 1, seq 50. ``extra_info["gflops"]`` is the GEMM work (2*M*N*K summed over every product)
+at batch 1, seq 50 (also onnxruntime on torch's ONNX export). ``extra_info["gflops"]`` is the GEMM work (2*M*N*K summed over every product)
 divided by the mean time; ``peak_fraction`` relates it to 117 GFLOP/s, the FP32 FMA peak of one
 Zen 4 core (2 x 256-bit FMA pipes at ~3.7 GHz). Forward + backward is ~3.8 GFLOP for the LSTM case,
 so no implementation can run it faster than ~32 ms on one such core.
 """
+import io
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -79,9 +82,10 @@ def test_train_step(benchmark, kind, side):
     _record(benchmark, _flops(4 if kind == "lstm" else 3, T, B, I, H, True))
 
 
-@pytest.mark.parametrize("side", ["forgegrad", "torch"])
+@pytest.mark.parametrize("side", ["forgegrad", "torch", "onnxruntime"])
 def test_lstm_inference_batch1(benchmark, side):
-    """LSTM forward without saving activations, seq 50, batch 1."""
+    """LSTM forward without saving activations, seq 50, batch 1 (issue 5: onnxruntime runs torch's
+    ONNX export of the same layer with one intra-op thread)."""
     benchmark.group = f"lstm inference T{T} B1 I{I} H{H}"
     m, x, p = _layer("lstm", 1)
     if side == "torch":
@@ -90,6 +94,20 @@ def test_lstm_inference_batch1(benchmark, side):
         def run():
             with torch.no_grad():
                 m(xt)
+    elif side == "onnxruntime":
+        ort = pytest.importorskip("onnxruntime")
+        buf = io.BytesIO()
+        with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
+            warnings.simplefilter("ignore")
+            torch.onnx.export(m, (torch.tensor(x),), buf, input_names=["x"], output_names=["y", "h_n", "c_n"],
+                              dynamo=False)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+
+        def run():
+            sess.run(None, {"x": x})
     else:
         w = (p["weight_ih_l0"], p["weight_hh_l0"], p["bias_ih_l0"], p["bias_hh_l0"])
 

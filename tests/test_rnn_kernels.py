@@ -308,3 +308,31 @@ def test_binding_rejects_bad_arrays_without_crashing():
 def test_bench_suite_is_registered():
     from forgegrad.bench import suites
     assert "rnn" in suites()
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_bench_suite_onnxruntime_reference(kind):
+    # The rnn suite's inference rows time onnxruntime on torch's export of the same layer: the
+    # session it builds must compute that layer (checked on a tiny one).
+    ort = pytest.importorskip("onnxruntime")
+    from forgegrad.bench import rnn as bench_rnn
+    torch.manual_seed(0)
+    m = (torch.nn.LSTM if kind == "lstm" else torch.nn.GRU)(3, 5)
+    x = torch.randn(4, 1, 3)
+    sess = bench_rnn._ort_session(ort, torch, m, x, kind, 1)
+    with torch.no_grad():
+        want = m(x)[0].numpy()
+    np.testing.assert_allclose(sess.run(None, {"x": x.numpy()})[0].reshape(want.shape), want, rtol=1e-5, atol=1e-6)
+
+
+def test_bench_table_marks_runtimes_a_row_does_not_time():
+    # Training rows have no onnxruntime timing ("-"); a runtime that is not installed is "absent".
+    from forgegrad.bench import format_table
+    rows = [{"workload": "lstm fwd+bwd", "threads": 1, "flop": 1e6, "seconds": {"forgegrad": 1e-3, "torch": 2e-3}},
+            {"workload": "lstm inference", "threads": 1, "flop": 1e6,
+             "seconds": {"forgegrad": 1e-3, "torch": None, "onnxruntime": 3e-3}}]
+    lines = format_table(rows).splitlines()
+    assert "x onnxruntime" in lines[0]
+    train, infer = lines[2].split(), lines[3].split()
+    assert train[-1] == "-" and train[-3] == "-" and train[-2] == "2.00"  # onnxruntime speed, x torch, x onnxruntime
+    assert "absent" in infer and infer[-1] == "3.00"

@@ -44,3 +44,17 @@ def test_cuda_queries_do_not_fail_without_a_gpu():
     assert n >= 0
     if n == 0:
         assert fg._C.cuda.unavailable_reason()
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+@pytest.mark.parametrize("nthreads", [1, 2, 3])
+def test_allocation_failure_inside_parallel_region_is_memoryerror(threads, nthreads, dynamic):
+    # Kernels allocate scratch inside parallel regions; an exception escaping an OpenMP region
+    # would terminate the process. It must surface as MemoryError, and the pool must still work.
+    from forgegrad import _C
+    threads(nthreads)
+    with pytest.raises(MemoryError):
+        _C.runtime._check_region_alloc(5, 1 << 60, dynamic)
+    with pytest.raises(MemoryError):
+        _C.runtime._check_region_alloc(5, (1 << 64) - 1, dynamic)  # byte count would overflow
+    assert _C.runtime._check_region_alloc(5, 1000, dynamic) == 5

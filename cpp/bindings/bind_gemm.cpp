@@ -5,6 +5,10 @@
 //   sgemm(...), bmm(...): the kernels on arrays whose rows have unit stride (sgemm(reference=True)
 //       runs the plain-loop oracle).
 // Every array is validated here: bad input raises TypeError/ValueError, never reaches a kernel.
+#include <algorithm>
+#include <vector>
+
+#include "forgegrad/activation.h"
 #include "forgegrad/bindings.h"
 #include "forgegrad/gemm.h"
 #include "forgegrad/py_array.h"
@@ -210,7 +214,70 @@ py::array matmul(py::handle a_in, py::handle b_in, py::handle out_in, bool trans
   return out;
 }
 
+// ---- linear: y = x @ weight.T + bias, the whole of a Linear layer's forward in one call ------------
+// At batch 1 a layer's GEMV takes a few microseconds; Python-level checks, the reshape, the output
+// allocation and the bias broadcast cost as much again, so they all happen here. `activation` (an
+// fg::ActOp, -1 for none) is applied in place to the result: the fused Linear -> activation that
+// inference without a graph uses (see forgegrad.nn.Sequential).
+py::array linear(py::handle x_in, py::handle w_in, py::handle b_in, int activation, float alpha) {
+  if (activation < -1 || activation >= fg::kActCount)
+    throw py::value_error("linear: activation must be -1 (none) or an activation code, got " +
+                          std::to_string(activation));
+  if (!py::isinstance<py::array>(x_in))
+    throw py::type_error("linear: input must be a numpy.ndarray of float32, got " +
+                         std::string(py::str(py::type::of(x_in).attr("__name__"))));
+  py::array x = py::reinterpret_borrow<py::array>(x_in);
+  if (!x.dtype().is(py::dtype::of<float>()))
+    throw py::type_error("linear: input must be float32, got " + std::string(py::str(x.dtype())));
+  py::array w = checked_matrix(w_in, "linear: weight");
+  const int64_t N = w.shape(0), K = w.shape(1);
+  std::vector<int64_t> xshape(x.shape(), x.shape() + x.ndim());
+  if (x.ndim() == 0 || xshape.back() != K)
+    throw py::value_error("linear: input has shape " + fg::bind::shape_str(xshape) + ", expected (..., " +
+                          std::to_string(K) + ") for weight of shape " + fg::bind::shape_str({N, K}));
+  py::array bias;  // a default py::array is an empty array, not a null handle: test has_bias
+  const bool has_bias = !b_in.is_none();
+  if (has_bias) {
+    if (!py::isinstance<py::array>(b_in))
+      throw py::type_error("linear: bias must be a numpy.ndarray of float32 or None");
+    bias = py::reinterpret_borrow<py::array>(b_in);
+    if (!bias.dtype().is(py::dtype::of<float>()))
+      throw py::type_error("linear: bias must be float32, got " + std::string(py::str(bias.dtype())));
+    if (bias.ndim() != 1 || bias.shape(0) != N) {
+      std::vector<int64_t> bshape(bias.shape(), bias.shape() + bias.ndim());
+      throw py::value_error("linear: bias must have shape (" + std::to_string(N) + ",), got " +
+                            fg::bind::shape_str(bshape));
+    }
+    bias = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(bias);
+  }
+  // x as an (M, K) row-major matrix: a copy only when its rows cannot be addressed in place.
+  py::array x2 = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(x);
+  int64_t M = 1;
+  for (std::size_t i = 0; i + 1 < xshape.size(); ++i) M *= xshape[i];
+  std::vector<int64_t> oshape(xshape);
+  oshape.back() = N;
+  py::array_t<float> out(oshape);
+  if (M == 0 || N == 0) return std::move(out);
+  Operand W = operand(w);
+  const float* xp = static_cast<const float*>(x2.data());
+  const float* bp = has_bias ? static_cast<const float*>(bias.data()) : nullptr;
+  float* yp = out.mutable_data();
+  py::gil_scoped_release release;
+  if (bp)
+    for (int64_t i = 0; i < M; ++i) std::copy(bp, bp + N, yp + i * N);
+  // op(weight) = weight.T: the (N, K) weight read transposed (or a transposed view read directly).
+  fg::sgemm(false, !W.transposed, M, N, K, 1.0f, xp, K > 0 ? K : 1, W.ptr, W.ld, bp ? 1.0f : 0.0f, yp,
+            N);
+  if (activation >= 0) fg::act_forward(activation, yp, yp, M * N, alpha);
+  return std::move(out);
+}
+
 void bind(py::module_& m) {
+  m.def("linear", &linear, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),
+        py::arg("activation") = -1, py::arg("alpha") = 0.0f,
+        "act(x @ weight.T + bias) for x (..., in_features) float32, weight (out_features, "
+        "in_features), bias (out_features,) or None, activation an activation code (-1: none; "
+        "alpha: leaky_relu's slope); returns a new (..., out_features) array.");
   m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("out") = py::none(),
         py::arg("trans_a") = false, py::arg("trans_b") = false, py::arg("alpha") = 1.0f,
         py::arg("beta") = 0.0f,

@@ -20,6 +20,7 @@ void AlignedBuffer::reset(std::size_t floats) {
   aligned_free(ptr_);
   ptr_ = nullptr;
   size_ = 0;
+  if (floats > static_cast<std::size_t>(-1) / sizeof(float) - 64) throw std::bad_alloc();  // byte count overflows
   ptr_ = static_cast<float*>(aligned_malloc(floats * sizeof(float)));
   size_ = floats;
 }

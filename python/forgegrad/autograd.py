@@ -35,6 +35,13 @@ def is_grad_enabled() -> bool:
     return _state.__dict__.get("grad_enabled", True)
 
 
+def graph_free() -> bool:
+    """True when no op needs to go through Function.apply: grad mode is off and no trace() is
+    recording. Layers use it for their inference fast path (a kernel call, no graph bookkeeping)."""
+    d = _state.__dict__
+    return not d.get("grad_enabled", True) and d.get("recorder") is None
+
+
 def _set_grad_enabled(mode: bool) -> None:
     _state.grad_enabled = bool(mode)
 
@@ -45,13 +52,15 @@ class set_grad_enabled(contextlib.ContextDecorator):
     def __init__(self, mode: bool):
         self.mode = bool(mode)
 
+    # Entered once per inference call: kept to a couple of dict operations.
     def __enter__(self):
-        self.prev = is_grad_enabled()
-        _set_grad_enabled(self.mode)
+        d = _state.__dict__
+        self.prev = d.get("grad_enabled", True)
+        d["grad_enabled"] = self.mode
         return self
 
     def __exit__(self, *exc):
-        _set_grad_enabled(self.prev)
+        _state.__dict__["grad_enabled"] = self.prev
         return False
 
 
@@ -59,12 +68,12 @@ class no_grad(set_grad_enabled):
     """No graph is recorded inside: outputs do not require grad (inference, parameter updates)."""
 
     def __init__(self):
-        super().__init__(False)
+        self.mode = False
 
 
 class enable_grad(set_grad_enabled):
     def __init__(self):
-        super().__init__(True)
+        self.mode = True
 
 
 # ---- op recording (used by the ONNX exporter) ------------------------------------------------

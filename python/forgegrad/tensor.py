@@ -10,6 +10,8 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+_F32 = np.dtype(np.float32)
+
 from . import autograd
 from .autograd import is_grad_enabled, no_grad
 
@@ -61,10 +63,11 @@ class Tensor:
     def _wrap(cls, arr: np.ndarray) -> "Tensor":
         """Wrap a kernel output without any conversion (internal)."""
         t = cls.__new__(cls)
-        if not isinstance(arr, np.ndarray):
-            arr = np.asarray(arr)
-        if arr.dtype == np.float64:
-            arr = arr.astype(np.float32)
+        if type(arr) is not np.ndarray or arr.dtype is not _F32:  # the common case skips both
+            if not isinstance(arr, np.ndarray):
+                arr = np.asarray(arr)
+            if arr.dtype == np.float64:
+                arr = arr.astype(np.float32)
         t.data = arr
         t.grad = None
         t._ctx = None

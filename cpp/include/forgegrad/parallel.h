@@ -5,9 +5,33 @@
 // thread count.
 #pragma once
 #include <cstdint>
+#include <exception>
 #include <omp.h>
 
 namespace fg {
+
+// An exception must not leave an OpenMP region (that is std::terminate: the process dies). Each
+// region body runs under a guard that keeps the first exception (e.g. std::bad_alloc of a large
+// scratch buffer), and the caller rethrows it after the join, so pybind11 turns it into a Python
+// error (MemoryError, ...). On the normal path this costs nothing.
+class RegionErrors {
+ public:
+  template <class F>
+  void run(F&& f) noexcept {
+    try {
+      f();
+    } catch (...) {
+#pragma omp critical(fg_region_errors)
+      if (!first_) first_ = std::current_exception();
+    }
+  }
+  void rethrow() const {
+    if (first_) std::rethrow_exception(first_);
+  }
+
+ private:
+  std::exception_ptr first_;
+};
 
 int get_num_threads();
 void set_num_threads(int n);  // n >= 1
@@ -25,13 +49,15 @@ inline void parallel_for(int64_t n, int64_t grain, F&& f) {
     f(int64_t(0), n);
     return;
   }
+  RegionErrors errors;
 #pragma omp parallel num_threads(nt)
   {
     int t = omp_get_thread_num();
     int T = omp_get_num_threads();
     int64_t b = n * t / T, e = n * (t + 1) / T;
-    if (b < e) f(b, e);
+    if (b < e) errors.run([&] { f(b, e); });
   }
+  errors.rethrow();
 }
 
 // Calls f(task) for task in [0, ntasks), spread over threads (dynamic schedule: tasks may differ
@@ -45,8 +71,10 @@ inline void parallel_tasks(int64_t ntasks, F&& f) {
     for (int64_t i = 0; i < ntasks; ++i) f(i);
     return;
   }
+  RegionErrors errors;
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-  for (int64_t i = 0; i < ntasks; ++i) f(i);
+  for (int64_t i = 0; i < ntasks; ++i) errors.run([&] { f(i); });
+  errors.rethrow();
 }
 
 // Number of fixed-size chunks used by deterministic reductions over n elements.

@@ -7,7 +7,9 @@ lstm, adam...) registers a function with @suite("name"). A suite takes the threa
     {"workload": str, "threads": int, "seconds": {runtime: seconds or None (absent)},
      "flop": float (optional, gives GFLOP/s columns)}
 
-that `format_table` turns into one table. The command line is ``python -m forgegrad.bench``.
+that `format_table` turns into one table (a runtime missing from a row's "seconds" is not timed on
+that row, e.g. onnxruntime on a training row, and shows as "-"). The command line is
+``python -m forgegrad.bench``.
 """
 from __future__ import annotations
 
@@ -69,7 +71,9 @@ def format_table(rows: List[Row]) -> str:
         cells = [r["workload"], str(r["threads"])]
         for k in runtimes:
             s = sec.get(k)
-            if s is None:
+            if k not in sec:  # this row does not time k (e.g. onnxruntime on a training row)
+                cells.append("-")
+            elif s is None:
                 cells.append("absent")
             elif use_flop:
                 cells.append(f"{r['flop'] / s / 1e9:.1f}")

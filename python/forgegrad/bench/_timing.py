@@ -31,6 +31,10 @@ OPENBLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 CLOCK = "auto"   # "auto" or "wall"
 STAT = "median"  # "median" or "min"
 _pinned = [0]    # thread count set by the innermost pinned_threads (0: none)
+# Seconds of idle before each multithreaded sample. After a call, a runtime's worker threads keep
+# spinning for a while (OpenBLAS's for tens of milliseconds, OpenMP's for less) and on a 2-core
+# machine that steals a core from whichever runtime is timed next; the pause lets them park.
+COOL_DOWN = 0.1
 
 
 def optional_import(name: str):
@@ -94,7 +98,7 @@ def compare(fns: Dict[str, Optional[Callable[[], object]]], *, repeat: int = 9, 
     fns maps a runtime name to a no-argument callable, or to None for an absent runtime (its
     result is None). Each function first runs `warmup` times (caches, thread pools, lazy
     allocation); then each of `repeat` rounds times every function once, for enough calls that a
-    sample lasts about min_time.
+    sample lasts about min_time. Multithreaded samples each start after a COOL_DOWN pause.
     """
     present = {k: f for k, f in fns.items() if f is not None}
     for f in present.values():
@@ -103,9 +107,12 @@ def compare(fns: Dict[str, Optional[Callable[[], object]]], *, repeat: int = 9, 
     clock = _clock()
     loops = {k: _loops_for(f, min_time, clock) for k, f in present.items()}
     samples: Dict[str, list] = {k: [] for k in present}
+    cool_down = COOL_DOWN if _pinned[0] > 1 and len(present) > 1 else 0.0
     for _ in range(repeat):
         for k, f in present.items():
             n = loops[k]
+            if cool_down:
+                time.sleep(cool_down)
             t0 = clock()
             for _ in range(n):
                 f()

@@ -1,12 +1,16 @@
 """The `rnn` suite: one LSTM / GRU layer (forgegrad.kernels.rnn) against torch.nn.LSTM / GRU.
 
 Workloads: forward + backward through time at seq 50, batch 32, input 128, hidden 256 (LSTM and
-GRU), and inference (no saved activations) at batch 1 and batch 32. Both runtimes get the same
-weights and inputs; the torch side runs the module (its fused CPU RNN path). GFLOP/s counts the
-GEMM work: 2*T*B*G*H*(I+H) forward, three times that for forward + backward.
+GRU), and inference (no saved activations) at batch 1 and batch 32. Every runtime gets the same
+weights and inputs; the torch side runs the module (its fused CPU RNN path). Inference rows also
+time onnxruntime running torch's ONNX export of that module (TorchScript exporter, ``dynamo=False``;
+ORT with intra_op_num_threads = the thread count), the reference of issue 5's batch-1 LSTM target.
+GFLOP/s counts the GEMM work: 2*T*B*G*H*(I+H) forward, three times that for forward + backward.
 """
 from __future__ import annotations
 
+import io
+import warnings
 from typing import List, Sequence
 
 import numpy as np
@@ -22,7 +26,20 @@ WORKLOADS = (("lstm", 32, True), ("gru", 32, True), ("lstm", 1, False), ("lstm",
              ("gru", 1, False))
 
 
-def _row(kind, batch, train, threads, torch, rng, repeat, min_time) -> dict:
+def _ort_session(ort, torch, m, xt, kind, threads):
+    """onnxruntime session running torch's ONNX export of module m (input "x")."""
+    buf = io.BytesIO()
+    outputs = ["y", "h_n", "c_n"] if kind == "lstm" else ["y", "h_n"]
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (xt,), buf, input_names=["x"], output_names=outputs, dynamo=False)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+
+
+def _row(kind, batch, train, threads, torch, ort, rng, repeat, min_time) -> dict:
     G = 4 if kind == "lstm" else 3
     x = rng.standard_normal((T, batch, I)).astype(np.float32)
     gy = rng.standard_normal((T, batch, H)).astype(np.float32)
@@ -37,6 +54,8 @@ def _row(kind, batch, train, threads, torch, rng, repeat, min_time) -> dict:
             bwd(out[-1], gy)
 
     fns = {"forgegrad": fg_run, "torch": None}
+    if not train:
+        fns["onnxruntime"] = None
     if torch is not None:
         m = (torch.nn.LSTM if kind == "lstm" else torch.nn.GRU)(I, H)
         with torch.no_grad():
@@ -53,6 +72,10 @@ def _row(kind, batch, train, threads, torch, rng, repeat, min_time) -> dict:
                     m(xt)
 
         fns["torch"] = torch_run
+        if not train and ort is not None:
+            sess = _ort_session(ort, torch, m, xt, kind, threads)
+            feed = {"x": x}
+            fns["onnxruntime"] = lambda: sess.run(None, feed)
     with pinned_threads(threads):
         sec = compare(fns, repeat=repeat, min_time=min_time)
     flop = 2.0 * T * batch * G * H * (I + H) * (3 if train else 1)
@@ -63,10 +86,11 @@ def _row(kind, batch, train, threads, torch, rng, repeat, min_time) -> dict:
 @suite("rnn")
 def rnn_suite(threads: Sequence[int], quick: bool) -> List[dict]:
     torch = optional_import("torch")
+    ort = optional_import("onnxruntime")
     rng = np.random.default_rng(0)
     repeat, min_time = (3, 0.05) if quick else (7, 0.2)
     rows = []
     for kind, batch, train in WORKLOADS[:3] if quick else WORKLOADS:
         for t in threads:
-            rows.append(_row(kind, batch, train, t, torch, rng, repeat, min_time))
+            rows.append(_row(kind, batch, train, t, torch, ort, rng, repeat, min_time))
     return rows

@@ -1,13 +1,35 @@
 """Activation and dropout modules."""
 from __future__ import annotations
 
+import numpy as np
+
+from .. import _C
+from ..autograd import graph_free
+from ..kernels import activation as _KA
+from ..tensor import Tensor
 from . import functional as F
 from .module import Module
 
+_ACT = _C.activation
+_F32 = np.dtype(np.float32)
+
+
+def _kernel_only(input, code, alpha=0.0):
+    """Inference fast path: with no graph to record (no_grad, no trace) a float32 activation is
+    just its kernel; None sends the caller through the autograd op instead."""
+    if graph_free() and isinstance(input, Tensor) and input.data.dtype is _F32:
+        return Tensor._wrap(_KA._forward(code, input.data, None, alpha))
+    return None
+
 
 class ReLU(Module):
+    def epilogue(self):
+        """(kernel code, alpha) of this activation, for Linear layers that apply it in place."""
+        return _ACT.RELU, 0.0
+
     def forward(self, input):
-        return F.relu(input)
+        y = _kernel_only(input, _ACT.RELU)
+        return F.relu(input) if y is None else y
 
 
 class LeakyReLU(Module):
@@ -15,8 +37,12 @@ class LeakyReLU(Module):
         super().__init__()
         self.negative_slope = negative_slope
 
+    def epilogue(self):
+        return _ACT.LEAKY_RELU, float(self.negative_slope)
+
     def forward(self, input):
-        return F.leaky_relu(input, self.negative_slope)
+        y = _kernel_only(input, _ACT.LEAKY_RELU, float(self.negative_slope))
+        return F.leaky_relu(input, self.negative_slope) if y is None else y
 
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}"
@@ -29,6 +55,9 @@ class GELU(Module):
             raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
         self.approximate = approximate
 
+    def epilogue(self):
+        return (_ACT.GELU if self.approximate == "none" else _ACT.GELU_TANH), 0.0
+
     def forward(self, input):
         return F.gelu(input, self.approximate)
 
@@ -37,13 +66,21 @@ class GELU(Module):
 
 
 class Sigmoid(Module):
+    def epilogue(self):
+        return _ACT.SIGMOID, 0.0
+
     def forward(self, input):
-        return F.sigmoid(input)
+        y = _kernel_only(input, _ACT.SIGMOID)
+        return F.sigmoid(input) if y is None else y
 
 
 class Tanh(Module):
+    def epilogue(self):
+        return _ACT.TANH, 0.0
+
     def forward(self, input):
-        return F.tanh(input)
+        y = _kernel_only(input, _ACT.TANH)
+        return F.tanh(input) if y is None else y
 
 
 class Softmax(Module):

@@ -3,7 +3,29 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from ..autograd import graph_free
+from ..tensor import Tensor
+from .linear import Linear, _fused_linear
 from .module import Module
+
+
+def _inference_plan(mods):
+    """[(module, act)]: act False runs the module as is; for a Linear, act is None (no epilogue)
+    or the activation module fused into its kernel call (that module then takes no step)."""
+    plan, i = [], 0
+    while i < len(mods):
+        m = mods[i]
+        if type(m) is Linear:
+            nxt = mods[i + 1] if i + 1 < len(mods) else None
+            if nxt is not None and hasattr(nxt, "epilogue"):
+                plan.append((m, nxt))
+                i += 2
+                continue
+            plan.append((m, None))
+        else:
+            plan.append((m, False))
+        i += 1
+    return plan
 
 
 class Sequential(Module):
@@ -26,8 +48,30 @@ class Sequential(Module):
                 self.add_module(str(i), m)
 
     def forward(self, input):
+        if graph_free():
+            return self._forward_fused(input)
         for m in self._modules.values():
             input = m(input)
+        return input
+
+    def _forward_fused(self, input):
+        # Inference without a graph: each Linear is one kernel call (the layer's checks, bias and
+        # GEMM in C++), with a following activation module that can run as its epilogue (ReLU,
+        # LeakyReLU, GELU, Sigmoid, Tanh) applied inside the same call. Same kernels, so the same
+        # results as running the modules one by one. The plan is rebuilt when the modules change.
+        mods = tuple(self._modules.values())
+        plan = self.__dict__.get("_inference_plan")
+        if plan is None or plan[0] != mods:
+            plan = (mods, _inference_plan(mods))
+            self.__dict__["_inference_plan"] = plan
+        for m, act in plan[1]:
+            if act is not False and isinstance(input, Tensor):
+                code, alpha = (-1, 0.0) if act is None else act.epilogue()
+                input = _fused_linear(input, m.weight, m.bias, code, alpha)
+            else:
+                input = m(input)
+                if act not in (None, False):  # input was not a Tensor: run the activation too
+                    input = act(input)
         return input
 
     def __len__(self):

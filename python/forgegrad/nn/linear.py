@@ -5,6 +5,9 @@ import math
 
 import numpy as np
 
+from .. import _C
+from ..autograd import graph_free
+from ..tensor import Tensor
 from . import functional as F
 from . import init
 from .module import Module
@@ -48,15 +51,37 @@ class Linear(Module):
             init.uniform_(self.bias, -bound, bound)
 
     def forward(self, input):
+        if graph_free() and isinstance(input, Tensor):
+            return self.forward_fused(input)
         return F.linear(input, self.weight, self.bias)
+
+    def forward_fused(self, input, activation: int = -1, alpha: float = 0.0):
+        """Inference without a graph (no_grad, no trace): act(input @ W^T + b) in one kernel call,
+        the activation (a kernel code, -1 for none; see an activation module's ``epilogue()``)
+        applied in place to the fresh output. Same kernels, same results as the autograd path."""
+        return _fused_linear(input, self.weight, self.bias, activation, alpha)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+def _fused_linear(input, weight, bias, activation, alpha):
+    return Tensor._wrap(_C.gemm.linear(input.data, weight.data, None if bias is None else bias.data,
+                                       activation, alpha))
+
+
 _ACTIVATIONS = {
     None: None, "linear": None, "relu": F.relu, "sigmoid": F.sigmoid, "tanh": F.tanh, "gelu": F.gelu,
     "softmax": lambda x: F.softmax(x, dim=-1), "leaky_relu": F.leaky_relu,
+}
+
+
+# Dense activations that Linear's kernel can apply in place (kernel code, alpha): the same kernels
+# F.relu & co. run, so the inference fast path gives the same results.
+_DENSE_EPILOGUES = {
+    None: (-1, 0.0), "linear": (-1, 0.0), "relu": (_C.activation.RELU, 0.0),
+    "sigmoid": (_C.activation.SIGMOID, 0.0), "tanh": (_C.activation.TANH, 0.0),
+    "gelu": (_C.activation.GELU, 0.0), "leaky_relu": (_C.activation.LEAKY_RELU, 0.01),
 }
 
 
@@ -76,9 +101,11 @@ class Dense(Module):
                                  f"{sorted(k for k in _ACTIVATIONS if k)} or a callable")
             self.activation_name = activation
             self._act = _ACTIVATIONS[activation]
+            self._epilogue = _DENSE_EPILOGUES.get(activation)  # None: softmax runs as its own op
         elif callable(activation):
             self.activation_name = getattr(activation, "__name__", "custom")
             self._act = activation
+            self._epilogue = None
         else:
             raise TypeError(f"Dense: activation must be a name or a callable, got {type(activation).__name__}")
         self.use_bias = use_bias
@@ -106,6 +133,8 @@ class Dense(Module):
             if input.ndim < 1:
                 raise ValueError("Dense: input must have at least 1 dimension")
             self._build(input.shape[-1])
+        if self._epilogue is not None and graph_free() and isinstance(input, Tensor):
+            return _fused_linear(input, self.weight, self.bias, *self._epilogue)  # one kernel call
         y = F.linear(input, self.weight, self.bias)
         return y if self._act is None else self._act(y)
 

@@ -198,6 +198,10 @@ class Module:
         """
         if not hasattr(state_dict, "items"):
             raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict).__name__}")
+        nested = [k for k, v in state_dict.items() if hasattr(v, "items")]
+        if nested:  # e.g. a resumable checkpoint {"model": ..., "optimizer": ..., "epoch": ...}
+            raise TypeError(f"load_state_dict expects a flat name -> array mapping, but entries {nested[:4]} are "
+                            f"dicts: for a nested checkpoint pass its model part, e.g. ckpt[{nested[0]!r}]")
         own = self.state_dict(keep_vars=True)
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]

@@ -149,6 +149,11 @@ class MultiStepLR(LRScheduler):
             return _group_lrs(self.optimizer)
         return [group["lr"] * self.gamma ** self.milestones[self.last_epoch] for group in self.optimizer.param_groups]
 
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        # A checkpoint (forgegrad.load, json) hands milestones back as a plain dict; elements() needs a Counter.
+        self.milestones = Counter(self.milestones)
+
     def _get_closed_form_lr(self) -> List[float]:
         milestones = sorted(self.milestones.elements())
         return [base_lr * self.gamma ** bisect_right(milestones, self.last_epoch) for base_lr in self.base_lrs]

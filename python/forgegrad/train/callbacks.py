@@ -208,22 +208,44 @@ class ModelCheckpoint(Callback):
             best model); otherwise save every epoch.
         mode: "min", "max" or "auto".
         verbose: print a line for every save.
+        save_optimizer: save a resumable training checkpoint instead of the bare weights:
+            ``{"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler":
+            scheduler.state_dict() (when fit has a scheduler), "epoch": completed epochs}``. Resume
+            with ``ck = forgegrad.load(path)``, ``model.load_state_dict(ck["model"])``,
+            ``optimizer.load_state_dict(ck["optimizer"])``, ``scheduler.load_state_dict(ck["scheduler"])``,
+            then ``fit(..., epochs=total - ck["epoch"])``.
 
     ``last_saved`` is the path of the most recent save, ``best`` the best monitored value.
     """
 
     def __init__(self, filepath, monitor: str = "val_loss", save_best_only: bool = False, mode: str = "auto",
-                 verbose: bool = False):
+                 verbose: bool = False, save_optimizer: bool = False):
         self.filepath = os.fspath(filepath)
         self.monitor = monitor
         self.save_best_only = save_best_only
         self.mode = mode
         self.verbose = verbose
+        self.save_optimizer = bool(save_optimizer)
         self.last_saved: Optional[str] = None
         _resolve_mode(mode, monitor, "ModelCheckpoint")
 
     def on_train_begin(self, logs=None):
         self._mon = _Monitor(self.monitor, self.mode, 0.0, "ModelCheckpoint")
+        if self.save_optimizer:  # fail before the first epoch, not after it
+            for what in ("optimizer", "scheduler"):
+                obj = getattr(self.state, what, None)
+                if (what == "optimizer" or obj is not None) and not callable(getattr(obj, "state_dict", None)):
+                    raise TypeError(f"ModelCheckpoint(save_optimizer=True) needs the {what} to have state_dict() "
+                                    f"(e.g. forgegrad.optim), got {type(obj).__name__}")
+
+    def _checkpoint(self, epoch: int):
+        if not self.save_optimizer:
+            return self.model.state_dict()
+        ckpt = {"model": self.model.state_dict(), "optimizer": self.state.optimizer.state_dict()}
+        if self.state.scheduler is not None:  # fit steps it before on_epoch_end: its state is the next epoch's
+            ckpt["scheduler"] = self.state.scheduler.state_dict()
+        ckpt["epoch"] = epoch + 1
+        return ckpt
 
     @property
     def best(self) -> float:
@@ -246,7 +268,7 @@ class ModelCheckpoint(Callback):
         directory = os.path.dirname(path)
         if directory:
             os.makedirs(directory, exist_ok=True)  # e.g. "checkpoints/best.safetensors" on a fresh run
-        save(self.model.state_dict(), path)
+        save(self._checkpoint(epoch), path)
         self.last_saved = path
         if self.verbose:
             print(f"ModelCheckpoint: saved {path}")
