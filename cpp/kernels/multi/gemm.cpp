@@ -44,6 +44,10 @@ int64_t choose_kc(int64_t K) {
   return (kc + 7) / 8 * 8 < kKCMax ? (kc + 7) / 8 * 8 : kKCMax;
 }
 
+// Direct (unpacked) path up to this many multiply-adds: 64 x 64 x 64, operands of at most
+// 16 KiB each when square.
+constexpr int64_t kDirectMaxMNK = int64_t(64) * 64 * 64;
+
 // Scratch that lives as long as the thread: packing buffers are reused across calls.
 float* scratch(AlignedBuffer& buf, std::size_t floats) {
   if (buf.size() < floats) buf.reset(floats);
@@ -178,6 +182,22 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
   });
 }
 
+// Small products (every operand L1/L2-resident, one KC slice): the tiles read op(A) and op(B) in
+// place and nothing is packed (no scratch, no packing pass, no copy stores), since at this size
+// packing costs as much as it saves; partial column panels load B masked. Column panels outer, so
+// a B panel stays in L1 while the row panels sweep it. One slice of K as in sgemm_packed, and the
+// same tile arithmetic, so the results equal the packed path's bit for bit.
+void sgemm_direct(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t rsa, int64_t csa,
+                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  for (int64_t j = 0; j < N; j += kNR) {
+    const int cols = static_cast<int>(N - j < kNR ? N - j : kNR);
+    for (int64_t i = 0; i < M; i += kMR) {
+      const int rows = static_cast<int>(M - i < kMR ? M - i : kMR);
+      micro_tile_direct(rows, cols, K, A + i * rsa, rsa, csa, B + j, ldb, C + i * ldc + j, ldc, alpha, beta);
+    }
+  }
+}
+
 }  // namespace
 
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
@@ -191,7 +211,9 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
   const int64_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
   // Skinny shapes skip packing (measured: the packed path wins from M = 9 on, but a B panel
   // of 32 columns holding N <= 16 wastes half the tile, so the transposed skinny form wins there).
-  if (M <= 8) {
+  if (M > 8 && csb == 1 && K <= kKCMax && M * N * K <= kDirectMaxMNK) {
+    sgemm_direct(M, N, K, alpha, A, rsa, csa, B, rsb, beta, C, ldc);
+  } else if (M <= 8) {
     sgemm_skinny(M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc, 1);
   } else if (N <= kSkinnyMax) {
     // C^T (N x M) = op(B)^T . op(A)^T, with C^T read through swapped strides.

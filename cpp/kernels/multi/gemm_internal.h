@@ -58,6 +58,12 @@ void micro_tile_pack_b(int rows, int64_t kc, const float* a, const float* b, int
 void micro_tile_pack_ab(int64_t kc, const float* a, int64_t rsa, int64_t csa, float* a_copy, const float* b,
                         int64_t ldb, float* b_copy, float* c, int64_t ldc, float alpha, float beta);
 
+// A tile (rows <= kMR, cols <= kNR) with nothing packed: A read in place from op(A) as in
+// micro_tile_pack_ab (rsa == 1 or csa == 1), B from op(B) rows ldb apart (a partial last vector is
+// loaded masked, so no memory past column cols is read). Same arithmetic as micro_tile.
+void micro_tile_direct(int rows, int cols, int64_t kc, const float* a, int64_t rsa, int64_t csa,
+                       const float* b, int64_t ldb, float* c, int64_t ldc, float alpha, float beta);
+
 // Skinny product, m <= kSkinnyMax (16): C (m x n) = alpha * A (m x K) . B (K x n) + beta * C, every
 // operand with general strides (rs: row stride, cs: column stride, in elements). B must have
 // rsb == 1 or csb == 1. Splits columns over threads.

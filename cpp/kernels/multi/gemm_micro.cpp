@@ -26,18 +26,21 @@ inline void store_vec(float* c, vf acc, vf valpha, float beta, int n) {
 //   kInPlace:   op(B)'s own rows, ldb floats apart (full panels only: whole vectors are loaded).
 //   kPackAlong: in place, and each row is also stored to a packed panel (b_copy) as it is used:
 //               the first A panel of a sweep packs B for the others at no extra pass over B.
-enum class BRead { kPacked, kInPlace, kPackAlong };
+//   kInPlaceTail: in place, the last vector loaded masked (cols - (NV - 1) * W lanes): a direct
+//               tile's edge panel, read without packing and without touching memory past it.
+enum class BRead { kPacked, kInPlace, kPackAlong, kInPlaceTail };
 
 // Where a tile reads its A panel from: packed (kMR floats per step k), or in place from op(A)
 // stored column-major (step k's kMR values at a + k * lda) or row-major (row r at a + r * lda),
-// storing the packed panel to a_copy as it goes (full panels of kMR rows only).
+// storing the packed panel to a_copy as it goes (full panels of kMR rows only) unless !CopyA
+// (direct tiles of small products: nothing is packed, every tile reads op(A) in place).
 enum class ARead { kPacked, kColMajor, kRowMajor };
 typedef uint32_t __attribute__((__may_alias__)) u32_alias;
 
 // R rows (R <= kMR) x NV vectors (NV <= kNV) of the tile: R x NV accumulators stay in registers
 // for the whole k loop. NV < kNV for edge panels of at most NV * W columns (no FMAs on lanes that
 // are never stored).
-template <int R, int NV, BRead S, ARead SA = ARead::kPacked>
+template <int R, int NV, BRead S, ARead SA = ARead::kPacked, bool CopyA = true>
 void tile(int cols, int64_t kc, const float* __restrict a, const float* __restrict b, int64_t ldb_,
           float* __restrict b_copy, float* __restrict c, int64_t ldc, float alpha, float beta,
           int64_t lda_ = kMR, float* __restrict a_copy = nullptr) {
@@ -55,7 +58,8 @@ void tile(int cols, int64_t kc, const float* __restrict a, const float* __restri
   for (int64_t k = 0; k < kc; ++k) {
     vf bv[NV];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) bv[v] = vload(b + v * W);
+    for (int v = 0; v < NV; ++v)
+      bv[v] = S == BRead::kInPlaceTail && v == NV - 1 ? vload_n(b + v * W, cols - v * W) : vload(b + v * W);
     // (No software prefetch of packed b: one sequential stream, which the hardware prefetcher
     // follows; explicit prefetches measured no better.)
     if constexpr (S == BRead::kPackAlong) {
@@ -63,7 +67,7 @@ void tile(int cols, int64_t kc, const float* __restrict a, const float* __restri
       for (int v = 0; v < NV; ++v) vstore(b_copy + v * W, bv[v]);
       b_copy += kNR;
     }
-    if constexpr (SA == ARead::kColMajor) {
+    if constexpr (SA == ARead::kColMajor && CopyA) {
       // Step k's kMR values are contiguous: copy them as one block, broadcast from the source.
 #if defined(__AVX2__)
       if constexpr (R == 8) {
@@ -75,7 +79,7 @@ void tile(int cols, int64_t kc, const float* __restrict a, const float* __restri
         for (int r = 0; r < R; ++r) a_copy[r] = a[r];
       }
       a_copy += kMR;
-    } else if constexpr (SA == ARead::kRowMajor) {
+    } else if constexpr (SA == ARead::kRowMajor && CopyA) {
       // One value per source row. Copied as integers so that the compiler does not merge the
       // copy's load with the broadcast: the broadcasts stay memory operands (a load each), not
       // a scalar load plus a register broadcast (a shuffle on the vector pipes).
@@ -131,7 +135,44 @@ void tile_cols(int rows, int cols, int64_t kc, const float* a, const float* b, f
   tile_rows<kMR - 1, NV, BRead::kPacked>(rows, cols, kc, a, b, kNR, nullptr, c, ldc, alpha, beta);
 }
 
+// Direct tiles: R = rows picked by recursion from kMR down, then the B and A read modes.
+template <int R, int NV>
+void direct_rows(int rows, int cols, int64_t kc, const float* a, int64_t rsa, int64_t csa, const float* b,
+                 int64_t ldb, float* c, int64_t ldc, float alpha, float beta) {
+  if constexpr (R > 1) {
+    if (rows < R) return direct_rows<R - 1, NV>(rows, cols, kc, a, rsa, csa, b, ldb, c, ldc, alpha, beta);
+  }
+  const bool full = cols == NV * W;
+  if (rsa == 1) {
+    if (full)
+      return tile<R, NV, BRead::kInPlace, ARead::kColMajor, false>(cols, kc, a, b, ldb, nullptr, c, ldc, alpha,
+                                                                  beta, csa);
+    return tile<R, NV, BRead::kInPlaceTail, ARead::kColMajor, false>(cols, kc, a, b, ldb, nullptr, c, ldc,
+                                                                    alpha, beta, csa);
+  }
+  if (full)
+    return tile<R, NV, BRead::kInPlace, ARead::kRowMajor, false>(cols, kc, a, b, ldb, nullptr, c, ldc, alpha,
+                                                                beta, rsa);
+  tile<R, NV, BRead::kInPlaceTail, ARead::kRowMajor, false>(cols, kc, a, b, ldb, nullptr, c, ldc, alpha, beta,
+                                                           rsa);
+}
+
+template <int NV>
+void direct_cols(int rows, int cols, int64_t kc, const float* a, int64_t rsa, int64_t csa, const float* b,
+                 int64_t ldb, float* c, int64_t ldc, float alpha, float beta) {
+  if constexpr (NV > 1) {
+    if (cols <= (NV - 1) * W)
+      return direct_cols<NV - 1>(rows, cols, kc, a, rsa, csa, b, ldb, c, ldc, alpha, beta);
+  }
+  direct_rows<kMR, NV>(rows, cols, kc, a, rsa, csa, b, ldb, c, ldc, alpha, beta);
+}
+
 }  // namespace
+
+void micro_tile_direct(int rows, int cols, int64_t kc, const float* a, int64_t rsa, int64_t csa,
+                       const float* b, int64_t ldb, float* c, int64_t ldc, float alpha, float beta) {
+  direct_cols<kNV>(rows, cols, kc, a, rsa, csa, b, ldb, c, ldc, alpha, beta);
+}
 
 void micro_tile(int rows, int cols, int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
                 int64_t ldc, float alpha, float beta) {
