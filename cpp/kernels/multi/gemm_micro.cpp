@@ -51,9 +51,12 @@ void tile(int cols, int64_t kc, const float* __restrict a, const float* __restri
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[r][v] = vzero();
-  // Warm the C tile while the k loop runs (it is read or written once at the end).
+  // Warm the C tile while the k loop runs (it is read or written once at the end). Not in direct
+  // tiles: their k loops are short, and there the prefetches measured 3-4% slower (bmm of 32 x 64
+  // x 32 products).
 #pragma GCC unroll 16
-  for (int r = 0; r < R; ++r) __builtin_prefetch(c + r * ldc, 1);
+  for (int r = 0; r < R; ++r)
+    if constexpr (CopyA) __builtin_prefetch(c + r * ldc, 1);
 
   for (int64_t k = 0; k < kc; ++k) {
     vf bv[NV];
