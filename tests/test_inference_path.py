@@ -182,3 +182,15 @@ def test_sequential_fast_path_with_non_linear_modules():
     model.eval()
     y_graph, y_free = _graph_then_free(model, _x(4, 3, 4))
     np.testing.assert_array_equal(y_free, y_graph)
+
+
+def test_sequential_does_not_fuse_a_subclass_that_overrides_forward():
+    class ShiftedReLU(nn.ReLU):
+        def forward(self, input):
+            return F.relu(input) + 1.0
+
+    fg.manual_seed(5)
+    model = nn.Sequential(nn.Linear(6, 4), ShiftedReLU())
+    y_graph, y_free = _graph_then_free(model, _x(3, 6))
+    np.testing.assert_array_equal(y_free, y_graph)
+    assert (y_free >= 1.0).all()

@@ -5,8 +5,12 @@ from collections import OrderedDict
 
 from ..autograd import graph_free
 from ..tensor import Tensor
+from .activation import GELU, LeakyReLU, ReLU, Sigmoid, Tanh
 from .linear import Linear, _fused_linear
 from .module import Module
+
+
+_EPILOGUE_TYPES = (ReLU, LeakyReLU, GELU, Sigmoid, Tanh)
 
 
 def _inference_plan(mods):
@@ -17,7 +21,7 @@ def _inference_plan(mods):
         m = mods[i]
         if type(m) is Linear:
             nxt = mods[i + 1] if i + 1 < len(mods) else None
-            if nxt is not None and hasattr(nxt, "epilogue"):
+            if type(nxt) in _EPILOGUE_TYPES:  # exact types: a subclass may override forward
                 plan.append((m, nxt))
                 i += 2
                 continue
