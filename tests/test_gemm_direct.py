@@ -1,5 +1,7 @@
-"""SGEMM's direct path (small products whose tiles read op(A) and op(B) in place, nothing packed:
-M > 8, op(B) rows contiguous, K <= 320, M * N * K <= 64**3) and bmm's one-call common case
+"""SGEMM's direct path (products whose tiles read op(A) and op(B) in place, nothing packed:
+M > 8, K <= 320, and M * N * K <= 64**3 or N <= 16 (any M; a thin op(B) whose columns are
+contiguous is first transposed into scratch), row panels split over threads when large) and
+bmm's one-call common case
 (_C.gemm.bmm_plain), against numpy in float64 with the bound of test_gemm.assert_close.
 """
 import ctypes
@@ -21,7 +23,9 @@ DIRECT_MAX = 64 ** 3
 # M * N * K up to 64**3 (65 x 64 x 64 and 64 x 64 x 65 just past it: packed path).
 SHAPES = [(9, 1, 1), (9, 7, 10), (12, 64, 10), (13, 5, 17), (16, 33, 16), (17, 2, 31), (24, 320, 32),
           (25, 321, 30), (31, 64, 33), (32, 64, 32), (33, 9, 47), (48, 100, 15), (49, 60, 64),
-          (64, 256, 10), (64, 64, 64), (65, 64, 64), (64, 65, 64), (100, 20, 5), (127, 3, 61)]
+          (64, 256, 10), (64, 64, 64), (65, 64, 64), (64, 65, 64), (100, 20, 5), (127, 3, 61),
+          # N <= 16 at any M (past the size limit; large ones split over threads), K to 320 / 321
+          (256, 128, 10), (1031, 320, 16), (2000, 64, 1), (777, 321, 13), (3001, 100, 7)]
 
 
 def _view(rng, shape, pad):
@@ -36,7 +40,8 @@ def test_direct_shapes(simd_path, threads, rng, ta, tb):
     for m, k, n in SHAPES:
         for pad in (0, 3):
             # Row-major arguments (row stride > width when pad > 0), so that the kernel gets the
-            # transposes as given: trans_a reads op(A) column-major, trans_b packs B (not direct).
+            # transposes as given: trans_a reads op(A) column-major, trans_b packs B (not direct) unless
+            # N <= 16, where op(B) is transposed into scratch and the tiles run direct.
             a_arg = _view(rng, (k, m) if ta else (m, k), pad)
             b_arg = _view(rng, (n, k) if tb else (k, n), pad)
             a, b = (a_arg.T if ta else a_arg), (b_arg.T if tb else b_arg)

@@ -189,13 +189,21 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
 // same tile arithmetic, so the results equal the packed path's bit for bit.
 void sgemm_direct(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t rsa, int64_t csa,
                   const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  for (int64_t j = 0; j < N; j += kNR) {
-    const int cols = static_cast<int>(N - j < kNR ? N - j : kNR);
-    for (int64_t i = 0; i < M; i += kMR) {
-      const int rows = static_cast<int>(M - i < kMR ? M - i : kMR);
-      micro_tile_direct(rows, cols, K, A + i * rsa, rsa, csa, B + j, ldb, C + i * ldc + j, ldc, alpha, beta);
+  // Row panels split over threads only for large thin products (N <= kSkinnyMax can have any M):
+  // at least ~1 MFLOP per task. Each tile is computed the same whichever thread runs it.
+  const int64_t m_panels = (M + kMR - 1) / kMR;
+  const int64_t panel_flop = 2 * kMR * N * K;
+  const int64_t grain = panel_flop >= 1000000 ? 1 : 1000000 / panel_flop;
+  parallel_for(m_panels, grain, [&](int64_t p0, int64_t p1) {
+    for (int64_t j = 0; j < N; j += kNR) {
+      const int cols = static_cast<int>(N - j < kNR ? N - j : kNR);
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t i = p * kMR;
+        const int rows = static_cast<int>(M - i < kMR ? M - i : kMR);
+        micro_tile_direct(rows, cols, K, A + i * rsa, rsa, csa, B + j, ldb, C + i * ldc + j, ldc, alpha, beta);
+      }
     }
-  }
+  });
 }
 
 }  // namespace
@@ -211,8 +219,16 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
   const int64_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
   // Skinny shapes skip packing (measured: the packed path wins from M = 9 on, but a B panel
   // of 32 columns holding N <= 16 wastes half the tile, so the transposed skinny form wins there).
-  if (M > 8 && csb == 1 && K <= kKCMax && M * N * K <= kDirectMaxMNK) {
+  if (M > 8 && csb == 1 && K <= kKCMax && (M * N * K <= kDirectMaxMNK || N <= kSkinnyMax)) {
     sgemm_direct(M, N, K, alpha, A, rsa, csa, B, rsb, beta, C, ldc);
+  } else if (M > 8 && N <= kSkinnyMax && K <= kKCMax) {
+    // A thin op(B) with contiguous columns (x @ W^T of a layer with <= 16 outputs): its transpose
+    // is at most K x 16 floats, copied once into L1-sized scratch, and the direct tiles read A once
+    // (one column panel). The dot-product form would spend its time on horizontal reductions.
+    alignas(64) float bt[kKCMax * kSkinnyMax];
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t j = 0; j < N; ++j) bt[k * N + j] = B[k * rsb + j * csb];
+    sgemm_direct(M, N, K, alpha, A, rsa, csa, bt, N, beta, C, ldc);
   } else if (M <= 8) {
     sgemm_skinny(M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc, 1);
   } else if (N <= kSkinnyMax) {
