@@ -134,10 +134,17 @@ void sgemm_skinny(int64_t m, int64_t n, int64_t K, float alpha, const float* A, 
                   int64_t rsc, int64_t csc) {
   const bool axpy = csb == 1 && !(rsb == 1 && n == 1);
   // The small operand, packed: k-major for the axpy form, row-major (rows of length K) for dots.
-  AlignedBuffer apack(static_cast<std::size_t>(m * K));
-  float* ap = apack.data();
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t k = 0; k < K; ++k) ap[axpy ? k * m + i : i * K + k] = A[i * rsa + k * csa];
+  // The dot form reads A in place when it already is that layout (a batch-1 layer's input row):
+  // no allocation and no copy on the GEMV path, where each costs a noticeable part of the call.
+  AlignedBuffer apack;
+  const float* ap = A;
+  if (axpy || csa != 1 || (m > 1 && rsa != K)) {
+    apack.reset(static_cast<std::size_t>(m * K));
+    float* p = apack.data();
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t k = 0; k < K; ++k) p[axpy ? k * m + i : i * K + k] = A[i * rsa + k * csa];
+    ap = p;
+  }
   // Columns per thread chunk: enough work to be worth a fork/join (~512k multiply-adds, as in
   // the packed path; on a busy machine a thread that must be woken can cost far more).
   const int64_t kMinWork = int64_t(1) << 19;
