@@ -8,28 +8,14 @@ FG_BENCH_THREADS="1,2" (default "1") picks the thread counts; each group holds o
 forgegrad and torch sit side by side. The same workload is the `cnn` suite of
 `python -m forgegrad.bench cnn --threads 1 2`.
 """
-import os
 
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
-import forgegrad as fg
 from forgegrad.bench.cnn import cnn_step_fns
 
-THREADS = [int(t) for t in os.environ.get("FG_BENCH_THREADS", "1").split(",")]
-
-
-@pytest.fixture(params=THREADS, ids=lambda t: f"{t}t")
-def nthreads(request):
-    before_fg, before_torch = fg.get_num_threads(), torch.get_num_threads()
-    fg.set_num_threads(request.param)
-    torch.set_num_threads(request.param)
-    with threadpool_limits(limits=request.param):
-        yield request.param
-    fg.set_num_threads(before_fg)
-    torch.set_num_threads(before_torch)
+BENCH_THREADS_DEFAULT = "1"  # FG_BENCH_THREADS overrides; `nthreads`: bench/conftest.py
 
 
 @pytest.mark.parametrize("impl", ["forgegrad", "torch"])

@@ -6,15 +6,12 @@ Run (the OPENBLAS variables are unset only for benchmarks):
 FG_BENCH_THREADS="1,2" (default "1") picks the thread counts. Each group holds one shape, pass and
 thread count, so forgegrad and torch sit side by side.
 """
-import os
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from threadpoolctl import threadpool_limits
 
-import forgegrad as fg
 from forgegrad.kernels.conv import conv2d_backward, conv2d_forward
 
 # name: (input shape, weight shape); all 3x3, stride 1, padding 1
@@ -23,18 +20,7 @@ SHAPES = {
     "x64x1x28x28_w32": ((64, 1, 28, 28), (32, 1, 3, 3)),
     "x64x32x14x14_w64": ((64, 32, 14, 14), (64, 32, 3, 3)),
 }
-THREADS = [int(t) for t in os.environ.get("FG_BENCH_THREADS", "1").split(",")]
-
-
-@pytest.fixture(params=THREADS, ids=lambda t: f"{t}t")
-def nthreads(request):
-    before_fg, before_torch = fg.get_num_threads(), torch.get_num_threads()
-    fg.set_num_threads(request.param)
-    torch.set_num_threads(request.param)
-    with threadpool_limits(limits=request.param):
-        yield request.param
-    fg.set_num_threads(before_fg)
-    torch.set_num_threads(before_torch)
+BENCH_THREADS_DEFAULT = "1"  # FG_BENCH_THREADS overrides; `nthreads`: bench/conftest.py
 
 
 def _data(shape):

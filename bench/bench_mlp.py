@@ -22,11 +22,11 @@ import time
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 import forgegrad as fg
 import forgegrad.nn as nn
 import forgegrad.nn.functional as F
+from forgegrad.bench._timing import pinned_threads
 
 THREADS = [int(t) for t in os.environ.get("FG_BENCH_THREADS", "1,2").split(",")]
 BATCH_TRAIN, BATCH_INFER = 64, 1
@@ -91,12 +91,6 @@ def make_models(seed=0):
 def data(batch, seed=1):
     rng = np.random.default_rng(seed)
     return rng.standard_normal((batch, SIZES[0])).astype(np.float32), rng.integers(0, SIZES[-1], batch)
-
-
-def pin(threads):
-    torch.set_num_threads(threads)
-    fg.set_num_threads(threads)
-    return threadpool_limits(threads)
 
 
 # ---- step functions ---------------------------------------------------------------------------
@@ -168,7 +162,7 @@ def ort_infer_fn(tmodel, threads):
 def test_mlp_train_step(benchmark, side, threads):
     benchmark.group = f"mlp train step batch {BATCH_TRAIN}, {threads} thread(s)"
     tmodel, fmodel = make_models()
-    with pin(threads):
+    with pinned_threads(threads):
         step = fg_train_step_fn(fmodel) if side == "forgegrad" else torch_train_step_fn(tmodel)
         for _ in range(20):
             step()
@@ -180,7 +174,7 @@ def test_mlp_train_step(benchmark, side, threads):
 def test_mlp_inference(benchmark, side, threads):
     benchmark.group = f"mlp inference batch {BATCH_INFER}, {threads} thread(s)"
     tmodel, fmodel = make_models()
-    with pin(threads):
+    with pinned_threads(threads):
         if side == "forgegrad":
             fn = fg_infer_fn(fmodel)
         elif side == "torch":
@@ -242,7 +236,7 @@ def main():
     rows = []
     for threads in THREADS:
         tmodel, fmodel = make_models()
-        with pin(threads):
+        with pinned_threads(threads):
             train = {"forgegrad": fg_train_step_fn(fmodel), "torch": torch_train_step_fn(tmodel)}
             t = _median_ms(train, rounds=15, reps=20, interleave=threads == 1)
             tmodel, fmodel = make_models()

@@ -15,30 +15,17 @@ Groups:
     Python overhead; forgegrad with one kernel call per group (default) and one per parameter
     (foreach=False), torch fused and default (single-tensor on CPU).
 """
-import os
 
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 import forgegrad as fg
 from forgegrad import optim
 
-THREADS = [int(t) for t in os.environ.get("FG_BENCH_THREADS", "1,2").split(",")]
+BENCH_THREADS_DEFAULT = "1,2"  # FG_BENCH_THREADS overrides; `nthreads`: bench/conftest.py
 BIG_SHAPES = [(2500, 1000)] * 3 + [(2_500_000,)]
 MLP_SHAPES = [(256, 784), (256,), (128, 256), (128,), (10, 128), (10,)]
-
-
-@pytest.fixture(params=THREADS, ids=lambda t: f"{t}t")
-def nthreads(request):
-    before_fg, before_torch = fg.get_num_threads(), torch.get_num_threads()
-    fg.set_num_threads(request.param)
-    torch.set_num_threads(request.param)
-    with threadpool_limits(limits=request.param):
-        yield request.param
-    fg.set_num_threads(before_fg)
-    torch.set_num_threads(before_torch)
 
 
 def _arrays(shapes):

@@ -19,23 +19,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
-import forgegrad as fg
 from forgegrad.kernels import rnn as K
 
 T, B, I, H = 50, 32, 128, 256
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    fg_before, torch_before = fg.get_num_threads(), torch.get_num_threads()
-    fg.set_num_threads(1)
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    fg.set_num_threads(fg_before)
-    torch.set_num_threads(torch_before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # bench/conftest.py
 
 
 def _flops(G, T, B, I, H, backward):

@@ -15,7 +15,6 @@ interleaved rounds.
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 import forgegrad as fg
 from forgegrad import optim
@@ -24,15 +23,7 @@ from forgegrad.models import VAE, vae_loss
 BATCH, INPUT, HIDDEN, LATENT = 128, 784, 400, 20
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before_fg, before_torch = fg.get_num_threads(), torch.get_num_threads()
-    fg.set_num_threads(1)
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    fg.set_num_threads(before_fg)
-    torch.set_num_threads(before_torch)
+pytestmark = pytest.mark.usefixtures("one_thread")  # bench/conftest.py
 
 
 @pytest.fixture(scope="module")
