@@ -135,6 +135,14 @@ inline float vreduce_add(vf a) { return a; }
 inline float vreduce_max(vf a) { return a; }
 #endif
 
+// The first n (1 <= n <= W) lanes: a whole vector when n == W (the common case in loops over a
+// row whose length need not be a multiple of W), a masked one otherwise.
+inline vf vload_upto(const float* p, int n) { return n == W ? vload(p) : vload_n(p, n); }
+inline void vstore_upto(float* p, vf v, int n) {
+  if (n == W) vstore(p, v);
+  else vstore_n(p, v, n);
+}
+
 // exp(x), relative error about 2 ulp over the float range (Cephes polynomial on [-ln2/2, ln2/2]
 // after x = n*ln2 + r). Inputs are clamped to [-87.3, 88.7]: below that the result is ~0.
 // The clamp takes x as the second operand of max/min, which x86 returns when either is NaN, so a

@@ -17,11 +17,6 @@ namespace {
 
 using namespace rnn_detail;
 
-inline vf ldn(const float* p, int n) { return n == W ? vload(p) : vload_n(p, n); }
-inline void stn(float* p, vf v, int n) {
-  if (n == W) vstore(p, v);
-  else vstore_n(p, v, n);
-}
 // x * (1 - x) and 1 - x^2: derivatives of sigmoid and tanh from their outputs.
 inline vf dsig(vf s) { return vfnmadd(s, s, s); }
 inline vf dtanh(vf t) { return vfnmadd(t, t, vset1(1.0f)); }
@@ -48,16 +43,16 @@ void lstm_cell_grad(const StepIn& s, const float* gates, const float* c, const f
     const float* gyb = s.gy ? s.gy + b * H : nullptr;
     for (int64_t j = s.j0; j < s.j0 + s.nc; j += W) {
       int n = s.j0 + s.nc - j < W ? static_cast<int>(s.j0 + s.nc - j) : W;
-      vf dh = ldn(dhb + j, n);
-      if (gyb) dh = vadd(dh, ldn(gyb + j, n));
-      vf i = ldn(gi + j, n), f = ldn(gi + H + j, n), g = ldn(gi + 2 * H + j, n), o = ldn(gi + 3 * H + j, n);
-      vf tc = vtanh(ldn(cb + j, n));
-      vf dct = vfmadd(vmul(dh, o), dtanh(tc), ldn(dcb + j, n));
-      stn(di + j, vmul(vmul(dct, g), dsig(i)), n);
-      stn(di + H + j, vmul(vmul(dct, ldn(cpb + j, n)), dsig(f)), n);
-      stn(di + 2 * H + j, vmul(vmul(dct, i), dtanh(g)), n);
-      stn(di + 3 * H + j, vmul(vmul(dh, tc), dsig(o)), n);
-      stn(dcb + j, vmul(dct, f), n);
+      vf dh = vload_upto(dhb + j, n);
+      if (gyb) dh = vadd(dh, vload_upto(gyb + j, n));
+      vf i = vload_upto(gi + j, n), f = vload_upto(gi + H + j, n), g = vload_upto(gi + 2 * H + j, n), o = vload_upto(gi + 3 * H + j, n);
+      vf tc = vtanh(vload_upto(cb + j, n));
+      vf dct = vfmadd(vmul(dh, o), dtanh(tc), vload_upto(dcb + j, n));
+      vstore_upto(di + j, vmul(vmul(dct, g), dsig(i)), n);
+      vstore_upto(di + H + j, vmul(vmul(dct, vload_upto(cpb + j, n)), dsig(f)), n);
+      vstore_upto(di + 2 * H + j, vmul(vmul(dct, i), dtanh(g)), n);
+      vstore_upto(di + 3 * H + j, vmul(vmul(dh, tc), dsig(o)), n);
+      vstore_upto(dcb + j, vmul(dct, f), n);
     }
   }
 }
@@ -78,19 +73,19 @@ void gru_cell_grad(const StepIn& s, const float* gates, const float* hn, const f
     const float* gyb = s.gy ? s.gy + b * H : nullptr;
     for (int64_t j = s.j0; j < s.j0 + s.nc; j += W) {
       int n = s.j0 + s.nc - j < W ? static_cast<int>(s.j0 + s.nc - j) : W;
-      vf dh = ldn(dhb + j, n);
-      if (gyb) dh = vadd(dh, ldn(gyb + j, n));
-      vf r = ldn(gr + j, n), z = ldn(gr + H + j, n), nn = ldn(gr + 2 * H + j, n);
+      vf dh = vload_upto(dhb + j, n);
+      if (gyb) dh = vadd(dh, vload_upto(gyb + j, n));
+      vf r = vload_upto(gr + j, n), z = vload_upto(gr + H + j, n), nn = vload_upto(gr + 2 * H + j, n);
       vf dn = vmul(vmul(dh, vsub(vset1(1.0f), z)), dtanh(nn));    // grad of n's pre-activation
-      vf dz = vmul(vmul(dh, vsub(ldn(hpb + j, n), nn)), dsig(z));
-      vf dr = vmul(vmul(dn, ldn(hnb + j, n)), dsig(r));
-      stn(dxi + j, dr, n);
-      stn(dxi + H + j, dz, n);
-      stn(dxi + 2 * H + j, dn, n);
-      stn(dhh + j, dr, n);
-      stn(dhh + H + j, dz, n);
-      stn(dhh + 2 * H + j, vmul(dn, r), n);
-      stn(dd + j, vmul(dh, z), n);
+      vf dz = vmul(vmul(dh, vsub(vload_upto(hpb + j, n), nn)), dsig(z));
+      vf dr = vmul(vmul(dn, vload_upto(hnb + j, n)), dsig(r));
+      vstore_upto(dxi + j, dr, n);
+      vstore_upto(dxi + H + j, dz, n);
+      vstore_upto(dxi + 2 * H + j, dn, n);
+      vstore_upto(dhh + j, dr, n);
+      vstore_upto(dhh + H + j, dz, n);
+      vstore_upto(dhh + 2 * H + j, vmul(dn, r), n);
+      vstore_upto(dd + j, vmul(dh, z), n);
     }
   }
 }
@@ -105,11 +100,11 @@ void plain_cell_grad(const StepIn& s, bool relu, const float* h, float* dG) {
     const float* gyb = s.gy ? s.gy + b * H : nullptr;
     for (int64_t j = s.j0; j < s.j0 + s.nc; j += W) {
       int n = s.j0 + s.nc - j < W ? static_cast<int>(s.j0 + s.nc - j) : W;
-      vf dh = ldn(dhb + j, n);
-      if (gyb) dh = vadd(dh, ldn(gyb + j, n));
-      vf hv = ldn(hb + j, n);
+      vf dh = vload_upto(dhb + j, n);
+      if (gyb) dh = vadd(dh, vload_upto(gyb + j, n));
+      vf hv = vload_upto(hb + j, n);
       vf g = relu ? vselect_gt(hv, vzero(), dh, vzero()) : vmul(dh, dtanh(hv));
-      stn(d + j, g, n);
+      vstore_upto(d + j, g, n);
     }
   }
 }

@@ -16,12 +16,6 @@ namespace {
 
 using namespace rnn_detail;
 
-inline vf ldn(const float* p, int n) { return n == W ? vload(p) : vload_n(p, n); }
-inline void stn(float* p, vf v, int n) {
-  if (n == W) vstore(p, v);
-  else vstore_n(p, v, n);
-}
-
 // LSTM cell for rows [0, B), units [j0, j0 + nc). g (B, 4H): pre-activations in, activations out.
 void lstm_cell(int64_t B, int64_t H, int64_t j0, int64_t nc, float* g, const float* c_prev, float* c_out,
                float* h_out) {
@@ -36,18 +30,18 @@ void lstm_cell(int64_t B, int64_t H, int64_t j0, int64_t nc, float* g, const flo
     float* ho = h_out + b * H;
     for (int64_t j = j0; j < j0 + nc; j += W) {
       int n = j0 + nc - j < W ? static_cast<int>(j0 + nc - j) : W;
-      vf i = vsigmoid(ldn(gi + j, n));
-      vf f = vsigmoid(ldn(gf + j, n));
-      vf z = vtanh(ldn(gg + j, n));
-      vf o = vsigmoid(ldn(go + j, n));
-      vf c = vfmadd(f, ldn(cp + j, n), vmul(i, z));
+      vf i = vsigmoid(vload_upto(gi + j, n));
+      vf f = vsigmoid(vload_upto(gf + j, n));
+      vf z = vtanh(vload_upto(gg + j, n));
+      vf o = vsigmoid(vload_upto(go + j, n));
+      vf c = vfmadd(f, vload_upto(cp + j, n), vmul(i, z));
       vf h = vmul(o, vtanh(c));
-      stn(gi + j, i, n);
-      stn(gf + j, f, n);
-      stn(gg + j, z, n);
-      stn(go + j, o, n);
-      stn(co + j, c, n);
-      stn(ho + j, h, n);
+      vstore_upto(gi + j, i, n);
+      vstore_upto(gf + j, f, n);
+      vstore_upto(gg + j, z, n);
+      vstore_upto(go + j, o, n);
+      vstore_upto(co + j, c, n);
+      vstore_upto(ho + j, h, n);
     }
   }
 }
@@ -68,17 +62,17 @@ void gru_cell(int64_t B, int64_t H, int64_t j0, int64_t nc, float* xg, const flo
     float* save_hn = hn_lin ? hn_lin + b * H : nullptr;
     for (int64_t j = j0; j < j0 + nc; j += W) {
       int n = j0 + nc - j < W ? static_cast<int>(j0 + nc - j) : W;
-      vf r = vsigmoid(vadd(ldn(xr + j, n), ldn(hr + j, n)));
-      vf z = vsigmoid(vadd(ldn(xz + j, n), ldn(hz + j, n)));
-      vf hnv = ldn(hn + j, n);
-      vf nn = vtanh(vfmadd(r, hnv, ldn(xn + j, n)));
-      vf hv = ldn(hpv + j, n);
+      vf r = vsigmoid(vadd(vload_upto(xr + j, n), vload_upto(hr + j, n)));
+      vf z = vsigmoid(vadd(vload_upto(xz + j, n), vload_upto(hz + j, n)));
+      vf hnv = vload_upto(hn + j, n);
+      vf nn = vtanh(vfmadd(r, hnv, vload_upto(xn + j, n)));
+      vf hv = vload_upto(hpv + j, n);
       vf h = vfmadd(z, vsub(hv, nn), nn);  // (1 - z) * n + z * h
-      stn(xr + j, r, n);
-      stn(xz + j, z, n);
-      stn(xn + j, nn, n);
-      stn(ho + j, h, n);
-      if (save_hn) stn(save_hn + j, hnv, n);
+      vstore_upto(xr + j, r, n);
+      vstore_upto(xz + j, z, n);
+      vstore_upto(xn + j, nn, n);
+      vstore_upto(ho + j, h, n);
+      if (save_hn) vstore_upto(save_hn + j, hnv, n);
     }
   }
 }
@@ -90,8 +84,8 @@ void plain_cell(int64_t B, int64_t H, int64_t j0, int64_t nc, bool relu, const f
     float* ho = h_out + b * H;
     for (int64_t j = j0; j < j0 + nc; j += W) {
       int n = j0 + nc - j < W ? static_cast<int>(j0 + nc - j) : W;
-      vf v = ldn(p + j, n);
-      stn(ho + j, relu ? vmax(vzero(), v) : vtanh(v), n);  // NaN-propagating operand order
+      vf v = vload_upto(p + j, n);
+      vstore_upto(ho + j, relu ? vmax(vzero(), v) : vtanh(v), n);  // NaN-propagating operand order
     }
   }
 }
