@@ -45,7 +45,8 @@ void lstm_cell_grad(const StepIn& s, const float* gates, const float* c, const f
       int n = s.j0 + s.nc - j < W ? static_cast<int>(s.j0 + s.nc - j) : W;
       vf dh = vload_upto(dhb + j, n);
       if (gyb) dh = vadd(dh, vload_upto(gyb + j, n));
-      vf i = vload_upto(gi + j, n), f = vload_upto(gi + H + j, n), g = vload_upto(gi + 2 * H + j, n), o = vload_upto(gi + 3 * H + j, n);
+      vf i = vload_upto(gi + j, n), f = vload_upto(gi + H + j, n);
+      vf g = vload_upto(gi + 2 * H + j, n), o = vload_upto(gi + 3 * H + j, n);
       vf tc = vtanh(vload_upto(cb + j, n));
       vf dct = vfmadd(vmul(dh, o), dtanh(tc), vload_upto(dcb + j, n));
       vstore_upto(di + j, vmul(vmul(dct, g), dsig(i)), n);
