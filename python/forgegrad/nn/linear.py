@@ -52,20 +52,17 @@ class Linear(Module):
 
     def forward(self, input):
         if graph_free() and isinstance(input, Tensor):
-            return self.forward_fused(input)
+            return _fused_linear(input, self.weight, self.bias, -1, 0.0)
         return F.linear(input, self.weight, self.bias)
-
-    def forward_fused(self, input, activation: int = -1, alpha: float = 0.0):
-        """Inference without a graph (no_grad, no trace): act(input @ W^T + b) in one kernel call,
-        the activation (a kernel code, -1 for none; see an activation module's ``epilogue()``)
-        applied in place to the fresh output. Same kernels, same results as the autograd path."""
-        return _fused_linear(input, self.weight, self.bias, activation, alpha)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
 def _fused_linear(input, weight, bias, activation, alpha):
+    """Inference without a graph (no_grad, no trace): act(input @ W^T + b) in one kernel call, the
+    activation (a kernel code, -1 for none; see an activation module's ``epilogue()``) applied in
+    place to the fresh output. Same kernels, same results as the autograd path."""
     return Tensor._wrap(_C.gemm.linear(input.data, weight.data, None if bias is None else bias.data,
                                        activation, alpha))
 
