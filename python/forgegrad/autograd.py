@@ -2,7 +2,9 @@
 
 Every differentiable op is a ``Function`` subclass whose ``forward`` and ``backward`` work on plain
 numpy arrays (the kernels' world) while ``apply`` handles Tensors: it unwraps inputs, runs forward,
-wraps outputs and, when any input requires a gradient, links the outputs to the graph. Non-tensor
+wraps outputs and, when any input requires a gradient, links the outputs to the graph. ``apply`` is also where an op is
+dispatched: by the device of its tensor arguments (see forgegrad.devices), and, when no graph is
+recorded, to the op's inference kernel (its record's ``inference``). Non-tensor
 arguments (axes, strides, flags) pass through unchanged, positionally or by keyword; they are also
 what the ONNX exporter reads as the op's attributes (see ``trace``).
 
@@ -25,6 +27,10 @@ import threading
 from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
+
+from . import devices as _devices
+
+_NDARRAY = np.ndarray
 
 __all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "trace"]
 
@@ -129,28 +135,56 @@ class Function:
     def backward(ctx, *grad_outputs):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # The op's record in forgegrad.ops.registry and its no-graph CPU kernel (set by register_op).
+    op = None
+    inference = None
+
+    def __init_subclass__(cls, **kwargs):
+        # A subclass computes something else unless registered itself: it inherits no record.
+        super().__init_subclass__(**kwargs)
+        cls.op = None
+        cls.inference = None
+
     @classmethod
     def apply(cls, *args, **kwargs):
-        # Hot path of every op: kept free of imports and generic helpers (it runs once per op in
-        # every training step, and at batch 1 its cost is comparable to the kernels').
-        ctx = cls.__new__(cls)
+        # The one dispatch path of every op, and its hot path: kept free of imports and generic
+        # helpers (it runs once per op in every training step, and at batch 1 its cost is comparable
+        # to the kernels'). CPU arrays are numpy ndarrays; any other storage goes to _apply_on_device.
         raw = []
         needs = []
         any_needs = False
+        other_device = False
         for a in args:
             if isinstance(a, Tensor):
-                raw.append(a.data)
+                d = a.data
+                if type(d) is not _NDARRAY:
+                    other_device = True
+                raw.append(d)
                 r = a.requires_grad
                 needs.append(r)
                 any_needs = any_needs or r
             else:
                 raw.append(a)
                 needs.append(False)
+        if other_device:
+            dev = _device_of_args(raw)
+            if dev == "meta":
+                return _apply_on_meta(cls, raw, kwargs)
+            if dev != "cpu":
+                cls = _function_for_device(cls, dev)  # same graph logic, that device's kernels
         state = _state.__dict__
         record_graph = any_needs and state.get("grad_enabled", True)
+        recorder = state.get("recorder")
+        wrap = Tensor._wrap
+        if not record_graph and recorder is None and cls.inference is not None:
+            # No graph and no trace: the forward alone, through the op's inference kernel.
+            out = cls.inference(*raw, **kwargs)
+            if type(out) is tuple:
+                return tuple([wrap(o) for o in out])
+            return wrap(out)
+        ctx = cls.__new__(cls)
         ctx.needs_input_grad = needs
         out = cls.forward(ctx, *raw, **kwargs)
-        wrap = Tensor._wrap
         if type(out) is tuple:
             results = tuple([wrap(o) for o in out])
             single = False
@@ -167,7 +201,6 @@ class Function:
                     t.requires_grad = True
                     t._ctx = ctx
                     t._out_index = i
-        recorder = state.get("recorder")
         if recorder is not None:
             recorder.record(cls, args, kwargs, results)
         return results[0] if single else results
@@ -177,6 +210,36 @@ class Function:
         self.saved_tensors = ()
         self.__dict__.clear()
         self.released = True
+
+
+def _device_of_args(raw) -> str:
+    """The device of an op's array arguments: the first that is not on the CPU."""
+    for d in raw:
+        if not isinstance(d, _NDARRAY):
+            dev = _devices.device_of(d)
+            if dev != "cpu":
+                return dev
+    return "cpu"
+
+
+def _apply_on_meta(cls, raw, kwargs):
+    """An op on meta tensors runs its shape rule; no graph is recorded (there are no values)."""
+    if cls.op is None:
+        raise NotImplementedError(f"{cls.__qualname__} is not a registered op, so it has no shape rule for "
+                                  "the meta device")
+    out = cls.op.meta_call(raw, kwargs)
+    if type(out) is tuple:
+        return tuple([Tensor._wrap(o) for o in out])
+    return Tensor._wrap(out)
+
+
+def _function_for_device(cls, dev: str):
+    """The Function that runs op ``cls`` on device ``dev`` (its forward/backward take that device's arrays)."""
+    fn = None if cls.op is None else cls.op.functions.get(dev)
+    if fn is None:
+        where = "it is not a registered op" if cls.op is None else f"it runs on: {', '.join(cls.op.devices)}"
+        raise NotImplementedError(f"{cls.__qualname__} has no kernels for device {dev!r} ({where})")
+    return fn
 
 
 def _topo_order(root_ctx) -> List[Any]:
@@ -231,7 +294,7 @@ def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
                 "tensors after they have already been freed). Specify retain_graph=True if you "
                 "need to backward through the graph a second time."
             )
-        gouts = [g if g is not None else np.zeros(shape, dtype) for g, (shape, dtype) in zip(gouts, node.out_meta)]
+        gouts = [g if g is not None else _devices.zeros(shape, dtype, "cpu") for g, (shape, dtype) in zip(gouts, node.out_meta)]
         gins = type(node).backward(node, *gouts)
         if not isinstance(gins, tuple):
             gins = (gins,)

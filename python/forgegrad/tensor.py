@@ -13,7 +13,9 @@ import numpy as np
 _F32 = np.dtype(np.float32)
 
 from . import autograd
+from . import devices as _devices
 from .autograd import is_grad_enabled, no_grad
+from .devices import MetaArray
 
 __all__ = ["Tensor", "tensor", "as_tensor", "zeros", "ones", "full", "empty", "zeros_like", "ones_like",
            "arange", "randn", "rand", "randint", "eye", "cat", "stack", "where", "manual_seed"]
@@ -23,6 +25,8 @@ def _to_storage(data, dtype=None, copy: bool = False) -> np.ndarray:
     """float -> float32, int -> int64, bool stays bool; no copy when already right (unless copy)."""
     if isinstance(data, Tensor):
         data = data.data
+    if type(data) is MetaArray:
+        return data if dtype is None else data.astype(dtype)
     if dtype is not None:
         want = np.dtype(dtype)
         arr = np.array(data, dtype=want, copy=copy) if copy else np.asarray(data, dtype=want)
@@ -64,7 +68,9 @@ class Tensor:
         """Wrap a kernel output without any conversion (internal)."""
         t = cls.__new__(cls)
         if type(arr) is not np.ndarray or arr.dtype is not _F32:  # the common case skips both
-            if not isinstance(arr, np.ndarray):
+            if type(arr) is MetaArray:
+                pass
+            elif not isinstance(arr, np.ndarray):
                 arr = np.asarray(arr)
             if arr.dtype == np.float64:
                 arr = arr.astype(np.float32)
@@ -86,8 +92,12 @@ class Tensor:
         return self.data.dtype
 
     @property
-    def device(self) -> str:
-        return "cpu"
+    def device(self) -> "_devices.device":
+        return _devices.device_object(_devices.device_of(self.data))
+
+    @property
+    def is_meta(self) -> bool:
+        return type(self.data) is MetaArray
 
     @property
     def ndim(self) -> int:
@@ -126,6 +136,8 @@ class Tensor:
 
     def numpy(self) -> np.ndarray:
         """The storage array itself (no copy). Detach first if you will modify it."""
+        if type(self.data) is MetaArray:
+            raise RuntimeError(f"numpy(): a meta tensor (shape {self.shape}) has no data")
         return self.data
 
     def tolist(self):
@@ -137,6 +149,9 @@ class Tensor:
         return self.data
 
     def __repr__(self) -> str:
+        if type(self.data) is MetaArray:
+            return f"tensor(..., device='meta', size={self.shape}" + (
+                f", dtype={self.dtype})" if self.dtype != np.float32 else ")")
         body = np.array2string(self.data, separator=", ", precision=4, prefix="tensor(")
         extra = ""
         if self._ctx is not None:
@@ -230,11 +245,20 @@ class Tensor:
 
     def to(self, device_or_dtype=None, dtype=None) -> "Tensor":
         target = dtype if dtype is not None else device_or_dtype
-        if target is None or target == "cpu":
+        if isinstance(target, _devices.device) or (isinstance(target, str) and target.split(":")[0] in
+                                                   _devices.KNOWN_DEVICES):
+            dev = _devices.device(target).type  # a clear error for devices without tensors (cuda)
+            here = _devices.device_of(self.data)
+            if dev == here:
+                out = self
+            elif dev == "meta":
+                out = Tensor._wrap(MetaArray(self.shape, self.dtype))
+            else:
+                raise RuntimeError(f"cannot move a {here} tensor of shape {self.shape} to {dev}: a meta tensor "
+                                   "has no values to copy")
+            return out if dtype is None or device_or_dtype is None else out._cast(dtype)
+        if target is None:
             return self
-        if isinstance(target, str) and target.startswith("cuda"):
-            raise NotImplementedError("Tensor.to('cuda'): CUDA tensors are not available yet; forgegrad's "
-                                      "CUDA kernels are reachable only through forgegrad._C.cuda")
         return self._cast(target)
 
     def cpu(self) -> "Tensor":
@@ -272,16 +296,31 @@ def _shape(shape) -> Tuple[int, ...]:
     return tuple(int(s) for s in shape)
 
 
-def zeros(*shape, requires_grad=False, dtype=np.float32) -> Tensor:
-    return Tensor(np.zeros(_shape(shape), dtype=dtype), requires_grad=requires_grad)
+def _on_meta(device) -> bool:
+    """Whether a factory call creates its tensor on the meta device (explicitly or by default)."""
+    name = _devices.default_device() if device is None else _devices.device(device).type
+    return name == "meta"
 
 
-def ones(*shape, requires_grad=False, dtype=np.float32) -> Tensor:
-    return Tensor(np.ones(_shape(shape), dtype=dtype), requires_grad=requires_grad)
+def zeros(*shape, requires_grad=False, dtype=np.float32, device=None) -> Tensor:
+    shape = _shape(shape)
+    if _on_meta(device):
+        return Tensor(MetaArray(shape, dtype), requires_grad=requires_grad)
+    return Tensor(np.zeros(shape, dtype=dtype), requires_grad=requires_grad)
 
 
-def empty(*shape, requires_grad=False, dtype=np.float32) -> Tensor:
-    return Tensor(np.empty(_shape(shape), dtype=dtype), requires_grad=requires_grad)
+def ones(*shape, requires_grad=False, dtype=np.float32, device=None) -> Tensor:
+    shape = _shape(shape)
+    if _on_meta(device):
+        return Tensor(MetaArray(shape, dtype), requires_grad=requires_grad)
+    return Tensor(np.ones(shape, dtype=dtype), requires_grad=requires_grad)
+
+
+def empty(*shape, requires_grad=False, dtype=np.float32, device=None) -> Tensor:
+    shape = _shape(shape)
+    if _on_meta(device):
+        return Tensor(MetaArray(shape, dtype), requires_grad=requires_grad)
+    return Tensor(np.empty(shape, dtype=dtype), requires_grad=requires_grad)
 
 
 def full(shape, fill_value, requires_grad=False, dtype=np.float32) -> Tensor:
@@ -310,11 +349,15 @@ from . import random as _random  # noqa: E402
 manual_seed = _random.manual_seed
 
 
-def randn(*shape, requires_grad=False) -> Tensor:
+def randn(*shape, requires_grad=False, device=None) -> Tensor:
+    if _on_meta(device):
+        return Tensor(MetaArray(_shape(shape), np.float32), requires_grad=requires_grad)
     return Tensor(_random.generator().standard_normal(_shape(shape), dtype=np.float32), requires_grad=requires_grad)
 
 
-def rand(*shape, requires_grad=False) -> Tensor:
+def rand(*shape, requires_grad=False, device=None) -> Tensor:
+    if _on_meta(device):
+        return Tensor(MetaArray(_shape(shape), np.float32), requires_grad=requires_grad)
     return Tensor(_random.generator().random(_shape(shape), dtype=np.float32), requires_grad=requires_grad)
 
 

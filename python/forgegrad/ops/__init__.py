@@ -1,13 +1,10 @@
-"""Differentiable ops, one Function per op, grouped by kind:
+"""forgegrad.ops: every differentiable op, one record each in the op registry (ops.registry).
 
-- elementwise: Add Sub Mul Div Pow Neg Exp Log Sqrt Abs Clamp Where
-- activation:  Relu LeakyRelu Gelu Sigmoid Tanh Softmax LogSoftmax Dropout
-- reduce:      Sum Mean Max Min (Amax/Amin)
-- stats:       Var
-- compare:     Compare (lt le gt ge eq ne) Cast ArgMax ArgMin   (no gradient)
-- shape:       Reshape Permute Expand GetItem Cat Stack Clone
-- linalg:      MatMul Linear
-- loss:        MSELoss L1Loss BinaryCrossEntropy BinaryCrossEntropyWithLogits CrossEntropy NLLLoss KLDiv
-- conv:        Conv2d MaxPool2d AvgPool2d AdaptiveAvgPool2d BatchNorm
-- rnn:         RecurrentLayer (LSTM / GRU / RNN, one layer and direction) Embedding
+``forgegrad.ops.get(name)`` returns an op's record; calling it runs the op on Tensors.
+``forgegrad.ops.all_ops()`` lists them (``forgegrad ops`` prints the table). The op files group
+related ops; each op's Function, shape rule, kernels, reference and samples sit together there.
 """
+from .registry import BadInput, OpDef, Sample, all_ops, get, of_function, register_op
+from . import activation, compare, conv, elementwise, linalg, loss, reduce, rnn, shape, stats  # noqa: F401,E402
+
+__all__ = ["OpDef", "Sample", "BadInput", "register_op", "get", "all_ops", "of_function"]

@@ -7,16 +7,63 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _C
 from ..autograd import Function
 from ..kernels import activation as _K
 from ..kernels import softmax as _KS
+from . import _meta as M
+from . import _samples as S
 from ._util import normalize_axis
+from .registry import BadInput, Sample, register_op
+
+_ACT = _C.activation
+_F32 = np.dtype(np.float32)
 
 
 def _f32(x) -> bool:
     return x.dtype == np.float32
 
 
+def _activation_inference(function, code, alpha_of=None):
+    """The no-graph forward of an activation: its C++ kernel straight on a float32 array; other
+    dtypes take the Function's numpy formula."""
+
+    def run(x, *args, **kwargs):
+        if type(x) is np.ndarray and x.dtype is _F32:
+            return _K._forward(code(*args, **kwargs) if callable(code) else code, x, None,
+                               0.0 if alpha_of is None else alpha_of(*args, **kwargs))
+        return function.forward(_NoCtx, x, *args, **kwargs)
+
+    return run
+
+
+class _NoCtx:
+    """A ctx for running a forward whose saved values nobody will read."""
+
+    needs_input_grad = ()
+
+    @staticmethod
+    def save_for_backward(*arrays):
+        pass
+
+    def __setattr__(self, name, value):
+        pass
+
+
+_NoCtx = _NoCtx()
+
+
+def _torch_F():
+    import torch.nn.functional as F
+    return F
+
+
+_UNARY_FLOPS = M.per_output_element(1)
+_TRANSCENDENTAL_FLOPS = M.per_output_element(4)
+
+
+@register_op("relu", meta=M.same, flops=_UNARY_FLOPS, samples=S.unary(),
+             torch=lambda torch, x: torch.relu(x))
 class Relu(Function):
     @staticmethod
     def forward(ctx, x):
@@ -32,6 +79,10 @@ class Relu(Function):
         return g * (y > 0)
 
 
+@register_op("leaky_relu", meta=M.same, flops=_UNARY_FLOPS,
+             samples=lambda: S.unary()() + [Sample((S.rand(3, 7),), {"negative_slope": 0.2}, "slope 0.2")],
+             torch=lambda torch, x, negative_slope=0.01: _torch_F().leaky_relu(x, negative_slope),
+             bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"negative_slope": "a"}, TypeError, "negative_slope")])
 class LeakyRelu(Function):
     @staticmethod
     def forward(ctx, x, negative_slope=0.01):
@@ -59,6 +110,10 @@ def _erf(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1.0 - r, r - 1.0)
 
 
+@register_op("gelu", meta=M.same, flops=_TRANSCENDENTAL_FLOPS,
+             samples=lambda: S.unary()() + [Sample((S.rand(3, 7),), {"approximate": "tanh"}, "tanh")],
+             torch=lambda torch, x, approximate="none": _torch_F().gelu(x, approximate=approximate),
+             bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"approximate": "erf"}, ValueError, "approximate")])
 class Gelu(Function):
     """GELU, exact form x * Phi(x) (torch's default approximate='none'), or 'tanh'."""
 
@@ -95,6 +150,8 @@ class Gelu(Function):
         return (g * d).astype(np.float32)
 
 
+@register_op("sigmoid", meta=M.same, flops=_TRANSCENDENTAL_FLOPS, samples=S.unary(),
+             torch=lambda torch, x: torch.sigmoid(x))
 class Sigmoid(Function):
     @staticmethod
     def forward(ctx, x):
@@ -115,6 +172,8 @@ class Sigmoid(Function):
         return g * y * (1 - y)
 
 
+@register_op("tanh", meta=M.same, flops=_TRANSCENDENTAL_FLOPS, samples=S.unary(),
+             torch=lambda torch, x: torch.tanh(x))
 class Tanh(Function):
     @staticmethod
     def forward(ctx, x):
@@ -141,6 +200,11 @@ def _from_last(y, axis, ndim):
     return y if axis == ndim - 1 else np.moveaxis(y, -1, axis)
 
 
+@register_op("softmax", meta=M.same, flops=M.per_output_element(5),
+             samples=lambda: S.unary()() + [Sample((S.rand(4, 6, 5),), {"dim": 1}, "dim 1"),
+                                            Sample((S.rand(4, 6, 5),), {"dim": 0}, "dim 0")],
+             torch=lambda torch, x, dim=-1: torch.softmax(x, dim),
+             bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"dim": 2}, IndexError, "dim")])
 class Softmax(Function):
     """exp(x) / sum(exp(x)) along dim; the C++ kernel works on the last axis (others are moved there)."""
 
@@ -171,6 +235,10 @@ class Softmax(Function):
         return y * (g - np.sum(g * y, axis=ctx.axis, keepdims=True))
 
 
+@register_op("log_softmax", meta=M.same, flops=M.per_output_element(5),
+             samples=lambda: S.unary()() + [Sample((S.rand(4, 6, 5),), {"dim": 1}, "dim 1")],
+             torch=lambda torch, x, dim=-1: torch.log_softmax(x, dim),
+             bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"dim": -3}, IndexError, "dim")])
 class LogSoftmax(Function):
     @staticmethod
     def forward(ctx, x, dim=-1):
@@ -198,6 +266,12 @@ class LogSoftmax(Function):
         return g - np.exp(y) * np.sum(g, axis=ctx.axis, keepdims=True)
 
 
+@register_op("dropout", meta=M.same, flops=M.per_output_element(1),
+             samples=lambda: [Sample((S.rand(3, 7),), {"p": 0.3, "training": False}, "eval"),
+                              Sample((S.rand(*S.LARGE),), {"p": 0.0, "training": True}, "p=0")],
+             torch=lambda torch, x, p=0.5, training=True: _torch_F().dropout(x, p, training),
+             bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"p": 1.5}, ValueError, "probability")],
+             gaps={"onnx": "exported only in eval mode, where it is the identity (no node)"})
 class Dropout(Function):
     """Inverted dropout: zero each element with probability p, scale the rest by 1/(1-p)."""
 
@@ -220,3 +294,13 @@ class Dropout(Function):
     @staticmethod
     def backward(ctx, g):
         return g if ctx.mask is None else g * ctx.mask
+
+
+# No-graph kernels (the inference shortcut in Function.apply).
+Relu.op.set_inference("cpu", _activation_inference(Relu, _ACT.RELU))
+Sigmoid.op.set_inference("cpu", _activation_inference(Sigmoid, _ACT.SIGMOID))
+Tanh.op.set_inference("cpu", _activation_inference(Tanh, _ACT.TANH))
+LeakyRelu.op.set_inference("cpu", _activation_inference(
+    LeakyRelu, _ACT.LEAKY_RELU, lambda negative_slope=0.01: _K._slope(negative_slope)))
+Gelu.op.set_inference("cpu", _activation_inference(
+    Gelu, lambda approximate="none": _K._gelu_op(approximate)))

@@ -1,0 +1,194 @@
+"""The op registry: one record per op, found by the op's name.
+
+A record (:class:`OpDef`) holds everything forgegrad knows about an op:
+
+- ``function``: its autograd rule on CPU arrays (a :class:`forgegrad.autograd.Function` whose
+  ``forward``/``backward`` call the C++ kernels), and ``functions`` for other devices;
+- ``inference``: per device, the kernel that computes the forward alone when no graph is recorded
+  (``no_grad`` and no trace): the inference shortcut, taken inside ``Function.apply`` for every op;
+- ``meta``: its shape rule (output shapes and dtypes from input shapes; the ``meta`` device runs it
+  instead of a kernel) and ``flops``: its cost, for ``Module.summary``;
+- ``onnx``: its ONNX mapping (``fn(ctx, op) -> [value names]``, see forgegrad.onnx.mappings);
+- ``samples``, ``torch``, ``bad_inputs``: sample inputs, the PyTorch reference and bad inputs with
+  the error they must raise, from which tests/test_op_registry.py generates every check (forward
+  and gradients against torch, bits at 1-3 threads, every SIMD path, ONNX in onnxruntime, meta
+  shapes, errors); ``gaps`` names a check that does not apply and says why.
+
+Modules, ``nn.functional``, Tensor methods and the exporter reach an op through its record::
+
+    relu = forgegrad.ops.get("relu")
+    y = relu(x)                # == ReluFunction.apply(x)
+
+Adding an op: write its Function and decorate it with ``@register_op("name", ...)`` (see the README's
+Development section for the whole recipe).
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..devices import MetaArray
+
+__all__ = ["OpDef", "Sample", "BadInput", "register_op", "get", "all_ops", "of_function", "CHECKS",
+           "count_flops"]
+
+# The generated checks, in the order the coverage table prints them.
+CHECKS = ("forward", "backward", "threads", "isa", "onnx", "meta", "errors")
+
+
+@dataclasses.dataclass
+class Sample:
+    """One call of an op: positional ``args`` (numpy arrays stand for tensors) and ``kwargs``.
+
+    ``grad``: positions of the args whose gradient is checked (default: every float32 array).
+    ``torch_kwargs``: keyword arguments for the torch reference when they differ from ``kwargs``.
+    """
+
+    args: tuple
+    kwargs: dict = dataclasses.field(default_factory=dict)
+    name: str = ""
+    grad: Optional[Tuple[int, ...]] = None
+    onnx: bool = True  # False: this sample is outside what the ONNX mapping supports (said in `name`)
+
+    def grad_positions(self) -> Tuple[int, ...]:
+        if self.grad is not None:
+            return self.grad
+        return tuple(i for i, a in enumerate(self.args) if isinstance(a, np.ndarray) and a.dtype == np.float32)
+
+
+@dataclasses.dataclass
+class BadInput:
+    """A call that must raise ``error`` with a message matching ``match`` (which names the argument)."""
+
+    args: tuple
+    kwargs: dict
+    error: type
+    match: str
+
+
+class OpDef:
+    """The record of one op. See the module docstring for the fields."""
+
+    def __init__(self, name: str, function: type, *, inference: Optional[Dict[str, Callable]] = None,
+                 meta: Optional[Callable] = None, flops: Optional[Callable] = None,
+                 onnx: Optional[Callable] = None, samples: Optional[Callable[[], List[Sample]]] = None,
+                 torch: Optional[Callable] = None, bad_inputs: Optional[Callable[[], List[BadInput]]] = None,
+                 gaps: Optional[Dict[str, str]] = None, tol: Tuple[float, float] = (1e-5, 1e-5),
+                 functions: Optional[Dict[str, type]] = None):
+        self.name = name
+        self.function = function
+        self.functions: Dict[str, type] = {"cpu": function, **(functions or {})}
+        self.inference: Dict[str, Callable] = dict(inference or {})
+        self.meta = meta
+        self.flops = flops
+        self.onnx = onnx
+        self.samples = samples
+        self.torch = torch
+        self.bad_inputs = bad_inputs
+        self.gaps: Dict[str, str] = dict(gaps or {})
+        self.tol = tol
+        unknown = set(self.gaps) - set(CHECKS)
+        if unknown:
+            raise ValueError(f"op {name!r}: gaps name unknown checks {sorted(unknown)}; checks are {CHECKS}")
+
+    def set_inference(self, device: str, kernel: Callable) -> None:
+        """Install the no-graph forward kernel of this op on ``device`` (same arguments as forward)."""
+        self.inference[device] = kernel
+        fn = self.functions.get(device)
+        if fn is not None:
+            fn.inference = kernel
+
+    def __call__(self, *args, **kwargs):
+        """Run the op on Tensors (the device is that of the tensor arguments)."""
+        return self.function.apply(*args, **kwargs)
+
+    @property
+    def devices(self) -> Tuple[str, ...]:
+        return tuple(self.functions) + (("meta",) if self.meta is not None else ())
+
+    def onnx_mapping(self) -> Optional[Callable]:
+        """The ONNX mapping: the record's own, else one registered in forgegrad.onnx.mappings."""
+        if self.onnx is not None:
+            return self.onnx
+        from ..onnx import mappings  # imports onnx: only when exporting
+        return mappings.REGISTRY.get(self.function)
+
+    def meta_call(self, raw: Sequence[Any], kwargs: Dict[str, Any]):
+        """Run the shape rule on meta arrays; returns meta arrays (a tuple for several outputs)."""
+        if self.meta is None:
+            raise NotImplementedError(f"op {self.name!r} has no shape rule, so it cannot run on the meta device")
+        out = self.meta(*raw, **kwargs)
+        counter = _flop_state.__dict__.get("counter")
+        if counter is not None:
+            counter(self, out, raw, kwargs)
+        return out
+
+    def __repr__(self) -> str:
+        return f"<op {self.name} ({self.function.__qualname__})>"
+
+
+_OPS: Dict[str, OpDef] = {}
+_BY_FUNCTION: Dict[type, OpDef] = {}
+
+
+def register_op(name: str, **fields) -> Callable[[type], type]:
+    """Class decorator: ``@register_op("relu", meta=..., samples=..., torch=...)`` on a Function.
+
+    The Function gets ``op`` (its record) and ``inference`` (its CPU no-graph kernel, or None)."""
+
+    def deco(function: type) -> type:
+        if name in _OPS:
+            raise ValueError(f"op {name!r} is registered twice ({_OPS[name].function.__qualname__} and "
+                             f"{function.__qualname__})")
+        opdef = OpDef(name, function, **fields)
+        _OPS[name] = opdef
+        _BY_FUNCTION[function] = opdef
+        function.op = opdef
+        function.inference = opdef.inference.get("cpu")
+        return function
+
+    return deco
+
+
+def get(name: str) -> OpDef:
+    try:
+        return _OPS[name]
+    except KeyError:
+        raise KeyError(f"no op named {name!r}; registered ops: {', '.join(sorted(_OPS))}") from None
+
+
+def all_ops() -> List[OpDef]:
+    return [_OPS[k] for k in sorted(_OPS)]
+
+
+def of_function(function: type) -> Optional[OpDef]:
+    return _BY_FUNCTION.get(function)
+
+
+
+# ---- FLOP counting on the meta device ---------------------------------------------------------------
+_flop_state = threading.local()
+
+
+class count_flops:
+    """While active, every op run on the meta device reports ``(opdef, outputs, inputs, kwargs)`` to
+    ``callback`` (``Module.summary`` attributes the FLOPs to the running module)."""
+
+    def __init__(self, callback: Callable):
+        self.callback = callback
+
+    def __enter__(self):
+        self._prev = _flop_state.__dict__.get("counter")
+        _flop_state.counter = self.callback
+        return self
+
+    def __exit__(self, *exc):
+        _flop_state.counter = self._prev
+        return False
+
+
+def is_meta(x) -> bool:
+    return type(x) is MetaArray
