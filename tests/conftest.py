@@ -29,3 +29,33 @@ def threads():
 @pytest.fixture
 def rng():
     return np.random.default_rng(int(os.environ.get("FORGEGRAD_TEST_SEED", "1234")))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The op x check coverage table of tests/test_op_registry.py, when it ran."""
+    import sys
+    mod = sys.modules.get("test_op_registry") or sys.modules.get("tests.test_op_registry")
+    if mod is None or not mod.COVERAGE:
+        return
+    from forgegrad.ops.registry import CHECKS
+    cov = mod.COVERAGE
+    names = sorted({op for op, _ in cov})
+    width = max(len(n) for n in names)
+    mark = {"ok": "ok", "FAIL": "FAIL"}
+    tr = terminalreporter
+    tr.section("op registry coverage (ops x generated checks)")
+    tr.write_line(" " * (width + 2) + "  ".join(f"{c:8s}" for c in CHECKS))
+    gaps = []
+    for n in names:
+        cells = []
+        for c in CHECKS:
+            v = cov.get((n, c), "-")
+            if v.startswith("gap: "):
+                gaps.append(f"{n}/{c}: {v[5:]}")
+                v = "gap"
+            cells.append(f"{mark.get(v, v):8s}")
+        tr.write_line(f"{n:{width}s}  " + "  ".join(cells))
+    if gaps:
+        tr.write_line("gaps (checks that do not apply to an op, and why):")
+        for g in gaps:
+            tr.write_line("  " + g)

@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from ..devices import MetaArray
+from ..tensor import Tensor
 
 __all__ = ["OpDef", "Sample", "BadInput", "register_op", "get", "all_ops", "of_function", "CHECKS",
            "count_flops"]
@@ -103,7 +104,38 @@ class OpDef:
 
     def __call__(self, *args, **kwargs):
         """Run the op on Tensors (the device is that of the tensor arguments)."""
+        positions = self._tensor_positions
+        if positions is None:
+            positions = self._find_tensor_positions()
+        for i, name in positions:
+            if i < len(args):
+                a = args[i]
+                if not isinstance(a, _TENSOR_LIKE) and a is not None:
+                    raise TypeError(f"{self.name}: argument {name!r} must be a forgegrad.Tensor (or a number), got "
+                                    f"{type(a).__name__}")
         return self.function.apply(*args, **kwargs)
+
+    _tensor_positions = None
+
+    def _find_tensor_positions(self):
+        """(position, parameter name) of the tensor arguments: where the samples pass arrays."""
+        import inspect
+        params = [p for p in inspect.signature(self.function.forward).parameters.values()][1:]
+        found = set()
+        for s in (self.samples() if self.samples else []):
+            found |= {i for i, a in enumerate(s.args) if isinstance(a, np.ndarray)}
+        names = []
+        for i in sorted(found):
+            if i < len(params) and params[i].kind is not params[i].VAR_POSITIONAL:
+                names.append((i, params[i].name))
+            elif params and params[-1].kind is params[-1].VAR_POSITIONAL:
+                names.append((i, f"{params[-1].name}[{i}]"))
+        self._tensor_positions = tuple(names)
+        return self._tensor_positions
+
+    def tensor_arguments(self):
+        """(position, name) of the arguments that take tensors (used by the generated error checks)."""
+        return self._tensor_positions if self._tensor_positions is not None else self._find_tensor_positions()
 
     @property
     def devices(self) -> Tuple[str, ...]:
@@ -129,6 +161,9 @@ class OpDef:
     def __repr__(self) -> str:
         return f"<op {self.name} ({self.function.__qualname__})>"
 
+
+# What may stand at a tensor argument: numbers and numpy arrays are taken as constants.
+_TENSOR_LIKE = (Tensor, np.ndarray, int, float, bool, np.number)
 
 _OPS: Dict[str, OpDef] = {}
 _BY_FUNCTION: Dict[type, OpDef] = {}
