@@ -12,6 +12,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..devices import MetaArray
+
+
 from ._util import normalize_axis
 
 

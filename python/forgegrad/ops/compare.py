@@ -10,13 +10,39 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function
+from . import _meta as M
+from . import _samples as S
 from ._util import normalize_axis
+from .registry import BadInput, Sample, register_op
+
+_NO_GRADIENT = "its output is bool/int64: there is no gradient to check"
+
+
+def _compare_samples():
+    a, b = S.rand(3, 7), S.rand(3, 7, seed=1)
+    b[0, :3] = a[0, :3]  # ties, for le/ge/eq/ne
+    return ([Sample((a, b), {"op": op}, op) for op in COMPARISONS]
+            + [Sample((S.rand(4, 5), S.rand(5, seed=2)), {"op": "gt"}, "broadcast"),
+               Sample((S.rand(4, 5), 0.25), {"op": "le"}, "scalar")])
+
+
+def _argmax_samples():
+    x = S.rand(3, 5, 7)
+    return [Sample((x,), {}, "flat"), Sample((x,), {"dim": 1}, "dim 1"),
+            Sample((x,), {"dim": -1, "keepdim": True}, "keepdim")]
+
+
+def _torch_arg(fn):
+    return lambda torch, a, dim=None, keepdim=False: getattr(torch, fn)(a, dim, keepdim=keepdim)
 
 # torch's short names (Tensor.lt/le/...) -> the numpy ufunc that computes them
 COMPARISONS = {"lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal,
                "eq": np.equal, "ne": np.not_equal}
 
 
+@register_op("compare", meta=M.broadcast_bool, flops=M.no_flops, samples=_compare_samples,
+             torch=lambda torch, a, b, op="lt": getattr(torch, op)(a, b), gaps={"backward": _NO_GRADIENT},
+             bad_inputs=lambda: [BadInput((S.rand(2, 3), S.rand(2, 3)), {"op": "less"}, ValueError, "op")])
 class Compare(Function):
     """``a <op> b`` elementwise with numpy broadcasting and promotion; op is one of COMPARISONS.
 
@@ -37,6 +63,12 @@ class Compare(Function):
         return None, None
 
 
+@register_op("cast", meta=lambda a, dtype: M.MetaArray(a.shape, dtype), flops=M.no_flops,
+             samples=lambda: [Sample((S.rand(3, 7) * 4,), {"dtype": np.int64}, "to int64"),
+                              Sample((S.rand(3, 7),), {"dtype": np.bool_}, "to bool")],
+             torch=lambda torch, a, dtype: a.to({np.int64: torch.int64, np.bool_: torch.bool}[dtype]),
+             gaps={"backward": "casts to int64/bool cut the graph (float32 is the only float dtype)"},
+             bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"dtype": "no-such-type"}, TypeError, "data type")])
 class Cast(Function):
     """``a.astype(dtype)``: a copy in the new dtype (float64 is stored as float32, as everywhere).
 
@@ -54,6 +86,10 @@ class Cast(Function):
         return g.astype(ctx.in_dtype, copy=False) if ctx.in_dtype.kind == "f" else None
 
 
+@register_op("argmax", meta=M.arg_reduction, flops=M.per_input_element(1), samples=_argmax_samples,
+             torch=_torch_arg("argmax"), gaps={"backward": _NO_GRADIENT},
+             bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"dim": 2}, IndexError, "dim"),
+                                 BadInput((S.rand(0, 3),), {}, ValueError, "empty")])
 class ArgMax(Function):
     """Index of the first largest value along ``dim`` (of the flattened input when dim is None), int64.
 
@@ -86,6 +122,9 @@ class ArgMax(Function):
         return None
 
 
+@register_op("argmin", meta=M.arg_reduction, flops=M.per_input_element(1), samples=_argmax_samples,
+             torch=_torch_arg("argmin"), gaps={"backward": _NO_GRADIENT},
+             bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"dim": -4}, IndexError, "dim")])
 class ArgMin(ArgMax):
     """Index of the first smallest value along ``dim``; see ArgMax."""
 

@@ -4,13 +4,36 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function
+from . import _meta as M
+from . import _samples as S
 from ._util import unbroadcast
+from .registry import BadInput, Sample, register_op
+
+_ONE_FLOP = M.per_output_element(1)
+
+
+def _bad_broadcast():
+    return [BadInput((S.rand(3, 4), S.rand(5, 4)), {}, ValueError, "broadcast")]
+
+
+def _clamp_samples():
+    x = S.rand(3, 7)
+    return [Sample((x,), {"min": -0.5, "max": 0.7}), Sample((S.rand(2, 5, 9),), {"min": 0.0}, "min only"),
+            Sample((S.rand(*S.LARGE),), {"max": 0.1}, "max only")]
+
+
+def _where_samples():
+    rng = np.random.default_rng(5)
+    return [Sample((rng.random((3, 7)) > 0.5, S.rand(3, 7), S.rand(3, 7, seed=1)), grad=(1, 2)),
+            Sample((rng.random((4, 1)) > 0.5, S.rand(4, 6), S.rand(6, seed=1)), name="broadcast", grad=(1, 2))]
 
 
 def _shape(x):
     return x.shape if isinstance(x, np.ndarray) else np.shape(x)
 
 
+@register_op("add", meta=M.broadcast, flops=_ONE_FLOP, samples=S.binary(), torch=lambda torch, a, b: a + b,
+             bad_inputs=_bad_broadcast)
 class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
@@ -24,6 +47,8 @@ class Add(Function):
                 unbroadcast(g, sb) if ctx.needs_input_grad[1] else None)
 
 
+@register_op("sub", meta=M.broadcast, flops=_ONE_FLOP, samples=S.binary(), torch=lambda torch, a, b: a - b,
+             bad_inputs=_bad_broadcast)
 class Sub(Function):
     @staticmethod
     def forward(ctx, a, b):
@@ -37,6 +62,8 @@ class Sub(Function):
                 unbroadcast(-g, sb) if ctx.needs_input_grad[1] else None)
 
 
+@register_op("mul", meta=M.broadcast, flops=_ONE_FLOP, samples=S.binary(), torch=lambda torch, a, b: a * b,
+             bad_inputs=_bad_broadcast)
 class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
@@ -50,6 +77,8 @@ class Mul(Function):
                 unbroadcast(g * a, _shape(b)) if ctx.needs_input_grad[1] else None)
 
 
+@register_op("div", meta=M.broadcast, flops=_ONE_FLOP, samples=S.binary(S.positive),
+             torch=lambda torch, a, b: a / b, bad_inputs=_bad_broadcast, tol=(2e-5, 1e-5))
 class Div(Function):
     @staticmethod
     def forward(ctx, a, b):
@@ -64,6 +93,11 @@ class Div(Function):
         return ga, gb
 
 
+@register_op("pow", meta=M.broadcast, flops=M.per_output_element(4),
+             samples=lambda: [Sample((S.positive(3, 7), S.rand(3, 7, seed=1))),
+                              Sample((S.positive(4, 5), S.rand(5, seed=2)), name="broadcast"),
+                              Sample((S.rand(3, 7), 2.0), name="square"), Sample((S.positive(2, 3), 0.5), name="root")],
+             torch=lambda torch, a, b: torch.pow(a, b), bad_inputs=_bad_broadcast, tol=(2e-5, 1e-5))
 class Pow(Function):
     """a ** b for a tensor a and a tensor or scalar exponent b."""
 
@@ -87,6 +121,7 @@ class Pow(Function):
         return ga, gb
 
 
+@register_op("neg", meta=M.same, flops=_ONE_FLOP, samples=S.unary(), torch=lambda torch, a: -a)
 class Neg(Function):
     @staticmethod
     def forward(ctx, a):
@@ -97,6 +132,8 @@ class Neg(Function):
         return -g
 
 
+@register_op("exp", meta=M.same, flops=M.per_output_element(4), samples=S.unary(),
+             torch=lambda torch, a: torch.exp(a))
 class Exp(Function):
     @staticmethod
     def forward(ctx, a):
@@ -110,6 +147,8 @@ class Exp(Function):
         return g * y
 
 
+@register_op("log", meta=M.same, flops=M.per_output_element(4), samples=S.unary(S.positive),
+             torch=lambda torch, a: torch.log(a))
 class Log(Function):
     @staticmethod
     def forward(ctx, a):
@@ -122,6 +161,8 @@ class Log(Function):
         return g / a
 
 
+@register_op("sqrt", meta=M.same, flops=_ONE_FLOP, samples=S.unary(S.positive),
+             torch=lambda torch, a: torch.sqrt(a))
 class Sqrt(Function):
     @staticmethod
     def forward(ctx, a):
@@ -135,6 +176,7 @@ class Sqrt(Function):
         return g / (2 * y)
 
 
+@register_op("abs", meta=M.same, flops=_ONE_FLOP, samples=S.unary(), torch=lambda torch, a: torch.abs(a))
 class Abs(Function):
     @staticmethod
     def forward(ctx, a):
@@ -147,6 +189,9 @@ class Abs(Function):
         return g * np.sign(a)
 
 
+@register_op("clamp", meta=M.same, flops=M.per_output_element(2), samples=_clamp_samples,
+             torch=lambda torch, a, min=None, max=None: torch.clamp(a, min, max),
+             bad_inputs=lambda: [BadInput((S.rand(2, 3),), {}, ValueError, "min or max")])
 class Clamp(Function):
     """clamp(a, min, max); the gradient passes where min <= a <= max (torch's convention)."""
 
@@ -169,6 +214,10 @@ class Clamp(Function):
         return g * mask
 
 
+@register_op("where", meta=lambda cond, a, b: M.MetaArray(M.broadcast(cond, a, b).shape, M.broadcast(a, b).dtype),
+             flops=M.no_flops, samples=_where_samples, torch=lambda torch, cond, a, b: torch.where(cond, a, b),
+             bad_inputs=lambda: [BadInput((np.ones((3, 4), bool), S.rand(3, 4), S.rand(5, 4)), {}, ValueError,
+                                          "broadcast")])
 class Where(Function):
     """where(cond, a, b): cond is a bool array (not differentiable)."""
 

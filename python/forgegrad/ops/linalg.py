@@ -8,7 +8,56 @@ from ..autograd import Function
 from ..kernels import bmm as _bmm
 from ..kernels import matmul as _mm
 from ..kernels.activation import column_sums as _column_sums
+from . import _meta as M
+from . import _samples as S
 from ._util import unbroadcast
+from .registry import BadInput, Sample, register_op
+
+
+def _matmul_meta(a, b):
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: both arguments need at least 1 dimension, got shapes {a.shape} and {b.shape}")
+    sa = (1,) + a.shape if a.ndim == 1 else a.shape
+    sb = b.shape + (1,) if b.ndim == 1 else b.shape
+    if sa[-1] != sb[-2]:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied ({sa[-1]} != {sb[-2]})")
+    batch = M.broadcast(M.MetaArray(sa[:-2]), M.MetaArray(sb[:-2])).shape
+    out = batch + ((sa[-2],) if a.ndim > 1 else ()) + ((sb[-1],) if b.ndim > 1 else ())
+    return M.MetaArray(out, np.float32)
+
+
+def _matmul_flops(out, inputs, kwargs):
+    return 2 * out.size * inputs[0].shape[-1]  # one multiply-add per (output, k)
+
+
+def _matmul_samples():
+    return [Sample((S.rand(5, 7), S.rand(7, 3, seed=1))), Sample((S.rand(7), S.rand(7, 3, seed=1)), name="vector @ matrix"),
+            Sample((S.rand(5, 7), S.rand(7, seed=1)), name="matrix @ vector"),
+            Sample((S.rand(2, 5, 7), S.rand(7, 3, seed=1)), name="batched @ matrix"),
+            Sample((S.rand(2, 1, 3, 4), S.rand(5, 4, 6, seed=1)), name="broadcast batches"),
+            Sample((S.rand(70, 90), S.rand(90, 110, seed=1)), name="large")]
+
+
+def _linear_meta(x, weight, bias=None, *args):
+    if x.ndim < 1 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: input (..., {weight.shape[1] if weight.ndim == 2 else '?'}) expected for weight "
+                         f"of shape {weight.shape}, got input of shape {x.shape}")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {bias.shape}")
+    return M.MetaArray(x.shape[:-1] + (weight.shape[0],), np.float32)
+
+
+def _linear_flops(out, inputs, kwargs):
+    x, weight = inputs[0], inputs[1]
+    bias = inputs[2] if len(inputs) > 2 else None
+    return 2 * out.size * weight.shape[1] + (out.size if bias is not None else 0)
+
+
+def _linear_samples():
+    return [Sample((S.rand(5, 7), S.rand(3, 7, seed=1), S.rand(3, seed=2))),
+            Sample((S.rand(2, 4, 7), S.rand(3, 7, seed=1), None), name="3-D input, no bias", grad=(0, 1)),
+            Sample((S.rand(1, 64), S.rand(10, 64, seed=1), S.rand(10, seed=2)), name="batch 1 (GEMV)"),
+            Sample((S.rand(64, 300), S.rand(200, 300, seed=1), S.rand(200, seed=2)), name="large")]
 
 
 def _check_float(a, name):
@@ -16,6 +65,9 @@ def _check_float(a, name):
         raise TypeError(f"{name} must be float32, got {a.dtype}")
 
 
+@register_op("matmul", meta=_matmul_meta, flops=_matmul_flops, samples=_matmul_samples,
+             torch=lambda torch, a, b: torch.matmul(a, b), tol=(1e-4, 1e-4),
+             bad_inputs=lambda: [BadInput((S.rand(3, 4), S.rand(5, 2)), {}, ValueError, "cannot be multiplied")])
 class MatMul(Function):
     """a @ b with torch.matmul's rules: 1-D operands are promoted and the added axis removed,
     batch dimensions broadcast."""
@@ -68,6 +120,11 @@ class MatMul(Function):
         return ga, gb
 
 
+@register_op("linear", meta=_linear_meta, flops=_linear_flops, samples=_linear_samples,
+             inference={"cpu": _C.gemm.linear}, tol=(1e-4, 1e-4),
+             torch=lambda torch, x, weight, bias=None: torch.nn.functional.linear(x, weight, bias),
+             bad_inputs=lambda: [BadInput((S.rand(3, 4), S.rand(5, 3), None), {}, ValueError, "weight"),
+                                 BadInput((S.rand(3, 4), S.rand(5, 4), S.rand(4)), {}, ValueError, "bias")])
 class Linear(Function):
     """y = x @ weight.T + bias for x (..., in_features), weight (out_features, in_features)."""
 

@@ -4,7 +4,29 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function
+from . import _meta as M
+from . import _samples as S
 from ._util import normalize_axis
+from .registry import BadInput, Sample, register_op
+
+
+def _reduce_samples():
+    x = S.rand(3, 5, 7)
+    return [Sample((x,), {}, "all"), Sample((x,), {"dim": 1}, "dim 1"), Sample((x,), {"dim": (0, 2)}, "dims 0,2"),
+            Sample((x,), {"dim": -1, "keepdim": True}, "keepdim"), Sample((S.rand(*S.LARGE),), {"dim": 0}, "large")]
+
+
+def _dims(a, dim):
+    return tuple(range(a.ndim)) if dim is None else dim
+
+
+def _bad_dim():
+    return [BadInput((S.rand(2, 3),), {"dim": 3}, IndexError, "dim")]
+
+
+def _dim_samples():
+    x = S.rand(3, 5, 7)
+    return [Sample((x, 1)), Sample((x, -1), {"keepdim": True}, "keepdim"), Sample((S.rand(*S.LARGE), 0), name="large")]
 
 
 def _expand_back(g, in_shape, axes, keepdim):
@@ -17,6 +39,9 @@ def _expand_back(g, in_shape, axes, keepdim):
     return g
 
 
+@register_op("sum", meta=M.reduction, flops=M.per_input_element(1), samples=_reduce_samples,
+             torch=lambda torch, a, dim=None, keepdim=False: torch.sum(a, _dims(a, dim), keepdim=keepdim),
+             bad_inputs=_bad_dim)
 class Sum(Function):
     @staticmethod
     def forward(ctx, a, dim=None, keepdim=False):
@@ -30,6 +55,9 @@ class Sum(Function):
         return np.broadcast_to(g, ctx.in_shape).astype(np.float32, copy=True)
 
 
+@register_op("mean", meta=M.float_reduction, flops=M.per_input_element(1), samples=_reduce_samples,
+             torch=lambda torch, a, dim=None, keepdim=False: torch.mean(a, _dims(a, dim), keepdim=keepdim),
+             bad_inputs=_bad_dim)
 class Mean(Function):
     @staticmethod
     def forward(ctx, a, dim=None, keepdim=False):
@@ -47,6 +75,9 @@ class Mean(Function):
         return np.broadcast_to(g / np.float32(max(ctx.n, 1)), ctx.in_shape).astype(np.float32, copy=True)
 
 
+@register_op("amax", meta=M.reduction, flops=M.per_input_element(1), samples=_reduce_samples,
+             torch=lambda torch, a, dim=None, keepdim=False: torch.amax(a, _dims(a, dim), keepdim=keepdim),
+             bad_inputs=lambda: _bad_dim() + [BadInput((S.rand(2, 0),), {"dim": 1}, ValueError, "empty")])
 class Amax(Function):
     """max over axes; ties share the gradient equally (torch.amax's rule)."""
 
@@ -75,6 +106,9 @@ class Amax(Function):
         return (mask * (g / count)).astype(np.float32)
 
 
+@register_op("amin", meta=M.reduction, flops=M.per_input_element(1), samples=_reduce_samples,
+             torch=lambda torch, a, dim=None, keepdim=False: torch.amin(a, _dims(a, dim), keepdim=keepdim),
+             bad_inputs=_bad_dim)
 class Amin(Amax):
     fn = staticmethod(np.min)
 
@@ -83,6 +117,9 @@ class Amin(Amax):
         return Amin._fwd(ctx, a, dim, keepdim)
 
 
+@register_op("max_dim", meta=M.reduction_with_indices, flops=M.per_input_element(1), samples=_dim_samples,
+             torch=lambda torch, a, dim, keepdim=False: tuple(torch.max(a, dim, keepdim=keepdim)),
+             bad_inputs=lambda: [BadInput((S.rand(2, 3), 2), {}, IndexError, "dim")])
 class MaxDim(Function):
     """torch.max(x, dim): (values, indices); the gradient goes to the returned index."""
 
@@ -117,6 +154,9 @@ class MaxDim(Function):
         return out
 
 
+@register_op("min_dim", meta=M.reduction_with_indices, flops=M.per_input_element(1), samples=_dim_samples,
+             torch=lambda torch, a, dim, keepdim=False: tuple(torch.min(a, dim, keepdim=keepdim)),
+             bad_inputs=lambda: [BadInput((S.rand(2, 3), -3), {}, IndexError, "dim")])
 class MinDim(MaxDim):
     pick = staticmethod(np.argmin)
 

@@ -121,15 +121,20 @@ class OpDef:
         """(position, parameter name) of the tensor arguments: where the samples pass arrays."""
         import inspect
         params = [p for p in inspect.signature(self.function.forward).parameters.values()][1:]
+        # a tensor argument gets an array in every sample (or None, for an optional one)
+        samples = self.samples() if self.samples else []
         found = set()
-        for s in (self.samples() if self.samples else []):
+        for s in samples:
             found |= {i for i, a in enumerate(s.args) if isinstance(a, np.ndarray)}
+        var_from = next((i for i, p in enumerate(params) if p.kind is p.VAR_POSITIONAL), None)
+        found = {i for i in found if (var_from is not None and i >= var_from) or all(
+            i < len(s.args) and (s.args[i] is None or isinstance(s.args[i], np.ndarray)) for s in samples)}
         names = []
         for i in sorted(found):
-            if i < len(params) and params[i].kind is not params[i].VAR_POSITIONAL:
+            if var_from is not None and i >= var_from:
+                names.append((i, f"{params[var_from].name}[{i - var_from}]"))
+            elif i < len(params):
                 names.append((i, params[i].name))
-            elif params and params[-1].kind is params[-1].VAR_POSITIONAL:
-                names.append((i, f"{params[-1].name}[{i}]"))
         self._tensor_positions = tuple(names)
         return self._tensor_positions
 

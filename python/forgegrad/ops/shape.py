@@ -4,9 +4,32 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function
+from . import _meta as M
+from . import _samples as S
 from ._util import normalize_axis
+from .registry import BadInput, Sample, register_op
 
 
+def _torch_index(torch, key):
+    if isinstance(key, tuple):
+        return tuple(torch.from_numpy(k) if isinstance(k, np.ndarray) else k for k in key)
+    return torch.from_numpy(key) if isinstance(key, np.ndarray) else key
+
+
+def _getitem_samples():
+    x = S.rand(4, 5, 6)
+    return [Sample((x, (slice(1, None), 2)), name="slice, int"),
+            Sample((x, (Ellipsis, slice(None, None, 2))), name="ellipsis, step"),
+            Sample((x, (None, 1, slice(None, 3))), name="new axis"),
+            Sample((x, np.array([0, 2, 2, 3])), name="repeated index array"),
+            Sample((x, (slice(None), np.array([4, 0]))), name="index array on dim 1")]
+
+
+@register_op("reshape", meta=None, flops=M.no_flops,
+             samples=lambda: [Sample((S.rand(3, 4, 5), (12, 5))), Sample((S.rand(3, 4, 5), (-1, 2, 2)), name="-1"),
+                              Sample((S.rand(6), (1, 6, 1)), name="unit dims")],
+             torch=lambda torch, a, shape: torch.reshape(a, shape),
+             bad_inputs=lambda: [BadInput((S.rand(3, 4), (5, 3)), {}, ValueError, "shape")])
 class Reshape(Function):
     @staticmethod
     def forward(ctx, a, shape):
@@ -22,6 +45,10 @@ class Reshape(Function):
         return g.reshape(ctx.in_shape)
 
 
+@register_op("permute", meta=None, flops=M.no_flops,
+             samples=lambda: [Sample((S.rand(3, 4, 5), (2, 0, 1))), Sample((S.rand(3, 4), (-1, 0)), name="negative")],
+             torch=lambda torch, a, dims: a.permute(*dims),
+             bad_inputs=lambda: [BadInput((S.rand(3, 4), (0, 0)), {}, ValueError, "dims")])
 class Permute(Function):
     @staticmethod
     def forward(ctx, a, dims):
@@ -36,6 +63,10 @@ class Permute(Function):
         return np.transpose(g, np.argsort(ctx.dims))
 
 
+@register_op("expand", meta=None, flops=M.no_flops,
+             samples=lambda: [Sample((S.rand(3, 1), (3, 6))), Sample((S.rand(1, 4), (2, 5, -1, 4)), name="new dims")],
+             torch=lambda torch, a, shape: a.expand(*shape),
+             bad_inputs=lambda: [BadInput((S.rand(3, 2), (3, 5)), {}, ValueError, "expand")])
 class Expand(Function):
     @staticmethod
     def forward(ctx, a, shape):
@@ -60,6 +91,9 @@ def _index_arrays(key):
     return key.data if isinstance(key, Tensor) else key
 
 
+@register_op("getitem", meta=None, flops=M.no_flops, samples=_getitem_samples,
+             torch=lambda torch, a, key: a[_torch_index(torch, key)],
+             bad_inputs=lambda: [BadInput((S.rand(3, 4), (0, 0, 0)), {}, IndexError, "indices")])
 class GetItem(Function):
     @staticmethod
     def forward(ctx, a, key):
@@ -75,6 +109,11 @@ class GetItem(Function):
         return out
 
 
+@register_op("cat", meta=None, flops=M.no_flops,
+             samples=lambda: [Sample((S.rand(3, 4), S.rand(2, 4, seed=1)), {"dim": 0}),
+                              Sample((S.rand(3, 4), S.rand(3, 1, seed=1), S.rand(3, 2, seed=2)), {"dim": -1}, "three")],
+             torch=lambda torch, *arrays, dim=0: torch.cat(arrays, dim),
+             bad_inputs=lambda: [BadInput((S.rand(3, 4), S.rand(2, 5)), {"dim": 0}, ValueError, "shapes")])
 class Cat(Function):
     @staticmethod
     def forward(ctx, *arrays, dim=0):
@@ -94,6 +133,11 @@ class Cat(Function):
         return tuple(np.split(g, splits, axis=ctx.axis))
 
 
+@register_op("stack", meta=None, flops=M.no_flops,
+             samples=lambda: [Sample((S.rand(3, 4), S.rand(3, 4, seed=1)), {"dim": 0}),
+                              Sample((S.rand(3, 4), S.rand(3, 4, seed=1), S.rand(3, 4, seed=2)), {"dim": -1}, "last")],
+             torch=lambda torch, *arrays, dim=0: torch.stack(arrays, dim),
+             bad_inputs=lambda: [BadInput((S.rand(3, 4), S.rand(3, 5)), {}, ValueError, "same shape")])
 class Stack(Function):
     @staticmethod
     def forward(ctx, *arrays, dim=0):
@@ -111,6 +155,7 @@ class Stack(Function):
         return tuple(np.moveaxis(g, ctx.axis, 0))
 
 
+@register_op("clone", meta=None, flops=M.no_flops, samples=S.unary(), torch=lambda torch, a: a.clone())
 class Clone(Function):
     @staticmethod
     def forward(ctx, a):
@@ -119,3 +164,8 @@ class Clone(Function):
     @staticmethod
     def backward(ctx, g):
         return g
+
+
+# Shape ops' rules are their own forward run on zero-byte stand-ins: numpy's shape rules, written once.
+for _fn in (Reshape, Permute, Expand, GetItem, Cat, Stack, Clone):
+    _fn.op.meta = M.structural(_fn)

@@ -12,7 +12,22 @@ import numpy as np
 
 from ..autograd import Function
 from ._util import normalize_axis
+from . import _meta as M
+from . import _samples as S
 from .reduce import _expand_back
+from .registry import BadInput, Sample, register_op
+
+
+def _var_samples():
+    x = S.rand(3, 5, 7)
+    return [Sample((x,), {}, "all"), Sample((x,), {"dim": 1}, "dim 1"),
+            Sample((x,), {"dim": (0, 2), "unbiased": False, "keepdim": True}, "biased keepdim"),
+            Sample((S.rand(*S.LARGE),), {"dim": 0}, "large")]
+
+
+def _torch_var(torch, a, dim=None, unbiased=True, keepdim=False):
+    dims = tuple(range(a.ndim)) if dim is None else dim
+    return torch.var(a, dims, correction=1 if unbiased else 0, keepdim=keepdim)
 
 
 def reduced_axes(dim, ndim: int):
@@ -22,6 +37,10 @@ def reduced_axes(dim, ndim: int):
     return normalize_axis(dim, ndim)
 
 
+@register_op("var", meta=lambda a, dim=None, unbiased=True, keepdim=False: M.float_reduction(
+                 a, None if dim is not None and not isinstance(dim, int) and len(tuple(dim)) == 0 else dim, keepdim),
+             flops=M.per_input_element(3), samples=_var_samples, torch=_torch_var, tol=(1e-5, 1e-6),
+             bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"dim": 5}, IndexError, "dim")])
 class Var(Function):
     """Variance over ``dim`` (all axes when None): sum((x - mean)^2) / (n - 1) when unbiased, else / n.
 
