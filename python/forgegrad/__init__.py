@@ -10,6 +10,7 @@ from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .tensor import (Tensor, arange, as_tensor, cat, empty, eye, full, manual_seed, ones, ones_like, rand,
                      randint, randn, stack, tensor, where, zeros, zeros_like)
 from . import ops
+ops.load_all()
 from . import nn, optim
 from .serialization import load, save
 from . import data, datasets, train

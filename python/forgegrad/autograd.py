@@ -22,92 +22,18 @@ what the ONNX exporter reads as the op's attributes (see ``trace``).
 """
 from __future__ import annotations
 
-import contextlib
-import threading
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, List, Sequence
 
 import numpy as np
 
 from . import devices as _devices
+from .grad_mode import (_state, enable_grad, graph_free, is_grad_enabled, no_grad, set_grad_enabled,  # noqa: F401
+                        trace)
+from .tensor import Tensor
 
 _NDARRAY = np.ndarray
 
 __all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "trace"]
-
-_state = threading.local()
-
-
-def is_grad_enabled() -> bool:
-    return _state.__dict__.get("grad_enabled", True)
-
-
-def graph_free() -> bool:
-    """True when no op needs to go through Function.apply: grad mode is off and no trace() is
-    recording. Layers use it for their inference fast path (a kernel call, no graph bookkeeping)."""
-    d = _state.__dict__
-    return not d.get("grad_enabled", True) and d.get("recorder") is None
-
-
-def _set_grad_enabled(mode: bool) -> None:
-    _state.grad_enabled = bool(mode)
-
-
-class set_grad_enabled(contextlib.ContextDecorator):
-    """Context manager / decorator that turns graph recording on or off."""
-
-    def __init__(self, mode: bool):
-        self.mode = bool(mode)
-
-    # Entered once per inference call: kept to a couple of dict operations.
-    def __enter__(self):
-        d = _state.__dict__
-        self.prev = d.get("grad_enabled", True)
-        d["grad_enabled"] = self.mode
-        return self
-
-    def __exit__(self, *exc):
-        _state.__dict__["grad_enabled"] = self.prev
-        return False
-
-
-class no_grad(set_grad_enabled):
-    """No graph is recorded inside: outputs do not require grad (inference, parameter updates)."""
-
-    def __init__(self):
-        self.mode = False
-
-
-class enable_grad(set_grad_enabled):
-    def __init__(self):
-        self.mode = True
-
-
-# ---- op recording (used by the ONNX exporter) ------------------------------------------------
-class _Recorder:
-    """Collects (function class, args, kwargs, outputs) for every Function.apply while active."""
-
-    def __init__(self):
-        self.records: List[tuple] = []
-
-    def record(self, fn_cls, args, kwargs, outputs):
-        self.records.append((fn_cls, args, kwargs, outputs))
-
-
-@contextlib.contextmanager
-def trace():
-    """Record every op applied inside the block: ``with trace() as rec: model(x)``.
-
-    ``rec.records`` is a list of ``(FunctionClass, args, kwargs, outputs)``, where args keeps the
-    Tensor inputs and the non-tensor arguments in call order and outputs is a tuple of Tensors.
-    """
-    prev = _state.__dict__.get("recorder")
-    rec = _Recorder()
-    _state.recorder = rec
-    try:
-        yield rec
-    finally:
-        _state.recorder = prev
-
 
 # ---- Function --------------------------------------------------------------------------------
 class Function:
@@ -318,12 +244,3 @@ def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
                 slots[k] = g if slots[k] is None else slots[k] + g
         if not retain_graph:
             node.release()
-
-
-# Tensor is bound here once tensor.py has been imported (it imports this module first).
-Tensor = None
-
-
-def _bind_tensor_class(cls) -> None:
-    global Tensor
-    Tensor = cls

@@ -12,10 +12,11 @@ import numpy as np
 
 _F32 = np.dtype(np.float32)
 
-from . import autograd
 from . import devices as _devices
-from .autograd import is_grad_enabled, no_grad
+from ._tensor_methods import TensorMethods
 from .devices import MetaArray
+from .grad_mode import no_grad
+from .ops.registry import _OPS
 
 __all__ = ["Tensor", "tensor", "as_tensor", "zeros", "ones", "full", "empty", "zeros_like", "ones_like",
            "arange", "randn", "rand", "randint", "eye", "cat", "stack", "where", "manual_seed"]
@@ -42,7 +43,7 @@ def _to_storage(data, dtype=None, copy: bool = False) -> np.ndarray:
     return arr
 
 
-class Tensor:
+class Tensor(TensorMethods):
     """An n-dimensional array with automatic differentiation, on the CPU.
 
     Args:
@@ -110,10 +111,6 @@ class Tensor:
     @property
     def grad_fn(self):
         return self._ctx
-
-    @property
-    def T(self) -> "Tensor":
-        return self.permute(*reversed(range(self.ndim)))
 
     def dim(self) -> int:
         return self.data.ndim
@@ -220,7 +217,8 @@ class Tensor:
             g = _to_storage(gradient, self.data.dtype)
             if g.shape != self.shape:
                 raise ValueError(f"backward: gradient has shape {g.shape}, expected {self.shape}")
-        autograd.run_backward(self, g, retain_graph=retain_graph)
+        from .autograd import run_backward
+        run_backward(self, g, retain_graph=retain_graph)
 
     # ---- conversions -----------------------------------------------------------------------
     # casts go through ops.compare.Cast so that autograd.trace() (the ONNX exporter) records them;
@@ -231,8 +229,7 @@ class Tensor:
             dtype = np.dtype(np.float32)
         if dtype == self.data.dtype:
             return self
-        from .ops.compare import Cast
-        return Cast.apply(self, dtype=dtype)
+        return _OPS["cast"](self, dtype=dtype)
 
     def float(self) -> "Tensor":
         return self._cast(np.float32)
@@ -263,10 +260,6 @@ class Tensor:
 
     def cpu(self) -> "Tensor":
         return self
-
-    def clone(self) -> "Tensor":
-        from .ops import shape as S
-        return S.Clone.apply(self)
 
     def copy_(self, src) -> "Tensor":
         with no_grad():
@@ -367,16 +360,14 @@ def randint(low, high, size) -> Tensor:
 
 # ---- free functions over several tensors -------------------------------------------------------
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
-    from .ops import shape as S
-    return S.Cat.apply(*tensors, dim=dim)
+    return _OPS["cat"](*tensors, dim=dim)
 
 
 concatenate = cat
 
 
 def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
-    from .ops import shape as S
-    return S.Stack.apply(*tensors, dim=dim)
+    return _OPS["stack"](*tensors, dim=dim)
 
 
 def where(condition, a, b) -> Tensor:
@@ -385,13 +376,8 @@ def where(condition, a, b) -> Tensor:
     A tensor condition stays a tensor (cast by a recorded op when it is not bool) so that
     autograd.trace() links the result to the op that computed the condition.
     """
-    from .ops import elementwise as E
     if isinstance(condition, Tensor):
         cond = condition.bool()
     else:
         cond = np.asarray(condition).astype(bool)
-    return E.Where.apply(cond, a, b)
-
-
-autograd._bind_tensor_class(Tensor)
-from . import _tensor_methods  # noqa: E402,F401  (attaches operators and methods to Tensor)
+    return _OPS["where"](cond, a, b)

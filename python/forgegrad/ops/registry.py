@@ -31,7 +31,6 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from ..devices import MetaArray
-from ..tensor import Tensor
 
 __all__ = ["OpDef", "Sample", "BadInput", "register_op", "get", "all_ops", "of_function", "CHECKS",
            "count_flops"]
@@ -120,6 +119,9 @@ class OpDef:
     def _find_tensor_positions(self):
         """(position, parameter name) of the tensor arguments: where the samples pass arrays."""
         import inspect
+        from ..tensor import Tensor
+        global _TENSOR_LIKE
+        _TENSOR_LIKE = (Tensor, np.ndarray, int, float, bool, np.number)
         params = [p for p in inspect.signature(self.function.forward).parameters.values()][1:]
         # a tensor argument gets an array in every sample (or None, for an optional one)
         samples = self.samples() if self.samples else []
@@ -167,8 +169,9 @@ class OpDef:
         return f"<op {self.name} ({self.function.__qualname__})>"
 
 
-# What may stand at a tensor argument: numbers and numpy arrays are taken as constants.
-_TENSOR_LIKE = (Tensor, np.ndarray, int, float, bool, np.number)
+# What may stand at a tensor argument (numbers and numpy arrays are taken as constants); set on the
+# first call, when Tensor exists (this module is imported while forgegrad.tensor is being defined).
+_TENSOR_LIKE: tuple = ()
 
 _OPS: Dict[str, OpDef] = {}
 _BY_FUNCTION: Dict[type, OpDef] = {}

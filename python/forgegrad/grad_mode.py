@@ -1,0 +1,92 @@
+"""Grad mode and op recording: the thread-local state every op reads when it runs.
+
+``no_grad`` / ``enable_grad`` / ``set_grad_enabled`` switch graph recording; ``trace()`` records every
+op applied inside it (the ONNX exporter's view of a model). Kept apart from the autograd engine so
+that Tensor can import it without importing the engine.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import List
+
+__all__ = ["no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "graph_free", "trace", "recorder"]
+
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    return _state.__dict__.get("grad_enabled", True)
+
+
+def graph_free() -> bool:
+    """True when no op needs to go through Function.apply: grad mode is off and no trace() is
+    recording. Layers use it for their inference fast path (a kernel call, no graph bookkeeping)."""
+    d = _state.__dict__
+    return not d.get("grad_enabled", True) and d.get("recorder") is None
+
+
+def _set_grad_enabled(mode: bool) -> None:
+    _state.grad_enabled = bool(mode)
+
+
+class set_grad_enabled(contextlib.ContextDecorator):
+    """Context manager / decorator that turns graph recording on or off."""
+
+    def __init__(self, mode: bool):
+        self.mode = bool(mode)
+
+    # Entered once per inference call: kept to a couple of dict operations.
+    def __enter__(self):
+        d = _state.__dict__
+        self.prev = d.get("grad_enabled", True)
+        d["grad_enabled"] = self.mode
+        return self
+
+    def __exit__(self, *exc):
+        _state.__dict__["grad_enabled"] = self.prev
+        return False
+
+
+class no_grad(set_grad_enabled):
+    """No graph is recorded inside: outputs do not require grad (inference, parameter updates)."""
+
+    def __init__(self):
+        self.mode = False
+
+
+class enable_grad(set_grad_enabled):
+    def __init__(self):
+        self.mode = True
+
+
+# ---- op recording (used by the ONNX exporter) ------------------------------------------------
+class _Recorder:
+    """Collects (function class, args, kwargs, outputs) for every Function.apply while active."""
+
+    def __init__(self):
+        self.records: List[tuple] = []
+
+    def record(self, fn_cls, args, kwargs, outputs):
+        self.records.append((fn_cls, args, kwargs, outputs))
+
+
+@contextlib.contextmanager
+def trace():
+    """Record every op applied inside the block: ``with trace() as rec: model(x)``.
+
+    ``rec.records`` is a list of ``(FunctionClass, args, kwargs, outputs)``, where args keeps the
+    Tensor inputs and the non-tensor arguments in call order and outputs is a tuple of Tensors.
+    """
+    prev = _state.__dict__.get("recorder")
+    rec = _Recorder()
+    _state.recorder = rec
+    try:
+        yield rec
+    finally:
+        _state.recorder = prev
+
+
+def recorder():
+    """The active trace() recorder of this thread, or None."""
+    return _state.__dict__.get("recorder")
