@@ -23,7 +23,7 @@ using rows::keep_first;
 
 // Sums of K per-element quantities over a row of n elements. f(i, r, acc) adds the quantities of
 // elements [i, i + r) into acc[0..K), where r == W or, for the last vector, r < W (f must leave the
-// lanes >= r at 0, e.g. with keep_first). Float vector accumulators (two sets, for ILP) within blocks
+// lanes >= r at 0, e.g. with keep_first). Float vector accumulators (four sets, for ILP) within blocks
 // of kSumBlock elements; block sums added in double. The order depends on n only.
 constexpr int64_t kSumBlock = 1024;
 
@@ -32,15 +32,18 @@ inline void row_sums(int64_t n, F f, double* out) {
   for (int k = 0; k < K; ++k) out[k] = 0.0;
   for (int64_t b = 0; b < n; b += kSumBlock) {
     const int64_t e = imin(b + kSumBlock, n);
-    vf a0[K], a1[K];
-    for (int k = 0; k < K; ++k) a0[k] = a1[k] = vzero();
+    vf a0[K], a1[K], a2[K], a3[K];
+    for (int k = 0; k < K; ++k) a0[k] = a1[k] = a2[k] = a3[k] = vzero();
     int64_t i = b;
-    for (; i + 2 * W <= e; i += 2 * W) {
+    for (; i + 4 * W <= e; i += 4 * W) {
       f(i, W, a0);
       f(i + W, W, a1);
+      f(i + 2 * W, W, a2);
+      f(i + 3 * W, W, a3);
     }
     for (; i < e; i += W) f(i, static_cast<int>(imin(W, e - i)), a0);
-    for (int k = 0; k < K; ++k) out[k] += static_cast<double>(vreduce_add(vadd(a0[k], a1[k])));
+    for (int k = 0; k < K; ++k)
+      out[k] += static_cast<double>(vreduce_add(vadd(vadd(a0[k], a1[k]), vadd(a2[k], a3[k]))));
   }
 }
 
@@ -156,11 +159,19 @@ class ColumnSums {
       if (!out_[k]) continue;
       const float* part = buf_.data() + used * n_ * D_;
       float* out = out_[k];
-      parallel_for(D_, imax(1, 65536 / n_), [&](int64_t j0, int64_t j1) {
-        for (int64_t j = j0; j < j1; ++j) {
-          double s = 0.0;
-          for (int64_t c = 0; c < n_; ++c) s += static_cast<double>(part[c * D_ + j]);
-          out[j] = static_cast<float>(s);
+      // Blocks of columns, the chunks walked row by row (contiguous reads); each column's chunk
+      // partials are still added in chunk order.
+      constexpr int64_t kCols = 256;
+      parallel_for((D_ + kCols - 1) / kCols, imax(1, 65536 / (n_ * kCols)), [&](int64_t b0, int64_t b1) {
+        double acc[kCols];
+        for (int64_t blk = b0; blk < b1; ++blk) {
+          const int64_t j0 = blk * kCols, nj = imin(kCols, D_ - j0);
+          for (int64_t j = 0; j < nj; ++j) acc[j] = 0.0;
+          for (int64_t c = 0; c < n_; ++c) {
+            const float* p = part + c * D_ + j0;
+            for (int64_t j = 0; j < nj; ++j) acc[j] += static_cast<double>(p[j]);
+          }
+          for (int64_t j = 0; j < nj; ++j) out[j0 + j] = static_cast<float>(acc[j]);
         }
       });
       ++used;
