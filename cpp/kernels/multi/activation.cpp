@@ -147,8 +147,8 @@ void act_backward(int op, const float* g, const float* saved, float* dx, int64_t
       break;
     case kActSilu: {
       // saved = x: g * s * (1 + x * (1 - s)), s = sigmoid(x), torch's association. The limits
-      // replace the formula at the ends: below kSiluLo, g * -0 (torch's s is exactly 0 there; ours,
-      // from the clamped exp, would be a subnormal); at x = +inf, g (torch's inf * 0 is NaN).
+      // replace the formula at the ends: below kSiluLo, g * -0 (the exact factor is under 3.7e-37
+      // there, and torch's s is exactly 0 below -88.72); at x = +inf, g (torch's inf * 0 is NaN).
       const vf lo = vset1(kSiluLo), hi = vset1(kFltMax), nzero = vset1(-0.0f);
       map2(g, saved, dx, n, kGrainTranscendental, [&](vf gv, vf x) {
         vf s = vdiv(one, vadd(one, vexp(vneg(x))));
