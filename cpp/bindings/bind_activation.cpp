@@ -48,11 +48,13 @@ void bind(py::module_& m) {
   m.attr("GELU_TANH") = int(fg::kActGeluTanh);
   m.attr("SIGMOID") = int(fg::kActSigmoid);
   m.attr("TANH") = int(fg::kActTanh);
+  m.attr("SILU") = int(fg::kActSilu);
   m.def("act_forward", &act_forward, py::arg("op"), py::arg("x"), py::arg("out"), py::arg("alpha") = 0.0f,
         "out = act(x) elementwise on C-contiguous float32 arrays of the same shape (out may be x).");
   m.def("act_backward", &act_backward, py::arg("op"), py::arg("grad"), py::arg("saved"), py::arg("out"),
         py::arg("alpha") = 0.0f,
-        "out = grad * act'(.) from saved = the forward output (relu, sigmoid, tanh) or input (others).");
+        "out = grad * act'(.) from saved = the forward output (relu, sigmoid, tanh) or input (others: "
+        "leaky_relu, gelu, gelu_tanh, silu).");
   m.def("column_sums", &column_sums, py::arg("x"), py::arg("out"),
         "out[c] = sum over rows of x[:, c] for a C-contiguous (rows, cols) float32 array, in row order.");
 }

@@ -1,7 +1,7 @@
 // Elementwise activations, forward and backward, on contiguous float32 buffers of n elements.
 // Multithreaded over fixed 1024-element blocks; every element is computed by the same lane
 // operations whoever owns it, so results are bit-identical for any thread count. NaN inputs give
-// NaN outputs where torch's do (relu, leaky_relu, gelu, sigmoid, tanh forward).
+// NaN outputs where torch's do (relu, leaky_relu, gelu, sigmoid, tanh, silu forward).
 #pragma once
 #include <cstdint>
 
@@ -17,7 +17,8 @@ enum ActOp : int {
   kActGeluTanh = 3,   // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (torch approximate='tanh')
   kActSigmoid = 4,    // 1 / (1 + exp(-x))
   kActTanh = 5,
-  kActCount = 6
+  kActSilu = 6,       // x * sigmoid(x) = x / (1 + exp(-x))                (torch silu / swish)
+  kActCount = 7
 };
 
 // What backward reads besides the incoming gradient: the forward output y, or the input x.
@@ -27,7 +28,7 @@ inline bool act_backward_uses_output(int op) { return op == kActRelu || op == kA
 FG_KERNEL(void, act_forward, (int op, const float* x, float* y, int64_t n, float alpha), (op, x, y, n, alpha))
 
 // dx[i] = g[i] * act'(.) computed from saved[i], which is y (relu, sigmoid, tanh) or x (leaky_relu,
-// gelu, gelu_tanh); see act_backward_uses_output. dx may alias g.
+// gelu, gelu_tanh, silu); see act_backward_uses_output. dx may alias g.
 FG_KERNEL(void, act_backward, (int op, const float* g, const float* saved, float* dx, int64_t n, float alpha),
           (op, g, saved, dx, n, alpha))
 

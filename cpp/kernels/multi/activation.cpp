@@ -53,6 +53,14 @@ constexpr float kInvSqrt2Pi = 0.39894228040143267794f;     // 1/sqrt(2 pi)
 constexpr float kSqrt2OverPi = 0.79788456080286535588f;    // sqrt(2/pi)
 constexpr float kKappa = 0.044715f;
 
+// SiLU: for x < kSiluLo the result is -0, chosen by a select: x = -inf then gives -0 (the limit)
+// where torch's x / (1 + exp(-x)) is -inf / inf = NaN, and every ISA agrees near the overflow of
+// exp(-x) (AVX2's vexp already returns inf from 127.5 ln 2 = 88.376 on, the others only past
+// 88.72). The exact results there are under 3.7e-37 in size; torch's exp overflows at 88.72 and
+// gives -0 below that. NaN x fails the compare and goes through the formula, so it stays NaN.
+constexpr float kSiluLo = -88.37f;
+constexpr float kFltMax = 3.402823466e38f;
+
 }  // namespace
 
 void act_forward(int op, const float* x, float* y, int64_t n, float alpha) {
@@ -85,6 +93,13 @@ void act_forward(int op, const float* x, float* y, int64_t n, float alpha) {
     case kActTanh:
       map1(x, y, n, kGrainTranscendental, [&](vf v) { return vtanh(v); });
       break;
+    case kActSilu: {
+      // x / (1 + exp(-x)): torch's association (one rounding fewer than x * sigmoid(x)).
+      const vf lo = vset1(kSiluLo), nzero = vset1(-0.0f);
+      map1(x, y, n, kGrainTranscendental,
+           [&](vf v) { return vselect_gt(lo, v, nzero, vdiv(v, vadd(one, vexp(vneg(v))))); });
+      break;
+    }
     default:
       break;  // the binding rejects unknown ops
   }
@@ -130,6 +145,18 @@ void act_backward(int op, const float* g, const float* saved, float* dx, int64_t
     case kActTanh:  // saved = y: g * (1 - y^2)
       map2(g, saved, dx, n, kGrainCheap, [&](vf gv, vf y) { return vmul(gv, vfnmadd(y, y, one)); });
       break;
+    case kActSilu: {
+      // saved = x: g * s * (1 + x * (1 - s)), s = sigmoid(x), torch's association. The limits
+      // replace the formula at the ends: below kSiluLo, g * -0 (the exact factor is under 3.7e-37
+      // there, and torch's s is exactly 0 below -88.72); at x = +inf, g (torch's inf * 0 is NaN).
+      const vf lo = vset1(kSiluLo), hi = vset1(kFltMax), nzero = vset1(-0.0f);
+      map2(g, saved, dx, n, kGrainTranscendental, [&](vf gv, vf x) {
+        vf s = vdiv(one, vadd(one, vexp(vneg(x))));
+        vf d = vmul(vmul(gv, s), vadd(one, vmul(x, vsub(one, s))));
+        return vselect_gt(x, hi, gv, vselect_gt(lo, x, vmul(gv, nzero), d));
+      });
+      break;
+    }
     default:
       break;
   }

@@ -1,7 +1,7 @@
 """Elementwise activations on numpy float32 arrays, forward and backward, backed by C++ SIMD kernels.
 
 Each ``*_backward`` takes the incoming gradient and what the forward saved: the output ``y`` for
-relu, sigmoid and tanh, the input ``x`` for leaky_relu and gelu. Inputs of any shape; non
+relu, sigmoid and tanh, the input ``x`` for leaky_relu, gelu and silu. Inputs of any shape; non
 C-contiguous inputs are copied once. Results are bit-identical for any thread count.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from ._checks import as_f32, check_out
 
 __all__ = [
     "relu", "relu_backward", "leaky_relu", "leaky_relu_backward", "gelu", "gelu_backward",
-    "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "column_sums",
+    "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "silu", "silu_backward", "column_sums",
 ]
 
 _A = _C.activation
@@ -122,6 +122,18 @@ def tanh(x, *, out=None) -> np.ndarray:
 def tanh_backward(grad, y, *, out=None) -> np.ndarray:
     """grad * (1 - y * y) from the forward output y."""
     return _backward(_A.TANH, grad, y, "y", out)
+
+
+def silu(x, *, out=None) -> np.ndarray:
+    """x * sigmoid(x) (SiLU / swish). Finite for any finite x; -inf gives -0 (the limit, where torch
+    gives NaN), +inf gives inf, NaN stays NaN."""
+    return _forward(_A.SILU, x, out)
+
+
+def silu_backward(grad, x, *, out=None) -> np.ndarray:
+    """grad * s * (1 + x * (1 - s)), s = sigmoid(x), from the forward input x. At x = +-inf the
+    limits (grad and -0 * grad) where torch's formula gives NaN."""
+    return _backward(_A.SILU, grad, x, "x", out)
 
 
 def column_sums(x, *, out=None) -> np.ndarray:

@@ -1,9 +1,15 @@
-"""Batch normalisation on numpy float32 arrays: (N, C), (N, C, L) or (N, C, H, W), PyTorch semantics.
+"""Normalisation kernels on numpy float32 arrays, PyTorch semantics.
 
-``batch_norm_forward`` updates ``running_mean`` / ``running_var`` in place when training (momentum
-update, unbiased variance, as torch) and returns ``(y, save_mean, save_invstd)``; in evaluation
-the saved statistics are the running ones, so ``batch_norm_backward`` takes the same arguments in
-both modes.
+Batch norm over the channel axis of (N, C), (N, C, L) or (N, C, H, W): ``batch_norm_forward``
+updates ``running_mean`` / ``running_var`` in place when training (momentum update, unbiased
+variance, as torch) and returns ``(y, save_mean, save_invstd)``; in evaluation the saved statistics
+are the running ones, so ``batch_norm_backward`` takes the same arguments in both modes.
+
+Layer norm and RMS norm over the trailing ``normalized_shape`` axes of x: the leading axes are the
+batch, and the saved statistics (``mean``, ``rstd``) have the batch shape ``x.shape[:-k]`` (torch's
+native_layer_norm keeps k trailing 1s instead). The backward functions find the normalized axes
+from that shape. Non-contiguous inputs are copied once; results are bit-identical for any thread
+count.
 """
 from __future__ import annotations
 
@@ -12,7 +18,10 @@ import numpy as np
 from .. import _C
 from ._checks import as_f32, check_ndim
 
-__all__ = ["batch_norm_forward", "batch_norm_backward"]
+__all__ = ["batch_norm_forward", "batch_norm_backward", "layer_norm_forward", "layer_norm_backward",
+           "rms_norm_forward", "rms_norm_backward"]
+
+_LN = _C.layernorm
 
 
 def _channel(v, name, c, writable=False):
@@ -84,3 +93,149 @@ def batch_norm_backward(grad_y, x, weight, save_mean, save_invstd, training=True
     _C.batchnorm.batch_norm_backward(x, np.ascontiguousarray(grad_y), weight, save_mean, save_invstd,
                                      bool(training), gx, gw, gb)
     return gx, gw, gb
+
+
+# ---- layer norm / RMS norm --------------------------------------------------------------------
+def _contig(a):
+    # np.ascontiguousarray would turn a 0-d statistic (of 1-D x) into shape (1,)
+    return np.asarray(a, order="C")
+
+
+def _normalized_shape(normalized_shape) -> tuple:
+    if isinstance(normalized_shape, (int, np.integer)) and not isinstance(normalized_shape, (bool, np.bool_)):
+        shape = (int(normalized_shape),)
+    elif isinstance(normalized_shape, (tuple, list)):
+        shape = tuple(normalized_shape)
+    else:
+        raise TypeError(f"normalized_shape must be an int or a tuple of ints, got {type(normalized_shape).__name__}")
+    for d in shape:
+        if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)):
+            raise TypeError(f"normalized_shape must hold ints, got {normalized_shape!r}")
+    if not shape:
+        raise ValueError("normalized_shape must have at least one dimension, got ()")
+    if any(d < 1 for d in shape):
+        raise ValueError(f"normalized_shape must hold sizes >= 1, got {shape}")
+    return tuple(int(d) for d in shape)
+
+
+def _rows_input(x, normalized_shape):
+    """x as a contiguous float32 array whose trailing axes equal normalized_shape, and that shape."""
+    x = as_f32(x, "x")
+    shape = _normalized_shape(normalized_shape)
+    if x.ndim < len(shape) or x.shape[x.ndim - len(shape):] != shape:
+        raise ValueError(f"x's trailing dimensions must equal normalized_shape {shape}, got x of shape {x.shape}")
+    return _contig(x), shape
+
+
+def _param(v, name, shape):
+    """An optional weight / bias of the normalized shape, contiguous."""
+    if v is None:
+        return None
+    v = as_f32(v, name)
+    if v.shape != shape:
+        raise ValueError(f"{name} must have the normalized shape {shape}, got {v.shape}")
+    return _contig(v)
+
+
+def _eps(eps):
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.integer, np.floating)):
+        raise TypeError(f"eps must be a number, got {type(eps).__name__}")
+    eps = float(eps)
+    if not (0.0 <= eps < float("inf")):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps}")
+    return eps
+
+
+def _needs(needs, n):
+    try:
+        flags = tuple(bool(v) for v in needs)
+    except TypeError:
+        flags = ()
+    if len(flags) != n:
+        raise ValueError(f"needs must be a tuple of {n} booleans, got {needs!r}")
+    return flags
+
+
+def _backward_inputs(grad, x, stats):
+    """Checked (grad, x, stats..., normalized shape) of a backward call; stats are (name, array)
+    pairs whose shape (the batch shape) says where the normalized axes of x start."""
+    x = _contig(as_f32(x, "x"))
+    grad = as_f32(grad, "grad")
+    if grad.shape != x.shape:
+        raise ValueError(f"grad must have the shape of x {x.shape}, got {grad.shape}")
+    out = []
+    batch = None
+    for name, s in stats:
+        s = as_f32(s, name)
+        if batch is None:
+            batch = s.shape
+            if s.ndim >= x.ndim or x.shape[:s.ndim] != s.shape:
+                raise ValueError(f"{name} must have the batch shape of x (its axes before the normalized ones), "
+                                 f"got {s.shape} for x of shape {x.shape}")
+        elif s.shape != batch:
+            raise ValueError(f"{name} must have the shape of {stats[0][0]} {batch}, got {s.shape}")
+        out.append(_contig(s))
+    return _contig(grad), x, out, x.shape[len(batch):]
+
+
+def layer_norm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """``torch.nn.functional.layer_norm`` over the trailing ``normalized_shape`` axes of x.
+
+    Returns ``(y, mean, rstd)``: mean and ``rstd = 1 / sqrt(var + eps)`` (biased variance) per row,
+    with the batch shape of x. weight / bias: None or arrays of ``normalized_shape``.
+    """
+    x, shape = _rows_input(x, normalized_shape)
+    weight = _param(weight, "weight", shape)
+    bias = _param(bias, "bias", shape)
+    eps = _eps(eps)
+    batch = x.shape[:x.ndim - len(shape)]
+    y = np.empty(x.shape, np.float32)
+    mean = np.empty(batch, np.float32)
+    rstd = np.empty(batch, np.float32)
+    _LN.layer_norm_forward(x, len(shape), weight, bias, eps, y, mean, rstd)
+    return y, mean, rstd
+
+
+def layer_norm_backward(grad, x, mean, rstd, weight=None, needs=(True, True, True)):
+    """``(grad_x, grad_weight, grad_bias)`` of layer_norm_forward from its saved mean and rstd.
+
+    weight None means a scale of 1. needs = (x, weight, bias) flags; an entry not needed comes back
+    as None. grad_weight / grad_bias are column sums over the rows in a fixed order.
+    """
+    grad, x, (mean, rstd), shape = _backward_inputs(grad, x, [("mean", mean), ("rstd", rstd)])
+    weight = _param(weight, "weight", shape)
+    need_x, need_w, need_b = _needs(needs, 3)
+    gx = np.empty(x.shape, np.float32) if need_x else None
+    gw = np.empty(shape, np.float32) if need_w else None
+    gb = np.empty(shape, np.float32) if need_b else None
+    if need_x or need_w or need_b:
+        _LN.layer_norm_backward(grad, x, mean, rstd, weight, gx, gw, gb)
+    return gx, gw, gb
+
+
+def rms_norm_forward(x, normalized_shape, weight=None, eps=None):
+    """``torch.nn.functional.rms_norm``: y = x * rstd * weight, rstd = 1 / sqrt(mean(x^2) + eps).
+
+    eps None means ``torch.finfo(float32).eps`` (torch's default). Returns ``(y, rstd)``, rstd with
+    the batch shape of x.
+    """
+    x, shape = _rows_input(x, normalized_shape)
+    weight = _param(weight, "weight", shape)
+    eps = float(np.finfo(np.float32).eps) if eps is None else _eps(eps)
+    y = np.empty(x.shape, np.float32)
+    rstd = np.empty(x.shape[:x.ndim - len(shape)], np.float32)
+    _LN.rms_norm_forward(x, len(shape), weight, eps, y, rstd)
+    return y, rstd
+
+
+def rms_norm_backward(grad, x, rstd, weight=None, needs=(True, True)):
+    """``(grad_x, grad_weight)`` of rms_norm_forward from its saved rstd; needs = (x, weight) flags,
+    an entry not needed comes back as None. weight None means a scale of 1."""
+    grad, x, (rstd,), shape = _backward_inputs(grad, x, [("rstd", rstd)])
+    weight = _param(weight, "weight", shape)
+    need_x, need_w = _needs(needs, 2)
+    gx = np.empty(x.shape, np.float32) if need_x else None
+    gw = np.empty(shape, np.float32) if need_w else None
+    if need_x or need_w:
+        _LN.rms_norm_backward(grad, x, rstd, weight, gx, gw)
+    return gx, gw
