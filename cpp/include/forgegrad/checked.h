@@ -24,4 +24,11 @@ inline bool checked_elements(std::initializer_list<int64_t> dims, int64_t* out) 
   return true;
 }
 
+// The extent of a dilated window, dil * (k - 1) + 1; false on overflow, when the argument to blame
+// is window_blame(k, dil).
+inline bool window_extent(int64_t k, int64_t dil, int64_t* out) {
+  return checked_mul(dil, k - 1, out) && checked_add(*out, 1, out);
+}
+inline const char* window_blame(int64_t k, int64_t dil) { return dil > k ? "dilation" : "kernel_size"; }
+
 }  // namespace fg

@@ -46,7 +46,7 @@ inline const char* conv_out_size(int64_t in, int64_t pad_lo, int64_t pad_hi, int
                                  int64_t dil, int64_t* out) {
   int64_t pads, padded, extent, reach;
   if (!checked_add(pad_lo, pad_hi, &pads) || !checked_add(in, pads, &padded)) return "padding";
-  if (!checked_mul(dil, k - 1, &extent) || !checked_add(extent, 1, &extent)) return "kernel_size";
+  if (!window_extent(k, dil, &extent)) return window_blame(k, dil);
   if (!checked_add(padded, extent, &reach) || !checked_add(reach, stride, &reach))
     return conv_blame(in, pads, extent, stride);
   *out = padded < extent ? 0 : (padded - extent) / stride + 1;
@@ -56,7 +56,7 @@ inline const char* conv_out_size(int64_t in, int64_t pad_lo, int64_t pad_hi, int
 // torch's padding="same" (stride 1): total dil * (k - 1), the odd pixel on the bottom/right.
 inline const char* conv_same_padding(int64_t k, int64_t dil, int64_t* lo, int64_t* hi) {
   int64_t total;
-  if (!checked_mul(dil, k - 1, &total)) return "kernel_size";
+  if (!checked_mul(dil, k - 1, &total)) return window_blame(k, dil);
   *lo = total / 2;
   *hi = total - *lo;
   return nullptr;
@@ -68,9 +68,9 @@ inline const char* keras_same_padding(int64_t in, int64_t k, int64_t stride, int
                                       int64_t* hi) {
   const int64_t out = in / stride + (in % stride != 0);
   int64_t extent, total;
-  if (!checked_mul(dil, k - 1, &extent) || !checked_add(extent, 1, &extent)) return "kernel_size";
-  // (out - 1) * stride < in, so neither step below can overflow once extent fits
-  if (!checked_add(out > 0 ? (out - 1) * stride : 0, extent, &total)) return "kernel_size";
+  if (!window_extent(k, dil, &extent)) return window_blame(k, dil);
+  // (out - 1) * stride < in cannot overflow; its sum with the extent can
+  if (!checked_add(out > 0 ? (out - 1) * stride : 0, extent, &total)) return window_blame(k, dil);
   total = total > in ? total - in : 0;
   *lo = total / 2;
   *hi = total - *lo;

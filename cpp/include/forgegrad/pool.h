@@ -27,7 +27,7 @@ inline const char* pool_out_size(int64_t in, int64_t k, int64_t pad, int64_t str
                                  int64_t* out) {
   int64_t padded, extent, reach;
   if (!checked_add(in, pad, &padded) || !checked_add(padded, pad, &padded)) return "padding";
-  if (!checked_mul(dil, k - 1, &extent) || !checked_add(extent, 1, &extent)) return "kernel_size";
+  if (!window_extent(k, dil, &extent)) return window_blame(k, dil);
   if (!checked_add(padded, extent, &reach) || !checked_add(reach, stride, &reach))
     return stride > extent ? "stride" : "kernel_size";
   const int64_t num = padded - extent + (ceil_mode ? stride - 1 : 0);
