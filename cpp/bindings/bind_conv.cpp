@@ -146,7 +146,8 @@ fg::Conv2dGeom make_geom(const std::string& op, const std::vector<int64_t>& xs, 
   if (ws[1] != g.C / groups)
     fail(op, "weight must have shape (out_channels, in_channels / groups, kH, kW) = " +
                  fg::bind::shape_str({g.OC, g.C / groups, g.KH, g.KW}) + " for input of shape " +
-                 fg::bind::shape_str(xs) + " and groups=" + std::to_string(groups) + ", got " + fg::bind::shape_str(ws));
+                 fg::bind::shape_str(xs) + " and groups=" + std::to_string(groups) + ", got " +
+                 fg::bind::shape_str(ws));
   const auto describe = [&](const char* why) {
     return "input " + fg::bind::shape_str(xs) + ", weight " + fg::bind::shape_str(ws) + ", stride " + str(stride) +
            ", padding (top, bottom, left, right) " + str(padding) + ", dilation " + str(dilation) + " " + why;
