@@ -24,6 +24,7 @@ def onnx_pads(padding, kernel, stride=1, dilation=1, owner: str = "Conv") -> Tup
 
 def conv2d(ctx, x: str, w: str, b: Optional[str], kernel, stride=1, padding=0, dilation=1, groups=1,
            in_hw=None) -> str:
+    """Conv; in_hw is not needed (a size-dependent padding, Keras' "same", reaches the op resolved)."""
     kernel = pair(tuple(kernel), "kernel_size", "Conv")
     stride, dilation = pair(stride, "stride", "Conv"), pair(dilation, "dilation", "Conv")
     pads = onnx_pads(padding, kernel, stride, dilation)
