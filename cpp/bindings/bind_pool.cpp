@@ -1,5 +1,8 @@
-// forgegrad._C.pool: max / average / adaptive average pooling on numpy arrays. The geometry and
-// every shape are checked here; max_pool2d_backward also range-checks the indices it scatters to.
+// forgegrad._C.pool: max / average / adaptive average pooling on numpy arrays, and the pooling
+// geometry (output_shape) that Python asks instead of recomputing it. The geometry and every shape
+// are checked here, in overflow-checked arithmetic; max_pool2d_backward also range-checks the
+// indices it scatters to.
+#include <optional>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -17,25 +20,44 @@ namespace {
 
 using Pair = std::pair<int64_t, int64_t>;
 
-fg::Pool2dGeom make_geom(const char* op, const std::vector<int64_t>& xs, Pair k, Pair s, Pair p, Pair d,
+[[noreturn]] void fail(const std::string& op, const std::string& msg) { throw py::value_error(op + ": " + msg); }
+std::string str(Pair p) { return fg::bind::shape_str({p.first, p.second}); }
+
+// Pooling geometry (torch's rules), the one place it is computed and checked: Python asks it through
+// output_shape below. Throws ValueError naming the argument, including for sizes whose arithmetic
+// would overflow int64 here or in the kernels.
+fg::Pool2dGeom make_geom(const std::string& op, const std::vector<int64_t>& xs, Pair k, Pair s, Pair p, Pair d,
                          bool ceil_mode) {
-  const std::string o(op);
   fg::Pool2dGeom g{};
   g.N = xs[0], g.C = xs[1], g.H = xs[2], g.W = xs[3];
   std::tie(g.KH, g.KW) = k;
   std::tie(g.stride_h, g.stride_w) = s;
   std::tie(g.pad_h, g.pad_w) = p;
   std::tie(g.dil_h, g.dil_w) = d;
-  if (g.KH < 1 || g.KW < 1) throw py::value_error(o + ": kernel_size must be >= 1");
-  if (g.stride_h < 1 || g.stride_w < 1) throw py::value_error(o + ": stride must be >= 1");
-  if (g.dil_h < 1 || g.dil_w < 1) throw py::value_error(o + ": dilation must be >= 1");
-  if (g.pad_h < 0 || g.pad_w < 0 || 2 * g.pad_h > g.KH || 2 * g.pad_w > g.KW)
-    throw py::value_error(o + ": padding must be >= 0 and at most half of kernel_size");
+  if (g.KH < 1 || g.KW < 1) fail(op, "kernel_size must be >= 1, got " + str(k));
+  if (g.stride_h < 1 || g.stride_w < 1) fail(op, "stride must be >= 1, got " + str(s));
+  if (g.dil_h < 1 || g.dil_w < 1) fail(op, "dilation must be >= 1, got " + str(d));
+  if (g.pad_h < 0 || g.pad_w < 0 || g.pad_h > g.KH / 2 || g.pad_w > g.KW / 2)  // 2 * pad could overflow
+    fail(op, "padding must be >= 0 and at most half of kernel_size, got padding=" + str(p) + ", kernel_size=" + str(k));
   if (g.N < 0 || g.C < 1 || g.H < 1 || g.W < 1)
-    throw py::value_error(o + ": input must have shape (N, C>=1, H>=1, W>=1), got " + fg::bind::shape_str(xs));
-  g.OH = fg::pool_out_size(g.H, g.KH, g.pad_h, g.stride_h, g.dil_h, ceil_mode);
-  g.OW = fg::pool_out_size(g.W, g.KW, g.pad_w, g.stride_w, g.dil_w, ceil_mode);
-  if (g.OH < 1 || g.OW < 1) throw py::value_error(o + ": kernel_size is larger than the padded input");
+    fail(op, "input must have shape (N, C>=1, H>=1, W>=1), got " + fg::bind::shape_str(xs));
+  const auto describe = [&](const char* why) {
+    return "input " + fg::bind::shape_str(xs) + ", kernel_size " + str(k) + ", stride " + str(s) + ", padding " +
+           str(p) + ", dilation " + str(d) + " " + why;
+  };
+  const char* bad = fg::pool_out_size(g.H, g.KH, g.pad_h, g.stride_h, g.dil_h, ceil_mode, &g.OH);
+  if (!bad) bad = fg::pool_out_size(g.W, g.KW, g.pad_w, g.stride_w, g.dil_w, ceil_mode, &g.OW);
+  if (bad) fail(op, std::string(bad) + " is too large: " + describe("overflow int64"));
+  if (g.OH < 1 || g.OW < 1)
+    fail(op, "kernel_size " + str(k) + " (dilation " + str(d) + ") is larger than the padded input " +
+                 str({g.H + 2 * g.pad_h, g.W + 2 * g.pad_w}));  // fits: checked by pool_out_size
+  // the input, the output and the padded plane an average window's divisor is counted in
+  int64_t n;
+  if (!fg::checked_elements({g.N, g.C, g.H, g.W}, &n))
+    fail(op, "input is too large: " + describe("need more than 2^58 elements"));
+  if (!fg::checked_elements({g.N, g.C, g.OH, g.OW}, &n) ||
+      !fg::checked_elements({g.H + 2 * g.pad_h, g.W + 2 * g.pad_w}, &n))
+    fail(op, "padding is too large: " + describe("need more than 2^58 elements"));
   return g;
 }
 
@@ -94,6 +116,14 @@ void avg_bwd(const py::array& gy, const py::array& gx, Pair k, Pair s, Pair p, b
   fg::avg_pool2d_backward(g, GY.f32(), GX.f32(), count_include_pad, divisor_override);
 }
 
+// The kernels compute window bounds as (o + 1) * in / out: that product must fit.
+void check_adaptive(const char* op, const std::vector<int64_t>& in, const std::vector<int64_t>& out) {
+  int64_t n;
+  if (!fg::checked_mul(out[2], in[2], &n) || !fg::checked_mul(out[3], in[3], &n))
+    fail(op, "output size " + str({out[2], out[3]}) + " times the input size " + str({in[2], in[3]}) +
+                 " overflows int64");
+}
+
 void adaptive_fwd(const py::array& x, const py::array& y) {
   ArrayArg X = fg::bind::f32_arg(x, "input", 4);
   ArrayArg Y = fg::bind::f32_arg(y, "out", 4, fg::bind::kContiguous, true);
@@ -101,6 +131,7 @@ void adaptive_fwd(const py::array& x, const py::array& y) {
       X.shape[2] < 1 || X.shape[3] < 1)
     throw py::value_error("adaptive_avg_pool2d: bad shapes input " + fg::bind::shape_str(X.shape) +
                           ", out " + fg::bind::shape_str(Y.shape));
+  check_adaptive("adaptive_avg_pool2d", X.shape, Y.shape);
   py::gil_scoped_release release;
   fg::adaptive_avg_pool2d_forward(X.shape[0], X.shape[1], X.shape[2], X.shape[3], Y.shape[2], Y.shape[3],
                                   X.f32(), Y.f32());
@@ -113,9 +144,20 @@ void adaptive_bwd(const py::array& gy, const py::array& gx) {
       GX.shape[2] < 1 || GX.shape[3] < 1)
     throw py::value_error("adaptive_avg_pool2d_backward: bad shapes grad_output " +
                           fg::bind::shape_str(GY.shape) + ", grad_input " + fg::bind::shape_str(GX.shape));
+  check_adaptive("adaptive_avg_pool2d_backward", GX.shape, GY.shape);
   py::gil_scoped_release release;
   fg::adaptive_avg_pool2d_backward(GX.shape[0], GX.shape[1], GX.shape[2], GX.shape[3], GY.shape[2],
                                    GY.shape[3], GY.f32(), GX.f32());
+}
+
+// (N, C, OH, OW) of max / avg pooling; stride None means kernel_size (as torch).
+std::vector<int64_t> py_output_shape(const std::vector<int64_t>& input_shape, Pair kernel_size,
+                                     std::optional<Pair> stride, Pair padding, Pair dilation, bool ceil_mode,
+                                     const std::string& op) {
+  if (input_shape.size() != 4) fail(op, "input_shape must have 4 entries, got " + fg::bind::shape_str(input_shape));
+  const fg::Pool2dGeom g = make_geom(op, input_shape, kernel_size, stride.value_or(kernel_size), padding, dilation,
+                                     ceil_mode);
+  return {g.N, g.C, g.OH, g.OW};
 }
 
 void bind(py::module_& m) {
@@ -130,6 +172,11 @@ void bind(py::module_& m) {
         py::arg("divisor_override"));
   m.def("adaptive_avg_pool2d_forward", &adaptive_fwd, py::arg("input"), py::arg("out"));
   m.def("adaptive_avg_pool2d_backward", &adaptive_bwd, py::arg("grad_output"), py::arg("grad_input"));
+  m.def("output_shape", &py_output_shape, py::arg("input_shape"), py::arg("kernel_size"), py::arg("stride"),
+        py::arg("padding") = Pair{0, 0}, py::arg("dilation") = Pair{1, 1}, py::arg("ceil_mode") = false,
+        py::arg("op") = "pool2d",
+        "Validated (N, C, OH, OW) of max / avg pooling (stride None: kernel_size), torch's rules incl. "
+        "ceil_mode. Raises ValueError naming the argument, prefixed by op.");
 }
 
 }  // namespace

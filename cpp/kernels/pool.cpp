@@ -14,6 +14,17 @@ namespace {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// a * b for the per-plane work estimate, saturating: a huge kernel only needs "a lot", not a
+// product that overflows.
+inline int64_t work(int64_t a, int64_t b) {
+  int64_t r;
+  return checked_mul(a, b, &r) ? r : INT64_MAX;
+}
+
+// The first tap of a dilated window starting at v0 (< 0 in the padding) that lies inside the
+// image: v0 + ceil(-v0 / dil) * dil, in one step (a loop would take up to pad / dil iterations).
+inline int64_t first_tap(int64_t v0, int64_t dil) { return v0 >= 0 ? v0 : v0 + ceil_div(-v0, dil) * dil; }
+
 template <class F>
 void for_planes(int64_t planes, int64_t plane_work, F f) {
   int64_t grain = plane_work >= 4096 ? 1 : 4096 / (plane_work > 0 ? plane_work : 1);
@@ -101,18 +112,16 @@ void max_pool2d_forward_2x2(const Pool2dGeom& g, const float* x, float* y, int64
 void max_pool2d_forward(const Pool2dGeom& g, const float* x, float* y, int64_t* indices) {
   if (is_plain_2x2(g)) return max_pool2d_forward_2x2(g, x, y, indices);
   const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
-  for_planes(g.N * g.C, OHW * g.KH * g.KW, [&](int64_t p) {
+  for_planes(g.N * g.C, work(OHW, work(g.KH, g.KW)), [&](int64_t p) {
     const float* xs = x + p * HW;
     float* ys = y + p * OHW;
     int64_t* is = indices + p * OHW;
     for (int64_t oh = 0; oh < g.OH; ++oh) {
-      int64_t h0 = oh * g.stride_h - g.pad_h;
-      const int64_t h1 = std::min(h0 + (g.KH - 1) * g.dil_h + 1, g.H);
-      while (h0 < 0) h0 += g.dil_h;
+      const int64_t hs = oh * g.stride_h - g.pad_h;
+      const int64_t h1 = std::min(hs + (g.KH - 1) * g.dil_h + 1, g.H), h0 = first_tap(hs, g.dil_h);
       for (int64_t ow = 0; ow < g.OW; ++ow) {
-        int64_t w0 = ow * g.stride_w - g.pad_w;
-        const int64_t w1 = std::min(w0 + (g.KW - 1) * g.dil_w + 1, g.W);
-        while (w0 < 0) w0 += g.dil_w;
+        const int64_t ws = ow * g.stride_w - g.pad_w;
+        const int64_t w1 = std::min(ws + (g.KW - 1) * g.dil_w + 1, g.W), w0 = first_tap(ws, g.dil_w);
         int64_t best_i = h0 * g.W + w0;
         float best = -std::numeric_limits<float>::infinity();
         for (int64_t h = h0; h < h1; h += g.dil_h)
@@ -145,7 +154,7 @@ void max_pool2d_backward(const Pool2dGeom& g, const float* gy, const int64_t* in
 void avg_pool2d_forward(const Pool2dGeom& g, const float* x, float* y, bool count_include_pad,
                         int64_t divisor_override) {
   const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
-  for_planes(g.N * g.C, OHW * g.KH * g.KW, [&](int64_t p) {
+  for_planes(g.N * g.C, work(OHW, work(g.KH, g.KW)), [&](int64_t p) {
     const float* xs = x + p * HW;
     float* ys = y + p * OHW;
     for (int64_t oh = 0; oh < g.OH; ++oh)
@@ -163,7 +172,7 @@ void avg_pool2d_forward(const Pool2dGeom& g, const float* x, float* y, bool coun
 void avg_pool2d_backward(const Pool2dGeom& g, const float* gy, float* gx, bool count_include_pad,
                          int64_t divisor_override) {
   const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
-  for_planes(g.N * g.C, OHW * g.KH * g.KW + HW, [&](int64_t p) {
+  for_planes(g.N * g.C, work(OHW, work(g.KH, g.KW)), [&](int64_t p) {
     float* d = gx + p * HW;
     std::memset(d, 0, sizeof(float) * HW);
     const float* s = gy + p * OHW;

@@ -1,9 +1,10 @@
 // 2-D convolution, NCHW float32: forward and the three gradients.
 //   x is (N, C, H, W), weight is (OC, C / groups, KH, KW), bias is (OC,), y is (N, OC, OH, OW).
 // Padding may differ on each side (padding="same" with an even kernel extent pads one more on the
-// bottom/right, as torch does). The caller (cpp/bindings/bind_conv.cpp) validates the geometry:
-// every size >= 1 (N may be 0), strides/dilations >= 1, paddings >= 0, C and OC divisible by
-// groups, and OH, OW >= 1.
+// bottom/right, as torch does). The caller (cpp/bindings/bind_conv.cpp, the one place the geometry
+// is resolved and validated, for Python too) guarantees: every size >= 1 (N may be 0),
+// strides/dilations >= 1, paddings >= 0, C and OC divisible by groups, OH, OW >= 1, and sizes
+// small enough that no index or workspace size computed from them overflows int64.
 //
 // Algorithm (cpp/kernels/multi/conv*.cpp): 3x3 stride-1 undilated layers with >= 16 channels in and
 // out per group use Winograd F(2x2, 3x3) for all three passes (conv_winograd.cpp). Other stride-1
@@ -14,6 +15,7 @@
 #pragma once
 #include <cstdint>
 
+#include "forgegrad/checked.h"
 #include "forgegrad/dispatch.h"
 
 namespace fg {
@@ -27,11 +29,52 @@ struct Conv2dGeom {
   int64_t OH, OW;  // output
 };
 
-// Output extent along one axis, or a value < 1 when the kernel does not fit the padded input.
-inline int64_t conv_out_size(int64_t in, int64_t pad_lo, int64_t pad_hi, int64_t k, int64_t stride,
-                             int64_t dil) {
-  int64_t span = in + pad_lo + pad_hi - dil * (k - 1) - 1;
-  return span < 0 ? 0 : span / stride + 1;
+// Geometry along one axis, in checked arithmetic (checked.h). Each returns nullptr on success, or
+// the name of the argument whose size made a step overflow, for the caller's error message. The
+// caller has checked in >= 0, pads >= 0, k >= 1, stride >= 1, dil >= 1.
+
+// The argument to blame when in + pads + (dilated kernel) + stride overflows: the largest term.
+inline const char* conv_blame(int64_t in, int64_t pads, int64_t extent, int64_t stride) {
+  if (pads >= in && pads >= extent && pads >= stride) return "padding";
+  if (extent >= in && extent >= stride) return "kernel_size";
+  return stride >= in ? "stride" : "input";
+}
+
+// *out = the output extent, or 0 when the dilated kernel does not fit the padded input. Also
+// checks in + pads + extent + stride, the furthest any kernel's index arithmetic reaches.
+inline const char* conv_out_size(int64_t in, int64_t pad_lo, int64_t pad_hi, int64_t k, int64_t stride,
+                                 int64_t dil, int64_t* out) {
+  int64_t pads, padded, extent, reach;
+  if (!checked_add(pad_lo, pad_hi, &pads) || !checked_add(in, pads, &padded)) return "padding";
+  if (!window_extent(k, dil, &extent)) return window_blame(k, dil);
+  if (!checked_add(padded, extent, &reach) || !checked_add(reach, stride, &reach))
+    return conv_blame(in, pads, extent, stride);
+  *out = padded < extent ? 0 : (padded - extent) / stride + 1;
+  return nullptr;
+}
+
+// torch's padding="same" (stride 1): total dil * (k - 1), the odd pixel on the bottom/right.
+inline const char* conv_same_padding(int64_t k, int64_t dil, int64_t* lo, int64_t* hi) {
+  int64_t total;
+  if (!checked_mul(dil, k - 1, &total)) return window_blame(k, dil);
+  *lo = total / 2;
+  *hi = total - *lo;
+  return nullptr;
+}
+
+// Keras' padding="same" for any stride: the output has ceil(in / stride) positions, and the total
+// padding that needs, max((out - 1) * stride + extent - in, 0), is split as torch splits it.
+inline const char* keras_same_padding(int64_t in, int64_t k, int64_t stride, int64_t dil, int64_t* lo,
+                                      int64_t* hi) {
+  const int64_t out = in / stride + (in % stride != 0);
+  int64_t extent, total;
+  if (!window_extent(k, dil, &extent)) return window_blame(k, dil);
+  // (out - 1) * stride < in cannot overflow; its sum with the extent can
+  if (!checked_add(out > 0 ? (out - 1) * stride : 0, extent, &total)) return window_blame(k, dil);
+  total = total > in ? total - in : 0;
+  *lo = total / 2;
+  *hi = total - *lo;
+  return nullptr;
 }
 
 // y = conv(x, weight) + bias; bias may be null.

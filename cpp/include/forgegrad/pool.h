@@ -1,10 +1,14 @@
 // 2-D pooling, NCHW float32: max (with argmax indices for backward), average, adaptive average.
 //   x is (N, C, H, W); y and indices are (N, C, OH, OW). indices[...] is the flat position
 //   h * W + w of the maximum inside its (H, W) plane, as torch returns it.
-// The bindings (cpp/bindings/bind_pool.cpp) validate the geometry; the kernels (cpp/kernels/
-// pool.cpp) work plane by plane, one plane per task, so results do not depend on the thread count.
+// The bindings (cpp/bindings/bind_pool.cpp) validate the geometry (the one place it is checked,
+// for Python too), including sizes small enough that no index computed from them overflows; the
+// kernels (cpp/kernels/pool.cpp) work plane by plane, one plane per task, so results do not depend
+// on the thread count.
 #pragma once
 #include <cstdint>
+
+#include "forgegrad/checked.h"
 
 namespace fg {
 
@@ -15,13 +19,26 @@ struct Pool2dGeom {
 };
 
 // torch's pooling_output_shape: floor or ceil mode; in ceil mode the last window must start
-// inside the input or its left padding.
-inline int64_t pool_out_size(int64_t in, int64_t k, int64_t pad, int64_t stride, int64_t dil, bool ceil_mode) {
-  int64_t num = in + 2 * pad - dil * (k - 1) - 1 + (ceil_mode ? stride - 1 : 0);
-  if (num < 0) return 0;
-  int64_t out = num / stride + 1;
-  if (ceil_mode && (out - 1) * stride >= in + pad) --out;
-  return out;
+// inside the input or its left padding. In checked arithmetic (checked.h): returns nullptr and sets
+// *out (0 when the window does not fit), or the name of the argument whose size overflows int64
+// (in + 2 * pad + extent + stride, the furthest the kernels' window arithmetic reaches, must fit).
+// The caller has checked in >= 0, 0 <= pad <= k / 2, k >= 1, stride >= 1, dil >= 1.
+inline const char* pool_out_size(int64_t in, int64_t k, int64_t pad, int64_t stride, int64_t dil, bool ceil_mode,
+                                 int64_t* out) {
+  int64_t padded, extent, reach;
+  if (!checked_add(in, pad, &padded) || !checked_add(padded, pad, &padded)) return "padding";
+  if (!window_extent(k, dil, &extent)) return window_blame(k, dil);
+  if (!checked_add(padded, extent, &reach) || !checked_add(reach, stride, &reach))
+    return stride > extent ? "stride" : "kernel_size";
+  const int64_t num = padded - extent + (ceil_mode ? stride - 1 : 0);
+  if (num < 0) {
+    *out = 0;
+    return nullptr;
+  }
+  int64_t o = num / stride + 1;
+  if (ceil_mode && (o - 1) * stride >= in + pad) --o;
+  *out = o;
+  return nullptr;
 }
 
 // Ties keep the first maximum in window order; NaN propagates (as torch).

@@ -2,14 +2,16 @@
 
 ``max_pool2d_forward`` returns ``(y, indices)`` (int64 flat positions ``h * W + w`` inside each
 input plane, as torch's ``return_indices=True``); ``max_pool2d_backward`` scatters through them.
+The geometry and its checks come from the C++ side (forgegrad.kernels.geometry).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .. import _C
+from .._args import is_int
 from ._checks import as_f32, check_ndim
-from .conv import _pair
+from .geometry import adaptive_output_size, pool2d_geometry, pool2d_output_shape
 
 __all__ = [
     "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
@@ -25,49 +27,13 @@ def _input(x, name="input"):
     return np.ascontiguousarray(x)
 
 
-def _out_size(n, k, p, s, d, ceil_mode):
-    num = n + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)
-    if num < 0:
-        return 0
-    out = num // s + 1
-    if ceil_mode and (out - 1) * s >= n + p:
-        out -= 1
-    return out
-
-
-def _geometry(op, shape, kernel_size, stride, padding, dilation, ceil_mode):
-    k = _pair(kernel_size, "kernel_size")
-    s = k if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) else _pair(stride, "stride")
-    p = _pair(padding, "padding")
-    d = _pair(dilation, "dilation")
-    if min(k) < 1:
-        raise ValueError(f"{op}: kernel_size must be >= 1, got {kernel_size!r}")
-    if min(s) < 1:
-        raise ValueError(f"{op}: stride must be >= 1, got {stride!r}")
-    if min(d) < 1:
-        raise ValueError(f"{op}: dilation must be >= 1, got {dilation!r}")
-    if min(p) < 0 or 2 * p[0] > k[0] or 2 * p[1] > k[1]:
-        raise ValueError(f"{op}: padding must be >= 0 and at most half of kernel_size, got padding={padding!r}, "
-                         f"kernel_size={kernel_size!r}")
-    oh = _out_size(shape[2], k[0], p[0], s[0], d[0], ceil_mode)
-    ow = _out_size(shape[3], k[1], p[1], s[1], d[1], ceil_mode)
-    if oh < 1 or ow < 1:
-        raise ValueError(f"{op}: kernel_size {k} (dilation {d}) is larger than the padded input "
-                         f"{(shape[2] + 2 * p[0], shape[3] + 2 * p[1])}")
-    return k, s, p, d, (shape[0], shape[1], oh, ow)
-
-
-def pool2d_output_shape(input_shape, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
-    return _geometry("pool2d", tuple(input_shape), kernel_size, stride, padding, dilation, bool(ceil_mode))[4]
-
-
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
     """``(y, indices)`` of ``torch.nn.functional.max_pool2d(..., return_indices=True)``.
 
     stride defaults to kernel_size. x is (N, C, H, W) -> y, indices (N, C, OH, OW).
     """
     x = _input(x)
-    k, s, p, d, shape = _geometry("max_pool2d", x.shape, kernel_size, stride, padding, dilation, bool(ceil_mode))
+    k, s, p, d, shape = pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d")
     y = np.empty(shape, np.float32)
     idx = np.empty(shape, np.int64)
     _C.pool.max_pool2d_forward(x, y, idx, k, s, p, d, bool(ceil_mode))
@@ -93,7 +59,7 @@ def max_pool2d_backward(grad_y, indices, input_shape):
 def _divisor(divisor_override):
     if divisor_override is None:
         return 0
-    if isinstance(divisor_override, bool) or not isinstance(divisor_override, (int, np.integer)) or divisor_override < 1:
+    if not is_int(divisor_override) or divisor_override < 1:
         raise ValueError(f"divisor_override must be a positive int or None, got {divisor_override!r}")
     return int(divisor_override)
 
@@ -102,7 +68,7 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, ceil_mode=False, 
                        divisor_override=None):
     """``torch.nn.functional.avg_pool2d`` (count_include_pad=True by default, as torch)."""
     x = _input(x)
-    k, s, p, _, shape = _geometry("avg_pool2d", x.shape, kernel_size, stride, padding, 1, bool(ceil_mode))
+    k, s, p, _, shape = pool2d_geometry(x.shape, kernel_size, stride, padding, 1, ceil_mode, "avg_pool2d")
     y = np.empty(shape, np.float32)
     _C.pool.avg_pool2d_forward(x, y, k, s, p, bool(ceil_mode), bool(count_include_pad), _divisor(divisor_override))
     return y
@@ -116,7 +82,7 @@ def avg_pool2d_backward(grad_y, input_shape, kernel_size, stride=None, padding=0
     input_shape = tuple(int(v) for v in input_shape)
     if len(input_shape) != 4 or min(input_shape[1:]) < 1:
         raise ValueError(f"input_shape must be (N, C, H, W) with nonzero C, H, W, got {input_shape}")
-    k, s, p, _, shape = _geometry("avg_pool2d", input_shape, kernel_size, stride, padding, 1, bool(ceil_mode))
+    k, s, p, _, shape = pool2d_geometry(input_shape, kernel_size, stride, padding, 1, ceil_mode, "avg_pool2d")
     if grad_y.shape != shape:
         raise ValueError(f"grad_output must have shape {shape}, got {grad_y.shape}")
     gx = np.empty(input_shape, np.float32)
@@ -125,22 +91,10 @@ def avg_pool2d_backward(grad_y, input_shape, kernel_size, stride=None, padding=0
     return gx
 
 
-def _adaptive_size(output_size, shape):
-    if isinstance(output_size, (int, np.integer)) and not isinstance(output_size, bool):
-        output_size = (output_size, output_size)
-    if not isinstance(output_size, (tuple, list)) or len(output_size) != 2:
-        raise TypeError(f"output_size must be an int or a pair (None keeps the input size), got {output_size!r}")
-    out = tuple(int(shape[2 + i]) if v is None else v for i, v in enumerate(output_size))
-    for v in out:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"output_size entries must be positive ints, got {output_size!r}")
-    return int(out[0]), int(out[1])
-
-
 def adaptive_avg_pool2d_forward(x, output_size):
     """``torch.nn.functional.adaptive_avg_pool2d``; output_size is an int or (oh, ow)."""
     x = _input(x)
-    oh, ow = _adaptive_size(output_size, x.shape)
+    oh, ow = adaptive_output_size(output_size, x.shape[2:])
     y = np.empty((x.shape[0], x.shape[1], oh, ow), np.float32)
     _C.pool.adaptive_avg_pool2d_forward(x, y)
     return y

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import nn
+from .._args import positive_int
 from .. import random as _random
 from ..autograd import Function, no_grad
 from ..tensor import Tensor
@@ -20,12 +21,6 @@ from ._registry import require_layers
 from .mlp import activation_module, hidden_sizes
 
 __all__ = ["VAE", "ConvVAE", "vae_loss", "VAELoss"]
-
-
-def _positive(v, name, owner):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-        raise ValueError(f"{owner}: {name} must be a positive int, got {v!r}")
-    return int(v)
 
 
 class _VAEBase(nn.Module):
@@ -55,7 +50,7 @@ class _VAEBase(nn.Module):
 
     def sample(self, n: int) -> Tensor:
         """n samples decoded from z ~ N(0, I) drawn from forgegrad's generator (no graph)."""
-        n = _positive(n, "n", f"{type(self).__name__}.sample")
+        n = positive_int(n, "n", f"{type(self).__name__}.sample")
         z = Tensor._wrap(_random.generator().standard_normal((n, self.latent), dtype=np.float32))
         with no_grad():
             return self.decode(z)
@@ -83,8 +78,8 @@ class VAE(_VAEBase):
     def __init__(self, input_dim: int = 784, hidden: Sequence[int] = (400,), latent: int = 20,
                  activation: str = "relu"):
         super().__init__()
-        self.input_dim = _positive(input_dim, "input_dim", "VAE")
-        self.latent = _positive(latent, "latent", "VAE")
+        self.input_dim = positive_int(input_dim, "input_dim", "VAE")
+        self.latent = positive_int(latent, "latent", "VAE")
         sizes = hidden_sizes(hidden, "VAE")
         if not sizes:
             raise ValueError("VAE: hidden needs at least one layer size")
@@ -141,12 +136,12 @@ class ConvVAE(_VAEBase):
     def __init__(self, in_channels: int = 1, image_size: int = 28, latent: int = 20, hidden: int = 256):
         super().__init__()
         require_layers("conv_vae", "Conv2d")
-        self.in_channels = _positive(in_channels, "in_channels", "ConvVAE")
-        self.image_size = _positive(image_size, "image_size", "ConvVAE")
+        self.in_channels = positive_int(in_channels, "in_channels", "ConvVAE")
+        self.image_size = positive_int(image_size, "image_size", "ConvVAE")
         if self.image_size % 4:
             raise ValueError(f"ConvVAE: image_size must be divisible by 4 (two stride-2 stages), got {image_size}")
-        self.latent = _positive(latent, "latent", "ConvVAE")
-        hidden = _positive(hidden, "hidden", "ConvVAE")
+        self.latent = positive_int(latent, "latent", "ConvVAE")
+        hidden = positive_int(hidden, "hidden", "ConvVAE")
         s = self.image_size // 4
         self._side = s
         self.encoder = nn.Sequential(

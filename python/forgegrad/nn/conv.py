@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from .._args import pair, positive_int
+from ..kernels import geometry
 from . import functional_conv as F
 from . import init
 from .linear import _ACTIVATIONS
@@ -15,20 +17,6 @@ from ..tensor import Tensor
 
 __all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d",
            "Conv2D", "MaxPooling2D"]
-
-
-def _positive_int(value, name, cls):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{cls}: {name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def _pair(v, name, cls):
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-        return int(v), int(v)
-    if isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(e, (int, np.integer)) for e in v):
-        return int(v[0]), int(v[1])
-    raise TypeError(f"{cls}: {name} must be an int or a pair of ints, got {v!r}")
 
 
 def _check_input(x, ndims, cls):
@@ -52,31 +40,21 @@ class Conv2d(Module):
                  bias=True, padding_mode="zeros"):
         super().__init__()
         cls = "Conv2d"
-        self.in_channels = _positive_int(in_channels, "in_channels", cls)
-        self.out_channels = _positive_int(out_channels, "out_channels", cls)
-        self.groups = _positive_int(groups, "groups", cls)
-        if self.in_channels % self.groups:
-            raise ValueError(f"{cls}: in_channels ({in_channels}) must be divisible by groups ({groups})")
-        if self.out_channels % self.groups:
-            raise ValueError(f"{cls}: out_channels ({out_channels}) must be divisible by groups ({groups})")
-        self.kernel_size = _pair(kernel_size, "kernel_size", cls)
-        self.stride = _pair(stride, "stride", cls)
-        self.dilation = _pair(dilation, "dilation", cls)
-        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.dilation) < 1:
-            raise ValueError(f"{cls}: kernel_size, stride and dilation must be >= 1")
-        if isinstance(padding, str):
-            if padding not in ("same", "valid"):
-                raise ValueError(f"{cls}: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
-            if padding == "same" and self.stride != (1, 1):
-                raise ValueError(f"{cls}: padding='same' is not supported for strided convolutions")
-            self.padding = padding
-        else:
-            self.padding = _pair(padding, "padding", cls)
+        self.in_channels = positive_int(in_channels, "in_channels", cls)
+        self.out_channels = positive_int(out_channels, "out_channels", cls)
+        self.groups = positive_int(groups, "groups", cls)
+        self.kernel_size = pair(kernel_size, "kernel_size", cls)
+        self.stride = pair(stride, "stride", cls)
+        self.dilation = pair(dilation, "dilation", cls)
+        # the C++ geometry checks the channels against groups, the sizes and the padding form
+        weight_shape = geometry.conv2d_weight_shape(self.in_channels, self.out_channels, self.kernel_size,
+                                                    self.groups, cls)
+        geometry.conv2d_padding(padding, self.kernel_size, self.stride, self.dilation, owner=cls)
+        self.padding = padding if isinstance(padding, str) else pair(padding, "padding", cls)
         if padding_mode != "zeros":
             raise ValueError(f"{cls}: padding_mode {padding_mode!r} is not supported (only 'zeros')")
         self.padding_mode = padding_mode
-        self.weight = Parameter(np.empty((self.out_channels, self.in_channels // self.groups) + self.kernel_size,
-                                         np.float32))
+        self.weight = Parameter(np.empty(weight_shape, np.float32))
         if bias:
             self.bias = Parameter(np.empty((self.out_channels,), np.float32))
         else:
@@ -172,7 +150,7 @@ class _BatchNorm(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
         super().__init__()
         cls = type(self).__name__
-        self.num_features = _positive_int(num_features, "num_features", cls)
+        self.num_features = positive_int(num_features, "num_features", cls)
         self.eps = float(eps)
         self.momentum = momentum
         self.affine = affine
@@ -253,13 +231,13 @@ class Conv2D(Module):
                  dilation_rate=1, groups=1, in_channels=None):
         super().__init__()
         cls = "Conv2D"
-        self.filters = _positive_int(filters, "filters", cls)
-        self.kernel_size = _pair(kernel_size, "kernel_size", cls)
-        self.strides = _pair(strides, "strides", cls)
-        self.dilation_rate = _pair(dilation_rate, "dilation_rate", cls)
-        self.groups = _positive_int(groups, "groups", cls)
-        if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
-            raise ValueError(f"{cls}: padding must be 'valid' or 'same', got {padding!r}")
+        self.filters = positive_int(filters, "filters", cls)
+        self.kernel_size = pair(kernel_size, "kernel_size", cls)
+        self.strides = pair(strides, "strides", cls)
+        self.dilation_rate = pair(dilation_rate, "dilation_rate", cls)
+        self.groups = positive_int(groups, "groups", cls)
+        # Keras' padding strings; "same" depends on the input size, so this only validates
+        geometry.conv2d_padding(padding, self.kernel_size, self.strides, self.dilation_rate, keras=True, owner=cls)
         self.padding = padding.lower()
         if isinstance(activation, str) or activation is None:
             if activation not in _ACTIVATIONS:
@@ -275,14 +253,12 @@ class Conv2D(Module):
         self.register_parameter("weight", None)
         self.register_parameter("bias", None)
         if in_channels is not None:
-            self._build(_positive_int(in_channels, "in_channels", cls))
+            self._build(positive_int(in_channels, "in_channels", cls))
 
     def _build(self, in_channels: int) -> None:
-        if in_channels % self.groups or self.filters % self.groups:
-            raise ValueError(f"Conv2D: in_channels ({in_channels}) and filters ({self.filters}) must be divisible "
-                             f"by groups ({self.groups})")
+        shape = geometry.conv2d_weight_shape(in_channels, self.filters, self.kernel_size, self.groups, "Conv2D")
         self.in_channels = in_channels
-        self.weight = Parameter(np.empty((self.filters, in_channels // self.groups) + self.kernel_size, np.float32))
+        self.weight = Parameter(np.empty(shape, np.float32))
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.use_bias:
             self.bias = Parameter(np.empty((self.filters,), np.float32))
@@ -290,13 +266,8 @@ class Conv2D(Module):
             init.uniform_(self.bias, -bound, bound)
 
     def _padding(self, h, w):
-        if self.padding == "valid":
-            return 0
-        pads = []
-        for n, k, s, d in zip((h, w), self.kernel_size, self.strides, self.dilation_rate):
-            total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
-            pads += [total // 2, total - total // 2]
-        return tuple(pads)
+        return geometry.conv2d_padding(self.padding, self.kernel_size, self.strides, self.dilation_rate,
+                                       input_size=(h, w), keras=True, owner="Conv2D")
 
     def forward(self, input):
         _check_input(input, (4,), "Conv2D")
@@ -317,8 +288,8 @@ class MaxPooling2D(Module):
 
     def __init__(self, pool_size=2, strides=None, padding="valid"):
         super().__init__()
-        self.pool_size = _pair(pool_size, "pool_size", "MaxPooling2D")
-        self.strides = self.pool_size if strides is None else _pair(strides, "strides", "MaxPooling2D")
+        self.pool_size = pair(pool_size, "pool_size", "MaxPooling2D")
+        self.strides = self.pool_size if strides is None else pair(strides, "strides", "MaxPooling2D")
         if padding != "valid":
             raise ValueError(f"MaxPooling2D: only padding='valid' is supported, got {padding!r}")
         self.padding = padding

@@ -6,18 +6,13 @@ import math
 import numpy as np
 
 from .. import _C
+from .._args import positive_int
 from ..autograd import graph_free
 from ..tensor import Tensor
 from . import functional as F
 from . import init
 from .module import Module
 from .parameter import Parameter
-
-
-def _positive_int(value, name, cls):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{cls}: {name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 class Linear(Module):
@@ -35,8 +30,8 @@ class Linear(Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__()
-        self.in_features = _positive_int(in_features, "in_features", "Linear")
-        self.out_features = _positive_int(out_features, "out_features", "Linear")
+        self.in_features = positive_int(in_features, "in_features", "Linear")
+        self.out_features = positive_int(out_features, "out_features", "Linear")
         self.weight = Parameter(np.empty((self.out_features, self.in_features), np.float32))
         if bias:
             self.bias = Parameter(np.empty((self.out_features,), np.float32))
@@ -91,7 +86,7 @@ class Dense(Module):
 
     def __init__(self, units: int, activation=None, input_dim: int = None, use_bias: bool = True):
         super().__init__()
-        self.units = _positive_int(units, "units", "Dense")
+        self.units = positive_int(units, "units", "Dense")
         if isinstance(activation, str) or activation is None:
             if activation not in _ACTIVATIONS:
                 raise ValueError(f"Dense: unknown activation {activation!r}; expected one of "
@@ -110,7 +105,7 @@ class Dense(Module):
         self.register_parameter("weight", None)
         self.register_parameter("bias", None)
         if input_dim is not None:
-            self._build(_positive_int(input_dim, "input_dim", "Dense"))
+            self._build(positive_int(input_dim, "input_dim", "Dense"))
 
     def _build(self, in_features: int) -> None:
         self.in_features = in_features

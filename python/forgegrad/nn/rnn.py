@@ -16,6 +16,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from .._args import positive_int
 from ..ops.rnn import RecurrentLayer
 from ..tensor import Tensor, cat, stack, zeros
 from . import functional as F
@@ -26,12 +27,6 @@ from .parameter import Parameter
 __all__ = ["RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell"]
 
 _GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
-
-
-def _positive_int(value, name, cls):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{cls}: {name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 def _tensor(x, name, cls):
@@ -140,9 +135,9 @@ class RNNBase(Module):
         super().__init__()
         cls = type(self).__name__
         self.mode = mode
-        self.input_size = _positive_int(input_size, "input_size", cls)
-        self.hidden_size = _positive_int(hidden_size, "hidden_size", cls)
-        self.num_layers = _positive_int(num_layers, "num_layers", cls)
+        self.input_size = positive_int(input_size, "input_size", cls)
+        self.hidden_size = positive_int(hidden_size, "hidden_size", cls)
+        self.num_layers = positive_int(num_layers, "num_layers", cls)
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout <= 1.0:
@@ -304,8 +299,8 @@ class RNNCellBase(Module):
         super().__init__()
         cls = type(self).__name__
         self.mode = mode
-        self.input_size = _positive_int(input_size, "input_size", cls)
-        self.hidden_size = _positive_int(hidden_size, "hidden_size", cls)
+        self.input_size = positive_int(input_size, "input_size", cls)
+        self.hidden_size = positive_int(hidden_size, "hidden_size", cls)
         self.bias = bool(bias)
         G, H = _GATES[mode], self.hidden_size
         self.weight_ih = Parameter(np.empty((G * H, self.input_size), np.float32))

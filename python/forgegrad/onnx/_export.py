@@ -250,11 +250,9 @@ class _Exporter:
             op = OpCall(self, i, fn_cls, bound_a, bound_b, outs, outs_b, self.cap_a.where[i], bound_c, outs_c)
             mapping = lookup(fn_cls)
             if mapping is None:
-                from .mappings import LOAD_ERRORS
-                extra = "".join(f"; note: mappings.{k} failed to load ({v})" for k, v in LOAD_ERRORS.items())
                 raise UnsupportedOpError(
                     f"no ONNX mapping for op {fn_cls.__module__}.{fn_cls.__qualname__} ({op.describe()}); "
-                    f"register one with @forgegrad.onnx.register_mapping({fn_cls.__name__}){extra}")
+                    f"register one with @forgegrad.onnx.register_mapping({fn_cls.__name__})")
             ctx.scope = op.where[0] if op.where else ""
             ctx.current_op = op
             try:

@@ -35,18 +35,7 @@ def lookup(fn_cls: type):
 
 
 def _load() -> None:
-    from . import activation, compare, elementwise, linalg, loss, reduce, shape  # noqa: F401
-    import importlib.util
-    # conv / recurrent ops land on main separately: map them when their ops module exists
-    for ops_mod, mapping_mod in (("forgegrad.ops.conv", "conv"), ("forgegrad.ops.rnn", "rnn")):
-        if importlib.util.find_spec(ops_mod) is not None:
-            try:
-                importlib.import_module(f"{__name__}.{mapping_mod}")
-            except Exception as e:  # never let an optional area break `import forgegrad.onnx`
-                LOAD_ERRORS[mapping_mod] = f"{type(e).__name__}: {e}"
-
-
-LOAD_ERRORS: Dict[str, str] = {}  # optional mapping modules that failed to import, and why
+    from . import activation, compare, conv, elementwise, linalg, loss, reduce, rnn, shape  # noqa: F401
 
 
 _load()

@@ -1,8 +1,9 @@
 """ONNX emission for convolution, pooling and batch norm, with PyTorch's argument conventions.
 
-These helpers take the ops' arguments already decoded (ints/pairs) and emit the nodes; the
-registration of forgegrad's own conv ops (forgegrad.ops.conv) lives in mappings/conv.py. Kept apart
-so the emission is tested on its own (tests/test_onnx_conv.py) whatever the op classes look like.
+These helpers take the ops' arguments as the ops got them and emit the nodes; padding forms and
+output sizes come from the C++ geometry (forgegrad.kernels.geometry), the same the kernels run
+with. The registration of forgegrad's own conv ops (forgegrad.ops.conv) lives in mappings/conv.py;
+kept apart so the emission is tested on its own (tests/test_onnx_conv.py) with torch-computed ops.
 """
 from __future__ import annotations
 
@@ -10,67 +11,39 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-
-def pair(v, n: int = 2) -> Tuple[int, ...]:
-    if isinstance(v, (int, np.integer)):
-        return (int(v),) * n
-    v = tuple(int(a) for a in v)
-    return v * n if len(v) == 1 else v
+from ..._args import pair
+from ...kernels import geometry
 
 
-def torch_pads(padding, kernel, stride, dilation, in_hw) -> Tuple[int, ...]:
-    """ONNX pads (top, left, bottom, right) for torch's padding (int, pair, 'valid', 'same')."""
-    n = len(kernel)
-    if isinstance(padding, str):
-        if padding == "valid":
-            return (0,) * (2 * n)
-        if padding == "same":  # torch: total = d*(k-1), the extra pixel goes to the end
-            total = [d * (k - 1) for k, d in zip(kernel, dilation)]
-            return tuple(t // 2 for t in total) + tuple(t - t // 2 for t in total)
-        raise ValueError(f"unknown padding {padding!r}")
-    p = pair(padding, n)
-    return p + p
+def onnx_pads(padding, kernel, stride=1, dilation=1, owner: str = "Conv") -> Tuple[int, int, int, int]:
+    """ONNX pads (top, left, bottom, right) for a conv padding in any form forgegrad's conv takes
+    (int, pair, (top, bottom, left, right), 'valid', 'same'), resolved by the C++ geometry."""
+    top, bottom, left, right = geometry.conv2d_padding(padding, kernel, stride, dilation, owner=owner)
+    return top, left, bottom, right
 
 
 def conv2d(ctx, x: str, w: str, b: Optional[str], kernel, stride=1, padding=0, dilation=1, groups=1,
            in_hw=None) -> str:
-    kernel = tuple(kernel)
-    n = len(kernel)
-    stride, dilation = pair(stride, n), pair(dilation, n)
-    pads = torch_pads(padding, kernel, stride, dilation, in_hw)
+    """Conv; in_hw is not needed (a size-dependent padding, Keras' "same", reaches the op resolved)."""
+    kernel = pair(tuple(kernel), "kernel_size", "Conv")
+    stride, dilation = pair(stride, "stride", "Conv"), pair(dilation, "dilation", "Conv")
+    pads = onnx_pads(padding, kernel, stride, dilation)
     return ctx.node("Conv", [x, w, b], kernel_shape=list(kernel), strides=list(stride), pads=list(pads),
                     dilations=list(dilation), group=int(groups))
 
 
-def _ceil_pads(in_hw, kernel, stride, pads, dilation, ceil_mode):
-    """Output size with torch's rule (a last window starting in the right padding is dropped)."""
-    out = []
-    for i, n in enumerate(in_hw):
-        lo, hi = pads[i], pads[i + len(in_hw)]
-        eff = dilation[i] * (kernel[i] - 1) + 1
-        num = n + lo + hi - eff
-        o = (-(-num // stride[i]) if ceil_mode else num // stride[i]) + 1
-        if ceil_mode and (o - 1) * stride[i] >= n + lo:
-            o -= 1
-        out.append(o)
-    return out
+def _pool(ctx, op_type, x, kernel, stride, pads, dilation, in_hw, out_hw, outputs=1, **attrs):
+    """A pool node whose output is out_hw (torch's size, from the C++ geometry) in every opset and
+    runtime: ceil_mode becomes extra right/bottom padding rather than ONNX's ceil_mode attribute.
 
-
-def _pool_with_explicit_ceil(ctx, op_type, x, kernel, stride, pads, dilation, in_hw, ceil_mode, outputs=1,
-                             **attrs):
-    """ceil_mode as extra right padding so the output size is torch's in every opset/runtime.
-
-    Extra right padding only adds windows that torch also has (partial windows at the end); the
+    ONNX's floor rule gives torch's floor-mode size; a ceil-mode output is at most one window longer,
+    and extra right padding only adds windows that torch also has (partial windows at the end). The
     padded values are -inf for MaxPool and excluded (count_include_pad=0) or counted by the caller."""
     n = len(kernel)
-    if not ceil_mode:
-        return ctx.node(op_type, [x], outputs=outputs, kernel_shape=list(kernel), strides=list(stride),
-                        pads=list(pads), **attrs)
-    want = _ceil_pads(in_hw, kernel, stride, pads, dilation, True)
     new_pads = list(pads)
     for i in range(n):
         eff = dilation[i] * (kernel[i] - 1) + 1
-        need = (want[i] - 1) * stride[i] + eff - (in_hw[i] + pads[i] + pads[i + n])
+        need = (out_hw[i] - 1) * stride[i] + eff - (in_hw[i] + pads[i] + pads[i + n])
         new_pads[i + n] += max(need, 0)
     return ctx.node(op_type, [x], outputs=outputs, kernel_shape=list(kernel), strides=list(stride), pads=new_pads,
                     **attrs)
@@ -79,23 +52,20 @@ def _pool_with_explicit_ceil(ctx, op_type, x, kernel, stride, pads, dilation, in
 def max_pool2d(ctx, x: str, in_hw, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                with_indices: bool = False):
     """MaxPool; with_indices also returns ONNX's Indices output (flat NCHW positions)."""
-    kernel = pair(kernel_size)
-    stride = kernel if stride is None or (not isinstance(stride, int) and len(stride) == 0) else pair(stride)
-    dilation = pair(dilation)
-    p = pair(padding)
+    kernel, stride, p, dilation, shape = geometry.pool2d_geometry((1, 1) + tuple(in_hw), kernel_size, stride, padding,
+                                                                  dilation, ceil_mode, owner="MaxPool")
     attrs = {}
     if dilation != (1, 1):
         attrs["dilations"] = list(dilation)
-    return _pool_with_explicit_ceil(ctx, "MaxPool", x, kernel, stride, p + p, dilation, in_hw, ceil_mode,
-                                    outputs=2 if with_indices else 1, **attrs)
+    return _pool(ctx, "MaxPool", x, kernel, stride, p + p, dilation, in_hw, shape[2:],
+                 outputs=2 if with_indices else 1, **attrs)
 
 
 def avg_pool2d(ctx, x: str, in_hw, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None, unsupported=None) -> str:
-    kernel = pair(kernel_size)
-    stride = kernel if stride is None or (not isinstance(stride, int) and len(stride) == 0) else pair(stride)
-    p = pair(padding)
-    pads = p + p
+    kernel, stride, p, _, shape = geometry.pool2d_geometry((1, 1) + tuple(in_hw), kernel_size, stride, padding, 1,
+                                                           ceil_mode, owner="AveragePool")
+    out_hw, pads = shape[2:], p + p
     if ceil_mode and count_include_pad:
         # torch divides a window that runs past the padded input by its size clipped to the padded
         # input: pad the input explicitly with zeros, then pool with count_include_pad=0 on top of
@@ -104,11 +74,10 @@ def avg_pool2d(ctx, x: str, in_hw, kernel_size, stride=None, padding=0, ceil_mod
             x = ctx.node("Pad", [x, ctx.ints([0, 0, p[0], p[1], 0, 0, p[0], p[1]])], mode="constant")
             in_hw = (in_hw[0] + 2 * p[0], in_hw[1] + 2 * p[1])
             pads = (0, 0, 0, 0)
-        y = _pool_with_explicit_ceil(ctx, "AveragePool", x, kernel, stride, pads, (1, 1), in_hw, True,
-                                     count_include_pad=0)
+        y = _pool(ctx, "AveragePool", x, kernel, stride, pads, (1, 1), in_hw, out_hw, count_include_pad=0)
     else:
-        y = _pool_with_explicit_ceil(ctx, "AveragePool", x, kernel, stride, pads, (1, 1), in_hw, ceil_mode,
-                                     count_include_pad=int(bool(count_include_pad)))
+        y = _pool(ctx, "AveragePool", x, kernel, stride, pads, (1, 1), in_hw, out_hw,
+                  count_include_pad=int(bool(count_include_pad)))
     if divisor_override:
         if ceil_mode or (any(p) and not count_include_pad):
             if unsupported is not None:
@@ -124,9 +93,7 @@ def adaptive_pool2d(ctx, x: str, in_hw, output_size, reduce_op: str = "ReduceMea
     sizes divide, else separable per-row/per-column reductions over torch's windows
     [floor(i*n/o), ceil((i+1)*n/o))."""
     H, W = in_hw
-    oh, ow = pair(output_size) if output_size is not None else (H, W)
-    oh = H if oh is None else oh
-    ow = W if ow is None else ow
+    oh, ow = (H, W) if output_size is None else geometry.adaptive_output_size(output_size, in_hw, "adaptive_pool2d")
     pool = "AveragePool" if reduce_op == "ReduceMean" else "MaxPool"
     if (oh, ow) == (1, 1):
         return ctx.node("GlobalAveragePool" if pool == "AveragePool" else "GlobalMaxPool", [x])
