@@ -4,8 +4,6 @@ import os
 
 import pytest
 
-from train_helpers import optim_module
-
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 
 
@@ -14,11 +12,6 @@ def _load(name):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-@pytest.fixture(autouse=True)
-def _optim():
-    optim_module()  # forgegrad.optim, or a stand-in until it lands on main
 
 
 def test_mlp_digits_runs(capsys):

@@ -39,13 +39,6 @@ def test_env_var_forces_path_in_subprocess():
     assert out.stdout.split() == ["scalar", "3"]
 
 
-def test_cuda_queries_do_not_fail_without_a_gpu():
-    n = fg._C.cuda.device_count()
-    assert n >= 0
-    if n == 0:
-        assert fg._C.cuda.unavailable_reason()
-
-
 @pytest.mark.parametrize("dynamic", [False, True])
 @pytest.mark.parametrize("nthreads", [1, 2, 3])
 def test_allocation_failure_inside_parallel_region_is_memoryerror(threads, nthreads, dynamic):

@@ -126,8 +126,6 @@ def build_optimizer(name, params, lr):
 def build_model(name, kwargs):
     try:
         return models.create(name, **kwargs)
-    except models.MissingLayerError as e:
-        raise CLIError(str(e)) from None
     except ValueError as e:
         raise UsageError(str(e)) from None
 
