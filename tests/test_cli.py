@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import forgegrad.models as zoo
-from forgegrad import nn
 from forgegrad.cli import main
 
 FAST = ["--epochs", "2", "--batch-size", "128", "--no-progress"]

@@ -32,7 +32,8 @@ def test_thread_count(threads):
 
 
 def test_env_var_forces_path_in_subprocess():
-    import subprocess, sys
+    import subprocess
+    import sys
     code = "import forgegrad as fg; print(fg.cpu_info()['active_isa'], fg.get_num_threads())"
     env = dict(__import__("os").environ, FORGEGRAD_SIMD="scalar", FORGEGRAD_NUM_THREADS="3")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

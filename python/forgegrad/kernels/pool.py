@@ -93,7 +93,8 @@ def max_pool2d_backward(grad_y, indices, input_shape):
 def _divisor(divisor_override):
     if divisor_override is None:
         return 0
-    if isinstance(divisor_override, bool) or not isinstance(divisor_override, (int, np.integer)) or divisor_override < 1:
+    if (isinstance(divisor_override, bool) or not isinstance(divisor_override, (int, np.integer))
+            or divisor_override < 1):
         raise ValueError(f"divisor_override must be a positive int or None, got {divisor_override!r}")
     return int(divisor_override)
 

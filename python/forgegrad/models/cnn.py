@@ -33,5 +33,6 @@ class LeNet(nn.Module):
 
     def forward(self, x):
         if x.ndim != 4 or x.shape[2] != self.input_size or x.shape[3] != self.input_size:
-            raise ValueError(f"LeNet: expected input (N, C, {self.input_size}, {self.input_size}), got {tuple(x.shape)}")
+            raise ValueError(f"LeNet: expected input (N, C, {self.input_size}, {self.input_size}), "
+                             f"got {tuple(x.shape)}")
         return self.classifier(self.features(x))
