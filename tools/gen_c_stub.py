@@ -6,8 +6,8 @@ them from the built module (``PYTHONPATH=python python tools/gen_c_stub.py`` aft
 tools/dev_build.sh) and declares each submodule (runtime, gemm, conv, ...) as a class of static
 methods, which is how `_C.gemm.matmul(...)` type-checks from a single stub file (a .pyi cannot
 declare submodules of an extension module otherwise). The CUDA kernels exist only in a CUDA
-build; their declarations are written here by hand from cpp/bindings/bind_cuda.cpp (CUDA_ONLY) and
-checked against the module by tests/test_c_stub.py when it is a CUDA build.
+build; their declarations are written by hand in the stub (see CUDA_BEGIN) and kept as they are;
+tests/test_c_stub.py checks them against the module when it is a CUDA build.
 """
 from __future__ import annotations
 
@@ -24,49 +24,12 @@ WIDTH = 120
 # pybind11's spelling of the Python types its int / float casters accept, shortened in the stub
 ALIASES = {"typing.SupportsInt | typing.SupportsIndex": "_Int", "typing.SupportsFloat | typing.SupportsIndex": "_Float"}
 
-# cpp/bindings/bind_cuda.cpp, FORGEGRAD_WITH_CUDA branch (absent from CPU-only builds)
+# The CUDA kernels of cpp/bindings/bind_cuda.cpp (FORGEGRAD_WITH_CUDA) are absent from CPU-only
+# builds, so their declarations are written by hand in the stub, between these two lines, and
+# carried over unchanged on every regeneration.
+CUDA_BEGIN = "    # CUDA build only (cpp/bindings/bind_cuda.cpp), written by hand and kept by tools/gen_c_stub.py"
+CUDA_END = "    # end of CUDA build only"
 CUDA_ONLY_NAMES = ("DeviceArray", "adam_step", "relu_backward", "relu_forward", "sgemm")
-CUDA_ONLY = '''
-    class DeviceArray:
-        """A float32 array in GPU memory, freed with the Python object."""
-        def __init__(self, shape: collections.abc.Sequence[_Int]) -> None: ...
-        @staticmethod
-        def from_numpy(array: numpy.ndarray) -> cuda.DeviceArray: ...
-        def numpy(self) -> numpy.ndarray: ...
-        @property
-        def shape(self) -> tuple: ...
-        @property
-        def size(self) -> int: ...
-    @staticmethod
-    def adam_step(
-        arg0: cuda.DeviceArray,
-        arg1: cuda.DeviceArray,
-        arg2: cuda.DeviceArray,
-        arg3: cuda.DeviceArray,
-        arg4: _Float,
-        arg5: _Float,
-        arg6: _Float,
-        arg7: _Float,
-        arg8: _Float,
-        arg9: bool,
-        arg10: _Float,
-        arg11: _Float,
-    ) -> None: ...
-    @staticmethod
-    def relu_backward(arg0: cuda.DeviceArray, arg1: cuda.DeviceArray, arg2: cuda.DeviceArray) -> None: ...
-    @staticmethod
-    def relu_forward(arg0: cuda.DeviceArray, arg1: cuda.DeviceArray) -> None: ...
-    @staticmethod
-    def sgemm(
-        a: cuda.DeviceArray,
-        b: cuda.DeviceArray,
-        out: cuda.DeviceArray,
-        trans_a: bool = ...,
-        trans_b: bool = ...,
-        alpha: _Float = ...,
-        beta: _Float = ...,
-    ) -> None: ...
-'''
 
 _SIG = re.compile(r"^(\w+)\((.*)\)\s*->\s*(.+)$")
 _TRIPLE = '"' * 3
@@ -128,9 +91,16 @@ def _function(fn, indent: str) -> str:
     args = [p if p in ("*", "/") else (f"{p}: {_short(a)}" if a else p) + (" = ..." if d else "")
             for p, a, d in params]
     head = f"{indent}def {name}({', '.join(args)}) -> {_short(ret)}:"
-    if len(head) + 4 > WIDTH:  # one parameter per line
-        head = (f"{indent}def {name}(\n" + "".join(f"{indent}    {a},\n" for a in args)
-                + f"{indent}) -> {_short(ret)}:")
+    if len(head) + 4 > WIDTH:  # wrapped, continuation lines aligned under the first parameter
+        lines, cur = [], f"{indent}def {name}("
+        pad = " " * len(cur)
+        for i, a in enumerate(args):
+            piece = a + (", " if i + 1 < len(args) else f") -> {_short(ret)}:")
+            if len(cur) + len(piece.rstrip()) > WIDTH and cur.strip():
+                lines.append(cur.rstrip())
+                cur = pad
+            cur += piece
+        head = "\n".join(lines + [cur])
     text = f"{indent}@staticmethod\n{head}"
     body = " ".join(fn.__doc__.strip().splitlines()[1:]).strip().replace(_TRIPLE, "'''")
     if not body:
@@ -142,8 +112,19 @@ def _function(fn, indent: str) -> str:
     return f"{text}\n{indent}    {_TRIPLE}{doc[0]}\n{inner}{indent}    {_TRIPLE}\n{indent}    ...\n"
 
 
-def generate(module) -> str:
-    """The stub text for module (forgegrad._C)."""
+def cuda_block(stub_text: str) -> str:
+    """The hand-written CUDA-only declarations of the current stub, marker lines included."""
+    lines = stub_text.splitlines()
+    try:
+        i, j = lines.index(CUDA_BEGIN), lines.index(CUDA_END)
+    except ValueError:
+        raise SystemExit(f"{STUB}: the CUDA-only block (between {CUDA_BEGIN.strip()!r} and {CUDA_END.strip()!r}) "
+                         "is missing; restore it from git") from None
+    return "\n".join(lines[i:j + 1])
+
+
+def generate(module, stub_text: str) -> str:
+    """The stub text for module (forgegrad._C); stub_text: the current stub (its CUDA-only block)."""
     lines = [_TRIPLE + "Type stub of forgegrad._C (C++ kernels, pybind11), written by tools/gen_c_stub.py: do not",
              "edit by hand; rerun it after changing a binding (tests/test_c_stub.py checks that it is current).",
              "Each submodule is declared as a class of static methods.", _TRIPLE,
@@ -158,7 +139,7 @@ def generate(module) -> str:
         if doc:
             lines.append(f"    {_TRIPLE}{doc}{_TRIPLE}")
         members = sorted(n for n in dir(sub) if not n.startswith("__"))
-        if sub_name == "cuda":  # written by hand (CUDA_ONLY), the same in CPU-only and CUDA builds
+        if sub_name == "cuda":  # written by hand (cuda_block), the same in CPU-only and CUDA builds
             members = [n for n in members if n not in CUDA_ONLY_NAMES]
         for name in members:
             obj = getattr(sub, name)
@@ -169,7 +150,7 @@ def generate(module) -> str:
             else:
                 raise SystemExit(f"_C.{sub_name}.{name}: {type(obj).__name__} is not handled; extend gen_c_stub.py")
         if sub_name == "cuda":
-            lines.append(CUDA_ONLY.strip("\n"))
+            lines.append(cuda_block(stub_text))
         lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -180,10 +161,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     sys.path.insert(0, os.path.join(ROOT, "python"))
     from forgegrad import _C
-    text = generate(_C)
+    with open(STUB, encoding="utf-8") as f:
+        current = f.read()
+    text = generate(_C, current)
     if args.check:
-        with open(STUB, encoding="utf-8") as f:
-            same = f.read() == text
+        same = current == text
         print("up to date" if same else f"{STUB} is out of date: run tools/gen_c_stub.py")
         return 0 if same else 1
     with open(STUB, "w", encoding="utf-8") as f:
