@@ -5,23 +5,16 @@ Run (the OPENBLAS variables are unset only for benchmarks):
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=python \
         python -m pytest bench/bench_cnn.py --benchmark-group-by=group
 FG_BENCH_THREADS="1,2" (default "1") picks the thread counts; each group holds one thread count, so
-forgegrad and torch sit side by side. The same workload is the `cnn` suite of
-`python -m forgegrad.bench cnn --threads 1 2`.
+forgegrad and torch sit side by side. The workload is forgegrad.bench.cnn's (the `cnn` suite of
+`python -m forgegrad.bench cnn --threads 1 2`).
 """
-
-import numpy as np
 import pytest
-import torch
 
-from forgegrad.bench.cnn import cnn_step_fns
+from forgegrad.bench import cnn
 
-BENCH_THREADS_DEFAULT = "1"  # FG_BENCH_THREADS overrides; `nthreads`: bench/conftest.py
+BENCH_THREADS_DEFAULT = "1"  # FG_BENCH_THREADS overrides; `nthreads`, `run_workload`: bench/conftest.py
 
 
-@pytest.mark.parametrize("impl", ["forgegrad", "torch"])
-def test_cnn_train_step(benchmark, nthreads, impl):
-    benchmark.group = f"LeNet step b64 1x28x28 {nthreads}t"
-    fn = cnn_step_fns(torch, np.random.default_rng(0))[impl]
-    fn()  # warm-up (allocations, torch's primitive cache)
-    fn()
-    benchmark.pedantic(fn, rounds=10, iterations=1, warmup_rounds=1)
+@pytest.mark.parametrize("workload,runtime", [(w, r) for w in cnn.workloads() for r in w.runtimes], ids=str)
+def test_cnn_train_step(run_workload, workload, runtime):
+    run_workload(workload, runtime, rounds=10)

@@ -5,8 +5,8 @@ import pytest
 
 import forgegrad as fg
 
-SIMD_PATHS = [p for p in ("scalar", "avx2", "avx512")
-              if ["scalar", "avx2", "avx512"].index(p) <= ["scalar", "avx2", "avx512"].index(fg.cpu_info()["detected_isa"])]
+_ISAS = ["scalar", "avx2", "avx512"]
+SIMD_PATHS = [p for p in _ISAS if _ISAS.index(p) <= _ISAS.index(fg.cpu_info()["detected_isa"])]
 
 
 @pytest.fixture(params=SIMD_PATHS)
@@ -29,6 +29,26 @@ def threads():
 @pytest.fixture
 def rng():
     return np.random.default_rng(int(os.environ.get("FORGEGRAD_TEST_SEED", "1234")))
+
+
+@pytest.fixture
+def keep_num_threads():
+    """Restores forgegrad's thread count after a test that changes it (e.g. an example's --threads)."""
+    before = fg.get_num_threads()
+    yield
+    fg.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """torch's reference runs single-threaded: its OpenMP workers spin-wait and crawl on a busy
+    2-core CI machine, and small shapes gain nothing from them. Use per module with
+    ``pytestmark = pytest.mark.usefixtures("torch_one_thread")``."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -1,28 +1,12 @@
 """examples/cnn_digits.py runs end to end: on the real 8x8 digits (tiny settings) and with --mnist on a
 fake IDX folder (the default settings reach >= 98 % on digits; see the example's docstring)."""
-import importlib.util
-import os
 
 import numpy as np
 import pytest
 
-import forgegrad as fg
+from helpers import load_example
 
-EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "cnn_digits.py")
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("example_cnn_digits", EXAMPLE)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = fg.get_num_threads()
-    yield
-    fg.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("keep_num_threads")  # the example's --threads sets the global count
 
 
 def _write_idx(path, arr: np.ndarray):
@@ -32,7 +16,7 @@ def _write_idx(path, arr: np.ndarray):
 
 
 def test_cnn_digits_runs(capsys):
-    acc = _load().main(["--epochs", "2", "--seed", "1", "--threads", "1", "--no-progress"])
+    acc = load_example("cnn_digits").main(["--epochs", "2", "--seed", "1", "--threads", "1", "--no-progress"])
     out = capsys.readouterr().out
     assert "digits CNN (8x8)" in out and "2 epochs" in out and "test accuracy:" in out
     assert 0.3 < acc <= 1.0  # two epochs are far above chance (0.1)
@@ -54,15 +38,15 @@ def test_cnn_digits_with_fake_mnist_folder(tmp_path, capsys):
         imgs, labels = images_and_labels(n)
         _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", imgs)
         _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", labels)
-    acc = _load().main(["--mnist", str(tmp_path), "--epochs", "1", "--batch-size", "32", "--threads", "2",
-                        "--no-progress"])
+    acc = load_example("cnn_digits").main(["--mnist", str(tmp_path), "--epochs", "1", "--batch-size", "32",
+                                           "--threads", "2", "--no-progress"])
     out = capsys.readouterr().out
     assert "MNIST-format CNN (28x28): 96 train / 32 test images, 1 epochs" in out
     assert 0.0 <= acc <= 1.0
 
 
 def test_cnn_digits_rejects_bad_arguments(tmp_path):
-    mod = _load()
+    mod = load_example("cnn_digits")
     with pytest.raises(SystemExit):
         mod.main(["--epochs", "0"])
     with pytest.raises(SystemExit):

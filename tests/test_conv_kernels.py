@@ -7,16 +7,12 @@ import torch.nn.functional as F
 import forgegrad as fg
 from forgegrad.kernels.conv import conv2d_backward, conv2d_forward, conv2d_output_shape
 
+# Our sums run in a different order than torch's (oneDNN) ones: tolerance relative to the largest
+# value, 2e-6 of it (the sums here have up to ~10^3 terms of unit size).
+from helpers import assert_close_scaled as _close
+
 # torch warns that it copies the input for padding="same" with an even kernel; not our concern.
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
-
-
-def _close(actual, expected, what):
-    # Our sums run in a different order than torch's (oneDNN) ones, so the float32 rounding error
-    # grows with the magnitude of the sums: tolerance relative to the largest value, 2e-6 of it
-    # (the sums here have up to ~10^3 terms of unit size).
-    scale = max(1.0, float(np.abs(expected).max()))
-    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=2e-6 * scale, err_msg=what)
 
 
 def _check(rng, xshape, wshape, stride=1, padding=0, dilation=1, groups=1, bias=True):

@@ -8,16 +8,9 @@ from forgegrad import nn
 from forgegrad.nn import conv as C
 from forgegrad.nn import functional_conv as F
 
-
-def _close(a, b, what=""):
-    # different summation orders than torch: tolerance relative to the largest value
-    b = np.asarray(b)
-    np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=2e-6 * max(1.0, float(np.abs(b).max())),
-                               err_msg=what)
-
-
-def _load_from_torch(ours, theirs):
-    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+# different summation orders than torch: tolerance relative to the largest value
+from helpers import assert_close_scaled as _close
+from helpers import fg_from_torch
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -33,7 +26,7 @@ def test_conv2d_module_matches_torch(rng, kwargs):
     theirs = torch.nn.Conv2d(**kwargs)
     assert list(ours.state_dict()) == list(theirs.state_dict())
     assert ours.weight.shape == tuple(theirs.weight.shape)
-    _load_from_torch(ours, theirs)
+    fg_from_torch(ours, theirs)
     x = rng.standard_normal((2, kwargs["in_channels"], 9, 8)).astype(np.float32)
     tx = torch.tensor(x, requires_grad=True)
     fx = fg.tensor(x, requires_grad=True)
@@ -107,7 +100,7 @@ def test_batchnorm_module_matches_torch_over_training_steps(rng, cls, shape, mom
     with torch.no_grad():
         theirs.weight.uniform_(0.5, 1.5)
         theirs.bias.uniform_(-0.5, 0.5)
-    _load_from_torch(ours, theirs)
+    fg_from_torch(ours, theirs)
     for step in range(5):
         x = (rng.standard_normal(shape) * 2 + 0.3).astype(np.float32)
         tx, fx = torch.tensor(x, requires_grad=True), fg.tensor(x, requires_grad=True)
@@ -166,7 +159,7 @@ def test_small_cnn_training_step_matches_torch(rng):
     fg.manual_seed(0)
     ours = nn.Sequential(*build(C, nn.Linear))
     theirs = torch.nn.Sequential(*build(torch.nn, torch.nn.Linear))
-    _load_from_torch(ours, theirs)
+    fg_from_torch(ours, theirs)
     x = rng.standard_normal((4, 3, 12, 12)).astype(np.float32)
     target = np.array([0, 3, 1, 2])
 

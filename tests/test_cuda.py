@@ -9,13 +9,30 @@ import forgegrad.cuda as fcuda
 needs_gpu = pytest.mark.skipif(not fcuda.is_available(), reason="no CUDA device on this machine")
 
 
+def test_device_queries_agree():
+    # forgegrad.cuda, the raw binding and cpu_info() describe the same build and the same devices
+    n = fcuda.device_count()
+    assert isinstance(n, int) and n == fg._C.cuda.device_count()
+    assert fcuda.is_built() == fg._C.cuda.built == fg.cpu_info()["cuda_built"]
+    assert fcuda.is_available() == (fcuda.is_built() and n > 0)
+    if not fcuda.is_built():
+        assert n == 0 and "built without CUDA" in fcuda.unavailable_reason()
+
+
 def test_unavailable_is_reported_clearly():
     if fcuda.is_available():
         assert fcuda.unavailable_reason() == ""
         return
-    assert fcuda.unavailable_reason()
-    with pytest.raises(RuntimeError, match="CUDA is not available"):
-        fcuda.to_device(np.zeros(3, np.float32))
+    reason = fcuda.unavailable_reason()
+    assert reason
+    # every entry point fails with the same clear error before touching its arguments
+    x = np.zeros(3, np.float32)
+    calls = [lambda: fcuda.to_device(x), lambda: fcuda.matmul(x, x), lambda: fcuda.relu(x),
+             lambda: fcuda.relu_backward(x, x), lambda: fcuda.adam_step(x, x, x, x, step=1)]
+    for call in calls:
+        with pytest.raises(RuntimeError, match="CUDA is not available") as e:
+            call()
+        assert reason in str(e.value)
 
 
 @needs_gpu

@@ -9,6 +9,7 @@ import forgegrad.models as zoo
 from forgegrad import nn
 from forgegrad.cli._data import _digits
 from forgegrad.models import VAE, VAELoss, vae_loss
+from helpers import load_example, torch_from_fg
 
 
 # ---- registry ------------------------------------------------------------------------------------
@@ -65,16 +66,8 @@ _TINY = {
 
 
 @pytest.mark.parametrize("name", sorted(_TINY))
-def test_models_needing_other_layers_build_or_say_which_layer_is_missing(name):
-    spec = zoo.spec(name)
+def test_models_with_conv_and_recurrent_layers_build_run_and_backprop(name):
     kwargs, make_input, out_shape = _TINY[name]
-    missing = [layer for layer in spec.layers if not hasattr(nn, layer)]
-    if missing:
-        with pytest.raises(zoo.MissingLayerError) as e:
-            zoo.create(name, **kwargs)
-        for layer in missing:
-            assert f"forgegrad.nn.{layer}" in str(e.value)
-        return
     fg.manual_seed(0)
     model = zoo.create(name, **kwargs)
     out = model(make_input())
@@ -107,7 +100,7 @@ def test_mlp_matches_torch_with_the_same_weights(rng):
     m = zoo.MLP(13, hidden=(17, 7), out_features=5, activation="tanh")
     t = torch.nn.Sequential(torch.nn.Linear(13, 17), torch.nn.Tanh(), torch.nn.Linear(17, 7), torch.nn.Tanh(),
                             torch.nn.Linear(7, 5))
-    t.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in m.state_dict().items()})
+    torch_from_fg(t, m)
     x = rng.standard_normal((3, 13)).astype(np.float32)
     np.testing.assert_allclose(m(fg.tensor(x)).numpy(), t(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
 
@@ -143,7 +136,7 @@ def test_vae_forward_and_gradients_match_torch(rng):
     fg.manual_seed(4)
     m = VAE(input_dim=29, hidden=(17, 11), latent=3)
     t = _TorchVAE(29, (17, 11), 3)
-    t.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in m.state_dict().items()})
+    torch_from_fg(t, m)
     x = rng.random((5, 29), dtype=np.float32)
     eps = rng.standard_normal((5, 3)).astype(np.float32)
     out = m(fg.tensor(x), eps=eps)
@@ -343,12 +336,7 @@ def test_vae_reconstructions_beat_the_mean_image_on_held_out_digits(trained_vae)
 
 # ---- examples/vae_digits.py ------------------------------------------------------------------------------
 def test_vae_digits_example_writes_the_png(tmp_path, capsys):
-    import importlib.util
-    import os
-    path = os.path.join(os.path.dirname(__file__), "..", "examples", "vae_digits.py")
-    spec = importlib.util.spec_from_file_location("example_vae_digits", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_example("vae_digits")
     out = tmp_path / "grid.png"
     assert mod.main(["--epochs", "2", "--hidden", "32", "--out", str(out)]) == 0
     text = capsys.readouterr().out
@@ -357,13 +345,8 @@ def test_vae_digits_example_writes_the_png(tmp_path, capsys):
 
 
 def test_vae_digits_example_without_matplotlib_names_the_extra(tmp_path, capsys, monkeypatch):
-    import importlib.util
-    import os
     import sys
-    path = os.path.join(os.path.dirname(__file__), "..", "examples", "vae_digits.py")
-    spec = importlib.util.spec_from_file_location("example_vae_digits2", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_example("vae_digits")
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert mod.main(["--epochs", "1", "--out", str(tmp_path / "x.png")]) == 1
     assert 'pip install "forgegrad[plot]"' in capsys.readouterr().err

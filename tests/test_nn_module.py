@@ -4,12 +4,14 @@ import torch
 
 import forgegrad as fg
 from forgegrad import nn
+from helpers import fg_from_torch
 
 
 def make_pair(seed=0):
     fg.manual_seed(seed)
     ours = nn.Sequential(nn.Linear(13, 17), nn.ReLU(), nn.Dropout(0.2), nn.Linear(17, 5))
-    theirs = torch.nn.Sequential(torch.nn.Linear(13, 17), torch.nn.ReLU(), torch.nn.Dropout(0.2), torch.nn.Linear(17, 5))
+    theirs = torch.nn.Sequential(torch.nn.Linear(13, 17), torch.nn.ReLU(), torch.nn.Dropout(0.2),
+                                 torch.nn.Linear(17, 5))
     return ours, theirs
 
 
@@ -21,7 +23,7 @@ def test_state_dict_keys_match_torch():
 
 def test_torch_weights_give_torch_outputs():
     ours, theirs = make_pair()
-    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    fg_from_torch(ours, theirs)
     ours.eval(), theirs.eval()
     x = np.random.default_rng(0).standard_normal((6, 13)).astype(np.float32)
     np.testing.assert_allclose(ours(fg.tensor(x)).data, theirs(torch.tensor(x)).detach().numpy(), rtol=1e-5, atol=1e-6)

@@ -2,7 +2,6 @@
 at opsets 13 and 17 (21 smoke) and batch 1, 3, 64; 'same' padding, groups, dilation; max pooling
 with ceil_mode and its indices output; BatchNorm1d; the zoo's LeNet.
 
-These ops come from the `conv` branch; until it is merged into main this file has nothing to test.
 The ONNX emission itself is also tested on its own in test_onnx_conv.py."""
 from __future__ import annotations
 
@@ -10,15 +9,13 @@ import numpy as np
 import onnx
 import pytest
 
-pytest.importorskip("forgegrad.ops.conv", reason="conv ops not merged yet")
+import forgegrad as fg
+import forgegrad.onnx as fonnx
+from forgegrad import nn
+from forgegrad.nn import conv as NC
+from forgegrad.ops import conv as OC
 
-import forgegrad as fg  # noqa: E402
-import forgegrad.onnx as fonnx  # noqa: E402
-from forgegrad import nn  # noqa: E402
-from forgegrad.nn import conv as NC  # noqa: E402
-from forgegrad.ops import conv as OC  # noqa: E402
-
-from test_onnx_common import Lambda, export_and_check  # noqa: E402
+from test_onnx_common import Lambda, export_and_check
 
 
 class CNN(nn.Module):

@@ -22,15 +22,18 @@ CASES = {
     "mse_none": (lambda m, x, t: F.mse_loss(x, t, reduction="none"), "float"),
     "l1_sum": (lambda m, x, t: F.l1_loss(x, t, reduction="sum"), "float"),
     "bce": (lambda m, x, t: F.binary_cross_entropy(_probs(x), _probs(t)), "float"),
-    "bce_weight_none": (lambda m, x, t: F.binary_cross_entropy(_probs(x), _probs(t), weight=W4, reduction="none"), "float"),
+    "bce_weight_none": (lambda m, x, t: F.binary_cross_entropy(_probs(x), _probs(t), weight=W4, reduction="none"),
+                        "float"),
     "bce_logits": (lambda m, x, t: F.binary_cross_entropy_with_logits(x * 3, _probs(t)), "float"),
     "bce_logits_pos_weight": (lambda m, x, t: F.binary_cross_entropy_with_logits(
         x * 3, _probs(t), weight=W4, pos_weight=W4 * 2, reduction="sum"), "float"),
     "cross_entropy": (lambda m, x, t: F.cross_entropy(x, t), "index"),
     "cross_entropy_weight_ignore": (lambda m, x, t: F.cross_entropy(x, t, weight=W4, ignore_index=2), "index"),
     "cross_entropy_none": (lambda m, x, t: F.cross_entropy(x, t, reduction="none"), "index"),
-    "cross_entropy_smoothing": (lambda m, x, t: F.cross_entropy(x, t, weight=W4, label_smoothing=0.1, ignore_index=1), "index"),
-    "cross_entropy_smoothing_sum": (lambda m, x, t: F.cross_entropy(x, t, label_smoothing=0.2, reduction="sum"), "index"),
+    "cross_entropy_smoothing": (lambda m, x, t: F.cross_entropy(x, t, weight=W4, label_smoothing=0.1, ignore_index=1),
+                                "index"),
+    "cross_entropy_smoothing_sum": (lambda m, x, t: F.cross_entropy(x, t, label_smoothing=0.2, reduction="sum"),
+                                    "index"),
     "cross_entropy_probs": (lambda m, x, t: F.cross_entropy(x, F.softmax(t), label_smoothing=0.1), "float"),
     "nll": (lambda m, x, t: F.nll_loss(F.log_softmax(x), t, weight=W4), "index"),
     "nll_none": (lambda m, x, t: F.nll_loss(F.log_softmax(x), t, reduction="none", ignore_index=0), "index"),
@@ -55,5 +58,7 @@ def test_cross_entropy_spatial(tmp_path):
     fg.manual_seed(1)
     x = fg.randn(3, 4, 5)
     t = fg.tensor(np.random.default_rng(0).integers(0, 4, size=(3, 5)))
-    fn = lambda m, x, t: (F.cross_entropy(x, t, weight=W4), F.cross_entropy(x, t, label_smoothing=0.1))
+    def fn(m, x, t):
+        return F.cross_entropy(x, t, weight=W4), F.cross_entropy(x, t, label_smoothing=0.1)
+
     export_and_check(Lambda(fn), (x, t), tmp_path)

@@ -1,9 +1,6 @@
 """LSTM / GRU / RNN and Embedding exported as ONNX LSTM/GRU/RNN/Gather nodes: 1-2 layers,
 bidirectional, batch_first, initial states; dynamic batch and sequence axes, checked by onnxruntime
-at sequence lengths 1, 7 and 50 (batch 1, 3, 64) against forgegrad.
-
-The recurrent layers (forgegrad.ops.rnn, forgegrad.nn.rnn/sparse) come from the `rnn` branch; until
-it is merged into main this file has nothing to test."""
+at sequence lengths 1, 7 and 50 (batch 1, 3, 64) against forgegrad."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,13 +8,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-pytest.importorskip("forgegrad.ops.rnn", reason="recurrent ops not merged yet")
-
-import forgegrad as fg  # noqa: E402
-import forgegrad.onnx as fonnx  # noqa: E402
-from forgegrad import nn  # noqa: E402
-from forgegrad.nn.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell  # noqa: E402
-from forgegrad.nn.sparse import Embedding  # noqa: E402
+import forgegrad as fg
+import forgegrad.onnx as fonnx
+from forgegrad import nn
+from forgegrad.nn.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell
+from forgegrad.nn.sparse import Embedding
 
 SIZES = [{"batch": 1, "seq": 1}, {"batch": 64, "seq": 50}]  # plus the example's batch 3, seq 7
 

@@ -176,7 +176,8 @@ def test_binary_cross_entropy(reduction):
     compare(lambda a, b: F.binary_cross_entropy_with_logits(a, b, reduction=reduction),
             lambda a, b: TF.binary_cross_entropy_with_logits(a, b, reduction=reduction), [x, t])
     compare(lambda a, b, c: F.binary_cross_entropy_with_logits(a, b, reduction=reduction, pos_weight=c),
-            lambda a, b, c: TF.binary_cross_entropy_with_logits(a, b, reduction=reduction, pos_weight=c), [x, t, pw], constant=(2,))
+            lambda a, b, c: TF.binary_cross_entropy_with_logits(a, b, reduction=reduction, pos_weight=c), [x, t, pw],
+            constant=(2,))
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])

@@ -1,7 +1,6 @@
 """The recurrent examples (examples/char_lstm.py, examples/sequence_classifier.py) run end to end with
 tiny settings: the loss falls, accuracy beats chance, --text / --save work, errors are one clear line,
 and sampling is reproducible from --seed. (The defaults' stated results are checked by running them.)"""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 
 import forgegrad as fg
+from helpers import load_example
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 EXAMPLES = os.path.join(ROOT, "examples")
@@ -20,18 +20,7 @@ TINY_LM = ["--steps", "40", "--hidden", "32", "--embed", "8", "--seq-len", "16",
            "--threads", "1"]
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", os.path.join(EXAMPLES, f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = fg.get_num_threads()  # the examples' --threads sets the global count
-    yield
-    fg.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("keep_num_threads")  # the examples' --threads sets the global count
 
 
 @pytest.fixture
@@ -42,7 +31,7 @@ def text_file(tmp_path):
 
 
 def test_char_lstm_learns_and_samples_reproducibly(text_file, tmp_path, capsys):
-    char_lstm = _load("char_lstm")
+    char_lstm = load_example("char_lstm")
     ckpt = str(tmp_path / "lm.safetensors")
     first = char_lstm.main(["--text", text_file, "--seed", "3", "--save", ckpt] + TINY_LM)
     out = capsys.readouterr().out
@@ -73,12 +62,12 @@ def test_char_lstm_epochs_and_two_layers(text_file, capsys):
     tiny = [a for a in TINY_LM]
     i = tiny.index("--steps")
     del tiny[i:i + 2]
-    run = _load("char_lstm").main(["--text", text_file, "--epochs", "1", "--num-layers", "2"] + tiny)
+    run = load_example("char_lstm").main(["--text", text_file, "--epochs", "1", "--num-layers", "2"] + tiny)
     # 1800 characters in 4 streams of 449 -> 28 chunks of 16: one epoch is 28 steps
     assert len(run["losses"]) == 28 and "LSTM 2x32" in capsys.readouterr().out
     assert np.mean(run["losses"][-5:]) < run["losses"][0]
     with pytest.raises(SystemExit):
-        _load("char_lstm").main(["--text", text_file, "--epochs", "1", "--steps", "3"])
+        load_example("char_lstm").main(["--text", text_file, "--epochs", "1", "--steps", "3"])
 
 
 def test_char_lstm_missing_text_is_one_clear_line(tmp_path):
@@ -94,7 +83,7 @@ def test_char_lstm_missing_text_is_one_clear_line(tmp_path):
 
 
 def test_char_lstm_rejects_unusable_inputs(text_file, tmp_path):
-    char_lstm = _load("char_lstm")
+    char_lstm = load_example("char_lstm")
     short = tmp_path / "short.txt"
     short.write_text("abcdef", encoding="utf-8")
     with pytest.raises(SystemExit, match="too short"):
@@ -106,7 +95,7 @@ def test_char_lstm_rejects_unusable_inputs(text_file, tmp_path):
 
 
 def test_char_lstm_streams_and_default_text():
-    char_lstm = _load("char_lstm")
+    char_lstm = load_example("char_lstm")
     assert os.path.isfile(char_lstm.default_text_path())  # ships with every CPython
     ids = np.arange(23, dtype=np.int64)
     streams = char_lstm.batch_streams(ids, batch_size=2, seq_len=5)
@@ -118,7 +107,7 @@ def test_char_lstm_streams_and_default_text():
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_sequence_classifier_beats_chance(cell, capsys):
-    seqcls = _load("sequence_classifier")
+    seqcls = load_example("sequence_classifier")
     hist = seqcls.main(["--cell", cell, "--epochs", "3", "--train-size", "800", "--test-size", "300",
                         "--hidden", "16", "--seed", "0", "--threads", "1"])
     out = capsys.readouterr().out
@@ -128,7 +117,7 @@ def test_sequence_classifier_beats_chance(cell, capsys):
 
 
 def test_sequence_classifier_data_and_padding():
-    seqcls = _load("sequence_classifier")
+    seqcls = load_example("sequence_classifier")
     tokens, lengths, labels = seqcls.make_dataset(300, np.random.default_rng(0))
     assert tokens.shape == (300, seqcls.MAX_LEN) and lengths.min() >= seqcls.MIN_LEN
     for t, L, y in zip(tokens, lengths, labels):
@@ -149,6 +138,6 @@ def test_sequence_classifier_data_and_padding():
 
 def test_examples_reject_bad_arguments():
     with pytest.raises(SystemExit):
-        _load("sequence_classifier").main(["--cell", "rnn"])
+        load_example("sequence_classifier").main(["--cell", "rnn"])
     with pytest.raises(SystemExit):
-        _load("char_lstm").main(["--steps", "0"])
+        load_example("char_lstm").main(["--steps", "0"])

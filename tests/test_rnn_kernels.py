@@ -8,21 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-import forgegrad as fg
 from forgegrad import _C
 from forgegrad.kernels import rnn as K
 
 MODES = ["lstm", "gru", "tanh", "relu"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def torch_one_thread():
-    """torch's reference runs single-threaded: its OpenMP workers spin-wait and crawl on a busy
-    2-core CI machine, and these tiny shapes gain nothing from them."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # conftest.py
 
 
 def _torch_layer(mode, I, H, bias):

@@ -1,4 +1,6 @@
 """forgegrad.nn.rnn (RNN, LSTM, GRU, cells) and nn.sparse.Embedding against torch.nn."""
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -6,23 +8,13 @@ import torch
 import forgegrad as fg
 from forgegrad.nn.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from forgegrad.nn.sparse import Embedding
+from helpers import assert_close_scaled
 
-
-@pytest.fixture(autouse=True, scope="module")
-def torch_one_thread():
-    """torch's reference runs single-threaded: its OpenMP workers spin-wait and crawl on a busy
-    2-core CI machine, and these tiny shapes gain nothing from them."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # conftest.py
 
 # Gradients here chain through up to 3 layers x 2 directions and sum over T*B rows; float32
 # rounding grows with the magnitude of those sums, so atol is 1e-6 scaled by the largest value.
-def _close(a, b, msg):
-    b = b.detach().numpy() if isinstance(b, torch.Tensor) else b
-    a = a.data if isinstance(a, fg.Tensor) else a
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * max(1.0, float(np.abs(b).max(initial=0))), err_msg=msg)
+_close = functools.partial(assert_close_scaled, atol_scale=1e-6)
 
 
 def _pair(kind, I, H, **kw):

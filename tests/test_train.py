@@ -8,11 +8,12 @@ import forgegrad as fg
 from forgegrad import nn
 from forgegrad.autograd import is_grad_enabled
 from forgegrad.data import DataLoader, TensorDataset
+from forgegrad.optim import SGD, Adam
+from forgegrad.optim.lr_scheduler import ReduceLROnPlateau
 from forgegrad.serialization import load
 from forgegrad.train import (Accuracy, Callback, EarlyStopping, FitState, History, LambdaCallback,
                              MeanAbsoluteError, ModelCheckpoint, evaluate, fit, keras, predict)
 from forgegrad.train.metrics import get_metric, get_metrics
-from train_helpers import TinyAdam, TinySGD, optim_module
 
 
 def _blobs(n=64, seed=0):
@@ -42,7 +43,7 @@ def _weights(model):
 def test_fit_reduces_loss_and_history_keys():
     train, val = _loaders()
     model = _mlp()
-    h = fit(model, nn.CrossEntropyLoss(), TinySGD(model.parameters(), lr=0.2), train, epochs=6, val_loader=val,
+    h = fit(model, nn.CrossEntropyLoss(), SGD(model.parameters(), lr=0.2), train, epochs=6, val_loader=val,
             progress=False)
     assert isinstance(h, History) and h.history is h
     assert list(h.keys()) == ["loss", "accuracy", "val_loss", "val_accuracy"]
@@ -55,7 +56,7 @@ def test_fit_reduces_loss_and_history_keys():
 def test_fit_without_validation_and_metrics():
     train, _ = _loaders()
     model = _mlp()
-    h = fit(model, nn.CrossEntropyLoss(), TinySGD(model.parameters()), train, epochs=2, metrics=(), progress=False)
+    h = fit(model, nn.CrossEntropyLoss(), SGD(model.parameters(), lr=0.1), train, epochs=2, metrics=(), progress=False)
     assert list(h.keys()) == ["loss"]
 
 
@@ -64,7 +65,7 @@ def test_fit_epoch_loss_is_sample_weighted_mean():
     X, y = _blobs(10)
     loader = DataLoader(TensorDataset(X, y), batch_size=4)  # batches of 4, 4, 2
     model = _mlp()
-    h = fit(model, nn.CrossEntropyLoss(), TinySGD(model.parameters(), lr=0.0), loader, epochs=1, progress=False)
+    h = fit(model, nn.CrossEntropyLoss(), SGD(model.parameters(), lr=0.0), loader, epochs=1, progress=False)
     ref = nn.CrossEntropyLoss()(model(fg.tensor(X)), fg.tensor(y)).item()
     assert h["loss"][0] == pytest.approx(ref, rel=1e-5)
     assert evaluate(model, nn.CrossEntropyLoss(), loader)["loss"] == pytest.approx(ref, rel=1e-5)
@@ -93,7 +94,7 @@ def test_evaluate_and_predict_use_eval_mode_and_no_grad():
     assert model.seen == [(False, False)] * 3 and model.training
     model.seen.clear()
     train, _ = _loaders()
-    fit(model, nn.CrossEntropyLoss(), TinySGD(model.parameters()), train, epochs=1, val_loader=val, progress=False)
+    fit(model, nn.CrossEntropyLoss(), SGD(model.parameters(), lr=0.1), train, epochs=1, val_loader=val, progress=False)
     assert (True, True) in model.seen and (False, False) in model.seen
 
 
@@ -111,7 +112,7 @@ def test_predict_inputs():
 def test_fit_argument_errors():
     train, _ = _loaders()
     model = _mlp()
-    opt = TinySGD(model.parameters())
+    opt = SGD(model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="epochs"):
         fit(model, nn.CrossEntropyLoss(), opt, train, epochs=-1)
     with pytest.raises(TypeError, match="zero_grad"):
@@ -170,10 +171,10 @@ def test_fit_tells_accuracy_about_logits_from_the_loss():
     y = np.ones((4, 1), np.float32)  # logit 0.3 > 0 -> class 1 -> all correct
     loader = DataLoader(TensorDataset(X, y), batch_size=4)
     model = Const()
-    h = fit(model, nn.BCEWithLogitsLoss(), TinySGD(model.parameters(), lr=0.0), loader, epochs=1, progress=False)
+    h = fit(model, nn.BCEWithLogitsLoss(), SGD(model.parameters(), lr=0.0), loader, epochs=1, progress=False)
     assert h["accuracy"] == [1.0]
     y0 = np.zeros((4, 1), np.float32)  # as probabilities 0.3 < 0.5 -> class 0 -> all correct under BCELoss
-    h = fit(model, nn.BCELoss(), TinySGD(model.parameters(), lr=0.0), DataLoader(TensorDataset(X, y0), batch_size=4),
+    h = fit(model, nn.BCELoss(), SGD(model.parameters(), lr=0.0), DataLoader(TensorDataset(X, y0), batch_size=4),
             epochs=1, progress=False)
     assert h["accuracy"] == [1.0]
 
@@ -250,7 +251,7 @@ def test_early_stopping_stops_fit_when_loss_converges():
     model = _mlp()
     # lr=0: the loss cannot improve after the first epoch (beyond rounding: the shuffled batches sum
     # in a different order each epoch, hence min_delta)
-    h = fit(model, nn.CrossEntropyLoss(), TinySGD(model.parameters(), lr=0.0), train, epochs=20,
+    h = fit(model, nn.CrossEntropyLoss(), SGD(model.parameters(), lr=0.0), train, epochs=20,
             callbacks=[EarlyStopping(monitor="loss", patience=2, min_delta=1e-4)], progress=False)
     assert len(h["loss"]) == 3 and h.stopped_early
 
@@ -259,7 +260,7 @@ def test_early_stopping_missing_monitor_warns_and_does_not_stop():
     train, _ = _loaders()
     model = _mlp()
     with pytest.warns(RuntimeWarning, match="val_loss.*not available"):
-        h = fit(model, nn.CrossEntropyLoss(), TinySGD(model.parameters(), lr=0.0), train, epochs=3,
+        h = fit(model, nn.CrossEntropyLoss(), SGD(model.parameters(), lr=0.0), train, epochs=3,
                 callbacks=[EarlyStopping(patience=0)], progress=False)
     assert len(h["loss"]) == 3
 
@@ -286,7 +287,7 @@ def test_model_checkpoint_every_epoch_with_format(tmp_path):
     train, val = _loaders()
     model = _mlp()
     pattern = str(tmp_path / "m-{epoch:02d}-{val_loss:.2f}.safetensors")
-    fit(model, nn.CrossEntropyLoss(), TinySGD(model.parameters()), train, epochs=2, val_loader=val,
+    fit(model, nn.CrossEntropyLoss(), SGD(model.parameters(), lr=0.1), train, epochs=2, val_loader=val,
         callbacks=[ModelCheckpoint(pattern)], progress=False)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert len(names) == 2 and names[0].startswith("m-01-") and names[1].startswith("m-02-")
@@ -295,7 +296,7 @@ def test_model_checkpoint_every_epoch_with_format(tmp_path):
     for k, v in _weights(model).items():
         np.testing.assert_array_equal(m2.state_dict()[k].data, v)
     with pytest.raises(KeyError, match="val_acc"):
-        fit(model, nn.CrossEntropyLoss(), TinySGD(model.parameters()), train, epochs=1,
+        fit(model, nn.CrossEntropyLoss(), SGD(model.parameters(), lr=0.1), train, epochs=1,
             callbacks=[ModelCheckpoint(str(tmp_path / "{val_acc}.safetensors"))], progress=False)
 
 
@@ -314,7 +315,7 @@ def test_keyboard_interrupt_returns_history_and_keeps_checkpoint(tmp_path, capsy
                 raise KeyboardInterrupt
 
     ended = []
-    h = fit(model, nn.CrossEntropyLoss(), TinySGD(model.parameters()), train, epochs=10, val_loader=val,
+    h = fit(model, nn.CrossEntropyLoss(), SGD(model.parameters(), lr=0.1), train, epochs=10, val_loader=val,
             callbacks=[ModelCheckpoint(path), Interrupt(),
                        LambdaCallback(on_train_end=lambda logs: ended.append(logs))],
             progress=False)
@@ -335,7 +336,7 @@ def test_other_exceptions_propagate():
     boom = LambdaCallback(on_epoch_end=lambda e, logs: (_ for _ in ()).throw(RuntimeError("boom")))
     model.eval()
     with pytest.raises(RuntimeError, match="boom"):
-        fit(model, nn.CrossEntropyLoss(), TinySGD(model.parameters()), train, epochs=2, callbacks=[boom],
+        fit(model, nn.CrossEntropyLoss(), SGD(model.parameters(), lr=0.1), train, epochs=2, callbacks=[boom],
             progress=False)
     assert not model.training  # the caller's mode is restored even on errors
 
@@ -344,7 +345,7 @@ def test_interrupt_note_mentions_restored_best_weights():
     train, _ = _loaders()
     model = _mlp()
     stop = LambdaCallback(on_epoch_begin=lambda e, logs: (_ for _ in ()).throw(KeyboardInterrupt()) if e == 2 else None)
-    h = fit(model, nn.CrossEntropyLoss(), TinySGD(model.parameters()), train, epochs=5, progress=False,
+    h = fit(model, nn.CrossEntropyLoss(), SGD(model.parameters(), lr=0.1), train, epochs=5, progress=False,
             callbacks=[EarlyStopping(monitor="loss", patience=3, restore_best_weights=True), stop])
     assert h.interrupted and len(h["loss"]) == 2 and "best weights" in h.note
 
@@ -360,25 +361,29 @@ class StepDecay:
             g["lr"] *= 0.5
 
 
-class ReduceLROnPlateau:  # the name is what fit recognises when forgegrad.optim is not there yet
-    def __init__(self, opt):
-        self.opt, self.seen = opt, []
+class RecordingPlateau(ReduceLROnPlateau):
+    """forgegrad.optim's ReduceLROnPlateau, recording the metric fit steps it with."""
 
-    def step(self, metric):
-        self.seen.append(metric)
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.seen = []
+
+    def step(self, metrics, epoch=None):
+        self.seen.append(metrics)
+        super().step(metrics, epoch)
 
 
 def test_scheduler_stepped_per_epoch_and_lr_logged():
     train, val = _loaders()
     model = _mlp()
-    opt = TinySGD(model.parameters(), lr=0.4)
+    opt = SGD(model.parameters(), lr=0.4)
     sched = StepDecay(opt)
     h = fit(model, nn.CrossEntropyLoss(), opt, train, epochs=3, scheduler=sched, progress=False)
     assert sched.calls == 3 and h["lr"] == [0.4, 0.2, 0.1]
-    plateau = ReduceLROnPlateau(opt)
+    plateau = RecordingPlateau(opt)
     h = fit(model, nn.CrossEntropyLoss(), opt, train, epochs=2, val_loader=val, scheduler=plateau, progress=False)
     assert plateau.seen == h["val_loss"]
-    plateau = ReduceLROnPlateau(opt)
+    plateau = RecordingPlateau(opt)
     h = fit(model, nn.CrossEntropyLoss(), opt, train, epochs=2, scheduler=plateau, progress=False)
     assert plateau.seen == h["loss"]
 
@@ -388,7 +393,7 @@ def test_progress_bar_with_tqdm(capsys):
     pytest.importorskip("tqdm")  # installed in the test environment; an optional extra for users
     train, val = _loaders()
     model = _mlp()
-    fit(model, nn.CrossEntropyLoss(), TinySGD(model.parameters()), train, epochs=2, val_loader=val, progress=True)
+    fit(model, nn.CrossEntropyLoss(), SGD(model.parameters(), lr=0.1), train, epochs=2, val_loader=val, progress=True)
     err = capsys.readouterr().err
     assert "Epoch 1/2" in err and "Epoch 2/2" in err and "loss=" in err and "val_accuracy=" in err
 
@@ -398,7 +403,7 @@ def test_progress_falls_back_to_lines_without_tqdm(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)
     train, _ = _loaders()
     model = _mlp()
-    fit(model, nn.CrossEntropyLoss(), TinySGD(model.parameters()), train, epochs=2, progress=True)
+    fit(model, nn.CrossEntropyLoss(), SGD(model.parameters(), lr=0.1), train, epochs=2, progress=True)
     out = capsys.readouterr()
     assert "Epoch 1/2 - loss: " in out.out and "accuracy: " in out.out and "Epoch 2/2" in out.out
 
@@ -406,26 +411,21 @@ def test_progress_falls_back_to_lines_without_tqdm(capsys, monkeypatch):
 def test_progress_false_is_silent(capsys):
     train, _ = _loaders()
     model = _mlp()
-    fit(model, nn.CrossEntropyLoss(), TinySGD(model.parameters()), train, epochs=1, progress=False)
+    fit(model, nn.CrossEntropyLoss(), SGD(model.parameters(), lr=0.1), train, epochs=1, progress=False)
     out = capsys.readouterr()
     assert out.out == "" and out.err == ""
     with pytest.raises(ValueError, match="progress"):
-        fit(model, nn.CrossEntropyLoss(), TinySGD(model.parameters()), train, epochs=1, progress="fancy")
+        fit(model, nn.CrossEntropyLoss(), SGD(model.parameters(), lr=0.1), train, epochs=1, progress="fancy")
 
 
 # ---- Keras-style sugar ------------------------------------------------------------------------------------
-@pytest.fixture
-def optim():
-    return optim_module()  # forgegrad.optim, or a stand-in until it lands on main
-
-
 def _seed_model(final="sigmoid"):
     fg.manual_seed(0)
     return nn.Sequential(nn.Dense(16, activation="relu"), nn.Dense(8, activation="relu"),
                          nn.Dense(1, activation=final))
 
 
-def test_keras_compile_fit_evaluate_predict(optim):
+def test_keras_compile_fit_evaluate_predict():
     X, y = _blobs(80)
     model = _seed_model()
     model.compile(loss="binary_crossentropy", optimizer="adam", metrics=["accuracy"], learning_rate=0.01)
@@ -451,7 +451,7 @@ def test_keras_compile_fit_evaluate_predict(optim):
     assert model._compile_config.optimizer is cfg.optimizer
 
 
-def test_keras_module_functions_and_linear_output_uses_logits(optim):
+def test_keras_module_functions_and_linear_output_uses_logits():
     X, y = _blobs(40)
     fg.manual_seed(0)
     model = nn.Sequential(nn.Dense(8, "relu"), nn.Dense(1))
@@ -461,7 +461,7 @@ def test_keras_module_functions_and_linear_output_uses_logits(optim):
     assert keras.evaluate(model, X, y)[1] == 1.0
 
 
-def test_keras_validation_split_takes_last_fraction(optim, monkeypatch):
+def test_keras_validation_split_takes_last_fraction(monkeypatch):
     X = np.arange(20, dtype=np.float32).reshape(10, 2)
     y = np.arange(10, dtype=np.float32)
     seen = {}
@@ -483,7 +483,7 @@ def test_keras_validation_split_takes_last_fraction(optim, monkeypatch):
     assert seen["val"] == [0.0, 1.0] and len(seen["train"]) == 10
 
 
-def test_keras_sparse_and_categorical_crossentropy(optim):
+def test_keras_sparse_and_categorical_crossentropy():
     X, y = _blobs(60)
     for final, loss, target in [("softmax", "sparse_categorical_crossentropy", y),
                                 (None, "sparse_categorical_crossentropy", y),
@@ -506,27 +506,28 @@ def test_keras_sparse_and_categorical_crossentropy(optim):
     assert p.shape == (60, 2)
 
 
-def test_keras_optimizer_instance_class_and_errors(optim):
+def test_keras_optimizer_instance_class_and_errors():
     X, y = _blobs(20)
     # an optimizer class is instantiated with the (built) parameters
     model = _seed_model()
-    model.compile(loss="binary_crossentropy", optimizer=TinyAdam, metrics=["accuracy"], lr=0.01)
+    model.compile(loss="binary_crossentropy", optimizer=Adam, metrics=["accuracy"], lr=0.01)
     model.fit(X, y, epochs=1, verbose=0)
-    assert isinstance(model._compile_config.optimizer, TinyAdam)
+    assert isinstance(model._compile_config.optimizer, Adam)
     # an instance created after building is used as is
     built = nn.Sequential(nn.Dense(4, "relu", input_dim=2), nn.Dense(1, "sigmoid", input_dim=4))
-    opt = TinySGD(built.parameters(), lr=0.1)
+    opt = SGD(built.parameters(), lr=0.1)
     built.compile(loss="binary_crossentropy", optimizer=opt)
     built.fit(X, y, epochs=1, verbose=0)
     assert built._compile_config.optimizer is opt
-    # an instance created before the Dense layers exist cannot train them: clear error
-    lazy = _seed_model()
-    lazy.compile(loss="binary_crossentropy", optimizer=TinySGD(lazy.parameters()))
+    # an instance created before a Dense layer exists cannot train it: clear error (the first layer is
+    # built, so that forgegrad.optim, like torch.optim, does not already refuse an empty parameter list)
+    lazy = nn.Sequential(nn.Dense(4, "relu", input_dim=2), nn.Dense(1, "sigmoid"))
+    lazy.compile(loss="binary_crossentropy", optimizer=SGD(lazy.parameters(), lr=0.1))
     with pytest.raises(ValueError, match="before the model's Dense layers were built"):
         lazy.fit(X, y, epochs=1, verbose=0)
 
 
-def test_keras_errors(optim):
+def test_keras_errors():
     X, y = _blobs(20)
     model = _seed_model()
     with pytest.raises(RuntimeError, match="compiled first"):
@@ -548,7 +549,7 @@ def test_keras_errors(optim):
         model.fit(X, y, validation_data=X, verbose=0)
 
 
-def test_keras_verbose_levels(optim, capsys):
+def test_keras_verbose_levels(capsys):
     X, y = _blobs(20)
     model = _seed_model()
     model.compile(loss="binary_crossentropy", optimizer="adam", metrics=["accuracy"])
@@ -560,7 +561,7 @@ def test_keras_verbose_levels(optim, capsys):
     assert out.out == "" and out.err == ""
 
 
-def test_keras_custom_loss_callable(optim):
+def test_keras_custom_loss_callable():
     X, y = _blobs(20)
     model = _seed_model()
     calls = []

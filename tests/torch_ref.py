@@ -25,7 +25,10 @@ def compare(fn_fg, fn_torch, inputs, *, rtol=1e-5, atol=1e-6, grad=True, seed_gr
     assert out_fg.shape == tuple(out_th.shape)
     if not grad:
         return out_fg
-    g = seed_grad if seed_grad is not None else np.random.default_rng(7).standard_normal(out_fg.shape).astype(np.float32)
+    if seed_grad is not None:
+        g = seed_grad
+    else:
+        g = np.random.default_rng(7).standard_normal(out_fg.shape).astype(np.float32)
     out_fg.backward(g if out_fg.ndim else None) if out_fg.ndim else out_fg.backward()
     out_th.backward(torch.tensor(g) if out_th.ndim else None)
     for i, (a, b) in enumerate(zip(fg_in, th_in)):

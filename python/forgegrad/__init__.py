@@ -2,7 +2,7 @@
 import importlib as _importlib
 
 from ._version import __version__
-from . import _C
+from . import _C  # noqa: F401  (loads the compiled kernels first; forgegrad._C is public)
 from ._runtime import cpu_info, get_num_threads, get_simd, set_num_threads, set_simd
 from . import kernels
 from .devices import device

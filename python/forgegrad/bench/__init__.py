@@ -1,8 +1,11 @@
 """forgegrad.bench: forgegrad's kernels timed against reference runtimes (numpy/OpenBLAS, torch).
 
-Suites live in a registry: each module of this package (one file per area: gemm.py, later conv,
-lstm, adam...) registers a function with @suite("name"). A suite takes the thread counts and a
-`quick` flag and returns rows
+This package is the single source of the benchmark workloads. Each module (one file per area:
+gemm.py, conv.py, rnn.py, adam.py, ...) lists its workloads as ``Workload`` records (a name, the
+runtimes it times, and a function building one no-argument call per runtime) in ``workloads(quick)``,
+and registers a suite with @suite("name") that times them with ``time_workloads``. The
+pytest-benchmark files in the repository's bench/ directory are thin wrappers that parametrize
+over the same ``workloads()``. A suite takes the thread counts and a `quick` flag and returns rows
 
     {"workload": str, "threads": int, "seconds": {runtime: seconds or None (absent)},
      "flop": float (optional, gives GFLOP/s columns)}
@@ -15,9 +18,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Callable, Dict, List, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["suite", "suites", "run", "format_table", "BASELINE"]
+__all__ = ["suite", "suites", "run", "format_table", "BASELINE", "Workload", "time_workloads"]
 
 Row = dict
 SuiteFn = Callable[[Sequence[int], bool], List[Row]]
@@ -27,6 +31,47 @@ _SUITES: Dict[str, SuiteFn] = {}
 # each other runtime: > 1 means forgegrad is faster).
 SUBJECT = "forgegrad"
 BASELINE = "numpy"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One benchmark row: what is timed, on which runtimes, and how to build the timed calls.
+
+    Attributes:
+        name: the row's label (unique within a suite).
+        runtimes: the runtimes this row times, forgegrad first.
+        make: callable(threads) -> {runtime: no-argument callable, or None when that runtime is not
+            installed}. Called with every runtime already pinned to ``threads`` (sessions such as
+            onnxruntime's take the count when they are built), so the calls are built per count.
+        flop: floating-point operations per call (gives GFLOP/s columns), or None.
+        info: extra numbers for pytest-benchmark's extra_info (e.g. bytes moved per call).
+    """
+
+    name: str
+    runtimes: Tuple[str, ...]
+    make: Callable[[int], Dict[str, Optional[Callable[[], object]]]]
+    flop: Optional[float] = None
+    info: Dict[str, float] = field(default_factory=dict)
+
+    def __str__(self) -> str:  # the pytest id of a parametrized wrapper
+        return self.name.replace(" ", "_")
+
+
+def time_workloads(workloads: Sequence[Workload], threads: Sequence[int], repeat: int,
+                   min_time: float) -> List[Row]:
+    """One row per workload and thread count, every runtime timed by _timing.compare."""
+    from ._timing import compare, pinned_threads
+    rows = []
+    for w in workloads:
+        for n in threads:
+            with pinned_threads(n):
+                fns = w.make(n)
+                row = {"workload": w.name, "threads": n,
+                       "seconds": compare({r: fns[r] for r in w.runtimes}, repeat=repeat, min_time=min_time)}
+            if w.flop is not None:
+                row["flop"] = w.flop
+            rows.append(row)
+    return rows
 
 
 def suite(name: str):

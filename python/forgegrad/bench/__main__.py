@@ -17,7 +17,8 @@ from ._timing import openblas_env_warning
 
 def main(argv=None) -> int:
     names = sorted(suites())
-    p = argparse.ArgumentParser(prog="python -m forgegrad.bench", description=" ".join(__doc__.split("\n\n")[1].split()))
+    p = argparse.ArgumentParser(prog="python -m forgegrad.bench",
+                                description=" ".join(__doc__.split("\n\n")[1].split()))
     p.add_argument("suite", choices=names + ["all"], help="benchmark suite to run")
     p.add_argument("--threads", type=int, nargs="+", default=[1], metavar="N",
                    help="thread counts to run at (default: 1)")

@@ -10,8 +10,8 @@ from typing import List, Sequence
 
 import numpy as np
 
-from . import suite
-from ._timing import compare, optional_import, pinned_threads
+from . import Workload, suite, time_workloads
+from ._timing import optional_import
 
 BATCH = 64
 WORKLOAD = f"LeNet CNN step 1x28x28, batch {BATCH}, Adam"
@@ -45,14 +45,12 @@ def cnn_step_fns(torch, rng, batch: int = BATCH):
     return classifier_step_fns(model, torch_lenet(torch) if torch is not None else None, x, y, torch)
 
 
+def workloads(quick: bool = False) -> List[Workload]:
+    return [Workload(WORKLOAD, ("forgegrad", "torch"),
+                     lambda _threads: cnn_step_fns(optional_import("torch"), np.random.default_rng(0)))]
+
+
 @suite("cnn")
 def cnn_suite(threads: Sequence[int], quick: bool) -> List[dict]:
-    torch = optional_import("torch")
     repeat, min_time = (3, 0.0) if quick else (7, 0.1)
-    rows = []
-    for n in threads:
-        with pinned_threads(n):
-            fns = cnn_step_fns(torch, np.random.default_rng(0))
-            sec = compare(fns, repeat=repeat, min_time=min_time)
-        rows.append({"workload": WORKLOAD, "threads": n, "seconds": sec})
-    return rows
+    return time_workloads(workloads(quick), threads, repeat, min_time)

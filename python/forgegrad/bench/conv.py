@@ -13,27 +13,28 @@ import numpy as np
 
 from forgegrad.kernels.conv import conv2d_backward, conv2d_forward
 
-from . import suite
-from ._timing import compare, optional_import, pinned_threads
+from . import Workload, suite, time_workloads
+from ._timing import optional_import
 
 SHAPES = (((32, 64, 32, 32), 64), ((64, 1, 28, 28), 32), ((64, 32, 14, 14), 64))
+RUNTIMES = ("forgegrad", "torch")
 
 
-def _rows(xshape, filters, threads, torch, rng, repeat, min_time) -> List[dict]:
+def _fns(xshape, filters, backward: bool):
+    """{"forgegrad": call, "torch": call or None}: the forward, or forward + backward when asked."""
+    torch = optional_import("torch")
+    rng = np.random.default_rng(0)
     n, c, h, w = xshape
     x = rng.standard_normal(xshape).astype(np.float32)
     wt = (rng.standard_normal((filters, c, 3, 3)) * 0.1).astype(np.float32)
     b = rng.standard_normal(filters).astype(np.float32)
     gy = rng.standard_normal((n, filters, h, w)).astype(np.float32)
-    flop = 2.0 * n * filters * c * 9 * h * w
-    name = f"conv3x3 {n}x{c}x{h}x{w}->{filters}"
 
     def fg_step():
         conv2d_forward(x, wt, b, padding=1)
         conv2d_backward(x, wt, gy, padding=1)
 
-    fwd = {"forgegrad": lambda: conv2d_forward(x, wt, b, padding=1), "torch": None}
-    step = {"forgegrad": fg_step, "torch": None}
+    fns = {"forgegrad": fg_step if backward else (lambda: conv2d_forward(x, wt, b, padding=1)), "torch": None}
     if torch is not None:
         F = torch.nn.functional
         tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, wt, b))
@@ -47,21 +48,24 @@ def _rows(xshape, filters, threads, torch, rng, repeat, min_time) -> List[dict]:
             tx.grad = tw.grad = tb.grad = None
             F.conv2d(tx, tw, tb, padding=1).backward(tgy)
 
-        fwd["torch"], step["torch"] = t_fwd, t_step
-    with pinned_threads(threads):
-        s_fwd = compare(fwd, repeat=repeat, min_time=min_time)
-        s_step = compare(step, repeat=repeat, min_time=min_time)
-    return [{"workload": name + " fwd", "threads": threads, "seconds": s_fwd, "flop": flop},
-            {"workload": name + " fwd+bwd", "threads": threads, "seconds": s_step, "flop": 3 * flop}]
+        fns["torch"] = t_step if backward else t_fwd
+    return fns
+
+
+def workloads(quick: bool = False) -> List[Workload]:
+    """Per shape: the forward, then forward + backward."""
+    out = []
+    for xshape, filters in SHAPES[1:] if quick else SHAPES:
+        n, c, h, w = xshape
+        flop = 2.0 * n * filters * c * 9 * h * w
+        name = f"conv3x3 {n}x{c}x{h}x{w}->{filters}"
+        out.append(Workload(name + " fwd", RUNTIMES, lambda _t, s=xshape, f=filters: _fns(s, f, False), flop=flop))
+        out.append(Workload(name + " fwd+bwd", RUNTIMES, lambda _t, s=xshape, f=filters: _fns(s, f, True),
+                            flop=3 * flop))
+    return out
 
 
 @suite("conv")
 def conv_suite(threads: Sequence[int], quick: bool) -> List[dict]:
-    torch = optional_import("torch")
-    rng = np.random.default_rng(0)
     repeat, min_time = (3, 0.0) if quick else (7, 0.05)
-    rows = []
-    for xshape, filters in SHAPES[1:] if quick else SHAPES:
-        for t in threads:
-            rows += _rows(xshape, filters, t, torch, rng, repeat, min_time)
-    return rows
+    return time_workloads(workloads(quick), threads, repeat, min_time)

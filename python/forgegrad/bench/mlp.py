@@ -4,17 +4,18 @@ Workloads:
   * training step at batch 64 (forward, cross_entropy, backward, Adam): forgegrad vs torch
   * inference at batch 1 (no grad): forgegrad vs torch vs onnxruntime running torch's ONNX export
     (TorchScript exporter, ``dynamo=False``; ORT with intra_op_num_threads = the thread count)
-bench/bench_mlp.py is the pytest-benchmark version of the same comparison.
+bench/bench_mlp.py is the pytest-benchmark wrapper over the same workloads.
 """
 from __future__ import annotations
 
 import io
+import warnings
 from typing import List, Sequence
 
 import numpy as np
 
-from . import suite
-from ._timing import compare, optional_import, pinned_threads
+from . import Workload, suite, time_workloads
+from ._timing import optional_import
 
 SIZES = (784, 256, 128, 10)
 BATCH_TRAIN, BATCH_INFER = 64, 1
@@ -44,7 +45,8 @@ def _models(torch):
     return model, torch.nn.Sequential(*tlayers)
 
 
-def _train_fns(torch, rng):
+def train_fns(torch, rng):
+    """{"forgegrad": step, "torch": step or None}; each step returns its loss (before the update)."""
     from .. import optim
     from ..nn import functional as F
     from ..tensor import Tensor
@@ -56,8 +58,10 @@ def _train_fns(torch, rng):
 
     def fg_step():
         opt.zero_grad()
-        F.cross_entropy(model(xt), yt).backward()
+        loss = F.cross_entropy(model(xt), yt)
+        loss.backward()
         opt.step()
+        return loss
 
     fns = {"forgegrad": fg_step, "torch": None}
     if torch is not None:
@@ -66,14 +70,17 @@ def _train_fns(torch, rng):
 
         def torch_step():
             topt.zero_grad()
-            torch.nn.functional.cross_entropy(tmodel(tx), ty).backward()
+            loss = torch.nn.functional.cross_entropy(tmodel(tx), ty)
+            loss.backward()
             topt.step()
+            return loss
 
         fns["torch"] = torch_step
-    return f"MLP 784-256-128-10 train step, batch {BATCH_TRAIN}, Adam", fns
+    return fns
 
 
-def _infer_fns(torch, ort, rng, threads):
+def infer_fns(torch, ort, rng, threads):
+    """{"forgegrad", "torch", "onnxruntime": forward of one batch (None for an absent runtime)}."""
     from ..autograd import no_grad
     from ..tensor import Tensor
     x = rng.standard_normal((BATCH_INFER, SIZES[0])).astype(np.float32)
@@ -97,29 +104,29 @@ def _infer_fns(torch, ort, rng, threads):
         fns["torch"] = torch_infer
         if ort is not None:
             buf = io.BytesIO()
-            torch.onnx.export(tmodel, (tx,), buf, input_names=["x"], output_names=["y"], dynamo=False)
+            with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
+                warnings.simplefilter("ignore")
+                torch.onnx.export(tmodel, (tx,), buf, input_names=["x"], output_names=["y"], dynamo=False)
             so = ort.SessionOptions()
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
             sess = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
             feed = {"x": x}
             fns["onnxruntime"] = lambda: sess.run(None, feed)
-    return f"MLP 784-256-128-10 inference, batch {BATCH_INFER}", fns
+    return fns
+
+
+def workloads(quick: bool = False) -> List[Workload]:
+    return [
+        Workload(f"MLP 784-256-128-10 train step, batch {BATCH_TRAIN}, Adam", ("forgegrad", "torch"),
+                 lambda _threads: train_fns(optional_import("torch"), np.random.default_rng(0))),
+        Workload(f"MLP 784-256-128-10 inference, batch {BATCH_INFER}", ("forgegrad", "torch", "onnxruntime"),
+                 lambda threads: infer_fns(optional_import("torch"), optional_import("onnxruntime"),
+                                           np.random.default_rng(0), threads)),
+    ]
 
 
 @suite("mlp")
 def mlp_suite(threads: Sequence[int], quick: bool) -> List[dict]:
-    import warnings
-    torch = optional_import("torch")
-    ort = optional_import("onnxruntime")
     repeat, min_time = (3, 0.01) if quick else (9, 0.05)
-    rows = []
-    for n in threads:
-        with pinned_threads(n):
-            name, fns = _train_fns(torch, np.random.default_rng(0))
-            rows.append({"workload": name, "threads": n, "seconds": compare(fns, repeat=repeat, min_time=min_time)})
-            with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
-                warnings.simplefilter("ignore")
-                name, fns = _infer_fns(torch, ort, np.random.default_rng(0), n)
-            rows.append({"workload": name, "threads": n, "seconds": compare(fns, repeat=repeat, min_time=min_time)})
-    return rows
+    return time_workloads(workloads(quick), threads, repeat, min_time)

@@ -17,8 +17,8 @@ import numpy as np
 
 from forgegrad.kernels import rnn as K
 
-from . import suite
-from ._timing import compare, optional_import, pinned_threads
+from . import Workload, suite, time_workloads
+from ._timing import optional_import
 
 T, I, H = 50, 128, 256
 # (kind, batch, train)
@@ -39,7 +39,10 @@ def _ort_session(ort, torch, m, xt, kind, threads):
     return ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
 
 
-def _row(kind, batch, train, threads, torch, ort, rng, repeat, min_time) -> dict:
+def _fns(kind, batch, train, threads):
+    torch = optional_import("torch")
+    ort = optional_import("onnxruntime")
+    rng = np.random.default_rng(0)
     G = 4 if kind == "lstm" else 3
     x = rng.standard_normal((T, batch, I)).astype(np.float32)
     gy = rng.standard_normal((T, batch, H)).astype(np.float32)
@@ -76,21 +79,21 @@ def _row(kind, batch, train, threads, torch, ort, rng, repeat, min_time) -> dict
             sess = _ort_session(ort, torch, m, xt, kind, threads)
             feed = {"x": x}
             fns["onnxruntime"] = lambda: sess.run(None, feed)
-    with pinned_threads(threads):
-        sec = compare(fns, repeat=repeat, min_time=min_time)
-    flop = 2.0 * T * batch * G * H * (I + H) * (3 if train else 1)
-    name = f"{kind} {'fwd+bwd' if train else 'inference'} T{T} B{batch} I{I} H{H}"
-    return {"workload": name, "threads": threads, "seconds": sec, "flop": flop}
+    return fns
+
+
+def workloads(quick: bool = False) -> List[Workload]:
+    out = []
+    for kind, batch, train in WORKLOADS[:3] if quick else WORKLOADS:
+        G = 4 if kind == "lstm" else 3
+        flop = 2.0 * T * batch * G * H * (I + H) * (3 if train else 1)
+        name = f"{kind} {'fwd+bwd' if train else 'inference'} T{T} B{batch} I{I} H{H}"
+        runtimes = ("forgegrad", "torch") if train else ("forgegrad", "torch", "onnxruntime")
+        out.append(Workload(name, runtimes, lambda threads, a=(kind, batch, train): _fns(*a, threads), flop=flop))
+    return out
 
 
 @suite("rnn")
 def rnn_suite(threads: Sequence[int], quick: bool) -> List[dict]:
-    torch = optional_import("torch")
-    ort = optional_import("onnxruntime")
-    rng = np.random.default_rng(0)
     repeat, min_time = (3, 0.05) if quick else (7, 0.2)
-    rows = []
-    for kind, batch, train in WORKLOADS[:3] if quick else WORKLOADS:
-        for t in threads:
-            rows.append(_row(kind, batch, train, t, torch, ort, rng, repeat, min_time))
-    return rows
+    return time_workloads(workloads(quick), threads, repeat, min_time)

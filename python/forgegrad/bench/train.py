@@ -2,7 +2,8 @@
 forgegrad against torch with the same weights, inputs and (for the VAE) the same noise.
 
 Workloads: MLP 784-256-10 (cross-entropy, Adam) and VAE 784-400-20 (BCE + KL, Adam), batch 128.
-numpy has no autograd, so it is not part of this suite.
+numpy has no autograd, so it is not part of this suite. bench/bench_vae.py wraps the VAE workload
+for pytest-benchmark and checks that both sides compute the same loss and gradients.
 """
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from typing import List, Sequence
 
 import numpy as np
 
-from . import suite
-from ._timing import compare, optional_import, pinned_threads
+from . import Workload, suite, time_workloads
+from ._timing import optional_import
 
 BATCH = 128
+INPUT, HIDDEN, LATENT = 784, 400, 20
+MLP_WORKLOAD = "MLP 784-256-10 step, batch 128, Adam"
+VAE_WORKLOAD = "VAE 784-400-20 step, batch 128, Adam"
 
 
 def _mlp_step(torch, rng):
@@ -25,16 +29,56 @@ def _mlp_step(torch, rng):
     tm = None
     if torch is not None:
         tm = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
-    return "MLP 784-256-10 step, batch 128, Adam", classifier_step_fns(model, tm, x, y, torch)
+    return MLP_WORKLOAD, classifier_step_fns(model, tm, x, y, torch)
+
+
+def vae_data(rng):
+    """(x, eps): a batch of binarised pixels and the reparameterisation noise both sides use."""
+    x = (rng.random((BATCH, INPUT), dtype=np.float32) > 0.7).astype(np.float32)
+    eps = rng.standard_normal((BATCH, LATENT)).astype(np.float32)
+    return x, eps
+
+
+def vae_models(torch):
+    """forgegrad.models.VAE(784, (400,), 20) and (when torch is there) a torch twin with its weights."""
+    from ..models import VAE
+    model = VAE(INPUT, (HIDDEN,), LATENT)
+    if torch is None:
+        return model, None
+    tnn = torch.nn
+
+    class TorchVAE(tnn.Module):  # the same network, with forgegrad's state_dict names
+        def __init__(self):
+            super().__init__()
+            self.encoder = tnn.Sequential(tnn.Linear(INPUT, HIDDEN), tnn.ReLU())
+            self.fc_mu = tnn.Linear(HIDDEN, LATENT)
+            self.fc_logvar = tnn.Linear(HIDDEN, LATENT)
+            self.decoder = tnn.Sequential(tnn.Linear(LATENT, HIDDEN), tnn.ReLU(), tnn.Linear(HIDDEN, INPUT),
+                                          tnn.Sigmoid())
+
+        def forward(self, x, eps):
+            h = self.encoder(x)
+            mu, logvar = self.fc_mu(h), self.fc_logvar(h)
+            return self.decoder(mu + eps * torch.exp(0.5 * logvar)), mu, logvar
+
+    tmodel = TorchVAE()
+    tmodel.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in model.state_dict().items()})
+    return model, tmodel
+
+
+def torch_vae_loss(torch, recon, x, mu, logvar):
+    """forgegrad.models.vae_loss in torch: (BCE summed + KL) / batch."""
+    bce = torch.nn.functional.binary_cross_entropy(recon, x, reduction="sum")
+    kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+    return (bce + kl) / x.shape[0]
 
 
 def _vae_step(torch, rng):
     from .. import optim
-    from ..models import VAE, vae_loss
+    from ..models import vae_loss
     from ..tensor import Tensor
-    x = (rng.random((BATCH, 784), dtype=np.float32) > 0.7).astype(np.float32)
-    eps = rng.standard_normal((BATCH, 20)).astype(np.float32)
-    model = VAE(784, (400,), 20)
+    x, eps = vae_data(rng)
+    model, tmodel = vae_models(torch)
     opt = optim.Adam(model.parameters(), lr=1e-3)
     xt = Tensor(x)
 
@@ -44,47 +88,33 @@ def _vae_step(torch, rng):
         opt.zero_grad()
         loss.backward()
         opt.step()
+        return loss
 
     fns = {"forgegrad": fg_step, "torch": None}
     if torch is not None:
-        F = torch.nn.functional
-        enc, fc_mu, fc_lv = torch.nn.Linear(784, 400), torch.nn.Linear(400, 20), torch.nn.Linear(400, 20)
-        dec1, dec2 = torch.nn.Linear(20, 400), torch.nn.Linear(400, 784)
-        tmods = {"encoder.0": enc, "fc_mu": fc_mu, "fc_logvar": fc_lv, "decoder.0": dec1, "decoder.2": dec2}
-        state = model.state_dict()
-        params = []
-        for prefix, lin in tmods.items():
-            with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(state[prefix + ".weight"].numpy()))
-                lin.bias.copy_(torch.from_numpy(state[prefix + ".bias"].numpy()))
-            params += list(lin.parameters())
-        topt = torch.optim.Adam(params, lr=1e-3)
+        topt = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
         tx, te = torch.from_numpy(x), torch.from_numpy(eps)
 
         def torch_step():
-            h = torch.relu(enc(tx))
-            mu, logvar = fc_mu(h), fc_lv(h)
-            recon = torch.sigmoid(dec2(torch.relu(dec1(mu + te * torch.exp(0.5 * logvar)))))
-            loss = (F.binary_cross_entropy(recon, tx, reduction="sum")
-                    - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())) / BATCH
+            recon, mu, logvar = tmodel(tx, te)
+            loss = torch_vae_loss(torch, recon, tx, mu, logvar)
             topt.zero_grad()
             loss.backward()
             topt.step()
+            return loss
 
         fns["torch"] = torch_step
-    return "VAE 784-400-20 step, batch 128, Adam", fns
+    return VAE_WORKLOAD, fns
+
+
+def workloads(quick: bool = False) -> List[Workload]:
+    return [Workload(MLP_WORKLOAD, ("forgegrad", "torch"),
+                     lambda _threads: _mlp_step(optional_import("torch"), np.random.default_rng(0))[1]),
+            Workload(VAE_WORKLOAD, ("forgegrad", "torch"),
+                     lambda _threads: _vae_step(optional_import("torch"), np.random.default_rng(0))[1])]
 
 
 @suite("train")
 def train_suite(threads: Sequence[int], quick: bool) -> List[dict]:
-    torch = optional_import("torch")
     repeat, min_time = (3, 0.01) if quick else (9, 0.05)
-    rows = []
-    for make in (_mlp_step, _vae_step):
-        for n in threads:
-            rng = np.random.default_rng(0)
-            with pinned_threads(n):
-                name, fns = make(torch, rng)
-                sec = compare(fns, repeat=repeat, min_time=min_time)
-            rows.append({"workload": name, "threads": n, "seconds": sec})
-    return rows
+    return time_workloads(workloads(quick), threads, repeat, min_time)

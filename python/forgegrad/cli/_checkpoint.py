@@ -87,8 +87,6 @@ def load(path: str):
         raise UsageError(f"{meta_path} is not a forgegrad checkpoint (expected format {FORMAT!r})")
     try:
         model = models.from_config({"name": meta["name"], "kwargs": meta.get("kwargs", {})})
-    except models.MissingLayerError as e:
-        raise CLIError(str(e)) from None
     except ValueError as e:
         raise UsageError(f"{meta_path}: {e}") from None
     weights = os.path.join(os.path.dirname(meta_path), meta.get("weights", WEIGHTS))

@@ -104,7 +104,8 @@ def load(spec: str, text_seq_len: int = 64, vocab: Optional[str] = None) -> Data
         looks_like_path = os.sep in spec or "." in os.path.basename(spec)
         if looks_like_path:
             raise UsageError(f"data file not found: {spec}")
-        raise UsageError(f"unknown data set {spec!r}; use one of: {', '.join(BUILTIN)}, or a path to a file: {FILE_KINDS}")
+        raise UsageError(f"unknown data set {spec!r}; use one of: {', '.join(BUILTIN)}, "
+                         f"or a path to a file: {FILE_KINDS}")
     ext = os.path.splitext(spec)[1].lower()
     try:
         if os.path.isdir(spec):

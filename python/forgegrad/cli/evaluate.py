@@ -13,7 +13,8 @@ def add_parser(sub):
     p = sub.add_parser("eval", help="evaluate a checkpoint on a data set",
                        description="Loss and accuracy (classifiers), negative ELBO and reconstruction error (VAEs) "
                                    "or perplexity (char_lstm) of a checkpoint written by `forgegrad train`.")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="the train --out directory, its model.json or model.safetensors")
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="the train --out directory, its model.json or model.safetensors")
     p.add_argument("--data", default=None, metavar="digits|PATH",
                    help="data set (default: the one the checkpoint was trained on)")
     p.add_argument("--split", choices=("val", "all"), default=None,

@@ -29,7 +29,8 @@ def add_parser(sub):
                        description="Export a checkpoint written by `forgegrad train` to ONNX, run it in onnxruntime "
                                    "and print the parity report against forgegrad. VAEs export their deterministic "
                                    "reconstruction x -> decode(mu(x)).")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="the train --out directory, its model.json or model.safetensors")
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="the train --out directory, its model.json or model.safetensors")
     p.add_argument("--out", required=True, metavar="model.onnx", help="path of the ONNX file to write")
     p.add_argument("--batch", type=int, default=4, help="batch size of the example input used to trace (default 4)")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime parity check")

@@ -62,7 +62,9 @@ def _run(args, out, log):
                                      "split": {"val_fraction": 0.2, "seed": args.seed},
                                      "epochs_completed": epoch, "history": history}, out)
 
-    quiet = (lambda *a, **k: None)
+    def quiet(*a, **k):
+        return None
+
     _loop.fit(model, "classify", optimizer, x_tr, y_tr, x_va, y_va, epochs, 64, _random.generator(),
               on_epoch_end=checkpoint, progress=False, log=quiet)
     final = history[-1]

@@ -108,7 +108,9 @@ def prepare(spec, ds, seed, val_split):
         raise UsageError(f"model {spec.name!r} cannot take {ds.name}: {e}") from None
     y = ds.targets if spec.task == "lm" else ds.y
     tr, va = _data.split(ds, val_split, seed)
-    pick = (lambda a, i: None if a is None else a[i])
+    def pick(a, i):
+        return None if a is None else a[i]
+
     return x[tr], pick(y, tr), x[va], pick(y, va), inferred
 
 
@@ -126,8 +128,6 @@ def build_optimizer(name, params, lr):
 def build_model(name, kwargs):
     try:
         return models.create(name, **kwargs)
-    except models.MissingLayerError as e:
-        raise CLIError(str(e)) from None
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -152,7 +152,8 @@ def run(args, log=print):
     log(f"training {spec.name} ({n_params:,} parameters) on {ds.name}: {len(x_tr)} train / {len(x_va)} validation "
         f"samples, {args.epochs} epochs, batch {args.batch_size}, {args.optimizer} lr {args.lr}")
     meta = {"task": spec.task, "input_kind": spec.input_kind, "input_shape": list(x_tr.shape[1:]),
-            "num_classes": ds.num_classes, "data": args.data, "split": {"val_fraction": args.val_split, "seed": args.seed},
+            "num_classes": ds.num_classes, "data": args.data,
+            "split": {"val_fraction": args.val_split, "seed": args.seed},
             "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                       "optimizer": args.optimizer, "beta": args.beta},
             "forgegrad_version": __version__}

@@ -16,7 +16,6 @@ calls give different (but repeatable) results.
 """
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Callable, Optional, Sequence, Tuple, Union
 

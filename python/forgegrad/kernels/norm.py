@@ -61,7 +61,8 @@ def batch_norm_forward(x, weight=None, bias=None, running_mean=None, running_var
     if not training and (running_mean is None or running_var is None):
         raise ValueError("batch_norm: running_mean and running_var are required when training=False")
     if training and x.size // c < 2:
-        raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input of shape {x.shape}")
+        raise ValueError("batch_norm: expected more than 1 value per channel when training, "
+                         f"got input of shape {x.shape}")
     y = np.empty(x.shape, np.float32)
     save_mean = np.empty(c, np.float32)
     save_invstd = np.empty(c, np.float32)

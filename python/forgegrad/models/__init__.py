@@ -4,23 +4,20 @@
     >>> zoo.available()
     ['char_lstm', 'conv_vae', 'gru', 'lenet', 'lenet8', 'lstm', 'mlp', 'vae']
     >>> model = zoo.create("mlp", in_features=64, out_features=10)
-
-Models whose layers this build lacks (Conv2d, LSTM, ...) raise MissingLayerError when built.
 """
 from __future__ import annotations
 
 import functools
 import math
 
-from ._registry import (MissingLayerError, ModelSpec, available, config_of, create, from_config, register,
-                        require_layers, spec)
+from ._registry import ModelSpec, available, config_of, create, from_config, register, spec
 from .cnn import LeNet
 from .mlp import MLP
 from .rnn import CharLSTM, SequenceClassifier
 from .vae import VAE, ConvVAE, VAELoss, vae_loss
 
 __all__ = ["available", "create", "spec", "config_of", "from_config", "register", "ModelSpec",
-           "MissingLayerError", "require_layers", "MLP", "LeNet", "SequenceClassifier", "CharLSTM",
+           "MLP", "LeNet", "SequenceClassifier", "CharLSTM",
            "VAE", "ConvVAE", "vae_loss", "VAELoss"]
 
 
@@ -54,34 +51,28 @@ register(ModelSpec(
 register(ModelSpec(
     "lenet", LeNet, "LeNet-style CNN conv32-pool-conv64-pool-fc128 (1x28x28 by default)", "image", "classify",
     lambda shape, k: {"in_channels": _as_image(shape)[0], "input_size": _as_image(shape)[1],
-                      **({"num_classes": k} if k else {})},
-    layers=("Conv2d", "MaxPool2d")))
+                      **({"num_classes": k} if k else {})}))
 register(ModelSpec(
     "lenet8", functools.partial(LeNet, input_size=8), "LeNet-style CNN for 8x8 images (the bundled digits)",
     "image", "classify",
-    lambda shape, k: {"in_channels": _as_image(shape)[0], **({"num_classes": k} if k else {})},
-    layers=("Conv2d", "MaxPool2d")))
+    lambda shape, k: {"in_channels": _as_image(shape)[0], **({"num_classes": k} if k else {})}))
 register(ModelSpec(
     "lstm", functools.partial(SequenceClassifier, cell="lstm"), "LSTM sequence classifier (last step -> Linear)",
     "sequence", "classify",
-    lambda shape, k: {"input_size": _as_sequence(shape)[1], **({"num_classes": k} if k else {})},
-    layers=("LSTM",)))
+    lambda shape, k: {"input_size": _as_sequence(shape)[1], **({"num_classes": k} if k else {})}))
 register(ModelSpec(
     "gru", functools.partial(SequenceClassifier, cell="gru"), "GRU sequence classifier (last step -> Linear)",
     "sequence", "classify",
-    lambda shape, k: {"input_size": _as_sequence(shape)[1], **({"num_classes": k} if k else {})},
-    layers=("GRU",)))
+    lambda shape, k: {"input_size": _as_sequence(shape)[1], **({"num_classes": k} if k else {})}))
 register(ModelSpec(
     "char_lstm", CharLSTM, "character-level LSTM language model (Embedding -> LSTM -> Linear)", "tokens", "lm",
-    lambda shape, k: ({"vocab_size": k} if k else {}),
-    layers=("Embedding", "LSTM")))
+    lambda shape, k: ({"vocab_size": k} if k else {})))
 register(ModelSpec(
     "vae", VAE, "variational autoencoder with MLP encoder/decoder", "flat", "vae",
     lambda shape, k: {"input_dim": _numel(shape)}))
 register(ModelSpec(
     "conv_vae", ConvVAE, "convolutional variational autoencoder", "image", "vae",
-    lambda shape, k: {"in_channels": _as_image(shape)[0], "image_size": _as_image(shape)[1]},
-    layers=("Conv2d",)))
+    lambda shape, k: {"in_channels": _as_image(shape)[0], "image_size": _as_image(shape)[1]}))
 
 as_image_shape = _as_image
 as_sequence_shape = _as_sequence

@@ -11,22 +11,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .. import nn
-
-__all__ = ["MissingLayerError", "ModelSpec", "register", "create", "available", "spec", "config_of",
-           "from_config", "require_layers"]
-
-
-class MissingLayerError(RuntimeError):
-    """A zoo model needs an nn layer that this build of forgegrad does not have (yet)."""
-
-
-def require_layers(model: str, *layer_names: str) -> None:
-    """Raise MissingLayerError naming every layer of ``layer_names`` absent from forgegrad.nn."""
-    missing = [n for n in layer_names if not hasattr(nn, n)]
-    if missing:
-        names = ", ".join(f"forgegrad.nn.{n}" for n in missing)
-        raise MissingLayerError(f"model {model!r} needs {names}, which this build of forgegrad does not provide")
+__all__ = ["ModelSpec", "register", "create", "available", "spec", "config_of", "from_config"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +26,6 @@ class ModelSpec:
         task: "classify" (logits, cross-entropy), "vae" (returns (recon, mu, logvar)) or "lm".
         data_kwargs: callable(sample_shape, num_classes) -> kwargs inferred from a data set, which
             explicit kwargs override. sample_shape is one sample's shape (no batch dim).
-        layers: forgegrad.nn layer names the model needs (checked before building).
         defaults: the builder's defaults recorded with a checkpoint (for display only).
     """
 
@@ -51,7 +35,6 @@ class ModelSpec:
     input_kind: str = "flat"
     task: str = "classify"
     data_kwargs: Optional[Callable[[Tuple[int, ...], Optional[int]], Dict[str, Any]]] = None
-    layers: Tuple[str, ...] = ()
     defaults: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -86,11 +69,10 @@ def spec(name: str) -> ModelSpec:
 def create(name: str, **kwargs):
     """Build zoo model ``name`` with ``kwargs``, e.g. ``create("mlp", in_features=64, out_features=10)``.
 
-    Raises ValueError (unknown name, listing the valid ones; bad kwargs), MissingLayerError (the model
-    needs a layer this build lacks). The model remembers how it was built: see ``config_of``.
+    Raises ValueError (unknown name, listing the valid ones; bad kwargs). The model remembers how it
+    was built: see ``config_of``.
     """
     s = spec(name)
-    require_layers(name, *s.layers)
     try:
         inspect.signature(s.builder).bind(**kwargs)
     except TypeError as e:

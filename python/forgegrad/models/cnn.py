@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from .. import nn
-from ._registry import require_layers
 
 
 class LeNet(nn.Module):
@@ -19,7 +18,6 @@ class LeNet(nn.Module):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size: int = 28, hidden: int = 128):
         super().__init__()
-        require_layers("lenet", "Conv2d", "MaxPool2d")
         if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 4:
             raise ValueError(f"LeNet: input_size must be an int >= 4 (two 2x2 poolings), got {input_size!r}")
         self.input_size = input_size
@@ -35,5 +33,6 @@ class LeNet(nn.Module):
 
     def forward(self, x):
         if x.ndim != 4 or x.shape[2] != self.input_size or x.shape[3] != self.input_size:
-            raise ValueError(f"LeNet: expected input (N, C, {self.input_size}, {self.input_size}), got {tuple(x.shape)}")
+            raise ValueError(f"LeNet: expected input (N, C, {self.input_size}, {self.input_size}), "
+                             f"got {tuple(x.shape)}")
         return self.classifier(self.features(x))

@@ -7,7 +7,6 @@ from .. import nn
 from .. import random as _random
 from ..autograd import no_grad
 from ..tensor import Tensor
-from ._registry import require_layers
 
 
 class SequenceClassifier(nn.Module):
@@ -27,7 +26,6 @@ class SequenceClassifier(nn.Module):
         if cell not in ("lstm", "gru"):
             raise ValueError(f"SequenceClassifier: cell must be 'lstm' or 'gru', got {cell!r}")
         layer = "LSTM" if cell == "lstm" else "GRU"
-        require_layers(cell, layer)
         self.cell = cell
         self.rnn = getattr(nn, layer)(input_size, hidden_size, num_layers=num_layers, batch_first=True)
         self.fc = nn.Linear(hidden_size, num_classes)
@@ -47,7 +45,6 @@ class CharLSTM(nn.Module):
 
     def __init__(self, vocab_size: int, embed_dim: int = 64, hidden_size: int = 128, num_layers: int = 1):
         super().__init__()
-        require_layers("char_lstm", "Embedding", "LSTM")
         self.vocab_size = vocab_size
         self.embed = nn.Embedding(vocab_size, embed_dim)
         self.lstm = nn.LSTM(embed_dim, hidden_size, num_layers=num_layers, batch_first=True)

@@ -17,7 +17,6 @@ from .._args import positive_int
 from .. import random as _random
 from ..autograd import Function, no_grad
 from ..tensor import Tensor
-from ._registry import require_layers
 from .mlp import activation_module, hidden_sizes
 
 __all__ = ["VAE", "ConvVAE", "vae_loss", "VAELoss"]
@@ -135,7 +134,6 @@ class ConvVAE(_VAEBase):
 
     def __init__(self, in_channels: int = 1, image_size: int = 28, latent: int = 20, hidden: int = 256):
         super().__init__()
-        require_layers("conv_vae", "Conv2d")
         self.in_channels = positive_int(in_channels, "in_channels", "ConvVAE")
         self.image_size = positive_int(image_size, "image_size", "ConvVAE")
         if self.image_size % 4:

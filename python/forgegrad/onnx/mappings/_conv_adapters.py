@@ -50,7 +50,8 @@ def map_max_pool(ctx, op):
 def map_avg_pool(ctx, op):
     xn = _x(op)
     return [CE.avg_pool2d(ctx, op.input(xn), tuple(op.args[xn].shape[2:]), _arg(op, "kernel_size"),
-                          _arg(op, "stride"), _arg(op, "padding", default=0), bool(_arg(op, "ceil_mode", default=False)),
+                          _arg(op, "stride"), _arg(op, "padding", default=0),
+                          bool(_arg(op, "ceil_mode", default=False)),
                           bool(_arg(op, "count_include_pad", default=True)), _arg(op, "divisor_override"),
                           unsupported=op.unsupported)]
 

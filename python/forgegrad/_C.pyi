@@ -1,0 +1,249 @@
+"""Type stub of forgegrad._C (C++ kernels, pybind11), written by tools/gen_c_stub.py: do not
+edit by hand; rerun it after changing a binding (tests/test_c_stub.py checks that it is current).
+Each submodule is declared as a class of static methods.
+"""
+import collections.abc
+import typing
+
+import numpy
+
+_Int = typing.SupportsInt | typing.SupportsIndex
+_Float = typing.SupportsFloat | typing.SupportsIndex
+
+__version__: str
+
+class activation:
+    GELU: int
+    GELU_TANH: int
+    LEAKY_RELU: int
+    RELU: int
+    SIGMOID: int
+    TANH: int
+    @staticmethod
+    def act_backward(op: _Int, grad: numpy.ndarray, saved: numpy.ndarray, out: numpy.ndarray,
+                     alpha: _Float = ...) -> None:
+        """out = grad * act'(.) from saved = the forward output (relu, sigmoid, tanh) or input (others)."""
+        ...
+    @staticmethod
+    def act_forward(op: _Int, x: numpy.ndarray, out: numpy.ndarray, alpha: _Float = ...) -> None:
+        """out = act(x) elementwise on C-contiguous float32 arrays of the same shape (out may be x)."""
+        ...
+    @staticmethod
+    def column_sums(x: numpy.ndarray, out: numpy.ndarray) -> None:
+        """out[c] = sum over rows of x[:, c] for a C-contiguous (rows, cols) float32 array, in row order."""
+        ...
+
+class batchnorm:
+    @staticmethod
+    def batch_norm_backward(input: numpy.ndarray, grad_output: numpy.ndarray, weight: object, save_mean: numpy.ndarray,
+                            save_invstd: numpy.ndarray, training: bool, grad_input: object, grad_weight: object,
+                            grad_bias: object) -> None: ...
+    @staticmethod
+    def batch_norm_forward(input: numpy.ndarray, weight: object, bias: object, running_mean: object,
+                           running_var: object, training: bool, momentum: _Float, eps: _Float, out: numpy.ndarray,
+                           save_mean: numpy.ndarray, save_invstd: numpy.ndarray) -> None: ...
+
+class conv:
+    @staticmethod
+    def conv2d_backward_input(grad_output: numpy.ndarray, weight: numpy.ndarray, grad_input: numpy.ndarray,
+                              stride: tuple[_Int, _Int], padding: tuple[_Int, _Int, _Int, _Int],
+                              dilation: tuple[_Int, _Int], groups: _Int) -> None:
+        """grad_input (overwritten) of conv2d."""
+        ...
+    @staticmethod
+    def conv2d_backward_weight(input: numpy.ndarray, grad_output: numpy.ndarray, grad_weight: object, grad_bias: object,
+                               weight_shape: collections.abc.Sequence[_Int], stride: tuple[_Int, _Int],
+                               padding: tuple[_Int, _Int, _Int, _Int], dilation: tuple[_Int, _Int],
+                               groups: _Int) -> None:
+        """grad_weight and grad_bias (either may be None; overwritten) of conv2d."""
+        ...
+    @staticmethod
+    def conv2d_forward(input: numpy.ndarray, weight: numpy.ndarray, bias: object, out: numpy.ndarray,
+                       stride: tuple[_Int, _Int], padding: tuple[_Int, _Int, _Int, _Int], dilation: tuple[_Int, _Int],
+                       groups: _Int) -> None:
+        """out = conv2d(input, weight) + bias; padding is (top, bottom, left, right)."""
+        ...
+
+class cuda:
+    built: bool
+    @staticmethod
+    def device_count() -> int: ...
+    @staticmethod
+    def unavailable_reason() -> str: ...
+    # CUDA build only (cpp/bindings/bind_cuda.cpp), written by hand and kept by tools/gen_c_stub.py
+    class DeviceArray:
+        """A float32 array in GPU memory, freed with the Python object."""
+        def __init__(self, shape: collections.abc.Sequence[_Int]) -> None: ...
+        @staticmethod
+        def from_numpy(array: numpy.ndarray) -> cuda.DeviceArray: ...
+        def numpy(self) -> numpy.ndarray: ...
+        @property
+        def shape(self) -> tuple: ...
+        @property
+        def size(self) -> int: ...
+    @staticmethod
+    def adam_step(arg0: cuda.DeviceArray, arg1: cuda.DeviceArray, arg2: cuda.DeviceArray, arg3: cuda.DeviceArray,
+                  arg4: _Float, arg5: _Float, arg6: _Float, arg7: _Float, arg8: _Float, arg9: bool, arg10: _Float,
+                  arg11: _Float) -> None:
+        """param, grad, exp_avg, exp_avg_sq; lr, beta1, beta2, eps, weight_decay, decoupled; bias_correction1,
+        sqrt(bias_correction2): one Adam (AdamW when decoupled) step in place (forgegrad.cuda.adam_step)."""
+        ...
+    @staticmethod
+    def relu_backward(arg0: cuda.DeviceArray, arg1: cuda.DeviceArray, arg2: cuda.DeviceArray) -> None:
+        """y, grad_y, grad_x (written)."""
+        ...
+    @staticmethod
+    def relu_forward(arg0: cuda.DeviceArray, arg1: cuda.DeviceArray) -> None:
+        """x, y (written)."""
+        ...
+    @staticmethod
+    def sgemm(a: cuda.DeviceArray, b: cuda.DeviceArray, out: cuda.DeviceArray, trans_a: bool = ...,
+              trans_b: bool = ..., alpha: _Float = ..., beta: _Float = ...) -> None:
+        """out = alpha * op(a) @ op(b) + beta * out on 2-D device arrays."""
+        ...
+    # end of CUDA build only
+
+class gemm:
+    @staticmethod
+    def bmm(a: numpy.ndarray, b: numpy.ndarray, out: numpy.ndarray, trans_a: bool = ..., trans_b: bool = ...,
+            alpha: _Float = ..., beta: _Float = ...) -> None:
+        """out[i] = alpha * op(a[i]) @ op(b[i]) + beta * out[i] on float32 3-D arrays; a batch stride of 0 broadcasts
+        (rows may be strided).
+        """
+        ...
+    @staticmethod
+    def bmm_plain(a: object, b: object, out: object = ...) -> object:
+        """a @ b for 3-D float32 stacks of one batch size readable in place (see forgegrad.kernels.bmm); returns out
+        (allocated when None), or None when the inputs need the general path.
+        """
+        ...
+    @staticmethod
+    def linear(x: object, weight: object, bias: object = ..., activation: _Int = ...,
+               alpha: _Float = ...) -> numpy.ndarray:
+        """act(x @ weight.T + bias) for x (..., in_features) float32, weight (out_features, in_features), bias
+        (out_features,) or None, activation an activation code (-1: none; alpha: leaky_relu's slope); returns a new
+        (..., out_features) array.
+        """
+        ...
+    @staticmethod
+    def matmul(a: object, b: object, out: object = ..., trans_a: bool = ..., trans_b: bool = ..., alpha: _Float = ...,
+               beta: _Float = ...) -> numpy.ndarray:
+        """out = alpha * op(a) @ op(b) + beta * out on 2-D float32 arrays of any layout (see forgegrad.kernels.matmul);
+        returns out, allocated when None.
+        """
+        ...
+    @staticmethod
+    def sgemm(a: numpy.ndarray, b: numpy.ndarray, out: numpy.ndarray, trans_a: bool = ..., trans_b: bool = ...,
+              alpha: _Float = ..., beta: _Float = ..., reference: bool = ...) -> None:
+        """out = alpha * op(a) @ op(b) + beta * out on float32 2-D arrays (rows may be strided)."""
+        ...
+
+class loss:
+    @staticmethod
+    def cross_entropy_backward(prob: numpy.ndarray, target: numpy.ndarray, weight: object, ignore_index: _Int,
+                               label_smoothing: _Float, grad_loss: object, grad_scale: _Float,
+                               out: numpy.ndarray) -> None:
+        """out = d loss / d logits scaled by grad_scale * grad_loss[i] (grad_loss may be None)."""
+        ...
+    @staticmethod
+    def cross_entropy_forward(logits: numpy.ndarray, target: numpy.ndarray, weight: object, ignore_index: _Int,
+                              label_smoothing: _Float, prob_out: numpy.ndarray, loss_out: numpy.ndarray) -> tuple:
+        """Per-row cross-entropy losses into loss_out and softmax(logits) into prob_out; returns (loss_sum,
+        weight_sum).
+        """
+        ...
+
+class optim:
+    @staticmethod
+    def adam_step(params: collections.abc.Sequence, grads: collections.abc.Sequence, exp_avgs: collections.abc.Sequence,
+                  exp_avg_sqs: collections.abc.Sequence, max_exp_avg_sqs: collections.abc.Sequence | None,
+                  step_sizes: collections.abc.Sequence[_Float],
+                  bias_correction2_sqrts: collections.abc.Sequence[_Float], *, beta1: _Float, beta2: _Float,
+                  eps: _Float, lr: _Float, weight_decay: _Float, decoupled: bool, maximize: bool) -> None:
+        """In-place Adam/AdamW update of every (param, grad, exp_avg, exp_avg_sq[, max_exp_avg_sq]) in one fused pass.
+        step_sizes[i] = lr / (1 - beta1**step_i), bias_correction2_sqrts[i] = sqrt(1 - beta2**step_i);
+        max_exp_avg_sqs=None means no amsgrad.
+        """
+        ...
+    @staticmethod
+    def norms(arrays: collections.abc.Sequence, kind: str) -> list[float]:
+        """Per-array reductions in double: 'l1' sum|x|, 'l2sq' sum x^2, 'inf' max|x| (NaN if any NaN); bit-identical
+        for any thread count.
+        """
+        ...
+    @staticmethod
+    def sgd_step(params: collections.abc.Sequence, grads: collections.abc.Sequence,
+                 momentum_buffers: collections.abc.Sequence | None, init_buffers: collections.abc.Sequence[bool], *,
+                 lr: _Float, momentum: _Float, dampening: _Float, weight_decay: _Float, nesterov: bool,
+                 maximize: bool) -> None:
+        """In-place SGD update (torch's formulas). init_buffers[i]: the momentum buffer is new and takes the gradient
+        (no decay).
+        """
+        ...
+
+class pool:
+    @staticmethod
+    def adaptive_avg_pool2d_backward(grad_output: numpy.ndarray, grad_input: numpy.ndarray) -> None: ...
+    @staticmethod
+    def adaptive_avg_pool2d_forward(input: numpy.ndarray, out: numpy.ndarray) -> None: ...
+    @staticmethod
+    def avg_pool2d_backward(grad_output: numpy.ndarray, grad_input: numpy.ndarray, kernel_size: tuple[_Int, _Int],
+                            stride: tuple[_Int, _Int], padding: tuple[_Int, _Int], ceil_mode: bool,
+                            count_include_pad: bool, divisor_override: _Int) -> None: ...
+    @staticmethod
+    def avg_pool2d_forward(input: numpy.ndarray, out: numpy.ndarray, kernel_size: tuple[_Int, _Int],
+                           stride: tuple[_Int, _Int], padding: tuple[_Int, _Int], ceil_mode: bool,
+                           count_include_pad: bool, divisor_override: _Int) -> None: ...
+    @staticmethod
+    def max_pool2d_backward(grad_output: numpy.ndarray, indices: numpy.ndarray, grad_input: numpy.ndarray) -> None: ...
+    @staticmethod
+    def max_pool2d_forward(input: numpy.ndarray, out: numpy.ndarray, indices: numpy.ndarray,
+                           kernel_size: tuple[_Int, _Int], stride: tuple[_Int, _Int], padding: tuple[_Int, _Int],
+                           dilation: tuple[_Int, _Int], ceil_mode: bool) -> None: ...
+
+class rnn:
+    @staticmethod
+    def activation(kind: str, x: numpy.ndarray) -> numpy.ndarray:
+        """The SIMD sigmoid / tanh / exp the gate passes use (for accuracy tests), on a 1-D float32 array."""
+        ...
+    @staticmethod
+    def backward(mode: _Int, x: object, h0: object, c0: object, w_ih: object, w_hh: object, y: object, gates: object,
+                 cells: object, hn_lin: object, grad_y: object, grad_hn: object, grad_cn: object, gx: object,
+                 gh0: object, gc0: object, gw_ih: object, gw_hh: object, gb_ih: object, gb_hh: object,
+                 reverse: bool) -> None:
+        """Backward through time of one recurrent layer; writes every gradient."""
+        ...
+    @staticmethod
+    def forward(mode: _Int, x: object, h0: object, c0: object, w_ih: object, w_hh: object, b_ih: object, b_hh: object,
+                y: object, h_n: object, c_n: object, gates: object, cells: object, hn_lin: object,
+                reverse: bool) -> None:
+        """One recurrent layer over a sequence; writes y, h_n, c_n and (training) the saved activations."""
+        ...
+
+class runtime:
+    @staticmethod
+    def _check_region_alloc(tasks: _Int, floats: _Int, dynamic: bool = ...) -> int: ...
+    @staticmethod
+    def cpu_info() -> dict:
+        """Detected and active SIMD path, thread count, build options."""
+        ...
+    @staticmethod
+    def get_isa() -> str: ...
+    @staticmethod
+    def get_num_threads() -> int: ...
+    @staticmethod
+    def set_isa(name: str) -> None:
+        """Force the SIMD path ('avx512', 'avx2' or 'scalar'); raises ValueError if the CPU lacks it."""
+        ...
+    @staticmethod
+    def set_num_threads(n: _Int) -> None: ...
+
+class softmax:
+    @staticmethod
+    def softmax_backward(grad: numpy.ndarray, y: numpy.ndarray, out: numpy.ndarray, log_softmax: bool = ...) -> None:
+        """out = d softmax (or log_softmax) from the saved output y."""
+        ...
+    @staticmethod
+    def softmax_forward(x: numpy.ndarray, out: numpy.ndarray, log_softmax: bool = ...) -> None:
+        """out = softmax(x) (or log_softmax) over the last axis; C-contiguous float32, out may be x."""
+        ...

@@ -1,0 +1,57 @@
+"""Helpers shared by the test files (fixtures live in conftest.py; torch_ref.compare runs one
+computation in forgegrad and torch).
+
+    assert_close_scaled   allclose with atol relative to the largest expected value
+    load_example          import examples/NAME.py as a fresh module
+    fg_from_torch         copy a torch module's state_dict into a forgegrad module
+    torch_from_fg         copy a forgegrad module's state_dict into a torch module
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+
+import forgegrad as fg
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples")
+
+
+def _numpy(a) -> np.ndarray:
+    if isinstance(a, fg.Tensor):
+        return a.data
+    if hasattr(a, "detach"):  # a torch tensor
+        return a.detach().numpy()
+    return np.asarray(a)
+
+
+def assert_close_scaled(actual, expected, what: str = "", *, atol_scale: float = 2e-6, rtol: float = 1e-5):
+    """np.testing.assert_allclose with atol = atol_scale * max(1, max |expected|).
+
+    Our sums run in a different order than torch's, so the float32 rounding error grows with the
+    magnitude of the sums: the tolerance is relative to the largest value. Takes numpy arrays,
+    forgegrad tensors and torch tensors on either side."""
+    a, b = _numpy(actual), _numpy(expected)
+    atol = atol_scale * max(1.0, float(np.abs(b).max(initial=0)))
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, err_msg=what)
+
+
+def load_example(name: str, module_name: str = None):
+    """examples/<name>.py imported as a new module (not registered in sys.modules)."""
+    spec = importlib.util.spec_from_file_location(module_name or f"example_{name}",
+                                                  os.path.join(EXAMPLES, f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def fg_from_torch(ours, theirs):
+    """Load torch module ``theirs``'s weights into forgegrad module ``ours`` (same state_dict names)."""
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+
+
+def torch_from_fg(theirs, ours):
+    """Load forgegrad module ``ours``'s weights into torch module ``theirs`` (copies, same names)."""
+    import torch
+    theirs.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in ours.state_dict().items()})
