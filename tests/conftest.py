@@ -55,8 +55,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """The op x check coverage table of tests/test_op_registry.py, when it ran."""
     import sys
     mod = sys.modules.get("test_op_registry") or sys.modules.get("tests.test_op_registry")
-    if mod is None or not mod.COVERAGE:
-        return
+    if mod is None or not any(v in ("ok", "FAIL") for v in mod.COVERAGE.values()):
+        return  # the generated checks did not run
     from forgegrad.ops.registry import CHECKS
     cov = mod.COVERAGE
     names = sorted({op for op, _ in cov})

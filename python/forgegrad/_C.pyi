@@ -18,11 +18,14 @@ class activation:
     LEAKY_RELU: int
     RELU: int
     SIGMOID: int
+    SILU: int
     TANH: int
     @staticmethod
     def act_backward(op: _Int, grad: numpy.ndarray, saved: numpy.ndarray, out: numpy.ndarray,
                      alpha: _Float = ...) -> None:
-        """out = grad * act'(.) from saved = the forward output (relu, sigmoid, tanh) or input (others)."""
+        """out = grad * act'(.) from saved = the forward output (relu, sigmoid, tanh) or input (others: leaky_relu,
+        gelu, gelu_tanh, silu).
+        """
         ...
     @staticmethod
     def act_forward(op: _Int, x: numpy.ndarray, out: numpy.ndarray, alpha: _Float = ...) -> None:
@@ -62,6 +65,26 @@ class conv:
                        stride: tuple[_Int, _Int], padding: tuple[_Int, _Int, _Int, _Int], dilation: tuple[_Int, _Int],
                        groups: _Int) -> None:
         """out = conv2d(input, weight) + bias; padding is (top, bottom, left, right)."""
+        ...
+    @staticmethod
+    def geometry(input_shape: collections.abc.Sequence[_Int], weight_shape: collections.abc.Sequence[_Int],
+                 stride: tuple[_Int, _Int], padding: object, dilation: tuple[_Int, _Int], groups: _Int,
+                 op: str = ...) -> tuple[tuple[int, int, int, int], list[int]]:
+        """Validated conv2d geometry: ((top, bottom, left, right), (N, OC, OH, OW))."""
+        ...
+    @staticmethod
+    def resolve_padding(padding: object, kernel_size: tuple[_Int, _Int], stride: tuple[_Int, _Int] = ...,
+                        dilation: tuple[_Int, _Int] = ..., input_size: tuple[_Int, _Int] | None = ...,
+                        keras: bool = ..., op: str = ...) -> object:
+        """padding (int, pair, (top, bottom, left, right), 'valid', 'same'; keras=True: Keras' 'valid' / 'same', which
+        needs input_size (H, W) and otherwise only validates, returning None) -> (top, bottom, left, right). Raises
+        ValueError / TypeError naming the argument, prefixed by op.
+        """
+        ...
+    @staticmethod
+    def weight_shape(in_channels: _Int, out_channels: _Int, kernel_size: tuple[_Int, _Int], groups: _Int,
+                     op: str = ...) -> list[int]:
+        """(out_channels, in_channels / groups, kH, kW), checking the channels against groups."""
         ...
 
 class cuda:
@@ -138,6 +161,32 @@ class gemm:
         """out = alpha * op(a) @ op(b) + beta * out on float32 2-D arrays (rows may be strided)."""
         ...
 
+class layernorm:
+    @staticmethod
+    def layer_norm_backward(grad: numpy.ndarray, x: numpy.ndarray, mean: numpy.ndarray, rstd: numpy.ndarray,
+                            weight: object, grad_x: object, grad_weight: object, grad_bias: object) -> None:
+        """Fills grad_x, grad_weight, grad_bias (each None when not needed) of layer_norm_forward; the normalized axes
+        are those of x after mean's shape.
+        """
+        ...
+    @staticmethod
+    def layer_norm_forward(x: numpy.ndarray, normalized_ndim: _Int, weight: object, bias: object, eps: _Float,
+                           out: numpy.ndarray, mean: numpy.ndarray, rstd: numpy.ndarray) -> None:
+        """out = (x - mean) * rstd * weight + bias over the last normalized_ndim axes of x; mean and rstd (1 /
+        sqrt(biased var + eps)) get the batch shape (x's leading axes). weight / bias: None or the normalized shape.
+        """
+        ...
+    @staticmethod
+    def rms_norm_backward(grad: numpy.ndarray, x: numpy.ndarray, rstd: numpy.ndarray, weight: object, grad_x: object,
+                          grad_weight: object) -> None:
+        """Fills grad_x and grad_weight (each None when not needed) of rms_norm_forward."""
+        ...
+    @staticmethod
+    def rms_norm_forward(x: numpy.ndarray, normalized_ndim: _Int, weight: object, eps: _Float, out: numpy.ndarray,
+                         rstd: numpy.ndarray) -> None:
+        """out = x * rstd * weight, rstd = 1 / sqrt(mean(x^2) + eps) over the last normalized_ndim axes."""
+        ...
+
 class loss:
     @staticmethod
     def cross_entropy_backward(prob: numpy.ndarray, target: numpy.ndarray, weight: object, ignore_index: _Int,
@@ -200,6 +249,14 @@ class pool:
     def max_pool2d_forward(input: numpy.ndarray, out: numpy.ndarray, indices: numpy.ndarray,
                            kernel_size: tuple[_Int, _Int], stride: tuple[_Int, _Int], padding: tuple[_Int, _Int],
                            dilation: tuple[_Int, _Int], ceil_mode: bool) -> None: ...
+    @staticmethod
+    def output_shape(input_shape: collections.abc.Sequence[_Int], kernel_size: tuple[_Int, _Int],
+                     stride: tuple[_Int, _Int] | None, padding: tuple[_Int, _Int] = ...,
+                     dilation: tuple[_Int, _Int] = ..., ceil_mode: bool = ..., op: str = ...) -> list[int]:
+        """Validated (N, C, OH, OW) of max / avg pooling (stride None: kernel_size), torch's rules incl. ceil_mode.
+        Raises ValueError naming the argument, prefixed by op.
+        """
+        ...
 
 class rnn:
     @staticmethod

@@ -59,12 +59,7 @@ def max_pool2d_backward(grad_y, indices, input_shape):
 def _divisor(divisor_override):
     if divisor_override is None:
         return 0
-<<<<<<< HEAD
     if not is_int(divisor_override) or divisor_override < 1:
-=======
-    if (isinstance(divisor_override, bool) or not isinstance(divisor_override, (int, np.integer))
-            or divisor_override < 1):
->>>>>>> tidy
         raise ValueError(f"divisor_override must be a positive int or None, got {divisor_override!r}")
     return int(divisor_override)
 
