@@ -109,7 +109,8 @@ def test_layer_norm_large_offset(d, noise, simd_path, rng):
     y, mean, rstd = layer_norm_forward(x, d, w, b)
     gx, gw, gb = layer_norm_backward(g, x, mean, rstd, w)
     ref = torch_layer_norm(x, (d,), w, b, 1e-5, g, torch.float64)
-    for a, r, name in zip((y, mean, rstd, gx, gw, gb), ref, ("y", "mean", "rstd", "grad_x", "grad_weight", "grad_bias")):
+    names = ("y", "mean", "rstd", "grad_x", "grad_weight", "grad_bias")
+    for a, r, name in zip((y, mean, rstd, gx, gw, gb), ref, names):
         _close(a, r, name, rtol=2e-5, atol=5e-6)
     assert np.isfinite(y).all() and np.isfinite(gx).all()
 
@@ -233,23 +234,30 @@ def test_errors():
         (TypeError, "x must", lambda: layer_norm_forward(x.astype(np.float64), 4)),
         (TypeError, "x must", lambda: layer_norm_forward(x.tolist(), 4)),
         (TypeError, "weight must", lambda: layer_norm_forward(x, 4, w.astype(np.float16))),
-        (ValueError, r"weight must have the normalized shape \(4,\)", lambda: layer_norm_forward(x, 4, np.ones(3, np.float32))),
-        (ValueError, "bias must have the normalized shape", lambda: layer_norm_forward(x, 4, None, np.ones((1, 4), np.float32))),
+        (ValueError, r"weight must have the normalized shape \(4,\)",
+         lambda: layer_norm_forward(x, 4, np.ones(3, np.float32))),
+        (ValueError, "bias must have the normalized shape",
+         lambda: layer_norm_forward(x, 4, None, np.ones((1, 4), np.float32))),
         (ValueError, r"x's trailing dimensions must equal normalized_shape \(3,\)", lambda: layer_norm_forward(x, 3)),
         (ValueError, "normalized_shape", lambda: layer_norm_forward(x, (2, 3, 4))),
         (ValueError, "normalized_shape must have at least one", lambda: layer_norm_forward(x, ())),
-        (ValueError, "normalized_shape must hold sizes >= 1", lambda: layer_norm_forward(np.ones((3, 0), np.float32), 0)),
+        (ValueError, "normalized_shape must hold sizes >= 1",
+         lambda: layer_norm_forward(np.ones((3, 0), np.float32), 0)),
         (TypeError, "normalized_shape must be an int or a tuple", lambda: layer_norm_forward(x, 4.0)),
         (TypeError, "normalized_shape must hold ints", lambda: layer_norm_forward(x, (True,))),
         (ValueError, "eps must be a finite number >= 0", lambda: layer_norm_forward(x, 4, eps=-1.0)),
         (TypeError, "eps must be a number", lambda: layer_norm_forward(x, 4, eps="1e-5")),
         (ValueError, "grad must have the shape of x", lambda: layer_norm_backward(x[:2], x, m, r)),
         (TypeError, "grad must", lambda: layer_norm_backward(x.astype(np.float64), x, m, r)),
-        (ValueError, "mean must have the batch shape of x", lambda: layer_norm_backward(x, x, np.zeros(4, np.float32), r)),
-        (ValueError, "mean must have the batch shape of x", lambda: layer_norm_backward(x, x, np.zeros((3, 4), np.float32), r)),
-        (ValueError, r"rstd must have the shape of mean \(3,\)", lambda: layer_norm_backward(x, x, m, np.ones(2, np.float32))),
+        (ValueError, "mean must have the batch shape of x",
+         lambda: layer_norm_backward(x, x, np.zeros(4, np.float32), r)),
+        (ValueError, "mean must have the batch shape of x",
+         lambda: layer_norm_backward(x, x, np.zeros((3, 4), np.float32), r)),
+        (ValueError, r"rstd must have the shape of mean \(3,\)",
+         lambda: layer_norm_backward(x, x, m, np.ones(2, np.float32))),
         (TypeError, "rstd must", lambda: layer_norm_backward(x, x, m, r.astype(np.float64))),
-        (ValueError, "weight must have the normalized shape", lambda: layer_norm_backward(x, x, m, r, np.ones(3, np.float32))),
+        (ValueError, "weight must have the normalized shape",
+         lambda: layer_norm_backward(x, x, m, r, np.ones(3, np.float32))),
         (ValueError, "needs must be a tuple of 3", lambda: layer_norm_backward(x, x, m, r, needs=(True, True))),
         (ValueError, "x's trailing dimensions", lambda: rms_norm_forward(x, 5)),
         (ValueError, "rstd must have the batch shape", lambda: rms_norm_backward(x, x, np.ones(4, np.float32))),
@@ -266,7 +274,8 @@ def test_errors():
             np.ones((3, 0), np.float32), 1, None, None, 1e-5, np.empty((3, 0), np.float32), m, r)),
         (TypeError, "weight must be None or a numpy.ndarray", lambda: _C.layernorm.layer_norm_forward(
             x, 1, [1.0] * 4, None, 1e-5, np.empty_like(x), m, r)),
-        (ValueError, "eps must be", lambda: _C.layernorm.rms_norm_forward(x, 1, None, float("nan"), np.empty_like(x), r)),
+        (ValueError, "eps must be",
+         lambda: _C.layernorm.rms_norm_forward(x, 1, None, float("nan"), np.empty_like(x), r)),
         (ValueError, "mean must have the batch shape", lambda: _C.layernorm.layer_norm_backward(
             x, x, np.zeros((3, 4), np.float32), r, None, np.empty_like(x), None, None)),
         (ValueError, "grad_weight must have shape", lambda: _C.layernorm.layer_norm_backward(

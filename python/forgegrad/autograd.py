@@ -220,7 +220,8 @@ def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
                 "tensors after they have already been freed). Specify retain_graph=True if you "
                 "need to backward through the graph a second time."
             )
-        gouts = [g if g is not None else _devices.zeros(shape, dtype, "cpu") for g, (shape, dtype) in zip(gouts, node.out_meta)]
+        gouts = [g if g is not None else _devices.zeros(shape, dtype, "cpu")
+                 for g, (shape, dtype) in zip(gouts, node.out_meta)]
         gins = type(node).backward(node, *gouts)
         if not isinstance(gins, tuple):
             gins = (gins,)

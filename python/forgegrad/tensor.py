@@ -6,17 +6,17 @@ The storage is ``t.data``, a numpy array shared without copies with the caller
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
-
-_F32 = np.dtype(np.float32)
 
 from . import devices as _devices
 from ._tensor_methods import TensorMethods
 from .devices import MetaArray
 from .grad_mode import no_grad
 from .ops.registry import _OPS
+
+_F32 = np.dtype(np.float32)
 
 __all__ = ["Tensor", "tensor", "as_tensor", "zeros", "ones", "full", "empty", "zeros_like", "ones_like",
            "arange", "randn", "rand", "randint", "eye", "cat", "stack", "where", "manual_seed"]

@@ -3,7 +3,7 @@ PyTorch's names (named_parameters, state_dict keys like "0.weight", train/eval, 
 from __future__ import annotations
 
 from collections import OrderedDict, namedtuple
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -78,7 +78,8 @@ class Module:
         self._register(self._parameters, name, param)
 
     def register_buffer(self, name: str, tensor, persistent: bool = True) -> None:
-        self._register(self._buffers, name, None if tensor is None else (tensor if isinstance(tensor, Tensor) else Tensor(tensor)))
+        value = None if tensor is None else (tensor if isinstance(tensor, Tensor) else Tensor(tensor))
+        self._register(self._buffers, name, value)
         if not persistent:
             self._non_persistent.add(name)
 

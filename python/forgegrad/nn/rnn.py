@@ -12,7 +12,7 @@ the sequence's last real step), and padding never influences the result or the g
 from __future__ import annotations
 
 import math
-from typing import List, Optional
+from typing import List
 
 import numpy as np
 

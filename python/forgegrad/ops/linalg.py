@@ -31,7 +31,8 @@ def _matmul_flops(out, inputs, kwargs):
 
 
 def _matmul_samples():
-    return [Sample((S.rand(5, 7), S.rand(7, 3, seed=1))), Sample((S.rand(7), S.rand(7, 3, seed=1)), name="vector @ matrix"),
+    return [Sample((S.rand(5, 7), S.rand(7, 3, seed=1))),
+            Sample((S.rand(7), S.rand(7, 3, seed=1)), name="vector @ matrix"),
             Sample((S.rand(5, 7), S.rand(7, seed=1)), name="matrix @ vector"),
             Sample((S.rand(2, 5, 7), S.rand(7, 3, seed=1)), name="batched @ matrix"),
             Sample((S.rand(2, 1, 3, 4), S.rand(5, 4, 6, seed=1)), name="broadcast batches"),
@@ -48,7 +49,7 @@ def _linear_meta(x, weight, bias=None, *args):
 
 
 def _linear_flops(out, inputs, kwargs):
-    x, weight = inputs[0], inputs[1]
+    weight = inputs[1]
     bias = inputs[2] if len(inputs) > 2 else None
     return 2 * out.size * weight.shape[1] + (out.size if bias is not None else 0)
 
