@@ -1,25 +1,15 @@
 """Activation and dropout modules."""
 from __future__ import annotations
 
-import numpy as np
-
 from .. import _C
-from ..autograd import graph_free
-from ..kernels import activation as _KA
-from ..tensor import Tensor
 from . import functional as F
 from .module import Module
 
 _ACT = _C.activation
-_F32 = np.dtype(np.float32)
 
-
-def _kernel_only(input, code, alpha=0.0):
-    """Inference fast path: with no graph to record (no_grad, no trace) a float32 activation is
-    just its kernel; None sends the caller through the autograd op instead."""
-    if graph_free() and isinstance(input, Tensor) and input.data.dtype is _F32:
-        return Tensor._wrap(_KA._forward(code, input.data, None, alpha))
-    return None
+# Activation modules call nn.functional; without a graph the op's record sends the call straight to
+# its kernel (Function.apply's inference shortcut). ``epilogue()`` tells nn.Sequential which kernel
+# code a Linear layer can apply in place when this module follows it.
 
 
 class ReLU(Module):
@@ -28,8 +18,7 @@ class ReLU(Module):
         return _ACT.RELU, 0.0
 
     def forward(self, input):
-        y = _kernel_only(input, _ACT.RELU)
-        return F.relu(input) if y is None else y
+        return F.relu(input)
 
 
 class LeakyReLU(Module):
@@ -41,8 +30,7 @@ class LeakyReLU(Module):
         return _ACT.LEAKY_RELU, float(self.negative_slope)
 
     def forward(self, input):
-        y = _kernel_only(input, _ACT.LEAKY_RELU, float(self.negative_slope))
-        return F.leaky_relu(input, self.negative_slope) if y is None else y
+        return F.leaky_relu(input, self.negative_slope)
 
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}"
@@ -70,8 +58,7 @@ class Sigmoid(Module):
         return _ACT.SIGMOID, 0.0
 
     def forward(self, input):
-        y = _kernel_only(input, _ACT.SIGMOID)
-        return F.sigmoid(input) if y is None else y
+        return F.sigmoid(input)
 
 
 class Tanh(Module):
@@ -79,8 +66,7 @@ class Tanh(Module):
         return _ACT.TANH, 0.0
 
     def forward(self, input):
-        y = _kernel_only(input, _ACT.TANH)
-        return F.tanh(input) if y is None else y
+        return F.tanh(input)
 
 
 class Softmax(Module):

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ops import activation as A
-from ..ops import linalg as Lin
-from ..ops import loss as L
+from ..ops.registry import _OPS
 from ..tensor import Tensor
 
 __all__ = [
@@ -28,55 +26,55 @@ def _opt(x):
 
 def linear(input, weight, bias=None):
     """y = input @ weight.T + bias; input (..., in_features), weight (out_features, in_features)."""
-    return Lin.Linear.apply(_t(input, "input"), _t(weight, "weight"), _opt(bias))
+    return _OPS["linear"](_t(input, "input"), _t(weight, "weight"), _opt(bias))
 
 
 def relu(input):
-    return A.Relu.apply(_t(input, "input"))
+    return _OPS["relu"](_t(input, "input"))
 
 
 def leaky_relu(input, negative_slope: float = 0.01):
-    return A.LeakyRelu.apply(_t(input, "input"), negative_slope=float(negative_slope))
+    return _OPS["leaky_relu"](_t(input, "input"), negative_slope=float(negative_slope))
 
 
 def gelu(input, approximate: str = "none"):
-    return A.Gelu.apply(_t(input, "input"), approximate=approximate)
+    return _OPS["gelu"](_t(input, "input"), approximate=approximate)
 
 
 def sigmoid(input):
-    return A.Sigmoid.apply(_t(input, "input"))
+    return _OPS["sigmoid"](_t(input, "input"))
 
 
 def tanh(input):
-    return A.Tanh.apply(_t(input, "input"))
+    return _OPS["tanh"](_t(input, "input"))
 
 
 def softmax(input, dim: int = -1):
-    return A.Softmax.apply(_t(input, "input"), dim=dim)
+    return _OPS["softmax"](_t(input, "input"), dim=dim)
 
 
 def log_softmax(input, dim: int = -1):
-    return A.LogSoftmax.apply(_t(input, "input"), dim=dim)
+    return _OPS["log_softmax"](_t(input, "input"), dim=dim)
 
 
 def dropout(input, p: float = 0.5, training: bool = True):
-    return A.Dropout.apply(_t(input, "input"), p=float(p), training=bool(training))
+    return _OPS["dropout"](_t(input, "input"), p=float(p), training=bool(training))
 
 
 def mse_loss(input, target, reduction: str = "mean"):
-    return L.MSELoss.apply(_t(input, "input"), _t(target, "target"), reduction=reduction)
+    return _OPS["mse_loss"](_t(input, "input"), _t(target, "target"), reduction=reduction)
 
 
 def l1_loss(input, target, reduction: str = "mean"):
-    return L.L1Loss.apply(_t(input, "input"), _t(target, "target"), reduction=reduction)
+    return _OPS["l1_loss"](_t(input, "input"), _t(target, "target"), reduction=reduction)
 
 
 def binary_cross_entropy(input, target, weight=None, reduction: str = "mean"):
-    return L.BinaryCrossEntropy.apply(_t(input, "input"), _t(target, "target"), _opt(weight), reduction=reduction)
+    return _OPS["binary_cross_entropy"](_t(input, "input"), _t(target, "target"), _opt(weight), reduction=reduction)
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, reduction: str = "mean", pos_weight=None):
-    return L.BinaryCrossEntropyWithLogits.apply(_t(input, "input"), _t(target, "target"), _opt(weight),
+    return _OPS["binary_cross_entropy_with_logits"](_t(input, "input"), _t(target, "target"), _opt(weight),
                                                 _opt(pos_weight), reduction=reduction)
 
 
@@ -86,18 +84,18 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
 
     target: class indices (int64, shape (N,) or (N, d1, ...)) or class probabilities (input's shape).
     """
-    return L.CrossEntropy.apply(_t(input, "input"), _t(target, "target"), _opt(weight),
+    return _OPS["cross_entropy"](_t(input, "input"), _t(target, "target"), _opt(weight),
                                 ignore_index=int(ignore_index), reduction=reduction,
                                 label_smoothing=float(label_smoothing))
 
 
 def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean"):
-    return L.NLLLoss.apply(_t(input, "input"), _t(target, "target"), _opt(weight),
+    return _OPS["nll_loss"](_t(input, "input"), _t(target, "target"), _opt(weight),
                            ignore_index=int(ignore_index), reduction=reduction)
 
 
 def kl_div(input, target, reduction: str = "mean", log_target: bool = False):
-    return L.KLDiv.apply(_t(input, "input"), _t(target, "target"), reduction=reduction, log_target=bool(log_target))
+    return _OPS["kl_div"](_t(input, "input"), _t(target, "target"), reduction=reduction, log_target=bool(log_target))
 
 
 def one_hot(tensor, num_classes: int = -1) -> Tensor:
