@@ -124,9 +124,12 @@ def adaptive_pool2d(ctx, x: str, in_hw, output_size, reduce_op: str = "ReduceMea
     sizes divide, else separable per-row/per-column reductions over torch's windows
     [floor(i*n/o), ceil((i+1)*n/o))."""
     H, W = in_hw
-    oh, ow = pair(output_size) if output_size is not None else (H, W)
-    oh = H if oh is None else oh
-    ow = W if ow is None else ow
+    if output_size is None:
+        output_size = (H, W)
+    elif isinstance(output_size, (int, np.integer)):
+        output_size = (output_size, output_size)
+    # a None entry keeps that input size (pair() would fail on it)
+    oh, ow = (n if o is None else int(o) for o, n in zip(output_size, (H, W)))
     pool = "AveragePool" if reduce_op == "ReduceMean" else "MaxPool"
     if (oh, ow) == (1, 1):
         return ctx.node("GlobalAveragePool" if pool == "AveragePool" else "GlobalMaxPool", [x])
