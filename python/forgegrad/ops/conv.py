@@ -114,7 +114,8 @@ def _batch_norm_meta(x, running_mean=None, running_var=None, weight=None, bias=N
     if not training and (running_mean is None or running_var is None):
         raise ValueError("batch_norm: running_mean and running_var are required when training=False")
     if training and x.size // c < 2:
-        raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input of shape {x.shape}")
+        raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input of shape "
+                         f"{x.shape}")
     return MetaArray(x.shape, _F32)
 
 

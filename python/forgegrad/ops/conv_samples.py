@@ -117,7 +117,8 @@ def max_pool2d_bad_inputs():
 # ---- avg_pool2d ---------------------------------------------------------------------------------------
 def avg_pool2d_samples():
     return [
-        Sample((rand(2, 3, 7, 9),), {"kernel_size": (3, 2), "stride": 2, "padding": 1}, "k (3, 2), stride 2, padding 1"),
+        Sample((rand(2, 3, 7, 9),), {"kernel_size": (3, 2), "stride": 2, "padding": 1},
+               "k (3, 2), stride 2, padding 1"),
         Sample((rand(2, 3, 7, 9),), {"kernel_size": 3, "stride": 2, "padding": 1, "count_include_pad": False,
                                      "ceil_mode": True}, "count_include_pad False, ceil_mode"),
         Sample((rand(2, 3, 8, 9),), {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True},
