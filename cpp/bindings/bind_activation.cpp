@@ -42,13 +42,7 @@ void column_sums(const py::array& x, const py::array& out) {
 }
 
 void bind(py::module_& m) {
-  m.attr("RELU") = int(fg::kActRelu);
-  m.attr("LEAKY_RELU") = int(fg::kActLeakyRelu);
-  m.attr("GELU") = int(fg::kActGelu);
-  m.attr("GELU_TANH") = int(fg::kActGeluTanh);
-  m.attr("SIGMOID") = int(fg::kActSigmoid);
-  m.attr("TANH") = int(fg::kActTanh);
-  m.attr("SILU") = int(fg::kActSilu);
+  for (int op = 0; op < fg::kActCount; ++op) m.attr(fg::kActNames[op]) = op;
   m.def("act_forward", &act_forward, py::arg("op"), py::arg("x"), py::arg("out"), py::arg("alpha") = 0.0f,
         "out = act(x) elementwise on C-contiguous float32 arrays of the same shape (out may be x).");
   m.def("act_backward", &act_backward, py::arg("op"), py::arg("grad"), py::arg("saved"), py::arg("out"),

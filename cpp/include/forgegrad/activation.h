@@ -21,6 +21,11 @@ enum ActOp : int {
   kActCount = 7
 };
 
+// The Python names of the codes (forgegrad._C.activation.RELU, ...), in code order: the binding
+// exports every entry, so a new activation is added here and in the kernel file only.
+inline constexpr const char* kActNames[kActCount] = {"RELU",    "LEAKY_RELU", "GELU", "GELU_TANH",
+                                                     "SIGMOID", "TANH",       "SILU"};
+
 // What backward reads besides the incoming gradient: the forward output y, or the input x.
 inline bool act_backward_uses_output(int op) { return op == kActRelu || op == kActSigmoid || op == kActTanh; }
 

@@ -1,23 +1,18 @@
-"""forgegrad.nn: modules and layers with PyTorch's names."""
-from . import functional, init
-from .activation import GELU, Dropout, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
-from .container import ModuleDict, ModuleList, Sequential
-from .conv import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2D, Conv2d, MaxPool2d,
-                   MaxPooling2D)
-from .linear import Dense, Flatten, Identity, Linear
-from .loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, KLDivLoss, L1Loss, MSELoss, NLLLoss
-from .module import Module
-from .parameter import Parameter
-from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
-from .sparse import Embedding
-from . import utils
+"""forgegrad.nn: modules and layers with PyTorch's names.
 
-__all__ = [
-    "functional", "init", "Module", "Parameter", "Sequential", "ModuleList", "ModuleDict",
-    "Linear", "Dense", "Identity", "Flatten",
-    "ReLU", "LeakyReLU", "GELU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Dropout",
-    "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "CrossEntropyLoss", "NLLLoss", "KLDivLoss",
-    "Conv2d", "Conv2D", "MaxPool2d", "MaxPooling2D", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d",
-    "BatchNorm2d",
-    "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "Embedding", "utils",
-]
+Each module file lists its layers in ``__all__``; a layer added to a file is exported from here
+without editing this list of files.
+"""
+from . import functional, init, utils
+from .activation import *  # noqa: F401,F403
+from .container import *  # noqa: F401,F403
+from .conv import *  # noqa: F401,F403
+from .linear import *  # noqa: F401,F403
+from .loss import *  # noqa: F401,F403
+from .module import *  # noqa: F401,F403
+from .normalization import *  # noqa: F401,F403
+from .parameter import *  # noqa: F401,F403
+from .rnn import *  # noqa: F401,F403
+from .sparse import *  # noqa: F401,F403
+# the layer classes the star imports above brought in, and the helper modules
+__all__ = ["functional", "init", "utils"] + sorted(n for n, v in globals().items() if isinstance(v, type))

@@ -5,6 +5,8 @@ from .. import _C
 from . import functional as F
 from .module import Module
 
+__all__ = ["ReLU", "LeakyReLU", "GELU", "Sigmoid", "Tanh", "SiLU", "Softmax", "LogSoftmax", "Dropout"]
+
 _ACT = _C.activation
 
 # Activation modules call nn.functional; without a graph the op's record sends the call straight to
@@ -67,6 +69,16 @@ class Tanh(Module):
 
     def forward(self, input):
         return F.tanh(input)
+
+
+class SiLU(Module):
+    """x * sigmoid(x) (also called swish)."""
+
+    def epilogue(self):
+        return _ACT.SILU, 0.0
+
+    def forward(self, input):
+        return F.silu(input)
 
 
 class Softmax(Module):

@@ -9,6 +9,8 @@ from .activation import GELU, LeakyReLU, ReLU, Sigmoid, Tanh
 from .linear import Linear, _fused_linear
 from .module import Module
 
+__all__ = ["Sequential", "ModuleList", "ModuleDict"]
+
 
 _EPILOGUE_TYPES = (ReLU, LeakyReLU, GELU, Sigmoid, Tanh)
 

@@ -109,3 +109,19 @@ def one_hot(tensor, num_classes: int = -1) -> Tensor:
 
 
 from .functional_conv import adaptive_avg_pool2d, avg_pool2d, batch_norm, conv2d, max_pool2d  # noqa: E402
+
+
+def __getattr__(name):
+    # Ops whose record carries their functional entry point (ops.registry: OpDef.functional) are served
+    # from there, so adding such an op does not touch this file.
+    from ..ops.registry import functionals
+    fn = functionals().get(name)
+    if fn is None:
+        raise AttributeError(f"module 'forgegrad.nn.functional' has no attribute {name!r}")
+    globals()[name] = fn  # found once: later lookups are plain attribute reads
+    return fn
+
+
+def __dir__():
+    from ..ops.registry import functionals
+    return sorted(set(globals()) | set(functionals()))

@@ -14,6 +14,8 @@ from . import init
 from .module import Module
 from .parameter import Parameter
 
+__all__ = ["Linear", "Dense", "Identity", "Flatten"]
+
 
 class Linear(Module):
     """y = x W^T + b.

@@ -4,6 +4,8 @@ from __future__ import annotations
 from . import functional as F
 from .module import Module
 
+__all__ = ["MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "CrossEntropyLoss", "NLLLoss", "KLDivLoss"]
+
 
 class _Loss(Module):
     def __init__(self, reduction: str = "mean"):

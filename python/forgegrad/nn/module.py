@@ -10,6 +10,8 @@ import numpy as np
 from ..tensor import Tensor
 from .parameter import Parameter
 
+__all__ = ["Module"]
+
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 

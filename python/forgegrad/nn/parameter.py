@@ -4,6 +4,8 @@ import numpy as np
 
 from ..tensor import Tensor, _to_storage
 
+__all__ = ["Parameter"]
+
 
 class Parameter(Tensor):
     """A Tensor that a Module registers as a learnable parameter (requires_grad by default)."""

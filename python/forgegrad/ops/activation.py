@@ -189,6 +189,39 @@ class Tanh(Function):
         return g * (1 - y * y)
 
 
+def _onnx_silu(ctx, op):
+    x = op.input("x")
+    return [ctx.node("Mul", [x, ctx.node("Sigmoid", [x])])]  # ONNX has no SiLU operator before opset 24
+
+
+def silu(input):
+    """``torch.nn.functional.silu``: input * sigmoid(input)."""
+    return Silu.op(input)
+
+
+@register_op("silu", meta=M.same, flops=_TRANSCENDENTAL_FLOPS, samples=S.unary(), onnx=_onnx_silu, functional=silu,
+             torch=lambda torch, x: _torch_F().silu(x))
+class Silu(Function):
+    """x * sigmoid(x) (SiLU, swish); backward from the input x."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        if _f32(x):
+            return _K.silu(x)
+        xd = x.astype(np.float64)
+        return (xd / (1.0 + np.exp(-xd))).astype(np.float32)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        if _f32(g) and _f32(x):
+            return _K.silu_backward(g, x)
+        xd = x.astype(np.float64)
+        s = 1.0 / (1.0 + np.exp(-xd))
+        return (g * s * (1.0 + xd * (1.0 - s))).astype(np.float32)
+
+
 def _rows_last(x, axis):
     """x with `axis` moved last, C-contiguous (rows of the kernels)."""
     if axis == x.ndim - 1:
@@ -300,6 +333,7 @@ class Dropout(Function):
 Relu.op.set_inference("cpu", _activation_inference(Relu, _ACT.RELU))
 Sigmoid.op.set_inference("cpu", _activation_inference(Sigmoid, _ACT.SIGMOID))
 Tanh.op.set_inference("cpu", _activation_inference(Tanh, _ACT.TANH))
+Silu.op.set_inference("cpu", _activation_inference(Silu, _ACT.SILU))
 LeakyRelu.op.set_inference("cpu", _activation_inference(
     LeakyRelu, _ACT.LEAKY_RELU, lambda negative_slope=0.01: _K._slope(negative_slope)))
 Gelu.op.set_inference("cpu", _activation_inference(

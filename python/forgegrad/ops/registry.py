@@ -9,6 +9,7 @@ A record (:class:`OpDef`) holds everything forgegrad knows about an op:
 - ``meta``: its shape rule (output shapes and dtypes from input shapes; the ``meta`` device runs it
   instead of a kernel) and ``flops``: its cost, for ``Module.summary``;
 - ``onnx``: its ONNX mapping (``fn(ctx, op) -> [value names]``, see forgegrad.onnx.mappings);
+- ``functional``: its ``torch.nn.functional``-style entry point (nn.functional serves it by name);
 - ``samples``, ``torch``, ``bad_inputs``: sample inputs, the PyTorch reference and bad inputs with
   the error they must raise, from which tests/test_op_registry.py generates every check (forward
   and gradients against torch, bits at 1-3 threads, every SIMD path, ONNX in onnxruntime, meta
@@ -77,7 +78,7 @@ class OpDef:
                  onnx: Optional[Callable] = None, samples: Optional[Callable[[], List[Sample]]] = None,
                  torch: Optional[Callable] = None, bad_inputs: Optional[Callable[[], List[BadInput]]] = None,
                  gaps: Optional[Dict[str, str]] = None, tol: Tuple[float, float] = (1e-5, 1e-5),
-                 functions: Optional[Dict[str, type]] = None):
+                 functions: Optional[Dict[str, type]] = None, functional: Optional[Callable] = None):
         self.name = name
         self.function = function
         self.functions: Dict[str, type] = {"cpu": function, **(functions or {})}
@@ -90,6 +91,7 @@ class OpDef:
         self.bad_inputs = bad_inputs
         self.gaps: Dict[str, str] = dict(gaps or {})
         self.tol = tol
+        self.functional = functional  # its torch.nn.functional-style entry point, served by nn.functional
         unknown = set(self.gaps) - set(CHECKS)
         if unknown:
             raise ValueError(f"op {name!r}: gaps name unknown checks {sorted(unknown)}; checks are {CHECKS}")
@@ -209,6 +211,11 @@ def all_ops() -> List[OpDef]:
 
 def of_function(function: type) -> Optional[OpDef]:
     return _BY_FUNCTION.get(function)
+
+
+def functionals() -> Dict[str, Callable]:
+    """The nn.functional entry points that op records provide, by their function name."""
+    return {op.functional.__name__: op.functional for op in _OPS.values() if op.functional is not None}
 
 
 

@@ -31,6 +31,12 @@ def register(fn_cls: type):
 
 
 def lookup(fn_cls: type):
+    """The mapping of an op: the one its registry record carries (ops added with the recipe), else one
+    registered here for its Function class."""
+    from ...ops.registry import of_function
+    opdef = of_function(fn_cls)
+    if opdef is not None and opdef.onnx is not None:
+        return opdef.onnx
     return REGISTRY.get(fn_cls)
 
 

@@ -1,0 +1,151 @@
+"""Layer normalisation and RMS normalisation over the trailing ``normalized_shape`` axes.
+
+Both run on the C++ kernels of forgegrad.kernels.norm (rows split over threads, column sums of the
+weight gradient in a fixed order); the records below hold everything else about them: shape rule,
+FLOPs, ONNX mapping, the torch.nn.functional entry point and the samples of the generated checks.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Function
+from ..kernels import norm as _N
+from . import _meta as M
+from . import _samples as S
+from .registry import BadInput, Sample, register_op
+
+
+def _trailing(x, normalized_shape):
+    shape = _N._normalized_shape(normalized_shape)
+    if x.ndim < len(shape) or tuple(x.shape[x.ndim - len(shape):]) != shape:
+        raise ValueError(f"x's trailing dimensions must equal normalized_shape {shape}, got x of shape {x.shape}")
+    return shape
+
+
+def _norm_meta(x, normalized_shape, weight=None, *args, **kwargs):
+    shape = _trailing(x, normalized_shape)
+    if weight is not None and tuple(weight.shape) != shape:
+        raise ValueError(f"weight must have the normalized shape {shape}, got {tuple(weight.shape)}")
+    return M.MetaArray(x.shape, np.float32)
+
+
+def _reduced_axes(op, normalized_shape):
+    rank = len(op.out_dims(0))
+    return list(range(rank - len(_N._normalized_shape(normalized_shape)), rank))
+
+
+def _torch_F():
+    import torch.nn.functional as F
+    return F
+
+
+# ---- layer_norm ------------------------------------------------------------------------------------------
+def _layer_norm_samples():
+    return [Sample((S.rand(3, 7), 7, S.rand(7, seed=1), S.rand(7, seed=2))),
+            Sample((S.rand(2, 5, 9), (5, 9), S.rand(5, 9, seed=1), None), {"eps": 1e-3}, "2 axes, no bias"),
+            Sample((S.rand(4, 1), 1, None, None), name="one element per row, no affine"),
+            Sample((S.rand(6, 33) + 50.0, 33, S.rand(33, seed=1), S.rand(33, seed=2)), name="offset rows"),
+            Sample((S.rand(*S.LARGE), S.LARGE[1], S.rand(S.LARGE[1], seed=1), S.rand(S.LARGE[1], seed=2)),
+                   name="large")]
+
+
+def _onnx_layer_norm(ctx, op):
+    x, weight, bias = op.input("x"), op.input("weight"), op.input("bias")
+    ns, eps = op.attr("normalized_shape"), float(op.attr("eps", 1e-5))
+    axes = _reduced_axes(op, ns)
+    if ctx.opset >= 17:  # LayerNormalization needs a scale: ones when the op has no weight
+        if weight is None:
+            weight = ctx.const(np.ones(_N._normalized_shape(ns), np.float32))
+        inputs = [x, weight] + ([bias] if bias is not None else [])
+        return [ctx.node("LayerNormalization", inputs, axis=axes[0], epsilon=eps)]
+    d = ctx.node("Sub", [x, ctx.reduce("ReduceMean", x, axes, True)])
+    var = ctx.reduce("ReduceMean", ctx.node("Mul", [d, d]), axes, True)
+    y = ctx.node("Div", [d, ctx.node("Sqrt", [ctx.node("Add", [var, ctx.const(eps, "float32")])])])
+    if weight is not None:
+        y = ctx.node("Mul", [y, weight])
+    if bias is not None:
+        y = ctx.node("Add", [y, bias])
+    return [y]
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-5):
+    """``torch.nn.functional.layer_norm``: normalise over the trailing ``normalized_shape`` axes."""
+    return LayerNormFunction.op(input, normalized_shape, weight, bias, eps=eps)
+
+
+@register_op("layer_norm", meta=_norm_meta, flops=M.per_output_element(8), samples=_layer_norm_samples,
+             onnx=_onnx_layer_norm, functional=layer_norm, tol=(1e-4, 1e-5),
+             inference={"cpu": lambda x, ns, weight=None, bias=None, eps=1e-5:
+                        _N.layer_norm_forward(x, ns, weight, bias, eps)[0]},
+             torch=lambda torch, x, ns, weight=None, bias=None, eps=1e-5: _torch_F().layer_norm(
+                 x, (ns,) if isinstance(ns, int) else ns, weight, bias, eps),
+             bad_inputs=lambda: [BadInput((S.rand(3, 7), 6, None, None), {}, ValueError, "normalized_shape"),
+                                 BadInput((S.rand(3, 7), 7, S.rand(6), None), {}, ValueError, "weight"),
+                                 BadInput((S.rand(3, 7), 7, None, S.rand(7, 1)), {}, ValueError, "bias"),
+                                 BadInput((S.rand(3, 7), 7, None, None), {"eps": "big"}, TypeError, "eps")])
+class LayerNormFunction(Function):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias, statistics over the trailing axes."""
+
+    @staticmethod
+    def forward(ctx, x, normalized_shape, weight=None, bias=None, eps=1e-5):
+        y, mean, rstd = _N.layer_norm_forward(x, normalized_shape, weight, bias, eps)
+        ctx.save_for_backward(x, weight, mean, rstd)
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, mean, rstd = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        gx, gw, gb = _N.layer_norm_backward(g, x, mean, rstd, weight,
+                                            needs=(needs[0], weight is not None and needs[2],
+                                                   ctx.has_bias and needs[3]))
+        return gx, None, gw, gb
+
+
+# ---- rms_norm --------------------------------------------------------------------------------------------
+def _rms_norm_samples():
+    return [Sample((S.rand(3, 7), 7, S.rand(7, seed=1))),
+            Sample((S.rand(2, 5, 9), (5, 9), None), {"eps": 1e-3}, "2 axes, no weight"),
+            Sample((S.rand(4, 1), 1, S.rand(1, seed=1)), name="one element per row"),
+            Sample((S.rand(*S.LARGE), S.LARGE[1], S.rand(S.LARGE[1], seed=1)), name="large")]
+
+
+def _onnx_rms_norm(ctx, op):
+    x, weight = op.input("x"), op.input("weight")
+    ns, eps = op.attr("normalized_shape"), op.attr("eps")
+    eps = float(np.finfo(np.float32).eps) if eps is None else float(eps)
+    ms = ctx.reduce("ReduceMean", ctx.node("Mul", [x, x]), _reduced_axes(op, ns), True)
+    y = ctx.node("Div", [x, ctx.node("Sqrt", [ctx.node("Add", [ms, ctx.const(eps, "float32")])])])
+    return [y if weight is None else ctx.node("Mul", [y, weight])]  # RMSNormalization is opset 23
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None):
+    """``torch.nn.functional.rms_norm``: x / sqrt(mean(x^2) + eps) * weight over the trailing axes
+    (eps None: float32's machine epsilon, as torch)."""
+    return RMSNormFunction.op(input, normalized_shape, weight, eps=eps)
+
+
+@register_op("rms_norm", meta=_norm_meta, flops=M.per_output_element(5), samples=_rms_norm_samples,
+             onnx=_onnx_rms_norm, functional=rms_norm, tol=(1e-4, 1e-5),
+             inference={"cpu": lambda x, ns, weight=None, eps=None: _N.rms_norm_forward(x, ns, weight, eps)[0]},
+             torch=lambda torch, x, ns, weight=None, eps=None: _torch_F().rms_norm(
+                 x, (ns,) if isinstance(ns, int) else ns, weight, eps),
+             bad_inputs=lambda: [BadInput((S.rand(3, 7), (3, 6), None), {}, ValueError, "normalized_shape"),
+                                 BadInput((S.rand(3, 7), 7, S.rand(7, 2)), {}, ValueError, "weight"),
+                                 BadInput((S.rand(3, 7), 7, None), {"eps": -1.0}, ValueError, "eps")])
+class RMSNormFunction(Function):
+    """y = x / sqrt(mean(x^2) + eps) * weight, over the trailing axes."""
+
+    @staticmethod
+    def forward(ctx, x, normalized_shape, weight=None, eps=None):
+        y, rstd = _N.rms_norm_forward(x, normalized_shape, weight, eps)
+        ctx.save_for_backward(x, weight, rstd)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, rstd = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        gx, gw = _N.rms_norm_backward(g, x, rstd, weight, needs=(needs[0], weight is not None and needs[2]))
+        return gx, None, gw
