@@ -5,14 +5,17 @@ from collections import OrderedDict
 
 from ..autograd import graph_free
 from ..tensor import Tensor
-from .activation import GELU, LeakyReLU, ReLU, Sigmoid, Tanh
 from .linear import Linear, _fused_linear
 from .module import Module
 
 __all__ = ["Sequential", "ModuleList", "ModuleDict"]
 
 
-_EPILOGUE_TYPES = (ReLU, LeakyReLU, GELU, Sigmoid, Tanh)
+def _fusable_activation(m) -> bool:
+    """An activation module whose own class says which kernel a Linear can apply in place
+    (``epilogue()``). A subclass that does not define epilogue itself may override forward, so
+    it runs as its own step."""
+    return m is not None and "epilogue" in type(m).__dict__
 
 
 def _inference_plan(mods):
@@ -23,7 +26,7 @@ def _inference_plan(mods):
         m = mods[i]
         if type(m) is Linear:
             nxt = mods[i + 1] if i + 1 < len(mods) else None
-            if type(nxt) in _EPILOGUE_TYPES:  # exact types: a subclass may override forward
+            if _fusable_activation(nxt):
                 plan.append((m, nxt))
                 i += 2
                 continue
