@@ -13,7 +13,8 @@ import forgegrad as fg
 import forgegrad.onnx as fonnx
 from forgegrad import nn
 from forgegrad.nn import conv as NC
-from forgegrad.ops import conv as OC
+from forgegrad.ops import normalization as ON
+from forgegrad.ops import pool as OP
 
 from test_onnx_common import Lambda, export_and_check
 
@@ -63,7 +64,8 @@ def test_conv_forms(tmp_path, opset):
 
 
 def test_max_pool_ceil_mode_and_indices(tmp_path):
-    export_and_check(Lambda(lambda m, x: OC.MaxPool2d.apply(x, 3, 2, 1, 1, True)), fg.randn(3, 4, 9, 10), tmp_path)
+    export_and_check(Lambda(lambda m, x: OP.MaxPool2dFunction.apply(x, 3, 2, 1, 1, True)), fg.randn(3, 4, 9, 10),
+                     tmp_path)
 
 
 def test_batch_norm_1d(tmp_path):
@@ -88,6 +90,6 @@ def test_zoo_lenet(tmp_path, monkeypatch):
 
 def test_batch_norm_in_training_mode_is_reported(tmp_path):
     x = fg.randn(3, 4)
-    fn = lambda m, x: OC.BatchNorm.apply(x, None, None, None, None, training=True)  # noqa: E731
+    fn = lambda m, x: ON.BatchNormFunction.apply(x, None, None, None, None, training=True)  # noqa: E731
     with pytest.raises(fonnx.UnsupportedOpError, match="BatchNorm"):
         fonnx.export(Lambda(fn), x, str(tmp_path / "t.onnx"))

@@ -5,6 +5,7 @@ import numpy as np
 
 from ..ops.registry import _OPS
 from ..tensor import Tensor
+from .functional_conv import adaptive_avg_pool2d, avg_pool2d, batch_norm, conv2d, max_pool2d
 
 __all__ = [
     "linear", "relu", "leaky_relu", "gelu", "sigmoid", "tanh", "softmax", "log_softmax", "dropout",
@@ -107,8 +108,6 @@ def one_hot(tensor, num_classes: int = -1) -> Tensor:
         raise ValueError(f"one_hot: class values must be in [0, {n})")
     return Tensor._wrap(np.eye(n, dtype=np.int64)[idx])
 
-
-from .functional_conv import adaptive_avg_pool2d, avg_pool2d, batch_norm, conv2d, max_pool2d  # noqa: E402
 
 
 def __getattr__(name):

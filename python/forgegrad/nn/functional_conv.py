@@ -1,8 +1,8 @@
 """Functional convolution, pooling and batch norm on Tensors, with torch.nn.functional's names and
-arguments (the lead re-exports these from forgegrad.nn.functional)."""
+arguments (forgegrad.nn.functional exports them)."""
 from __future__ import annotations
 
-from ..ops import conv as C
+from ..ops.registry import _OPS
 from ..tensor import Tensor
 
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm"]
@@ -23,26 +23,26 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
     padding: int, pair, "same" (stride 1) or "valid".
     """
-    return C.Conv2d.apply(_t(input, "input"), _t(weight, "weight"), _opt(bias), stride=stride, padding=padding,
+    return _OPS["conv2d"](_t(input, "input"), _t(weight, "weight"), _opt(bias), stride=stride, padding=padding,
                           dilation=dilation, groups=groups)
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """Max pooling; with return_indices=True also the int64 flat indices (h * W + w per plane)."""
-    y, idx = C.MaxPool2d.apply(_t(input, "input"), kernel_size=kernel_size, stride=stride, padding=padding,
+    y, idx = _OPS["max_pool2d"](_t(input, "input"), kernel_size=kernel_size, stride=stride, padding=padding,
                                dilation=dilation, ceil_mode=bool(ceil_mode))
     return (y, idx) if return_indices else y
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
-    return C.AvgPool2d.apply(_t(input, "input"), kernel_size=kernel_size, stride=stride, padding=padding,
+    return _OPS["avg_pool2d"](_t(input, "input"), kernel_size=kernel_size, stride=stride, padding=padding,
                              ceil_mode=bool(ceil_mode), count_include_pad=bool(count_include_pad),
                              divisor_override=divisor_override)
 
 
 def adaptive_avg_pool2d(input, output_size):
-    return C.AdaptiveAvgPool2d.apply(_t(input, "input"), output_size=output_size)
+    return _OPS["adaptive_avg_pool2d"](_t(input, "input"), output_size=output_size)
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
@@ -51,5 +51,5 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     When training, the batch statistics normalise and running_mean / running_var (if given) are
     updated in place: running = (1 - momentum) * running + momentum * batch (unbiased variance).
     """
-    return C.BatchNorm.apply(_t(input, "input"), _opt(running_mean), _opt(running_var), _opt(weight), _opt(bias),
+    return _OPS["batch_norm"](_t(input, "input"), _opt(running_mean), _opt(running_var), _opt(weight), _opt(bias),
                              training=bool(training), momentum=float(momentum), eps=float(eps))

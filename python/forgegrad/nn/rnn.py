@@ -17,7 +17,7 @@ from typing import List
 import numpy as np
 
 from .._args import positive_int
-from ..ops.rnn import RecurrentLayer
+from ..ops.rnn import RecurrentLayerFunction
 from ..tensor import Tensor, cat, stack, zeros
 from . import functional as F
 from . import init
@@ -42,7 +42,7 @@ def _run_layer(mode, x, h0, c0, w, reverse, lengths):
     b_ih, b_hh). Returns y (T, B, H), h_n (B, H), c_n (B, H) or None."""
     lstm = mode == "lstm"
     if lengths is None:
-        out = RecurrentLayer.apply(x, h0, c0, *w, mode=mode, reverse=reverse)
+        out = RecurrentLayerFunction.op(x, h0, c0, *w, mode=mode, reverse=reverse)
         return out if lstm else (out[0], out[1], None)
     return _run_layer_lengths(mode, x, h0, c0, w, reverse, lengths)
 
@@ -75,7 +75,7 @@ def _run_layer_lengths(mode, x, h0, c0, w, reverse, lengths):
                 if lstm:
                     done_c.append(c[n:])
                     c = c[:n]
-            out = RecurrentLayer.apply(xs[t0:t1, :n], h, c, *w, mode=mode, reverse=False)
+            out = RecurrentLayerFunction.op(xs[t0:t1, :n], h, c, *w, mode=mode, reverse=False)
             ys[t0] = out[0]
             h = out[1]
             if lstm:
@@ -91,7 +91,7 @@ def _run_layer_lengths(mode, x, h0, c0, w, reverse, lengths):
                 h = h0s[m:n] if h is None else cat([h, h0s[m:n]], dim=0)
                 if lstm:
                     c = c0s[m:n] if c is None else cat([c, c0s[m:n]], dim=0)
-            out = RecurrentLayer.apply(xs[t0:t1, :n], h, c, *w, mode=mode, reverse=True)
+            out = RecurrentLayerFunction.op(xs[t0:t1, :n], h, c, *w, mode=mode, reverse=True)
             ys[t0] = out[0]
             h = out[1]
             if lstm:
@@ -345,7 +345,7 @@ class RNNCellBase(Module):
                                      f"got {tuple(parts[i].shape)}")
                 states[i] = s
         w = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        out = RecurrentLayer.apply(x.unsqueeze(0), states[0], states[1], *w, mode=self.mode, reverse=False)
+        out = RecurrentLayerFunction.op(x.unsqueeze(0), states[0], states[1], *w, mode=self.mode, reverse=False)
         h, c = out[1], (out[2] if lstm else None)
         if not batched:
             h = h.squeeze(0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import random as _random
-from ..ops.rnn import Embedding as _EmbeddingFn
+from ..ops.rnn import EmbeddingFunction as _EmbeddingFn
 from ..tensor import Tensor
 from .module import Module
 from .parameter import Parameter

@@ -64,7 +64,7 @@ _TRANSCENDENTAL_FLOPS = M.per_output_element(4)
 
 @register_op("relu", meta=M.same, flops=_UNARY_FLOPS, samples=S.unary(),
              torch=lambda torch, x: torch.relu(x))
-class Relu(Function):
+class ReluFunction(Function):
     @staticmethod
     def forward(ctx, x):
         y = _K.relu(x) if _f32(x) else np.maximum(x, 0, dtype=x.dtype)
@@ -83,7 +83,7 @@ class Relu(Function):
              samples=lambda: S.unary()() + [Sample((S.rand(3, 7),), {"negative_slope": 0.2}, "slope 0.2")],
              torch=lambda torch, x, negative_slope=0.01: _torch_F().leaky_relu(x, negative_slope),
              bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"negative_slope": "a"}, TypeError, "negative_slope")])
-class LeakyRelu(Function):
+class LeakyReluFunction(Function):
     @staticmethod
     def forward(ctx, x, negative_slope=0.01):
         ctx.save_for_backward(x)
@@ -114,7 +114,7 @@ def _erf(x: np.ndarray) -> np.ndarray:
              samples=lambda: S.unary()() + [Sample((S.rand(3, 7),), {"approximate": "tanh"}, "tanh")],
              torch=lambda torch, x, approximate="none": _torch_F().gelu(x, approximate=approximate),
              bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"approximate": "erf"}, ValueError, "approximate")])
-class Gelu(Function):
+class GeluFunction(Function):
     """GELU, exact form x * Phi(x) (torch's default approximate='none'), or 'tanh'."""
 
     @staticmethod
@@ -152,7 +152,7 @@ class Gelu(Function):
 
 @register_op("sigmoid", meta=M.same, flops=_TRANSCENDENTAL_FLOPS, samples=S.unary(),
              torch=lambda torch, x: torch.sigmoid(x))
-class Sigmoid(Function):
+class SigmoidFunction(Function):
     @staticmethod
     def forward(ctx, x):
         if _f32(x):
@@ -174,7 +174,7 @@ class Sigmoid(Function):
 
 @register_op("tanh", meta=M.same, flops=_TRANSCENDENTAL_FLOPS, samples=S.unary(),
              torch=lambda torch, x: torch.tanh(x))
-class Tanh(Function):
+class TanhFunction(Function):
     @staticmethod
     def forward(ctx, x):
         y = _K.tanh(x) if _f32(x) else np.tanh(x)
@@ -196,12 +196,12 @@ def _onnx_silu(ctx, op):
 
 def silu(input):
     """``torch.nn.functional.silu``: input * sigmoid(input)."""
-    return Silu.op(input)
+    return SiluFunction.op(input)
 
 
 @register_op("silu", meta=M.same, flops=_TRANSCENDENTAL_FLOPS, samples=S.unary(), onnx=_onnx_silu, functional=silu,
              torch=lambda torch, x: _torch_F().silu(x))
-class Silu(Function):
+class SiluFunction(Function):
     """x * sigmoid(x) (SiLU, swish); backward from the input x."""
 
     @staticmethod
@@ -238,7 +238,7 @@ def _from_last(y, axis, ndim):
                                             Sample((S.rand(4, 6, 5),), {"dim": 0}, "dim 0")],
              torch=lambda torch, x, dim=-1: torch.softmax(x, dim),
              bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"dim": 2}, IndexError, "dim")])
-class Softmax(Function):
+class SoftmaxFunction(Function):
     """exp(x) / sum(exp(x)) along dim; the C++ kernel works on the last axis (others are moved there)."""
 
     @staticmethod
@@ -272,7 +272,7 @@ class Softmax(Function):
              samples=lambda: S.unary()() + [Sample((S.rand(4, 6, 5),), {"dim": 1}, "dim 1")],
              torch=lambda torch, x, dim=-1: torch.log_softmax(x, dim),
              bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"dim": -3}, IndexError, "dim")])
-class LogSoftmax(Function):
+class LogSoftmaxFunction(Function):
     @staticmethod
     def forward(ctx, x, dim=-1):
         (axis,) = normalize_axis(dim, x.ndim)
@@ -305,7 +305,7 @@ class LogSoftmax(Function):
              torch=lambda torch, x, p=0.5, training=True: _torch_F().dropout(x, p, training),
              bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"p": 1.5}, ValueError, "probability")],
              gaps={"onnx": "exported only in eval mode, where it is the identity (no node)"})
-class Dropout(Function):
+class DropoutFunction(Function):
     """Inverted dropout: zero each element with probability p, scale the rest by 1/(1-p)."""
 
     @staticmethod
@@ -330,11 +330,11 @@ class Dropout(Function):
 
 
 # No-graph kernels (the inference shortcut in Function.apply).
-Relu.op.set_inference("cpu", _activation_inference(Relu, _ACT.RELU))
-Sigmoid.op.set_inference("cpu", _activation_inference(Sigmoid, _ACT.SIGMOID))
-Tanh.op.set_inference("cpu", _activation_inference(Tanh, _ACT.TANH))
-Silu.op.set_inference("cpu", _activation_inference(Silu, _ACT.SILU))
-LeakyRelu.op.set_inference("cpu", _activation_inference(
-    LeakyRelu, _ACT.LEAKY_RELU, lambda negative_slope=0.01: _K._slope(negative_slope)))
-Gelu.op.set_inference("cpu", _activation_inference(
-    Gelu, lambda approximate="none": _K._gelu_op(approximate)))
+ReluFunction.op.set_inference("cpu", _activation_inference(ReluFunction, _ACT.RELU))
+SigmoidFunction.op.set_inference("cpu", _activation_inference(SigmoidFunction, _ACT.SIGMOID))
+TanhFunction.op.set_inference("cpu", _activation_inference(TanhFunction, _ACT.TANH))
+SiluFunction.op.set_inference("cpu", _activation_inference(SiluFunction, _ACT.SILU))
+LeakyReluFunction.op.set_inference("cpu", _activation_inference(
+    LeakyReluFunction, _ACT.LEAKY_RELU, lambda negative_slope=0.01: _K._slope(negative_slope)))
+GeluFunction.op.set_inference("cpu", _activation_inference(
+    GeluFunction, lambda approximate="none": _K._gelu_op(approximate)))

@@ -43,7 +43,7 @@ COMPARISONS = {"lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.gr
 @register_op("compare", meta=M.broadcast_bool, flops=M.no_flops, samples=_compare_samples,
              torch=lambda torch, a, b, op="lt": getattr(torch, op)(a, b), gaps={"backward": _NO_GRADIENT},
              bad_inputs=lambda: [BadInput((S.rand(2, 3), S.rand(2, 3)), {"op": "less"}, ValueError, "op")])
-class Compare(Function):
+class CompareFunction(Function):
     """``a <op> b`` elementwise with numpy broadcasting and promotion; op is one of COMPARISONS.
 
     ``b`` may be a tensor, a numpy array or a Python/numpy scalar. The result is bool.
@@ -69,7 +69,7 @@ class Compare(Function):
              torch=lambda torch, a, dtype: a.to({np.int64: torch.int64, np.bool_: torch.bool}[dtype]),
              gaps={"backward": "casts to int64/bool cut the graph (float32 is the only float dtype)"},
              bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"dtype": "no-such-type"}, TypeError, "data type")])
-class Cast(Function):
+class CastFunction(Function):
     """``a.astype(dtype)``: a copy in the new dtype (float64 is stored as float32, as everywhere).
 
     Differentiable between float dtypes (the gradient is cast back to the input's dtype); a cast to
@@ -90,7 +90,7 @@ class Cast(Function):
              torch=_torch_arg("argmax"), gaps={"backward": _NO_GRADIENT},
              bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"dim": 2}, IndexError, "dim"),
                                  BadInput((S.rand(0, 3),), {}, ValueError, "empty")])
-class ArgMax(Function):
+class ArgMaxFunction(Function):
     """Index of the first largest value along ``dim`` (of the flattened input when dim is None), int64.
 
     keepdim keeps the reduced axis with size 1 (every axis, when dim is None), as torch does.
@@ -115,7 +115,7 @@ class ArgMax(Function):
 
     @staticmethod
     def forward(ctx, a, dim=None, keepdim=False):
-        return ArgMax._fwd(a, dim, keepdim)
+        return ArgMaxFunction._fwd(a, dim, keepdim)
 
     @staticmethod
     def backward(ctx, g):  # pragma: no cover - the int64 output never reaches backward
@@ -125,11 +125,11 @@ class ArgMax(Function):
 @register_op("argmin", meta=M.arg_reduction, flops=M.per_input_element(1), samples=_argmax_samples,
              torch=_torch_arg("argmin"), gaps={"backward": _NO_GRADIENT},
              bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"dim": -4}, IndexError, "dim")])
-class ArgMin(ArgMax):
+class ArgMinFunction(ArgMaxFunction):
     """Index of the first smallest value along ``dim``; see ArgMax."""
 
     pick = staticmethod(np.argmin)
 
     @staticmethod
     def forward(ctx, a, dim=None, keepdim=False):
-        return ArgMin._fwd(a, dim, keepdim)
+        return ArgMinFunction._fwd(a, dim, keepdim)

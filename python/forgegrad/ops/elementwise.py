@@ -34,7 +34,7 @@ def _shape(x):
 
 @register_op("add", meta=M.broadcast, flops=_ONE_FLOP, samples=S.binary(), torch=lambda torch, a, b: a + b,
              bad_inputs=_bad_broadcast)
-class Add(Function):
+class AddFunction(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = (_shape(a), _shape(b))
@@ -49,7 +49,7 @@ class Add(Function):
 
 @register_op("sub", meta=M.broadcast, flops=_ONE_FLOP, samples=S.binary(), torch=lambda torch, a, b: a - b,
              bad_inputs=_bad_broadcast)
-class Sub(Function):
+class SubFunction(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = (_shape(a), _shape(b))
@@ -64,7 +64,7 @@ class Sub(Function):
 
 @register_op("mul", meta=M.broadcast, flops=_ONE_FLOP, samples=S.binary(), torch=lambda torch, a, b: a * b,
              bad_inputs=_bad_broadcast)
-class Mul(Function):
+class MulFunction(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
@@ -79,7 +79,7 @@ class Mul(Function):
 
 @register_op("div", meta=M.broadcast, flops=_ONE_FLOP, samples=S.binary(S.positive),
              torch=lambda torch, a, b: a / b, bad_inputs=_bad_broadcast, tol=(2e-5, 1e-5))
-class Div(Function):
+class DivFunction(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
@@ -98,7 +98,7 @@ class Div(Function):
                               Sample((S.positive(4, 5), S.rand(5, seed=2)), name="broadcast"),
                               Sample((S.rand(3, 7), 2.0), name="square"), Sample((S.positive(2, 3), 0.5), name="root")],
              torch=lambda torch, a, b: torch.pow(a, b), bad_inputs=_bad_broadcast, tol=(2e-5, 1e-5))
-class Pow(Function):
+class PowFunction(Function):
     """a ** b for a tensor a and a tensor or scalar exponent b."""
 
     @staticmethod
@@ -122,7 +122,7 @@ class Pow(Function):
 
 
 @register_op("neg", meta=M.same, flops=_ONE_FLOP, samples=S.unary(), torch=lambda torch, a: -a)
-class Neg(Function):
+class NegFunction(Function):
     @staticmethod
     def forward(ctx, a):
         return np.negative(a)
@@ -134,7 +134,7 @@ class Neg(Function):
 
 @register_op("exp", meta=M.same, flops=M.per_output_element(4), samples=S.unary(),
              torch=lambda torch, a: torch.exp(a))
-class Exp(Function):
+class ExpFunction(Function):
     @staticmethod
     def forward(ctx, a):
         y = np.exp(a)
@@ -149,7 +149,7 @@ class Exp(Function):
 
 @register_op("log", meta=M.same, flops=M.per_output_element(4), samples=S.unary(S.positive),
              torch=lambda torch, a: torch.log(a))
-class Log(Function):
+class LogFunction(Function):
     @staticmethod
     def forward(ctx, a):
         ctx.save_for_backward(a)
@@ -163,7 +163,7 @@ class Log(Function):
 
 @register_op("sqrt", meta=M.same, flops=_ONE_FLOP, samples=S.unary(S.positive),
              torch=lambda torch, a: torch.sqrt(a))
-class Sqrt(Function):
+class SqrtFunction(Function):
     @staticmethod
     def forward(ctx, a):
         y = np.sqrt(a)
@@ -177,7 +177,7 @@ class Sqrt(Function):
 
 
 @register_op("abs", meta=M.same, flops=_ONE_FLOP, samples=S.unary(), torch=lambda torch, a: torch.abs(a))
-class Abs(Function):
+class AbsFunction(Function):
     @staticmethod
     def forward(ctx, a):
         ctx.save_for_backward(a)
@@ -192,7 +192,7 @@ class Abs(Function):
 @register_op("clamp", meta=M.same, flops=M.per_output_element(2), samples=_clamp_samples,
              torch=lambda torch, a, min=None, max=None: torch.clamp(a, min, max),
              bad_inputs=lambda: [BadInput((S.rand(2, 3),), {}, ValueError, "min or max")])
-class Clamp(Function):
+class ClampFunction(Function):
     """clamp(a, min, max); the gradient passes where min <= a <= max (torch's convention)."""
 
     @staticmethod
@@ -218,7 +218,7 @@ class Clamp(Function):
              flops=M.no_flops, samples=_where_samples, torch=lambda torch, cond, a, b: torch.where(cond, a, b),
              bad_inputs=lambda: [BadInput((np.ones((3, 4), bool), S.rand(3, 4), S.rand(5, 4)), {}, ValueError,
                                           "broadcast")])
-class Where(Function):
+class WhereFunction(Function):
     """where(cond, a, b): cond is a bool array (not differentiable)."""
 
     @staticmethod

@@ -69,7 +69,7 @@ def _check_float(a, name):
 @register_op("matmul", meta=_matmul_meta, flops=_matmul_flops, samples=_matmul_samples,
              torch=lambda torch, a, b: torch.matmul(a, b), tol=(1e-4, 1e-4),
              bad_inputs=lambda: [BadInput((S.rand(3, 4), S.rand(5, 2)), {}, ValueError, "cannot be multiplied")])
-class MatMul(Function):
+class MatMulFunction(Function):
     """a @ b with torch.matmul's rules: 1-D operands are promoted and the added axis removed,
     batch dimensions broadcast."""
 
@@ -126,7 +126,7 @@ class MatMul(Function):
              torch=lambda torch, x, weight, bias=None: torch.nn.functional.linear(x, weight, bias),
              bad_inputs=lambda: [BadInput((S.rand(3, 4), S.rand(5, 3), None), {}, ValueError, "weight"),
                                  BadInput((S.rand(3, 4), S.rand(5, 4), S.rand(4)), {}, ValueError, "bias")])
-class Linear(Function):
+class LinearFunction(Function):
     """y = x @ weight.T + bias for x (..., in_features), weight (out_features, in_features)."""
 
     @staticmethod

@@ -116,7 +116,7 @@ def _nll_flops(out, inputs, kwargs) -> int:
 # d = x - t, d * d, the sum: 3 FLOPs per element
 @register_op("mse_loss", meta=_pointwise_meta("mse_loss"), flops=M.per_input_element(3), samples=LS.mse_samples,
              torch=LS.mse_torch, bad_inputs=LS.pointwise_bad_inputs("target"))
-class MSELoss(Function):
+class MSELossFunction(Function):
     @staticmethod
     def forward(ctx, inp, target, reduction="mean"):
         _check_reduction(reduction)
@@ -136,7 +136,7 @@ class MSELoss(Function):
 # d = x - t, |d|, the sum: 3 FLOPs per element
 @register_op("l1_loss", meta=_pointwise_meta("l1_loss"), flops=M.per_input_element(3), samples=LS.l1_samples,
              torch=LS.l1_torch, bad_inputs=LS.pointwise_bad_inputs("target"))
-class L1Loss(Function):
+class L1LossFunction(Function):
     @staticmethod
     def forward(ctx, inp, target, reduction="mean"):
         _check_reduction(reduction)
@@ -157,7 +157,7 @@ class L1Loss(Function):
 # add, the negation and the reduction: 15 FLOPs per element (a weight adds 1, not counted)
 @register_op("binary_cross_entropy", meta=_bce_meta, flops=M.per_input_element(15), samples=LS.bce_samples,
              torch=LS.bce_torch, bad_inputs=LS.bce_bad_inputs)
-class BinaryCrossEntropy(Function):
+class BinaryCrossEntropyFunction(Function):
     """On probabilities; log terms clamped at -100 as torch does."""
 
     @staticmethod
@@ -198,7 +198,7 @@ class BinaryCrossEntropy(Function):
 # reduction: 17 FLOPs per element (weight / pos_weight add 1-3, not counted)
 @register_op("binary_cross_entropy_with_logits", meta=_bce_logits_meta, flops=M.per_input_element(17),
              samples=LS.bce_logits_samples, torch=LS.bce_logits_torch, bad_inputs=LS.bce_logits_bad_inputs)
-class BinaryCrossEntropyWithLogits(Function):
+class BinaryCrossEntropyWithLogitsFunction(Function):
     @staticmethod
     def forward(ctx, x, target, weight=None, pos_weight=None, reduction="mean"):
         _check_reduction(reduction)
@@ -333,7 +333,7 @@ def _cross_entropy_kernel_forward(ctx, logits, target, weight, ignore_index, red
 # target's pick and weight are per row and not counted
 @register_op("cross_entropy", meta=_cross_entropy_meta, flops=M.per_input_element(5),
              samples=LS.cross_entropy_samples, torch=LS.cross_entropy_torch, bad_inputs=LS.cross_entropy_bad_inputs)
-class CrossEntropy(Function):
+class CrossEntropyFunction(Function):
     """Softmax + negative log-likelihood over dim 1, fused. Targets are class indices (int64) or
     class probabilities (float, same shape as input; they and the class weight then get gradients,
     as in torch)."""
@@ -434,7 +434,7 @@ class CrossEntropy(Function):
 
 @register_op("nll_loss", meta=_nll_meta, flops=_nll_flops, samples=LS.nll_samples, torch=LS.nll_torch,
              bad_inputs=LS.nll_bad_inputs)
-class NLLLoss(Function):
+class NLLLossFunction(Function):
     """Negative log-likelihood on log-probabilities (class dim 1), class-index targets."""
 
     @staticmethod
@@ -477,7 +477,7 @@ class NLLLoss(Function):
 # log t (4), log t - x, the product with t and the reduction: 7 FLOPs per element
 @register_op("kl_div", meta=_kl_div_meta, flops=M.per_input_element(7), samples=LS.kl_div_samples,
              torch=LS.kl_div_torch, bad_inputs=LS.kl_div_bad_inputs)
-class KLDiv(Function):
+class KLDivFunction(Function):
     """kl_div(input, target): input holds log-probabilities; target probabilities (or
     log-probabilities with log_target=True). reduction also accepts 'batchmean'."""
 

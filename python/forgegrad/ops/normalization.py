@@ -1,6 +1,7 @@
-"""Layer normalisation and RMS normalisation over the trailing ``normalized_shape`` axes.
+"""Normalisation ops: batch norm (over dim 1, with running statistics), and layer norm and RMS norm
+over the trailing ``normalized_shape`` axes.
 
-Both run on the C++ kernels of forgegrad.kernels.norm (rows split over threads, column sums of the
+All run on the C++ kernels of forgegrad.kernels.norm (rows split over threads, column sums of the
 weight gradient in a fixed order); the records below hold everything else about them: shape rule,
 FLOPs, ONNX mapping, the torch.nn.functional entry point and the samples of the generated checks.
 """
@@ -9,10 +10,17 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function
+from ..devices import MetaArray
 from ..kernels import norm as _N
+
+from ..kernels._checks import check_ndim
 from . import _meta as M
 from . import _samples as S
+from . import conv_samples as CS
+from ._op_rules import with_args
 from .registry import BadInput, Sample, register_op
+
+_F32 = np.dtype(np.float32)
 
 
 def _trailing(x, normalized_shape):
@@ -149,3 +157,56 @@ class RMSNormFunction(Function):
         needs = ctx.needs_input_grad
         gx, gw = _N.rms_norm_backward(g, x, rstd, weight, needs=(needs[0], weight is not None and needs[2]))
         return gx, None, gw
+
+
+# ---- batch_norm -------------------------------------------------------------------------------------------
+def _batch_norm_meta(x, running_mean=None, running_var=None, weight=None, bias=None, training=False,
+                     momentum=0.1, eps=1e-5):
+    check_ndim(x, "input", (2, 3, 4))
+    c = x.shape[1]
+    if c < 1:
+        raise ValueError(f"input must have at least one channel, got shape {x.shape}")
+    for v, name in ((weight, "weight"), (bias, "bias"), (running_mean, "running_mean"), (running_var, "running_var")):
+        if v is not None and v.shape != (c,):
+            raise ValueError(f"{name} must have shape ({c},), got {v.shape}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("batch_norm: running_mean and running_var are required when training=False")
+    if training and x.size // c < 2:
+        raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input of shape "
+                         f"{x.shape}")
+    return MetaArray(x.shape, _F32)
+
+
+def _batch_norm_flops(out, x, *args, training=False, **kwargs):
+    """(x - mean) * invstd * weight + bias: 4 per element; training first sums x and x*x per
+    channel (3 more per element)."""
+    return (7 if training else 4) * x.size
+
+
+@register_op("batch_norm", meta=_batch_norm_meta, flops=with_args(_batch_norm_flops), samples=CS.batch_norm_samples,
+             torch=CS.batch_norm_torch, bad_inputs=CS.batch_norm_bad_inputs, tol=CS.BATCH_NORM_TOL)
+class BatchNormFunction(Function):
+    """Positional inputs: x, running_mean, running_var, weight, bias (each may be None but x).
+
+    running_mean / running_var are updated in place when training (they are buffers: no gradient).
+    """
+
+    @staticmethod
+    def forward(ctx, x, running_mean=None, running_var=None, weight=None, bias=None, training=False,
+                momentum=0.1, eps=1e-5):
+        y, mean, invstd = _N.batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum,
+                                                   eps)
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.training = bool(training)
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, mean, invstd = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        need = (needs[0], weight is not None and needs[3], ctx.has_bias and needs[4])
+        if not any(need):
+            return None, None, None, None, None
+        gx, gw, gb = _N.batch_norm_backward(g, x, weight, mean, invstd, ctx.training, need=need)
+        return gx, None, None, gw, gb

@@ -42,7 +42,7 @@ def _expand_back(g, in_shape, axes, keepdim):
 @register_op("sum", meta=M.reduction, flops=M.per_input_element(1), samples=_reduce_samples,
              torch=lambda torch, a, dim=None, keepdim=False: torch.sum(a, _dims(a, dim), keepdim=keepdim),
              bad_inputs=_bad_dim)
-class Sum(Function):
+class SumFunction(Function):
     @staticmethod
     def forward(ctx, a, dim=None, keepdim=False):
         axes = normalize_axis(dim, a.ndim)
@@ -58,7 +58,7 @@ class Sum(Function):
 @register_op("mean", meta=M.float_reduction, flops=M.per_input_element(1), samples=_reduce_samples,
              torch=lambda torch, a, dim=None, keepdim=False: torch.mean(a, _dims(a, dim), keepdim=keepdim),
              bad_inputs=_bad_dim)
-class Mean(Function):
+class MeanFunction(Function):
     @staticmethod
     def forward(ctx, a, dim=None, keepdim=False):
         axes = normalize_axis(dim, a.ndim)
@@ -78,7 +78,7 @@ class Mean(Function):
 @register_op("amax", meta=M.reduction, flops=M.per_input_element(1), samples=_reduce_samples,
              torch=lambda torch, a, dim=None, keepdim=False: torch.amax(a, _dims(a, dim), keepdim=keepdim),
              bad_inputs=lambda: _bad_dim() + [BadInput((S.rand(2, 0),), {"dim": 1}, ValueError, "empty")])
-class Amax(Function):
+class AmaxFunction(Function):
     """max over axes; ties share the gradient equally (torch.amax's rule)."""
 
     fn = staticmethod(np.max)
@@ -95,7 +95,7 @@ class Amax(Function):
 
     @staticmethod
     def forward(ctx, a, dim=None, keepdim=False):
-        return Amax._fwd(ctx, a, dim, keepdim)
+        return AmaxFunction._fwd(ctx, a, dim, keepdim)
 
     @staticmethod
     def backward(ctx, g):
@@ -109,18 +109,18 @@ class Amax(Function):
 @register_op("amin", meta=M.reduction, flops=M.per_input_element(1), samples=_reduce_samples,
              torch=lambda torch, a, dim=None, keepdim=False: torch.amin(a, _dims(a, dim), keepdim=keepdim),
              bad_inputs=_bad_dim)
-class Amin(Amax):
+class AminFunction(AmaxFunction):
     fn = staticmethod(np.min)
 
     @staticmethod
     def forward(ctx, a, dim=None, keepdim=False):
-        return Amin._fwd(ctx, a, dim, keepdim)
+        return AminFunction._fwd(ctx, a, dim, keepdim)
 
 
 @register_op("max_dim", meta=M.reduction_with_indices, flops=M.per_input_element(1), samples=_dim_samples,
              torch=lambda torch, a, dim, keepdim=False: tuple(torch.max(a, dim, keepdim=keepdim)),
              bad_inputs=lambda: [BadInput((S.rand(2, 3), 2), {}, IndexError, "dim")])
-class MaxDim(Function):
+class MaxDimFunction(Function):
     """torch.max(x, dim): (values, indices); the gradient goes to the returned index."""
 
     non_differentiable_outputs = (1,)
@@ -142,7 +142,7 @@ class MaxDim(Function):
 
     @staticmethod
     def forward(ctx, a, dim, keepdim=False):
-        return MaxDim._fwd(ctx, a, dim, keepdim)
+        return MaxDimFunction._fwd(ctx, a, dim, keepdim)
 
     @staticmethod
     def backward(ctx, g, _gidx=None):
@@ -157,9 +157,9 @@ class MaxDim(Function):
 @register_op("min_dim", meta=M.reduction_with_indices, flops=M.per_input_element(1), samples=_dim_samples,
              torch=lambda torch, a, dim, keepdim=False: tuple(torch.min(a, dim, keepdim=keepdim)),
              bad_inputs=lambda: [BadInput((S.rand(2, 3), -3), {}, IndexError, "dim")])
-class MinDim(MaxDim):
+class MinDimFunction(MaxDimFunction):
     pick = staticmethod(np.argmin)
 
     @staticmethod
     def forward(ctx, a, dim, keepdim=False):
-        return MinDim._fwd(ctx, a, dim, keepdim)
+        return MinDimFunction._fwd(ctx, a, dim, keepdim)

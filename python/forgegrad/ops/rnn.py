@@ -86,7 +86,7 @@ def _check_embedding(weight, indices, padding_idx):
 @register_op("recurrent_layer", meta=_recurrent_layer_meta, flops=with_args(_recurrent_layer_flops),
              samples=RS.recurrent_layer_samples, torch=RS.recurrent_layer_torch,
              bad_inputs=RS.recurrent_layer_bad_inputs, tol=RS.RECURRENT_TOL)
-class RecurrentLayer(Function):
+class RecurrentLayerFunction(Function):
     """One layer, one direction: ``x`` (T, B, I), ``h0`` / ``c0`` (B, H) or None (zeros), torch
     weight layout (``w_ih`` (G*H, I), ``w_hh`` (G*H, H), biases (G*H,) or None).
 
@@ -130,7 +130,7 @@ class RecurrentLayer(Function):
 # a gather: data movement only
 @register_op("embedding", meta=_embedding_meta, flops=M.no_flops, samples=RS.embedding_samples,
              torch=RS.embedding_torch, bad_inputs=RS.embedding_bad_inputs)
-class Embedding(Function):
+class EmbeddingFunction(Function):
     """``weight[indices]`` for int64 ``indices`` of any shape; the row ``padding_idx`` (if any)
     receives no gradient."""
 

@@ -30,7 +30,7 @@ def _getitem_samples():
                               Sample((S.rand(6), (1, 6, 1)), name="unit dims")],
              torch=lambda torch, a, shape: torch.reshape(a, shape),
              bad_inputs=lambda: [BadInput((S.rand(3, 4), (5, 3)), {}, ValueError, "shape")])
-class Reshape(Function):
+class ReshapeFunction(Function):
     @staticmethod
     def forward(ctx, a, shape):
         ctx.in_shape = a.shape
@@ -49,7 +49,7 @@ class Reshape(Function):
              samples=lambda: [Sample((S.rand(3, 4, 5), (2, 0, 1))), Sample((S.rand(3, 4), (-1, 0)), name="negative")],
              torch=lambda torch, a, dims: a.permute(*dims),
              bad_inputs=lambda: [BadInput((S.rand(3, 4), (0, 0)), {}, ValueError, "dims")])
-class Permute(Function):
+class PermuteFunction(Function):
     @staticmethod
     def forward(ctx, a, dims):
         dims = normalize_axis(tuple(dims), a.ndim)
@@ -67,7 +67,7 @@ class Permute(Function):
              samples=lambda: [Sample((S.rand(3, 1), (3, 6))), Sample((S.rand(1, 4), (2, 5, -1, 4)), name="new dims")],
              torch=lambda torch, a, shape: a.expand(*shape),
              bad_inputs=lambda: [BadInput((S.rand(3, 2), (3, 5)), {}, ValueError, "expand")])
-class Expand(Function):
+class ExpandFunction(Function):
     @staticmethod
     def forward(ctx, a, shape):
         ctx.in_shape = a.shape
@@ -94,7 +94,7 @@ def _index_arrays(key):
 @register_op("getitem", meta=None, flops=M.no_flops, samples=_getitem_samples,
              torch=lambda torch, a, key: a[_torch_index(torch, key)],
              bad_inputs=lambda: [BadInput((S.rand(3, 4), (0, 0, 0)), {}, IndexError, "indices")])
-class GetItem(Function):
+class GetItemFunction(Function):
     @staticmethod
     def forward(ctx, a, key):
         key = _index_arrays(key)
@@ -114,7 +114,7 @@ class GetItem(Function):
                               Sample((S.rand(3, 4), S.rand(3, 1, seed=1), S.rand(3, 2, seed=2)), {"dim": -1}, "three")],
              torch=lambda torch, *arrays, dim=0: torch.cat(arrays, dim),
              bad_inputs=lambda: [BadInput((S.rand(3, 4), S.rand(2, 5)), {"dim": 0}, ValueError, "shapes")])
-class Cat(Function):
+class CatFunction(Function):
     @staticmethod
     def forward(ctx, *arrays, dim=0):
         if not arrays:
@@ -138,7 +138,7 @@ class Cat(Function):
                               Sample((S.rand(3, 4), S.rand(3, 4, seed=1), S.rand(3, 4, seed=2)), {"dim": -1}, "last")],
              torch=lambda torch, *arrays, dim=0: torch.stack(arrays, dim),
              bad_inputs=lambda: [BadInput((S.rand(3, 4), S.rand(3, 5)), {}, ValueError, "same shape")])
-class Stack(Function):
+class StackFunction(Function):
     @staticmethod
     def forward(ctx, *arrays, dim=0):
         if not arrays:
@@ -156,7 +156,7 @@ class Stack(Function):
 
 
 @register_op("clone", meta=None, flops=M.no_flops, samples=S.unary(), torch=lambda torch, a: a.clone())
-class Clone(Function):
+class CloneFunction(Function):
     @staticmethod
     def forward(ctx, a):
         return a.copy()
@@ -167,5 +167,6 @@ class Clone(Function):
 
 
 # Shape ops' rules are their own forward run on zero-byte stand-ins: numpy's shape rules, written once.
-for _fn in (Reshape, Permute, Expand, GetItem, Cat, Stack, Clone):
+for _fn in (ReshapeFunction, PermuteFunction, ExpandFunction, GetItemFunction, CatFunction, StackFunction,
+            CloneFunction):
     _fn.op.meta = M.structural(_fn)

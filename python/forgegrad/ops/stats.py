@@ -41,7 +41,7 @@ def reduced_axes(dim, ndim: int):
                  a, None if dim is not None and not isinstance(dim, int) and len(tuple(dim)) == 0 else dim, keepdim),
              flops=M.per_input_element(3), samples=_var_samples, torch=_torch_var, tol=(1e-5, 1e-6),
              bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"dim": 5}, IndexError, "dim")])
-class Var(Function):
+class VarFunction(Function):
     """Variance over ``dim`` (all axes when None): sum((x - mean)^2) / (n - 1) when unbiased, else / n.
 
     As in torch, n - 1 <= 0 (one element, unbiased) gives nan with a warning. The result is float32

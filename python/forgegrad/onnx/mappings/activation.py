@@ -8,27 +8,27 @@ from ...ops._util import normalize_axis
 from . import register
 
 
-@register(A.Relu)
+@register(A.ReluFunction)
 def map_relu(ctx, op):
     return [ctx.node("Relu", [op.input("x")])]
 
 
-@register(A.LeakyRelu)
+@register(A.LeakyReluFunction)
 def map_leaky_relu(ctx, op):
     return [ctx.node("LeakyRelu", [op.input("x")], alpha=float(op.attr("negative_slope")))]
 
 
-@register(A.Sigmoid)
+@register(A.SigmoidFunction)
 def map_sigmoid(ctx, op):
     return [ctx.node("Sigmoid", [op.input("x")])]
 
 
-@register(A.Tanh)
+@register(A.TanhFunction)
 def map_tanh(ctx, op):
     return [ctx.node("Tanh", [op.input("x")])]
 
 
-@register(A.Gelu)
+@register(A.GeluFunction)
 def map_gelu(ctx, op):
     x = op.input("x")
     approximate = op.attr("approximate")
@@ -52,17 +52,17 @@ def _axis(op):
     return axis
 
 
-@register(A.Softmax)
+@register(A.SoftmaxFunction)
 def map_softmax(ctx, op):
     return [ctx.node("Softmax", [op.input("x")], axis=_axis(op))]  # per-axis semantics from opset 13
 
 
-@register(A.LogSoftmax)
+@register(A.LogSoftmaxFunction)
 def map_log_softmax(ctx, op):
     return [ctx.node("LogSoftmax", [op.input("x")], axis=_axis(op))]
 
 
-@register(A.Dropout)
+@register(A.DropoutFunction)
 def map_dropout(ctx, op):
     if op.attr("training") and op.attr("p") > 0:
         raise op.unsupported(

@@ -15,7 +15,7 @@ def _dtype_of(v):
     return v.dtype if hasattr(v, "dtype") else v
 
 
-@register(C.Compare)
+@register(C.CompareFunction)
 def map_compare(ctx, op):
     name = op.attr("op")
     # both sides in numpy's promoted dtype (int64 tensor < 0.5 compares as float), float64 kept as float32
@@ -32,7 +32,7 @@ def map_compare(ctx, op):
     return [ctx.node(_ONNX_COMPARISON[name], [a, b])]
 
 
-@register(C.Cast)
+@register(C.CastFunction)
 def map_cast(ctx, op):
     # the output's dtype, not the requested one: a cast to float64 is stored (and exported) as float32
     return [ctx.node("Cast", [op.input("a")], to=onnx_dtype(op.out_dtype()))]
@@ -60,5 +60,5 @@ def _arg_extreme(onnx_op):
     return mapping
 
 
-register(C.ArgMax)(_arg_extreme("ArgMax"))
-register(C.ArgMin)(_arg_extreme("ArgMin"))
+register(C.ArgMaxFunction)(_arg_extreme("ArgMax"))
+register(C.ArgMinFunction)(_arg_extreme("ArgMin"))

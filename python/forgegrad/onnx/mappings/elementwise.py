@@ -19,11 +19,11 @@ def _binary(onnx_op):
     return mapping
 
 
-for _cls, _onnx in ((E.Add, "Add"), (E.Sub, "Sub"), (E.Mul, "Mul"), (E.Div, "Div")):
+for _cls, _onnx in ((E.AddFunction, "Add"), (E.SubFunction, "Sub"), (E.MulFunction, "Mul"), (E.DivFunction, "Div")):
     register(_cls)(_binary(_onnx))
 
 
-@register(E.Pow)
+@register(E.PowFunction)
 def map_pow(ctx, op):
     dt = op.out_dtype()
     b = op.attr("b")
@@ -43,11 +43,12 @@ def _unary(onnx_op):
     return mapping
 
 
-for _cls, _onnx in ((E.Neg, "Neg"), (E.Exp, "Exp"), (E.Log, "Log"), (E.Sqrt, "Sqrt"), (E.Abs, "Abs")):
+for _cls, _onnx in ((E.NegFunction, "Neg"), (E.ExpFunction, "Exp"), (E.LogFunction, "Log"),
+                    (E.SqrtFunction, "Sqrt"), (E.AbsFunction, "Abs")):
     register(_cls)(_unary(_onnx))
 
 
-@register(E.Clamp)
+@register(E.ClampFunction)
 def map_clamp(ctx, op):
     dt = op.out_dtype()
     x = op.input("a", dt)
@@ -63,7 +64,7 @@ def map_clamp(ctx, op):
                               None if hi is None else op.input("max", dt)])]
 
 
-@register(E.Where)
+@register(E.WhereFunction)
 def map_where(ctx, op):
     dt = op.out_dtype()
     return [ctx.node("Where", [op.input("cond", np.bool_), op.input("a", dt), op.input("b", dt)])]

@@ -7,12 +7,12 @@ from ...ops import linalg as L
 from . import register
 
 
-@register(L.MatMul)
+@register(L.MatMulFunction)
 def map_matmul(ctx, op):
     return [ctx.node("MatMul", [op.input("a"), op.input("b")])]  # numpy semantics, 1-D included
 
 
-@register(L.Linear)
+@register(L.LinearFunction)
 def map_linear(ctx, op):
     x, w = op.input("x"), op.input("weight")
     b = op.input("bias") if op.attr("bias") is not None else None

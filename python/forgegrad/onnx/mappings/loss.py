@@ -25,13 +25,13 @@ def _c(ctx, v):
     return ctx.const(np.asarray(v, F32))
 
 
-@register(L.MSELoss)
+@register(L.MSELossFunction)
 def map_mse(ctx, op):
     d = ctx.node("Sub", [op.input("inp", F32), op.input("target", F32)])
     return [_reduce(ctx, ctx.node("Mul", [d, d]), op.args["inp"].ndim, op.attr("reduction"))]
 
 
-@register(L.L1Loss)
+@register(L.L1LossFunction)
 def map_l1(ctx, op):
     d = ctx.node("Sub", [op.input("inp", F32), op.input("target", F32)])
     return [_reduce(ctx, ctx.node("Abs", [d]), op.args["inp"].ndim, op.attr("reduction"))]
@@ -41,7 +41,7 @@ def _weighted(ctx, op, loss):
     return loss if op.attr("weight") is None else ctx.node("Mul", [loss, op.input("weight", F32)])
 
 
-@register(L.BinaryCrossEntropy)
+@register(L.BinaryCrossEntropyFunction)
 def map_bce(ctx, op):
     p, t = op.input("p", F32), op.input("target", F32)
     lp = ctx.node("Max", [ctx.node("Log", [p]), _c(ctx, -100.0)])  # torch clamps the logs at -100
@@ -52,7 +52,7 @@ def map_bce(ctx, op):
     return [_reduce(ctx, loss, op.args["p"].ndim, op.attr("reduction"))]
 
 
-@register(L.BinaryCrossEntropyWithLogits)
+@register(L.BinaryCrossEntropyWithLogitsFunction)
 def map_bce_logits(ctx, op):
     x, t = op.input("x", F32), op.input("target", F32)
     # log(1 + exp(-|x|)) + max(-x, 0) = -log(sigmoid(x)) without overflow
@@ -81,12 +81,12 @@ def _nll(ctx, op, logp, logp_ndim, target_name):
     return out
 
 
-@register(L.NLLLoss)
+@register(L.NLLLossFunction)
 def map_nll(ctx, op):
     return [_nll(ctx, op, op.input("logp", F32), op.args["logp"].ndim, "target")]
 
 
-@register(L.CrossEntropy)
+@register(L.CrossEntropyFunction)
 def map_cross_entropy(ctx, op):
     logits_t = op.args["logits"]
     ndim = logits_t.ndim
@@ -141,7 +141,7 @@ def _nll_none(ctx, op, logp, ndim):
     return ctx.squeeze(out, [0]) if ndim == 1 else out
 
 
-@register(L.KLDiv)
+@register(L.KLDivFunction)
 def map_kl_div(ctx, op):
     inp, t = op.input("inp", F32), op.input("target", F32)
     if op.attr("log_target"):

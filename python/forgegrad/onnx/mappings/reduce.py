@@ -22,10 +22,10 @@ def _reduce(onnx_op, cast_to_out=False):
     return mapping
 
 
-register(R.Sum)(_reduce("ReduceSum"))
-register(R.Mean)(_reduce("ReduceMean", cast_to_out=True))  # mean of ints is float
-register(R.Amax)(_reduce("ReduceMax"))
-register(R.Amin)(_reduce("ReduceMin"))
+register(R.SumFunction)(_reduce("ReduceSum"))
+register(R.MeanFunction)(_reduce("ReduceMean", cast_to_out=True))  # mean of ints is float
+register(R.AmaxFunction)(_reduce("ReduceMax"))
+register(R.AminFunction)(_reduce("ReduceMin"))
 
 
 def _value_index(reduce_op, arg_op):
@@ -41,11 +41,11 @@ def _value_index(reduce_op, arg_op):
     return mapping
 
 
-register(R.MaxDim)(_value_index("ReduceMax", "ArgMax"))
-register(R.MinDim)(_value_index("ReduceMin", "ArgMin"))
+register(R.MaxDimFunction)(_value_index("ReduceMax", "ArgMax"))
+register(R.MinDimFunction)(_value_index("ReduceMin", "ArgMin"))
 
 
-@register(ST.Var)
+@register(ST.VarFunction)
 def map_var(ctx, op):
     """sum((x - ReduceMean(x))^2) / (n - 1 or n), as the op computes it. n is a constant when the
     reduced axes are static, else the product of their sizes read from Shape(x) at run time (so a

@@ -36,7 +36,7 @@ def _reordered(ctx, op, arg, mode, H):
     return ctx.unsqueeze(w, [0])
 
 
-@register(R.RecurrentLayer)
+@register(R.RecurrentLayerFunction)
 def map_recurrent_layer(ctx, op):
     mode = op.attr("mode")
     w_hh = op.args["w_hh"]
@@ -69,7 +69,7 @@ def map_recurrent_layer(ctx, op):
     return [y] + states
 
 
-@register(R.Embedding)
+@register(R.EmbeddingFunction)
 def map_embedding(ctx, op):
     return [ctx.node("Gather", [op.input("weight"), op.input("indices", np.int64)], axis=0)]
 

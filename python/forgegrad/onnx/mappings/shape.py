@@ -15,7 +15,7 @@ from .._symbolic import Dyn
 from . import register
 
 
-@register(S.Reshape)
+@register(S.ReshapeFunction)
 def map_reshape(ctx, op):
     x = op.input("a")
     in_dims, out_dims = op.in_dims("a"), op.out_dims(0)
@@ -36,7 +36,7 @@ def map_reshape(ctx, op):
     return [ctx.node("Reshape", [x, shape])]
 
 
-@register(S.Permute)
+@register(S.PermuteFunction)
 def map_permute(ctx, op):
     perm = normalize_axis(tuple(op.attr("dims")), op.args["a"].ndim)
     if list(perm) == list(range(len(perm))):
@@ -44,7 +44,7 @@ def map_permute(ctx, op):
     return [ctx.node("Transpose", [op.input("a")], perm=list(perm))]
 
 
-@register(S.Expand)
+@register(S.ExpandFunction)
 def map_expand(ctx, op):
     in_dims, out_dims = op.in_dims("a"), op.out_dims(0)
     lead = len(out_dims) - len(in_dims)
@@ -58,19 +58,19 @@ def map_expand(ctx, op):
     return [ctx.node("Expand", [op.input("a"), ctx.shape_tensor(target, what="expand size")])]
 
 
-@register(S.Clone)
+@register(S.CloneFunction)
 def map_clone(ctx, op):
     return [op.input("a")]
 
 
-@register(S.Cat)
+@register(S.CatFunction)
 def map_cat(ctx, op):
     ins = op.inputs("arrays", op.out_dtype())
     (axis,) = normalize_axis(op.attr("dim"), op.outputs[0].ndim)
     return [ins[0] if len(ins) == 1 else ctx.node("Concat", ins, axis=axis)]
 
 
-@register(S.Stack)
+@register(S.StackFunction)
 def map_stack(ctx, op):
     (axis,) = normalize_axis(op.attr("dim"), op.outputs[0].ndim)
     ins = [ctx.unsqueeze(v, [axis]) for v in op.inputs("arrays", op.out_dtype())]
@@ -101,7 +101,7 @@ def _as_tuple(key):
     return key if isinstance(key, tuple) else (key,)
 
 
-@register(S.GetItem)
+@register(S.GetItemFunction)
 def map_getitem(ctx, op):
     ka, kb, kc = _as_tuple(op.attr("key")), _as_tuple(op.attr_b("key")), _as_tuple(op.attr_c("key"))
     if len(kb) != len(ka):
