@@ -6,7 +6,7 @@
 // strides/dilations >= 1, paddings >= 0, C and OC divisible by groups, OH, OW >= 1, and sizes
 // small enough that no index or workspace size computed from them overflows int64.
 //
-// Algorithm (cpp/kernels/multi/conv*.cpp): 3x3 stride-1 undilated layers with >= 16 channels in and
+// Algorithm (cpp/kernels/per_isa/conv*.cpp): 3x3 stride-1 undilated layers with >= 16 channels in and
 // out per group use Winograd F(2x2, 3x3) for all three passes (conv_winograd.cpp). Other stride-1
 // layers run as a direct convolution over a zero-padded copy of each image, where output pixel
 // (oh, ow) lives at flat index oh * Wp + ow so that every (ic, kh, kw) tap is one contiguous row of

@@ -1,4 +1,4 @@
-// Run-time choice of instruction set. Kernels are compiled once per ISA (cpp/kernels/multi/) and
+// Run-time choice of instruction set. Kernels are compiled once per ISA (cpp/kernels/per_isa/) and
 // the dispatcher (dispatch.h) calls the variant named by active_isa().
 #pragma once
 #include <string>

@@ -3,8 +3,8 @@
 //   namespace fg { FG_KERNEL(void, relu_forward, (const float* x, float* y, int64_t n), (x, y, n)) }
 //
 // declares fg::scalar::relu_forward, fg::avx2::relu_forward, fg::avx512::relu_forward (defined
-// once in a cpp/kernels/multi/ file, compiled per ISA) and, outside multi/ files, the dispatcher
-// fg::relu_forward(...) that calls the variant of fg::active_isa(). Inside a multi/ file call the
+// once in a cpp/kernels/per_isa/ file, compiled per ISA) and, outside per_isa/ files, the dispatcher
+// fg::relu_forward(...) that calls the variant of fg::active_isa(). Inside a per_isa/ file call the
 // same-ISA variant directly: FG_ISA_NS::relu_forward(...).
 #pragma once
 #include "forgegrad/cpu.h"

@@ -74,7 +74,7 @@ FG_KERNEL(void, rnn_backward, (const RnnBackwardArgs& a), (a))
 FG_KERNEL(void, rnn_activation, (int kind, const float* x, float* y, int64_t n), (kind, x, y, n))
 
 #ifdef FG_ISA_NS
-// Pieces shared by the per-ISA sources cpp/kernels/multi/rnn_*.cpp.
+// Pieces shared by the per-ISA sources cpp/kernels/per_isa/rnn_*.cpp.
 namespace FG_ISA_NS {
 namespace rnn_detail {
 

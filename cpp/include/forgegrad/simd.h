@@ -1,10 +1,10 @@
-// The SIMD vocabulary. Kernels in cpp/kernels/multi/ are written once against these names and
+// The SIMD vocabulary. Kernels in cpp/kernels/per_isa/ are written once against these names and
 // compiled three times (CMakeLists.txt); the flags of each compilation pick one mapping below:
 //   AVX-512F  -> vf = __m512 (16 lanes)    AVX2+FMA -> vf = __m256 (8 lanes)    else -> 1 lane.
 // Everything here lives in namespace fg::FG_ISA_NS so that the three copies never collide at link
 // time (an inline function compiled with AVX-512 must not be picked for the AVX2 path).
 //
-// Rules for code in cpp/kernels/multi/: put it inside `namespace fg { namespace FG_ISA_NS {`,
+// Rules for code in cpp/kernels/per_isa/: put it inside `namespace fg { namespace FG_ISA_NS {`,
 // and do not instantiate std templates on shared types there (std::vector<float>, std::sort on
 // float*): the linker keeps one copy of such a function, possibly the AVX-512 one. Use raw
 // buffers (fg::AlignedBuffer from memory.h) instead.
@@ -17,7 +17,7 @@
 #endif
 
 #ifndef FG_ISA_NS
-#error "simd.h is for cpp/kernels/multi/ sources, which CMake compiles with FG_ISA_NS defined"
+#error "simd.h is for cpp/kernels/per_isa/ sources, which CMake compiles with FG_ISA_NS defined"
 #endif
 
 namespace fg {

@@ -1,4 +1,4 @@
-"""Matrix multiply on numpy float32 arrays, backed by forgegrad's SGEMM (cpp/kernels/multi/gemm*.cpp).
+"""Matrix multiply on numpy float32 arrays, backed by forgegrad's SGEMM (cpp/kernels/per_isa/gemm*.cpp).
 
 Both functions raise TypeError / ValueError naming the argument and the shapes for bad input, pass
 strided views to the kernel without copying where rows (or columns) are evenly spaced, and copy

@@ -1,8 +1,8 @@
-// Shared pieces of the convolution kernels (cpp/kernels/multi/conv*.cpp), compiled per ISA:
+// Shared pieces of the convolution kernels (cpp/kernels/per_isa/conv*.cpp), compiled per ISA:
 // the register-blocked micro-kernels (tile: C[m][vec] = sum_k A[m][k] * B[off[k] + pos[vec]];
 // dot: D[m][k] = sum_vec G[m][vec] . B[off[k] + pos[vec]]), the vector lists that cut an output
 // plane into W-lane vectors, and the panel packing of A.
-// Include only from cpp/kernels/multi/ sources (everything is in namespace fg::FG_ISA_NS).
+// Include only from cpp/kernels/per_isa/ sources (everything is in namespace fg::FG_ISA_NS).
 #pragma once
 #include <cstdint>
 
@@ -14,17 +14,17 @@ namespace FG_ISA_NS {
 namespace {
 
 #if defined(__AVX512F__)
-constexpr int kMR = 6, kNR = 4;  // tile kernel: 6 rows x 4 vectors = 24 accumulators (of 32)
+constexpr int kConvMR = 6, kConvNR = 4;  // tile kernel: 6 rows x 4 vectors = 24 accumulators (of 32)
 #elif defined(__AVX2__)
-constexpr int kMR = 6, kNR = 2;  // 12 accumulators + 2 loads + 1 broadcast of 16 registers
+constexpr int kConvMR = 6, kConvNR = 2;  // 12 accumulators + 2 loads + 1 broadcast of 16 registers
 #else
-constexpr int kMR = 4, kNR = 4;
+constexpr int kConvMR = 4, kConvNR = 4;
 #endif
 
 inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// int64 scratch without std containers (see simd.h on templates in multi/ files).
+// int64 scratch without std containers (see simd.h on templates in per_isa/ files).
 struct I64Buf {
   explicit I64Buf(int64_t n)
       : p(static_cast<int64_t*>(aligned_malloc(sizeof(int64_t) * static_cast<size_t>(n > 0 ? n : 1)))) {}
@@ -161,8 +161,8 @@ TileFn pick_tile(int mr, int nv) {
 // Output rows [m0, m0 + mr) of one plane set: C points at row m0, rows ldc apart.
 void run_rows(int64_t mr, int64_t K, const float* A, const float* B, const int64_t* off,
               const VecList& vl, const float* init, float* C, int64_t ldc) {
-  for (int64_t v0 = 0; v0 < vl.n; v0 += kNR) {
-    const int nv = static_cast<int>(min64(kNR, vl.n - v0));
+  for (int64_t v0 = 0; v0 < vl.n; v0 += kConvNR) {
+    const int nv = static_cast<int>(min64(kConvNR, vl.n - v0));
     pick_tile(static_cast<int>(mr), nv)(K, A, B, off, vl.pos.p + v0, vl.dst.p + v0, vl.valid.p + v0,
                                         init, C, ldc);
   }
@@ -170,12 +170,12 @@ void run_rows(int64_t mr, int64_t K, const float* A, const float* B, const int64
 
 
 #if defined(__AVX512F__)
-constexpr int kDM = 4, kDK = 6;  // dot kernel: 4 x 6 accumulators
+constexpr int kConvDotM = 4, kConvDotK = 6;  // dot kernel: 4 x 6 accumulators
 #else
-constexpr int kDM = 2, kDK = 4;
+constexpr int kConvDotM = 2, kConvDotK = 4;
 #endif
 
-// D[m][j] (+)= sum_i sum_v G_i[m][v*W + lane] * B_i[off[j] + pos[v] + lane] for m < kDM, j < kDK
+// D[m][j] (+)= sum_i sum_v G_i[m][v*W + lane] * B_i[off[j] + pos[v] + lane] for m < kConvDotM, j < kConvDotK
 // (only dm x dk stored), over nimg images i whose G rows and B buffers are g_step / b_step floats
 // apart. G is zero in invalid lanes. accumulate: add to D's old value, else overwrite. Running
 // over several images per call keeps the accumulators in registers longer: fewer horizontal sums.
@@ -183,27 +183,27 @@ constexpr int kDM = 2, kDK = 4;
 __attribute__((noinline)) void dot_kernel(const float* const* g_rows, int64_t g_step, const float* B, int64_t b_step, int64_t nimg,
                 const int64_t* off, const VecList& vl, float* const* d_rows, const int64_t* d_cols, int dm,
                 int dk, bool accumulate) {
-  vf acc[kDM][kDK];
+  vf acc[kConvDotM][kConvDotK];
 #pragma GCC unroll 8
-  for (int m = 0; m < kDM; ++m)
+  for (int m = 0; m < kConvDotM; ++m)
 #pragma GCC unroll 8
-    for (int j = 0; j < kDK; ++j) acc[m][j] = vzero();
+    for (int j = 0; j < kConvDotK; ++j) acc[m][j] = vzero();
   const int64_t* pos = vl.pos.p;
   for (int64_t i = 0; i < nimg; ++i) {
-    const float* b[kDK];
-    const float* gr[kDM];
-    for (int j = 0; j < kDK; ++j) b[j] = B + i * b_step + off[j];
-    for (int m = 0; m < kDM; ++m) gr[m] = g_rows[m] + i * g_step;
+    const float* b[kConvDotK];
+    const float* gr[kConvDotM];
+    for (int j = 0; j < kConvDotK; ++j) b[j] = B + i * b_step + off[j];
+    for (int m = 0; m < kConvDotM; ++m) gr[m] = g_rows[m] + i * g_step;
     for (int64_t v = 0; v < vl.n; ++v) {
       const int64_t q = pos[v], gq = v * W;
-      vf gv[kDM];
+      vf gv[kConvDotM];
 #pragma GCC unroll 8
-      for (int m = 0; m < kDM; ++m) gv[m] = vload(gr[m] + gq);
+      for (int m = 0; m < kConvDotM; ++m) gv[m] = vload(gr[m] + gq);
 #pragma GCC unroll 8
-      for (int j = 0; j < kDK; ++j) {
+      for (int j = 0; j < kConvDotK; ++j) {
         vf bv = vload(b[j] + q);
 #pragma GCC unroll 8
-        for (int m = 0; m < kDM; ++m) acc[m][j] = vfmadd(gv[m], bv, acc[m][j]);
+        for (int m = 0; m < kConvDotM; ++m) acc[m][j] = vfmadd(gv[m], bv, acc[m][j]);
       }
     }
   }
@@ -215,12 +215,12 @@ __attribute__((noinline)) void dot_kernel(const float* const* g_rows, int64_t g_
     }
 }
 
-// Packs an M x R matrix given elementwise by get(m, r) into kMR-row panels: the panel of rows
+// Packs an M x R matrix given elementwise by get(m, r) into kConvMR-row panels: the panel of rows
 // [m0, m0 + mr) starts at out + m0 * R and holds get(m0 + i, r) at [r * mr + i].
 template <class Get>
 void pack_panels(int64_t M, int64_t R, float* out, Get get) {
-  for (int64_t m0 = 0; m0 < M; m0 += kMR) {
-    const int64_t mr = min64(M - m0, kMR);
+  for (int64_t m0 = 0; m0 < M; m0 += kConvMR) {
+    const int64_t mr = min64(M - m0, kConvMR);
     float* dst = out + m0 * R;
     for (int64_t r = 0; r < R; ++r)
       for (int64_t i = 0; i < mr; ++i) dst[r * mr + i] = get(m0 + i, r);
@@ -243,7 +243,7 @@ struct Winograd3x3 {
 };
 Winograd3x3 winograd_plan(int64_t Cin, int64_t M, int64_t Hb, int64_t Wb, int64_t OHo, int64_t OWo,
                           int64_t nimg);
-// U: the transformed kernels, 16 * M * Cin floats (per product index, kMR-row panels).
+// U: the transformed kernels, 16 * M * Cin floats (per product index, kConvMR-row panels).
 void winograd_weights(const Winograd3x3& p, const float* kernels, float* U);
 int64_t winograd_scratch_floats(const Winograd3x3& p);
 // Image i of the unit reads B + i * b_step and writes out + i * out_step; p.nimg may be lowered

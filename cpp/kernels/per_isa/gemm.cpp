@@ -36,12 +36,12 @@ void scale_c(int64_t M, int64_t N, float beta, float* C, int64_t ldc) {
   }
 }
 
-// KC: K split into equal slices of at most kKCMax (a function of K alone). (Deeper slices for
+// KC: K split into equal slices of at most kGemmKCMax (a function of K alone). (Deeper slices for
 // small M, e.g. 64x784x256 as one slice of 784, measured no faster once packing was fused.)
 int64_t choose_kc(int64_t K) {
-  const int64_t slices = (K + kKCMax - 1) / kKCMax;
+  const int64_t slices = (K + kGemmKCMax - 1) / kGemmKCMax;
   const int64_t kc = (K + slices - 1) / slices;
-  return (kc + 7) / 8 * 8 < kKCMax ? (kc + 7) / 8 * 8 : kKCMax;
+  return (kc + 7) / 8 * 8 < kGemmKCMax ? (kc + 7) / 8 * 8 : kGemmKCMax;
 }
 
 // Direct (unpacked) path up to this many multiply-adds: 64 x 64 x 64, operands of at most
@@ -98,14 +98,14 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
   // rows are contiguous (csb == 1: a transposed B is gathered by pack_panel's 8x8 transposes).
   // Full panels only (whole vectors are loaded from the source); edge panels use pack_panel.
   const bool fuse_b = csb == 1;
-  const int64_t m_panels = (M + kMR - 1) / kMR;
-  const int64_t n_panels = (N + kNR - 1) / kNR;
-  // NC: the packed B block holds at most kKCMax x kNCMax floats (L2), so short K (a thin KC)
+  const int64_t m_panels = (M + kGemmMR - 1) / kGemmMR;
+  const int64_t n_panels = (N + kGemmNR - 1) / kGemmNR;
+  // NC: the packed B block holds at most kGemmKCMax x kGemmNCMax floats (L2), so short K (a thin KC)
   // packs wider blocks and op(A) is packed fewer times.
-  const int64_t nc_max_panels = kKCMax * kNCMax / KC / kNR;
-  constexpr int64_t kMCPanels = kMCMax / kMR;
+  const int64_t nc_max_panels = kGemmKCMax * kGemmNCMax / KC / kGemmNR;
+  constexpr int64_t kGemmMCPanels = kGemmMCMax / kGemmMR;
   // Row panels of balanced height (M = 20 is 3 panels of 6-7 rows, not 8 + 8 + 4): panel p
-  // holds rows [row0(p), row0(p + 1)), at most kMR.
+  // holds rows [row0(p), row0(p + 1)), at most kGemmMR.
   auto row0 = [&](int64_t p) { return p * M / m_panels; };
   const Grid grid = choose_grid(M, N, K, m_panels, n_panels);
 
@@ -115,48 +115,48 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
     // Column blocks of equal width (2048 columns: 4 x 512, not 3 x 640 + 128).
     const int64_t ncb = (q1 - q0 + nc_max_panels - 1) / nc_max_panels;
     const int64_t ncp = (q1 - q0 + ncb - 1) / ncb;
-    float* bpack = scratch(b_buf, static_cast<std::size_t>(KC * kNR * ncp));
-    float* apack = scratch(a_buf, static_cast<std::size_t>(KC * kMR * kMCPanels));
+    float* bpack = scratch(b_buf, static_cast<std::size_t>(KC * kGemmNR * ncp));
+    float* apack = scratch(a_buf, static_cast<std::size_t>(KC * kGemmMR * kGemmMCPanels));
     for (int64_t qc = q0; qc < q1; qc += ncp) {  // NC-wide column blocks
       const int64_t qe = q1 - qc < ncp ? q1 : qc + ncp;
       for (int64_t pc = 0; pc < K; pc += KC) {  // KC-deep slices, in order
         const int64_t kc = K - pc < KC ? K - pc : KC;
         const float beta_k = pc == 0 ? beta : 1.0f;
-        for (int64_t pb = p0; pb < p1; pb += kMCPanels) {  // MC-high row blocks
-          const int64_t pe = p1 - pb < kMCPanels ? p1 : pb + kMCPanels;
-          int64_t first_row[kMCPanels + 1];  // row0 of this block's panels (divisions: once)
+        for (int64_t pb = p0; pb < p1; pb += kGemmMCPanels) {  // MC-high row blocks
+          const int64_t pe = p1 - pb < kGemmMCPanels ? p1 : pb + kGemmMCPanels;
+          int64_t first_row[kGemmMCPanels + 1];  // row0 of this block's panels (divisions: once)
           for (int64_t p = pb; p <= pe; ++p) first_row[p - pb] = row0(p);
-          auto fused_a = [&](int64_t p) { return first_row[p - pb + 1] - first_row[p - pb] == kMR; };
+          auto fused_a = [&](int64_t p) { return first_row[p - pb + 1] - first_row[p - pb] == kGemmMR; };
           for (int64_t p = pb; p < pe; ++p) {  // A panels not packed by their first tile
             const int64_t i = first_row[p - pb];
             if (!fused_a(p))
               pack_panel(A + i * rsa + pc * csa, rsa, csa, static_cast<int>(first_row[p - pb + 1] - i), kc,
-                         kMR, apack + (p - pb) * kMR * kc);
+                         kGemmMR, apack + (p - pb) * kGemmMR * kc);
           }
           // Tile (p, q) with B panel slot bp; b_first: the first tile using that B panel (the
           // first tile using an A panel is always the one with q == qc).
           auto run_tile = [&](int64_t p, int64_t q, float* bp, bool b_first) {
-            const int64_t i = first_row[p - pb], j = q * kNR;
+            const int64_t i = first_row[p - pb], j = q * kGemmNR;
             const int rows = static_cast<int>(first_row[p - pb + 1] - i);
-            const int cols = static_cast<int>(N - j < kNR ? N - j : kNR);
-            float* ap = apack + (p - pb) * kMR * kc;
+            const int cols = static_cast<int>(N - j < kGemmNR ? N - j : kGemmNR);
+            float* ap = apack + (p - pb) * kGemmMR * kc;
             float* c = C + i * ldc + j;
             const bool a_first = q == qc && fused_a(p);
-            const bool b_fused = b_first && fuse_b && cols == kNR;
-            if (b_first && !b_fused) pack_panel(B + pc * rsb + j * csb, csb, rsb, cols, kc, kNR, bp);
-            if (a_first && cols == kNR) {
+            const bool b_fused = b_first && fuse_b && cols == kGemmNR;
+            if (b_first && !b_fused) pack_panel(B + pc * rsb + j * csb, csb, rsb, cols, kc, kGemmNR, bp);
+            if (a_first && cols == kGemmNR) {
               micro_tile_pack_ab(kc, A + i * rsa + pc * csa, rsa, csa, ap, b_fused ? B + pc * rsb + j : bp, rsb,
                                  b_fused ? bp : nullptr, c, ldc, alpha, beta_k);
             } else {
-              if (a_first) pack_panel(A + i * rsa + pc * csa, rsa, csa, rows, kc, kMR, ap);
+              if (a_first) pack_panel(A + i * rsa + pc * csa, rsa, csa, rows, kc, kGemmMR, ap);
               if (b_fused) {
                 micro_tile_pack_b(rows, kc, ap, B + pc * rsb + j, rsb, bp, c, ldc, alpha, beta_k);
               } else {
-                micro_tile(rows, cols, kc, ap, bp, kNR, c, ldc, alpha, beta_k);
+                micro_tile(rows, cols, kc, ap, bp, kGemmNR, c, ldc, alpha, beta_k);
               }
             }
           };
-          if (p1 - p0 <= kMCPanels) {
+          if (p1 - p0 <= kGemmMCPanels) {
             // The thread's rows fit one row block (small M): each B panel is used by every A
             // panel right after packing, so one panel slot suffices and the footprint stays small
             // (more of the source B survives in L2 from call to call).
@@ -166,7 +166,7 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
             // One A panel (L1-resident) against every B panel of the block (L2-resident, packed
             // during the first A panel's sweep).
             for (int64_t p = pb; p < pe; ++p)
-              for (int64_t q = qc; q < qe; ++q) run_tile(p, q, bpack + (q - qc) * kNR * kc, p == p0);
+              for (int64_t q = qc; q < qe; ++q) run_tile(p, q, bpack + (q - qc) * kGemmNR * kc, p == p0);
           }
         }
       }
@@ -191,15 +191,15 @@ void sgemm_direct(int64_t M, int64_t N, int64_t K, float alpha, const float* A, 
                   const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   // Row panels split over threads only for large thin products (N <= kSkinnyMax can have any M):
   // at least ~1 MFLOP per task. Each tile is computed the same whichever thread runs it.
-  const int64_t m_panels = (M + kMR - 1) / kMR;
-  const int64_t panel_flop = 2 * kMR * N * K;
+  const int64_t m_panels = (M + kGemmMR - 1) / kGemmMR;
+  const int64_t panel_flop = 2 * kGemmMR * N * K;
   const int64_t grain = panel_flop >= 1000000 ? 1 : 1000000 / panel_flop;
   parallel_for(m_panels, grain, [&](int64_t p0, int64_t p1) {
-    for (int64_t j = 0; j < N; j += kNR) {
-      const int cols = static_cast<int>(N - j < kNR ? N - j : kNR);
+    for (int64_t j = 0; j < N; j += kGemmNR) {
+      const int cols = static_cast<int>(N - j < kGemmNR ? N - j : kGemmNR);
       for (int64_t p = p0; p < p1; ++p) {
-        const int64_t i = p * kMR;
-        const int rows = static_cast<int>(M - i < kMR ? M - i : kMR);
+        const int64_t i = p * kGemmMR;
+        const int rows = static_cast<int>(M - i < kGemmMR ? M - i : kGemmMR);
         micro_tile_direct(rows, cols, K, A + i * rsa, rsa, csa, B + j, ldb, C + i * ldc + j, ldc, alpha, beta);
       }
     }
@@ -219,13 +219,13 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
   const int64_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
   // Skinny shapes skip packing (measured: the packed path wins from M = 9 on, but a B panel
   // of 32 columns holding N <= 16 wastes half the tile, so the transposed skinny form wins there).
-  if (M > 8 && csb == 1 && K <= kKCMax && (M * N * K <= kDirectMaxMNK || N <= kSkinnyMax)) {
+  if (M > 8 && csb == 1 && K <= kGemmKCMax && (M * N * K <= kDirectMaxMNK || N <= kSkinnyMax)) {
     sgemm_direct(M, N, K, alpha, A, rsa, csa, B, rsb, beta, C, ldc);
-  } else if (M > 8 && N <= kSkinnyMax && K <= kKCMax) {
+  } else if (M > 8 && N <= kSkinnyMax && K <= kGemmKCMax) {
     // A thin op(B) with contiguous columns (x @ W^T of a layer with <= 16 outputs): its transpose
     // is at most K x 16 floats, copied once into L1-sized scratch, and the direct tiles read A once
     // (one column panel). The dot-product form would spend its time on horizontal reductions.
-    alignas(64) float bt[kKCMax * kSkinnyMax];
+    alignas(64) float bt[kGemmKCMax * kSkinnyMax];
     for (int64_t k = 0; k < K; ++k)
       for (int64_t j = 0; j < N; ++j) bt[k * N + j] = B[k * rsb + j * csb];
     sgemm_direct(M, N, K, alpha, A, rsa, csa, bt, N, beta, C, ldc);

@@ -1,7 +1,7 @@
 // Forward through time for LSTM / GRU / RNN (one layer, one direction). See forgegrad/rnn.h.
 //
 // Step s processes time t = s (or T-1-s when reverse). Per step the work is split over panels of
-// kNR hidden units; a panel task runs the recurrent matmul for its units' columns of every gate
+// kRnnNR hidden units; a panel task runs the recurrent matmul for its units' columns of every gate
 // and then the fused gate pass for those units, so each step is one parallel region.
 #include "forgegrad/gemm.h"
 #include "forgegrad/memory.h"

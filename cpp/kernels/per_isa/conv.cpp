@@ -116,13 +116,13 @@ void fill_input(const Conv2dGeom& g, const Plan& pl, const float* xs, float* B) 
 }
 
 // One pass "out planes (M, OHo, OWo) = A (M x R) * B-rows" per (image, group) unit, parallel over
-// units and, inside a unit, over kMR-row blocks. fill(n, gi, B) builds B; A holds every group's
+// units and, inside a unit, over kConvMR-row blocks. fill(n, gi, B) builds B; A holds every group's
 // panels ((gi * M) * R onwards); out(n, gi) is the first output plane of the unit.
 template <class Fill, class Out>
 void run_units(int64_t N, int64_t G, int64_t M, int64_t R, const float* A, int64_t bsize,
                const int64_t* off, const VecList& vl, int64_t OHo, int64_t OWo, int64_t Wb,
                const float* bias, Fill fill, Out out) {
-  const int64_t plane = OHo * OWo, nblocks = (M + kMR - 1) / kMR;
+  const int64_t plane = OHo * OWo, nblocks = (M + kConvMR - 1) / kConvMR;
   parallel_for(N * G, 1, [&](int64_t u0, int64_t u1) {
     AlignedBuffer B(static_cast<size_t>(bsize));
     for (int64_t u = u0; u < u1; ++u) {
@@ -130,9 +130,9 @@ void run_units(int64_t N, int64_t G, int64_t M, int64_t R, const float* A, int64
       fill(n, gi, B.data());
       float* o = out(n, gi);
       parallel_for(nblocks, 1, [&](int64_t b0, int64_t b1) {
-        AlignedBuffer S(vl.flat ? static_cast<size_t>(kMR * vl.scratch_ld) : 0);
+        AlignedBuffer S(vl.flat ? static_cast<size_t>(kConvMR * vl.scratch_ld) : 0);
         for (int64_t blk = b0; blk < b1; ++blk) {
-          const int64_t m0 = blk * kMR, mr = min64(M - m0, kMR);
+          const int64_t m0 = blk * kConvMR, mr = min64(M - m0, kConvMR);
           const float* a = A + (gi * M + m0) * R;
           const float* init = bias ? bias + gi * M + m0 : nullptr;
           if (!vl.flat) {
@@ -359,7 +359,7 @@ void conv2d_backward_input(const Conv2dGeom& g, const float* w, const float* gy,
   for (int64_t oc = 0; oc < OCg; ++oc) off.p[oc] = oc * ld;
   VecList vl((P + W - 1) / W);
   build_dense(vl, P);
-  const int64_t nblocks = (K + kMR - 1) / kMR;
+  const int64_t nblocks = (K + kConvMR - 1) / kConvMR;
   parallel_for(g.N * G, 1, [&](int64_t u0, int64_t u1) {
     AlignedBuffer B(static_cast<size_t>(OCg * ld)), gcol(static_cast<size_t>(K * ld));
     for (int64_t u = u0; u < u1; ++u) {
@@ -371,7 +371,7 @@ void conv2d_backward_input(const Conv2dGeom& g, const float* w, const float* gy,
       }
       parallel_for(nblocks, 1, [&](int64_t b0, int64_t b1) {
         for (int64_t blk = b0; blk < b1; ++blk) {
-          const int64_t m0 = blk * kMR, mr = min64(K - m0, kMR);
+          const int64_t m0 = blk * kConvMR, mr = min64(K - m0, kConvMR);
           run_rows(mr, OCg, A.data() + gi * K * OCg + m0 * OCg, B.data(), off.p, vl, nullptr,
                    gcol.data() + m0 * ld, ld);
         }
@@ -431,7 +431,7 @@ void conv2d_backward_weight(const Conv2dGeom& g, const float* x, const float* gy
   burst = burst < 1 ? 1 : (burst > per_chunk ? per_chunk : burst);
   AlignedBuffer part_w(gw && nch > 1 ? static_cast<size_t>(nch * g.OC * K) : 0);
   AlignedBuffer part_b(static_cast<size_t>(nch * g.OC));
-  const int64_t mblocks = (OCg + kDM - 1) / kDM, kblocks = (K + kDK - 1) / kDK;
+  const int64_t mblocks = (OCg + kConvDotM - 1) / kConvDotM, kblocks = (K + kConvDotK - 1) / kConvDotK;
   parallel_for(nch, 1, [&](int64_t c0, int64_t c1) {
     AlignedBuffer B(gw ? static_cast<size_t>(burst * pl.bsize) : 0);
     AlignedBuffer Gb(static_cast<size_t>(burst * gsize));
@@ -475,18 +475,18 @@ void conv2d_backward_weight(const Conv2dGeom& g, const float* x, const float* gy
           parallel_for(mblocks * kblocks, 4, [&](int64_t t0, int64_t t1) {
             for (int64_t t = t0; t < t1; ++t) {
               const int64_t mb = t / kblocks, kb = t % kblocks;
-              const int64_t m0 = mb * kDM, k0 = kb * kDK;
-              const int dm = static_cast<int>(min64(OCg - m0, kDM));
-              const int dk = static_cast<int>(min64(K - k0, kDK));
-              const float* g_rows[kDM];
-              float* d_rows[kDM];
-              int64_t offs[kDK], cols[kDK];
-              for (int i = 0; i < kDM; ++i) {
+              const int64_t m0 = mb * kConvDotM, k0 = kb * kConvDotK;
+              const int dm = static_cast<int>(min64(OCg - m0, kConvDotM));
+              const int dk = static_cast<int>(min64(K - k0, kConvDotK));
+              const float* g_rows[kConvDotM];
+              float* d_rows[kConvDotM];
+              int64_t offs[kConvDotK], cols[kConvDotK];
+              for (int i = 0; i < kConvDotM; ++i) {
                 const int64_t m = m0 + (i < dm ? i : dm - 1);  // spare lanes repeat the last row
                 g_rows[i] = Gb.data() + m * ldg;
                 d_rows[i] = dw + (gi * OCg + m) * K;
               }
-              for (int j = 0; j < kDK; ++j) {
+              for (int j = 0; j < kConvDotK; ++j) {
                 const int64_t k = k0 + (j < dk ? j : dk - 1);
                 offs[j] = off.p[k];
                 cols[j] = k;

@@ -187,11 +187,11 @@ void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const f
   for (int64_t c = 0; c < p.Cin; ++c) off.p[c] = c * p.ldT;
   VecList vl((T + W - 1) / W);
   build_dense(vl, T);
-  const int64_t mblocks = (p.M + kMR - 1) / kMR;
+  const int64_t mblocks = (p.M + kConvMR - 1) / kConvMR;
   parallel_for(16 * mblocks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t task = t0; task < t1; ++task) {
-      const int64_t xi = task / mblocks, m0 = (task % mblocks) * kMR;
-      const int64_t mr = p.M - m0 < kMR ? p.M - m0 : kMR;
+      const int64_t xi = task / mblocks, m0 = (task % mblocks) * kConvMR;
+      const int64_t mr = p.M - m0 < kConvMR ? p.M - m0 : kConvMR;
       run_rows(mr, p.Cin, U + xi * p.M * p.Cin + m0 * p.Cin, V + xi * v_plane(p), off.p, vl, nullptr,
                Mb + xi * m_plane(p) + m0 * p.ldT, p.ldT);
     }
@@ -267,22 +267,22 @@ void winograd_wgrad_unit(const Winograd3x3& p, const float* B, int64_t b_step, c
   for (int64_t c = 0; c < p.Cin; ++c) off.p[c] = c * p.ldT;
   VecList vl((T + W - 1) / W);
   build_dense(vl, T);
-  const int64_t mblocks = (p.M + kDM - 1) / kDM, cblocks = (p.Cin + kDK - 1) / kDK;
+  const int64_t mblocks = (p.M + kConvDotM - 1) / kConvDotM, cblocks = (p.Cin + kConvDotK - 1) / kConvDotK;
   parallel_for(16 * mblocks * cblocks, 4, [&](int64_t t0, int64_t t1) {
     for (int64_t task = t0; task < t1; ++task) {
       const int64_t xi = task / (mblocks * cblocks), rest = task % (mblocks * cblocks);
-      const int64_t m0 = (rest / cblocks) * kDM, k0 = (rest % cblocks) * kDK;
-      const int dm = static_cast<int>(p.M - m0 < kDM ? p.M - m0 : kDM);
-      const int dk = static_cast<int>(p.Cin - k0 < kDK ? p.Cin - k0 : kDK);
-      const float* g_rows[kDM];
-      float* d_rows[kDM];
-      int64_t offs[kDK], cols[kDK];
-      for (int i = 0; i < kDM; ++i) {
+      const int64_t m0 = (rest / cblocks) * kConvDotM, k0 = (rest % cblocks) * kConvDotK;
+      const int dm = static_cast<int>(p.M - m0 < kConvDotM ? p.M - m0 : kConvDotM);
+      const int dk = static_cast<int>(p.Cin - k0 < kConvDotK ? p.Cin - k0 : kConvDotK);
+      const float* g_rows[kConvDotM];
+      float* d_rows[kConvDotM];
+      int64_t offs[kConvDotK], cols[kConvDotK];
+      for (int i = 0; i < kConvDotM; ++i) {
         const int64_t m = m0 + (i < dm ? i : dm - 1);  // spare lanes repeat the last row
         g_rows[i] = Z + xi * m_plane(p) + m * p.ldT;
         d_rows[i] = S + (xi * p.M + m) * p.Cin;
       }
-      for (int j = 0; j < kDK; ++j) {
+      for (int j = 0; j < kConvDotK; ++j) {
         const int64_t k = k0 + (j < dk ? j : dk - 1);
         offs[j] = off.p[k];
         cols[j] = k;

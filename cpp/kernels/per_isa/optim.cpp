@@ -22,7 +22,7 @@ constexpr int64_t kGrainBlocks = 8;
 inline int64_t blocks_of(int64_t n, int64_t block) { return n <= 0 ? 0 : (n + block - 1) / block; }
 
 // first[i] = index of tensor i's first block; first[count] = total blocks. A raw array: no std
-// containers in multi/ files.
+// containers in per_isa/ files.
 struct BlockIndex {
   int64_t* first;
   int64_t count;

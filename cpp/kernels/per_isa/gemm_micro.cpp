@@ -1,5 +1,5 @@
 // SGEMM microkernel and packing, compiled per ISA: the register-blocked inner product of one
-// packed A panel (kc x kMR) and one packed B panel (kc x kNR), and the routines that build panels.
+// packed A panel (kc x kGemmMR) and one packed B panel (kc x kGemmNR), and the routines that build panels.
 #include "gemm_internal.h"
 
 namespace fg {
@@ -22,7 +22,7 @@ inline void store_vec(float* c, vf acc, vf valpha, float beta, int n) {
 
 // Where a tile reads its B panel from (the arithmetic is the same in every mode, so the mode
 // never changes a result bit):
-//   kPacked:    a packed panel, rows kNR floats apart (a compile-time stride).
+//   kPacked:    a packed panel, rows kGemmNR floats apart (a compile-time stride).
 //   kInPlace:   op(B)'s own rows, ldb floats apart (full panels only: whole vectors are loaded).
 //   kPackAlong: in place, and each row is also stored to a packed panel (b_copy) as it is used:
 //               the first A panel of a sweep packs B for the others at no extra pass over B.
@@ -30,22 +30,22 @@ inline void store_vec(float* c, vf acc, vf valpha, float beta, int n) {
 //               tile's edge panel, read without packing and without touching memory past it.
 enum class BRead { kPacked, kInPlace, kPackAlong, kInPlaceTail };
 
-// Where a tile reads its A panel from: packed (kMR floats per step k), or in place from op(A)
-// stored column-major (step k's kMR values at a + k * lda) or row-major (row r at a + r * lda),
-// storing the packed panel to a_copy as it goes (full panels of kMR rows only) unless !CopyA
+// Where a tile reads its A panel from: packed (kGemmMR floats per step k), or in place from op(A)
+// stored column-major (step k's kGemmMR values at a + k * lda) or row-major (row r at a + r * lda),
+// storing the packed panel to a_copy as it goes (full panels of kGemmMR rows only) unless !CopyA
 // (direct tiles of small products: nothing is packed, every tile reads op(A) in place).
 enum class ARead { kPacked, kColMajor, kRowMajor };
 typedef uint32_t __attribute__((__may_alias__)) u32_alias;
 
-// R rows (R <= kMR) x NV vectors (NV <= kNV) of the tile: R x NV accumulators stay in registers
-// for the whole k loop. NV < kNV for edge panels of at most NV * W columns (no FMAs on lanes that
+// R rows (R <= kGemmMR) x NV vectors (NV <= kGemmNV) of the tile: R x NV accumulators stay in registers
+// for the whole k loop. NV < kGemmNV for edge panels of at most NV * W columns (no FMAs on lanes that
 // are never stored).
 template <int R, int NV, BRead S, ARead SA = ARead::kPacked, bool CopyA = true>
 void tile(int cols, int64_t kc, const float* __restrict a, const float* __restrict b, int64_t ldb_,
           float* __restrict b_copy, float* __restrict c, int64_t ldc, float alpha, float beta,
-          int64_t lda_ = kMR, float* __restrict a_copy = nullptr) {
-  const int64_t ldb = S == BRead::kPacked ? int64_t(kNR) : ldb_;
-  const int64_t lda = SA == ARead::kPacked ? int64_t(kMR) : lda_;
+          int64_t lda_ = kGemmMR, float* __restrict a_copy = nullptr) {
+  const int64_t ldb = S == BRead::kPacked ? int64_t(kGemmNR) : ldb_;
+  const int64_t lda = SA == ARead::kPacked ? int64_t(kGemmMR) : lda_;
   vf acc[R][NV];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
@@ -68,10 +68,10 @@ void tile(int cols, int64_t kc, const float* __restrict a, const float* __restri
     if constexpr (S == BRead::kPackAlong) {
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) vstore(b_copy + v * W, bv[v]);
-      b_copy += kNR;
+      b_copy += kGemmNR;
     }
     if constexpr (SA == ARead::kColMajor && CopyA) {
-      // Step k's kMR values are contiguous: copy them as one block, broadcast from the source.
+      // Step k's kGemmMR values are contiguous: copy them as one block, broadcast from the source.
 #if defined(__AVX2__)
       if constexpr (R == 8) {
         _mm256_storeu_ps(a_copy, _mm256_loadu_ps(a));
@@ -81,7 +81,7 @@ void tile(int cols, int64_t kc, const float* __restrict a, const float* __restri
 #pragma GCC unroll 16
         for (int r = 0; r < R; ++r) a_copy[r] = a[r];
       }
-      a_copy += kMR;
+      a_copy += kGemmMR;
     } else if constexpr (SA == ARead::kRowMajor && CopyA) {
       // One value per source row. Copied as integers so that the compiler does not merge the
       // copy's load with the broadcast: the broadcasts stay memory operands (a load each), not
@@ -89,7 +89,7 @@ void tile(int cols, int64_t kc, const float* __restrict a, const float* __restri
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r)
         reinterpret_cast<u32_alias*>(a_copy)[r] = reinterpret_cast<const u32_alias*>(a + r * lda)[0];
-      a_copy += kMR;
+      a_copy += kGemmMR;
     }
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
@@ -117,7 +117,7 @@ void tile(int cols, int64_t kc, const float* __restrict a, const float* __restri
   }
 }
 
-// Picks R = rows (compile-time) by recursion from kMR down.
+// Picks R = rows (compile-time) by recursion from kGemmMR down.
 template <int R, int NV, BRead S>
 void tile_rows(int rows, int cols, int64_t kc, const float* a, const float* b, int64_t ldb,
                float* b_copy, float* c, int64_t ldc, float alpha, float beta) {
@@ -127,18 +127,18 @@ void tile_rows(int rows, int cols, int64_t kc, const float* a, const float* b, i
   tile<R, NV, S>(cols, kc, a, b, ldb, b_copy, c, ldc, alpha, beta);
 }
 
-// Picks NV = ceil(cols / W) by recursion from kNV down (packed panels only).
+// Picks NV = ceil(cols / W) by recursion from kGemmNV down (packed panels only).
 template <int NV>
 void tile_cols(int rows, int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                float alpha, float beta) {
   if constexpr (NV > 1) {
     if (cols <= (NV - 1) * W) return tile_cols<NV - 1>(rows, cols, kc, a, b, c, ldc, alpha, beta);
   }
-  if (rows == kMR) return tile<kMR, NV, BRead::kPacked>(cols, kc, a, b, kNR, nullptr, c, ldc, alpha, beta);
-  tile_rows<kMR - 1, NV, BRead::kPacked>(rows, cols, kc, a, b, kNR, nullptr, c, ldc, alpha, beta);
+  if (rows == kGemmMR) return tile<kGemmMR, NV, BRead::kPacked>(cols, kc, a, b, kGemmNR, nullptr, c, ldc, alpha, beta);
+  tile_rows<kGemmMR - 1, NV, BRead::kPacked>(rows, cols, kc, a, b, kGemmNR, nullptr, c, ldc, alpha, beta);
 }
 
-// Direct tiles: R = rows picked by recursion from kMR down, then the B and A read modes.
+// Direct tiles: R = rows picked by recursion from kGemmMR down, then the B and A read modes.
 template <int R, int NV>
 void direct_rows(int rows, int cols, int64_t kc, const float* a, int64_t rsa, int64_t csa, const float* b,
                  int64_t ldb, float* c, int64_t ldc, float alpha, float beta) {
@@ -167,40 +167,40 @@ void direct_cols(int rows, int cols, int64_t kc, const float* a, int64_t rsa, in
     if (cols <= (NV - 1) * W)
       return direct_cols<NV - 1>(rows, cols, kc, a, rsa, csa, b, ldb, c, ldc, alpha, beta);
   }
-  direct_rows<kMR, NV>(rows, cols, kc, a, rsa, csa, b, ldb, c, ldc, alpha, beta);
+  direct_rows<kGemmMR, NV>(rows, cols, kc, a, rsa, csa, b, ldb, c, ldc, alpha, beta);
 }
 
 }  // namespace
 
 void micro_tile_direct(int rows, int cols, int64_t kc, const float* a, int64_t rsa, int64_t csa,
                        const float* b, int64_t ldb, float* c, int64_t ldc, float alpha, float beta) {
-  direct_cols<kNV>(rows, cols, kc, a, rsa, csa, b, ldb, c, ldc, alpha, beta);
+  direct_cols<kGemmNV>(rows, cols, kc, a, rsa, csa, b, ldb, c, ldc, alpha, beta);
 }
 
 void micro_tile(int rows, int cols, int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
                 int64_t ldc, float alpha, float beta) {
-  if (ldb == kNR) return tile_cols<kNV>(rows, cols, kc, a, b, c, ldc, alpha, beta);
-  tile_rows<kMR, kNV, BRead::kInPlace>(rows, cols, kc, a, b, ldb, nullptr, c, ldc, alpha, beta);
+  if (ldb == kGemmNR) return tile_cols<kGemmNV>(rows, cols, kc, a, b, c, ldc, alpha, beta);
+  tile_rows<kGemmMR, kGemmNV, BRead::kInPlace>(rows, cols, kc, a, b, ldb, nullptr, c, ldc, alpha, beta);
 }
 
 void micro_tile_pack_b(int rows, int64_t kc, const float* a, const float* b, int64_t ldb, float* b_copy,
                        float* c, int64_t ldc, float alpha, float beta) {
-  tile_rows<kMR, kNV, BRead::kPackAlong>(rows, kNR, kc, a, b, ldb, b_copy, c, ldc, alpha, beta);
+  tile_rows<kGemmMR, kGemmNV, BRead::kPackAlong>(rows, kGemmNR, kc, a, b, ldb, b_copy, c, ldc, alpha, beta);
 }
 
 void micro_tile_pack_ab(int64_t kc, const float* a, int64_t rsa, int64_t csa, float* a_copy, const float* b,
                         int64_t ldb, float* b_copy, float* c, int64_t ldc, float alpha, float beta) {
   if (rsa == 1) {
     if (b_copy)
-      return tile<kMR, kNV, BRead::kPackAlong, ARead::kColMajor>(kNR, kc, a, b, ldb, b_copy, c, ldc, alpha,
+      return tile<kGemmMR, kGemmNV, BRead::kPackAlong, ARead::kColMajor>(kGemmNR, kc, a, b, ldb, b_copy, c, ldc, alpha,
                                                                   beta, csa, a_copy);
-    return tile<kMR, kNV, BRead::kPacked, ARead::kColMajor>(kNR, kc, a, b, kNR, nullptr, c, ldc, alpha, beta,
+    return tile<kGemmMR, kGemmNV, BRead::kPacked, ARead::kColMajor>(kGemmNR, kc, a, b, kGemmNR, nullptr, c, ldc, alpha, beta,
                                                              csa, a_copy);
   }
   if (b_copy)
-    return tile<kMR, kNV, BRead::kPackAlong, ARead::kRowMajor>(kNR, kc, a, b, ldb, b_copy, c, ldc, alpha, beta,
+    return tile<kGemmMR, kGemmNV, BRead::kPackAlong, ARead::kRowMajor>(kGemmNR, kc, a, b, ldb, b_copy, c, ldc, alpha, beta,
                                                                 rsa, a_copy);
-  tile<kMR, kNV, BRead::kPacked, ARead::kRowMajor>(kNR, kc, a, b, kNR, nullptr, c, ldc, alpha, beta, rsa,
+  tile<kGemmMR, kGemmNV, BRead::kPacked, ARead::kRowMajor>(kGemmNR, kc, a, b, kGemmNR, nullptr, c, ldc, alpha, beta, rsa,
                                                    a_copy);
 }
 

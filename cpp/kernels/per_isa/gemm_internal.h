@@ -12,27 +12,27 @@ namespace fg {
 namespace FG_ISA_NS {
 namespace gemm_detail {
 
-// Register tile: kMR rows x kNV vectors. AVX-512: 8 x 32 (16 zmm accumulators: Zen 4 retires one
+// Register tile: kGemmMR rows x kGemmNV vectors. AVX-512: 8 x 32 (16 zmm accumulators: Zen 4 retires one
 // 512-bit FMA per cycle, so 16 independent chains hide the 4-cycle latency; 8 divides M of every
 // network shape, so no rows are wasted; 12 x 32 and 6 x 64 measured 0-4% slower);
 // AVX2: 6 x 16 (12 of 16 ymm); portable: 4 x 4 scalars.
 #if defined(__AVX512F__)
-constexpr int kMR = 8;
-constexpr int kNV = 2;
+constexpr int kGemmMR = 8;
+constexpr int kGemmNV = 2;
 #elif defined(__AVX2__)
-constexpr int kMR = 6;
-constexpr int kNV = 2;
+constexpr int kGemmMR = 6;
+constexpr int kGemmNV = 2;
 #else
-constexpr int kMR = 4;
-constexpr int kNV = 4;
+constexpr int kGemmMR = 4;
+constexpr int kGemmNV = 4;
 #endif
-constexpr int kNR = kNV * W;
+constexpr int kGemmNR = kGemmNV * W;
 
 // Cache blocking. KC is a function of K alone (it fixes the summation order); MC and NC only
 // decide which tiles are computed together, so they may depend on the thread count.
-constexpr int64_t kKCMax = 320;  // A panel 8 x 320 floats = 10 KiB (L1); KC 128..320 measured alike
-constexpr int64_t kMCMax = 8 * kMR;  // rows of A packed at once per thread
-constexpr int64_t kNCMax = 512;  // columns of B packed per block: 320 x 512 floats = 640 KiB (L2);
+constexpr int64_t kGemmKCMax = 320;  // A panel 8 x 320 floats = 10 KiB (L1); KC 128..320 measured alike
+constexpr int64_t kGemmMCMax = 8 * kGemmMR;  // rows of A packed at once per thread
+constexpr int64_t kGemmNCMax = 512;  // columns of B packed per block: 320 x 512 floats = 640 KiB (L2);
                                  // the driver widens it for thinner KC (same 640 KiB)
 
 // Packs a panel: dst[k * P + r] = src[r * rs + k * cs] for r < rows, k < kc; rows <= P. Slots
@@ -40,25 +40,25 @@ constexpr int64_t kNCMax = 512;  // columns of B packed per block: 320 x 512 flo
 // of a B panel but only stores the lanes of real columns, and lanes never mix.
 void pack_panel(const float* src, int64_t rs, int64_t cs, int rows, int64_t kc, int P, float* dst);
 
-// C tile (rows x cols, rows <= kMR, cols <= kNR) = alpha * a_panel . b_panel + beta * C, where
-// b_panel rows are ldb floats apart (kNR when packed; B's own row stride when read in place)
+// C tile (rows x cols, rows <= kGemmMR, cols <= kGemmNR) = alpha * a_panel . b_panel + beta * C, where
+// b_panel rows are ldb floats apart (kGemmNR when packed; B's own row stride when read in place)
 // (beta == 0: C is not read). Every element goes through the same operations whatever the tile
 // size: acc = fma chain over k; C = fma(beta, C, alpha * acc) or alpha * acc.
 void micro_tile(int rows, int cols, int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
                 int64_t ldc, float alpha, float beta);
 
-// micro_tile for a full panel (kNR columns) read in place from op(B) rows ldb floats apart, which
-// also stores the panel, packed (kc x kNR), to b_copy as it goes: packing fused into the first use.
+// micro_tile for a full panel (kGemmNR columns) read in place from op(B) rows ldb floats apart, which
+// also stores the panel, packed (kc x kGemmNR), to b_copy as it goes: packing fused into the first use.
 void micro_tile_pack_b(int rows, int64_t kc, const float* a, const float* b, int64_t ldb, float* b_copy,
                        float* c, int64_t ldc, float alpha, float beta);
 
-// A full tile (kMR x kNR) whose A panel is read in place from op(A) (element (r, k) at
+// A full tile (kGemmMR x kGemmNR) whose A panel is read in place from op(A) (element (r, k) at
 // a[r * rsa + k * csa]; rsa == 1 or csa == 1) and stored, packed, to a_copy as it goes. B: packed
 // when b_copy is null, else read in place (rows ldb apart) and packed to b_copy as well.
 void micro_tile_pack_ab(int64_t kc, const float* a, int64_t rsa, int64_t csa, float* a_copy, const float* b,
                         int64_t ldb, float* b_copy, float* c, int64_t ldc, float alpha, float beta);
 
-// A tile (rows <= kMR, cols <= kNR) with nothing packed: A read in place from op(A) as in
+// A tile (rows <= kGemmMR, cols <= kGemmNR) with nothing packed: A read in place from op(A) as in
 // micro_tile_pack_ab (rsa == 1 or csa == 1), B from op(B) rows ldb apart (a partial last vector is
 // loaded masked, so no memory past column cols is read). Same arithmetic as micro_tile.
 void micro_tile_direct(int rows, int cols, int64_t kc, const float* a, int64_t rsa, int64_t csa,

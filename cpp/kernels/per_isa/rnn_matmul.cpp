@@ -1,7 +1,7 @@
 // The recurrent matmul of the RNN kernels (h_{t-1} @ W_hh^T forward, dGates_t @ W_hh backward) on
 // weights packed once per call, plus small helpers. Per step the left operand has only B rows, so
 // a general GEMM would re-pack W_hh every step; here W_hh is packed into contiguous column panels
-// once and each step streams them through a register-blocked kernel (kMR rows x kNR columns).
+// once and each step streams them through a register-blocked kernel (kRnnMR rows x kRnnNR columns).
 #include "forgegrad/parallel.h"
 #include "forgegrad/rnn.h"
 #include "forgegrad/simd.h"
@@ -10,25 +10,25 @@ namespace fg {
 namespace FG_ISA_NS {
 namespace rnn_detail {
 
-// Register block: kMR rows x kNV vectors. AVX-512: 6 x 4 zmm accumulators (24 of 32 registers);
+// Register block: kRnnMR rows x kRnnNV vectors. AVX-512: 6 x 4 zmm accumulators (24 of 32 registers);
 // AVX2: 6 x 2 ymm (12 of 16); scalar: 4 x 4 floats.
 #if defined(__AVX512F__)
-constexpr int kNV = 4, kMR = 6;
+constexpr int kRnnNV = 4, kRnnMR = 6;
 #elif defined(__AVX2__) && defined(__FMA__)
-constexpr int kNV = 2, kMR = 6;
+constexpr int kRnnNV = 2, kRnnMR = 6;
 #else
-constexpr int kNV = 4, kMR = 4;
+constexpr int kRnnNV = 4, kRnnMR = 4;
 #endif
-constexpr int kNR = kNV * W;
+constexpr int kRnnNR = kRnnNV * W;
 
-int panel_width() { return kNR; }
-int64_t num_panels(int64_t n) { return (n + kNR - 1) / kNR; }
+int panel_width() { return kRnnNR; }
+int64_t num_panels(int64_t n) { return (n + kRnnNR - 1) / kRnnNR; }
 
 int64_t row_chunks(int64_t panels, int64_t rows) {
   const int64_t nt = get_num_threads();
-  if (panels >= nt || rows <= kMR) return 1;
+  if (panels >= nt || rows <= kRnnMR) return 1;
   const int64_t want = (nt + panels - 1) / panels;
-  const int64_t most = (rows + kMR - 1) / kMR;
+  const int64_t most = (rows + kRnnMR - 1) / kRnnMR;
   return want < most ? want : most;
 }
 
@@ -36,14 +36,14 @@ void pack_transposed(const float* W_, int64_t ldw, int64_t K, int64_t N, float* 
   int64_t np = num_panels(N);
   parallel_for(np, 1, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
-      float* dst = P + p * K * kNR;
-      for (int c = 0; c < kNR; ++c) {
-        int64_t n = p * kNR + c;
+      float* dst = P + p * K * kRnnNR;
+      for (int c = 0; c < kRnnNR; ++c) {
+        int64_t n = p * kRnnNR + c;
         if (n < N) {
           const float* src = W_ + n * ldw;
-          for (int64_t k = 0; k < K; ++k) dst[k * kNR + c] = src[k];
+          for (int64_t k = 0; k < K; ++k) dst[k * kRnnNR + c] = src[k];
         } else {
-          for (int64_t k = 0; k < K; ++k) dst[k * kNR + c] = 0.0f;
+          for (int64_t k = 0; k < K; ++k) dst[k * kRnnNR + c] = 0.0f;
         }
       }
     }
@@ -54,15 +54,15 @@ void pack_plain(const float* W_, int64_t ldw, int64_t K, int64_t N, float* P) {
   int64_t np = num_panels(N);
   parallel_for(np, 1, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
-      float* dst = P + p * K * kNR;
-      int64_t n0 = p * kNR;
-      int64_t nc = N - n0 < kNR ? N - n0 : kNR;
+      float* dst = P + p * K * kRnnNR;
+      int64_t n0 = p * kRnnNR;
+      int64_t nc = N - n0 < kRnnNR ? N - n0 : kRnnNR;
       for (int64_t k = 0; k < K; ++k) {
         const float* src = W_ + k * ldw + n0;
-        float* d = dst + k * kNR;
+        float* d = dst + k * kRnnNR;
         int c = 0;
         for (; c < nc; ++c) d[c] = src[c];
-        for (; c < kNR; ++c) d[c] = 0.0f;
+        for (; c < kRnnNR; ++c) d[c] = 0.0f;
       }
     }
   });
@@ -73,22 +73,22 @@ namespace {
 template <int MR>
 inline void micro(const float* A, int64_t lda, const float* P, int64_t K, int ncols, const float* init,
                   int64_t ldi, float* C, int64_t ldc) {
-  vf acc[MR][kNV];
+  vf acc[MR][kRnnNV];
   for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < kNV; ++v) acc[r][v] = vzero();
+    for (int v = 0; v < kRnnNV; ++v) acc[r][v] = vzero();
   for (int64_t k = 0; k < K; ++k) {
-    const float* p = P + k * kNR;
-    vf b[kNV];
-    for (int v = 0; v < kNV; ++v) b[v] = vload(p + v * W);
+    const float* p = P + k * kRnnNR;
+    vf b[kRnnNV];
+    for (int v = 0; v < kRnnNV; ++v) b[v] = vload(p + v * W);
     for (int r = 0; r < MR; ++r) {
       vf a = vset1(A[r * lda + k]);
-      for (int v = 0; v < kNV; ++v) acc[r][v] = vfmadd(a, b[v], acc[r][v]);
+      for (int v = 0; v < kRnnNV; ++v) acc[r][v] = vfmadd(a, b[v], acc[r][v]);
     }
   }
   for (int r = 0; r < MR; ++r) {
     float* c = C + r * ldc;
     const float* in = init ? init + r * ldi : nullptr;
-    for (int v = 0; v < kNV; ++v) {
+    for (int v = 0; v < kRnnNV; ++v) {
       int col = v * W;
       int n = ncols - col;
       if (n <= 0) break;
@@ -115,17 +115,17 @@ inline void micro_dispatch(int m, const float* A, int64_t lda, const float* P, i
 
 void panel_matmul(const float* A, int64_t lda, int64_t M, const float* P, int64_t K, int ncols,
                   const float* init, int64_t ldi, float* C, int64_t ldc) {
-  // Rows are split into ceil(M / kMR) blocks of nearly equal size (32 rows: 6,6,5,5,5,5 rather
+  // Rows are split into ceil(M / kRnnMR) blocks of nearly equal size (32 rows: 6,6,5,5,5,5 rather
   // than 6,6,6,6,6,2): a thin last block would stream the whole panel for a few FMAs per load.
   // Blocking does not change any output's arithmetic (each is init + its k-ordered sum).
-  const int64_t nblocks = (M + kMR - 1) / kMR;
+  const int64_t nblocks = (M + kRnnMR - 1) / kRnnMR;
   int64_t r = 0;
   for (int64_t blk = 0; blk < nblocks; ++blk) {
     const int m = static_cast<int>(M / nblocks + (blk < M % nblocks ? 1 : 0));
     const float* A_ = A + r * lda;
     const float* in = init ? init + r * ldi : nullptr;
     float* C_ = C + r * ldc;
-    micro_dispatch<kMR>(m, A_, lda, P, K, ncols, in, ldi, C_, ldc);
+    micro_dispatch<kRnnMR>(m, A_, lda, P, K, ncols, in, ldi, C_, ldc);
     r += m;
   }
 }
@@ -177,29 +177,29 @@ void rowdot_rows(const float* A, int64_t lda, const float* W_, int64_t ldw, int6
 template <int MR>
 void strided_rows(const float* A, int64_t lda, const float* W_, int64_t ldw, int64_t K, int ncols, const float* init,
                   int64_t ldi, float* C, int64_t ldc) {
-  vf acc[MR][kNV];
+  vf acc[MR][kRnnNV];
   for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < kNV; ++v) acc[r][v] = vzero();
+    for (int v = 0; v < kRnnNV; ++v) acc[r][v] = vzero();
   int nv = (ncols + W - 1) / W;
   const int tail = ncols - (nv - 1) * W;  // lanes of the last vector
-  if (nv == kNV && tail == W) {
+  if (nv == kRnnNV && tail == W) {
     for (int64_t k = 0; k < K; ++k) {
       const float* p = W_ + k * ldw;
-      vf b[kNV];
-      for (int v = 0; v < kNV; ++v) b[v] = vload(p + v * W);
+      vf b[kRnnNV];
+      for (int v = 0; v < kRnnNV; ++v) b[v] = vload(p + v * W);
       for (int r = 0; r < MR; ++r) {
         vf a = vset1(A[r * lda + k]);
-        for (int v = 0; v < kNV; ++v) acc[r][v] = vfmadd(a, b[v], acc[r][v]);
+        for (int v = 0; v < kRnnNV; ++v) acc[r][v] = vfmadd(a, b[v], acc[r][v]);
       }
     }
   } else {
     for (int64_t k = 0; k < K; ++k) {
       const float* p = W_ + k * ldw;
-      vf b[kNV];
-      for (int v = 0; v < kNV; ++v) b[v] = v < nv - 1 ? vload(p + v * W) : v == nv - 1 ? vload_n(p + v * W, tail) : vzero();
+      vf b[kRnnNV];
+      for (int v = 0; v < kRnnNV; ++v) b[v] = v < nv - 1 ? vload(p + v * W) : v == nv - 1 ? vload_n(p + v * W, tail) : vzero();
       for (int r = 0; r < MR; ++r) {
         vf a = vset1(A[r * lda + k]);
-        for (int v = 0; v < kNV; ++v) acc[r][v] = vfmadd(a, b[v], acc[r][v]);
+        for (int v = 0; v < kRnnNV; ++v) acc[r][v] = vfmadd(a, b[v], acc[r][v]);
       }
     }
   }
