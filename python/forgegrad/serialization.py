@@ -33,7 +33,6 @@ Optional ``metadata`` (str -> str) is stored in the header and returned by ``loa
 """
 from __future__ import annotations
 
-import json
 import os
 from collections import OrderedDict
 from typing import Dict, Mapping, Optional, Union
@@ -145,9 +144,10 @@ def load(path: PathLike):
     Raises:
         FileNotFoundError: the file does not exist.
         IsADirectoryError: the path is a directory.
-        ValueError: the path is not a regular file (a FIFO, a device...), or the file is not a valid safetensors file (corrupt, truncated, wrong format), or
-            its ``"forgegrad.structure"`` entry is malformed (tampered or damaged). Loading never
-            runs code from the file.
+        ValueError: the path is not a regular file (a FIFO, a device...); the file is not a valid
+            safetensors file (corrupt, truncated, wrong format: checked on the header before any
+            tensor memory is allocated); or its ``"forgegrad.structure"`` entry is malformed
+            (tampered or damaged). Loading never runs code from the file.
     """
     f, size = _open(path)
     with f:

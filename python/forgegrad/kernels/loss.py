@@ -54,7 +54,8 @@ def cross_entropy_forward(logits, target, weight=None, ignore_index: int = -100,
     weight = _weight(weight, c)
     prob = np.empty((n, c), np.float32)
     loss = np.empty(n, np.float32)
-    loss_sum, weight_sum = _C.loss.cross_entropy_forward(logits, target, weight, check_int(ignore_index, "ignore_index"),
+    ignore_index = check_int(ignore_index, "ignore_index")
+    loss_sum, weight_sum = _C.loss.cross_entropy_forward(logits, target, weight, ignore_index,
                                                          _smoothing(label_smoothing), prob, loss)
     return loss, prob, loss_sum, weight_sum
 

@@ -59,7 +59,8 @@ def _geometry(op, shape, kernel_size, stride, padding, dilation, ceil_mode):
 
 
 def pool2d_output_shape(input_shape, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
-    return _geometry("pool2d", tuple(input_shape), kernel_size, stride, padding, dilation, check_bool(ceil_mode, "ceil_mode"))[4]
+    ceil_mode = check_bool(ceil_mode, "ceil_mode")
+    return _geometry("pool2d", tuple(input_shape), kernel_size, stride, padding, dilation, ceil_mode)[4]
 
 
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
@@ -67,11 +68,11 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_
 
     stride defaults to kernel_size. x is (N, C, H, W) -> y, indices (N, C, OH, OW).
     """
-    x = _input(x)
-    k, s, p, d, shape = _geometry("max_pool2d", x.shape, kernel_size, stride, padding, dilation, check_bool(ceil_mode, "ceil_mode"))
+    x, ceil_mode = _input(x), check_bool(ceil_mode, "ceil_mode")
+    k, s, p, d, shape = _geometry("max_pool2d", x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     y = np.empty(shape, np.float32)
     idx = np.empty(shape, np.int64)
-    _C.pool.max_pool2d_forward(x, y, idx, k, s, p, d, check_bool(ceil_mode, "ceil_mode"))
+    _C.pool.max_pool2d_forward(x, y, idx, k, s, p, d, ceil_mode)
     return y, idx
 
 
@@ -102,10 +103,11 @@ def _divisor(divisor_override):
 def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                        divisor_override=None):
     """``torch.nn.functional.avg_pool2d`` (count_include_pad=True by default, as torch)."""
-    x = _input(x)
-    k, s, p, _, shape = _geometry("avg_pool2d", x.shape, kernel_size, stride, padding, 1, check_bool(ceil_mode, "ceil_mode"))
+    x, ceil_mode = _input(x), check_bool(ceil_mode, "ceil_mode")
+    count_include_pad = check_bool(count_include_pad, "count_include_pad")
+    k, s, p, _, shape = _geometry("avg_pool2d", x.shape, kernel_size, stride, padding, 1, ceil_mode)
     y = np.empty(shape, np.float32)
-    _C.pool.avg_pool2d_forward(x, y, k, s, p, check_bool(ceil_mode, "ceil_mode"), check_bool(count_include_pad, "count_include_pad"), _divisor(divisor_override))
+    _C.pool.avg_pool2d_forward(x, y, k, s, p, ceil_mode, count_include_pad, _divisor(divisor_override))
     return y
 
 
@@ -117,12 +119,14 @@ def avg_pool2d_backward(grad_y, input_shape, kernel_size, stride=None, padding=0
     input_shape = tuple(int(v) for v in input_shape)
     if len(input_shape) != 4 or min(input_shape[1:]) < 1:
         raise ValueError(f"input_shape must be (N, C, H, W) with nonzero C, H, W, got {input_shape}")
-    k, s, p, _, shape = _geometry("avg_pool2d", input_shape, kernel_size, stride, padding, 1, check_bool(ceil_mode, "ceil_mode"))
+    ceil_mode = check_bool(ceil_mode, "ceil_mode")
+    count_include_pad = check_bool(count_include_pad, "count_include_pad")
+    k, s, p, _, shape = _geometry("avg_pool2d", input_shape, kernel_size, stride, padding, 1, ceil_mode)
     if grad_y.shape != shape:
         raise ValueError(f"grad_output must have shape {shape}, got {grad_y.shape}")
     gx = np.empty(input_shape, np.float32)
-    _C.pool.avg_pool2d_backward(np.ascontiguousarray(grad_y), gx, k, s, p, check_bool(ceil_mode, "ceil_mode"),
-                                check_bool(count_include_pad, "count_include_pad"), _divisor(divisor_override))
+    _C.pool.avg_pool2d_backward(np.ascontiguousarray(grad_y), gx, k, s, p, ceil_mode,
+                                count_include_pad, _divisor(divisor_override))
     return gx
 
 

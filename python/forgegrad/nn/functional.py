@@ -61,7 +61,7 @@ def log_softmax(input, dim: int = -1):
 
 
 def dropout(input, p: float = 0.5, training: bool = True):
-    return A.Dropout.apply(_t(input, "input"), p=check_float(p, "p", low=0.0, high=1.0), training=check_bool(training, "training"))
+    return A.Dropout.apply(_t(input, "input"), p=check_float(p, "p"), training=check_bool(training, "training"))
 
 
 def mse_loss(input, target, reduction: str = "mean"):
@@ -98,7 +98,8 @@ def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: st
 
 
 def kl_div(input, target, reduction: str = "mean", log_target: bool = False):
-    return L.KLDiv.apply(_t(input, "input"), _t(target, "target"), reduction=reduction, log_target=check_bool(log_target, "log_target"))
+    return L.KLDiv.apply(_t(input, "input"), _t(target, "target"), reduction=reduction,
+                         log_target=check_bool(log_target, "log_target"))
 
 
 def one_hot(tensor, num_classes: int = -1) -> Tensor:

@@ -38,7 +38,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
     return C.AvgPool2d.apply(_t(input, "input"), kernel_size=kernel_size, stride=stride, padding=padding,
-                             ceil_mode=check_bool(ceil_mode, "ceil_mode"), count_include_pad=check_bool(count_include_pad, "count_include_pad"),
+                             ceil_mode=check_bool(ceil_mode, "ceil_mode"),
+                             count_include_pad=check_bool(count_include_pad, "count_include_pad"),
                              divisor_override=divisor_override)
 
 
@@ -53,4 +54,5 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     updated in place: running = (1 - momentum) * running + momentum * batch (unbiased variance).
     """
     return C.BatchNorm.apply(_t(input, "input"), _opt(running_mean), _opt(running_var), _opt(weight), _opt(bias),
-                             training=check_bool(training, "training"), momentum=check_float(momentum, "momentum"), eps=check_float(eps, "eps", low=0.0))
+                             training=check_bool(training, "training"), momentum=check_float(momentum, "momentum"),
+                             eps=check_float(eps, "eps", low=0.0))
