@@ -72,6 +72,32 @@ def test_flags_must_be_bools(call, name):
         call()
 
 
+@pytest.mark.parametrize("make,name", [
+    (lambda: fg.nn.LSTM(3, 4, batch_first="yes"), "batch_first"),
+    (lambda: fg.nn.GRU(3, 4, bidirectional=1), "bidirectional"),
+    (lambda: fg.nn.RNNCell(3, 4, bias=None), "bias"),
+    (lambda: fg.nn.BatchNorm1d(3, affine="no"), "affine"),
+    (lambda: fg.nn.BatchNorm2d(3, track_running_stats=0), "track_running_stats"),
+])
+def test_module_flags_must_be_bools(make, name):
+    with pytest.raises(TypeError, match=f"{name} must be a bool"):
+        make()
+
+
+def test_module_scalars_are_named():
+    with pytest.raises(TypeError, match="negative_slope must be a number"):
+        fg.nn.LeakyReLU("0.1")
+    with pytest.raises(TypeError, match="eps must be a number"):
+        fg.nn.BatchNorm1d(3, eps="1e-5")
+
+
+def test_unaligned_int64_target_is_copied():
+    buf = np.zeros(4 * 8 + 1, np.uint8)
+    t = np.frombuffer(buf.data, np.int64, count=4, offset=1)
+    assert not t.flags.aligned
+    np.testing.assert_array_equal(KL.cross_entropy_forward(X, t)[0], KL.cross_entropy_forward(X, np.zeros(4, np.int64))[0])
+
+
 def test_numpy_bools_are_bools():
     with fg.no_grad():
         y = F.dropout(fg.tensor(X), p=0.5, training=np.bool_(False))

@@ -22,7 +22,7 @@ def _target(target, n):
         raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
     if target.shape != (n,):
         raise ValueError(f"target must have shape ({n},), got {target.shape}")
-    return np.ascontiguousarray(target, dtype=np.int64)
+    return np.require(target, np.int64, "CA")  # C-contiguous and aligned, as the binding needs
 
 
 def _weight(weight, c):

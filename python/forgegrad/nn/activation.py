@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _C
+from .._validate import check_float
 from ..autograd import graph_free
 from ..kernels import activation as _KA
 from ..tensor import Tensor
@@ -35,7 +36,7 @@ class ReLU(Module):
 class LeakyReLU(Module):
     def __init__(self, negative_slope: float = 0.01):
         super().__init__()
-        self.negative_slope = negative_slope
+        self.negative_slope = check_float(negative_slope, "negative_slope")
 
     def epilogue(self):
         return _ACT.LEAKY_RELU, float(self.negative_slope)
