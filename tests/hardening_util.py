@@ -7,7 +7,10 @@ import subprocess
 import sys
 import textwrap
 
-PYTHON_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python")
+import forgegrad
+
+# the children import the forgegrad this test run imported (the working tree, or e.g. a sanitizer build)
+PYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(forgegrad.__file__)))
 
 
 def run_py(code: str, timeout: float = 60, cwd=None) -> subprocess.CompletedProcess:

@@ -109,7 +109,7 @@ def build_model(spec: Optional[str], kwargs: Dict[str, Any], meta: Optional[dict
             raise UsageError("--model is required (a forgegrad.models name or module:factory) when the "
                              "checkpoint has no model.json beside it")
         name, meta_kwargs = _meta_model(meta)
-        return _create(name, {**meta_kwargs, **kwargs})
+        return _create(name, {**meta_kwargs, **kwargs}, f"model.json model {name!r}")
     if ":" in spec:
         mod_name, _, attr = spec.partition(":")
         try:
@@ -117,14 +117,14 @@ def build_model(spec: Optional[str], kwargs: Dict[str, Any], meta: Optional[dict
         except (ImportError, AttributeError) as e:
             raise UsageError(f"--model {spec!r}: cannot import {attr!r} from {mod_name!r}: {e}") from None
         return factory(**kwargs)
-    return _create(spec, kwargs)
+    return _create(spec, kwargs, f"--model {spec!r}")
 
 
-def _create(spec: str, kwargs: Dict[str, Any]):
+def _create(spec: str, kwargs: Dict[str, Any], where: str):
     try:
         return _zoo(spec).create(spec, **kwargs)
     except ValueError as e:
-        raise UsageError(f"--model {spec!r}: {e}") from None
+        raise UsageError(f"{where}: {e}") from None
 
 
 def load_weights(model, path: str) -> None:
