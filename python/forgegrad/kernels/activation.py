@@ -2,7 +2,8 @@
 
 Each ``*_backward`` takes the incoming gradient and what the forward saved: the output ``y`` for
 relu, sigmoid and tanh, the input ``x`` for leaky_relu and gelu. Inputs of any shape; non
-C-contiguous inputs are copied once. Results are bit-identical for any thread count.
+C-contiguous inputs are copied once. Results are bit-identical for any thread count. ``out=`` may be
+an input itself (in place, elementwise); an ``out`` that partially overlaps an input raises ValueError.
 """
 from __future__ import annotations
 

@@ -150,7 +150,7 @@ def vector_norms(arrays: Sequence[np.ndarray], norm_type: float = 2.0) -> List[f
     1, 2 and inf run in C++ (multithreaded, fixed-chunk reductions: bit-identical for any thread
     count); other orders (0, -inf, 3, ...) use numpy in double. NaN in an array gives NaN.
     """
-    arrays = [np.ascontiguousarray(a) for a in _check_list(arrays, "arrays")]
+    arrays = [np.require(a, requirements="CA") for a in _check_list(arrays, "arrays")]
     p = float(norm_type)
     if p == 2.0:
         return [math.sqrt(s) for s in _C.optim.norms(arrays, "l2sq")]

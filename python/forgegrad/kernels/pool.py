@@ -88,7 +88,7 @@ def max_pool2d_backward(grad_y, indices, input_shape):
     if len(input_shape) != 4 or input_shape[:2] != grad_y.shape[:2] or min(input_shape[1:]) < 1:
         raise ValueError(f"input_shape {input_shape} does not match grad_output of shape {grad_y.shape}")
     gx = np.empty(input_shape, np.float32)
-    _C.pool.max_pool2d_backward(np.ascontiguousarray(grad_y), np.ascontiguousarray(indices), gx)
+    _C.pool.max_pool2d_backward(np.ascontiguousarray(grad_y), np.require(indices, requirements="CA"), gx)
     return gx
 
 

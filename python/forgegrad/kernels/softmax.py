@@ -1,7 +1,8 @@
 """Softmax and log-softmax over the last axis of numpy float32 arrays (C++ kernels).
 
 Rows are independent; each is computed with the row maximum subtracted (no overflow). Backward
-functions take the saved forward output ``y``. Non C-contiguous inputs are copied once.
+functions take the saved forward output ``y``. Non C-contiguous inputs are copied once. ``out=`` may be
+``x`` (forward) or ``grad`` / ``y`` (backward) itself, in place; a partial overlap raises ValueError.
 """
 from __future__ import annotations
 
