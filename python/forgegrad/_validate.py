@@ -46,12 +46,20 @@ def check_int(value, name: str, *, low: Optional[int] = None, high: Optional[int
 
 def check_float(value, name: str, *, low: Optional[float] = None, high: Optional[float] = None,
                 low_open: bool = False, high_open: bool = False, finite: bool = False) -> float:
-    """``value`` as a Python float: any real number but a bool (ints and numpy scalars included),
-    optionally within a range (closed unless ``low_open`` / ``high_open``) and finite. NaN fails
-    any range check."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.integer, np.floating)):
+    """``value`` as a Python float: any real number but a bool (ints and numpy scalars included; a
+    0-d array through its ``__float__``), optionally within a range (closed unless ``low_open`` /
+    ``high_open``) and finite. NaN fails any range check."""
+    if isinstance(value, (bool, np.bool_)) or getattr(getattr(value, "dtype", None), "kind", "") == "b":
         raise TypeError(f"{name} must be a number (float), got {_type_name(value)} {value!r}")
-    value = float(value)
+    if isinstance(value, (numbers.Real, np.integer, np.floating)):
+        value = float(value)
+    elif hasattr(type(value), "__float__"):  # e.g. a 0-d numpy array
+        try:
+            value = float(value)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{name} must be a number (float), got {_type_name(value)}: {e}") from None
+    else:
+        raise TypeError(f"{name} must be a number (float), got {_type_name(value)} {value!r}")
     if finite and not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     if low is not None or high is not None:
