@@ -38,7 +38,8 @@ def test_check_int():
 
 def test_check_float():
     assert V.check_float(2, "x") == 2.0 and V.check_float(np.float32(0.5), "x") == 0.5
-    for bad in ("0.1", None, True, [1.0], 1 + 2j):
+    assert V.check_float(np.array(0.25), "x") == 0.25  # a 0-d array, through __float__
+    for bad in ("0.1", None, True, [1.0], 1 + 2j, np.ones(3), np.array(True)):
         with pytest.raises(TypeError, match="lr must be a number"):
             V.check_float(bad, "lr")
     with pytest.raises(ValueError, match=r"beta1 must be in \[0.0, 1.0\), got 1.0"):
