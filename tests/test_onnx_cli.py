@@ -45,14 +45,28 @@ def test_factory_and_checkpoint(tmp_path, capsys):
 
 
 def test_sidecar_model_json(tmp_path, capsys):
-    model, ckpt = _checkpoint(tmp_path, d=4)
-    (tmp_path / "model.json").write_text(json.dumps({"name": "test_onnx_cli:make", "kwargs": {"d": 4},
+    from forgegrad import models
+    fg.manual_seed(7)
+    model = models.create("mlp", in_features=4, out_features=3)
+    save_file({k: np.ascontiguousarray(v.data) for k, v in model.state_dict().items()},
+              str(tmp_path / "model.safetensors"))
+    (tmp_path / "model.json").write_text(json.dumps({"name": "mlp", "kwargs": {"in_features": 4, "out_features": 3},
                                                      "input_shape": [4]}))
     out = tmp_path / "s.onnx"
     assert main(["--checkpoint", str(tmp_path), "--out", str(out), "--static"]) == 0
     x = np.ones((1, 4), np.float32)
+    model.eval()
     with fg.no_grad():
         np.testing.assert_allclose(_ort(out, x), model(fg.tensor(x)).data, rtol=1e-5, atol=1e-6)
+
+
+def test_sidecar_model_json_names_zoo_models_only(tmp_path, capsys):
+    # model.json is data from the checkpoint folder: a module:factory name there is never imported
+    _checkpoint(tmp_path, d=4)
+    (tmp_path / "model.json").write_text(json.dumps({"name": "test_onnx_cli:make", "kwargs": {"d": 4},
+                                                     "input_shape": [4]}))
+    assert main(["--checkpoint", str(tmp_path), "--out", str(tmp_path / "s.onnx"), "--static"]) == 2
+    assert "zoo" in capsys.readouterr().err and not (tmp_path / "s.onnx").exists()
 
 
 def test_zoo_name(tmp_path, capsys):

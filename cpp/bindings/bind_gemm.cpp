@@ -31,7 +31,8 @@ void check_rank(const py::array& a, const char* name, int ndim) {
 ArrayArg matrix_arg(const py::array& a, const char* name, bool writable) {
   check_rank(a, name, 2);
   ArrayArg r = fg::bind::f32_arg(a, name, 2, fg::bind::kAnyStrides, writable);
-  if (r.shape[0] > 1 && r.shape[1] > 1 && r.strides[1] != 1)
+  // Also for a single row: the kernel walks a row with unit stride whatever the row count.
+  if (r.shape[1] > 1 && r.strides[1] != 1)
     throw py::value_error(std::string(name) + " must have unit stride along its last axis");
   if (r.shape[0] > 1 && r.strides[0] < r.shape[1])
     throw py::value_error(std::string(name) + " has overlapping or negative row strides");
@@ -66,7 +67,7 @@ void sgemm(const py::array& a, const py::array& b, const py::array& c, bool tran
 int64_t batch_arg(const py::array& a, const char* name, bool writable, ArrayArg& r) {
   check_rank(a, name, 3);
   r = fg::bind::f32_arg(a, name, 3, fg::bind::kAnyStrides, writable);
-  if (r.shape[1] > 1 && r.shape[2] > 1 && r.strides[2] != 1)
+  if (r.shape[2] > 1 && r.strides[2] != 1)
     throw py::value_error(std::string(name) + " must have unit stride along its last axis");
   if (r.shape[1] > 1 && r.strides[1] < r.shape[2])
     throw py::value_error(std::string(name) + " has overlapping or negative row strides");
@@ -132,10 +133,22 @@ bool rows_ok(int64_t r, int64_t c, int64_t rs, int64_t cs) {
   return (c <= 1 || cs == 1) && (r <= 1 || rs >= c);
 }
 
+// An aligned C-contiguous float32 version of `a` (a copy unless `a` already is one), made by numpy:
+// a failed allocation raises numpy's MemoryError (array_t::ensure would return a null handle with
+// the error cleared, and the kernel would then read through a null pointer).
+py::array contiguous_copy(const py::array& a) {
+  // Leaked on purpose: a static py::object would be released after the interpreter is gone.
+  static const py::object* require = new py::object(py::module_::import("numpy").attr("require"));
+  return (*require)(a, py::dtype::of<float>(), "CA");
+}
+
+bool aligned(const py::array& a) { return reinterpret_cast<uintptr_t>(a.data()) % alignof(float) == 0; }
+
 Operand operand(const py::array& a) {
   Operand o;
   const int64_t r = a.shape(0), c = a.shape(1);
-  const bool whole = a.strides(0) % 4 == 0 && a.strides(1) % 4 == 0;
+  // Unaligned data (numpy allows it) is copied: the kernels load floats through float pointers.
+  const bool whole = a.strides(0) % 4 == 0 && a.strides(1) % 4 == 0 && aligned(a);
   const int64_t rs = a.strides(0) / 4, cs = a.strides(1) / 4;
   if (whole && rows_ok(r, c, rs, cs)) {
     o.ld = r > 1 ? rs : c;
@@ -143,7 +156,7 @@ Operand operand(const py::array& a) {
     o.transposed = true;
     o.ld = c > 1 ? cs : r;
   } else {
-    o.keep = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(a);
+    o.keep = contiguous_copy(a);
     o.direct = false;
     o.ld = c;
   }
@@ -232,6 +245,7 @@ struct Stack {
 };
 
 bool stack_view(const py::array& a, Stack& s) {
+  if (!aligned(a)) return false;
   for (int i = 0; i < 3; ++i)
     if (a.strides(i) % 4 != 0) return false;
   const int64_t r = a.shape(1), c = a.shape(2), rs = a.strides(1) / 4, cs = a.strides(2) / 4;
@@ -332,12 +346,10 @@ py::array linear(py::handle x_in, py::handle w_in, py::handle b_in, int activati
       throw py::value_error("linear: bias must have shape (" + std::to_string(N) + ",), got " +
                             fg::bind::shape_str(bshape));
     }
-    bias = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(bias);
+    if (!(bias.flags() & py::array::c_style) || !aligned(bias)) bias = contiguous_copy(bias);
   }
   // x as an (M, K) row-major matrix: a copy only when its rows cannot be addressed in place.
-  py::array x2 = (x.flags() & py::array::c_style)
-                     ? x
-                     : py::array(py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(x));
+  py::array x2 = (x.flags() & py::array::c_style) && aligned(x) ? x : contiguous_copy(x);
   int64_t M = 1;
   for (std::size_t i = 0; i + 1 < xshape.size(); ++i) M *= xshape[i];
   std::vector<int64_t> oshape(xshape);

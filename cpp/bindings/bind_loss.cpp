@@ -12,6 +12,7 @@ using fg::bind::ArrayArg;
 namespace {
 
 struct CeArgs {
+  py::array weight_arr;  // owns the weight array converted from a sequence: a.weight points into it
   int64_t N = 0, C = 0;
   const int64_t* target = nullptr;
   const float* weight = nullptr;
@@ -36,7 +37,8 @@ CeArgs check_common(const ArrayArg& Z, const char* zname, const py::array& targe
   }
   double total = static_cast<double>(a.C);
   if (!weight.is_none()) {
-    ArrayArg Wt = fg::bind::f32_arg(py::array(weight), "weight", 1);
+    a.weight_arr = py::array(weight);  // a temporary would be freed before the kernel reads it
+    ArrayArg Wt = fg::bind::f32_arg(a.weight_arr, "weight", 1);
     fg::bind::expect_shape(Wt, "weight", {a.C});
     a.weight = Wt.f32();
     total = 0.0;
@@ -79,8 +81,10 @@ void backward(const py::array& prob, const py::array& target, const py::object& 
   ArrayArg D = fg::bind::f32_arg(out, "out", 2, fg::bind::kContiguous, true);
   fg::bind::expect_shape(D, "out", P.shape);
   const float* gl = nullptr;
+  py::array gl_arr;  // keeps a grad_loss converted from a sequence alive until the kernel returns
   if (!grad_loss.is_none()) {
-    ArrayArg G = fg::bind::f32_arg(py::array(grad_loss), "grad_loss", 1);
+    gl_arr = py::array(grad_loss);
+    ArrayArg G = fg::bind::f32_arg(gl_arr, "grad_loss", 1);
     fg::bind::expect_shape(G, "grad_loss", {a.N});
     gl = G.f32();
   }

@@ -66,7 +66,9 @@ Span array_item(const List& list, const char* list_name, size_t i, const py::arr
     throw py::type_error(item_name(list_name, i) + " must be a numpy float32 array, got " +
                          std::string(py::str(py::type::of(item).attr("__name__"))));
   auto a = py::reinterpret_borrow<py::array>(item);
-  bool ok = a.dtype().is(float32_dtype()) && (a.flags() & py::array::c_style) && (!writable || a.writeable()) &&
+  // Aligned too (flags.aligned): an unaligned buffer makes f32_arg below raise a clear error.
+  bool ok = a.dtype().is(float32_dtype()) && (a.flags() & py::array::c_style) &&
+            (a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_) && (!writable || a.writeable()) &&
             (like == nullptr || same_shape(a, *like));
   if (!ok) {
     std::string name = item_name(list_name, i);

@@ -26,6 +26,14 @@ ArrayArg checked(const py::array& a, const char* name, int ndim, Layout layout, 
     r.strides.push_back(a.strides(i) / item);
     r.size *= a.shape(i);
   }
+  // Kernels load and store through typed pointers, which must be aligned; numpy can hand over an
+  // unaligned buffer (np.frombuffer(buf, offset=1)). Refused here, so no kernel ever sees one; the
+  // Python wrappers (forgegrad.kernels) pass aligned copies of unaligned inputs, and matmul/linear
+  // copy in their bindings.
+  if (r.size > 0 && reinterpret_cast<uintptr_t>(r.ptr) % static_cast<uintptr_t>(item) != 0)
+    throw py::value_error(std::string(name) + " is not aligned to its " + std::to_string(item) +
+                          "-byte item size (numpy flags.aligned is False); pass an aligned copy, e.g. "
+                          "numpy.require(a, requirements='A')");
   return r;
 }
 

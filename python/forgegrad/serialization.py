@@ -6,7 +6,13 @@ The file is a plain safetensors file (never pickle: loading one cannot run code)
 Writes are atomic: the bytes go to a temporary file in the destination's directory, which is
 flushed and fsync'ed, then renamed over the destination with ``os.replace`` and the directory is
 fsync'ed. A save that fails for any reason (a bad value, a full disk, Ctrl-C mid-write) leaves the
-previous file untouched and no temporary file behind.
+previous file untouched and no temporary file behind; the temp file of a save killed outright is
+removed by the next save to the same path. The file keeps the permissions of the one it replaces
+(a new one gets the umask default) and a symlink is written through (see ``forgegrad._atomic_io``).
+
+Reads are bounded: ``load`` refuses anything but a regular file, validates the header before
+allocating anything and reads each tensor straight into its own array (peak memory about the
+file's size; see ``forgegrad._safetensors_read``).
 
 What can be saved:
 
@@ -27,15 +33,15 @@ Optional ``metadata`` (str -> str) is stored in the header and returned by ``loa
 """
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from collections import OrderedDict
 from typing import Dict, Mapping, Optional, Union
 
 import numpy as np
 
 from . import _checkpoint_structure as _structure
+from . import _safetensors_read as _reader
+from ._atomic_io import atomic_write
 from .tensor import Tensor
 
 __all__ = ["save", "load", "load_metadata"]
@@ -76,20 +82,6 @@ def _check_metadata(metadata) -> Optional[Dict[str, str]]:
     return dict(metadata)
 
 
-def _fsync_dir(directory: str) -> None:
-    """Make the rename durable. Some filesystems/OSes cannot open a directory; that is not fatal."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save(state_dict: Mapping, path: PathLike, metadata: Optional[Mapping[str, str]] = None) -> None:
     """Write ``state_dict`` to ``path`` as safetensors, atomically (never pickle).
 
@@ -99,14 +91,16 @@ def save(state_dict: Mapping, path: PathLike, metadata: Optional[Mapping[str, st
             ``{"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": 3}``: dicts with
             str or int keys, lists, tuples, arrays and int/float/bool/str/None values (see the
             module docstring for the layout).
-        path: destination file (its directory must exist). Conventionally ``*.safetensors``.
+        path: destination file (its directory must exist). Conventionally ``*.safetensors``. A
+            symlink is written through; an existing file keeps its permissions.
         metadata: optional str -> str header entries (see ``load_metadata``); the key
             ``"forgegrad.structure"`` is reserved.
 
     Raises:
         TypeError: a key that is not str/int, a value that cannot be saved, an unsupported dtype
             (the message names the key path, e.g. ``['optimizer']['state'][0]['exp_avg']``).
-        ValueError: a reference cycle or absurd nesting in the state; the reserved metadata key.
+        ValueError: a reference cycle or absurd nesting in the state; the reserved metadata key;
+            a tensor named ``"__metadata__"`` (reserved by the safetensors format).
         FileNotFoundError: the destination directory does not exist.
 
     Nothing is written unless the whole state serialises; the previous file is then kept intact.
@@ -120,54 +114,21 @@ def save(state_dict: Mapping, path: PathLike, metadata: Optional[Mapping[str, st
     else:
         arrays, structure = _structure.encode(state_dict, _as_array)
         meta = dict(meta or {}, **{_structure.STRUCTURE_KEY: structure})
+    if "__metadata__" in arrays:  # safetensors' reserved header key: the file would not load
+        raise ValueError("forgegrad.save: the name '__metadata__' is reserved by the safetensors format "
+                         "(it holds the header metadata); rename that entry")
     _, stnp = _safetensors()
     payload = stnp.save(arrays, metadata=meta)  # serialise fully before touching the disk
-
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"forgegrad.save: directory {directory!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # includes KeyboardInterrupt: never leave a half-written temp file
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(directory)
+    atomic_write(path, lambda f: f.write(payload), who="forgegrad.save")
 
 
-def _read(path: PathLike) -> bytes:
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"forgegrad.load: no such file: {path!r}")
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"forgegrad.load: {path!r} is a directory, not a checkpoint file")
-    with open(path, "rb") as f:
-        return f.read()
+def _open(path: PathLike):
+    return _reader.open_regular(os.fspath(path), "forgegrad.load")
 
 
 def _corrupt(path, err) -> ValueError:
     return ValueError(f"forgegrad.load: {os.fspath(path)!r} is not a valid safetensors checkpoint "
                       f"(corrupt or truncated file?): {err}")
-
-
-def _header_metadata(data: bytes) -> Dict[str, str]:
-    """The ``__metadata__`` of safetensors bytes that ``safetensors`` has already parsed successfully.
-
-    Read from the same bytes as the tensors (not by reopening the path, which may have been
-    replaced in between): 8-byte little-endian header length, then the JSON header.
-    """
-    n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + n])
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    return meta if isinstance(meta, dict) else {}
 
 
 def load(path: PathLike):
@@ -182,17 +143,19 @@ def load(path: PathLike):
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a valid safetensors file (corrupt, truncated, wrong format), or
-            its ``"forgegrad.structure"`` entry is malformed (tampered or damaged). Loading never
-            runs code from the file.
+        IsADirectoryError: the path is a directory.
+        ValueError: the path is not a regular file (a FIFO, a device...); the file is not a valid
+            safetensors file (corrupt, truncated, wrong format: checked on the header before any
+            tensor memory is allocated); or its ``"forgegrad.structure"`` entry is malformed
+            (tampered or damaged). Loading never runs code from the file.
     """
-    safetensors, stnp = _safetensors()
-    data = _read(path)
-    try:
-        loaded = stnp.load(data)
-        meta = _header_metadata(data)
-    except (safetensors.SafetensorError, ValueError, KeyError) as e:
-        raise _corrupt(path, e) from None
+    f, size = _open(path)
+    with f:
+        try:
+            meta, entries = _reader.read_header(f, size)
+            loaded = _reader.read_tensors(f, entries)
+        except _reader.CorruptFile as e:
+            raise _corrupt(path, e) from None
     if _structure.STRUCTURE_KEY in meta:
         try:
             return _structure.decode(meta[_structure.STRUCTURE_KEY], loaded)
@@ -200,19 +163,17 @@ def load(path: PathLike):
             raise ValueError(f"forgegrad.load: {os.fspath(path)!r} is not a valid forgegrad checkpoint: its "
                              f"{_structure.STRUCTURE_KEY!r} header entry is malformed (tampered or damaged "
                              f"file?): {e}") from None
-    # Hand back writable arrays (np.frombuffer over immutable bytes would be read-only).
-    return OrderedDict((k, v if v.flags.writeable else v.copy()) for k, v in sorted(loaded.items()))
+    return OrderedDict(sorted(loaded.items()))  # each array owns its (writable) memory
 
 
 def load_metadata(path: PathLike) -> Dict[str, str]:
     """The str -> str metadata given to ``save`` ({} when none); the reserved structure entry of
     nested checkpoints is left out."""
-    safetensors, _ = _safetensors()
-    _read(path)  # same missing-file errors as load
-    try:
-        with safetensors.safe_open(os.fspath(path), framework="np") as f:
-            meta = dict(f.metadata() or {})
-    except (safetensors.SafetensorError, ValueError) as e:
-        raise _corrupt(path, e) from None
+    f, size = _open(path)
+    with f:
+        try:
+            meta, _ = _reader.read_header(f, size)  # the header only; no tensor data is read
+        except _reader.CorruptFile as e:
+            raise _corrupt(path, e) from None
     meta.pop(_structure.STRUCTURE_KEY, None)
     return meta

@@ -144,11 +144,15 @@ inline void vstore_upto(float* p, vf v, int n) {
 }
 
 // exp(x), relative error about 2 ulp over the float range (Cephes polynomial on [-ln2/2, ln2/2]
-// after x = n*ln2 + r). Inputs are clamped to [-87.3, 88.7]: below that the result is ~0.
+// after x = n*ln2 + r). Inputs are clamped to [-87.3, 88.7]; below -87.3 the result is exactly 0.
 // The clamp takes x as the second operand of max/min, which x86 returns when either is NaN, so a
 // NaN input gives NaN (also through vsigmoid and vtanh) instead of a finite number.
 inline vf vexp(vf x) {
-  x = vmin(vset1(88.722839f), vmax(vset1(-87.336544f), x));
+  // Below ln(FLT_MIN) the result would be subnormal or 0: give exactly 0 there (so exp(-inf) is 0,
+  // not FLT_MIN, and a masked softmax entry is exactly 0), at most FLT_MIN = 1.2e-38 from exp(x).
+  const vf lo = vset1(-87.336544f);
+  const vf x_in = x;
+  x = vmin(vset1(88.722839f), vmax(lo, x));
   vf n = vround(vmul(x, vset1(1.44269504088896341f)));
   vf r = vfnmadd(n, vset1(0.693359375f), x);
   r = vfnmadd(n, vset1(-2.12194440e-4f), r);
@@ -160,7 +164,7 @@ inline vf vexp(vf x) {
   p = vfmadd(p, r, vset1(5.0000001201e-1f));
   vf r2 = vmul(r, r);
   p = vfmadd(p, r2, vadd(r, vset1(1.0f)));
-  return vscale2(p, n);
+  return vselect_gt(lo, x_in, vzero(), vscale2(p, n));
 }
 
 // 1 / (1 + exp(-x))

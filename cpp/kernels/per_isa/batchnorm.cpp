@@ -184,6 +184,7 @@ void batch_norm_forward(int64_t N, int64_t C, int64_t L, const float* x, const f
     });
     return;
   }
+  if (L == 0) return;  // an empty spatial axis: nothing to write (and 4096 / L would trap)
   parallel_for(N * C, L >= 4096 ? 1 : 4096 / L, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t c = r % C;
@@ -241,6 +242,7 @@ void batch_norm_backward(int64_t N, int64_t C, int64_t L, const float* x, const 
     });
     return;
   }
+  if (L == 0) return;  // an empty spatial axis: nothing to write (and 4096 / L would trap)
   parallel_for(N * C, L >= 4096 ? 1 : 4096 / L, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t c = r % C;

@@ -4,27 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 from .. import models
+from .._atomic_io import atomic_write
 from ._errors import CLIError, UsageError
 
 WEIGHTS, META = "model.safetensors", "model.json"
 FORMAT = "forgegrad-checkpoint/1"
-
-
-def _atomic_write(path: str, write) -> None:
-    """write(tmp_path) then rename over path, so an interrupted save never leaves a torn file."""
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_weights(model, path: str) -> None:
@@ -50,14 +36,9 @@ def save(model, meta: dict, out_dir: str) -> str:
     save_weights(model, os.path.join(out_dir, WEIGHTS))
     meta = dict(meta, format=FORMAT, weights=WEIGHTS, **models.config_of(model))
     path = os.path.join(out_dir, META)
-    _atomic_write(path, lambda tmp: _write_json(tmp, meta))
+    text = json.dumps(meta, indent=2) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")), who="forgegrad train")
     return path
-
-
-def _write_json(path, obj):
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
 
 
 def resolve(path: str) -> str:

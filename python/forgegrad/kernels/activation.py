@@ -2,14 +2,15 @@
 
 Each ``*_backward`` takes the incoming gradient and what the forward saved: the output ``y`` for
 relu, sigmoid and tanh, the input ``x`` for leaky_relu, gelu and silu. Inputs of any shape; non
-C-contiguous inputs are copied once. Results are bit-identical for any thread count.
+C-contiguous inputs are copied once. Results are bit-identical for any thread count. ``out=`` may be
+an input itself (in place, elementwise); an ``out`` that partially overlaps an input raises ValueError.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .. import _C
-from ._checks import as_f32, check_out
+from ._checks import as_f32, check_no_overlap, check_out
 
 __all__ = [
     "relu", "relu_backward", "leaky_relu", "leaky_relu_backward", "gelu", "gelu_backward",
@@ -30,12 +31,15 @@ def _contig(x, name):
 
 def _forward(op, x, out, alpha=0.0):
     # Hot path (autograd ops call this per layer): a contiguous float32 array and no out.
-    if out is None and type(x) is np.ndarray and x.dtype is _F32 and x.flags.c_contiguous:
+    if out is None and type(x) is np.ndarray and x.dtype is _F32 and x.flags.c_contiguous and x.flags.aligned:
         out = np.empty(x.shape, _F32)
         _act_forward(op, x, out, alpha)
         return out
     x = _contig(x, "x")
-    out = np.empty(x.shape, np.float32) if out is None else check_out(out, "out", x.shape)
+    if out is None:
+        out = np.empty(x.shape, np.float32)
+    else:  # elementwise: out may be x itself, but a partial overlap would read written values
+        check_no_overlap(check_out(out, "out", x.shape), "out", (x, "x"), in_place=("x",))
     if out.flags.c_contiguous:
         _A.act_forward(op, x, out, alpha)
     else:
@@ -46,7 +50,7 @@ def _forward(op, x, out, alpha=0.0):
 def _backward(op, grad, saved, saved_name, out, alpha=0.0):
     if (out is None and type(grad) is np.ndarray and type(saved) is np.ndarray and grad.dtype is _F32
             and saved.dtype is _F32 and grad.flags.c_contiguous and saved.flags.c_contiguous
-            and grad.shape == saved.shape):
+            and grad.shape == saved.shape and grad.flags.aligned and saved.flags.aligned):
         out = np.empty(grad.shape, _F32)
         _act_backward(op, grad, saved, out, alpha)
         return out
@@ -54,7 +58,11 @@ def _backward(op, grad, saved, saved_name, out, alpha=0.0):
     saved = _contig(saved, saved_name)
     if saved.shape != grad.shape:
         raise ValueError(f"{saved_name} must have the shape of grad {grad.shape}, got {saved.shape}")
-    out = np.empty(grad.shape, np.float32) if out is None else check_out(out, "out", grad.shape)
+    if out is None:
+        out = np.empty(grad.shape, np.float32)
+    else:  # elementwise: out may be grad or the saved array itself, never a partial overlap
+        check_no_overlap(check_out(out, "out", grad.shape), "out", (grad, "grad"), (saved, saved_name),
+                         in_place=("grad", saved_name))
     if out.flags.c_contiguous:
         _A.act_backward(op, grad, saved, out, alpha)
     else:
@@ -141,7 +149,10 @@ def column_sums(x, *, out=None) -> np.ndarray:
     x = _contig(x, "x")
     if x.ndim != 2:
         raise ValueError(f"x must be 2-D, got {x.ndim}-D with shape {x.shape}")
-    out = np.empty(x.shape[1], np.float32) if out is None else check_out(out, "out", (x.shape[1],))
+    if out is None:
+        out = np.empty(x.shape[1], np.float32)
+    else:
+        check_no_overlap(check_out(out, "out", (x.shape[1],)), "out", (x, "x"))
     if out.flags.c_contiguous:
         _A.column_sums(x, out)
     else:

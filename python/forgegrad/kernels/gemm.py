@@ -22,8 +22,8 @@ _ITEM = _F32.itemsize
 
 
 def _f32(x, name: str) -> np.ndarray:
-    # Fast path for the common case; as_f32 builds the error message otherwise.
-    if type(x) is np.ndarray and x.dtype is _F32:
+    # Fast path for the common case; as_f32 builds the error message (or an aligned copy) otherwise.
+    if type(x) is np.ndarray and x.dtype is _F32 and x.flags.aligned:
         return x
     return as_f32(x, name)
 

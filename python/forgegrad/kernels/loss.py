@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _C
-from ._checks import as_f32, check_ndim
+from .._validate import check_float, check_int
+from ._checks import as_f32, check_ndim, check_no_overlap, check_out
 
 __all__ = ["cross_entropy_forward", "cross_entropy_backward"]
 
@@ -21,7 +22,7 @@ def _target(target, n):
         raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
     if target.shape != (n,):
         raise ValueError(f"target must have shape ({n},), got {target.shape}")
-    return np.ascontiguousarray(target, dtype=np.int64)
+    return np.require(target, np.int64, "CA")  # C-contiguous and aligned, as the binding needs
 
 
 def _weight(weight, c):
@@ -34,10 +35,7 @@ def _weight(weight, c):
 
 
 def _smoothing(label_smoothing):
-    eps = float(label_smoothing)
-    if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-    return eps
+    return check_float(label_smoothing, "label_smoothing", low=0.0, high=1.0)
 
 
 def cross_entropy_forward(logits, target, weight=None, ignore_index: int = -100, label_smoothing: float = 0.0):
@@ -56,7 +54,8 @@ def cross_entropy_forward(logits, target, weight=None, ignore_index: int = -100,
     weight = _weight(weight, c)
     prob = np.empty((n, c), np.float32)
     loss = np.empty(n, np.float32)
-    loss_sum, weight_sum = _C.loss.cross_entropy_forward(logits, target, weight, int(ignore_index),
+    ignore_index = check_int(ignore_index, "ignore_index")
+    loss_sum, weight_sum = _C.loss.cross_entropy_forward(logits, target, weight, ignore_index,
                                                          _smoothing(label_smoothing), prob, loss)
     return loss, prob, loss_sum, weight_sum
 
@@ -76,8 +75,13 @@ def cross_entropy_backward(prob, target, weight=None, ignore_index: int = -100, 
         grad_loss = np.ascontiguousarray(as_f32(grad_loss, "grad_loss"))
         if grad_loss.shape != (n,):
             raise ValueError(f"grad_loss must have shape ({n},), got {grad_loss.shape}")
+    ignore_index = check_int(ignore_index, "ignore_index")
+    grad_scale = check_float(grad_scale, "grad_scale")
     if out is None:
         out = np.empty((n, c), np.float32)
-    _C.loss.cross_entropy_backward(prob, target, weight, int(ignore_index), _smoothing(label_smoothing),
-                                   grad_loss, float(grad_scale), out)
+    else:  # rows are read and written in one pass: out may be prob itself, nothing else it overlaps
+        check_no_overlap(check_out(out, "out", (n, c)), "out", (prob, "prob"), (target, "target"),
+                         (weight, "weight"), (grad_loss, "grad_loss"), in_place=("prob",))
+    _C.loss.cross_entropy_backward(prob, target, weight, ignore_index, _smoothing(label_smoothing),
+                                   grad_loss, grad_scale, out)
     return out

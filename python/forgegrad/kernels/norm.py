@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _C
+from .._validate import check_bool, check_float
 from ._checks import as_f32, check_ndim
 
 __all__ = ["batch_norm_forward", "batch_norm_backward", "layer_norm_forward", "layer_norm_backward",
@@ -27,6 +28,8 @@ _LN = _C.layernorm
 def _channel(v, name, c, writable=False):
     if v is None:
         return None
+    if writable and isinstance(v, np.ndarray) and not v.flags.aligned:  # as_f32 would update a copy
+        raise ValueError(f"{name} is updated in place: it must be aligned (numpy flags.aligned)")
     v = as_f32(v, name)
     if v.shape != (c,):
         raise ValueError(f"{name} must have shape ({c},), got {v.shape}")
@@ -52,6 +55,8 @@ def batch_norm_forward(x, weight=None, bias=None, running_mean=None, running_var
     Returns ``(y, save_mean, save_invstd)`` where ``save_invstd = 1 / sqrt(var + eps)`` (batch
     statistics when training, running ones otherwise).
     """
+    training = check_bool(training, "training")
+    momentum, eps = check_float(momentum, "momentum"), check_float(eps, "eps", low=0.0)
     x = _input(x)
     c = x.shape[1]
     weight = _channel(weight, "weight", c)
@@ -66,8 +71,8 @@ def batch_norm_forward(x, weight=None, bias=None, running_mean=None, running_var
     y = np.empty(x.shape, np.float32)
     save_mean = np.empty(c, np.float32)
     save_invstd = np.empty(c, np.float32)
-    _C.batchnorm.batch_norm_forward(x, weight, bias, running_mean, running_var, bool(training), float(momentum),
-                                    float(eps), y, save_mean, save_invstd)
+    _C.batchnorm.batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum,
+                                    eps, y, save_mean, save_invstd)
     return y, save_mean, save_invstd
 
 
@@ -77,6 +82,7 @@ def batch_norm_backward(grad_y, x, weight, save_mean, save_invstd, training=True
     weight None means a scale of 1 (affine=False). need = (input, weight, bias) flags; an entry
     not needed comes back as None.
     """
+    training = check_bool(training, "training")
     x = _input(x)
     c = x.shape[1]
     grad_y = as_f32(grad_y, "grad_output")
@@ -87,12 +93,12 @@ def batch_norm_backward(grad_y, x, weight, save_mean, save_invstd, training=True
     save_invstd = _channel(save_invstd, "save_invstd", c)
     if save_mean is None or save_invstd is None:
         raise ValueError("batch_norm_backward: save_mean and save_invstd are required")
-    need_x, need_w, need_b = (bool(v) for v in need)
+    need_x, need_w, need_b = (check_bool(v, f"need[{i}]") for i, v in enumerate(need))
     gx = np.empty(x.shape, np.float32) if need_x else None
     gw = np.empty(c, np.float32) if need_w else None
     gb = np.empty(c, np.float32) if need_b else None
     _C.batchnorm.batch_norm_backward(x, np.ascontiguousarray(grad_y), weight, save_mean, save_invstd,
-                                     bool(training), gx, gw, gb)
+                                     training, gx, gw, gb)
     return gx, gw, gb
 
 

@@ -17,6 +17,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from .. import _C
+from .._validate import check_bool, check_float
 
 __all__ = ["adam_step", "sgd_step", "vector_norms"]
 
@@ -43,10 +44,15 @@ def _as_list(xs, name: str) -> list:
 
 # The binding checks every item (float32, C-contiguous, shapes, writeable, no overlap) and names it
 # in its errors; here only layouts the kernel cannot take directly are adapted.
+def _direct(a) -> bool:
+    """The kernel reads/writes it as is: C-contiguous and aligned (numpy allows unaligned buffers)."""
+    return a.flags.c_contiguous and a.flags.aligned
+
+
 def _contiguous_grads(grads: list) -> list:
     for g in grads:
-        if isinstance(g, np.ndarray) and not g.flags.c_contiguous:
-            return [np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x for x in grads]
+        if isinstance(g, np.ndarray) and not _direct(g):
+            return [np.require(x, requirements="CA") if isinstance(x, np.ndarray) else x for x in grads]
     return grads
 
 
@@ -54,14 +60,14 @@ def _contiguous_params(params: list):
     """Params the kernel can write: (list to pass, [(original, copy)] to write back afterwards)."""
     write_back = []
     for p in params:
-        if isinstance(p, np.ndarray) and not p.flags.c_contiguous and p.flags.writeable:
+        if isinstance(p, np.ndarray) and not _direct(p) and p.flags.writeable:
             break
     else:
         return params, write_back
     passed = []
     for p in params:
-        if isinstance(p, np.ndarray) and not p.flags.c_contiguous and p.flags.writeable:
-            c = np.ascontiguousarray(p)
+        if isinstance(p, np.ndarray) and not _direct(p) and p.flags.writeable:
+            c = np.require(p, requirements="CA")
             write_back.append((p, c))
             p = c
         passed.append(p)
@@ -81,20 +87,27 @@ def adam_step(params: Sequence[np.ndarray], grads: Sequence[np.ndarray], exp_avg
     grads = _contiguous_grads(_as_list(grads, "grads"))
     if len(steps) != len(params):
         raise ValueError(f"steps must have {len(params)} entries (one per param), got {len(steps)}")
-    lr, beta1, beta2 = float(lr), float(beta1), float(beta2)
+    # torch.optim.Adam's ranges (beta1 = 1 would divide by 1 - beta1 ** step = 0)
+    lr = check_float(lr, "lr", low=0.0)
+    beta1 = check_float(beta1, "beta1", low=0.0, high=1.0, high_open=True)
+    beta2 = check_float(beta2, "beta2", low=0.0, high=1.0, high_open=True)
+    eps = check_float(eps, "eps", low=0.0)
+    weight_decay = check_float(weight_decay, "weight_decay", low=0.0)
+    decoupled_weight_decay = check_bool(decoupled_weight_decay, "decoupled_weight_decay")
+    maximize = check_bool(maximize, "maximize")
     # torch: bias_correction1 = 1 - beta1 ** step; step_size = lr / bias_correction1;
     #        bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5   (Python floats, i.e. double)
     step_sizes, bc2_sqrts = [], []
     for i, s in enumerate(steps):
-        s = float(s)
+        s = check_float(s, f"steps[{i}]")
         if not s >= 1.0:
             raise ValueError(f"steps[{i}] must be >= 1 (the step count including this step), got {s}")
         step_sizes.append(lr / (1 - beta1 ** s))
         bc2_sqrts.append((1 - beta2 ** s) ** 0.5)
     passed, write_back = _contiguous_params(params)
     _C.optim.adam_step(passed, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step_sizes, bc2_sqrts,
-                       beta1=beta1, beta2=beta2, eps=float(eps), lr=lr, weight_decay=float(weight_decay),
-                       decoupled=bool(decoupled_weight_decay), maximize=bool(maximize))
+                       beta1=beta1, beta2=beta2, eps=eps, lr=lr, weight_decay=weight_decay,
+                       decoupled=decoupled_weight_decay, maximize=maximize)
     for orig, copy in write_back:
         orig[...] = copy
 
@@ -110,16 +123,23 @@ def sgd_step(params: Sequence[np.ndarray], grads: Sequence[np.ndarray],
     """
     params = _as_list(params, "params")
     grads = _contiguous_grads(_as_list(grads, "grads"))
+    # torch.optim.SGD's ranges
+    lr = check_float(lr, "lr", low=0.0)
+    momentum = check_float(momentum, "momentum", low=0.0)
+    dampening = check_float(dampening, "dampening")
+    weight_decay = check_float(weight_decay, "weight_decay", low=0.0)
+    nesterov, maximize = check_bool(nesterov, "nesterov"), check_bool(maximize, "maximize")
+    if nesterov and (momentum <= 0 or dampening != 0):
+        raise ValueError("sgd_step: nesterov=True requires momentum > 0 and dampening = 0")
     if momentum != 0:
         if momentum_buffers is None:
             raise ValueError("sgd_step: momentum_buffers are required when momentum != 0")
-        init_buffers = [bool(b) for b in init_buffers]
+        init_buffers = [check_bool(b, f"init_buffers[{i}]") for i, b in enumerate(init_buffers)]
     else:
         momentum_buffers, init_buffers = None, []
     passed, write_back = _contiguous_params(params)
-    _C.optim.sgd_step(passed, grads, momentum_buffers, init_buffers, lr=float(lr), momentum=float(momentum),
-                      dampening=float(dampening), weight_decay=float(weight_decay), nesterov=bool(nesterov),
-                      maximize=bool(maximize))
+    _C.optim.sgd_step(passed, grads, momentum_buffers, init_buffers, lr=lr, momentum=momentum,
+                      dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
     for orig, copy in write_back:
         orig[...] = copy
 
@@ -130,7 +150,7 @@ def vector_norms(arrays: Sequence[np.ndarray], norm_type: float = 2.0) -> List[f
     1, 2 and inf run in C++ (multithreaded, fixed-chunk reductions: bit-identical for any thread
     count); other orders (0, -inf, 3, ...) use numpy in double. NaN in an array gives NaN.
     """
-    arrays = [np.ascontiguousarray(a) for a in _check_list(arrays, "arrays")]
+    arrays = [np.require(a, requirements="CA") for a in _check_list(arrays, "arrays")]
     p = float(norm_type)
     if p == 2.0:
         return [math.sqrt(s) for s in _C.optim.norms(arrays, "l2sq")]

@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import _C
 from .._args import is_int
+from .._validate import check_bool
 from ._checks import as_f32, check_ndim
 from .geometry import adaptive_output_size, pool2d_geometry, pool2d_output_shape
 
@@ -32,11 +33,11 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_
 
     stride defaults to kernel_size. x is (N, C, H, W) -> y, indices (N, C, OH, OW).
     """
-    x = _input(x)
+    x, ceil_mode = _input(x), check_bool(ceil_mode, "ceil_mode")
     k, s, p, d, shape = pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d")
     y = np.empty(shape, np.float32)
     idx = np.empty(shape, np.int64)
-    _C.pool.max_pool2d_forward(x, y, idx, k, s, p, d, bool(ceil_mode))
+    _C.pool.max_pool2d_forward(x, y, idx, k, s, p, d, ceil_mode)
     return y, idx
 
 
@@ -52,7 +53,7 @@ def max_pool2d_backward(grad_y, indices, input_shape):
     if len(input_shape) != 4 or input_shape[:2] != grad_y.shape[:2] or min(input_shape[1:]) < 1:
         raise ValueError(f"input_shape {input_shape} does not match grad_output of shape {grad_y.shape}")
     gx = np.empty(input_shape, np.float32)
-    _C.pool.max_pool2d_backward(np.ascontiguousarray(grad_y), np.ascontiguousarray(indices), gx)
+    _C.pool.max_pool2d_backward(np.ascontiguousarray(grad_y), np.require(indices, requirements="CA"), gx)
     return gx
 
 
@@ -67,10 +68,11 @@ def _divisor(divisor_override):
 def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                        divisor_override=None):
     """``torch.nn.functional.avg_pool2d`` (count_include_pad=True by default, as torch)."""
-    x = _input(x)
+    x, ceil_mode = _input(x), check_bool(ceil_mode, "ceil_mode")
+    count_include_pad = check_bool(count_include_pad, "count_include_pad")
     k, s, p, _, shape = pool2d_geometry(x.shape, kernel_size, stride, padding, 1, ceil_mode, "avg_pool2d")
     y = np.empty(shape, np.float32)
-    _C.pool.avg_pool2d_forward(x, y, k, s, p, bool(ceil_mode), bool(count_include_pad), _divisor(divisor_override))
+    _C.pool.avg_pool2d_forward(x, y, k, s, p, ceil_mode, count_include_pad, _divisor(divisor_override))
     return y
 
 
@@ -82,12 +84,14 @@ def avg_pool2d_backward(grad_y, input_shape, kernel_size, stride=None, padding=0
     input_shape = tuple(int(v) for v in input_shape)
     if len(input_shape) != 4 or min(input_shape[1:]) < 1:
         raise ValueError(f"input_shape must be (N, C, H, W) with nonzero C, H, W, got {input_shape}")
+    ceil_mode = check_bool(ceil_mode, "ceil_mode")
+    count_include_pad = check_bool(count_include_pad, "count_include_pad")
     k, s, p, _, shape = pool2d_geometry(input_shape, kernel_size, stride, padding, 1, ceil_mode, "avg_pool2d")
     if grad_y.shape != shape:
         raise ValueError(f"grad_output must have shape {shape}, got {grad_y.shape}")
     gx = np.empty(input_shape, np.float32)
-    _C.pool.avg_pool2d_backward(np.ascontiguousarray(grad_y), gx, k, s, p, bool(ceil_mode),
-                                bool(count_include_pad), _divisor(divisor_override))
+    _C.pool.avg_pool2d_backward(np.ascontiguousarray(grad_y), gx, k, s, p, ceil_mode,
+                                count_include_pad, _divisor(divisor_override))
     return gx
 
 

@@ -26,6 +26,7 @@ from typing import Optional
 import numpy as np
 
 from .. import _C
+from .._validate import check_bool
 from ._checks import as_f32
 
 __all__ = [
@@ -111,6 +112,7 @@ def _check_layer(mode: str, fn: str, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
 
 
 def _forward(mode, fn, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, training):
+    reverse, training = check_bool(reverse, "reverse"), check_bool(training, "training")
     x, h0, c0, w_ih, w_hh, b_ih, b_hh, (T, B, I, H, G) = _check_layer(mode, fn, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     y = np.empty((T, B, H), np.float32)
     h_n = np.empty((B, H), np.float32)
@@ -123,10 +125,10 @@ def _forward(mode, fn, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, training):
         else:
             hn_lin = np.empty((T, B, H), np.float32)
     _C.rnn.forward(_MODES[mode], x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, h_n, c_n, gates, cells, hn_lin,
-                   bool(reverse))
+                   reverse)
     saved = None
     if training:
-        saved = RnnSaved(mode, bool(reverse), x, h0, c0, w_ih, w_hh, b_ih is not None or b_hh is not None,
+        saved = RnnSaved(mode, reverse, x, h0, c0, w_ih, w_hh, b_ih is not None or b_hh is not None,
                          y, gates, cells, hn_lin)
     return y, h_n, c_n, saved
 

@@ -1,14 +1,15 @@
 """Softmax and log-softmax over the last axis of numpy float32 arrays (C++ kernels).
 
 Rows are independent; each is computed with the row maximum subtracted (no overflow). Backward
-functions take the saved forward output ``y``. Non C-contiguous inputs are copied once.
+functions take the saved forward output ``y``. Non C-contiguous inputs are copied once. ``out=`` may be
+``x`` (forward) or ``grad`` / ``y`` (backward) itself, in place; a partial overlap raises ValueError.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .. import _C
-from ._checks import as_f32, check_out
+from ._checks import as_f32, check_no_overlap, check_out
 
 __all__ = ["softmax", "log_softmax", "softmax_backward", "log_softmax_backward"]
 
@@ -20,7 +21,10 @@ def _contig(x, name):
 
 def _forward(x, out, log):
     x = _contig(x, "x")
-    out = np.empty(x.shape, np.float32) if out is None else check_out(out, "out", x.shape)
+    if out is None:
+        out = np.empty(x.shape, np.float32)
+    else:  # each row is read whole before it is written: out may be x itself, not overlap it partly
+        check_no_overlap(check_out(out, "out", x.shape), "out", (x, "x"), in_place=("x",))
     if out.flags.c_contiguous:
         _C.softmax.softmax_forward(x, out, log)
     else:
@@ -33,7 +37,11 @@ def _backward(grad, y, out, log):
     y = _contig(y, "y")
     if y.shape != grad.shape:
         raise ValueError(f"y must have the shape of grad {grad.shape}, got {y.shape}")
-    out = np.empty(grad.shape, np.float32) if out is None else check_out(out, "out", grad.shape)
+    if out is None:
+        out = np.empty(grad.shape, np.float32)
+    else:  # rows read whole (the dot product) before written: out may be grad or y, no partial overlap
+        check_no_overlap(check_out(out, "out", grad.shape), "out", (grad, "grad"), (y, "y"),
+                         in_place=("grad", "y"))
     if out.flags.c_contiguous:
         _C.softmax.softmax_backward(grad, y, out, log)
     else:

@@ -108,4 +108,8 @@ def from_config(config: Dict[str, Any]):
     """Rebuild a model from ``config_of``'s dict (weights are not part of it)."""
     if not isinstance(config, dict) or "name" not in config:
         raise ValueError("model config must be a dict with a 'name' and optional 'kwargs'")
-    return create(config["name"], **dict(config.get("kwargs") or {}))
+    name, kwargs = config["name"], config.get("kwargs") or {}
+    # a config comes from a file (model.json): only zoo names, by plain lookup; nothing is imported
+    if not isinstance(name, str) or not isinstance(kwargs, dict):
+        raise ValueError(f"model config must have a str 'name' and a dict 'kwargs', got {name!r} and {kwargs!r}")
+    return create(name, **kwargs)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .. import _C
+from .._validate import check_float
 from . import functional as F
 from .module import Module
 
@@ -26,7 +27,7 @@ class ReLU(Module):
 class LeakyReLU(Module):
     def __init__(self, negative_slope: float = 0.01):
         super().__init__()
-        self.negative_slope = negative_slope
+        self.negative_slope = check_float(negative_slope, "negative_slope")
 
     def epilogue(self):
         return _ACT.LEAKY_RELU, float(self.negative_slope)

@@ -13,6 +13,7 @@ from . import init
 from .linear import _ACTIVATIONS
 from .module import Module
 from .parameter import Parameter
+from .._validate import check_bool, check_float
 from ..tensor import Tensor
 
 __all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d",
@@ -151,10 +152,10 @@ class _BatchNorm(Module):
         super().__init__()
         cls = type(self).__name__
         self.num_features = positive_int(num_features, "num_features", cls)
-        self.eps = float(eps)
+        self.eps = check_float(eps, "eps", low=0.0)
         self.momentum = momentum
-        self.affine = affine
-        self.track_running_stats = track_running_stats
+        self.affine = check_bool(affine, "affine")
+        self.track_running_stats = check_bool(track_running_stats, "track_running_stats")
         if affine:
             self.weight = Parameter(np.ones(self.num_features, np.float32))
             self.bias = Parameter(np.zeros(self.num_features, np.float32))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validate import check_bool, check_float, check_int
 from ..ops.registry import _OPS
 from ..tensor import Tensor
 from .functional_conv import adaptive_avg_pool2d, avg_pool2d, batch_norm, conv2d, max_pool2d
@@ -35,7 +36,7 @@ def relu(input):
 
 
 def leaky_relu(input, negative_slope: float = 0.01):
-    return _OPS["leaky_relu"](_t(input, "input"), negative_slope=float(negative_slope))
+    return _OPS["leaky_relu"](_t(input, "input"), negative_slope=check_float(negative_slope, "negative_slope"))
 
 
 def gelu(input, approximate: str = "none"):
@@ -59,7 +60,7 @@ def log_softmax(input, dim: int = -1):
 
 
 def dropout(input, p: float = 0.5, training: bool = True):
-    return _OPS["dropout"](_t(input, "input"), p=float(p), training=bool(training))
+    return _OPS["dropout"](_t(input, "input"), p=check_float(p, "p"), training=check_bool(training, "training"))
 
 
 def mse_loss(input, target, reduction: str = "mean"):
@@ -86,17 +87,18 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     target: class indices (int64, shape (N,) or (N, d1, ...)) or class probabilities (input's shape).
     """
     return _OPS["cross_entropy"](_t(input, "input"), _t(target, "target"), _opt(weight),
-                                ignore_index=int(ignore_index), reduction=reduction,
-                                label_smoothing=float(label_smoothing))
+                                 ignore_index=check_int(ignore_index, "ignore_index"), reduction=reduction,
+                                 label_smoothing=check_float(label_smoothing, "label_smoothing", low=0.0, high=1.0))
 
 
 def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean"):
     return _OPS["nll_loss"](_t(input, "input"), _t(target, "target"), _opt(weight),
-                           ignore_index=int(ignore_index), reduction=reduction)
+                            ignore_index=check_int(ignore_index, "ignore_index"), reduction=reduction)
 
 
 def kl_div(input, target, reduction: str = "mean", log_target: bool = False):
-    return _OPS["kl_div"](_t(input, "input"), _t(target, "target"), reduction=reduction, log_target=bool(log_target))
+    return _OPS["kl_div"](_t(input, "input"), _t(target, "target"), reduction=reduction,
+                          log_target=check_bool(log_target, "log_target"))
 
 
 def one_hot(tensor, num_classes: int = -1) -> Tensor:

@@ -2,6 +2,7 @@
 arguments (forgegrad.nn.functional exports them)."""
 from __future__ import annotations
 
+from .._validate import check_bool, check_float
 from ..ops.registry import _OPS
 from ..tensor import Tensor
 
@@ -30,14 +31,15 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """Max pooling; with return_indices=True also the int64 flat indices (h * W + w per plane)."""
     y, idx = _OPS["max_pool2d"](_t(input, "input"), kernel_size=kernel_size, stride=stride, padding=padding,
-                               dilation=dilation, ceil_mode=bool(ceil_mode))
+                                dilation=dilation, ceil_mode=check_bool(ceil_mode, "ceil_mode"))
     return (y, idx) if return_indices else y
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
     return _OPS["avg_pool2d"](_t(input, "input"), kernel_size=kernel_size, stride=stride, padding=padding,
-                             ceil_mode=bool(ceil_mode), count_include_pad=bool(count_include_pad),
+                              ceil_mode=check_bool(ceil_mode, "ceil_mode"),
+                              count_include_pad=check_bool(count_include_pad, "count_include_pad"),
                              divisor_override=divisor_override)
 
 
@@ -52,4 +54,5 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     updated in place: running = (1 - momentum) * running + momentum * batch (unbiased variance).
     """
     return _OPS["batch_norm"](_t(input, "input"), _opt(running_mean), _opt(running_var), _opt(weight), _opt(bias),
-                             training=bool(training), momentum=float(momentum), eps=float(eps))
+                              training=check_bool(training, "training"), momentum=check_float(momentum, "momentum"),
+                              eps=check_float(eps, "eps", low=0.0))

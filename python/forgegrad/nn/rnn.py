@@ -17,6 +17,7 @@ from typing import List
 import numpy as np
 
 from .._args import positive_int
+from .._validate import check_bool
 from ..ops.rnn import RecurrentLayerFunction
 from ..tensor import Tensor, cat, stack, zeros
 from . import functional as F
@@ -138,13 +139,13 @@ class RNNBase(Module):
         self.input_size = positive_int(input_size, "input_size", cls)
         self.hidden_size = positive_int(hidden_size, "hidden_size", cls)
         self.num_layers = positive_int(num_layers, "num_layers", cls)
-        self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
+        self.bias = check_bool(bias, "bias")
+        self.batch_first = check_bool(batch_first, "batch_first")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout <= 1.0:
             raise ValueError(f"{cls}: dropout should be a number in range [0, 1] representing the probability of "
                              f"an element being zeroed, got {dropout!r}")
         self.dropout = float(dropout)
-        self.bidirectional = bool(bidirectional)
+        self.bidirectional = check_bool(bidirectional, "bidirectional")
         G, H = _GATES[mode], self.hidden_size
         D = 2 if self.bidirectional else 1
         for layer in range(self.num_layers):
@@ -301,7 +302,7 @@ class RNNCellBase(Module):
         self.mode = mode
         self.input_size = positive_int(input_size, "input_size", cls)
         self.hidden_size = positive_int(hidden_size, "hidden_size", cls)
-        self.bias = bool(bias)
+        self.bias = check_bool(bias, "bias")
         G, H = _GATES[mode], self.hidden_size
         self.weight_ih = Parameter(np.empty((G * H, self.input_size), np.float32))
         self.weight_hh = Parameter(np.empty((G * H, H), np.float32))

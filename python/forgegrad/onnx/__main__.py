@@ -3,8 +3,10 @@
 Checkpoints hold weights only, so the model is rebuilt first, from
 
 - ``--model NAME`` with ``--kwarg key=value`` (or ``--kwargs JSON``): a ``forgegrad.models`` zoo model;
-- ``--model package.module:factory``: any Python callable returning a Module (same kwargs);
-- neither: the ``model.json`` written next to the weights by ``forgegrad train`` (name + kwargs).
+- ``--model package.module:factory``: any Python callable returning a Module (same kwargs); only ever
+  taken from the command line, which the user typed;
+- neither: the ``model.json`` written next to the weights by ``forgegrad train`` (name + kwargs). Its
+  ``name`` must be a zoo model: a checkpoint folder is data, so nothing named in it is imported or run.
 
     python -m forgegrad.onnx --model mlp --kwarg in_features=64 --kwarg out_features=10 \\
         --checkpoint run/model.safetensors --input-shape 1,64 --out mlp.onnx --opset 17
@@ -76,12 +78,38 @@ def _sidecar_meta(checkpoint: Optional[str]) -> Optional[dict]:
     return None
 
 
+def _zoo(spec: str):
+    try:
+        return importlib.import_module("forgegrad.models")
+    except ImportError:
+        raise UsageError(f"--model {spec!r}: forgegrad.models (the model zoo) is not available in this build; "
+                         "give a module:factory spec instead") from None
+
+
+def _meta_model(meta: dict) -> Tuple[str, Dict[str, Any]]:
+    """(zoo name, kwargs) from a model.json. A checkpoint folder may come from anyone, so its name must
+    be a zoo entry: a ``module:attr`` name there would import and call arbitrary code."""
+    name, kwargs = meta.get("name"), meta.get("kwargs", {})
+    if not isinstance(name, str) or ":" in name or name not in _zoo(str(name)).available():
+        raise UsageError(f"model.json names model {name!r}, which is not a forgegrad.models zoo model; "
+                         "a checkpoint's model.json may only name zoo models (nothing in a checkpoint folder "
+                         "is imported or run); give --model explicitly to build another model")
+    if not isinstance(kwargs, dict):
+        raise UsageError(f"model.json: 'kwargs' must be a JSON object, got {type(kwargs).__name__}")
+    return name, kwargs
+
+
 def build_model(spec: Optional[str], kwargs: Dict[str, Any], meta: Optional[dict]):
+    """The model named by ``spec`` (the --model argument), else by the checkpoint's model.json.
+
+    ``module:factory`` specs are honoured from the command line only (the user typed them, with the
+    same trust as running Python); a model.json may name zoo models only."""
     if spec is None:
         if meta is None:
             raise UsageError("--model is required (a forgegrad.models name or module:factory) when the "
                              "checkpoint has no model.json beside it")
-        spec, kwargs = meta["name"], {**meta.get("kwargs", {}), **kwargs}
+        name, meta_kwargs = _meta_model(meta)
+        return _create(name, {**meta_kwargs, **kwargs}, f"model.json model {name!r}")
     if ":" in spec:
         mod_name, _, attr = spec.partition(":")
         try:
@@ -89,15 +117,14 @@ def build_model(spec: Optional[str], kwargs: Dict[str, Any], meta: Optional[dict
         except (ImportError, AttributeError) as e:
             raise UsageError(f"--model {spec!r}: cannot import {attr!r} from {mod_name!r}: {e}") from None
         return factory(**kwargs)
+    return _create(spec, kwargs, f"--model {spec!r}")
+
+
+def _create(spec: str, kwargs: Dict[str, Any], where: str):
     try:
-        zoo = importlib.import_module("forgegrad.models")
-    except ImportError:
-        raise UsageError(f"--model {spec!r}: forgegrad.models (the model zoo) is not available in this build; "
-                         "give a module:factory spec instead") from None
-    try:
-        return zoo.create(spec, **kwargs)
+        return _zoo(spec).create(spec, **kwargs)
     except ValueError as e:
-        raise UsageError(f"--model {spec!r}: {e}") from None
+        raise UsageError(f"{where}: {e}") from None
 
 
 def load_weights(model, path: str) -> None:

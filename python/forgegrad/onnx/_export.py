@@ -4,13 +4,13 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
-import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
 from onnx import helper
 
+from .._atomic_io import atomic_write
 from .._version import __version__
 from ..tensor import Tensor
 from ._capture import Capture, run_traced
@@ -319,27 +319,12 @@ def _rename(nodes, old: str, new: str) -> None:
 
 
 def atomic_save(model_proto, path: str) -> None:
-    """Write to a temporary file in the target folder, fsync, then rename over path."""
+    """Write atomically (temp file in the target folder, fsync, rename), keeping the target's
+    permissions (the umask default for a new file) and writing through a symlink."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".onnx", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model_proto.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    data = model_proto.SerializeToString()
+    atomic_write(path, lambda f: f.write(data), who="onnx export")
 
 
 def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, input_names=None,

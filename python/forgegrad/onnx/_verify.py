@@ -18,6 +18,8 @@ class OutputError:
     max_abs: float
     max_rel: float
     ok: bool
+    note: str = ""  # why an output failed beyond the tolerance, or NaNs both sides agree on
+    n_finite: int = -1  # finite reference values compared (-1: not a float output)
 
 
 @dataclass
@@ -82,24 +84,60 @@ class ExportReport:
             sizes = ", ".join(f"{k}={v}" for k, v in r.sizes.items()) or "static"
             for o in r.outputs:
                 lines.append(f"  {r.label + ' ' + sizes:<24} {o.name:<16} {str(o.shape):<18} {o.max_abs:>12.3g} "
-                             f"{o.max_rel:>12.3g}{'' if o.ok else '  <-- over tolerance'}")
+                             f"{o.max_rel:>12.3g}{_flag(o)}")
         return "\n".join(lines)
 
 
+def _flag(o: OutputError) -> str:
+    if o.ok:
+        return f"  ({o.note})" if o.note else ""
+    return f"  <-- {o.note or 'over tolerance'}"
+
+
 def _compare(name, got: np.ndarray, want: np.ndarray, rtol: float, atol: float) -> OutputError:
+    """Elementwise check of onnxruntime's output against forgegrad's.
+
+    A NaN (or an infinity) counts as agreement only where the reference has the same value at the
+    same place (an unbiased variance over a batch of 1 is NaN in both, rightly); NaN against a
+    number fails. Whether an output was verified at all is decided over all runs (see
+    ``_require_finite``)."""
     if got.shape != want.shape:
-        return OutputError(name, tuple(want.shape), float("inf"), float("inf"), False)
+        return OutputError(name, tuple(want.shape), float("inf"), float("inf"), False, "shape differs")
     if want.dtype.kind != "f":
         bad = got != want
         return OutputError(name, tuple(want.shape), float(bad.any()), float(bad.any()), not bad.any())
     g, w = got.astype(np.float64), want.astype(np.float64)
     both_nan = np.isnan(g) & np.isnan(w)
-    diff = np.where(both_nan, 0.0, np.abs(g - w))
+    same = both_nan | (g == w)  # also equal infinities, whose difference would be NaN
+    with np.errstate(invalid="ignore"):
+        diff = np.where(same, 0.0, np.abs(g - w))
     diff = np.where(np.isnan(diff), np.inf, diff)
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(diff == 0, 0.0, diff / np.abs(w))
-    ok = bool(np.all(diff <= atol + rtol * np.abs(np.where(both_nan, 0.0, w))))
-    return OutputError(name, tuple(want.shape), float(diff.max(initial=0.0)), float(rel.max(initial=0.0)), ok)
+    # the tolerance scales with finite reference values only (an infinite one would admit anything)
+    ok = bool(np.all(diff <= atol + rtol * np.abs(np.where(same | ~np.isfinite(w), 0.0, w))))
+    n_nan = int(both_nan.sum())
+    note = ""
+    if not ok and (np.isnan(g) != np.isnan(w)).any():
+        note = "NaN on one side only"
+    elif n_nan:
+        note = f"{n_nan} NaN in both at the same places"
+    return OutputError(name, tuple(want.shape), float(diff.max(initial=0.0)), float(rel.max(initial=0.0)), ok,
+                       note, int(np.isfinite(w).sum()))
+
+
+def _require_finite(runs: List[VerificationRun]) -> None:
+    """Fail every float output that never had a finite reference value in any run (e.g. NaN
+    everywhere, as from NaN weights or an overflow): both sides agreeing on NaN says nothing about
+    whether the exported graph computes the model, so such an output was not verified."""
+    outs = [o for r in runs for o in r.outputs if o.n_finite >= 0]
+    for name in dict.fromkeys(o.name for o in outs):
+        mine = [o for o in outs if o.name == name]
+        if sum(o.n_finite for o in mine) == 0 and any(np.prod(o.shape, dtype=np.int64) > 0 for o in mine):
+            for o in mine:
+                o.ok = False
+                o.note = ("not verified: forgegrad's output is NaN/inf everywhere in every run (NaN weights "
+                          "or inputs?); NaN agreeing with NaN proves nothing")
 
 
 def _random_like(x: Tensor, shape, rng) -> np.ndarray:
@@ -151,6 +189,7 @@ def verify_model(model, report: ExportReport, inputs: List[Tensor], input_axes, 
         errs = [_compare(n, np.asarray(g), w, report.rtol, report.atol)
                 for n, g, w in zip(report.output_names, got, want)]
         report.runs.append(VerificationRun(label, sizes if symbols.names else {}, errs))
+    _require_finite(report.runs)
     if not report.ok:
         raise OnnxVerificationError(
             "onnxruntime's outputs differ from forgegrad's past the tolerance:\n" + str(report), report)

@@ -1,0 +1,140 @@
+"""A bounded safetensors reader for ``forgegrad.load`` / ``load_metadata``.
+
+The file is opened without blocking and refused unless it is a regular file (a FIFO would block
+forever, ``/dev/zero`` never ends). Then only the 8-byte header length and the header are read and
+the header is validated completely (dtypes, shapes, offsets that tile the data section exactly and
+match the file size) before any tensor memory is allocated; the tensors are then read straight into
+preallocated numpy arrays, so the peak is the file's size plus the header, the returned arrays are
+writable and own their memory, and no file stays open.
+"""
+from __future__ import annotations
+
+import json
+import os
+import stat
+from math import prod
+from typing import BinaryIO, Dict, List, Tuple
+
+import numpy as np
+
+__all__ = ["CorruptFile", "open_regular", "read_header", "read_tensors"]
+
+# safetensors' own limit on the JSON header (safetensors/src/tensor.rs, MAX_HEADER_SIZE)
+MAX_HEADER_SIZE = 100_000_000
+
+# the safetensors dtypes numpy can hold (BF16 and the F8 types have no numpy dtype)
+DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+          "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
+
+
+class CorruptFile(ValueError):
+    """The bytes are not a valid safetensors file; the message says what is wrong."""
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def open_regular(path: str, who: str) -> Tuple[BinaryIO, int]:
+    """(unbuffered binary file, size) for a regular file; clear errors for anything else."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{who}: {path!r} is a directory, not a checkpoint file")
+    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, forever.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{who}: no such file: {path!r}") from None
+    try:
+        st = os.fstat(fd)  # of what was opened, not of what the path names now
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(f"{who}: {path!r} is a directory, not a checkpoint file")
+        if not stat.S_ISREG(st.st_mode):
+            kind = next((k for test, k in _KINDS if test(st.st_mode)), "not a regular file")
+            raise ValueError(f"{who}: {path!r} is {kind}, not a regular file; checkpoints are read from "
+                             "regular files only")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=0), st.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_exact(f: BinaryIO, n: int) -> bytes:
+    data = f.read(n)
+    if data is None or len(data) != n:
+        raise CorruptFile(f"file ended early (wanted {n} bytes, got {len(data or b'')})")
+    return data
+
+
+def _nonneg_ints(value, what: str, length=None) -> List[int]:
+    if (not isinstance(value, list) or (length is not None and len(value) != length)
+            or not all(type(v) is int and v >= 0 for v in value)):
+        raise CorruptFile(f"{what} must be a list of {length or 'any number of'} non-negative integers, got {value!r}")
+    return value
+
+
+def read_header(f: BinaryIO, size: int):
+    """(metadata dict, [(name, numpy dtype, shape, begin, end)] in file order), leaving ``f`` at the
+    start of the data, after checking that every tensor is well formed and that together they tile
+    the data section exactly (so no allocation below can exceed the file's size)."""
+    if size < 8:
+        raise CorruptFile(f"the file is {size} bytes, too short for the 8-byte header length")
+    n = int.from_bytes(_read_exact(f, 8), "little")
+    if n > size - 8 or n > MAX_HEADER_SIZE:
+        raise CorruptFile(f"header length {n} exceeds the file ({size} bytes) or the {MAX_HEADER_SIZE}-byte limit")
+    try:
+        header = json.loads(_read_exact(f, n).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise CorruptFile(f"the header is not valid JSON: {e}") from None
+    if not isinstance(header, dict):
+        raise CorruptFile(f"the header must be a JSON object, got {type(header).__name__}")
+    meta = header.pop("__metadata__", None)
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise CorruptFile("__metadata__ must be an object of str -> str")
+    entries = []
+    for name, info in header.items():
+        if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
+            raise CorruptFile(f"tensor {name!r}: expected an object with dtype, shape and data_offsets")
+        if info["dtype"] not in DTYPES:
+            raise CorruptFile(f"tensor {name!r}: dtype {info['dtype']!r} is not supported (numpy has "
+                              f"{', '.join(DTYPES)})")
+        dtype = np.dtype(DTYPES[info["dtype"]])
+        shape = _nonneg_ints(info["shape"], f"tensor {name!r}: shape")
+        begin, end = _nonneg_ints(info["data_offsets"], f"tensor {name!r}: data_offsets", 2)
+        if end - begin != prod(shape) * dtype.itemsize:
+            raise CorruptFile(f"tensor {name!r}: data_offsets [{begin}, {end}] do not hold shape {shape} of "
+                              f"{info['dtype']}")
+        entries.append((name, dtype, tuple(shape), begin, end))
+    entries.sort(key=lambda e: (e[3], e[4]))
+    pos = 0
+    for name, _, _, begin, end in entries:
+        if begin != pos:
+            raise CorruptFile(f"tensor {name!r} starts at byte {begin} of the data, expected {pos} "
+                              "(tensors must be contiguous and must not overlap)")
+        pos = end
+    if pos != size - 8 - n:
+        raise CorruptFile(f"the tensors cover {pos} bytes but the file holds {size - 8 - n} after the header")
+    return meta, entries
+
+
+def read_tensors(f: BinaryIO, entries) -> Dict[str, np.ndarray]:
+    """Read each tensor (in file order, right after the header) into its own new array."""
+    out = {}
+    for name, dtype, shape, begin, end in entries:
+        arr = np.empty(shape, dtype)
+        if end > begin:
+            buf = memoryview(arr.reshape(-1)).cast("B")
+            got = 0
+            while got < len(buf):
+                k = f.readinto(buf[got:])
+                if not k:
+                    raise CorruptFile(f"file ended early while reading tensor {name!r}")
+                got += k
+        if dtype.kind == "b":  # any nonzero byte is True; numpy must only ever see 0 or 1
+            np.not_equal(arr.view(np.uint8), 0, out=arr)
+        out[name] = arr
+    return out
