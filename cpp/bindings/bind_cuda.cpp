@@ -90,7 +90,10 @@ void bind(py::module_& m) {
       .def_static("from_numpy", &DeviceArray::from_numpy, py::arg("array"))
       .def("numpy", &DeviceArray::numpy)
       .def_property_readonly("shape", [](const DeviceArray& d) { return py::tuple(py::cast(d.shape())); })
-      .def_property_readonly("size", &DeviceArray::size);
+      .def_property_readonly("size", &DeviceArray::size)
+      // what forgegrad's autograd engine reads of any device array (Tensor storage on the cuda device)
+      .def_property_readonly("ndim", [](const DeviceArray& d) { return d.shape().size(); })
+      .def_property_readonly("dtype", [](const DeviceArray&) { return py::dtype::of<float>(); });
   m.def("sgemm", &sgemm, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("trans_a") = false,
         py::arg("trans_b") = false, py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f);
   m.def("relu_forward", [](const DeviceArray& x, DeviceArray& y) {

@@ -1,10 +1,11 @@
-"""forgegrad.cuda: the CUDA kernels on device arrays.
+"""forgegrad.cuda: the CUDA kernels on device arrays, and the ``cuda`` device of forgegrad.devices.
 
 What exists today: device discovery, ``DeviceArray`` (a float32 array in GPU memory, copied to
 and from numpy), and the kernels sgemm, relu (forward/backward) and the fused Adam/AdamW step.
-Tensors do not live on the GPU yet (``Tensor.to("cuda")`` raises NotImplementedError): these
-functions are the device side of the same ops, for direct use and for the tests that compare them
-with the CPU kernels on a machine with a GPU.
+Behind the device seam: in a CUDA build, ``DeviceArray`` is the storage of tensors on ``cuda``
+(``Tensor.to("cuda")``, ``.cpu()``), and the ops with CUDA kernels (relu, matmul of 2-D tensors)
+dispatch to them through their op records. Without a device every entry point raises a clear
+RuntimeError. This code has not run on a GPU yet.
 """
 from __future__ import annotations
 
@@ -84,3 +85,16 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, *, step: int, lr: float = 1e-3, 
     bc2_sqrt = math.sqrt(1 - b2 ** step)
     _C.cuda.adam_step(param, grad, exp_avg, exp_avg_sq, float(lr), float(b1), float(b2), float(eps),
                       float(weight_decay), bool(decoupled), float(bc1), float(bc2_sqrt))
+
+
+def _register_device() -> None:
+    """In a CUDA build: DeviceArray is the cuda device's array type, with copies to and from the CPU."""
+    if not is_built():
+        return
+    from . import devices
+    devices.register_array_type(_C.cuda.DeviceArray, "cuda")
+    devices.register_transfer("cpu", "cuda", to_device)
+    devices.register_transfer("cuda", "cpu", lambda a: a.numpy())
+
+
+_register_device()

@@ -117,11 +117,9 @@ def _check_name(name) -> str:
     if base not in KNOWN_DEVICES:
         raise ValueError(f"unknown device {name!r}: expected one of {KNOWN_DEVICES}")
     if base == "cuda":
-        from . import cuda
-        raise RuntimeError("tensors on 'cuda' are not available yet: forgegrad's CUDA kernels are reachable "
-                           "through forgegrad.cuda on device arrays" + (
-                               "" if cuda.is_available() else f" (and CUDA is not available here: "
-                                                              f"{cuda.unavailable_reason()})"))
+        from . import cuda  # registers the CUDA array type and its transfers
+        if not cuda.is_available():
+            raise RuntimeError(f"CUDA is not available: {cuda.unavailable_reason()}")
     return base
 
 
@@ -167,6 +165,30 @@ def device_object(name: str) -> "device":
         obj.type = name
         _DEVICE_OBJECTS[name] = obj
     return obj
+
+
+# ---- moving arrays between devices -----------------------------------------------------------------------
+_TRANSFERS: Dict[Tuple[str, str], object] = {}
+
+
+def register_transfer(src: str, dst: str, fn) -> None:
+    """``fn(array) -> array on dst`` copies an array from device src to device dst."""
+    _TRANSFERS[(src, dst)] = fn
+
+
+def transfer(array, dst: str):
+    """``array`` on device ``dst`` (the array itself when it is there already)."""
+    src = device_of(array)
+    if src == dst:
+        return array
+    if dst == "meta":
+        return MetaArray(array.shape, array.dtype)
+    if src == "meta":
+        raise RuntimeError(f"cannot move a meta tensor (shape {tuple(array.shape)}) to {dst}: it has no values")
+    fn = _TRANSFERS.get((src, dst))
+    if fn is None:
+        raise NotImplementedError(f"no copy from {src} to {dst} is registered")
+    return fn(array)
 
 
 # ---- allocation through the seam ---------------------------------------------------------------------

@@ -69,8 +69,8 @@ class Tensor(TensorMethods):
         """Wrap a kernel output without any conversion (internal)."""
         t = cls.__new__(cls)
         if type(arr) is not np.ndarray or arr.dtype is not _F32:  # the common case skips both
-            if type(arr) is MetaArray:
-                pass
+            if type(arr) is not np.ndarray and _devices.device_of(arr) != "cpu":
+                pass  # storage of another device (meta, cuda) is kept as it is
             elif not isinstance(arr, np.ndarray):
                 arr = np.asarray(arr)
             if arr.dtype == np.float64:
@@ -244,22 +244,19 @@ class Tensor(TensorMethods):
         target = dtype if dtype is not None else device_or_dtype
         if isinstance(target, _devices.device) or (isinstance(target, str) and target.split(":")[0] in
                                                    _devices.KNOWN_DEVICES):
-            dev = _devices.device(target).type  # a clear error for devices without tensors (cuda)
-            here = _devices.device_of(self.data)
-            if dev == here:
-                out = self
-            elif dev == "meta":
-                out = Tensor._wrap(MetaArray(self.shape, self.dtype))
-            else:
-                raise RuntimeError(f"cannot move a {here} tensor of shape {self.shape} to {dev}: a meta tensor "
-                                   "has no values to copy")
+            dev = _devices.device(target).type  # a clear error for a device that is not available
+            data = _devices.transfer(self.data, dev)
+            out = self if data is self.data else Tensor._wrap(data)
             return out if dtype is None or device_or_dtype is None else out._cast(dtype)
         if target is None:
             return self
         return self._cast(target)
 
     def cpu(self) -> "Tensor":
-        return self
+        return self.to("cpu")
+
+    def cuda(self) -> "Tensor":
+        return self.to("cuda")
 
     def copy_(self, src) -> "Tensor":
         with no_grad():

@@ -329,6 +329,25 @@ class DropoutFunction(Function):
         return g if ctx.mask is None else g * ctx.mask
 
 
+class ReluCudaFunction(Function):
+    """relu on the cuda device (forgegrad.cuda kernels on DeviceArrays)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        from .. import cuda
+        y = cuda.relu(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        from .. import cuda
+        (y,) = ctx.saved_tensors
+        return cuda.relu_backward(y, g)
+
+
+ReluFunction.op.add_device("cuda", ReluCudaFunction)
+
 # No-graph kernels (the inference shortcut in Function.apply).
 ReluFunction.op.set_inference("cpu", _activation_inference(ReluFunction, _ACT.RELU))
 SigmoidFunction.op.set_inference("cpu", _activation_inference(SigmoidFunction, _ACT.SIGMOID))

@@ -151,3 +151,29 @@ class LinearFunction(Function):
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = _column_sums(g2)  # fixed row order, one pass
         return gx, gw, gb
+
+
+class MatMulCudaFunction(Function):
+    """2-D a @ b on the cuda device (forgegrad.cuda's SGEMM on DeviceArrays)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        from .. import cuda
+        if len(a.shape) != 2 or len(b.shape) != 2:
+            raise NotImplementedError(f"matmul on cuda: only 2-D operands so far, got shapes {tuple(a.shape)} and "
+                                      f"{tuple(b.shape)}")
+        if a.shape[1] != b.shape[0]:
+            raise ValueError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be multiplied")
+        ctx.save_for_backward(a, b)
+        return cuda.matmul(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        from .. import cuda
+        a, b = ctx.saved_tensors
+        ga = cuda.matmul(g, b, trans_b=True) if ctx.needs_input_grad[0] else None
+        gb = cuda.matmul(a, g, trans_a=True) if ctx.needs_input_grad[1] else None
+        return ga, gb
+
+
+MatMulFunction.op.add_device("cuda", MatMulCudaFunction)

@@ -96,6 +96,11 @@ class OpDef:
         if unknown:
             raise ValueError(f"op {name!r}: gaps name unknown checks {sorted(unknown)}; checks are {CHECKS}")
 
+    def add_device(self, device: str, function: type) -> None:
+        """Run this op on ``device`` with ``function`` (its forward/backward take that device's arrays)."""
+        self.functions[device] = function
+        function.op = self
+
     def set_inference(self, device: str, kernel: Callable) -> None:
         """Install the no-graph forward kernel of this op on ``device`` (same arguments as forward)."""
         self.inference[device] = kernel
