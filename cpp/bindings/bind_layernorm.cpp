@@ -6,8 +6,40 @@
 #include <vector>
 
 #include "forgegrad/bindings.h"
-#include "forgegrad/layernorm.h"
+#include "forgegrad/dispatch.h"
 #include "forgegrad/py_array.h"
+
+// The kernels of cpp/kernels/per_isa/layernorm.cpp (formulas, accuracy and thread contract there):
+// FG_KERNEL declares each per-ISA variant and defines the dispatcher fg::<name>.
+namespace fg {
+
+// y (rows, D); mean, rstd (rows). y may alias x.
+FG_KERNEL(void, layer_norm_forward,
+          (const float* x, const float* weight, const float* bias, int64_t rows, int64_t D, float eps, float* y,
+           float* mean, float* rstd),
+          (x, weight, bias, rows, D, eps, y, mean, rstd))
+
+// From grad_y, x and the saved mean / rstd: grad_x (rows, D), grad_weight and grad_bias (D); each
+// output may be null (not needed). The gradient uses the exact row mean of x: the saved float mean
+// is only a starting point (its rounding error is measured on the row and removed), so gradients
+// stay accurate at large offsets. grad_x may alias grad_y.
+FG_KERNEL(void, layer_norm_backward,
+          (const float* grad_y, const float* x, const float* mean, const float* rstd, const float* weight,
+           int64_t rows, int64_t D, float* grad_x, float* grad_weight, float* grad_bias),
+          (grad_y, x, mean, rstd, weight, rows, D, grad_x, grad_weight, grad_bias))
+
+// y (rows, D); rstd (rows). y may alias x.
+FG_KERNEL(void, rms_norm_forward,
+          (const float* x, const float* weight, int64_t rows, int64_t D, float eps, float* y, float* rstd),
+          (x, weight, rows, D, eps, y, rstd))
+
+// grad_x (rows, D) and grad_weight (D), either may be null. grad_x may alias grad_y.
+FG_KERNEL(void, rms_norm_backward,
+          (const float* grad_y, const float* x, const float* rstd, const float* weight, int64_t rows, int64_t D,
+           float* grad_x, float* grad_weight),
+          (grad_y, x, rstd, weight, rows, D, grad_x, grad_weight))
+
+}  // namespace fg
 
 namespace py = pybind11;
 using fg::bind::ArrayArg;

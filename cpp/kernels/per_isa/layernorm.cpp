@@ -1,5 +1,22 @@
-// LayerNorm and RMSNorm over rows, forward and backward, written once against simd.h (see
-// layernorm.h for the formulas and the accuracy / determinism contract).
+// Layer normalisation and RMS normalisation over the last D elements of each row of a row-major
+// (rows, D) float32 buffer (torch's normalized_shape, flattened), forward and backward:
+//   layer_norm: y = (x - mean) * rstd * weight + bias, rstd = 1 / sqrt(var + eps), var biased
+//               (torch.nn.functional.layer_norm; mean and rstd are what torch.native_layer_norm saves)
+//   rms_norm:   y = x * rstd * weight, rstd = 1 / sqrt(mean(x^2) + eps)   (torch.nn.functional.rms_norm)
+// weight / bias may be null (no affine part). D >= 1.
+//
+// Accuracy: the row mean is summed as sum(x - x[0]) and kept as a float pair (hi + lo) while the
+// variance is summed over ((x - hi) - lo)^2, so a large common offset (1e4 + noise) costs no
+// precision (torch's float Welford loses ~1e-3 absolute there). Sums run in float vector
+// accumulators over blocks of 1024 elements, block sums added in double.
+//
+// Threads: rows are split across threads, each row reduced by one thread in a fixed order. The
+// backward's column sums (grad_weight, grad_bias) are accumulated per fixed chunk of rows (the
+// chunking depends on rows only) and the chunk partials added in chunk order, so every result is
+// bit-identical for any thread count.
+//
+// The kernels are written once against simd.h. Only bind_layernorm.cpp calls them, so their
+// FG_KERNEL declarations (the per-ISA dispatchers) live there, with no header of their own.
 //
 // Forward: one thread owns a row and takes three passes over it (mean, variance, output), which
 // stay in L1/L2 for the usual widths. Backward: rows are grouped into fixed chunks; a chunk's rows
@@ -7,7 +24,6 @@
 // grad_bias terms into the chunk's partial sums; the partials are then summed in chunk order.
 #include <cmath>
 
-#include "forgegrad/layernorm.h"
 #include "forgegrad/memory.h"
 #include "forgegrad/parallel.h"
 #include "forgegrad/simd.h"
