@@ -1,4 +1,8 @@
-"""Loss functions with PyTorch's semantics (reductions 'mean' | 'sum' | 'none')."""
+"""Loss functions with PyTorch's semantics (reductions 'mean' | 'sum' | 'none').
+
+Each Function is an op record (ops.registry); its shape rule is here, next to the checks it shares
+with the forward, and its samples, torch reference and bad inputs are in loss_samples.py.
+"""
 from __future__ import annotations
 
 import math
@@ -6,7 +10,11 @@ import math
 import numpy as np
 
 from ..autograd import Function
+from ..devices import MetaArray
 from ..kernels import loss as _KL
+from . import _meta as M
+from . import loss_samples as LS
+from .registry import register_op
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -38,6 +46,76 @@ def _check_same_shape(inp, target, name):
                          f"they must match")
 
 
+def _check_broadcasts_to(v, shape, what, name):
+    """An elementwise weight must broadcast to the input's shape (the loss keeps that shape)."""
+    if v is None:
+        return
+    try:
+        ok = np.broadcast_shapes(v.shape, shape) == tuple(shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name}: {what} of shape {v.shape} does not broadcast to the input's shape {shape}")
+
+
+# ---- shape rules (the meta device) and FLOP counts ----------------------------------------------------
+def _pointwise_meta(name):
+    """mse_loss / l1_loss: same-shape input and target."""
+
+    def rule(inp, target, reduction="mean"):
+        _check_reduction(reduction)
+        _check_same_shape(inp, target, name)
+        return M.loss(inp, target, reduction=reduction)
+
+    return rule
+
+
+def _bce_meta(p, target, weight=None, reduction="mean"):
+    _check_reduction(reduction)
+    _check_same_shape(p, target, "binary_cross_entropy")
+    _check_broadcasts_to(weight, p.shape, "weight", "binary_cross_entropy")
+    return M.loss(p, target, reduction=reduction)
+
+
+def _bce_logits_meta(x, target, weight=None, pos_weight=None, reduction="mean"):
+    _check_reduction(reduction)
+    _check_same_shape(x, target, "binary_cross_entropy_with_logits")
+    _check_broadcasts_to(weight, x.shape, "weight", "binary_cross_entropy_with_logits")
+    _check_broadcasts_to(pos_weight, x.shape, "pos_weight", "binary_cross_entropy_with_logits")
+    return M.loss(x, target, reduction=reduction)
+
+
+def _per_target_meta(inp, reduction):
+    """cross_entropy / nll_loss: one loss per target position, (N, d1, ...) or () for a (C,) input."""
+    if reduction == "none":
+        return MetaArray((inp.shape[0],) + tuple(inp.shape[2:]) if inp.ndim >= 2 else (), np.float32)
+    return MetaArray((), np.float32)
+
+
+def _cross_entropy_meta(logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    _check_cross_entropy(logits, target, weight, reduction, label_smoothing)
+    return _per_target_meta(logits, reduction)
+
+
+def _nll_meta(logp, target, weight=None, ignore_index=-100, reduction="mean"):
+    _check_nll(logp, target, weight, reduction)
+    return _per_target_meta(logp, reduction)
+
+
+def _kl_div_meta(inp, target, reduction="mean", log_target=False):
+    _check_reduction(reduction, _REDUCTIONS + ("batchmean",))
+    _check_same_shape(inp, target, "kl_div")
+    return MetaArray(inp.shape if reduction == "none" else (), np.float32)
+
+
+def _nll_flops(out, inputs, kwargs) -> int:
+    """Per target: a gather, a multiply by the class weight and the sum (the gather counted free)."""
+    return 2 * inputs[1].size
+
+
+# d = x - t, d * d, the sum: 3 FLOPs per element
+@register_op("mse_loss", meta=_pointwise_meta("mse_loss"), flops=M.per_input_element(3), samples=LS.mse_samples,
+             torch=LS.mse_torch, bad_inputs=LS.pointwise_bad_inputs("target"))
 class MSELoss(Function):
     @staticmethod
     def forward(ctx, inp, target, reduction="mean"):
@@ -55,6 +133,9 @@ class MSELoss(Function):
         return gi, (-gi if ctx.needs_input_grad[1] else None)
 
 
+# d = x - t, |d|, the sum: 3 FLOPs per element
+@register_op("l1_loss", meta=_pointwise_meta("l1_loss"), flops=M.per_input_element(3), samples=LS.l1_samples,
+             torch=LS.l1_torch, bad_inputs=LS.pointwise_bad_inputs("target"))
 class L1Loss(Function):
     @staticmethod
     def forward(ctx, inp, target, reduction="mean"):
@@ -72,6 +153,10 @@ class L1Loss(Function):
         return gi, (-gi if ctx.needs_input_grad[1] else None)
 
 
+# log p, log(1 - p) (4 each, as the transcendental activations), 1 - p, 1 - t, two products, the
+# add, the negation and the reduction: 15 FLOPs per element (a weight adds 1, not counted)
+@register_op("binary_cross_entropy", meta=_bce_meta, flops=M.per_input_element(15), samples=LS.bce_samples,
+             torch=LS.bce_torch, bad_inputs=LS.bce_bad_inputs)
 class BinaryCrossEntropy(Function):
     """On probabilities; log terms clamped at -100 as torch does."""
 
@@ -79,6 +164,7 @@ class BinaryCrossEntropy(Function):
     def forward(ctx, p, target, weight=None, reduction="mean"):
         _check_reduction(reduction)
         _check_same_shape(p, target, "binary_cross_entropy")
+        _check_broadcasts_to(weight, p.shape, "weight", "binary_cross_entropy")
         if np.any((p < 0) | (p > 1)):
             raise ValueError("binary_cross_entropy: all elements of input should be between 0 and 1")
         with np.errstate(divide="ignore"):
@@ -108,11 +194,17 @@ class BinaryCrossEntropy(Function):
         return gi.astype(np.float32), gt
 
 
+# -|x| (2), exp and log1p (4 each), max(-x, 0) (2), their add, (1 - t) * x + ... (3) and the
+# reduction: 17 FLOPs per element (weight / pos_weight add 1-3, not counted)
+@register_op("binary_cross_entropy_with_logits", meta=_bce_logits_meta, flops=M.per_input_element(17),
+             samples=LS.bce_logits_samples, torch=LS.bce_logits_torch, bad_inputs=LS.bce_logits_bad_inputs)
 class BinaryCrossEntropyWithLogits(Function):
     @staticmethod
     def forward(ctx, x, target, weight=None, pos_weight=None, reduction="mean"):
         _check_reduction(reduction)
         _check_same_shape(x, target, "binary_cross_entropy_with_logits")
+        _check_broadcasts_to(weight, x.shape, "weight", "binary_cross_entropy_with_logits")
+        _check_broadcasts_to(pos_weight, x.shape, "pos_weight", "binary_cross_entropy_with_logits")
         # log(1 + exp(-|x|)) + max(-x, 0) = -log(sigmoid(x)), computed without overflow
         log_sig_neg = np.log1p(np.exp(-np.abs(x))) + np.maximum(-x, 0)
         if pos_weight is None:
@@ -182,16 +274,50 @@ def _check_index_target(inp, target, name):
         raise ValueError(f"{name}: target must have shape {want} for input of shape {inp.shape}, got {target.shape}")
 
 
+def _num_classes(inp, name) -> int:
+    if inp.ndim == 0:
+        raise ValueError(f"{name}: input must have at least 1 dimension (classes), got a 0-d tensor")
+    return inp.shape[1] if inp.ndim >= 2 else inp.shape[0]
+
+
+def _check_class_weight(weight, C, name):
+    if weight is not None and weight.shape != (C,):
+        raise ValueError(f"{name}: weight must have shape ({C},) (one per class), got {weight.shape}")
+
+
+def _check_cross_entropy(logits, target, weight, reduction, label_smoothing) -> int:
+    """The checks of cross_entropy that need no values (shared by the forward and the shape rule)."""
+    _check_reduction(reduction)
+    C = _num_classes(logits, "cross_entropy")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    _check_class_weight(weight, C, "cross_entropy")
+    if target.dtype.kind == "f":
+        if target.shape != logits.shape:
+            raise ValueError(f"cross_entropy: probability target must have the input's shape {logits.shape}, "
+                             f"got {target.shape}")
+    else:
+        _check_index_target(logits, target, "cross_entropy")
+    return C
+
+
+def _check_nll(logp, target, weight, reduction) -> int:
+    _check_reduction(reduction)
+    C = _num_classes(logp, "nll_loss")
+    _check_class_weight(weight, C, "nll_loss")
+    _check_index_target(logp, target, "nll_loss")
+    return C
+
+
 def _div(a: float, b: float) -> float:
     """a / b with IEEE results for b == 0 (torch's mean over zero total weight is nan or inf)."""
     if b != 0.0:
         return a / b
-    return math.nan if a == 0.0 or a != a else math.copysign(math.inf, a)
+    return math.nan if a == 0.0 or math.isnan(a) else math.copysign(math.inf, a)
 
 
 def _cross_entropy_kernel_forward(ctx, logits, target, weight, ignore_index, reduction, label_smoothing):
     """Class-index targets through the fused C++ kernel, which saves the softmax for backward."""
-    _check_index_target(logits, target, "cross_entropy")
     z = logits if logits.ndim == 2 else _classes_last(logits)
     y = target.reshape(-1)
     per, prob, loss_sum, denom = _KL.cross_entropy_forward(z, y, weight, ignore_index, label_smoothing)
@@ -203,20 +329,18 @@ def _cross_entropy_kernel_forward(ctx, logits, target, weight, ignore_index, red
     return np.asarray(loss_sum if reduction == "sum" else _div(loss_sum, denom), np.float32)
 
 
+# per logit: log-softmax (max, subtract, exp, sum, log: 5, as ops.activation's log_softmax); the
+# target's pick and weight are per row and not counted
+@register_op("cross_entropy", meta=_cross_entropy_meta, flops=M.per_input_element(5),
+             samples=LS.cross_entropy_samples, torch=LS.cross_entropy_torch, bad_inputs=LS.cross_entropy_bad_inputs)
 class CrossEntropy(Function):
     """Softmax + negative log-likelihood over dim 1, fused. Targets are class indices (int64) or
-    class probabilities (float, same shape as input)."""
+    class probabilities (float, same shape as input; they and the class weight then get gradients,
+    as in torch)."""
 
     @staticmethod
     def forward(ctx, logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
-        _check_reduction(reduction)
-        if logits.ndim == 0:
-            raise ValueError("cross_entropy: input must have at least 1 dimension (classes)")
-        if not 0.0 <= label_smoothing <= 1.0:
-            raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
-        C = logits.shape[1] if logits.ndim >= 2 else logits.shape[0]
-        if weight is not None and weight.shape != (C,):
-            raise ValueError(f"cross_entropy: weight must have shape ({C},), got {weight.shape}")
+        C = _check_cross_entropy(logits, target, weight, reduction, label_smoothing)
         ctx.shape, ctx.reduction, ctx.C = logits.shape, reduction, C
         ctx.has_weight = weight is not None
         if (target.dtype.kind in "iu" and logits.dtype == np.float32
@@ -230,9 +354,6 @@ class CrossEntropy(Function):
         logp = _log_softmax_rows(z)
         w = np.ones(C, np.float32) if weight is None else weight.astype(np.float32)
         if target.dtype.kind == "f":  # class probabilities
-            if target.shape != logits.shape:
-                raise ValueError(f"cross_entropy: probability target must have the input's shape {logits.shape}, "
-                                 f"got {target.shape}")
             t = _classes_last(target).astype(np.float32, copy=False)
             if eps > 0:
                 t = t * (1 - eps) + eps / C
@@ -241,7 +362,6 @@ class CrossEntropy(Function):
             ctx.save_for_backward(logp, t, w)
             denom = np.float32(per.shape[0])
         else:
-            _check_index_target(logits, target, "cross_entropy")
             y = target.reshape(-1)
             valid = y != ignore_index
             if np.any(valid & ((y < 0) | (y >= C))):
@@ -293,8 +413,14 @@ class CrossEntropy(Function):
         else:
             a = np.float32(g) / ctx.denom
         p = np.exp(logp)
+        gt = gw = None
         if ctx.mode == "prob":
             d = p * (t * w).sum(axis=1, keepdims=True) - w * t
+            needs = ctx.needs_input_grad
+            if len(needs) > 1 and needs[1]:  # d loss / d target: -w * logp, through the smoothing
+                gt = _classes_back((-(1 - ctx.eps) * w * logp * a).astype(np.float32), ctx.shape)
+            if len(needs) > 2 and needs[2]:  # d loss / d weight_c: -sum over rows of t_c * logp_c
+                gw = (-(t * logp * a).sum(axis=0)).astype(np.float32)
         else:
             eps, C = ctx.eps, ctx.C
             coef = (1 - eps) * wy + (eps / C) * w.sum() * valid
@@ -303,17 +429,17 @@ class CrossEntropy(Function):
             if eps > 0:
                 d -= (eps / C) * w[None, :] * valid[:, None]
         d = (d * a).astype(np.float32)
-        return _classes_back(d, ctx.shape), None, None
+        return _classes_back(d, ctx.shape), gt, gw
 
 
+@register_op("nll_loss", meta=_nll_meta, flops=_nll_flops, samples=LS.nll_samples, torch=LS.nll_torch,
+             bad_inputs=LS.nll_bad_inputs)
 class NLLLoss(Function):
     """Negative log-likelihood on log-probabilities (class dim 1), class-index targets."""
 
     @staticmethod
     def forward(ctx, logp, target, weight=None, ignore_index=-100, reduction="mean"):
-        _check_reduction(reduction)
-        _check_index_target(logp, target, "nll_loss")
-        C = logp.shape[1] if logp.ndim >= 2 else logp.shape[0]
+        C = _check_nll(logp, target, weight, reduction)
         lp = _classes_last(logp)
         y = target.reshape(-1)
         valid = y != ignore_index
@@ -348,6 +474,9 @@ class NLLLoss(Function):
         return _classes_back(d, ctx.shape), None, None
 
 
+# log t (4), log t - x, the product with t and the reduction: 7 FLOPs per element
+@register_op("kl_div", meta=_kl_div_meta, flops=M.per_input_element(7), samples=LS.kl_div_samples,
+             torch=LS.kl_div_torch, bad_inputs=LS.kl_div_bad_inputs)
 class KLDiv(Function):
     """kl_div(input, target): input holds log-probabilities; target probabilities (or
     log-probabilities with log_target=True). reduction also accepts 'batchmean'."""

@@ -3,17 +3,89 @@
 RecurrentLayer runs one layer in one direction over a whole sequence (LSTM, GRU or Elman RNN) and
 backpropagates through time in one kernel call; multi-layer, bidirectional and variable-length
 networks are composed from it in forgegrad.nn.rnn.
+
+Both Functions are op records (ops.registry); samples, torch references and bad inputs are in
+rnn_samples.py.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..autograd import Function, is_grad_enabled
+from ..devices import MetaArray
 from ..kernels import rnn as K
+from . import _meta as M
+from . import rnn_samples as RS
+from ._op_rules import with_args
+from .registry import register_op
 
 MODES = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+_F32 = np.dtype(np.float32)
 
 
+def _check_mode(mode):
+    if mode not in MODES:
+        raise ValueError(f"recurrent layer: mode must be one of {MODES}, got {mode!r}")
+
+
+# ---- shape rules (the meta device) and FLOP counts ----------------------------------------------------
+def _recurrent_layer_meta(x, h0, c0, w_ih, w_hh, b_ih, b_hh, mode="lstm", reverse=False):
+    """The shape checks of kernels.rnn on shapes alone; (y (T, B, H), h_n (B, H)[, c_n (B, H)])."""
+    _check_mode(mode)
+    fn = "recurrent layer"
+    if x.ndim != 3 or 0 in x.shape:
+        raise ValueError(f"{fn}: x must be 3-D (seq_len, batch, input_size) with no empty axis, got shape {x.shape}")
+    T, B, I = x.shape
+    G = _GATES[mode]
+    if w_hh.ndim != 2 or w_hh.shape[1] == 0 or w_hh.shape[0] != G * w_hh.shape[1]:
+        raise ValueError(f"{fn}: w_hh must have shape ({G} * hidden_size, hidden_size), got {w_hh.shape}")
+    H = w_hh.shape[1]
+    if w_ih.shape != (G * H, I):
+        raise ValueError(f"{fn}: w_ih must have shape {(G * H, I)} for x of shape {x.shape}, got {w_ih.shape}")
+    states = ((h0, "h0"), (c0, "c0")) if mode == "lstm" else ((h0, "h0"),)
+    for s, name in states:
+        if s is not None and s.shape != (B, H):
+            raise ValueError(f"{fn}: {name} must have shape (batch, hidden_size) = {(B, H)}, got {s.shape}")
+    for b, name in ((b_ih, "b_ih"), (b_hh, "b_hh")):
+        if b is not None and b.shape != (G * H,):
+            raise ValueError(f"{fn}: {name} must have shape {(G * H,)}, got {b.shape}")
+    y, h = MetaArray((T, B, H), _F32), MetaArray((B, H), _F32)
+    return (y, h, MetaArray((B, H), _F32)) if mode == "lstm" else (y, h)
+
+
+# Elementwise FLOPs per hidden unit and step, sigmoid / tanh counted 4 (as ops.activation's),
+# relu 1. LSTM: 3 sigmoids + 2 tanh, c = f*c + i*g, h = o*tanh(c): 24. GRU: 2 sigmoids + tanh,
+# r * (W_hn h + b_hn), its add, h = (1 - z)*n + z*h: 18. RNN: the nonlinearity.
+_GATE_MATH = {"lstm": 24, "gru": 18, "rnn_tanh": 4, "rnn_relu": 1}
+
+
+def _recurrent_layer_flops(out, x, h0, c0, w_ih, w_hh, b_ih, b_hh, mode="lstm", reverse=False):
+    """The two projections, 2*T*B*G*H*(I + H), their sum, each bias's add, and the gate math."""
+    T, B, I = x.shape
+    GH, H = w_hh.shape
+    adds = 1 + (b_ih is not None) + (b_hh is not None)
+    return T * B * (2 * GH * (I + H) + adds * GH + _GATE_MATH[mode] * H)
+
+
+def _embedding_meta(weight, indices, padding_idx=None):
+    _check_embedding(weight, indices, padding_idx)
+    return MetaArray(tuple(indices.shape) + (weight.shape[1],), weight.dtype)
+
+
+def _check_embedding(weight, indices, padding_idx):
+    if weight.ndim != 2:
+        raise ValueError(f"embedding: weight must be 2-D (num_embeddings, embedding_dim), got shape {weight.shape}")
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"embedding: indices must be an integer tensor, got dtype {indices.dtype}")
+    n = weight.shape[0]
+    if padding_idx is not None and not -n <= padding_idx < n:
+        raise ValueError(f"embedding: padding_idx must be within num_embeddings [-{n}, {n}), got {padding_idx}")
+
+
+@register_op("recurrent_layer", meta=_recurrent_layer_meta, flops=with_args(_recurrent_layer_flops),
+             samples=RS.recurrent_layer_samples, torch=RS.recurrent_layer_torch,
+             bad_inputs=RS.recurrent_layer_bad_inputs, tol=RS.RECURRENT_TOL)
 class RecurrentLayer(Function):
     """One layer, one direction: ``x`` (T, B, I), ``h0`` / ``c0`` (B, H) or None (zeros), torch
     weight layout (``w_ih`` (G*H, I), ``w_hh`` (G*H, H), biases (G*H,) or None).
@@ -25,8 +97,7 @@ class RecurrentLayer(Function):
 
     @staticmethod
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, mode="lstm", reverse=False):
-        if mode not in MODES:
-            raise ValueError(f"recurrent layer: mode must be one of {MODES}, got {mode!r}")
+        _check_mode(mode)
         training = is_grad_enabled() and any(ctx.needs_input_grad)
         ctx.mode = mode
         ctx.has = (h0 is not None, c0 is not None, b_ih is not None, b_hh is not None)
@@ -56,6 +127,9 @@ class RecurrentLayer(Function):
                 gbi if has_bih else None, gbh if has_bhh else None)
 
 
+# a gather: data movement only
+@register_op("embedding", meta=_embedding_meta, flops=M.no_flops, samples=RS.embedding_samples,
+             torch=RS.embedding_torch, bad_inputs=RS.embedding_bad_inputs)
 class Embedding(Function):
     """``weight[indices]`` for int64 ``indices`` of any shape; the row ``padding_idx`` (if any)
     receives no gradient."""
@@ -63,8 +137,7 @@ class Embedding(Function):
     @staticmethod
     def forward(ctx, weight, indices, padding_idx=None):
         idx = np.asarray(indices)
-        if idx.dtype.kind not in "iu":
-            raise TypeError(f"embedding: indices must be an integer tensor, got dtype {idx.dtype}")
+        _check_embedding(weight, idx, padding_idx)
         n = weight.shape[0]
         if idx.size and (idx.min() < 0 or idx.max() >= n):
             raise IndexError(f"embedding: index out of range: indices must be in [0, {n}), got values in "
