@@ -43,32 +43,19 @@ def flatten_outputs(out) -> Tuple[List[Any], Optional[List[str]]]:
 
 def run_traced(model, inputs: List[Tensor]) -> Capture:
     """model(*inputs) under trace() and no_grad(), recording the module path of every op."""
-    from ..nn.module import Module
+    from ..nn.module import ModuleCallStack
 
-    paths = {id(m): p for p, m in model.named_modules()} if isinstance(model, Module) else {}
-    stack: List[Tuple[str, str]] = []
     where: List[Tuple[str, str]] = []
-    original_call = Module.__call__
-
-    def call(self, *args, **kwargs):
-        stack.append((paths.get(id(self), f"<unregistered {type(self).__name__}>"), type(self).__name__))
-        try:
-            return original_call(self, *args, **kwargs)
-        finally:
-            stack.pop()
-
-    with autograd.trace() as rec, autograd.no_grad():
+    root = ("", type(model).__name__)
+    with autograd.trace() as rec, autograd.no_grad(), ModuleCallStack(model) as calls:
         original_record = rec.record
 
         def record(fn_cls, args, kwargs, outputs):
-            where.append(stack[-1] if stack else ("", type(model).__name__))
+            call = calls.current
+            where.append(root if call is None else (call.path, call.type_name))
             original_record(fn_cls, args, kwargs, outputs)
 
         rec.record = record
-        Module.__call__ = call
-        try:
-            out = model(*inputs)
-        finally:
-            Module.__call__ = original_call
+        out = model(*inputs)
     flat, keys = flatten_outputs(out)
     return Capture(rec.records, where, list(inputs), flat, keys)
