@@ -190,7 +190,8 @@ class _BatchNorm(Module):
             raise ValueError(f"{cls}: expected {self.num_features} channels (dim 1), got input of shape "
                              f"{tuple(input.shape)}")
         factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
+        # on meta the counter has no value to advance (and the op computes shapes only)
+        if self.training and self.track_running_stats and devices.has_data(self.num_batches_tracked.data):
             self.num_batches_tracked.data[...] += 1
             if self.momentum is None:  # cumulative moving average
                 factor = 1.0 / float(self.num_batches_tracked.data)

@@ -103,21 +103,28 @@ class ModelSummary:
         rule = "=" * len(fmt(header))
         shapes = ", ".join(str(s) for s in self.input_shapes)
         lines = [fmt(header), rule] + [fmt(b) for b in body] + [rule]
-        lines += [f"Total params: {self.total_params:,} ({_human(self.param_bytes, 1024)}B)",
+        lines += [f"Total params: {self.total_params:,} ({_bytes(self.param_bytes)})",
                   f"Trainable params: {self.trainable_params:,}",
                   f"Non-trainable params: {self.non_trainable_params:,}",
-                  f"Total FLOPs: {self.total_flops:,} ({_human(self.total_flops, 1000)}FLOPs) for input "
+                  f"Total FLOPs: {self.total_flops:,} ({_flops(self.total_flops)}) for input "
                   f"shape{'s' if len(self.input_shapes) > 1 else ''} {shapes}"]
         if self.uncounted_ops:
             lines.append(f"(ops without a FLOP count, counted as 0: {', '.join(self.uncounted_ops)})")
         return "\n".join(lines)
 
 
-def _human(n: int, base: int) -> str:
-    for unit, power in (("T", 4), ("G", 3), ("M", 2), ("K", 1)):
-        if n >= base ** power:
-            return f"{n / base ** power:.2f} {unit}"
-    return f"{n} "
+def _flops(n: int) -> str:
+    for unit, scale in (("T", 10 ** 12), ("G", 10 ** 9), ("M", 10 ** 6), ("K", 10 ** 3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}FLOPs"
+    return f"{n} FLOPs"
+
+
+def _bytes(n: int) -> str:
+    for unit, power in (("TiB", 4), ("GiB", 3), ("MiB", 2), ("KiB", 1)):
+        if n >= 1024 ** power:
+            return f"{n / 1024 ** power:.2f} {unit}"
+    return f"{n} B"
 
 
 def _shapes_text(shapes: Optional[List[Shape]]) -> str:
