@@ -85,6 +85,20 @@ def test_embedding_on_cpu_is_unchanged_by_the_device_seam():
     np.testing.assert_array_equal(e.weight.numpy(), want)
 
 
+def test_lazy_layers_create_their_weights_on_their_device():
+    with fg.device("meta"):
+        dense = nn.Dense(8, activation="relu")
+        conv = nn.Conv2D(4, 3, padding="same")
+    y = dense(fg.randn(2, 5))  # built outside the context, on the device the layer was made on
+    assert dense.weight.is_meta and dense.weight.shape == (8, 5) and y.is_meta and y.shape == (2, 8)
+    assert conv(fg.randn(1, 3, 6, 6)).shape == (1, 4, 6, 6) and conv.weight.is_meta
+    moved = nn.Dense(3).to("meta")
+    moved(fg.randn(2, 5))
+    assert moved.weight.is_meta
+    cpu = nn.Sequential(nn.Dense(3))
+    assert cpu.summary((5,), print_summary=False).total_params == 18 and not cpu[0].weight.is_meta
+
+
 # ---- Module.to -------------------------------------------------------------------------------------
 def test_module_to_meta_drops_values_keeps_objects():
     model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))

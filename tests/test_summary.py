@@ -220,3 +220,24 @@ def test_summary_of_20_billion_parameters_on_meta_in_little_memory():
     assert params == 2 * (100_000 * 100_000 + 100_000) == 20_000_200_000
     assert flops == 2 * (2 * (2 * 100_000 * 100_000 + 100_000)) + 2 * 100_000
     assert maxrss_kb < 600 * 1024, f"peak RSS {maxrss_kb / 1024:.0f} MB"
+
+
+def test_ops_without_a_flop_rule_are_named():
+    from forgegrad.autograd import Function
+    from forgegrad.devices import MetaArray
+    from forgegrad.ops.registry import OpDef
+
+    class Halve(Function):  # an op record with a shape rule but no FLOP rule (not registered globally)
+        @staticmethod
+        def forward(ctx, x):
+            return x * 0.5
+
+    Halve.op = OpDef("halve_without_flops", Halve, meta=lambda x: MetaArray(x.shape, x.dtype))
+
+    class UsesHalve(nn.Module):
+        def forward(self, x):
+            return Halve.apply(x)
+
+    s = UsesHalve().summary((3,), print_summary=False)
+    assert s.output_shapes == [(1, 3)] and s.total_flops == 0 and s.uncounted_ops == ["halve_without_flops"]
+    assert "ops without a FLOP count, counted as 0: halve_without_flops" in str(s)

@@ -252,6 +252,7 @@ class Conv2D(Module):
         self.activation = activation
         self.use_bias = use_bias
         self.in_channels = None
+        self._param_device = devices.default_device()  # where a lazy build creates the weight
         self.register_parameter("weight", None)
         self.register_parameter("bias", None)
         if in_channels is not None:
@@ -260,10 +261,10 @@ class Conv2D(Module):
     def _build(self, in_channels: int) -> None:
         shape = geometry.conv2d_weight_shape(in_channels, self.filters, self.kernel_size, self.groups, "Conv2D")
         self.in_channels = in_channels
-        self.weight = Parameter(devices.empty(shape))
+        self.weight = Parameter(devices.empty(shape, device_name=self._param_device))
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.use_bias:
-            self.bias = Parameter(devices.empty((self.filters,)))
+            self.bias = Parameter(devices.empty((self.filters,), device_name=self._param_device))
             bound = 1 / math.sqrt(self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1])
             init.uniform_(self.bias, -bound, bound)
 

@@ -101,6 +101,7 @@ class Dense(Module):
             raise TypeError(f"Dense: activation must be a name or a callable, got {type(activation).__name__}")
         self.use_bias = use_bias
         self.in_features = None
+        self._param_device = devices.default_device()  # where a lazy build creates the weight
         self.register_parameter("weight", None)
         self.register_parameter("bias", None)
         if input_dim is not None:
@@ -108,10 +109,10 @@ class Dense(Module):
 
     def _build(self, in_features: int) -> None:
         self.in_features = in_features
-        self.weight = Parameter(devices.empty((self.units, in_features)))
+        self.weight = Parameter(devices.empty((self.units, in_features), device_name=self._param_device))
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.use_bias:
-            self.bias = Parameter(devices.empty((self.units,)))
+            self.bias = Parameter(devices.empty((self.units,), device_name=self._param_device))
             bound = 1 / math.sqrt(in_features)
             init.uniform_(self.bias, -bound, bound)
 

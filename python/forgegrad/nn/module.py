@@ -247,7 +247,9 @@ class Module:
         dropped), e.g. to summarise or shape-check a model without holding its weights. A meta
         tensor has no values to copy back, so moving a meta module to the CPU raises; give it values
         with ``load_state_dict`` instead (which fills meta tensors). "cuda" raises: tensors do not
-        live on the GPU yet. ``to(dtype)``: forgegrad's parameters are float32, and only float32 is
+        live on the GPU yet. Layers that create their weights on the first call (Dense, Conv2D
+        without an input size) create them on the device they were built on or last moved to.
+        ``to(dtype)``: forgegrad's parameters are float32, and only float32 is
         accepted. Returns self.
         """
         if device is not None and not isinstance(device, (str, devices.device)):
@@ -279,6 +281,9 @@ class Module:
         for t in moving:  # nothing changes unless every tensor can move
             t.data = MetaArray(t.shape, t.dtype)
             t.grad = None
+        for m in self.modules():  # layers that create their weights on first call (Dense, Conv2D)
+            if "_param_device" in m.__dict__:
+                m._param_device = target
         return self
 
     def cpu(self) -> "Module":

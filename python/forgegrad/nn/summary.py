@@ -50,22 +50,28 @@ class LayerSummary:
     has_children: bool = False
 
 
+@dataclasses.dataclass(repr=False)
 class ModelSummary:
-    """The result of ``Module.summary``: ``rows`` and the totals; ``str()`` gives the table."""
+    """The result of ``Module.summary``: ``rows`` and the totals; ``str()`` gives the table.
 
-    def __init__(self, model_name: str, rows: List[LayerSummary], input_shapes: List[Shape],
-                 input_dtypes: List[np.dtype], total_params: int, trainable_params: int, param_bytes: int,
-                 uncounted_ops: Set[str]):
-        self.model_name = model_name
-        self.rows = rows
-        self.input_shapes = input_shapes
-        self.input_dtypes = input_dtypes
-        self.total_params = total_params
-        self.trainable_params = trainable_params
-        self.non_trainable_params = total_params - trainable_params
-        self.param_bytes = param_bytes
-        self.total_flops = sum(r.flops for r in rows)
-        self.uncounted_ops = sorted(uncounted_ops)  # ops that ran but have no FLOP rule (counted as 0)
+    ``uncounted_ops``: ops that ran but have no FLOP rule (counted as 0, named under the table)."""
+
+    model_name: str
+    rows: List[LayerSummary]
+    input_shapes: List[Shape]
+    input_dtypes: List[np.dtype]
+    total_params: int
+    trainable_params: int
+    param_bytes: int
+    uncounted_ops: List[str]
+
+    @property
+    def non_trainable_params(self) -> int:
+        return self.total_params - self.trainable_params
+
+    @property
+    def total_flops(self) -> int:
+        return sum(r.flops for r in self.rows)
 
     @property
     def output_shapes(self) -> Optional[List[Shape]]:
@@ -254,4 +260,4 @@ def summarize(model: Module, input_shape, batch_size: Optional[int] = 1, dtypes=
                         total_params=sum(p.numel() for p in params),
                         trainable_params=sum(p.numel() for p in params if p.requires_grad),
                         param_bytes=sum(p.numel() * p.dtype.itemsize for p in params),
-                        uncounted_ops=uncounted)
+                        uncounted_ops=sorted(uncounted))
