@@ -249,8 +249,7 @@ class Module:
         with ``load_state_dict`` instead (which fills meta tensors). "cuda" raises: tensors do not
         live on the GPU yet. Layers that create their weights on the first call (Dense, Conv2D
         without an input size) create them on the device they were built on or last moved to.
-        ``to(dtype)``: forgegrad's parameters are float32, and only float32 is
-        accepted. Returns self.
+        ``to(dtype)``: forgegrad's parameters are float32, and only float32 is accepted. Returns self.
         """
         if device is not None and not isinstance(device, (str, devices.device)):
             if dtype is not None:
