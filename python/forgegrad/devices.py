@@ -18,7 +18,8 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-__all__ = ["device", "MetaArray", "device_of", "default_device", "empty", "zeros", "KNOWN_DEVICES"]
+__all__ = ["device", "MetaArray", "device_of", "default_device", "empty", "zeros", "ones", "has_data",
+           "KNOWN_DEVICES"]
 
 KNOWN_DEVICES = ("cpu", "meta", "cuda")
 _VOID = np.dtype([])  # an itemsize-0 dtype: arrays of any shape that own no memory
@@ -205,3 +206,15 @@ def zeros(shape, dtype=np.float32, device_name=None):
     if dev == "meta":
         return MetaArray(shape, dtype)
     return np.zeros(shape, dtype)
+
+
+def ones(shape, dtype=np.float32, device_name=None):
+    dev = default_device() if device_name is None else _check_name(device_name)
+    if dev == "meta":
+        return MetaArray(shape, dtype)
+    return np.ones(shape, dtype)
+
+
+def has_data(array) -> bool:
+    """False for storage without values (a meta array): initialisers and copies skip it."""
+    return type(array) is not MetaArray

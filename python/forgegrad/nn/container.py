@@ -3,12 +3,16 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import numpy as np
+
 from ..autograd import graph_free
 from ..tensor import Tensor
 from .linear import Linear, _fused_linear
 from .module import Module
 
 __all__ = ["Sequential", "ModuleList", "ModuleDict"]
+
+_NDARRAY = np.ndarray
 
 
 def _fusable_activation(m) -> bool:
@@ -74,7 +78,9 @@ class Sequential(Module):
             plan = (mods, _inference_plan(mods))
             self.__dict__["_inference_plan"] = plan
         for m, act in plan[1]:
-            if act is not False and isinstance(input, Tensor):
+            # the fused kernel takes CPU arrays; on another device (meta) the modules run one by one
+            if act is not False and isinstance(input, Tensor) and type(input.data) is _NDARRAY \
+                    and type(m.weight.data) is _NDARRAY:
                 code, alpha = (-1, 0.0) if act is None else act.epilogue()
                 input = _fused_linear(input, m.weight, m.bias, code, alpha)
             else:

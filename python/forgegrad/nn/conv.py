@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from .. import devices
 from .._args import pair, positive_int
 from ..kernels import geometry
 from . import functional_conv as F
@@ -55,9 +56,9 @@ class Conv2d(Module):
         if padding_mode != "zeros":
             raise ValueError(f"{cls}: padding_mode {padding_mode!r} is not supported (only 'zeros')")
         self.padding_mode = padding_mode
-        self.weight = Parameter(np.empty(weight_shape, np.float32))
+        self.weight = Parameter(devices.empty(weight_shape))  # on the default device (meta: no memory)
         if bias:
-            self.bias = Parameter(np.empty((self.out_channels,), np.float32))
+            self.bias = Parameter(devices.empty((self.out_channels,)))
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
@@ -157,25 +158,25 @@ class _BatchNorm(Module):
         self.affine = check_bool(affine, "affine")
         self.track_running_stats = check_bool(track_running_stats, "track_running_stats")
         if affine:
-            self.weight = Parameter(np.ones(self.num_features, np.float32))
-            self.bias = Parameter(np.zeros(self.num_features, np.float32))
+            self.weight = Parameter(devices.ones((self.num_features,)))
+            self.bias = Parameter(devices.zeros((self.num_features,)))
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
         if track_running_stats:
-            self.register_buffer("running_mean", Tensor(np.zeros(self.num_features, np.float32)))
-            self.register_buffer("running_var", Tensor(np.ones(self.num_features, np.float32)))
-            self.register_buffer("num_batches_tracked", Tensor(np.array(0, dtype=np.int64)))
+            self.register_buffer("running_mean", Tensor(devices.zeros((self.num_features,))))
+            self.register_buffer("running_var", Tensor(devices.ones((self.num_features,))))
+            self.register_buffer("num_batches_tracked", Tensor(devices.zeros((), np.int64)))
         else:
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
 
     def reset_running_stats(self) -> None:
-        if self.track_running_stats:
-            self.running_mean.data.fill(0)
-            self.running_var.data.fill(1)
-            self.num_batches_tracked.data[...] = 0
+        if self.track_running_stats:  # through init: buffers on meta have nothing to reset
+            init.zeros_(self.running_mean)
+            init.ones_(self.running_var)
+            init.zeros_(self.num_batches_tracked)
 
     def reset_parameters(self) -> None:
         self.reset_running_stats()
@@ -190,7 +191,8 @@ class _BatchNorm(Module):
             raise ValueError(f"{cls}: expected {self.num_features} channels (dim 1), got input of shape "
                              f"{tuple(input.shape)}")
         factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
+        # on meta the counter has no value to advance (and the op computes shapes only)
+        if self.training and self.track_running_stats and devices.has_data(self.num_batches_tracked.data):
             self.num_batches_tracked.data[...] += 1
             if self.momentum is None:  # cumulative moving average
                 factor = 1.0 / float(self.num_batches_tracked.data)
@@ -251,6 +253,7 @@ class Conv2D(Module):
         self.activation = activation
         self.use_bias = use_bias
         self.in_channels = None
+        self._param_device = devices.default_device()  # where a lazy build creates the weight
         self.register_parameter("weight", None)
         self.register_parameter("bias", None)
         if in_channels is not None:
@@ -259,10 +262,10 @@ class Conv2D(Module):
     def _build(self, in_channels: int) -> None:
         shape = geometry.conv2d_weight_shape(in_channels, self.filters, self.kernel_size, self.groups, "Conv2D")
         self.in_channels = in_channels
-        self.weight = Parameter(np.empty(shape, np.float32))
+        self.weight = Parameter(devices.empty(shape, device_name=self._param_device))
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.use_bias:
-            self.bias = Parameter(np.empty((self.filters,), np.float32))
+            self.bias = Parameter(devices.empty((self.filters,), device_name=self._param_device))
             bound = 1 / math.sqrt(self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1])
             init.uniform_(self.bias, -bound, bound)
 

@@ -1,4 +1,8 @@
-"""Parameter initialisers (in place, from forgegrad's seeded generator), as torch.nn.init."""
+"""Parameter initialisers (in place, from forgegrad's seeded generator), as torch.nn.init.
+
+A tensor on the meta device has no values to fill: every initialiser returns it unchanged (and draws
+no random numbers), so modules built under ``forgegrad.device("meta")`` run their usual init code.
+"""
 from __future__ import annotations
 
 import math
@@ -6,6 +10,7 @@ import math
 import numpy as np
 
 from .. import random as _random
+from ..devices import has_data
 from ..tensor import Tensor
 
 
@@ -32,16 +37,22 @@ def calculate_gain(nonlinearity: str, param=None) -> float:
 
 
 def uniform_(t: Tensor, a: float = 0.0, b: float = 1.0) -> Tensor:
+    if not has_data(t.data):
+        return t
     t.data[...] = _random.generator().uniform(a, b, size=t.shape).astype(np.float32)
     return t
 
 
 def normal_(t: Tensor, mean: float = 0.0, std: float = 1.0) -> Tensor:
+    if not has_data(t.data):
+        return t
     t.data[...] = (_random.generator().standard_normal(t.shape) * std + mean).astype(np.float32)
     return t
 
 
 def constant_(t: Tensor, val: float) -> Tensor:
+    if not has_data(t.data):
+        return t
     t.data.fill(val)
     return t
 

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from .. import _C
+from .. import _C, devices
 from .._args import positive_int
 from ..autograd import graph_free
 from ..tensor import Tensor
@@ -34,9 +34,10 @@ class Linear(Module):
         super().__init__()
         self.in_features = positive_int(in_features, "in_features", "Linear")
         self.out_features = positive_int(out_features, "out_features", "Linear")
-        self.weight = Parameter(np.empty((self.out_features, self.in_features), np.float32))
+        # on the default device (meta under `with forgegrad.device("meta")`: no memory)
+        self.weight = Parameter(devices.empty((self.out_features, self.in_features)))
         if bias:
-            self.bias = Parameter(np.empty((self.out_features,), np.float32))
+            self.bias = Parameter(devices.empty((self.out_features,)))
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
@@ -102,6 +103,7 @@ class Dense(Module):
             raise TypeError(f"Dense: activation must be a name or a callable, got {type(activation).__name__}")
         self.use_bias = use_bias
         self.in_features = None
+        self._param_device = devices.default_device()  # where a lazy build creates the weight
         self.register_parameter("weight", None)
         self.register_parameter("bias", None)
         if input_dim is not None:
@@ -109,10 +111,10 @@ class Dense(Module):
 
     def _build(self, in_features: int) -> None:
         self.in_features = in_features
-        self.weight = Parameter(np.empty((self.units, in_features), np.float32))
+        self.weight = Parameter(devices.empty((self.units, in_features), device_name=self._param_device))
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.use_bias:
-            self.bias = Parameter(np.empty((self.units,), np.float32))
+            self.bias = Parameter(devices.empty((self.units,), device_name=self._param_device))
             bound = 1 / math.sqrt(in_features)
             init.uniform_(self.bias, -bound, bound)
 
@@ -125,7 +127,8 @@ class Dense(Module):
             if input.ndim < 1:
                 raise ValueError("Dense: input must have at least 1 dimension")
             self._build(input.shape[-1])
-        if self._epilogue is not None and graph_free() and isinstance(input, Tensor):
+        if (self._epilogue is not None and graph_free() and isinstance(input, Tensor)
+                and type(input.data) is np.ndarray and type(self.weight.data) is np.ndarray):
             return _fused_linear(input, self.weight, self.bias, *self._epilogue)  # one kernel call
         y = F.linear(input, self.weight, self.bias)
         return y if self._act is None else self._act(y)

@@ -1,12 +1,16 @@
 """nn.Module: parameters, buffers and submodules registered by attribute assignment, with
-PyTorch's names (named_parameters, state_dict keys like "0.weight", train/eval, zero_grad)."""
+PyTorch's names (named_parameters, state_dict keys like "0.weight", train/eval, zero_grad), moving
+between devices (``to("meta")``) and a Keras-like ``summary``. Also :class:`ModuleCallStack`, the
+one place that follows which module is running (used by ``summary`` and the ONNX exporter)."""
 from __future__ import annotations
 
 from collections import OrderedDict, namedtuple
-from typing import Iterator, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from .. import devices
+from ..devices import MetaArray
 from ..tensor import Tensor
 from .parameter import Parameter
 
@@ -215,6 +219,9 @@ class Module:
                 continue
             v = state_dict[k]
             arr = v.data if isinstance(v, Tensor) else np.asarray(v)
+            if not devices.has_data(arr):
+                errors.append(f"no values for {k}: the state_dict holds a meta tensor (shape and dtype only)")
+                continue
             if arr.shape != target.shape:
                 errors.append(f"size mismatch for {k}: copying a param with shape {arr.shape} from checkpoint, "
                               f"the shape in current model is {target.shape}.")
@@ -228,8 +235,87 @@ class Module:
         if errors:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors))
         for target, arr in staged:
-            target.data[...] = arr.astype(target.data.dtype, copy=False)
+            if devices.has_data(target.data):
+                target.data[...] = arr.astype(target.data.dtype, copy=False)
+            else:  # a meta tensor has no storage to copy into: loading gives it its values (on the CPU)
+                target.data = np.array(arr, dtype=target.data.dtype, copy=True)
         return IncompatibleKeys(missing, unexpected)
+
+    # ---- devices -------------------------------------------------------------------------------
+    def to(self, device=None, dtype=None) -> "Module":
+        """Move every parameter and buffer to ``device`` ("cpu", "meta" or a ``forgegrad.device``), in place.
+
+        Moving to "meta" drops the values (each tensor keeps its shape and dtype; gradients are
+        dropped), e.g. to summarise or shape-check a model without holding its weights. A meta
+        tensor has no values to copy back, so moving a meta module to the CPU raises; give it values
+        with ``load_state_dict`` instead (which fills meta tensors). "cuda" raises: tensors do not
+        live on the GPU yet. Layers that create their weights on the first call (Dense, Conv2D
+        without an input size) create them on the device they were built on or last moved to.
+        ``to(dtype)``: forgegrad's parameters are float32, and only float32 is accepted. Returns self.
+        """
+        if device is not None and not isinstance(device, (str, devices.device)):
+            if dtype is not None:
+                raise TypeError(f"Module.to: device must be a str such as 'cpu' or 'meta', got {device!r}")
+            device, dtype = None, device
+        if dtype is not None:
+            try:
+                want = np.dtype(dtype)
+            except TypeError:
+                raise TypeError(f"Module.to: expected a device ('cpu', 'meta') or a dtype, got {dtype!r}") from None
+            if want != np.float32:
+                raise TypeError(f"Module.to: forgegrad parameters are float32; converting to {want} is not supported")
+        if device is None:
+            return self
+        target = devices.device(device).type  # clear errors for unknown names and for cuda
+        moving = []
+        for name, t in list(self.named_parameters()) + list(self.named_buffers()):
+            here = devices.device_of(t.data)
+            if here == target:
+                continue
+            if here == "meta":
+                raise RuntimeError(
+                    f"Module.to({target!r}): {name!r} is on the meta device, which holds shapes and dtypes but no "
+                    f"values to copy; build the model on {target!r}, or load values with load_state_dict")
+            if target != "meta":
+                raise RuntimeError(f"Module.to({target!r}): cannot move {name!r} from {here!r} to {target!r}")
+            moving.append(t)
+        for t in moving:  # nothing changes unless every tensor can move
+            t.data = MetaArray(t.shape, t.dtype)
+            t.grad = None
+        for m in self.modules():  # layers that create their weights on first call (Dense, Conv2D)
+            if "_param_device" in m.__dict__:
+                m._param_device = target
+        return self
+
+    def cpu(self) -> "Module":
+        return self.to("cpu")
+
+    # ---- summary -----------------------------------------------------------------------------------
+    def summary(self, input_shape, batch_size: Optional[int] = 1, dtypes=None, print_summary: bool = True):
+        """Keras-like summary: every module's output shape(s), parameter count and FLOPs.
+
+        The model runs once (eval mode, no_grad) on meta inputs, so no activation is allocated and
+        no kernel runs; its parameters may be on the CPU or on meta (a model built under
+        ``with forgegrad.device("meta")`` allocates no weights at all).
+
+        Args:
+            input_shape: the shape of one input without the batch dim, e.g. ``(1, 28, 28)``, or a list
+                of shapes for a model with several inputs.
+            batch_size: the batch size put in front of every input shape (None: the shapes are full).
+            dtypes: the inputs' dtype (default float32), one for all inputs or a list (e.g. int64 for
+                token ids).
+            print_summary: print the table (default True).
+
+        Returns:
+            ModelSummary (``forgegrad.nn.summary``): ``rows`` (one LayerSummary per module: name, type,
+            output shapes, own parameter count, FLOPs of the ops that ran directly in it),
+            ``total_params``, ``trainable_params``, ``total_flops``; ``str()`` is the table.
+        """
+        from .summary import summarize
+        result = summarize(self, input_shape, batch_size=batch_size, dtypes=dtypes)
+        if print_summary:
+            print(result)
+        return result
 
     # ---- printing ----------------------------------------------------------------------------
     def extra_repr(self) -> str:
@@ -252,3 +338,81 @@ class Module:
 
     def __dir__(self):
         return sorted(set(super().__dir__()) | set(self._parameters) | set(self._buffers) | set(self._modules))
+
+
+# ---- which module is running ----------------------------------------------------------------------
+class ModuleCall:
+    """One running call of a module: its dotted path in the root model, the module and its arguments."""
+
+    __slots__ = ("path", "module", "args", "kwargs")
+
+    def __init__(self, path: str, module: Module, args: tuple, kwargs: dict):
+        self.path, self.module, self.args, self.kwargs = path, module, args, kwargs
+
+    @property
+    def type_name(self) -> str:
+        return type(self.module).__name__
+
+    def input_shapes(self) -> List[Tuple[int, ...]]:
+        return [tuple(a.shape) for a in list(self.args) + list(self.kwargs.values()) if isinstance(a, Tensor)]
+
+    def describe(self) -> str:
+        """e.g. "module 'features.0' (Conv2d) on inputs of shape (7, 3, 28, 28)"."""
+        name = f"module {self.path!r} ({self.type_name})" if self.path else f"the model ({self.type_name})"
+        shapes = self.input_shapes()
+        if not shapes:
+            return name
+        return name + " on input" + ("s" if len(shapes) > 1 else "") + " of shape " + ", ".join(map(str, shapes))
+
+
+class ModuleCallStack:
+    """Follows which modules run while a model runs: ``with ModuleCallStack(model) as calls: model(x)``.
+
+    Every Module call pushes a :class:`ModuleCall` on ``calls.stack`` while it runs (``calls.current``
+    is the innermost, or None outside any module); paths are those of ``model.named_modules()``
+    ("" for the model itself). ``on_enter(call)`` and ``on_exit(call, output)`` are called around
+    every call, and ``calls.failed`` is the call an exception was raised in (the innermost one it
+    left). ``Module.summary`` attributes FLOPs and output shapes with it, the ONNX exporter names the
+    module an op or a failure comes from. It replaces ``Module.__call__`` only while active, so
+    ordinary calls pay nothing for it.
+    """
+
+    def __init__(self, model=None, on_enter: Optional[Callable[[ModuleCall], Any]] = None,
+                 on_exit: Optional[Callable[[ModuleCall, Any], Any]] = None):
+        self.paths = {id(m): p for p, m in model.named_modules()} if isinstance(model, Module) else {}
+        self.on_enter, self.on_exit = on_enter, on_exit
+        self.stack: List[ModuleCall] = []
+        self.failed: Optional[ModuleCall] = None
+        self._failed_error = None
+
+    @property
+    def current(self) -> Optional[ModuleCall]:
+        return self.stack[-1] if self.stack else None
+
+    def __enter__(self) -> "ModuleCallStack":
+        original = self._original = Module.__call__
+        stack, paths = self.stack, self.paths
+
+        def call(module, *args, **kwargs):
+            frame = ModuleCall(paths.get(id(module), f"<unregistered {type(module).__name__}>"), module, args, kwargs)
+            stack.append(frame)
+            try:
+                if self.on_enter is not None:
+                    self.on_enter(frame)
+                out = original(module, *args, **kwargs)
+                if self.on_exit is not None:
+                    self.on_exit(frame, out)
+                return out
+            except BaseException as e:
+                if e is not self._failed_error:  # the innermost call sees the error first
+                    self._failed_error, self.failed = e, frame
+                raise
+            finally:
+                stack.pop()
+
+        Module.__call__ = call
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        Module.__call__ = self._original
+        return False

@@ -1,8 +1,6 @@
 """Normalisation layers over the trailing dimensions: LayerNorm and RMSNorm, as torch.nn."""
 from __future__ import annotations
 
-import numpy as np
-
 from .. import devices
 from ..kernels.norm import _normalized_shape
 from . import functional as F
@@ -10,13 +8,6 @@ from .module import Module
 from .parameter import Parameter
 
 __all__ = ["LayerNorm", "RMSNorm"]
-
-
-def _ones(shape):
-    arr = devices.empty(shape)
-    if isinstance(arr, np.ndarray):
-        arr.fill(1.0)
-    return arr
 
 
 class LayerNorm(Module):
@@ -34,7 +25,7 @@ class LayerNorm(Module):
         self.eps = float(eps)
         self.elementwise_affine = bool(elementwise_affine)
         if self.elementwise_affine:
-            self.weight = Parameter(_ones(self.normalized_shape))
+            self.weight = Parameter(devices.ones(self.normalized_shape))
             self.bias = Parameter(devices.zeros(self.normalized_shape)) if bias else None
         else:
             self.register_parameter("weight", None)
@@ -65,7 +56,7 @@ class RMSNorm(Module):
         self.eps = None if eps is None else float(eps)
         self.elementwise_affine = bool(elementwise_affine)
         if self.elementwise_affine:
-            self.weight = Parameter(_ones(self.normalized_shape))
+            self.weight = Parameter(devices.ones(self.normalized_shape))
         else:
             self.register_parameter("weight", None)
 

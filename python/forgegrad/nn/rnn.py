@@ -16,6 +16,7 @@ from typing import List
 
 import numpy as np
 
+from .. import devices
 from .._args import positive_int
 from .._validate import check_bool
 from ..ops.rnn import RecurrentLayerFunction
@@ -152,11 +153,12 @@ class RNNBase(Module):
             in_size = self.input_size if layer == 0 else H * D
             for suffix in ("", "_reverse")[:D]:
                 s = f"_l{layer}{suffix}"
-                setattr(self, "weight_ih" + s, Parameter(np.empty((G * H, in_size), np.float32)))
-                setattr(self, "weight_hh" + s, Parameter(np.empty((G * H, H), np.float32)))
+                # on the default device (meta under `with forgegrad.device("meta")`: no memory)
+                setattr(self, "weight_ih" + s, Parameter(devices.empty((G * H, in_size))))
+                setattr(self, "weight_hh" + s, Parameter(devices.empty((G * H, H))))
                 if self.bias:
-                    setattr(self, "bias_ih" + s, Parameter(np.empty((G * H,), np.float32)))
-                    setattr(self, "bias_hh" + s, Parameter(np.empty((G * H,), np.float32)))
+                    setattr(self, "bias_ih" + s, Parameter(devices.empty((G * H,))))
+                    setattr(self, "bias_hh" + s, Parameter(devices.empty((G * H,))))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -304,11 +306,11 @@ class RNNCellBase(Module):
         self.hidden_size = positive_int(hidden_size, "hidden_size", cls)
         self.bias = check_bool(bias, "bias")
         G, H = _GATES[mode], self.hidden_size
-        self.weight_ih = Parameter(np.empty((G * H, self.input_size), np.float32))
-        self.weight_hh = Parameter(np.empty((G * H, H), np.float32))
+        self.weight_ih = Parameter(devices.empty((G * H, self.input_size)))
+        self.weight_hh = Parameter(devices.empty((G * H, H)))
         if self.bias:
-            self.bias_ih = Parameter(np.empty((G * H,), np.float32))
-            self.bias_hh = Parameter(np.empty((G * H,), np.float32))
+            self.bias_ih = Parameter(devices.empty((G * H,)))
+            self.bias_hh = Parameter(devices.empty((G * H,)))
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import random as _random
+from .. import devices
 from ..ops.rnn import EmbeddingFunction as _EmbeddingFn
 from ..tensor import Tensor
+from . import init
 from .module import Module
 from .parameter import Parameter
 
@@ -33,8 +34,10 @@ class Embedding(Module):
             padding_idx = int(padding_idx) % self.num_embeddings
         self.padding_idx = padding_idx
         if _weight is None:
-            w = _random.generator().standard_normal((self.num_embeddings, self.embedding_dim)).astype(np.float32)
-            if padding_idx is not None:
+            # on the default device (meta: no memory, nothing to initialise)
+            w = devices.empty((self.num_embeddings, self.embedding_dim))
+            init.normal_(Tensor._wrap(w))
+            if padding_idx is not None and devices.has_data(w):
                 w[padding_idx] = 0.0
         else:
             w = np.asarray(_weight.data if isinstance(_weight, Tensor) else _weight, np.float32)

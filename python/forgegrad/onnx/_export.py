@@ -13,7 +13,7 @@ from onnx import helper
 from .._atomic_io import atomic_write
 from .._version import __version__
 from ..tensor import Tensor
-from ._capture import Capture, run_traced
+from ._capture import Capture, check_on_meta, meta_runs, run_traced
 from ._context import ExportContext, OpCall, bind_args, dims_of, onnx_dtype, scalar_of
 from ._errors import OnnxExportError, UnsupportedOpError
 from ._symbolic import Dyn, Symbols
@@ -332,10 +332,13 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
            verify_sizes: Optional[Sequence[Dict[str, int]]] = None):
     """Export a forgegrad model to an ONNX file and (by default) check it with onnxruntime.
 
-    The model runs in eval mode under ``forgegrad.autograd.trace()`` and ``no_grad``, at the example's
-    sizes and twice more at other sizes of its dynamic axes (to tell which sizes and size-derived
-    arguments are dynamic, and how they follow the input sizes); every recorded op of the first run is
-    mapped to ONNX nodes, so models whose forward uses functional ops export like any other.
+    The model first runs on the meta device (shapes only, no kernels) at the sizes it will be traced
+    at, so that one it cannot run at fails at once, naming the module and the shapes (see
+    ``_capture.check_on_meta``; the sizes it will be verified at are checked so before the file is
+    written). Then it runs in eval mode under ``forgegrad.autograd.trace()`` and ``no_grad``, at the
+    example's sizes and twice more at other sizes of its dynamic axes (to tell which sizes and
+    size-derived arguments are dynamic, and how they follow the input sizes); every recorded op of the
+    first run is mapped to ONNX nodes, so models whose forward uses functional ops export like any other.
 
     Args:
         model: a forgegrad.nn.Module (or any callable on Tensors).
@@ -363,7 +366,6 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
         OnnxVerificationError: onnxruntime disagrees past rtol/atol; the file is kept for inspection
             and ``error.report`` holds the numbers. All three are RuntimeErrors.
     """
-    from ._verify import ExportReport, verify_model
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"export: opset must be an int from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}")
     inputs = _as_tensors(example_inputs)
@@ -384,7 +386,16 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
         input_axes.append(ax)
     symbols.choose_sizes()
 
+    from ._verify import ExportReport, default_verify_sizes, verify_model
+    def real_inputs(sizes):  # the example's values at other sizes of its dynamic axes (as traced)
+        return inputs if sizes is None else [_resample(x, ax, sizes) if ax else x for x, ax in zip(inputs, input_axes)]
+
+    trace_runs, verify_runs = meta_runs(inputs, input_axes, symbols, (
+        [] if not verify else default_verify_sizes(symbols) if verify_sizes is None else list(verify_sizes)))
     with _eval_mode(model):
+        # shapes first, on the meta device (no kernels run): a model that cannot run at one of the
+        # sizes this export will trace at fails here, naming the module and the shapes
+        check_on_meta(model, inputs, trace_runs, real_inputs)
         cap_a = run_traced(model, inputs)
         cap_b = cap_c = None
         if symbols.names:
@@ -475,6 +486,9 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
         proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         raise OnnxExportError(f"the exported graph failed onnx's checker / shape inference: {e}") from e
+    if verify_runs:  # the sizes the verification will run the model at, before a file is written
+        with _eval_mode(model):
+            check_on_meta(model, inputs, verify_runs, real_inputs)
     atomic_save(proto, path)
 
     report = ExportReport(path=os.fspath(path), opset=opset, input_names=names, output_names=output_names,
