@@ -94,7 +94,7 @@ def test_max_pool2d_return_indices(rng):
                                        ("BatchNorm2d", (3, 5, 4, 6))])
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_batchnorm_module_matches_torch_over_training_steps(rng, cls, shape, momentum):
-    ours = getattr(C, cls)(5, momentum=momentum)
+    ours = getattr(nn, cls)(5, momentum=momentum)
     theirs = getattr(torch.nn, cls)(5, momentum=momentum)
     assert list(ours.state_dict()) == list(theirs.state_dict())
     with torch.no_grad():
@@ -128,7 +128,7 @@ def test_batchnorm_module_matches_torch_over_training_steps(rng, cls, shape, mom
 def test_batchnorm_without_affine_or_running_stats(rng):
     x = rng.standard_normal((6, 3, 4, 4)).astype(np.float32)
     for kw in (dict(affine=False), dict(track_running_stats=False)):
-        ours, theirs = C.BatchNorm2d(3, **kw), torch.nn.BatchNorm2d(3, **kw)
+        ours, theirs = nn.BatchNorm2d(3, **kw), torch.nn.BatchNorm2d(3, **kw)
         assert list(ours.state_dict()) == list(theirs.state_dict())
         tx, fx = torch.tensor(x, requires_grad=True), fg.tensor(x, requires_grad=True)
         ty, fy = theirs(tx), ours(fx)
@@ -142,13 +142,13 @@ def test_batchnorm_without_affine_or_running_stats(rng):
 
 def test_batchnorm_errors():
     with pytest.raises(ValueError, match="expected 4D input"):
-        C.BatchNorm2d(3)(fg.tensor(np.zeros((2, 3, 4), np.float32)))
+        nn.BatchNorm2d(3)(fg.tensor(np.zeros((2, 3, 4), np.float32)))
     with pytest.raises(ValueError, match="expected 2D or 3D input"):
-        C.BatchNorm1d(3)(fg.tensor(np.zeros((2, 3, 4, 4), np.float32)))
+        nn.BatchNorm1d(3)(fg.tensor(np.zeros((2, 3, 4, 4), np.float32)))
     with pytest.raises(ValueError, match="expected 3 channels"):
-        C.BatchNorm1d(3)(fg.tensor(np.zeros((2, 4), np.float32)))
+        nn.BatchNorm1d(3)(fg.tensor(np.zeros((2, 4), np.float32)))
     with pytest.raises(ValueError, match="more than 1 value per channel"):
-        C.BatchNorm1d(3)(fg.tensor(np.zeros((1, 3), np.float32)))
+        nn.BatchNorm1d(3)(fg.tensor(np.zeros((1, 3), np.float32)))
 
 
 def test_small_cnn_training_step_matches_torch(rng):
@@ -157,7 +157,7 @@ def test_small_cnn_training_step_matches_torch(rng):
                 m.AvgPool2d(2), m.AdaptiveAvgPool2d(1), lin(16, 4)]
 
     fg.manual_seed(0)
-    ours = nn.Sequential(*build(C, nn.Linear))
+    ours = nn.Sequential(*build(nn, nn.Linear))
     theirs = torch.nn.Sequential(*build(torch.nn, torch.nn.Linear))
     fg_from_torch(ours, theirs)
     x = rng.standard_normal((4, 3, 12, 12)).astype(np.float32)

@@ -23,7 +23,7 @@ class CNN(nn.Module):
     def __init__(self):
         super().__init__()
         self.c1 = NC.Conv2d(3, 8, 3, padding=1)
-        self.bn = NC.BatchNorm2d(8)
+        self.bn = nn.BatchNorm2d(8)
         self.pool = NC.MaxPool2d(2)
         self.c2 = NC.Conv2d(8, 8, 3, stride=2, padding=1, groups=2)
         self.avg = NC.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
@@ -70,7 +70,7 @@ def test_max_pool_ceil_mode_and_indices(tmp_path):
 
 def test_batch_norm_1d(tmp_path):
     fg.manual_seed(2)
-    bn = NC.BatchNorm1d(4)
+    bn = nn.BatchNorm1d(4)
     bn.running_var.data[:] = 2.0
     bn.running_mean.data[:] = 0.3
     export_and_check(nn.Sequential(nn.Linear(6, 4), bn, nn.ReLU()), fg.randn(3, 6), tmp_path)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 
 from .. import devices
 from .._args import pair, positive_int
@@ -14,11 +13,9 @@ from . import init
 from .linear import _ACTIVATIONS
 from .module import Module
 from .parameter import Parameter
-from .._validate import check_bool, check_float
 from ..tensor import Tensor
 
-__all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d",
-           "Conv2D", "MaxPooling2D"]
+__all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Conv2D", "MaxPooling2D"]
 
 
 def _check_input(x, ndims, cls):
@@ -144,80 +141,6 @@ class AdaptiveAvgPool2d(Module):
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"
-
-
-class _BatchNorm(Module):
-    _ndims = (2, 3, 4)
-
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
-        super().__init__()
-        cls = type(self).__name__
-        self.num_features = positive_int(num_features, "num_features", cls)
-        self.eps = check_float(eps, "eps", low=0.0)
-        self.momentum = momentum
-        self.affine = check_bool(affine, "affine")
-        self.track_running_stats = check_bool(track_running_stats, "track_running_stats")
-        if affine:
-            self.weight = Parameter(devices.ones((self.num_features,)))
-            self.bias = Parameter(devices.zeros((self.num_features,)))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if track_running_stats:
-            self.register_buffer("running_mean", Tensor(devices.zeros((self.num_features,))))
-            self.register_buffer("running_var", Tensor(devices.ones((self.num_features,))))
-            self.register_buffer("num_batches_tracked", Tensor(devices.zeros((), np.int64)))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
-
-    def reset_running_stats(self) -> None:
-        if self.track_running_stats:  # through init: buffers on meta have nothing to reset
-            init.zeros_(self.running_mean)
-            init.ones_(self.running_var)
-            init.zeros_(self.num_batches_tracked)
-
-    def reset_parameters(self) -> None:
-        self.reset_running_stats()
-        if self.affine:
-            init.ones_(self.weight)
-            init.zeros_(self.bias)
-
-    def forward(self, input):
-        cls = type(self).__name__
-        _check_input(input, self._ndims, cls)
-        if input.shape[1] != self.num_features:
-            raise ValueError(f"{cls}: expected {self.num_features} channels (dim 1), got input of shape "
-                             f"{tuple(input.shape)}")
-        factor = 0.0 if self.momentum is None else self.momentum
-        # on meta the counter has no value to advance (and the op computes shapes only)
-        if self.training and self.track_running_stats and devices.has_data(self.num_batches_tracked.data):
-            self.num_batches_tracked.data[...] += 1
-            if self.momentum is None:  # cumulative moving average
-                factor = 1.0 / float(self.num_batches_tracked.data)
-        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
-        keep_stats = not self.training or self.track_running_stats
-        return F.batch_norm(input, self.running_mean if keep_stats else None,
-                            self.running_var if keep_stats else None, self.weight, self.bias,
-                            use_batch_stats, factor, self.eps)
-
-    def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}")
-
-
-class BatchNorm1d(_BatchNorm):
-    """Batch norm over (N, C) or (N, C, L), as torch.nn.BatchNorm1d. Parameters weight (ones) and
-    bias (zeros); buffers running_mean, running_var and num_batches_tracked."""
-
-    _ndims = (2, 3)
-
-
-class BatchNorm2d(_BatchNorm):
-    """Batch norm over (N, C, H, W), as torch.nn.BatchNorm2d."""
-
-    _ndims = (4,)
 
 
 class Conv2D(Module):
