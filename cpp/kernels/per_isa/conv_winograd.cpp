@@ -91,10 +91,7 @@ void input_transform(const Winograd3x3& p, const float* Bc, float* V, int64_t c,
         const vf v[4] = {vsub(e0, e2), vadd(o1, e2), vsub(e2, o1), vsub(o1, o3)};
         for (int j = 0; j < 4; ++j) {
           float* d = dst + (i * 4 + j) * plane;
-          if (cnt == W)
-            vstore(d, v[j]);
-          else
-            vstore_n(d, v[j], static_cast<int>(cnt));
+          vstore_upto(d, v[j], static_cast<int>(cnt));
         }
       }
     }
@@ -247,10 +244,7 @@ void winograd_wgrad_unit(const Winograd3x3& p, const float* B, int64_t b_step, c
             const vf z[4] = {rx[r], vadd(rx[r], ry[r]), vsub(rx[r], ry[r]), vneg(ry[r])};
             for (int j = 0; j < 4; ++j) {
               float* o = dst + (r * 4 + j) * zplane;
-              if (cnt == W)
-                vstore(o, z[j]);
-              else
-                vstore_n(o, z[j], static_cast<int>(cnt));
+              vstore_upto(o, z[j], static_cast<int>(cnt));
             }
           }
         }
