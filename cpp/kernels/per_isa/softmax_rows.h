@@ -64,7 +64,8 @@ inline double row_sum(int64_t n, Full full, Tail tail) {
 
 // p[0, n) = softmax(x[0, n)) given m = the row max in every lane: exp(x - m) is stored and summed
 // in one pass, then scaled by 1 / sum. Returns that sum (cross-entropy also needs its log).
-inline double softmax_into(const float* x, vf m, float* p, int64_t n) {
+// static: each kernel file keeps its own copy, so the row_sum below inlines into it as it did there.
+static inline double softmax_into(const float* x, vf m, float* p, int64_t n) {
   const double s = row_sum(
       n,
       [&](int64_t i) {

@@ -4,33 +4,27 @@ from __future__ import annotations
 import numpy as np
 
 
+def _step(opt, loss_fn):
+    """One training step: loss, zero_grad, backward, opt.step(); returns the loss (before the update).
+    The same code for forgegrad and torch, whose optimizers and tensors share these names."""
+    def step():
+        loss = loss_fn()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
 def adam_step_fns(model, torch_model, fg_loss, torch_loss, torch, lr: float = 1e-3) -> dict:
     """{"forgegrad": step, "torch": step or None}: each step computes the loss (fg_loss() on the
     forgegrad side, torch_loss() on the torch side, both without arguments), runs backward and an
     Adam step, and returns the loss (before the update). torch_model must already hold forgegrad's
     weights; it and torch_loss are unused when torch is None."""
     from .. import optim
-    opt = optim.Adam(model.parameters(), lr=lr)
-
-    def fg_step():
-        loss = fg_loss()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss
-
-    fns = {"forgegrad": fg_step, "torch": None}
+    fns = {"forgegrad": _step(optim.Adam(model.parameters(), lr=lr), fg_loss), "torch": None}
     if torch is not None:
-        topt = torch.optim.Adam(torch_model.parameters(), lr=lr)
-
-        def torch_step():
-            loss = torch_loss()
-            topt.zero_grad()
-            loss.backward()
-            topt.step()
-            return loss
-
-        fns["torch"] = torch_step
+        fns["torch"] = _step(torch.optim.Adam(torch_model.parameters(), lr=lr), torch_loss)
     return fns
 
 
