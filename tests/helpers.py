@@ -5,6 +5,7 @@ computation in forgegrad and torch).
     load_example          import examples/NAME.py as a fresh module
     fg_from_torch         copy a torch module's state_dict into a forgegrad module
     torch_from_fg         copy a forgegrad module's state_dict into a torch module
+    assert_same_bits_across_threads   run() at 2 and 3 threads gives the bits it gives at 1
 """
 from __future__ import annotations
 
@@ -55,3 +56,14 @@ def torch_from_fg(theirs, ours):
     """Load forgegrad module ``ours``'s weights into torch module ``theirs`` (copies, same names)."""
     import torch
     theirs.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in ours.state_dict().items()})
+
+
+def assert_same_bits_across_threads(run, set_threads, counts=(2, 3)):
+    """run() returns a list of arrays; at each thread count in counts they must hold the same bits
+    as at 1 thread. set_threads is the ``threads`` fixture (it restores the count afterwards)."""
+    set_threads(1)
+    ref = run()
+    for t in counts:
+        set_threads(t)
+        for a, b in zip(ref, run()):
+            assert a.tobytes() == b.tobytes()

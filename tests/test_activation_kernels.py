@@ -11,6 +11,7 @@ from forgegrad import _C
 from forgegrad.kernels import activation as KA
 from forgegrad.kernels import loss as KL
 from forgegrad.kernels import softmax as KS
+from helpers import assert_same_bits_across_threads
 
 SIZES = [1, 15, 17, 1000, 1000003]
 
@@ -243,12 +244,7 @@ def test_bit_identical_across_threads(threads, simd_path, rng):
         outs.append(KA.column_sums(m))
         return outs
 
-    threads(1)
-    ref = run()
-    for t in (2, 3):
-        threads(t)
-        for a, b in zip(ref, run()):
-            assert a.tobytes() == b.tobytes()
+    assert_same_bits_across_threads(run, threads)
 
 
 # ---- errors -------------------------------------------------------------------------------

@@ -28,6 +28,13 @@ def one_line_error(err, *needles):
         assert n in lines[0], (n, err)
 
 
+def expect_error(capsys, want_code, argv, *needles):
+    """Runs `forgegrad ARGV`: it must exit with want_code and print one error line holding every needle."""
+    code, _, err = run(capsys, *argv)
+    assert code == want_code
+    one_line_error(err, *needles)
+
+
 @pytest.fixture(scope="module")
 def mlp_ckpt(tmp_path_factory):
     out = tmp_path_factory.mktemp("mlp")
@@ -118,55 +125,34 @@ def test_train_on_npz_and_csv_files(capsys, tmp_path):
 
 
 def test_train_unknown_model_lists_valid_ones(capsys):
-    code, _, err = run(capsys, "train", "resnet", *FAST)
-    assert code == 2
-    one_line_error(err, "unknown model 'resnet'", *zoo.available())
+    expect_error(capsys, 2, ["train", "resnet", *FAST], "unknown model 'resnet'", *zoo.available())
 
 
 def test_train_unknown_dataset_and_bad_paths(capsys, tmp_path):
-    code, _, err = run(capsys, "train", "mlp", "--data", "mnist", *FAST)
-    assert code == 2
-    one_line_error(err, "unknown data set 'mnist'", "digits")
-    code, _, err = run(capsys, "train", "mlp", "--data", str(tmp_path / "missing.npz"), *FAST)
-    assert code == 2
-    one_line_error(err, "data file not found", "missing.npz")
-    code, _, err = run(capsys, "train", "mlp", "--data", str(tmp_path), *FAST)
-    assert code == 2
-    one_line_error(err, "is a directory")
+    expect_error(capsys, 2, ["train", "mlp", "--data", "mnist", *FAST], "unknown data set 'mnist'", "digits")
+    expect_error(capsys, 2, ["train", "mlp", "--data", str(tmp_path / "missing.npz"), *FAST],
+                 "data file not found", "missing.npz")
+    expect_error(capsys, 2, ["train", "mlp", "--data", str(tmp_path), *FAST], "is a directory")
     (tmp_path / "x.json").write_text("{}")
-    code, _, err = run(capsys, "train", "mlp", "--data", str(tmp_path / "x.json"), *FAST)
-    assert code == 2
-    one_line_error(err, "unsupported data file type '.json'")
+    expect_error(capsys, 2, ["train", "mlp", "--data", str(tmp_path / "x.json"), *FAST],
+                 "unsupported data file type '.json'")
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
-    code, _, err = run(capsys, "train", "mlp", "--data", str(tmp_path / "bad.npz"), *FAST)
-    assert code == 2
-    one_line_error(err, "cannot read data file")
+    expect_error(capsys, 2, ["train", "mlp", "--data", str(tmp_path / "bad.npz"), *FAST], "cannot read data file")
     (tmp_path / "file").write_text("x")
-    code, _, err = run(capsys, "train", "mlp", "--out", str(tmp_path / "file"), *FAST)
-    assert code == 2
-    one_line_error(err, "not a directory")
+    expect_error(capsys, 2, ["train", "mlp", "--out", str(tmp_path / "file"), *FAST], "not a directory")
 
 
 def test_train_data_that_does_not_fit_the_model(capsys, tmp_path):
     np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).random((20, 7), dtype=np.float32),
              y=np.arange(20) % 2)
-    code, _, err = run(capsys, "train", "lenet8", "--data", str(tmp_path / "d.npz"), *FAST)
-    assert code == 2
-    one_line_error(err, "cannot view samples of shape (7,) as square images")
+    expect_error(capsys, 2, ["train", "lenet8", "--data", str(tmp_path / "d.npz"), *FAST],
+                 "cannot view samples of shape (7,) as square images")
     np.savez(tmp_path / "big.npz", x=np.full((20, 4), 3.0, np.float32))
-    code, _, err = run(capsys, "train", "vae", "--data", str(tmp_path / "big.npz"), *FAST)
-    assert code == 2
-    one_line_error(err, "needs inputs in [0, 1]")
-    code, _, err = run(capsys, "train", "mlp", "--data", str(tmp_path / "big.npz"), *FAST)
-    assert code == 2
-    one_line_error(err, "has no labels")
+    expect_error(capsys, 2, ["train", "vae", "--data", str(tmp_path / "big.npz"), *FAST], "needs inputs in [0, 1]")
+    expect_error(capsys, 2, ["train", "mlp", "--data", str(tmp_path / "big.npz"), *FAST], "has no labels")
     (tmp_path / "t.txt").write_text("hello world " * 20)
-    code, _, err = run(capsys, "train", "mlp", "--data", str(tmp_path / "t.txt"), *FAST)
-    assert code == 2
-    one_line_error(err, "only char_lstm trains on text")
-    code, _, err = run(capsys, "train", "char_lstm", *FAST)
-    assert code == 2
-    one_line_error(err, "give it a text file")
+    expect_error(capsys, 2, ["train", "mlp", "--data", str(tmp_path / "t.txt"), *FAST], "only char_lstm trains on text")
+    expect_error(capsys, 2, ["train", "char_lstm", *FAST], "give it a text file")
 
 
 def test_train_char_lstm_on_text(capsys, tmp_path):
@@ -182,21 +168,15 @@ def test_train_char_lstm_on_text(capsys, tmp_path):
     assert code == 0, err
     assert json.loads(out)["perplexity"] > 1
     (tmp_path / "other.txt").write_text("ZZZ " * 100)
-    code, _, err = run(capsys, "eval", str(tmp_path / "r"), "--data", str(tmp_path / "other.txt"))
-    assert code == 2
-    one_line_error(err, "characters the model's vocabulary lacks", "Z")
+    expect_error(capsys, 2, ["eval", str(tmp_path / "r"), "--data", str(tmp_path / "other.txt")],
+                 "characters the model's vocabulary lacks", "Z")
 
 
 def test_train_bad_model_arguments(capsys):
-    code, _, err = run(capsys, "train", "mlp", "--arg", "units=3", *FAST)
-    assert code == 2
-    one_line_error(err, "unexpected keyword argument 'units'", "in_features")
-    code, _, err = run(capsys, "train", "mlp", "--arg", "no_equals_sign", *FAST)
-    assert code == 2
-    one_line_error(err, "KEY=VALUE")
-    code, _, err = run(capsys, "train", "mlp", "--arg", "activation=swish", *FAST)
-    assert code == 2
-    one_line_error(err, "unknown activation 'swish'")
+    expect_error(capsys, 2, ["train", "mlp", "--arg", "units=3", *FAST],
+                 "unexpected keyword argument 'units'", "in_features")
+    expect_error(capsys, 2, ["train", "mlp", "--arg", "no_equals_sign", *FAST], "KEY=VALUE")
+    expect_error(capsys, 2, ["train", "mlp", "--arg", "activation=swish", *FAST], "unknown activation 'swish'")
 
 
 @pytest.mark.parametrize("name", ["lenet8", "gru", "conv_vae"])
@@ -289,16 +269,10 @@ def test_eval_accepts_the_directory_json_or_weights(capsys, mlp_ckpt):
 
 
 def test_eval_errors(capsys, tmp_path, mlp_ckpt):
-    code, _, err = run(capsys, "eval", str(tmp_path / "nope"))
-    assert code == 2
-    one_line_error(err, "checkpoint not found")
-    code, _, err = run(capsys, "eval", str(tmp_path))
-    assert code == 2
-    one_line_error(err, "is not a forgegrad checkpoint")
+    expect_error(capsys, 2, ["eval", str(tmp_path / "nope")], "checkpoint not found")
+    expect_error(capsys, 2, ["eval", str(tmp_path)], "is not a forgegrad checkpoint")
     (tmp_path / "model.json").write_text("[1, 2]")
-    code, _, err = run(capsys, "eval", str(tmp_path))
-    assert code == 2
-    one_line_error(err, "is not a forgegrad checkpoint")
+    expect_error(capsys, 2, ["eval", str(tmp_path)], "is not a forgegrad checkpoint")
     # weights that do not fit the model
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -306,16 +280,10 @@ def test_eval_errors(capsys, tmp_path, mlp_ckpt):
     meta["kwargs"]["hidden"] = [5]
     (bad / "model.json").write_text(json.dumps(meta))
     (bad / "model.safetensors").write_bytes((mlp_ckpt / "model.safetensors").read_bytes())
-    code, _, err = run(capsys, "eval", str(bad))
-    assert code == 1
-    one_line_error(err, "cannot load weights", "size mismatch")
+    expect_error(capsys, 1, ["eval", str(bad)], "cannot load weights", "size mismatch")
     (bad / "model.safetensors").write_bytes(b"garbage")
-    code, _, err = run(capsys, "eval", str(bad))
-    assert code == 1
-    one_line_error(err, "cannot load weights")
-    code, _, err = run(capsys, "eval", str(mlp_ckpt), "--data", "mnist")
-    assert code == 2
-    one_line_error(err, "unknown data set 'mnist'")
+    expect_error(capsys, 1, ["eval", str(bad)], "cannot load weights")
+    expect_error(capsys, 2, ["eval", str(mlp_ckpt), "--data", "mnist"], "unknown data set 'mnist'")
 
 
 # ---- export ------------------------------------------------------------------------------------------
@@ -333,18 +301,15 @@ def test_export_verifies_in_onnxruntime(capsys, tmp_path, mlp_ckpt):
 
 
 def test_export_errors(capsys, tmp_path, mlp_ckpt, monkeypatch):
-    code, _, err = run(capsys, "export", str(mlp_ckpt), "--out", str(tmp_path / "no" / "dir" / "m.onnx"))
-    assert code == 2
-    one_line_error(err, "does not exist")
-    code, _, err = run(capsys, "export", str(tmp_path / "nope"), "--out", str(tmp_path / "m.onnx"))
-    assert code == 2
-    one_line_error(err, "checkpoint not found")
+    expect_error(capsys, 2, ["export", str(mlp_ckpt), "--out", str(tmp_path / "no" / "dir" / "m.onnx")],
+                 "does not exist")
+    expect_error(capsys, 2, ["export", str(tmp_path / "nope"), "--out", str(tmp_path / "m.onnx")],
+                 "checkpoint not found")
     code, _, err = run(capsys, "export", str(mlp_ckpt))
     assert code == 2 and "--out" in err
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    code, _, err = run(capsys, "export", str(mlp_ckpt), "--out", str(tmp_path / "m.onnx"))
-    assert code == 1
-    one_line_error(err, 'pip install "forgegrad[onnx]"')
+    expect_error(capsys, 1, ["export", str(mlp_ckpt), "--out", str(tmp_path / "m.onnx")],
+                 'pip install "forgegrad[onnx]"')
 
 
 # ---- quickstart ----------------------------------------------------------------------------------------
@@ -382,12 +347,8 @@ def test_bench_reports_missing_runtimes_as_absent(capsys, tmp_path, monkeypatch)
 
 
 def test_bench_errors(capsys, tmp_path):
-    code, _, err = run(capsys, "bench", "nosuch")
-    assert code == 2
-    one_line_error(err, "unknown benchmark suite 'nosuch'", "train", "all")
-    code, _, err = run(capsys, "bench", "train", "--threads", "0")
-    assert code == 2
-    one_line_error(err, "--threads")
+    expect_error(capsys, 2, ["bench", "nosuch"], "unknown benchmark suite 'nosuch'", "train", "all")
+    expect_error(capsys, 2, ["bench", "train", "--threads", "0"], "--threads")
     code, _, err = run(capsys, "bench", "train", "--threads", "one")
     assert code == 2
     code, _, err = run(capsys, "bench", "train", "--threads", "1", "0")
@@ -395,9 +356,7 @@ def test_bench_errors(capsys, tmp_path):
     from forgegrad.cli.bench import parse_threads
     assert parse_threads(["1", "2"]) == parse_threads("1,2") == parse_threads(["1,2"]) == [1, 2]
     (tmp_path / "f").write_text("x")
-    code, _, err = run(capsys, "bench", "train", "--report", str(tmp_path / "f"))
-    assert code == 2
-    one_line_error(err, "not a directory")
+    expect_error(capsys, 2, ["bench", "train", "--report", str(tmp_path / "f")], "not a directory")
 
 
 def test_quickstart_usage_errors_and_table_format(capsys):

@@ -224,25 +224,24 @@ def test_load_csv_no_header_and_delimiter(tmp_path):
     assert X.shape == (1, 2)
 
 
+@pytest.mark.parametrize("text,match", [
+    ("", "empty"),
+    ("a,b\n1,2,3\n4,5,6\n", "malformed header.*2 column names.*3 columns"),
+    ("a,b,c\n", "no data rows"),
+    ("a,b,c\n1,2,3\n4,5\n", "line 3 has 2 columns, expected 3"),
+    ("1,2,3\n4,x,6\n", "line 2: 'x' is not a number"),
+])
+def test_load_csv_malformed(tmp_path, text, match):
+    p = tmp_path / "x.csv"
+    p.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        datasets.load_csv(p)
+
+
 def test_load_csv_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         datasets.load_csv(tmp_path / "none.csv")
     p = tmp_path / "x.csv"
-    p.write_text("")
-    with pytest.raises(ValueError, match="empty"):
-        datasets.load_csv(p)
-    p.write_text("a,b\n1,2,3\n4,5,6\n")
-    with pytest.raises(ValueError, match="malformed header.*2 column names.*3 columns"):
-        datasets.load_csv(p)
-    p.write_text("a,b,c\n")
-    with pytest.raises(ValueError, match="no data rows"):
-        datasets.load_csv(p)
-    p.write_text("a,b,c\n1,2,3\n4,5\n")
-    with pytest.raises(ValueError, match="line 3 has 2 columns, expected 3"):
-        datasets.load_csv(p)
-    p.write_text("1,2,3\n4,x,6\n")
-    with pytest.raises(ValueError, match="line 2: 'x' is not a number"):
-        datasets.load_csv(p)
     p.write_text("a,b,c\n1,2,3\n")
     with pytest.raises(ValueError, match="skip_header=True"):
         datasets.load_csv(p, skip_header=False)

@@ -9,6 +9,7 @@ import torch.nn.functional as TF
 
 from forgegrad import _C
 from forgegrad.kernels.norm import layer_norm_backward, layer_norm_forward, rms_norm_backward, rms_norm_forward
+from helpers import assert_same_bits_across_threads
 
 # (x shape, normalized_shape)
 CASES = [((1, 1), 1), ((3, 7), 7), ((5, 33), (33,)), ((2, 3, 17), 17), ((2, 3, 17), (3, 17)), ((64, 1000), 1000),
@@ -217,12 +218,7 @@ def test_bit_identical_across_threads(shape, threads, simd_path, rng):
         ry, rr = rms_norm_forward(x, d, w)
         return outs + [ry, rr, *rms_norm_backward(g, x, rr, w)]
 
-    threads(1)
-    ref = run()
-    for t in (2, 3):
-        threads(t)
-        for a, o in zip(ref, run()):
-            assert a.tobytes() == o.tobytes()
+    assert_same_bits_across_threads(run, threads)
 
 
 # ---- errors -------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import torch.nn.functional as TF
 
 from forgegrad import _C
 from forgegrad.kernels import activation as KA
+from helpers import assert_same_bits_across_threads
 
 SHAPES = [(1, 1), (3, 7), (5, 33), (2, 3, 17), (64, 1000), (1000003,)]
 SPECIAL = np.array([100, -100, 0.0, -0.0, 1e-8, -1e-8, 30, -30, 17, -17, 88, -88, -88.7, 88.7, 1e30, -1e30],
@@ -90,12 +91,7 @@ def test_silu_nan_and_inf(simd_path):
 def test_silu_bit_identical_across_threads(threads, simd_path, rng):
     x = inputs(rng, (300007,))
     g = rng.standard_normal(x.size).astype(np.float32)
-    threads(1)
-    ref = [KA.silu(x), KA.silu_backward(g, x)]
-    for t in (2, 3):
-        threads(t)
-        for a, b in zip(ref, [KA.silu(x), KA.silu_backward(g, x)]):
-            assert a.tobytes() == b.tobytes()
+    assert_same_bits_across_threads(lambda: [KA.silu(x), KA.silu_backward(g, x)], threads)
 
 
 def test_silu_out_in_place_and_noncontiguous(rng):

@@ -111,6 +111,29 @@ class OverlapCheck {
   std::vector<Range> ranges_;
 };
 
+// The arrays of one optimizer step, read item by item: every array after params[i] must have its
+// shape. Keeps the items alive until the call ends and rejects any two that share memory.
+class StepArrays {
+ public:
+  explicit StepArrays(size_t n) { alive_.reserve(5 * n); }
+  Span param(const List& params, size_t i) {
+    return add(array_item(params, "params", i, nullptr, true, alive_, &p_arr_), "params", i);
+  }
+  Span like_param(const List& list, const char* name, size_t i, bool writable) {
+    return add(array_item(list, name, i, &p_arr_, writable, alive_), name, i);
+  }
+  void check() { overlap_.check(); }
+
+ private:
+  Span add(const Span& s, const char* name, size_t i) {
+    overlap_.add(s, name, i);
+    return s;
+  }
+  OverlapCheck overlap_;
+  std::vector<py::object> alive_;
+  py::array p_arr_;  // params[i]
+};
+
 void adam_step(const List& params, const List& grads, const List& exp_avgs, const List& exp_avg_sqs,
                const std::optional<List>& max_exp_avg_sqs, const std::vector<double>& step_sizes,
                const std::vector<double>& bias_correction2_sqrts, double beta1, double beta2, double eps, double lr,
@@ -123,28 +146,20 @@ void adam_step(const List& params, const List& grads, const List& exp_avgs, cons
   expect_count("step_sizes", step_sizes.size(), n);
   expect_count("bias_correction2_sqrts", bias_correction2_sqrts.size(), n);
   std::vector<fg::AdamTensor> ts(n);
-  OverlapCheck overlap;
-  std::vector<py::object> alive;
-  alive.reserve(5 * n);
-  py::array p_arr;
+  StepArrays arrays(n);
   for (size_t i = 0; i < n; ++i) {
-    Span p = array_item(params, "params", i, nullptr, true, alive, &p_arr);
-    Span g = array_item(grads, "grads", i, &p_arr, false, alive);
-    Span m = array_item(exp_avgs, "exp_avgs", i, &p_arr, true, alive);
-    Span v = array_item(exp_avg_sqs, "exp_avg_sqs", i, &p_arr, true, alive);
+    Span p = arrays.param(params, i);
+    Span g = arrays.like_param(grads, "grads", i, false);
+    Span m = arrays.like_param(exp_avgs, "exp_avgs", i, true);
+    Span v = arrays.like_param(exp_avg_sqs, "exp_avg_sqs", i, true);
     Span x;
-    if (max_exp_avg_sqs) x = array_item(*max_exp_avg_sqs, "max_exp_avg_sqs", i, &p_arr, true, alive);
-    overlap.add(p, "params", i);
-    overlap.add(g, "grads", i);
-    overlap.add(m, "exp_avgs", i);
-    overlap.add(v, "exp_avg_sqs", i);
-    overlap.add(x, "max_exp_avg_sqs", i);
+    if (max_exp_avg_sqs) x = arrays.like_param(*max_exp_avg_sqs, "max_exp_avg_sqs", i, true);
     if (!(bias_correction2_sqrts[i] > 0.0))
       throw py::value_error(item_name("bias_correction2_sqrts", i) + " must be > 0");
     ts[i] = fg::AdamTensor{p.ptr, g.ptr, m.ptr, v.ptr, x.ptr, p.size, static_cast<float>(step_sizes[i]),
                            static_cast<float>(bias_correction2_sqrts[i])};
   }
-  overlap.check();
+  arrays.check();
   fg::AdamHyper h;
   h.exp_avg_weight = static_cast<float>(1.0 - beta1);
   h.beta2 = static_cast<float>(beta2);
@@ -171,25 +186,19 @@ void sgd_step(const List& params, const List& grads, const std::optional<List>& 
     expect_count("init_buffers", init_buffers.size(), n);
   }
   std::vector<fg::SgdTensor> ts(n);
-  OverlapCheck overlap;
-  std::vector<py::object> alive;
-  alive.reserve(5 * n);
-  py::array p_arr;
+  StepArrays arrays(n);
   for (size_t i = 0; i < n; ++i) {
-    Span p = array_item(params, "params", i, nullptr, true, alive, &p_arr);
-    Span g = array_item(grads, "grads", i, &p_arr, false, alive);
+    Span p = arrays.param(params, i);
+    Span g = arrays.like_param(grads, "grads", i, false);
     Span b;
     bool init = false;
     if (momentum != 0.0) {
-      b = array_item(*momentum_buffers, "momentum_buffers", i, &p_arr, true, alive);
+      b = arrays.like_param(*momentum_buffers, "momentum_buffers", i, true);
       init = init_buffers[i];
     }
-    overlap.add(p, "params", i);
-    overlap.add(g, "grads", i);
-    overlap.add(b, "momentum_buffers", i);
     ts[i] = fg::SgdTensor{p.ptr, g.ptr, b.ptr, p.size, init};
   }
-  overlap.check();
+  arrays.check();
   fg::SgdHyper h;
   h.neg_lr = static_cast<float>(-lr);
   h.momentum = static_cast<float>(momentum);

@@ -8,17 +8,9 @@ recorded, to the op's inference kernel (its record's ``inference``). Non-tensor
 arguments (axes, strides, flags) pass through unchanged, positionally or by keyword; they are also
 what the ONNX exporter reads as the op's attributes (see ``trace``).
 
-    class Exp(Function):
-        @staticmethod
-        def forward(ctx, x):
-            y = np.exp(x)
-            ctx.save_for_backward(y)
-            return y
-
-        @staticmethod
-        def backward(ctx, grad):
-            (y,) = ctx.saved_tensors
-            return grad * y
+The smallest complete example is ``ExpFunction`` in ``ops/elementwise.py``: its forward computes
+``y = np.exp(x)`` and keeps y with ``ctx.save_for_backward(y)``; its backward reads it back from
+``ctx.saved_tensors`` and returns ``grad * y``.
 """
 from __future__ import annotations
 

@@ -91,10 +91,7 @@ void input_transform(const Winograd3x3& p, const float* Bc, float* V, int64_t c,
         const vf v[4] = {vsub(e0, e2), vadd(o1, e2), vsub(e2, o1), vsub(o1, o3)};
         for (int j = 0; j < 4; ++j) {
           float* d = dst + (i * 4 + j) * plane;
-          if (cnt == W)
-            vstore(d, v[j]);
-          else
-            vstore_n(d, v[j], static_cast<int>(cnt));
+          vstore_upto(d, v[j], static_cast<int>(cnt));
         }
       }
     }
@@ -127,6 +124,18 @@ void output_transform(const Winograd3x3& p, const float* Mb, float bias, float* 
 }
 
 int64_t ucols_of(const Winograd3x3& p) { return round_up(2 * p.tw + 2, W) + 2 * W + 2; }
+
+// V from the padded input B (images b_step apart): every (image, channel) plane, in parallel.
+void input_transforms(const Winograd3x3& p, const float* B, int64_t b_step, float* V) {
+  const int64_t ucols = ucols_of(p);
+  parallel_for(p.nimg * p.Cin, 1, [&](int64_t c0, int64_t c1) {
+    AlignedBuffer u(static_cast<size_t>(4 * ucols));
+    for (int64_t ic = c0; ic < c1; ++ic) {
+      const int64_t i = ic / p.Cin, c = ic % p.Cin;
+      input_transform(p, B + i * b_step + c * p.Hb * p.Wb, V, c, i, u.data(), ucols);
+    }
+  });
+}
 
 }  // namespace
 
@@ -175,14 +184,7 @@ void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const f
   const int64_t T = p.nimg * p.th * p.tw;
   float* V = scratch;                   // 16 planes (Cin, ldT), v_plane apart
   float* Mb = scratch + 16 * v_plane(p);  // 16 planes (M, ldT), m_plane apart (+ 2W floats of slack)
-  const int64_t ucols = ucols_of(p);
-  parallel_for(p.nimg * p.Cin, 1, [&](int64_t c0, int64_t c1) {
-    AlignedBuffer u(static_cast<size_t>(4 * ucols));
-    for (int64_t ic = c0; ic < c1; ++ic) {
-      const int64_t i = ic / p.Cin, c = ic % p.Cin;
-      input_transform(p, B + i * b_step + c * p.Hb * p.Wb, V, c, i, u.data(), ucols);
-    }
-  });
+  input_transforms(p, B, b_step, V);
   I64Buf off(p.Cin);
   for (int64_t c = 0; c < p.Cin; ++c) off.p[c] = c * p.ldT;
   VecList vl((T + W - 1) / W);
@@ -212,14 +214,7 @@ void winograd_wgrad_unit(const Winograd3x3& p, const float* B, int64_t b_step, c
   const int64_t T = p.nimg * p.th * p.tw;
   float* V = scratch;                  // 16 planes (Cin, ldT), v_plane apart
   float* Z = scratch + 16 * v_plane(p);  // 16 planes (M, ldT), m_plane apart
-  const int64_t ucols = ucols_of(p);
-  parallel_for(p.nimg * p.Cin, 1, [&](int64_t c0, int64_t c1) {
-    AlignedBuffer u(static_cast<size_t>(4 * ucols));
-    for (int64_t ic = c0; ic < c1; ++ic) {
-      const int64_t i = ic / p.Cin, c = ic % p.Cin;
-      input_transform(p, B + i * b_step + c * p.Hb * p.Wb, V, c, i, u.data(), ucols);
-    }
-  });
+  input_transforms(p, B, b_step, V);
   // Z: each grad_y plane is copied into a zero-padded (2 th, 2 tw + 2W) buffer first, so that
   // tiles past an odd edge see zeros.
   const int64_t zw = 2 * p.tw + 2 * W, oplane = p.OHo * p.OWo;
@@ -247,10 +242,7 @@ void winograd_wgrad_unit(const Winograd3x3& p, const float* B, int64_t b_step, c
             const vf z[4] = {rx[r], vadd(rx[r], ry[r]), vsub(rx[r], ry[r]), vneg(ry[r])};
             for (int j = 0; j < 4; ++j) {
               float* o = dst + (r * 4 + j) * zplane;
-              if (cnt == W)
-                vstore(o, z[j]);
-              else
-                vstore_n(o, z[j], static_cast<int>(cnt));
+              vstore_upto(o, z[j], static_cast<int>(cnt));
             }
           }
         }

@@ -18,26 +18,8 @@ using rows::imax;
 float ce_row(const float* x, const float* w, int64_t C, int64_t t, float w_total, float eps, float* p) {
   const float m_s = rows::row_max(x, C);
   const vf m = vset1(m_s);
-  const double s = rows::row_sum(
-      C,
-      [&](int64_t i) {
-        vf e = vexp(vsub(vload(x + i), m));
-        vstore(p + i, e);
-        return e;
-      },
-      [&](int64_t i, int r) {
-        vf e = rows::keep_first(vexp(vsub(vload_n(x + i, r), m)), vzero(), r);
-        vstore_n(p + i, e, r);
-        return e;
-      });
+  const double s = rows::softmax_into(x, m, p, C);
   const float ls = static_cast<float>(std::log(s));
-  const vf inv = vset1(static_cast<float>(1.0 / s));
-  int64_t i = 0;
-  for (; i + W <= C; i += W) vstore(p + i, vmul(vload(p + i), inv));
-  if (i < C) {
-    int r = static_cast<int>(C - i);
-    vstore_n(p + i, vmul(vload_n(p + i, r), inv), r);
-  }
   const float wt = w ? w[t] : 1.0f;
   const float logp_t = (x[t] - m_s) - ls;
   float loss = (1.0f - eps) * (-wt * logp_t);

@@ -17,28 +17,7 @@ using rows::imin;
 
 int64_t row_grain(int64_t cols) { return imax(1, 16384 / imax(1, cols)); }
 
-void softmax_row(const float* x, float* y, int64_t n) {
-  const vf m = vset1(rows::row_max(x, n));
-  const double s = rows::row_sum(
-      n,
-      [&](int64_t i) {
-        vf e = vexp(vsub(vload(x + i), m));
-        vstore(y + i, e);
-        return e;
-      },
-      [&](int64_t i, int r) {
-        vf e = rows::keep_first(vexp(vsub(vload_n(x + i, r), m)), vzero(), r);
-        vstore_n(y + i, e, r);
-        return e;
-      });
-  const vf inv = vset1(static_cast<float>(1.0 / s));
-  int64_t i = 0;
-  for (; i + W <= n; i += W) vstore(y + i, vmul(vload(y + i), inv));
-  if (i < n) {
-    int r = static_cast<int>(n - i);
-    vstore_n(y + i, vmul(vload_n(y + i, r), inv), r);
-  }
-}
+void softmax_row(const float* x, float* y, int64_t n) { rows::softmax_into(x, vset1(rows::row_max(x, n)), y, n); }
 
 void log_softmax_row(const float* x, float* y, int64_t n) {
   const vf m = vset1(rows::row_max(x, n));

@@ -62,6 +62,32 @@ inline double row_sum(int64_t n, Full full, Tail tail) {
   return total;
 }
 
+// p[0, n) = softmax(x[0, n)) given m = the row max in every lane: exp(x - m) is stored and summed
+// in one pass, then scaled by 1 / sum. Returns that sum (cross-entropy also needs its log).
+// static: each kernel file keeps its own copy, so the row_sum below inlines into it as it did there.
+static inline double softmax_into(const float* x, vf m, float* p, int64_t n) {
+  const double s = row_sum(
+      n,
+      [&](int64_t i) {
+        vf e = vexp(vsub(vload(x + i), m));
+        vstore(p + i, e);
+        return e;
+      },
+      [&](int64_t i, int r) {
+        vf e = keep_first(vexp(vsub(vload_n(x + i, r), m)), vzero(), r);
+        vstore_n(p + i, e, r);
+        return e;
+      });
+  const vf inv = vset1(static_cast<float>(1.0 / s));
+  int64_t i = 0;
+  for (; i + W <= n; i += W) vstore(p + i, vmul(vload(p + i), inv));
+  if (i < n) {
+    int r = static_cast<int>(n - i);
+    vstore_n(p + i, vmul(vload_n(p + i, r), inv), r);
+  }
+  return s;
+}
+
 }  // namespace rows
 }  // namespace FG_ISA_NS
 }  // namespace fg

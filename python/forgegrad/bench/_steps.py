@@ -4,35 +4,46 @@ from __future__ import annotations
 import numpy as np
 
 
+def _step(opt, loss_fn):
+    """One training step: loss, zero_grad, backward, opt.step(); returns the loss (before the update).
+    The same code for forgegrad and torch, whose optimizers and tensors share these names."""
+    def step():
+        loss = loss_fn()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
+def adam_step_fns(model, torch_model, fg_loss, torch_loss, torch, lr: float = 1e-3) -> dict:
+    """{"forgegrad": step, "torch": step or None}: each step computes the loss (fg_loss() on the
+    forgegrad side, torch_loss() on the torch side, both without arguments), runs backward and an
+    Adam step, and returns the loss (before the update). torch_model must already hold forgegrad's
+    weights; it and torch_loss are unused when torch is None."""
+    from .. import optim
+    fns = {"forgegrad": _step(optim.Adam(model.parameters(), lr=lr), fg_loss), "torch": None}
+    if torch is not None:
+        fns["torch"] = _step(torch.optim.Adam(torch_model.parameters(), lr=lr), torch_loss)
+    return fns
+
+
 def classifier_step_fns(model, torch_model, x: np.ndarray, y: np.ndarray, torch, lr: float = 1e-3) -> dict:
     """{"forgegrad": step, "torch": step or None} for a cross-entropy classifier trained with Adam.
 
     Each call runs forward, loss, backward and the optimizer step. torch_model (built only when
     torch is installed) receives forgegrad's initial weights, so both sides do the same work.
     """
-    from .. import nn, optim
+    from .. import nn
     from ..tensor import Tensor
-    opt = optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     xt, yt = Tensor(x), Tensor(y)
-
-    def fg_step():
-        loss = loss_fn(model(xt), yt)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    fns = {"forgegrad": fg_step, "torch": None}
+    torch_loss = None
     if torch is not None:
         torch_model.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in model.state_dict().items()})
-        topt = torch.optim.Adam(torch_model.parameters(), lr=lr)
         tx, ty, tl = torch.from_numpy(x), torch.from_numpy(y), torch.nn.CrossEntropyLoss()
 
-        def torch_step():
-            loss = tl(torch_model(tx), ty)
-            topt.zero_grad()
-            loss.backward()
-            topt.step()
+        def torch_loss():
+            return tl(torch_model(tx), ty)
 
-        fns["torch"] = torch_step
-    return fns
+    return adam_step_fns(model, torch_model, lambda: loss_fn(model(xt), yt), torch_loss, torch, lr)

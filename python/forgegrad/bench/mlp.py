@@ -47,36 +47,21 @@ def _models(torch):
 
 def train_fns(torch, rng):
     """{"forgegrad": step, "torch": step or None}; each step returns its loss (before the update)."""
-    from .. import optim
     from ..nn import functional as F
     from ..tensor import Tensor
+    from ._steps import adam_step_fns
     x = rng.standard_normal((BATCH_TRAIN, SIZES[0])).astype(np.float32)
     y = rng.integers(0, SIZES[-1], BATCH_TRAIN)
     model, tmodel = _models(torch)
-    opt = optim.Adam(model.parameters(), lr=1e-3)
     xt, yt = Tensor(x), Tensor(y)
-
-    def fg_step():
-        opt.zero_grad()
-        loss = F.cross_entropy(model(xt), yt)
-        loss.backward()
-        opt.step()
-        return loss
-
-    fns = {"forgegrad": fg_step, "torch": None}
+    torch_loss = None
     if torch is not None:
-        topt = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
         tx, ty = torch.from_numpy(x), torch.from_numpy(y)
 
-        def torch_step():
-            topt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(tmodel(tx), ty)
-            loss.backward()
-            topt.step()
-            return loss
+        def torch_loss():
+            return torch.nn.functional.cross_entropy(tmodel(tx), ty)
 
-        fns["torch"] = torch_step
-    return fns
+    return adam_step_fns(model, tmodel, lambda: F.cross_entropy(model(xt), yt), torch_loss, torch)
 
 
 def infer_fns(torch, ort, rng, threads):

@@ -74,37 +74,26 @@ def torch_vae_loss(torch, recon, x, mu, logvar):
 
 
 def _vae_step(torch, rng):
-    from .. import optim
     from ..models import vae_loss
     from ..tensor import Tensor
+    from ._steps import adam_step_fns
     x, eps = vae_data(rng)
     model, tmodel = vae_models(torch)
-    opt = optim.Adam(model.parameters(), lr=1e-3)
     xt = Tensor(x)
 
-    def fg_step():
+    def fg_loss():
         recon, mu, logvar = model(xt, eps=eps)
-        loss = vae_loss(recon, xt, mu, logvar)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss
+        return vae_loss(recon, xt, mu, logvar)
 
-    fns = {"forgegrad": fg_step, "torch": None}
+    torch_loss = None
     if torch is not None:
-        topt = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
         tx, te = torch.from_numpy(x), torch.from_numpy(eps)
 
-        def torch_step():
+        def torch_loss():
             recon, mu, logvar = tmodel(tx, te)
-            loss = torch_vae_loss(torch, recon, tx, mu, logvar)
-            topt.zero_grad()
-            loss.backward()
-            topt.step()
-            return loss
+            return torch_vae_loss(torch, recon, tx, mu, logvar)
 
-        fns["torch"] = torch_step
-    return VAE_WORKLOAD, fns
+    return VAE_WORKLOAD, adam_step_fns(model, tmodel, fg_loss, torch_loss, torch)
 
 
 def workloads(quick: bool = False) -> List[Workload]:

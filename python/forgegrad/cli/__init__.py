@@ -9,19 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._argtypes import positive_int
 from ._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, CLIError, UsageError
 
 __all__ = ["main", "build_parser", "CLIError", "UsageError"]
-
-
-def _threads(s):
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
-    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     for mod in (train, evaluate, export, bench, quickstart, ops):
         p = mod.add_parser(sub)
         if mod in (train, evaluate, export):  # bench and quickstart pin threads per timed run themselves
-            p.add_argument("--threads", type=_threads, default=None,
+            p.add_argument("--threads", type=positive_int, default=None,
                            help="forgegrad kernel threads (default: all cores or FORGEGRAD_NUM_THREADS)")
         if mod is train:
             p.add_argument("--no-progress", action="store_true", help="no progress bar")

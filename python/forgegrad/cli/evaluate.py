@@ -5,8 +5,9 @@ import json
 
 from .. import models
 from . import _checkpoint, _data, _loop
+from ._argtypes import positive_int
 from ._errors import UsageError
-from .train import _positive_int, prepare
+from .train import prepare
 
 
 def add_parser(sub):
@@ -20,7 +21,7 @@ def add_parser(sub):
     p.add_argument("--split", choices=("val", "all"), default=None,
                    help="'val': the validation samples held out in training (default when --data is the training "
                         "data), 'all': every sample")
-    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(run=run)
     return p

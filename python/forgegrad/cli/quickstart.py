@@ -11,9 +11,10 @@ from .. import models
 from .. import random as _random
 from ..tensor import Tensor
 from . import _checkpoint, _data, _loop
+from ._argtypes import positive_int
 from ._errors import optional
 from .export import export_model, format_report
-from .train import _positive_int, build_optimizer, prepare
+from .train import build_optimizer, prepare
 
 
 def add_parser(sub):
@@ -21,11 +22,11 @@ def add_parser(sub):
                        description="Train an MLP on the bundled 8x8 digits, export it to ONNX and verify it in "
                                    "onnxruntime, then time a GEMM and an MLP training step against numpy and "
                                    "torch (when installed).")
-    p.add_argument("--epochs", type=_positive_int, default=20, help="training epochs (default 20)")
+    p.add_argument("--epochs", type=positive_int, default=20, help="training epochs (default 20)")
     p.add_argument("--quick", action="store_true", help="a few seconds: 2 epochs and short timings")
     p.add_argument("--out", default=None, metavar="DIR", help="keep the checkpoint and model.onnx here "
                                                                "(default: a temporary directory)")
-    p.add_argument("--threads", type=_positive_int, default=1,
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="threads for the timings, on every runtime (default 1)")
     p.add_argument("--no-bench", action="store_true", help="skip the timings")
     p.add_argument("--seed", type=int, default=0)

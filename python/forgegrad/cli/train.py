@@ -4,12 +4,12 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
 
 from .. import models
 from .. import random as _random
 from .._version import __version__
 from . import _checkpoint, _data, _loop
+from ._argtypes import fraction, positive_float, positive_int
 from ._errors import CLIError, UsageError, require
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -22,11 +22,11 @@ def add_parser(sub):
                                    "OUT/training_curve.png.")
     p.add_argument("model", metavar="MODEL", help=f"zoo model name ({', '.join(models.available())})")
     add_data_args(p)
-    p.add_argument("--epochs", type=_positive_int, default=10, help="passes over the training data (default 10)")
-    p.add_argument("--batch-size", type=_positive_int, default=64, help="samples per step (default 64)")
-    p.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate (default 1e-3)")
+    p.add_argument("--epochs", type=positive_int, default=10, help="passes over the training data (default 10)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="samples per step (default 64)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (default 1e-3)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="default adam")
-    p.add_argument("--val-split", type=_fraction, default=0.2,
+    p.add_argument("--val-split", type=fraction, default=0.2,
                    help="fraction of the data held out for validation (default 0.2; 0 disables)")
     p.add_argument("--arg", dest="model_args", action="append", default=[], metavar="KEY=VALUE",
                    help="model keyword argument, VALUE parsed as JSON when it can be (repeatable), "
@@ -42,39 +42,6 @@ def add_data_args(p, default="digits"):
     p.add_argument("--data", default=default, metavar="digits|PATH",
                    help=f"data set: 'digits' (bundled 8x8 digits) or a file: {_data.FILE_KINDS} (default {default})")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation, shuffling and the split (default 0)")
-
-
-def _positive_int(s):
-    import argparse
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
-    return v
-
-
-def _positive_float(s):
-    import argparse
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
-    if not v > 0 or not np.isfinite(v):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}")
-    return v
-
-
-def _fraction(s):
-    import argparse
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {s!r}") from None
-    if not 0.0 <= v < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {s!r}")
-    return v
 
 
 def parse_model_args(pairs):

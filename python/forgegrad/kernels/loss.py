@@ -34,6 +34,15 @@ def _weight(weight, c):
     return weight
 
 
+def _rows(x, name, target, weight):
+    """x as C-contiguous (N, C) float32, with target checked against N and weight against C."""
+    x = as_f32(x, name)
+    check_ndim(x, name, 2)
+    x = x if x.flags.c_contiguous else np.ascontiguousarray(x)
+    n, c = x.shape
+    return x, _target(target, n), _weight(weight, c)
+
+
 def _smoothing(label_smoothing):
     return check_float(label_smoothing, "label_smoothing", low=0.0, high=1.0)
 
@@ -46,12 +55,8 @@ def cross_entropy_forward(logits, target, weight=None, ignore_index: int = -100,
     weight[target] over rows not ignored (reduction='mean' divides by it).
     Raises IndexError for a target outside [0, C) that is not ignore_index.
     """
-    logits = as_f32(logits, "logits")
-    check_ndim(logits, "logits", 2)
-    logits = logits if logits.flags.c_contiguous else np.ascontiguousarray(logits)
+    logits, target, weight = _rows(logits, "logits", target, weight)
     n, c = logits.shape
-    target = _target(target, n)
-    weight = _weight(weight, c)
     prob = np.empty((n, c), np.float32)
     loss = np.empty(n, np.float32)
     ignore_index = check_int(ignore_index, "ignore_index")
@@ -65,12 +70,8 @@ def cross_entropy_backward(prob, target, weight=None, ignore_index: int = -100, 
     """d loss / d logits (N, C) from the forward's prob, each row scaled by
     ``grad_scale * grad_loss[i]`` (``grad_loss`` (N,) is the upstream gradient of reduction='none';
     None means 1). ``out`` may be ``prob`` (it is then overwritten)."""
-    prob = as_f32(prob, "prob")
-    check_ndim(prob, "prob", 2)
-    prob = prob if prob.flags.c_contiguous else np.ascontiguousarray(prob)
+    prob, target, weight = _rows(prob, "prob", target, weight)
     n, c = prob.shape
-    target = _target(target, n)
-    weight = _weight(weight, c)
     if grad_loss is not None:
         grad_loss = np.ascontiguousarray(as_f32(grad_loss, "grad_loss"))
         if grad_loss.shape != (n,):

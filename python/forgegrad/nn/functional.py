@@ -6,7 +6,8 @@ import numpy as np
 from .._validate import check_bool, check_float, check_int
 from ..ops.registry import _OPS
 from ..tensor import Tensor
-from .functional_conv import adaptive_avg_pool2d, avg_pool2d, batch_norm, conv2d, max_pool2d
+# _t and _opt (argument checks) are defined once, in functional_conv, which this module builds on
+from .functional_conv import _opt, _t, adaptive_avg_pool2d, avg_pool2d, batch_norm, conv2d, max_pool2d
 
 __all__ = [
     "linear", "relu", "leaky_relu", "gelu", "sigmoid", "tanh", "softmax", "log_softmax", "dropout",
@@ -14,16 +15,6 @@ __all__ = [
     "nll_loss", "kl_div", "one_hot",
     "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm",
 ]
-
-
-def _t(x, name):
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a forgegrad.Tensor, got {type(x).__name__}")
-    return x
-
-
-def _opt(x):
-    return None if x is None else (x if isinstance(x, Tensor) else Tensor(x))
 
 
 def linear(input, weight, bias=None):

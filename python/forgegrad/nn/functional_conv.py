@@ -10,12 +10,14 @@ __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_n
 
 
 def _t(x, name):
+    """x, which must be a Tensor (argument `name`); shared with forgegrad.nn.functional."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a forgegrad.Tensor, got {type(x).__name__}")
     return x
 
 
 def _opt(x):
+    """An optional argument as a Tensor (None stays None)."""
     return None if x is None else (x if isinstance(x, Tensor) else Tensor(x))
 
 

@@ -233,6 +233,45 @@ def _from_last(y, axis, ndim):
     return y if axis == ndim - 1 else np.moveaxis(y, -1, axis)
 
 
+def _softmax_reference(x, axis):
+    z = x - np.max(x, axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def _log_softmax_reference(x, axis):
+    z = x - np.max(x, axis=axis, keepdims=True)
+    return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
+
+
+def _rowwise_forward(ctx, x, dim, kernel, reference):
+    """softmax and log_softmax: float32 input runs the C++ row kernel on `dim` moved last, the
+    rest numpy's reference(x, axis). Saves y for _rowwise_backward, in the moved layout when the
+    kernel made it."""
+    (axis,) = normalize_axis(dim, x.ndim)
+    ctx.axis = axis
+    ctx.kernel = bool(_f32(x) and x.ndim > 0)
+    if ctx.kernel:
+        y = kernel(_rows_last(x, axis))  # y in the moved layout
+        ctx.save_for_backward(y)
+        return _from_last(y, axis, x.ndim)
+    y = reference(x, axis)
+    ctx.save_for_backward(y)
+    return y
+
+
+def _rowwise_backward(ctx, g, kernel_backward, reference_backward):
+    """The gradient from the saved y: the C++ row kernel when forward used it and g is float32,
+    else reference_backward(g, y, axis) on y in g's layout."""
+    (y,) = ctx.saved_tensors
+    if ctx.kernel and _f32(g):
+        dx = kernel_backward(_rows_last(g, ctx.axis), y)
+        return _from_last(dx, ctx.axis, g.ndim)
+    if ctx.kernel:
+        y = _from_last(y, ctx.axis, g.ndim)
+    return reference_backward(g, y, ctx.axis)
+
+
 @register_op("softmax", meta=M.same, flops=M.per_output_element(5),
              samples=lambda: S.unary()() + [Sample((S.rand(4, 6, 5),), {"dim": 1}, "dim 1"),
                                             Sample((S.rand(4, 6, 5),), {"dim": 0}, "dim 0")],
@@ -243,29 +282,12 @@ class SoftmaxFunction(Function):
 
     @staticmethod
     def forward(ctx, x, dim=-1):
-        (axis,) = normalize_axis(dim, x.ndim)
-        ctx.axis = axis
-        if _f32(x) and x.ndim > 0:
-            y = _KS.softmax(_rows_last(x, axis))  # y in the moved layout
-            ctx.save_for_backward(y)
-            ctx.kernel = True
-            return _from_last(y, axis, x.ndim)
-        z = x - np.max(x, axis=axis, keepdims=True)
-        e = np.exp(z)
-        y = e / np.sum(e, axis=axis, keepdims=True)
-        ctx.save_for_backward(y)
-        ctx.kernel = False
-        return y
+        return _rowwise_forward(ctx, x, dim, _KS.softmax, _softmax_reference)
 
     @staticmethod
     def backward(ctx, g):
-        (y,) = ctx.saved_tensors
-        if ctx.kernel and _f32(g):
-            dx = _KS.softmax_backward(_rows_last(g, ctx.axis), y)
-            return _from_last(dx, ctx.axis, g.ndim)
-        if ctx.kernel:
-            y = _from_last(y, ctx.axis, g.ndim)
-        return y * (g - np.sum(g * y, axis=ctx.axis, keepdims=True))
+        return _rowwise_backward(ctx, g, _KS.softmax_backward,
+                                 lambda g, y, axis: y * (g - np.sum(g * y, axis=axis, keepdims=True)))
 
 
 @register_op("log_softmax", meta=M.same, flops=M.per_output_element(5),
@@ -275,28 +297,12 @@ class SoftmaxFunction(Function):
 class LogSoftmaxFunction(Function):
     @staticmethod
     def forward(ctx, x, dim=-1):
-        (axis,) = normalize_axis(dim, x.ndim)
-        ctx.axis = axis
-        if _f32(x) and x.ndim > 0:
-            y = _KS.log_softmax(_rows_last(x, axis))
-            ctx.save_for_backward(y)
-            ctx.kernel = True
-            return _from_last(y, axis, x.ndim)
-        z = x - np.max(x, axis=axis, keepdims=True)
-        y = z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
-        ctx.save_for_backward(y)
-        ctx.kernel = False
-        return y
+        return _rowwise_forward(ctx, x, dim, _KS.log_softmax, _log_softmax_reference)
 
     @staticmethod
     def backward(ctx, g):
-        (y,) = ctx.saved_tensors
-        if ctx.kernel and _f32(g):
-            dx = _KS.log_softmax_backward(_rows_last(g, ctx.axis), y)
-            return _from_last(dx, ctx.axis, g.ndim)
-        if ctx.kernel:
-            y = _from_last(y, ctx.axis, g.ndim)
-        return g - np.exp(y) * np.sum(g, axis=ctx.axis, keepdims=True)
+        return _rowwise_backward(ctx, g, _KS.log_softmax_backward,
+                                 lambda g, y, axis: g - np.exp(y) * np.sum(g, axis=axis, keepdims=True))
 
 
 @register_op("dropout", meta=M.same, flops=M.per_output_element(1),

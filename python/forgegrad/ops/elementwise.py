@@ -32,6 +32,14 @@ def _shape(x):
     return x.shape if isinstance(x, np.ndarray) else np.shape(x)
 
 
+def _sum_grads(ctx, g, negate_b):
+    """The gradients of a + b (a - b with negate_b): g, and g or -g, each summed back to the shape
+    saved in ctx.shapes; None for an input that needs none (-g is then not computed)."""
+    sa, sb = ctx.shapes
+    return (unbroadcast(g, sa) if ctx.needs_input_grad[0] else None,
+            unbroadcast(-g if negate_b else g, sb) if ctx.needs_input_grad[1] else None)
+
+
 @register_op("add", meta=M.broadcast, flops=_ONE_FLOP, samples=S.binary(), torch=lambda torch, a, b: a + b,
              bad_inputs=_bad_broadcast)
 class AddFunction(Function):
@@ -42,9 +50,7 @@ class AddFunction(Function):
 
     @staticmethod
     def backward(ctx, g):
-        sa, sb = ctx.shapes
-        return (unbroadcast(g, sa) if ctx.needs_input_grad[0] else None,
-                unbroadcast(g, sb) if ctx.needs_input_grad[1] else None)
+        return _sum_grads(ctx, g, negate_b=False)
 
 
 @register_op("sub", meta=M.broadcast, flops=_ONE_FLOP, samples=S.binary(), torch=lambda torch, a, b: a - b,
@@ -57,9 +63,7 @@ class SubFunction(Function):
 
     @staticmethod
     def backward(ctx, g):
-        sa, sb = ctx.shapes
-        return (unbroadcast(g, sa) if ctx.needs_input_grad[0] else None,
-                unbroadcast(-g, sb) if ctx.needs_input_grad[1] else None)
+        return _sum_grads(ctx, g, negate_b=True)
 
 
 @register_op("mul", meta=M.broadcast, flops=_ONE_FLOP, samples=S.binary(), torch=lambda torch, a, b: a * b,

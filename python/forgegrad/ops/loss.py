@@ -108,6 +108,17 @@ def _kl_div_meta(inp, target, reduction="mean", log_target=False):
     return MetaArray(inp.shape if reduction == "none" else (), np.float32)
 
 
+def _saved_difference(ctx, inp, target, reduction, name):
+    """mse_loss and l1_loss: checks the arguments, saves d = inp - target and the reduction for
+    backward and returns d."""
+    _check_reduction(reduction)
+    _check_same_shape(inp, target, name)
+    d = inp - target
+    ctx.save_for_backward(d)
+    ctx.reduction = reduction
+    return d
+
+
 def _nll_flops(out, inputs, kwargs) -> int:
     """Per target: a gather, a multiply by the class weight and the sum (the gather counted free)."""
     return 2 * inputs[1].size
@@ -119,11 +130,7 @@ def _nll_flops(out, inputs, kwargs) -> int:
 class MSELossFunction(Function):
     @staticmethod
     def forward(ctx, inp, target, reduction="mean"):
-        _check_reduction(reduction)
-        _check_same_shape(inp, target, "mse_loss")
-        d = inp - target
-        ctx.save_for_backward(d)
-        ctx.reduction = reduction
+        d = _saved_difference(ctx, inp, target, reduction, "mse_loss")
         return _reduce(d * d, reduction)
 
     @staticmethod
@@ -139,11 +146,7 @@ class MSELossFunction(Function):
 class L1LossFunction(Function):
     @staticmethod
     def forward(ctx, inp, target, reduction="mean"):
-        _check_reduction(reduction)
-        _check_same_shape(inp, target, "l1_loss")
-        d = inp - target
-        ctx.save_for_backward(d)
-        ctx.reduction = reduction
+        d = _saved_difference(ctx, inp, target, reduction, "l1_loss")
         return _reduce(np.abs(d), reduction)
 
     @staticmethod

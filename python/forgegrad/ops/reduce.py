@@ -29,6 +29,13 @@ def _dim_samples():
     return [Sample((x, 1)), Sample((x, -1), {"keepdim": True}, "keepdim"), Sample((S.rand(*S.LARGE), 0), name="large")]
 
 
+def _save_axes(ctx, a, dim, keepdim):
+    """The normalized axes of dim, saved with the input shape and keepdim for _expand_back."""
+    axes = normalize_axis(dim, a.ndim)
+    ctx.in_shape, ctx.axes, ctx.keepdim = a.shape, axes, keepdim
+    return axes
+
+
 def _expand_back(g, in_shape, axes, keepdim):
     """Reshape a reduced gradient so it broadcasts against the input."""
     if not keepdim:
@@ -45,8 +52,7 @@ def _expand_back(g, in_shape, axes, keepdim):
 class SumFunction(Function):
     @staticmethod
     def forward(ctx, a, dim=None, keepdim=False):
-        axes = normalize_axis(dim, a.ndim)
-        ctx.in_shape, ctx.axes, ctx.keepdim = a.shape, axes, keepdim
+        axes = _save_axes(ctx, a, dim, keepdim)
         return np.sum(a, axis=axes, keepdims=keepdim, dtype=a.dtype if a.dtype.kind == "f" else None)
 
     @staticmethod
@@ -61,8 +67,7 @@ class SumFunction(Function):
 class MeanFunction(Function):
     @staticmethod
     def forward(ctx, a, dim=None, keepdim=False):
-        axes = normalize_axis(dim, a.ndim)
-        ctx.in_shape, ctx.axes, ctx.keepdim = a.shape, axes, keepdim
+        axes = _save_axes(ctx, a, dim, keepdim)
         n = 1
         for ax in axes:
             n *= a.shape[ax]

@@ -1,7 +1,7 @@
 """Adam and AdamW (torch.optim.Adam / AdamW's math, one fused C++ pass per step)."""
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from ..kernels import optim as _k
 from .optimizer import Optimizer, _new_step, _state_array, _zeros_like
@@ -55,41 +55,35 @@ class Adam(Optimizer):
         if not 0.0 <= wd:
             raise ValueError(f"Invalid weight_decay value: {wd}")
 
-    def step(self, closure: Optional[Callable[[], Any]] = None):
-        """One Adam step over every parameter that has a gradient; returns the closure's loss."""
-        loss = self._run_closure(closure)
-        for group in self.param_groups:
-            pairs = self._params_with_grad(group)
-            if not pairs:
-                continue
-            amsgrad = bool(group["amsgrad"])
-            params, grads, exp_avgs, exp_avg_sqs, maxes, steps = [], [], [], [], [], []
-            for p, g in pairs:
-                state = self.state[p]
-                if "step" not in state:  # lazy init, as torch: on the parameter's first step
-                    state["step"] = _new_step()
-                    state["exp_avg"] = _zeros_like(p)
-                    state["exp_avg_sq"] = _zeros_like(p)
-                step = state["step"].data
-                step += 1  # a 0-d float32 array, like torch's step tensor
-                steps.append(step.item())
-                params.append(p.data)
-                grads.append(g)
-                exp_avgs.append(_state_array(state, "exp_avg", p))
-                exp_avg_sqs.append(_state_array(state, "exp_avg_sq", p))
-                if amsgrad:
-                    maxes.append(_state_array(state, "max_exp_avg_sq", p))
-            beta1, beta2 = group["betas"]
-            kw = dict(lr=float(group["lr"]), beta1=float(beta1), beta2=float(beta2), eps=float(group["eps"]),
-                      weight_decay=float(group["weight_decay"]),
-                      decoupled_weight_decay=bool(group["decoupled_weight_decay"]), maximize=bool(group["maximize"]))
-            if group.get("foreach") is False:
-                for i in range(len(params)):
-                    _k.adam_step([params[i]], [grads[i]], [exp_avgs[i]], [exp_avg_sqs[i]],
-                                 [maxes[i]] if amsgrad else None, [steps[i]], **kw)
-            else:
-                _k.adam_step(params, grads, exp_avgs, exp_avg_sqs, maxes if amsgrad else None, steps, **kw)
-        return loss
+    def _step_group(self, group: Dict[str, Any], pairs) -> None:
+        """One Adam update of the group's parameters that have a gradient (Optimizer.step calls it)."""
+        amsgrad = bool(group["amsgrad"])
+        params, grads, exp_avgs, exp_avg_sqs, maxes, steps = [], [], [], [], [], []
+        for p, g in pairs:
+            state = self.state[p]
+            if "step" not in state:  # lazy init, as torch: on the parameter's first step
+                state["step"] = _new_step()
+                state["exp_avg"] = _zeros_like(p)
+                state["exp_avg_sq"] = _zeros_like(p)
+            step = state["step"].data
+            step += 1  # a 0-d float32 array, like torch's step tensor
+            steps.append(step.item())
+            params.append(p.data)
+            grads.append(g)
+            exp_avgs.append(_state_array(state, "exp_avg", p))
+            exp_avg_sqs.append(_state_array(state, "exp_avg_sq", p))
+            if amsgrad:
+                maxes.append(_state_array(state, "max_exp_avg_sq", p))
+        beta1, beta2 = group["betas"]
+        kw = dict(lr=float(group["lr"]), beta1=float(beta1), beta2=float(beta2), eps=float(group["eps"]),
+                  weight_decay=float(group["weight_decay"]),
+                  decoupled_weight_decay=bool(group["decoupled_weight_decay"]), maximize=bool(group["maximize"]))
+        if group.get("foreach") is False:
+            for i in range(len(params)):
+                _k.adam_step([params[i]], [grads[i]], [exp_avgs[i]], [exp_avg_sqs[i]],
+                             [maxes[i]] if amsgrad else None, [steps[i]], **kw)
+        else:
+            _k.adam_step(params, grads, exp_avgs, exp_avg_sqs, maxes if amsgrad else None, steps, **kw)
 
 
 class AdamW(Adam):

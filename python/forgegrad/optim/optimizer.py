@@ -142,7 +142,18 @@ class Optimizer:
                     p.grad.data[...] = 0
 
     def step(self, closure: Optional[Callable[[], Any]] = None):
-        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        """Perform one optimization step over every parameter that has a gradient; ``closure``
+        re-evaluates the model and returns the loss, which step returns."""
+        loss = self._run_closure(closure)
+        for group in self.param_groups:
+            pairs = self._params_with_grad(group)
+            if pairs:
+                self._step_group(group, pairs)
+        return loss
+
+    def _step_group(self, group: Dict[str, Any], pairs) -> None:
+        """Update one param group; ``pairs`` are its (param, grad array) that have a gradient.
+        Each optimizer implements this (or overrides step itself)."""
         raise NotImplementedError
 
     @staticmethod

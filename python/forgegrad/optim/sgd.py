@@ -1,7 +1,7 @@
 """SGD with momentum, dampening, Nesterov, weight decay and maximize (torch.optim.SGD's math)."""
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Dict, Optional
 
 from ..kernels import optim as _k
 from .optimizer import Optimizer, _state_array
@@ -45,32 +45,26 @@ class SGD(Optimizer):
         if group["nesterov"] and (momentum <= 0 or group["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
-    def step(self, closure: Optional[Callable[[], Any]] = None):
-        """One SGD step over every parameter that has a gradient; returns the closure's loss."""
-        loss = self._run_closure(closure)
-        for group in self.param_groups:
-            pairs = self._params_with_grad(group)
-            if not pairs:
-                continue
-            momentum = float(group["momentum"])
-            params = [p.data for p, _ in pairs]
-            grads = [g for _, g in pairs]
-            bufs, init = None, []
-            if momentum != 0:
-                bufs = []
-                for p, _ in pairs:
-                    state = self.state[p]
-                    is_new = state.get("momentum_buffer") is None
-                    if is_new:
-                        state.pop("momentum_buffer", None)
-                    bufs.append(_state_array(state, "momentum_buffer", p))
-                    init.append(is_new)
-            kw = dict(lr=float(group["lr"]), momentum=momentum, dampening=float(group["dampening"]),
-                      weight_decay=float(group["weight_decay"]), nesterov=bool(group["nesterov"]),
-                      maximize=bool(group["maximize"]))
-            if group.get("foreach") is False:
-                for i in range(len(params)):
-                    _k.sgd_step([params[i]], [grads[i]], None if bufs is None else [bufs[i]], init[i:i + 1], **kw)
-            else:
-                _k.sgd_step(params, grads, bufs, init, **kw)
-        return loss
+    def _step_group(self, group: Dict[str, Any], pairs) -> None:
+        """One SGD update of the group's parameters that have a gradient (Optimizer.step calls it)."""
+        momentum = float(group["momentum"])
+        params = [p.data for p, _ in pairs]
+        grads = [g for _, g in pairs]
+        bufs, init = None, []
+        if momentum != 0:
+            bufs = []
+            for p, _ in pairs:
+                state = self.state[p]
+                is_new = state.get("momentum_buffer") is None
+                if is_new:
+                    state.pop("momentum_buffer", None)
+                bufs.append(_state_array(state, "momentum_buffer", p))
+                init.append(is_new)
+        kw = dict(lr=float(group["lr"]), momentum=momentum, dampening=float(group["dampening"]),
+                  weight_decay=float(group["weight_decay"]), nesterov=bool(group["nesterov"]),
+                  maximize=bool(group["maximize"]))
+        if group.get("foreach") is False:
+            for i in range(len(params)):
+                _k.sgd_step([params[i]], [grads[i]], None if bufs is None else [bufs[i]], init[i:i + 1], **kw)
+        else:
+            _k.sgd_step(params, grads, bufs, init, **kw)
