@@ -41,7 +41,26 @@ def _inference_plan(mods):
     return plan
 
 
-class Sequential(Module):
+class _ModuleSequence(Module):
+    """Submodules named "0", "1", ... in order: len, iteration, indexing and append."""
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return self._from_items(list(self._modules.items())[idx])
+        return list(self._modules.values())[idx]
+
+    def append(self, module: Module):
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+
+class Sequential(_ModuleSequence):
     """Modules applied in order. ``Sequential(a, b)`` names them "0", "1"; an OrderedDict keeps names.
 
     Keras sugar: ``model.compile(loss=..., optimizer=..., metrics=[...])`` then
@@ -89,23 +108,10 @@ class Sequential(Module):
                     input = act(input)
         return input
 
-    def __len__(self):
-        return len(self._modules)
+    def _from_items(self, items):
+        return Sequential(OrderedDict(items))
 
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def __getitem__(self, idx):
-        mods = list(self._modules.values())
-        if isinstance(idx, slice):
-            return Sequential(OrderedDict(list(self._modules.items())[idx]))
-        return mods[idx]
-
-    def append(self, module: Module) -> "Sequential":
-        self.add_module(str(len(self)), module)
-        return self
-
-    add = append  # Keras spelling
+    add = _ModuleSequence.append  # Keras spelling
 
     # ---- Keras-style training (see forgegrad.train.keras) --------------------------------------
     def compile(self, loss, optimizer="adam", metrics=(), **optimizer_kwargs):
@@ -125,30 +131,19 @@ class Sequential(Module):
         return keras.predict(self, x, **kwargs)
 
 
-class ModuleList(Module):
+class ModuleList(_ModuleSequence):
     def __init__(self, modules=None):
         super().__init__()
         for m in modules or ():
             self.append(m)
-
-    def append(self, module: Module) -> "ModuleList":
-        self.add_module(str(len(self._modules)), module)
-        return self
 
     def extend(self, modules) -> "ModuleList":
         for m in modules:
             self.append(m)
         return self
 
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def __getitem__(self, idx):
-        mods = list(self._modules.values())
-        return ModuleList(mods[idx]) if isinstance(idx, slice) else mods[idx]
+    def _from_items(self, items):
+        return ModuleList([m for _, m in items])
 
 
 class ModuleDict(Module):

@@ -2,7 +2,6 @@
 and initialisation (NCHW), plus the Keras-style aliases Conv2D and MaxPooling2D."""
 from __future__ import annotations
 
-import math
 
 
 from .. import devices
@@ -12,7 +11,7 @@ from . import functional_conv as F
 from . import init
 from .linear import _ACTIVATIONS
 from .module import Module
-from .parameter import Parameter
+from .parameter import add_weight_and_bias
 from ..tensor import Tensor
 
 __all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Conv2D", "MaxPooling2D"]
@@ -53,19 +52,11 @@ class Conv2d(Module):
         if padding_mode != "zeros":
             raise ValueError(f"{cls}: padding_mode {padding_mode!r} is not supported (only 'zeros')")
         self.padding_mode = padding_mode
-        self.weight = Parameter(devices.empty(weight_shape))  # on the default device (meta: no memory)
-        if bias:
-            self.bias = Parameter(devices.empty((self.out_channels,)))
-        else:
-            self.register_parameter("bias", None)
+        add_weight_and_bias(self, weight_shape, bias)  # on the default device (meta: no memory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1]
-            bound = 1 / math.sqrt(fan_in)
-            init.uniform_(self.bias, -bound, bound)
+        init.layer_default_(self.weight, self.bias)
 
     def forward(self, input):
         _check_input(input, (4,), "Conv2d")
@@ -84,18 +75,25 @@ class Conv2d(Module):
         return s
 
 
-class MaxPool2d(Module):
-    """Max pooling as torch.nn.MaxPool2d(kernel_size, stride=None, padding=0, dilation=1,
-    return_indices=False, ceil_mode=False)."""
+class _Pool2d(Module):
+    """The window arguments every 2-D pooling layer keeps (stride defaults to the kernel size)."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
+    def __init__(self, kernel_size, stride, padding, ceil_mode):
         super().__init__()
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size
         self.padding = padding
+        self.ceil_mode = ceil_mode
+
+
+class MaxPool2d(_Pool2d):
+    """Max pooling as torch.nn.MaxPool2d(kernel_size, stride=None, padding=0, dilation=1,
+    return_indices=False, ceil_mode=False)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
+        super().__init__(kernel_size, stride, padding, ceil_mode)
         self.dilation = dilation
         self.return_indices = return_indices
-        self.ceil_mode = ceil_mode
 
     def forward(self, input):
         _check_input(input, (4,), "MaxPool2d")
@@ -107,17 +105,13 @@ class MaxPool2d(Module):
                 f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
 
 
-class AvgPool2d(Module):
+class AvgPool2d(_Pool2d):
     """Average pooling as torch.nn.AvgPool2d(kernel_size, stride=None, padding=0, ceil_mode=False,
     count_include_pad=True, divisor_override=None)."""
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                  divisor_override=None):
-        super().__init__()
-        self.kernel_size = kernel_size
-        self.stride = stride if stride is not None else kernel_size
-        self.padding = padding
-        self.ceil_mode = ceil_mode
+        super().__init__(kernel_size, stride, padding, ceil_mode)
         self.count_include_pad = count_include_pad
         self.divisor_override = divisor_override
 
@@ -185,12 +179,8 @@ class Conv2D(Module):
     def _build(self, in_channels: int) -> None:
         shape = geometry.conv2d_weight_shape(in_channels, self.filters, self.kernel_size, self.groups, "Conv2D")
         self.in_channels = in_channels
-        self.weight = Parameter(devices.empty(shape, device_name=self._param_device))
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.use_bias:
-            self.bias = Parameter(devices.empty((self.filters,), device_name=self._param_device))
-            bound = 1 / math.sqrt(self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1])
-            init.uniform_(self.bias, -bound, bound)
+        add_weight_and_bias(self, shape, self.use_bias, self._param_device)
+        init.layer_default_(self.weight, self.bias)
 
     def _padding(self, h, w):
         return geometry.conv2d_padding(self.padding, self.kernel_size, self.strides, self.dilation_rate,

@@ -6,6 +6,7 @@ no random numbers), so modules built under ``forgegrad.device("meta")`` run thei
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
 
@@ -87,3 +88,12 @@ def xavier_uniform_(t: Tensor, gain: float = 1.0) -> Tensor:
 def xavier_normal_(t: Tensor, gain: float = 1.0) -> Tensor:
     fan_in, fan_out = _fans(t)
     return normal_(t, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
+
+
+def layer_default_(weight: Tensor, bias: Optional[Tensor] = None) -> None:
+    """torch's default initialisation of Linear and Conv layers: weight kaiming_uniform_(a=sqrt(5)),
+    bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (fan_in counts the kernel's receptive field)."""
+    kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        bound = 1 / math.sqrt(_fans(weight)[0])
+        uniform_(bias, -bound, bound)

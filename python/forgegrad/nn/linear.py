@@ -1,7 +1,6 @@
 """Linear layers: Linear, the Keras-style Dense, Identity, Flatten."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
@@ -12,7 +11,7 @@ from ..tensor import Tensor
 from . import functional as F
 from . import init
 from .module import Module
-from .parameter import Parameter
+from .parameter import add_weight_and_bias
 
 __all__ = ["Linear", "Dense", "Identity", "Flatten"]
 
@@ -35,18 +34,11 @@ class Linear(Module):
         self.in_features = positive_int(in_features, "in_features", "Linear")
         self.out_features = positive_int(out_features, "out_features", "Linear")
         # on the default device (meta under `with forgegrad.device("meta")`: no memory)
-        self.weight = Parameter(devices.empty((self.out_features, self.in_features)))
-        if bias:
-            self.bias = Parameter(devices.empty((self.out_features,)))
-        else:
-            self.register_parameter("bias", None)
+        add_weight_and_bias(self, (self.out_features, self.in_features), bias)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            bound = 1 / math.sqrt(self.in_features)
-            init.uniform_(self.bias, -bound, bound)
+        init.layer_default_(self.weight, self.bias)
 
     def forward(self, input):
         return F.linear(input, self.weight, self.bias)
@@ -111,12 +103,8 @@ class Dense(Module):
 
     def _build(self, in_features: int) -> None:
         self.in_features = in_features
-        self.weight = Parameter(devices.empty((self.units, in_features), device_name=self._param_device))
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.use_bias:
-            self.bias = Parameter(devices.empty((self.units,), device_name=self._param_device))
-            bound = 1 / math.sqrt(in_features)
-            init.uniform_(self.bias, -bound, bound)
+        add_weight_and_bias(self, (self.units, in_features), self.use_bias, self._param_device)
+        init.layer_default_(self.weight, self.bias)
 
     @property
     def built(self) -> bool:
