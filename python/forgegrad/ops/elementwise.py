@@ -125,72 +125,46 @@ class PowFunction(Function):
         return ga, gb
 
 
-@register_op("neg", meta=M.same, flops=_ONE_FLOP, samples=S.unary(), torch=lambda torch, a: -a)
-class NegFunction(Function):
+class _UnaryMathFunction(Function):
+    """y = fn(a) elementwise, with the gradient grad(g, a, y): the pointwise ops below are one table row
+    each (their Function classes are made from it)."""
+
+    @staticmethod
+    def fn(a):  # pragma: no cover - set per op
+        raise NotImplementedError
+
+    @staticmethod
+    def grad(g, a, y):  # pragma: no cover - set per op
+        raise NotImplementedError
+
     @staticmethod
     def forward(ctx, a):
-        return np.negative(a)
-
-    @staticmethod
-    def backward(ctx, g):
-        return -g
-
-
-@register_op("exp", meta=M.same, flops=M.per_output_element(4), samples=S.unary(),
-             torch=lambda torch, a: torch.exp(a))
-class ExpFunction(Function):
-    @staticmethod
-    def forward(ctx, a):
-        y = np.exp(a)
-        ctx.save_for_backward(y)
+        y = type(ctx).fn(a)
+        ctx.save_for_backward(a, y)
         return y
 
     @staticmethod
     def backward(ctx, g):
-        (y,) = ctx.saved_tensors
-        return g * y
+        a, y = ctx.saved_tensors
+        return type(ctx).grad(g, a, y)
 
 
-@register_op("log", meta=M.same, flops=M.per_output_element(4), samples=S.unary(S.positive),
-             torch=lambda torch, a: torch.log(a))
-class LogFunction(Function):
-    @staticmethod
-    def forward(ctx, a):
-        ctx.save_for_backward(a)
-        return np.log(a)
-
-    @staticmethod
-    def backward(ctx, g):
-        (a,) = ctx.saved_tensors
-        return g / a
+def _unary(name, fn, grad, flops, make=S.rand):
+    """Define and register the Function of a pointwise op from its formula and gradient."""
+    title = "".join(part.title() for part in name.split("_"))
+    cls = type(f"{title}Function", (_UnaryMathFunction,), {
+        "__module__": __name__, "__qualname__": f"{title}Function", "__doc__": f"{name}(a) elementwise.",
+        "fn": staticmethod(fn), "grad": staticmethod(grad)})
+    return register_op(name, meta=M.same, flops=M.per_output_element(flops), samples=S.unary(make),
+                       torch=lambda torch, a: getattr(torch, name)(a))(cls)
 
 
-@register_op("sqrt", meta=M.same, flops=_ONE_FLOP, samples=S.unary(S.positive),
-             torch=lambda torch, a: torch.sqrt(a))
-class SqrtFunction(Function):
-    @staticmethod
-    def forward(ctx, a):
-        y = np.sqrt(a)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        (y,) = ctx.saved_tensors
-        return g / (2 * y)
-
-
-@register_op("abs", meta=M.same, flops=_ONE_FLOP, samples=S.unary(), torch=lambda torch, a: torch.abs(a))
-class AbsFunction(Function):
-    @staticmethod
-    def forward(ctx, a):
-        ctx.save_for_backward(a)
-        return np.abs(a)
-
-    @staticmethod
-    def backward(ctx, g):
-        (a,) = ctx.saved_tensors
-        return g * np.sign(a)
+# name, y = fn(a), dL/da from (g, a, y), FLOPs per element, samples
+NegFunction = _unary("neg", np.negative, lambda g, a, y: -g, 1)
+ExpFunction = _unary("exp", np.exp, lambda g, a, y: g * y, 4)
+LogFunction = _unary("log", np.log, lambda g, a, y: g / a, 4, S.positive)
+SqrtFunction = _unary("sqrt", np.sqrt, lambda g, a, y: g / (2 * y), 1, S.positive)
+AbsFunction = _unary("abs", np.abs, lambda g, a, y: g * np.sign(a), 1)
 
 
 @register_op("clamp", meta=M.same, flops=M.per_output_element(2), samples=_clamp_samples,
