@@ -32,69 +32,51 @@ def _shape(x):
     return x.shape if isinstance(x, np.ndarray) else np.shape(x)
 
 
-def _sum_grads(ctx, g, negate_b):
-    """The gradients of a + b (a - b with negate_b): g, and g or -g, each summed back to the shape
-    saved in ctx.shapes; None for an input that needs none (-g is then not computed)."""
-    sa, sb = ctx.shapes
-    return (unbroadcast(g, sa) if ctx.needs_input_grad[0] else None,
-            unbroadcast(-g if negate_b else g, sb) if ctx.needs_input_grad[1] else None)
+class _BinaryMathFunction(Function):
+    """y = fn(a, b) with numpy broadcasting; the gradients grad_a / grad_b(g, a, b) are summed back to
+    each input's shape. Ops whose gradients do not read the inputs (add, sub) keep only their shapes,
+    so the graph does not hold their arrays alive."""
 
+    keeps_inputs = True
 
-@register_op("add", meta=M.broadcast, flops=_ONE_FLOP, samples=S.binary(), torch=lambda torch, a, b: a + b,
-             bad_inputs=_bad_broadcast)
-class AddFunction(Function):
+    @staticmethod
+    def fn(a, b):  # pragma: no cover - set per op
+        raise NotImplementedError
+
     @staticmethod
     def forward(ctx, a, b):
+        cls = type(ctx)
         ctx.shapes = (_shape(a), _shape(b))
-        return np.add(a, b)
+        if cls.keeps_inputs:
+            ctx.save_for_backward(a, b)
+        return cls.fn(a, b)
 
     @staticmethod
     def backward(ctx, g):
-        return _sum_grads(ctx, g, negate_b=False)
+        cls = type(ctx)
+        a, b = ctx.saved_tensors if cls.keeps_inputs else (None, None)
+        sa, sb = ctx.shapes
+        return (unbroadcast(cls.grad_a(g, a, b), sa) if ctx.needs_input_grad[0] else None,
+                unbroadcast(cls.grad_b(g, a, b), sb) if ctx.needs_input_grad[1] else None)
 
 
-@register_op("sub", meta=M.broadcast, flops=_ONE_FLOP, samples=S.binary(), torch=lambda torch, a, b: a - b,
-             bad_inputs=_bad_broadcast)
-class SubFunction(Function):
-    @staticmethod
-    def forward(ctx, a, b):
-        ctx.shapes = (_shape(a), _shape(b))
-        return np.subtract(a, b)
-
-    @staticmethod
-    def backward(ctx, g):
-        return _sum_grads(ctx, g, negate_b=True)
+def _binary(name, fn, grad_a, grad_b, keeps_inputs=True, make_b=S.rand, **fields):
+    """Define and register the Function of a broadcasting two-input op from its formula and gradients."""
+    title = name.title()
+    cls = type(f"{title}Function", (_BinaryMathFunction,), {
+        "__module__": __name__, "__qualname__": f"{title}Function", "__doc__": f"{name}(a, b) with broadcasting.",
+        "fn": staticmethod(fn), "grad_a": staticmethod(grad_a), "grad_b": staticmethod(grad_b),
+        "keeps_inputs": keeps_inputs})
+    return register_op(name, meta=M.broadcast, flops=_ONE_FLOP, samples=S.binary(make_b),
+                       torch=lambda torch, a, b: getattr(torch, name)(a, b), bad_inputs=_bad_broadcast, **fields)(cls)
 
 
-@register_op("mul", meta=M.broadcast, flops=_ONE_FLOP, samples=S.binary(), torch=lambda torch, a, b: a * b,
-             bad_inputs=_bad_broadcast)
-class MulFunction(Function):
-    @staticmethod
-    def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
-        return np.multiply(a, b)
-
-    @staticmethod
-    def backward(ctx, g):
-        a, b = ctx.saved_tensors
-        return (unbroadcast(g * b, _shape(a)) if ctx.needs_input_grad[0] else None,
-                unbroadcast(g * a, _shape(b)) if ctx.needs_input_grad[1] else None)
-
-
-@register_op("div", meta=M.broadcast, flops=_ONE_FLOP, samples=S.binary(S.positive),
-             torch=lambda torch, a, b: a / b, bad_inputs=_bad_broadcast, tol=(2e-5, 1e-5))
-class DivFunction(Function):
-    @staticmethod
-    def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
-        return np.divide(a, b)
-
-    @staticmethod
-    def backward(ctx, g):
-        a, b = ctx.saved_tensors
-        ga = unbroadcast(g / b, _shape(a)) if ctx.needs_input_grad[0] else None
-        gb = unbroadcast(-g * a / (b * b), _shape(b)) if ctx.needs_input_grad[1] else None
-        return ga, gb
+# name, y = fn(a, b), dL/da and dL/db from (g, a, b) before unbroadcasting
+AddFunction = _binary("add", np.add, lambda g, a, b: g, lambda g, a, b: g, keeps_inputs=False)
+SubFunction = _binary("sub", np.subtract, lambda g, a, b: g, lambda g, a, b: -g, keeps_inputs=False)
+MulFunction = _binary("mul", np.multiply, lambda g, a, b: g * b, lambda g, a, b: g * a)
+DivFunction = _binary("div", np.divide, lambda g, a, b: g / b, lambda g, a, b: -g * a / (b * b),
+                      make_b=S.positive, tol=(2e-5, 1e-5))
 
 
 @register_op("pow", meta=M.broadcast, flops=M.per_output_element(4),
