@@ -244,65 +244,55 @@ def _log_softmax_reference(x, axis):
     return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
 
 
-def _rowwise_forward(ctx, x, dim, kernel, reference):
-    """softmax and log_softmax: float32 input runs the C++ row kernel on `dim` moved last, the
-    rest numpy's reference(x, axis). Saves y for _rowwise_backward, in the moved layout when the
-    kernel made it."""
-    (axis,) = normalize_axis(dim, x.ndim)
-    ctx.axis = axis
-    ctx.kernel = bool(_f32(x) and x.ndim > 0)
-    if ctx.kernel:
-        y = kernel(_rows_last(x, axis))  # y in the moved layout
+class _RowwiseFunction(Function):
+    """softmax and log_softmax along ``dim``: float32 input runs the C++ row kernel on ``dim`` moved
+    last, other dtypes numpy's ``reference(x, axis)``. y is saved for backward, in the moved layout
+    when the kernel made it; the gradient is the C++ row kernel when forward used it and g is
+    float32, else ``reference_backward(g, y, axis)`` on y in g's layout."""
+
+    @staticmethod
+    def forward(ctx, x, dim=-1):
+        cls = type(ctx)
+        (axis,) = normalize_axis(dim, x.ndim)
+        ctx.axis = axis
+        ctx.kernel = bool(_f32(x) and x.ndim > 0)
+        if ctx.kernel:
+            y = cls.kernel(_rows_last(x, axis))  # y in the moved layout
+            ctx.save_for_backward(y)
+            return _from_last(y, axis, x.ndim)
+        y = cls.reference(x, axis)
         ctx.save_for_backward(y)
-        return _from_last(y, axis, x.ndim)
-    y = reference(x, axis)
-    ctx.save_for_backward(y)
-    return y
-
-
-def _rowwise_backward(ctx, g, kernel_backward, reference_backward):
-    """The gradient from the saved y: the C++ row kernel when forward used it and g is float32,
-    else reference_backward(g, y, axis) on y in g's layout."""
-    (y,) = ctx.saved_tensors
-    if ctx.kernel and _f32(g):
-        dx = kernel_backward(_rows_last(g, ctx.axis), y)
-        return _from_last(dx, ctx.axis, g.ndim)
-    if ctx.kernel:
-        y = _from_last(y, ctx.axis, g.ndim)
-    return reference_backward(g, y, ctx.axis)
-
-
-@register_op("softmax", meta=M.same, flops=M.per_output_element(5),
-             samples=lambda: S.unary()() + [Sample((S.rand(4, 6, 5),), {"dim": 1}, "dim 1"),
-                                            Sample((S.rand(4, 6, 5),), {"dim": 0}, "dim 0")],
-             torch=lambda torch, x, dim=-1: torch.softmax(x, dim),
-             bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"dim": 2}, IndexError, "dim")])
-class SoftmaxFunction(Function):
-    """exp(x) / sum(exp(x)) along dim; the C++ kernel works on the last axis (others are moved there)."""
-
-    @staticmethod
-    def forward(ctx, x, dim=-1):
-        return _rowwise_forward(ctx, x, dim, _KS.softmax, _softmax_reference)
+        return y
 
     @staticmethod
     def backward(ctx, g):
-        return _rowwise_backward(ctx, g, _KS.softmax_backward,
-                                 lambda g, y, axis: y * (g - np.sum(g * y, axis=axis, keepdims=True)))
+        cls = type(ctx)
+        (y,) = ctx.saved_tensors
+        if ctx.kernel and _f32(g):
+            return _from_last(cls.kernel_backward(_rows_last(g, ctx.axis), y), ctx.axis, g.ndim)
+        if ctx.kernel:
+            y = _from_last(y, ctx.axis, g.ndim)
+        return cls.reference_backward(g, y, ctx.axis)
 
 
-@register_op("log_softmax", meta=M.same, flops=M.per_output_element(5),
-             samples=lambda: S.unary()() + [Sample((S.rand(4, 6, 5),), {"dim": 1}, "dim 1")],
-             torch=lambda torch, x, dim=-1: torch.log_softmax(x, dim),
-             bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"dim": -3}, IndexError, "dim")])
-class LogSoftmaxFunction(Function):
-    @staticmethod
-    def forward(ctx, x, dim=-1):
-        return _rowwise_forward(ctx, x, dim, _KS.log_softmax, _log_softmax_reference)
+def _rowwise(name, kernel, kernel_backward, reference, reference_backward, bad_dim):
+    title = "".join(part.title() for part in name.split("_"))
+    cls = type(f"{title}Function", (_RowwiseFunction,), {
+        "__module__": __name__, "__qualname__": f"{title}Function", "__doc__": f"{name}(x, dim) along dim.",
+        "kernel": staticmethod(kernel), "kernel_backward": staticmethod(kernel_backward),
+        "reference": staticmethod(reference), "reference_backward": staticmethod(reference_backward)})
+    return register_op(
+        name, meta=M.same, flops=M.per_output_element(5),
+        samples=lambda: S.unary()() + [Sample((S.rand(4, 6, 5),), {"dim": 1}, "dim 1"),
+                                       Sample((S.rand(4, 6, 5),), {"dim": 0}, "dim 0")],
+        torch=lambda torch, x, dim=-1: getattr(torch, name)(x, dim),
+        bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"dim": bad_dim}, IndexError, "dim")])(cls)
 
-    @staticmethod
-    def backward(ctx, g):
-        return _rowwise_backward(ctx, g, _KS.log_softmax_backward,
-                                 lambda g, y, axis: g - np.exp(y) * np.sum(g, axis=axis, keepdims=True))
+
+SoftmaxFunction = _rowwise("softmax", _KS.softmax, _KS.softmax_backward, _softmax_reference,
+                           lambda g, y, axis: y * (g - np.sum(g * y, axis=axis, keepdims=True)), bad_dim=2)
+LogSoftmaxFunction = _rowwise("log_softmax", _KS.log_softmax, _KS.log_softmax_backward, _log_softmax_reference,
+                              lambda g, y, axis: g - np.exp(y) * np.sum(g, axis=axis, keepdims=True), bad_dim=-3)
 
 
 @register_op("dropout", meta=M.same, flops=M.per_output_element(1),
