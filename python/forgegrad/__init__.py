@@ -10,11 +10,10 @@ from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .tensor import (Tensor, arange, as_tensor, cat, empty, eye, full, manual_seed, ones, ones_like, rand,
                      randint, randn, stack, tensor, where, zeros, zeros_like)
 from . import ops
-from . import nn, optim
-from .serialization import load, save
-from . import data, datasets, train
-
-ops.load_all()  # every op module registers its ops (nn and the rest look them up only when called)
+ops.load_all()  # every op module registers its ops, before the layers that use them are defined
+from . import nn, optim  # noqa: E402
+from .serialization import load, save  # noqa: E402
+from . import data, datasets, train  # noqa: E402
 
 float32 = "float32"
 int64 = "int64"

@@ -1,85 +1,82 @@
 """Activation and dropout modules."""
 from __future__ import annotations
 
-from .. import _C
+from ..ops.registry import _OPS
 from .._validate import check_float
 from . import functional as F
 from .module import Module
 
 __all__ = ["ReLU", "LeakyReLU", "GELU", "Sigmoid", "Tanh", "SiLU", "Softmax", "LogSoftmax", "Dropout"]
 
-_ACT = _C.activation
-
-# Activation modules call nn.functional; without a graph the op's record sends the call straight to
-# its kernel (Function.apply's inference shortcut). ``epilogue()`` tells nn.Sequential which kernel
-# code a Linear layer can apply in place when this module follows it.
 
 
-class ReLU(Module):
-    def epilogue(self):
-        """(kernel code, alpha) of this activation, for Linear layers that apply it in place."""
-        return _ACT.RELU, 0.0
+class _Activation(Module):
+    """An elementwise activation module over one op record (``op``: its name, also its nn.functional
+    name; ``op_kwargs()``: its keyword arguments). Without a graph the record sends the call straight
+    to the kernel (Function.apply's inference shortcut); ``epilogue()`` is the record's kernel code,
+    which nn.Sequential and nn.Dense let a Linear layer apply in place."""
+
+    op: str
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "op" in cls.__dict__:
+            cls._op_epilogue = staticmethod(_OPS[cls.op].epilogue)
+
+    def op_kwargs(self) -> dict:
+        return {}
 
     def forward(self, input):
-        return F.relu(input)
+        return getattr(F, self.op)(input, **self.op_kwargs())
+
+    def epilogue(self):
+        """(kernel code, alpha) of this activation, for Linear layers that apply it in place."""
+        return self._op_epilogue(**self.op_kwargs())
+
+    def extra_repr(self):
+        return ", ".join(f"{k}={v!r}" for k, v in self.op_kwargs().items())
 
 
-class LeakyReLU(Module):
+class ReLU(_Activation):
+    op = "relu"
+
+
+class LeakyReLU(_Activation):
+    op = "leaky_relu"
+
     def __init__(self, negative_slope: float = 0.01):
         super().__init__()
         self.negative_slope = check_float(negative_slope, "negative_slope")
 
-    def epilogue(self):
-        return _ACT.LEAKY_RELU, float(self.negative_slope)
-
-    def forward(self, input):
-        return F.leaky_relu(input, self.negative_slope)
-
-    def extra_repr(self):
-        return f"negative_slope={self.negative_slope}"
+    def op_kwargs(self):
+        return {"negative_slope": self.negative_slope}
 
 
-class GELU(Module):
+class GELU(_Activation):
+    op = "gelu"
+
     def __init__(self, approximate: str = "none"):
         super().__init__()
         if approximate not in ("none", "tanh"):
             raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
         self.approximate = approximate
 
-    def epilogue(self):
-        return (_ACT.GELU if self.approximate == "none" else _ACT.GELU_TANH), 0.0
-
-    def forward(self, input):
-        return F.gelu(input, self.approximate)
-
-    def extra_repr(self):
-        return f"approximate={self.approximate!r}"
+    def op_kwargs(self):
+        return {"approximate": self.approximate}
 
 
-class Sigmoid(Module):
-    def epilogue(self):
-        return _ACT.SIGMOID, 0.0
-
-    def forward(self, input):
-        return F.sigmoid(input)
+class Sigmoid(_Activation):
+    op = "sigmoid"
 
 
-class Tanh(Module):
-    def epilogue(self):
-        return _ACT.TANH, 0.0
-
-    def forward(self, input):
-        return F.tanh(input)
+class Tanh(_Activation):
+    op = "tanh"
 
 
-class SiLU(Module):
+class SiLU(_Activation):
     """x * sigmoid(x) (also called swish)."""
 
-    def epilogue(self):
-        return _ACT.SILU, 0.0
-
-    def forward(self, input):
-        return F.silu(input)
+    op = "silu"
 
 
 class Softmax(Module):

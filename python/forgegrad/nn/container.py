@@ -7,6 +7,7 @@ import numpy as np
 
 from ..autograd import graph_free
 from ..tensor import Tensor
+from .activation import _Activation
 from .linear import Linear, _fused_linear
 from .module import Module
 
@@ -16,10 +17,9 @@ _NDARRAY = np.ndarray
 
 
 def _fusable_activation(m) -> bool:
-    """An activation module whose own class says which kernel a Linear can apply in place
-    (``epilogue()``). A subclass that does not define epilogue itself may override forward, so
-    it runs as its own step."""
-    return m is not None and "epilogue" in type(m).__dict__
+    """An activation module whose kernel code a Linear can apply in place: one of nn's activations
+    whose forward is the op itself (a subclass that overrides forward runs as its own step)."""
+    return isinstance(m, _Activation) and type(m).forward is _Activation.forward
 
 
 def _inference_plan(mods):

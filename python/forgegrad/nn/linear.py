@@ -7,6 +7,7 @@ import numpy as np
 from .. import _C, devices
 from .._args import positive_int
 from ..autograd import graph_free
+from ..ops.registry import _OPS
 from ..tensor import Tensor
 from . import functional as F
 from . import init
@@ -55,19 +56,19 @@ def _fused_linear(input, weight, bias, activation, alpha):
                                        activation, alpha))
 
 
-_ACTIVATIONS = {
-    None: None, "linear": None, "relu": F.relu, "sigmoid": F.sigmoid, "tanh": F.tanh, "gelu": F.gelu,
-    "softmax": lambda x: F.softmax(x, dim=-1), "leaky_relu": F.leaky_relu,
-}
+# Dense's activation names: the activations nn.functional has, by name (softmax over the last axis).
+_ACTIVATIONS = {None: None, "linear": None, "relu": F.relu, "sigmoid": F.sigmoid, "tanh": F.tanh,
+                "gelu": F.gelu, "silu": F.silu, "leaky_relu": F.leaky_relu,
+                "softmax": lambda x: F.softmax(x, dim=-1)}
 
 
-# Dense activations that Linear's kernel can apply in place (kernel code, alpha): the same kernels
-# F.relu & co. run, so the inference fast path gives the same results.
-_DENSE_EPILOGUES = {
-    None: (-1, 0.0), "linear": (-1, 0.0), "relu": (_C.activation.RELU, 0.0),
-    "sigmoid": (_C.activation.SIGMOID, 0.0), "tanh": (_C.activation.TANH, 0.0),
-    "gelu": (_C.activation.GELU, 0.0), "leaky_relu": (_C.activation.LEAKY_RELU, 0.01),
-}
+def _dense_epilogue(activation):
+    """(kernel code, alpha) that Linear's kernel applies in place for a Dense activation name, from the
+    activation op's record (the same kernel F.relu & co. run); None when it runs as its own op."""
+    if activation in (None, "linear"):
+        return -1, 0.0
+    op = _OPS.get(activation)
+    return None if op is None or op.epilogue is None else op.epilogue()
 
 
 class Dense(Module):
@@ -86,7 +87,7 @@ class Dense(Module):
                                  f"{sorted(k for k in _ACTIVATIONS if k)} or a callable")
             self.activation_name = activation
             self._act = _ACTIVATIONS[activation]
-            self._epilogue = _DENSE_EPILOGUES.get(activation)  # None: softmax runs as its own op
+            self._epilogue = _dense_epilogue(activation)
         elif callable(activation):
             self.activation_name = getattr(activation, "__name__", "custom")
             self._act = activation

@@ -24,17 +24,29 @@ def _f32(x) -> bool:
     return x.dtype == np.float32
 
 
-def _activation_inference(function, code, alpha_of=None):
-    """The no-graph forward of an activation: its C++ kernel straight on a float32 array; other
-    dtypes take the Function's numpy formula."""
+def _activation_kernel(function, code, alpha_of=None):
+    """Give an activation op its kernel code, once: the record's ``epilogue`` (``(code, alpha)`` from
+    the op's keyword arguments, for Linear layers that apply it in place) and its no-graph forward
+    (the C++ kernel straight on a float32 array; other dtypes take the Function's numpy formula)."""
+
+    def epilogue(*args, **kwargs):
+        return (code(*args, **kwargs) if callable(code) else code,
+                0.0 if alpha_of is None else alpha_of(*args, **kwargs))
+
+    if not callable(code) and alpha_of is None:  # no arguments: one constant (on the batch-1 hot path)
+        constant = (code, 0.0)
+
+        def epilogue(*args, **kwargs):
+            return constant
 
     def run(x, *args, **kwargs):
         if type(x) is np.ndarray and x.dtype is _F32:
-            return _K._forward(code(*args, **kwargs) if callable(code) else code, x, None,
-                               0.0 if alpha_of is None else alpha_of(*args, **kwargs))
+            op_code, alpha = epilogue(*args, **kwargs)
+            return _K._forward(op_code, x, None, alpha)
         return function.forward(_NoCtx, x, *args, **kwargs)
 
-    return run
+    function.op.epilogue = epilogue
+    function.op.set_inference("cpu", run)
 
 
 class _NoCtx:
@@ -344,12 +356,10 @@ class ReluCudaFunction(Function):
 
 ReluFunction.op.add_device("cuda", ReluCudaFunction)
 
-# No-graph kernels (the inference shortcut in Function.apply).
-ReluFunction.op.set_inference("cpu", _activation_inference(ReluFunction, _ACT.RELU))
-SigmoidFunction.op.set_inference("cpu", _activation_inference(SigmoidFunction, _ACT.SIGMOID))
-TanhFunction.op.set_inference("cpu", _activation_inference(TanhFunction, _ACT.TANH))
-SiluFunction.op.set_inference("cpu", _activation_inference(SiluFunction, _ACT.SILU))
-LeakyReluFunction.op.set_inference("cpu", _activation_inference(
-    LeakyReluFunction, _ACT.LEAKY_RELU, lambda negative_slope=0.01: _K._slope(negative_slope)))
-GeluFunction.op.set_inference("cpu", _activation_inference(
-    GeluFunction, lambda approximate="none": _K._gelu_op(approximate)))
+# Kernel codes: the no-graph forward (Function.apply's inference shortcut) and the Linear epilogue.
+_activation_kernel(ReluFunction, _ACT.RELU)
+_activation_kernel(SigmoidFunction, _ACT.SIGMOID)
+_activation_kernel(TanhFunction, _ACT.TANH)
+_activation_kernel(SiluFunction, _ACT.SILU)
+_activation_kernel(LeakyReluFunction, _ACT.LEAKY_RELU, lambda negative_slope=0.01: _K._slope(negative_slope))
+_activation_kernel(GeluFunction, lambda approximate="none": _K._gelu_op(approximate))

@@ -9,6 +9,8 @@ A record (:class:`OpDef`) holds everything forgegrad knows about an op:
 - ``meta``: its shape rule (output shapes and dtypes from input shapes; the ``meta`` device runs it
   instead of a kernel) and ``flops``: its cost, for ``Module.summary``;
 - ``onnx``: its ONNX mapping (``fn(ctx, op) -> [value names]``, see forgegrad.onnx.mappings);
+- ``epilogue``: for an activation, its kernel code (``(code, alpha)`` from the op's keyword
+  arguments) that a Linear kernel applies in its output pass (nn.Sequential, nn.Dense);
 - ``functional``: its ``torch.nn.functional``-style entry point (nn.functional serves it by name);
 - ``samples``, ``torch``, ``bad_inputs``: sample inputs, the PyTorch reference and bad inputs with
   the error they must raise, from which tests/test_op_registry.py generates every check (forward
@@ -92,6 +94,8 @@ class OpDef:
         self.gaps: Dict[str, str] = dict(gaps or {})
         self.tol = tol
         self.functional = functional  # its torch.nn.functional-style entry point, served by nn.functional
+        # elementwise ops a GEMM can apply in its output pass: fn(**op kwargs) -> (kernel code, alpha)
+        self.epilogue: Optional[Callable[..., Tuple[int, float]]] = None
         unknown = set(self.gaps) - set(CHECKS)
         if unknown:
             raise ValueError(f"op {name!r}: gaps name unknown checks {sorted(unknown)}; checks are {CHECKS}")
