@@ -74,21 +74,71 @@ _UNARY_FLOPS = M.per_output_element(1)
 _TRANSCENDENTAL_FLOPS = M.per_output_element(4)
 
 
-@register_op("relu", meta=M.same, flops=_UNARY_FLOPS, samples=S.unary(),
-             torch=lambda torch, x: torch.relu(x))
-class ReluFunction(Function):
+class _KernelActivationFunction(Function):
+    """An activation without arguments: its C++ kernel on float32 input, numpy's ``reference`` for
+    other dtypes; backward from the saved forward output y (relu, sigmoid, tanh) or input x (silu)."""
+
+    saves_output = True
+
     @staticmethod
     def forward(ctx, x):
-        y = _K.relu(x) if _f32(x) else np.maximum(x, 0, dtype=x.dtype)
-        ctx.save_for_backward(y)
+        cls = type(ctx)
+        y = cls.kernel(x) if _f32(x) else cls.reference(x)
+        ctx.save_for_backward(y if cls.saves_output else x)
         return y
 
     @staticmethod
     def backward(ctx, g):
-        (y,) = ctx.saved_tensors
-        if _f32(g) and _f32(y):
-            return _K.relu_backward(g, y)
-        return g * (y > 0)
+        cls = type(ctx)
+        (saved,) = ctx.saved_tensors
+        if _f32(g) and _f32(saved):
+            return cls.kernel_backward(g, saved)
+        return cls.reference_backward(g, saved)
+
+
+def _kernel_activation(name, kernel, kernel_backward, reference, reference_backward, flops, saves_output=True,
+                       **fields):
+    title = name.title()
+    cls = type(f"{title}Function", (_KernelActivationFunction,), {
+        "__module__": __name__, "__qualname__": f"{title}Function", "__doc__": f"{name}(x) elementwise.",
+        "kernel": staticmethod(kernel), "kernel_backward": staticmethod(kernel_backward),
+        "reference": staticmethod(reference), "reference_backward": staticmethod(reference_backward),
+        "saves_output": saves_output})
+    return register_op(name, meta=M.same, flops=flops, samples=S.unary(),
+                       torch=lambda torch, x: getattr(_torch_F(), name)(x), **fields)(cls)
+
+
+def _sigmoid_reference(x):
+    e = np.exp(-np.abs(x))  # exp of a non-positive number only: no overflow for large |x|
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32, copy=False)
+
+
+def _silu_reference_backward(g, x):
+    s = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+    return (g * s * (1.0 + x * (1.0 - s))).astype(np.float32)
+
+
+def _onnx_silu(ctx, op):
+    x = op.input("x")
+    return [ctx.node("Mul", [x, ctx.node("Sigmoid", [x])])]  # ONNX has no SiLU operator before opset 24
+
+
+def silu(input):
+    """``torch.nn.functional.silu``: input * sigmoid(input)."""
+    return SiluFunction.op(input)
+
+
+# name, kernel, its backward, numpy forward and backward (other dtypes), FLOPs
+ReluFunction = _kernel_activation("relu", _K.relu, _K.relu_backward, lambda x: np.maximum(x, 0, dtype=x.dtype),
+                                  lambda g, y: g * (y > 0), _UNARY_FLOPS)
+SigmoidFunction = _kernel_activation("sigmoid", _K.sigmoid, _K.sigmoid_backward, _sigmoid_reference,
+                                     lambda g, y: g * y * (1 - y), _TRANSCENDENTAL_FLOPS)
+TanhFunction = _kernel_activation("tanh", _K.tanh, _K.tanh_backward, np.tanh, lambda g, y: g * (1 - y * y),
+                                  _TRANSCENDENTAL_FLOPS)
+SiluFunction = _kernel_activation("silu", _K.silu, _K.silu_backward,
+                                  lambda x: (x / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32),
+                                  _silu_reference_backward, _TRANSCENDENTAL_FLOPS, saves_output=False,
+                                  onnx=_onnx_silu, functional=silu)
 
 
 @register_op("leaky_relu", meta=M.same, flops=_UNARY_FLOPS,
@@ -162,45 +212,6 @@ class GeluFunction(Function):
         return (g * d).astype(np.float32)
 
 
-@register_op("sigmoid", meta=M.same, flops=_TRANSCENDENTAL_FLOPS, samples=S.unary(),
-             torch=lambda torch, x: torch.sigmoid(x))
-class SigmoidFunction(Function):
-    @staticmethod
-    def forward(ctx, x):
-        if _f32(x):
-            y = _K.sigmoid(x)
-        else:
-            # exp of a non-positive number only: no overflow for large |x|
-            e = np.exp(-np.abs(x))
-            y = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32, copy=False)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        (y,) = ctx.saved_tensors
-        if _f32(g) and _f32(y):
-            return _K.sigmoid_backward(g, y)
-        return g * y * (1 - y)
-
-
-@register_op("tanh", meta=M.same, flops=_TRANSCENDENTAL_FLOPS, samples=S.unary(),
-             torch=lambda torch, x: torch.tanh(x))
-class TanhFunction(Function):
-    @staticmethod
-    def forward(ctx, x):
-        y = _K.tanh(x) if _f32(x) else np.tanh(x)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        (y,) = ctx.saved_tensors
-        if _f32(g) and _f32(y):
-            return _K.tanh_backward(g, y)
-        return g * (1 - y * y)
-
-
 def _onnx_silu(ctx, op):
     x = op.input("x")
     return [ctx.node("Mul", [x, ctx.node("Sigmoid", [x])])]  # ONNX has no SiLU operator before opset 24
@@ -209,29 +220,6 @@ def _onnx_silu(ctx, op):
 def silu(input):
     """``torch.nn.functional.silu``: input * sigmoid(input)."""
     return SiluFunction.op(input)
-
-
-@register_op("silu", meta=M.same, flops=_TRANSCENDENTAL_FLOPS, samples=S.unary(), onnx=_onnx_silu, functional=silu,
-             torch=lambda torch, x: _torch_F().silu(x))
-class SiluFunction(Function):
-    """x * sigmoid(x) (SiLU, swish); backward from the input x."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        if _f32(x):
-            return _K.silu(x)
-        xd = x.astype(np.float64)
-        return (xd / (1.0 + np.exp(-xd))).astype(np.float32)
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        if _f32(g) and _f32(x):
-            return _K.silu_backward(g, x)
-        xd = x.astype(np.float64)
-        s = 1.0 / (1.0 + np.exp(-xd))
-        return (g * s * (1.0 + xd * (1.0 - s))).astype(np.float32)
 
 
 def _rows_last(x, axis):
