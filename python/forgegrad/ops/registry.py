@@ -72,33 +72,32 @@ class BadInput:
     match: str
 
 
+@dataclasses.dataclass(eq=False)
 class OpDef:
     """The record of one op. See the module docstring for the fields."""
 
-    def __init__(self, name: str, function: type, *, inference: Optional[Dict[str, Callable]] = None,
-                 meta: Optional[Callable] = None, flops: Optional[Callable] = None,
-                 onnx: Optional[Callable] = None, samples: Optional[Callable[[], List[Sample]]] = None,
-                 torch: Optional[Callable] = None, bad_inputs: Optional[Callable[[], List[BadInput]]] = None,
-                 gaps: Optional[Dict[str, str]] = None, tol: Tuple[float, float] = (1e-5, 1e-5),
-                 functions: Optional[Dict[str, type]] = None, functional: Optional[Callable] = None):
-        self.name = name
-        self.function = function
-        self.functions: Dict[str, type] = {"cpu": function, **(functions or {})}
-        self.inference: Dict[str, Callable] = dict(inference or {})
-        self.meta = meta
-        self.flops = flops
-        self.onnx = onnx
-        self.samples = samples
-        self.torch = torch
-        self.bad_inputs = bad_inputs
-        self.gaps: Dict[str, str] = dict(gaps or {})
-        self.tol = tol
-        self.functional = functional  # its torch.nn.functional-style entry point, served by nn.functional
-        # elementwise ops a GEMM can apply in its output pass: fn(**op kwargs) -> (kernel code, alpha)
-        self.epilogue: Optional[Callable[..., Tuple[int, float]]] = None
+    name: str
+    function: type
+    inference: Dict[str, Callable] = dataclasses.field(default_factory=dict)
+    meta: Optional[Callable] = None
+    flops: Optional[Callable] = None
+    onnx: Optional[Callable] = None
+    samples: Optional[Callable[[], List[Sample]]] = None
+    torch: Optional[Callable] = None
+    bad_inputs: Optional[Callable[[], List[BadInput]]] = None
+    gaps: Dict[str, str] = dataclasses.field(default_factory=dict)
+    tol: Tuple[float, float] = (1e-5, 1e-5)
+    functions: Dict[str, type] = dataclasses.field(default_factory=dict)
+    functional: Optional[Callable] = None  # its torch.nn.functional-style entry point, served by nn.functional
+    # elementwise ops a GEMM can apply in its output pass: fn(**op kwargs) -> (kernel code, alpha)
+    epilogue: Optional[Callable[..., Tuple[int, float]]] = None
+
+    def __post_init__(self):
+        self.functions = {"cpu": self.function, **self.functions}
+        self.inference, self.gaps = dict(self.inference), dict(self.gaps)
         unknown = set(self.gaps) - set(CHECKS)
         if unknown:
-            raise ValueError(f"op {name!r}: gaps name unknown checks {sorted(unknown)}; checks are {CHECKS}")
+            raise ValueError(f"op {self.name!r}: gaps name unknown checks {sorted(unknown)}; checks are {CHECKS}")
 
     def add_device(self, device: str, function: type) -> None:
         """Run this op on ``device`` with ``function`` (its forward/backward take that device's arrays)."""
@@ -178,6 +177,8 @@ class OpDef:
 
     def __repr__(self) -> str:
         return f"<op {self.name} ({self.function.__qualname__})>"
+
+    __hash__ = object.__hash__
 
 
 # What may stand at a tensor argument (numbers and numpy arrays are taken as constants); set on the
