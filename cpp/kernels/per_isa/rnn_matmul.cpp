@@ -34,7 +34,7 @@ int64_t row_chunks(int64_t panels, int64_t rows) {
 
 void pack_transposed(const float* W_, int64_t ldw, int64_t K, int64_t N, float* P) {
   int64_t np = num_panels(N);
-  parallel_for(np, 1, [&](int64_t p0, int64_t p1) {
+  parallel_for(np, grain_for_work(K * kRnnNR), [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       float* dst = P + p * K * kRnnNR;
       for (int c = 0; c < kRnnNR; ++c) {
@@ -52,7 +52,7 @@ void pack_transposed(const float* W_, int64_t ldw, int64_t K, int64_t N, float* 
 
 void pack_plain(const float* W_, int64_t ldw, int64_t K, int64_t N, float* P) {
   int64_t np = num_panels(N);
-  parallel_for(np, 1, [&](int64_t p0, int64_t p1) {
+  parallel_for(np, grain_for_work(K * kRnnNR), [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       float* dst = P + p * K * kRnnNR;
       int64_t n0 = p * kRnnNR;
@@ -241,7 +241,7 @@ void strided_matmul(const float* A, int64_t lda, int64_t M, const float* W_, int
 void column_sums(const float* X, int64_t R, int64_t N, float* out) {
   constexpr int64_t kCols = 4 * W;
   int64_t nchunks = (N + kCols - 1) / kCols;
-  parallel_for(nchunks, 1, [&](int64_t q0, int64_t q1) {
+  parallel_for(nchunks, grain_for_work(R * kCols), [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; ++q) {
       int64_t n0 = q * kCols;
       int nc = static_cast<int>(N - n0 < kCols ? N - n0 : kCols);
