@@ -133,6 +133,9 @@ void rnn_backward(const RnnBackwardArgs& a) {
   const bool small = B <= kSmallBatch;  // small batches read W_hh as stored
   AlignedBuffer packed(static_cast<size_t>(small ? 0 : np * panel));
   if (!small) pack_plain(a.w_hh, H, GH, H, packed.data());
+  AlignedBuffer whh_copy;
+  int64_t ldw = H;
+  const float* w_hh = small ? aligned_rows(a.w_hh, GH, H, H, T, whh_copy, ldw) : a.w_hh;
 
   // dh ping-pong (2, B, H), dc (B, H).
   AlignedBuffer state(static_cast<size_t>((lstm ? 3 : 2) * B * H));
@@ -187,7 +190,7 @@ void rnn_backward(const RnnBackwardArgs& a) {
         float* out = dh_out + r0 * H + j0;
         const float* dg = dgh_t + r0 * GH;
         if (small)
-          strided_matmul(dg, GH, nb, a.w_hh + j0, H, GH, nc, gru ? out : nullptr, H, out, H);
+          strided_matmul(dg, GH, nb, w_hh + j0, ldw, GH, nc, gru ? out : nullptr, H, out, H);
         else
           panel_matmul(dg, GH, nb, packed.data() + u * panel, GH, nc, gru ? out : nullptr, H, out, H);
       }

@@ -132,6 +132,9 @@ void rnn_forward(const RnnForwardArgs& a) {
   AlignedBuffer packed(static_cast<size_t>(small ? 0 : G * np * panel));
   if (!small)
     for (int g = 0; g < G; ++g) pack_transposed(a.w_hh + g * H * H, H, H, H, packed.data() + g * np * panel);
+  AlignedBuffer whh_copy;
+  int64_t ldw = H;
+  const float* w_hh = small ? aligned_rows(a.w_hh, GH, H, H, T, whh_copy, ldw) : a.w_hh;
 
   AlignedBuffer scratch(static_cast<size_t>((gru ? B * GH : 0) + (lstm && !a.cells ? 2 * B * H : 0)));
   float* hp = gru ? scratch.data() : nullptr;              // GRU: W_hh h + b_hh of this step
@@ -186,7 +189,7 @@ void rnn_forward(const RnnForwardArgs& a) {
             ldi = GH;
           }
           if (small)
-            rowdot_matmul(hprev, H, nb, a.w_hh + (g * H + j0) * H, H, H, nc, init, ldi, c, GH);
+            rowdot_matmul(hprev, H, nb, w_hh + (g * H + j0) * ldw, ldw, H, nc, init, ldi, c, GH);
           else
             panel_matmul(hprev, H, nb, packed.data() + (g * np + u) * panel, H, nc, init, ldi, c, GH);
         }

@@ -2,6 +2,9 @@
 // weights packed once per call, plus small helpers. Per step the left operand has only B rows, so
 // a general GEMM would re-pack W_hh every step; here W_hh is packed into contiguous column panels
 // once and each step streams them through a register-blocked kernel (kRnnMR rows x kRnnNR columns).
+#include <cstdint>
+#include <cstring>
+
 #include "forgegrad/parallel.h"
 #include "forgegrad/rnn.h"
 #include "forgegrad/simd.h"
@@ -236,6 +239,25 @@ void strided_matmul(const float* A, int64_t lda, int64_t M, const float* W_, int
     case 4: strided_rows<4>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); break;
     default: break;
   }
+}
+
+const float* aligned_rows(const float* W_, int64_t rows, int64_t cols, int64_t ld, int64_t steps, AlignedBuffer& buf,
+                          int64_t& ld_out) {
+  ld_out = ld;
+  const bool aligned = reinterpret_cast<std::uintptr_t>(W_) % 64 == 0 && (ld * sizeof(float)) % 64 == 0;
+  // The copy reads and writes W once: worth it from a few steps on (each step reads W once).
+  if (aligned || steps < 4) return W_;
+  const int64_t lda = (cols + 15) / 16 * 16;
+  buf.reset(static_cast<size_t>(rows * lda));
+  float* dst = buf.data();
+  parallel_for(rows, grain_for_work(cols), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      std::memcpy(dst + r * lda, W_ + r * ld, sizeof(float) * cols);
+      for (int64_t c = cols; c < lda; ++c) dst[r * lda + c] = 0.0f;
+    }
+  });
+  ld_out = lda;
+  return dst;
 }
 
 void column_sums(const float* X, int64_t R, int64_t N, float* out) {
