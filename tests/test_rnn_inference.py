@@ -94,3 +94,18 @@ def test_lstm_module_inference_matches_torch():
     for a, b in ((fy, ty), (fh, th), (fc, tc)):
         assert a.shape == tuple(b.shape)
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_recurrent_weights_are_64_byte_aligned():
+    from forgegrad._memory import empty_aligned
+    for shape in ((3,), (5, 7), (1024, 256), 0):
+        a = empty_aligned(shape)
+        assert a.ctypes.data % 64 == 0 and a.flags.c_contiguous and a.flags.writeable and a.dtype == np.float32
+    m = fg.nn.LSTM(12, 20, num_layers=2, bidirectional=True)
+    state = {k: fg.Tensor(np.full(v.shape, 0.5, np.float32)) for k, v in m.state_dict().items()}
+    m.load_state_dict(state)  # copies into the parameters: alignment stays
+    for name in ("weight_hh_l0", "weight_hh_l1_reverse"):
+        p = getattr(m, name)
+        assert p.data.ctypes.data % 64 == 0
+        assert np.all(p.numpy() == 0.5)
+    assert fg.nn.GRUCell(4, 8).weight_hh.data.ctypes.data % 64 == 0

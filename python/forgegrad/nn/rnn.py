@@ -17,6 +17,7 @@ from typing import List
 import numpy as np
 
 from .._args import positive_int
+from .._memory import empty_aligned
 from .._validate import check_bool
 from ..ops.rnn import RecurrentLayerFunction
 from ..tensor import Tensor, cat, stack, zeros
@@ -153,7 +154,8 @@ class RNNBase(Module):
             for suffix in ("", "_reverse")[:D]:
                 s = f"_l{layer}{suffix}"
                 setattr(self, "weight_ih" + s, Parameter(np.empty((G * H, in_size), np.float32)))
-                setattr(self, "weight_hh" + s, Parameter(np.empty((G * H, H), np.float32)))
+                # 64-byte aligned: the small-batch kernels stream W_hh every step (see _memory)
+                setattr(self, "weight_hh" + s, Parameter(empty_aligned((G * H, H))))
                 if self.bias:
                     setattr(self, "bias_ih" + s, Parameter(np.empty((G * H,), np.float32)))
                     setattr(self, "bias_hh" + s, Parameter(np.empty((G * H,), np.float32)))
@@ -306,7 +308,7 @@ class RNNCellBase(Module):
         self.bias = check_bool(bias, "bias")
         G, H = _GATES[mode], self.hidden_size
         self.weight_ih = Parameter(np.empty((G * H, self.input_size), np.float32))
-        self.weight_hh = Parameter(np.empty((G * H, H), np.float32))
+        self.weight_hh = Parameter(empty_aligned((G * H, H)))
         if self.bias:
             self.bias_ih = Parameter(np.empty((G * H,), np.float32))
             self.bias_hh = Parameter(np.empty((G * H,), np.float32))
