@@ -43,7 +43,7 @@ def test_env_var_forces_path_in_subprocess():
 @pytest.mark.parametrize("dynamic", [False, True])
 @pytest.mark.parametrize("nthreads", [1, 2, 3])
 def test_allocation_failure_inside_parallel_region_is_memoryerror(threads, nthreads, dynamic):
-    # Kernels allocate scratch inside parallel regions; an exception escaping an OpenMP region
+    # Kernels allocate scratch inside parallel regions; an exception escaping a worker thread
     # would terminate the process. It must surface as MemoryError, and the pool must still work.
     from forgegrad import _C
     threads(nthreads)
