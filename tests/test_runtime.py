@@ -148,3 +148,23 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / 3)
     out = _run_py(code, {"FORGEGRAD_MALLOC_TUNING": "1"})
     assert out.returncode == 0, out.stderr
     assert float(out.stdout) < 100
+
+
+def test_idle_pool_workers_sleep(threads):
+    # After a region the workers spin ~20 us, yield until ~100 us, then sleep: an idle process must
+    # not burn a core (on a busy machine that core belongs to someone else).
+    import resource
+    import time
+
+    import numpy as np
+    threads(2)
+    a = fg.Tensor(np.ones((256, 256), np.float32))
+    (a @ a).numpy()  # starts the pool's worker
+
+    def cpu():
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    c0 = cpu()
+    time.sleep(0.3)
+    assert cpu() - c0 < 0.05
