@@ -104,10 +104,10 @@ def detach_state(state):
     return h.detach(), c.detach()
 
 
-# The recurrent kernels open a parallel region per time step, each only microseconds of work. On a
-# busy 2-core machine, 2 threads made training ~10x slower than 1 (OpenMP threads spin-wait at each
-# step's barrier while the machine has other work; OMP_WAIT_POLICY=passive removed the slowdown),
-# and on an idle one a second thread gains little at these sizes: hence the default of 1.
+# The recurrent kernels open a parallel region per time step, each only microseconds of work, so a
+# second thread gains little at these sizes (forgegrad's thread pool keeps it from costing anything
+# on a busy machine: 150 steps took 7.8-8.4 s at 2 threads and 7.7-8.1 s at 1 on a loaded 2-core
+# machine; with OpenMP, 2 threads took 48-67 s): hence the default of 1.
 THREADS_HELP = ("forgegrad kernel threads (default 1: the per-time-step work of a small recurrent batch is too "
                 "small to split)")
 

@@ -18,7 +18,8 @@ py::dict cpu_info() {
   const char* env = std::getenv("FORGEGRAD_SIMD");
   d["FORGEGRAD_SIMD"] = env ? py::object(py::str(env)) : py::object(py::none());
   d["num_threads"] = fg::get_num_threads();
-  d["openmp"] = _OPENMP;
+  d["threads_backend"] = "forgegrad pool";
+  d["malloc_tuning"] = fg::malloc_tuning();
 #ifdef FORGEGRAD_WITH_CUDA
   d["cuda_built"] = true;
 #else
@@ -28,6 +29,7 @@ py::dict cpu_info() {
 }
 
 void bind(py::module_& m) {
+  fg::tune_malloc();
   m.def("cpu_info", &cpu_info, "Detected and active SIMD path, thread count, build options.");
   m.def("set_isa", [](const std::string& name) { fg::set_isa(fg::isa_from_name(name)); }, py::arg("name"),
         "Force the SIMD path ('avx512', 'avx2' or 'scalar'); raises ValueError if the CPU lacks it.");

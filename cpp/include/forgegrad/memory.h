@@ -2,8 +2,16 @@
 // copy the linker keeps is compiled without ISA-specific flags.
 #pragma once
 #include <cstddef>
+#include <string>
 
 namespace fg {
+
+// Called once when the extension is imported: keeps freed large blocks mapped (glibc mallopt) so a
+// training step does not page-fault its buffers in again every step. FORGEGRAD_MALLOC_TUNING=0, or
+// malloc settings in the environment (MALLOC_MMAP_THRESHOLD_, GLIBC_TUNABLES, ...), leave malloc
+// alone. malloc_tuning() says what was done.
+void tune_malloc();
+const std::string& malloc_tuning();
 
 void* aligned_malloc(std::size_t bytes);  // throws std::bad_alloc
 void aligned_free(void* p);

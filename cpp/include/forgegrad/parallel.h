@@ -3,14 +3,21 @@
 // same sequence of operations whichever thread owns it, and reductions use fixed-size chunks
 // combined in order (parallel_reduce_chunks). That is what makes results bit-identical for any
 // thread count.
+//
+// Regions run on forgegrad's own thread pool (core/parallel.cpp), not OpenMP. A region's work is
+// cut into a fixed set of parts (the same cut as a static schedule would make); the calling thread
+// and the pool's workers *claim* parts, so the caller never waits for a worker that has not started:
+// on a busy machine a descheduled worker simply finds every part taken. Idle workers spin briefly
+// (back-to-back regions, e.g. the steps of an RNN), then yield, then sleep, so they do not burn a
+// core another process needs. The cut never depends on which thread runs a part.
 #pragma once
 #include <cstdint>
 #include <exception>
-#include <omp.h>
+#include <mutex>
 
 namespace fg {
 
-// An exception must not leave an OpenMP region (that is std::terminate: the process dies). Each
+// An exception must not leave a worker thread (that is std::terminate: the process dies). Each
 // region body runs under a guard that keeps the first exception (e.g. std::bad_alloc of a large
 // scratch buffer), and the caller rethrows it after the join, so pybind11 turns it into a Python
 // error (MemoryError, ...). On the normal path this costs nothing.
@@ -21,7 +28,7 @@ class RegionErrors {
     try {
       f();
     } catch (...) {
-#pragma omp critical(fg_region_errors)
+      std::lock_guard<std::mutex> lock(mutex_);
       if (!first_) first_ = std::current_exception();
     }
   }
@@ -30,11 +37,38 @@ class RegionErrors {
   }
 
  private:
+  std::mutex mutex_;
   std::exception_ptr first_;
 };
 
 int get_num_threads();
 void set_num_threads(int n);  // n >= 1
+
+// True on a pool worker and on a thread that is running a region: nested regions run inline.
+bool in_parallel();
+
+// Smallest amount of work (roughly multiply-adds or float loads/stores) worth handing to a second
+// thread. Below it the hand-off (a wake-up, a cache line bouncing between cores, a scheduler slice
+// when the machine is busy) costs more than the work saves, so the region runs on one thread.
+constexpr int64_t kMinParallelWork = 32768;
+
+// Grain (items per range) for items that each cost about `work_per_item`: ranges of at least
+// kMinParallelWork.
+inline int64_t grain_for_work(int64_t work_per_item) {
+  if (work_per_item < 1) work_per_item = 1;
+  return work_per_item >= kMinParallelWork ? 1 : (kMinParallelWork + work_per_item - 1) / work_per_item;
+}
+
+namespace detail {
+using PartFn = void (*)(void* ctx, int64_t part);
+// Runs fn(ctx, p) once for every p in [0, nparts), on the calling thread and up to nthreads - 1
+// pool workers; returns when all parts are done. fn must not throw.
+void run_parts(int64_t nparts, int nthreads, PartFn fn, void* ctx);
+template <class F>
+void call_part(void* ctx, int64_t part) {
+  (*static_cast<F*>(ctx))(part);
+}
+}  // namespace detail
 
 // Calls f(begin_i, end_i) on disjoint ranges covering [0, n). Ranges are at least `grain` long;
 // runs inline when one thread suffices. f must write only outputs owned by its range.
@@ -45,35 +79,34 @@ inline void parallel_for(int64_t n, int64_t grain, F&& f) {
   int nt = get_num_threads();
   int64_t max_chunks = (n + grain - 1) / grain;
   if (nt > max_chunks) nt = static_cast<int>(max_chunks);
-  if (nt <= 1 || omp_in_parallel()) {
+  if (nt <= 1 || in_parallel()) {
     f(int64_t(0), n);
     return;
   }
   RegionErrors errors;
-#pragma omp parallel num_threads(nt)
-  {
-    int t = omp_get_thread_num();
-    int T = omp_get_num_threads();
+  const int64_t T = nt;
+  auto part = [&](int64_t t) {
     int64_t b = n * t / T, e = n * (t + 1) / T;
     if (b < e) errors.run([&] { f(b, e); });
-  }
+  };
+  detail::run_parts(T, nt, &detail::call_part<decltype(part)>, &part);
   errors.rethrow();
 }
 
-// Calls f(task) for task in [0, ntasks), spread over threads (dynamic schedule: tasks may differ
-// in cost). Each task must own its outputs.
+// Calls f(task) for task in [0, ntasks), spread over threads (tasks are claimed one at a time:
+// they may differ in cost). Each task must own its outputs.
 template <class F>
 inline void parallel_tasks(int64_t ntasks, F&& f) {
   if (ntasks <= 0) return;
   int nt = get_num_threads();
   if (nt > ntasks) nt = static_cast<int>(ntasks);
-  if (nt <= 1 || omp_in_parallel()) {
+  if (nt <= 1 || in_parallel()) {
     for (int64_t i = 0; i < ntasks; ++i) f(i);
     return;
   }
   RegionErrors errors;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-  for (int64_t i = 0; i < ntasks; ++i) errors.run([&] { f(i); });
+  auto part = [&](int64_t i) { errors.run([&] { f(i); }); };
+  detail::run_parts(ntasks, nt, &detail::call_part<decltype(part)>, &part);
   errors.rethrow();
 }
 

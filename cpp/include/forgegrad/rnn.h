@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "forgegrad/dispatch.h"
+#include "forgegrad/memory.h"
 
 namespace fg {
 
@@ -101,6 +102,14 @@ void rowdot_matmul(const float* A, int64_t lda, int64_t M, const float* W, int64
 // As panel_matmul for M <= kSmallBatch, reading B(k, c) = W[k * ldw + c] directly (c < ncols <= kNR).
 void strided_matmul(const float* A, int64_t lda, int64_t M, const float* W, int64_t ldw, int64_t K, int ncols,
                     const float* init, int64_t ldi, float* C, int64_t ldc);
+// The small-batch kernels stream W_hh (G*H x H) from L2 every step with vector loads; rows that do
+// not start on a 64-byte boundary (numpy aligns arrays to 16 bytes) make every load straddle two
+// cache lines, which cost 1.5x the time of the whole LSTM at T50 B1 H256. Returns W (rows x cols,
+// stride ld) itself when its rows are aligned or a call has too few steps to repay a copy, else a
+// copy in buf with aligned rows; ld_out is the stride of what is returned. Same values, so the
+// same results.
+const float* aligned_rows(const float* W, int64_t rows, int64_t cols, int64_t ld, int64_t steps, AlignedBuffer& buf,
+                          int64_t& ld_out);
 // How many row chunks to split a step's B rows into so that every thread has work when there are
 // fewer hidden-unit panels than threads (chunks of at least kMR rows). Any split gives the same
 // results: no output's arithmetic depends on which rows share a task.

@@ -133,6 +133,9 @@ void rnn_backward(const RnnBackwardArgs& a) {
   const bool small = B <= kSmallBatch;  // small batches read W_hh as stored
   AlignedBuffer packed(static_cast<size_t>(small ? 0 : np * panel));
   if (!small) pack_plain(a.w_hh, H, GH, H, packed.data());
+  AlignedBuffer whh_copy;
+  int64_t ldw = H;
+  const float* w_hh = small ? aligned_rows(a.w_hh, GH, H, H, T, whh_copy, ldw) : a.w_hh;
 
   // dh ping-pong (2, B, H), dc (B, H).
   AlignedBuffer state(static_cast<size_t>((lstm ? 3 : 2) * B * H));
@@ -147,6 +150,10 @@ void rnn_backward(const RnnBackwardArgs& a) {
   }
 
   const int64_t nrc = small ? 1 : row_chunks(np, B);
+  // Tasks: the cell gradient of (B / nrc) rows x NR units (~ 16 operations an element), and the
+  // product of those rows with a GH x NR panel.
+  const int64_t rows = (B + nrc - 1) / nrc;
+  const int64_t cell_grain = grain_for_work(16 * G * rows * NR), matmul_grain = grain_for_work(rows * NR * GH);
   for (int64_t s = T - 1; s >= 0; --s) {
     const int64_t t = a.reverse ? T - 1 - s : s;
     const int64_t tp = a.reverse ? t + 1 : t - 1;
@@ -155,7 +162,7 @@ void rnn_backward(const RnnBackwardArgs& a) {
     float* dgi_t = dGi + t * B * GH;
     float* dgh_t = dGh + t * B * GH;
     // Tasks are (hidden-unit panel, row chunk) pairs, as in the forward pass.
-    parallel_for(np * nrc, 1, [&](int64_t i0, int64_t i1) {
+    parallel_for(np * nrc, cell_grain, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
         const int64_t u = i / nrc, rc = i % nrc;
         const int64_t r0 = B * rc / nrc, nb = B * (rc + 1) / nrc - r0;
@@ -174,7 +181,7 @@ void rnn_backward(const RnnBackwardArgs& a) {
       }
     });
     // dh_{t-1} = (GRU: dh * z) + dGh_t @ W_hh
-    parallel_for(np * nrc, 1, [&](int64_t i0, int64_t i1) {
+    parallel_for(np * nrc, matmul_grain, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
         const int64_t u = i / nrc, rc = i % nrc;
         const int64_t r0 = B * rc / nrc, nb = B * (rc + 1) / nrc - r0;
@@ -183,7 +190,7 @@ void rnn_backward(const RnnBackwardArgs& a) {
         float* out = dh_out + r0 * H + j0;
         const float* dg = dgh_t + r0 * GH;
         if (small)
-          strided_matmul(dg, GH, nb, a.w_hh + j0, H, GH, nc, gru ? out : nullptr, H, out, H);
+          strided_matmul(dg, GH, nb, w_hh + j0, ldw, GH, nc, gru ? out : nullptr, H, out, H);
         else
           panel_matmul(dg, GH, nb, packed.data() + u * panel, GH, nc, gru ? out : nullptr, H, out, H);
       }
@@ -210,7 +217,7 @@ void rnn_backward(const RnnBackwardArgs& a) {
     const int64_t N = I + H;
     AlignedBuffer xh(static_cast<size_t>(T * B * N));
     AlignedBuffer gw(static_cast<size_t>(GH * N));
-    parallel_for(T, 1, [&](int64_t t0, int64_t t1) {
+    parallel_for(T, grain_for_work(B * (I + H)), [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const float* hp = h_prev_row(t);
         for (int64_t b = 0; b < B; ++b) {
@@ -221,7 +228,7 @@ void rnn_backward(const RnnBackwardArgs& a) {
       }
     });
     FG_ISA_NS::sgemm(true, false, GH, N, T * B, 1.0f, dGi, GH, xh.data(), N, 0.0f, gw.data(), N);
-    parallel_for(GH, 64, [&](int64_t r0, int64_t r1) {
+    parallel_for(GH, grain_for_work(I + H), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         std::memcpy(a.gw_ih + r * I, gw.data() + r * N, sizeof(float) * I);
         std::memcpy(a.gw_hh + r * H, gw.data() + r * N + I, sizeof(float) * H);

@@ -117,7 +117,7 @@ void rnn_forward(const RnnForwardArgs& a) {
       if (!gru && a.b_hh) v += a.b_hh[n];
       bv[n] = v;
     }
-    parallel_for(T * B, 64, [&](int64_t r0, int64_t r1) {
+    parallel_for(T * B, grain_for_work(GH), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) std::memcpy(xg + r * GH, bv, sizeof(float) * GH);
     });
   }
@@ -132,6 +132,9 @@ void rnn_forward(const RnnForwardArgs& a) {
   AlignedBuffer packed(static_cast<size_t>(small ? 0 : G * np * panel));
   if (!small)
     for (int g = 0; g < G; ++g) pack_transposed(a.w_hh + g * H * H, H, H, H, packed.data() + g * np * panel);
+  AlignedBuffer whh_copy;
+  int64_t ldw = H;
+  const float* w_hh = small ? aligned_rows(a.w_hh, GH, H, H, T, whh_copy, ldw) : a.w_hh;
 
   AlignedBuffer scratch(static_cast<size_t>((gru ? B * GH : 0) + (lstm && !a.cells ? 2 * B * H : 0)));
   float* hp = gru ? scratch.data() : nullptr;              // GRU: W_hh h + b_hh of this step
@@ -139,6 +142,8 @@ void rnn_forward(const RnnForwardArgs& a) {
 
   const int NR = panel_width();
   const int64_t nrc = small ? 1 : row_chunks(np, B);
+  // A task: G gate products of (B / nrc) rows x NR columns x H, plus the cell.
+  const int64_t step_grain = grain_for_work(G * ((B + nrc - 1) / nrc) * NR * H);
   for (int64_t s = 0; s < T; ++s) {
     const int64_t t = a.reverse ? T - 1 - s : s;
     const int64_t tp = a.reverse ? t + 1 : t - 1;
@@ -161,7 +166,7 @@ void rnn_forward(const RnnForwardArgs& a) {
     // the previous step read last are still in cache (packed W_hh is 1 MiB at H = 256, the size of a
     // Zen 4 L2). Only the order of independent tasks changes; each output is computed the same way.
     const bool backwards = s & 1;
-    parallel_for(np * nrc, 1, [&](int64_t i0, int64_t i1) {
+    parallel_for(np * nrc, step_grain, [&](int64_t i0, int64_t i1) {
       for (int64_t ii = i0; ii < i1; ++ii) {
         const int64_t i = backwards ? i0 + i1 - 1 - ii : ii;
         const int64_t u = i / nrc, rc = i % nrc;
@@ -184,7 +189,7 @@ void rnn_forward(const RnnForwardArgs& a) {
             ldi = GH;
           }
           if (small)
-            rowdot_matmul(hprev, H, nb, a.w_hh + (g * H + j0) * H, H, H, nc, init, ldi, c, GH);
+            rowdot_matmul(hprev, H, nb, w_hh + (g * H + j0) * ldw, ldw, H, nc, init, ldi, c, GH);
           else
             panel_matmul(hprev, H, nb, packed.data() + (g * np + u) * panel, H, nc, init, ldi, c, GH);
         }

@@ -2,6 +2,9 @@
 // weights packed once per call, plus small helpers. Per step the left operand has only B rows, so
 // a general GEMM would re-pack W_hh every step; here W_hh is packed into contiguous column panels
 // once and each step streams them through a register-blocked kernel (kRnnMR rows x kRnnNR columns).
+#include <cstdint>
+#include <cstring>
+
 #include "forgegrad/parallel.h"
 #include "forgegrad/rnn.h"
 #include "forgegrad/simd.h"
@@ -34,7 +37,7 @@ int64_t row_chunks(int64_t panels, int64_t rows) {
 
 void pack_transposed(const float* W_, int64_t ldw, int64_t K, int64_t N, float* P) {
   int64_t np = num_panels(N);
-  parallel_for(np, 1, [&](int64_t p0, int64_t p1) {
+  parallel_for(np, grain_for_work(K * kRnnNR), [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       float* dst = P + p * K * kRnnNR;
       for (int c = 0; c < kRnnNR; ++c) {
@@ -52,7 +55,7 @@ void pack_transposed(const float* W_, int64_t ldw, int64_t K, int64_t N, float* 
 
 void pack_plain(const float* W_, int64_t ldw, int64_t K, int64_t N, float* P) {
   int64_t np = num_panels(N);
-  parallel_for(np, 1, [&](int64_t p0, int64_t p1) {
+  parallel_for(np, grain_for_work(K * kRnnNR), [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       float* dst = P + p * K * kRnnNR;
       int64_t n0 = p * kRnnNR;
@@ -238,10 +241,29 @@ void strided_matmul(const float* A, int64_t lda, int64_t M, const float* W_, int
   }
 }
 
+const float* aligned_rows(const float* W_, int64_t rows, int64_t cols, int64_t ld, int64_t steps, AlignedBuffer& buf,
+                          int64_t& ld_out) {
+  ld_out = ld;
+  const bool aligned = reinterpret_cast<std::uintptr_t>(W_) % 64 == 0 && (ld * sizeof(float)) % 64 == 0;
+  // The copy reads and writes W once: worth it from a few steps on (each step reads W once).
+  if (aligned || steps < 4) return W_;
+  const int64_t lda = (cols + 15) / 16 * 16;
+  buf.reset(static_cast<size_t>(rows * lda));
+  float* dst = buf.data();
+  parallel_for(rows, grain_for_work(cols), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      std::memcpy(dst + r * lda, W_ + r * ld, sizeof(float) * cols);
+      for (int64_t c = cols; c < lda; ++c) dst[r * lda + c] = 0.0f;
+    }
+  });
+  ld_out = lda;
+  return dst;
+}
+
 void column_sums(const float* X, int64_t R, int64_t N, float* out) {
   constexpr int64_t kCols = 4 * W;
   int64_t nchunks = (N + kCols - 1) / kCols;
-  parallel_for(nchunks, 1, [&](int64_t q0, int64_t q1) {
+  parallel_for(nchunks, grain_for_work(R * kCols), [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; ++q) {
       int64_t n0 = q * kCols;
       int nc = static_cast<int>(N - n0 < kCols ? N - n0 : kCols);

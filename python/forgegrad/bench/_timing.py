@@ -32,8 +32,9 @@ CLOCK = "auto"   # "auto" or "wall"
 STAT = "median"  # "median" or "min"
 _pinned = [0]    # thread count set by the innermost pinned_threads (0: none)
 # Seconds of idle before each multithreaded sample. After a call, a runtime's worker threads keep
-# spinning for a while (OpenBLAS's for tens of milliseconds, OpenMP's for less) and on a 2-core
-# machine that steals a core from whichever runtime is timed next; the pause lets them park.
+# spinning for a while (OpenBLAS's for tens of milliseconds, torch's OpenMP's and forgegrad's for
+# less) and on a 2-core machine that steals a core from whichever runtime is timed next; the pause
+# lets them park.
 COOL_DOWN = 0.1
 
 

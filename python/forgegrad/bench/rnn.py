@@ -39,6 +39,13 @@ def _ort_session(ort, torch, m, xt, kind, threads):
     return ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
 
 
+def _aligned_copy(a):
+    from .._memory import empty_aligned
+    out = empty_aligned(a.shape, a.dtype)
+    out[...] = a
+    return out
+
+
 def _fns(kind, batch, train, threads):
     torch = optional_import("torch")
     ort = optional_import("onnxruntime")
@@ -48,6 +55,9 @@ def _fns(kind, batch, train, threads):
     gy = rng.standard_normal((T, batch, H)).astype(np.float32)
     k = 1.0 / np.sqrt(H)
     w = [rng.uniform(-k, k, s).astype(np.float32) for s in ((G * H, I), (G * H, H), (G * H,), (G * H,))]
+    # W_hh 64-byte aligned, as nn.LSTM / GRU allocate it (numpy's 16-byte alignment would cost the
+    # small-batch kernels a copy of W_hh per call; see forgegrad._memory)
+    w[1] = _aligned_copy(w[1])
     fwd, bwd = (K.lstm_forward, K.lstm_backward) if kind == "lstm" else (K.gru_forward, K.gru_backward)
     states = (None, None) if kind == "lstm" else (None,)
 

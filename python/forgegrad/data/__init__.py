@@ -9,9 +9,9 @@ Batch-level augmentation: ``DataLoader(..., transform=transforms.Compose([...]))
 forgegrad.data.transforms: RandomCrop, RandomShift, RandomHorizontalFlip, RandomRotation,
 GaussianNoise, Normalize).
 """
-from .dataloader import DataLoader, default_collate
+from .dataloader import DataLoader, default_collate, get_worker_info
 from .dataset import ConcatDataset, Dataset, Subset, TensorDataset, random_split
 from . import transforms
 
 __all__ = ["Dataset", "TensorDataset", "Subset", "ConcatDataset", "random_split", "DataLoader", "default_collate",
-           "transforms"]
+           "get_worker_info", "transforms"]

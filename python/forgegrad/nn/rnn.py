@@ -153,7 +153,8 @@ class RNNBase(Module):
             in_size = self.input_size if layer == 0 else H * D
             for suffix in ("", "_reverse")[:D]:
                 s = f"_l{layer}{suffix}"
-                # on the default device (meta under `with forgegrad.device("meta")`: no memory)
+                # on the default device (meta under `with forgegrad.device("meta")`: no memory); on the CPU
+                # 64-byte aligned: the small-batch kernels stream W_hh every step (see _memory)
                 setattr(self, "weight_ih" + s, Parameter(devices.empty((G * H, in_size))))
                 setattr(self, "weight_hh" + s, Parameter(devices.empty((G * H, H))))
                 if self.bias:
@@ -229,8 +230,9 @@ class RNNBase(Module):
             if self.dropout > 0 and self.training and layer < L - 1:
                 layer_in = F.dropout(layer_in, self.dropout, True)
         out = layer_in
-        hN = stack(h_n, dim=0)
-        cN = stack(c_n, dim=0) if lstm else None
+        # One layer, one direction (the common case): a view, not a stack op (per-call overhead)
+        hN = h_n[0].unsqueeze(0) if len(h_n) == 1 else stack(h_n, dim=0)
+        cN = (c_n[0].unsqueeze(0) if len(c_n) == 1 else stack(c_n, dim=0)) if lstm else None
         if not batched:
             out = out.squeeze(1)
             hN = hN.squeeze(1)

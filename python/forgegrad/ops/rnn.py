@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _C
 from ..autograd import Function, is_grad_enabled
 from ..devices import MetaArray
 from ..kernels import rnn as K
@@ -83,7 +84,54 @@ def _check_embedding(weight, indices, padding_idx):
         raise ValueError(f"embedding: padding_idx must be within num_embeddings [-{n}, {n}), got {padding_idx}")
 
 
+def _ready(a) -> bool:
+    """An array the kernel binding takes as is (no conversion or copy needed)."""
+    return type(a) is np.ndarray and a.dtype == _F32 and a.flags.c_contiguous and a.flags.aligned
+
+
+def _recurrent_layer_inference(x, h0, c0, w_ih, w_hh, b_ih, b_hh, mode="lstm", reverse=False):
+    """The no-graph forward (the op's ``inference`` kernel): straight to the kernel binding, which
+    checks every dtype and shape itself. At batch 1 the wrapper's per-argument checks cost as much
+    as several time steps. Anything the binding refuses, or that needs converting, goes through the
+    checked path (kernels.rnn), so errors carry the same messages either way."""
+    lstm = mode == "lstm"
+    if not lstm:
+        c0 = None
+    if (mode in K._MODES and type(reverse) is bool and _ready(x) and x.ndim == 3 and _ready(w_hh) and w_hh.ndim == 2
+            and _ready(w_ih) and all(a is None or _ready(a) for a in (h0, c0, b_ih, b_hh))):
+        T, B, _ = x.shape
+        H = w_hh.shape[1]
+        y = np.empty((T, B, H), np.float32)
+        h_n = np.empty((B, H), np.float32)
+        c_n = np.empty((B, H), np.float32) if lstm else None
+        zeros = None
+        if h0 is None or (lstm and c0 is None):
+            zeros = np.zeros((B, H), np.float32)
+        try:
+            _C.rnn.forward(K._MODES[mode], x, zeros if h0 is None else h0, zeros if lstm and c0 is None else c0,
+                           w_ih, w_hh, b_ih, b_hh, y, h_n, c_n, None, None, None, reverse)
+        except (TypeError, ValueError):
+            pass  # the checked path below raises it with the wrapper's message
+        else:
+            return (y, h_n, c_n) if lstm else (y, h_n)
+    return _no_graph_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, mode, reverse)
+
+
+def _no_graph_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, mode, reverse):
+    _check_mode(mode)
+    if mode == "lstm":
+        y, h_n, c_n, _ = K.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=reverse, training=False)
+        return y, h_n, c_n
+    if mode == "gru":
+        y, h_n, _ = K.gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, reverse=reverse, training=False)
+    else:
+        y, h_n, _ = K.rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity=mode[4:], reverse=reverse,
+                                  training=False)
+    return y, h_n
+
+
 @register_op("recurrent_layer", meta=_recurrent_layer_meta, flops=with_args(_recurrent_layer_flops),
+             inference={"cpu": _recurrent_layer_inference},
              samples=RS.recurrent_layer_samples, torch=RS.recurrent_layer_torch,
              bad_inputs=RS.recurrent_layer_bad_inputs, tol=RS.RECURRENT_TOL)
 class RecurrentLayerFunction(Function):
