@@ -122,21 +122,17 @@ def test_fused_linear_silu_epilogue(batch, simd_path, rng):
     np.testing.assert_array_equal(got, KA.silu(_C.gemm.linear(x, w, b)))
 
 
-def test_silu_errors():
+@pytest.mark.parametrize("exc, match, call", [
+    (TypeError, "x must", lambda x: KA.silu(x.astype(np.float64))),
+    (TypeError, "x must", lambda x: KA.silu([1.0, 2.0])),
+    (TypeError, "grad must", lambda x: KA.silu_backward(x.astype(np.float16), x)),
+    (TypeError, "x must", lambda x: KA.silu_backward(x, x.astype(np.int32))),
+    (ValueError, "x must have the shape of grad", lambda x: KA.silu_backward(x, np.ones((4, 3), np.float32))),
+    (ValueError, "out must have shape", lambda x: KA.silu(x, out=np.empty(12, np.float32))),
+    (ValueError, "op must be", lambda x: _C.activation.act_forward(99, x, np.empty_like(x))),
+    (ValueError, "activation must be", lambda x: _C.gemm.linear(x, np.ones((2, 4), np.float32), None, 99)),
+])
+def test_silu_errors(exc, match, call):
     x = np.ones((3, 4), np.float32)
-    with pytest.raises(TypeError, match="x must"):
-        KA.silu(x.astype(np.float64))
-    with pytest.raises(TypeError, match="x must"):
-        KA.silu([1.0, 2.0])
-    with pytest.raises(TypeError, match="grad must"):
-        KA.silu_backward(x.astype(np.float16), x)
-    with pytest.raises(TypeError, match="x must"):
-        KA.silu_backward(x, x.astype(np.int32))
-    with pytest.raises(ValueError, match="x must have the shape of grad"):
-        KA.silu_backward(x, np.ones((4, 3), np.float32))
-    with pytest.raises(ValueError, match="out must have shape"):
-        KA.silu(x, out=np.empty(12, np.float32))
-    with pytest.raises(ValueError, match="op must be"):
-        _C.activation.act_forward(99, x, np.empty_like(x))
-    with pytest.raises(ValueError, match="activation must be"):
-        _C.gemm.linear(x, np.ones((2, 4), np.float32), None, 99)
+    with pytest.raises(exc, match=match):
+        call(x)

@@ -73,6 +73,21 @@ Dims dims(int mode, const py::object& x, const py::object& w_ih, const py::objec
   return d;
 }
 
+// The fields forward and backward share (mode, sizes, direction, inputs, weights), checked in the
+// same order by both.
+template <class Args>
+void fill_common(Args& a, const Dims& d, bool reverse, const py::object& x, const py::object& h0,
+                 const py::object& c0, const py::object& w_ih, const py::object& w_hh) {
+  a.mode = d.mode;
+  a.T = d.T, a.B = d.B, a.I = d.I, a.H = d.H;
+  a.reverse = reverse;
+  a.x = req(x, "x", {d.T, d.B, d.I}, false);
+  a.h0 = req(h0, "h0", {d.B, d.H}, false);
+  a.c0 = d.mode == fg::RnnMode::lstm ? req(c0, "c0", {d.B, d.H}, false) : nullptr;
+  a.w_ih = req(w_ih, "w_ih", {d.GH, d.I}, false);
+  a.w_hh = req(w_hh, "w_hh", {d.GH, d.H}, false);
+}
+
 void forward(int mode, const py::object& x, const py::object& h0, const py::object& c0, const py::object& w_ih,
              const py::object& w_hh, const py::object& b_ih, const py::object& b_hh, const py::object& y,
              const py::object& h_n, const py::object& c_n, const py::object& gates, const py::object& cells,
@@ -80,14 +95,7 @@ void forward(int mode, const py::object& x, const py::object& h0, const py::obje
   Dims d = dims(mode, x, w_ih, w_hh);
   const bool lstm = d.mode == fg::RnnMode::lstm, gru = d.mode == fg::RnnMode::gru;
   fg::RnnForwardArgs a{};
-  a.mode = d.mode;
-  a.T = d.T, a.B = d.B, a.I = d.I, a.H = d.H;
-  a.reverse = reverse;
-  a.x = req(x, "x", {d.T, d.B, d.I}, false);
-  a.h0 = req(h0, "h0", {d.B, d.H}, false);
-  a.c0 = lstm ? req(c0, "c0", {d.B, d.H}, false) : nullptr;
-  a.w_ih = req(w_ih, "w_ih", {d.GH, d.I}, false);
-  a.w_hh = req(w_hh, "w_hh", {d.GH, d.H}, false);
+  fill_common(a, d, reverse, x, h0, c0, w_ih, w_hh);
   a.b_ih = opt(b_ih, "b_ih", {d.GH}, false);
   a.b_hh = opt(b_hh, "b_hh", {d.GH}, false);
   a.y = req(y, "y", {d.T, d.B, d.H}, true);
@@ -114,14 +122,7 @@ void backward(int mode, const py::object& x, const py::object& h0, const py::obj
   Dims d = dims(mode, x, w_ih, w_hh);
   const bool lstm = d.mode == fg::RnnMode::lstm, gru = d.mode == fg::RnnMode::gru;
   fg::RnnBackwardArgs a{};
-  a.mode = d.mode;
-  a.T = d.T, a.B = d.B, a.I = d.I, a.H = d.H;
-  a.reverse = reverse;
-  a.x = req(x, "x", {d.T, d.B, d.I}, false);
-  a.h0 = req(h0, "h0", {d.B, d.H}, false);
-  a.c0 = lstm ? req(c0, "c0", {d.B, d.H}, false) : nullptr;
-  a.w_ih = req(w_ih, "w_ih", {d.GH, d.I}, false);
-  a.w_hh = req(w_hh, "w_hh", {d.GH, d.H}, false);
+  fill_common(a, d, reverse, x, h0, c0, w_ih, w_hh);
   a.y = req(y, "y", {d.T, d.B, d.H}, false);
   a.gates = (lstm || gru) ? req(gates, "gates", {d.T, d.B, d.GH}, false) : nullptr;
   a.cells = lstm ? req(cells, "cells", {d.T, d.B, d.H}, false) : nullptr;

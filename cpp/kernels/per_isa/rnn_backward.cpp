@@ -28,23 +28,36 @@ struct StepIn {
   const float* dh_in;   // (B, H) gradient flowing into h_t from step t+1 (or grad_hn)
 };
 
+// The loop every cell gradient runs: for each row b, row(b) sets up that row's pointers and returns
+// the per-vector body, called for units [j0, j0 + nc) in vectors of n <= W lanes with dh = dL/dh_t
+// (dh_in + gy) of those lanes. A template, so each cell's loop compiles as if written out.
+template <class Row>
+inline void for_each_unit(const StepIn& s, Row row) {
+  for (int64_t b = 0; b < s.B; ++b) {
+    auto body = row(b);
+    const float* dhb = s.dh_in + b * s.H;
+    const float* gyb = s.gy ? s.gy + b * s.H : nullptr;
+    for (int64_t j = s.j0; j < s.j0 + s.nc; j += W) {
+      int n = s.j0 + s.nc - j < W ? static_cast<int>(s.j0 + s.nc - j) : W;
+      vf dh = vload_upto(dhb + j, n);
+      if (gyb) dh = vadd(dh, vload_upto(gyb + j, n));
+      body(j, n, dh);
+    }
+  }
+}
+
 // LSTM: gates (B, 4H) = i,f,g,o; c (B, H) = c_t; c_prev; dc (B, H) in: dL/dc_t from later steps,
 // out: dL/dc_{t-1}. Writes dG (B, 4H) = gradients of the pre-activations.
 void lstm_cell_grad(const StepIn& s, const float* gates, const float* c, const float* c_prev, float* dc,
                     float* dG) {
   const int64_t H = s.H, G = 4 * H;
-  for (int64_t b = 0; b < s.B; ++b) {
+  for_each_unit(s, [&](int64_t b) {
     const float* gi = gates + b * G;
     float* di = dG + b * G;
     const float* cb = c + b * H;
     const float* cpb = c_prev + b * H;
     float* dcb = dc + b * H;
-    const float* dhb = s.dh_in + b * H;
-    const float* gyb = s.gy ? s.gy + b * H : nullptr;
-    for (int64_t j = s.j0; j < s.j0 + s.nc; j += W) {
-      int n = s.j0 + s.nc - j < W ? static_cast<int>(s.j0 + s.nc - j) : W;
-      vf dh = vload_upto(dhb + j, n);
-      if (gyb) dh = vadd(dh, vload_upto(gyb + j, n));
+    return [=](int64_t j, int n, vf dh) {
       vf i = vload_upto(gi + j, n), f = vload_upto(gi + H + j, n);
       vf g = vload_upto(gi + 2 * H + j, n), o = vload_upto(gi + 3 * H + j, n);
       vf tc = vtanh(vload_upto(cb + j, n));
@@ -54,8 +67,8 @@ void lstm_cell_grad(const StepIn& s, const float* gates, const float* c, const f
       vstore_upto(di + 2 * H + j, vmul(vmul(dct, i), dtanh(g)), n);
       vstore_upto(di + 3 * H + j, vmul(vmul(dh, tc), dsig(o)), n);
       vstore_upto(dcb + j, vmul(dct, f), n);
-    }
-  }
+    };
+  });
 }
 
 // GRU: gates (B, 3H) = r,z,n; hn (B, H) = W_hn h + b_hn; h_prev. Writes dGi (B, 3H) (grad of
@@ -63,19 +76,14 @@ void lstm_cell_grad(const StepIn& s, const float* gates, const float* c, const f
 void gru_cell_grad(const StepIn& s, const float* gates, const float* hn, const float* h_prev, float* dGi,
                    float* dGh, float* dh_direct) {
   const int64_t H = s.H, G = 3 * H;
-  for (int64_t b = 0; b < s.B; ++b) {
+  for_each_unit(s, [&](int64_t b) {
     const float* gr = gates + b * G;
     float* dxi = dGi + b * G;
     float* dhh = dGh + b * G;
     const float* hnb = hn + b * H;
     const float* hpb = h_prev + b * H;
     float* dd = dh_direct + b * H;
-    const float* dhb = s.dh_in + b * H;
-    const float* gyb = s.gy ? s.gy + b * H : nullptr;
-    for (int64_t j = s.j0; j < s.j0 + s.nc; j += W) {
-      int n = s.j0 + s.nc - j < W ? static_cast<int>(s.j0 + s.nc - j) : W;
-      vf dh = vload_upto(dhb + j, n);
-      if (gyb) dh = vadd(dh, vload_upto(gyb + j, n));
+    return [=](int64_t j, int n, vf dh) {
       vf r = vload_upto(gr + j, n), z = vload_upto(gr + H + j, n), nn = vload_upto(gr + 2 * H + j, n);
       vf dn = vmul(vmul(dh, vsub(vset1(1.0f), z)), dtanh(nn));    // grad of n's pre-activation
       vf dz = vmul(vmul(dh, vsub(vload_upto(hpb + j, n), nn)), dsig(z));
@@ -87,27 +95,22 @@ void gru_cell_grad(const StepIn& s, const float* gates, const float* hn, const f
       vstore_upto(dhh + H + j, dz, n);
       vstore_upto(dhh + 2 * H + j, vmul(dn, r), n);
       vstore_upto(dd + j, vmul(dh, z), n);
-    }
-  }
+    };
+  });
 }
 
 // Elman: h (B, H) = act(pre). Writes dG (B, H) = grad of pre.
 void plain_cell_grad(const StepIn& s, bool relu, const float* h, float* dG) {
   const int64_t H = s.H;
-  for (int64_t b = 0; b < s.B; ++b) {
+  for_each_unit(s, [&](int64_t b) {
     const float* hb = h + b * H;
     float* d = dG + b * H;
-    const float* dhb = s.dh_in + b * H;
-    const float* gyb = s.gy ? s.gy + b * H : nullptr;
-    for (int64_t j = s.j0; j < s.j0 + s.nc; j += W) {
-      int n = s.j0 + s.nc - j < W ? static_cast<int>(s.j0 + s.nc - j) : W;
-      vf dh = vload_upto(dhb + j, n);
-      if (gyb) dh = vadd(dh, vload_upto(gyb + j, n));
+    return [=](int64_t j, int n, vf dh) {
       vf hv = vload_upto(hb + j, n);
       vf g = relu ? vselect_gt(hv, vzero(), dh, vzero()) : vmul(dh, dtanh(hv));
       vstore_upto(d + j, g, n);
-    }
-  }
+    };
+  });
 }
 
 }  // namespace

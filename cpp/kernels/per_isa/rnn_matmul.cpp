@@ -4,6 +4,7 @@
 // once and each step streams them through a register-blocked kernel (kRnnMR rows x kRnnNR columns).
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "forgegrad/parallel.h"
 #include "forgegrad/rnn.h"
@@ -73,21 +74,27 @@ void pack_plain(const float* W_, int64_t ldw, int64_t K, int64_t N, float* P) {
 
 namespace {
 
-template <int MR>
-inline void micro(const float* A, int64_t lda, const float* P, int64_t K, int ncols, const float* init,
-                  int64_t ldi, float* C, int64_t ldc) {
-  vf acc[MR][kRnnNV];
+// The register block shared by the packed and the strided kernels: acc[r][v] = sum over k in order
+// 0..K-1 of A[r * lda + k] * b[v], where load(k, b) fills b with the kRnnNV vectors of row k of the
+// right operand. Templates on the loader, so each caller compiles to its own loop as if written out.
+template <int MR, class Load>
+inline void accumulate(const float* A, int64_t lda, int64_t K, Load load, vf (&acc)[MR][kRnnNV]) {
   for (int r = 0; r < MR; ++r)
     for (int v = 0; v < kRnnNV; ++v) acc[r][v] = vzero();
   for (int64_t k = 0; k < K; ++k) {
-    const float* p = P + k * kRnnNR;
     vf b[kRnnNV];
-    for (int v = 0; v < kRnnNV; ++v) b[v] = vload(p + v * W);
+    load(k, b);
     for (int r = 0; r < MR; ++r) {
       vf a = vset1(A[r * lda + k]);
       for (int v = 0; v < kRnnNV; ++v) acc[r][v] = vfmadd(a, b[v], acc[r][v]);
     }
   }
+}
+
+// C[r * ldc + c] = (init ? init[r * ldi + c] : 0) + acc for rows r < MR and columns c < ncols.
+template <int MR>
+inline void store_block(const vf (&acc)[MR][kRnnNV], int ncols, const float* init, int64_t ldi, float* C,
+                        int64_t ldc) {
   for (int r = 0; r < MR; ++r) {
     float* c = C + r * ldc;
     const float* in = init ? init + r * ldi : nullptr;
@@ -102,6 +109,17 @@ inline void micro(const float* A, int64_t lda, const float* P, int64_t K, int nc
       }
     }
   }
+}
+
+template <int MR>
+inline void micro(const float* A, int64_t lda, const float* P, int64_t K, int ncols, const float* init,
+                  int64_t ldi, float* C, int64_t ldc) {
+  vf acc[MR][kRnnNV];
+  accumulate<MR>(A, lda, K, [&](int64_t k, vf* b) {
+    const float* p = P + k * kRnnNR;
+    for (int v = 0; v < kRnnNV; ++v) b[v] = vload(p + v * W);
+  }, acc);
+  store_block<MR>(acc, ncols, init, ldi, C, ldc);
 }
 
 // micro<m> for a run-time m in [1, M].
@@ -181,39 +199,33 @@ template <int MR>
 void strided_rows(const float* A, int64_t lda, const float* W_, int64_t ldw, int64_t K, int ncols, const float* init,
                   int64_t ldi, float* C, int64_t ldc) {
   vf acc[MR][kRnnNV];
-  for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < kRnnNV; ++v) acc[r][v] = vzero();
   int nv = (ncols + W - 1) / W;
   const int tail = ncols - (nv - 1) * W;  // lanes of the last vector
   if (nv == kRnnNV && tail == W) {
-    for (int64_t k = 0; k < K; ++k) {
+    accumulate<MR>(A, lda, K, [&](int64_t k, vf* b) {
       const float* p = W_ + k * ldw;
-      vf b[kRnnNV];
       for (int v = 0; v < kRnnNV; ++v) b[v] = vload(p + v * W);
-      for (int r = 0; r < MR; ++r) {
-        vf a = vset1(A[r * lda + k]);
-        for (int v = 0; v < kRnnNV; ++v) acc[r][v] = vfmadd(a, b[v], acc[r][v]);
-      }
-    }
+    }, acc);
   } else {
-    for (int64_t k = 0; k < K; ++k) {
+    accumulate<MR>(A, lda, K, [&](int64_t k, vf* b) {
       const float* p = W_ + k * ldw;
-      vf b[kRnnNV];
       for (int v = 0; v < kRnnNV; ++v) b[v] = v < nv - 1 ? vload(p + v * W) : v == nv - 1 ? vload_n(p + v * W, tail) : vzero();
-      for (int r = 0; r < MR; ++r) {
-        vf a = vset1(A[r * lda + k]);
-        for (int v = 0; v < kRnnNV; ++v) acc[r][v] = vfmadd(a, b[v], acc[r][v]);
-      }
-    }
+    }, acc);
   }
-  for (int r = 0; r < MR; ++r) {
-    float* c = C + r * ldc;
-    const float* in = init ? init + r * ldi : nullptr;
-    for (int v = 0; v < nv; ++v) {
-      int n = v < nv - 1 ? W : tail;
-      if (n == W) vstore(c + v * W, in ? vadd(vload(in + v * W), acc[r][v]) : acc[r][v]);
-      else vstore_n(c + v * W, in ? vadd(vload_n(in + v * W, n), acc[r][v]) : acc[r][v], n);
-    }
+  // Vector v holds min(W, ncols - v * W) columns, as store_block stores them.
+  store_block<MR>(acc, ncols, init, ldi, C, ldc);
+}
+
+// f(std::integral_constant<int, M>{}) for a run-time M in [1, kSmallBatch]; nothing otherwise.
+template <class F>
+inline void with_small_rows(int64_t M, F f) {
+  static_assert(kSmallBatch == 4, "one case per small-batch row count");
+  switch (M) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    default: break;
   }
 }
 
@@ -221,24 +233,12 @@ void strided_rows(const float* A, int64_t lda, const float* W_, int64_t ldw, int
 
 void rowdot_matmul(const float* A, int64_t lda, int64_t M, const float* W_, int64_t ldw, int64_t K, int64_t ncols,
                    const float* init, int64_t ldi, float* C, int64_t ldc) {
-  switch (M) {
-    case 1: rowdot_rows<1>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); break;
-    case 2: rowdot_rows<2>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); break;
-    case 3: rowdot_rows<3>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); break;
-    case 4: rowdot_rows<4>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); break;
-    default: break;
-  }
+  with_small_rows(M, [&](auto mr) { rowdot_rows<decltype(mr)::value>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); });
 }
 
 void strided_matmul(const float* A, int64_t lda, int64_t M, const float* W_, int64_t ldw, int64_t K, int ncols,
                     const float* init, int64_t ldi, float* C, int64_t ldc) {
-  switch (M) {
-    case 1: strided_rows<1>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); break;
-    case 2: strided_rows<2>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); break;
-    case 3: strided_rows<3>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); break;
-    case 4: strided_rows<4>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); break;
-    default: break;
-  }
+  with_small_rows(M, [&](auto mr) { strided_rows<decltype(mr)::value>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); });
 }
 
 const float* aligned_rows(const float* W_, int64_t rows, int64_t cols, int64_t ld, int64_t steps, AlignedBuffer& buf,

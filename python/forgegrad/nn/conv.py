@@ -4,12 +4,11 @@ from __future__ import annotations
 
 
 
-from .. import devices
 from .._args import pair, positive_int
 from ..kernels import geometry
 from . import functional_conv as F
 from . import init
-from .linear import _ACTIVATIONS
+from .linear import _ACTIVATIONS, lazy_parameters
 from .module import Module
 from .parameter import add_weight_and_bias
 from ..tensor import Tensor
@@ -169,12 +168,7 @@ class Conv2D(Module):
             raise TypeError(f"{cls}: activation must be a name or a callable")
         self.activation = activation
         self.use_bias = use_bias
-        self.in_channels = None
-        self._param_device = devices.default_device()  # where a lazy build creates the weight
-        self.register_parameter("weight", None)
-        self.register_parameter("bias", None)
-        if in_channels is not None:
-            self._build(positive_int(in_channels, "in_channels", cls))
+        lazy_parameters(self, "in_channels", in_channels, "in_channels", cls)
 
     def _build(self, in_channels: int) -> None:
         shape = geometry.conv2d_weight_shape(in_channels, self.filters, self.kernel_size, self.groups, "Conv2D")

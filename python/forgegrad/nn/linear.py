@@ -71,6 +71,18 @@ def _dense_epilogue(activation):
     return None if op is None or op.epilogue is None else op.epilogue()
 
 
+def lazy_parameters(module, size_attr, size, size_arg, owner) -> None:
+    """Keras-style lazy layers (Dense, Conv2D): ``module.<size_attr>`` (the input size) and the weight
+    and bias stay None until the first call builds them with ``module._build(n)``, unless ``size``
+    is given, which builds them now."""
+    setattr(module, size_attr, None)
+    module._param_device = devices.default_device()  # where a lazy build creates the weight
+    module.register_parameter("weight", None)
+    module.register_parameter("bias", None)
+    if size is not None:
+        module._build(positive_int(size, size_arg, owner))
+
+
 class Dense(Module):
     """Keras-style fully connected layer: ``Dense(units, activation=None, input_dim=None)``.
 
@@ -95,12 +107,7 @@ class Dense(Module):
         else:
             raise TypeError(f"Dense: activation must be a name or a callable, got {type(activation).__name__}")
         self.use_bias = use_bias
-        self.in_features = None
-        self._param_device = devices.default_device()  # where a lazy build creates the weight
-        self.register_parameter("weight", None)
-        self.register_parameter("bias", None)
-        if input_dim is not None:
-            self._build(positive_int(input_dim, "input_dim", "Dense"))
+        lazy_parameters(self, "in_features", input_dim, "input_dim", "Dense")
 
     def _build(self, in_features: int) -> None:
         self.in_features = in_features

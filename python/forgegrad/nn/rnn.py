@@ -39,6 +39,18 @@ def _tensor(x, name, cls):
     return x
 
 
+def _batched_input(input, ndim, cls):
+    """``input`` with a batch axis and whether it came with one: a layer (ndim 2) takes (T, I) or
+    (T, B, I), a cell (ndim 1) takes (I,) or (B, I); the unbatched form gains the axis before I.
+    The messages are torch's: a layer names the shape, a cell says "instead"."""
+    x = _tensor(input, "input", cls)
+    if x.ndim not in (ndim, ndim + 1):
+        got = f"tensor of shape {x.shape}" if ndim == 2 else "instead"
+        raise ValueError(f"{cls}: Expected input to be {ndim}D or {ndim + 1}D, got {x.ndim}D {got}")
+    batched = x.ndim == ndim + 1
+    return (x if batched else x.unsqueeze(ndim - 1)), batched
+
+
 def _run_layer(mode, x, h0, c0, w, reverse, lengths):
     """One layer, one direction. x (T, B, I) Tensor; h0/c0 (B, H) Tensors or None; w = (w_ih, w_hh,
     b_ih, b_hh). Returns y (T, B, H), h_n (B, H), c_n (B, H) or None."""
@@ -179,13 +191,8 @@ class RNNBase(Module):
     def forward(self, input, hx=None, lengths=None):
         cls = type(self).__name__
         lstm = self.mode == "lstm"
-        x = _tensor(input, "input", cls)
-        if x.ndim not in (2, 3):
-            raise ValueError(f"{cls}: Expected input to be 2D or 3D, got {x.ndim}D tensor of shape {x.shape}")
-        batched = x.ndim == 3
-        if not batched:
-            x = x.unsqueeze(1)
-        elif self.batch_first:
+        x, batched = _batched_input(input, 2, cls)
+        if batched and self.batch_first:
             x = x.transpose(0, 1)
         Tn, B, I = x.shape
         if I != self.input_size:
@@ -326,12 +333,7 @@ class RNNCellBase(Module):
     def _step(self, input, hx):
         """One step through the sequence kernel (T = 1). Returns (h', c' or None)."""
         cls = type(self).__name__
-        x = _tensor(input, "input", cls)
-        if x.ndim not in (1, 2):
-            raise ValueError(f"{cls}: Expected input to be 1D or 2D, got {x.ndim}D instead")
-        batched = x.ndim == 2
-        if not batched:
-            x = x.unsqueeze(0)
+        x, batched = _batched_input(input, 1, cls)
         if x.shape[1] != self.input_size:
             raise ValueError(f"{cls}: input has inconsistent input_size: got {x.shape[1]} expected {self.input_size}")
         B, H = x.shape[0], self.hidden_size

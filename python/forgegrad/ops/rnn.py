@@ -117,17 +117,22 @@ def _recurrent_layer_inference(x, h0, c0, w_ih, w_hh, b_ih, b_hh, mode="lstm", r
     return _no_graph_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, mode, reverse)
 
 
-def _no_graph_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, mode, reverse):
+def _kernel_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, mode, reverse, training):
+    """The mode's forward kernel: ``((y, h_n, c_n) or (y, h_n), saved)``."""
     _check_mode(mode)
     if mode == "lstm":
-        y, h_n, c_n, _ = K.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=reverse, training=False)
-        return y, h_n, c_n
+        y, h_n, c_n, saved = K.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=reverse, training=training)
+        return (y, h_n, c_n), saved
     if mode == "gru":
-        y, h_n, _ = K.gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, reverse=reverse, training=False)
+        y, h_n, saved = K.gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, reverse=reverse, training=training)
     else:
-        y, h_n, _ = K.rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity=mode[4:], reverse=reverse,
-                                  training=False)
-    return y, h_n
+        y, h_n, saved = K.rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity=mode[4:], reverse=reverse,
+                                      training=training)
+    return (y, h_n), saved
+
+
+def _no_graph_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, mode, reverse):
+    return _kernel_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, mode, reverse, training=False)[0]
 
 
 @register_op("recurrent_layer", meta=_recurrent_layer_meta, flops=with_args(_recurrent_layer_flops),
@@ -145,22 +150,11 @@ class RecurrentLayerFunction(Function):
 
     @staticmethod
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, mode="lstm", reverse=False):
-        _check_mode(mode)
         training = is_grad_enabled() and any(ctx.needs_input_grad)
         ctx.mode = mode
         ctx.has = (h0 is not None, c0 is not None, b_ih is not None, b_hh is not None)
-        if mode == "lstm":
-            y, h_n, c_n, saved = K.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=reverse,
-                                                training=training)
-            ctx.saved = saved
-            return y, h_n, c_n
-        if mode == "gru":
-            y, h_n, saved = K.gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, reverse=reverse, training=training)
-        else:
-            y, h_n, saved = K.rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity=mode[4:], reverse=reverse,
-                                          training=training)
-        ctx.saved = saved
-        return y, h_n
+        outputs, ctx.saved = _kernel_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, mode, reverse, training)
+        return outputs
 
     @staticmethod
     def backward(ctx, grad_y, grad_hn, grad_cn=None):
