@@ -13,8 +13,10 @@ __global__ void adam_kernel(float* __restrict__ p, const float* __restrict__ g, 
     float grad = g[i];
     float param = p[i];
     if (wd != 0.f) {
-      if (decoupled) param *= 1.f - lr * wd;
-      else grad += wd * param;
+      if (decoupled)
+        param *= 1.f - lr * wd;
+      else
+        grad += wd * param;
     }
     float mi = b1 * m[i] + (1.f - b1) * grad;
     float vi = b2 * v[i] + (1.f - b2) * grad * grad;
@@ -28,8 +30,8 @@ __global__ void adam_kernel(float* __restrict__ p, const float* __restrict__ g, 
 }  // namespace
 
 std::string adam_step(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t n, float lr,
-                      float beta1, float beta2, float eps, float weight_decay, bool decoupled,
-                      float bias_correction1, float bias_correction2_sqrt) {
+                      float beta1, float beta2, float eps, float weight_decay, bool decoupled, float bias_correction1,
+                      float bias_correction2_sqrt) {
   if (n <= 0) return std::string();
   adam_kernel<<<blocks_for(n, 256), 256>>>(param, grad, exp_avg, exp_avg_sq, n, lr, beta1, beta2, eps, weight_decay,
                                            decoupled, bias_correction1, bias_correction2_sqrt);

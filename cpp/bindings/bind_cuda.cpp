@@ -71,9 +71,11 @@ void sgemm(const DeviceArray& a, const DeviceArray& b, DeviceArray& c, bool ta, 
     throw py::value_error("sgemm: a, b and out must be 2-D");
   int64_t M = ta ? a.shape()[1] : a.shape()[0], K = ta ? a.shape()[0] : a.shape()[1];
   int64_t Kb = tb ? b.shape()[1] : b.shape()[0], N = tb ? b.shape()[0] : b.shape()[1];
-  if (K != Kb) throw py::value_error("sgemm: inner dimensions differ: " + std::to_string(K) + " vs " + std::to_string(Kb));
+  if (K != Kb)
+    throw py::value_error("sgemm: inner dimensions differ: " + std::to_string(K) + " vs " + std::to_string(Kb));
   if (c.shape()[0] != M || c.shape()[1] != N)
-    throw py::value_error("sgemm: out must have shape " + fg::bind::shape_str({M, N}) + ", got " + fg::bind::shape_str(c.shape()));
+    throw py::value_error("sgemm: out must have shape " + fg::bind::shape_str({M, N}) + ", got " +
+                          fg::bind::shape_str(c.shape()));
   check(fg::cuda::sgemm(ta, tb, M, N, K, alpha, a.data(), a.shape()[1], b.data(), b.shape()[1], beta, c.data(), N),
         "sgemm");
   check(fg::cuda::synchronize(), "sgemm");
@@ -113,7 +115,8 @@ void bind(py::module_& m) {
     same_size(p, m1, "param", "exp_avg");
     same_size(p, m2, "param", "exp_avg_sq");
     check(fg::cuda::adam_step(p.data(), g.data(), m1.data(), m2.data(), p.size(), lr, b1, b2, eps, wd, decoupled, bc1,
-                              bc2_sqrt), "adam_step");
+                              bc2_sqrt),
+          "adam_step");
     check(fg::cuda::synchronize(), "adam_step");
   });
 #else

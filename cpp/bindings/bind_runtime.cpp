@@ -31,30 +31,34 @@ py::dict cpu_info() {
 void bind(py::module_& m) {
   fg::tune_malloc();
   m.def("cpu_info", &cpu_info, "Detected and active SIMD path, thread count, build options.");
-  m.def("set_isa", [](const std::string& name) { fg::set_isa(fg::isa_from_name(name)); }, py::arg("name"),
-        "Force the SIMD path ('avx512', 'avx2' or 'scalar'); raises ValueError if the CPU lacks it.");
+  m.def(
+      "set_isa", [](const std::string& name) { fg::set_isa(fg::isa_from_name(name)); }, py::arg("name"),
+      "Force the SIMD path ('avx512', 'avx2' or 'scalar'); raises ValueError if the CPU lacks it.");
   m.def("get_isa", []() { return std::string(fg::isa_name(fg::active_isa())); });
   m.def("set_num_threads", &fg::set_num_threads, py::arg("n"));
   m.def("get_num_threads", &fg::get_num_threads);
   // Self-test of the threading layer's error path: a scratch allocation of `floats` floats inside
   // every task of a parallel region (what kernels do). An impossible size must come back as
   // MemoryError, not terminate the process. Returns the number of tasks run.
-  m.def("_check_region_alloc", [](int64_t tasks, std::size_t floats, bool dynamic) {
-    py::gil_scoped_release release;
-    std::atomic<int64_t> ran{0};
-    auto task = [&](int64_t) {
-      fg::AlignedBuffer scratch(floats);
-      ran.fetch_add(1);
-    };
-    if (dynamic) {
-      fg::parallel_tasks(tasks, task);
-    } else {
-      fg::parallel_for(tasks, 1, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) task(i);
-      });
-    }
-    return ran.load();
-  }, py::arg("tasks"), py::arg("floats"), py::arg("dynamic") = false);
+  m.def(
+      "_check_region_alloc",
+      [](int64_t tasks, std::size_t floats, bool dynamic) {
+        py::gil_scoped_release release;
+        std::atomic<int64_t> ran{0};
+        auto task = [&](int64_t) {
+          fg::AlignedBuffer scratch(floats);
+          ran.fetch_add(1);
+        };
+        if (dynamic) {
+          fg::parallel_tasks(tasks, task);
+        } else {
+          fg::parallel_for(tasks, 1, [&](int64_t b, int64_t e) {
+            for (int64_t i = b; i < e; ++i) task(i);
+          });
+        }
+        return ran.load();
+      },
+      py::arg("tasks"), py::arg("floats"), py::arg("dynamic") = false);
 }
 
 }  // namespace

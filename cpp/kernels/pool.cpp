@@ -65,8 +65,8 @@ inline AvgWindow avg_window(const Pool2dGeom& g, int64_t oh, int64_t ow, bool co
 // same results), without its per-window bounds and dilation stepping. The first candidate is always
 // taken: the general rule takes it unless it is -inf, when best stays -inf at the same index.
 bool is_plain_2x2(const Pool2dGeom& g) {
-  return g.KH == 2 && g.KW == 2 && g.stride_h == 2 && g.stride_w == 2 && g.pad_h == 0 && g.pad_w == 0 &&
-         g.dil_h == 1 && g.dil_w == 1 && 2 * g.OH <= g.H && 2 * g.OW <= g.W;
+  return g.KH == 2 && g.KW == 2 && g.stride_h == 2 && g.stride_w == 2 && g.pad_h == 0 && g.pad_w == 0 && g.dil_h == 1 &&
+         g.dil_w == 1 && 2 * g.OH <= g.H && 2 * g.OW <= g.W;
 }
 
 // Branch-free select: on real data the comparison is close to a coin flip, and as a branch (what
@@ -187,8 +187,8 @@ void avg_pool2d_backward(const Pool2dGeom& g, const float* gy, float* gx, bool c
   });
 }
 
-void adaptive_avg_pool2d_forward(int64_t N, int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW,
-                                 const float* x, float* y) {
+void adaptive_avg_pool2d_forward(int64_t N, int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW, const float* x,
+                                 float* y) {
   const int64_t HW = H * W, OHW = OH * OW;
   for_planes(N * C, HW + OHW, [&](int64_t p) {
     const float* xs = x + p * HW;
@@ -206,8 +206,8 @@ void adaptive_avg_pool2d_forward(int64_t N, int64_t C, int64_t H, int64_t W, int
   });
 }
 
-void adaptive_avg_pool2d_backward(int64_t N, int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW,
-                                  const float* gy, float* gx) {
+void adaptive_avg_pool2d_backward(int64_t N, int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW, const float* gy,
+                                  float* gx) {
   const int64_t HW = H * W, OHW = OH * OW;
   for_planes(N * C, HW + OHW, [&](int64_t p) {
     float* d = gx + p * HW;

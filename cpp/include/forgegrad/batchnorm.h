@@ -15,18 +15,17 @@
 namespace fg {
 
 FG_KERNEL(void, batch_norm_forward,
-          (int64_t N, int64_t C, int64_t L, const float* x, const float* weight, const float* bias,
-           float* running_mean, float* running_var, bool training, float momentum, float eps, float* y,
-           float* save_mean, float* save_invstd),
-          (N, C, L, x, weight, bias, running_mean, running_var, training, momentum, eps, y, save_mean,
-           save_invstd))
+          (int64_t N, int64_t C, int64_t L, const float* x, const float* weight, const float* bias, float* running_mean,
+           float* running_var, bool training, float momentum, float eps, float* y, float* save_mean,
+           float* save_invstd),
+          (N, C, L, x, weight, bias, running_mean, running_var, training, momentum, eps, y, save_mean, save_invstd))
 
 // grad_x (may be null), grad_weight and grad_bias (may be null) from grad_y, x and the saved
 // statistics. training selects the batch-statistics formula (the mean and variance depend on x).
 FG_KERNEL(void, batch_norm_backward,
           (int64_t N, int64_t C, int64_t L, const float* x, const float* grad_y, const float* weight,
-           const float* save_mean, const float* save_invstd, bool training, float* grad_x,
-           float* grad_weight, float* grad_bias),
+           const float* save_mean, const float* save_invstd, bool training, float* grad_x, float* grad_weight,
+           float* grad_bias),
           (N, C, L, x, grad_y, weight, save_mean, save_invstd, training, grad_x, grad_weight, grad_bias))
 
 }  // namespace fg

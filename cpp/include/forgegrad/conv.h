@@ -42,8 +42,8 @@ inline const char* conv_blame(int64_t in, int64_t pads, int64_t extent, int64_t 
 
 // *out = the output extent, or 0 when the dilated kernel does not fit the padded input. Also
 // checks in + pads + extent + stride, the furthest any kernel's index arithmetic reaches.
-inline const char* conv_out_size(int64_t in, int64_t pad_lo, int64_t pad_hi, int64_t k, int64_t stride,
-                                 int64_t dil, int64_t* out) {
+inline const char* conv_out_size(int64_t in, int64_t pad_lo, int64_t pad_hi, int64_t k, int64_t stride, int64_t dil,
+                                 int64_t* out) {
   int64_t pads, padded, extent, reach;
   if (!checked_add(pad_lo, pad_hi, &pads) || !checked_add(in, pads, &padded)) return "padding";
   if (!window_extent(k, dil, &extent)) return window_blame(k, dil);
@@ -64,8 +64,7 @@ inline const char* conv_same_padding(int64_t k, int64_t dil, int64_t* lo, int64_
 
 // Keras' padding="same" for any stride: the output has ceil(in / stride) positions, and the total
 // padding that needs, max((out - 1) * stride + extent - in, 0), is split as torch splits it.
-inline const char* keras_same_padding(int64_t in, int64_t k, int64_t stride, int64_t dil, int64_t* lo,
-                                      int64_t* hi) {
+inline const char* keras_same_padding(int64_t in, int64_t k, int64_t stride, int64_t dil, int64_t* lo, int64_t* hi) {
   const int64_t out = in / stride + (in % stride != 0);
   int64_t extent, total;
   if (!window_extent(k, dil, &extent)) return window_blame(k, dil);
@@ -78,18 +77,15 @@ inline const char* keras_same_padding(int64_t in, int64_t k, int64_t stride, int
 }
 
 // y = conv(x, weight) + bias; bias may be null.
-FG_KERNEL(void, conv2d_forward,
-          (const Conv2dGeom& g, const float* x, const float* weight, const float* bias, float* y),
+FG_KERNEL(void, conv2d_forward, (const Conv2dGeom& g, const float* x, const float* weight, const float* bias, float* y),
           (g, x, weight, bias, y))
 // grad_x (N, C, H, W) from weight and grad_y (N, OC, OH, OW); grad_x is overwritten.
-FG_KERNEL(void, conv2d_backward_input,
-          (const Conv2dGeom& g, const float* weight, const float* grad_y, float* grad_x),
+FG_KERNEL(void, conv2d_backward_input, (const Conv2dGeom& g, const float* weight, const float* grad_y, float* grad_x),
           (g, weight, grad_y, grad_x))
 // grad_weight (OC, C / groups, KH, KW) and grad_bias (OC,) summed over the batch; either may be
 // null (not computed). Both are overwritten.
 FG_KERNEL(void, conv2d_backward_weight,
-          (const Conv2dGeom& g, const float* x, const float* grad_y, float* grad_weight,
-           float* grad_bias),
+          (const Conv2dGeom& g, const float* x, const float* grad_y, float* grad_weight, float* grad_bias),
           (g, x, grad_y, grad_weight, grad_bias))
 
 }  // namespace fg

@@ -9,21 +9,27 @@
 #pragma once
 #include "forgegrad/cpu.h"
 
-#define FG_KERNEL_DECLS_(ret, name, params)                                                   \
-  namespace scalar { ret name params; }                                                       \
-  namespace avx2 { ret name params; }                                                         \
-  namespace avx512 { ret name params; }
+#define FG_KERNEL_DECLS_(ret, name, params) \
+  namespace scalar {                        \
+  ret name params;                          \
+  }                                         \
+  namespace avx2 {                          \
+  ret name params;                          \
+  }                                         \
+  namespace avx512 {                        \
+  ret name params;                          \
+  }
 
 #ifdef FG_ISA_NS
 #define FG_KERNEL(ret, name, params, args) FG_KERNEL_DECLS_(ret, name, params)
 #else
-#define FG_KERNEL(ret, name, params, args)                                                    \
-  FG_KERNEL_DECLS_(ret, name, params)                                                         \
-  inline ret name params {                                                                    \
-    switch (::fg::active_isa()) {                                                             \
-      case ::fg::Isa::avx512: return avx512::name args;                                       \
-      case ::fg::Isa::avx2: return avx2::name args;                                           \
-      default: return scalar::name args;                                                      \
-    }                                                                                         \
+#define FG_KERNEL(ret, name, params, args)              \
+  FG_KERNEL_DECLS_(ret, name, params)                   \
+  inline ret name params {                              \
+    switch (::fg::active_isa()) {                       \
+      case ::fg::Isa::avx512: return avx512::name args; \
+      case ::fg::Isa::avx2: return avx2::name args;     \
+      default: return scalar::name args;                \
+    }                                                   \
   }
 #endif

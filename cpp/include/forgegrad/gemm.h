@@ -12,8 +12,8 @@
 namespace fg {
 
 FG_KERNEL(void, sgemm,
-          (bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc),
+          (bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc),
           (trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
 
 // `batch` independent SGEMMs of one shape: matrix b of A starts at A + b * stride_a (likewise B,
@@ -21,15 +21,13 @@ FG_KERNEL(void, sgemm,
 // overlap). Small matrices are spread over threads by batch entry, large ones split inside each
 // SGEMM; either way the result is the same as `batch` calls of sgemm.
 FG_KERNEL(void, sgemm_batched,
-          (bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha,
-           const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb,
-           int64_t stride_b, float beta, float* C, int64_t ldc, int64_t stride_c),
-          (trans_a, trans_b, batch, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc,
-           stride_c))
+          (bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+           int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta, float* C,
+           int64_t ldc, int64_t stride_c),
+          (trans_a, trans_b, batch, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc, stride_c))
 
 // The oracle: plain loops with a double accumulator. For tests and odd cases; never fast.
-void sgemm_reference(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                     const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
-                     int64_t ldc);
+void sgemm_reference(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                     int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
 }  // namespace fg

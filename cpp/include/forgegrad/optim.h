@@ -41,8 +41,7 @@ struct AdamHyper {
 };
 
 // In place: param, exp_avg, exp_avg_sq (and max_exp_avg_sq) of tensors[0..count).
-FG_KERNEL(void, adam_step, (const AdamTensor* tensors, int64_t count, const AdamHyper& h),
-          (tensors, count, h))
+FG_KERNEL(void, adam_step, (const AdamTensor* tensors, int64_t count, const AdamHyper& h), (tensors, count, h))
 
 // One parameter of an SGD step.
 struct SgdTensor {
@@ -62,8 +61,7 @@ struct SgdHyper {
   bool maximize;
 };
 
-FG_KERNEL(void, sgd_step, (const SgdTensor* tensors, int64_t count, const SgdHyper& h),
-          (tensors, count, h))
+FG_KERNEL(void, sgd_step, (const SgdTensor* tensors, int64_t count, const SgdHyper& h), (tensors, count, h))
 
 // Partial reductions for vector norms over several tensors (clip_grad_norm_).
 //   kind 0: sum |x|     kind 1: sum x*x     kind 2: max |x| (NaN if any element is NaN)
@@ -71,8 +69,7 @@ FG_KERNEL(void, sgd_step, (const SgdTensor* tensors, int64_t count, const SgdHyp
 // results go to out[] in order (tensor 0's chunks first), each accumulated in a fixed order.
 // The caller combines them in order (in double), which makes the total thread-count independent.
 enum NormKind : int { kNormL1 = 0, kNormL2 = 1, kNormInf = 2 };
-FG_KERNEL(void, norm_partials,
-          (const float* const* xs, const int64_t* ns, int64_t count, int kind, double* out),
+FG_KERNEL(void, norm_partials, (const float* const* xs, const int64_t* ns, int64_t count, int kind, double* out),
           (xs, ns, count, kind, out))
 
 }  // namespace fg

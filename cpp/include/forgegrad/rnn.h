@@ -90,8 +90,8 @@ void pack_plain(const float* W, int64_t ldw, int64_t K, int64_t N, float* P);
 // For rows r < M and the first ncols (<= kNR) columns of one panel:
 //   C[r * ldc + c] = (init ? init[r * ldi + c] : 0) + sum_k A[r * lda + k] * P[k * kNR + c]
 // with k summed in order 0..K-1 (init may alias C; ldi = 0 broadcasts one row, e.g. a bias).
-void panel_matmul(const float* A, int64_t lda, int64_t M, const float* P, int64_t K, int ncols,
-                  const float* init, int64_t ldi, float* C, int64_t ldc);
+void panel_matmul(const float* A, int64_t lda, int64_t M, const float* P, int64_t K, int ncols, const float* init,
+                  int64_t ldi, float* C, int64_t ldc);
 // Small-batch variants that read W_hh as stored (no packing: at B <= kSmallBatch a step is bound by
 // streaming the weights once, and packing them would cost as much as several steps).
 constexpr int64_t kSmallBatch = 4;

@@ -43,12 +43,16 @@ inline vf vmax(vf a, vf b) { return _mm512_max_ps(a, b); }
 inline vf vmin(vf a, vf b) { return _mm512_min_ps(a, b); }
 inline vf vsqrt(vf a) { return _mm512_sqrt_ps(a); }
 inline vf vabs(vf a) { return _mm512_abs_ps(a); }
-inline vf vneg(vf a) { return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a), _mm512_set1_epi32(int(0x80000000u)))); }
+inline vf vneg(vf a) {
+  return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a), _mm512_set1_epi32(int(0x80000000u))));
+}
 inline vf vround(vf a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 // 2^n * a for integral-valued n.
 inline vf vscale2(vf a, vf n) { return _mm512_scalef_ps(a, n); }
 // mask ? a : b, mask = (x > y)
-inline vf vselect_gt(vf x, vf y, vf a, vf b) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, y, _CMP_GT_OQ), b, a); }
+inline vf vselect_gt(vf x, vf y, vf a, vf b) {
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, y, _CMP_GT_OQ), b, a);
+}
 // Horizontal reductions by in-register shuffles: GCC 12's expansion of _mm512_reduce_*_ps and of
 // the 512->256 extract intrinsics triggers false -Wmaybe-uninitialized warnings.
 inline float vreduce_add(vf a) {
@@ -115,7 +119,9 @@ inline vf vset1(float x) { return x; }
 inline vf vload(const float* p) { return *p; }
 inline void vstore(float* p, vf v) { *p = v; }
 inline vf vload_n(const float* p, int n) { return n > 0 ? *p : 0.0f; }
-inline void vstore_n(float* p, vf v, int n) { if (n > 0) *p = v; }
+inline void vstore_n(float* p, vf v, int n) {
+  if (n > 0) *p = v;
+}
 inline vf vadd(vf a, vf b) { return a + b; }
 inline vf vsub(vf a, vf b) { return a - b; }
 inline vf vmul(vf a, vf b) { return a * b; }
@@ -139,8 +145,10 @@ inline float vreduce_max(vf a) { return a; }
 // row whose length need not be a multiple of W), a masked one otherwise.
 inline vf vload_upto(const float* p, int n) { return n == W ? vload(p) : vload_n(p, n); }
 inline void vstore_upto(float* p, vf v, int n) {
-  if (n == W) vstore(p, v);
-  else vstore_n(p, v, n);
+  if (n == W)
+    vstore(p, v);
+  else
+    vstore_n(p, v, n);
 }
 
 // exp(x), relative error about 2 ulp over the float range (Cephes polynomial on [-ln2/2, ln2/2]

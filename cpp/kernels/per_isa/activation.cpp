@@ -87,12 +87,8 @@ void act_forward(int op, const float* x, float* y, int64_t n, float alpha) {
         return vmul(vmul(v, half), vadd(one, vtanh(inner)));
       });
       break;
-    case kActSigmoid:
-      map1(x, y, n, kGrainTranscendental, [&](vf v) { return vsigmoid(v); });
-      break;
-    case kActTanh:
-      map1(x, y, n, kGrainTranscendental, [&](vf v) { return vtanh(v); });
-      break;
+    case kActSigmoid: map1(x, y, n, kGrainTranscendental, [&](vf v) { return vsigmoid(v); }); break;
+    case kActTanh: map1(x, y, n, kGrainTranscendental, [&](vf v) { return vtanh(v); }); break;
     case kActSilu: {
       // x / (1 + exp(-x)): torch's association (one rounding fewer than x * sigmoid(x)).
       const vf lo = vset1(kSiluLo), nzero = vset1(-0.0f);
@@ -100,8 +96,7 @@ void act_forward(int op, const float* x, float* y, int64_t n, float alpha) {
            [&](vf v) { return vselect_gt(lo, v, nzero, vdiv(v, vadd(one, vexp(vneg(v))))); });
       break;
     }
-    default:
-      break;  // the binding rejects unknown ops
+    default: break;  // the binding rejects unknown ops
   }
 }
 
@@ -157,8 +152,7 @@ void act_backward(int op, const float* g, const float* saved, float* dx, int64_t
       });
       break;
     }
-    default:
-      break;
+    default: break;
   }
 }
 

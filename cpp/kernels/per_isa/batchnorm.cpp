@@ -82,8 +82,7 @@ inline void row_affine2(const float* g, const float* x, float* y, int64_t L, flo
 }
 
 // Per-channel mean and biased variance (double) of x viewed as (N, C, L), channels [c0, c1).
-void channel_stats(int64_t N, int64_t C, int64_t L, const float* x, int64_t c0, int64_t c1, double* mean,
-                   double* var) {
+void channel_stats(int64_t N, int64_t C, int64_t L, const float* x, int64_t c0, int64_t c1, double* mean, double* var) {
   const double cnt = static_cast<double>(N) * static_cast<double>(L);
   if (L == 1) {
     for (int64_t c = c0; c < c1; ++c) mean[c - c0] = 0.0, var[c - c0] = 0.0;
@@ -110,8 +109,8 @@ void channel_stats(int64_t N, int64_t C, int64_t L, const float* x, int64_t c0, 
 }
 
 // sum_g and sum (x - mean) * g per channel, channels [c0, c1).
-void channel_grad_sums(int64_t N, int64_t C, int64_t L, const float* x, const float* g, const float* mean,
-                       int64_t c0, int64_t c1, double* sum_g, double* dot) {
+void channel_grad_sums(int64_t N, int64_t C, int64_t L, const float* x, const float* g, const float* mean, int64_t c0,
+                       int64_t c1, double* sum_g, double* dot) {
   if (L == 1) {
     for (int64_t c = c0; c < c1; ++c) sum_g[c - c0] = 0.0, dot[c - c0] = 0.0;
     for (int64_t n = 0; n < N; ++n)
@@ -137,9 +136,9 @@ void channel_grad_sums(int64_t N, int64_t C, int64_t L, const float* x, const fl
 
 }  // namespace
 
-void batch_norm_forward(int64_t N, int64_t C, int64_t L, const float* x, const float* weight,
-                        const float* bias, float* running_mean, float* running_var, bool training,
-                        float momentum, float eps, float* y, float* save_mean, float* save_invstd) {
+void batch_norm_forward(int64_t N, int64_t C, int64_t L, const float* x, const float* weight, const float* bias,
+                        float* running_mean, float* running_var, bool training, float momentum, float eps, float* y,
+                        float* save_mean, float* save_invstd) {
   const double cnt = static_cast<double>(N) * static_cast<double>(L);
   if (training) {
     parallel_for((C + kChanBlock - 1) / kChanBlock, 1, [&](int64_t b0, int64_t b1) {
@@ -151,8 +150,7 @@ void batch_norm_forward(int64_t N, int64_t C, int64_t L, const float* x, const f
           const double m = mean[c - c0], v = var[c - c0];
           save_mean[c] = static_cast<float>(m);
           save_invstd[c] = static_cast<float>(1.0 / std::sqrt(v + static_cast<double>(eps)));
-          if (running_mean)
-            running_mean[c] = static_cast<float>((1.0 - momentum) * running_mean[c] + momentum * m);
+          if (running_mean) running_mean[c] = static_cast<float>((1.0 - momentum) * running_mean[c] + momentum * m);
           if (running_var && cnt > 1)
             running_var[c] = static_cast<float>((1.0 - momentum) * running_var[c] + momentum * v * cnt / (cnt - 1));
         }
@@ -194,8 +192,8 @@ void batch_norm_forward(int64_t N, int64_t C, int64_t L, const float* x, const f
 }
 
 void batch_norm_backward(int64_t N, int64_t C, int64_t L, const float* x, const float* gy, const float* weight,
-                         const float* save_mean, const float* save_invstd, bool training, float* gx,
-                         float* gw, float* gb) {
+                         const float* save_mean, const float* save_invstd, bool training, float* gx, float* gw,
+                         float* gb) {
   const double cnt = static_cast<double>(N) * static_cast<double>(L);
   const bool need_sums = gw || gb || (training && gx);
   // Per channel: gx = gy * ga + x * gbx + gc (the training formula expanded; eval: gbx = gc = 0).

@@ -14,11 +14,11 @@
 // results are bit-identical for any thread count.
 #include <cstring>
 
+#include "conv_tile.h"
 #include "forgegrad/conv.h"
 #include "forgegrad/memory.h"
 #include "forgegrad/parallel.h"
 #include "forgegrad/simd.h"
-#include "conv_tile.h"
 
 namespace fg {
 namespace FG_ISA_NS {
@@ -119,9 +119,8 @@ void fill_input(const Conv2dGeom& g, const Plan& pl, const float* xs, float* B) 
 // units and, inside a unit, over kConvMR-row blocks. fill(n, gi, B) builds B; A holds every group's
 // panels ((gi * M) * R onwards); out(n, gi) is the first output plane of the unit.
 template <class Fill, class Out>
-void run_units(int64_t N, int64_t G, int64_t M, int64_t R, const float* A, int64_t bsize,
-               const int64_t* off, const VecList& vl, int64_t OHo, int64_t OWo, int64_t Wb,
-               const float* bias, Fill fill, Out out) {
+void run_units(int64_t N, int64_t G, int64_t M, int64_t R, const float* A, int64_t bsize, const int64_t* off,
+               const VecList& vl, int64_t OHo, int64_t OWo, int64_t Wb, const float* bias, Fill fill, Out out) {
   const int64_t plane = OHo * OWo, nblocks = (M + kConvMR - 1) / kConvMR;
   parallel_for(N * G, 1, [&](int64_t u0, int64_t u1) {
     AlignedBuffer B(static_cast<size_t>(bsize));
@@ -142,8 +141,7 @@ void run_units(int64_t N, int64_t G, int64_t M, int64_t R, const float* A, int64
           run_rows(mr, R, a, B.data(), off, vl, init, S.data(), vl.scratch_ld);
           for (int64_t m = 0; m < mr; ++m)
             for (int64_t r = 0; r < OHo; ++r)
-              std::memcpy(o + (m0 + m) * plane + r * OWo, S.data() + m * vl.scratch_ld + r * Wb,
-                          sizeof(float) * OWo);
+              std::memcpy(o + (m0 + m) * plane + r * OWo, S.data() + m * vl.scratch_ld + r * Wb, sizeof(float) * OWo);
         }
       });
     }
@@ -154,8 +152,8 @@ void run_units(int64_t N, int64_t G, int64_t M, int64_t R, const float* A, int64
 // channels for its 16 GEMMs to dominate the tile transforms.
 bool use_winograd(const Conv2dGeom& g) {
   const int64_t Cg = g.C / g.groups, OCg = g.OC / g.groups;
-  return g.KH == 3 && g.KW == 3 && g.stride_h == 1 && g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1 &&
-         Cg >= 16 && OCg >= 16;
+  return g.KH == 3 && g.KW == 3 && g.stride_h == 1 && g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1 && Cg >= 16 &&
+         OCg >= 16;
 }
 
 // Winograd over units of (up to nb images, group): fill(n, gi, B) builds the padded (Cin, Hb, Wb)
@@ -163,9 +161,8 @@ bool use_winograd(const Conv2dGeom& g) {
 // output plane of (n, gi), out_step floats between images. Small images are batched so that a
 // unit has at least ~256 tiles (per-column results do not depend on the batching).
 template <class Fill, class Out>
-void run_winograd_units(int64_t N, int64_t G, int64_t Cin, int64_t M, int64_t Hb, int64_t Wb, int64_t OHo,
-                        int64_t OWo, const float* kernels, int64_t bsize, const float* bias, int64_t out_step,
-                        Fill fill, Out out) {
+void run_winograd_units(int64_t N, int64_t G, int64_t Cin, int64_t M, int64_t Hb, int64_t Wb, int64_t OHo, int64_t OWo,
+                        const float* kernels, int64_t bsize, const float* bias, int64_t out_step, Fill fill, Out out) {
   const int64_t tiles = ((OHo + 1) / 2) * ((OWo + 1) / 2);
   int64_t nb = 256 / tiles;
   nb = nb < 1 ? 1 : (nb > N ? N : nb);
@@ -180,8 +177,8 @@ void run_winograd_units(int64_t N, int64_t G, int64_t Cin, int64_t M, int64_t Hb
       Winograd3x3 up = wp;
       up.nimg = N - n0 < nb ? N - n0 : nb;
       for (int64_t i = 0; i < up.nimg; ++i) fill(n0 + i, gi, B.data() + i * bsize);
-      winograd_unit(up, B.data(), bsize, U.data() + gi * usize, bias ? bias + gi * M : nullptr, out(n0, gi),
-                    out_step, S.data());
+      winograd_unit(up, B.data(), bsize, U.data() + gi * usize, bias ? bias + gi * M : nullptr, out(n0, gi), out_step,
+                    S.data());
     }
   });
 }
@@ -227,7 +224,8 @@ void backward_weight_winograd(const Conv2dGeom& g, const float* x, const float* 
   const int64_t ssize = 16 * OCg * Cg;  // per group
   AlignedBuffer part(static_cast<size_t>(nch * G * ssize));
   parallel_for(nch, 1, [&](int64_t c0, int64_t c1) {
-    AlignedBuffer B(static_cast<size_t>(nb * pl.bsize)), scratch(static_cast<size_t>(winograd_wgrad_scratch_floats(wp)));
+    AlignedBuffer B(static_cast<size_t>(nb * pl.bsize)),
+        scratch(static_cast<size_t>(winograd_wgrad_scratch_floats(wp)));
     for (int64_t ch = c0; ch < c1; ++ch) {
       const int64_t n_begin = ch * per_chunk, n_end = min64(n_begin + per_chunk, g.N);
       for (int64_t gi = 0; gi < G; ++gi) {
@@ -237,8 +235,8 @@ void backward_weight_winograd(const Conv2dGeom& g, const float* x, const float* 
           up.nimg = min64(nb, n_end - n0);
           for (int64_t i = 0; i < up.nimg; ++i)
             fill_input(g, pl, x + ((n0 + i) * g.C + gi * Cg) * g.H * g.W, B.data() + i * pl.bsize);
-          winograd_wgrad_unit(up, B.data(), pl.bsize, gy + (n0 * g.OC + gi * OCg) * g.OH * g.OW,
-                              g.OC * g.OH * g.OW, S, n0 != n_begin, scratch.data());
+          winograd_wgrad_unit(up, B.data(), pl.bsize, gy + (n0 * g.OC + gi * OCg) * g.OH * g.OW, g.OC * g.OH * g.OW, S,
+                              n0 != n_begin, scratch.data());
         }
       }
     }
@@ -372,8 +370,8 @@ void conv2d_backward_input(const Conv2dGeom& g, const float* w, const float* gy,
       parallel_for(nblocks, 1, [&](int64_t b0, int64_t b1) {
         for (int64_t blk = b0; blk < b1; ++blk) {
           const int64_t m0 = blk * kConvMR, mr = min64(K - m0, kConvMR);
-          run_rows(mr, OCg, A.data() + gi * K * OCg + m0 * OCg, B.data(), off.p, vl, nullptr,
-                   gcol.data() + m0 * ld, ld);
+          run_rows(mr, OCg, A.data() + gi * K * OCg + m0 * OCg, B.data(), off.p, vl, nullptr, gcol.data() + m0 * ld,
+                   ld);
         }
       });
       float* gxs = gx + (n * g.C + gi * Cg) * HW;

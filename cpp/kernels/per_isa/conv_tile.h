@@ -90,8 +90,8 @@ inline int64_t veclist_capacity(int64_t OHo, int64_t OWo, int64_t Wb) {
 // C[m * ldc + dst[j] + lane] = init[m] + sum_k A[k*MR + m] * B[off[k] + pos[j] + lane] for m < MR,
 // j < NV; only valid[j] lanes are stored. B must be readable W floats past every pos.
 template <int MR, int NV>
-void tile_kernel(int64_t K, const float* A, const float* B, const int64_t* off, const int64_t* pos,
-                 const int64_t* dst, const int64_t* valid, const float* init, float* C, int64_t ldc) {
+void tile_kernel(int64_t K, const float* A, const float* B, const int64_t* off, const int64_t* pos, const int64_t* dst,
+                 const int64_t* valid, const float* init, float* C, int64_t ldc) {
   vf acc[MR][NV];
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m) {
@@ -128,8 +128,8 @@ void tile_kernel(int64_t K, const float* A, const float* B, const int64_t* off, 
   }
 }
 
-using TileFn = void (*)(int64_t, const float*, const float*, const int64_t*, const int64_t*,
-                        const int64_t*, const int64_t*, const float*, float*, int64_t);
+using TileFn = void (*)(int64_t, const float*, const float*, const int64_t*, const int64_t*, const int64_t*,
+                        const int64_t*, const float*, float*, int64_t);
 
 template <int MR>
 TileFn pick_nv(int nv) {
@@ -159,15 +159,13 @@ TileFn pick_tile(int mr, int nv) {
 }
 
 // Output rows [m0, m0 + mr) of one plane set: C points at row m0, rows ldc apart.
-void run_rows(int64_t mr, int64_t K, const float* A, const float* B, const int64_t* off,
-              const VecList& vl, const float* init, float* C, int64_t ldc) {
+void run_rows(int64_t mr, int64_t K, const float* A, const float* B, const int64_t* off, const VecList& vl,
+              const float* init, float* C, int64_t ldc) {
   for (int64_t v0 = 0; v0 < vl.n; v0 += kConvNR) {
     const int nv = static_cast<int>(min64(kConvNR, vl.n - v0));
-    pick_tile(static_cast<int>(mr), nv)(K, A, B, off, vl.pos.p + v0, vl.dst.p + v0, vl.valid.p + v0,
-                                        init, C, ldc);
+    pick_tile(static_cast<int>(mr), nv)(K, A, B, off, vl.pos.p + v0, vl.dst.p + v0, vl.valid.p + v0, init, C, ldc);
   }
 }
-
 
 #if defined(__AVX512F__)
 constexpr int kConvDotM = 4, kConvDotK = 6;  // dot kernel: 4 x 6 accumulators
@@ -180,9 +178,9 @@ constexpr int kConvDotM = 2, kConvDotK = 4;
 // apart. G is zero in invalid lanes. accumulate: add to D's old value, else overwrite. Running
 // over several images per call keeps the accumulators in registers longer: fewer horizontal sums.
 // Kept out of line: inlined into its callers' lambdas it ran at half speed (register pressure).
-__attribute__((noinline)) void dot_kernel(const float* const* g_rows, int64_t g_step, const float* B, int64_t b_step, int64_t nimg,
-                const int64_t* off, const VecList& vl, float* const* d_rows, const int64_t* d_cols, int dm,
-                int dk, bool accumulate) {
+__attribute__((noinline)) void dot_kernel(const float* const* g_rows, int64_t g_step, const float* B, int64_t b_step,
+                                          int64_t nimg, const int64_t* off, const VecList& vl, float* const* d_rows,
+                                          const int64_t* d_cols, int dm, int dk, bool accumulate) {
   vf acc[kConvDotM][kConvDotK];
 #pragma GCC unroll 8
   for (int m = 0; m < kConvDotM; ++m)
@@ -241,15 +239,14 @@ struct Winograd3x3 {
   int64_t Cin, M, Hb, Wb, OHo, OWo, nimg;
   int64_t th, tw, T, ldT;  // tile rows, tile columns, tiles of all images, transformed row stride
 };
-Winograd3x3 winograd_plan(int64_t Cin, int64_t M, int64_t Hb, int64_t Wb, int64_t OHo, int64_t OWo,
-                          int64_t nimg);
+Winograd3x3 winograd_plan(int64_t Cin, int64_t M, int64_t Hb, int64_t Wb, int64_t OHo, int64_t OWo, int64_t nimg);
 // U: the transformed kernels, 16 * M * Cin floats (per product index, kConvMR-row panels).
 void winograd_weights(const Winograd3x3& p, const float* kernels, float* U);
 int64_t winograd_scratch_floats(const Winograd3x3& p);
 // Image i of the unit reads B + i * b_step and writes out + i * out_step; p.nimg may be lowered
 // (fewer images in the last unit) without changing the scratch size.
-void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const float* U, const float* bias,
-                   float* out, int64_t out_step, float* scratch);
+void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const float* U, const float* bias, float* out,
+                   int64_t out_step, float* scratch);
 
 // Weight gradient by Winograd: S[xi][m][c] (+)= sum_t Z[xi][m][t] V[xi][c][t], with V the input
 // transform of B (as winograd_unit) and Z = A gY A^T the transform of each 2x2 grad_y tile; image

@@ -44,8 +44,10 @@ inline void deinterleave(const float* p, vf& even, vf& odd) {
 // Stores a0, b0, a1, b1, ... (2W values), only the first n (n <= 2W).
 inline void store_interleaved(float* p, vf a, vf b, int64_t n) {
 #if defined(__AVX512F__)
-  const __m512 lo = _mm512_permutex2var_ps(a, _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), b);
-  const __m512 hi = _mm512_permutex2var_ps(a, _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), b);
+  const __m512 lo =
+      _mm512_permutex2var_ps(a, _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), b);
+  const __m512 hi =
+      _mm512_permutex2var_ps(a, _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), b);
 #elif defined(__AVX2__)
   const __m256 t0 = _mm256_unpacklo_ps(a, b), t1 = _mm256_unpackhi_ps(a, b);
   const __m256 lo = _mm256_permute2f128_ps(t0, t1, 0x20), hi = _mm256_permute2f128_ps(t0, t1, 0x31);
@@ -114,8 +116,7 @@ void output_transform(const Winograd3x3& p, const float* Mb, float bias, float* 
       }
       const int64_t n = p.OWo - 2 * t0 < 2 * W ? p.OWo - 2 * t0 : 2 * W;  // valid output columns
       float* y0 = out + 2 * th * p.OWo + 2 * t0;
-      store_interleaved(y0, vadd(vadd(vadd(s0[0], s0[1]), s0[2]), vb), vadd(vsub(vsub(s0[1], s0[2]), s0[3]), vb),
-                        n);
+      store_interleaved(y0, vadd(vadd(vadd(s0[0], s0[1]), s0[2]), vb), vadd(vsub(vsub(s0[1], s0[2]), s0[3]), vb), n);
       if (2 * th + 1 < p.OHo)
         store_interleaved(y0 + p.OWo, vadd(vadd(vadd(s1[0], s1[1]), s1[2]), vb),
                           vadd(vsub(vsub(s1[1], s1[2]), s1[3]), vb), n);
@@ -139,8 +140,7 @@ void input_transforms(const Winograd3x3& p, const float* B, int64_t b_step, floa
 
 }  // namespace
 
-Winograd3x3 winograd_plan(int64_t Cin, int64_t M, int64_t Hb, int64_t Wb, int64_t OHo, int64_t OWo,
-                          int64_t nimg) {
+Winograd3x3 winograd_plan(int64_t Cin, int64_t M, int64_t Hb, int64_t Wb, int64_t OHo, int64_t OWo, int64_t nimg) {
   Winograd3x3 p{};
   p.Cin = Cin, p.M = M, p.Hb = Hb, p.Wb = Wb, p.OHo = OHo, p.OWo = OWo, p.nimg = nimg;
   p.th = (OHo + 1) / 2;
@@ -179,8 +179,8 @@ void winograd_weights(const Winograd3x3& p, const float* kernels, float* U) {
 
 int64_t winograd_scratch_floats(const Winograd3x3& p) { return 16 * (v_plane(p) + m_plane(p)) + 2 * W; }
 
-void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const float* U, const float* bias,
-                   float* out, int64_t out_step, float* scratch) {
+void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const float* U, const float* bias, float* out,
+                   int64_t out_step, float* scratch) {
   const int64_t T = p.nimg * p.th * p.tw;
   float* V = scratch;                   // 16 planes (Cin, ldT), v_plane apart
   float* Mb = scratch + 16 * v_plane(p);  // 16 planes (M, ldT), m_plane apart (+ 2W floats of slack)
@@ -251,8 +251,10 @@ void winograd_wgrad_unit(const Winograd3x3& p, const float* B, int64_t b_step, c
   // Zero the columns past T: the dot kernel reads whole vectors.
   if (p.ldT > T) {
     for (int64_t xi = 0; xi < 16; ++xi) {
-      for (int64_t c = 0; c < p.Cin; ++c) std::memset(V + xi * v_plane(p) + c * p.ldT + T, 0, sizeof(float) * (p.ldT - T));
-      for (int64_t m = 0; m < p.M; ++m) std::memset(Z + xi * m_plane(p) + m * p.ldT + T, 0, sizeof(float) * (p.ldT - T));
+      for (int64_t c = 0; c < p.Cin; ++c)
+        std::memset(V + xi * v_plane(p) + c * p.ldT + T, 0, sizeof(float) * (p.ldT - T));
+      for (int64_t m = 0; m < p.M; ++m)
+        std::memset(Z + xi * m_plane(p) + m * p.ldT + T, 0, sizeof(float) * (p.ldT - T));
     }
   }
   I64Buf off(p.Cin);

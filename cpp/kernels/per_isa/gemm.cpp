@@ -85,9 +85,8 @@ Grid choose_grid(int64_t M, int64_t N, int64_t K, int64_t m_panels, int64_t n_pa
   return best;
 }
 
-void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                  const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
-                  int64_t ldc) {
+void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   // op(A)(i, k) = A[i * rsa + k * csa]; op(B)(k, j) = B[k * rsb + j * csb].
   const int64_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
   const int64_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
@@ -130,8 +129,8 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
           for (int64_t p = pb; p < pe; ++p) {  // A panels not packed by their first tile
             const int64_t i = first_row[p - pb];
             if (!fused_a(p))
-              pack_panel(A + i * rsa + pc * csa, rsa, csa, static_cast<int>(first_row[p - pb + 1] - i), kc,
-                         kGemmMR, apack + (p - pb) * kGemmMR * kc);
+              pack_panel(A + i * rsa + pc * csa, rsa, csa, static_cast<int>(first_row[p - pb + 1] - i), kc, kGemmMR,
+                         apack + (p - pb) * kGemmMR * kc);
           }
           // Tile (p, q) with B panel slot bp; b_first: the first tile using that B panel (the
           // first tile using an A panel is always the one with q == qc).
@@ -176,8 +175,7 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
   parallel_for(nthreads, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t r = t / grid.tc, c = t % grid.tc;
-      block(m_panels * r / grid.tr, m_panels * (r + 1) / grid.tr, n_panels * c / grid.tc,
-            n_panels * (c + 1) / grid.tc);
+      block(m_panels * r / grid.tr, m_panels * (r + 1) / grid.tr, n_panels * c / grid.tc, n_panels * (c + 1) / grid.tc);
     }
   });
 }
@@ -208,8 +206,8 @@ void sgemm_direct(int64_t M, int64_t N, int64_t K, float alpha, const float* A, 
 
 }  // namespace
 
-void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0 || alpha == 0.0f) {
     scale_c(M, N, beta, C, ldc);
@@ -239,13 +237,12 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
   }
 }
 
-void sgemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K,
-                   float alpha, const float* A, int64_t lda, int64_t stride_a, const float* B,
-                   int64_t ldb, int64_t stride_b, float beta, float* C, int64_t ldc, int64_t stride_c) {
+void sgemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b,
+                   float beta, float* C, int64_t ldc, int64_t stride_c) {
   if (batch <= 0 || M <= 0 || N <= 0) return;
   auto one = [&](int64_t b) {
-    sgemm(trans_a, trans_b, M, N, K, alpha, A + b * stride_a, lda, B + b * stride_b, ldb, beta,
-          C + b * stride_c, ldc);
+    sgemm(trans_a, trans_b, M, N, K, alpha, A + b * stride_a, lda, B + b * stride_b, ldb, beta, C + b * stride_c, ldc);
   };
   // Small products: one batch entry per task (each sgemm then runs on its thread). Large ones:
   // entries in order, each split over threads inside sgemm. Same results either way.

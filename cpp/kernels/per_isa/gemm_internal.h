@@ -33,7 +33,7 @@ constexpr int kGemmNR = kGemmNV * W;
 constexpr int64_t kGemmKCMax = 320;  // A panel 8 x 320 floats = 10 KiB (L1); KC 128..320 measured alike
 constexpr int64_t kGemmMCMax = 8 * kGemmMR;  // rows of A packed at once per thread
 constexpr int64_t kGemmNCMax = 512;  // columns of B packed per block: 320 x 512 floats = 640 KiB (L2);
-                                 // the driver widens it for thinner KC (same 640 KiB)
+                                     // the driver widens it for thinner KC (same 640 KiB)
 
 // Packs a panel: dst[k * P + r] = src[r * rs + k * cs] for r < rows, k < kc; rows <= P. Slots
 // rows..P-1 are filled too (zeros or copies of the last row): the microkernel loads full vectors
@@ -44,13 +44,13 @@ void pack_panel(const float* src, int64_t rs, int64_t cs, int rows, int64_t kc, 
 // b_panel rows are ldb floats apart (kGemmNR when packed; B's own row stride when read in place)
 // (beta == 0: C is not read). Every element goes through the same operations whatever the tile
 // size: acc = fma chain over k; C = fma(beta, C, alpha * acc) or alpha * acc.
-void micro_tile(int rows, int cols, int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
-                int64_t ldc, float alpha, float beta);
+void micro_tile(int rows, int cols, int64_t kc, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc,
+                float alpha, float beta);
 
 // micro_tile for a full panel (kGemmNR columns) read in place from op(B) rows ldb floats apart, which
 // also stores the panel, packed (kc x kGemmNR), to b_copy as it goes: packing fused into the first use.
-void micro_tile_pack_b(int rows, int64_t kc, const float* a, const float* b, int64_t ldb, float* b_copy,
-                       float* c, int64_t ldc, float alpha, float beta);
+void micro_tile_pack_b(int rows, int64_t kc, const float* a, const float* b, int64_t ldb, float* b_copy, float* c,
+                       int64_t ldc, float alpha, float beta);
 
 // A full tile (kGemmMR x kGemmNR) whose A panel is read in place from op(A) (element (r, k) at
 // a[r * rsa + k * csa]; rsa == 1 or csa == 1) and stored, packed, to a_copy as it goes. B: packed
@@ -61,16 +61,15 @@ void micro_tile_pack_ab(int64_t kc, const float* a, int64_t rsa, int64_t csa, fl
 // A tile (rows <= kGemmMR, cols <= kGemmNR) with nothing packed: A read in place from op(A) as in
 // micro_tile_pack_ab (rsa == 1 or csa == 1), B from op(B) rows ldb apart (a partial last vector is
 // loaded masked, so no memory past column cols is read). Same arithmetic as micro_tile.
-void micro_tile_direct(int rows, int cols, int64_t kc, const float* a, int64_t rsa, int64_t csa,
-                       const float* b, int64_t ldb, float* c, int64_t ldc, float alpha, float beta);
+void micro_tile_direct(int rows, int cols, int64_t kc, const float* a, int64_t rsa, int64_t csa, const float* b,
+                       int64_t ldb, float* c, int64_t ldc, float alpha, float beta);
 
 // Skinny product, m <= kSkinnyMax (16): C (m x n) = alpha * A (m x K) . B (K x n) + beta * C, every
 // operand with general strides (rs: row stride, cs: column stride, in elements). B must have
 // rsb == 1 or csb == 1. Splits columns over threads.
 constexpr int64_t kSkinnyMax = 16;  // templates cover m <= 16; the driver decides when to use them
-void sgemm_skinny(int64_t m, int64_t n, int64_t K, float alpha, const float* A, int64_t rsa,
-                  int64_t csa, const float* B, int64_t rsb, int64_t csb, float beta, float* C,
-                  int64_t rsc, int64_t csc);
+void sgemm_skinny(int64_t m, int64_t n, int64_t K, float alpha, const float* A, int64_t rsa, int64_t csa,
+                  const float* B, int64_t rsb, int64_t csb, float beta, float* C, int64_t rsc, int64_t csc);
 
 }  // namespace gemm_detail
 }  // namespace FG_ISA_NS

@@ -42,8 +42,8 @@ typedef uint32_t __attribute__((__may_alias__)) u32_alias;
 // are never stored).
 template <int R, int NV, BRead S, ARead SA = ARead::kPacked, bool CopyA = true>
 void tile(int cols, int64_t kc, const float* __restrict a, const float* __restrict b, int64_t ldb_,
-          float* __restrict b_copy, float* __restrict c, int64_t ldc, float alpha, float beta,
-          int64_t lda_ = kGemmMR, float* __restrict a_copy = nullptr) {
+          float* __restrict b_copy, float* __restrict c, int64_t ldc, float alpha, float beta, int64_t lda_ = kGemmMR,
+          float* __restrict a_copy = nullptr) {
   const int64_t ldb = S == BRead::kPacked ? int64_t(kGemmNR) : ldb_;
   const int64_t lda = SA == ARead::kPacked ? int64_t(kGemmMR) : lda_;
   vf acc[R][NV];
@@ -119,8 +119,8 @@ void tile(int cols, int64_t kc, const float* __restrict a, const float* __restri
 
 // Picks R = rows (compile-time) by recursion from kGemmMR down.
 template <int R, int NV, BRead S>
-void tile_rows(int rows, int cols, int64_t kc, const float* a, const float* b, int64_t ldb,
-               float* b_copy, float* c, int64_t ldc, float alpha, float beta) {
+void tile_rows(int rows, int cols, int64_t kc, const float* a, const float* b, int64_t ldb, float* b_copy, float* c,
+               int64_t ldc, float alpha, float beta) {
   if constexpr (R > 1) {
     if (rows < R) return tile_rows<R - 1, NV, S>(rows, cols, kc, a, b, ldb, b_copy, c, ldc, alpha, beta);
   }
@@ -129,8 +129,8 @@ void tile_rows(int rows, int cols, int64_t kc, const float* a, const float* b, i
 
 // Picks NV = ceil(cols / W) by recursion from kGemmNV down (packed panels only).
 template <int NV>
-void tile_cols(int rows, int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-               float alpha, float beta) {
+void tile_cols(int rows, int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
+               float beta) {
   if constexpr (NV > 1) {
     if (cols <= (NV - 1) * W) return tile_cols<NV - 1>(rows, cols, kc, a, b, c, ldc, alpha, beta);
   }
@@ -140,51 +140,49 @@ void tile_cols(int rows, int cols, int64_t kc, const float* a, const float* b, f
 
 // Direct tiles: R = rows picked by recursion from kGemmMR down, then the B and A read modes.
 template <int R, int NV>
-void direct_rows(int rows, int cols, int64_t kc, const float* a, int64_t rsa, int64_t csa, const float* b,
-                 int64_t ldb, float* c, int64_t ldc, float alpha, float beta) {
+void direct_rows(int rows, int cols, int64_t kc, const float* a, int64_t rsa, int64_t csa, const float* b, int64_t ldb,
+                 float* c, int64_t ldc, float alpha, float beta) {
   if constexpr (R > 1) {
     if (rows < R) return direct_rows<R - 1, NV>(rows, cols, kc, a, rsa, csa, b, ldb, c, ldc, alpha, beta);
   }
   const bool full = cols == NV * W;
   if (rsa == 1) {
     if (full)
-      return tile<R, NV, BRead::kInPlace, ARead::kColMajor, false>(cols, kc, a, b, ldb, nullptr, c, ldc, alpha,
-                                                                  beta, csa);
-    return tile<R, NV, BRead::kInPlaceTail, ARead::kColMajor, false>(cols, kc, a, b, ldb, nullptr, c, ldc,
-                                                                    alpha, beta, csa);
+      return tile<R, NV, BRead::kInPlace, ARead::kColMajor, false>(cols, kc, a, b, ldb, nullptr, c, ldc, alpha, beta,
+                                                                   csa);
+    return tile<R, NV, BRead::kInPlaceTail, ARead::kColMajor, false>(cols, kc, a, b, ldb, nullptr, c, ldc, alpha, beta,
+                                                                     csa);
   }
   if (full)
-    return tile<R, NV, BRead::kInPlace, ARead::kRowMajor, false>(cols, kc, a, b, ldb, nullptr, c, ldc, alpha,
-                                                                beta, rsa);
-  tile<R, NV, BRead::kInPlaceTail, ARead::kRowMajor, false>(cols, kc, a, b, ldb, nullptr, c, ldc, alpha, beta,
-                                                           rsa);
+    return tile<R, NV, BRead::kInPlace, ARead::kRowMajor, false>(cols, kc, a, b, ldb, nullptr, c, ldc, alpha, beta,
+                                                                 rsa);
+  tile<R, NV, BRead::kInPlaceTail, ARead::kRowMajor, false>(cols, kc, a, b, ldb, nullptr, c, ldc, alpha, beta, rsa);
 }
 
 template <int NV>
-void direct_cols(int rows, int cols, int64_t kc, const float* a, int64_t rsa, int64_t csa, const float* b,
-                 int64_t ldb, float* c, int64_t ldc, float alpha, float beta) {
+void direct_cols(int rows, int cols, int64_t kc, const float* a, int64_t rsa, int64_t csa, const float* b, int64_t ldb,
+                 float* c, int64_t ldc, float alpha, float beta) {
   if constexpr (NV > 1) {
-    if (cols <= (NV - 1) * W)
-      return direct_cols<NV - 1>(rows, cols, kc, a, rsa, csa, b, ldb, c, ldc, alpha, beta);
+    if (cols <= (NV - 1) * W) return direct_cols<NV - 1>(rows, cols, kc, a, rsa, csa, b, ldb, c, ldc, alpha, beta);
   }
   direct_rows<kGemmMR, NV>(rows, cols, kc, a, rsa, csa, b, ldb, c, ldc, alpha, beta);
 }
 
 }  // namespace
 
-void micro_tile_direct(int rows, int cols, int64_t kc, const float* a, int64_t rsa, int64_t csa,
-                       const float* b, int64_t ldb, float* c, int64_t ldc, float alpha, float beta) {
+void micro_tile_direct(int rows, int cols, int64_t kc, const float* a, int64_t rsa, int64_t csa, const float* b,
+                       int64_t ldb, float* c, int64_t ldc, float alpha, float beta) {
   direct_cols<kGemmNV>(rows, cols, kc, a, rsa, csa, b, ldb, c, ldc, alpha, beta);
 }
 
-void micro_tile(int rows, int cols, int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
-                int64_t ldc, float alpha, float beta) {
+void micro_tile(int rows, int cols, int64_t kc, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc,
+                float alpha, float beta) {
   if (ldb == kGemmNR) return tile_cols<kGemmNV>(rows, cols, kc, a, b, c, ldc, alpha, beta);
   tile_rows<kGemmMR, kGemmNV, BRead::kInPlace>(rows, cols, kc, a, b, ldb, nullptr, c, ldc, alpha, beta);
 }
 
-void micro_tile_pack_b(int rows, int64_t kc, const float* a, const float* b, int64_t ldb, float* b_copy,
-                       float* c, int64_t ldc, float alpha, float beta) {
+void micro_tile_pack_b(int rows, int64_t kc, const float* a, const float* b, int64_t ldb, float* b_copy, float* c,
+                       int64_t ldc, float alpha, float beta) {
   tile_rows<kGemmMR, kGemmNV, BRead::kPackAlong>(rows, kGemmNR, kc, a, b, ldb, b_copy, c, ldc, alpha, beta);
 }
 
@@ -193,15 +191,15 @@ void micro_tile_pack_ab(int64_t kc, const float* a, int64_t rsa, int64_t csa, fl
   if (rsa == 1) {
     if (b_copy)
       return tile<kGemmMR, kGemmNV, BRead::kPackAlong, ARead::kColMajor>(kGemmNR, kc, a, b, ldb, b_copy, c, ldc, alpha,
-                                                                  beta, csa, a_copy);
-    return tile<kGemmMR, kGemmNV, BRead::kPacked, ARead::kColMajor>(kGemmNR, kc, a, b, kGemmNR, nullptr, c, ldc, alpha, beta,
-                                                             csa, a_copy);
+                                                                         beta, csa, a_copy);
+    return tile<kGemmMR, kGemmNV, BRead::kPacked, ARead::kColMajor>(kGemmNR, kc, a, b, kGemmNR, nullptr, c, ldc, alpha,
+                                                                    beta, csa, a_copy);
   }
   if (b_copy)
-    return tile<kGemmMR, kGemmNV, BRead::kPackAlong, ARead::kRowMajor>(kGemmNR, kc, a, b, ldb, b_copy, c, ldc, alpha, beta,
-                                                                rsa, a_copy);
-  tile<kGemmMR, kGemmNV, BRead::kPacked, ARead::kRowMajor>(kGemmNR, kc, a, b, kGemmNR, nullptr, c, ldc, alpha, beta, rsa,
-                                                   a_copy);
+    return tile<kGemmMR, kGemmNV, BRead::kPackAlong, ARead::kRowMajor>(kGemmNR, kc, a, b, ldb, b_copy, c, ldc, alpha,
+                                                                       beta, rsa, a_copy);
+  tile<kGemmMR, kGemmNV, BRead::kPacked, ARead::kRowMajor>(kGemmNR, kc, a, b, kGemmNR, nullptr, c, ldc, alpha, beta,
+                                                           rsa, a_copy);
 }
 
 // ---- packing ----------------------------------------------------------------------------------
@@ -216,10 +214,14 @@ void pack_transpose(const float* src, int64_t rs, int rows, int64_t kc, int P, f
 #if defined(__AVX2__)
   int r0 = 0;
   for (; r0 + 8 <= P; r0 += 8) {
-    const float* s0 = row(r0 + 0); const float* s1 = row(r0 + 1);
-    const float* s2 = row(r0 + 2); const float* s3 = row(r0 + 3);
-    const float* s4 = row(r0 + 4); const float* s5 = row(r0 + 5);
-    const float* s6 = row(r0 + 6); const float* s7 = row(r0 + 7);
+    const float* s0 = row(r0 + 0);
+    const float* s1 = row(r0 + 1);
+    const float* s2 = row(r0 + 2);
+    const float* s3 = row(r0 + 3);
+    const float* s4 = row(r0 + 4);
+    const float* s5 = row(r0 + 5);
+    const float* s6 = row(r0 + 6);
+    const float* s7 = row(r0 + 7);
     int64_t k = 0;
     for (; k + 8 <= kc; k += 8) {
       __m256 x0 = _mm256_loadu_ps(s0 + k), x1 = _mm256_loadu_ps(s1 + k);
@@ -246,15 +248,23 @@ void pack_transpose(const float* src, int64_t rs, int rows, int64_t kc, int P, f
     }
     for (; k < kc; ++k) {
       float* d = dst + k * P + r0;
-      d[0] = s0[k]; d[1] = s1[k]; d[2] = s2[k]; d[3] = s3[k];
-      d[4] = s4[k]; d[5] = s5[k]; d[6] = s6[k]; d[7] = s7[k];
+      d[0] = s0[k];
+      d[1] = s1[k];
+      d[2] = s2[k];
+      d[3] = s3[k];
+      d[4] = s4[k];
+      d[5] = s5[k];
+      d[6] = s6[k];
+      d[7] = s7[k];
     }
   }
   // Blocks of 4 rows (the last one may store only P - r0 < 4 of them).
   for (; r0 < P; r0 += 4) {
     const int n = P - r0 < 4 ? P - r0 : 4;
-    const float* s0 = row(r0 + 0); const float* s1 = row(r0 + 1);
-    const float* s2 = row(r0 + 2); const float* s3 = row(r0 + 3);
+    const float* s0 = row(r0 + 0);
+    const float* s1 = row(r0 + 1);
+    const float* s2 = row(r0 + 2);
+    const float* s3 = row(r0 + 3);
     int64_t k = 0;
     for (; k + 4 <= kc; k += 4) {
       __m128 x0 = _mm_loadu_ps(s0 + k), x1 = _mm_loadu_ps(s1 + k);
@@ -262,8 +272,10 @@ void pack_transpose(const float* src, int64_t rs, int rows, int64_t kc, int P, f
       _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
       float* d = dst + k * P + r0;
       if (n == 4) {
-        _mm_storeu_ps(d, x0); _mm_storeu_ps(d + P, x1);
-        _mm_storeu_ps(d + 2 * P, x2); _mm_storeu_ps(d + 3 * P, x3);
+        _mm_storeu_ps(d, x0);
+        _mm_storeu_ps(d + P, x1);
+        _mm_storeu_ps(d + 2 * P, x2);
+        _mm_storeu_ps(d + 3 * P, x3);
       } else {
         const __m128 xs[4] = {x0, x1, x2, x3};
         for (int q = 0; q < 4; ++q) {

@@ -34,8 +34,8 @@ inline float combine(float acc, float alpha, float beta, const float* c) {
 
 // Axpy form, M rows: C[:, j0:j0+cw] with cw <= axpy_nv(M) * W. ak is A packed k-major (ak[k*M + i]).
 template <int M, bool kTail, int kAxpyNV = axpy_nv(M)>
-void axpy_chunk(int cw, int64_t K, float alpha, const float* __restrict ak, const float* __restrict b,
-                int64_t rsb, float beta, float* c, int64_t rsc, int64_t csc) {
+void axpy_chunk(int cw, int64_t K, float alpha, const float* __restrict ak, const float* __restrict b, int64_t rsb,
+                float beta, float* c, int64_t rsc, int64_t csc) {
   vf acc[M][kAxpyNV];
 #pragma GCC unroll 8
   for (int i = 0; i < M; ++i)
@@ -69,21 +69,19 @@ void axpy_chunk(int cw, int64_t K, float alpha, const float* __restrict ak, cons
 }
 
 template <int M>
-void axpy_cols(int64_t j0, int64_t j1, int64_t K, float alpha, const float* ak, const float* B,
-               int64_t rsb, float beta, float* C, int64_t rsc, int64_t csc) {
+void axpy_cols(int64_t j0, int64_t j1, int64_t K, float alpha, const float* ak, const float* B, int64_t rsb, float beta,
+               float* C, int64_t rsc, int64_t csc) {
   constexpr int CW = axpy_nv(M) * W;
   int64_t j = j0;
-  for (; j + CW <= j1; j += CW)
-    axpy_chunk<M, false>(CW, K, alpha, ak, B + j, rsb, beta, C + j * csc, rsc, csc);
-  if (j < j1)
-    axpy_chunk<M, true>(static_cast<int>(j1 - j), K, alpha, ak, B + j, rsb, beta, C + j * csc, rsc, csc);
+  for (; j + CW <= j1; j += CW) axpy_chunk<M, false>(CW, K, alpha, ak, B + j, rsb, beta, C + j * csc, rsc, csc);
+  if (j < j1) axpy_chunk<M, true>(static_cast<int>(j1 - j), K, alpha, ak, B + j, rsb, beta, C + j * csc, rsc, csc);
 }
 
 // Dot form: RI rows of A (contiguous, length K, row stride K) times RJ columns of B (each
 // contiguous along k, column stride csb).
 template <int RI, int RJ>
-void dot_block(int64_t K, float alpha, const float* __restrict a, const float* __restrict b,
-               int64_t csb, float beta, float* c, int64_t rsc, int64_t csc) {
+void dot_block(int64_t K, float alpha, const float* __restrict a, const float* __restrict b, int64_t csb, float beta,
+               float* c, int64_t rsc, int64_t csc) {
   vf acc[RI][RJ];
   for (int i = 0; i < RI; ++i)
     for (int j = 0; j < RJ; ++j) acc[i][j] = vzero();
@@ -111,16 +109,16 @@ void dot_block(int64_t K, float alpha, const float* __restrict a, const float* _
 }
 
 template <int RI>
-void dot_cols(int64_t j0, int64_t j1, int64_t K, float alpha, const float* a, const float* B,
-              int64_t csb, float beta, float* C, int64_t rsc, int64_t csc) {
+void dot_cols(int64_t j0, int64_t j1, int64_t K, float alpha, const float* a, const float* B, int64_t csb, float beta,
+              float* C, int64_t rsc, int64_t csc) {
   int64_t j = j0;
   for (; j + 4 <= j1; j += 4) dot_block<RI, 4>(K, alpha, a, B + j * csb, csb, beta, C + j * csc, rsc, csc);
   for (; j < j1; ++j) dot_block<RI, 1>(K, alpha, a, B + j * csb, csb, beta, C + j * csc, rsc, csc);
 }
 
 template <int M>
-void axpy_dispatch(int m, int64_t j0, int64_t j1, int64_t K, float alpha, const float* ak,
-                   const float* B, int64_t rsb, float beta, float* C, int64_t rsc, int64_t csc) {
+void axpy_dispatch(int m, int64_t j0, int64_t j1, int64_t K, float alpha, const float* ak, const float* B, int64_t rsb,
+                   float beta, float* C, int64_t rsc, int64_t csc) {
   if constexpr (M > 1) {
     if (m < M) return axpy_dispatch<M - 1>(m, j0, j1, K, alpha, ak, B, rsb, beta, C, rsc, csc);
   }
@@ -129,9 +127,8 @@ void axpy_dispatch(int m, int64_t j0, int64_t j1, int64_t K, float alpha, const 
 
 }  // namespace
 
-void sgemm_skinny(int64_t m, int64_t n, int64_t K, float alpha, const float* A, int64_t rsa,
-                  int64_t csa, const float* B, int64_t rsb, int64_t csb, float beta, float* C,
-                  int64_t rsc, int64_t csc) {
+void sgemm_skinny(int64_t m, int64_t n, int64_t K, float alpha, const float* A, int64_t rsa, int64_t csa,
+                  const float* B, int64_t rsb, int64_t csb, float beta, float* C, int64_t rsc, int64_t csc) {
   const bool axpy = csb == 1 && !(rsb == 1 && n == 1);
   // The small operand, packed: k-major for the axpy form, row-major (rows of length K) for dots.
   // The dot form reads A in place when it already is that layout (a batch-1 layer's input row):
@@ -154,8 +151,8 @@ void sgemm_skinny(int64_t m, int64_t n, int64_t K, float alpha, const float* A, 
     grain = (grain + cw - 1) / cw * cw;
     int64_t chunks = (n + cw - 1) / cw;
     parallel_for(chunks, (grain + cw - 1) / cw, [&](int64_t c0, int64_t c1) {
-      axpy_dispatch<kSkinnyMax>(static_cast<int>(m), c0 * cw, c1 * cw < n ? c1 * cw : n, K, alpha, ap,
-                                B, rsb, beta, C, rsc, csc);
+      axpy_dispatch<kSkinnyMax>(static_cast<int>(m), c0 * cw, c1 * cw < n ? c1 * cw : n, K, alpha, ap, B, rsb, beta, C,
+                                rsc, csc);
     });
   } else {
     parallel_for(n, grain, [&](int64_t j0, int64_t j1) {

@@ -204,8 +204,8 @@ class ColumnSums {
 //   grad_x = rstd * (gw - mean(gw) - xhat * mean(gw * xhat)),  pw += g * xhat,  pb += g.
 // The saved mean m is a rounded float; delta = mean(x - m) is its residual, measured here, so xhat
 // uses the exact mean: xhat = ((x - m) - delta) * rstd.
-void layer_norm_backward_row(const float* g, const float* x, float m, float rs, const float* w, int64_t n,
-                             float* gx, float* pw, float* pb) {
+void layer_norm_backward_row(const float* g, const float* x, float m, float rs, const float* w, int64_t n, float* gx,
+                             float* pw, float* pb) {
   const vf M = vset1(m);
   double s[3];  // sum(x - m), sum(gw), sum(gw * (x - m))
   row_sums<3>(
@@ -240,8 +240,7 @@ void layer_norm_backward_row(const float* g, const float* x, float m, float rs, 
 
 // One RMSNorm backward row. With xhat = x * rstd and gw = g * w:
 //   grad_x = rstd * (gw - xhat * mean(gw * xhat)) = rstd * gw - x * rstd^3 * mean(gw * x),  pw += g * xhat.
-void rms_norm_backward_row(const float* g, const float* x, float rs, const float* w, int64_t n, float* gx,
-                           float* pw) {
+void rms_norm_backward_row(const float* g, const float* x, float rs, const float* w, int64_t n, float* gx, float* pw) {
   double s = 0.0;  // sum(gw * x)
   if (gx)
     row_sums<1>(
@@ -291,15 +290,13 @@ void layer_norm_backward(const float* gy, const float* x, const float* mean, con
       sums.partials(c, &pw, &pb);
       const int64_t r1 = imin(nrows, (c + 1) * ch.size);
       for (int64_t r = c * ch.size; r < r1; ++r)
-        layer_norm_backward_row(gy + r * D, x + r * D, mean[r], rstd[r], weight, D, gx ? gx + r * D : nullptr, pw,
-                                pb);
+        layer_norm_backward_row(gy + r * D, x + r * D, mean[r], rstd[r], weight, D, gx ? gx + r * D : nullptr, pw, pb);
     }
   });
   sums.finish();
 }
 
-void rms_norm_forward(const float* x, const float* weight, int64_t nrows, int64_t D, float eps, float* y,
-                      float* rstd) {
+void rms_norm_forward(const float* x, const float* weight, int64_t nrows, int64_t D, float eps, float* y, float* rstd) {
   if (D <= 0) return;
   parallel_for(nrows, row_grain(D), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) rms_norm_row(x + r * D, weight, D, eps, y + r * D, rstd + r);

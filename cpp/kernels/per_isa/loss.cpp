@@ -29,7 +29,9 @@ float ce_row(const float* x, const float* w, int64_t C, int64_t t, float w_total
     if (w)
       swz = rows::row_sum(
           C, [&](int64_t k) { return vmul(vload(w + k), vsub(vload(x + k), m)); },
-          [&](int64_t k, int r) { return vmul(vload_n(w + k, r), rows::keep_first(vsub(vload_n(x + k, r), m), vzero(), r)); });
+          [&](int64_t k, int r) {
+            return vmul(vload_n(w + k, r), rows::keep_first(vsub(vload_n(x + k, r), m), vzero(), r));
+          });
     else
       swz = rows::row_sum(
           C, [&](int64_t k) { return vsub(vload(x + k), m); },
@@ -58,8 +60,8 @@ void cross_entropy_forward(const float* logits, const int64_t* target, const flo
 }
 
 void cross_entropy_backward(const float* prob, const int64_t* target, const float* weight, float weight_total,
-                            int64_t N, int64_t C, int64_t ignore_index, float label_smoothing,
-                            const float* grad_loss, float grad_scale, float* dlogits) {
+                            int64_t N, int64_t C, int64_t ignore_index, float label_smoothing, const float* grad_loss,
+                            float grad_scale, float* dlogits) {
   if (C <= 0) return;
   const float eps = label_smoothing;
   const float eps_c = eps / static_cast<float>(C);

@@ -40,7 +40,10 @@ struct BlockIndex {
     int64_t lo = 0, hi = count - 1;
     while (lo < hi) {
       int64_t mid = (lo + hi + 1) / 2;
-      if (first[mid] <= b) lo = mid; else hi = mid - 1;
+      if (first[mid] <= b)
+        lo = mid;
+      else
+        hi = mid - 1;
     }
     return lo;
   }

@@ -48,8 +48,7 @@ inline void for_each_unit(const StepIn& s, Row row) {
 
 // LSTM: gates (B, 4H) = i,f,g,o; c (B, H) = c_t; c_prev; dc (B, H) in: dL/dc_t from later steps,
 // out: dL/dc_{t-1}. Writes dG (B, 4H) = gradients of the pre-activations.
-void lstm_cell_grad(const StepIn& s, const float* gates, const float* c, const float* c_prev, float* dc,
-                    float* dG) {
+void lstm_cell_grad(const StepIn& s, const float* gates, const float* c, const float* c_prev, float* dc, float* dG) {
   const int64_t H = s.H, G = 4 * H;
   for_each_unit(s, [&](int64_t b) {
     const float* gi = gates + b * G;
@@ -73,8 +72,8 @@ void lstm_cell_grad(const StepIn& s, const float* gates, const float* c, const f
 
 // GRU: gates (B, 3H) = r,z,n; hn (B, H) = W_hn h + b_hn; h_prev. Writes dGi (B, 3H) (grad of
 // W_i x + b_i), dGh (B, 3H) (grad of W_h h + b_h) and dh_direct = dh * z (B, H).
-void gru_cell_grad(const StepIn& s, const float* gates, const float* hn, const float* h_prev, float* dGi,
-                   float* dGh, float* dh_direct) {
+void gru_cell_grad(const StepIn& s, const float* gates, const float* hn, const float* h_prev, float* dGi, float* dGh,
+                   float* dh_direct) {
   const int64_t H = s.H, G = 3 * H;
   for_each_unit(s, [&](int64_t b) {
     const float* gr = gates + b * G;
@@ -145,11 +144,15 @@ void rnn_backward(const RnnBackwardArgs& a) {
   float* dh_in = state.data();
   float* dh_out = dh_in + B * H;
   float* dc = lstm ? dh_out + B * H : nullptr;
-  if (a.grad_hn) std::memcpy(dh_in, a.grad_hn, sizeof(float) * B * H);
-  else std::memset(dh_in, 0, sizeof(float) * B * H);
+  if (a.grad_hn)
+    std::memcpy(dh_in, a.grad_hn, sizeof(float) * B * H);
+  else
+    std::memset(dh_in, 0, sizeof(float) * B * H);
   if (lstm) {
-    if (a.grad_cn) std::memcpy(dc, a.grad_cn, sizeof(float) * B * H);
-    else std::memset(dc, 0, sizeof(float) * B * H);
+    if (a.grad_cn)
+      std::memcpy(dc, a.grad_cn, sizeof(float) * B * H);
+    else
+      std::memset(dc, 0, sizeof(float) * B * H);
   }
 
   const int64_t nrc = small ? 1 : row_chunks(np, B);
@@ -169,7 +172,11 @@ void rnn_backward(const RnnBackwardArgs& a) {
       for (int64_t i = i0; i < i1; ++i) {
         const int64_t u = i / nrc, rc = i % nrc;
         const int64_t r0 = B * rc / nrc, nb = B * (rc + 1) / nrc - r0;
-        StepIn in{nb, H, u * NR, static_cast<int>(H - u * NR < NR ? H - u * NR : NR), gy ? gy + r0 * H : nullptr,
+        StepIn in{nb,
+                  H,
+                  u * NR,
+                  static_cast<int>(H - u * NR < NR ? H - u * NR : NR),
+                  gy ? gy + r0 * H : nullptr,
                   dh_in + r0 * H};
         const float* gates_t = a.gates ? a.gates + (t * B + r0) * GH : nullptr;
         if (lstm) {

@@ -195,9 +195,12 @@ void rnn_forward(const RnnForwardArgs& a) {
         }
         float* gt = g_t + r0 * GH;
         float* yt = y_t + r0 * H;
-        if (lstm) lstm_cell(nb, H, j0, nc, gt, c_prev + r0 * H, c_out + r0 * H, yt);
-        else if (gru) gru_cell(nb, H, j0, nc, gt, hp + r0 * GH, hprev, yt, hn_save ? hn_save + r0 * H : nullptr);
-        else plain_cell(nb, H, j0, nc, a.mode == RnnMode::rnn_relu, gt, yt);
+        if (lstm)
+          lstm_cell(nb, H, j0, nc, gt, c_prev + r0 * H, c_out + r0 * H, yt);
+        else if (gru)
+          gru_cell(nb, H, j0, nc, gt, hp + r0 * GH, hprev, yt, hn_save ? hn_save + r0 * H : nullptr);
+        else
+          plain_cell(nb, H, j0, nc, a.mode == RnnMode::rnn_relu, gt, yt);
       }
     });
   }

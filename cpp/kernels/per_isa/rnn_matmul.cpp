@@ -93,8 +93,7 @@ inline void accumulate(const float* A, int64_t lda, int64_t K, Load load, vf (&a
 
 // C[r * ldc + c] = (init ? init[r * ldi + c] : 0) + acc for rows r < MR and columns c < ncols.
 template <int MR>
-inline void store_block(const vf (&acc)[MR][kRnnNV], int ncols, const float* init, int64_t ldi, float* C,
-                        int64_t ldc) {
+inline void store_block(const vf (&acc)[MR][kRnnNV], int ncols, const float* init, int64_t ldi, float* C, int64_t ldc) {
   for (int r = 0; r < MR; ++r) {
     float* c = C + r * ldc;
     const float* in = init ? init + r * ldi : nullptr;
@@ -112,30 +111,35 @@ inline void store_block(const vf (&acc)[MR][kRnnNV], int ncols, const float* ini
 }
 
 template <int MR>
-inline void micro(const float* A, int64_t lda, const float* P, int64_t K, int ncols, const float* init,
-                  int64_t ldi, float* C, int64_t ldc) {
+inline void micro(const float* A, int64_t lda, const float* P, int64_t K, int ncols, const float* init, int64_t ldi,
+                  float* C, int64_t ldc) {
   vf acc[MR][kRnnNV];
-  accumulate<MR>(A, lda, K, [&](int64_t k, vf* b) {
-    const float* p = P + k * kRnnNR;
-    for (int v = 0; v < kRnnNV; ++v) b[v] = vload(p + v * W);
-  }, acc);
+  accumulate<MR>(
+      A, lda, K,
+      [&](int64_t k, vf* b) {
+        const float* p = P + k * kRnnNR;
+        for (int v = 0; v < kRnnNV; ++v) b[v] = vload(p + v * W);
+      },
+      acc);
   store_block<MR>(acc, ncols, init, ldi, C, ldc);
 }
 
 // micro<m> for a run-time m in [1, M].
 template <int M>
-inline void micro_dispatch(int m, const float* A, int64_t lda, const float* P, int64_t K, int ncols,
-                           const float* init, int64_t ldi, float* C, int64_t ldc) {
+inline void micro_dispatch(int m, const float* A, int64_t lda, const float* P, int64_t K, int ncols, const float* init,
+                           int64_t ldi, float* C, int64_t ldc) {
   if constexpr (M >= 1) {
-    if (m == M) micro<M>(A, lda, P, K, ncols, init, ldi, C, ldc);
-    else micro_dispatch<M - 1>(m, A, lda, P, K, ncols, init, ldi, C, ldc);
+    if (m == M)
+      micro<M>(A, lda, P, K, ncols, init, ldi, C, ldc);
+    else
+      micro_dispatch<M - 1>(m, A, lda, P, K, ncols, init, ldi, C, ldc);
   }
 }
 
 }  // namespace
 
-void panel_matmul(const float* A, int64_t lda, int64_t M, const float* P, int64_t K, int ncols,
-                  const float* init, int64_t ldi, float* C, int64_t ldc) {
+void panel_matmul(const float* A, int64_t lda, int64_t M, const float* P, int64_t K, int ncols, const float* init,
+                  int64_t ldi, float* C, int64_t ldc) {
   // Rows are split into ceil(M / kRnnMR) blocks of nearly equal size (32 rows: 6,6,5,5,5,5 rather
   // than 6,6,6,6,6,2): a thin last block would stream the whole panel for a few FMAs per load.
   // Blocking does not change any output's arithmetic (each is init + its k-ordered sum).
@@ -159,8 +163,8 @@ namespace {
 // and measured no faster (A/B in one process): 16-row groups reduced by one transposed shuffle tree
 // (0.97-0.99x at B = 1, 0.72-0.85x at B = 4) and software prefetch of the rows ahead (0.95-0.98x).
 template <int MR>
-void rowdot_rows(const float* A, int64_t lda, const float* W_, int64_t ldw, int64_t K, int64_t ncols,
-                 const float* init, int64_t ldi, float* C, int64_t ldc) {
+void rowdot_rows(const float* A, int64_t lda, const float* W_, int64_t ldw, int64_t K, int64_t ncols, const float* init,
+                 int64_t ldi, float* C, int64_t ldc) {
   constexpr int Q = 4;  // W rows per pass: MR x Q vector accumulators
   for (int64_t c0 = 0; c0 < ncols; c0 += Q) {
     const int q_n = ncols - c0 < Q ? static_cast<int>(ncols - c0) : Q;
@@ -202,15 +206,22 @@ void strided_rows(const float* A, int64_t lda, const float* W_, int64_t ldw, int
   int nv = (ncols + W - 1) / W;
   const int tail = ncols - (nv - 1) * W;  // lanes of the last vector
   if (nv == kRnnNV && tail == W) {
-    accumulate<MR>(A, lda, K, [&](int64_t k, vf* b) {
-      const float* p = W_ + k * ldw;
-      for (int v = 0; v < kRnnNV; ++v) b[v] = vload(p + v * W);
-    }, acc);
+    accumulate<MR>(
+        A, lda, K,
+        [&](int64_t k, vf* b) {
+          const float* p = W_ + k * ldw;
+          for (int v = 0; v < kRnnNV; ++v) b[v] = vload(p + v * W);
+        },
+        acc);
   } else {
-    accumulate<MR>(A, lda, K, [&](int64_t k, vf* b) {
-      const float* p = W_ + k * ldw;
-      for (int v = 0; v < kRnnNV; ++v) b[v] = v < nv - 1 ? vload(p + v * W) : v == nv - 1 ? vload_n(p + v * W, tail) : vzero();
-    }, acc);
+    accumulate<MR>(
+        A, lda, K,
+        [&](int64_t k, vf* b) {
+          const float* p = W_ + k * ldw;
+          for (int v = 0; v < kRnnNV; ++v)
+            b[v] = v < nv - 1 ? vload(p + v * W) : v == nv - 1 ? vload_n(p + v * W, tail) : vzero();
+        },
+        acc);
   }
   // Vector v holds min(W, ncols - v * W) columns, as store_block stores them.
   store_block<MR>(acc, ncols, init, ldi, C, ldc);
@@ -279,8 +290,10 @@ void column_sums(const float* X, int64_t R, int64_t N, float* out) {
       for (int v = 0; v < 4; ++v) {
         int n = nc - v * W;
         if (n <= 0) break;
-        if (n >= W) vstore(out + n0 + v * W, acc[v]);
-        else vstore_n(out + n0 + v * W, acc[v], n);
+        if (n >= W)
+          vstore(out + n0 + v * W, acc[v]);
+        else
+          vstore_n(out + n0 + v * W, acc[v], n);
       }
     }
   });
@@ -294,8 +307,10 @@ void rnn_activation(int kind, const float* x, float* y, int64_t n) {
     int m = n - i < W ? static_cast<int>(n - i) : W;
     vf v = m == W ? vload(x + i) : vload_n(x + i, m);
     vf r = kind == 0 ? vsigmoid(v) : kind == 1 ? vtanh(v) : vexp(v);
-    if (m == W) vstore(y + i, r);
-    else vstore_n(y + i, r, m);
+    if (m == W)
+      vstore(y + i, r);
+    else
+      vstore_n(y + i, r, m);
   }
 }
 

@@ -49,8 +49,8 @@ void softmax_backward_row(const float* g, const float* y, float* dx, int64_t n) 
 
 // dx = g - exp(y) * sum(g)
 void log_softmax_backward_row(const float* g, const float* y, float* dx, int64_t n) {
-  const vf s = vset1(static_cast<float>(rows::row_sum(
-      n, [&](int64_t i) { return vload(g + i); }, [&](int64_t i, int r) { return vload_n(g + i, r); })));
+  const vf s = vset1(static_cast<float>(
+      rows::row_sum(n, [&](int64_t i) { return vload(g + i); }, [&](int64_t i, int r) { return vload_n(g + i, r); })));
   int64_t i = 0;
   for (; i + W <= n; i += W) vstore(dx + i, vfnmadd(vexp(vload(y + i)), s, vload(g + i)));
   if (i < n) {
