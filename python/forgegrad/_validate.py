@@ -34,9 +34,10 @@ def check_bool(value, name: str) -> bool:
 def check_int(value, name: str, *, low: Optional[int] = None, high: Optional[int] = None) -> int:
     """``value`` as a Python int: an int or numpy integer (not a bool, not a float such as 1.5 or
     1.0), optionally within [low, high]."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise TypeError(f"{name} must be an int, got {_type_name(value)} {value!r}")
-    value = int(value)
+    if type(value) is not int:  # int itself skips the (abc) Integral check: this runs per op call
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+            raise TypeError(f"{name} must be an int, got {_type_name(value)} {value!r}")
+        value = int(value)
     if (low is not None and value < low) or (high is not None and value > high):
         lo = "-inf" if low is None else low
         hi = "inf" if high is None else high
@@ -49,9 +50,12 @@ def check_float(value, name: str, *, low: Optional[float] = None, high: Optional
     """``value`` as a Python float: any real number but a bool (ints and numpy scalars included; a
     0-d array through its ``__float__``), optionally within a range (closed unless ``low_open`` /
     ``high_open``) and finite. NaN fails any range check."""
-    if isinstance(value, (bool, np.bool_)) or getattr(getattr(value, "dtype", None), "kind", "") == "b":
+    kind = type(value)
+    if kind is float or kind is int:  # the common case, cheaply (optimizer steps check every call)
+        value = float(value)
+    elif isinstance(value, (bool, np.bool_)) or getattr(getattr(value, "dtype", None), "kind", "") == "b":
         raise TypeError(f"{name} must be a number (float), got {_type_name(value)} {value!r}")
-    if isinstance(value, (numbers.Real, np.integer, np.floating)):
+    elif isinstance(value, (numbers.Real, np.integer, np.floating)):
         value = float(value)
     elif hasattr(type(value), "__float__"):  # e.g. a 0-d numpy array
         try:

@@ -22,6 +22,9 @@ def _target(target, n):
         raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
     if target.shape != (n,):
         raise ValueError(f"target must have shape ({n},), got {target.shape}")
+    if (type(target) is np.ndarray and target.dtype == np.int64 and target.flags.c_contiguous
+            and target.flags.aligned):
+        return target  # the usual case, without np.require's per-call cost
     return np.require(target, np.int64, "CA")  # C-contiguous and aligned, as the binding needs
 
 

@@ -99,7 +99,8 @@ def adam_step(params: Sequence[np.ndarray], grads: Sequence[np.ndarray], exp_avg
     #        bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5   (Python floats, i.e. double)
     step_sizes, bc2_sqrts = [], []
     for i, s in enumerate(steps):
-        s = check_float(s, f"steps[{i}]")
+        if type(s) is not int:  # the step counts the optimizers pass are ints: no per-step check cost
+            s = check_float(s, f"steps[{i}]")
         if not s >= 1.0:
             raise ValueError(f"steps[{i}] must be >= 1 (the step count including this step), got {s}")
         step_sizes.append(lr / (1 - beta1 ** s))
