@@ -5,7 +5,8 @@ namespace {
 
 ArrayArg checked(const py::array& a, const char* name, int ndim, Layout layout, bool writable,
                  const py::dtype& want, const char* want_name) {
-  if (!a.dtype().is(want))
+  // Equivalence, not identity (see is_float32); a byte-swapped dtype is not equivalent.
+  if (!py::detail::npy_api::get().PyArray_EquivTypes_(a.dtype().ptr(), want.ptr()))
     throw py::type_error(std::string(name) + " must be a " + want_name + " array, got dtype " +
                          std::string(py::str(a.dtype())));
   if (ndim >= 0 && a.ndim() != ndim)

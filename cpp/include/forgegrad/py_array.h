@@ -32,6 +32,12 @@ ArrayArg f32_arg(const py::array& a, const char* name, int ndim = -1, Layout lay
 ArrayArg i64_arg(const py::array& a, const char* name, int ndim = -1, Layout layout = kContiguous,
                  bool writable = false);
 
+// Whether a's dtype is float32 in native byte order. An equivalence test, not identity: an
+// unpickled array (e.g. from a DataLoader worker) has its own descriptor, not numpy's singleton.
+inline bool is_float32(const py::array& a) {
+  return py::detail::npy_api::get().PyArray_EquivTypes_(a.dtype().ptr(), py::dtype::of<float>().ptr());
+}
+
 std::string shape_str(const std::vector<int64_t>& shape);
 // Throws ValueError "<name> must have shape <expected>, got <actual>".
 void expect_shape(const ArrayArg& a, const char* name, const std::vector<int64_t>& expected);

@@ -87,10 +87,11 @@ class LeakyReluFunction(Function):
     @staticmethod
     def forward(ctx, x, negative_slope=0.01):
         ctx.save_for_backward(x)
-        ctx.slope = np.float32(negative_slope)
+        # a local, not ctx.slope: the no-graph path's ctx (_NoCtx) keeps nothing
+        ctx.slope = slope = np.float32(negative_slope)
         if _f32(x):
             return _K.leaky_relu(x, float(negative_slope))
-        return np.where(x > 0, x, x * ctx.slope).astype(np.float32, copy=False)
+        return np.where(x > 0, x, x * slope).astype(np.float32, copy=False)
 
     @staticmethod
     def backward(ctx, g):
@@ -311,6 +312,8 @@ class DropoutFunction(Function):
     @staticmethod
     def forward(ctx, x, p=0.5, training=True):
         from .. import random as _random
+        from .._validate import check_bool, check_float
+        p, training = check_float(p, "dropout: p"), check_bool(training, "dropout: training")
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
         if not training or p == 0.0:

@@ -489,9 +489,11 @@ class KLDivFunction(Function):
             pt = np.exp(target)
             loss = pt * (target - inp)
         else:
+            # torch's xlogy(target, target) - target * input: 0 log 0 is 0, but a negative or NaN
+            # target gives NaN (not 0), and 0 * inf input NaN
             with np.errstate(divide="ignore", invalid="ignore"):
-                logt = np.where(target > 0, np.log(np.where(target > 0, target, 1)), 0)
-            loss = np.where(target > 0, target * (logt - inp), 0)
+                xlogx = np.where(target == 0, 0, target * np.log(np.where(target == 0, 1, target)))
+                loss = xlogx - target * inp
         ctx.save_for_backward(inp, target)
         ctx.reduction, ctx.log_target = reduction, log_target
         if reduction == "batchmean":
@@ -515,6 +517,6 @@ class KLDivFunction(Function):
                 gt = pt * (target - inp + 1) * gr
             else:
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    gt = np.where(target > 0, np.log(np.where(target > 0, target, 1)) + 1 - inp, 0) * gr
+                    gt = np.where(target == 0, 0, np.log(np.where(target == 0, 1, target)) + 1 - inp) * gr
             gt = gt.astype(np.float32)
         return gi, gt
