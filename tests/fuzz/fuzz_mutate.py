@@ -27,11 +27,13 @@ class NoReference(Exception):
 def _replacements(v):
     """[(value, class)] for a scalar argument of value v."""
     if isinstance(v, (bool, np.bool_)):
-        return [(np.bool_(v), "same"), (int(v), "same"), ("True", "wrong"), (None, "wrong"), (1.0, "value"),
-                ([v], "wrong"), (2, "value")]
+        # pybind11 (the _C bindings) takes None as False, as bool(None) is; the Python layer refuses it
+        return [(np.bool_(v), "same"), (int(v), "same"), ("True", "wrong"), (None, "value" if v else "same"),
+                (1.0, "value"), ([v], "wrong"), (2, "value")]
     if isinstance(v, (int, np.integer)):
         v = int(v)
-        return [(np.int64(v), "same"), (float(v), "value"), (True, "value"), ("1", "wrong"), (None, "wrong"),
+        return [(np.int64(v) if -2 ** 63 <= v < 2 ** 63 else v, "same"), (float(v), "value"), (True, "value"),
+                ("1", "wrong"), (None, "wrong"),
                 ([v], "wrong"), (v + 0.5, "wrong"), (-1, "value"), (0, "value"), (2 ** 31, "value"),
                 (2 ** 63, "value"), (-2 ** 63, "value"), (float("nan"), "wrong"), (complex(v, 1), "wrong")]
     if isinstance(v, (float, np.floating)):
@@ -152,12 +154,15 @@ def mutate_array(a, kind, param, rng):
 
 def apply(mutations, args, kwargs, rng):
     """Mutates args (a list) and kwargs in place; returns (aliases: [(i_slot, j_slot)], scalar classes)."""
-    aliases, classes = [], []
+    aliases, classes, originals = [], {}, {}
     for kind, which, param in mutations:
         slots = array_slots(args)
         if kind in ARRAY_KINDS and slots:
             cont, key = slots[which % len(slots)]
-            cont[key] = mutate_array(cont[key], kind, param, rng)
+            try:
+                cont[key] = mutate_array(cont[key], kind, param, rng)
+            except (ValueError, MemoryError):  # numpy cannot make it (a dtype change of a 2**40 view)
+                pass
         elif kind in ALIAS_KINDS and len(slots) > 1:
             i = which % len(slots)
             j = (i + 1 + param % (len(slots) - 1)) % len(slots)
@@ -180,11 +185,14 @@ def apply(mutations, args, kwargs, rng):
             if not sslots:
                 continue
             cont, key = sslots[which % len(sslots)]
-            reps = _replacements(cont[key])
+            # the replacements of the argument's original value: a second mutation of one argument
+            # draws from what its parameter takes, not from the first replacement's type
+            reps = _replacements(originals.setdefault((id(cont), key), cont[key]))
             value, cls = reps[param % len(reps)]
-            classes.append((cls, f"argument {key!r}: {_short(cont[key])} -> {_short(value)} ({cls})"))
+            # the class of the argument's last replacement (a later one of the same argument replaces it)
+            classes[(id(cont), key)] = (cls, f"argument {key!r}: {_short(cont[key])} -> {_short(value)} ({cls})")
             cont[key] = value
-    return aliases, classes
+    return aliases, list(classes.values())
 
 
 def _short(v):

@@ -28,6 +28,10 @@ import forgegrad as fg  # noqa: E402
 ALLOWED = (TypeError, ValueError, IndexError, MemoryError, RuntimeError, NotImplementedError, OverflowError)
 
 
+# bindings whose contract is to return None for inputs they leave to the general path
+DECLINE_WITH_NONE = {"c:gemm.bmm_plain"}
+
+
 class Failure(Exception):
     def __init__(self, outcome, detail):
         super().__init__(detail)
@@ -81,8 +85,8 @@ def run_op(case, rng):
     args, kwargs = [C._copy(a) for a in s.args], {k: C._copy(v) for k, v in s.kwargs.items()}
     aliases, classes = M.apply(case["mutations"], args, kwargs, rng)
     raw = case.get("raw", False)
-    fg_args = [a if raw or not isinstance(a, np.ndarray) else fg.tensor(a) for a in args]
     try:
+        fg_args = [a if raw or not isinstance(a, np.ndarray) else fg.tensor(a) for a in args]
         got = op(*fg_args, **kwargs)
     except Exception as e:  # noqa: BLE001  (sorted by _outcome_of_error)
         return _outcome_of_error(e)
@@ -97,13 +101,58 @@ def run_op(case, rng):
             warnings.simplefilter("ignore")
             want = op.torch(torch, *t_args, **tkw)
     except Exception as e:  # noqa: BLE001  torch rejects these inputs: no reference
-        if any(c == "wrong" for c, _ in classes):
-            raise Failure("accepted", f"{_wrong(classes)} was accepted (torch: {type(e).__name__}: "
-                                      f"{str(e)[:120]})")
+        # torch's TypeError on a replaced scalar: a value of a type the parameter does not take
+        if any(c == "wrong" or (c == "value" and isinstance(e, TypeError)) for c, _ in classes):
+            raise Failure("accepted", f"{'; '.join(d for _, d in classes)} was accepted (torch: "
+                                      f"{type(e).__name__}: {str(e)[:120]})")
         return "unverified", f"torch rejects: {type(e).__name__}"
     rtol, atol = op.tol
-    _close(got, want, max(rtol, 1e-4), max(atol, 1e-5), f"op {op.name}")
+    if any(isinstance(a, np.ndarray) and a.dtype == np.float16 for a in args):
+        rtol = max(rtol, 4e-3)  # torch computes in half precision then
+    want = _limits(op.name, args, want)
+    try:
+        _close(got, want, max(rtol, 1e-4), max(atol, 1e-5), f"op {op.name}")
+    except Failure:
+        # torch computing in float32 may overflow (or lose digits) where forgegrad does not (e.g. the
+        # variance of 3e38s): a result equal to torch in float64 is right too
+        want64 = _torch64(op, torch, args, aliases, tkw)
+        if want64 is None:
+            raise
+        try:
+            _close(got, _limits(op.name, args, want64), max(rtol, 1e-4), max(atol, 1e-5), f"op {op.name} (float64)")
+        except Failure:
+            raise Failure("mismatch", f"{sys.exc_info()[1]}; in float32 torch differs too") from None
     return "equal", ""
+
+
+def _torch64(op, torch, args, aliases, tkw):
+    t_args = [torch.from_numpy(np.array(a, np.float64)) if isinstance(a, np.ndarray) and a.dtype.kind == "f"
+              else torch.from_numpy(np.array(a)) if isinstance(a, np.ndarray) else a for a in args]
+    for (ci, ki), (cj, kj) in aliases:
+        if ci is args and cj is args and args[ki] is args[kj]:
+            t_args[kj] = t_args[ki]
+    try:
+        return op.torch(torch, *t_args, **tkw)
+    except Exception:  # noqa: BLE001  (no float64 path: the float32 comparison stands)
+        return None
+
+
+# Where forgegrad gives the limit at an infinite input by design and torch does not (each pinned by a
+# kernel test): silu(-inf) = -0 (torch: -inf / inf = NaN; tests/test_silu_kernels.py), and
+# gelu(+inf) = +inf (torch's vectorized loop gives NaN, its scalar tail and float64 give inf).
+LIMITS = {"silu": {-np.inf: -0.0}, "gelu": {np.inf: np.inf}}
+
+
+def _limits(name, args, want):
+    if name not in LIMITS or not args or not isinstance(args[0], np.ndarray) or not hasattr(want, "numpy"):
+        return want
+    want = want.detach().numpy().copy()
+    x = args[0]
+    if want.shape != x.shape:
+        return want
+    for at, value in LIMITS[name].items():
+        want[x == at] = value
+    return want
 
 
 # ---- kernels and bindings ---------------------------------------------------------------------------
@@ -126,8 +175,17 @@ def _wrong(classes):
     return "; ".join(d for c, d in classes if c == "wrong")
 
 
-def _slot_index(slots, slot):
-    return next((n for n, (c, k) in enumerate(slots) if c is slot[0] and k == slot[1]), None)
+def _sharing_groups(arrays):
+    """Groups (index lists, 2 or more) of the arrays that share memory."""
+    groups, placed = [], set()
+    for i, a in enumerate(arrays):
+        if i in placed:
+            continue
+        g = [i] + [j for j in range(i + 1, len(arrays)) if j not in placed and np.may_share_memory(a, arrays[j])]
+        if len(g) > 1:
+            groups.append(g)
+            placed |= set(g)
+    return groups
 
 
 def run_function(case, rng, fn, bases):
@@ -164,19 +222,25 @@ def run_function(case, rng, fn, bases):
     if ref_error is not None:
         raise Failure("mismatch", f"the mutated call returned but the plain call raises "
                                   f"{type(ref_error).__name__}: {ref_error}")
+    if result is None and case["target"] in DECLINE_WITH_NONE:
+        return "error", "declined (None)"
     _close(result, ref_result, 1e-4, 1e-5, "result")
     written = _outputs(ref_pre, [c[k] for c, k in ref_slots])
+    # arguments sharing memory (aliased or overlapping): the group holds what its one written member
+    # holds (the others are overwritten by design); with several written members, nothing is compared
     skip = set()
-    for si, sj in aliases:
-        ki, kj = _slot_index(slots, si), _slot_index(slots, sj)
-        if ki is None or kj is None:
-            continue
-        outs = [k for k in (ki, kj) if k in written]
-        # shared memory holds what the written argument holds; the other one is overwritten by design
+    groups = _sharing_groups([c[k] for c, k in slots])
+    for group in groups:
+        outs = [k for k in group if k in written]
         if len(outs) == 1:
-            skip.add(kj if outs[0] == ki else ki)
-        elif len(outs) == 2:
-            skip |= {ki, kj}
+            for k in group:
+                if k != outs[0]:
+                    if slots[k][0][slots[k][1]] is slots[outs[0]][0][slots[outs[0]][1]]:
+                        _close(slots[k][0][slots[k][1]], ref_slots[outs[0]][0][ref_slots[outs[0]][1]], 1e-4, 1e-5,
+                               f"array argument {k} (the same array as {outs[0]}) after the call")
+                    skip.add(k)
+        elif len(outs) > 1:
+            skip |= set(group)
     for k, ((c, key), (rc, rk)) in enumerate(zip(slots, ref_slots)):
         if k not in skip:
             _close(c[key], rc[rk], 1e-4, 1e-5, f"array argument {k} after the call")
@@ -260,7 +324,7 @@ def main():
             reply = {"ok": True, "outcome": outcome, "detail": detail}
         except Failure as f:
             reply = {"ok": False, "outcome": f.outcome, "detail": str(f)}
-        except Exception as e:  # noqa: BLE001  a bug in the harness itself: report, never hide
+        except Exception:  # noqa: BLE001  a bug in the harness itself: report, never hide
             reply = {"ok": False, "outcome": "harness", "detail": traceback.format_exc()}
         proto.write(json.dumps(reply) + "\n")
 

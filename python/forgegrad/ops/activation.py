@@ -13,7 +13,7 @@ from ..kernels import activation as _K
 from ..kernels import softmax as _KS
 from . import _meta as M
 from . import _samples as S
-from ._util import normalize_axis
+from ._util import single_axis
 from .registry import BadInput, Sample, register_op
 
 _ACT = _C.activation
@@ -244,7 +244,7 @@ class SoftmaxFunction(Function):
 
     @staticmethod
     def forward(ctx, x, dim=-1):
-        (axis,) = normalize_axis(dim, x.ndim)
+        axis = single_axis(dim, x.ndim)
         ctx.axis = axis
         if _f32(x) and x.ndim > 0:
             y = _KS.softmax(_rows_last(x, axis))  # y in the moved layout
@@ -276,7 +276,7 @@ class SoftmaxFunction(Function):
 class LogSoftmaxFunction(Function):
     @staticmethod
     def forward(ctx, x, dim=-1):
-        (axis,) = normalize_axis(dim, x.ndim)
+        axis = single_axis(dim, x.ndim)
         ctx.axis = axis
         if _f32(x) and x.ndim > 0:
             y = _KS.log_softmax(_rows_last(x, axis))

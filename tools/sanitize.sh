@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# forgegrad._C under AddressSanitizer + UndefinedBehaviorSanitizer.
+#
+# Builds the extension with -fsanitize=address,undefined into its own build folder, puts it into a
+# temporary copy of the package (python/forgegrad/_C*.so is never touched), then runs the kernel
+# tests, the hardening tests and a fuzz run (tests/fuzz) against that copy with the ASan runtime
+# preloaded. Exits non-zero when a test fails or a sanitizer reports anything, in this process or in
+# any child (sanitizer reports go to files, which catches those of the fuzz and hardening children).
+#
+#   tools/sanitize.sh                                  # CI-sized fuzz run
+#   FORGEGRAD_FUZZ_EXAMPLES=5000 tools/sanitize.sh     # a longer fuzz run under the sanitizers
+#   tools/sanitize.sh tests/test_gemm.py               # other tests instead of the default set
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+build=${FORGEGRAD_SANITIZE_BUILD_DIR:-build/sanitize}
+san="-fsanitize=address,undefined -fno-omit-frame-pointer"
+
+echo "== building forgegrad._C with ASan + UBSan in $build"
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_CXX_FLAGS="$san" -DCMAKE_MODULE_LINKER_FLAGS="$san" -DCMAKE_SHARED_LINKER_FLAGS="$san" \
+  -DFORGEGRAD_CUDA=OFF -DFORGEGRAD_DEV_OUTPUT="" \
+  -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" \
+  -DPython_EXECUTABLE="$(command -v python3)" >/dev/null
+cmake --build "$build" -j "${FORGEGRAD_BUILD_JOBS:-2}"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/forgegrad-sanitize.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/pkg" "$work/reports"
+cp -r python/forgegrad "$work/pkg/"
+rm -f "$work"/pkg/forgegrad/_C*.so
+cp "$build"/_C*.so "$work/pkg/forgegrad/"
+
+asan_rt=$(${CXX:-c++} -print-file-name=libasan.so)
+[ -e "$asan_rt" ] || { echo "sanitize.sh: no ASan runtime ($asan_rt)"; exit 2; }
+# detect_leaks=0: CPython leaks by design at exit. allocator_may_return_null=1: an impossible
+# allocation (the fuzz's 2**40-element shapes) must become MemoryError, as without ASan, not a report.
+export ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:log_path=$work/reports/asan"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$work/reports/ubsan"
+export LD_PRELOAD="$asan_rt"
+export PYTHONPATH="$work/pkg"
+export FORGEGRAD_FUZZ_MEMORY_GB=0          # ASan reserves terabytes of address space: no RLIMIT_AS
+export FORGEGRAD_FUZZ_TIMEOUT=${FORGEGRAD_FUZZ_TIMEOUT:-180}
+export FORGEGRAD_FUZZ_REPORT="$work/fuzz.json"
+
+python3 -c "import forgegrad, sys; sys.exit(0 if forgegrad.__file__.startswith('$work/pkg') else
+            'sanitize.sh: python imports ' + forgegrad.__file__ + ', not the sanitized copy')"
+
+if [ $# -gt 0 ]; then
+  tests=("$@")
+else
+  tests=(tests/test_*kernels*.py tests/test_gemm*.py tests/test_hardening_*.py tests/fuzz)
+fi
+echo "== running ${tests[*]} under the sanitizers"
+start=$(date +%s)
+status=0
+(cd "$root" && python3 -m pytest "${tests[@]}" -q -p no:cacheprovider) || status=$?
+end=$(date +%s)
+
+reports=$(find "$work/reports" -type f | sort)
+if [ -n "$reports" ]; then
+  for f in $reports; do echo "== sanitizer report $f"; cat "$f"; done
+  echo "sanitize.sh: $(echo "$reports" | wc -l) sanitizer report(s)"
+  status=${status/#0/1}
+fi
+cases=$(python3 -c "import json; print(sum(json.load(open('$work/fuzz.json'))['stats'].values()))" 2>/dev/null || echo 0)
+echo "sanitize.sh: tests exit status $status, $cases fuzz cases, $((end - start)) s, sanitizer reports: $(echo -n "$reports" | grep -c . || true)"
+exit "$status"
