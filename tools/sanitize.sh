@@ -37,7 +37,8 @@ asan_rt=$(${CXX:-c++} -print-file-name=libasan.so)
 # allocation (the fuzz's 2**40-element shapes) must become MemoryError, as without ASan, not a report.
 export ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:log_path=$work/reports/asan"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$work/reports/ubsan"
-export LD_PRELOAD="$asan_rt"
+# libstdc++ preloaded too: python does not link it, and ASan must find its __cxa_throw at start-up
+export LD_PRELOAD="$asan_rt $(${CXX:-c++} -print-file-name=libstdc++.so)"
 export PYTHONPATH="$work/pkg"
 export FORGEGRAD_FUZZ_MEMORY_GB=0          # ASan reserves terabytes of address space: no RLIMIT_AS
 export FORGEGRAD_FUZZ_TIMEOUT=${FORGEGRAD_FUZZ_TIMEOUT:-180}

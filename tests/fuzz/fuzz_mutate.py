@@ -18,6 +18,8 @@ ARRAY_KINDS = ("dtype", "zero_dim", "drop_axis", "add_axis", "one_dim", "grow_di
                "int_oob", "readonly", "scalar0d")
 ALIAS_KINDS = ("alias", "overlap")
 KINDS = ARRAY_KINDS + ALIAS_KINDS + ("scalar",)
+# ops compute on a huge zero-stride view in numpy (no copy), kernels must refuse or copy it: set for ops
+BOUNDED_HUGE = False
 
 
 class NoReference(Exception):
@@ -34,7 +36,8 @@ def _replacements(v):
         v = int(v)
         return [(np.int64(v) if -2 ** 63 <= v < 2 ** 63 else v, "same"), (float(v), "value"), (True, "value"),
                 ("1", "wrong"), (None, "wrong"),
-                ([v], "wrong"), (v + 0.5, "wrong"), (-1, "value"), (0, "value"), (2 ** 31, "value"),
+                # [v]: torch's int-or-list parameters (stride, padding...) take a one-element list as v
+                ([v], "same"), (v + 0.5, "wrong"), (-1, "value"), (0, "value"), (2 ** 31, "value"),
                 (2 ** 63, "value"), (-2 ** 63, "value"), (float("nan"), "wrong"), (complex(v, 1), "wrong")]
     if isinstance(v, (float, np.floating)):
         v = float(v)
@@ -109,9 +112,15 @@ def mutate_array(a, kind, param, rng):
     if kind in ("huge", "overflow"):
         one = a.reshape(-1)[:1] if a.size else np.zeros(1, a.dtype)
         shape = list(a.shape) or [1]
-        shape[axis] = 2 ** 40 if kind == "huge" else 2 ** 31 + 1
-        if kind == "overflow" and len(shape) > 1:
-            shape[(axis + 1) % len(shape)] = 2 ** 20  # int32 products overflow; the size fits numpy
+        if BOUNDED_HUGE:
+            # just over 2**31 elements in all: int32 sizes overflow, yet an op that computes on the
+            # view in numpy (a reduction) finishes in seconds, not the hours 2**40 would take
+            others = max(1, int(np.prod(shape)) // max(1, shape[axis]))
+            shape[axis] = max(1, 2 ** 31 // others + 1)
+        else:
+            shape[axis] = 2 ** 40 if kind == "huge" else 2 ** 31 + 1
+            if kind == "overflow" and len(shape) > 1:
+                shape[(axis + 1) % len(shape)] = 2 ** 20  # int32 products overflow; the size fits numpy
         return np.broadcast_to(one.reshape((1,) * len(shape)), tuple(shape))
     if kind == "noncontig" and nd:
         big = np.zeros(a.shape[:-1] + (a.shape[-1] * 2 + 1,), a.dtype)
@@ -152,8 +161,9 @@ def mutate_array(a, kind, param, rng):
     return a
 
 
-def apply(mutations, args, kwargs, rng):
-    """Mutates args (a list) and kwargs in place; returns (aliases: [(i_slot, j_slot)], scalar classes)."""
+def apply(mutations, args, kwargs, rng, optional=()):
+    """Mutates args (a list) and kwargs in place; returns (aliases: [(i_slot, j_slot)], scalar classes).
+    ``optional``: the positions and names of parameters whose default is None (None is a valid value)."""
     aliases, classes, originals = [], {}, {}
     for kind, which, param in mutations:
         slots = array_slots(args)
@@ -189,6 +199,8 @@ def apply(mutations, args, kwargs, rng):
             # draws from what its parameter takes, not from the first replacement's type
             reps = _replacements(originals.setdefault((id(cont), key), cont[key]))
             value, cls = reps[param % len(reps)]
+            if value is None and key in optional:
+                cls = "value"
             # the class of the argument's last replacement (a later one of the same argument replaces it)
             classes[(id(cont), key)] = (cls, f"argument {key!r}: {_short(cont[key])} -> {_short(value)} ({cls})")
             cont[key] = value

@@ -2,8 +2,9 @@
 strategy that draws them (see fuzz_worker.py for what a case is and how it is judged).
 
 Environment: FORGEGRAD_FUZZ_EXAMPLES (total cases per test file, spread over the targets; default a
-bounded CI run), FORGEGRAD_FUZZ_TIMEOUT (seconds one case may take before it counts as a hang),
-FORGEGRAD_FUZZ_MEMORY_GB (the child's address-space limit; 0: none, as under ASan).
+bounded CI run), FORGEGRAD_FUZZ_SEED (draw other cases than the fixed CI ones), FORGEGRAD_FUZZ_REPORT
+(a JSON file for the counts and every failing case), FORGEGRAD_FUZZ_TIMEOUT (seconds one case may
+take before it counts as a hang), FORGEGRAD_FUZZ_MEMORY_GB (the child's address-space limit; 0: none, as under ASan).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import collections
 import json
 import os
 import select
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,6 +30,20 @@ FAILURES = []
 
 # scalar and aliasing mutations are fewer kinds than the array ones: weighted up to be drawn as often
 _KINDS = M.ARRAY_KINDS + M.ALIAS_KINDS * 3 + ("scalar",) * 8
+
+
+def fuzz_settings(n_examples: int):
+    """hypothesis settings: derandomized (CI reproduces every run) unless FORGEGRAD_FUZZ_SEED picks
+    another seed, for a long run that explores other cases."""
+    from hypothesis import HealthCheck, seed, settings
+    chosen = os.environ.get("FORGEGRAD_FUZZ_SEED")
+    s = settings(max_examples=n_examples, derandomize=chosen is None, deadline=None, database=None,
+                 suppress_health_check=list(HealthCheck))
+
+    def apply(fn):
+        fn = s(fn)
+        return seed(int(chosen))(fn) if chosen is not None else fn
+    return apply
 
 
 def examples_per_target(n_targets: int, ci_default: int) -> int:
@@ -114,6 +130,10 @@ class Worker:
         STATS[reply["outcome"]] += 1
         if not reply["ok"]:
             FAILURES.append((case, reply))
+            log = os.environ.get("FORGEGRAD_FUZZ_REPORT")
+            if log:  # as they happen: a long run can be followed, and stopped, with what it found kept
+                with open(log + ".failures.jsonl", "a") as f:
+                    f.write(json.dumps([case, reply]) + "\n")
         return reply
 
     def close(self) -> int:
@@ -127,6 +147,7 @@ class Worker:
             self.proc.kill()
             rc = "hang at exit"
         self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
         return rc
 
 

@@ -10,6 +10,7 @@ a type the parameter does not take was used).
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -83,7 +84,11 @@ def run_op(case, rng):
     samples = op.samples()
     s = samples[case["base"] % len(samples)]
     args, kwargs = [C._copy(a) for a in s.args], {k: C._copy(v) for k, v in s.kwargs.items()}
-    aliases, classes = M.apply(case["mutations"], args, kwargs, rng)
+    M.BOUNDED_HUGE = True
+    try:
+        aliases, classes = M.apply(case["mutations"], args, kwargs, rng)
+    finally:
+        M.BOUNDED_HUGE = False
     raw = case.get("raw", False)
     try:
         fg_args = [a if raw or not isinstance(a, np.ndarray) else fg.tensor(a) for a in args]
@@ -171,6 +176,15 @@ def _flat_arrays(args, kwargs):
     return slots
 
 
+def _optional_params(fn):
+    """Positions and names of fn's parameters that default to None (Python functions only)."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # a pybind11 function: its None-able parameters take `object`
+        return set()
+    return {x for i, p in enumerate(params) if p.default is None for x in (i, p.name)}
+
+
 def _wrong(classes):
     return "; ".join(d for c, d in classes if c == "wrong")
 
@@ -191,7 +205,7 @@ def _sharing_groups(arrays):
 def run_function(case, rng, fn, bases):
     base_args, base_kwargs = bases[case["base"] % len(bases)]
     args, kwargs = [C._copy(a) for a in base_args], {k: C._copy(v) for k, v in base_kwargs.items()}
-    aliases, classes = M.apply(case["mutations"], args, kwargs, rng)
+    aliases, classes = M.apply(case["mutations"], args, kwargs, rng, _optional_params(fn))
     # the reference: the same values as plain arrays, every argument its own copy
     try:
         ref_args = [M.canonical(a, b) for a, b in zip(args, base_args)]

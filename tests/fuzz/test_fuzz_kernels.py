@@ -1,7 +1,7 @@
 """Bad inputs for every public function of forgegrad.kernels and every forgegrad._C binding, run in a
 child interpreter: mutations of recorded valid calls must raise a clear error or give what the plain
 call gives; calls drawn from a binding's signature alone must raise a clear error or return."""
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
 import pytest
 
@@ -22,8 +22,7 @@ def test_every_function_has_a_base_call(worker):
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_bad_inputs(worker, target):
-    @settings(max_examples=N, derandomize=True, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @fuzz_util.fuzz_settings(N)
     @given(case=fuzz_util.cases(target))
     def run(case):
         fuzz_util.check(worker, case)

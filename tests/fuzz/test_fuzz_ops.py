@@ -1,6 +1,6 @@
 """Bad inputs for every op of the registry (tests/fuzz/fuzz_mutate.py says which), run in a child
 interpreter: each must raise a clear error or give what torch gives on the same inputs."""
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
 import pytest
 
@@ -13,8 +13,7 @@ N = fuzz_util.examples_per_target(len(OPS), ci_default=8)
 
 @pytest.mark.parametrize("name", OPS)
 def test_op_bad_inputs(worker, name):
-    @settings(max_examples=N, derandomize=True, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @fuzz_util.fuzz_settings(N)
     @given(case=fuzz_util.cases("op:" + name, with_raw=True))
     def run(case):
         fuzz_util.check(worker, case)

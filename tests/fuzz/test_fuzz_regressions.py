@@ -129,3 +129,13 @@ def test_cross_entropy_binding_refuses_prob_out_over_logits():
     target = np.array([0, 2, 1, 0])
     with pytest.raises(ValueError, match="logits and prob_out overlap"):
         _C.loss.cross_entropy_forward(logits, target, None, -100, 0.0, logits, np.empty(4, np.float32))
+
+
+def test_pool_geometry_ceil_mode_must_be_a_bool():
+    """kernel:geometry.pool2d_geometry, [["scalar", 19, 9]]: ceil_mode='False' was truthy: True."""
+    from forgegrad.kernels import geometry
+    with pytest.raises(TypeError, match="ceil_mode"):
+        geometry.pool2d_geometry((1, 1, 5, 5), 2, 2, 0, 1, "False")
+    with pytest.raises(TypeError, match="keras"):
+        geometry.conv2d_padding("same", (3, 3), keras="yes")
+    assert geometry.pool2d_output_shape((1, 1, 5, 5), 2, 2, 0, 1, np.True_) == (1, 1, 3, 3)
