@@ -139,3 +139,11 @@ def test_pool_geometry_ceil_mode_must_be_a_bool():
     with pytest.raises(TypeError, match="keras"):
         geometry.conv2d_padding("same", (3, 3), keras="yes")
     assert geometry.pool2d_output_shape((1, 1, 5, 5), 2, 2, 0, 1, np.True_) == (1, 1, 3, 3)
+
+
+def test_vector_norms_order_must_be_a_number():
+    """kernel:optim.vector_norms, [["scalar", 0, 1]]: norm_type='0.1' went through float()."""
+    from forgegrad import kernels
+    with pytest.raises(TypeError, match="norm_type"):
+        kernels.vector_norms([np.ones(3, np.float32)], "2")
+    assert kernels.vector_norms([np.ones(4, np.float32)], 2) == [2.0]
