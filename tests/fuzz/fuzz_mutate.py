@@ -113,10 +113,11 @@ def mutate_array(a, kind, param, rng):
         one = a.reshape(-1)[:1] if a.size else np.zeros(1, a.dtype)
         shape = list(a.shape) or [1]
         if BOUNDED_HUGE:
-            # just over 2**31 elements in all: int32 sizes overflow, yet an op that computes on the
-            # view in numpy (a reduction) finishes in seconds, not the hours 2**40 would take
+            # 2**26 elements in all: an op may legitimately compute on the view in numpy (a reduction,
+            # an elementwise result of that size), which 2**40 would make take hours and 2**31 take
+            # 8 GB; the int32-overflowing sizes go to the kernels and bindings, which refuse or copy them
             others = max(1, int(np.prod(shape)) // max(1, shape[axis]))
-            shape[axis] = max(1, 2 ** 31 // others + 1)
+            shape[axis] = max(1, 2 ** 26 // others + 1)
         else:
             shape[axis] = 2 ** 40 if kind == "huge" else 2 ** 31 + 1
             if kind == "overflow" and len(shape) > 1:

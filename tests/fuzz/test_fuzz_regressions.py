@@ -147,3 +147,16 @@ def test_vector_norms_order_must_be_a_number():
     with pytest.raises(TypeError, match="norm_type"):
         kernels.vector_norms([np.ones(3, np.float32)], "2")
     assert kernels.vector_norms([np.ones(4, np.float32)], 2) == [2.0]
+
+
+def test_pool_backward_input_shape_must_be_ints():
+    """kernel:pool.*_backward, [["scalar", 0, 9]]: input_shape (2.5, 3.5, 7.5, 9.5) was truncated."""
+    from forgegrad import kernels
+    gy = np.ones((2, 3, 3, 4), np.float32)
+    with pytest.raises(TypeError, match="input_shape"):
+        kernels.avg_pool2d_backward(gy, (2.5, 3.5, 7.5, 9.5), 2)
+    with pytest.raises(TypeError, match="input_shape"):
+        kernels.adaptive_avg_pool2d_backward(gy, "(2, 3, 7, 9)")
+    with pytest.raises(TypeError, match="input_hw"):
+        kernels.geometry.adaptive_output_size((3, 4), "(7, 9)")
+    assert kernels.avg_pool2d_backward(gy, (2, 3, 7, 9), 2).shape == (2, 3, 7, 9)

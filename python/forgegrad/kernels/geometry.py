@@ -105,7 +105,10 @@ def adaptive_output_size(output_size, input_hw, owner: str = "adaptive_avg_pool2
     if not isinstance(output_size, (tuple, list)) or len(output_size) != 2:
         raise TypeError(f"{owner}: output_size must be an int or a pair (None keeps the input size), "
                         f"got {output_size!r}")
-    out = tuple(int(input_hw[i]) if v is None else v for i, v in enumerate(output_size))
+    if isinstance(input_hw, (str, bytes)) or len(input_hw) != 2:
+        raise TypeError(f"{owner}: input_hw must be the input's (H, W), got {input_hw!r}")
+    input_hw = (integer(input_hw[0], "input_hw", owner), integer(input_hw[1], "input_hw", owner))
+    out = tuple(input_hw[i] if v is None else v for i, v in enumerate(output_size))
     if not all(is_int(v) and v >= 1 for v in out):
         raise ValueError(f"{owner}: output_size entries must be positive ints, got {output_size!r}")
     return int(out[0]), int(out[1])
