@@ -172,7 +172,7 @@ def apply(mutations, args, kwargs, rng, optional=()):
             cont, key = slots[which % len(slots)]
             try:
                 cont[key] = mutate_array(cont[key], kind, param, rng)
-            except (ValueError, MemoryError):  # numpy cannot make it (a dtype change of a 2**40 view)
+            except (ValueError, TypeError, MemoryError):  # numpy cannot make it (2**40 float64, object views)
                 pass
         elif kind in ALIAS_KINDS and len(slots) > 1:
             i = which % len(slots)

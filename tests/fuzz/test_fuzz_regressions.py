@@ -160,3 +160,18 @@ def test_pool_backward_input_shape_must_be_ints():
     with pytest.raises(TypeError, match="input_hw"):
         kernels.geometry.adaptive_output_size((3, 4), "(7, 9)")
     assert kernels.avg_pool2d_backward(gy, (2, 3, 7, 9), 2).shape == (2, 3, 7, 9)
+
+
+def test_more_scalar_arguments_checked():
+    """op:argmax [["scalar", 1, 2]]: keepdim='True' by truthiness; op:clamp: max=0.7+1j lost its
+    imaginary part; op:embedding: padding_idx=2.0 taken; op:binary_cross_entropy_with_logits:
+    weight='x' raised AttributeError."""
+    x = _t(np.arange(6).reshape(2, 3))
+    with pytest.raises(TypeError, match="keepdim"):
+        fg.ops.get("argmax")(x, 1, "True")
+    with pytest.raises(TypeError, match="max"):
+        fg.ops.get("clamp")(x, None, 0.7 + 1j)
+    with pytest.raises(TypeError, match="padding_idx"):
+        fg.ops.get("embedding")(_t(np.ones((4, 2))), fg.tensor(np.array([0, 1])), 2.0)
+    with pytest.raises(TypeError, match="weight"):
+        fg.ops.get("binary_cross_entropy_with_logits")(x, x, "x")

@@ -12,6 +12,7 @@ import numpy as np
 from ..autograd import Function
 from . import _meta as M
 from . import _samples as S
+from .._validate import check_bool
 from ._util import single_axis
 from .registry import BadInput, Sample, register_op
 
@@ -102,6 +103,7 @@ class ArgMaxFunction(Function):
     @classmethod
     def _fwd(cls, a, dim, keepdim):
         name = cls.__name__.lower()
+        keepdim = check_bool(keepdim, f"{name}(): keepdim")  # not truthiness: 'False' is no bool
         if dim is None:
             if a.size == 0:
                 raise ValueError(f"{name}(): cannot take the {name} of an empty tensor (shape {a.shape})")

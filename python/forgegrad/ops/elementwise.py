@@ -199,6 +199,10 @@ class ClampFunction(Function):
     def forward(ctx, a, min=None, max=None):
         if min is None and max is None:
             raise ValueError("clamp: at least one of min or max must be given")
+        for bound, name in ((min, "min"), (max, "max")):  # numpy would drop an imaginary part
+            if isinstance(bound, (complex, np.complexfloating)) or getattr(bound, "dtype", None) is not None \
+                    and np.dtype(bound.dtype).kind == "c":
+                raise TypeError(f"clamp: {name} must be a real number, got {bound!r}")
         y = np.clip(a, min, max)
         mask = np.ones(a.shape, dtype=bool)
         if min is not None:

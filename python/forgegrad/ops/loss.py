@@ -50,6 +50,8 @@ def _check_broadcasts_to(v, shape, what, name):
     """An elementwise weight must broadcast to the input's shape (the loss keeps that shape)."""
     if v is None:
         return
+    if not hasattr(v, "shape"):
+        raise TypeError(f"{name}: {what} must be a tensor or None, got {type(v).__name__}")
     try:
         ok = np.broadcast_shapes(v.shape, shape) == tuple(shape)
     except ValueError:
