@@ -33,9 +33,10 @@ cp "$build"/_C*.so "$work/pkg/forgegrad/"
 
 asan_rt=$(${CXX:-c++} -print-file-name=libasan.so)
 [ -e "$asan_rt" ] || { echo "sanitize.sh: no ASan runtime ($asan_rt)"; exit 2; }
-# detect_leaks=0: CPython leaks by design at exit. allocator_may_return_null=1: an impossible
-# allocation (the fuzz's 2**40-element shapes) must become MemoryError, as without ASan, not a report.
-export ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:log_path=$work/reports/asan"
+# detect_leaks=0: CPython leaks by design at exit. allocator_may_return_null=1 with
+# max_allocation_size_mb: an allocation over 4 GiB (the fuzz's huge shapes) becomes MemoryError, as the
+# fuzz child's address-space limit makes it without ASan, not a report or the machine's OOM killer.
+export ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:max_allocation_size_mb=4096:log_path=$work/reports/asan"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$work/reports/ubsan"
 # libstdc++ preloaded too: python does not link it, and ASan must find its __cxa_throw at start-up
 export LD_PRELOAD="$asan_rt $(${CXX:-c++} -print-file-name=libstdc++.so)"

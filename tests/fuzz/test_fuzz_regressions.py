@@ -175,3 +175,15 @@ def test_more_scalar_arguments_checked():
         fg.ops.get("embedding")(_t(np.ones((4, 2))), fg.tensor(np.array([0, 1])), 2.0)
     with pytest.raises(TypeError, match="weight"):
         fg.ops.get("binary_cross_entropy_with_logits")(x, x, "x")
+
+
+def test_clamp_of_integers_by_float_bounds_is_float():
+    """op:clamp, [["dtype", 0, 2]]: an int32 input clamped to (-0.5, 0.7) was truncated to ints."""
+    x = np.arange(-3, 4)
+    got = fg.ops.get("clamp")(fg.tensor(x), -0.5, 0.7)
+    want = torch.clamp(torch.tensor(x), -0.5, 0.7)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got.data, want.numpy(), rtol=1e-6)
+    assert fg.ops.get("clamp")(fg.tensor(x), -1, 2).dtype == np.int64
+    meta = fg.ops.get("clamp")(fg.tensor(x).to("meta"), -0.5, 0.7)
+    assert meta.dtype == np.float32
