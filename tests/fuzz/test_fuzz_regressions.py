@@ -187,3 +187,10 @@ def test_clamp_of_integers_by_float_bounds_is_float():
     assert fg.ops.get("clamp")(fg.tensor(x), -1, 2).dtype == np.int64
     meta = fg.ops.get("clamp")(fg.tensor(x).to("meta"), -0.5, 0.7)
     assert meta.dtype == np.float32
+
+
+def test_kl_div_log_target_must_be_a_bool():
+    """op:kl_div, [["scalar", 0, 2]]: log_target='True' was taken by truthiness."""
+    x = _t(np.full((2, 3), -1.0))
+    with pytest.raises(TypeError, match="log_target"):
+        fg.ops.get("kl_div")(x, x, "mean", "True")

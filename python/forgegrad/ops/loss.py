@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from ..autograd import Function
+from .._validate import check_bool
 from ..devices import MetaArray
 from ..kernels import loss as _KL
 from . import _meta as M
@@ -486,6 +487,7 @@ class KLDivFunction(Function):
     @staticmethod
     def forward(ctx, inp, target, reduction="mean", log_target=False):
         _check_reduction(reduction, _REDUCTIONS + ("batchmean",))
+        log_target = check_bool(log_target, "kl_div: log_target")  # not truthiness: 'False' is no bool
         _check_same_shape(inp, target, "kl_div")
         if log_target:
             pt = np.exp(target)
