@@ -194,3 +194,10 @@ def test_kl_div_log_target_must_be_a_bool():
     x = _t(np.full((2, 3), -1.0))
     with pytest.raises(TypeError, match="log_target"):
         fg.ops.get("kl_div")(x, x, "mean", "True")
+
+
+@pytest.mark.parametrize("name", ["max_dim", "min_dim"])
+def test_max_min_dim_keepdim_must_be_a_bool(name):
+    """op:max_dim / op:min_dim, [["scalar", 1, 2]]: keepdim='True' was taken by truthiness."""
+    with pytest.raises(TypeError, match="keepdim"):
+        fg.ops.get(name)(_t(np.ones((2, 3))), 1, "True")

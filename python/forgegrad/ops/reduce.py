@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validate import check_bool
 from ..autograd import Function
 from . import _meta as M
 from . import _samples as S
@@ -128,6 +129,7 @@ class MaxDimFunction(Function):
 
     @classmethod
     def _fwd(cls, ctx, a, dim, keepdim):
+        keepdim = check_bool(keepdim, "keepdim")  # not truthiness: 'False' is no bool
         axis = single_axis(dim, a.ndim)
         if a.shape[axis] == 0:
             raise ValueError(f"max/min over an empty dimension {dim} (input shape {a.shape})")
