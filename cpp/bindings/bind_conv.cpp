@@ -191,6 +191,7 @@ void conv2d_forward(const py::array& x, const py::array& w, const py::object& b,
     bias = B.f32();
   }
   fg::bind::expect_shape(Y, "out", {g.N, g.OC, g.OH, g.OW});
+  fg::bind::check_no_overlap("conv2d", {{x, "input", false}, {w, "weight", false}, {b, "bias", false}, {y, "out", true}});
   py::gil_scoped_release release;
   fg::conv2d_forward(g, X.f32(), Wt.f32(), bias, Y.f32());
 }
@@ -201,6 +202,8 @@ void conv2d_backward_input(const py::array& gy, const py::array& w, const py::ar
   ArrayArg GX = fg::bind::f32_arg(gx, "grad_input", 4, fg::bind::kContiguous, true);
   fg::Conv2dGeom g = make_geom(GX.shape, Wt.shape, stride, padding, dilation, groups);
   fg::bind::expect_shape(GY, "grad_output", {g.N, g.OC, g.OH, g.OW});
+  fg::bind::check_no_overlap("conv2d_backward_input",
+                             {{gy, "grad_output", false}, {w, "weight", false}, {gx, "grad_input", true}});
   py::gil_scoped_release release;
   fg::conv2d_backward_input(g, Wt.f32(), GY.f32(), GX.f32());
 }
@@ -225,6 +228,8 @@ void conv2d_backward_weight(const py::array& x, const py::array& gy, const py::o
     gbp = GB.f32();
   }
   if (!gwp && !gbp) return;
+  fg::bind::check_no_overlap("conv2d_backward_weight", {{x, "input", false}, {gy, "grad_output", false},
+                                                        {gw, "grad_weight", true}, {gb, "grad_bias", true}});
   py::gil_scoped_release release;
   fg::conv2d_backward_weight(g, X.f32(), GY.f32(), gwp, gbp);
 }

@@ -122,7 +122,7 @@ py::array checked_matrix(py::handle h, const char* name) {
     throw py::type_error(std::string(name) + " must be a numpy.ndarray of float32, got " +
                          std::string(py::str(py::type::of(h).attr("__name__"))));
   py::array a = py::reinterpret_borrow<py::array>(h);
-  if (!a.dtype().is(py::dtype::of<float>()))
+  if (!fg::bind::is_float32(a))
     throw py::type_error(std::string(name) + " must have dtype float32, got " + std::string(py::str(a.dtype())));
   check_rank(a, name, 2);
   return a;
@@ -281,10 +281,9 @@ bool ranges_meet(const py::array& x, const py::array& y) {
 }
 
 py::object bmm_plain(py::handle a_in, py::handle b_in, py::handle out_in) {
-  const py::dtype f32 = py::dtype::of<float>();
   auto plain = [&](py::handle h) {
     return py::isinstance<py::array>(h) && py::reinterpret_borrow<py::array>(h).ndim() == 3 &&
-           py::reinterpret_borrow<py::array>(h).dtype().is(f32);
+           fg::bind::is_float32(py::reinterpret_borrow<py::array>(h));
   };
   if (!plain(a_in) || !plain(b_in)) return py::none();
   py::array a = py::reinterpret_borrow<py::array>(a_in), b = py::reinterpret_borrow<py::array>(b_in);
@@ -325,7 +324,7 @@ py::array linear(py::handle x_in, py::handle w_in, py::handle b_in, int activati
     throw py::type_error("linear: input must be a numpy.ndarray of float32, got " +
                          std::string(py::str(py::type::of(x_in).attr("__name__"))));
   py::array x = py::reinterpret_borrow<py::array>(x_in);
-  if (!x.dtype().is(py::dtype::of<float>()))
+  if (!fg::bind::is_float32(x))
     throw py::type_error("linear: input must be float32, got " + std::string(py::str(x.dtype())));
   py::array w = checked_matrix(w_in, "linear: weight");
   const int64_t N = w.shape(0), K = w.shape(1);
@@ -339,7 +338,7 @@ py::array linear(py::handle x_in, py::handle w_in, py::handle b_in, int activati
     if (!py::isinstance<py::array>(b_in))
       throw py::type_error("linear: bias must be a numpy.ndarray of float32 or None");
     bias = py::reinterpret_borrow<py::array>(b_in);
-    if (!bias.dtype().is(py::dtype::of<float>()))
+    if (!fg::bind::is_float32(bias))
       throw py::type_error("linear: bias must be float32, got " + std::string(py::str(bias.dtype())));
     if (bias.ndim() != 1 || bias.shape(0) != N) {
       std::vector<int64_t> bshape(bias.shape(), bias.shape() + bias.ndim());

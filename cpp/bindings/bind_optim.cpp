@@ -37,11 +37,6 @@ void expect_count(const char* name, size_t got, size_t want) {
                           std::to_string(got));
 }
 
-const py::dtype& float32_dtype() {
-  static const py::dtype* dt = new py::dtype(py::dtype::of<float>());  // leaked: outlives the interpreter
-  return *dt;
-}
-
 struct Span {
   float* ptr = nullptr;
   int64_t size = 0;
@@ -67,7 +62,7 @@ Span array_item(const List& list, const char* list_name, size_t i, const py::arr
                          std::string(py::str(py::type::of(item).attr("__name__"))));
   auto a = py::reinterpret_borrow<py::array>(item);
   // Aligned too (flags.aligned): an unaligned buffer makes f32_arg below raise a clear error.
-  bool ok = a.dtype().is(float32_dtype()) && (a.flags() & py::array::c_style) &&
+  bool ok = fg::bind::is_float32(a) && (a.flags() & py::array::c_style) &&
             (a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_) && (!writable || a.writeable()) &&
             (like == nullptr || same_shape(a, *like));
   if (!ok) {

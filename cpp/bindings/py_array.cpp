@@ -5,7 +5,8 @@ namespace {
 
 ArrayArg checked(const py::array& a, const char* name, int ndim, Layout layout, bool writable,
                  const py::dtype& want, const char* want_name) {
-  if (!a.dtype().is(want))
+  // Equivalence, not identity (see is_float32); a byte-swapped dtype is not equivalent.
+  if (!py::detail::npy_api::get().PyArray_EquivTypes_(a.dtype().ptr(), want.ptr()))
     throw py::type_error(std::string(name) + " must be a " + want_name + " array, got dtype " +
                          std::string(py::str(a.dtype())));
   if (ndim >= 0 && a.ndim() != ndim)
@@ -45,6 +46,53 @@ ArrayArg f32_arg(const py::array& a, const char* name, int ndim, Layout layout, 
 
 ArrayArg i64_arg(const py::array& a, const char* name, int ndim, Layout layout, bool writable) {
   return checked(a, name, ndim, layout, writable, py::dtype::of<int64_t>(), "int64");
+}
+
+namespace {
+
+// [lo, hi) bytes an array spans (empty for a 0-size array); strides may be negative.
+std::pair<uintptr_t, uintptr_t> extent(const py::array& a) {
+  if (a.size() == 0) return {0, 0};
+  intptr_t lo = 0, hi = 0;
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) {
+    const intptr_t span = static_cast<intptr_t>(a.shape(i) - 1) * static_cast<intptr_t>(a.strides(i));
+    (span < 0 ? lo : hi) += span;
+  }
+  const auto base = reinterpret_cast<uintptr_t>(a.data());
+  return {base + lo, base + hi + static_cast<uintptr_t>(a.itemsize())};
+}
+
+bool same_view(const py::array& a, const py::array& b) {
+  if (a.data() != b.data() || a.ndim() != b.ndim() || a.itemsize() != b.itemsize()) return false;
+  for (py::ssize_t i = 0; i < a.ndim(); ++i)
+    if (a.shape(i) != b.shape(i) || (a.shape(i) > 1 && a.strides(i) != b.strides(i))) return false;
+  return true;
+}
+
+}  // namespace
+
+void check_no_overlap(const char* op, std::initializer_list<Operand> operands,
+                      std::initializer_list<std::pair<const char*, const char*>> in_place) {
+  std::vector<const Operand*> ops;
+  for (const Operand& o : operands)
+    if (py::isinstance<py::array>(o.array)) ops.push_back(&o);
+  for (size_t i = 0; i < ops.size(); ++i) {
+    for (size_t j = i + 1; j < ops.size(); ++j) {
+      if (!ops[i]->written && !ops[j]->written) continue;
+      auto a = py::reinterpret_borrow<py::array>(ops[i]->array), b = py::reinterpret_borrow<py::array>(ops[j]->array);
+      auto ea = extent(a), eb = extent(b);
+      if (ea.first >= ea.second || eb.first >= eb.second || ea.second <= eb.first || eb.second <= ea.first) continue;
+      bool allowed = false;
+      for (const auto& p : in_place) {
+        const std::string x = p.first, y = p.second;
+        if ((x == ops[i]->name && y == ops[j]->name) || (y == ops[i]->name && x == ops[j]->name)) allowed = true;
+      }
+      if (allowed && same_view(a, b)) continue;
+      throw py::value_error(std::string(op) + ": " + ops[i]->name + " and " + ops[j]->name +
+                            " overlap in memory; pass separate arrays" +
+                            (allowed ? " (or the very same array, to work in place)" : ""));
+    }
+  }
 }
 
 std::string shape_str(const std::vector<int64_t>& shape) {

@@ -6,7 +6,9 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace fg::bind {
@@ -31,6 +33,27 @@ ArrayArg f32_arg(const py::array& a, const char* name, int ndim = -1, Layout lay
 // int64 array (indices, labels).
 ArrayArg i64_arg(const py::array& a, const char* name, int ndim = -1, Layout layout = kContiguous,
                  bool writable = false);
+
+// Whether a's dtype is float32 in native byte order. An equivalence test, not identity: an
+// unpickled array (e.g. from a DataLoader worker) has its own descriptor, not numpy's singleton.
+inline bool is_float32(const py::array& a) {
+  return py::detail::npy_api::get().PyArray_EquivTypes_(a.dtype().ptr(), py::dtype::of<float>().ptr());
+}
+
+// One array argument of a call for check_no_overlap: the array (None / a non-array is skipped), its
+// name, and whether the kernel writes it.
+struct Operand {
+  py::handle array;
+  const char* name;
+  bool written;
+};
+
+// Raises ValueError naming both arguments when an array the kernel writes shares memory with another
+// array argument of the call, except for the pairs in `in_place` (names, either order) when the two
+// are the very same elements (same data pointer, shape and strides): a kernel that writes while it
+// reads would otherwise read values it has already overwritten, or race between threads.
+void check_no_overlap(const char* op, std::initializer_list<Operand> operands,
+                      std::initializer_list<std::pair<const char*, const char*>> in_place = {});
 
 std::string shape_str(const std::vector<int64_t>& shape);
 // Throws ValueError "<name> must have shape <expected>, got <actual>".

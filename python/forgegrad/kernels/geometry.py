@@ -17,6 +17,7 @@ from typing import NamedTuple, Optional, Tuple
 
 from .. import _C
 from .._args import integer, is_int, pair
+from .._validate import check_bool
 
 __all__ = ["Conv2dGeometry", "conv2d_geometry", "conv2d_output_shape", "conv2d_padding", "conv2d_weight_shape",
            "Pool2dGeometry", "pool2d_geometry", "pool2d_output_shape", "adaptive_output_size"]
@@ -59,7 +60,7 @@ def conv2d_padding(padding, kernel_size, stride=1, dilation=1, input_size=None, 
     if input_size is not None:
         input_size = pair(input_size, "input_size", owner)
     return _C.conv.resolve_padding(padding, kernel_size, stride, dilation, input_size,
-                                   bool(keras), owner)
+                                   check_bool(keras, f"{owner}: keras"), owner)
 
 
 def conv2d_weight_shape(in_channels, out_channels, kernel_size, groups=1, owner: str = "Conv2d") -> Quad:
@@ -86,7 +87,8 @@ def pool2d_geometry(input_shape, kernel_size, stride=None, padding=0, dilation=1
         pair(stride, "stride", owner)
     padding = pair(padding, "padding", owner)
     dilation = pair(dilation, "dilation", owner)
-    shape = _C.pool.output_shape(tuple(input_shape), kernel_size, stride, padding, dilation, bool(ceil_mode), owner)
+    ceil_mode = check_bool(ceil_mode, f"{owner}: ceil_mode")  # not truthiness: 'False' is no bool
+    shape = _C.pool.output_shape(tuple(input_shape), kernel_size, stride, padding, dilation, ceil_mode, owner)
     return Pool2dGeometry(kernel_size, stride, padding, dilation, tuple(shape))
 
 
@@ -103,7 +105,10 @@ def adaptive_output_size(output_size, input_hw, owner: str = "adaptive_avg_pool2
     if not isinstance(output_size, (tuple, list)) or len(output_size) != 2:
         raise TypeError(f"{owner}: output_size must be an int or a pair (None keeps the input size), "
                         f"got {output_size!r}")
-    out = tuple(int(input_hw[i]) if v is None else v for i, v in enumerate(output_size))
+    if isinstance(input_hw, (str, bytes)) or len(input_hw) != 2:
+        raise TypeError(f"{owner}: input_hw must be the input's (H, W), got {input_hw!r}")
+    input_hw = (integer(input_hw[0], "input_hw", owner), integer(input_hw[1], "input_hw", owner))
+    out = tuple(input_hw[i] if v is None else v for i, v in enumerate(output_size))
     if not all(is_int(v) and v >= 1 for v in out):
         raise ValueError(f"{owner}: output_size entries must be positive ints, got {output_size!r}")
     return int(out[0]), int(out[1])

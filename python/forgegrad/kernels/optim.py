@@ -152,7 +152,7 @@ def vector_norms(arrays: Sequence[np.ndarray], norm_type: float = 2.0) -> List[f
     count); other orders (0, -inf, 3, ...) use numpy in double. NaN in an array gives NaN.
     """
     arrays = [np.require(a, requirements="CA") for a in _check_list(arrays, "arrays")]
-    p = float(norm_type)
+    p = check_float(norm_type, "norm_type")  # not float(): the string "2" is no order
     if p == 2.0:
         return [math.sqrt(s) for s in _C.optim.norms(arrays, "l2sq")]
     if p == 1.0:

@@ -14,6 +14,15 @@ from .._validate import check_bool
 from ._checks import as_f32, check_ndim
 from .geometry import adaptive_output_size, pool2d_geometry, pool2d_output_shape
 
+
+def _shape(input_shape) -> tuple:
+    """input_shape as a tuple of ints: int() would truncate 2.5 and a str is no shape."""
+    if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__iter__"):
+        raise TypeError(f"input_shape must be a tuple of ints, got {input_shape!r}")
+    if not all(is_int(v) for v in input_shape):
+        raise TypeError(f"input_shape must be a tuple of ints, got {tuple(input_shape)!r}")
+    return tuple(int(v) for v in input_shape)
+
 __all__ = [
     "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
     "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward", "pool2d_output_shape",
@@ -49,7 +58,7 @@ def max_pool2d_backward(grad_y, indices, input_shape):
         raise TypeError("indices must be the int64 array returned by max_pool2d_forward")
     if indices.shape != grad_y.shape:
         raise ValueError(f"indices must have the shape of grad_output {grad_y.shape}, got {indices.shape}")
-    input_shape = tuple(int(v) for v in input_shape)
+    input_shape = _shape(input_shape)
     if len(input_shape) != 4 or input_shape[:2] != grad_y.shape[:2] or min(input_shape[1:]) < 1:
         raise ValueError(f"input_shape {input_shape} does not match grad_output of shape {grad_y.shape}")
     gx = np.empty(input_shape, np.float32)
@@ -81,7 +90,7 @@ def avg_pool2d_backward(grad_y, input_shape, kernel_size, stride=None, padding=0
     """grad_input of avg_pool2d with the same arguments."""
     grad_y = as_f32(grad_y, "grad_output")
     check_ndim(grad_y, "grad_output", 4)
-    input_shape = tuple(int(v) for v in input_shape)
+    input_shape = _shape(input_shape)
     if len(input_shape) != 4 or min(input_shape[1:]) < 1:
         raise ValueError(f"input_shape must be (N, C, H, W) with nonzero C, H, W, got {input_shape}")
     ceil_mode = check_bool(ceil_mode, "ceil_mode")
@@ -107,7 +116,7 @@ def adaptive_avg_pool2d_forward(x, output_size):
 def adaptive_avg_pool2d_backward(grad_y, input_shape):
     grad_y = as_f32(grad_y, "grad_output")
     check_ndim(grad_y, "grad_output", 4)
-    input_shape = tuple(int(v) for v in input_shape)
+    input_shape = _shape(input_shape)
     if len(input_shape) != 4 or input_shape[:2] != grad_y.shape[:2] or min(input_shape[1:]) < 1:
         raise ValueError(f"input_shape {input_shape} does not match grad_output of shape {grad_y.shape}")
     gx = np.empty(input_shape, np.float32)

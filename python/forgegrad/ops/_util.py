@@ -21,15 +21,31 @@ def normalize_axis(dim, ndim: int, name: str = "dim"):
     """dim (int, tuple or None) -> tuple of non-negative axes; raises IndexError like torch."""
     if dim is None:
         return tuple(range(ndim))
-    dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
+    bad = TypeError(f"{name} must be an int, a tuple of ints or None, got {type(dim).__name__} {dim!r}")
+    if isinstance(dim, (str, bytes)):  # iterable, but not a sequence of axes
+        raise bad
+    try:
+        dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
+    except TypeError:
+        raise bad from None
     out = []
     for d in dims:
+        # a bool or a float (1.5, 1.0) is no axis: int() would take it silently
+        if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)):
+            raise TypeError(f"{name} must be an int, a tuple of ints or None, got {type(d).__name__} {d!r}")
         d = int(d)
         lo, hi = (-ndim, ndim - 1) if ndim > 0 else (-1, 0)
         if d < lo or d > hi:
             raise IndexError(f"{name} out of range (expected to be in range of [{lo}, {hi}], but got {d})")
         out.append(d % max(ndim, 1))
     return tuple(out)
+
+
+def single_axis(dim, ndim: int, name: str = "dim") -> int:
+    """One dim (an int, not a tuple or list of one) -> a non-negative axis; raises like torch."""
+    if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(dim).__name__} {dim!r}")
+    return normalize_axis(dim, ndim, name)[0]
 
 
 def f32(x) -> np.ndarray:

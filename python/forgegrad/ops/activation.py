@@ -13,7 +13,7 @@ from ..kernels import activation as _K
 from ..kernels import softmax as _KS
 from . import _meta as M
 from . import _samples as S
-from ._util import normalize_axis
+from ._util import single_axis
 from .registry import BadInput, Sample, register_op
 
 _ACT = _C.activation
@@ -149,10 +149,11 @@ class LeakyReluFunction(Function):
     @staticmethod
     def forward(ctx, x, negative_slope=0.01):
         ctx.save_for_backward(x)
-        ctx.slope = np.float32(negative_slope)
+        # a local, not ctx.slope: the no-graph path's ctx (_NoCtx) keeps nothing
+        ctx.slope = slope = np.float32(negative_slope)
         if _f32(x):
             return _K.leaky_relu(x, float(negative_slope))
-        return np.where(x > 0, x, x * ctx.slope).astype(np.float32, copy=False)
+        return np.where(x > 0, x, x * slope).astype(np.float32, copy=False)
 
     @staticmethod
     def backward(ctx, g):
@@ -253,7 +254,7 @@ class _RowwiseFunction(Function):
     @staticmethod
     def forward(ctx, x, dim=-1):
         cls = type(ctx)
-        (axis,) = normalize_axis(dim, x.ndim)
+        axis = single_axis(dim, x.ndim)
         ctx.axis = axis
         ctx.kernel = bool(_f32(x) and x.ndim > 0)
         if ctx.kernel:
@@ -307,6 +308,8 @@ class DropoutFunction(Function):
     @staticmethod
     def forward(ctx, x, p=0.5, training=True):
         from .. import random as _random
+        from .._validate import check_bool, check_float
+        p, training = check_float(p, "dropout: p"), check_bool(training, "dropout: training")
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
         if not training or p == 0.0:

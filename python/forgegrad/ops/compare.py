@@ -12,7 +12,8 @@ import numpy as np
 from ..autograd import Function
 from . import _meta as M
 from . import _samples as S
-from ._util import normalize_axis
+from .._validate import check_bool
+from ._util import single_axis
 from .registry import BadInput, Sample, register_op
 
 _NO_GRADIENT = "its output is bool/int64: there is no gradient to check"
@@ -102,11 +103,12 @@ class ArgMaxFunction(Function):
     @classmethod
     def _fwd(cls, a, dim, keepdim):
         name = cls.__name__.lower()
+        keepdim = check_bool(keepdim, f"{name}(): keepdim")  # not truthiness: 'False' is no bool
         if dim is None:
             if a.size == 0:
                 raise ValueError(f"{name}(): cannot take the {name} of an empty tensor (shape {a.shape})")
             return np.asarray(cls.pick(a, axis=None, keepdims=bool(keepdim))).astype(np.int64, copy=False)
-        (axis,) = normalize_axis(dim, a.ndim)
+        axis = single_axis(dim, a.ndim)
         if a.ndim and a.shape[axis] == 0:
             raise ValueError(f"{name}(): expected reduction dim {dim} to have non-zero size (input shape {a.shape})")
         if a.ndim == 0:  # torch allows dim 0 / -1 on a 0-d tensor: the index is 0

@@ -54,6 +54,12 @@ def conv2d_samples():
 
 def conv2d_torch(torch, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     F = _F()
+    # Zeros padded explicitly: torch's conv skips the padded taps, so a NaN / inf weight meeting only
+    # padding would give a finite value, where IEEE arithmetic (0 * NaN) and forgegrad give NaN.
+    if isinstance(padding, int):
+        padding = (padding, padding)
+    if isinstance(padding, (tuple, list)) and len(padding) == 2:
+        padding = (padding[0], padding[0], padding[1], padding[1])
     if isinstance(padding, (tuple, list)) and len(padding) == 4:  # forgegrad's (top, bottom, left, right)
         top, bottom, left, right = padding
         x, padding = F.pad(x, (left, right, top, bottom)), 0

@@ -149,7 +149,15 @@ SqrtFunction = _unary("sqrt", np.sqrt, lambda g, a, y: g / (2 * y), 1, S.positiv
 AbsFunction = _unary("abs", np.abs, lambda g, a, y: g * np.sign(a), 1)
 
 
-@register_op("clamp", meta=M.same, flops=M.per_output_element(2), samples=_clamp_samples,
+def _clamp_promotes(a, lo, hi) -> bool:
+    """Whether clamp's result is float32 for an integer / bool input: a float bound promotes (torch)."""
+    return np.dtype(a.dtype).kind in "biu" and any(
+        np.dtype(getattr(b, "dtype", type(b))).kind == "f" for b in (lo, hi) if b is not None)
+
+
+@register_op("clamp", meta=lambda a, min=None, max=None: M.MetaArray(
+                 a.shape, np.float32 if _clamp_promotes(a, min, max) else a.dtype),
+             flops=M.per_output_element(2), samples=_clamp_samples,
              torch=lambda torch, a, min=None, max=None: torch.clamp(a, min, max),
              bad_inputs=lambda: [BadInput((S.rand(2, 3),), {}, ValueError, "min or max")])
 class ClampFunction(Function):
@@ -159,6 +167,12 @@ class ClampFunction(Function):
     def forward(ctx, a, min=None, max=None):
         if min is None and max is None:
             raise ValueError("clamp: at least one of min or max must be given")
+        for bound, name in ((min, "min"), (max, "max")):  # numpy would drop an imaginary part
+            if isinstance(bound, (complex, np.complexfloating)) or getattr(bound, "dtype", None) is not None \
+                    and np.dtype(bound.dtype).kind == "c":
+                raise TypeError(f"clamp: {name} must be a real number, got {bound!r}")
+        if _clamp_promotes(a, min, max):  # clamp(int tensor, 0.5) is float, as in torch, not truncated
+            a = a.astype(np.float32)
         y = np.clip(a, min, max)
         mask = np.ones(a.shape, dtype=bool)
         if min is not None:

@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from ..autograd import Function
+from .._validate import check_bool
 from ..devices import MetaArray
 from ..kernels import loss as _KL
 from . import _meta as M
@@ -50,6 +51,8 @@ def _check_broadcasts_to(v, shape, what, name):
     """An elementwise weight must broadcast to the input's shape (the loss keeps that shape)."""
     if v is None:
         return
+    if not hasattr(v, "shape"):
+        raise TypeError(f"{name}: {what} must be a tensor or None, got {type(v).__name__}")
     try:
         ok = np.broadcast_shapes(v.shape, shape) == tuple(shape)
     except ValueError:
@@ -487,14 +490,17 @@ class KLDivFunction(Function):
     @staticmethod
     def forward(ctx, inp, target, reduction="mean", log_target=False):
         _check_reduction(reduction, _REDUCTIONS + ("batchmean",))
+        log_target = check_bool(log_target, "kl_div: log_target")  # not truthiness: 'False' is no bool
         _check_same_shape(inp, target, "kl_div")
         if log_target:
             pt = np.exp(target)
             loss = pt * (target - inp)
         else:
+            # torch's xlogy(target, target) - target * input: 0 log 0 is 0, but a negative or NaN
+            # target gives NaN (not 0), and 0 * inf input NaN
             with np.errstate(divide="ignore", invalid="ignore"):
-                logt = np.where(target > 0, np.log(np.where(target > 0, target, 1)), 0)
-            loss = np.where(target > 0, target * (logt - inp), 0)
+                xlogx = np.where(target == 0, 0, target * np.log(np.where(target == 0, 1, target)))
+                loss = xlogx - target * inp
         ctx.save_for_backward(inp, target)
         ctx.reduction, ctx.log_target = reduction, log_target
         if reduction == "batchmean":
@@ -518,6 +524,6 @@ class KLDivFunction(Function):
                 gt = pt * (target - inp + 1) * gr
             else:
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    gt = np.where(target > 0, np.log(np.where(target > 0, target, 1)) + 1 - inp, 0) * gr
+                    gt = np.where(target == 0, 0, np.log(np.where(target == 0, 1, target)) + 1 - inp) * gr
             gt = gt.astype(np.float32)
         return gi, gt

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validate import check_bool
 from ..autograd import Function
 from . import _meta as M
 from . import _samples as S
-from ._util import normalize_axis
+from ._util import normalize_axis, single_axis
 from .registry import BadInput, Sample, register_op
 
 
@@ -133,7 +134,8 @@ class MaxDimFunction(Function):
 
     @classmethod
     def _fwd(cls, ctx, a, dim, keepdim):
-        (axis,) = normalize_axis(dim, a.ndim)
+        keepdim = check_bool(keepdim, "keepdim")  # not truthiness: 'False' is no bool
+        axis = single_axis(dim, a.ndim)
         if a.shape[axis] == 0:
             raise ValueError(f"max/min over an empty dimension {dim} (input shape {a.shape})")
         idx = cls.pick(a, axis=axis)

@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import _C
 from ..autograd import Function, is_grad_enabled
+from .._validate import check_int
 from ..devices import MetaArray
 from ..kernels import rnn as K
 from . import _meta as M
@@ -80,6 +81,8 @@ def _check_embedding(weight, indices, padding_idx):
     if indices.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be an integer tensor, got dtype {indices.dtype}")
     n = weight.shape[0]
+    if padding_idx is not None:
+        padding_idx = check_int(padding_idx, "embedding: padding_idx")  # 2.0 or True is no index
     if padding_idx is not None and not -n <= padding_idx < n:
         raise ValueError(f"embedding: padding_idx must be within num_embeddings [-{n}, {n}), got {padding_idx}")
 

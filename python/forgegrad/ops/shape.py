@@ -6,7 +6,7 @@ import numpy as np
 from ..autograd import Function
 from . import _meta as M
 from . import _samples as S
-from ._util import normalize_axis
+from ._util import normalize_axis, single_axis
 from .registry import BadInput, Sample, register_op
 
 
@@ -119,7 +119,7 @@ class CatFunction(Function):
     def forward(ctx, *arrays, dim=0):
         if not arrays:
             raise ValueError("cat: expected a non-empty sequence of tensors")
-        (axis,) = normalize_axis(dim, arrays[0].ndim)
+        axis = single_axis(dim, arrays[0].ndim)
         ctx.axis = axis
         ctx.sizes = [a.shape[axis] for a in arrays]
         try:
@@ -146,7 +146,7 @@ class StackFunction(Function):
         shapes = {a.shape for a in arrays}
         if len(shapes) != 1:
             raise ValueError(f"stack: all tensors must have the same shape, got {[a.shape for a in arrays]}")
-        (axis,) = normalize_axis(dim, arrays[0].ndim + 1)
+        axis = single_axis(dim, arrays[0].ndim + 1)
         ctx.axis = axis
         return np.stack(arrays, axis=axis)
 

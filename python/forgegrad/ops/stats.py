@@ -64,6 +64,8 @@ class VarFunction(Function):
                           RuntimeWarning, stacklevel=3)
         with np.errstate(divide="ignore", invalid="ignore"):
             y = ss / np.float32(dof)
+        if n == 0:  # no elements: the mean is NaN, so is the variance (torch), whatever dof is
+            y = np.full_like(y, np.nan)
         ctx.save_for_backward(d)
         ctx.axes, ctx.keepdim, ctx.dof = axes, bool(keepdim), dof
         return np.asarray(y, dtype=np.float32)

@@ -1,0 +1,242 @@
+"""The fuzz targets and how a case's bad input is made (runs inside the child interpreter).
+
+Targets:
+
+- ``op:NAME``: an op of the registry, called on Tensors (or raw numpy arrays, which keep their
+  strides) built from one of its samples; the reference is the op's torch function on the same inputs.
+- ``kernel:MODULE.FUNC``: a public function of forgegrad.kernels; ``c:SUB.FUNC``: a ``forgegrad._C``
+  binding. Their valid base calls are recorded while the registry's samples run forward and backward
+  (every call that reaches them, arguments copied on entry), plus a few written here for those the ops
+  never reach. The reference of a mutated call is the same function on the *canonical* arguments: the
+  same values as C-contiguous arrays of the base call's dtype; so a layout, dtype or aliasing mutation
+  must raise a clear error or give exactly what the plain call gives.
+- ``sig:SUB.FUNC``: a ``_C`` binding called with arguments drawn from its signature alone (random
+  arrays, numbers, strings, None for each parameter); only a clear error or a normal return is checked.
+
+A case is JSON: ``{"target", "base", "mutations": [[kind, which, param], ...], "seed", "raw"}``; the
+parent draws it with hypothesis; ``which`` picks the argument modulo the candidates, so the parent need
+not know the arguments.
+"""
+from __future__ import annotations
+
+import inspect
+import pickle
+import re
+
+import numpy as np
+
+import forgegrad as fg
+from forgegrad import _C
+from forgegrad import kernels as K
+from forgegrad.kernels import activation, conv, gemm, geometry, loss, norm, optim, pool, rnn, softmax
+
+KERNEL_MODULES = {m.__name__.rsplit(".", 1)[1]: m for m in
+                  (activation, conv, gemm, geometry, loss, norm, optim, pool, rnn, softmax)}
+C_SUBMODULES = [n for n in dir(_C) if not n.startswith("_") and inspect.ismodule(getattr(_C, n)) and n != "cuda"]
+# set_num_threads(10**6) would legitimately start a million threads; its range is checked by test_runtime.
+SIG_SKIP = {"runtime.set_num_threads": "a huge thread count is a valid request that takes minutes to honour",
+            "runtime._check_region_alloc": "a self-test hook whose task count is its loop length: 2**31 tasks is "
+                                           "a valid request that runs for hours"}
+MAX_BASES = 6  # recorded base calls kept per function (distinct argument shapes first)
+
+
+def kernel_functions():
+    out = {}
+    for mname, mod in KERNEL_MODULES.items():
+        for name, fn in vars(mod).items():
+            if name.startswith("_") or not inspect.isfunction(fn) or fn.__module__ != mod.__name__:
+                continue
+            out[f"{mname}.{name}"] = fn
+    return out
+
+
+def c_functions():
+    out = {}
+    for sub in C_SUBMODULES:
+        mod = getattr(_C, sub)
+        for name in dir(mod):
+            fn = getattr(mod, name)
+            if not name.startswith("__") and callable(fn) and type(fn).__name__ == "builtin_function_or_method":
+                out[f"{sub}.{name}"] = fn
+    return out
+
+
+# ---- recording the base calls ---------------------------------------------------------------------
+def _copy(v):
+    if isinstance(v, np.ndarray):
+        return v.copy()
+    if isinstance(v, (list, tuple)):
+        return type(v)(_copy(x) for x in v) if not hasattr(v, "_fields") else v
+    if isinstance(v, fg.Tensor):
+        return fg.tensor(v.data.copy())
+    return v
+
+
+def _key(args, kwargs):
+    def k(v):
+        if isinstance(v, np.ndarray):
+            return ("a", v.shape, v.dtype.str)
+        if isinstance(v, (list, tuple)):
+            return tuple(k(x) for x in v)
+        return type(v).__name__
+    return (k(args), tuple(sorted((n, k(v)) for n, v in kwargs.items())))
+
+
+def record_corpus():
+    """{target: [(args, kwargs), ...]} of valid calls of every kernel function and _C binding."""
+    import sys
+    corpus, seen, originals = {}, {}, []
+    targets = {fn: "c:" + t for t, fn in c_functions().items()}
+    targets.update({fn: "kernel:" + t for t, fn in kernel_functions().items()})
+
+    def recorder_for(target, fn):
+        def recorder(*args, **kwargs):
+            key = _key(args, kwargs)
+            bucket = seen.setdefault(target, set())
+            if len(bucket) < MAX_BASES and key not in bucket:
+                bucket.add(key)
+                corpus.setdefault(target, []).append((_copy(args), _copy(kwargs)))
+            return fn(*args, **kwargs)
+        return recorder
+
+    recorders = {fn: recorder_for(t, fn) for fn, t in targets.items()}
+    # every place a function is reachable from: its module, _C's submodules, and the modules that
+    # imported it by name (e.g. ``from ..kernels import matmul as _mm``)
+    holders = [m for n, m in list(sys.modules.items()) if n.startswith("forgegrad") and m is not None]
+    holders += [getattr(_C, sub) for sub in C_SUBMODULES]
+    for mod in holders:
+        for attr, value in list(vars(mod).items()):
+            try:
+                rec = recorders.get(value)
+            except TypeError:  # an unhashable module attribute
+                continue
+            if rec is not None:
+                originals.append((mod, attr, value))
+                setattr(mod, attr, rec)
+    try:
+        _run_samples()
+        _extra_calls()
+    finally:
+        for mod, attr, value in reversed(originals):
+            setattr(mod, attr, value)
+    return corpus
+
+
+def _run_samples():
+    for op in fg.ops.all_ops():
+        for s in op.samples() if op.samples else []:
+            pos = s.grad_positions()
+            args = [fg.tensor(a.copy(), requires_grad=i in pos) if isinstance(a, np.ndarray) else a
+                    for i, a in enumerate(s.args)]
+            try:
+                with fg.no_grad():
+                    op(*args, **s.kwargs)
+                outs = op(*args, **s.kwargs)
+                outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+                total = None
+                for o in outs:
+                    if isinstance(o, fg.Tensor) and o.requires_grad:
+                        total = o.sum() if total is None else total + o.sum()
+                if total is not None:
+                    total.backward()
+            except Exception:  # a sample meant to fail: nothing to record
+                pass
+
+
+def _extra_calls():
+    """Valid calls of what the op samples do not reach (optimizers, norms, geometry helpers...)."""
+    rng = np.random.default_rng(0)
+    for make in (lambda ps: fg.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True),
+                 lambda ps: fg.optim.SGD(ps, lr=0.1),
+                 lambda ps: fg.optim.Adam(ps, lr=1e-3, amsgrad=True),
+                 lambda ps: fg.optim.AdamW(ps, lr=1e-3, weight_decay=0.1)):
+        ps = [fg.tensor(rng.standard_normal(s).astype(np.float32), requires_grad=True) for s in ((3, 4), (5,))]
+        opt = make(ps)
+        for _ in range(2):
+            for q in ps:
+                q.grad = fg.tensor(rng.standard_normal(q.shape).astype(np.float32))
+            opt.step()
+    # the activation and softmax kernels that ops call through their tables (class attributes the
+    # recorders do not patch), called here through their modules
+    from forgegrad.kernels import activation as KA
+    from forgegrad.kernels import softmax as KS
+    a = rng.standard_normal((3, 37)).astype(np.float32)
+    for name in ("relu", "sigmoid", "tanh", "silu"):
+        y = getattr(KA, name)(a)
+        getattr(KA, name + "_backward")(a, a if name == "silu" else y)
+    for name in ("softmax", "log_softmax"):
+        getattr(KS, name + "_backward")(a, getattr(KS, name)(a))
+    x = rng.standard_normal((4, 7)).astype(np.float32)
+    p = [x, rng.standard_normal(5).astype(np.float32)]
+    for f in (lambda: K.vector_norms(p, 2.0), lambda: K.vector_norms(p, 1.0), lambda: K.vector_norms(p, float("inf")),
+              lambda: _C.pool.output_shape((2, 3, 8, 8), (2, 2), None),
+              lambda: _C.pool.output_shape((2, 3, 9, 9), (3, 3), (2, 2), (1, 1), (1, 1), True),
+              lambda: _C.conv.weight_shape(4, 6, (3, 3), 2),
+              lambda: _C.conv.resolve_padding("same", (3, 3), input_size=(8, 8)),
+              lambda: _C.conv.resolve_padding((1, 2), (3, 3)),
+              lambda: _C.rnn.activation("tanh", rng.standard_normal(17).astype(np.float32)),
+              lambda: _C.rnn.activation("sigmoid", rng.standard_normal(9).astype(np.float32)),
+              lambda: _C.runtime._check_region_alloc(4, 64),
+              lambda: _C.activation.column_sums(x, np.empty(7, np.float32)),
+              lambda: _C.gemm.sgemm(x, x.T.copy(), np.zeros((4, 4), np.float32), reference=True),
+              lambda: _C.gemm.sgemm(x, x, np.ones((4, 4), np.float32), False, True, 0.5, 2.0),
+              lambda: _C.gemm.matmul(x, x, None, False, True),
+              lambda: _C.gemm.bmm(x[None], x.T.copy()[None], np.zeros((1, 4, 4), np.float32)),
+              lambda: _C.gemm.bmm_plain(x[None], x.T.copy()[None]),
+              lambda: _C.gemm.linear(x, rng.standard_normal((3, 7)).astype(np.float32), None, 0),
+              lambda: geometry.conv2d_output_shape((2, 4, 9, 9), (6, 2, 3, 3), 2, 1, 1, 2),
+              lambda: geometry.conv2d_padding("same", (3, 3), 1, 2, (8, 8)),
+              lambda: geometry.conv2d_padding((1, 2, 0, 1), (3, 3)),
+              lambda: geometry.conv2d_weight_shape(4, 6, (3, 3), 2),
+              lambda: geometry.pool2d_output_shape((2, 3, 9, 9), (3, 3), (2, 2), 1, 1, True),
+              lambda: _C.runtime.get_num_threads(), lambda: _C.runtime.get_isa(), lambda: _C.runtime.cpu_info(),
+              lambda: _C.runtime.set_isa(_C.runtime.get_isa()),
+              lambda: _C.runtime.set_num_threads(_C.runtime.get_num_threads())):
+        f()
+
+
+def load_or_record(path):
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except (OSError, EOFError, pickle.UnpicklingError):
+        corpus = record_corpus()
+        tmp = f"{path}.{id(corpus)}.tmp"
+        with open(tmp, "wb") as f:
+            pickle.dump(corpus, f)
+        import os
+        os.replace(tmp, path)
+        return corpus
+
+
+# ---- signatures of the _C bindings --------------------------------------------------------------
+_SIG = re.compile(r"^\w+\((.*)\) -> ")
+
+
+def c_signature(fn):
+    """[(name, annotation, has_default)] from a pybind11 docstring's first line."""
+    doc = (fn.__doc__ or "").splitlines()[0] if fn.__doc__ else ""
+    m = _SIG.match(doc)
+    if not m:
+        return []
+    params, depth, cur = [], 0, ""
+    for ch in m.group(1):
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        if ch == "," and depth == 0:
+            params.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        params.append(cur.strip())
+    out = []
+    for p in params:
+        if p in ("*", "/"):
+            continue
+        name, _, rest = p.partition(":")
+        ann, _, default = rest.partition("=")
+        out.append((name.strip(), ann.strip(), bool(default)))
+    return out

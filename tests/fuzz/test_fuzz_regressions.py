@@ -1,0 +1,203 @@
+"""The defects the fuzz suite found, each with its reproducer (none of them crashed, so they run in
+process). The fuzz case that found each is in its docstring, runnable with tests/fuzz/fuzz_worker.py."""
+import pickle
+
+import numpy as np
+import pytest
+
+import forgegrad as fg
+from forgegrad import _C
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def _t(a):
+    return fg.tensor(np.asarray(a, np.float32))
+
+
+def test_bindings_take_unpickled_float32_arrays():
+    """Every c:* case on a recorded call: an unpickled array (as from a DataLoader worker) has its own
+    float32 descriptor, and the bindings compared descriptors by identity: 'x must be a float32 array,
+    got dtype float32'."""
+    x = pickle.loads(pickle.dumps(np.linspace(-2, 2, 12, dtype=np.float32).reshape(3, 4)))
+    assert x.dtype is not np.dtype(np.float32)
+    out = np.empty_like(x)
+    _C.activation.act_forward(_C.activation.RELU, x, out)
+    np.testing.assert_array_equal(out, np.maximum(x, 0))
+    w = pickle.loads(pickle.dumps(np.ones((2, 4), np.float32)))
+    np.testing.assert_allclose(_C.gemm.linear(x, w), x @ w.T, rtol=1e-6)
+    np.testing.assert_allclose(_C.gemm.matmul(x, w, None, False, True), x @ w.T, rtol=1e-6)
+    # a byte-swapped float32 is not float32: refused with the dtype named
+    with pytest.raises(TypeError, match=">f4"):
+        _C.activation.act_forward(_C.activation.RELU, x.astype(">f4"), out)
+
+
+def test_leaky_relu_without_graph_on_integer_input():
+    """op:leaky_relu, [["dtype", 0, 2]]: AttributeError '_NoCtx' object has no attribute 'slope'."""
+    x = np.arange(-3, 4)
+    with fg.no_grad():
+        y = fg.ops.get("leaky_relu")(fg.tensor(x), 0.2)
+    np.testing.assert_allclose(y.data, F.leaky_relu(torch.tensor(x, dtype=torch.float32), 0.2).numpy())
+
+
+def test_kl_div_of_negative_or_nan_target_is_nan():
+    """op:kl_div, [["alias", 0, 0]]: a negative (or NaN) target gave 0 where torch gives NaN."""
+    inp = np.array([[-1.0, -2.0, -0.5, -1.5]], np.float32)
+    target = np.array([[0.5, -0.25, 0.0, np.nan]], np.float32)
+    got = fg.ops.get("kl_div")(_t(inp), _t(target), reduction="none").data
+    want = F.kl_div(torch.tensor(inp), torch.tensor(target), reduction="none").numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-6, equal_nan=True)
+    assert np.isnan(got[0, 1]) and np.isnan(got[0, 3]) and got[0, 2] == 0
+
+
+def test_dropout_checks_its_argument_types():
+    """op:dropout, [["scalar", 1, 1]]: training='True' (any truthy object) was taken as True."""
+    drop = fg.ops.get("dropout")
+    with pytest.raises(TypeError, match="training"):
+        drop(_t(np.ones(4)), 0.5, "True")
+    with pytest.raises(TypeError, match="p"):
+        drop(_t(np.ones(4)), "0.5", False)
+    np.testing.assert_array_equal(drop(_t(np.ones(4)), 0.5, np.False_).data, np.ones(4))
+
+
+def test_var_of_no_elements_is_nan():
+    """op:var, [["zero_dim", 0, 0]]: -0 where torch gives NaN."""
+    x = np.zeros((3, 0), np.float32)
+    got = fg.ops.get("var")(_t(x), 1).data
+    want = torch.var(torch.tensor(x), 1).numpy()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(got).all() and got.shape == (3,)
+
+
+@pytest.mark.parametrize("name,args,kwargs", [
+    ("max_dim", (True,), {}),              # [["scalar", 0, 2]]: dim=True was axis 1
+    ("min_dim", ([1],), {}),               # [["scalar", 0, 61]]: dim=[1] was axis 1
+    ("sum", (), {"dim": 1.5}),             # a float was truncated
+    ("sum", (), {"dim": "0"}),             # a str was iterated: axis 0
+])
+def test_a_dim_must_be_an_int(name, args, kwargs):
+    with pytest.raises(TypeError, match="dim"):
+        fg.ops.get(name)(_t(np.ones((2, 3))), *args, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["cat", "stack"])
+def test_cat_and_stack_dim_must_be_an_int(name):
+    """op:cat / op:stack, [["scalar", 0, 61]]: dim=[0] was taken as 0."""
+    with pytest.raises(TypeError, match="dim"):
+        fg.ops.get(name)(_t(np.ones((2, 3))), _t(np.ones((2, 3))), dim=[0])
+
+
+# ---- raw bindings writing over their own inputs (silent wrong results) -------------------------------
+def _overlapping(shape, shift=1):
+    """Two float32 views of one buffer, shape each, the second starting `shift` elements later."""
+    n = int(np.prod(shape))
+    buf = np.linspace(-1, 1, n + shift, dtype=np.float32)
+    return buf[:n].reshape(shape), buf[shift:].reshape(shape)
+
+
+def test_activation_and_softmax_bindings_refuse_partial_overlap():
+    """c:activation.act_forward / c:softmax.softmax_forward, [["overlap", 1, 0]]: out one element
+    off x gave wrong values (the Python wrappers checked; the bindings did not)."""
+    out, x = _overlapping((3, 7))
+    with pytest.raises(ValueError, match="overlap"):
+        _C.activation.act_forward(_C.activation.TANH, x, out)
+    with pytest.raises(ValueError, match="overlap"):
+        _C.softmax.softmax_forward(x, out)
+    with pytest.raises(ValueError, match="overlap"):
+        _C.activation.column_sums(x, out[0])
+    # in place (out is x itself) stays allowed where documented
+    y = np.linspace(-1, 1, 21, dtype=np.float32).reshape(3, 7)
+    want = np.tanh(y)
+    _C.activation.act_forward(_C.activation.TANH, y, y)
+    np.testing.assert_allclose(y, want, rtol=1e-6)
+
+
+def test_batch_norm_binding_refuses_an_output_aliasing_an_input():
+    """c:batchnorm.batch_norm_forward, [["alias", 2, 1]]: save_mean was running_var, overwritten
+    before it was read: NaN and wrong values."""
+    x = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
+    rm, rv = np.zeros(5, np.float32), np.ones(5, np.float32)
+    out, si = np.empty_like(x), np.empty(5, np.float32)
+    with pytest.raises(ValueError, match="running_var and save_mean overlap"):
+        _C.batchnorm.batch_norm_forward(x, None, None, rm, rv, False, 0.1, 1e-3, out, rv, si)
+
+
+def test_cross_entropy_binding_refuses_prob_out_over_logits():
+    """c:loss.cross_entropy_forward, [["alias", 0, 2]]: prob_out was logits: a wrong loss."""
+    logits = np.random.default_rng(1).standard_normal((4, 3)).astype(np.float32)
+    target = np.array([0, 2, 1, 0])
+    with pytest.raises(ValueError, match="logits and prob_out overlap"):
+        _C.loss.cross_entropy_forward(logits, target, None, -100, 0.0, logits, np.empty(4, np.float32))
+
+
+def test_pool_geometry_ceil_mode_must_be_a_bool():
+    """kernel:geometry.pool2d_geometry, [["scalar", 19, 9]]: ceil_mode='False' was truthy: True."""
+    from forgegrad.kernels import geometry
+    with pytest.raises(TypeError, match="ceil_mode"):
+        geometry.pool2d_geometry((1, 1, 5, 5), 2, 2, 0, 1, "False")
+    with pytest.raises(TypeError, match="keras"):
+        geometry.conv2d_padding("same", (3, 3), keras="yes")
+    assert geometry.pool2d_output_shape((1, 1, 5, 5), 2, 2, 0, 1, np.True_) == (1, 1, 3, 3)
+
+
+def test_vector_norms_order_must_be_a_number():
+    """kernel:optim.vector_norms, [["scalar", 0, 1]]: norm_type='0.1' went through float()."""
+    from forgegrad import kernels
+    with pytest.raises(TypeError, match="norm_type"):
+        kernels.vector_norms([np.ones(3, np.float32)], "2")
+    assert kernels.vector_norms([np.ones(4, np.float32)], 2) == [2.0]
+
+
+def test_pool_backward_input_shape_must_be_ints():
+    """kernel:pool.*_backward, [["scalar", 0, 9]]: input_shape (2.5, 3.5, 7.5, 9.5) was truncated."""
+    from forgegrad import kernels
+    gy = np.ones((2, 3, 3, 4), np.float32)
+    with pytest.raises(TypeError, match="input_shape"):
+        kernels.avg_pool2d_backward(gy, (2.5, 3.5, 7.5, 9.5), 2)
+    with pytest.raises(TypeError, match="input_shape"):
+        kernels.adaptive_avg_pool2d_backward(gy, "(2, 3, 7, 9)")
+    with pytest.raises(TypeError, match="input_hw"):
+        kernels.geometry.adaptive_output_size((3, 4), "(7, 9)")
+    assert kernels.avg_pool2d_backward(gy, (2, 3, 7, 9), 2).shape == (2, 3, 7, 9)
+
+
+def test_more_scalar_arguments_checked():
+    """op:argmax [["scalar", 1, 2]]: keepdim='True' by truthiness; op:clamp: max=0.7+1j lost its
+    imaginary part; op:embedding: padding_idx=2.0 taken; op:binary_cross_entropy_with_logits:
+    weight='x' raised AttributeError."""
+    x = _t(np.arange(6).reshape(2, 3))
+    with pytest.raises(TypeError, match="keepdim"):
+        fg.ops.get("argmax")(x, 1, "True")
+    with pytest.raises(TypeError, match="max"):
+        fg.ops.get("clamp")(x, None, 0.7 + 1j)
+    with pytest.raises(TypeError, match="padding_idx"):
+        fg.ops.get("embedding")(_t(np.ones((4, 2))), fg.tensor(np.array([0, 1])), 2.0)
+    with pytest.raises(TypeError, match="weight"):
+        fg.ops.get("binary_cross_entropy_with_logits")(x, x, "x")
+
+
+def test_clamp_of_integers_by_float_bounds_is_float():
+    """op:clamp, [["dtype", 0, 2]]: an int32 input clamped to (-0.5, 0.7) was truncated to ints."""
+    x = np.arange(-3, 4)
+    got = fg.ops.get("clamp")(fg.tensor(x), -0.5, 0.7)
+    want = torch.clamp(torch.tensor(x), -0.5, 0.7)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got.data, want.numpy(), rtol=1e-6)
+    assert fg.ops.get("clamp")(fg.tensor(x), -1, 2).dtype == np.int64
+    meta = fg.ops.get("clamp")(fg.tensor(x).to("meta"), -0.5, 0.7)
+    assert meta.dtype == np.float32
+
+
+def test_kl_div_log_target_must_be_a_bool():
+    """op:kl_div, [["scalar", 0, 2]]: log_target='True' was taken by truthiness."""
+    x = _t(np.full((2, 3), -1.0))
+    with pytest.raises(TypeError, match="log_target"):
+        fg.ops.get("kl_div")(x, x, "mean", "True")
+
+
+@pytest.mark.parametrize("name", ["max_dim", "min_dim"])
+def test_max_min_dim_keepdim_must_be_a_bool(name):
+    """op:max_dim / op:min_dim, [["scalar", 1, 2]]: keepdim='True' was taken by truthiness."""
+    with pytest.raises(TypeError, match="keepdim"):
+        fg.ops.get(name)(_t(np.ones((2, 3))), 1, "True")

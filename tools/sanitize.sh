@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# forgegrad._C under AddressSanitizer + UndefinedBehaviorSanitizer.
+#
+# Builds the extension with -fsanitize=address,undefined into its own build folder, puts it into a
+# temporary copy of the package (python/forgegrad/_C*.so is never touched), then runs the kernel
+# tests, the hardening tests and a fuzz run (tests/fuzz) against that copy with the ASan runtime
+# preloaded. Exits non-zero when a test fails or a sanitizer reports anything, in this process or in
+# any child (sanitizer reports go to files, which catches those of the fuzz and hardening children).
+#
+#   tools/sanitize.sh                                  # CI-sized fuzz run
+#   FORGEGRAD_FUZZ_EXAMPLES=5000 tools/sanitize.sh     # a longer fuzz run under the sanitizers
+#   tools/sanitize.sh tests/test_gemm.py               # other tests instead of the default set
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+build=${FORGEGRAD_SANITIZE_BUILD_DIR:-build/sanitize}
+san="-fsanitize=address,undefined -fno-omit-frame-pointer"
+
+echo "== building forgegrad._C with ASan + UBSan in $build"
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_CXX_FLAGS="$san" -DCMAKE_MODULE_LINKER_FLAGS="$san" -DCMAKE_SHARED_LINKER_FLAGS="$san" \
+  -DFORGEGRAD_CUDA=OFF -DFORGEGRAD_DEV_OUTPUT="" \
+  -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" \
+  -DPython_EXECUTABLE="$(command -v python3)" >/dev/null
+cmake --build "$build" -j "${FORGEGRAD_BUILD_JOBS:-2}"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/forgegrad-sanitize.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/pkg" "$work/reports"
+cp -r python/forgegrad "$work/pkg/"
+rm -f "$work"/pkg/forgegrad/_C*.so
+cp "$build"/_C*.so "$work/pkg/forgegrad/"
+
+asan_rt=$(${CXX:-c++} -print-file-name=libasan.so)
+[ -e "$asan_rt" ] || { echo "sanitize.sh: no ASan runtime ($asan_rt)"; exit 2; }
+# detect_leaks=0: CPython leaks by design at exit. allocator_may_return_null=1 with
+# max_allocation_size_mb: an allocation over 4 GiB (the fuzz's huge shapes) becomes MemoryError, as the
+# fuzz child's address-space limit makes it without ASan, not a report or the machine's OOM killer.
+export ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:max_allocation_size_mb=4096:log_path=$work/reports/asan"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$work/reports/ubsan"
+# libstdc++ preloaded too: python does not link it, and ASan must find its __cxa_throw at start-up
+export LD_PRELOAD="$asan_rt $(${CXX:-c++} -print-file-name=libstdc++.so)"
+export PYTHONPATH="$work/pkg"
+export FORGEGRAD_FUZZ_MEMORY_GB=0          # ASan reserves terabytes of address space: no RLIMIT_AS
+export FORGEGRAD_FUZZ_TIMEOUT=${FORGEGRAD_FUZZ_TIMEOUT:-180}
+export FORGEGRAD_FUZZ_REPORT="$work/fuzz.json"
+
+python3 -c "import forgegrad, sys; sys.exit(0 if forgegrad.__file__.startswith('$work/pkg') else
+            'sanitize.sh: python imports ' + forgegrad.__file__ + ', not the sanitized copy')"
+
+if [ $# -gt 0 ]; then
+  tests=("$@")
+else
+  tests=(tests/test_*kernels*.py tests/test_gemm*.py tests/test_hardening_*.py tests/fuzz)
+fi
+echo "== running ${tests[*]} under the sanitizers"
+start=$(date +%s)
+status=0
+(cd "$root" && python3 -m pytest "${tests[@]}" -q -p no:cacheprovider) || status=$?
+end=$(date +%s)
+
+# A report is an ASan error, a UBSan runtime error or a sanitizer CHECK failure; the allocator's
+# "failed to allocate" warning for a refused huge allocation (MemoryError in Python) is none.
+reports=$(grep -l -E "ERROR: AddressSanitizer|runtime error:|CHECK failed|SUMMARY: (Address|UndefinedBehavior)Sanitizer" \
+  "$work"/reports/* 2>/dev/null | sort || true)
+for f in "$work"/reports/*; do
+  [ -e "$f" ] || continue
+  echo "== sanitizer output $f"; cat "$f"
+done
+if [ -n "$reports" ]; then
+  echo "sanitize.sh: $(echo "$reports" | wc -l) sanitizer report(s): $reports"
+  [ "$status" -ne 0 ] || status=1
+fi
+cases=$(python3 -c "import json; print(sum(json.load(open('$work/fuzz.json'))['stats'].values()))" 2>/dev/null || echo 0)
+echo "sanitize.sh: tests exit status $status, $cases fuzz cases, $((end - start)) s, sanitizer reports: $(echo -n "$reports" | grep -c . || true)"
+exit "$status"
