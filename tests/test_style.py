@@ -1,6 +1,6 @@
 """Lint checks that CI runs with the tests: ruff over the Python trees (configured in
-pyproject.toml's [tool.ruff]) and clang-format over the C++ / CUDA files listed in
-tests/clang_format_files.txt (style in .clang-format). Both tools are pinned in the `test` extra;
+pyproject.toml's [tool.ruff]) and clang-format over every C++ / CUDA file under cpp/
+and cuda/ (style in .clang-format). Both tools are pinned in the `test` extra;
 without them installed these tests are skipped, naming the missing tool."""
 import importlib.util
 import os
@@ -12,13 +12,6 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON_TREES = ["python", "tests", "bench", "examples"]
-
-
-def _listed(name):
-    """Paths listed in tests/<name> (one per line, # comments), relative to the repository root."""
-    with open(os.path.join(ROOT, "tests", name), encoding="utf-8") as f:
-        lines = [line.split("#", 1)[0].strip() for line in f]
-    return [line for line in lines if line]
 
 
 def _tool(name):
@@ -45,17 +38,22 @@ def test_ruff_finds_nothing():
     assert not findings, "ruff findings (fix them; config in pyproject.toml [tool.ruff]):\n" + "\n".join(findings)
 
 
-def test_listed_cpp_files_are_clang_formatted():
+def _cpp_files():
+    """Every C++ / CUDA source and header under cpp/ and cuda/."""
+    out = []
+    for top in ("cpp", "cuda"):
+        for dirpath, _, names in os.walk(os.path.join(ROOT, top)):
+            out += [os.path.relpath(os.path.join(dirpath, n), ROOT) for n in names
+                    if n.endswith((".cpp", ".h", ".cu", ".cuh"))]
+    return sorted(out)
+
+
+def test_cpp_files_are_clang_formatted():
     exe = _tool("clang-format")
     if exe is None:
         pytest.skip("clang-format is not installed (pip install the `test` extra)")
-    files = _listed("clang_format_files.txt")
-    missing = [p for p in files if not os.path.isfile(os.path.join(ROOT, p))]
-    assert not missing, f"tests/clang_format_files.txt lists files that do not exist: {missing}"
-    outside = [p for p in files if not p.startswith(("cpp/", "cuda/"))]
-    assert not outside, f"tests/clang_format_files.txt lists files outside cpp/ and cuda/: {outside}"
-    if not files:
-        return
+    files = _cpp_files()
+    assert files, "no C++ sources found under cpp/ and cuda/"
     proc = subprocess.run([exe, "--dry-run", "--Werror", "--style=file", *files], cwd=ROOT, capture_output=True,
                           text=True)
     assert proc.returncode == 0, ("clang-format would change these files (run `clang-format -i FILE`):\n"

@@ -33,9 +33,9 @@ float* channel_arg(const py::object& o, const char* name, int64_t C, bool writab
   return a.f32();
 }
 
-void forward(const py::array& x, const py::object& weight, const py::object& bias,
-             const py::object& running_mean, const py::object& running_var, bool training, float momentum,
-             float eps, const py::array& y, const py::array& save_mean, const py::array& save_invstd) {
+void forward(const py::array& x, const py::object& weight, const py::object& bias, const py::object& running_mean,
+             const py::object& running_var, bool training, float momentum, float eps, const py::array& y,
+             const py::array& save_mean, const py::array& save_invstd) {
   ArrayArg X = fg::bind::f32_arg(x, "input");
   NCL s = ncl_of(X, "input");
   ArrayArg Y = fg::bind::f32_arg(y, "out", -1, fg::bind::kContiguous, true);
@@ -53,10 +53,14 @@ void forward(const py::array& x, const py::object& weight, const py::object& bia
   if ((rm == nullptr) != (rv == nullptr))
     throw py::value_error("batch_norm: give both running_mean and running_var, or neither");
   if (!(eps >= 0.0f)) throw py::value_error("batch_norm: eps must be >= 0");
-  fg::bind::check_no_overlap("batch_norm_forward",
-                             {{x, "input", false}, {weight, "weight", false}, {bias, "bias", false},
-                              {running_mean, "running_mean", training}, {running_var, "running_var", training},
-                              {y, "out", true}, {save_mean, "save_mean", true}, {save_invstd, "save_invstd", true}});
+  fg::bind::check_no_overlap("batch_norm_forward", {{x, "input", false},
+                                                    {weight, "weight", false},
+                                                    {bias, "bias", false},
+                                                    {running_mean, "running_mean", training},
+                                                    {running_var, "running_var", training},
+                                                    {y, "out", true},
+                                                    {save_mean, "save_mean", true},
+                                                    {save_invstd, "save_invstd", true}});
   py::gil_scoped_release release;
   fg::batch_norm_forward(s.N, s.C, s.L, X.f32(), w, b, rm, rv, training, momentum, eps, Y.f32(), sm, si);
 }
@@ -79,18 +83,22 @@ void backward(const py::array& x, const py::array& gy, const py::object& weight,
   }
   float* gwp = channel_arg(gw, "grad_weight", s.C, true);
   float* gbp = channel_arg(gb, "grad_bias", s.C, true);
-  fg::bind::check_no_overlap("batch_norm_backward",
-                             {{x, "input", false}, {gy, "grad_output", false}, {weight, "weight", false},
-                              {save_mean, "save_mean", false}, {save_invstd, "save_invstd", false},
-                              {gx, "grad_input", true}, {gw, "grad_weight", true}, {gb, "grad_bias", true}});
+  fg::bind::check_no_overlap("batch_norm_backward", {{x, "input", false},
+                                                     {gy, "grad_output", false},
+                                                     {weight, "weight", false},
+                                                     {save_mean, "save_mean", false},
+                                                     {save_invstd, "save_invstd", false},
+                                                     {gx, "grad_input", true},
+                                                     {gw, "grad_weight", true},
+                                                     {gb, "grad_bias", true}});
   py::gil_scoped_release release;
   fg::batch_norm_backward(s.N, s.C, s.L, X.f32(), GY.f32(), w, sm, si, training, gxp, gwp, gbp);
 }
 
 void bind(py::module_& m) {
-  m.def("batch_norm_forward", &forward, py::arg("input"), py::arg("weight"), py::arg("bias"),
-        py::arg("running_mean"), py::arg("running_var"), py::arg("training"), py::arg("momentum"),
-        py::arg("eps"), py::arg("out"), py::arg("save_mean"), py::arg("save_invstd"));
+  m.def("batch_norm_forward", &forward, py::arg("input"), py::arg("weight"), py::arg("bias"), py::arg("running_mean"),
+        py::arg("running_var"), py::arg("training"), py::arg("momentum"), py::arg("eps"), py::arg("out"),
+        py::arg("save_mean"), py::arg("save_invstd"));
   m.def("batch_norm_backward", &backward, py::arg("input"), py::arg("grad_output"), py::arg("weight"),
         py::arg("save_mean"), py::arg("save_invstd"), py::arg("training"), py::arg("grad_input"),
         py::arg("grad_weight"), py::arg("grad_bias"));

@@ -10,10 +10,10 @@
 #include <utility>
 #include <vector>
 
+#include <pybind11/stl.h>
 #include "forgegrad/bindings.h"
 #include "forgegrad/conv.h"
 #include "forgegrad/py_array.h"
-#include <pybind11/stl.h>
 
 namespace py = pybind11;
 using fg::bind::ArrayArg;
@@ -81,8 +81,9 @@ std::optional<Quad> resolve_padding(const std::string& op, py::handle padding, P
     Quad q;
     const char* bad = fg::keras_same_padding(h, k.first, s.first, d.first, &std::get<0>(q), &std::get<1>(q));
     if (!bad) bad = fg::keras_same_padding(w, k.second, s.second, d.second, &std::get<2>(q), &std::get<3>(q));
-    if (bad) too_large(op, bad, "the 'same' padding of kernel_size " + str(k) + " with dilation " + str(d) +
-                                    " overflows int64");
+    if (bad)
+      too_large(op, bad,
+                "the 'same' padding of kernel_size " + str(k) + " with dilation " + str(d) + " overflows int64");
     return q;
   }
   if (py::isinstance<py::str>(padding)) {
@@ -94,8 +95,9 @@ std::optional<Quad> resolve_padding(const std::string& op, py::handle padding, P
     Quad q;
     const char* bad = fg::conv_same_padding(k.first, d.first, &std::get<0>(q), &std::get<1>(q));
     if (!bad) bad = fg::conv_same_padding(k.second, d.second, &std::get<2>(q), &std::get<3>(q));
-    if (bad) too_large(op, bad, "the 'same' padding of kernel_size " + str(k) + " with dilation " + str(d) +
-                                    " overflows int64");
+    if (bad)
+      too_large(op, bad,
+                "the 'same' padding of kernel_size " + str(k) + " with dilation " + str(d) + " overflows int64");
     return q;
   }
   std::vector<int64_t> v;
@@ -112,8 +114,10 @@ std::optional<Quad> resolve_padding(const std::string& op, py::handle padding, P
     }
   }
   if (v.size() != 1 && v.size() != 2 && v.size() != 4)
-    throw py::type_error(op + ": padding must be an int, a pair of ints, (top, bottom, left, right), 'same' or "
-                         "'valid', got " + repr_of(padding));
+    throw py::type_error(op +
+                         ": padding must be an int, a pair of ints, (top, bottom, left, right), 'same' or "
+                         "'valid', got " +
+                         repr_of(padding));
   for (int64_t e : v)
     if (e < 0) fail(op, "padding must be >= 0, got " + repr_of(padding));
   if (v.size() == 1) return Quad{v[0], v[0], v[0], v[0]};
@@ -179,8 +183,8 @@ fg::Conv2dGeom make_geom(const std::vector<int64_t>& xs, const std::vector<int64
   return make_geom("conv2d", xs, ws, stride, padding, dilation, groups);
 }
 
-void conv2d_forward(const py::array& x, const py::array& w, const py::object& b, const py::array& y,
-                    Pair stride, Quad padding, Pair dilation, int64_t groups) {
+void conv2d_forward(const py::array& x, const py::array& w, const py::object& b, const py::array& y, Pair stride,
+                    Quad padding, Pair dilation, int64_t groups) {
   ArrayArg X = fg::bind::f32_arg(x, "input", 4), Wt = fg::bind::f32_arg(w, "weight", 4);
   ArrayArg Y = fg::bind::f32_arg(y, "out", 4, fg::bind::kContiguous, true);
   fg::Conv2dGeom g = make_geom(X.shape, Wt.shape, stride, padding, dilation, groups);
@@ -191,13 +195,14 @@ void conv2d_forward(const py::array& x, const py::array& w, const py::object& b,
     bias = B.f32();
   }
   fg::bind::expect_shape(Y, "out", {g.N, g.OC, g.OH, g.OW});
-  fg::bind::check_no_overlap("conv2d", {{x, "input", false}, {w, "weight", false}, {b, "bias", false}, {y, "out", true}});
+  fg::bind::check_no_overlap("conv2d",
+                             {{x, "input", false}, {w, "weight", false}, {b, "bias", false}, {y, "out", true}});
   py::gil_scoped_release release;
   fg::conv2d_forward(g, X.f32(), Wt.f32(), bias, Y.f32());
 }
 
-void conv2d_backward_input(const py::array& gy, const py::array& w, const py::array& gx, Pair stride,
-                           Quad padding, Pair dilation, int64_t groups) {
+void conv2d_backward_input(const py::array& gy, const py::array& w, const py::array& gx, Pair stride, Quad padding,
+                           Pair dilation, int64_t groups) {
   ArrayArg GY = fg::bind::f32_arg(gy, "grad_output", 4), Wt = fg::bind::f32_arg(w, "weight", 4);
   ArrayArg GX = fg::bind::f32_arg(gx, "grad_input", 4, fg::bind::kContiguous, true);
   fg::Conv2dGeom g = make_geom(GX.shape, Wt.shape, stride, padding, dilation, groups);
@@ -208,9 +213,9 @@ void conv2d_backward_input(const py::array& gy, const py::array& w, const py::ar
   fg::conv2d_backward_input(g, Wt.f32(), GY.f32(), GX.f32());
 }
 
-void conv2d_backward_weight(const py::array& x, const py::array& gy, const py::object& gw,
-                            const py::object& gb, std::vector<int64_t> weight_shape, Pair stride,
-                            Quad padding, Pair dilation, int64_t groups) {
+void conv2d_backward_weight(const py::array& x, const py::array& gy, const py::object& gw, const py::object& gb,
+                            std::vector<int64_t> weight_shape, Pair stride, Quad padding, Pair dilation,
+                            int64_t groups) {
   ArrayArg X = fg::bind::f32_arg(x, "input", 4), GY = fg::bind::f32_arg(gy, "grad_output", 4);
   if (weight_shape.size() != 4) throw py::value_error("conv2d: weight_shape must have 4 entries");
   fg::Conv2dGeom g = make_geom(X.shape, weight_shape, stride, padding, dilation, groups);
@@ -228,8 +233,9 @@ void conv2d_backward_weight(const py::array& x, const py::array& gy, const py::o
     gbp = GB.f32();
   }
   if (!gwp && !gbp) return;
-  fg::bind::check_no_overlap("conv2d_backward_weight", {{x, "input", false}, {gy, "grad_output", false},
-                                                        {gw, "grad_weight", true}, {gb, "grad_bias", true}});
+  fg::bind::check_no_overlap(
+      "conv2d_backward_weight",
+      {{x, "input", false}, {gy, "grad_output", false}, {gw, "grad_weight", true}, {gb, "grad_bias", true}});
   py::gil_scoped_release release;
   fg::conv2d_backward_weight(g, X.f32(), GY.f32(), gwp, gbp);
 }
@@ -244,8 +250,7 @@ py::object py_resolve_padding(const py::object& padding, Pair kernel_size, Pair 
 }
 
 std::vector<int64_t> shape_arg(const std::string& op, const char* name, const std::vector<int64_t>& v) {
-  if (v.size() != 4)
-    fail(op, std::string(name) + " must have 4 entries, got " + fg::bind::shape_str(v));
+  if (v.size() != 4) fail(op, std::string(name) + " must have 4 entries, got " + fg::bind::shape_str(v));
   return v;
 }
 
@@ -271,23 +276,23 @@ std::vector<int64_t> py_weight_shape(int64_t in_channels, int64_t out_channels, 
   check_groups(op, in_channels, out_channels, groups);
   int64_t n;
   if (!fg::checked_elements({out_channels, in_channels / groups, kernel_size.first, kernel_size.second}, &n))
-    too_large(op, "kernel_size", "the weight " +
-                                     fg::bind::shape_str({out_channels, in_channels / groups, kernel_size.first,
-                                                          kernel_size.second}) +
-                                     " would hold more than 2^58 elements");
+    too_large(op, "kernel_size",
+              "the weight " +
+                  fg::bind::shape_str({out_channels, in_channels / groups, kernel_size.first, kernel_size.second}) +
+                  " would hold more than 2^58 elements");
   return {out_channels, in_channels / groups, kernel_size.first, kernel_size.second};
 }
 
 void bind(py::module_& m) {
-  m.def("conv2d_forward", &conv2d_forward, py::arg("input"), py::arg("weight"), py::arg("bias"),
-        py::arg("out"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
+  m.def("conv2d_forward", &conv2d_forward, py::arg("input"), py::arg("weight"), py::arg("bias"), py::arg("out"),
+        py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
         "out = conv2d(input, weight) + bias; padding is (top, bottom, left, right).");
   m.def("conv2d_backward_input", &conv2d_backward_input, py::arg("grad_output"), py::arg("weight"),
-        py::arg("grad_input"), py::arg("stride"), py::arg("padding"), py::arg("dilation"),
-        py::arg("groups"), "grad_input (overwritten) of conv2d.");
+        py::arg("grad_input"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
+        "grad_input (overwritten) of conv2d.");
   m.def("conv2d_backward_weight", &conv2d_backward_weight, py::arg("input"), py::arg("grad_output"),
-        py::arg("grad_weight"), py::arg("grad_bias"), py::arg("weight_shape"), py::arg("stride"),
-        py::arg("padding"), py::arg("dilation"), py::arg("groups"),
+        py::arg("grad_weight"), py::arg("grad_bias"), py::arg("weight_shape"), py::arg("stride"), py::arg("padding"),
+        py::arg("dilation"), py::arg("groups"),
         "grad_weight and grad_bias (either may be None; overwritten) of conv2d.");
   m.def("resolve_padding", &py_resolve_padding, py::arg("padding"), py::arg("kernel_size"),
         py::arg("stride") = Pair{1, 1}, py::arg("dilation") = Pair{1, 1}, py::arg("input_size") = py::none(),

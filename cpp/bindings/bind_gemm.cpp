@@ -23,8 +23,8 @@ namespace {
 void check_rank(const py::array& a, const char* name, int ndim) {
   if (a.ndim() == ndim) return;
   std::vector<int64_t> shape(a.shape(), a.shape() + a.ndim());
-  throw py::value_error(std::string(name) + " must be " + std::to_string(ndim) + "-D, got " +
-                        std::to_string(a.ndim()) + "-D with shape " + fg::bind::shape_str(shape));
+  throw py::value_error(std::string(name) + " must be " + std::to_string(ndim) + "-D, got " + std::to_string(a.ndim()) +
+                        "-D with shape " + fg::bind::shape_str(shape));
 }
 
 // A 2-D operand whose rows may be strided but whose elements within a row are contiguous.
@@ -45,21 +45,20 @@ int64_t leading_dim(const ArrayArg& r) {
   return ld < 1 ? 1 : ld;
 }
 
-void sgemm(const py::array& a, const py::array& b, const py::array& c, bool trans_a, bool trans_b,
-           float alpha, float beta, bool reference) {
+void sgemm(const py::array& a, const py::array& b, const py::array& c, bool trans_a, bool trans_b, float alpha,
+           float beta, bool reference) {
   ArrayArg A = matrix_arg(a, "a", false), B = matrix_arg(b, "b", false), C = matrix_arg(c, "out", true);
   int64_t M = trans_a ? A.shape[1] : A.shape[0];
   int64_t K = trans_a ? A.shape[0] : A.shape[1];
   int64_t Kb = trans_b ? B.shape[1] : B.shape[0];
   int64_t N = trans_b ? B.shape[0] : B.shape[1];
   if (K != Kb)
-    throw py::value_error("matmul: inner dimensions differ: op(a) is " + fg::bind::shape_str({M, K}) +
-                          ", op(b) is " + fg::bind::shape_str({Kb, N}));
+    throw py::value_error("matmul: inner dimensions differ: op(a) is " + fg::bind::shape_str({M, K}) + ", op(b) is " +
+                          fg::bind::shape_str({Kb, N}));
   fg::bind::expect_shape(C, "out", {M, N});
   py::gil_scoped_release release;
   auto fn = reference ? &fg::sgemm_reference : &fg::sgemm;
-  fn(trans_a, trans_b, M, N, K, alpha, A.f32(), leading_dim(A), B.f32(), leading_dim(B), beta, C.f32(),
-     leading_dim(C));
+  fn(trans_a, trans_b, M, N, K, alpha, A.f32(), leading_dim(A), B.f32(), leading_dim(B), beta, C.f32(), leading_dim(C));
 }
 
 // A stack of matrices (batch, rows, cols): rows strided like matrix_arg, the batch axis with any
@@ -71,20 +70,18 @@ int64_t batch_arg(const py::array& a, const char* name, bool writable, ArrayArg&
     throw py::value_error(std::string(name) + " must have unit stride along its last axis");
   if (r.shape[1] > 1 && r.strides[1] < r.shape[2])
     throw py::value_error(std::string(name) + " has overlapping or negative row strides");
-  if (r.shape[0] > 1 && r.strides[0] < 0)
-    throw py::value_error(std::string(name) + " has a negative batch stride");
+  if (r.shape[0] > 1 && r.strides[0] < 0) throw py::value_error(std::string(name) + " has a negative batch stride");
   return r.shape[0] > 1 ? r.strides[0] : 0;
 }
 
-void bmm(const py::array& a, const py::array& b, const py::array& c, bool trans_a, bool trans_b,
-         float alpha, float beta) {
+void bmm(const py::array& a, const py::array& b, const py::array& c, bool trans_a, bool trans_b, float alpha,
+         float beta) {
   ArrayArg A, B, C;
   int64_t sa = batch_arg(a, "a", false, A), sb = batch_arg(b, "b", false, B), sc = batch_arg(c, "out", true, C);
   int64_t batch = C.shape[0];
   if (A.shape[0] != batch || B.shape[0] != batch)
-    throw py::value_error("bmm: batch sizes differ: a has shape " + fg::bind::shape_str(A.shape) +
-                          ", b has shape " + fg::bind::shape_str(B.shape) + ", out has shape " +
-                          fg::bind::shape_str(C.shape));
+    throw py::value_error("bmm: batch sizes differ: a has shape " + fg::bind::shape_str(A.shape) + ", b has shape " +
+                          fg::bind::shape_str(B.shape) + ", out has shape " + fg::bind::shape_str(C.shape));
   int64_t M = trans_a ? A.shape[2] : A.shape[1];
   int64_t K = trans_a ? A.shape[1] : A.shape[2];
   int64_t Kb = trans_b ? B.shape[2] : B.shape[1];
@@ -101,8 +98,8 @@ void bmm(const py::array& a, const py::array& b, const py::array& c, bool trans_
     return v < 1 ? int64_t(1) : v;
   };
   py::gil_scoped_release release;
-  fg::sgemm_batched(trans_a, trans_b, batch, M, N, K, alpha, A.f32(), ld(A), sa, B.f32(), ld(B), sb,
-                    beta, C.f32(), ld(C), sc);
+  fg::sgemm_batched(trans_a, trans_b, batch, M, N, K, alpha, A.f32(), ld(A), sa, B.f32(), ld(B), sb, beta, C.f32(),
+                    ld(C), sc);
 }
 
 // ---- matmul: any 2-D float32 views --------------------------------------------------------------
@@ -129,9 +126,7 @@ py::array checked_matrix(py::handle h, const char* name) {
 }
 
 // Row-major with unit inner stride and non-overlapping rows (strides in elements)?
-bool rows_ok(int64_t r, int64_t c, int64_t rs, int64_t cs) {
-  return (c <= 1 || cs == 1) && (r <= 1 || rs >= c);
-}
+bool rows_ok(int64_t r, int64_t c, int64_t rs, int64_t cs) { return (c <= 1 || cs == 1) && (r <= 1 || rs >= c); }
 
 // An aligned C-contiguous float32 version of `a` (a copy unless `a` already is one), made by numpy:
 // a failed allocation raises numpy's MemoryError (array_t::ensure would return a null handle with
@@ -184,8 +179,8 @@ bool overlaps(const py::array& x, const py::array& y) {
   return py::module_::import("numpy").attr("shares_memory")(x, y).cast<bool>();
 }
 
-py::array matmul(py::handle a_in, py::handle b_in, py::handle out_in, bool trans_a, bool trans_b,
-                 float alpha, float beta) {
+py::array matmul(py::handle a_in, py::handle b_in, py::handle out_in, bool trans_a, bool trans_b, float alpha,
+                 float beta) {
   py::array a = checked_matrix(a_in, "a"), b = checked_matrix(b_in, "b");
   const int64_t M = trans_a ? a.shape(1) : a.shape(0), K = trans_a ? a.shape(0) : a.shape(1);
   const int64_t Kb = trans_b ? b.shape(1) : b.shape(0), N = trans_b ? b.shape(0) : b.shape(1);
@@ -193,8 +188,8 @@ py::array matmul(py::handle a_in, py::handle b_in, py::handle out_in, bool trans
     throw py::value_error("matmul: inner dimensions differ: op(a) has shape " + fg::bind::shape_str({M, K}) +
                           " and op(b) has shape " + fg::bind::shape_str({Kb, N}) + " (a is " +
                           fg::bind::shape_str({a.shape(0), a.shape(1)}) + ", b is " +
-                          fg::bind::shape_str({b.shape(0), b.shape(1)}) + ", trans_a=" +
-                          (trans_a ? "True" : "False") + ", trans_b=" + (trans_b ? "True" : "False") + ")");
+                          fg::bind::shape_str({b.shape(0), b.shape(1)}) + ", trans_a=" + (trans_a ? "True" : "False") +
+                          ", trans_b=" + (trans_b ? "True" : "False") + ")");
   py::array out;
   if (out_in.is_none()) {
     if (beta != 0.0f) throw py::value_error("matmul: beta != 0 needs an out array to accumulate into");
@@ -305,8 +300,8 @@ py::object bmm_plain(py::handle a_in, py::handle b_in, py::handle out_in) {
   if (batch > 1 && C.batch_stride < (M - 1) * (M > 1 ? C.ld : 0) + N) return py::none();
   {
     py::gil_scoped_release release;
-    fg::sgemm_batched(A.transposed, B.transposed, batch, M, N, K, 1.0f, A.ptr, A.ld, A.batch_stride, B.ptr,
-                      B.ld, B.batch_stride, 0.0f, C.ptr, C.ld, C.batch_stride);
+    fg::sgemm_batched(A.transposed, B.transposed, batch, M, N, K, 1.0f, A.ptr, A.ld, A.batch_stride, B.ptr, B.ld,
+                      B.batch_stride, 0.0f, C.ptr, C.ld, C.batch_stride);
   }
   return std::move(out);
 }
@@ -366,33 +361,30 @@ py::array linear(py::handle x_in, py::handle w_in, py::handle b_in, int activati
   if (bp)
     for (int64_t i = 0; i < M; ++i) std::copy(bp, bp + N, yp + i * N);
   // op(weight) = weight.T: the (N, K) weight read transposed (or a transposed view read directly).
-  fg::sgemm(false, !W.transposed, M, N, K, 1.0f, xp, K > 0 ? K : 1, W.ptr, W.ld, bp ? 1.0f : 0.0f, yp,
-            N);
+  fg::sgemm(false, !W.transposed, M, N, K, 1.0f, xp, K > 0 ? K : 1, W.ptr, W.ld, bp ? 1.0f : 0.0f, yp, N);
   if (activation >= 0) fg::act_forward(activation, yp, yp, M * N, alpha);
   return std::move(out);
 }
 
 void bind(py::module_& m) {
-  m.def("linear", &linear, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),
-        py::arg("activation") = -1, py::arg("alpha") = 0.0f,
+  m.def("linear", &linear, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("activation") = -1,
+        py::arg("alpha") = 0.0f,
         "act(x @ weight.T + bias) for x (..., in_features) float32, weight (out_features, "
         "in_features), bias (out_features,) or None, activation an activation code (-1: none; "
         "alpha: leaky_relu's slope); returns a new (..., out_features) array.");
-  m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("out") = py::none(),
-        py::arg("trans_a") = false, py::arg("trans_b") = false, py::arg("alpha") = 1.0f,
-        py::arg("beta") = 0.0f,
+  m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("out") = py::none(), py::arg("trans_a") = false,
+        py::arg("trans_b") = false, py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f,
         "out = alpha * op(a) @ op(b) + beta * out on 2-D float32 arrays of any layout (see "
         "forgegrad.kernels.matmul); returns out, allocated when None.");
-  m.def("bmm", &bmm, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("trans_a") = false,
-        py::arg("trans_b") = false, py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f,
+  m.def("bmm", &bmm, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("trans_a") = false, py::arg("trans_b") = false,
+        py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f,
         "out[i] = alpha * op(a[i]) @ op(b[i]) + beta * out[i] on float32 3-D arrays; a batch "
         "stride of 0 broadcasts (rows may be strided).");
   m.def("bmm_plain", &bmm_plain, py::arg("a"), py::arg("b"), py::arg("out") = py::none(),
         "a @ b for 3-D float32 stacks of one batch size readable in place (see forgegrad.kernels.bmm); "
         "returns out (allocated when None), or None when the inputs need the general path.");
   m.def("sgemm", &sgemm, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("trans_a") = false,
-        py::arg("trans_b") = false, py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f,
-        py::arg("reference") = false,
+        py::arg("trans_b") = false, py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f, py::arg("reference") = false,
         "out = alpha * op(a) @ op(b) + beta * out on float32 2-D arrays (rows may be strided).");
 }
 

@@ -24,8 +24,8 @@ FG_KERNEL(void, layer_norm_forward,
 // is only a starting point (its rounding error is measured on the row and removed), so gradients
 // stay accurate at large offsets. grad_x may alias grad_y.
 FG_KERNEL(void, layer_norm_backward,
-          (const float* grad_y, const float* x, const float* mean, const float* rstd, const float* weight,
-           int64_t rows, int64_t D, float* grad_x, float* grad_weight, float* grad_bias),
+          (const float* grad_y, const float* x, const float* mean, const float* rstd, const float* weight, int64_t rows,
+           int64_t D, float* grad_x, float* grad_weight, float* grad_bias),
           (grad_y, x, mean, rstd, weight, rows, D, grad_x, grad_weight, grad_bias))
 
 // y (rows, D); rstd (rows). y may alias x.
@@ -54,9 +54,9 @@ struct RowsView {
 
 RowsView split(const ArrayArg& x, int64_t normalized_ndim, const char* name) {
   if (normalized_ndim < 1 || normalized_ndim > x.ndim)
-    throw py::value_error(std::string(name) + " must have at least normalized_ndim = " +
-                          std::to_string(normalized_ndim) + " axes (and normalized_ndim >= 1), got shape " +
-                          fg::bind::shape_str(x.shape));
+    throw py::value_error(std::string(name) +
+                          " must have at least normalized_ndim = " + std::to_string(normalized_ndim) +
+                          " axes (and normalized_ndim >= 1), got shape " + fg::bind::shape_str(x.shape));
   RowsView v;
   const int64_t k = x.ndim - normalized_ndim;
   v.batch.assign(x.shape.begin(), x.shape.begin() + k);
@@ -71,11 +71,13 @@ RowsView split(const ArrayArg& x, int64_t normalized_ndim, const char* name) {
 
 // The batch / normalised split of x from the saved statistic `stat` (shape = x's leading axes).
 RowsView split_by_stat(const ArrayArg& x, const ArrayArg& stat, const char* stat_name) {
-  const bool prefix = stat.ndim < x.ndim && std::vector<int64_t>(x.shape.begin(), x.shape.begin() + stat.ndim) == stat.shape;
+  const bool prefix =
+      stat.ndim < x.ndim && std::vector<int64_t>(x.shape.begin(), x.shape.begin() + stat.ndim) == stat.shape;
   if (!prefix)
-    throw py::value_error(std::string(stat_name) + " must have the batch shape of x (its leading axes, before the "
-                          "normalized axes), got " + fg::bind::shape_str(stat.shape) + " for x of shape " +
-                          fg::bind::shape_str(x.shape));
+    throw py::value_error(std::string(stat_name) +
+                          " must have the batch shape of x (its leading axes, before the "
+                          "normalized axes), got " +
+                          fg::bind::shape_str(stat.shape) + " for x of shape " + fg::bind::shape_str(x.shape));
   return split(x, x.ndim - stat.ndim, "x");
 }
 
@@ -123,8 +125,12 @@ void ln_forward(const py::array& x, int64_t normalized_ndim, const py::object& w
   float* m = out_arg(mean, "mean", v.batch);
   float* r = out_arg(rstd, "rstd", v.batch);
   check_eps(eps);
-  fg::bind::check_no_overlap("layer_norm_forward", {{x, "x", false}, {weight, "weight", false}, {bias, "bias", false},
-                                                    {out, "out", true}, {mean, "mean", true}, {rstd, "rstd", true}});
+  fg::bind::check_no_overlap("layer_norm_forward", {{x, "x", false},
+                                                    {weight, "weight", false},
+                                                    {bias, "bias", false},
+                                                    {out, "out", true},
+                                                    {mean, "mean", true},
+                                                    {rstd, "rstd", true}});
   py::gil_scoped_release release;
   fg::layer_norm_forward(X.f32(), w, b, v.rows, v.D, eps, y, m, r);
 }
@@ -141,24 +147,28 @@ void ln_backward(const py::array& grad, const py::array& x, const py::array& mea
   float* gx = optional_out(grad_x, "grad_x", X.shape);
   float* gw = optional_out(grad_weight, "grad_weight", v.normalized);
   float* gb = optional_out(grad_bias, "grad_bias", v.normalized);
-  fg::bind::check_no_overlap("layer_norm_backward",
-                             {{grad, "grad", false}, {x, "x", false}, {mean, "mean", false}, {rstd, "rstd", false},
-                              {weight, "weight", false}, {grad_x, "grad_x", true}, {grad_weight, "grad_weight", true},
-                              {grad_bias, "grad_bias", true}});
+  fg::bind::check_no_overlap("layer_norm_backward", {{grad, "grad", false},
+                                                     {x, "x", false},
+                                                     {mean, "mean", false},
+                                                     {rstd, "rstd", false},
+                                                     {weight, "weight", false},
+                                                     {grad_x, "grad_x", true},
+                                                     {grad_weight, "grad_weight", true},
+                                                     {grad_bias, "grad_bias", true}});
   py::gil_scoped_release release;
   fg::layer_norm_backward(G.f32(), X.f32(), M.f32(), R.f32(), w, v.rows, v.D, gx, gw, gb);
 }
 
-void rms_forward(const py::array& x, int64_t normalized_ndim, const py::object& weight, float eps,
-                 const py::array& out, const py::array& rstd) {
+void rms_forward(const py::array& x, int64_t normalized_ndim, const py::object& weight, float eps, const py::array& out,
+                 const py::array& rstd) {
   ArrayArg X = fg::bind::f32_arg(x, "x");
   RowsView v = split(X, normalized_ndim, "x");
   const float* w = optional_in(weight, "weight", v.normalized);
   float* y = out_arg(out, "out", X.shape);
   float* r = out_arg(rstd, "rstd", v.batch);
   check_eps(eps);
-  fg::bind::check_no_overlap("rms_norm_forward", {{x, "x", false}, {weight, "weight", false}, {out, "out", true},
-                                                  {rstd, "rstd", true}});
+  fg::bind::check_no_overlap("rms_norm_forward",
+                             {{x, "x", false}, {weight, "weight", false}, {out, "out", true}, {rstd, "rstd", true}});
   py::gil_scoped_release release;
   fg::rms_norm_forward(X.f32(), w, v.rows, v.D, eps, y, r);
 }
@@ -172,16 +182,19 @@ void rms_backward(const py::array& grad, const py::array& x, const py::array& rs
   const float* w = optional_in(weight, "weight", v.normalized);
   float* gx = optional_out(grad_x, "grad_x", X.shape);
   float* gw = optional_out(grad_weight, "grad_weight", v.normalized);
-  fg::bind::check_no_overlap("rms_norm_backward", {{grad, "grad", false}, {x, "x", false}, {rstd, "rstd", false},
-                                                   {weight, "weight", false}, {grad_x, "grad_x", true},
+  fg::bind::check_no_overlap("rms_norm_backward", {{grad, "grad", false},
+                                                   {x, "x", false},
+                                                   {rstd, "rstd", false},
+                                                   {weight, "weight", false},
+                                                   {grad_x, "grad_x", true},
                                                    {grad_weight, "grad_weight", true}});
   py::gil_scoped_release release;
   fg::rms_norm_backward(G.f32(), X.f32(), R.f32(), w, v.rows, v.D, gx, gw);
 }
 
 void bind(py::module_& m) {
-  m.def("layer_norm_forward", &ln_forward, py::arg("x"), py::arg("normalized_ndim"), py::arg("weight"),
-        py::arg("bias"), py::arg("eps"), py::arg("out"), py::arg("mean"), py::arg("rstd"),
+  m.def("layer_norm_forward", &ln_forward, py::arg("x"), py::arg("normalized_ndim"), py::arg("weight"), py::arg("bias"),
+        py::arg("eps"), py::arg("out"), py::arg("mean"), py::arg("rstd"),
         "out = (x - mean) * rstd * weight + bias over the last normalized_ndim axes of x; mean and rstd "
         "(1 / sqrt(biased var + eps)) get the batch shape (x's leading axes). weight / bias: None or the "
         "normalized shape.");
@@ -189,8 +202,8 @@ void bind(py::module_& m) {
         py::arg("weight"), py::arg("grad_x"), py::arg("grad_weight"), py::arg("grad_bias"),
         "Fills grad_x, grad_weight, grad_bias (each None when not needed) of layer_norm_forward; the "
         "normalized axes are those of x after mean's shape.");
-  m.def("rms_norm_forward", &rms_forward, py::arg("x"), py::arg("normalized_ndim"), py::arg("weight"),
-        py::arg("eps"), py::arg("out"), py::arg("rstd"),
+  m.def("rms_norm_forward", &rms_forward, py::arg("x"), py::arg("normalized_ndim"), py::arg("weight"), py::arg("eps"),
+        py::arg("out"), py::arg("rstd"),
         "out = x * rstd * weight, rstd = 1 / sqrt(mean(x^2) + eps) over the last normalized_ndim axes.");
   m.def("rms_norm_backward", &rms_backward, py::arg("grad"), py::arg("x"), py::arg("rstd"), py::arg("weight"),
         py::arg("grad_x"), py::arg("grad_weight"),

@@ -45,7 +45,8 @@ CeArgs check_common(const ArrayArg& Z, const char* zname, const py::array& targe
     for (int64_t c = 0; c < a.C; ++c) total += a.weight[c];
   }
   a.weight_total = static_cast<float>(total);
-  if (a.C == 0 && a.N > 0) throw py::value_error(std::string(zname) + " has 0 classes but " + std::to_string(a.N) + " rows");
+  if (a.C == 0 && a.N > 0)
+    throw py::value_error(std::string(zname) + " has 0 classes but " + std::to_string(a.N) + " rows");
   return a;
 }
 
@@ -59,9 +60,11 @@ py::tuple forward(const py::array& logits, const py::array& target, const py::ob
   ArrayArg L = fg::bind::f32_arg(loss_out, "loss_out", 1, fg::bind::kContiguous, true);
   fg::bind::expect_shape(P, "prob_out", Z.shape);
   fg::bind::expect_shape(L, "loss_out", {a.N});
-  fg::bind::check_no_overlap("cross_entropy_forward",
-                             {{logits, "logits", false}, {target, "target", false}, {weight, "weight", false},
-                              {prob_out, "prob_out", true}, {loss_out, "loss_out", true}});
+  fg::bind::check_no_overlap("cross_entropy_forward", {{logits, "logits", false},
+                                                       {target, "target", false},
+                                                       {weight, "weight", false},
+                                                       {prob_out, "prob_out", true},
+                                                       {loss_out, "loss_out", true}});
   double loss_sum = 0.0, weight_sum = 0.0;
   {
     py::gil_scoped_release release;
@@ -93,8 +96,11 @@ void backward(const py::array& prob, const py::array& target, const py::object& 
   }
   // out may be prob itself: rows are read and written in one pass
   fg::bind::check_no_overlap("cross_entropy_backward",
-                             {{prob, "prob", false}, {target, "target", false}, {weight, "weight", false},
-                              {gl_arr, "grad_loss", false}, {out, "out", true}},
+                             {{prob, "prob", false},
+                              {target, "target", false},
+                              {weight, "weight", false},
+                              {gl_arr, "grad_loss", false},
+                              {out, "out", true}},
                              {{"out", "prob"}});
   py::gil_scoped_release release;
   fg::cross_entropy_backward(P.f32(), a.target, a.weight, a.weight_total, a.N, a.C, ignore_index, label_smoothing, gl,

@@ -151,7 +151,13 @@ void adam_step(const List& params, const List& grads, const List& exp_avgs, cons
     if (max_exp_avg_sqs) x = arrays.like_param(*max_exp_avg_sqs, "max_exp_avg_sqs", i, true);
     if (!(bias_correction2_sqrts[i] > 0.0))
       throw py::value_error(item_name("bias_correction2_sqrts", i) + " must be > 0");
-    ts[i] = fg::AdamTensor{p.ptr, g.ptr, m.ptr, v.ptr, x.ptr, p.size, static_cast<float>(step_sizes[i]),
+    ts[i] = fg::AdamTensor{p.ptr,
+                           g.ptr,
+                           m.ptr,
+                           v.ptr,
+                           x.ptr,
+                           p.size,
+                           static_cast<float>(step_sizes[i]),
                            static_cast<float>(bias_correction2_sqrts[i])};
   }
   arrays.check();
@@ -170,12 +176,11 @@ void adam_step(const List& params, const List& grads, const List& exp_avgs, cons
 }
 
 void sgd_step(const List& params, const List& grads, const std::optional<List>& momentum_buffers,
-              const std::vector<bool>& init_buffers, double lr, double momentum, double dampening,
-              double weight_decay, bool nesterov, bool maximize) {
+              const std::vector<bool>& init_buffers, double lr, double momentum, double dampening, double weight_decay,
+              bool nesterov, bool maximize) {
   const size_t n = params.size();
   expect_count("grads", grads.size(), n);
-  if (momentum != 0.0 && !momentum_buffers)
-    throw py::value_error("momentum_buffers are required when momentum != 0");
+  if (momentum != 0.0 && !momentum_buffers) throw py::value_error("momentum_buffers are required when momentum != 0");
   if (momentum != 0.0) {
     expect_count("momentum_buffers", momentum_buffers->size(), n);
     expect_count("init_buffers", init_buffers.size(), n);
@@ -208,10 +213,14 @@ void sgd_step(const List& params, const List& grads, const std::optional<List>& 
 // Per-array reductions, each in double: "l1" sum |x|, "l2sq" sum x*x, "inf" max |x| (NaN wins).
 std::vector<double> norms(const List& arrays, const std::string& kind) {
   int k;
-  if (kind == "l1") k = fg::kNormL1;
-  else if (kind == "l2sq") k = fg::kNormL2;
-  else if (kind == "inf") k = fg::kNormInf;
-  else throw py::value_error("norms: kind must be 'l1', 'l2sq' or 'inf', got '" + kind + "'");
+  if (kind == "l1")
+    k = fg::kNormL1;
+  else if (kind == "l2sq")
+    k = fg::kNormL2;
+  else if (kind == "inf")
+    k = fg::kNormInf;
+  else
+    throw py::value_error("norms: kind must be 'l1', 'l2sq' or 'inf', got '" + kind + "'");
   const size_t n = arrays.size();
   std::vector<const float*> ptrs(n);
   std::vector<int64_t> sizes(n);

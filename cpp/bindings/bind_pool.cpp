@@ -8,10 +8,10 @@
 #include <utility>
 #include <vector>
 
+#include <pybind11/stl.h>
 #include "forgegrad/bindings.h"
 #include "forgegrad/pool.h"
 #include "forgegrad/py_array.h"
-#include <pybind11/stl.h>
 
 namespace py = pybind11;
 using fg::bind::ArrayArg;
@@ -99,8 +99,8 @@ void max_bwd(const py::array& gy, const py::array& idx, const py::array& gx) {
   throw py::value_error("max_pool2d_backward: indices must lie in [0, H*W) of input_shape");
 }
 
-void avg_fwd(const py::array& x, const py::array& y, Pair k, Pair s, Pair p, bool ceil_mode,
-             bool count_include_pad, int64_t divisor_override) {
+void avg_fwd(const py::array& x, const py::array& y, Pair k, Pair s, Pair p, bool ceil_mode, bool count_include_pad,
+             int64_t divisor_override) {
   ArrayArg X = fg::bind::f32_arg(x, "input", 4);
   ArrayArg Y = fg::bind::f32_arg(y, "out", 4, fg::bind::kContiguous, true);
   fg::Pool2dGeom g = make_geom("avg_pool2d", X.shape, k, s, p, {1, 1}, ceil_mode);
@@ -110,8 +110,8 @@ void avg_fwd(const py::array& x, const py::array& y, Pair k, Pair s, Pair p, boo
   fg::avg_pool2d_forward(g, X.f32(), Y.f32(), count_include_pad, divisor_override);
 }
 
-void avg_bwd(const py::array& gy, const py::array& gx, Pair k, Pair s, Pair p, bool ceil_mode,
-             bool count_include_pad, int64_t divisor_override) {
+void avg_bwd(const py::array& gy, const py::array& gx, Pair k, Pair s, Pair p, bool ceil_mode, bool count_include_pad,
+             int64_t divisor_override) {
   ArrayArg GY = fg::bind::f32_arg(gy, "grad_output", 4);
   ArrayArg GX = fg::bind::f32_arg(gx, "grad_input", 4, fg::bind::kContiguous, true);
   fg::Pool2dGeom g = make_geom("avg_pool2d", GX.shape, k, s, p, {1, 1}, ceil_mode);
@@ -125,22 +125,22 @@ void avg_bwd(const py::array& gy, const py::array& gx, Pair k, Pair s, Pair p, b
 void check_adaptive(const char* op, const std::vector<int64_t>& in, const std::vector<int64_t>& out) {
   int64_t n;
   if (!fg::checked_mul(out[2], in[2], &n) || !fg::checked_mul(out[3], in[3], &n))
-    fail(op, "output size " + str({out[2], out[3]}) + " times the input size " + str({in[2], in[3]}) +
-                 " overflows int64");
+    fail(op,
+         "output size " + str({out[2], out[3]}) + " times the input size " + str({in[2], in[3]}) + " overflows int64");
 }
 
 void adaptive_fwd(const py::array& x, const py::array& y) {
   ArrayArg X = fg::bind::f32_arg(x, "input", 4);
   ArrayArg Y = fg::bind::f32_arg(y, "out", 4, fg::bind::kContiguous, true);
-  if (Y.shape[0] != X.shape[0] || Y.shape[1] != X.shape[1] || Y.shape[2] < 1 || Y.shape[3] < 1 ||
-      X.shape[2] < 1 || X.shape[3] < 1)
-    throw py::value_error("adaptive_avg_pool2d: bad shapes input " + fg::bind::shape_str(X.shape) +
-                          ", out " + fg::bind::shape_str(Y.shape));
+  if (Y.shape[0] != X.shape[0] || Y.shape[1] != X.shape[1] || Y.shape[2] < 1 || Y.shape[3] < 1 || X.shape[2] < 1 ||
+      X.shape[3] < 1)
+    throw py::value_error("adaptive_avg_pool2d: bad shapes input " + fg::bind::shape_str(X.shape) + ", out " +
+                          fg::bind::shape_str(Y.shape));
   check_adaptive("adaptive_avg_pool2d", X.shape, Y.shape);
   fg::bind::check_no_overlap("adaptive_avg_pool2d", {{x, "input", false}, {y, "out", true}});
   py::gil_scoped_release release;
-  fg::adaptive_avg_pool2d_forward(X.shape[0], X.shape[1], X.shape[2], X.shape[3], Y.shape[2], Y.shape[3],
-                                  X.f32(), Y.f32());
+  fg::adaptive_avg_pool2d_forward(X.shape[0], X.shape[1], X.shape[2], X.shape[3], Y.shape[2], Y.shape[3], X.f32(),
+                                  Y.f32());
 }
 
 void adaptive_bwd(const py::array& gy, const py::array& gx) {
@@ -148,13 +148,13 @@ void adaptive_bwd(const py::array& gy, const py::array& gx) {
   ArrayArg GX = fg::bind::f32_arg(gx, "grad_input", 4, fg::bind::kContiguous, true);
   if (GY.shape[0] != GX.shape[0] || GY.shape[1] != GX.shape[1] || GY.shape[2] < 1 || GY.shape[3] < 1 ||
       GX.shape[2] < 1 || GX.shape[3] < 1)
-    throw py::value_error("adaptive_avg_pool2d_backward: bad shapes grad_output " +
-                          fg::bind::shape_str(GY.shape) + ", grad_input " + fg::bind::shape_str(GX.shape));
+    throw py::value_error("adaptive_avg_pool2d_backward: bad shapes grad_output " + fg::bind::shape_str(GY.shape) +
+                          ", grad_input " + fg::bind::shape_str(GX.shape));
   check_adaptive("adaptive_avg_pool2d_backward", GX.shape, GY.shape);
   fg::bind::check_no_overlap("adaptive_avg_pool2d_backward", {{gy, "grad_output", false}, {gx, "grad_input", true}});
   py::gil_scoped_release release;
-  fg::adaptive_avg_pool2d_backward(GX.shape[0], GX.shape[1], GX.shape[2], GX.shape[3], GY.shape[2],
-                                   GY.shape[3], GY.f32(), GX.f32());
+  fg::adaptive_avg_pool2d_backward(GX.shape[0], GX.shape[1], GX.shape[2], GX.shape[3], GY.shape[2], GY.shape[3],
+                                   GY.f32(), GX.f32());
 }
 
 // (N, C, OH, OW) of max / avg pooling; stride None means kernel_size (as torch).
@@ -162,18 +162,17 @@ std::vector<int64_t> py_output_shape(const std::vector<int64_t>& input_shape, Pa
                                      std::optional<Pair> stride, Pair padding, Pair dilation, bool ceil_mode,
                                      const std::string& op) {
   if (input_shape.size() != 4) fail(op, "input_shape must have 4 entries, got " + fg::bind::shape_str(input_shape));
-  const fg::Pool2dGeom g = make_geom(op, input_shape, kernel_size, stride.value_or(kernel_size), padding, dilation,
-                                     ceil_mode);
+  const fg::Pool2dGeom g =
+      make_geom(op, input_shape, kernel_size, stride.value_or(kernel_size), padding, dilation, ceil_mode);
   return {g.N, g.C, g.OH, g.OW};
 }
 
 void bind(py::module_& m) {
-  m.def("max_pool2d_forward", &max_fwd, py::arg("input"), py::arg("out"), py::arg("indices"),
-        py::arg("kernel_size"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("ceil_mode"));
+  m.def("max_pool2d_forward", &max_fwd, py::arg("input"), py::arg("out"), py::arg("indices"), py::arg("kernel_size"),
+        py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("ceil_mode"));
   m.def("max_pool2d_backward", &max_bwd, py::arg("grad_output"), py::arg("indices"), py::arg("grad_input"));
-  m.def("avg_pool2d_forward", &avg_fwd, py::arg("input"), py::arg("out"), py::arg("kernel_size"),
-        py::arg("stride"), py::arg("padding"), py::arg("ceil_mode"), py::arg("count_include_pad"),
-        py::arg("divisor_override"));
+  m.def("avg_pool2d_forward", &avg_fwd, py::arg("input"), py::arg("out"), py::arg("kernel_size"), py::arg("stride"),
+        py::arg("padding"), py::arg("ceil_mode"), py::arg("count_include_pad"), py::arg("divisor_override"));
   m.def("avg_pool2d_backward", &avg_bwd, py::arg("grad_output"), py::arg("grad_input"), py::arg("kernel_size"),
         py::arg("stride"), py::arg("padding"), py::arg("ceil_mode"), py::arg("count_include_pad"),
         py::arg("divisor_override"));

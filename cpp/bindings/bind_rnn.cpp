@@ -32,8 +32,8 @@ const char* mode_name(fg::RnnMode m) {
 float* req(const py::object& o, const char* name, const std::vector<int64_t>& shape, bool writable) {
   if (o.is_none()) throw py::value_error(std::string(name) + " is required here");
   if (!py::isinstance<py::array>(o)) throw py::type_error(std::string(name) + " must be a numpy.ndarray");
-  ArrayArg a = fg::bind::f32_arg(o.cast<py::array>(), name, static_cast<int>(shape.size()), fg::bind::kContiguous,
-                                 writable);
+  ArrayArg a =
+      fg::bind::f32_arg(o.cast<py::array>(), name, static_cast<int>(shape.size()), fg::bind::kContiguous, writable);
   fg::bind::expect_shape(a, name, shape);
   return a.f32();
 }
@@ -66,9 +66,9 @@ Dims dims(int mode, const py::object& x, const py::object& w_ih, const py::objec
     throw py::value_error("x must have shape (T, B, I) with T, B, I >= 1, got " + fg::bind::shape_str(X.shape));
   if (d.H < 1) throw py::value_error("w_hh must have at least one column (hidden_size >= 1)");
   if (Whh.shape[0] != d.GH)
-    throw py::value_error(std::string("w_hh must have shape (") + std::to_string(G) + " * hidden_size, hidden_size) = " +
-                          fg::bind::shape_str({d.GH, d.H}) + " for " + mode_name(d.mode) + ", got " +
-                          fg::bind::shape_str(Whh.shape));
+    throw py::value_error(std::string("w_hh must have shape (") + std::to_string(G) +
+                          " * hidden_size, hidden_size) = " + fg::bind::shape_str({d.GH, d.H}) + " for " +
+                          mode_name(d.mode) + ", got " + fg::bind::shape_str(Whh.shape));
   req(w_ih, "w_ih", {d.GH, d.I}, false);
   return d;
 }
@@ -76,8 +76,8 @@ Dims dims(int mode, const py::object& x, const py::object& w_ih, const py::objec
 // The fields forward and backward share (mode, sizes, direction, inputs, weights), checked in the
 // same order by both.
 template <class Args>
-void fill_common(Args& a, const Dims& d, bool reverse, const py::object& x, const py::object& h0,
-                 const py::object& c0, const py::object& w_ih, const py::object& w_hh) {
+void fill_common(Args& a, const Dims& d, bool reverse, const py::object& x, const py::object& h0, const py::object& c0,
+                 const py::object& w_ih, const py::object& w_hh) {
   a.mode = d.mode;
   a.T = d.T, a.B = d.B, a.I = d.I, a.H = d.H;
   a.reverse = reverse;
@@ -110,22 +110,28 @@ void forward(int mode, const py::object& x, const py::object& h0, const py::obje
     (lstm ? a.cells : a.hn_lin) = extra;
   }
   const py::object none = py::none();
-  fg::bind::check_no_overlap("rnn forward",
-                             {{x, "x", false}, {h0, "h0", false}, {lstm ? c0 : none, "c0", false}, {w_ih, "w_ih", false},
-                              {w_hh, "w_hh", false}, {b_ih, "b_ih", false}, {b_hh, "b_hh", false}, {y, "y", true},
-                              {h_n, "h_n", true}, {lstm ? c_n : none, "c_n", true},
-                              {(lstm || gru) ? gates : none, "gates", true}, {lstm ? cells : none, "cells", true},
-                              {gru ? hn_lin : none, "hn_lin", true}});
+  fg::bind::check_no_overlap("rnn forward", {{x, "x", false},
+                                             {h0, "h0", false},
+                                             {lstm ? c0 : none, "c0", false},
+                                             {w_ih, "w_ih", false},
+                                             {w_hh, "w_hh", false},
+                                             {b_ih, "b_ih", false},
+                                             {b_hh, "b_hh", false},
+                                             {y, "y", true},
+                                             {h_n, "h_n", true},
+                                             {lstm ? c_n : none, "c_n", true},
+                                             {(lstm || gru) ? gates : none, "gates", true},
+                                             {lstm ? cells : none, "cells", true},
+                                             {gru ? hn_lin : none, "hn_lin", true}});
   py::gil_scoped_release release;
   fg::rnn_forward(a);
 }
 
 void backward(int mode, const py::object& x, const py::object& h0, const py::object& c0, const py::object& w_ih,
               const py::object& w_hh, const py::object& y, const py::object& gates, const py::object& cells,
-              const py::object& hn_lin, const py::object& grad_y, const py::object& grad_hn,
-              const py::object& grad_cn, const py::object& gx, const py::object& gh0, const py::object& gc0,
-              const py::object& gw_ih, const py::object& gw_hh, const py::object& gb_ih, const py::object& gb_hh,
-              bool reverse) {
+              const py::object& hn_lin, const py::object& grad_y, const py::object& grad_hn, const py::object& grad_cn,
+              const py::object& gx, const py::object& gh0, const py::object& gc0, const py::object& gw_ih,
+              const py::object& gw_hh, const py::object& gb_ih, const py::object& gb_hh, bool reverse) {
   Dims d = dims(mode, x, w_ih, w_hh);
   const bool lstm = d.mode == fg::RnnMode::lstm, gru = d.mode == fg::RnnMode::gru;
   fg::RnnBackwardArgs a{};
@@ -145,14 +151,25 @@ void backward(int mode, const py::object& x, const py::object& h0, const py::obj
   a.gb_ih = opt(gb_ih, "gb_ih", {d.GH}, true);
   a.gb_hh = opt(gb_hh, "gb_hh", {d.GH}, true);
   const py::object none = py::none();
-  fg::bind::check_no_overlap(
-      "rnn backward",
-      {{x, "x", false}, {h0, "h0", false}, {lstm ? c0 : none, "c0", false}, {w_ih, "w_ih", false},
-       {w_hh, "w_hh", false}, {y, "y", false}, {(lstm || gru) ? gates : none, "gates", false},
-       {lstm ? cells : none, "cells", false}, {gru ? hn_lin : none, "hn_lin", false}, {grad_y, "grad_y", false},
-       {grad_hn, "grad_hn", false}, {lstm ? grad_cn : none, "grad_cn", false}, {gx, "gx", true}, {gh0, "gh0", true},
-       {lstm ? gc0 : none, "gc0", true}, {gw_ih, "gw_ih", true}, {gw_hh, "gw_hh", true}, {gb_ih, "gb_ih", true},
-       {gb_hh, "gb_hh", true}});
+  fg::bind::check_no_overlap("rnn backward", {{x, "x", false},
+                                              {h0, "h0", false},
+                                              {lstm ? c0 : none, "c0", false},
+                                              {w_ih, "w_ih", false},
+                                              {w_hh, "w_hh", false},
+                                              {y, "y", false},
+                                              {(lstm || gru) ? gates : none, "gates", false},
+                                              {lstm ? cells : none, "cells", false},
+                                              {gru ? hn_lin : none, "hn_lin", false},
+                                              {grad_y, "grad_y", false},
+                                              {grad_hn, "grad_hn", false},
+                                              {lstm ? grad_cn : none, "grad_cn", false},
+                                              {gx, "gx", true},
+                                              {gh0, "gh0", true},
+                                              {lstm ? gc0 : none, "gc0", true},
+                                              {gw_ih, "gw_ih", true},
+                                              {gw_hh, "gw_hh", true},
+                                              {gb_ih, "gb_ih", true},
+                                              {gb_hh, "gb_hh", true}});
   py::gil_scoped_release release;
   fg::rnn_backward(a);
 }

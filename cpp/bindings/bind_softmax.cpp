@@ -40,8 +40,8 @@ void backward(const py::array& grad, const py::array& y, const py::array& out, b
 void bind(py::module_& m) {
   m.def("softmax_forward", &forward, py::arg("x"), py::arg("out"), py::arg("log_softmax") = false,
         "out = softmax(x) (or log_softmax) over the last axis; C-contiguous float32, out may be x.");
-  m.def("softmax_backward", &backward, py::arg("grad"), py::arg("y"), py::arg("out"),
-        py::arg("log_softmax") = false, "out = d softmax (or log_softmax) from the saved output y.");
+  m.def("softmax_backward", &backward, py::arg("grad"), py::arg("y"), py::arg("out"), py::arg("log_softmax") = false,
+        "out = d softmax (or log_softmax) from the saved output y.");
 }
 
 }  // namespace

@@ -3,16 +3,17 @@
 namespace fg::bind {
 namespace {
 
-ArrayArg checked(const py::array& a, const char* name, int ndim, Layout layout, bool writable,
-                 const py::dtype& want, const char* want_name) {
+ArrayArg checked(const py::array& a, const char* name, int ndim, Layout layout, bool writable, const py::dtype& want,
+                 const char* want_name) {
   // Equivalence, not identity (see is_float32); a byte-swapped dtype is not equivalent.
   if (!py::detail::npy_api::get().PyArray_EquivTypes_(a.dtype().ptr(), want.ptr()))
     throw py::type_error(std::string(name) + " must be a " + want_name + " array, got dtype " +
                          std::string(py::str(a.dtype())));
   if (ndim >= 0 && a.ndim() != ndim)
-    throw py::value_error(std::string(name) + " must be " + std::to_string(ndim) + "-D, got " +
-                          std::to_string(a.ndim()) + "-D with shape " +
-                          std::string(py::str(py::tuple(py::cast(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()))))));
+    throw py::value_error(
+        std::string(name) + " must be " + std::to_string(ndim) + "-D, got " + std::to_string(a.ndim()) +
+        "-D with shape " +
+        std::string(py::str(py::tuple(py::cast(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()))))));
   if (writable && !a.writeable()) throw py::value_error(std::string(name) + " must be writeable");
   if (layout == kContiguous && !(a.flags() & py::array::c_style))
     throw py::value_error(std::string(name) + " must be C-contiguous");

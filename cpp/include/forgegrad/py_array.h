@@ -2,8 +2,8 @@
 // become TypeError / ValueError naming the argument, never a crash inside a kernel.
 #pragma once
 #include <pybind11/numpy.h>
-#include <pybind11/stl.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
 #include <initializer_list>
