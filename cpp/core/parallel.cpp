@@ -52,8 +52,8 @@ using Clock = std::chrono::steady_clock;
 // of an RNN, follow each other within microseconds), then polls with sched_yield until kYield (lets
 // another runnable thread have the core), then sleeps until woken (a futex wake costs the caller a
 // few microseconds, paid only after a pause this long).
-constexpr auto kSpin = std::chrono::microseconds(20);
-constexpr auto kYield = std::chrono::microseconds(100);
+constexpr auto kSpin = std::chrono::microseconds(50);
+constexpr auto kYield = std::chrono::microseconds(1000);
 constexpr int kMaxWorkers = 255;
 
 struct Pool {
