@@ -57,11 +57,13 @@ class VarFunction(Function):
             n *= a.shape[ax]
         dof = n - (1 if unbiased else 0)
         # same operation sequence as mean / sub / mul / sum / div, in float32
-        d = x - np.mean(x, axis=axes, keepdims=True, dtype=np.float32)
+        with warnings.catch_warnings():  # an empty reduction: numpy warns, the result below is NaN as torch's
+            warnings.simplefilter("ignore", RuntimeWarning)
+            d = x - np.mean(x, axis=axes, keepdims=True, dtype=np.float32)
         ss = np.sum(d * d, axis=axes, keepdims=bool(keepdim), dtype=np.float32)
         if dof <= 0:
             warnings.warn("var(): degrees of freedom is <= 0 (one element with unbiased=True): the result is nan",
-                          RuntimeWarning, stacklevel=3)
+                          RuntimeWarning, stacklevel=4)  # the caller of Tensor.var (through OpDef and apply)
         with np.errstate(divide="ignore", invalid="ignore"):
             y = ss / np.float32(dof)
         if n == 0:  # no elements: the mean is NaN, so is the variance (torch), whatever dof is
