@@ -20,7 +20,7 @@ void act_forward(int op, const py::array& x, const py::array& out, float alpha) 
   check_op(op);
   ArrayArg X = fg::bind::f32_arg(x, "x"), Y = fg::bind::f32_arg(out, "out", -1, fg::bind::kContiguous, true);
   fg::bind::expect_shape(Y, "out", X.shape);
-  fg::bind::check_no_overlap("act_forward", {{x, "x", false}, {out, "out", true}}, {{"out", "x"}});
+  fg::bind::check_no_overlap("act_forward", {{x, "x"}}, {{out, "out"}}, {{"out", "x"}});
   py::gil_scoped_release release;
   fg::act_forward(op, X.f32(), Y.f32(), X.size, alpha);
 }
@@ -31,7 +31,7 @@ void act_backward(int op, const py::array& grad, const py::array& saved, const p
   ArrayArg D = fg::bind::f32_arg(out, "out", -1, fg::bind::kContiguous, true);
   fg::bind::expect_shape(S, "saved", G.shape);
   fg::bind::expect_shape(D, "out", G.shape);
-  fg::bind::check_no_overlap("act_backward", {{grad, "grad", false}, {saved, "saved", false}, {out, "out", true}},
+  fg::bind::check_no_overlap("act_backward", {{grad, "grad"}, {saved, "saved"}}, {{out, "out"}},
                              {{"out", "grad"}, {"out", "saved"}});
   py::gil_scoped_release release;
   fg::act_backward(op, G.f32(), S.f32(), D.f32(), G.size, alpha);
@@ -40,7 +40,7 @@ void act_backward(int op, const py::array& grad, const py::array& saved, const p
 void column_sums(const py::array& x, const py::array& out) {
   ArrayArg X = fg::bind::f32_arg(x, "x", 2), O = fg::bind::f32_arg(out, "out", 1, fg::bind::kContiguous, true);
   fg::bind::expect_shape(O, "out", {X.shape[1]});
-  fg::bind::check_no_overlap("column_sums", {{x, "x", false}, {out, "out", true}});
+  fg::bind::check_no_overlap("column_sums", {{x, "x"}}, {{out, "out"}});
   py::gil_scoped_release release;
   fg::column_sums(X.f32(), X.shape[0], X.shape[1], O.f32());
 }

@@ -53,14 +53,12 @@ void forward(const py::array& x, const py::object& weight, const py::object& bia
   if ((rm == nullptr) != (rv == nullptr))
     throw py::value_error("batch_norm: give both running_mean and running_var, or neither");
   if (!(eps >= 0.0f)) throw py::value_error("batch_norm: eps must be >= 0");
-  fg::bind::check_no_overlap("batch_norm_forward", {{x, "input", false},
-                                                    {weight, "weight", false},
-                                                    {bias, "bias", false},
-                                                    {running_mean, "running_mean", training},
-                                                    {running_var, "running_var", training},
-                                                    {y, "out", true},
-                                                    {save_mean, "save_mean", true},
-                                                    {save_invstd, "save_invstd", true}});
+  fg::bind::check_no_overlap("batch_norm_forward", {{x, "input"}, {weight, "weight"}, {bias, "bias"}},
+                             {{running_mean, "running_mean", training},
+                              {running_var, "running_var", training},
+                              {y, "out"},
+                              {save_mean, "save_mean"},
+                              {save_invstd, "save_invstd"}});
   py::gil_scoped_release release;
   fg::batch_norm_forward(s.N, s.C, s.L, X.f32(), w, b, rm, rv, training, momentum, eps, Y.f32(), sm, si);
 }
@@ -83,14 +81,10 @@ void backward(const py::array& x, const py::array& gy, const py::object& weight,
   }
   float* gwp = channel_arg(gw, "grad_weight", s.C, true);
   float* gbp = channel_arg(gb, "grad_bias", s.C, true);
-  fg::bind::check_no_overlap("batch_norm_backward", {{x, "input", false},
-                                                     {gy, "grad_output", false},
-                                                     {weight, "weight", false},
-                                                     {save_mean, "save_mean", false},
-                                                     {save_invstd, "save_invstd", false},
-                                                     {gx, "grad_input", true},
-                                                     {gw, "grad_weight", true},
-                                                     {gb, "grad_bias", true}});
+  fg::bind::check_no_overlap(
+      "batch_norm_backward",
+      {{x, "input"}, {gy, "grad_output"}, {weight, "weight"}, {save_mean, "save_mean"}, {save_invstd, "save_invstd"}},
+      {{gx, "grad_input"}, {gw, "grad_weight"}, {gb, "grad_bias"}});
   py::gil_scoped_release release;
   fg::batch_norm_backward(s.N, s.C, s.L, X.f32(), GY.f32(), w, sm, si, training, gxp, gwp, gbp);
 }

@@ -195,8 +195,7 @@ void conv2d_forward(const py::array& x, const py::array& w, const py::object& b,
     bias = B.f32();
   }
   fg::bind::expect_shape(Y, "out", {g.N, g.OC, g.OH, g.OW});
-  fg::bind::check_no_overlap("conv2d",
-                             {{x, "input", false}, {w, "weight", false}, {b, "bias", false}, {y, "out", true}});
+  fg::bind::check_no_overlap("conv2d", {{x, "input"}, {w, "weight"}, {b, "bias"}}, {{y, "out"}});
   py::gil_scoped_release release;
   fg::conv2d_forward(g, X.f32(), Wt.f32(), bias, Y.f32());
 }
@@ -207,8 +206,7 @@ void conv2d_backward_input(const py::array& gy, const py::array& w, const py::ar
   ArrayArg GX = fg::bind::f32_arg(gx, "grad_input", 4, fg::bind::kContiguous, true);
   fg::Conv2dGeom g = make_geom(GX.shape, Wt.shape, stride, padding, dilation, groups);
   fg::bind::expect_shape(GY, "grad_output", {g.N, g.OC, g.OH, g.OW});
-  fg::bind::check_no_overlap("conv2d_backward_input",
-                             {{gy, "grad_output", false}, {w, "weight", false}, {gx, "grad_input", true}});
+  fg::bind::check_no_overlap("conv2d_backward_input", {{gy, "grad_output"}, {w, "weight"}}, {{gx, "grad_input"}});
   py::gil_scoped_release release;
   fg::conv2d_backward_input(g, Wt.f32(), GY.f32(), GX.f32());
 }

@@ -125,12 +125,8 @@ void ln_forward(const py::array& x, int64_t normalized_ndim, const py::object& w
   float* m = out_arg(mean, "mean", v.batch);
   float* r = out_arg(rstd, "rstd", v.batch);
   check_eps(eps);
-  fg::bind::check_no_overlap("layer_norm_forward", {{x, "x", false},
-                                                    {weight, "weight", false},
-                                                    {bias, "bias", false},
-                                                    {out, "out", true},
-                                                    {mean, "mean", true},
-                                                    {rstd, "rstd", true}});
+  fg::bind::check_no_overlap("layer_norm_forward", {{x, "x"}, {weight, "weight"}, {bias, "bias"}},
+                             {{out, "out"}, {mean, "mean"}, {rstd, "rstd"}});
   py::gil_scoped_release release;
   fg::layer_norm_forward(X.f32(), w, b, v.rows, v.D, eps, y, m, r);
 }
@@ -147,14 +143,9 @@ void ln_backward(const py::array& grad, const py::array& x, const py::array& mea
   float* gx = optional_out(grad_x, "grad_x", X.shape);
   float* gw = optional_out(grad_weight, "grad_weight", v.normalized);
   float* gb = optional_out(grad_bias, "grad_bias", v.normalized);
-  fg::bind::check_no_overlap("layer_norm_backward", {{grad, "grad", false},
-                                                     {x, "x", false},
-                                                     {mean, "mean", false},
-                                                     {rstd, "rstd", false},
-                                                     {weight, "weight", false},
-                                                     {grad_x, "grad_x", true},
-                                                     {grad_weight, "grad_weight", true},
-                                                     {grad_bias, "grad_bias", true}});
+  fg::bind::check_no_overlap("layer_norm_backward",
+                             {{grad, "grad"}, {x, "x"}, {mean, "mean"}, {rstd, "rstd"}, {weight, "weight"}},
+                             {{grad_x, "grad_x"}, {grad_weight, "grad_weight"}, {grad_bias, "grad_bias"}});
   py::gil_scoped_release release;
   fg::layer_norm_backward(G.f32(), X.f32(), M.f32(), R.f32(), w, v.rows, v.D, gx, gw, gb);
 }
@@ -167,8 +158,7 @@ void rms_forward(const py::array& x, int64_t normalized_ndim, const py::object& 
   float* y = out_arg(out, "out", X.shape);
   float* r = out_arg(rstd, "rstd", v.batch);
   check_eps(eps);
-  fg::bind::check_no_overlap("rms_norm_forward",
-                             {{x, "x", false}, {weight, "weight", false}, {out, "out", true}, {rstd, "rstd", true}});
+  fg::bind::check_no_overlap("rms_norm_forward", {{x, "x"}, {weight, "weight"}}, {{out, "out"}, {rstd, "rstd"}});
   py::gil_scoped_release release;
   fg::rms_norm_forward(X.f32(), w, v.rows, v.D, eps, y, r);
 }
@@ -182,12 +172,8 @@ void rms_backward(const py::array& grad, const py::array& x, const py::array& rs
   const float* w = optional_in(weight, "weight", v.normalized);
   float* gx = optional_out(grad_x, "grad_x", X.shape);
   float* gw = optional_out(grad_weight, "grad_weight", v.normalized);
-  fg::bind::check_no_overlap("rms_norm_backward", {{grad, "grad", false},
-                                                   {x, "x", false},
-                                                   {rstd, "rstd", false},
-                                                   {weight, "weight", false},
-                                                   {grad_x, "grad_x", true},
-                                                   {grad_weight, "grad_weight", true}});
+  fg::bind::check_no_overlap("rms_norm_backward", {{grad, "grad"}, {x, "x"}, {rstd, "rstd"}, {weight, "weight"}},
+                             {{grad_x, "grad_x"}, {grad_weight, "grad_weight"}});
   py::gil_scoped_release release;
   fg::rms_norm_backward(G.f32(), X.f32(), R.f32(), w, v.rows, v.D, gx, gw);
 }

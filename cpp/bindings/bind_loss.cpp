@@ -60,11 +60,8 @@ py::tuple forward(const py::array& logits, const py::array& target, const py::ob
   ArrayArg L = fg::bind::f32_arg(loss_out, "loss_out", 1, fg::bind::kContiguous, true);
   fg::bind::expect_shape(P, "prob_out", Z.shape);
   fg::bind::expect_shape(L, "loss_out", {a.N});
-  fg::bind::check_no_overlap("cross_entropy_forward", {{logits, "logits", false},
-                                                       {target, "target", false},
-                                                       {weight, "weight", false},
-                                                       {prob_out, "prob_out", true},
-                                                       {loss_out, "loss_out", true}});
+  fg::bind::check_no_overlap("cross_entropy_forward", {{logits, "logits"}, {target, "target"}, {weight, "weight"}},
+                             {{prob_out, "prob_out"}, {loss_out, "loss_out"}});
   double loss_sum = 0.0, weight_sum = 0.0;
   {
     py::gil_scoped_release release;
@@ -96,12 +93,8 @@ void backward(const py::array& prob, const py::array& target, const py::object& 
   }
   // out may be prob itself: rows are read and written in one pass
   fg::bind::check_no_overlap("cross_entropy_backward",
-                             {{prob, "prob", false},
-                              {target, "target", false},
-                              {weight, "weight", false},
-                              {gl_arr, "grad_loss", false},
-                              {out, "out", true}},
-                             {{"out", "prob"}});
+                             {{prob, "prob"}, {target, "target"}, {weight, "weight"}, {gl_arr, "grad_loss"}},
+                             {{out, "out"}}, {{"out", "prob"}});
   py::gil_scoped_release release;
   fg::cross_entropy_backward(P.f32(), a.target, a.weight, a.weight_total, a.N, a.C, ignore_index, label_smoothing, gl,
                              grad_scale, D.f32());

@@ -69,7 +69,7 @@ void max_fwd(const py::array& x, const py::array& y, const py::array& idx, Pair 
   fg::Pool2dGeom g = make_geom("max_pool2d", X.shape, k, s, p, d, ceil_mode);
   fg::bind::expect_shape(Y, "out", {g.N, g.C, g.OH, g.OW});
   fg::bind::expect_shape(I, "indices", {g.N, g.C, g.OH, g.OW});
-  fg::bind::check_no_overlap("max_pool2d", {{x, "input", false}, {y, "out", true}, {idx, "indices", true}});
+  fg::bind::check_no_overlap("max_pool2d", {{x, "input"}}, {{y, "out"}, {idx, "indices"}});
   py::gil_scoped_release release;
   fg::max_pool2d_forward(g, X.f32(), Y.f32(), I.i64());
 }
@@ -85,8 +85,7 @@ void max_bwd(const py::array& gy, const py::array& idx, const py::array& gx) {
   g.N = GX.shape[0], g.C = GX.shape[1], g.H = GX.shape[2], g.W = GX.shape[3];
   g.OH = GY.shape[2], g.OW = GY.shape[3];
   const int64_t hw = g.H * g.W;
-  fg::bind::check_no_overlap("max_pool2d_backward",
-                             {{gy, "grad_output", false}, {idx, "indices", false}, {gx, "grad_input", true}});
+  fg::bind::check_no_overlap("max_pool2d_backward", {{gy, "grad_output"}, {idx, "indices"}}, {{gx, "grad_input"}});
   {
     py::gil_scoped_release release;
     bool bad = false;
@@ -105,7 +104,7 @@ void avg_fwd(const py::array& x, const py::array& y, Pair k, Pair s, Pair p, boo
   ArrayArg Y = fg::bind::f32_arg(y, "out", 4, fg::bind::kContiguous, true);
   fg::Pool2dGeom g = make_geom("avg_pool2d", X.shape, k, s, p, {1, 1}, ceil_mode);
   fg::bind::expect_shape(Y, "out", {g.N, g.C, g.OH, g.OW});
-  fg::bind::check_no_overlap("avg_pool2d", {{x, "input", false}, {y, "out", true}});
+  fg::bind::check_no_overlap("avg_pool2d", {{x, "input"}}, {{y, "out"}});
   py::gil_scoped_release release;
   fg::avg_pool2d_forward(g, X.f32(), Y.f32(), count_include_pad, divisor_override);
 }
@@ -116,7 +115,7 @@ void avg_bwd(const py::array& gy, const py::array& gx, Pair k, Pair s, Pair p, b
   ArrayArg GX = fg::bind::f32_arg(gx, "grad_input", 4, fg::bind::kContiguous, true);
   fg::Pool2dGeom g = make_geom("avg_pool2d", GX.shape, k, s, p, {1, 1}, ceil_mode);
   fg::bind::expect_shape(GY, "grad_output", {g.N, g.C, g.OH, g.OW});
-  fg::bind::check_no_overlap("avg_pool2d_backward", {{gy, "grad_output", false}, {gx, "grad_input", true}});
+  fg::bind::check_no_overlap("avg_pool2d_backward", {{gy, "grad_output"}}, {{gx, "grad_input"}});
   py::gil_scoped_release release;
   fg::avg_pool2d_backward(g, GY.f32(), GX.f32(), count_include_pad, divisor_override);
 }
@@ -137,7 +136,7 @@ void adaptive_fwd(const py::array& x, const py::array& y) {
     throw py::value_error("adaptive_avg_pool2d: bad shapes input " + fg::bind::shape_str(X.shape) + ", out " +
                           fg::bind::shape_str(Y.shape));
   check_adaptive("adaptive_avg_pool2d", X.shape, Y.shape);
-  fg::bind::check_no_overlap("adaptive_avg_pool2d", {{x, "input", false}, {y, "out", true}});
+  fg::bind::check_no_overlap("adaptive_avg_pool2d", {{x, "input"}}, {{y, "out"}});
   py::gil_scoped_release release;
   fg::adaptive_avg_pool2d_forward(X.shape[0], X.shape[1], X.shape[2], X.shape[3], Y.shape[2], Y.shape[3], X.f32(),
                                   Y.f32());
@@ -151,7 +150,7 @@ void adaptive_bwd(const py::array& gy, const py::array& gx) {
     throw py::value_error("adaptive_avg_pool2d_backward: bad shapes grad_output " + fg::bind::shape_str(GY.shape) +
                           ", grad_input " + fg::bind::shape_str(GX.shape));
   check_adaptive("adaptive_avg_pool2d_backward", GX.shape, GY.shape);
-  fg::bind::check_no_overlap("adaptive_avg_pool2d_backward", {{gy, "grad_output", false}, {gx, "grad_input", true}});
+  fg::bind::check_no_overlap("adaptive_avg_pool2d_backward", {{gy, "grad_output"}}, {{gx, "grad_input"}});
   py::gil_scoped_release release;
   fg::adaptive_avg_pool2d_backward(GX.shape[0], GX.shape[1], GX.shape[2], GX.shape[3], GY.shape[2], GY.shape[3],
                                    GY.f32(), GX.f32());

@@ -110,19 +110,15 @@ void forward(int mode, const py::object& x, const py::object& h0, const py::obje
     (lstm ? a.cells : a.hn_lin) = extra;
   }
   const py::object none = py::none();
-  fg::bind::check_no_overlap("rnn forward", {{x, "x", false},
-                                             {h0, "h0", false},
-                                             {lstm ? c0 : none, "c0", false},
-                                             {w_ih, "w_ih", false},
-                                             {w_hh, "w_hh", false},
-                                             {b_ih, "b_ih", false},
-                                             {b_hh, "b_hh", false},
-                                             {y, "y", true},
-                                             {h_n, "h_n", true},
-                                             {lstm ? c_n : none, "c_n", true},
-                                             {(lstm || gru) ? gates : none, "gates", true},
-                                             {lstm ? cells : none, "cells", true},
-                                             {gru ? hn_lin : none, "hn_lin", true}});
+  fg::bind::check_no_overlap(
+      "rnn forward",
+      {{x, "x"}, {h0, "h0"}, {lstm ? c0 : none, "c0"}, {w_ih, "w_ih"}, {w_hh, "w_hh"}, {b_ih, "b_ih"}, {b_hh, "b_hh"}},
+      {{y, "y"},
+       {h_n, "h_n"},
+       {lstm ? c_n : none, "c_n"},
+       {(lstm || gru) ? gates : none, "gates"},
+       {lstm ? cells : none, "cells"},
+       {gru ? hn_lin : none, "hn_lin"}});
   py::gil_scoped_release release;
   fg::rnn_forward(a);
 }
@@ -151,25 +147,26 @@ void backward(int mode, const py::object& x, const py::object& h0, const py::obj
   a.gb_ih = opt(gb_ih, "gb_ih", {d.GH}, true);
   a.gb_hh = opt(gb_hh, "gb_hh", {d.GH}, true);
   const py::object none = py::none();
-  fg::bind::check_no_overlap("rnn backward", {{x, "x", false},
-                                              {h0, "h0", false},
-                                              {lstm ? c0 : none, "c0", false},
-                                              {w_ih, "w_ih", false},
-                                              {w_hh, "w_hh", false},
-                                              {y, "y", false},
-                                              {(lstm || gru) ? gates : none, "gates", false},
-                                              {lstm ? cells : none, "cells", false},
-                                              {gru ? hn_lin : none, "hn_lin", false},
-                                              {grad_y, "grad_y", false},
-                                              {grad_hn, "grad_hn", false},
-                                              {lstm ? grad_cn : none, "grad_cn", false},
-                                              {gx, "gx", true},
-                                              {gh0, "gh0", true},
-                                              {lstm ? gc0 : none, "gc0", true},
-                                              {gw_ih, "gw_ih", true},
-                                              {gw_hh, "gw_hh", true},
-                                              {gb_ih, "gb_ih", true},
-                                              {gb_hh, "gb_hh", true}});
+  fg::bind::check_no_overlap("rnn backward",
+                             {{x, "x"},
+                              {h0, "h0"},
+                              {lstm ? c0 : none, "c0"},
+                              {w_ih, "w_ih"},
+                              {w_hh, "w_hh"},
+                              {y, "y"},
+                              {(lstm || gru) ? gates : none, "gates"},
+                              {lstm ? cells : none, "cells"},
+                              {gru ? hn_lin : none, "hn_lin"},
+                              {grad_y, "grad_y"},
+                              {grad_hn, "grad_hn"},
+                              {lstm ? grad_cn : none, "grad_cn"}},
+                             {{gx, "gx"},
+                              {gh0, "gh0"},
+                              {lstm ? gc0 : none, "gc0"},
+                              {gw_ih, "gw_ih"},
+                              {gw_hh, "gw_hh"},
+                              {gb_ih, "gb_ih"},
+                              {gb_hh, "gb_hh"}});
   py::gil_scoped_release release;
   fg::rnn_backward(a);
 }

@@ -19,7 +19,7 @@ void forward(const py::array& x, const py::array& out, bool log_softmax) {
   fg::bind::expect_shape(Y, "out", X.shape);
   int64_t rows, cols;
   rows_cols(X, rows, cols);
-  fg::bind::check_no_overlap("softmax_forward", {{x, "x", false}, {out, "out", true}}, {{"out", "x"}});
+  fg::bind::check_no_overlap("softmax_forward", {{x, "x"}}, {{out, "out"}}, {{"out", "x"}});
   py::gil_scoped_release release;
   fg::softmax_forward(X.f32(), Y.f32(), rows, cols, log_softmax);
 }
@@ -31,7 +31,7 @@ void backward(const py::array& grad, const py::array& y, const py::array& out, b
   fg::bind::expect_shape(D, "out", G.shape);
   int64_t rows, cols;
   rows_cols(G, rows, cols);
-  fg::bind::check_no_overlap("softmax_backward", {{grad, "grad", false}, {y, "y", false}, {out, "out", true}},
+  fg::bind::check_no_overlap("softmax_backward", {{grad, "grad"}, {y, "y"}}, {{out, "out"}},
                              {{"out", "grad"}, {"out", "y"}});
   py::gil_scoped_release release;
   fg::softmax_backward(G.f32(), Y.f32(), D.f32(), rows, cols, log_softmax);

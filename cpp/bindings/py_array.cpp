@@ -72,11 +72,10 @@ bool same_view(const py::array& a, const py::array& b) {
 
 }  // namespace
 
-void check_no_overlap(const char* op, std::initializer_list<Operand> operands,
-                      std::initializer_list<std::pair<const char*, const char*>> in_place) {
-  std::vector<const Operand*> ops;
-  for (const Operand& o : operands)
-    if (py::isinstance<py::array>(o.array)) ops.push_back(&o);
+namespace {
+
+void check_operands(const char* op, const std::vector<const Operand*>& ops,
+                    std::initializer_list<std::pair<const char*, const char*>> in_place) {
   for (size_t i = 0; i < ops.size(); ++i) {
     for (size_t j = i + 1; j < ops.size(); ++j) {
       if (!ops[i]->written && !ops[j]->written) continue;
@@ -94,6 +93,27 @@ void check_no_overlap(const char* op, std::initializer_list<Operand> operands,
                             (allowed ? " (or the very same array, to work in place)" : ""));
     }
   }
+}
+
+}  // namespace
+
+void check_no_overlap(const char* op, std::initializer_list<Operand> operands,
+                      std::initializer_list<std::pair<const char*, const char*>> in_place) {
+  std::vector<const Operand*> ops;
+  for (const Operand& o : operands)
+    if (py::isinstance<py::array>(o.array)) ops.push_back(&o);
+  check_operands(op, ops, in_place);
+}
+
+void check_no_overlap(const char* op, std::initializer_list<Named> reads, std::initializer_list<Named> writes,
+                      std::initializer_list<std::pair<const char*, const char*>> in_place) {
+  std::vector<Operand> all;
+  for (const Named& r : reads) all.push_back({r.array, r.name, false});
+  for (const Named& w : writes) all.push_back({w.array, w.name, w.written});
+  std::vector<const Operand*> ops;
+  for (const Operand& o : all)
+    if (py::isinstance<py::array>(o.array)) ops.push_back(&o);
+  check_operands(op, ops, in_place);
 }
 
 std::string shape_str(const std::vector<int64_t>& shape) {

@@ -55,6 +55,16 @@ struct Operand {
 void check_no_overlap(const char* op, std::initializer_list<Operand> operands,
                       std::initializer_list<std::pair<const char*, const char*>> in_place = {});
 
+// The same check with the arguments given as two lists: those the kernel reads, and those it
+// writes (each with a flag: written only when true, e.g. running statistics while training).
+struct Named {
+  py::handle array;
+  const char* name;
+  bool written = true;
+};
+void check_no_overlap(const char* op, std::initializer_list<Named> reads, std::initializer_list<Named> writes,
+                      std::initializer_list<std::pair<const char*, const char*>> in_place = {});
+
 std::string shape_str(const std::vector<int64_t>& shape);
 // Throws ValueError "<name> must have shape <expected>, got <actual>".
 void expect_shape(const ArrayArg& a, const char* name, const std::vector<int64_t>& expected);
