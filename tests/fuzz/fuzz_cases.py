@@ -19,6 +19,7 @@ not know the arguments.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import pickle
 import re
@@ -213,25 +214,25 @@ def load_or_record(path):
 _SIG = re.compile(r"^\w+\((.*)\) -> ")
 
 
+@functools.lru_cache(maxsize=None)
+def _stub_tool():
+    """tools/gen_c_stub.py, which parses the same pybind11 signatures for the _C stub."""
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "gen_c_stub.py")
+    spec = importlib.util.spec_from_file_location("gen_c_stub", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def c_signature(fn):
     """[(name, annotation, has_default)] from a pybind11 docstring's first line."""
     doc = (fn.__doc__ or "").splitlines()[0] if fn.__doc__ else ""
     m = _SIG.match(doc)
     if not m:
         return []
-    params, depth, cur = [], 0, ""
-    for ch in m.group(1):
-        if ch in "([":
-            depth += 1
-        elif ch in ")]":
-            depth -= 1
-        if ch == "," and depth == 0:
-            params.append(cur.strip())
-            cur = ""
-        else:
-            cur += ch
-    if cur.strip():
-        params.append(cur.strip())
+    params = _stub_tool().split_params(m.group(1))
     out = []
     for p in params:
         if p in ("*", "/"):

@@ -59,3 +59,14 @@ def check_no_overlap(out: np.ndarray, name: str, *inputs, in_place=()) -> None:
 def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
     return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0] and a.shape == b.shape
             and a.strides == b.strides)
+
+
+def optional_f32(v, name: str, shape, mismatch: str):
+    """None, or ``v`` as a C-contiguous float32 array of ``shape``; ``mismatch`` is the ValueError's
+    message, formatted with ``name``, ``shape`` and ``got`` (the array's shape)."""
+    if v is None:
+        return None
+    v = as_f32(v, name)
+    if v.shape != tuple(shape):
+        raise ValueError(mismatch.format(name=name, shape=tuple(shape), got=v.shape))
+    return v if v.flags.c_contiguous else np.ascontiguousarray(v)

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import _C
 from .._validate import check_bool, check_float
-from ._checks import as_f32, check_ndim
+from ._checks import as_f32, check_ndim, optional_f32
 
 __all__ = ["batch_norm_forward", "batch_norm_backward", "layer_norm_forward", "layer_norm_backward",
            "rms_norm_forward", "rms_norm_backward"]
@@ -136,12 +136,7 @@ def _rows_input(x, normalized_shape):
 
 def _param(v, name, shape):
     """An optional weight / bias of the normalized shape, contiguous."""
-    if v is None:
-        return None
-    v = as_f32(v, name)
-    if v.shape != shape:
-        raise ValueError(f"{name} must have the normalized shape {shape}, got {v.shape}")
-    return _contig(v)
+    return optional_f32(v, name, shape, "{name} must have the normalized shape {shape}, got {got}")
 
 
 def _eps(eps):

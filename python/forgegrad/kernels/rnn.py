@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import _C
 from .._validate import check_bool
-from ._checks import as_f32
+from ._checks import as_f32, optional_f32
 
 __all__ = [
     "RnnSaved",
@@ -143,12 +143,7 @@ def _backward(fn, saved, grad_y, grad_hn, grad_cn):
     G = _GATES[s.mode]
 
     def grad(g, name, shape):
-        if g is None:
-            return None
-        g = _f32c(g, name)
-        if g.shape != shape:
-            raise ValueError(f"{fn}: {name} must have shape {shape}, got {g.shape}")
-        return g
+        return optional_f32(g, name, shape, fn + ": {name} must have shape {shape}, got {got}")
 
     grad_y = grad(grad_y, "grad_y", (T, B, H))
     grad_hn = grad(grad_hn, "grad_hT", (B, H))
