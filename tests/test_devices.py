@@ -61,9 +61,8 @@ def test_transfer_table_refuses_unregistered_pairs():
     assert devices.transfer(arr, "cpu") is arr
 
 
+@pytest.mark.skipif(fg.cuda.is_available(), reason="a CUDA device is present: the no-device error path does not apply")
 def test_cuda_without_a_device_fails_clearly():
-    if fg.cuda.is_available():
-        pytest.skip("a CUDA device is present: the error path does not apply")
     for call in (lambda: fg.device("cuda"), lambda: fg.randn(2).to("cuda"), lambda: fg.randn(2).cuda()):
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             call()
