@@ -15,10 +15,11 @@ from .cnn import LeNet
 from .mlp import MLP
 from .rnn import CharLSTM, SequenceClassifier
 from .vae import VAE, ConvVAE, VAELoss, vae_loss
+from .hf import from_pretrained, generate, save_pretrained
 
 __all__ = ["available", "create", "spec", "config_of", "from_config", "register", "ModelSpec",
            "MLP", "LeNet", "SequenceClassifier", "CharLSTM",
-           "VAE", "ConvVAE", "vae_loss", "VAELoss"]
+           "VAE", "ConvVAE", "vae_loss", "VAELoss", "from_pretrained", "save_pretrained", "generate"]
 
 
 def _numel(shape):

@@ -1,0 +1,107 @@
+"""Hugging Face checkpoints: ``from_pretrained(DIR)`` builds GPT-2, BERT or a Llama-style decoder from a
+directory written by transformers' ``save_pretrained`` (``config.json`` + safetensors), and
+``save_pretrained(model, DIR)`` writes one that transformers loads back.
+
+    >>> model = forgegrad.models.from_pretrained("path/to/gpt2")
+    >>> out = forgegrad.models.generate(model, ids, max_new_tokens=20)
+
+Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``BertForSequenceClassification``,
+``LlamaForCausalLM``. Weights are read with forgegrad's bounded safetensors reader; pickle files
+(``pytorch_model.bin``) are never opened.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict
+
+import numpy as np
+
+from ._files import CheckpointError, read_config, read_weights, write_checkpoint
+from .bert import BertForSequenceClassification, BertModel
+from .generation import generate
+from .gpt2 import GPT2LMHeadModel
+from .llama import LlamaForCausalLM
+
+__all__ = ["from_pretrained", "save_pretrained", "generate", "CheckpointError", "ARCHITECTURES",
+           "GPT2LMHeadModel", "BertModel", "BertForSequenceClassification", "LlamaForCausalLM"]
+
+ARCHITECTURES = {cls.architecture: cls for cls in
+                 (GPT2LMHeadModel, BertModel, BertForSequenceClassification, LlamaForCausalLM)}
+# model_type -> class, for configs that do not list their architecture
+_BY_TYPE = {"gpt2": GPT2LMHeadModel, "bert": BertModel, "llama": LlamaForCausalLM}
+
+
+def _architecture(cfg: dict, path: str):
+    names = cfg.get("architectures") or []
+    for name in names:
+        if name in ARCHITECTURES:
+            return ARCHITECTURES[name]
+    if not names and cfg.get("model_type") in _BY_TYPE:
+        return _BY_TYPE[cfg["model_type"]]
+    got = ", ".join(map(str, names)) or f"model_type {cfg.get('model_type')!r}"
+    raise CheckpointError(f"from_pretrained: {path!r} holds an unsupported architecture ({got}); supported: "
+                          f"{', '.join(ARCHITECTURES)}")
+
+
+def _required(cfg: dict, cls, path: str) -> None:
+    keys = {GPT2LMHeadModel: ("vocab_size", "n_embd", "n_head", "n_layer", "n_positions"),
+            LlamaForCausalLM: ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers",
+                               "intermediate_size"),
+            }.get(cls, ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
+                        "max_position_embeddings"))
+    for key in keys:
+        if not isinstance(cfg.get(key), int) or isinstance(cfg.get(key), bool) or cfg[key] <= 0:
+            raise CheckpointError(f"from_pretrained: {path!r}: config.json must give {key} as a positive integer, "
+                                  f"got {cfg.get(key)!r}")
+
+
+def _match(model, tensors: Dict[str, np.ndarray], path: str) -> Dict[str, np.ndarray]:
+    """The checkpoint's tensors under the model's names, checked: every parameter present with its shape."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if isinstance(model, BertModel) and not any(k in tensors for k in expected):
+        # a BertModel read from a task model's checkpoint: its encoder is stored under "bert."
+        tensors = {k[5:]: v for k, v in tensors.items() if k.startswith("bert.")}
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        raise CheckpointError(f"from_pretrained: {path!r} is missing {len(missing)} tensor(s) the "
+                              f"{type(model).__name__} needs, e.g. {missing[:3]}")
+    for key, shape in expected.items():
+        got = tuple(tensors[key].shape)
+        if got != shape:
+            raise CheckpointError(f"from_pretrained: {path!r}: tensor {key!r} has shape {got}, but config.json "
+                                  f"implies {shape}")
+    tied_head = getattr(model, "tied", False) and "lm_head.weight" in tensors
+    unexpected = sorted(set(tensors) - set(expected) - ({"lm_head.weight"} if tied_head else set()))
+    if unexpected and not isinstance(model, BertModel):
+        raise CheckpointError(f"from_pretrained: {path!r} holds {len(unexpected)} tensor(s) the "
+                              f"{type(model).__name__} does not have, e.g. {unexpected[:3]} (another architecture?)")
+    return {k: np.asarray(tensors[k], dtype=np.float32) for k in expected}
+
+
+def from_pretrained(path) -> "GPT2LMHeadModel | BertModel | BertForSequenceClassification | LlamaForCausalLM":
+    """Build the model a Hugging Face checkpoint directory describes, with its weights, in eval mode.
+
+    Raises:
+        FileNotFoundError: no such directory.
+        CheckpointError (a ValueError): no config.json, an unsupported architecture, a missing tensor, a
+            tensor of the wrong shape, a truncated or corrupt safetensors file, or only pickle files.
+    """
+    path = os.fspath(path)
+    cfg = read_config(path)
+    cls = _architecture(cfg, path)
+    _required(cfg, cls, path)
+    model = cls(cfg)
+    tensors = cls.from_hf(read_weights(path))
+    model.load_state_dict(_match(model, tensors, path))
+    return model.eval()
+
+
+def save_pretrained(model, path) -> None:
+    """Write ``model`` (one built by ``from_pretrained`` or constructed from a config dict) as a
+    Hugging Face checkpoint directory: ``config.json`` and ``model.safetensors``."""
+    if type(model) not in ARCHITECTURES.values():
+        raise TypeError(f"save_pretrained: expected one of {', '.join(ARCHITECTURES)}, got {type(model).__name__}")
+    cfg = dict(model.config)
+    cfg["architectures"] = [model.architecture]
+    cfg.setdefault("model_type", {GPT2LMHeadModel: "gpt2", LlamaForCausalLM: "llama"}.get(type(model), "bert"))
+    write_checkpoint(path, cfg, model.to_hf())

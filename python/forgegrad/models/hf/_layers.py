@@ -1,0 +1,170 @@
+"""Pieces the Hugging Face architectures share: inputs, masks, the KV cache, attention and RoPE.
+
+Attention runs on forgegrad ops (batched GEMM + softmax), so the same code trains (autograd) and
+decodes; under ``no_grad`` every op goes straight to its kernel without building a graph. Grouped-query
+attention never copies the key/value heads: the query heads that share one key/value head are folded
+into the row axis of one batched GEMM.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional
+
+import numpy as np
+
+from ...tensor import Tensor, cat
+from ... import nn
+from ...nn import functional as F
+
+__all__ = ["ids_array", "mask_array", "KVCache", "additive_mask", "attend", "split_heads", "merge_heads",
+           "activation", "RotaryEmbedding"]
+
+_NEG = float(np.finfo(np.float32).min)  # what transformers adds for masked keys (softmax stays finite)
+
+
+def ids_array(input_ids, who: str, vocab_size: int) -> np.ndarray:
+    """``input_ids`` (list, numpy array or int Tensor) as an int64 (B, T) array, checked."""
+    arr = input_ids.numpy() if isinstance(input_ids, Tensor) else np.asarray(input_ids)
+    if arr.ndim == 1:
+        arr = arr[None]
+    if arr.ndim != 2:
+        raise ValueError(f"{who}: input_ids must have shape (batch, tokens), got shape {arr.shape}")
+    if arr.size and arr.dtype.kind not in "iu":
+        raise TypeError(f"{who}: input_ids must hold integers, got dtype {arr.dtype}")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{who}: input_ids must hold at least one token per row")
+    arr = arr.astype(np.int64, copy=False)
+    if arr.size and (arr.min() < 0 or arr.max() >= vocab_size):
+        raise ValueError(f"{who}: input_ids must be in [0, {vocab_size}) (vocab_size), got values in "
+                         f"[{arr.min()}, {arr.max()}]")
+    return arr
+
+
+def mask_array(attention_mask, who: str, shape) -> Optional[np.ndarray]:
+    """``attention_mask`` (1 = a real token, 0 = padding) as a bool (B, L) array, or None."""
+    if attention_mask is None:
+        return None
+    arr = attention_mask.numpy() if isinstance(attention_mask, Tensor) else np.asarray(attention_mask)
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{who}: attention_mask must have shape {tuple(shape)} (batch, past + new tokens), "
+                         f"got {arr.shape}")
+    if arr.size and not np.isin(arr, (0, 1)).all():
+        raise ValueError(f"{who}: attention_mask must hold only 0 (padding) and 1 (token)")
+    return arr.astype(bool)
+
+
+class KVCache:
+    """Preallocated keys and values of every layer: (batch, kv_heads, max_length, head_dim) each.
+
+    ``length`` tokens are filled; a forward pass with the cache appends its tokens in every layer and
+    then advances ``length`` once (``advance``), so decoding never reallocates or concatenates.
+    """
+
+    def __init__(self, n_layers: int, batch: int, kv_heads: int, max_length: int, head_dim: int):
+        shape = (batch, kv_heads, max_length, head_dim)
+        self.keys: List[np.ndarray] = [np.zeros(shape, np.float32) for _ in range(n_layers)]
+        self.values: List[np.ndarray] = [np.zeros(shape, np.float32) for _ in range(n_layers)]
+        self.max_length = max_length
+        self.length = 0
+
+    def update(self, layer: int, k: Tensor, v: Tensor):
+        """Store the new keys/values (B, kv_heads, t, D) of ``layer``; all keys/values so far, as Tensors."""
+        t = k.shape[2]
+        end = self.length + t
+        if end > self.max_length:
+            raise ValueError(f"KVCache: {end} tokens exceed the cache's max_length {self.max_length}")
+        self.keys[layer][:, :, self.length:end] = k.numpy()
+        self.values[layer][:, :, self.length:end] = v.numpy()
+        return Tensor._wrap(self.keys[layer][:, :, :end]), Tensor._wrap(self.values[layer][:, :, :end])
+
+    def advance(self, t: int) -> None:
+        self.length += t
+
+
+def additive_mask(padding: Optional[np.ndarray], past: int, t: int, causal: bool) -> Optional[np.ndarray]:
+    """The float mask (B or 1, 1, t, past + t) added to attention scores: 0 where a query may look,
+    the float32 minimum where it may not (later keys when ``causal``, padding keys). None when
+    nothing is masked (one new token and no padding)."""
+    length = past + t
+    allowed = None
+    if causal and t > 1:
+        allowed = (np.arange(length)[None, :] <= (past + np.arange(t))[:, None])[None]  # (1, t, L)
+    if padding is not None and not padding.all():
+        keys = padding[:, None, :]  # (B, 1, L)
+        allowed = keys if allowed is None else (allowed & keys)
+    if allowed is None:
+        return None
+    allowed = np.broadcast_to(allowed, (allowed.shape[0], t, length))
+    return np.where(allowed, np.float32(0), np.float32(_NEG))[:, None]
+
+
+def split_heads(x: Tensor, heads: int) -> Tensor:
+    """(B, T, heads * D) -> (B, heads, T, D)."""
+    B, T, E = x.shape
+    return x.reshape(B, T, heads, E // heads).permute(0, 2, 1, 3)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """(B, heads, T, D) -> (B, T, heads * D)."""
+    B, H, T, D = x.shape
+    return x.permute(0, 2, 1, 3).reshape(B, T, H * D)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Optional[np.ndarray], scale: Optional[float] = None) -> Tensor:
+    """softmax(q k^T * scale + mask) v with q (B, H, t, D) and k, v (B, Hkv, L, D), H a multiple of Hkv."""
+    B, H, t, D = q.shape
+    Hkv = k.shape[1]
+    rep = H // Hkv
+    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    if rep > 1:  # query heads h = g * rep + r share key/value head g: rows (r, t) of one GEMM per group
+        q = q.reshape(B, Hkv, rep * t, D)
+        if mask is not None:
+            mask = np.tile(mask, (1, 1, rep, 1))
+    scores = (q @ k.transpose(-1, -2)) * scale
+    if mask is not None:
+        scores = scores + Tensor._wrap(np.ascontiguousarray(mask))
+    out = F.softmax(scores, dim=-1) @ v
+    return out.reshape(B, H, t, D) if rep > 1 else out
+
+
+_ACTIVATIONS = {
+    "gelu": lambda x: F.gelu(x),
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": lambda x: F.relu(x),
+    "silu": lambda x: F.silu(x),
+    "swish": lambda x: F.silu(x),
+    "tanh": lambda x: F.tanh(x),
+}
+
+
+def activation(name, who: str):
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"{who}: activation {name!r} is not supported (supported: {', '.join(sorted(_ACTIVATIONS))})")
+    return _ACTIVATIONS[name]
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding as Llama uses it: pairs (i, i + D/2) of each head rotated by
+    position * theta^(-2i/D) (transformers' ``rotate_half`` layout)."""
+
+    def __init__(self, head_dim: int, theta: float = 10000.0, scaling_factor: float = 1.0):
+        super().__init__()
+        if head_dim % 2:
+            raise ValueError(f"RotaryEmbedding: head_dim must be even, got {head_dim}")
+        self.head_dim = head_dim
+        self.inv_freq = (1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32)
+                                          / head_dim))).astype(np.float32)
+        self.scaling_factor = float(scaling_factor)
+
+    def cos_sin(self, position_ids: np.ndarray):
+        """cos and sin of shape (B, 1, T, D) for int positions (B, T)."""
+        pos = position_ids.astype(np.float32) / np.float32(self.scaling_factor)
+        freqs = pos[..., None] * self.inv_freq  # (B, T, D/2), in float32 as transformers computes it
+        emb = np.concatenate([freqs, freqs], axis=-1)[:, None]
+        return Tensor._wrap(np.cos(emb).astype(np.float32)), Tensor._wrap(np.sin(emb).astype(np.float32))
+
+    @staticmethod
+    def apply(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        half = x.shape[-1] // 2
+        return x * cos + cat([-x[..., half:], x[..., :half]], dim=-1) * sin

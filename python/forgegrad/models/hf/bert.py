@@ -1,0 +1,178 @@
+"""BERT encoders (transformers' ``BertModel`` and ``BertForSequenceClassification``) with
+transformers' parameter names."""
+from __future__ import annotations
+
+from typing import Dict, NamedTuple, Optional
+
+import numpy as np
+
+from ... import nn
+from ...nn import functional as F
+from ...tensor import Tensor
+from ._layers import activation, additive_mask, attend, ids_array, mask_array, merge_heads, split_heads
+
+__all__ = ["BertModel", "BertForSequenceClassification", "BertOutput"]
+
+
+class BertOutput(NamedTuple):
+    last_hidden_state: Tensor
+    pooler_output: Optional[Tensor]
+
+
+def _eps(cfg):
+    return cfg.get("layer_norm_eps", 1e-12)
+
+
+class BertEmbeddings(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        E = cfg["hidden_size"]
+        self.word_embeddings = nn.Embedding(cfg["vocab_size"], E)
+        self.position_embeddings = nn.Embedding(cfg["max_position_embeddings"], E)
+        self.token_type_embeddings = nn.Embedding(cfg.get("type_vocab_size", 2), E)
+        self.LayerNorm = nn.LayerNorm(E, eps=_eps(cfg))
+        self.dropout = nn.Dropout(cfg.get("hidden_dropout_prob", 0.1))
+
+    def forward(self, ids: np.ndarray, token_type_ids: np.ndarray):
+        B, T = ids.shape
+        pos = np.ascontiguousarray(np.broadcast_to(np.arange(T), (B, T)))
+        x = (self.word_embeddings(Tensor._wrap(ids)) + self.position_embeddings(Tensor._wrap(pos))
+             + self.token_type_embeddings(Tensor._wrap(token_type_ids)))
+        return self.dropout(self.LayerNorm(x))
+
+
+class BertSelfAttention(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        E = cfg["hidden_size"]
+        self.heads = cfg["num_attention_heads"]
+        self.query, self.key, self.value = nn.Linear(E, E), nn.Linear(E, E), nn.Linear(E, E)
+        self.dropout_p = cfg.get("attention_probs_dropout_prob", 0.1)
+
+    def forward(self, x, mask):
+        q, k, v = (split_heads(layer(x), self.heads) for layer in (self.query, self.key, self.value))
+        return merge_heads(attend(q, k, v, mask))
+
+
+class BertDenseNorm(nn.Module):
+    """dense -> dropout -> LayerNorm(+ residual): BERT's ``BertSelfOutput`` and ``BertOutput``."""
+
+    def __init__(self, cfg: dict, fan_in: int):
+        super().__init__()
+        E = cfg["hidden_size"]
+        self.dense = nn.Linear(fan_in, E)
+        self.LayerNorm = nn.LayerNorm(E, eps=_eps(cfg))
+        self.dropout = nn.Dropout(cfg.get("hidden_dropout_prob", 0.1))
+
+    def forward(self, x, residual):
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+
+
+class BertAttention(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.self = BertSelfAttention(cfg)
+        self.output = BertDenseNorm(cfg, cfg["hidden_size"])
+
+    def forward(self, x, mask):
+        return self.output(self.self(x, mask), x)
+
+
+class BertIntermediate(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.dense = nn.Linear(cfg["hidden_size"], cfg["intermediate_size"])
+        self.act = activation(cfg.get("hidden_act", "gelu"), "BertModel")
+
+    def forward(self, x):
+        return self.act(self.dense(x))
+
+
+class BertLayer(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.attention = BertAttention(cfg)
+        self.intermediate = BertIntermediate(cfg)
+        self.output = BertDenseNorm(cfg, cfg["intermediate_size"])
+
+    def forward(self, x, mask):
+        x = self.attention(x, mask)
+        return self.output(self.intermediate(x), x)
+
+
+class BertEncoder(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.layer = nn.ModuleList([BertLayer(cfg) for _ in range(cfg["num_hidden_layers"])])
+
+
+class BertPooler(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.dense = nn.Linear(cfg["hidden_size"], cfg["hidden_size"])
+
+    def forward(self, x):
+        return F.tanh(self.dense(x[:, 0]))
+
+
+class BertModel(nn.Module):
+    """BERT's encoder. ``forward(input_ids, attention_mask=None, token_type_ids=None)`` returns
+    ``BertOutput(last_hidden_state (B, T, hidden), pooler_output (B, hidden) or None)``."""
+
+    architecture = "BertModel"
+
+    def __init__(self, config: dict, add_pooling_layer: bool = True):
+        super().__init__()
+        self.config = dict(config)
+        kind = self.config.get("position_embedding_type", "absolute")
+        if kind != "absolute":
+            raise ValueError(f"BertModel: position_embedding_type {kind!r} is not supported yet (only 'absolute')")
+        self.embeddings = BertEmbeddings(self.config)
+        self.encoder = BertEncoder(self.config)
+        self.pooler = BertPooler(self.config) if add_pooling_layer else None
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> BertOutput:
+        c = self.config
+        ids = ids_array(input_ids, "BertModel", c["vocab_size"])
+        B, T = ids.shape
+        if T > c["max_position_embeddings"]:
+            raise ValueError(f"BertModel: {T} tokens exceed max_position_embeddings {c['max_position_embeddings']}")
+        types = np.zeros_like(ids) if token_type_ids is None else ids_array(
+            token_type_ids, "BertModel (token_type_ids)", c.get("type_vocab_size", 2))
+        if types.shape != ids.shape:
+            raise ValueError(f"BertModel: token_type_ids must have the shape of input_ids {ids.shape}, "
+                             f"got {types.shape}")
+        mask = additive_mask(mask_array(attention_mask, "BertModel", (B, T)), 0, T, causal=False)
+        x = self.embeddings(ids, types)
+        for layer in self.encoder.layer:
+            x = layer(x, mask)
+        return BertOutput(x, self.pooler(x) if self.pooler is not None else None)
+
+    @staticmethod
+    def from_hf(tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        return {k: v for k, v in tensors.items() if not k.endswith("embeddings.position_ids")}
+
+    def to_hf(self) -> Dict[str, np.ndarray]:
+        return {k: t.numpy() for k, t in self.state_dict().items()}
+
+
+class BertForSequenceClassification(nn.Module):
+    """BERT + dropout + a linear classifier over the pooled first token; ``forward`` returns the
+    logits (B, num_labels)."""
+
+    architecture = "BertForSequenceClassification"
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = dict(config)
+        labels = self.config.get("num_labels") or len(self.config.get("id2label") or {}) or 2
+        self.bert = BertModel(self.config)
+        p = self.config.get("classifier_dropout")
+        self.dropout = nn.Dropout(self.config.get("hidden_dropout_prob", 0.1) if p is None else p)
+        self.classifier = nn.Linear(self.config["hidden_size"], labels)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        return self.classifier(self.dropout(self.bert(input_ids, attention_mask, token_type_ids).pooler_output))
+
+    from_hf = BertModel.from_hf
+    to_hf = BertModel.to_hf

@@ -1,0 +1,133 @@
+"""Autoregressive generation with a preallocated KV cache.
+
+The prompt is run once (prefill) and fills every layer's cache; then each step feeds one token per
+row. Left-padded batches work as in transformers: padding is masked out of attention and positions
+count real tokens only. Sampling draws from forgegrad's generator, so ``forgegrad.manual_seed``
+makes it repeatable, and the kernels give the same bits at any thread count, so the tokens are too.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Callable, Optional
+
+import numpy as np
+
+from ...autograd import no_grad
+from ...random import generator
+from ._layers import ids_array, mask_array
+
+__all__ = ["generate", "select_next"]
+
+
+def _positive_int(value, name):
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"generate: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _check_sampling(do_sample, temperature, top_k, top_p):
+    if not isinstance(do_sample, bool):
+        raise TypeError(f"generate: do_sample must be a bool, got {type(do_sample).__name__}")
+    if not isinstance(temperature, numbers.Real) or isinstance(temperature, bool) or not temperature > 0:
+        raise ValueError(f"generate: temperature must be a number > 0, got {temperature!r}")
+    if top_k is not None:
+        _positive_int(top_k, "top_k")
+    if top_p is not None and (not isinstance(top_p, numbers.Real) or isinstance(top_p, bool) or not 0 < top_p <= 1):
+        raise ValueError(f"generate: top_p must be a number in (0, 1], got {top_p!r}")
+
+
+def select_next(logits: np.ndarray, do_sample: bool = False, temperature: float = 1.0, top_k: Optional[int] = None,
+                top_p: Optional[float] = None, rng: Optional[np.random.Generator] = None) -> np.ndarray:
+    """The next token of each row of ``logits`` (B, V): the argmax, or a draw after transformers'
+    warpers in their order (temperature, then top-k, then top-p)."""
+    if not do_sample:
+        return logits.argmax(axis=-1).astype(np.int64)
+    scores = logits.astype(np.float64) / temperature
+    if top_k is not None and top_k < scores.shape[-1]:
+        kth = np.partition(scores, -top_k, axis=-1)[:, -top_k][:, None]
+        scores = np.where(scores < kth, -np.inf, scores)
+    if top_p is not None and top_p < 1:
+        order = np.argsort(scores, axis=-1, kind="stable")  # ascending, as transformers sorts
+        sorted_scores = np.take_along_axis(scores, order, axis=-1)
+        probs = np.exp(sorted_scores - sorted_scores[:, -1:])
+        cum = np.cumsum(probs / probs.sum(-1, keepdims=True), axis=-1)
+        drop_sorted = cum <= 1 - top_p
+        drop_sorted[:, -1] = False  # always keep the most likely token
+        drop = np.zeros_like(drop_sorted)
+        np.put_along_axis(drop, order, drop_sorted, axis=-1)
+        scores = np.where(drop, -np.inf, scores)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    cum = np.cumsum(probs, axis=-1)
+    rng = generator() if rng is None else rng
+    draws = rng.random(scores.shape[0]) * cum[:, -1]
+    picks = np.array([np.searchsorted(c, d, side="right") for c, d in zip(cum, draws)], dtype=np.int64)
+    return np.minimum(picks, scores.shape[-1] - 1)
+
+
+def generate(model, input_ids, max_new_tokens: int = 20, attention_mask=None, do_sample: bool = False,
+             temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
+             eos_token_id: Optional[int] = None, pad_token_id: Optional[int] = None,
+             streamer: Optional[Callable[[np.ndarray], None]] = None) -> np.ndarray:
+    """Continue each prompt by up to ``max_new_tokens`` tokens.
+
+    Args:
+        model: a decoder from ``from_pretrained`` (GPT-2, Llama-style).
+        input_ids: (B, T) or (T,) int token ids; pad shorter prompts on the left.
+        attention_mask: (B, T) with 0 for left padding (default: all tokens real).
+        do_sample: False for greedy decoding; True to sample (``temperature``, ``top_k``, ``top_p``).
+        eos_token_id: a row that produced it is finished: it gets ``pad_token_id`` (default: the eos id)
+            from then on, and generation stops when every row is finished.
+        streamer: called after every step with the new tokens (B,) as an int64 array.
+
+    Returns:
+        (B, T + n) int64 array: the prompts followed by the n <= max_new_tokens generated tokens.
+    """
+    if not hasattr(model, "new_cache"):
+        raise TypeError(f"generate: {type(model).__name__} is not a decoder (expected GPT2LMHeadModel or "
+                        "LlamaForCausalLM)")
+    ids = ids_array(input_ids, "generate", model.vocab_size)
+    B, T = ids.shape
+    if not isinstance(max_new_tokens, numbers.Integral) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
+        raise ValueError(f"generate: max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    _check_sampling(do_sample, temperature, top_k, top_p)
+    for name, tok in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
+        if tok is not None and (not isinstance(tok, numbers.Integral) or not 0 <= tok < model.vocab_size):
+            raise ValueError(f"generate: {name} must be a token id in [0, {model.vocab_size}), got {tok!r}")
+    if streamer is not None and not callable(streamer):
+        raise TypeError("generate: streamer must be callable (it receives each step's new tokens)")
+    mask = mask_array(attention_mask, "generate", (B, T))
+    mask = np.ones((B, T), bool) if mask is None else mask
+    if not mask.any(axis=1).all():
+        raise ValueError("generate: every prompt needs at least one real token (attention_mask row of zeros)")
+    # transformers' positions for left padding: real tokens count from 0, padding gets position 1
+    positions = np.where(mask, np.cumsum(mask, axis=1) - 1, 1)
+    last = positions[:, -1].copy()
+    if last.max() + max_new_tokens >= model.max_positions + 1:
+        raise ValueError(f"generate: prompt ({last.max() + 1} tokens) + max_new_tokens ({max_new_tokens}) exceed the "
+                         f"model's {model.max_positions} positions")
+    out = np.empty((B, T + max_new_tokens), np.int64)
+    out[:, :T] = ids
+    if max_new_tokens == 0:
+        return out
+    pad = eos_token_id if pad_token_id is None else pad_token_id
+    finished = np.zeros(B, bool)
+    cache = model.new_cache(B, T + max_new_tokens)
+    rng = generator()
+    n = 0
+    with no_grad():
+        logits = model(ids, mask, positions, cache=cache, logits_to_keep=1).numpy()[:, -1]
+        while True:
+            nxt = select_next(logits, do_sample, float(temperature), top_k, top_p, rng)
+            if eos_token_id is not None:
+                nxt = np.where(finished, pad, nxt)
+                finished |= nxt == eos_token_id
+            out[:, T + n] = nxt
+            n += 1
+            if streamer is not None:
+                streamer(nxt.copy())
+            if n == max_new_tokens or finished.all():
+                break
+            mask = np.concatenate([mask, np.ones((B, 1), bool)], axis=1)
+            last += 1
+            logits = model(nxt[:, None], mask, last[:, None], cache=cache).numpy()[:, -1]
+    return out[:, :T + n]

@@ -1,0 +1,151 @@
+"""GPT-2 (transformers' ``GPT2LMHeadModel``) on forgegrad layers.
+
+Parameter names are transformers' own (``transformer.h.0.attn.c_attn.weight`` ...). transformers
+stores GPT-2's projections as ``Conv1D`` weights of shape (in, out); they are held here as ``Linear``
+weights (out, in), whose rows the batch-1 decode GEMV streams contiguously, and transposed back by
+``save_pretrained``.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+
+from ... import nn
+from ...nn import functional as F
+from ...tensor import Tensor
+from ._layers import KVCache, activation, additive_mask, attend, ids_array, mask_array, merge_heads, split_heads
+
+__all__ = ["GPT2LMHeadModel"]
+
+_CONV1D = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
+
+
+class GPT2Attention(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        E = cfg["n_embd"]
+        self.n_head = cfg["n_head"]
+        self.c_attn = nn.Linear(E, 3 * E)
+        self.c_proj = nn.Linear(E, E)
+        self.scale_weights = bool(cfg.get("scale_attn_weights", True))
+
+    def forward(self, x, mask, cache: Optional[KVCache], layer: int):
+        q, k, v = (split_heads(t, self.n_head) for t in _split3(self.c_attn(x)))
+        if cache is not None:
+            k, v = cache.update(layer, k, v)
+        out = attend(q, k, v, mask, scale=None if self.scale_weights else 1.0)
+        return self.c_proj(merge_heads(out))
+
+
+def _split3(qkv: Tensor):
+    E = qkv.shape[-1] // 3
+    return qkv[..., :E], qkv[..., E:2 * E], qkv[..., 2 * E:]
+
+
+class GPT2MLP(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        E = cfg["n_embd"]
+        inner = cfg.get("n_inner") or 4 * E
+        self.c_fc = nn.Linear(E, inner)
+        self.c_proj = nn.Linear(inner, E)
+        self.act = activation(cfg.get("activation_function", "gelu_new"), "GPT2")
+
+    def forward(self, x):
+        return self.c_proj(self.act(self.c_fc(x)))
+
+
+class GPT2Block(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        E, eps = cfg["n_embd"], cfg.get("layer_norm_epsilon", 1e-5)
+        self.ln_1 = nn.LayerNorm(E, eps=eps)
+        self.attn = GPT2Attention(cfg)
+        self.ln_2 = nn.LayerNorm(E, eps=eps)
+        self.mlp = GPT2MLP(cfg)
+
+    def forward(self, x, mask, cache, layer):
+        x = x + self.attn(self.ln_1(x), mask, cache, layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT2Model(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        E = cfg["n_embd"]
+        self.wte = nn.Embedding(cfg["vocab_size"], E)
+        self.wpe = nn.Embedding(cfg["n_positions"], E)
+        self.h = nn.ModuleList([GPT2Block(cfg) for _ in range(cfg["n_layer"])])
+        self.ln_f = nn.LayerNorm(E, eps=cfg.get("layer_norm_epsilon", 1e-5))
+
+
+class GPT2LMHeadModel(nn.Module):
+    """GPT-2 with its language-model head (weights tied to the token embedding unless the config
+    says ``tie_word_embeddings: false``).
+
+    ``forward(input_ids, attention_mask=None, position_ids=None, cache=None)`` returns the logits
+    (B, T, vocab_size). ``attention_mask`` (B, past + T) marks padding with 0; positions default to
+    past + 0..T-1 (``generate`` derives them from the mask for left-padded prompts).
+    """
+
+    architecture = "GPT2LMHeadModel"
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = dict(config)
+        self.transformer = GPT2Model(self.config)
+        self.tied = bool(self.config.get("tie_word_embeddings", True))
+        if not self.tied:
+            self.lm_head = nn.Linear(self.config["n_embd"], self.config["vocab_size"], bias=False)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config["vocab_size"]
+
+    @property
+    def max_positions(self) -> int:
+        return self.config["n_positions"]
+
+    def new_cache(self, batch: int, max_length: int) -> KVCache:
+        c = self.config
+        return KVCache(c["n_layer"], batch, c["n_head"], max_length, c["n_embd"] // c["n_head"])
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache: Optional[KVCache] = None,
+                logits_to_keep: int = 0):
+        ids = ids_array(input_ids, "GPT2LMHeadModel", self.vocab_size)
+        B, T = ids.shape
+        past = cache.length if cache is not None else 0
+        pad = mask_array(attention_mask, "GPT2LMHeadModel", (B, past + T))
+        if position_ids is None:
+            position_ids = np.broadcast_to(np.arange(past, past + T), (B, T))
+        position_ids = np.asarray(position_ids, dtype=np.int64)
+        if position_ids.size and position_ids.max() >= self.max_positions:
+            raise ValueError(f"GPT2LMHeadModel: position {position_ids.max()} exceeds the model's n_positions "
+                             f"{self.max_positions}")
+        tr = self.transformer
+        x = tr.wte(Tensor._wrap(ids)) + tr.wpe(Tensor._wrap(np.ascontiguousarray(position_ids)))
+        mask = additive_mask(pad, past, T, causal=True)
+        for i, block in enumerate(tr.h):
+            x = block(x, mask, cache, i)
+        x = tr.ln_f(x)
+        if cache is not None:
+            cache.advance(T)
+        if logits_to_keep:  # the LM head on the last positions only (generate needs the last one)
+            x = x[:, -logits_to_keep:]
+        weight = tr.wte.weight if self.tied else self.lm_head.weight
+        return F.linear(x, weight)
+
+    # --- checkpoint names ---
+    @staticmethod
+    def from_hf(tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        out = {}
+        for k, v in tensors.items():
+            if k.endswith(".attn.bias") or k.endswith(".attn.masked_bias"):
+                continue  # old transformers versions saved the causal-mask buffers; we build masks ourselves
+            out[k] = np.ascontiguousarray(v.T) if k.endswith(_CONV1D) else v
+        return out
+
+    def to_hf(self) -> Dict[str, np.ndarray]:
+        return {k: (np.ascontiguousarray(v.T) if k.endswith(_CONV1D) else v)
+                for k, v in ((k, t.numpy()) for k, t in self.state_dict().items())}

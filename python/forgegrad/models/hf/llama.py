@@ -1,0 +1,148 @@
+"""Llama-style decoders (transformers' ``LlamaForCausalLM``): RMSNorm, rotary position embeddings,
+a SwiGLU MLP and grouped-query attention, with transformers' parameter names."""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+
+from ... import nn
+from ...nn import functional as F
+from ...tensor import Tensor
+from ._layers import (KVCache, RotaryEmbedding, activation, additive_mask, attend, ids_array, mask_array,
+                      merge_heads, split_heads)
+
+__all__ = ["LlamaForCausalLM"]
+
+
+def _rope(cfg: dict, head_dim: int) -> RotaryEmbedding:
+    """transformers 5 keeps rope settings in ``rope_parameters``; older configs in ``rope_theta`` and
+    ``rope_scaling``."""
+    params = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
+    theta = params.get("rope_theta", cfg.get("rope_theta", 10000.0))
+    kind = params.get("rope_type", params.get("type", "default"))
+    if kind == "default":
+        return RotaryEmbedding(head_dim, theta)
+    if kind == "linear":
+        return RotaryEmbedding(head_dim, theta, scaling_factor=params["factor"])
+    raise ValueError(f"LlamaForCausalLM: rope type {kind!r} is not supported yet (supported: default, linear)")
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        E, H = cfg["hidden_size"], cfg["num_attention_heads"]
+        Hkv = cfg.get("num_key_value_heads") or H
+        D = cfg.get("head_dim") or E // H
+        if H % Hkv:
+            raise ValueError(f"LlamaForCausalLM: num_attention_heads ({H}) must be a multiple of "
+                             f"num_key_value_heads ({Hkv})")
+        bias = bool(cfg.get("attention_bias", False))
+        self.n_head, self.n_kv = H, Hkv
+        self.q_proj = nn.Linear(E, H * D, bias=bias)
+        self.k_proj = nn.Linear(E, Hkv * D, bias=bias)
+        self.v_proj = nn.Linear(E, Hkv * D, bias=bias)
+        self.o_proj = nn.Linear(H * D, E, bias=bias)
+
+    def forward(self, x, cos, sin, mask, cache: Optional[KVCache], layer: int):
+        q = RotaryEmbedding.apply(split_heads(self.q_proj(x), self.n_head), cos, sin)
+        k = RotaryEmbedding.apply(split_heads(self.k_proj(x), self.n_kv), cos, sin)
+        v = split_heads(self.v_proj(x), self.n_kv)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)
+        return self.o_proj(merge_heads(attend(q, k, v, mask)))
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        E, inner = cfg["hidden_size"], cfg["intermediate_size"]
+        bias = bool(cfg.get("mlp_bias", False))
+        self.gate_proj = nn.Linear(E, inner, bias=bias)
+        self.up_proj = nn.Linear(E, inner, bias=bias)
+        self.down_proj = nn.Linear(inner, E, bias=bias)
+        self.act = activation(cfg.get("hidden_act", "silu"), "LlamaForCausalLM")
+
+    def forward(self, x):
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        E, eps = cfg["hidden_size"], cfg.get("rms_norm_eps", 1e-6)
+        self.input_layernorm = nn.RMSNorm(E, eps=eps)
+        self.self_attn = LlamaAttention(cfg)
+        self.post_attention_layernorm = nn.RMSNorm(E, eps=eps)
+        self.mlp = LlamaMLP(cfg)
+
+    def forward(self, x, cos, sin, mask, cache, layer):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg["vocab_size"], cfg["hidden_size"])
+        self.layers = nn.ModuleList([LlamaDecoderLayer(cfg) for _ in range(cfg["num_hidden_layers"])])
+        self.norm = nn.RMSNorm(cfg["hidden_size"], eps=cfg.get("rms_norm_eps", 1e-6))
+
+
+class LlamaForCausalLM(nn.Module):
+    """A Llama-style decoder with its LM head. ``forward(input_ids, attention_mask=None,
+    position_ids=None, cache=None)`` returns the logits (B, T, vocab_size)."""
+
+    architecture = "LlamaForCausalLM"
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = dict(config)
+        c = self.config
+        self.head_dim = c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
+        self.model = LlamaModel(c)
+        self.rotary = _rope(c, self.head_dim)
+        self.tied = bool(c.get("tie_word_embeddings", False))
+        if not self.tied:
+            self.lm_head = nn.Linear(c["hidden_size"], c["vocab_size"], bias=False)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config["vocab_size"]
+
+    @property
+    def max_positions(self) -> int:
+        return self.config.get("max_position_embeddings", 2048)
+
+    def new_cache(self, batch: int, max_length: int) -> KVCache:
+        c = self.config
+        kv = c.get("num_key_value_heads") or c["num_attention_heads"]
+        return KVCache(c["num_hidden_layers"], batch, kv, max_length, self.head_dim)
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache: Optional[KVCache] = None,
+                logits_to_keep: int = 0):
+        ids = ids_array(input_ids, "LlamaForCausalLM", self.vocab_size)
+        B, T = ids.shape
+        past = cache.length if cache is not None else 0
+        pad = mask_array(attention_mask, "LlamaForCausalLM", (B, past + T))
+        if position_ids is None:
+            position_ids = np.broadcast_to(np.arange(past, past + T), (B, T))
+        cos, sin = self.rotary.cos_sin(np.asarray(position_ids, dtype=np.int64))
+        x = self.model.embed_tokens(Tensor._wrap(ids))
+        mask = additive_mask(pad, past, T, causal=True)
+        for i, layer in enumerate(self.model.layers):
+            x = layer(x, cos, sin, mask, cache, i)
+        x = self.model.norm(x)
+        if cache is not None:
+            cache.advance(T)
+        if logits_to_keep:  # the LM head on the last positions only (generate needs the last one)
+            x = x[:, -logits_to_keep:]
+        weight = self.model.embed_tokens.weight if self.tied else self.lm_head.weight
+        return F.linear(x, weight)
+
+    @staticmethod
+    def from_hf(tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        return {k: v for k, v in tensors.items() if not k.endswith("rotary_emb.inv_freq")}
+
+    def to_hf(self) -> Dict[str, np.ndarray]:
+        return {k: t.numpy() for k, t in self.state_dict().items()}
