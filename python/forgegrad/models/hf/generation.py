@@ -14,6 +14,7 @@ import numpy as np
 
 from ...autograd import no_grad
 from ...random import generator
+from ._decode import LeanDecoder
 from ._layers import ids_array, mask_array
 
 __all__ = ["generate", "select_next"]
@@ -113,6 +114,8 @@ def generate(model, input_ids, max_new_tokens: int = 20, attention_mask=None, do
     finished = np.zeros(B, bool)
     cache = model.new_cache(B, T + max_new_tokens)
     rng = generator()
+    # the per-token steps as direct kernel calls (the Tensor path in training mode, which has dropout)
+    lean = None if model.training else LeanDecoder(model)
     n = 0
     with no_grad():
         logits = model(ids, mask, positions, cache=cache, logits_to_keep=1).numpy()[:, -1]
@@ -129,5 +132,8 @@ def generate(model, input_ids, max_new_tokens: int = 20, attention_mask=None, do
                 break
             mask = np.concatenate([mask, np.ones((B, 1), bool)], axis=1)
             last += 1
-            logits = model(nxt[:, None], mask, last[:, None], cache=cache).numpy()[:, -1]
+            if lean is not None:
+                logits = lean.step(nxt, last, mask, cache)
+            else:
+                logits = model(nxt[:, None], mask, last[:, None], cache=cache).numpy()[:, -1]
     return out[:, :T + n]
