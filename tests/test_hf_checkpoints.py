@@ -1,0 +1,251 @@
+"""Hugging Face checkpoints: directories written by transformers itself load with from_pretrained, give
+transformers' logits, generate transformers' tokens, and save_pretrained writes what transformers loads."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import forgegrad as fg
+from forgegrad.models import from_pretrained, generate, save_pretrained
+from forgegrad.models.hf import CheckpointError
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+VOCAB = 100
+
+
+def _gpt2(**kw):
+    cfg = dict(n_layer=2, n_embd=32, n_head=4, vocab_size=VOCAB, n_positions=96, initializer_range=0.3)
+    cfg.update(kw)
+    return transformers.GPT2LMHeadModel(transformers.GPT2Config(**cfg)).eval()
+
+
+def _llama(**kw):
+    cfg = dict(num_hidden_layers=2, hidden_size=48, num_attention_heads=6, num_key_value_heads=2,
+               intermediate_size=80, vocab_size=VOCAB, max_position_embeddings=128, initializer_range=0.3)
+    cfg.update(kw)
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(**cfg)).eval()
+
+
+def _bert_config(**kw):
+    cfg = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=48,
+               vocab_size=VOCAB, max_position_embeddings=64, num_labels=3)
+    cfg.update(kw)
+    return transformers.BertConfig(**cfg)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("hf")
+    models = {"gpt2": _gpt2(), "llama": _llama(), "bert": transformers.BertModel(_bert_config()).eval(),
+              "bert_cls": transformers.BertForSequenceClassification(_bert_config()).eval()}
+    for name, m in models.items():
+        m.save_pretrained(root / name)
+    return root, models
+
+
+IDS = np.random.RandomState(1).randint(0, VOCAB, (2, 9))
+LEFT_PADDED = np.array([[0, 0, 0, 5, 6, 7, 8, 9], [1, 2, 3, 4, 5, 6, 7, 8]])
+LEFT_MASK = np.array([[0, 0, 0, 1, 1, 1, 1, 1], [1] * 8])
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_decoder_logits_match_transformers(checkpoints, name):
+    root, models = checkpoints
+    model = from_pretrained(root / name)
+    with torch.no_grad():
+        ref = models[name](torch.tensor(IDS)).logits.numpy()
+    np.testing.assert_allclose(model(IDS).numpy(), ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_decoder_logits_match_on_a_left_padded_batch(checkpoints, name):
+    root, models = checkpoints
+    model = from_pretrained(root / name)
+    positions = np.where(LEFT_MASK, np.cumsum(LEFT_MASK, 1) - 1, 1)
+    with torch.no_grad():
+        ref = models[name](torch.tensor(LEFT_PADDED), attention_mask=torch.tensor(LEFT_MASK),
+                           position_ids=torch.tensor(positions)).logits.numpy()
+    got = model(LEFT_PADDED, attention_mask=LEFT_MASK, position_ids=positions).numpy()
+    real = LEFT_MASK.astype(bool)
+    np.testing.assert_allclose(got[real], ref[real], rtol=1e-4, atol=1e-4)
+
+
+def test_bert_outputs_match_transformers_with_padding(checkpoints):
+    root, models = checkpoints
+    mask = np.ones_like(IDS)
+    mask[1, 6:] = 0
+    types = np.zeros_like(IDS)
+    types[:, 4:] = 1
+    with torch.no_grad():
+        ref = models["bert"](torch.tensor(IDS), attention_mask=torch.tensor(mask), token_type_ids=torch.tensor(types))
+        ref_cls = models["bert_cls"](torch.tensor(IDS), attention_mask=torch.tensor(mask)).logits.numpy()
+    out = from_pretrained(root / "bert")(IDS, attention_mask=mask, token_type_ids=types)
+    real = mask.astype(bool)
+    np.testing.assert_allclose(out.last_hidden_state.numpy()[real], ref.last_hidden_state.numpy()[real],
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out.pooler_output.numpy(), ref.pooler_output.numpy(), rtol=1e-4, atol=1e-4)
+    logits = from_pretrained(root / "bert_cls")(IDS, attention_mask=mask).numpy()
+    np.testing.assert_allclose(logits, ref_cls, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_greedy_generation_yields_transformers_tokens(checkpoints, name):
+    root, models = checkpoints
+    model = from_pretrained(root / name)
+    prompt = IDS[:1, :5]
+    with torch.no_grad():
+        ref = models[name].generate(torch.tensor(prompt), max_new_tokens=50, min_new_tokens=50, do_sample=False,
+                                    pad_token_id=0).numpy()
+    got = generate(model, prompt, max_new_tokens=50)
+    assert got.shape == (1, 55)
+    np.testing.assert_array_equal(got, ref)
+    # a left-padded batch of prompts of different lengths
+    with torch.no_grad():
+        ref = models[name].generate(torch.tensor(LEFT_PADDED), attention_mask=torch.tensor(LEFT_MASK),
+                                    max_new_tokens=20, min_new_tokens=20, do_sample=False, pad_token_id=0).numpy()
+    np.testing.assert_array_equal(generate(model, LEFT_PADDED, attention_mask=LEFT_MASK, max_new_tokens=20), ref)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_lean_decode_step_equals_the_tensor_forward(checkpoints, name):
+    from forgegrad.models.hf._decode import LeanDecoder
+    root, _ = checkpoints
+    model = from_pretrained(root / name)
+    prompt, nxt = IDS[:, :6], IDS[:, 6]
+    full = model(IDS[:, :7]).numpy()[:, -1]
+    cache = model.new_cache(2, 8)
+    with fg.no_grad():
+        model(prompt, cache=cache)
+    lean = LeanDecoder(model).step(nxt, np.full(2, 6), None, cache)
+    np.testing.assert_allclose(lean, full, rtol=1e-5, atol=1e-5)
+
+
+def test_sampling_is_repeatable_and_thread_count_independent(checkpoints):
+    root, _ = checkpoints
+    model = from_pretrained(root / "llama")
+    runs = []
+    old = fg.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            fg.set_num_threads(threads)
+            fg.manual_seed(7)
+            runs.append(generate(model, IDS[:, :4], max_new_tokens=12, do_sample=True, temperature=0.9,
+                                 top_k=20, top_p=0.9))
+    finally:
+        fg.set_num_threads(old)
+    for r in runs[1:]:
+        np.testing.assert_array_equal(r, runs[0])
+    greedy = generate(model, IDS[:, :4], max_new_tokens=12)
+    np.testing.assert_array_equal(generate(model, IDS[:, :4], max_new_tokens=12, do_sample=True, top_k=1), greedy)
+
+
+def test_eos_stops_rows_and_streamer_sees_every_step(checkpoints):
+    root, _ = checkpoints
+    model = from_pretrained(root / "gpt2")
+    free = generate(model, IDS[:1, :4], max_new_tokens=10)
+    eos = int(free[0, 6])  # the third generated token
+    seen = []
+    out = generate(model, IDS[:1, :4], max_new_tokens=10, eos_token_id=eos, streamer=seen.append)
+    first = int(np.argmax(free[0, 4:] == eos))
+    np.testing.assert_array_equal(out, free[:, :4 + first + 1])  # stops right after the first eos
+    assert [int(s[0]) for s in seen] == out[0, 4:].tolist()
+
+
+def test_save_pretrained_loads_back_in_transformers(checkpoints, tmp_path):
+    root, models = checkpoints
+    for name, cls in (("gpt2", transformers.GPT2LMHeadModel), ("llama", transformers.LlamaForCausalLM),
+                      ("bert_cls", transformers.BertForSequenceClassification)):
+        ours = from_pretrained(root / name)
+        save_pretrained(ours, tmp_path / name)
+        back = cls.from_pretrained(tmp_path / name).eval()
+        with torch.no_grad():
+            ref = models[name](torch.tensor(IDS)).logits.numpy()
+            got = back(torch.tensor(IDS)).logits.numpy()
+        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_sharded_and_bfloat16_checkpoints(tmp_path):
+    torch.manual_seed(3)
+    hf = _llama()
+    hf.save_pretrained(tmp_path / "sharded", max_shard_size="40KB")
+    assert os.path.exists(tmp_path / "sharded" / "model.safetensors.index.json")
+    with torch.no_grad():
+        ref = hf(torch.tensor(IDS)).logits.numpy()
+    np.testing.assert_allclose(from_pretrained(tmp_path / "sharded")(IDS).numpy(), ref, rtol=1e-4, atol=1e-4)
+    import copy
+    copy.deepcopy(hf).to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    with torch.no_grad():
+        for p in hf.parameters():  # the bf16 weights, widened, in float32 (rotary buffers stay float32)
+            p.copy_(p.to(torch.bfloat16).float())
+        ref16 = hf(torch.tensor(IDS)).logits.numpy()
+    np.testing.assert_allclose(from_pretrained(tmp_path / "bf16")(IDS).numpy(), ref16, rtol=1e-4, atol=1e-4)
+
+
+# --- malformed directories and bad arguments ---
+
+def _copy(src, dst):
+    os.makedirs(dst)
+    for f in os.listdir(src):
+        with open(os.path.join(src, f), "rb") as a, open(os.path.join(dst, f), "wb") as b:
+            b.write(a.read())
+
+
+def test_malformed_directories_raise_clear_errors(checkpoints, tmp_path):
+    from safetensors.numpy import load_file, save_file
+    root, _ = checkpoints
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        from_pretrained(tmp_path / "nope")
+    _copy(root / "gpt2", tmp_path / "missing")
+    tensors = load_file(tmp_path / "missing" / "model.safetensors")
+    del tensors["transformer.h.1.mlp.c_fc.weight"]
+    save_file(tensors, tmp_path / "missing" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="missing 1 tensor.*c_fc"):
+        from_pretrained(tmp_path / "missing")
+    _copy(root / "gpt2", tmp_path / "shape")
+    cfg = json.loads((tmp_path / "shape" / "config.json").read_text())
+    cfg["n_inner"] = 64
+    (tmp_path / "shape" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="c_fc.weight.*has shape"):
+        from_pretrained(tmp_path / "shape")
+    _copy(root / "gpt2", tmp_path / "arch")
+    cfg = json.loads((tmp_path / "arch" / "config.json").read_text())
+    cfg["architectures"], cfg["model_type"] = ["T5ForConditionalGeneration"], "t5"
+    (tmp_path / "arch" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="unsupported architecture.*T5"):
+        from_pretrained(tmp_path / "arch")
+    _copy(root / "gpt2", tmp_path / "bin")
+    os.rename(tmp_path / "bin" / "model.safetensors", tmp_path / "bin" / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="pickle.*save_pretrained"):
+        from_pretrained(tmp_path / "bin")
+    _copy(root / "gpt2", tmp_path / "trunc")
+    path = tmp_path / "trunc" / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="not a valid safetensors"):
+        from_pretrained(tmp_path / "trunc")
+    os.makedirs(tmp_path / "noconfig")
+    with pytest.raises(CheckpointError, match="no config.json"):
+        from_pretrained(tmp_path / "noconfig")
+
+
+def test_bad_generate_arguments(checkpoints):
+    root, _ = checkpoints
+    model = from_pretrained(root / "gpt2")
+    with pytest.raises(ValueError, match="temperature"):
+        generate(model, IDS, do_sample=True, temperature=0)
+    with pytest.raises(ValueError, match="top_p"):
+        generate(model, IDS, do_sample=True, top_p=1.5)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate(model, IDS, max_new_tokens=-1)
+    with pytest.raises(ValueError, match="input_ids must be in"):
+        generate(model, [[1, VOCAB]])
+    with pytest.raises(ValueError, match="exceed the model's 96 positions"):
+        generate(model, IDS, max_new_tokens=90)
+    with pytest.raises(ValueError, match="attention_mask must have shape"):
+        generate(model, IDS, attention_mask=np.ones((2, 3)))
+    with pytest.raises(TypeError, match="not a decoder"):
+        generate(from_pretrained(root / "bert"), IDS)
