@@ -1,0 +1,102 @@
+"""``forgegrad generate PATH --prompt TEXT``: continue a prompt with a Hugging Face checkpoint directory
+(GPT-2 or Llama-style), streaming the text as it is generated, then the prefill and decode speeds."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from ._argtypes import positive_int
+from ._errors import CLIError, UsageError
+
+
+def _unit_interval(text):
+    import argparse
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def _positive_float(text):
+    import argparse
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def add_parser(sub):
+    p = sub.add_parser("generate", help="generate text with a Hugging Face checkpoint directory",
+                       description="Load a GPT-2 or Llama-style checkpoint directory (config.json + safetensors, "
+                                   "tokenizer.json if present, else byte tokens), stream the continuation of "
+                                   "--prompt, and report prefill and decode tokens/s.")
+    p.add_argument("path", help="checkpoint directory (as written by transformers' save_pretrained)")
+    p.add_argument("--prompt", required=True, help="the text to continue")
+    p.add_argument("--max-new-tokens", type=positive_int, default=50, help="tokens to generate (default 50)")
+    p.add_argument("--temperature", type=_positive_float, default=None, help="sample at this temperature "
+                   "(default: greedy decoding unless --top-k/--top-p is given)")
+    p.add_argument("--top-k", type=positive_int, default=None, help="sample among the k most likely tokens")
+    p.add_argument("--top-p", type=_unit_interval, default=None, help="nucleus sampling: the smallest set of "
+                   "tokens whose probability reaches p")
+    p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    p.add_argument("--threads", type=positive_int, default=None, help="forgegrad kernel threads")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args, out=None):
+    out = sys.stdout if out is None else out
+    from .. import manual_seed
+    from .._runtime import set_num_threads
+    from ..models.hf import CheckpointError, from_pretrained, generate
+    from ..models.hf.tokenizer import load_tokenizer
+    if not os.path.isdir(args.path):
+        raise UsageError(f"{args.path!r} is not a checkpoint directory")
+    if args.threads is not None:
+        set_num_threads(args.threads)
+    try:
+        model = from_pretrained(args.path)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from None
+    if not hasattr(model, "new_cache"):
+        raise UsageError(f"{type(model).__name__} is an encoder; generate needs a decoder (GPT-2, Llama-style)")
+    eos = model.config.get("eos_token_id")
+    eos = eos if isinstance(eos, int) and 0 <= eos < model.vocab_size else None
+    try:
+        tok = load_tokenizer(args.path, model.vocab_size, eos)
+    except (ValueError, ImportError) as e:
+        raise CLIError(str(e)) from None
+    ids = tok.encode(args.prompt)
+    if not ids:
+        raise UsageError("--prompt gives no tokens")
+    if max(ids) >= model.vocab_size:
+        raise UsageError(f"the tokenizer gives token {max(ids)}, outside the model's vocabulary ({model.vocab_size})")
+    if args.seed is not None:
+        manual_seed(args.seed)
+    sample = args.temperature is not None or args.top_k is not None or args.top_p is not None
+    new, shown, times = [], "", [time.perf_counter()]
+    out.write(args.prompt)
+
+    def stream(step):
+        nonlocal shown
+        times.append(time.perf_counter())
+        new.append(int(step[0]))
+        text = tok.decode(new)
+        if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+            out.write(text[len(shown):])
+            out.flush()
+            shown = text
+
+    try:
+        generate(model, [ids], max_new_tokens=args.max_new_tokens, do_sample=sample,
+                 temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p, eos_token_id=tok.eos_token_id,
+                 streamer=stream)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    out.write(tok.decode(new)[len(shown):] + "\n")
+    prefill = times[1] - times[0]
+    decode = (times[-1] - times[1]) / max(len(times) - 2, 1)
+    print(f"[{len(ids)} prompt tokens, {len(new)} generated ({tok.name}); prefill {len(ids) / prefill:.1f} tokens/s, "
+          f"decode {1 / decode:.1f} tokens/s]", file=sys.stderr)
+    return 0

@@ -1,0 +1,57 @@
+"""Tokenizers for checkpoint directories: ``tokenizer.json`` through the ``tokenizers`` package (the
+optional extra ``hf``), or bytes as tokens when a directory has none."""
+from __future__ import annotations
+
+import os
+from typing import List, Optional
+
+__all__ = ["load_tokenizer", "ByteTokenizer", "HFTokenizer"]
+
+
+class ByteTokenizer:
+    """Each UTF-8 byte is a token (ids 0-255): the fallback for models without ``tokenizer.json``
+    whose vocabulary has at least 256 entries (byte-level models such as forgegrad's ``gpt``)."""
+
+    name = "bytes"
+    eos_token_id: Optional[int] = None
+
+    def encode(self, text: str) -> List[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids) -> str:
+        return bytes(int(i) for i in ids if 0 <= int(i) < 256).decode("utf-8", errors="replace")
+
+
+class HFTokenizer:
+    """A ``tokenizers.Tokenizer`` read from ``tokenizer.json``."""
+
+    name = "tokenizer.json"
+
+    def __init__(self, path: str, eos_token_id: Optional[int] = None):
+        try:
+            from tokenizers import Tokenizer
+        except ImportError as e:
+            raise ImportError('reading tokenizer.json needs the tokenizers package: pip install "forgegrad[hf]"') from e
+        try:
+            self._tok = Tokenizer.from_file(path)
+        except Exception as e:  # the package raises its own Exception type for a malformed file
+            raise ValueError(f"load_tokenizer: {path!r} is not a valid tokenizer.json: {e}") from None
+        self.eos_token_id = eos_token_id
+
+    def encode(self, text: str) -> List[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids) -> str:
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
+
+def load_tokenizer(path, vocab_size: int, eos_token_id: Optional[int] = None):
+    """The tokenizer of a checkpoint directory: ``tokenizer.json`` if present, else bytes (which needs
+    ``vocab_size >= 256``)."""
+    file = os.path.join(os.fspath(path), "tokenizer.json")
+    if os.path.isfile(file):
+        return HFTokenizer(file, eos_token_id)
+    if vocab_size < 256:
+        raise ValueError(f"load_tokenizer: {os.fspath(path)!r} has no tokenizer.json and its vocabulary "
+                         f"({vocab_size}) is too small for byte tokens; pass token ids instead")
+    return ByteTokenizer()

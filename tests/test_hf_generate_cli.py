@@ -1,0 +1,71 @@
+"""``forgegrad generate`` on checkpoint directories written by transformers, with byte tokens and with a
+tokenizer.json trained by the tokenizers package."""
+import numpy as np
+import pytest
+
+from forgegrad.cli import main
+from forgegrad.models import from_pretrained, generate
+from forgegrad.models.hf.tokenizer import ByteTokenizer, load_tokenizer
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+transformers.logging.set_verbosity_error()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("gen") / "bytes"
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=300, n_positions=128,
+                                  initializer_range=0.3, eos_token_id=299, bos_token_id=299)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(path)
+    return path
+
+
+def test_generate_streams_the_greedy_continuation(checkpoint, capsys):
+    assert main(["generate", str(checkpoint), "--prompt", "Hi there", "--max-new-tokens", "12"]) == 0
+    captured = capsys.readouterr()
+    ids = list("Hi there".encode())
+    want = generate(from_pretrained(checkpoint), [ids], max_new_tokens=12, eos_token_id=299)[0, len(ids):]
+    assert captured.out == "Hi there" + ByteTokenizer().decode(want) + "\n"
+    assert "prefill" in captured.err and "decode" in captured.err and "tokens/s" in captured.err
+
+
+def test_generate_with_tokenizer_json_and_sampling(checkpoint, tmp_path, capsys):
+    import shutil
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(), decoders.ByteLevel()
+    tok.train_from_iterator(["hello world, a tiny corpus for a tiny tokenizer"] * 10,
+                            trainers.BpeTrainer(vocab_size=280, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    path = tmp_path / "bpe"
+    shutil.copytree(checkpoint, path)
+    tok.save(str(path / "tokenizer.json"))
+    loaded = load_tokenizer(path, 300)
+    assert loaded.encode("hello world") == tok.encode("hello world").ids
+    args = ["generate", str(path), "--prompt", "hello world", "--max-new-tokens", "8", "--temperature", "0.7",
+            "--top-k", "50", "--seed", "3"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert main(args) == 0
+    assert capsys.readouterr().out == first  # the same seed gives the same text
+    assert first.startswith("hello world")
+
+
+def test_generate_usage_errors(checkpoint, tmp_path, capsys):
+    assert main(["generate", str(tmp_path / "none"), "--prompt", "x"]) == 2
+    assert "not a checkpoint directory" in capsys.readouterr().err
+    assert main(["generate", str(checkpoint), "--prompt", "x", "--top-p", "1.5"]) == 2
+    assert main(["generate", str(checkpoint), "--prompt", "x", "--max-new-tokens", "500"]) == 2
+    assert "positions" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["generate", str(tmp_path / "empty"), "--prompt", "x"]) == 2
+    assert "config.json" in capsys.readouterr().err
+
+
+def test_byte_tokens_need_a_byte_sized_vocabulary(tmp_path):
+    with pytest.raises(ValueError, match="too small for byte tokens"):
+        load_tokenizer(tmp_path, 100)
+    assert ByteTokenizer().decode(ByteTokenizer().encode("héllo")) == "héllo"
+    np.testing.assert_array_equal(ByteTokenizer().encode("A"), [65])
