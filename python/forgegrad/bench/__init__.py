@@ -8,7 +8,7 @@ pytest-benchmark files in the repository's bench/ directory are thin wrappers th
 over the same ``workloads()``. A suite takes the thread counts and a `quick` flag and returns rows
 
     {"workload": str, "threads": int, "seconds": {runtime: seconds or None (absent)},
-     "flop": float (optional, gives GFLOP/s columns)}
+     "flop": float (optional, gives GFLOP/s columns), "note": str (optional, printed under the table)}
 
 that `format_table` turns into one table (a runtime missing from a row's "seconds" is not timed on
 that row, e.g. onnxruntime on a training row, and shows as "-"). The command line is
@@ -135,4 +135,5 @@ def format_table(rows: List[Row]) -> str:
         out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
+    out += [f"note: {r['workload']} ({r['threads']} threads): {r['note']}" for r in rows if r.get("note")]
     return "\n".join(out)

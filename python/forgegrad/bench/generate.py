@@ -1,0 +1,140 @@
+"""The `generate` suite: text generation from Hugging Face checkpoints, forgegrad against transformers
+on torch with the same weights (random, at real sizes), greedy, KV cache on, batch 1.
+
+Workloads per model: prefill of a 128-token prompt (one forward filling the cache, the last
+position's logits) and generation of 64 new tokens after it; the decode row is derived from the two
+(generation minus prefill, per new token). The models are GPT-2 small (12 layers, 768 wide, 12 heads,
+vocab 50257) and a Llama-style decoder (8 layers, hidden 1024, 16 query / 4 key-value heads, SwiGLU
+2816, vocab 32000); --quick uses 2-layer versions. Decode at batch 1 streams every weight once per
+token, so the suite also reports the bandwidth it reaches (weight bytes per token / time per token)
+as a fraction of the machine's measured single-stream read bandwidth.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import List, Sequence
+
+import numpy as np
+
+from . import suite
+from ._timing import compare, optional_import, pinned_threads
+
+PROMPT, NEW = 128, 64
+MODELS = {
+    "gpt2-small": ("gpt2", dict(n_layer=12, n_embd=768, n_head=12, vocab_size=50257, n_positions=1024)),
+    "llama-8L-1024-gqa": ("llama", dict(num_hidden_layers=8, hidden_size=1024, num_attention_heads=16,
+                                        num_key_value_heads=4, intermediate_size=2816, vocab_size=32000,
+                                        max_position_embeddings=2048)),
+}
+RUNTIMES = ("forgegrad", "transformers")
+
+
+def _hf_model(transformers, kind, cfg):
+    if kind == "gpt2":
+        return transformers.GPT2LMHeadModel(transformers.GPT2Config(**cfg))
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(**cfg))
+
+
+def read_bandwidth(nbytes: int = 256 << 20) -> float:
+    """Bytes/s of one thread streaming a large float32 array (the best of numpy's sum and BLAS's dot)."""
+    import time
+    a = np.ones(nbytes // 4, np.float32)
+    b = np.ones_like(a)
+    best = float("inf")
+    for _ in range(3):
+        for fn in (a.sum, lambda: np.dot(a, b)):
+            t = time.perf_counter()
+            fn()
+            dt = time.perf_counter() - t
+            best = min(best, dt / (1 if fn == a.sum else 2))  # dot reads two arrays
+    return nbytes / best
+
+
+def _bytes_per_token(model) -> int:
+    """Weight bytes a decode step streams: every parameter but the embedding tables (one row each is
+    read), plus the tied LM head, which reads the whole token embedding."""
+    from .. import nn
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    total = sum(p.numpy().nbytes for p in model.parameters() if id(p) not in tables)
+    if model.tied:
+        embed = model.transformer.wte if hasattr(model, "transformer") else model.model.embed_tokens
+        total += embed.weight.numpy().nbytes
+    return total
+
+
+def _rows_for(name, threads, quick):
+    torch, transformers = optional_import("torch"), optional_import("transformers")
+    from ..models.hf import from_pretrained, generate
+    from .. import no_grad
+    kind, cfg = MODELS[name]
+    cfg = dict(cfg)
+    if quick:
+        cfg["n_layer" if kind == "gpt2" else "num_hidden_layers"] = 2
+    label = name if not quick else name + " (2 layers)"
+    if torch is None or transformers is None:
+        return []
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    hf = _hf_model(transformers, kind, cfg).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save_pretrained(tmp)
+        ours = from_pretrained(tmp)
+    ids = np.random.default_rng(0).integers(0, cfg["vocab_size"], (1, PROMPT))
+    t_ids = torch.tensor(ids)
+    weight_bytes = _bytes_per_token(ours)
+    # the checks that make the timings comparable: same logits, same greedy tokens
+    with torch.no_grad():
+        ref = hf.generate(t_ids, max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=0).numpy()
+    assert np.array_equal(generate(ours, ids, max_new_tokens=8), ref), "forgegrad and transformers disagree"
+
+    def fg_prefill():
+        with no_grad():
+            return ours(ids, cache=ours.new_cache(1, PROMPT + NEW), logits_to_keep=1)
+
+    def hf_prefill():
+        with torch.no_grad():
+            return hf(t_ids, use_cache=True, logits_to_keep=1)
+
+    def hf_generate():
+        with torch.no_grad():
+            return hf.generate(t_ids, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False, pad_token_id=0)
+
+    rows = []
+    with pinned_threads(threads):
+        repeat = 3
+        pre = compare({"forgegrad": fg_prefill, "transformers": hf_prefill}, repeat=repeat, min_time=0.0, warmup=1)
+        gen = compare({"forgegrad": lambda: generate(ours, ids, max_new_tokens=NEW), "transformers": hf_generate},
+                      repeat=repeat, min_time=0.0, warmup=1)
+    rows.append({"workload": f"{label} prefill {PROMPT} tokens", "threads": threads, "seconds": pre})
+    rows.append({"workload": f"{label} generate {NEW} tokens (greedy)", "threads": threads, "seconds": gen})
+    decode = {k: (gen[k] - pre[k]) / NEW if gen.get(k) and pre.get(k) else None for k in RUNTIMES}
+    row = {"workload": f"{label} decode per token", "threads": threads, "seconds": decode}
+    if decode["forgegrad"]:
+        row["note"] = (f"{weight_bytes / 1e6:.0f} MB of weights per token: forgegrad "
+                       f"{weight_bytes / decode['forgegrad'] / 1e9:.1f} GB/s")
+    rows.append(row)
+    return rows
+
+
+@suite("generate")
+def generate_suite(threads: Sequence[int], quick: bool) -> List[dict]:
+    rows = []
+    for name in MODELS:
+        for n in threads:
+            rows.extend(_rows_for(name, n, quick))
+    if rows:
+        bw = read_bandwidth()
+        for row in rows:
+            if "note" in row:
+                row["note"] += f" of {bw / 1e9:.1f} GB/s measured single-stream read bandwidth"
+    return rows
+
+
+def _demo():  # pragma: no cover - python -m forgegrad.bench.generate
+    from . import format_table
+    print(format_table(generate_suite([1], quick=bool(os.environ.get("QUICK")))))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _demo()
