@@ -109,3 +109,22 @@ def test_lbfgs_needs_a_closure_and_one_group():
         optim.LBFGS([p]).step()
     with pytest.raises(ValueError, match="parameter groups"):
         optim.LBFGS([{"params": [p]}, {"params": [nn.Parameter(fg.zeros(1))]}])
+
+
+def test_save_and_load_take_binary_file_objects(tmp_path):
+    import io
+    state = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "nested": [1, 2.5]}
+    buf = io.BytesIO()
+    fg.save({"model": state}, buf)
+    buf.seek(0)
+    back = fg.load(buf)
+    np.testing.assert_array_equal(back["model"]["w"], state["w"])
+    assert back["model"]["nested"] == [1, 2.5] and not buf.closed
+    with open(tmp_path / "m.safetensors", "wb") as f:
+        fg.save(nn.Linear(3, 2).state_dict(), f)
+    with open(tmp_path / "m.safetensors", "rb") as f:
+        assert sorted(fg.load(f)) == ["bias", "weight"]
+    with open(tmp_path / "t.txt", "w") as f, pytest.raises(TypeError, match="binary mode"):
+        fg.save({"w": state["w"]}, f)
+    with pytest.raises(ValueError, match="not a valid safetensors"):
+        fg.load(io.BytesIO(b"garbage bytes"))
