@@ -30,7 +30,7 @@ def _run(make_ours, make_theirs, steps=5, seed=0):
         opt_a.step()
         opt_b.step()
     for a, b in zip(ours, theirs):
-        np.testing.assert_allclose(a.data, b.detach().numpy(), rtol=2e-6, atol=2e-6)
+        np.testing.assert_allclose(a.numpy(), b.detach().numpy(), rtol=2e-6, atol=2e-6)
     return opt_a, opt_b
 
 
@@ -39,7 +39,7 @@ def _run(make_ours, make_theirs, steps=5, seed=0):
 def test_adagrad_matches_torch(kw):
     opt, ref = _run(lambda p: optim.Adagrad(p, **kw), lambda p: torch.optim.Adagrad(p, **kw))
     for a, b in zip(opt.param_groups[0]["params"], ref.param_groups[0]["params"]):
-        np.testing.assert_allclose(opt.state[a]["sum"].data, ref.state[b]["sum"].numpy(), rtol=1e-6)
+        np.testing.assert_allclose(opt.state[a]["sum"].numpy(), ref.state[b]["sum"].numpy(), rtol=1e-6)
 
 
 @pytest.mark.parametrize("kw", [{}, dict(lr=0.01, alpha=0.9, momentum=0.8), dict(centered=True, weight_decay=0.05),
@@ -99,8 +99,8 @@ def test_lbfgs_matches_torch(line_search):
         if i < 2:  # the same iterations and evaluations (later, near the optimum, rounding may end a search early)
             st, rst = opt.state[w], ref.state[tw]
             assert (st["func_evals"], st["n_iter"]) == (rst["func_evals"], rst["n_iter"])
-    np.testing.assert_allclose(w.data, tw.detach().numpy(), rtol=1e-3, atol=1e-4)
-    np.testing.assert_allclose(b.data, tb.detach().numpy(), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(w.numpy(), tw.detach().numpy(), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(b.numpy(), tb.detach().numpy(), rtol=1e-3, atol=1e-4)
 
 
 def test_lbfgs_needs_a_closure_and_one_group():

@@ -26,13 +26,13 @@ def _grad(group, p, g):
     """The gradient as the update uses it: negated when maximizing, plus weight decay (a new array)."""
     g = -g if group["maximize"] else g
     wd = group["weight_decay"]
-    return g + np.float32(wd) * p.data if wd != 0 else np.array(g, dtype=np.float32, copy=True)
+    return g + np.float32(wd) * p.numpy() if wd != 0 else np.array(g, dtype=np.float32, copy=True)
 
 
 def _count_step(state) -> float:
     if "step" not in state:
         state["step"] = _new_step()
-    step = state["step"].data
+    step = state["step"].numpy()
     step += 1
     return float(step)
 
@@ -59,7 +59,7 @@ class Adagrad(Optimizer):
                 state = self.state[p]
                 state["step"] = _new_step()
                 state["sum"] = _zeros_like(p)
-                state["sum"].data[...] = group["initial_accumulator_value"]
+                state["sum"].numpy()[...] = group["initial_accumulator_value"]
 
     def _check_group(self, group: Dict[str, Any]) -> None:
         if not group["lr"] >= 0.0:
@@ -78,7 +78,8 @@ class Adagrad(Optimizer):
             std += np.float32(group["eps"])
             grad /= std
             grad *= np.float32(clr)
-            p.data -= grad
+            data = p.numpy()
+            data -= grad
 
 
 class RMSprop(Optimizer):
@@ -124,9 +125,11 @@ class RMSprop(Optimizer):
                 buf = _state_array(state, "momentum_buffer", p)
                 buf *= np.float32(momentum)
                 buf += grad / avg
-                p.data -= np.float32(group["lr"]) * buf
+                data = p.numpy()
+                data -= np.float32(group["lr"]) * buf
             else:
-                p.data -= np.float32(group["lr"]) * (grad / avg)
+                data = p.numpy()
+                data -= np.float32(group["lr"]) * (grad / avg)
 
 
 class Adadelta(Optimizer):
@@ -166,4 +169,5 @@ class Adadelta(Optimizer):
             delta = np.sqrt(acc_delta + eps) / std * grad
             acc_delta *= rho
             acc_delta += one_minus * delta * delta
-            p.data -= np.float32(group["lr"]) * delta
+            data = p.numpy()
+            data -= np.float32(group["lr"]) * delta

@@ -137,23 +137,24 @@ class LBFGS(Optimizer):
 
     # --- the flat parameter vector ---
     def _gather_flat_grad(self) -> np.ndarray:
-        parts = [np.zeros(p.data.size, np.float32) if p.grad is None else np.asarray(p.grad.data).reshape(-1)
+        parts = [np.zeros(p.numpy().size, np.float32) if p.grad is None else np.asarray(p.grad.numpy()).reshape(-1)
                  for p in self._params]
         return np.concatenate(parts).astype(np.float32, copy=False)
 
     def _add_grad(self, step_size: float, update: np.ndarray) -> None:
         offset = 0
         for p in self._params:
-            n = p.data.size
-            p.data += np.float32(step_size) * update[offset:offset + n].reshape(p.data.shape)
+            n = p.numpy().size
+            data = p.numpy()
+            data += np.float32(step_size) * update[offset:offset + n].reshape(p.numpy().shape)
             offset += n
 
     def _clone_param(self) -> List[np.ndarray]:
-        return [p.data.copy() for p in self._params]
+        return [p.numpy().copy() for p in self._params]
 
     def _set_param(self, params_data: List[np.ndarray]) -> None:
         for p, data in zip(self._params, params_data):
-            p.data[...] = data
+            p.numpy()[...] = data
 
     def _directional_evaluate(self, closure, x, t, d):
         self._add_grad(t, d)
