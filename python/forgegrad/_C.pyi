@@ -148,6 +148,15 @@ class cuda:
         ...
     # end of CUDA build only
 
+class embedding:
+    @staticmethod
+    def embedding_backward(grad: numpy.ndarray, indices: numpy.ndarray, padding_idx: _Int,
+                           grad_weight: numpy.ndarray) -> None:
+        """grad_weight[v] = sum of grad[p] over the positions p with indices[p] == v, added in ascending p (the same
+        bits at any thread count); row padding_idx (-1: none) gets 0. grad (n, D), indices (n,) int64.
+        """
+        ...
+
 class gemm:
     @staticmethod
     def bmm(a: numpy.ndarray, b: numpy.ndarray, out: numpy.ndarray, trans_a: bool = ..., trans_b: bool = ...,
