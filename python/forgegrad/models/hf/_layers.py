@@ -7,7 +7,6 @@ into the row axis of one batched GEMM.
 """
 from __future__ import annotations
 
-import math
 from typing import List, Optional
 
 import numpy as np
@@ -84,12 +83,20 @@ class KVCache:
 def additive_mask(padding: Optional[np.ndarray], past: int, t: int, causal: bool) -> Optional[np.ndarray]:
     """The float mask (B or 1, 1, t, past + t) added to attention scores: 0 where a query may look,
     the float32 minimum where it may not (later keys when ``causal``, padding keys). None when
-    nothing is masked (one new token and no padding)."""
+    nothing is masked (one new token and no padding), or when plain causal masking from position 0
+    applies (``attend(..., causal=True)`` then skips the masked blocks instead).
+
+    A finite minimum rather than -inf, as transformers: a padding query, whose keys are all masked,
+    gets uniform weights instead of NaN, so its (unused) keys and values in the cache stay finite.
+    """
     length = past + t
+    padded = padding is not None and not padding.all()
+    if not padded and (t == 1 or (causal and past == 0)):
+        return None
     allowed = None
     if causal and t > 1:
         allowed = (np.arange(length)[None, :] <= (past + np.arange(t))[:, None])[None]  # (1, t, L)
-    if padding is not None and not padding.all():
+    if padded:
         keys = padding[:, None, :]  # (B, 1, L)
         allowed = keys if allowed is None else (allowed & keys)
     if allowed is None:
@@ -110,21 +117,14 @@ def merge_heads(x: Tensor) -> Tensor:
     return x.permute(0, 2, 1, 3).reshape(B, T, H * D)
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, mask: Optional[np.ndarray], scale: Optional[float] = None) -> Tensor:
-    """softmax(q k^T * scale + mask) v with q (B, H, t, D) and k, v (B, Hkv, L, D), H a multiple of Hkv."""
-    B, H, t, D = q.shape
-    Hkv = k.shape[1]
-    rep = H // Hkv
-    scale = 1.0 / math.sqrt(D) if scale is None else scale
-    if rep > 1:  # query heads h = g * rep + r share key/value head g: rows (r, t) of one GEMM per group
-        q = q.reshape(B, Hkv, rep * t, D)
-        if mask is not None:
-            mask = np.tile(mask, (1, 1, rep, 1))
-    scores = (q @ k.transpose(-1, -2)) * scale
-    if mask is not None:
-        scores = scores + Tensor._wrap(np.ascontiguousarray(mask))
-    out = F.softmax(scores, dim=-1) @ v
-    return out.reshape(B, H, t, D) if rep > 1 else out
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Optional[np.ndarray], causal: bool = False,
+           scale: Optional[float] = None) -> Tensor:
+    """softmax(q k^T * scale + mask) v with q (B, H, t, D) and k, v (B, Hkv, L, D), H a multiple of Hkv,
+    on the fused attention kernel (``causal``: keys after the query's position masked, positions from 0)."""
+    gqa = k.shape[1] != q.shape[1]
+    m = None if mask is None else Tensor._wrap(np.ascontiguousarray(mask))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=m, is_causal=causal and m is None and q.shape[2] > 1,
+                                          scale=scale, enable_gqa=gqa)
 
 
 _ACTIVATIONS = {

@@ -34,7 +34,7 @@ class GPT2Attention(nn.Module):
         q, k, v = (split_heads(t, self.n_head) for t in _split3(self.c_attn(x)))
         if cache is not None:
             k, v = cache.update(layer, k, v)
-        out = attend(q, k, v, mask, scale=None if self.scale_weights else 1.0)
+        out = attend(q, k, v, mask, causal=True, scale=None if self.scale_weights else 1.0)
         return self.c_proj(merge_heads(out))
 
 

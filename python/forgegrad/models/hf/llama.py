@@ -50,7 +50,7 @@ class LlamaAttention(nn.Module):
         v = split_heads(self.v_proj(x), self.n_kv)
         if cache is not None:
             k, v = cache.update(layer, k, v)
-        return self.o_proj(merge_heads(attend(q, k, v, mask)))
+        return self.o_proj(merge_heads(attend(q, k, v, mask, causal=True)))
 
 
 class LlamaMLP(nn.Module):
