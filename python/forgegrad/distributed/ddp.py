@@ -76,6 +76,7 @@ class _Reducer:
         self.active = False  # a round has started (some gradient arrived) and is not finished yet
         self.next_launch = 0
         self.wait_seconds = 0.0  # time spent blocked in the final wait (what overlap did not hide)
+        self.launched_in_backward = 0  # buckets whose allreduce started from a hook, before backward ended
         self.handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
 
     def _add_bucket(self, group):
@@ -108,6 +109,7 @@ class _Reducer:
                 self.buckets[self.next_launch].ready == len(self.buckets[self.next_launch].params):
             self._launch(self.buckets[self.next_launch])
             self.next_launch += 1
+            self.launched_in_backward += 1
         self._progress()
 
     def _launch(self, bucket: _Bucket) -> None:
