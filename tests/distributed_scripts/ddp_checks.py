@@ -57,6 +57,14 @@ for s in range(STEPS):
     hvd_diff = max(hvd_diff, float(np.abs(flat_params(hvd_model) - ref).max()))
     acc_diff = max(acc_diff, float(np.abs(flat_params(acc.module) - ref).max()))
 
+# Horovod's broadcast_optimizer_state: a fresh optimizer on the other ranks gets rank 0's trained state
+fresh = opt if rank == 0 else optim.Adam(make_model().parameters(), lr=LR)
+dist.broadcast_optimizer_state(fresh, 0)
+pairs = list(zip(fresh.state_dict()["state"].values(), opt.state_dict()["state"].values()))
+state_ok = len(fresh.state) == len(opt.state) > 0 and all(
+    np.array_equal(a["exp_avg"].data, b["exp_avg"].data) and float(a["step"].data) == STEPS for a, b in pairs)
+state_ok = bool(dist.allreduce(np.array([state_ok], np.int64), op="min")[0])
+
 final = flat_params(ddp.module)
 everyone = dist.allgather(final)
 full_adam_bytes = sum(st["exp_avg"].data.nbytes + st["exp_avg_sq"].data.nbytes for st in opt.state.values())
@@ -65,6 +73,7 @@ if rank == 0:
     np.save(f"{out}/params.npy", final)
     write_json(f"{out}/result.json", {
         "size": size, "ranks_identical": bool((everyone == everyone[0]).all()),
+        "optimizer_state_broadcast": state_ok,
         "zero_max_diff": zero_diff, "hvd_max_diff": hvd_diff, "no_sync_max_diff": acc_diff,
         "full_adam_state_bytes": full_adam_bytes, "zero_state_bytes": zero_bytes,
         "buckets": len(ddp._reducer.buckets), "launched_in_backward": ddp._reducer.launched_in_backward})
