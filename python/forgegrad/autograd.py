@@ -31,6 +31,9 @@ __all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_en
 # parallelism waits for its gradient reductions there. Depth counts nested backward() calls.
 _callbacks: List[Any] = []
 _backward_depth = 0
+# Called after every node of a backward pass while non-empty: data parallelism drives MPI's progress
+# engine from here so that allreduces already started advance during the rest of the pass.
+_node_callbacks: List[Any] = []
 
 
 def queue_callback(fn) -> None:
@@ -291,6 +294,9 @@ def _run_backward(root, grad: np.ndarray, retain_graph: bool) -> None:
                 slots[k] = g if slots[k] is None else slots[k] + g
         if uses:
             _count_down(node, uses, got_grad)
+        if _node_callbacks:
+            for fn in _node_callbacks:
+                fn()
         if not retain_graph:
             node.release()
 

@@ -77,6 +77,8 @@ class _Reducer:
         self.next_launch = 0
         self.wait_seconds = 0.0  # time spent blocked in the final wait (what overlap did not hide)
         self.launched_in_backward = 0  # buckets whose allreduce started from a hook, before backward ended
+        self.bytes_reduced = 0  # gradient bytes averaged so far ...
+        self.bytes_done_early = 0  # ... and those whose allreduce had completed when backward ended
         self.handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
 
     def _add_bucket(self, group):
@@ -97,6 +99,7 @@ class _Reducer:
         if not self.active:
             self.active = True
             autograd.queue_callback(self.wait)
+            autograd._node_callbacks.append(self._progress)
         b, i = self.where[id(p)]
         bucket = self.buckets[b]
         n = p.data.size
@@ -125,6 +128,11 @@ class _Reducer:
         zeros, or as their existing .grad), wait for all, and install the averaged gradients."""
         if not self.active:
             return
+        if self._progress in autograd._node_callbacks:
+            autograd._node_callbacks.remove(self._progress)
+        for bucket in self.buckets[:self.next_launch]:  # how much overlap achieved, for the benchmark
+            if bucket.request.Test():
+                self.bytes_done_early += bucket.buffer.nbytes
         for bucket in self.buckets[self.next_launch:]:
             if bucket.ready < len(bucket.params):
                 self._fill_missing(bucket)
@@ -135,6 +143,7 @@ class _Reducer:
         self.wait_seconds += time.perf_counter() - t0
         scale = np.float32(1.0 / self.size)
         for bucket in self.buckets:
+            self.bytes_reduced += bucket.buffer.nbytes
             bucket.request = None
             bucket.ready = 0
             if self.size > 1:
