@@ -85,3 +85,19 @@ def test_queue_callback_runs_after_every_leaf_got_its_grad():
     assert log[-1] == ("end", True) and log.count("grad") == len(params)
     with pytest.raises(RuntimeError, match="during a backward pass"):
         autograd.queue_callback(lambda: None)
+
+
+def test_a_failing_backward_drops_its_queued_callbacks():
+    p = fg.tensor(np.ones(2, np.float32), requires_grad=True)
+    ran = []
+
+    def hook(t):
+        autograd.queue_callback(lambda: ran.append("end"))
+        raise ValueError("hook failed")
+
+    h = p.register_post_accumulate_grad_hook(hook)
+    with pytest.raises(ValueError, match="hook failed"):
+        (p * 2).sum().backward()
+    h.remove()
+    (p * 2).sum().backward()
+    assert ran == [] and autograd._callbacks == [] and autograd._node_callbacks == []

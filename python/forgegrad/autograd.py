@@ -223,11 +223,15 @@ def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
         _run_backward(root, grad, retain_graph)
     except BaseException:
         del _callbacks[queued:]
+        if _backward_depth == 1:
+            _node_callbacks.clear()  # a failed pass leaves no progress driver behind
         raise
     finally:
         _backward_depth -= 1
-    while len(_callbacks) > queued:
-        _callbacks.pop(queued)()
+    todo = _callbacks[queued:]
+    del _callbacks[queued:]  # taken off first: one that raises leaves none behind for the next pass
+    for fn in todo:
+        fn()
 
 
 def _run_backward(root, grad: np.ndarray, retain_graph: bool) -> None:
