@@ -97,6 +97,7 @@ def test_fit_under_mpi_averages_metrics_shards_data_and_writes_on_rank_0(tmp_pat
 @pytest.mark.parametrize("mode, message", [
     ("kill", "BAD TERMINATION"),
     ("raise", "rank 1 failed with RuntimeError; aborting the job"),
+    ("exit", "rank 1 exited with status 3; aborting the job"),
     ("mismatch", "the model differs between ranks (rank 0 has 0.weight (16, 6) float32, rank 1 has 0.weight "
                  "(17, 6) float32)"),
 ])

@@ -1,6 +1,7 @@
-"""MPI job that goes wrong on purpose. Usage: mpiexec -n N python failing_job.py kill|raise|mismatch
+"""MPI job that goes wrong on purpose. Usage: mpiexec -n N python failing_job.py kill|raise|exit|mismatch
 
-kill: rank 1 is SIGKILLed at step 5 of a training loop; raise: rank 1 raises at step 5;
+kill: rank 1 is SIGKILLed at step 5 of a training loop; raise: rank 1 raises at step 5; exit: rank 1
+calls sys.exit(3) at step 5;
 mismatch: rank 1 builds a different model, which DistributedDataParallel must reject at wrap time.
 The other ranks keep training (they would block in the next allreduce): the job must still end.
 """
@@ -23,6 +24,8 @@ for step in range(10_000):
     if rank == 1 and step == 5:
         if mode == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if mode == "exit":
+            sys.exit(3)
         raise RuntimeError("rank 1 failed on purpose")
     opt.zero_grad()
     loss_of(model, rank_slice(x[0], rank, size), rank_slice(y[0], rank, size)).backward()

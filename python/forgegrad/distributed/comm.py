@@ -67,12 +67,30 @@ def _abort_on_uncaught(exc_type, exc, tb) -> None:
         comm.Abort(1)
 
 
+_real_exit = sys.exit
+
+
+def _exit_or_abort(code=None):
+    """sys.exit under a multi-rank job: a failure exit (code not 0/None) on one rank aborts the job,
+    since the other ranks would wait forever for it in a collective (and MPI_Finalize would wait for
+    them). A success exit is left alone."""
+    comm = _state["comm"]
+    if code not in (None, 0) and comm is not None and comm.Get_size() > 1:
+        if not isinstance(code, int):
+            print(code, file=sys.stderr)
+        print(f"forgegrad.distributed: rank {comm.Get_rank()} exited with status {code!r}; aborting the job "
+              f"({comm.Get_size()} ranks)", file=sys.stderr, flush=True)
+        comm.Abort(code if isinstance(code, int) else 1)
+    _real_exit(code)
+
+
 def init() -> None:
     """Start MPI (idempotent). Under ``mpiexec -n N`` every process becomes one rank of N; a plain
     ``python`` process is a world of one rank.
 
-    From here on an uncaught exception on any rank aborts the whole job (MPI_Abort) instead of
-    leaving the other ranks blocked in a collective.
+    From here on an uncaught exception, or ``sys.exit`` with a failure status, on any rank aborts the
+    whole job (MPI_Abort) instead of leaving the other ranks blocked in a collective. (A bare
+    ``raise SystemExit(1)`` is not seen: use sys.exit or forgegrad.distributed.abort.)
     """
     if _state["comm"] is not None:
         return
@@ -88,6 +106,7 @@ def init() -> None:
     local.Free()
     if comm.Get_size() > 1:
         sys.excepthook = _abort_on_uncaught
+        sys.exit = _exit_or_abort
 
 
 def _comm():
