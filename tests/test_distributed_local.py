@@ -136,3 +136,40 @@ def test_wrappers_check_their_arguments():
     z = dist.ZeroRedundancyOptimizer(nn.Linear(2, 2).parameters(), optim.Adam)
     with pytest.raises(ValueError, match="1 parameter groups|parameter groups"):
         z.load_state_dict({"state": {}, "param_groups": []})
+
+
+@needs_mpi
+def test_zero_at_one_rank_equals_adam_with_a_scheduler_and_round_trips_its_state():
+    import forgegrad.distributed as dist
+    from forgegrad import nn, optim
+    comm.init()
+
+    def run(make_opt, steps=6):
+        fg.manual_seed(0)
+        model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 2))
+        opt = make_opt(model.parameters())
+        sched = optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+        rng = np.random.default_rng(0)
+        for _ in range(steps):
+            x = fg.tensor(rng.standard_normal((4, 5)).astype(np.float32))
+            opt.zero_grad()
+            (model(x) ** 2).mean().backward()
+            opt.step()
+            sched.step()
+        return model, opt
+
+    ref_model, ref_opt = run(lambda p: optim.Adam(p, lr=1e-2, weight_decay=0.1))
+    model, zero = run(lambda p: dist.ZeroRedundancyOptimizer(p, optim.Adam, lr=1e-2, weight_decay=0.1))
+    for a, b in zip(model.parameters(), ref_model.parameters()):
+        np.testing.assert_array_equal(a.data, b.data)
+    assert zero.param_groups[0]["lr"] == ref_opt.param_groups[0]["lr"] == 1e-2 * 0.5 ** 3
+    sd, ref_sd = zero.state_dict(), ref_opt.state_dict()  # the plain optimizer's layout
+    assert sd["state"].keys() == ref_sd["state"].keys()
+    for i in ref_sd["state"]:
+        for k in ("step", "exp_avg", "exp_avg_sq"):
+            np.testing.assert_array_equal(sd["state"][i][k].data, ref_sd["state"][i][k].data)
+    fresh = dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam, lr=1.0)
+    fresh.load_state_dict(ref_sd)
+    np.testing.assert_array_equal(fresh.state_dict()["state"][3]["exp_avg"].data, ref_sd["state"][3]["exp_avg"].data)
+    assert fresh.param_groups[0]["lr"] == ref_sd["param_groups"][0]["lr"]
+    assert 0 < zero.local_state_bytes() <= 2 * 4 * sum(p.numel() for p in model.parameters()) + 64

@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import autograd
 from ..nn.module import Module
+from ..optim.optimizer import Optimizer
 from ..tensor import Tensor
 from . import comm as _c
 
@@ -236,18 +237,19 @@ def _check_same_everywhere(signature, who: str) -> None:
         raise ValueError(f"{who}: the model differs between ranks ({detail}); every rank must build the same model")
 
 
-class DistributedOptimizer:
+class DistributedOptimizer(Optimizer):
     """Horovod's ``hvd.DistributedOptimizer``: wraps an optimizer so that gradients are averaged over all
     ranks (bucketed and overlapped with backward, as DistributedDataParallel) before ``step()``.
 
-    Every other attribute (``param_groups``, ``state``, ``zero_grad``, ``state_dict`` ...) is the
-    wrapped optimizer's. Start from equal weights: ``broadcast_parameters(model.state_dict(), 0)``.
+    ``param_groups``, ``state``, ``defaults``, ``zero_grad``, ``state_dict`` and ``load_state_dict``
+    are the wrapped optimizer's (lr schedulers work on the wrapper). Start from equal weights:
+    ``broadcast_parameters(model.state_dict(), 0)``.
     """
 
     def __init__(self, optimizer, bucket_cap_mb: float = 25):
-        if not hasattr(optimizer, "param_groups") or not callable(getattr(optimizer, "step", None)):
+        if not isinstance(optimizer, Optimizer):
             raise TypeError(f"DistributedOptimizer: expected a forgegrad optimizer, got {type(optimizer).__name__}")
-        self._optimizer = optimizer
+        self._optimizer = optimizer  # Optimizer.__init__ is not called: everything is the wrapped one's
         params = [p for g in optimizer.param_groups for p in g["params"]]
         _check_same_everywhere([(str(i), tuple(p.shape), str(p.dtype)) for i, p in enumerate(params)],
                                "DistributedOptimizer")
@@ -261,8 +263,24 @@ class DistributedOptimizer:
         self._reducer.wait()
         return self._optimizer.step(closure)
 
-    def __getattr__(self, name):
-        return getattr(self.__dict__["_optimizer"], name)
+    param_groups = property(lambda self: self._optimizer.param_groups)
+    state = property(lambda self: self._optimizer.state)
+    defaults = property(lambda self: self._optimizer.defaults)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self._optimizer.zero_grad(set_to_none)
+
+    def add_param_group(self, param_group) -> None:
+        raise NotImplementedError("DistributedOptimizer: add the group to the wrapped optimizer before wrapping it")
+
+    def state_dict(self):
+        return self._optimizer.state_dict()
+
+    def load_state_dict(self, state_dict) -> None:
+        self._optimizer.load_state_dict(state_dict)
+
+    def __repr__(self) -> str:
+        return f"DistributedOptimizer({self._optimizer!r})"
 
 
 def broadcast_parameters(params, root_rank: int = 0) -> None:

@@ -59,8 +59,9 @@ class _Shard:
             p.data[...] = self.flat_param[lo:hi].reshape(p.data.shape)
 
 
-class ZeroRedundancyOptimizer:
-    """An optimizer whose state is split over the ranks (ZeRO stage 1).
+class ZeroRedundancyOptimizer(Optimizer):
+    """An optimizer whose state is split over the ranks (ZeRO stage 1). It is a forgegrad Optimizer, so
+    lr schedulers and fit take it.
 
     Args:
         params: the parameters (or parameter groups, as for any optimizer), the same on every rank.
@@ -82,7 +83,7 @@ class ZeroRedundancyOptimizer:
         # a throwaway instance validates params and groups exactly as the plain optimizer would
         reference = optimizer_class(params, **defaults)
         self.optimizer_class = optimizer_class
-        self.defaults = dict(reference.defaults)
+        self.defaults = dict(reference.defaults)  # Optimizer.__init__ is not called: the groups live in the shards
         from .ddp import _check_same_everywhere, broadcast_parameters
         all_params = [p for g in reference.param_groups for p in g["params"]]
         _check_same_everywhere([(str(i), tuple(p.shape), str(p.dtype)) for i, p in enumerate(all_params)],
@@ -104,6 +105,10 @@ class ZeroRedundancyOptimizer:
     def state(self):
         """This rank's shard state (the wrapped optimizer's, keyed by the shard tensor)."""
         return self.local_optimizer.state
+
+    def add_param_group(self, param_group) -> None:
+        raise NotImplementedError("ZeroRedundancyOptimizer: parameter groups are fixed at construction "
+                                  "(build a new one with all groups)")
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for s in self.shards:
