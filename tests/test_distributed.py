@@ -56,6 +56,7 @@ def test_ddp_matches_one_process_with_the_whole_batch(tmp_path, ranks):
     res = json.loads((tmp_path / "result.json").read_text())
     params = np.load(tmp_path / "params.npy")
     assert res["size"] == ranks and res["ranks_identical"] and res["optimizer_state_broadcast"]
+    assert res["buffers_identical"]
     np.testing.assert_allclose(params, reference_params(), rtol=0, atol=1e-6)
     assert res["hvd_max_diff"] <= 1e-6 and res["no_sync_max_diff"] <= 1e-6 and res["zero_max_diff"] <= 1e-6
     full = res["full_adam_state_bytes"]

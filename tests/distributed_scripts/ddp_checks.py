@@ -8,8 +8,9 @@ import sys
 import numpy as np
 from common import LR, STEPS, batches, flat_params, loss_of, make_model, rank_slice, write_json
 
+import forgegrad as fg
 import forgegrad.distributed as dist
-from forgegrad import optim
+from forgegrad import nn, optim
 
 dist.init()
 rank, size = dist.rank(), dist.size()
@@ -65,6 +66,14 @@ state_ok = len(fresh.state) == len(opt.state) > 0 and all(
     np.array_equal(a["exp_avg"].data, b["exp_avg"].data) and float(a["step"].data) == STEPS for a, b in pairs)
 state_ok = bool(dist.allreduce(np.array([state_ok], np.int64), op="min")[0])
 
+# buffers: BatchNorm running statistics follow rank 0's on every rank (broadcast before each forward)
+bn = dist.DistributedDataParallel(nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4)))
+for s in range(3):
+    bn(fg.tensor(rank_slice(x[s], rank, size))).sum().backward()
+bn(fg.tensor(x[3]))  # the same batch everywhere: equal statistics only if they started from rank 0's
+stats = dist.allgather(bn.module[1].running_mean)
+buffers_identical = bool((stats.data == stats.data[0]).all())
+
 final = flat_params(ddp.module)
 everyone = dist.allgather(final)
 full_adam_bytes = sum(st["exp_avg"].data.nbytes + st["exp_avg_sq"].data.nbytes for st in opt.state.values())
@@ -73,7 +82,7 @@ if rank == 0:
     np.save(f"{out}/params.npy", final)
     write_json(f"{out}/result.json", {
         "size": size, "ranks_identical": bool((everyone == everyone[0]).all()),
-        "optimizer_state_broadcast": state_ok,
+        "optimizer_state_broadcast": state_ok, "buffers_identical": buffers_identical,
         "zero_max_diff": zero_diff, "hvd_max_diff": hvd_diff, "no_sync_max_diff": acc_diff,
         "full_adam_state_bytes": full_adam_bytes, "zero_state_bytes": zero_bytes,
         "buckets": len(ddp._reducer.buckets), "launched_in_backward": ddp._reducer.launched_in_backward})

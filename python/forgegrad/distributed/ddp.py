@@ -181,7 +181,8 @@ class DistributedDataParallel(Module):
     Args:
         module: the model.
         bucket_cap_mb: gradient bytes per allreduce bucket (torch's default 25).
-        broadcast_buffers: also broadcast rank 0's buffers (e.g. BatchNorm running stats) at wrap.
+        broadcast_buffers: also broadcast rank 0's buffers (e.g. BatchNorm running stats), at wrap
+            and before every training-mode forward (as torch).
 
     ``no_sync()`` skips the averaging for gradient accumulation: backward passes inside it only
     accumulate locally; the first backward after it averages the accumulated gradients.
@@ -199,8 +200,15 @@ class DistributedDataParallel(Module):
         _check_same_everywhere([(n, tuple(p.shape), str(p.dtype)) for n, p in named], "DistributedDataParallel")
         broadcast_parameters(module.state_dict() if broadcast_buffers else dict(module.named_parameters()), 0)
         object.__setattr__(self, "_reducer", _Reducer([p for _, p in named], bucket_cap_mb))
+        object.__setattr__(self, "_buffers_to_sync",
+                           [b for b in module.buffers() if b is not None and b.data.size] if broadcast_buffers else [])
 
     def forward(self, *args, **kwargs):
+        if self.training and self._buffers_to_sync and autograd.is_grad_enabled():
+            # as torch: rank 0's buffers (BatchNorm running statistics) before every training forward,
+            # so that every rank normalises and tracks the same statistics
+            for b in self._buffers_to_sync:
+                _c.broadcast(b, 0)
         return self.module(*args, **kwargs)
 
     @contextlib.contextmanager
