@@ -89,11 +89,6 @@ class _Reducer:
             self.where[id(p)] = (b, i)
         self.buckets.append(bucket)
 
-    def remove_hooks(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles = []
-
     def _on_grad(self, p: Tensor) -> None:
         if not self.enabled:
             return

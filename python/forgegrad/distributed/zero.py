@@ -31,32 +31,47 @@ __all__ = ["ZeroRedundancyOptimizer"]
 
 
 class _Shard:
-    """One parameter group's flat layout and this rank's range of it."""
+    """One parameter group's flat layout and this rank's range of it.
+
+    Only the rank's range is kept between steps (``local``, 1/size of the group); the packed gradient
+    and the gathered parameters are step-time temporaries.
+    """
 
     def __init__(self, params: List[Tensor], nranks: int, rank: int):
         self.params = params
-        self.sizes = [p.data.size for p in params]
-        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
-        total = int(self.offsets[-1])
-        self.per_rank = -(-total // nranks)
-        self.flat_grad = np.zeros(self.per_rank * nranks, np.float32)
-        self.flat_param = np.zeros(self.per_rank * nranks, np.float32)
+        sizes = [p.data.size for p in params]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.total = int(self.offsets[-1])
+        self.per_rank = -(-self.total // nranks)
+        self.padded = self.per_rank * nranks
         self.lo = rank * self.per_rank
         self.hi = self.lo + self.per_rank
-        # this rank's parameters of the group: a view of its range of the flat parameter vector
-        self.local = Tensor._wrap(self.flat_param[self.lo:self.hi])
+        # this rank's range of the group's parameters: what the wrapped optimizer updates
+        self.local = Tensor._wrap(np.zeros(self.per_rank, np.float32))
         self.local.requires_grad = True
 
-    def pack(self, arrays, out: np.ndarray) -> None:
+    def pack(self, arrays) -> np.ndarray:
+        """The group's arrays (None: zeros) as one flat, zero-padded vector."""
+        out = np.empty(self.padded, np.float32)
         for a, lo, hi in zip(arrays, self.offsets[:-1], self.offsets[1:]):
             if a is None:
                 out[lo:hi] = 0.0
             else:
                 out[lo:hi] = a.reshape(-1)
+        out[self.total:] = 0.0
+        return out
 
-    def unpack_params(self) -> None:
+    def read_local_params(self) -> None:
+        """Copy this rank's range of the current parameters into ``local`` (they may have been loaded)."""
+        dst = self.local.data
         for p, lo, hi in zip(self.params, self.offsets[:-1], self.offsets[1:]):
-            p.data[...] = self.flat_param[lo:hi].reshape(p.data.shape)
+            a, b = max(lo, self.lo), min(hi, self.hi)
+            if a < b:
+                dst[a - self.lo:b - self.lo] = p.data.reshape(-1)[a - lo:b - lo]
+
+    def unpack_params(self, flat: np.ndarray) -> None:
+        for p, lo, hi in zip(self.params, self.offsets[:-1], self.offsets[1:]):
+            p.data[...] = flat[lo:hi].reshape(p.data.shape)
 
 
 class ZeroRedundancyOptimizer(Optimizer):
@@ -71,6 +86,9 @@ class ZeroRedundancyOptimizer(Optimizer):
 
     Parameters are broadcast from rank 0 at construction. A parameter without a gradient on a rank
     counts as a zero gradient there (its moments still decay, unlike a plain optimizer's skip).
+    Memory per rank besides the model: the state of 1/size of the parameters plus that range of the
+    parameters themselves; during ``step()``, one packed gradient and one gathered parameter vector
+    of a group at a time.
     """
 
     def __init__(self, params, optimizer_class, **defaults):
@@ -129,18 +147,20 @@ class ZeroRedundancyOptimizer(Optimizer):
         MPI = self.MPI
         n = self.comm.Get_size()
         for s in self.shards:
-            s.pack([None if p.grad is None else p.grad.data for p in s.params], s.flat_grad)
+            flat_grad = s.pack([None if p.grad is None else p.grad.data for p in s.params])
             local_grad = np.empty(s.per_rank, np.float32)
-            self.comm.Reduce_scatter_block(s.flat_grad, local_grad, op=MPI.SUM)
+            self.comm.Reduce_scatter_block(flat_grad, local_grad, op=MPI.SUM)
+            del flat_grad
             if n > 1:
                 local_grad *= np.float32(1.0 / n)
             s.local.grad = Tensor._wrap(local_grad)
-            s.pack([p.data for p in s.params], s.flat_param)
+            s.read_local_params()
         self.local_optimizer.step()
         for s in self.shards:
             s.local.grad = None
-            self.comm.Allgather(self.MPI.IN_PLACE, s.flat_param)
-            s.unpack_params()
+            flat_param = np.empty(s.padded, np.float32)
+            self.comm.Allgather(s.local.data, flat_param)
+            s.unpack_params(flat_param)
         return loss
 
     def local_state_bytes(self) -> int:
@@ -168,7 +188,7 @@ class ZeroRedundancyOptimizer(Optimizer):
                 if key in _SCALAR_STATE_KEYS or not isinstance(v, Tensor):
                     scalars[key] = v
                 else:
-                    full = np.empty(s.per_rank * self.comm.Get_size(), np.float32)
+                    full = np.empty(s.padded, np.float32)
                     self.comm.Allgather(np.ascontiguousarray(v.data, np.float32), full)
                     per_element[key] = full
             ids = []
@@ -219,9 +239,7 @@ class ZeroRedundancyOptimizer(Optimizer):
                         if a.shape != p.data.shape:
                             raise ValueError(f"group {gi}: state[{g['params'][i]}][{key!r}] has shape {a.shape}, "
                                              f"its parameter has shape {p.data.shape}")
-                    flat = np.zeros_like(s.flat_param)
-                    s.pack(arrays, flat)
-                    out[key] = flat[s.lo:s.hi].copy()
+                    out[key] = s.pack(arrays)[s.lo:s.hi].copy()
                 else:  # a scalar such as step: one value for the whole group
                     firsts = {float(a.reshape(-1)[0]) for a in arrays}
                     if len(firsts) != 1 or any(a.size != 1 for a in arrays):
