@@ -21,11 +21,26 @@ import numpy as np
 from . import devices as _devices
 from .grad_mode import (_state, enable_grad, graph_free, is_grad_enabled, no_grad, set_grad_enabled,  # noqa: F401
                         trace)
-from .tensor import Tensor
+from .tensor import Tensor, _HookHandle
 
 _NDARRAY = np.ndarray
 
-__all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "trace"]
+__all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "trace", "queue_callback"]
+
+# Callbacks to run once the current backward pass has finished (torch's engine.queue_callback): data
+# parallelism waits for its gradient reductions there. Depth counts nested backward() calls.
+_callbacks: List[Any] = []
+_backward_depth = 0
+# Called after every node of a backward pass while non-empty: data parallelism drives MPI's progress
+# engine from here so that allreduces already started advance during the rest of the pass.
+_node_callbacks: List[Any] = []
+
+
+def queue_callback(fn) -> None:
+    """Run ``fn()`` when the backward pass in progress ends (call it from a gradient hook)."""
+    if _backward_depth == 0:
+        raise RuntimeError("queue_callback can only be called during a backward pass (from a gradient hook)")
+    _callbacks.append(fn)
 
 # ---- Function --------------------------------------------------------------------------------
 class Function:
@@ -180,11 +195,50 @@ def _topo_order(root_ctx) -> List[Any]:
     return order
 
 
-def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
-    """Backpropagate grad from tensor root into the .grad of every leaf that requires grad."""
+def _fire_post_hooks(leaf) -> None:
+    for fn in list(leaf._post_hooks.values()):
+        fn(leaf)
 
+
+def _hooked_leaf_uses(order):
+    """{id(leaf): number of edges into it} for the leaves in the graph that have post-accumulate hooks.
+
+    A leaf's gradient is final once every node that consumes it has run; its hooks fire then.
+    """
+    uses = {}
+    for node in order:
+        for p in node.parents:
+            if p is not None and p._ctx is None and getattr(p, "_post_hooks", None):
+                uses[id(p)] = uses.get(id(p), 0) + 1
+    return uses
+
+
+def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
+    """Backpropagate grad from tensor root into the .grad of every leaf that requires grad, then run
+    the callbacks queued (by gradient hooks) during the pass."""
+    global _backward_depth
+    _backward_depth += 1
+    queued = len(_callbacks)
+    try:
+        _run_backward(root, grad, retain_graph)
+    except BaseException:
+        del _callbacks[queued:]
+        if _backward_depth == 1:
+            _node_callbacks.clear()  # a failed pass leaves no progress driver behind
+        raise
+    finally:
+        _backward_depth -= 1
+    todo = _callbacks[queued:]
+    del _callbacks[queued:]  # taken off first: one that raises leaves none behind for the next pass
+    for fn in todo:
+        fn()
+
+
+def _run_backward(root, grad: np.ndarray, retain_graph: bool) -> None:
     if root._ctx is None:  # a leaf: its gradient is the seed itself
         root._accumulate_grad(grad)
+        if getattr(root, "_post_hooks", None):
+            _fire_post_hooks(root)
         return
     # A leaf's first gradient is adopted without a copy when the array is a fresh one that nothing
     # else holds: it owns its memory, is not the caller's seed, and has not been handed to another
@@ -202,9 +256,14 @@ def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
 
     pending = {id(root._ctx): [None] * len(root._ctx.out_meta)}
     pending[id(root._ctx)][root._out_index] = grad
-    for node in _topo_order(root._ctx):
+    order = _topo_order(root._ctx)
+    uses = _hooked_leaf_uses(order) if _HookHandle.live else None
+    got_grad = set()
+    for node in order:
         gouts = pending.pop(id(node), None)
         if gouts is None:
+            if uses:
+                _count_down(node, uses, got_grad)
             continue
         if node.released:
             raise RuntimeError(
@@ -231,9 +290,26 @@ def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
                 parent._accumulate_grad(g)
             if parent._ctx is None:
                 to_leaf(parent, g)
+                if uses is not None:
+                    got_grad.add(id(parent))
             else:
                 slots = pending.setdefault(id(parent._ctx), [None] * len(parent._ctx.out_meta))
                 k = parent._out_index
                 slots[k] = g if slots[k] is None else slots[k] + g
+        if uses:
+            _count_down(node, uses, got_grad)
+        if _node_callbacks:
+            for fn in _node_callbacks:
+                fn()
         if not retain_graph:
             node.release()
+
+
+def _count_down(node, uses, got_grad) -> None:
+    """``node`` has run (or was skipped): its hooked leaf inputs have one consumer fewer to wait for."""
+    for p in node.parents:
+        if p is not None and id(p) in uses:
+            left = uses[id(p)] - 1
+            uses[id(p)] = left
+            if left == 0 and id(p) in got_grad:
+                _fire_post_hooks(p)

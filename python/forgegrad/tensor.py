@@ -51,7 +51,9 @@ class Tensor(TensorMethods):
         requires_grad: record operations on this tensor for backward().
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_out_index", "_retains_grad", "__weakref__")
+    # _post_hooks is only set on leaves that have post-accumulate-grad hooks (read with getattr)
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_out_index", "_retains_grad", "_post_hooks",
+                 "__weakref__")
     __array_priority__ = 1000  # numpy defers binary operators to Tensor
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
@@ -182,6 +184,24 @@ class Tensor(TensorMethods):
             raise RuntimeError("retain_grad() on a tensor that does not require grad")
         self._retains_grad = True
 
+    def register_post_accumulate_grad_hook(self, hook) -> "_HookHandle":
+        """Call ``hook(tensor)`` each time backward() has finished accumulating this leaf's ``.grad``.
+
+        As torch's hook of the same name: it fires once per backward pass, after every contribution to
+        the leaf's gradient in that pass has been added (a weight used twice fires once), and only for
+        leaves that received a gradient. The hook returns None. Returns a handle with ``remove()``.
+        """
+        if self._ctx is not None:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if not callable(hook):
+            raise TypeError(f"register_post_accumulate_grad_hook: hook must be callable, got {type(hook).__name__}")
+        hooks = getattr(self, "_post_hooks", None)
+        if hooks is None:
+            hooks = self._post_hooks = {}
+        return _HookHandle(self, hooks, hook)
+
     def detach(self) -> "Tensor":
         """A tensor sharing this storage, cut from the graph."""
         return Tensor._wrap(self.data)
@@ -270,6 +290,24 @@ class Tensor(TensorMethods):
     def zero_(self) -> "Tensor":
         self.data.fill(0)
         return self
+
+
+class _HookHandle:
+    """Removes one hook registered on a tensor; run_backward only looks for hooks while any exist."""
+
+    _next_id = 0
+    live = 0  # hooks registered and not removed, over all tensors
+
+    def __init__(self, owner, hooks: dict, fn):
+        _HookHandle._next_id += 1
+        self.id = _HookHandle._next_id
+        self._hooks = hooks
+        hooks[self.id] = fn
+        _HookHandle.live += 1
+
+    def remove(self) -> None:
+        if self._hooks.pop(self.id, None) is not None:
+            _HookHandle.live -= 1
 
 
 def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:

@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: usage errors exit 2, --help/--version exit 0
@@ -44,15 +45,25 @@ def main(argv=None) -> int:
         if args.command in ("train", "eval", "export") and threads is not None:
             from .._runtime import set_num_threads
             set_num_threads(threads)
+        args.argv = argv  # train --ranks re-runs the command line under mpiexec
         return int(args.run(args) or EXIT_OK)
     except CLIError as e:
         print(f"forgegrad: error: {e}", file=sys.stderr)
+        _abort_job(e.code)
         return e.code
     except KeyboardInterrupt:
         print("forgegrad: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_RUNTIME
+
+
+def _abort_job(code: int) -> None:
+    """Under MPI, an error on one rank ends every rank (the others would wait in a collective)."""
+    comm = sys.modules.get("forgegrad.distributed.comm")
+    if comm is not None and comm.is_distributed():
+        sys.stderr.flush()
+        comm.abort(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

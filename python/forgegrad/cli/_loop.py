@@ -93,10 +93,38 @@ class Interrupted(Exception):
         self.epochs_done = epochs_done
 
 
+def _rank_batches(n, batch_size, rng, world):
+    """This rank's batches: the epoch's permutation (the same on every rank: same seed), padded by
+    repeating its start to a multiple of the number of ranks, every size()-th index from rank()."""
+    order = rng.permutation(n)
+    ranks = world.size()
+    total = -(-n // ranks) * ranks
+    order = np.concatenate([order, order[:total - n]])[world.rank()::ranks]
+    for i in range(0, len(order), batch_size):
+        yield order[i:i + batch_size]
+
+
+def _evaluate_sharded(world, model, task, x, y, loss_fn):
+    """evaluate() over this rank's share of (x, y), combined over ranks weighted by sample counts."""
+    idx = np.arange(world.rank(), len(x), world.size())
+    m = evaluate(model, task, x[idx], None if y is None else y[idx], loss_fn=loss_fn) if len(idx) else {}
+    keys = {"classify": ("loss", "accuracy"), "vae": ("loss", "recon_mse")}.get(task, ("loss",))
+    sums = np.array([len(idx)] + [m.get(k, 0.0) * len(idx) for k in keys], np.float64)
+    world.allreduce(sums)
+    out = {k: float(v / max(sums[0], 1)) for k, v in zip(keys, sums[1:])}
+    if task == "lm":
+        out["perplexity"] = math.exp(min(out["loss"], 50.0))
+    return out
+
+
 def fit(model, task, optimizer, x_train, y_train, x_val, y_val, epochs, batch_size, rng, on_epoch_end=None,
-        progress=True, log=print, loss_fn=None):
+        progress=True, log=print, loss_fn=None, world=None):
     """Train for ``epochs``; after each epoch evaluate on the validation data and call
     on_epoch_end(epoch, record). Returns the history (one dict per epoch).
+
+    ``world`` (forgegrad.distributed.comm in an MPI job; the model then a DistributedDataParallel):
+    each rank trains on its shard of every epoch's permutation and the train loss and validation
+    metrics are averaged over all ranks' samples.
 
     A KeyboardInterrupt stops training at once and raises Interrupted (the previous epoch's
     on_epoch_end, e.g. a checkpoint, has already run).
@@ -105,7 +133,9 @@ def fit(model, task, optimizer, x_train, y_train, x_val, y_val, epochs, batch_si
     loss_fn = loss_fn or make_loss(task)
     history = []
     n = len(x_train)
-    n_batches = (n + batch_size - 1) // batch_size
+    per_rank = n if world is None else -(-n // world.size())
+    n_batches = (per_rank + batch_size - 1) // batch_size
+    inner = getattr(model, "module", model) if world is not None else model  # evaluate needs e.g. vae.encode
     targets = _targets(task, x_train, y_train)
     for epoch in range(1, epochs + 1):
         bar = None
@@ -116,7 +146,8 @@ def fit(model, task, optimizer, x_train, y_train, x_val, y_val, epochs, batch_si
         model.train()
         running, seen = 0.0, 0
         try:
-            for idx in _batches(n, batch_size, rng):
+            batches = _batches(n, batch_size, rng) if world is None else _rank_batches(n, batch_size, rng, world)
+            for idx in batches:
                 xb, tb = Tensor(x_train[idx]), Tensor(targets[idx])
                 loss = _loss_value(task, loss_fn, model(xb), tb)
                 optimizer.zero_grad()
@@ -135,10 +166,16 @@ def fit(model, task, optimizer, x_train, y_train, x_val, y_val, epochs, batch_si
         finally:
             if bar is not None:
                 bar.close()
+        if world is not None:
+            sums = world.allreduce(np.array([running, seen], np.float64))
+            running, seen = float(sums[0]), int(sums[1])
         record = {"epoch": epoch, "train_loss": running / max(seen, 1), "seconds": time.perf_counter() - t0}
         if x_val is not None and len(x_val):
             try:
-                vm = evaluate(model, task, x_val, y_val, loss_fn=loss_fn)
+                if world is None:
+                    vm = evaluate(model, task, x_val, y_val, loss_fn=loss_fn)
+                else:
+                    vm = _evaluate_sharded(world, inner, task, x_val, y_val, loss_fn)
             except KeyboardInterrupt:
                 raise Interrupted(epoch - 1) from None
             record.update({f"val_{k}": v for k, v in vm.items()})

@@ -34,6 +34,9 @@ def add_parser(sub):
     p.add_argument("--beta", type=float, default=1.0, help="KL weight for the VAE models (default 1)")
     p.add_argument("--out", default=None, metavar="DIR", help="output directory (default runs/MODEL)")
     p.add_argument("--no-plot", action="store_true", help="do not write the training-curve PNG")
+    p.add_argument("--ranks", type=positive_int, default=None, metavar="N",
+                   help="data-parallel training on N MPI ranks: re-runs this command under mpiexec (needs the "
+                        "'mpi' extra); --batch-size is then per rank. Under mpiexec/srun it is implied")
     p.set_defaults(run=run)
     return p
 
@@ -99,17 +102,67 @@ def build_model(name, kwargs):
         raise UsageError(str(e)) from None
 
 
+def _strip_ranks(argv):
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--ranks":
+            skip = True
+        elif not a.startswith("--ranks="):
+            out.append(a)
+    return out
+
+
+def _start_world(args):
+    """The forgegrad.distributed.comm module when this process is one rank of an MPI job, else None."""
+    from ..distributed import comm
+    launched = comm.launched_size()
+    if args.ranks is not None and launched > 1 and args.ranks != launched:
+        raise UsageError(f"--ranks {args.ranks} but the MPI launcher started {launched} ranks; leave --ranks out "
+                         "under mpiexec")
+    if launched <= 1:
+        return None
+    try:
+        comm.init()
+    except ImportError as e:
+        raise CLIError(str(e)) from None
+    if args.threads is None and "FORGEGRAD_NUM_THREADS" not in os.environ:
+        from .._runtime import set_num_threads
+        from ..distributed.launch import threads_per_rank
+        set_num_threads(threads_per_rank(comm.local_size()))  # N ranks share the node's cores
+    return comm
+
+
 def run(args, log=print):
     try:
         spec = models.spec(args.model)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    from ..distributed import comm as _comm
+    if args.ranks is not None and args.ranks > 1 and _comm.launched_size() <= 1:
+        from ..distributed import launch
+        if not _comm.is_available():
+            raise CLIError('--ranks needs mpi4py and an MPI library: pip install "forgegrad[mpi]"')
+        try:
+            return launch.relaunch(_strip_ranks(args.argv), args.ranks)
+        except FileNotFoundError as e:
+            raise CLIError(str(e)) from None
+    world = _start_world(args)
+    rank0 = world is None or world.rank() == 0
+    if not rank0:
+        def log(*a, **k):  # noqa: F811 - rank 0 speaks for the job
+            return None
     user_kwargs = parse_model_args(args.model_args)
     ds = _data.load(args.data)
     x_tr, y_tr, x_va, y_va, inferred = prepare(spec, ds, args.seed, args.val_split)
     kwargs = {**inferred, **user_kwargs}
     _random.manual_seed(args.seed)
     model = build_model(spec.name, kwargs)
+    net = model
+    if world is not None:
+        from ..distributed import DistributedDataParallel
+        net = DistributedDataParallel(model)  # rank 0's initial weights on every rank
     optimizer = build_optimizer(args.optimizer, model.parameters(), args.lr)
     out = args.out or os.path.join("runs", spec.name)
     if os.path.exists(out) and not os.path.isdir(out):
@@ -117,7 +170,8 @@ def run(args, log=print):
     os.makedirs(out, exist_ok=True)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"training {spec.name} ({n_params:,} parameters) on {ds.name}: {len(x_tr)} train / {len(x_va)} validation "
-        f"samples, {args.epochs} epochs, batch {args.batch_size}, {args.optimizer} lr {args.lr}")
+        f"samples, {args.epochs} epochs, batch {args.batch_size}, {args.optimizer} lr {args.lr}"
+        + (f" ({world.size()} MPI ranks, batch {args.batch_size} per rank)" if world is not None else ""))
     meta = {"task": spec.task, "input_kind": spec.input_kind, "input_shape": list(x_tr.shape[1:]),
             "num_classes": ds.num_classes, "data": args.data,
             "split": {"val_fraction": args.val_split, "seed": args.seed},
@@ -130,13 +184,14 @@ def run(args, log=print):
 
     def checkpoint(epoch, record):
         history.append(record)
-        _checkpoint.save(model, dict(meta, epochs_completed=epoch, history=history), out)
+        if rank0:
+            _checkpoint.save(model, dict(meta, epochs_completed=epoch, history=history), out)
 
     loss_fn = _loop.make_loss(spec.task, beta=args.beta)
     try:
-        _loop.fit(model, spec.task, optimizer, x_tr, y_tr, x_va, y_va, args.epochs, args.batch_size,
-                  _random.generator(), on_epoch_end=checkpoint, progress=not args.no_progress, log=log,
-                  loss_fn=loss_fn)
+        _loop.fit(net, spec.task, optimizer, x_tr, y_tr, x_va, y_va, args.epochs, args.batch_size,
+                  _random.generator(), on_epoch_end=checkpoint, progress=not args.no_progress and rank0,
+                  log=log, loss_fn=loss_fn, world=world)
     except _loop.Interrupted as e:
         _plot(args, history, out, spec.name, log)
         where = (f"the checkpoint of epoch {e.epochs_done} is kept in {out}" if e.epochs_done
@@ -152,7 +207,8 @@ def run(args, log=print):
 
 
 def _plot(args, history, out, name, log):
-    if args.no_plot or not history:
+    from ..distributed import comm
+    if args.no_plot or not history or (comm.is_distributed() and comm.rank() != 0):
         return
     path = os.path.join(out, "training_curve.png")
     if _loop.plot_history(history, path, title=f"{name}"):

@@ -51,6 +51,8 @@ class DataLoader:
         dataset: a Dataset (anything with ``__getitem__`` and ``__len__``).
         batch_size: samples per batch (positive int; default 1 as in torch).
         shuffle: visit the samples in a new random order every epoch.
+        sampler: an iterable of sample indices with ``__len__`` that sets the order instead (e.g.
+            ``forgegrad.distributed.DistributedSampler``); excludes ``shuffle``.
         drop_last: drop the last batch when it is smaller than batch_size.
         collate_fn: list of samples -> batch (default: ``default_collate``).
         generator: randomness for shuffling: None uses forgegrad's global generator (so
@@ -89,7 +91,7 @@ class DataLoader:
                  seed: Optional[int] = None, transform: Optional[Callable] = None, num_workers: int = 0,
                  prefetch_factor: Optional[int] = None, worker_init_fn: Optional[Callable] = None,
                  persistent_workers: bool = False, timeout: float = 0,
-                 multiprocessing_context=None):
+                 multiprocessing_context=None, sampler=None):
         if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
             raise TypeError(f"DataLoader: dataset must define __getitem__ and __len__, got {type(dataset).__name__}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
@@ -99,6 +101,13 @@ class DataLoader:
             raise ValueError("DataLoader: pass either generator or seed, not both")
         if generator is not None and not isinstance(generator, np.random.Generator):
             raise TypeError(f"DataLoader: generator must be a numpy.random.Generator, got {type(generator).__name__}")
+        if sampler is not None:
+            if shuffle:
+                raise ValueError("DataLoader: sampler option is mutually exclusive with shuffle")
+            if not (hasattr(sampler, "__iter__") and hasattr(sampler, "__len__")):
+                raise TypeError(f"DataLoader: sampler must be an iterable of indices with __len__, got "
+                                f"{type(sampler).__name__}")
+        self.sampler = sampler
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
@@ -157,10 +166,12 @@ class DataLoader:
         return self._generator if self._generator is not None else _resolve_generator(None, "DataLoader")
 
     def __len__(self) -> int:
-        n = len(self.dataset)
+        n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _order(self) -> np.ndarray:
+        if self.sampler is not None:
+            return np.fromiter(self.sampler, dtype=np.int64, count=len(self.sampler))
         n = len(self.dataset)
         if not self.shuffle:
             return np.arange(n, dtype=np.int64)

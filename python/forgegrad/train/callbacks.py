@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import warnings
 from typing import Dict, List, Optional
 
@@ -215,7 +216,9 @@ class ModelCheckpoint(Callback):
             ``optimizer.load_state_dict(ck["optimizer"])``, ``scheduler.load_state_dict(ck["scheduler"])``,
             then ``fit(..., epochs=total - ck["epoch"])``.
 
-    ``last_saved`` is the path of the most recent save, ``best`` the best monitored value.
+    ``last_saved`` is the path of the most recent save, ``best`` the best monitored value. Under
+    forgegrad.distributed every rank builds the checkpoint (a ZeroRedundancyOptimizer gathers its
+    state then) and rank 0 writes it.
     """
 
     def __init__(self, filepath, monitor: str = "val_loss", save_best_only: bool = False, mode: str = "auto",
@@ -265,10 +268,19 @@ class ModelCheckpoint(Callback):
         except (KeyError, IndexError) as e:
             raise KeyError(f"ModelCheckpoint: filepath {self.filepath!r} refers to {e}, which is not among the "
                            f"logged values {sorted(logs)} (or 'epoch')") from None
+        ckpt = self._checkpoint(epoch)  # on every rank: a sharded optimizer gathers its state collectively
+        self.last_saved = path
+        if not _is_rank_zero():  # under MPI, rank 0 writes the file
+            return
         directory = os.path.dirname(path)
         if directory:
             os.makedirs(directory, exist_ok=True)  # e.g. "checkpoints/best.safetensors" on a fresh run
-        save(self._checkpoint(epoch), path)
-        self.last_saved = path
+        save(ckpt, path)
         if self.verbose:
             print(f"ModelCheckpoint: saved {path}")
+
+
+def _is_rank_zero() -> bool:
+    """True unless this process is a rank other than 0 of an initialised forgegrad.distributed job."""
+    comm = sys.modules.get("forgegrad.distributed.comm")
+    return comm is None or not comm.is_distributed() or comm.rank() == 0

@@ -74,6 +74,33 @@ def _current_lr(optimizer) -> Optional[float]:
     return None
 
 
+def _world():
+    """forgegrad.distributed.comm when this process is one rank of a multi-rank job (fit then averages
+    losses and metrics over the ranks and prints on rank 0 only), else None. Never starts MPI itself."""
+    comm = sys.modules.get("forgegrad.distributed.comm")
+    return comm if comm is not None and comm.is_distributed() else None
+
+
+def _reduce_over_ranks(total_loss: float, seen: int, metrics):
+    """Sum the loss total, the sample count and every metric's running sums over all ranks (the
+    metrics then report the global value); returns the global (total_loss, seen)."""
+    world = _world()
+    if world is None:
+        return total_loss, seen
+    sums = np.array([total_loss, seen] + [v for m in metrics for v in (m._total, m._count)], np.float64)
+    world.allreduce(sums)
+    for i, m in enumerate(metrics):
+        m._total, m._count = float(sums[2 + 2 * i]), int(sums[3 + 2 * i])
+    return float(sums[0]), int(sums[1])
+
+
+def _set_sampler_epoch(loader, epoch: int) -> None:
+    """Reshuffle a loader's DistributedSampler for this epoch (what torch users call by hand)."""
+    set_epoch = getattr(getattr(loader, "sampler", None), "set_epoch", None)
+    if callable(set_epoch):
+        set_epoch(epoch)
+
+
 def _fmt(logs) -> str:
     return " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
 
@@ -149,6 +176,7 @@ def _run_epoch(model, loss_fn, optimizer, loader, metrics, progress, callbacks):
         progress.batch_end(logs)
         for cb in callbacks:
             cb.on_train_batch_end(i, logs)
+    total_loss, seen = _reduce_over_ranks(total_loss, seen, metrics)
     if seen == 0:
         raise ValueError("fit: the training loader yielded no batches (empty dataset, or drop_last with "
                          "fewer samples than batch_size)")
@@ -175,6 +203,12 @@ def fit(model, loss_fn, optimizer, train_loader, *, epochs: int, val_loader=None
         progress: True: a tqdm bar with live loss and metrics (plain lines if tqdm is missing);
             "line": one printed line per epoch; False: silent.
 
+    Under MPI (``forgegrad.distributed.init()`` in a job of several ranks) fit runs unchanged on every
+    rank: the epoch's loss and metrics (and evaluate's) are summed over the ranks, so every rank logs
+    the same global values and callbacks decide alike; the progress output is rank 0's only and
+    ModelCheckpoint writes on rank 0 only. A loader's ``sampler.set_epoch(epoch)`` is called before
+    each epoch. Wrap the model in DistributedDataParallel and shard the data with DistributedSampler.
+
     Returns:
         History: per-epoch lists "loss", metrics, "val_loss", "val_<metric>". Ctrl-C
         (KeyboardInterrupt) stops training cleanly: the history of the completed epochs is returned
@@ -200,7 +234,8 @@ def fit(model, loss_fn, optimizer, train_loader, *, epochs: int, val_loader=None
     state = FitState(model, optimizer, history, int(epochs), scheduler)
     for cb in callbacks:
         cb.set_state(state)
-    bar = _Progress(progress, int(epochs))
+    world = _world()
+    bar = _Progress(progress if world is None or world.rank() == 0 else False, int(epochs))
     was_training = getattr(model, "training", True)
     epoch = 0
     try:
@@ -210,6 +245,7 @@ def fit(model, loss_fn, optimizer, train_loader, *, epochs: int, val_loader=None
             state.epoch = epoch
             for cb in callbacks:
                 cb.on_epoch_begin(epoch, {})
+            _set_sampler_epoch(train_loader, epoch)
             bar.epoch_begin(epoch, _loader_len(train_loader))
             logs = _run_epoch(model, loss_fn, optimizer, train_loader, train_metrics, bar, callbacks)
             if val_loader is not None:
@@ -239,7 +275,8 @@ def fit(model, loss_fn, optimizer, train_loader, *, epochs: int, val_loader=None
                         f"holds the {len(history.epoch)} completed epoch(s); the model keeps "
                         + ("EarlyStopping's best weights" if restores else "its latest weights")
                         + (f"; last checkpoint: {saved[-1]}" if saved else ""))
-        print(f"forgegrad.train.fit: {history.note}", file=sys.stderr, flush=True)
+        if world is None or world.rank() == 0:
+            print(f"forgegrad.train.fit: {history.note}", file=sys.stderr, flush=True)
     finally:
         bar.close()
         model.train(bool(was_training))
@@ -251,7 +288,9 @@ def fit(model, loss_fn, optimizer, train_loader, *, epochs: int, val_loader=None
 def evaluate(model, loss_fn, loader, metrics: Sequence = ("accuracy",)) -> dict:
     """Mean loss and metrics of ``model`` over ``loader`` (no_grad, eval mode; the mode is restored).
 
-    Returns ``{"loss": ..., "<metric>": ...}`` ("loss" only when loss_fn is given).
+    Returns ``{"loss": ..., "<metric>": ...}`` ("loss" only when loss_fn is given). Under MPI every
+    rank must call it: the sums are taken over all ranks' batches (shard the data, or not: an
+    unsharded loader gives every rank the same mean).
     """
     ms = _prepare_metrics(metrics, loss_fn)
     was_training = getattr(model, "training", False)
@@ -270,6 +309,7 @@ def evaluate(model, loss_fn, loader, metrics: Sequence = ("accuracy",)) -> dict:
                     m.update(output.data, target.data)
     finally:
         model.train(bool(was_training))
+    total_loss, seen = _reduce_over_ranks(total_loss, seen, ms)
     if seen == 0:
         raise ValueError("evaluate: the loader yielded no batches")
     out = {"loss": total_loss / seen} if loss_fn is not None else {}

@@ -1,0 +1,22 @@
+"""Data-parallel training over MPI (Horovod's model on forgegrad's autograd).
+
+    import forgegrad.distributed as dist
+    dist.init()                                   # under mpiexec -n N: one rank per process
+    model = dist.DistributedDataParallel(net)     # rank 0's weights everywhere; gradients averaged
+    loader = DataLoader(ds, batch_size=64, sampler=dist.DistributedSampler(ds))
+    fit(model, loss_fn, optim.Adam(model.parameters()), loader, epochs=5)   # logs/checkpoints on rank 0
+
+Needs the optional extra ``mpi`` (mpi4py and an MPI library): ``pip install "forgegrad[mpi]"``.
+Importing this package does not start MPI; ``init()`` does. See docs/distributed.md.
+"""
+from .comm import (abort, allgather, allgather_object, allreduce, barrier, broadcast, broadcast_object, init,
+                   is_available, is_distributed, is_initialized, launched_size, local_rank, local_size, rank,
+                   reduce_scatter, size)
+from .ddp import DistributedDataParallel, DistributedOptimizer, broadcast_optimizer_state, broadcast_parameters
+from .sampler import DistributedSampler
+from .zero import ZeroRedundancyOptimizer
+
+__all__ = ["init", "is_available", "is_initialized", "is_distributed", "rank", "size", "local_rank", "local_size",
+           "barrier", "abort", "allreduce", "broadcast", "allgather", "reduce_scatter", "allgather_object",
+           "broadcast_object", "launched_size", "DistributedDataParallel", "DistributedOptimizer",
+           "broadcast_parameters", "broadcast_optimizer_state", "DistributedSampler", "ZeroRedundancyOptimizer"]

@@ -1,0 +1,322 @@
+"""Data parallelism: DistributedDataParallel (torch's shape) and DistributedOptimizer (Horovod's).
+
+Both average gradients with the same bucketed reducer. Parameters are grouped, in reverse
+registration order (roughly the order backward produces their gradients), into buckets of about
+``bucket_cap_mb``. A post-accumulate-grad hook on every parameter copies its finished gradient into
+its bucket's flat buffer; when a bucket is complete, and every earlier bucket has been started, its
+non-blocking ``Iallreduce`` starts, so communication overlaps the rest of the backward pass. The
+hooks also poke MPI's progress engine (``Testall``), which MPICH needs to move a non-blocking
+collective forward without a progress thread. When backward ends, the remaining buckets are
+started, all are waited for and scaled by 1/size, and each parameter's ``.grad`` becomes a view of
+its slice of the bucket (no copy back).
+
+Reproducibility: buckets are started in the same fixed order on every rank, with fixed sizes, so MPI
+picks the same allreduce algorithm, with the same reduction order, in every run: results are
+identical bit for bit between runs of the same configuration (the tests check it), and identical on
+every rank (MPICH's allreduce algorithms give all ranks the same bits). A different number of ranks
+sums in a different order, so its results differ in the last bits.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .. import autograd
+from ..nn.module import Module
+from ..optim.optimizer import Optimizer
+from ..tensor import Tensor
+from . import comm as _c
+
+__all__ = ["DistributedDataParallel", "DistributedOptimizer", "broadcast_parameters", "broadcast_optimizer_state"]
+
+
+class _Bucket:
+    __slots__ = ("params", "offsets", "buffer", "ready", "request")
+
+    def __init__(self, params: List[Tensor]):
+        self.params = params
+        self.offsets = []
+        off = 0
+        for p in params:
+            self.offsets.append(off)
+            off += p.data.size
+        self.buffer = np.zeros(off, np.float32)
+        self.ready = 0
+        self.request = None
+
+
+class _Reducer:
+    """Averages the gradients of ``params`` over all ranks in buckets, overlapped with backward.
+
+    ``wait()`` finishes the current round (started by the first gradient of a backward pass and
+    finished by the pass's end callback, or by ``wait()`` when called earlier).
+    """
+
+    def __init__(self, params: List[Tensor], bucket_cap_mb: float):
+        if not isinstance(bucket_cap_mb, (int, float)) or isinstance(bucket_cap_mb, bool) or bucket_cap_mb <= 0:
+            raise ValueError(f"bucket_cap_mb must be a positive number, got {bucket_cap_mb!r}")
+        self.comm = _c._comm()
+        self.MPI = _c._mpi()
+        self.size = self.comm.Get_size()
+        cap = int(bucket_cap_mb * 1024 * 1024)
+        self.buckets: List[_Bucket] = []
+        self.where: Dict[int, tuple] = {}
+        group, nbytes = [], 0
+        for p in reversed(params):
+            if group and nbytes + p.data.nbytes > cap:
+                self._add_bucket(group)
+                group, nbytes = [], 0
+            group.append(p)
+            nbytes += p.data.nbytes
+        if group:
+            self._add_bucket(group)
+        self.enabled = True
+        self.active = False  # a round has started (some gradient arrived) and is not finished yet
+        self.next_launch = 0
+        self.wait_seconds = 0.0  # time spent blocked in the final wait (what overlap did not hide)
+        self.launched_in_backward = 0  # buckets whose allreduce started from a hook, before backward ended
+        self.bytes_reduced = 0  # gradient bytes averaged so far ...
+        self.bytes_done_early = 0  # ... and those whose allreduce had completed when backward ended
+        self.handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
+
+    def _add_bucket(self, group):
+        b = len(self.buckets)
+        bucket = _Bucket(group)
+        for i, p in enumerate(group):
+            self.where[id(p)] = (b, i)
+        self.buckets.append(bucket)
+
+    def _on_grad(self, p: Tensor) -> None:
+        if not self.enabled:
+            return
+        if not self.active:
+            self.active = True
+            autograd.queue_callback(self.wait)
+            autograd._node_callbacks.append(self._progress)
+        b, i = self.where[id(p)]
+        bucket = self.buckets[b]
+        n = p.data.size
+        dst = bucket.buffer[bucket.offsets[i]:bucket.offsets[i] + n]
+        g = p.grad.data
+        if not np.may_share_memory(g, dst):  # a .grad that is still last round's view needs no copy
+            dst[...] = g.reshape(-1)
+        bucket.ready += 1
+        while self.next_launch < len(self.buckets) and \
+                self.buckets[self.next_launch].ready == len(self.buckets[self.next_launch].params):
+            self._launch(self.buckets[self.next_launch])
+            self.next_launch += 1
+            self.launched_in_backward += 1
+        self._progress()
+
+    def _launch(self, bucket: _Bucket) -> None:
+        bucket.request = self.comm.Iallreduce(self.MPI.IN_PLACE, bucket.buffer, op=self.MPI.SUM)
+
+    def _progress(self) -> None:
+        reqs = [b.request for b in self.buckets[:self.next_launch] if b.request is not None]
+        if reqs:
+            self.MPI.Request.Testall(reqs)
+
+    def wait(self) -> None:
+        """Start the buckets not started yet (parameters without a gradient this round count as
+        zeros, or as their existing .grad), wait for all, and install the averaged gradients."""
+        if not self.active:
+            return
+        if self._progress in autograd._node_callbacks:
+            autograd._node_callbacks.remove(self._progress)
+        for bucket in self.buckets[:self.next_launch]:  # how much overlap achieved, for the benchmark
+            if bucket.request.Test():
+                self.bytes_done_early += bucket.buffer.nbytes
+        for bucket in self.buckets[self.next_launch:]:
+            if bucket.ready < len(bucket.params):
+                self._fill_missing(bucket)
+            self._launch(bucket)
+        self.next_launch = len(self.buckets)
+        t0 = time.perf_counter()
+        self.MPI.Request.Waitall([b.request for b in self.buckets])
+        self.wait_seconds += time.perf_counter() - t0
+        scale = np.float32(1.0 / self.size)
+        for bucket in self.buckets:
+            self.bytes_reduced += bucket.buffer.nbytes
+            bucket.request = None
+            bucket.ready = 0
+            if self.size > 1:
+                bucket.buffer *= scale
+            for p, off in zip(bucket.params, bucket.offsets):
+                view = bucket.buffer[off:off + p.data.size].reshape(p.data.shape)
+                if p.grad is None:
+                    p.grad = Tensor._wrap(view)
+                else:
+                    p.grad.data = view
+        self.active = False
+        self.next_launch = 0
+
+    def _fill_missing(self, bucket: _Bucket) -> None:
+        # which parameters of the bucket have not reported: recompute from scratch (rare path)
+        for p, off in zip(bucket.params, bucket.offsets):
+            dst = bucket.buffer[off:off + p.data.size]
+            if p.grad is None:
+                dst[...] = 0.0
+            elif not np.may_share_memory(p.grad.data, dst):
+                dst[...] = p.grad.data.reshape(-1)
+        # parameters that did report copied their gradient already; one that reported and has a
+        # view of dst is unchanged. Mark the bucket complete.
+        bucket.ready = len(bucket.params)
+
+
+class DistributedDataParallel(Module):
+    """Wraps ``module`` so that backward() averages its gradients over all ranks.
+
+    At wrap time every rank checks that all ranks hold the same parameter names and shapes (a clear
+    ValueError on every rank otherwise) and rank 0's parameters and buffers are broadcast to all.
+    Use it like the module; give each rank its own shard of the data (DistributedSampler).
+
+    Args:
+        module: the model.
+        bucket_cap_mb: gradient bytes per allreduce bucket (torch's default 25).
+        broadcast_buffers: also broadcast rank 0's buffers (e.g. BatchNorm running stats), at wrap
+            and before every training-mode forward (as torch).
+
+    ``no_sync()`` skips the averaging for gradient accumulation: backward passes inside it only
+    accumulate locally; the first backward after it averages the accumulated gradients.
+    """
+
+    def __init__(self, module: Module, bucket_cap_mb: float = 25, broadcast_buffers: bool = True):
+        super().__init__()
+        if not isinstance(module, Module):
+            raise TypeError(f"DistributedDataParallel: module must be a forgegrad.nn.Module, got "
+                            f"{type(module).__name__}")
+        self.module = module
+        named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        if not named:
+            raise ValueError("DistributedDataParallel: the module has no parameters that require gradients")
+        _check_same_everywhere([(n, tuple(p.shape), str(p.dtype)) for n, p in named], "DistributedDataParallel")
+        broadcast_parameters(module.state_dict() if broadcast_buffers else dict(module.named_parameters()), 0)
+        object.__setattr__(self, "_reducer", _Reducer([p for _, p in named], bucket_cap_mb))
+        object.__setattr__(self, "_buffers_to_sync",
+                           [b for b in module.buffers() if b is not None and b.data.size] if broadcast_buffers else [])
+
+    def forward(self, *args, **kwargs):
+        if self.training and self._buffers_to_sync and autograd.is_grad_enabled():
+            # as torch: rank 0's buffers (BatchNorm running statistics) before every training forward,
+            # so that every rank normalises and tracks the same statistics
+            for b in self._buffers_to_sync:
+                _c.broadcast(b, 0)
+        return self.module(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        """Backward passes inside accumulate gradients locally, without communication."""
+        before = self._reducer.enabled
+        self._reducer.enabled = False
+        try:
+            yield
+        finally:
+            self._reducer.enabled = before
+
+    @property
+    def communication_wait_seconds(self) -> float:
+        """Total time backward passes spent blocked waiting for allreduces (not hidden by overlap)."""
+        return self._reducer.wait_seconds
+
+    def __repr__(self) -> str:
+        return f"DistributedDataParallel(\n  {self.module!r}\n)"
+
+
+def _check_same_everywhere(signature, who: str) -> None:
+    """Raise ValueError on every rank when ranks disagree on ``signature`` (names, shapes, dtypes)."""
+    everyone = _c.allgather_object(signature)
+    ref = everyone[0]
+    for r, sig in enumerate(everyone[1:], 1):
+        if sig == ref:
+            continue
+        if len(sig) != len(ref):
+            detail = f"rank 0 has {len(ref)} parameters, rank {r} has {len(sig)}"
+        else:
+            a, b = next((a, b) for a, b in zip(ref, sig) if a != b)
+            detail = f"rank 0 has {a[0]} {a[1]} {a[2]}, rank {r} has {b[0]} {b[1]} {b[2]}"
+        raise ValueError(f"{who}: the model differs between ranks ({detail}); every rank must build the same model")
+
+
+class DistributedOptimizer(Optimizer):
+    """Horovod's ``hvd.DistributedOptimizer``: wraps an optimizer so that gradients are averaged over all
+    ranks (bucketed and overlapped with backward, as DistributedDataParallel) before ``step()``.
+
+    ``param_groups``, ``state``, ``defaults``, ``zero_grad``, ``state_dict`` and ``load_state_dict``
+    are the wrapped optimizer's (lr schedulers work on the wrapper). Start from equal weights:
+    ``broadcast_parameters(model.state_dict(), 0)``.
+    """
+
+    def __init__(self, optimizer, bucket_cap_mb: float = 25):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"DistributedOptimizer: expected a forgegrad optimizer, got {type(optimizer).__name__}")
+        self._optimizer = optimizer  # Optimizer.__init__ is not called: everything is the wrapped one's
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        _check_same_everywhere([(str(i), tuple(p.shape), str(p.dtype)) for i, p in enumerate(params)],
+                               "DistributedOptimizer")
+        self._reducer = _Reducer(params, bucket_cap_mb)
+
+    def synchronize(self) -> None:
+        """Finish averaging now (backward's end does it already)."""
+        self._reducer.wait()
+
+    def step(self, closure=None):
+        self._reducer.wait()
+        return self._optimizer.step(closure)
+
+    param_groups = property(lambda self: self._optimizer.param_groups)
+    state = property(lambda self: self._optimizer.state)
+    defaults = property(lambda self: self._optimizer.defaults)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self._optimizer.zero_grad(set_to_none)
+
+    def add_param_group(self, param_group) -> None:
+        raise NotImplementedError("DistributedOptimizer: add the group to the wrapped optimizer before wrapping it")
+
+    def state_dict(self):
+        return self._optimizer.state_dict()
+
+    def load_state_dict(self, state_dict) -> None:
+        self._optimizer.load_state_dict(state_dict)
+
+    def __repr__(self) -> str:
+        return f"DistributedOptimizer({self._optimizer!r})"
+
+
+def broadcast_parameters(params, root_rank: int = 0) -> None:
+    """Overwrite, in place, every rank's tensors with root_rank's: ``params`` is a state_dict, a Module,
+    or an iterable of Tensors / (name, Tensor) pairs (Horovod's ``broadcast_parameters``)."""
+    if isinstance(params, Module):
+        params = params.state_dict()
+    items = list(params.items()) if isinstance(params, dict) else list(params)
+    for i, item in enumerate(items):
+        t = item[1] if isinstance(item, tuple) else item
+        if t is None:
+            continue
+        if not isinstance(t, (Tensor, np.ndarray)):
+            raise TypeError(f"broadcast_parameters: entry {i} is a {type(t).__name__}, expected a Tensor or array")
+        _c.broadcast(t, root_rank)
+
+
+def broadcast_optimizer_state(optimizer, root_rank: int = 0) -> None:
+    """Give every rank root_rank's optimizer state (Horovod's ``broadcast_optimizer_state``): its
+    state_dict is broadcast (pickled numpy arrays) and loaded on the other ranks."""
+    sd: Optional[dict] = None
+    if _c.rank() == root_rank:
+        sd = _numpy_state(optimizer.state_dict())
+    sd = _c.broadcast_object(sd, root_rank)
+    if _c.rank() != root_rank:
+        optimizer.load_state_dict(sd)
+
+
+def _numpy_state(obj):
+    if isinstance(obj, Tensor):
+        return np.array(obj.data)
+    if isinstance(obj, dict):
+        return {k: _numpy_state(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_numpy_state(v) for v in obj)
+    return obj

@@ -1,0 +1,33 @@
+"""MPI job that goes wrong on purpose. Usage: mpiexec -n N python failing_job.py kill|raise|exit|mismatch
+
+kill: rank 1 is SIGKILLed at step 5 of a training loop; raise: rank 1 raises at step 5; exit: rank 1
+calls sys.exit(3) at step 5;
+mismatch: rank 1 builds a different model, which DistributedDataParallel must reject at wrap time.
+The other ranks keep training (they would block in the next allreduce): the job must still end.
+"""
+import os
+import signal
+import sys
+
+from common import batches, loss_of, make_model, rank_slice
+
+import forgegrad.distributed as dist
+from forgegrad import optim
+
+dist.init()
+rank, size = dist.rank(), dist.size()
+mode = sys.argv[1]
+model = dist.DistributedDataParallel(make_model(hidden=17 if (mode == "mismatch" and rank == 1) else 16))
+opt = optim.Adam(model.parameters(), lr=1e-3)
+x, y = batches(steps=1)
+for step in range(10_000):
+    if rank == 1 and step == 5:
+        if mode == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if mode == "exit":
+            sys.exit(3)
+        raise RuntimeError("rank 1 failed on purpose")
+    opt.zero_grad()
+    loss_of(model, rank_slice(x[0], rank, size), rank_slice(y[0], rank, size)).backward()
+    opt.step()
+print("a rank finished although another one failed", flush=True)

@@ -1,0 +1,40 @@
+"""MPI job: ZeRO-1 training that saves a consolidated checkpoint, or resumes one at any number of ranks.
+
+Usage: python zero_checkpoint.py save CKPT STEPS | resume CKPT STEPS OUT.npy [plain]
+"save" trains STEPS steps from the start and writes {"model", "optimizer", "step"} on rank 0; "resume"
+loads it (into a ZeroRedundancyOptimizer, or with "plain" into a plain Adam at one rank) and trains
+STEPS more steps, then rank 0 writes the parameters to OUT.npy.
+"""
+import sys
+
+import numpy as np
+from common import LR, batches, flat_params, loss_of, make_model, rank_slice
+
+import forgegrad as fg
+import forgegrad.distributed as dist
+from forgegrad import optim
+
+dist.init()
+rank, size = dist.rank(), dist.size()
+mode, ckpt_path, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+model = make_model()
+plain = mode == "resume" and sys.argv[5:] == ["plain"]
+opt = optim.Adam(model.parameters(), lr=LR) if plain else dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam,
+                                                                                        lr=LR)
+start = 0
+if mode == "resume":
+    ck = fg.load(ckpt_path)
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    start = int(ck["step"])
+x, y = batches()
+for s in range(start, start + steps):
+    opt.zero_grad()
+    loss_of(model, rank_slice(x[s], rank, size), rank_slice(y[s], rank, size)).backward()
+    opt.step()
+if mode == "save":
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": start + steps}  # collective
+    if rank == 0:
+        fg.save(state, ckpt_path)
+elif rank == 0:
+    np.save(sys.argv[4], flat_params(model))

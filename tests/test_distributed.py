@@ -1,0 +1,129 @@
+"""forgegrad.distributed on real MPI jobs (mpiexec -n 2, and -n 4 oversubscribed on this 2-core machine).
+
+Each test starts the job scripts in tests/distributed_scripts/ with the mpiexec of the environment
+(the mpich wheel's) and checks what they wrote against a one-process reference computed here.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_scripts")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from forgegrad.distributed import comm  # noqa: E402  (importing it does not start MPI)
+
+pytestmark = pytest.mark.skipif(not comm.is_available(),
+                                reason='mpi4py is not installed (pip install "forgegrad[mpi]")')
+
+
+def _mpiexec():
+    from forgegrad.distributed.launch import find_mpiexec
+    return find_mpiexec()
+
+
+def run_job(n, script, *args, timeout=60, check=True):
+    """``mpiexec -n n python script args`` with one kernel thread per rank; n=0 runs it without mpiexec."""
+    env = dict(os.environ, FORGEGRAD_NUM_THREADS="1", PYTHONPATH=os.path.join(ROOT, "python"))
+    cmd = [sys.executable, os.path.join(SCRIPTS, script), *map(str, args)]
+    if n:
+        cmd = [_mpiexec(), "-n", str(n)] + cmd
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=SCRIPTS)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def reference_params():
+    sys.path.insert(0, SCRIPTS)
+    try:
+        import common
+    finally:
+        sys.path.remove(SCRIPTS)
+    model, _ = common.train_reference()
+    return common.flat_params(model)
+
+
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_ddp_matches_one_process_with_the_whole_batch(tmp_path, ranks):
+    """N ranks x batch B == 1 process x batch N*B after 20 Adam steps; DistributedOptimizer, no_sync
+    accumulation and ZeRO-1 match DDP step for step; ZeRO keeps ~1/N of Adam's state per rank."""
+    run_job(ranks, "ddp_checks.py", tmp_path)
+    res = json.loads((tmp_path / "result.json").read_text())
+    params = np.load(tmp_path / "params.npy")
+    assert res["size"] == ranks and res["ranks_identical"] and res["optimizer_state_broadcast"]
+    assert res["buffers_identical"]
+    np.testing.assert_allclose(params, reference_params(), rtol=0, atol=1e-6)
+    assert res["hvd_max_diff"] <= 1e-6 and res["no_sync_max_diff"] <= 1e-6 and res["zero_max_diff"] <= 1e-6
+    full = res["full_adam_state_bytes"]
+    for b in res["zero_state_bytes"]:  # the shard's exp_avg/exp_avg_sq (+ padding and a step scalar)
+        assert full / ranks <= b <= full / ranks + 8 * ranks + 64
+    # several buckets, every one started from a gradient hook during backward, not after it
+    assert res["buckets"] >= 2 and res["launched_in_backward"] == res["buckets"] * 20
+    if ranks == 2:  # a second run gives the same bits
+        again = tmp_path / "again"
+        again.mkdir()
+        run_job(2, "ddp_checks.py", again)
+        assert np.array_equal(np.load(again / "params.npy"), params)
+
+
+def test_zero_checkpoint_from_2_ranks_resumes_at_1_and_4(tmp_path):
+    ckpt = tmp_path / "zero.safetensors"
+    run_job(2, "zero_checkpoint.py", "save", ckpt, 10)
+    ref = reference_params()  # 20 uninterrupted steps
+    run_job(0, "zero_checkpoint.py", "resume", ckpt, 10, tmp_path / "one.npy", "plain")  # into a plain Adam
+    run_job(4, "zero_checkpoint.py", "resume", ckpt, 10, tmp_path / "four.npy")
+    for name in ("one.npy", "four.npy"):
+        np.testing.assert_allclose(np.load(tmp_path / name), ref, rtol=0, atol=1e-6, err_msg=name)
+
+
+def test_fit_under_mpi_averages_metrics_shards_data_and_writes_on_rank_0(tmp_path):
+    proc = run_job(2, "fit_job.py", tmp_path)
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["history"] == r1["history"] and len(r0["history"]["loss"]) == 3  # global values on every rank
+    assert proc.stdout.count("Epoch ") == 3  # progress from rank 0 only
+    for epoch in range(3):
+        a, b = r0["seen"][epoch], r1["seen"][epoch]
+        assert len(a) == len(b) == 23  # ceil(45 / 2): one padded sample
+        assert set(a) | set(b) == set(range(45))
+    assert r0["seen"][0] != r0["seen"][1]  # set_epoch reshuffles
+    assert sorted(os.listdir(tmp_path)) == ["ckpt-1.safetensors", "ckpt-2.safetensors", "ckpt-3.safetensors",
+                                            "rank0.json", "rank1.json"]
+
+
+@pytest.mark.parametrize("mode, message", [
+    ("kill", "BAD TERMINATION"),
+    ("raise", "rank 1 failed with RuntimeError; aborting the job"),
+    ("exit", "rank 1 exited with status 3; aborting the job"),
+    ("mismatch", "the model differs between ranks (rank 0 has 0.weight (16, 6) float32, rank 1 has 0.weight "
+                 "(17, 6) float32)"),
+])
+def test_a_failing_rank_ends_the_job_with_a_clear_error(mode, message):
+    # the timeout is the "never a hang" check: subprocess.run raises TimeoutExpired after 60 s
+    proc = run_job(2, "failing_job.py", mode, timeout=60, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert "finished although" not in proc.stdout
+
+
+def test_cli_train_ranks_relaunches_under_mpiexec(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
+    env.pop("FORGEGRAD_NUM_THREADS", None)
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "forgegrad.cli", "train", "mlp", "--epochs", "2", "--ranks", "2",
+                           "--out", str(out), "--no-plot", "--no-progress"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("epoch 2/2") == 1  # rank 0 logs for the job
+    assert "2 MPI ranks" in proc.stdout
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["epochs_completed"] == 2 and len(meta["history"]) == 2
+
+
+def test_mpiexec_is_found_next_to_python():
+    assert os.path.basename(_mpiexec()) in ("mpiexec", "mpirun")
+    assert shutil.which(_mpiexec())

@@ -1,0 +1,175 @@
+"""forgegrad.distributed pieces that need no MPI job: DistributedSampler (against torch's), argument
+checks, the launcher's helpers, and single-rank collectives (a one-process MPI world)."""
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DistributedSampler as TorchSampler
+
+import forgegrad as fg
+from forgegrad.data import DataLoader, TensorDataset
+from forgegrad.distributed import DistributedSampler, comm
+from forgegrad.distributed.launch import threads_per_rank
+
+needs_mpi = pytest.mark.skipif(not comm.is_available(), reason='mpi4py is not installed (pip install "forgegrad[mpi]")')
+
+
+@pytest.mark.parametrize("n, replicas", [(10, 3), (12, 4), (7, 2), (5, 4), (3, 4)])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_sampler_without_shuffle_equals_torch(n, replicas, drop_last):
+    data = list(range(n))
+    for r in range(replicas):
+        ours = DistributedSampler(data, num_replicas=replicas, rank=r, shuffle=False, drop_last=drop_last)
+        theirs = TorchSampler(data, num_replicas=replicas, rank=r, shuffle=False, drop_last=drop_last)
+        assert list(ours) == list(theirs) and len(ours) == len(theirs)
+
+
+@pytest.mark.parametrize("n, replicas", [(10, 3), (45, 2), (7, 4), (3, 4)])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_sampler_with_shuffle_has_torchs_semantics(n, replicas, drop_last):
+    data = list(range(n))
+    previous = None
+    for epoch in range(3):
+        shards = []
+        for r in range(replicas):
+            s = DistributedSampler(data, num_replicas=replicas, rank=r, seed=5, drop_last=drop_last)
+            s.set_epoch(epoch)
+            t = TorchSampler(data, num_replicas=replicas, rank=r, seed=5, drop_last=drop_last)
+            t.set_epoch(epoch)
+            shards.append(list(s))
+            assert len(s) == len(t) == len(shards[-1])  # equal shards of torch's length
+        flat = sum(shards, [])
+        if drop_last:
+            assert len(set(flat)) == len(flat) == (n // replicas) * replicas  # no sample twice
+        else:
+            assert set(flat) == set(range(n))  # every sample, padding repeats a few
+        if previous and len(flat) > 2:
+            assert flat != previous  # a new order each epoch
+        previous = flat
+    again = DistributedSampler(data, num_replicas=replicas, rank=0, seed=5, drop_last=drop_last)
+    again.set_epoch(2)
+    assert list(again) == shards[0]  # the same seed and epoch give the same order
+
+
+def test_sampler_errors():
+    with pytest.raises(ValueError, match="Invalid rank 3"):
+        DistributedSampler(range(5), num_replicas=3, rank=3)
+    with pytest.raises(ValueError, match="num_replicas must be >= 1"):
+        DistributedSampler(range(5), num_replicas=0, rank=0)
+    with pytest.raises(TypeError, match="__len__"):
+        DistributedSampler(iter(range(5)), num_replicas=1, rank=0)
+    with pytest.raises(TypeError, match="epoch must be an int"):
+        DistributedSampler(range(5), num_replicas=1, rank=0).set_epoch(1.5)
+
+
+def test_dataloader_takes_a_sampler():
+    x = np.arange(10, dtype=np.float32).reshape(10, 1)
+    ds = TensorDataset(x, np.arange(10))
+    s = DistributedSampler(ds, num_replicas=2, rank=1, shuffle=False)
+    loader = DataLoader(ds, batch_size=2, sampler=s)
+    assert len(loader) == 3
+    assert np.concatenate([b[1].data for b in loader]).tolist() == [1, 3, 5, 7, 9]
+    with pytest.raises(ValueError, match="mutually exclusive with shuffle"):
+        DataLoader(ds, sampler=s, shuffle=True)
+    with pytest.raises(TypeError, match="sampler must be an iterable"):
+        DataLoader(ds, sampler=3)
+
+
+def test_launched_size_reads_the_launchers_environment():
+    assert comm.launched_size({}) == 1
+    assert comm.launched_size({"PMI_SIZE": "4"}) == 4
+    assert comm.launched_size({"OMPI_COMM_WORLD_SIZE": "3"}) == 3
+    assert threads_per_rank(10**6) == 1
+
+
+def test_calls_before_init_say_so(monkeypatch):
+    monkeypatch.setitem(comm._state, "comm", None)  # as before init(), whatever earlier tests did
+    for fn in (comm.rank, comm.size, comm.barrier, lambda: comm.allreduce(np.ones(2))):
+        with pytest.raises(RuntimeError, match="call forgegrad.distributed.init"):
+            fn()
+    assert not comm.is_distributed()
+
+
+def test_missing_mpi4py_names_the_extra(monkeypatch):
+    monkeypatch.setattr(comm, "is_available", lambda: False)
+    monkeypatch.setitem(comm._state, "MPI", None)
+    with pytest.raises(ImportError, match=r'pip install "forgegrad\[mpi\]"'):
+        comm._mpi()
+
+
+@needs_mpi
+def test_single_rank_collectives_work_in_place_on_arrays_and_tensors():
+    comm.init()  # a one-rank world (MPI singleton)
+    assert (comm.rank(), comm.size(), comm.local_rank()) == (0, 1, 0)
+    a = np.arange(6, dtype=np.float32)
+    assert comm.allreduce(a, op="mean") is a and a.tolist() == list(range(6))
+    t = fg.tensor(np.ones(3, np.float32))
+    assert comm.broadcast(t) is t
+    g = comm.allgather(t)
+    assert isinstance(g, fg.Tensor) and g.shape == (1, 3)
+    assert comm.reduce_scatter(np.arange(4.0)).tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="C-contiguous"):
+        comm.allreduce(np.ones((4, 4), np.float32)[:, ::2])
+    with pytest.raises(ValueError, match="op must be one of"):
+        comm.allreduce(np.ones(2, np.float32), op="avg")
+    with pytest.raises(TypeError, match="op='mean' needs a float array"):
+        comm.allreduce(np.ones(2, np.int64), op="mean")
+    with pytest.raises(ValueError, match="root must be a rank"):
+        comm.broadcast(np.ones(2), root=1)
+    with pytest.raises(TypeError, match="numpy array or a CPU forgegrad Tensor"):
+        comm.allreduce([1.0, 2.0])
+    comm.barrier()
+
+
+@needs_mpi
+def test_wrappers_check_their_arguments():
+    import forgegrad.distributed as dist
+    from forgegrad import nn, optim
+    comm.init()
+    with pytest.raises(TypeError, match="must be a forgegrad.nn.Module"):
+        dist.DistributedDataParallel(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="bucket_cap_mb must be a positive number"):
+        dist.DistributedDataParallel(nn.Linear(2, 2), bucket_cap_mb=0)
+    with pytest.raises(TypeError, match="optimizer_class must be a forgegrad.optim optimizer class"):
+        dist.ZeroRedundancyOptimizer(nn.Linear(2, 2).parameters(), torch.optim.Adam)
+    with pytest.raises(TypeError, match="expected a forgegrad optimizer"):
+        dist.DistributedOptimizer(object())
+    z = dist.ZeroRedundancyOptimizer(nn.Linear(2, 2).parameters(), optim.Adam)
+    with pytest.raises(ValueError, match="1 parameter groups|parameter groups"):
+        z.load_state_dict({"state": {}, "param_groups": []})
+
+
+@needs_mpi
+def test_zero_at_one_rank_equals_adam_with_a_scheduler_and_round_trips_its_state():
+    import forgegrad.distributed as dist
+    from forgegrad import nn, optim
+    comm.init()
+
+    def run(make_opt, steps=6):
+        fg.manual_seed(0)
+        model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 2))
+        opt = make_opt(model.parameters())
+        sched = optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+        rng = np.random.default_rng(0)
+        for _ in range(steps):
+            x = fg.tensor(rng.standard_normal((4, 5)).astype(np.float32))
+            opt.zero_grad()
+            (model(x) ** 2).mean().backward()
+            opt.step()
+            sched.step()
+        return model, opt
+
+    ref_model, ref_opt = run(lambda p: optim.Adam(p, lr=1e-2, weight_decay=0.1))
+    model, zero = run(lambda p: dist.ZeroRedundancyOptimizer(p, optim.Adam, lr=1e-2, weight_decay=0.1))
+    for a, b in zip(model.parameters(), ref_model.parameters()):
+        np.testing.assert_array_equal(a.data, b.data)
+    assert zero.param_groups[0]["lr"] == ref_opt.param_groups[0]["lr"] == 1e-2 * 0.5 ** 3
+    sd, ref_sd = zero.state_dict(), ref_opt.state_dict()  # the plain optimizer's layout
+    assert sd["state"].keys() == ref_sd["state"].keys()
+    for i in ref_sd["state"]:
+        for k in ("step", "exp_avg", "exp_avg_sq"):
+            np.testing.assert_array_equal(sd["state"][i][k].data, ref_sd["state"][i][k].data)
+    fresh = dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam, lr=1.0)
+    fresh.load_state_dict(ref_sd)
+    np.testing.assert_array_equal(fresh.state_dict()["state"][3]["exp_avg"].data, ref_sd["state"][3]["exp_avg"].data)
+    assert fresh.param_groups[0]["lr"] == ref_sd["param_groups"][0]["lr"]
+    assert 0 < zero.local_state_bytes() <= 2 * 4 * sum(p.numel() for p in model.parameters()) + 64
