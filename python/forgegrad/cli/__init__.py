@@ -1,4 +1,4 @@
-"""The ``forgegrad`` command: train, eval, export, bench, quickstart and ops.
+"""The ``forgegrad`` command: train, eval, export, bench, quickstart, ops and serve.
 
 ``main(argv=None)`` returns the exit code: 0 success, 1 a runtime error, 2 a usage error (bad
 arguments, unknown model or data set names, missing files), 130 interrupted. Expected errors are
@@ -17,13 +17,13 @@ __all__ = ["main", "build_parser", "CLIError", "UsageError"]
 
 def build_parser() -> argparse.ArgumentParser:
     from .._version import __version__
-    from . import bench, evaluate, export, ops, quickstart, train
+    from . import bench, evaluate, export, ops, quickstart, serve, train
     parser = argparse.ArgumentParser(prog="forgegrad", description="forgegrad: train, evaluate, export and "
                                      "benchmark models from the command line.")
     parser.add_argument("--version", action="version", version=f"forgegrad {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for mod in (train, evaluate, export, bench, quickstart, ops):
+    for mod in (train, evaluate, export, bench, quickstart, ops, serve):
         p = mod.add_parser(sub)
         if mod in (train, evaluate, export):  # bench and quickstart pin threads per timed run themselves
             p.add_argument("--threads", type=positive_int, default=None,
