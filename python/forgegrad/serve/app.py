@@ -157,7 +157,7 @@ def create_app(config: ServeConfig):
 
     async def tf_models(request, label):
         name, version, verb = _tf_target(request.path_params["rest"])
-        label["route"] = "/v1/models/{name}" + {None: "", "metadata": "/metadata"}.get(verb, ":" + verb)
+        label["route"] = "/v1/models/{name}" + {None: "", "metadata": "/metadata"}.get(verb, f":{verb}")
         if request.method == "GET":
             if verb == "metadata":
                 v = repo.get(name, version)
