@@ -65,7 +65,10 @@ def run(args, log=print):
     app = serve_app.create_app(config)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                            access_log=False, lifespan="on"))
-    server.run()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits when the app's startup fails; say why below
+        pass
     if not server.started:
-        raise CLIError(f"the server did not start (see the messages above): {args.model}")
+        raise CLIError(app.state.startup_error or f"the server did not start (see the messages above): {args.model}")
     return 0

@@ -223,7 +223,8 @@ def create_app(config: ServeConfig):
         if repo.kind in ("file", "checkpoint") and not repo.models:  # nothing else could ever appear
             await repo.close()
             errors = "; ".join(err for _sig, err in repo.failed.values()) or "no model found"
-            raise RuntimeError(f"cannot serve {config.model_path}: {errors}")
+            app.state.startup_error = f"cannot serve {config.model_path}: {errors}"
+            raise RuntimeError(app.state.startup_error)
         served = ", ".join(f"{n} (versions {', '.join(map(str, sorted(vs)))})" for n, vs in repo.models.items())
         log.info("serving %s", served or "no models yet")
         try:
@@ -241,4 +242,5 @@ def create_app(config: ServeConfig):
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found})
     app.state.repository, app.state.metrics, app.state.config = repo, metrics, config
+    app.state.startup_error = None
     return app
