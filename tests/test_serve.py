@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import shutil
 
@@ -164,3 +165,59 @@ def test_new_version_directory_is_picked_up_and_removed_one_dropped(tmp_path):
             pytest.fail("removed version 3 is still served")
         assert_same(c.post("/v1/models/mlp:predict", json={"instances": x.tolist()}).json()["predictions"],
                     direct(v1, x), "back to version 1")
+
+
+def test_load_generator_clients_and_loopback_only(server, repo):
+    from forgegrad.serve.loadgen import run_load
+    x = example("mlp", 1)
+    body = json.dumps({"instances": x.tolist()}).encode()
+    for client in ("raw", "httpx"):
+        r = run_load(server + "/v1/models/mlp:predict", body, {"Content-Type": "application/json"}, concurrency=4,
+                     duration_s=5.0, max_requests=40, client=client)
+        assert r.requests == 40 and r.codes == {200: 40} and not r.errors, (client, r.codes, r.errors)
+        assert r.percentile_ms(50) <= r.percentile_ms(99)
+    bad = run_load(server + "/v1/models/nosuch:predict", body, concurrency=2, duration_s=5.0, max_requests=6,
+                   client="raw")
+    assert bad.codes == {404: 6}
+    with pytest.raises(ValueError, match="loopback"):
+        run_load("http://example.com/x", body, duration_s=0.1)
+
+
+def test_reference_server_matches_onnxruntime(repo):
+    """The benchmark's one-request-per-call reference answers what onnxruntime computes."""
+    import threading
+
+    import uvicorn
+
+    from forgegrad.serve.reference import create_reference_app
+    from serve_helpers import free_socket
+    _, _, onnx_path = repo
+    sock = free_socket()
+    server = uvicorn.Server(uvicorn.Config(create_reference_app(onnx_path), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(600):
+            if server.started:
+                break
+            threading.Event().wait(0.05)
+        x = example("mlp", 3)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1/models/m:predict"
+        r = httpx.post(url, json={"instances": x.tolist()}, timeout=30)
+        assert_same(r.json()["predictions"], onnx_direct(onnx_path, x), "reference server")
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def test_bench_serve_table_formats_rows():
+    from forgegrad.bench import format_details, suites
+    assert "serve" in suites()
+    summary = {"requests": 10, "throughput": 100.0, "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0}
+    row = {"workload": "MLP, 32 clients", "threads": 1, "seconds": {"forgegrad": 0.01, "reference": 0.02},
+           "serve": {"clients": 32, "forgegrad": summary, "reference": dict(summary, throughput=50.0),
+                     "cpu_ms_per_request": {"forgegrad": 0.3, "reference": 0.4}, "mean_batch": 8.0,
+                     "batch_ms": 0.5, "p99_bound_ms": 6.5}}
+    text = format_details("serve", [row])
+    assert "MLP, 32 clients" in text and "2.00" in text and "yes" in text
