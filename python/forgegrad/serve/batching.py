@@ -1,10 +1,14 @@
 """Dynamic batching: one queue and one worker thread per served model version.
 
-Requests wait in a bounded queue; the batch loop takes the oldest, adds whatever else is queued (same
-shapes past the batch axis) until ``max_batch`` rows, or until the oldest has waited ``max_delay``,
-and runs the batch as one model call on the version's worker thread, so the event loop keeps
-accepting and decoding requests meanwhile (forgegrad's kernels and onnxruntime release the GIL
-while they compute). A full queue answers 503 with Retry-After instead of growing without bound.
+The event loop only enqueues: a request is checked, appended to the version's bounded queue, and its
+handler awaits a future. The worker thread forms the batches itself: it takes the oldest request,
+adds the queued ones behind it (same shapes past the batch axis) until ``max_batch`` rows, or until
+the oldest has waited ``max_delay``, runs the batch as one model call, and hands each request its
+rows back on the event loop (one callback per batch). Forming batches on the worker rather than on
+the event loop matters under load: a busy loop (parsing dozens of JSON bodies) would otherwise delay
+the start of every next batch by however long it takes to get back to the batcher. forgegrad's
+kernels and onnxruntime release the GIL while they compute, so the loop keeps accepting and decoding
+requests meanwhile. A full queue answers 503 with Retry-After instead of growing without bound.
 
 Batching does not change what a request gets back beyond float rounding: each request's rows are
 sliced from the batch's output. (forgegrad's GEMM takes a different kernel path for a batch of 1
@@ -16,8 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -31,11 +35,8 @@ from .models import LoadedModel, batch_rows, same_trailing_shapes, split_outputs
 class _Item:
     feeds: Dict[str, np.ndarray]
     future: asyncio.Future
+    rows: int
     enqueued: float = field(default_factory=time.monotonic)
-
-    @property
-    def rows(self) -> int:
-        return batch_rows(self.feeds)
 
 
 def _model_error(e: Exception) -> ServeError:
@@ -44,6 +45,17 @@ def _model_error(e: Exception) -> ServeError:
     if isinstance(e, (ValueError, TypeError, IndexError)) or type(e).__name__ in ("InvalidArgument", "InvalidGraph"):
         return ServeError(400, f"the model rejected the input: {msg}")
     return ServeError(500, f"model error ({type(e).__name__}): {msg}")
+
+
+def _deliver(items: List[_Item], results: List[object]) -> None:
+    """On the event loop: each request's rows, or its error (clients that went away are skipped)."""
+    for it, res in zip(items, results):
+        if it.future.done():
+            continue
+        if isinstance(res, BaseException):
+            it.future.set_exception(res)
+        else:
+            it.future.set_result(res)
 
 
 class Batcher:
@@ -57,124 +69,109 @@ class Batcher:
         self.max_batch = 1 if model.fixed_batch is not None else max_batch
         self.max_delay_s, self.max_queue = max_delay_s, max_queue
         self._queue: collections.deque = collections.deque()
-        self._ready: Optional[asyncio.Event] = None
-        self._task: Optional[asyncio.Task] = None
+        self._cond = threading.Condition()
         self._closing = False
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"forgegrad-serve-{label}")
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._thread: Optional[threading.Thread] = None
 
     def start(self) -> None:
-        self._ready = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._run_forever(), name=f"batcher-{self.label}")
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._work, name=f"forgegrad-serve-{self.label}", daemon=True)
+        self._thread.start()
 
     @property
     def depth(self) -> int:
         return len(self._queue)
 
     async def submit(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        if self._closing or self._task is None:
+        if self._closing or self._thread is None:
             raise ServeError(503, f"model {self.label} is being unloaded", {"Retry-After": "1"})
+        rows = batch_rows(feeds)
         fixed = self.model.fixed_batch
-        if fixed is not None and batch_rows(feeds) != fixed:
-            raise ServeError(400, f"this model takes batches of exactly {fixed} rows, got {batch_rows(feeds)}")
-        if len(self._queue) >= self.max_queue:
-            raise ServeError(503, f"model {self.label}: queue full ({self.max_queue} requests waiting); retry later",
-                             {"Retry-After": "1"})
-        item = _Item(feeds, asyncio.get_running_loop().create_future())
-        self._queue.append(item)
-        self._gauge()
-        self._ready.set()
+        if fixed is not None and rows != fixed:
+            raise ServeError(400, f"this model takes batches of exactly {fixed} rows, got {rows}")
+        item = _Item(feeds, self._loop.create_future(), rows)
+        with self._cond:
+            if len(self._queue) >= self.max_queue:
+                raise ServeError(503, f"model {self.label}: queue full ({self.max_queue} requests waiting); "
+                                      "retry later", {"Retry-After": "1"})
+            self._queue.append(item)
+            depth = len(self._queue)
+            self._cond.notify()
+        self._gauge(depth)
         return await item.future
 
-    def _gauge(self):
+    def _gauge(self, depth: int) -> None:
         if self.metrics is not None:
-            self.metrics.queue_depth(self.label, len(self._queue))
+            self.metrics.queue_depth(self.label, depth)
 
-    async def _next(self, timeout: Optional[float]) -> Optional[_Item]:
-        """The oldest queued item, waiting at most ``timeout`` seconds (None: until one comes)."""
-        while not self._queue:
-            if self._closing:
-                return None
-            self._ready.clear()
-            if timeout is None:
-                await self._ready.wait()
-            else:
-                if timeout <= 0:
+    # ---- the worker thread -----------------------------------------------------------------------
+    def _next_batch(self) -> Optional[List[_Item]]:
+        """The next batch (None: closing and nothing left). Waits for the first request, then until
+        the batch is full or the oldest request has waited max_delay."""
+        with self._cond:
+            while not self._queue:
+                if self._closing:
                     return None
-                try:
-                    await asyncio.wait_for(self._ready.wait(), timeout)
-                except asyncio.TimeoutError:
-                    return None
-        return self._queue.popleft()
-
-    async def _run_forever(self):
-        held: Optional[_Item] = None  # an item that did not fit the last batch starts the next one
-        while True:
-            if held is None and self._closing and not self._queue:
-                return
-            first = held or await self._next(None)
-            held = None
-            if first is None:  # closing
-                continue
-            if first.future.done():  # the client went away
-                self._gauge()
-                continue
+                self._cond.wait()
+            first = self._queue.popleft()
             items, rows = [first], first.rows
             deadline = first.enqueued + self.max_delay_s
             while rows < self.max_batch:
-                item = await self._next(deadline - time.monotonic())
-                if item is None:
-                    break
-                if item.future.done():
+                if not self._queue:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._closing:
+                        break
+                    self._cond.wait(remaining)
                     continue
-                if rows + item.rows > self.max_batch or not same_trailing_shapes(first.feeds, item.feeds):
-                    held = item
-                    break
-                items.append(item)
-                rows += item.rows
-            self._gauge()
-            await self._run_batch(items, rows)
+                nxt = self._queue[0]
+                if rows + nxt.rows > self.max_batch or not same_trailing_shapes(first.feeds, nxt.feeds):
+                    break  # it heads the next batch
+                items.append(self._queue.popleft())
+                rows += nxt.rows
+            depth = len(self._queue)
+        self._gauge(depth)
+        return items
 
-    async def _call(self, feeds):
-        loop = asyncio.get_running_loop()
-        t0 = time.perf_counter()
-        out = await loop.run_in_executor(self._executor, self.model.run, feeds)
-        return out, time.perf_counter() - t0
-
-    async def _run_batch(self, items: List[_Item], rows: int):
+    def _run(self, items: List[_Item]) -> List[object]:
+        """Per-request results (output dicts, or ServeErrors) of one batch."""
         if len(items) == 1:
             feeds = items[0].feeds
         else:
             feeds = {k: np.concatenate([it.feeds[k] for it in items]) for k in items[0].feeds}
+        t0 = time.perf_counter()
         try:
-            outputs, seconds = await self._call(feeds)
-            parts = split_outputs(outputs, [it.rows for it in items])
+            parts = split_outputs(self.model.run(feeds), [it.rows for it in items])
         except Exception as e:
             if len(items) > 1:  # find which request the model refuses; the others still get answers
-                for it in items:
-                    await self._run_batch([it], it.rows)
-                return
-            if not items[0].future.done():
-                items[0].future.set_exception(_model_error(e))
-            return
+                return [self._run([it])[0] for it in items]
+            return [_model_error(e)]
         if self.metrics is not None:
-            self.metrics.batch(self.label, rows, seconds)
-        for it, part in zip(items, parts):
-            if not it.future.done():
-                it.future.set_result(part)
+            self.metrics.batch(self.label, sum(it.rows for it in items), time.perf_counter() - t0)
+        return parts
+
+    def _work(self) -> None:
+        while True:
+            items = self._next_batch()
+            if items is None:
+                return
+            try:
+                results = self._run(items)
+            except BaseException as e:  # never leave a request waiting forever
+                results = [ServeError(500, f"model error ({type(e).__name__})")] * len(items)
+            try:
+                self._loop.call_soon_threadsafe(_deliver, items, results)
+            except RuntimeError:  # the event loop is closed: nobody is waiting any more
+                return
 
     async def close(self):
         """Stop taking requests, answer the queued ones, then stop the worker thread."""
-        self._closing = True
-        if self._ready is not None:
-            self._ready.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), 30)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
-                self._task.cancel()
-        for it in self._queue:
-            if not it.future.done():
-                it.future.set_exception(ServeError(503, f"model {self.label} was unloaded", {"Retry-After": "1"}))
-        self._queue.clear()
-        self._executor.shutdown(wait=False)
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 60)
+        with self._cond:
+            left, self._queue = list(self._queue), collections.deque()
+        _deliver(left, [ServeError(503, f"model {self.label} was unloaded", {"Retry-After": "1"})] * len(left))
         self.model.close()
