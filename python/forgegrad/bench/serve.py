@@ -4,15 +4,17 @@ For the MLP (784-128-10) and LeNet (1x28x28) zoo models, with seeded random weig
 runs the checkpoint on forgegrad's kernels, and its ONNX export on onnxruntime (``--backend
 onnxruntime``); the reference is a minimal starlette + onnxruntime app running the same ONNX file
 one request per ``session.run`` (forgegrad.serve.reference). Every server is its own process on a
-free loopback port with its kernels pinned to the row's thread count; a bounded httpx-async load
-generator (forgegrad.serve.loadgen) sends one-instance JSON requests from 1, 8, 32 and 128
-concurrent clients for a fixed time to each in turn.
+free loopback port with its kernels pinned to the row's thread count; a bounded load generator
+(forgegrad.serve.loadgen, its low-overhead keep-alive client) sends one-instance JSON requests from
+1, 8, 32 and 128 concurrent clients, to the two servers in turn in short interleaved rounds (so a
+burst of load from elsewhere on the machine hits both alike).
 
 Rows: "seconds" is the time per answered request (1 / throughput), so the "x reference" column is
-forgegrad serve's throughput over the reference's. The details table gives throughput, p50/p95/p99
-latency, the mean batch the server ran, its mean batch compute time (from its /metrics) and the
-p99 bound max-delay + 3 x batch compute time. The load generator shares the machine with the
-servers: on a 2-core machine every figure includes its cost.
+forgegrad serve's throughput over the reference's. The details table adds p50/p95/p99 latency, the
+server process's CPU time per request (and the reference's over forgegrad's: a comparison that does
+not depend on what else the machine runs), the mean batch the server ran, its mean batch compute
+time (from its /metrics) and the p99 bound max-delay + 3 x batch compute time. The load generator
+shares the machine with the servers: on a 2-core machine every figure includes its cost.
 """
 from __future__ import annotations
 
@@ -135,19 +137,32 @@ def _cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
-def _measure(server, path, body, clients, duration, content_type="application/json"):
-    """(load result, server CPU ms per answered request): the CPU figure does not depend on what
-    else the machine runs, unlike throughput."""
-    from ..serve.loadgen import run_load
-    url, pid = server
-    headers = {"Content-Type": content_type}
-    run_load(url + path, body, headers, concurrency=clients, duration_s=min(0.3, duration), client=CLIENT)  # warm-up
-    cpu0 = _cpu_seconds(pid)
-    result = run_load(url + path, body, headers, concurrency=clients, duration_s=duration, client=CLIENT)
-    return result, (_cpu_seconds(pid) - cpu0) * 1e3 / max(result.requests, 1)
+def _measure(servers, paths, bodies, content_types, clients, duration, rounds):
+    """Load each server in turn, ``rounds`` times for ``duration / rounds`` each (interleaved, so a
+    burst of load from elsewhere on the machine hits every server alike); per server: (merged load
+    result, server CPU ms per answered request; the CPU figure does not depend on what else the
+    machine runs, unlike throughput)."""
+    from ..serve.loadgen import LoadResult, run_load
+    merged = [LoadResult(clients, 0.0) for _ in servers]
+    cpu = [0.0] * len(servers)
+    for (url, _pid), path, body, ctype in zip(servers, paths, bodies, content_types):  # warm-up
+        run_load(url + path, body, {"Content-Type": ctype}, concurrency=clients, duration_s=0.3, client=CLIENT)
+    for _ in range(rounds):
+        for i, ((url, pid), path, body, ctype) in enumerate(zip(servers, paths, bodies, content_types)):
+            cpu0 = _cpu_seconds(pid)
+            r = run_load(url + path, body, {"Content-Type": ctype}, concurrency=clients,
+                         duration_s=duration / rounds, client=CLIENT)
+            cpu[i] += _cpu_seconds(pid) - cpu0
+            m = merged[i]
+            m.seconds += r.seconds
+            m.latencies += r.latencies
+            for table, add in ((m.codes, r.codes), (m.errors, r.errors)):
+                for k, n in add.items():
+                    table[k] = table.get(k, 0) + n
+    return [(m, c * 1e3 / max(m.requests, 1)) for m, c in zip(merged, cpu)]
 
 
-def _rows(threads: int, duration: float, concurrency: Sequence[int]) -> List[dict]:
+def _rows(threads: int, duration: float, concurrency: Sequence[int], rounds: int) -> List[dict]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="forgegrad-bench-serve-") as root:
         onnx_paths = _prepare(root)
@@ -169,12 +184,12 @@ def _rows(threads: int, duration: float, concurrency: Sequence[int]) -> List[dic
                                                                  else [])
                 for clients, fmt in variants:
                     b0 = _batch_stats(subject[0], served)
-                    if fmt == "npy":
-                        ours, ours_cpu = _measure(subject, path, npy_bytes(x), clients, duration, "application/x-npy")
-                    else:
-                        ours, ours_cpu = _measure(subject, path, body, clients, duration)
+                    ours_body, ours_type = ((npy_bytes(x), "application/x-npy") if fmt == "npy"
+                                            else (body, "application/json"))
+                    (ours, ours_cpu), (ref, ref_cpu) = _measure(
+                        [subject, refs[zoo]], [path, path], [ours_body, body], [ours_type, "application/json"],
+                        clients, duration, rounds)
                     b1 = _batch_stats(subject[0], served)
-                    ref, ref_cpu = _measure(refs[zoo], path, body, clients, duration)
                     batches = max(b1[0] - b0[0], 1.0)
                     batch_ms = (b1[2] - b0[2]) / batches * 1e3
                     rows.append({
@@ -192,8 +207,8 @@ def _rows(threads: int, duration: float, concurrency: Sequence[int]) -> List[dic
 
 
 def format_serve(rows: List[dict]) -> str:
-    head = ["workload", "thr", "req/s", "ref req/s", "x ref", "cpu ms/req", "ref cpu", "p50 ms", "p95 ms", "p99 ms",
-            "ref p99", "batch", "batch ms", "p99 bound", "p99 ok"]
+    head = ["workload", "thr", "req/s", "ref req/s", "x ref", "cpu ms/req", "ref cpu", "x ref cpu", "p50 ms",
+            "p95 ms", "p99 ms", "ref p99", "batch", "batch ms", "p99 bound", "p99 ok"]
     lines = [head]
     for r in rows:
         s = r.get("serve")
@@ -203,13 +218,16 @@ def format_serve(rows: List[dict]) -> str:
         ratio = o["throughput"] / f["throughput"] if f["throughput"] else float("nan")
         lines.append([r["workload"], str(r["threads"]), f"{o['throughput']:.0f}", f"{f['throughput']:.0f}",
                       f"{ratio:.2f}", f"{s['cpu_ms_per_request']['forgegrad']:.2f}",
-                      f"{s['cpu_ms_per_request']['reference']:.2f}", f"{o['p50_ms']:.1f}", f"{o['p95_ms']:.1f}",
+                      f"{s['cpu_ms_per_request']['reference']:.2f}",
+                      f"{s['cpu_ms_per_request']['reference'] / s['cpu_ms_per_request']['forgegrad']:.2f}",
+                      f"{o['p50_ms']:.1f}", f"{o['p95_ms']:.1f}",
                       f"{o['p99_ms']:.1f}",
                       f"{f['p99_ms']:.1f}", f"{s['mean_batch']:.1f}", f"{s['batch_ms']:.2f}",
                       f"{s['p99_bound_ms']:.1f}", "yes" if o["p99_ms"] <= s["p99_bound_ms"] else "no"])
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = ["forgegrad serve (max-batch %d, max-delay %g ms) vs one-request-per-call starlette + onnxruntime "
-           "(cpu ms/req: server process CPU time per answered request):" % (MAX_BATCH, MAX_DELAY_MS)]
+           "(cpu ms/req: server process CPU time per answered request; x ref cpu: the reference's over "
+           "forgegrad's):" % (MAX_BATCH, MAX_DELAY_MS)]
     for n, line in enumerate(lines):
         out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
         if n == 0:
@@ -223,9 +241,9 @@ def serve_suite(threads: Sequence[int], quick: bool) -> List[dict]:
     if missing:  # reported as absent, like any runtime that is not installed
         return [{"workload": f"{w[0]} (needs {', '.join(missing)})", "threads": n,
                  "seconds": {"forgegrad": None, "reference": None}} for w in WORKLOADS for n in threads]
-    duration = 1.0 if quick else 3.0
+    duration, rounds = (1.0, 2) if quick else (3.0, 4)
     concurrency = (1, 32) if quick else CONCURRENCY
     rows = []
     for n in threads:
-        rows += _rows(n, duration, concurrency)
+        rows += _rows(n, duration, concurrency, rounds)
     return rows
