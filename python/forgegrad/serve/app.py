@@ -21,8 +21,6 @@ from ._errors import ServeError
 
 log = logging.getLogger("forgegrad.serve")
 
-_DECODE_IN_THREAD = 256 * 1024  # bodies larger than this are parsed off the event loop
-
 
 def _require():
     try:
@@ -97,7 +95,6 @@ def create_app(config: ServeConfig):
     import contextlib
 
     from starlette.applications import Starlette
-    from starlette.concurrency import run_in_threadpool
     from starlette.responses import Response
     from starlette.routing import Route
 
@@ -137,11 +134,8 @@ def create_app(config: ServeConfig):
         metrics.request(label["route"], label["model"], response.status_code, time.perf_counter() - t0)
         return response
 
-    async def decode(fn, body, *args):
-        if len(body) > _DECODE_IN_THREAD:
-            return await run_in_threadpool(fn, body, *args)
-        return fn(body, *args)
-
+    # Bodies are decoded on the event loop: json.loads and np.load hold the GIL, so a thread would
+    # not free the loop, only add a handoff.
     def tf_decode(body, content_type, inputs):
         if codecs.is_npy(content_type):
             if len(inputs) != 1:
@@ -181,7 +175,7 @@ def create_app(config: ServeConfig):
         v = repo.get(name, version)
         label["model"] = name
         body = await codecs.read_body(request, config.max_body_bytes)
-        feeds, form = await decode(tf_decode, body, request.headers.get("content-type"), v.model.inputs)
+        feeds, form = tf_decode(body, request.headers.get("content-type"), v.model.inputs)
         outputs = await v.batcher.submit(feeds)
         return respond(request, outputs, codecs.tf_response(outputs, form))
 
@@ -191,8 +185,8 @@ def create_app(config: ServeConfig):
         v = repo.get(name, None if version is None else _parse_version(version))
         label["model"] = name
         body = await codecs.read_body(request, config.max_body_bytes)
-        feeds, batched = await decode(codecs.torchserve_request, body, request.headers.get("content-type"),
-                                      v.model.inputs, config.allow_nonfinite)
+        feeds, batched = codecs.torchserve_request(body, request.headers.get("content-type"), v.model.inputs,
+                                                   config.allow_nonfinite)
         outputs = await v.batcher.submit(feeds)
         if codecs.wants_npy(request.headers.get("accept")) and not batched:
             outputs = {k: a[0] for k, a in outputs.items()}

@@ -114,12 +114,12 @@ def conform(arr: np.ndarray, spec: InputSpec, where: str, allow_nonfinite: bool,
             raise bad(f"{where}: axis {axis} is empty")
     target = np.dtype(spec.dtype)
     if target.kind == "f":
-        if arr.dtype.kind == "f" and not allow_nonfinite and not np.isfinite(arr).all():
-            raise bad(f"{where}: contains NaN or infinity (not allowed; the server was started without "
-                      "--allow-nonfinite)")
-        with np.errstate(over="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"):
             out = arr.astype(target)
-        if not allow_nonfinite and not np.isfinite(out).all():
+        if not allow_nonfinite and not np.isfinite(out).all():  # one pass in the common (finite) case
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise bad(f"{where}: contains NaN or infinity (not allowed; the server was started without "
+                          "--allow-nonfinite)")
             raise bad(f"{where}: values overflow {target.name}")
         return np.ascontiguousarray(out)
     if target.kind in "iu" or target.kind == "b":
