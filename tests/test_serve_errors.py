@@ -233,3 +233,27 @@ def test_cli_serves_a_checkpoint_on_loopback(tmp_path):
         proc.terminate()
         proc.wait(30)
         proc.stdout.close()
+
+
+def test_broken_versions_are_reported_and_the_good_one_served(tmp_path):
+    """A corrupt version, or a model.json naming something that is not a zoo model (nothing named in a
+    file is ever imported), is reported in the status; the good version keeps serving."""
+    root = tmp_path / "mlp"
+    mlp = write_checkpoint("mlp", str(root / "1"))
+    write_checkpoint("mlp", str(root / "2"))
+    meta_path = root / "2" / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps(dict(meta, name="subprocess", kwargs={"args": ["true"]})))
+    (root / "3").mkdir()
+    (root / "3" / "model.onnx").write_bytes(b"\x08\x07garbage")
+    (root / "4").mkdir()  # empty: nothing to serve
+    x = example("mlp", 2)
+    with running_server(str(root), poll_s=0) as (url, _), httpx.Client(base_url=url, timeout=30) as c:
+        status = {s["version"]: s for s in c.get("/v1/models/mlp").json()["model_version_status"]}
+        assert status["1"]["state"] == "AVAILABLE"
+        for v, words in (("2", "subprocess"), ("3", "onnxruntime cannot load"), ("4", "no .onnx file")):
+            assert status[v]["state"] == "END" and words in status[v]["status"]["error_message"], status[v]
+        r = c.post("/v1/models/mlp:predict", json={"instances": x.tolist()})
+        assert r.status_code == 200
+        assert_same(r.json()["predictions"], direct(mlp, x), "the good version")
+        assert c.post("/v1/models/mlp/versions/2:predict", json={"instances": x.tolist()}).status_code == 404
