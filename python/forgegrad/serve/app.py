@@ -11,7 +11,6 @@ over --max-body-bytes, 404 for an unknown model or version, 503 + Retry-After wh
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -42,7 +41,6 @@ class ServeConfig:
     poll_s: float = 1.0
     model_name: Optional[str] = None
     allow_nonfinite: bool = False
-    switch_interval_s: Optional[float] = 0.0002  # sys.setswitchinterval while serving (None: leave it)
 
     def validate(self) -> "ServeConfig":
         from .models import BACKENDS
@@ -215,21 +213,6 @@ def create_app(config: ServeConfig):
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        # The worker threads take the GIL back after every kernel call (kernels release it while they
-        # compute); with Python's default 5 ms switch interval each such handoff can wait up to 5 ms
-        # while the event loop parses requests, which made a 0.1 ms batch take 25 ms. A short
-        # interval bounds that wait; restored at shutdown.
-        old_interval = sys.getswitchinterval()
-        if config.switch_interval_s:
-            sys.setswitchinterval(config.switch_interval_s)
-        try:
-            async with _serving(app):
-                yield
-        finally:
-            sys.setswitchinterval(old_interval)
-
-    @contextlib.asynccontextmanager
-    async def _serving(app):
         await repo.start()
         if repo.kind in ("file", "checkpoint") and not repo.models:  # nothing else could ever appear
             await repo.close()
