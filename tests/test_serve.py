@@ -103,7 +103,11 @@ def test_versions_pinned_status_ping_and_listing(server, repo):
         meta = c.get("/v1/models/char_lstm/metadata").json()["metadata"]
         assert meta["inputs"][0]["dtype"] == "int64" and meta["inputs"][0]["shape"] == [-1, 6]
         assert meta["backend"] == "forgegrad"
-        assert c.get("/v1/models/onnx_mlp/metadata").json()["metadata"]["backend"] == "onnxruntime"
+        onnx_meta = c.get("/v1/models/onnx_mlp/metadata").json()["metadata"]
+        assert onnx_meta["backend"] == "onnxruntime"
+        # a checkpoint and its ONNX export take the same request keys
+        mlp_meta = c.get("/v1/models/mlp/metadata").json()["metadata"]
+        assert mlp_meta["inputs"][0]["name"] == onnx_meta["inputs"][0]["name"]
         assert c.get("/ping").json() == {"status": "Healthy"}
         names = [m["modelName"] for m in c.get("/models").json()["models"]]
         assert names == ["char_lstm", "lenet8", "mlp", "onnx_mlp", "vae"]

@@ -9,6 +9,7 @@ named in a file is imported) and weights are safetensors: nothing is unpickled.
 from __future__ import annotations
 
 import glob
+import inspect
 import os
 import threading
 from dataclasses import dataclass
@@ -69,7 +70,6 @@ class ForgegradModel(LoadedModel):
         from ..cli import _checkpoint
         from ..cli._errors import CLIError
         from ..cli.export import VAEReconstructor
-        from ..onnx._export import _default_input_names
         self.path = path
         try:
             model, meta = _checkpoint.load(path)
@@ -86,7 +86,7 @@ class ForgegradModel(LoadedModel):
             from ..nn import Embedding
             emb = [m for m in model.modules() if isinstance(m, Embedding)]
             max_value = emb[0].num_embeddings if emb else None
-        name = _default_input_names(model, 1)[0]
+        name = _input_name(model)
         self.inputs = [InputSpec(name, np.dtype(np.int64 if tokens else np.float32), tuple(shape), max_value)]
         self.outputs = ["output"]
         self.meta = meta
@@ -97,6 +97,18 @@ class ForgegradModel(LoadedModel):
         with no_grad():
             out = self.model(Tensor(feeds[self.inputs[0].name]))
         return {"output": np.asarray(out.numpy())}
+
+
+def _input_name(model) -> str:
+    """forward's first parameter name ("x"; "tokens" for char_lstm): the name `forgegrad export`
+    gives the ONNX input by default, so a checkpoint and its export take the same request keys.
+    (Not imported from forgegrad.onnx, which needs the onnx package.)"""
+    try:
+        params = [p for p in inspect.signature(model.forward).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        return params[0].name if params else "input"
+    except (TypeError, ValueError, AttributeError):
+        return "input"
 
 
 class OnnxModel(LoadedModel):
