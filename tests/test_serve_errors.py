@@ -257,3 +257,22 @@ def test_broken_versions_are_reported_and_the_good_one_served(tmp_path):
         assert r.status_code == 200
         assert_same(r.json()["predictions"], direct(mlp, x), "the good version")
         assert c.post("/v1/models/mlp/versions/2:predict", json={"instances": x.tolist()}).status_code == 404
+
+
+def test_client_hanging_up_mid_body_is_not_a_server_error(served):
+    import socket
+    url, mlp = served
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"POST /v1/models/mlp:predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 60000\r\n\r\n" + b"[1," * 100)
+        time.sleep(0.2)
+    x = example("mlp", 1)
+    for _ in range(100):  # bounded: the server notices the hang-up on its own schedule
+        text = httpx.get(url + "/metrics", timeout=30).text
+        if 'code="499"' in text:
+            break
+        time.sleep(0.05)
+    assert 'code="499"' in text and 'code="500"' not in text
+    r = httpx.post(url + "/v1/models/mlp:predict", json={"instances": x.tolist()}, timeout=30)
+    assert_same(r.json()["predictions"], direct(mlp, x), "after a client hung up")

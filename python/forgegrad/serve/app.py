@@ -93,6 +93,7 @@ def create_app(config: ServeConfig):
     import contextlib
 
     from starlette.applications import Starlette
+    from starlette.requests import ClientDisconnect
     from starlette.responses import Response
     from starlette.routing import Route
 
@@ -126,6 +127,8 @@ def create_app(config: ServeConfig):
             response = await fn(request, label)
         except ServeError as e:
             response = error(e.status, e.message, e.headers)
+        except ClientDisconnect:  # the client went away mid-body: nobody to answer (nginx's 499)
+            response = error(499, "client closed the connection")
         except Exception as e:
             log.exception("unexpected error on %s %s", request.method, request.url.path)
             response = error(500, f"internal error ({type(e).__name__})")
