@@ -225,3 +225,29 @@ def test_bench_serve_table_formats_rows():
                      "batch_ms": 0.5, "p99_bound_ms": 6.5}}
     text = format_details("serve", [row])
     assert "MLP, 32 clients" in text and "2.00" in text and "yes" in text
+
+
+def test_eager_batches_do_not_wait_for_requests_nobody_is_sending(repo):
+    """--eager: with a 60 s max-delay a lone request is still answered at once (the client's 30 s
+    timeout would fail it otherwise), concurrent ones are still answered correctly, and a bad request
+    being received does not hold a batch back after it fails."""
+    root, models, _ = repo
+    want = lambda x: direct(models["mlp_v2"], x)  # noqa: E731
+    with running_server(str(root), max_batch=64, max_delay_ms=60_000, poll_s=0, eager=True) as (url, _):
+        with httpx.Client(base_url=url, timeout=30) as c:
+            for i in range(3):
+                x = example("mlp", 1 + i, seed=i)
+                assert_same(c.post("/v1/models/mlp:predict", json={"instances": x.tolist()}).json()["predictions"],
+                            want(x), "lone eager request")
+            assert c.post("/v1/models/mlp:predict", json={"instances": [[1.0]]}).status_code == 400
+            x = example("mlp", 2)
+            assert_same(c.post("/predictions/mlp", json=x.tolist()).json(), want(x), "after a bad request")
+        xs = [example("mlp", 1, seed=50 + i) for i in range(16)]
+
+        async def fire():
+            async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+                return await asyncio.gather(*(c.post("/v1/models/mlp:predict", json={"instances": x.tolist()})
+                                              for x in xs))
+
+        for x, r in zip(xs, asyncio.run(fire())):
+            assert_same(r.json()["predictions"], want(x), "concurrent eager requests")

@@ -14,7 +14,9 @@ forgegrad serve's throughput over the reference's. The details table adds p50/p9
 server process's CPU time per request (and the reference's over forgegrad's: a comparison that does
 not depend on what else the machine runs), the mean batch the server ran, its mean batch compute
 time (from its /metrics) and the p99 bound max-delay + 3 x batch compute time. The load generator
-shares the machine with the servers: on a 2-core machine every figure includes its cost.
+shares the machine with the servers: on a 2-core machine every figure includes its cost. Extra
+rows for the forgegrad-backend models: .npy request bodies (32 clients), and ``--eager`` (1 and 32
+clients).
 """
 from __future__ import annotations
 
@@ -171,6 +173,7 @@ def _rows(threads: int, duration: float, concurrency: Sequence[int], rounds: int
                       "--log-level", "warning"]
         with contextlib.ExitStack() as stack:
             subject = stack.enter_context(_process(serve_args, _port()))
+            eager = stack.enter_context(_process(serve_args + ["--eager"], _port()))
             refs = {zoo: stack.enter_context(_process(["forgegrad.serve.reference", path, "--threads", str(threads)],
                                                       _port()))
                     for zoo, path in onnx_paths.items()}
@@ -180,20 +183,25 @@ def _rows(threads: int, duration: float, concurrency: Sequence[int], rounds: int
                 path = f"/v1/models/{served}:predict"
                 # forgegrad serve also takes binary .npy bodies (the reference only JSON): one extra row
                 # per model at 32 clients shows what skipping JSON is worth
-                variants = [(c, "json") for c in concurrency] + ([(32, "npy")] if src == "fg" and 32 in concurrency
-                                                                 else [])
+                # and with --eager (no waiting for requests nobody is sending) at 1 and 32 clients
+                variants = [(c, "json") for c in concurrency]
+                if src == "fg":
+                    variants += [(c, v) for v in ("npy", "eager") for c in (1, 32) if c in concurrency
+                                 and (v, c) != ("npy", 1)]
                 for clients, fmt in variants:
-                    b0 = _batch_stats(subject[0], served)
+                    server = eager if fmt == "eager" else subject
+                    b0 = _batch_stats(server[0], served)
                     ours_body, ours_type = ((npy_bytes(x), "application/x-npy") if fmt == "npy"
                                             else (body, "application/json"))
                     (ours, ours_cpu), (ref, ref_cpu) = _measure(
-                        [subject, refs[zoo]], [path, path], [ours_body, body], [ours_type, "application/json"],
+                        [server, refs[zoo]], [path, path], [ours_body, body], [ours_type, "application/json"],
                         clients, duration, rounds)
-                    b1 = _batch_stats(subject[0], served)
+                    b1 = _batch_stats(server[0], served)
                     batches = max(b1[0] - b0[0], 1.0)
                     batch_ms = (b1[2] - b0[2]) / batches * 1e3
                     rows.append({
-                        "workload": f"{label}, {clients} clients" + (", .npy bodies" if fmt == "npy" else ""),
+                        "workload": f"{label}, {clients} clients" + {"npy": ", .npy bodies", "eager": ", --eager",
+                                                                     "json": ""}[fmt],
                         "threads": threads,
                         "seconds": {"forgegrad": 1 / ours.throughput if ours.throughput else None,
                                     "reference": 1 / ref.throughput if ref.throughput else None},

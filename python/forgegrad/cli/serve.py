@@ -37,6 +37,9 @@ def add_parser(sub):
                    help="rescan the model directory every SECONDS for new versions (default 1; 0: never)")
     p.add_argument("--model-name", default=None,
                    help="read MODEL_DIR as one model's directory of versions, served under this name")
+    p.add_argument("--eager", action="store_true",
+                   help="run a batch before --max-delay-ms has passed once no other request for the model is "
+                        "being received (low latency at light load; batches still form under load)")
     p.add_argument("--allow-nonfinite", action="store_true", help="accept NaN and infinity in float inputs")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(run=run)
@@ -60,7 +63,8 @@ def run(args, log=print):
     config = serve_app.ServeConfig(args.model, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
                                    max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
                                    backend=args.backend, threads=args.threads, poll_s=args.poll_interval,
-                                   model_name=args.model_name, allow_nonfinite=args.allow_nonfinite)
+                                   model_name=args.model_name, allow_nonfinite=args.allow_nonfinite,
+                                   eager=args.eager)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
     app = serve_app.create_app(config)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,

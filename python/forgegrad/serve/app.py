@@ -41,6 +41,7 @@ class ServeConfig:
     poll_s: float = 1.0
     model_name: Optional[str] = None
     allow_nonfinite: bool = False
+    eager: bool = False
 
     def validate(self) -> "ServeConfig":
         from .models import BACKENDS
@@ -105,7 +106,8 @@ def create_app(config: ServeConfig):
     metrics = Metrics()
 
     def make_batcher(model, label):
-        return Batcher(model, label, config.max_batch, config.max_delay_ms / 1e3, config.max_queue, metrics)
+        return Batcher(model, label, config.max_batch, config.max_delay_ms / 1e3, config.max_queue, metrics,
+                       eager=config.eager)
 
     if config.threads:
         from .models import set_forgegrad_threads
@@ -175,9 +177,10 @@ def create_app(config: ServeConfig):
                              "POST needs :predict (POST /v1/models/NAME[/versions/N]:predict)")
         v = repo.get(name, version)
         label["model"] = name
-        body = await codecs.read_body(request, config.max_body_bytes)
-        feeds, form = tf_decode(body, request.headers.get("content-type"), v.model.inputs)
-        outputs = await v.batcher.submit(feeds)
+        with v.batcher.arriving() as ticket:
+            body = await codecs.read_body(request, config.max_body_bytes)
+            feeds, form = tf_decode(body, request.headers.get("content-type"), v.model.inputs)
+            outputs = await v.batcher.submit(feeds, ticket)
         return respond(request, outputs, codecs.tf_response(outputs, form))
 
     async def predictions(request, label):
@@ -185,10 +188,11 @@ def create_app(config: ServeConfig):
         version = request.path_params.get("version")
         v = repo.get(name, None if version is None else _parse_version(version))
         label["model"] = name
-        body = await codecs.read_body(request, config.max_body_bytes)
-        feeds, batched = codecs.torchserve_request(body, request.headers.get("content-type"), v.model.inputs,
-                                                   config.allow_nonfinite)
-        outputs = await v.batcher.submit(feeds)
+        with v.batcher.arriving() as ticket:
+            body = await codecs.read_body(request, config.max_body_bytes)
+            feeds, batched = codecs.torchserve_request(body, request.headers.get("content-type"), v.model.inputs,
+                                                       config.allow_nonfinite)
+            outputs = await v.batcher.submit(feeds, ticket)
         if codecs.wants_npy(request.headers.get("accept")) and not batched:
             outputs = {k: a[0] for k, a in outputs.items()}
         return respond(request, outputs, codecs.output_rows(outputs, batched))

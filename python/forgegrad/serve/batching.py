@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -60,7 +61,7 @@ def _deliver(items: List[_Item], results: List[object]) -> None:
 
 class Batcher:
     def __init__(self, model: LoadedModel, label: str, max_batch: int, max_delay_s: float, max_queue: int,
-                 metrics=None):
+                 metrics=None, eager: bool = False):
         if max_batch < 1 or max_queue < 1 or max_delay_s < 0:
             raise ValueError(f"max_batch ({max_batch}) and max_queue ({max_queue}) must be >= 1 and max_delay "
                              f"({max_delay_s}) >= 0")
@@ -68,6 +69,10 @@ class Batcher:
         # a graph with a fixed batch size runs each request alone (its batch must be exactly that size)
         self.max_batch = 1 if model.fixed_batch is not None else max_batch
         self.max_delay_s, self.max_queue = max_delay_s, max_queue
+        # eager: stop waiting for max_delay once no other request for this model is being received
+        # (its body read or decoded); waiting longer could only catch requests not yet sent
+        self.eager = eager
+        self._arriving = 0  # requests between arriving() and their enqueueing (guarded by _cond)
         self._queue: collections.deque = collections.deque()
         self._cond = threading.Condition()
         self._closing = False
@@ -83,7 +88,23 @@ class Batcher:
     def depth(self) -> int:
         return len(self._queue)
 
-    async def submit(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    @contextlib.contextmanager
+    def arriving(self):
+        """Mark a request as on its way in (reading and decoding its body) until it is submitted
+        with the yielded ticket or the block ends (a bad request that is never submitted)."""
+        ticket = [True]
+        with self._cond:
+            self._arriving += 1
+        try:
+            yield ticket
+        finally:
+            if ticket[0]:
+                with self._cond:
+                    ticket[0] = False
+                    self._arriving -= 1
+                    self._cond.notify()
+
+    async def submit(self, feeds: Dict[str, np.ndarray], ticket: Optional[list] = None) -> Dict[str, np.ndarray]:
         if self._closing or self._thread is None:
             raise ServeError(503, f"model {self.label} is being unloaded", {"Retry-After": "1"})
         rows = batch_rows(feeds)
@@ -96,6 +117,9 @@ class Batcher:
                 raise ServeError(503, f"model {self.label}: queue full ({self.max_queue} requests waiting); "
                                       "retry later", {"Retry-After": "1"})
             self._queue.append(item)
+            if ticket is not None and ticket[0]:
+                ticket[0] = False
+                self._arriving -= 1
             depth = len(self._queue)
             self._cond.notify()
         self._gauge(depth)
@@ -120,7 +144,7 @@ class Batcher:
             while rows < self.max_batch:
                 if not self._queue:
                     remaining = deadline - time.monotonic()
-                    if remaining <= 0 or self._closing:
+                    if remaining <= 0 or self._closing or (self.eager and self._arriving == 0):
                         break
                     self._cond.wait(remaining)
                     continue
