@@ -21,11 +21,12 @@ import pkgutil
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["suite", "suites", "run", "format_table", "BASELINE", "Workload", "time_workloads"]
+__all__ = ["suite", "suites", "run", "format_table", "format_details", "BASELINE", "Workload", "time_workloads"]
 
 Row = dict
 SuiteFn = Callable[[Sequence[int], bool], List[Row]]
 _SUITES: Dict[str, SuiteFn] = {}
+_DETAILS: Dict[str, Callable[[List[Row]], str]] = {}  # suites whose rows carry more than one table shows
 
 # The runtime forgegrad is compared with first (ratio columns are forgegrad's speed relative to
 # each other runtime: > 1 means forgegrad is faster).
@@ -74,12 +75,21 @@ def time_workloads(workloads: Sequence[Workload], threads: Sequence[int], repeat
     return rows
 
 
-def suite(name: str):
-    """Decorator registering a suite function under `name`."""
+def suite(name: str, details: Optional[Callable[[List[Row]], str]] = None):
+    """Decorator registering a suite function under `name`; ``details(rows)``, if given, formats
+    what the rows carry beyond the standard table (printed after it by ``format_details``)."""
     def register(fn: SuiteFn) -> SuiteFn:
         _SUITES[name] = fn
+        if details is not None:
+            _DETAILS[name] = details
         return fn
     return register
+
+
+def format_details(name: str, rows: List[Row]) -> Optional[str]:
+    """The suite's extra table (e.g. latency percentiles of `serve`), or None."""
+    fn = _DETAILS.get(name)
+    return fn(rows) if fn is not None else None
 
 
 def suites() -> Dict[str, SuiteFn]:

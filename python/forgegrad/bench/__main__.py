@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from . import format_table, run, suites
+from . import format_details, format_table, run, suites
 from . import _timing
 from ._timing import openblas_env_warning
 
@@ -41,6 +41,9 @@ def main(argv=None) -> int:
         suite_rows = run(name, args.threads, args.quick)
         print(f"== {name} (clock {args.clock}, {args.stat} of repeated samples)")
         print(format_table(suite_rows), flush=True)
+        details = format_details(name, suite_rows)
+        if details:
+            print(details, flush=True)
         rows += [dict(r, suite=name) for r in suite_rows]
     if args.json:
         with open(args.json, "w") as f:

@@ -1,4 +1,4 @@
-"""The ``forgegrad`` command: train, eval, export, bench, quickstart, ops and generate.
+"""The ``forgegrad`` command: train, eval, export, bench, quickstart, ops, generate, serve, ...
 
 ``main(argv=None)`` returns the exit code: 0 success, 1 a runtime error, 2 a usage error (bad
 arguments, unknown model or data set names, missing files), 130 interrupted. Expected errors are
@@ -7,6 +7,8 @@ printed as one line ``forgegrad: error: ...`` without a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
+import pkgutil
 import sys
 
 from ._argtypes import positive_int
@@ -15,15 +17,27 @@ from ._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, CLIErr
 __all__ = ["main", "build_parser", "CLIError", "UsageError"]
 
 
+# Every public module of this package with an ``add_parser(subparsers)`` is a subcommand (adding a
+# command is adding its file); these come first in the help, the others follow by name.
+_FIRST = ("train", "evaluate", "export", "bench", "quickstart", "ops")
+
+
+def _command_modules():
+    names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+    names = [n for n in _FIRST if n in names] + sorted(n for n in names if n not in _FIRST)
+    mods = [importlib.import_module(f"{__name__}.{n}") for n in names]
+    return [m for m in mods if hasattr(m, "add_parser")]
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .._version import __version__
-    from . import bench, evaluate, export, generate, ops, quickstart, train
+    from . import evaluate, export, train
     parser = argparse.ArgumentParser(prog="forgegrad", description="forgegrad: train, evaluate, export and "
                                      "benchmark models from the command line.")
     parser.add_argument("--version", action="version", version=f"forgegrad {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for mod in (train, evaluate, export, bench, quickstart, ops, generate):
+    for mod in _command_modules():
         p = mod.add_parser(sub)
         if mod in (train, evaluate, export):  # bench and quickstart pin threads per timed run themselves
             p.add_argument("--threads", type=positive_int, default=None,

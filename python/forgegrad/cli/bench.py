@@ -73,6 +73,9 @@ def run(args, log=print):
             suite_rows = kept or suite_rows  # a suite without such rows: show all of it
         log(f"== {name}")
         log(bench.format_table(suite_rows))
+        details = bench.format_details(name, suite_rows)
+        if details:
+            log(details)
         rows += [dict(r, suite=name) for r in suite_rows]
     if args.report is not None:
         from . import _report

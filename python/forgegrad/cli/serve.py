@@ -1,0 +1,78 @@
+"""``forgegrad serve MODEL_DIR_OR_FILE``: serve checkpoints and ONNX models over HTTP with dynamic
+batching (forgegrad.serve on starlette + uvicorn; the ``serve`` extra)."""
+from __future__ import annotations
+
+import logging
+import os
+
+from ._argtypes import non_negative_float, positive_int
+from ._errors import CLIError, UsageError, require
+
+
+def add_parser(sub):
+    p = sub.add_parser("serve", help="serve models over HTTP (TF Serving / TorchServe REST) with dynamic batching",
+                       description="Serve forgegrad checkpoints (on forgegrad's kernels) and ONNX files (on "
+                                   "onnxruntime) over HTTP: TF Serving's REST API (POST /v1/models/NAME"
+                                   "[/versions/N]:predict), TorchServe's (POST /predictions/NAME, GET /ping), JSON "
+                                   "or .npy bodies, Prometheus metrics at /metrics. MODEL_DIR_OR_FILE is a "
+                                   "directory of models in TF Serving's layout (NAME/1/, NAME/2/, ...), one model's "
+                                   "directory of numbered versions, one checkpoint directory or one .onnx file. "
+                                   "New version directories are picked up without a restart.")
+    p.add_argument("model", metavar="MODEL_DIR_OR_FILE", help="models root, model directory, checkpoint or .onnx")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument("--max-batch", type=positive_int, default=32, help="most rows per model call (default 32)")
+    p.add_argument("--max-delay-ms", type=non_negative_float, default=5.0,
+                   help="longest a request waits for others to batch with (default 5)")
+    p.add_argument("--max-queue", type=positive_int, default=512,
+                   help="requests waiting per model version before 503 + Retry-After (default 512)")
+    p.add_argument("--max-body-bytes", type=positive_int, default=16 * 1024 * 1024,
+                   help="largest request body; larger ones get 413 (default 16 MiB)")
+    p.add_argument("--backend", choices=("auto", "forgegrad", "onnxruntime"), default="auto",
+                   help="auto (default): checkpoints on forgegrad, .onnx on onnxruntime; onnxruntime: the .onnx "
+                        "file of each version; forgegrad: checkpoints only")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="kernel threads (forgegrad and onnxruntime intra-op; default: all cores)")
+    p.add_argument("--poll-interval", type=non_negative_float, default=1.0, metavar="SECONDS",
+                   help="rescan the model directory every SECONDS for new versions (default 1; 0: never)")
+    p.add_argument("--model-name", default=None,
+                   help="read MODEL_DIR as one model's directory of versions, served under this name")
+    p.add_argument("--eager", action="store_true",
+                   help="run a batch before --max-delay-ms has passed once no other request for the model is "
+                        "being received (low latency at light load; batches still form under load)")
+    p.add_argument("--allow-nonfinite", action="store_true", help="accept NaN and infinity in float inputs")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args, log=print):
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be in 0..65535, got {args.port}")
+    if not os.path.exists(args.model):
+        raise UsageError(f"model path not found: {args.model}")
+    require("starlette", "serve", what="forgegrad serve")
+    uvicorn = require("uvicorn", "serve", what="forgegrad serve")
+    require("prometheus_client", "serve", what="forgegrad serve")
+    from ..serve import app as serve_app
+    from ..serve.repository import layout
+    try:
+        layout(args.model, args.model_name)
+    except (OSError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    config = serve_app.ServeConfig(args.model, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
+                                   max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
+                                   backend=args.backend, threads=args.threads, poll_s=args.poll_interval,
+                                   model_name=args.model_name, allow_nonfinite=args.allow_nonfinite,
+                                   eager=args.eager)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
+    app = serve_app.create_app(config)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                                           access_log=False, lifespan="on"))
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits when the app's startup fails; say why below
+        pass
+    if not server.started:
+        raise CLIError(app.state.startup_error or f"the server did not start (see the messages above): {args.model}")
+    return 0

@@ -1,0 +1,201 @@
+"""Dynamic batching: one queue and one worker thread per served model version.
+
+The event loop only enqueues: a request is checked, appended to the version's bounded queue, and its
+handler awaits a future. The worker thread forms the batches itself: it takes the oldest request,
+adds the queued ones behind it (same shapes past the batch axis) until ``max_batch`` rows, or until
+the oldest has waited ``max_delay``, runs the batch as one model call, and hands each request its
+rows back on the event loop (one callback per batch). Forming batches on the worker rather than on
+the event loop matters under load: a busy loop (parsing dozens of JSON bodies) would otherwise delay
+the start of every next batch by however long it takes to get back to the batcher. forgegrad's
+kernels and onnxruntime release the GIL while they compute, so the loop keeps accepting and decoding
+requests meanwhile. A full queue answers 503 with Retry-After instead of growing without bound.
+
+Batching does not change what a request gets back beyond float rounding: each request's rows are
+sliced from the batch's output. (forgegrad's GEMM takes a different kernel path for a batch of 1
+than for 16 rows, so the last bit of a float32 can differ from an unbatched call; so does
+onnxruntime's.) If a batch fails, its requests are rerun one by one so a request the model rejects
+gets its own error and the others their results.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from ._errors import ServeError
+from .models import LoadedModel, batch_rows, same_trailing_shapes, split_outputs
+
+
+@dataclass
+class _Item:
+    feeds: Dict[str, np.ndarray]
+    future: asyncio.Future
+    rows: int
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+def _model_error(e: Exception) -> ServeError:
+    """A model's own refusal of an input is the client's problem (400); anything else is ours (500)."""
+    msg = (str(e).splitlines() or [type(e).__name__])[0][:300]
+    if isinstance(e, (ValueError, TypeError, IndexError)) or type(e).__name__ in ("InvalidArgument", "InvalidGraph"):
+        return ServeError(400, f"the model rejected the input: {msg}")
+    return ServeError(500, f"model error ({type(e).__name__}): {msg}")
+
+
+def _deliver(items: List[_Item], results: List[object]) -> None:
+    """On the event loop: each request's rows, or its error (clients that went away are skipped)."""
+    for it, res in zip(items, results):
+        if it.future.done():
+            continue
+        if isinstance(res, BaseException):
+            it.future.set_exception(res)
+        else:
+            it.future.set_result(res)
+
+
+class Batcher:
+    def __init__(self, model: LoadedModel, label: str, max_batch: int, max_delay_s: float, max_queue: int,
+                 metrics=None, eager: bool = False):
+        if max_batch < 1 or max_queue < 1 or max_delay_s < 0:
+            raise ValueError(f"max_batch ({max_batch}) and max_queue ({max_queue}) must be >= 1 and max_delay "
+                             f"({max_delay_s}) >= 0")
+        self.model, self.label, self.metrics = model, label, metrics
+        # a graph with a fixed batch size runs each request alone (its batch must be exactly that size)
+        self.max_batch = 1 if model.fixed_batch is not None else max_batch
+        self.max_delay_s, self.max_queue = max_delay_s, max_queue
+        # eager: stop waiting for max_delay once no other request for this model is being received
+        # (its body read or decoded); waiting longer could only catch requests not yet sent
+        self.eager = eager
+        self._arriving = 0  # requests between arriving() and their enqueueing (guarded by _cond)
+        self._queue: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._work, name=f"forgegrad-serve-{self.label}", daemon=True)
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    @contextlib.contextmanager
+    def arriving(self):
+        """Mark a request as on its way in (reading and decoding its body) until it is submitted
+        with the yielded ticket or the block ends (a bad request that is never submitted)."""
+        ticket = [True]
+        with self._cond:
+            self._arriving += 1
+        try:
+            yield ticket
+        finally:
+            if ticket[0]:
+                with self._cond:
+                    ticket[0] = False
+                    self._arriving -= 1
+                    self._cond.notify()
+
+    async def submit(self, feeds: Dict[str, np.ndarray], ticket: Optional[list] = None) -> Dict[str, np.ndarray]:
+        if self._closing or self._thread is None:
+            raise ServeError(503, f"model {self.label} is being unloaded", {"Retry-After": "1"})
+        rows = batch_rows(feeds)
+        fixed = self.model.fixed_batch
+        if fixed is not None and rows != fixed:
+            raise ServeError(400, f"this model takes batches of exactly {fixed} rows, got {rows}")
+        item = _Item(feeds, self._loop.create_future(), rows)
+        with self._cond:
+            if len(self._queue) >= self.max_queue:
+                raise ServeError(503, f"model {self.label}: queue full ({self.max_queue} requests waiting); "
+                                      "retry later", {"Retry-After": "1"})
+            self._queue.append(item)
+            if ticket is not None and ticket[0]:
+                ticket[0] = False
+                self._arriving -= 1
+            depth = len(self._queue)
+            self._cond.notify()
+        self._gauge(depth)
+        return await item.future
+
+    def _gauge(self, depth: int) -> None:
+        if self.metrics is not None:
+            self.metrics.queue_depth(self.label, depth)
+
+    # ---- the worker thread -----------------------------------------------------------------------
+    def _next_batch(self) -> Optional[List[_Item]]:
+        """The next batch (None: closing and nothing left). Waits for the first request, then until
+        the batch is full or the oldest request has waited max_delay."""
+        with self._cond:
+            while not self._queue:
+                if self._closing:
+                    return None
+                self._cond.wait()
+            first = self._queue.popleft()
+            items, rows = [first], first.rows
+            deadline = first.enqueued + self.max_delay_s
+            while rows < self.max_batch:
+                if not self._queue:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._closing or (self.eager and self._arriving == 0):
+                        break
+                    self._cond.wait(remaining)
+                    continue
+                nxt = self._queue[0]
+                if rows + nxt.rows > self.max_batch or not same_trailing_shapes(first.feeds, nxt.feeds):
+                    break  # it heads the next batch
+                items.append(self._queue.popleft())
+                rows += nxt.rows
+            depth = len(self._queue)
+        self._gauge(depth)
+        return items
+
+    def _run(self, items: List[_Item]) -> List[object]:
+        """Per-request results (output dicts, or ServeErrors) of one batch."""
+        if len(items) == 1:
+            feeds = items[0].feeds
+        else:
+            feeds = {k: np.concatenate([it.feeds[k] for it in items]) for k in items[0].feeds}
+        t0 = time.perf_counter()
+        try:
+            parts = split_outputs(self.model.run(feeds), [it.rows for it in items])
+        except Exception as e:
+            if len(items) > 1:  # find which request the model refuses; the others still get answers
+                return [self._run([it])[0] for it in items]
+            return [_model_error(e)]
+        if self.metrics is not None:
+            self.metrics.batch(self.label, sum(it.rows for it in items), time.perf_counter() - t0)
+        return parts
+
+    def _work(self) -> None:
+        while True:
+            items = self._next_batch()
+            if items is None:
+                return
+            try:
+                results = self._run(items)
+            except BaseException as e:  # never leave a request waiting forever
+                results = [ServeError(500, f"model error ({type(e).__name__})")] * len(items)
+            try:
+                self._loop.call_soon_threadsafe(_deliver, items, results)
+            except RuntimeError:  # the event loop is closed: nobody is waiting any more
+                return
+
+    async def close(self):
+        """Stop taking requests, answer the queued ones, then stop the worker thread."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 60)
+        with self._cond:
+            left, self._queue = list(self._queue), collections.deque()
+        _deliver(left, [ServeError(503, f"model {self.label} was unloaded", {"Retry-After": "1"})] * len(left))
+        self.model.close()

@@ -1,0 +1,266 @@
+"""Request bodies <-> arrays: JSON (TF Serving's row and columnar formats, TorchServe's plain tensors)
+and binary ``.npy``.
+
+Everything a client sends is checked here before it reaches a queue: JSON that does not parse,
+non-numeric or ragged values, wrong rank or dimensions, NaN/Inf for a float input (unless the server
+allows them), non-integer or out-of-range token ids, a malformed or pickled ``.npy``. Each raises a
+ServeError(400, message naming the input and what was expected), so a bad request never reaches a
+model and never disturbs the requests batched with it. ``.npy`` bodies are read with
+``allow_pickle=False``: an object array is refused, never unpickled.
+"""
+from __future__ import annotations
+
+import io
+import json
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ._errors import ServeError
+from .models import InputSpec
+
+NPY_TYPES = ("application/x-npy", "application/octet-stream", "application/npy")
+JSON_TYPE = "application/json"
+
+Feeds = Dict[str, np.ndarray]
+
+
+def bad(message: str) -> ServeError:
+    return ServeError(400, message)
+
+
+def is_npy(content_type: Optional[str]) -> bool:
+    return (content_type or "").split(";")[0].strip().lower() in NPY_TYPES
+
+
+def wants_npy(accept: Optional[str]) -> bool:
+    return any(t in (accept or "").lower() for t in ("application/x-npy", "application/npy",
+                                                     "application/octet-stream"))
+
+
+async def read_body(request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes (from
+    Content-Length before reading, or while streaming a chunked body)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            n = int(declared)
+        except ValueError:
+            raise bad(f"Content-Length {declared!r} is not an integer") from None
+        if n > limit:
+            raise ServeError(413, f"request body of {n} bytes exceeds the limit of {limit} bytes (--max-body-bytes)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ServeError(413, f"request body exceeds the limit of {limit} bytes (--max-body-bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes):
+    if not body:
+        raise bad("empty request body: expected JSON (or an .npy body with Content-Type application/x-npy)")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise bad(f"request body is not valid JSON: {str(e)[:200]}") from None
+
+
+def parse_npy(body: bytes) -> np.ndarray:
+    if not body:
+        raise bad("empty request body: expected an .npy file")
+    try:
+        arr = np.load(io.BytesIO(body), allow_pickle=False)
+    except ValueError as e:  # object arrays (would need pickle), bad headers, truncated data
+        raise bad(f"malformed .npy body: {str(e)[:200]}") from None
+    except Exception as e:  # np.load on garbage can raise OSError, EOFError, SyntaxError, ...
+        raise bad(f"malformed .npy body ({type(e).__name__}): {str(e)[:200]}") from None
+    if not isinstance(arr, np.ndarray):  # an .npz archive
+        raise bad("the body is an .npz archive; send one array as .npy")
+    return arr
+
+
+def _numeric(value, where: str) -> np.ndarray:
+    """A JSON value as an int or float numpy array; strings, booleans, nulls, objects and ragged
+    lists are refused."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, OverflowError) as e:  # ragged nesting ("inhomogeneous shape") and the like
+        raise bad(f"{where}: not a rectangular array of numbers ({str(e)[:160]})") from None
+    if arr.dtype.kind not in "iuf":
+        kinds = {"U": "strings", "S": "strings", "b": "booleans", "O": "nulls, objects, ragged lists or huge integers"}
+        raise bad(f"{where}: expected numbers, got {kinds.get(arr.dtype.kind, arr.dtype.name)}")
+    return arr
+
+
+def conform(arr: np.ndarray, spec: InputSpec, where: str, allow_nonfinite: bool, batched: bool = True) -> np.ndarray:
+    """``arr`` checked against ``spec`` and converted to its dtype (with the batch axis added when
+    ``batched`` is False)."""
+    if arr.dtype.kind not in "iuf":
+        raise bad(f"{where}: dtype {arr.dtype} is not numeric (expected {np.dtype(spec.dtype).name})")
+    if not batched:
+        arr = arr[None]
+    want = len(spec.shape) + 1
+    expected = "(N, " + ", ".join("?" if d is None else str(d) for d in spec.shape) + ")"
+    if arr.ndim != want:
+        raise bad(f"{where}: expected shape {expected}, got {tuple(arr.shape)}")
+    if arr.shape[0] == 0:
+        raise bad(f"{where}: the batch is empty")
+    for axis, (got, dim) in enumerate(zip(arr.shape[1:], spec.shape), start=1):
+        if dim is not None and got != dim:
+            raise bad(f"{where}: expected shape {expected}, got {tuple(arr.shape)} (axis {axis} must be {dim})")
+        if got == 0:
+            raise bad(f"{where}: axis {axis} is empty")
+    target = np.dtype(spec.dtype)
+    if target.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = arr.astype(target)
+        if not allow_nonfinite and not np.isfinite(out).all():  # one pass in the common (finite) case
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise bad(f"{where}: contains NaN or infinity (not allowed; the server was started without "
+                          "--allow-nonfinite)")
+            raise bad(f"{where}: values overflow {target.name}")
+        return np.ascontiguousarray(out)
+    if target.kind in "iu" or target.kind == "b":
+        if arr.dtype.kind == "f":
+            if not np.isfinite(arr).all() or not (arr == np.floor(arr)).all():
+                raise bad(f"{where}: expects integers ({target.name}), got non-integer values")
+        info = np.iinfo(target) if target.kind != "b" else None
+        if info is not None and (arr.min() < info.min or arr.max() > info.max):
+            raise bad(f"{where}: values out of the range of {target.name}")
+        if spec.max_value is not None and (arr.min() < 0 or arr.max() >= spec.max_value):
+            raise bad(f"{where}: token ids must lie in [0, {spec.max_value}), got values in "
+                      f"[{arr.min()}, {arr.max()}]")
+        return np.ascontiguousarray(arr.astype(target))
+    return np.ascontiguousarray(arr.astype(target))
+
+
+def _single_input(inputs: Sequence[InputSpec], what: str) -> InputSpec:
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs)
+        raise bad(f"{what} needs a model with one input; this model has {len(inputs)} ({names}): send a JSON "
+                  "object keyed by input name")
+    return inputs[0]
+
+
+def _named(obj: dict, inputs: Sequence[InputSpec], where: str, allow_nonfinite: bool, batched: bool) -> Feeds:
+    names = [i.name for i in inputs]
+    unknown = [k for k in obj if k not in names]
+    missing = [n for n in names if n not in obj]
+    if unknown or missing:
+        raise bad(f"{where}: expected the inputs {names}" + (f"; unknown: {unknown}" if unknown else "")
+                  + (f"; missing: {missing}" if missing else ""))
+    return {i.name: conform(_numeric(obj[i.name], f"{where}[{i.name!r}]"), i, f"{where}[{i.name!r}]",
+                            allow_nonfinite, batched) for i in inputs}
+
+
+def _check_rows(feeds: Feeds, where: str) -> Feeds:
+    sizes = {k: v.shape[0] for k, v in feeds.items()}
+    if len(set(sizes.values())) > 1:
+        raise bad(f"{where}: inputs disagree on the batch size: {sizes}")
+    return feeds
+
+
+def tf_request(payload, inputs: Sequence[InputSpec], allow_nonfinite: bool):
+    """(feeds, "row" | "columnar") from a TF Serving predict body: {"instances": [...]} or {"inputs": ...}."""
+    if not isinstance(payload, dict):
+        raise bad('expected a JSON object with "instances" (row format) or "inputs" (columnar format)')
+    extra = [k for k in payload if k not in ("instances", "inputs", "signature_name")]
+    if extra:
+        raise bad(f"unknown request keys {extra}: expected \"instances\" or \"inputs\"")
+    if ("instances" in payload) == ("inputs" in payload):
+        raise bad('expected exactly one of "instances" (row format) and "inputs" (columnar format)')
+    if "inputs" in payload:
+        value = payload["inputs"]
+        if isinstance(value, dict):
+            return _check_rows(_named(value, inputs, "inputs", allow_nonfinite, True), "inputs"), "columnar"
+        spec = _single_input(inputs, '"inputs" given as one tensor')
+        return {spec.name: conform(_numeric(value, "inputs"), spec, "inputs", allow_nonfinite)}, "columnar"
+    rows = payload["instances"]
+    if not isinstance(rows, list) or not rows:
+        raise bad('"instances" must be a non-empty list (one entry per instance)')
+    if all(isinstance(r, dict) for r in rows):
+        per_row = [_named(r, inputs, f"instances[{n}]", allow_nonfinite, False) for n, r in enumerate(rows)]
+        feeds = {}
+        for i in inputs:
+            shapes = {p[i.name].shape for p in per_row}
+            if len(shapes) > 1:
+                raise bad(f"instances: input {i.name!r} has different shapes across instances: {sorted(shapes)}")
+            feeds[i.name] = np.concatenate([p[i.name] for p in per_row])
+        return feeds, "row"
+    if any(isinstance(r, dict) for r in rows):
+        raise bad("instances: mix of objects and plain values; use one form for every instance")
+    spec = _single_input(inputs, '"instances" given as plain values')
+    return {spec.name: conform(_numeric(rows, "instances"), spec, "instances", allow_nonfinite)}, "row"
+
+
+def tf_response(outputs: Feeds, form: str) -> dict:
+    if form == "row":
+        if len(outputs) == 1:
+            return {"predictions": next(iter(outputs.values())).tolist()}
+        n = next(iter(outputs.values())).shape[0]
+        return {"predictions": [{k: v[i].tolist() for k, v in outputs.items()} for i in range(n)]}
+    if len(outputs) == 1:
+        return {"outputs": next(iter(outputs.values())).tolist()}
+    return {"outputs": {k: v.tolist() for k, v in outputs.items()}}
+
+
+def instance_or_batch(arr: np.ndarray, spec: InputSpec, where: str, allow_nonfinite: bool):
+    """(feeds array, batched) for a TorchServe body: one instance (the input's rank) or a batch (one
+    more axis)."""
+    batched = arr.ndim == len(spec.shape) + 1
+    if not batched and arr.ndim != len(spec.shape):
+        dims = ", ".join("?" if d is None else str(d) for d in spec.shape)
+        raise bad(f"{where}: expected one instance of shape ({dims}) or a batch (N, {dims}), got {tuple(arr.shape)}")
+    return conform(arr, spec, where, allow_nonfinite, batched), batched
+
+
+def torchserve_request(body: bytes, content_type: Optional[str], inputs: Sequence[InputSpec], allow_nonfinite: bool):
+    """(feeds, batched) from a TorchServe predictions body: a JSON tensor, a JSON object keyed by
+    input name, or an .npy array."""
+    if is_npy(content_type):
+        spec = _single_input(inputs, "an .npy body")
+        arr, batched = instance_or_batch(parse_npy(body), spec, "body", allow_nonfinite)
+        return {spec.name: arr}, batched
+    payload = parse_json(body)
+    if isinstance(payload, dict):
+        if "data" in payload and len(payload) == 1 and len(inputs) == 1:  # {"data": tensor}
+            payload = payload["data"]
+        else:
+            batched = {}
+            feeds = {}
+            for i in inputs:
+                if i.name not in payload:
+                    raise bad(f"body: missing input {i.name!r} (expected the inputs {[s.name for s in inputs]})")
+                feeds[i.name], batched[i.name] = instance_or_batch(_numeric(payload[i.name], f"body[{i.name!r}]"),
+                                                                   i, f"body[{i.name!r}]", allow_nonfinite)
+            unknown = [k for k in payload if k not in feeds]
+            if unknown:
+                raise bad(f"body: unknown inputs {unknown} (expected {[s.name for s in inputs]})")
+            if len(set(batched.values())) > 1:
+                raise bad("body: some inputs are batched and some are single instances")
+            return _check_rows(feeds, "body"), next(iter(batched.values()))
+    spec = _single_input(inputs, "a JSON tensor body")
+    arr, batched = instance_or_batch(_numeric(payload, "body"), spec, "body", allow_nonfinite)
+    return {spec.name: arr}, batched
+
+
+def npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def json_bytes(obj) -> bytes:
+    # NaN/Infinity in a model's output are written as JSON's NaN/Infinity literals (as TF Serving
+    # does) rather than failing the response
+    return json.dumps(obj, separators=(",", ":")).encode("utf-8")
+
+
+def output_rows(outputs: Feeds, batched: bool) -> List:
+    """TorchServe response body: the output (without the batch axis for a single instance)."""
+    if len(outputs) == 1:
+        v = next(iter(outputs.values()))
+        return (v if batched else v[0]).tolist()
+    return {k: (v if batched else v[0]).tolist() for k, v in outputs.items()}

@@ -1,0 +1,55 @@
+"""Prometheus metrics of one server (its own registry, so several servers in one process do not
+collide): requests by route, model and status code; request latency; batch sizes and batch compute
+time; queue depth.
+
+Label values are bounded: ``route`` is the route's template (not the URL), ``model`` is a served
+model's name or "" (a request for an unknown name does not create a new series per name)."""
+from __future__ import annotations
+
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self):
+        try:
+            import prometheus_client as pc
+        except ImportError:
+            raise ImportError('forgegrad serve needs prometheus-client: pip install "forgegrad[serve]"') from None
+        self._pc = pc
+        self.registry = pc.CollectorRegistry()
+        r = self.registry
+        self.requests = pc.Counter("forgegrad_requests", "HTTP requests by route, model and status code",
+                                   ["route", "model", "code"], registry=r)
+        self.latency = pc.Histogram("forgegrad_request_latency_seconds", "request latency (receive to response)",
+                                    ["route", "model"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.batch_size = pc.Histogram("forgegrad_batch_size", "rows per model call", ["model"],
+                                       buckets=_BATCH_BUCKETS, registry=r)
+        self.batch_seconds = pc.Histogram("forgegrad_batch_compute_seconds", "seconds per model call (one batch)",
+                                          ["model"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.depth = pc.Gauge("forgegrad_queue_depth", "requests waiting to be batched", ["model"], registry=r)
+        self.loaded = pc.Gauge("forgegrad_model_versions_loaded", "model versions being served", ["model"],
+                               registry=r)
+
+    @staticmethod
+    def _model(label: str) -> str:
+        return label.split("/")[0]  # "name/version" -> name: one series per model, not per version
+
+    def request(self, route: str, model: str, code: int, seconds: float) -> None:
+        self.requests.labels(route, model, str(code)).inc()
+        self.latency.labels(route, model).observe(seconds)
+
+    def batch(self, label: str, rows: int, seconds: float) -> None:
+        m = self._model(label)
+        self.batch_size.labels(m).observe(rows)
+        self.batch_seconds.labels(m).observe(seconds)
+
+    def queue_depth(self, label: str, depth: int) -> None:
+        self.depth.labels(label).set(depth)
+
+    def versions(self, model: str, n: int) -> None:
+        self.loaded.labels(model).set(n)
+
+    def render(self):
+        """(body, content type) of the text exposition format."""
+        return self._pc.generate_latest(self.registry), self._pc.CONTENT_TYPE_LATEST

@@ -1,0 +1,130 @@
+"""Helpers for the forgegrad serve tests: a model repository on disk, the real server (uvicorn) on a
+free loopback port in a thread, and each model's direct output to compare the server's answers with."""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+
+import numpy as np
+
+import forgegrad as fg
+from forgegrad import models
+from forgegrad.cli import _checkpoint
+
+# name -> (zoo kwargs, checkpoint metadata)
+SPECS = {
+    "mlp": ({"in_features": 64, "out_features": 10},
+            {"task": "classify", "input_kind": "flat", "input_shape": [64], "num_classes": 10}),
+    "lenet8": ({}, {"task": "classify", "input_kind": "image", "input_shape": [1, 8, 8], "num_classes": 10}),
+    "char_lstm": ({"vocab_size": 12, "embed_dim": 8, "hidden_size": 16},
+                  {"task": "lm", "input_kind": "tokens", "input_shape": [6], "num_classes": 12}),
+    "vae": ({"input_dim": 64}, {"task": "vae", "input_kind": "flat", "input_shape": [64]}),
+}
+
+
+def write_checkpoint(name, version_dir, seed=0):
+    """A zoo model with seeded random weights saved as `forgegrad train` saves it; returns the model."""
+    kwargs, meta = SPECS[name]
+    fg.manual_seed(seed)
+    model = models.create(name, **kwargs)
+    _checkpoint.save(model, dict(meta), version_dir)
+    return _checkpoint.load(version_dir)[0]
+
+
+def write_onnx(version_dir, seed=0):
+    """An MLP exported to ONNX (forgegrad's exporter, verified in onnxruntime); returns its path."""
+    from forgegrad import onnx as fg_onnx
+    fg.manual_seed(seed)
+    model = models.create("mlp", **SPECS["mlp"][0]).eval()
+    os.makedirs(version_dir, exist_ok=True)
+    path = os.path.join(version_dir, "model.onnx")
+    fg_onnx.export(model, (fg.tensor(np.zeros((2, 64), np.float32)),), path)
+    return path
+
+
+def example(name, n, seed=1):
+    rng = np.random.default_rng(seed)
+    if name == "char_lstm":
+        return rng.integers(0, SPECS[name][0]["vocab_size"], size=(n, 6)).astype(np.int64)
+    if name == "lenet8":
+        return rng.random((n, 1, 8, 8), dtype=np.float32)
+    return rng.random((n, 64), dtype=np.float32)
+
+
+def direct(model, x):
+    """The model's own output for x (VAEs: the deterministic reconstruction, as served)."""
+    from forgegrad.cli.export import VAEReconstructor
+    if hasattr(model, "encode"):
+        model = VAEReconstructor(model).eval()
+    with fg.no_grad():
+        return model(fg.tensor(x)).numpy()
+
+
+def onnx_direct(path, x):
+    import onnxruntime as ort
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def assert_same(got, expected, what=""):
+    """Batching may move a float32 result by a rounding step (the GEMM takes another kernel path at
+    another batch size), so: equal to float32 rounding, and the same shape."""
+    got = np.asarray(got, dtype=np.float64)
+    assert got.shape == expected.shape, f"{what}: shape {got.shape} != {expected.shape}"
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=what)
+
+
+def free_socket():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
+def free_port():
+    with contextlib.closing(free_socket()) as s:
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(model_path, **config):
+    """uvicorn.Server running forgegrad serve's app in a thread on a free loopback port; yields the
+    base URL and the app."""
+    import uvicorn
+
+    from forgegrad.serve import ServeConfig, create_app
+    app = create_app(ServeConfig(model_path, **config))
+    sock = free_socket()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", app
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def metric(text, name, **labels):
+    """Sum of the samples of `name` whose labels include `labels`, from Prometheus text."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        head, value = line.rsplit(" ", 1)
+        sample = head.split("{")[0]
+        if sample != name:
+            continue
+        lab = head[len(sample):]
+        if all(f'{k}="{v}"' in lab for k, v in labels.items()):
+            total += float(value)
+    return total

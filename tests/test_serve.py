@@ -1,0 +1,253 @@
+"""forgegrad serve end to end: the real server (uvicorn) on a loopback port, a real HTTP client
+(httpx). Every route and body format returns the model's direct output; concurrent requests are
+batched without changing results; new version directories are picked up while it runs."""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette", reason="forgegrad[serve] is not installed")
+httpx = pytest.importorskip("httpx")
+
+from serve_helpers import (assert_same, direct, example, metric, onnx_direct, running_server,  # noqa: E402
+                           write_checkpoint, write_onnx)
+
+NPY = {"Content-Type": "application/x-npy"}
+
+
+def npy(a):
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    models = {}
+    for name in ("mlp", "lenet8", "char_lstm", "vae"):
+        models[name] = write_checkpoint(name, str(root / name / "1"), seed=0)
+    models["mlp_v2"] = write_checkpoint("mlp", str(root / "mlp" / "2"), seed=7)
+    onnx_path = write_onnx(str(root / "onnx_mlp" / "1"), seed=3)
+    return root, models, onnx_path
+
+
+@pytest.fixture(scope="module")
+def server(repo):
+    with running_server(str(repo[0]), max_batch=16, max_delay_ms=2, poll_s=0) as (url, app):
+        yield url
+
+
+def expected_for(repo, name, x):
+    _, models, onnx_path = repo
+    if name == "onnx_mlp":
+        return onnx_direct(onnx_path, x)
+    return direct(models["mlp_v2" if name == "mlp" else name], x)  # mlp serves its newest version
+
+
+@pytest.mark.parametrize("name", ["mlp", "lenet8", "char_lstm", "vae", "onnx_mlp"])
+def test_every_route_and_format_returns_the_direct_output(server, repo, name):
+    sample = "mlp" if name == "onnx_mlp" else name
+    x = example(sample, 3)
+    want = expected_for(repo, name, x)
+    with httpx.Client(base_url=server, timeout=30) as c:
+        r = c.post(f"/v1/models/{name}:predict", json={"instances": x.tolist()})
+        assert r.status_code == 200, r.text
+        assert_same(r.json()["predictions"], want, "TF row format")
+        r = c.post(f"/v1/models/{name}:predict", json={"inputs": x.tolist()})
+        assert_same(r.json()["outputs"], want, "TF columnar format")
+        input_name = c.get(f"/v1/models/{name}/metadata").json()["metadata"]["inputs"][0]["name"]
+        r = c.post(f"/v1/models/{name}:predict", json={"instances": [{input_name: row.tolist()} for row in x]})
+        assert_same(r.json()["predictions"], want, "TF row format, named inputs")
+        r = c.post(f"/v1/models/{name}:predict", json={"inputs": {input_name: x.tolist()}})
+        assert_same(r.json()["outputs"], want, "TF columnar format, named inputs")
+        r = c.post(f"/v1/models/{name}:predict", content=npy(x), headers=NPY)
+        assert_same(r.json()["outputs"], want, "TF route, .npy body")
+        r = c.post(f"/v1/models/{name}/versions/1:predict", content=npy(x),
+                   headers={**NPY, "Accept": "application/x-npy"})
+        assert r.headers["content-type"].startswith("application/x-npy")
+        got = np.load(io.BytesIO(r.content), allow_pickle=False)
+        if name != "mlp":  # mlp/1 is the older version
+            assert_same(got, want, "TF route, .npy in and out")
+        r = c.post(f"/predictions/{name}", json=x.tolist())
+        assert_same(r.json(), want, "TorchServe, JSON batch")
+        r = c.post(f"/predictions/{name}", json=x[1].tolist())
+        assert_same(r.json(), want[1], "TorchServe, one JSON instance")
+        r = c.post(f"/predictions/{name}", json={"data": x[2].tolist()})
+        assert_same(r.json(), want[2], 'TorchServe, {"data": instance}')
+        r = c.post(f"/predictions/{name}", content=npy(x[0]), headers=NPY)
+        assert_same(r.json(), want[0], "TorchServe, one .npy instance")
+        r = c.post(f"/predictions/{name}", content=npy(x), headers={**NPY, "Accept": "application/x-npy"})
+        assert_same(np.load(io.BytesIO(r.content), allow_pickle=False), want, "TorchServe, .npy in and out")
+
+
+def test_versions_pinned_status_ping_and_listing(server, repo):
+    _, models, _ = repo
+    x = example("mlp", 2)
+    with httpx.Client(base_url=server, timeout=30) as c:
+        v1 = c.post("/v1/models/mlp/versions/1:predict", json={"instances": x.tolist()}).json()["predictions"]
+        v2 = c.post("/v1/models/mlp/versions/2:predict", json={"instances": x.tolist()}).json()["predictions"]
+        assert_same(v1, direct(models["mlp"], x), "version 1")
+        assert_same(v2, direct(models["mlp_v2"], x), "version 2")
+        assert_same(c.post("/predictions/mlp/1", json=x.tolist()).json(), direct(models["mlp"], x), "TorchServe v1")
+        status = c.get("/v1/models/mlp").json()["model_version_status"]
+        assert [s["version"] for s in status] == ["2", "1"]
+        assert all(s["state"] == "AVAILABLE" for s in status)
+        assert c.get("/v1/models/mlp/versions/1").json()["model_version_status"][0]["version"] == "1"
+        meta = c.get("/v1/models/char_lstm/metadata").json()["metadata"]
+        assert meta["inputs"][0]["dtype"] == "int64" and meta["inputs"][0]["shape"] == [-1, 6]
+        assert meta["backend"] == "forgegrad"
+        onnx_meta = c.get("/v1/models/onnx_mlp/metadata").json()["metadata"]
+        assert onnx_meta["backend"] == "onnxruntime"
+        # a checkpoint and its ONNX export take the same request keys
+        mlp_meta = c.get("/v1/models/mlp/metadata").json()["metadata"]
+        assert mlp_meta["inputs"][0]["name"] == onnx_meta["inputs"][0]["name"]
+        assert c.get("/ping").json() == {"status": "Healthy"}
+        names = [m["modelName"] for m in c.get("/models").json()["models"]]
+        assert names == ["char_lstm", "lenet8", "mlp", "onnx_mlp", "vae"]
+
+
+def test_concurrent_requests_are_batched_without_changing_results(repo):
+    root, models, onnx_path = repo
+    xs = [example("mlp", 1 + i % 3, seed=100 + i) for i in range(24)]
+
+    async def fire(url, name):
+        async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+            return await asyncio.gather(*(c.post(f"/v1/models/{name}:predict", json={"instances": x.tolist()})
+                                          for x in xs))
+
+    # a long delay so that the concurrent requests surely meet in the queue
+    with running_server(str(root), max_batch=64, max_delay_ms=300, poll_s=0) as (url, _):
+        for name, ref in (("mlp", lambda x: direct(models["mlp_v2"], x)),
+                          ("onnx_mlp", lambda x: onnx_direct(onnx_path, x))):
+            responses = asyncio.run(fire(url, name))
+            for x, r in zip(xs, responses):
+                assert r.status_code == 200, r.text
+                assert_same(r.json()["predictions"], ref(x), f"{name}: batched request")
+            text = httpx.get(url + "/metrics").text
+            rows = metric(text, "forgegrad_batch_size_sum", model=name)
+            batches = metric(text, "forgegrad_batch_size_count", model=name)
+            assert rows == sum(len(x) for x in xs)
+            assert batches < len(xs), f"{name}: {len(xs)} concurrent requests ran as {batches} batches"
+            assert metric(text, "forgegrad_requests_total", model=name, code="200") == len(xs)
+            assert metric(text, "forgegrad_request_latency_seconds_count", model=name) == len(xs)
+            assert "forgegrad_queue_depth" in text
+
+
+def test_new_version_directory_is_picked_up_and_removed_one_dropped(tmp_path):
+    root = tmp_path / "mlp"
+    v1 = write_checkpoint("mlp", str(root / "1"), seed=0)
+    x = example("mlp", 2)
+    with running_server(str(root), poll_s=0.05) as (url, _), httpx.Client(base_url=url, timeout=30) as c:
+        assert_same(c.post("/v1/models/mlp:predict", json={"instances": x.tolist()}).json()["predictions"],
+                    direct(v1, x), "version 1")
+        # written elsewhere, then renamed in: a version appears complete or not at all
+        v3 = write_checkpoint("mlp", str(tmp_path / "staging"), seed=5)
+        os.rename(tmp_path / "staging", root / "3")
+        for _ in range(400):  # bounded: 20 s at most
+            if [s["version"] for s in c.get("/v1/models/mlp").json()["model_version_status"]] == ["3", "1"]:
+                break
+            asyncio.run(asyncio.sleep(0.05))
+        else:
+            pytest.fail("version 3 was not picked up")
+        assert_same(c.post("/v1/models/mlp:predict", json={"instances": x.tolist()}).json()["predictions"],
+                    direct(v3, x), "newest version")
+        assert_same(c.post("/v1/models/mlp/versions/1:predict", json={"instances": x.tolist()}).json()["predictions"],
+                    direct(v1, x), "pinned version 1")
+        shutil.rmtree(root / "3")
+        for _ in range(400):
+            if c.post("/v1/models/mlp/versions/3:predict", json={"instances": x.tolist()}).status_code == 404:
+                break
+            asyncio.run(asyncio.sleep(0.05))
+        else:
+            pytest.fail("removed version 3 is still served")
+        assert_same(c.post("/v1/models/mlp:predict", json={"instances": x.tolist()}).json()["predictions"],
+                    direct(v1, x), "back to version 1")
+
+
+def test_load_generator_clients_and_loopback_only(server, repo):
+    from forgegrad.serve.loadgen import run_load
+    x = example("mlp", 1)
+    body = json.dumps({"instances": x.tolist()}).encode()
+    for client in ("raw", "httpx"):
+        r = run_load(server + "/v1/models/mlp:predict", body, {"Content-Type": "application/json"}, concurrency=4,
+                     duration_s=5.0, max_requests=40, client=client)
+        assert r.requests == 40 and r.codes == {200: 40} and not r.errors, (client, r.codes, r.errors)
+        assert r.percentile_ms(50) <= r.percentile_ms(99)
+    bad = run_load(server + "/v1/models/nosuch:predict", body, concurrency=2, duration_s=5.0, max_requests=6,
+                   client="raw")
+    assert bad.codes == {404: 6}
+    with pytest.raises(ValueError, match="loopback"):
+        run_load("http://example.com/x", body, duration_s=0.1)
+
+
+def test_reference_server_matches_onnxruntime(repo):
+    """The benchmark's one-request-per-call reference answers what onnxruntime computes."""
+    import threading
+
+    import uvicorn
+
+    from forgegrad.serve.reference import create_reference_app
+    from serve_helpers import free_socket
+    _, _, onnx_path = repo
+    sock = free_socket()
+    server = uvicorn.Server(uvicorn.Config(create_reference_app(onnx_path), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(600):
+            if server.started:
+                break
+            threading.Event().wait(0.05)
+        x = example("mlp", 3)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1/models/m:predict"
+        r = httpx.post(url, json={"instances": x.tolist()}, timeout=30)
+        assert_same(r.json()["predictions"], onnx_direct(onnx_path, x), "reference server")
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def test_bench_serve_table_formats_rows():
+    from forgegrad.bench import format_details, suites
+    assert "serve" in suites()
+    summary = {"requests": 10, "throughput": 100.0, "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0}
+    row = {"workload": "MLP, 32 clients", "threads": 1, "seconds": {"forgegrad": 0.01, "reference": 0.02},
+           "serve": {"clients": 32, "forgegrad": summary, "reference": dict(summary, throughput=50.0),
+                     "cpu_ms_per_request": {"forgegrad": 0.3, "reference": 0.4}, "mean_batch": 8.0,
+                     "batch_ms": 0.5, "p99_bound_ms": 6.5}}
+    text = format_details("serve", [row])
+    assert "MLP, 32 clients" in text and "2.00" in text and "yes" in text
+
+
+def test_eager_batches_do_not_wait_for_requests_nobody_is_sending(repo):
+    """--eager: with a 60 s max-delay a lone request is still answered at once (the client's 30 s
+    timeout would fail it otherwise), concurrent ones are still answered correctly, and a bad request
+    being received does not hold a batch back after it fails."""
+    root, models, _ = repo
+    want = lambda x: direct(models["mlp_v2"], x)  # noqa: E731
+    with running_server(str(root), max_batch=64, max_delay_ms=60_000, poll_s=0, eager=True) as (url, _):
+        with httpx.Client(base_url=url, timeout=30) as c:
+            for i in range(3):
+                x = example("mlp", 1 + i, seed=i)
+                assert_same(c.post("/v1/models/mlp:predict", json={"instances": x.tolist()}).json()["predictions"],
+                            want(x), "lone eager request")
+            assert c.post("/v1/models/mlp:predict", json={"instances": [[1.0]]}).status_code == 400
+            x = example("mlp", 2)
+            assert_same(c.post("/predictions/mlp", json=x.tolist()).json(), want(x), "after a bad request")
+        xs = [example("mlp", 1, seed=50 + i) for i in range(16)]
+
+        async def fire():
+            async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+                return await asyncio.gather(*(c.post("/v1/models/mlp:predict", json={"instances": x.tolist()})
+                                              for x in xs))
+
+        for x, r in zip(xs, asyncio.run(fire())):
+            assert_same(r.json()["predictions"], want(x), "concurrent eager requests")
