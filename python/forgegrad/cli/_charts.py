@@ -18,6 +18,8 @@ from ..bench import _compare as C
 
 LABEL_WIDTH = 34  # characters per line of a wrapped workload label
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+# one colour per runtime in every chart; other runtime names take the remaining colours in turn
+RUNTIME_COLORS = {"forgegrad": COLORS[0], "numpy": COLORS[1], "torch": COLORS[2], "onnxruntime": COLORS[3]}
 VERDICT_COLORS = {"regression": "#d62728", "improvement": "#2ca02c", "within noise": "#9e9e9e"}
 
 
@@ -34,6 +36,32 @@ def _plt():
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
     return plt
+
+
+def colors_for(names: Sequence[str]) -> Dict[str, str]:
+    """{runtime: colour}: the fixed RUNTIME_COLORS, then unused COLORS in turn for other names."""
+    spare = [c for c in COLORS if c not in RUNTIME_COLORS.values()]
+    out, i = {}, 0
+    for n in names:
+        if n in RUNTIME_COLORS:
+            out[n] = RUNTIME_COLORS[n]
+        else:
+            out[n] = spare[i % len(spare)]
+            i += 1
+    return out
+
+
+def _log_y_formatter(ax, values: Sequence[float]):
+    """Plain numbers on a log y axis; labelled 2x and 5x minor ticks when it spans under two decades."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    fmt = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(fmt)
+    vals = [v for v in values if v and v > 0]
+    if vals and max(vals) / min(vals) < 100:
+        ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 3.0, 5.0)))
+        ax.yaxis.set_minor_formatter(fmt)
+    else:
+        ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def wrap_label(text: str, width: int = LABEL_WIDTH, max_lines: int = 3) -> str:
@@ -78,7 +106,7 @@ def speedup_chart(rows: Sequence[dict], path: str, title: str) -> Optional[str]:
         return None
     plt = _plt()
     used = [ref for ref in refs if any(ref == b[0] for _, bars in groups for b in bars)]
-    color = {ref: COLORS[i % len(COLORS)] for i, ref in enumerate(used)}
+    color = colors_for(used)
     bar_h = 0.8 / max(len(bars) for _, bars in groups)
     n_bars = sum(len(bars) for _, bars in groups)
     label_lines = sum(lbl.count("\n") + 1 for lbl, _ in groups)
@@ -132,7 +160,7 @@ def summary_chart(rows: Sequence[dict], path: str, title: str = "forgegrad speed
         return None
     plt = _plt()
     refs = list(dict.fromkeys(e[3] for e in entries))
-    color = {ref: COLORS[i % len(COLORS)] for i, ref in enumerate(refs)}
+    color = colors_for(refs)
     fig, ax = plt.subplots(figsize=(10, max(2.6, 0.42 * len(entries) + 1.5)))
     allv = []
     for y, (label, gm, vals, ref) in enumerate(entries):
@@ -213,25 +241,30 @@ def curves_chart(series: Dict[str, List[tuple]], path: str, title: str, xlabel: 
     [(x, label)] marked with a dotted vertical line."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.6))
-    for i, (name, pts) in enumerate(series.items()):
+    color = colors_for(list(series))
+    ys_all = []
+    for name, pts in series.items():
         pts = [p for p in pts if p[1] is not None]
         if not pts:
             continue
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        ys_all += ys
         style = "-o" if name == C.SUBJECT else "--s"
-        ax.plot(xs, ys, style, ms=4, lw=2 if name == C.SUBJECT else 1.3, color=COLORS[i % len(COLORS)],
-                label=name)
+        ax.plot(xs, ys, style, ms=4, lw=2 if name == C.SUBJECT else 1.3, color=color[name], label=name)
         bands = [(p[0], p[2]) for p in pts if p[2] is not None]
         if bands:
+            ys_all += [b[1][0] for b in bands] + [b[1][1] for b in bands]
             ax.fill_between([b[0] for b in bands], [b[1][0] for b in bands], [b[1][1] for b in bands],
-                            color=COLORS[i % len(COLORS)], alpha=0.15, lw=0)
+                            color=color[name], alpha=0.15, lw=0)
     for x, label in crossings:
         ax.axvline(x, color="#555555", ls=":", lw=1)
-        ax.annotate(label, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -4),
-                    textcoords="offset points", va="top", fontsize=7, rotation=90, color="#333333")
+        ax.annotate(label, (x, 0.02), xycoords=("data", "axes fraction"), xytext=(4, 0),
+                    textcoords="offset points", va="bottom", fontsize=7, rotation=90, color="#222222",
+                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8))
     ax.set_xscale("log", base=2)
     if logy:
         ax.set_yscale("log")
+        _log_y_formatter(ax, ys_all)
     from matplotlib.ticker import FuncFormatter
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel(xlabel)

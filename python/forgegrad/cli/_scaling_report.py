@@ -13,28 +13,34 @@ def _fmt_x(x: float) -> str:
     return f"{x:.0f}" if x >= 10 else f"{x:.1f}"
 
 
-def crossing_lines(sweep: S.Sweep, rows: Sequence[dict]) -> List[str]:
-    """One sentence per reference: where forgegrad's curve crosses it, or that it does not."""
+def crossing_lines(rows: Sequence[dict]) -> List[str]:
+    """One sentence per reference: where forgegrad's curve crosses it, or that it does not (rows of
+    one sweep)."""
     out = []
+    xlabel, threads_axis = rows[0].get("xlabel", "size"), rows[0].get("threads_axis", False)
     for ref in C.references(rows):
         speed = [(r["x"], s["median"]) for r in rows if (s := C.speedup(r, ref)) is not None]
         if not speed:
             continue
-        cross = S.crossings(rows, ref)
         lo, hi = min(v for _, v in speed), max(v for _, v in speed)
+        if threads_axis:  # a handful of integer points: crossings between them mean little
+            out.append(f"- vs {ref}: speed-up at " + ", ".join(f"{x} thread{'s' if x > 1 else ''} {v:.2f}x"
+                                                               for x, v in speed) + ".")
+            continue
+        cross = S.crossings(rows, ref)
         if not cross:
             side = "faster" if lo >= 1 else ("slower" if hi < 1 else "level")
-            out.append(f"- vs {ref}: no crossing; forgegrad is {side} at every {sweep.xlabel} measured "
+            out.append(f"- vs {ref}: no crossing; forgegrad is {side} at every {xlabel} measured "
                        f"({lo:.2f}x-{hi:.2f}x).")
             continue
         parts = [f"{'overtakes' if c['direction'] == 'forgegrad ahead' else 'falls behind'} {ref} at "
-                 f"{sweep.xlabel} ≈ {_fmt_x(c['x'])} (between {c['between'][0]} and {c['between'][1]})"
+                 f"{xlabel} ≈ {_fmt_x(c['x'])} (between {c['between'][0]} and {c['between'][1]})"
                  for c in cross]
         out.append(f"- vs {ref}: forgegrad " + "; then ".join(parts) + f" (speed-up {lo:.2f}x-{hi:.2f}x).")
     return out
 
 
-def _series(sweep: S.Sweep, rows: Sequence[dict]) -> Dict[str, list]:
+def _series(rows: Sequence[dict]) -> Dict[str, list]:
     """{runtime: [(x, throughput, (lo, hi))]}: work per second from the median and the round band."""
     series: Dict[str, list] = {}
     for r in sorted(rows, key=lambda r: r["x"]):
@@ -103,25 +109,27 @@ def write(rows: Sequence[dict], memory: Sequence[dict], out_dir: str, fingerprin
     os.makedirs(out_dir, exist_ok=True)
     written = [_report.write_results(os.path.join(out_dir, "results.json"), rows, fingerprint, kind="scaling",
                                      memory=list(memory))]
-    registered = S.sweeps()
     lines = ["# forgegrad scaling", "", "## Machine", ""] + _report.summary_lines(fingerprint) + ["", "## Method", ""]
     lines += _report.method_lines()
     lines += ["", f"Size sweeps run at {threads} thread(s) on every runtime; thread sweeps pin every runtime to "
-              "the x-axis count. Curves show throughput (work per second, median; the band spans the rounds) "
+              "the x-axis count and time every point by wall time (size sweeps at 1 thread use the calling "
+              "thread's CPU time). Curves show throughput (work per second, median; the band spans the rounds) "
               "on log axes; a dotted line marks where forgegrad's curve crosses a reference's.", ""]
     plot = _charts.available()
     for name in dict.fromkeys(r["sweep"] for r in rows):
-        sweep = registered[name]
         srows = [r for r in rows if r["sweep"] == name]
-        lines += [f"## {sweep.title}", ""]
-        cross_text = crossing_lines(sweep, srows)
+        title, xlabel, threads_axis = srows[0].get("title", name), srows[0].get("xlabel", "size"), \
+            srows[0].get("threads_axis", False)
+        lines += [f"## {title}", ""]
+        cross_text = crossing_lines(srows)
         lines += cross_text or ["- no reference installed to compare with."]
         if plot:
-            marks = [(c["x"], f"{'>' if c['direction'] == 'forgegrad ahead' else '<'} {ref} at {_fmt_x(c['x'])}")
-                     for ref in C.references(srows) for c in S.crossings(srows, ref)]
+            marks = [] if threads_axis else [
+                (c["x"], f"{'ahead of' if c['direction'] == 'forgegrad ahead' else 'behind'} {ref} "
+                         f"from {_fmt_x(c['x'])}") for ref in C.references(srows) for c in S.crossings(srows, ref)]
             unit = srows[0]["work_unit"]
-            p = _charts.curves_chart(_series(sweep, srows), os.path.join(out_dir, f"scaling_{name}.png"),
-                                     sweep.title, sweep.xlabel, f"{unit} per second (higher is better)", marks)
+            p = _charts.curves_chart(_series(srows), os.path.join(out_dir, f"scaling_{name}.png"),
+                                     title, xlabel, f"{unit} per second (higher is better)", marks)
             written.append(p)
             lines += ["", f"![scaling_{name}.png](scaling_{name}.png)"]
         lines += [""] + _report.table_lines(srows) + [""]
