@@ -114,7 +114,7 @@ def speedup_chart(rows: Sequence[dict], path: str, title: str) -> Optional[str]:
     fig, ax = plt.subplots(figsize=(10, height))
     values, yticks = [], []
     for g, (label, bars) in enumerate(groups):
-        y0 = g - 0.4 + bar_h / 2
+        y0 = g - len(bars) * bar_h / 2 + bar_h / 2  # the group's bars centred on its label
         for i, (ref, s) in enumerate(bars):
             y = y0 + i * bar_h
             v = s["median"]
@@ -137,9 +137,11 @@ def speedup_chart(rows: Sequence[dict], path: str, title: str) -> Optional[str]:
     ax.set_ylim(len(groups) - 0.5, -0.5)
     ax.set_xlabel("speed-up: reference time / forgegrad time (log; > 1x: forgegrad faster; "
                   "whisker: min-max over rounds)", fontsize=8)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=10, loc="left")
     ax.grid(axis="x", which="major", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right", title="reference", title_fontsize=8, framealpha=0.9)
+    # above the plot, right of the title: never over a bar
+    ax.legend(fontsize=8, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=len(used), frameon=False,
+              borderaxespad=0.2, handlelength=1.2)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
