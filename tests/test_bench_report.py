@@ -84,7 +84,8 @@ def test_report_writes_schema_fingerprint_tables_and_images(tmp_path):
     assert "torch absent" in md  # the fingerprint's versions
     assert ("| alpha | square 256 | 1 | 1.000 ms ±10% | 2.000 ms ±10% | 1.500 ms ±7% | - | 2.00x (2.00-2.00) | "
             "1.50x (1.45-1.56) | - |") in md
-    assert "| beta | inference batch 1 | 1 | 20.0 us ±25% | - | absent | 10.0 us ±0% | - | - | 0.50x (0.33-0.50) |" in md
+    assert ("| beta | inference batch 1 | 1 | 20.0 us ±25% | - | absent | 10.0 us ±0% | - | - | "
+            "0.50x (0.33-0.50) |") in md
     assert "![summary.png](summary.png)" in md and "![speedup_alpha.png](speedup_alpha.png)" in md
 
 
