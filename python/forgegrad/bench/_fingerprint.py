@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import importlib
+import importlib.util
 import os
 import platform
 import subprocess
@@ -71,23 +72,31 @@ def _version(name: str) -> Optional[str]:
         return None
 
 
-def _imported_version(name: str) -> Optional[str]:
-    """The version of an importable module, or None when it cannot be imported (a reference that is
-    blocked, e.g. by sys.modules[name] = None in a test, is reported absent like a missing one)."""
-    try:
-        mod = importlib.import_module(name)
-    except ImportError:
+def _runtime_version(name: str) -> Optional[str]:
+    """The version of a reference runtime, read from its package metadata (importing torch or
+    onnxruntime just for this would take seconds). A module blocked in sys.modules (None there, as
+    tests do to simulate a missing runtime) is reported absent, like the benchmarks report it."""
+    if name in sys.modules and sys.modules[name] is None:
         return None
-    return str(getattr(mod, "__version__", None) or _version(name) or "installed")
+    mod = sys.modules.get(name)
+    if mod is not None and getattr(mod, "__version__", None):
+        return str(mod.__version__)
+    v = _version(name)
+    if v is None:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        return "installed" if found else None
+    return v
 
 
 def versions() -> Dict[str, Optional[str]]:
-    """forgegrad and each reference's version (None: not installed). transformers is looked up by
-    its package metadata only: importing it takes seconds and no suite here needs it."""
+    """forgegrad and each reference's version (None: not installed)."""
     from .._version import __version__
     out: Dict[str, Optional[str]] = {"forgegrad": __version__, "python": platform.python_version()}
     for name in REFERENCES:
-        out[name] = _version(name) if name == "transformers" else _imported_version(name)
+        out[name] = _runtime_version(name)
     return out
 
 
