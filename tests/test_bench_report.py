@@ -142,20 +142,42 @@ def test_judge_a_noisy_old_run_absorbs_a_large_change():
         _compare.judge(BASE, BASE, noise=-1)
 
 
-def test_compare_results_matches_rows_and_can_judge_relative_to_a_reference():
+def test_compare_results_matches_rows_and_separates_code_from_machine():
     old = [row("s", "w1", 1, forgegrad=BASE, torch=[2.0] * 5), row("s", "gone", 1, forgegrad=BASE),
            row("s", "no fg", 1, forgegrad=None, torch=[1.0])]
     # the whole machine got twice as slow: forgegrad and torch alike
     new = [row("s", "w1", 1, forgegrad=[2 * v for v in BASE], torch=[4.0] * 5), row("s", "new", 1, forgegrad=BASE),
            row("s", "no fg", 1, forgegrad=None, torch=[1.0])]
-    by_time = {e["workload"]: e for e in _compare.compare_results(old, new)}
+    by_time = {e["workload"]: e for e in _compare.compare_results(old, new, by="time")}
     assert by_time["w1"]["verdict"] == "regression" and by_time["w1"]["reference_change"] == pytest.approx(1.0)
     assert by_time["gone"]["verdict"] == "only in old" and by_time["new"]["verdict"] == "only in new"
     assert by_time["no fg"]["verdict"] == "not measured"
+    text = _compare.format_table(list(by_time.values()), by="time")
+    assert "REGRESSION" in text and "+100.0% (torch)" in text
     by_torch = {e["workload"]: e for e in _compare.compare_results(old, new, by="torch")}
     assert by_torch["w1"]["verdict"] == "within noise"  # forgegrad / torch did not change
-    text = _compare.format_table(list(by_time.values()))
-    assert "REGRESSION" in text and "+100.0% (torch)" in text
+    auto = {e["workload"]: e for e in _compare.compare_results(old, new)}
+    assert auto["w1"]["verdict"] == "drift" and auto["w1"]["relative_change"] == pytest.approx(0.0)
+    assert auto["gone"]["verdict"] == "only in old"
+
+
+def test_auto_flags_only_what_slows_against_every_reference():
+    ref = [1.0, 1.01, 0.99]
+    old = [row("s", "kernel", 1, forgegrad=BASE, numpy=ref, torch=ref),
+           row("s", "shared", 1, forgegrad=BASE, numpy=ref, torch=ref),
+           row("s", "per-param", 1, forgegrad=BASE, forgegrad_per_param=ref, torch=ref)]
+    new = [row("s", "kernel", 1, forgegrad=[3 * v for v in BASE], numpy=ref, torch=ref),
+           # forgegrad and torch (similar kernels) slowed alike, numpy did not: the machine, not the code
+           row("s", "shared", 1, forgegrad=[1.5 * v for v in BASE], numpy=ref, torch=[1.5 * v for v in ref]),
+           # a forgegrad variant is no reference: torch decides
+           row("s", "per-param", 1, forgegrad=[2 * v for v in BASE], forgegrad_per_param=[2 * v for v in ref],
+               torch=ref)]
+    got = {e["workload"]: e for e in _compare.compare_results(old, new)}
+    assert got["kernel"]["verdict"] == "regression" and got["kernel"]["change"] == pytest.approx(2.0)
+    assert got["shared"]["verdict"] == "drift" and got["shared"]["reference"] == "torch"
+    assert got["per-param"]["verdict"] == "regression" and got["per-param"]["reference"] == "torch"
+    better = [row("s", "kernel", 1, forgegrad=[0.5 * v for v in BASE], numpy=ref, torch=ref)]
+    assert _compare.compare_results(old[:1], better)[0]["verdict"] == "improvement"
 
 
 def _write_results(path, rows):

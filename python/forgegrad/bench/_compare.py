@@ -7,16 +7,23 @@ each runtime (sample i of every runtime comes from the same interleaved round). 
 * a **speed-up** per round is reference_i / forgegrad_i (same round, so a burst of machine load that
   slows both cancels out); its median and band are what the charts show;
 * **compare** matches the rows of two runs by (suite, workload, threads) and judges forgegrad's
-  cost in each. The cost is its time per call (``by="time"``), or its time relative to a
-  reference in the same round (``by="torch"``, say: forgegrad_i / torch_i), which is the steadier
-  measure on a shared machine whose load changes between the two runs.
+  cost in each, by one of three measures:
 
-Regression rule (the same for both measures; ``noise`` and ``threshold`` are options):
+  - ``by="time"``: forgegrad's time per call;
+  - ``by="torch"`` (any reference name): forgegrad's time relative to that reference's in the same
+    round (forgegrad_i / torch_i), which cancels load that slows both alike;
+  - ``by="auto"`` (the default): both, against every reference of the row (not forgegrad's own
+    variants). A row is flagged only when its time AND its time relative to each reference moved
+    beyond the rule; when the time moved but some reference moved alike, the verdict is "drift"
+    (the machine changed between the runs, not the code: a slower kernel slows forgegrad against
+    every reference). Rows without a reference are judged by time.
+
+Rule, on the samples of the chosen cost (``noise`` and ``threshold`` are options):
 
     change = new median / old median - 1
     regression  if change > threshold  and  new median > old max * (1 + noise)
     improvement if change < -threshold and  new median < old min / (1 + noise)
-    otherwise "within noise" (or "same")
+    otherwise "within noise"
 
 so a change counts only when it is both large (threshold, default 10 %) and outside the spread the
 old run showed between its own rounds (widened by noise, default 5 %, because a few rounds
@@ -131,18 +138,23 @@ def judge(old: Sequence[float], new: Sequence[float], noise: float = DEFAULT_NOI
     return {"old": o, "new": n, "change": change, "verdict": verdict}
 
 
-def compare_results(old_rows: Sequence[dict], new_rows: Sequence[dict], by: str = "time",
+def _references_of(old: dict, new: dict) -> List[str]:
+    """The runtimes measured in both rows that are references, not variants of forgegrad."""
+    return [ref for ref in references([old])
+            if not ref.startswith(SUBJECT) and row_samples(old, ref) and row_samples(new, ref)]
+
+
+def compare_results(old_rows: Sequence[dict], new_rows: Sequence[dict], by: str = "auto",
                     noise: float = DEFAULT_NOISE, threshold: float = DEFAULT_THRESHOLD) -> List[dict]:
     """One entry per row key in either run, in the new run's order (then rows only the old run has):
 
         {"suite", "workload", "threads", "verdict": "regression" | "improvement" | "within noise" |
-         "only in old" | "only in new" | "not measured", "old"/"new": band() or None,
-         "change": float or None, "reference_change": float or None}
-
-    reference_change (by="time" only) is the change of the first reference's median time between
-    the runs: when it moved as much as forgegrad did, the machine changed, not the code."""
-    if by != "time" and not isinstance(by, str):
-        raise TypeError(f"by must be 'time' or a reference name, got {by!r}")
+         "drift" | "only in old" | "only in new" | "not measured", "old"/"new": band() of the judged
+         cost or None, "change": float or None, "reference": name or None (by="auto": the one whose
+         time moved most like forgegrad's), "reference_change": change of its median time,
+         "relative_change": change of forgegrad / reference (by="auto" only)}"""
+    if not isinstance(by, str) or not by:
+        raise TypeError(f"by must be 'auto', 'time' or a reference name, got {by!r}")
     old_map = {row_key(r): r for r in old_rows}
     new_map = {row_key(r): r for r in new_rows}
     keys = list(new_map) + [k for k in old_map if k not in new_map]
@@ -150,26 +162,44 @@ def compare_results(old_rows: Sequence[dict], new_rows: Sequence[dict], by: str 
     for key in keys:
         o, n = old_map.get(key), new_map.get(key)
         entry = {"suite": key[0], "workload": key[1], "threads": key[2], "old": None, "new": None,
-                 "change": None, "reference_change": None}
+                 "change": None, "reference": None, "reference_change": None, "relative_change": None}
+        out.append(entry)
         if o is None or n is None:
             entry["verdict"] = "only in new" if o is None else "only in old"
-            out.append(entry)
             continue
-        co, cn = _cost(o, by), _cost(n, by)
+        co, cn = _cost(o, "time" if by == "auto" else by), _cost(n, "time" if by == "auto" else by)
         if not co or not cn:
             entry["verdict"] = "not measured"
-            out.append(entry)
             continue
         entry.update(judge(co, cn, noise, threshold))
-        if by == "time":
-            for ref in references([o]):
-                ro, rn = row_samples(o, ref), row_samples(n, ref)
-                if ro and rn:
-                    entry["reference"] = ref
-                    entry["reference_change"] = statistics.median(rn) / statistics.median(ro) - 1.0
-                    break
-        out.append(entry)
+        refs = _references_of(o, n) if by in ("auto", "time") else []
+        if not refs:
+            continue
+        if by == "auto":
+            # judged against every reference: a move that one of them shares is the machine's (a kernel
+            # regression slows forgegrad against all of them); shown: the reference that moved most alike
+            rels = {ref: judge(_cost(o, ref), _cost(n, ref), noise, threshold) for ref in refs}
+            ref = min(refs, key=lambda r: abs(rels[r]["change"]))
+            entry["relative_change"] = rels[ref]["change"]
+            if entry["verdict"] != "within noise" and any(j["verdict"] != entry["verdict"] for j in rels.values()):
+                entry["verdict"] = "drift"
+        else:
+            ref = refs[0]
+        entry["reference"] = ref
+        entry["reference_change"] = statistics.median(row_samples(n, ref)) / statistics.median(row_samples(o, ref)) - 1
     return out
+
+
+def rule_text(by: str, noise: float, threshold: float) -> str:
+    """The rule in one sentence, for the command's summary line and compare.md."""
+    base = (f"a regression is a change of more than {threshold:.0%} whose new median is also above the old run's "
+            f"slowest round + {noise:.0%} (an improvement likewise below)")
+    if by == "auto":
+        return (base + ", in forgegrad's time and in its time relative to each reference of the row alike; "
+                "a time change a reference shares is 'drift'")
+    if by == "time":
+        return base + ", in forgegrad's time per call"
+    return base + f", in forgegrad's time / {by}'s time in the same round"
 
 
 def _pct(x: Optional[float]) -> str:
@@ -177,7 +207,7 @@ def _pct(x: Optional[float]) -> str:
 
 
 def _num(x: float, by: str) -> str:
-    if by != "time":
+    if by not in ("time", "auto"):
         return f"{x:.3f}"
     if x >= 1:
         return f"{x:.2f}s"
@@ -188,25 +218,30 @@ def _band_text(b: Optional[dict], by: str) -> str:
     return "-" if b is None else f"{_num(b['median'], by)} [{_num(b['min'], by)}-{_num(b['max'], by)}]"
 
 
-def table_rows(entries: Sequence[dict], by: str = "time") -> Tuple[List[str], List[List[str]]]:
+def table_rows(entries: Sequence[dict], by: str = "auto") -> Tuple[List[str], List[List[str]]]:
     """(header, cells) of the comparison table; the band is shown as median [min-max]."""
-    unit = "forgegrad time" if by == "time" else f"forgegrad/{by} time"
-    head = ["suite", "workload", "threads", f"old {unit}", f"new {unit}", "change", "verdict"]
-    if by == "time":
-        head.insert(6, "reference change")
+    unit = "forgegrad time" if by in ("time", "auto") else f"forgegrad/{by} time"
+    head = ["suite", "workload", "threads", f"old {unit}", f"new {unit}", "change"]
+    if by == "auto":
+        head.append("change vs reference")
+    if by in ("time", "auto"):
+        head.append("reference time change")
+    head.append("verdict")
     cells = []
     for e in entries:
         row = [e["suite"], e["workload"], str(e["threads"]), _band_text(e["old"], by), _band_text(e["new"], by),
-               _pct(e["change"]),
-               e["verdict"].upper() if e["verdict"] == "regression" else e["verdict"]]
-        if by == "time":
+               _pct(e["change"])]
+        if by == "auto":
+            row.append(_pct(e.get("relative_change")))
+        if by in ("time", "auto"):
             ref = e.get("reference")
-            row.insert(6, f"{_pct(e['reference_change'])} ({ref})" if ref else "-")
+            row.append(f"{_pct(e['reference_change'])} ({ref})" if ref else "-")
+        row.append(e["verdict"].upper() if e["verdict"] == "regression" else e["verdict"])
         cells.append(row)
     return head, cells
 
 
-def format_table(entries: Sequence[dict], by: str = "time") -> str:
+def format_table(entries: Sequence[dict], by: str = "auto") -> str:
     head, cells = table_rows(entries, by)
     lines = [head] + cells
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
@@ -215,7 +250,7 @@ def format_table(entries: Sequence[dict], by: str = "time") -> str:
     return "\n".join(out)
 
 
-def markdown_table(entries: Sequence[dict], by: str = "time") -> List[str]:
+def markdown_table(entries: Sequence[dict], by: str = "auto") -> List[str]:
     head, cells = table_rows(entries, by)
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells]

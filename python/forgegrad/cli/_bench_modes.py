@@ -57,15 +57,16 @@ def run_compare(args, log=print):
         except ValueError as e:
             raise UsageError(str(e)) from None
     old, new = runs
-    if args.by != "time" and not any(args.by in (r.get("seconds") or {}) for r in old["results"] + new["results"]):
+    measured = old["results"] + new["results"]
+    if args.by not in ("auto", "time") and not any(args.by in (r.get("seconds") or {}) for r in measured):
         raise UsageError(f"--by {args.by}: no row measured a runtime of that name "
-                         f"(known: time, {', '.join(C.references(old['results'] + new['results']))})")
+                         f"(known: auto, time, {', '.join(C.references(measured))})")
     entries = C.compare_results(old["results"], new["results"], by=args.by, noise=noise, threshold=threshold)
     log(C.format_table(entries, args.by))
     counts = C.counts(entries)
     regressions = [e for e in entries if e["verdict"] == "regression"]
-    log("compare: " + ", ".join(f"{n} {k}" for k, n in counts.items())
-        + f" (rule: change > {threshold:.0%} and outside the old run's rounds widened by {noise:.0%})")
+    log("compare: " + ", ".join(f"{n} {k}" for k, n in counts.items()) + " (" + C.rule_text(args.by, noise, threshold)
+        + ")")
     for e in regressions:
         log(f"REGRESSION: {e['suite']} / {e['workload']} / {e['threads']} thr: {e['change'] * 100:+.1f}%")
     if args.report is not None:

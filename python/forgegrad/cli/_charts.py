@@ -20,7 +20,7 @@ LABEL_WIDTH = 34  # characters per line of a wrapped workload label
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 # one colour per runtime in every chart; other runtime names take the remaining colours in turn
 RUNTIME_COLORS = {"forgegrad": COLORS[0], "numpy": COLORS[1], "torch": COLORS[2], "onnxruntime": COLORS[3]}
-VERDICT_COLORS = {"regression": "#d62728", "improvement": "#2ca02c", "within noise": "#9e9e9e"}
+VERDICT_COLORS = {"regression": "#d62728", "improvement": "#2ca02c", "within noise": "#9e9e9e", "drift": "#e0b040"}
 
 
 def available() -> bool:
@@ -192,7 +192,7 @@ def summary_chart(rows: Sequence[dict], path: str, title: str = "forgegrad speed
     return path
 
 
-def compare_chart(entries: Sequence[dict], path: str, by: str = "time") -> Optional[str]:
+def compare_chart(entries: Sequence[dict], path: str, by: str = "auto") -> Optional[str]:
     """Per compared row: new median / old median as a bar from 1.0 (log), coloured by verdict, the
     old run's band (grey box) and the new run's band (whisker), both relative to the old median."""
     shown = [e for e in entries if e.get("old") and e.get("new")]
@@ -226,7 +226,7 @@ def compare_chart(entries: Sequence[dict], path: str, by: str = "time") -> Optio
     ax.set_yticks(range(len(shown)))
     ax.set_yticklabels(labels, fontsize=8)
     ax.set_ylim(len(shown) - 0.5, -0.5)
-    what = "forgegrad time" if by == "time" else f"forgegrad time / {by} time"
+    what = "forgegrad time" if by in ("time", "auto") else f"forgegrad time / {by} time"
     ax.set_xlabel(f"change of {what}, new vs old median (right: slower; grey: old run's rounds, "
                   "whisker: new run's rounds)", fontsize=8)
     ax.set_title("forgegrad bench compare", fontsize=10)

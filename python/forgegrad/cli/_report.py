@@ -144,7 +144,7 @@ def write(rows, out_dir, title="forgegrad benchmarks", fingerprint: Optional[dic
     return written
 
 
-def write_compare(entries, old, new, args, out_dir, by="time", noise=C.DEFAULT_NOISE,
+def write_compare(entries, old, new, args, out_dir, by="auto", noise=C.DEFAULT_NOISE,
                   threshold=C.DEFAULT_THRESHOLD):
     """compare.md (both machines, the rule, the table) and compare.png. Returns the written paths."""
     from . import _charts
@@ -153,13 +153,11 @@ def write_compare(entries, old, new, args, out_dir, by="time", noise=C.DEFAULT_N
     png = None
     if _charts.available():
         png = _charts.compare_chart(entries, os.path.join(out_dir, "compare.png"), by)
-    what = "forgegrad's time per call" if by == "time" else f"forgegrad's time / {by}'s time in the same round"
     counts = C.counts(entries)
     lines = ["# forgegrad bench compare", "",
              f"Old: `{args.files[0]}`; new: `{args.files[1]}`.", "",
-             f"Judged: {what}. A row is a **regression** when its new median is more than {threshold:.0%} above "
-             f"the old median and above the old run's slowest round plus {noise:.0%}; an **improvement** "
-             "likewise below; otherwise within noise. Bands are median [min-max] over the interleaved rounds.", "",
+             f"Rule: {C.rule_text(by, noise, threshold)}. Bands are median [min-max] over the interleaved rounds; "
+             "see docs/benchmarks.md.", "",
              "Result: " + ", ".join(f"{n} {k}" for k, n in counts.items()), ""]
     lines += C.markdown_table(entries, by)
     if png:

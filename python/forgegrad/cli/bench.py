@@ -3,7 +3,7 @@ forgegrad.bench registry (gemm, conv, lstm/gru, adam, train, ...) and optionally
 
 Two more forms (the words are not suite names):
   ``forgegrad bench scaling [--only NAME ...] [--report DIR] [--quick]``: speed and peak memory by size;
-  ``forgegrad bench compare OLD.json NEW.json [--report DIR] [--by time|REF] [--no-fail]``: change per
+  ``forgegrad bench compare OLD.json NEW.json [--report DIR] [--by auto|time|REF] [--no-fail]``: change per
   workload between two runs, exit code 1 on a regression beyond the noise (forgegrad.bench._compare).
 """
 from __future__ import annotations
@@ -37,9 +37,10 @@ def add_parser(sub):
                    help="(scaling) run only these sweeps (sgemm, mlp, lenet, lstm, threads_sgemm, threads_lenet)")
     g.add_argument("--no-memory", action="store_true", help="(scaling) skip the peak-memory processes")
     g = p.add_argument_group("compare")
-    g.add_argument("--by", default="time", metavar="time|REF",
-                   help="(compare) judge forgegrad's time per call (default), or its time relative to reference "
-                        "REF in the same round (e.g. --by torch: steadier when the machine's load changed)")
+    g.add_argument("--by", default="auto", metavar="auto|time|REF",
+                   help="(compare) auto (default): flag a row only when forgegrad's time and its time relative to "
+                        "the row's reference both regressed (a change both share is 'drift': the machine); time: "
+                        "forgegrad's time alone; REF (e.g. torch): its time relative to REF in the same round")
     g.add_argument("--threshold", type=float, default=None, metavar="FRACTION",
                    help="(compare) smallest change that counts (default 0.10 = 10%%)")
     g.add_argument("--noise", type=float, default=None, metavar="FRACTION",
