@@ -11,6 +11,7 @@ interleaved rounds), so a bar whose whisker crosses 1.0x is a tie on this machin
 """
 from __future__ import annotations
 
+import math
 import textwrap
 from typing import Dict, List, Optional, Sequence
 
@@ -20,6 +21,8 @@ LABEL_WIDTH = 34  # characters per line of a wrapped workload label
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 # one colour per runtime in every chart; other runtime names take the remaining colours in turn
 RUNTIME_COLORS = {"forgegrad": COLORS[0], "numpy": COLORS[1], "torch": COLORS[2], "onnxruntime": COLORS[3]}
+# new/old ratios labelled on the compare chart's log axis (as changes: 0.8 is -20 %, 2 is +100 %)
+CHANGE_TICKS = (0.1, 0.2, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0)
 VERDICT_COLORS = {"regression": "#d62728", "improvement": "#2ca02c", "within noise": "#9e9e9e", "drift": "#e0b040"}
 
 
@@ -192,6 +195,20 @@ def summary_chart(rows: Sequence[dict], path: str, title: str = "forgegrad speed
     return path
 
 
+def _spaced_ticks(lo: float, hi: float, n: int = 9) -> List[float]:
+    """CHANGE_TICKS within [lo, hi], walking out from 1.0 and keeping a tick only when it is at least
+    1/n of the axis (in log) away from the last one kept, so that labels never run together."""
+    gap = math.log(hi / lo) / n
+    kept = [1.0]
+    for side in ([t for t in CHANGE_TICKS if 1.0 < t <= hi], [t for t in reversed(CHANGE_TICKS) if lo <= t < 1.0]):
+        last = 1.0
+        for t in side:
+            if abs(math.log(t / last)) >= gap:
+                kept.append(t)
+                last = t
+    return sorted(kept)
+
+
 def compare_chart(entries: Sequence[dict], path: str, by: str = "auto") -> Optional[str]:
     """Per compared row: new median / old median as a bar from 1.0 (log), coloured by verdict, the
     old run's band (grey box) and the new run's band (whisker), both relative to the old median."""
@@ -200,8 +217,9 @@ def compare_chart(entries: Sequence[dict], path: str, by: str = "auto") -> Optio
         return None
     plt = _plt()
     multi_suite = len({e["suite"] for e in shown}) > 1
-    labels = [wrap_label((f"{e['suite']}: " if multi_suite else "") + e["workload"] + f" · {e['threads']} thr")
-              for e in shown]
+    multi_threads = len({e["threads"] for e in shown}) > 1
+    labels = [wrap_label((f"{e['suite']}: " if multi_suite else "") + e["workload"]
+                         + (f" · {e['threads']} thr" if multi_threads else "")) for e in shown]
     height = max(2.6, 0.3 * len(shown) + 0.13 * sum(lbl.count("\n") for lbl in labels) + 1.5)
     fig, ax = plt.subplots(figsize=(10, height))
     allv = []
@@ -219,7 +237,8 @@ def compare_chart(entries: Sequence[dict], path: str, by: str = "auto") -> Optio
     lo, hi = _log_limits(allv, pad_right=2.6)
     ax.set_xscale("log")
     ax.set_xlim(lo, hi)
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+    ax.xaxis.set_major_locator(FixedLocator(_spaced_ticks(lo, hi)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{(v - 1) * 100:+.0f}%"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.axvline(1.0, color="black", lw=1)
@@ -229,7 +248,8 @@ def compare_chart(entries: Sequence[dict], path: str, by: str = "auto") -> Optio
     what = "forgegrad time" if by in ("time", "auto") else f"forgegrad time / {by} time"
     ax.set_xlabel(f"change of {what}, new vs old median (right: slower; grey: old run's rounds, "
                   "whisker: new run's rounds)", fontsize=8)
-    ax.set_title("forgegrad bench compare", fontsize=10)
+    threads = "" if multi_threads else f" ({shown[0]['threads']} thread{'s' if shown[0]['threads'] > 1 else ''})"
+    ax.set_title("forgegrad bench compare" + threads, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
