@@ -88,8 +88,10 @@ def _fmt_x(v: float) -> str:
 
 
 def _x_formatter(ax):
+    """Speed-up ticks: 1x, 2x, 5x, 10x, ... on a short axis, decades only on a long one."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    lo, hi = ax.get_xlim()
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if hi / lo < 1e4 else (1.0,)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
     ax.xaxis.set_minor_formatter(NullFormatter())
 
@@ -152,32 +154,36 @@ def speedup_chart(rows: Sequence[dict], path: str, title: str) -> Optional[str]:
 
 
 def summary_chart(rows: Sequence[dict], path: str, title: str = "forgegrad speed-up by suite") -> Optional[str]:
-    """Per (suite, reference): a bar at the geometric mean speed-up over the suite's rows, a dot per
-    row, and the range printed. Returns path, or None when nothing compares."""
+    """Per (suite, reference[, thread count]): a bar at the geometric mean speed-up over the suite's
+    rows, a dot per row, and the range printed. Returns path, or None when nothing compares."""
     entries = []  # (label, geomean, [per-row speed-ups], reference)
+    # one line per thread count when the rows have several: a 2-thread ratio on a busy machine says
+    # something else than a 1-thread one, and a geometric mean over both would hide it
+    thread_counts = sorted({r.get("threads", 1) for r in rows})
     for suite in dict.fromkeys(r.get("suite", "") for r in rows):
-        srows = [r for r in rows if r.get("suite", "") == suite]
-        for ref in C.references(srows):
-            vals = [s["median"] for r in srows if (s := C.speedup(r, ref)) is not None]
-            if vals:
-                entries.append((f"{suite} vs {ref}", C.geomean(vals), vals, ref))
+        for n in thread_counts:
+            srows = [r for r in rows if r.get("suite", "") == suite and r.get("threads", 1) == n]
+            for ref in C.references(srows):
+                vals = [s["median"] for r in srows if (s := C.speedup(r, ref)) is not None]
+                if vals:
+                    label = f"{suite} vs {ref}" + (f" · {n} thr" if len(thread_counts) > 1 else "")
+                    entries.append((label, C.geomean(vals), vals, ref))
     if not entries:
         return None
     plt = _plt()
     refs = list(dict.fromkeys(e[3] for e in entries))
     color = colors_for(refs)
-    fig, ax = plt.subplots(figsize=(10, max(2.6, 0.42 * len(entries) + 1.5)))
+    fig, ax = plt.subplots(figsize=(11, max(2.6, 0.36 * len(entries) + 1.5)))
     allv = []
     for y, (label, gm, vals, ref) in enumerate(entries):
         allv += vals + [gm]
         ax.barh(y, gm - 1.0, left=1.0, height=0.6, color=color[ref], alpha=0.85)
         ax.scatter(vals, [y] * len(vals), s=14, color="black", zorder=3)
-        right = max(vals + [gm])
-        text = f"{_fmt_x(gm)} geomean, {len(vals)} rows"
-        if len(vals) > 1:
-            text += f" ({_fmt_x(min(vals))}-{_fmt_x(max(vals))})"
-        ax.text(right * 1.06, y, text, va="center", fontsize=8)
-    lo, hi = _log_limits(allv, pad_right=6.0)
+        text = (f"{_fmt_x(gm)} geomean of {len(vals)} ({_fmt_x(min(vals))} to {_fmt_x(max(vals))})"
+                if len(vals) > 1 else f"{_fmt_x(gm)} (1 row)")
+        # in a column right of the plot: never over a dot, however far the dots reach
+        ax.annotate(text, (1.01, y), xycoords=("axes fraction", "data"), va="center", fontsize=8)
+    lo, hi = _log_limits(allv, pad_right=1.4)
     ax.set_xscale("log")
     ax.set_xlim(lo, hi)
     _x_formatter(ax)
@@ -185,11 +191,11 @@ def summary_chart(rows: Sequence[dict], path: str, title: str = "forgegrad speed
     ax.set_yticks(range(len(entries)))
     ax.set_yticklabels([e[0] for e in entries], fontsize=9)
     ax.set_ylim(len(entries) - 0.5, -0.5)
-    ax.set_xlabel("speed-up over the reference (log; bar: geometric mean over the suite's rows, dots: each row)",
-                  fontsize=8)
+    ax.set_xlabel("speed-up over the reference (log; > 1x: forgegrad faster; bar: geometric mean over the "
+                  "suite's rows, dots: each row)", fontsize=8)
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", which="major", alpha=0.3)
-    fig.tight_layout()
+    fig.tight_layout()  # counts the text column right of the axes in
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
