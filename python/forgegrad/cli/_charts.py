@@ -67,6 +67,11 @@ def _log_y_formatter(ax, values: Sequence[float]):
         ax.yaxis.set_minor_formatter(NullFormatter())
 
 
+def _threads_suffix(n: int) -> str:
+    """' · 2 thr' with no-break spaces: wrapping may move it to the next line but never splits it."""
+    return f" ·\u00a0{n}\u00a0thr"
+
+
 def wrap_label(text: str, width: int = LABEL_WIDTH, max_lines: int = 3) -> str:
     """Wrap a long workload name onto at most max_lines lines (the last one shortened with ...)."""
     lines = textwrap.wrap(text, width=width, break_on_hyphens=False) or [text]
@@ -105,7 +110,7 @@ def speedup_chart(rows: Sequence[dict], path: str, title: str) -> Optional[str]:
     for r in rows:
         bars = [(ref, s) for ref in refs if (s := C.speedup(r, ref)) is not None]
         if bars:
-            name = r["workload"] + (f" · {r.get('threads', 1)} thr" if multi_threads else "")
+            name = r["workload"] + (_threads_suffix(r.get("threads", 1)) if multi_threads else "")
             groups.append((wrap_label(name), bars))
     if not groups:
         return None
@@ -144,10 +149,12 @@ def speedup_chart(rows: Sequence[dict], path: str, title: str) -> Optional[str]:
                   "whisker: min-max over rounds)", fontsize=8)
     ax.set_title(title, fontsize=10, loc="left")
     ax.grid(axis="x", which="major", alpha=0.3)
-    # above the plot, right of the title: never over a bar
-    ax.legend(fontsize=8, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=len(used), frameon=False,
-              borderaxespad=0.2, handlelength=1.2)
-    fig.tight_layout()
+    # a row of references at the bottom of the figure: never over a bar, the title or the axis label
+    handles, names = ax.get_legend_handles_labels()
+    ncol = min(len(names), 5)
+    fig.legend(handles, [f"vs {n}" for n in names], loc="lower center", ncol=ncol, fontsize=8, frameon=False,
+               handlelength=1.2)
+    fig.tight_layout(rect=(0, (0.12 + 0.22 * math.ceil(len(names) / ncol)) / height, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
@@ -166,7 +173,7 @@ def summary_chart(rows: Sequence[dict], path: str, title: str = "forgegrad speed
             for ref in C.references(srows):
                 vals = [s["median"] for r in srows if (s := C.speedup(r, ref)) is not None]
                 if vals:
-                    label = f"{suite} vs {ref}" + (f" · {n} thr" if len(thread_counts) > 1 else "")
+                    label = f"{suite} vs {ref}" + (_threads_suffix(n) if len(thread_counts) > 1 else "")
                     entries.append((label, C.geomean(vals), vals, ref))
     if not entries:
         return None
@@ -225,7 +232,7 @@ def compare_chart(entries: Sequence[dict], path: str, by: str = "auto") -> Optio
     multi_suite = len({e["suite"] for e in shown}) > 1
     multi_threads = len({e["threads"] for e in shown}) > 1
     labels = [wrap_label((f"{e['suite']}: " if multi_suite else "") + e["workload"]
-                         + (f" · {e['threads']} thr" if multi_threads else "")) for e in shown]
+                         + (_threads_suffix(e["threads"]) if multi_threads else "")) for e in shown]
     height = max(2.6, 0.3 * len(shown) + 0.13 * sum(lbl.count("\n") for lbl in labels) + 1.5)
     fig, ax = plt.subplots(figsize=(10, height))
     allv = []
