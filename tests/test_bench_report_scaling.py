@@ -33,6 +33,12 @@ def test_crossings_are_interpolated_on_log_axes():
     assert [b["direction"] for b in back] == ["reference ahead", "forgegrad ahead"]
     assert S.crossings(sweep_rows("m", [1, 2, 4], [1, 1, 1], [2, 3, 4]), "torch") == []
     assert S.crossings(rows, "numpy") == []  # not measured
+    # a tie (within 3 % of 1.0x, or rounds straddling it) takes no side: no crossing on each side of it
+    level = sweep_rows("m", [1, 16, 256], [1.0, 1.0, 1.0], [2.0, 1.01, 2.0])
+    assert S.crossings(level, "torch") == [] and S.ties(level, "torch") == [16]
+    across = sweep_rows("m", [1, 16, 256], [1.0, 1.0, 2.0], [2.0, 1.01, 1.0])
+    (c,) = S.crossings(across, "torch")
+    assert c["between"] == (1, 256) and c["x"] == pytest.approx(16.0)
 
 
 def test_growth_exponent():

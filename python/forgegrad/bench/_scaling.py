@@ -194,21 +194,42 @@ def run_sweep(sweep: Sweep, quick: bool = False, threads: int = 1, log=None) -> 
 
 
 def crossings(rows: Sequence[dict], reference: str) -> List[dict]:
-    """Where forgegrad's time crosses the reference's along x: [{"x", "direction"}] with direction
-    "forgegrad ahead" (forgegrad becomes faster past x) or "reference ahead". x is interpolated
-    geometrically between the two sizes around the crossing (where log speed-up is 0)."""
+    """Where forgegrad's time crosses the reference's along x: [{"x", "between", "direction"}] with
+    direction "forgegrad ahead" (forgegrad becomes faster past x) or "reference ahead".
+
+    A tie (see ``_tie``) takes no side; a crossing is where two neighbouring points that do take
+    sides take opposite ones, at the x where the log of the median speed-up, interpolated between
+    them on log x, is 0."""
+    from ._compare import speedup
     pts = []
     for r in sorted(rows, key=lambda r: r["x"]):
-        a, b = r["seconds"].get("forgegrad"), r["seconds"].get(reference)
-        if a and b:
-            pts.append((r["x"], math.log(b / a)))
+        s = speedup(r, reference)
+        if s is not None and not _tie(s):
+            pts.append((r["x"], math.log(s["median"]), 1 if s["median"] > 1.0 else -1))
     out = []
-    for (x0, s0), (x1, s1) in zip(pts, pts[1:]):
-        if (s0 < 0) != (s1 < 0):
-            f = s0 / (s0 - s1)
+    for (x0, s0, d0), (x1, s1, d1) in zip(pts, pts[1:]):
+        if d0 != d1:
+            f = s0 / (s0 - s1) if s0 != s1 else 0.5
+            f = min(max(f, 0.0), 1.0)  # medians may sit on the same side as the band says they do not
             x = math.exp(math.log(x0) + f * (math.log(x1) - math.log(x0)))
-            out.append({"x": x, "between": (x0, x1), "direction": "forgegrad ahead" if s1 > s0 else "reference ahead"})
+            out.append({"x": x, "between": (x0, x1), "direction": "forgegrad ahead" if d1 > 0 else "reference ahead"})
     return out
+
+
+TIE = 0.03  # speed-ups within 3 % of 1.0x count as level, whatever the rounds say
+
+
+def _tie(s: dict) -> bool:
+    """A speed-up band (_compare.speedup) that says neither side is ahead: its rounds straddle 1.0x,
+    or its median is within TIE of it."""
+    return abs(s["median"] - 1.0) < TIE or (s["n"] > 1 and s["min"] <= 1.0 <= s["max"])
+
+
+def ties(rows: Sequence[dict], reference: str) -> List[int]:
+    """The x values where forgegrad and `reference` are level (see _tie)."""
+    from ._compare import speedup
+    return [r["x"] for r in sorted(rows, key=lambda r: r["x"])
+            if (s := speedup(r, reference)) is not None and _tie(s)]
 
 
 def growth_exponent(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:

@@ -28,15 +28,21 @@ def crossing_lines(rows: Sequence[dict]) -> List[str]:
                                                                for x, v in speed) + ".")
             continue
         cross = S.crossings(rows, ref)
+        tied = S.ties(rows, ref)
+        tie_text = (f"; level with {ref} (within 3 % or the rounds' spread) at {xlabel} "
+                    + ", ".join(map(str, tied))) if tied else ""
         if not cross:
             side = "faster" if lo >= 1 else ("slower" if hi < 1 else "level")
+            if tied and side == "level":
+                side = "faster or level" if all(v >= 1 or x in tied for x, v in speed) else (
+                    "slower or level" if all(v <= 1 or x in tied for x, v in speed) else side)
             out.append(f"- vs {ref}: no crossing; forgegrad is {side} at every {xlabel} measured "
-                       f"({lo:.2f}x-{hi:.2f}x).")
+                       f"({lo:.2f}x-{hi:.2f}x){tie_text}.")
             continue
         parts = [f"{'overtakes' if c['direction'] == 'forgegrad ahead' else 'falls behind'} {ref} at "
                  f"{xlabel} ≈ {_fmt_x(c['x'])} (between {c['between'][0]} and {c['between'][1]})"
                  for c in cross]
-        out.append(f"- vs {ref}: forgegrad " + "; then ".join(parts) + f" (speed-up {lo:.2f}x-{hi:.2f}x).")
+        out.append(f"- vs {ref}: forgegrad " + "; then ".join(parts) + f" (speed-up {lo:.2f}x-{hi:.2f}x){tie_text}.")
     return out
 
 
