@@ -232,14 +232,14 @@ def ties(rows: Sequence[dict], reference: str) -> List[int]:
             if (s := speedup(r, reference)) is not None and _tie(s)]
 
 
-def growth_exponent(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:
-    """Least-squares slope of log y on log x over the upper half of the points (where the per-batch
-    cost dominates any fixed cost): 1.0 means linear growth. None with fewer than 2 usable points."""
-    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys) if x > 0 and y and y > 0]
-    if len(pts) >= 4:
-        pts = pts[len(pts) // 2:]
+def growth_slope(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:
+    """Least-squares slope dy/dx over the upper half of the points (at least the last two): the
+    memory one more sample costs once the batch dominates any fixed cost (a runtime's allocator
+    caches, scratch buffers). None with fewer than 2 usable points."""
+    pts = [(float(x), float(y)) for x, y in zip(xs, ys) if y is not None]
     if len(pts) < 2:
         return None
+    pts = pts[min(len(pts) // 2, len(pts) - 2):]
     mx = sum(p[0] for p in pts) / len(pts)
     my = sum(p[1] for p in pts) / len(pts)
     den = sum((p[0] - mx) ** 2 for p in pts)

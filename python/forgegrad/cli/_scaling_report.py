@@ -65,7 +65,7 @@ def _mib(m: Optional[dict], key: str) -> str:
 
 
 def memory_lines(memory: Sequence[dict]) -> List[str]:
-    """Table of peak RSS per model, runtime and batch, and each curve's growth exponent."""
+    """Table of peak RSS per model, runtime and batch, and how fast each curve grows with the batch."""
     if not memory:
         return []
     lines = ["| model | batch | forgegrad peak RSS | forgegrad step | torch peak RSS | torch step | step ratio |",
@@ -81,15 +81,20 @@ def memory_lines(memory: Sequence[dict]) -> List[str]:
                          f"| {_mib(t, 'step_kib')} | {ratio} |")
     lines.append("")
     for model in models:
-        parts = []
+        slopes = {}
         for rt in ("forgegrad", "torch"):
             pts = sorted((m["batch"], m["step_kib"]) for m in memory if m["model"] == model and m["runtime"] == rt
-                         and m.get("step_kib"))
-            e = S.growth_exponent([p[0] for p in pts], [p[1] for p in pts])
-            if e is not None:
-                parts.append(f"{rt} grows as batch^{e:.2f}")
-        if parts:
-            lines.append(f"- {model} step memory over the larger half of the batch sizes: " + ", ".join(parts) + ".")
+                         and m.get("step_kib") is not None)
+            g = S.growth_slope([p[0] for p in pts], [p[1] / 1024 for p in pts])
+            if g is not None:
+                slopes[rt] = g
+        if slopes:
+            text = ", ".join(f"{rt} {g * 1024:.0f} KiB" for rt, g in slopes.items())
+            if len(slopes) == 2 and slopes["torch"] > 0:
+                ratio = slopes["forgegrad"] / slopes["torch"]
+                pace = "no faster than" if ratio <= 1.0 else "faster than"
+                text += f" ({ratio:.2f}x torch's: forgegrad's memory grows {pace} torch's)"
+            lines.append(f"- {model}: step memory per extra sample over the larger batches: {text}.")
     return lines
 
 
