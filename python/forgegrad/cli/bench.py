@@ -38,9 +38,10 @@ def add_parser(sub):
     g.add_argument("--no-memory", action="store_true", help="(scaling) skip the peak-memory processes")
     g = p.add_argument_group("compare")
     g.add_argument("--by", default="auto", metavar="auto|time|REF",
-                   help="(compare) auto (default): flag a row only when forgegrad's time and its time relative to "
-                        "the row's reference both regressed (a change both share is 'drift': the machine); time: "
-                        "forgegrad's time alone; REF (e.g. torch): its time relative to REF in the same round")
+                   help="(compare) auto (default): flag a row only when forgegrad's time regressed and so did its time "
+                        "relative to every reference of the row (a change a reference shares is 'drift': the "
+                        "machine); time: forgegrad's time alone; REF (e.g. torch): its time relative to REF in the "
+                        "same round")
     g.add_argument("--threshold", type=float, default=None, metavar="FRACTION",
                    help="(compare) smallest change that counts (default 0.10 = 10%%)")
     g.add_argument("--noise", type=float, default=None, metavar="FRACTION",
