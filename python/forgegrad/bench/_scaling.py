@@ -30,6 +30,8 @@ from . import Workload, time_workloads
 from ._timing import optional_import
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+# the models of the memory probe, as charts name them
+MODEL_TITLES = {"mlp": "MLP 784-256-128-10", "lenet": "LeNet 1x28x28", "lstm": "LSTM 28x28 -> 128 classifier"}
 QUICK_BATCHES = (1, 16, 128, 512)
 
 

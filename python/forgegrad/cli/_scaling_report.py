@@ -109,7 +109,8 @@ def memory_chart(model: str, memory: Sequence[dict], out_dir: str) -> Optional[s
     if not series:
         return None
     return _charts.curves_chart(series, os.path.join(out_dir, f"memory_{model}.png"),
-                                f"{model} training step: peak RSS above the built model, fresh process",
+                                f"{S.MODEL_TITLES.get(model, model)} training step: peak RSS above the built model, "
+                                "fresh process",
                                 "batch size", "MiB (peak RSS - RSS before the first step)")
 
 
