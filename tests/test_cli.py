@@ -326,14 +326,17 @@ def test_bench_train_suite_writes_a_report(capsys, tmp_path):
     code, out, err = run(capsys, "bench", "train", "--quick", "--threads", "1", "--report", str(tmp_path))
     assert code == 0, err
     assert "== train" in out and "VAE 784-400-20" in out and "MLP 784-256-10" in out
-    assert {"report.md", "results.json", "train.png"} <= set(os.listdir(tmp_path))
+    assert {"report.md", "results.json", "speedup_train.png", "summary.png"} <= set(os.listdir(tmp_path))
     report = (tmp_path / "report.md").read_text()
     assert "| suite | workload | threads | forgegrad |" in report and "vs torch" in report
     results = json.loads((tmp_path / "results.json").read_text())
     rows = results["results"]
     assert {r["workload"].split(" ")[0] for r in rows} == {"MLP", "VAE"}
     assert all(r["threads"] == 1 and r["seconds"]["forgegrad"] > 0 and r["seconds"]["torch"] > 0 for r in rows)
-    assert results["environment"]["torch"] != "absent"
+    assert all(len(r["samples"]["forgegrad"]) == len(r["samples"]["torch"]) >= 3 for r in rows)
+    fp = results["fingerprint"]
+    assert fp["versions"]["torch"] and fp["cpu"]["logical_cores"] >= 1 and "active_isa" in fp["forgegrad_runtime"]
+    assert "## Machine" in report and "![speedup_train.png](speedup_train.png)" in report
 
 
 def test_bench_reports_missing_runtimes_as_absent(capsys, tmp_path, monkeypatch):

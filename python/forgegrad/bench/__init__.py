@@ -8,7 +8,9 @@ pytest-benchmark files in the repository's bench/ directory are thin wrappers th
 over the same ``workloads()``. A suite takes the thread counts and a `quick` flag and returns rows
 
     {"workload": str, "threads": int, "seconds": {runtime: seconds or None (absent)},
-     "flop": float (optional, gives GFLOP/s columns), "note": str (optional, printed under the table)}
+     "samples": {runtime: [seconds per call in each interleaved round] or None},
+     "clock": "cpu" or "wall", "flop": float (optional, gives GFLOP/s columns),
+     "note": str (optional, printed under the table)}
 
 that `format_table` turns into one table (a runtime missing from a row's "seconds" is not timed on
 that row, e.g. onnxruntime on a training row, and shows as "-"). The command line is
@@ -61,14 +63,15 @@ class Workload:
 def time_workloads(workloads: Sequence[Workload], threads: Sequence[int], repeat: int,
                    min_time: float) -> List[Row]:
     """One row per workload and thread count, every runtime timed by _timing.compare."""
-    from ._timing import compare, pinned_threads
+    from ._timing import clock_name, compare_samples, pinned_threads, summarize
     rows = []
     for w in workloads:
         for n in threads:
             with pinned_threads(n):
                 fns = w.make(n)
-                row = {"workload": w.name, "threads": n,
-                       "seconds": compare({r: fns[r] for r in w.runtimes}, repeat=repeat, min_time=min_time)}
+                samples = compare_samples({r: fns[r] for r in w.runtimes}, repeat=repeat, min_time=min_time)
+                row = {"workload": w.name, "threads": n, "seconds": summarize(samples), "samples": samples,
+                       "clock": clock_name()}
             if w.flop is not None:
                 row["flop"] = w.flop
             rows.append(row)

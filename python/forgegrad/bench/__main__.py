@@ -23,7 +23,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, nargs="+", default=[1], metavar="N",
                    help="thread counts to run at (default: 1)")
     p.add_argument("--quick", action="store_true", help="fewer workloads and repeats")
-    p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    p.add_argument("--json", metavar="FILE", help="also write the rows (with per-round samples and the machine "
+                                                  "fingerprint) as JSON, for `forgegrad bench compare`")
     p.add_argument("--clock", choices=["auto", "wall"], default="auto",
                    help="auto (default): 1-thread rows by the calling thread's CPU time, others by "
                         "wall time; wall: wall time everywhere")
@@ -45,9 +46,12 @@ def main(argv=None) -> int:
         if details:
             print(details, flush=True)
         rows += [dict(r, suite=name) for r in suite_rows]
-    if args.json:
+    if args.json:  # the results.json schema of `forgegrad bench --report`, so `bench compare` reads it
+        from ._compare import SCHEMA
+        from ._fingerprint import fingerprint
         with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+            json.dump({"schema": SCHEMA, "kind": "bench", "fingerprint": fingerprint(),
+                       "results": rows}, f, indent=1)
     return 0
 
 

@@ -18,7 +18,7 @@ import importlib
 import os
 import statistics
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import forgegrad
 
@@ -97,9 +97,27 @@ def compare(fns: Dict[str, Optional[Callable[[], object]]], *, repeat: int = 9, 
     """Median (or STAT) seconds per call of each function, timed in interleaved rounds.
 
     fns maps a runtime name to a no-argument callable, or to None for an absent runtime (its
-    result is None). Each function first runs `warmup` times (caches, thread pools, lazy
-    allocation); then each of `repeat` rounds times every function once, for enough calls that a
-    sample lasts about min_time. Multithreaded samples each start after a COOL_DOWN pause.
+    result is None). See compare_samples for how the rounds are timed.
+    """
+    return summarize(compare_samples(fns, repeat=repeat, warmup=warmup, min_time=min_time))
+
+
+def summarize(samples: Dict[str, Optional[List[float]]]) -> Dict[str, Optional[float]]:
+    """{runtime: STAT of its per-round samples, or None for an absent runtime}."""
+    stat = min if STAT == "min" else statistics.median
+    return {k: (stat(v) if v else None) for k, v in samples.items()}
+
+
+def compare_samples(fns: Dict[str, Optional[Callable[[], object]]], *, repeat: int = 9, warmup: int = 2,
+                    min_time: float = 0.02) -> Dict[str, Optional[List[float]]]:
+    """Seconds per call of each function in each of `repeat` interleaved rounds ({runtime: [s, ...]},
+    None for an absent runtime).
+
+    Each function first runs `warmup` times (caches, thread pools, lazy allocation); then each
+    round times every function once, for enough calls that a sample lasts about min_time. Sample
+    i of every runtime comes from the same round, so a burst of load from elsewhere hits all of
+    them alike and per-round ratios are fair. Multithreaded samples each start after a COOL_DOWN
+    pause.
     """
     present = {k: f for k, f in fns.items() if f is not None}
     for f in present.values():
@@ -118,5 +136,9 @@ def compare(fns: Dict[str, Optional[Callable[[], object]]], *, repeat: int = 9, 
             for _ in range(n):
                 f()
             samples[k].append((clock() - t0) / n)
-    stat = min if STAT == "min" else statistics.median
-    return {k: (stat(samples[k]) if k in samples else None) for k in fns}
+    return {k: samples.get(k) for k in fns}
+
+
+def clock_name() -> str:
+    """The clock compare_samples uses now: "cpu" (calling thread's CPU time) or "wall"."""
+    return "cpu" if _clock() is time.thread_time else "wall"

@@ -1,19 +1,27 @@
 """Benchmark reports for ``forgegrad bench --report DIR``: report.md, results.json and charts.
 
-Input rows are dicts: {"suite", "workload", "threads", "seconds": {runtime: seconds or None}} where a
-runtime missing from ``seconds`` is "not measured" and None means "not installed" (reported as absent).
+Input rows are dicts: {"suite", "workload", "threads", "seconds": {runtime: seconds or None},
+"samples": {runtime: [seconds per round] or None}} where a runtime missing from ``seconds`` is "not
+measured" and None means "not installed" (reported as absent). results.json is
+
+    {"schema": 2, "kind": "bench" | "scaling", "fingerprint": {...machine, versions, command...},
+     "results": [rows]}
+
+and everything in the report (tables, charts, compare) is derived from it, for any suite.
 """
 from __future__ import annotations
 
 import json
 import os
-import platform
-import time
+import re
+from typing import List, Optional, Sequence
 
-from .. import _runtime
-from ._errors import optional
+from ..bench import _compare as C
+from ..bench._fingerprint import fingerprint as make_fingerprint
+from ..bench._fingerprint import summary_lines
 
 REFERENCES = ("numpy", "torch", "onnxruntime")
+SUMMARY_PNG = "summary.png"
 
 
 def _runtimes(rows):
@@ -44,54 +52,91 @@ def _fmt_time(t, present=True):
     return f"{t * 1e6:.1f} us"
 
 
-def environment():
-    info = {"python": platform.python_version(), "machine": platform.machine(), "cpu": _runtime.cpu_info(),
-            "time": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    for name in REFERENCES + ("onnx",):
-        mod = optional(name)
-        info[name] = getattr(mod, "__version__", "installed") if mod is not None else "absent"
-    return info
+def _spread(row, runtime) -> str:
+    """" ±x%": half the per-round [min, max] range relative to the median ("" for one sample)."""
+    s = C.row_samples(row, runtime)
+    if not s or len(s) < 2:
+        return ""
+    b = C.band(s)
+    return f" ±{(b['max'] - b['min']) / 2 / b['median'] * 100:.0f}%"
 
 
 def table_lines(rows):
-    """A markdown table: workload, threads, each runtime's time, ratios vs each installed reference."""
+    """A markdown table: workload, threads, each runtime's median time (± half its per-round range),
+    and forgegrad's speed-up over each reference (with the per-round min-max)."""
     runtimes = _runtimes(rows)
     refs = [r for r in runtimes if r != "forgegrad"]
     head = ["suite", "workload", "threads"] + runtimes + [f"vs {r}" for r in refs]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
         t = r["seconds"]
-        cells = [r["suite"], r["workload"], str(r["threads"])]
-        cells += [_fmt_time(t.get(k), k in t) for k in runtimes]
+        cells = [r.get("suite", ""), r["workload"].replace("|", "/"), str(r.get("threads", 1))]
+        cells += [_fmt_time(t.get(k), k in t) + (_spread(r, k) if t.get(k) else "") for k in runtimes]
         for ref in refs:
-            q = ratio(t, ref)
-            cells.append(f"{q:.2f}x" if q is not None else "-")
+            s = C.speedup(r, ref)
+            if s is None:
+                cells.append("-")
+            else:
+                cells.append(f"{s['median']:.2f}x" + (f" ({s['min']:.2f}-{s['max']:.2f})" if s["n"] > 1 else ""))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
-def write(rows, out_dir, title="forgegrad benchmarks"):
-    """Write report.md, results.json and one chart per suite (when matplotlib is installed).
-    Returns the list of written paths."""
-    os.makedirs(out_dir, exist_ok=True)
-    env = environment()
-    written = []
-    path = os.path.join(out_dir, "results.json")
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "suite"
+
+
+def write_results(path: str, rows: Sequence[dict], fingerprint: dict, kind: str = "bench", **extra) -> str:
     with open(path, "w", encoding="utf-8") as f:
-        json.dump({"environment": env, "results": rows}, f, indent=2, default=str)
+        json.dump(dict({"schema": C.SCHEMA, "kind": kind, "fingerprint": fingerprint, "results": list(rows)},
+                       **extra), f, indent=1, default=str)
         f.write("\n")
-    written.append(path)
-    charts = _charts(rows, out_dir)
-    written += charts
-    lines = [f"# {title}", "",
-             f"CPU SIMD path: {env['cpu'].get('active_isa', '?')} (detected {env['cpu'].get('detected_isa', '?')}); "
-             f"python {env['python']}; " + ", ".join(f"{k} {env[k]}" for k in REFERENCES + ("onnx",)), "",
-             "Times are medians per call; threads are pinned on every runtime for each row. "
-             "`vs X` is X's time divided by forgegrad's: above 1 means forgegrad is faster. "
-             "`absent`: that runtime is not installed; `-`: not measured for this workload.", ""]
-    lines += table_lines(rows)
-    if charts:
-        lines += [""] + [f"![{os.path.basename(c)}]({os.path.basename(c)})" for c in charts]
+    return path
+
+
+def charts(rows, out_dir) -> List[str]:
+    """speedup_SUITE.png per suite with a reference, and summary.png across suites ([] without
+    matplotlib)."""
+    from . import _charts
+    if not rows or not _charts.available():
+        return []
+    paths = []
+    for suite in dict.fromkeys(r.get("suite", "") for r in rows):
+        srows = [r for r in rows if r.get("suite", "") == suite]
+        p = _charts.speedup_chart(srows, os.path.join(out_dir, f"speedup_{_slug(suite)}.png"),
+                                  f"{suite}: forgegrad speed-up over each reference")
+        if p:
+            paths.append(p)
+    p = _charts.summary_chart(rows, os.path.join(out_dir, SUMMARY_PNG))
+    if p:
+        paths.insert(0, p)
+    return paths
+
+
+def method_lines() -> List[str]:
+    return ["Times are medians over interleaved rounds (each round times every runtime once, so load from "
+            "elsewhere hits all of them alike), after a warm-up, with a cool-down pause before each "
+            "multithreaded sample; `±x%` is half the range between the fastest and slowest round. Threads are "
+            "pinned to the row's count on every runtime. `vs X` is X's time divided by forgegrad's (above 1: "
+            "forgegrad is faster), with the range of the per-round ratios. `absent`: that runtime is not "
+            "installed; `-`: not measured for this workload."]
+
+
+def write(rows, out_dir, title="forgegrad benchmarks", fingerprint: Optional[dict] = None):
+    """Write results.json, the charts (when matplotlib is installed) and report.md. Returns the
+    written paths, report.md first."""
+    os.makedirs(out_dir, exist_ok=True)
+    fp = fingerprint if fingerprint is not None else make_fingerprint()
+    written = [write_results(os.path.join(out_dir, "results.json"), rows, fp)]
+    pngs = charts(rows, out_dir)
+    written += pngs
+    lines = [f"# {title}", "", "## Machine", ""] + summary_lines(fp) + ["", "## Results", ""]
+    lines += method_lines() + [""] + table_lines(rows)
+    if pngs:
+        lines += ["", "## Speed-up charts", "",
+                  "Bars start at 1.0x: to the right forgegrad is faster, to the left slower (log scale); the "
+                  "whisker spans the per-round speed-ups.", ""]
+        lines += [f"![{os.path.basename(c)}]({os.path.basename(c)})" for c in pngs]
     path = os.path.join(out_dir, "report.md")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
@@ -99,31 +144,29 @@ def write(rows, out_dir, title="forgegrad benchmarks"):
     return written
 
 
-def _charts(rows, out_dir):
-    mpl = optional("matplotlib")
-    if mpl is None or not rows:
-        return []
-    mpl.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-    paths = []
-    for suite in dict.fromkeys(r["suite"] for r in rows):
-        srows = [r for r in rows if r["suite"] == suite]
-        runtimes = [k for k in _runtimes(srows) if any(r["seconds"].get(k) for r in srows)]
-        labels = [f"{r['workload']}\n({r['threads']}t)" for r in srows]
-        fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(srows) + 2), 4))
-        width = 0.8 / max(len(runtimes), 1)
-        for i, rt in enumerate(runtimes):
-            vals = [(r["seconds"].get(rt) or 0) * 1e3 for r in srows]
-            ax.bar([j + i * width for j in range(len(srows))], vals, width, label=rt)
-        ax.set_xticks([j + width * (len(runtimes) - 1) / 2 for j in range(len(srows))])
-        ax.set_xticklabels(labels, fontsize=7)
-        ax.set_ylabel("time per call (ms, lower is better)")
-        ax.set_title(f"{suite}")
-        ax.legend(fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
-        fig.tight_layout()
-        path = os.path.join(out_dir, f"{suite}.png")
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
-    return paths
+def write_compare(entries, old, new, args, out_dir, by="auto", noise=C.DEFAULT_NOISE,
+                  threshold=C.DEFAULT_THRESHOLD):
+    """compare.md (both machines, the rule, the table) and compare.png. Returns the written paths."""
+    from . import _charts
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    png = None
+    if _charts.available():
+        png = _charts.compare_chart(entries, os.path.join(out_dir, "compare.png"), by)
+    counts = C.counts(entries)
+    lines = ["# forgegrad bench compare", "",
+             f"Old: `{args.files[0]}`; new: `{args.files[1]}`.", "",
+             f"Rule: {C.rule_text(by, noise, threshold)}. Bands are median [min-max] over the interleaved rounds; "
+             "see docs/benchmarks.md.", "",
+             "Result: " + ", ".join(f"{n} {k}" for k, n in counts.items()), ""]
+    lines += C.markdown_table(entries, by)
+    if png:
+        written.append(png)
+        lines += ["", "![compare.png](compare.png)"]
+    for label, run in (("Old run", old), ("New run", new)):
+        lines += ["", f"## {label} machine", ""]
+        lines += summary_lines(run["fingerprint"]) if run.get("fingerprint") else ["- no fingerprint (older file)"]
+    path = os.path.join(out_dir, "compare.md")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return [path] + written
