@@ -17,9 +17,11 @@ from .functional import (choose_qparams, dequantize, int8_path, int8_paths, quan
                          set_int8_path)
 from .modules import DynamicQuantizedLinear
 from .dynamic import quantize_dynamic
+from .onnx_export import export_onnx
 
 __all__ = [
     "qint8", "quint8", "quantize_dynamic", "DynamicQuantizedLinear",
     "choose_qparams", "quantize_per_tensor", "dequantize", "int8_path", "int8_paths", "set_int8_path",
+    "export_onnx",
 ]
 # Observers / fake-quant / QAT (branch wt-prune-distill) add their imports and __all__ entries below.
