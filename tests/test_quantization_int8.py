@@ -150,6 +150,7 @@ def test_quantize_dynamic_model_fuses_relu_and_keeps_others(rng):
     model = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 5))
     q = quantize_dynamic(model, {nn.Linear})
     assert isinstance(q[0], DynamicQuantizedLinear) and q[0].relu and not q[2].relu
+    assert isinstance(q[1], nn.Identity)  # the ReLU runs in the kernel (torch.ao fuse_modules style)
     assert isinstance(model[0], nn.Linear)  # not in place by default
     x = rng.standard_normal((7, 20)).astype(np.float32)
     with fg.no_grad():

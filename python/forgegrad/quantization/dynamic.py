@@ -45,7 +45,7 @@ def quantize_dynamic(model, qconfig_spec=None, dtype=qint8, inplace: bool = Fals
         inplace: modify ``model`` itself instead of a deep copy.
         reduce_range: activations in 7 bits as torch's x86 engine (see DynamicQuantizedLinear).
         fuse_relu: in an nn.Sequential, a Linear followed by nn.ReLU runs the ReLU in the int8 kernel's
-            output pass (the ReLU module stays, and is then a no-op on non-negative values).
+            output pass and the ReLU becomes nn.Identity (as torch's fuse_modules does).
 
     Returns the quantized model (in eval mode). Raises ValueError for a type it cannot quantize.
     """
@@ -69,5 +69,7 @@ def _swap(module, types, reduce_range, fuse_relu):
             relu = (fuse_relu and isinstance(module, nn.Sequential) and i + 1 < len(children)
                     and type(children[i + 1][1]) is nn.ReLU)
             setattr(module, name, _DYNAMIC[type(child)].from_float(child, reduce_range=reduce_range, relu=relu))
+            if relu:
+                setattr(module, children[i + 1][0], nn.Identity())
         else:
             _swap(child, types, reduce_range, fuse_relu)

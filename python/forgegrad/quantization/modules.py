@@ -82,22 +82,27 @@ class DynamicQuantizedLinear(Module):
         self._packed = None  # the int8 weights changed in place: repack on the next call
 
     def packed(self):
-        """(packed weights, column sums) in the kernels' layout, built on first use."""
+        """(packed weights, column sums, weight scales, bias) as the kernel takes them, built on first use."""
         if self._packed is None:
-            self._packed = _C.quant.pack_weight(np.ascontiguousarray(self.weight.data))
+            packed, colsum = _C.quant.pack_weight(np.ascontiguousarray(self.weight.data))
+            self._packed = (packed, colsum, self.weight_scale.data, None if self.bias is None else self.bias.data)
         return self._packed
 
     def dequantized_weight(self) -> np.ndarray:
         return self.weight.data.astype(np.float32) * self.weight_scale.data[:, None]
 
     def forward(self, input):
-        x = _f32_input(input, "DynamicQuantizedLinear")
+        x = input.data if type(input) is Tensor else _f32_input(input, "DynamicQuantizedLinear")
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"DynamicQuantizedLinear: input must have shape (*, {self.in_features}), got {x.shape}")
-        packed, colsum = self.packed()
+        packed, colsum, scale, bias = self._packed or self.packed()
+        if x.ndim == 2:  # the common case: no reshape (the kernel checks dtype and layout)
+            if x.flags.c_contiguous and x.dtype == np.float32:
+                return Tensor._wrap(_C.quant.linear_dynamic(x, packed, colsum, scale, bias, self.reduce_range,
+                                                            self.relu))
+        _f32_input(input, "DynamicQuantizedLinear")
         x2 = np.ascontiguousarray(x.reshape(-1, self.in_features))
-        y = _C.quant.linear_dynamic(x2, packed, colsum, self.weight_scale.data,
-                                    None if self.bias is None else self.bias.data, self.reduce_range, self.relu)
+        y = _C.quant.linear_dynamic(x2, packed, colsum, scale, bias, self.reduce_range, self.relu)
         return Tensor._wrap(y.reshape(x.shape[:-1] + (self.out_features,)))
 
     def extra_repr(self) -> str:
