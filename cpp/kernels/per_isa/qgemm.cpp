@@ -246,9 +246,14 @@ __attribute__((target("amx-tile,amx-int8"))) void micro_amx(const QGemmArgs& p, 
 }
 #endif
 
-// Runs `task(m0, rows, nb)` for every panel of kQPanelRows rows x 32 columns, spread over threads.
-template <class Task>
-void for_each_panel(const QGemmArgs& p, Task&& task) {
+struct NoRangeEnd {
+  void operator()() const {}
+};
+
+// Runs `task(m0, rows, nb)` for every panel of kQPanelRows rows x 32 columns, spread over threads;
+// each thread calls range_end() after its last panel of a range.
+template <class Task, class RangeEnd = NoRangeEnd>
+void for_each_panel(const QGemmArgs& p, Task&& task, RangeEnd range_end = RangeEnd()) {
   const int64_t mp = (p.M + kQPanelRows - 1) / kQPanelRows, np = qpad_n(p.N) / kQPackN;
   // ~8 int8 multiply-adds cost what one float multiply-add does in the fp32 kernels
   const int64_t work = std::min(kQPanelRows, p.M) * kQPackN * qpad_k(p.K) / 8;
@@ -258,6 +263,7 @@ void for_each_panel(const QGemmArgs& p, Task&& task) {
       const int64_t m0 = pm * kQPanelRows;
       task(m0, static_cast<int>(std::min<int64_t>(kQPanelRows, p.M - m0)), nb);
     }
+    range_end();
   });
 }
 
@@ -283,27 +289,33 @@ void qgemm(const QGemmArgs& p, bool amx) {
     run_micro<kVnniMR>(p, micro_vnni);
     return;
   }
-  for_each_panel(p, [&](int64_t m0, int rows, int64_t nb) {
-    alignas(64) int32_t acc[32 * kAccLd];
-    const int cols = static_cast<int>(std::min<int64_t>(kQPackN, p.N - nb * kQPackN));
-    int configured = -1;  // rows of the loaded configuration (tile state is per thread, and other
-                          // libraries in the process may use AMX too: configure in every task)
-    for (int r = 0; r < rows; r += 32) {
-      const int n = std::min(32, rows - r);
-      if (n < kAmxMinRows) {  // a short block (batch 1): the VNNI kernel is faster, same integers
-        micro_vnni(p, m0 + r, n, nb, acc);
-        epilogue(p, acc, m0 + r, n, nb * kQPackN, cols);
-        continue;
-      }
-      if (n != configured) {
-        amx_configure(std::min(n, 16), std::max(n - 16, 0));
-        configured = n;
-      }
-      micro_amx(p, m0 + r, std::max(n - 16, 0), nb, acc);
-      epilogue(p, acc, m0 + r, n, nb * kQPackN, cols);
-    }
-    if (configured >= 0) amx_release();
-  });
+  // Tile state is per thread (and other libraries in the process may use AMX too): each thread
+  // configures at its first AMX block of a range, again only when the block height changes, and
+  // releases the tiles at the end of its range.
+  static thread_local int configured = -1;
+  for_each_panel(
+      p,
+      [&](int64_t m0, int rows, int64_t nb) {
+        alignas(64) int32_t acc[32 * kAccLd];
+        const int cols = static_cast<int>(std::min<int64_t>(kQPackN, p.N - nb * kQPackN));
+        for (int r = 0; r < rows; r += 32) {
+          const int n = std::min(32, rows - r);
+          if (n < kAmxMinRows) {  // a short block (batch 1): the VNNI kernel is faster, same integers
+            micro_vnni(p, m0 + r, n, nb, acc);
+          } else {
+            if (n != configured) {
+              amx_configure(std::min(n, 16), std::max(n - 16, 0));
+              configured = n;
+            }
+            micro_amx(p, m0 + r, std::max(n - 16, 0), nb, acc);
+          }
+          epilogue(p, acc, m0 + r, n, nb * kQPackN, cols);
+        }
+      },
+      [&] {
+        if (configured >= 0) amx_release();
+        configured = -1;
+      });
 }
 #elif defined(__AVX2__)
 void qgemm(const QGemmArgs& p) {
