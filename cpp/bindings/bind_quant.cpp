@@ -91,6 +91,13 @@ struct PaddedA {
   int64_t lda;
 };
 
+// Whether every byte is <= 127 (lets the AVX2 kernel use vpmaddubsw, see QGemmArgs::a_7bit).
+bool all_7bit(const std::vector<uint8_t>& buf) {
+  uint8_t any = 0;
+  for (uint8_t v : buf) any |= v;
+  return any < 128;
+}
+
 py::tuple pack_weight(const py::handle& w) {
   const int8_t* W = typed<int8_t>(w, "w", "int8", 2);
   auto shape = shape_of(py::reinterpret_borrow<py::array>(w));
@@ -129,6 +136,7 @@ py::array gemm_u8s8s32(const py::handle& a, const py::handle& packed, int64_t N,
     for (int64_t m = 0; m < M; ++m) std::copy(A + m * K, A + (m + 1) * K, buf.begin() + m * lda);
     g.a = buf.data();
     g.lda = lda;
+    g.a_7bit = all_7bit(buf);
     fg::qgemm(g);
   }
   return out;
@@ -160,7 +168,9 @@ py::array linear_dynamic(const py::handle& x, const py::handle& packed, const py
   fg::QParams q = qparams_of(X, M * K, reduce_range);  // per batch: the whole x
   const int64_t lda = fg::qpad_k(K);
   std::vector<uint8_t> buf(static_cast<size_t>(M * lda));
-  fg::qquantize_u8(X, M, K, K, 1.0f / q.scale, q.zero_point, 0, 255, buf.data(), lda, lda);
+  // 7-bit activations are clamped to 127 (their range maps to [0, 127]; rounding could give 128)
+  const int32_t qmax = reduce_range ? 127 : 255;
+  fg::qquantize_u8(X, M, K, K, 1.0f / q.scale, q.zero_point, 0, qmax, buf.data(), lda, lda);
   std::vector<float> scale(static_cast<size_t>(N));
   for (int64_t n = 0; n < N; ++n) scale[n] = q.scale * p.w_scale[n];
   fg::QGemmArgs g;
@@ -178,6 +188,7 @@ py::array linear_dynamic(const py::handle& x, const py::handle& packed, const py
   g.scale = scale.data();
   g.bias = B;
   g.relu = relu;
+  g.a_7bit = reduce_range;
   fg::qgemm(g);
   return out;
 }
@@ -231,6 +242,7 @@ py::array linear_u8(const py::handle& a, double a_scale, int64_t a_zp, const py:
   g.relu = relu;
   g.out_inv_scale = static_cast<float>(1.0 / os);
   g.out_zp = static_cast<int32_t>(out_zp);
+  g.a_7bit = all_7bit(buf);
   fg::qgemm(g);
   return out;
 }

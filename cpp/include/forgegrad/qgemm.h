@@ -47,6 +47,9 @@ struct QGemmArgs {
   const float* scale = nullptr;     // N: a_scale * w_scale[n]
   const float* bias = nullptr;      // N or null
   bool relu = false;
+  // Every activation byte is <= 127 (7-bit activations, torch's reduce_range): the AVX2 kernel may
+  // then use vpmaddubsw, whose int16 pair sums (at most 2 * 127 * 128) cannot saturate.
+  bool a_7bit = false;
   float out_inv_scale = 1.0f;
   int32_t out_zp = 0;
 };

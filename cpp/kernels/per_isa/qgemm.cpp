@@ -122,6 +122,40 @@ constexpr int kAvx2MR = 4;
     }
   }
 }
+
+// 7-bit activations (QGemmArgs::a_7bit): vpmaddubsw multiplies u8 x s8 pairs into int16 sums that
+// cannot saturate (|sum| <= 2 * 127 * 128 < 32767), vpmaddwd with ones adds the pairs into int32:
+// two instructions per 32 products instead of six. 4 rows x 16 columns.
+[[maybe_unused]] void micro_avx2_7bit(const QGemmArgs& p, int64_t m0, int rows, int64_t nb, int32_t* acc) {
+  const int64_t K4 = (p.K + 3) / 4;
+  const uint8_t* arow[kAvx2MR];
+  for (int r = 0; r < kAvx2MR; ++r) arow[r] = p.a + (m0 + (r < rows ? r : 0)) * p.lda;
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int half = 0; half < 2; ++half) {
+    const int8_t* bb = weight_block(p, 2 * nb + half);
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+    for (int64_t k4 = 0; k4 < K4; ++k4) {
+      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bb + k4 * 64));
+      const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bb + k4 * 64 + 32));
+#define FG_AVX2_ROW(r)                                                                         \
+  {                                                                                            \
+    const __m256i a = _mm256_set1_epi32(load_u32(arow[r] + 4 * k4));                           \
+    c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(_mm256_maddubs_epi16(a, w0), ones)); \
+    c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(_mm256_maddubs_epi16(a, w1), ones)); \
+  }
+      FG_AVX2_ROW(0)
+      FG_AVX2_ROW(1)
+      FG_AVX2_ROW(2)
+      FG_AVX2_ROW(3)
+#undef FG_AVX2_ROW
+    }
+    const __m256i out[kAvx2MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
+    for (int r = 0; r < rows; ++r) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + r * kAccLd + 16 * half), out[r][0]);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + r * kAccLd + 16 * half + 8), out[r][1]);
+    }
+  }
+}
 #endif
 
 // ---- AVX-512 VNNI and AMX ------------------------------------------------------------------------
@@ -319,7 +353,11 @@ void qgemm(const QGemmArgs& p, bool amx) {
 }
 #elif defined(__AVX2__)
 void qgemm(const QGemmArgs& p) {
-  if (p.M > 0 && p.N > 0) run_micro<kAvx2MR>(p, micro_avx2);
+  if (p.M <= 0 || p.N <= 0) return;
+  if (p.a_7bit)
+    run_micro<kAvx2MR>(p, micro_avx2_7bit);
+  else
+    run_micro<kAvx2MR>(p, micro_avx2);
 }
 #else
 void qgemm(const QGemmArgs& p) {
