@@ -92,10 +92,25 @@ struct PaddedA {
 };
 
 // Whether every byte is <= 127 (lets the AVX2 kernel use vpmaddubsw, see QGemmArgs::a_7bit).
-bool all_7bit(const std::vector<uint8_t>& buf) {
+bool all_7bit(const uint8_t* a, int64_t n) {
   uint8_t any = 0;
-  for (uint8_t v : buf) any |= v;
+  for (int64_t i = 0; i < n; ++i) any |= a[i];
   return any < 128;
+}
+
+// Points g.a at A (M, K) as the kernels read it: rows of qpad_k(K) bytes, zero past K. A itself when
+// K is already a multiple of 64; otherwise a padded copy in `buf`.
+void set_activations(fg::QGemmArgs& g, const uint8_t* A, int64_t M, int64_t K, std::vector<uint8_t>& buf) {
+  const int64_t lda = fg::qpad_k(K);
+  if (lda == K) {
+    g.a = A;
+  } else {
+    buf.assign(static_cast<size_t>(M * lda), 0);
+    for (int64_t m = 0; m < M; ++m) std::copy(A + m * K, A + (m + 1) * K, buf.begin() + m * lda);
+    g.a = buf.data();
+  }
+  g.lda = lda;
+  g.a_7bit = all_7bit(A, M * K);
 }
 
 py::tuple pack_weight(const py::handle& w) {
@@ -131,12 +146,8 @@ py::array gemm_u8s8s32(const py::handle& a, const py::handle& packed, int64_t N,
   g.ldc = N;
   {
     py::gil_scoped_release release;
-    const int64_t lda = fg::qpad_k(K);
-    std::vector<uint8_t> buf(static_cast<size_t>(M * lda), 0);
-    for (int64_t m = 0; m < M; ++m) std::copy(A + m * K, A + (m + 1) * K, buf.begin() + m * lda);
-    g.a = buf.data();
-    g.lda = lda;
-    g.a_7bit = all_7bit(buf);
+    std::vector<uint8_t> buf;
+    set_activations(g, A, M, K, buf);
     fg::qgemm(g);
   }
   return out;
@@ -220,14 +231,11 @@ py::array linear_u8(const py::handle& a, double a_scale, int64_t a_zp, const py:
   py::array out = requant ? py::array(py::array_t<uint8_t>({M, N})) : py::array(py::array_t<float>({M, N}));
   void* C = out.mutable_data();
   py::gil_scoped_release release;
-  const int64_t lda = fg::qpad_k(K);
-  std::vector<uint8_t> buf(static_cast<size_t>(M * lda), 0);
-  for (int64_t m = 0; m < M; ++m) std::copy(A + m * K, A + (m + 1) * K, buf.begin() + m * lda);
   std::vector<float> scale(static_cast<size_t>(N));
   for (int64_t n = 0; n < N; ++n) scale[n] = static_cast<float>(a_scale) * p.w_scale[n];
   fg::QGemmArgs g;
-  g.a = buf.data();
-  g.lda = lda;
+  std::vector<uint8_t> buf;
+  set_activations(g, A, M, K, buf);
   g.b = p.b;
   g.M = M;
   g.N = N;
@@ -242,7 +250,6 @@ py::array linear_u8(const py::handle& a, double a_scale, int64_t a_zp, const py:
   g.relu = relu;
   g.out_inv_scale = static_cast<float>(1.0 / os);
   g.out_zp = static_cast<int32_t>(out_zp);
-  g.a_7bit = all_7bit(buf);
   fg::qgemm(g);
   return out;
 }
