@@ -6,11 +6,12 @@ import copy
 from .. import nn
 from .dtypes import as_qdtype, qint8
 from .modules import DynamicQuantizedLinear
+from .rnn import FLOAT_TO_DYNAMIC
 
 __all__ = ["quantize_dynamic"]
 
 # The layer types quantize_dynamic can replace, and their quantized counterparts.
-_DYNAMIC = {nn.Linear: DynamicQuantizedLinear}
+_DYNAMIC = {nn.Linear: DynamicQuantizedLinear, **FLOAT_TO_DYNAMIC}
 
 
 def _spec_types(qconfig_spec):
@@ -40,7 +41,7 @@ def quantize_dynamic(model, qconfig_spec=None, dtype=qint8, inplace: bool = Fals
 
     Args:
         model: an nn.Module.
-        qconfig_spec: a set of layer types, e.g. ``{nn.Linear}`` (default: every supported type).
+        qconfig_spec: a set of layer types, e.g. ``{nn.Linear, nn.LSTM, nn.GRU}`` (default: all three).
         dtype: qint8 (or ``torch.qint8``): per-output-channel symmetric int8 weights.
         inplace: modify ``model`` itself instead of a deep copy.
         reduce_range: activations in 7 bits as torch's x86 engine (see DynamicQuantizedLinear).
@@ -68,7 +69,8 @@ def _swap(module, types, reduce_range, fuse_relu):
         if type(child) in types:
             relu = (fuse_relu and isinstance(module, nn.Sequential) and i + 1 < len(children)
                     and type(children[i + 1][1]) is nn.ReLU)
-            setattr(module, name, _DYNAMIC[type(child)].from_float(child, reduce_range=reduce_range, relu=relu))
+            kwargs = {"relu": relu} if type(child) is nn.Linear else {}
+            setattr(module, name, _DYNAMIC[type(child)].from_float(child, reduce_range=reduce_range, **kwargs))
             if relu:
                 setattr(module, children[i + 1][0], nn.Identity())
         else:
