@@ -225,6 +225,9 @@ py::array linear_u8(const py::handle& a, double a_scale, int64_t a_zp, const py:
   const bool requant = !out_scale.is_none();
   double os = 1.0;
   if (requant) {
+    if (!py::isinstance<py::float_>(out_scale) && !py::isinstance<py::int_>(out_scale))
+      throw py::type_error("out_scale must be None or a number, got " +
+                           std::string(py::str(py::type::of(out_scale).attr("__name__"))));
     os = out_scale.cast<double>();
     check_qparams(os, out_zp, "out_scale", "out_zero_point");
   }
