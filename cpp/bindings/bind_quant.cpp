@@ -4,6 +4,7 @@
 //   linear_dynamic(x f32 (M, K), packed, colsum, w_scale, bias, reduce_range, relu) -> f32 (M, N)
 //   linear_u8(a u8 (M, K), a_scale, a_zp, packed, colsum, w_scale, bias, relu, out_scale, out_zp)
 //       -> f32 (M, N), or u8 (M, N) requantized when out_scale is given
+//   linear_weight_only(x f32 (M, K), w s8 (N, K), w_scale f32 (N,), bias) -> f32 (M, N)  (weight-only int8)
 //   choose_qparams(x f32, reduce_range) -> (scale, zero_point); quantize_u8(x, scale, zp, qmin, qmax)
 //   path() / set_path(name | None) / paths() / amx_status()
 // Every argument is checked here (dtype, rank, shape, contiguity, sizes); a kernel never sees bad input.
@@ -257,6 +258,29 @@ py::array linear_u8(const py::handle& a, double a_scale, int64_t a_zp, const py:
   return out;
 }
 
+py::array linear_weight_only(const py::handle& x, const py::handle& w, const py::handle& w_scale,
+                             const py::handle& bias) {
+  const float* X = typed<float>(x, "x", "float32", 2);
+  const int8_t* Wq = typed<int8_t>(w, "w", "int8", 2);
+  auto xs = shape_of(py::reinterpret_borrow<py::array>(x)), ws = shape_of(py::reinterpret_borrow<py::array>(w));
+  const int64_t M = xs[0], K = xs[1], N = ws[0];
+  if (ws[1] != K)
+    throw py::value_error("w must have shape (N, " + std::to_string(K) + ") to match x " + shape_str(xs) + ", got " +
+                          shape_str(ws));
+  const float* S = typed<float>(w_scale, "w_scale", "float32", 1);
+  expect(w_scale, "w_scale", {N});
+  const float* B = nullptr;
+  if (!bias.is_none()) {
+    B = typed<float>(bias, "bias", "float32", 1);
+    expect(bias, "bias", {N});
+  }
+  py::array_t<float> out({M, N});
+  float* Y = out.mutable_data();
+  py::gil_scoped_release release;
+  if (M > 0 && N > 0) fg::qlinear_weight_only(X, M, K, Wq, S, B, Y, N);
+  return out;
+}
+
 py::tuple choose_qparams(const py::handle& x, bool reduce_range) {
   const float* X = typed<float>(x, "x", "float32", -1);
   const int64_t n = py::reinterpret_borrow<py::array>(x).size();
@@ -315,6 +339,7 @@ void bind(py::module_& m) {
   m.def("linear_u8", &linear_u8, py::arg("a"), py::arg("a_scale"), py::arg("a_zero_point"), py::arg("packed"),
         py::arg("colsum"), py::arg("w_scale"), py::arg("bias"), py::arg("relu"), py::arg("out_scale"),
         py::arg("out_zero_point"));
+  m.def("linear_weight_only", &linear_weight_only, py::arg("x"), py::arg("w"), py::arg("w_scale"), py::arg("bias"));
   m.def("choose_qparams", &choose_qparams, py::arg("x"), py::arg("reduce_range"));
   m.def("quantize_u8", &quantize_u8, py::arg("x"), py::arg("scale"), py::arg("zero_point"), py::arg("qmin"),
         py::arg("qmax"));

@@ -204,6 +204,8 @@ def _extra_calls():
               lambda: _C.quant.linear_dynamic(xq, packed, colsum, ws, bq, True, True),
               lambda: _C.quant.linear_u8(a8, 0.05, 100, packed, colsum, ws, bq, False, None, 0),
               lambda: _C.quant.linear_u8(a8, 0.05, 100, packed, colsum, ws, None, True, 0.1, 3),
+              lambda: _C.quant.linear_weight_only(xq, w8, ws, bq),
+              lambda: _C.quant.linear_weight_only(xq, w8, ws, None),
               lambda: _C.quant.choose_qparams(xq, False),
               lambda: _C.quant.quantize_u8(xq, 0.05, 128, 0, 255),
               lambda: _C.quant.path(), lambda: _C.quant.paths(), lambda: _C.quant.amx_status(),

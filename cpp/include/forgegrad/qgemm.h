@@ -75,6 +75,13 @@ FG_KERNEL(void, qquantize_u8,
            uint8_t* out, int64_t ldo, int64_t pad_to),
           (x, M, K, ldx, inv_scale, zp, qmin, qmax, out, ldo, pad_to))
 
+// Weight-only int8 Linear (cpp/kernels/per_isa/qlinear_wo.cpp): y (M, N) = x (M, K) float32 times
+// W^T, W (N, K) int8 row-major, times scale[n], plus bias[n] (bias may be null).
+FG_KERNEL(void, qlinear_weight_only,
+          (const float* x, int64_t M, int64_t K, const int8_t* w, const float* scale, const float* bias, float* y,
+           int64_t N),
+          (x, M, K, w, scale, bias, y, N))
+
 #ifndef FG_ISA_NS
 // The int8 path the GEMM uses now, the best this CPU and OS allow, and a forced path for tests and
 // benchmarks (throws std::invalid_argument naming the reason when the CPU or OS lacks it).

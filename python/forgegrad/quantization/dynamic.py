@@ -5,10 +5,10 @@ import copy
 
 from .. import nn
 from .dtypes import as_qdtype, qint8
-from .modules import DynamicQuantizedLinear
+from .modules import DynamicQuantizedLinear, WeightOnlyInt8Linear
 from .rnn import FLOAT_TO_DYNAMIC
 
-__all__ = ["quantize_dynamic"]
+__all__ = ["quantize_dynamic", "quantize_weight_only"]
 
 # The layer types quantize_dynamic can replace, and their quantized counterparts.
 _DYNAMIC = {nn.Linear: DynamicQuantizedLinear, **FLOAT_TO_DYNAMIC}
@@ -75,3 +75,22 @@ def _swap(module, types, reduce_range, fuse_relu):
                 setattr(module, children[i + 1][0], nn.Identity())
         else:
             _swap(child, types, reduce_range, fuse_relu)
+
+
+def quantize_weight_only(model, qconfig_spec=None, inplace: bool = False):
+    """Replace every nn.Linear with a WeightOnlyInt8Linear (int8 weights per output channel, float32
+    activations: the decoder-LLM case). Returns the model (a deep copy unless ``inplace``) in eval mode."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"quantize_weight_only: model must be a forgegrad.nn.Module, got {type(model).__name__}")
+    for t in (qconfig_spec or {nn.Linear}):
+        if t is not nn.Linear:
+            raise ValueError(f"quantize_weight_only quantizes nn.Linear layers only, got {t!r}")
+    if not inplace:
+        model = copy.deepcopy(model)
+    if type(model) is nn.Linear:
+        return WeightOnlyInt8Linear.from_float(model).eval()
+    for name, m in list(model.named_modules()):
+        for child_name, child in list(m.named_children()):
+            if type(child) is nn.Linear:
+                setattr(m, child_name, WeightOnlyInt8Linear.from_float(child))
+    return model.eval()
