@@ -8,6 +8,8 @@ Workloads (each row's name says which int8 path ran: amx, avx512_vnni, avx2 or s
   * dynamic-int8 MLP 784-256-128-10 (ReLU) at batch 1 and 64: forgegrad's quantize_dynamic model vs
     "fg fp32" (the float model, no_grad) vs "onnxruntime" (onnxruntime.quantization.quantize_dynamic
     of forgegrad's fp32 ONNX export of the same model, QInt8 weights)
+  * dynamic-int8 LSTM T50 H256 at batch 1: the same three sides (onnxruntime: DynamicQuantizeLSTM)
+  * weight-only int8 Linear 1x4096x4096 (the decoder case) vs the float Linear
 Threads are pinned on every side (onnxruntime: intra_op_num_threads). The ratio columns are the other
 runtime's time over forgegrad's int8 time (> 1: int8 forgegrad is faster).
 """
@@ -124,6 +126,57 @@ def mlp_fns(batch: int, threads: int) -> Dict[str, object]:
     return fns
 
 
+def weight_only_fns(M: int, N: int, K: int) -> Dict[str, object]:
+    """{"forgegrad": weight-only int8 Linear, "fg fp32": the float Linear} on the same weights."""
+    from .. import nn
+    from ..autograd import no_grad
+    from ..quantization import quantize_weight_only
+    from ..tensor import Tensor
+    lin = nn.Linear(K, N)
+    q = quantize_weight_only(lin)
+    x = Tensor(np.random.default_rng(0).standard_normal((M, K)).astype(np.float32))
+
+    def fp32():
+        with no_grad():
+            return lin(x)
+
+    return {"forgegrad": lambda: q(x), "fg fp32": fp32}
+
+
+def lstm_fns(threads: int, T: int = 50, H: int = 256, batch: int = 1) -> Dict[str, object]:
+    """{"forgegrad": dynamic-int8 LSTM, "fg fp32": nn.LSTM, "onnxruntime": ORT's quantize_dynamic of
+    forgegrad's LSTM export (DynamicQuantizeLSTM) or None}."""
+    from .. import nn
+    from ..autograd import no_grad
+    from ..quantization import quantize_dynamic
+    from ..random import manual_seed
+    from ..tensor import Tensor
+    manual_seed(0)
+    lstm = nn.LSTM(H, H).eval()
+    q = quantize_dynamic(lstm, {nn.LSTM})
+    x = Tensor(np.random.default_rng(0).standard_normal((T, batch, H)).astype(np.float32))
+
+    def fp32():
+        with no_grad():
+            return lstm(x)
+
+    fns = {"forgegrad": lambda: q(x), "fg fp32": fp32, "onnxruntime": None}
+    ort = optional_import("onnxruntime")
+    if ort is not None and optional_import("onnx") is not None:
+        from onnxruntime.quantization import QuantType, quantize_dynamic as ort_quantize
+
+        from .. import onnx as fg_onnx
+        with tempfile.TemporaryDirectory() as d:
+            fp, i8 = os.path.join(d, "lstm.onnx"), os.path.join(d, "lstm8.onnx")
+            fg_onnx.export(lstm, x, fp, input_names=["x"], verify=False)
+            ort_quantize(fp, i8, weight_type=QuantType.QInt8)
+            with open(i8, "rb") as f:
+                sess = _ort_session(ort, f.read(), threads)
+        feed = {"x": x.data}
+        fns["onnxruntime"] = lambda: sess.run(None, feed)
+    return fns
+
+
 def workloads(quick: bool = False) -> List[Workload]:
     from ..quantization import int8_path, int8_paths
     best = int8_path()
@@ -139,6 +192,11 @@ def workloads(quick: bool = False) -> List[Workload]:
     for batch in (1, 64):
         out.append(Workload(f"dynamic-int8 MLP 784-256-128-10, batch {batch} [{best}]",
                             ("forgegrad", "fg fp32", "onnxruntime"), lambda t, b=batch: mlp_fns(b, t)))
+    if not quick:
+        out.append(Workload(f"dynamic-int8 LSTM T50 H256, batch 1 [{best}]", ("forgegrad", "fg fp32", "onnxruntime"),
+                            lambda t: lstm_fns(t)))
+        out.append(Workload("weight-only int8 Linear 1x4096x4096", ("forgegrad", "fg fp32"),
+                            lambda t: weight_only_fns(1, 4096, 4096)))
     return out
 
 
