@@ -5,6 +5,8 @@
 //   linear_u8(a u8 (M, K), a_scale, a_zp, packed, colsum, w_scale, bias, relu, out_scale, out_zp)
 //       -> f32 (M, N), or u8 (M, N) requantized when out_scale is given
 //   linear_weight_only(x f32 (M, K), w s8 (N, K), w_scale f32 (N,), bias) -> f32 (M, N)  (weight-only int8)
+//   rnn_dynamic_layer(mode, gi, packed_hh, colsum, w_scale, bias, h0, c0, reverse, reduce_range)
+//       -> (y, h_n, c_n | None): one direction of a dynamic-int8 LSTM (0) / GRU (1) layer
 //   choose_qparams(x f32, reduce_range) -> (scale, zero_point); quantize_u8(x, scale, zp, qmin, qmax)
 //   path() / set_path(name | None) / paths() / amx_status()
 // Every argument is checked here (dtype, rank, shape, contiguity, sizes); a kernel never sees bad input.
@@ -17,6 +19,7 @@
 #include "forgegrad/cpu.h"
 #include "forgegrad/py_array.h"
 #include "forgegrad/qgemm.h"
+#include "forgegrad/rnn.h"
 
 namespace py = pybind11;
 using fg::bind::shape_str;
@@ -281,6 +284,100 @@ py::array linear_weight_only(const py::handle& x, const py::handle& w, const py:
   return out;
 }
 
+// One direction of a dynamic-quantized LSTM (mode 0) or GRU (mode 1) layer over T steps, given the
+// input projection gi (T, B, G*H) (x W_ih^T + b_ih, computed by the caller on the int8 kernel). Each
+// step quantizes h over the batch (as DynamicQuantizedLinear would), runs h W_hh^T + b_hh on the
+// int8 kernel and the gate arithmetic (torch's gate order; sigmoid/tanh: the RNN kernels' SIMD ones).
+py::tuple rnn_dynamic_layer(int mode, const py::handle& gi, const py::handle& packed, const py::handle& colsum,
+                            const py::handle& w_scale, const py::handle& bias, const py::handle& h0,
+                            const py::handle& c0, bool reverse, bool reduce_range) {
+  if (mode != 0 && mode != 1) throw py::value_error("mode must be 0 (LSTM) or 1 (GRU), got " + std::to_string(mode));
+  const int G = mode == 0 ? 4 : 3;
+  const float* GI = typed<float>(gi, "gi", "float32", 3);
+  auto gs = shape_of(py::reinterpret_borrow<py::array>(gi));
+  const int64_t T = gs[0], B = gs[1], GH = gs[2], H = GH / G;
+  if (H < 1 || GH != G * H)
+    throw py::value_error("gi.shape[2] must be " + std::to_string(G) + " * hidden_size, got " + shape_str(gs));
+  typed<int32_t>(colsum, "colsum", "int32", 1);
+  expect(colsum, "colsum", {GH});
+  Packed p = packed_arg(packed, GH, H);
+  const float* Bh = nullptr;
+  epilogue_args(p, colsum, w_scale, bias, GH, &Bh);
+  const float* H0 = typed<float>(h0, "h0", "float32", 2);
+  expect(h0, "h0", {B, H});
+  const float* C0 = nullptr;
+  if (mode == 0) {
+    C0 = typed<float>(c0, "c0", "float32", 2);
+    expect(c0, "c0", {B, H});
+  }
+  py::array_t<float> y({T, B, H}), hn({B, H});
+  py::object cn = py::none();
+  float* Y = y.mutable_data();
+  float* HN = hn.mutable_data();
+  float* CN = nullptr;
+  if (mode == 0) {
+    py::array_t<float> c({B, H});
+    CN = c.mutable_data();
+    cn = c;
+  }
+  {
+    py::gil_scoped_release release;
+    std::vector<float> h(H0, H0 + B * H), c, gh(static_cast<size_t>(B * GH)), g(static_cast<size_t>(GH)),
+        th(static_cast<size_t>(H)), scale(static_cast<size_t>(GH));
+    if (C0) c.assign(C0, C0 + B * H);
+    const int64_t lda = fg::qpad_k(H);
+    std::vector<uint8_t> buf(static_cast<size_t>(B * lda));
+    fg::QGemmArgs q;
+    q.a = buf.data();
+    q.lda = lda;
+    q.b = p.b;
+    q.M = B;
+    q.N = GH;
+    q.K = H;
+    q.out = fg::QOut::f32;
+    q.c = gh.data();
+    q.ldc = GH;
+    q.colsum = p.colsum;
+    q.scale = scale.data();
+    q.bias = Bh;
+    q.a_7bit = reduce_range;
+    for (int64_t s = 0; s < T; ++s) {
+      const int64_t t = reverse ? T - 1 - s : s;
+      const fg::QParams qp = qparams_of(h.data(), B * H, reduce_range);
+      fg::qquantize_u8(h.data(), B, H, H, 1.0f / qp.scale, qp.zero_point, 0, reduce_range ? 127 : 255, buf.data(), lda,
+                       lda);
+      for (int64_t n = 0; n < GH; ++n) scale[n] = qp.scale * p.w_scale[n];
+      q.a_zp = qp.zero_point;
+      fg::qgemm(q);
+      for (int64_t b = 0; b < B; ++b) {
+        const float* a = GI + (t * B + b) * GH;
+        const float* r = gh.data() + b * GH;
+        float* hb = h.data() + b * H;
+        if (mode == 0) {  // i, f, g, o
+          for (int64_t j = 0; j < GH; ++j) g[j] = a[j] + r[j];
+          fg::rnn_activation(0, g.data(), g.data(), 2 * H);
+          fg::rnn_activation(1, g.data() + 2 * H, g.data() + 2 * H, H);
+          fg::rnn_activation(0, g.data() + 3 * H, g.data() + 3 * H, H);
+          float* cb = c.data() + b * H;
+          for (int64_t j = 0; j < H; ++j) cb[j] = g[H + j] * cb[j] + g[j] * g[2 * H + j];
+          fg::rnn_activation(1, cb, th.data(), H);
+          for (int64_t j = 0; j < H; ++j) hb[j] = g[3 * H + j] * th[j];
+        } else {  // r, z, n
+          for (int64_t j = 0; j < 2 * H; ++j) g[j] = a[j] + r[j];
+          fg::rnn_activation(0, g.data(), g.data(), 2 * H);
+          for (int64_t j = 0; j < H; ++j) g[2 * H + j] = a[2 * H + j] + g[j] * r[2 * H + j];
+          fg::rnn_activation(1, g.data() + 2 * H, g.data() + 2 * H, H);
+          for (int64_t j = 0; j < H; ++j) hb[j] = (1.0f - g[H + j]) * g[2 * H + j] + g[H + j] * hb[j];
+        }
+      }
+      std::copy(h.begin(), h.end(), Y + t * B * H);
+    }
+    std::copy(h.begin(), h.end(), HN);
+    if (CN) std::copy(c.begin(), c.end(), CN);
+  }
+  return py::make_tuple(y, hn, cn);
+}
+
 py::tuple choose_qparams(const py::handle& x, bool reduce_range) {
   const float* X = typed<float>(x, "x", "float32", -1);
   const int64_t n = py::reinterpret_borrow<py::array>(x).size();
@@ -340,6 +437,8 @@ void bind(py::module_& m) {
         py::arg("colsum"), py::arg("w_scale"), py::arg("bias"), py::arg("relu"), py::arg("out_scale"),
         py::arg("out_zero_point"));
   m.def("linear_weight_only", &linear_weight_only, py::arg("x"), py::arg("w"), py::arg("w_scale"), py::arg("bias"));
+  m.def("rnn_dynamic_layer", &rnn_dynamic_layer, py::arg("mode"), py::arg("gi"), py::arg("packed"), py::arg("colsum"),
+        py::arg("w_scale"), py::arg("bias"), py::arg("h0"), py::arg("c0"), py::arg("reverse"), py::arg("reduce_range"));
   m.def("choose_qparams", &choose_qparams, py::arg("x"), py::arg("reduce_range"));
   m.def("quantize_u8", &quantize_u8, py::arg("x"), py::arg("scale"), py::arg("zero_point"), py::arg("qmin"),
         py::arg("qmax"));

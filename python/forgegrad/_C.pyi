@@ -286,6 +286,9 @@ class quant:
     @staticmethod
     def quantize_u8(x: object, scale: _Float, zero_point: _Int, qmin: _Int, qmax: _Int) -> numpy.ndarray: ...
     @staticmethod
+    def rnn_dynamic_layer(mode: _Int, gi: object, packed: object, colsum: object, w_scale: object, bias: object,
+                          h0: object, c0: object, reverse: bool, reduce_range: bool) -> tuple: ...
+    @staticmethod
     def set_path(name: object) -> None: ...
 
 class rnn:

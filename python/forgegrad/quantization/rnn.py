@@ -4,23 +4,20 @@ every layer and direction run on the int8 kernels.
 Each layer and direction holds two DynamicQuantizedLinear: ``ih_l{k}{_reverse}`` (input -> gates, with
 bias_ih) and ``hh_l{k}{_reverse}`` (hidden -> gates, with bias_hh), per-channel int8 weights. The input
 product runs once for the whole sequence (its activations quantized over all steps, one GEMM of
-T*B rows), the recurrent product once per step (h quantized per step); the gate arithmetic is float32
-numpy, with torch's gate order (LSTM i, f, g, o; GRU r, z, n).
+T*B rows); the steps run in one C++ call (``_C.quant.rnn_dynamic_layer``): h quantized per step, the
+recurrent product on the int8 kernel, the gate arithmetic in float32 with the RNN kernels' SIMD
+sigmoid/tanh and torch's gate order (LSTM i, f, g, o; GRU r, z, n).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .. import nn
+from .. import _C, nn
 from ..nn.module import Module
 from ..tensor import Tensor
 from .modules import DynamicQuantizedLinear
 
 __all__ = ["DynamicQuantizedLSTM", "DynamicQuantizedGRU"]
-
-
-def _sigmoid(x):
-    return np.float32(1) / (np.float32(1) + np.exp(-x))
 
 
 class _DynamicQuantizedRNN(Module):
@@ -60,29 +57,13 @@ class _DynamicQuantizedRNN(Module):
         return q
 
     def _direction(self, x, h, c, layer, sfx, reverse):
-        """x (T, B, I) float32; h, c (B, H). Returns y (T, B, H), h_n, c_n."""
+        """x (T, B, I) float32; h, c (B, H). Returns y (T, B, H), h_n, c_n (None for GRU)."""
         T, B, _ = x.shape
-        H = self.hidden_size
         gi = getattr(self, f"ih_l{layer}{sfx}")(Tensor._wrap(x.reshape(T * B, -1))).data.reshape(T, B, -1)
         hh = getattr(self, f"hh_l{layer}{sfx}")
-        y = np.empty((T, B, H), np.float32)
-        for t in (range(T - 1, -1, -1) if reverse else range(T)):
-            gh = hh(Tensor._wrap(h)).data
-            if self._MODE == "lstm":
-                g = gi[t] + gh
-                i, f = _sigmoid(g[:, :H]), _sigmoid(g[:, H:2 * H])
-                cand, o = np.tanh(g[:, 2 * H:3 * H]), _sigmoid(g[:, 3 * H:])
-                c = f * c + i * cand
-                h = o * np.tanh(c)
-            else:
-                a = gi[t]
-                r = _sigmoid(a[:, :H] + gh[:, :H])
-                z = _sigmoid(a[:, H:2 * H] + gh[:, H:2 * H])
-                n = np.tanh(a[:, 2 * H:] + r * gh[:, 2 * H:])
-                h = (np.float32(1) - z) * n + z * h
-            h = np.ascontiguousarray(h, dtype=np.float32)
-            y[t] = h
-        return y, h, c
+        packed, colsum, scale, bias = hh.packed()
+        return _C.quant.rnn_dynamic_layer(0 if self._MODE == "lstm" else 1, gi, packed, colsum, scale, bias, h, c,
+                                          reverse, hh.reduce_range)
 
     def forward(self, input, hx=None):
         cls = type(self).__name__
