@@ -159,18 +159,25 @@ inline int64_t visible(bool causal, int64_t row, int64_t c0, int64_t bc) {
 void attention_forward(const float* q, const float* k, const float* v, int64_t N, int64_t L, int64_t S, int64_t E,
                        int64_t Ev, float scale, bool causal, const float* mask, const int64_t* moff, int64_t mrs,
                        float* out, float* lse) {
-  const int64_t qblocks = (L + kBlk - 1) / kBlk;
+  const int64_t qblocks = (L + kBlk - 1) / kBlk, kblocks = (S + kBlk - 1) / kBlk;
   const int64_t evp = round_up(Ev, W), bcp = round_up(kBlk, W);
+  // k^T of every key block, packed once (every query block of a head reads all of them)
+  AlignedBuffer kt_all(N * kblocks * E * bcp);
+  parallel_for(N * kblocks, grain_for_work(kBlk * E), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const int64_t n = i / kblocks, c0 = (i % kblocks) * kBlk;
+      transpose_padded(k + (n * S + c0) * E, imin(kBlk, S - c0), E, E, kt_all.data() + i * E * bcp, bcp);
+    }
+  });
   parallel_tasks(N * qblocks, [&](int64_t task) {
     const int64_t n = task / qblocks, r0 = (task % qblocks) * kBlk, br = imin(kBlk, L - r0);
     const float* qn = q + (n * L + r0) * E;
-    const float* kn = k + n * S * E;
+    const float* ktn = kt_all.data() + n * kblocks * E * bcp;
     const float* vn = v + n * S * Ev;
     const float* mn = mask ? mask + moff[n] : nullptr;
-    AlignedBuffer buf(kBlk * bcp + E * bcp + (Ev % W ? kBlk * evp : 0) + kBlk * evp + 2 * kBlk);
+    AlignedBuffer buf(kBlk * bcp + (Ev % W ? kBlk * evp : 0) + kBlk * evp + 2 * kBlk);
     float* st = buf.data();        // scores, then P (br x bcp)
-    float* kt = st + kBlk * bcp;   // k^T of the key block (E x bcp)
-    float* vp = kt + E * bcp;      // v block padded to evp columns (when Ev % W)
+    float* vp = st + kBlk * bcp;   // v block padded to evp columns (when Ev % W)
     float* acc = vp + (Ev % W ? kBlk * evp : 0);  // unnormalised output (br x evp)
     float* m = acc + kBlk * evp;   // running row max
     float* l = m + kBlk;           // running row sum
@@ -179,8 +186,8 @@ void attention_forward(const float* q, const float* k, const float* v, int64_t N
     const int64_t key_end = causal ? imin(S, r0 + br) : S;  // later key blocks are above the diagonal
     for (int64_t c0 = 0; c0 < key_end; c0 += kBlk) {
       const int64_t bc = imin(kBlk, key_end - c0), np = round_up(bc, W);
-      transpose_padded(kn + c0 * E, bc, E, E, kt, bcp);
-      tile_gemm<false>(br, np, E, qn, E, 1, kt, bcp, st, bcp);
+      // (a causal row block ends its last key block early: the packed block's first bc keys)
+      tile_gemm<false>(br, np, E, qn, E, 1, ktn + (c0 / kBlk) * E * bcp, bcp, st, bcp);
       for (int64_t r = 0; r < br; ++r) {
         float* s = st + r * bcp;
         const int64_t lim = visible(causal, r0 + r, c0, bc);
