@@ -125,8 +125,9 @@ class BasePruningMethod:
         if old_method is None:
             orig = module._parameters.get(name)
             if not isinstance(orig, Parameter):
+                have = sorted(k for k, v in module._parameters.items() if v is not None)
                 raise ValueError(f"prune: {type(module).__name__} has no parameter {name!r} to prune "
-                                 f"(its parameters: {sorted(k for k, v in module._parameters.items() if v is not None)})")
+                                 f"(its parameters: {have})")
         current = getattr(module, name)  # the pruned tensor so far: re-pruning ranks what is left
         scores = current.data if importance_scores is None else _as_array(importance_scores, "importance_scores")
         if scores.shape != tuple(current.shape):
