@@ -1,5 +1,6 @@
-"""forgegrad.nn.utils: gradient clipping and pruning (``nn.utils.prune``), with torch.nn.utils' names."""
-from . import prune
+"""forgegrad.nn.utils: gradient clipping, pruning (``nn.utils.prune``) and
+shrinking structurally pruned layers (``nn.utils.shrink``), with torch.nn.utils' names."""
+from . import prune, shrink
 from .clip_grad import clip_grad_norm_, clip_grad_value_
 
-__all__ = ["clip_grad_norm_", "clip_grad_value_", "prune"]
+__all__ = ["clip_grad_norm_", "clip_grad_value_", "prune", "shrink"]
