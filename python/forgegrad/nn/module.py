@@ -274,7 +274,13 @@ class Module:
                 target.data[...] = arr.astype(target.data.dtype, copy=False)
             else:  # a meta tensor has no storage to copy into: loading gives it its values (on the CPU)
                 target.data = np.array(arr, dtype=target.data.dtype, copy=True)
+        for m in self.modules():  # layers that cache a form of their values (quantized: packed weights)
+            m._post_load_state_dict()
         return IncompatibleKeys(missing, unexpected)
+
+    def _post_load_state_dict(self) -> None:
+        """Called on every submodule after load_state_dict copied new values in: a module that caches
+        a derived form of its parameters or buffers drops it here."""
 
     # ---- devices -------------------------------------------------------------------------------
     def to(self, device=None, dtype=None) -> "Module":

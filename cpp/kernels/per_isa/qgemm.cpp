@@ -1,0 +1,351 @@
+// Int8 GEMM (u8 x s8 -> s32) with fused epilogues, compiled per ISA; the packed weight layout and
+// the argument contract are in forgegrad/qgemm.h.
+//
+// Microkernels, all exact (no instruction here saturates):
+//   scalar  plain integer loops (the reference the others are tested against);
+//   avx2    weights sign-extended and activations zero-extended to int16, then vpmaddwd: each pair
+//           product sum fits int32. (vpmaddubsw would be faster but saturates its int16 pair sums,
+//           which torch/fbgemm avoid by quantizing activations to 7 bits: reduce_range.)
+//   avx512  vpdpbusd (AVX-512 VNNI: four u8 x s8 products summed into int32, no saturation), or
+//           AMX-INT8 tiles (tdpbusd on 16 x 64-byte tiles). Each is a function compiled for its own
+//           target, so the AVX-512 build runs on CPUs without VNNI as long as the dispatcher
+//           (cpp/kernels/qgemm_dispatch.cpp) never calls it there.
+//
+// Threads: the output is cut into tasks of kQPanelRows rows x 32 columns; every element's sum is
+// computed by one microkernel call over the whole K, so thread count changes nothing. The
+// epilogue is the same scalar code on every path (no FMA contraction: -ffp-contract=off), so the
+// float and u8 outputs are identical on every path too.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "forgegrad/parallel.h"
+#include "forgegrad/qgemm.h"
+#include "forgegrad/simd.h"
+
+namespace fg {
+namespace FG_ISA_NS {
+namespace {
+
+constexpr int64_t kQPanelRows = 64;  // rows of one task (a multiple of every microkernel's MR)
+constexpr int kAccLd = 32;           // row stride of the s32 scratch block
+
+inline int32_t load_u32(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// Writes rows x cols (cols <= 32) sums `acc` to the output at (m0, n0), through the epilogue.
+void epilogue(const QGemmArgs& p, const int32_t* acc, int64_t m0, int rows, int64_t n0, int cols) {
+  for (int r = 0; r < rows; ++r) {
+    const int32_t* s = acc + r * kAccLd;
+    const int64_t row = (m0 + r) * p.ldc + n0;
+    if (p.out == QOut::s32) {
+      std::memcpy(static_cast<int32_t*>(p.c) + row, s, sizeof(int32_t) * cols);
+      continue;
+    }
+    float v[kAccLd];
+    for (int c = 0; c < cols; ++c) {
+      const int64_t n = n0 + c;
+      // exact in int32: |acc| and |a_zp * colsum| are each below K * 255 * 128 (K <= kQMaxK)
+      v[c] = static_cast<float>(s[c] - p.a_zp * p.colsum[n]) * p.scale[n];
+    }
+    if (p.bias)
+      for (int c = 0; c < cols; ++c) v[c] = v[c] + p.bias[n0 + c];
+    if (p.relu)
+      for (int c = 0; c < cols; ++c) v[c] = v[c] > 0.0f ? v[c] : 0.0f;
+    if (p.out == QOut::f32) {
+      std::memcpy(static_cast<float*>(p.c) + row, v, sizeof(float) * cols);
+    } else {
+      uint8_t* o = static_cast<uint8_t*>(p.c) + row;
+      const float zp = static_cast<float>(p.out_zp);
+      for (int c = 0; c < cols; ++c) {
+        float t = std::nearbyint(v[c] * p.out_inv_scale) + zp;
+        t = t < 255.0f ? t : 255.0f;  // (NaN -> 255, as the vector min/max order gives)
+        t = t > 0.0f ? t : 0.0f;
+        o[c] = static_cast<uint8_t>(static_cast<int>(t));
+      }
+    }
+  }
+}
+
+// The packed 16-column block `blk` of the weights (K4 groups of 64 bytes).
+inline const int8_t* weight_block(const QGemmArgs& p, int64_t blk) { return p.b + blk * (qpad_k(p.K) / 4) * 64; }
+
+// ---- portable ------------------------------------------------------------------------------------
+[[maybe_unused]] void micro_scalar(const QGemmArgs& p, int64_t m0, int rows, int64_t nb, int32_t* acc) {
+  const int64_t K4 = (p.K + 3) / 4;  // groups past K hold zeros on both sides
+  for (int half = 0; half < 2; ++half) {
+    const int8_t* bb = weight_block(p, 2 * nb + half);
+    for (int r = 0; r < rows; ++r) {
+      const uint8_t* a = p.a + (m0 + r) * p.lda;
+      int32_t s[16] = {0};
+      for (int64_t k4 = 0; k4 < K4; ++k4) {
+        const int8_t* b = bb + k4 * 64;
+        const uint8_t* ak = a + 4 * k4;
+        for (int c = 0; c < 16; ++c)
+          s[c] += int32_t(ak[0]) * b[4 * c] + int32_t(ak[1]) * b[4 * c + 1] + int32_t(ak[2]) * b[4 * c + 2] +
+                  int32_t(ak[3]) * b[4 * c + 3];
+      }
+      std::memcpy(acc + r * kAccLd + 16 * half, s, sizeof(s));
+    }
+  }
+}
+
+// ---- AVX2: int16 products with vpmaddwd --------------------------------------------------------
+#if defined(__AVX2__)
+constexpr int kAvx2MR = 4;
+[[maybe_unused]] void micro_avx2(const QGemmArgs& p, int64_t m0, int rows, int64_t nb, int32_t* acc) {
+  const int64_t K4 = (p.K + 3) / 4;
+  const uint8_t* arow[kAvx2MR];
+  for (int r = 0; r < kAvx2MR; ++r) arow[r] = p.a + (m0 + (r < rows ? r : 0)) * p.lda;  // spare rows: any valid row
+  for (int g = 0; g < 4; ++g) {  // 8 columns at a time: block g/2, bytes 32*(g%2).. of each 64
+    const int8_t* bb = weight_block(p, 2 * nb + g / 2) + 32 * (g % 2);
+    __m256i lo[kAvx2MR], hi[kAvx2MR];  // lo: columns 0-3 (two int32 halves each), hi: columns 4-7
+    for (int r = 0; r < kAvx2MR; ++r) lo[r] = hi[r] = _mm256_setzero_si256();
+    for (int64_t k4 = 0; k4 < K4; ++k4) {
+      const __m128i* bp = reinterpret_cast<const __m128i*>(bb + k4 * 64);
+      const __m256i b_lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp));
+      const __m256i b_hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp + 1));
+      for (int r = 0; r < kAvx2MR; ++r) {
+        // four copies of this row's 4 activations, as int16
+        const __m256i a = _mm256_cvtepu8_epi16(_mm_set1_epi32(load_u32(arow[r] + 4 * k4)));
+        lo[r] = _mm256_add_epi32(lo[r], _mm256_madd_epi16(a, b_lo));
+        hi[r] = _mm256_add_epi32(hi[r], _mm256_madd_epi16(a, b_hi));
+      }
+    }
+    for (int r = 0; r < rows; ++r) {
+      // hadd: [c0 c1 c4 c5 | c2 c3 c6 c7]; the 64-bit permute puts the columns in order
+      const __m256i s = _mm256_permute4x64_epi64(_mm256_hadd_epi32(lo[r], hi[r]), _MM_SHUFFLE(3, 1, 2, 0));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + r * kAccLd + 8 * g), s);
+    }
+  }
+}
+#endif
+
+// ---- AVX-512 VNNI and AMX ------------------------------------------------------------------------
+#if defined(__AVX512F__)
+constexpr int kVnniMR = 8;
+__attribute__((target("avx512vnni"))) void micro_vnni(const QGemmArgs& p, int64_t m0, int rows, int64_t nb,
+                                                      int32_t* acc) {
+  const int64_t K4 = (p.K + 3) / 4;
+  const int8_t* b0 = weight_block(p, 2 * nb);
+  const int8_t* b1 = weight_block(p, 2 * nb + 1);
+  const uint8_t* arow[kVnniMR];
+  for (int r = 0; r < kVnniMR; ++r) arow[r] = p.a + (m0 + (r < rows ? r : 0)) * p.lda;
+  // Named accumulators, not arrays: with arrays of __m512i GCC 12 copies every accumulator twice per
+  // step around the (destructive) vpdpbusd, tripling the instruction count.
+  __m512i c00 = _mm512_setzero_si512(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
+          c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+  for (int64_t k4 = 0; k4 < K4; ++k4) {
+    const __m512i w0 = _mm512_loadu_si512(b0 + k4 * 64);
+    const __m512i w1 = _mm512_loadu_si512(b1 + k4 * 64);
+#define FG_VNNI_ROW(r)                                               \
+  {                                                                  \
+    const __m512i a = _mm512_set1_epi32(load_u32(arow[r] + 4 * k4)); \
+    c##r##0 = _mm512_dpbusd_epi32(c##r##0, a, w0);                   \
+    c##r##1 = _mm512_dpbusd_epi32(c##r##1, a, w1);                   \
+  }
+    FG_VNNI_ROW(0)
+    FG_VNNI_ROW(1)
+    FG_VNNI_ROW(2)
+    FG_VNNI_ROW(3)
+    FG_VNNI_ROW(4)
+    FG_VNNI_ROW(5)
+    FG_VNNI_ROW(6)
+    FG_VNNI_ROW(7)
+#undef FG_VNNI_ROW
+  }
+  const __m512i out[kVnniMR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31},
+                                   {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
+  for (int r = 0; r < rows; ++r) {
+    _mm512_storeu_si512(acc + r * kAccLd, out[r][0]);
+    _mm512_storeu_si512(acc + r * kAccLd + 16, out[r][1]);
+  }
+}
+
+// AMX tile configuration (palette 1): tiles 0-3 accumulate the 2 x 2 blocks of 16 x 16 sums,
+// 4-5 hold 16 rows x 64 k of activations, 6-7 hold 64 k x 16 columns of weights.
+struct alignas(64) TileConfig {
+  uint8_t palette_id = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {0};
+  uint16_t colsb[16] = {0};
+  uint8_t rows[16] = {0};
+};
+
+__attribute__((target("amx-tile"))) void amx_configure(int r0, int r1) {
+  TileConfig cfg;
+  const int rows[8] = {r0, r0, r1, r1, r0, r1, 16, 16};
+  for (int t = 0; t < 8; ++t) {
+    cfg.rows[t] = static_cast<uint8_t>(rows[t]);
+    cfg.colsb[t] = rows[t] ? 64 : 0;
+  }
+  // GCC 12 does not tell the optimiser that ldtilecfg reads the 64 bytes: without this barrier the
+  // stores above are removed as dead and the tiles stay unconfigured (tilezero then faults).
+  __asm__ volatile("" : : "r"(&cfg) : "memory");
+  _tile_loadconfig(&cfg);
+}
+
+__attribute__((target("amx-tile"))) void amx_release() { _tile_release(); }
+
+// Sums for rows m0..m0+r0+r1 (r0 <= 16 rows in tiles 0/1, r1 <= 16 more in tiles 2/3) of the
+// 32-column block nb; the configuration must match (amx_configure(r0, r1)).
+__attribute__((target("amx-tile,amx-int8"))) void micro_amx(const QGemmArgs& p, int64_t m0, int r1, int64_t nb,
+                                                            int32_t* acc) {
+  const int64_t KB = qpad_k(p.K) / 64;
+  const int8_t* b0 = weight_block(p, 2 * nb);
+  const int8_t* b1 = weight_block(p, 2 * nb + 1);
+  const uint8_t* a0 = p.a + m0 * p.lda;
+  const uint8_t* a1 = a0 + 16 * p.lda;
+  const int64_t lda = p.lda;
+  _tile_zero(0);
+  _tile_zero(1);
+  if (r1) {
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  for (int64_t kb = 0; kb < KB; ++kb) {
+    _tile_loadd(4, a0 + 64 * kb, lda);
+    _tile_loadd(6, b0 + kb * 1024, 64);
+    _tile_loadd(7, b1 + kb * 1024, 64);
+    _tile_dpbusd(0, 4, 6);
+    _tile_dpbusd(1, 4, 7);
+    if (r1) {
+      _tile_loadd(5, a1 + 64 * kb, lda);
+      _tile_dpbusd(2, 5, 6);
+      _tile_dpbusd(3, 5, 7);
+    }
+  }
+  _tile_stored(0, acc, kAccLd * 4);
+  _tile_stored(1, acc + 16, kAccLd * 4);
+  if (r1) {
+    _tile_stored(2, acc + 16 * kAccLd, kAccLd * 4);
+    _tile_stored(3, acc + 16 * kAccLd + 16, kAccLd * 4);
+  }
+}
+#endif
+
+// Runs `task(m0, rows, nb)` for every panel of kQPanelRows rows x 32 columns, spread over threads.
+template <class Task>
+void for_each_panel(const QGemmArgs& p, Task&& task) {
+  const int64_t mp = (p.M + kQPanelRows - 1) / kQPanelRows, np = qpad_n(p.N) / kQPackN;
+  // ~4 int8 multiply-adds cost what one float multiply-add does in the fp32 kernels
+  const int64_t work = kQPanelRows * kQPackN * qpad_k(p.K) / 4;
+  parallel_for(mp * np, grain_for_work(work), [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t pm = t / np, nb = t % np;
+      const int64_t m0 = pm * kQPanelRows;
+      task(m0, static_cast<int>(std::min<int64_t>(kQPanelRows, p.M - m0)), nb);
+    }
+  });
+}
+
+template <int MR, class Micro>
+void run_micro(const QGemmArgs& p, Micro micro) {
+  for_each_panel(p, [&](int64_t m0, int rows, int64_t nb) {
+    alignas(64) int32_t acc[MR * kAccLd];
+    const int cols = static_cast<int>(std::min<int64_t>(kQPackN, p.N - nb * kQPackN));
+    for (int r = 0; r < rows; r += MR) {
+      const int n = std::min(MR, rows - r);
+      micro(p, m0 + r, n, nb, acc);
+      epilogue(p, acc, m0 + r, n, nb * kQPackN, cols);
+    }
+  });
+}
+
+}  // namespace
+
+#if defined(__AVX512F__)
+void qgemm(const QGemmArgs& p, bool amx) {
+  if (p.M <= 0 || p.N <= 0) return;
+  if (!amx) {
+    run_micro<kVnniMR>(p, micro_vnni);
+    return;
+  }
+  for_each_panel(p, [&](int64_t m0, int rows, int64_t nb) {
+    alignas(64) int32_t acc[32 * kAccLd];
+    const int cols = static_cast<int>(std::min<int64_t>(kQPackN, p.N - nb * kQPackN));
+    int configured = -1;  // rows of the loaded configuration (tile state is per thread, and other
+                          // libraries in the process may use AMX too: configure in every task)
+    for (int r = 0; r < rows; r += 32) {
+      const int n = std::min(32, rows - r);
+      if (n != configured) {
+        amx_configure(std::min(n, 16), std::max(n - 16, 0));
+        configured = n;
+      }
+      micro_amx(p, m0 + r, std::max(n - 16, 0), nb, acc);
+      epilogue(p, acc, m0 + r, n, nb * kQPackN, cols);
+    }
+    amx_release();
+  });
+}
+#elif defined(__AVX2__)
+void qgemm(const QGemmArgs& p) {
+  if (p.M > 0 && p.N > 0) run_micro<kAvx2MR>(p, micro_avx2);
+}
+#else
+void qgemm(const QGemmArgs& p) {
+  if (p.M > 0 && p.N > 0) run_micro<4>(p, micro_scalar);
+}
+#endif
+
+// ---- quantize helpers ----------------------------------------------------------------------------
+void qminmax_f32(const float* x, int64_t n, float* mn, float* mx) {
+  vf lo = vset1(x[0]), hi = lo, bad = vzero();  // bad: x - x is NaN for NaN and +-inf
+  int64_t i = 0;
+  for (; i + W <= n; i += W) {
+    const vf v = vload(x + i);
+    lo = vmin(lo, v);
+    hi = vmax(hi, v);
+    bad = vadd(bad, vsub(v, v));
+  }
+  float lv[W], hv[W], bv[W];  // the lanes (a scalar build has one)
+  vstore(lv, lo);
+  vstore(hv, hi);
+  vstore(bv, bad);
+  float l = x[0], h = x[0], b = 0.0f;
+  for (int j = 0; j < W; ++j) {
+    l = std::min(l, lv[j]);
+    h = std::max(h, hv[j]);
+    b = b + bv[j];
+  }
+  for (; i < n; ++i) {
+    l = std::min(l, x[i]);
+    h = std::max(h, x[i]);
+    b = b + (x[i] - x[i]);
+  }
+  *mn = b == 0.0f ? l : NAN;
+  *mx = b == 0.0f ? h : NAN;
+}
+
+void qquantize_u8(const float* x, int64_t M, int64_t K, int64_t ldx, float inv_scale, int32_t zp, int32_t qmin,
+                  int32_t qmax, uint8_t* out, int64_t ldo, int64_t pad_to) {
+  const float fz = static_cast<float>(zp), flo = static_cast<float>(qmin), fhi = static_cast<float>(qmax);
+  parallel_for(M, grain_for_work(K), [&](int64_t b, int64_t e) {
+    for (int64_t m = b; m < e; ++m) {
+      const float* xr = x + m * ldx;
+      uint8_t* o = out + m * ldo;
+      int64_t k = 0;
+#if defined(__AVX512F__)
+      const vf vinv = vset1(inv_scale), vz = vset1(fz), vlo = vset1(flo), vhi = vset1(fhi);
+      for (; k + 16 <= K; k += 16) {
+        vf t = vadd(vround(vmul(vload(xr + k), vinv)), vz);
+        t = vmax(vmin(t, vhi), vlo);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o + k), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(t)));
+      }
+#endif
+      for (; k < K; ++k) {
+        float t = std::nearbyint(xr[k] * inv_scale) + fz;
+        t = t < fhi ? t : fhi;  // the operand order of vmin/vmax: NaN -> qmax
+        t = t > flo ? t : flo;
+        o[k] = static_cast<uint8_t>(static_cast<int>(t));
+      }
+      if (pad_to > K) std::memset(o + K, 0, static_cast<size_t>(pad_to - K));
+    }
+  });
+}
+
+}  // namespace FG_ISA_NS
+}  // namespace fg

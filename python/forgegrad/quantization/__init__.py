@@ -1,0 +1,25 @@
+"""forgegrad.quantization: int8 inference with torch.ao.quantization's vocabulary.
+
+Dynamic post-training quantization (this helper's part; kernels in cpp/kernels/per_isa/qgemm.cpp):
+
+    qmodel = forgegrad.quantization.quantize_dynamic(model, {nn.Linear, nn.LSTM, nn.GRU}, dtype=qint8)
+
+replaces each Linear with a module whose weights are per-channel symmetric int8 and whose
+activations are quantized per call (per batch) to uint8, so its matrix products run on forgegrad's
+u8 x s8 -> s32 kernels (AMX-INT8, AVX-512 VNNI, AVX2 or portable, chosen at run time; every path
+gives the same integers).
+
+Observers, fake quantization and quantization-aware training live in observers.py, fake_quant.py
+and qat.py (exported below when present).
+"""
+from .dtypes import qint8, quint8
+from .functional import (choose_qparams, dequantize, int8_path, int8_paths, quantize_per_tensor,
+                         set_int8_path)
+from .modules import DynamicQuantizedLinear
+from .dynamic import quantize_dynamic
+
+__all__ = [
+    "qint8", "quint8", "quantize_dynamic", "DynamicQuantizedLinear",
+    "choose_qparams", "quantize_per_tensor", "dequantize", "int8_path", "int8_paths", "set_int8_path",
+]
+# Observers / fake-quant / QAT (branch wt-prune-distill) add their imports and __all__ entries below.

@@ -1,0 +1,106 @@
+"""Dynamic-quantized modules (torch.ao.nn.quantized.dynamic's): int8 weights, activations quantized
+per call, matrix products on forgegrad's int8 kernels (``forgegrad._C.quant``).
+
+State: ``weight`` (int8, (out_features, in_features)), ``weight_scale`` (float32 per output channel,
+zero point 0) and ``bias`` (float32) are buffers, so ``state_dict`` / ``forgegrad.save`` store the
+int8 values and the scales (about a quarter of the float32 size). The packed kernel layout is a
+cache rebuilt after ``load_state_dict``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _C
+from .._args import positive_int
+from ..nn.module import Module
+from ..tensor import Tensor
+from .dtypes import as_qdtype, qint8
+from .functional import quantize_weight_per_channel
+
+__all__ = ["DynamicQuantizedLinear"]
+
+
+def _f32_input(x, cls: str) -> np.ndarray:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{cls}: input must be a forgegrad.Tensor, got {type(x).__name__}")
+    if x.dtype != np.float32:
+        raise TypeError(f"{cls}: input must be float32, got {x.dtype}")
+    return x.data
+
+
+class DynamicQuantizedLinear(Module):
+    """y = x W^T + b with W in int8 (per output channel, symmetric) and x quantized to uint8 per call
+    over the whole batch, as ``torch.ao.nn.quantized.dynamic.Linear``.
+
+    Args:
+        in_features, out_features, bias: as nn.Linear.
+        dtype: qint8 (the only weight dtype).
+        reduce_range: quantize activations to 7 bits as torch's x86/fbgemm engine does (default
+            True, for parity with torch); False uses all 8 bits (half the activation rounding error;
+            forgegrad's kernels are exact either way).
+        relu: apply ReLU in the kernel's output pass (set by quantize_dynamic for Linear + ReLU).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=qint8,
+                 reduce_range: bool = True, relu: bool = False):
+        super().__init__()
+        if as_qdtype(dtype) is not qint8:
+            raise ValueError(f"DynamicQuantizedLinear: weights must be qint8, got {dtype!r}")
+        self.in_features = positive_int(in_features, "in_features", "DynamicQuantizedLinear")
+        self.out_features = positive_int(out_features, "out_features", "DynamicQuantizedLinear")
+        self.reduce_range = bool(reduce_range)
+        self.relu = bool(relu)
+        self.register_buffer("weight", Tensor._wrap(np.zeros((self.out_features, self.in_features), np.int8)))
+        self.register_buffer("weight_scale", Tensor._wrap(np.ones(self.out_features, np.float32)))
+        self.register_buffer("bias", Tensor._wrap(np.zeros(self.out_features, np.float32)) if bias else None)
+        self._packed = None
+
+    @classmethod
+    def from_float(cls, linear, reduce_range: bool = True, relu: bool = False) -> "DynamicQuantizedLinear":
+        """The quantized copy of an nn.Linear (weights per-channel symmetric, as torch's
+        per_channel_dynamic_qconfig)."""
+        q = cls(linear.in_features, linear.out_features, linear.bias is not None, reduce_range=reduce_range,
+                relu=relu)
+        w = np.asarray(linear.weight.data, dtype=np.float32)
+        if not np.isfinite(w).all():
+            raise ValueError("DynamicQuantizedLinear.from_float: the weight holds NaN or infinity")
+        q.set_weight(w, None if linear.bias is None else np.asarray(linear.bias.data, np.float32))
+        return q
+
+    def set_weight(self, w: np.ndarray, bias=None) -> None:
+        """Quantize float32 weights (out_features, in_features) into this module."""
+        qw, scale = quantize_weight_per_channel(w)
+        if qw.shape != self.weight.shape:
+            raise ValueError(f"weight must have shape {self.weight.shape}, got {qw.shape}")
+        self.weight.data[...] = qw
+        self.weight_scale.data[...] = scale
+        if bias is not None and self.bias is not None:
+            self.bias.data[...] = bias
+        self._packed = None
+
+    def _post_load_state_dict(self) -> None:
+        self._packed = None  # the int8 weights changed in place: repack on the next call
+
+    def packed(self):
+        """(packed weights, column sums) in the kernels' layout, built on first use."""
+        if self._packed is None:
+            self._packed = _C.quant.pack_weight(np.ascontiguousarray(self.weight.data))
+        return self._packed
+
+    def dequantized_weight(self) -> np.ndarray:
+        return self.weight.data.astype(np.float32) * self.weight_scale.data[:, None]
+
+    def forward(self, input):
+        x = _f32_input(input, "DynamicQuantizedLinear")
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"DynamicQuantizedLinear: input must have shape (*, {self.in_features}), got {x.shape}")
+        packed, colsum = self.packed()
+        x2 = np.ascontiguousarray(x.reshape(-1, self.in_features))
+        y = _C.quant.linear_dynamic(x2, packed, colsum, self.weight_scale.data,
+                                    None if self.bias is None else self.bias.data, self.reduce_range, self.relu)
+        return Tensor._wrap(y.reshape(x.shape[:-1] + (self.out_features,)))
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, dtype=qint8, "
+                f"qscheme=per_channel_symmetric, reduce_range={self.reduce_range}"
+                + (", relu=True" if self.relu else ""))

@@ -1,0 +1,247 @@
+"""Int8 GEMM kernels (forgegrad._C.quant) against an exact integer numpy reference on every int8 path,
+dynamic-quantized Linear against torch.ao's, quantize helpers against torch, errors, save/load."""
+import warnings
+
+import numpy as np
+import pytest
+
+import forgegrad as fg
+from forgegrad import _C, nn
+from forgegrad.quantization import (DynamicQuantizedLinear, choose_qparams, dequantize, int8_paths, qint8,
+                                    quantize_dynamic, quantize_per_tensor, quint8, set_int8_path)
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+ALL_PATHS = ["amx", "avx512_vnni", "avx2", "scalar"]
+_WHY = {"amx": "this CPU/OS has no usable AMX-INT8: " + _C.quant.amx_status(),
+        "avx512_vnni": "this CPU has no AVX-512 VNNI", "avx2": "this CPU has no AVX2"}
+
+
+@pytest.fixture(params=ALL_PATHS)
+def int8_path(request):
+    """Runs the test on one int8 path; skips (saying why) only where this machine lacks it."""
+    if request.param not in int8_paths():
+        pytest.skip(_WHY.get(request.param, "unavailable"))
+    set_int8_path(request.param)
+    yield request.param
+    set_int8_path(None)
+
+
+def _torch():
+    torch = pytest.importorskip("torch")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    return torch
+
+
+def _ref(a, w):
+    return a.astype(np.int64) @ w.astype(np.int64).T
+
+
+SHAPES = [(1, 1, 1), (5, 7, 3), (17, 33, 64), (33, 65, 130), (2, 300, 7), (70, 40, 784), (1, 10, 128)]
+
+
+@pytest.mark.parametrize("M,N,K", SHAPES)
+def test_gemm_exact_every_path_and_thread_count(int8_path, threads, rng, M, N, K):
+    a = rng.integers(0, 256, (M, K), dtype=np.uint8)
+    w = rng.integers(-128, 128, (N, K), dtype=np.int8)
+    packed, colsum = _C.quant.pack_weight(w)
+    np.testing.assert_array_equal(colsum, w.astype(np.int64).sum(1))
+    for t in (1, 2, 3):
+        threads(t)
+        c = _C.quant.gemm_u8s8s32(a, packed, N, K)
+        assert c.dtype == np.int32
+        np.testing.assert_array_equal(c, _ref(a, w), err_msg=f"{int8_path}, {t} threads")
+
+
+def test_gemm_extremes_do_not_saturate(int8_path):
+    # 255 * -128 pairs overflow int16 (vpmaddubsw would saturate); the longest allowed K stays in int32
+    K = 32896
+    a = np.full((3, K), 255, np.uint8)
+    w = np.full((2, K), -128, np.int8)
+    w[1, ::2] = 127
+    packed, _ = _C.quant.pack_weight(w)
+    np.testing.assert_array_equal(_C.quant.gemm_u8s8s32(a, packed, 2, K), _ref(a, w))
+
+
+def test_linear_u8_epilogues_same_on_every_path(int8_path, rng):
+    M, N, K = 9, 37, 70
+    a = rng.integers(0, 256, (M, K), dtype=np.uint8)
+    w = rng.integers(-128, 128, (N, K), dtype=np.int8)
+    w_scale = rng.uniform(0.001, 0.01, N).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    packed, colsum = _C.quant.pack_weight(w)
+    a_scale, a_zp = 0.05, 117
+    acc = (_ref(a, w) - a_zp * colsum[None, :]).astype(np.float32)
+    want = acc * (np.float32(a_scale) * w_scale) + bias
+    y = _C.quant.linear_u8(a, a_scale, a_zp, packed, colsum, w_scale, bias, False, None, 0)
+    np.testing.assert_array_equal(y, want)  # the same float operations, in the same order
+    y = _C.quant.linear_u8(a, a_scale, a_zp, packed, colsum, w_scale, bias, True, None, 0)
+    np.testing.assert_array_equal(y, np.maximum(want, 0))
+    q = _C.quant.linear_u8(a, a_scale, a_zp, packed, colsum, w_scale, None, True, 0.02, 3)
+    want_q = np.clip(np.rint(np.maximum(acc * (np.float32(a_scale) * w_scale), 0) * np.float32(1 / 0.02)) + 3, 0, 255)
+    assert q.dtype == np.uint8
+    np.testing.assert_array_equal(q, want_q.astype(np.uint8))
+
+
+def test_results_identical_across_paths(rng):
+    x = (rng.standard_normal((13, 91)) * 2).astype(np.float32)
+    lin = nn.Linear(91, 45)
+    q = DynamicQuantizedLinear.from_float(lin, relu=True)
+    outs = {}
+    for p in int8_paths():
+        set_int8_path(p)
+        outs[p] = q(fg.tensor(x)).data
+    set_int8_path(None)
+    for p, y in outs.items():
+        np.testing.assert_array_equal(y, outs["scalar"], err_msg=p)
+
+
+def test_choose_qparams_and_quantize_match_torch(rng):
+    torch = _torch()
+    for scale_x, shift in [(1.0, 0.0), (3.0, 2.0), (0.5, -4.0), (1e-6, 0.0)]:
+        x = (rng.standard_normal(500) * scale_x + shift).astype(np.float32)
+        for rr in (True, False):
+            s, z = choose_qparams(x, reduce_range=rr)
+            ts, tz = torch._choose_qparams_per_tensor(torch.from_numpy(x), rr)
+            assert np.float32(s) == np.float32(ts) and z == tz, (scale_x, shift, rr)
+            q = quantize_per_tensor(x, s, z, quint8)
+            tq = torch.quantize_per_tensor(torch.from_numpy(x), ts, tz, torch.quint8).int_repr().numpy()
+            np.testing.assert_array_equal(q, tq)
+            np.testing.assert_allclose(dequantize(q, s, z), x, atol=s * 0.5 + 1e-6)
+
+
+def _torch_dynamic_linear(torch, lin_fg):
+    from torch.ao.quantization import per_channel_dynamic_qconfig
+    tl = torch.nn.Linear(lin_fg.in_features, lin_fg.out_features, bias=lin_fg.bias is not None)
+    with torch.no_grad():
+        tl.weight.copy_(torch.from_numpy(lin_fg.weight.data))
+        if lin_fg.bias is not None:
+            tl.bias.copy_(torch.from_numpy(lin_fg.bias.data))
+    torch.backends.quantized.engine = "x86" if "x86" in torch.backends.quantized.supported_engines else "fbgemm"
+    spec = {torch.nn.Linear: per_channel_dynamic_qconfig}
+    return torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(tl), spec, dtype=torch.qint8)
+
+
+@pytest.mark.parametrize("shape,K,N,bias", [((5,), 37, 19, True), ((64,), 784, 256, True), ((1,), 128, 10, False),
+                                            ((3, 4), 50, 33, True)])
+def test_dynamic_linear_matches_torch(rng, shape, K, N, bias):
+    torch = _torch()
+    lin = nn.Linear(K, N, bias=bias)
+    tq = _torch_dynamic_linear(torch, lin)
+    x = (rng.standard_normal(shape + (K,)) * 3).astype(np.float32)
+    yt = tq(torch.from_numpy(x)).numpy()
+    qw = tq[0].weight()
+    for reduce_range in (True, False):
+        q = quantize_dynamic(nn.Sequential(lin), {nn.Linear}, dtype=qint8, reduce_range=reduce_range)[0]
+        np.testing.assert_array_equal(q.weight.data, qw.int_repr().numpy())
+        np.testing.assert_array_equal(q.weight_scale.data, qw.q_per_channel_scales().numpy().astype(np.float32))
+        y = q(fg.tensor(x)).data
+        assert y.shape == shape + (N,)
+        s, _ = choose_qparams(x, reduce_range=True)  # torch's activation step (7 bits on x86)
+        step = s * np.abs(q.dequantized_weight()).sum(1)  # one activation step in every product
+        if reduce_range:  # the same quantization as torch: equal up to float rounding
+            np.testing.assert_allclose(y, yt, rtol=1e-5, atol=1e-5)
+        else:  # 8-bit activations: a different (finer) rounding, within one of torch's steps
+            assert (np.abs(y - yt) <= step).all()
+
+
+def test_quantize_dynamic_model_fuses_relu_and_keeps_others(rng):
+    model = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 5))
+    q = quantize_dynamic(model, {nn.Linear})
+    assert isinstance(q[0], DynamicQuantizedLinear) and q[0].relu and not q[2].relu
+    assert isinstance(model[0], nn.Linear)  # not in place by default
+    x = rng.standard_normal((7, 20)).astype(np.float32)
+    with fg.no_grad():
+        ref = model(fg.tensor(x)).data
+    y = q(fg.tensor(x)).data
+    assert np.abs(y - ref).max() < 0.05 * np.abs(ref).max()
+
+
+def test_save_load_int8_checkpoint(tmp_path, rng):
+    model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
+    q = quantize_dynamic(model, {nn.Linear})
+    fg.save(model.state_dict(), tmp_path / "fp32.safetensors")
+    fg.save(q.state_dict(), tmp_path / "int8.safetensors")
+    ratio = (tmp_path / "int8.safetensors").stat().st_size / (tmp_path / "fp32.safetensors").stat().st_size
+    assert ratio <= 0.3, ratio
+    sd = fg.load(tmp_path / "int8.safetensors")
+    assert sd["0.weight"].dtype == np.int8 and sd["0.weight_scale"].dtype == np.float32
+    other = quantize_dynamic(nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
+                                           nn.Linear(128, 10)), {nn.Linear})
+    x = fg.tensor(rng.standard_normal((3, 784)).astype(np.float32))
+    other(x)  # packs its own weights first: loading must drop that cache
+    other.load_state_dict(sd)
+    np.testing.assert_array_equal(other(x).data, q(x).data)
+
+
+def test_bad_input_raises_clear_errors(rng):
+    w = rng.integers(-128, 128, (4, 10), dtype=np.int8)
+    packed, colsum = _C.quant.pack_weight(w)
+    a = rng.integers(0, 256, (3, 10), dtype=np.uint8)
+    with pytest.raises(TypeError, match="a must have dtype uint8"):
+        _C.quant.gemm_u8s8s32(a.astype(np.int8), packed, 4, 10)
+    with pytest.raises(ValueError, match="a must have shape"):
+        _C.quant.gemm_u8s8s32(a[:, :9].copy(), packed, 4, 10)
+    with pytest.raises(ValueError, match="packed must have shape"):
+        _C.quant.gemm_u8s8s32(a, packed[:-1], 4, 10)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _C.quant.gemm_u8s8s32(np.asfortranarray(np.ones((3, 10), np.uint8)), packed, 4, 10)
+    with pytest.raises(TypeError, match="w must have dtype int8"):
+        _C.quant.pack_weight(w.astype(np.float32))
+    with pytest.raises(ValueError, match="could overflow"):
+        _C.quant.pack_weight(np.zeros((1, 40000), np.int8))
+    with pytest.raises(ValueError, match="w_scale must have shape"):
+        _C.quant.linear_u8(a, 0.1, 3, packed, colsum, np.ones(3, np.float32), None, False, None, 0)
+    with pytest.raises(ValueError, match="a_zero_point"):
+        _C.quant.linear_u8(a, 0.1, 300, packed, colsum, np.ones(4, np.float32), None, False, None, 0)
+    with pytest.raises(ValueError, match="a_scale"):
+        _C.quant.linear_u8(a, 0.0, 3, packed, colsum, np.ones(4, np.float32), None, False, None, 0)
+    q = DynamicQuantizedLinear.from_float(nn.Linear(10, 4))
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        q(fg.tensor(np.full((2, 10), np.nan, np.float32)))
+    with pytest.raises(ValueError, match=r"shape \(\*, 10\)"):
+        q(fg.tensor(np.ones((2, 9), np.float32)))
+    with pytest.raises(TypeError, match="float32"):
+        q(fg.tensor(np.ones((2, 10), np.int64)))
+    with pytest.raises(ValueError, match="cannot quantize Conv2d"):
+        quantize_dynamic(nn.Sequential(nn.Conv2d(1, 2, 3)), {nn.Conv2d})
+    with pytest.raises(ValueError, match="qint8"):
+        quantize_dynamic(nn.Linear(3, 4), {nn.Linear}, dtype=quint8)
+    with pytest.raises(ValueError, match="unknown int8 path"):
+        set_int8_path("sse")
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        choose_qparams(np.array([1.0, np.inf], np.float32))
+
+
+def test_set_simd_lowers_int8_path(simd_path):
+    from forgegrad.quantization import int8_path
+    want = {"scalar": "scalar", "avx2": "avx2"}.get(simd_path, int8_paths()[0])
+    assert int8_path() == want
+
+
+def test_digits_mlp_int8_accuracy_within_half_a_point():
+    pytest.importorskip("sklearn")
+    from forgegrad import datasets, optim
+    import forgegrad.nn.functional as F
+    (Xtr, ytr), (Xte, yte) = datasets.load_digits(return_split=True)
+    mean, scale = Xtr.mean(0), Xtr.std(0) + 0.1
+    Xtr, Xte = ((Xtr - mean) / scale).astype(np.float32), ((Xte - mean) / scale).astype(np.float32)
+    fg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    order = np.random.default_rng(0)
+    for _ in range(8):
+        idx = order.permutation(len(Xtr))
+        for i in range(0, len(idx), 32):
+            b = idx[i:i + 32]
+            loss = F.cross_entropy(model(fg.tensor(Xtr[b])), fg.tensor(ytr[b].astype(np.int64)))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with fg.no_grad():
+        acc32 = (model(fg.tensor(Xte)).data.argmax(1) == yte).mean() * 100
+    q = quantize_dynamic(model, {nn.Linear}, dtype=qint8)
+    acc8 = (q(fg.tensor(Xte)).data.argmax(1) == yte).mean() * 100
+    assert acc32 > 94
+    assert abs(acc8 - acc32) <= 0.5, (acc32, acc8)
