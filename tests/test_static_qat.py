@@ -173,3 +173,33 @@ def test_errors():
         prepare(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)))
     with pytest.raises(TypeError, match="qconfig"):
         prepare(model, qconfig="fbgemm")
+
+
+def test_quantized_layers_run_the_int8_kernels_exactly_on_every_path():
+    from forgegrad.quantization import _int_ops, int8_paths, set_int8_path
+
+    fg.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(3, 7, 3, stride=2, padding=1, dilation=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(7 * 4 * 4, 5))
+    p = prepare(model)
+    calibrate(p, [R(i).standard_normal((4, 3, 8, 8)).astype(np.float32) for i in range(2)])
+    q = convert(p)
+    conv, lin = q[0], q[3]
+    x = R(7).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    xq = _int_ops.quantize_u8(x, *conv.qparams("input"))
+    ref_c = _int_ops.reference_conv2d(xq, *conv.qparams("input"), conv.weight.data, conv.weight_scale.data,
+                                      conv.bias.data, conv.stride, conv.padding, conv.dilation, *conv.qparams("output"))
+    h = np.maximum(_int_ops.dequantize_u8(ref_c, *conv.qparams("output")), 0).reshape(3, -1)
+    hq = _int_ops.quantize_u8(h, *lin.qparams("input"))
+    ref_l = _int_ops.reference_linear(hq, *lin.qparams("input"), lin.weight.data, lin.weight_scale.data,
+                                      lin.bias.data, *lin.qparams("output"))
+    try:
+        for path in int8_paths():
+            set_int8_path(path)
+            with fg.no_grad():
+                np.testing.assert_array_equal(conv(fg.tensor(x)).data,
+                                              _int_ops.dequantize_u8(ref_c, *conv.qparams("output")), err_msg=path)
+                np.testing.assert_array_equal(q(fg.tensor(x)).data,
+                                              _int_ops.dequantize_u8(ref_l, *lin.qparams("output")), err_msg=path)
+    finally:
+        set_int8_path(None)

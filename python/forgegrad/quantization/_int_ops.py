@@ -1,44 +1,43 @@
 """The integer arithmetic of the static quantized layers (QuantizedLinear, QuantizedConv2d).
 
-This is the exact numpy reference (the slow path): uint8 activations minus their zero point times
-int8 weights, accumulated in int32 (numpy integer matmul, exact), then scaled to float32 per output
-channel and biased. It defines the results; forgegrad's int8 kernels (forgegrad._C.quant), where a
-layer can use them, compute the same integers.
+The layers run on forgegrad's int8 GEMM (``forgegrad._C.quant.linear_u8``: u8 x s8 -> s32 on
+AMX / AVX-512 VNNI / AVX2 / portable code, every path the same integers) with its fused epilogue
+``v = float(acc - a_zp * colsum[n]) * (a_scale * w_scale[n]) + bias[n]`` re-quantized to uint8 as
+``clamp(nearbyint(v * (1 / out_scale)) + out_zp, 0, 255)``. A convolution is an im2col (numpy,
+padding with the input zero point, i.e. a real 0) followed by that GEMM.
+
+``reference_linear`` / ``reference_conv2d`` are the same computation in plain numpy (exact int32
+sums); the tests check the kernels against them.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .. import _C
+
 F32 = np.float32
 
 
+def _inv(scale: float) -> F32:
+    return F32(1.0 / float(scale))  # as the kernels: the inverse in double, rounded to float32
+
+
 def quantize_u8(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """clamp(round_half_even(x * (1/scale)) + zero_point, 0, 255) as uint8 (torch's quantize_val)."""
-    q = np.rint(x * (F32(1.0) / F32(scale))) + F32(zero_point)
-    return np.clip(q, 0, 255).astype(np.uint8)
+    """clamp(nearbyint(x * (1/scale)) + zero_point, 0, 255) as uint8."""
+    return _C.quant.quantize_u8(np.ascontiguousarray(x, dtype=F32), float(scale), int(zero_point), 0, 255)
 
 
-def fake_quant_u8(y: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """The float values of ``y`` quantized to quint8 with (scale, zero_point)."""
-    q = quantize_u8(y, scale, zero_point)
+def dequantize_u8(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((q.astype(F32) - F32(zero_point)) * F32(scale)).astype(F32)
 
 
-def _epilogue(acc: np.ndarray, x_scale: float, w_scale: np.ndarray, bias, channel_axis: int) -> np.ndarray:
-    shape = [1] * acc.ndim
-    shape[channel_axis] = -1
-    mult = (F32(x_scale) * w_scale.astype(F32)).astype(F32).reshape(shape)
-    y = acc.astype(F32) * mult
-    if bias is not None:
-        y = y + bias.astype(F32).reshape(shape)
-    return y.astype(F32)
-
-
-def linear(xq: np.ndarray, x_zero_point: int, x_scale: float, wq: np.ndarray, w_scale: np.ndarray, bias):
-    """(M, K) uint8 x (N, K) int8 -> (M, N) float32: ((xq - zp) @ wq^T) * x_scale * w_scale[n] + bias[n]."""
-    a = xq.astype(np.int32) - np.int32(x_zero_point)
-    acc = a @ wq.astype(np.int32).T  # int32 accumulation: |acc| <= 255 * 128 * K, exact for K < 65793
-    return _epilogue(acc, x_scale, w_scale, bias, 1)
+def linear(xq, x_scale, x_zero_point, packed, w_scale, bias, out_scale, out_zero_point) -> np.ndarray:
+    """uint8 (M, K) x packed int8 weights -> uint8 (M, N) in the output qparams (the int8 GEMM kernel)."""
+    pw, colsum = packed
+    return _C.quant.linear_u8(np.ascontiguousarray(xq), float(x_scale), int(x_zero_point), pw, colsum,
+                              np.ascontiguousarray(w_scale, dtype=F32),
+                              None if bias is None else np.ascontiguousarray(bias, dtype=F32), False,
+                              float(out_scale), int(out_zero_point))
 
 
 def _pads(padding, kernel, dilation):
@@ -50,19 +49,46 @@ def _pads(padding, kernel, dilation):
     return tuple((p, p) for p in padding)
 
 
-def conv2d(xq: np.ndarray, x_zero_point: int, x_scale: float, wq: np.ndarray, w_scale: np.ndarray, bias,
-           stride, padding, dilation) -> np.ndarray:
-    """(N, C, H, W) uint8 conv (OC, C, kh, kw) int8 -> (N, OC, OH, OW) float32, exact int32 sums
-    (im2col in numpy). Zero padding is padding with the zero point, i.e. a real 0."""
-    kh, kw = wq.shape[2:]
-    (pt, pb), (pl, pr) = _pads(padding, (kh, kw), dilation)
-    a = np.pad(xq.astype(np.int32) - np.int32(x_zero_point), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+def im2col(xq: np.ndarray, pad_value: int, kernel, stride, padding, dilation):
+    """(N, C, H, W) -> ((N * OH * OW, C * kh * kw) contiguous, (N, OH, OW)); pads with ``pad_value``."""
+    kh, kw = kernel
+    (pt, pb), (pl, pr) = _pads(padding, kernel, dilation)
+    a = np.pad(xq, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=pad_value)
     dh, dw = dilation
-    sh, sw = stride
     win = np.lib.stride_tricks.sliding_window_view(a, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
-    win = win[:, :, ::sh, ::sw, ::dh, ::dw]  # (N, C, OH, OW, kh, kw)
+    win = win[:, :, ::stride[0], ::stride[1], ::dh, ::dw]  # (N, C, OH, OW, kh, kw)
     n, c, oh, ow = win.shape[:4]
-    cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
-    acc = cols @ wq.astype(np.int32).reshape(wq.shape[0], -1).T  # (N*OH*OW, OC)
+    cols = np.ascontiguousarray(win.transpose(0, 2, 3, 1, 4, 5)).reshape(n * oh * ow, c * kh * kw)
+    return cols, (n, oh, ow)
+
+
+def conv2d(xq, x_scale, x_zero_point, packed, kernel, w_scale, bias, stride, padding, dilation, out_scale,
+           out_zero_point) -> np.ndarray:
+    """uint8 (N, C, H, W) conv int8 weights -> uint8 (N, OC, OH, OW) in the output qparams."""
+    cols, (n, oh, ow) = im2col(xq, int(x_zero_point), kernel, stride, padding, dilation)
+    yq = linear(cols, x_scale, x_zero_point, packed, w_scale, bias, out_scale, out_zero_point)
+    return np.ascontiguousarray(yq.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2))
+
+
+# ---- numpy references (exact int32 sums; the same float epilogue) --------------------------------------
+def _requant(acc, x_scale, x_zero_point, w_scale, bias, out_scale, out_zero_point, axis):
+    shape = [1] * acc.ndim
+    shape[axis] = -1
+    v = acc.astype(F32) * (F32(x_scale) * w_scale.astype(F32)).reshape(shape)
+    if bias is not None:
+        v = v + bias.astype(F32).reshape(shape)
+    q = np.rint(v * _inv(out_scale)) + F32(out_zero_point)
+    return np.clip(q, 0, 255).astype(np.uint8)
+
+
+def reference_linear(xq, x_scale, x_zero_point, wq, w_scale, bias, out_scale, out_zero_point):
+    acc = (xq.astype(np.int64) - int(x_zero_point)) @ wq.astype(np.int64).T
+    return _requant(acc, x_scale, x_zero_point, w_scale, bias, out_scale, out_zero_point, 1)
+
+
+def reference_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias, stride, padding, dilation, out_scale,
+                     out_zero_point):
+    cols, (n, oh, ow) = im2col(xq, int(x_zero_point), wq.shape[2:], stride, padding, dilation)
+    acc = (cols.astype(np.int64) - int(x_zero_point)) @ wq.reshape(wq.shape[0], -1).astype(np.int64).T
     acc = acc.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
-    return _epilogue(acc, x_scale, w_scale, bias, 1)
+    return _requant(acc, x_scale, x_zero_point, w_scale, bias, out_scale, out_zero_point, 1)

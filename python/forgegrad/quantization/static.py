@@ -8,7 +8,8 @@ Each quantized layer takes a float input, quantizes it to uint8 with the scale a
 input observer chose, multiplies with int8 weights (per output channel, symmetric) accumulating in
 int32, adds the bias in float and re-quantizes the result with its output observer's qparams
 (as torch's quantized modules, whose outputs are quint8), returning the dequantized float values.
-The layers in between (ReLU, pools, Flatten) run in float on those values.
+The layers in between (ReLU, pools, Flatten) run in float on those values. The products run on
+forgegrad's int8 GEMM kernels (see _int_ops; a convolution is im2col + that GEMM).
 
 ``QConfig(activation=..., weight=...)`` picks the observers (factories, as torch's qconfig);
 ``get_default_qconfig("minmax" | "moving_average" | "percentile")``. Only Linear and Conv2d
@@ -22,6 +23,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from .. import _C
 from ..autograd import no_grad
 from ..nn.conv import Conv2d
 from ..nn.linear import Linear
@@ -227,6 +229,7 @@ class _Quantized(Module):
         q, scale = _quantize_weight(w, weight_observer, path)
         self.weight.data[...] = q
         self.weight_scale.data[...] = scale
+        self._post_load_state_dict()
         if self.bias is not None:
             self.bias.data[...] = mod.bias.data
         for name, obs in (("input", input_observer), ("output", output_observer)):
@@ -238,12 +241,28 @@ class _Quantized(Module):
         x = input.data if isinstance(input, Tensor) else input
         if not isinstance(x, np.ndarray) or x.dtype != np.float32:
             raise TypeError(f"{type(self).__name__}: input must be a float32 Tensor")
-        return _int_ops.quantize_u8(x, float(self.input_scale.data[0]), int(self.input_zero_point.data[0]))
+        return _int_ops.quantize_u8(x, *self.qparams("input"))
 
-    def _output(self, y):
-        """Re-quantize to the output qparams and dequantize (the values a quint8 output carries)."""
-        s, z = float(self.output_scale.data[0]), int(self.output_zero_point.data[0])
-        return Tensor._wrap(_int_ops.fake_quant_u8(y, s, z))
+    def qparams(self, name):
+        """(scale, zero_point) of the "input" or the "output"."""
+        return float(getattr(self, f"{name}_scale").data[0]), int(getattr(self, f"{name}_zero_point").data[0])
+
+    def packed(self):
+        """(packed int8 weights, column sums) in the int8 GEMM's layout, built on first use."""
+        if self.__dict__.get("_packed") is None:
+            w = self.weight.data.reshape(self.weight.data.shape[0], -1)
+            self.__dict__["_packed"] = _C.quant.pack_weight(np.ascontiguousarray(w))
+        return self.__dict__["_packed"]
+
+    def _post_load_state_dict(self) -> None:
+        self.__dict__["_packed"] = None  # the int8 weights changed in place: repack on the next call
+
+    def _int_args(self):
+        return (self.packed(), self.weight_scale.data, None if self.bias is None else self.bias.data)
+
+    def _output(self, yq):
+        """The float values of the quint8 output (what the next float layer sees)."""
+        return Tensor._wrap(_int_ops.dequantize_u8(yq, *self.qparams("output")))
 
     def dequantized_weight(self) -> np.ndarray:
         shape = (-1,) + (1,) * (self.weight.data.ndim - 1)
@@ -269,10 +288,10 @@ class QuantizedLinear(_Quantized):
         xq = self._quantize_input(input)
         if xq.ndim < 1 or xq.shape[-1] != self.in_features:
             raise ValueError(f"QuantizedLinear: input must have shape (*, {self.in_features}), got {xq.shape}")
-        y = _int_ops.linear(xq.reshape(-1, self.in_features), int(self.input_zero_point.data[0]),
-                            float(self.input_scale.data[0]), self.weight.data, self.weight_scale.data,
-                            None if self.bias is None else self.bias.data)
-        return self._output(y.reshape(xq.shape[:-1] + (self.out_features,)))
+        packed, w_scale, bias = self._int_args()
+        yq = _int_ops.linear(xq.reshape(-1, self.in_features), *self.qparams("input"), packed, w_scale, bias,
+                             *self.qparams("output"))
+        return self._output(yq.reshape(xq.shape[:-1] + (self.out_features,)))
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -303,10 +322,10 @@ class QuantizedConv2d(_Quantized):
         xq = self._quantize_input(input)
         if xq.ndim != 4 or xq.shape[1] != self.in_channels:
             raise ValueError(f"QuantizedConv2d: input must be (N, {self.in_channels}, H, W), got {xq.shape}")
-        y = _int_ops.conv2d(xq, int(self.input_zero_point.data[0]), float(self.input_scale.data[0]), self.weight.data,
-                            self.weight_scale.data, None if self.bias is None else self.bias.data, self.stride,
-                            self.padding, self.dilation)
-        return self._output(y)
+        packed, w_scale, bias = self._int_args()
+        yq = _int_ops.conv2d(xq, *self.qparams("input"), packed, self.kernel_size, w_scale, bias, self.stride,
+                             self.padding, self.dilation, *self.qparams("output"))
+        return self._output(yq)
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
