@@ -1,4 +1,4 @@
-"""The ``forgegrad`` command: train, eval, export, bench, quickstart and ops.
+"""The ``forgegrad`` command: train, eval, export, compress, bench, quickstart and ops.
 
 ``main(argv=None)`` returns the exit code: 0 success, 1 a runtime error, 2 a usage error (bad
 arguments, unknown model or data set names, missing files), 130 interrupted. Expected errors are
@@ -17,15 +17,15 @@ __all__ = ["main", "build_parser", "CLIError", "UsageError"]
 
 def build_parser() -> argparse.ArgumentParser:
     from .._version import __version__
-    from . import bench, evaluate, export, ops, quickstart, train
+    from . import bench, compress, evaluate, export, ops, quickstart, train
     parser = argparse.ArgumentParser(prog="forgegrad", description="forgegrad: train, evaluate, export and "
                                      "benchmark models from the command line.")
     parser.add_argument("--version", action="version", version=f"forgegrad {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for mod in (train, evaluate, export, bench, quickstart, ops):
+    for mod in (train, evaluate, export, compress, bench, quickstart, ops):
         p = mod.add_parser(sub)
-        if mod in (train, evaluate, export):  # bench and quickstart pin threads per timed run themselves
+        if mod in (train, evaluate, export, compress):  # bench and quickstart pin threads per timed run themselves
             p.add_argument("--threads", type=positive_int, default=None,
                            help="forgegrad kernel threads (default: all cores or FORGEGRAD_NUM_THREADS)")
         if mod is train:
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
         return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_USAGE)
     try:
         threads = getattr(args, "threads", None)
-        if args.command in ("train", "eval", "export") and threads is not None:
+        if args.command in ("train", "eval", "export", "compress") and threads is not None:
             from .._runtime import set_num_threads
             set_num_threads(threads)
         return int(args.run(args) or EXIT_OK)
