@@ -41,9 +41,10 @@ def _ref(a, w):
 SHAPES = [(1, 1, 1), (5, 7, 3), (17, 33, 64), (33, 65, 130), (2, 300, 7), (70, 40, 784), (1, 10, 128)]
 
 
+@pytest.mark.parametrize("amax", [255, 127])  # 127: 7-bit activations (the AVX2 kernel's vpmaddubsw path)
 @pytest.mark.parametrize("M,N,K", SHAPES)
-def test_gemm_exact_every_path_and_thread_count(int8_path, threads, rng, M, N, K):
-    a = rng.integers(0, 256, (M, K), dtype=np.uint8)
+def test_gemm_exact_every_path_and_thread_count(int8_path, threads, rng, M, N, K, amax):
+    a = rng.integers(0, amax + 1, (M, K), dtype=np.uint8)
     w = rng.integers(-128, 128, (N, K), dtype=np.int8)
     packed, colsum = _C.quant.pack_weight(w)
     np.testing.assert_array_equal(colsum, w.astype(np.int64).sum(1))
@@ -54,10 +55,12 @@ def test_gemm_exact_every_path_and_thread_count(int8_path, threads, rng, M, N, K
         np.testing.assert_array_equal(c, _ref(a, w), err_msg=f"{int8_path}, {t} threads")
 
 
-def test_gemm_extremes_do_not_saturate(int8_path):
-    # 255 * -128 pairs overflow int16 (vpmaddubsw would saturate); the longest allowed K stays in int32
+@pytest.mark.parametrize("amax", [255, 127])
+def test_gemm_extremes_do_not_saturate(int8_path, amax):
+    # 255 * -128 pairs overflow int16 (vpmaddubsw would saturate); 127 * -128 pairs are the 7-bit
+    # path's extreme; the longest allowed K stays in int32
     K = 32896
-    a = np.full((3, K), 255, np.uint8)
+    a = np.full((3, K), amax, np.uint8)
     w = np.full((2, K), -128, np.int8)
     w[1, ::2] = 127
     packed, _ = _C.quant.pack_weight(w)
@@ -150,6 +153,7 @@ def test_quantize_dynamic_model_fuses_relu_and_keeps_others(rng):
     model = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 5))
     q = quantize_dynamic(model, {nn.Linear})
     assert isinstance(q[0], DynamicQuantizedLinear) and q[0].relu and not q[2].relu
+    assert isinstance(q[1], nn.Identity)  # the ReLU runs in the kernel (torch.ao fuse_modules style)
     assert isinstance(model[0], nn.Linear)  # not in place by default
     x = rng.standard_normal((7, 20)).astype(np.float32)
     with fg.no_grad():

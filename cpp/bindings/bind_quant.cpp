@@ -4,6 +4,7 @@
 //   linear_dynamic(x f32 (M, K), packed, colsum, w_scale, bias, reduce_range, relu) -> f32 (M, N)
 //   linear_u8(a u8 (M, K), a_scale, a_zp, packed, colsum, w_scale, bias, relu, out_scale, out_zp)
 //       -> f32 (M, N), or u8 (M, N) requantized when out_scale is given
+//   linear_weight_only(x f32 (M, K), w s8 (N, K), w_scale f32 (N,), bias) -> f32 (M, N)  (weight-only int8)
 //   choose_qparams(x f32, reduce_range) -> (scale, zero_point); quantize_u8(x, scale, zp, qmin, qmax)
 //   path() / set_path(name | None) / paths() / amx_status()
 // Every argument is checked here (dtype, rank, shape, contiguity, sizes); a kernel never sees bad input.
@@ -91,6 +92,28 @@ struct PaddedA {
   int64_t lda;
 };
 
+// Whether every byte is <= 127 (lets the AVX2 kernel use vpmaddubsw, see QGemmArgs::a_7bit).
+bool all_7bit(const uint8_t* a, int64_t n) {
+  uint8_t any = 0;
+  for (int64_t i = 0; i < n; ++i) any |= a[i];
+  return any < 128;
+}
+
+// Points g.a at A (M, K) as the kernels read it: rows of qpad_k(K) bytes, zero past K. A itself when
+// K is already a multiple of 64; otherwise a padded copy in `buf`.
+void set_activations(fg::QGemmArgs& g, const uint8_t* A, int64_t M, int64_t K, std::vector<uint8_t>& buf) {
+  const int64_t lda = fg::qpad_k(K);
+  if (lda == K) {
+    g.a = A;
+  } else {
+    buf.assign(static_cast<size_t>(M * lda), 0);
+    for (int64_t m = 0; m < M; ++m) std::copy(A + m * K, A + (m + 1) * K, buf.begin() + m * lda);
+    g.a = buf.data();
+  }
+  g.lda = lda;
+  g.a_7bit = all_7bit(A, M * K);
+}
+
 py::tuple pack_weight(const py::handle& w) {
   const int8_t* W = typed<int8_t>(w, "w", "int8", 2);
   auto shape = shape_of(py::reinterpret_borrow<py::array>(w));
@@ -124,11 +147,8 @@ py::array gemm_u8s8s32(const py::handle& a, const py::handle& packed, int64_t N,
   g.ldc = N;
   {
     py::gil_scoped_release release;
-    const int64_t lda = fg::qpad_k(K);
-    std::vector<uint8_t> buf(static_cast<size_t>(M * lda), 0);
-    for (int64_t m = 0; m < M; ++m) std::copy(A + m * K, A + (m + 1) * K, buf.begin() + m * lda);
-    g.a = buf.data();
-    g.lda = lda;
+    std::vector<uint8_t> buf;
+    set_activations(g, A, M, K, buf);
     fg::qgemm(g);
   }
   return out;
@@ -160,7 +180,9 @@ py::array linear_dynamic(const py::handle& x, const py::handle& packed, const py
   fg::QParams q = qparams_of(X, M * K, reduce_range);  // per batch: the whole x
   const int64_t lda = fg::qpad_k(K);
   std::vector<uint8_t> buf(static_cast<size_t>(M * lda));
-  fg::qquantize_u8(X, M, K, K, 1.0f / q.scale, q.zero_point, 0, 255, buf.data(), lda, lda);
+  // 7-bit activations are clamped to 127 (their range maps to [0, 127]; rounding could give 128)
+  const int32_t qmax = reduce_range ? 127 : 255;
+  fg::qquantize_u8(X, M, K, K, 1.0f / q.scale, q.zero_point, 0, qmax, buf.data(), lda, lda);
   std::vector<float> scale(static_cast<size_t>(N));
   for (int64_t n = 0; n < N; ++n) scale[n] = q.scale * p.w_scale[n];
   fg::QGemmArgs g;
@@ -178,6 +200,7 @@ py::array linear_dynamic(const py::handle& x, const py::handle& packed, const py
   g.scale = scale.data();
   g.bias = B;
   g.relu = relu;
+  g.a_7bit = reduce_range;
   fg::qgemm(g);
   return out;
 }
@@ -203,20 +226,20 @@ py::array linear_u8(const py::handle& a, double a_scale, int64_t a_zp, const py:
   const bool requant = !out_scale.is_none();
   double os = 1.0;
   if (requant) {
+    if (!py::isinstance<py::float_>(out_scale) && !py::isinstance<py::int_>(out_scale))
+      throw py::type_error("out_scale must be None or a number, got " +
+                           std::string(py::str(py::type::of(out_scale).attr("__name__"))));
     os = out_scale.cast<double>();
     check_qparams(os, out_zp, "out_scale", "out_zero_point");
   }
   py::array out = requant ? py::array(py::array_t<uint8_t>({M, N})) : py::array(py::array_t<float>({M, N}));
   void* C = out.mutable_data();
   py::gil_scoped_release release;
-  const int64_t lda = fg::qpad_k(K);
-  std::vector<uint8_t> buf(static_cast<size_t>(M * lda), 0);
-  for (int64_t m = 0; m < M; ++m) std::copy(A + m * K, A + (m + 1) * K, buf.begin() + m * lda);
   std::vector<float> scale(static_cast<size_t>(N));
   for (int64_t n = 0; n < N; ++n) scale[n] = static_cast<float>(a_scale) * p.w_scale[n];
   fg::QGemmArgs g;
-  g.a = buf.data();
-  g.lda = lda;
+  std::vector<uint8_t> buf;
+  set_activations(g, A, M, K, buf);
   g.b = p.b;
   g.M = M;
   g.N = N;
@@ -232,6 +255,29 @@ py::array linear_u8(const py::handle& a, double a_scale, int64_t a_zp, const py:
   g.out_inv_scale = static_cast<float>(1.0 / os);
   g.out_zp = static_cast<int32_t>(out_zp);
   fg::qgemm(g);
+  return out;
+}
+
+py::array linear_weight_only(const py::handle& x, const py::handle& w, const py::handle& w_scale,
+                             const py::handle& bias) {
+  const float* X = typed<float>(x, "x", "float32", 2);
+  const int8_t* Wq = typed<int8_t>(w, "w", "int8", 2);
+  auto xs = shape_of(py::reinterpret_borrow<py::array>(x)), ws = shape_of(py::reinterpret_borrow<py::array>(w));
+  const int64_t M = xs[0], K = xs[1], N = ws[0];
+  if (ws[1] != K)
+    throw py::value_error("w must have shape (N, " + std::to_string(K) + ") to match x " + shape_str(xs) + ", got " +
+                          shape_str(ws));
+  const float* S = typed<float>(w_scale, "w_scale", "float32", 1);
+  expect(w_scale, "w_scale", {N});
+  const float* B = nullptr;
+  if (!bias.is_none()) {
+    B = typed<float>(bias, "bias", "float32", 1);
+    expect(bias, "bias", {N});
+  }
+  py::array_t<float> out({M, N});
+  float* Y = out.mutable_data();
+  py::gil_scoped_release release;
+  if (M > 0 && N > 0) fg::qlinear_weight_only(X, M, K, Wq, S, B, Y, N);
   return out;
 }
 
@@ -293,6 +339,7 @@ void bind(py::module_& m) {
   m.def("linear_u8", &linear_u8, py::arg("a"), py::arg("a_scale"), py::arg("a_zero_point"), py::arg("packed"),
         py::arg("colsum"), py::arg("w_scale"), py::arg("bias"), py::arg("relu"), py::arg("out_scale"),
         py::arg("out_zero_point"));
+  m.def("linear_weight_only", &linear_weight_only, py::arg("x"), py::arg("w"), py::arg("w_scale"), py::arg("bias"));
   m.def("choose_qparams", &choose_qparams, py::arg("x"), py::arg("reduce_range"));
   m.def("quantize_u8", &quantize_u8, py::arg("x"), py::arg("scale"), py::arg("zero_point"), py::arg("qmin"),
         py::arg("qmax"));

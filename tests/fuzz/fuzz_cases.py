@@ -194,6 +194,23 @@ def _extra_calls():
               lambda: _C.runtime.set_isa(_C.runtime.get_isa()),
               lambda: _C.runtime.set_num_threads(_C.runtime.get_num_threads())):
         f()
+    # the int8 kernels (forgegrad.quantization reaches them through modules, not op samples)
+    w8 = rng.integers(-128, 128, (5, 70), dtype=np.int8)
+    packed, colsum = _C.quant.pack_weight(w8)
+    a8 = rng.integers(0, 256, (3, 70), dtype=np.uint8)
+    xq = rng.standard_normal((3, 70)).astype(np.float32)
+    ws, bq = rng.uniform(0.01, 0.1, 5).astype(np.float32), rng.standard_normal(5).astype(np.float32)
+    for f in (lambda: _C.quant.gemm_u8s8s32(a8, packed, 5, 70),
+              lambda: _C.quant.linear_dynamic(xq, packed, colsum, ws, bq, True, True),
+              lambda: _C.quant.linear_u8(a8, 0.05, 100, packed, colsum, ws, bq, False, None, 0),
+              lambda: _C.quant.linear_u8(a8, 0.05, 100, packed, colsum, ws, None, True, 0.1, 3),
+              lambda: _C.quant.linear_weight_only(xq, w8, ws, bq),
+              lambda: _C.quant.linear_weight_only(xq, w8, ws, None),
+              lambda: _C.quant.choose_qparams(xq, False),
+              lambda: _C.quant.quantize_u8(xq, 0.05, 128, 0, 255),
+              lambda: _C.quant.path(), lambda: _C.quant.paths(), lambda: _C.quant.amx_status(),
+              lambda: _C.quant.set_path(None)):
+        f()
 
 
 def load_or_record(path):

@@ -47,6 +47,9 @@ struct QGemmArgs {
   const float* scale = nullptr;     // N: a_scale * w_scale[n]
   const float* bias = nullptr;      // N or null
   bool relu = false;
+  // Every activation byte is <= 127 (7-bit activations, torch's reduce_range): the AVX2 kernel may
+  // then use vpmaddubsw, whose int16 pair sums (at most 2 * 127 * 128) cannot saturate.
+  bool a_7bit = false;
   float out_inv_scale = 1.0f;
   int32_t out_zp = 0;
 };
@@ -71,6 +74,13 @@ FG_KERNEL(void, qquantize_u8,
           (const float* x, int64_t M, int64_t K, int64_t ldx, float inv_scale, int32_t zp, int32_t qmin, int32_t qmax,
            uint8_t* out, int64_t ldo, int64_t pad_to),
           (x, M, K, ldx, inv_scale, zp, qmin, qmax, out, ldo, pad_to))
+
+// Weight-only int8 Linear (cpp/kernels/per_isa/qlinear_wo.cpp): y (M, N) = x (M, K) float32 times
+// W^T, W (N, K) int8 row-major, times scale[n], plus bias[n] (bias may be null).
+FG_KERNEL(void, qlinear_weight_only,
+          (const float* x, int64_t M, int64_t K, const int8_t* w, const float* scale, const float* bias, float* y,
+           int64_t N),
+          (x, M, K, w, scale, bias, y, N))
 
 #ifndef FG_ISA_NS
 // The int8 path the GEMM uses now, the best this CPU and OS allow, and a forced path for tests and

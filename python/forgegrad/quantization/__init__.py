@@ -4,7 +4,7 @@ Dynamic post-training quantization (this helper's part; kernels in cpp/kernels/p
 
     qmodel = forgegrad.quantization.quantize_dynamic(model, {nn.Linear, nn.LSTM, nn.GRU}, dtype=qint8)
 
-replaces each Linear with a module whose weights are per-channel symmetric int8 and whose
+replaces each Linear, LSTM and GRU with a module whose weights are per-channel symmetric int8 and whose
 activations are quantized per call (per batch) to uint8, so its matrix products run on forgegrad's
 u8 x s8 -> s32 kernels (AMX-INT8, AVX-512 VNNI, AVX2 or portable, chosen at run time; every path
 gives the same integers).
@@ -15,12 +15,16 @@ and qat.py (exported below when present).
 from .dtypes import qint8, quint8
 from .functional import (choose_qparams, dequantize, int8_path, int8_paths, quantize_per_tensor,
                          set_int8_path)
-from .modules import DynamicQuantizedLinear
-from .dynamic import quantize_dynamic
+from .modules import DynamicQuantizedLinear, WeightOnlyInt8Linear
+from .rnn import DynamicQuantizedGRU, DynamicQuantizedLSTM
+from .dynamic import quantize_dynamic, quantize_weight_only
+from .onnx_export import export_onnx
 
 __all__ = [
-    "qint8", "quint8", "quantize_dynamic", "DynamicQuantizedLinear",
+    "qint8", "quint8", "quantize_dynamic", "DynamicQuantizedLinear", "DynamicQuantizedLSTM",
+    "DynamicQuantizedGRU", "WeightOnlyInt8Linear", "quantize_weight_only",
     "choose_qparams", "quantize_per_tensor", "dequantize", "int8_path", "int8_paths", "set_int8_path",
+    "export_onnx",
 ]
 # Observers / fake-quant / QAT (branch wt-prune-distill) add their imports and __all__ entries below.
 from .observers import (MinMaxObserver, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,

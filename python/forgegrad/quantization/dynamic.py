@@ -5,12 +5,13 @@ import copy
 
 from .. import nn
 from .dtypes import as_qdtype, qint8
-from .modules import DynamicQuantizedLinear
+from .modules import DynamicQuantizedLinear, WeightOnlyInt8Linear
+from .rnn import FLOAT_TO_DYNAMIC
 
-__all__ = ["quantize_dynamic"]
+__all__ = ["quantize_dynamic", "quantize_weight_only"]
 
 # The layer types quantize_dynamic can replace, and their quantized counterparts.
-_DYNAMIC = {nn.Linear: DynamicQuantizedLinear}
+_DYNAMIC = {nn.Linear: DynamicQuantizedLinear, **FLOAT_TO_DYNAMIC}
 
 
 def _spec_types(qconfig_spec):
@@ -40,12 +41,12 @@ def quantize_dynamic(model, qconfig_spec=None, dtype=qint8, inplace: bool = Fals
 
     Args:
         model: an nn.Module.
-        qconfig_spec: a set of layer types, e.g. ``{nn.Linear}`` (default: every supported type).
+        qconfig_spec: a set of layer types, e.g. ``{nn.Linear, nn.LSTM, nn.GRU}`` (default: all three).
         dtype: qint8 (or ``torch.qint8``): per-output-channel symmetric int8 weights.
         inplace: modify ``model`` itself instead of a deep copy.
         reduce_range: activations in 7 bits as torch's x86 engine (see DynamicQuantizedLinear).
         fuse_relu: in an nn.Sequential, a Linear followed by nn.ReLU runs the ReLU in the int8 kernel's
-            output pass (the ReLU module stays, and is then a no-op on non-negative values).
+            output pass and the ReLU becomes nn.Identity (as torch's fuse_modules does).
 
     Returns the quantized model (in eval mode). Raises ValueError for a type it cannot quantize.
     """
@@ -68,6 +69,28 @@ def _swap(module, types, reduce_range, fuse_relu):
         if type(child) in types:
             relu = (fuse_relu and isinstance(module, nn.Sequential) and i + 1 < len(children)
                     and type(children[i + 1][1]) is nn.ReLU)
-            setattr(module, name, _DYNAMIC[type(child)].from_float(child, reduce_range=reduce_range, relu=relu))
+            kwargs = {"relu": relu} if type(child) is nn.Linear else {}
+            setattr(module, name, _DYNAMIC[type(child)].from_float(child, reduce_range=reduce_range, **kwargs))
+            if relu:
+                setattr(module, children[i + 1][0], nn.Identity())
         else:
             _swap(child, types, reduce_range, fuse_relu)
+
+
+def quantize_weight_only(model, qconfig_spec=None, inplace: bool = False):
+    """Replace every nn.Linear with a WeightOnlyInt8Linear (int8 weights per output channel, float32
+    activations: the decoder-LLM case). Returns the model (a deep copy unless ``inplace``) in eval mode."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"quantize_weight_only: model must be a forgegrad.nn.Module, got {type(model).__name__}")
+    for t in (qconfig_spec or {nn.Linear}):
+        if t is not nn.Linear:
+            raise ValueError(f"quantize_weight_only quantizes nn.Linear layers only, got {t!r}")
+    if not inplace:
+        model = copy.deepcopy(model)
+    if type(model) is nn.Linear:
+        return WeightOnlyInt8Linear.from_float(model).eval()
+    for name, m in list(model.named_modules()):
+        for child_name, child in list(m.named_children()):
+            if type(child) is nn.Linear:
+                setattr(m, child_name, WeightOnlyInt8Linear.from_float(child))
+    return model.eval()

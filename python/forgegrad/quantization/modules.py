@@ -17,7 +17,7 @@ from ..tensor import Tensor
 from .dtypes import as_qdtype, qint8
 from .functional import quantize_weight_per_channel
 
-__all__ = ["DynamicQuantizedLinear"]
+__all__ = ["DynamicQuantizedLinear", "WeightOnlyInt8Linear"]
 
 
 def _f32_input(x, cls: str) -> np.ndarray:
@@ -82,25 +82,63 @@ class DynamicQuantizedLinear(Module):
         self._packed = None  # the int8 weights changed in place: repack on the next call
 
     def packed(self):
-        """(packed weights, column sums) in the kernels' layout, built on first use."""
+        """(packed weights, column sums, weight scales, bias) as the kernel takes them, built on first use."""
         if self._packed is None:
-            self._packed = _C.quant.pack_weight(np.ascontiguousarray(self.weight.data))
+            packed, colsum = _C.quant.pack_weight(np.ascontiguousarray(self.weight.data))
+            self._packed = (packed, colsum, self.weight_scale.data, None if self.bias is None else self.bias.data)
         return self._packed
 
     def dequantized_weight(self) -> np.ndarray:
         return self.weight.data.astype(np.float32) * self.weight_scale.data[:, None]
 
     def forward(self, input):
-        x = _f32_input(input, "DynamicQuantizedLinear")
+        x = input.data if type(input) is Tensor else _f32_input(input, "DynamicQuantizedLinear")
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"DynamicQuantizedLinear: input must have shape (*, {self.in_features}), got {x.shape}")
-        packed, colsum = self.packed()
+        packed, colsum, scale, bias = self._packed or self.packed()
+        if x.ndim == 2:  # the common case: no reshape (the kernel checks dtype and layout)
+            if x.flags.c_contiguous and x.dtype == np.float32:
+                return Tensor._wrap(_C.quant.linear_dynamic(x, packed, colsum, scale, bias, self.reduce_range,
+                                                            self.relu))
+        _f32_input(input, "DynamicQuantizedLinear")
         x2 = np.ascontiguousarray(x.reshape(-1, self.in_features))
-        y = _C.quant.linear_dynamic(x2, packed, colsum, self.weight_scale.data,
-                                    None if self.bias is None else self.bias.data, self.reduce_range, self.relu)
+        y = _C.quant.linear_dynamic(x2, packed, colsum, scale, bias, self.reduce_range, self.relu)
         return Tensor._wrap(y.reshape(x.shape[:-1] + (self.out_features,)))
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, dtype=qint8, "
                 f"qscheme=per_channel_symmetric, reduce_range={self.reduce_range}"
                 + (", relu=True" if self.relu else ""))
+
+
+class WeightOnlyInt8Linear(DynamicQuantizedLinear):
+    """y = x (W_int8 * scale)^T + b with float32 activations: only the weights are int8 (per output
+    channel, symmetric), converted to float inside the kernel as they stream in (the decoder-LLM
+    case: at a few rows the product is bound by reading W, and int8 reads a quarter of the bytes).
+    Same state as DynamicQuantizedLinear (``weight`` int8, ``weight_scale``, ``bias``)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=qint8):
+        super().__init__(in_features, out_features, bias, dtype=dtype)
+
+    @classmethod
+    def from_float(cls, linear, **_ignored) -> "WeightOnlyInt8Linear":
+        q = cls(linear.in_features, linear.out_features, linear.bias is not None)
+        w = np.asarray(linear.weight.data, dtype=np.float32)
+        if not np.isfinite(w).all():
+            raise ValueError("WeightOnlyInt8Linear.from_float: the weight holds NaN or infinity")
+        q.set_weight(w, None if linear.bias is None else np.asarray(linear.bias.data, np.float32))
+        return q
+
+    def forward(self, input):
+        x = input.data if type(input) is Tensor else _f32_input(input, "WeightOnlyInt8Linear")
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"WeightOnlyInt8Linear: input must have shape (*, {self.in_features}), got {x.shape}")
+        _f32_input(input, "WeightOnlyInt8Linear")
+        x2 = x if (x.ndim == 2 and x.flags.c_contiguous) else np.ascontiguousarray(x.reshape(-1, self.in_features))
+        y = _C.quant.linear_weight_only(x2, self.weight.data, self.weight_scale.data,
+                                        None if self.bias is None else self.bias.data)
+        return Tensor._wrap(y if x.ndim == 2 else y.reshape(x.shape[:-1] + (self.out_features,)))
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, dtype=qint8 (weights only), "
+                "qscheme=per_channel_symmetric")

@@ -1,0 +1,209 @@
+"""The `int8` suite (issue 15): forgegrad's int8 GEMM and dynamic-int8 MLP against forgegrad's fp32
+kernels, onnxruntime's MatMulInteger and onnxruntime's own quantize_dynamic of the same model.
+
+Workloads (each row's name says which int8 path ran: amx, avx512_vnni, avx2 or scalar):
+  * int8 GEMM u8 x s8 -> s32, 512^3 and the MLP's layer shapes: "forgegrad" (the int8 kernel, on the
+    best path; 512^3 also once per other AVX-512 path) vs "fg fp32" (forgegrad's SGEMM on the same
+    shape) vs "onnxruntime" (a one-node MatMulInteger graph, u8 x s8, same data)
+  * dynamic-int8 MLP 784-256-128-10 (ReLU) at batch 1 and 64: forgegrad's quantize_dynamic model vs
+    "fg fp32" (the float model, no_grad) vs "onnxruntime" (onnxruntime.quantization.quantize_dynamic
+    of forgegrad's fp32 ONNX export of the same model, QInt8 weights)
+  * dynamic-int8 LSTM T50 H256 at batch 1: the same three sides (onnxruntime: DynamicQuantizeLSTM)
+  * weight-only int8 Linear 1x4096x4096 (the decoder case) vs the float Linear
+Threads are pinned on every side (onnxruntime: intra_op_num_threads). The ratio columns are the other
+runtime's time over forgegrad's int8 time (> 1: int8 forgegrad is faster).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+from . import Workload, suite, time_workloads
+from ._timing import optional_import
+
+MLP = (784, 256, 128, 10)
+GEMM_SHAPES = [(512, 512, 512), (64, 256, 784), (64, 128, 256), (64, 10, 128), (1, 256, 784)]  # (M, N, K)
+
+
+def _ort_session(ort, model_bytes, threads):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def _matmul_integer_model(w_kn: np.ndarray) -> bytes:
+    from onnx import TensorProto, helper, numpy_helper
+    K, N = w_kn.shape
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b", "a_zp"], ["y"])], "mmi",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, ["M", K])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, ["M", N])],
+        [numpy_helper.from_array(w_kn, "b"), numpy_helper.from_array(np.array(128, np.uint8), "a_zp")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def gemm_fns(M: int, N: int, K: int, threads: int, path=None) -> Dict[str, object]:
+    """{"forgegrad": int8 GEMM, "fg fp32": SGEMM, "onnxruntime": MatMulInteger or None}."""
+    from .. import _C
+    from ..kernels import matmul
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (M, K), dtype=np.uint8)
+    w = rng.integers(-128, 128, (N, K), dtype=np.int8)
+    packed, _ = _C.quant.pack_weight(w)
+    af, wf = a.astype(np.float32), np.ascontiguousarray(w.T.astype(np.float32))
+    if path is None:
+        def int8():
+            return _C.quant.gemm_u8s8s32(a, packed, N, K)
+    else:
+        def int8():  # the path is a process-wide setting: set it for this call only
+            _C.quant.set_path(path)
+            try:
+                return _C.quant.gemm_u8s8s32(a, packed, N, K)
+            finally:
+                _C.quant.set_path(None)
+    # "weights" is not a runtime: it lets a test check the results (onnxruntime's graph subtracts an
+    # activation zero point of 128, as a dynamic-quantized model's does)
+    fns = {"forgegrad": int8, "fg fp32": lambda: matmul(af, wf), "onnxruntime": None, "weights": w}
+    ort, onnx = optional_import("onnxruntime"), optional_import("onnx")
+    if ort is not None and onnx is not None:
+        sess = _ort_session(ort, _matmul_integer_model(np.ascontiguousarray(w.T)), threads)
+        feed = {"a": a}
+        fns["onnxruntime"] = lambda: sess.run(None, feed)
+    return fns
+
+
+def _mlp():
+    from .. import nn
+    from ..random import manual_seed
+    manual_seed(0)
+    layers = []
+    for i in range(len(MLP) - 1):
+        layers.append(nn.Linear(MLP[i], MLP[i + 1]))
+        if i < len(MLP) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers).eval()
+
+
+def _ort_quantized_mlp(model, ort, threads):
+    """onnxruntime's quantize_dynamic (QInt8 weights) of forgegrad's fp32 ONNX export of `model`."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from .. import onnx as fg_onnx
+    from ..tensor import Tensor
+    with tempfile.TemporaryDirectory() as d:
+        fp32, int8 = os.path.join(d, "fp32.onnx"), os.path.join(d, "int8.onnx")
+        fg_onnx.export(model, Tensor(np.zeros((1, MLP[0]), np.float32)), fp32, input_names=["x"],
+                       output_names=["y"], verify=False)
+        quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8)
+        with open(int8, "rb") as f:
+            data = f.read()
+    return _ort_session(ort, data, threads)
+
+
+def mlp_fns(batch: int, threads: int) -> Dict[str, object]:
+    """{"forgegrad": dynamic-int8 MLP, "fg fp32": the float MLP, "onnxruntime": ORT's dynamic int8}."""
+    from ..autograd import no_grad
+    from ..quantization import quantize_dynamic
+    from ..tensor import Tensor
+    model = _mlp()
+    qmodel = quantize_dynamic(model)
+    x = Tensor(np.random.default_rng(0).random((batch, MLP[0])).astype(np.float32))
+
+    def fp32():
+        with no_grad():
+            return model(x)
+
+    fns = {"forgegrad": lambda: qmodel(x), "fg fp32": fp32, "onnxruntime": None}
+    ort = optional_import("onnxruntime")
+    if ort is not None and optional_import("onnx") is not None:
+        sess = _ort_quantized_mlp(model, ort, threads)
+        feed = {"x": x.data}
+        fns["onnxruntime"] = lambda: sess.run(None, feed)
+    return fns
+
+
+def weight_only_fns(M: int, N: int, K: int) -> Dict[str, object]:
+    """{"forgegrad": weight-only int8 Linear, "fg fp32": the float Linear} on the same weights."""
+    from .. import nn
+    from ..autograd import no_grad
+    from ..quantization import quantize_weight_only
+    from ..tensor import Tensor
+    lin = nn.Linear(K, N)
+    q = quantize_weight_only(lin)
+    x = Tensor(np.random.default_rng(0).standard_normal((M, K)).astype(np.float32))
+
+    def fp32():
+        with no_grad():
+            return lin(x)
+
+    return {"forgegrad": lambda: q(x), "fg fp32": fp32}
+
+
+def lstm_fns(threads: int, T: int = 50, H: int = 256, batch: int = 1) -> Dict[str, object]:
+    """{"forgegrad": dynamic-int8 LSTM, "fg fp32": nn.LSTM, "onnxruntime": ORT's quantize_dynamic of
+    forgegrad's LSTM export (DynamicQuantizeLSTM) or None}."""
+    from .. import nn
+    from ..autograd import no_grad
+    from ..quantization import quantize_dynamic
+    from ..random import manual_seed
+    from ..tensor import Tensor
+    manual_seed(0)
+    lstm = nn.LSTM(H, H).eval()
+    q = quantize_dynamic(lstm, {nn.LSTM})
+    x = Tensor(np.random.default_rng(0).standard_normal((T, batch, H)).astype(np.float32))
+
+    def fp32():
+        with no_grad():
+            return lstm(x)
+
+    fns = {"forgegrad": lambda: q(x), "fg fp32": fp32, "onnxruntime": None}
+    ort = optional_import("onnxruntime")
+    if ort is not None and optional_import("onnx") is not None:
+        from onnxruntime.quantization import QuantType, quantize_dynamic as ort_quantize
+
+        from .. import onnx as fg_onnx
+        with tempfile.TemporaryDirectory() as d:
+            fp, i8 = os.path.join(d, "lstm.onnx"), os.path.join(d, "lstm8.onnx")
+            fg_onnx.export(lstm, x, fp, input_names=["x"], verify=False)
+            ort_quantize(fp, i8, weight_type=QuantType.QInt8)
+            with open(i8, "rb") as f:
+                sess = _ort_session(ort, f.read(), threads)
+        feed = {"x": x.data}
+        fns["onnxruntime"] = lambda: sess.run(None, feed)
+    return fns
+
+
+def workloads(quick: bool = False) -> List[Workload]:
+    from ..quantization import int8_path, int8_paths
+    best = int8_path()
+    out = []
+    shapes = GEMM_SHAPES[:1] if quick else GEMM_SHAPES
+    for M, N, K in shapes:
+        out.append(Workload(f"int8 GEMM M{M} N{N} K{K} [{best}]", ("forgegrad", "fg fp32", "onnxruntime"),
+                            lambda t, M=M, N=N, K=K: gemm_fns(M, N, K, t), flop=2.0 * M * N * K))
+        if (M, N, K) == (512, 512, 512):
+            for p in [p for p in int8_paths() if p in ("avx512_vnni", "amx") and p != best]:
+                out.append(Workload(f"int8 GEMM M{M} N{N} K{K} [{p}]", ("forgegrad", "fg fp32", "onnxruntime"),
+                                    lambda t, p=p: gemm_fns(512, 512, 512, t, path=p), flop=2.0 * 512 ** 3))
+    for batch in (1, 64):
+        out.append(Workload(f"dynamic-int8 MLP 784-256-128-10, batch {batch} [{best}]",
+                            ("forgegrad", "fg fp32", "onnxruntime"), lambda t, b=batch: mlp_fns(b, t)))
+    if not quick:
+        out.append(Workload(f"dynamic-int8 LSTM T50 H256, batch 1 [{best}]", ("forgegrad", "fg fp32", "onnxruntime"),
+                            lambda t: lstm_fns(t)))
+        out.append(Workload("weight-only int8 Linear 1x4096x4096", ("forgegrad", "fg fp32"),
+                            lambda t: weight_only_fns(1, 4096, 4096)))
+    return out
+
+
+@suite("int8")
+def int8_suite(threads: Sequence[int], quick: bool) -> List[dict]:
+    repeat, min_time = (3, 0.01) if quick else (9, 0.05)
+    rows = time_workloads(workloads(quick), threads, repeat, min_time)
+    for r in rows:  # GEMM rows carry flop counts, MLP rows do not: one table in ms
+        r.pop("flop", None)
+    return rows

@@ -1,0 +1,159 @@
+"""Dynamic-quantized LSTM and GRU (torch.ao.nn.quantized.dynamic.LSTM / GRU): both matrix products of
+every layer and direction run on the int8 kernels.
+
+Each layer and direction holds two DynamicQuantizedLinear: ``ih_l{k}{_reverse}`` (input -> gates, with
+bias_ih) and ``hh_l{k}{_reverse}`` (hidden -> gates, with bias_hh), per-channel int8 weights. The input
+product runs once for the whole sequence (its activations quantized over all steps, one GEMM of
+T*B rows), the recurrent product once per step (h quantized per step); the gate arithmetic is float32
+numpy, with torch's gate order (LSTM i, f, g, o; GRU r, z, n).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import nn
+from ..nn.module import Module
+from ..tensor import Tensor
+from .modules import DynamicQuantizedLinear
+
+__all__ = ["DynamicQuantizedLSTM", "DynamicQuantizedGRU"]
+
+
+def _sigmoid(x):
+    return np.float32(1) / (np.float32(1) + np.exp(-x))
+
+
+class _DynamicQuantizedRNN(Module):
+    _MODE = ""
+    _GATES = 0
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, bidirectional=False,
+                 reduce_range=True):
+        super().__init__()
+        self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
+        self.bias, self.batch_first, self.bidirectional = bool(bias), bool(batch_first), bool(bidirectional)
+        G, H = self._GATES, self.hidden_size
+        D = 2 if self.bidirectional else 1
+        for layer in range(self.num_layers):
+            in_size = self.input_size if layer == 0 else H * D
+            for sfx in ("", "_reverse")[:D]:
+                rr = reduce_range
+                setattr(self, f"ih_l{layer}{sfx}", DynamicQuantizedLinear(in_size, G * H, bias, reduce_range=rr))
+                setattr(self, f"hh_l{layer}{sfx}", DynamicQuantizedLinear(H, G * H, bias, reduce_range=rr))
+
+    @classmethod
+    def from_float(cls, rnn, reduce_range: bool = True):
+        if rnn.mode != cls._MODE:
+            raise TypeError(f"{cls.__name__}.from_float needs an nn.{cls._MODE.upper()}, got {type(rnn).__name__}")
+        q = cls(rnn.input_size, rnn.hidden_size, rnn.num_layers, rnn.bias, rnn.batch_first, rnn.bidirectional,
+                reduce_range=reduce_range)
+        D = 2 if rnn.bidirectional else 1
+        for layer in range(rnn.num_layers):
+            for sfx in ("", "_reverse")[:D]:
+                w_ih, w_hh, b_ih, b_hh = rnn._layer_weights(layer, sfx)
+                for part, w, b in (("ih", w_ih, b_ih), ("hh", w_hh, b_hh)):
+                    w = np.asarray(w.data, np.float32)
+                    if not np.isfinite(w).all():
+                        raise ValueError(f"{cls.__name__}.from_float: weight_{part}_l{layer}{sfx} holds NaN or "
+                                         "infinity")
+                    getattr(q, f"{part}_l{layer}{sfx}").set_weight(w, None if b is None else np.asarray(b.data))
+        return q
+
+    def _direction(self, x, h, c, layer, sfx, reverse):
+        """x (T, B, I) float32; h, c (B, H). Returns y (T, B, H), h_n, c_n."""
+        T, B, _ = x.shape
+        H = self.hidden_size
+        gi = getattr(self, f"ih_l{layer}{sfx}")(Tensor._wrap(x.reshape(T * B, -1))).data.reshape(T, B, -1)
+        hh = getattr(self, f"hh_l{layer}{sfx}")
+        y = np.empty((T, B, H), np.float32)
+        for t in (range(T - 1, -1, -1) if reverse else range(T)):
+            gh = hh(Tensor._wrap(h)).data
+            if self._MODE == "lstm":
+                g = gi[t] + gh
+                i, f = _sigmoid(g[:, :H]), _sigmoid(g[:, H:2 * H])
+                cand, o = np.tanh(g[:, 2 * H:3 * H]), _sigmoid(g[:, 3 * H:])
+                c = f * c + i * cand
+                h = o * np.tanh(c)
+            else:
+                a = gi[t]
+                r = _sigmoid(a[:, :H] + gh[:, :H])
+                z = _sigmoid(a[:, H:2 * H] + gh[:, H:2 * H])
+                n = np.tanh(a[:, 2 * H:] + r * gh[:, 2 * H:])
+                h = (np.float32(1) - z) * n + z * h
+            h = np.ascontiguousarray(h, dtype=np.float32)
+            y[t] = h
+        return y, h, c
+
+    def forward(self, input, hx=None):
+        cls = type(self).__name__
+        if not isinstance(input, Tensor) or input.dtype != np.float32:
+            raise TypeError(f"{cls}: input must be a float32 forgegrad.Tensor")
+        x = input.data
+        if x.ndim not in (2, 3):
+            raise ValueError(f"{cls}: Expected input to be 2D or 3D, got {x.ndim}D tensor of shape {x.shape}")
+        batched = x.ndim == 3
+        x = (np.swapaxes(x, 0, 1) if self.batch_first else x) if batched else x[:, None, :]
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"{cls}: input.size(-1) must be equal to input_size. Expected {self.input_size}, "
+                             f"got {x.shape[-1]}")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        D, L, B = (2 if self.bidirectional else 1), self.num_layers, x.shape[1]
+        lstm = self._MODE == "lstm"
+        h0, c0 = self._initial_state(hx, L * D, B, batched, lstm, cls)
+        hn, cn = [], []
+        for layer in range(L):
+            outs = []
+            for d, sfx in enumerate(("", "_reverse")[:D]):
+                k = layer * D + d
+                y, h, c = self._direction(x, h0[k], c0[k] if lstm else None, layer, sfx, reverse=d == 1)
+                outs.append(y)
+                hn.append(h)
+                cn.append(c)
+            x = outs[0] if D == 1 else np.ascontiguousarray(np.concatenate(outs, axis=2))
+        out = np.swapaxes(x, 0, 1) if (batched and self.batch_first) else x
+        h_n = np.stack(hn)
+        if not batched:
+            out, h_n = out[:, 0], h_n[:, 0]
+        out, h_n = Tensor._wrap(np.ascontiguousarray(out)), Tensor._wrap(h_n)
+        if not lstm:
+            return out, h_n
+        c_n = np.stack(cn)
+        return out, (h_n, Tensor._wrap(c_n if batched else c_n[:, 0]))
+
+    def _initial_state(self, hx, layers, B, batched, lstm, cls):
+        shape = (layers, B, self.hidden_size)
+        if hx is None:
+            z = np.zeros(shape, np.float32)
+            return z, (z if lstm else None)
+        parts = hx if lstm else (hx,)
+        if lstm and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
+            raise TypeError(f"{cls}: hx must be a tuple (h_0, c_0)")
+        arrs = []
+        for name, p in zip(("h_0", "c_0"), parts):
+            a = p.data if isinstance(p, Tensor) else np.asarray(p)
+            a = a if batched else a[:, None, :]
+            if a.shape != shape:
+                want = shape if batched else (layers, self.hidden_size)
+                raise ValueError(f"{cls}: {name} must have shape {want}, got {a.shape if batched else a[:, 0].shape}")
+            arrs.append(np.ascontiguousarray(a, dtype=np.float32))
+        return arrs[0], (arrs[1] if lstm else None)
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, dtype=qint8"
+                + (", batch_first=True" if self.batch_first else "")
+                + (", bidirectional=True" if self.bidirectional else ""))
+
+
+class DynamicQuantizedLSTM(_DynamicQuantizedRNN):
+    """nn.LSTM with int8 weights and per-call int8 activations; forward(input, hx=None) returns
+    (output, (h_n, c_n)) as nn.LSTM (no ``lengths``; inference only)."""
+    _MODE, _GATES = "lstm", 4
+
+
+class DynamicQuantizedGRU(_DynamicQuantizedRNN):
+    """nn.GRU with int8 weights and per-call int8 activations; forward(input, hx=None) returns
+    (output, h_n) as nn.GRU (no ``lengths``; inference only)."""
+    _MODE, _GATES = "gru", 3
+
+
+FLOAT_TO_DYNAMIC = {nn.LSTM: DynamicQuantizedLSTM, nn.GRU: DynamicQuantizedGRU}
