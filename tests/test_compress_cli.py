@@ -56,6 +56,7 @@ def test_quantize_modes(ckpts, capsys, mode):
                           "--out", str(out))
     assert code == 0, err
     assert f"quantized ({mode})" in text
+    assert (out / "model.onnx").is_file() and "onnxruntime max |error|" in text
     assert run(capsys, "eval", str(out))[0] == 0
 
 
