@@ -50,16 +50,28 @@ def _pads(padding, kernel, dilation):
 
 
 def im2col(xq: np.ndarray, pad_value: int, kernel, stride, padding, dilation):
-    """(N, C, H, W) -> ((N * OH * OW, C * kh * kw) contiguous, (N, OH, OW)); pads with ``pad_value``."""
+    """(N, C, H, W) -> ((N * OH * OW, C * kh * kw) contiguous, (N, OH, OW)); pads with ``pad_value``.
+    One strided copy per kernel tap (kh * kw copies of N * OH * OW * C bytes, channels innermost),
+    so the columns are ordered (i, j, c): multiply with ``conv_weight_matrix(w)``."""
     kh, kw = kernel
     (pt, pb), (pl, pr) = _pads(padding, kernel, dilation)
-    a = np.pad(xq, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=pad_value)
+    a = np.pad(xq, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=pad_value) if pt or pb or pl or pr else xq
+    n, c, hp, wp = a.shape
     dh, dw = dilation
-    win = np.lib.stride_tricks.sliding_window_view(a, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
-    win = win[:, :, ::stride[0], ::stride[1], ::dh, ::dw]  # (N, C, OH, OW, kh, kw)
-    n, c, oh, ow = win.shape[:4]
-    cols = np.ascontiguousarray(win.transpose(0, 2, 3, 1, 4, 5)).reshape(n * oh * ow, c * kh * kw)
-    return cols, (n, oh, ow)
+    sh, sw = stride
+    oh = (hp - (kh - 1) * dh - 1) // sh + 1
+    ow = (wp - (kw - 1) * dw - 1) // sw + 1
+    nhwc = np.ascontiguousarray(a.transpose(0, 2, 3, 1))  # channels last: each tap is one strided copy
+    cols = np.empty((n, oh, ow, kh, kw, c), a.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, :, i, j, :] = nhwc[:, i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dw:j * dw + (ow - 1) * sw + 1:sw]
+    return cols.reshape(n * oh * ow, c * kh * kw), (n, oh, ow)
+
+
+def conv_weight_matrix(wq: np.ndarray) -> np.ndarray:
+    """(OC, C, kh, kw) -> (OC, kh * kw * C), the column order of ``im2col``."""
+    return np.ascontiguousarray(wq.transpose(0, 2, 3, 1).reshape(wq.shape[0], -1))
 
 
 def conv2d(xq, x_scale, x_zero_point, packed, kernel, w_scale, bias, stride, padding, dilation, out_scale,
@@ -89,6 +101,6 @@ def reference_linear(xq, x_scale, x_zero_point, wq, w_scale, bias, out_scale, ou
 def reference_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias, stride, padding, dilation, out_scale,
                      out_zero_point):
     cols, (n, oh, ow) = im2col(xq, int(x_zero_point), wq.shape[2:], stride, padding, dilation)
-    acc = (cols.astype(np.int64) - int(x_zero_point)) @ wq.reshape(wq.shape[0], -1).astype(np.int64).T
+    acc = (cols.astype(np.int64) - int(x_zero_point)) @ conv_weight_matrix(wq).astype(np.int64).T
     acc = acc.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
     return _requant(acc, x_scale, x_zero_point, w_scale, bias, out_scale, out_zero_point, 1)

@@ -250,7 +250,8 @@ class _Quantized(Module):
     def packed(self):
         """(packed int8 weights, column sums) in the int8 GEMM's layout, built on first use."""
         if self.__dict__.get("_packed") is None:
-            w = self.weight.data.reshape(self.weight.data.shape[0], -1)
+            w = self.weight.data
+            w = _int_ops.conv_weight_matrix(w) if w.ndim == 4 else w
             self.__dict__["_packed"] = _C.quant.pack_weight(np.ascontiguousarray(w))
         return self.__dict__["_packed"]
 
