@@ -151,3 +151,29 @@ def test_errors():
     with pytest.raises(TypeError, match="unstructured"):
         prune.global_unstructured([(f, "weight")], prune.LnStructured, amount=0.5, n=2, dim=0)
     assert not prune.is_pruned(f)  # nothing half-applied
+
+
+def test_sparse_storage_roundtrip_is_smaller(tmp_path):
+    from forgegrad.nn.utils import sparse_storage
+
+    fg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(300, 200), nn.ReLU(), nn.Linear(200, 10))
+    prune.global_unstructured([(model[0], "weight"), (model[2], "weight")], prune.L1Unstructured, amount=0.8)
+    for i in (0, 2):
+        prune.remove(model[i], "weight")
+    state = model.state_dict()
+    sparse = sparse_storage.to_sparse(state)
+    assert "0.weight.__csr_values" in sparse and "0.bias" in sparse and "0.weight" not in sparse
+    fg.save(state, str(tmp_path / "dense.safetensors"))
+    fg.save(sparse, str(tmp_path / "sparse.safetensors"))
+    dense_size = (tmp_path / "dense.safetensors").stat().st_size
+    assert (tmp_path / "sparse.safetensors").stat().st_size < 0.45 * dense_size
+    back = sparse_storage.to_dense(fg.load(str(tmp_path / "sparse.safetensors")))
+    assert sorted(back) == sorted(state)
+    for k, v in state.items():
+        np.testing.assert_array_equal(back[k], v.data)
+    fresh = nn.Sequential(nn.Linear(300, 200), nn.ReLU(), nn.Linear(200, 10))
+    fresh.load_state_dict(back)
+    del sparse["0.weight.__csr_cols"]
+    with pytest.raises(ValueError, match="lacks its sparse part"):
+        sparse_storage.to_dense(sparse)
