@@ -21,3 +21,16 @@ def test_keras_style_runs(capsys):
 def test_examples_reject_bad_arguments():
     with pytest.raises(SystemExit):
         load_example("mlp_digits").main(["--epochs", "many"])
+
+
+@pytest.mark.slow
+def test_compress_digits_prune_and_static_int8_keep_accuracy(capsys):
+    # the claims of examples/compress_digits.py at reduced epochs (about 10 s on 2 cores): a 50 %
+    # structurally pruned MLP fine-tuned back within 1 point; static-int8 LeNet within 0.5 points
+    ex = load_example("compress_digits")
+    prune = ex.main(["--part", "prune", "--epochs", "15"])["prune"]
+    assert prune["fine_tuned"] >= prune["unpruned"] - 0.01
+    assert prune["model"][0].weight.shape == (128, 64) and prune["model"][2].weight.shape == (64, 128)
+    quant = ex.main(["--part", "quantize", "--epochs", "8"])["quantize"]
+    assert quant["int8"] >= quant["float"] - 0.005 and quant["float"] > 0.9
+    assert "static int8" in capsys.readouterr().out

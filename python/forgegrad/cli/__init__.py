@@ -1,4 +1,4 @@
-"""The ``forgegrad`` command: train, eval, export, bench, quickstart, ops, generate, serve, ...
+"""The ``forgegrad`` command: train, eval, export, bench, quickstart, ops, compress, generate, serve.
 
 ``main(argv=None)`` returns the exit code: 0 success, 1 a runtime error, 2 a usage error (bad
 arguments, unknown model or data set names, missing files), 130 interrupted. Expected errors are
@@ -19,7 +19,7 @@ __all__ = ["main", "build_parser", "CLIError", "UsageError"]
 
 # Every public module of this package with an ``add_parser(subparsers)`` is a subcommand (adding a
 # command is adding its file); these come first in the help, the others follow by name.
-_FIRST = ("train", "evaluate", "export", "bench", "quickstart", "ops")
+_FIRST = ("train", "evaluate", "export", "compress", "bench", "quickstart", "ops")
 
 
 def _command_modules():
@@ -31,7 +31,7 @@ def _command_modules():
 
 def build_parser() -> argparse.ArgumentParser:
     from .._version import __version__
-    from . import evaluate, export, train
+    from . import compress, evaluate, export, train
     parser = argparse.ArgumentParser(prog="forgegrad", description="forgegrad: train, evaluate, export and "
                                      "benchmark models from the command line.")
     parser.add_argument("--version", action="version", version=f"forgegrad {__version__}")
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for mod in _command_modules():
         p = mod.add_parser(sub)
-        if mod in (train, evaluate, export):  # bench and quickstart pin threads per timed run themselves
+        if mod in (train, evaluate, export, compress):  # bench and quickstart pin threads per timed run themselves
             p.add_argument("--threads", type=positive_int, default=None,
                            help="forgegrad kernel threads (default: all cores or FORGEGRAD_NUM_THREADS)")
         if mod is train:
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
         return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_USAGE)
     try:
         threads = getattr(args, "threads", None)
-        if args.command in ("train", "eval", "export") and threads is not None:
+        if args.command in ("train", "eval", "export", "compress") and threads is not None:
             from .._runtime import set_num_threads
             set_num_threads(threads)
         args.argv = argv  # train --ranks re-runs the command line under mpiexec

@@ -34,7 +34,12 @@ def save(model, meta: dict, out_dir: str) -> str:
     """Weights then metadata (both atomic); returns the metadata path."""
     os.makedirs(out_dir, exist_ok=True)
     save_weights(model, os.path.join(out_dir, WEIGHTS))
-    meta = dict(meta, format=FORMAT, weights=WEIGHTS, **models.config_of(model))
+    return save_meta(dict(meta, **models.config_of(model)), out_dir)
+
+
+def save_meta(meta: dict, out_dir: str) -> str:
+    """The metadata file (atomic); ``meta`` names the zoo model ("name", "kwargs")."""
+    meta = dict(meta, format=FORMAT, weights=WEIGHTS)
     path = os.path.join(out_dir, META)
     text = json.dumps(meta, indent=2) + "\n"
     atomic_write(path, lambda f: f.write(text.encode("utf-8")), who="forgegrad train")
@@ -75,6 +80,9 @@ def load(path: str):
         raise UsageError(f"checkpoint weights not found: {weights}")
     try:
         state = load_weights(weights)
+        if meta.get("compression"):  # written by `forgegrad compress`: shrunk and/or quantized layers
+            from .compress import rebuild
+            model = rebuild(model, meta["compression"], state)
         model.load_state_dict(state)
     except CLIError:
         raise

@@ -98,8 +98,9 @@ class Sequential(_ModuleSequence):
             self.__dict__["_inference_plan"] = plan
         for m, act in plan[1]:
             # the fused kernel takes CPU arrays; on another device (meta) the modules run one by one
+            # (a module with forward pre-hooks, e.g. a pruned Linear, runs its hooks through m(input))
             if act is not False and isinstance(input, Tensor) and type(input.data) is _NDARRAY \
-                    and type(m.weight.data) is _NDARRAY:
+                    and not m.__dict__.get("_forward_pre_hooks") and type(m.weight.data) is _NDARRAY:
                 code, alpha = (-1, 0.0) if act is None else act.epilogue()
                 input = _fused_linear(input, m.weight, m.bias, code, alpha)
             else:

@@ -19,6 +19,20 @@ __all__ = ["Module"]
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
+class RemovableHandle:
+    """What ``register_forward_pre_hook`` returns: ``remove()`` takes the hook out again."""
+
+    _next_id = 0
+
+    def __init__(self, hooks: dict):
+        self.hooks_dict = hooks
+        self.id = RemovableHandle._next_id
+        RemovableHandle._next_id += 1
+
+    def remove(self) -> None:
+        self.hooks_dict.pop(self.id, None)
+
+
 class Module:
     """Base class of every layer and model. Subclasses define ``forward``."""
 
@@ -29,6 +43,7 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_non_persistent", set())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
         object.__setattr__(self, "training", True)
 
     # ---- registration ------------------------------------------------------------------------
@@ -99,7 +114,27 @@ class Module:
         raise NotImplementedError(f"Module [{type(self).__name__}] is missing the required \"forward\" function")
 
     def __call__(self, *args, **kwargs):
+        hooks = self.__dict__.get("_forward_pre_hooks")
+        if hooks:
+            for hook in list(hooks.values()):
+                result = hook(self, args)
+                if result is not None:
+                    args = result if isinstance(result, tuple) else (result,)
         return self.forward(*args, **kwargs)
+
+    def register_forward_pre_hook(self, hook) -> "RemovableHandle":
+        """Call ``hook(module, args)`` before every forward; a non-None result replaces the positional
+        arguments (a tuple, or one value). Returns a handle whose ``remove()`` unregisters the hook.
+        (torch's semantics; pruning's masks are applied by such a hook.)"""
+        if not callable(hook):
+            raise TypeError(f"register_forward_pre_hook: hook must be callable, got {type(hook).__name__}")
+        hooks = self.__dict__.get("_forward_pre_hooks")
+        if hooks is None:  # a module restored without Module.__init__ (e.g. an old pickle)
+            hooks = OrderedDict()
+            object.__setattr__(self, "_forward_pre_hooks", hooks)
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
 
     # ---- traversal ---------------------------------------------------------------------------
     def named_modules(self, memo=None, prefix: str = "") -> Iterator[Tuple[str, "Module"]]:

@@ -27,3 +27,16 @@ __all__ = [
     "export_onnx",
 ]
 # Observers / fake-quant / QAT (branch wt-prune-distill) add their imports and __all__ entries below.
+from .observers import (MinMaxObserver, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,
+                        PercentileObserver, PerChannelMinMaxObserver)
+from .fake_quant import FakeQuantize, default_fake_quant, default_weight_fake_quant
+from .static import (QConfig, QuantizedConv2d, QuantizedLinear, calibrate, convert, default_qconfig,
+                     get_default_qconfig, prepare)
+from .qat import QATQConfig, default_qat_qconfig, prepare_qat
+
+__all__ += [
+    "MinMaxObserver", "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver",
+    "MovingAveragePerChannelMinMaxObserver", "PercentileObserver", "FakeQuantize", "default_fake_quant",
+    "default_weight_fake_quant", "QConfig", "default_qconfig", "get_default_qconfig", "prepare", "calibrate",
+    "convert", "QuantizedLinear", "QuantizedConv2d", "QATQConfig", "default_qat_qconfig", "prepare_qat",
+]

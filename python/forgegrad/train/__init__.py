@@ -8,8 +8,11 @@
 """
 from . import keras
 from .callbacks import Callback, EarlyStopping, FitState, History, LambdaCallback, ModelCheckpoint
+from .distillation import DistillationLoss, distillation_loss
 from .loop import evaluate, fit, predict
 from .metrics import Accuracy, MeanAbsoluteError, Metric
+from .pruning import ConstantSparsity, PolynomialDecay, PruningSchedule
 
 __all__ = ["fit", "evaluate", "predict", "History", "Callback", "EarlyStopping", "ModelCheckpoint",
-           "LambdaCallback", "FitState", "Metric", "Accuracy", "MeanAbsoluteError", "keras"]
+           "LambdaCallback", "FitState", "Metric", "Accuracy", "MeanAbsoluteError", "keras",
+           "DistillationLoss", "distillation_loss", "PruningSchedule", "ConstantSparsity", "PolynomialDecay"]

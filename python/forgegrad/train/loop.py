@@ -154,8 +154,9 @@ def _loader_len(loader) -> Optional[int]:
         return None
 
 
-def _run_epoch(model, loss_fn, optimizer, loader, metrics, progress, callbacks):
-    """One pass over loader with parameter updates; returns logs of the epoch's mean loss and metrics."""
+def _run_epoch(model, loss_fn, optimizer, loader, metrics, progress, callbacks, teacher=None):
+    """One pass over loader with parameter updates; returns logs of the epoch's mean loss and metrics.
+    With a teacher, the loss is ``loss_fn(teacher_output, output, target)`` (teacher run without a graph)."""
     model.train()
     for m in metrics:
         m.reset()
@@ -164,7 +165,12 @@ def _run_epoch(model, loss_fn, optimizer, loader, metrics, progress, callbacks):
         inputs, target = _split_batch(batch)
         optimizer.zero_grad()
         output = model(*inputs)
-        loss = loss_fn(output, target)
+        if teacher is None:
+            loss = loss_fn(output, target)
+        else:
+            with no_grad():
+                teacher_output = teacher(*inputs)
+            loss = loss_fn(teacher_output, output, target)
         loss.backward()
         optimizer.step()
         n = _batch_len(target)
@@ -186,7 +192,7 @@ def _run_epoch(model, loss_fn, optimizer, loader, metrics, progress, callbacks):
 # ---- public API ---------------------------------------------------------------------------------
 def fit(model, loss_fn, optimizer, train_loader, *, epochs: int, val_loader=None,
         metrics: Sequence = ("accuracy",), callbacks: Iterable[Callback] = (), scheduler=None,
-        progress=True) -> History:
+        progress=True, teacher=None) -> History:
     """Train ``model`` for ``epochs`` passes over ``train_loader``.
 
     Args:
@@ -202,6 +208,10 @@ def fit(model, loss_fn, optimizer, train_loader, *, epochs: int, val_loader=None
             val_loss (or loss without a validation set). The lr used in each epoch is logged as "lr".
         progress: True: a tqdm bar with live loss and metrics (plain lines if tqdm is missing);
             "line": one printed line per epoch; False: silent.
+        teacher: a trained model to distill from (run in eval mode without a graph); loss_fn is then
+            called as ``loss_fn(teacher_output, output, target)``, e.g.
+            ``forgegrad.train.DistillationLoss(temperature, alpha)``, and the validation loss is
+            ``loss_fn.hard_loss(output, target)`` (the plain cross-entropy).
 
     Under MPI (``forgegrad.distributed.init()`` in a job of several ranks) fit runs unchanged on every
     rank: the epoch's loss and metrics (and evaluate's) are summed over the ranks, so every rank logs
@@ -226,6 +236,15 @@ def fit(model, loss_fn, optimizer, train_loader, *, epochs: int, val_loader=None
     for cb in callbacks:
         if not isinstance(cb, Callback):
             raise TypeError(f"fit: callbacks must be forgegrad.train.Callback instances, got {type(cb).__name__}")
+    val_loss_fn = loss_fn
+    if teacher is not None:
+        if not callable(teacher):
+            raise TypeError(f"fit: teacher must be a model (callable), got {type(teacher).__name__}")
+        val_loss_fn = getattr(loss_fn, "hard_loss", None)
+        if not callable(val_loss_fn):
+            raise TypeError("fit: with a teacher, loss_fn must take (teacher_output, output, target) and have a "
+                            "hard_loss(output, target) for validation, e.g. forgegrad.train.DistillationLoss; "
+                            f"got {type(loss_fn).__name__}")
     train_metrics = _prepare_metrics(metrics, loss_fn)
     val_metrics = _prepare_metrics(metrics, loss_fn)
     plateau = scheduler is not None and _is_plateau_scheduler(scheduler)
@@ -237,6 +256,9 @@ def fit(model, loss_fn, optimizer, train_loader, *, epochs: int, val_loader=None
     world = _world()
     bar = _Progress(progress if world is None or world.rank() == 0 else False, int(epochs))
     was_training = getattr(model, "training", True)
+    teacher_was_training = getattr(teacher, "training", False)
+    if teacher is not None and hasattr(teacher, "eval"):
+        teacher.eval()
     epoch = 0
     try:
         for cb in callbacks:
@@ -247,9 +269,9 @@ def fit(model, loss_fn, optimizer, train_loader, *, epochs: int, val_loader=None
                 cb.on_epoch_begin(epoch, {})
             _set_sampler_epoch(train_loader, epoch)
             bar.epoch_begin(epoch, _loader_len(train_loader))
-            logs = _run_epoch(model, loss_fn, optimizer, train_loader, train_metrics, bar, callbacks)
+            logs = _run_epoch(model, loss_fn, optimizer, train_loader, train_metrics, bar, callbacks, teacher)
             if val_loader is not None:
-                val = evaluate(model, loss_fn, val_loader, val_metrics)
+                val = evaluate(model, val_loss_fn, val_loader, val_metrics)
                 logs.update({"val_" + k: v for k, v in val.items()})
             if scheduler is not None:
                 lr = _current_lr(optimizer)
@@ -280,6 +302,8 @@ def fit(model, loss_fn, optimizer, train_loader, *, epochs: int, val_loader=None
     finally:
         bar.close()
         model.train(bool(was_training))
+        if teacher is not None and hasattr(teacher, "train"):
+            teacher.train(bool(teacher_was_training))
     for cb in callbacks:
         cb.on_train_end({"interrupted": history.interrupted})
     return history

@@ -1,4 +1,4 @@
-"""forgegrad.nn.utils: gradient clipping with torch.nn.utils' names and semantics."""
+"""forgegrad.nn.utils.clip_grad: gradient clipping with torch.nn.utils' names and semantics."""
 from __future__ import annotations
 
 import math
@@ -6,8 +6,8 @@ from typing import Iterable, Union
 
 import numpy as np
 
-from ..kernels import optim as _k
-from ..tensor import Tensor
+from ...kernels import optim as _k
+from ...tensor import Tensor
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
 
