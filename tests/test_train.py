@@ -519,10 +519,16 @@ def test_keras_optimizer_instance_class_and_errors():
     built.compile(loss="binary_crossentropy", optimizer=opt)
     built.fit(X, y, epochs=1, verbose=0)
     assert built._compile_config.optimizer is opt
-    # an instance created before a Dense layer exists cannot train it: clear error (the first layer is
-    # built, so that forgegrad.optim, like torch.optim, does not already refuse an empty parameter list)
-    lazy = nn.Sequential(nn.Dense(4, "relu", input_dim=2), nn.Dense(1, "sigmoid"))
-    lazy.compile(loss="binary_crossentropy", optimizer=SGD(lazy.parameters(), lr=0.1))
+    # the first layer's input size builds every layer up front (Keras): an optimizer made now holds them all
+    known = nn.Sequential(nn.Dense(4, "relu", input_dim=2), nn.Dense(1, "sigmoid"))
+    known.compile(loss="binary_crossentropy", optimizer=SGD(known.parameters(), lr=0.1))
+    known.fit(X, y, epochs=1, verbose=0)
+    # an optimizer given a model whose first layer has no input size yet refuses (it could never update it)
+    lazy = nn.Sequential(nn.Dense(4, "relu"), nn.Dense(1, "sigmoid"))
+    with pytest.raises(ValueError, match=r"lazy layers 0 \(Dense\) have no parameters yet"):
+        SGD(lazy.parameters(), lr=0.1)
+    # an optimizer built from a list it could not check still gets compile's error
+    lazy.compile(loss="binary_crossentropy", optimizer=SGD(list(known.parameters()), lr=0.1))
     with pytest.raises(ValueError, match="before the model's Dense layers were built"):
         lazy.fit(X, y, epochs=1, verbose=0)
 

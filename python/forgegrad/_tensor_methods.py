@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import grad_mode
+from .ops._util import normalize_axis, single_axis
 from .ops.registry import _OPS
 
 _NUMBER = (int, float, bool, np.number)
@@ -177,7 +178,7 @@ class TensorMethods:
         return _OPS["var"](self, dim=dim, unbiased=unbiased, keepdim=keepdim)
 
     def std(self, dim=None, unbiased=True, keepdim=False):
-        return self.var(dim, unbiased, keepdim).sqrt()
+        return _OPS["std"](self, dim=dim, unbiased=unbiased, keepdim=keepdim)
 
     # ---- shapes ---------------------------------------------------------------------------------------
     def reshape(self, *shape):
@@ -188,9 +189,11 @@ class TensorMethods:
     def permute(self, *dims):
         return _OPS["permute"](self, _shape_args(dims))
 
-    def transpose(self, dim0=0, dim1=1):
+    def transpose(self, dim0, dim1):
+        d0, d1 = single_axis(dim0, self.ndim, "dim0"), single_axis(dim1, self.ndim, "dim1")
         dims = list(range(self.ndim))
-        dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
+        if self.ndim:
+            dims[d0], dims[d1] = dims[d1], dims[d0]
         return _OPS["permute"](self, tuple(dims))
 
     def t(self):
@@ -203,23 +206,27 @@ class TensorMethods:
     def expand(self, *shape):
         return _OPS["expand"](self, _shape_args(shape))
 
+    # Dims are checked like torch's: out of range raises IndexError (never wraps around).
     def flatten(self, start_dim=0, end_dim=-1):
+        s = single_axis(start_dim, self.ndim, "start_dim")
+        e = single_axis(end_dim, self.ndim, "end_dim")
         if self.ndim == 0:
             return self.reshape(1)
-        s = start_dim % self.ndim
-        e = end_dim % self.ndim
+        if s > e:
+            raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
         return self.reshape(self.shape[:s] + (-1,) + self.shape[e + 1:])
 
     def squeeze(self, dim=None):
         if dim is None:
             return self.reshape(tuple(s for s in self.shape if s != 1))
-        d = dim % max(self.ndim, 1)
-        if self.ndim == 0 or self.shape[d] != 1:
+        axes = normalize_axis(dim, self.ndim)
+        if self.ndim == 0:
             return self
-        return self.reshape(self.shape[:d] + self.shape[d + 1:])
+        keep = tuple(s for i, s in enumerate(self.shape) if not (i in axes and s == 1))
+        return self if keep == self.shape else self.reshape(keep)
 
     def unsqueeze(self, dim):
-        d = dim % (self.ndim + 1)
+        d = single_axis(dim, self.ndim + 1)
         return self.reshape(self.shape[:d] + (1,) + self.shape[d:])
 
     def clone(self):

@@ -222,6 +222,8 @@ def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
         for parent, g in zip(node.parents, gins):
             if parent is None or g is None or not parent.requires_grad:
                 continue
+            if isinstance(g, np.generic):  # numpy turns 0-d results into scalars; kernels take arrays
+                g = np.asarray(g)
             if g.shape != parent.shape:
                 raise RuntimeError(
                     f"{type(node).__name__}.backward returned a gradient of shape {g.shape} for an "

@@ -8,7 +8,7 @@ import numpy as np
 from ..autograd import graph_free
 from ..tensor import Tensor
 from .activation import _Activation
-from .linear import Linear, _fused_linear
+from .linear import Linear, _fused_linear, feature_size_after
 from .module import Module
 
 __all__ = ["Sequential", "ModuleList", "ModuleDict"]
@@ -78,6 +78,21 @@ class Sequential(_ModuleSequence):
                 if not isinstance(m, Module):
                     raise TypeError(f"Sequential: argument {i} is a {type(m).__name__}, not a Module")
                 self.add_module(str(i), m)
+        self._build_known_sizes()
+
+    def _build_known_sizes(self) -> None:
+        # Keras builds every layer when the input size is known (Dense(64, input_dim=100), then
+        # Dense(10)): so do we, so that an optimizer created now holds every layer's parameters.
+        size = None
+        for m in self._modules.values():
+            size = feature_size_after(m, size)
+
+    def append(self, module: Module):
+        super().append(module)
+        self._build_known_sizes()
+        return self
+
+    add = append  # Keras spelling
 
     def forward(self, input):
         if graph_free():
@@ -110,8 +125,6 @@ class Sequential(_ModuleSequence):
 
     def _from_items(self, items):
         return Sequential(OrderedDict(items))
-
-    add = _ModuleSequence.append  # Keras spelling
 
     # ---- Keras-style training (see forgegrad.train.keras) --------------------------------------
     def compile(self, loss, optimizer="adam", metrics=(), **optimizer_kwargs):

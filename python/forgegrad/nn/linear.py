@@ -76,11 +76,34 @@ def lazy_parameters(module, size_attr, size, size_arg, owner) -> None:
     and bias stay None until the first call builds them with ``module._build(n)``, unless ``size``
     is given, which builds them now."""
     setattr(module, size_attr, None)
+    module._lazy_size_attr = size_attr  # marks a lazy layer (see unbuilt_lazy_modules)
     module._param_device = devices.default_device()  # where a lazy build creates the weight
     module.register_parameter("weight", None)
     module.register_parameter("bias", None)
     if size is not None:
         module._build(positive_int(size, size_arg, owner))
+
+
+def unbuilt_lazy_modules(module):
+    """(name, module) of the lazy layers under ``module`` whose parameters do not exist yet."""
+    return [(n, m) for n, m in module.named_modules()
+            if getattr(m, "_lazy_size_attr", None) and m._parameters.get("weight") is None]
+
+
+def feature_size_after(module, size):
+    """The feature size (last dim) a module's output has for inputs of feature size ``size`` (None:
+    unknown). Lets Sequential build a Keras-style Dense stack up front once the first size is known."""
+    from .activation import Dropout, _Activation
+    from .normalization import LayerNorm
+    if type(module) is Linear:
+        return module.out_features
+    if type(module) is Dense:
+        if module.weight is None and size is not None:
+            module._build(size)
+        return module.units
+    if isinstance(module, (_Activation, Dropout, Identity, LayerNorm)):  # elementwise: size unchanged
+        return size
+    return None
 
 
 class Dense(Module):

@@ -140,8 +140,7 @@ class Module:
         return self._named_members(lambda m: m._parameters.items(), prefix, recurse)
 
     def parameters(self, recurse: bool = True):
-        for _, p in self.named_parameters(recurse=recurse):
-            yield p
+        return _Parameters(self, recurse)
 
     def named_buffers(self, prefix: str = "", recurse: bool = True):
         return self._named_members(lambda m: m._buffers.items(), prefix, recurse)
@@ -416,3 +415,22 @@ class ModuleCallStack:
     def __exit__(self, *exc) -> bool:
         Module.__call__ = self._original
         return False
+
+
+class _Parameters:
+    """The iterator Module.parameters() returns: a generator of the parameters, as torch's, that also
+    carries ``unbuilt_lazy`` (the lazy layers without parameters yet) so that an optimizer given it
+    can refuse instead of silently never updating those layers."""
+
+    __slots__ = ("_it", "unbuilt_lazy")
+
+    def __init__(self, module, recurse):
+        from .linear import unbuilt_lazy_modules
+        self.unbuilt_lazy = unbuilt_lazy_modules(module) if recurse else []
+        self._it = (p for _, p in module.named_parameters(recurse=recurse))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._it)

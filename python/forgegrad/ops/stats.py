@@ -1,4 +1,4 @@
-"""Statistics over axes: variance (Tensor.var; Tensor.std is its square root).
+"""Statistics over axes: variance (Tensor.var) and standard deviation (Tensor.std).
 
 One op rather than mean/sub/mul/sum/div from Python so that the divisor ``n - 1`` is part of the op:
 computed from the input's shape when the op runs, it follows the batch size in an exported graph
@@ -79,3 +79,36 @@ class VarFunction(Function):
         g = _expand_back(g, d.shape, ctx.axes, ctx.keepdim)
         with np.errstate(divide="ignore", invalid="ignore"):
             return (d * (g * np.float32(2.0 / ctx.dof if ctx.dof > 0 else np.nan))).astype(np.float32, copy=False)
+
+
+def _torch_std(torch, a, dim=None, unbiased=True, keepdim=False):
+    dims = tuple(range(a.ndim)) if dim is None else dim
+    return torch.std(a, dims, correction=1 if unbiased else 0, keepdim=keepdim)
+
+
+def _std_samples():
+    const = np.ones((2, 4), np.float32)  # a zero standard deviation: torch's gradient there is 0, not nan
+    return _var_samples() + [Sample((const,), {"dim": 1}, "constant rows (std 0)")]
+
+
+@register_op("std", meta=lambda a, dim=None, unbiased=True, keepdim=False: M.float_reduction(
+                 a, None if dim is not None and not isinstance(dim, int) and len(tuple(dim)) == 0 else dim, keepdim),
+             flops=M.per_input_element(3), samples=_std_samples, torch=_torch_std, tol=(1e-5, 1e-6),
+             bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"dim": 5}, IndexError, "dim")])
+class StdFunction(Function):
+    """Standard deviation: the square root of ``var``. Its own op (not var().sqrt()) for torch's gradient
+    where the deviation is 0: torch defines it as 0 there, where d sqrt(v)/dv would be inf (and then nan)."""
+
+    @staticmethod
+    def forward(ctx, a, dim=None, unbiased=True, keepdim=False):
+        v = VarFunction.forward(ctx, a, dim, unbiased, keepdim)
+        y = np.sqrt(v)
+        ctx.y = y
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        y = ctx.y
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gv = np.where(y == 0, np.float32(0), g / (np.float32(2) * y)).astype(np.float32)
+        return VarFunction.backward(ctx, gv)

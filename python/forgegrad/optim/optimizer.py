@@ -58,6 +58,14 @@ class Optimizer:
         if isinstance(params, dict):
             raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
                             "but got a dict (wrap a single parameter group in a list: [group])")
+        unbuilt = getattr(params, "unbuilt_lazy", None)
+        if unbuilt:
+            names = ", ".join(f"{n or 'the model'} ({type(m).__name__})" for n, m in unbuilt[:5])
+            raise ValueError(
+                f"optimizer got the parameters of a model whose lazy layers {names} have no parameters yet "
+                "(their input size is not known): the optimizer would never update them. Give the first layer "
+                "its input size (e.g. Dense(64, input_dim=100)) or run the model on one batch before creating "
+                "the optimizer.")
         try:
             param_groups = list(params)
         except TypeError:
