@@ -36,7 +36,7 @@ def _mlp():
 
 
 def _weights(model):
-    return {k: v.data.copy() for k, v in model.state_dict().items()}
+    return {k: v._data.copy() for k, v in model.state_dict().items()}
 
 
 # ---- fit / evaluate / predict -------------------------------------------------------------------
@@ -101,10 +101,10 @@ def test_evaluate_and_predict_use_eval_mode_and_no_grad():
 def test_predict_inputs():
     model = _mlp()
     X, y = _blobs(10)
-    ref = model(fg.tensor(X)).data
-    np.testing.assert_allclose(predict(model, X, batch_size=3).data, ref, rtol=1e-6)
-    np.testing.assert_allclose(predict(model, fg.tensor(X)).data, ref, rtol=1e-6)
-    np.testing.assert_allclose(predict(model, DataLoader(TensorDataset(X, y), batch_size=4)).data, ref, rtol=1e-6)
+    ref = model(fg.tensor(X))._data
+    np.testing.assert_allclose(predict(model, X, batch_size=3)._data, ref, rtol=1e-6)
+    np.testing.assert_allclose(predict(model, fg.tensor(X))._data, ref, rtol=1e-6)
+    np.testing.assert_allclose(predict(model, DataLoader(TensorDataset(X, y), batch_size=4))._data, ref, rtol=1e-6)
     with pytest.raises(ValueError, match="batch_size"):
         predict(model, X, batch_size=0)
 
@@ -237,7 +237,7 @@ def test_early_stopping_restore_best_weights():
 
     def mutate(e):
         for p in model.parameters():
-            p.data[...] = e
+            p._data[...] = e
         snapshots[e] = _weights(model)
 
     es = EarlyStopping(patience=1, restore_best_weights=True)
@@ -271,7 +271,7 @@ def test_model_checkpoint_keeps_best(tmp_path):
 
     def mutate(e):
         for p in model.parameters():
-            p.data[...] = e + 1
+            p._data[...] = e + 1
         snapshots[e] = _weights(model)
 
     path = tmp_path / "new_dir" / "best.safetensors"  # the directory is created
@@ -294,7 +294,7 @@ def test_model_checkpoint_every_epoch_with_format(tmp_path):
     m2 = _mlp()
     m2.load_state_dict(load(tmp_path / names[1]))
     for k, v in _weights(model).items():
-        np.testing.assert_array_equal(m2.state_dict()[k].data, v)
+        np.testing.assert_array_equal(m2.state_dict()[k]._data, v)
     with pytest.raises(KeyError, match="val_acc"):
         fit(model, nn.CrossEntropyLoss(), SGD(model.parameters(), lr=0.1), train, epochs=1,
             callbacks=[ModelCheckpoint(str(tmp_path / "{val_acc}.safetensors"))], progress=False)

@@ -74,7 +74,7 @@ class Function:
         other_device = False
         for a in args:
             if isinstance(a, Tensor):
-                d = a.data
+                d = a._data
                 if type(d) is not _NDARRAY:
                     other_device = True
                 raw.append(d)
@@ -111,11 +111,11 @@ class Function:
             single = True
         if record_graph:
             ctx.parents = tuple([a if isinstance(a, Tensor) else None for a in args])
-            ctx.out_meta = tuple([(t.data.shape, t.data.dtype) for t in results])
+            ctx.out_meta = tuple([(t._data.shape, t._data.dtype) for t in results])
             ctx.released = False
             skip = cls.non_differentiable_outputs
             for i, t in enumerate(results):
-                if t.data.dtype.kind == "f" and i not in skip:
+                if t._data.dtype.kind == "f" and i not in skip:
                     t.requires_grad = True
                     t._ctx = ctx
                     t._out_index = i
@@ -194,7 +194,7 @@ def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
 
     def to_leaf(leaf, g):
         if (leaf.grad is None and g is not grad and g.base is None and g.flags.owndata and g.flags.writeable
-                and g.dtype == leaf.data.dtype and id(g) not in adopted):
+                and g.dtype == leaf._data.dtype and id(g) not in adopted):
             adopted.add(id(g))
             leaf.grad = Tensor._wrap(g)
         else:

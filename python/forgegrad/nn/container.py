@@ -113,8 +113,8 @@ class Sequential(_ModuleSequence):
             self.__dict__["_inference_plan"] = plan
         for m, act in plan[1]:
             # the fused kernel takes CPU arrays; on another device (meta) the modules run one by one
-            if act is not False and isinstance(input, Tensor) and type(input.data) is _NDARRAY \
-                    and type(m.weight.data) is _NDARRAY:
+            if act is not False and isinstance(input, Tensor) and type(input._data) is _NDARRAY \
+                    and type(m.weight._data) is _NDARRAY:
                 code, alpha = (-1, 0.0) if act is None else act.epilogue()
                 input = _fused_linear(input, m.weight, m.bias, code, alpha)
             else:

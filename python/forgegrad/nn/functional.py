@@ -96,7 +96,7 @@ def one_hot(tensor, num_classes: int = -1) -> Tensor:
     """int64 one-hot rows of ``tensor``'s class indices; ``num_classes=-1`` (only -1, as in torch) infers
     it as max + 1. Errors as torch's: RuntimeError for an empty tensor with -1, negative class values,
     values >= num_classes and any other negative num_classes."""
-    idx = _t(tensor, "tensor").data
+    idx = _t(tensor, "tensor")._data
     if idx.dtype.kind not in "iu":
         raise TypeError(f"one_hot: expected an integer tensor, got dtype {idx.dtype}")
     num_classes = check_int(num_classes, "num_classes")

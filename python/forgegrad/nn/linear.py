@@ -52,7 +52,7 @@ def _fused_linear(input, weight, bias, activation, alpha):
     """Inference without a graph (no_grad, no trace): act(input @ W^T + b) in one kernel call, the
     activation (a kernel code, -1 for none; see an activation module's ``epilogue()``) applied in
     place to the fresh output. Same kernels, same results as the autograd path."""
-    return Tensor._wrap(_C.gemm.linear(input.data, weight.data, None if bias is None else bias.data,
+    return Tensor._wrap(_C.gemm.linear(input._data, weight._data, None if bias is None else bias._data,
                                        activation, alpha))
 
 
@@ -147,7 +147,7 @@ class Dense(Module):
                 raise ValueError("Dense: input must have at least 1 dimension")
             self._build(input.shape[-1])
         if (self._epilogue is not None and graph_free() and isinstance(input, Tensor)
-                and type(input.data) is np.ndarray and type(self.weight.data) is np.ndarray):
+                and type(input._data) is np.ndarray and type(self.weight._data) is np.ndarray):
             return _fused_linear(input, self.weight, self.bias, *self._epilogue)  # one kernel call
         y = F.linear(input, self.weight, self.bias)
         return y if self._act is None else self._act(y)

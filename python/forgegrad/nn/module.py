@@ -178,7 +178,7 @@ class Module:
             if set_to_none:
                 p.grad = None
             else:
-                p.grad.data.fill(0)
+                p.grad._data.fill(0)
 
     # ---- state -------------------------------------------------------------------------------
     def state_dict(self, destination=None, prefix: str = "", keep_vars: bool = False) -> "OrderedDict[str, Tensor]":
@@ -217,7 +217,7 @@ class Module:
             if k not in state_dict:
                 continue
             v = state_dict[k]
-            arr = v.data if isinstance(v, Tensor) else np.asarray(v)
+            arr = v._data if isinstance(v, Tensor) else np.asarray(v)
             if not devices.has_data(arr):
                 errors.append(f"no values for {k}: the state_dict holds a meta tensor (shape and dtype only)")
                 continue
@@ -234,10 +234,10 @@ class Module:
         if errors:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors))
         for target, arr in staged:
-            if devices.has_data(target.data):
-                target.data[...] = arr.astype(target.data.dtype, copy=False)
+            if devices.has_data(target._data):
+                target._data[...] = arr.astype(target._data.dtype, copy=False)
             else:  # a meta tensor has no storage to copy into: loading gives it its values (on the CPU)
-                target.data = np.array(arr, dtype=target.data.dtype, copy=True)
+                target._data = np.array(arr, dtype=target._data.dtype, copy=True)
         return IncompatibleKeys(missing, unexpected)
 
     # ---- devices -------------------------------------------------------------------------------
@@ -268,7 +268,7 @@ class Module:
         target = devices.device(device).type  # clear errors for unknown names and for cuda
         moving = []
         for name, t in list(self.named_parameters()) + list(self.named_buffers()):
-            here = devices.device_of(t.data)
+            here = devices.device_of(t._data)
             if here == target:
                 continue
             if here == "meta":
@@ -279,7 +279,7 @@ class Module:
                 raise RuntimeError(f"Module.to({target!r}): cannot move {name!r} from {here!r} to {target!r}")
             moving.append(t)
         for t in moving:  # nothing changes unless every tensor can move
-            t.data = MetaArray(t.shape, t.dtype)
+            t._data = MetaArray(t.shape, t.dtype)
             t.grad = None
         for m in self.modules():  # layers that create their weights on first call (Dense, Conv2D)
             if "_param_device" in m.__dict__:

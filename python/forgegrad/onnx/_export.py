@@ -29,7 +29,7 @@ def _as_tensors(example_inputs) -> List[Tensor]:
     out = []
     for i, x in enumerate(example_inputs):
         if isinstance(x, Tensor):
-            out.append(Tensor._wrap(x.data))  # a fresh Tensor object: graph inputs are matched by identity
+            out.append(Tensor._wrap(x._data))  # a fresh Tensor object: graph inputs are matched by identity
         elif isinstance(x, np.ndarray) or np.isscalar(x):
             out.append(Tensor(np.asarray(x)))
         else:
@@ -91,7 +91,7 @@ def _normalize_axes(dynamic_axes, names) -> Dict[str, Dict[int, str]]:
 
 def _resample(x: Tensor, axes: Dict[int, str], sizes: Dict[str, int]) -> Tensor:
     """x with each dynamic axis cut or repeated to the requested size (valid values, e.g. token ids)."""
-    arr = x.data
+    arr = x._data
     for axis, sym in axes.items():
         n = arr.shape[axis]
         if n == 0:
@@ -122,7 +122,7 @@ class _Exporter:
         self.symbols = symbols
         self.ctx = ExportContext(opset, symbols)
         self.values: Dict[int, str] = {}      # id(Tensor) -> ONNX value
-        self.data_alias: Dict[int, str] = {}  # id(ndarray) -> ONNX value (detach(), Tensor(t.data))
+        self.data_alias: Dict[int, str] = {}  # id(ndarray) -> ONNX value (detach(), Tensor(t._data))
         self.keep_alive: List[Any] = []
         self.bool_values: List[Tuple[str, np.ndarray]] = []
         self.params: Dict[int, str] = {}
@@ -131,7 +131,7 @@ class _Exporter:
         if hasattr(model, "named_parameters"):
             for k, p in list(model.named_parameters()) + list(model.named_buffers()):
                 self.params[id(p)] = k
-                self.param_data[id(p.data)] = k
+                self.param_data[id(p._data)] = k
             for path, m in model.named_modules():
                 for k, v in vars(m).items():
                     if isinstance(v, Tensor) and id(v) not in self.params:
@@ -140,13 +140,13 @@ class _Exporter:
 
     def _bind(self, name: str, t: Tensor, tb: Optional[Tensor] = None, tc: Optional[Tensor] = None) -> None:
         self.values[id(t)] = name
-        self.data_alias[id(t.data)] = name
+        self.data_alias[id(t._data)] = name
         self.keep_alive.append(t)
         self.ctx.dtypes[name] = t.dtype
         self.ctx.dims[name] = dims_of(t.shape, tb.shape if tb is not None else None,
                                       tc.shape if tc is not None else None)
         if t.dtype == bool:
-            self.bool_values.append((name, t.data))
+            self.bool_values.append((name, t._data))
 
     def check_same_structure(self, cap_b: Capture, sizes) -> None:
         ra, rb = self.cap_a.records, cap_b.records
@@ -189,18 +189,18 @@ class _Exporter:
 
     def _tensor_value(self, t: Tensor, tb: Optional[Tensor], op: OpCall, argname: str,
                       tc: Optional[Tensor] = None) -> str:
-        name = self.values.get(id(t)) or self.data_alias.get(id(t.data))
+        name = self.values.get(id(t)) or self.data_alias.get(id(t._data))
         if name is not None:
             return name
-        key = self.params.get(id(t)) or self.param_data.get(id(t.data))
+        key = self.params.get(id(t)) or self.param_data.get(id(t._data))
         if key is not None:
             if key not in self.param_values:
-                nm = self.ctx.const(np.array(t.data, copy=True), name=key)
+                nm = self.ctx.const(np.array(t._data, copy=True), name=key)
                 self.param_values[key] = nm
             self._bind(self.param_values[key], t)
             return self.param_values[key]
-        name = self._array_value(t.data, tb.data if tb is not None else None, op, argname,
-                                 label=self.attr_tensors.get(id(t)), arr_c=tc.data if tc is not None else None)
+        name = self._array_value(t._data, tb._data if tb is not None else None, op, argname,
+                                 label=self.attr_tensors.get(id(t)), arr_c=tc._data if tc is not None else None)
         self._bind(name, t, tb, tc)
         return name
 
@@ -272,9 +272,9 @@ class _Exporter:
     def output_value(self, t, i: int) -> str:
         if not isinstance(t, Tensor):
             raise OnnxExportError(f"model output {i} is a {type(t).__name__}, not a Tensor")
-        name = self.values.get(id(t)) or self.data_alias.get(id(t.data))
+        name = self.values.get(id(t)) or self.data_alias.get(id(t._data))
         if name is None:
-            key = self.params.get(id(t)) or self.param_data.get(id(t.data))
+            key = self.params.get(id(t)) or self.param_data.get(id(t._data))
             if key is None:
                 raise OnnxExportError(f"model output {i} (shape {t.shape}) was not computed by traced ops and "
                                       "is not a parameter")
