@@ -120,12 +120,13 @@ def test_casts_vs_torch(src, cast):
     assert_same(fg_fn(fg.tensor(a)), th_fn(torch.tensor(a)))
 
 
-def test_cast_to_own_dtype_is_identity_and_float64_is_stored_as_float32():
+def test_cast_to_own_dtype_is_identity_and_float64_is_a_dtype():
     x, i, b = fg.tensor(rn(3)), fg.tensor(np.arange(3)), fg.tensor(np.array([True, False]))
     assert x.float() is x and i.long() is i and b.bool() is b and x.to("cpu") is x
-    assert x.to(np.float32) is x and x.to(np.float64) is x  # float data is float32
+    assert x.to(np.float32) is x and x.to(np.float64) is not x  # float64 is a dtype of its own (torch)
     y = i.to(np.float64)
-    assert y.dtype == np.float32 and np.array_equal(y._data, [0.0, 1.0, 2.0])
+    assert y.dtype == np.float64 and np.array_equal(y._data, [0.0, 1.0, 2.0])
+    assert x.double().float().dtype == np.float32 and x.double().double().dtype == np.float64
 
 
 def test_cast_records_and_gradient():

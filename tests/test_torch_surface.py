@@ -191,3 +191,24 @@ def test_utils_data_alias_and_name_hints():
         fg.jit  # noqa: B018
     with pytest.raises(AttributeError, match="has no attribute 'not_a_torch_name'$"):
         fg.not_a_torch_name  # noqa: B018
+
+
+def test_save_load_file_objects(tmp_path):
+    import io
+    model = nn.Linear(3, 2)
+    buf = io.BytesIO()
+    fg.save(model.state_dict(), buf)  # torch.save(model.state_dict(), buf)
+    buf.seek(0)
+    loaded = fg.load(buf)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(np.asarray(loaded[k]), v.numpy())
+    with open(tmp_path / "m.safetensors", "wb") as f:
+        fg.save({"w": fg.from_numpy(np.arange(3.0)), "epoch": 2}, f)
+    with open(tmp_path / "m.safetensors", "rb") as f:
+        back = fg.load(f)
+    assert back["epoch"] == 2 and back["w"].dtype == np.float64  # float64 is kept, not cast
+    with pytest.raises(TypeError, match="text mode"):
+        with open(tmp_path / "t.txt", "w") as f:
+            fg.save(model.state_dict(), f)
+    with pytest.raises(ValueError, match="not a valid safetensors"):
+        fg.load(io.BytesIO(b"garbage"))

@@ -37,7 +37,7 @@ def inplace(self, compute, name: str, *others, cast: bool = False):
     if tracking:
         # the op's input is a stand-in holding self's current node: self itself becomes the output,
         # and a graph whose node lists self as its own input would loop
-        old = Tensor._wrap(self._data)
+        old = Tensor._wrap_exact(self._data)
         old._ctx, old._out_index, old.requires_grad = self._ctx, self._out_index, self.requires_grad
         out = compute(old, *[old if o is self else o for o in others])
         _check_result(self, out, name, cast)

@@ -328,16 +328,16 @@ class TensorMethods:
     def new_tensor(self, data, dtype=None, requires_grad=False):
         arr = np.array(data.numpy() if isinstance(data, TensorMethods) else data,
                        dtype=self._data.dtype if dtype is None else _np_dtype(dtype))
-        return type(self)(arr, requires_grad=requires_grad)
+        from .tensor import Tensor  # a plain Tensor, also for a Parameter (as torch)
+        return Tensor(arr, requires_grad=requires_grad, dtype=arr.dtype)
 
     def _new(self, make, size, dtype, requires_grad):
-        from .tensor import empty, tensor  # noqa: F401  (module import order: tensor imports this file)
-        from . import tensor as _tensor
+        from .tensor import Tensor, empty
         shape = _shape_args(size)
         dt = self._data.dtype if dtype is None else _np_dtype(dtype)
         if self.is_meta:
-            return _tensor.empty(*shape, dtype=dt, device="meta", requires_grad=requires_grad)
-        return type(self)(make(tuple(int(n) for n in shape), dtype=dt), requires_grad=requires_grad)
+            return empty(*shape, dtype=dt, device="meta", requires_grad=requires_grad)
+        return Tensor(make(tuple(int(n) for n in shape), dtype=dt), requires_grad=requires_grad, dtype=dt)
 
     @property
     def is_cuda(self) -> bool:

@@ -29,10 +29,14 @@ What can be saved:
   kept), lists vs tuples, scalars, and numpy arrays where Tensors/arrays were saved. Mapping
   subclasses (OrderedDict, Counter) come back as dicts, namedtuples as tuples.
 
+``path`` may also be a binary file object (``io.BytesIO``, ``open(p, "wb")``), as torch.save/load
+accept: the bytes are written to / read from it as they are (atomic replacement is for paths only).
+
 Optional ``metadata`` (str -> str) is stored in the header and returned by ``load_metadata``.
 """
 from __future__ import annotations
 
+import io
 import os
 from collections import OrderedDict
 from typing import Dict, Mapping, Optional, Union
@@ -119,15 +123,30 @@ def save(state_dict: Mapping, path: PathLike, metadata: Optional[Mapping[str, st
                          "(it holds the header metadata); rename that entry")
     _, stnp = _safetensors()
     payload = stnp.save(arrays, metadata=meta)  # serialise fully before touching the disk
+    if callable(getattr(path, "write", None)):  # a file object (torch.save accepts one): written as is
+        if isinstance(path, io.TextIOBase):
+            raise TypeError("forgegrad.save: the file object is open in text mode; open it with 'wb'")
+        path.write(payload)
+        return
     atomic_write(path, lambda f: f.write(payload), who="forgegrad.save")
 
 
 def _open(path: PathLike):
+    if callable(getattr(path, "read", None)):  # a binary file object: its remaining bytes are the checkpoint
+        data = path.read()
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError("forgegrad.load: the file object is open in text mode; open it with 'rb'")
+        return io.BytesIO(data), len(data)
     return _reader.open_regular(os.fspath(path), "forgegrad.load")
 
 
+def _name(path) -> str:
+    return repr(getattr(path, "name", "<file object>")) if callable(getattr(path, "read", None)) else \
+        repr(os.fspath(path))
+
+
 def _corrupt(path, err) -> ValueError:
-    return ValueError(f"forgegrad.load: {os.fspath(path)!r} is not a valid safetensors checkpoint "
+    return ValueError(f"forgegrad.load: {_name(path)} is not a valid safetensors checkpoint "
                       f"(corrupt or truncated file?): {err}")
 
 
@@ -160,7 +179,7 @@ def load(path: PathLike):
         try:
             return _structure.decode(meta[_structure.STRUCTURE_KEY], loaded)
         except _structure.StructureError as e:
-            raise ValueError(f"forgegrad.load: {os.fspath(path)!r} is not a valid forgegrad checkpoint: its "
+            raise ValueError(f"forgegrad.load: {_name(path)} is not a valid forgegrad checkpoint: its "
                              f"{_structure.STRUCTURE_KEY!r} header entry is malformed (tampered or damaged "
                              f"file?): {e}") from None
     return OrderedDict(sorted(loaded.items()))  # each array owns its (writable) memory

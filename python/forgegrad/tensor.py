@@ -83,6 +83,15 @@ class Tensor(TensorMethods):
         t.requires_grad = False
         return t
 
+    @classmethod
+    def _wrap_exact(cls, arr) -> "Tensor":
+        """Wrap an op's output keeping its dtype (float64 ops; internal)."""
+        if not isinstance(arr, np.ndarray) and type(arr) is not MetaArray:
+            arr = np.asarray(arr)
+        t = cls.__new__(cls)
+        t._data, t.grad, t._ctx, t._out_index, t._retains_grad, t.requires_grad = arr, None, None, 0, False, False
+        return t
+
     # ---- basic properties ----------------------------------------------------------------
     @property
     def data(self) -> "Tensor":
@@ -90,7 +99,7 @@ class Tensor(TensorMethods):
         to it (``p.data -= lr * p.grad``, ``p.data.zero_()``) changes this tensor without autograd
         seeing it. Assigning ``t.data = other`` replaces the storage with ``other``'s. The numpy array
         itself is ``t.numpy()``."""
-        return Tensor._wrap(self._data)
+        return Tensor._wrap_exact(self._data)
 
     @data.setter
     def data(self, value) -> None:
@@ -212,7 +221,7 @@ class Tensor(TensorMethods):
 
     def detach(self) -> "Tensor":
         """A tensor sharing this storage, cut from the graph."""
-        return Tensor._wrap(self._data)
+        return Tensor._wrap_exact(self._data)
 
     def detach_(self) -> "Tensor":
         self._ctx = None
@@ -221,7 +230,7 @@ class Tensor(TensorMethods):
 
     def _accumulate_grad(self, g: np.ndarray) -> None:
         if self.grad is None:
-            self.grad = Tensor._wrap(np.array(g, dtype=self._data.dtype, copy=True))
+            self.grad = Tensor._wrap_exact(np.array(g, dtype=self._data.dtype, copy=True))
         else:
             self.grad._data = self.grad._data + g
 
@@ -253,8 +262,6 @@ class Tensor(TensorMethods):
     # like torch, a cast to the tensor's own dtype returns the tensor itself
     def _cast(self, dtype) -> "Tensor":
         dtype = _dtypes.to_numpy(dtype)
-        if dtype == np.float64:  # float data is stored as float32
-            dtype = np.dtype(np.float32)
         if dtype == self._data.dtype:
             return self
         return _OPS["cast"](self, dtype=dtype)
@@ -315,7 +322,7 @@ class Tensor(TensorMethods):
         if device is not None:
             dev = _devices.device(device).type  # a clear error for a device that is not available
             data = _devices.transfer(self._data, dev)
-            out = self if data is self._data else Tensor._wrap(data)
+            out = self if data is self._data else Tensor._wrap_exact(data)
         if dtype is not None:
             out = out._cast(dtype)
         if copy and out is self:
@@ -337,7 +344,7 @@ class Tensor(TensorMethods):
         return inplace(self, compute, name, *others, cast=cast)
 
     def fill_(self, value) -> "Tensor":
-        return self._inplace(lambda t: Tensor._wrap(np.full(t.shape, value, t._data.dtype)), "fill_")
+        return self._inplace(lambda t: Tensor._wrap_exact(np.full(t.shape, value, t._data.dtype)), "fill_")
 
     def zero_(self) -> "Tensor":
         return self.fill_(0)
@@ -353,7 +360,7 @@ def _copy_result(t, src):
     """copy_'s value: src broadcast to t's shape in t's dtype (recorded when src requires grad)."""
     if src.requires_grad:
         return src.to(t.dtype).expand(*t.shape) + 0  # + 0: a node of its own, even without a broadcast
-    return Tensor._wrap(np.broadcast_to(src._data, t.shape).astype(t._data.dtype))
+    return Tensor._wrap_exact(np.broadcast_to(src._data, t.shape).astype(t._data.dtype))
 
 
 def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
@@ -379,26 +386,27 @@ def _on_meta(device) -> bool:
 def zeros(*shape, requires_grad=False, dtype=np.float32, device=None) -> Tensor:
     shape = _shape(shape)
     if _on_meta(device):
-        return Tensor(MetaArray(shape, dtype), requires_grad=requires_grad)
-    return Tensor(np.zeros(shape, dtype=dtype), requires_grad=requires_grad)
+        return Tensor(MetaArray(shape, _dtypes.to_numpy(dtype)), requires_grad=requires_grad)
+    return Tensor(np.zeros(shape, dtype=_dtypes.to_numpy(dtype)), requires_grad=requires_grad, dtype=dtype)
 
 
 def ones(*shape, requires_grad=False, dtype=np.float32, device=None) -> Tensor:
     shape = _shape(shape)
     if _on_meta(device):
-        return Tensor(MetaArray(shape, dtype), requires_grad=requires_grad)
-    return Tensor(np.ones(shape, dtype=dtype), requires_grad=requires_grad)
+        return Tensor(MetaArray(shape, _dtypes.to_numpy(dtype)), requires_grad=requires_grad)
+    return Tensor(np.ones(shape, dtype=_dtypes.to_numpy(dtype)), requires_grad=requires_grad, dtype=dtype)
 
 
 def empty(*shape, requires_grad=False, dtype=np.float32, device=None) -> Tensor:
     shape = _shape(shape)
     if _on_meta(device):
-        return Tensor(MetaArray(shape, dtype), requires_grad=requires_grad)
-    return Tensor(np.empty(shape, dtype=dtype), requires_grad=requires_grad)
+        return Tensor(MetaArray(shape, _dtypes.to_numpy(dtype)), requires_grad=requires_grad)
+    return Tensor(np.empty(shape, dtype=_dtypes.to_numpy(dtype)), requires_grad=requires_grad, dtype=dtype)
 
 
 def full(shape, fill_value, requires_grad=False, dtype=np.float32) -> Tensor:
-    return Tensor(np.full(_shape((shape,)), fill_value, dtype=dtype), requires_grad=requires_grad)
+    return Tensor(np.full(_shape((shape,)), fill_value, dtype=_dtypes.to_numpy(dtype)), requires_grad=requires_grad,
+                  dtype=dtype)
 
 
 def arange(*args, dtype=None) -> Tensor:
@@ -415,16 +423,25 @@ from . import random as _random  # noqa: E402
 manual_seed = _random.manual_seed
 
 
-def randn(*shape, requires_grad=False, device=None) -> Tensor:
-    if _on_meta(device):
-        return Tensor(MetaArray(_shape(shape), np.float32), requires_grad=requires_grad)
-    return Tensor(_random.generator().standard_normal(_shape(shape), dtype=np.float32), requires_grad=requires_grad)
+def _float_dtype(dtype) -> np.dtype:
+    dt = _dtypes.to_numpy(dtype)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"expected dtype float32 or float64, got {_dtypes.of(dt)}")
+    return dt
 
 
-def rand(*shape, requires_grad=False, device=None) -> Tensor:
+def randn(*shape, requires_grad=False, device=None, dtype=np.float32) -> Tensor:
+    dt = _float_dtype(dtype)
     if _on_meta(device):
-        return Tensor(MetaArray(_shape(shape), np.float32), requires_grad=requires_grad)
-    return Tensor(_random.generator().random(_shape(shape), dtype=np.float32), requires_grad=requires_grad)
+        return Tensor(MetaArray(_shape(shape), dt), requires_grad=requires_grad)
+    return Tensor(_random.generator().standard_normal(_shape(shape), dtype=dt), requires_grad=requires_grad, dtype=dt)
+
+
+def rand(*shape, requires_grad=False, device=None, dtype=np.float32) -> Tensor:
+    dt = _float_dtype(dtype)
+    if _on_meta(device):
+        return Tensor(MetaArray(_shape(shape), dt), requires_grad=requires_grad)
+    return Tensor(_random.generator().random(_shape(shape), dtype=dt), requires_grad=requires_grad, dtype=dt)
 
 
 # ---- free functions over several tensors -------------------------------------------------------

@@ -29,7 +29,7 @@ def _as_tensors(example_inputs) -> List[Tensor]:
     out = []
     for i, x in enumerate(example_inputs):
         if isinstance(x, Tensor):
-            out.append(Tensor._wrap(x._data))  # a fresh Tensor object: graph inputs are matched by identity
+            out.append(Tensor._wrap_exact(x._data))  # a fresh Tensor object: graph inputs are matched by identity
         elif isinstance(x, np.ndarray) or np.isscalar(x):
             out.append(Tensor(np.asarray(x)))
         else:

@@ -71,11 +71,13 @@ class CompareFunction(Function):
              gaps={"backward": "casts to int64/bool cut the graph (float32 is the only float dtype)"},
              bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"dtype": "no-such-type"}, TypeError, "data type")])
 class CastFunction(Function):
-    """``a.astype(dtype)``: a copy in the new dtype (float64 is stored as float32, as everywhere).
+    """``a.astype(dtype)``: a copy in the new dtype.
 
     Differentiable between float dtypes (the gradient is cast back to the input's dtype); a cast to
     or from an integer / bool dtype cuts the graph, as in torch.
     """
+
+    exact_dtype = True
 
     @staticmethod
     def forward(ctx, a, dtype):

@@ -1,11 +1,14 @@
 """forgegrad.optim: optimizers and learning-rate schedulers with torch.optim's names and math.
 
-Every update is one fused, multithreaded C++ pass over parameter, gradient and state
-(forgegrad.kernels.optim), bit-identical for any thread count.
+SGD, Adam and AdamW update in one fused, multithreaded C++ pass over parameter, gradient and state
+(forgegrad.kernels.optim), bit-identical for any thread count; Adagrad, RMSprop, Adadelta and LBFGS
+are numpy (forgegrad.optim.adaptive, forgegrad.optim.lbfgs).
 """
 from . import lr_scheduler
 from .adam import Adam, AdamW
+from .adaptive import Adadelta, Adagrad, RMSprop
+from .lbfgs import LBFGS
 from .optimizer import Optimizer
 from .sgd import SGD
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta", "LBFGS", "lr_scheduler"]
