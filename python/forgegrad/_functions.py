@@ -3,6 +3,9 @@
 generator, so there is one implementation of each op."""
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import numpy as np
 
 from . import dtypes as _dtypes
@@ -109,7 +112,27 @@ def full_like(input, fill_value, dtype=None, requires_grad=False, device=None) -
     return Tensor(MetaArray(shape, dt) if meta else np.full(shape, fill_value, dt), requires_grad=requires_grad)
 
 
-def _float_like(input, dtype, draw, requires_grad):
+# While forgegrad.onnx.export traces and verifies a model, sampling (randn_like, rand_like) gives the
+# distribution's mean, computed from the input (recorded, so the graph follows its shape): the export is
+# deterministic and its verification meaningful; a VAE exports decoding z = mu. (ONNX's
+# RandomNormalLike could not be verified against forgegrad's own draws.)
+_sampling = threading.local()
+
+
+@contextlib.contextmanager
+def sampling_at_mean():
+    prev = getattr(_sampling, "mean", False)
+    _sampling.mean = True
+    try:
+        yield
+    finally:
+        _sampling.mean = prev
+
+
+def _float_like(input, dtype, draw, requires_grad, mean=0.0):
+    if getattr(_sampling, "mean", False):
+        out = input * 0.0 + mean if mean else input * 0.0
+        return out if dtype is None else out.to(dtype)
     shape, dt, meta = _like(input, dtype)
     if dt.kind != "f":
         raise TypeError(f"expected a floating point dtype, got {_dtypes.of(dt)}")
@@ -124,7 +147,8 @@ def randn_like(input, dtype=None, requires_grad=False, device=None) -> Tensor:
 
 
 def rand_like(input, dtype=None, requires_grad=False, device=None) -> Tensor:
-    return _float_like(input, dtype, lambda s: _random.generator().random(s, dtype=np.float32), requires_grad)
+    return _float_like(input, dtype, lambda s: _random.generator().random(s, dtype=np.float32), requires_grad,
+                       mean=0.5)
 
 
 def randint(*args, size=None, dtype=None, requires_grad=False, device=None, generator=None) -> Tensor:

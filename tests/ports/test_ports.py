@@ -138,3 +138,69 @@ def test_word_language_model(tmp_path, rnn_type):
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-4)
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-4)
     assert_same_weights(models[0], models[1], rtol=1e-3, atol=1e-5)
+
+
+def test_vae_exports_deterministically(tmp_path):
+    ours, _ = load_pair("vae")
+    fg.manual_seed(4)
+    model = ours.VAE()
+    x = fg.rand(3, 1, 28, 28)
+    report = fg.onnx.export(model, x, str(tmp_path / "vae.onnx"))  # verified in onnxruntime
+    assert report.ok and report.dynamic_axes["x"] == {0: "batch"}
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(tmp_path / "vae.onnx"), providers=["CPUExecutionProvider"])
+    x7 = np.random.default_rng(0).random((7, 1, 28, 28), dtype=np.float32)
+    recon = sess.run(None, {"x": x7})[0]
+    with fg.no_grad():  # sampling at its mean: the exported forward decodes z = mu
+        mu, _ = model.eval().encode(fg.tensor(x7).view(-1, 784))
+        np.testing.assert_allclose(recon, model.decode(mu).numpy(), rtol=1e-5, atol=1e-6)
+        assert not np.allclose(model(fg.tensor(x7))[0].numpy(), recon)  # outside export it samples
+
+
+@pytest.mark.parametrize("rnn_type", ["LSTM", "GRU"])
+def test_word_language_model_exports_with_nested_hidden(tmp_path, rnn_type):
+    import onnx
+    ours, _ = load_pair("word_language_model")
+    fg.manual_seed(5)
+    model = ours.RNNModel(rnn_type, 11, 8, 12, 2, dropout=0.0)
+    data = fg.randint(0, 11, (7, 3))
+    hidden = model.init_hidden(3)  # (h, c) for the LSTM: export takes (input, (h, c)) as torch.onnx does
+    report = fg.onnx.export(model, (data, hidden), str(tmp_path / "lm.onnx"))
+    assert report.ok
+    graph = onnx.load(str(tmp_path / "lm.onnx")).graph
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
+    assert dims["input"] == ["seq", "batch"]  # sequence-first: axis 0 is the sequence, not the batch
+    hidden_names = ["hidden_0", "hidden_1"] if rnn_type == "LSTM" else ["hidden"]
+    for name in hidden_names:
+        assert dims[name] == [2, "batch", 12]
+    assert {"encoder.weight", "decoder.bias"} <= {i.name for i in graph.initializer}  # the model's own names
+
+
+def test_keras_mlp_matches_torch():
+    # the Keras-style MLP: every layer built from input_dim, so an optimizer made before fit trains them all
+    from forgegrad import nn, optim
+    fg.manual_seed(6)
+    model = nn.Sequential(nn.Dense(64, activation="relu", input_dim=20), nn.Dense(64, activation="relu"),
+                          nn.Dense(1, activation="sigmoid"))
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    ref = torch.nn.Sequential(torch.nn.Linear(20, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(),
+                              torch.nn.Linear(64, 1), torch.nn.Sigmoid())
+    for i, j in ((0, 0), (1, 2), (2, 4)):
+        ref[j].weight.data = torch.tensor(model[i].weight.numpy().copy())
+        ref[j].bias.data = torch.tensor(model[i].bias.numpy().copy())
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((64, 20)).astype(np.float32)
+    y = (X[:, 0] + X[:, 1] > 0).astype(np.float32)
+    model.compile(loss="binary_crossentropy", optimizer=opt, metrics=["accuracy"])
+    history = model.fit(X, y, epochs=3, batch_size=16, shuffle=False, verbose=0)
+    topt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    for _ in range(3):
+        for k in range(0, 64, 16):
+            topt.zero_grad()
+            loss = torch.nn.functional.binary_cross_entropy(ref(torch.tensor(X[k:k + 16]))[:, 0],
+                                                            torch.tensor(y[k:k + 16]))
+            loss.backward()
+            topt.step()
+    for i, j in ((0, 0), (1, 2), (2, 4)):
+        np.testing.assert_allclose(model[i].weight.numpy(), ref[j].weight.detach().numpy(), rtol=1e-4, atol=1e-5)
+    assert len(history.history["loss"]) == 3

@@ -15,6 +15,7 @@ from .._version import __version__
 from ..tensor import Tensor
 from ._capture import Capture, check_on_meta, meta_runs, run_traced
 from ._context import ExportContext, OpCall, bind_args, dims_of, onnx_dtype, scalar_of
+from . import _nested
 from ._errors import OnnxExportError, UnsupportedOpError
 from ._symbolic import Dyn, Symbols
 from .mappings import lookup
@@ -102,11 +103,14 @@ def _resample(x: Tensor, axes: Dict[int, str], sizes: Dict[str, int]) -> Tensor:
 
 @contextlib.contextmanager
 def _eval_mode(model):
+    """Eval mode, and sampling (randn_like, rand_like) at its mean: see forgegrad._functions."""
+    from .._functions import sampling_at_mean
     modes = [(m, m.training) for m in model.modules()] if hasattr(model, "modules") else []
     if hasattr(model, "eval"):
         model.eval()
     try:
-        yield
+        with sampling_at_mean():
+            yield
     finally:
         for m, mode in modes:
             object.__setattr__(m, "training", mode)
@@ -339,10 +343,14 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
     example's sizes and twice more at other sizes of its dynamic axes (to tell which sizes and
     size-derived arguments are dynamic, and how they follow the input sizes); every recorded op of the
     first run is mapped to ONNX nodes, so models whose forward uses functional ops export like any other.
+    Sampling (``randn_like``, ``rand_like``) is exported deterministically, at the distribution's mean
+    (a VAE's exported forward decodes z = mu); see docs/torch_compat.md.
 
     Args:
         model: a forgegrad.nn.Module (or any callable on Tensors).
-        example_inputs: a Tensor / numpy array, or a tuple of them (the graph inputs, in order).
+        example_inputs: a Tensor / numpy array, or a tuple of them (the graph inputs, in order); nested
+            tuples such as ``(input, (h, c))`` are passed to the model nested and are graph inputs
+            in depth-first order (default names: ``input``, ``hidden_0``, ``hidden_1``).
         path: where to write the .onnx file (written atomically).
         opset: ONNX opset, 13 to 21.
         dynamic_axes: ``{input_or_output_name: {axis: "symbol"} or [axes]}``. Default: axis 0 of each
@@ -368,8 +376,16 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
     """
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"export: opset must be an int from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}")
+    default_names = None
+    if _nested.is_nested(example_inputs):  # (input, (h, c)): flat graph inputs, the model called nested
+        example_inputs, spec = _nested.flatten(example_inputs)
+        default_names = _nested.default_names(model, spec)
+        model = _nested.wrap(model, spec)
     inputs = _as_tensors(example_inputs)
-    names = list(input_names) if input_names is not None else _default_input_names(model, len(inputs))
+    if input_names is not None:
+        names = list(input_names)
+    else:
+        names = default_names or _default_input_names(model, len(inputs))
     if len(names) != len(inputs) or len(set(names)) != len(names):
         raise ValueError(f"export: input_names {names} must be {len(inputs)} distinct names, one per example input")
     axes = (_default_dynamic_axes(model, inputs, names) if dynamic_axes is None
