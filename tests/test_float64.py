@@ -80,3 +80,12 @@ def test_float32_only_ops_refuse_float64_clearly():
         fg.nn.functional.conv2d(x, fg.randn(1, 1, 3, 3))
     with pytest.raises(TypeError, match="op 'layer_norm' has float32 kernels only"):
         fg.nn.LayerNorm(4)(x)
+
+
+def test_tensor_factory_dtypes_follow_torch():
+    arr64 = np.zeros(2)
+    scalar = np.float64(2.0)
+    for ours, theirs in [(fg.tensor(arr64), torch.tensor(arr64)), (fg.tensor([1.5, 2.0]), torch.tensor([1.5, 2.0])),
+                         (fg.Tensor(arr64), torch.Tensor(arr64)), (fg.tensor(scalar), torch.tensor(scalar)),
+                         (fg.as_tensor(arr64), torch.as_tensor(arr64)), (fg.tensor(3), torch.tensor(3))]:
+        assert str(ours.dtype).split(".")[1] == str(theirs.dtype).split(".")[1]

@@ -364,7 +364,12 @@ def _copy_result(t, src):
 
 
 def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
-    """A tensor over ``data``. A float32 (or int64/bool) ndarray is shared, not copied."""
+    """A tensor over ``data``. A float32 (or int64/bool) ndarray is shared, not copied.
+
+    As torch.tensor: a float64 ndarray (or numpy float64 scalar) gives a float64 tensor, Python floats
+    give float32. (``Tensor(data)``, like torch.Tensor, always stores float data as float32.)"""
+    if dtype is None and isinstance(data, (np.ndarray, np.float64)) and data.dtype == np.float64:
+        dtype = np.float64
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
 
 
