@@ -191,6 +191,10 @@ def test_utils_data_alias_and_name_hints():
         fg.jit  # noqa: B018
     with pytest.raises(AttributeError, match="has no attribute 'not_a_torch_name'$"):
         fg.not_a_torch_name  # noqa: B018
+    with pytest.raises(AttributeError, match="forgegrad has it as forgegrad.nn.Dense"):
+        nn.LazyLinear  # noqa: B018
+    with pytest.raises(AttributeError, match="Conv1d.*no equivalent yet"):
+        nn.Conv1d  # noqa: B018
 
 
 def test_save_load_file_objects(tmp_path):
