@@ -89,3 +89,22 @@ def test_tensor_factory_dtypes_follow_torch():
                          (fg.Tensor(arr64), torch.Tensor(arr64)), (fg.tensor(scalar), torch.tensor(scalar)),
                          (fg.as_tensor(arr64), torch.as_tensor(arr64)), (fg.tensor(3), torch.tensor(3))]:
         assert str(ours.dtype).split(".")[1] == str(theirs.dtype).split(".")[1]
+
+
+def test_module_double_matches_torch_in_float64():
+    from forgegrad import nn
+    fg.manual_seed(0)
+    ours = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2), nn.Sigmoid()).double()
+    theirs = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2),
+                                 torch.nn.Sigmoid()).double()
+    theirs.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in ours.state_dict().items()})
+    assert all(p.dtype == fg.float64 for p in ours.parameters())
+    x = np.random.default_rng(0).random((5, 3))
+    with fg.no_grad():  # the fused float32 inference path is not taken for float64
+        np.testing.assert_allclose(ours(fg.tensor(x)).numpy(), theirs(torch.tensor(x)).detach().numpy(), rtol=1e-12)
+    ours(fg.tensor(x)).sum().backward()
+    theirs(torch.tensor(x)).sum().backward()
+    np.testing.assert_allclose(ours[0].weight.grad.numpy(), theirs[0].weight.grad.numpy(), rtol=1e-10)
+    assert ours.float()[0].weight.dtype == fg.float32
+    with pytest.raises(TypeError, match="float32"):  # the optimizers' kernels are float32
+        fg.optim.SGD(ours.double().parameters(), lr=0.1)

@@ -14,6 +14,7 @@ from .module import Module
 __all__ = ["Sequential", "ModuleList", "ModuleDict"]
 
 _NDARRAY = np.ndarray
+_F32 = np.dtype(np.float32)  # the fused kernels are float32; float64 runs the modules one by one
 
 
 def _fusable_activation(m) -> bool:
@@ -114,7 +115,7 @@ class Sequential(_ModuleSequence):
         for m, act in plan[1]:
             # the fused kernel takes CPU arrays; on another device (meta) the modules run one by one
             if act is not False and isinstance(input, Tensor) and type(input._data) is _NDARRAY \
-                    and type(m.weight._data) is _NDARRAY:
+                    and type(m.weight._data) is _NDARRAY and input._data.dtype is _F32 and m.weight._data.dtype is _F32:
                 code, alpha = (-1, 0.0) if act is None else act.epilogue()
                 input = _fused_linear(input, m.weight, m.bias, code, alpha)
             else:

@@ -147,7 +147,8 @@ class Dense(Module):
                 raise ValueError("Dense: input must have at least 1 dimension")
             self._build(input.shape[-1])
         if (self._epilogue is not None and graph_free() and isinstance(input, Tensor)
-                and type(input._data) is np.ndarray and type(self.weight._data) is np.ndarray):
+                and type(input._data) is np.ndarray and type(self.weight._data) is np.ndarray
+                and input._data.dtype == np.float32 and self.weight._data.dtype == np.float32):
             return _fused_linear(input, self.weight, self.bias, *self._epilogue)  # one kernel call
         y = F.linear(input, self.weight, self.bias)
         return y if self._act is None else self._act(y)

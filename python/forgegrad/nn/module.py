@@ -250,7 +250,10 @@ class Module:
         with ``load_state_dict`` instead (which fills meta tensors). "cuda" raises: tensors do not
         live on the GPU yet. Layers that create their weights on the first call (Dense, Conv2D
         without an input size) create them on the device they were built on or last moved to.
-        ``to(dtype)``: forgegrad's parameters are float32, and only float32 is accepted. Returns self.
+        ``to(dtype)`` (``double()``, ``float()``): float parameters and buffers become float32 or float64
+        (their gradients are dropped); a float64 model runs the ops listed in docs/torch_compat.md (Linear,
+        activations, ...; conv, norms and RNNs are float32 only), and forgegrad's optimizers take float32
+        parameters only. Returns self.
         """
         if device is not None and not isinstance(device, (str, devices.device)):
             if dtype is not None:
@@ -261,8 +264,12 @@ class Module:
                 want = np.dtype(dtype)
             except TypeError:
                 raise TypeError(f"Module.to: expected a device ('cpu', 'meta') or a dtype, got {dtype!r}") from None
-            if want != np.float32:
-                raise TypeError(f"Module.to: forgegrad parameters are float32; converting to {want} is not supported")
+            if want not in (np.float32, np.float64):
+                raise TypeError(f"Module.to: parameters can be float32 or float64, not {want}")
+            for t in list(self.parameters()) + list(self.buffers()):
+                if t._data.dtype.kind == "f" and t._data.dtype != want:
+                    t._data = t._data.astype(want)
+                    t.grad = None
         if device is None:
             return self
         target = devices.device(device).type  # clear errors for unknown names and for cuda
@@ -288,6 +295,12 @@ class Module:
 
     def cpu(self) -> "Module":
         return self.to("cpu")
+
+    def double(self) -> "Module":
+        return self.to(np.float64)
+
+    def float(self) -> "Module":
+        return self.to(np.float32)
 
     # ---- summary -----------------------------------------------------------------------------------
     def summary(self, input_shape, batch_size: Optional[int] = 1, dtypes=None, print_summary: bool = True):
