@@ -108,3 +108,11 @@ def test_module_double_matches_torch_in_float64():
     assert ours.float()[0].weight.dtype == fg.float32
     with pytest.raises(TypeError, match="float32"):  # the optimizers' kernels are float32
         fg.optim.SGD(ours.double().parameters(), lr=0.1)
+
+
+def test_parameter_keeps_a_tensors_float_dtype():
+    from forgegrad import nn
+    assert nn.Parameter(fg.zeros(2, dtype=fg.float64)).dtype == fg.float64  # as torch.nn.Parameter
+    assert nn.Parameter(np.zeros(2)).dtype == fg.float32  # data other than a tensor: stored as float32
+    with pytest.raises(TypeError, match="float32 or float64"):
+        nn.Parameter(fg.tensor([1, 2]))
