@@ -211,7 +211,7 @@ def test_save_load_file_objects(tmp_path):
     with open(tmp_path / "m.safetensors", "rb") as f:
         back = fg.load(f)
     assert back["epoch"] == 2 and back["w"].dtype == np.float64  # float64 is kept, not cast
-    with pytest.raises(TypeError, match="text mode"):
+    with pytest.raises(TypeError, match="binary mode"):
         with open(tmp_path / "t.txt", "w") as f:
             fg.save(model.state_dict(), f)
     with pytest.raises(ValueError, match="not a valid safetensors"):

@@ -22,9 +22,13 @@ __all__ = ["CorruptFile", "open_regular", "read_header", "read_tensors"]
 # safetensors' own limit on the JSON header (safetensors/src/tensor.rs, MAX_HEADER_SIZE)
 MAX_HEADER_SIZE = 100_000_000
 
-# the safetensors dtypes numpy can hold (BF16 and the F8 types have no numpy dtype)
+# the safetensors dtypes numpy can hold (the F8 types have no numpy dtype)
 DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
           "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
+# bfloat16 (the dtype of most shared large-model checkpoints) has no numpy dtype either: its raw
+# 16-bit words are read as uint16 tagged by this dtype's metadata, then widened to float32 exactly
+# (a bfloat16 is the top half of a float32).
+BF16 = np.dtype("<u2", metadata={"safetensors": "BF16"})
 
 
 class CorruptFile(ValueError):
@@ -99,10 +103,10 @@ def read_header(f: BinaryIO, size: int):
     for name, info in header.items():
         if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
             raise CorruptFile(f"tensor {name!r}: expected an object with dtype, shape and data_offsets")
-        if info["dtype"] not in DTYPES:
-            raise CorruptFile(f"tensor {name!r}: dtype {info['dtype']!r} is not supported (numpy has "
-                              f"{', '.join(DTYPES)})")
-        dtype = np.dtype(DTYPES[info["dtype"]])
+        if info["dtype"] not in DTYPES and info["dtype"] != "BF16":
+            raise CorruptFile(f"tensor {name!r}: dtype {info['dtype']!r} is not supported (supported: "
+                              f"{', '.join(DTYPES)}, BF16)")
+        dtype = BF16 if info["dtype"] == "BF16" else np.dtype(DTYPES[info["dtype"]])
         shape = _nonneg_ints(info["shape"], f"tensor {name!r}: shape")
         begin, end = _nonneg_ints(info["data_offsets"], f"tensor {name!r}: data_offsets", 2)
         if end - begin != prod(shape) * dtype.itemsize:
@@ -136,5 +140,7 @@ def read_tensors(f: BinaryIO, entries) -> Dict[str, np.ndarray]:
                 got += k
         if dtype.kind == "b":  # any nonzero byte is True; numpy must only ever see 0 or 1
             np.not_equal(arr.view(np.uint8), 0, out=arr)
+        if dtype.metadata and dtype.metadata.get("safetensors") == "BF16":
+            arr = (arr.astype(np.uint32) << 16).view(np.float32)
         out[name] = arr
     return out

@@ -29,17 +29,15 @@ What can be saved:
   kept), lists vs tuples, scalars, and numpy arrays where Tensors/arrays were saved. Mapping
   subclasses (OrderedDict, Counter) come back as dicts, namedtuples as tuples.
 
-``path`` may also be a binary file object (``io.BytesIO``, ``open(p, "wb")``), as torch.save/load
-accept: the bytes are written to / read from it as they are (atomic replacement is for paths only).
-
 Optional ``metadata`` (str -> str) is stored in the header and returned by ``load_metadata``.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from collections import OrderedDict
-from typing import Dict, Mapping, Optional, Union
+from typing import BinaryIO, Dict, Mapping, Optional, Union
 
 import numpy as np
 
@@ -50,7 +48,7 @@ from .tensor import Tensor
 
 __all__ = ["save", "load", "load_metadata"]
 
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = Union[str, "os.PathLike[str]", BinaryIO]
 
 _INSTALL_HINT = 'forgegrad.save/load need the safetensors package: pip install "forgegrad[safetensors]"'
 
@@ -96,7 +94,9 @@ def save(state_dict: Mapping, path: PathLike, metadata: Optional[Mapping[str, st
             str or int keys, lists, tuples, arrays and int/float/bool/str/None values (see the
             module docstring for the layout).
         path: destination file (its directory must exist). Conventionally ``*.safetensors``. A
-            symlink is written through; an existing file keeps its permissions.
+            symlink is written through; an existing file keeps its permissions. Or a binary file
+            object (``io.BytesIO``, ``open(p, "wb")``): the bytes are written to it in one call and
+            it is left open (atomicity is then the caller's).
         metadata: optional str -> str header entries (see ``load_metadata``); the key
             ``"forgegrad.structure"`` is reserved.
 
@@ -123,26 +123,37 @@ def save(state_dict: Mapping, path: PathLike, metadata: Optional[Mapping[str, st
                          "(it holds the header metadata); rename that entry")
     _, stnp = _safetensors()
     payload = stnp.save(arrays, metadata=meta)  # serialise fully before touching the disk
-    if callable(getattr(path, "write", None)):  # a file object (torch.save accepts one): written as is
-        if isinstance(path, io.TextIOBase):
-            raise TypeError("forgegrad.save: the file object is open in text mode; open it with 'wb'")
-        path.write(payload)
+    if _is_file_object(path, "write", "forgegrad.save"):
+        path.write(payload)  # the caller's stream: written in one call, left open
         return
     atomic_write(path, lambda f: f.write(payload), who="forgegrad.save")
 
 
+def _is_file_object(obj, method: str, who: str) -> bool:
+    """True for a binary file object (torch.save/load accept those too); TypeError for a text one."""
+    if isinstance(obj, (str, bytes, os.PathLike)) or not hasattr(obj, method):
+        return False
+    if isinstance(obj, io.TextIOBase) or "b" not in getattr(obj, "mode", "b"):
+        raise TypeError(f"{who}: the file object must be opened in binary mode ('rb'/'wb'), got a text stream")
+    return True
+
+
 def _open(path: PathLike):
-    if callable(getattr(path, "read", None)):  # a binary file object: its remaining bytes are the checkpoint
-        data = path.read()
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError("forgegrad.load: the file object is open in text mode; open it with 'rb'")
-        return io.BytesIO(data), len(data)
-    return _reader.open_regular(os.fspath(path), "forgegrad.load")
+    """(binary file, size of what is left to read) and a context that closes only files opened here."""
+    if _is_file_object(path, "read", "forgegrad.load"):
+        f = path
+        if not (hasattr(f, "seekable") and f.seekable()):
+            f = io.BytesIO(f.read())  # a pipe or socket: its bytes, then the same bounded parse
+        start = f.tell()
+        size = f.seek(0, io.SEEK_END) - start
+        f.seek(start)
+        return f, size, contextlib.nullcontext()
+    f, size = _reader.open_regular(os.fspath(path), "forgegrad.load")
+    return f, size, f
 
 
 def _name(path) -> str:
-    return repr(getattr(path, "name", "<file object>")) if callable(getattr(path, "read", None)) else \
-        repr(os.fspath(path))
+    return repr(getattr(path, "name", "<file object>")) if hasattr(path, "read") else repr(os.fspath(path))
 
 
 def _corrupt(path, err) -> ValueError:
@@ -151,7 +162,8 @@ def _corrupt(path, err) -> ValueError:
 
 
 def load(path: PathLike):
-    """Read a checkpoint written by ``save`` (or any safetensors file).
+    """Read a checkpoint written by ``save`` (or any safetensors file), from a path or a binary file
+    object (read from its current position; left open).
 
     Returns:
         For a flat checkpoint (or any plain safetensors file): an OrderedDict str -> numpy array,
@@ -168,8 +180,8 @@ def load(path: PathLike):
             tensor memory is allocated); or its ``"forgegrad.structure"`` entry is malformed
             (tampered or damaged). Loading never runs code from the file.
     """
-    f, size = _open(path)
-    with f:
+    f, size, closing = _open(path)
+    with closing:
         try:
             meta, entries = _reader.read_header(f, size)
             loaded = _reader.read_tensors(f, entries)
@@ -188,8 +200,8 @@ def load(path: PathLike):
 def load_metadata(path: PathLike) -> Dict[str, str]:
     """The str -> str metadata given to ``save`` ({} when none); the reserved structure entry of
     nested checkpoints is left out."""
-    f, size = _open(path)
-    with f:
+    f, size, closing = _open(path)
+    with closing:
         try:
             meta, _ = _reader.read_header(f, size)  # the header only; no tensor data is read
         except _reader.CorruptFile as e:

@@ -1,8 +1,8 @@
 """forgegrad.optim: optimizers and learning-rate schedulers with torch.optim's names and math.
 
 SGD, Adam and AdamW update in one fused, multithreaded C++ pass over parameter, gradient and state
-(forgegrad.kernels.optim), bit-identical for any thread count; Adagrad, RMSprop, Adadelta and LBFGS
-are numpy (forgegrad.optim.adaptive, forgegrad.optim.lbfgs).
+(forgegrad.kernels.optim), bit-identical for any thread count; Adagrad, RMSprop and Adadelta are
+in-place float32 numpy passes in torch's operation order; LBFGS works on the flat parameter vector.
 """
 from . import lr_scheduler
 from .adam import Adam, AdamW

@@ -1,147 +1,173 @@
-"""Adagrad, RMSprop and Adadelta: torch.optim's arguments, state names and update order, in numpy.
+"""Adagrad, RMSprop and Adadelta with torch.optim's arguments, state and math.
 
-Each update is a few vectorised numpy passes per parameter (no fused kernel yet: SGD/Adam/AdamW are
-the fused C++ ones). The arithmetic follows torch's single-tensor implementation step by step in
-float32, so results match torch to float32 rounding.
+These updates are a handful of elementwise passes; they run as in-place float32 numpy operations
+on the parameter, gradient and state arrays (memory-bound either way), in torch's operation order so
+that a step matches torch's to float32 rounding.
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 
-from .optimizer import Optimizer
+from .optimizer import Optimizer, _new_step, _state_array, _zeros_like
 
 __all__ = ["Adagrad", "RMSprop", "Adadelta"]
 
 
-def _check(name: str, value, low: float = 0.0) -> None:
-    if not value >= low:
-        raise ValueError(f"Invalid {name}: {value}")
-
-
-def _state(opt: Optimizer, p, init: Dict[str, Any]):
-    """The parameter's state, created on first use (torch's keys: step plus per-element buffers)."""
-    from ..tensor import Tensor
-    st = opt.state[p]
-    if not st:
-        st["step"] = Tensor._wrap(np.zeros((), np.float32))
-        for key, fill in init.items():
-            st[key] = Tensor._wrap(np.full(p._data.shape, fill, np.float32))
-    return st
+def _nonneg(group, *names):
+    for name in names:
+        value = group[name]
+        if not value >= 0.0:
+            raise ValueError(f"Invalid {name.replace('_', ' ')} value: {value}")
 
 
 def _grad(group, p, g):
+    """The gradient as the update uses it: negated when maximizing, plus weight decay (a new array)."""
     g = -g if group["maximize"] else g
     wd = group["weight_decay"]
-    return g + np.float32(wd) * p._data if wd != 0 else g
+    return g + np.float32(wd) * p.numpy() if wd != 0 else np.array(g, dtype=np.float32, copy=True)
+
+
+def _count_step(state) -> float:
+    if "step" not in state:
+        state["step"] = _new_step()
+    step = state["step"].numpy()
+    step += 1
+    return float(step)
 
 
 class Adagrad(Optimizer):
-    """torch.optim.Adagrad: ``lr`` (1e-2), ``lr_decay``, ``weight_decay``, ``initial_accumulator_value``,
-    ``eps`` (1e-10), keyword ``maximize``. State: ``step``, ``sum``."""
+    r"""Adagrad: :math:`s \leftarrow s + g^2;\ \theta \leftarrow \theta - \frac{\gamma}{1 + (t-1)\eta}
+    \frac{g}{\sqrt{s} + \epsilon}`.
+
+    Args: as torch.optim.Adagrad: ``lr`` (1e-2), ``lr_decay`` (0), ``weight_decay`` (0),
+    ``initial_accumulator_value`` (0), ``eps`` (1e-10), ``foreach``, keyword ``maximize``
+    (``foreach``/``differentiable``/``fused`` are accepted for compatibility).
+    """
 
     def __init__(self, params, lr: float = 1e-2, lr_decay: float = 0, weight_decay: float = 0,
-                 initial_accumulator_value: float = 0, eps: float = 1e-10, foreach=None, *, maximize: bool = False,
-                 differentiable: bool = False, fused=None):
-        defaults = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, maximize=maximize,
-                        initial_accumulator_value=initial_accumulator_value, foreach=foreach)
+                 initial_accumulator_value: float = 0, eps: float = 1e-10, foreach: Optional[bool] = None, *,
+                 maximize: bool = False, differentiable: bool = False, fused: Optional[bool] = None):
+        defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
+                        initial_accumulator_value=initial_accumulator_value, foreach=foreach, maximize=maximize,
+                        differentiable=differentiable, fused=fused)
         self._check_group(defaults)
         super().__init__(params, defaults)
-        for group in self.param_groups:  # torch creates the state up front
+        for group in self.param_groups:  # torch creates the state eagerly
             for p in group["params"]:
-                _state(self, p, {"sum": group["initial_accumulator_value"]})
+                state = self.state[p]
+                state["step"] = _new_step()
+                state["sum"] = _zeros_like(p)
+                state["sum"].numpy()[...] = group["initial_accumulator_value"]
 
-    def _check_group(self, group):
-        for key in ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"):
-            _check(f"{key} value", group[key])
+    def _check_group(self, group: Dict[str, Any]) -> None:
+        if not group["lr"] >= 0.0:
+            raise ValueError(f"Invalid learning rate: {group['lr']}")
+        _nonneg(group, "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
 
-    def _step_group(self, group, pairs):
-        lr, lr_decay, eps = group["lr"], group["lr_decay"], group["eps"]
+    def _step_group(self, group: Dict[str, Any], pairs) -> None:
         for p, g in pairs:
-            st = _state(self, p, {"sum": group["initial_accumulator_value"]})
-            st["step"]._data += 1
-            step = float(st["step"]._data)
-            g = _grad(group, p, g)
-            clr = lr / (1 + (step - 1) * lr_decay)
-            s = st["sum"]._data
-            s += g * g
-            p._data -= np.float32(clr) * (g / (np.sqrt(s) + np.float32(eps)))
+            state = self.state[p]
+            step = _count_step(state)
+            grad = _grad(group, p, g)
+            clr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
+            total = _state_array(state, "sum", p)
+            total += grad * grad
+            std = np.sqrt(total)
+            std += np.float32(group["eps"])
+            grad /= std
+            grad *= np.float32(clr)
+            data = p.numpy()
+            data -= grad
 
 
 class RMSprop(Optimizer):
-    """torch.optim.RMSprop: ``lr`` (1e-2), ``alpha`` (0.99), ``eps`` (1e-8), ``weight_decay``, ``momentum``,
-    ``centered``, keyword ``maximize``. State: ``step``, ``square_avg``, ``momentum_buffer``, ``grad_avg``."""
+    r"""RMSprop: :math:`v \leftarrow \alpha v + (1-\alpha) g^2`; the step divides by
+    :math:`\sqrt{v} + \epsilon` (centered: :math:`\sqrt{v - \bar g^2} + \epsilon`), with optional momentum.
+
+    Args: as torch.optim.RMSprop: ``lr`` (1e-2), ``alpha`` (0.99), ``eps`` (1e-8), ``weight_decay`` (0),
+    ``momentum`` (0), ``centered`` (False), keyword ``maximize``.
+    """
 
     def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0,
-                 momentum: float = 0, centered: bool = False, capturable: bool = False, foreach=None,
-                 maximize: bool = False, differentiable: bool = False):
+                 momentum: float = 0, centered: bool = False, capturable: bool = False,
+                 foreach: Optional[bool] = None, maximize: bool = False, differentiable: bool = False):
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                        centered=centered, maximize=maximize, foreach=foreach)
+                        centered=centered, capturable=capturable, foreach=foreach, maximize=maximize,
+                        differentiable=differentiable)
         self._check_group(defaults)
         super().__init__(params, defaults)
 
-    def _check_group(self, group):
-        for key in ("lr", "eps", "momentum", "weight_decay", "alpha"):
-            _check(f"{key} value", group[key])
+    def _check_group(self, group: Dict[str, Any]) -> None:
+        if not group["lr"] >= 0.0:
+            raise ValueError(f"Invalid learning rate: {group['lr']}")
+        _nonneg(group, "eps", "momentum", "weight_decay", "alpha")
 
-    def _step_group(self, group, pairs):
-        alpha, eps, momentum = np.float32(group["alpha"]), np.float32(group["eps"]), group["momentum"]
+    def _step_group(self, group: Dict[str, Any], pairs) -> None:
+        # (1 - alpha) in double, then float32: torch's scalar argument
+        alpha, one_minus, momentum = np.float32(group["alpha"]), np.float32(1 - group["alpha"]), group["momentum"]
         for p, g in pairs:
-            init = {"square_avg": 0.0}
-            if momentum > 0:
-                init["momentum_buffer"] = 0.0
+            state = self.state[p]
+            _count_step(state)
+            grad = _grad(group, p, g)
+            square_avg = _state_array(state, "square_avg", p)
+            square_avg *= alpha
+            square_avg += one_minus * grad * grad
             if group["centered"]:
-                init["grad_avg"] = 0.0
-            st = _state(self, p, init)
-            st["step"]._data += 1
-            g = _grad(group, p, g)
-            sq = st["square_avg"]._data
-            sq *= alpha
-            sq += (np.float32(1) - alpha) * g * g
-            if group["centered"]:
-                ga = st["grad_avg"]._data
-                ga += (np.float32(1) - alpha) * (g - ga)  # lerp towards g
-                avg = np.sqrt(sq - ga * ga)
+                grad_avg = _state_array(state, "grad_avg", p)
+                grad_avg += one_minus * (grad - grad_avg)  # lerp, as torch
+                avg = np.sqrt(square_avg - grad_avg * grad_avg)
             else:
-                avg = np.sqrt(sq)
-            avg += eps
+                avg = np.sqrt(square_avg)
+            avg += np.float32(group["eps"])
             if momentum > 0:
-                buf = st["momentum_buffer"]._data
+                buf = _state_array(state, "momentum_buffer", p)
                 buf *= np.float32(momentum)
-                buf += g / avg
-                p._data -= np.float32(group["lr"]) * buf
+                buf += grad / avg
+                data = p.numpy()
+                data -= np.float32(group["lr"]) * buf
             else:
-                p._data -= np.float32(group["lr"]) * (g / avg)
+                data = p.numpy()
+                data -= np.float32(group["lr"]) * (grad / avg)
 
 
 class Adadelta(Optimizer):
-    """torch.optim.Adadelta: ``lr`` (1.0), ``rho`` (0.9), ``eps`` (1e-6), ``weight_decay``, keyword
-    ``maximize``. State: ``step``, ``square_avg``, ``acc_delta``."""
+    r"""Adadelta: :math:`v \leftarrow \rho v + (1-\rho) g^2;\ \Delta = \frac{\sqrt{u + \epsilon}}
+    {\sqrt{v + \epsilon}} g;\ u \leftarrow \rho u + (1-\rho)\Delta^2;\ \theta \leftarrow \theta - \gamma\Delta`.
+
+    Args: as torch.optim.Adadelta: ``lr`` (1.0), ``rho`` (0.9), ``eps`` (1e-6), ``weight_decay`` (0),
+    keyword ``maximize``.
+    """
 
     def __init__(self, params, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6, weight_decay: float = 0,
-                 foreach=None, *, capturable: bool = False, maximize: bool = False, differentiable: bool = False):
-        defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize, foreach=foreach)
+                 foreach: Optional[bool] = None, *, capturable: bool = False, maximize: bool = False,
+                 differentiable: bool = False):
+        defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, foreach=foreach, capturable=capturable,
+                        maximize=maximize, differentiable=differentiable)
         self._check_group(defaults)
         super().__init__(params, defaults)
 
-    def _check_group(self, group):
-        _check("learning rate", group["lr"])
+    def _check_group(self, group: Dict[str, Any]) -> None:
+        if not group["lr"] >= 0.0:
+            raise ValueError(f"Invalid learning rate: {group['lr']}")
         if not 0.0 <= group["rho"] <= 1.0:
             raise ValueError(f"Invalid rho value: {group['rho']}")
-        _check("epsilon value", group["eps"])
-        _check("weight_decay value", group["weight_decay"])
+        _nonneg(group, "eps", "weight_decay")
 
-    def _step_group(self, group, pairs):
-        rho, eps = np.float32(group["rho"]), np.float32(group["eps"])
+    def _step_group(self, group: Dict[str, Any], pairs) -> None:
+        rho, one_minus, eps = np.float32(group["rho"]), np.float32(1 - group["rho"]), np.float32(group["eps"])
         for p, g in pairs:
-            st = _state(self, p, {"square_avg": 0.0, "acc_delta": 0.0})
-            st["step"]._data += 1
-            g = _grad(group, p, g)
-            sq, acc = st["square_avg"]._data, st["acc_delta"]._data
-            sq *= rho
-            sq += (np.float32(1) - rho) * g * g
-            delta = np.sqrt(acc + eps) / np.sqrt(sq + eps) * g
-            acc *= rho
-            acc += (np.float32(1) - rho) * delta * delta
-            p._data -= np.float32(group["lr"]) * delta
+            state = self.state[p]
+            _count_step(state)
+            grad = _grad(group, p, g)
+            square_avg = _state_array(state, "square_avg", p)
+            acc_delta = _state_array(state, "acc_delta", p)
+            square_avg *= rho
+            square_avg += one_minus * grad * grad
+            std = np.sqrt(square_avg + eps)
+            delta = np.sqrt(acc_delta + eps) / std * grad
+            acc_delta *= rho
+            acc_delta += one_minus * delta * delta
+            data = p.numpy()
+            data -= np.float32(group["lr"]) * delta

@@ -1,10 +1,12 @@
-"""L-BFGS (torch.optim.LBFGS's algorithm, arguments and state), with an optional strong-Wolfe line search.
+"""L-BFGS (torch.optim.LBFGS's algorithm, arguments and state), with the optional strong-Wolfe line search.
 
-Works on one flat float32 vector of every parameter (one parameter group, as torch requires); each
-``step(closure)`` runs up to ``max_iter`` iterations, re-evaluating ``closure`` (which must zero the
-gradients, compute the loss, call backward and return the loss).
+The parameters are handled as one flat float32 vector (as torch does); the two-loop recursion keeps
+the last ``history_size`` curvature pairs. ``step(closure)`` needs a closure that clears the gradients,
+computes the loss, calls ``backward()`` and returns the loss.
 """
 from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -14,13 +16,18 @@ from .optimizer import Optimizer
 __all__ = ["LBFGS"]
 
 
+def _scalar(loss) -> float:
+    """The closure's loss (a 0-d Tensor, an array or a number) as a Python float."""
+    return float(loss.item()) if hasattr(loss, "item") else float(loss)
+
+
 def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
-    # the minimiser of the cubic through (x1, f1, g1) and (x2, f2, g2), clamped to bounds (torch's)
+    """The minimiser of the cubic through (x1, f1, g1) and (x2, f2, g2), clamped to ``bounds``."""
     xmin_bound, xmax_bound = bounds if bounds is not None else ((x1, x2) if x1 <= x2 else (x2, x1))
     d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
     d2_square = d1 ** 2 - g1 * g2
     if d2_square >= 0:
-        d2 = np.sqrt(d2_square)
+        d2 = d2_square ** 0.5
         if x1 <= x2:
             min_pos = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
         else:
@@ -30,15 +37,16 @@ def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
 
 
 def _strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change=1e-9, max_ls=25):
-    """torch.optim.lbfgs._strong_wolfe, line for line: (loss, flat grad, step, evaluations)."""
-    d_norm = np.abs(d).max()
+    """A step length satisfying the strong Wolfe conditions (bracketing, then zoom), as torch's."""
+    d_norm = float(np.abs(d).max())
     g = g.copy()
     f_new, g_new = obj_func(x, t, d)
     ls_func_evals = 1
     gtd_new = float(g_new.dot(d))
-    t_prev, f_prev, g_prev, gtd_prev = 0, f, g, gtd
+    t_prev, f_prev, g_prev, gtd_prev = 0.0, f, g, gtd
     done = False
     ls_iter = 0
+    bracket_gtd = None
     while ls_iter < max_ls:
         if f_new > (f + c1 * t * gtd) or (ls_iter > 1 and f_new >= f_prev):
             bracket, bracket_f = [t_prev, t], [f_prev, f_new]
@@ -61,15 +69,17 @@ def _strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_chang
         ls_func_evals += 1
         gtd_new = float(g_new.dot(d))
         ls_iter += 1
-    if ls_iter == max_ls:
+    if ls_iter == max_ls:  # reached the iteration limit while still descending
         bracket, bracket_f, bracket_g = [0, t], [f, f_new], [g, g_new]
         bracket_gtd = [gtd, gtd_new]
+
     insuf_progress = False
     low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[-1] else (1, 0)
     while not done and ls_iter < max_ls:
         if abs(bracket[1] - bracket[0]) * d_norm < tolerance_change:
             break
         t = _cubic_interpolate(bracket[0], bracket_f[0], bracket_gtd[0], bracket[1], bracket_f[1], bracket_gtd[1])
+        # keep away from the bracket's ends unless progress stalls
         eps = 0.1 * (max(bracket) - min(bracket))
         if min(max(bracket) - t, t - min(bracket)) < eps:
             if insuf_progress or t >= max(bracket) or t <= min(bracket):
@@ -95,68 +105,89 @@ def _strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_chang
                 bracket_g[high_pos], bracket_gtd[high_pos] = bracket_g[low_pos], bracket_gtd[low_pos]
             bracket[low_pos], bracket_f[low_pos] = t, f_new
             bracket_g[low_pos], bracket_gtd[low_pos] = g_new.copy(), gtd_new
-    t = bracket[low_pos]
-    return bracket_f[low_pos], bracket_g[low_pos], t, ls_func_evals
+    return bracket_f[low_pos], bracket_g[low_pos], bracket[low_pos], ls_func_evals
 
 
 class LBFGS(Optimizer):
-    """torch.optim.LBFGS: ``lr`` (1), ``max_iter`` (20), ``max_eval`` (max_iter * 5 / 4), ``tolerance_grad``
-    (1e-7), ``tolerance_change`` (1e-9), ``history_size`` (100), ``line_search_fn`` (None or
-    "strong_wolfe"). ``step(closure)`` requires the closure."""
+    """L-BFGS. Args: as torch.optim.LBFGS: ``lr`` (1), ``max_iter`` (20 per step), ``max_eval``
+    (default ``max_iter * 5 // 4``), ``tolerance_grad`` (1e-7), ``tolerance_change`` (1e-9),
+    ``history_size`` (100), ``line_search_fn`` (None or ``"strong_wolfe"``). One parameter group only."""
 
-    def __init__(self, params, lr: float = 1, max_iter: int = 20, max_eval=None, tolerance_grad: float = 1e-7,
-                 tolerance_change: float = 1e-9, history_size: int = 100, line_search_fn=None):
-        if not lr >= 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if line_search_fn not in (None, "strong_wolfe"):
-            raise ValueError(f"only 'strong_wolfe' is supported as line_search_fn, got {line_search_fn!r}")
+    def __init__(self, params, lr: float = 1, max_iter: int = 20, max_eval: Optional[int] = None,
+                 tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100,
+                 line_search_fn: Optional[str] = None):
         if max_eval is None:
             max_eval = max_iter * 5 // 4
         defaults = dict(lr=lr, max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
                         tolerance_change=tolerance_change, history_size=history_size, line_search_fn=line_search_fn)
+        self._check_group(defaults)
         super().__init__(params, defaults)
         if len(self.param_groups) != 1:
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
         self._params = self.param_groups[0]["params"]
 
-    def _gather_flat_grad(self) -> np.ndarray:
-        return np.concatenate([np.zeros(p.numel(), np.float32) if p.grad is None else p.grad._data.reshape(-1)
-                               for p in self._params]).astype(np.float32, copy=False)
+    def _check_group(self, group: Dict[str, Any]) -> None:
+        if not group["lr"] >= 0.0:
+            raise ValueError(f"Invalid learning rate: {group['lr']}")
+        for name in ("max_iter", "max_eval", "history_size"):
+            if not isinstance(group[name], int) or isinstance(group[name], bool) or group[name] < 1:
+                raise ValueError(f"LBFGS: {name} must be a positive int, got {group[name]!r}")
+        if group["line_search_fn"] not in (None, "strong_wolfe"):
+            raise ValueError(f"LBFGS: line_search_fn must be None or 'strong_wolfe', got {group['line_search_fn']!r}")
 
-    def _add_grad(self, step, direction) -> None:
+    # --- the flat parameter vector ---
+    def _gather_flat_grad(self) -> np.ndarray:
+        parts = [np.zeros(p.numpy().size, np.float32) if p.grad is None else np.asarray(p.grad.numpy()).reshape(-1)
+                 for p in self._params]
+        return np.concatenate(parts).astype(np.float32, copy=False)
+
+    def _add_grad(self, step_size: float, update: np.ndarray) -> None:
         offset = 0
         for p in self._params:
-            n = p.numel()
-            p._data += np.float32(step) * direction[offset:offset + n].reshape(p.shape)
+            n = p.numpy().size
+            data = p.numpy()
+            data += np.float32(step_size) * update[offset:offset + n].reshape(p.numpy().shape)
             offset += n
+
+    def _clone_param(self) -> List[np.ndarray]:
+        return [p.numpy().copy() for p in self._params]
+
+    def _set_param(self, params_data: List[np.ndarray]) -> None:
+        for p, data in zip(self._params, params_data):
+            p.numpy()[...] = data
 
     def _directional_evaluate(self, closure, x, t, d):
         self._add_grad(t, d)
-        with enable_grad():
-            loss = float(closure())
+        loss = _scalar(closure())
         flat_grad = self._gather_flat_grad()
-        for p, saved in zip(self._params, x):
-            p._data[...] = saved
+        self._set_param(x)
         return loss, flat_grad
 
-    def step(self, closure=None):
+    def step(self, closure: Callable[[], Any] = None):
+        """Run up to ``max_iter`` L-BFGS iterations; returns the loss of the first closure call."""
         if closure is None:
-            raise RuntimeError("LBFGS.step requires a closure that re-evaluates the model and returns the loss")
+            raise ValueError("LBFGS.step needs a closure that clears the gradients, computes the loss, calls "
+                             "backward() and returns the loss")
         group = self.param_groups[0]
         lr, max_iter, max_eval = group["lr"], group["max_iter"], group["max_eval"]
         tolerance_grad, tolerance_change = group["tolerance_grad"], group["tolerance_change"]
-        history_size, line_search_fn = group["history_size"], group["line_search_fn"]
+        line_search_fn, history_size = group["line_search_fn"], group["history_size"]
+
+        def evaluate():
+            with enable_grad():
+                return closure()
+
         state = self.state[self._params[0]]
         state.setdefault("func_evals", 0)
         state.setdefault("n_iter", 0)
-        with enable_grad():
-            orig_loss = closure()
-        loss = float(orig_loss)
+        orig_loss = evaluate()
+        loss = _scalar(orig_loss)
         current_evals = 1
         state["func_evals"] += 1
         flat_grad = self._gather_flat_grad()
         if np.abs(flat_grad).max() <= tolerance_grad:
             return orig_loss
+
         d, t = state.get("d"), state.get("t")
         old_dirs, old_stps, ro = state.get("old_dirs"), state.get("old_stps"), state.get("ro")
         H_diag, prev_flat_grad, prev_loss = state.get("H_diag"), state.get("prev_flat_grad"), state.get("prev_loss")
@@ -166,50 +197,48 @@ class LBFGS(Optimizer):
             state["n_iter"] += 1
             if state["n_iter"] == 1:
                 d = -flat_grad
-                old_dirs, old_stps, ro, H_diag = [], [], [], np.float32(1)
+                old_dirs, old_stps, ro, H_diag = [], [], [], 1.0
             else:
                 y = flat_grad - prev_flat_grad
                 s = d * np.float32(t)
-                ys = y.dot(s)
-                if ys > 1e-10:
+                ys = float(y.dot(s))
+                if ys > 1e-10:  # keep the pair only when the curvature is positive
                     if len(old_dirs) == history_size:
-                        old_dirs.pop(0), old_stps.pop(0), ro.pop(0)
-                    old_dirs.append(y), old_stps.append(s), ro.append(np.float32(1.0) / ys)
-                    H_diag = ys / y.dot(y)
-                al = [None] * len(old_dirs)
+                        old_dirs.pop(0)
+                        old_stps.pop(0)
+                        ro.pop(0)
+                    old_dirs.append(y)
+                    old_stps.append(s)
+                    ro.append(1.0 / ys)
+                    H_diag = ys / float(y.dot(y))
+                al: List[float] = [0.0] * len(old_dirs)
                 q = -flat_grad
                 for i in range(len(old_dirs) - 1, -1, -1):
-                    al[i] = old_stps[i].dot(q) * ro[i]
-                    q = q - al[i] * old_dirs[i]
-                d = r = q * H_diag
+                    al[i] = float(old_stps[i].dot(q)) * ro[i]
+                    q = q - np.float32(al[i]) * old_dirs[i]
+                d = r = q * np.float32(H_diag)
                 for i in range(len(old_dirs)):
-                    be_i = old_dirs[i].dot(r) * ro[i]
-                    r += (al[i] - be_i) * old_stps[i]
+                    be_i = float(old_dirs[i].dot(r)) * ro[i]
+                    r += np.float32(al[i] - be_i) * old_stps[i]
             prev_flat_grad = flat_grad.copy()
             prev_loss = loss
-            if state["n_iter"] == 1:
-                t = min(1.0, 1.0 / float(np.abs(flat_grad).sum())) * lr
-            else:
-                t = lr
+            t = min(1.0, 1.0 / float(np.abs(flat_grad).sum())) * lr if state["n_iter"] == 1 else lr
             gtd = float(flat_grad.dot(d))
-            if gtd > -tolerance_change:
+            if gtd > -tolerance_change:  # not a descent direction
                 break
             ls_func_evals = 0
             if line_search_fn is not None:
-                x_init = [p._data.copy() for p in self._params]
-
-                def obj_func(x, step, direction):
-                    return self._directional_evaluate(closure, x, step, direction)
-
-                loss, flat_grad, t, ls_func_evals = _strong_wolfe(obj_func, x_init, t, d, loss, flat_grad, gtd)
+                x_init = self._clone_param()
+                loss, flat_grad, t, ls_func_evals = _strong_wolfe(
+                    lambda x, step, direction: self._directional_evaluate(evaluate, x, step, direction),
+                    x_init, t, d, loss, flat_grad, gtd)
                 self._add_grad(t, d)
                 opt_cond = np.abs(flat_grad).max() <= tolerance_grad
             else:
                 self._add_grad(t, d)
                 opt_cond = False
-                if n_iter != max_iter:
-                    with enable_grad():
-                        loss = float(closure())
+                if n_iter != max_iter:  # re-evaluate, except after the last iteration (no use for it)
+                    loss = _scalar(evaluate())
                     flat_grad = self._gather_flat_grad()
                     opt_cond = np.abs(flat_grad).max() <= tolerance_grad
                     ls_func_evals = 1
