@@ -89,7 +89,7 @@ def sample(model: CharLSTM, vocab: Vocab, prime: str, length: int, temperature: 
         logits = model(fg.Tensor(vocab.encode(prime)[None, :]))
         state = model._last_state
         for _ in range(length):
-            z = logits.data[0, -1].astype(np.float64) / temperature
+            z = logits.numpy()[0, -1].astype(np.float64) / temperature
             p = np.exp(z - z.max())
             nxt = int(rng.choice(len(vocab), p=p / p.sum()))
             out.append(nxt)
@@ -178,7 +178,7 @@ def main(argv=None) -> dict:
     model = CharLSTM(len(vocab), embed_dim=args.embed, hidden_size=args.hidden, num_layers=args.num_layers)
     optimizer = optim.Adam(model.parameters(), lr=args.lr)
     loss_fn = nn.CrossEntropyLoss()
-    n_params = sum(p.data.size for p in model.parameters())
+    n_params = sum(p.numel() for p in model.parameters())
     print(f"text: {path} ({len(text):,} characters, vocabulary {len(vocab)})")
     print(f"model: CharLSTM embed {args.embed}, LSTM {args.num_layers}x{args.hidden}, {n_params:,} parameters; "
           f"{steps} steps of {args.batch_size} x {args.seq_len} characters ({chunks} chunks per epoch), "

@@ -84,7 +84,7 @@ def accuracy(model, tokens, lengths, labels, batch_size: int = 500) -> float:
         for s in range(0, len(labels), batch_size):
             sl = slice(s, s + batch_size)
             logits = model(one_hot(tokens[sl]), lengths[sl])
-            correct += int((logits.data.argmax(axis=1) == labels[sl]).sum())
+            correct += int((logits.numpy().argmax(axis=1) == labels[sl]).sum())
     model.train()
     return correct / len(labels)
 
@@ -132,14 +132,14 @@ def main(argv=None) -> dict:
     for epoch in range(1, args.epochs + 1):
         total, count = 0.0, 0
         for tokens, lengths, labels in loader:
-            logits = model(one_hot(tokens.data), lengths.data)
+            logits = model(one_hot(tokens.numpy()), lengths.numpy())
             loss = loss_fn(logits, labels)
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
-            total += float(loss.item()) * len(labels.data)
-            count += len(labels.data)
+            total += float(loss.item()) * len(labels)
+            count += len(labels)
         history["loss"].append(total / count)
         history["train_acc"].append(accuracy(model, *train))
         history["test_acc"].append(accuracy(model, *test))

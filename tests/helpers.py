@@ -21,7 +21,7 @@ EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examp
 
 def _numpy(a) -> np.ndarray:
     if isinstance(a, fg.Tensor):
-        return a.data
+        return a._data
     if hasattr(a, "detach"):  # a torch tensor
         return a.detach().numpy()
     return np.asarray(a)

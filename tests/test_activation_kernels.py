@@ -155,8 +155,8 @@ def test_softmax_op_any_dim(dim, rng):
         y = f(a, dim)
         y.backward(g)
         y_ref, dx_ref = torch_grad(lambda t: tf(t, dim), x, g)
-        np.testing.assert_allclose(y.data, y_ref, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(a.grad.data, dx_ref, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(y._data, y_ref, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a.grad._data, dx_ref, rtol=1e-5, atol=1e-6)
 
 
 # ---- cross-entropy ------------------------------------------------------------------------
@@ -199,11 +199,11 @@ def test_cross_entropy_op_reductions(reduction, rng):
     out = F.cross_entropy(a, fg.tensor(y), reduction=reduction, label_smoothing=0.05)
     zt = torch.tensor(z, requires_grad=True)
     ref = TF.cross_entropy(zt, torch.tensor(y), reduction=reduction, label_smoothing=0.05)
-    np.testing.assert_allclose(out.data, ref.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out._data, ref.detach().numpy(), rtol=1e-5, atol=1e-6)
     g = rng.standard_normal(out.shape).astype(np.float32) if out.ndim else None
     out.backward(g)
     ref.backward(None if g is None else torch.tensor(g))
-    np.testing.assert_allclose(a.grad.data, zt.grad.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.grad._data, zt.grad.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_cross_entropy_all_ignored_is_nan():

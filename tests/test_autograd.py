@@ -7,7 +7,7 @@ import forgegrad as fg
 def test_zero_copy_in_and_out():
     a = np.arange(6, dtype=np.float32).reshape(2, 3)
     t = fg.tensor(a)
-    assert t.data is a and t.numpy() is a and np.asarray(t) is a
+    assert t.numpy() is a and np.asarray(t) is a and np.asarray(t._data) is a  # .data: a Tensor on the storage
     assert fg.tensor(np.arange(3)).dtype == np.int64
     assert fg.tensor([1.5, 2.0]).dtype == np.float32
 
@@ -16,7 +16,7 @@ def test_gradient_accumulates_across_backward_calls():
     x = fg.tensor(np.array([1.0, 2.0], np.float32), requires_grad=True)
     (x * 3).sum().backward()
     (x * x).sum().backward()
-    np.testing.assert_allclose(x.grad.data, [3 + 2, 3 + 4])
+    np.testing.assert_allclose(x.grad._data, [3 + 2, 3 + 4])
 
 
 def test_shared_subexpression_gradients_add():
@@ -24,7 +24,7 @@ def test_shared_subexpression_gradients_add():
     y = x * x
     z = y + y * x  # dz/dx = 2x + 3x^2
     z.sum().backward()
-    np.testing.assert_allclose(x.grad.data, [2 * 2 + 3 * 4])
+    np.testing.assert_allclose(x.grad._data, [2 * 2 + 3 * 4])
 
 
 def test_graph_freed_unless_retained():
@@ -32,7 +32,7 @@ def test_graph_freed_unless_retained():
     y = (x.exp() * 2).sum()
     y.backward(retain_graph=True)
     y.backward()
-    np.testing.assert_allclose(x.grad.data, 4 * np.e * np.ones(3), rtol=1e-6)
+    np.testing.assert_allclose(x.grad._data, 4 * np.e * np.ones(3), rtol=1e-6)
     with pytest.raises(RuntimeError, match="second time"):
         y.backward()
 
@@ -42,7 +42,7 @@ def test_backward_non_scalar_needs_gradient():
     with pytest.raises(RuntimeError, match="scalar outputs"):
         (x * 2).backward()
     (x * 2).backward(np.ones(3, np.float32))
-    np.testing.assert_allclose(x.grad.data, 2.0)
+    np.testing.assert_allclose(x.grad._data, 2.0)
     with pytest.raises(ValueError, match="gradient has shape"):
         (x * 2).backward(np.ones(4, np.float32))
 
@@ -75,7 +75,7 @@ def test_retain_grad_on_intermediate():
     y = x * 3
     y.retain_grad()
     (y * y).sum().backward()
-    np.testing.assert_allclose(y.grad.data, 2 * y.data, rtol=1e-6)
+    np.testing.assert_allclose(y.grad._data, 2 * y._data, rtol=1e-6)
 
 
 def test_comparisons_are_bool_and_not_differentiable():
@@ -86,9 +86,9 @@ def test_comparisons_are_bool_and_not_differentiable():
 
 def test_manual_seed_repeatable():
     fg.manual_seed(11)
-    a = fg.randn(5).data.copy()
+    a = fg.randn(5)._data.copy()
     fg.manual_seed(11)
-    np.testing.assert_array_equal(a, fg.randn(5).data)
+    np.testing.assert_array_equal(a, fg.randn(5)._data)
 
 
 def test_leaf_gradients_never_share_storage():
@@ -97,11 +97,11 @@ def test_leaf_gradients_never_share_storage():
     a = fg.randn(3, requires_grad=True)
     b = fg.randn(3, requires_grad=True)
     (a + b).sum().backward()
-    assert not np.shares_memory(a.grad.data, b.grad.data)
-    a.grad.data *= 2
-    np.testing.assert_allclose(b.grad.data, 1.0)
+    assert not np.shares_memory(a.grad._data, b.grad._data)
+    a.grad._data *= 2
+    np.testing.assert_allclose(b.grad._data, 1.0)
     seed = np.ones(3, np.float32)
     c = fg.randn(3, requires_grad=True)
     (c * 1.0).backward(seed)
-    c.grad.data += 1
+    c.grad._data += 1
     np.testing.assert_allclose(seed, 1.0)

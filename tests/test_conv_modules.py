@@ -31,23 +31,23 @@ def test_conv2d_module_matches_torch(rng, kwargs):
     tx = torch.tensor(x, requires_grad=True)
     fx = fg.tensor(x, requires_grad=True)
     ty, fy = theirs(tx), ours(fx)
-    _close(fy.data, ty.detach().numpy(), "forward")
+    _close(fy._data, ty.detach().numpy(), "forward")
     gy = rng.standard_normal(ty.shape).astype(np.float32)
     ty.backward(torch.tensor(gy))
     (fy * fg.tensor(gy)).sum().backward()
-    _close(fx.grad.data, tx.grad.numpy(), "grad input")
-    _close(ours.weight.grad.data, theirs.weight.grad.numpy(), "grad weight")
+    _close(fx.grad._data, tx.grad.numpy(), "grad input")
+    _close(ours.weight.grad._data, theirs.weight.grad.numpy(), "grad weight")
     if ours.bias is not None:
-        _close(ours.bias.grad.data, theirs.bias.grad.numpy(), "grad bias")
+        _close(ours.bias.grad._data, theirs.bias.grad.numpy(), "grad bias")
 
 
 def test_conv2d_init_bounds_and_errors():
     fg.manual_seed(3)
     m = C.Conv2d(8, 4, 3)
     bound = 1 / np.sqrt(8 * 9)
-    assert np.abs(m.weight.data).max() <= bound + 1e-7
-    assert np.abs(m.bias.data).max() <= bound + 1e-7
-    assert m.weight.data.std() > bound / 4  # really initialised
+    assert np.abs(m.weight._data).max() <= bound + 1e-7
+    assert np.abs(m.bias._data).max() <= bound + 1e-7
+    assert m.weight._data.std() > bound / 4  # really initialised
     with pytest.raises(ValueError, match="divisible by groups"):
         C.Conv2d(6, 4, 3, groups=4)
     with pytest.raises(ValueError, match="strided"):
@@ -75,18 +75,18 @@ def test_pool_modules_match_torch(rng, make):
     x = rng.standard_normal((2, 3, 9, 7)).astype(np.float32)
     tx, fx = torch.tensor(x, requires_grad=True), fg.tensor(x, requires_grad=True)
     ty, fy = theirs(tx), ours(fx)
-    _close(fy.data, ty.detach().numpy())
+    _close(fy._data, ty.detach().numpy())
     gy = rng.standard_normal(ty.shape).astype(np.float32)
     ty.backward(torch.tensor(gy))
     (fy * fg.tensor(gy)).sum().backward()
-    _close(fx.grad.data, tx.grad.numpy())
+    _close(fx.grad._data, tx.grad.numpy())
 
 
 def test_max_pool2d_return_indices(rng):
     x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
     y, idx = F.max_pool2d(fg.tensor(x), 2, return_indices=True)
     ty, ti = torch.nn.functional.max_pool2d(torch.tensor(x), 2, return_indices=True)
-    np.testing.assert_array_equal(idx.data, ti.numpy())
+    np.testing.assert_array_equal(idx._data, ti.numpy())
     assert idx.dtype == np.int64 and not idx.requires_grad
 
 
@@ -105,24 +105,24 @@ def test_batchnorm_module_matches_torch_over_training_steps(rng, cls, shape, mom
         x = (rng.standard_normal(shape) * 2 + 0.3).astype(np.float32)
         tx, fx = torch.tensor(x, requires_grad=True), fg.tensor(x, requires_grad=True)
         ty, fy = theirs(tx), ours(fx)
-        _close(fy.data, ty.detach().numpy(), f"step {step} forward")
+        _close(fy._data, ty.detach().numpy(), f"step {step} forward")
         gy = rng.standard_normal(shape).astype(np.float32)
         ty.backward(torch.tensor(gy))
         (fy * fg.tensor(gy)).sum().backward()
-        _close(fx.grad.data, tx.grad.numpy(), f"step {step} grad input")
-    _close(ours.weight.grad.data, theirs.weight.grad.numpy(), "grad weight (5 steps accumulated)")
-    _close(ours.bias.grad.data, theirs.bias.grad.numpy(), "grad bias")
+        _close(fx.grad._data, tx.grad.numpy(), f"step {step} grad input")
+    _close(ours.weight.grad._data, theirs.weight.grad.numpy(), "grad weight (5 steps accumulated)")
+    _close(ours.bias.grad._data, theirs.bias.grad.numpy(), "grad bias")
     for k, v in theirs.state_dict().items():
-        _close(ours.state_dict()[k].data, v.numpy(), k)
-    assert int(ours.num_batches_tracked.data) == 5
+        _close(ours.state_dict()[k]._data, v.numpy(), k)
+    assert int(ours.num_batches_tracked._data) == 5
     ours.eval(), theirs.eval()
     x = rng.standard_normal(shape).astype(np.float32)
     tx, fx = torch.tensor(x, requires_grad=True), fg.tensor(x, requires_grad=True)
     ty, fy = theirs(tx), ours(fx)
-    _close(fy.data, ty.detach().numpy(), "eval forward")
+    _close(fy._data, ty.detach().numpy(), "eval forward")
     ty.sum().backward()
     fy.sum().backward()
-    _close(fx.grad.data, tx.grad.numpy(), "eval grad input")
+    _close(fx.grad._data, tx.grad.numpy(), "eval grad input")
 
 
 def test_batchnorm_without_affine_or_running_stats(rng):
@@ -132,12 +132,12 @@ def test_batchnorm_without_affine_or_running_stats(rng):
         assert list(ours.state_dict()) == list(theirs.state_dict())
         tx, fx = torch.tensor(x, requires_grad=True), fg.tensor(x, requires_grad=True)
         ty, fy = theirs(tx), ours(fx)
-        _close(fy.data, ty.detach().numpy())
+        _close(fy._data, ty.detach().numpy())
         ty.sum().backward()
         fy.sum().backward()
-        _close(fx.grad.data, tx.grad.numpy())
+        _close(fx.grad._data, tx.grad.numpy())
         ours.eval(), theirs.eval()
-        _close(ours(fg.tensor(x)).data, theirs(torch.tensor(x)).detach().numpy())
+        _close(ours(fg.tensor(x))._data, theirs(torch.tensor(x)).detach().numpy())
 
 
 def test_batchnorm_errors():
@@ -184,11 +184,11 @@ def test_small_cnn_training_step_matches_torch(rng):
         return torch.nn.functional.cross_entropy(h, torch.tensor(target))
 
     lo, lt = run_ours(), run_theirs()
-    _close(lo.data, lt.detach().numpy(), "loss")
+    _close(lo._data, lt.detach().numpy(), "loss")
     lo.backward()
     lt.backward()
     for (name, p), (_, q) in zip(ours.named_parameters(), theirs.named_parameters()):
-        np.testing.assert_allclose(p.grad.data, q.grad.numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(p.grad._data, q.grad.numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def test_keras_aliases(rng):
@@ -197,13 +197,13 @@ def test_keras_aliases(rng):
     x = fg.tensor(rng.standard_normal((2, 3, 9, 10)).astype(np.float32))
     y = conv(x)
     assert conv.weight.shape == (8, 3, 3, 3) and y.shape == (2, 8, 9, 10)
-    assert (y.data >= 0).all()
-    ref = torch.nn.functional.conv2d(torch.tensor(x.data), torch.tensor(conv.weight.data),
-                                     torch.tensor(conv.bias.data), padding=1).relu()
-    _close(y.data, ref.numpy())
+    assert (y._data >= 0).all()
+    ref = torch.nn.functional.conv2d(torch.tensor(x._data), torch.tensor(conv.weight._data),
+                                     torch.tensor(conv.bias._data), padding=1).relu()
+    _close(y._data, ref.numpy())
     strided = C.Conv2D(4, 3, strides=2, padding="same", in_channels=3)
     assert strided(x).shape == (2, 4, 5, 5)  # ceil(9 / 2), ceil(10 / 2) as Keras
     pool = C.MaxPooling2D(2)
-    _close(pool(x).data, torch.nn.functional.max_pool2d(torch.tensor(x.data), 2).numpy())
+    _close(pool(x)._data, torch.nn.functional.max_pool2d(torch.tensor(x._data), 2).numpy())
     with pytest.raises(ValueError, match="padding"):
         C.MaxPooling2D(2, padding="same")

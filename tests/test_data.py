@@ -19,10 +19,10 @@ def test_tensor_dataset_items_and_dtypes():
     assert len(ds) == 10
     xi, yi = ds[3]
     assert isinstance(xi, fg.Tensor) and xi.dtype == np.float32 and yi.dtype == np.int64
-    np.testing.assert_array_equal(xi.data, X[3])
+    np.testing.assert_array_equal(xi._data, X[3])
     assert yi.item() == 3
     ds2 = TensorDataset(fg.tensor(X), fg.tensor(y))
-    np.testing.assert_array_equal(ds2[9][0].data, X[9])
+    np.testing.assert_array_equal(ds2[9][0]._data, X[9])
     assert len(ds.tensors) == 2
 
 
@@ -41,7 +41,7 @@ def test_loader_batches_in_order_with_last_partial():
     batches = list(dl)
     assert len(dl) == 3 and len(batches) == 3
     assert [b[0].shape for b in batches] == [(4, 3), (4, 3), (2, 3)]
-    np.testing.assert_array_equal(np.concatenate([b[1].data for b in batches]), np.arange(10))
+    np.testing.assert_array_equal(np.concatenate([b[1]._data for b in batches]), np.arange(10))
     xb, yb = batches[0]
     assert xb.dtype == np.float32 and yb.dtype == np.int64
     assert not xb.requires_grad
@@ -60,14 +60,14 @@ def test_batches_do_not_alias_dataset():
     X, y = _xy(6)
     ds = TensorDataset(X.astype(np.float32), y)
     xb, _ = next(iter(DataLoader(ds, batch_size=3)))
-    xb.data[...] = -1
+    xb._data[...] = -1
     assert ds.arrays[0].min() >= 0
 
 
 def test_shuffle_is_a_permutation_and_seeded():
     X, y = _xy(50)
     ds = TensorDataset(X, y)
-    order = lambda dl: np.concatenate([b[1].data for b in dl])  # noqa: E731
+    order = lambda dl: np.concatenate([b[1]._data for b in dl])  # noqa: E731
     dl = DataLoader(ds, batch_size=7, shuffle=True, seed=3)
     e1, e2 = order(dl), order(dl)
     assert sorted(e1) == list(range(50)) and sorted(e2) == list(range(50))
@@ -85,9 +85,9 @@ def test_shuffle_uses_global_seed():
     X, y = _xy(30)
     ds = TensorDataset(X, y)
     fg.manual_seed(11)
-    a = np.concatenate([b[1].data for b in DataLoader(ds, batch_size=8, shuffle=True)])
+    a = np.concatenate([b[1]._data for b in DataLoader(ds, batch_size=8, shuffle=True)])
     fg.manual_seed(11)
-    b = np.concatenate([b[1].data for b in DataLoader(ds, batch_size=8, shuffle=True)])
+    b = np.concatenate([b[1]._data for b in DataLoader(ds, batch_size=8, shuffle=True)])
     np.testing.assert_array_equal(a, b)
     assert sorted(a) == list(range(30))
 
@@ -123,8 +123,8 @@ def test_generic_dataset_collation():
     assert len(batches) == 3
     xb, yb = batches[1]
     assert xb.dtype == np.float32 and yb.dtype == np.int64
-    np.testing.assert_array_equal(xb.data, [[2, 4], [3, 9]])
-    np.testing.assert_array_equal(yb.data, [2, 0])
+    np.testing.assert_array_equal(xb._data, [[2, 4], [3, 9]])
+    np.testing.assert_array_equal(yb._data, [2, 0])
 
 
 def test_default_collate_structures():
@@ -160,8 +160,8 @@ def test_fast_path_matches_item_collation():
     slow = list(DataLoader(Slow(X, y), batch_size=5, shuffle=True, seed=1))
     assert Slow.calls == 23
     for (xf, yf), (xs, ys) in zip(fast, slow):
-        np.testing.assert_array_equal(xf.data, xs.data)
-        np.testing.assert_array_equal(yf.data, ys.data)
+        np.testing.assert_array_equal(xf._data, xs._data)
+        np.testing.assert_array_equal(yf._data, ys._data)
         assert xf.dtype == xs.dtype and yf.dtype == ys.dtype
 
 
@@ -215,9 +215,9 @@ def test_subset_of_tensor_dataset_uses_batched_fetch():
     X, y = _xy(12)
     train, _ = random_split(TensorDataset(X, y), [8, 4], generator=0)
     batches = list(DataLoader(train, batch_size=3))
-    got = np.concatenate([b[1].data for b in batches])
+    got = np.concatenate([b[1]._data for b in batches])
     np.testing.assert_array_equal(got, train.indices)
-    np.testing.assert_array_equal(np.concatenate([b[0].data for b in batches]), X[train.indices])
+    np.testing.assert_array_equal(np.concatenate([b[0]._data for b in batches]), X[train.indices])
 
 
 def test_concat_dataset():
@@ -225,5 +225,5 @@ def test_concat_dataset():
     c = a + b
     assert isinstance(c, ConcatDataset) and len(c) == 5
     assert c[3][1].item() == 0 and c[-1][1].item() == 1
-    ys = np.concatenate([yb.data for _, yb in DataLoader(c, batch_size=2)])
+    ys = np.concatenate([yb._data for _, yb in DataLoader(c, batch_size=2)])
     np.testing.assert_array_equal(ys, [0, 1, 2, 0, 1])

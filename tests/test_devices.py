@@ -23,7 +23,7 @@ def test_unknown_devices_are_refused(bad, err):
 def test_meta_tensors_have_shapes_and_no_data():
     m = fg.zeros(4, 5, device="meta")
     assert m.is_meta and m.shape == (4, 5) and m.dtype == np.float32
-    assert isinstance(m.data, MetaArray) and m.data.nbytes == 0
+    assert isinstance(m._data, MetaArray) and m._data.nbytes == 0
     with pytest.raises(RuntimeError, match="no data"):
         m.numpy()
     with pytest.raises(RuntimeError, match="no values"):

@@ -159,7 +159,7 @@ def test_unaligned_buffers_are_refused_by_bindings_and_copied_by_wrappers():
     _C.gemm.matmul(ref, ref.T, out=out)
     np.testing.assert_array_equal(out, _C.gemm.matmul(ref, ref.T))
     with fg.no_grad():
-        np.testing.assert_array_equal(fg.tensor(x).relu().data, np.maximum(ref, 0))
+        np.testing.assert_array_equal(fg.tensor(x).relu()._data, np.maximum(ref, 0))
 
 def test_every_kernel_wrapper_takes_unaligned_inputs():
     # each wrapper hands its kernels aligned copies: results equal those from aligned arrays (and a
@@ -221,7 +221,7 @@ def test_every_kernel_wrapper_takes_unaligned_inputs():
         assert np.array_equal(ps[0], ps[1])
         with fg.no_grad():
             for op in (lambda t: t.relu(), lambda t: t.softmax(dim=1), lambda t: t.exp()):
-                assert np.array_equal(op(fg.tensor(x2)).data, op(fg.tensor(un(x2))).data)
+                assert np.array_equal(op(fg.tensor(x2))._data, op(fg.tensor(un(x2)))._data)
         print("OK")
     """)
 
@@ -247,7 +247,7 @@ def test_softmax_of_minus_inf_is_exactly_zero(threads, cols):
     want = torch.softmax(torch.from_numpy(x), dim=1).numpy()
     np.testing.assert_allclose(s, want, rtol=1e-6, atol=0)
     with fg.no_grad():
-        y = fg.tensor(x).softmax(dim=1).data
+        y = fg.tensor(x).softmax(dim=1)._data
     assert np.all(y[masked] == 0.0)
 
 

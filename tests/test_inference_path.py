@@ -149,7 +149,7 @@ def test_linear_without_bias_against_torch(shape):
     lin = nn.Linear(23, 9, bias=False)
     tlin = torch.nn.Linear(23, 9, bias=False)
     with torch.no_grad():
-        tlin.weight.copy_(torch.from_numpy(lin.weight.data))
+        tlin.weight.copy_(torch.from_numpy(lin.weight._data))
     x = _x(*shape)
     y = lin(fg.tensor(x))
     ty = tlin(torch.from_numpy(x))

@@ -26,20 +26,20 @@ def test_torch_weights_give_torch_outputs():
     fg_from_torch(ours, theirs)
     ours.eval(), theirs.eval()
     x = np.random.default_rng(0).standard_normal((6, 13)).astype(np.float32)
-    np.testing.assert_allclose(ours(fg.tensor(x)).data, theirs(torch.tensor(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours(fg.tensor(x))._data, theirs(torch.tensor(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_load_state_dict_strict_errors_and_atomicity():
     ours, _ = make_pair()
-    sd = {k: v.data.copy() for k, v in ours.state_dict().items()}
-    before = ours[0].weight.data.copy()
+    sd = {k: v._data.copy() for k, v in ours.state_dict().items()}
+    before = ours[0].weight._data.copy()
     bad = dict(sd)
     bad.pop("3.bias")
     bad["extra.weight"] = np.zeros(3, np.float32)
     bad["0.weight"] = np.zeros((17, 13), np.float32)
     with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "3.bias"'):
         ours.load_state_dict(bad)
-    np.testing.assert_array_equal(ours[0].weight.data, before)  # nothing modified
+    np.testing.assert_array_equal(ours[0].weight._data, before)  # nothing modified
     res = ours.load_state_dict(bad, strict=False)
     assert res.missing_keys == ["3.bias"] and res.unexpected_keys == ["extra.weight"]
     wrong = dict(sd)
@@ -51,8 +51,8 @@ def test_load_state_dict_strict_errors_and_atomicity():
 def test_linear_init_bounds_and_repr():
     fg.manual_seed(1)
     lin = nn.Linear(100, 7)
-    assert np.abs(lin.weight.data).max() <= 1 / np.sqrt(100) + 1e-7
-    assert np.abs(lin.bias.data).max() <= 1 / np.sqrt(100) + 1e-7
+    assert np.abs(lin.weight._data).max() <= 1 / np.sqrt(100) + 1e-7
+    assert np.abs(lin.bias._data).max() <= 1 / np.sqrt(100) + 1e-7
     assert repr(lin) == "Linear(in_features=100, out_features=7, bias=True)"
     with pytest.raises(ValueError, match="in_features"):
         nn.Linear(0, 3)
@@ -74,7 +74,7 @@ def test_dense_infers_input_size():
     d = nn.Dense(4, activation="relu")
     assert list(d.parameters()) == []
     y = d(fg.randn(3, 9))
-    assert y.shape == (3, 4) and d.weight.shape == (4, 9) and (y.data >= 0).all()
+    assert y.shape == (3, 4) and d.weight.shape == (4, 9) and (y._data >= 0).all()
     with pytest.raises(ValueError, match="unknown activation"):
         nn.Dense(3, activation="swishy")
 

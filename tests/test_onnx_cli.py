@@ -21,7 +21,7 @@ def _checkpoint(tmp_path, d=5):
     fg.manual_seed(7)
     model = make(d=d)
     path = tmp_path / "model.safetensors"
-    save_file({k: np.ascontiguousarray(v.data) for k, v in model.state_dict().items()}, str(path))
+    save_file({k: np.ascontiguousarray(v._data) for k, v in model.state_dict().items()}, str(path))
     return model, path
 
 
@@ -40,7 +40,7 @@ def test_factory_and_checkpoint(tmp_path, capsys):
     assert "PASS" in text and "opset 13" in text
     x = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
     with fg.no_grad():
-        want = model(fg.tensor(x)).data  # the checkpoint's weights, not a fresh init
+        want = model(fg.tensor(x))._data  # the checkpoint's weights, not a fresh init
     np.testing.assert_allclose(_ort(out, x), want, rtol=1e-5, atol=1e-6)
 
 
@@ -48,7 +48,7 @@ def test_sidecar_model_json(tmp_path, capsys):
     from forgegrad import models
     fg.manual_seed(7)
     model = models.create("mlp", in_features=4, out_features=3)
-    save_file({k: np.ascontiguousarray(v.data) for k, v in model.state_dict().items()},
+    save_file({k: np.ascontiguousarray(v._data) for k, v in model.state_dict().items()},
               str(tmp_path / "model.safetensors"))
     (tmp_path / "model.json").write_text(json.dumps({"name": "mlp", "kwargs": {"in_features": 4, "out_features": 3},
                                                      "input_shape": [4]}))
@@ -57,7 +57,7 @@ def test_sidecar_model_json(tmp_path, capsys):
     x = np.ones((1, 4), np.float32)
     model.eval()
     with fg.no_grad():
-        np.testing.assert_allclose(_ort(out, x), model(fg.tensor(x)).data, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(_ort(out, x), model(fg.tensor(x))._data, rtol=1e-5, atol=1e-6)
 
 
 def test_sidecar_model_json_names_zoo_models_only(tmp_path, capsys):

@@ -40,8 +40,8 @@ def _cnn():
     fg.manual_seed(0)
     m = CNN()
     rng = np.random.default_rng(0)  # running statistics that are not the identity
-    m.bn.running_mean.data[:] = rng.standard_normal(8)
-    m.bn.running_var.data[:] = 0.5 + rng.random(8)
+    m.bn.running_mean._data[:] = rng.standard_normal(8)
+    m.bn.running_var._data[:] = 0.5 + rng.random(8)
     return m
 
 
@@ -71,8 +71,8 @@ def test_max_pool_ceil_mode_and_indices(tmp_path):
 def test_batch_norm_1d(tmp_path):
     fg.manual_seed(2)
     bn = nn.BatchNorm1d(4)
-    bn.running_var.data[:] = 2.0
-    bn.running_mean.data[:] = 0.3
+    bn.running_var._data[:] = 2.0
+    bn.running_mean._data[:] = 0.3
     export_and_check(nn.Sequential(nn.Linear(6, 4), bn, nn.ReLU()), fg.randn(3, 6), tmp_path)
 
 

@@ -65,7 +65,7 @@ def export_and_check(model, inputs, tmp_path, opset=17, batches=BATCHES, rtol=RT
         got = sess.run(None, dict(zip(report.input_names, arrays)))
         assert len(got) == len(want)
         for g, w in zip(got, want):
-            w = np.asarray(w.data)
+            w = np.asarray(w._data)
             assert g.shape == w.shape, (g.shape, w.shape)
             assert g.dtype == w.dtype, (g.dtype, w.dtype)
             np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)

@@ -108,7 +108,7 @@ CASES = {
     "conv_same": lambda m, x: TConv.apply(x, W8, B8, 1, "same", 2),
     "conv_valid": lambda m, x: TConv.apply(x, W8, B8, 1, "valid"),
     "conv_groups": lambda m, x: TConv.apply(x, WG, B8, 1, 1, 1, 2),
-    "conv_depthwise": lambda m, x: TConv.apply(x, fg.tensor(W8.data[:4, :1]), None, 1, 1, 1, 4),
+    "conv_depthwise": lambda m, x: TConv.apply(x, fg.tensor(W8._data[:4, :1]), None, 1, 1, 1, 4),
     "maxpool": lambda m, x: TMaxPool.apply(x, 2),
     "maxpool_stride_pad_dil": lambda m, x: TMaxPool.apply(x, 3, 2, 1, 2),
     "maxpool_ceil": lambda m, x: TMaxPool.apply(x, 3, 2, 1, 1, True),
@@ -143,7 +143,7 @@ def test_small_cnn(tmp_path):
     W2 = fg.tensor(rng.standard_normal((8, 4, 3, 3)).astype(np.float32) * 0.2)
 
     def fn(m, x):
-        h = TConv.apply(x, fg.tensor(W8.data[:4]), fg.tensor(B8.data[:4]), 1, 1)
+        h = TConv.apply(x, fg.tensor(W8._data[:4]), fg.tensor(B8._data[:4]), 1, 1)
         h = fg.nn.functional.relu(TBatchNorm.apply(h, MEAN, VAR, GAMMA, BETA))
         h = TMaxPool.apply(h, 2)
         h = TAdaptive.apply(TConv.apply(h, W2, B8, 1, 1), 1)
@@ -206,7 +206,7 @@ fonnx.register_mapping(BatchNormLike)(CA.map_batch_norm)
 @pytest.mark.parametrize("opset", [13, 17])
 def test_adapters_with_torch_argument_names(tmp_path, opset):
     def fn(m, x):
-        h = Conv2dLike.apply(x, fg.tensor(W8.data[:4]), fg.tensor(B8.data[:4]), 1, "same", 1, 1)
+        h = Conv2dLike.apply(x, fg.tensor(W8._data[:4]), fg.tensor(B8._data[:4]), 1, "same", 1, 1)
         h = BatchNormLike.apply(h, MEAN, VAR, GAMMA, BETA, False, 0.1, 1e-3)
         v, idx = MaxPoolWithIndices.apply(h, 3, 2, 1, 1, True)
         a = AvgPoolLike.apply(h, 2, padding=1, count_include_pad=False)

@@ -48,8 +48,8 @@ class Custom(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.w = nn.Parameter(fg.randn(8, 12).data * 0.3)
-        self.b = nn.Parameter(fg.randn(12).data * 0.1)
+        self.w = nn.Parameter(fg.randn(8, 12)._data * 0.3)
+        self.b = nn.Parameter(fg.randn(12)._data * 0.1)
         self.proj = nn.Linear(4, 4)
         self.register_buffer("scale", fg.tensor(np.float32([0.5])))
 
@@ -210,7 +210,7 @@ def test_unsupported_indexing_and_random_constants(tmp_path):
     idx = fg.tensor(np.array([0, 2]))
     cases = [
         (lambda m, x: x[idx, idx], "advanced indexing"),
-        (lambda m, x: x[x.data > 0], "boolean"),
+        (lambda m, x: x[x._data > 0], "boolean"),
         (lambda m, x: x + fg.randn(*x.shape), "pass it to the model as an input"),
         (lambda m, x: F.dropout(x, 0.5), "training=True"),
     ]
@@ -259,7 +259,7 @@ def test_plain_function_and_numpy_inputs(tmp_path):
 
 
 def test_constant_from_parameter_data_and_detach(tmp_path):
-    """detach() and Tensor(t.data) are not ops: they alias the traced value or the parameter."""
+    """detach() and Tensor(t._data) are not ops: they alias the traced value or the parameter."""
     class M(nn.Module):
         def __init__(self):
             super().__init__()
@@ -267,7 +267,7 @@ def test_constant_from_parameter_data_and_detach(tmp_path):
 
         def forward(self, x):
             h = self.lin(x).detach()
-            return fg.tensor(h.data) + self.lin.weight.detach().sum(0)
+            return fg.tensor(h._data) + self.lin.weight.detach().sum(0)
 
     report, proto = export_and_check(M(), fg.randn(3, 4), tmp_path)
     assert {"lin.weight", "lin.bias"} <= {i.name for i in proto.graph.initializer}

@@ -41,7 +41,7 @@ CASES = {
     "clamp_max": (lambda m, x: x.clamp(max=0.1), (3, 5)),
     "where_compare": (lambda m, x: fg.where(x > 0.2, x, x * -3.0), (3, 5)),
     "where_scalar_branch": (lambda m, x: fg.where(x <= m.v, 0.0, x), (3, 5)),
-    "where_raw_condition": (lambda m, x: E.WhereFunction.apply((x > 0).data.astype(bool), x, -x), (3, 5)),
+    "where_raw_condition": (lambda m, x: E.WhereFunction.apply((x > 0)._data.astype(bool), x, -x), (3, 5)),
     "compare_cast": (lambda m, x: (x >= 0).float() + (x != x[:1]).float() * 2 + (x == 0).long().float(), (3, 5)),
     # activations
     "relu": (lambda m, x: F.relu(x), (3, 5)),
@@ -95,7 +95,7 @@ def make(name):
     fg.manual_seed(0)
     fn, shape = CASES[name]
     lin = nn.Linear(5, 7)
-    model = Lambda(fn, v=fg.randn(5), w=fg.tensor(W.data), lin=lin)
+    model = Lambda(fn, v=fg.randn(5), w=fg.tensor(W._data), lin=lin)
     return model, fg.randn(*shape)
 
 

@@ -33,7 +33,7 @@ def _keras_same(n, k, s, d):
 
 
 def _conv_ref(m, x, stride, padding, dilation, groups=1):
-    w, b = _t(m.weight.data), None if m.bias is None else _t(m.bias.data)
+    w, b = _t(m.weight._data), None if m.bias is None else _t(m.bias._data)
     if isinstance(padding, tuple) and len(padding) == 4:  # (top, bottom, left, right)
         t, bo, le, r = padding
         return TF.conv2d(TF.pad(_t(x), (le, r, t, bo)), w, b, stride, 0, dilation, groups)
@@ -103,8 +103,8 @@ def test_padding_form_exports_and_matches(tmp_path, name):
     model, ref = CASES[name]
     x = fg.randn(2, 3, 11, 10)
     with fg.no_grad():
-        ours = model(x).data
-    np.testing.assert_allclose(ours, ref(x.data).numpy(), rtol=1e-4, atol=1e-5)
+        ours = model(x)._data
+    np.testing.assert_allclose(ours, ref(x._data).numpy(), rtol=1e-4, atol=1e-5)
 
     report = fonnx.export(model, x, str(tmp_path / f"{name}.onnx"))
     assert report.verified and report.ok, str(report)

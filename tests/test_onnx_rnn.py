@@ -67,7 +67,7 @@ def test_onnx_gate_order_and_attributes(tmp_path):
         if op_type == "GRU":
             assert attrs["linear_before_reset"] == 1  # torch applies the reset gate after the matmul
         inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
-        src = rnn.weight_ih_l0.data
+        src = rnn.weight_ih_l0._data
         want = np.concatenate([src[g * 4:(g + 1) * 4] for g in order])
         np.testing.assert_array_equal(inits[node.input[1]][0], want)
 
@@ -126,7 +126,7 @@ def test_direct_onnxruntime_seq50(tmp_path):
     with fg.no_grad():
         want = model(fg.tensor(x))
     for g, w in zip(got, want):
-        np.testing.assert_allclose(g, w.data, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(g, w._data, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("cls", [LSTM, GRU])

@@ -41,7 +41,7 @@ def combo(m, x):
 
 def make_combo():
     fg.manual_seed(0)
-    return Lambda(combo, v=nn.Parameter(fg.randn(6).data * 0.5)), fg.randn(3, 6)
+    return Lambda(combo, v=nn.Parameter(fg.randn(6)._data * 0.5)), fg.randn(3, 6)
 
 
 def op_types(proto):
@@ -130,4 +130,4 @@ def test_setitem_in_forward_refuses_to_export(tmp_path):
     assert not path.exists()
     with fg.no_grad():  # the model itself still runs outside export
         out = Lambda(fwd)(fg.ones(2, 3))
-    np.testing.assert_array_equal(out.data, [[0, 2, 2], [0, 2, 2]])
+    np.testing.assert_array_equal(out._data, [[0, 2, 2], [0, 2, 2]])

@@ -61,7 +61,7 @@ def _as_tuple(out):
 
 
 def _float_outputs(outs):
-    return [i for i, o in enumerate(outs) if np.asarray(o.data if isinstance(o, fg.Tensor) else o).dtype.kind == "f"]
+    return [i for i, o in enumerate(outs) if np.asarray(o._data if isinstance(o, fg.Tensor) else o).dtype.kind == "f"]
 
 
 def _cotangents(outs, seed=7):
@@ -73,7 +73,7 @@ def _run_fg(op, sample, grad_positions=()):
     """Forward and, when grad_positions, the gradients of those inputs; all as numpy arrays."""
     args = _fg_args(sample, grad_positions)
     outs = _as_tuple(op(*args, **sample.kwargs))
-    values = [o.data.copy() for o in outs]
+    values = [o._data.copy() for o in outs]
     grads = []
     if grad_positions:
         cot = _cotangents(outs)
@@ -87,7 +87,7 @@ def _run_fg(op, sample, grad_positions=()):
             total.backward()
         for p in grad_positions:
             g = args[p].grad
-            grads.append(np.zeros(sample.args[p].shape, np.float32) if g is None else g.data.copy())
+            grads.append(np.zeros(sample.args[p].shape, np.float32) if g is None else g._data.copy())
     return values, grads
 
 

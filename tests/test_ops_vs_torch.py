@@ -97,7 +97,7 @@ def test_max_min_with_dim_and_ties():
     compare(lambda t: t.max(1)[0], lambda t: t.max(1)[0], [x])
     compare(lambda t: t.min(0, keepdim=True)[0], lambda t: t.min(0, keepdim=True)[0], [x])
     v, i = fg.tensor(x).max(1)
-    assert i.dtype == np.int64 and np.array_equal(i.data, x.argmax(1))
+    assert i.dtype == np.int64 and np.array_equal(i._data, x.argmax(1))
     ties = np.array([[1.0, 3.0, 3.0], [2.0, 2.0, 0.0]], np.float32)
     compare(lambda t: t.max(), lambda t: t.max(), [ties], seed_grad=None)
 
@@ -236,12 +236,12 @@ def test_dropout_train_and_eval():
     fg.manual_seed(3)
     x = fg.ones(1000, requires_grad=True)
     y = F.dropout(x, 0.3, training=True)
-    kept = y.data != 0
+    kept = y._data != 0
     assert 0.6 < kept.mean() < 0.8
-    np.testing.assert_allclose(y.data[kept], 1 / 0.7, rtol=1e-6)
+    np.testing.assert_allclose(y._data[kept], 1 / 0.7, rtol=1e-6)
     y.sum().backward()
-    np.testing.assert_array_equal(x.grad.data, y.data)
+    np.testing.assert_array_equal(x.grad._data, y._data)
     assert F.dropout(x, 0.3, training=False) is not None
-    np.testing.assert_array_equal(F.dropout(x, 0.3, training=False).data, x.data)
+    np.testing.assert_array_equal(F.dropout(x, 0.3, training=False)._data, x._data)
     with pytest.raises(ValueError):
         F.dropout(x, 1.5)

@@ -56,7 +56,7 @@ def set_grads(rng, ours, theirs, skip=()):
 
 def assert_params_close(ours, theirs, step):
     for i, (p, tp) in enumerate(zip(ours, theirs)):
-        np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=RTOL, atol=ATOL,
+        np.testing.assert_allclose(p._data, tp.detach().numpy(), rtol=RTOL, atol=ATOL,
                                    err_msg=f"param {i} after step {step}")
 
 
@@ -68,7 +68,7 @@ def assert_state_close(opt, topt, ours, theirs):
             if ts[k] is None:
                 assert s[k] is None
                 continue
-            np.testing.assert_allclose(np.asarray(s[k].data), ts[k].numpy(), rtol=RTOL, atol=ATOL, err_msg=k)
+            np.testing.assert_allclose(np.asarray(s[k]._data), ts[k].numpy(), rtol=RTOL, atol=ATOL, err_msg=k)
 
 
 @pytest.mark.parametrize("name,config", CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
@@ -90,7 +90,7 @@ def test_params_without_grad_are_skipped_and_steps_count_per_param(rng, name, co
     ours, theirs = make_params(rng)
     opt = getattr(optim, name)(ours, **config)
     topt = getattr(torch.optim, name)(theirs, **config)
-    frozen = ours[1].data.copy()
+    frozen = ours[1]._data.copy()
     for step in range(12):
         # param 1 never has a grad; param 2 only every third step (its own step count lags)
         skip = {1} | ({2} if step % 3 else set())
@@ -98,7 +98,7 @@ def test_params_without_grad_are_skipped_and_steps_count_per_param(rng, name, co
         opt.step()
         topt.step()
         assert_params_close(ours, theirs, step)
-    np.testing.assert_array_equal(ours[1].data, frozen)
+    np.testing.assert_array_equal(ours[1]._data, frozen)
     assert ours[1] not in opt.state
     if name != "SGD":
         assert float(opt.state[ours[2]]["step"].item()) == 4.0
@@ -125,7 +125,7 @@ def test_param_groups_and_add_param_group_match_torch(rng):
                                          ("AdamW", ADAMW_CONFIGS[1])])
 def test_foreach_false_is_bit_identical(rng, name, config):
     a, _ = make_params(rng)
-    b = [Parameter(p.data.copy()) for p in a]
+    b = [Parameter(p._data.copy()) for p in a]
     opt_a = getattr(optim, name)(a, **config)
     opt_b = getattr(optim, name)(b, **config, foreach=False)
     for _ in range(5):
@@ -135,7 +135,7 @@ def test_foreach_false_is_bit_identical(rng, name, config):
         opt_a.step()
         opt_b.step()
     for p, q in zip(a, b):
-        np.testing.assert_array_equal(p.data, q.data)
+        np.testing.assert_array_equal(p._data, q._data)
 
 
 @pytest.mark.parametrize("name,config", [("SGD", SGD_CONFIGS[3]), ("Adam", ADAM_CONFIGS[4]),
@@ -154,7 +154,7 @@ def test_bit_identical_across_thread_counts(threads, rng, name, config):
             for p, g in zip(params, gs):
                 p.grad = fg.tensor(g.copy())
             opt.step()
-        results.append([p.data.copy() for p in params])
+        results.append([p._data.copy() for p in params])
     for r in results[1:]:
         for x, y in zip(results[0], r):
             np.testing.assert_array_equal(x, y)
@@ -172,8 +172,8 @@ def test_non_contiguous_param_and_grad(rng):
         tp.grad = torch.tensor(g.T.copy())
         opt.step()
         topt.step()
-        np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=RTOL, atol=ATOL)
-    assert not p.data.flags.c_contiguous  # updated in place through its own layout
+        np.testing.assert_allclose(p._data, tp.detach().numpy(), rtol=RTOL, atol=ATOL)
+    assert not p._data.flags.c_contiguous  # updated in place through its own layout
 
 
 def test_step_with_closure_returns_loss():
@@ -191,7 +191,7 @@ def test_step_with_closure_returns_loss():
     loss = opt.step(closure)
     assert calls == [1]
     np.testing.assert_allclose(float(loss.item()), 5.0)
-    np.testing.assert_allclose(w.data, [0.8, -1.6], rtol=1e-6)
+    np.testing.assert_allclose(w._data, [0.8, -1.6], rtol=1e-6)
 
 
 def test_zero_grad():
@@ -199,7 +199,7 @@ def test_zero_grad():
     opt = optim.SGD([w], lr=0.1)
     w.grad = fg.tensor(np.ones(3, np.float32))
     opt.zero_grad(set_to_none=False)
-    np.testing.assert_array_equal(w.grad.data, 0)
+    np.testing.assert_array_equal(w.grad._data, 0)
     opt.zero_grad()
     assert w.grad is None
 
@@ -208,7 +208,7 @@ def test_training_a_small_mlp_lowers_the_loss(rng):
     model = fg.nn.Sequential(fg.nn.Linear(4, 16), fg.nn.ReLU(), fg.nn.Linear(16, 1))
     opt = optim.AdamW(model.parameters(), lr=0.01)
     x = fg.tensor(rng.standard_normal((64, 4)).astype(np.float32))
-    y = fg.tensor((x.data.sum(axis=1, keepdims=True) ** 2).astype(np.float32))
+    y = fg.tensor((x._data.sum(axis=1, keepdims=True) ** 2).astype(np.float32))
     losses = []
     for _ in range(60):
         opt.zero_grad()

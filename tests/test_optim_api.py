@@ -49,7 +49,7 @@ def test_state_dict_round_trip_is_bit_identical(rng, name, config):
     saved = copy.deepcopy(opt_b.state_dict())
     assert sorted(saved["state"]) == list(range(len(SHAPES)))
     assert saved["param_groups"][0]["params"] == list(range(len(SHAPES)))
-    c = [Parameter(p.data.copy()) for p in b]
+    c = [Parameter(p._data.copy()) for p in b]
     opt_c = getattr(optim, name)(c, lr=123.0)
     opt_c.load_state_dict(saved)
     assert opt_c.param_groups[0]["lr"] == config["lr"]
@@ -57,7 +57,7 @@ def test_state_dict_round_trip_is_bit_identical(rng, name, config):
     for gs in seq[4:]:
         _apply(opt_c, c, gs)
     for x, y in zip(a, c):
-        np.testing.assert_array_equal(x.data, y.data)
+        np.testing.assert_array_equal(x._data, y._data)
 
 
 def _torch_sd_to_numpy(sd):
@@ -74,7 +74,7 @@ def test_load_torch_state_dict_then_continue(rng, name, config):
         set_grads(rng, ours, theirs)
         topt.step()
     for p, tp in zip(ours, theirs):
-        p.data[...] = tp.detach().numpy()
+        p._data[...] = tp.detach().numpy()
     opt = getattr(optim, name)(ours, lr=1.0)
     opt.load_state_dict(_torch_sd_to_numpy(topt.state_dict()))
     assert opt.param_groups[0]["lr"] == config["lr"]
@@ -94,9 +94,9 @@ def test_torch_loads_our_state_dict(rng, name, config):
         opt.step()
     for p, tp in zip(ours, theirs):
         with torch.no_grad():
-            tp.copy_(torch.from_numpy(p.data.copy()))
+            tp.copy_(torch.from_numpy(p._data.copy()))
     sd = opt.state_dict()
-    tsd = {"state": {k: {n: torch.tensor(np.array(v.data)) for n, v in s.items()} for k, s in sd["state"].items()},
+    tsd = {"state": {k: {n: torch.tensor(np.array(v._data)) for n, v in s.items()} for k, s in sd["state"].items()},
            "param_groups": copy.deepcopy(sd["param_groups"])}
     topt = getattr(torch.optim, name)(theirs, lr=1.0)
     topt.load_state_dict(tsd)
@@ -271,7 +271,7 @@ def test_clip_grad_norm_matches_torch(simd_path, rng, norm_type, max_norm):
     assert isinstance(total, fg.Tensor) and total.shape == ()
     np.testing.assert_allclose(total.item(), ttotal.item(), rtol=RTOL)
     for p, tp in zip(ours, theirs):
-        np.testing.assert_allclose(p.grad.data, tp.grad.numpy(), rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(p.grad._data, tp.grad.numpy(), rtol=RTOL, atol=ATOL)
 
 
 def test_clip_grad_norm_skips_missing_grads_and_accepts_one_tensor(rng):
@@ -290,12 +290,12 @@ def test_clip_grad_norm_skips_missing_grads_and_accepts_one_tensor(rng):
 @pytest.mark.parametrize("norm_type", [2.0, math.inf])
 def test_clip_grad_norm_nonfinite(rng, bad, norm_type):
     ours, theirs = _grad_pairs(rng)
-    ours[2].grad.data.flat[3] = bad
+    ours[2].grad._data.flat[3] = bad
     theirs[2].grad[1, 0] = bad
-    before = ours[0].grad.data.copy()
+    before = ours[0].grad._data.copy()
     with pytest.raises(RuntimeError, match="non-finite"):
         nn_utils.clip_grad_norm_(ours, 1.0, norm_type=norm_type, error_if_nonfinite=True)
-    np.testing.assert_array_equal(ours[0].grad.data, before)  # nothing scaled
+    np.testing.assert_array_equal(ours[0].grad._data, before)  # nothing scaled
     total = nn_utils.clip_grad_norm_(ours, 1.0, norm_type=norm_type)
     ttotal = torch.nn.utils.clip_grad_norm_(theirs, 1.0, norm_type=norm_type)
     assert (math.isnan(total.item()) and math.isnan(ttotal.item())) or total.item() == ttotal.item()
@@ -327,7 +327,7 @@ def test_clip_grad_value_matches_torch(rng):
     nn_utils.clip_grad_value_(ours, 0.7)
     torch.nn.utils.clip_grad_value_(theirs, 0.7)
     for p, tp in zip(ours, theirs):
-        np.testing.assert_array_equal(p.grad.data, tp.grad.numpy())
+        np.testing.assert_array_equal(p.grad._data, tp.grad.numpy())
 
 
 def test_kernel_lists_with_empty_tensors_match_one_by_one(rng):

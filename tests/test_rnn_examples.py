@@ -131,8 +131,8 @@ def test_sequence_classifier_data_and_padding():
     fg.manual_seed(0)
     model = seqcls.LastStepClassifier(len(seqcls.ALPHABET), 8, 2, "lstm")
     with fg.no_grad():
-        batch = model(seqcls.one_hot(tokens[:5]), lengths[:5]).data
-        alone = model(seqcls.one_hot(tokens[2:3, :lengths[2]]), lengths[2:3]).data
+        batch = model(seqcls.one_hot(tokens[:5]), lengths[:5])._data
+        alone = model(seqcls.one_hot(tokens[2:3, :lengths[2]]), lengths[2:3])._data
     np.testing.assert_allclose(batch[2:3], alone, rtol=1e-5, atol=1e-6)
 
 

@@ -106,6 +106,6 @@ def test_recurrent_weights_are_64_byte_aligned():
     m.load_state_dict(state)  # copies into the parameters: alignment stays
     for name in ("weight_hh_l0", "weight_hh_l1_reverse"):
         p = getattr(m, name)
-        assert p.data.ctypes.data % 64 == 0
+        assert p._data.ctypes.data % 64 == 0
         assert np.all(p.numpy() == 0.5)
-    assert fg.nn.GRUCell(4, 8).weight_hh.data.ctypes.data % 64 == 0
+    assert fg.nn.GRUCell(4, 8).weight_hh._data.ctypes.data % 64 == 0

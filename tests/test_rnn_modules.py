@@ -28,7 +28,7 @@ def _pair(kind, I, H, **kw):
     ours_names = [n for n, _ in ours.named_parameters()]
     assert ours_names == [n for n, _ in theirs.named_parameters()]
     for n, p in theirs.named_parameters():
-        getattr(ours, n).data[...] = p.detach().numpy()
+        getattr(ours, n)._data[...] = p.detach().numpy()
     return ours, theirs
 
 
@@ -133,24 +133,24 @@ def test_default_init_matches_torch_layout():
     ours = dict(m.named_parameters())
     for n, p in t.named_parameters():
         assert ours[n].shape == tuple(p.shape), n
-        assert np.all(np.abs(ours[n].data) <= 1 / np.sqrt(10)), n
-    assert np.std(ours["weight_hh_l1_reverse"].data) > 0.1  # uniform(-0.316, 0.316) has std 0.18
+        assert np.all(np.abs(ours[n]._data) <= 1 / np.sqrt(10)), n
+    assert np.std(ours["weight_hh_l1_reverse"]._data) > 0.1  # uniform(-0.316, 0.316) has std 0.18
 
 
 def test_dropout_between_layers():
     m = LSTM(3, 4, num_layers=3, dropout=0.5)
     x = fg.tensor(np.random.default_rng(0).standard_normal((4, 2, 3)).astype(np.float32), requires_grad=True)
     m.eval()
-    a = m(x)[0].data.copy()
+    a = m(x)[0]._data.copy()
     m.dropout = 0.0  # eval mode ignores dropout: same output as without it
-    assert np.array_equal(a, m(x)[0].data)
+    assert np.array_equal(a, m(x)[0]._data)
     m.dropout = 0.5
     m.train()
     fg.manual_seed(0)
     out = m(x)[0]
-    assert not np.array_equal(a, out.data)
+    assert not np.array_equal(a, out._data)
     out.sum().backward()
-    assert x.grad is not None and np.all(np.isfinite(x.grad.data))
+    assert x.grad is not None and np.all(np.isfinite(x.grad._data))
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "tanh", "relu"])
@@ -164,7 +164,7 @@ def test_cells_match_torch(kind, batched):
     else:
         ours, theirs = RNNCell(5, 9, nonlinearity=kind), torch.nn.RNNCell(5, 9, nonlinearity=kind)
     for n, p in theirs.named_parameters():
-        getattr(ours, n).data[...] = p.detach().numpy()
+        getattr(ours, n)._data[...] = p.detach().numpy()
     rng = np.random.default_rng(5)
     shape = (4, 5) if batched else (5,)
     hshape = (4, 9) if batched else (9,)
@@ -195,8 +195,8 @@ def test_embedding_padding_idx_matches_torch():
     torch.manual_seed(0)
     t = torch.nn.Embedding(10, 6, padding_idx=2)
     e = Embedding(10, 6, padding_idx=2)
-    assert np.all(e.weight.data[2] == 0)
-    e.weight.data[...] = t.weight.detach().numpy()
+    assert np.all(e.weight._data[2] == 0)
+    e.weight._data[...] = t.weight.detach().numpy()
     idx = np.array([[1, 2, 3], [2, 2, 9]], np.int64)
     out = e(fg.tensor(idx))
     ref = t(torch.tensor(idx))
@@ -205,7 +205,7 @@ def test_embedding_padding_idx_matches_torch():
     (out * fg.tensor(g)).sum().backward()
     (ref * torch.tensor(g)).sum().backward()
     _close(e.weight.grad, t.weight.grad, "embedding grad")
-    assert np.all(e.weight.grad.data[2] == 0)
+    assert np.all(e.weight.grad._data[2] == 0)
     with pytest.raises(IndexError, match="index out of range"):
         e(fg.tensor(np.array([10])))
     fr = Embedding.from_pretrained(t.weight.detach().numpy())

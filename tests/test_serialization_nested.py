@@ -54,7 +54,7 @@ def test_round_trip_keeps_types_order_and_values(tmp_path):
     assert out["empty"] == {"d": {}, "l": [], "t": ()} and type(out["empty"]["t"]) is tuple
     assert out["nested"] == [{"a": (1, [2, (3,)])}, [[]]]
     a = out["arrays"]
-    np.testing.assert_array_equal(a["param"], p.data)
+    np.testing.assert_array_equal(a["param"], p._data)
     assert isinstance(a["param"], np.ndarray) and a["param"].dtype == np.float32
     np.testing.assert_array_equal(a["tensor"], [1.0, 2.0])
     assert a["f64"].dtype == np.float64 and a["bool"].dtype == bool and a["u8"].dtype == np.uint8
@@ -91,7 +91,7 @@ def test_flat_state_dict_file_is_unchanged(tmp_path):
     sd = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)).state_dict()
     path = tmp_path / "flat.safetensors"
     save(sd, path, metadata={"epoch": "3"})
-    expected = stnp.save({k: v.data for k, v in sd.items()}, metadata={"epoch": "3"})
+    expected = stnp.save({k: v._data for k, v in sd.items()}, metadata={"epoch": "3"})
     assert path.read_bytes() == expected  # byte for byte what a plain safetensors writer produces
     assert KEY not in _header(path)["__metadata__"]
     out = load(path)
@@ -181,12 +181,12 @@ def test_resume_from_checkpoint_is_bit_identical(tmp_path, opt_name, opt_kw, sch
 
     for (k, v), (k2, v2) in zip(model.state_dict().items(), fresh.state_dict().items()):
         assert k == k2
-        np.testing.assert_array_equal(v.data, v2.data)
+        np.testing.assert_array_equal(v._data, v2._data)
     assert fresh_opt.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
     assert fresh_sched.last_epoch == sched.last_epoch
     for p, q in zip(model.parameters(), fresh.parameters()):
         for name, t in opt.state[p].items():
-            np.testing.assert_array_equal(fresh_opt.state[q][name].data, t.data)
+            np.testing.assert_array_equal(fresh_opt.state[q][name]._data, t._data)
 
 
 def test_multisteplr_closed_form_after_load(tmp_path):
@@ -392,7 +392,7 @@ def test_model_checkpoint_save_optimizer_resumes_fit_bit_identically(tmp_path):
                   progress=False)
     assert resumed["loss"] == ref["loss"][2:] and resumed["lr"] == ref["lr"][2:]
     for (k, v), (_, v2) in zip(model.state_dict().items(), model2.state_dict().items()):
-        np.testing.assert_array_equal(v.data, v2.data, err_msg=k)
+        np.testing.assert_array_equal(v._data, v2._data, err_msg=k)
 
     # the default still writes bare weights, loadable straight into a model
     fit(model, nn.CrossEntropyLoss(), opt, loader, epochs=1, progress=False,

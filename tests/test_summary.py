@@ -92,12 +92,12 @@ def test_lenet_summary_shapes_and_params_match_torch():
 def test_flops_scale_with_batch_and_model_is_left_as_it_was():
     model = models.LeNet()
     model.train()
-    before = [p.data for p in model.parameters()]
+    before = [p._data for p in model.parameters()]
     s4 = model.summary((1, 28, 28), batch_size=4, print_summary=False)
     assert [r.output_shapes[0][0] for r in s4.rows] == [4] * len(s4.rows)
     assert _rows(s4) == _lenet_hand_count(4)
     assert all(m.training for m in model.modules())  # summary runs in eval mode, then restores
-    assert all(p.data is b and not p.is_meta for p, b in zip(model.parameters(), before))
+    assert all(p._data is b and not p.is_meta for p, b in zip(model.parameters(), before))
     # the model still runs on real data
     assert model(fg.randn(2, 1, 28, 28)).shape == (2, 10)
 

@@ -36,7 +36,7 @@ def _mlp():
 
 
 def _weights(model):
-    return {k: v.data.copy() for k, v in model.state_dict().items()}
+    return {k: v._data.copy() for k, v in model.state_dict().items()}
 
 
 # ---- fit / evaluate / predict -------------------------------------------------------------------
@@ -101,10 +101,10 @@ def test_evaluate_and_predict_use_eval_mode_and_no_grad():
 def test_predict_inputs():
     model = _mlp()
     X, y = _blobs(10)
-    ref = model(fg.tensor(X)).data
-    np.testing.assert_allclose(predict(model, X, batch_size=3).data, ref, rtol=1e-6)
-    np.testing.assert_allclose(predict(model, fg.tensor(X)).data, ref, rtol=1e-6)
-    np.testing.assert_allclose(predict(model, DataLoader(TensorDataset(X, y), batch_size=4)).data, ref, rtol=1e-6)
+    ref = model(fg.tensor(X))._data
+    np.testing.assert_allclose(predict(model, X, batch_size=3)._data, ref, rtol=1e-6)
+    np.testing.assert_allclose(predict(model, fg.tensor(X))._data, ref, rtol=1e-6)
+    np.testing.assert_allclose(predict(model, DataLoader(TensorDataset(X, y), batch_size=4))._data, ref, rtol=1e-6)
     with pytest.raises(ValueError, match="batch_size"):
         predict(model, X, batch_size=0)
 
@@ -237,7 +237,7 @@ def test_early_stopping_restore_best_weights():
 
     def mutate(e):
         for p in model.parameters():
-            p.data[...] = e
+            p._data[...] = e
         snapshots[e] = _weights(model)
 
     es = EarlyStopping(patience=1, restore_best_weights=True)
@@ -271,7 +271,7 @@ def test_model_checkpoint_keeps_best(tmp_path):
 
     def mutate(e):
         for p in model.parameters():
-            p.data[...] = e + 1
+            p._data[...] = e + 1
         snapshots[e] = _weights(model)
 
     path = tmp_path / "new_dir" / "best.safetensors"  # the directory is created
@@ -294,7 +294,7 @@ def test_model_checkpoint_every_epoch_with_format(tmp_path):
     m2 = _mlp()
     m2.load_state_dict(load(tmp_path / names[1]))
     for k, v in _weights(model).items():
-        np.testing.assert_array_equal(m2.state_dict()[k].data, v)
+        np.testing.assert_array_equal(m2.state_dict()[k]._data, v)
     with pytest.raises(KeyError, match="val_acc"):
         fit(model, nn.CrossEntropyLoss(), SGD(model.parameters(), lr=0.1), train, epochs=1,
             callbacks=[ModelCheckpoint(str(tmp_path / "{val_acc}.safetensors"))], progress=False)
@@ -519,10 +519,16 @@ def test_keras_optimizer_instance_class_and_errors():
     built.compile(loss="binary_crossentropy", optimizer=opt)
     built.fit(X, y, epochs=1, verbose=0)
     assert built._compile_config.optimizer is opt
-    # an instance created before a Dense layer exists cannot train it: clear error (the first layer is
-    # built, so that forgegrad.optim, like torch.optim, does not already refuse an empty parameter list)
-    lazy = nn.Sequential(nn.Dense(4, "relu", input_dim=2), nn.Dense(1, "sigmoid"))
-    lazy.compile(loss="binary_crossentropy", optimizer=SGD(lazy.parameters(), lr=0.1))
+    # the first layer's input size builds every layer up front (Keras): an optimizer made now holds them all
+    known = nn.Sequential(nn.Dense(4, "relu", input_dim=2), nn.Dense(1, "sigmoid"))
+    known.compile(loss="binary_crossentropy", optimizer=SGD(known.parameters(), lr=0.1))
+    known.fit(X, y, epochs=1, verbose=0)
+    # an optimizer given a model whose first layer has no input size yet refuses (it could never update it)
+    lazy = nn.Sequential(nn.Dense(4, "relu"), nn.Dense(1, "sigmoid"))
+    with pytest.raises(ValueError, match=r"lazy layers 0 \(Dense\) have no parameters yet"):
+        SGD(lazy.parameters(), lr=0.1)
+    # an optimizer built from a list it could not check still gets compile's error
+    lazy.compile(loss="binary_crossentropy", optimizer=SGD(list(known.parameters()), lr=0.1))
     with pytest.raises(ValueError, match="before the model's Dense layers were built"):
         lazy.fit(X, y, epochs=1, verbose=0)
 

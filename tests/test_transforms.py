@@ -207,14 +207,14 @@ def test_dataloader_transform_is_applied_to_inputs_only():
     loader = DataLoader(TensorDataset(x, y), batch_size=4, transform=T.RandomHorizontalFlip(p=1.0))
     batches = list(loader)
     assert [b[0].shape[0] for b in batches] == [4, 4, 2]
-    np.testing.assert_array_equal(np.concatenate([b[0].data for b in batches]), x[..., ::-1])
-    np.testing.assert_array_equal(np.concatenate([b[1].data for b in batches]), y)
+    np.testing.assert_array_equal(np.concatenate([b[0]._data for b in batches]), x[..., ::-1])
+    np.testing.assert_array_equal(np.concatenate([b[1]._data for b in batches]), y)
     # the item-by-item collation path gets it too
     loader = DataLoader(TensorDataset(x, y), batch_size=4, transform=T.Normalize(1.0, 2.0),
-                        collate_fn=lambda s: (np.stack([a.data for a, _ in s]), np.stack([b.data for _, b in s])))
+                        collate_fn=lambda s: (np.stack([a._data for a, _ in s]), np.stack([b._data for _, b in s])))
     np.testing.assert_allclose(next(iter(loader))[0], (x[:4] - 1.0) / 2.0)
     # a non-tuple batch is transformed as a whole
-    plain = DataLoader(TensorDataset(x), batch_size=3, collate_fn=lambda s: np.stack([a[0].data for a in s]),
+    plain = DataLoader(TensorDataset(x), batch_size=3, collate_fn=lambda s: np.stack([a[0]._data for a in s]),
                        transform=T.RandomHorizontalFlip(p=1.0))
     np.testing.assert_array_equal(next(iter(plain)), x[:3, ..., ::-1])
     with pytest.raises(TypeError, match="transform must be callable"):
@@ -227,7 +227,7 @@ def test_dataloader_seeded_augmentation_repeats():
 
     def run():
         loader = DataLoader(ds, batch_size=5, shuffle=True, seed=1, transform=T.RandomShift(1, seed=2))
-        return [b[0].data.copy() for b in loader]
+        return [b[0]._data.copy() for b in loader]
 
     for a, b in zip(run(), run()):
         np.testing.assert_array_equal(a, b)

@@ -21,7 +21,7 @@ def compare(fn_fg, fn_torch, inputs, *, rtol=1e-5, atol=1e-6, grad=True, seed_gr
     out_th = fn_torch(*th_in, *extra)
     if isinstance(out_fg, tuple):
         out_fg, out_th = out_fg[0], out_th[0]
-    np.testing.assert_allclose(out_fg.data, out_th.detach().numpy(), rtol=rtol, atol=atol, err_msg="forward")
+    np.testing.assert_allclose(out_fg._data, out_th.detach().numpy(), rtol=rtol, atol=atol, err_msg="forward")
     assert out_fg.shape == tuple(out_th.shape)
     if not grad:
         return out_fg
@@ -35,5 +35,5 @@ def compare(fn_fg, fn_torch, inputs, *, rtol=1e-5, atol=1e-6, grad=True, seed_gr
         if b.grad is None:
             continue
         assert a.grad is not None, f"input {i}: forgegrad has no gradient"
-        np.testing.assert_allclose(a.grad.data, b.grad.numpy(), rtol=rtol, atol=atol, err_msg=f"grad of input {i}")
+        np.testing.assert_allclose(a.grad._data, b.grad.numpy(), rtol=rtol, atol=atol, err_msg=f"grad of input {i}")
     return out_fg

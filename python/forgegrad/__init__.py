@@ -7,33 +7,66 @@ from ._runtime import cpu_info, get_num_threads, get_simd, set_num_threads, set_
 from . import kernels
 from .devices import device
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
-from .tensor import (Tensor, arange, as_tensor, cat, empty, eye, full, manual_seed, ones, ones_like, rand,
-                     randint, randn, stack, tensor, where, zeros, zeros_like)
+from .tensor import (Tensor, arange, as_tensor, cat, empty, eye, full, manual_seed, ones, rand, randn, stack,
+                     tensor, where, zeros)
+from . import dtypes, return_types
+from .dtypes import (bool, double, dtype, float, float16, float32, float64, half, int, int8, int16, int32,  # noqa: A004
+                     int64, long, short, uint8)
+from ._functions import (flatten, reshape, squeeze, unsqueeze, transpose, permute, exp, log, sqrt, abs,
+                         sigmoid, tanh, relu, softmax, log_softmax, clamp, clip, sum, mean, var, std, max, min,
+                         amax, amin, argmax, argmin, matmul, mm, bmm, split, chunk, unbind, narrow, numel,
+                         is_tensor, is_floating_point, from_numpy, randn_like, rand_like, randint_like,
+                         full_like, empty_like, multinomial, LongTensor, FloatTensor, DoubleTensor, IntTensor,
+                         BoolTensor, ByteTensor, zeros_like, ones_like, randint, add, sub, mul, div, pow, neg,
+                         t, allclose, equal)  # noqa: A004  (torch's module-level functions)
 from . import ops
 ops.load_all()  # every op module registers its ops, before the layers that use them are defined
 from . import nn, optim  # noqa: E402
 from .serialization import load, save  # noqa: E402
-from . import data, datasets, train  # noqa: E402
-
-float32 = "float32"
-int64 = "int64"
+from . import data, datasets, train, utils  # noqa: E402
 
 # Imported on first use: they pull in optional packages (onnx, onnxruntime, matplotlib) or are
 # only needed by the command line.
 _LAZY_SUBMODULES = ("onnx", "models", "cuda", "bench", "cli")
 
 
+# torch names that forgegrad has under another name, or not at all: the AttributeError says so.
+_TORCH_NAMES = {
+    "concat": "forgegrad.cat", "concatenate": "forgegrad.cat", "absolute": "forgegrad.abs",
+    "inference_mode": "forgegrad.no_grad", "set_num_interop_threads": "forgegrad.set_num_threads",
+    "get_num_interop_threads": "forgegrad.get_num_threads", "Size": "a tuple (x.shape is a tuple of ints)",
+    "initial_seed": "forgegrad.random.generator() (a numpy Generator seeded by manual_seed)",
+    "seed": "forgegrad.manual_seed", "set_default_dtype": None, "jit": None, "compile": None, "autocast": None,
+    "bfloat16": None, "complex64": None, "sparse": None, "fft": None, "linalg": None, "distributions": None,
+    "hub": None, "backends": None,
+}
+
+
 def __getattr__(name):
     if name in _LAZY_SUBMODULES:
         return _importlib.import_module(f".{name}", __name__)
+    if name in _TORCH_NAMES:
+        where = _TORCH_NAMES[name]
+        hint = (f"; forgegrad has it as {where}" if where else
+                "; forgegrad has no equivalent yet (see docs/torch_compat.md for the torch names it has)")
+        raise AttributeError(f"module 'forgegrad' has no attribute {name!r} (torch.{name}){hint}")
     raise AttributeError(f"module 'forgegrad' has no attribute {name!r}")
 
 
 __all__ = [
     "__version__", "cpu_info", "get_num_threads", "set_num_threads", "get_simd", "set_simd", "kernels",
-    "Tensor", "tensor", "as_tensor", "zeros", "ones", "full", "empty", "zeros_like", "ones_like", "arange",
-    "eye", "rand", "randn", "randint", "cat", "stack", "where", "manual_seed",
+    "Tensor", "tensor", "as_tensor", "zeros", "ones", "full", "empty", "arange", "eye", "rand", "randn", "cat",
+    "stack", "where", "manual_seed", "dtypes", "return_types", "dtype", "float32", "float", "float64", "double",
+    "float16", "half", "int64", "long", "int32", "int", "int16", "short", "int8", "uint8", "bool", "utils",
     "device", "ops", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
     "nn", "optim", "save", "load", "data", "datasets", "train",
     "onnx", "models", "cuda", "bench", "cli",
+]
+__all__ += [  # the torch-style module-level functions (forgegrad._functions)
+    "flatten", "reshape", "squeeze", "unsqueeze", "transpose", "permute", "exp", "log", "sqrt", "abs", "sigmoid",
+    "tanh", "relu", "softmax", "log_softmax", "clamp", "clip", "sum", "mean", "var", "std", "max", "min", "amax",
+    "amin", "argmax", "argmin", "matmul", "mm", "bmm", "split", "chunk", "unbind", "narrow", "numel", "is_tensor",
+    "is_floating_point", "from_numpy", "randn_like", "rand_like", "randint_like", "full_like", "empty_like",
+    "multinomial", "LongTensor", "FloatTensor", "DoubleTensor", "IntTensor", "BoolTensor", "ByteTensor", "zeros_like",
+    "ones_like", "randint", "add", "sub", "mul", "div", "pow", "neg", "t", "allclose", "equal",
 ]

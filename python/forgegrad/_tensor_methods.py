@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import grad_mode
+from . import grad_mode, return_types
+from .ops._util import normalize_axis, single_axis
 from .ops.registry import _OPS
 
 _NUMBER = (int, float, bool, np.number)
+
+
+def _np_dtype(dtype):
+    from .dtypes import to_numpy
+    return to_numpy(dtype)
 
 
 def _shape_args(shape):
@@ -68,13 +74,42 @@ class TensorMethods:
     def __abs__(self):
         return _OPS["abs"](self)
 
-    add = __add__
-    sub = __sub__
+    def add(self, other, alpha=1):
+        return self + (other if alpha == 1 else self._operand(other) * alpha)
+
+    def sub(self, other, alpha=1):
+        return self - (other if alpha == 1 else self._operand(other) * alpha)
+
     mul = __mul__
     div = __truediv__
     pow = __pow__
     neg = __neg__
     abs = __abs__
+
+    # ---- in-place arithmetic (see forgegrad._inplace for the autograd rules) ---------------------------
+    def add_(self, other, alpha=1):
+        return self._inplace(lambda t, o: t.add(o, alpha), "add_", other)
+
+    def sub_(self, other, alpha=1):
+        return self._inplace(lambda t, o: t.sub(o, alpha), "sub_", other)
+
+    def mul_(self, other):
+        return self._inplace(lambda t, o: t * o, "mul_", other)
+
+    def div_(self, other):
+        return self._inplace(lambda t, o: t / o, "div_", other)
+
+    def pow_(self, exponent):
+        return self._inplace(lambda t, o: t ** o, "pow_", exponent)
+
+    def neg_(self):
+        return self._inplace(lambda t: -t, "neg_")
+
+    def clamp_(self, min=None, max=None):
+        return self._inplace(lambda t: t.clamp(min, max), "clamp_")
+
+    clip_ = clamp_
+    __iadd__, __isub__, __imul__, __itruediv__, __ipow__ = add_, sub_, mul_, div_, pow_
 
     def __matmul__(self, other):
         if not isinstance(other, TensorMethods):
@@ -157,15 +192,15 @@ class TensorMethods:
         return _OPS["amin"](self, dim=dim, keepdim=keepdim)
 
     def max(self, dim=None, keepdim=False):
-        """max() -> scalar tensor; max(dim) -> (values, indices) as in torch."""
+        """max() -> 0-d tensor; max(dim) -> return_types.max(values, indices), torch's named tuple."""
         if dim is None:
             return _OPS["amax"](self, dim=None, keepdim=False)
-        return _OPS["max_dim"](self, dim, keepdim=keepdim)
+        return return_types.max(*_OPS["max_dim"](self, dim, keepdim=keepdim))
 
     def min(self, dim=None, keepdim=False):
         if dim is None:
             return _OPS["amin"](self, dim=None, keepdim=False)
-        return _OPS["min_dim"](self, dim, keepdim=keepdim)
+        return return_types.min(*_OPS["min_dim"](self, dim, keepdim=keepdim))
 
     def argmax(self, dim=None, keepdim=False):
         return _OPS["argmax"](self, dim=dim, keepdim=keepdim)
@@ -177,7 +212,7 @@ class TensorMethods:
         return _OPS["var"](self, dim=dim, unbiased=unbiased, keepdim=keepdim)
 
     def std(self, dim=None, unbiased=True, keepdim=False):
-        return self.var(dim, unbiased, keepdim).sqrt()
+        return _OPS["std"](self, dim=dim, unbiased=unbiased, keepdim=keepdim)
 
     # ---- shapes ---------------------------------------------------------------------------------------
     def reshape(self, *shape):
@@ -188,9 +223,11 @@ class TensorMethods:
     def permute(self, *dims):
         return _OPS["permute"](self, _shape_args(dims))
 
-    def transpose(self, dim0=0, dim1=1):
+    def transpose(self, dim0, dim1):
+        d0, d1 = single_axis(dim0, self.ndim, "dim0"), single_axis(dim1, self.ndim, "dim1")
         dims = list(range(self.ndim))
-        dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
+        if self.ndim:
+            dims[d0], dims[d1] = dims[d1], dims[d0]
         return _OPS["permute"](self, tuple(dims))
 
     def t(self):
@@ -203,24 +240,108 @@ class TensorMethods:
     def expand(self, *shape):
         return _OPS["expand"](self, _shape_args(shape))
 
+    # Dims are checked like torch's: out of range raises IndexError (never wraps around).
     def flatten(self, start_dim=0, end_dim=-1):
+        s = single_axis(start_dim, self.ndim, "start_dim")
+        e = single_axis(end_dim, self.ndim, "end_dim")
         if self.ndim == 0:
             return self.reshape(1)
-        s = start_dim % self.ndim
-        e = end_dim % self.ndim
+        if s > e:
+            raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
         return self.reshape(self.shape[:s] + (-1,) + self.shape[e + 1:])
 
     def squeeze(self, dim=None):
         if dim is None:
             return self.reshape(tuple(s for s in self.shape if s != 1))
-        d = dim % max(self.ndim, 1)
-        if self.ndim == 0 or self.shape[d] != 1:
+        axes = normalize_axis(dim, self.ndim)
+        if self.ndim == 0:
             return self
-        return self.reshape(self.shape[:d] + self.shape[d + 1:])
+        keep = tuple(s for i, s in enumerate(self.shape) if not (i in axes and s == 1))
+        return self if keep == self.shape else self.reshape(keep)
 
     def unsqueeze(self, dim):
-        d = dim % (self.ndim + 1)
+        d = single_axis(dim, self.ndim + 1)
         return self.reshape(self.shape[:d] + (1,) + self.shape[d:])
+
+    def view_as(self, other):
+        return self.reshape(other.shape)
+
+    reshape_as = view_as
+
+    def expand_as(self, other):
+        return self.expand(other.shape)
+
+    def contiguous(self, memory_format=None):
+        return self  # ops take strided numpy storage as it is
+
+    def narrow(self, dim, start, length):
+        d = single_axis(dim, self.ndim)
+        size = self.shape[d]
+        start = start + size if start < 0 else start
+        if not 0 <= start <= size or length < 0 or start + length > size:
+            raise IndexError(f"narrow: start ({start}) + length ({length}) exceeds dimension size ({size})")
+        return self[(slice(None),) * d + (slice(start, start + length),)]
+
+    def split(self, split_size_or_sections, dim=0):
+        """Pieces of ``split_size`` along dim (the last may be smaller), or of the given sizes."""
+        d = single_axis(dim, self.ndim)
+        size = self.shape[d]
+        if isinstance(split_size_or_sections, (int, np.integer)):
+            step = int(split_size_or_sections)
+            if step <= 0 and size:
+                raise ValueError(f"split: split_size must be positive, got {step}")
+            sizes = [min(step, size - i) for i in range(0, size, step)] if size else [0]
+        else:
+            sizes = [int(n) for n in split_size_or_sections]
+            if sum(sizes) != size or any(n < 0 for n in sizes):
+                raise RuntimeError(f"split: sizes {sizes} must be non-negative and sum to dimension {d}'s size "
+                                   f"({size})")
+        out, at = [], 0
+        for n in sizes:
+            out.append(self[(slice(None),) * d + (slice(at, at + n),)])
+            at += n
+        return tuple(out)
+
+    def chunk(self, chunks, dim=0):
+        if chunks <= 0:
+            raise RuntimeError(f"chunk: chunks must be positive, got {chunks}")
+        size = self.shape[single_axis(dim, self.ndim)]
+        return self.split(max(-(-size // chunks), 1), dim)
+
+    def unbind(self, dim=0):
+        d = single_axis(dim, self.ndim)
+        return tuple(self[(slice(None),) * d + (i,)] for i in range(self.shape[d]))
+
+    # ---- new tensors like this one (dtype and device) ----------------------------------------------
+    def new_zeros(self, *size, dtype=None, requires_grad=False):
+        return self._new(np.zeros, size, dtype, requires_grad)
+
+    def new_ones(self, *size, dtype=None, requires_grad=False):
+        return self._new(np.ones, size, dtype, requires_grad)
+
+    def new_empty(self, *size, dtype=None, requires_grad=False):
+        return self._new(np.empty, size, dtype, requires_grad)
+
+    def new_full(self, size, fill_value, dtype=None, requires_grad=False):
+        return self._new(lambda shape, dtype: np.full(shape, fill_value, dtype), (size,), dtype, requires_grad)
+
+    def new_tensor(self, data, dtype=None, requires_grad=False):
+        arr = np.array(data.numpy() if isinstance(data, TensorMethods) else data,
+                       dtype=self._data.dtype if dtype is None else _np_dtype(dtype))
+        from .tensor import Tensor  # a plain Tensor, also for a Parameter (as torch)
+        return Tensor(arr, requires_grad=requires_grad, dtype=arr.dtype)
+
+    def _new(self, make, size, dtype, requires_grad):
+        from .tensor import Tensor, empty
+        shape = _shape_args(size)
+        dt = self._data.dtype if dtype is None else _np_dtype(dtype)
+        if self.is_meta:
+            return empty(*shape, dtype=dt, device="meta", requires_grad=requires_grad)
+        return Tensor(make(tuple(int(n) for n in shape), dtype=dt), requires_grad=requires_grad, dtype=dt)
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
 
     def clone(self):
         return _OPS["clone"](self)
@@ -239,4 +360,4 @@ class TensorMethods:
         if self.requires_grad and self.is_leaf and grad_mode.is_grad_enabled():
             raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation")
         from .ops.shape import _index_arrays
-        self.data[_index_arrays(key)] = value.data if isinstance(value, TensorMethods) else value
+        self._data[_index_arrays(key)] = value._data if isinstance(value, TensorMethods) else value

@@ -24,6 +24,7 @@ from .grad_mode import (_state, enable_grad, graph_free, is_grad_enabled, no_gra
 from .tensor import Tensor, _HookHandle
 
 _NDARRAY = np.ndarray
+_F64 = np.dtype(np.float64)
 
 __all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "trace", "queue_callback"]
 
@@ -54,6 +55,9 @@ class Function:
 
     # Outputs that are not differentiable (e.g. argmax indices) are listed by position.
     non_differentiable_outputs: Sequence[int] = ()
+    # True: outputs keep the dtype forward gives them (cast); else a float64 output of float32 inputs
+    # (numpy promoting int + float) is stored as float32, as torch's promotion gives
+    exact_dtype = False
 
     __slots__ = ("parents", "needs_input_grad", "saved_tensors", "out_meta", "released", "__dict__")
 
@@ -87,11 +91,14 @@ class Function:
         needs = []
         any_needs = False
         other_device = False
+        f64 = False
         for a in args:
             if isinstance(a, Tensor):
-                d = a.data
+                d = a._data
                 if type(d) is not _NDARRAY:
                     other_device = True
+                elif d.dtype is _F64:
+                    f64 = True
                 raw.append(d)
                 r = a.requires_grad
                 needs.append(r)
@@ -108,8 +115,12 @@ class Function:
         state = _state.__dict__
         record_graph = any_needs and state.get("grad_enabled", True)
         recorder = state.get("recorder")
-        wrap = Tensor._wrap
-        if not record_graph and recorder is None and cls.inference is not None:
+        wrap = Tensor._wrap_exact if cls.exact_dtype else Tensor._wrap
+        if f64 and not other_device:
+            # float64 inputs: the op's float64 Function (numpy), whose results keep their dtype
+            cls = _float64_function(cls)
+            wrap = Tensor._wrap_exact
+        elif not record_graph and recorder is None and cls.inference is not None:
             # No graph and no trace: the forward alone, through the op's inference kernel.
             out = cls.inference(*raw, **kwargs)
             if type(out) is tuple:
@@ -126,11 +137,11 @@ class Function:
             single = True
         if record_graph:
             ctx.parents = tuple([a if isinstance(a, Tensor) else None for a in args])
-            ctx.out_meta = tuple([(t.data.shape, t.data.dtype) for t in results])
+            ctx.out_meta = tuple([(t._data.shape, t._data.dtype) for t in results])
             ctx.released = False
             skip = cls.non_differentiable_outputs
             for i, t in enumerate(results):
-                if t.data.dtype.kind == "f" and i not in skip:
+                if t._data.dtype.kind == "f" and i not in skip:
                     t.requires_grad = True
                     t._ctx = ctx
                     t._out_index = i
@@ -143,6 +154,17 @@ class Function:
         self.saved_tensors = ()
         self.__dict__.clear()
         self.released = True
+
+
+def _float64_function(cls):
+    """The Function that runs op ``cls`` on float64 arrays; a clear error for an op whose kernels are
+    float32 only (never a silent cast)."""
+    fn = None if cls.op is None else cls.op.float64
+    if fn is None:
+        name = cls.__qualname__ if cls.op is None else f"op {cls.op.name!r}"
+        raise TypeError(f"{name} has float32 kernels only and got a float64 tensor: convert with .float() "
+                        "(see docs/torch_compat.md for the ops that run in float64)")
+    return fn
 
 
 def _device_of_args(raw) -> str:
@@ -162,8 +184,8 @@ def _apply_on_meta(cls, raw, kwargs):
                                   "the meta device")
     out = cls.op.meta_call(raw, kwargs)
     if type(out) is tuple:
-        return tuple([Tensor._wrap(o) for o in out])
-    return Tensor._wrap(out)
+        return tuple([Tensor._wrap_exact(o) for o in out])
+    return Tensor._wrap_exact(out)
 
 
 def _function_for_device(cls, dev: str):
@@ -248,9 +270,9 @@ def _run_backward(root, grad: np.ndarray, retain_graph: bool) -> None:
 
     def to_leaf(leaf, g):
         if (leaf.grad is None and g is not grad and g.base is None and g.flags.owndata and g.flags.writeable
-                and g.dtype == leaf.data.dtype and id(g) not in adopted):
+                and g.dtype == leaf._data.dtype and id(g) not in adopted):
             adopted.add(id(g))
-            leaf.grad = Tensor._wrap(g)
+            leaf.grad = Tensor._wrap_exact(g)
         else:
             leaf._accumulate_grad(g)
 
@@ -281,6 +303,10 @@ def _run_backward(root, grad: np.ndarray, retain_graph: bool) -> None:
         for parent, g in zip(node.parents, gins):
             if parent is None or g is None or not parent.requires_grad:
                 continue
+            if isinstance(g, np.generic):  # numpy turns 0-d results into scalars; kernels take arrays
+                g = np.asarray(g)
+            if g.dtype is not parent._data.dtype and g.dtype != parent._data.dtype and type(g) is _NDARRAY:
+                g = g.astype(parent._data.dtype)  # a gradient has its tensor's dtype (float32 <- float64 op)
             if g.shape != parent.shape:
                 raise RuntimeError(
                     f"{type(node).__name__}.backward returned a gradient of shape {g.shape} for an "

@@ -64,7 +64,7 @@ def _safetensors():
 
 def _as_array(where: str, value) -> np.ndarray:
     """The C-contiguous numpy array of an array leaf; ``where`` names it in errors (a key or key path)."""
-    arr = value.data if isinstance(value, Tensor) else np.asarray(value)  # Tensor and nn.Parameter
+    arr = value._data if isinstance(value, Tensor) else np.asarray(value)  # Tensor and nn.Parameter
     if arr.dtype.kind not in "fiub" or arr.dtype.itemsize > 8:
         raise TypeError(f"forgegrad.save: value at {where} has dtype {arr.dtype}, which safetensors cannot store")
     # safetensors reads raw memory from the data pointer: it must be C-contiguous. (Not

@@ -1,6 +1,6 @@
 """forgegrad.Tensor: float32 numpy storage with autograd.
 
-The storage is ``t.data``, a numpy array shared without copies with the caller
+The storage is ``t._data`` (``t.numpy()``), a numpy array shared without copies with the caller
 (``forgegrad.tensor(arr)``, ``t.numpy()``, ``np.asarray(t)``). Float data is float32; integer data
 (class labels, indices) is int64 and never requires grad; comparisons give bool tensors.
 """
@@ -11,21 +11,21 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from . import devices as _devices
+from . import dtypes as _dtypes
 from ._tensor_methods import TensorMethods
 from .devices import MetaArray
-from .grad_mode import no_grad
 from .ops.registry import _OPS
 
 _F32 = np.dtype(np.float32)
 
-__all__ = ["Tensor", "tensor", "as_tensor", "zeros", "ones", "full", "empty", "zeros_like", "ones_like",
-           "arange", "randn", "rand", "randint", "eye", "cat", "stack", "where", "manual_seed"]
+__all__ = ["Tensor", "tensor", "as_tensor", "zeros", "ones", "full", "empty", "arange", "randn", "rand", "eye", "cat",
+           "stack", "where", "manual_seed"]
 
 
 def _to_storage(data, dtype=None, copy: bool = False) -> np.ndarray:
     """float -> float32, int -> int64, bool stays bool; no copy when already right (unless copy)."""
     if isinstance(data, Tensor):
-        data = data.data
+        data = data._data
     if type(data) is MetaArray:
         return data if dtype is None else data.astype(dtype)
     if dtype is not None:
@@ -52,12 +52,12 @@ class Tensor(TensorMethods):
     """
 
     # _post_hooks is only set on leaves that have post-accumulate-grad hooks (read with getattr)
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_out_index", "_retains_grad", "_post_hooks",
+    __slots__ = ("_data", "grad", "requires_grad", "_ctx", "_out_index", "_retains_grad", "_post_hooks",
                  "__weakref__")
     __array_priority__ = 1000  # numpy defers binary operators to Tensor
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
-        self.data = _to_storage(data, dtype)
+        self._data = _to_storage(data, dtype)
         self.grad: Optional[Tensor] = None
         self._ctx = None
         self._out_index = 0
@@ -77,7 +77,7 @@ class Tensor(TensorMethods):
                 arr = np.asarray(arr)
             if arr.dtype == np.float64:
                 arr = arr.astype(np.float32)
-        t.data = arr
+        t._data = arr
         t.grad = None
         t._ctx = None
         t._out_index = 0
@@ -85,26 +85,51 @@ class Tensor(TensorMethods):
         t.requires_grad = False
         return t
 
+    @classmethod
+    def _wrap_exact(cls, arr) -> "Tensor":
+        """Wrap an op's output keeping its dtype (float64 ops; internal)."""
+        if not isinstance(arr, np.ndarray) and type(arr) is not MetaArray:
+            arr = np.asarray(arr)
+        t = cls.__new__(cls)
+        t._data, t.grad, t._ctx, t._out_index, t._retains_grad, t.requires_grad = arr, None, None, 0, False, False
+        return t
+
     # ---- basic properties ----------------------------------------------------------------
     @property
-    def shape(self) -> Tuple[int, ...]:
-        return self.data.shape
+    def data(self) -> "Tensor":
+        """As torch's: a Tensor sharing this storage, outside the graph (never requires grad); writing
+        to it (``p.data -= lr * p.grad``, ``p.data.zero_()``) changes this tensor without autograd
+        seeing it. Assigning ``t.data = other`` replaces the storage with ``other``'s. The numpy array
+        itself is ``t.numpy()``."""
+        return Tensor._wrap_exact(self._data)
+
+    @data.setter
+    def data(self, value) -> None:
+        if isinstance(value, Tensor):
+            value = value._data
+        elif not (hasattr(value, "shape") and hasattr(value, "dtype")):  # a storage array (numpy, meta, cuda)
+            raise TypeError(f"data must be a Tensor, got {type(value).__name__}")
+        self._data = value
 
     @property
-    def dtype(self):
-        return self.data.dtype
+    def shape(self) -> Tuple[int, ...]:
+        return self._data.shape
+
+    @property
+    def dtype(self) -> "_dtypes.dtype":
+        return _dtypes._BY_NUMPY[self._data.dtype]
 
     @property
     def device(self) -> "_devices.device":
-        return _devices.device_object(_devices.device_of(self.data))
+        return _devices.device_object(_devices.device_of(self._data))
 
     @property
     def is_meta(self) -> bool:
-        return type(self.data) is MetaArray
+        return type(self._data) is MetaArray
 
     @property
     def ndim(self) -> int:
-        return self.data.ndim
+        return self._data.ndim
 
     @property
     def is_leaf(self) -> bool:
@@ -115,63 +140,75 @@ class Tensor(TensorMethods):
         return self._ctx
 
     def dim(self) -> int:
-        return self.data.ndim
+        return self._data.ndim
 
     def size(self, dim: Optional[int] = None):
-        return self.data.shape if dim is None else self.data.shape[dim]
+        return self._data.shape if dim is None else self._data.shape[dim]
 
     def numel(self) -> int:
-        return int(self.data.size)
+        return int(self._data.size)
 
     def __len__(self) -> int:
         if self.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
-        return self.data.shape[0]
+        return self._data.shape[0]
 
     def item(self):
-        if self.data.size != 1:
+        if self._data.size != 1:
             raise ValueError(f"item(): only one-element tensors can be converted, got shape {self.shape}")
-        return self.data.reshape(()).item()
+        return self._data.reshape(()).item()
 
     def numpy(self) -> np.ndarray:
         """The storage array itself (no copy). Detach first if you will modify it."""
-        if type(self.data) is MetaArray:
+        if type(self._data) is MetaArray:
             raise RuntimeError(f"numpy(): a meta tensor (shape {self.shape}) has no data")
-        return self.data
+        return self._data
 
     def tolist(self):
-        return self.data.tolist()
+        return self._data.tolist()
 
     def __array__(self, dtype=None, copy=None):
-        if dtype is not None and np.dtype(dtype) != self.data.dtype:
-            return self.data.astype(dtype)
-        return self.data
+        if dtype is not None and np.dtype(dtype) != self._data.dtype:
+            return self._data.astype(dtype)
+        return self._data
 
     def __repr__(self) -> str:
-        if type(self.data) is MetaArray:
+        if type(self._data) is MetaArray:
             return f"tensor(..., device='meta', size={self.shape}" + (
                 f", dtype={self.dtype})" if self.dtype != np.float32 else ")")
-        body = np.array2string(self.data, separator=", ", precision=4, prefix="tensor(")
+        body = np.array2string(self._data, separator=", ", precision=4, prefix="tensor(")
         extra = ""
         if self._ctx is not None:
             extra = f", grad_fn=<{type(self._ctx).__name__}Backward>"
         elif self.requires_grad:
             extra = ", requires_grad=True"
-        if self.data.dtype != np.float32:
-            extra = f", dtype={self.data.dtype}" + extra
+        if self._data.dtype != np.float32:
+            extra = f", dtype={self._data.dtype}" + extra
         return f"tensor({body}{extra})"
 
     def __bool__(self) -> bool:
-        if self.data.size != 1:
-            raise RuntimeError(f"Boolean value of a tensor with {self.data.size} values is ambiguous")
-        return bool(self.data.reshape(()))
+        if self._data.size != 1:
+            raise RuntimeError(f"Boolean value of a tensor with {self._data.size} values is ambiguous")
+        return bool(self._data.reshape(()))
 
     def __hash__(self):
         return id(self)
 
+    # one-element tensors convert like torch's: int(t), float(t), and t as an index (integer dtypes)
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __index__(self) -> int:
+        if self._data.dtype.kind not in "iub":
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self.item())
+
     # ---- autograd --------------------------------------------------------------------------
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
-        if requires_grad and self.data.dtype.kind != "f":
+        if requires_grad and self._data.dtype.kind != "f":
             raise RuntimeError(f"only floating point tensors can require gradients, got dtype {self.dtype}")
         if not requires_grad and self._ctx is not None:
             raise RuntimeError("requires_grad_(False) is only valid on leaf tensors; use detach()")
@@ -204,7 +241,7 @@ class Tensor(TensorMethods):
 
     def detach(self) -> "Tensor":
         """A tensor sharing this storage, cut from the graph."""
-        return Tensor._wrap(self.data)
+        return Tensor._wrap_exact(self._data)
 
     def detach_(self) -> "Tensor":
         self._ctx = None
@@ -213,9 +250,9 @@ class Tensor(TensorMethods):
 
     def _accumulate_grad(self, g: np.ndarray) -> None:
         if self.grad is None:
-            self.grad = Tensor._wrap(np.array(g, dtype=self.data.dtype, copy=True))
+            self.grad = Tensor._wrap_exact(np.array(g, dtype=self._data.dtype, copy=True))
         else:
-            self.grad.data = self.grad.data + g
+            self.grad._data = self.grad._data + g
 
     def backward(self, gradient=None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's .grad.
@@ -227,14 +264,14 @@ class Tensor(TensorMethods):
         if not self.requires_grad:
             raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
         if gradient is None:
-            if self.data.size != 1:
+            if self._data.size != 1:
                 raise RuntimeError(
                     f"grad can be implicitly created only for scalar outputs; backward() on a tensor of "
                     f"shape {self.shape} needs a gradient argument of that shape"
                 )
-            g = np.ones(self.shape, dtype=self.data.dtype)
+            g = np.ones(self.shape, dtype=self._data.dtype)
         else:
-            g = _to_storage(gradient, self.data.dtype)
+            g = _to_storage(gradient, self._data.dtype)
             if g.shape != self.shape:
                 raise ValueError(f"backward: gradient has shape {g.shape}, expected {self.shape}")
         from .autograd import run_backward
@@ -244,15 +281,44 @@ class Tensor(TensorMethods):
     # casts go through ops.compare.Cast so that autograd.trace() (the ONNX exporter) records them;
     # like torch, a cast to the tensor's own dtype returns the tensor itself
     def _cast(self, dtype) -> "Tensor":
-        dtype = np.dtype(dtype)
-        if dtype == np.float64:  # float data is stored as float32
-            dtype = np.dtype(np.float32)
-        if dtype == self.data.dtype:
+        dtype = _dtypes.to_numpy(dtype)
+        if dtype == self._data.dtype:
             return self
         return _OPS["cast"](self, dtype=dtype)
 
     def float(self) -> "Tensor":
         return self._cast(np.float32)
+
+    def double(self) -> "Tensor":
+        return self._cast(np.float64)
+
+    def int(self) -> "Tensor":
+        return self._cast(np.int32)
+
+    def type(self, dtype=None):
+        """type() -> torch's type name (e.g. "torch.FloatTensor", which programs compare with);
+        type(dtype) -> the tensor cast to dtype (a dtype or a name such as "torch.LongTensor")."""
+        if dtype is None:
+            return "torch." + _TENSOR_TYPE_NAMES.get(self._data.dtype, "Tensor")
+        if isinstance(dtype, str) and dtype.endswith("Tensor"):
+            names = {v: k for k, v in _TENSOR_TYPE_NAMES.items()}
+            key = dtype.split(".")[-1]
+            if key not in names:
+                raise TypeError(f"type: unknown tensor type {dtype!r}")
+            dtype = names[key]
+        return self._cast(dtype)
+
+    def type_as(self, other) -> "Tensor":
+        return self._cast(other._data.dtype)
+
+    def is_floating_point(self) -> bool:
+        return self._data.dtype.kind == "f"
+
+    def element_size(self) -> int:
+        return self._data.dtype.itemsize
+
+    def nelement(self) -> int:
+        return self.numel()
 
     def long(self) -> "Tensor":
         return self._cast(np.int64)
@@ -260,17 +326,28 @@ class Tensor(TensorMethods):
     def bool(self) -> "Tensor":
         return self._cast(np.bool_)
 
-    def to(self, device_or_dtype=None, dtype=None) -> "Tensor":
-        target = dtype if dtype is not None else device_or_dtype
-        if isinstance(target, _devices.device) or (isinstance(target, str) and target.split(":")[0] in
-                                                   _devices.KNOWN_DEVICES):
-            dev = _devices.device(target).type  # a clear error for a device that is not available
-            data = _devices.transfer(self.data, dev)
-            out = self if data is self.data else Tensor._wrap(data)
-            return out if dtype is None or device_or_dtype is None else out._cast(dtype)
-        if target is None:
-            return self
-        return self._cast(target)
+    def to(self, device_or_dtype=None, dtype=None, non_blocking=False, copy=False) -> "Tensor":
+        """to(dtype), to(device, dtype=None) or to(other) (other's device and dtype), as torch's."""
+        if isinstance(device_or_dtype, Tensor):
+            device_or_dtype, dtype = device_or_dtype.device, device_or_dtype.dtype
+        device = None
+        if isinstance(device_or_dtype, _devices.device) or (
+                isinstance(device_or_dtype, str) and device_or_dtype.split(":")[0] in _devices.KNOWN_DEVICES):
+            device = device_or_dtype
+        elif device_or_dtype is not None:
+            if dtype is not None:
+                raise TypeError(f"to(): got two dtypes, {device_or_dtype!r} and dtype={dtype!r}")
+            dtype = device_or_dtype
+        out = self
+        if device is not None:
+            dev = _devices.device(device).type  # a clear error for a device that is not available
+            data = _devices.transfer(self._data, dev)
+            out = self if data is self._data else Tensor._wrap_exact(data)
+        if dtype is not None:
+            out = out._cast(dtype)
+        if copy and out is self:
+            out = self.clone()
+        return out
 
     def cpu(self) -> "Tensor":
         return self.to("cpu")
@@ -279,17 +356,31 @@ class Tensor(TensorMethods):
         return self.to("cuda")
 
     def copy_(self, src) -> "Tensor":
-        with no_grad():
-            self.data[...] = src.data if isinstance(src, Tensor) else src
-        return self
+        src = src if isinstance(src, Tensor) else Tensor(np.asarray(src))
+        return self._inplace(_copy_result, "copy_", src, cast=True)
+
+    def _inplace(self, compute, name, *others, cast=False):
+        from ._inplace import inplace
+        return inplace(self, compute, name, *others, cast=cast)
 
     def fill_(self, value) -> "Tensor":
-        self.data.fill(value)
-        return self
+        return self._inplace(lambda t: Tensor._wrap_exact(np.full(t.shape, value, t._data.dtype)), "fill_")
 
     def zero_(self) -> "Tensor":
-        self.data.fill(0)
-        return self
+        return self.fill_(0)
+
+
+_TENSOR_TYPE_NAMES = {np.dtype(np.float32): "FloatTensor", np.dtype(np.float64): "DoubleTensor",
+                      np.dtype(np.int64): "LongTensor", np.dtype(np.int32): "IntTensor",
+                      np.dtype(np.int16): "ShortTensor", np.dtype(np.int8): "CharTensor",
+                      np.dtype(np.uint8): "ByteTensor", np.dtype(np.bool_): "BoolTensor"}
+
+
+def _copy_result(t, src):
+    """copy_'s value: src broadcast to t's shape in t's dtype (recorded when src requires grad)."""
+    if src.requires_grad:
+        return src.to(t.dtype).expand(*t.shape) + 0  # + 0: a node of its own, even without a broadcast
+    return Tensor._wrap_exact(np.broadcast_to(src._data, t.shape).astype(t._data.dtype))
 
 
 class _HookHandle:
@@ -311,7 +402,12 @@ class _HookHandle:
 
 
 def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
-    """A tensor over ``data``. A float32 (or int64/bool) ndarray is shared, not copied."""
+    """A tensor over ``data``. A float32 (or int64/bool) ndarray is shared, not copied.
+
+    As torch.tensor: a float64 ndarray (or numpy float64 scalar) gives a float64 tensor, Python floats
+    give float32. (``Tensor(data)``, like torch.Tensor, always stores float data as float32.)"""
+    if dtype is None and isinstance(data, (np.ndarray, np.float64)) and data.dtype == np.float64:
+        dtype = np.float64
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
 
 
@@ -333,34 +429,27 @@ def _on_meta(device) -> bool:
 def zeros(*shape, requires_grad=False, dtype=np.float32, device=None) -> Tensor:
     shape = _shape(shape)
     if _on_meta(device):
-        return Tensor(MetaArray(shape, dtype), requires_grad=requires_grad)
-    return Tensor(np.zeros(shape, dtype=dtype), requires_grad=requires_grad)
+        return Tensor(MetaArray(shape, _dtypes.to_numpy(dtype)), requires_grad=requires_grad)
+    return Tensor(np.zeros(shape, dtype=_dtypes.to_numpy(dtype)), requires_grad=requires_grad, dtype=dtype)
 
 
 def ones(*shape, requires_grad=False, dtype=np.float32, device=None) -> Tensor:
     shape = _shape(shape)
     if _on_meta(device):
-        return Tensor(MetaArray(shape, dtype), requires_grad=requires_grad)
-    return Tensor(np.ones(shape, dtype=dtype), requires_grad=requires_grad)
+        return Tensor(MetaArray(shape, _dtypes.to_numpy(dtype)), requires_grad=requires_grad)
+    return Tensor(np.ones(shape, dtype=_dtypes.to_numpy(dtype)), requires_grad=requires_grad, dtype=dtype)
 
 
 def empty(*shape, requires_grad=False, dtype=np.float32, device=None) -> Tensor:
     shape = _shape(shape)
     if _on_meta(device):
-        return Tensor(MetaArray(shape, dtype), requires_grad=requires_grad)
-    return Tensor(np.empty(shape, dtype=dtype), requires_grad=requires_grad)
+        return Tensor(MetaArray(shape, _dtypes.to_numpy(dtype)), requires_grad=requires_grad)
+    return Tensor(np.empty(shape, dtype=_dtypes.to_numpy(dtype)), requires_grad=requires_grad, dtype=dtype)
 
 
 def full(shape, fill_value, requires_grad=False, dtype=np.float32) -> Tensor:
-    return Tensor(np.full(_shape((shape,)), fill_value, dtype=dtype), requires_grad=requires_grad)
-
-
-def zeros_like(t, requires_grad=False) -> Tensor:
-    return Tensor(np.zeros_like(np.asarray(t)), requires_grad=requires_grad)
-
-
-def ones_like(t, requires_grad=False) -> Tensor:
-    return Tensor(np.ones_like(np.asarray(t)), requires_grad=requires_grad)
+    return Tensor(np.full(_shape((shape,)), fill_value, dtype=_dtypes.to_numpy(dtype)), requires_grad=requires_grad,
+                  dtype=dtype)
 
 
 def arange(*args, dtype=None) -> Tensor:
@@ -377,20 +466,25 @@ from . import random as _random  # noqa: E402
 manual_seed = _random.manual_seed
 
 
-def randn(*shape, requires_grad=False, device=None) -> Tensor:
+def _float_dtype(dtype) -> np.dtype:
+    dt = _dtypes.to_numpy(dtype)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"expected dtype float32 or float64, got {_dtypes.of(dt)}")
+    return dt
+
+
+def randn(*shape, requires_grad=False, device=None, dtype=np.float32) -> Tensor:
+    dt = _float_dtype(dtype)
     if _on_meta(device):
-        return Tensor(MetaArray(_shape(shape), np.float32), requires_grad=requires_grad)
-    return Tensor(_random.generator().standard_normal(_shape(shape), dtype=np.float32), requires_grad=requires_grad)
+        return Tensor(MetaArray(_shape(shape), dt), requires_grad=requires_grad)
+    return Tensor(_random.generator().standard_normal(_shape(shape), dtype=dt), requires_grad=requires_grad, dtype=dt)
 
 
-def rand(*shape, requires_grad=False, device=None) -> Tensor:
+def rand(*shape, requires_grad=False, device=None, dtype=np.float32) -> Tensor:
+    dt = _float_dtype(dtype)
     if _on_meta(device):
-        return Tensor(MetaArray(_shape(shape), np.float32), requires_grad=requires_grad)
-    return Tensor(_random.generator().random(_shape(shape), dtype=np.float32), requires_grad=requires_grad)
-
-
-def randint(low, high, size) -> Tensor:
-    return Tensor(_random.generator().integers(low, high, size=_shape((size,)), dtype=np.int64))
+        return Tensor(MetaArray(_shape(shape), dt), requires_grad=requires_grad)
+    return Tensor(_random.generator().random(_shape(shape), dtype=dt), requires_grad=requires_grad, dtype=dt)
 
 
 # ---- free functions over several tensors -------------------------------------------------------

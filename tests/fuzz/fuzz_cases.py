@@ -70,7 +70,7 @@ def _copy(v):
     if isinstance(v, (list, tuple)):
         return type(v)(_copy(x) for x in v) if not hasattr(v, "_fields") else v
     if isinstance(v, fg.Tensor):
-        return fg.tensor(v.data.copy())
+        return fg.tensor(v._data.copy())
     return v
 
 

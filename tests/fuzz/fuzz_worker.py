@@ -54,9 +54,9 @@ def _close(got, want, rtol, atol, what):
             _close(g, w, rtol, atol, f"{what}[{k}]")
         return
     if isinstance(want, fg.Tensor):
-        want = want.data
+        want = want._data
     if isinstance(got, fg.Tensor):
-        got = got.data
+        got = got._data
     if hasattr(want, "detach"):
         want = want.detach().numpy()
     if want is None or isinstance(want, (str, bool)):

@@ -38,14 +38,14 @@ def test_leaky_relu_without_graph_on_integer_input():
     x = np.arange(-3, 4)
     with fg.no_grad():
         y = fg.ops.get("leaky_relu")(fg.tensor(x), 0.2)
-    np.testing.assert_allclose(y.data, F.leaky_relu(torch.tensor(x, dtype=torch.float32), 0.2).numpy())
+    np.testing.assert_allclose(y._data, F.leaky_relu(torch.tensor(x, dtype=torch.float32), 0.2).numpy())
 
 
 def test_kl_div_of_negative_or_nan_target_is_nan():
     """op:kl_div, [["alias", 0, 0]]: a negative (or NaN) target gave 0 where torch gives NaN."""
     inp = np.array([[-1.0, -2.0, -0.5, -1.5]], np.float32)
     target = np.array([[0.5, -0.25, 0.0, np.nan]], np.float32)
-    got = fg.ops.get("kl_div")(_t(inp), _t(target), reduction="none").data
+    got = fg.ops.get("kl_div")(_t(inp), _t(target), reduction="none")._data
     want = F.kl_div(torch.tensor(inp), torch.tensor(target), reduction="none").numpy()
     np.testing.assert_allclose(got, want, rtol=1e-6, equal_nan=True)
     assert np.isnan(got[0, 1]) and np.isnan(got[0, 3]) and got[0, 2] == 0
@@ -58,13 +58,13 @@ def test_dropout_checks_its_argument_types():
         drop(_t(np.ones(4)), 0.5, "True")
     with pytest.raises(TypeError, match="p"):
         drop(_t(np.ones(4)), "0.5", False)
-    np.testing.assert_array_equal(drop(_t(np.ones(4)), 0.5, np.False_).data, np.ones(4))
+    np.testing.assert_array_equal(drop(_t(np.ones(4)), 0.5, np.False_)._data, np.ones(4))
 
 
 def test_var_of_no_elements_is_nan():
     """op:var, [["zero_dim", 0, 0]]: -0 where torch gives NaN."""
     x = np.zeros((3, 0), np.float32)
-    got = fg.ops.get("var")(_t(x), 1).data
+    got = fg.ops.get("var")(_t(x), 1)._data
     want = torch.var(torch.tensor(x), 1).numpy()
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     assert np.isnan(got).all() and got.shape == (3,)
@@ -183,7 +183,7 @@ def test_clamp_of_integers_by_float_bounds_is_float():
     got = fg.ops.get("clamp")(fg.tensor(x), -0.5, 0.7)
     want = torch.clamp(torch.tensor(x), -0.5, 0.7)
     assert got.dtype == np.float32
-    np.testing.assert_allclose(got.data, want.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(got._data, want.numpy(), rtol=1e-6)
     assert fg.ops.get("clamp")(fg.tensor(x), -1, 2).dtype == np.int64
     meta = fg.ops.get("clamp")(fg.tensor(x).to("meta"), -0.5, 0.7)
     assert meta.dtype == np.float32

@@ -37,8 +37,8 @@ def _models(torch):
         if isinstance(layer, nn.Linear):
             lin = torch.nn.Linear(layer.in_features, layer.out_features)
             with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(layer.weight.data))
-                lin.bias.copy_(torch.from_numpy(layer.bias.data))
+                lin.weight.copy_(torch.from_numpy(layer.weight._data))
+                lin.bias.copy_(torch.from_numpy(layer.bias._data))
             tlayers.append(lin)
         else:
             tlayers.append(torch.nn.ReLU())

@@ -76,7 +76,7 @@ def sessions(config: str, threads: int = 1):
     with torch.no_grad():  # same weights on both sides
         params = dict(tm.named_parameters())
         for k, v in fgm.state_dict().items():
-            params[k].copy_(torch.from_numpy(v.data.copy()))
+            params[k].copy_(torch.from_numpy(v._data.copy()))
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "lstm.onnx")
         fonnx.export(fgm, Tensor(x), path, opset=17, verify=False)

@@ -56,13 +56,13 @@ def evaluate(model, task, x, y, batch_size=256, loss_fn=None):
                     # eps = 0: the loss of the posterior mean, so evaluation is deterministic
                     mu, logvar = model.encode(xb)
                     out = (model.decode(mu), mu, logvar)
-                    sq_err += float(((out[0].data - xb.data.reshape(out[0].shape)) ** 2).mean(axis=tuple(
+                    sq_err += float(((out[0]._data - xb._data.reshape(out[0].shape)) ** 2).mean(axis=tuple(
                         range(1, out[0].ndim))).sum())
                 else:
                     out = model(xb)
                 total += float(_loss_value(task, loss_fn, out, tb).item()) * len(idx)
                 if task == "classify":
-                    correct += int((out.data.argmax(axis=1) == tb.data).sum())
+                    correct += int((out._data.argmax(axis=1) == tb._data).sum())
     finally:
         model.train(was_training)
     m = {"loss": total / max(n, 1)}

@@ -16,7 +16,7 @@ __all__ = ["DataLoader", "default_collate", "get_worker_info"]
 def _stack(items) -> Tensor:
     first = items[0]
     if isinstance(first, Tensor):
-        arr = np.stack([t.data for t in items])
+        arr = np.stack([t._data for t in items])
     elif isinstance(first, (np.ndarray, np.generic, numbers.Number)):
         arr = np.asarray(np.stack([np.asarray(x) for x in items]))
     else:

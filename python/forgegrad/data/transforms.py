@@ -66,7 +66,7 @@ class Transform:
 
     def __call__(self, x):
         is_tensor = isinstance(x, Tensor)
-        arr = x.data if is_tensor else np.asarray(x)
+        arr = x._data if is_tensor else np.asarray(x)
         if arr.ndim not in (3, 4):
             raise ValueError(f"{type(self).__name__}: expected a batch (N, C, H, W) or an image (C, H, W), "
                              f"got shape {arr.shape}")

@@ -67,7 +67,7 @@ class CharLSTM(nn.Module):
             logits = self.forward(Tensor(np.asarray([ids], np.int64)))
             state = self._last_state
             for _ in range(length):
-                z = logits.data[0, -1].astype(np.float64) / temperature
+                z = logits._data[0, -1].astype(np.float64) / temperature
                 p = np.exp(z - z.max())
                 nxt = int(gen.choice(self.vocab_size, p=p / p.sum()))
                 ids.append(nxt)

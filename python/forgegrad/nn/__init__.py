@@ -16,3 +16,17 @@ from .rnn import *  # noqa: F401,F403
 from .sparse import *  # noqa: F401,F403
 # the layer classes the star imports above brought in, and the helper modules
 __all__ = ["functional", "init", "utils"] + sorted(n for n, v in globals().items() if isinstance(v, type))
+
+# torch.nn names that forgegrad has under another name, or not yet: the AttributeError says so.
+_TORCH_NAMES = {"LazyLinear": "forgegrad.nn.Dense (Keras-style: the input size is inferred on the first call)",
+                "LazyConv2d": "forgegrad.nn.Conv2D (Keras-style: in_channels inferred on the first call)",
+                "Conv1d": None, "Conv3d": None, "ConvTranspose2d": None, "BatchNorm3d": None, "GroupNorm": None,
+                "InstanceNorm2d": None, "DataParallel": None}
+
+
+def __getattr__(name):
+    if name in _TORCH_NAMES:
+        where = _TORCH_NAMES[name]
+        hint = f"; forgegrad has it as {where}" if where else "; forgegrad has no equivalent yet"
+        raise AttributeError(f"module 'forgegrad.nn' has no attribute {name!r} (torch.nn.{name}){hint}")
+    raise AttributeError(f"module 'forgegrad.nn' has no attribute {name!r}")

@@ -8,12 +8,13 @@ import numpy as np
 from ..autograd import graph_free
 from ..tensor import Tensor
 from .activation import _Activation
-from .linear import Linear, _fused_linear
+from .linear import Linear, _fused_linear, feature_size_after
 from .module import Module
 
 __all__ = ["Sequential", "ModuleList", "ModuleDict"]
 
 _NDARRAY = np.ndarray
+_F32 = np.dtype(np.float32)  # the fused kernels are float32; float64 runs the modules one by one
 
 
 def _fusable_activation(m) -> bool:
@@ -78,6 +79,21 @@ class Sequential(_ModuleSequence):
                 if not isinstance(m, Module):
                     raise TypeError(f"Sequential: argument {i} is a {type(m).__name__}, not a Module")
                 self.add_module(str(i), m)
+        self._build_known_sizes()
+
+    def _build_known_sizes(self) -> None:
+        # Keras builds every layer when the input size is known (Dense(64, input_dim=100), then
+        # Dense(10)): so do we, so that an optimizer created now holds every layer's parameters.
+        size = None
+        for m in self._modules.values():
+            size = feature_size_after(m, size)
+
+    def append(self, module: Module):
+        super().append(module)
+        self._build_known_sizes()
+        return self
+
+    add = append  # Keras spelling
 
     def forward(self, input):
         if graph_free():
@@ -99,8 +115,9 @@ class Sequential(_ModuleSequence):
         for m, act in plan[1]:
             # the fused kernel takes CPU arrays; on another device (meta) the modules run one by one
             # (a module with forward pre-hooks, e.g. a pruned Linear, runs its hooks through m(input))
-            if act is not False and isinstance(input, Tensor) and type(input.data) is _NDARRAY \
-                    and not m.__dict__.get("_forward_pre_hooks") and type(m.weight.data) is _NDARRAY:
+            if act is not False and isinstance(input, Tensor) and type(input._data) is _NDARRAY \
+                    and not m.__dict__.get("_forward_pre_hooks") and type(m.weight._data) is _NDARRAY \
+                    and input._data.dtype is _F32 and m.weight._data.dtype is _F32:
                 code, alpha = (-1, 0.0) if act is None else act.epilogue()
                 input = _fused_linear(input, m.weight, m.bias, code, alpha)
             else:
@@ -111,8 +128,6 @@ class Sequential(_ModuleSequence):
 
     def _from_items(self, items):
         return Sequential(OrderedDict(items))
-
-    add = _ModuleSequence.append  # Keras spelling
 
     # ---- Keras-style training (see forgegrad.train.keras) --------------------------------------
     def compile(self, loss, optimizer="adam", metrics=(), **optimizer_kwargs):

@@ -93,14 +93,27 @@ def kl_div(input, target, reduction: str = "mean", log_target: bool = False):
 
 
 def one_hot(tensor, num_classes: int = -1) -> Tensor:
-    idx = _t(tensor, "tensor").data
+    """int64 one-hot rows of ``tensor``'s class indices; ``num_classes=-1`` (only -1, as in torch) infers
+    it as max + 1. Errors as torch's: RuntimeError for an empty tensor with -1, negative class values,
+    values >= num_classes and any other negative num_classes."""
+    idx = _t(tensor, "tensor")._data
     if idx.dtype.kind not in "iu":
         raise TypeError(f"one_hot: expected an integer tensor, got dtype {idx.dtype}")
-    n = int(idx.max()) + 1 if num_classes < 0 else num_classes
-    if idx.size and (idx.min() < 0 or idx.max() >= n):
-        raise ValueError(f"one_hot: class values must be in [0, {n})")
+    num_classes = check_int(num_classes, "num_classes")
+    if num_classes == -1:
+        if idx.size == 0:
+            raise RuntimeError("one_hot: can not infer total number of classes from an empty tensor; "
+                               "pass num_classes")
+        n = int(idx.max()) + 1
+    elif num_classes < -1:
+        raise RuntimeError(f"one_hot: num_classes must be -1 (infer it) or >= 0, got {num_classes}")
+    else:
+        n = num_classes
+    if idx.size and idx.min() < 0:
+        raise RuntimeError("one_hot: class values must be non-negative")
+    if idx.size and idx.max() >= n:
+        raise RuntimeError(f"one_hot: class values must be smaller than num_classes ({n}), got {int(idx.max())}")
     return Tensor._wrap(np.eye(n, dtype=np.int64)[idx])
-
 
 
 def __getattr__(name):

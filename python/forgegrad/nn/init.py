@@ -38,23 +38,23 @@ def calculate_gain(nonlinearity: str, param=None) -> float:
 
 
 def uniform_(t: Tensor, a: float = 0.0, b: float = 1.0) -> Tensor:
-    if not has_data(t.data):
+    if not has_data(t._data):
         return t
-    t.data[...] = _random.generator().uniform(a, b, size=t.shape).astype(np.float32)
+    t._data[...] = _random.generator().uniform(a, b, size=t.shape).astype(np.float32)
     return t
 
 
 def normal_(t: Tensor, mean: float = 0.0, std: float = 1.0) -> Tensor:
-    if not has_data(t.data):
+    if not has_data(t._data):
         return t
-    t.data[...] = (_random.generator().standard_normal(t.shape) * std + mean).astype(np.float32)
+    t._data[...] = (_random.generator().standard_normal(t.shape) * std + mean).astype(np.float32)
     return t
 
 
 def constant_(t: Tensor, val: float) -> Tensor:
-    if not has_data(t.data):
+    if not has_data(t._data):
         return t
-    t.data.fill(val)
+    t._data.fill(val)
     return t
 
 

@@ -52,7 +52,7 @@ def _fused_linear(input, weight, bias, activation, alpha):
     """Inference without a graph (no_grad, no trace): act(input @ W^T + b) in one kernel call, the
     activation (a kernel code, -1 for none; see an activation module's ``epilogue()``) applied in
     place to the fresh output. Same kernels, same results as the autograd path."""
-    return Tensor._wrap(_C.gemm.linear(input.data, weight.data, None if bias is None else bias.data,
+    return Tensor._wrap(_C.gemm.linear(input._data, weight._data, None if bias is None else bias._data,
                                        activation, alpha))
 
 
@@ -76,11 +76,34 @@ def lazy_parameters(module, size_attr, size, size_arg, owner) -> None:
     and bias stay None until the first call builds them with ``module._build(n)``, unless ``size``
     is given, which builds them now."""
     setattr(module, size_attr, None)
+    module._lazy_size_attr = size_attr  # marks a lazy layer (see unbuilt_lazy_modules)
     module._param_device = devices.default_device()  # where a lazy build creates the weight
     module.register_parameter("weight", None)
     module.register_parameter("bias", None)
     if size is not None:
         module._build(positive_int(size, size_arg, owner))
+
+
+def unbuilt_lazy_modules(module):
+    """(name, module) of the lazy layers under ``module`` whose parameters do not exist yet."""
+    return [(n, m) for n, m in module.named_modules()
+            if getattr(m, "_lazy_size_attr", None) and m._parameters.get("weight") is None]
+
+
+def feature_size_after(module, size):
+    """The feature size (last dim) a module's output has for inputs of feature size ``size`` (None:
+    unknown). Lets Sequential build a Keras-style Dense stack up front once the first size is known."""
+    from .activation import Dropout, _Activation
+    from .normalization import LayerNorm
+    if type(module) is Linear:
+        return module.out_features
+    if type(module) is Dense:
+        if module.weight is None and size is not None:
+            module._build(size)
+        return module.units
+    if isinstance(module, (_Activation, Dropout, Identity, LayerNorm)):  # elementwise: size unchanged
+        return size
+    return None
 
 
 class Dense(Module):
@@ -124,7 +147,8 @@ class Dense(Module):
                 raise ValueError("Dense: input must have at least 1 dimension")
             self._build(input.shape[-1])
         if (self._epilogue is not None and graph_free() and isinstance(input, Tensor)
-                and type(input.data) is np.ndarray and type(self.weight.data) is np.ndarray):
+                and type(input._data) is np.ndarray and type(self.weight._data) is np.ndarray
+                and input._data.dtype == np.float32 and self.weight._data.dtype == np.float32):
             return _fused_linear(input, self.weight, self.bias, *self._epilogue)  # one kernel call
         y = F.linear(input, self.weight, self.bias)
         return y if self._act is None else self._act(y)

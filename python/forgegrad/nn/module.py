@@ -175,8 +175,7 @@ class Module:
         return self._named_members(lambda m: m._parameters.items(), prefix, recurse)
 
     def parameters(self, recurse: bool = True):
-        for _, p in self.named_parameters(recurse=recurse):
-            yield p
+        return _Parameters(self, recurse)
 
     def named_buffers(self, prefix: str = "", recurse: bool = True):
         return self._named_members(lambda m: m._buffers.items(), prefix, recurse)
@@ -214,7 +213,7 @@ class Module:
             if set_to_none:
                 p.grad = None
             else:
-                p.grad.data.fill(0)
+                p.grad._data.fill(0)
 
     # ---- state -------------------------------------------------------------------------------
     def state_dict(self, destination=None, prefix: str = "", keep_vars: bool = False) -> "OrderedDict[str, Tensor]":
@@ -253,7 +252,7 @@ class Module:
             if k not in state_dict:
                 continue
             v = state_dict[k]
-            arr = v.data if isinstance(v, Tensor) else np.asarray(v)
+            arr = v._data if isinstance(v, Tensor) else np.asarray(v)
             if not devices.has_data(arr):
                 errors.append(f"no values for {k}: the state_dict holds a meta tensor (shape and dtype only)")
                 continue
@@ -270,10 +269,10 @@ class Module:
         if errors:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors))
         for target, arr in staged:
-            if devices.has_data(target.data):
-                target.data[...] = arr.astype(target.data.dtype, copy=False)
+            if devices.has_data(target._data):
+                target._data[...] = arr.astype(target._data.dtype, copy=False)
             else:  # a meta tensor has no storage to copy into: loading gives it its values (on the CPU)
-                target.data = np.array(arr, dtype=target.data.dtype, copy=True)
+                target._data = np.array(arr, dtype=target._data.dtype, copy=True)
         for m in self.modules():  # layers that cache a form of their values (quantized: packed weights)
             m._post_load_state_dict()
         return IncompatibleKeys(missing, unexpected)
@@ -292,7 +291,10 @@ class Module:
         with ``load_state_dict`` instead (which fills meta tensors). "cuda" raises: tensors do not
         live on the GPU yet. Layers that create their weights on the first call (Dense, Conv2D
         without an input size) create them on the device they were built on or last moved to.
-        ``to(dtype)``: forgegrad's parameters are float32, and only float32 is accepted. Returns self.
+        ``to(dtype)`` (``double()``, ``float()``): float parameters and buffers become float32 or float64
+        (their gradients are dropped); a float64 model runs the ops listed in docs/torch_compat.md (Linear,
+        activations, ...; conv, norms and RNNs are float32 only), and forgegrad's optimizers take float32
+        parameters only. Returns self.
         """
         if device is not None and not isinstance(device, (str, devices.device)):
             if dtype is not None:
@@ -303,14 +305,18 @@ class Module:
                 want = np.dtype(dtype)
             except TypeError:
                 raise TypeError(f"Module.to: expected a device ('cpu', 'meta') or a dtype, got {dtype!r}") from None
-            if want != np.float32:
-                raise TypeError(f"Module.to: forgegrad parameters are float32; converting to {want} is not supported")
+            if want not in (np.float32, np.float64):
+                raise TypeError(f"Module.to: parameters can be float32 or float64, not {want}")
+            for t in list(self.parameters()) + list(self.buffers()):
+                if t._data.dtype.kind == "f" and t._data.dtype != want:
+                    t._data = t._data.astype(want)
+                    t.grad = None
         if device is None:
             return self
         target = devices.device(device).type  # clear errors for unknown names and for cuda
         moving = []
         for name, t in list(self.named_parameters()) + list(self.named_buffers()):
-            here = devices.device_of(t.data)
+            here = devices.device_of(t._data)
             if here == target:
                 continue
             if here == "meta":
@@ -321,7 +327,7 @@ class Module:
                 raise RuntimeError(f"Module.to({target!r}): cannot move {name!r} from {here!r} to {target!r}")
             moving.append(t)
         for t in moving:  # nothing changes unless every tensor can move
-            t.data = MetaArray(t.shape, t.dtype)
+            t._data = MetaArray(t.shape, t.dtype)
             t.grad = None
         for m in self.modules():  # layers that create their weights on first call (Dense, Conv2D)
             if "_param_device" in m.__dict__:
@@ -330,6 +336,12 @@ class Module:
 
     def cpu(self) -> "Module":
         return self.to("cpu")
+
+    def double(self) -> "Module":
+        return self.to(np.float64)
+
+    def float(self) -> "Module":
+        return self.to(np.float32)
 
     # ---- summary -----------------------------------------------------------------------------------
     def summary(self, input_shape, batch_size: Optional[int] = 1, dtypes=None, print_summary: bool = True):
@@ -457,3 +469,22 @@ class ModuleCallStack:
     def __exit__(self, *exc) -> bool:
         Module.__call__ = self._original
         return False
+
+
+class _Parameters:
+    """The iterator Module.parameters() returns: a generator of the parameters, as torch's, that also
+    carries ``unbuilt_lazy`` (the lazy layers without parameters yet) so that an optimizer given it
+    can refuse instead of silently never updating those layers."""
+
+    __slots__ = ("_it", "unbuilt_lazy")
+
+    def __init__(self, module, recurse):
+        from .linear import unbuilt_lazy_modules
+        self.unbuilt_lazy = unbuilt_lazy_modules(module) if recurse else []
+        self._it = (p for _, p in module.named_parameters(recurse=recurse))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._it)

@@ -43,9 +43,9 @@ class LayerNorm(Module):
 
     def reset_parameters(self) -> None:
         if self.weight is not None and not self.weight.is_meta:
-            self.weight.data.fill(1.0)
+            self.weight._data.fill(1.0)
         if self.bias is not None and not self.bias.is_meta:
-            self.bias.data.fill(0.0)
+            self.bias._data.fill(0.0)
 
     def forward(self, input):
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -70,7 +70,7 @@ class RMSNorm(Module):
 
     def reset_parameters(self) -> None:
         if self.weight is not None and not self.weight.is_meta:
-            self.weight.data.fill(1.0)
+            self.weight._data.fill(1.0)
 
     def forward(self, input):
         return F.rms_norm(input, self.normalized_shape, self.weight, self.eps)
@@ -125,10 +125,10 @@ class _BatchNorm(Module):
                              f"{tuple(input.shape)}")
         factor = 0.0 if self.momentum is None else self.momentum
         # on meta the counter has no value to advance (and the op computes shapes only)
-        if self.training and self.track_running_stats and devices.has_data(self.num_batches_tracked.data):
-            self.num_batches_tracked.data[...] += 1
+        if self.training and self.track_running_stats and devices.has_data(self.num_batches_tracked._data):
+            self.num_batches_tracked._data[...] += 1
             if self.momentum is None:  # cumulative moving average
-                factor = 1.0 / float(self.num_batches_tracked.data)
+                factor = 1.0 / float(self.num_batches_tracked._data)
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         keep_stats = not self.training or self.track_running_stats
         return F.batch_norm(input, self.running_mean if keep_stats else None,

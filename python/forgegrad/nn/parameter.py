@@ -16,10 +16,12 @@ class Parameter(Tensor):
     def __init__(self, data=None, requires_grad: bool = True):
         if data is None:
             data = np.empty((0,), np.float32)
-        arr = _to_storage(data)
-        if arr.dtype != np.float32:
-            raise TypeError(f"Parameter data must be floating point (stored as float32), got {arr.dtype}")
-        super().__init__(arr, requires_grad=requires_grad)
+        # a Tensor keeps its dtype (a float64 tensor gives a float64 parameter, as torch); other data is
+        # stored as a tensor would store it (float -> float32)
+        arr = data._data if isinstance(data, Tensor) else _to_storage(data)
+        if arr.dtype not in (np.float32, np.float64):
+            raise TypeError(f"Parameter data must be floating point (float32 or float64), got {arr.dtype}")
+        super().__init__(arr, requires_grad=requires_grad, dtype=arr.dtype)
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()

@@ -90,7 +90,7 @@ def check_on_meta(model, inputs: List[Tensor], runs: Sequence[tuple],
 
     if isinstance(model, Module):
         for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-            if not has_data(t.data):
+            if not has_data(t._data):
                 raise OnnxExportError(
                     f"export: {name!r} of the model is on the meta device (a shape, no values to export); "
                     "build the model on the CPU, or give it values with load_state_dict")

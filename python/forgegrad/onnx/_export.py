@@ -15,6 +15,7 @@ from .._version import __version__
 from ..tensor import Tensor
 from ._capture import Capture, check_on_meta, meta_runs, run_traced
 from ._context import ExportContext, OpCall, bind_args, dims_of, onnx_dtype, scalar_of
+from . import _nested
 from ._errors import OnnxExportError, UnsupportedOpError
 from ._symbolic import Dyn, Symbols
 from .mappings import lookup
@@ -29,7 +30,7 @@ def _as_tensors(example_inputs) -> List[Tensor]:
     out = []
     for i, x in enumerate(example_inputs):
         if isinstance(x, Tensor):
-            out.append(Tensor._wrap(x.data))  # a fresh Tensor object: graph inputs are matched by identity
+            out.append(Tensor._wrap_exact(x._data))  # a fresh Tensor object: graph inputs are matched by identity
         elif isinstance(x, np.ndarray) or np.isscalar(x):
             out.append(Tensor(np.asarray(x)))
         else:
@@ -91,7 +92,7 @@ def _normalize_axes(dynamic_axes, names) -> Dict[str, Dict[int, str]]:
 
 def _resample(x: Tensor, axes: Dict[int, str], sizes: Dict[str, int]) -> Tensor:
     """x with each dynamic axis cut or repeated to the requested size (valid values, e.g. token ids)."""
-    arr = x.data
+    arr = x._data
     for axis, sym in axes.items():
         n = arr.shape[axis]
         if n == 0:
@@ -102,11 +103,14 @@ def _resample(x: Tensor, axes: Dict[int, str], sizes: Dict[str, int]) -> Tensor:
 
 @contextlib.contextmanager
 def _eval_mode(model):
+    """Eval mode, and sampling (randn_like, rand_like) at its mean: see forgegrad._functions."""
+    from .._functions import sampling_at_mean
     modes = [(m, m.training) for m in model.modules()] if hasattr(model, "modules") else []
     if hasattr(model, "eval"):
         model.eval()
     try:
-        yield
+        with sampling_at_mean():
+            yield
     finally:
         for m, mode in modes:
             object.__setattr__(m, "training", mode)
@@ -122,7 +126,7 @@ class _Exporter:
         self.symbols = symbols
         self.ctx = ExportContext(opset, symbols)
         self.values: Dict[int, str] = {}      # id(Tensor) -> ONNX value
-        self.data_alias: Dict[int, str] = {}  # id(ndarray) -> ONNX value (detach(), Tensor(t.data))
+        self.data_alias: Dict[int, str] = {}  # id(ndarray) -> ONNX value (detach(), Tensor(t._data))
         self.keep_alive: List[Any] = []
         self.bool_values: List[Tuple[str, np.ndarray]] = []
         self.params: Dict[int, str] = {}
@@ -131,7 +135,7 @@ class _Exporter:
         if hasattr(model, "named_parameters"):
             for k, p in list(model.named_parameters()) + list(model.named_buffers()):
                 self.params[id(p)] = k
-                self.param_data[id(p.data)] = k
+                self.param_data[id(p._data)] = k
             for path, m in model.named_modules():
                 for k, v in vars(m).items():
                     if isinstance(v, Tensor) and id(v) not in self.params:
@@ -140,13 +144,13 @@ class _Exporter:
 
     def _bind(self, name: str, t: Tensor, tb: Optional[Tensor] = None, tc: Optional[Tensor] = None) -> None:
         self.values[id(t)] = name
-        self.data_alias[id(t.data)] = name
+        self.data_alias[id(t._data)] = name
         self.keep_alive.append(t)
         self.ctx.dtypes[name] = t.dtype
         self.ctx.dims[name] = dims_of(t.shape, tb.shape if tb is not None else None,
                                       tc.shape if tc is not None else None)
         if t.dtype == bool:
-            self.bool_values.append((name, t.data))
+            self.bool_values.append((name, t._data))
 
     def check_same_structure(self, cap_b: Capture, sizes) -> None:
         ra, rb = self.cap_a.records, cap_b.records
@@ -189,18 +193,18 @@ class _Exporter:
 
     def _tensor_value(self, t: Tensor, tb: Optional[Tensor], op: OpCall, argname: str,
                       tc: Optional[Tensor] = None) -> str:
-        name = self.values.get(id(t)) or self.data_alias.get(id(t.data))
+        name = self.values.get(id(t)) or self.data_alias.get(id(t._data))
         if name is not None:
             return name
-        key = self.params.get(id(t)) or self.param_data.get(id(t.data))
+        key = self.params.get(id(t)) or self.param_data.get(id(t._data))
         if key is not None:
             if key not in self.param_values:
-                nm = self.ctx.const(np.array(t.data, copy=True), name=key)
+                nm = self.ctx.const(np.array(t._data, copy=True), name=key)
                 self.param_values[key] = nm
             self._bind(self.param_values[key], t)
             return self.param_values[key]
-        name = self._array_value(t.data, tb.data if tb is not None else None, op, argname,
-                                 label=self.attr_tensors.get(id(t)), arr_c=tc.data if tc is not None else None)
+        name = self._array_value(t._data, tb._data if tb is not None else None, op, argname,
+                                 label=self.attr_tensors.get(id(t)), arr_c=tc._data if tc is not None else None)
         self._bind(name, t, tb, tc)
         return name
 
@@ -272,9 +276,9 @@ class _Exporter:
     def output_value(self, t, i: int) -> str:
         if not isinstance(t, Tensor):
             raise OnnxExportError(f"model output {i} is a {type(t).__name__}, not a Tensor")
-        name = self.values.get(id(t)) or self.data_alias.get(id(t.data))
+        name = self.values.get(id(t)) or self.data_alias.get(id(t._data))
         if name is None:
-            key = self.params.get(id(t)) or self.param_data.get(id(t.data))
+            key = self.params.get(id(t)) or self.param_data.get(id(t._data))
             if key is None:
                 raise OnnxExportError(f"model output {i} (shape {t.shape}) was not computed by traced ops and "
                                       "is not a parameter")
@@ -339,10 +343,14 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
     example's sizes and twice more at other sizes of its dynamic axes (to tell which sizes and
     size-derived arguments are dynamic, and how they follow the input sizes); every recorded op of the
     first run is mapped to ONNX nodes, so models whose forward uses functional ops export like any other.
+    Sampling (``randn_like``, ``rand_like``) is exported deterministically, at the distribution's mean
+    (a VAE's exported forward decodes z = mu); see docs/torch_compat.md.
 
     Args:
         model: a forgegrad.nn.Module (or any callable on Tensors).
-        example_inputs: a Tensor / numpy array, or a tuple of them (the graph inputs, in order).
+        example_inputs: a Tensor / numpy array, or a tuple of them (the graph inputs, in order); nested
+            tuples such as ``(input, (h, c))`` are passed to the model nested and are graph inputs
+            in depth-first order (default names: ``input``, ``hidden_0``, ``hidden_1``).
         path: where to write the .onnx file (written atomically).
         opset: ONNX opset, 13 to 21.
         dynamic_axes: ``{input_or_output_name: {axis: "symbol"} or [axes]}``. Default: axis 0 of each
@@ -368,8 +376,16 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
     """
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"export: opset must be an int from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}")
+    default_names = None
+    if _nested.is_nested(example_inputs):  # (input, (h, c)): flat graph inputs, the model called nested
+        example_inputs, spec = _nested.flatten(example_inputs)
+        default_names = _nested.default_names(model, spec)
+        model = _nested.wrap(model, spec)
     inputs = _as_tensors(example_inputs)
-    names = list(input_names) if input_names is not None else _default_input_names(model, len(inputs))
+    if input_names is not None:
+        names = list(input_names)
+    else:
+        names = default_names or _default_input_names(model, len(inputs))
     if len(names) != len(inputs) or len(set(names)) != len(names):
         raise ValueError(f"export: input_names {names} must be {len(inputs)} distinct names, one per example input")
     axes = (_default_dynamic_axes(model, inputs, names) if dynamic_axes is None

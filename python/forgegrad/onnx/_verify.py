@@ -144,7 +144,7 @@ def _random_like(x: Tensor, shape, rng) -> np.ndarray:
     if x.dtype == bool:
         return rng.random(shape) < 0.5
     if x.dtype.kind in "iu":  # stay in the example's range (token ids, class indices)
-        lo, hi = (int(x.data.min()), int(x.data.max())) if x.data.size else (0, 1)
+        lo, hi = (int(x._data.min()), int(x._data.max())) if x._data.size else (0, 1)
         return rng.integers(lo, hi + 1, size=shape).astype(x.dtype)
     return rng.standard_normal(shape).astype(x.dtype)
 
@@ -167,7 +167,7 @@ def verify_model(model, report: ExportReport, inputs: List[Tensor], input_axes, 
     opts.log_severity_level = 3
     sess = ort.InferenceSession(report.path, sess_options=opts, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)
-    cases = [("example", dict(symbols.a), [x.data for x in inputs])]
+    cases = [("example", dict(symbols.a), [x._data for x in inputs])]
     for sizes in (default_verify_sizes(symbols) if verify_sizes is None else verify_sizes):
         unknown = set(sizes) - set(symbols.names)
         if unknown:
@@ -184,7 +184,7 @@ def verify_model(model, report: ExportReport, inputs: List[Tensor], input_axes, 
         with no_grad():
             out = model(*[Tensor(a) for a in arrays])
         from ._capture import flatten_outputs
-        want = [np.asarray(t.data) for t in flatten_outputs(out)[0]]
+        want = [np.asarray(t._data) for t in flatten_outputs(out)[0]]
         got = sess.run(report.output_names, {n: a for n, a in zip(report.input_names, arrays)})
         errs = [_compare(n, np.asarray(g), w, report.rtol, report.atol)
                 for n, g, w in zip(report.output_names, got, want)]

@@ -19,3 +19,4 @@ def load_all() -> None:
     for info in pkgutil.iter_modules(__path__):
         if not info.name.startswith("_") and info.name != "registry":
             importlib.import_module(f"{__name__}.{info.name}")
+    from . import _float64  # noqa: F401  (after every op: marks the ops that run in float64)

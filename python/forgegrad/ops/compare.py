@@ -68,14 +68,16 @@ class CompareFunction(Function):
              samples=lambda: [Sample((S.rand(3, 7) * 4,), {"dtype": np.int64}, "to int64"),
                               Sample((S.rand(3, 7),), {"dtype": np.bool_}, "to bool")],
              torch=lambda torch, a, dtype: a.to({np.int64: torch.int64, np.bool_: torch.bool}[dtype]),
-             gaps={"backward": "casts to int64/bool cut the graph (float32 is the only float dtype)"},
+             gaps={"backward": "casts to int64/bool cut the graph (float casts: tests/test_float64.py)"},
              bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"dtype": "no-such-type"}, TypeError, "data type")])
 class CastFunction(Function):
-    """``a.astype(dtype)``: a copy in the new dtype (float64 is stored as float32, as everywhere).
+    """``a.astype(dtype)``: a copy in the new dtype.
 
     Differentiable between float dtypes (the gradient is cast back to the input's dtype); a cast to
     or from an integer / bool dtype cuts the graph, as in torch.
     """
+
+    exact_dtype = True
 
     @staticmethod
     def forward(ctx, a, dtype):

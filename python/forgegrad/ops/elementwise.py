@@ -98,11 +98,11 @@ class PowFunction(Function):
         a, b, y = ctx.saved_tensors
         ga = gb = None
         if ctx.needs_input_grad[0]:
-            bm1 = np.subtract(b, 1, dtype=np.float32) if not isinstance(b, np.ndarray) else b - 1
+            bm1 = np.subtract(b, 1, dtype=g.dtype) if not isinstance(b, np.ndarray) else b - 1
             ga = unbroadcast(g * b * np.power(a, bm1), _shape(a))
         if ctx.needs_input_grad[1]:
             with np.errstate(divide="ignore", invalid="ignore"):
-                la = np.where(a > 0, np.log(np.where(a > 0, a, 1)), 0).astype(np.float32)
+                la = np.where(a > 0, np.log(np.where(a > 0, a, 1)), 0).astype(g.dtype)
             gb = unbroadcast(g * y * la, _shape(b))
         return ga, gb
 
@@ -200,7 +200,9 @@ class WhereFunction(Function):
         ctx.save_for_backward(cond)
         ctx.shapes = (_shape(a), _shape(b))
         out = np.where(cond, a, b)
-        return out.astype(np.float32, copy=False) if out.dtype == np.float64 else out
+        if out.dtype == np.float64 and not any(isinstance(v, np.ndarray) and v.dtype == np.float64 for v in (a, b)):
+            out = out.astype(np.float32)  # a Python float branch does not promote (torch)
+        return out
 
     @staticmethod
     def backward(ctx, g):

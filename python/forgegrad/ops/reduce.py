@@ -59,7 +59,7 @@ class SumFunction(Function):
     @staticmethod
     def backward(ctx, g):
         g = _expand_back(g, ctx.in_shape, ctx.axes, ctx.keepdim)
-        return np.broadcast_to(g, ctx.in_shape).astype(np.float32, copy=True)
+        return np.broadcast_to(g, ctx.in_shape).astype(g.dtype, copy=True)
 
 
 @register_op("mean", meta=M.float_reduction, flops=M.per_input_element(1), samples=_reduce_samples,
@@ -73,12 +73,12 @@ class MeanFunction(Function):
         for ax in axes:
             n *= a.shape[ax]
         ctx.n = n
-        return np.mean(a, axis=axes, keepdims=keepdim, dtype=np.float32)
+        return np.mean(a, axis=axes, keepdims=keepdim, dtype=np.float64 if a.dtype == np.float64 else np.float32)
 
     @staticmethod
     def backward(ctx, g):
         g = _expand_back(g, ctx.in_shape, ctx.axes, ctx.keepdim)
-        return np.broadcast_to(g / np.float32(max(ctx.n, 1)), ctx.in_shape).astype(np.float32, copy=True)
+        return np.broadcast_to(g / g.dtype.type(max(ctx.n, 1)), ctx.in_shape).astype(g.dtype, copy=True)
 
 
 @register_op("amax", meta=M.reduction, flops=M.per_input_element(1), samples=_reduce_samples,
@@ -109,7 +109,7 @@ class AmaxFunction(Function):
         mask = (a == y)
         count = mask.sum(axis=ctx.axes, keepdims=True)
         g = _expand_back(g, a.shape, ctx.axes, ctx.keepdim)
-        return (mask * (g / count)).astype(np.float32)
+        return (mask * (g / count)).astype(g.dtype)
 
 
 @register_op("amin", meta=M.reduction, flops=M.per_input_element(1), samples=_reduce_samples,
@@ -156,7 +156,7 @@ class MaxDimFunction(Function):
         (idx_k,) = ctx.saved_tensors
         if not ctx.keepdim:
             g = np.expand_dims(g, ctx.axis)
-        out = np.zeros(ctx.in_shape, dtype=np.float32)
+        out = np.zeros(ctx.in_shape, dtype=g.dtype)
         np.put_along_axis(out, idx_k, g, axis=ctx.axis)
         return out
 

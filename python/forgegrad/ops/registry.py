@@ -91,6 +91,8 @@ class OpDef:
     functional: Optional[Callable] = None  # its torch.nn.functional-style entry point, served by nn.functional
     # elementwise ops a GEMM can apply in its output pass: fn(**op kwargs) -> (kernel code, alpha)
     epilogue: Optional[Callable[..., Tuple[int, float]]] = None
+    # the Function that runs the op on float64 arrays (numpy; set by ops.float64), None: float32 only
+    float64: Optional[type] = None
 
     def __post_init__(self):
         self.functions = {"cpu": self.function, **self.functions}

@@ -87,8 +87,8 @@ def _index_arrays(key):
     """Convert Tensor indices to numpy so basic and advanced indexing follow numpy rules."""
     from ..tensor import Tensor
     if isinstance(key, tuple):
-        return tuple(k.data if isinstance(k, Tensor) else k for k in key)
-    return key.data if isinstance(key, Tensor) else key
+        return tuple(k._data if isinstance(k, Tensor) else k for k in key)
+    return key._data if isinstance(key, Tensor) else key
 
 
 @register_op("getitem", meta=None, flops=M.no_flops, samples=_getitem_samples,

@@ -1,4 +1,4 @@
-"""Statistics over axes: variance (Tensor.var; Tensor.std is its square root).
+"""Statistics over axes: variance (Tensor.var) and standard deviation (Tensor.std).
 
 One op rather than mean/sub/mul/sum/div from Python so that the divisor ``n - 1`` is part of the op:
 computed from the input's shape when the op runs, it follows the batch size in an exported graph
@@ -45,32 +45,32 @@ class VarFunction(Function):
     """Variance over ``dim`` (all axes when None): sum((x - mean)^2) / (n - 1) when unbiased, else / n.
 
     As in torch, n - 1 <= 0 (one element, unbiased) gives nan with a warning. The result is float32
-    (integer input is converted first).
+    (integer input is converted first), float64 for float64 input.
     """
 
     @staticmethod
     def forward(ctx, a, dim=None, unbiased=True, keepdim=False):
         axes = reduced_axes(dim, a.ndim)
-        x = a if a.dtype == np.float32 else a.astype(np.float32)
+        x = a if a.dtype in (np.float32, np.float64) else a.astype(np.float32)
         n = 1
         for ax in axes:
             n *= a.shape[ax]
         dof = n - (1 if unbiased else 0)
-        # same operation sequence as mean / sub / mul / sum / div, in float32
+        # same operation sequence as mean / sub / mul / sum / div, in x's dtype
         with warnings.catch_warnings():  # an empty reduction: numpy warns, the result below is NaN as torch's
             warnings.simplefilter("ignore", RuntimeWarning)
-            d = x - np.mean(x, axis=axes, keepdims=True, dtype=np.float32)
-        ss = np.sum(d * d, axis=axes, keepdims=bool(keepdim), dtype=np.float32)
+            d = x - np.mean(x, axis=axes, keepdims=True, dtype=x.dtype)
+        ss = np.sum(d * d, axis=axes, keepdims=bool(keepdim), dtype=x.dtype)
         if dof <= 0:
             warnings.warn("var(): degrees of freedom is <= 0 (one element with unbiased=True): the result is nan",
                           RuntimeWarning, stacklevel=4)  # the caller of Tensor.var (through OpDef and apply)
         with np.errstate(divide="ignore", invalid="ignore"):
-            y = ss / np.float32(dof)
+            y = ss / x.dtype.type(dof)
         if n == 0:  # no elements: the mean is NaN, so is the variance (torch), whatever dof is
             y = np.full_like(y, np.nan)
         ctx.save_for_backward(d)
         ctx.axes, ctx.keepdim, ctx.dof = axes, bool(keepdim), dof
-        return np.asarray(y, dtype=np.float32)
+        return np.asarray(y, dtype=x.dtype)
 
     @staticmethod
     def backward(ctx, g):
@@ -78,4 +78,37 @@ class VarFunction(Function):
         (d,) = ctx.saved_tensors
         g = _expand_back(g, d.shape, ctx.axes, ctx.keepdim)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return (d * (g * np.float32(2.0 / ctx.dof if ctx.dof > 0 else np.nan))).astype(np.float32, copy=False)
+            return (d * (g * d.dtype.type(2.0 / ctx.dof if ctx.dof > 0 else np.nan))).astype(d.dtype, copy=False)
+
+
+def _torch_std(torch, a, dim=None, unbiased=True, keepdim=False):
+    dims = tuple(range(a.ndim)) if dim is None else dim
+    return torch.std(a, dims, correction=1 if unbiased else 0, keepdim=keepdim)
+
+
+def _std_samples():
+    const = np.ones((2, 4), np.float32)  # a zero standard deviation: torch's gradient there is 0, not nan
+    return _var_samples() + [Sample((const,), {"dim": 1}, "constant rows (std 0)")]
+
+
+@register_op("std", meta=lambda a, dim=None, unbiased=True, keepdim=False: M.float_reduction(
+                 a, None if dim is not None and not isinstance(dim, int) and len(tuple(dim)) == 0 else dim, keepdim),
+             flops=M.per_input_element(3), samples=_std_samples, torch=_torch_std, tol=(1e-5, 1e-6),
+             bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"dim": 5}, IndexError, "dim")])
+class StdFunction(Function):
+    """Standard deviation: the square root of ``var``. Its own op (not var().sqrt()) for torch's gradient
+    where the deviation is 0: torch defines it as 0 there, where d sqrt(v)/dv would be inf (and then nan)."""
+
+    @staticmethod
+    def forward(ctx, a, dim=None, unbiased=True, keepdim=False):
+        v = VarFunction.forward(ctx, a, dim, unbiased, keepdim)
+        y = np.sqrt(v)
+        ctx.y = y
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        y = ctx.y
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gv = np.where(y == 0, 0, g / (2 * y)).astype(y.dtype)
+        return VarFunction.backward(ctx, gv)

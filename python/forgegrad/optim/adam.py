@@ -65,10 +65,10 @@ class Adam(Optimizer):
                 state["step"] = _new_step()
                 state["exp_avg"] = _zeros_like(p)
                 state["exp_avg_sq"] = _zeros_like(p)
-            step = state["step"].data
+            step = state["step"]._data
             step += 1  # a 0-d float32 array, like torch's step tensor
             steps.append(step.item())
-            params.append(p.data)
+            params.append(p._data)
             grads.append(g)
             exp_avgs.append(_state_array(state, "exp_avg", p))
             exp_avg_sqs.append(_state_array(state, "exp_avg_sq", p))

@@ -58,6 +58,14 @@ class Optimizer:
         if isinstance(params, dict):
             raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
                             "but got a dict (wrap a single parameter group in a list: [group])")
+        unbuilt = getattr(params, "unbuilt_lazy", None)
+        if unbuilt:
+            names = ", ".join(f"{n or 'the model'} ({type(m).__name__})" for n, m in unbuilt[:5])
+            raise ValueError(
+                f"optimizer got the parameters of a model whose lazy layers {names} have no parameters yet "
+                "(their input size is not known): the optimizer would never update them. Give the first layer "
+                "its input size (e.g. Dense(64, input_dim=100)) or run the model on one batch before creating "
+                "the optimizer.")
         try:
             param_groups = list(params)
         except TypeError:
@@ -106,9 +114,9 @@ class Optimizer:
             if not isinstance(p, Tensor):
                 raise TypeError("optimizer can only optimize forgegrad Tensors (e.g. forgegrad.nn.Parameter), "
                                 f"but params[{i}] is {_type_name(p)}")
-            if p.data.dtype != np.float32:
+            if p._data.dtype != np.float32:
                 raise TypeError(f"optimizer can only optimize float32 tensors, but params[{i}] has dtype "
-                                f"{p.data.dtype}")
+                                f"{p._data.dtype}")
             if not p.is_leaf:
                 raise ValueError(f"can't optimize a non-leaf Tensor (params[{i}] was computed by an operation; "
                                  "optimize the leaf tensors it comes from)")
@@ -139,7 +147,7 @@ class Optimizer:
                 else:
                     p.grad._ctx = None
                     p.grad.requires_grad = False
-                    p.grad.data[...] = 0
+                    p.grad._data[...] = 0
 
     def step(self, closure: Optional[Callable[[], Any]] = None):
         """Perform one optimization step over every parameter that has a gradient; ``closure``
@@ -173,7 +181,7 @@ class Optimizer:
         for p in group["params"]:
             g = p.grad
             if g is not None:
-                out.append((p, g.data if isinstance(g, Tensor) else np.asarray(g)))
+                out.append((p, g._data if isinstance(g, Tensor) else np.asarray(g)))
         return out
 
     # ---- state_dict -----------------------------------------------------------------------------
@@ -249,15 +257,15 @@ class Optimizer:
             if v is None:
                 out[k] = None
             elif k in _SCALAR_STATE_KEYS:
-                arr = np.array(v.data if isinstance(v, Tensor) else v, dtype=np.float32)
+                arr = np.array(v._data if isinstance(v, Tensor) else v, dtype=np.float32)
                 if arr.size != 1:
                     raise ValueError(f"state[{index}][{k!r}] must be a scalar, got shape {arr.shape}")
                 out[k] = Tensor._wrap(arr.reshape(()))
             elif isinstance(v, (np.ndarray, Tensor)) or hasattr(v, "__array__"):
-                arr = np.array(v.data if isinstance(v, Tensor) else v, dtype=np.float32, order="C")
-                if arr.shape != param.data.shape:
+                arr = np.array(v._data if isinstance(v, Tensor) else v, dtype=np.float32, order="C")
+                if arr.shape != param._data.shape:
                     raise ValueError(f"state[{index}][{k!r}] has shape {arr.shape}, but its parameter has shape "
-                                     f"{param.data.shape}")
+                                     f"{param._data.shape}")
                 out[k] = Tensor._wrap(arr)
             else:
                 out[k] = copy.deepcopy(v)
@@ -270,7 +278,7 @@ def _new_step() -> Tensor:
 
 def _zeros_like(p: Tensor) -> Tensor:
     # C order whatever the parameter's layout: the kernels read state contiguously.
-    return Tensor._wrap(np.zeros(p.data.shape, np.float32))
+    return Tensor._wrap(np.zeros(p._data.shape, np.float32))
 
 
 def _state_array(state: Dict[str, Any], key: str, p: Tensor) -> np.ndarray:
@@ -278,4 +286,4 @@ def _state_array(state: Dict[str, Any], key: str, p: Tensor) -> np.ndarray:
     t = state.get(key)
     if t is None:
         t = state[key] = _zeros_like(p)
-    return t.data
+    return t._data

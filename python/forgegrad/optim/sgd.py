@@ -48,7 +48,7 @@ class SGD(Optimizer):
     def _step_group(self, group: Dict[str, Any], pairs) -> None:
         """One SGD update of the group's parameters that have a gradient (Optimizer.step calls it)."""
         momentum = float(group["momentum"])
-        params = [p.data for p, _ in pairs]
+        params = [p._data for p, _ in pairs]
         grads = [g for _, g in pairs]
         bufs, init = None, []
         if momentum != 0:

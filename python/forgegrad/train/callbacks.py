@@ -179,7 +179,7 @@ class EarlyStopping(Callback):
             self.best_epoch = epoch
             self.wait = 0
             if self.restore_best_weights:
-                self.best_weights = {k: np.array(v.data, copy=True) for k, v in self.model.state_dict().items()}
+                self.best_weights = {k: np.array(v._data, copy=True) for k, v in self.model.state_dict().items()}
             return
         self.wait += 1
         if self.wait >= self.patience:  # patience=0: stop at the first epoch without improvement

@@ -194,7 +194,7 @@ def _make_optimizer(cfg: CompileConfig, model):
 
 
 def _as_features(x, who: str) -> np.ndarray:
-    arr = x.data if isinstance(x, Tensor) else np.asarray(x)
+    arr = x._data if isinstance(x, Tensor) else np.asarray(x)
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"{who}: x must be numeric, got dtype {arr.dtype}")
     if arr.ndim == 0:
@@ -204,7 +204,7 @@ def _as_features(x, who: str) -> np.ndarray:
 
 def _prepare_target(cfg: CompileConfig, y, out_shape, who: str) -> np.ndarray:
     """Targets in the dtype and shape the loss wants: float (N, 1) for a (N, 1) output, int64 labels..."""
-    y = y.data if isinstance(y, Tensor) else np.asarray(y)
+    y = y._data if isinstance(y, Tensor) else np.asarray(y)
     kind = cfg.loss_kind
     if kind == "scce":
         if y.ndim == 2 and y.shape[1] == 1:
@@ -258,7 +258,7 @@ def fit(model, x, y, epochs: int = 10, batch_size: int = 32, validation_split: f
     cfg = _config(model, "fit")
     _check_batch_size(batch_size, "fit")
     x = _as_features(x, "fit")
-    y_raw = y.data if isinstance(y, Tensor) else np.asarray(y)
+    y_raw = y._data if isinstance(y, Tensor) else np.asarray(y)
     if y_raw.ndim == 0 or y_raw.shape[0] != x.shape[0]:
         raise ValueError(f"fit: x has {x.shape[0]} samples but y has shape {y_raw.shape}")
     if validation_data is not None:
@@ -312,4 +312,4 @@ def evaluate(model, x, y, batch_size: int = 32, verbose: int = 0, return_dict: b
 def predict(model, x, batch_size: int = 32, verbose: int = 0) -> np.ndarray:
     """Model outputs for ``x`` as a numpy array (no_grad, eval mode)."""
     _check_batch_size(batch_size, "predict")
-    return loop.predict(model, _as_features(x, "predict"), batch_size=batch_size).data
+    return loop.predict(model, _as_features(x, "predict"), batch_size=batch_size)._data

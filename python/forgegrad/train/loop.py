@@ -177,7 +177,7 @@ def _run_epoch(model, loss_fn, optimizer, loader, metrics, progress, callbacks, 
         total_loss += float(loss.item()) * n
         seen += n
         for m in metrics:
-            m.update(output.data, target.data)
+            m.update(output._data, target._data)
         logs = {"loss": total_loss / seen, **{m.name: m.compute() for m in metrics}}
         progress.batch_end(logs)
         for cb in callbacks:
@@ -330,7 +330,7 @@ def evaluate(model, loss_fn, loader, metrics: Sequence = ("accuracy",)) -> dict:
                     total_loss += float(loss_fn(output, target).item()) * n
                 seen += n
                 for m in ms:
-                    m.update(output.data, target.data)
+                    m.update(output._data, target._data)
     finally:
         model.train(bool(was_training))
     total_loss, seen = _reduce_over_ranks(total_loss, seen, ms)
@@ -348,7 +348,7 @@ def predict(model, x, batch_size: int = 32) -> Tensor:
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
         raise ValueError(f"predict: batch_size must be a positive int, got {batch_size!r}")
     if isinstance(x, (np.ndarray, Tensor, list)):
-        data = x.data if isinstance(x, Tensor) else np.asarray(x)
+        data = x._data if isinstance(x, Tensor) else np.asarray(x)
         if data.ndim == 0:
             raise ValueError("predict: x must have a batch dimension")
         batches = (Tensor(data[i:i + batch_size]) for i in range(0, data.shape[0], batch_size))
@@ -360,7 +360,7 @@ def predict(model, x, batch_size: int = 32) -> Tensor:
     try:
         with no_grad():
             for b in batches:
-                outs.append(model(_as_tensor(b)).data)
+                outs.append(model(_as_tensor(b))._data)
     finally:
         model.train(bool(was_training))
     if not outs:

@@ -15,7 +15,7 @@ __all__ = ["Metric", "Accuracy", "MeanAbsoluteError", "FunctionMetric", "get_met
 
 
 def _np(x) -> np.ndarray:
-    return x.data if isinstance(x, Tensor) else np.asarray(x)
+    return x._data if isinstance(x, Tensor) else np.asarray(x)
 
 
 class Metric:

@@ -44,7 +44,7 @@ def clip_grad_norm_(parameters: _Params, max_norm: float, norm_type: float = 2.0
     max_norm = float(max_norm)
     if not grads:
         return Tensor._wrap(np.zeros((), np.float32))
-    norms = _k.vector_norms([g.data for g in grads], norm_type)
+    norms = _k.vector_norms([g._data for g in grads], norm_type)
     if norm_type == math.inf:
         total = max(norms) if not any(math.isnan(n) for n in norms) else math.nan
     else:
@@ -58,7 +58,7 @@ def clip_grad_norm_(parameters: _Params, max_norm: float, norm_type: float = 2.0
         coef = np.float32(max_norm) / (total32 + np.float32(1e-6))
         coef = np.float32(min(coef, np.float32(1.0))) if not np.isnan(coef) else coef
         for g in grads:
-            g.data *= coef
+            g._data *= coef
     return Tensor._wrap(np.array(total32, dtype=np.float32))
 
 
@@ -66,4 +66,4 @@ def clip_grad_value_(parameters: _Params, clip_value: float, foreach=None) -> No
     """Clamp every gradient of ``parameters`` in place to ``[-clip_value, clip_value]``."""
     clip_value = float(clip_value)
     for g in _grads(parameters):
-        np.clip(g.data, -clip_value, clip_value, out=g.data)
+        np.clip(g._data, -clip_value, clip_value, out=g._data)

@@ -67,3 +67,9 @@ def map_var(ctx, op):
             n *= int(dims[a])
         dof = ctx.const(np.float32(n - correction))
     return [ctx.node("Div", [ss, dof])]
+
+
+@register(ST.StdFunction)
+def map_std(ctx, op):
+    """Sqrt of the variance, mapped as map_var does."""
+    return [ctx.node("Sqrt", map_var(ctx, op))]

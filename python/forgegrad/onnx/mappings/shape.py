@@ -89,7 +89,7 @@ def _kind(k):
         return "bool"
     if isinstance(k, (int, np.integer)):
         return "int"
-    arr = k.data if isinstance(k, Tensor) else np.asarray(k)
+    arr = k._data if isinstance(k, Tensor) else np.asarray(k)
     if arr.dtype == bool:
         return "bool"
     if arr.dtype.kind in "iu":
@@ -179,7 +179,7 @@ def map_getitem(ctx, op):
             in_axis += 1
         else:  # index array
             gather = (in_axis, k)
-            idx_ndim = (k.data if isinstance(k, Tensor) else np.asarray(k)).ndim
+            idx_ndim = (k._data if isinstance(k, Tensor) else np.asarray(k)).ndim
             in_axis += 1
             out_pos += idx_ndim
 

@@ -1,0 +1,230 @@
+"""torch's module-level functions (``torch.flatten(x, 1)``, ``torch.max(x, 1)``, ``torch.randn_like``,
+``torch.from_numpy`` ...): each is the Tensor method of the same name, or a factory over forgegrad's
+generator, so there is one implementation of each op."""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import numpy as np
+
+from . import dtypes as _dtypes
+from . import random as _random
+from .tensor import Tensor, _on_meta, _shape, tensor
+from .devices import MetaArray
+
+__all__ = ["flatten", "reshape", "squeeze", "unsqueeze", "transpose", "permute", "exp", "log", "sqrt", "abs",
+           "sigmoid", "tanh", "relu", "softmax", "log_softmax", "clamp", "clip", "sum", "mean", "var", "std", "max",
+           "min", "amax", "amin", "argmax", "argmin", "matmul", "mm", "bmm", "split", "chunk", "unbind", "narrow",
+           "numel", "is_tensor", "is_floating_point", "from_numpy", "randn_like", "rand_like", "randint_like",
+           "full_like", "empty_like", "multinomial", "LongTensor", "FloatTensor", "DoubleTensor", "IntTensor",
+           "BoolTensor", "ByteTensor", "zeros_like", "ones_like", "randint", "add", "sub", "mul", "div", "pow",
+           "neg", "t", "allclose", "equal"]
+
+
+def _method(name, doc=None):
+    def fn(input, *args, **kwargs):
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{name}(): argument 'input' must be a forgegrad.Tensor, got {type(input).__name__}")
+        return getattr(input, name)(*args, **kwargs)
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = doc or f"torch.{name}(input, ...): the same as ``input.{name}(...)``."
+    return fn
+
+
+flatten = _method("flatten")
+reshape = _method("reshape")
+squeeze = _method("squeeze")
+unsqueeze = _method("unsqueeze")
+transpose = _method("transpose")
+permute = _method("permute")
+exp = _method("exp")
+log = _method("log")
+sqrt = _method("sqrt")
+abs = _method("abs")  # noqa: A001
+sigmoid = _method("sigmoid")
+tanh = _method("tanh")
+relu = _method("relu")
+softmax = _method("softmax")
+log_softmax = _method("log_softmax")
+clamp = _method("clamp")
+clip = _method("clip")
+sum = _method("sum")  # noqa: A001
+mean = _method("mean")
+var = _method("var")
+std = _method("std")
+max = _method("max")  # noqa: A001
+min = _method("min")  # noqa: A001
+amax = _method("amax")
+amin = _method("amin")
+argmax = _method("argmax")
+argmin = _method("argmin")
+matmul = _method("matmul")
+split = _method("split")
+chunk = _method("chunk")
+unbind = _method("unbind")
+narrow = _method("narrow")
+numel = _method("numel")
+is_floating_point = _method("is_floating_point")
+add = _method("add")
+sub = _method("sub")
+mul = _method("mul")
+div = _method("div")
+pow = _method("pow")  # noqa: A001
+neg = _method("neg")
+t = _method("t")
+mm = bmm = matmul
+
+
+def is_tensor(obj) -> bool:
+    return isinstance(obj, Tensor)
+
+
+def from_numpy(ndarray: np.ndarray) -> Tensor:
+    """A tensor sharing ``ndarray``'s memory, keeping its dtype (float64 stays float64)."""
+    if not isinstance(ndarray, np.ndarray):
+        raise TypeError(f"from_numpy: expected np.ndarray, got {type(ndarray).__name__}")
+    return Tensor(ndarray, dtype=ndarray.dtype)
+
+
+def _like(t, dtype):
+    dt = t._data.dtype if dtype is None else _dtypes.to_numpy(dtype)
+    return tuple(t.shape), dt, t.is_meta
+
+
+def zeros_like(input, dtype=None, requires_grad=False, device=None) -> Tensor:
+    shape, dt, meta = _like(input, dtype)
+    return Tensor(MetaArray(shape, dt) if meta else np.zeros(shape, dt), requires_grad=requires_grad)
+
+
+def ones_like(input, dtype=None, requires_grad=False, device=None) -> Tensor:
+    shape, dt, meta = _like(input, dtype)
+    return Tensor(MetaArray(shape, dt) if meta else np.ones(shape, dt), requires_grad=requires_grad)
+
+
+def empty_like(input, dtype=None, requires_grad=False, device=None) -> Tensor:
+    shape, dt, meta = _like(input, dtype)
+    return Tensor(MetaArray(shape, dt) if meta else np.empty(shape, dt), requires_grad=requires_grad)
+
+
+def full_like(input, fill_value, dtype=None, requires_grad=False, device=None) -> Tensor:
+    shape, dt, meta = _like(input, dtype)
+    return Tensor(MetaArray(shape, dt) if meta else np.full(shape, fill_value, dt), requires_grad=requires_grad)
+
+
+# While forgegrad.onnx.export traces and verifies a model, sampling (randn_like, rand_like) gives the
+# distribution's mean, computed from the input (recorded, so the graph follows its shape): the export is
+# deterministic and its verification meaningful; a VAE exports decoding z = mu. (ONNX's
+# RandomNormalLike could not be verified against forgegrad's own draws.)
+_sampling = threading.local()
+
+
+@contextlib.contextmanager
+def sampling_at_mean():
+    prev = getattr(_sampling, "mean", False)
+    _sampling.mean = True
+    try:
+        yield
+    finally:
+        _sampling.mean = prev
+
+
+def _float_like(input, dtype, draw, requires_grad, mean=0.0):
+    if getattr(_sampling, "mean", False):
+        out = input * 0.0 + mean if mean else input * 0.0
+        return out if dtype is None else out.to(dtype)
+    shape, dt, meta = _like(input, dtype)
+    if dt.kind != "f":
+        raise TypeError(f"expected a floating point dtype, got {_dtypes.of(dt)}")
+    if meta:
+        return Tensor(MetaArray(shape, dt), requires_grad=requires_grad)
+    return Tensor(draw(shape).astype(dt, copy=False), requires_grad=requires_grad)
+
+
+def randn_like(input, dtype=None, requires_grad=False, device=None) -> Tensor:
+    return _float_like(input, dtype, lambda s: _random.generator().standard_normal(s, dtype=np.float32),
+                       requires_grad)
+
+
+def rand_like(input, dtype=None, requires_grad=False, device=None) -> Tensor:
+    return _float_like(input, dtype, lambda s: _random.generator().random(s, dtype=np.float32), requires_grad,
+                       mean=0.5)
+
+
+def randint(*args, size=None, dtype=None, requires_grad=False, device=None, generator=None) -> Tensor:
+    """randint(high, size) or randint(low, high, size): int64 values in [low, high) (torch's signatures)."""
+    if size is not None:
+        args = args + (size,)
+    if len(args) == 2:
+        low, (high, size) = 0, args
+    elif len(args) == 3:
+        low, high, size = args
+    else:
+        raise TypeError("randint() takes (high, size) or (low, high, size)")
+    if isinstance(size, (int, np.integer)):
+        raise TypeError(f"randint(): size must be a tuple of ints, got {size!r} (write ({size},))")
+    if high <= low:
+        raise RuntimeError(f"randint(): random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
+    dt = np.dtype(np.int64) if dtype is None else _dtypes.to_numpy(dtype)
+    shape = _shape((size,))
+    if _on_meta(device):
+        return Tensor(MetaArray(shape, dt))
+    return Tensor(_random.generator().integers(low, high, size=shape, dtype=np.int64).astype(dt, copy=False),
+                  dtype=dt, requires_grad=requires_grad)
+
+
+def randint_like(input, low=0, high=None, dtype=None) -> Tensor:
+    if high is None:
+        low, high = 0, low
+    return randint(low, high, tuple(input.shape), dtype=input.dtype if dtype is None else dtype)
+
+
+def multinomial(input, num_samples: int, replacement: bool = False, generator=None) -> Tensor:
+    """Indices drawn from the categorical distribution(s) in the rows of ``input`` (non-negative
+    weights, not necessarily summing to one), as torch.multinomial; int64."""
+    w = np.asarray(input, dtype=np.float64)
+    if w.ndim not in (1, 2):
+        raise RuntimeError(f"multinomial: prob_dist must be 1 or 2 dim, got {w.ndim}")
+    rows = w.reshape(-1, w.shape[-1])
+    if (rows < 0).any() or not np.isfinite(rows).all():
+        raise RuntimeError("multinomial: probability tensor contains either inf, nan or element < 0")
+    if not replacement and num_samples > rows.shape[1]:
+        raise RuntimeError(f"multinomial: cannot sample n_sample > prob_dist.size(-1) ({rows.shape[1]}) samples "
+                           "without replacement")
+    gen = _random.generator()
+    out = np.empty((rows.shape[0], num_samples), np.int64)
+    for i, r in enumerate(rows):
+        total = r.sum()
+        if total <= 0:
+            raise RuntimeError("multinomial: invalid multinomial distribution (sum of probabilities <= 0)")
+        if not replacement and np.count_nonzero(r) < num_samples:
+            raise RuntimeError("multinomial: invalid multinomial distribution (with replacement=False, not enough "
+                               "non-negative category to sample)")
+        out[i] = gen.choice(r.size, size=num_samples, replace=replacement, p=r / total)
+    return Tensor(out.reshape(w.shape[:-1] + (num_samples,)))
+
+
+def _typed(name, np_dtype):
+    def make(*args):
+        """Legacy constructor: ``LongTensor([1, 2])`` (data) or ``LongTensor(2, 3)`` (uninitialised shape)."""
+        if len(args) == 1 and not isinstance(args[0], (int, np.integer)):
+            return tensor(np.asarray(args[0].numpy() if isinstance(args[0], Tensor) else args[0]), dtype=np_dtype)
+        return Tensor(np.zeros(_shape(args), np_dtype))
+    make.__name__ = make.__qualname__ = name
+    return make
+
+
+LongTensor = _typed("LongTensor", np.int64)
+FloatTensor = _typed("FloatTensor", np.float32)
+DoubleTensor = _typed("DoubleTensor", np.float64)
+IntTensor = _typed("IntTensor", np.int32)
+BoolTensor = _typed("BoolTensor", np.bool_)
+ByteTensor = _typed("ByteTensor", np.uint8)
+
+
+def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
+    return bool(np.allclose(np.asarray(input), np.asarray(other), rtol=rtol, atol=atol, equal_nan=equal_nan))
+
+
+def equal(input, other) -> bool:
+    return tuple(input.shape) == tuple(other.shape) and bool(np.array_equal(np.asarray(input), np.asarray(other)))

@@ -1,0 +1,72 @@
+"""In-place tensor methods (add_, mul_, clamp_, copy_, ``+=``, ...) with torch's rules.
+
+Outside autograd (no tensor involved requires grad, or grad mode is off) the result is written into
+the tensor's storage, so every tensor sharing it (``.data``, ``detach()``, views of numpy) sees it.
+Inside autograd:
+
+- a leaf that requires grad refuses (RuntimeError, torch's message): its value is what backward
+  differentiates with respect to;
+- any other tensor is rebound to the op's recorded result (its storage and graph node are replaced,
+  the old node stays where earlier ops saved it), so gradients are right; tensors that shared the
+  old storage keep the old values (torch would update them: the one difference).
+
+Not detected (torch's version counters would): modifying, outside autograd, an array that a recorded
+op saved for its backward, e.g. ``y = x.sigmoid(); y.data.mul_(2); y.sum().backward()``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import grad_mode
+
+LEAF_MESSAGE = "a leaf Variable that requires grad is being used in an in-place operation."
+
+
+def inplace(self, compute, name: str, *others, cast: bool = False):
+    """Make ``self`` hold ``compute(self, *others)`` (a Tensor of self's shape, or one that broadcasts to it); ``cast``:
+    any result dtype is converted (copy_), else only one of the same kind (torch's rule)."""
+    from .tensor import Tensor
+    if grad_mode.recorder() is not None:
+        raise RuntimeError(f"{name} (on a tensor of shape {tuple(self.shape)}) ran inside "
+                           "forgegrad.autograd.trace(): in-place ops are not recorded, so an export would leave "
+                           "it out. Use the out-of-place op instead")
+    tracking = grad_mode.is_grad_enabled() and (
+        self.requires_grad or any(isinstance(o, Tensor) and o.requires_grad for o in others))
+    if tracking and self.requires_grad and self._ctx is None:
+        raise RuntimeError(LEAF_MESSAGE)
+    if tracking:
+        # the op's input is a stand-in holding self's current node: self itself becomes the output,
+        # and a graph whose node lists self as its own input would loop
+        old = Tensor._wrap_exact(self._data)
+        old._ctx, old._out_index, old.requires_grad = self._ctx, self._out_index, self.requires_grad
+        out = compute(old, *[old if o is self else o for o in others])
+        _check_result(self, out, name, cast)
+        if out.dtype != self.dtype:
+            out = out.to(self.dtype)
+        if tuple(out.shape) != tuple(self.shape):
+            out = out.expand(*self.shape)
+        self._data, self._ctx, self._out_index = out._data, out._ctx, out._out_index
+        self.requires_grad = out.requires_grad
+        return self
+    with grad_mode.no_grad():
+        out = compute(self, *others)
+    _check_result(self, out, name, cast)
+    if type(self._data) is not np.ndarray:  # meta (no values) or another device: take the result's storage
+        self._data = out._data.astype(self.dtype) if out.dtype != self.dtype else out._data
+    else:
+        self._data[...] = out._data
+    return self
+
+
+def _check_result(self, out, name: str, cast: bool) -> None:
+    # torch: the result must fit the tensor (no broadcasting it up, no float into an integer tensor)
+    try:
+        shape = np.broadcast_shapes(tuple(out.shape), tuple(self.shape))
+    except ValueError:
+        shape = None
+    if shape != tuple(self.shape):
+        raise RuntimeError(f"{name}: output with shape {tuple(self.shape)} doesn't match the broadcast shape "
+                           f"{tuple(out.shape) if shape is None else shape}")
+    if not cast and not np.can_cast(out._data.dtype, self._data.dtype, casting="same_kind"):
+        raise RuntimeError(f"{name}: result type {out.dtype} can't be cast to the desired output type "
+                           f"{self.dtype}")

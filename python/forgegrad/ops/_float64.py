@@ -1,0 +1,131 @@
+"""float64: which ops run on float64 tensors, and their numpy Functions where the CPU kernels are float32.
+
+An op whose tensor arguments include a float64 tensor runs its record's ``float64`` Function
+(``Function.apply``), and its outputs keep their dtype: float32 with float64 gives float64 (torch's
+promotion; Python scalars never promote). The ops listed in ``_SAME_FUNCTION`` are numpy code that
+computes in its inputs' dtype, so their Function is used as is. ``matmul``, ``linear``, ``sigmoid`` and
+``mse_loss`` have C++ float32 kernels, and run in float64 through the numpy Functions below (correct,
+not fast). Every other op (conv, pools, norms, RNNs, most losses and activations) is float32 only: it
+raises a TypeError naming the op and ``.float()`` (never a silent cast).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Function
+from ._util import unbroadcast
+from .registry import _OPS
+
+_SAME_FUNCTION = ("abs", "add", "sub", "mul", "div", "pow", "neg", "exp", "log", "sqrt", "clamp", "relu", "tanh",
+                  "softmax", "log_softmax", "sum", "mean", "amax", "amin", "max_dim", "min_dim", "argmax", "argmin",
+                  "var", "std", "cast", "compare", "where", "cat", "stack", "reshape", "permute", "expand",
+                  "getitem", "clone", "dropout")
+
+
+def _same_dtype(name, a, b):
+    # torch's matrix products do not promote: float32 @ float64 is an error there too
+    if a.dtype != b.dtype:
+        raise RuntimeError(f"{name}: expected both operands to have the same dtype, but found {a.dtype} and {b.dtype}")
+
+
+class MatMul64Function(Function):
+    """a @ b in numpy (torch.matmul's 1-D and batch rules, as np.matmul's)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError(f"matmul: both arguments need at least 1 dimension, got shapes {a.shape} and {b.shape}")
+        _same_dtype("matmul", a, b)
+        ctx.save_for_backward(a, b)
+        return np.matmul(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        g2 = g[..., None, :] if a.ndim == 1 else g
+        g2 = g2[..., None] if b.ndim == 1 else g2
+        ga = gb = None
+        if ctx.needs_input_grad[0]:
+            ga = unbroadcast(np.matmul(g2, np.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape).astype(a.dtype)
+        if ctx.needs_input_grad[1]:
+            gb = unbroadcast(np.matmul(np.swapaxes(a2, -1, -2), g2), b2.shape).reshape(b.shape).astype(b.dtype)
+        return ga, gb
+
+
+class Linear64Function(Function):
+    """x @ weight.T + bias in numpy."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias=None):
+        if x.ndim < 1 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
+            raise ValueError(f"linear: input (..., {weight.shape[-1]}) expected for weight of shape {weight.shape}, "
+                             f"got input of shape {x.shape}")
+        _same_dtype("linear", x, weight)
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        y = np.matmul(x, weight.T)
+        return y if bias is None else y + bias
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        x2, g2 = x.reshape(-1, weight.shape[1]), g.reshape(-1, weight.shape[0])
+        gx = (g2 @ weight).reshape(x.shape).astype(x.dtype) if ctx.needs_input_grad[0] else None
+        gw = (g2.T @ x2).astype(weight.dtype) if ctx.needs_input_grad[1] else None
+        gb = g2.sum(axis=0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb
+
+
+class Sigmoid64Function(Function):
+    @staticmethod
+    def forward(ctx, a):
+        y = 0.5 * (1.0 + np.tanh(0.5 * a))  # no overflow for large |a|
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * y * (1.0 - y)
+
+
+class MSELoss64Function(Function):
+    @staticmethod
+    def forward(ctx, input, target, reduction="mean"):
+        if input.shape != target.shape:
+            raise ValueError(f"mse_loss: input {input.shape} and target {target.shape} must have the same shape")
+        d = input - target
+        ctx.save_for_backward(d)
+        ctx.reduction = reduction
+        sq = d * d
+        if reduction == "none":
+            return sq
+        if reduction == "sum":
+            return np.asarray(sq.sum())
+        if reduction == "mean":
+            return np.asarray(sq.mean())
+        raise ValueError(f"mse_loss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+    @staticmethod
+    def backward(ctx, g):
+        (d,) = ctx.saved_tensors
+        scale = 2.0 / d.size if ctx.reduction == "mean" else 2.0
+        gi = (g * d * scale).astype(d.dtype)
+        return gi, (-gi if ctx.needs_input_grad[1] else None)
+
+
+_NUMPY_FUNCTIONS = {"matmul": MatMul64Function, "linear": Linear64Function, "sigmoid": Sigmoid64Function,
+                    "mse_loss": MSELoss64Function}
+
+for _name in _SAME_FUNCTION:
+    _OPS[_name].float64 = _OPS[_name].function
+for _name, _fn in _NUMPY_FUNCTIONS.items():
+    _fn.op = _OPS[_name]
+    _OPS[_name].float64 = _fn
+
+
+def float64_ops():
+    """Names of the ops that run on float64 tensors."""
+    return sorted(name for name, op in _OPS.items() if op.float64 is not None)

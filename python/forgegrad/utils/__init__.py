@@ -1,0 +1,4 @@
+"""torch.utils's layout: ``forgegrad.utils.data`` is forgegrad.data (Dataset, DataLoader, ...)."""
+from . import data
+
+__all__ = ["data"]
