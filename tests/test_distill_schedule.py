@@ -32,7 +32,7 @@ def test_distillation_loss_and_gradient_match_torch(T, alpha):
     np.testing.assert_allclose(out.item(), ref.item(), rtol=1e-5, atol=1e-6)
     out.backward()
     ref.backward()
-    np.testing.assert_allclose(sf.grad.data, st.grad.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(sf.grad._data, st.grad.numpy(), rtol=1e-4, atol=1e-6)
     assert tf_.grad is None  # the teacher gets no gradient
 
 
@@ -65,27 +65,27 @@ def test_fit_with_teacher_uses_teacher_outputs():
     teacher.forward = lambda inp: (calls.append(teacher.training), real_forward(inp))[1]
     student = nn.Sequential(nn.Linear(8, 4))
     loader = DataLoader(TensorDataset(x, y), batch_size=16)
-    before = student[0].weight.data.copy()
+    before = student[0].weight._data.copy()
     hist = fit(student, DistillationLoss(2.0, 0.5), optim.SGD(student.parameters(), lr=0.1), loader, epochs=2,
                val_loader=loader, progress=False, teacher=teacher)
     assert len(calls) == 8 and not any(calls)  # once per batch, in eval mode
     assert teacher.training  # restored
-    assert not np.array_equal(before, student[0].weight.data)
+    assert not np.array_equal(before, student[0].weight._data)
     assert len(hist["val_loss"]) == 2
     # the student's step equals a manual step on the same loss
     fg.manual_seed(1)
     s2 = nn.Sequential(nn.Linear(8, 4))
-    w0 = s2[0].weight.data.copy()
+    w0 = s2[0].weight._data.copy()
     fit(s2, DistillationLoss(2.0, 0.5), optim.SGD(s2.parameters(), lr=0.1), [(x[:16], y[:16])], epochs=1,
         progress=False, teacher=teacher)
     fg.manual_seed(1)
     s3 = nn.Sequential(nn.Linear(8, 4))
-    np.testing.assert_array_equal(s3[0].weight.data, w0)
+    np.testing.assert_array_equal(s3[0].weight._data, w0)
     with fg.no_grad():
         t_out = real_forward(fg.tensor(x[:16]))
     loss = distillation_loss(t_out, s3(fg.tensor(x[:16])), fg.tensor(y[:16]), 2.0, 0.5)
     loss.backward()
-    np.testing.assert_allclose(s2[0].weight.data, w0 - 0.1 * s3[0].weight.grad.data, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(s2[0].weight._data, w0 - 0.1 * s3[0].weight.grad._data, rtol=1e-5, atol=1e-6)
 
 
 def test_fit_teacher_needs_a_distillation_loss():
@@ -119,15 +119,15 @@ def test_pruning_schedule_reaches_target_during_fit():
 
     class Spy(fg.train.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            seen.append(float((model[0].weight_mask.data == 0).mean()))
+            seen.append(float((model[0].weight_mask._data == 0).mean()))
 
     fit(model, nn.CrossEntropyLoss(), optim.Adam(model.parameters(), lr=1e-2),
         DataLoader(TensorDataset(x, y), batch_size=16), epochs=2, progress=False, callbacks=[sched, Spy()])
     assert prune.is_pruned(model)
     assert seen == sorted(seen) and seen[0] < 0.75  # sparsity grows step by step
     for m in (model[0], model[2]):
-        assert (m.weight_mask.data == 0).mean() == pytest.approx(0.75, abs=1 / m.weight_mask.data.size)
-        assert np.all(m.weight.data[m.weight_mask.data == 0] == 0)
+        assert (m.weight_mask._data == 0).mean() == pytest.approx(0.75, abs=1 / m.weight_mask._data.size)
+        assert np.all(m.weight._data[m.weight_mask._data == 0] == 0)
     sched.strip()
     assert not prune.is_pruned(model) and sorted(model.state_dict()) == ["0.bias", "0.weight", "2.bias", "2.weight"]
-    assert (model[0].weight.data == 0).mean() == pytest.approx(0.75, abs=0.01)
+    assert (model[0].weight._data == 0).mean() == pytest.approx(0.75, abs=0.01)

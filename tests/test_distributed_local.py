@@ -67,7 +67,7 @@ def test_dataloader_takes_a_sampler():
     s = DistributedSampler(ds, num_replicas=2, rank=1, shuffle=False)
     loader = DataLoader(ds, batch_size=2, sampler=s)
     assert len(loader) == 3
-    assert np.concatenate([b[1].data for b in loader]).tolist() == [1, 3, 5, 7, 9]
+    assert np.concatenate([b[1]._data for b in loader]).tolist() == [1, 3, 5, 7, 9]
     with pytest.raises(ValueError, match="mutually exclusive with shuffle"):
         DataLoader(ds, sampler=s, shuffle=True)
     with pytest.raises(TypeError, match="sampler must be an iterable"):
@@ -161,7 +161,7 @@ def test_zero_at_one_rank_equals_adam_with_a_scheduler_and_round_trips_its_state
     ref_model, ref_opt = run(lambda p: optim.Adam(p, lr=1e-2, weight_decay=0.1))
     model, zero = run(lambda p: dist.ZeroRedundancyOptimizer(p, optim.Adam, lr=1e-2, weight_decay=0.1))
     for a, b in zip(model.parameters(), ref_model.parameters()):
-        np.testing.assert_array_equal(a.data, b.data)
+        np.testing.assert_array_equal(a._data, b._data)
     assert zero.param_groups[0]["lr"] == ref_opt.param_groups[0]["lr"] == 1e-2 * 0.5 ** 3
     sd, ref_sd = zero.state_dict(), ref_opt.state_dict()  # the plain optimizer's layout
     assert sd["state"].keys() == ref_sd["state"].keys()

@@ -12,7 +12,7 @@ def _record(tensors, lib_calls):
     handles = []
     for name, t in tensors:
         def hook(p, name=name):
-            seen.append((name, np.array(p.grad.detach().numpy() if lib_calls == "torch" else p.grad.data)))
+            seen.append((name, np.array(p.grad.detach().numpy() if lib_calls == "torch" else p.grad._data)))
         handles.append(t.register_post_accumulate_grad_hook(hook))
     return seen, handles
 
@@ -37,7 +37,7 @@ def test_post_accumulate_hook_fires_once_with_the_final_grad_like_torch():
 def test_post_accumulate_hook_sees_accumulated_grad_and_remove_works():
     p = fg.tensor(np.ones(3, np.float32), requires_grad=True)
     calls = []
-    h = p.register_post_accumulate_grad_hook(lambda t: calls.append(t.grad.data.copy()))
+    h = p.register_post_accumulate_grad_hook(lambda t: calls.append(t.grad._data.copy()))
     (p * 2).sum().backward()
     (p * 3).sum().backward()
     np.testing.assert_array_equal(calls[0], [2, 2, 2])

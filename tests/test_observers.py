@@ -20,8 +20,8 @@ def _same(fg_obs, t_obs, batches):
     for b in batches:
         fg_obs(b)
         t_obs(torch.from_numpy(b))
-    np.testing.assert_array_equal(fg_obs.min_val.data, t_obs.min_val.numpy())
-    np.testing.assert_array_equal(fg_obs.max_val.data, t_obs.max_val.numpy())
+    np.testing.assert_array_equal(fg_obs.min_val._data, t_obs.min_val.numpy())
+    np.testing.assert_array_equal(fg_obs.max_val._data, t_obs.max_val.numpy())
     s, z = fg_obs.calculate_qparams()
     ts, tz = t_obs.calculate_qparams()
     np.testing.assert_array_equal(s, ts.numpy().reshape(-1))
@@ -74,7 +74,7 @@ def test_percentile_observer_clips_outliers():
         obs(b)
     lo = np.mean([np.percentile(b.astype(np.float64), 0.1) for b in batches])
     hi = np.mean([np.percentile(b.astype(np.float64), 99.9) for b in batches])
-    np.testing.assert_allclose([obs.min_val.data, obs.max_val.data], [lo, hi], rtol=1e-6)
+    np.testing.assert_allclose([obs.min_val._data, obs.max_val._data], [lo, hi], rtol=1e-6)
     # its qparams are torch's formula applied to that range
     ref = tq.MinMaxObserver()
     ref(torch.tensor([float(np.float32(lo)), float(np.float32(hi))]))

@@ -18,8 +18,8 @@ def _pair_linear(seed=0, i=7, o=5):
     w = np.random.default_rng(seed).standard_normal((o, i)).astype(np.float32)
     with torch.no_grad():
         t.weight.copy_(torch.from_numpy(w))
-    f.weight.data[...] = w
-    f.bias.data[...] = t.bias.detach().numpy()
+    f.weight._data[...] = w
+    f.bias._data[...] = t.bias.detach().numpy()
     return f, t
 
 
@@ -29,14 +29,14 @@ def _pair_conv(seed=0):
     w = np.random.default_rng(seed).standard_normal((6, 3, 3, 3)).astype(np.float32)
     with torch.no_grad():
         t.weight.copy_(torch.from_numpy(w))
-    f.weight.data[...] = w
-    f.bias.data[...] = t.bias.detach().numpy()
+    f.weight._data[...] = w
+    f.bias._data[...] = t.bias.detach().numpy()
     return f, t
 
 
 def _same_masks(f, t, name="weight"):
-    np.testing.assert_array_equal(getattr(f, name + "_mask").data, getattr(t, name + "_mask").numpy())
-    np.testing.assert_array_equal(getattr(f, name).data, getattr(t, name).detach().numpy())
+    np.testing.assert_array_equal(getattr(f, name + "_mask")._data, getattr(t, name + "_mask").numpy())
+    np.testing.assert_array_equal(getattr(f, name)._data, getattr(t, name).detach().numpy())
 
 
 @pytest.mark.parametrize("amount", [0.0, 0.3, 0.5, 1.0, 4, 35])
@@ -90,22 +90,22 @@ def test_forward_gradient_and_remove_match_torch():
     # the hook runs on every call, so a training step that changes weight_orig is seen next forward
     yf = f(fg.tensor(x))
     yt = t(torch.from_numpy(x))
-    np.testing.assert_allclose(yf.data, yt.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(yf._data, yt.detach().numpy(), rtol=1e-5, atol=1e-6)
     yf.sum().backward()
     yt.sum().backward()
-    np.testing.assert_allclose(f.weight_orig.grad.data, t.weight_orig.grad.numpy(), rtol=1e-5, atol=1e-6)
-    assert np.all(f.weight_orig.grad.data[f.weight_mask.data == 0] == 0)
-    f.weight_orig.data -= 1.0
+    np.testing.assert_allclose(f.weight_orig.grad._data, t.weight_orig.grad.numpy(), rtol=1e-5, atol=1e-6)
+    assert np.all(f.weight_orig.grad._data[f.weight_mask._data == 0] == 0)
+    f.weight_orig._data -= 1.0
     with torch.no_grad():
         t.weight_orig -= 1.0
     with fg.no_grad():  # inside Sequential's fused inference path too
         ys = nn.Sequential(f, nn.ReLU())(fg.tensor(x))
-    np.testing.assert_allclose(ys.data, torch.relu(t(torch.from_numpy(x))).detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ys._data, torch.relu(t(torch.from_numpy(x))).detach().numpy(), rtol=1e-5, atol=1e-6)
     prune.remove(f, "weight")
     tprune.remove(t, "weight")
     assert list(f.state_dict()) == list(t.state_dict()) == ["bias", "weight"]
     assert isinstance(f.weight, nn.Parameter) and not prune.is_pruned(f)
-    np.testing.assert_array_equal(f.weight.data, t.weight.detach().numpy())
+    np.testing.assert_array_equal(f.weight._data, t.weight.detach().numpy())
     with pytest.raises(ValueError, match="has to be pruned"):
         prune.remove(f, "weight")
 
@@ -114,22 +114,22 @@ def test_pruned_state_dict_loads_into_torch_and_back():
     f, t = _pair_linear(6)
     prune.l1_unstructured(f, "weight", amount=0.4)
     tprune.identity(t, "weight")
-    t.load_state_dict({k: torch.from_numpy(v.data.copy()) for k, v in f.state_dict().items()})
+    t.load_state_dict({k: torch.from_numpy(v._data.copy()) for k, v in f.state_dict().items()})
     g = nn.Linear(7, 5)
     prune.identity(g, "weight")
     g.load_state_dict(f.state_dict())
     x = np.ones((2, 7), np.float32)
-    np.testing.assert_allclose(g(fg.tensor(x)).data, t(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g(fg.tensor(x))._data, t(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_random_methods_prune_the_right_counts():
     fg.manual_seed(0)
     f, _ = _pair_linear(7, 10, 6)
     prune.random_unstructured(f, "weight", amount=0.35)
-    assert int((f.weight_mask.data == 0).sum()) == round(0.35 * 60)
+    assert int((f.weight_mask._data == 0).sum()) == round(0.35 * 60)
     c, _ = _pair_conv()
     prune.random_structured(c, "weight", amount=2, dim=0)
-    per_channel = c.weight_mask.data.reshape(6, -1)
+    per_channel = c.weight_mask._data.reshape(6, -1)
     assert sorted(per_channel.min(1).tolist()) == [0, 0, 1, 1, 1, 1]
     assert np.all(per_channel.min(1) == per_channel.max(1))
 
@@ -171,7 +171,7 @@ def test_sparse_storage_roundtrip_is_smaller(tmp_path):
     back = sparse_storage.to_dense(fg.load(str(tmp_path / "sparse.safetensors")))
     assert sorted(back) == sorted(state)
     for k, v in state.items():
-        np.testing.assert_array_equal(back[k], v.data)
+        np.testing.assert_array_equal(back[k], v._data)
     fresh = nn.Sequential(nn.Linear(300, 200), nn.ReLU(), nn.Linear(200, 10))
     fresh.load_state_dict(back)
     del sparse["0.weight.__csr_cols"]

@@ -94,7 +94,7 @@ def test_results_identical_across_paths(rng):
     outs = {}
     for p in int8_paths():
         set_int8_path(p)
-        outs[p] = q(fg.tensor(x)).data
+        outs[p] = q(fg.tensor(x))._data
     set_int8_path(None)
     for p, y in outs.items():
         np.testing.assert_array_equal(y, outs["scalar"], err_msg=p)
@@ -118,9 +118,9 @@ def _torch_dynamic_linear(torch, lin_fg):
     from torch.ao.quantization import per_channel_dynamic_qconfig
     tl = torch.nn.Linear(lin_fg.in_features, lin_fg.out_features, bias=lin_fg.bias is not None)
     with torch.no_grad():
-        tl.weight.copy_(torch.from_numpy(lin_fg.weight.data))
+        tl.weight.copy_(torch.from_numpy(lin_fg.weight._data))
         if lin_fg.bias is not None:
-            tl.bias.copy_(torch.from_numpy(lin_fg.bias.data))
+            tl.bias.copy_(torch.from_numpy(lin_fg.bias._data))
     torch.backends.quantized.engine = "x86" if "x86" in torch.backends.quantized.supported_engines else "fbgemm"
     spec = {torch.nn.Linear: per_channel_dynamic_qconfig}
     return torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(tl), spec, dtype=torch.qint8)
@@ -137,9 +137,9 @@ def test_dynamic_linear_matches_torch(rng, shape, K, N, bias):
     qw = tq[0].weight()
     for reduce_range in (True, False):
         q = quantize_dynamic(nn.Sequential(lin), {nn.Linear}, dtype=qint8, reduce_range=reduce_range)[0]
-        np.testing.assert_array_equal(q.weight.data, qw.int_repr().numpy())
-        np.testing.assert_array_equal(q.weight_scale.data, qw.q_per_channel_scales().numpy().astype(np.float32))
-        y = q(fg.tensor(x)).data
+        np.testing.assert_array_equal(q.weight._data, qw.int_repr().numpy())
+        np.testing.assert_array_equal(q.weight_scale._data, qw.q_per_channel_scales().numpy().astype(np.float32))
+        y = q(fg.tensor(x))._data
         assert y.shape == shape + (N,)
         s, _ = choose_qparams(x, reduce_range=True)  # torch's activation step (7 bits on x86)
         step = s * np.abs(q.dequantized_weight()).sum(1)  # one activation step in every product
@@ -157,8 +157,8 @@ def test_quantize_dynamic_model_fuses_relu_and_keeps_others(rng):
     assert isinstance(model[0], nn.Linear)  # not in place by default
     x = rng.standard_normal((7, 20)).astype(np.float32)
     with fg.no_grad():
-        ref = model(fg.tensor(x)).data
-    y = q(fg.tensor(x)).data
+        ref = model(fg.tensor(x))._data
+    y = q(fg.tensor(x))._data
     assert np.abs(y - ref).max() < 0.05 * np.abs(ref).max()
 
 
@@ -176,7 +176,7 @@ def test_save_load_int8_checkpoint(tmp_path, rng):
     x = fg.tensor(rng.standard_normal((3, 784)).astype(np.float32))
     other(x)  # packs its own weights first: loading must drop that cache
     other.load_state_dict(sd)
-    np.testing.assert_array_equal(other(x).data, q(x).data)
+    np.testing.assert_array_equal(other(x)._data, q(x)._data)
 
 
 def test_bad_input_raises_clear_errors(rng):
@@ -244,8 +244,8 @@ def test_digits_mlp_int8_accuracy_within_half_a_point():
             loss.backward()
             opt.step()
     with fg.no_grad():
-        acc32 = (model(fg.tensor(Xte)).data.argmax(1) == yte).mean() * 100
+        acc32 = (model(fg.tensor(Xte))._data.argmax(1) == yte).mean() * 100
     q = quantize_dynamic(model, {nn.Linear}, dtype=qint8)
-    acc8 = (q(fg.tensor(Xte)).data.argmax(1) == yte).mean() * 100
+    acc8 = (q(fg.tensor(Xte))._data.argmax(1) == yte).mean() * 100
     assert acc32 > 94
     assert abs(acc8 - acc32) <= 0.5, (acc32, acc8)

@@ -19,7 +19,7 @@ def _fake_linear(lin, x):
         q = np.minimum(q, 127)
     xd = (q.astype(np.float64) - z) * np.float64(np.float32(s))
     y = xd @ lin.dequantized_weight().astype(np.float64).T
-    return y + (0 if lin.bias is None else lin.bias.data)
+    return y + (0 if lin.bias is None else lin.bias._data)
 
 
 def _sig(x):
@@ -66,13 +66,13 @@ def test_quantized_rnn_matches_reference_and_torch(rng, kind, bidirectional, lay
     assert isinstance(q, DynamicQuantizedLSTM if kind == "LSTM" else DynamicQuantizedGRU)
     x = rng.standard_normal((6, 3, 12)).astype(np.float32)
     out, state = q(fg.tensor(x))
-    np.testing.assert_allclose(out.data, _reference(q, x, kind == "LSTM"), atol=2e-5)
+    np.testing.assert_allclose(out._data, _reference(q, x, kind == "LSTM"), atol=2e-5)
     with torch.no_grad():
         tout, tstate = tm(torch.from_numpy(x))
-    assert np.abs(out.data - tout.numpy()).max() < 0.03  # int8 weights and activations vs float32
+    assert np.abs(out._data - tout.numpy()).max() < 0.03  # int8 weights and activations vs float32
     th = tstate[0] if kind == "LSTM" else tstate
     h = state[0] if kind == "LSTM" else state
-    assert h.shape == tuple(th.shape) and np.abs(h.data - th.numpy()).max() < 0.03
+    assert h.shape == tuple(th.shape) and np.abs(h._data - th.numpy()).max() < 0.03
 
 
 def test_batch_first_unbatched_hx_and_model_swap(rng):
@@ -86,10 +86,10 @@ def test_batch_first_unbatched_hx_and_model_swap(rng):
     assert out.shape == (2, 4, 8) and h.shape == (1, 2, 8) and c.shape == (1, 2, 8)
     with fg.no_grad():
         ref, _ = model[0](fg.tensor(x), (fg.tensor(h0), fg.tensor(c0)))
-    assert np.abs(out.data - ref.data).max() < 0.03
+    assert np.abs(out._data - ref._data).max() < 0.03
     one, (h1, _) = lstm(fg.tensor(x[0]))  # unbatched (T, I)
     assert one.shape == (4, 8) and h1.shape == (1, 8)
-    np.testing.assert_allclose(one.data, lstm(fg.tensor(x[:1]))[0].data[0], atol=1e-6)
+    np.testing.assert_allclose(one._data, lstm(fg.tensor(x[:1]))[0].data[0], atol=1e-6)
 
 
 def test_rnn_checkpoint_and_errors(tmp_path, rng):
@@ -100,8 +100,8 @@ def test_rnn_checkpoint_and_errors(tmp_path, rng):
     x = fg.tensor(rng.standard_normal((3, 2, 6)).astype(np.float32))
     np.testing.assert_array_equal(other(x)[0].data, q(x)[0].data)
     assert q.state_dict()["ih_l1.weight"].dtype == np.int8
-    np.testing.assert_array_equal(dequantize(q.ih_l0.weight.data, q.ih_l0.weight_scale.data) != 0,
-                                  q.ih_l0.weight.data != 0)
+    np.testing.assert_array_equal(dequantize(q.ih_l0.weight._data, q.ih_l0.weight_scale._data) != 0,
+                                  q.ih_l0.weight._data != 0)
     with pytest.raises(ValueError, match="input_size"):
         q(fg.tensor(np.ones((3, 2, 5), np.float32)))
     with pytest.raises(ValueError, match="h_0 must have shape"):

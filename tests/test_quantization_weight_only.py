@@ -30,16 +30,16 @@ def test_module_against_torch_linear_with_dequantized_weights(rng):
     q = quantize_weight_only(model)
     assert isinstance(q[0], WeightOnlyInt8Linear) and isinstance(model[0], nn.Linear)
     x = rng.standard_normal((2, 5, 48)).astype(np.float32)  # (*, in_features)
-    y = q(fg.tensor(x)).data
-    w0 = dequantize(q[0].weight.data, q[0].weight_scale.data)
-    w2 = dequantize(q[2].weight.data, q[2].weight_scale.data)
+    y = q(fg.tensor(x))._data
+    w0 = dequantize(q[0].weight._data, q[0].weight_scale._data)
+    w2 = dequantize(q[2].weight._data, q[2].weight_scale._data)
     with torch.no_grad():
         h = torch.nn.functional.gelu(torch.nn.functional.linear(torch.from_numpy(x), torch.from_numpy(w0),
-                                                                torch.from_numpy(q[0].bias.data)))
+                                                                torch.from_numpy(q[0].bias._data)))
         ref = torch.nn.functional.linear(h, torch.from_numpy(w2)).numpy()
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)
     with fg.no_grad():
-        fp32 = model(fg.tensor(x)).data
+        fp32 = model(fg.tensor(x))._data
     assert np.abs(y - fp32).max() < 0.02 * np.abs(fp32).max()  # the int8 weight rounding
 
 
@@ -51,7 +51,7 @@ def test_weight_only_checkpoint_and_errors(tmp_path, rng):
     other = quantize_weight_only(nn.Linear(300, 200))
     other.load_state_dict(fg.load(tmp_path / "wo.safetensors"))
     x = fg.tensor(rng.standard_normal((1, 300)).astype(np.float32))
-    np.testing.assert_array_equal(other(x).data, q(x).data)
+    np.testing.assert_array_equal(other(x)._data, q(x)._data)
     with pytest.raises(ValueError, match=r"shape \(\*, 300\)"):
         q(fg.tensor(np.ones((1, 299), np.float32)))
     with pytest.raises(ValueError, match="w must have shape"):

@@ -11,7 +11,7 @@ from forgegrad.nn.utils import prune, shrink
 def _out(model, x):
     model.eval()
     with fg.no_grad():
-        return model(fg.tensor(x)).data
+        return model(fg.tensor(x))._data
 
 
 def test_mlp_shrinks_and_keeps_outputs():
@@ -35,8 +35,8 @@ def test_conv_bn_pool_flatten_linear_shrinks_exactly():
     model = nn.Sequential(nn.Conv2d(2, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
                           nn.Conv2d(8, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 2 * 2, 4))
     bn = model[1]
-    bn.running_mean.data[...] = np.linspace(-1, 1, 8)
-    bn.running_var.data[...] = np.linspace(0.5, 2, 8)
+    bn.running_mean._data[...] = np.linspace(-1, 1, 8)
+    bn.running_var._data[...] = np.linspace(0.5, 2, 8)
     x = np.random.default_rng(1).standard_normal((3, 2, 10, 10)).astype(np.float32)
     report = shrink.prune_structured(model, amount=0.5)
     assert report == {"0": (8, 4), "4": (6, 3)}
@@ -46,8 +46,8 @@ def test_conv_bn_pool_flatten_linear_shrinks_exactly():
     fg.manual_seed(1)
     ref = nn.Sequential(nn.Conv2d(2, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
                         nn.Conv2d(8, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 2 * 2, 4))
-    ref[1].running_mean.data[...] = np.linspace(-1, 1, 8)
-    ref[1].running_var.data[...] = np.linspace(0.5, 2, 8)
+    ref[1].running_mean._data[...] = np.linspace(-1, 1, 8)
+    ref[1].running_var._data[...] = np.linspace(0.5, 2, 8)
     prune.ln_structured(ref[0], "weight", amount=0.5, n=2, dim=0)
     prune.ln_structured(ref[4], "weight", amount=0.5, n=2, dim=0)
     np.testing.assert_allclose(_out(model, x), _out(ref, x), rtol=1e-4, atol=1e-5)

@@ -25,23 +25,23 @@ def test_fake_quantize_module_matches_torch_with_gradient():
         xf = fg.tensor(x, requires_grad=True)
         xt = torch.tensor(x, requires_grad=True)
         yf, yt = fq(xf), tfq(xt)
-        np.testing.assert_array_equal(yf.data, yt.detach().numpy())
+        np.testing.assert_array_equal(yf._data, yt.detach().numpy())
         g = R(9).standard_normal(x.shape).astype(np.float32)
         yf.backward(g)
         yt.backward(torch.tensor(g))
-        np.testing.assert_array_equal(xf.grad.data, xt.grad.numpy())
-    np.testing.assert_array_equal(fq.scale.data, tfq.scale.numpy())
-    np.testing.assert_array_equal(fq.zero_point.data, tfq.zero_point.numpy())
+        np.testing.assert_array_equal(xf.grad._data, xt.grad.numpy())
+    np.testing.assert_array_equal(fq.scale._data, tfq.scale.numpy())
+    np.testing.assert_array_equal(fq.zero_point._data, tfq.zero_point.numpy())
     # per channel weights (symmetric qint8): same as torch's default per-channel weight fake quant
     w = R(5).standard_normal((6, 4)).astype(np.float32)
     wq = default_weight_fake_quant()(fg.tensor(w))
     twq = tq.default_per_channel_weight_fake_quant()(torch.tensor(w))
-    np.testing.assert_array_equal(wq.data, twq.numpy())
+    np.testing.assert_array_equal(wq._data, twq.numpy())
 
 
 def _qparams_from(m):
-    return (float(m.input_scale.data[0]), int(m.input_zero_point.data[0]),
-            float(m.output_scale.data[0]), int(m.output_zero_point.data[0]))
+    return (float(m.input_scale._data[0]), int(m.input_zero_point._data[0]),
+            float(m.output_scale._data[0]), int(m.output_zero_point._data[0]))
 
 
 def _torch_quantized_like(qm, x):
@@ -49,14 +49,14 @@ def _torch_quantized_like(qm, x):
     import torch.ao.nn.quantized as nnq
 
     sx, zx, so, zo = _qparams_from(qm)
-    w = torch._make_per_channel_quantized_tensor(torch.tensor(qm.weight.data), torch.tensor(qm.weight_scale.data,
-                                                 dtype=torch.float64), torch.zeros(qm.weight.data.shape[0],
+    w = torch._make_per_channel_quantized_tensor(torch.tensor(qm.weight._data), torch.tensor(qm.weight_scale._data,
+                                                 dtype=torch.float64), torch.zeros(qm.weight._data.shape[0],
                                                  dtype=torch.int64), 0)
     if isinstance(qm, QuantizedLinear):
         t = nnq.Linear(qm.in_features, qm.out_features)
     else:
         t = nnq.Conv2d(qm.in_channels, qm.out_channels, qm.kernel_size, qm.stride, qm.padding, qm.dilation)
-    t.set_weight_bias(w, torch.tensor(qm.bias.data))
+    t.set_weight_bias(w, torch.tensor(qm.bias._data))
     t.scale, t.zero_point = so, zo
     xq = torch.quantize_per_tensor(torch.tensor(x), sx, zx, torch.quint8)
     return t(xq).dequantize().numpy(), so
@@ -75,21 +75,21 @@ def test_static_quantization_against_torch_quantized_modules(observer):
     qmodel = convert(prepared)
     conv, lin = qmodel[0], qmodel[4]
     assert isinstance(conv, QuantizedConv2d) and isinstance(lin, QuantizedLinear)
-    assert conv.weight.data.dtype == np.int8 and lin.weight.data.dtype == np.int8
+    assert conv.weight._data.dtype == np.int8 and lin.weight._data.dtype == np.int8
     x = data[0]
     with fg.no_grad():
-        y_conv = conv(fg.tensor(x)).data
+        y_conv = conv(fg.tensor(x))._data
     ref, step = _torch_quantized_like(conv, x)
     assert np.abs(y_conv - ref).max() <= step * 1.0001  # at most one output step (rounding of the requantize)
     assert np.mean(y_conv == ref) > 0.99
     h = np.maximum(y_conv, 0).reshape(8, 5, 3, 2, 3, 2).max(axis=(3, 5)).reshape(8, -1)
     with fg.no_grad():
-        y_lin = lin(fg.tensor(h)).data
+        y_lin = lin(fg.tensor(h))._data
     ref, step = _torch_quantized_like(lin, h)
     assert np.abs(y_lin - ref).max() <= step * 1.0001 and np.mean(y_lin == ref) > 0.95
     with fg.no_grad():
-        out_q = qmodel(fg.tensor(x)).data
-        out_f = model(fg.tensor(x)).data
+        out_q = qmodel(fg.tensor(x))._data
+        out_f = model(fg.tensor(x))._data
     # close to float (the percentile observer clips the largest activations of this small sample)
     assert np.abs(out_q - out_f).max() < (0.2 if observer == "percentile" else 0.1) * np.abs(out_f).max()
 
@@ -107,7 +107,7 @@ def test_quantized_state_dict_roundtrip(tmp_path):
     fresh.load_state_dict(state)
     x = fg.tensor(R(1).standard_normal((3, 6)).astype(np.float32))
     with fg.no_grad():
-        np.testing.assert_array_equal(fresh(x).data, q(x).data)
+        np.testing.assert_array_equal(fresh(x)._data, q(x)._data)
 
 
 def test_qat_trains_through_fake_quant_and_converts():
@@ -133,27 +133,27 @@ def test_qat_trains_through_fake_quant_and_converts():
     out = lin(hf)
     out.sum().backward()
     ht = torch.tensor(h, requires_grad=True)
-    wt = torch.tensor(lin.weight.data.copy(), requires_grad=True)
+    wt = torch.tensor(lin.weight._data.copy(), requires_grad=True)
 
     def fq(t, m):
-        s, z = m.scale.data, m.zero_point.data
+        s, z = m.scale._data, m.zero_point._data
         if m.is_per_channel:
             return torch.fake_quantize_per_channel_affine(t, torch.tensor(s), torch.tensor(z, dtype=torch.int32), 0,
                                                           m.quant_min, m.quant_max)
         return torch.fake_quantize_per_tensor_affine(t, float(s[0]), int(z[0]), m.quant_min, m.quant_max)
 
     ref = fq(torch.nn.functional.linear(fq(ht, lin.input_fake_quant), fq(wt, lin.weight_fake_quant),
-                                        torch.tensor(lin.bias.data)), lin.activation_post_process)
+                                        torch.tensor(lin.bias._data)), lin.activation_post_process)
     ref.sum().backward()
-    np.testing.assert_allclose(out.data, ref.detach().numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(hf.grad.data, ht.grad.numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(lin.weight.grad.data, wt.grad.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out._data, ref.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(hf.grad._data, ht.grad.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(lin.weight.grad._data, wt.grad.numpy(), rtol=1e-5, atol=1e-5)
     qmodel = convert(qat)
     with fg.no_grad():
-        yq = qmodel(fg.tensor(x)).data
+        yq = qmodel(fg.tensor(x))._data
         qat.eval()
-        yf = qat(fg.tensor(x)).data
-    step = float(qmodel[3].output_scale.data[0])
+        yf = qat(fg.tensor(x))._data
+    step = float(qmodel[3].output_scale._data[0])
     assert np.abs(yq - yf).max() <= 2 * step
 
 
@@ -187,19 +187,19 @@ def test_quantized_layers_run_the_int8_kernels_exactly_on_every_path():
     conv, lin = q[0], q[3]
     x = R(7).standard_normal((3, 3, 8, 8)).astype(np.float32)
     xq = _int_ops.quantize_u8(x, *conv.qparams("input"))
-    ref_c = _int_ops.reference_conv2d(xq, *conv.qparams("input"), conv.weight.data, conv.weight_scale.data,
-                                      conv.bias.data, conv.stride, conv.padding, conv.dilation, *conv.qparams("output"))
+    ref_c = _int_ops.reference_conv2d(xq, *conv.qparams("input"), conv.weight._data, conv.weight_scale._data,
+                                      conv.bias._data, conv.stride, conv.padding, conv.dilation, *conv.qparams("output"))
     h = np.maximum(_int_ops.dequantize_u8(ref_c, *conv.qparams("output")), 0).reshape(3, -1)
     hq = _int_ops.quantize_u8(h, *lin.qparams("input"))
-    ref_l = _int_ops.reference_linear(hq, *lin.qparams("input"), lin.weight.data, lin.weight_scale.data,
-                                      lin.bias.data, *lin.qparams("output"))
+    ref_l = _int_ops.reference_linear(hq, *lin.qparams("input"), lin.weight._data, lin.weight_scale._data,
+                                      lin.bias._data, *lin.qparams("output"))
     try:
         for path in int8_paths():
             set_int8_path(path)
             with fg.no_grad():
-                np.testing.assert_array_equal(conv(fg.tensor(x)).data,
+                np.testing.assert_array_equal(conv(fg.tensor(x))._data,
                                               _int_ops.dequantize_u8(ref_c, *conv.qparams("output")), err_msg=path)
-                np.testing.assert_array_equal(q(fg.tensor(x)).data,
+                np.testing.assert_array_equal(q(fg.tensor(x))._data,
                                               _int_ops.dequantize_u8(ref_l, *lin.qparams("output")), err_msg=path)
     finally:
         set_int8_path(None)

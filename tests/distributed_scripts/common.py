@@ -51,7 +51,7 @@ def train_reference(steps=STEPS, start=0, model=None, opt=None):
 
 
 def flat_params(model):
-    return np.concatenate([p.data.reshape(-1) for p in model.parameters()])
+    return np.concatenate([p._data.reshape(-1) for p in model.parameters()])
 
 
 def write_json(path, obj):

@@ -63,7 +63,7 @@ fresh = opt if rank == 0 else optim.Adam(make_model().parameters(), lr=LR)
 dist.broadcast_optimizer_state(fresh, 0)
 pairs = list(zip(fresh.state_dict()["state"].values(), opt.state_dict()["state"].values()))
 state_ok = len(fresh.state) == len(opt.state) > 0 and all(
-    np.array_equal(a["exp_avg"].data, b["exp_avg"].data) and float(a["step"].data) == STEPS for a, b in pairs)
+    np.array_equal(a["exp_avg"]._data, b["exp_avg"]._data) and float(a["step"]._data) == STEPS for a, b in pairs)
 state_ok = bool(dist.allreduce(np.array([state_ok], np.int64), op="min")[0])
 
 # buffers: BatchNorm running statistics follow rank 0's on every rank (broadcast before each forward)
@@ -72,11 +72,11 @@ for s in range(3):
     bn(fg.tensor(rank_slice(x[s], rank, size))).sum().backward()
 bn(fg.tensor(x[3]))  # the same batch everywhere: equal statistics only if they started from rank 0's
 stats = dist.allgather(bn.module[1].running_mean)
-buffers_identical = bool((stats.data == stats.data[0]).all())
+buffers_identical = bool((stats._data == stats._data[0]).all())
 
 final = flat_params(ddp.module)
 everyone = dist.allgather(final)
-full_adam_bytes = sum(st["exp_avg"].data.nbytes + st["exp_avg_sq"].data.nbytes for st in opt.state.values())
+full_adam_bytes = sum(st["exp_avg"]._data.nbytes + st["exp_avg_sq"]._data.nbytes for st in opt.state.values())
 zero_bytes = dist.allgather(np.array([zero.local_state_bytes()], np.int64)).reshape(-1).tolist()
 if rank == 0:
     np.save(f"{out}/params.npy", final)

@@ -32,7 +32,7 @@ class Recorder(TensorDataset):
 ds = Recorder(x, y)
 sampler = dist.DistributedSampler(ds, shuffle=True, seed=3)
 loader = DataLoader(ds, batch_size=4, sampler=sampler, collate_fn=lambda items: tuple(
-    np.stack([it[k].data if hasattr(it[k], "data") else it[k] for it in items]) for k in range(2)))
+    np.stack([it[k]._data if hasattr(it[k], "data") else it[k] for it in items]) for k in range(2)))
 model = dist.DistributedDataParallel(make_model())
 
 

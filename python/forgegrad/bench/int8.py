@@ -121,7 +121,7 @@ def mlp_fns(batch: int, threads: int) -> Dict[str, object]:
     ort = optional_import("onnxruntime")
     if ort is not None and optional_import("onnx") is not None:
         sess = _ort_quantized_mlp(model, ort, threads)
-        feed = {"x": x.data}
+        feed = {"x": x._data}
         fns["onnxruntime"] = lambda: sess.run(None, feed)
     return fns
 
@@ -172,7 +172,7 @@ def lstm_fns(threads: int, T: int = 50, H: int = 256, batch: int = 1) -> Dict[st
             ort_quantize(fp, i8, weight_type=QuantType.QInt8)
             with open(i8, "rb") as f:
                 sess = _ort_session(ort, f.read(), threads)
-        feed = {"x": x.data}
+        feed = {"x": x._data}
         fns["onnxruntime"] = lambda: sess.run(None, feed)
     return fns
 

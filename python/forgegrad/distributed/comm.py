@@ -153,7 +153,7 @@ _OPS = ("sum", "mean", "max", "min", "prod")
 
 def _buffer(x, who: str, name: str = "tensor") -> np.ndarray:
     """The contiguous numpy array behind ``x`` (a Tensor or an ndarray) that MPI reads and writes."""
-    arr = x.data if isinstance(x, Tensor) else x
+    arr = x._data if isinstance(x, Tensor) else x
     if not isinstance(arr, np.ndarray):
         raise TypeError(f"{who}: {name} must be a numpy array or a CPU forgegrad Tensor, got {type(arr).__name__}")
     if not arr.flags.c_contiguous:

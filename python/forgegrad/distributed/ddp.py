@@ -42,7 +42,7 @@ class _Bucket:
         off = 0
         for p in params:
             self.offsets.append(off)
-            off += p.data.size
+            off += p._data.size
         self.buffer = np.zeros(off, np.float32)
         self.ready = 0
         self.request = None
@@ -66,11 +66,11 @@ class _Reducer:
         self.where: Dict[int, tuple] = {}
         group, nbytes = [], 0
         for p in reversed(params):
-            if group and nbytes + p.data.nbytes > cap:
+            if group and nbytes + p._data.nbytes > cap:
                 self._add_bucket(group)
                 group, nbytes = [], 0
             group.append(p)
-            nbytes += p.data.nbytes
+            nbytes += p._data.nbytes
         if group:
             self._add_bucket(group)
         self.enabled = True
@@ -98,9 +98,9 @@ class _Reducer:
             autograd._node_callbacks.append(self._progress)
         b, i = self.where[id(p)]
         bucket = self.buckets[b]
-        n = p.data.size
+        n = p._data.size
         dst = bucket.buffer[bucket.offsets[i]:bucket.offsets[i] + n]
-        g = p.grad.data
+        g = p.grad._data
         if not np.may_share_memory(g, dst):  # a .grad that is still last round's view needs no copy
             dst[...] = g.reshape(-1)
         bucket.ready += 1
@@ -145,22 +145,22 @@ class _Reducer:
             if self.size > 1:
                 bucket.buffer *= scale
             for p, off in zip(bucket.params, bucket.offsets):
-                view = bucket.buffer[off:off + p.data.size].reshape(p.data.shape)
+                view = bucket.buffer[off:off + p._data.size].reshape(p._data.shape)
                 if p.grad is None:
                     p.grad = Tensor._wrap(view)
                 else:
-                    p.grad.data = view
+                    p.grad._data = view
         self.active = False
         self.next_launch = 0
 
     def _fill_missing(self, bucket: _Bucket) -> None:
         # which parameters of the bucket have not reported: recompute from scratch (rare path)
         for p, off in zip(bucket.params, bucket.offsets):
-            dst = bucket.buffer[off:off + p.data.size]
+            dst = bucket.buffer[off:off + p._data.size]
             if p.grad is None:
                 dst[...] = 0.0
-            elif not np.may_share_memory(p.grad.data, dst):
-                dst[...] = p.grad.data.reshape(-1)
+            elif not np.may_share_memory(p.grad._data, dst):
+                dst[...] = p.grad._data.reshape(-1)
         # parameters that did report copied their gradient already; one that reported and has a
         # view of dst is unchanged. Mark the bucket complete.
         bucket.ready = len(bucket.params)
@@ -192,11 +192,11 @@ class DistributedDataParallel(Module):
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         if not named:
             raise ValueError("DistributedDataParallel: the module has no parameters that require gradients")
-        _check_same_everywhere([(n, tuple(p.shape), str(p.dtype)) for n, p in named], "DistributedDataParallel")
+        _check_same_everywhere([(n, tuple(p.shape), str(p._data.dtype)) for n, p in named], "DistributedDataParallel")
         broadcast_parameters(module.state_dict() if broadcast_buffers else dict(module.named_parameters()), 0)
         object.__setattr__(self, "_reducer", _Reducer([p for _, p in named], bucket_cap_mb))
         object.__setattr__(self, "_buffers_to_sync",
-                           [b for b in module.buffers() if b is not None and b.data.size] if broadcast_buffers else [])
+                           [b for b in module.buffers() if b is not None and b._data.size] if broadcast_buffers else [])
 
     def forward(self, *args, **kwargs):
         if self.training and self._buffers_to_sync and autograd.is_grad_enabled():
@@ -254,7 +254,7 @@ class DistributedOptimizer(Optimizer):
             raise TypeError(f"DistributedOptimizer: expected a forgegrad optimizer, got {type(optimizer).__name__}")
         self._optimizer = optimizer  # Optimizer.__init__ is not called: everything is the wrapped one's
         params = [p for g in optimizer.param_groups for p in g["params"]]
-        _check_same_everywhere([(str(i), tuple(p.shape), str(p.dtype)) for i, p in enumerate(params)],
+        _check_same_everywhere([(str(i), tuple(p.shape), str(p._data.dtype)) for i, p in enumerate(params)],
                                "DistributedOptimizer")
         self._reducer = _Reducer(params, bucket_cap_mb)
 
@@ -314,7 +314,7 @@ def broadcast_optimizer_state(optimizer, root_rank: int = 0) -> None:
 
 def _numpy_state(obj):
     if isinstance(obj, Tensor):
-        return np.array(obj.data)
+        return np.array(obj._data)
     if isinstance(obj, dict):
         return {k: _numpy_state(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -39,7 +39,7 @@ class _Shard:
 
     def __init__(self, params: List[Tensor], nranks: int, rank: int):
         self.params = params
-        sizes = [p.data.size for p in params]
+        sizes = [p._data.size for p in params]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.total = int(self.offsets[-1])
         self.per_rank = -(-self.total // nranks)
@@ -63,15 +63,15 @@ class _Shard:
 
     def read_local_params(self) -> None:
         """Copy this rank's range of the current parameters into ``local`` (they may have been loaded)."""
-        dst = self.local.data
+        dst = self.local._data
         for p, lo, hi in zip(self.params, self.offsets[:-1], self.offsets[1:]):
             a, b = max(lo, self.lo), min(hi, self.hi)
             if a < b:
-                dst[a - self.lo:b - self.lo] = p.data.reshape(-1)[a - lo:b - lo]
+                dst[a - self.lo:b - self.lo] = p._data.reshape(-1)[a - lo:b - lo]
 
     def unpack_params(self, flat: np.ndarray) -> None:
         for p, lo, hi in zip(self.params, self.offsets[:-1], self.offsets[1:]):
-            p.data[...] = flat[lo:hi].reshape(p.data.shape)
+            p._data[...] = flat[lo:hi].reshape(p._data.shape)
 
 
 class ZeroRedundancyOptimizer(Optimizer):
@@ -136,7 +136,7 @@ class ZeroRedundancyOptimizer(Optimizer):
                 if set_to_none:
                     p.grad = None
                 else:
-                    p.grad.data[...] = 0
+                    p.grad._data[...] = 0
 
     def step(self, closure=None):
         loss = None
@@ -147,7 +147,7 @@ class ZeroRedundancyOptimizer(Optimizer):
         MPI = self.MPI
         n = self.comm.Get_size()
         for s in self.shards:
-            flat_grad = s.pack([None if p.grad is None else p.grad.data for p in s.params])
+            flat_grad = s.pack([None if p.grad is None else p.grad._data for p in s.params])
             local_grad = np.empty(s.per_rank, np.float32)
             self.comm.Reduce_scatter_block(flat_grad, local_grad, op=MPI.SUM)
             del flat_grad
@@ -159,7 +159,7 @@ class ZeroRedundancyOptimizer(Optimizer):
         for s in self.shards:
             s.local.grad = None
             flat_param = np.empty(s.padded, np.float32)
-            self.comm.Allgather(s.local.data, flat_param)
+            self.comm.Allgather(s.local._data, flat_param)
             s.unpack_params(flat_param)
         return loss
 
@@ -169,7 +169,7 @@ class ZeroRedundancyOptimizer(Optimizer):
         for st in self.local_optimizer.state.values():
             for v in st.values():
                 if isinstance(v, Tensor):
-                    total += v.data.nbytes
+                    total += v._data.nbytes
         return total
 
     # ---- consolidated checkpoints -----------------------------------------------------------------
@@ -189,14 +189,14 @@ class ZeroRedundancyOptimizer(Optimizer):
                     scalars[key] = v
                 else:
                     full = np.empty(s.padded, np.float32)
-                    self.comm.Allgather(np.ascontiguousarray(v.data, np.float32), full)
+                    self.comm.Allgather(np.ascontiguousarray(v._data, np.float32), full)
                     per_element[key] = full
             ids = []
             for p, lo, hi in zip(s.params, s.offsets[:-1], s.offsets[1:]):
                 if shard_state:
-                    entry = {k: Tensor._wrap(v[lo:hi].reshape(p.data.shape).copy()) for k, v in per_element.items()}
+                    entry = {k: Tensor._wrap(v[lo:hi].reshape(p._data.shape).copy()) for k, v in per_element.items()}
                     for k, v in scalars.items():
-                        entry[k] = Tensor._wrap(np.array(v.data)) if isinstance(v, Tensor) else v
+                        entry[k] = Tensor._wrap(np.array(v._data)) if isinstance(v, Tensor) else v
                     state[index] = entry
                 ids.append(index)
                 index += 1
@@ -233,12 +233,12 @@ class ZeroRedundancyOptimizer(Optimizer):
                 if not all(isinstance(v, (Tensor, np.ndarray, float, int)) for v in values):
                     out[key] = values[0]  # a non-array entry: kept as it is
                     continue
-                arrays = [np.asarray(v.data if isinstance(v, Tensor) else v, np.float32) for v in values]
+                arrays = [np.asarray(v._data if isinstance(v, Tensor) else v, np.float32) for v in values]
                 if key not in _SCALAR_STATE_KEYS:
                     for i, (a, p) in enumerate(zip(arrays, s.params)):
-                        if a.shape != p.data.shape:
+                        if a.shape != p._data.shape:
                             raise ValueError(f"group {gi}: state[{g['params'][i]}][{key!r}] has shape {a.shape}, "
-                                             f"its parameter has shape {p.data.shape}")
+                                             f"its parameter has shape {p._data.shape}")
                     out[key] = s.pack(arrays)[s.lo:s.hi].copy()
                 else:  # a scalar such as step: one value for the whole group
                     firsts = {float(a.reshape(-1)[0]) for a in arrays}

@@ -36,14 +36,14 @@ class FakeQuantize(Module):
         self.register_buffer("zero_point", Tensor(np.array([0], np.int64)))
 
     def enable_fake_quant(self, enabled: bool = True):
-        self.fake_quant_enabled.data[...] = int(bool(enabled))
+        self.fake_quant_enabled._data[...] = int(bool(enabled))
         return self
 
     def disable_fake_quant(self):
         return self.enable_fake_quant(False)
 
     def enable_observer(self, enabled: bool = True):
-        self.observer_enabled.data[...] = int(bool(enabled))
+        self.observer_enabled._data[...] = int(bool(enabled))
         return self
 
     def disable_observer(self):
@@ -57,24 +57,24 @@ class FakeQuantize(Module):
         return self.activation_post_process.calculate_qparams()
 
     def forward(self, x):
-        if int(self.observer_enabled.data[0]):
+        if int(self.observer_enabled._data[0]):
             self.activation_post_process(x.detach() if isinstance(x, Tensor) else x)
             scale, zero_point = self.calculate_qparams()
-            self.scale.data, self.zero_point.data = scale, zero_point
-        if int(self.fake_quant_enabled.data[0]):
+            self.scale._data, self.zero_point._data = scale, zero_point
+        if int(self.fake_quant_enabled._data[0]):
             if not self.calibrated:
                 raise RuntimeError("FakeQuantize: fake quantization is on but no data was observed yet "
                                    "(enable the observer for the first batches)")
             if self.is_per_channel:
-                return fake_quantize_per_channel_affine(x, Tensor(self.scale.data), Tensor(self.zero_point.data),
+                return fake_quantize_per_channel_affine(x, Tensor(self.scale._data), Tensor(self.zero_point._data),
                                                         self.ch_axis % x.ndim, self.quant_min, self.quant_max)
-            return fake_quantize_per_tensor_affine(x, float(self.scale.data[0]), int(self.zero_point.data[0]),
+            return fake_quantize_per_tensor_affine(x, float(self.scale._data[0]), int(self.zero_point._data[0]),
                                                    self.quant_min, self.quant_max)
         return x
 
     def extra_repr(self) -> str:
-        return (f"fake_quant_enabled={int(self.fake_quant_enabled.data[0])}, "
-                f"observer_enabled={int(self.observer_enabled.data[0])}, quant_min={self.quant_min}, "
+        return (f"fake_quant_enabled={int(self.fake_quant_enabled._data[0])}, "
+                f"observer_enabled={int(self.observer_enabled._data[0])}, quant_min={self.quant_min}, "
                 f"quant_max={self.quant_max}, ch_axis={self.ch_axis}")
 
 

@@ -19,7 +19,7 @@ __all__ = ["choose_qparams", "quantize_per_tensor", "dequantize", "quantize_weig
 
 
 def _array(x, name: str) -> np.ndarray:
-    arr = x.data if isinstance(x, Tensor) else x
+    arr = x._data if isinstance(x, Tensor) else x
     if not isinstance(arr, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray or forgegrad.Tensor of float32, got {type(x).__name__}")
     if arr.dtype != np.float32:

@@ -25,7 +25,7 @@ def _f32_input(x, cls: str) -> np.ndarray:
         raise TypeError(f"{cls}: input must be a forgegrad.Tensor, got {type(x).__name__}")
     if x.dtype != np.float32:
         raise TypeError(f"{cls}: input must be float32, got {x.dtype}")
-    return x.data
+    return x._data
 
 
 class DynamicQuantizedLinear(Module):
@@ -61,10 +61,10 @@ class DynamicQuantizedLinear(Module):
         per_channel_dynamic_qconfig)."""
         q = cls(linear.in_features, linear.out_features, linear.bias is not None, reduce_range=reduce_range,
                 relu=relu)
-        w = np.asarray(linear.weight.data, dtype=np.float32)
+        w = np.asarray(linear.weight._data, dtype=np.float32)
         if not np.isfinite(w).all():
             raise ValueError("DynamicQuantizedLinear.from_float: the weight holds NaN or infinity")
-        q.set_weight(w, None if linear.bias is None else np.asarray(linear.bias.data, np.float32))
+        q.set_weight(w, None if linear.bias is None else np.asarray(linear.bias._data, np.float32))
         return q
 
     def set_weight(self, w: np.ndarray, bias=None) -> None:
@@ -72,10 +72,10 @@ class DynamicQuantizedLinear(Module):
         qw, scale = quantize_weight_per_channel(w)
         if qw.shape != self.weight.shape:
             raise ValueError(f"weight must have shape {self.weight.shape}, got {qw.shape}")
-        self.weight.data[...] = qw
-        self.weight_scale.data[...] = scale
+        self.weight._data[...] = qw
+        self.weight_scale._data[...] = scale
         if bias is not None and self.bias is not None:
-            self.bias.data[...] = bias
+            self.bias._data[...] = bias
         self._packed = None
 
     def _post_load_state_dict(self) -> None:
@@ -84,15 +84,15 @@ class DynamicQuantizedLinear(Module):
     def packed(self):
         """(packed weights, column sums, weight scales, bias) as the kernel takes them, built on first use."""
         if self._packed is None:
-            packed, colsum = _C.quant.pack_weight(np.ascontiguousarray(self.weight.data))
-            self._packed = (packed, colsum, self.weight_scale.data, None if self.bias is None else self.bias.data)
+            packed, colsum = _C.quant.pack_weight(np.ascontiguousarray(self.weight._data))
+            self._packed = (packed, colsum, self.weight_scale._data, None if self.bias is None else self.bias._data)
         return self._packed
 
     def dequantized_weight(self) -> np.ndarray:
-        return self.weight.data.astype(np.float32) * self.weight_scale.data[:, None]
+        return self.weight._data.astype(np.float32) * self.weight_scale._data[:, None]
 
     def forward(self, input):
-        x = input.data if type(input) is Tensor else _f32_input(input, "DynamicQuantizedLinear")
+        x = input._data if type(input) is Tensor else _f32_input(input, "DynamicQuantizedLinear")
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"DynamicQuantizedLinear: input must have shape (*, {self.in_features}), got {x.shape}")
         packed, colsum, scale, bias = self._packed or self.packed()
@@ -123,20 +123,20 @@ class WeightOnlyInt8Linear(DynamicQuantizedLinear):
     @classmethod
     def from_float(cls, linear, **_ignored) -> "WeightOnlyInt8Linear":
         q = cls(linear.in_features, linear.out_features, linear.bias is not None)
-        w = np.asarray(linear.weight.data, dtype=np.float32)
+        w = np.asarray(linear.weight._data, dtype=np.float32)
         if not np.isfinite(w).all():
             raise ValueError("WeightOnlyInt8Linear.from_float: the weight holds NaN or infinity")
-        q.set_weight(w, None if linear.bias is None else np.asarray(linear.bias.data, np.float32))
+        q.set_weight(w, None if linear.bias is None else np.asarray(linear.bias._data, np.float32))
         return q
 
     def forward(self, input):
-        x = input.data if type(input) is Tensor else _f32_input(input, "WeightOnlyInt8Linear")
+        x = input._data if type(input) is Tensor else _f32_input(input, "WeightOnlyInt8Linear")
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"WeightOnlyInt8Linear: input must have shape (*, {self.in_features}), got {x.shape}")
         _f32_input(input, "WeightOnlyInt8Linear")
         x2 = x if (x.ndim == 2 and x.flags.c_contiguous) else np.ascontiguousarray(x.reshape(-1, self.in_features))
-        y = _C.quant.linear_weight_only(x2, self.weight.data, self.weight_scale.data,
-                                        None if self.bias is None else self.bias.data)
+        y = _C.quant.linear_weight_only(x2, self.weight._data, self.weight_scale._data,
+                                        None if self.bias is None else self.bias._data)
         return Tensor._wrap(y if x.ndim == 2 else y.reshape(x.shape[:-1] + (self.out_features,)))
 
     def extra_repr(self) -> str:

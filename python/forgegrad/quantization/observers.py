@@ -70,7 +70,7 @@ def qrange(dtype, reduce_range: bool = False, quant_min=None, quant_max=None):
 
 def _values(x, who: str) -> np.ndarray:
     if isinstance(x, Tensor):
-        a = x.data
+        a = x._data
     elif isinstance(x, np.ndarray):
         a = x
     else:
@@ -102,7 +102,7 @@ class ObserverBase(Module):
 
     @property
     def calibrated(self) -> bool:
-        mn = self.min_val.data
+        mn = self.min_val._data
         return mn.size > 0 and bool(np.all(np.isfinite(mn)))
 
     def forward(self, x):
@@ -129,7 +129,7 @@ class ObserverBase(Module):
         if not self.calibrated:
             raise RuntimeError(f"{type(self).__name__}: no data observed yet; run calibration data through the "
                                "prepared model before convert (or before reading qparams)")
-        return self._qparams(self.min_val.data, self.max_val.data)
+        return self._qparams(self.min_val._data, self.max_val._data)
 
     def extra_repr(self) -> str:
         return (f"dtype={self.dtype}, qscheme={self.qscheme}, reduce_range={self.reduce_range}, "
@@ -150,8 +150,8 @@ class MinMaxObserver(ObserverBase):
         self.register_buffer("max_val", Tensor(np.array(-np.inf, F32)))
 
     def _update(self, cur_min, cur_max):
-        self.min_val.data = np.minimum(self.min_val.data, cur_min).astype(F32)
-        self.max_val.data = np.maximum(self.max_val.data, cur_max).astype(F32)
+        self.min_val._data = np.minimum(self.min_val._data, cur_min).astype(F32)
+        self.max_val._data = np.maximum(self.max_val._data, cur_max).astype(F32)
 
     def _observe(self, a):
         self._update(a.min(), a.max())
@@ -167,11 +167,11 @@ class MovingAverageMinMaxObserver(MinMaxObserver):
 
     def _update(self, cur_min, cur_max):
         if not self.calibrated:
-            self.min_val.data, self.max_val.data = np.asarray(cur_min, F32), np.asarray(cur_max, F32)
+            self.min_val._data, self.max_val._data = np.asarray(cur_min, F32), np.asarray(cur_max, F32)
             return
         c = self.averaging_constant
-        self.min_val.data = (self.min_val.data + c * (cur_min - self.min_val.data)).astype(F32)
-        self.max_val.data = (self.max_val.data + c * (cur_max - self.max_val.data)).astype(F32)
+        self.min_val._data = (self.min_val._data + c * (cur_min - self.min_val._data)).astype(F32)
+        self.max_val._data = (self.max_val._data + c * (cur_max - self.max_val._data)).astype(F32)
 
 
 class PerChannelMinMaxObserver(ObserverBase):
@@ -193,18 +193,18 @@ class PerChannelMinMaxObserver(ObserverBase):
             raise ValueError(f"{type(self).__name__}: ch_axis {self.ch_axis} is out of range for shape {a.shape}")
         axes = tuple(d for d in range(a.ndim) if d != self.ch_axis % a.ndim)
         cur_min, cur_max = a.min(axis=axes), a.max(axis=axes)
-        if self.min_val.data.size and self.min_val.data.shape != cur_min.shape:
+        if self.min_val._data.size and self.min_val._data.shape != cur_min.shape:
             raise ValueError(f"{type(self).__name__}: {cur_min.shape[0]} channels, but earlier data had "
-                             f"{self.min_val.data.shape[0]}")
+                             f"{self.min_val._data.shape[0]}")
         return cur_min, cur_max
 
     def _observe(self, a):
         cur_min, cur_max = self._minmax(a)
-        if not self.min_val.data.size:
-            self.min_val.data, self.max_val.data = cur_min.astype(F32), cur_max.astype(F32)
+        if not self.min_val._data.size:
+            self.min_val._data, self.max_val._data = cur_min.astype(F32), cur_max.astype(F32)
         else:
-            self.min_val.data = np.minimum(self.min_val.data, cur_min).astype(F32)
-            self.max_val.data = np.maximum(self.max_val.data, cur_max).astype(F32)
+            self.min_val._data = np.minimum(self.min_val._data, cur_min).astype(F32)
+            self.max_val._data = np.maximum(self.max_val._data, cur_max).astype(F32)
 
     def extra_repr(self) -> str:
         return f"ch_axis={self.ch_axis}, " + super().extra_repr()
@@ -218,12 +218,12 @@ class MovingAveragePerChannelMinMaxObserver(PerChannelMinMaxObserver):
 
     def _observe(self, a):
         cur_min, cur_max = self._minmax(a)
-        if not self.min_val.data.size:
-            self.min_val.data, self.max_val.data = cur_min.astype(F32), cur_max.astype(F32)
+        if not self.min_val._data.size:
+            self.min_val._data, self.max_val._data = cur_min.astype(F32), cur_max.astype(F32)
             return
         c = self.averaging_constant
-        self.min_val.data = (self.min_val.data + c * (cur_min - self.min_val.data)).astype(F32)
-        self.max_val.data = (self.max_val.data + c * (cur_max - self.max_val.data)).astype(F32)
+        self.min_val._data = (self.min_val._data + c * (cur_min - self.min_val._data)).astype(F32)
+        self.max_val._data = (self.max_val._data + c * (cur_max - self.max_val._data)).astype(F32)
 
 
 class PercentileObserver(MinMaxObserver):
@@ -240,10 +240,10 @@ class PercentileObserver(MinMaxObserver):
 
     def _observe(self, a):
         lo, hi = np.percentile(a.astype(np.float64), [100.0 - self.percentile, self.percentile])
-        n = int(self.num_batches.data)
+        n = int(self.num_batches._data)
         if n == 0:
-            self.min_val.data, self.max_val.data = np.asarray(lo, F32), np.asarray(hi, F32)
+            self.min_val._data, self.max_val._data = np.asarray(lo, F32), np.asarray(hi, F32)
         else:  # running mean of the batch percentiles
-            self.min_val.data = np.asarray((float(self.min_val.data) * n + lo) / (n + 1), F32)
-            self.max_val.data = np.asarray((float(self.max_val.data) * n + hi) / (n + 1), F32)
-        self.num_batches.data = np.array(n + 1, np.int64)
+            self.min_val._data = np.asarray((float(self.min_val._data) * n + lo) / (n + 1), F32)
+            self.max_val._data = np.asarray((float(self.max_val._data) * n + hi) / (n + 1), F32)
+        self.num_batches._data = np.array(n + 1, np.int64)

@@ -84,16 +84,16 @@ class _Graph:
 def _emit(g, m, x, where):
     if isinstance(m, DynamicQuantizedLinear):
         xq, xs, xz = g.node("DynamicQuantizeLinear", [x], outputs=3)
-        wt = g.const(np.ascontiguousarray(m.weight.data.T), f"{where}.weight_int8_T")
+        wt = g.const(np.ascontiguousarray(m.weight._data.T), f"{where}.weight_int8_T")
         acc = g.node("MatMulInteger", [xq, wt, xz])
         y = g.node("Mul", [g.node("Cast", [acc], to=1),  # float
-                           g.node("Mul", [xs, g.const(m.weight_scale.data, f"{where}.weight_scale")])])
+                           g.node("Mul", [xs, g.const(m.weight_scale._data, f"{where}.weight_scale")])])
         if m.bias is not None:
-            y = g.node("Add", [y, g.const(m.bias.data, f"{where}.bias")])
+            y = g.node("Add", [y, g.const(m.bias._data, f"{where}.bias")])
         return g.node("Relu", [y]) if m.relu else y
     if isinstance(m, nn.Linear):
-        y = g.node("MatMul", [x, g.const(np.ascontiguousarray(m.weight.data.T), f"{where}.weight_T")])
-        return y if m.bias is None else g.node("Add", [y, g.const(m.bias.data, f"{where}.bias")])
+        y = g.node("MatMul", [x, g.const(np.ascontiguousarray(m.weight._data.T), f"{where}.weight_T")])
+        return y if m.bias is None else g.node("Add", [y, g.const(m.bias._data, f"{where}.bias")])
     simple = {nn.ReLU: "Relu", nn.Tanh: "Tanh", nn.Sigmoid: "Sigmoid"}
     if type(m) in simple:
         return g.node(simple[type(m)], [x])
@@ -113,7 +113,7 @@ def _output_step(model, x: np.ndarray) -> float:
     step, h = 0.0, Tensor._wrap(x)
     for m in _chain(model):
         if isinstance(m, DynamicQuantizedLinear):
-            s, _ = choose_qparams(h.data, reduce_range=m.reduce_range)
+            s, _ = choose_qparams(h._data, reduce_range=m.reduce_range)
             step = float(s) * float(np.abs(m.dequantized_weight()).sum(1).max())
         h = m(h)
     return step
@@ -139,7 +139,7 @@ def export_onnx(model, example_input, path, *, opset: int = 17, verify: bool = T
         raise TypeError(f"export_onnx: model must be a forgegrad.nn.Module, got {type(model).__name__}")
     if not 13 <= int(opset) <= 21:
         raise ValueError(f"export_onnx: opset must be in 13..21, got {opset}")
-    x = example_input.data if isinstance(example_input, Tensor) else np.asarray(example_input)
+    x = example_input._data if isinstance(example_input, Tensor) else np.asarray(example_input)
     if x.dtype != np.float32 or x.ndim != 2:
         raise ValueError(f"export_onnx: example_input must be a 2-D float32 array, got {x.dtype} {x.shape}")
     model.eval()
@@ -177,7 +177,7 @@ def _verify(model, path, x, n_random, ops):
                     for b in (1, 7)[:n_random]]
     worst, worst_step = 0.0, 0.0
     for inp in inputs:
-        ours = model(Tensor._wrap(inp)).data
+        ours = model(Tensor._wrap(inp))._data
         theirs = sess.run(None, {"input": inp})[0]
         step = _output_step(model, inp)
         err = float(np.abs(ours - theirs).max())

@@ -49,17 +49,17 @@ class _DynamicQuantizedRNN(Module):
             for sfx in ("", "_reverse")[:D]:
                 w_ih, w_hh, b_ih, b_hh = rnn._layer_weights(layer, sfx)
                 for part, w, b in (("ih", w_ih, b_ih), ("hh", w_hh, b_hh)):
-                    w = np.asarray(w.data, np.float32)
+                    w = np.asarray(w._data, np.float32)
                     if not np.isfinite(w).all():
                         raise ValueError(f"{cls.__name__}.from_float: weight_{part}_l{layer}{sfx} holds NaN or "
                                          "infinity")
-                    getattr(q, f"{part}_l{layer}{sfx}").set_weight(w, None if b is None else np.asarray(b.data))
+                    getattr(q, f"{part}_l{layer}{sfx}").set_weight(w, None if b is None else np.asarray(b._data))
         return q
 
     def _direction(self, x, h, c, layer, sfx, reverse):
         """x (T, B, I) float32; h, c (B, H). Returns y (T, B, H), h_n, c_n (None for GRU)."""
         T, B, _ = x.shape
-        gi = getattr(self, f"ih_l{layer}{sfx}")(Tensor._wrap(x.reshape(T * B, -1))).data.reshape(T, B, -1)
+        gi = getattr(self, f"ih_l{layer}{sfx}")(Tensor._wrap(x.reshape(T * B, -1)))._data.reshape(T, B, -1)
         hh = getattr(self, f"hh_l{layer}{sfx}")
         packed, colsum, scale, bias = hh.packed()
         return _C.quant.rnn_dynamic_layer(0 if self._MODE == "lstm" else 1, gi, packed, colsum, scale, bias, h, c,
@@ -69,7 +69,7 @@ class _DynamicQuantizedRNN(Module):
         cls = type(self).__name__
         if not isinstance(input, Tensor) or input.dtype != np.float32:
             raise TypeError(f"{cls}: input must be a float32 forgegrad.Tensor")
-        x = input.data
+        x = input._data
         if x.ndim not in (2, 3):
             raise ValueError(f"{cls}: Expected input to be 2D or 3D, got {x.ndim}D tensor of shape {x.shape}")
         batched = x.ndim == 3
@@ -111,7 +111,7 @@ class _DynamicQuantizedRNN(Module):
             raise TypeError(f"{cls}: hx must be a tuple (h_0, c_0)")
         arrs = []
         for name, p in zip(("h_0", "c_0"), parts):
-            a = p.data if isinstance(p, Tensor) else np.asarray(p)
+            a = p._data if isinstance(p, Tensor) else np.asarray(p)
             a = a if batched else a[:, None, :]
             if a.shape != shape:
                 want = shape if batched else (layers, self.hidden_size)

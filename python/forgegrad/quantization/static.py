@@ -172,7 +172,7 @@ def calibrate(model, loader, num_batches=None) -> int:
         with no_grad():
             for batch in loader:
                 x = batch[0] if isinstance(batch, (tuple, list)) else batch
-                arr = x.data if isinstance(x, Tensor) else x
+                arr = x._data if isinstance(x, Tensor) else x
                 if not isinstance(arr, np.ndarray):
                     raise TypeError(f"calibrate: batches must hold numpy arrays or Tensors, got {type(x).__name__}")
                 if arr.dtype != np.float32:
@@ -223,34 +223,34 @@ class _Quantized(Module):
             self.register_buffer(f"{name}_zero_point", Tensor(np.zeros(1, np.int64)))
 
     def _fill(self, mod, path, weight_observer, input_observer, output_observer):
-        w = np.asarray(mod.weight.data, F32)
+        w = np.asarray(mod.weight._data, F32)
         if not np.isfinite(w).all():
             raise ValueError(f"convert: {path}: the weight holds NaN or infinity")
         q, scale = _quantize_weight(w, weight_observer, path)
-        self.weight.data[...] = q
-        self.weight_scale.data[...] = scale
+        self.weight._data[...] = q
+        self.weight_scale._data[...] = scale
         self._post_load_state_dict()
         if self.bias is not None:
-            self.bias.data[...] = mod.bias.data
+            self.bias._data[...] = mod.bias._data
         for name, obs in (("input", input_observer), ("output", output_observer)):
             s, z = _qparams(obs, path, name)
-            getattr(self, f"{name}_scale").data[...] = s
-            getattr(self, f"{name}_zero_point").data[...] = z
+            getattr(self, f"{name}_scale")._data[...] = s
+            getattr(self, f"{name}_zero_point")._data[...] = z
 
     def _quantize_input(self, input):
-        x = input.data if isinstance(input, Tensor) else input
+        x = input._data if isinstance(input, Tensor) else input
         if not isinstance(x, np.ndarray) or x.dtype != np.float32:
             raise TypeError(f"{type(self).__name__}: input must be a float32 Tensor")
         return _int_ops.quantize_u8(x, *self.qparams("input"))
 
     def qparams(self, name):
         """(scale, zero_point) of the "input" or the "output"."""
-        return float(getattr(self, f"{name}_scale").data[0]), int(getattr(self, f"{name}_zero_point").data[0])
+        return float(getattr(self, f"{name}_scale")._data[0]), int(getattr(self, f"{name}_zero_point")._data[0])
 
     def packed(self):
         """(packed int8 weights, column sums) in the int8 GEMM's layout, built on first use."""
         if self.__dict__.get("_packed") is None:
-            w = self.weight.data
+            w = self.weight._data
             w = _int_ops.conv_weight_matrix(w) if w.ndim == 4 else w
             self.__dict__["_packed"] = _C.quant.pack_weight(np.ascontiguousarray(w))
         return self.__dict__["_packed"]
@@ -259,15 +259,15 @@ class _Quantized(Module):
         self.__dict__["_packed"] = None  # the int8 weights changed in place: repack on the next call
 
     def _int_args(self):
-        return (self.packed(), self.weight_scale.data, None if self.bias is None else self.bias.data)
+        return (self.packed(), self.weight_scale._data, None if self.bias is None else self.bias._data)
 
     def _output(self, yq):
         """The float values of the quint8 output (what the next float layer sees)."""
         return Tensor._wrap(_int_ops.dequantize_u8(yq, *self.qparams("output")))
 
     def dequantized_weight(self) -> np.ndarray:
-        shape = (-1,) + (1,) * (self.weight.data.ndim - 1)
-        return self.weight.data.astype(F32) * self.weight_scale.data.reshape(shape)
+        shape = (-1,) + (1,) * (self.weight._data.ndim - 1)
+        return self.weight._data.astype(F32) * self.weight_scale._data.reshape(shape)
 
 
 class QuantizedLinear(_Quantized):
@@ -296,8 +296,8 @@ class QuantizedLinear(_Quantized):
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"input_scale={float(self.input_scale.data[0]):.4g}, "
-                f"output_scale={float(self.output_scale.data[0]):.4g}")
+                f"input_scale={float(self.input_scale._data[0]):.4g}, "
+                f"output_scale={float(self.output_scale._data[0]):.4g}")
 
 
 class QuantizedConv2d(_Quantized):
@@ -330,7 +330,7 @@ class QuantizedConv2d(_Quantized):
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, input_scale={float(self.input_scale.data[0]):.4g}")
+                f"padding={self.padding}, input_scale={float(self.input_scale._data[0]):.4g}")
 
 
 _QUANTIZED = {Linear: QuantizedLinear, Conv2d: QuantizedConv2d}

@@ -52,8 +52,8 @@ def _quantized(g, x, m, path):
     so, zo = m.qparams("output")
     zx_c = g.const(np.array(zx, np.uint8), f"{path}_x_zp")
     xq = g.node("QuantizeLinear", [x, g.const(np.array(sx, F32), f"{path}_x_scale"), zx_c])
-    w = m.weight.data
-    mult = (F32(sx) * m.weight_scale.data.astype(F32)).astype(F32)
+    w = m.weight._data
+    mult = (F32(sx) * m.weight_scale._data.astype(F32)).astype(F32)
     if isinstance(m, QuantizedLinear):
         acc = g.node("MatMulInteger", [xq, g.const(np.ascontiguousarray(w.T), f"{path}_w"), zx_c])
         shape = (-1,)
@@ -64,7 +64,7 @@ def _quantized(g, x, m, path):
         shape = (1, -1, 1, 1)
     y = g.node("Mul", [g.node("Cast", [acc], to=1), g.const(mult.reshape(shape), f"{path}_mult")])
     if m.bias is not None:
-        y = g.node("Add", [y, g.const(m.bias.data.astype(F32).reshape(shape), f"{path}_bias")])
+        y = g.node("Add", [y, g.const(m.bias._data.astype(F32).reshape(shape), f"{path}_bias")])
     so_c, zo_c = g.const(np.array(so, F32), f"{path}_y_scale"), g.const(np.array(zo, np.uint8), f"{path}_y_zp")
     return g.node("DequantizeLinear", [g.node("QuantizeLinear", [y, so_c, zo_c]), so_c, zo_c])
 
@@ -89,8 +89,8 @@ def _emit(g, x, m, path):
     if isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1:
         return g.node("Flatten", [x], axis=1)
     if type(m) is nn.Linear:
-        b = [g.const(m.bias.data, f"{path}_b")] if m.bias is not None else []
-        return g.node("Gemm", [x, g.const(m.weight.data, f"{path}_w")] + b, transB=1)
+        b = [g.const(m.bias._data, f"{path}_b")] if m.bias is not None else []
+        return g.node("Gemm", [x, g.const(m.weight._data, f"{path}_w")] + b, transB=1)
     if type(m) is nn.MaxPool2d and not m.ceil_mode and m.dilation in (1, (1, 1)):
         p = _pair(m.padding)
         return g.node("MaxPool", [x], kernel_shape=_pair(m.kernel_size), strides=_pair(m.stride),
@@ -122,7 +122,7 @@ def export_static_onnx(model, example_input, path, verify: bool = True, opset: i
     model.eval()
     from ..autograd import no_grad
     with no_grad():
-        ref = model(x).data
+        ref = model(x)._data
     g.nodes.append(helper.make_node("Identity", [out], ["output"]))
     batch = ["batch"] + list(x.shape[1:])
     graph = helper.make_graph(g.nodes, "forgegrad_static_int8",
@@ -143,7 +143,7 @@ def export_static_onnx(model, example_input, path, verify: bool = True, opset: i
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-        got = sess.run(None, {"input": x.data})[0]
+        got = sess.run(None, {"input": x._data})[0]
         err = float(np.abs(got - ref).max())
         report["max_abs_error"] = err
         step = last_step if last_step is not None else 0.0

@@ -130,8 +130,8 @@ class PruningSchedule(Callback):
         if not now:
             return
         for module, name in self.targets:
-            mask = getattr(module, name + "_mask").data
-            w = np.abs(getattr(module, name + "_orig").data * mask).reshape(-1)
+            mask = getattr(module, name + "_mask")._data
+            w = np.abs(getattr(module, name + "_orig")._data * mask).reshape(-1)
             k = round(sparsity * w.size)
             new = np.ones(w.size, np.float32)
             new[np.argsort(w, kind="stable")[:k]] = 0

@@ -129,7 +129,7 @@ class BasePruningMethod:
                 raise ValueError(f"prune: {type(module).__name__} has no parameter {name!r} to prune "
                                  f"(its parameters: {have})")
         current = getattr(module, name)  # the pruned tensor so far: re-pruning ranks what is left
-        scores = current.data if importance_scores is None else _as_array(importance_scores, "importance_scores")
+        scores = current._data if importance_scores is None else _as_array(importance_scores, "importance_scores")
         if scores.shape != tuple(current.shape):
             raise ValueError(f"prune: importance_scores must have the shape of {name} {tuple(current.shape)}, "
                              f"got {scores.shape}")
@@ -139,7 +139,7 @@ class BasePruningMethod:
             container = old_method if isinstance(old_method, PruningContainer) else PruningContainer(old_method)
             container.add_pruning_method(method)
             method = container
-            default_mask = np.array(getattr(module, name + "_mask").data, dtype=np.float32)
+            default_mask = np.array(getattr(module, name + "_mask")._data, dtype=np.float32)
         mask = np.ascontiguousarray(method.compute_mask(scores, default_mask), dtype=np.float32)
         if old_method is None:
             delattr(module, name)
@@ -159,18 +159,18 @@ class BasePruningMethod:
     def remove(self, module) -> None:
         """Make the pruning permanent: ``<name>`` becomes a Parameter holding orig * mask again."""
         name = self._tensor_name
-        pruned = self.apply_mask(module).data
+        pruned = self.apply_mask(module)._data
         if name in module.__dict__ and name not in module._parameters:
             object.__delattr__(module, name)
         orig = module._parameters[name + "_orig"]
         delattr(module, name + "_orig")
         delattr(module, name + "_mask")
-        orig.data = np.ascontiguousarray(pruned, dtype=np.float32)
+        orig._data = np.ascontiguousarray(pruned, dtype=np.float32)
         module.register_parameter(name, orig)
 
 
 def _as_array(t, what: str) -> np.ndarray:
-    a = t.data if isinstance(t, Tensor) else t
+    a = t._data if isinstance(t, Tensor) else t
     if not isinstance(a, np.ndarray):
         raise TypeError(f"prune: {what} must be a Tensor or numpy array, got {type(t).__name__}")
     return a
@@ -400,7 +400,7 @@ def global_unstructured(parameters, pruning_method, importance_scores=None, **kw
         s = importance_scores.get((module, name), t)
         scores.append(np.asarray(_as_array(s, "importance_scores"), np.float32).reshape(-1))
         m = getattr(module, name + "_mask", None)
-        masks.append(np.ones(t.numel(), np.float32) if m is None else np.asarray(m.data, np.float32).reshape(-1))
+        masks.append(np.ones(t.numel(), np.float32) if m is None else np.asarray(m._data, np.float32).reshape(-1))
     method = pruning_method(**kwargs)
     method._tensor_name = "temp"
     if method.PRUNING_TYPE != "unstructured":

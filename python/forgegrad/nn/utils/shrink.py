@@ -71,7 +71,7 @@ def _keep_rows(layer) -> np.ndarray:
     mask = getattr(layer, "weight_mask", None)
     if mask is None:
         return np.arange(layer.weight.shape[0])
-    return np.flatnonzero(mask.data.reshape(mask.shape[0], -1).any(axis=1))
+    return np.flatnonzero(mask._data.reshape(mask.shape[0], -1).any(axis=1))
 
 
 def _constants(layer, between, removed) -> np.ndarray:
@@ -80,7 +80,7 @@ def _constants(layer, between, removed) -> np.ndarray:
     if layer.bias is None:
         v = np.zeros(layer.weight.shape[0], np.float32)
     else:
-        v = np.array(layer.bias.data, np.float32)
+        v = np.array(layer.bias._data, np.float32)
     x = Tensor(v.reshape((1, -1) if type(layer) is Linear else (1, -1, 1, 1)))
     with no_grad():
         for b in between:
@@ -91,7 +91,7 @@ def _constants(layer, between, removed) -> np.ndarray:
                 b.eval()
                 x = b(x)
                 b.train(was)
-    return x.data.reshape(-1)[removed]
+    return x._data.reshape(-1)[removed]
 
 
 def _set(module, name, arr):
@@ -105,7 +105,7 @@ def _slice_bn(bn, keep):
     for name in ("running_mean", "running_var"):
         buf = bn._buffers.get(name)
         if buf is not None:
-            bn.register_buffer(name, Tensor(np.ascontiguousarray(buf.data[keep])))
+            bn.register_buffer(name, Tensor(np.ascontiguousarray(buf._data[keep])))
     bn.num_features = len(keep)
 
 
@@ -127,7 +127,7 @@ def shrink(model) -> dict:
         if len(removed) == 0 or len(keep) == 0:
             continue
         c = _constants(m, between, removed)
-        w_next = n.weight.data
+        w_next = n.weight._data
         flat = type(m) is Conv2d and type(n) is Linear
         if flat:
             block = w_next.shape[1] // size
@@ -143,15 +143,15 @@ def shrink(model) -> dict:
         if np.any(shift != 0):
             if n.bias is None:
                 _set(n, "bias", np.zeros(w_next.shape[0], np.float32))
-            _set(n, "bias", n.bias.data + shift.astype(np.float32))
+            _set(n, "bias", n.bias._data + shift.astype(np.float32))
         _set(n, "weight", new_w)
         if type(n) is Linear:
             n.in_features = new_w.shape[1]
         else:
             n.in_channels = new_w.shape[1]
-        _set(m, "weight", m.weight.data[keep])
+        _set(m, "weight", m.weight._data[keep])
         if m.bias is not None:
-            _set(m, "bias", m.bias.data[keep])
+            _set(m, "bias", m.bias._data[keep])
         if type(m) is Linear:
             m.out_features = len(keep)
         else:
@@ -183,7 +183,7 @@ def resize_to_state_dict(model, state_dict) -> None:
         w = state_dict.get(pre + "weight")
         if w is None or not isinstance(m, (Linear, Conv2d) + _BN):
             continue
-        shape = tuple(np.shape(w.data if isinstance(w, Tensor) else w))
+        shape = tuple(np.shape(w._data if isinstance(w, Tensor) else w))
         if shape == tuple(m.weight.shape):
             continue
         _set(m, "weight", np.zeros(shape, np.float32))

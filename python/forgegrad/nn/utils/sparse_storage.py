@@ -21,7 +21,7 @@ _PARTS = ("values", "cols", "rowptr", "shape")
 
 
 def _array(v):
-    return v.data if isinstance(v, Tensor) else np.asarray(v)
+    return v._data if isinstance(v, Tensor) else np.asarray(v)
 
 
 def to_sparse(state, min_sparsity: float = 0.5) -> dict:
