@@ -8,7 +8,7 @@ import os
 from .. import models
 from .. import random as _random
 from .._version import __version__
-from . import _checkpoint, _data, _loop
+from . import _checkpoint, _data, _lm, _loop
 from ._argtypes import fraction, positive_float, positive_int
 from ._errors import CLIError, UsageError, require
 
@@ -34,6 +34,7 @@ def add_parser(sub):
     p.add_argument("--beta", type=float, default=1.0, help="KL weight for the VAE models (default 1)")
     p.add_argument("--out", default=None, metavar="DIR", help="output directory (default runs/MODEL)")
     p.add_argument("--no-plot", action="store_true", help="do not write the training-curve PNG")
+    _lm.add_args(p)
     p.set_defaults(run=run)
     return p
 
@@ -104,6 +105,8 @@ def run(args, log=print):
         spec = models.spec(args.model)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if spec.task == "causal_lm":  # byte-level language models: their own loop (steps, schedule, samples)
+        return _lm.run(args, spec, build_model, parse_model_args, log)
     user_kwargs = parse_model_args(args.model_args)
     ds = _data.load(args.data)
     x_tr, y_tr, x_va, y_va, inferred = prepare(spec, ds, args.seed, args.val_split)

@@ -39,6 +39,7 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
         self.dropout = dropout
+        self.batch_first = True  # (N, T, C); the ONNX exporter makes T dynamic by default
 
     def forward(self, x):
         n, t, c = x.shape
