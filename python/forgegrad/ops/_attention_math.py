@@ -1,0 +1,66 @@
+"""Attention composed from forgegrad's kernels: batched GEMM for q k^T and P v, the softmax row
+kernel, numpy for masking. It materialises the (N, L, S) weights, so it is the path for what the
+fused C++ kernel does not do (dropout: its mask must be kept for backward).
+
+Arrays: q (N, L, E), k (N, S, E), v (N, S, Ev), C-contiguous float32; ``mask`` is the user's
+attn_mask (bool or float32, broadcastable to batch + (L, S)); N = prod(batch).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import random as _random
+from ..kernels import bmm as _bmm
+from ..kernels import softmax as _KS
+
+
+def _add_mask(s, mask, batch, is_causal):
+    """Scores s (N, L, S) with the causal or user mask applied, in place."""
+    n, L, S = s.shape
+    if is_causal:
+        s[:, ~np.tri(L, S, dtype=bool)] = -np.inf  # top-left aligned: query i sees keys j <= i
+    if mask is not None:
+        view = s.reshape(batch + (L, S))
+        if mask.dtype == np.bool_:
+            np.copyto(view, -np.inf, where=~mask)
+        else:
+            view += mask
+
+
+def forward(q, k, v, mask, batch, is_causal, scale, dropout_p):
+    """(out (N, L, Ev), saved state for backward)."""
+    s = _bmm(q, np.swapaxes(k, -1, -2))
+    s *= np.float32(scale)
+    _add_mask(s, mask, batch, is_causal)
+    p = _KS.softmax(s, out=s)
+    empty = None
+    if mask is not None:  # rows with every key masked: 0 (softmax gives NaN there), as torch
+        empty = np.isnan(p[:, :, :1])
+        if empty.any():
+            np.copyto(p, 0.0, where=np.broadcast_to(empty, p.shape))
+    keep = None
+    pd = p
+    if dropout_p > 0.0:
+        if dropout_p >= 1.0:
+            keep = np.zeros(p.shape, np.float32)
+        else:
+            keep = (_random.generator().random(p.shape, dtype=np.float32) >= dropout_p).astype(np.float32)
+            keep *= np.float32(1.0 / (1.0 - dropout_p))
+        pd = p * keep
+    return _bmm(pd, v), (p, keep)
+
+
+def backward(g, q, k, v, saved, mask, batch, is_causal, scale, want_mask):
+    """(dq, dk, dv, d_scores-with-mask or None) for out's gradient g (N, L, Ev)."""
+    p, keep = saved
+    pd = p if keep is None else p * keep
+    dv = _bmm(np.swapaxes(pd, -1, -2), g)
+    dp = _bmm(g, np.swapaxes(v, -1, -2))
+    if keep is not None:
+        dp *= keep
+    ds = _KS.softmax_backward(dp, p, out=dp)  # d(scores + mask); rows of p that are 0 give 0
+    dmask = ds.copy() if want_mask else None
+    ds *= np.float32(scale)
+    dq = _bmm(ds, k)
+    dk = _bmm(np.swapaxes(ds, -1, -2), q)
+    return dq, dk, dv, dmask

@@ -1,0 +1,249 @@
+"""Scaled dot-product attention: ``softmax(q k^T * scale + mask) v`` with torch's semantics.
+
+query (..., L, E), key (..., S, E), value (..., S, Ev) -> (..., L, Ev); the batch axes broadcast
+(with ``enable_gqa`` the head axis -3 of key/value may divide query's, each key/value head serving
+Hq/Hkv consecutive query heads, as torch's repeat_interleave). ``attn_mask``: bool (True = takes
+part) or float (added to the scores), broadcastable to (..., L, S); ``is_causal``: query i attends
+to keys j <= i (top-left aligned, as torch). A row with no key left gives 0 (torch's result too).
+
+The arithmetic is in :mod:`forgegrad.ops._attention_math` (the composed path on the GEMM and softmax
+kernels) and the C++ kernels of :mod:`forgegrad.kernels.attention` when they are built; this module
+holds the argument checks (shared with the meta device), the record and the ONNX mapping.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .._validate import check_bool, check_float
+from ..autograd import Function
+from ..devices import MetaArray
+from . import _attention_math as AM
+from . import _samples as S
+from ._util import unbroadcast
+from .registry import BadInput, Sample, register_op
+
+_F32 = np.dtype(np.float32)
+
+
+# ---- arguments ----------------------------------------------------------------------------------------
+def _plan(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa):
+    """Check the arguments (arrays or MetaArrays) like torch; returns the normalised scalars and the
+    output's batch shape: (dropout_p, is_causal, scale, groups, batch, L, S, Ev)."""
+    for a, name in ((q, "query"), (k, "key"), (v, "value")):
+        if a.dtype != _F32:
+            raise TypeError(f"scaled_dot_product_attention: {name} must be float32, got {a.dtype}")
+        if a.ndim < 2:
+            raise ValueError(f"scaled_dot_product_attention: {name} must have at least 2 dimensions "
+                             f"(..., sequence, features), got shape {tuple(a.shape)}")
+    dropout_p = check_float(dropout_p, "scaled_dot_product_attention: dropout_p", low=0.0, high=1.0)
+    is_causal = check_bool(is_causal, "scaled_dot_product_attention: is_causal")
+    enable_gqa = check_bool(enable_gqa, "scaled_dot_product_attention: enable_gqa")
+    L, E = q.shape[-2:]
+    S_, Ek = k.shape[-2:]
+    if Ek != E:
+        raise ValueError(f"scaled_dot_product_attention: key's last dimension ({Ek}) must equal query's "
+                         f"head dimension E={E} (query {tuple(q.shape)}, key {tuple(k.shape)})")
+    if v.shape[-2] != S_:
+        raise ValueError(f"scaled_dot_product_attention: value must have key's sequence length S={S_} in "
+                         f"dimension -2 (key {tuple(k.shape)}, value {tuple(v.shape)})")
+    groups = 1
+    kb, vb = tuple(k.shape[:-2]), tuple(v.shape[:-2])
+    if enable_gqa and q.ndim >= 3 and k.ndim >= 3 and v.ndim >= 3:
+        hq, hk, hv = q.shape[-3], k.shape[-3], v.shape[-3]
+        if hk != hv:
+            raise ValueError(f"scaled_dot_product_attention: key and value must have the same number of heads "
+                             f"(dimension -3) with enable_gqa, got {hk} and {hv}")
+        if hk == 0 or hq % hk:
+            raise ValueError(f"scaled_dot_product_attention: with enable_gqa the query heads ({hq}, dimension -3) "
+                             f"must be a multiple of key/value's ({hk})")
+        groups = hq // hk
+        kb, vb = kb[:-1] + (hq,), vb[:-1] + (hq,)
+    try:
+        batch = tuple(np.broadcast_shapes(tuple(q.shape[:-2]), kb, vb))
+    except ValueError:
+        raise ValueError(f"scaled_dot_product_attention: the batch dimensions of query {tuple(q.shape)}, key "
+                         f"{tuple(k.shape)} and value {tuple(v.shape)} do not broadcast") from None
+    if scale is not None:
+        scale = check_float(scale, "scaled_dot_product_attention: scale")
+    else:
+        scale = 1.0 / math.sqrt(E) if E else 1.0
+    if attn_mask is not None:
+        if not isinstance(attn_mask, (np.ndarray, MetaArray)):
+            raise TypeError(f"scaled_dot_product_attention: attn_mask must be a Tensor or None, got "
+                            f"{type(attn_mask).__name__}")
+        if attn_mask.dtype != np.bool_ and attn_mask.dtype != _F32:
+            raise TypeError(f"scaled_dot_product_attention: attn_mask must be bool (True = takes part) or "
+                            f"float32 (added to the scores), got {attn_mask.dtype}")
+        if is_causal:
+            raise ValueError("scaled_dot_product_attention: attn_mask must be None when is_causal=True "
+                             "(pass one or the other, as torch)")
+        target = batch + (L, S_)
+        try:
+            ok = tuple(np.broadcast_shapes(tuple(attn_mask.shape), target)) == target
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"scaled_dot_product_attention: attn_mask of shape {tuple(attn_mask.shape)} does not "
+                             f"broadcast to the attention shape {target} (..., L, S)")
+    return dropout_p, is_causal, scale, groups, batch, L, S_, v.shape[-1]
+
+
+def _expand_kv(a, groups, batch):
+    """key/value broadcast to batch + own matrix shape (heads repeated for grouped-query attention)."""
+    if groups > 1:
+        a = np.repeat(a, groups, axis=-3)
+    return a
+
+
+def _reduce_kv(g, shape, groups):
+    """Gradient of an expanded key/value back to its own shape."""
+    if groups > 1:
+        g = unbroadcast(g, g.shape[:-3] + (shape[-3] * groups,) + g.shape[-2:])
+        g = g.reshape(g.shape[:-3] + (shape[-3], groups) + g.shape[-2:]).sum(axis=-3)
+    return unbroadcast(g, shape)
+
+
+def _as_stack(a, batch):
+    """a broadcast to batch + its matrix shape, as an (N, R, C) C-contiguous float32 array."""
+    full = np.broadcast_to(a, batch + a.shape[-2:])
+    return np.ascontiguousarray(full).reshape((-1,) + a.shape[-2:])
+
+
+# ---- the op ---------------------------------------------------------------------------------------------
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                  enable_gqa=False):
+    """``torch.nn.functional.scaled_dot_product_attention``: softmax(q k^T * scale + mask) @ v.
+
+    ``dropout_p`` > 0 drops attention weights (with forgegrad's generator, ``forgegrad.manual_seed``)
+    whenever it is given, as torch's function does: layers pass ``dropout_p`` only in training."""
+    return ScaledDotProductAttentionFunction.op(query, key, value, attn_mask, dropout_p=dropout_p,
+                                                is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
+
+
+def _meta(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    _, _, _, _, batch, L, _, ev = _plan(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+    return MetaArray(batch + (L, ev), _F32)
+
+
+def _flops(out, inputs, kwargs):
+    q, k = inputs[0], inputs[1]
+    n_rows = out.size // max(out.shape[-1], 1)  # batch * L
+    s_len, e, ev = k.shape[-2], q.shape[-1], out.shape[-1]
+    return 2 * n_rows * s_len * (e + ev) + 5 * n_rows * s_len  # two products, softmax
+
+
+def _torch(torch, q, k, v, attn_mask=None, **kwargs):
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, **kwargs)
+
+
+def _samples():
+    r = S.rand
+    causal_odd = dict(is_causal=True)
+    bool_mask = np.random.default_rng(5).uniform(size=(7, 9)) > 0.3
+    bool_mask[2, :] = False  # a row with no key: output and gradients 0, as torch
+    return [
+        Sample((r(2, 3, 5, 16), r(2, 3, 9, 16, seed=1), r(2, 3, 9, 16, seed=2), None), name="no mask, E=16"),
+        Sample((r(2, 2, 7, 40), r(2, 2, 7, 40, seed=1), r(2, 2, 7, 24, seed=2), None), causal_odd,
+               "causal, E=40, Ev=24"),
+        Sample((r(1, 2, 7, 64), r(1, 2, 9, 64, seed=1), r(1, 2, 9, 64, seed=2), bool_mask), name="bool mask, L!=S"),
+        Sample((r(2, 1, 6, 16), r(2, 1, 10, 16, seed=1), r(2, 1, 10, 8, seed=2), r(2, 1, 6, 10, seed=3)),
+               {"scale": 0.3}, "float mask, custom scale"),
+        Sample((r(3, 1, 128), r(3, 1, 128, seed=1), r(3, 1, 128, seed=2), None), causal_odd, "T=1, E=128"),
+        Sample((r(1, 2, 70, 64), r(1, 2, 70, 64, seed=1), r(1, 2, 70, 64, seed=2), None), causal_odd,
+               "causal, T=70 (not a multiple of a tile)"),
+        Sample((r(2, 4, 5, 16), r(2, 2, 6, 16, seed=1), r(2, 2, 6, 16, seed=2), r(1, 6, seed=3)),
+               {"enable_gqa": True}, "grouped-query heads, key-padding float mask", onnx=False),
+        Sample((r(2, 3, 8), r(1, 5, 8, seed=1), r(5, 8, seed=2), None), name="broadcast batch"),
+    ]
+
+
+def _bad_inputs():
+    r = S.rand
+    q, k, v = r(1, 2, 4, 8), r(1, 2, 5, 8, seed=1), r(1, 2, 5, 8, seed=2)
+    return [BadInput((q, r(1, 2, 5, 6), v, None), {}, ValueError, "key's last dimension"),
+            BadInput((q, k, r(1, 2, 4, 8), None), {}, ValueError, "value must have key's sequence length"),
+            BadInput((q, k, v, r(3, 5)), {}, ValueError, "attn_mask of shape"),
+            BadInput((q, k, v, np.zeros((4, 5), np.int64)), {}, TypeError, "attn_mask must be bool"),
+            BadInput((q, k, v, r(4, 5)), {"is_causal": True}, ValueError, "attn_mask must be None"),
+            BadInput((q, k, v, None), {"dropout_p": 1.5}, ValueError, "dropout_p"),
+            BadInput((q, k, v, None), {"scale": "x"}, TypeError, "scale"),
+            BadInput((q, r(1, 3, 5, 8), r(1, 3, 5, 8), None), {"enable_gqa": True}, ValueError, "multiple"),
+            BadInput((np.ones((1, 2, 4, 8), np.int64), k, v, None), {}, TypeError, "query must be float32")]
+
+
+def _onnx(ctx, op):
+    """MatMul, Mul, Add/Where and Softmax; a causal mask from Range + LessOrEqual on the run-time
+    L and S, so it follows dynamic sequence axes."""
+    if op.attr("enable_gqa"):
+        raise op.unsupported("scaled_dot_product_attention with enable_gqa has no ONNX mapping yet")
+    if float(op.attr("dropout_p") or 0.0) > 0.0:
+        raise op.unsupported("scaled_dot_product_attention with dropout_p > 0 is random; export with dropout_p=0")
+    q, k, v = op.input("query"), op.input("key"), op.input("value")
+    e = op.args["query"].shape[-1]
+    scale = op.attr("scale")
+    scale = 1.0 / math.sqrt(e) if scale is None else float(scale)
+    nk = op.args["key"].ndim
+    kt = ctx.node("Transpose", [k], perm=list(range(nk - 2)) + [nk - 1, nk - 2])
+    s = ctx.node("Mul", [ctx.node("MatMul", [q, kt]), ctx.const(scale, "float32")])
+    mask, masked = op.attr("attn_mask"), False
+    neg_inf = ctx.const(-np.inf, "float32")
+    if op.attr("is_causal"):
+        def length(x, axis):
+            return ctx.node("Gather", [ctx.node("Shape", [x]), ctx.const(np.int64(axis))], axis=0)
+        zero, one = ctx.const(np.int64(0)), ctx.const(np.int64(1))
+        rows = ctx.node("Unsqueeze", [ctx.node("Range", [zero, length(q, -2), one]), ctx.ints([1])])
+        cols = ctx.node("Range", [zero, length(k, -2), one])
+        s = ctx.node("Where", [ctx.node("LessOrEqual", [cols, rows]), s, neg_inf])
+        masked = False  # every row keeps key 0
+    elif mask is not None:
+        m = op.input("attn_mask")
+        if mask.dtype == np.bool_:
+            s = ctx.node("Where", [m, s, neg_inf])
+        else:
+            s = ctx.node("Add", [s, m])
+        masked = True
+    p = ctx.node("Softmax", [s], axis=-1)
+    if masked:  # a row with no key left: 0 as torch (Softmax gives NaN there)
+        p = ctx.node("Where", [ctx.node("IsNaN", [p]), ctx.const(0.0, "float32"), p])
+    return [ctx.node("MatMul", [p, v])]
+
+
+@register_op("scaled_dot_product_attention", meta=_meta, flops=_flops, samples=_samples, torch=_torch,
+             bad_inputs=_bad_inputs, onnx=_onnx, functional=scaled_dot_product_attention, tol=(1e-4, 1e-5))
+class ScaledDotProductAttentionFunction(Function):
+    """softmax(q k^T * scale + mask) v over the last two axes; gradients for q, k, v and a float mask."""
+
+    @staticmethod
+    def forward(ctx, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        dropout_p, is_causal, scale, groups, batch, L, S_, ev = _plan(query, key, value, attn_mask, dropout_p,
+                                                                     is_causal, scale, enable_gqa)
+        q3 = _as_stack(query, batch)
+        k3 = _as_stack(_expand_kv(key, groups, batch), batch)
+        v3 = _as_stack(_expand_kv(value, groups, batch), batch)
+        out, saved = AM.forward(q3, k3, v3, attn_mask, batch, is_causal, scale, dropout_p)
+        ctx.save_for_backward(q3, k3, v3)
+        ctx.saved = saved
+        ctx.plan = (is_causal, scale, groups, batch, attn_mask)
+        ctx.shapes = (query.shape, key.shape, value.shape)
+        return out.reshape(batch + (L, ev))
+
+    @staticmethod
+    def backward(ctx, g):
+        q3, k3, v3 = ctx.saved_tensors
+        is_causal, scale, groups, batch, attn_mask = ctx.plan
+        qs, ks, vs = ctx.shapes
+        needs = ctx.needs_input_grad
+        want_mask = attn_mask is not None and attn_mask.dtype == _F32 and needs[3]
+        g3 = np.ascontiguousarray(g, dtype=np.float32).reshape((-1,) + g.shape[-2:])
+        dq, dk, dv, dmask = AM.backward(g3, q3, k3, v3, ctx.saved, attn_mask, batch, is_causal, scale, want_mask)
+        L, S_ = q3.shape[1], k3.shape[1]
+        dq = unbroadcast(dq.reshape(batch + (L, qs[-1])), qs) if needs[0] else None
+        dk = _reduce_kv(dk.reshape(batch + (S_, ks[-1])), ks, groups) if needs[1] else None
+        dv = _reduce_kv(dv.reshape(batch + (S_, vs[-1])), vs, groups) if needs[2] else None
+        if want_mask:
+            dmask = unbroadcast(dmask.reshape(batch + (L, S_)), attn_mask.shape)
+        else:
+            dmask = None
+        return dq, dk, dv, dmask

@@ -1,0 +1,127 @@
+"""scaled_dot_product_attention beyond the generated registry checks: every head dim and mask kind
+against torch (outputs and the gradients of q, k, v and a float mask), dropout against a torch
+reference that uses the same keep-mask, the functional entry point and dynamic-axis ONNX export."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import forgegrad as fg
+import forgegrad.nn.functional as F
+
+torch = pytest.importorskip("torch")
+
+
+def _rand(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _both(q, k, v, mask=None, **kw):
+    """forgegrad and torch outputs and the gradients of every float input, for one cotangent."""
+    g = _rand(*q.shape[:-1], v.shape[-1], seed=99)
+    fg_in = [fg.tensor(a.copy(), requires_grad=a.dtype == np.float32) for a in (q, k, v)]
+    t_in = [torch.from_numpy(a.copy()).requires_grad_(True) for a in (q, k, v)]
+    fm = tm = None
+    if mask is not None:
+        fm = fg.tensor(mask.copy(), requires_grad=mask.dtype == np.float32)
+        tm = torch.from_numpy(mask.copy()).requires_grad_(mask.dtype == np.float32)
+    out = F.scaled_dot_product_attention(*fg_in, fm, **kw)
+    (out * fg.tensor(g)).sum().backward()
+    ref = torch.nn.functional.scaled_dot_product_attention(*t_in, attn_mask=tm, **kw)
+    (ref * torch.from_numpy(g)).sum().backward()
+    got = [out.data] + [t.grad.data for t in fg_in] + ([fm.grad.data] if fm is not None and fm.requires_grad else [])
+    want = [ref.detach().numpy()] + [t.grad.numpy() for t in t_in] + (
+        [tm.grad.numpy()] if tm is not None and tm.requires_grad else [])
+    return got, want
+
+
+def _check(q, k, v, mask=None, tol=2e-4, **kw):
+    got, want = _both(q, k, v, mask, **kw)
+    for i, (a, b) in enumerate(zip(got, want)):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=f"output/gradient {i}")
+
+
+@pytest.mark.parametrize("e", [16, 40, 64, 128])
+@pytest.mark.parametrize("case", ["none", "causal", "bool", "float", "scale"])
+def test_against_torch(e, case):
+    L, S = (33, 33) if case == "causal" else (19, 37)
+    q, k, v = _rand(2, 2, L, e), _rand(2, 2, S, e, seed=1), _rand(2, 2, S, e, seed=2)
+    mask, kw = None, {}
+    if case == "causal":
+        kw["is_causal"] = True
+    elif case == "bool":
+        mask = np.random.default_rng(3).uniform(size=(2, 1, L, S)) > 0.4
+    elif case == "float":
+        mask = _rand(L, S, seed=3)
+    elif case == "scale":
+        kw["scale"] = 0.05
+    _check(q, k, v, mask, **kw)
+
+
+@pytest.mark.parametrize("L,S", [(1, 1), (1, 9), (9, 1), (65, 65), (31, 97)])
+def test_lengths_causal(L, S):
+    """T = 1, lengths that are no multiple of a tile, L != S (causal is top-left aligned)."""
+    _check(_rand(1, 3, L, 64), _rand(1, 3, S, 64, seed=1), _rand(1, 3, S, 64, seed=2), is_causal=True)
+
+
+def test_fully_masked_row_is_zero():
+    q, k, v = _rand(1, 4, 8), _rand(1, 6, 8, seed=1), _rand(1, 6, 8, seed=2)
+    mask = np.ones((4, 6), bool)
+    mask[1] = False
+    _check(q, k, v, mask)
+    fmask = np.zeros((4, 6), np.float32)
+    fmask[2] = -np.inf
+    out = F.scaled_dot_product_attention(fg.tensor(q), fg.tensor(k), fg.tensor(v), fg.tensor(fmask))
+    assert np.all(out.data[0, 2] == 0) and np.isfinite(out.data).all()
+
+
+def test_grouped_query_attention():
+    q, k, v = _rand(2, 6, 5, 16), _rand(2, 2, 7, 16, seed=1), _rand(2, 2, 7, 16, seed=2)
+    _check(q, k, v, enable_gqa=True, is_causal=True)
+
+
+def test_dropout_uses_forgegrad_generator():
+    """dropout_p > 0: forgegrad's generator draws the keep-mask; with the same mask, torch's math
+    gives the same output and gradients."""
+    p = 0.3
+    q, k, v = _rand(2, 5, 8), _rand(2, 7, 8, seed=1), _rand(2, 7, 8, seed=2)
+    fg.manual_seed(11)
+    keep = (fg.random.generator().random((2, 5, 7), dtype=np.float32) >= p).astype(np.float32) / np.float32(1 - p)
+    fg.manual_seed(11)
+    tq, tk, tv = (fg.tensor(a, requires_grad=True) for a in (q, k, v))
+    out = F.scaled_dot_product_attention(tq, tk, tv, dropout_p=p)
+    out.sum().backward()
+    rq, rk, rv = (torch.from_numpy(a).requires_grad_(True) for a in (q, k, v))
+    w = torch.softmax(rq @ rk.transpose(-1, -2) / np.sqrt(8), dim=-1) * torch.from_numpy(keep)
+    ref = w @ rv
+    ref.sum().backward()
+    np.testing.assert_allclose(out.data, ref.detach().numpy(), rtol=1e-5, atol=1e-5)
+    for a, b in ((tq, rq), (tk, rk), (tv, rv)):
+        np.testing.assert_allclose(a.grad.data, b.grad.numpy(), rtol=1e-4, atol=1e-5)
+    zero = F.scaled_dot_product_attention(fg.tensor(q), fg.tensor(k), fg.tensor(v), dropout_p=1.0)
+    assert np.all(zero.data == 0)
+
+
+def test_functional_and_meta():
+    q = fg.tensor(_rand(2, 3, 5, 16)).to("meta")
+    k = fg.tensor(_rand(2, 3, 9, 16)).to("meta")
+    v = fg.tensor(_rand(2, 3, 9, 24)).to("meta")
+    assert F.scaled_dot_product_attention(q, k, v).shape == (2, 3, 5, 24)
+    with pytest.raises(ValueError, match="attn_mask must be None"):
+        F.scaled_dot_product_attention(q, k, v, fg.tensor(np.ones((5, 9), bool)).to("meta"), is_causal=True)
+
+
+@pytest.mark.parametrize("kind", ["causal", "bool"])
+def test_onnx_dynamic_sequence(kind, tmp_path):
+    pytest.importorskip("onnxruntime")
+
+    class Attn(fg.nn.Module):
+        def forward(self, x):
+            mask = (x[:, :, :, :1] > -3.0) if kind == "bool" else None  # (B, H, T, 1): every key kept
+            return F.scaled_dot_product_attention(x, x * 0.5, x + 1.0, None if mask is None
+                                                  else mask.transpose(-1, -2), is_causal=kind == "causal")
+
+    x = fg.tensor(_rand(2, 2, 6, 16))
+    report = fg.onnx.export(Attn(), x, str(tmp_path / "a.onnx"), dynamic_axes={"x": {0: "batch", 2: "seq"}},
+                            verify_sizes=[{"batch": 1, "seq": 1}, {"batch": 3, "seq": 11}])
+    assert report.ok, report
