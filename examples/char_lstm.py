@@ -254,7 +254,8 @@ def main(argv=None) -> dict:
         if step % args.log_every == 0 or step == steps:
             mean = sum(window) / len(window)
             window = []
-            print(f"step {step:5d}/{steps if steps != 10**9 else '?'}  loss {mean:.3f}  ({mean / math.log(2):.2f} bits/char)  "
+            total = steps if steps != 10**9 else "?"
+            print(f"step {step:5d}/{total}  loss {mean:.3f}  ({mean / math.log(2):.2f} bits/char)  "
                   f"{time.perf_counter() - start:6.1f} s", flush=True)
         if (args.sample_every and step % args.sample_every == 0) or step == steps:
             s = sample(model, vocab, args.prime, args.sample_len, args.temperature, rng)
