@@ -21,12 +21,18 @@ from .. import nn
 from .. import random as _random
 from .._args import positive_int
 from .._validate import check_bool, check_float
-from ..autograd import no_grad
+from ..autograd import graph_free, no_grad
+from ..nn.linear import _fused_linear
 from ..tensor import Tensor
 
 __all__ = ["GPT", "TransformerClassifier", "sample"]
 
 F = nn.functional
+
+
+def _dropout(module, x):
+    """module(x), skipped when it is the identity (eval mode or p = 0): no op call at all."""
+    return module(x) if module.training and module.p > 0 else x
 
 
 class CausalSelfAttention(nn.Module):
@@ -50,7 +56,7 @@ class CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
                                            is_causal=True)
         y = y.permute(0, 2, 1, 3).reshape(n, t, c)
-        return self.resid_dropout(self.c_proj(y))
+        return _dropout(self.resid_dropout, self.c_proj(y))
 
 
 class MLP(nn.Module):
@@ -62,7 +68,11 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x):
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        if graph_free() and type(x.data) is np.ndarray:  # inference: bias + GELU in the GEMM's output pass
+            h = _fused_linear(x, self.c_fc.weight, self.c_fc.bias, *self.gelu.epilogue())
+        else:
+            h = self.gelu(self.c_fc(x))
+        return _dropout(self.dropout, self.c_proj(h))
 
 
 class Block(nn.Module):
@@ -128,7 +138,7 @@ class GPT(nn.Module):
             raise ValueError(f"GPT: sequence length {t} exceeds block_size {self.block_size}")
         tr = self.transformer
         # positions 0..T-1 as a slice of the table: an exported graph keeps T dynamic
-        x = tr.drop(tr.wte(idx) + tr.wpe.weight[:t])
+        x = _dropout(tr.drop, tr.wte(idx) + tr.wpe.weight[:t])
         for block in tr.h:
             x = block(x)
         return self.lm_head(tr.ln_f(x))
