@@ -48,9 +48,14 @@ def _torch_or_none(a):
     return None if a is None else torch.from_numpy(a)
 
 
-@pytest.mark.parametrize("need_weights,average", [(True, True), (True, False), (False, True)])
-@pytest.mark.parametrize("mask", ["none", "bool", "float", "3d", "kpm", "kpm_float", "both"])
-@pytest.mark.parametrize("batch_first,kvdim", [(False, None), (True, None), (True, 12)])
+MASKS = ["none", "bool", "float", "3d", "kpm", "kpm_float", "both"]
+# every mask kind with need_weights both ways (and batch_first both ways); kdim/vdim with a few
+MHA_CASES = ([(True, True, m, False, None) for m in MASKS] + [(False, True, m, True, None) for m in MASKS]
+             + [(True, False, "both", True, 12), (False, True, "bool", False, 12), (True, True, "3d", True, 12),
+                (False, True, "kpm", True, 12), (True, False, "float", False, None)])
+
+
+@pytest.mark.parametrize("need_weights,average,mask,batch_first,kvdim", MHA_CASES)
 def test_multihead_attention_matches_torch(rng, need_weights, average, mask, batch_first, kvdim):
     torch.manual_seed(0)
     t = torch.nn.MultiheadAttention(E, H, batch_first=batch_first, kdim=kvdim, vdim=kvdim)
@@ -136,9 +141,8 @@ def _src_tgt(rng, batch_first, t_len=4):
     return src, tgt
 
 
-@pytest.mark.parametrize("norm_first", [False, True])
-@pytest.mark.parametrize("batch_first", [False, True])
-@pytest.mark.parametrize("activation", ["relu", "gelu", "callable"])
+@pytest.mark.parametrize("norm_first,batch_first,activation", [(False, False, "relu"), (True, True, "gelu"),
+                                                               (False, True, "callable"), (True, False, "relu")])
 def test_encoder_and_decoder_layers_match_torch(rng, norm_first, batch_first, activation):
     act_t = torch.nn.functional.silu if activation == "callable" else activation
     act_f = nn.functional.silu if activation == "callable" else activation
@@ -247,18 +251,23 @@ def test_sinusoidal_encoding_matches_the_formula():
         layer(fg.randn(1, 51, 16))
 
 
-def test_rotary_matches_hugging_face_llama():
-    llama = pytest.importorskip("transformers.models.llama.modeling_llama")
+def test_rotary_is_a_complex_rotation_of_the_half_pairs():
+    """RoFormer's definition: pair i = (x[i], x[i + D/2]) as a complex number, times exp(1j t theta_i)
+    with theta_i = 10000^(-2i/D) (Hugging Face LLaMA's "rotate half" layout), written independently."""
     rng = np.random.default_rng(0)
     q = rng.standard_normal((2, 3, 6, 8)).astype(np.float32)
     k = rng.standard_normal((2, 3, 6, 8)).astype(np.float32)
     rope = nn.RotaryEmbedding(8, max_len=16)
     fq, fk = rope(fg.tensor(q), fg.tensor(k), offset=2)
-    cos, sin = nn.rotary_cos_sin(16, 8)
-    tq, tk = llama.apply_rotary_pos_emb(torch.from_numpy(q), torch.from_numpy(k),
-                                        torch.from_numpy(cos[2:8])[None], torch.from_numpy(sin[2:8])[None])
-    assert_close_scaled(fq, tq)
-    assert_close_scaled(fk, tk)
+
+    def reference(x):
+        z = x[..., :4].astype(np.float64) + 1j * x[..., 4:]
+        theta = 10000.0 ** (-np.arange(4) * 2 / 8)
+        z = z * np.exp(1j * np.arange(2, 8)[:, None] * theta[None, :])
+        return np.concatenate([z.real, z.imag], axis=-1)
+
+    np.testing.assert_allclose(fq.numpy(), reference(q), atol=2e-6)
+    np.testing.assert_allclose(fk.numpy(), reference(k), atol=2e-6)
     # q.k depends on the positions only through their difference
     a = fg.tensor(q[:, :, :1])
     s1 = (rope(a, a, offset=3)[0] * rope(a, a, offset=5)[1]).sum().item()
