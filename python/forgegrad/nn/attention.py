@@ -143,6 +143,7 @@ class MultiheadAttention(Module):
         average_attn_weights = check_bool(average_attn_weights, "average_attn_weights")
         is_causal = check_bool(is_causal, "is_causal")
         batched = self._check_shapes(query, key, value, key_padding_mask, attn_mask)
+        packed = query is key and key is value  # self-attention: one GEMM for q, k and v
         if not batched:  # one sequence: a batch of one, squeezed again at the end
             query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
             if key_padding_mask is not None:
@@ -153,7 +154,7 @@ class MultiheadAttention(Module):
         if not self.batch_first or not batched:  # (L, N, E) -> (N, L, E): batch first inside
             query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
         n, tgt_len, _ = query.shape
-        q, k, v = self._project(query, key, value)
+        q, k, v = self._project(query, key, value, packed)
         h, d = self.num_heads, self.head_dim
         kpm = canonical_mask(key_padding_mask, "key_padding_mask")
         mask = canonical_mask(attn_mask, "attn_mask")
@@ -202,12 +203,12 @@ class MultiheadAttention(Module):
                 weights = weights.squeeze(0)
         return out, weights
 
-    def _project(self, query, key, value):
+    def _project(self, query, key, value, packed):
         """q, k, v (N, L|S, E): one packed GEMM for self-attention (query is key is value), else three."""
         e, b = self.embed_dim, self.in_proj_bias
         if self._qkv_same_embed_dim:
             w = self.in_proj_weight
-            if query is key and key is value:
+            if packed:
                 qkv = F.linear(query, w, b)
                 return qkv[..., :e], qkv[..., e:2 * e], qkv[..., 2 * e:]
             wq, wk, wv = w[:e], w[e:2 * e], w[2 * e:]
