@@ -36,6 +36,24 @@ class activation:
         """out[c] = sum over rows of x[:, c] for a C-contiguous (rows, cols) float32 array, in row order."""
         ...
 
+class attention:
+    @staticmethod
+    def attention_backward(q: numpy.ndarray, k: numpy.ndarray, v: numpy.ndarray, out: numpy.ndarray,
+                           grad_out: numpy.ndarray, lse: numpy.ndarray, scale: _Float, causal: bool, mask: object,
+                           mask_offsets: object, mask_row_stride: _Int, dq: numpy.ndarray, dk: numpy.ndarray,
+                           dv: numpy.ndarray) -> None:
+        """Fills dq, dk, dv of attention_forward from grad_out, recomputing the scores tile by tile."""
+        ...
+    @staticmethod
+    def attention_forward(q: numpy.ndarray, k: numpy.ndarray, v: numpy.ndarray, scale: _Float, causal: bool,
+                          mask: object, mask_offsets: object, mask_row_stride: _Int, out: numpy.ndarray,
+                          lse: numpy.ndarray) -> None:
+        """out = softmax(q k^T * scale + mask) v for q (N, L, E), k (N, S, E), v (N, S, Ev), without storing the
+        scores; lse (N, L) gets the row logsumexp. causal: query r sees keys c <= r. mask: None or a float32 array
+        whose element (n, r, c) is mask[mask_offsets[n] + r * mask_row_stride + c].
+        """
+        ...
+
 class batchnorm:
     @staticmethod
     def batch_norm_backward(input: numpy.ndarray, grad_output: numpy.ndarray, weight: object, save_mean: numpy.ndarray,
@@ -129,6 +147,15 @@ class cuda:
         """out = alpha * op(a) @ op(b) + beta * out on 2-D device arrays."""
         ...
     # end of CUDA build only
+
+class embedding:
+    @staticmethod
+    def embedding_backward(grad: numpy.ndarray, indices: numpy.ndarray, padding_idx: _Int,
+                           grad_weight: numpy.ndarray) -> None:
+        """grad_weight[v] = sum of grad[p] over the positions p with indices[p] == v, added in ascending p (the same
+        bits at any thread count); row padding_idx (-1: none) gets 0. grad (n, D), indices (n,) int64.
+        """
+        ...
 
 class gemm:
     @staticmethod

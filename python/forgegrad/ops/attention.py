@@ -6,9 +6,10 @@ Hq/Hkv consecutive query heads, as torch's repeat_interleave). ``attn_mask``: bo
 part) or float (added to the scores), broadcastable to (..., L, S); ``is_causal``: query i attends
 to keys j <= i (top-left aligned, as torch). A row with no key left gives 0 (torch's result too).
 
-The arithmetic is in :mod:`forgegrad.ops._attention_math` (the composed path on the GEMM and softmax
-kernels) and the C++ kernels of :mod:`forgegrad.kernels.attention` when they are built; this module
-holds the argument checks (shared with the meta device), the record and the ONNX mapping.
+The arithmetic is in the fused C++ kernels of :mod:`forgegrad.kernels.attention` (no (L, S) matrix
+stored) and, for dropout and a float mask's gradient, :mod:`forgegrad.ops._attention_math` (composed
+from the GEMM and softmax kernels); this module holds the argument checks (shared with the meta
+device), the record and the ONNX mapping.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 from .._validate import check_bool, check_float
 from ..autograd import Function
 from ..devices import MetaArray
+from ..kernels import attention as _KA
 from . import _attention_math as AM
 from . import _samples as S
 from ._util import unbroadcast
@@ -154,7 +156,9 @@ def _samples():
         Sample((r(1, 2, 70, 64), r(1, 2, 70, 64, seed=1), r(1, 2, 70, 64, seed=2), None), causal_odd,
                "causal, T=70 (not a multiple of a tile)"),
         Sample((r(2, 4, 5, 16), r(2, 2, 6, 16, seed=1), r(2, 2, 6, 16, seed=2), r(1, 6, seed=3)),
-               {"enable_gqa": True}, "grouped-query heads, key-padding float mask", onnx=False),
+               {"enable_gqa": True}, "grouped-query heads, key-padding float mask", grad=(0, 1, 2), onnx=False),
+        Sample((r(2, 3, 67, 24), r(2, 3, 67, 24, seed=1), r(2, 3, 67, 24, seed=2), r(2, 1, 67, 67, seed=3)),
+               name="float mask per batch, no mask gradient (fused kernel)", grad=(0, 1, 2)),
         Sample((r(2, 3, 8), r(1, 5, 8, seed=1), r(5, 8, seed=2), None), name="broadcast batch"),
     ]
 
@@ -210,40 +214,72 @@ def _onnx(ctx, op):
     return [ctx.node("MatMul", [p, v])]
 
 
+def _kernel_ok(q, k, v, dropout_p, mask_grad):
+    """Whether the fused kernel computes this call: everything but dropout (its keep-mask would have
+    to be stored, (N, L, S)) and the gradient of a float mask (that is the (N, L, S) score gradient
+    itself); both take the composed path, which materialises the weights. Empty sizes too."""
+    return dropout_p == 0.0 and not mask_grad and min(q.shape[-2:]) > 0 and min(k.shape[-2:]) > 0 and v.shape[-1] > 0
+
+
+def _run(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, mask_grad=False):
+    """Forward on arrays: (output, state for backward)."""
+    dropout_p, is_causal, scale, groups, batch, L, S_, ev = _plan(query, key, value, attn_mask, dropout_p,
+                                                                 is_causal, scale, enable_gqa)
+    q3 = _as_stack(query, batch)
+    k3 = _as_stack(_expand_kv(key, groups, batch), batch)
+    v3 = _as_stack(_expand_kv(value, groups, batch), batch)
+    if q3.shape[0] > 0 and _kernel_ok(query, key, value, dropout_p, mask_grad):
+        mask = _KA.prepare_mask(attn_mask, batch, L, S_)
+        out, lse = _KA.attention_forward(q3, k3, v3, scale, is_causal, mask)
+        saved = ("kernel", out, lse, mask)
+    else:
+        out, state = AM.forward(q3, k3, v3, attn_mask, batch, is_causal, scale, dropout_p)
+        saved = ("composed", state)
+    return out.reshape(batch + (L, ev)), (q3, k3, v3, saved, is_causal, scale, groups, batch)
+
+
+def _inference(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    return _run(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)[0]
+
+
 @register_op("scaled_dot_product_attention", meta=_meta, flops=_flops, samples=_samples, torch=_torch,
-             bad_inputs=_bad_inputs, onnx=_onnx, functional=scaled_dot_product_attention, tol=(1e-4, 1e-5))
+             bad_inputs=_bad_inputs, onnx=_onnx, functional=scaled_dot_product_attention, tol=(1e-4, 1e-5),
+             inference={"cpu": _inference})
 class ScaledDotProductAttentionFunction(Function):
-    """softmax(q k^T * scale + mask) v over the last two axes; gradients for q, k, v and a float mask."""
+    """softmax(q k^T * scale + mask) v over the last two axes; gradients for q, k, v and a float mask.
+    The fused C++ kernels (forgegrad.kernels.attention) run every case but dropout and a float mask
+    that needs its gradient, which run composed (ops._attention_math)."""
 
     @staticmethod
     def forward(ctx, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
-        dropout_p, is_causal, scale, groups, batch, L, S_, ev = _plan(query, key, value, attn_mask, dropout_p,
-                                                                     is_causal, scale, enable_gqa)
-        q3 = _as_stack(query, batch)
-        k3 = _as_stack(_expand_kv(key, groups, batch), batch)
-        v3 = _as_stack(_expand_kv(value, groups, batch), batch)
-        out, saved = AM.forward(q3, k3, v3, attn_mask, batch, is_causal, scale, dropout_p)
+        mask_grad = attn_mask is not None and attn_mask.dtype == _F32 and ctx.needs_input_grad[3]
+        out, state = _run(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, mask_grad)
+        q3, k3, v3, saved, *ctx.plan = state
         ctx.save_for_backward(q3, k3, v3)
         ctx.saved = saved
-        ctx.plan = (is_causal, scale, groups, batch, attn_mask)
+        ctx.mask_grad = mask_grad
+        ctx.attn_mask = attn_mask
         ctx.shapes = (query.shape, key.shape, value.shape)
-        return out.reshape(batch + (L, ev))
+        return out
 
     @staticmethod
     def backward(ctx, g):
         q3, k3, v3 = ctx.saved_tensors
-        is_causal, scale, groups, batch, attn_mask = ctx.plan
+        is_causal, scale, groups, batch = ctx.plan
         qs, ks, vs = ctx.shapes
         needs = ctx.needs_input_grad
-        want_mask = attn_mask is not None and attn_mask.dtype == _F32 and needs[3]
         g3 = np.ascontiguousarray(g, dtype=np.float32).reshape((-1,) + g.shape[-2:])
-        dq, dk, dv, dmask = AM.backward(g3, q3, k3, v3, ctx.saved, attn_mask, batch, is_causal, scale, want_mask)
+        dmask = None
+        if ctx.saved[0] == "kernel":
+            _, out, lse, mask = ctx.saved
+            dq, dk, dv = _KA.attention_backward(g3, q3, k3, v3, out, lse, scale, is_causal, mask)
+        else:
+            dq, dk, dv, dmask = AM.backward(g3, q3, k3, v3, ctx.saved[1], ctx.attn_mask, batch, is_causal, scale,
+                                            ctx.mask_grad)
         L, S_ = q3.shape[1], k3.shape[1]
         dq = unbroadcast(dq.reshape(batch + (L, qs[-1])), qs) if needs[0] else None
         dk = _reduce_kv(dk.reshape(batch + (S_, ks[-1])), ks, groups) if needs[1] else None
         dv = _reduce_kv(dv.reshape(batch + (S_, vs[-1])), vs, groups) if needs[2] else None
-        if want_mask:
-            dmask = unbroadcast(dmask.reshape(batch + (L, S_)), attn_mask.shape)
-        else:
-            dmask = None
+        if dmask is not None:
+            dmask = unbroadcast(dmask.reshape(batch + (L, S_)), ctx.attn_mask.shape)
         return dq, dk, dv, dmask

@@ -16,6 +16,7 @@ from ..autograd import Function, is_grad_enabled
 from .._validate import check_int
 from ..devices import MetaArray
 from ..kernels import rnn as K
+from ..kernels.embedding import embedding_backward as _embedding_backward
 from . import _meta as M
 from . import rnn_samples as RS
 from ._op_rules import with_args
@@ -192,8 +193,5 @@ class EmbeddingFunction(Function):
 
     @staticmethod
     def backward(ctx, g):
-        gw = np.zeros((ctx.n, g.shape[-1]), np.float32)
-        np.add.at(gw, ctx.idx.reshape(-1), g.reshape(-1, g.shape[-1]))
-        if ctx.padding_idx is not None:
-            gw[ctx.padding_idx] = 0.0
-        return gw
+        # rows summed in ascending position order by the C++ kernel: same bits at any thread count
+        return _embedding_backward(g, ctx.idx, ctx.n, ctx.padding_idx)

@@ -1,0 +1,142 @@
+// forgegrad._C.attention: the fused scaled dot-product attention of cpp/kernels/per_isa/attention.cpp
+// on (N, L, E) / (N, S, E) / (N, S, Ev) float32 stacks (N = batch x heads). Every array is checked
+// here before a kernel runs; the float mask's offsets are bounds-checked against its size.
+#include <string>
+#include <vector>
+
+#include "forgegrad/bindings.h"
+#include "forgegrad/dispatch.h"
+#include "forgegrad/py_array.h"
+
+namespace fg {
+
+// out (N, L, Ev) and lse (N, L) (the row logsumexp of the masked, scaled scores; -inf for a row
+// with no key). mask: null, or element (n, r, c) at mask[moff[n] + r * mrs + c].
+FG_KERNEL(void, attention_forward,
+          (const float* q, const float* k, const float* v, int64_t N, int64_t L, int64_t S, int64_t E, int64_t Ev,
+           float scale, bool causal, const float* mask, const int64_t* moff, int64_t mrs, float* out, float* lse),
+          (q, k, v, N, L, S, E, Ev, scale, causal, mask, moff, mrs, out, lse))
+
+// dq, dk, dv from grad_out and forward's out and lse.
+FG_KERNEL(void, attention_backward,
+          (const float* q, const float* k, const float* v, const float* out, const float* grad_out, const float* lse,
+           int64_t N, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale, bool causal, const float* mask,
+           const int64_t* moff, int64_t mrs, float* dq, float* dk, float* dv),
+          (q, k, v, out, grad_out, lse, N, L, S, E, Ev, scale, causal, mask, moff, mrs, dq, dk, dv))
+
+}  // namespace fg
+
+namespace py = pybind11;
+using fg::bind::ArrayArg;
+
+namespace {
+
+struct Dims {
+  int64_t N, L, S, E, Ev;
+};
+
+Dims check_qkv(const ArrayArg& Q, const ArrayArg& K, const ArrayArg& V) {
+  Dims d{Q.dim(0), Q.dim(1), K.dim(1), Q.dim(2), V.dim(2)};
+  fg::bind::expect_shape(K, "k", {d.N, d.S, d.E});
+  fg::bind::expect_shape(V, "v", {d.N, d.S, d.Ev});
+  if (d.N < 1 || d.L < 1 || d.S < 1 || d.E < 1 || d.Ev < 1)
+    throw py::value_error("attention: every size must be >= 1, got q " + fg::bind::shape_str(Q.shape) + ", v " +
+                          fg::bind::shape_str(V.shape));
+  return d;
+}
+
+// The mask pointer and its offsets (nullptrs for no mask), bounds-checked.
+struct MaskArg {
+  const float* data = nullptr;
+  const int64_t* offsets = nullptr;
+};
+
+MaskArg check_mask(const py::object& mask, const py::object& moff, int64_t mrs, const Dims& d) {
+  MaskArg m;
+  if (mask.is_none() != moff.is_none())
+    throw py::value_error("attention: mask and mask_offsets must both be None or both be arrays");
+  if (mask.is_none()) return m;
+  if (!py::isinstance<py::array>(mask) || !py::isinstance<py::array>(moff))
+    throw py::type_error("attention: mask must be a float32 numpy.ndarray and mask_offsets an int64 one");
+  ArrayArg M = fg::bind::f32_arg(mask.cast<py::array>(), "mask");
+  ArrayArg O = fg::bind::i64_arg(moff.cast<py::array>(), "mask_offsets", 1);
+  fg::bind::expect_shape(O, "mask_offsets", {d.N});
+  if (mrs < 0) throw py::value_error("attention: mask_row_stride must be >= 0, got " + std::to_string(mrs));
+  const int64_t span = (d.L - 1) * mrs + d.S;
+  for (int64_t n = 0; n < d.N; ++n) {
+    const int64_t off = O.i64()[n];
+    if (off < 0 || off > M.size - span)
+      throw py::value_error("attention: mask_offsets[" + std::to_string(n) + "] = " + std::to_string(off) +
+                            " reads outside the mask of " + std::to_string(M.size) + " elements");
+  }
+  m.data = M.f32();
+  m.offsets = O.i64();
+  return m;
+}
+
+void forward(const py::array& q, const py::array& k, const py::array& v, float scale, bool causal,
+             const py::object& mask, const py::object& mask_offsets, int64_t mask_row_stride, const py::array& out,
+             const py::array& lse) {
+  ArrayArg Q = fg::bind::f32_arg(q, "q", 3), K = fg::bind::f32_arg(k, "k", 3), V = fg::bind::f32_arg(v, "v", 3);
+  Dims d = check_qkv(Q, K, V);
+  MaskArg m = check_mask(mask, mask_offsets, mask_row_stride, d);
+  ArrayArg O = fg::bind::f32_arg(out, "out", 3, fg::bind::kContiguous, true);
+  ArrayArg S = fg::bind::f32_arg(lse, "lse", 2, fg::bind::kContiguous, true);
+  fg::bind::expect_shape(O, "out", {d.N, d.L, d.Ev});
+  fg::bind::expect_shape(S, "lse", {d.N, d.L});
+  fg::bind::check_no_overlap("attention_forward",
+                             {{q, "q"}, {k, "k"}, {v, "v"}, {mask, "mask"}, {mask_offsets, "mask_offsets"}},
+                             {{out, "out"}, {lse, "lse"}});
+  py::gil_scoped_release release;
+  fg::attention_forward(Q.f32(), K.f32(), V.f32(), d.N, d.L, d.S, d.E, d.Ev, scale, causal, m.data, m.offsets,
+                        mask_row_stride, O.f32(), S.f32());
+}
+
+void backward(const py::array& q, const py::array& k, const py::array& v, const py::array& out,
+              const py::array& grad_out, const py::array& lse, float scale, bool causal, const py::object& mask,
+              const py::object& mask_offsets, int64_t mask_row_stride, const py::array& dq, const py::array& dk,
+              const py::array& dv) {
+  ArrayArg Q = fg::bind::f32_arg(q, "q", 3), K = fg::bind::f32_arg(k, "k", 3), V = fg::bind::f32_arg(v, "v", 3);
+  Dims d = check_qkv(Q, K, V);
+  MaskArg m = check_mask(mask, mask_offsets, mask_row_stride, d);
+  ArrayArg O = fg::bind::f32_arg(out, "out", 3), G = fg::bind::f32_arg(grad_out, "grad_out", 3);
+  ArrayArg S = fg::bind::f32_arg(lse, "lse", 2);
+  fg::bind::expect_shape(O, "out", {d.N, d.L, d.Ev});
+  fg::bind::expect_shape(G, "grad_out", {d.N, d.L, d.Ev});
+  fg::bind::expect_shape(S, "lse", {d.N, d.L});
+  ArrayArg DQ = fg::bind::f32_arg(dq, "dq", 3, fg::bind::kContiguous, true);
+  ArrayArg DK = fg::bind::f32_arg(dk, "dk", 3, fg::bind::kContiguous, true);
+  ArrayArg DV = fg::bind::f32_arg(dv, "dv", 3, fg::bind::kContiguous, true);
+  fg::bind::expect_shape(DQ, "dq", Q.shape);
+  fg::bind::expect_shape(DK, "dk", K.shape);
+  fg::bind::expect_shape(DV, "dv", V.shape);
+  fg::bind::check_no_overlap("attention_backward",
+                             {{q, "q"},
+                              {k, "k"},
+                              {v, "v"},
+                              {out, "out"},
+                              {grad_out, "grad_out"},
+                              {lse, "lse"},
+                              {mask, "mask"},
+                              {mask_offsets, "mask_offsets"}},
+                             {{dq, "dq"}, {dk, "dk"}, {dv, "dv"}});
+  py::gil_scoped_release release;
+  fg::attention_backward(Q.f32(), K.f32(), V.f32(), O.f32(), G.f32(), S.f32(), d.N, d.L, d.S, d.E, d.Ev, scale, causal,
+                         m.data, m.offsets, mask_row_stride, DQ.f32(), DK.f32(), DV.f32());
+}
+
+void bind(py::module_& m) {
+  m.def("attention_forward", &forward, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("scale"), py::arg("causal"),
+        py::arg("mask"), py::arg("mask_offsets"), py::arg("mask_row_stride"), py::arg("out"), py::arg("lse"),
+        "out = softmax(q k^T * scale + mask) v for q (N, L, E), k (N, S, E), v (N, S, Ev), without storing the "
+        "scores; lse (N, L) gets the row logsumexp. causal: query r sees keys c <= r. mask: None or a float32 "
+        "array whose element (n, r, c) is mask[mask_offsets[n] + r * mask_row_stride + c].");
+  m.def("attention_backward", &backward, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"), py::arg("grad_out"),
+        py::arg("lse"), py::arg("scale"), py::arg("causal"), py::arg("mask"), py::arg("mask_offsets"),
+        py::arg("mask_row_stride"), py::arg("dq"), py::arg("dk"), py::arg("dv"),
+        "Fills dq, dk, dv of attention_forward from grad_out, recomputing the scores tile by tile.");
+}
+
+}  // namespace
+
+FG_REGISTER_BINDINGS(attention, bind)

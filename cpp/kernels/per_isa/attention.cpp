@@ -1,0 +1,306 @@
+// Fused scaled dot-product attention, forward and backward (FlashAttention-2's tiling on the CPU):
+//   out = softmax(q k^T * scale + mask) v,   q (N, L, E), k (N, S, E), v (N, S, Ev), out (N, L, Ev)
+// for N independent (batch, head) pairs. The (L, S) score matrix is never stored: a task takes a
+// block of kBlk query rows and walks the keys in blocks of kBlk, keeping a running row maximum m,
+// row sum l and an unnormalised output (the online softmax); forward saves lse = m + log(l) per row.
+// Masks: causal (query r sees keys c <= r, top-left aligned as torch; key blocks past the diagonal
+// are skipped) and/or an additive float mask (a bool mask arrives as 0 / -inf), read at
+// mask[moff[n] + r * mrs + c] (mrs = 0 broadcasts one row over the queries). A row with no key left
+// gives out = 0 and lse = -inf (torch's result), and gradients 0.
+//
+// Backward recomputes the scores tile by tile: for each key block j, over the query blocks i that
+// see it, P = exp(S - lse), dV_j += P^T dO_i, dP = dO_i V_j^T, dS = P * (dP - D) with
+// D = rowsum(dO * out), dK_j += dS^T Q_i, dQ_i += dS K_j (scale applied at the end).
+//
+// Threads: forward tasks are (n, query block), backward tasks are n (one (batch, head) pair, whose
+// dQ is accumulated over key blocks in ascending order by one thread). Every output element is
+// computed by the same sequence of operations whichever thread runs it: bit-identical for any
+// thread count. (A backward with fewer pairs than threads leaves threads idle.)
+//
+// All products run through one register-blocked microkernel, C (M x N) (+)= A (M x K) B (K x N),
+// with A read through strides (a broadcast scalar per row: q rows, P, or P transposed) and B
+// row-major with N a multiple of W (the operands that play B are packed with zero padding when
+// their width is not a multiple of W: k^T, v^T per key block; q, dO, k when E % W != 0).
+#include <cmath>
+
+#include "forgegrad/memory.h"
+#include "forgegrad/parallel.h"
+#include "forgegrad/simd.h"
+#include "softmax_rows.h"
+
+namespace fg {
+namespace FG_ISA_NS {
+namespace {
+
+using rows::imin;
+
+constexpr int64_t kBlk = 64;  // query rows and keys per tile (a 64 x 64 score tile stays in L1)
+constexpr int kMR = 6;        // microkernel rows
+// Vectors per microkernel row: 6 x 4 accumulators of 32 zmm registers, 6 x 2 of 16 ymm.
+constexpr int kNV = W == 16 ? 4 : (W == 8 ? 2 : 8);
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// C[r][0 .. NV*W) (+)= sum_k A[r*sai + k*sak] * B[k*ldb + 0 .. NV*W), r < MR.
+template <int MR, int NV, bool ACC>
+void micro(int64_t K, const float* A, int64_t sai, int64_t sak, const float* B, int64_t ldb, float* C, int64_t ldc) {
+  vf acc[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = ACC ? vload(C + r * ldc + v * W) : vzero();
+  for (int64_t k = 0; k < K; ++k) {
+    const float* b = B + k * ldb;
+    vf bv[NV];
+    for (int v = 0; v < NV; ++v) bv[v] = vload(b + v * W);
+    const float* a = A + k * sak;
+    for (int r = 0; r < MR; ++r) {
+      const vf ar = vset1(a[r * sai]);
+      for (int v = 0; v < NV; ++v) acc[r][v] = vfmadd(ar, bv[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) vstore(C + r * ldc + v * W, acc[r][v]);
+}
+
+using MicroFn = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t);
+
+template <bool ACC, int MR, int NV>
+MicroFn pick_nv(int nv) {
+  if constexpr (NV == 0) {
+    return nullptr;
+  } else {
+    return nv == NV ? &micro<MR, NV, ACC> : pick_nv<ACC, MR, NV - 1>(nv);
+  }
+}
+
+template <bool ACC, int MR>
+MicroFn pick(int mr, int nv) {
+  if constexpr (MR == 0) {
+    return nullptr;
+  } else {
+    return mr == MR ? pick_nv<ACC, MR, kNV>(nv) : pick<ACC, MR - 1>(mr, nv);
+  }
+}
+
+// C (M x N) (+)= A (M x K, element (i, k) at A[i*sai + k*sak]) B (K x N, row stride ldb); N % W == 0.
+template <bool ACC>
+void tile_gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t sai, int64_t sak, const float* B, int64_t ldb,
+               float* C, int64_t ldc) {
+  for (int64_t n0 = 0; n0 < N; n0 += kNV * W) {
+    const int nv = static_cast<int>(imin(kNV, (N - n0) / W));
+    for (int64_t i = 0; i < M; i += kMR) {
+      const int mr = static_cast<int>(imin(kMR, M - i));
+      pick<ACC, kMR>(mr, nv)(K, A + i * sai, sai, sak, B + n0, ldb, C + i * ldc + n0, ldc);
+    }
+  }
+}
+
+// dst (rows x ldd) = src (rows x cols, row stride lds), columns [cols, ldd) zeroed.
+void copy_padded(const float* src, int64_t rows, int64_t cols, int64_t lds, float* dst, int64_t ldd) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) dst[r * ldd + c] = src[r * lds + c];
+    for (int64_t c = cols; c < ldd; ++c) dst[r * ldd + c] = 0.0f;
+  }
+}
+
+// dst (cols x ldd) = transpose of src rows [0, rows) (row stride lds, cols columns), zero padded
+// to ldd columns (ldd >= rows).
+void transpose_padded(const float* src, int64_t rows, int64_t cols, int64_t lds, float* dst, int64_t ldd) {
+  for (int64_t c = 0; c < cols; ++c)
+    for (int64_t r = rows; r < ldd; ++r) dst[c * ldd + r] = 0.0f;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c];
+}
+
+// x[c] = s[c] * scale + m[c] (m may be null) for c < n, in place.
+inline void scale_add(float* s, const float* m, int64_t n, float scale) {
+  const vf sc = vset1(scale);
+  for (int64_t c = 0; c < n; c += W) {
+    const int r = static_cast<int>(imin(W, n - c));
+    vf x = vmul(vload_upto(s + c, r), sc);
+    if (m) x = vadd(x, vload_upto(m + c, r));
+    vstore_upto(s + c, x, r);
+  }
+}
+
+inline float vec_max(const float* x, int64_t n) { return rows::row_max(x, n); }
+
+// x[c] = exp(x[c] - sub) for c < n, returning their sum (fixed order: one vector accumulator).
+inline float exp_sub_sum(float* x, int64_t n, float sub) {
+  const vf s = vset1(sub);
+  vf acc = vzero();
+  for (int64_t c = 0; c < n; c += W) {
+    const int r = static_cast<int>(imin(W, n - c));
+    vf e = vexp(vsub(vload_upto(x + c, r), s));
+    if (r < W) e = rows::keep_first(e, vzero(), r);
+    vstore_upto(x + c, e, r);
+    acc = vadd(acc, e);
+  }
+  return vreduce_add(acc);
+}
+
+inline void scale_row(float* x, int64_t n, float a) {
+  const vf av = vset1(a);
+  for (int64_t c = 0; c < n; c += W) vstore(x + c, vmul(vload(x + c), av));  // n % W == 0
+}
+
+inline void zero(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = 0.0f;
+}
+
+// Keys a query row sees in the key block [c0, c0 + bc): [0, lim).
+inline int64_t visible(bool causal, int64_t row, int64_t c0, int64_t bc) {
+  if (!causal) return bc;
+  const int64_t lim = row - c0 + 1;
+  return lim < 0 ? 0 : imin(lim, bc);
+}
+
+}  // namespace
+
+void attention_forward(const float* q, const float* k, const float* v, int64_t N, int64_t L, int64_t S, int64_t E,
+                       int64_t Ev, float scale, bool causal, const float* mask, const int64_t* moff, int64_t mrs,
+                       float* out, float* lse) {
+  const int64_t qblocks = (L + kBlk - 1) / kBlk;
+  const int64_t evp = round_up(Ev, W), bcp = round_up(kBlk, W);
+  parallel_tasks(N * qblocks, [&](int64_t task) {
+    const int64_t n = task / qblocks, r0 = (task % qblocks) * kBlk, br = imin(kBlk, L - r0);
+    const float* qn = q + (n * L + r0) * E;
+    const float* kn = k + n * S * E;
+    const float* vn = v + n * S * Ev;
+    const float* mn = mask ? mask + moff[n] : nullptr;
+    AlignedBuffer buf(kBlk * bcp + E * bcp + (Ev % W ? kBlk * evp : 0) + kBlk * evp + 2 * kBlk);
+    float* st = buf.data();        // scores, then P (br x bcp)
+    float* kt = st + kBlk * bcp;   // k^T of the key block (E x bcp)
+    float* vp = kt + E * bcp;      // v block padded to evp columns (when Ev % W)
+    float* acc = vp + (Ev % W ? kBlk * evp : 0);  // unnormalised output (br x evp)
+    float* m = acc + kBlk * evp;   // running row max
+    float* l = m + kBlk;           // running row sum
+    zero(acc, br * evp);
+    for (int64_t r = 0; r < br; ++r) m[r] = -INFINITY, l[r] = 0.0f;
+    const int64_t key_end = causal ? imin(S, r0 + br) : S;  // later key blocks are above the diagonal
+    for (int64_t c0 = 0; c0 < key_end; c0 += kBlk) {
+      const int64_t bc = imin(kBlk, key_end - c0), np = round_up(bc, W);
+      transpose_padded(kn + c0 * E, bc, E, E, kt, bcp);
+      tile_gemm<false>(br, np, E, qn, E, 1, kt, bcp, st, bcp);
+      for (int64_t r = 0; r < br; ++r) {
+        float* s = st + r * bcp;
+        const int64_t lim = visible(causal, r0 + r, c0, bc);
+        scale_add(s, mn ? mn + (r0 + r) * mrs + c0 : nullptr, lim, scale);
+        const float mx = lim ? std::fmax(m[r], vec_max(s, lim)) : m[r];
+        if (mx == -INFINITY) {  // no key of this row so far: P = 0, nothing to rescale
+          zero(s, bc);
+          continue;
+        }
+        const float alpha = std::exp(m[r] - mx);  // 0 on the first block with a key
+        const float sum = exp_sub_sum(s, lim, mx);
+        for (int64_t c = lim; c < bc; ++c) s[c] = 0.0f;
+        l[r] = l[r] * alpha + sum;
+        if (m[r] != mx) scale_row(acc + r * evp, evp, alpha);
+        m[r] = mx;
+      }
+      const float* vb = vn + c0 * Ev;
+      int64_t ldv = Ev;
+      if (Ev % W) {
+        copy_padded(vb, bc, Ev, Ev, vp, evp);
+        vb = vp, ldv = evp;
+      }
+      tile_gemm<true>(br, evp, bc, st, bcp, 1, vb, ldv, acc, evp);
+    }
+    for (int64_t r = 0; r < br; ++r) {
+      float* o = out + (n * L + r0 + r) * Ev;
+      const bool any = l[r] > 0.0f;
+      const float inv = any ? 1.0f / l[r] : 0.0f;
+      for (int64_t e = 0; e < Ev; ++e) o[e] = acc[r * evp + e] * inv;
+      lse[n * L + r0 + r] = any ? m[r] + std::log(l[r]) : -INFINITY;
+    }
+  });
+}
+
+void attention_backward(const float* q, const float* k, const float* v, const float* out, const float* grad_out,
+                        const float* lse, int64_t N, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale,
+                        bool causal, const float* mask, const int64_t* moff, int64_t mrs, float* dq, float* dk,
+                        float* dv) {
+  const int64_t ep = round_up(E, W), evp = round_up(Ev, W), bcp = round_up(kBlk, W);
+  const bool pad_e = E % W != 0, pad_ev = Ev % W != 0;
+  parallel_tasks(N, [&](int64_t n) {
+    const float* qn = q + n * L * E;
+    const float* kn = k + n * S * E;
+    const float* vn = v + n * S * Ev;
+    const float* on = out + n * L * Ev;
+    const float* gn = grad_out + n * L * Ev;
+    const float* ln = lse + n * L;
+    const float* mn = mask ? mask + moff[n] : nullptr;
+    AlignedBuffer buf(L + L * ep + (pad_e ? L * ep + kBlk * ep : 0) + (pad_ev ? L * evp : 0) + 2 * kBlk * bcp +
+                      E * bcp + Ev * bcp + kBlk * ep + kBlk * evp);
+    float* D = buf.data();                                   // rowsum(dO * out)
+    float* dqa = D + L;                                      // dQ accumulator (L x ep)
+    float* qp = dqa + L * ep;                                // q padded to ep (when E % W)
+    float* kp = qp + (pad_e ? L * ep : 0);                   // key block padded to ep (when E % W)
+    float* gp = kp + (pad_e ? kBlk * ep : 0);                // dO padded to evp (when Ev % W)
+    float* pt = gp + (pad_ev ? L * evp : 0);                 // P tile (br x bcp)
+    float* dst = pt + kBlk * bcp;                            // dP, then dS tile (br x bcp)
+    float* kt = dst + kBlk * bcp;                            // k^T of the key block (E x bcp)
+    float* vt = kt + E * bcp;                                // v^T of the key block (Ev x bcp)
+    float* dka = vt + Ev * bcp;                              // dK accumulator of the key block
+    float* dva = dka + kBlk * ep;                            // dV accumulator of the key block
+    for (int64_t r = 0; r < L; ++r) {
+      float s = 0.0f;
+      for (int64_t e = 0; e < Ev; ++e) s += gn[r * Ev + e] * on[r * Ev + e];
+      D[r] = s;
+    }
+    zero(dqa, L * ep);
+    const float* qb = qn;
+    int64_t ldq = E;
+    if (pad_e) copy_padded(qn, L, E, E, qp, ep), qb = qp, ldq = ep;
+    const float* gb = gn;
+    int64_t ldg = Ev;
+    if (pad_ev) copy_padded(gn, L, Ev, Ev, gp, evp), gb = gp, ldg = evp;
+    for (int64_t c0 = 0; c0 < S; c0 += kBlk) {
+      const int64_t bc = imin(kBlk, S - c0), np = round_up(bc, W);
+      transpose_padded(kn + c0 * E, bc, E, E, kt, bcp);
+      transpose_padded(vn + c0 * Ev, bc, Ev, Ev, vt, bcp);
+      const float* kb = kn + c0 * E;
+      int64_t ldk = E;
+      if (pad_e) copy_padded(kb, bc, E, E, kp, ep), kb = kp, ldk = ep;
+      zero(dka, bc * ep);
+      zero(dva, bc * evp);
+      for (int64_t r0 = causal ? c0 : 0; r0 < L; r0 += kBlk) {  // rows before c0 see no key of the block
+        const int64_t br = imin(kBlk, L - r0);
+        tile_gemm<false>(br, np, E, qn + r0 * E, E, 1, kt, bcp, pt, bcp);
+        tile_gemm<false>(br, np, Ev, gn + r0 * Ev, Ev, 1, vt, bcp, dst, bcp);
+        for (int64_t r = 0; r < br; ++r) {
+          float* p = pt + r * bcp;
+          float* ds = dst + r * bcp;
+          const int64_t lim = visible(causal, r0 + r, c0, bc);
+          const float lr = ln[r0 + r];
+          if (lr == -INFINITY || lim == 0) {
+            zero(p, bc);
+            zero(ds, bc);
+            continue;
+          }
+          scale_add(p, mn ? mn + (r0 + r) * mrs + c0 : nullptr, lim, scale);
+          exp_sub_sum(p, lim, lr);
+          for (int64_t c = lim; c < bc; ++c) p[c] = 0.0f;
+          const vf d = vset1(D[r0 + r]);
+          for (int64_t c = 0; c < bc; c += W) {
+            const int rr = static_cast<int>(imin(W, bc - c));
+            vstore_upto(ds + c, vmul(vload_upto(p + c, rr), vsub(vload_upto(ds + c, rr), d)), rr);
+          }
+        }
+        tile_gemm<true>(bc, evp, br, pt, 1, bcp, gb + r0 * ldg, ldg, dva, evp);   // dV += P^T dO
+        tile_gemm<true>(bc, ep, br, dst, 1, bcp, qb + r0 * ldq, ldq, dka, ep);    // dK += dS^T Q
+        tile_gemm<true>(br, ep, bc, dst, bcp, 1, kb, ldk, dqa + r0 * ep, ep);     // dQ += dS K
+      }
+      for (int64_t c = 0; c < bc; ++c) {
+        float* dkr = dk + (n * S + c0 + c) * E;
+        float* dvr = dv + (n * S + c0 + c) * Ev;
+        for (int64_t e = 0; e < E; ++e) dkr[e] = dka[c * ep + e] * scale;
+        for (int64_t e = 0; e < Ev; ++e) dvr[e] = dva[c * evp + e];
+      }
+    }
+    for (int64_t r = 0; r < L; ++r)
+      for (int64_t e = 0; e < E; ++e) dq[(n * L + r) * E + e] = dqa[r * ep + e] * scale;
+  });
+}
+
+}  // namespace FG_ISA_NS
+}  // namespace fg

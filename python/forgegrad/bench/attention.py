@@ -1,0 +1,96 @@
+"""The `attention` suite: scaled dot-product attention, forgegrad vs torch.nn.functional's.
+
+Workloads (q, k, v of shape (B, H, T, D), float32):
+  sdpa causal fwd+bwd B4 H8 T512 D64: F.scaled_dot_product_attention(q, k, v, is_causal=True) and
+    the backward of all three inputs for a given output gradient, through each framework's autograd
+    (forgegrad's fused kernels; torch's CPU flash-attention kernels). Gradients are reset to None
+    before each step on both sides, so neither accumulates.
+  sdpa causal fwd B4 H8 T512 D64: the forward alone, no graph (no_grad on both sides).
+  sdpa fwd+bwd B4 H8 T512 D64: no mask (every key block, twice the work of the causal rows).
+GFLOP/s count the products a flash kernel runs: 2 in forward (q k^T, P v), 5 in backward
+(q k^T again, dO v^T, P^T dO, dS^T q, dS k), each 2*B*H*T*T*D FLOPs, halved when causal.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import numpy as np
+
+from . import Workload, suite, time_workloads
+from ._timing import optional_import
+
+SHAPE = (4, 8, 512, 64)
+QUICK_SHAPE = (2, 4, 256, 64)
+
+
+def _arrays(shape):
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(shape).astype(np.float32) for _ in range(4)]
+
+
+def _ours(shape, causal, backward):
+    import forgegrad as fg
+    q, k, v, g = _arrays(shape)
+    sdpa = fg.nn.functional.scaled_dot_product_attention
+    if not backward:
+        tq, tk, tv = fg.tensor(q), fg.tensor(k), fg.tensor(v)
+
+        def forward():
+            with fg.no_grad():
+                return sdpa(tq, tk, tv, is_causal=causal)
+        return forward
+    ts = [fg.tensor(a, requires_grad=True) for a in (q, k, v)]
+    tg = fg.tensor(g)
+
+    def step():
+        for t in ts:
+            t.grad = None
+        sdpa(*ts, is_causal=causal).backward(tg)
+    return step
+
+
+def _theirs(torch, shape, causal, backward):
+    q, k, v, g = _arrays(shape)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    if not backward:
+        tq, tk, tv = (torch.from_numpy(a) for a in (q, k, v))
+
+        def forward():
+            with torch.no_grad():
+                return sdpa(tq, tk, tv, is_causal=causal)
+        return forward
+    ts = [torch.from_numpy(a).requires_grad_(True) for a in (q, k, v)]
+    tg = torch.from_numpy(g)
+
+    def step():
+        for t in ts:
+            t.grad = None
+        sdpa(*ts, is_causal=causal).backward(tg)
+    return step
+
+
+def _workload(shape, causal, backward):
+    b, h, t, d = shape
+    products = 7 if backward else 2
+    flop = products * 2.0 * b * h * t * t * d * (0.5 if causal else 1.0)
+    name = f"sdpa {'causal ' if causal else ''}{'fwd+bwd' if backward else 'fwd'} B{b} H{h} T{t} D{d}"
+
+    def make(_threads):
+        torch = optional_import("torch")
+        return {"forgegrad": _ours(shape, causal, backward),
+                "torch": _theirs(torch, shape, causal, backward) if torch is not None else None}
+    return Workload(name, ("forgegrad", "torch"), make, flop=flop)
+
+
+def workloads(quick: bool = False) -> List[Workload]:
+    shape = QUICK_SHAPE if quick else SHAPE
+    rows = [_workload(shape, True, True), _workload(shape, True, False)]
+    if not quick:
+        rows.append(_workload(shape, False, True))
+    return rows
+
+
+@suite("attention")
+def attention_suite(threads: Sequence[int], quick: bool) -> List[dict]:
+    repeat, min_time = (3, 0.02) if quick else (7, 0.2)
+    return time_workloads(workloads(quick), threads, repeat, min_time)

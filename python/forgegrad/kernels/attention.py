@@ -1,0 +1,77 @@
+"""Fused scaled dot-product attention on numpy float32 stacks (the C++ kernels of
+cpp/kernels/per_isa/attention.cpp): the (L, S) scores are never stored, forward keeps the row
+logsumexp and backward recomputes the scores tile by tile.
+
+q (N, L, E), k (N, S, E), v (N, S, Ev) with N = batch x heads. A mask is prepared once by
+:func:`prepare_mask` from the user's bool/float attn_mask broadcastable to batch + (L, S): the kernel
+reads it through per-(batch, head) offsets, so a mask shared by the heads (or a key-padding row
+shared by the queries) is neither copied per head nor per query.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from .. import _C
+from ._checks import as_f32
+
+__all__ = ["Mask", "prepare_mask", "attention_forward", "attention_backward"]
+
+
+class Mask(NamedTuple):
+    """An additive float32 mask: element (n, r, c) at ``data.flat[offsets[n] + r * row_stride + c]``."""
+
+    data: np.ndarray
+    offsets: np.ndarray
+    row_stride: int
+
+
+def prepare_mask(mask: Optional[np.ndarray], batch: tuple, L: int, S: int) -> Optional[Mask]:
+    """The kernel's form of attn_mask (bool: True = takes part, becomes 0 / -inf; float32: added),
+    broadcastable to batch + (L, S) (checked by the op)."""
+    if mask is None:
+        return None
+    if mask.dtype == np.bool_:
+        m = np.where(mask, np.float32(0.0), np.float32(-np.inf))
+    else:
+        m = as_f32(mask, "attn_mask")
+    m = m.reshape((1,) * (len(batch) + 2 - m.ndim) + m.shape)
+    if m.shape[-1] != S:  # a column broadcast: stored once per (own batch, row)
+        m = np.broadcast_to(m, m.shape[:-1] + (S,))
+    m = np.ascontiguousarray(m)
+    rows = m.shape[-2]
+    row_stride = S if rows == L and L > 1 else 0
+    own = m.shape[:-2]
+    starts = (np.arange(math.prod(own), dtype=np.int64) * (rows * S)).reshape(own)
+    offsets = np.ascontiguousarray(np.broadcast_to(starts, batch).reshape(-1))
+    return Mask(m, offsets, row_stride)
+
+
+def _stack(a, name):
+    a = as_f32(a, name)
+    if a.ndim != 3:
+        raise ValueError(f"{name} must be 3-D (N, sequence, features), got shape {a.shape}")
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+def attention_forward(q, k, v, scale: float, causal: bool = False, mask: Optional[Mask] = None):
+    """(out (N, L, Ev), lse (N, L)): out = softmax(q k^T * scale + mask) v; causal: query r sees keys c <= r."""
+    q, k, v = _stack(q, "q"), _stack(k, "k"), _stack(v, "v")
+    out = np.empty(q.shape[:2] + (v.shape[2],), np.float32)
+    lse = np.empty(q.shape[:2], np.float32)
+    m = mask if mask is not None else Mask(None, None, 0)
+    _C.attention.attention_forward(q, k, v, float(scale), bool(causal), m.data, m.offsets, m.row_stride, out, lse)
+    return out, lse
+
+
+def attention_backward(grad_out, q, k, v, out, lse, scale: float, causal: bool = False, mask: Optional[Mask] = None):
+    """(dq, dk, dv) of :func:`attention_forward` for the gradient of its output."""
+    q, k, v = _stack(q, "q"), _stack(k, "k"), _stack(v, "v")
+    grad_out, out = _stack(grad_out, "grad_out"), _stack(out, "out")
+    dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
+    m = mask if mask is not None else Mask(None, None, 0)
+    _C.attention.attention_backward(q, k, v, out, grad_out, as_f32(lse, "lse"), float(scale), bool(causal), m.data,
+                                    m.offsets, m.row_stride, dq, dk, dv)
+    return dq, dk, dv
