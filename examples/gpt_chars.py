@@ -12,6 +12,9 @@ on F.scaled_dot_product_attention, weight-tied head). Training: random windows o
 characters, AdamW (betas 0.9/0.95, weight decay 0.1 on matrices), linear warm-up then cosine decay,
 gradient clipping; stops after ``--seconds`` (wall clock) or ``--steps``. Samples use temperature
 and top-k (forgegrad.models.sample).
+
+Measured (2 busy vCPUs, --threads 2, 120 s each): this GPT reaches validation loss 1.30 nats/char
+in 365 steps, char_lstm.py 0.96 in 687 steps: at this budget the LSTM wins (docs/transformers.md).
 """
 from __future__ import annotations
 
