@@ -29,10 +29,11 @@ import numpy as np
 import forgegrad as fg
 from forgegrad import _C
 from forgegrad import kernels as K
-from forgegrad.kernels import activation, conv, gemm, geometry, loss, norm, optim, pool, rnn, softmax
+from forgegrad.kernels import (activation, attention, conv, embedding, gemm, geometry, loss, norm, optim, pool, rnn,
+                               softmax)
 
 KERNEL_MODULES = {m.__name__.rsplit(".", 1)[1]: m for m in
-                  (activation, conv, gemm, geometry, loss, norm, optim, pool, rnn, softmax)}
+                  (activation, attention, conv, embedding, gemm, geometry, loss, norm, optim, pool, rnn, softmax)}
 C_SUBMODULES = [n for n in dir(_C) if not n.startswith("_") and inspect.ismodule(getattr(_C, n)) and n != "cuda"]
 # set_num_threads(10**6) would legitimately start a million threads; its range is checked by test_runtime.
 SIG_SKIP = {"runtime.set_num_threads": "a huge thread count is a valid request that takes minutes to honour",

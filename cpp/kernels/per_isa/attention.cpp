@@ -1,7 +1,7 @@
 // Fused scaled dot-product attention, forward and backward (FlashAttention-2's tiling on the CPU):
 //   out = softmax(q k^T * scale + mask) v,   q (N, L, E), k (N, S, E), v (N, S, Ev), out (N, L, Ev)
 // for N independent (batch, head) pairs. The (L, S) score matrix is never stored: a task takes a
-// block of kBlk query rows and walks the keys in blocks of kBlk, keeping a running row maximum m,
+// block of kRows query rows and walks the keys in blocks of kBlk, keeping a running row maximum m,
 // row sum l and an unnormalised output (the online softmax); forward saves lse = m + log(l) per row.
 // Masks: causal (query r sees keys c <= r, top-left aligned as torch; key blocks past the diagonal
 // are skipped) and/or an additive float mask (a bool mask arrives as 0 / -inf), read at
@@ -34,8 +34,9 @@ namespace {
 
 using rows::imin;
 
-constexpr int64_t kBlk = 64;  // query rows and keys per tile (a 64 x 64 score tile stays in L1)
-constexpr int kMR = 6;        // microkernel rows
+constexpr int64_t kBlk = 64;   // keys per tile
+constexpr int64_t kRows = 32;  // query rows per tile: on the causal diagonal a tile computes ~kRows^2/2 masked scores
+constexpr int kMR = 6;  // microkernel rows
 // Vectors per microkernel row: 6 x 4 accumulators of 32 zmm registers, 6 x 2 of 16 ymm.
 constexpr int kNV = W == 16 ? 4 : (W == 8 ? 2 : 8);
 
@@ -159,28 +160,35 @@ inline int64_t visible(bool causal, int64_t row, int64_t c0, int64_t bc) {
 void attention_forward(const float* q, const float* k, const float* v, int64_t N, int64_t L, int64_t S, int64_t E,
                        int64_t Ev, float scale, bool causal, const float* mask, const int64_t* moff, int64_t mrs,
                        float* out, float* lse) {
-  const int64_t qblocks = (L + kBlk - 1) / kBlk;
+  const int64_t qblocks = (L + kRows - 1) / kRows, kblocks = (S + kBlk - 1) / kBlk;
   const int64_t evp = round_up(Ev, W), bcp = round_up(kBlk, W);
+  // k^T of every key block, packed once (every query block of a head reads all of them)
+  AlignedBuffer kt_all(N * kblocks * E * bcp);
+  parallel_for(N * kblocks, grain_for_work(kBlk * E), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const int64_t n = i / kblocks, c0 = (i % kblocks) * kBlk;
+      transpose_padded(k + (n * S + c0) * E, imin(kBlk, S - c0), E, E, kt_all.data() + i * E * bcp, bcp);
+    }
+  });
   parallel_tasks(N * qblocks, [&](int64_t task) {
-    const int64_t n = task / qblocks, r0 = (task % qblocks) * kBlk, br = imin(kBlk, L - r0);
+    const int64_t n = task / qblocks, r0 = (task % qblocks) * kRows, br = imin(kRows, L - r0);
     const float* qn = q + (n * L + r0) * E;
-    const float* kn = k + n * S * E;
+    const float* ktn = kt_all.data() + n * kblocks * E * bcp;
     const float* vn = v + n * S * Ev;
     const float* mn = mask ? mask + moff[n] : nullptr;
-    AlignedBuffer buf(kBlk * bcp + E * bcp + (Ev % W ? kBlk * evp : 0) + kBlk * evp + 2 * kBlk);
-    float* st = buf.data();        // scores, then P (br x bcp)
-    float* kt = st + kBlk * bcp;   // k^T of the key block (E x bcp)
-    float* vp = kt + E * bcp;      // v block padded to evp columns (when Ev % W)
+    AlignedBuffer buf(kRows * bcp + (Ev % W ? kBlk * evp : 0) + kRows * evp + 2 * kRows);
+    float* st = buf.data();  // scores, then P (br x bcp)
+    float* vp = st + kRows * bcp;  // v block padded to evp columns (when Ev % W)
     float* acc = vp + (Ev % W ? kBlk * evp : 0);  // unnormalised output (br x evp)
-    float* m = acc + kBlk * evp;   // running row max
-    float* l = m + kBlk;           // running row sum
+    float* m = acc + kRows * evp;  // running row max
+    float* l = m + kRows;  // running row sum
     zero(acc, br * evp);
     for (int64_t r = 0; r < br; ++r) m[r] = -INFINITY, l[r] = 0.0f;
     const int64_t key_end = causal ? imin(S, r0 + br) : S;  // later key blocks are above the diagonal
     for (int64_t c0 = 0; c0 < key_end; c0 += kBlk) {
       const int64_t bc = imin(kBlk, key_end - c0), np = round_up(bc, W);
-      transpose_padded(kn + c0 * E, bc, E, E, kt, bcp);
-      tile_gemm<false>(br, np, E, qn, E, 1, kt, bcp, st, bcp);
+      // (a causal row block ends its last key block early: the packed block's first bc keys)
+      tile_gemm<false>(br, np, E, qn, E, 1, ktn + (c0 / kBlk) * E * bcp, bcp, st, bcp);
       for (int64_t r = 0; r < br; ++r) {
         float* s = st + r * bcp;
         const int64_t lim = visible(causal, r0 + r, c0, bc);
@@ -229,19 +237,19 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
     const float* gn = grad_out + n * L * Ev;
     const float* ln = lse + n * L;
     const float* mn = mask ? mask + moff[n] : nullptr;
-    AlignedBuffer buf(L + L * ep + (pad_e ? L * ep + kBlk * ep : 0) + (pad_ev ? L * evp : 0) + 2 * kBlk * bcp +
+    AlignedBuffer buf(L + L * ep + (pad_e ? L * ep + kBlk * ep : 0) + (pad_ev ? L * evp : 0) + 2 * kRows * bcp +
                       E * bcp + Ev * bcp + kBlk * ep + kBlk * evp);
-    float* D = buf.data();                                   // rowsum(dO * out)
-    float* dqa = D + L;                                      // dQ accumulator (L x ep)
-    float* qp = dqa + L * ep;                                // q padded to ep (when E % W)
-    float* kp = qp + (pad_e ? L * ep : 0);                   // key block padded to ep (when E % W)
-    float* gp = kp + (pad_e ? kBlk * ep : 0);                // dO padded to evp (when Ev % W)
-    float* pt = gp + (pad_ev ? L * evp : 0);                 // P tile (br x bcp)
-    float* dst = pt + kBlk * bcp;                            // dP, then dS tile (br x bcp)
-    float* kt = dst + kBlk * bcp;                            // k^T of the key block (E x bcp)
-    float* vt = kt + E * bcp;                                // v^T of the key block (Ev x bcp)
-    float* dka = vt + Ev * bcp;                              // dK accumulator of the key block
-    float* dva = dka + kBlk * ep;                            // dV accumulator of the key block
+    float* D = buf.data();  // rowsum(dO * out)
+    float* dqa = D + L;  // dQ accumulator (L x ep)
+    float* qp = dqa + L * ep;  // q padded to ep (when E % W)
+    float* kp = qp + (pad_e ? L * ep : 0);  // key block padded to ep (when E % W)
+    float* gp = kp + (pad_e ? kBlk * ep : 0);  // dO padded to evp (when Ev % W)
+    float* pt = gp + (pad_ev ? L * evp : 0);  // P tile (br x bcp)
+    float* dst = pt + kRows * bcp;  // dP, then dS tile (br x bcp)
+    float* kt = dst + kRows * bcp;  // k^T of the key block (E x bcp)
+    float* vt = kt + E * bcp;  // v^T of the key block (Ev x bcp)
+    float* dka = vt + Ev * bcp;  // dK accumulator of the key block
+    float* dva = dka + kBlk * ep;  // dV accumulator of the key block
     for (int64_t r = 0; r < L; ++r) {
       float s = 0.0f;
       for (int64_t e = 0; e < Ev; ++e) s += gn[r * Ev + e] * on[r * Ev + e];
@@ -255,7 +263,7 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
     int64_t ldg = Ev;
     if (pad_ev) copy_padded(gn, L, Ev, Ev, gp, evp), gb = gp, ldg = evp;
     for (int64_t c0 = 0; c0 < S; c0 += kBlk) {
-      const int64_t bc = imin(kBlk, S - c0), np = round_up(bc, W);
+      const int64_t bc = imin(kBlk, S - c0);
       transpose_padded(kn + c0 * E, bc, E, E, kt, bcp);
       transpose_padded(vn + c0 * Ev, bc, Ev, Ev, vt, bcp);
       const float* kb = kn + c0 * E;
@@ -263,32 +271,34 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
       if (pad_e) copy_padded(kb, bc, E, E, kp, ep), kb = kp, ldk = ep;
       zero(dka, bc * ep);
       zero(dva, bc * evp);
-      for (int64_t r0 = causal ? c0 : 0; r0 < L; r0 += kBlk) {  // rows before c0 see no key of the block
-        const int64_t br = imin(kBlk, L - r0);
-        tile_gemm<false>(br, np, E, qn + r0 * E, E, 1, kt, bcp, pt, bcp);
-        tile_gemm<false>(br, np, Ev, gn + r0 * Ev, Ev, 1, vt, bcp, dst, bcp);
+      for (int64_t r0 = causal ? c0 : 0; r0 < L; r0 += kRows) {  // rows before c0 see no key of the block
+        const int64_t br = imin(kRows, L - r0);
+        // keys [0, kv) of the block are seen by some row of the tile (all but on the causal diagonal)
+        const int64_t kv = causal ? imin(bc, r0 + br - c0) : bc, npv = round_up(kv, W);
+        tile_gemm<false>(br, npv, E, qn + r0 * E, E, 1, kt, bcp, pt, bcp);
+        tile_gemm<false>(br, npv, Ev, gn + r0 * Ev, Ev, 1, vt, bcp, dst, bcp);
         for (int64_t r = 0; r < br; ++r) {
           float* p = pt + r * bcp;
           float* ds = dst + r * bcp;
-          const int64_t lim = visible(causal, r0 + r, c0, bc);
+          const int64_t lim = visible(causal, r0 + r, c0, kv);
           const float lr = ln[r0 + r];
           if (lr == -INFINITY || lim == 0) {
-            zero(p, bc);
-            zero(ds, bc);
+            zero(p, kv);
+            zero(ds, kv);
             continue;
           }
           scale_add(p, mn ? mn + (r0 + r) * mrs + c0 : nullptr, lim, scale);
           exp_sub_sum(p, lim, lr);
-          for (int64_t c = lim; c < bc; ++c) p[c] = 0.0f;
+          for (int64_t c = lim; c < kv; ++c) p[c] = 0.0f;
           const vf d = vset1(D[r0 + r]);
-          for (int64_t c = 0; c < bc; c += W) {
-            const int rr = static_cast<int>(imin(W, bc - c));
+          for (int64_t c = 0; c < kv; c += W) {
+            const int rr = static_cast<int>(imin(W, kv - c));
             vstore_upto(ds + c, vmul(vload_upto(p + c, rr), vsub(vload_upto(ds + c, rr), d)), rr);
           }
         }
-        tile_gemm<true>(bc, evp, br, pt, 1, bcp, gb + r0 * ldg, ldg, dva, evp);   // dV += P^T dO
-        tile_gemm<true>(bc, ep, br, dst, 1, bcp, qb + r0 * ldq, ldq, dka, ep);    // dK += dS^T Q
-        tile_gemm<true>(br, ep, bc, dst, bcp, 1, kb, ldk, dqa + r0 * ep, ep);     // dQ += dS K
+        tile_gemm<true>(kv, evp, br, pt, 1, bcp, gb + r0 * ldg, ldg, dva, evp);  // dV += P^T dO
+        tile_gemm<true>(kv, ep, br, dst, 1, bcp, qb + r0 * ldq, ldq, dka, ep);  // dK += dS^T Q
+        tile_gemm<true>(br, ep, kv, dst, bcp, 1, kb, ldk, dqa + r0 * ep, ep);  // dQ += dS K
       }
       for (int64_t c = 0; c < bc; ++c) {
         float* dkr = dk + (n * S + c0 + c) * E;

@@ -15,6 +15,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from .. import _C
+from .._validate import check_bool, check_float, check_int
 from ._checks import as_f32
 
 __all__ = ["Mask", "prepare_mask", "attention_forward", "attention_backward"]
@@ -33,6 +34,20 @@ def prepare_mask(mask: Optional[np.ndarray], batch: tuple, L: int, S: int) -> Op
     broadcastable to batch + (L, S) (checked by the op)."""
     if mask is None:
         return None
+    if not isinstance(mask, np.ndarray) or mask.dtype not in (np.bool_, np.float32):
+        raise TypeError(f"mask must be None or a bool or float32 numpy.ndarray, got "
+                        f"{getattr(mask, 'dtype', type(mask).__name__)}")
+    if not isinstance(batch, tuple) or any(isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 0
+                                           for b in batch):
+        raise TypeError(f"batch must be a tuple of sizes (ints >= 0), got {batch!r}")
+    L = check_int(L, "L", low=1)
+    S = check_int(S, "S", low=1)
+    try:
+        np.broadcast_shapes(mask.shape, batch + (L, S))
+    except ValueError:
+        raise ValueError(f"mask of shape {mask.shape} does not broadcast to {batch + (L, S)}") from None
+    if mask.ndim > len(batch) + 2:
+        raise ValueError(f"mask has more dimensions ({mask.ndim}) than batch + (L, S) ({len(batch) + 2})")
     if mask.dtype == np.bool_:
         m = np.where(mask, np.float32(0.0), np.float32(-np.inf))
     else:
@@ -56,22 +71,29 @@ def _stack(a, name):
     return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
+def _scalars(scale, causal, mask):
+    if mask is not None and not isinstance(mask, Mask):
+        raise TypeError(f"mask must be None or a Mask from prepare_mask, got {type(mask).__name__}")
+    return check_float(scale, "scale"), check_bool(causal, "causal"), mask if mask is not None else Mask(None, None, 0)
+
+
 def attention_forward(q, k, v, scale: float, causal: bool = False, mask: Optional[Mask] = None):
     """(out (N, L, Ev), lse (N, L)): out = softmax(q k^T * scale + mask) v; causal: query r sees keys c <= r."""
+    scale, causal, m = _scalars(scale, causal, mask)
     q, k, v = _stack(q, "q"), _stack(k, "k"), _stack(v, "v")
     out = np.empty(q.shape[:2] + (v.shape[2],), np.float32)
     lse = np.empty(q.shape[:2], np.float32)
-    m = mask if mask is not None else Mask(None, None, 0)
-    _C.attention.attention_forward(q, k, v, float(scale), bool(causal), m.data, m.offsets, m.row_stride, out, lse)
+    _C.attention.attention_forward(q, k, v, scale, causal, m.data, m.offsets, m.row_stride, out, lse)
     return out, lse
 
 
 def attention_backward(grad_out, q, k, v, out, lse, scale: float, causal: bool = False, mask: Optional[Mask] = None):
     """(dq, dk, dv) of :func:`attention_forward` for the gradient of its output."""
+    scale, causal, m = _scalars(scale, causal, mask)
     q, k, v = _stack(q, "q"), _stack(k, "k"), _stack(v, "v")
     grad_out, out = _stack(grad_out, "grad_out"), _stack(out, "out")
     dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
-    m = mask if mask is not None else Mask(None, None, 0)
-    _C.attention.attention_backward(q, k, v, out, grad_out, as_f32(lse, "lse"), float(scale), bool(causal), m.data,
-                                    m.offsets, m.row_stride, dq, dk, dv)
+    lse = np.ascontiguousarray(as_f32(lse, "lse"))
+    _C.attention.attention_backward(q, k, v, out, grad_out, lse, scale, causal, m.data, m.offsets, m.row_stride, dq,
+                                    dk, dv)
     return dq, dk, dv
