@@ -3,6 +3,7 @@
     python examples/char_lstm.py     # learns Python's argparse.py: loss 4.47 -> ~0.67 nats/char in ~55 s
     python examples/char_lstm.py --text my.txt --steps 2000 --hidden 256 --num-layers 2
     python examples/char_lstm.py --seed 1 --save char_lstm.safetensors
+    python examples/char_lstm.py --seconds 120 --val-fraction 0.1   # the budget of examples/gpt_chars.py
 
 Model: Embedding -> LSTM (1-2 layers) -> Linear over the vocabulary (forgegrad.models.CharLSTM).
 Training: the text is cut into ``batch_size`` contiguous streams read ``seq_len`` characters at a
@@ -133,7 +134,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     p.add_argument("--save", default=None, metavar="PATH", help="write a checkpoint (forgegrad.save) at the end")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="stop training after this many seconds (wall clock; a time budget instead of --steps)")
+    p.add_argument("--val-fraction", type=float, default=0.0,
+                   help="hold out the text's last fraction and report the loss on it at the end (default 0)")
     return p
+
+
+def validation_loss(model, ids: np.ndarray, seq_len: int, streams: int = 16) -> float:
+    """Mean next-character loss over held-out ``ids``, read as contiguous streams with the state carried
+    from chunk to chunk (as in training), without building a graph."""
+    streams = max(1, min(streams, (len(ids) - 1) // seq_len))
+    data = batch_streams(ids, streams, seq_len)
+    was_training = model.training
+    model.eval()
+    total, count, state = 0.0, 0, None
+    with fg.no_grad():
+        for t0 in range(0, data.shape[1] - 1, seq_len):
+            x, y = data[:, t0:t0 + seq_len], data[:, t0 + 1:t0 + seq_len + 1]
+            logits = model(fg.Tensor(x), state)
+            state = model._last_state
+            total += float(nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                       fg.Tensor(y.reshape(-1))).item()) * y.size
+            count += y.size
+    model.train(was_training)
+    return total / count
 
 
 def _fail(message: str):
@@ -153,6 +178,10 @@ def main(argv=None) -> dict:
         parser.error("--temperature must be > 0")
     if args.threads < 1:
         parser.error("--threads must be >= 1")
+    if not 0.0 <= args.val_fraction < 1.0:
+        parser.error("--val-fraction must be in [0, 1)")
+    if args.seconds is not None and args.seconds <= 0:
+        parser.error("--seconds must be > 0")
     fg.set_num_threads(args.threads)
 
     try:
@@ -166,12 +195,21 @@ def main(argv=None) -> dict:
     if not args.prime or missing:
         _fail(f"--prime {args.prime!r} must be non-empty and use only characters of the text "
               f"(not in it: {''.join(missing)!r})")
+    ids = vocab.encode(text)
+    n_val = int(len(ids) * args.val_fraction)
+    val_ids, ids = ids[len(ids) - n_val:], ids[:len(ids) - n_val]
     try:
-        streams = batch_streams(vocab.encode(text), args.batch_size, args.seq_len)
+        if n_val and n_val < args.seq_len + 1:
+            raise ValueError(f"--val-fraction {args.val_fraction} holds out {n_val} characters, fewer than "
+                             f"--seq-len + 1")
+        streams = batch_streams(ids, args.batch_size, args.seq_len)
     except ValueError as e:
         _fail(str(e))
     chunks = (streams.shape[1] - 1) // args.seq_len
     steps = args.steps if args.steps is not None else (args.epochs * chunks if args.epochs else 800)
+    if args.seconds is not None and args.steps is None and args.epochs is None:
+        steps = 10**9  # the time budget decides
+    steps_label = f"{args.seconds:g} s of" if steps == 10**9 else str(steps)
 
     fg.manual_seed(args.seed)  # initial weights
     rng = np.random.default_rng(args.seed)  # sampling only, so samples do not depend on training's draws
@@ -181,7 +219,7 @@ def main(argv=None) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"text: {path} ({len(text):,} characters, vocabulary {len(vocab)})")
     print(f"model: CharLSTM embed {args.embed}, LSTM {args.num_layers}x{args.hidden}, {n_params:,} parameters; "
-          f"{steps} steps of {args.batch_size} x {args.seq_len} characters ({chunks} chunks per epoch), "
+          f"{steps_label} steps of {args.batch_size} x {args.seq_len} characters ({chunks} chunks per epoch), "
           f"threads {fg.get_num_threads()}")
     print(f"uniform guess: loss {math.log(len(vocab)):.3f} ({math.log2(len(vocab)):.2f} bits/char)")
 
@@ -191,6 +229,13 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     model.train()
     for step in range(1, steps + 1):
+        if args.seconds is not None and time.perf_counter() - start >= args.seconds:
+            steps = step - 1
+            print(f"time budget of {args.seconds:g} s reached after {steps} steps")
+            s = sample(model, vocab, args.prime, args.sample_len, args.temperature, rng)
+            samples.append(s)
+            print(f"--- sample after step {steps} (temperature {args.temperature}) ---\n{s}\n---", flush=True)
+            break
         k = (step - 1) % chunks
         if k == 0:
             state = None  # a new pass over the text starts from a zero state
@@ -209,7 +254,8 @@ def main(argv=None) -> dict:
         if step % args.log_every == 0 or step == steps:
             mean = sum(window) / len(window)
             window = []
-            print(f"step {step:5d}/{steps}  loss {mean:.3f}  ({mean / math.log(2):.2f} bits/char)  "
+            total = steps if steps != 10**9 else "?"
+            print(f"step {step:5d}/{total}  loss {mean:.3f}  ({mean / math.log(2):.2f} bits/char)  "
                   f"{time.perf_counter() - start:6.1f} s", flush=True)
         if (args.sample_every and step % args.sample_every == 0) or step == steps:
             s = sample(model, vocab, args.prime, args.sample_len, args.temperature, rng)
@@ -218,12 +264,17 @@ def main(argv=None) -> dict:
     seconds = time.perf_counter() - start
     print(f"trained {steps} steps in {seconds:.1f} s: loss {losses[0]:.3f} -> "
           f"{sum(losses[-10:]) / len(losses[-10:]):.3f} (mean of the last {min(10, len(losses))} steps)")
+    val_loss = None
+    if n_val:
+        val_loss = validation_loss(model, val_ids, args.seq_len)
+        print(f"validation loss {val_loss:.4f} nats/char ({val_loss / math.log(2):.3f} bits/char) on the last "
+              f"{n_val:,} characters")
     if args.save:
         meta = {"vocab": json.dumps(vocab.chars), "embed_dim": str(args.embed), "hidden_size": str(args.hidden),
                 "num_layers": str(args.num_layers)}
         fg.save(model.state_dict(), args.save, metadata=meta)
         print(f"checkpoint: {args.save}")
-    return {"losses": losses, "samples": samples, "vocab": vocab.chars, "seconds": seconds}
+    return {"losses": losses, "samples": samples, "vocab": vocab.chars, "seconds": seconds, "val_loss": val_loss}
 
 
 if __name__ == "__main__":

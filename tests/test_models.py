@@ -14,7 +14,8 @@ from helpers import load_example, torch_from_fg
 
 # ---- registry ------------------------------------------------------------------------------------
 def test_available_lists_every_model():
-    assert zoo.available() == sorted(["mlp", "lenet", "lenet8", "lstm", "gru", "char_lstm", "vae", "conv_vae"])
+    assert zoo.available() == sorted(["mlp", "lenet", "lenet8", "lstm", "gru", "char_lstm", "vae", "conv_vae", "gpt",
+                                      "transformer_classifier"])
 
 
 def test_create_mlp_remembers_its_config_and_rebuilds():

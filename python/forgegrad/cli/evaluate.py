@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from .. import models
-from . import _checkpoint, _data, _loop
+from . import _checkpoint, _data, _lm, _loop
 from ._argtypes import positive_int
 from ._errors import UsageError
 from .train import prepare
@@ -33,6 +33,8 @@ def run(args, log=print):
     data = args.data or meta.get("data")
     if not data:
         raise UsageError("the checkpoint does not say which data it was trained on: pass --data")
+    if spec.task == "causal_lm":
+        return _eval_lm(args, model, meta, data, log)
     ds = _data.load(data, vocab=meta.get("vocab"))
     same_data = data == meta.get("data")
     split_cfg = meta.get("split", {})
@@ -57,4 +59,27 @@ def run(args, log=print):
         log(json.dumps({"model": meta["name"], "data": ds.name, "split": split, "samples": len(x), **metrics}))
     else:
         log(f"{meta['name']} on {ds.name} ({split}, {len(x)} samples): " + _loop.format_metrics(metrics))
+    return 0
+
+
+def _eval_lm(args, model, meta, data, log):
+    """Next-byte loss of a byte-level language model: the held-out tail of its training text
+    (``--split val``) or the whole file."""
+    import math
+    tokens = _lm.read_bytes(data)
+    frac = meta.get("split", {}).get("val_fraction", 0)
+    split = args.split or ("val" if data == meta.get("data") and frac > 0 else "all")
+    if split == "val":
+        if data != meta.get("data") or not frac:
+            raise UsageError("--split val needs the data the checkpoint was trained on (with a validation split); "
+                             "use --split all")
+        _, tokens = _lm.split_bytes(tokens, frac, model.block_size)
+    elif len(tokens) < model.block_size + 1:
+        raise UsageError(f"{data} has fewer than block_size + 1 = {model.block_size + 1} bytes")
+    loss = _lm.evaluate(model, tokens, model.block_size, batch_size=min(args.batch_size, 64), max_windows=10**9)
+    metrics = {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+    if args.json:
+        log(json.dumps({"model": meta["name"], "data": data, "split": split, "bytes": len(tokens), **metrics}))
+    else:
+        log(f"{meta['name']} on {data} ({split}, {len(tokens)} bytes): " + _loop.format_metrics(metrics))
     return 0

@@ -8,7 +8,7 @@ import os
 from .. import models
 from .. import random as _random
 from .._version import __version__
-from . import _checkpoint, _data, _loop
+from . import _checkpoint, _data, _lm, _loop
 from ._argtypes import fraction, positive_float, positive_int
 from ._errors import CLIError, UsageError, require
 
@@ -37,6 +37,7 @@ def add_parser(sub):
     p.add_argument("--ranks", type=positive_int, default=None, metavar="N",
                    help="data-parallel training on N MPI ranks: re-runs this command under mpiexec (needs the "
                         "'mpi' extra); --batch-size is then per rank. Under mpiexec/srun it is implied")
+    _lm.add_args(p)
     p.set_defaults(run=run)
     return p
 
@@ -139,6 +140,10 @@ def run(args, log=print):
         spec = models.spec(args.model)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if spec.task == "causal_lm":  # byte-level language models: their own loop (steps, schedule, samples)
+        if args.ranks is not None and args.ranks > 1:
+            raise UsageError("--ranks: data-parallel training of language models (gpt) is not supported yet")
+        return _lm.run(args, spec, build_model, parse_model_args, log)
     from ..distributed import comm as _comm
     if args.ranks is not None and args.ranks > 1 and _comm.launched_size() <= 1:
         from ..distributed import launch

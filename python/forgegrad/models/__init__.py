@@ -2,7 +2,7 @@
 
     >>> import forgegrad.models as zoo
     >>> zoo.available()
-    ['char_lstm', 'conv_vae', 'gru', 'lenet', 'lenet8', 'lstm', 'mlp', 'vae']
+    ['char_lstm', 'conv_vae', 'gpt', 'gru', 'lenet', 'lenet8', 'lstm', 'mlp', 'transformer_classifier', 'vae']
     >>> model = zoo.create("mlp", in_features=64, out_features=10)
 """
 from __future__ import annotations
@@ -14,11 +14,12 @@ from ._registry import ModelSpec, available, config_of, create, from_config, reg
 from .cnn import LeNet
 from .mlp import MLP
 from .rnn import CharLSTM, SequenceClassifier
+from .transformer import GPT, TransformerClassifier, sample
 from .vae import VAE, ConvVAE, VAELoss, vae_loss
 from .hf import from_pretrained, generate, save_pretrained
 
 __all__ = ["available", "create", "spec", "config_of", "from_config", "register", "ModelSpec",
-           "MLP", "LeNet", "SequenceClassifier", "CharLSTM",
+           "MLP", "LeNet", "SequenceClassifier", "CharLSTM", "GPT", "TransformerClassifier", "sample",
            "VAE", "ConvVAE", "vae_loss", "VAELoss", "from_pretrained", "save_pretrained", "generate"]
 
 
@@ -68,6 +69,13 @@ register(ModelSpec(
 register(ModelSpec(
     "char_lstm", CharLSTM, "character-level LSTM language model (Embedding -> LSTM -> Linear)", "tokens", "lm",
     lambda shape, k: ({"vocab_size": k} if k else {})))
+register(ModelSpec(
+    "gpt", GPT, "decoder-only Transformer language model (GPT-2 style, pre-LN, tied LM head; byte tokens)",
+    "tokens", "causal_lm", lambda shape, k: ({"vocab_size": k} if k else {})))
+register(ModelSpec(
+    "transformer_classifier", TransformerClassifier,
+    "Transformer encoder text classifier (embeddings -> pre-LN encoder -> mean pooling -> Linear)", "tokens",
+    "classify", lambda shape, k: ({"num_classes": k} if k else {})))
 register(ModelSpec(
     "vae", VAE, "variational autoencoder with MLP encoder/decoder", "flat", "vae",
     lambda shape, k: {"input_dim": _numel(shape)}))

@@ -50,10 +50,14 @@ def _default_input_names(model, n: int) -> List[str]:
     return ["input"] if n == 1 else [f"input_{i}" for i in range(n)]
 
 
+# modules over sequences: their input's sequence axis is dynamic by default (batch_first says where)
+_SEQUENCE_MODULES = ("LSTM", "GRU", "RNN", "MultiheadAttention", "CausalSelfAttention")
+
+
 def _recurrent_layout(model) -> Optional[bool]:
-    """batch_first of the first LSTM/GRU/RNN module, or None when the model has none."""
+    """batch_first of the first sequence module (LSTM/GRU/RNN, attention), or None when the model has none."""
     for m in getattr(model, "modules", lambda: [])():
-        if type(m).__name__ in ("LSTM", "GRU", "RNN") and hasattr(m, "batch_first"):
+        if type(m).__name__ in _SEQUENCE_MODULES and hasattr(m, "batch_first"):
             return bool(m.batch_first)
     return None
 

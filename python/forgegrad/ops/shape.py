@@ -105,7 +105,12 @@ class GetItemFunction(Function):
     @staticmethod
     def backward(ctx, g):
         out = np.zeros(ctx.in_shape, dtype=np.float32)
-        np.add.at(out, ctx.key, g)  # repeated advanced indices accumulate
+        key = ctx.key
+        if all(k is None or k is Ellipsis or isinstance(k, (slice, int, np.integer)) and not isinstance(k, bool)
+               for k in (key if isinstance(key, tuple) else (key,))):
+            out[key] = g  # basic indexing selects each element at most once: a plain copy
+        else:
+            np.add.at(out, key, g)  # repeated advanced indices accumulate (np.add.at is ~10x slower)
         return out
 
 

@@ -1,0 +1,215 @@
+"""Transformer models: a GPT (decoder-only language model) and an encoder text classifier.
+
+``GPT`` follows GPT-2 / nanoGPT: token and learned position embeddings, ``n_layer`` pre-LN blocks
+(LayerNorm -> causal self-attention -> residual, LayerNorm -> MLP 4x with GELU -> residual), a final
+LayerNorm and an LM head whose weight is the token embedding's (weight tying). Its submodule names
+are nanoGPT's (transformer.wte, transformer.h.0.attn.c_attn, lm_head, ...), so a nanoGPT state_dict
+loads unchanged. Attention is ``F.scaled_dot_product_attention(..., is_causal=True)``: the fused
+kernel, which never materialises the T x T scores.
+
+``sample`` draws tokens from a GPT (temperature, top-k), running the whole context each step (no
+KV cache).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .. import nn
+from .. import random as _random
+from .._args import positive_int
+from .._validate import check_bool, check_float
+from ..autograd import graph_free, no_grad
+from ..nn.linear import _fused_linear
+from ..tensor import Tensor
+
+__all__ = ["GPT", "TransformerClassifier", "sample"]
+
+F = nn.functional
+
+
+def _dropout(module, x):
+    """module(x), skipped when it is the identity (eval mode or p = 0): no op call at all."""
+    return module(x) if module.training and module.p > 0 else x
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention with a packed q/k/v projection (c_attn) and c_proj."""
+
+    def __init__(self, n_embd, n_head, dropout, bias):
+        super().__init__()
+        self.n_head, self.n_embd = n_head, n_embd
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.resid_dropout = nn.Dropout(dropout)
+        self.dropout = dropout
+        self.batch_first = True  # (N, T, C); the ONNX exporter makes T dynamic by default
+
+    def forward(self, x):
+        n, t, c = x.shape
+        h = self.n_head
+        # (N, T, 3C) -> (3, N, H, T, D): one permute, then q, k, v are views of it
+        qkv = self.c_attn(x).reshape(n, t, 3, h, c // h).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=True)
+        y = y.permute(0, 2, 1, 3).reshape(n, t, c)
+        return _dropout(self.resid_dropout, self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, n_embd, dropout, bias):
+        super().__init__()
+        self.c_fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        if graph_free() and type(x._data) is np.ndarray:  # inference: bias + GELU in the GEMM's output pass
+            h = _fused_linear(x, self.c_fc.weight, self.c_fc.bias, *self.gelu.epilogue())
+        else:
+            h = self.gelu(self.c_fc(x))
+        return _dropout(self.dropout, self.c_proj(h))
+
+
+class Block(nn.Module):
+    """A pre-LN Transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, n_embd, n_head, dropout, bias):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
+        self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias)
+        self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
+        self.mlp = MLP(n_embd, dropout, bias)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """``GPT(vocab_size=256, block_size=128, n_layer=4, n_head=4, n_embd=256, dropout=0.0, bias=True)``.
+
+    forward(idx) maps token ids (N, T) int64, T <= block_size, to logits (N, T, vocab_size).
+    Initialisation as GPT-2: weights N(0, 0.02) (the residual projections c_proj N(0, 0.02/sqrt(2
+    n_layer))), biases 0. ``lm_head.weight`` is ``transformer.wte.weight`` (one parameter).
+    """
+
+    def __init__(self, vocab_size: int = 256, block_size: int = 128, n_layer: int = 4, n_head: int = 4,
+                 n_embd: int = 256, dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        self.vocab_size = positive_int(vocab_size, "vocab_size", "GPT")
+        self.block_size = positive_int(block_size, "block_size", "GPT")
+        self.n_layer = positive_int(n_layer, "n_layer", "GPT")
+        self.n_head = positive_int(n_head, "n_head", "GPT")
+        self.n_embd = positive_int(n_embd, "n_embd", "GPT")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPT: n_embd ({n_embd}) must be divisible by n_head ({n_head})")
+        dropout = check_float(dropout, "dropout", low=0.0, high=1.0)
+        bias = check_bool(bias, "bias")
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(self.vocab_size, self.n_embd),
+            wpe=nn.Embedding(self.block_size, self.n_embd),
+            drop=nn.Dropout(dropout),
+            h=nn.ModuleList([Block(self.n_embd, self.n_head, dropout, bias) for _ in range(self.n_layer)]),
+            ln_f=nn.LayerNorm(self.n_embd, bias=bias)))
+        self.lm_head = nn.Linear(self.n_embd, self.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # weight tying
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * self.n_layer))
+            elif p.ndim == 2:
+                nn.init.normal_(p, 0.0, 0.02)
+            else:
+                is_norm_weight = name.endswith(".weight")  # LayerNorm weights stay 1
+                if not is_norm_weight:
+                    nn.init.zeros_(p)
+
+    def forward(self, idx):
+        if not isinstance(idx, Tensor):
+            idx = Tensor(np.asarray(idx))
+        if idx.ndim != 2:
+            raise ValueError(f"GPT: expected token ids (N, T), got shape {tuple(idx.shape)}")
+        t = idx.shape[1]
+        if t > self.block_size:
+            raise ValueError(f"GPT: sequence length {t} exceeds block_size {self.block_size}")
+        tr = self.transformer
+        # positions 0..T-1 as a slice of the table: an exported graph keeps T dynamic
+        x = _dropout(tr.drop, tr.wte(idx) + tr.wpe.weight[:t])
+        for block in tr.h:
+            x = block(x)
+        return self.lm_head(tr.ln_f(x))
+
+
+class TransformerClassifier(nn.Module):
+    """``TransformerClassifier(vocab_size, num_classes, d_model=64, nhead=4, num_layers=2,
+    dim_feedforward=128, max_len=256, dropout=0.1, pad_id=0)``: token + learned position embeddings,
+    a pre-LN ``nn.TransformerEncoder`` (batch first) that ignores padding (``key_padding_mask``), the
+    mean of the non-padding positions, and a Linear head.
+
+    forward(tokens) maps token ids (N, T) int64 (``pad_id`` pads) to logits (N, num_classes).
+    """
+
+    def __init__(self, vocab_size: int, num_classes: int = 2, d_model: int = 64, nhead: int = 4,
+                 num_layers: int = 2, dim_feedforward: int = 128, max_len: int = 256, dropout: float = 0.1,
+                 pad_id: int = 0):
+        super().__init__()
+        owner = "TransformerClassifier"
+        self.vocab_size = positive_int(vocab_size, "vocab_size", owner)
+        self.num_classes = positive_int(num_classes, "num_classes", owner)
+        self.pad_id = pad_id
+        self.embed = nn.Embedding(self.vocab_size, d_model, padding_idx=pad_id)
+        self.pos = nn.LearnedPositionalEmbedding(max_len, d_model)
+        layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers, norm=nn.LayerNorm(d_model))
+        self.head = nn.Linear(d_model, self.num_classes)
+
+    def forward(self, tokens):
+        if not isinstance(tokens, Tensor):
+            tokens = Tensor(np.asarray(tokens))
+        if tokens.ndim != 2:
+            raise ValueError(f"TransformerClassifier: expected token ids (N, T), got shape {tuple(tokens.shape)}")
+        pad = tokens == self.pad_id
+        x = self.encoder(self.pos(self.embed(tokens)), src_key_padding_mask=pad)
+        keep = (tokens != self.pad_id).float().unsqueeze(-1)
+        pooled = (x * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)  # mean over real tokens
+        return self.head(pooled)
+
+
+def sample(model, prompt: Sequence[int], max_new_tokens: int, temperature: float = 1.0,
+           top_k: Optional[int] = None, generator=None) -> list:
+    """Token ids: ``prompt`` followed by ``max_new_tokens`` sampled ids. Each step runs the model on
+    the last ``block_size`` ids and draws from softmax(logits / temperature), restricted to the
+    ``top_k`` most likely ids when given (temperature 0: the most likely id, greedy)."""
+    ids = [int(i) for i in prompt]
+    if not ids:
+        raise ValueError("sample: prompt must hold at least one token id")
+    max_new_tokens = int(max_new_tokens)
+    temperature = check_float(temperature, "temperature", low=0.0)
+    if top_k is not None:
+        top_k = positive_int(top_k, "top_k", "sample")
+    gen = generator or _random.generator()
+    block = getattr(model, "block_size", None) or len(ids) + max_new_tokens
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            for _ in range(max_new_tokens):
+                ctx = np.asarray([ids[-block:]], np.int64)
+                z = model(Tensor(ctx))._data[0, -1].astype(np.float64)
+                if temperature == 0.0:
+                    ids.append(int(np.argmax(z)))
+                    continue
+                z = z / temperature
+                if top_k is not None and top_k < z.size:
+                    cut = np.partition(z, -top_k)[-top_k]
+                    z = np.where(z < cut, -np.inf, z)
+                p = np.exp(z - z.max())
+                ids.append(int(gen.choice(z.size, p=p / p.sum())))
+    finally:
+        model.train(was_training)
+    return ids
