@@ -101,7 +101,7 @@ def _set(module, name, arr):
 def _slice_bn(bn, keep):
     for name in ("weight", "bias"):
         if getattr(bn, name, None) is not None:
-            _set(bn, name, bn._parameters[name].data[keep])
+            _set(bn, name, bn._parameters[name]._data[keep])
     for name in ("running_mean", "running_var"):
         buf = bn._buffers.get(name)
         if buf is not None:
