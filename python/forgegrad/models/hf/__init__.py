@@ -97,8 +97,11 @@ def from_pretrained(path) -> "GPT2LMHeadModel | BertModel | BertForSequenceClass
 
 
 def save_pretrained(model, path) -> None:
-    """Write ``model`` (one built by ``from_pretrained`` or constructed from a config dict) as a
+    """Write ``model`` (one built by ``from_pretrained`` or from a config dict, or the zoo's ``gpt``) as a
     Hugging Face checkpoint directory: ``config.json`` and ``model.safetensors``."""
+    from ..transformer import GPT
+    if isinstance(model, GPT):  # the zoo's gpt is GPT-2's architecture
+        model = GPT2LMHeadModel.from_zoo(model)
     if type(model) not in ARCHITECTURES.values():
         raise TypeError(f"save_pretrained: expected one of {', '.join(ARCHITECTURES)}, got {type(model).__name__}")
     cfg = dict(model.config)

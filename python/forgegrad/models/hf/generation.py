@@ -65,6 +65,15 @@ def select_next(logits: np.ndarray, do_sample: bool = False, temperature: float 
     return np.minimum(picks, scores.shape[-1] - 1)
 
 
+def _decoder(model):
+    """The zoo's gpt runs as the GPT2LMHeadModel it is (parameters shared)."""
+    from ..transformer import GPT
+    if isinstance(model, GPT):
+        from .gpt2 import GPT2LMHeadModel
+        return GPT2LMHeadModel.from_zoo(model)
+    return model
+
+
 def generate(model, input_ids, max_new_tokens: int = 20, attention_mask=None, do_sample: bool = False,
              temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
              eos_token_id: Optional[int] = None, pad_token_id: Optional[int] = None,
@@ -72,7 +81,7 @@ def generate(model, input_ids, max_new_tokens: int = 20, attention_mask=None, do
     """Continue each prompt by up to ``max_new_tokens`` tokens.
 
     Args:
-        model: a decoder from ``from_pretrained`` (GPT-2, Llama-style).
+        model: a decoder from ``from_pretrained`` (GPT-2, Llama-style), or the zoo's ``gpt``.
         input_ids: (B, T) or (T,) int token ids; pad shorter prompts on the left.
         attention_mask: (B, T) with 0 for left padding (default: all tokens real).
         do_sample: False for greedy decoding; True to sample (``temperature``, ``top_k``, ``top_p``).
@@ -83,6 +92,7 @@ def generate(model, input_ids, max_new_tokens: int = 20, attention_mask=None, do
     Returns:
         (B, T + n) int64 array: the prompts followed by the n <= max_new_tokens generated tokens.
     """
+    model = _decoder(model)
     if not hasattr(model, "new_cache"):
         raise TypeError(f"generate: {type(model).__name__} is not a decoder (expected GPT2LMHeadModel or "
                         "LlamaForCausalLM)")

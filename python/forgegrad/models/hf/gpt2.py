@@ -136,6 +136,29 @@ class GPT2LMHeadModel(nn.Module):
         weight = tr.wte.weight if self.tied else self.lm_head.weight
         return F.linear(x, weight)
 
+    @classmethod
+    def from_zoo(cls, gpt) -> "GPT2LMHeadModel":
+        """The zoo's ``gpt`` (forgegrad.models.GPT: GPT-2's architecture with exact GELU) as a
+        GPT2LMHeadModel that shares its parameters, so ``generate`` and ``save_pretrained`` (a directory
+        transformers loads) work on a GPT trained with forgegrad. A GPT built with ``bias=False`` gets
+        zero biases (the same function)."""
+        cfg = {"architectures": [cls.architecture], "model_type": "gpt2", "vocab_size": gpt.vocab_size,
+               "n_positions": gpt.block_size, "n_embd": gpt.n_embd, "n_layer": gpt.n_layer, "n_head": gpt.n_head,
+               "activation_function": "gelu", "layer_norm_epsilon": gpt.transformer.ln_f.eps,
+               "tie_word_embeddings": True, "n_inner": 4 * gpt.n_embd}
+        out = cls(cfg)
+        ours = dict(out.named_modules())
+        for name, module in gpt.named_modules():
+            target = ours.get(name)
+            if target is None or not isinstance(module, (nn.Linear, nn.LayerNorm, nn.Embedding)):
+                continue
+            for pname, param in module._parameters.items():
+                if param is not None:
+                    setattr(target, pname, param)  # the same Parameter: storage shared
+                else:
+                    getattr(target, pname).numpy()[...] = 0  # no bias: a zero bias
+        return out.train(gpt.training)
+
     # --- checkpoint names ---
     @staticmethod
     def from_hf(tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
