@@ -188,7 +188,8 @@ def test_quantized_layers_run_the_int8_kernels_exactly_on_every_path():
     x = R(7).standard_normal((3, 3, 8, 8)).astype(np.float32)
     xq = _int_ops.quantize_u8(x, *conv.qparams("input"))
     ref_c = _int_ops.reference_conv2d(xq, *conv.qparams("input"), conv.weight._data, conv.weight_scale._data,
-                                      conv.bias._data, conv.stride, conv.padding, conv.dilation, *conv.qparams("output"))
+                                      conv.bias._data, conv.stride, conv.padding, conv.dilation,
+                                      *conv.qparams("output"))
     h = np.maximum(_int_ops.dequantize_u8(ref_c, *conv.qparams("output")), 0).reshape(3, -1)
     hq = _int_ops.quantize_u8(h, *lin.qparams("input"))
     ref_l = _int_ops.reference_linear(hq, *lin.qparams("input"), lin.weight._data, lin.weight_scale._data,
