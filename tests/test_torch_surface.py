@@ -216,3 +216,19 @@ def test_save_load_file_objects(tmp_path):
             fg.save(model.state_dict(), f)
     with pytest.raises(ValueError, match="not a valid safetensors"):
         fg.load(io.BytesIO(b"garbage"))
+
+
+def test_tril_triu_sin_cos_as_torch():
+    import torch
+    x = np.random.default_rng(0).standard_normal((2, 4, 6)).astype(np.float32)
+    for k in (-2, 0, 1, 7):
+        np.testing.assert_array_equal(fg.tril(fg.tensor(x), k).numpy(), torch.tril(torch.tensor(x), k).numpy())
+        np.testing.assert_array_equal(fg.triu(fg.tensor(x), diagonal=k).numpy(),
+                                      torch.triu(torch.tensor(x), diagonal=k).numpy())
+    a = fg.tensor(x, requires_grad=True)
+    fg.tril(a).sum().backward()
+    np.testing.assert_array_equal(a.grad.numpy(), np.broadcast_to(np.tril(np.ones((4, 6), np.float32)), x.shape))
+    np.testing.assert_allclose(fg.sin(fg.tensor(x)).numpy(), np.sin(x), rtol=1e-6)
+    np.testing.assert_allclose(fg.cos(fg.tensor(x)).numpy(), np.cos(x), rtol=1e-6)
+    with pytest.raises(RuntimeError, match="at least 2 dimensions"):
+        fg.tril(fg.ones(3))

@@ -12,7 +12,8 @@ from .tensor import (Tensor, arange, as_tensor, cat, empty, eye, full, manual_se
 from . import dtypes, return_types
 from .dtypes import (bool, double, dtype, float, float16, float32, float64, half, int, int8, int16, int32,  # noqa: A004
                      int64, long, short, uint8)
-from ._functions import (flatten, reshape, squeeze, unsqueeze, transpose, permute, exp, log, sqrt, abs,
+from ._functions import (flatten, reshape, squeeze, unsqueeze, transpose, permute, exp, log, sqrt, abs, sin, cos,
+                         tril, triu,
                          sigmoid, tanh, relu, softmax, log_softmax, clamp, clip, sum, mean, var, std, max, min,
                          amax, amin, argmax, argmin, matmul, mm, bmm, split, chunk, unbind, narrow, numel,
                          is_tensor, is_floating_point, from_numpy, randn_like, rand_like, randint_like,
@@ -68,5 +69,6 @@ __all__ += [  # the torch-style module-level functions (forgegrad._functions)
     "amin", "argmax", "argmin", "matmul", "mm", "bmm", "split", "chunk", "unbind", "narrow", "numel", "is_tensor",
     "is_floating_point", "from_numpy", "randn_like", "rand_like", "randint_like", "full_like", "empty_like",
     "multinomial", "LongTensor", "FloatTensor", "DoubleTensor", "IntTensor", "BoolTensor", "ByteTensor", "zeros_like",
-    "ones_like", "randint", "add", "sub", "mul", "div", "pow", "neg", "t", "allclose", "equal",
+    "ones_like", "randint", "add", "sub", "mul", "div", "pow", "neg", "t", "allclose", "equal", "sin", "cos", "tril",
+    "triu",
 ]

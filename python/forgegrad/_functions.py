@@ -14,6 +14,7 @@ from .tensor import Tensor, _on_meta, _shape, tensor
 from .devices import MetaArray
 
 __all__ = ["flatten", "reshape", "squeeze", "unsqueeze", "transpose", "permute", "exp", "log", "sqrt", "abs",
+           "sin", "cos", "tril", "triu",
            "sigmoid", "tanh", "relu", "softmax", "log_softmax", "clamp", "clip", "sum", "mean", "var", "std", "max",
            "min", "amax", "amin", "argmax", "argmin", "matmul", "mm", "bmm", "split", "chunk", "unbind", "narrow",
            "numel", "is_tensor", "is_floating_point", "from_numpy", "randn_like", "rand_like", "randint_like",
@@ -41,6 +42,8 @@ permute = _method("permute")
 exp = _method("exp")
 log = _method("log")
 sqrt = _method("sqrt")
+sin = _method("sin")
+cos = _method("cos")
 abs = _method("abs")  # noqa: A001
 sigmoid = _method("sigmoid")
 tanh = _method("tanh")
@@ -74,6 +77,30 @@ pow = _method("pow")  # noqa: A001
 neg = _method("neg")
 t = _method("t")
 mm = bmm = matmul
+
+
+def _triangle(name, keep):
+    def fn(input, diagonal: int = 0) -> Tensor:
+        """torch.NAME(input, diagonal=0): the elements on and below (tril) / above (triu) the diagonal of the
+        last two axes, the others zero (a mask multiply, so gradients flow to the kept elements)."""
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{name}(): argument 'input' must be a forgegrad.Tensor, got {type(input).__name__}")
+        if input.ndim < 2:
+            raise RuntimeError(f"{name}: input tensor must have at least 2 dimensions, got {input.ndim}")
+        if not isinstance(diagonal, int) or isinstance(diagonal, bool):
+            raise TypeError(f"{name}(): argument 'diagonal' must be an int, got {type(diagonal).__name__}")
+        rows, cols = input.shape[-2:]
+        mask = keep(np.ones((rows, cols), dtype=bool), diagonal)
+        if not input.requires_grad:
+            return Tensor._wrap(np.where(mask, input.numpy(), np.zeros((), input.numpy().dtype)))
+        return input * Tensor._wrap(mask.astype(input.numpy().dtype))
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = fn.__doc__.replace("NAME", name)
+    return fn
+
+
+tril = _triangle("tril", np.tril)
+triu = _triangle("triu", np.triu)
 
 
 def is_tensor(obj) -> bool:

@@ -155,6 +155,12 @@ class TensorMethods:
     def log(self):
         return _OPS["log"](self)
 
+    def sin(self):
+        return _OPS["sin"](self)
+
+    def cos(self):
+        return _OPS["cos"](self)
+
     def sqrt(self):
         return _OPS["sqrt"](self)
 

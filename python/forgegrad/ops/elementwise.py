@@ -147,6 +147,8 @@ ExpFunction = _unary("exp", np.exp, lambda g, a, y: g * y, 4)
 LogFunction = _unary("log", np.log, lambda g, a, y: g / a, 4, S.positive)
 SqrtFunction = _unary("sqrt", np.sqrt, lambda g, a, y: g / (2 * y), 1, S.positive)
 AbsFunction = _unary("abs", np.abs, lambda g, a, y: g * np.sign(a), 1)
+SinFunction = _unary("sin", np.sin, lambda g, a, y: g * np.cos(a), 4)
+CosFunction = _unary("cos", np.cos, lambda g, a, y: -g * np.sin(a), 4)
 
 
 def _clamp_promotes(a, lo, hi) -> bool:

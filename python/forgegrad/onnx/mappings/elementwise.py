@@ -44,7 +44,8 @@ def _unary(onnx_op):
 
 
 for _cls, _onnx in ((E.NegFunction, "Neg"), (E.ExpFunction, "Exp"), (E.LogFunction, "Log"),
-                    (E.SqrtFunction, "Sqrt"), (E.AbsFunction, "Abs")):
+                    (E.SqrtFunction, "Sqrt"), (E.AbsFunction, "Abs"), (E.SinFunction, "Sin"),
+                    (E.CosFunction, "Cos")):
     register(_cls)(_unary(_onnx))
 
 
