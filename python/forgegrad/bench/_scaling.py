@@ -75,6 +75,9 @@ def register(sweep: Sweep) -> Sweep:
 
 
 def sweeps() -> Dict[str, Sweep]:
+    """Every registered sweep: these and those the suite modules register (imported here first)."""
+    from . import suites
+    suites()
     return dict(_SWEEPS)
 
 

@@ -16,7 +16,7 @@ from typing import List, Sequence
 
 import numpy as np
 
-from . import Workload, suite, time_workloads
+from . import Workload, _scaling, suite, time_workloads
 from ._timing import optional_import
 
 SHAPE = (4, 8, 512, 64)
@@ -94,3 +94,17 @@ def workloads(quick: bool = False) -> List[Workload]:
 def attention_suite(threads: Sequence[int], quick: bool) -> List[dict]:
     repeat, min_time = (3, 0.02) if quick else (7, 0.2)
     return time_workloads(workloads(quick), threads, repeat, min_time)
+
+
+def _by_length(t: int, _threads: int):
+    shape = (1, 8, t, 64)
+    torch = optional_import("torch")
+    return {"forgegrad": _ours(shape, True, True),
+            "torch": None if torch is None else _theirs(torch, shape, True, True)}
+
+
+# `forgegrad bench scaling`: causal SDPA forward + backward by sequence length (B1 H8 D64)
+_scaling.register(_scaling.Sweep(
+    "attention", "SDPA causal forward + backward by sequence length, B1 H8 D64", "sequence length",
+    (128, 256, 512, 1024, 2048, 4096), (128, 512, 1024), ("forgegrad", "torch"), _by_length,
+    lambda t: (7 * 2.0 * 8 * t * t * 64 * 0.5 / 1e9, "GFLOP"), repeat=3, min_time=0.0))

@@ -20,7 +20,7 @@ from typing import List, Sequence
 
 import numpy as np
 
-from . import Workload, suite, time_workloads
+from . import Workload, _scaling, suite, time_workloads
 from ._timing import optional_import
 
 CONFIG = dict(vocab_size=256, block_size=128, n_layer=4, n_head=4, n_embd=256)
@@ -102,14 +102,15 @@ def _optimizers(model, tm, torch):
     return opt, topt
 
 
-def train_fns(torch):
+def train_fns(torch, batch: int = None):
     """{"forgegrad": step, "torch": step or None}; each step returns its loss (before the update)."""
+    batch = BATCH if batch is None else batch
     from .. import nn
     from ..tensor import Tensor
     from ._steps import _step
     model, tm = models(torch)
     opt, topt = _optimizers(model, tm, torch)
-    w = np.random.default_rng(0).integers(0, CONFIG["vocab_size"], (BATCH, T + 1))
+    w = np.random.default_rng(0).integers(0, CONFIG["vocab_size"], (batch, T + 1))
     x, y = Tensor(w[:, :-1]), Tensor(w[:, 1:].reshape(-1))
 
     def fg_loss():
@@ -177,3 +178,11 @@ def workloads(quick: bool = False) -> List[Workload]:
 def gpt_suite(threads: Sequence[int], quick: bool) -> List[dict]:
     repeat, min_time = (3, 0.01) if quick else (7, 0.2)
     return time_workloads(workloads(quick), threads, repeat, min_time)
+
+
+# `forgegrad bench scaling`: the GPT train step by batch size (the peak-memory probe covers the
+# classifier models only)
+_scaling.register(_scaling.Sweep(
+    "gpt", "GPT 4L-4H-256 training step, T128 (AdamW)", "batch size", (1, 2, 4, 8, 16, 32, 64), (1, 4, 16),
+    ("forgegrad", "torch"), lambda b, _t: train_fns(optional_import("torch"), b),
+    lambda b: (float(b * T), "tokens"), repeat=3, min_time=0.0))
