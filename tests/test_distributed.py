@@ -12,8 +12,12 @@ import sys
 import numpy as np
 import pytest
 
+import forgegrad as fg
+
 SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_scripts")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the MPI jobs import the forgegrad this test run imports (the source tree in development, the installed
+# package in CI, where the source tree has no compiled _C)
+FORGEGRAD_PATH = os.path.dirname(os.path.dirname(os.path.abspath(fg.__file__)))
 
 from forgegrad.distributed import comm  # noqa: E402  (importing it does not start MPI)
 
@@ -28,7 +32,7 @@ def _mpiexec():
 
 def run_job(n, script, *args, timeout=60, check=True):
     """``mpiexec -n n python script args`` with one kernel thread per rank; n=0 runs it without mpiexec."""
-    env = dict(os.environ, FORGEGRAD_NUM_THREADS="1", PYTHONPATH=os.path.join(ROOT, "python"))
+    env = dict(os.environ, FORGEGRAD_NUM_THREADS="1", PYTHONPATH=FORGEGRAD_PATH)
     cmd = [sys.executable, os.path.join(SCRIPTS, script), *map(str, args)]
     if n:
         cmd = [_mpiexec(), "-n", str(n)] + cmd
@@ -111,7 +115,7 @@ def test_a_failing_rank_ends_the_job_with_a_clear_error(mode, message):
 
 
 def test_cli_train_ranks_relaunches_under_mpiexec(tmp_path):
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
+    env = dict(os.environ, PYTHONPATH=FORGEGRAD_PATH)
     env.pop("FORGEGRAD_NUM_THREADS", None)
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "forgegrad.cli", "train", "mlp", "--epochs", "2", "--ranks", "2",

@@ -1,13 +1,12 @@
 """Model, data and the one-process reference shared by the MPI job scripts and tests/test_distributed*.py."""
 import json
 import os
-import sys
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "python"))
 
+# forgegrad comes from PYTHONPATH, which tests/test_distributed.py sets to the package the test run uses
 import forgegrad as fg  # noqa: E402
 import forgegrad.nn.functional as F  # noqa: E402
 from forgegrad import nn, optim  # noqa: E402
