@@ -269,3 +269,22 @@ def test_zoo_gpt_generates_and_saves_a_checkpoint_transformers_loads(tmp_path, b
     with torch.no_grad():
         ref = back(torch.tensor(IDS[:, :7])).logits.numpy()
     np.testing.assert_allclose(gpt(IDS[:, :7]).numpy(), ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_int8_weight_only_model_decodes_on_the_lean_path(checkpoints, name):
+    from forgegrad.models.hf._decode import LeanDecoder
+    from forgegrad.quantization import WeightOnlyInt8Linear, quantize_weight_only
+    root, _ = checkpoints
+    q = quantize_weight_only(from_pretrained(root / name))
+    assert any(isinstance(m, WeightOnlyInt8Linear) for m in q.modules())
+    full = q(IDS[:, :7]).numpy()[:, -1]  # the quantized model's own (Tensor path) forward
+    cache = q.new_cache(2, 8)
+    with fg.no_grad():
+        q(IDS[:, :6], cache=cache)
+    np.testing.assert_allclose(LeanDecoder(q).step(IDS[:, 6], np.full(2, 6), None, cache), full, rtol=1e-5, atol=1e-5)
+    want = IDS[:1, :5].copy()
+    with fg.no_grad():
+        for _ in range(10):  # greedy by hand on the Tensor path
+            want = np.concatenate([want, q(want).numpy()[:, -1].argmax(-1)[:, None]], axis=1)
+    np.testing.assert_array_equal(generate(q, IDS[:1, :5], max_new_tokens=10), want)

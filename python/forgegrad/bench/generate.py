@@ -7,7 +7,9 @@ position's logits) and generation of 64 new tokens after it; the decode row is d
 vocab 50257) and a Llama-style decoder (8 layers, hidden 1024, 16 query / 4 key-value heads, SwiGLU
 2816, vocab 32000); --quick uses 2-layer versions. Decode at batch 1 streams every weight once per
 token, so the suite also reports the bandwidth it reaches (weight bytes per token / time per token)
-against what numpy's BLAS reaches streaming a matrix the same way (sgemv over 256 MB).
+against what numpy's BLAS reaches streaming a matrix the same way (sgemv over 256 MB). A last row per
+model decodes with int8 weight-only Linear layers (``quantization.quantize_weight_only``) against
+transformers' float32 decode: other numerics, a quarter of the weight bytes.
 """
 from __future__ import annotations
 
@@ -115,6 +117,18 @@ def _rows_for(name, threads, quick):
         row["note"] = (f"{weight_bytes / 1e6:.0f} MB of weights per token: forgegrad "
                        f"{weight_bytes / decode['forgegrad'] / 1e9:.1f} GB/s")
     rows.append(row)
+    # the same model with int8 weight-only Linear layers (quantization.quantize_weight_only; the tied GPT-2
+    # head stays float32): a quarter of the bytes per weight, against transformers' float32 decode
+    from ..quantization import quantize_weight_only
+    q = quantize_weight_only(ours)
+    with pinned_threads(threads):
+        q_pre = compare({"forgegrad": lambda: q(ids, cache=q.new_cache(1, PROMPT + NEW), logits_to_keep=1)},
+                        repeat=repeat, min_time=0.0, warmup=1)["forgegrad"]
+        q_gen = compare({"forgegrad": lambda: generate(q, ids, max_new_tokens=NEW)}, repeat=repeat, min_time=0.0,
+                        warmup=1)["forgegrad"]
+    rows.append({"workload": f"{label} decode per token, int8 weight-only (transformers: float32)",
+                 "threads": threads, "seconds": {"forgegrad": (q_gen - q_pre) / NEW,
+                                                 "transformers": decode["transformers"]}})
     return rows
 
 

@@ -54,6 +54,11 @@ def _attention(q, keys, values, length, mask, scale):
     return out.reshape(B, Hkv * rep * D)
 
 
+def _weight_only_linear():
+    from ...quantization.modules import WeightOnlyInt8Linear
+    return WeightOnlyInt8Linear
+
+
 class LeanDecoder:
     """``step(tokens (B,), positions (B,), padding (B, length) bool or None, cache)`` -> logits (B, V)."""
 
@@ -112,11 +117,13 @@ class LeanDecoder:
         if hasattr(m, "transformer"):
             x = _layer_norm(x, m.transformer.ln_f.weight.numpy(), m.transformer.ln_f.bias.numpy(),
                             m.transformer.ln_f.eps)
-            weight = m.transformer.wte.weight if m.tied else m.lm_head.weight
-        else:
-            x = _rms_norm(x, m.model.norm.weight.numpy(), m.model.norm.eps)
-            weight = m.model.embed_tokens.weight if m.tied else m.lm_head.weight
-        return _C.gemm.linear(x, weight.numpy())
+            if not m.tied:
+                return self._linear(m.lm_head, x)
+            return _C.gemm.linear(x, m.transformer.wte.weight.numpy())
+        x = _rms_norm(x, m.model.norm.weight.numpy(), m.model.norm.eps)
+        if not m.tied:
+            return self._linear(m.lm_head, x)
+        return _C.gemm.linear(x, m.model.embed_tokens.weight.numpy())
 
     def _gpt2_layer(self, i, x, ctx, cache, length, mask):
         blk = self.model.transformer.h[i]
@@ -124,20 +131,29 @@ class LeanDecoder:
         H = self.heads
         D = E // H
         h = _layer_norm(x, blk.ln_1.weight.numpy(), blk.ln_1.bias.numpy(), blk.ln_1.eps)
-        qkv = _C.gemm.linear(h, blk.attn.c_attn.weight.numpy(), blk.attn.c_attn.bias.numpy())
+        qkv = self._linear(blk.attn.c_attn, h)
         pos = length - 1
         cache.keys[i][:, :, pos] = qkv[:, E:2 * E].reshape(B, H, D)
         cache.values[i][:, :, pos] = qkv[:, 2 * E:].reshape(B, H, D)
         o = _attention(qkv[:, :E].reshape(B, H, 1, D), cache.keys[i], cache.values[i], length, mask, self.scale)
-        x = x + _C.gemm.linear(o, blk.attn.c_proj.weight.numpy(), blk.attn.c_proj.bias.numpy())
+        x = x + self._linear(blk.attn.c_proj, o)
         h = _layer_norm(x, blk.ln_2.weight.numpy(), blk.ln_2.bias.numpy(), blk.ln_2.eps)
-        f = _C.gemm.linear(h, blk.mlp.c_fc.weight.numpy(), blk.mlp.c_fc.bias.numpy(), self.act)
-        return x + _C.gemm.linear(f, blk.mlp.c_proj.weight.numpy(), blk.mlp.c_proj.bias.numpy())
+        f = self._linear(blk.mlp.c_fc, h, self.act)
+        return x + self._linear(blk.mlp.c_proj, f)
 
     # --- Llama ---
     @staticmethod
     def _linear(layer, x, act=-1):
+        """A Linear layer's GEMV (activation fused), or an int8 weight-only layer's
+        (``quantization.quantize_weight_only``: a quarter of the bytes to stream per token)."""
         bias = layer.bias.numpy() if layer.bias is not None else None
+        if isinstance(layer, _weight_only_linear()):
+            y = _C.quant.linear_weight_only(x, layer.weight.numpy(), layer.weight_scale.numpy(), bias)
+            if act != -1:
+                out = np.empty_like(y)
+                _C.activation.act_forward(act, y, out)
+                y = out
+            return y
         return _C.gemm.linear(x, layer.weight.numpy(), bias, act)
 
     def _llama_layer(self, i, x, ctx, cache, length, mask):

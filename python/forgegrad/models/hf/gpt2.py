@@ -133,8 +133,7 @@ class GPT2LMHeadModel(nn.Module):
             cache.advance(T)
         if logits_to_keep:  # the LM head on the last positions only (generate needs the last one)
             x = x[:, -logits_to_keep:]
-        weight = tr.wte.weight if self.tied else self.lm_head.weight
-        return F.linear(x, weight)
+        return F.linear(x, tr.wte.weight) if self.tied else self.lm_head(x)
 
     @classmethod
     def from_zoo(cls, gpt) -> "GPT2LMHeadModel":

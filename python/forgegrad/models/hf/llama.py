@@ -137,8 +137,7 @@ class LlamaForCausalLM(nn.Module):
             cache.advance(T)
         if logits_to_keep:  # the LM head on the last positions only (generate needs the last one)
             x = x[:, -logits_to_keep:]
-        weight = self.model.embed_tokens.weight if self.tied else self.lm_head.weight
-        return F.linear(x, weight)
+        return F.linear(x, self.model.embed_tokens.weight) if self.tied else self.lm_head(x)
 
     @staticmethod
     def from_hf(tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
