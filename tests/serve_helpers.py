@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -128,3 +130,29 @@ def metric(text, name, **labels):
         if all(f'{k}="{v}"' in lab for k, v in labels.items()):
             total += float(value)
     return total
+
+
+def start_cli_server(model_path, *options, output="stdout"):
+    """``forgegrad serve MODEL_PATH --port PORT OPTIONS`` as a subprocess, waited for until /ping answers
+    (60 s at most). Returns (process, base url); the server's output (``output``: "stdout" or "stderr")
+    is kept for the failure message, the other stream discarded."""
+    import httpx
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    streams = ({"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT} if output == "stdout"
+               else {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE})
+    proc = subprocess.Popen([sys.executable, "-m", "forgegrad.cli", "serve", str(model_path), "--port", str(port),
+                             *options], env=env, **streams)
+    url = f"http://127.0.0.1:{port}"
+    log = proc.stdout if output == "stdout" else proc.stderr
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url + "/ping", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() >= deadline:
+            proc.kill()
+            raise AssertionError("server did not come up: " + log.read().decode())
+        time.sleep(0.1)

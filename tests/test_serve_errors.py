@@ -18,7 +18,8 @@ import pytest
 pytest.importorskip("starlette", reason="forgegrad[serve] is not installed")
 httpx = pytest.importorskip("httpx")
 
-from serve_helpers import assert_same, direct, example, free_port, running_server, write_checkpoint  # noqa: E402
+from serve_helpers import (assert_same, direct, example, free_port, running_server, start_cli_server,  # noqa: E402
+                           write_checkpoint)
 
 NPY = {"Content-Type": "application/x-npy"}
 LIMIT = 64 * 1024
@@ -208,23 +209,8 @@ def test_cli_refuses_bad_arguments(tmp_path):
 
 def test_cli_serves_a_checkpoint_on_loopback(tmp_path):
     mlp = write_checkpoint("mlp", str(tmp_path / "ckpt"))
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    proc = subprocess.Popen([sys.executable, "-m", "forgegrad.cli", "serve", str(tmp_path / "ckpt"), "--port",
-                             str(port), "--log-level", "warning"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc, url = start_cli_server(tmp_path / "ckpt", "--log-level", "warning")
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/ping", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.1)
         x = example("mlp", 3)
         r = httpx.post(url + "/v1/models/ckpt:predict", json={"instances": x.tolist()}, timeout=30)
         assert r.status_code == 200, r.text

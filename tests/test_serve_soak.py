@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 
 import pytest
 
 pytest.importorskip("starlette", reason="forgegrad[serve] is not installed")
 httpx = pytest.importorskip("httpx")
 
-from serve_helpers import assert_same, direct, example, free_port, write_checkpoint  # noqa: E402
+from serve_helpers import assert_same, direct, example, start_cli_server, write_checkpoint  # noqa: E402
 
 SOAK_S = 10.0
 CLIENTS = 64
@@ -33,23 +30,8 @@ def rss_kib(pid):
 def test_soak_64_clients_no_5xx_and_bounded_rss(tmp_path):
     from forgegrad.serve.loadgen import run_load
     mlp = write_checkpoint("mlp", str(tmp_path / "models" / "mlp" / "1"))
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    proc = subprocess.Popen([sys.executable, "-m", "forgegrad.cli", "serve", str(tmp_path / "models"), "--port",
-                             str(port), "--threads", "1", "--log-level", "warning"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_cli_server(tmp_path / "models", "--threads", "1", "--log-level", "warning", output="stderr")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/ping", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.1)
         x = example("mlp", 2)
         body = json.dumps({"instances": x.tolist()}).encode()
         headers = {"Content-Type": "application/json"}
