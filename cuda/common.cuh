@@ -16,6 +16,10 @@ inline std::string status(cudaError_t err) {
 // After a kernel launch: launch-configuration errors (asynchronous faults surface on sync).
 inline std::string launch_status() { return status(cudaGetLastError()); }
 
+// The stream every forgegrad kernel launches on (one per host thread's current device). Kernels do
+// not synchronise: results are ordered on this stream, and copies to the host wait for it.
+cudaStream_t current_stream();
+
 inline unsigned int blocks_for(int64_t n, int threads) {
   int64_t b = (n + threads - 1) / threads;
   if (b > 65535 * 32) b = 65535 * 32;  // grid-stride loops cover the rest

@@ -24,11 +24,29 @@ std::string unavailable_reason() {
 std::string malloc_device(void** ptr, std::size_t bytes) { return status(cudaMalloc(ptr, bytes == 0 ? 4 : bytes)); }
 std::string free_device(void* ptr) { return status(cudaFree(ptr)); }
 std::string copy_to_device(void* dst, const void* src, std::size_t bytes) {
-  return status(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+  cudaError_t err = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, current_stream());
+  if (err == cudaSuccess) err = cudaStreamSynchronize(current_stream());  // src is pageable host memory
+  return status(err);
 }
 std::string copy_to_host(void* dst, const void* src, std::size_t bytes) {
-  return status(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+  cudaError_t err = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, current_stream());
+  if (err == cudaSuccess) err = cudaStreamSynchronize(current_stream());
+  return status(err);
 }
-std::string synchronize() { return status(cudaDeviceSynchronize()); }
+std::string synchronize() { return status(cudaStreamSynchronize(current_stream())); }
+
+cudaStream_t current_stream() {
+  // Created on first use; a non-blocking stream so forgegrad's work does not serialise with the
+  // legacy default stream of other libraries in the process.
+  static cudaStream_t stream = [] {
+    cudaStream_t s = nullptr;
+    if (cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) != cudaSuccess) {
+      cudaGetLastError();
+      s = nullptr;  // fall back to the default stream
+    }
+    return s;
+  }();
+  return stream;
+}
 
 }  // namespace fg::cuda

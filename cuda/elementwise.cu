@@ -21,13 +21,13 @@ __global__ void relu_bwd(const float* __restrict__ y, const float* __restrict__ 
 
 std::string relu_forward(const float* x, float* y, int64_t n) {
   if (n <= 0) return std::string();
-  relu_fwd<<<blocks_for(n, 256), 256>>>(x, y, n);
+  relu_fwd<<<blocks_for(n, 256), 256, 0, current_stream()>>>(x, y, n);
   return launch_status();
 }
 
 std::string relu_backward(const float* y, const float* grad_y, float* grad_x, int64_t n) {
   if (n <= 0) return std::string();
-  relu_bwd<<<blocks_for(n, 256), 256>>>(y, grad_y, grad_x, n);
+  relu_bwd<<<blocks_for(n, 256), 256, 0, current_stream()>>>(y, grad_y, grad_x, n);
   return launch_status();
 }
 

@@ -67,7 +67,7 @@ std::string sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
                   const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return std::string();
   dim3 grid(static_cast<unsigned>((N + TN - 1) / TN), static_cast<unsigned>((M + TM - 1) / TM));
-  sgemm_tiled<<<grid, 256>>>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  sgemm_tiled<<<grid, 256, 0, current_stream()>>>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   return launch_status();
 }
 

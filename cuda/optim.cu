@@ -33,8 +33,9 @@ std::string adam_step(float* param, const float* grad, float* exp_avg, float* ex
                       float beta1, float beta2, float eps, float weight_decay, bool decoupled, float bias_correction1,
                       float bias_correction2_sqrt) {
   if (n <= 0) return std::string();
-  adam_kernel<<<blocks_for(n, 256), 256>>>(param, grad, exp_avg, exp_avg_sq, n, lr, beta1, beta2, eps, weight_decay,
-                                           decoupled, bias_correction1, bias_correction2_sqrt);
+  adam_kernel<<<blocks_for(n, 256), 256, 0, current_stream()>>>(param, grad, exp_avg, exp_avg_sq, n, lr, beta1, beta2,
+                                                                eps, weight_decay, decoupled, bias_correction1,
+                                                                bias_correction2_sqrt);
   return launch_status();
 }
 

@@ -3,12 +3,7 @@
 // clear errors.
 #include "forgegrad/bindings.h"
 #ifdef FORGEGRAD_WITH_CUDA
-#include <memory>
-#include <stdexcept>
-#include <vector>
-
-#include "forgegrad/cuda_api.h"
-#include "forgegrad/py_array.h"
+#include "forgegrad/cuda_array.h"
 #endif
 
 namespace py = pybind11;
@@ -16,49 +11,8 @@ namespace py = pybind11;
 namespace {
 
 #ifdef FORGEGRAD_WITH_CUDA
-void check(const std::string& err, const char* what) {
-  if (!err.empty()) throw std::runtime_error(std::string(what) + ": CUDA error: " + err);
-}
-
-// A float32 array in device memory, freed when the Python object goes away.
-class DeviceArray {
- public:
-  explicit DeviceArray(std::vector<int64_t> shape) : shape_(std::move(shape)) {
-    if (fg::cuda::device_count() == 0)
-      throw std::runtime_error("no CUDA device available: " + fg::cuda::unavailable_reason());
-    size_ = 1;
-    for (int64_t s : shape_) {
-      if (s < 0) throw py::value_error("DeviceArray: negative dimension");
-      size_ *= s;
-    }
-    check(fg::cuda::malloc_device(&ptr_, static_cast<size_t>(size_) * sizeof(float)), "cudaMalloc");
-  }
-  ~DeviceArray() {
-    if (ptr_) fg::cuda::free_device(ptr_);
-  }
-  DeviceArray(const DeviceArray&) = delete;
-  DeviceArray& operator=(const DeviceArray&) = delete;
-
-  static std::shared_ptr<DeviceArray> from_numpy(const py::array& a) {
-    auto arg = fg::bind::f32_arg(a, "array");
-    auto d = std::make_shared<DeviceArray>(arg.shape);
-    check(fg::cuda::copy_to_device(d->ptr_, arg.ptr, static_cast<size_t>(d->size_) * sizeof(float)), "copy to device");
-    return d;
-  }
-  py::array_t<float> numpy() const {
-    py::array_t<float> out(shape_);
-    check(fg::cuda::copy_to_host(out.mutable_data(), ptr_, static_cast<size_t>(size_) * sizeof(float)), "copy to host");
-    return out;
-  }
-  float* data() const { return static_cast<float*>(ptr_); }
-  const std::vector<int64_t>& shape() const { return shape_; }
-  int64_t size() const { return size_; }
-
- private:
-  void* ptr_ = nullptr;
-  std::vector<int64_t> shape_;
-  int64_t size_ = 0;
-};
+using fg::cuda::check;
+using fg::cuda::DeviceArray;
 
 void same_size(const DeviceArray& a, const DeviceArray& b, const char* an, const char* bn) {
   if (a.size() != b.size())
