@@ -70,8 +70,22 @@ def test_gemm_extremes_do_not_saturate(int8_path, amax):
     np.testing.assert_array_equal(_C.quant.gemm_u8s8s32(a, packed, 2, K), _ref(a, w))
 
 
+@pytest.mark.parametrize("offset", [0, 1, 16, 40])
+def test_gemm_activation_rows_at_any_alignment(int8_path, rng, offset):
+    # K a multiple of 64: the kernel reads the caller's rows in place (the AMX path copies rows that
+    # are not on 64-byte boundaries to an aligned slice first)
+    M, N, K = 70, 96, 256
+    buf = np.zeros(M * K + 128, np.uint8)
+    start = (-buf.ctypes.data) % 64 + offset
+    a = buf[start:start + M * K].reshape(M, K)
+    a[:] = rng.integers(0, 256, (M, K), dtype=np.uint8)
+    w = rng.integers(-128, 128, (N, K), dtype=np.int8)
+    packed, _ = _C.quant.pack_weight(w)
+    np.testing.assert_array_equal(_C.quant.gemm_u8s8s32(a, packed, N, K), _ref(a, w))
+
+
 def test_linear_u8_epilogues_same_on_every_path(int8_path, rng):
-    M, N, K = 9, 37, 70
+    M, N, K = 41, 77, 70  # row blocks of 32 and 9, column blocks of 32, 32 and 13
     a = rng.integers(0, 256, (M, K), dtype=np.uint8)
     w = rng.integers(-128, 128, (N, K), dtype=np.int8)
     w_scale = rng.uniform(0.001, 0.01, N).astype(np.float32)

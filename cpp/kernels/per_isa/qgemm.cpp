@@ -17,8 +17,10 @@
 // float and u8 outputs are identical on every path too.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 
+#include "forgegrad/memory.h"
 #include "forgegrad/parallel.h"
 #include "forgegrad/qgemm.h"
 #include "forgegrad/simd.h"
@@ -36,8 +38,47 @@ inline int32_t load_u32(const uint8_t* p) {
   return v;
 }
 
+#if defined(__AVX512F__)
+// The epilogue of a full 32-column block, 16 lanes at a time: the same operations in the same order
+// as the scalar code below (exact int32 subtraction, one conversion, one multiply, one add; max/min
+// operand order as the scalar comparisons, so NaN and -0 give the same results).
+void epilogue_32(const QGemmArgs& p, const int32_t* acc, int64_t m0, int rows, int64_t n0) {
+  const __m512i azp = _mm512_set1_epi32(p.a_zp);
+  for (int r = 0; r < rows; ++r) {
+    const int32_t* s = acc + r * kAccLd;
+    const int64_t row = (m0 + r) * p.ldc + n0;
+    for (int h = 0; h < 2; ++h) {
+      const __m512i sum = _mm512_loadu_si512(s + 16 * h);
+      if (p.out == QOut::s32) {
+        _mm512_storeu_si512(static_cast<int32_t*>(p.c) + row + 16 * h, sum);
+        continue;
+      }
+      const int64_t n = n0 + 16 * h;
+      const __m512i zc = _mm512_mullo_epi32(azp, _mm512_loadu_si512(p.colsum + n));
+      __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(sum, zc)), _mm512_loadu_ps(p.scale + n));
+      if (p.bias) v = _mm512_add_ps(v, _mm512_loadu_ps(p.bias + n));
+      if (p.relu) v = _mm512_max_ps(v, _mm512_setzero_ps());  // v > 0 ? v : 0 (NaN, -0 -> 0)
+      if (p.out == QOut::f32) {
+        _mm512_storeu_ps(static_cast<float*>(p.c) + row + 16 * h, v);
+      } else {
+        __m512 t = _mm512_add_ps(_mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(p.out_inv_scale)),
+                                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                                 _mm512_set1_ps(static_cast<float>(p.out_zp)));
+        t = _mm512_min_ps(t, _mm512_set1_ps(255.0f));  // NaN -> 255, as the scalar code
+        t = _mm512_max_ps(t, _mm512_setzero_ps());
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint8_t*>(p.c) + row + 16 * h),
+                         _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(t)));
+      }
+    }
+  }
+}
+#endif
+
 // Writes rows x cols (cols <= 32) sums `acc` to the output at (m0, n0), through the epilogue.
 void epilogue(const QGemmArgs& p, const int32_t* acc, int64_t m0, int rows, int64_t n0, int cols) {
+#if defined(__AVX512F__)
+  if (cols == 32) return epilogue_32(p, acc, m0, rows, n0);
+#endif
   for (int r = 0; r < rows; ++r) {
     const int32_t* s = acc + r * kAccLd;
     const int64_t row = (m0 + r) * p.ldc + n0;
@@ -164,6 +205,7 @@ constexpr int kVnniMR = 8;
 // Row blocks shorter than this run on the VNNI microkernel in the AMX path: a tile multiply costs
 // about the same for 1 row as for 16, and below ~8 rows vpdpbusd was faster (measured, SPR).
 constexpr int kAmxMinRows = 8;
+constexpr int64_t kAmxCols = 32;  // 32-column weight blocks per AMX task
 // R rows (1..8) x 32 columns; instantiated for every R, so a short row block (batch 1) does only its own rows.
 template <int R>
 __attribute__((target("avx512vnni"))) void micro_vnni_r(const QGemmArgs& p, int64_t m0, int rows, int64_t nb,
@@ -245,14 +287,14 @@ __attribute__((target("amx-tile"))) void amx_release() { _tile_release(); }
 
 // Sums for rows m0..m0+r0+r1 (r0 <= 16 rows in tiles 0/1, r1 <= 16 more in tiles 2/3) of the
 // 32-column block nb; the configuration must match (amx_configure(r0, r1)).
-__attribute__((target("amx-tile,amx-int8"))) void micro_amx(const QGemmArgs& p, int64_t m0, int r1, int64_t nb,
-                                                            int32_t* acc) {
+// a0: the block's first activation row, lda its row stride (both 64-byte aligned: a tile load of
+// rows that straddle cache lines runs at half speed).
+__attribute__((target("amx-tile,amx-int8"))) void micro_amx(const QGemmArgs& p, const uint8_t* a0, int64_t lda, int r1,
+                                                            int64_t nb, int32_t* acc) {
   const int64_t KB = qpad_k(p.K) / 64;
   const int8_t* b0 = weight_block(p, 2 * nb);
   const int8_t* b1 = weight_block(p, 2 * nb + 1);
-  const uint8_t* a0 = p.a + m0 * p.lda;
-  const uint8_t* a1 = a0 + 16 * p.lda;
-  const int64_t lda = p.lda;
+  const uint8_t* a1 = a0 + 16 * lda;
   _tile_zero(0);
   _tile_zero(1);
   if (r1) {
@@ -293,7 +335,7 @@ void for_each_panel(const QGemmArgs& p, Task&& task, RangeEnd range_end = RangeE
   const int64_t work = std::min(kQPanelRows, p.M) * kQPackN * qpad_k(p.K) / 8;
   parallel_for(mp * np, grain_for_work(work), [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
-      const int64_t pm = t / np, nb = t % np;
+      const int64_t nb = t / mp, pm = t % mp;
       const int64_t m0 = pm * kQPanelRows;
       task(m0, static_cast<int>(std::min<int64_t>(kQPanelRows, p.M - m0)), nb);
     }
@@ -327,13 +369,37 @@ void qgemm(const QGemmArgs& p, bool amx) {
   // configures at its first AMX block of a range, again only when the block height changes, and
   // releases the tiles at the end of its range.
   static thread_local int configured = -1;
-  for_each_panel(
-      p,
-      [&](int64_t m0, int rows, int64_t nb) {
-        alignas(64) int32_t acc[32 * kAccLd];
-        const int cols = static_cast<int>(std::min<int64_t>(kQPackN, p.N - nb * kQPackN));
-        for (int r = 0; r < rows; r += 32) {
-          const int n = std::min(32, rows - r);
+  // Tasks are kQPanelRows rows x (kAmxCols x 32) columns, column groups outermost: consecutive tasks
+  // share their weight blocks (L1/L2-resident), and inside a task each 32-row slice of activations is
+  // loaded from L2 once and reused from L1 for every 32-column block of the group.
+  const int64_t mp = (p.M + kQPanelRows - 1) / kQPanelRows, nbs = qpad_n(p.N) / kQPackN;
+  const int64_t ng = (nbs + kAmxCols - 1) / kAmxCols;
+  const int64_t work = std::min(kQPanelRows, p.M) * kQPackN * kAmxCols * qpad_k(p.K) / 8;
+  parallel_for(mp * ng, grain_for_work(work), [&](int64_t b, int64_t e) {
+    alignas(64) int32_t acc[32 * kAccLd];
+    // Activation rows that are not on 64-byte boundaries are copied, 32 rows at a time, to an
+    // aligned slice that every column block of the task then reads.
+    const int64_t kp = qpad_k(p.K);
+    const bool aligned = reinterpret_cast<uintptr_t>(p.a) % 64 == 0 && p.lda % 64 == 0;
+    static thread_local AlignedBuffer slice;
+    if (!aligned && slice.size() * sizeof(float) < static_cast<size_t>(32 * kp))
+      slice.reset(static_cast<size_t>(8 * kp));
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t g = t / mp, pm = t % mp;
+      const int64_t m0 = pm * kQPanelRows;
+      const int rows = static_cast<int>(std::min<int64_t>(kQPanelRows, p.M - m0));
+      for (int r = 0; r < rows; r += 32) {
+        const int n = std::min(32, rows - r);
+        const uint8_t* a_rows = p.a + (m0 + r) * p.lda;
+        int64_t a_ld = p.lda;
+        if (!aligned && n >= kAmxMinRows) {
+          uint8_t* dst = reinterpret_cast<uint8_t*>(slice.data());
+          for (int i = 0; i < n; ++i) std::memcpy(dst + i * kp, a_rows + i * p.lda, static_cast<size_t>(kp));
+          a_rows = dst;
+          a_ld = kp;
+        }
+        for (int64_t nb = g * kAmxCols; nb < std::min(nbs, (g + 1) * kAmxCols); ++nb) {
+          const int cols = static_cast<int>(std::min<int64_t>(kQPackN, p.N - nb * kQPackN));
           if (n < kAmxMinRows) {  // a short block (batch 1): the VNNI kernel is faster, same integers
             micro_vnni(p, m0 + r, n, nb, acc);
           } else {
@@ -341,15 +407,15 @@ void qgemm(const QGemmArgs& p, bool amx) {
               amx_configure(std::min(n, 16), std::max(n - 16, 0));
               configured = n;
             }
-            micro_amx(p, m0 + r, std::max(n - 16, 0), nb, acc);
+            micro_amx(p, a_rows, a_ld, std::max(n - 16, 0), nb, acc);
           }
           epilogue(p, acc, m0 + r, n, nb * kQPackN, cols);
         }
-      },
-      [&] {
-        if (configured >= 0) amx_release();
-        configured = -1;
-      });
+      }
+    }
+    if (configured >= 0) amx_release();
+    configured = -1;
+  });
 }
 #elif defined(__AVX2__)
 void qgemm(const QGemmArgs& p) {
