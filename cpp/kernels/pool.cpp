@@ -1,5 +1,6 @@
-// Pooling kernels (see pool.h). Plain loops: pooling moves little data per output and is far from
-// the cost of the convolutions around it. One (n, c) plane per task.
+// Pooling kernels (see pool.h). One (n, c) plane per task. The common 2x2 / stride 2 max pool (a
+// full pass over the largest activations of a CNN) has per-ISA code in per_isa/pool_max2x2.cpp;
+// the general windows are plain loops.
 #include "forgegrad/pool.h"
 
 #include <algorithm>
@@ -69,42 +70,10 @@ bool is_plain_2x2(const Pool2dGeom& g) {
          g.dil_w == 1 && 2 * g.OH <= g.H && 2 * g.OW <= g.W;
 }
 
-// Branch-free select: on real data the comparison is close to a coin flip, and as a branch (what
-// GCC makes of `take ? v : best` here) it mispredicted often enough to cost ~40 cycles per output.
-inline void take_if_greater(float v, int64_t i, float& best, int64_t& best_i) {
-  const int64_t take = -static_cast<int64_t>((v > best) | std::isnan(v));  // all ones or zero
-  const uint32_t mask = static_cast<uint32_t>(take);
-  uint32_t vb, bb;
-  std::memcpy(&vb, &v, sizeof vb);
-  std::memcpy(&bb, &best, sizeof bb);
-  bb = (vb & mask) | (bb & ~mask);
-  std::memcpy(&best, &bb, sizeof bb);
-  best_i = (i & take) | (best_i & ~take);
-}
-
 void max_pool2d_forward_2x2(const Pool2dGeom& g, const float* x, float* y, int64_t* indices) {
   const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
-  for_planes(g.N * g.C, OHW * 4, [&](int64_t p) {
-    const float* xs = x + p * HW;
-    float* ys = y + p * OHW;
-    int64_t* is = indices + p * OHW;
-    for (int64_t oh = 0; oh < g.OH; ++oh) {
-      const int64_t top = 2 * oh * g.W, bottom = top + g.W;
-      for (int64_t ow = 0; ow < g.OW; ++ow) {
-        const int64_t i = top + 2 * ow, j = bottom + 2 * ow;
-        // as a tree (top pair, bottom pair, then the two winners): the same result as the sequential
-        // rule -- a NaN in the bottom pair wins, a NaN only on top stays, otherwise the bottom
-        // winner needs to be strictly greater -- with a shorter dependency chain
-        float best = xs[i], low = xs[j];
-        int64_t best_i = i, low_i = j;
-        take_if_greater(xs[i + 1], i + 1, best, best_i);
-        take_if_greater(xs[j + 1], j + 1, low, low_i);
-        take_if_greater(low, low_i, best, best_i);
-        ys[oh * g.OW + ow] = best;
-        is[oh * g.OW + ow] = best_i;
-      }
-    }
-  });
+  for_planes(g.N * g.C, OHW * 4,
+             [&](int64_t p) { max_pool2x2_plane(x + p * HW, g.W, g.OH, g.OW, y + p * OHW, indices + p * OHW); });
 }
 
 }  // namespace

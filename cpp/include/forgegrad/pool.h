@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "forgegrad/checked.h"
+#include "forgegrad/dispatch.h"
 
 namespace fg {
 
@@ -43,6 +44,11 @@ inline const char* pool_out_size(int64_t in, int64_t k, int64_t pad, int64_t str
 
 // Ties keep the first maximum in window order; NaN propagates (as torch).
 void max_pool2d_forward(const Pool2dGeom& g, const float* x, float* y, int64_t* indices);
+
+// One plane of the 2x2 / stride 2 pool whose windows all lie inside the plane (W columns, OH x OW
+// outputs), per ISA (cpp/kernels/per_isa/pool_max2x2.cpp).
+FG_KERNEL(void, max_pool2x2_plane, (const float* xs, int64_t W, int64_t OH, int64_t OW, float* ys, int64_t* is),
+          (xs, W, OH, OW, ys, is))
 // grad_x (overwritten) += grad_y at the saved indices.
 void max_pool2d_backward(const Pool2dGeom& g, const float* grad_y, const int64_t* indices, float* grad_x);
 // divisor_override <= 0: none. (dilation is unused for average pooling.)
