@@ -183,9 +183,21 @@ def _apply_on_meta(cls, raw, kwargs):
         raise NotImplementedError(f"{cls.__qualname__} is not a registered op, so it has no shape rule for "
                                   "the meta device")
     out = cls.op.meta_call(raw, kwargs)
+    if any(getattr(d, "dtype", None) == _F64 for d in raw):
+        out = _as_float64_meta(out)
     if type(out) is tuple:
         return tuple([Tensor._wrap_exact(o) for o in out])
     return Tensor._wrap_exact(out)
+
+
+def _as_float64_meta(out):
+    """A float64 input's float outputs are float64, as its float64 Function gives (the shape rules
+    are written for the float32 kernels)."""
+    if type(out) is tuple:
+        return tuple(_as_float64_meta(o) for o in out)
+    if out.dtype == np.float32:
+        out.dtype = _F64
+    return out
 
 
 def _function_for_device(cls, dev: str):
