@@ -92,8 +92,8 @@ def _triangle(name, keep):
         rows, cols = input.shape[-2:]
         mask = keep(np.ones((rows, cols), dtype=bool), diagonal)
         if not input.requires_grad:
-            return Tensor._wrap(np.where(mask, input.numpy(), np.zeros((), input.numpy().dtype)))
-        return input * Tensor._wrap(mask.astype(input.numpy().dtype))
+            return Tensor._wrap_exact(np.where(mask, input.numpy(), np.zeros((), input.numpy().dtype)))
+        return input * Tensor._wrap_exact(mask.astype(input.numpy().dtype))
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = fn.__doc__.replace("NAME", name)
     return fn

@@ -58,6 +58,8 @@ class Function:
     # True: outputs keep the dtype forward gives them (cast); else a float64 output of float32 inputs
     # (numpy promoting int + float) is stored as float32, as torch's promotion gives
     exact_dtype = False
+    # True: an unregistered Function whose numpy code computes in its inputs' dtype runs float64 as is
+    handles_float64 = False
 
     __slots__ = ("parents", "needs_input_grad", "saved_tensors", "out_meta", "released", "__dict__")
 
@@ -159,6 +161,8 @@ class Function:
 def _float64_function(cls):
     """The Function that runs op ``cls`` on float64 arrays; a clear error for an op whose kernels are
     float32 only (never a silent cast)."""
+    if cls.op is None and cls.handles_float64:
+        return cls
     fn = None if cls.op is None else cls.op.float64
     if fn is None:
         name = cls.__qualname__ if cls.op is None else f"op {cls.op.name!r}"

@@ -374,7 +374,6 @@ class RecurrentLayer64Function(Function):
     @staticmethod
     def backward(ctx, grad_y, grad_hn, grad_cn=None):
         x, (w_ih, w_hh), mode = ctx.x, ctx.w, ctx.mode
-        H = w_hh.shape[1]
         gx = np.zeros_like(x)
         gwi, gwh = np.zeros_like(w_ih), np.zeros_like(w_hh)
         gbi = np.zeros(w_ih.shape[0], x.dtype)

@@ -222,7 +222,8 @@ def _kernel_ok(q, k, v, dropout_p, mask_grad):
     """Whether the fused kernel computes this call: everything but dropout (its keep-mask would have
     to be stored, (N, L, S)) and the gradient of a float mask (that is the (N, L, S) score gradient
     itself); both take the composed path, which materialises the weights. Empty sizes too."""
-    return q.dtype == _F32 and dropout_p == 0.0 and not mask_grad and min(q.shape[-2:]) > 0 and min(k.shape[-2:]) > 0 and v.shape[-1] > 0
+    return (q.dtype == _F32 and dropout_p == 0.0 and not mask_grad and min(q.shape[-2:]) > 0
+            and min(k.shape[-2:]) > 0 and v.shape[-1] > 0)
 
 
 def _run(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, mask_grad=False):

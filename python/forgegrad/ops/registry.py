@@ -14,8 +14,9 @@ A record (:class:`OpDef`) holds everything forgegrad knows about an op:
 - ``functional``: its ``torch.nn.functional``-style entry point (nn.functional serves it by name);
 - ``samples``, ``torch``, ``bad_inputs``: sample inputs, the PyTorch reference and bad inputs with
   the error they must raise, from which tests/test_op_registry.py generates every check (forward
-  and gradients against torch, both again in float64 against torch's float64, bits at 1-3 threads, every SIMD path, ONNX in onnxruntime, meta
-  shapes, errors); ``gaps`` names a check that does not apply and says why.
+  and gradients against torch, both again in float64 against torch's float64, bits at 1-3
+  threads, every SIMD path, ONNX in onnxruntime, meta shapes, errors); ``gaps`` names a check
+  that does not apply and says why.
 
 Modules, ``nn.functional``, Tensor methods and the exporter reach an op through its record::
 
