@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import forgegrad as fg
-from forgegrad.models import LeNet, MLP, SequenceClassifier, VAE
+from forgegrad.models import GPT, LeNet, MLP, SequenceClassifier, TransformerClassifier, VAE
 from forgegrad.models.vae import vae_loss
 
 OPTIMIZERS = [
@@ -134,6 +134,62 @@ class _TorchVAE(torch.nn.Module):
         return self.decoder(mu + eps * torch.exp(0.5 * logvar)), mu, logvar
 
 
+class _TorchGPT(torch.nn.Module):
+    """torch twin of forgegrad.models.GPT (same parameter names, tied lm_head)."""
+
+    class Block(torch.nn.Module):
+        def __init__(self, c, h):
+            super().__init__()
+            T = torch.nn
+            self.h = h
+            self.ln_1, self.ln_2 = T.LayerNorm(c), T.LayerNorm(c)
+            self.attn = T.Module()
+            self.attn.c_attn, self.attn.c_proj = T.Linear(c, 3 * c), T.Linear(c, c)
+            self.mlp = T.Module()
+            self.mlp.c_fc, self.mlp.c_proj = T.Linear(c, 4 * c), T.Linear(4 * c, c)
+
+        def forward(self, x):
+            n, t, c = x.shape
+            qkv = self.attn.c_attn(self.ln_1(x)).reshape(n, t, 3, self.h, c // self.h).permute(2, 0, 3, 1, 4)
+            y = torch.nn.functional.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True)
+            x = x + self.attn.c_proj(y.permute(0, 2, 1, 3).reshape(n, t, c))
+            return x + self.mlp.c_proj(torch.nn.functional.gelu(self.mlp.c_fc(self.ln_2(x))))
+
+    def __init__(self, vocab, block, layers, heads, c):
+        super().__init__()
+        T = torch.nn
+        self.transformer = T.ModuleDict(dict(wte=T.Embedding(vocab, c), wpe=T.Embedding(block, c),
+                                             h=T.ModuleList([self.Block(c, heads) for _ in range(layers)]),
+                                             ln_f=T.LayerNorm(c)))
+        self.lm_head = T.Linear(c, vocab, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight
+
+    def forward(self, idx):
+        x = self.transformer.wte(idx) + self.transformer.wpe.weight[:idx.shape[1]]
+        for b in self.transformer.h:
+            x = b(x)
+        return self.lm_head(self.transformer.ln_f(x))
+
+
+class _TorchTextClassifier(torch.nn.Module):
+    """torch twin of forgegrad.models.TransformerClassifier (dropout 0)."""
+
+    def __init__(self, vocab, classes, d, heads, layers, ff, max_len):
+        super().__init__()
+        T = torch.nn
+        self.embed = T.Embedding(vocab, d, padding_idx=0)
+        self.pos = T.Module()
+        self.pos.weight = T.Parameter(torch.zeros(max_len, d))
+        layer = T.TransformerEncoderLayer(d, heads, ff, 0.0, activation="gelu", batch_first=True, norm_first=True)
+        self.encoder = T.TransformerEncoder(layer, layers, norm=T.LayerNorm(d), enable_nested_tensor=False)
+        self.head = T.Linear(d, classes)
+
+    def forward(self, tokens):
+        x = self.encoder(self.embed(tokens) + self.pos.weight[:tokens.shape[1]], src_key_padding_mask=tokens == 0)
+        keep = (tokens != 0).double().unsqueeze(-1)
+        return self.head((x * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0))
+
+
 def _torch_vae_loss(recon, x, mu, logvar):
     rec = torch.nn.functional.binary_cross_entropy(recon, x, reduction="sum")
     return (rec - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())) / x.shape[0]
@@ -148,7 +204,15 @@ def _zoo():
     x_img, y_cls = rng.random((3, 1, 9, 9)), rng.integers(0, 4, 3)
     x_seq = rng.standard_normal((3, 5, 4))
     x_vae, eps = rng.random((4, 11)), rng.standard_normal((4, 3))
+    ids = rng.integers(1, 13, (2, 6))
+    ids[1, 4:] = 0  # padding: the classifier's key-padding mask and masked mean
     return [
+        ("gpt", lambda: GPT(13, 8, n_layer=2, n_head=2, n_embd=8), lambda: _TorchGPT(13, 8, 2, 2, 8),
+         lambda m, lib: _ce(lib)(m(lib.tensor(ids[:, :-1])).reshape(-1, 13), lib.tensor(ids[:, 1:].reshape(-1)))),
+        ("transformer_classifier", lambda: TransformerClassifier(13, 3, d_model=8, nhead=2, num_layers=2,
+                                                                 dim_feedforward=16, max_len=8, dropout=0.0),
+         lambda: _TorchTextClassifier(13, 3, 8, 2, 2, 16, 8),
+         lambda m, lib: _ce(lib)(m(lib.tensor(ids)), lib.tensor(y_cls[:2]))),
         ("mlp", lambda: MLP(6, (7, 5), 4), lambda: torch.nn.Sequential(
             torch.nn.Linear(6, 7), torch.nn.ReLU(), torch.nn.Linear(7, 5), torch.nn.ReLU(), torch.nn.Linear(5, 4)),
          lambda m, lib: _ce(lib)(m(lib.tensor(x_img.reshape(3, -1)[:, :6])), lib.tensor(y_cls))),
@@ -195,3 +259,58 @@ def test_zoo_model_double_trains_as_torch_float64(case, tmp_path):
     for k, v in fresh.state_dict().items():
         assert v.dtype == fg.float64, k
         np.testing.assert_array_equal(v.numpy(), ours.state_dict()[k].numpy())
+
+
+# ---- layers with many options, in float64 against torch ------------------------------------------------
+def _layer_cases():
+    T = torch.nn
+    return [
+        ("lstm-bi-2layer-batch_first", lambda: fg.nn.LSTM(4, 5, num_layers=2, bidirectional=True, batch_first=True),
+         lambda: T.LSTM(4, 5, num_layers=2, bidirectional=True, batch_first=True), (3, 6, 4)),
+        ("gru-bi", lambda: fg.nn.GRU(4, 5, bidirectional=True), lambda: T.GRU(4, 5, bidirectional=True), (6, 3, 4)),
+        ("rnn-relu-2layer", lambda: fg.nn.RNN(4, 5, num_layers=2, nonlinearity="relu"),
+         lambda: T.RNN(4, 5, num_layers=2, nonlinearity="relu"), (6, 3, 4)),
+        ("mha", lambda: fg.nn.MultiheadAttention(8, 2, batch_first=True),
+         lambda: T.MultiheadAttention(8, 2, batch_first=True), (2, 5, 8)),
+        ("encoder-layer", lambda: fg.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True),
+         lambda: T.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True), (2, 5, 8)),
+        ("decoder-layer-norm-first", lambda: fg.nn.TransformerDecoderLayer(8, 2, 16, dropout=0.0, norm_first=True),
+         lambda: T.TransformerDecoderLayer(8, 2, 16, dropout=0.0, norm_first=True), (5, 2, 8)),
+        ("conv-groups-dilation", lambda: fg.nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2),
+         lambda: T.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2), (2, 4, 9, 7)),
+        ("batchnorm2d-train", lambda: fg.nn.BatchNorm2d(3), lambda: T.BatchNorm2d(3), (4, 3, 5, 3)),
+    ]
+
+
+def _call(name, m, x, lib):
+    if name == "mha":
+        return m(x, x, x)[0]
+    if name.startswith("decoder"):
+        mem = x * 0.5 + 0.1
+        mask = lib.nn.Transformer.generate_square_subsequent_mask(x.shape[0]).double()
+        return m(x, mem, tgt_mask=mask)
+    out = m(x)
+    return out[0] if isinstance(out, tuple) else out
+
+
+@pytest.mark.parametrize("case", _layer_cases(), ids=lambda c: c[0])
+def test_layer_double_matches_torch_forward_and_gradients(case):
+    name, make, make_torch, shape = case
+    fg.manual_seed(1)
+    ours, theirs = make().double(), make_torch().double()
+    theirs.load_state_dict({k: torch.tensor(v.numpy()) for k, v in ours.state_dict().items()})
+    x0 = np.random.default_rng(5).standard_normal(shape)
+    x, tx = fg.tensor(x0, requires_grad=True), torch.tensor(x0, requires_grad=True)
+    y, ty = _call(name, ours, x, fg), _call(name, theirs, tx, torch)
+    assert y.dtype == fg.float64
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-10, atol=1e-12)
+    c = np.random.default_rng(6).standard_normal(y.shape)
+    (y * fg.tensor(c)).sum().backward()
+    (ty * torch.tensor(c)).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-9, atol=1e-11)
+    tp = dict(theirs.named_parameters())
+    for k, p in ours.named_parameters():
+        np.testing.assert_allclose(p.grad.numpy(), tp[k].grad.numpy(), rtol=1e-9, atol=1e-11, err_msg=k)
+    for k, b in ours.state_dict().items():  # running statistics updated in float64
+        assert b.dtype == fg.float64 or b.dtype == fg.int64, k
+        np.testing.assert_allclose(b.numpy(), theirs.state_dict()[k].numpy(), rtol=1e-12, err_msg=k)
