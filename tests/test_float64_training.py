@@ -314,3 +314,25 @@ def test_layer_double_matches_torch_forward_and_gradients(case):
     for k, b in ours.state_dict().items():  # running statistics updated in float64
         assert b.dtype == fg.float64 or b.dtype == fg.int64, k
         np.testing.assert_allclose(b.numpy(), theirs.state_dict()[k].numpy(), rtol=1e-12, err_msg=k)
+
+
+def test_optimizer_state_dict_of_float64_parameters_round_trips_in_float64(tmp_path):
+    (ours, loss_ours), (theirs, loss_theirs) = _problem(fg, 4), _problem(torch, 4)
+    opt, topt = fg.optim.Adam(ours, lr=0.01, amsgrad=True), torch.optim.Adam(theirs, lr=0.01, amsgrad=True)
+    for o, lf in ((opt, loss_ours), (topt, loss_theirs)):
+        o.zero_grad()
+        lf().backward()
+        o.step()
+    path = str(tmp_path / "opt.safetensors")
+    fg.save({"optimizer": opt.state_dict()}, path)
+    again = fg.optim.Adam(ours, lr=0.01, amsgrad=True)
+    again.load_state_dict(fg.load(path)["optimizer"])
+    for state in again.state.values():
+        for k in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+            assert state[k].dtype == fg.float64, k
+    for o, lf in ((again, loss_ours), (topt, loss_theirs)):  # the loaded state continues torch's run
+        o.zero_grad()
+        lf().backward()
+        o.step()
+    for p, t in zip(ours, theirs):
+        np.testing.assert_allclose(p.numpy(), t.detach().numpy(), rtol=1e-10, atol=1e-12)

@@ -187,7 +187,7 @@ def _apply_on_meta(cls, raw, kwargs):
         raise NotImplementedError(f"{cls.__qualname__} is not a registered op, so it has no shape rule for "
                                   "the meta device")
     out = cls.op.meta_call(raw, kwargs)
-    if any(getattr(d, "dtype", None) == _F64 for d in raw):
+    if any(isinstance(d, (_NDARRAY, _devices.MetaArray)) and d.dtype == _F64 for d in raw):
         out = _as_float64_meta(out)
     if type(out) is tuple:
         return tuple([Tensor._wrap_exact(o) for o in out])
