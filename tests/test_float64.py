@@ -98,3 +98,12 @@ def test_parameter_keeps_a_tensors_float_dtype():
     assert nn.Parameter(np.zeros(2)).dtype == fg.float32  # data other than a tensor: stored as float32
     with pytest.raises(TypeError, match="float32 or float64"):
         nn.Parameter(fg.tensor([1, 2]))
+
+
+def test_like_factories_keep_a_float64_dtype_as_torch():
+    x, t = fg.randn(3, 4).double(), torch.randn(3, 4).double()
+    for name in ("zeros_like", "ones_like", "empty_like", "randn_like", "rand_like"):
+        ours, theirs = getattr(fg, name)(x), getattr(torch, name)(t)
+        assert str(ours.dtype).split(".")[1] == str(theirs.dtype).split(".")[1], name
+    assert fg.full_like(x, 2.0).dtype == fg.float64 and fg.zeros_like(x, dtype=fg.float32).dtype == fg.float32
+    assert fg.zeros_like(fg.tensor([1, 2])).dtype == fg.int64
