@@ -136,7 +136,8 @@ def empty_like(input, dtype=None, requires_grad=False, device=None) -> Tensor:
 
 def full_like(input, fill_value, dtype=None, requires_grad=False, device=None) -> Tensor:
     shape, dt, meta = _like(input, dtype)
-    return Tensor(MetaArray(shape, dt) if meta else np.full(shape, fill_value, dt), requires_grad=requires_grad, dtype=dt)
+    return Tensor(MetaArray(shape, dt) if meta else np.full(shape, fill_value, dt), requires_grad=requires_grad,
+                  dtype=dt)
 
 
 # While forgegrad.onnx.export traces and verifies a model, sampling (randn_like, rand_like) gives the
