@@ -8,9 +8,13 @@ cast down. Three kinds of float64 Function:
 
 - ``_SAME_FUNCTION``: the op's own Function, whose numpy path computes in its inputs' dtype (the
   float32 kernels are taken only for float32 arrays);
+- ``_SAME_FUNCTION_ONE_DTYPE``: the op's own Function behind a check that its floating arguments
+  share one dtype (binary_cross_entropy: torch raises on a float32 / float64 mix);
 - the numpy Functions below (matmul, linear, sigmoid, mse_loss) and in ``_float64_nn`` (conv2d, the
   pools, batch / layer / RMS norm, the recurrent layer): numpy code for ops whose Functions call
   float32 kernels. Correct, not fast.
+
+tests/test_op_registry.py checks every op this way against torch's float64 (check "float64").
 """
 from __future__ import annotations
 
@@ -129,6 +133,7 @@ class MSELoss64Function(Function):
 
 _NUMPY_FUNCTIONS = {"matmul": MatMul64Function, "linear": Linear64Function, "sigmoid": Sigmoid64Function,
                     "mse_loss": MSELoss64Function}
+
 
 def _one_dtype_function(op):
     """op's Function, checking first that its floating array arguments share one dtype."""
