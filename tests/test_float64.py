@@ -107,3 +107,17 @@ def test_like_factories_keep_a_float64_dtype_as_torch():
         assert str(ours.dtype).split(".")[1] == str(theirs.dtype).split(".")[1], name
     assert fg.full_like(x, 2.0).dtype == fg.float64 and fg.zeros_like(x, dtype=fg.float32).dtype == fg.float32
     assert fg.zeros_like(fg.tensor([1, 2])).dtype == fg.int64
+
+
+def test_float64_tensors_keep_their_dtype_through_the_data_pipeline():
+    from forgegrad.data import DataLoader, TensorDataset
+    from forgegrad.data.transforms import RandomHorizontalFlip
+    x, y = fg.randn(6, 1, 4, 4).double(), fg.tensor(np.arange(6))
+    ds = TensorDataset(x, y)
+    assert ds[0][0].dtype == fg.float64 and ds.tensors[0].dtype == fg.float64
+    for loader in (DataLoader(ds, batch_size=4), DataLoader(list(zip(x, y)), batch_size=4)):
+        xb, yb = next(iter(loader))
+        assert xb.dtype == fg.float64 and yb.dtype == fg.int64
+    assert RandomHorizontalFlip(generator=0)(x).dtype == fg.float64
+    # numpy float data is stored as float32, as documented (forgegrad.data)
+    assert TensorDataset(np.zeros((2, 3)))[0][0].dtype == fg.float32
