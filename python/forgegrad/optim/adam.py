@@ -1,4 +1,5 @@
-"""Adam and AdamW (torch.optim.Adam / AdamW's math, one fused C++ pass per step)."""
+"""Adam and AdamW (torch.optim.Adam / AdamW's math): one fused C++ pass per step for float32
+parameters, numpy in float64 for float64 ones."""
 from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple

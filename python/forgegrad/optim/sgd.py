@@ -1,4 +1,5 @@
-"""SGD with momentum, dampening, Nesterov, weight decay and maximize (torch.optim.SGD's math)."""
+"""SGD with momentum, dampening, Nesterov, weight decay and maximize (torch.optim.SGD's math): the
+fused C++ step for float32 parameters, numpy for float64 ones."""
 from __future__ import annotations
 
 from typing import Any, Dict, Optional
