@@ -1,42 +1,12 @@
-"""float64 as a real dtype: every op that runs in float64 matches torch in float64 (forward and
-gradients, far tighter than float32 allows), torch's promotion rules, and float32-only ops refuse."""
+"""float64 as a real dtype: torch's promotion rules, dtypes kept through conversions and modules.
+
+Every op is checked in float64 against torch's float64 (forward and gradients, to 1e-10) by the
+generated registry checks (tests/test_op_registry.py, check "float64")."""
 import numpy as np
 import pytest
 import torch
 
 import forgegrad as fg
-from forgegrad.ops._float64 import float64_ops
-from forgegrad.ops.registry import _OPS
-
-
-def _as64(a):
-    return a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype == np.float32 else a
-
-
-@pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::UserWarning")
-@pytest.mark.parametrize("name", float64_ops())
-def test_op_in_float64_matches_torch(name):
-    op = _OPS[name]
-    for s in op.samples():
-        args = [_as64(a) for a in s.args]
-        ours = [fg.tensor(a, dtype=a.dtype, requires_grad=a.dtype == np.float64) if isinstance(a, np.ndarray) else a
-                for a in args]
-        theirs = [torch.tensor(a, requires_grad=a.dtype == np.float64) if isinstance(a, np.ndarray) else a
-                  for a in args]
-        out, ref = op(*ours, **s.kwargs), op.torch(torch, *theirs, **s.kwargs)
-        outs, refs = (out if isinstance(out, tuple) else (out,)), (ref if isinstance(ref, tuple) else (ref,))
-        for o, r in zip(outs, refs):
-            assert o.numpy().dtype == r.detach().numpy().dtype, s.name
-            np.testing.assert_allclose(o.numpy(), r.detach().numpy(), rtol=1e-10, atol=1e-12, err_msg=s.name)
-        grads = [(o, r) for o, r in zip(outs, refs) if o.requires_grad]
-        if not grads:
-            continue
-        sum((o * o).sum() for o, _ in grads).backward()
-        sum((r * r).sum() for _, r in grads).backward()
-        for a, b in zip(ours, theirs):
-            if isinstance(a, fg.Tensor) and a.requires_grad:
-                assert a.grad.dtype == fg.float64
-                np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-9, atol=1e-11, err_msg=s.name)
 
 
 def test_promotion_rules_are_torchs():
@@ -74,12 +44,26 @@ def test_float64_tensors_and_conversions_keep_their_dtype():
     assert y.grad.dtype == fg.float64
 
 
-def test_float32_only_ops_refuse_float64_clearly():
-    x = fg.randn(1, 1, 4, 4).double()
-    with pytest.raises(TypeError, match=r"op 'conv2d' has float32 kernels only .*\.float\(\)"):
-        fg.nn.functional.conv2d(x, fg.randn(1, 1, 3, 3))
-    with pytest.raises(TypeError, match="op 'layer_norm' has float32 kernels only"):
-        fg.nn.LayerNorm(4)(x)
+def test_ops_torch_does_not_promote_refuse_mixed_float_dtypes():
+    x64, w32 = fg.randn(1, 2, 5, 5).double(), fg.randn(3, 2, 3, 3)
+    for ours, theirs in [(lambda: fg.nn.functional.conv2d(x64, w32), lambda: torch.nn.functional.conv2d(
+            torch.tensor(x64.numpy()), torch.tensor(w32.numpy()))),
+                         (lambda: fg.nn.functional.layer_norm(x64, (5,), fg.ones(5)),
+                          lambda: torch.nn.functional.layer_norm(torch.tensor(x64.numpy()), (5,), torch.ones(5)))]:
+        with pytest.raises(RuntimeError):
+            theirs()
+        with pytest.raises(RuntimeError, match="same dtype"):
+            ours()
+    # elementwise losses promote, as torch's
+    got = fg.nn.functional.l1_loss(fg.ones(3), fg.zeros(3, dtype=fg.float64))
+    assert got.dtype == fg.float64
+
+
+def test_float64_meta_shapes_keep_the_dtype():
+    x = fg.randn(2, 3, 8, 8).double().to("meta")
+    w = fg.randn(4, 3, 3, 3).double().to("meta")
+    assert fg.nn.functional.conv2d(x, w).dtype == fg.float64
+    assert fg.nn.functional.max_pool2d(x, 2).dtype == fg.float64
 
 
 def test_tensor_factory_dtypes_follow_torch():
@@ -106,8 +90,6 @@ def test_module_double_matches_torch_in_float64():
     theirs(torch.tensor(x)).sum().backward()
     np.testing.assert_allclose(ours[0].weight.grad.numpy(), theirs[0].weight.grad.numpy(), rtol=1e-10)
     assert ours.float()[0].weight.dtype == fg.float32
-    with pytest.raises(TypeError, match="float32"):  # the optimizers' kernels are float32
-        fg.optim.SGD(ours.double().parameters(), lr=0.1)
 
 
 def test_parameter_keeps_a_tensors_float_dtype():
@@ -116,3 +98,26 @@ def test_parameter_keeps_a_tensors_float_dtype():
     assert nn.Parameter(np.zeros(2)).dtype == fg.float32  # data other than a tensor: stored as float32
     with pytest.raises(TypeError, match="float32 or float64"):
         nn.Parameter(fg.tensor([1, 2]))
+
+
+def test_like_factories_keep_a_float64_dtype_as_torch():
+    x, t = fg.randn(3, 4).double(), torch.randn(3, 4).double()
+    for name in ("zeros_like", "ones_like", "empty_like", "randn_like", "rand_like"):
+        ours, theirs = getattr(fg, name)(x), getattr(torch, name)(t)
+        assert str(ours.dtype).split(".")[1] == str(theirs.dtype).split(".")[1], name
+    assert fg.full_like(x, 2.0).dtype == fg.float64 and fg.zeros_like(x, dtype=fg.float32).dtype == fg.float32
+    assert fg.zeros_like(fg.tensor([1, 2])).dtype == fg.int64
+
+
+def test_float64_tensors_keep_their_dtype_through_the_data_pipeline():
+    from forgegrad.data import DataLoader, TensorDataset
+    from forgegrad.data.transforms import RandomHorizontalFlip
+    x, y = fg.randn(6, 1, 4, 4).double(), fg.tensor(np.arange(6))
+    ds = TensorDataset(x, y)
+    assert ds[0][0].dtype == fg.float64 and ds.tensors[0].dtype == fg.float64
+    for loader in (DataLoader(ds, batch_size=4), DataLoader(list(zip(x, y)), batch_size=4)):
+        xb, yb = next(iter(loader))
+        assert xb.dtype == fg.float64 and yb.dtype == fg.int64
+    assert RandomHorizontalFlip(generator=0)(x).dtype == fg.float64
+    # numpy float data is stored as float32, as documented (forgegrad.data)
+    assert TensorDataset(np.zeros((2, 3)))[0][0].dtype == fg.float32

@@ -4,6 +4,8 @@ For each registered op (forgegrad.ops.all_ops()) and each check in forgegrad.ops
 
 - forward:  every sample's outputs equal the torch reference's (to the op's tolerance);
 - backward: the gradient of every float input (a fixed random cotangent per output) equals torch's;
+- float64:  every sample (but the large ones) again with its float32 arrays as float64: outputs and
+            gradients in float64, equal to torch's float64 to 1e-10 (no float32 step anywhere);
 - threads:  forward and backward give identical bits at 1, 2 and 3 threads;
 - isa:      forward and backward on every SIMD path the CPU has match the reference;
 - onnx:     the op alone exports to ONNX, and onnxruntime reproduces it (the exporter verifies);
@@ -145,6 +147,61 @@ def check_backward(op, samples):
     assert checked, f"{op.name}: no sample has a differentiable input (declare a 'backward' gap if none can)"
 
 
+F64_MAX_ELEMENTS = 20_000  # float64 runs numpy code for most ops: the large samples are left to float32
+
+
+def _as_float64(op, sample):
+    """The sample with its float32 arrays as float64 (but at op.float32_args), or None if it is large."""
+    if any(isinstance(a, np.ndarray) and a.size > F64_MAX_ELEMENTS for a in sample.args):
+        return None
+    args = tuple(a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype == np.float32
+                 and i not in op.float32_args else a for i, a in enumerate(sample.args))
+    return fg.ops.Sample(args, sample.kwargs, sample.name, sample.grad_positions(), sample.onnx)
+
+
+def _run_float64(op, sample, lib):
+    """(outputs, gradients) of one float64 sample on forgegrad (lib=fg) or torch: numpy float64 arrays."""
+    pos = sample.grad_positions()
+    args = [(fg.tensor(a.copy(), requires_grad=i in pos) if lib is fg else
+             torch.from_numpy(a.copy()).requires_grad_(i in pos)) if isinstance(a, np.ndarray) else a
+            for i, a in enumerate(sample.args)]
+    call = op if lib is fg else (lambda *a, **k: op.torch(torch, *a, **k))
+    outs = _as_tuple(call(*args, **sample.kwargs))
+    values = [(o.numpy() if lib is fg else o.detach().numpy()).copy() for o in outs]
+    rng = np.random.default_rng(7)
+    total = None
+    for o, v in zip(outs, values):
+        if v.dtype.kind == "f" and o.requires_grad:
+            c = rng.uniform(-1, 1, size=v.shape)
+            term = (o * (fg.tensor(c) if lib is fg else torch.from_numpy(c))).sum()
+            total = term if total is None else total + term
+    if total is not None:
+        total.backward()
+    grads = [np.zeros(sample.args[p].shape) if args[p].grad is None else
+             (args[p].grad.numpy() if lib is fg else args[p].grad.numpy()).copy() for p in pos]
+    return values, grads
+
+
+def check_float64(op, samples):
+    assert op.float64 is not None, f"{op.name}: no float64 Function (see forgegrad/ops/_float64.py)"
+    checked = 0
+    for s in samples:
+        s64 = _as_float64(op, s)
+        if s64 is None:
+            continue
+        fg.manual_seed(0)
+        got, got_g = _run_float64(op, s64, fg)
+        want, want_g = _run_float64(op, s64, torch)
+        for k, (g, w) in enumerate(zip(got + got_g, want + want_g)):
+            what = f"{op.name}: float64 sample {s.name or s.args[0].shape!r}, " + (
+                f"output {k}" if k < len(got) else f"gradient of input {s64.grad[k - len(got)]}")
+            assert g.shape == w.shape, f"{what}: shape {g.shape}, torch {w.shape}"
+            assert g.dtype == w.dtype, f"{what}: dtype {g.dtype}, torch {w.dtype}"
+            np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12, equal_nan=True, err_msg=what)
+        checked += 1
+    assert checked, f"{op.name}: every sample is too large for the float64 check"
+
+
 def check_threads(op, samples):
     before = fg.get_num_threads()
     try:
@@ -235,7 +292,7 @@ def test_op(op, check, tmp_path):
     COVERAGE[(op.name, check)] = "FAIL"
     samples = op.samples() if op.samples else []
     assert samples, f"op {op.name!r} has no samples"
-    if check in ("forward", "backward", "isa"):
+    if check in ("forward", "backward", "float64", "isa"):
         assert op.torch is not None, f"{op.name}: no torch reference (declare a gap saying why if none exists)"
     if check == "onnx":
         check_onnx(op, samples, tmp_path)

@@ -92,8 +92,8 @@ def _triangle(name, keep):
         rows, cols = input.shape[-2:]
         mask = keep(np.ones((rows, cols), dtype=bool), diagonal)
         if not input.requires_grad:
-            return Tensor._wrap(np.where(mask, input.numpy(), np.zeros((), input.numpy().dtype)))
-        return input * Tensor._wrap(mask.astype(input.numpy().dtype))
+            return Tensor._wrap_exact(np.where(mask, input.numpy(), np.zeros((), input.numpy().dtype)))
+        return input * Tensor._wrap_exact(mask.astype(input.numpy().dtype))
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = fn.__doc__.replace("NAME", name)
     return fn
@@ -121,22 +121,23 @@ def _like(t, dtype):
 
 def zeros_like(input, dtype=None, requires_grad=False, device=None) -> Tensor:
     shape, dt, meta = _like(input, dtype)
-    return Tensor(MetaArray(shape, dt) if meta else np.zeros(shape, dt), requires_grad=requires_grad)
+    return Tensor(MetaArray(shape, dt) if meta else np.zeros(shape, dt), requires_grad=requires_grad, dtype=dt)
 
 
 def ones_like(input, dtype=None, requires_grad=False, device=None) -> Tensor:
     shape, dt, meta = _like(input, dtype)
-    return Tensor(MetaArray(shape, dt) if meta else np.ones(shape, dt), requires_grad=requires_grad)
+    return Tensor(MetaArray(shape, dt) if meta else np.ones(shape, dt), requires_grad=requires_grad, dtype=dt)
 
 
 def empty_like(input, dtype=None, requires_grad=False, device=None) -> Tensor:
     shape, dt, meta = _like(input, dtype)
-    return Tensor(MetaArray(shape, dt) if meta else np.empty(shape, dt), requires_grad=requires_grad)
+    return Tensor(MetaArray(shape, dt) if meta else np.empty(shape, dt), requires_grad=requires_grad, dtype=dt)
 
 
 def full_like(input, fill_value, dtype=None, requires_grad=False, device=None) -> Tensor:
     shape, dt, meta = _like(input, dtype)
-    return Tensor(MetaArray(shape, dt) if meta else np.full(shape, fill_value, dt), requires_grad=requires_grad)
+    return Tensor(MetaArray(shape, dt) if meta else np.full(shape, fill_value, dt), requires_grad=requires_grad,
+                  dtype=dt)
 
 
 # While forgegrad.onnx.export traces and verifies a model, sampling (randn_like, rand_like) gives the
@@ -165,16 +166,18 @@ def _float_like(input, dtype, draw, requires_grad, mean=0.0):
         raise TypeError(f"expected a floating point dtype, got {_dtypes.of(dt)}")
     if meta:
         return Tensor(MetaArray(shape, dt), requires_grad=requires_grad)
-    return Tensor(draw(shape).astype(dt, copy=False), requires_grad=requires_grad)
+    # drawn in the dtype itself when numpy can (float32, float64: a float64 tensor gets float64 draws)
+    native = dt if dt in (np.float32, np.float64) else np.dtype(np.float32)
+    return Tensor(draw(shape, native).astype(dt, copy=False), requires_grad=requires_grad, dtype=dt)
 
 
 def randn_like(input, dtype=None, requires_grad=False, device=None) -> Tensor:
-    return _float_like(input, dtype, lambda s: _random.generator().standard_normal(s, dtype=np.float32),
+    return _float_like(input, dtype, lambda s, dt: _random.generator().standard_normal(s, dtype=dt),
                        requires_grad)
 
 
 def rand_like(input, dtype=None, requires_grad=False, device=None) -> Tensor:
-    return _float_like(input, dtype, lambda s: _random.generator().random(s, dtype=np.float32), requires_grad,
+    return _float_like(input, dtype, lambda s, dt: _random.generator().random(s, dtype=dt), requires_grad,
                        mean=0.5)
 
 

@@ -58,6 +58,8 @@ class Function:
     # True: outputs keep the dtype forward gives them (cast); else a float64 output of float32 inputs
     # (numpy promoting int + float) is stored as float32, as torch's promotion gives
     exact_dtype = False
+    # True: an unregistered Function whose numpy code computes in its inputs' dtype runs float64 as is
+    handles_float64 = False
 
     __slots__ = ("parents", "needs_input_grad", "saved_tensors", "out_meta", "released", "__dict__")
 
@@ -159,6 +161,8 @@ class Function:
 def _float64_function(cls):
     """The Function that runs op ``cls`` on float64 arrays; a clear error for an op whose kernels are
     float32 only (never a silent cast)."""
+    if cls.op is None and cls.handles_float64:
+        return cls
     fn = None if cls.op is None else cls.op.float64
     if fn is None:
         name = cls.__qualname__ if cls.op is None else f"op {cls.op.name!r}"
@@ -183,9 +187,21 @@ def _apply_on_meta(cls, raw, kwargs):
         raise NotImplementedError(f"{cls.__qualname__} is not a registered op, so it has no shape rule for "
                                   "the meta device")
     out = cls.op.meta_call(raw, kwargs)
+    if any(isinstance(d, (_NDARRAY, _devices.MetaArray)) and d.dtype == _F64 for d in raw):
+        out = _as_float64_meta(out)
     if type(out) is tuple:
         return tuple([Tensor._wrap_exact(o) for o in out])
     return Tensor._wrap_exact(out)
+
+
+def _as_float64_meta(out):
+    """A float64 input's float outputs are float64, as its float64 Function gives (the shape rules
+    are written for the float32 kernels)."""
+    if type(out) is tuple:
+        return tuple(_as_float64_meta(o) for o in out)
+    if out.dtype == np.float32:
+        out.dtype = _F64
+    return out
 
 
 def _function_for_device(cls, dev: str):

@@ -28,6 +28,8 @@ def table():
                 checks[c] = "missing: no torch reference"
             elif not op.samples:
                 checks[c] = "missing: no samples"
+            elif c == "float64" and op.float64 is None:
+                checks[c] = "missing: no float64 Function"
             else:
                 checks[c] = "yes"
         rows.append({

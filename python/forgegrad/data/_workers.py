@@ -121,7 +121,7 @@ def _worker_loop(dataset, collate_fn, transform, use_fetcher, index_q, result_q,
         epoch, i, idx = task
         try:
             if fetch is not None:
-                batch = tuple(Tensor._wrap(a) for a in fetch(idx))
+                batch = tuple(Tensor._wrap_exact(a) for a in fetch(idx))  # the dataset's dtypes
             else:
                 batch = collate([dataset[int(j)] for j in idx])
             payload = pickle.dumps(("ok", epoch, i, _apply_transform(transform, batch)))

@@ -17,6 +17,8 @@ def _stack(items) -> Tensor:
     first = items[0]
     if isinstance(first, Tensor):
         arr = np.stack([t._data for t in items])
+        if arr.dtype == np.float64:  # float64 Tensors batch as float64 (torch's collate keeps dtypes)
+            return Tensor._wrap_exact(arr)
     elif isinstance(first, (np.ndarray, np.generic, numbers.Number)):
         arr = np.asarray(np.stack([np.asarray(x) for x in items]))
     else:
@@ -194,7 +196,7 @@ class DataLoader:
         collate = self.collate_fn or default_collate
         for idx in self._batches():
             if fetch is not None:
-                batch = tuple(Tensor._wrap(a) for a in fetch(idx))
+                batch = tuple(Tensor._wrap_exact(a) for a in fetch(idx))  # the dataset's dtypes
             else:
                 batch = collate([self.dataset[int(i)] for i in idx])
             yield _apply_transform(self.transform, batch)

@@ -40,7 +40,8 @@ class TensorDataset(Dataset):
 
     Args:
         *tensors: numpy arrays or forgegrad Tensors sharing their first dimension. They are kept
-            as numpy storage (float -> float32, integers -> int64; no copy when already so).
+            as numpy storage (float -> float32, integers -> int64; no copy when already so), except
+            that a float64 Tensor keeps float64 (as torch's TensorDataset keeps a tensor's dtype).
     """
 
     def __init__(self, *tensors):
@@ -48,7 +49,7 @@ class TensorDataset(Dataset):
             raise ValueError("TensorDataset: at least one array is required")
         arrays = []
         for i, t in enumerate(tensors):
-            arr = _to_storage(t)
+            arr = t._data if isinstance(t, Tensor) and t._data.dtype == np.float64 else _to_storage(t)
             if arr.ndim == 0:
                 raise ValueError(f"TensorDataset: array {i} is 0-dimensional; arrays need a first (sample) dimension")
             arrays.append(arr)
@@ -61,10 +62,10 @@ class TensorDataset(Dataset):
     @property
     def tensors(self):
         """The stored arrays as Tensors (sharing storage), like torch's ``.tensors``."""
-        return tuple(Tensor._wrap(a) for a in self.arrays)
+        return tuple(Tensor._wrap_exact(a) for a in self.arrays)
 
     def __getitem__(self, index):
-        return tuple(Tensor._wrap(a[index]) for a in self.arrays)
+        return tuple(Tensor._wrap_exact(a[index]) for a in self.arrays)  # stored in their final dtype
 
     def __len__(self) -> int:
         return self.arrays[0].shape[0]

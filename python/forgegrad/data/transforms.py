@@ -74,6 +74,8 @@ class Transform:
         out = self.apply(arr[None] if single else arr, self._gen())
         if single:
             out = out[0]
+        if is_tensor and arr.dtype == np.float64:  # a float64 batch stays float64
+            return Tensor._wrap_exact(np.ascontiguousarray(out, dtype=np.float64))
         return Tensor._wrap(np.ascontiguousarray(out)) if is_tensor else out
 
     def __repr__(self) -> str:

@@ -68,7 +68,9 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x):
-        if graph_free() and type(x._data) is np.ndarray:  # inference: bias + GELU in the GEMM's output pass
+        # inference: bias + GELU in the float32 GEMM's output pass (a float64 model takes the op path)
+        if graph_free() and type(x._data) is np.ndarray and x._data.dtype == np.float32 \
+                and self.c_fc.weight._data.dtype == np.float32:
             h = _fused_linear(x, self.c_fc.weight, self.c_fc.bias, *self.gelu.epilogue())
         else:
             h = self.gelu(self.c_fc(x))

@@ -30,13 +30,19 @@ class _VAEBase(nn.Module):
     def reparameterize(self, mu: Tensor, logvar: Tensor, eps=None) -> Tensor:
         """z = mu + eps * exp(0.5 * logvar). eps: (N, latent) array/Tensor, or None to draw it."""
         if eps is None:
-            eps = Tensor._wrap(_random.generator().standard_normal(mu.shape, dtype=np.float32))
+            # drawn in mu's dtype (a float64 model samples in float64)
+            eps = Tensor._wrap_exact(_random.generator().standard_normal(mu.shape, dtype=mu.numpy().dtype))
         else:
-            eps = eps if isinstance(eps, Tensor) else Tensor(np.asarray(eps, np.float32))
+            # an array is taken in the model's dtype (mu's), as the noise it stands for
+            eps = eps if isinstance(eps, Tensor) else Tensor._wrap_exact(np.asarray(eps, mu.numpy().dtype))
             if tuple(eps.shape) != tuple(mu.shape):
                 raise ValueError(f"{type(self).__name__}: eps must have shape {tuple(mu.shape)} (N, latent), "
                                  f"got {tuple(eps.shape)}")
         return mu + eps * (logvar * 0.5).exp()
+
+    def _dtype(self):
+        """The parameters' dtype (float32, or float64 after ``double()``): arrays are taken in it."""
+        return next(iter(self.parameters())).numpy().dtype
 
     def forward(self, x, eps=None):
         """Returns (reconstruction, mu, logvar); the reconstruction has x's shape, values in [0, 1].
@@ -50,14 +56,14 @@ class _VAEBase(nn.Module):
     def sample(self, n: int) -> Tensor:
         """n samples decoded from z ~ N(0, I) drawn from forgegrad's generator (no graph)."""
         n = positive_int(n, "n", f"{type(self).__name__}.sample")
-        z = Tensor._wrap(_random.generator().standard_normal((n, self.latent), dtype=np.float32))
+        z = Tensor._wrap_exact(_random.generator().standard_normal((n, self.latent), dtype=self._dtype()))
         with no_grad():
             return self.decode(z)
 
     def reconstruct(self, x) -> Tensor:
         """Deterministic reconstruction: decode the posterior mean (no noise, no graph)."""
         with no_grad():
-            mu, _ = self.encode(x if isinstance(x, Tensor) else Tensor(np.asarray(x, np.float32)))
+            mu, _ = self.encode(x if isinstance(x, Tensor) else Tensor._wrap_exact(np.asarray(x, self._dtype())))
             return self.decode(mu)
 
 
@@ -99,7 +105,7 @@ class VAE(_VAEBase):
 
     def _flat(self, x) -> Tensor:
         if not isinstance(x, Tensor):
-            x = Tensor(np.asarray(x, np.float32))
+            x = Tensor._wrap_exact(np.asarray(x, self._dtype()))  # arrays in the model's dtype
         if x.ndim < 1 or x.numel() % self.input_dim or (x.ndim >= 2 and int(np.prod(x.shape[1:])) != self.input_dim):
             raise ValueError(f"VAE: expected input (N, {self.input_dim}) (or (N, ...) with {self.input_dim} values "
                              f"per sample), got {tuple(x.shape)}")
@@ -158,7 +164,7 @@ class ConvVAE(_VAEBase):
 
     def _image(self, x) -> Tensor:
         if not isinstance(x, Tensor):
-            x = Tensor(np.asarray(x, np.float32))
+            x = Tensor._wrap_exact(np.asarray(x, self._dtype()))  # arrays in the model's dtype
         c, s = self.in_channels, self.image_size
         if x.ndim == 4 and tuple(x.shape[1:]) == (c, s, s):
             return x
@@ -180,50 +186,55 @@ class _NegativeELBO(Function):
 
     One node instead of a dozen (BCE, then mu^2, exp, sums, scalings) keeps the per-step overhead of
     a VAE small; the arithmetic is torch's: BCE on probabilities with log terms clamped at -100,
-    KL = 0.5 * sum(mu^2 + exp(logvar) - logvar - 1).
+    KL = 0.5 * sum(mu^2 + exp(logvar) - logvar - 1). Computed in recon's dtype (float32 or float64).
     """
+
+    handles_float64 = True  # numpy in its inputs' dtype: its own float64 Function
 
     @staticmethod
     def forward(ctx, recon, x, mu, logvar, beta=1.0, reconstruction="bce"):
         n = recon.shape[0] if recon.ndim else 1
+        dt = recon.dtype
+        f = dt.type
         if reconstruction == "bce":
             if recon.size and (recon.min() < 0 or recon.max() > 1):
                 raise ValueError("vae_loss: recon must hold probabilities in [0, 1] for reconstruction='bce'")
             with np.errstate(divide="ignore"):
-                log_p = np.maximum(np.log(recon), np.float32(-100))
-                log_1mp = np.maximum(np.log1p(-recon), np.float32(-100))
+                log_p = np.maximum(np.log(recon), f(-100))
+                log_1mp = np.maximum(np.log1p(-recon), f(-100))
             # -(x log p + (1 - x) log(1 - p)) = -(x (log p - log(1 - p)) + log(1 - p))
             diff = log_p - log_1mp
-            rec = -(np.sum(x * diff, dtype=np.float32) + np.sum(log_1mp, dtype=np.float32))
+            rec = -(np.sum(x * diff, dtype=dt) + np.sum(log_1mp, dtype=dt))
             ctx.diff = diff
         else:
             d = recon - x
-            rec = np.sum(d * d, dtype=np.float32)
+            rec = np.sum(d * d, dtype=dt)
         var = np.exp(logvar)
-        kl = np.float32(0.5) * np.sum(mu * mu + var - logvar - np.float32(1), dtype=np.float32)
+        kl = f(0.5) * np.sum(mu * mu + var - logvar - f(1), dtype=dt)
         ctx.save_for_backward(recon, x, mu, logvar, var)
-        ctx.n, ctx.beta, ctx.reconstruction = n, np.float32(beta), reconstruction
-        return np.asarray((rec + ctx.beta * kl) / np.float32(n), np.float32)
+        ctx.n, ctx.beta, ctx.reconstruction = n, f(beta), reconstruction
+        return np.asarray((rec + ctx.beta * kl) / f(n), dt)
 
     @staticmethod
     def backward(ctx, g):
         recon, x, mu, logvar, var = ctx.saved_tensors
-        scale = np.float32(g) / np.float32(ctx.n)
+        f = recon.dtype.type
+        scale = f(g) / f(ctx.n)
         g_recon = g_x = g_mu = g_logvar = None
         if ctx.reconstruction == "bce":
             if ctx.needs_input_grad[0]:
-                g_recon = (recon - x) / np.maximum(recon * (np.float32(1) - recon), np.float32(1e-12)) * scale
+                g_recon = (recon - x) / np.maximum(recon * (f(1) - recon), f(1e-12)) * scale
             if ctx.needs_input_grad[1]:
                 g_x = -ctx.diff * scale
         else:
-            d = (recon - x) * (np.float32(2) * scale)
+            d = (recon - x) * (f(2) * scale)
             g_recon = d if ctx.needs_input_grad[0] else None
             g_x = -d if ctx.needs_input_grad[1] else None
         kl_scale = ctx.beta * scale
         if ctx.needs_input_grad[2]:
             g_mu = mu * kl_scale
         if ctx.needs_input_grad[3]:
-            g_logvar = (var - np.float32(1)) * (np.float32(0.5) * kl_scale)
+            g_logvar = (var - f(1)) * (f(0.5) * kl_scale)
         return g_recon, g_x, g_mu, g_logvar
 
 
@@ -245,15 +256,16 @@ def vae_loss(recon: Tensor, x, mu: Tensor, logvar: Tensor, beta: float = 1.0, re
     if not np.isfinite(beta) or beta < 0:
         raise ValueError(f"vae_loss: beta must be a finite number >= 0, got {beta}")
     if not isinstance(x, Tensor):
-        x = Tensor(np.asarray(x, np.float32))
+        x = Tensor._wrap_exact(np.asarray(x, recon.numpy().dtype))
     if x.numel() != recon.numel():
         raise ValueError(f"vae_loss: x has shape {tuple(x.shape)} but recon has shape {tuple(recon.shape)}")
     if tuple(x.shape) != tuple(recon.shape):
         x = x.reshape(recon.shape)
     if tuple(mu.shape) != tuple(logvar.shape):
         raise ValueError(f"vae_loss: mu {tuple(mu.shape)} and logvar {tuple(logvar.shape)} must have the same shape")
-    if x.dtype != np.float32 or recon.dtype != np.float32:
-        raise TypeError(f"vae_loss: recon and x must be float32, got {recon.dtype} and {x.dtype}")
+    if x.dtype != recon.dtype or recon.dtype not in (np.float32, np.float64):
+        raise TypeError(f"vae_loss: recon and x must both be float32 or both float64, got {recon.dtype} and "
+                        f"{x.dtype}")
     return _NegativeELBO.apply(recon, x, mu, logvar, beta=float(beta), reconstruction=reconstruction)
 
 

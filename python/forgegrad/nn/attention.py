@@ -41,22 +41,25 @@ def _as_tensor(x, name):
                     f"{type(x).__name__}")
 
 
-def canonical_mask(mask, name: str):
-    """A mask as a float32 additive mask: bool True -> -inf (not attended), float as given (torch's
-    ``_canonical_mask``); None stays None. Other dtypes raise TypeError naming ``name``."""
+def canonical_mask(mask, name: str, dtype=np.float32):
+    """A mask as an additive mask in ``dtype`` (the query's: float32 or float64): bool True -> -inf
+    (not attended), float as given (torch's ``_canonical_mask``; a float32 mask for float64 queries
+    is widened, exactly); None stays None. Other dtypes raise TypeError naming ``name``."""
     mask = _as_tensor(mask, name)
     if mask is None:
         return None
     kind = np.dtype(mask.dtype).kind
     if kind == "b":
         if isinstance(mask._data, np.ndarray) and not _traced():
-            return Tensor._wrap(np.where(mask._data, np.float32(-np.inf), np.float32(0.0)).astype(np.float32))
+            return Tensor._wrap_exact(np.where(mask._data, -np.inf, 0.0).astype(dtype))
         # a traced or meta mask: a recorded op, so an exported graph computes it from the input
-        return _OPS["where"](mask, np.float32(-np.inf), np.float32(0.0))
+        out = _OPS["where"](mask, np.float32(-np.inf), np.float32(0.0))
+        return out if np.dtype(dtype) == np.float32 else out.to(dtype)
     if kind == "f":
-        if mask.dtype != np.float32:
-            raise TypeError(f"{name} must be bool or float32, got {mask.dtype}")
-        return mask
+        if mask.dtype not in (np.float32, np.float64) or np.dtype(mask.dtype).itemsize > np.dtype(dtype).itemsize:
+            raise TypeError(f"{name} must be bool or {np.dtype(dtype)} (the query's dtype), got {mask.dtype}")
+        return mask if mask.dtype == dtype else mask.to(dtype)
+
     raise TypeError(f"only bool and floating types of {name} are supported, got {mask.dtype}")
 
 
@@ -156,8 +159,8 @@ class MultiheadAttention(Module):
         n, tgt_len, _ = query.shape
         q, k, v = self._project(query, key, value, packed)
         h, d = self.num_heads, self.head_dim
-        kpm = canonical_mask(key_padding_mask, "key_padding_mask")
-        mask = canonical_mask(attn_mask, "attn_mask")
+        kpm = canonical_mask(key_padding_mask, "key_padding_mask", q.dtype)
+        mask = canonical_mask(attn_mask, "attn_mask", q.dtype)
         causal_hint = is_causal and kpm is None and not need_weights
         if causal_hint:
             mask = None  # the kernel skips the masked tiles itself
@@ -172,7 +175,7 @@ class MultiheadAttention(Module):
         k = k.reshape(n, k.shape[1], h, d).permute(0, 2, 1, 3)
         v = v.reshape(n, v.shape[1], h, d).permute(0, 2, 1, 3)
         if self.add_zero_attn:
-            zeros = Tensor._wrap(devices.zeros((n, h, 1, d)))
+            zeros = Tensor._wrap_exact(devices.zeros((n, h, 1, d), k.dtype))
             k, v = _cat_seq(k, zeros, dim=2), _cat_seq(v, zeros, dim=2)
             mask, kpm = _pad_last(mask), _pad_last(kpm)
         src_len = k.shape[2]
@@ -276,5 +279,5 @@ def _pad_last(mask):
     if mask is None:
         return None
     from ..tensor import cat
-    zeros = Tensor._wrap(devices.zeros(tuple(mask.shape[:-1]) + (1,)))
+    zeros = Tensor._wrap_exact(devices.zeros(tuple(mask.shape[:-1]) + (1,), mask.dtype))
     return cat([mask, zeros], dim=-1)

@@ -40,14 +40,15 @@ def calculate_gain(nonlinearity: str, param=None) -> float:
 def uniform_(t: Tensor, a: float = 0.0, b: float = 1.0) -> Tensor:
     if not has_data(t._data):
         return t
-    t._data[...] = _random.generator().uniform(a, b, size=t.shape).astype(np.float32)
+    # drawn in float64 and rounded to the tensor's dtype (float32, or kept for a float64 tensor)
+    t._data[...] = _random.generator().uniform(a, b, size=t.shape).astype(t._data.dtype)
     return t
 
 
 def normal_(t: Tensor, mean: float = 0.0, std: float = 1.0) -> Tensor:
     if not has_data(t._data):
         return t
-    t._data[...] = (_random.generator().standard_normal(t.shape) * std + mean).astype(np.float32)
+    t._data[...] = (_random.generator().standard_normal(t.shape) * std + mean).astype(t._data.dtype)
     return t
 
 

@@ -292,9 +292,9 @@ class Module:
         live on the GPU yet. Layers that create their weights on the first call (Dense, Conv2D
         without an input size) create them on the device they were built on or last moved to.
         ``to(dtype)`` (``double()``, ``float()``): float parameters and buffers become float32 or float64
-        (their gradients are dropped); a float64 model runs the ops listed in docs/torch_compat.md (Linear,
-        activations, ...; conv, norms and RNNs are float32 only), and forgegrad's optimizers take float32
-        parameters only. Returns self.
+        (their gradients are dropped); a float64 model runs every op in float64 (numpy code where the
+        C++ kernels are float32: correct, not fast; see docs/torch_compat.md) and the optimizers step
+        it in float64. Returns self.
         """
         if device is not None and not isinstance(device, (str, devices.device)):
             if dtype is not None:

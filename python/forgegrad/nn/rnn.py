@@ -34,8 +34,8 @@ _GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 def _tensor(x, name, cls):
     if not isinstance(x, Tensor):
         raise TypeError(f"{cls}: {name} must be a forgegrad.Tensor, got {type(x).__name__}")
-    if x.dtype != np.float32:
-        raise TypeError(f"{cls}: {name} must be float32, got {x.dtype}")
+    if x.dtype != np.float32 and x.dtype != np.float64:
+        raise TypeError(f"{cls}: {name} must be float32 or float64, got {x.dtype}")
     return x
 
 
@@ -71,8 +71,8 @@ def _run_layer_lengths(mode, x, h0, c0, w, reverse, lengths):
     inv = np.argsort(order, kind="stable")
     Ls = lengths[order]
     xs = x[:, order]
-    h0s = _state_rows(h0, order, B, H)
-    c0s = _state_rows(c0, order, B, H) if lstm else None
+    h0s = _state_rows(h0, order, B, H, x.dtype)
+    c0s = _state_rows(c0, order, B, H, x.dtype) if lstm else None
     # Segment boundaries: times where the number of active sequences changes.
     bounds = sorted(set(int(v) for v in Ls) | {0})
     segs = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]  # [t0, t1): active = #(Ls >= t1)
@@ -116,17 +116,17 @@ def _run_layer_lengths(mode, x, h0, c0, w, reverse, lengths):
         y = ys[t0]
         n = y.shape[1]
         if n < B:
-            y = cat([y, zeros(t1 - t0, B - n, H)], dim=1)
+            y = cat([y, zeros(t1 - t0, B - n, H, dtype=x.dtype)], dim=1)
         pieces.append(y)
     if segs[-1][1] < Tn:
-        pieces.append(zeros(Tn - segs[-1][1], B, H))  # past the longest sequence
+        pieces.append(zeros(Tn - segs[-1][1], B, H, dtype=x.dtype))  # past the longest sequence
     y = cat(pieces, dim=0) if len(pieces) > 1 else pieces[0]
     return y[:, inv], h_fin[inv], (c_fin[inv] if lstm else None)
 
 
-def _state_rows(s, order, B, H):
-    """Initial states reordered to the sorted batch (zeros when not given)."""
-    return zeros(B, H) if s is None else s[order]
+def _state_rows(s, order, B, H, dtype):
+    """Initial states reordered to the sorted batch (zeros in the input's dtype when not given)."""
+    return zeros(B, H, dtype=dtype) if s is None else s[order]
 
 
 def _check_lengths(lengths, B, Tn, cls):

@@ -40,7 +40,7 @@ class Embedding(Module):
             if padding_idx is not None and devices.has_data(w):
                 w[padding_idx] = 0.0
         else:
-            w = np.asarray(_weight._data if isinstance(_weight, Tensor) else _weight, np.float32)
+            w = np.asarray(_weight._data if isinstance(_weight, Tensor) else _weight, _float_dtype(_weight))
             if w.shape != (self.num_embeddings, self.embedding_dim):
                 raise ValueError(f"Embedding: _weight must have shape {(self.num_embeddings, self.embedding_dim)}, "
                                  f"got {w.shape}")
@@ -49,7 +49,7 @@ class Embedding(Module):
     @classmethod
     def from_pretrained(cls, embeddings, freeze: bool = True, padding_idx=None):
         """An Embedding holding a copy of ``embeddings`` (2-D); frozen unless ``freeze=False``."""
-        arr = np.array(embeddings._data if isinstance(embeddings, Tensor) else embeddings, np.float32)
+        arr = np.array(embeddings._data if isinstance(embeddings, Tensor) else embeddings, _float_dtype(embeddings))
         if arr.ndim != 2:
             raise ValueError(f"Embeddings parameter is expected to be 2-dimensional, got shape {arr.shape}")
         m = cls(arr.shape[0], arr.shape[1], padding_idx=padding_idx, _weight=arr)
@@ -63,3 +63,8 @@ class Embedding(Module):
     def extra_repr(self) -> str:
         s = f"{self.num_embeddings}, {self.embedding_dim}"
         return s + (f", padding_idx={self.padding_idx}" if self.padding_idx is not None else "")
+
+
+def _float_dtype(data):
+    """A float64 Tensor keeps its dtype (as torch); other data is stored as float32 (as Parameter does)."""
+    return np.float64 if isinstance(data, Tensor) and data._data.dtype == np.float64 else np.float32

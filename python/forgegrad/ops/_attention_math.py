@@ -13,6 +13,27 @@ from .. import random as _random
 from ..kernels import bmm as _bmm
 from ..kernels import softmax as _KS
 
+_F32 = np.dtype(np.float32)
+
+
+def _mm(a, b):
+    """Batched product: the float32 kernel, numpy's matmul for float64 (correct, not fast)."""
+    return _bmm(a, b) if a.dtype == _F32 else np.matmul(a, b)
+
+
+def _softmax(s):
+    if s.dtype == _F32:
+        return _KS.softmax(s, out=s)
+    with np.errstate(invalid="ignore"):  # a fully masked row: NaN, as the kernel's
+        e = np.exp(s - s.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+
+def _softmax_backward(dp, p):
+    if dp.dtype == _F32:
+        return _KS.softmax_backward(dp, p, out=dp)
+    return p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+
 
 def _add_mask(s, mask, batch, is_causal):
     """Scores s (N, L, S) with the causal or user mask applied, in place."""
@@ -29,10 +50,10 @@ def _add_mask(s, mask, batch, is_causal):
 
 def forward(q, k, v, mask, batch, is_causal, scale, dropout_p):
     """(out (N, L, Ev), saved state for backward)."""
-    s = _bmm(q, np.swapaxes(k, -1, -2))
-    s *= np.float32(scale)
+    s = _mm(q, np.swapaxes(k, -1, -2))
+    s *= s.dtype.type(scale)
     _add_mask(s, mask, batch, is_causal)
-    p = _KS.softmax(s, out=s)
+    p = _softmax(s)
     empty = None
     if mask is not None:  # rows with every key masked: 0 (softmax gives NaN there), as torch
         empty = np.isnan(p[:, :, :1])
@@ -42,25 +63,25 @@ def forward(q, k, v, mask, batch, is_causal, scale, dropout_p):
     pd = p
     if dropout_p > 0.0:
         if dropout_p >= 1.0:
-            keep = np.zeros(p.shape, np.float32)
+            keep = np.zeros(p.shape, p.dtype)
         else:
-            keep = (_random.generator().random(p.shape, dtype=np.float32) >= dropout_p).astype(np.float32)
-            keep *= np.float32(1.0 / (1.0 - dropout_p))
+            keep = (_random.generator().random(p.shape, dtype=np.float32) >= dropout_p).astype(p.dtype)
+            keep *= p.dtype.type(1.0 / (1.0 - dropout_p))
         pd = p * keep
-    return _bmm(pd, v), (p, keep)
+    return _mm(pd, v), (p, keep)
 
 
 def backward(g, q, k, v, saved, mask, batch, is_causal, scale, want_mask):
     """(dq, dk, dv, d_scores-with-mask or None) for out's gradient g (N, L, Ev)."""
     p, keep = saved
     pd = p if keep is None else p * keep
-    dv = _bmm(np.swapaxes(pd, -1, -2), g)
-    dp = _bmm(g, np.swapaxes(v, -1, -2))
+    dv = _mm(np.swapaxes(pd, -1, -2), g)
+    dp = _mm(g, np.swapaxes(v, -1, -2))
     if keep is not None:
         dp *= keep
-    ds = _KS.softmax_backward(dp, p, out=dp)  # d(scores + mask); rows of p that are 0 give 0
+    ds = _softmax_backward(dp, p)  # d(scores + mask); rows of p that are 0 give 0
     dmask = ds.copy() if want_mask else None
-    ds *= np.float32(scale)
-    dq = _bmm(ds, k)
-    dk = _bmm(np.swapaxes(ds, -1, -2), q)
+    ds *= ds.dtype.type(scale)
+    dq = _mm(ds, k)
+    dk = _mm(np.swapaxes(ds, -1, -2), q)
     return dq, dk, dv, dmask

@@ -1,12 +1,20 @@
-"""float64: which ops run on float64 tensors, and their numpy Functions where the CPU kernels are float32.
+"""float64: every op runs on float64 tensors, in float64; the C++ kernels are the float32 path.
 
 An op whose tensor arguments include a float64 tensor runs its record's ``float64`` Function
 (``Function.apply``), and its outputs keep their dtype: float32 with float64 gives float64 (torch's
-promotion; Python scalars never promote). The ops listed in ``_SAME_FUNCTION`` are numpy code that
-computes in its inputs' dtype, so their Function is used as is. ``matmul``, ``linear``, ``sigmoid`` and
-``mse_loss`` have C++ float32 kernels, and run in float64 through the numpy Functions below (correct,
-not fast). Every other op (conv, pools, norms, RNNs, most losses and activations) is float32 only: it
-raises a TypeError naming the op and ``.float()`` (never a silent cast).
+promotion; Python scalars never promote), and the ops torch does not promote (matrix products,
+conv, norms, RNNs, attention, the class losses' weights) raise instead, as torch does. Nothing is
+cast down. Three kinds of float64 Function:
+
+- ``_SAME_FUNCTION``: the op's own Function, whose numpy path computes in its inputs' dtype (the
+  float32 kernels are taken only for float32 arrays);
+- ``_SAME_FUNCTION_ONE_DTYPE``: the op's own Function behind a check that its floating arguments
+  share one dtype (binary_cross_entropy: torch raises on a float32 / float64 mix);
+- the numpy Functions below (matmul, linear, sigmoid, mse_loss) and in ``_float64_nn`` (conv2d, the
+  pools, batch / layer / RMS norm, the recurrent layer): numpy code for ops whose Functions call
+  float32 kernels. Correct, not fast.
+
+tests/test_op_registry.py checks every op this way against torch's float64 (check "float64").
 """
 from __future__ import annotations
 
@@ -14,12 +22,19 @@ import numpy as np
 
 from ..autograd import Function
 from ._util import unbroadcast
+from ._float64_nn import FUNCTIONS as _NN_FUNCTIONS
+from ._float64_nn import _one_dtype
 from .registry import _OPS
 
-_SAME_FUNCTION = ("abs", "add", "sub", "mul", "div", "pow", "neg", "exp", "log", "sqrt", "clamp", "relu", "tanh",
-                  "softmax", "log_softmax", "sum", "mean", "amax", "amin", "max_dim", "min_dim", "argmax", "argmin",
-                  "var", "std", "cast", "compare", "where", "cat", "stack", "reshape", "permute", "expand",
-                  "getitem", "clone", "dropout")
+_SAME_FUNCTION = ("abs", "add", "sub", "mul", "div", "pow", "neg", "exp", "log", "sqrt", "sin", "cos", "clamp",
+                  "relu", "tanh", "silu", "leaky_relu", "gelu", "softmax", "log_softmax", "sum", "mean", "amax",
+                  "amin", "max_dim", "min_dim", "argmax", "argmin", "var", "std", "cast", "compare", "where", "cat",
+                  "stack", "reshape", "permute", "expand", "getitem", "clone", "dropout", "embedding",
+                  "scaled_dot_product_attention", "l1_loss", "binary_cross_entropy_with_logits", "kl_div",
+                  "cross_entropy", "nll_loss", "fake_quantize_per_tensor_affine",
+                  "fake_quantize_per_channel_affine")
+# the same Function, but one floating dtype for every array argument (torch raises on a mix)
+_SAME_FUNCTION_ONE_DTYPE = ("binary_cross_entropy",)
 
 
 def _same_dtype(name, a, b):
@@ -119,8 +134,23 @@ class MSELoss64Function(Function):
 _NUMPY_FUNCTIONS = {"matmul": MatMul64Function, "linear": Linear64Function, "sigmoid": Sigmoid64Function,
                     "mse_loss": MSELoss64Function}
 
+
+def _one_dtype_function(op):
+    """op's Function, checking first that its floating array arguments share one dtype."""
+    base = op.function
+
+    def forward(ctx, *args, **kwargs):
+        _one_dtype(op.name, *args, *kwargs.values())
+        return base.forward(ctx, *args, **kwargs)
+
+    return type(f"{base.__name__}OneDtype", (base,), {"forward": staticmethod(forward), "__module__": __name__})
+
+
+_NUMPY_FUNCTIONS.update(_NN_FUNCTIONS)
 for _name in _SAME_FUNCTION:
     _OPS[_name].float64 = _OPS[_name].function
+for _name in _SAME_FUNCTION_ONE_DTYPE:
+    _NUMPY_FUNCTIONS[_name] = _one_dtype_function(_OPS[_name])
 for _name, _fn in _NUMPY_FUNCTIONS.items():
     _fn.op = _OPS[_name]
     _OPS[_name].float64 = _fn

@@ -5,6 +5,8 @@ dtypes keep the numpy formulas below.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import _C
@@ -115,7 +117,12 @@ def _sigmoid_reference(x):
 
 def _silu_reference_backward(g, x):
     s = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
-    return (g * s * (1.0 + x * (1.0 - s))).astype(np.float32)
+    return (g * s * (1.0 + x * (1.0 - s))).astype(_float_of(x))
+
+
+def _float_of(x):
+    """The result dtype of a numpy formula on x: float64 stays float64, anything else is float32."""
+    return x.dtype if x.dtype == np.float64 else _F32
 
 
 def _onnx_silu(ctx, op):
@@ -136,7 +143,7 @@ SigmoidFunction = _kernel_activation("sigmoid", _K.sigmoid, _K.sigmoid_backward,
 TanhFunction = _kernel_activation("tanh", _K.tanh, _K.tanh_backward, np.tanh, lambda g, y: g * (1 - y * y),
                                   _TRANSCENDENTAL_FLOPS)
 SiluFunction = _kernel_activation("silu", _K.silu, _K.silu_backward,
-                                  lambda x: (x / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32),
+                                  lambda x: (x / (1.0 + np.exp(-x.astype(np.float64)))).astype(_float_of(x)),
                                   _silu_reference_backward, _TRANSCENDENTAL_FLOPS, saves_output=False,
                                   onnx=_onnx_silu, functional=silu)
 
@@ -151,8 +158,11 @@ class LeakyReluFunction(Function):
         ctx.save_for_backward(x)
         # a local, not ctx.slope: the no-graph path's ctx (_NoCtx) keeps nothing
         ctx.slope = slope = np.float32(negative_slope)
+        ctx.slope_value = negative_slope
         if _f32(x):
             return _K.leaky_relu(x, float(negative_slope))
+        if x.dtype == np.float64:  # the slope in double, as torch's double kernel
+            return np.where(x > 0, x, x * float(negative_slope))
         return np.where(x > 0, x, x * slope).astype(np.float32, copy=False)
 
     @staticmethod
@@ -160,6 +170,8 @@ class LeakyReluFunction(Function):
         (x,) = ctx.saved_tensors
         if _f32(g) and _f32(x):
             return _K.leaky_relu_backward(g, x, float(ctx.slope))
+        if x.dtype == np.float64:
+            return np.where(x > 0, g, g * float(ctx.slope_value))
         return np.where(x > 0, g, g * ctx.slope).astype(np.float32, copy=False)
 
 
@@ -171,6 +183,17 @@ def _erf(x: np.ndarray) -> np.ndarray:
     r = t * np.exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
         -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
     return np.where(x >= 0, 1.0 - r, r - 1.0)
+
+
+_erf_exact = np.frompyfunc(math.erf, 1, 1)
+
+
+def _erf_for(x):
+    """erf for x's dtype: float64 needs math.erf's full precision (elementwise in Python: correct,
+    not fast); the fit above is exact to float32 rounding."""
+    if x.dtype == np.float64:
+        return lambda v: _erf_exact(v).astype(np.float64)
+    return _erf
 
 
 @register_op("gelu", meta=M.same, flops=_TRANSCENDENTAL_FLOPS,
@@ -192,8 +215,8 @@ class GeluFunction(Function):
         if approximate == "tanh":
             y = 0.5 * xd * (1.0 + np.tanh(0.7978845608028654 * (xd + 0.044715 * xd ** 3)))
         else:
-            y = 0.5 * xd * (1.0 + _erf(xd * 0.7071067811865476))
-        return y.astype(np.float32)
+            y = 0.5 * xd * (1.0 + _erf_for(x)(xd * 0.7071067811865476))
+        return y.astype(_float_of(x))
 
     @staticmethod
     def backward(ctx, g):
@@ -207,10 +230,10 @@ class GeluFunction(Function):
             t = np.tanh(u)
             d = 0.5 * (1 + t) + 0.5 * xd * (1 - t * t) * k * (1 + 3 * 0.044715 * xd * xd)
         else:
-            cdf = 0.5 * (1.0 + _erf(xd * 0.7071067811865476))
+            cdf = 0.5 * (1.0 + _erf_for(x)(xd * 0.7071067811865476))
             pdf = np.exp(-0.5 * xd * xd) * 0.3989422804014327
             d = cdf + xd * pdf
-        return (g * d).astype(np.float32)
+        return (g * d).astype(_float_of(x))
 
 
 def _onnx_silu(ctx, op):

@@ -27,6 +27,7 @@ from ._util import unbroadcast
 from .registry import BadInput, Sample, register_op
 
 _F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)  # float64 runs the composed path (ops._attention_math) in numpy
 
 
 # ---- arguments ----------------------------------------------------------------------------------------
@@ -34,8 +35,11 @@ def _plan(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa):
     """Check the arguments (arrays or MetaArrays) like torch; returns the normalised scalars and the
     output's batch shape: (dropout_p, is_causal, scale, groups, batch, L, S, Ev)."""
     for a, name in ((q, "query"), (k, "key"), (v, "value")):
-        if a.dtype != _F32:
-            raise TypeError(f"scaled_dot_product_attention: {name} must be float32, got {a.dtype}")
+        if a.dtype != _F32 and a.dtype != _F64:
+            raise TypeError(f"scaled_dot_product_attention: {name} must be float32 or float64, got {a.dtype}")
+        if a.dtype != q.dtype:  # torch: no promotion between query, key and value
+            raise RuntimeError(f"scaled_dot_product_attention: expected query, key and value to have the same "
+                               f"dtype, got query {q.dtype}, {name} {a.dtype}")
         if a.ndim < 2:
             raise ValueError(f"scaled_dot_product_attention: {name} must have at least 2 dimensions "
                              f"(..., sequence, features), got shape {tuple(a.shape)}")
@@ -75,9 +79,9 @@ def _plan(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa):
         if not isinstance(attn_mask, (np.ndarray, MetaArray)):
             raise TypeError(f"scaled_dot_product_attention: attn_mask must be a Tensor or None, got "
                             f"{type(attn_mask).__name__}")
-        if attn_mask.dtype != np.bool_ and attn_mask.dtype != _F32:
+        if attn_mask.dtype != np.bool_ and attn_mask.dtype != q.dtype:
             raise TypeError(f"scaled_dot_product_attention: attn_mask must be bool (True = takes part) or "
-                            f"float32 (added to the scores), got {attn_mask.dtype}")
+                            f"{q.dtype} as the query (added to the scores), got {attn_mask.dtype}")
         if is_causal:
             raise ValueError("scaled_dot_product_attention: attn_mask must be None when is_causal=True "
                              "(pass one or the other, as torch)")
@@ -126,7 +130,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 
 def _meta(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
     _, _, _, _, batch, L, _, ev = _plan(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa)
-    return MetaArray(batch + (L, ev), _F32)
+    return MetaArray(batch + (L, ev), q.dtype)
 
 
 def _flops(out, inputs, kwargs):
@@ -218,7 +222,8 @@ def _kernel_ok(q, k, v, dropout_p, mask_grad):
     """Whether the fused kernel computes this call: everything but dropout (its keep-mask would have
     to be stored, (N, L, S)) and the gradient of a float mask (that is the (N, L, S) score gradient
     itself); both take the composed path, which materialises the weights. Empty sizes too."""
-    return dropout_p == 0.0 and not mask_grad and min(q.shape[-2:]) > 0 and min(k.shape[-2:]) > 0 and v.shape[-1] > 0
+    return (q.dtype == _F32 and dropout_p == 0.0 and not mask_grad and min(q.shape[-2:]) > 0
+            and min(k.shape[-2:]) > 0 and v.shape[-1] > 0)
 
 
 def _run(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, mask_grad=False):
@@ -252,7 +257,7 @@ class ScaledDotProductAttentionFunction(Function):
 
     @staticmethod
     def forward(ctx, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
-        mask_grad = attn_mask is not None and attn_mask.dtype == _F32 and ctx.needs_input_grad[3]
+        mask_grad = attn_mask is not None and attn_mask.dtype.kind == "f" and ctx.needs_input_grad[3]
         out, state = _run(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, mask_grad)
         q3, k3, v3, saved, *ctx.plan = state
         ctx.save_for_backward(q3, k3, v3)
@@ -268,7 +273,7 @@ class ScaledDotProductAttentionFunction(Function):
         is_causal, scale, groups, batch = ctx.plan
         qs, ks, vs = ctx.shapes
         needs = ctx.needs_input_grad
-        g3 = np.ascontiguousarray(g, dtype=np.float32).reshape((-1,) + g.shape[-2:])
+        g3 = np.ascontiguousarray(g, dtype=q3.dtype).reshape((-1,) + g.shape[-2:])
         dmask = None
         if ctx.saved[0] == "kernel":
             _, out, lse, mask = ctx.saved

@@ -31,13 +31,24 @@ def _check_range(quant_min, quant_max, who):
         raise ValueError(f"{who}: quant_min ({quant_min}) must be <= quant_max ({quant_max})")
 
 
-def _fake_quant(x, scale, zero_point, quant_min, quant_max):
-    """(output, mask) on arrays; scale/zero_point broadcast against x."""
+def _fake_quant(x, scale, zero_point, quant_min, quant_max, float32_product=False):
+    """(output, mask) on arrays; scale/zero_point broadcast against x. ``float32_product``: the
+    dequantising product rounded to float32 before a float64 result (torch's per-tensor kernel does
+    that for double input; its per-channel kernel multiplies in double)."""
     inv = (F32(1.0) / np.asarray(scale, F32)).astype(F32)
     q = np.rint(x * inv) + np.asarray(zero_point, F32)
     mask = (q >= quant_min) & (q <= quant_max)
-    y = ((np.clip(q, quant_min, quant_max) - np.asarray(zero_point, F32)) * np.asarray(scale, F32)).astype(F32)
+    y = (np.clip(q, quant_min, quant_max) - np.asarray(zero_point, F32)) * np.asarray(scale, F32)
+    if float32_product:
+        y = y.astype(F32)
+    y = y.astype(_out(x))
     return y, mask
+
+
+def _out(x):
+    """The result dtype: float64 input stays float64 (torch's double kernel: float32 scale and inverse
+    scale, the arithmetic in double); anything else float32."""
+    return np.float64 if x.dtype == np.float64 else F32
 
 
 def _onnx_fake_quant(ctx, x, scale, zero_point, quant_min, quant_max):
@@ -87,14 +98,14 @@ class FakeQuantizePerTensorAffineFunction(Function):
         if not quant_min <= zero_point <= quant_max:
             raise ValueError(f"{who}: zero_point ({zero_point}) must be between quant_min ({quant_min}) and "
                              f"quant_max ({quant_max})")
-        y, mask = _fake_quant(input, scale, zero_point, quant_min, quant_max)
+        y, mask = _fake_quant(input, scale, zero_point, quant_min, quant_max, float32_product=True)
         ctx.save_for_backward(mask)
         return y
 
     @staticmethod
     def backward(ctx, g):
         (mask,) = ctx.saved_tensors
-        return np.where(mask, g, F32(0)).astype(F32), None, None, None, None
+        return np.where(mask, g, 0).astype(_out(g)), None, None, None, None
 
 
 def _channel_shape(x, axis):
@@ -125,7 +136,7 @@ def _pc_bad():
 
 
 @register_op("fake_quantize_per_channel_affine", meta=M.same, flops=M.per_input_element(5), onnx=_onnx_per_channel,
-             samples=_pc_samples, torch=_per_channel_torch, bad_inputs=_pc_bad)
+             float32_args=(1,), samples=_pc_samples, torch=_per_channel_torch, bad_inputs=_pc_bad)
 class FakeQuantizePerChannelAffineFunction(Function):
     @staticmethod
     def forward(ctx, input, scale, zero_point, axis, quant_min, quant_max):
@@ -156,7 +167,7 @@ class FakeQuantizePerChannelAffineFunction(Function):
     @staticmethod
     def backward(ctx, g):
         (mask,) = ctx.saved_tensors
-        return np.where(mask, g, F32(0)).astype(F32), None, None, None, None, None
+        return np.where(mask, g, 0).astype(_out(g)), None, None, None, None, None
 
 
 def fake_quantize_per_tensor_affine(input, scale, zero_point, quant_min, quant_max):

@@ -26,11 +26,12 @@ def _check_reduction(reduction, allowed=_REDUCTIONS):
 
 
 def _reduce(loss, reduction):
+    dt = _dt(loss)  # float64 losses stay float64; anything else is float32
     if reduction == "none":
-        return loss.astype(np.float32, copy=False)
+        return loss.astype(dt, copy=False)
     if reduction == "sum":
-        return np.asarray(loss.sum(dtype=np.float32), dtype=np.float32)
-    return np.asarray(loss.mean(dtype=np.float32), dtype=np.float32)
+        return np.asarray(loss.sum(dtype=dt), dtype=dt)
+    return np.asarray(loss.mean(dtype=dt), dtype=dt)
 
 
 def _reduce_grad(g, shape, reduction):
@@ -38,7 +39,23 @@ def _reduce_grad(g, shape, reduction):
     if reduction == "none":
         return g
     n = int(np.prod(shape)) if reduction == "mean" else 1
-    return np.broadcast_to(np.float32(g) / np.float32(max(n, 1)), shape)
+    dt = _dt(np.asarray(g))
+    return np.broadcast_to(dt.type(g) / dt.type(max(n, 1)), shape)
+
+
+def _dt(a):
+    """The dtype a numpy loss computes in: float64 for float64 arrays (torch's double kernels),
+    float32 for everything else (the float32 kernels' dtype)."""
+    return np.dtype(np.float64) if a is not None and a.dtype == np.float64 else np.dtype(np.float32)
+
+
+def _same_float_dtype(name, *arrays):
+    """torch's class-loss kernels take one floating dtype: a float32 weight or probability target
+    with float64 input (or the reverse) is an error there, not a promotion."""
+    kinds = {a.dtype for a in arrays if a is not None and a.dtype.kind == "f"}
+    if len(kinds) > 1:
+        raise RuntimeError(f"{name}: expected all floating arguments to have the same dtype, found "
+                           f"{', '.join(sorted(str(k) for k in kinds))}")
 
 
 def _check_same_shape(inp, target, name):
@@ -155,7 +172,7 @@ class L1LossFunction(Function):
     @staticmethod
     def backward(ctx, g):
         (d,) = ctx.saved_tensors
-        gi = (np.sign(d) * _reduce_grad(g, d.shape, ctx.reduction)).astype(np.float32)
+        gi = (np.sign(d) * _reduce_grad(g, d.shape, ctx.reduction)).astype(_dt(d))
         return gi, (-gi if ctx.needs_input_grad[1] else None)
 
 
@@ -196,8 +213,8 @@ class BinaryCrossEntropyFunction(Function):
                 gt = -(np.maximum(np.log(p), -100) - np.maximum(np.log1p(-p), -100)) * gr
             if w is not None:
                 gt = gt * w
-            gt = gt.astype(np.float32)
-        return gi.astype(np.float32), gt
+            gt = gt.astype(_dt(p))
+        return gi.astype(_dt(p)), gt
 
 
 # -|x| (2), exp and log1p (4 each), max(-x, 0) (2), their add, (1 - t) * x + ... (3) and the
@@ -245,8 +262,8 @@ class BinaryCrossEntropyWithLogitsFunction(Function):
             gt = gt * gr
             if w is not None:
                 gt = gt * w
-            gt = gt.astype(np.float32)
-        return gi.astype(np.float32), gt
+            gt = gt.astype(_dt(x))
+        return gi.astype(_dt(x)), gt
 
 
 def _classes_last(x):
@@ -354,19 +371,21 @@ class CrossEntropyFunction(Function):
             return _cross_entropy_kernel_forward(ctx, logits, target, weight, ignore_index, reduction,
                                                  label_smoothing)
         # numpy path: probability targets (and non-float32 logits)
-        z = _classes_last(logits).astype(np.float32, copy=False)
-        eps = np.float32(label_smoothing)
-        ctx.eps = eps
+        dt = _dt(logits)  # float64 logits: the loss in float64 (torch's double kernel), else float32
+        _same_float_dtype("cross_entropy", logits, target, weight)
+        z = _classes_last(logits).astype(dt, copy=False)
+        eps = dt.type(label_smoothing)
+        ctx.eps, ctx.dt = eps, dt
         logp = _log_softmax_rows(z)
-        w = np.ones(C, np.float32) if weight is None else weight.astype(np.float32)
+        w = np.ones(C, dt) if weight is None else weight.astype(dt)
         if target.dtype.kind == "f":  # class probabilities
-            t = _classes_last(target).astype(np.float32, copy=False)
+            t = _classes_last(target).astype(dt, copy=False)
             if eps > 0:
                 t = t * (1 - eps) + eps / C
             per = -(t * w * logp).sum(axis=1)
             ctx.mode = "prob"
             ctx.save_for_backward(logp, t, w)
-            denom = np.float32(per.shape[0])
+            denom = dt.type(per.shape[0])
         else:
             y = target.reshape(-1)
             valid = y != ignore_index
@@ -374,7 +393,7 @@ class CrossEntropyFunction(Function):
                 bad = y[valid & ((y < 0) | (y >= C))][0]
                 raise IndexError(f"cross_entropy: target {bad} is out of bounds for {C} classes")
             ys = np.where(valid, y, 0)
-            wy = np.where(valid, w[ys], 0).astype(np.float32)
+            wy = np.where(valid, w[ys], 0).astype(dt)
             nll = -logp[np.arange(len(ys)), ys] * wy
             per = (1 - eps) * nll
             if eps > 0:
@@ -382,15 +401,15 @@ class CrossEntropyFunction(Function):
                 per = per + eps / C * smooth
             ctx.mode = "index"
             ctx.save_for_backward(logp, ys, valid, wy, w)
-            denom = wy.sum(dtype=np.float32)
+            denom = wy.sum(dtype=dt)
         ctx.denom = denom
         if reduction == "none":
             out_shape = (logits.shape[0],) + tuple(logits.shape[2:]) if logits.ndim >= 2 else ()
-            return per.reshape(out_shape).astype(np.float32)
-        total = per.sum(dtype=np.float32)
+            return per.reshape(out_shape).astype(dt)
+        total = per.sum(dtype=dt)
         if reduction == "sum":
-            return np.asarray(total, np.float32)
-        return np.asarray(total / denom, np.float32)
+            return np.asarray(total, dt)
+        return np.asarray(total / denom, dt)
 
     @staticmethod
     def backward(ctx, g):
@@ -412,21 +431,22 @@ class CrossEntropyFunction(Function):
         else:
             logp, ys, valid, wy, w = ctx.saved_tensors
             n = logp.shape[0]
+        dt = ctx.dt
         if ctx.reduction == "none":
-            a = np.asarray(g, np.float32).reshape(n, 1)
+            a = np.asarray(g, dt).reshape(n, 1)
         elif ctx.reduction == "sum":
-            a = np.float32(g)
+            a = dt.type(g)
         else:
-            a = np.float32(g) / ctx.denom
+            a = dt.type(g) / ctx.denom
         p = np.exp(logp)
         gt = gw = None
         if ctx.mode == "prob":
             d = p * (t * w).sum(axis=1, keepdims=True) - w * t
             needs = ctx.needs_input_grad
             if len(needs) > 1 and needs[1]:  # d loss / d target: -w * logp, through the smoothing
-                gt = _classes_back((-(1 - ctx.eps) * w * logp * a).astype(np.float32), ctx.shape)
+                gt = _classes_back((-(1 - ctx.eps) * w * logp * a).astype(dt), ctx.shape)
             if len(needs) > 2 and needs[2]:  # d loss / d weight_c: -sum over rows of t_c * logp_c
-                gw = (-(t * logp * a).sum(axis=0)).astype(np.float32)
+                gw = (-(t * logp * a).sum(axis=0)).astype(dt)
         else:
             eps, C = ctx.eps, ctx.C
             coef = (1 - eps) * wy + (eps / C) * w.sum() * valid
@@ -434,7 +454,7 @@ class CrossEntropyFunction(Function):
             d[np.arange(n), ys] -= (1 - eps) * wy
             if eps > 0:
                 d -= (eps / C) * w[None, :] * valid[:, None]
-        d = (d * a).astype(np.float32)
+        d = (d * a).astype(dt)
         return _classes_back(d, ctx.shape), gt, gw
 
 
@@ -452,30 +472,32 @@ class NLLLossFunction(Function):
         if np.any(valid & ((y < 0) | (y >= C))):
             raise IndexError(f"nll_loss: target out of bounds for {C} classes")
         ys = np.where(valid, y, 0)
-        w = np.ones(C, np.float32) if weight is None else weight.astype(np.float32)
-        wy = np.where(valid, w[ys], 0).astype(np.float32)
+        dt = _dt(logp)
+        _same_float_dtype("nll_loss", logp, weight)
+        w = np.ones(C, dt) if weight is None else weight.astype(dt)
+        wy = np.where(valid, w[ys], 0).astype(dt)
         per = -lp[np.arange(len(ys)), ys] * wy
         ctx.save_for_backward(ys, wy)
-        ctx.shape, ctx.reduction = logp.shape, reduction
-        ctx.denom = wy.sum(dtype=np.float32)
+        ctx.shape, ctx.reduction, ctx.dt = logp.shape, reduction, dt
+        ctx.denom = wy.sum(dtype=dt)
         if reduction == "none":
             out_shape = (logp.shape[0],) + tuple(logp.shape[2:]) if logp.ndim >= 2 else ()
-            return per.reshape(out_shape).astype(np.float32)
-        total = per.sum(dtype=np.float32)
-        return np.asarray(total if reduction == "sum" else total / ctx.denom, np.float32)
+            return per.reshape(out_shape).astype(dt)
+        total = per.sum(dtype=dt)
+        return np.asarray(total if reduction == "sum" else total / ctx.denom, dt)
 
     @staticmethod
     def backward(ctx, g):
         ys, wy = ctx.saved_tensors
-        n = ys.shape[0]
+        n, dt = ys.shape[0], ctx.dt
         if ctx.reduction == "none":
-            a = np.asarray(g, np.float32).reshape(n)
+            a = np.asarray(g, dt).reshape(n)
         elif ctx.reduction == "sum":
-            a = np.float32(g)
+            a = dt.type(g)
         else:
-            a = np.float32(g) / ctx.denom
+            a = dt.type(g) / ctx.denom
         C = ctx.shape[1] if len(ctx.shape) >= 2 else ctx.shape[0]
-        d = np.zeros((n, C), np.float32)
+        d = np.zeros((n, C), dt)
         d[np.arange(n), ys] = -wy * a
         return _classes_back(d, ctx.shape), None, None
 
@@ -505,7 +527,8 @@ class KLDivFunction(Function):
         ctx.reduction, ctx.log_target = reduction, log_target
         if reduction == "batchmean":
             n = inp.shape[0] if inp.ndim else 1
-            return np.asarray(loss.sum(dtype=np.float32) / np.float32(n), np.float32)
+            dt = _dt(loss)
+            return np.asarray(loss.sum(dtype=dt) / dt.type(n), dt)
         return _reduce(loss, reduction)
 
     @staticmethod
@@ -513,11 +536,12 @@ class KLDivFunction(Function):
         inp, target = ctx.saved_tensors
         if ctx.reduction == "batchmean":
             n = inp.shape[0] if inp.ndim else 1
-            gr = np.broadcast_to(np.float32(g) / np.float32(n), inp.shape)
+            dt = _dt(g)
+            gr = np.broadcast_to(dt.type(g) / dt.type(n), inp.shape)
         else:
             gr = _reduce_grad(g, inp.shape, ctx.reduction)
         pt = np.exp(target) if ctx.log_target else target
-        gi = (-pt * gr).astype(np.float32)
+        gi = (-pt * gr).astype(_dt(inp))
         gt = None
         if ctx.needs_input_grad[1]:
             if ctx.log_target:
@@ -525,5 +549,5 @@ class KLDivFunction(Function):
             else:
                 with np.errstate(divide="ignore", invalid="ignore"):
                     gt = np.where(target == 0, 0, np.log(np.where(target == 0, 1, target)) + 1 - inp) * gr
-            gt = gt.astype(np.float32)
+            gt = gt.astype(_dt(target))
         return gi, gt

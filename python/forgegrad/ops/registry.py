@@ -14,8 +14,9 @@ A record (:class:`OpDef`) holds everything forgegrad knows about an op:
 - ``functional``: its ``torch.nn.functional``-style entry point (nn.functional serves it by name);
 - ``samples``, ``torch``, ``bad_inputs``: sample inputs, the PyTorch reference and bad inputs with
   the error they must raise, from which tests/test_op_registry.py generates every check (forward
-  and gradients against torch, bits at 1-3 threads, every SIMD path, ONNX in onnxruntime, meta
-  shapes, errors); ``gaps`` names a check that does not apply and says why.
+  and gradients against torch, both again in float64 against torch's float64, bits at 1-3
+  threads, every SIMD path, ONNX in onnxruntime, meta shapes, errors); ``gaps`` names a check
+  that does not apply and says why.
 
 Modules, ``nn.functional``, Tensor methods and the exporter reach an op through its record::
 
@@ -39,7 +40,7 @@ __all__ = ["OpDef", "Sample", "BadInput", "register_op", "get", "all_ops", "of_f
            "count_flops"]
 
 # The generated checks, in the order the coverage table prints them.
-CHECKS = ("forward", "backward", "threads", "isa", "onnx", "meta", "errors")
+CHECKS = ("forward", "backward", "float64", "threads", "isa", "onnx", "meta", "errors")
 
 
 @dataclasses.dataclass
@@ -91,8 +92,11 @@ class OpDef:
     functional: Optional[Callable] = None  # its torch.nn.functional-style entry point, served by nn.functional
     # elementwise ops a GEMM can apply in its output pass: fn(**op kwargs) -> (kernel code, alpha)
     epilogue: Optional[Callable[..., Tuple[int, float]]] = None
-    # the Function that runs the op on float64 arrays (numpy; set by ops.float64), None: float32 only
+    # the Function that runs the op on float64 arrays (numpy; set by ops._float64), None: float32 only
     float64: Optional[type] = None
+    # positions of array arguments that stay float32 when the op runs in float64 (torch takes only
+    # float32 there: fake_quantize_per_channel_affine's scale); the float64 check converts the others
+    float32_args: Tuple[int, ...] = ()
 
     def __post_init__(self):
         self.functions = {"cpu": self.function, **self.functions}

@@ -54,11 +54,13 @@ def recurrent_layer_torch(torch, x, h0, c0, w_ih, w_hh, b_ih, b_hh, mode="lstm",
     B, H = x.shape[1], w_hh.shape[1]
     gh = w_hh.shape[0]
     # torch's one-layer call takes both biases or none: a missing one is zeros (no gradient)
-    params = [w_ih, w_hh, torch.zeros(gh) if b_ih is None else b_ih, torch.zeros(gh) if b_hh is None else b_hh]
-    h = (torch.zeros(B, H) if h0 is None else h0).unsqueeze(0)
+    dt = x.dtype  # the missing ones in the arguments' dtype (the float64 check runs this in double)
+    params = [w_ih, w_hh, torch.zeros(gh, dtype=dt) if b_ih is None else b_ih,
+              torch.zeros(gh, dtype=dt) if b_hh is None else b_hh]
+    h = (torch.zeros(B, H, dtype=dt) if h0 is None else h0).unsqueeze(0)
     xs = x.flip(0) if reverse else x
     if mode == "lstm":
-        c = (torch.zeros(B, H) if c0 is None else c0).unsqueeze(0)
+        c = (torch.zeros(B, H, dtype=dt) if c0 is None else c0).unsqueeze(0)
         y, h_n, c_n = _VF.lstm(xs, (h, c), params, True, 1, 0.0, True, False, False)
         states = (h_n[0], c_n[0])
     else:

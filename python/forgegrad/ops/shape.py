@@ -104,7 +104,7 @@ class GetItemFunction(Function):
 
     @staticmethod
     def backward(ctx, g):
-        out = np.zeros(ctx.in_shape, dtype=np.float32)
+        out = np.zeros(ctx.in_shape, dtype=g.dtype)  # the gradient keeps its dtype (float64 stays float64)
         key = ctx.key
         if all(k is None or k is Ellipsis or isinstance(k, (slice, int, np.integer)) and not isinstance(k, bool)
                for k in (key if isinstance(key, tuple) else (key,))):

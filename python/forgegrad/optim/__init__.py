@@ -1,8 +1,10 @@
 """forgegrad.optim: optimizers and learning-rate schedulers with torch.optim's names and math.
 
-SGD, Adam and AdamW update in one fused, multithreaded C++ pass over parameter, gradient and state
-(forgegrad.kernels.optim), bit-identical for any thread count; Adagrad, RMSprop and Adadelta are
-in-place float32 numpy passes in torch's operation order; LBFGS works on the flat parameter vector.
+SGD, Adam and AdamW update float32 parameters in one fused, multithreaded C++ pass over parameter,
+gradient and state (forgegrad.kernels.optim), bit-identical for any thread count, and float64
+parameters in numpy (torch's single-tensor math, in float64); Adagrad, RMSprop and Adadelta are
+in-place numpy passes in the parameter's dtype, in torch's operation order; LBFGS works on the flat
+parameter vector. State buffers have their parameter's dtype, as torch's.
 """
 from . import lr_scheduler
 from .adam import Adam, AdamW

@@ -1,7 +1,10 @@
-"""Adam and AdamW (torch.optim.Adam / AdamW's math, one fused C++ pass per step)."""
+"""Adam and AdamW (torch.optim.Adam / AdamW's math): one fused C++ pass per step for float32
+parameters, numpy in float64 for float64 ones."""
 from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
 
 from ..kernels import optim as _k
 from .optimizer import Optimizer, _new_step, _state_array, _zeros_like
@@ -67,6 +70,9 @@ class Adam(Optimizer):
                 state["exp_avg_sq"] = _zeros_like(p)
             step = state["step"]._data
             step += 1  # a 0-d float32 array, like torch's step tensor
+            if p._data.dtype == np.float64:  # the kernel is float32: numpy, in float64
+                _adam_step_float64(group, state, p._data, g, step.item())
+                continue
             steps.append(step.item())
             params.append(p._data)
             grads.append(g)
@@ -74,6 +80,8 @@ class Adam(Optimizer):
             exp_avg_sqs.append(_state_array(state, "exp_avg_sq", p))
             if amsgrad:
                 maxes.append(_state_array(state, "max_exp_avg_sq", p))
+        if not params:
+            return
         beta1, beta2 = group["betas"]
         kw = dict(lr=float(group["lr"]), beta1=float(beta1), beta2=float(beta2), eps=float(group["eps"]),
                   weight_decay=float(group["weight_decay"]),
@@ -84,6 +92,35 @@ class Adam(Optimizer):
                              [maxes[i]] if amsgrad else None, [steps[i]], **kw)
         else:
             _k.adam_step(params, grads, exp_avgs, exp_avg_sqs, maxes if amsgrad else None, steps, **kw)
+
+
+def _adam_step_float64(group, state, param, grad, step):
+    """torch.optim.Adam's single-tensor update of one float64 parameter, state in float64."""
+    lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+    grad = -grad if group["maximize"] else grad
+    if wd != 0:
+        if group["decoupled_weight_decay"]:
+            param *= 1 - lr * wd
+        else:
+            grad = grad + wd * param
+    exp_avg, exp_avg_sq = state["exp_avg"]._data, state["exp_avg_sq"]._data
+    exp_avg += (grad - exp_avg) * (1 - beta1)  # lerp, as torch
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * grad * grad
+    bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
+    second = exp_avg_sq
+    if group["amsgrad"]:
+        second = _state_array(state, "max_exp_avg_sq", _Like(param))
+        np.maximum(second, exp_avg_sq, out=second)
+    denom = np.sqrt(second) / bias_correction2_sqrt + eps
+    param -= (lr / (1 - beta1 ** step)) * (exp_avg / denom)
+
+
+class _Like:
+    """What _state_array needs of a parameter (its array) when only the array is at hand."""
+
+    def __init__(self, data):
+        self._data = data
 
 
 class AdamW(Adam):

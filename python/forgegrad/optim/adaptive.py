@@ -1,8 +1,9 @@
 """Adagrad, RMSprop and Adadelta with torch.optim's arguments, state and math.
 
-These updates are a handful of elementwise passes; they run as in-place float32 numpy operations
-on the parameter, gradient and state arrays (memory-bound either way), in torch's operation order so
-that a step matches torch's to float32 rounding.
+These updates are a handful of elementwise passes; they run as in-place numpy operations on the
+parameter, gradient and state arrays (memory-bound either way) in the parameter's dtype (float32 or
+float64, state in the same dtype, as torch), in torch's operation order so that a step matches
+torch's to that dtype's rounding.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def _grad(group, p, g):
     """The gradient as the update uses it: negated when maximizing, plus weight decay (a new array)."""
     g = -g if group["maximize"] else g
     wd = group["weight_decay"]
-    return g + np.float32(wd) * p.numpy() if wd != 0 else np.array(g, dtype=np.float32, copy=True)
+    dt = p.numpy().dtype
+    return g + dt.type(wd) * p.numpy() if wd != 0 else np.array(g, dtype=dt, copy=True)
 
 
 def _count_step(state) -> float:
@@ -75,9 +77,9 @@ class Adagrad(Optimizer):
             total = _state_array(state, "sum", p)
             total += grad * grad
             std = np.sqrt(total)
-            std += np.float32(group["eps"])
+            std += std.dtype.type(group["eps"])
             grad /= std
-            grad *= np.float32(clr)
+            grad *= grad.dtype.type(clr)
             data = p.numpy()
             data -= grad
 
@@ -105,9 +107,11 @@ class RMSprop(Optimizer):
         _nonneg(group, "eps", "momentum", "weight_decay", "alpha")
 
     def _step_group(self, group: Dict[str, Any], pairs) -> None:
-        # (1 - alpha) in double, then float32: torch's scalar argument
-        alpha, one_minus, momentum = np.float32(group["alpha"]), np.float32(1 - group["alpha"]), group["momentum"]
+        momentum = group["momentum"]
         for p, g in pairs:
+            # (1 - alpha) in double, then the parameter's dtype: torch's scalar argument
+            f = p.numpy().dtype.type
+            alpha, one_minus = f(group["alpha"]), f(1 - group["alpha"])
             state = self.state[p]
             _count_step(state)
             grad = _grad(group, p, g)
@@ -120,16 +124,16 @@ class RMSprop(Optimizer):
                 avg = np.sqrt(square_avg - grad_avg * grad_avg)
             else:
                 avg = np.sqrt(square_avg)
-            avg += np.float32(group["eps"])
+            avg += f(group["eps"])
             if momentum > 0:
                 buf = _state_array(state, "momentum_buffer", p)
-                buf *= np.float32(momentum)
+                buf *= f(momentum)
                 buf += grad / avg
                 data = p.numpy()
-                data -= np.float32(group["lr"]) * buf
+                data -= f(group["lr"]) * buf
             else:
                 data = p.numpy()
-                data -= np.float32(group["lr"]) * (grad / avg)
+                data -= f(group["lr"]) * (grad / avg)
 
 
 class Adadelta(Optimizer):
@@ -156,8 +160,9 @@ class Adadelta(Optimizer):
         _nonneg(group, "eps", "weight_decay")
 
     def _step_group(self, group: Dict[str, Any], pairs) -> None:
-        rho, one_minus, eps = np.float32(group["rho"]), np.float32(1 - group["rho"]), np.float32(group["eps"])
         for p, g in pairs:
+            f = p.numpy().dtype.type
+            rho, one_minus, eps = f(group["rho"]), f(1 - group["rho"]), f(group["eps"])
             state = self.state[p]
             _count_step(state)
             grad = _grad(group, p, g)
@@ -170,4 +175,4 @@ class Adadelta(Optimizer):
             acc_delta *= rho
             acc_delta += one_minus * delta * delta
             data = p.numpy()
-            data -= np.float32(group["lr"]) * delta
+            data -= f(group["lr"]) * delta

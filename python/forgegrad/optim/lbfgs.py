@@ -1,8 +1,9 @@
 """L-BFGS (torch.optim.LBFGS's algorithm, arguments and state), with the optional strong-Wolfe line search.
 
-The parameters are handled as one flat float32 vector (as torch does); the two-loop recursion keeps
-the last ``history_size`` curvature pairs. ``step(closure)`` needs a closure that clears the gradients,
-computes the loss, calls ``backward()`` and returns the loss.
+The parameters are handled as one flat vector in their dtype (float32, or float64 if any is; as
+torch does); the two-loop recursion keeps the last ``history_size`` curvature pairs.
+``step(closure)`` needs a closure that clears the gradients, computes the loss, calls
+``backward()`` and returns the loss.
 """
 from __future__ import annotations
 
@@ -137,16 +138,22 @@ class LBFGS(Optimizer):
 
     # --- the flat parameter vector ---
     def _gather_flat_grad(self) -> np.ndarray:
-        parts = [np.zeros(p.numpy().size, np.float32) if p.grad is None else np.asarray(p.grad.numpy()).reshape(-1)
+        f = self._flat_dtype()
+        parts = [np.zeros(p.numpy().size, f) if p.grad is None else np.asarray(p.grad.numpy()).reshape(-1)
                  for p in self._params]
-        return np.concatenate(parts).astype(np.float32, copy=False)
+        return np.concatenate(parts).astype(f, copy=False)
+
+    def _flat_dtype(self):
+        """The flat vector's dtype: the parameters' (float64 if any is, as torch's cat of them)."""
+        return np.result_type(*[p.numpy().dtype for p in self._params])
 
     def _add_grad(self, step_size: float, update: np.ndarray) -> None:
         offset = 0
         for p in self._params:
             n = p.numpy().size
             data = p.numpy()
-            data += np.float32(step_size) * update[offset:offset + n].reshape(p.numpy().shape)
+            data += (update.dtype.type(step_size) * update[offset:offset + n]).reshape(data.shape).astype(
+                data.dtype, copy=False)
             offset += n
 
     def _clone_param(self) -> List[np.ndarray]:
@@ -169,6 +176,7 @@ class LBFGS(Optimizer):
             raise ValueError("LBFGS.step needs a closure that clears the gradients, computes the loss, calls "
                              "backward() and returns the loss")
         group = self.param_groups[0]
+        f = self._flat_dtype().type  # scalars in the vector's dtype, as torch's
         lr, max_iter, max_eval = group["lr"], group["max_iter"], group["max_eval"]
         tolerance_grad, tolerance_change = group["tolerance_grad"], group["tolerance_change"]
         line_search_fn, history_size = group["line_search_fn"], group["history_size"]
@@ -200,7 +208,7 @@ class LBFGS(Optimizer):
                 old_dirs, old_stps, ro, H_diag = [], [], [], 1.0
             else:
                 y = flat_grad - prev_flat_grad
-                s = d * np.float32(t)
+                s = d * f(t)
                 ys = float(y.dot(s))
                 if ys > 1e-10:  # keep the pair only when the curvature is positive
                     if len(old_dirs) == history_size:
@@ -215,11 +223,11 @@ class LBFGS(Optimizer):
                 q = -flat_grad
                 for i in range(len(old_dirs) - 1, -1, -1):
                     al[i] = float(old_stps[i].dot(q)) * ro[i]
-                    q = q - np.float32(al[i]) * old_dirs[i]
-                d = r = q * np.float32(H_diag)
+                    q = q - f(al[i]) * old_dirs[i]
+                d = r = q * f(H_diag)
                 for i in range(len(old_dirs)):
                     be_i = float(old_dirs[i].dot(r)) * ro[i]
-                    r += np.float32(al[i] - be_i) * old_stps[i]
+                    r += f(al[i] - be_i) * old_stps[i]
             prev_flat_grad = flat_grad.copy()
             prev_loss = loss
             t = min(1.0, 1.0 / float(np.abs(flat_grad).sum())) * lr if state["n_iter"] == 1 else lr
@@ -246,7 +254,7 @@ class LBFGS(Optimizer):
             state["func_evals"] += ls_func_evals
             if n_iter == max_iter or current_evals >= max_eval or opt_cond:
                 break
-            if np.abs(d * np.float32(t)).max() <= tolerance_change or abs(loss - prev_loss) < tolerance_change:
+            if np.abs(d * f(t)).max() <= tolerance_change or abs(loss - prev_loss) < tolerance_change:
                 break
         state.update(d=d, t=t, old_dirs=old_dirs, old_stps=old_stps, ro=ro, H_diag=H_diag,
                      prev_flat_grad=prev_flat_grad, prev_loss=prev_loss)

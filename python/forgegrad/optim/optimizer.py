@@ -30,7 +30,7 @@ class _RequiredParameter:
 
 required = _RequiredParameter()
 
-# State entries that are per-element buffers (cast to float32 with the parameter's shape on load).
+# State entries that are per-element buffers (cast to the parameter's dtype and shape on load).
 _SCALAR_STATE_KEYS = ("step",)
 
 
@@ -114,9 +114,9 @@ class Optimizer:
             if not isinstance(p, Tensor):
                 raise TypeError("optimizer can only optimize forgegrad Tensors (e.g. forgegrad.nn.Parameter), "
                                 f"but params[{i}] is {_type_name(p)}")
-            if p._data.dtype != np.float32:
-                raise TypeError(f"optimizer can only optimize float32 tensors, but params[{i}] has dtype "
-                                f"{p._data.dtype}")
+            if p._data.dtype != np.float32 and p._data.dtype != np.float64:
+                raise TypeError(f"optimizer can only optimize float32 or float64 tensors, but params[{i}] has "
+                                f"dtype {p._data.dtype}")
             if not p.is_leaf:
                 raise ValueError(f"can't optimize a non-leaf Tensor (params[{i}] was computed by an operation; "
                                  "optimize the leaf tensors it comes from)")
@@ -209,7 +209,7 @@ class Optimizer:
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Load a state_dict from :meth:`state_dict` (or torch's, converted with ``.numpy()``).
 
-        Buffers are copied into float32 Tensors with their parameter's shape; hyper-parameters
+        Buffers are copied into Tensors of their parameter's dtype and shape; hyper-parameters
         of each group are replaced by the saved ones (the parameters stay those of this optimizer).
         """
         if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
@@ -262,11 +262,11 @@ class Optimizer:
                     raise ValueError(f"state[{index}][{k!r}] must be a scalar, got shape {arr.shape}")
                 out[k] = Tensor._wrap(arr.reshape(()))
             elif isinstance(v, (np.ndarray, Tensor)) or hasattr(v, "__array__"):
-                arr = np.array(v._data if isinstance(v, Tensor) else v, dtype=np.float32, order="C")
+                arr = np.array(v._data if isinstance(v, Tensor) else v, dtype=param._data.dtype, order="C")
                 if arr.shape != param._data.shape:
                     raise ValueError(f"state[{index}][{k!r}] has shape {arr.shape}, but its parameter has shape "
                                      f"{param._data.shape}")
-                out[k] = Tensor._wrap(arr)
+                out[k] = Tensor._wrap_exact(arr)
             else:
                 out[k] = copy.deepcopy(v)
         return out
@@ -277,8 +277,9 @@ def _new_step() -> Tensor:
 
 
 def _zeros_like(p: Tensor) -> Tensor:
-    # C order whatever the parameter's layout: the kernels read state contiguously.
-    return Tensor._wrap(np.zeros(p._data.shape, np.float32))
+    # C order whatever the parameter's layout: the kernels read state contiguously. The state has
+    # the parameter's dtype (float64 parameters keep float64 moments, as torch).
+    return Tensor._wrap_exact(np.zeros(p._data.shape, p._data.dtype))
 
 
 def _state_array(state: Dict[str, Any], key: str, p: Tensor) -> np.ndarray:

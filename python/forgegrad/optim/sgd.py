@@ -1,12 +1,42 @@
-"""SGD with momentum, dampening, Nesterov, weight decay and maximize (torch.optim.SGD's math)."""
+"""SGD with momentum, dampening, Nesterov, weight decay and maximize (torch.optim.SGD's math): the
+fused C++ step for float32 parameters, numpy for float64 ones."""
 from __future__ import annotations
 
 from typing import Any, Dict, Optional
+
+import numpy as np
 
 from ..kernels import optim as _k
 from .optimizer import Optimizer, _state_array
 
 __all__ = ["SGD"]
+
+
+def _float64_first(opt, group, pairs):
+    """Step the group's float64 parameters in numpy (torch.optim.SGD's single-tensor math, in float64;
+    the kernel is float32); returns the float32 pairs, left for the kernel."""
+    rest = []
+    lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
+    for p, g in pairs:
+        if p._data.dtype != np.float64:
+            rest.append((p, g))
+            continue
+        g = -g if group["maximize"] else g
+        if group["weight_decay"] != 0:
+            g = g + group["weight_decay"] * p._data
+        if momentum != 0:
+            state = opt.state[p]
+            if state.get("momentum_buffer") is None:
+                state.pop("momentum_buffer", None)
+                buf = _state_array(state, "momentum_buffer", p)
+                buf[...] = g
+            else:
+                buf = _state_array(state, "momentum_buffer", p)
+                buf *= momentum
+                buf += (1 - dampening) * g
+            g = g + momentum * buf if group["nesterov"] else buf
+        p._data -= lr * g
+    return rest
 
 
 class SGD(Optimizer):
@@ -47,6 +77,9 @@ class SGD(Optimizer):
 
     def _step_group(self, group: Dict[str, Any], pairs) -> None:
         """One SGD update of the group's parameters that have a gradient (Optimizer.step calls it)."""
+        pairs = _float64_first(self, group, pairs)
+        if not pairs:
+            return
         momentum = float(group["momentum"])
         params = [p._data for p, _ in pairs]
         grads = [g for _, g in pairs]

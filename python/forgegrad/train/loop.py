@@ -365,4 +365,4 @@ def predict(model, x, batch_size: int = 32) -> Tensor:
         model.train(bool(was_training))
     if not outs:
         raise ValueError("predict: no input samples")
-    return Tensor._wrap(np.concatenate(outs, axis=0))
+    return Tensor._wrap_exact(np.concatenate(outs, axis=0))  # float64 outputs stay float64

@@ -35,7 +35,8 @@ def clip_grad_norm_(parameters: _Params, max_norm: float, norm_type: float = 2.0
     double; the total and the clip coefficient ``max_norm / (total + 1e-6)``, capped at 1, are
     then rounded to float32 as in torch, and every gradient is multiplied by that coefficient.
 
-    Returns the total norm (before clipping) as a 0-d float32 Tensor. With
+    With a float64 gradient among them everything is in float64, in numpy (as torch: the stacked
+    norms promote). Returns the total norm (before clipping) as a 0-d float32 (float64) Tensor. With
     ``error_if_nonfinite=True`` a NaN or infinite total raises RuntimeError and nothing is scaled.
     ``foreach`` is accepted for compatibility.
     """
@@ -44,6 +45,8 @@ def clip_grad_norm_(parameters: _Params, max_norm: float, norm_type: float = 2.0
     max_norm = float(max_norm)
     if not grads:
         return Tensor._wrap(np.zeros((), np.float32))
+    if any(g._data.dtype == np.float64 for g in grads):
+        return _clip_float64(grads, max_norm, norm_type, error_if_nonfinite)
     norms = _k.vector_norms([g._data for g in grads], norm_type)
     if norm_type == math.inf:
         total = max(norms) if not any(math.isnan(n) for n in norms) else math.nan
@@ -60,6 +63,31 @@ def clip_grad_norm_(parameters: _Params, max_norm: float, norm_type: float = 2.0
         for g in grads:
             g._data *= coef
     return Tensor._wrap(np.array(total32, dtype=np.float32))
+
+
+def _norm(v: np.ndarray, norm_type: float) -> float:
+    a = np.abs(v.reshape(-1).astype(np.float64))
+    if norm_type == math.inf:
+        return float(a.max()) if a.size else 0.0
+    if norm_type == 0:
+        return float(np.count_nonzero(a))
+    return float((a ** norm_type).sum() ** (1.0 / norm_type))
+
+
+def _clip_float64(grads, max_norm, norm_type, error_if_nonfinite) -> Tensor:
+    # each gradient's norm in its own dtype (a float32 one rounded to float32), then the total in float64
+    norms = [np.dtype(g._data.dtype).type(_norm(g._data, norm_type)) for g in grads]
+    total = np.float64(_norm(np.asarray(norms, np.float64), norm_type))
+    if error_if_nonfinite and not np.isfinite(total):
+        raise RuntimeError(f"The total norm of order {norm_type} for gradients from `parameters` is non-finite, so "
+                           "it cannot be clipped. To disable this error and scale the gradients by the non-finite "
+                           "norm anyway, set `error_if_nonfinite=False`")
+    with np.errstate(invalid="ignore", over="ignore"):
+        coef = max_norm / (total + 1e-6)
+        coef = min(coef, 1.0) if not np.isnan(coef) else coef
+        for g in grads:
+            g._data *= g._data.dtype.type(coef)
+    return Tensor._wrap_exact(np.array(total, dtype=np.float64))
 
 
 def clip_grad_value_(parameters: _Params, clip_value: float, foreach=None) -> None:

@@ -140,7 +140,8 @@ class BasePruningMethod:
             container.add_pruning_method(method)
             method = container
             default_mask = np.array(getattr(module, name + "_mask")._data, dtype=np.float32)
-        mask = np.ascontiguousarray(method.compute_mask(scores, default_mask), dtype=np.float32)
+        # the mask in the parameter's dtype (0 / 1: exact), as torch's
+        mask = np.ascontiguousarray(method.compute_mask(scores, default_mask), dtype=current._data.dtype)
         if old_method is None:
             delattr(module, name)
             module.register_parameter(name + "_orig", orig)
@@ -165,7 +166,7 @@ class BasePruningMethod:
         orig = module._parameters[name + "_orig"]
         delattr(module, name + "_orig")
         delattr(module, name + "_mask")
-        orig._data = np.ascontiguousarray(pruned, dtype=np.float32)
+        orig._data = np.ascontiguousarray(pruned, dtype=orig._data.dtype)  # a float64 parameter stays float64
         module.register_parameter(name, orig)
 
 

@@ -1,0 +1,421 @@
+"""float64 Functions, in numpy, of the ops whose CPU kernels are float32 only: conv2d, the pools,
+batch / layer / RMS norm and the recurrent layer. Correct, not fast: each computes and saves in
+float64 (the C++ kernels stay the float32 path). Every forward first runs the op's shape rule on
+its arguments, so the errors are the float32 op's own; mixed float32 / float64 arguments raise as
+torch does (these kernels take one dtype), never a silent cast.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Function, is_grad_enabled
+from ..kernels.geometry import adaptive_output_size, conv2d_geometry, pool2d_geometry
+from .registry import _OPS
+
+
+def _validate(name, *args, **kwargs):
+    """The op's shape rule on the real arguments: its checks and error messages, once."""
+    _OPS[name].meta(*args, **kwargs)
+
+
+def _one_dtype(name, *arrays):
+    kinds = {a.dtype for a in arrays if isinstance(a, np.ndarray) and a.dtype.kind == "f"}
+    if len(kinds) > 1:
+        raise RuntimeError(f"{name}: expected all floating arguments to have the same dtype (torch does not "
+                           f"promote here), found {', '.join(sorted(str(k) for k in kinds))}")
+
+
+def _window(start, step, count):
+    """The slice of positions start, start + step, ... (count of them)."""
+    return slice(start, start + step * (count - 1) + 1, step)
+
+
+# ---- conv2d ---------------------------------------------------------------------------------------------
+class Conv2d64Function(Function):
+    """Per kernel offset (i, j): a strided view of the padded input times that weight column, as a
+    batched matmul per group; backward adds the transposed products back into the same views."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        _validate("conv2d", x, weight, bias, stride, padding, dilation, groups)
+        _one_dtype("conv2d", x, weight, bias)
+        geo = conv2d_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
+        (t, b, le, r), G = geo.padding, geo.groups
+        N, OC, OH, OW = geo.output_shape
+        xp = np.pad(x, ((0, 0), (0, 0), (t, b), (le, r)))
+        xg = xp.reshape(N, G, x.shape[1] // G, *xp.shape[2:])
+        wg = weight.reshape(G, OC // G, *weight.shape[1:])
+        y = np.zeros((N, G, OC // G, OH * OW), np.result_type(x, weight))
+        for i in range(weight.shape[2]):
+            for j in range(weight.shape[3]):
+                xs = xg[..., _window(i * geo.dilation[0], geo.stride[0], OH), _window(j * geo.dilation[1],
+                                                                                      geo.stride[1], OW)]
+                y += np.matmul(wg[..., i, j], xs.reshape(N, G, -1, OH * OW))
+        y = y.reshape(N, OC, OH, OW)
+        if bias is not None:
+            y += bias[:, None, None]
+        ctx.save_for_backward(x, weight)
+        ctx.geo, ctx.has_bias = geo, bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        geo = ctx.geo
+        (t, b, le, r), G = geo.padding, geo.groups
+        N, OC, OH, OW = geo.output_shape
+        xp = np.pad(x, ((0, 0), (0, 0), (t, b), (le, r)))
+        xg = xp.reshape(N, G, x.shape[1] // G, *xp.shape[2:])
+        wg = weight.reshape(G, OC // G, *weight.shape[1:])
+        gg = g.reshape(N, G, OC // G, OH * OW)
+        gxp = np.zeros_like(xg)
+        gw = np.zeros_like(wg)
+        for i in range(weight.shape[2]):
+            for j in range(weight.shape[3]):
+                rows = _window(i * geo.dilation[0], geo.stride[0], OH)
+                cols = _window(j * geo.dilation[1], geo.stride[1], OW)
+                xs = xg[..., rows, cols].reshape(N, G, -1, OH * OW)
+                gw[..., i, j] = np.matmul(gg, np.swapaxes(xs, -1, -2)).sum(axis=0)
+                gxp[..., rows, cols] += np.matmul(np.swapaxes(wg[..., i, j], -1, -2), gg).reshape(
+                    N, G, -1, OH, OW)
+        H, W = x.shape[2:]
+        gx = gxp.reshape(xp.shape)[:, :, t:t + H, le:le + W]
+        gb = g.sum(axis=(0, 2, 3)) if ctx.has_bias else None
+        return np.ascontiguousarray(gx), gw.reshape(weight.shape), gb
+
+
+# ---- pools ----------------------------------------------------------------------------------------------
+def _pad_for(geo, H, W, value, dilation=(1, 1)):
+    """(top, bottom, left, right) that make every window (ceil_mode's last one too) lie inside."""
+    (kh, kw), (sh, sw), (ph, pw) = geo.kernel_size, geo.stride, geo.padding
+    OH, OW = geo.output_shape[2:]
+    bottom = max(0, (OH - 1) * sh + (kh - 1) * dilation[0] + 1 - H - ph)
+    right = max(0, (OW - 1) * sw + (kw - 1) * dilation[1] + 1 - W - pw)
+    return ((0, 0), (0, 0), (ph, bottom), (pw, right)), value
+
+
+class MaxPool2d64Function(Function):
+    """Max over each window, the first maximum winning (torch's order), and its flat index h * W + w."""
+
+    non_differentiable_outputs = (1,)
+
+    @staticmethod
+    def forward(ctx, x, kernel_size=2, stride=None, padding=0, dilation=1, ceil_mode=False):
+        _validate("max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode)
+        geo = pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode, owner="max_pool2d")
+        H, W = x.shape[2:]
+        OH, OW = geo.output_shape[2:]
+        pads, fill = _pad_for(geo, H, W, -np.inf, geo.dilation)
+        xp = np.pad(x, pads, constant_values=fill)
+        best = np.full(x.shape[:2] + (OH, OW), -np.inf, x.dtype)
+        idx = np.zeros(best.shape, np.int64)
+        found = np.zeros(best.shape, bool)
+        (sh, sw), (ph, pw), (dh, dw) = geo.stride, geo.padding, geo.dilation
+        for i in range(geo.kernel_size[0]):
+            for j in range(geo.kernel_size[1]):
+                v = xp[..., _window(i * dh, sh, OH), _window(j * dw, sw, OW)]
+                rows = i * dh - ph + sh * np.arange(OH)
+                cols = j * dw - pw + sw * np.arange(OW)
+                inside = ((rows >= 0) & (rows < H))[:, None] & ((cols >= 0) & (cols < W))[None, :]
+                # torch takes a value that is greater, or NaN; the first window element otherwise
+                take = inside & (~found | (v > best) | (np.isnan(v) & ~np.isnan(best)))
+                best = np.where(take, v, best)
+                idx = np.where(take, rows[:, None] * W + cols[None, :], idx)
+                found |= inside
+        ctx.save_for_backward(idx)
+        ctx.in_shape = x.shape
+        return best, idx
+
+    @staticmethod
+    def backward(ctx, g, g_idx=None):
+        (idx,) = ctx.saved_tensors
+        N, C, H, W = ctx.in_shape
+        gx = np.zeros((N * C, H * W), g.dtype)
+        np.add.at(gx, (np.arange(N * C)[:, None], idx.reshape(N * C, -1)), g.reshape(N * C, -1))
+        return gx.reshape(ctx.in_shape)
+
+
+class AvgPool2d64Function(Function):
+    """Window sums over the zero-padded input, divided as torch's kernel divides (padding counted up to
+    the padded border, or only the input's part, or divisor_override)."""
+
+    @staticmethod
+    def forward(ctx, x, kernel_size=2, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                divisor_override=None):
+        _validate("avg_pool2d", x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+        geo = pool2d_geometry(x.shape, kernel_size, stride, padding, 1, ceil_mode, owner="avg_pool2d")
+        H, W = x.shape[2:]
+        OH, OW = geo.output_shape[2:]
+        (kh, kw), (sh, sw), (ph, pw) = geo.kernel_size, geo.stride, geo.padding
+
+        def extent(n, k, s, p, o):
+            start = np.arange(o) * s - p
+            end = np.minimum(start + k, n + p)
+            return end - start, np.minimum(end, n) - np.maximum(start, 0)
+
+        with_pad_h, inside_h = extent(H, kh, sh, ph, OH)
+        with_pad_w, inside_w = extent(W, kw, sw, pw, OW)
+        if divisor_override is not None:
+            div = np.full((OH, OW), float(divisor_override))
+        elif count_include_pad:
+            div = (with_pad_h[:, None] * with_pad_w[None, :]).astype(np.float64)
+        else:
+            div = (inside_h[:, None] * inside_w[None, :]).astype(np.float64)
+        pads, fill = _pad_for(geo, H, W, 0.0)
+        xp = np.pad(x, pads, constant_values=fill)
+        total = np.zeros(x.shape[:2] + (OH, OW), x.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                total += xp[..., _window(i, sh, OH), _window(j, sw, OW)]
+        ctx.geo, ctx.div, ctx.pads, ctx.in_shape = geo, div, pads, x.shape
+        return total / div
+
+    @staticmethod
+    def backward(ctx, g):
+        geo, pads = ctx.geo, ctx.pads
+        (kh, kw), (sh, sw) = geo.kernel_size, geo.stride
+        OH, OW = g.shape[2:]
+        N, C, H, W = ctx.in_shape
+        gd = g / ctx.div
+        gxp = np.zeros((N, C, H + pads[2][0] + pads[2][1], W + pads[3][0] + pads[3][1]), g.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                gxp[..., _window(i, sh, OH), _window(j, sw, OW)] += gd
+        return np.ascontiguousarray(gxp[:, :, pads[2][0]:pads[2][0] + H, pads[3][0]:pads[3][0] + W])
+
+
+def _adaptive_bins(n, o):
+    return [((i * n) // o, -(-((i + 1) * n) // o)) for i in range(o)]
+
+
+class AdaptiveAvgPool2d64Function(Function):
+    """Mean over torch's adaptive bins [floor(i*n/o), ceil((i+1)*n/o))."""
+
+    @staticmethod
+    def forward(ctx, x, output_size=1):
+        _validate("adaptive_avg_pool2d", x, output_size)
+        OH, OW = adaptive_output_size(output_size, x.shape[2:])
+        rows, cols = _adaptive_bins(x.shape[2], OH), _adaptive_bins(x.shape[3], OW)
+        y = np.empty(x.shape[:2] + (OH, OW), x.dtype)
+        for i, (h0, h1) in enumerate(rows):
+            for j, (w0, w1) in enumerate(cols):
+                y[:, :, i, j] = x[:, :, h0:h1, w0:w1].mean(axis=(2, 3))
+        ctx.bins, ctx.in_shape = (rows, cols), x.shape
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        rows, cols = ctx.bins
+        gx = np.zeros(ctx.in_shape, g.dtype)
+        for i, (h0, h1) in enumerate(rows):
+            for j, (w0, w1) in enumerate(cols):
+                gx[:, :, h0:h1, w0:w1] += (g[:, :, i, j] / ((h1 - h0) * (w1 - w0)))[:, :, None, None]
+        return gx
+
+
+# ---- normalisation ----------------------------------------------------------------------------------------
+def _trailing_axes(x, normalized_shape):
+    n = 1 if isinstance(normalized_shape, (int, np.integer)) else len(tuple(normalized_shape))
+    return tuple(range(x.ndim - n, x.ndim))
+
+
+class LayerNorm64Function(Function):
+    @staticmethod
+    def forward(ctx, x, normalized_shape, weight=None, bias=None, eps=1e-5):
+        _validate("layer_norm", x, normalized_shape, weight, bias, eps=eps)
+        _one_dtype("layer_norm", x, weight, bias)
+        axes = _trailing_axes(x, normalized_shape)
+        mean = x.mean(axis=axes, keepdims=True)
+        xc = x - mean
+        rstd = 1.0 / np.sqrt((xc * xc).mean(axis=axes, keepdims=True) + eps)
+        xhat = xc * rstd
+        y = xhat if weight is None else xhat * weight
+        if bias is not None:
+            y = y + bias
+        ctx.save_for_backward(xhat, rstd, weight)
+        ctx.axes, ctx.has_bias = axes, bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        xhat, rstd, weight = ctx.saved_tensors
+        axes = ctx.axes
+        lead = tuple(range(g.ndim - len(axes)))
+        gh = g if weight is None else g * weight
+        gx = rstd * (gh - gh.mean(axis=axes, keepdims=True) - xhat * (gh * xhat).mean(axis=axes, keepdims=True))
+        gw = (g * xhat).sum(axis=lead) if weight is not None else None
+        gb = g.sum(axis=lead) if ctx.has_bias else None
+        return gx, None, gw, gb
+
+
+class RMSNorm64Function(Function):
+    @staticmethod
+    def forward(ctx, x, normalized_shape, weight=None, eps=None):
+        _validate("rms_norm", x, normalized_shape, weight, eps=eps)
+        _one_dtype("rms_norm", x, weight)
+        axes = _trailing_axes(x, normalized_shape)
+        if eps is None:
+            eps = np.finfo(x.dtype).eps  # torch: the input dtype's machine epsilon
+        rstd = 1.0 / np.sqrt((x * x).mean(axis=axes, keepdims=True) + eps)
+        y = x * rstd
+        ctx.save_for_backward(x, rstd, weight)
+        ctx.axes = axes
+        return y if weight is None else y * weight
+
+    @staticmethod
+    def backward(ctx, g):
+        x, rstd, weight = ctx.saved_tensors
+        axes = ctx.axes
+        lead = tuple(range(g.ndim - len(axes)))
+        gh = g if weight is None else g * weight
+        gx = rstd * gh - x * rstd ** 3 * (gh * x).mean(axis=axes, keepdims=True)
+        gw = (g * x * rstd).sum(axis=lead) if weight is not None else None
+        return gx, None, gw
+
+
+class BatchNorm64Function(Function):
+    """Statistics over every axis but 1; training updates running_mean / running_var in place (unbiased
+    variance), as torch."""
+
+    @staticmethod
+    def forward(ctx, x, running_mean=None, running_var=None, weight=None, bias=None, training=False,
+                momentum=0.1, eps=1e-5):
+        _validate("batch_norm", x, running_mean, running_var, weight, bias, training, momentum, eps)
+        _one_dtype("batch_norm", x, running_mean, running_var, weight, bias)
+        axes = (0,) + tuple(range(2, x.ndim))
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        if training:
+            mean = x.mean(axis=axes)
+            var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
+            n = x.size // x.shape[1]
+            if running_mean is not None:
+                running_mean *= 1 - momentum
+                running_mean += momentum * mean
+            if running_var is not None:
+                running_var *= 1 - momentum
+                running_var += momentum * var * (n / (n - 1))
+        else:
+            mean, var = running_mean, running_var
+        invstd = 1.0 / np.sqrt(var + eps)
+        xhat = (x - mean.reshape(shape)) * invstd.reshape(shape)
+        y = xhat if weight is None else xhat * weight.reshape(shape)
+        if bias is not None:
+            y = y + bias.reshape(shape)
+        ctx.save_for_backward(xhat, invstd, weight)
+        ctx.training, ctx.axes, ctx.shape, ctx.has_bias = bool(training), axes, shape, bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        xhat, invstd, weight = ctx.saved_tensors
+        axes, shape = ctx.axes, ctx.shape
+        gb = g.sum(axis=axes)
+        gw = (g * xhat).sum(axis=axes)
+        scale = invstd if weight is None else invstd * weight
+        if ctx.training:
+            n = g.size // g.shape[1]
+            gx = scale.reshape(shape) / n * (n * g - gb.reshape(shape) - xhat * gw.reshape(shape))
+        else:
+            gx = g * scale.reshape(shape)
+        return (gx, None, None, gw if weight is not None else None, gb if ctx.has_bias else None)
+
+
+# ---- the recurrent layer ----------------------------------------------------------------------------------
+def _sigmoid(a):
+    return 0.5 * (1.0 + np.tanh(0.5 * a))
+
+
+class RecurrentLayer64Function(Function):
+    """One layer, one direction, torch's gate order (LSTM i, f, g, o; GRU r, z, n); backpropagation
+    through time from the saved per-step gates."""
+
+    @staticmethod
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, mode="lstm", reverse=False):
+        _validate("recurrent_layer", x, h0, c0, w_ih, w_hh, b_ih, b_hh, mode=mode, reverse=reverse)
+        _one_dtype("recurrent layer", x, h0, c0 if mode == "lstm" else None, w_ih, w_hh, b_ih, b_hh)
+        T, B, _ = x.shape
+        H = w_hh.shape[1]
+        lstm = mode == "lstm"
+        h = np.zeros((B, H), x.dtype) if h0 is None else h0
+        c = (np.zeros((B, H), x.dtype) if c0 is None else c0) if lstm else None
+        xw = np.matmul(x, w_ih.T) + (0 if b_ih is None else b_ih)
+        bh = 0 if b_hh is None else b_hh
+        y = np.empty((T, B, H), x.dtype)
+        steps = []
+        for t in (range(T - 1, -1, -1) if reverse else range(T)):
+            hw = h @ w_hh.T + bh
+            if lstm:
+                gi, gh = xw[t], hw
+                a = gi + gh
+                i, f, o = _sigmoid(a[:, :H]), _sigmoid(a[:, H:2 * H]), _sigmoid(a[:, 3 * H:])
+                gg = np.tanh(a[:, 2 * H:3 * H])
+                c_new = f * c + i * gg
+                tc = np.tanh(c_new)
+                steps.append((t, h, c, i, f, gg, o, tc))
+                h, c = o * tc, c_new
+            elif mode == "gru":
+                r = _sigmoid(xw[t][:, :H] + hw[:, :H])
+                z = _sigmoid(xw[t][:, H:2 * H] + hw[:, H:2 * H])
+                hn = hw[:, 2 * H:]
+                n = np.tanh(xw[t][:, 2 * H:] + r * hn)
+                steps.append((t, h, r, z, n, hn))
+                h = (1 - z) * n + z * h
+            else:
+                a = xw[t] + hw
+                h_new = np.tanh(a) if mode == "rnn_tanh" else np.maximum(a, 0)
+                steps.append((t, h, h_new))
+                h = h_new
+            y[t] = h
+        if is_grad_enabled() and any(ctx.needs_input_grad):
+            ctx.steps, ctx.x, ctx.w = steps, x, (w_ih, w_hh)
+        ctx.mode, ctx.has = mode, (h0 is not None, c0 is not None, b_ih is not None, b_hh is not None)
+        return (y, h, c) if lstm else (y, h)
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_hn, grad_cn=None):
+        x, (w_ih, w_hh), mode = ctx.x, ctx.w, ctx.mode
+        gx = np.zeros_like(x)
+        gwi, gwh = np.zeros_like(w_ih), np.zeros_like(w_hh)
+        gbi = np.zeros(w_ih.shape[0], x.dtype)
+        gbh = np.zeros(w_hh.shape[0], x.dtype)
+        dh = grad_hn.copy()
+        dc = grad_cn.copy() if mode == "lstm" else None
+        for step in reversed(ctx.steps):
+            t, h_prev = step[0], step[1]
+            dh = dh + grad_y[t]
+            if mode == "lstm":
+                _, _, c_prev, i, f, gg, o, tc = step
+                dc = dc + dh * o * (1 - tc * tc)
+                d_in = np.concatenate([dc * gg * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - gg * gg),
+                                       dh * tc * o * (1 - o)], axis=1)
+                d_h = d_in
+                dc = dc * f
+            elif mode == "gru":
+                _, _, r, z, n, hn = step
+                dn = dh * (1 - z) * (1 - n * n)
+                dr = dn * hn * r * (1 - r)
+                dz = dh * (h_prev - n) * z * (1 - z)
+                d_in = np.concatenate([dr, dz, dn], axis=1)
+                d_h = np.concatenate([dr, dz, dn * r], axis=1)
+                dh = dh * z
+            else:
+                h_new = step[2]
+                d_in = dh * ((1 - h_new * h_new) if mode == "rnn_tanh" else (h_new > 0))
+                d_h = d_in
+            if mode == "lstm" or mode.startswith("rnn"):
+                dh = np.zeros_like(dh)
+            dh = dh + d_h @ w_hh
+            gwh += d_h.T @ h_prev
+            gbh += d_h.sum(axis=0)
+            gwi += d_in.T @ x[t]
+            gbi += d_in.sum(axis=0)
+            gx[t] = d_in @ w_ih
+        has_h0, has_c0, has_bih, has_bhh = ctx.has
+        return (gx, dh if has_h0 else None, dc if has_c0 and mode == "lstm" else None, gwi, gwh,
+                gbi if has_bih else None, gbh if has_bhh else None)
+
+
+FUNCTIONS = {"conv2d": Conv2d64Function, "max_pool2d": MaxPool2d64Function, "avg_pool2d": AvgPool2d64Function,
+             "adaptive_avg_pool2d": AdaptiveAvgPool2d64Function, "layer_norm": LayerNorm64Function,
+             "rms_norm": RMSNorm64Function, "batch_norm": BatchNorm64Function,
+             "recurrent_layer": RecurrentLayer64Function}
