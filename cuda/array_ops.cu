@@ -58,7 +58,81 @@ __global__ void cast_kernel(const S* __restrict__ src, D* __restrict__ dst, int6
     dst[i] = to_bool ? static_cast<D>(src[i] != S(0)) : static_cast<D>(src[i]);
 }
 
+struct Reduction {
+  int64_t out_shape[kMaxDims];  // kept axes (size 1 where reduced)
+  int64_t out_src_strides[kMaxDims];
+  int64_t red_shape[kMaxDims];  // reduced axes
+  int64_t red_src_strides[kMaxDims];
+  int ndim, nred;
+  int64_t red_count;
+};
+
+// One thread per output element, summing its inputs in index order (deterministic).
+template <class T>
+__global__ void sum_to_shape_kernel(const T* __restrict__ src, T* __restrict__ dst, Reduction r, int64_t n_out) {
+  for (int64_t o = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; o < n_out;
+       o += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    int64_t rest = o, base = 0;
+    for (int k = r.ndim - 1; k >= 0; --k) {
+      base += (rest % r.out_shape[k]) * r.out_src_strides[k];
+      rest /= r.out_shape[k];
+    }
+    T acc = T(0);
+    for (int64_t j = 0; j < r.red_count; ++j) {
+      int64_t rj = j, off = base;
+      for (int k = r.nred - 1; k >= 0; --k) {
+        off += (rj % r.red_shape[k]) * r.red_src_strides[k];
+        rj /= r.red_shape[k];
+      }
+      acc += src[off];
+    }
+    dst[o] = acc;
+  }
+}
+
 }  // namespace
+
+std::string sum_to_shape(const void* src, const int64_t* in_shape, void* dst, const int64_t* out_shape, int ndim,
+                         DType t) {
+  if (ndim < 0 || ndim > kMaxDims) return "sum_to_shape: at most " + std::to_string(kMaxDims) + " dimensions";
+  if (t != DType::kFloat32 && t != DType::kFloat64) return "sum_to_shape: float32 or float64 arrays only";
+  Reduction r{};
+  r.ndim = ndim;
+  r.red_count = 1;
+  int64_t stride = 1, n_out = 1, n_in = 1;
+  for (int k = ndim - 1; k >= 0; --k) {
+    if (out_shape[k] != in_shape[k] && out_shape[k] != 1) return "sum_to_shape: shapes do not broadcast";
+    r.out_shape[k] = out_shape[k];
+    r.out_src_strides[k] = stride;
+    stride *= in_shape[k];
+    n_out *= out_shape[k];
+    n_in *= in_shape[k];
+  }
+  // reduced axes in order, outermost first
+  stride = 1;
+  int64_t strides[kMaxDims];
+  for (int k = ndim - 1; k >= 0; --k) {
+    strides[k] = stride;
+    stride *= in_shape[k];
+  }
+  for (int k = 0; k < ndim; ++k)
+    if (out_shape[k] == 1 && in_shape[k] != 1) {
+      r.red_shape[r.nred] = in_shape[k];
+      r.red_src_strides[r.nred] = strides[k];
+      r.red_count *= in_shape[k];
+      ++r.nred;
+    }
+  if (n_out <= 0) return std::string();
+  if (n_in == 0) return fill(dst, t, n_out, 0.0);
+  unsigned blocks = blocks_for(n_out, 256);
+  if (t == DType::kFloat32)
+    sum_to_shape_kernel<float>
+        <<<blocks, 256, 0, current_stream()>>>(static_cast<const float*>(src), static_cast<float*>(dst), r, n_out);
+  else
+    sum_to_shape_kernel<double>
+        <<<blocks, 256, 0, current_stream()>>>(static_cast<const double*>(src), static_cast<double*>(dst), r, n_out);
+  return launch_status();
+}
 
 std::string fill(void* dst, DType t, int64_t n, double value) {
   if (n <= 0) return std::string();

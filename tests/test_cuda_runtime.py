@@ -189,3 +189,57 @@ def test_every_call_raises_the_clear_error_without_a_device():
         assert reason in str(e.value)
     # the pure queries answer
     assert fcuda.device_count() == 0 and fcuda.is_available() is False
+
+
+# ---- the index geometry of the shape ops' cuda kernels, checked on the CPU -----------------------
+def _numpy_as_strided(a, shape, strides, offset=0):
+    """What _C.cuda.strided_copy computes, in numpy (element strides and offset)."""
+    flat = np.ascontiguousarray(a).reshape(-1)
+    item = flat.itemsize
+    view = np.lib.stride_tricks.as_strided(flat[offset:], shape=tuple(shape), strides=[s * item for s in strides])
+    return view.copy()
+
+
+@pytest.fixture
+def numpy_strided(monkeypatch):
+    monkeypatch.setattr(fcuda, "as_strided", _numpy_as_strided)
+
+
+BASIC_KEYS = [1, -1, (slice(1, None), 2), (Ellipsis, slice(None, None, 2)), (None, 1, slice(None, 3)),
+              (slice(None, None, -1),), (slice(4, 0, -2), Ellipsis, None), (0, 0, 0), (slice(7, 9),),
+              (slice(None), slice(None), slice(1, 6, 3)), ()]
+
+
+@pytest.mark.parametrize("key", BASIC_KEYS, ids=[repr(k) for k in BASIC_KEYS])
+def test_basic_index_geometry_matches_numpy(numpy_strided, key):
+    x = np.arange(5 * 4 * 7, dtype=np.int64).reshape(5, 4, 7)
+    np.testing.assert_array_equal(fcuda.getitem(x, key), x[key])
+
+
+def test_advanced_index_is_a_clear_error():
+    with pytest.raises(NotImplementedError, match="advanced indexing"):
+        fcuda.basic_index((3, 4), (slice(None), np.array([0, 1])))
+    with pytest.raises(NotImplementedError, match="bool"):
+        fcuda.basic_index((3, 4), True)
+    with pytest.raises(IndexError):
+        fcuda.basic_index((3, 4), (5,))
+
+
+def test_permute_expand_split_geometry(numpy_strided):
+    x = np.arange(2 * 3 * 5, dtype=np.float32).reshape(2, 3, 5)
+    for dims in [(2, 0, 1), (1, 2, 0), (0, 1, 2)]:
+        np.testing.assert_array_equal(fcuda.permute(x, dims), np.transpose(x, dims))
+    y = x[:, :1, :]
+    np.testing.assert_array_equal(fcuda.expand(np.ascontiguousarray(y), (4, 2, 3, 5)), np.broadcast_to(y, (4, 2, 3, 5)))
+    with pytest.raises(ValueError, match="cannot expand"):
+        fcuda.expand(x, (2, 4, 5))
+    with pytest.raises(ValueError, match="permutation"):
+        fcuda.permute(x, (0, 0, 1))
+    for got, want in zip(fcuda.split(x, [1, 3, 1], 2), np.split(x, [1, 4], axis=2)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_shape_ops_have_cuda_functions():
+    from forgegrad.ops import registry
+    for name in ("reshape", "permute", "expand", "getitem", "cat", "stack", "clone", "cast", "relu"):
+        assert "cuda" in registry.get(name).functions, name

@@ -95,6 +95,11 @@ std::string fill(void* dst, DType t, int64_t n, double value);
 // the caller checks that every element lies inside both allocations.
 std::string strided_copy(const void* src, int64_t src_offset, const int64_t* src_strides, void* dst, int64_t dst_offset,
                          const int64_t* dst_strides, const int64_t* shape, int ndim, std::size_t itemsize);
+// dst (contiguous, out_shape) = src (contiguous, in_shape) summed over the axes where out_shape is 1
+// and in_shape is not (out_shape has in_shape's ndim <= kMaxDims: the caller pads it with leading
+// 1s): the gradient of a broadcast. float32 / float64; each output sums in a fixed order.
+std::string sum_to_shape(const void* src, const int64_t* in_shape, void* dst, const int64_t* out_shape, int ndim,
+                         DType t);
 // dst[i] = static_cast<dst type>(src[i]) for n elements (to bool: != 0).
 std::string cast(const void* src, DType src_type, void* dst, DType dst_type, int64_t n);
 
