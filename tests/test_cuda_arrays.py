@@ -128,7 +128,7 @@ def test_expand_and_its_gradient_match_numpy(shape, to):
 
 KEYS = [1, -1, (slice(1, None), 2), (Ellipsis, slice(None, None, 2)), (None, 1, slice(None, 3)),
         (slice(None, None, -1),), (slice(4, 0, -2), Ellipsis, None), (0, 0, 0), (slice(7, 9),),
-        (slice(None), slice(None), slice(1, 6, 3))]
+        (slice(None), slice(None), slice(1, 6, 3)), (4, Ellipsis, 6), (-1, -1, -1)]
 
 
 @pytest.mark.parametrize("key", KEYS, ids=[repr(k) for k in KEYS])

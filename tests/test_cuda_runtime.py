@@ -191,23 +191,50 @@ def test_every_call_raises_the_clear_error_without_a_device():
     assert fcuda.device_count() == 0 and fcuda.is_available() is False
 
 
-# ---- the index geometry of the shape ops' cuda kernels, checked on the CPU -----------------------
+# ---- the index math of the array kernels and the shape ops' geometry, checked on the CPU ----------
+# _C.testing runs the kernels' own index functions (cpp/include/forgegrad/strided_index.h) on the CPU.
 def _numpy_as_strided(a, shape, strides, offset=0):
-    """What _C.cuda.strided_copy computes, in numpy (element strides and offset)."""
     flat = np.ascontiguousarray(a).reshape(-1)
-    item = flat.itemsize
-    view = np.lib.stride_tricks.as_strided(flat[offset:], shape=tuple(shape), strides=[s * item for s in strides])
+    view = np.lib.stride_tricks.as_strided(flat[offset:], shape=tuple(shape),
+                                           strides=[s * flat.itemsize for s in strides])
     return view.copy()
 
 
 @pytest.fixture
 def numpy_strided(monkeypatch):
-    monkeypatch.setattr(fcuda, "as_strided", _numpy_as_strided)
+    # forgegrad.cuda's shape helpers over the strided-copy kernel's index math, on numpy arrays
+    monkeypatch.setattr(fcuda, "as_strided", fg._C.testing.strided_copy)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.int32, np.uint8, np.bool_], ids=str)
+def test_strided_copy_index_math_matches_numpy(dtype):
+    rng = np.random.default_rng(0)
+    src = (rng.integers(0, 100, 400) % 7).astype(dtype)
+    cases = [((3, 4), (8, 2), 5), ((2, 3, 4), (12, 4, 1), 0), ((2, 3, 4), (1, 0, 2), 3), ((5,), (-3,), 20),
+             ((4, 1, 6), (-60, 7, -2), 390), ((), (), 17), ((0, 3), (5, 1), 0),
+             ((2, 2, 2, 2, 2), (100, 50, 25, 10, 1), 0), ((3, 4, 5), (20, 5, 1), 7)]  # the last: one dim
+    for shape, strides, offset in cases:
+        np.testing.assert_array_equal(fg._C.testing.strided_copy(src, shape, strides, offset),
+                                      _numpy_as_strided(src, shape, strides, offset), err_msg=str((shape, strides)))
+    with pytest.raises(IndexError, match="outside"):
+        fg._C.testing.strided_copy(src, (5,), (100,), 0)
+
+
+@pytest.mark.parametrize("shape,to", [((4, 3, 5), (1, 3, 1)), ((4, 3, 5), (5,)), ((2, 7), ()), ((6, 1, 4), (6, 1, 4)),
+                                      ((3, 0, 2), (3, 1, 2)), ((2, 3, 4, 5), (2, 1, 4, 1))])
+def test_sum_to_shape_index_math_matches_numpy(shape, to):
+    g = np.random.default_rng(1).standard_normal(shape)
+    lead = len(shape) - len(to)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(to) if n == 1 and shape[lead + i] != 1)
+    want = g.sum(axis=axes, keepdims=True).reshape(to)
+    np.testing.assert_allclose(fg._C.testing.sum_to_shape(g, to), want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="cannot sum"):
+        fg._C.testing.sum_to_shape(g, (7,) * len(shape))
 
 
 BASIC_KEYS = [1, -1, (slice(1, None), 2), (Ellipsis, slice(None, None, 2)), (None, 1, slice(None, 3)),
               (slice(None, None, -1),), (slice(4, 0, -2), Ellipsis, None), (0, 0, 0), (slice(7, 9),),
-              (slice(None), slice(None), slice(1, 6, 3)), ()]
+              (slice(None), slice(None), slice(1, 6, 3)), (), (4, Ellipsis, 6), (-1, -1, -1)]
 
 
 @pytest.mark.parametrize("key", BASIC_KEYS, ids=[repr(k) for k in BASIC_KEYS])

@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include "forgegrad/cuda_array.h"
+#include "forgegrad/strided_index.h"
 #endif
 
 namespace py = pybind11;
@@ -65,8 +66,8 @@ ArrayPtr strided_copy(const DeviceArray& src, std::vector<int64_t> shape, std::v
                           std::to_string(shape.size()));
   auto out = std::make_shared<DeviceArray>(shape, src.dtype(), src.device());
   if (out->size() == 0) return out;
-  int64_t lo = offset, hi = offset;
-  for (std::size_t k = 0; k < shape.size(); ++k) (strides[k] < 0 ? lo : hi) += (shape[k] - 1) * strides[k];
+  int64_t lo, hi;
+  fg::strided::span(shape.data(), strides.data(), static_cast<int>(shape.size()), offset, &lo, &hi);
   if (lo < 0 || hi >= src.size())
     throw py::index_error("strided_copy: elements " + std::to_string(lo) + ".." + std::to_string(hi) +
                           " lie outside the source's " + std::to_string(src.size()));
@@ -91,8 +92,8 @@ void strided_assign(DeviceArray& dst, std::vector<int64_t> shape, std::vector<in
   if (src.dtype() != dst.dtype() || src.device() != dst.device())
     throw py::value_error("strided_assign: src and dst must have the same dtype and device");
   if (src.size() == 0) return;
-  int64_t lo = offset, hi = offset;
-  for (std::size_t k = 0; k < shape.size(); ++k) (strides[k] < 0 ? lo : hi) += (shape[k] - 1) * strides[k];
+  int64_t lo, hi;
+  fg::strided::span(shape.data(), strides.data(), static_cast<int>(shape.size()), offset, &lo, &hi);
   if (lo < 0 || hi >= dst.size())
     throw py::index_error("strided_assign: elements " + std::to_string(lo) + ".." + std::to_string(hi) +
                           " lie outside the destination's " + std::to_string(dst.size()));

@@ -223,7 +223,8 @@ def basic_index(shape, key):
     base = np.zeros(1, np.uint8)
     stand_in = np.lib.stride_tricks.as_strided(base, shape=tuple(shape), strides=tuple(_strides(shape)),
                                                writeable=False)
-    view = stand_in[key]
+    # with an Ellipsis in the key, numpy returns a (0-d) view even when ints select one element
+    view = stand_in[parts if any(k is Ellipsis for k in parts) else parts + (Ellipsis,)]
     offset = view.__array_interface__["data"][0] - base.__array_interface__["data"][0]
     return view.shape, view.strides, offset
 

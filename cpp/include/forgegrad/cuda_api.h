@@ -86,7 +86,7 @@ std::string copy_device_to_device(void* dst, const void* src, std::size_t bytes)
 std::string synchronize();
 
 // ---- array kernels (cuda/array_ops.cu), on the current device's stream -----------------------
-constexpr int kMaxDims = 12;
+constexpr int kMaxDims = 12;  // == fg::strided::kMaxDims (strided_index.h)
 // dst[i] = value for n elements of type t (value converted as a C++ cast would; bool: value != 0).
 std::string fill(void* dst, DType t, int64_t n, double value);
 // Elementwise copy of an array of `shape` (ndim <= kMaxDims) between two strided layouts of the same
