@@ -189,6 +189,13 @@ def test_every_call_raises_the_clear_error_without_a_device():
         assert reason in str(e.value)
     # the pure queries answer
     assert fcuda.device_count() == 0 and fcuda.is_available() is False
+    if fcuda.is_built():  # the raw binding says the same
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            fg._C.cuda.DeviceArray([2, 3])
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            fg._C.cuda.DeviceArray.from_numpy(x)
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            fg._C.cuda.memory_stats()
 
 
 # ---- the index math of the array kernels and the shape ops' geometry, checked on the CPU ----------

@@ -266,6 +266,13 @@ void bind(py::module_& m) {
   m.def("sum_to_shape", &sum_to_shape, py::arg("src"), py::arg("shape"));
   m.def("cast", &cast, py::arg("src"), py::arg("dtype"));
   m.def("cat", &cat, py::arg("arrays"), py::arg("axis") = 0);
+  m.def(
+      "_fault_for_tests",
+      []() {
+        fg::cuda::current_device_checked();
+        check(fg::cuda::launch_faulting_kernel(), "fault_kernel");
+      },
+      "launches a kernel that faults (tests of error reporting only: the process's CUDA context is lost)");
   m.def("sgemm", &sgemm, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("trans_a") = false,
         py::arg("trans_b") = false, py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f);
   m.def("relu_forward", [](const DeviceArray& x, DeviceArray& y) {
