@@ -169,6 +169,21 @@ def test_concurrent_use_from_python_threads():
     assert a.raw_outstanding == 0
 
 
+def test_device_names_parse_without_a_device():
+    class Dev:  # what forgegrad.device objects look like
+        def __init__(self, type, index=None):
+            self.type, self.index = type, index
+
+    cases = [(None, -1), (0, 0), (np.int64(2), 2), ("cuda", -1), ("cuda:3", 3), (Dev("cuda"), -1), (Dev("cuda", 1), 1),
+             (Dev("cuda:2"), 2)]
+    for name, want in cases:
+        assert fcuda.parse_device(name) == want, name
+    for bad, match in [("cpu", "cuda:N"), ("cuda:x", "cuda:N"), (-1, ">= 0"), ("cuda:-2", ">= 0"), (True, "cuda:N"),
+                       (Dev("meta"), "cuda:N"), (1.0, "cuda:N")]:
+        with pytest.raises(ValueError, match=match):
+            fcuda.parse_device(bad)
+
+
 # ---- without a device -----------------------------------------------------------------------------
 no_gpu = pytest.mark.skipif(fcuda.is_available(), reason="checks the no-device errors; this machine has a GPU")
 

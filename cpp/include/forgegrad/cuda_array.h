@@ -24,7 +24,7 @@ inline void check(const std::string& err, const char* what) {
   if (!err.empty()) throw std::runtime_error(std::string(what) + ": CUDA error: " + err);
 }
 
-// The first device in this thread's current device, or "no CUDA device" as a RuntimeError.
+// The calling thread's current device; RuntimeError "CUDA is not available: ..." without one.
 inline int current_device_checked() {
   if (device_count() == 0) throw std::runtime_error("CUDA is not available: " + unavailable_reason());
   int d = 0;
