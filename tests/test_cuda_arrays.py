@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import forgegrad.cuda as fcuda
+from cuda_shape_checks import check_shape_op_functions
 
 pytestmark = pytest.mark.skipif(not fcuda.is_available(),
                                 reason=f"no CUDA device on this machine ({fcuda.unavailable_reason()})")
@@ -180,33 +181,8 @@ def test_cat_errors_name_the_mismatch():
 
 
 def test_shape_ops_forward_and_backward_match_cpu():
-    # each shape op's cuda Function against its CPU Function, on the registry's samples (basic keys)
-    from forgegrad.ops import registry
-    for name in ("reshape", "permute", "expand", "getitem", "cat", "stack", "clone"):
-        op = registry.get(name)
-        cpu_fn, cuda_fn = op.functions["cpu"], op.functions["cuda"]
-        for sample in op.samples():
-            if name == "getitem":
-                key = sample.args[1]
-                if any(isinstance(k, np.ndarray) for k in (key if isinstance(key, tuple) else (key,))):
-                    with pytest.raises(NotImplementedError, match="advanced indexing"):
-                        cuda_fn.forward(cuda_fn.__new__(cuda_fn), fcuda.to_device(sample.args[0]), key)
-                    continue
-                arrays, rest = [sample.args[0]], sample.args[1:]
-            else:
-                arrays = [a for a in sample.args if isinstance(a, np.ndarray)]
-                rest = sample.args[len(arrays):]
-            cctx, dctx = cpu_fn.__new__(cpu_fn), cuda_fn.__new__(cuda_fn)
-            want = cpu_fn.forward(cctx, *arrays, *rest, **sample.kwargs)
-            got = cuda_fn.forward(dctx, *[fcuda.to_device(a) for a in arrays], *rest, **sample.kwargs)
-            np.testing.assert_array_equal(got.numpy(), want, err_msg=f"{name} {sample.name}")
-            g = _sample(want.shape, np.float32, seed=5)
-            want_g = cpu_fn.backward(cctx, g)
-            got_g = cuda_fn.backward(dctx, fcuda.to_device(g))
-            want_g = want_g if isinstance(want_g, tuple) else (want_g,)
-            got_g = got_g if isinstance(got_g, tuple) else (got_g,)
-            for w, d in zip(want_g, got_g):
-                np.testing.assert_allclose(d.numpy(), w, rtol=1e-6, atol=1e-6, err_msg=f"{name} {sample.name} grad")
+    # each shape op's cuda Function against its CPU Function, on the registry's samples
+    check_shape_op_functions(fcuda.to_device, fcuda.to_host)
 
 
 def test_allocator_statistics_on_the_device():

@@ -7,6 +7,7 @@ import pytest
 
 import forgegrad as fg
 import forgegrad.cuda as fcuda
+from cuda_shape_checks import check_shape_op_functions, host_stand_in
 
 HostAllocator = fg._C.allocator.HostCachingAllocator
 MiB = 1 << 20
@@ -286,6 +287,13 @@ def test_permute_expand_split_geometry(numpy_strided):
         fcuda.permute(x, (0, 0, 1))
     for got, want in zip(fcuda.split(x, [1, 3, 1], 2), np.split(x, [1, 4], axis=2)):
         np.testing.assert_array_equal(got, want)
+
+
+def test_shape_op_cuda_functions_over_a_host_stand_in(monkeypatch):
+    # the cuda Functions' graph logic (forward, saved state, backward) against the CPU Functions, with
+    # the array kernels replaced by host code running the kernels' index math
+    to_device = host_stand_in(monkeypatch)
+    check_shape_op_functions(to_device, np.asarray)
 
 
 def test_shape_ops_have_cuda_functions():

@@ -20,7 +20,8 @@ from . import _C
 __all__ = ["is_built", "is_available", "device_count", "unavailable_reason", "synchronize", "current_device",
            "set_device", "memory_allocated", "max_memory_allocated", "memory_reserved", "max_memory_reserved",
            "memory_stats", "reset_peak_memory_stats", "empty_cache", "OutOfMemoryError", "empty", "zeros", "full",
-           "to_device", "to_host", "DTYPES", "parse_device", "as_strided", "permute", "expand", "sum_to_shape",
+           "to_device", "to_host", "DTYPES", "parse_device", "as_strided", "as_strided_assign",
+           "permute", "expand", "sum_to_shape",
            "basic_index", "getitem", "setitem", "cat", "split", "clone", "cast", "matmul", "relu", "relu_backward",
            "adam_step"]
 
@@ -246,10 +247,15 @@ def getitem(a, key):
     return as_strided(a, shape, strides, offset)
 
 
+def as_strided_assign(dst, shape, strides, offset, src) -> None:
+    """Writes the contiguous ``src`` (of ``shape``) to ``dst``'s elements at offset + sum(i_k * strides[k])."""
+    _C.cuda.strided_assign(dst, _shape(shape), _shape(strides), int(offset), src)
+
+
 def setitem(dst, key, src) -> None:
     """``dst[key] = src`` for a basic key and a src of exactly the selected shape (queued on the stream)."""
     shape, strides, offset = basic_index(dst.shape, key)
-    _C.cuda.strided_assign(dst, list(shape), list(strides), int(offset), src)
+    as_strided_assign(dst, shape, strides, offset, src)
 
 
 def cat(arrays, axis: int = 0):
