@@ -192,6 +192,50 @@ class gemm:
         """out = alpha * op(a) @ op(b) + beta * out on float32 2-D arrays (rows may be strided)."""
         ...
 
+class hd_math:
+    @staticmethod
+    def act_backward(op: _Int, grad: numpy.ndarray, saved: numpy.ndarray,
+                     alpha: _Float = ...) -> numpy.typing.NDArray[numpy.float32]:
+        """grad * act'(.) from saved = y (relu, sigmoid, tanh) or x (the others)"""
+        ...
+    @staticmethod
+    def act_forward(op: _Int, x: numpy.ndarray, alpha: _Float = ...) -> numpy.typing.NDArray[numpy.float32]:
+        """act(x) elementwise; op is a forgegrad._C.activation code (RELU, ...)"""
+        ...
+    @staticmethod
+    def adam_update(param: numpy.ndarray, grad: numpy.ndarray, exp_avg: numpy.ndarray, exp_avg_sq: numpy.ndarray,
+                    max_exp_avg_sq: numpy.ndarray | None, *, step: _Float, lr: _Float, beta1: _Float, beta2: _Float,
+                    eps: _Float, weight_decay: _Float = ..., decoupled: bool = ..., maximize: bool = ...) -> None:
+        """one Adam/AdamW step in place (amsgrad when max_exp_avg_sq is given)"""
+        ...
+    @staticmethod
+    def erf(x: numpy.ndarray) -> numpy.typing.NDArray[numpy.float32]: ...
+    @staticmethod
+    def exp(x: numpy.ndarray) -> numpy.typing.NDArray[numpy.float32]: ...
+    @staticmethod
+    def gru_backward(gates: numpy.ndarray, hn: numpy.ndarray, h_prev: numpy.ndarray, dh: numpy.ndarray) -> tuple: ...
+    @staticmethod
+    def gru_forward(xg: numpy.ndarray, hp: numpy.ndarray, h_prev: numpy.ndarray) -> tuple: ...
+    @staticmethod
+    def lstm_backward(gates: numpy.ndarray, c: numpy.ndarray, c_prev: numpy.ndarray, dh: numpy.ndarray,
+                      dc: numpy.ndarray) -> tuple: ...
+    @staticmethod
+    def lstm_forward(pre: numpy.ndarray, c_prev: numpy.ndarray) -> tuple: ...
+    @staticmethod
+    def rnn_backward(h: numpy.ndarray, dh: numpy.ndarray, relu: bool) -> numpy.typing.NDArray[numpy.float32]: ...
+    @staticmethod
+    def rnn_forward(pre: numpy.ndarray, relu: bool) -> numpy.typing.NDArray[numpy.float32]: ...
+    @staticmethod
+    def sgd_update(param: numpy.ndarray, grad: numpy.ndarray, momentum_buffer: numpy.ndarray | None, init_buffer: bool,
+                   *, lr: _Float, momentum: _Float = ..., dampening: _Float = ..., weight_decay: _Float = ...,
+                   nesterov: bool = ..., maximize: bool = ...) -> None:
+        """one SGD step in place"""
+        ...
+    @staticmethod
+    def sigmoid(x: numpy.ndarray) -> numpy.typing.NDArray[numpy.float32]: ...
+    @staticmethod
+    def tanh(x: numpy.ndarray) -> numpy.typing.NDArray[numpy.float32]: ...
+
 class layernorm:
     @staticmethod
     def layer_norm_backward(grad: numpy.ndarray, x: numpy.ndarray, mean: numpy.ndarray, rstd: numpy.ndarray,
