@@ -3,8 +3,10 @@
 // the table's chunk offsets (as the CPU kernel's BlockIndex). The per-element math is the shared
 // host/device code of forgegrad/hd/optim.h, the same functions the CPU kernel's portable build calls.
 //
-// The table (device pointers, sizes, per-tensor step scalars) is copied to a stream-ordered device
-// allocation (cudaMallocAsync) and freed the same way after the launch: nothing synchronises.
+// The table (device pointers, sizes, per-tensor step scalars) is the kernel's parameter
+// (__grid_constant__, up to 32 KB: CUDA 12.1+ on sm_70+), so a launch needs no device allocation
+// and no host-to-device copy, and nothing synchronises. A table holds kSlots tensors (499 Adam
+// tensors, 665 SGD): larger models take one launch per kSlots parameters.
 #include <vector>
 
 #include "common.cuh"
@@ -16,33 +18,43 @@ namespace fg::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr size_t kParamBytes = 32000;  // under the 32764-byte kernel parameter limit
 
-// A tensor of the launch: the caller's entry plus the index of its first chunk.
+// A tensor of the launch: the caller's entry plus the index of its first chunk in this launch.
 template <class Entry>
 struct Slot {
   Entry t;
   int64_t first_chunk;
 };
 
+template <class Entry>
+struct Table {
+  static constexpr int kSlots = static_cast<int>((kParamBytes - 64) / sizeof(Slot<Entry>));
+  int count;
+  Slot<Entry> slots[kSlots];
+};
+static_assert(sizeof(Table<AdamTensor>) <= kParamBytes && sizeof(Table<SgdTensor>) <= kParamBytes,
+              "optimizer tables must fit the kernel parameter space");
+
 // The tensor holding chunk c: the last i with slots[i].first_chunk <= c (empty tensors, whose first
 // chunk equals the next one's, are skipped this way).
 template <class Entry>
-__device__ const Slot<Entry>& slot_of(const Slot<Entry>* slots, int64_t count, int64_t c) {
-  int64_t lo = 0, hi = count - 1;
+__device__ const Slot<Entry>& slot_of(const Table<Entry>& table, int64_t c) {
+  int lo = 0, hi = table.count - 1;
   while (lo < hi) {
-    int64_t mid = (lo + hi + 1) / 2;
-    if (slots[mid].first_chunk <= c)
+    int mid = (lo + hi + 1) / 2;
+    if (table.slots[mid].first_chunk <= c)
       lo = mid;
     else
       hi = mid - 1;
   }
-  return slots[lo];
+  return table.slots[lo];
 }
 
 template <bool kAmsgrad>
 __global__ void __launch_bounds__(kThreads)
-    adam_chunks(const Slot<AdamTensor>* slots, int64_t count, hd::AdamParams c) {
-  const Slot<AdamTensor>& s = slot_of(slots, count, blockIdx.x);
+    adam_chunks(const __grid_constant__ Table<AdamTensor> table, const hd::AdamParams c) {
+  const Slot<AdamTensor>& s = slot_of(table, blockIdx.x);
   const AdamTensor& t = s.t;
   const int64_t e0 = (static_cast<int64_t>(blockIdx.x) - s.first_chunk) * kOptimChunk;
   const int64_t e1 = e0 + kOptimChunk < t.n ? e0 + kOptimChunk : t.n;
@@ -57,8 +69,9 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-__global__ void __launch_bounds__(kThreads) sgd_chunks(const Slot<SgdTensor>* slots, int64_t count, hd::SgdParams c) {
-  const Slot<SgdTensor>& s = slot_of(slots, count, blockIdx.x);
+__global__ void __launch_bounds__(kThreads)
+    sgd_chunks(const __grid_constant__ Table<SgdTensor> table, const hd::SgdParams c) {
+  const Slot<SgdTensor>& s = slot_of(table, blockIdx.x);
   const SgdTensor& t = s.t;
   const int64_t e0 = (static_cast<int64_t>(blockIdx.x) - s.first_chunk) * kOptimChunk;
   const int64_t e1 = e0 + kOptimChunk < t.n ? e0 + kOptimChunk : t.n;
@@ -72,32 +85,32 @@ __global__ void __launch_bounds__(kThreads) sgd_chunks(const Slot<SgdTensor>* sl
   }
 }
 
-// Builds the slot table on the host, copies it to the device on the stream and launches
-// launch(device_slots, count, total_chunks); frees the device table stream-ordered.
+// Fills tables of up to kSlots non-empty tensors and calls launch(table, chunks) for each.
 template <class Entry, class Launch>
 std::string run_chunked(const Entry* tensors, int64_t count, Launch&& launch) {
-  if (count <= 0) return std::string();
-  std::vector<Slot<Entry>> slots(static_cast<size_t>(count));
-  int64_t total = 0;
+  constexpr int64_t kMaxChunks = 0x7fffffff;  // grid.x limit
+  Table<Entry> table;
+  table.count = 0;
+  int64_t chunks = 0;
+  auto flush = [&]() -> std::string {
+    if (table.count == 0) return std::string();
+    launch(table, static_cast<unsigned>(chunks));
+    table.count = 0;
+    chunks = 0;
+    return launch_status();
+  };
   for (int64_t i = 0; i < count; ++i) {
-    slots[i] = Slot<Entry>{tensors[i], total};
-    total += tensors[i].n > 0 ? (tensors[i].n + kOptimChunk - 1) / kOptimChunk : 0;
+    const int64_t n = tensors[i].n > 0 ? (tensors[i].n + kOptimChunk - 1) / kOptimChunk : 0;
+    if (n == 0) continue;
+    if (n > kMaxChunks) return "a tensor of " + std::to_string(tensors[i].n) + " elements is too large for one launch";
+    if (table.count == Table<Entry>::kSlots || chunks + n > kMaxChunks) {
+      std::string err = flush();
+      if (!err.empty()) return err;
+    }
+    table.slots[table.count++] = Slot<Entry>{tensors[i], chunks};
+    chunks += n;
   }
-  if (total == 0) return std::string();
-  if (total > 0x7fffffff) return "too many elements for one launch (" + std::to_string(total) + " chunks)";
-  cudaStream_t stream = current_stream();
-  void* dev = nullptr;
-  const size_t bytes = sizeof(Slot<Entry>) * slots.size();
-  std::string err = status(cudaMallocAsync(&dev, bytes, stream));
-  if (!err.empty()) return err;
-  // From pageable memory the copy is staged before the call returns, so `slots` may go away.
-  err = status(cudaMemcpyAsync(dev, slots.data(), bytes, cudaMemcpyHostToDevice, stream));
-  if (err.empty()) {
-    launch(static_cast<const Slot<Entry>*>(dev), count, static_cast<unsigned>(total), stream);
-    err = launch_status();
-  }
-  std::string freed = status(cudaFreeAsync(dev, stream));
-  return err.empty() ? freed : err;
+  return flush();
 }
 
 }  // namespace
@@ -105,19 +118,19 @@ std::string run_chunked(const Entry* tensors, int64_t count, Launch&& launch) {
 std::string adam_multi_tensor(const AdamTensor* tensors, int64_t count, const AdamHyper& h) {
   const hd::AdamParams c = hd::adam_params(h.exp_avg_weight, h.beta2, h.exp_avg_sq_weight, h.eps, h.weight_decay,
                                            h.param_scale, h.decoupled, h.maximize);
-  return run_chunked(tensors, count, [&](const Slot<AdamTensor>* slots, int64_t n, unsigned blocks, cudaStream_t s) {
+  return run_chunked(tensors, count, [&](const Table<AdamTensor>& table, unsigned blocks) {
     if (h.amsgrad)
-      adam_chunks<true><<<blocks, kThreads, 0, s>>>(slots, n, c);
+      adam_chunks<true><<<blocks, kThreads, 0, current_stream()>>>(table, c);
     else
-      adam_chunks<false><<<blocks, kThreads, 0, s>>>(slots, n, c);
+      adam_chunks<false><<<blocks, kThreads, 0, current_stream()>>>(table, c);
   });
 }
 
 std::string sgd_multi_tensor(const SgdTensor* tensors, int64_t count, const SgdHyper& h) {
   const hd::SgdParams c =
       hd::sgd_params(h.neg_lr, h.momentum, h.one_minus_dampening, h.weight_decay, h.nesterov, h.maximize);
-  return run_chunked(tensors, count, [&](const Slot<SgdTensor>* slots, int64_t n, unsigned blocks, cudaStream_t s) {
-    sgd_chunks<<<blocks, kThreads, 0, s>>>(slots, n, c);
+  return run_chunked(tensors, count, [&](const Table<SgdTensor>& table, unsigned blocks) {
+    sgd_chunks<<<blocks, kThreads, 0, current_stream()>>>(table, c);
   });
 }
 

@@ -4,8 +4,8 @@
 // CPU kernel's portable build calls, with the CPU kernel's layouts (forgegrad/rnn.h), so the saved
 // buffers mean the same on both devices.
 //
-// Scratch buffers are stream-ordered allocations (cudaMallocAsync / cudaFreeAsync on the current
-// stream): nothing here synchronises.
+// Scratch buffers come from the device's caching allocator; nothing here synchronises. An allocation
+// that fails throws (fg::OutOfMemoryError when the device is full), like every device allocation.
 #include "common.cuh"
 #include "forgegrad/cuda_api.h"
 #include "forgegrad/cuda_pointwise.h"
@@ -130,14 +130,18 @@ __global__ void column_sums(const float* __restrict__ X, int64_t R, int64_t N, f
 
 unsigned grid(int64_t n) { return blocks_for(n, kThreads); }
 
-// A stream-ordered scratch allocation of n floats, freed stream-ordered when it goes out of scope.
+// Scratch of n floats from the device's caching allocator (forgegrad/cuda_api.h device_alloc),
+// returned to it when it goes out of scope. The block may be handed out again while kernels queued
+// here still use it: its next owner's work runs on the same stream, so after them.
 class Scratch {
  public:
   explicit Scratch(int64_t n) {
-    if (n > 0) err_ = status(cudaMallocAsync(reinterpret_cast<void**>(&p_), sizeof(float) * n, current_stream()));
+    if (n <= 0) return;
+    err_ = status(cudaGetDevice(&device_));
+    if (err_.empty()) p_ = static_cast<float*>(device_alloc(device_, sizeof(float) * static_cast<size_t>(n)));
   }
   ~Scratch() {
-    if (p_) cudaFreeAsync(p_, current_stream());
+    if (p_) device_free(device_, p_);
   }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
@@ -146,11 +150,12 @@ class Scratch {
 
  private:
   float* p_ = nullptr;
+  int device_ = 0;
   std::string err_;
 };
 
 std::string copy_d2d(float* dst, const float* src, int64_t n) {
-  return status(cudaMemcpyAsync(dst, src, sizeof(float) * n, cudaMemcpyDeviceToDevice, current_stream()));
+  return copy_device_to_device(dst, src, sizeof(float) * static_cast<size_t>(n));
 }
 std::string zero(float* dst, int64_t n) { return status(cudaMemsetAsync(dst, 0, sizeof(float) * n, current_stream())); }
 

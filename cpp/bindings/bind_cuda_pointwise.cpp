@@ -6,6 +6,7 @@
 // The module has the same functions in every build, taking arrays as plain objects, so that its
 // stub (_C.pyi) is the same for CPU-only and CUDA builds; without CUDA every call raises
 // RuntimeError. forgegrad.cuda_pointwise / forgegrad.cuda_optim are the Python entry points.
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -27,17 +28,40 @@ namespace {
 #ifdef FORGEGRAD_WITH_CUDA
 using fg::cuda::check;
 using fg::cuda::DeviceArray;
+using fg::cuda::DeviceGuard;
 using Shape = std::vector<int64_t>;
 
-DeviceArray& dev(const py::handle& h, const std::string& name) {
-  try {
-    return h.cast<DeviceArray&>();
-  } catch (const py::cast_error&) {
-    throw py::type_error(name + " must be a forgegrad._C.cuda.DeviceArray, got " +
-                         py::str(py::type::of(h).attr("__name__")).cast<std::string>());
+// The arrays of one call: each a float32 DeviceArray, all on one device (made current for the
+// launch by a DeviceGuard on device()). Errors name the argument.
+class Arrays {
+ public:
+  DeviceArray& get(const py::handle& h, const std::string& name) {
+    DeviceArray* a;
+    try {
+      a = &h.cast<DeviceArray&>();
+    } catch (const py::cast_error&) {
+      throw py::type_error(name + " must be a forgegrad._C.cuda.DeviceArray, got " +
+                           py::str(py::type::of(h).attr("__name__")).cast<std::string>());
+    }
+    if (a->dtype() != fg::cuda::DType::kFloat32)
+      throw py::type_error(name + " must hold float32, got " + fg::cuda::dtype_name(a->dtype()));
+    if (device_ < 0) {
+      device_ = a->device();
+      first_ = name;
+    } else if (a->device() != device_) {
+      throw py::value_error(name + " is on cuda:" + std::to_string(a->device()) + " but " + first_ +
+                            " is on cuda:" + std::to_string(device_));
+    }
+    return *a;
   }
-}
-DeviceArray* opt(const py::handle& h, const std::string& name) { return h.is_none() ? nullptr : &dev(h, name); }
+  DeviceArray* opt(const py::handle& h, const std::string& name) { return h.is_none() ? nullptr : &get(h, name); }
+  int device() const { return device_; }
+
+ private:
+  int device_ = -1;
+  std::string first_;
+};
+
 float* ptr(DeviceArray* a) { return a ? a->data() : nullptr; }
 
 void expect(const DeviceArray& a, const std::string& name, const Shape& shape) {
@@ -65,8 +89,10 @@ void check_op(int op) {
 void act_forward(int op, const Obj& x, const Obj& out, float alpha) {
   check_op(op);
 #ifdef FORGEGRAD_WITH_CUDA
-  DeviceArray &X = dev(x, "x"), &Y = dev(out, "out");
+  Arrays A;
+  DeviceArray &X = A.get(x, "x"), &Y = A.get(out, "out");
   same_shape(X, "x", Y, "out");
+  DeviceGuard guard(A.device());
   check(fg::cuda::act_forward(op, X.data(), Y.data(), X.size(), alpha), "act_forward");
 #else
   no_cuda();
@@ -76,9 +102,11 @@ void act_forward(int op, const Obj& x, const Obj& out, float alpha) {
 void act_backward(int op, const Obj& grad, const Obj& saved, const Obj& out, float alpha) {
   check_op(op);
 #ifdef FORGEGRAD_WITH_CUDA
-  DeviceArray &G = dev(grad, "grad"), &S = dev(saved, "saved"), &D = dev(out, "out");
+  Arrays A;
+  DeviceArray &G = A.get(grad, "grad"), &S = A.get(saved, "saved"), &D = A.get(out, "out");
   same_shape(G, "grad", S, "saved");
   same_shape(G, "grad", D, "out");
+  DeviceGuard guard(A.device());
   check(fg::cuda::act_backward(op, G.data(), S.data(), D.data(), G.size(), alpha), "act_backward");
 #else
   no_cuda();
@@ -115,32 +143,34 @@ void rnn_forward(int mode, const Obj& x, const Obj& h0, const Obj& c0, const Obj
                  const Obj& b_ih, const Obj& b_hh, const Obj& y, const Obj& h_n, const Obj& c_n, const Obj& gates,
                  const Obj& cells, const Obj& hn_lin, bool reverse) {
 #ifdef FORGEGRAD_WITH_CUDA
-  DeviceArray &X = dev(x, "x"), &Wi = dev(w_ih, "w_ih"), &Wh = dev(w_hh, "w_hh");
+  Arrays A;
+  DeviceArray &X = A.get(x, "x"), &Wi = A.get(w_ih, "w_ih"), &Wh = A.get(w_hh, "w_hh");
   RnnDims d = rnn_dims(mode, X, Wi, Wh);
   const bool lstm = d.mode == fg::RnnMode::lstm, gru = d.mode == fg::RnnMode::gru;
   const Shape bh{d.B, d.H}, tbh{d.T, d.B, d.H};
-  DeviceArray &H0 = dev(h0, "h0"), &Y = dev(y, "y"), &Hn = dev(h_n, "h_n");
+  DeviceArray &H0 = A.get(h0, "h0"), &Y = A.get(y, "y"), &Hn = A.get(h_n, "h_n");
   expect(H0, "h0", bh);
   expect(Y, "y", tbh);
   expect(Hn, "h_n", bh);
-  DeviceArray *C0 = lstm ? &dev(c0, "c0") : nullptr, *Cn = lstm ? &dev(c_n, "c_n") : nullptr;
+  DeviceArray *C0 = lstm ? &A.get(c0, "c0") : nullptr, *Cn = lstm ? &A.get(c_n, "c_n") : nullptr;
   if (lstm) {
     expect(*C0, "c0", bh);
     expect(*Cn, "c_n", bh);
   }
-  DeviceArray *Bi = opt(b_ih, "b_ih"), *Bh = opt(b_hh, "b_hh");
+  DeviceArray *Bi = A.opt(b_ih, "b_ih"), *Bh = A.opt(b_hh, "b_hh");
   if (Bi) expect(*Bi, "b_ih", {d.GH});
   if (Bh) expect(*Bh, "b_hh", {d.GH});
-  DeviceArray* Gs = opt(gates, "gates");
+  DeviceArray* Gs = A.opt(gates, "gates");
   DeviceArray *Cs = nullptr, *Hl = nullptr;
   if (Gs) {
     expect(*Gs, "gates", {d.T, d.B, d.GH});
-    if (lstm) expect(*(Cs = &dev(cells, "cells")), "cells", tbh);
-    if (gru) expect(*(Hl = &dev(hn_lin, "hn_lin")), "hn_lin", tbh);
+    if (lstm) expect(*(Cs = &A.get(cells, "cells")), "cells", tbh);
+    if (gru) expect(*(Hl = &A.get(hn_lin, "hn_lin")), "hn_lin", tbh);
   }
   fg::RnnForwardArgs a{d.mode,    d.T,     d.B,       d.I,       d.H,     reverse, X.data(),
                        H0.data(), ptr(C0), Wi.data(), Wh.data(), ptr(Bi), ptr(Bh), Y.data(),
                        Hn.data(), ptr(Cn), ptr(Gs),   ptr(Cs),   ptr(Hl)};
+  DeviceGuard guard(A.device());
   check(fg::cuda::rnn_layer_forward(a), "rnn_forward");
 #else
   no_cuda();
@@ -152,38 +182,41 @@ void rnn_backward(int mode, const Obj& x, const Obj& h0, const Obj& c0, const Ob
                   const Obj& grad_cn, const Obj& gx, const Obj& gh0, const Obj& gc0, const Obj& gw_ih, const Obj& gw_hh,
                   const Obj& gb_ih, const Obj& gb_hh, bool reverse) {
 #ifdef FORGEGRAD_WITH_CUDA
-  DeviceArray &X = dev(x, "x"), &Wi = dev(w_ih, "w_ih"), &Wh = dev(w_hh, "w_hh");
+  Arrays A;
+  DeviceArray &X = A.get(x, "x"), &Wi = A.get(w_ih, "w_ih"), &Wh = A.get(w_hh, "w_hh");
   RnnDims d = rnn_dims(mode, X, Wi, Wh);
   const bool lstm = d.mode == fg::RnnMode::lstm, gru = d.mode == fg::RnnMode::gru;
   const Shape bh{d.B, d.H}, tbh{d.T, d.B, d.H};
-  DeviceArray &H0 = dev(h0, "h0"), &Y = dev(y, "y");
+  DeviceArray &H0 = A.get(h0, "h0"), &Y = A.get(y, "y");
   expect(H0, "h0", bh);
   expect(Y, "y", tbh);
   DeviceArray *C0 = nullptr, *Gs = nullptr, *Cs = nullptr, *Hl = nullptr, *Gc0 = nullptr;
-  if (lstm || gru) expect(*(Gs = &dev(gates, "gates")), "gates", {d.T, d.B, d.GH});
+  if (lstm || gru) expect(*(Gs = &A.get(gates, "gates")), "gates", {d.T, d.B, d.GH});
   if (lstm) {
-    expect(*(C0 = &dev(c0, "c0")), "c0", bh);
-    expect(*(Cs = &dev(cells, "cells")), "cells", tbh);
-    expect(*(Gc0 = &dev(gc0, "gc0")), "gc0", bh);
+    expect(*(C0 = &A.get(c0, "c0")), "c0", bh);
+    expect(*(Cs = &A.get(cells, "cells")), "cells", tbh);
+    expect(*(Gc0 = &A.get(gc0, "gc0")), "gc0", bh);
   }
-  if (gru) expect(*(Hl = &dev(hn_lin, "hn_lin")), "hn_lin", tbh);
-  DeviceArray *Gy = opt(grad_y, "grad_y"), *Ghn = opt(grad_hn, "grad_hn"),
-              *Gcn = lstm ? opt(grad_cn, "grad_cn") : nullptr;
+  if (gru) expect(*(Hl = &A.get(hn_lin, "hn_lin")), "hn_lin", tbh);
+  DeviceArray *Gy = A.opt(grad_y, "grad_y"), *Ghn = A.opt(grad_hn, "grad_hn"),
+              *Gcn = lstm ? A.opt(grad_cn, "grad_cn") : nullptr;
   if (Gy) expect(*Gy, "grad_y", tbh);
   if (Ghn) expect(*Ghn, "grad_hn", bh);
   if (Gcn) expect(*Gcn, "grad_cn", bh);
-  DeviceArray &Gx = dev(gx, "gx"), &Gh0 = dev(gh0, "gh0"), &Gwi = dev(gw_ih, "gw_ih"), &Gwh = dev(gw_hh, "gw_hh");
+  DeviceArray &Gx = A.get(gx, "gx"), &Gh0 = A.get(gh0, "gh0"), &Gwi = A.get(gw_ih, "gw_ih"),
+              &Gwh = A.get(gw_hh, "gw_hh");
   expect(Gx, "gx", {d.T, d.B, d.I});
   expect(Gh0, "gh0", bh);
   expect(Gwi, "gw_ih", {d.GH, d.I});
   expect(Gwh, "gw_hh", {d.GH, d.H});
-  DeviceArray *Gbi = opt(gb_ih, "gb_ih"), *Gbh = opt(gb_hh, "gb_hh");
+  DeviceArray *Gbi = A.opt(gb_ih, "gb_ih"), *Gbh = A.opt(gb_hh, "gb_hh");
   if (Gbi) expect(*Gbi, "gb_ih", {d.GH});
   if (Gbh) expect(*Gbh, "gb_hh", {d.GH});
   fg::RnnBackwardArgs a{d.mode,     d.T,        d.B,       d.I,       d.H,       reverse,    X.data(),
                         H0.data(),  ptr(C0),    Wi.data(), Wh.data(), Y.data(),  ptr(Gs),    ptr(Cs),
                         ptr(Hl),    ptr(Gy),    ptr(Ghn),  ptr(Gcn),  Gx.data(), Gh0.data(), ptr(Gc0),
                         Gwi.data(), Gwh.data(), ptr(Gbi),  ptr(Gbh)};
+  DeviceGuard guard(A.device());
   check(fg::cuda::rnn_layer_backward(a), "rnn_backward");
 #else
   no_cuda();
@@ -193,14 +226,16 @@ void rnn_backward(int mode, const Obj& x, const Obj& h0, const Obj& c0, const Ob
 // One step's gate kernels alone (what the layer calls per time step), for tests.
 void lstm_cell_forward(const Obj& gates, const Obj& c_prev, const Obj& c_out, const Obj& h_out) {
 #ifdef FORGEGRAD_WITH_CUDA
-  DeviceArray &G = dev(gates, "gates"), &Cp = dev(c_prev, "c_prev"), &Co = dev(c_out, "c_out"),
-              &Ho = dev(h_out, "h_out");
+  Arrays A;
+  DeviceArray &G = A.get(gates, "gates"), &Cp = A.get(c_prev, "c_prev"), &Co = A.get(c_out, "c_out"),
+              &Ho = A.get(h_out, "h_out");
   if (G.shape().size() != 2 || G.shape()[1] % 4 != 0)
     throw py::value_error("gates must have shape (batch, 4 * hidden_size), got " + fg::bind::shape_str(G.shape()));
   const Shape bh{G.shape()[0], G.shape()[1] / 4};
   expect(Cp, "c_prev", bh);
   expect(Co, "c_out", bh);
   expect(Ho, "h_out", bh);
+  DeviceGuard guard(A.device());
   check(fg::cuda::lstm_cell_forward(bh[0], bh[1], G.data(), Cp.data(), Co.data(), Ho.data()), "lstm_cell_forward");
 #else
   no_cuda();
@@ -209,15 +244,17 @@ void lstm_cell_forward(const Obj& gates, const Obj& c_prev, const Obj& c_out, co
 
 void gru_cell_forward(const Obj& xg, const Obj& hp, const Obj& h_prev, const Obj& h_out, const Obj& hn_save) {
 #ifdef FORGEGRAD_WITH_CUDA
-  DeviceArray &Xg = dev(xg, "xg"), &Hp = dev(hp, "hp"), &Hv = dev(h_prev, "h_prev"), &Ho = dev(h_out, "h_out");
+  Arrays A;
+  DeviceArray &Xg = A.get(xg, "xg"), &Hp = A.get(hp, "hp"), &Hv = A.get(h_prev, "h_prev"), &Ho = A.get(h_out, "h_out");
   if (Xg.shape().size() != 2 || Xg.shape()[1] % 3 != 0)
     throw py::value_error("xg must have shape (batch, 3 * hidden_size), got " + fg::bind::shape_str(Xg.shape()));
   const Shape bh{Xg.shape()[0], Xg.shape()[1] / 3};
   same_shape(Xg, "xg", Hp, "hp");
   expect(Hv, "h_prev", bh);
   expect(Ho, "h_out", bh);
-  DeviceArray* Hs = opt(hn_save, "hn_save");
+  DeviceArray* Hs = A.opt(hn_save, "hn_save");
   if (Hs) expect(*Hs, "hn_save", bh);
+  DeviceGuard guard(A.device());
   check(fg::cuda::gru_cell_forward(bh[0], bh[1], Xg.data(), Hp.data(), Hv.data(), Ho.data(), ptr(Hs)),
         "gru_cell_forward");
 #else
@@ -228,18 +265,20 @@ void gru_cell_forward(const Obj& xg, const Obj& hp, const Obj& h_prev, const Obj
 void lstm_cell_backward(const Obj& gates, const Obj& c, const Obj& c_prev, const Obj& dh, const Obj& gy, const Obj& dc,
                         const Obj& d_pre) {
 #ifdef FORGEGRAD_WITH_CUDA
-  DeviceArray &G = dev(gates, "gates"), &D = dev(d_pre, "d_pre");
+  Arrays A;
+  DeviceArray &G = A.get(gates, "gates"), &D = A.get(d_pre, "d_pre");
   if (G.shape().size() != 2 || G.shape()[1] % 4 != 0)
     throw py::value_error("gates must have shape (batch, 4 * hidden_size), got " + fg::bind::shape_str(G.shape()));
   same_shape(G, "gates", D, "d_pre");
   const Shape bh{G.shape()[0], G.shape()[1] / 4};
-  DeviceArray &C = dev(c, "c"), &Cp = dev(c_prev, "c_prev"), &Dh = dev(dh, "dh"), &Dc = dev(dc, "dc");
+  DeviceArray &C = A.get(c, "c"), &Cp = A.get(c_prev, "c_prev"), &Dh = A.get(dh, "dh"), &Dc = A.get(dc, "dc");
   expect(C, "c", bh);
   expect(Cp, "c_prev", bh);
   expect(Dh, "dh", bh);
   expect(Dc, "dc", bh);
-  DeviceArray* Gy = opt(gy, "gy");
+  DeviceArray* Gy = A.opt(gy, "gy");
   if (Gy) expect(*Gy, "gy", bh);
+  DeviceGuard guard(A.device());
   check(fg::cuda::lstm_cell_backward(bh[0], bh[1], G.data(), C.data(), Cp.data(), Dh.data(), ptr(Gy), Dc.data(),
                                      D.data()),
         "lstm_cell_backward");
@@ -251,19 +290,22 @@ void lstm_cell_backward(const Obj& gates, const Obj& c, const Obj& c_prev, const
 void gru_cell_backward(const Obj& gates, const Obj& hn, const Obj& h_prev, const Obj& dh, const Obj& gy,
                        const Obj& d_input, const Obj& d_hidden, const Obj& dh_direct) {
 #ifdef FORGEGRAD_WITH_CUDA
-  DeviceArray &G = dev(gates, "gates"), &Di = dev(d_input, "d_input"), &Dhh = dev(d_hidden, "d_hidden");
+  Arrays A;
+  DeviceArray &G = A.get(gates, "gates"), &Di = A.get(d_input, "d_input"), &Dhh = A.get(d_hidden, "d_hidden");
   if (G.shape().size() != 2 || G.shape()[1] % 3 != 0)
     throw py::value_error("gates must have shape (batch, 3 * hidden_size), got " + fg::bind::shape_str(G.shape()));
   same_shape(G, "gates", Di, "d_input");
   same_shape(G, "gates", Dhh, "d_hidden");
   const Shape bh{G.shape()[0], G.shape()[1] / 3};
-  DeviceArray &Hn = dev(hn, "hn"), &Hv = dev(h_prev, "h_prev"), &Dh = dev(dh, "dh"), &Dd = dev(dh_direct, "dh_direct");
+  DeviceArray &Hn = A.get(hn, "hn"), &Hv = A.get(h_prev, "h_prev"), &Dh = A.get(dh, "dh"),
+              &Dd = A.get(dh_direct, "dh_direct");
   expect(Hn, "hn", bh);
   expect(Hv, "h_prev", bh);
   expect(Dh, "dh", bh);
   expect(Dd, "dh_direct", bh);
-  DeviceArray* Gy = opt(gy, "gy");
+  DeviceArray* Gy = A.opt(gy, "gy");
   if (Gy) expect(*Gy, "gy", bh);
+  DeviceGuard guard(A.device());
   check(fg::cuda::gru_cell_backward(bh[0], bh[1], G.data(), Hn.data(), Hv.data(), Dh.data(), ptr(Gy), Di.data(),
                                     Dhh.data(), Dd.data()),
         "gru_cell_backward");
@@ -292,29 +334,25 @@ void adam_step(const List& params, const List& grads, const List& exp_avgs, cons
   expect_count("step_sizes", step_sizes.size(), n);
   expect_count("bias_correction2_sqrts", bias_correction2_sqrts.size(), n);
 #ifdef FORGEGRAD_WITH_CUDA
-  std::vector<fg::AdamTensor> ts(n);
+  std::map<int, std::vector<fg::AdamTensor>> by_device;  // one launch per device
   for (size_t i = 0; i < n; ++i) {
-    DeviceArray& p = dev(params[i], item("params", i));
-    DeviceArray &g = dev(grads[i], item("grads", i)), &m = dev(exp_avgs[i], item("exp_avgs", i)),
-                &v = dev(exp_avg_sqs[i], item("exp_avg_sqs", i));
+    Arrays A;  // parameter i and its state: one device
+    DeviceArray& p = A.get(params[i], item("params", i));
+    DeviceArray &g = A.get(grads[i], item("grads", i)), &m = A.get(exp_avgs[i], item("exp_avgs", i)),
+                &v = A.get(exp_avg_sqs[i], item("exp_avg_sqs", i));
     same_shape(p, item("params", i), g, item("grads", i));
     same_shape(p, item("params", i), m, item("exp_avgs", i));
     same_shape(p, item("params", i), v, item("exp_avg_sqs", i));
     float* x = nullptr;
     if (max_exp_avg_sqs) {
-      DeviceArray& mx = dev((*max_exp_avg_sqs)[i], item("max_exp_avg_sqs", i));
+      DeviceArray& mx = A.get((*max_exp_avg_sqs)[i], item("max_exp_avg_sqs", i));
       same_shape(p, item("params", i), mx, item("max_exp_avg_sqs", i));
       x = mx.data();
     }
     if (!(bias_correction2_sqrts[i] > 0.0)) throw py::value_error(item("bias_correction2_sqrts", i) + " must be > 0");
-    ts[i] = fg::AdamTensor{p.data(),
-                           g.data(),
-                           m.data(),
-                           v.data(),
-                           x,
-                           p.size(),
-                           static_cast<float>(step_sizes[i]),
-                           static_cast<float>(bias_correction2_sqrts[i])};
+    by_device[A.device()].push_back(fg::AdamTensor{p.data(), g.data(), m.data(), v.data(), x, p.size(),
+                                                   static_cast<float>(step_sizes[i]),
+                                                   static_cast<float>(bias_correction2_sqrts[i])});
   }
   fg::AdamHyper h;
   h.exp_avg_weight = static_cast<float>(1.0 - beta1);
@@ -326,7 +364,10 @@ void adam_step(const List& params, const List& grads, const List& exp_avgs, cons
   h.decoupled = decoupled;
   h.maximize = maximize;
   h.amsgrad = max_exp_avg_sqs.has_value();
-  check(fg::cuda::adam_multi_tensor(ts.data(), static_cast<int64_t>(n), h), "adam_step");
+  for (const auto& [device, ts] : by_device) {
+    DeviceGuard guard(device);
+    check(fg::cuda::adam_multi_tensor(ts.data(), static_cast<int64_t>(ts.size()), h), "adam_step");
+  }
 #else
   no_cuda();
 #endif
@@ -343,19 +384,20 @@ void sgd_step(const List& params, const List& grads, const std::optional<List>& 
     expect_count("init_buffers", init_buffers.size(), n);
   }
 #ifdef FORGEGRAD_WITH_CUDA
-  std::vector<fg::SgdTensor> ts(n);
+  std::map<int, std::vector<fg::SgdTensor>> by_device;  // one launch per device
   for (size_t i = 0; i < n; ++i) {
-    DeviceArray &p = dev(params[i], item("params", i)), &g = dev(grads[i], item("grads", i));
+    Arrays A;  // parameter i and its buffer: one device
+    DeviceArray &p = A.get(params[i], item("params", i)), &g = A.get(grads[i], item("grads", i));
     same_shape(p, item("params", i), g, item("grads", i));
     float* b = nullptr;
     bool init = false;
     if (momentum != 0.0) {
-      DeviceArray& buf = dev((*momentum_buffers)[i], item("momentum_buffers", i));
+      DeviceArray& buf = A.get((*momentum_buffers)[i], item("momentum_buffers", i));
       same_shape(p, item("params", i), buf, item("momentum_buffers", i));
       b = buf.data();
       init = init_buffers[i];
     }
-    ts[i] = fg::SgdTensor{p.data(), g.data(), b, p.size(), init};
+    by_device[A.device()].push_back(fg::SgdTensor{p.data(), g.data(), b, p.size(), init});
   }
   fg::SgdHyper h;
   h.neg_lr = static_cast<float>(-lr);
@@ -364,7 +406,10 @@ void sgd_step(const List& params, const List& grads, const std::optional<List>& 
   h.weight_decay = static_cast<float>(weight_decay);
   h.nesterov = nesterov;
   h.maximize = maximize;
-  check(fg::cuda::sgd_multi_tensor(ts.data(), static_cast<int64_t>(n), h), "sgd_step");
+  for (const auto& [device, ts] : by_device) {
+    DeviceGuard guard(device);
+    check(fg::cuda::sgd_multi_tensor(ts.data(), static_cast<int64_t>(ts.size()), h), "sgd_step");
+  }
 #else
   no_cuda();
 #endif

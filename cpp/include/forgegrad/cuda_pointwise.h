@@ -39,11 +39,12 @@ std::string lstm_cell_backward(int64_t B, int64_t H, const float* gates, const f
 std::string gru_cell_backward(int64_t B, int64_t H, const float* gates, const float* hn, const float* h_prev,
                               const float* dh_in, const float* gy, float* dGi, float* dGh, float* dh_direct);
 
-// One Adam/AdamW (SGD) step over every tensor of the table in ONE kernel launch: tensors are cut
-// into chunks of kOptimChunk elements and each thread block updates one chunk (it finds its tensor
-// by a binary search over the chunk offsets). The table holds device pointers; it is copied to the
-// device on the stream, so the host array may be freed on return. The math is hd::adam_update /
-// hd::sgd_update, with the same constants the CPU kernels take (forgegrad/optim.h).
+// One Adam/AdamW (SGD) step over every tensor of the table in one kernel launch (per ~500 tensors):
+// tensors are cut into chunks of kOptimChunk elements and each thread block updates one chunk (it
+// finds its tensor by a binary search over the chunk offsets). The table of device pointers travels
+// as the kernel's parameter, so the host array may be freed on return and nothing synchronises. The
+// math is hd::adam_update / hd::sgd_update, with the constants the CPU kernels take (optim.h).
+// Every tensor must be on the current device.
 constexpr int64_t kOptimChunk = 4096;
 std::string adam_multi_tensor(const AdamTensor* tensors, int64_t count, const AdamHyper& h);
 std::string sgd_multi_tensor(const SgdTensor* tensors, int64_t count, const SgdHyper& h);

@@ -20,17 +20,12 @@ _GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 def _empty(shape, like):
     """A new float32 DeviceArray of ``shape`` on the device of ``like``."""
     from .. import cuda
-    if hasattr(cuda, "empty"):
-        return cuda.empty(list(shape), device=getattr(like, "device", None))
-    return _C.cuda.DeviceArray(list(shape))
+    return cuda.empty(shape, device=like.device)
 
 
 def _zeros(shape, like):
     from .. import cuda
-    if hasattr(cuda, "zeros"):
-        return cuda.zeros(list(shape), device=getattr(like, "device", None))
-    import numpy as np
-    return cuda.to_device(np.zeros(shape, np.float32))
+    return cuda.zeros(shape, device=like.device)
 
 
 # ---- activations --------------------------------------------------------------------------------------
