@@ -209,6 +209,23 @@ def test_multi_tensor_adam_matches_cpu(kw):
 
 
 @needs_gpu
+def test_multi_tensor_adam_over_several_launches():
+    """More tensors than one launch's table holds (499 Adam tensors): the tables are split, in order."""
+    from forgegrad import cuda_optim
+    rng = np.random.default_rng(10)
+    sizes = [int(n) for n in rng.integers(0, 40, 1203)]
+    params = _tensors(rng, sizes)
+    cpu = [[p.copy() for p in params]] + [[np.zeros_like(p) for p in params] for _ in range(2)]
+    dev = [[_dev(a) for a in group] for group in cpu]
+    grads = _tensors(rng, sizes)
+    hyper = dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, decoupled_weight_decay=True)
+    KO.adam_step(cpu[0], grads, cpu[1], cpu[2], None, [1] * len(sizes), **hyper)
+    cuda_optim.adam_step(dev[0], [_dev(g) for g in grads], dev[1], dev[2], None, [1] * len(sizes), **hyper)
+    for a, b in zip(cpu[0], dev[0]):
+        _close(b.numpy(), a, "adam, many tensors")
+
+
+@needs_gpu
 @pytest.mark.parametrize("kw", [dict(), dict(momentum=0.9, nesterov=True, weight_decay=0.01),
                                 dict(momentum=0.8, dampening=0.3, maximize=True)], ids=["plain", "nesterov", "damp"])
 def test_multi_tensor_sgd_matches_cpu(kw):
