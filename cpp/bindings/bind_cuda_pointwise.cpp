@@ -11,10 +11,10 @@
 #include <string>
 #include <vector>
 
+#include "forgegrad/activation.h"
 #include "forgegrad/bindings.h"
 #include "forgegrad/py_array.h"
 #ifdef FORGEGRAD_WITH_CUDA
-#include "forgegrad/activation.h"
 #include "forgegrad/cuda_array.h"
 #include "forgegrad/cuda_pointwise.h"
 #endif
@@ -82,8 +82,9 @@ std::string item(const char* list, size_t i) { return std::string(list) + "[" + 
 #endif
 
 void check_op(int op) {
-  if (op < 0 || op > 6)
-    throw py::value_error("op must be a forgegrad._C.activation code in [0, 7), got " + std::to_string(op));
+  if (op < 0 || op >= fg::kActCount)
+    throw py::value_error("op must be a forgegrad._C.activation code in [0, " + std::to_string(int(fg::kActCount)) +
+                          "), got " + std::to_string(op));
 }
 
 void act_forward(int op, const Obj& x, const Obj& out, float alpha) {
