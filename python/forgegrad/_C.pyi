@@ -211,6 +211,58 @@ class cuda:
     def synchronize(device: _Int = ...) -> None: ...
     # end of CUDA build only
 
+class cuda_pointwise:
+    @staticmethod
+    def act_backward(op: _Int, grad: object, saved: object, out: object, alpha: _Float = ...) -> None:
+        """out = grad * act'(saved); saved = y (relu, sigmoid, tanh) or x (the others)"""
+        ...
+    @staticmethod
+    def act_forward(op: _Int, x: object, out: object, alpha: _Float = ...) -> None:
+        """out = act(x) on device arrays; op is a forgegrad._C.activation code (RELU, ...)"""
+        ...
+    @staticmethod
+    def adam_step(params: collections.abc.Sequence[object], grads: collections.abc.Sequence[object],
+                  exp_avgs: collections.abc.Sequence[object], exp_avg_sqs: collections.abc.Sequence[object],
+                  max_exp_avg_sqs: collections.abc.Sequence[object] | None,
+                  step_sizes: collections.abc.Sequence[_Float],
+                  bias_correction2_sqrts: collections.abc.Sequence[_Float], *, beta1: _Float, beta2: _Float,
+                  eps: _Float, lr: _Float, weight_decay: _Float, decoupled: bool, maximize: bool) -> None:
+        """One Adam/AdamW step of every device parameter in one kernel launch (forgegrad._C.optim.adam_step's
+        contract).
+        """
+        ...
+    built: bool
+    @staticmethod
+    def gru_cell_backward(gates: object, hn: object, h_prev: object, dh: object, gy: object, d_input: object,
+                          d_hidden: object, dh_direct: object) -> None: ...
+    @staticmethod
+    def gru_cell_forward(xg: object, hp: object, h_prev: object, h_out: object, hn_save: object) -> None: ...
+    @staticmethod
+    def lstm_cell_backward(gates: object, c: object, c_prev: object, dh: object, gy: object, dc: object,
+                           d_pre: object) -> None: ...
+    @staticmethod
+    def lstm_cell_forward(gates: object, c_prev: object, c_out: object, h_out: object) -> None: ...
+    @staticmethod
+    def rnn_backward(mode: _Int, x: object, h0: object, c0: object, w_ih: object, w_hh: object, y: object,
+                     gates: object, cells: object, hn_lin: object, grad_y: object, grad_hn: object, grad_cn: object,
+                     gx: object, gh0: object, gc0: object, gw_ih: object, gw_hh: object, gb_ih: object, gb_hh: object,
+                     reverse: bool) -> None:
+        """Backward through time on device arrays (the contract of forgegrad._C.rnn.backward)."""
+        ...
+    @staticmethod
+    def rnn_forward(mode: _Int, x: object, h0: object, c0: object, w_ih: object, w_hh: object, b_ih: object,
+                    b_hh: object, y: object, h_n: object, c_n: object, gates: object, cells: object, hn_lin: object,
+                    reverse: bool) -> None:
+        """One recurrent layer on device arrays (the contract of forgegrad._C.rnn.forward)."""
+        ...
+    @staticmethod
+    def sgd_step(params: collections.abc.Sequence[object], grads: collections.abc.Sequence[object],
+                 momentum_buffers: collections.abc.Sequence[object] | None,
+                 init_buffers: collections.abc.Sequence[bool], *, lr: _Float, momentum: _Float, dampening: _Float,
+                 weight_decay: _Float, nesterov: bool, maximize: bool) -> None:
+        """One SGD step of every device parameter in one kernel launch (forgegrad._C.optim.sgd_step's contract)."""
+        ...
+
 class embedding:
     @staticmethod
     def embedding_backward(grad: numpy.ndarray, indices: numpy.ndarray, padding_idx: _Int,
@@ -254,6 +306,50 @@ class gemm:
               alpha: _Float = ..., beta: _Float = ..., reference: bool = ...) -> None:
         """out = alpha * op(a) @ op(b) + beta * out on float32 2-D arrays (rows may be strided)."""
         ...
+
+class hd_math:
+    @staticmethod
+    def act_backward(op: _Int, grad: numpy.ndarray, saved: numpy.ndarray,
+                     alpha: _Float = ...) -> numpy.typing.NDArray[numpy.float32]:
+        """grad * act'(.) from saved = y (relu, sigmoid, tanh) or x (the others)"""
+        ...
+    @staticmethod
+    def act_forward(op: _Int, x: numpy.ndarray, alpha: _Float = ...) -> numpy.typing.NDArray[numpy.float32]:
+        """act(x) elementwise; op is a forgegrad._C.activation code (RELU, ...)"""
+        ...
+    @staticmethod
+    def adam_update(param: numpy.ndarray, grad: numpy.ndarray, exp_avg: numpy.ndarray, exp_avg_sq: numpy.ndarray,
+                    max_exp_avg_sq: numpy.ndarray | None, *, step: _Float, lr: _Float, beta1: _Float, beta2: _Float,
+                    eps: _Float, weight_decay: _Float = ..., decoupled: bool = ..., maximize: bool = ...) -> None:
+        """one Adam/AdamW step in place (amsgrad when max_exp_avg_sq is given)"""
+        ...
+    @staticmethod
+    def erf(x: numpy.ndarray) -> numpy.typing.NDArray[numpy.float32]: ...
+    @staticmethod
+    def exp(x: numpy.ndarray) -> numpy.typing.NDArray[numpy.float32]: ...
+    @staticmethod
+    def gru_backward(gates: numpy.ndarray, hn: numpy.ndarray, h_prev: numpy.ndarray, dh: numpy.ndarray) -> tuple: ...
+    @staticmethod
+    def gru_forward(xg: numpy.ndarray, hp: numpy.ndarray, h_prev: numpy.ndarray) -> tuple: ...
+    @staticmethod
+    def lstm_backward(gates: numpy.ndarray, c: numpy.ndarray, c_prev: numpy.ndarray, dh: numpy.ndarray,
+                      dc: numpy.ndarray) -> tuple: ...
+    @staticmethod
+    def lstm_forward(pre: numpy.ndarray, c_prev: numpy.ndarray) -> tuple: ...
+    @staticmethod
+    def rnn_backward(h: numpy.ndarray, dh: numpy.ndarray, relu: bool) -> numpy.typing.NDArray[numpy.float32]: ...
+    @staticmethod
+    def rnn_forward(pre: numpy.ndarray, relu: bool) -> numpy.typing.NDArray[numpy.float32]: ...
+    @staticmethod
+    def sgd_update(param: numpy.ndarray, grad: numpy.ndarray, momentum_buffer: numpy.ndarray | None, init_buffer: bool,
+                   *, lr: _Float, momentum: _Float = ..., dampening: _Float = ..., weight_decay: _Float = ...,
+                   nesterov: bool = ..., maximize: bool = ...) -> None:
+        """one SGD step in place"""
+        ...
+    @staticmethod
+    def sigmoid(x: numpy.ndarray) -> numpy.typing.NDArray[numpy.float32]: ...
+    @staticmethod
+    def tanh(x: numpy.ndarray) -> numpy.typing.NDArray[numpy.float32]: ...
 
 class layernorm:
     @staticmethod

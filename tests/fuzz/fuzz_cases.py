@@ -34,7 +34,10 @@ from forgegrad.kernels import (activation, attention, conv, embedding, gemm, geo
 
 KERNEL_MODULES = {m.__name__.rsplit(".", 1)[1]: m for m in
                   (activation, attention, conv, embedding, gemm, geometry, loss, norm, optim, pool, rnn, softmax)}
-C_SUBMODULES = [n for n in dir(_C) if not n.startswith("_") and inspect.ismodule(getattr(_C, n)) and n != "cuda"]
+# cuda and cuda_pointwise take device arrays: no valid call exists without a GPU (their argument
+# errors are tested in tests/test_cuda.py / tests/test_cuda_pointwise.py)
+C_SUBMODULES = [n for n in dir(_C) if not n.startswith("_") and inspect.ismodule(getattr(_C, n))
+                and n not in ("cuda", "cuda_pointwise")]
 # set_num_threads(10**6) would legitimately start a million threads; its range is checked by test_runtime.
 SIG_SKIP = {"runtime.set_num_threads": "a huge thread count is a valid request that takes minutes to honour",
             "runtime._check_region_alloc": "a self-test hook whose task count is its loop length: 2**31 tasks is "
@@ -223,6 +226,21 @@ def _extra_calls():
               lambda: _C.quant.quantize_u8(xq, 0.05, 128, 0, 255),
               lambda: _C.quant.path(), lambda: _C.quant.paths(), lambda: _C.quant.amx_status(),
               lambda: _C.quant.set_path(None)):
+        f()
+    # the shared host/device math (_C.hd_math), which only tests call
+    HD = _C.hd_math
+    v = rng.standard_normal(37).astype(np.float32)
+    g4, g3 = rng.standard_normal((2, 12)).astype(np.float32), rng.standard_normal((2, 9)).astype(np.float32)
+    c = rng.standard_normal((2, 3)).astype(np.float32)
+    for f in (lambda: HD.exp(v), lambda: HD.sigmoid(v), lambda: HD.tanh(v), lambda: HD.erf(v),
+              lambda: HD.act_forward(_C.activation.GELU, v), lambda: HD.act_forward(_C.activation.LEAKY_RELU, v, 0.1),
+              lambda: HD.act_backward(_C.activation.SILU, v, v), lambda: HD.lstm_forward(g4, c),
+              lambda: HD.lstm_backward(g4, c, c, c, c), lambda: HD.gru_forward(g3, g3, c),
+              lambda: HD.gru_backward(g3, c, c, c), lambda: HD.rnn_forward(v, False),
+              lambda: HD.rnn_backward(v, v, True),
+              lambda: HD.adam_update(v.copy(), v, np.zeros_like(v), np.zeros_like(v), None, step=1, lr=1e-3, beta1=0.9,
+                                     beta2=0.999, eps=1e-8),
+              lambda: HD.sgd_update(v.copy(), v, np.zeros_like(v), True, lr=0.1, momentum=0.9)):
         f()
 
 

@@ -16,6 +16,8 @@
 #include <immintrin.h>
 #endif
 
+#include "forgegrad/hd/common.h"
+
 #ifndef FG_ISA_NS
 #error "simd.h is for cpp/kernels/per_isa/ sources, which CMake compiles with FG_ISA_NS defined"
 #endif
@@ -111,7 +113,9 @@ inline float vreduce_max(vf a) {
   return _mm_cvtss_f32(s);
 }
 #else
-// Portable path: one lane. The compiler may still auto-vectorise loops with SSE2.
+// Portable path: one lane. The compiler may still auto-vectorise loops with SSE2. Its math is the
+// shared host/device code of forgegrad/hd/ (kernels test FG_SIMD_PORTABLE to call it directly).
+#define FG_SIMD_PORTABLE 1
 using vf = float;
 constexpr int W = 1;
 inline vf vzero() { return 0.0f; }
@@ -151,6 +155,16 @@ inline void vstore_upto(float* p, vf v, int n) {
     vstore_n(p, v, n);
 }
 
+#if defined(FG_SIMD_PORTABLE)
+// One lane: the shared scalar definitions (forgegrad/hd/common.h), which the vector versions below
+// implement operation for operation.
+inline vf vexp(vf x) { return hd::exp(x); }
+inline vf vsigmoid(vf x) { return hd::sigmoid(x); }
+inline vf vtanh(vf x) { return hd::tanh(x); }
+inline vf verf(vf x) { return hd::erf(x); }
+#else
+// The vector forms of hd::exp, hd::sigmoid, hd::tanh and hd::erf (forgegrad/hd/common.h): the same
+// constants and the same operations in the same order.
 // exp(x), relative error about 2 ulp over the float range (Cephes polynomial on [-ln2/2, ln2/2]
 // after x = n*ln2 + r). Inputs are clamped to [-87.3, 88.7]; below -87.3 the result is exactly 0.
 // The clamp takes x as the second operand of max/min, which x86 returns when either is NaN, so a
@@ -221,6 +235,8 @@ inline vf verf(vf x) {
   vf small = vfmadd(p, x, x);
   return vselect_gt(t, vset1(0.927734375f), big, small);
 }
+
+#endif  // FG_SIMD_PORTABLE
 
 }  // namespace FG_ISA_NS
 }  // namespace fg

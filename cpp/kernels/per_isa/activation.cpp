@@ -1,9 +1,12 @@
 // Elementwise activations (forward and backward) and column sums, written once against simd.h.
-// x, y, g, dx are contiguous float32 buffers of n elements.
+// x, y, g, dx are contiguous float32 buffers of n elements. The per-element math is
+// forgegrad/hd/activation.h (shared with cuda/elementwise.cu): the portable build calls it, the
+// AVX builds compute the same operations on vectors (the lambdas below).
 
 #include <cmath>
 
 #include "forgegrad/activation.h"
+#include "forgegrad/hd/activation.h"
 #include "forgegrad/parallel.h"
 #include "forgegrad/simd.h"
 
@@ -47,23 +50,34 @@ void map2(const float* a, const float* b, float* y, int64_t n, int64_t grain, F 
   });
 }
 
-// torch's constants (aten/src/ATen/native/cpu/Activation.cpp)
-constexpr float kSqrt1_2 = 0.70710678118654752440f;        // 1/sqrt(2)
-constexpr float kInvSqrt2Pi = 0.39894228040143267794f;     // 1/sqrt(2 pi)
-constexpr float kSqrt2OverPi = 0.79788456080286535588f;    // sqrt(2/pi)
-constexpr float kKappa = 0.044715f;
-
+// torch's constants and the SiLU limits: one definition, in forgegrad/hd/activation.h.
 // SiLU: for x < kSiluLo the result is -0, chosen by a select: x = -inf then gives -0 (the limit)
 // where torch's x / (1 + exp(-x)) is -inf / inf = NaN, and every ISA agrees near the overflow of
 // exp(-x) (AVX2's vexp already returns inf from 127.5 ln 2 = 88.376 on, the others only past
 // 88.72). The exact results there are under 3.7e-37 in size; torch's exp overflows at 88.72 and
 // gives -0 below that. NaN x fails the compare and goes through the formula, so it stays NaN.
-constexpr float kSiluLo = -88.37f;
-constexpr float kFltMax = 3.402823466e38f;
+using hd::kFltMax;
+using hd::kInvSqrt2Pi;
+using hd::kKappa;
+using hd::kSiluLo;
+using hd::kSqrt1_2;
+using hd::kSqrt2OverPi;
 
 }  // namespace
 
+// Per-op grain: cheap ops are worth a thread later than exp-based ones.
+inline int64_t act_grain(int op, bool backward) {
+  if (op == kActRelu || op == kActLeakyRelu) return kGrainCheap;
+  if (backward && (op == kActSigmoid || op == kActTanh)) return kGrainCheap;
+  return kGrainTranscendental;
+}
+
 void act_forward(int op, const float* x, float* y, int64_t n, float alpha) {
+#if defined(FG_SIMD_PORTABLE)
+  if (op < 0 || op >= kActCount) return;  // the binding rejects unknown ops
+  map1(x, y, n, act_grain(op, false), [op, alpha](vf v) { return hd::act_forward(op, v, alpha); });
+  return;
+#endif
   const vf zero = vzero(), half = vset1(0.5f), one = vset1(1.0f);
   switch (op) {
     case kActRelu:
@@ -101,6 +115,11 @@ void act_forward(int op, const float* x, float* y, int64_t n, float alpha) {
 }
 
 void act_backward(int op, const float* g, const float* saved, float* dx, int64_t n, float alpha) {
+#if defined(FG_SIMD_PORTABLE)
+  if (op < 0 || op >= kActCount) return;
+  map2(g, saved, dx, n, act_grain(op, true), [op, alpha](vf gv, vf s) { return hd::act_backward(op, gv, s, alpha); });
+  return;
+#endif
   const vf zero = vzero(), half = vset1(0.5f), one = vset1(1.0f);
   switch (op) {
     case kActRelu: {

@@ -4,6 +4,9 @@
 // (Adam: 16 bytes read, 12 written per element). The math of one vector is a function of
 // registers only; the main loop feeds it full vectors and the tail feeds it a masked vector,
 // so every element goes through the same operations wherever block and thread boundaries fall.
+// The per-element math is forgegrad/hd/optim.h (shared with cuda/optim.cu): the portable build
+// calls it, the AVX builds compute the same operations on vectors.
+#include "forgegrad/hd/optim.h"
 #include "forgegrad/optim.h"
 #include "forgegrad/parallel.h"
 #include "forgegrad/simd.h"
@@ -75,6 +78,7 @@ struct AdamConsts {
   vf lerp_coef, beta2, sq_weight, eps, weight_decay, param_scale, step_size, bc2_sqrt;
   bool lerp_from_start;  // torch's lerp: |w| < 0.5 ? start + w*(end-start) : end + (w-1)*(end-start)
   bool maximize, coupled_wd, decoupled_wd;
+  hd::AdamParams scalar;  // the same constants for hd::adam_update (portable build)
 };
 
 // One vector of the update (torch's fused CPU Adam, operation for operation):
@@ -83,6 +87,9 @@ struct AdamConsts {
 //   p = p - step_size * m / (sqrt(v or vmax) / sqrt(1 - beta2^t) + eps)
 template <bool kAmsgrad>
 inline void adam_math(vf& p, vf g, vf& m, vf& v, vf& vm, const AdamConsts& c) {
+#if defined(FG_SIMD_PORTABLE)
+  hd::adam_update(p, g, m, v, vm, kAmsgrad, c.scalar, c.step_size, c.bc2_sqrt);
+#else
   if (c.maximize) g = vneg(g);
   if (c.coupled_wd) g = vfmadd(p, c.weight_decay, g);
   if (c.decoupled_wd) p = vmul(p, c.param_scale);
@@ -96,6 +103,7 @@ inline void adam_math(vf& p, vf g, vf& m, vf& v, vf& vm, const AdamConsts& c) {
   }
   vf denom = vadd(vdiv(vsqrt(s), c.bc2_sqrt), c.eps);
   p = vsub(p, vdiv(vmul(c.step_size, m), denom));
+#endif
 }
 
 template <bool kAmsgrad>
@@ -131,12 +139,16 @@ void adam_range(const AdamTensor& t, int64_t i0, int64_t i1, const AdamConsts& c
 struct SgdConsts {
   vf neg_lr, momentum, one_minus_dampening, weight_decay;
   bool maximize, use_wd, use_momentum, nesterov;
+  hd::SgdParams scalar;  // the same constants for hd::sgd_update (portable build)
 };
 
 // torch's single-tensor SGD:  g = maximize ? -g : g;  g = g + wd * p;
 //   buf = first ? g : buf * momentum + (1 - dampening) * g;  g = nesterov ? g + momentum * buf : buf
 //   p = p + (-lr) * g
 inline void sgd_math(vf& p, vf g, vf& buf, bool init, const SgdConsts& c) {
+#if defined(FG_SIMD_PORTABLE)
+  hd::sgd_update(p, g, buf, init, c.scalar);
+#else
   if (c.maximize) g = vneg(g);
   if (c.use_wd) g = vfmadd(p, c.weight_decay, g);
   if (c.use_momentum) {
@@ -144,6 +156,7 @@ inline void sgd_math(vf& p, vf g, vf& buf, bool init, const SgdConsts& c) {
     g = c.nesterov ? vfmadd(buf, c.momentum, g) : buf;
   }
   p = vfmadd(g, c.neg_lr, p);
+#endif
 }
 
 void sgd_range(const SgdTensor& t, int64_t i0, int64_t i1, const SgdConsts& c) {
@@ -220,16 +233,18 @@ double chunk_max_abs(const float* x, int64_t n) {
 void adam_step(const AdamTensor* tensors, int64_t count, const AdamHyper& h) {
   if (count <= 0) return;
   AdamConsts c;
-  c.lerp_from_start = std::fabs(h.exp_avg_weight) < 0.5f;
-  c.lerp_coef = vset1(c.lerp_from_start ? h.exp_avg_weight : h.exp_avg_weight - 1.0f);
+  c.scalar = hd::adam_params(h.exp_avg_weight, h.beta2, h.exp_avg_sq_weight, h.eps, h.weight_decay, h.param_scale,
+                             h.decoupled, h.maximize);
+  c.lerp_from_start = c.scalar.lerp_from_start;
+  c.lerp_coef = vset1(c.scalar.lerp_coef);
   c.beta2 = vset1(h.beta2);
   c.sq_weight = vset1(h.exp_avg_sq_weight);
   c.eps = vset1(h.eps);
   c.weight_decay = vset1(h.weight_decay);
   c.param_scale = vset1(h.param_scale);
   c.maximize = h.maximize;
-  c.coupled_wd = !h.decoupled && h.weight_decay != 0.0f;
-  c.decoupled_wd = h.decoupled && h.param_scale != 1.0f;
+  c.coupled_wd = c.scalar.coupled_wd;
+  c.decoupled_wd = c.scalar.decoupled_wd;
   for_each_block(
       count, kBlock, kGrainBlocks, [&](int64_t i) { return tensors[i].n; },
       [&](int64_t ti, int64_t e0, int64_t e1) {
@@ -247,13 +262,14 @@ void adam_step(const AdamTensor* tensors, int64_t count, const AdamHyper& h) {
 void sgd_step(const SgdTensor* tensors, int64_t count, const SgdHyper& h) {
   if (count <= 0) return;
   SgdConsts c;
+  c.scalar = hd::sgd_params(h.neg_lr, h.momentum, h.one_minus_dampening, h.weight_decay, h.nesterov, h.maximize);
   c.neg_lr = vset1(h.neg_lr);
   c.momentum = vset1(h.momentum);
   c.one_minus_dampening = vset1(h.one_minus_dampening);
   c.weight_decay = vset1(h.weight_decay);
   c.maximize = h.maximize;
-  c.use_wd = h.weight_decay != 0.0f;
-  c.use_momentum = h.momentum != 0.0f;
+  c.use_wd = c.scalar.use_wd;
+  c.use_momentum = c.scalar.use_momentum;
   c.nesterov = h.nesterov;
   for_each_block(
       count, kBlock, kGrainBlocks, [&](int64_t i) { return tensors[i].n; },

@@ -2,9 +2,12 @@
 //
 // Steps run in reverse processing order. Per step: one fused gate-gradient pass (split over panels
 // of hidden units) writes dGates_t, then the recurrent matmul dh_{t-1} = dGates_t @ W_hh (split over
-// panels of output units). The weight, input and bias gradients come after the loop from GEMMs and
-// column sums over all T*B rows of dGates, so their summation order is fixed.
+// panels of output units). The gate-gradient math is forgegrad/hd/rnn_cells.h (shared with the
+// CUDA kernels): the portable build calls it per element, the AVX builds compute the same on vectors. The weight, input
+// and bias gradients come after the loop from GEMMs and column sums over all T*B rows of dGates, so their summation
+// order is fixed.
 #include "forgegrad/gemm.h"
+#include "forgegrad/hd/rnn_cells.h"
 #include "forgegrad/memory.h"
 #include "forgegrad/parallel.h"
 #include "forgegrad/rnn.h"
@@ -24,8 +27,8 @@ inline vf dtanh(vf t) { return vfnmadd(t, t, vset1(1.0f)); }
 struct StepIn {
   int64_t B, H, j0;
   int nc;
-  const float* gy;      // (B, H) grad of y_t or null
-  const float* dh_in;   // (B, H) gradient flowing into h_t from step t+1 (or grad_hn)
+  const float* gy;  // (B, H) grad of y_t or null
+  const float* dh_in;  // (B, H) gradient flowing into h_t from step t+1 (or grad_hn)
 };
 
 // The loop every cell gradient runs: for each row b, row(b) sets up that row's pointers and returns
@@ -57,6 +60,11 @@ void lstm_cell_grad(const StepIn& s, const float* gates, const float* c, const f
     const float* cpb = c_prev + b * H;
     float* dcb = dc + b * H;
     return [=](int64_t j, int n, vf dh) {
+#if defined(FG_SIMD_PORTABLE)
+      (void)n;
+      hd::lstm_backward(gi[j], gi[H + j], gi[2 * H + j], gi[3 * H + j], cb[j], cpb[j], dh, dcb[j], di[j], di[H + j],
+                        di[2 * H + j], di[3 * H + j], dcb[j]);
+#else
       vf i = vload_upto(gi + j, n), f = vload_upto(gi + H + j, n);
       vf g = vload_upto(gi + 2 * H + j, n), o = vload_upto(gi + 3 * H + j, n);
       vf tc = vtanh(vload_upto(cb + j, n));
@@ -66,6 +74,7 @@ void lstm_cell_grad(const StepIn& s, const float* gates, const float* c, const f
       vstore_upto(di + 2 * H + j, vmul(vmul(dct, i), dtanh(g)), n);
       vstore_upto(di + 3 * H + j, vmul(vmul(dh, tc), dsig(o)), n);
       vstore_upto(dcb + j, vmul(dct, f), n);
+#endif
     };
   });
 }
@@ -83,6 +92,15 @@ void gru_cell_grad(const StepIn& s, const float* gates, const float* hn, const f
     const float* hpb = h_prev + b * H;
     float* dd = dh_direct + b * H;
     return [=](int64_t j, int n, vf dh) {
+#if defined(FG_SIMD_PORTABLE)
+      (void)n;
+      float dr, dz, dn, dhn;
+      hd::gru_backward(gr[j], gr[H + j], gr[2 * H + j], hnb[j], hpb[j], dh, dr, dz, dn, dhn, dd[j]);
+      dxi[j] = dhh[j] = dr;
+      dxi[H + j] = dhh[H + j] = dz;
+      dxi[2 * H + j] = dn;
+      dhh[2 * H + j] = dhn;
+#else
       vf r = vload_upto(gr + j, n), z = vload_upto(gr + H + j, n), nn = vload_upto(gr + 2 * H + j, n);
       vf dn = vmul(vmul(dh, vsub(vset1(1.0f), z)), dtanh(nn));    // grad of n's pre-activation
       vf dz = vmul(vmul(dh, vsub(vload_upto(hpb + j, n), nn)), dsig(z));
@@ -94,6 +112,7 @@ void gru_cell_grad(const StepIn& s, const float* gates, const float* hn, const f
       vstore_upto(dhh + H + j, dz, n);
       vstore_upto(dhh + 2 * H + j, vmul(dn, r), n);
       vstore_upto(dd + j, vmul(dh, z), n);
+#endif
     };
   });
 }
@@ -105,9 +124,14 @@ void plain_cell_grad(const StepIn& s, bool relu, const float* h, float* dG) {
     const float* hb = h + b * H;
     float* d = dG + b * H;
     return [=](int64_t j, int n, vf dh) {
+#if defined(FG_SIMD_PORTABLE)
+      (void)n;
+      d[j] = hd::rnn_backward(hb[j], dh, relu);
+#else
       vf hv = vload_upto(hb + j, n);
       vf g = relu ? vselect_gt(hv, vzero(), dh, vzero()) : vmul(dh, dtanh(hv));
       vstore_upto(d + j, g, n);
+#endif
     };
   });
 }

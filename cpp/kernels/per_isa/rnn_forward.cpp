@@ -1,9 +1,13 @@
 // Forward through time for LSTM / GRU / RNN (one layer, one direction). See forgegrad/rnn.h.
 //
+// The cell math is forgegrad/hd/rnn_cells.h (shared with the CUDA kernels): the portable build
+// calls it per element, the AVX builds compute the same operations on vectors.
+//
 // Step s processes time t = s (or T-1-s when reverse). Per step the work is split over panels of
 // kRnnNR hidden units; a panel task runs the recurrent matmul for its units' columns of every gate
 // and then the fused gate pass for those units, so each step is one parallel region.
 #include "forgegrad/gemm.h"
+#include "forgegrad/hd/rnn_cells.h"
 #include "forgegrad/memory.h"
 #include "forgegrad/parallel.h"
 #include "forgegrad/rnn.h"
@@ -28,6 +32,9 @@ void lstm_cell(int64_t B, int64_t H, int64_t j0, int64_t nc, float* g, const flo
     const float* cp = c_prev + b * H;
     float* co = c_out + b * H;
     float* ho = h_out + b * H;
+#if defined(FG_SIMD_PORTABLE)
+    for (int64_t j = j0; j < j0 + nc; ++j) hd::lstm_forward(gi[j], gf[j], gg[j], go[j], cp[j], co[j], ho[j]);
+#else
     for (int64_t j = j0; j < j0 + nc; j += W) {
       int n = j0 + nc - j < W ? static_cast<int>(j0 + nc - j) : W;
       vf i = vsigmoid(vload_upto(gi + j, n));
@@ -43,6 +50,7 @@ void lstm_cell(int64_t B, int64_t H, int64_t j0, int64_t nc, float* g, const flo
       vstore_upto(co + j, c, n);
       vstore_upto(ho + j, h, n);
     }
+#endif
   }
 }
 
@@ -60,6 +68,13 @@ void gru_cell(int64_t B, int64_t H, int64_t j0, int64_t nc, float* xg, const flo
     const float* hpv = h_prev + b * H;
     float* ho = h_out + b * H;
     float* save_hn = hn_lin ? hn_lin + b * H : nullptr;
+#if defined(FG_SIMD_PORTABLE)
+    for (int64_t j = j0; j < j0 + nc; ++j) {
+      float hnv = hn[j];
+      hd::gru_forward(xr[j], xz[j], xn[j], hr[j], hz[j], hnv, hpv[j], xr[j], xz[j], xn[j], ho[j]);
+      if (save_hn) save_hn[j] = hnv;
+    }
+#else
     for (int64_t j = j0; j < j0 + nc; j += W) {
       int n = j0 + nc - j < W ? static_cast<int>(j0 + nc - j) : W;
       vf r = vsigmoid(vadd(vload_upto(xr + j, n), vload_upto(hr + j, n)));
@@ -74,6 +89,7 @@ void gru_cell(int64_t B, int64_t H, int64_t j0, int64_t nc, float* xg, const flo
       vstore_upto(ho + j, h, n);
       if (save_hn) vstore_upto(save_hn + j, hnv, n);
     }
+#endif
   }
 }
 
@@ -82,11 +98,15 @@ void plain_cell(int64_t B, int64_t H, int64_t j0, int64_t nc, bool relu, const f
   for (int64_t b = 0; b < B; ++b) {
     const float* p = pre + b * H;
     float* ho = h_out + b * H;
+#if defined(FG_SIMD_PORTABLE)
+    for (int64_t j = j0; j < j0 + nc; ++j) ho[j] = hd::rnn_forward(p[j], relu);
+#else
     for (int64_t j = j0; j < j0 + nc; j += W) {
       int n = j0 + nc - j < W ? static_cast<int>(j0 + nc - j) : W;
       vf v = vload_upto(p + j, n);
       vstore_upto(ho + j, relu ? vmax(vzero(), v) : vtanh(v), n);  // NaN-propagating operand order
     }
+#endif
   }
 }
 

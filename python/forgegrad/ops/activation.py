@@ -13,6 +13,7 @@ from .. import _C
 from ..autograd import Function
 from ..kernels import activation as _K
 from ..kernels import softmax as _KS
+from . import _cuda_pointwise as _CP
 from . import _meta as M
 from . import _samples as S
 from ._util import single_axis
@@ -351,24 +352,15 @@ class DropoutFunction(Function):
         return g if ctx.mask is None else g * ctx.mask
 
 
-class ReluCudaFunction(Function):
-    """relu on the cuda device (forgegrad.cuda kernels on DeviceArrays)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        from .. import cuda
-        y = cuda.relu(x)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        from .. import cuda
-        (y,) = ctx.saved_tensors
-        return cuda.relu_backward(y, g)
-
-
+# The cuda device: kernels of forgegrad._C.cuda_pointwise on DeviceArrays (ops/_cuda_pointwise.py),
+# whose per-element math is the shared host/device code the CPU kernels' portable build runs.
+ReluCudaFunction = _CP.activation_function("relu", _ACT.RELU, saves_output=True)
 ReluFunction.op.add_device("cuda", ReluCudaFunction)
+SigmoidFunction.op.add_device("cuda", _CP.activation_function("sigmoid", _ACT.SIGMOID, saves_output=True))
+TanhFunction.op.add_device("cuda", _CP.activation_function("tanh", _ACT.TANH, saves_output=True))
+SiluFunction.op.add_device("cuda", _CP.activation_function("silu", _ACT.SILU, saves_output=False))
+LeakyReluFunction.op.add_device("cuda", _CP.LeakyReluCudaFunction)
+GeluFunction.op.add_device("cuda", _CP.GeluCudaFunction)
 
 # Kernel codes: the no-graph forward (Function.apply's inference shortcut) and the Linear epilogue.
 _activation_kernel(ReluFunction, _ACT.RELU)

@@ -17,6 +17,7 @@ from .._validate import check_int
 from ..devices import MetaArray
 from ..kernels import rnn as K
 from ..kernels.embedding import embedding_backward as _embedding_backward
+from . import _cuda_pointwise as _CP
 from . import _meta as M
 from . import rnn_samples as RS
 from ._op_rules import with_args
@@ -171,6 +172,10 @@ class RecurrentLayerFunction(Function):
         has_h0, has_c0, has_bih, has_bhh = ctx.has
         return (gx, gh0 if has_h0 else None, gc0 if has_c0 else None, gwi, gwh,
                 gbi if has_bih else None, gbh if has_bhh else None)
+
+
+# the cuda device: host time loop over SGEMMs and fused gate kernels (ops/_cuda_pointwise.py)
+RecurrentLayerFunction.op.add_device("cuda", _CP.RecurrentLayerCudaFunction)
 
 
 # a gather: data movement only
