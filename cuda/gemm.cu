@@ -70,6 +70,8 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], 
       "{%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#elif defined(FG_CUDA_EMULATION)
+  ::fg_emu::mma_m16n8k8(d, a, b);
 #endif
 }
 
@@ -189,7 +191,6 @@ std::string launch(int64_t M, int64_t N, int64_t K, int64_t batch, const float* 
                        aligned16(A) && strides_vec(lda, gb.stride_a, gb.ndim)};
   MatrixOperand<KB> pb{B, ldb, N, batch_strides(gb, gb.stride_b),
                        aligned16(B) && strides_vec(ldb, gb.stride_b, gb.ndim)};
-  cudaStream_t s = current_stream();
   if (tf32) {
     const int64_t tiles_n = (N + tc::BN - 1) / tc::BN;
     FG_LAUNCH(tc::sgemm_tf32, tiles::grid_for<tiles::Big>(M, N, 1, batch), tiles::kThreads, M, N, K, tiles_n, batch, pa,
@@ -266,7 +267,7 @@ __global__ void __launch_bounds__(256)
     part[threadIdx.x] = s;
     __syncthreads();
     for (int w = 128; w > 0; w >>= 1) {
-      if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
+      if (static_cast<int>(threadIdx.x) < w) part[threadIdx.x] += part[threadIdx.x + w];
       __syncthreads();
     }
     if (threadIdx.x == 0) dst[o] = part[0];

@@ -65,9 +65,13 @@ struct Groups {
 };
 
 __device__ __forceinline__ float to_tf32(float v) {
+#ifdef FG_CUDA_EMULATION
+  return ::fg_emu::to_tf32(v);
+#else
   uint32_t r;
   asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
   return __uint_as_float(r);
+#endif
 }
 
 // Write the registers r (as fetched by a fetcher with the same Groups) into a [BK][LD] slice.

@@ -5,9 +5,12 @@
 // build the module only reports `built = False`. None of these kernels has run on a GPU yet.
 #include <pybind11/stl.h>
 
+#include <array>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -23,13 +26,14 @@ namespace py = pybind11;
 
 namespace {
 
+using Shape = std::vector<int64_t>;
+using Pair = std::pair<int64_t, int64_t>;
+using Quad = std::tuple<int64_t, int64_t, int64_t, int64_t>;
+
 #ifdef FORGEGRAD_WITH_CUDA
 using fg::cuda::check;
 using fg::cuda::DeviceArray;
 using Arr = std::shared_ptr<DeviceArray>;
-using Shape = std::vector<int64_t>;
-using Pair = std::pair<int64_t, int64_t>;
-using Quad = std::tuple<int64_t, int64_t, int64_t, int64_t>;
 
 [[noreturn]] void fail(const std::string& op, const std::string& msg) { throw py::value_error(op + ": " + msg); }
 
@@ -40,6 +44,22 @@ int64_t numel(const Shape& s, size_t from = 0, size_t to = SIZE_MAX) {
 }
 
 Arr new_array(Shape shape) { return std::make_shared<DeviceArray>(std::move(shape)); }
+
+// The DeviceArray behind a Python argument; TypeError naming it otherwise.
+const DeviceArray& arr(const py::object& o, const std::string& op, const char* name) {
+  if (!py::isinstance<DeviceArray>(o))
+    throw py::type_error(op + ": " + name + " must be a forgegrad._C.cuda.DeviceArray, got " +
+                         std::string(py::str(py::type::of(o).attr("__name__"))));
+  return o.cast<const DeviceArray&>();
+}
+const float* opt_data(const py::object& o, const std::string& op, const char* name, const Shape& shape) {
+  if (o.is_none()) return nullptr;
+  const DeviceArray& a = arr(o, op, name);
+  if (a.shape() != shape)
+    fail(op, std::string(name) + " must have shape " + fg::bind::shape_str(shape) + ", got " +
+                 fg::bind::shape_str(a.shape()));
+  return a.data();
+}
 
 void need_ndim(const DeviceArray& a, const std::string& op, const char* name, int ndim) {
   if (static_cast<int>(a.shape().size()) != ndim)
@@ -195,16 +215,11 @@ void linear_shapes(const DeviceArray& x, const DeviceArray& w, const std::string
                  fg::bind::shape_str(w.shape()) + ", got input of shape " + fg::bind::shape_str(x.shape()));
 }
 
-Arr linear(const DeviceArray& x, const DeviceArray& w, std::optional<std::shared_ptr<DeviceArray>> bias, bool tf32) {
+Arr linear(const DeviceArray& x, const DeviceArray& w, const py::object& bias, bool tf32) {
   const std::string op = "linear";
   linear_shapes(x, w, op);
   const int64_t out_f = w.shape()[0], in_f = w.shape()[1], rows = numel(x.shape(), 0, x.shape().size() - 1);
-  const float* bp = nullptr;
-  if (bias && *bias) {
-    if ((*bias)->shape() != Shape{out_f})
-      fail(op, "bias must have shape (" + std::to_string(out_f) + ",), got " + fg::bind::shape_str((*bias)->shape()));
-    bp = (*bias)->data();
-  }
+  const float* bp = opt_data(bias, op, "bias", {out_f});
   Shape ys = x.shape();
   ys.back() = out_f;
   Arr y = new_array(ys);
@@ -280,18 +295,13 @@ fg::Conv2dGeom conv_geom(const std::string& op, const Shape& xs, const Shape& ws
   return g;
 }
 
-Arr conv2d_forward(const DeviceArray& x, const DeviceArray& w, std::optional<std::shared_ptr<DeviceArray>> bias,
-                   Pair stride, Quad padding, Pair dilation, int64_t groups) {
+Arr conv2d_forward(const DeviceArray& x, const DeviceArray& w, const py::object& bias, Pair stride, Quad padding,
+                   Pair dilation, int64_t groups) {
   const std::string op = "conv2d";
   need_ndim(x, op, "input", 4);
   need_ndim(w, op, "weight", 4);
   const fg::Conv2dGeom g = conv_geom(op, x.shape(), w.shape(), stride, padding, dilation, groups);
-  const float* bp = nullptr;
-  if (bias && *bias) {
-    if ((*bias)->shape() != Shape{g.OC})
-      fail(op, "bias must have shape (" + std::to_string(g.OC) + ",), got " + fg::bind::shape_str((*bias)->shape()));
-    bp = (*bias)->data();
-  }
+  const float* bp = opt_data(bias, op, "bias", {g.OC});
   Arr y = new_array({g.N, g.OC, g.OH, g.OW});
   check(fg::cuda::conv2d_forward(g, x.data(), w.data(), bp, y->data()), "conv2d_forward");
   return y;
@@ -367,35 +377,93 @@ Arr avg_pool2d_backward(const DeviceArray& gy, const Shape& input_shape, Pair k,
 }
 #endif
 
+// The module's functions take and return Python objects (DeviceArrays, None) so that their
+// signatures, and _C.pyi, are the same in a CPU-only build, where they raise RuntimeError.
+#ifdef FORGEGRAD_WITH_CUDA
+#define FG_CUDA_ONLY(op, ...) __VA_ARGS__
+#else
+#define FG_CUDA_ONLY(op, ...) no_cuda(op)
+[[noreturn]] void no_cuda(const char* op) {
+  throw std::runtime_error(std::string(op) +
+                           ": forgegrad was built without CUDA (no CUDA compiler found, or "
+                           "FORGEGRAD_CUDA=OFF)");
+}
+#endif
+
+// (The DeviceArray arguments are checked one statement at a time, so the first bad one is named.)
+py::object py_matmul(const py::object& a, const py::object& b, bool tf32) {
+  FG_CUDA_ONLY("matmul", const DeviceArray& A = arr(a, "matmul", "a"); const DeviceArray& B = arr(b, "matmul", "b");
+               return py::cast(matmul(A, B, tf32)));
+}
+py::object py_matmul_backward(const py::object& a, const py::object& b, const py::object& g, bool need_a, bool need_b,
+                              bool tf32) {
+  FG_CUDA_ONLY("matmul backward", const std::string op = "matmul backward"; const DeviceArray& A = arr(a, op, "a");
+               const DeviceArray& B = arr(b, op, "b"); const DeviceArray& G = arr(g, op, "grad_output");
+               return matmul_backward(A, B, G, need_a, need_b, tf32));
+}
+py::object py_linear(const py::object& x, const py::object& w, const py::object& bias, bool tf32) {
+  FG_CUDA_ONLY("linear", const DeviceArray& X = arr(x, "linear", "input");
+               const DeviceArray& W = arr(w, "linear", "weight"); return py::cast(linear(X, W, bias, tf32)));
+}
+py::object py_linear_backward(const py::object& x, const py::object& w, const py::object& g, bool need_x, bool need_w,
+                              bool need_b, bool tf32) {
+  FG_CUDA_ONLY("linear backward", const std::string op = "linear backward"; const DeviceArray& X = arr(x, op, "input");
+               const DeviceArray& W = arr(w, op, "weight"); const DeviceArray& G = arr(g, op, "grad_output");
+               return linear_backward(X, W, G, need_x, need_w, need_b, tf32));
+}
+py::object py_conv2d_forward(const py::object& x, const py::object& w, const py::object& bias, Pair stride,
+                             Quad padding, Pair dilation, int64_t groups) {
+  FG_CUDA_ONLY("conv2d", const DeviceArray& X = arr(x, "conv2d", "input");
+               const DeviceArray& W = arr(w, "conv2d", "weight");
+               return py::cast(conv2d_forward(X, W, bias, stride, padding, dilation, groups)));
+}
+py::object py_conv2d_backward(const py::object& x, const py::object& w, const py::object& g, Pair stride, Quad padding,
+                              Pair dilation, int64_t groups, bool need_x, bool need_w, bool need_b) {
+  FG_CUDA_ONLY("conv2d backward", const std::string op = "conv2d backward"; const DeviceArray& X = arr(x, op, "input");
+               const DeviceArray& W = arr(w, op, "weight"); const DeviceArray& G = arr(g, op, "grad_output");
+               return conv2d_backward(X, W, G, stride, padding, dilation, groups, need_x, need_w, need_b));
+}
+py::object py_avg_pool2d_forward(const py::object& x, Pair k, Pair s, Pair p, bool ceil_mode, bool cip,
+                                 int64_t divisor) {
+  FG_CUDA_ONLY("avg_pool2d", const DeviceArray& X = arr(x, "avg_pool2d", "input");
+               return py::cast(avg_pool2d_forward(X, k, s, p, ceil_mode, cip, divisor)));
+}
+py::object py_avg_pool2d_backward(const py::object& g, const std::vector<int64_t>& input_shape, Pair k, Pair s, Pair p,
+                                  bool ceil_mode, bool cip, int64_t divisor) {
+  FG_CUDA_ONLY("avg_pool2d backward", const DeviceArray& G = arr(g, "avg_pool2d backward", "grad_output");
+               return py::cast(avg_pool2d_backward(G, input_shape, k, s, p, ceil_mode, cip, divisor)));
+}
+#undef FG_CUDA_ONLY
+
 void bind(py::module_& m) {
 #ifdef FORGEGRAD_WITH_CUDA
   m.attr("built") = true;
-  m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("allow_tf32") = false,
-        "a @ b with torch.matmul's shape rules (1-D promotion, broadcast batches) -> new DeviceArray.");
-  m.def("matmul_backward", &matmul_backward, py::arg("a"), py::arg("b"), py::arg("grad_output"), py::arg("need_a"),
-        py::arg("need_b"), py::arg("allow_tf32") = false,
-        "(grad_a, grad_b) of matmul; an entry not needed is None. Broadcast batches are summed.");
-  m.def("linear", &linear, py::arg("input"), py::arg("weight"), py::arg("bias") = py::none(),
-        py::arg("allow_tf32") = false, "input @ weight.T + bias -> new DeviceArray.");
-  m.def("linear_backward", &linear_backward, py::arg("input"), py::arg("weight"), py::arg("grad_output"),
-        py::arg("need_input"), py::arg("need_weight"), py::arg("need_bias"), py::arg("allow_tf32") = false,
-        "(grad_input, grad_weight, grad_bias) of linear; entries not needed are None.");
-  m.def("conv2d_forward", &conv2d_forward, py::arg("input"), py::arg("weight"), py::arg("bias"), py::arg("stride"),
-        py::arg("padding"), py::arg("dilation"), py::arg("groups"),
-        "conv2d (NCHW; padding as (top, bottom, left, right)) -> new DeviceArray.");
-  m.def("conv2d_backward", &conv2d_backward, py::arg("input"), py::arg("weight"), py::arg("grad_output"),
-        py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("need_input"),
-        py::arg("need_weight"), py::arg("need_bias"),
-        "(grad_input, grad_weight, grad_bias); entries not needed are None.");
-  m.def("avg_pool2d_forward", &avg_pool2d_forward, py::arg("input"), py::arg("kernel_size"), py::arg("stride"),
-        py::arg("padding"), py::arg("ceil_mode"), py::arg("count_include_pad"), py::arg("divisor_override"),
-        "avg_pool2d (divisor_override 0: none) -> new DeviceArray.");
-  m.def("avg_pool2d_backward", &avg_pool2d_backward, py::arg("grad_output"), py::arg("input_shape"),
-        py::arg("kernel_size"), py::arg("stride"), py::arg("padding"), py::arg("ceil_mode"),
-        py::arg("count_include_pad"), py::arg("divisor_override"), "grad_input of avg_pool2d.");
 #else
   m.attr("built") = false;
 #endif
+  m.def("matmul", &py_matmul, py::arg("a"), py::arg("b"), py::arg("allow_tf32") = false,
+        "a @ b with torch.matmul's shape rules (1-D promotion, broadcast batches) -> new DeviceArray.");
+  m.def("matmul_backward", &py_matmul_backward, py::arg("a"), py::arg("b"), py::arg("grad_output"), py::arg("need_a"),
+        py::arg("need_b"), py::arg("allow_tf32") = false,
+        "(grad_a, grad_b) of matmul; an entry not needed is None. Broadcast batches are summed.");
+  m.def("linear", &py_linear, py::arg("input"), py::arg("weight"), py::arg("bias") = py::none(),
+        py::arg("allow_tf32") = false, "input @ weight.T + bias -> new DeviceArray.");
+  m.def("linear_backward", &py_linear_backward, py::arg("input"), py::arg("weight"), py::arg("grad_output"),
+        py::arg("need_input"), py::arg("need_weight"), py::arg("need_bias"), py::arg("allow_tf32") = false,
+        "(grad_input, grad_weight, grad_bias) of linear; entries not needed are None.");
+  m.def("conv2d_forward", &py_conv2d_forward, py::arg("input"), py::arg("weight"), py::arg("bias"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"), py::arg("groups"),
+        "conv2d (NCHW; padding as (top, bottom, left, right)) -> new DeviceArray.");
+  m.def("conv2d_backward", &py_conv2d_backward, py::arg("input"), py::arg("weight"), py::arg("grad_output"),
+        py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("need_input"),
+        py::arg("need_weight"), py::arg("need_bias"),
+        "(grad_input, grad_weight, grad_bias); entries not needed are None.");
+  m.def("avg_pool2d_forward", &py_avg_pool2d_forward, py::arg("input"), py::arg("kernel_size"), py::arg("stride"),
+        py::arg("padding"), py::arg("ceil_mode"), py::arg("count_include_pad"), py::arg("divisor_override"),
+        "avg_pool2d (divisor_override 0: none) -> new DeviceArray.");
+  m.def("avg_pool2d_backward", &py_avg_pool2d_backward, py::arg("grad_output"), py::arg("input_shape"),
+        py::arg("kernel_size"), py::arg("stride"), py::arg("padding"), py::arg("ceil_mode"),
+        py::arg("count_include_pad"), py::arg("divisor_override"), "grad_input of avg_pool2d.");
 }
 
 }  // namespace

@@ -148,6 +148,50 @@ class cuda:
         ...
     # end of CUDA build only
 
+class cuda_gemm:
+    @staticmethod
+    def avg_pool2d_backward(grad_output: object, input_shape: collections.abc.Sequence[_Int],
+                            kernel_size: tuple[_Int, _Int], stride: tuple[_Int, _Int], padding: tuple[_Int, _Int],
+                            ceil_mode: bool, count_include_pad: bool, divisor_override: _Int) -> object:
+        """grad_input of avg_pool2d."""
+        ...
+    @staticmethod
+    def avg_pool2d_forward(input: object, kernel_size: tuple[_Int, _Int], stride: tuple[_Int, _Int],
+                           padding: tuple[_Int, _Int], ceil_mode: bool, count_include_pad: bool,
+                           divisor_override: _Int) -> object:
+        """avg_pool2d (divisor_override 0: none) -> new DeviceArray."""
+        ...
+    built: bool
+    @staticmethod
+    def conv2d_backward(input: object, weight: object, grad_output: object, stride: tuple[_Int, _Int],
+                        padding: tuple[_Int, _Int, _Int, _Int], dilation: tuple[_Int, _Int], groups: _Int,
+                        need_input: bool, need_weight: bool, need_bias: bool) -> object:
+        """(grad_input, grad_weight, grad_bias); entries not needed are None."""
+        ...
+    @staticmethod
+    def conv2d_forward(input: object, weight: object, bias: object, stride: tuple[_Int, _Int],
+                       padding: tuple[_Int, _Int, _Int, _Int], dilation: tuple[_Int, _Int], groups: _Int) -> object:
+        """conv2d (NCHW; padding as (top, bottom, left, right)) -> new DeviceArray."""
+        ...
+    @staticmethod
+    def linear(input: object, weight: object, bias: object = ..., allow_tf32: bool = ...) -> object:
+        """input @ weight.T + bias -> new DeviceArray."""
+        ...
+    @staticmethod
+    def linear_backward(input: object, weight: object, grad_output: object, need_input: bool, need_weight: bool,
+                        need_bias: bool, allow_tf32: bool = ...) -> object:
+        """(grad_input, grad_weight, grad_bias) of linear; entries not needed are None."""
+        ...
+    @staticmethod
+    def matmul(a: object, b: object, allow_tf32: bool = ...) -> object:
+        """a @ b with torch.matmul's shape rules (1-D promotion, broadcast batches) -> new DeviceArray."""
+        ...
+    @staticmethod
+    def matmul_backward(a: object, b: object, grad_output: object, need_a: bool, need_b: bool,
+                        allow_tf32: bool = ...) -> object:
+        """(grad_a, grad_b) of matmul; an entry not needed is None. Broadcast batches are summed."""
+        ...
+
 class embedding:
     @staticmethod
     def embedding_backward(grad: numpy.ndarray, indices: numpy.ndarray, padding_idx: _Int,

@@ -1,0 +1,97 @@
+// fg_cuda_emu: the host entry points of cuda/gemm.cu, conv.cu and pool.cu, compiled by g++ against
+// the emulated runtime (cuda_runtime.h here), on numpy arrays (in emulation a device pointer is a
+// host pointer). Built and used by tests/test_cuda_emulation.py only.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "common.cuh"
+#include "forgegrad/conv.h"
+#include "forgegrad/cuda_gemm.h"
+#include "forgegrad/pool.h"
+
+namespace py = pybind11;
+using F32 = py::array_t<float, py::array::c_style>;
+using I64 = py::array_t<int64_t, py::array::c_style>;
+
+namespace fg::cuda {
+cudaStream_t current_stream() { return nullptr; }
+bool launch_blocking() { return false; }
+}  // namespace fg::cuda
+
+namespace {
+
+void ok(const std::string& err) {
+  if (!err.empty()) throw std::runtime_error(err);
+}
+float* ptr(F32& a) { return a.mutable_data(); }
+const float* cptr(const py::object& o) { return o.is_none() ? nullptr : o.cast<F32>().data(); }
+
+fg::Conv2dGeom conv_geom(const std::vector<int64_t>& v) {  // N C H W OC KH KW groups sh sw dh dw pt pb pl pr OH OW
+  if (v.size() != 18) throw std::invalid_argument("conv geometry needs 18 ints");
+  fg::Conv2dGeom g{};
+  g.N = v[0], g.C = v[1], g.H = v[2], g.W = v[3], g.OC = v[4], g.KH = v[5], g.KW = v[6], g.groups = v[7];
+  g.stride_h = v[8], g.stride_w = v[9], g.dil_h = v[10], g.dil_w = v[11];
+  g.pad_top = v[12], g.pad_bottom = v[13], g.pad_left = v[14], g.pad_right = v[15], g.OH = v[16], g.OW = v[17];
+  return g;
+}
+
+fg::Pool2dGeom pool_geom(const std::vector<int64_t>& v) {  // N C H W KH KW sh sw ph pw dh dw OH OW
+  if (v.size() != 14) throw std::invalid_argument("pool geometry needs 14 ints");
+  fg::Pool2dGeom g{};
+  g.N = v[0], g.C = v[1], g.H = v[2], g.W = v[3], g.KH = v[4], g.KW = v[5], g.stride_h = v[6], g.stride_w = v[7];
+  g.pad_h = v[8], g.pad_w = v[9], g.dil_h = v[10], g.dil_w = v[11], g.OH = v[12], g.OW = v[13];
+  return g;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(fg_cuda_emu, m) {
+  m.def("sgemm", [](bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, F32 A, int64_t lda, F32 B,
+                    int64_t ldb, float beta, F32 C, int64_t ldc, std::vector<int64_t> sizes, std::vector<int64_t> sa,
+                    std::vector<int64_t> sb, std::vector<int64_t> sc, bool tf32, py::object bias, int64_t a_off) {
+    fg::cuda::GemmBatch gb;
+    gb.ndim = static_cast<int>(sizes.size());
+    for (int d = 0; d < gb.ndim; ++d)
+      gb.size[d] = sizes[d], gb.stride_a[d] = sa[d], gb.stride_b[d] = sb[d], gb.stride_c[d] = sc[d];
+    // a_off: start A that many floats into its buffer (to exercise the unaligned scalar path)
+    ok(fg::cuda::sgemm_batched(ta, tb, M, N, K, alpha, A.data() + a_off, lda, B.data(), ldb, beta, ptr(C), ldc, gb,
+                               tf32, cptr(bias)));
+  });
+  m.def("sum_to_batch", [](F32 src, F32 dst, std::vector<int64_t> full, std::vector<int64_t> target, int64_t inner) {
+    ok(fg::cuda::sum_to_batch(src.data(), ptr(dst), static_cast<int>(full.size()), full.data(), target.data(), inner));
+  });
+  m.def("strided_sum", [](F32 src, F32 dst, int64_t n_out, int64_t outer, int64_t so, int64_t sm, int64_t inner) {
+    ok(fg::cuda::strided_sum(src.data(), ptr(dst), n_out, outer, so, sm, inner));
+  });
+  m.def("conv2d_forward", [](F32 x, F32 w, py::object bias, F32 y, std::vector<int64_t> geo) {
+    ok(fg::cuda::conv2d_forward(conv_geom(geo), x.data(), w.data(), cptr(bias), ptr(y)));
+  });
+  m.def("conv2d_backward_input", [](F32 w, F32 gy, F32 gx, std::vector<int64_t> geo) {
+    ok(fg::cuda::conv2d_backward_input(conv_geom(geo), w.data(), gy.data(), ptr(gx)));
+  });
+  m.def("conv2d_backward_weight", [](F32 x, F32 gy, py::object gw, py::object gb, std::vector<int64_t> geo) {
+    const fg::Conv2dGeom g = conv_geom(geo);
+    std::vector<float> work(static_cast<size_t>(fg::cuda::conv2d_backward_weight_workspace(g)));
+    float* gwp = gw.is_none() ? nullptr : gw.cast<F32>().mutable_data();
+    float* gbp = gb.is_none() ? nullptr : gb.cast<F32>().mutable_data();
+    ok(fg::cuda::conv2d_backward_weight(g, x.data(), gy.data(), gwp, gbp, work.empty() ? nullptr : work.data()));
+    return static_cast<int64_t>(work.size());
+  });
+  m.def("max_pool2d_forward", [](F32 x, F32 y, I64 idx, std::vector<int64_t> geo) {
+    ok(fg::cuda::max_pool2d_forward(pool_geom(geo), x.data(), ptr(y), idx.mutable_data()));
+  });
+  m.def("max_pool2d_backward", [](F32 gy, I64 idx, F32 gx, std::vector<int64_t> geo) {
+    ok(fg::cuda::max_pool2d_backward(pool_geom(geo), gy.data(), idx.data(), ptr(gx)));
+  });
+  m.def("avg_pool2d_forward", [](F32 x, F32 y, std::vector<int64_t> geo, bool cip, int64_t div) {
+    ok(fg::cuda::avg_pool2d_forward(pool_geom(geo), x.data(), ptr(y), cip, div));
+  });
+  m.def("avg_pool2d_backward", [](F32 gy, F32 gx, std::vector<int64_t> geo, bool cip, int64_t div) {
+    ok(fg::cuda::avg_pool2d_backward(pool_geom(geo), gy.data(), ptr(gx), cip, div));
+  });
+}
