@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -43,21 +44,43 @@ int64_t numel(const Shape& s, size_t from = 0, size_t to = SIZE_MAX) {
   return n;
 }
 
-Arr new_array(Shape shape) { return std::make_shared<DeviceArray>(std::move(shape)); }
+// A new float32 array on the current device (the callers hold a DeviceGuard for their inputs' device).
+Arr new_array(Shape shape, fg::cuda::DType t = fg::cuda::DType::kFloat32) {
+  return std::make_shared<DeviceArray>(std::move(shape), t);
+}
 
-// The DeviceArray behind a Python argument; TypeError naming it otherwise.
-const DeviceArray& arr(const py::object& o, const std::string& op, const char* name) {
+// The DeviceArray behind a Python argument (of dtype t); TypeError naming it otherwise.
+const DeviceArray& arr(const py::object& o, const std::string& op, const char* name,
+                       fg::cuda::DType t = fg::cuda::DType::kFloat32) {
   if (!py::isinstance<DeviceArray>(o))
     throw py::type_error(op + ": " + name + " must be a forgegrad._C.cuda.DeviceArray, got " +
                          std::string(py::str(py::type::of(o).attr("__name__"))));
-  return o.cast<const DeviceArray&>();
+  const DeviceArray& a = o.cast<const DeviceArray&>();
+  if (a.dtype() != t)
+    throw py::type_error(op + ": " + name + " must be " + fg::cuda::dtype_name(t) + ", got " +
+                         fg::cuda::dtype_name(a.dtype()));
+  return a;
 }
-const float* opt_data(const py::object& o, const std::string& op, const char* name, const Shape& shape) {
+
+// The device of the arrays (ValueError naming the first on another device than the first array).
+int same_device(const std::string& op, std::initializer_list<std::pair<const DeviceArray*, const char*>> arrays) {
+  const auto& first = *arrays.begin();
+  for (const auto& a : arrays)
+    if (a.first->device() != first.first->device())
+      fail(op, std::string(a.second) + " is on cuda:" + std::to_string(a.first->device()) + ", " + first.second +
+                   " on cuda:" + std::to_string(first.first->device()));
+  return first.first->device();
+}
+
+const float* opt_data(const py::object& o, const std::string& op, const char* name, const Shape& shape, int device) {
   if (o.is_none()) return nullptr;
   const DeviceArray& a = arr(o, op, name);
   if (a.shape() != shape)
     fail(op, std::string(name) + " must have shape " + fg::bind::shape_str(shape) + ", got " +
                  fg::bind::shape_str(a.shape()));
+  if (a.device() != device)
+    fail(op,
+         std::string(name) + " is on cuda:" + std::to_string(a.device()) + ", input on cuda:" + std::to_string(device));
   return a.data();
 }
 
@@ -219,7 +242,7 @@ Arr linear(const DeviceArray& x, const DeviceArray& w, const py::object& bias, b
   const std::string op = "linear";
   linear_shapes(x, w, op);
   const int64_t out_f = w.shape()[0], in_f = w.shape()[1], rows = numel(x.shape(), 0, x.shape().size() - 1);
-  const float* bp = opt_data(bias, op, "bias", {out_f});
+  const float* bp = opt_data(bias, op, "bias", {out_f}, x.device());
   Shape ys = x.shape();
   ys.back() = out_f;
   Arr y = new_array(ys);
@@ -301,7 +324,7 @@ Arr conv2d_forward(const DeviceArray& x, const DeviceArray& w, const py::object&
   need_ndim(x, op, "input", 4);
   need_ndim(w, op, "weight", 4);
   const fg::Conv2dGeom g = conv_geom(op, x.shape(), w.shape(), stride, padding, dilation, groups);
-  const float* bp = opt_data(bias, op, "bias", {g.OC});
+  const float* bp = opt_data(bias, op, "bias", {g.OC}, x.device());
   Arr y = new_array({g.N, g.OC, g.OH, g.OW});
   check(fg::cuda::conv2d_forward(g, x.data(), w.data(), bp, y->data()), "conv2d_forward");
   return y;
@@ -375,6 +398,29 @@ Arr avg_pool2d_backward(const DeviceArray& gy, const Shape& input_shape, Pair k,
   check(fg::cuda::avg_pool2d_backward(g, gy.data(), gx->data(), cip, divisor), "avg_pool2d_backward");
   return gx;
 }
+
+py::tuple max_pool2d_forward(const DeviceArray& x, Pair k, Pair s, Pair p, Pair d, bool ceil_mode) {
+  const fg::Pool2dGeom g = pool_geom("max_pool2d", x.shape(), k, s, p, d, ceil_mode);
+  Arr y = new_array({g.N, g.C, g.OH, g.OW}), idx = new_array({g.N, g.C, g.OH, g.OW}, fg::cuda::DType::kInt64);
+  check(fg::cuda::max_pool2d_forward(g, x.data(), y->data(), idx->data_as<int64_t>()), "max_pool2d_forward");
+  return py::make_tuple(y, idx);
+}
+
+// The gather-form backward reads only indices inside each output's window (where forward puts them);
+// an index elsewhere sends no gradient, never an out-of-bounds write.
+Arr max_pool2d_backward(const DeviceArray& gy, const DeviceArray& idx, const Shape& input_shape, Pair k, Pair s, Pair p,
+                        Pair d, bool ceil_mode) {
+  const std::string op = "max_pool2d backward";
+  const fg::Pool2dGeom g = pool_geom(op, input_shape, k, s, p, d, ceil_mode);
+  const Shape ys{g.N, g.C, g.OH, g.OW};
+  if (gy.shape() != ys)
+    fail(op, "grad_output must have shape " + fg::bind::shape_str(ys) + ", got " + fg::bind::shape_str(gy.shape()));
+  if (idx.shape() != ys)
+    fail(op, "indices must have shape " + fg::bind::shape_str(ys) + ", got " + fg::bind::shape_str(idx.shape()));
+  Arr gx = new_array(input_shape);
+  check(fg::cuda::max_pool2d_backward(g, gy.data(), idx.data_as<int64_t>(), gx->data()), "max_pool2d_backward");
+  return gx;
+}
 #endif
 
 // The module's functions take and return Python objects (DeviceArrays, None) so that their
@@ -393,45 +439,67 @@ Arr avg_pool2d_backward(const DeviceArray& gy, const Shape& input_shape, Pair k,
 // (The DeviceArray arguments are checked one statement at a time, so the first bad one is named.)
 py::object py_matmul(const py::object& a, const py::object& b, bool tf32) {
   FG_CUDA_ONLY("matmul", const DeviceArray& A = arr(a, "matmul", "a"); const DeviceArray& B = arr(b, "matmul", "b");
+               fg::cuda::DeviceGuard guard(same_device("matmul", {{&A, "a"}, {&B, "b"}}));
                return py::cast(matmul(A, B, tf32)));
 }
 py::object py_matmul_backward(const py::object& a, const py::object& b, const py::object& g, bool need_a, bool need_b,
                               bool tf32) {
   FG_CUDA_ONLY("matmul backward", const std::string op = "matmul backward"; const DeviceArray& A = arr(a, op, "a");
                const DeviceArray& B = arr(b, op, "b"); const DeviceArray& G = arr(g, op, "grad_output");
+               fg::cuda::DeviceGuard guard(same_device(op, {{&A, "a"}, {&B, "b"}, {&G, "grad_output"}}));
                return matmul_backward(A, B, G, need_a, need_b, tf32));
 }
 py::object py_linear(const py::object& x, const py::object& w, const py::object& bias, bool tf32) {
   FG_CUDA_ONLY("linear", const DeviceArray& X = arr(x, "linear", "input");
-               const DeviceArray& W = arr(w, "linear", "weight"); return py::cast(linear(X, W, bias, tf32)));
+               const DeviceArray& W = arr(w, "linear", "weight");
+               fg::cuda::DeviceGuard guard(same_device("linear", {{&X, "input"}, {&W, "weight"}}));
+               return py::cast(linear(X, W, bias, tf32)));
 }
 py::object py_linear_backward(const py::object& x, const py::object& w, const py::object& g, bool need_x, bool need_w,
                               bool need_b, bool tf32) {
   FG_CUDA_ONLY("linear backward", const std::string op = "linear backward"; const DeviceArray& X = arr(x, op, "input");
                const DeviceArray& W = arr(w, op, "weight"); const DeviceArray& G = arr(g, op, "grad_output");
+               fg::cuda::DeviceGuard guard(same_device(op, {{&X, "input"}, {&W, "weight"}, {&G, "grad_output"}}));
                return linear_backward(X, W, G, need_x, need_w, need_b, tf32));
 }
 py::object py_conv2d_forward(const py::object& x, const py::object& w, const py::object& bias, Pair stride,
                              Quad padding, Pair dilation, int64_t groups) {
   FG_CUDA_ONLY("conv2d", const DeviceArray& X = arr(x, "conv2d", "input");
                const DeviceArray& W = arr(w, "conv2d", "weight");
+               fg::cuda::DeviceGuard guard(same_device("conv2d", {{&X, "input"}, {&W, "weight"}}));
                return py::cast(conv2d_forward(X, W, bias, stride, padding, dilation, groups)));
 }
 py::object py_conv2d_backward(const py::object& x, const py::object& w, const py::object& g, Pair stride, Quad padding,
                               Pair dilation, int64_t groups, bool need_x, bool need_w, bool need_b) {
   FG_CUDA_ONLY("conv2d backward", const std::string op = "conv2d backward"; const DeviceArray& X = arr(x, op, "input");
                const DeviceArray& W = arr(w, op, "weight"); const DeviceArray& G = arr(g, op, "grad_output");
+               fg::cuda::DeviceGuard guard(same_device(op, {{&X, "input"}, {&W, "weight"}, {&G, "grad_output"}}));
                return conv2d_backward(X, W, G, stride, padding, dilation, groups, need_x, need_w, need_b));
 }
 py::object py_avg_pool2d_forward(const py::object& x, Pair k, Pair s, Pair p, bool ceil_mode, bool cip,
                                  int64_t divisor) {
   FG_CUDA_ONLY("avg_pool2d", const DeviceArray& X = arr(x, "avg_pool2d", "input");
+               fg::cuda::DeviceGuard guard(X.device());
                return py::cast(avg_pool2d_forward(X, k, s, p, ceil_mode, cip, divisor)));
 }
 py::object py_avg_pool2d_backward(const py::object& g, const std::vector<int64_t>& input_shape, Pair k, Pair s, Pair p,
                                   bool ceil_mode, bool cip, int64_t divisor) {
   FG_CUDA_ONLY("avg_pool2d backward", const DeviceArray& G = arr(g, "avg_pool2d backward", "grad_output");
+               fg::cuda::DeviceGuard guard(G.device());
                return py::cast(avg_pool2d_backward(G, input_shape, k, s, p, ceil_mode, cip, divisor)));
+}
+py::object py_max_pool2d_forward(const py::object& x, Pair k, Pair s, Pair p, Pair d, bool ceil_mode) {
+  FG_CUDA_ONLY("max_pool2d", const DeviceArray& X = arr(x, "max_pool2d", "input");
+               fg::cuda::DeviceGuard guard(X.device()); return max_pool2d_forward(X, k, s, p, d, ceil_mode));
+}
+py::object py_max_pool2d_backward(const py::object& g, const py::object& indices,
+                                  const std::vector<int64_t>& input_shape, Pair k, Pair s, Pair p, Pair d,
+                                  bool ceil_mode) {
+  FG_CUDA_ONLY("max_pool2d backward", const std::string op = "max_pool2d backward";
+               const DeviceArray& G = arr(g, op, "grad_output");
+               const DeviceArray& I = arr(indices, op, "indices", fg::cuda::DType::kInt64);
+               fg::cuda::DeviceGuard guard(same_device(op, {{&G, "grad_output"}, {&I, "indices"}}));
+               return py::cast(max_pool2d_backward(G, I, input_shape, k, s, p, d, ceil_mode)));
 }
 #undef FG_CUDA_ONLY
 
@@ -458,6 +526,12 @@ void bind(py::module_& m) {
         py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("need_input"),
         py::arg("need_weight"), py::arg("need_bias"),
         "(grad_input, grad_weight, grad_bias); entries not needed are None.");
+  m.def("max_pool2d_forward", &py_max_pool2d_forward, py::arg("input"), py::arg("kernel_size"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"), py::arg("ceil_mode"),
+        "(values, int64 indices h * W + w in each plane) of max_pool2d -> new DeviceArrays.");
+  m.def("max_pool2d_backward", &py_max_pool2d_backward, py::arg("grad_output"), py::arg("indices"),
+        py::arg("input_shape"), py::arg("kernel_size"), py::arg("stride"), py::arg("padding"), py::arg("dilation"),
+        py::arg("ceil_mode"), "grad_input of max_pool2d (a gather over the windows: no atomics).");
   m.def("avg_pool2d_forward", &py_avg_pool2d_forward, py::arg("input"), py::arg("kernel_size"), py::arg("stride"),
         py::arg("padding"), py::arg("ceil_mode"), py::arg("count_include_pad"), py::arg("divisor_override"),
         "avg_pool2d (divisor_override 0: none) -> new DeviceArray.");

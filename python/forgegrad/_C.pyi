@@ -191,6 +191,17 @@ class cuda_gemm:
                         allow_tf32: bool = ...) -> object:
         """(grad_a, grad_b) of matmul; an entry not needed is None. Broadcast batches are summed."""
         ...
+    @staticmethod
+    def max_pool2d_backward(grad_output: object, indices: object, input_shape: collections.abc.Sequence[_Int],
+                            kernel_size: tuple[_Int, _Int], stride: tuple[_Int, _Int], padding: tuple[_Int, _Int],
+                            dilation: tuple[_Int, _Int], ceil_mode: bool) -> object:
+        """grad_input of max_pool2d (a gather over the windows: no atomics)."""
+        ...
+    @staticmethod
+    def max_pool2d_forward(input: object, kernel_size: tuple[_Int, _Int], stride: tuple[_Int, _Int],
+                           padding: tuple[_Int, _Int], dilation: tuple[_Int, _Int], ceil_mode: bool) -> object:
+        """(values, int64 indices h * W + w in each plane) of max_pool2d -> new DeviceArrays."""
+        ...
 
 class embedding:
     @staticmethod
