@@ -27,9 +27,11 @@ pytestmark = pytest.mark.slow  # one g++ build of the kernels (cached under buil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCES = [os.path.join(ROOT, "cuda", f) for f in ("gemm.cu", "conv.cu", "pool.cu")]
+BINDINGS = [os.path.join(ROOT, "cpp", "bindings", f) for f in ("bind_cuda_gemm.cpp", "py_array.cpp")]
 HEADERS = [os.path.join(ROOT, p) for p in ("cuda/common.cuh", "cuda/gemm_tiles.cuh", "cuda/launch.cuh",
                                            "cpp/include/forgegrad/cuda_gemm.h", "cpp/include/forgegrad/conv.h",
-                                           "cpp/include/forgegrad/pool.h", "tests/cuda_emulation/cuda_runtime.h",
+                                           "cpp/include/forgegrad/pool.h", "cpp/include/forgegrad/cuda_array.h",
+                                           "cpp/include/forgegrad/cuda_api.h", "tests/cuda_emulation/cuda_runtime.h",
                                            "tests/cuda_emulation/emu_module.cpp")]
 
 
@@ -38,8 +40,12 @@ def _build():
     if cxx is None:
         pytest.skip("no C++ compiler to build the emulated CUDA kernels")
     import pybind11
-    digest = hashlib.sha256()
-    for p in SOURCES + HEADERS:
+    flags = ["-std=c++17", "-fPIC", "-DFG_CUDA_EMULATION", "-w",
+             "-I" + os.path.join(ROOT, "tests", "cuda_emulation"), "-I" + os.path.join(ROOT, "cuda"),
+             "-I" + os.path.join(ROOT, "cpp", "include"), "-I" + pybind11.get_include(),
+             "-I" + sysconfig.get_paths()["include"]]
+    digest = hashlib.sha256(" ".join(flags).encode())
+    for p in SOURCES + BINDINGS + HEADERS:
         with open(p, "rb") as f:
             digest.update(f.read())
     out_dir = os.path.join(ROOT, "build", "cuda_emulation", digest.hexdigest()[:16])
@@ -47,18 +53,18 @@ def _build():
     target = os.path.join(out_dir, "fg_cuda_emu" + suffix)
     if not os.path.exists(target):
         os.makedirs(out_dir, exist_ok=True)
-        flags = ["-std=c++17", "-O1", "-fPIC", "-pthread", "-DFG_CUDA_EMULATION", "-w",
-                 "-I" + os.path.join(ROOT, "tests", "cuda_emulation"), "-I" + os.path.join(ROOT, "cuda"),
-                 "-I" + os.path.join(ROOT, "cpp", "include"), "-I" + pybind11.get_include(),
-                 "-I" + sysconfig.get_paths()["include"]]
-        objs = []
+        objs, procs = [], []
+        # the kernels, and one unit with the bindings (emu_module.cpp includes BINDINGS)
         for src in SOURCES + [os.path.join(ROOT, "tests", "cuda_emulation", "emu_module.cpp")]:
             obj = os.path.join(out_dir, os.path.basename(src) + ".o")
-            lang = ["-x", "c++"] if src.endswith(".cu") else []
-            subprocess.run([cxx, *flags, *lang, "-c", src, "-o", obj], check=True)
+            # kernels optimised (they run), the pybind11 unit not (it compiles slowly)
+            lang = ["-x", "c++", "-O1"] if src.endswith(".cu") else ["-O0"]
+            procs.append(subprocess.Popen([cxx, *flags, *lang, "-c", src, "-o", obj]))
             objs.append(obj)
+        if any([p.wait() != 0 for p in procs]):  # wait for all of them
+            raise RuntimeError("building the emulated CUDA kernels failed (compiler output above)")
         tmp = target + f".{os.getpid()}.tmp"
-        subprocess.run([cxx, "-shared", "-pthread", *objs, "-o", tmp], check=True)
+        subprocess.run([cxx, "-shared", *objs, "-o", tmp], check=True)
         os.replace(tmp, target)  # atomic: a concurrent run sees the whole module or none
     spec = importlib.util.spec_from_file_location("fg_cuda_emu", target)
     mod = importlib.util.module_from_spec(spec)
@@ -277,3 +283,112 @@ def test_avg_pool2d_matches_cpu_bit_for_bit(emu, xs, k, s, p, ceil_mode, cip, di
     gx = np.full(xs, np.nan, np.float32)
     emu.avg_pool2d_backward(gy, gx, geo, cip, div or 0)
     np.testing.assert_array_equal(gx, cpu_pool.avg_pool2d_backward(gy, xs, k, s, p, ceil_mode, cip, div))
+
+
+# ---- the whole cuda path: the ops' cuda Functions -> the real bindings -> the kernels, emulated --------
+class _WithEmulatedGemm:
+    """What ops/linalg.py, conv.py and pool.py see as ``_C``: the real module, but cuda_gemm emulated."""
+
+    def __init__(self, real, emu):
+        self._real, self.cuda_gemm = real, emu.cuda_gemm
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+@pytest.fixture
+def emulated_ops(emu, monkeypatch):
+    from forgegrad import _C
+    from forgegrad.ops import conv, linalg, pool
+    for mod in (linalg, conv, pool):
+        monkeypatch.setattr(mod, "_C", _WithEmulatedGemm(_C, emu))
+    return emu
+
+
+def _run(fn, args, kwargs, grad_positions, emu=None):
+    """Forward and backward of Function fn; device arrays are emulated DeviceArrays when emu is given."""
+    def wrap(a):
+        if isinstance(a, np.ndarray):
+            return emu.DeviceArray.from_numpy(a) if emu else a.copy()
+        return a
+
+    def unwrap(a):
+        return None if a is None else (a if isinstance(a, np.ndarray) else a.numpy())
+
+    ctx = fn.__new__(fn)
+    ctx.needs_input_grad = tuple(i in grad_positions for i in range(len(args)))
+    outs = fn.forward(ctx, *[wrap(a) for a in args], **kwargs)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    values = [unwrap(o) for o in outs]
+    rng = np.random.default_rng(7)
+    cots = [rng.uniform(-1, 1, v.shape).astype(np.float32) for v in values[:1]]
+    grads = fn.backward(ctx, *[wrap(c) for c in cots])
+    grads = grads if isinstance(grads, tuple) else (grads,)
+    return values, [unwrap(grads[p]) if p < len(grads) else None for p in grad_positions]
+
+
+def _cases():
+    from forgegrad.ops import registry
+    for name in ("matmul", "linear", "conv2d", "max_pool2d", "avg_pool2d"):
+        op = registry._OPS[name]
+        for s in op.samples():
+            if "large" in s.name or "several threads" in s.name:
+                continue  # the CPU's threading cases: big for one host thread per CUDA thread
+            yield pytest.param(op, s.args, s.kwargs, s.grad_positions(), id=f"{name}-{s.name}")
+    mm = registry._OPS["matmul"]
+    for a, b in [((3, 1, 4, 5), (2, 5, 6)), ((5,), (5,)), ((2, 3, 4), (4,)), ((4,), (2, 4, 3)), ((1, 1), (1, 1)),
+                 ((7, 5), (3, 1, 5, 2)), ((2, 0, 3), (3, 4)), ((3, 0), (0, 2))]:
+        args = (rand(*a), rand(*b, seed=1))
+        yield pytest.param(mm, args, {}, (0, 1), id=f"matmul-{a}@{b}")
+
+
+@pytest.mark.parametrize("op,args,kwargs,grad", list(_cases()))
+def test_cuda_function_matches_cpu(emulated_ops, op, args, kwargs, grad):
+    want_v, want_g = _run(op.function, args, kwargs, grad)
+    got_v, got_g = _run(op.functions["cuda"], args, kwargs, grad, emulated_ops)
+    for g, w in zip(got_v, want_v):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        if w.dtype == np.int64:
+            np.testing.assert_array_equal(g, w)  # max_pool2d's argmax
+        else:
+            close(g, w)
+    for g, w in zip(got_g, want_g):
+        assert (g is None) == (w is None)
+        if w is not None:
+            assert g.shape == w.shape
+            close(g, w)
+
+
+def test_cuda_matmul_tf32_flag(emulated_ops, monkeypatch):
+    import forgegrad.cuda
+    from forgegrad.ops import registry
+    fn = registry._OPS["matmul"].functions["cuda"]
+    a, b = rand(20, 30), rand(30, 10, seed=1)
+    (fp32,), _ = _run(fn, (a, b), {}, (0, 1), emulated_ops)
+    monkeypatch.setattr(forgegrad.cuda, "matmul_allow_tf32", True)
+    (tf32,), (ga, gb) = _run(fn, (a, b), {}, (0, 1), emulated_ops)
+    close(fp32, ref_gemm(a, b, False, False))
+    close(tf32, ref_gemm(_tf32(a), _tf32(b), False, False))
+    assert not np.array_equal(fp32, tf32)
+    g = np.random.default_rng(7).uniform(-1, 1, (20, 10)).astype(np.float32)  # _run's cotangent
+    close(ga, ref_gemm(_tf32(g), _tf32(b), False, True))  # the gradients took the TF32 path too
+    close(gb, ref_gemm(_tf32(a), _tf32(g), True, False))
+
+
+def test_cuda_bindings_name_bad_arguments(emulated_ops):
+    k = emulated_ops.cuda_gemm
+    a = emulated_ops.DeviceArray.from_numpy(rand(3, 4))
+    with pytest.raises(ValueError, match="cannot be multiplied"):
+        k.matmul(a, a, False)
+    with pytest.raises(TypeError, match="b must be a forgegrad._C.cuda.DeviceArray, got ndarray"):
+        k.matmul(a, rand(4, 2), False)
+    with pytest.raises(TypeError, match="weight must be float32, got int64"):
+        k.linear(a, emulated_ops.DeviceArray.from_numpy(np.zeros((2, 4), np.int64)), None, False)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        k.linear(a, a, emulated_ops.DeviceArray.from_numpy(rand(4)), False)
+    x = emulated_ops.DeviceArray.from_numpy(rand(1, 2, 5, 5))
+    with pytest.raises(ValueError, match="does not match input"):
+        w = emulated_ops.DeviceArray.from_numpy(rand(3, 3, 3, 3))
+        k.conv2d_forward(x, w, None, (1, 1), (0, 0, 0, 0), (1, 1), 1)
+    with pytest.raises(ValueError, match="grad_output must have shape"):
+        k.avg_pool2d_backward(x, [1, 2, 5, 5], (2, 2), (2, 2), (0, 0), False, True, 0)

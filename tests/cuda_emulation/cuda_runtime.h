@@ -1,20 +1,21 @@
 // A stand-in for <cuda_runtime.h> that lets g++ compile the GEMM-family kernels (cuda/gemm.cu,
 // conv.cu, pool.cu, built with -DFG_CUDA_EMULATION -x c++) into host code: every CUDA thread of a
-// block is a host thread, __syncthreads is a barrier among them, __shared__ arrays are statics (the
-// blocks of a launch run one after another), device pointers are host pointers. tests/
+// block is a fiber on the host thread, __syncthreads a switch back to their round-robin scheduler,
+// __shared__ arrays are statics (the blocks of a launch run one after another), device pointers are
+// host pointers. tests/
 // test_cuda_emulation.py builds the kernels this way and compares them with the CPU kernels.
 //
 // This checks the kernels' index arithmetic, tiling, edge and split-K handling and their results on
 // real shapes; it is no GPU run: it says nothing about speed, memory-model races or the hardware.
 #pragma once
+#include <ucontext.h>
 #include <algorithm>
 #include <cmath>
-#include <condition_variable>
+
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
-#include <mutex>
-#include <thread>
 #include <vector>
 
 struct dim3 {
@@ -43,54 +44,70 @@ inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 
 namespace fg_emu {
 
-struct Barrier {
-  std::mutex m;
-  std::condition_variable cv;
-  int count = 0, total = 0;
-  long generation = 0;
-  void wait() {
-    std::unique_lock<std::mutex> lock(m);
-    const long gen = generation;
-    if (++count == total) {
-      count = 0;
-      ++generation;
-      cv.notify_all();
-    } else {
-      cv.wait(lock, [&] { return generation != gen; });
-    }
-  }
-};
-
-inline Barrier& block_barrier() {
-  static Barrier b;
-  return b;
-}
-
+// The CUDA threads of a block are fibers (ucontext) on the calling host thread, run round-robin:
+// each runs until its next __syncthreads (or its end), then the next one; a round of all of them is
+// one barrier phase. Deterministic, and far cheaper than one OS thread per CUDA thread.
 struct Ctx {
   dim3 threadIdx, blockIdx, blockDim, gridDim;
 };
-inline thread_local Ctx ctx;
+inline Ctx ctx;
 
-// Every block of the grid, in order, run by blockDim.x host threads (1-D blocks only).
+struct Fibers {
+  ucontext_t scheduler;
+  std::vector<ucontext_t> ctx;
+  std::vector<char*> stacks;
+  std::vector<bool> done;
+  const std::function<void()>* body = nullptr;
+  unsigned current = 0;
+  static constexpr size_t kStack = 256 * 1024;
+  ~Fibers() {
+    for (char* p : stacks) std::free(p);
+  }
+};
+inline Fibers fibers;
+
+inline void fiber_entry() {
+  (*fibers.body)();
+  fibers.done[fibers.current] = true;
+  swapcontext(&fibers.ctx[fibers.current], &fibers.scheduler);
+}
+
+// __syncthreads: back to the scheduler, which resumes this fiber in the next round.
+inline void barrier() { swapcontext(&fibers.ctx[fibers.current], &fibers.scheduler); }
+
+// Every block of the grid, in order (1-D blocks only).
 inline void launch(dim3 grid, dim3 block, const std::function<void()>& body) {
   const unsigned n = block.x * block.y * block.z;
-  Barrier& bar = block_barrier();
-  bar.total = static_cast<int>(n);
-  std::vector<std::thread> threads;
-  for (unsigned t = 0; t < n; ++t)
-    threads.emplace_back([&, t] {
-      ctx.threadIdx = dim3(t);
-      ctx.blockDim = block;
-      ctx.gridDim = grid;
-      for (unsigned z = 0; z < grid.z; ++z)
-        for (unsigned y = 0; y < grid.y; ++y)
-          for (unsigned x = 0; x < grid.x; ++x) {
-            ctx.blockIdx = dim3(x, y, z);
-            body();
-            bar.wait();  // the next block reuses the __shared__ statics
+  Fibers& f = fibers;
+  f.body = &body;
+  f.ctx.resize(n);
+  f.done.assign(n, false);
+  while (f.stacks.size() < n) f.stacks.push_back(static_cast<char*>(std::malloc(Fibers::kStack)));
+  ctx.blockDim = block;
+  ctx.gridDim = grid;
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) {
+        ctx.blockIdx = dim3(x, y, z);
+        for (unsigned t = 0; t < n; ++t) {
+          getcontext(&f.ctx[t]);
+          f.ctx[t].uc_stack.ss_sp = f.stacks[t];
+          f.ctx[t].uc_stack.ss_size = Fibers::kStack;
+          f.ctx[t].uc_link = nullptr;
+          makecontext(&f.ctx[t], fiber_entry, 0);
+          f.done[t] = false;
+        }
+        for (unsigned left = n; left > 0;) {
+          left = 0;
+          for (unsigned t = 0; t < n; ++t) {
+            if (f.done[t]) continue;
+            f.current = t;
+            ctx.threadIdx = dim3(t);
+            swapcontext(&f.scheduler, &f.ctx[t]);
+            if (!f.done[t]) ++left;
           }
-    });
-  for (auto& th : threads) th.join();
+        }
+      }
 }
 
 // mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 for the 32 threads of a warp: each lane posts its
@@ -106,14 +123,14 @@ inline void mma_m16n8k8(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&
   std::memcpy(fb, b, sizeof fb);
   A[w][g][t] = fa[0], A[w][g + 8][t] = fa[1], A[w][g][t + 4] = fa[2], A[w][g + 8][t + 4] = fa[3];
   B[w][t][g] = fb[0], B[w][t + 4][g] = fb[1];
-  block_barrier().wait();
+  barrier();
   for (int r = 0; r < 4; ++r) {
     const unsigned row = g + (r >= 2 ? 8 : 0), col = 2 * t + (r & 1);
     float s = d[r];
     for (int k = 0; k < 8; ++k) s = std::fmaf(A[w][row][k], B[w][k][col], s);
     d[r] = s;
   }
-  block_barrier().wait();  // before the next call overwrites the fragments
+  barrier();  // before the next call overwrites the fragments
 }
 
 // cvt.rna.tf32.f32: round to nearest, ties away from zero, keeping 10 mantissa bits.
@@ -133,7 +150,7 @@ inline float to_tf32(float v) {
 #define blockDim (::fg_emu::ctx.blockDim)
 #define gridDim (::fg_emu::ctx.gridDim)
 
-inline void __syncthreads() { fg_emu::block_barrier().wait(); }
+inline void __syncthreads() { fg_emu::barrier(); }
 template <class T>
 inline T __ldg(const T* p) {
   return *p;

@@ -1,6 +1,8 @@
 // fg_cuda_emu: the host entry points of cuda/gemm.cu, conv.cu and pool.cu, compiled by g++ against
 // the emulated runtime (cuda_runtime.h here), on numpy arrays (in emulation a device pointer is a
-// host pointer). Built and used by tests/test_cuda_emulation.py only.
+// host pointer); and, as the submodule cuda_gemm, the real bindings (cpp/bindings/bind_cuda_gemm.cpp)
+// over them, with a module-local DeviceArray whose "device memory" is host memory. Built and used by
+// tests/test_cuda_emulation.py only.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -9,19 +11,51 @@
 #include <string>
 #include <vector>
 
+#include <cstdlib>
+#include <utility>
+
 #include "common.cuh"
+// The real bindings and their helpers, compiled into this one translation unit (one pybind11 parse)
+#define FORGEGRAD_WITH_CUDA 1
+#include "../../cpp/bindings/bind_cuda_gemm.cpp"
+#include "../../cpp/bindings/py_array.cpp"
+#include "forgegrad/bindings.h"
 #include "forgegrad/conv.h"
+#include "forgegrad/cuda_array.h"
 #include "forgegrad/cuda_gemm.h"
 #include "forgegrad/pool.h"
 
-namespace py = pybind11;
 using F32 = py::array_t<float, py::array::c_style>;
 using I64 = py::array_t<int64_t, py::array::c_style>;
 
 namespace fg::cuda {
 cudaStream_t current_stream() { return nullptr; }
 bool launch_blocking() { return false; }
+// One emulated device whose memory is the host's.
+int device_count() { return 1; }
+std::string unavailable_reason() { return std::string(); }
+std::string get_device(int* device) {
+  *device = 0;
+  return std::string();
+}
+std::string set_device(int device) { return device == 0 ? std::string() : "invalid device ordinal"; }
+void* device_alloc(int, std::size_t bytes) { return std::malloc(bytes ? bytes : 1); }
+void device_free(int, void* ptr) { std::free(ptr); }
+std::string copy_to_device(void* dst, const void* src, std::size_t bytes) {
+  std::memcpy(dst, src, bytes);
+  return std::string();
+}
+std::string copy_to_host(void* dst, const void* src, std::size_t bytes) { return copy_to_device(dst, src, bytes); }
 }  // namespace fg::cuda
+
+// module.cpp's registry, for the one binding file compiled in (bind_cuda_gemm.cpp)
+namespace fg::bind {
+std::vector<std::pair<const char*, BindFn>>& registry() {
+  static std::vector<std::pair<const char*, BindFn>> r;
+  return r;
+}
+Registrar::Registrar(const char* submodule, BindFn fn) { registry().emplace_back(submodule, fn); }
+}  // namespace fg::bind
 
 namespace {
 
@@ -51,6 +85,18 @@ fg::Pool2dGeom pool_geom(const std::vector<int64_t>& v) {  // N C H W KH KW sh s
 }  // namespace
 
 PYBIND11_MODULE(fg_cuda_emu, m) {
+  using fg::cuda::DeviceArray;
+  // module-local: the real forgegrad._C registers its own DeviceArray for the same C++ type
+  py::class_<DeviceArray, std::shared_ptr<DeviceArray>>(m, "DeviceArray", py::module_local())
+      .def_static("from_numpy", [](const py::array& a) { return DeviceArray::from_numpy(a); })
+      .def("numpy", &DeviceArray::numpy)
+      .def_property_readonly("shape", [](const DeviceArray& d) { return py::tuple(py::cast(d.shape())); })
+      .def_property_readonly("dtype", [](const DeviceArray& d) { return fg::cuda::to_numpy_dtype(d.dtype()); })
+      .def_property_readonly("device", &DeviceArray::device);
+  for (auto& [name, fn] : fg::bind::registry()) {
+    py::module_ sub = m.def_submodule(name);
+    fn(sub);
+  }
   m.def("sgemm", [](bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, F32 A, int64_t lda, F32 B,
                     int64_t ldb, float beta, F32 C, int64_t ldc, std::vector<int64_t> sizes, std::vector<int64_t> sa,
                     std::vector<int64_t> sb, std::vector<int64_t> sc, bool tf32, py::object bias, int64_t a_off) {
