@@ -23,6 +23,8 @@ from forgegrad.kernels import conv as cpu_conv
 from forgegrad.kernels import pool as cpu_pool
 from forgegrad.kernels.geometry import conv2d_geometry, pool2d_geometry
 
+from cuda_gemm_cases import check_against_cpu, close, function_cases, rand, ref_gemm, run_function, tf32
+
 pytestmark = pytest.mark.slow  # one g++ build of the kernels (cached under build/), then small launches
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,16 +80,6 @@ def emu():
     return _build()
 
 
-def rand(*shape, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
-def close(got, want, rtol=1e-5):
-    """Within rtol of the reference, relative to the reference's scale (sums cancel)."""
-    scale = max(float(np.abs(want).max(initial=0.0)), 1e-30)
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale)
-
-
 # ---- SGEMM -----------------------------------------------------------------------------------------
 def run_gemm(emu, a, b, ta, tb, batch=(), alpha=1.0, beta=0.0, c=None, tf32=False, bias=None, a_off=0):
     """op(a) @ op(b) for the stacked matrices of a, b (batch strides 0 where an operand has batch 1)."""
@@ -112,12 +104,6 @@ def run_gemm(emu, a, b, ta, tb, batch=(), alpha=1.0, beta=0.0, c=None, tf32=Fals
     emu.sgemm(ta, tb, M, N, K, alpha, a_buf, a.shape[-1], b, b.shape[-1], beta, c, N, list(out_batch),
               strides(a_b, a_mat), strides(b_b, b_mat), strides(out_batch, M * N), tf32, bias, a_off)
     return c
-
-
-def ref_gemm(a, b, ta, tb):
-    a64 = np.swapaxes(a, -1, -2).astype(np.float64) if ta else a.astype(np.float64)
-    b64 = np.swapaxes(b, -1, -2).astype(np.float64) if tb else b.astype(np.float64)
-    return a64 @ b64
 
 
 @pytest.mark.parametrize("ta,tb", [(False, False), (False, True), (True, False), (True, True)])
@@ -165,11 +151,6 @@ def test_sgemm_is_deterministic_and_tile_independent(emu):
     assert np.array_equal(one, many[0]) and np.array_equal(many[0], many[255])
 
 
-def _tf32(x):
-    u = x.astype(np.float32).view(np.uint32)
-    return ((u + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32)
-
-
 @pytest.mark.parametrize("ta,tb", [(False, False), (False, True), (True, False), (True, True)])
 def test_sgemm_tf32_fragment_layout(emu, ta, tb):
     # products of TF32-rounded inputs are exact in FP32: the result must equal the FP64 product of the
@@ -178,7 +159,7 @@ def test_sgemm_tf32_fragment_layout(emu, ta, tb):
     a = rand(*((K, M) if ta else (M, K)))
     b = rand(*((N, K) if tb else (K, N)), seed=1)
     got = run_gemm(emu, a, b, ta, tb, tf32=True)
-    close(got, ref_gemm(_tf32(a), _tf32(b), ta, tb))
+    close(got, ref_gemm(tf32(a), tf32(b), ta, tb))
     assert not np.allclose(got, ref_gemm(a, b, ta, tb), rtol=1e-6, atol=0)  # it did round
 
 
@@ -305,58 +286,9 @@ def emulated_ops(emu, monkeypatch):
     return emu
 
 
-def _run(fn, args, kwargs, grad_positions, emu=None):
-    """Forward and backward of Function fn; device arrays are emulated DeviceArrays when emu is given."""
-    def wrap(a):
-        if isinstance(a, np.ndarray):
-            return emu.DeviceArray.from_numpy(a) if emu else a.copy()
-        return a
-
-    def unwrap(a):
-        return None if a is None else (a if isinstance(a, np.ndarray) else a.numpy())
-
-    ctx = fn.__new__(fn)
-    ctx.needs_input_grad = tuple(i in grad_positions for i in range(len(args)))
-    outs = fn.forward(ctx, *[wrap(a) for a in args], **kwargs)
-    outs = outs if isinstance(outs, tuple) else (outs,)
-    values = [unwrap(o) for o in outs]
-    rng = np.random.default_rng(7)
-    cots = [rng.uniform(-1, 1, v.shape).astype(np.float32) for v in values[:1]]
-    grads = fn.backward(ctx, *[wrap(c) for c in cots])
-    grads = grads if isinstance(grads, tuple) else (grads,)
-    return values, [unwrap(grads[p]) if p < len(grads) else None for p in grad_positions]
-
-
-def _cases():
-    from forgegrad.ops import registry
-    for name in ("matmul", "linear", "conv2d", "max_pool2d", "avg_pool2d"):
-        op = registry._OPS[name]
-        for s in op.samples():
-            if "large" in s.name or "several threads" in s.name:
-                continue  # the CPU's threading cases: big for one host thread per CUDA thread
-            yield pytest.param(op, s.args, s.kwargs, s.grad_positions(), id=f"{name}-{s.name}")
-    mm = registry._OPS["matmul"]
-    for a, b in [((3, 1, 4, 5), (2, 5, 6)), ((5,), (5,)), ((2, 3, 4), (4,)), ((4,), (2, 4, 3)), ((1, 1), (1, 1)),
-                 ((7, 5), (3, 1, 5, 2)), ((2, 0, 3), (3, 4)), ((3, 0), (0, 2))]:
-        args = (rand(*a), rand(*b, seed=1))
-        yield pytest.param(mm, args, {}, (0, 1), id=f"matmul-{a}@{b}")
-
-
-@pytest.mark.parametrize("op,args,kwargs,grad", list(_cases()))
+@pytest.mark.parametrize("op,args,kwargs,grad", function_cases(large=False))
 def test_cuda_function_matches_cpu(emulated_ops, op, args, kwargs, grad):
-    want_v, want_g = _run(op.function, args, kwargs, grad)
-    got_v, got_g = _run(op.functions["cuda"], args, kwargs, grad, emulated_ops)
-    for g, w in zip(got_v, want_v):
-        assert g.shape == w.shape and g.dtype == w.dtype
-        if w.dtype == np.int64:
-            np.testing.assert_array_equal(g, w)  # max_pool2d's argmax
-        else:
-            close(g, w)
-    for g, w in zip(got_g, want_g):
-        assert (g is None) == (w is None)
-        if w is not None:
-            assert g.shape == w.shape
-            close(g, w)
+    check_against_cpu(op, args, kwargs, grad, emulated_ops.DeviceArray.from_numpy)
 
 
 def test_cuda_matmul_tf32_flag(emulated_ops, monkeypatch):
@@ -364,15 +296,15 @@ def test_cuda_matmul_tf32_flag(emulated_ops, monkeypatch):
     from forgegrad.ops import registry
     fn = registry._OPS["matmul"].functions["cuda"]
     a, b = rand(20, 30), rand(30, 10, seed=1)
-    (fp32,), _ = _run(fn, (a, b), {}, (0, 1), emulated_ops)
+    (fp32,), _ = run_function(fn, (a, b), {}, (0, 1), emulated_ops.DeviceArray.from_numpy)
     monkeypatch.setattr(forgegrad.cuda, "matmul_allow_tf32", True)
-    (tf32,), (ga, gb) = _run(fn, (a, b), {}, (0, 1), emulated_ops)
+    (rounded,), (ga, gb) = run_function(fn, (a, b), {}, (0, 1), emulated_ops.DeviceArray.from_numpy)
     close(fp32, ref_gemm(a, b, False, False))
-    close(tf32, ref_gemm(_tf32(a), _tf32(b), False, False))
-    assert not np.array_equal(fp32, tf32)
-    g = np.random.default_rng(7).uniform(-1, 1, (20, 10)).astype(np.float32)  # _run's cotangent
-    close(ga, ref_gemm(_tf32(g), _tf32(b), False, True))  # the gradients took the TF32 path too
-    close(gb, ref_gemm(_tf32(a), _tf32(g), True, False))
+    close(rounded, ref_gemm(tf32(a), tf32(b), False, False))
+    assert not np.array_equal(fp32, rounded)
+    g = np.random.default_rng(7).uniform(-1, 1, (20, 10)).astype(np.float32)  # run_function's cotangent
+    close(ga, ref_gemm(tf32(g), tf32(b), False, True))  # the gradients took the TF32 path too
+    close(gb, ref_gemm(tf32(a), tf32(g), True, False))
 
 
 def test_cuda_bindings_name_bad_arguments(emulated_ops):
