@@ -134,6 +134,49 @@ __global__ void avg_pool_bwd(Pool2dGeom g, const float* __restrict__ gy, float* 
   }
 }
 
+// Adaptive average pooling: output (oh, ow) averages rows [oh*H/OH, ceil((oh+1)*H/OH)) x the like columns.
+__device__ __forceinline__ int64_t window_lo(int64_t o, int64_t in, int64_t out) { return o * in / out; }
+__device__ __forceinline__ int64_t window_hi(int64_t o, int64_t in, int64_t out) {
+  return ((o + 1) * in + out - 1) / out;
+}
+
+__global__ void adaptive_avg_fwd(int64_t planes, int64_t H, int64_t W, int64_t OH, int64_t OW,
+                                 const float* __restrict__ x, float* __restrict__ y) {
+  const int64_t OHW = OH * OW;
+  FG_GRID_LOOP(i, planes * OHW) {
+    const int64_t plane = i / OHW, oh = (i % OHW) / OW, ow = i % OW;
+    const int64_t h0 = window_lo(oh, H, OH), h1 = window_hi(oh, H, OH);
+    const int64_t w0 = window_lo(ow, W, OW), w1 = window_hi(ow, W, OW);
+    const float* xs = x + plane * H * W;
+    float s = 0.f;
+    for (int64_t h = h0; h < h1; ++h)
+      for (int64_t w = w0; w < w1; ++w) s += __ldg(xs + h * W + w);
+    y[i] = s / static_cast<float>((h1 - h0) * (w1 - w0));
+  }
+}
+
+__global__ void adaptive_avg_bwd(int64_t planes, int64_t H, int64_t W, int64_t OH, int64_t OW,
+                                 const float* __restrict__ gy, float* __restrict__ gx) {
+  const int64_t HW = H * W;
+  FG_GRID_LOOP(i, planes * HW) {
+    const int64_t plane = i / HW, h = (i % HW) / W, w = i % W;
+    // the outputs whose window contains (h, w): oh from floor(h*OH/H) to ((h+1)*OH - 1) / H
+    const int64_t oh0 = h * OH / H, oh1 = imin(((h + 1) * OH - 1) / H, OH - 1);
+    const int64_t ow0 = w * OW / W, ow1 = imin(((w + 1) * OW - 1) / W, OW - 1);
+    const float* gs = gy + plane * OH * OW;
+    float s = 0.f;
+    for (int64_t oh = oh0; oh <= oh1; ++oh) {
+      const int64_t h0 = window_lo(oh, H, OH), h1 = window_hi(oh, H, OH);
+      if (h < h0 || h >= h1) continue;
+      for (int64_t ow = ow0; ow <= ow1; ++ow) {
+        const int64_t w0 = window_lo(ow, W, OW), w1 = window_hi(ow, W, OW);
+        if (w >= w0 && w < w1) s += __ldg(gs + oh * OW + ow) / static_cast<float>((h1 - h0) * (w1 - w0));
+      }
+    }
+    gx[i] = s;
+  }
+}
+
 #undef FG_GRID_LOOP
 
 }  // namespace
@@ -165,6 +208,22 @@ std::string avg_pool2d_backward(const Pool2dGeom& g, const float* grad_y, float*
   const int64_t n = g.N * g.C * g.H * g.W;
   if (n == 0) return std::string();
   FG_LAUNCH(avg_pool_bwd, blocks_for(n, 256), 256, g, grad_y, grad_x, count_include_pad, divisor_override);
+  return launch_status();
+}
+
+std::string adaptive_avg_pool2d_forward(int64_t N, int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW,
+                                        const float* x, float* y) {
+  const int64_t n = N * C * OH * OW;
+  if (n == 0) return std::string();
+  FG_LAUNCH(adaptive_avg_fwd, blocks_for(n, 256), 256, N * C, H, W, OH, OW, x, y);
+  return launch_status();
+}
+
+std::string adaptive_avg_pool2d_backward(int64_t N, int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW,
+                                         const float* grad_y, float* grad_x) {
+  const int64_t n = N * C * H * W;
+  if (n == 0) return std::string();
+  FG_LAUNCH(adaptive_avg_bwd, blocks_for(n, 256), 256, N * C, H, W, OH, OW, grad_y, grad_x);
   return launch_status();
 }
 

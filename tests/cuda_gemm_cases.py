@@ -71,7 +71,7 @@ def check_against_cpu(op, args, kwargs, grad_positions, to_device):
             close(g, w)
 
 
-GEMM_OPS = ("matmul", "linear", "conv2d", "max_pool2d", "avg_pool2d")
+GEMM_OPS = ("matmul", "linear", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d")
 MATMUL_SHAPES = [((3, 1, 4, 5), (2, 5, 6)), ((5,), (5,)), ((2, 3, 4), (4,)), ((4,), (2, 4, 3)), ((1, 1), (1, 1)),
                  ((7, 5), (3, 1, 5, 2)), ((2, 0, 3), (3, 4)), ((3, 0), (0, 2)), ((13, 17), (17, 11)),
                  ((2, 1, 3, 31, 37), (4, 1, 37, 29))]

@@ -324,3 +324,16 @@ def test_cuda_bindings_name_bad_arguments(emulated_ops):
         k.conv2d_forward(x, w, None, (1, 1), (0, 0, 0, 0), (1, 1), 1)
     with pytest.raises(ValueError, match="grad_output must have shape"):
         k.avg_pool2d_backward(x, [1, 2, 5, 5], (2, 2), (2, 2), (0, 0), False, True, 0)
+
+
+@pytest.mark.parametrize("xs,out", [((2, 3, 7, 9), (3, 4)), ((1, 2, 2, 3), (5, 7)), ((1, 1, 6, 6), (1, 1)),
+                                    ((2, 2, 5, 4), (5, 4))])
+def test_adaptive_avg_pool2d_matches_cpu_bit_for_bit(emu, xs, out):
+    x = rand(*xs)
+    y = np.full(xs[:2] + out, np.nan, np.float32)
+    emu.adaptive_avg_pool2d_forward(x, y)
+    np.testing.assert_array_equal(y, cpu_pool.adaptive_avg_pool2d_forward(x, out))
+    gy = rand(*y.shape, seed=1)
+    gx = np.full(xs, np.nan, np.float32)
+    emu.adaptive_avg_pool2d_backward(gy, gx)
+    np.testing.assert_array_equal(gx, cpu_pool.adaptive_avg_pool2d_backward(gy, xs))

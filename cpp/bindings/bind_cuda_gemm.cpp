@@ -421,6 +421,40 @@ Arr max_pool2d_backward(const DeviceArray& gy, const DeviceArray& idx, const Sha
   check(fg::cuda::max_pool2d_backward(g, gy.data(), idx.data_as<int64_t>(), gx->data()), "max_pool2d_backward");
   return gx;
 }
+
+// Sizes of 2^30 and more are rejected: the window bounds multiply an output index by an input size.
+Arr adaptive_avg_pool2d_forward(const DeviceArray& x, Pair out) {
+  const std::string op = "adaptive_avg_pool2d";
+  need_ndim(x, op, "input", 4);
+  const Shape& xs = x.shape();
+  if (xs[1] < 1 || xs[2] < 1 || xs[3] < 1) fail(op, "input must have nonzero C, H, W, got " + fg::bind::shape_str(xs));
+  if (out.first < 1 || out.second < 1) fail(op, "output_size entries must be >= 1");
+  constexpr int64_t kBig = int64_t{1} << 30;
+  if (xs[2] >= kBig || xs[3] >= kBig || out.first >= kBig || out.second >= kBig)
+    fail(op, "sizes of 2^30 or more are beyond the CUDA kernel's index arithmetic");
+  Arr y = new_array({xs[0], xs[1], out.first, out.second});
+  check(fg::cuda::adaptive_avg_pool2d_forward(xs[0], xs[1], xs[2], xs[3], out.first, out.second, x.data(), y->data()),
+        "adaptive_avg_pool2d_forward");
+  return y;
+}
+
+Arr adaptive_avg_pool2d_backward(const DeviceArray& gy, const Shape& input_shape) {
+  const std::string op = "adaptive_avg_pool2d backward";
+  need_ndim(gy, op, "grad_output", 4);
+  const Shape& ys = gy.shape();
+  if (input_shape.size() != 4 || input_shape[0] != ys[0] || input_shape[1] != ys[1] || input_shape[2] < 1 ||
+      input_shape[3] < 1 || ys[2] < 1 || ys[3] < 1)
+    fail(op, "input_shape " + fg::bind::shape_str(input_shape) + " does not match grad_output of shape " +
+                 fg::bind::shape_str(ys));
+  constexpr int64_t kBig = int64_t{1} << 30;
+  if (input_shape[2] >= kBig || input_shape[3] >= kBig || ys[2] >= kBig || ys[3] >= kBig)
+    fail(op, "sizes of 2^30 or more are beyond the CUDA kernel's index arithmetic");
+  Arr gx = new_array(input_shape);
+  check(fg::cuda::adaptive_avg_pool2d_backward(ys[0], ys[1], input_shape[2], input_shape[3], ys[2], ys[3], gy.data(),
+                                               gx->data()),
+        "adaptive_avg_pool2d_backward");
+  return gx;
+}
 #endif
 
 // The module's functions take and return Python objects (DeviceArrays, None) so that their
@@ -501,6 +535,15 @@ py::object py_max_pool2d_backward(const py::object& g, const py::object& indices
                fg::cuda::DeviceGuard guard(same_device(op, {{&G, "grad_output"}, {&I, "indices"}}));
                return py::cast(max_pool2d_backward(G, I, input_shape, k, s, p, d, ceil_mode)));
 }
+py::object py_adaptive_avg_pool2d_forward(const py::object& x, Pair output_size) {
+  FG_CUDA_ONLY("adaptive_avg_pool2d", const DeviceArray& X = arr(x, "adaptive_avg_pool2d", "input");
+               fg::cuda::DeviceGuard guard(X.device()); return py::cast(adaptive_avg_pool2d_forward(X, output_size)));
+}
+py::object py_adaptive_avg_pool2d_backward(const py::object& g, const std::vector<int64_t>& input_shape) {
+  FG_CUDA_ONLY("adaptive_avg_pool2d backward",
+               const DeviceArray& G = arr(g, "adaptive_avg_pool2d backward", "grad_output");
+               fg::cuda::DeviceGuard guard(G.device()); return py::cast(adaptive_avg_pool2d_backward(G, input_shape)));
+}
 #undef FG_CUDA_ONLY
 
 void bind(py::module_& m) {
@@ -532,6 +575,10 @@ void bind(py::module_& m) {
   m.def("max_pool2d_backward", &py_max_pool2d_backward, py::arg("grad_output"), py::arg("indices"),
         py::arg("input_shape"), py::arg("kernel_size"), py::arg("stride"), py::arg("padding"), py::arg("dilation"),
         py::arg("ceil_mode"), "grad_input of max_pool2d (a gather over the windows: no atomics).");
+  m.def("adaptive_avg_pool2d_forward", &py_adaptive_avg_pool2d_forward, py::arg("input"), py::arg("output_size"),
+        "adaptive_avg_pool2d to output_size (oh, ow) -> new DeviceArray.");
+  m.def("adaptive_avg_pool2d_backward", &py_adaptive_avg_pool2d_backward, py::arg("grad_output"),
+        py::arg("input_shape"), "grad_input of adaptive_avg_pool2d.");
   m.def("avg_pool2d_forward", &py_avg_pool2d_forward, py::arg("input"), py::arg("kernel_size"), py::arg("stride"),
         py::arg("padding"), py::arg("ceil_mode"), py::arg("count_include_pad"), py::arg("divisor_override"),
         "avg_pool2d (divisor_override 0: none) -> new DeviceArray.");

@@ -150,6 +150,14 @@ class cuda:
 
 class cuda_gemm:
     @staticmethod
+    def adaptive_avg_pool2d_backward(grad_output: object, input_shape: collections.abc.Sequence[_Int]) -> object:
+        """grad_input of adaptive_avg_pool2d."""
+        ...
+    @staticmethod
+    def adaptive_avg_pool2d_forward(input: object, output_size: tuple[_Int, _Int]) -> object:
+        """adaptive_avg_pool2d to output_size (oh, ow) -> new DeviceArray."""
+        ...
+    @staticmethod
     def avg_pool2d_backward(grad_output: object, input_shape: collections.abc.Sequence[_Int],
                             kernel_size: tuple[_Int, _Int], stride: tuple[_Int, _Int], padding: tuple[_Int, _Int],
                             ceil_mode: bool, count_include_pad: bool, divisor_override: _Int) -> object:

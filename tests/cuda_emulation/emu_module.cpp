@@ -134,6 +134,14 @@ PYBIND11_MODULE(fg_cuda_emu, m) {
   m.def("max_pool2d_backward", [](F32 gy, I64 idx, F32 gx, std::vector<int64_t> geo) {
     ok(fg::cuda::max_pool2d_backward(pool_geom(geo), gy.data(), idx.data(), ptr(gx)));
   });
+  m.def("adaptive_avg_pool2d_forward", [](F32 x, F32 y) {
+    ok(fg::cuda::adaptive_avg_pool2d_forward(x.shape(0), x.shape(1), x.shape(2), x.shape(3), y.shape(2), y.shape(3),
+                                             x.data(), ptr(y)));
+  });
+  m.def("adaptive_avg_pool2d_backward", [](F32 gy, F32 gx) {
+    ok(fg::cuda::adaptive_avg_pool2d_backward(gx.shape(0), gx.shape(1), gx.shape(2), gx.shape(3), gy.shape(2),
+                                              gy.shape(3), gy.data(), ptr(gx)));
+  });
   m.def("avg_pool2d_forward", [](F32 x, F32 y, std::vector<int64_t> geo, bool cip, int64_t div) {
     ok(fg::cuda::avg_pool2d_forward(pool_geom(geo), x.data(), ptr(y), cip, div));
   });

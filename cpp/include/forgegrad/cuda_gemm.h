@@ -71,5 +71,10 @@ std::string avg_pool2d_forward(const Pool2dGeom& g, const float* x, float* y, bo
                                int64_t divisor_override);
 std::string avg_pool2d_backward(const Pool2dGeom& g, const float* grad_y, float* grad_x, bool count_include_pad,
                                 int64_t divisor_override);
+// Output (oh, ow) averages rows [oh*H/OH, ceil((oh+1)*H/OH)) and likewise columns (the CPU kernels' rule).
+std::string adaptive_avg_pool2d_forward(int64_t N, int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW,
+                                        const float* x, float* y);
+std::string adaptive_avg_pool2d_backward(int64_t N, int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW,
+                                         const float* grad_y, float* grad_x);
 
 }  // namespace fg::cuda

@@ -163,5 +163,19 @@ class AvgPool2dCudaFunction(Function):
         return _C.cuda_gemm.avg_pool2d_backward(g, list(ctx.in_shape), *ctx.args)
 
 
+class AdaptiveAvgPool2dCudaFunction(Function):
+    @staticmethod
+    def forward(ctx, x, output_size=1):
+        if len(x.shape) != 4:
+            raise ValueError(f"input must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+        ctx.in_shape = tuple(x.shape)
+        return _C.cuda_gemm.adaptive_avg_pool2d_forward(x, _adaptive_size(output_size, x.shape[2:]))
+
+    @staticmethod
+    def backward(ctx, g):
+        return _C.cuda_gemm.adaptive_avg_pool2d_backward(g, list(ctx.in_shape))
+
+
 MaxPool2dFunction.op.add_device("cuda", MaxPool2dCudaFunction)
 AvgPool2dFunction.op.add_device("cuda", AvgPool2dCudaFunction)
+AdaptiveAvgPool2dFunction.op.add_device("cuda", AdaptiveAvgPool2dCudaFunction)
