@@ -57,7 +57,14 @@ __global__ void sum_to_shape_kernel(const T* __restrict__ src, T* __restrict__ d
     dst[o] = strided::reduce_one(src, r, o);
 }
 
+__global__ void fault_kernel(float* p) { p[threadIdx.x] = 1.f; }
+
 }  // namespace
+
+std::string launch_faulting_kernel() {
+  fault_kernel<<<1, 32, 0, current_stream()>>>(nullptr);
+  return launch_status();
+}
 
 std::string sum_to_shape(const void* src, const int64_t* in_shape, void* dst, const int64_t* out_shape, int ndim,
                          DType t) {

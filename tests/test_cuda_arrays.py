@@ -241,18 +241,44 @@ def test_out_of_memory_raises_memory_error_naming_the_bytes():
     assert fcuda.full((3,), 2.0).numpy().tolist() == [2.0, 2.0, 2.0]
 
 
+def _run(code, **env_vars):
+    env = dict(os.environ, **env_vars)
+    env["PYTHONPATH"] = os.pathsep.join([os.path.join(os.path.dirname(__file__), "..", "python"),
+                                         env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+
 def test_launch_blocking_mode_in_a_subprocess():
     code = ("import numpy as np, forgegrad.cuda as c, forgegrad._C as C\n"
             "assert C.cuda.launch_blocking()\n"
             "x = c.to_device(np.arange(6, dtype=np.float32).reshape(2, 3))\n"
             "assert c.permute(x, (1, 0)).numpy().tolist() == [[0, 3], [1, 4], [2, 5]]\n"
             "c.synchronize()\n")
-    env = dict(os.environ, FORGEGRAD_CUDA_LAUNCH_BLOCKING="1")
-    env["PYTHONPATH"] = os.pathsep.join([os.path.join(os.path.dirname(__file__), "..", "python"),
-                                         env.get("PYTHONPATH", "")])
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    out = _run(code, FORGEGRAD_CUDA_LAUNCH_BLOCKING="1")
     assert out.returncode == 0, out.stderr
     assert not fcuda._C.cuda.launch_blocking()  # this process was started without it
+
+
+# A kernel fault loses the process's CUDA context, so these run in subprocesses.
+FAULT = ("import forgegrad.cuda as c, forgegrad._C as C\n"
+         "try:\n"
+         "    C.cuda._fault_for_tests()\n"
+         "    print('launch ok')\n"
+         "    c.synchronize()\n"
+         "except RuntimeError as e:\n"
+         "    print('error:', e)\n")
+
+
+def test_asynchronous_fault_surfaces_at_synchronize():
+    out = _run(FAULT)
+    assert out.returncode == 0, out.stderr
+    assert "launch ok" in out.stdout and "error: synchronize: CUDA error:" in out.stdout, out.stdout
+
+
+def test_launch_blocking_names_the_faulting_kernel():
+    out = _run(FAULT, FORGEGRAD_CUDA_LAUNCH_BLOCKING="1")
+    assert out.returncode == 0, out.stderr
+    assert "launch ok" not in out.stdout and "error: fault_kernel: CUDA error:" in out.stdout, out.stdout
 
 
 def test_device_index_errors():

@@ -169,6 +169,21 @@ def test_concurrent_use_from_python_threads():
     assert a.raw_outstanding == 0
 
 
+def test_device_names_parse_without_a_device():
+    class Dev:  # what forgegrad.device objects look like
+        def __init__(self, type, index=None):
+            self.type, self.index = type, index
+
+    cases = [(None, -1), (0, 0), (np.int64(2), 2), ("cuda", -1), ("cuda:3", 3), (Dev("cuda"), -1), (Dev("cuda", 1), 1),
+             (Dev("cuda:2"), 2)]
+    for name, want in cases:
+        assert fcuda.parse_device(name) == want, name
+    for bad, match in [("cpu", "cuda:N"), ("cuda:x", "cuda:N"), (-1, ">= 0"), ("cuda:-2", ">= 0"), (True, "cuda:N"),
+                       (Dev("meta"), "cuda:N"), (1.0, "cuda:N")]:
+        with pytest.raises(ValueError, match=match):
+            fcuda.parse_device(bad)
+
+
 # ---- without a device -----------------------------------------------------------------------------
 no_gpu = pytest.mark.skipif(fcuda.is_available(), reason="checks the no-device errors; this machine has a GPU")
 
@@ -189,6 +204,13 @@ def test_every_call_raises_the_clear_error_without_a_device():
         assert reason in str(e.value)
     # the pure queries answer
     assert fcuda.device_count() == 0 and fcuda.is_available() is False
+    if fcuda.is_built():  # the raw binding says the same
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            fg._C.cuda.DeviceArray([2, 3])
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            fg._C.cuda.DeviceArray.from_numpy(x)
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            fg._C.cuda.memory_stats()
 
 
 # ---- the index math of the array kernels and the shape ops' geometry, checked on the CPU ----------

@@ -66,9 +66,9 @@ ArrayPtr strided_copy(const DeviceArray& src, std::vector<int64_t> shape, std::v
                           std::to_string(shape.size()));
   auto out = std::make_shared<DeviceArray>(shape, src.dtype(), src.device());
   if (out->size() == 0) return out;
-  int64_t lo, hi;
-  fg::strided::span(shape.data(), strides.data(), static_cast<int>(shape.size()), offset, &lo, &hi);
-  if (lo < 0 || hi >= src.size())
+  int64_t lo = 0, hi = 0;
+  if (!fg::strided::span(shape.data(), strides.data(), static_cast<int>(shape.size()), offset, &lo, &hi) || lo < 0 ||
+      hi >= src.size())
     throw py::index_error("strided_copy: elements " + std::to_string(lo) + ".." + std::to_string(hi) +
                           " lie outside the source's " + std::to_string(src.size()));
   auto dst_strides = contiguous_strides(shape);
@@ -92,9 +92,9 @@ void strided_assign(DeviceArray& dst, std::vector<int64_t> shape, std::vector<in
   if (src.dtype() != dst.dtype() || src.device() != dst.device())
     throw py::value_error("strided_assign: src and dst must have the same dtype and device");
   if (src.size() == 0) return;
-  int64_t lo, hi;
-  fg::strided::span(shape.data(), strides.data(), static_cast<int>(shape.size()), offset, &lo, &hi);
-  if (lo < 0 || hi >= dst.size())
+  int64_t lo = 0, hi = 0;
+  if (!fg::strided::span(shape.data(), strides.data(), static_cast<int>(shape.size()), offset, &lo, &hi) || lo < 0 ||
+      hi >= dst.size())
     throw py::index_error("strided_assign: elements " + std::to_string(lo) + ".." + std::to_string(hi) +
                           " lie outside the destination's " + std::to_string(dst.size()));
   auto src_strides = contiguous_strides(shape);
@@ -218,7 +218,9 @@ void bind_array(py::module_& m) {
       .def_property_readonly("device", &DeviceArray::device, "the CUDA device index")
       .def_property_readonly("data_ptr",
                              [](const DeviceArray& d) { return reinterpret_cast<std::uintptr_t>(d.raw_data()); })
-      .def("shares_storage", [](const DeviceArray& a, const DeviceArray& b) { return a.storage() == b.storage(); })
+      .def(
+          "shares_storage", [](const DeviceArray& a, const DeviceArray& b) { return a.storage() == b.storage(); },
+          py::arg("other"))
       .def("reshape", [](const DeviceArray& d, const py::args& args) { return d.reshape(shape_args(args)); })
       .def("fill", &DeviceArray::fill, py::arg("value"))
       .def("copy_", &DeviceArray::copy_, py::arg("src"))
@@ -245,7 +247,9 @@ void bind(py::module_& m) {
   m.def("device_count", &fg::cuda::device_count);
   m.def("unavailable_reason", &fg::cuda::unavailable_reason);
   m.def("current_device", []() { return fg::cuda::current_device_checked(); });
-  m.def("set_device", [](int device) { check(fg::cuda::set_device(device_arg(device)), "cudaSetDevice"); });
+  m.def(
+      "set_device", [](int device) { check(fg::cuda::set_device(device_arg(device)), "cudaSetDevice"); },
+      py::arg("device"));
   m.def(
       "synchronize",
       [](int device) {
@@ -266,6 +270,13 @@ void bind(py::module_& m) {
   m.def("sum_to_shape", &sum_to_shape, py::arg("src"), py::arg("shape"));
   m.def("cast", &cast, py::arg("src"), py::arg("dtype"));
   m.def("cat", &cat, py::arg("arrays"), py::arg("axis") = 0);
+  m.def(
+      "_fault_for_tests",
+      []() {
+        fg::cuda::current_device_checked();
+        check(fg::cuda::launch_faulting_kernel(), "fault_kernel");
+      },
+      "launches a kernel that faults (tests of error reporting only: the process's CUDA context is lost)");
   m.def("sgemm", &sgemm, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("trans_a") = false,
         py::arg("trans_b") = false, py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f);
   m.def("relu_forward", [](const DeviceArray& x, DeviceArray& y) {

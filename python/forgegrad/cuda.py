@@ -20,8 +20,9 @@ from . import _C
 __all__ = ["is_built", "is_available", "device_count", "unavailable_reason", "synchronize", "current_device",
            "set_device", "memory_allocated", "max_memory_allocated", "memory_reserved", "max_memory_reserved",
            "memory_stats", "reset_peak_memory_stats", "empty_cache", "OutOfMemoryError", "empty", "zeros", "full",
-           "to_device", "to_host", "DTYPES", "as_strided", "permute", "expand", "sum_to_shape", "basic_index",
-           "getitem", "setitem", "cat", "split", "clone", "cast", "matmul", "relu", "relu_backward", "adam_step"]
+           "to_device", "to_host", "DTYPES", "parse_device", "as_strided", "permute", "expand", "sum_to_shape",
+           "basic_index", "getitem", "setitem", "cat", "split", "clone", "cast", "matmul", "relu", "relu_backward",
+           "adam_step"]
 
 # Raised when a device is full even after its cache was emptied: a MemoryError subclass.
 OutOfMemoryError = _C.allocator.OutOfMemoryError
@@ -57,23 +58,33 @@ def _require():
         raise RuntimeError(f"CUDA is not available: {unavailable_reason()}")
 
 
-def _index(device) -> int:
-    """A device index from None (the current device), an int, "cuda", "cuda:N" or a forgegrad.device."""
-    _require()
+def parse_device(device) -> int:
+    """The device index named by None (-1: the current device), an int >= 0, "cuda", "cuda:N" or an
+    object with ``type`` "cuda" (and an optional ``index``); ValueError for anything else."""
     if device is None:
         return -1
-    if isinstance(device, (int, np.integer)) and not isinstance(device, bool):
-        return int(device)
-    name = getattr(device, "type", device) if not isinstance(device, str) else device
-    index = getattr(device, "index", None)
-    if isinstance(name, str) and (name == "cuda" or name.startswith("cuda:")):
-        if ":" in name:
-            try:
-                return int(name.split(":", 1)[1])
-            except ValueError:
-                raise ValueError(f"device {device!r}: expected 'cuda' or 'cuda:N'") from None
-        return -1 if index is None else int(index)
-    raise ValueError(f"device must be None, an index, 'cuda' or 'cuda:N', got {device!r}")
+    if isinstance(device, (int, np.integer)) and not isinstance(device, (bool, np.bool_)):
+        index = int(device)
+    else:
+        name = device if isinstance(device, str) else getattr(device, "type", None)
+        if not isinstance(name, str) or not (name == "cuda" or name.startswith("cuda:")):
+            raise ValueError(f"device must be None, an index, 'cuda' or 'cuda:N', got {device!r}")
+        if ":" not in name:
+            index = None if isinstance(device, str) else getattr(device, "index", None)
+            return -1 if index is None else parse_device(index)
+        try:
+            index = int(name.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"device {device!r}: expected 'cuda' or 'cuda:N'") from None
+    if index < 0:
+        raise ValueError(f"device index must be >= 0, got {index} (from {device!r})")
+    return index
+
+
+def _index(device) -> int:
+    """parse_device after the availability check (the clear error comes first)."""
+    _require()
+    return parse_device(device)
 
 
 def synchronize(device=None) -> None:

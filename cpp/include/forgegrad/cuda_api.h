@@ -100,6 +100,9 @@ std::string strided_copy(const void* src, int64_t src_offset, const int64_t* src
 // 1s): the gradient of a broadcast. float32 / float64; each output sums in a fixed order.
 std::string sum_to_shape(const void* src, const int64_t* in_shape, void* dst, const int64_t* out_shape, int ndim,
                          DType t);
+// Launches a kernel that writes through a null pointer (an asynchronous fault that leaves the
+// context unusable): only for the tests of error reporting, which run it in a subprocess.
+std::string launch_faulting_kernel();
 // dst[i] = static_cast<dst type>(src[i]) for n elements (to bool: != 0).
 std::string cast(const void* src, DType src_type, void* dst, DType dst_type, int64_t n);
 

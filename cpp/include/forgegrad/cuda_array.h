@@ -24,7 +24,7 @@ inline void check(const std::string& err, const char* what) {
   if (!err.empty()) throw std::runtime_error(std::string(what) + ": CUDA error: " + err);
 }
 
-// The first device in this thread's current device, or "no CUDA device" as a RuntimeError.
+// The calling thread's current device; RuntimeError "CUDA is not available: ..." without one.
 inline int current_device_checked() {
   if (device_count() == 0) throw std::runtime_error("CUDA is not available: " + unavailable_reason());
   int d = 0;
@@ -118,7 +118,7 @@ class DeviceArray {
   static std::shared_ptr<DeviceArray> from_numpy(const pybind11::array& a, int device = -1) {
     DType t = from_numpy_dtype(a.dtype(), "from_numpy");
     auto c = pybind11::array::ensure(a, pybind11::array::c_style);
-    if (!c) throw pybind11::type_error("from_numpy: could not make the array contiguous");
+    if (!c) throw pybind11::error_already_set();  // the contiguous copy failed (e.g. MemoryError)
     std::vector<int64_t> shape(c.shape(), c.shape() + c.ndim());
     auto d = std::make_shared<DeviceArray>(shape, t, device);
     DeviceGuard guard(d->device());

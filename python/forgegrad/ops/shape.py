@@ -189,8 +189,9 @@ class ReshapeCudaFunction(Function):
     @staticmethod
     def forward(ctx, a, shape):
         ctx.in_shape = a.shape
+        shape = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
         try:
-            return a.reshape(tuple(shape))
+            return a.reshape(shape)
         except ValueError:
             raise ValueError(f"reshape: shape {tuple(shape)} is invalid for input of shape {a.shape} "
                              f"({a.size} elements)") from None
