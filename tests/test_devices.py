@@ -70,7 +70,8 @@ def test_cuda_without_a_device_fails_clearly():
 
 def test_ops_with_cuda_kernels_list_the_device():
     assert "cuda" in fg.ops.get("relu").devices and "cuda" in fg.ops.get("matmul").devices
-    assert "cuda" not in fg.ops.get("conv2d").devices
+    assert "cuda" in fg.ops.get("conv2d").devices and "cuda" in fg.ops.get("max_pool2d").devices
+    assert "cuda" not in fg.ops.get("fake_quantize_per_tensor_affine").devices  # no CUDA kernel (yet)
 
 
 @pytest.mark.skipif(not fg.cuda.is_available(), reason="no CUDA device on this machine")

@@ -211,56 +211,67 @@ class cuda:
     def synchronize(device: _Int = ...) -> None: ...
     # end of CUDA build only
 
-class cuda_pointwise:
+class cuda_gemm:
     @staticmethod
-    def act_backward(op: _Int, grad: object, saved: object, out: object, alpha: _Float = ...) -> None:
-        """out = grad * act'(saved); saved = y (relu, sigmoid, tanh) or x (the others)"""
+    def adaptive_avg_pool2d_backward(grad_output: object, input_shape: collections.abc.Sequence[_Int]) -> object:
+        """grad_input of adaptive_avg_pool2d."""
         ...
     @staticmethod
-    def act_forward(op: _Int, x: object, out: object, alpha: _Float = ...) -> None:
-        """out = act(x) on device arrays; op is a forgegrad._C.activation code (RELU, ...)"""
+    def adaptive_avg_pool2d_forward(input: object, output_size: tuple[_Int, _Int]) -> object:
+        """adaptive_avg_pool2d to output_size (oh, ow) -> new DeviceArray."""
         ...
     @staticmethod
-    def adam_step(params: collections.abc.Sequence[object], grads: collections.abc.Sequence[object],
-                  exp_avgs: collections.abc.Sequence[object], exp_avg_sqs: collections.abc.Sequence[object],
-                  max_exp_avg_sqs: collections.abc.Sequence[object] | None,
-                  step_sizes: collections.abc.Sequence[_Float],
-                  bias_correction2_sqrts: collections.abc.Sequence[_Float], *, beta1: _Float, beta2: _Float,
-                  eps: _Float, lr: _Float, weight_decay: _Float, decoupled: bool, maximize: bool) -> None:
-        """One Adam/AdamW step of every device parameter in one kernel launch (forgegrad._C.optim.adam_step's
-        contract).
-        """
+    def avg_pool2d_backward(grad_output: object, input_shape: collections.abc.Sequence[_Int],
+                            kernel_size: tuple[_Int, _Int], stride: tuple[_Int, _Int], padding: tuple[_Int, _Int],
+                            ceil_mode: bool, count_include_pad: bool, divisor_override: _Int) -> object:
+        """grad_input of avg_pool2d."""
+        ...
+    @staticmethod
+    def avg_pool2d_forward(input: object, kernel_size: tuple[_Int, _Int], stride: tuple[_Int, _Int],
+                           padding: tuple[_Int, _Int], ceil_mode: bool, count_include_pad: bool,
+                           divisor_override: _Int) -> object:
+        """avg_pool2d (divisor_override 0: none) -> new DeviceArray."""
         ...
     built: bool
     @staticmethod
-    def gru_cell_backward(gates: object, hn: object, h_prev: object, dh: object, gy: object, d_input: object,
-                          d_hidden: object, dh_direct: object) -> None: ...
-    @staticmethod
-    def gru_cell_forward(xg: object, hp: object, h_prev: object, h_out: object, hn_save: object) -> None: ...
-    @staticmethod
-    def lstm_cell_backward(gates: object, c: object, c_prev: object, dh: object, gy: object, dc: object,
-                           d_pre: object) -> None: ...
-    @staticmethod
-    def lstm_cell_forward(gates: object, c_prev: object, c_out: object, h_out: object) -> None: ...
-    @staticmethod
-    def rnn_backward(mode: _Int, x: object, h0: object, c0: object, w_ih: object, w_hh: object, y: object,
-                     gates: object, cells: object, hn_lin: object, grad_y: object, grad_hn: object, grad_cn: object,
-                     gx: object, gh0: object, gc0: object, gw_ih: object, gw_hh: object, gb_ih: object, gb_hh: object,
-                     reverse: bool) -> None:
-        """Backward through time on device arrays (the contract of forgegrad._C.rnn.backward)."""
+    def conv2d_backward(input: object, weight: object, grad_output: object, stride: tuple[_Int, _Int],
+                        padding: tuple[_Int, _Int, _Int, _Int], dilation: tuple[_Int, _Int], groups: _Int,
+                        need_input: bool, need_weight: bool, need_bias: bool) -> object:
+        """(grad_input, grad_weight, grad_bias); entries not needed are None."""
         ...
     @staticmethod
-    def rnn_forward(mode: _Int, x: object, h0: object, c0: object, w_ih: object, w_hh: object, b_ih: object,
-                    b_hh: object, y: object, h_n: object, c_n: object, gates: object, cells: object, hn_lin: object,
-                    reverse: bool) -> None:
-        """One recurrent layer on device arrays (the contract of forgegrad._C.rnn.forward)."""
+    def conv2d_forward(input: object, weight: object, bias: object, stride: tuple[_Int, _Int],
+                       padding: tuple[_Int, _Int, _Int, _Int], dilation: tuple[_Int, _Int], groups: _Int) -> object:
+        """conv2d (NCHW; padding as (top, bottom, left, right)) -> new DeviceArray."""
         ...
     @staticmethod
-    def sgd_step(params: collections.abc.Sequence[object], grads: collections.abc.Sequence[object],
-                 momentum_buffers: collections.abc.Sequence[object] | None,
-                 init_buffers: collections.abc.Sequence[bool], *, lr: _Float, momentum: _Float, dampening: _Float,
-                 weight_decay: _Float, nesterov: bool, maximize: bool) -> None:
-        """One SGD step of every device parameter in one kernel launch (forgegrad._C.optim.sgd_step's contract)."""
+    def linear(input: object, weight: object, bias: object = ..., allow_tf32: bool = ...) -> object:
+        """input @ weight.T + bias -> new DeviceArray."""
+        ...
+    @staticmethod
+    def linear_backward(input: object, weight: object, grad_output: object, need_input: bool, need_weight: bool,
+                        need_bias: bool, allow_tf32: bool = ...) -> object:
+        """(grad_input, grad_weight, grad_bias) of linear; entries not needed are None."""
+        ...
+    @staticmethod
+    def matmul(a: object, b: object, allow_tf32: bool = ...) -> object:
+        """a @ b with torch.matmul's shape rules (1-D promotion, broadcast batches) -> new DeviceArray."""
+        ...
+    @staticmethod
+    def matmul_backward(a: object, b: object, grad_output: object, need_a: bool, need_b: bool,
+                        allow_tf32: bool = ...) -> object:
+        """(grad_a, grad_b) of matmul; an entry not needed is None. Broadcast batches are summed."""
+        ...
+    @staticmethod
+    def max_pool2d_backward(grad_output: object, indices: object, input_shape: collections.abc.Sequence[_Int],
+                            kernel_size: tuple[_Int, _Int], stride: tuple[_Int, _Int], padding: tuple[_Int, _Int],
+                            dilation: tuple[_Int, _Int], ceil_mode: bool) -> object:
+        """grad_input of max_pool2d (a gather over the windows: no atomics)."""
+        ...
+    @staticmethod
+    def max_pool2d_forward(input: object, kernel_size: tuple[_Int, _Int], stride: tuple[_Int, _Int],
+                           padding: tuple[_Int, _Int], dilation: tuple[_Int, _Int], ceil_mode: bool) -> object:
+        """(values, int64 indices h * W + w in each plane) of max_pool2d -> new DeviceArrays."""
         ...
 
 class embedding:
@@ -306,50 +317,6 @@ class gemm:
               alpha: _Float = ..., beta: _Float = ..., reference: bool = ...) -> None:
         """out = alpha * op(a) @ op(b) + beta * out on float32 2-D arrays (rows may be strided)."""
         ...
-
-class hd_math:
-    @staticmethod
-    def act_backward(op: _Int, grad: numpy.ndarray, saved: numpy.ndarray,
-                     alpha: _Float = ...) -> numpy.typing.NDArray[numpy.float32]:
-        """grad * act'(.) from saved = y (relu, sigmoid, tanh) or x (the others)"""
-        ...
-    @staticmethod
-    def act_forward(op: _Int, x: numpy.ndarray, alpha: _Float = ...) -> numpy.typing.NDArray[numpy.float32]:
-        """act(x) elementwise; op is a forgegrad._C.activation code (RELU, ...)"""
-        ...
-    @staticmethod
-    def adam_update(param: numpy.ndarray, grad: numpy.ndarray, exp_avg: numpy.ndarray, exp_avg_sq: numpy.ndarray,
-                    max_exp_avg_sq: numpy.ndarray | None, *, step: _Float, lr: _Float, beta1: _Float, beta2: _Float,
-                    eps: _Float, weight_decay: _Float = ..., decoupled: bool = ..., maximize: bool = ...) -> None:
-        """one Adam/AdamW step in place (amsgrad when max_exp_avg_sq is given)"""
-        ...
-    @staticmethod
-    def erf(x: numpy.ndarray) -> numpy.typing.NDArray[numpy.float32]: ...
-    @staticmethod
-    def exp(x: numpy.ndarray) -> numpy.typing.NDArray[numpy.float32]: ...
-    @staticmethod
-    def gru_backward(gates: numpy.ndarray, hn: numpy.ndarray, h_prev: numpy.ndarray, dh: numpy.ndarray) -> tuple: ...
-    @staticmethod
-    def gru_forward(xg: numpy.ndarray, hp: numpy.ndarray, h_prev: numpy.ndarray) -> tuple: ...
-    @staticmethod
-    def lstm_backward(gates: numpy.ndarray, c: numpy.ndarray, c_prev: numpy.ndarray, dh: numpy.ndarray,
-                      dc: numpy.ndarray) -> tuple: ...
-    @staticmethod
-    def lstm_forward(pre: numpy.ndarray, c_prev: numpy.ndarray) -> tuple: ...
-    @staticmethod
-    def rnn_backward(h: numpy.ndarray, dh: numpy.ndarray, relu: bool) -> numpy.typing.NDArray[numpy.float32]: ...
-    @staticmethod
-    def rnn_forward(pre: numpy.ndarray, relu: bool) -> numpy.typing.NDArray[numpy.float32]: ...
-    @staticmethod
-    def sgd_update(param: numpy.ndarray, grad: numpy.ndarray, momentum_buffer: numpy.ndarray | None, init_buffer: bool,
-                   *, lr: _Float, momentum: _Float = ..., dampening: _Float = ..., weight_decay: _Float = ...,
-                   nesterov: bool = ..., maximize: bool = ...) -> None:
-        """one SGD step in place"""
-        ...
-    @staticmethod
-    def sigmoid(x: numpy.ndarray) -> numpy.typing.NDArray[numpy.float32]: ...
-    @staticmethod
-    def tanh(x: numpy.ndarray) -> numpy.typing.NDArray[numpy.float32]: ...
 
 class layernorm:
     @staticmethod

@@ -31,6 +31,11 @@ OutOfMemoryError = _C.allocator.OutOfMemoryError
 # The dtypes a DeviceArray holds.
 DTYPES = tuple(np.dtype(t) for t in (np.float32, np.float64, np.int64, np.int32, np.uint8, np.bool_))
 
+# Whether float32 matmul / linear on the GPU may use TF32 tensor cores (inputs rounded to a 10-bit
+# mantissa, FP32 accumulation), as torch.backends.cuda.matmul.allow_tf32. Off: FP32 FMAs, within FP32
+# rounding of the CPU. Read at each call (ops/linalg.py); convolutions always use FP32.
+matmul_allow_tf32 = False
+
 
 def is_built() -> bool:
     """Whether this installation was compiled with the CUDA kernels (nvcc was found at build time)."""

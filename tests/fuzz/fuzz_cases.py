@@ -34,10 +34,10 @@ from forgegrad.kernels import (activation, attention, conv, embedding, gemm, geo
 
 KERNEL_MODULES = {m.__name__.rsplit(".", 1)[1]: m for m in
                   (activation, attention, conv, embedding, gemm, geometry, loss, norm, optim, pool, rnn, softmax)}
-# cuda and cuda_pointwise take device arrays: no valid call exists without a GPU (their argument
-# errors are tested in tests/test_cuda.py / tests/test_cuda_pointwise.py)
+# cuda, cuda_pointwise, cuda_nn and cuda_gemm take device arrays: no valid call exists without a GPU
+# (their argument checks are tested on a GPU; cuda_gemm's and cuda_nn's kernels also on the CPU, emulated)
 C_SUBMODULES = [n for n in dir(_C) if not n.startswith("_") and inspect.ismodule(getattr(_C, n))
-                and n not in ("cuda", "cuda_pointwise")]
+                and n not in ("cuda", "cuda_pointwise", "cuda_nn", "cuda_gemm")]
 # set_num_threads(10**6) would legitimately start a million threads; its range is checked by test_runtime.
 SIG_SKIP = {"runtime.set_num_threads": "a huge thread count is a valid request that takes minutes to honour",
             "runtime._check_region_alloc": "a self-test hook whose task count is its loop length: 2**31 tasks is "

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _C
 from ..autograd import Function
 from ..devices import MetaArray
 from ..kernels import conv as _conv
+from ..kernels.geometry import conv2d_geometry
 from ..kernels._checks import check_ndim
 from . import conv_samples as CS
 from ._op_rules import with_args
@@ -58,3 +60,30 @@ class Conv2dFunction(Function):
         gx, gw, gb = _conv.conv2d_backward(x, weight, g, stride=stride, padding=padding, dilation=dilation,
                                            groups=groups, need=need)
         return gx, gw, gb
+
+
+class Conv2dCudaFunction(Function):
+    """conv2d on the cuda device: implicit-GEMM kernels (_C.cuda_gemm), the CPU op's geometry and checks."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        if len(x.shape) != 4 or len(weight.shape) != 4:
+            raise ValueError(f"conv2d: input and weight must be 4-D, got shapes {tuple(x.shape)} and "
+                             f"{tuple(weight.shape)}")
+        geo = conv2d_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
+        ctx.geo = (geo.stride, geo.padding, geo.dilation, geo.groups)
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _C.cuda_gemm.conv2d_forward(x, weight, bias, *ctx.geo)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        need = (bool(needs[0]), bool(needs[1]), bool(ctx.has_bias and len(needs) > 2 and needs[2]))
+        if not any(need):
+            return None, None, None
+        return tuple(_C.cuda_gemm.conv2d_backward(x, weight, g, *ctx.geo, *need))
+
+
+Conv2dFunction.op.add_device("cuda", Conv2dCudaFunction)

@@ -153,27 +153,47 @@ class LinearFunction(Function):
         return gx, gw, gb
 
 
+def _allow_tf32() -> bool:
+    from .. import cuda
+    return bool(cuda.matmul_allow_tf32)
+
+
 class MatMulCudaFunction(Function):
-    """2-D a @ b on the cuda device (forgegrad.cuda's SGEMM on DeviceArrays)."""
+    """a @ b on the cuda device (_C.cuda_gemm, our SGEMM): every shape the CPU op takes -- 1-D operands,
+    batches, broadcast batches (their gradients summed over the broadcast axes). bmm and mm are matmul."""
 
     @staticmethod
     def forward(ctx, a, b):
-        from .. import cuda
-        if len(a.shape) != 2 or len(b.shape) != 2:
-            raise NotImplementedError(f"matmul on cuda: only 2-D operands so far, got shapes {tuple(a.shape)} and "
-                                      f"{tuple(b.shape)}")
-        if a.shape[1] != b.shape[0]:
-            raise ValueError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be multiplied")
         ctx.save_for_backward(a, b)
-        return cuda.matmul(a, b)
+        ctx.tf32 = _allow_tf32()
+        return _C.cuda_gemm.matmul(a, b, ctx.tf32)
 
     @staticmethod
     def backward(ctx, g):
-        from .. import cuda
         a, b = ctx.saved_tensors
-        ga = cuda.matmul(g, b, trans_b=True) if ctx.needs_input_grad[0] else None
-        gb = cuda.matmul(a, g, trans_a=True) if ctx.needs_input_grad[1] else None
-        return ga, gb
+        need = ctx.needs_input_grad
+        return tuple(_C.cuda_gemm.matmul_backward(a, b, g, bool(need[0]), bool(need[1]), ctx.tf32))
+
+
+class LinearCudaFunction(Function):
+    """x @ weight.T + bias on the cuda device: one GEMM with the bias added in its output pass."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias=None):
+        ctx.tf32 = _allow_tf32()
+        out = _C.cuda_gemm.linear(x, weight, bias, ctx.tf32)
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        need_b = ctx.has_bias and len(need) > 2 and bool(need[2])
+        gx, gw, gb = _C.cuda_gemm.linear_backward(x, weight, g, bool(need[0]), bool(need[1]), need_b, ctx.tf32)
+        return gx, gw, gb
 
 
 MatMulFunction.op.add_device("cuda", MatMulCudaFunction)
+LinearFunction.op.add_device("cuda", LinearCudaFunction)

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _C
+from .._validate import check_bool
 from ..autograd import Function
 from ..devices import MetaArray
 from ..kernels import pool as _pool
+from ..kernels.geometry import pool2d_geometry
 from ..kernels._checks import check_ndim
 from . import conv_samples as CS
 from ._op_rules import window, with_args
@@ -117,3 +120,62 @@ class AdaptiveAvgPool2dFunction(Function):
     @staticmethod
     def backward(ctx, g):
         return _pool.adaptive_avg_pool2d_backward(g, ctx.in_shape)
+
+
+# ---- the cuda device (_C.cuda_gemm): the CPU ops' geometry and checks, gather-form backward passes -----
+def _cuda_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, owner):
+    if len(x.shape) != 4:
+        raise ValueError(f"input must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+    ceil_mode = check_bool(ceil_mode, "ceil_mode")
+    k, s, p, d, _ = pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode, owner)
+    return k, s, p, d, ceil_mode
+
+
+class MaxPool2dCudaFunction(Function):
+    non_differentiable_outputs = (1,)
+
+    @staticmethod
+    def forward(ctx, x, kernel_size=2, stride=None, padding=0, dilation=1, ceil_mode=False):
+        ctx.geo = _cuda_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d")
+        y, idx = _C.cuda_gemm.max_pool2d_forward(x, *ctx.geo)
+        ctx.save_for_backward(idx)
+        ctx.in_shape = tuple(x.shape)
+        return y, idx
+
+    @staticmethod
+    def backward(ctx, g, g_idx=None):
+        (idx,) = ctx.saved_tensors
+        return _C.cuda_gemm.max_pool2d_backward(g, idx, list(ctx.in_shape), *ctx.geo)
+
+
+class AvgPool2dCudaFunction(Function):
+    @staticmethod
+    def forward(ctx, x, kernel_size=2, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                divisor_override=None):
+        k, s, p, _, ceil_mode = _cuda_geometry(x, kernel_size, stride, padding, 1, ceil_mode, "avg_pool2d")
+        ctx.args = (k, s, p, ceil_mode, check_bool(count_include_pad, "count_include_pad"),
+                    _pool._divisor(divisor_override))
+        ctx.in_shape = tuple(x.shape)
+        return _C.cuda_gemm.avg_pool2d_forward(x, *ctx.args)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _C.cuda_gemm.avg_pool2d_backward(g, list(ctx.in_shape), *ctx.args)
+
+
+class AdaptiveAvgPool2dCudaFunction(Function):
+    @staticmethod
+    def forward(ctx, x, output_size=1):
+        if len(x.shape) != 4:
+            raise ValueError(f"input must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+        ctx.in_shape = tuple(x.shape)
+        return _C.cuda_gemm.adaptive_avg_pool2d_forward(x, _adaptive_size(output_size, x.shape[2:]))
+
+    @staticmethod
+    def backward(ctx, g):
+        return _C.cuda_gemm.adaptive_avg_pool2d_backward(g, list(ctx.in_shape))
+
+
+MaxPool2dFunction.op.add_device("cuda", MaxPool2dCudaFunction)
+AvgPool2dFunction.op.add_device("cuda", AvgPool2dCudaFunction)
+AdaptiveAvgPool2dFunction.op.add_device("cuda", AdaptiveAvgPool2dCudaFunction)
