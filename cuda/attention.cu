@@ -57,11 +57,10 @@ __device__ __forceinline__ float score(float qk, int64_t i, int64_t j, int64_t L
 }
 
 template <int DT>
-__global__ void __launch_bounds__(kWarps * 32) attn_fwd(const float* __restrict__ q, const float* __restrict__ k,
-                                                         const float* __restrict__ v, const float* __restrict__ mask,
-                                                         int64_t mask_bstride, float* __restrict__ out,
-                                                         float* __restrict__ lse, int64_t L, int64_t S, int D,
-                                                         int Dv, float scale, bool causal) {
+__global__ void __launch_bounds__(kWarps * 32)
+    attn_fwd(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+             const float* __restrict__ mask, int64_t mask_bstride, float* __restrict__ out, float* __restrict__ lse,
+             int64_t L, int64_t S, int D, int Dv, float scale, bool causal) {
   extern __shared__ float smem[];
   float* Qs = smem;                       // [kBlockRows][D + 1]
   float* Ks = Qs + kBlockRows * (D + 1);  // [kTile][D + 1]
@@ -74,11 +73,11 @@ __global__ void __launch_bounds__(kWarps * 32) attn_fwd(const float* __restrict_
   int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   load_tile(Qs, q, row0, kBlockRows, L, D);
   float m[kRowsPerWarp], l[kRowsPerWarp], acc[kRowsPerWarp][DT];
-  #pragma unroll
+#pragma unroll
   for (int r = 0; r < kRowsPerWarp; ++r) {
     m[r] = -INFINITY;
     l[r] = 0.f;
-    #pragma unroll
+#pragma unroll
     for (int t = 0; t < DT; ++t) acc[r][t] = 0.f;
   }
   int64_t end = causal ? min(S, row0 + kBlockRows) : S;  // causal: keys past the block's last row never count
@@ -87,7 +86,7 @@ __global__ void __launch_bounds__(kWarps * 32) attn_fwd(const float* __restrict_
     load_tile(Ks, k, j0, kTile, S, D);
     load_tile(Vs, v, j0, kTile, S, Dv);
     __syncthreads();
-    #pragma unroll
+#pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) {
       int lr = warp * kRowsPerWarp + r;
       int64_t i = row0 + lr;
@@ -99,12 +98,12 @@ __global__ void __launch_bounds__(kWarps * 32) attn_fwd(const float* __restrict_
       float p = expf(s - m_new);
       l[r] = l[r] * alpha + warp_sum(p);
       m[r] = m_new;
-      #pragma unroll
+#pragma unroll
       for (int t = 0; t < DT; ++t) acc[r][t] *= alpha;
-      #pragma unroll
+#pragma unroll
       for (int jj = 0; jj < kTile; ++jj) {
         float pj = __shfl_sync(kFull, p, jj);
-        #pragma unroll
+#pragma unroll
         for (int t = 0; t < DT; ++t) {
           int d = lane + 32 * t;
           if (d < Dv) acc[r][t] += pj * Vs[jj * (Dv + 1) + d];
@@ -112,12 +111,12 @@ __global__ void __launch_bounds__(kWarps * 32) attn_fwd(const float* __restrict_
       }
     }
   }
-  #pragma unroll
+#pragma unroll
   for (int r = 0; r < kRowsPerWarp; ++r) {
     int64_t i = row0 + warp * kRowsPerWarp + r;
     if (i >= L) break;
-    float inv = 1.f / l[r];  // a fully masked row: 0 / 0 = NaN, as softmax over all -inf
-    #pragma unroll
+    float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;  // a row with no key left: 0, as torch
+#pragma unroll
     for (int t = 0; t < DT; ++t) {
       int d = lane + 32 * t;
       if (d < Dv) out[(b * L + i) * Dv + d] = acc[r][t] * inv;
@@ -143,14 +142,11 @@ __global__ void attn_delta(const float* __restrict__ out, const float* __restric
 __device__ __forceinline__ float prob(float s, float lse_i) { return s == -INFINITY ? 0.f : expf(s - lse_i); }
 
 template <int DT>
-__global__ void __launch_bounds__(kWarps * 32) attn_bwd_dq(const float* __restrict__ q, const float* __restrict__ k,
-                                                            const float* __restrict__ v,
-                                                            const float* __restrict__ mask, int64_t mask_bstride,
-                                                            const float* __restrict__ lse,
-                                                            const float* __restrict__ delta,
-                                                            const float* __restrict__ gout, float* __restrict__ gq,
-                                                            int64_t L, int64_t S, int D, int Dv, float scale,
-                                                            bool causal) {
+__global__ void __launch_bounds__(kWarps * 32)
+    attn_bwd_dq(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                const float* __restrict__ mask, int64_t mask_bstride, const float* __restrict__ lse,
+                const float* __restrict__ delta, const float* __restrict__ gout, float* __restrict__ gq, int64_t L,
+                int64_t S, int D, int Dv, float scale, bool causal) {
   extern __shared__ float smem[];
   float* Qs = smem;                         // [kBlockRows][D + 1]
   float* Gs = Qs + kBlockRows * (D + 1);    // [kBlockRows][Dv + 1]  dO rows
@@ -168,9 +164,9 @@ __global__ void __launch_bounds__(kWarps * 32) attn_bwd_dq(const float* __restri
   load_tile(Qs, q, row0, kBlockRows, L, D);
   load_tile(Gs, gout, row0, kBlockRows, L, Dv);
   float acc[kRowsPerWarp][DT];
-  #pragma unroll
+#pragma unroll
   for (int r = 0; r < kRowsPerWarp; ++r)
-    #pragma unroll
+#pragma unroll
     for (int t = 0; t < DT; ++t) acc[r][t] = 0.f;
   int64_t end = causal ? min(S, row0 + kBlockRows) : S;
   for (int64_t j0 = 0; j0 < end; j0 += kTile) {
@@ -178,7 +174,7 @@ __global__ void __launch_bounds__(kWarps * 32) attn_bwd_dq(const float* __restri
     load_tile(Ks, k, j0, kTile, S, D);
     load_tile(Vs, v, j0, kTile, S, Dv);
     __syncthreads();
-    #pragma unroll
+#pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) {
       int lr = warp * kRowsPerWarp + r;
       int64_t i = row0 + lr;
@@ -187,10 +183,10 @@ __global__ void __launch_bounds__(kWarps * 32) attn_bwd_dq(const float* __restri
       float p = prob(s, lse[i]);
       float dp = dot(Gs + lr * (Dv + 1), Vs + lane * (Dv + 1), Dv);
       float ds = p * (dp - delta[i]);
-      #pragma unroll
+#pragma unroll
       for (int jj = 0; jj < kTile; ++jj) {
         float dsj = __shfl_sync(kFull, ds, jj);
-        #pragma unroll
+#pragma unroll
         for (int t = 0; t < DT; ++t) {
           int d = lane + 32 * t;
           if (d < D) acc[r][t] += dsj * Ks[jj * (D + 1) + d];
@@ -198,11 +194,11 @@ __global__ void __launch_bounds__(kWarps * 32) attn_bwd_dq(const float* __restri
       }
     }
   }
-  #pragma unroll
+#pragma unroll
   for (int r = 0; r < kRowsPerWarp; ++r) {
     int64_t i = row0 + warp * kRowsPerWarp + r;
     if (i >= L) break;
-    #pragma unroll
+#pragma unroll
     for (int t = 0; t < DT; ++t) {
       int d = lane + 32 * t;
       if (d < D) gq[(b * L + i) * D + d] = acc[r][t] * scale;
@@ -211,15 +207,11 @@ __global__ void __launch_bounds__(kWarps * 32) attn_bwd_dq(const float* __restri
 }
 
 template <int DT>
-__global__ void __launch_bounds__(kWarps * 32) attn_bwd_dkv(const float* __restrict__ q, const float* __restrict__ k,
-                                                             const float* __restrict__ v,
-                                                             const float* __restrict__ mask, int64_t mask_bstride,
-                                                             const float* __restrict__ lse,
-                                                             const float* __restrict__ delta,
-                                                             const float* __restrict__ gout,
-                                                             float* __restrict__ gk, float* __restrict__ gv,
-                                                             int64_t L, int64_t S, int D, int Dv, float scale,
-                                                             bool causal) {
+__global__ void __launch_bounds__(kWarps * 32)
+    attn_bwd_dkv(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                 const float* __restrict__ mask, int64_t mask_bstride, const float* __restrict__ lse,
+                 const float* __restrict__ delta, const float* __restrict__ gout, float* __restrict__ gk,
+                 float* __restrict__ gv, int64_t L, int64_t S, int D, int Dv, float scale, bool causal) {
   extern __shared__ float smem[];
   float* Ks = smem;                        // [kBlockRows][D + 1]   keys owned by the block
   float* Vs = Ks + kBlockRows * (D + 1);   // [kBlockRows][Dv + 1]
@@ -237,9 +229,9 @@ __global__ void __launch_bounds__(kWarps * 32) attn_bwd_dkv(const float* __restr
   load_tile(Ks, k, key0, kBlockRows, S, D);
   load_tile(Vs, v, key0, kBlockRows, S, Dv);
   float dk[kRowsPerWarp][DT], dv[kRowsPerWarp][DT];
-  #pragma unroll
+#pragma unroll
   for (int r = 0; r < kRowsPerWarp; ++r)
-    #pragma unroll
+#pragma unroll
     for (int t = 0; t < DT; ++t) dk[r][t] = dv[r][t] = 0.f;
   int64_t start = causal ? (key0 / kTile) * kTile : 0;  // causal: queries before the first key see none
   for (int64_t i0 = start; i0 < L; i0 += kTile) {
@@ -249,7 +241,7 @@ __global__ void __launch_bounds__(kWarps * 32) attn_bwd_dkv(const float* __restr
     __syncthreads();
     int64_t i = i0 + lane;
     float lse_i = i < L ? lse[i] : 0.f, delta_i = i < L ? delta[i] : 0.f;
-    #pragma unroll
+#pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) {
       int lr = warp * kRowsPerWarp + r;
       int64_t j = key0 + lr;
@@ -258,10 +250,10 @@ __global__ void __launch_bounds__(kWarps * 32) attn_bwd_dkv(const float* __restr
       float p = prob(s, lse_i);
       float dp = dot(Gs + lane * (Dv + 1), Vs + lr * (Dv + 1), Dv);
       float ds = p * (dp - delta_i);
-      #pragma unroll
+#pragma unroll
       for (int ii = 0; ii < kTile; ++ii) {
         float pi = __shfl_sync(kFull, p, ii), dsi = __shfl_sync(kFull, ds, ii);
-        #pragma unroll
+#pragma unroll
         for (int t = 0; t < DT; ++t) {
           int d = lane + 32 * t;
           if (d < Dv) dv[r][t] += pi * Gs[ii * (Dv + 1) + d];
@@ -270,11 +262,11 @@ __global__ void __launch_bounds__(kWarps * 32) attn_bwd_dkv(const float* __restr
       }
     }
   }
-  #pragma unroll
+#pragma unroll
   for (int r = 0; r < kRowsPerWarp; ++r) {
     int64_t j = key0 + warp * kRowsPerWarp + r;
     if (j >= S) break;
-    #pragma unroll
+#pragma unroll
     for (int t = 0; t < DT; ++t) {
       int d = lane + 32 * t;
       if (d < D) gk[(b * S + j) * D + d] = dk[r][t] * scale;
@@ -302,8 +294,7 @@ std::string launch(Kernel kernel, dim3 grid, size_t bytes, Args... args) {
 
 std::string check(int64_t B, int64_t L, int64_t S, int64_t D, int64_t Dv) {
   if (D < 1 || D > 128 || Dv < 1 || Dv > 128) return "attention: head dimensions must be in [1, 128]";
-  if ((L + kBlockRows - 1) / kBlockRows > 0x7fffffff || (S + kBlockRows - 1) / kBlockRows > 0x7fffffff ||
-      B > 65535)
+  if ((L + kBlockRows - 1) / kBlockRows > 0x7fffffff || (S + kBlockRows - 1) / kBlockRows > 0x7fffffff || B > 65535)
     return "attention: too many rows or batches for one launch";
   return std::string();
 }
@@ -323,11 +314,11 @@ std::string backward_dt(const float* q, const float* k, const float* v, const fl
                         int64_t B, int64_t L, int64_t S, int D, int Dv, float scale, bool causal) {
   std::string err;
   if (L > 0)  // (a grid of zero blocks is a launch error)
-    err = launch(attn_bwd_dq<DT>, dim3(tiles_of(L), static_cast<unsigned>(B)), bwd_smem(D, Dv), q, k, v, mask, mbs,
-                 lse, delta, gout, gq, L, S, D, Dv, scale, causal);
+    err = launch(attn_bwd_dq<DT>, dim3(tiles_of(L), static_cast<unsigned>(B)), bwd_smem(D, Dv), q, k, v, mask, mbs, lse,
+                 delta, gout, gq, L, S, D, Dv, scale, causal);
   if (!err.empty() || S == 0) return err;
-  return launch(attn_bwd_dkv<DT>, dim3(tiles_of(S), static_cast<unsigned>(B)), bwd_smem(D, Dv), q, k, v, mask, mbs,
-                lse, delta, gout, gk, gv, L, S, D, Dv, scale, causal);
+  return launch(attn_bwd_dkv<DT>, dim3(tiles_of(S), static_cast<unsigned>(B)), bwd_smem(D, Dv), q, k, v, mask, mbs, lse,
+                delta, gout, gk, gv, L, S, D, Dv, scale, causal);
 }
 
 }  // namespace
@@ -344,26 +335,26 @@ std::string attention_forward(const float* q, const float* k, const float* v, co
   return forward_dt<4>(q, k, v, mask, mask_bstride, out, lse, B, L, S, d, dv, scale, causal);
 }
 
-std::string attention_backward(const float* q, const float* k, const float* v, const float* mask,
-                               int64_t mask_bstride, const float* out, const float* lse, const float* grad_out,
-                               float* grad_q, float* grad_k, float* grad_v, int64_t B, int64_t L, int64_t S,
-                               int64_t D, int64_t Dv, float scale, bool causal, float* workspace) {
+std::string attention_backward(const float* q, const float* k, const float* v, const float* mask, int64_t mask_bstride,
+                               const float* out, const float* lse, const float* grad_out, float* grad_q, float* grad_k,
+                               float* grad_v, int64_t B, int64_t L, int64_t S, int64_t D, int64_t Dv, float scale,
+                               bool causal, float* workspace) {
   std::string err = check(B, L, S, D, Dv);
   if (!err.empty() || B * (L + S) == 0) return err;
   if (B * L > 0) {
     attn_delta<<<blocks_for(B * L * 32, 256), 256, 0, current_stream()>>>(out, grad_out, workspace, B * L,
-                                                                         static_cast<int>(Dv));
+                                                                          static_cast<int>(Dv));
     err = launch_status();
     if (!err.empty()) return err;
   }
   int dmax = static_cast<int>(D > Dv ? D : Dv);
   int d = static_cast<int>(D), dv = static_cast<int>(Dv);
   if (dmax <= 32)
-    return backward_dt<1>(q, k, v, mask, mask_bstride, lse, workspace, grad_out, grad_q, grad_k, grad_v, B, L, S, d,
-                          dv, scale, causal);
+    return backward_dt<1>(q, k, v, mask, mask_bstride, lse, workspace, grad_out, grad_q, grad_k, grad_v, B, L, S, d, dv,
+                          scale, causal);
   if (dmax <= 64)
-    return backward_dt<2>(q, k, v, mask, mask_bstride, lse, workspace, grad_out, grad_q, grad_k, grad_v, B, L, S, d,
-                          dv, scale, causal);
+    return backward_dt<2>(q, k, v, mask, mask_bstride, lse, workspace, grad_out, grad_q, grad_k, grad_v, B, L, S, d, dv,
+                          scale, causal);
   return backward_dt<4>(q, k, v, mask, mask_bstride, lse, workspace, grad_out, grad_q, grad_k, grad_v, B, L, S, d, dv,
                         scale, causal);
 }

@@ -77,8 +77,8 @@ __global__ void pointwise_kernel(Pointwise op, Broadcast geo, float* __restrict_
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     int64_t off[kMaxInputs];
     offsets<kMaxInputs>(geo, i, off);
-    out[i] = apply(op, load(in.p[0], off[0], in.s[0]), load(in.p[1], off[1], in.s[1]),
-                   load(in.p[2], off[2], in.s[2]), load(in.p[3], off[3], in.s[3]), alpha);
+    out[i] = apply(op, load(in.p[0], off[0], in.s[0]), load(in.p[1], off[1], in.s[1]), load(in.p[2], off[2], in.s[2]),
+                   load(in.p[3], off[3], in.s[3]), alpha);
   }
 }
 

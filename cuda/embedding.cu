@@ -73,8 +73,7 @@ __global__ void scan_rows(const float* __restrict__ g, const int64_t* __restrict
 
 }  // namespace
 
-std::string embedding_forward(const float* weight, const int64_t* index, float* out, int64_t n, int64_t V,
-                              int64_t D) {
+std::string embedding_forward(const float* weight, const int64_t* index, float* out, int64_t n, int64_t V, int64_t D) {
   if (n * D == 0) return std::string();
   gather<<<blocks_for(n * D, 256), 256, 0, current_stream()>>>(weight, index, out, n, V, D);
   return launch_status();

@@ -17,9 +17,9 @@ __device__ __forceinline__ int64_t chan_index(int64_t j, int64_t c, int64_t C, i
 }
 
 __global__ void bn_fwd(const float* __restrict__ x, const float* __restrict__ weight, const float* __restrict__ bias,
-                       float* __restrict__ running_mean, float* __restrict__ running_var, bool training,
-                       float momentum, float eps, float* __restrict__ y, float* __restrict__ save_mean,
-                       float* __restrict__ save_invstd, int64_t N, int64_t C, int64_t inner) {
+                       float* __restrict__ running_mean, float* __restrict__ running_var, bool training, float momentum,
+                       float eps, float* __restrict__ y, float* __restrict__ save_mean, float* __restrict__ save_invstd,
+                       int64_t N, int64_t C, int64_t inner) {
   __shared__ float sh[kRowThreads];
   int64_t cnt = N * inner;
   for (int64_t c = blockIdx.x; c < C; c += gridDim.x) {
@@ -184,8 +184,8 @@ int64_t ln_slices(int64_t rows) {
 }  // namespace
 
 std::string batch_norm_forward(const float* x, const float* weight, const float* bias, float* running_mean,
-                               float* running_var, bool training, float momentum, float eps, float* y,
-                               float* save_mean, float* save_invstd, int64_t N, int64_t C, int64_t inner) {
+                               float* running_var, bool training, float momentum, float eps, float* y, float* save_mean,
+                               float* save_invstd, int64_t N, int64_t C, int64_t inner) {
   if (C == 0) return std::string();
   if (!training && (!running_mean || !running_var)) return "batch_norm: running statistics required in eval mode";
   bn_fwd<<<row_grid(C), row_threads(N * inner), 0, current_stream()>>>(
@@ -194,11 +194,11 @@ std::string batch_norm_forward(const float* x, const float* weight, const float*
 }
 
 std::string batch_norm_backward(const float* g, const float* x, const float* weight, const float* mean,
-                                const float* invstd, bool training, float* grad_x, float* grad_weight,
-                                float* grad_bias, int64_t N, int64_t C, int64_t inner) {
+                                const float* invstd, bool training, float* grad_x, float* grad_weight, float* grad_bias,
+                                int64_t N, int64_t C, int64_t inner) {
   if (C == 0) return std::string();
   bn_bwd<<<row_grid(C), row_threads(N * inner), 0, current_stream()>>>(g, x, weight, mean, invstd, training, grad_x,
-                                                                        grad_weight, grad_bias, N, C, inner);
+                                                                       grad_weight, grad_bias, N, C, inner);
   return launch_status();
 }
 
@@ -212,12 +212,11 @@ std::string layer_norm_forward(bool rms, const float* x, const float* weight, co
 int64_t layer_norm_workspace(int64_t rows, int64_t D) { return ln_slices(rows) * 2 * D; }
 
 std::string layer_norm_backward(bool rms, const float* g, const float* x, const float* mean, const float* rstd,
-                                const float* weight, float* grad_x, float* grad_weight, float* grad_bias,
-                                int64_t rows, int64_t D, float* workspace) {
+                                const float* weight, float* grad_x, float* grad_weight, float* grad_bias, int64_t rows,
+                                int64_t D, float* workspace) {
   if (rows == 0 || D == 0) return std::string();
   if (grad_x) {
-    ln_bwd_x<<<row_grid(rows), row_threads(D), 0, current_stream()>>>(rms, g, x, mean, rstd, weight, grad_x, rows,
-                                                                       D);
+    ln_bwd_x<<<row_grid(rows), row_threads(D), 0, current_stream()>>>(rms, g, x, mean, rstd, weight, grad_x, rows, D);
     std::string err = launch_status();
     if (!err.empty()) return err;
   }

@@ -78,7 +78,8 @@ __global__ void reduce_kernel(Reduce op, Reduction r, const float* __restrict__ 
     float c = center ? center[o] : 0.f;
     int64_t lo = p * chunk, hi = min(R, lo + chunk);
     float acc = identity(op);
-    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) acc = combine(op, acc, element(op, x[base + red_offset(r, i)], c));
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x)
+      acc = combine(op, acc, element(op, x[base + red_offset(r, i)], c));
     Reduce tree_op = (op == Reduce::Max || op == Reduce::Min) ? op : Reduce::Sum;
     float v = block_tree(tree_op, acc, sh);
     if (threadIdx.x == 0) {
@@ -183,7 +184,9 @@ std::string check_geo(const Reduction& r) {
   return std::string();
 }
 
-unsigned grid_for(int64_t blocks) { return static_cast<unsigned>(blocks < 65535 * 32 ? (blocks < 1 ? 1 : blocks) : 65535 * 32); }
+unsigned grid_for(int64_t blocks) {
+  return static_cast<unsigned>(blocks < 65535 * 32 ? (blocks < 1 ? 1 : blocks) : 65535 * 32);
+}
 
 }  // namespace
 
@@ -204,12 +207,12 @@ std::string reduce(Reduce op, const Reduction& r, const float* x, const float* c
   int64_t chunk = slices > 1 ? (R + slices - 1) / slices : R;
   int threads = threads_for(chunk);
   reduce_kernel<<<grid_for(nout * slices), threads, 0, current_stream()>>>(op, r, x, center, out, workspace, nout, R,
-                                                                          slices, chunk, scale, sqrt_after);
+                                                                           slices, chunk, scale, sqrt_after);
   err = launch_status();
   if (!err.empty() || slices == 1) return err;
   Reduce fin = (op == Reduce::Max || op == Reduce::Min) ? op : Reduce::Sum;
   finish_kernel<<<grid_for(nout), threads_for(slices), 0, current_stream()>>>(fin, workspace, out, nout, slices, scale,
-                                                                               sqrt_after);
+                                                                              sqrt_after);
   return launch_status();
 }
 

@@ -11,8 +11,8 @@
 namespace fg::cuda::nn {
 namespace {
 
-__global__ void softmax_fwd(bool log_out, const float* __restrict__ x, float* __restrict__ y, int64_t outer,
-                            int64_t n, int64_t inner) {
+__global__ void softmax_fwd(bool log_out, const float* __restrict__ x, float* __restrict__ y, int64_t outer, int64_t n,
+                            int64_t inner) {
   __shared__ float sh[kRowThreads];
   for (int64_t row = blockIdx.x; row < outer * inner; row += gridDim.x) {
     int64_t base = (row / inner) * n * inner + row % inner;
@@ -184,8 +184,8 @@ std::string softmax_backward(bool log, const float* y, const float* g, float* gx
 }
 
 std::string cross_entropy_forward(const float* logits, const int64_t* target, const float* weight, float* prob,
-                                  float* per, float* wy, int64_t outer, int64_t C, int64_t inner,
-                                  int64_t ignore_index, float label_smoothing) {
+                                  float* per, float* wy, int64_t outer, int64_t C, int64_t inner, int64_t ignore_index,
+                                  float label_smoothing) {
   if (outer * inner == 0) return std::string();
   cross_entropy_fwd<<<row_grid(outer * inner), row_threads(C), 0, current_stream()>>>(
       logits, target, weight, prob, per, wy, outer, C, inner, ignore_index, label_smoothing);

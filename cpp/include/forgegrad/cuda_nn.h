@@ -26,9 +26,22 @@ struct Broadcast {
 
 enum class Pointwise : int {
   // binary math: out = f(in0, in1)
-  Add = 0, Sub, Mul, Div, Pow, Maximum, Minimum,
+  Add = 0,
+  Sub,
+  Mul,
+  Div,
+  Pow,
+  Maximum,
+  Minimum,
   // unary math: out = f(in0)
-  Exp, Log, Sqrt, Abs, Neg, Sin, Cos, Copy,
+  Exp,
+  Log,
+  Sqrt,
+  Abs,
+  Neg,
+  Sin,
+  Cos,
+  Copy,
   Clamp,  // clamp(in0, lo, hi): lo / hi from the scalars slots 1 / 2, NaN bound = absent
   // gradients (g = in0)
   MulScaled,     // in0 * in1 * alpha
@@ -95,8 +108,8 @@ std::string softmax_backward(bool log, const float* y, const float* g, float* gx
 // wy[row] its target's class weight (0 when ignored): the mean divides sum(per) by sum(wy).
 // A target outside [0, C) that is not ignore_index gives a NaN loss (the kernel cannot raise).
 std::string cross_entropy_forward(const float* logits, const int64_t* target, const float* weight, float* prob,
-                                  float* per, float* wy, int64_t outer, int64_t C, int64_t inner,
-                                  int64_t ignore_index, float label_smoothing);
+                                  float* per, float* wy, int64_t outer, int64_t C, int64_t inner, int64_t ignore_index,
+                                  float label_smoothing);
 // grad_logits = a * d(per) / d logits with a = g[row * g_stride] / (denom ? *denom : 1).
 std::string cross_entropy_backward(const float* prob, const int64_t* target, const float* weight, const float* g,
                                    int64_t g_stride, const float* denom, float* grad, int64_t outer, int64_t C,
@@ -111,20 +124,20 @@ std::string nll_backward(const int64_t* target, const float* weight, const float
 // x [N, C, inner]; training: batch statistics (biased var normalises, the running var gets the
 // unbiased one), running stats updated in place when given; eval: running stats.
 std::string batch_norm_forward(const float* x, const float* weight, const float* bias, float* running_mean,
-                               float* running_var, bool training, float momentum, float eps, float* y,
-                               float* save_mean, float* save_invstd, int64_t N, int64_t C, int64_t inner);
+                               float* running_var, bool training, float momentum, float eps, float* y, float* save_mean,
+                               float* save_invstd, int64_t N, int64_t C, int64_t inner);
 // grad_x / grad_weight / grad_bias may be null (not needed).
 std::string batch_norm_backward(const float* g, const float* x, const float* weight, const float* mean,
-                                const float* invstd, bool training, float* grad_x, float* grad_weight,
-                                float* grad_bias, int64_t N, int64_t C, int64_t inner);
+                                const float* invstd, bool training, float* grad_x, float* grad_weight, float* grad_bias,
+                                int64_t N, int64_t C, int64_t inner);
 
 // Rows of D elements; rms: no mean (mean gets zeros). mean may be null for rms.
 std::string layer_norm_forward(bool rms, const float* x, const float* weight, const float* bias, float eps, float* y,
                                float* mean, float* rstd, int64_t rows, int64_t D);
 int64_t layer_norm_workspace(int64_t rows, int64_t D);
 std::string layer_norm_backward(bool rms, const float* g, const float* x, const float* mean, const float* rstd,
-                                const float* weight, float* grad_x, float* grad_weight, float* grad_bias,
-                                int64_t rows, int64_t D, float* workspace);
+                                const float* weight, float* grad_x, float* grad_weight, float* grad_bias, int64_t rows,
+                                int64_t D, float* workspace);
 
 // ---- attention (attention.cu) ------------------------------------------------------------------
 // q [B, L, D], k [B, S, D], v [B, S, Dv] contiguous, D and Dv <= 128; mask an additive float
@@ -134,16 +147,15 @@ std::string attention_forward(const float* q, const float* k, const float* v, co
                               float* out, float* lse, int64_t B, int64_t L, int64_t S, int64_t D, int64_t Dv,
                               float scale, bool causal);
 // workspace: B * L floats (rowsum(dO * O)).
-std::string attention_backward(const float* q, const float* k, const float* v, const float* mask,
-                               int64_t mask_bstride, const float* out, const float* lse, const float* grad_out,
-                               float* grad_q, float* grad_k, float* grad_v, int64_t B, int64_t L, int64_t S,
-                               int64_t D, int64_t Dv, float scale, bool causal, float* workspace);
+std::string attention_backward(const float* q, const float* k, const float* v, const float* mask, int64_t mask_bstride,
+                               const float* out, const float* lse, const float* grad_out, float* grad_q, float* grad_k,
+                               float* grad_v, int64_t B, int64_t L, int64_t S, int64_t D, int64_t Dv, float scale,
+                               bool causal, float* workspace);
 
 // ---- embedding (embedding.cu) ------------------------------------------------------------------
 // out[i, :] = weight[index[i], :] for n indices into a [V, D] table; an index outside [0, V)
 // gives a row of NaN (the kernel cannot raise).
-std::string embedding_forward(const float* weight, const int64_t* index, float* out, int64_t n, int64_t V,
-                              int64_t D);
+std::string embedding_forward(const float* weight, const int64_t* index, float* out, int64_t n, int64_t V, int64_t D);
 // grad_weight[r, :] = sum over i with index[i] == r, in ascending i, of g[i, :]; row padding_idx
 // (< 0: none) stays zero. workspace: V int32 counts.
 std::string embedding_backward(const float* g, const int64_t* index, float* grad_weight, int64_t n, int64_t V,

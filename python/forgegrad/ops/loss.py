@@ -527,3 +527,139 @@ class KLDivFunction(Function):
                     gt = np.where(target == 0, 0, np.log(np.where(target == 0, 1, target)) + 1 - inp) * gr
             gt = gt.astype(np.float32)
         return gi, gt
+
+
+# ---- cuda ------------------------------------------------------------------------------------------------
+# Losses on DeviceArrays (cuda/softmax_loss.cu; the sums of the reductions through cuda/reduce.cu in a
+# fixed order). softmax / log_softmax (ops.activation) register here too: cross entropy shares their row
+# kernels. The kernels cannot raise: an out-of-range class index gives a NaN loss and gradient on cuda
+# where the CPU raises IndexError. Never run on a GPU yet.
+from . import _cuda_nn as CN  # noqa: E402
+
+
+def _cuda_reduce_loss(per, wy, reduction):
+    """(the reduced loss, the mean's denominator or None) from the per-row losses and target weights."""
+    K = CN.kernels()
+    if reduction == "none":
+        return per, None
+    total = K.reduce("sum", per)
+    if reduction == "sum":
+        return total, None
+    denom = K.reduce("sum", wy)
+    return CN.pw("div", total, denom), denom
+
+
+def _cuda_index_target(target, name):
+    if getattr(target, "dtype", None) != np.int64:
+        raise NotImplementedError(f"{name} on cuda: only int64 class-index targets are supported so far, got "
+                                  f"{getattr(target, 'dtype', type(target).__name__)}")
+
+
+class CrossEntropyCudaFunction(Function):
+    """cross_entropy on cuda with int64 class-index targets: saves softmax(logits), as the CPU kernel."""
+
+    @staticmethod
+    def forward(ctx, logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+        _check_reduction(reduction)
+        _cuda_index_target(target, "cross_entropy")
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+        prob, per, wy = CN.kernels().cross_entropy_forward(logits, target, weight, int(ignore_index),
+                                                           float(label_smoothing))
+        out, denom = _cuda_reduce_loss(per, wy, reduction)
+        ctx.save_for_backward(prob, target, weight, denom)
+        ctx.args = (int(ignore_index), float(label_smoothing))
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        prob, target, weight, denom = ctx.saved_tensors
+        ignore_index, ls = ctx.args
+        return CN.kernels().cross_entropy_backward(prob, target, weight, g, denom, ignore_index, ls), None, None
+
+
+CrossEntropyFunction.op.add_device("cuda", CrossEntropyCudaFunction)
+
+
+class NLLLossCudaFunction(Function):
+    """nll_loss on cuda (int64 class-index targets)."""
+
+    @staticmethod
+    def forward(ctx, logp, target, weight=None, ignore_index=-100, reduction="mean"):
+        _check_reduction(reduction)
+        _cuda_index_target(target, "nll_loss")
+        per, wy = CN.kernels().nll_forward(logp, target, weight, int(ignore_index))
+        out, denom = _cuda_reduce_loss(per, wy, reduction)
+        ctx.save_for_backward(target, weight, denom)
+        ctx.shape, ctx.ignore_index = tuple(logp.shape), int(ignore_index)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        target, weight, denom = ctx.saved_tensors
+        return CN.kernels().nll_backward(list(ctx.shape), target, weight, g, denom, ctx.ignore_index), None, None
+
+
+NLLLossFunction.op.add_device("cuda", NLLLossCudaFunction)
+
+
+class MSELossCudaFunction(Function):
+    """mse_loss on cuda: saves d = inp - target as the CPU Function does."""
+
+    @staticmethod
+    def forward(ctx, inp, target, reduction="mean"):
+        _check_reduction(reduction)
+        if tuple(inp.shape) != tuple(target.shape):
+            raise ValueError(f"mse_loss: target shape {tuple(target.shape)} must match input shape "
+                             f"{tuple(inp.shape)}")
+        d = CN.pw("sub", inp, target)
+        ctx.save_for_backward(d)
+        ctx.reduction = reduction
+        sq = CN.pw("mul", d, d)
+        if reduction == "none":
+            return sq
+        n = CN.numel(d.shape)
+        return CN.kernels().reduce("sum", sq, None, False, 1.0 if reduction == "sum" else (1.0 / n if n else math.nan))
+
+    @staticmethod
+    def backward(ctx, g):
+        (d,) = ctx.saved_tensors
+        n = CN.numel(d.shape)
+        alpha = (2.0 / n if n else math.nan) if ctx.reduction == "mean" else 2.0
+        gi = CN.pw("mul_scaled", d, g, alpha=alpha, shape=d.shape)
+        return gi, (CN.pw("neg", gi) if ctx.needs_input_grad[1] else None)
+
+
+MSELossFunction.op.add_device("cuda", MSELossCudaFunction)
+
+
+def _register_softmax_cuda():
+    from ._util import single_axis
+    from .activation import LogSoftmaxFunction, SoftmaxFunction
+
+    class SoftmaxCudaFunction(Function):
+        """softmax / log_softmax along dim on cuda (any axis, no transpose); saves y as the CPU does."""
+
+        log = False
+
+        @staticmethod
+        def forward(ctx, x, dim=-1):
+            axis = single_axis(dim, x.ndim)
+            y = CN.kernels().softmax(x, axis, type(ctx).log)
+            ctx.save_for_backward(y)
+            ctx.axis = axis
+            return y
+
+        @staticmethod
+        def backward(ctx, g):
+            (y,) = ctx.saved_tensors
+            return CN.kernels().softmax_backward(y, g, ctx.axis, type(ctx).log)
+
+    class LogSoftmaxCudaFunction(SoftmaxCudaFunction):
+        log = True
+
+    SoftmaxFunction.op.add_device("cuda", SoftmaxCudaFunction)
+    LogSoftmaxFunction.op.add_device("cuda", LogSoftmaxCudaFunction)
+
+
+_register_softmax_cuda()
