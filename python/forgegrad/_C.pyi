@@ -148,6 +148,89 @@ class cuda:
         ...
     # end of CUDA build only
 
+class cuda_nn:
+    # CUDA build only (_C.cuda_nn), written by tools/gen_c_stub.py from a CUDA build
+    @staticmethod
+    def arg_reduce(is_max: bool, x: cuda.DeviceArray, axis: _Int | None = ..., keepdim: bool = ...) -> tuple:
+        """(int64 index, values) of the first max / min"""
+        ...
+    @staticmethod
+    def attention_backward(g: cuda.DeviceArray, q: cuda.DeviceArray, k: cuda.DeviceArray, v: cuda.DeviceArray,
+                           out: cuda.DeviceArray, lse: cuda.DeviceArray, mask: cuda.DeviceArray | None, scale: _Float,
+                           causal: bool) -> tuple:
+        """(dq, dk, dv)"""
+        ...
+    @staticmethod
+    def attention_forward(q: cuda.DeviceArray, k: cuda.DeviceArray, v: cuda.DeviceArray, mask: cuda.DeviceArray | None,
+                          scale: _Float, causal: bool) -> tuple:
+        """(out, lse)"""
+        ...
+    @staticmethod
+    def batch_norm_backward(g: cuda.DeviceArray, x: cuda.DeviceArray, weight: cuda.DeviceArray | None,
+                            mean: cuda.DeviceArray, invstd: cuda.DeviceArray, training: bool,
+                            need: tuple[bool, bool, bool] = ...) -> tuple: ...
+    @staticmethod
+    def batch_norm_forward(x: cuda.DeviceArray, weight: cuda.DeviceArray | None, bias: cuda.DeviceArray | None,
+                           running_mean: cuda.DeviceArray | None, running_var: cuda.DeviceArray | None, training: bool,
+                           momentum: _Float = ..., eps: _Float = ...) -> tuple:
+        """(y, save_mean, save_invstd); running stats updated in place when training"""
+        ...
+    @staticmethod
+    def compare(op: str, a: object, b: object) -> cuda.DeviceArray: ...
+    @staticmethod
+    def cross_entropy_backward(prob: cuda.DeviceArray, target: cuda.DeviceArray, weight: cuda.DeviceArray | None,
+                               g: cuda.DeviceArray, denom: cuda.DeviceArray | None, ignore_index: _Int = ...,
+                               label_smoothing: _Float = ...) -> cuda.DeviceArray: ...
+    @staticmethod
+    def cross_entropy_forward(logits: cuda.DeviceArray, target: cuda.DeviceArray, weight: cuda.DeviceArray | None = ...,
+                              ignore_index: _Int = ..., label_smoothing: _Float = ...) -> tuple:
+        """(prob, per-row loss, per-row target weight)"""
+        ...
+    @staticmethod
+    def embedding_backward(g: cuda.DeviceArray, indices: cuda.DeviceArray, num_weights: _Int,
+                           padding_idx: _Int = ...) -> cuda.DeviceArray: ...
+    @staticmethod
+    def embedding_forward(weight: cuda.DeviceArray, indices: cuda.DeviceArray) -> cuda.DeviceArray: ...
+    @staticmethod
+    def layer_norm_backward(g: cuda.DeviceArray, x: cuda.DeviceArray, mean: cuda.DeviceArray | None,
+                            rstd: cuda.DeviceArray, weight: cuda.DeviceArray | None, normalized_ndim: _Int,
+                            need: tuple[bool, bool, bool] = ..., rms: bool = ...) -> tuple: ...
+    @staticmethod
+    def layer_norm_forward(x: cuda.DeviceArray, normalized_ndim: _Int, weight: cuda.DeviceArray | None,
+                           bias: cuda.DeviceArray | None, eps: _Float, rms: bool = ...) -> tuple:
+        """(y, mean or None for rms, rstd)"""
+        ...
+    @staticmethod
+    def nll_backward(shape: collections.abc.Sequence[_Int], target: cuda.DeviceArray, weight: cuda.DeviceArray | None,
+                     g: cuda.DeviceArray, denom: cuda.DeviceArray | None,
+                     ignore_index: _Int = ...) -> cuda.DeviceArray: ...
+    @staticmethod
+    def nll_forward(logp: cuda.DeviceArray, target: cuda.DeviceArray, weight: cuda.DeviceArray | None = ...,
+                    ignore_index: _Int = ...) -> tuple: ...
+    @staticmethod
+    def pointwise(op: str, inputs: list, alpha: _Float = ...,
+                  shape: collections.abc.Sequence[_Int] | None = ...) -> cuda.DeviceArray:
+        """op over broadcast inputs (DeviceArrays, numbers, None); the output has `shape` when given, else the inputs'
+        broadcast shape; see cuda_nn.h for the ops
+        """
+        ...
+    @staticmethod
+    def reduce(op: str, x: cuda.DeviceArray, axes: collections.abc.Sequence[_Int] | None = ..., keepdim: bool = ...,
+               scale: _Float = ..., sqrt: bool = ..., center: cuda.DeviceArray | None = ...) -> cuda.DeviceArray: ...
+    @staticmethod
+    def scatter_axis(g: cuda.DeviceArray, index: cuda.DeviceArray, shape: collections.abc.Sequence[_Int],
+                     axis: _Int) -> cuda.DeviceArray: ...
+    @staticmethod
+    def softmax(x: cuda.DeviceArray, axis: _Int = ..., log: bool = ...) -> cuda.DeviceArray: ...
+    @staticmethod
+    def softmax_backward(y: cuda.DeviceArray, g: cuda.DeviceArray, axis: _Int = ...,
+                         log: bool = ...) -> cuda.DeviceArray: ...
+    @staticmethod
+    def sum_to(g: cuda.DeviceArray, shape: collections.abc.Sequence[_Int]) -> cuda.DeviceArray: ...
+    @staticmethod
+    def where(cond: cuda.DeviceArray, a: object, b: object) -> cuda.DeviceArray: ...
+    # end of CUDA build only
+
 class embedding:
     @staticmethod
     def embedding_backward(grad: numpy.ndarray, indices: numpy.ndarray, padding_idx: _Int,

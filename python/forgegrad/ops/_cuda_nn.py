@@ -27,13 +27,13 @@ def shape_of(x):
 
 def pw(op, *inputs, alpha=1.0, shape=None):
     """The pointwise kernel ``op`` over broadcast inputs (DeviceArrays, numbers or None)."""
-    return _C.cuda_nn.pointwise(op, list(inputs), float(alpha), None if shape is None else list(shape))
+    return kernels().pointwise(op, list(inputs), float(alpha), None if shape is None else list(shape))
 
 
 def sum_to(g, shape):
     """g summed over the axes broadcasting added or stretched, to ``shape`` (the CPU's unbroadcast)."""
     shape = tuple(shape)
-    return g if tuple(g.shape) == shape else _C.cuda_nn.sum_to(g, list(shape))
+    return g if tuple(g.shape) == shape else kernels().sum_to(g, list(shape))
 
 
 def reshape(a, shape):

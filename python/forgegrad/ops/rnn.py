@@ -17,6 +17,7 @@ from .._validate import check_int
 from ..devices import MetaArray
 from ..kernels import rnn as K
 from ..kernels.embedding import embedding_backward as _embedding_backward
+from . import _cuda_nn
 from . import _meta as M
 from . import rnn_samples as RS
 from ._op_rules import with_args
@@ -211,12 +212,12 @@ class EmbeddingCudaFunction(Function):
         ctx.save_for_backward(indices)
         ctx.n = n
         ctx.padding_idx = -1 if padding_idx is None else (padding_idx + n if padding_idx < 0 else padding_idx)
-        return _C.cuda_nn.embedding_forward(weight, indices)
+        return _cuda_nn.kernels().embedding_forward(weight, indices)
 
     @staticmethod
     def backward(ctx, g):
         (indices,) = ctx.saved_tensors
-        return _C.cuda_nn.embedding_backward(g, indices, ctx.n, ctx.padding_idx), None, None
+        return _cuda_nn.kernels().embedding_backward(g, indices, ctx.n, ctx.padding_idx), None, None
 
 
 EmbeddingFunction.op.add_device("cuda", EmbeddingCudaFunction)
