@@ -64,9 +64,9 @@ __global__ void cross_entropy_fwd(const float* __restrict__ z, const int64_t* __
     for (int64_t k = threadIdx.x; k < C; k += blockDim.x) {
       float v = z[base + k * inner];
       s += expf(v - m);
-      if (eps > 0.f) {
+      if (eps > 0.f) {  // sum_k w_k (z_k - m): relative to the max, so no cancellation against lse below
         float w = weight ? weight[k] : 1.f;
-        wz += w * v;
+        wz += w * (v - m);
         wsum += w;
       }
     }
@@ -75,7 +75,7 @@ __global__ void cross_entropy_fwd(const float* __restrict__ z, const int64_t* __
       wz = block_reduce<SumOp>(wz, sh);
       wsum = block_reduce<SumOp>(wsum, sh);
     }
-    float inv = 1.f / s, lse = m + logf(s);
+    float inv = 1.f / s;
     for (int64_t k = threadIdx.x; k < C; k += blockDim.x) prob[base + k * inner] = expf(z[base + k * inner] - m) * inv;
     if (threadIdx.x == 0) {
       int64_t t = target[row];
@@ -85,8 +85,9 @@ __global__ void cross_entropy_fwd(const float* __restrict__ z, const int64_t* __
         loss = NAN;  // out-of-range target: visible as NaN (a kernel cannot raise IndexError)
       } else if (valid) {
         wy = weight ? weight[t] : 1.f;
-        loss = (1.f - eps) * (-(z[base + t * inner] - lse) * wy);
-        if (eps > 0.f) loss += eps / static_cast<float>(C) * (-(wz - lse * wsum));  // -sum_k w_k logp_k
+        loss = (1.f - eps) * (-((z[base + t * inner] - m) - logf(s)) * wy);
+        // -sum_k w_k logp_k = -(sum_k w_k (z_k - m) - (lse - m) sum_k w_k)
+        if (eps > 0.f) loss += eps / static_cast<float>(C) * (-(wz - logf(s) * wsum));
       }
       per[row] = loss;
       wy_out[row] = wy;
