@@ -4,8 +4,11 @@
 
 #include "common.cuh"
 #include "forgegrad/cuda_api.h"
+#include "forgegrad/strided_index.h"
 
 namespace fg::cuda {
+static_assert(kMaxDims == strided::kMaxDims, "one dimension limit");
+
 namespace {
 
 // Element types by DType; bool is a byte holding 0 or 1.
@@ -29,24 +32,12 @@ __global__ void fill_kernel(T* __restrict__ dst, int64_t n, T value) {
     dst[i] = value;
 }
 
-struct Geometry {
-  int64_t shape[kMaxDims];
-  int64_t src_strides[kMaxDims];
-  int64_t dst_strides[kMaxDims];
-  int ndim;
-};
-
 template <class T>
-__global__ void strided_copy_kernel(const T* __restrict__ src, T* __restrict__ dst, Geometry g, int64_t n) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+__global__ void strided_copy_kernel(const T* __restrict__ src, T* __restrict__ dst, strided::CopyGeometry g) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < g.count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    int64_t rest = i, s = 0, d = 0;
-    for (int k = g.ndim - 1; k >= 0; --k) {
-      int64_t idx = rest % g.shape[k];
-      rest /= g.shape[k];
-      s += idx * g.src_strides[k];
-      d += idx * g.dst_strides[k];
-    }
+    int64_t s, d;
+    strided::copy_offsets(g, i, &s, &d);
     dst[d] = src[s];
   }
 }
@@ -58,7 +49,41 @@ __global__ void cast_kernel(const S* __restrict__ src, D* __restrict__ dst, int6
     dst[i] = to_bool ? static_cast<D>(src[i] != S(0)) : static_cast<D>(src[i]);
 }
 
+// One thread per output element.
+template <class T>
+__global__ void sum_to_shape_kernel(const T* __restrict__ src, T* __restrict__ dst, strided::Reduction r) {
+  for (int64_t o = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; o < r.out_count;
+       o += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    dst[o] = strided::reduce_one(src, r, o);
+}
+
+__global__ void fault_kernel(float* p) { p[threadIdx.x] = 1.f; }
+
 }  // namespace
+
+std::string launch_faulting_kernel() {
+  fault_kernel<<<1, 32, 0, current_stream()>>>(nullptr);
+  return launch_status();
+}
+
+std::string sum_to_shape(const void* src, const int64_t* in_shape, void* dst, const int64_t* out_shape, int ndim,
+                         DType t) {
+  if (t != DType::kFloat32 && t != DType::kFloat64) return "sum_to_shape: float32 or float64 arrays only";
+  strided::Reduction r;
+  if (!strided::make_reduction(in_shape, out_shape, ndim, &r))
+    return "sum_to_shape: shapes do not broadcast (or more than " + std::to_string(kMaxDims) + " dimensions)";
+  if (r.out_count <= 0) return std::string();
+  int64_t n_in = r.out_count * r.red_count;
+  if (n_in == 0) return fill(dst, t, r.out_count, 0.0);
+  unsigned blocks = blocks_for(r.out_count, 256);
+  if (t == DType::kFloat32)
+    sum_to_shape_kernel<float>
+        <<<blocks, 256, 0, current_stream()>>>(static_cast<const float*>(src), static_cast<float*>(dst), r);
+  else
+    sum_to_shape_kernel<double>
+        <<<blocks, 256, 0, current_stream()>>>(static_cast<const double*>(src), static_cast<double*>(dst), r);
+  return launch_status();
+}
 
 std::string fill(void* dst, DType t, int64_t n, double value) {
   if (n <= 0) return std::string();
@@ -72,46 +97,27 @@ std::string fill(void* dst, DType t, int64_t n, double value) {
 
 std::string strided_copy(const void* src, int64_t src_offset, const int64_t* src_strides, void* dst, int64_t dst_offset,
                          const int64_t* dst_strides, const int64_t* shape, int ndim, std::size_t itemsize) {
-  if (ndim < 0 || ndim > kMaxDims) return "strided_copy: at most " + std::to_string(kMaxDims) + " dimensions";
-  Geometry g{};
-  // Merge neighbouring dimensions that are contiguous in both layouts (fewer divisions per element),
-  // and drop unit dimensions.
-  int m = 0;
-  int64_t n = 1;
-  for (int k = 0; k < ndim; ++k) {
-    n *= shape[k];
-    if (shape[k] == 1) continue;
-    if (m > 0 && g.src_strides[m - 1] == src_strides[k] * shape[k] &&
-        g.dst_strides[m - 1] == dst_strides[k] * shape[k]) {
-      g.shape[m - 1] *= shape[k];
-      g.src_strides[m - 1] = src_strides[k];
-      g.dst_strides[m - 1] = dst_strides[k];
-      continue;
-    }
-    g.shape[m] = shape[k];
-    g.src_strides[m] = src_strides[k];
-    g.dst_strides[m] = dst_strides[k];
-    ++m;
-  }
-  g.ndim = m;
-  if (n <= 0) return std::string();
-  unsigned blocks = blocks_for(n, 256);
+  strided::CopyGeometry g;
+  if (!strided::make_copy_geometry(shape, src_strides, dst_strides, ndim, &g))
+    return "strided_copy: at most " + std::to_string(kMaxDims) + " dimensions";
+  if (g.count <= 0) return std::string();
+  unsigned blocks = blocks_for(g.count, 256);
   switch (itemsize) {
     case 1:
       strided_copy_kernel<uint8_t><<<blocks, 256, 0, current_stream()>>>(static_cast<const uint8_t*>(src) + src_offset,
-                                                                         static_cast<uint8_t*>(dst) + dst_offset, g, n);
+                                                                         static_cast<uint8_t*>(dst) + dst_offset, g);
       break;
     case 2:
       strided_copy_kernel<uint16_t><<<blocks, 256, 0, current_stream()>>>(
-          static_cast<const uint16_t*>(src) + src_offset, static_cast<uint16_t*>(dst) + dst_offset, g, n);
+          static_cast<const uint16_t*>(src) + src_offset, static_cast<uint16_t*>(dst) + dst_offset, g);
       break;
     case 4:
       strided_copy_kernel<uint32_t><<<blocks, 256, 0, current_stream()>>>(
-          static_cast<const uint32_t*>(src) + src_offset, static_cast<uint32_t*>(dst) + dst_offset, g, n);
+          static_cast<const uint32_t*>(src) + src_offset, static_cast<uint32_t*>(dst) + dst_offset, g);
       break;
     case 8:
       strided_copy_kernel<uint64_t><<<blocks, 256, 0, current_stream()>>>(
-          static_cast<const uint64_t*>(src) + src_offset, static_cast<uint64_t*>(dst) + dst_offset, g, n);
+          static_cast<const uint64_t*>(src) + src_offset, static_cast<uint64_t*>(dst) + dst_offset, g);
       break;
     default: return "strided_copy: unsupported element size " + std::to_string(itemsize);
   }

@@ -189,3 +189,91 @@ def test_every_call_raises_the_clear_error_without_a_device():
         assert reason in str(e.value)
     # the pure queries answer
     assert fcuda.device_count() == 0 and fcuda.is_available() is False
+    if fcuda.is_built():  # the raw binding says the same
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            fg._C.cuda.DeviceArray([2, 3])
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            fg._C.cuda.DeviceArray.from_numpy(x)
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            fg._C.cuda.memory_stats()
+
+
+# ---- the index math of the array kernels and the shape ops' geometry, checked on the CPU ----------
+# _C.testing runs the kernels' own index functions (cpp/include/forgegrad/strided_index.h) on the CPU.
+def _numpy_as_strided(a, shape, strides, offset=0):
+    flat = np.ascontiguousarray(a).reshape(-1)
+    view = np.lib.stride_tricks.as_strided(flat[offset:], shape=tuple(shape),
+                                           strides=[s * flat.itemsize for s in strides])
+    return view.copy()
+
+
+@pytest.fixture
+def numpy_strided(monkeypatch):
+    # forgegrad.cuda's shape helpers over the strided-copy kernel's index math, on numpy arrays
+    monkeypatch.setattr(fcuda, "as_strided", fg._C.testing.strided_copy)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.int32, np.uint8, np.bool_], ids=str)
+def test_strided_copy_index_math_matches_numpy(dtype):
+    rng = np.random.default_rng(0)
+    src = (rng.integers(0, 100, 400) % 7).astype(dtype)
+    cases = [((3, 4), (8, 2), 5), ((2, 3, 4), (12, 4, 1), 0), ((2, 3, 4), (1, 0, 2), 3), ((5,), (-3,), 20),
+             ((4, 1, 6), (-60, 7, -2), 390), ((), (), 17), ((0, 3), (5, 1), 0),
+             ((2, 2, 2, 2, 2), (100, 50, 25, 10, 1), 0), ((3, 4, 5), (20, 5, 1), 7)]  # the last: one dim
+    for shape, strides, offset in cases:
+        np.testing.assert_array_equal(fg._C.testing.strided_copy(src, shape, strides, offset),
+                                      _numpy_as_strided(src, shape, strides, offset), err_msg=str((shape, strides)))
+    with pytest.raises(IndexError, match="outside"):
+        fg._C.testing.strided_copy(src, (5,), (100,), 0)
+
+
+@pytest.mark.parametrize("shape,to", [((4, 3, 5), (1, 3, 1)), ((4, 3, 5), (5,)), ((2, 7), ()), ((6, 1, 4), (6, 1, 4)),
+                                      ((3, 0, 2), (3, 1, 2)), ((2, 3, 4, 5), (2, 1, 4, 1))])
+def test_sum_to_shape_index_math_matches_numpy(shape, to):
+    g = np.random.default_rng(1).standard_normal(shape)
+    lead = len(shape) - len(to)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(to) if n == 1 and shape[lead + i] != 1)
+    want = g.sum(axis=axes, keepdims=True).reshape(to)
+    np.testing.assert_allclose(fg._C.testing.sum_to_shape(g, to), want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="cannot sum"):
+        fg._C.testing.sum_to_shape(g, (7,) * len(shape))
+
+
+BASIC_KEYS = [1, -1, (slice(1, None), 2), (Ellipsis, slice(None, None, 2)), (None, 1, slice(None, 3)),
+              (slice(None, None, -1),), (slice(4, 0, -2), Ellipsis, None), (0, 0, 0), (slice(7, 9),),
+              (slice(None), slice(None), slice(1, 6, 3)), (), (4, Ellipsis, 6), (-1, -1, -1)]
+
+
+@pytest.mark.parametrize("key", BASIC_KEYS, ids=[repr(k) for k in BASIC_KEYS])
+def test_basic_index_geometry_matches_numpy(numpy_strided, key):
+    x = np.arange(5 * 4 * 7, dtype=np.int64).reshape(5, 4, 7)
+    np.testing.assert_array_equal(fcuda.getitem(x, key), x[key])
+
+
+def test_advanced_index_is_a_clear_error():
+    with pytest.raises(NotImplementedError, match="advanced indexing"):
+        fcuda.basic_index((3, 4), (slice(None), np.array([0, 1])))
+    with pytest.raises(NotImplementedError, match="bool"):
+        fcuda.basic_index((3, 4), True)
+    with pytest.raises(IndexError):
+        fcuda.basic_index((3, 4), (5,))
+
+
+def test_permute_expand_split_geometry(numpy_strided):
+    x = np.arange(2 * 3 * 5, dtype=np.float32).reshape(2, 3, 5)
+    for dims in [(2, 0, 1), (1, 2, 0), (0, 1, 2)]:
+        np.testing.assert_array_equal(fcuda.permute(x, dims), np.transpose(x, dims))
+    y = x[:, :1, :]
+    np.testing.assert_array_equal(fcuda.expand(np.ascontiguousarray(y), (4, 2, 3, 5)), np.broadcast_to(y, (4, 2, 3, 5)))
+    with pytest.raises(ValueError, match="cannot expand"):
+        fcuda.expand(x, (2, 4, 5))
+    with pytest.raises(ValueError, match="permutation"):
+        fcuda.permute(x, (0, 0, 1))
+    for got, want in zip(fcuda.split(x, [1, 3, 1], 2), np.split(x, [1, 4], axis=2)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_shape_ops_have_cuda_functions():
+    from forgegrad.ops import registry
+    for name in ("reshape", "permute", "expand", "getitem", "cat", "stack", "clone", "cast", "relu"):
+        assert "cuda" in registry.get(name).functions, name

@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include "forgegrad/cuda_array.h"
+#include "forgegrad/strided_index.h"
 #endif
 
 namespace py = pybind11;
@@ -65,8 +66,8 @@ ArrayPtr strided_copy(const DeviceArray& src, std::vector<int64_t> shape, std::v
                           std::to_string(shape.size()));
   auto out = std::make_shared<DeviceArray>(shape, src.dtype(), src.device());
   if (out->size() == 0) return out;
-  int64_t lo = offset, hi = offset;
-  for (std::size_t k = 0; k < shape.size(); ++k) (strides[k] < 0 ? lo : hi) += (shape[k] - 1) * strides[k];
+  int64_t lo, hi;
+  fg::strided::span(shape.data(), strides.data(), static_cast<int>(shape.size()), offset, &lo, &hi);
   if (lo < 0 || hi >= src.size())
     throw py::index_error("strided_copy: elements " + std::to_string(lo) + ".." + std::to_string(hi) +
                           " lie outside the source's " + std::to_string(src.size()));
@@ -75,6 +76,53 @@ ArrayPtr strided_copy(const DeviceArray& src, std::vector<int64_t> shape, std::v
   check(fg::cuda::strided_copy(src.raw_data(), offset, strides.data(), out->raw_data(), 0, dst_strides.data(),
                                shape.data(), static_cast<int>(shape.size()), src.itemsize()),
         "strided_copy");
+  return out;
+}
+
+// Writes the contiguous src (of `shape`) into dst's elements at (offset + sum i_k * strides[k]):
+// assignment through a basic-indexing view (the gradient of getitem).
+void strided_assign(DeviceArray& dst, std::vector<int64_t> shape, std::vector<int64_t> strides, int64_t offset,
+                    const DeviceArray& src) {
+  if (shape != src.shape())
+    throw py::value_error("strided_assign: src has shape " + fg::bind::shape_str(src.shape()) + ", expected " +
+                          fg::bind::shape_str(shape));
+  if (shape.size() != strides.size() || static_cast<int>(shape.size()) > fg::cuda::kMaxDims)
+    throw py::value_error("strided_assign: shape and strides must have the same length (at most " +
+                          std::to_string(fg::cuda::kMaxDims) + ")");
+  if (src.dtype() != dst.dtype() || src.device() != dst.device())
+    throw py::value_error("strided_assign: src and dst must have the same dtype and device");
+  if (src.size() == 0) return;
+  int64_t lo, hi;
+  fg::strided::span(shape.data(), strides.data(), static_cast<int>(shape.size()), offset, &lo, &hi);
+  if (lo < 0 || hi >= dst.size())
+    throw py::index_error("strided_assign: elements " + std::to_string(lo) + ".." + std::to_string(hi) +
+                          " lie outside the destination's " + std::to_string(dst.size()));
+  auto src_strides = contiguous_strides(shape);
+  DeviceGuard guard(dst.device());
+  check(fg::cuda::strided_copy(src.raw_data(), 0, src_strides.data(), dst.raw_data(), offset, strides.data(),
+                               shape.data(), static_cast<int>(shape.size()), src.itemsize()),
+        "strided_assign");
+}
+
+// src summed down to `shape` (numpy broadcasting in reverse: the gradient of expand).
+ArrayPtr sum_to_shape(const DeviceArray& src, std::vector<int64_t> shape) {
+  const int nd = src.ndim();
+  if (static_cast<int>(shape.size()) > nd || nd > fg::cuda::kMaxDims)
+    throw py::value_error("sum_to_shape: cannot sum " + fg::bind::shape_str(src.shape()) + " to " +
+                          fg::bind::shape_str(shape));
+  std::vector<int64_t> padded(nd - shape.size(), 1);
+  padded.insert(padded.end(), shape.begin(), shape.end());
+  for (int k = 0; k < nd; ++k)
+    if (padded[k] != 1 && padded[k] != src.shape()[k])
+      throw py::value_error("sum_to_shape: cannot sum " + fg::bind::shape_str(src.shape()) + " to " +
+                            fg::bind::shape_str(shape));
+  if (src.dtype() != DType::kFloat32 && src.dtype() != DType::kFloat64)
+    throw py::type_error(std::string("sum_to_shape: float32 or float64 arrays only, got ") +
+                         fg::cuda::dtype_name(src.dtype()));
+  auto out = std::make_shared<DeviceArray>(shape, src.dtype(), src.device());
+  DeviceGuard guard(src.device());
+  check(fg::cuda::sum_to_shape(src.raw_data(), src.shape().data(), out->raw_data(), padded.data(), nd, src.dtype()),
+        "sum_to_shape");
   return out;
 }
 
@@ -213,8 +261,18 @@ void bind(py::module_& m) {
   m.def("empty_cache", [](int device) { fg::cuda::empty_cache(device_arg(device)); }, py::arg("device") = -1);
   bind_array(m);
   m.def("strided_copy", &strided_copy, py::arg("src"), py::arg("shape"), py::arg("strides"), py::arg("offset") = 0);
+  m.def("strided_assign", &strided_assign, py::arg("dst"), py::arg("shape"), py::arg("strides"), py::arg("offset"),
+        py::arg("src"));
+  m.def("sum_to_shape", &sum_to_shape, py::arg("src"), py::arg("shape"));
   m.def("cast", &cast, py::arg("src"), py::arg("dtype"));
   m.def("cat", &cat, py::arg("arrays"), py::arg("axis") = 0);
+  m.def(
+      "_fault_for_tests",
+      []() {
+        fg::cuda::current_device_checked();
+        check(fg::cuda::launch_faulting_kernel(), "fault_kernel");
+      },
+      "launches a kernel that faults (tests of error reporting only: the process's CUDA context is lost)");
   m.def("sgemm", &sgemm, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("trans_a") = false,
         py::arg("trans_b") = false, py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f);
   m.def("relu_forward", [](const DeviceArray& x, DeviceArray& y) {

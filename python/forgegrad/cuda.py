@@ -20,7 +20,8 @@ from . import _C
 __all__ = ["is_built", "is_available", "device_count", "unavailable_reason", "synchronize", "current_device",
            "set_device", "memory_allocated", "max_memory_allocated", "memory_reserved", "max_memory_reserved",
            "memory_stats", "reset_peak_memory_stats", "empty_cache", "OutOfMemoryError", "empty", "zeros", "full",
-           "to_device", "to_host", "DTYPES", "matmul", "relu", "relu_backward", "adam_step"]
+           "to_device", "to_host", "DTYPES", "as_strided", "permute", "expand", "sum_to_shape", "basic_index",
+           "getitem", "setitem", "cat", "split", "clone", "cast", "matmul", "relu", "relu_backward", "adam_step"]
 
 # Raised when a device is full even after its cache was emptied: a MemoryError subclass.
 OutOfMemoryError = _C.allocator.OutOfMemoryError
@@ -157,6 +158,112 @@ def to_host(array) -> np.ndarray:
     if not isinstance(array, _C.cuda.DeviceArray):
         raise TypeError(f"to_host: expected a DeviceArray, got {type(array).__name__}")
     return array.numpy()
+
+
+# ---- array-level operations (the cuda kernels of the shape ops) ----------------------------------
+def _strides(shape) -> list:
+    out, step = [], 1
+    for n in reversed(shape):
+        out.append(step)
+        step *= n
+    return out[::-1]
+
+
+def as_strided(a, shape, strides, offset: int = 0):
+    """A new contiguous array of ``a``'s elements at offset + sum(i_k * strides[k]) (in elements)."""
+    return _C.cuda.strided_copy(a, _shape(shape), _shape(strides), int(offset))
+
+
+def permute(a, dims):
+    """``np.transpose(a, dims)`` as a new contiguous array."""
+    dims = [int(d) for d in dims]
+    if sorted(dims) != list(range(a.ndim)):
+        raise ValueError(f"permute: dims {tuple(dims)} is not a permutation of {a.ndim} axes")
+    st = _strides(a.shape)
+    return as_strided(a, [a.shape[d] for d in dims], [st[d] for d in dims])
+
+
+def expand(a, shape):
+    """``np.broadcast_to(a, shape)`` materialised (a new contiguous array)."""
+    shape = tuple(int(s) for s in shape)
+    lead = len(shape) - a.ndim
+    if lead < 0:
+        raise ValueError(f"expand: cannot expand shape {a.shape} to {shape}")
+    st = _strides(a.shape)
+    strides = [0] * lead
+    for i, n in enumerate(a.shape):
+        if n == shape[lead + i]:
+            strides.append(st[i])
+        elif n == 1:
+            strides.append(0)
+        else:
+            raise ValueError(f"expand: cannot expand shape {a.shape} to {shape}")
+    return as_strided(a, shape, strides)
+
+
+def sum_to_shape(a, shape):
+    """``a`` summed down to ``shape`` (the gradient of a broadcast to a.shape); float arrays."""
+    return _C.cuda.sum_to_shape(a, _shape(shape))
+
+
+def _is_basic(k) -> bool:
+    return (k is None or k is Ellipsis or isinstance(k, slice)
+            or isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)))
+
+
+def basic_index(shape, key):
+    """(shape, strides, offset) in elements of ``x[key]`` for an array x of ``shape``, for a basic key
+    (ints, slices with any step, None, Ellipsis): numpy's own indexing rules, run on a stand-in that
+    is never read (a one-byte buffer viewed with the element strides)."""
+    parts = key if isinstance(key, tuple) else (key,)
+    if not all(_is_basic(k) for k in parts):
+        bad = next(type(k).__name__ for k in parts if not _is_basic(k))
+        raise NotImplementedError(f"indexing a cuda tensor supports ints, slices, None and Ellipsis; an index of "
+                                  f"type {bad} (advanced indexing) is not implemented on cuda yet")
+    base = np.zeros(1, np.uint8)
+    stand_in = np.lib.stride_tricks.as_strided(base, shape=tuple(shape), strides=tuple(_strides(shape)),
+                                               writeable=False)
+    # with an Ellipsis in the key, numpy returns a (0-d) view even when ints select one element
+    view = stand_in[parts if any(k is Ellipsis for k in parts) else parts + (Ellipsis,)]
+    offset = view.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+    return view.shape, view.strides, offset
+
+
+def getitem(a, key):
+    """``a[key]`` for a basic key, as a new contiguous array."""
+    shape, strides, offset = basic_index(a.shape, key)
+    return as_strided(a, shape, strides, offset)
+
+
+def setitem(dst, key, src) -> None:
+    """``dst[key] = src`` for a basic key and a src of exactly the selected shape (queued on the stream)."""
+    shape, strides, offset = basic_index(dst.shape, key)
+    _C.cuda.strided_assign(dst, list(shape), list(strides), int(offset), src)
+
+
+def cat(arrays, axis: int = 0):
+    return _C.cuda.cat(list(arrays), int(axis))
+
+
+def split(a, sizes, axis: int):
+    """Pieces of ``a`` along ``axis`` with the given sizes (the gradient of cat)."""
+    pieces, start = [], 0
+    for n in sizes:
+        key = (slice(None),) * axis + (slice(start, start + n),)
+        pieces.append(getitem(a, key))
+        start += n
+    return pieces
+
+
+def clone(a):
+    out = empty(a.shape, a.dtype, a.device)
+    out.copy_(a)
+    return out
+
+
+def cast(a, dtype):
+    """A copy of ``a`` in ``dtype`` (C++ conversions; to bool: != 0)."""
+    return _C.cuda.cast(a, np.dtype(dtype))
 
 
 def matmul(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0, beta: float = 0.0, out=None):

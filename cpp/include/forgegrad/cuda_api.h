@@ -86,7 +86,7 @@ std::string copy_device_to_device(void* dst, const void* src, std::size_t bytes)
 std::string synchronize();
 
 // ---- array kernels (cuda/array_ops.cu), on the current device's stream -----------------------
-constexpr int kMaxDims = 12;
+constexpr int kMaxDims = 12;  // == fg::strided::kMaxDims (strided_index.h)
 // dst[i] = value for n elements of type t (value converted as a C++ cast would; bool: value != 0).
 std::string fill(void* dst, DType t, int64_t n, double value);
 // Elementwise copy of an array of `shape` (ndim <= kMaxDims) between two strided layouts of the same
@@ -95,6 +95,14 @@ std::string fill(void* dst, DType t, int64_t n, double value);
 // the caller checks that every element lies inside both allocations.
 std::string strided_copy(const void* src, int64_t src_offset, const int64_t* src_strides, void* dst, int64_t dst_offset,
                          const int64_t* dst_strides, const int64_t* shape, int ndim, std::size_t itemsize);
+// dst (contiguous, out_shape) = src (contiguous, in_shape) summed over the axes where out_shape is 1
+// and in_shape is not (out_shape has in_shape's ndim <= kMaxDims: the caller pads it with leading
+// 1s): the gradient of a broadcast. float32 / float64; each output sums in a fixed order.
+std::string sum_to_shape(const void* src, const int64_t* in_shape, void* dst, const int64_t* out_shape, int ndim,
+                         DType t);
+// Launches a kernel that writes through a null pointer (an asynchronous fault that leaves the
+// context unusable): only for the tests of error reporting, which run it in a subprocess.
+std::string launch_faulting_kernel();
 // dst[i] = static_cast<dst type>(src[i]) for n elements (to bool: != 0).
 std::string cast(const void* src, DType src_type, void* dst, DType dst_type, int64_t n);
 
