@@ -364,3 +364,39 @@ def test_embedding_backward_sums_rows_in_order(sim):
     out = np.empty((7, D), np.float32)
     _call(sim, "sim_embedding_forward", w, few, out, 7, V, D)
     np.testing.assert_array_equal(out, w[few])
+
+
+def test_compare_where_scatter_and_nll_backward(sim):
+    rng = np.random.default_rng(8)
+    a = rng.integers(0, 3, (4, 5)).astype(np.float32)
+    b = rng.integers(0, 3, (5,)).astype(np.float32)
+    strides = np.stack([_strides(a.shape, (4, 5)), _strides(b.shape, (4, 5)), np.zeros(8, np.int64),
+                        np.zeros(8, np.int64)])
+    shape = np.array([4, 5], np.int64)
+    for k, fn in enumerate([np.less, np.less_equal, np.greater, np.greater_equal, np.equal, np.not_equal]):
+        out = np.empty((4, 5), np.bool_)
+        _call(sim, "sim_compare", _i32(k), _i32(2), shape, strides, out, a, b, float("nan"), float("nan"))
+        np.testing.assert_array_equal(out, fn(a, b))
+    cond = a > 1
+    w_strides = np.stack([_strides(cond.shape, (4, 5)), _strides(b.shape, (4, 5)), np.zeros(8, np.int64),
+                          np.zeros(8, np.int64)])
+    out = np.empty((4, 5), np.float32)
+    _call(sim, "sim_where", _i32(2), shape, w_strides, out, cond, b, None, float("nan"), -1.5)
+    np.testing.assert_array_equal(out, np.where(cond, b, -1.5))
+    g = rng.standard_normal((3, 2)).astype(np.float32)  # scatter into [3, 4, 2] along axis 1
+    idx = rng.integers(0, 4, (3, 2)).astype(np.int64)
+    out = np.empty((3, 4, 2), np.float32)
+    _call(sim, "sim_scatter_axis", g, idx, out, 3, 4, 2)
+    want = np.zeros((3, 4, 2), np.float32)
+    np.put_along_axis(want, idx[:, None, :], g[:, None, :], axis=1)
+    np.testing.assert_array_equal(out, want)
+    t = np.array([2, -100, 0, 4], np.int64)  # nll over (4, 5), mean: a = g / denom
+    wts = rng.uniform(0.5, 2, 5).astype(np.float32)
+    gs, denom = np.array([0.5], np.float32), np.array([3.0], np.float32)
+    grad = np.empty((4, 5), np.float32)
+    _call(sim, "sim_nll_backward", t, wts, gs, 0, denom, grad, 4, 5, 1, -100)
+    want = np.zeros((4, 5), np.float32)
+    for r, c in enumerate(t):
+        if c != -100:
+            want[r, c] = -wts[c] * 0.5 / 3.0
+    np.testing.assert_allclose(grad, want, rtol=1e-6)
