@@ -28,6 +28,9 @@ __device__ __forceinline__ void offsets(const Broadcast& geo, int64_t i, int64_t
 
 __device__ __forceinline__ float load(const float* p, int64_t off, float scalar) { return p ? p[off] : scalar; }
 
+// -log(sigmoid(x)) = log(1 + exp(-|x|)) + max(-x, 0), without overflow
+__device__ __forceinline__ float log_sigmoid_neg(float x) { return log1pf(expf(-fabsf(x))) + fmaxf(-x, 0.f); }
+
 __device__ __forceinline__ float apply(Pointwise op, float a, float b, float c, float d, float alpha) {
   switch (op) {
     case Pointwise::Add: return a + b;
@@ -62,6 +65,16 @@ __device__ __forceinline__ float apply(Pointwise op, float a, float b, float c, 
     case Pointwise::CosGrad: return -a * sinf(b);
     case Pointwise::ClampGrad: return ((c != c || b >= c) && (d != d || b <= d)) ? a : 0.f;
     case Pointwise::AmaxGrad: return a == b ? c / d : 0.f;
+    case Pointwise::BceLoss: return -(b * fmaxf(logf(a), -100.f) + (1.f - b) * fmaxf(log1pf(-a), -100.f)) * c;
+    case Pointwise::BceGradP: return (a - b) / fmaxf(a * (1.f - a), 1e-12f) * c * alpha;
+    case Pointwise::BceGradT: return -(fmaxf(logf(a), -100.f) - fmaxf(log1pf(-a), -100.f)) * b * alpha;
+    case Pointwise::BceLogitsLoss: return ((1.f - b) * a + (1.f + (d - 1.f) * b) * log_sigmoid_neg(a)) * c;
+    case Pointwise::BceLogitsGradX: {
+      float e = expf(-fabsf(a));  // sigmoid without overflow for large |x|
+      float sig = a >= 0.f ? 1.f / (1.f + e) : e / (1.f + e);
+      return (sig * (c * b + 1.f - b) - c * b) * d * alpha;
+    }
+    case Pointwise::BceLogitsGradT: return (-a + (b - 1.f) * log_sigmoid_neg(a)) * c * alpha;
   }
   return 0.f;
 }

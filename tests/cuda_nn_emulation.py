@@ -65,7 +65,27 @@ _POINTWISE = {
     "sin_grad": lambda g, a, *_: g * np.cos(a), "cos_grad": lambda g, a, *_: -g * np.sin(a),
     "clamp_grad": lambda g, a, lo, hi, al: np.where((np.isnan(lo) | (a >= lo)) & (np.isnan(hi) | (a <= hi)), g, 0),
     "amax_grad": lambda a, y, g, n, al: np.where(a == y, g / n, 0),
+    "bce_loss": lambda p, t, w, d, al: -(t * _log_clamped(p) + (1 - t) * _log_clamped(1 - p, p)) * w,
+    "bce_grad_p": lambda p, t, g, d, al: (p - t) / np.maximum(p * (1 - p), 1e-12) * g * np.float32(al),
+    "bce_grad_t": lambda p, g, c, d, al: -(_log_clamped(p) - _log_clamped(1 - p, p)) * g * np.float32(al),
+    "bce_logits_loss": lambda x, t, w, pw, al: ((1 - t) * x + (1 + (pw - 1) * t) * _lsn(x)) * w,
+    "bce_logits_grad_x": lambda x, t, pw, g, al: (_sigmoid(x) * (pw * t + 1 - t) - pw * t) * g * np.float32(al),
+    "bce_logits_grad_t": lambda x, pw, g, d, al: (-x + (pw - 1) * _lsn(x)) * g * np.float32(al),
 }
+
+
+def _log_clamped(v, p=None):
+    """max(log v, -100); log(1 - p) as log1p(-p) when p is given."""
+    return np.maximum(np.log(v) if p is None else np.log1p(-p), -100)
+
+
+def _lsn(x):
+    return np.log1p(np.exp(-np.abs(x))) + np.maximum(-x, 0)
+
+
+def _sigmoid(x):
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
 def pointwise(op, inputs, alpha=1.0, shape=None):

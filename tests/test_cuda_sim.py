@@ -135,7 +135,8 @@ def _strides(shape, out_shape):
 
 POINTWISE = ["add", "sub", "mul", "div", "pow", "maximum", "minimum", "exp", "log", "sqrt", "abs", "neg", "sin",
              "cos", "copy", "clamp", "mul_scaled", "div_grad_b", "pow_grad_a", "pow_grad_b", "sqrt_grad",
-             "abs_grad", "sin_grad", "cos_grad", "clamp_grad", "amax_grad"]
+             "abs_grad", "sin_grad", "cos_grad", "clamp_grad", "amax_grad", "bce_loss", "bce_grad_p", "bce_grad_t",
+             "bce_logits_loss", "bce_logits_grad_x", "bce_logits_grad_t"]
 
 
 def _pointwise(sim, op, inputs, out_shape, alpha=1.0):
@@ -400,3 +401,37 @@ def test_compare_where_scatter_and_nll_backward(sim):
         if c != -100:
             want[r, c] = -wts[c] * 0.5 / 3.0
     np.testing.assert_allclose(grad, want, rtol=1e-6)
+
+
+def test_binary_cross_entropy_kernels_match_torch(sim):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(9)
+    shape = (5, 7)
+    x = (rng.standard_normal(shape) * 20).astype(np.float32)  # large |x|: no overflow on either side
+    p = rng.uniform(0, 1, shape).astype(np.float32)
+    p[0, 0], p[0, 1] = 0.0, 1.0  # log terms clamped at -100
+    t = rng.uniform(0, 1, shape).astype(np.float32)
+    w = rng.uniform(0.5, 2, (7,)).astype(np.float32)
+    pw = rng.uniform(0.5, 3, (7,)).astype(np.float32)
+    g = rng.standard_normal(shape).astype(np.float32)
+    tx, tp, tt = (torch.from_numpy(a.copy()).requires_grad_(True) for a in (x, p, t))
+    F = torch.nn.functional
+    ref = F.binary_cross_entropy_with_logits(tx, tt, weight=torch.from_numpy(w), pos_weight=torch.from_numpy(pw),
+                                             reduction="none")
+    ref.backward(torch.from_numpy(g))
+    got = _pointwise(sim, "bce_logits_loss", [x, t, w, pw], shape)
+    np.testing.assert_allclose(got, ref.detach().numpy(), rtol=1e-5, atol=1e-5)
+    gx = _pointwise(sim, "mul", [_pointwise(sim, "bce_logits_grad_x", [x, t, pw, g], shape), w], shape)
+    np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-5, atol=1e-6)
+    gt = _pointwise(sim, "mul", [_pointwise(sim, "bce_logits_grad_t", [x, pw, g], shape), w], shape)
+    np.testing.assert_allclose(gt, tt.grad.numpy(), rtol=1e-5, atol=1e-5)
+    tt.grad = None
+    ref = F.binary_cross_entropy(tp, tt, weight=torch.from_numpy(w), reduction="none")
+    ref.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(_pointwise(sim, "bce_loss", [p, t, w], shape), ref.detach().numpy(), rtol=1e-5)
+    gp = _pointwise(sim, "mul", [_pointwise(sim, "bce_grad_p", [p, t, g], shape), w], shape)
+    interior = (p > 0) & (p < 1)  # torch's gradient at p = 0 / 1 uses its own eps clamp
+    np.testing.assert_allclose(gp[interior], tp.grad.numpy()[interior], rtol=1e-4, atol=1e-5)
+    gt = _pointwise(sim, "mul", [_pointwise(sim, "bce_grad_t", [p, g], shape), w], shape)
+    np.testing.assert_allclose(gt[interior], tt.grad.numpy()[interior], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(gt[0, :2], -g[0, :2] * w[:2] * np.array([-100, 100]), rtol=1e-5)  # the CPU's clamp

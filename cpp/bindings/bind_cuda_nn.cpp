@@ -115,7 +115,13 @@ const std::map<std::string, nn::Pointwise>& pointwise_ops() {
                                                {"sin_grad", P::SinGrad},
                                                {"cos_grad", P::CosGrad},
                                                {"clamp_grad", P::ClampGrad},
-                                               {"amax_grad", P::AmaxGrad}};
+                                               {"amax_grad", P::AmaxGrad},
+                                               {"bce_loss", P::BceLoss},
+                                               {"bce_grad_p", P::BceGradP},
+                                               {"bce_grad_t", P::BceGradT},
+                                               {"bce_logits_loss", P::BceLogitsLoss},
+                                               {"bce_logits_grad_x", P::BceLogitsGradX},
+                                               {"bce_logits_grad_t", P::BceLogitsGradT}};
   return ops;
 }
 

@@ -54,6 +54,14 @@ enum class Pointwise : int {
   CosGrad,       // -g * sin(a)                     (g, a)
   ClampGrad,     // g if lo <= a <= hi else 0       (g, a), bounds in scalars 2 / 3
   AmaxGrad,      // a == y ? g / count : 0          (a, y, g, count)
+  // binary cross entropy on probabilities p (log terms clamped at -100, as torch)
+  BceLoss,   // -(t max(log p, -100) + (1 - t) max(log(1 - p), -100)) * w     (p, t, w)
+  BceGradP,  // (p - t) / max(p (1 - p), 1e-12) * g * alpha                  (p, t, g)
+  BceGradT,  // -(max(log p, -100) - max(log(1 - p), -100)) * g * alpha       (p, g)
+  // binary cross entropy on logits x, lsn = log(1 + exp(-|x|)) + max(-x, 0) = -log sigmoid(x)
+  BceLogitsLoss,   // ((1 - t) x + (1 + (pw - 1) t) lsn) * w                 (x, t, w, pw)
+  BceLogitsGradX,  // (sigmoid(x) (pw t + 1 - t) - pw t) * g * alpha          (x, t, pw, g)
+  BceLogitsGradT,  // (-x + (pw - 1) lsn) * g * alpha                         (x, pw, g)
 };
 
 enum class Compare : int { Lt = 0, Le, Gt, Ge, Eq, Ne };

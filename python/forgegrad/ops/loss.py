@@ -603,34 +603,133 @@ class NLLLossCudaFunction(Function):
 NLLLossFunction.op.add_device("cuda", NLLLossCudaFunction)
 
 
+def _cuda_grad_scale(shape, reduction) -> float:
+    """The factor of the upstream gradient per element (the CPU's _reduce_grad): 1 / n for mean."""
+    return 1.0 / max(CN.numel(shape), 1) if reduction == "mean" else 1.0
+
+
+def _cuda_reduce_elementwise(loss, reduction):
+    if reduction == "none":
+        return loss
+    n = CN.numel(loss.shape)
+    return CN.kernels().reduce("sum", loss, None, False, 1.0 if reduction == "sum" else (1.0 / n if n else math.nan))
+
+
+def _cuda_check_pointwise_loss(name, inp, target, reduction, **weights):
+    _check_reduction(reduction)
+    if tuple(inp.shape) != tuple(target.shape):
+        raise ValueError(f"{name}: input has shape {tuple(inp.shape)} but target has shape {tuple(target.shape)}; "
+                         f"they must match")
+    for what, v in weights.items():
+        if v is not None:
+            try:
+                ok = np.broadcast_shapes(tuple(v.shape), tuple(inp.shape)) == tuple(inp.shape)
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"{name}: {what} of shape {tuple(v.shape)} does not broadcast to the input's shape "
+                                 f"{tuple(inp.shape)}")
+
+
 class MSELossCudaFunction(Function):
     """mse_loss on cuda: saves d = inp - target as the CPU Function does."""
 
     @staticmethod
     def forward(ctx, inp, target, reduction="mean"):
-        _check_reduction(reduction)
-        if tuple(inp.shape) != tuple(target.shape):
-            raise ValueError(f"mse_loss: target shape {tuple(target.shape)} must match input shape "
-                             f"{tuple(inp.shape)}")
+        _cuda_check_pointwise_loss("mse_loss", inp, target, reduction)
         d = CN.pw("sub", inp, target)
         ctx.save_for_backward(d)
         ctx.reduction = reduction
-        sq = CN.pw("mul", d, d)
-        if reduction == "none":
-            return sq
-        n = CN.numel(d.shape)
-        return CN.kernels().reduce("sum", sq, None, False, 1.0 if reduction == "sum" else (1.0 / n if n else math.nan))
+        return _cuda_reduce_elementwise(CN.pw("mul", d, d), reduction)
 
     @staticmethod
     def backward(ctx, g):
         (d,) = ctx.saved_tensors
-        n = CN.numel(d.shape)
-        alpha = (2.0 / n if n else math.nan) if ctx.reduction == "mean" else 2.0
-        gi = CN.pw("mul_scaled", d, g, alpha=alpha, shape=d.shape)
+        gi = CN.pw("mul_scaled", d, g, alpha=2.0 * _cuda_grad_scale(d.shape, ctx.reduction), shape=d.shape)
         return gi, (CN.pw("neg", gi) if ctx.needs_input_grad[1] else None)
 
 
 MSELossFunction.op.add_device("cuda", MSELossCudaFunction)
+
+
+class L1LossCudaFunction(Function):
+    """l1_loss on cuda: saves d = inp - target as the CPU Function does."""
+
+    @staticmethod
+    def forward(ctx, inp, target, reduction="mean"):
+        _cuda_check_pointwise_loss("l1_loss", inp, target, reduction)
+        d = CN.pw("sub", inp, target)
+        ctx.save_for_backward(d)
+        ctx.reduction = reduction
+        return _cuda_reduce_elementwise(CN.pw("abs", d), reduction)
+
+    @staticmethod
+    def backward(ctx, g):
+        (d,) = ctx.saved_tensors
+        g = CN.pw("mul_scaled", g, 1.0, alpha=_cuda_grad_scale(d.shape, ctx.reduction))
+        gi = CN.pw("abs_grad", g, d, shape=d.shape)
+        return gi, (CN.pw("neg", gi) if ctx.needs_input_grad[1] else None)
+
+
+L1LossFunction.op.add_device("cuda", L1LossCudaFunction)
+
+
+class BinaryCrossEntropyCudaFunction(Function):
+    """binary_cross_entropy on cuda (log terms clamped at -100); saves p, target and weight as the CPU.
+    Unlike the CPU it does not check that p lies in [0, 1] (that would wait for the GPU): outside, the
+    loss is NaN."""
+
+    @staticmethod
+    def forward(ctx, p, target, weight=None, reduction="mean"):
+        _cuda_check_pointwise_loss("binary_cross_entropy", p, target, reduction, weight=weight)
+        ctx.save_for_backward(p, target, weight)
+        ctx.reduction = reduction
+        loss = CN.pw("bce_loss", p, target, 1.0 if weight is None else weight, shape=p.shape)
+        return _cuda_reduce_elementwise(loss, reduction)
+
+    @staticmethod
+    def backward(ctx, g):
+        p, t, w = ctx.saved_tensors
+        a = _cuda_grad_scale(p.shape, ctx.reduction)
+        gi = CN.pw("bce_grad_p", p, t, g, alpha=a, shape=p.shape)
+        gt = CN.pw("bce_grad_t", p, g, alpha=a, shape=p.shape) if ctx.needs_input_grad[1] else None
+        if w is not None:
+            gi = CN.pw("mul", gi, w, shape=p.shape)
+            gt = None if gt is None else CN.pw("mul", gt, w, shape=p.shape)
+        return gi, gt
+
+
+BinaryCrossEntropyFunction.op.add_device("cuda", BinaryCrossEntropyCudaFunction)
+
+
+class BinaryCrossEntropyWithLogitsCudaFunction(Function):
+    """binary_cross_entropy_with_logits on cuda (no overflow for large |x|); saves x, target, weight and
+    pos_weight as the CPU."""
+
+    @staticmethod
+    def forward(ctx, x, target, weight=None, pos_weight=None, reduction="mean"):
+        _cuda_check_pointwise_loss("binary_cross_entropy_with_logits", x, target, reduction, weight=weight,
+                                   pos_weight=pos_weight)
+        ctx.save_for_backward(x, target, weight, pos_weight)
+        ctx.reduction = reduction
+        loss = CN.pw("bce_logits_loss", x, target, 1.0 if weight is None else weight,
+                     1.0 if pos_weight is None else pos_weight, shape=x.shape)
+        return _cuda_reduce_elementwise(loss, reduction)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, t, w, pw = ctx.saved_tensors
+        a = _cuda_grad_scale(x.shape, ctx.reduction)
+        pw = 1.0 if pw is None else pw
+        gi = CN.pw("bce_logits_grad_x", x, t, pw, g, alpha=a, shape=x.shape)
+        gt = CN.pw("bce_logits_grad_t", x, pw, g, alpha=a, shape=x.shape) if ctx.needs_input_grad[1] else None
+        if w is not None:
+            gi = CN.pw("mul", gi, w, shape=x.shape)
+            gt = None if gt is None else CN.pw("mul", gt, w, shape=x.shape)
+        return gi, gt
+
+
+BinaryCrossEntropyWithLogitsFunction.op.add_device("cuda", BinaryCrossEntropyWithLogitsCudaFunction)
 
 
 def _register_softmax_cuda():
