@@ -88,7 +88,7 @@ def _run(op, sample, device):
     args = []
     for i, a in enumerate(sample.args):
         if isinstance(a, np.ndarray):
-            t = fg.tensor(a.copy(), device=device)
+            t = fg.tensor(a.copy()).to(device)
             if i in positions:
                 t.requires_grad_(True)
             args.append(t)
@@ -101,7 +101,7 @@ def _run(op, sample, device):
     total = None
     for o, v in zip(outs, values):
         if v.dtype.kind == "f" and o.requires_grad:
-            c = fg.tensor(rng.uniform(-1, 1, size=v.shape).astype(np.float32), device=device)
+            c = fg.tensor(rng.uniform(-1, 1, size=v.shape).astype(np.float32)).to(device)
             term = (o * c).sum()
             total = term if total is None else total + term
     if total is not None:
@@ -181,9 +181,9 @@ def test_attention_head_dims_and_long_rows():
         tq, tk, tv = (fg.tensor(a, requires_grad=True) for a in (q, k, v))
         out = fg.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=causal)
         (out * fg.tensor(g)).sum().backward()
-        cq, ck, cv = (fg.tensor(a, device="cuda").requires_grad_(True) for a in (q, k, v))
+        cq, ck, cv = (fg.tensor(a).to("cuda").requires_grad_(True) for a in (q, k, v))
         cout = fg.nn.functional.scaled_dot_product_attention(cq, ck, cv, is_causal=causal)
-        (cout * fg.tensor(g, device="cuda")).sum().backward()
+        (cout * fg.tensor(g).to("cuda")).sum().backward()
         np.testing.assert_allclose(cout.cpu().numpy(), out.numpy(), rtol=1e-5, atol=1e-6)
         for c, t in ((cq, tq), (ck, tk), (cv, tv)):
             np.testing.assert_allclose(c.grad.cpu().numpy(), t.grad.numpy(), rtol=1e-4, atol=1e-5)
