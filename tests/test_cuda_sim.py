@@ -100,13 +100,29 @@ def _p(a):
     return None if a is None else a.ctypes.data_as(P)
 
 
+GUARD = 64  # bytes of canary on each side of every array a kernel gets
+
+
+def _guarded(a):
+    """A copy of a inside a buffer with canary bytes on both sides (to catch out-of-bounds writes)."""
+    raw = np.full(a.nbytes + 2 * GUARD, 0xA5, np.uint8)
+    inner = raw[GUARD:GUARD + a.nbytes].view(a.dtype).reshape(a.shape)
+    inner[...] = a
+    return raw, inner
+
+
 def _call(sim, name, *args):
+    """Call a sim_* entry point; array arguments travel in guarded buffers and are copied back."""
     fn = getattr(sim, name)
     fn.restype = C.c_char_p
-    conv = []
+    conv, guarded = [], []
     for a in args:
-        if isinstance(a, np.ndarray) or a is None:
-            conv.append(_p(a))
+        if isinstance(a, np.ndarray):
+            raw, inner = _guarded(np.ascontiguousarray(a))
+            guarded.append((a, raw, inner))
+            conv.append(_p(inner))
+        elif a is None:
+            conv.append(None)
         elif isinstance(a, bool):
             conv.append(C.c_bool(a))
         elif isinstance(a, float):
@@ -117,6 +133,11 @@ def _call(sim, name, *args):
             conv.append(a)
     err = fn(*conv)
     assert err is None, f"{name}: {err.decode()}"
+    for k, (orig, raw, inner) in enumerate(guarded):
+        assert (raw[:GUARD] == 0xA5).all() and (raw[GUARD + inner.nbytes:] == 0xA5).all(), \
+            f"{name}: array argument {k} was written out of bounds"
+        if orig.flags.writeable:
+            orig[...] = inner
 
 
 def _i32(v):

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -26,7 +27,7 @@ namespace fg_sim {
 
 struct Block {
   explicit Block(unsigned threads, std::size_t smem)
-      : bar(static_cast<std::ptrdiff_t>(threads)), exchange(threads), dyn(smem + 16) {
+      : bar(static_cast<std::ptrdiff_t>(threads)), exchange(threads), dyn(smem + kCanary, char(0x5a)), smem(smem) {
     for (unsigned w = 0; w < (threads + 31) / 32; ++w) {
       unsigned n = std::min(32u, threads - 32 * w);
       warps.emplace_back(std::make_unique<std::barrier<>>(static_cast<std::ptrdiff_t>(n)));
@@ -35,8 +36,18 @@ struct Block {
   std::barrier<> bar;
   std::vector<std::unique_ptr<std::barrier<>>> warps;
   std::vector<uint64_t> exchange;
-  std::vector<char> dyn;
+  std::vector<char> dyn;  // dynamic shared memory, then kCanary bytes that must stay untouched
+  std::size_t smem;
+  static constexpr std::size_t kCanary = 64;
+  bool canary_intact() const {
+    for (std::size_t i = smem; i < dyn.size(); ++i)
+      if (dyn[i] != char(0x5a)) return false;
+    return true;
+  }
 };
+
+// The first problem a launch found (a dynamic shared memory overflow); sim_api.cpp reports it.
+inline std::string failure;
 
 inline thread_local dim3 thread_idx, block_idx;
 inline dim3 block_dim, grid_dim;
@@ -78,6 +89,7 @@ inline void launch(dim3 grid, dim3 blk, std::size_t smem, const std::function<vo
             kernel();
           });
         for (auto& th : pool) th.join();
+        if (!b.canary_intact() && failure.empty()) failure = "kernel wrote past its dynamic shared memory";
         block = nullptr;
       }
 }

@@ -16,7 +16,8 @@ using namespace fg::cuda::nn;
 namespace {
 thread_local std::string last;
 const char* ret(const std::string& s) {
-  last = s;
+  last = s.empty() ? fg_sim::failure : s;
+  fg_sim::failure.clear();
   return last.empty() ? nullptr : last.c_str();
 }
 Broadcast broadcast(int ndim, const int64_t* shape, const int64_t* strides) {
