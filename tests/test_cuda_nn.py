@@ -22,7 +22,7 @@ from forgegrad import _C
 CUDA_OPS = ["add", "sub", "mul", "div", "pow", "neg", "exp", "log", "sqrt", "abs", "sin", "cos", "clamp", "where",
             "compare", "sum", "mean", "amax", "amin", "max_dim", "min_dim", "argmax", "argmin", "var", "std",
             "softmax", "log_softmax", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
-            "binary_cross_entropy_with_logits", "layer_norm", "rms_norm",
+            "binary_cross_entropy_with_logits", "kl_div", "layer_norm", "rms_norm",
             "batch_norm", "scaled_dot_product_attention", "embedding"]
 
 # (op, sample name) -> why the cuda Function refuses it (it must raise NotImplementedError, never

@@ -732,6 +732,53 @@ class BinaryCrossEntropyWithLogitsCudaFunction(Function):
 BinaryCrossEntropyWithLogitsFunction.op.add_device("cuda", BinaryCrossEntropyWithLogitsCudaFunction)
 
 
+class KLDivCudaFunction(Function):
+    """kl_div on cuda, composed from the pointwise and reduction kernels (xlogy: 0 log 0 = 0, a negative
+    or NaN target gives NaN, as the CPU); saves input and target as the CPU Function does."""
+
+    @staticmethod
+    def forward(ctx, inp, target, reduction="mean", log_target=False):
+        _check_reduction(reduction, _REDUCTIONS + ("batchmean",))
+        log_target = check_bool(log_target, "kl_div: log_target")
+        _cuda_check_pointwise_loss("kl_div", inp, target, "none")
+        K = CN.kernels()
+        if log_target:
+            loss = CN.pw("mul", CN.pw("exp", target), CN.pw("sub", target, inp))
+        else:
+            xlogx = K.where(K.compare("eq", target, 0.0), 0.0, CN.pw("mul", target, CN.pw("log", target)))
+            loss = CN.pw("sub", xlogx, CN.pw("mul", target, inp))
+        ctx.save_for_backward(inp, target)
+        ctx.reduction, ctx.log_target = reduction, log_target
+        if reduction == "batchmean":
+            n = inp.shape[0] if inp.ndim else 1
+            return K.reduce("sum", loss, None, False, 1.0 / n if n else math.nan)
+        return _cuda_reduce_elementwise(loss, reduction)
+
+    @staticmethod
+    def backward(ctx, g):
+        inp, target = ctx.saved_tensors
+        if ctx.reduction == "batchmean":
+            scale = 1.0 / ((inp.shape[0] if inp.ndim else 1) or 1)
+        else:
+            scale = _cuda_grad_scale(inp.shape, ctx.reduction)
+        g = CN.pw("mul_scaled", g, 1.0, alpha=scale)
+        K = CN.kernels()
+        pt = CN.pw("exp", target) if ctx.log_target else target
+        gi = CN.pw("mul_scaled", pt, g, alpha=-1.0, shape=inp.shape)
+        gt = None
+        if ctx.needs_input_grad[1]:
+            d = CN.pw("add", CN.pw("sub", target if ctx.log_target else CN.pw("log", target), inp), 1.0)
+            if ctx.log_target:
+                d = CN.pw("mul", pt, d)
+            else:
+                d = K.where(K.compare("eq", target, 0.0), 0.0, d)
+            gt = CN.pw("mul", d, g, shape=inp.shape)
+        return gi, gt
+
+
+KLDivFunction.op.add_device("cuda", KLDivCudaFunction)
+
+
 def _register_softmax_cuda():
     from ._util import single_axis
     from .activation import LogSoftmaxFunction, SoftmaxFunction
