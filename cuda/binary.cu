@@ -95,13 +95,14 @@ __global__ void pointwise_kernel(Pointwise op, Broadcast geo, float* __restrict_
   }
 }
 
-__global__ void compare_kernel(Compare op, Broadcast geo, bool* __restrict__ out, const float* a, const float* b,
-                               float sa, float sb, int64_t n) {
+template <class T>
+__global__ void compare_kernel(Compare op, Broadcast geo, bool* __restrict__ out, const T* a, const T* b, T sa, T sb,
+                               int64_t n) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     int64_t off[2];
     offsets<2>(geo, i, off);
-    float x = load(a, off[0], sa), y = load(b, off[1], sb);
+    T x = a ? a[off[0]] : sa, y = b ? b[off[1]] : sb;
     bool r = false;
     switch (op) {
       case Compare::Lt: r = x < y; break;
@@ -159,7 +160,18 @@ std::string compare(Compare op, const Broadcast& geo, bool* out, const float* in
   if (!err.empty()) return err;
   int64_t n = numel(geo);
   if (n == 0) return std::string();
-  compare_kernel<<<blocks_for(n, kThreads), kThreads, 0, current_stream()>>>(op, geo, out, in0, in1, s0, s1, n);
+  compare_kernel<float><<<blocks_for(n, kThreads), kThreads, 0, current_stream()>>>(op, geo, out, in0, in1, s0, s1, n);
+  return launch_status();
+}
+
+std::string compare_i64(Compare op, const Broadcast& geo, bool* out, const int64_t* in0, const int64_t* in1, int64_t s0,
+                        int64_t s1) {
+  std::string err = check_geo(geo);
+  if (!err.empty()) return err;
+  int64_t n = numel(geo);
+  if (n == 0) return std::string();
+  compare_kernel<int64_t>
+      <<<blocks_for(n, kThreads), kThreads, 0, current_stream()>>>(op, geo, out, in0, in1, s0, s1, n);
   return launch_status();
 }
 

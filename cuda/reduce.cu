@@ -108,6 +108,59 @@ __global__ void finish_kernel(Reduce op, const float* __restrict__ part, float* 
   }
 }
 
+// ---- integer reductions (int64 or bool input, int64 out): exact, so any order gives the same result;
+// the same block-per-output layout and slices as the float kernels.
+__device__ __forceinline__ int64_t icombine(Reduce op, int64_t a, int64_t b) {
+  if (op == Reduce::Max) return a > b ? a : b;
+  if (op == Reduce::Min) return a < b ? a : b;
+  return a + b;
+}
+
+__device__ __forceinline__ int64_t iidentity(Reduce op) {
+  if (op == Reduce::Max) return INT64_MIN;
+  if (op == Reduce::Min) return INT64_MAX;
+  return 0;
+}
+
+__device__ __forceinline__ int64_t iblock_tree(Reduce op, int64_t v, int64_t* sh) {
+  sh[threadIdx.x] = v;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) sh[threadIdx.x] = icombine(op, sh[threadIdx.x], sh[threadIdx.x + s]);
+    __syncthreads();
+  }
+  int64_t r = sh[0];
+  __syncthreads();
+  return r;
+}
+
+template <class T>
+__global__ void reduce_int_kernel(Reduce op, Reduction r, const T* __restrict__ x, int64_t* __restrict__ out,
+                                  int64_t* __restrict__ part, int64_t nout, int64_t R, int64_t slices, int64_t chunk) {
+  __shared__ int64_t sh[kMaxThreads];
+  for (int64_t b = blockIdx.x; b < nout * slices; b += gridDim.x) {
+    int64_t o = b / slices, p = b % slices;
+    int64_t base = keep_offset(r, o);
+    int64_t lo = p * chunk, hi = min(R, lo + chunk);
+    int64_t acc = iidentity(op);
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x)
+      acc = icombine(op, acc, static_cast<int64_t>(x[base + red_offset(r, i)]));
+    int64_t v = iblock_tree(op, acc, sh);
+    if (threadIdx.x == 0) (slices > 1 ? part[b] : out[o]) = v;
+  }
+}
+
+__global__ void finish_int_kernel(Reduce op, const int64_t* __restrict__ part, int64_t* __restrict__ out, int64_t nout,
+                                  int64_t slices) {
+  __shared__ int64_t sh[kMaxThreads];
+  for (int64_t o = blockIdx.x; o < nout; o += gridDim.x) {
+    int64_t acc = iidentity(op);
+    for (int64_t i = threadIdx.x; i < slices; i += blockDim.x) acc = icombine(op, acc, part[o * slices + i]);
+    int64_t v = iblock_tree(op, acc, sh);
+    if (threadIdx.x == 0) out[o] = v;
+  }
+}
+
 // (value, index) pairs: the larger (smaller) value wins, NaN beats everything, ties go to the
 // lower index -- numpy's first occurrence, whatever the thread layout.
 __device__ __forceinline__ bool better(bool is_max, float v, int64_t i, float bv, int64_t bi) {
@@ -213,6 +266,27 @@ std::string reduce(Reduce op, const Reduction& r, const float* x, const float* c
   Reduce fin = (op == Reduce::Max || op == Reduce::Min) ? op : Reduce::Sum;
   finish_kernel<<<grid_for(nout), threads_for(slices), 0, current_stream()>>>(fin, workspace, out, nout, slices, scale,
                                                                               sqrt_after);
+  return launch_status();
+}
+
+std::string reduce_int(Reduce op, const Reduction& r, const void* x, bool is_bool, int64_t* out, int64_t* workspace) {
+  std::string err = check_geo(r);
+  if (!err.empty()) return err;
+  if (op != Reduce::Sum && op != Reduce::Max && op != Reduce::Min) return "reduce_int: only sum, max and min";
+  int64_t nout = prod(r.keep_shape, r.keep_ndim), R = prod(r.red_shape, r.red_ndim);
+  if (nout == 0) return std::string();
+  int64_t slices = slices_for(nout, R);
+  if (slices > 1 && !workspace) return "reduce_int: workspace required for this shape";
+  int64_t chunk = slices > 1 ? (R + slices - 1) / slices : R;
+  if (is_bool)
+    reduce_int_kernel<uint8_t><<<grid_for(nout * slices), threads_for(chunk), 0, current_stream()>>>(
+        op, r, static_cast<const uint8_t*>(x), out, workspace, nout, R, slices, chunk);
+  else
+    reduce_int_kernel<int64_t><<<grid_for(nout * slices), threads_for(chunk), 0, current_stream()>>>(
+        op, r, static_cast<const int64_t*>(x), out, workspace, nout, R, slices, chunk);
+  err = launch_status();
+  if (!err.empty() || slices == 1) return err;
+  finish_int_kernel<<<grid_for(nout), threads_for(slices), 0, current_stream()>>>(op, workspace, out, nout, slices);
   return launch_status();
 }
 

@@ -111,6 +111,10 @@ def reduce(op, x, axes=None, keepdim=False, scale=1.0, sqrt=False, center=None):
     axes = tuple(range(a.ndim)) if axes is None else tuple(ax % max(a.ndim, 1) for ax in axes)
     kshape = tuple(1 if i in axes else s for i, s in enumerate(a.shape))
     c = None if center is None else center.a.reshape(kshape)
+    if a.dtype.kind in "bi":  # exact integer reductions into int64
+        r = (a.sum(axis=axes, keepdims=True, dtype=np.int64) if op == "sum" else
+             (np.max if op == "max" else np.min)(a, axis=axes, keepdims=True).astype(np.int64))
+        return EmuArray(r if keepdim else r.reshape([s for i, s in enumerate(a.shape) if i not in axes]))
     with np.errstate(all="ignore"):
         if op == "sum":
             r = a.sum(axis=axes, keepdims=True, dtype=np.float32)

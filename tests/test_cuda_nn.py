@@ -203,3 +203,15 @@ def test_bad_arguments_raise_value_errors():
         _C.cuda_nn.attention_forward(q, q, q, None, 1.0, False)
     with pytest.raises(IndexError, match="axis"):
         _C.cuda_nn.softmax(x, 2)
+
+
+@needs_gpu
+def test_accuracy_style_int64_compare_and_bool_sum():
+    # (pred.argmax(1) == y).sum(): int64 compare and an exact bool sum, as a training loop counts hits
+    rng = np.random.default_rng(2)
+    logits = rng.standard_normal((37, 10)).astype(np.float32)
+    y = rng.integers(0, 10, 37).astype(np.int64)
+    want = (logits.argmax(1) == y).sum()
+    hits = (fg.tensor(logits).to("cuda").argmax(1) == fg.tensor(y).to("cuda")).sum()
+    got = hits.cpu().numpy()
+    assert got.dtype == np.int64 and got == want

@@ -53,7 +53,7 @@ def _to_cpp(source):
         smem = cfg[2] if len(cfg) > 2 else "0"
         return f"fg_sim::launch(dim3({cfg[0]}), dim3({cfg[1]}), {smem}, [&] {{ {m.group(1)}({m.group(3)}); }});"
 
-    return re.sub(r"([\w:]+(?:<\w+>)?)<<<(.*?)>>>\((.*?)\);", launch, source, flags=re.S)
+    return re.sub(r"([\w:]+(?:<\w+>)?)\s*<<<(.*?)>>>\((.*?)\);", launch, source, flags=re.S)
 
 
 @pytest.fixture(scope="module")
@@ -456,3 +456,25 @@ def test_binary_cross_entropy_kernels_match_torch(sim):
     gt = _pointwise(sim, "mul", [_pointwise(sim, "bce_grad_t", [p, g], shape), w], shape)
     np.testing.assert_allclose(gt[interior], tt.grad.numpy()[interior], rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(gt[0, :2], -g[0, :2] * w[:2] * np.array([-100, 100]), rtol=1e-5)  # the CPU's clamp
+
+
+def test_integer_sums_and_int64_comparisons_are_exact(sim):
+    rng = np.random.default_rng(10)
+    ops = ["sum", "max", "min"]
+    for dtype, is_bool in ((np.int64, False), (np.bool_, True)):
+        x = (rng.integers(-2**40, 2**40, (3, 40_000)) if not is_bool else rng.random((3, 40_000)) > 0.5).astype(dtype)
+        for op in (["sum"] if is_bool else ops):
+            geo = (_i32(1), np.array([3], np.int64), np.array([40_000], np.int64), _i32(1),
+                   np.array([40_000], np.int64), np.array([1], np.int64))
+            out, ws = np.empty(3, np.int64), np.empty(3 * 3, np.int64)  # 3 outputs x 3 slices
+            _call(sim, "sim_reduce_int", _i32(ops.index(op)), *geo, x, is_bool, out, ws)
+            want = {"sum": x.sum(axis=1, dtype=np.int64), "max": x.max(axis=1), "min": x.min(axis=1)}[op]
+            np.testing.assert_array_equal(out, want)
+    a = np.array([[2**53 + 1, 5, -7]], np.int64)  # not representable in float32 / float64: exact compare
+    b = np.array([[2**53, 5, -8]], np.int64)
+    strides = np.stack([_strides(a.shape, (1, 3)), _strides(b.shape, (1, 3)), np.zeros(8, np.int64),
+                        np.zeros(8, np.int64)])
+    for k, fn in enumerate([np.less, np.less_equal, np.greater, np.greater_equal, np.equal, np.not_equal]):
+        out = np.empty((1, 3), np.bool_)
+        _call(sim, "sim_compare_i64", _i32(k), _i32(2), np.array([1, 3], np.int64), strides, out, a, b, 0, 0)
+        np.testing.assert_array_equal(out, fn(a, b))

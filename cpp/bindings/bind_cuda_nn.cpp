@@ -156,15 +156,32 @@ Arr compare(const std::string& name, const py::object& a, const py::object& b) {
   auto it = ops.find(name);
   if (it == ops.end()) throw py::value_error("compare: unknown op '" + name + "' (lt, le, gt, ge, eq, ne)");
   std::vector<Operand> v = {operand(a, "compare", 0), operand(b, "compare", 1)};
+  // float32 with float32, or int64 with int64 (exact); a number takes the arrays' type
+  bool ints = (v[0].arr && v[0].arr->dtype() == DType::kInt64) || (v[1].arr && v[1].arr->dtype() == DType::kInt64);
   for (auto& o : v)
-    if (o.arr) need_dtype(*o.arr, DType::kFloat32, "compare", "array inputs");
+    if (o.arr) need_dtype(*o.arr, ints ? DType::kInt64 : DType::kFloat32, "compare", "both array inputs");
+  int64_t iscalar[2] = {0, 0};
+  if (ints)
+    for (int k = 0; k < 2; ++k) {
+      if (v[k].arr) continue;
+      const py::object& h = k == 0 ? a : b;
+      if (!py::isinstance<py::int_>(h) && !py::isinstance(h, py::module_::import("numpy").attr("integer")))
+        throw py::type_error("compare: an int64 array compares with an int64 array or an integer, got " +
+                             std::string(Py_TYPE(h.ptr())->tp_name));
+      iscalar[k] = h.cast<int64_t>();
+    }
   int device;
   nn::Broadcast g = broadcast(v, "compare", &device);
   Arr out = empty(shape_of(g), DType::kBool, device);
   fg::cuda::DeviceGuard guard(device);
-  check(nn::compare(it->second, g, out->data_as<bool>(), v[0].arr ? v[0].arr->data() : nullptr,
-                    v[1].arr ? v[1].arr->data() : nullptr, v[0].scalar, v[1].scalar),
-        "compare");
+  if (ints)
+    check(nn::compare_i64(it->second, g, out->data_as<bool>(), v[0].arr ? v[0].arr->data_as<int64_t>() : nullptr,
+                          v[1].arr ? v[1].arr->data_as<int64_t>() : nullptr, iscalar[0], iscalar[1]),
+          "compare");
+  else
+    check(nn::compare(it->second, g, out->data_as<bool>(), v[0].arr ? v[0].arr->data() : nullptr,
+                      v[1].arr ? v[1].arr->data() : nullptr, v[0].scalar, v[1].scalar),
+          "compare");
   return out;
 }
 
@@ -241,11 +258,31 @@ Arr reduce(const std::string& name, const Arr& x, const std::optional<std::vecto
                                                         {"count_eq", nn::Reduce::CountEq}};
   auto it = ops.find(name);
   if (it == ops.end()) throw py::value_error("reduce: unknown op '" + name + "'");
-  need_dtype(*x, DType::kFloat32, "reduce", "x");
   std::vector<int64_t> all(x->shape().size());
   for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int64_t>(i);
   Shape out_shape;
   nn::Reduction r = reduction(x->shape(), axes ? *axes : all, keepdim, "reduce", &out_shape);
+  if (x->dtype() == DType::kInt64 || x->dtype() == DType::kBool) {  // exact integer sums (numpy: int64 out)
+    bool is_bool = x->dtype() == DType::kBool;
+    if (!(it->second == nn::Reduce::Sum ||
+          (!is_bool && (it->second == nn::Reduce::Max || it->second == nn::Reduce::Min))))
+      throw py::type_error("reduce: " + name + " of a " + fg::cuda::dtype_name(x->dtype()) +
+                           " array is not supported on cuda (sum of int64 / bool, max / min of int64)");
+    if (scale != 1.f || sqrt_after || center)
+      throw py::type_error(std::string("reduce: scale, sqrt and center apply to float32 arrays only, got ") +
+                           fg::cuda::dtype_name(x->dtype()));
+    if (it->second != nn::Reduce::Sum && prod(out_shape) > 0 && prod(Shape(r.red_shape, r.red_shape + r.red_ndim)) == 0)
+      throw py::value_error("reduce: max/min of an empty dimension (input shape " + shape_str(x->shape()) + ")");
+    Arr out = empty(out_shape, DType::kInt64, x->device());
+    int64_t ws = nn::reduce_workspace(r);
+    Arr work = ws > 0 ? empty({ws}, DType::kInt64, x->device()) : nullptr;
+    fg::cuda::DeviceGuard guard(x->device());
+    check(nn::reduce_int(it->second, r, x->raw_data(), is_bool, out->data_as<int64_t>(),
+                         work ? work->data_as<int64_t>() : nullptr),
+          "reduce");
+    return out;
+  }
+  need_dtype(*x, DType::kFloat32, "reduce", "x");
   bool needs_center = it->second == nn::Reduce::SumSqDev || it->second == nn::Reduce::CountEq;
   if (needs_center != center.has_value())
     throw py::value_error("reduce: center is required by sum_sq_dev / count_eq and only by them");

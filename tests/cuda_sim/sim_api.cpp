@@ -61,6 +61,14 @@ const char* sim_reduce(int op, int kn, const int64_t* ks, const int64_t* kst, in
                        float* ws) {
   return ret(reduce(static_cast<Reduce>(op), reduction(kn, ks, kst, rn, rs, rst), x, center, out, scale, sq, ws));
 }
+const char* sim_reduce_int(int op, int kn, const int64_t* ks, const int64_t* kst, int rn, const int64_t* rs,
+                           const int64_t* rst, const void* x, bool is_bool, int64_t* out, int64_t* ws) {
+  return ret(reduce_int(static_cast<Reduce>(op), reduction(kn, ks, kst, rn, rs, rst), x, is_bool, out, ws));
+}
+const char* sim_compare_i64(int op, int ndim, const int64_t* shape, const int64_t* strides, bool* out, const int64_t* a,
+                            const int64_t* b, int64_t sa, int64_t sb) {
+  return ret(compare_i64(static_cast<Compare>(op), broadcast(ndim, shape, strides), out, a, b, sa, sb));
+}
 const char* sim_arg_reduce(bool is_max, int kn, const int64_t* ks, const int64_t* kst, int rn, const int64_t* rs,
                            const int64_t* rst, const float* x, int64_t* index, float* values) {
   return ret(arg_reduce(is_max, reduction(kn, ks, kst, rn, rs, rst), x, index, values));

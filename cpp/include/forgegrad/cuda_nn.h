@@ -71,6 +71,9 @@ std::string pointwise(Pointwise op, const Broadcast& geo, float* out, const floa
 // out (bool, one byte) = in0 <op> in1
 std::string compare(Compare op, const Broadcast& geo, bool* out, const float* in0, const float* in1, float s0,
                     float s1);
+// The same on int64 inputs (exact, no conversion to float).
+std::string compare_i64(Compare op, const Broadcast& geo, bool* out, const int64_t* in0, const int64_t* in1, int64_t s0,
+                        int64_t s1);
 // out = cond ? a : b, with cond bool (stride slot 0), a (slot 1), b (slot 2); null a/b read sa/sb.
 std::string where(const Broadcast& geo, float* out, const bool* cond, const float* a, const float* b, float sa,
                   float sb);
@@ -98,6 +101,9 @@ int64_t reduce_workspace(const Reduction& r);
 // SumSqDev / CountEq (one value per output).
 std::string reduce(Reduce op, const Reduction& r, const float* x, const float* center, float* out, float scale,
                    bool sqrt_after, float* workspace);
+// Sum / Max / Min of int64 elements, or Sum of bool ones (is_bool: one byte each), into int64 (exact);
+// workspace: reduce_workspace(r) int64 values.
+std::string reduce_int(Reduce op, const Reduction& r, const void* x, bool is_bool, int64_t* out, int64_t* workspace);
 // Index (row-major over red_shape) of the first max (or min) of each output's elements, NaN counting
 // as the largest (numpy's argmax); values gets the value when not null.
 std::string arg_reduce(bool is_max, const Reduction& r, const float* x, int64_t* index, float* values);
