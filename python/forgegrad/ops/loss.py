@@ -556,26 +556,87 @@ def _cuda_index_target(target, name):
 
 
 class CrossEntropyCudaFunction(Function):
-    """cross_entropy on cuda with int64 class-index targets: saves softmax(logits), as the CPU kernel."""
+    """cross_entropy on cuda. int64 class-index targets: the fused kernel, saving softmax(logits) as the
+    CPU kernel does. Class-probability targets (float, the input's shape): composed from the softmax,
+    pointwise and reduction kernels, saving log-softmax, the smoothed targets and the class weight as the
+    CPU's probability path (the targets and the weight then get gradients too)."""
 
     @staticmethod
     def forward(ctx, logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         _check_reduction(reduction)
-        _cuda_index_target(target, "cross_entropy")
         if not 0.0 <= label_smoothing <= 1.0:
             raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+        if getattr(target, "dtype", None) == np.float32:
+            return _cuda_prob_cross_entropy(ctx, logits, target, weight, reduction, float(label_smoothing))
+        _cuda_index_target(target, "cross_entropy")
         prob, per, wy = CN.kernels().cross_entropy_forward(logits, target, weight, int(ignore_index),
                                                            float(label_smoothing))
         out, denom = _cuda_reduce_loss(per, wy, reduction)
         ctx.save_for_backward(prob, target, weight, denom)
         ctx.args = (int(ignore_index), float(label_smoothing))
+        ctx.mode = "index"
         return out
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.mode == "prob":
+            return _cuda_prob_cross_entropy_backward(ctx, g)
         prob, target, weight, denom = ctx.saved_tensors
         ignore_index, ls = ctx.args
         return CN.kernels().cross_entropy_backward(prob, target, weight, g, denom, ignore_index, ls), None, None
+
+
+def _cuda_class_axis_shape(shape, C):
+    """The shape that puts a (C,) vector on the class axis (1, or 0 for a (C,) input) of ``shape``."""
+    return (C,) if len(shape) == 1 else (1, C) + (1,) * (len(shape) - 2)
+
+
+def _cuda_prob_cross_entropy(ctx, logits, target, weight, reduction, eps):
+    if tuple(target.shape) != tuple(logits.shape):
+        raise ValueError(f"cross_entropy: probability target must have the input's shape {tuple(logits.shape)}, "
+                         f"got {tuple(target.shape)}")
+    if logits.ndim == 0:
+        raise ValueError("cross_entropy: input must have at least 1 dimension (classes), got a 0-d tensor")
+    axis = 0 if logits.ndim == 1 else 1
+    C = logits.shape[axis]
+    if weight is not None and tuple(weight.shape) != (C,):
+        raise ValueError(f"cross_entropy: weight must have shape ({C},) (one per class), got {tuple(weight.shape)}")
+    K = CN.kernels()
+    logp = K.softmax(logits, axis, True)
+    t = CN.pw("add", CN.pw("mul_scaled", target, 1.0, alpha=1.0 - eps), eps / C) if eps > 0 else target
+    w = None if weight is None else CN.reshape(weight, _cuda_class_axis_shape(logits.shape, C))
+    tw = t if w is None else CN.pw("mul", t, w)
+    per = K.reduce("sum", CN.pw("mul", tw, logp), [axis], False, -1.0)  # -(t w logp) over the classes
+    ctx.save_for_backward(logp, t, w)
+    ctx.mode, ctx.reduction, ctx.axis, ctx.eps = "prob", reduction, axis, eps
+    if reduction == "none":
+        return per
+    rows = CN.numel(per.shape)
+    return K.reduce("sum", per, None, False, 1.0 if reduction == "sum" else (1.0 / rows if rows else math.nan))
+
+
+def _cuda_prob_cross_entropy_backward(ctx, g):
+    logp, t, w = ctx.saved_tensors
+    K, axis = CN.kernels(), ctx.axis
+    shape = tuple(logp.shape)
+    if ctx.reduction == "none":  # one gradient per row: broadcast along the class axis
+        a = CN.reshape(g, shape[:axis] + (1,) + shape[axis + 1:])
+    else:
+        rows = CN.numel(shape) // shape[axis] if shape[axis] else 0
+        a = CN.pw("mul_scaled", g, 1.0, alpha=1.0 / rows if ctx.reduction == "mean" and rows else 1.0)
+    tw = t if w is None else CN.pw("mul", t, w)
+    s = K.reduce("sum", tw, [axis], True)  # sum over classes of t w, per row
+    d = CN.pw("sub", CN.pw("mul", CN.pw("exp", logp), s), tw)  # p sum(t w) - w t
+    needs = ctx.needs_input_grad
+    gx = CN.pw("mul", d, a, shape=shape)
+    gt = gw = None
+    if len(needs) > 1 and needs[1]:  # d loss / d target: -(1 - eps) w logp
+        wl = logp if w is None else CN.pw("mul", w, logp)
+        gt = CN.pw("mul_scaled", wl, a, alpha=-(1.0 - ctx.eps), shape=shape)
+    if len(needs) > 2 and needs[2] and w is not None:  # d loss / d weight_c: -sum over rows of t_c logp_c a
+        per_elem = CN.pw("mul", CN.pw("mul", t, logp), a, shape=shape)
+        gw = K.reduce("sum", per_elem, [i for i in range(len(shape)) if i != axis], False, -1.0)
+    return gx, gt, gw
 
 
 CrossEntropyFunction.op.add_device("cuda", CrossEntropyCudaFunction)
