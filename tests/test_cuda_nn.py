@@ -28,7 +28,6 @@ CUDA_OPS = ["add", "sub", "mul", "div", "pow", "neg", "exp", "log", "sqrt", "abs
 # (op, sample name) -> why the cuda Function refuses it (it must raise NotImplementedError, never
 # compute something else). Matched by substring of the sample name.
 UNSUPPORTED = {
-    ("scaled_dot_product_attention", "grouped-query"): "grouped-query heads",
     ("scaled_dot_product_attention", "dropout"): "dropout",
     ("scaled_dot_product_attention", "float mask, custom scale"): "the gradient of a float mask",
 }

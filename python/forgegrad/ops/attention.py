@@ -300,6 +300,18 @@ def _cuda_stack(a, batch):
     return CN.reshape(a, (CN.numel(batch),) + tuple(a.shape[-2:]))
 
 
+def _cuda_repeat_heads(a, groups):
+    """key / value with each head repeated ``groups`` times in place (numpy.repeat on axis -3), for
+    grouped-query attention: one broadcasting copy."""
+    if groups == 1:
+        return a
+    shape = tuple(a.shape)
+    heads = shape[-3]
+    split = CN.reshape(a, shape[:-3] + (heads, 1) + shape[-2:])
+    full = CN.pw("copy", split, shape=shape[:-3] + (heads, groups) + shape[-2:])
+    return CN.reshape(full, shape[:-3] + (heads * groups,) + shape[-2:])
+
+
 def _cuda_mask(attn_mask, batch, L, S_):
     """The additive float mask as [1 or B, L, S] (bool True = takes part -> 0, False -> -inf)."""
     if attn_mask is None:
@@ -325,8 +337,8 @@ def _cuda_mask(attn_mask, batch, L, S_):
 
 
 class ScaledDotProductAttentionCudaFunction(Function):
-    """scaled_dot_product_attention on cuda: causal or an additive / bool mask, no dropout, no grouped-query
-    heads and no gradient for a float mask yet (NotImplementedError naming the case). Saves q, k, v (as
+    """scaled_dot_product_attention on cuda: causal or an additive / bool mask, grouped-query heads; no
+    dropout and no gradient for a float mask yet (NotImplementedError naming the case). Saves q, k, v (as
     [B, rows, dim]), the output and the log-sum-exp of each score row."""
 
     @staticmethod
@@ -339,31 +351,36 @@ class ScaledDotProductAttentionCudaFunction(Function):
                              "(pass one or the other, as torch)")
         if dropout_p > 0.0:
             raise NotImplementedError("scaled_dot_product_attention on cuda: dropout_p > 0 is not supported yet")
-        if groups > 1:
-            raise NotImplementedError("scaled_dot_product_attention on cuda: grouped-query heads (enable_gqa with "
-                                      "fewer key/value heads) are not supported yet")
         needs = ctx.needs_input_grad
         if attn_mask is not None and getattr(attn_mask, "dtype", None) == _F32 and len(needs) > 3 and needs[3]:
             raise NotImplementedError("scaled_dot_product_attention on cuda: the gradient of a float attn_mask is "
                                       "not supported yet")
+        ctx.shapes = (tuple(query.shape), tuple(key.shape), tuple(value.shape))
+        key, value = _cuda_repeat_heads(key, groups), _cuda_repeat_heads(value, groups)
         q3, k3, v3 = (_cuda_stack(a, batch) for a in (query, key, value))
         mask = _cuda_mask(attn_mask, batch, L, S_)
         out, lse = CN.kernels().attention_forward(q3, k3, v3, mask, scale, is_causal)
         ctx.save_for_backward(q3, k3, v3, out, lse, mask)
-        ctx.plan = (scale, is_causal, tuple(batch), L, S_)
-        ctx.shapes = (tuple(query.shape), tuple(key.shape), tuple(value.shape))
+        ctx.plan = (scale, is_causal, tuple(batch), L, S_, groups)
         return CN.reshape(out, tuple(batch) + (L, ev))
 
     @staticmethod
     def backward(ctx, g):
         q3, k3, v3, out, lse, mask = ctx.saved_tensors
-        scale, is_causal, batch, L, S_ = ctx.plan
+        scale, is_causal, batch, L, S_, groups = ctx.plan
         g3 = CN.reshape(g, tuple(out.shape))
         dq, dk, dv = CN.kernels().attention_backward(g3, q3, k3, v3, out, lse, mask, scale, is_causal)
         needs = ctx.needs_input_grad
         grads = []
-        for d, shape, need in zip((dq, dk, dv), ctx.shapes, needs[:3]):
-            grads.append(CN.sum_to(CN.reshape(d, batch + tuple(d.shape[-2:])), shape) if need else None)
+        for k, (d, shape, need) in enumerate(zip((dq, dk, dv), ctx.shapes, needs[:3])):
+            if not need:
+                grads.append(None)
+                continue
+            d = CN.reshape(d, batch + tuple(d.shape[-2:]))
+            if k > 0 and groups > 1:  # the repeated heads' gradients summed back to their key/value head
+                d = CN.reshape(d, batch[:-1] + (batch[-1] // groups, groups) + tuple(d.shape[-2:]))
+                d = CN.kernels().reduce("sum", d, [len(batch)], False)
+            grads.append(CN.sum_to(d, shape))
         return (*grads, None)
 
 
