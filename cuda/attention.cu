@@ -275,6 +275,24 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
+// The score gradient ds = p * (dO . v - dO . O) of every (b, i, j), written out: the gradient of an
+// additive float mask (it materialises [B, L, S], as the CPU does; only run when the mask needs it).
+__global__ void attn_score_grad(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                                const float* __restrict__ mask, int64_t mask_bstride, const float* __restrict__ out,
+                                const float* __restrict__ lse, const float* __restrict__ gout, float* __restrict__ ds,
+                                int64_t B, int64_t L, int64_t S, int D, int Dv, float scale, bool causal) {
+  int64_t total = B * L * S;
+  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    int64_t j = e % S, i = (e / S) % L, b = e / (L * S);
+    const float* gi = gout + (b * L + i) * Dv;
+    float s = score(dot(q + (b * L + i) * D, k + (b * S + j) * D, D), i, j, L, S,
+                    mask ? mask + b * mask_bstride : nullptr, scale, causal);
+    float p = prob(s, lse[b * L + i]);
+    ds[e] = p == 0.f ? 0.f : p * (dot(gi, v + (b * S + j) * Dv, Dv) - dot(gi, out + (b * L + i) * Dv, Dv));
+  }
+}
+
 size_t fwd_smem(int D, int Dv) { return sizeof(float) * (kBlockRows * (D + 1) + kTile * (D + 1) + kTile * (Dv + 1)); }
 size_t bwd_smem(int D, int Dv) {
   return sizeof(float) * ((kBlockRows + kTile) * (D + 1) + (kBlockRows + kTile) * (Dv + 1));
@@ -333,6 +351,17 @@ std::string attention_forward(const float* q, const float* k, const float* v, co
   if (dmax <= 32) return forward_dt<1>(q, k, v, mask, mask_bstride, out, lse, B, L, S, d, dv, scale, causal);
   if (dmax <= 64) return forward_dt<2>(q, k, v, mask, mask_bstride, out, lse, B, L, S, d, dv, scale, causal);
   return forward_dt<4>(q, k, v, mask, mask_bstride, out, lse, B, L, S, d, dv, scale, causal);
+}
+
+std::string attention_mask_grad(const float* q, const float* k, const float* v, const float* mask, int64_t mask_bstride,
+                                const float* out, const float* lse, const float* grad_out, float* grad_scores,
+                                int64_t B, int64_t L, int64_t S, int64_t D, int64_t Dv, float scale, bool causal) {
+  std::string err = check(B, L, S, D, Dv);
+  if (!err.empty() || B * L * S == 0) return err;
+  attn_score_grad<<<blocks_for(B * L * S, 256), 256, 0, current_stream()>>>(
+      q, k, v, mask, mask_bstride, out, lse, grad_out, grad_scores, B, L, S, static_cast<int>(D), static_cast<int>(Dv),
+      scale, causal);
+  return launch_status();
 }
 
 std::string attention_backward(const float* q, const float* k, const float* v, const float* mask, int64_t mask_bstride,

@@ -339,6 +339,14 @@ def attention_backward(g, q, k, v, out, lse, mask, scale, causal):
             _f32(np.einsum("bls,bld->bsd", p, g.a)))
 
 
+def attention_mask_grad(g, q, k, v, out, lse, mask, scale, causal):
+    s = _scores(q, k, mask, scale, causal)
+    with np.errstate(all="ignore"):
+        p = np.where(np.isneginf(s), 0, np.exp(s - lse.a[..., None]))
+    delta = (g.a * out.a).sum(axis=2, keepdims=True)
+    return _f32(p * (np.einsum("bld,bsd->bls", g.a, v.a) - delta))
+
+
 def embedding_forward(weight, indices):
     return _f32(weight.a[indices.a])
 

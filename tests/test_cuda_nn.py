@@ -29,13 +29,12 @@ CUDA_OPS = ["add", "sub", "mul", "div", "pow", "neg", "exp", "log", "sqrt", "abs
 # compute something else). Matched by substring of the sample name.
 UNSUPPORTED = {
     ("scaled_dot_product_attention", "dropout"): "dropout",
-    ("scaled_dot_product_attention", "float mask, custom scale"): "the gradient of a float mask",
 }
 
 BINDINGS = ["pointwise", "compare", "where", "reduce", "sum_to", "arg_reduce", "scatter_axis", "softmax",
             "softmax_backward", "cross_entropy_forward", "cross_entropy_backward", "nll_forward", "nll_backward",
             "batch_norm_forward", "batch_norm_backward", "layer_norm_forward", "layer_norm_backward",
-            "attention_forward", "attention_backward", "embedding_forward", "embedding_backward"]
+            "attention_forward", "attention_backward", "attention_mask_grad", "embedding_forward", "embedding_backward"]
 
 
 def _gpu():

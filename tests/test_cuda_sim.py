@@ -356,8 +356,8 @@ def test_attention_forward_backward(sim, D, Dv, L, S, causal, masked):
         mask[0, 3] = -np.inf
     scale = 0.7
     tq, tk, tv = (torch.from_numpy(a.copy()).requires_grad_(True) for a in (q, k, v))
-    ref = torch.nn.functional.scaled_dot_product_attention(
-        tq, tk, tv, attn_mask=None if mask is None else torch.from_numpy(mask), is_causal=causal, scale=scale)
+    tm = None if mask is None else torch.from_numpy(mask.copy()).requires_grad_(True)
+    ref = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, attn_mask=tm, is_causal=causal, scale=scale)
     ref = torch.nan_to_num(ref, nan=0.0)
     ref.backward(torch.from_numpy(g))
     out, lse = np.empty((B, L, Dv), np.float32), np.empty((B, L), np.float32)
@@ -367,6 +367,11 @@ def test_attention_forward_backward(sim, D, Dv, L, S, causal, masked):
     _call(sim, "sim_attention_backward", q, k, v, mask, 0, out, lse, g, gq, gk, gv, B, L, S, D, Dv, scale, causal, ws)
     for got, want in ((gq, tq.grad), (gk, tk.grad), (gv, tv.grad)):
         np.testing.assert_allclose(got, np.nan_to_num(want.numpy()), rtol=1e-4, atol=1e-5)
+    if mask is not None:  # the mask's gradient: the score gradient summed over the batch it broadcasts over
+        ds = np.empty((B, L, S), np.float32)
+        _call(sim, "sim_attention_mask_grad", q, k, v, mask, 0, out, lse, g, ds, B, L, S, D, Dv, scale, causal)
+        np.testing.assert_allclose(ds.sum(axis=0, keepdims=True), np.nan_to_num(tm.grad.numpy()), rtol=1e-4,
+                                   atol=1e-5)
 
 
 def test_embedding_backward_sums_rows_in_order(sim):

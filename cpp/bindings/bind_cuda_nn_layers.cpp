@@ -198,6 +198,21 @@ py::tuple attention_backward(const Arr& g, const Arr& q, const Arr& k, const Arr
   return py::make_tuple(gq, gk, gv);
 }
 
+Arr attention_mask_grad(const Arr& g, const Arr& q, const Arr& k, const Arr& v, const Arr& out, const Arr& lse,
+                        const OptArr& mask, float scale, bool causal) {
+  const char* fn = "attention_mask_grad";
+  AttnDims d = attn_dims(*q, *k, *v, mask, fn);
+  need_shape(*out, {d.B, d.L, d.Dv}, fn, "out");
+  need_shape(*g, {d.B, d.L, d.Dv}, fn, "grad");
+  need_shape(*lse, {d.B, d.L}, fn, "lse");
+  Arr ds = empty({d.B, d.L, d.S}, DType::kFloat32, q->device());
+  fg::cuda::DeviceGuard guard(q->device());
+  check(nn::attention_mask_grad(q->data(), k->data(), v->data(), fptr(mask), d.mask_bstride, out->data(), lse->data(),
+                                g->data(), ds->data(), d.B, d.L, d.S, d.D, d.Dv, scale, causal),
+        fn);
+  return ds;
+}
+
 Arr embedding_forward(const Arr& weight, const Arr& index) {
   need_dtype(*weight, DType::kFloat32, "embedding", "weight");
   need_dtype(*index, DType::kInt64, "embedding", "indices");
@@ -249,6 +264,9 @@ void bind(py::module_& m) {
         py::arg("scale"), py::arg("causal"), "(out, lse)");
   m.def("attention_backward", &attention_backward, py::arg("g"), py::arg("q"), py::arg("k"), py::arg("v"),
         py::arg("out"), py::arg("lse"), py::arg("mask"), py::arg("scale"), py::arg("causal"), "(dq, dk, dv)");
+  m.def("attention_mask_grad", &attention_mask_grad, py::arg("g"), py::arg("q"), py::arg("k"), py::arg("v"),
+        py::arg("out"), py::arg("lse"), py::arg("mask"), py::arg("scale"), py::arg("causal"),
+        "the [B, L, S] score gradient (an additive mask's, before summing to its shape)");
   m.def("embedding_forward", &embedding_forward, py::arg("weight"), py::arg("indices"));
   m.def("embedding_backward", &embedding_backward, py::arg("g"), py::arg("indices"), py::arg("num_weights"),
         py::arg("padding_idx") = -1);

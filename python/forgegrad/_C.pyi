@@ -166,6 +166,12 @@ class cuda_nn:
         """(out, lse)"""
         ...
     @staticmethod
+    def attention_mask_grad(g: cuda.DeviceArray, q: cuda.DeviceArray, k: cuda.DeviceArray, v: cuda.DeviceArray,
+                            out: cuda.DeviceArray, lse: cuda.DeviceArray, mask: cuda.DeviceArray | None, scale: _Float,
+                            causal: bool) -> cuda.DeviceArray:
+        """the [B, L, S] score gradient (an additive mask's, before summing to its shape)"""
+        ...
+    @staticmethod
     def batch_norm_backward(g: cuda.DeviceArray, x: cuda.DeviceArray, weight: cuda.DeviceArray | None,
                             mean: cuda.DeviceArray, invstd: cuda.DeviceArray, training: bool,
                             need: tuple[bool, bool, bool] = ...) -> tuple: ...

@@ -130,6 +130,11 @@ const char* sim_attention_backward(const float* q, const float* k, const float* 
                                    float* ws) {
   return ret(attention_backward(q, k, v, mask, mbs, out, lse, g, gq, gk, gv, B, L, S, D, Dv, scale, causal, ws));
 }
+const char* sim_attention_mask_grad(const float* q, const float* k, const float* v, const float* mask, int64_t mbs,
+                                    const float* out, const float* lse, const float* g, float* ds, int64_t B, int64_t L,
+                                    int64_t S, int64_t D, int64_t Dv, float scale, bool causal) {
+  return ret(attention_mask_grad(q, k, v, mask, mbs, out, lse, g, ds, B, L, S, D, Dv, scale, causal));
+}
 const char* sim_embedding_forward(const float* w, const int64_t* idx, float* out, int64_t n, int64_t V, int64_t D) {
   return ret(embedding_forward(w, idx, out, n, V, D));
 }

@@ -166,6 +166,12 @@ std::string attention_backward(const float* q, const float* k, const float* v, c
                                float* grad_v, int64_t B, int64_t L, int64_t S, int64_t D, int64_t Dv, float scale,
                                bool causal, float* workspace);
 
+// grad_scores [B, L, S] = the gradient of the scaled, masked scores (that of an additive mask before
+// summing it to the mask's shape): p * (dO . v - dO . O), 0 where masked.
+std::string attention_mask_grad(const float* q, const float* k, const float* v, const float* mask, int64_t mask_bstride,
+                                const float* out, const float* lse, const float* grad_out, float* grad_scores,
+                                int64_t B, int64_t L, int64_t S, int64_t D, int64_t Dv, float scale, bool causal);
+
 // ---- embedding (embedding.cu) ------------------------------------------------------------------
 // out[i, :] = weight[index[i], :] for n indices into a [V, D] table; an index outside [0, V)
 // gives a row of NaN (the kernel cannot raise).

@@ -337,8 +337,8 @@ def _cuda_mask(attn_mask, batch, L, S_):
 
 
 class ScaledDotProductAttentionCudaFunction(Function):
-    """scaled_dot_product_attention on cuda: causal or an additive / bool mask, grouped-query heads; no
-    dropout and no gradient for a float mask yet (NotImplementedError naming the case). Saves q, k, v (as
+    """scaled_dot_product_attention on cuda: causal or an additive / bool mask (a float mask gets its
+    gradient), grouped-query heads; no dropout yet (NotImplementedError). Saves q, k, v (as
     [B, rows, dim]), the output and the log-sum-exp of each score row."""
 
     @staticmethod
@@ -352,9 +352,9 @@ class ScaledDotProductAttentionCudaFunction(Function):
         if dropout_p > 0.0:
             raise NotImplementedError("scaled_dot_product_attention on cuda: dropout_p > 0 is not supported yet")
         needs = ctx.needs_input_grad
+        ctx.mask_shape = None  # a float mask that needs its gradient: its shape
         if attn_mask is not None and getattr(attn_mask, "dtype", None) == _F32 and len(needs) > 3 and needs[3]:
-            raise NotImplementedError("scaled_dot_product_attention on cuda: the gradient of a float attn_mask is "
-                                      "not supported yet")
+            ctx.mask_shape = tuple(attn_mask.shape)
         ctx.shapes = (tuple(query.shape), tuple(key.shape), tuple(value.shape))
         key, value = _cuda_repeat_heads(key, groups), _cuda_repeat_heads(value, groups)
         q3, k3, v3 = (_cuda_stack(a, batch) for a in (query, key, value))
@@ -381,7 +381,11 @@ class ScaledDotProductAttentionCudaFunction(Function):
                 d = CN.reshape(d, batch[:-1] + (batch[-1] // groups, groups) + tuple(d.shape[-2:]))
                 d = CN.kernels().reduce("sum", d, [len(batch)], False)
             grads.append(CN.sum_to(d, shape))
-        return (*grads, None)
+        dmask = None
+        if ctx.mask_shape is not None:  # the score gradient, [B, L, S], summed to the mask's shape
+            ds = CN.kernels().attention_mask_grad(g3, q3, k3, v3, out, lse, mask, scale, is_causal)
+            dmask = CN.sum_to(CN.reshape(ds, batch + (L, S_)), ctx.mask_shape)
+        return (*grads, dmask)
 
 
 ScaledDotProductAttentionFunction.op.add_device("cuda", ScaledDotProductAttentionCudaFunction)
