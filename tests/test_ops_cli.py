@@ -11,7 +11,7 @@ def test_ops_json_lists_every_registered_op(capsys):
     assert [r["op"] for r in rows] == [op.name for op in fg.ops.all_ops()]
     by_name = {r["op"]: r for r in rows}
     assert by_name["linear"]["inference_kernel"] == ["cpu"]
-    assert by_name["layer_norm"]["devices"] == ["cpu", "meta"]
+    assert by_name["layer_norm"]["devices"] == ["cpu", "cuda", "meta"]
     assert by_name["dropout"]["checks"]["onnx"].startswith("gap: ")
     assert all(v == "yes" or v.startswith("gap: ") for r in rows for v in r["checks"].values()), \
         "an op lacks samples or a torch reference without an explained gap"

@@ -22,7 +22,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUB = os.path.join(ROOT, "python", "forgegrad", "_C.pyi")
 WIDTH = 120
 # pybind11's spelling of the Python types its int / float casters accept, shortened in the stub
-ALIASES = {"typing.SupportsInt | typing.SupportsIndex": "_Int", "typing.SupportsFloat | typing.SupportsIndex": "_Float"}
+ALIASES = {"typing.SupportsInt | typing.SupportsIndex": "_Int", "typing.SupportsFloat | typing.SupportsIndex": "_Float",
+           "forgegrad._C.cuda.DeviceArray": "cuda.DeviceArray"}
 
 # The CUDA kernels of cpp/bindings/bind_cuda.cpp (FORGEGRAD_WITH_CUDA) are absent from CPU-only
 # builds, so their declarations are written by hand in the stub, between these two lines, and
@@ -32,6 +33,16 @@ CUDA_END = "    # end of CUDA build only"
 CUDA_ONLY_NAMES = ("DeviceArray", "_fault_for_tests", "adam_step", "cast", "cat", "current_device", "empty_cache",
                    "launch_blocking", "memory_stats", "relu_backward", "relu_forward", "reset_peak_memory_stats",
                    "set_device", "sgemm", "strided_assign", "strided_copy", "sum_to_shape", "synchronize")
+
+# Submodules whose every member exists only in a CUDA build (empty otherwise): a CUDA build writes their
+# declarations between a begin marker naming the submodule and CUDA_END; a CPU-only build keeps that
+# block as it is.
+CUDA_ONLY_SUBMODULES = ("cuda_nn",)
+
+
+def _cuda_submodule_begin(sub_name: str) -> str:
+    return f"    # CUDA build only (_C.{sub_name}), written by tools/gen_c_stub.py from a CUDA build"
+
 
 _SIG = re.compile(r"^(\w+)\((.*)\)\s*->\s*(.+)$")
 _TRIPLE = '"' * 3
@@ -98,7 +109,8 @@ def _function(fn, indent: str) -> str:
         pad = " " * len(cur)
         for i, a in enumerate(args):
             piece = a + (", " if i + 1 < len(args) else f") -> {_short(ret)}:")
-            if len(cur) + len(piece.rstrip()) > WIDTH and cur.strip():
+            tail = 4 if i + 1 == len(args) else 0  # the " ..." after the last parameter
+            if len(cur) + len(piece.rstrip()) + tail > WIDTH and cur.strip():
                 lines.append(cur.rstrip())
                 cur = pad
             cur += piece
@@ -171,6 +183,15 @@ def cuda_block(stub_text: str) -> str:
     return "\n".join(lines[i:j + 1])
 
 
+def cuda_submodule_block(stub_text: str, sub_name: str) -> str:
+    """The kept declarations of a CUDA-only submodule (marker lines included), or the markers alone."""
+    lines, begin = stub_text.splitlines(), _cuda_submodule_begin(sub_name)
+    if begin not in lines:
+        return f"{begin}\n{CUDA_END}"
+    i = lines.index(begin)
+    return "\n".join(lines[i:lines.index(CUDA_END, i) + 1])
+
+
 def generate(module, stub_text: str) -> str:
     """The stub text for module (forgegrad._C); stub_text: the current stub (its CUDA-only block)."""
     lines = [_TRIPLE + "Type stub of forgegrad._C (C++ kernels, pybind11), written by tools/gen_c_stub.py: do not",
@@ -189,6 +210,13 @@ def generate(module, stub_text: str) -> str:
         members = sorted(n for n in dir(sub) if not n.startswith("__"))
         if sub_name == "cuda":  # written by hand (cuda_block), the same in CPU-only and CUDA builds
             members = [n for n in members if n not in CUDA_ONLY_NAMES]
+        cuda_only = sub_name in CUDA_ONLY_SUBMODULES
+        if cuda_only and not module.cuda.built:  # a CPU-only build: keep the declarations
+            lines.append(cuda_submodule_block(stub_text, sub_name))
+            lines.append("")
+            continue
+        if cuda_only:
+            lines.append(_cuda_submodule_begin(sub_name))
         for name in members:
             obj = getattr(sub, name)
             if isinstance(obj, (bool, int, float, str)):
@@ -201,6 +229,8 @@ def generate(module, stub_text: str) -> str:
                 raise SystemExit(f"_C.{sub_name}.{name}: {type(obj).__name__} is not handled; extend gen_c_stub.py")
         if sub_name == "cuda":
             lines.append(cuda_block(stub_text))
+        if cuda_only:
+            lines.append(CUDA_END)
         lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
 

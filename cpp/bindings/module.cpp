@@ -1,3 +1,5 @@
+#include <algorithm>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -20,7 +22,12 @@ PYBIND11_MODULE(_C, m) {
 #ifdef FORGEGRAD_VERSION_INFO
   m.attr("__version__") = FORGEGRAD_VERSION_INFO;
 #endif
-  for (auto& [name, fn] : fg::bind::registry()) {
+  // In name order, not static-initialisation order (which the linker decides): a submodule's
+  // signatures name the types of submodules bound before it (cuda_nn's take _C.cuda.DeviceArray).
+  auto bindings = fg::bind::registry();
+  std::stable_sort(bindings.begin(), bindings.end(),
+                   [](const auto& a, const auto& b) { return std::string(a.first) < std::string(b.first); });
+  for (auto& [name, fn] : bindings) {
     pybind11::module_ sub = pybind11::hasattr(m, name) ? pybind11::module_(m.attr(name)) : m.def_submodule(name);
     fn(sub);
   }

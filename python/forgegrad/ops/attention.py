@@ -288,3 +288,109 @@ class ScaledDotProductAttentionFunction(Function):
         if dmask is not None:
             dmask = unbroadcast(dmask.reshape(batch + (L, S_)), ctx.attn_mask.shape)
         return dq, dk, dv, dmask
+
+
+# ---- cuda ------------------------------------------------------------------------------------------------
+# Flash-style kernels (cuda/attention.cu): tiles of K/V streamed through shared memory with an online
+# softmax; the log-sum-exp per query row is saved and the backward recomputes the probabilities, with
+# dQ and dK/dV in separate passes (no atomics). Head dimensions up to 128. Never run on a GPU yet.
+from . import _cuda_nn as CN  # noqa: E402
+
+
+def _cuda_stack(a, batch):
+    """a broadcast to batch + its matrix shape, as a [B, rows, cols] DeviceArray (a view when it fits)."""
+    full = tuple(batch) + tuple(a.shape[-2:])
+    if tuple(a.shape) != full:
+        a = CN.pw("copy", a, shape=full)
+    return CN.reshape(a, (CN.numel(batch),) + tuple(a.shape[-2:]))
+
+
+def _cuda_repeat_heads(a, groups):
+    """key / value with each head repeated ``groups`` times in place (numpy.repeat on axis -3), for
+    grouped-query attention: one broadcasting copy."""
+    if groups == 1:
+        return a
+    shape = tuple(a.shape)
+    heads = shape[-3]
+    split = CN.reshape(a, shape[:-3] + (heads, 1) + shape[-2:])
+    full = CN.pw("copy", split, shape=shape[:-3] + (heads, groups) + shape[-2:])
+    return CN.reshape(full, shape[:-3] + (heads * groups,) + shape[-2:])
+
+
+def _cuda_mask(attn_mask, batch, L, S_):
+    """The additive float mask as [1 or B, L, S] (bool True = takes part -> 0, False -> -inf)."""
+    if attn_mask is None:
+        return None
+    dtype = getattr(attn_mask, "dtype", None)
+    if dtype == np.bool_:
+        attn_mask = CN.kernels().where(attn_mask, 0.0, -math.inf)
+    elif dtype != _F32:
+        raise TypeError(f"scaled_dot_product_attention: attn_mask must be bool (True = takes part) or float32 "
+                        f"(added to the scores), got {dtype}")
+    target = tuple(batch) + (L, S_)
+    shape = tuple(attn_mask.shape)
+    try:
+        ok = tuple(np.broadcast_shapes(shape, target)) == target
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"scaled_dot_product_attention: attn_mask of shape {shape} does not broadcast to the "
+                         f"attention shape {target} (..., L, S)")
+    if CN.numel(shape[:-2]) == 1 and shape[-2:] == (L, S_):  # one mask for every batch: no copy
+        return CN.reshape(attn_mask, (1, L, S_))
+    return _cuda_stack(attn_mask, batch)
+
+
+class ScaledDotProductAttentionCudaFunction(Function):
+    """scaled_dot_product_attention on cuda: causal or an additive / bool mask (a float mask gets its
+    gradient), grouped-query heads; no dropout yet (NotImplementedError). Saves q, k, v (as
+    [B, rows, dim]), the output and the log-sum-exp of each score row."""
+
+    @staticmethod
+    def forward(ctx, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                enable_gqa=False):
+        dropout_p, is_causal, scale, groups, batch, L, S_, ev = _plan(query, key, value, None, dropout_p, is_causal,
+                                                                      scale, enable_gqa)
+        if attn_mask is not None and is_causal:
+            raise ValueError("scaled_dot_product_attention: attn_mask must be None when is_causal=True "
+                             "(pass one or the other, as torch)")
+        if dropout_p > 0.0:
+            raise NotImplementedError("scaled_dot_product_attention on cuda: dropout_p > 0 is not supported yet")
+        needs = ctx.needs_input_grad
+        ctx.mask_shape = None  # a float mask that needs its gradient: its shape
+        if attn_mask is not None and getattr(attn_mask, "dtype", None) == _F32 and len(needs) > 3 and needs[3]:
+            ctx.mask_shape = tuple(attn_mask.shape)
+        ctx.shapes = (tuple(query.shape), tuple(key.shape), tuple(value.shape))
+        key, value = _cuda_repeat_heads(key, groups), _cuda_repeat_heads(value, groups)
+        q3, k3, v3 = (_cuda_stack(a, batch) for a in (query, key, value))
+        mask = _cuda_mask(attn_mask, batch, L, S_)
+        out, lse = CN.kernels().attention_forward(q3, k3, v3, mask, scale, is_causal)
+        ctx.save_for_backward(q3, k3, v3, out, lse, mask)
+        ctx.plan = (scale, is_causal, tuple(batch), L, S_, groups)
+        return CN.reshape(out, tuple(batch) + (L, ev))
+
+    @staticmethod
+    def backward(ctx, g):
+        q3, k3, v3, out, lse, mask = ctx.saved_tensors
+        scale, is_causal, batch, L, S_, groups = ctx.plan
+        g3 = CN.reshape(g, tuple(out.shape))
+        dq, dk, dv = CN.kernels().attention_backward(g3, q3, k3, v3, out, lse, mask, scale, is_causal)
+        needs = ctx.needs_input_grad
+        grads = []
+        for k, (d, shape, need) in enumerate(zip((dq, dk, dv), ctx.shapes, needs[:3])):
+            if not need:
+                grads.append(None)
+                continue
+            d = CN.reshape(d, batch + tuple(d.shape[-2:]))
+            if k > 0 and groups > 1:  # the repeated heads' gradients summed back to their key/value head
+                d = CN.reshape(d, batch[:-1] + (batch[-1] // groups, groups) + tuple(d.shape[-2:]))
+                d = CN.kernels().reduce("sum", d, [len(batch)], False)
+            grads.append(CN.sum_to(d, shape))
+        dmask = None
+        if ctx.mask_shape is not None:  # the score gradient, [B, L, S], summed to the mask's shape
+            ds = CN.kernels().attention_mask_grad(g3, q3, k3, v3, out, lse, mask, scale, is_causal)
+            dmask = CN.sum_to(CN.reshape(ds, batch + (L, S_)), ctx.mask_shape)
+        return (*grads, dmask)
+
+
+ScaledDotProductAttentionFunction.op.add_device("cuda", ScaledDotProductAttentionCudaFunction)

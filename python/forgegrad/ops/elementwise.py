@@ -213,3 +213,148 @@ class WhereFunction(Function):
         ga = unbroadcast(np.where(cond, g, 0).astype(g.dtype), sa) if ctx.needs_input_grad[1] else None
         gb = unbroadcast(np.where(cond, 0, g).astype(g.dtype), sb) if ctx.needs_input_grad[2] else None
         return None, ga, gb
+
+
+# ---- cuda ------------------------------------------------------------------------------------------------
+# The same ops on DeviceArrays through the broadcasting kernels of cuda/binary.cu (one launch per op,
+# gradients summed back to each input's shape by the reduction kernel). Python numbers stay scalars.
+# The comparisons (ops.compare) register here too, as they share the kernel file. Never run on a GPU yet.
+from . import _cuda_nn as CN  # noqa: E402
+
+# name -> (grad_a(g, a, b, y), grad_b(g, a, b, y)) before summing to the input shapes
+_CUDA_BINARY_GRADS = {
+    "add": (lambda g, a, b, y: g, lambda g, a, b, y: g),
+    "sub": (lambda g, a, b, y: g, lambda g, a, b, y: CN.pw("neg", g)),
+    "mul": (lambda g, a, b, y: CN.pw("mul", g, b), lambda g, a, b, y: CN.pw("mul", g, a)),
+    "div": (lambda g, a, b, y: CN.pw("div", g, b), lambda g, a, b, y: CN.pw("div_grad_b", g, a, b)),
+    "pow": (lambda g, a, b, y: CN.pw("pow_grad_a", g, a, b), lambda g, a, b, y: CN.pw("pow_grad_b", g, y, a)),
+}
+
+
+class _BinaryCudaFunction(Function):
+    """a <op> b on cuda with broadcasting; saves what the gradients read (a, b and, for pow, y)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        name = type(ctx).op.name
+        ctx.shapes = (CN.shape_of(a), CN.shape_of(b))
+        y = CN.pw(name, a, b)
+        ctx.save_for_backward(a if CN.is_array(a) else None, b if CN.is_array(b) else None,
+                              y if name == "pow" else None)
+        ctx.scalars = (None if CN.is_array(a) else a, None if CN.is_array(b) else b)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b, y = ctx.saved_tensors
+        a = ctx.scalars[0] if a is None else a
+        b = ctx.scalars[1] if b is None else b
+        grad_a, grad_b = _CUDA_BINARY_GRADS[type(ctx).op.name]
+        needs = ctx.needs_input_grad
+        return (CN.sum_to(grad_a(g, a, b, y), ctx.shapes[0]) if needs[0] else None,
+                CN.sum_to(grad_b(g, a, b, y), ctx.shapes[1]) if needs[1] else None)
+
+
+for _fn in (AddFunction, SubFunction, MulFunction, DivFunction, PowFunction):
+    _fn.op.add_device("cuda", type(f"{_fn.__name__[:-8]}CudaFunction", (_BinaryCudaFunction,),
+                                   {"__module__": __name__, "__doc__": f"{_fn.op.name} on cuda."}))
+
+# name -> gradient from (g, a, y)
+_CUDA_UNARY_GRADS = {
+    "neg": lambda g, a, y: CN.pw("neg", g),
+    "exp": lambda g, a, y: CN.pw("mul", g, y),
+    "log": lambda g, a, y: CN.pw("div", g, a),
+    "sqrt": lambda g, a, y: CN.pw("sqrt_grad", g, y),
+    "abs": lambda g, a, y: CN.pw("abs_grad", g, a),
+    "sin": lambda g, a, y: CN.pw("sin_grad", g, a),
+    "cos": lambda g, a, y: CN.pw("cos_grad", g, a),
+}
+
+
+class _UnaryCudaFunction(Function):
+    """fn(a) elementwise on cuda; saves a and y as the CPU Function does."""
+
+    @staticmethod
+    def forward(ctx, a):
+        y = CN.pw(type(ctx).op.name, a)
+        ctx.save_for_backward(a, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        a, y = ctx.saved_tensors
+        return _CUDA_UNARY_GRADS[type(ctx).op.name](g, a, y)
+
+
+for _fn in (NegFunction, ExpFunction, LogFunction, SqrtFunction, AbsFunction, SinFunction, CosFunction):
+    _fn.op.add_device("cuda", type(f"{_fn.__name__[:-8]}CudaFunction", (_UnaryCudaFunction,),
+                                   {"__module__": __name__, "__doc__": f"{_fn.op.name} on cuda."}))
+
+
+class ClampCudaFunction(Function):
+    """clamp on cuda (float32); the gradient passes where min <= a <= max, as on the CPU."""
+
+    @staticmethod
+    def forward(ctx, a, min=None, max=None):
+        if min is None and max is None:
+            raise ValueError("clamp: at least one of min or max must be given")
+        lo, hi = CN.scalar_or_nan(min), CN.scalar_or_nan(max)
+        ctx.save_for_backward(a, lo if CN.is_array(lo) else None, hi if CN.is_array(hi) else None)
+        ctx.bounds = (lo, hi)
+        return CN.pw("clamp", a, lo, hi, shape=a.shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, lo_arr, hi_arr = ctx.saved_tensors
+        lo, hi = ctx.bounds
+        return CN.pw("clamp_grad", g, a, lo if lo_arr is None else lo_arr, hi if hi_arr is None else hi_arr,
+                     shape=g.shape)
+
+
+ClampFunction.op.add_device("cuda", ClampCudaFunction)
+
+
+class WhereCudaFunction(Function):
+    """where(cond, a, b) on cuda: cond a bool DeviceArray, a / b DeviceArrays or numbers."""
+
+    @staticmethod
+    def forward(ctx, cond, a, b):
+        ctx.save_for_backward(cond)
+        ctx.shapes = (CN.shape_of(a), CN.shape_of(b))
+        return CN.kernels().where(cond, a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        (cond,) = ctx.saved_tensors
+        sa, sb = ctx.shapes
+        needs = ctx.needs_input_grad
+        ga = CN.sum_to(CN.kernels().where(cond, g, 0.0), sa) if needs[1] else None
+        gb = CN.sum_to(CN.kernels().where(cond, 0.0, g), sb) if needs[2] else None
+        return None, ga, gb
+
+
+WhereFunction.op.add_device("cuda", WhereCudaFunction)
+
+
+def _register_compare_cuda():
+    from .compare import COMPARISONS, CompareFunction
+
+    class CompareCudaFunction(Function):
+        """a <op> b on cuda (float32 inputs or numbers) -> a bool DeviceArray."""
+
+        non_differentiable_outputs = (0,)
+
+        @staticmethod
+        def forward(ctx, a, b, op="lt"):
+            if op not in COMPARISONS:
+                raise ValueError(f"Compare: op must be one of {sorted(COMPARISONS)}, got {op!r}")
+            return CN.kernels().compare(op, a, b)
+
+        @staticmethod
+        def backward(ctx, g):  # pragma: no cover - the bool output never reaches backward
+            return None, None
+
+    CompareFunction.op.add_device("cuda", CompareCudaFunction)
+
+
+_register_compare_cuda()

@@ -210,3 +210,83 @@ class BatchNormFunction(Function):
             return None, None, None, None, None
         gx, gw, gb = _N.batch_norm_backward(g, x, weight, mean, invstd, ctx.training, need=need)
         return gx, None, None, gw, gb
+
+
+# ---- cuda ------------------------------------------------------------------------------------------------
+# The norms on DeviceArrays (cuda/norm.cu): one thread block per row (layer / RMS norm) or per channel
+# (batch norm), two-pass statistics in a fixed order, the same saved statistics as the CPU Functions.
+# Never run on a GPU yet.
+from . import _cuda_nn as CN  # noqa: E402
+
+
+class LayerNormCudaFunction(Function):
+    """layer_norm on cuda; saves x, weight, mean and rstd (batch shape) as the CPU Function."""
+
+    @staticmethod
+    def forward(ctx, x, normalized_shape, weight=None, bias=None, eps=1e-5):
+        shape = _trailing(x, normalized_shape)
+        y, mean, rstd = CN.kernels().layer_norm_forward(x, len(shape), weight, bias, _N._eps(eps), False)
+        ctx.save_for_backward(x, weight, mean, rstd)
+        ctx.k, ctx.has_bias = len(shape), bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, mean, rstd = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        need = (bool(needs[0]), weight is not None and bool(needs[2]), ctx.has_bias and bool(needs[3]))
+        gx, gw, gb = CN.kernels().layer_norm_backward(g, x, mean, rstd, weight, ctx.k, need, False)
+        return gx, None, gw, gb
+
+
+LayerNormFunction.op.add_device("cuda", LayerNormCudaFunction)
+
+
+class RMSNormCudaFunction(Function):
+    """rms_norm on cuda (eps None: float32's machine epsilon, as torch); saves x, weight and rstd."""
+
+    @staticmethod
+    def forward(ctx, x, normalized_shape, weight=None, eps=None):
+        shape = _trailing(x, normalized_shape)
+        eps = float(np.finfo(np.float32).eps) if eps is None else _N._eps(eps)
+        y, _, rstd = CN.kernels().layer_norm_forward(x, len(shape), weight, None, eps, True)
+        ctx.save_for_backward(x, weight, rstd)
+        ctx.k = len(shape)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, rstd = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        need = (bool(needs[0]), weight is not None and bool(needs[2]), False)
+        gx, gw, _ = CN.kernels().layer_norm_backward(g, x, None, rstd, weight, ctx.k, need, True)
+        return gx, None, gw
+
+
+RMSNormFunction.op.add_device("cuda", RMSNormCudaFunction)
+
+
+class BatchNormCudaFunction(Function):
+    """batch_norm on cuda: running stats updated in place when training; saves x, weight, mean, invstd."""
+
+    @staticmethod
+    def forward(ctx, x, running_mean=None, running_var=None, weight=None, bias=None, training=False,
+                momentum=0.1, eps=1e-5):
+        y, mean, invstd = CN.kernels().batch_norm_forward(x, weight, bias, running_mean, running_var, bool(training),
+                                                          float(momentum), float(eps))
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.training, ctx.has_bias = bool(training), bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, mean, invstd = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        need = (bool(needs[0]), weight is not None and bool(needs[3]), ctx.has_bias and bool(needs[4]))
+        if not any(need):
+            return None, None, None, None, None
+        gx, gw, gb = CN.kernels().batch_norm_backward(g, x, weight, mean, invstd, ctx.training, need)
+        return gx, None, None, gw, gb
+
+
+BatchNormFunction.op.add_device("cuda", BatchNormCudaFunction)

@@ -1,6 +1,8 @@
 """Reductions over axes: sum, mean, max/min (values with the gradient routed to the winners)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .._validate import check_bool
@@ -170,3 +172,139 @@ class MinDimFunction(MaxDimFunction):
     @staticmethod
     def forward(ctx, a, dim, keepdim=False):
         return MinDimFunction._fwd(ctx, a, dim, keepdim)
+
+
+# ---- cuda ------------------------------------------------------------------------------------------------
+# The reductions on DeviceArrays through cuda/reduce.cu (one block per output, fixed summation order).
+# argmax / argmin (ops.compare) register here too: they share the kernel. Never run on a GPU yet.
+from . import _cuda_nn as CN  # noqa: E402
+
+
+def _cuda_out_shape(in_shape, axes, keepdim):
+    return CN.keepdim_shape(in_shape, axes) if keepdim else tuple(s for i, s in enumerate(in_shape) if i not in axes)
+
+
+class SumCudaFunction(Function):
+    """sum on cuda; backward broadcasts g back to the input shape."""
+
+    scale_by_count = False
+
+    @staticmethod
+    def forward(ctx, a, dim=None, keepdim=False):
+        axes = _save_axes(ctx, a, dim, keepdim)
+        n = CN.numel(a.shape[ax] for ax in axes)
+        ctx.scale = (1.0 / n if n else math.nan) if type(ctx).scale_by_count else 1.0
+        return CN.kernels().reduce("sum", a, list(axes), bool(keepdim), ctx.scale)
+
+    @staticmethod
+    def backward(ctx, g):
+        g = CN.reshape(g, CN.keepdim_shape(ctx.in_shape, ctx.axes))
+        return CN.pw("mul_scaled", g, 1.0, alpha=ctx.scale, shape=ctx.in_shape)
+
+
+class MeanCudaFunction(SumCudaFunction):
+    """mean on cuda: the sum kernel scaled by 1/n (nan for an empty reduction, as numpy)."""
+
+    scale_by_count = True
+
+
+SumFunction.op.add_device("cuda", SumCudaFunction)
+MeanFunction.op.add_device("cuda", MeanCudaFunction)
+
+
+class AmaxCudaFunction(Function):
+    """amax / amin on cuda; ties share the gradient equally (count of the winners per output)."""
+
+    kind = "max"
+
+    @staticmethod
+    def forward(ctx, a, dim=None, keepdim=False):
+        axes = normalize_axis(dim, a.ndim)
+        if any(a.shape[ax] == 0 for ax in axes):
+            raise ValueError(f"max/min of an empty dimension (input shape {tuple(a.shape)})")
+        y = CN.kernels().reduce(type(ctx).kind, a, list(axes), True)
+        ctx.save_for_backward(a, y)
+        ctx.axes = axes
+        return y if keepdim else CN.reshape(y, _cuda_out_shape(a.shape, axes, False))
+
+    @staticmethod
+    def backward(ctx, g):
+        a, y = ctx.saved_tensors
+        count = CN.kernels().reduce("count_eq", a, list(ctx.axes), True, center=y)
+        g = CN.reshape(g, y.shape)
+        return CN.pw("amax_grad", a, y, g, count, shape=a.shape)
+
+
+class AminCudaFunction(AmaxCudaFunction):
+    kind = "min"
+
+
+AmaxFunction.op.add_device("cuda", AmaxCudaFunction)
+AminFunction.op.add_device("cuda", AminCudaFunction)
+
+
+class MaxDimCudaFunction(Function):
+    """torch.max(x, dim) on cuda: (values, int64 indices), the first winner; the gradient goes to it."""
+
+    non_differentiable_outputs = (1,)
+    is_max = True
+
+    @staticmethod
+    def forward(ctx, a, dim, keepdim=False):
+        keepdim = check_bool(keepdim, "keepdim")
+        axis = single_axis(dim, a.ndim)
+        if a.ndim and a.shape[axis] == 0:
+            raise ValueError(f"max/min over an empty dimension {dim} (input shape {tuple(a.shape)})")
+        idx, vals = CN.kernels().arg_reduce(type(ctx).is_max, a, axis, keepdim)
+        ctx.save_for_backward(idx)
+        ctx.axis, ctx.in_shape = axis, tuple(a.shape)
+        return vals, idx
+
+    @staticmethod
+    def backward(ctx, g, _gidx=None):
+        (idx,) = ctx.saved_tensors
+        return CN.kernels().scatter_axis(g, idx, list(ctx.in_shape), ctx.axis)
+
+
+class MinDimCudaFunction(MaxDimCudaFunction):
+    is_max = False
+
+
+MaxDimFunction.op.add_device("cuda", MaxDimCudaFunction)
+MinDimFunction.op.add_device("cuda", MinDimCudaFunction)
+
+
+def _register_arg_cuda():
+    from .compare import ArgMaxFunction, ArgMinFunction
+
+    class ArgMaxCudaFunction(Function):
+        """argmax on cuda: int64 index of the first largest value (flattened when dim is None)."""
+
+        non_differentiable_outputs = (0,)
+        is_max = True
+
+        @staticmethod
+        def forward(ctx, a, dim=None, keepdim=False):
+            name = "argmax" if type(ctx).is_max else "argmin"
+            keepdim = check_bool(keepdim, f"{name}(): keepdim")
+            if dim is None and a.size == 0:
+                raise ValueError(f"{name}(): cannot take the {name} of an empty tensor (shape {tuple(a.shape)})")
+            axis = None if dim is None else single_axis(dim, a.ndim)
+            if axis is not None and a.ndim and a.shape[axis] == 0:
+                raise ValueError(f"{name}(): expected reduction dim {dim} to have non-zero size "
+                                 f"(input shape {tuple(a.shape)})")
+            idx, _ = CN.kernels().arg_reduce(type(ctx).is_max, a, None if a.ndim == 0 else axis, keepdim)
+            return idx
+
+        @staticmethod
+        def backward(ctx, g):  # pragma: no cover - the int64 output never reaches backward
+            return None
+
+    class ArgMinCudaFunction(ArgMaxCudaFunction):
+        is_max = False
+
+    ArgMaxFunction.op.add_device("cuda", ArgMaxCudaFunction)
+    ArgMinFunction.op.add_device("cuda", ArgMinCudaFunction)
+
+
+_register_arg_cuda()

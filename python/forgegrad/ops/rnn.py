@@ -18,6 +18,7 @@ from ..devices import MetaArray
 from ..kernels import rnn as K
 from ..kernels.embedding import embedding_backward as _embedding_backward
 from . import _cuda_pointwise as _CP
+from . import _cuda_nn
 from . import _meta as M
 from . import rnn_samples as RS
 from ._op_rules import with_args
@@ -206,3 +207,28 @@ class EmbeddingFunction(Function):
             return gw, None
         # rows summed in ascending position order by the C++ kernel: same bits at any thread count
         return _embedding_backward(g, ctx.idx, ctx.n, ctx.padding_idx)
+
+
+class EmbeddingCudaFunction(Function):
+    """embedding on cuda: a row gather; the backward sums each row's gradients in ascending position
+    order without sorting or float atomics (cuda/embedding.cu). int64 indices; an index out of range
+    gives a NaN row (a kernel cannot raise IndexError). Never run on a GPU yet."""
+
+    @staticmethod
+    def forward(ctx, weight, indices, padding_idx=None):
+        _check_embedding(weight, indices, padding_idx)
+        if indices.dtype != np.int64:
+            raise TypeError(f"embedding on cuda: indices must be int64, got {indices.dtype}")
+        n = weight.shape[0]
+        ctx.save_for_backward(indices)
+        ctx.n = n
+        ctx.padding_idx = -1 if padding_idx is None else (padding_idx + n if padding_idx < 0 else padding_idx)
+        return _cuda_nn.kernels().embedding_forward(weight, indices)
+
+    @staticmethod
+    def backward(ctx, g):
+        (indices,) = ctx.saved_tensors
+        return _cuda_nn.kernels().embedding_backward(g, indices, ctx.n, ctx.padding_idx), None, None
+
+
+EmbeddingFunction.op.add_device("cuda", EmbeddingCudaFunction)

@@ -1,0 +1,359 @@
+"""A numpy stand-in for forgegrad._C.cuda_nn, for testing the ops' cuda Functions without a GPU.
+
+It implements each binding's documented contract (cpp/bindings/bind_cuda_nn*.cpp, cuda_nn.h): the same
+arguments, output shapes and dtypes, and the same formulas as the kernels (the cross-entropy and norm
+gradients, the attention log-sum-exp, ...), on ``EmuArray``s that have only what a DeviceArray has
+(shape, dtype, ndim, size, reshape). What it checks is the Python side -- argument plumbing, saved
+tensors, reshapes, gradient routing -- and the kernel formulas as written down twice; it says nothing
+about the CUDA code itself, which only a GPU can run.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class EmuArray:
+    __slots__ = ("a",)
+
+    def __init__(self, a):
+        self.a = np.asarray(a)
+
+    shape = property(lambda self: tuple(self.a.shape))
+    dtype = property(lambda self: self.a.dtype)
+    ndim = property(lambda self: self.a.ndim)
+    size = property(lambda self: int(self.a.size))
+
+    def reshape(self, *shape):
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return EmuArray(self.a.reshape(shape))
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("an emulated device array was used as a numpy array")
+
+
+def _u(x):
+    """An operand: EmuArray -> its array, None -> NaN (the kernels' 'no value'), number -> float32."""
+    if isinstance(x, EmuArray):
+        return x.a
+    return np.float32(np.nan if x is None else x)
+
+
+def _f32(a):
+    return EmuArray(np.asarray(a, dtype=np.float32))
+
+
+def _clamp(a, lo, hi):
+    """numpy.clip's order (the lower bound first); a NaN bound is no bound."""
+    y = np.where(~np.isnan(lo) & (a < lo), lo, a)
+    return np.where(~np.isnan(hi) & (y > hi), hi, y)
+
+
+_POINTWISE = {
+    "add": lambda a, b, c, d, al: a + b, "sub": lambda a, b, c, d, al: a - b,
+    "mul": lambda a, b, c, d, al: a * b, "div": lambda a, b, c, d, al: a / b,
+    "pow": lambda a, b, c, d, al: np.power(a, b),
+    "maximum": lambda a, b, c, d, al: np.maximum(a, b), "minimum": lambda a, b, c, d, al: np.minimum(a, b),
+    "exp": lambda a, *_: np.exp(a), "log": lambda a, *_: np.log(a), "sqrt": lambda a, *_: np.sqrt(a),
+    "abs": lambda a, *_: np.abs(a), "neg": lambda a, *_: -a, "sin": lambda a, *_: np.sin(a),
+    "cos": lambda a, *_: np.cos(a), "copy": lambda a, *_: a + np.float32(0),
+    "clamp": lambda a, b, c, d, al: _clamp(a, b, c),
+    "mul_scaled": lambda a, b, c, d, al: a * b * np.float32(al),
+    "div_grad_b": lambda g, a, b, d, al: -g * a / (b * b),
+    "pow_grad_a": lambda g, a, b, d, al: g * b * np.power(a, b - 1),
+    "pow_grad_b": lambda g, y, a, d, al: g * y * np.where(a > 0, np.log(np.where(a > 0, a, 1)), 0),
+    "sqrt_grad": lambda g, y, *_: g / (2 * y), "abs_grad": lambda g, a, *_: g * np.sign(a),
+    "sin_grad": lambda g, a, *_: g * np.cos(a), "cos_grad": lambda g, a, *_: -g * np.sin(a),
+    "clamp_grad": lambda g, a, lo, hi, al: np.where((np.isnan(lo) | (a >= lo)) & (np.isnan(hi) | (a <= hi)), g, 0),
+    "amax_grad": lambda a, y, g, n, al: np.where(a == y, g / n, 0),
+    "bce_loss": lambda p, t, w, d, al: -(t * _log_clamped(p) + (1 - t) * _log_clamped(1 - p, p)) * w,
+    "bce_grad_p": lambda p, t, g, d, al: (p - t) / np.maximum(p * (1 - p), 1e-12) * g * np.float32(al),
+    "bce_grad_t": lambda p, g, c, d, al: -(_log_clamped(p) - _log_clamped(1 - p, p)) * g * np.float32(al),
+    "bce_logits_loss": lambda x, t, w, pw, al: ((1 - t) * x + (1 + (pw - 1) * t) * _lsn(x)) * w,
+    "bce_logits_grad_x": lambda x, t, pw, g, al: (_sigmoid(x) * (pw * t + 1 - t) - pw * t) * g * np.float32(al),
+    "bce_logits_grad_t": lambda x, pw, g, d, al: (-x + (pw - 1) * _lsn(x)) * g * np.float32(al),
+}
+
+
+def _log_clamped(v, p=None):
+    """max(log v, -100); log(1 - p) as log1p(-p) when p is given."""
+    return np.maximum(np.log(v) if p is None else np.log1p(-p), -100)
+
+
+def _lsn(x):
+    return np.log1p(np.exp(-np.abs(x))) + np.maximum(-x, 0)
+
+
+def _sigmoid(x):
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def pointwise(op, inputs, alpha=1.0, shape=None):
+    vals = [_u(x) for x in inputs] + [np.float32(np.nan)] * (4 - len(inputs))
+    with np.errstate(all="ignore"):
+        out = np.asarray(_POINTWISE[op](*vals, alpha), np.float32)
+    want = np.broadcast_shapes(*[v.shape for v in vals[:len(inputs)]]) if shape is None else tuple(shape)
+    return _f32(np.broadcast_to(out, want).copy())
+
+
+def compare(op, a, b):
+    fn = {"lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal, "eq": np.equal,
+          "ne": np.not_equal}[op]
+    return EmuArray(np.asarray(fn(_u(a), _u(b))))
+
+
+def where(cond, a, b):
+    return _f32(np.where(cond.a, _u(a), _u(b)))
+
+
+def reduce(op, x, axes=None, keepdim=False, scale=1.0, sqrt=False, center=None):
+    a = x.a
+    axes = tuple(range(a.ndim)) if axes is None else tuple(ax % max(a.ndim, 1) for ax in axes)
+    kshape = tuple(1 if i in axes else s for i, s in enumerate(a.shape))
+    c = None if center is None else center.a.reshape(kshape)
+    if a.dtype.kind in "bi":  # exact integer reductions into int64
+        r = (a.sum(axis=axes, keepdims=True, dtype=np.int64) if op == "sum" else
+             (np.max if op == "max" else np.min)(a, axis=axes, keepdims=True).astype(np.int64))
+        return EmuArray(r if keepdim else r.reshape([s for i, s in enumerate(a.shape) if i not in axes]))
+    with np.errstate(all="ignore"):
+        if op == "sum":
+            r = a.sum(axis=axes, keepdims=True, dtype=np.float32)
+        elif op in ("max", "min"):
+            r = (np.max if op == "max" else np.min)(a, axis=axes, keepdims=True)
+        elif op == "sum_sq_dev":
+            r = ((a - c) ** 2).sum(axis=axes, keepdims=True, dtype=np.float32)
+        else:  # count_eq
+            r = (a == c).sum(axis=axes, keepdims=True).astype(np.float32)
+        r = r * np.float32(scale)
+        if sqrt:
+            r = np.sqrt(r)
+    return _f32(r if keepdim else r.reshape([s for i, s in enumerate(a.shape) if i not in axes]))
+
+
+def sum_to(g, shape):
+    a, shape = g.a, tuple(shape)
+    lead = a.ndim - len(shape)
+    a = a.sum(axis=tuple(range(lead)), dtype=np.float32) if lead else a
+    axes = tuple(i for i, s in enumerate(shape) if s == 1 and a.shape[i] != 1)
+    return _f32(a.sum(axis=axes, keepdims=True, dtype=np.float32).reshape(shape) if axes else a.reshape(shape))
+
+
+def arg_reduce(is_max, x, axis=None, keepdim=False):
+    a = x.a
+    pick = np.argmax if is_max else np.argmin
+    if axis is None:
+        idx = np.asarray(pick(a)).reshape((1,) * a.ndim if keepdim else ())
+        vals = a.reshape(-1)[idx]
+    else:
+        idx = np.expand_dims(pick(a, axis=axis), axis)
+        vals = np.take_along_axis(a, idx, axis)
+        if not keepdim:
+            idx, vals = idx.squeeze(axis), vals.squeeze(axis)
+    return EmuArray(idx.astype(np.int64)), _f32(vals)
+
+
+def scatter_axis(g, index, shape, axis):
+    out = np.zeros(shape, np.float32)
+    idx = index.a.reshape(shape[:axis] + [1] + shape[axis + 1:])
+    np.put_along_axis(out, idx, g.a.reshape(idx.shape), axis=axis)
+    return _f32(out)
+
+
+def softmax(x, axis=-1, log=False):
+    z = x.a - x.a.max(axis=axis, keepdims=True)
+    lse = np.log(np.exp(z).sum(axis=axis, keepdims=True))
+    return _f32(z - lse if log else np.exp(z - lse))
+
+
+def softmax_backward(y, g, axis=-1, log=False):
+    y, g = y.a, g.a
+    if log:
+        return _f32(g - np.exp(y) * g.sum(axis=axis, keepdims=True))
+    return _f32(y * (g - (g * y).sum(axis=axis, keepdims=True)))
+
+
+def _rows(x):
+    """(C,), (N, C) or (N, C, d...) -> [rows, C] with classes last, and the function undoing it."""
+    a = x.a
+    if a.ndim == 1:
+        return a[None], lambda r: r[0]
+    moved = np.moveaxis(a, 1, -1)
+    return moved.reshape(-1, a.shape[1]), lambda r: np.moveaxis(r.reshape(moved.shape), -1, 1)
+
+
+def cross_entropy_forward(logits, target, weight=None, ignore_index=-100, label_smoothing=0.0):
+    z, back = _rows(logits)
+    C = z.shape[1]
+    w = np.ones(C, np.float32) if weight is None else weight.a
+    t = target.a.reshape(-1)
+    m = z.max(axis=1, keepdims=True)
+    s = np.exp(z - m).sum(axis=1, keepdims=True)
+    prob, lse = np.exp(z - m) / s, (m + np.log(s))[:, 0]
+    valid = t != ignore_index
+    ts = np.where(valid, t, 0)
+    wy = np.where(valid, w[ts], 0).astype(np.float32)
+    per = (1 - label_smoothing) * -(z[np.arange(len(t)), ts] - lse) * wy
+    if label_smoothing > 0:
+        per = per + label_smoothing / C * -((w * z).sum(axis=1) - lse * w.sum()) * valid
+    shape = target.shape
+    return _f32(back(prob)), _f32(per.reshape(shape)), _f32(wy.reshape(shape))
+
+
+def _grad_rows(g, denom, n):
+    a = g.a.reshape(-1) if g.size > 1 else np.full(n, g.a.reshape(-1)[0], np.float32)
+    return a / denom.a.reshape(()) if denom is not None else a
+
+
+def cross_entropy_backward(prob, target, weight, g, denom, ignore_index=-100, label_smoothing=0.0):
+    p, back = _rows(prob)
+    n, C = p.shape
+    eps = label_smoothing
+    w = np.ones(C, np.float32) if weight is None else weight.a
+    t = target.a.reshape(-1)
+    valid = t != ignore_index
+    ts = np.where(valid, t, 0)
+    wy = np.where(valid, w[ts], 0).astype(np.float32)
+    coef = (1 - eps) * wy + (eps / C) * w.sum() * valid
+    d = p * coef[:, None]
+    d[np.arange(n), ts] -= (1 - eps) * wy
+    d -= (eps / C) * w[None, :] * valid[:, None]
+    return _f32(back(d * _grad_rows(g, denom, n)[:, None]))
+
+
+def nll_forward(logp, target, weight=None, ignore_index=-100):
+    lp, _ = _rows(logp)
+    w = np.ones(lp.shape[1], np.float32) if weight is None else weight.a
+    t = target.a.reshape(-1)
+    valid = t != ignore_index
+    ts = np.where(valid, t, 0)
+    wy = np.where(valid, w[ts], 0).astype(np.float32)
+    per = -lp[np.arange(len(t)), ts] * wy
+    return _f32(per.reshape(target.shape)), _f32(wy.reshape(target.shape))
+
+
+def nll_backward(shape, target, weight, g, denom, ignore_index=-100):
+    like, back = _rows(EmuArray(np.zeros(shape, np.float32)))
+    n, C = like.shape
+    w = np.ones(C, np.float32) if weight is None else weight.a
+    t = target.a.reshape(-1)
+    valid = t != ignore_index
+    ts = np.where(valid, t, 0)
+    like[np.arange(n), ts] = np.where(valid, -w[ts] * _grad_rows(g, denom, n), 0)
+    return _f32(back(like))
+
+
+def batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+    a = x.a
+    axes = (0,) + tuple(range(2, a.ndim))
+    shape = (1, -1) + (1,) * (a.ndim - 2)
+    if training:
+        mean = a.mean(axis=axes, dtype=np.float32)
+        var = ((a - mean.reshape(shape)) ** 2).mean(axis=axes, dtype=np.float32)
+        n = a.size // a.shape[1]
+        if running_mean is not None:
+            running_mean.a[...] = (1 - momentum) * running_mean.a + momentum * mean
+            running_var.a[...] = (1 - momentum) * running_var.a + momentum * var * n / (n - 1)
+    else:
+        mean, var = running_mean.a.copy(), running_var.a
+    invstd = (1 / np.sqrt(var + eps)).astype(np.float32)
+    y = (a - mean.reshape(shape)) * invstd.reshape(shape)
+    if weight is not None:
+        y = y * weight.a.reshape(shape)
+    if bias is not None:
+        y = y + bias.a.reshape(shape)
+    return _f32(y), _f32(mean), _f32(invstd)
+
+
+def batch_norm_backward(g, x, weight, mean, invstd, training, need=(True, True, True)):
+    a, ga = x.a, g.a
+    axes = (0,) + tuple(range(2, a.ndim))
+    shape = (1, -1) + (1,) * (a.ndim - 2)
+    xhat = (a - mean.a.reshape(shape)) * invstd.a.reshape(shape)
+    sg, sgx = ga.sum(axis=axes), (ga * xhat).sum(axis=axes)
+    k = (np.ones(a.shape[1], np.float32) if weight is None else weight.a) * invstd.a
+    n = a.size // a.shape[1]
+    gx = k.reshape(shape) * ((ga - sg.reshape(shape) / n - xhat * sgx.reshape(shape) / n) if training else ga)
+    return (_f32(gx) if need[0] else None, _f32(sgx) if need[1] else None, _f32(sg) if need[2] else None)
+
+
+def layer_norm_forward(x, normalized_ndim, weight, bias, eps, rms=False):
+    a = x.a
+    axes = tuple(range(a.ndim - normalized_ndim, a.ndim))
+    mean = np.zeros(a.shape[:a.ndim - normalized_ndim] + (1,) * normalized_ndim, np.float32) if rms else \
+        a.mean(axis=axes, keepdims=True, dtype=np.float32)
+    rstd = 1 / np.sqrt(((a - mean) ** 2).mean(axis=axes, keepdims=True, dtype=np.float32) + eps)
+    y = (a - mean) * rstd
+    if weight is not None:
+        y = y * weight.a
+    if bias is not None:
+        y = y + bias.a
+    batch = a.shape[:a.ndim - normalized_ndim]
+    return _f32(y), None if rms else _f32(mean.reshape(batch)), _f32(rstd.reshape(batch))
+
+
+def layer_norm_backward(g, x, mean, rstd, weight, normalized_ndim, need=(True, True, True), rms=False):
+    a, ga = x.a, g.a
+    k = normalized_ndim
+    axes = tuple(range(a.ndim - k, a.ndim))
+    bshape = a.shape[:a.ndim - k] + (1,) * k
+    m = 0 if rms else mean.a.reshape(bshape)
+    r = rstd.a.reshape(bshape)
+    xhat = (a - m) * r
+    gh = ga if weight is None else ga * weight.a
+    s1 = 0 if rms else gh.mean(axis=axes, keepdims=True)
+    gx = r * (gh - s1 - xhat * (gh * xhat).mean(axis=axes, keepdims=True))
+    lead = tuple(range(a.ndim - k))
+    return (_f32(gx) if need[0] else None, _f32((ga * xhat).sum(axis=lead)) if need[1] else None,
+            _f32(ga.sum(axis=lead)) if need[2] and not rms else None)
+
+
+def _scores(q, k, mask, scale, causal):
+    s = np.einsum("bld,bsd->bls", q.a, k.a).astype(np.float32) * np.float32(scale)
+    if mask is not None:
+        s = s + mask.a
+    if causal:
+        L, S = s.shape[1:]
+        s = np.where(np.arange(S)[None, :] <= np.arange(L)[:, None], s, -np.inf)
+    return s
+
+
+def attention_forward(q, k, v, mask, scale, causal):
+    s = _scores(q, k, mask, scale, causal)
+    m = s.max(axis=2, keepdims=True)
+    with np.errstate(all="ignore"):
+        p = np.where(np.isneginf(s), 0, np.exp(s - m))
+        lsum = p.sum(axis=2, keepdims=True)
+        out = np.where(lsum > 0, np.einsum("bls,bsd->bld", p, v.a) / np.where(lsum > 0, lsum, 1), 0)
+        lse = (m + np.log(lsum))[..., 0]
+    return _f32(out), _f32(lse)
+
+
+def attention_backward(g, q, k, v, out, lse, mask, scale, causal):
+    s = _scores(q, k, mask, scale, causal)
+    with np.errstate(all="ignore"):
+        p = np.where(np.isneginf(s), 0, np.exp(s - lse.a[..., None]))
+    delta = (g.a * out.a).sum(axis=2, keepdims=True)
+    dp = np.einsum("bld,bsd->bls", g.a, v.a)
+    ds = p * (dp - delta)
+    return (_f32(np.einsum("bls,bsd->bld", ds, k.a) * scale), _f32(np.einsum("bls,bld->bsd", ds, q.a) * scale),
+            _f32(np.einsum("bls,bld->bsd", p, g.a)))
+
+
+def attention_mask_grad(g, q, k, v, out, lse, mask, scale, causal):
+    s = _scores(q, k, mask, scale, causal)
+    with np.errstate(all="ignore"):
+        p = np.where(np.isneginf(s), 0, np.exp(s - lse.a[..., None]))
+    delta = (g.a * out.a).sum(axis=2, keepdims=True)
+    return _f32(p * (np.einsum("bld,bsd->bls", g.a, v.a) - delta))
+
+
+def embedding_forward(weight, indices):
+    return _f32(weight.a[indices.a])
+
+
+def embedding_backward(g, indices, num_weights, padding_idx=-1):
+    out = np.zeros((num_weights, g.shape[-1]), np.float32)
+    np.add.at(out, indices.a.reshape(-1), g.a.reshape(-1, g.shape[-1]))
+    if padding_idx >= 0:
+        out[padding_idx] = 0
+    return _f32(out)

@@ -1,0 +1,98 @@
+"""The ops' cuda Functions, checked on the CPU against a numpy stand-in of forgegrad._C.cuda_nn.
+
+tests/cuda_nn_emulation.py implements each binding's contract in numpy (its arguments, output shapes
+and dtypes and the kernels' formulas). Running every registry sample of every op with a cuda Function
+through it, forward and backward, and comparing with the op's CPU Function checks the Python half of
+the CUDA path -- argument plumbing, what is saved for backward, reshapes, broadcasting and gradient
+routing -- where CI can run it. It does not run, or vouch for, the CUDA kernels: tests/test_cuda_nn.py
+does that on a GPU.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import forgegrad as fg
+from forgegrad.ops import _cuda_nn as CN
+
+import cuda_nn_emulation as EMU
+from test_cuda_nn import CUDA_OPS, UNSUPPORTED
+
+
+@pytest.fixture
+def emulated(monkeypatch):
+    monkeypatch.setattr(CN, "kernels", lambda: EMU)
+
+
+def _wrap(a, device):
+    if isinstance(a, np.ndarray):
+        return EMU.EmuArray(a.copy()) if device else a.copy()
+    return a
+
+
+def _unwrap(a):
+    return None if a is None else (a.a if isinstance(a, EMU.EmuArray) else np.asarray(a))
+
+
+def _run(fn, sample, emulated_device):
+    positions = sample.grad_positions()
+    args = [_wrap(a, emulated_device) for a in sample.args]
+    ctx = fn.__new__(fn)
+    ctx.needs_input_grad = tuple(i in positions for i in range(len(args)))
+    outs = fn.forward(ctx, *args, **sample.kwargs)
+    outs = tuple(outs) if isinstance(outs, tuple) else (outs,)
+    values = [_unwrap(o) for o in outs]
+    rng = np.random.default_rng(7)
+    cots = [rng.uniform(-1, 1, size=v.shape).astype(np.float32) if v.dtype.kind == "f" else None for v in values]
+    grads = fn.backward(ctx, *[_wrap(c, emulated_device) if c is not None else None for c in cots])
+    grads = grads if isinstance(grads, tuple) else (grads,)
+    return values, [_unwrap(grads[p]) if p < len(grads) else None for p in positions]
+
+
+def _unsupported(op, sample):
+    return any(op.name == name and part in sample.name for name, part in UNSUPPORTED)
+
+
+def _cases():
+    by_name = {op.name: op for op in fg.ops.all_ops()}
+    for name in CUDA_OPS:
+        op = by_name[name]
+        yield pytest.param(op, id=name)
+
+
+@pytest.mark.parametrize("op", _cases())
+def test_cuda_function_matches_cpu_function(op, emulated):
+    cuda_fn = op.functions["cuda"]
+    for sample in op.samples():
+        if _unsupported(op, sample):
+            with pytest.raises(NotImplementedError):
+                _run(cuda_fn, sample, True)
+            continue
+        want_v, want_g = _run(op.function, sample, False)
+        got_v, got_g = _run(cuda_fn, sample, True)
+        what = f"{op.name} sample {sample.name!r}"
+        assert len(got_v) == len(want_v), f"{what}: {len(got_v)} outputs, the CPU gives {len(want_v)}"
+        for k, (g, w) in enumerate(zip(got_v, want_v)):
+            assert g.shape == w.shape, f"{what}: output {k} shape {g.shape}, the CPU gives {w.shape}"
+            assert g.dtype == w.dtype, f"{what}: output {k} dtype {g.dtype}, the CPU gives {w.dtype}"
+            np.testing.assert_allclose(g, w, rtol=2e-5, atol=1e-5, equal_nan=True, err_msg=f"{what}: output {k}")
+        for k, (g, w) in enumerate(zip(got_g, want_g)):
+            if w is None:
+                assert g is None, f"{what}: gradient {k} is not None where the CPU's is"
+                continue
+            assert g is not None, f"{what}: gradient {k} missing"
+            g, w = np.asarray(g), np.asarray(w)
+            assert g.shape == w.shape, f"{what}: gradient {k} shape {g.shape}, the CPU gives {w.shape}"
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, equal_nan=True, err_msg=f"{what}: gradient {k}")
+
+
+def test_batch_norm_updates_running_stats_in_place(emulated):
+    x = np.random.default_rng(0).standard_normal((5, 3, 4)).astype(np.float32)
+    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    fn = {o.name: o for o in fg.ops.all_ops()}["batch_norm"].functions["cuda"]
+    erm, erv = EMU.EmuArray(rm.copy()), EMU.EmuArray(rv.copy())
+    ctx = fn.__new__(fn)
+    ctx.needs_input_grad = (True,)
+    fn.forward(ctx, EMU.EmuArray(x), erm, erv, None, None, True, 0.1, 1e-5)
+    np.testing.assert_allclose(erm.a, 0.1 * x.mean(axis=(0, 2)), rtol=1e-5)
+    np.testing.assert_allclose(erv.a, 0.9 + 0.1 * x.var(axis=(0, 2), ddof=1), rtol=1e-5)
