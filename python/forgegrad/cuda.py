@@ -88,13 +88,47 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, *, step: int, lr: float = 1e-3, 
 
 
 def _register_device() -> None:
-    """In a CUDA build: DeviceArray is the cuda device's array type, with copies to and from the CPU."""
-    if not is_built():
-        return
+    """The ``cuda`` device of forgegrad.devices: DeviceArray storage, served by this module's API.
+
+    Registered in every build, so that naming "cuda" without a usable GPU raises "CUDA is not
+    available: <reason>" (the backend reports unavailable); the array type exists in CUDA builds."""
     from . import devices
-    devices.register_array_type(_C.cuda.DeviceArray, "cuda")
-    devices.register_transfer("cpu", "cuda", to_device)
-    devices.register_transfer("cuda", "cpu", lambda a: a.numpy())
+
+    def _api():  # this module, its allocator API looked up at call time
+        from . import cuda
+        return cuda
+
+    class CudaBackend(devices.DeviceBackend):
+        label = "CUDA"
+
+        def is_available(self) -> bool:
+            return is_available()
+
+        def unavailable_reason(self) -> str:
+            return unavailable_reason()
+
+        def empty(self, shape, dtype):
+            return _api().empty(shape, dtype)
+
+        def zeros(self, shape, dtype):
+            return _api().zeros(shape, dtype)
+
+        def full(self, shape, value, dtype):
+            return _api().full(shape, value, dtype)
+
+        def from_host(self, array):
+            return to_device(array)
+
+        def to_host(self, array):
+            return _api().to_host(array)
+
+        def synchronize(self) -> None:
+            _api().synchronize()
+
+        # add/copy: the registry's cuda Functions of "add" and "clone" (DeviceBackend's defaults)
+
+    array_type = getattr(_C.cuda, "DeviceArray", None) if is_built() else None
+    devices.register_device("cuda", array_type, CudaBackend())
 
 
 _register_device()
