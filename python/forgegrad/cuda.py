@@ -129,6 +129,21 @@ def _register_device() -> None:
 
     array_type = getattr(_C.cuda, "DeviceArray", None) if is_built() else None
     devices.register_device("cuda", array_type, CudaBackend())
+    from .optim import kernels as optim_kernels
+    optim_kernels.register_kernel("adam", "cuda", _adam_kernel)
+
+
+def _adam_kernel(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, lr, beta1, beta2, eps,
+                 weight_decay=0.0, decoupled_weight_decay=False, maximize=False) -> None:
+    """forgegrad.optim's "adam" kernel on cuda (the table's signature): the fused adam_step, one launch
+    per parameter (a multi-tensor launch replaces this loop when it exists)."""
+    if max_exp_avg_sqs is not None:
+        raise NotImplementedError("Adam(amsgrad=True) has no kernel for device 'cuda'")
+    if maximize:
+        raise NotImplementedError("Adam(maximize=True) has no kernel for device 'cuda'")
+    for p, g, m, v, step in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
+        adam_step(p, g, m, v, step=int(step), lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
+                  decoupled=decoupled_weight_decay)
 
 
 _register_device()

@@ -1,14 +1,14 @@
 """Adagrad, RMSprop and Adadelta with torch.optim's arguments, state and math.
 
-These updates are a handful of elementwise passes; they run as in-place float32 numpy operations
-on the parameter, gradient and state arrays (memory-bound either way), in torch's operation order so
-that a step matches torch's to float32 rounding.
+These updates are a handful of elementwise passes; on the CPU they run as in-place float32 numpy
+operations on the parameter, gradient and state arrays (memory-bound either way), in torch's operation
+order so that a step matches torch's to float32 rounding (forgegrad.optim.kernels: one kernel per
+optimizer and device).
 """
 from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-import numpy as np
 
 from .optimizer import Optimizer, _new_step, _state_array, _zeros_like
 
@@ -20,13 +20,6 @@ def _nonneg(group, *names):
         value = group[name]
         if not value >= 0.0:
             raise ValueError(f"Invalid {name.replace('_', ' ')} value: {value}")
-
-
-def _grad(group, p, g):
-    """The gradient as the update uses it: negated when maximizing, plus weight decay (a new array)."""
-    g = -g if group["maximize"] else g
-    wd = group["weight_decay"]
-    return g + np.float32(wd) * p.numpy() if wd != 0 else np.array(g, dtype=np.float32, copy=True)
 
 
 def _count_step(state) -> float:
@@ -58,8 +51,7 @@ class Adagrad(Optimizer):
             for p in group["params"]:
                 state = self.state[p]
                 state["step"] = _new_step()
-                state["sum"] = _zeros_like(p)
-                state["sum"].numpy()[...] = group["initial_accumulator_value"]
+                state["sum"] = _zeros_like(p, group["initial_accumulator_value"])
 
     def _check_group(self, group: Dict[str, Any]) -> None:
         if not group["lr"] >= 0.0:
@@ -67,19 +59,11 @@ class Adagrad(Optimizer):
         _nonneg(group, "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
 
     def _step_group(self, group: Dict[str, Any], pairs) -> None:
-        for p, g in pairs:
-            state = self.state[p]
-            step = _count_step(state)
-            grad = _grad(group, p, g)
-            clr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
-            total = _state_array(state, "sum", p)
-            total += grad * grad
-            std = np.sqrt(total)
-            std += np.float32(group["eps"])
-            grad /= std
-            grad *= np.float32(clr)
-            data = p.numpy()
-            data -= grad
+        steps = [_count_step(self.state[p]) for p, _ in pairs]
+        sums = [_state_array(self.state[p], "sum", p) for p, _ in pairs]
+        self._kernel("adagrad", pairs)([p._data for p, _ in pairs], [g for _, g in pairs], sums, steps,
+                                       lr=group["lr"], lr_decay=group["lr_decay"], weight_decay=group["weight_decay"],
+                                       eps=group["eps"], maximize=bool(group["maximize"]))
 
 
 class RMSprop(Optimizer):
@@ -105,31 +89,20 @@ class RMSprop(Optimizer):
         _nonneg(group, "eps", "momentum", "weight_decay", "alpha")
 
     def _step_group(self, group: Dict[str, Any], pairs) -> None:
-        # (1 - alpha) in double, then float32: torch's scalar argument
-        alpha, one_minus, momentum = np.float32(group["alpha"]), np.float32(1 - group["alpha"]), group["momentum"]
-        for p, g in pairs:
+        centered, momentum = bool(group["centered"]), group["momentum"]
+        square_avgs, grad_avgs, bufs = [], [] if centered else None, [] if momentum > 0 else None
+        for p, _ in pairs:
             state = self.state[p]
             _count_step(state)
-            grad = _grad(group, p, g)
-            square_avg = _state_array(state, "square_avg", p)
-            square_avg *= alpha
-            square_avg += one_minus * grad * grad
-            if group["centered"]:
-                grad_avg = _state_array(state, "grad_avg", p)
-                grad_avg += one_minus * (grad - grad_avg)  # lerp, as torch
-                avg = np.sqrt(square_avg - grad_avg * grad_avg)
-            else:
-                avg = np.sqrt(square_avg)
-            avg += np.float32(group["eps"])
+            square_avgs.append(_state_array(state, "square_avg", p))
+            if centered:
+                grad_avgs.append(_state_array(state, "grad_avg", p))
             if momentum > 0:
-                buf = _state_array(state, "momentum_buffer", p)
-                buf *= np.float32(momentum)
-                buf += grad / avg
-                data = p.numpy()
-                data -= np.float32(group["lr"]) * buf
-            else:
-                data = p.numpy()
-                data -= np.float32(group["lr"]) * (grad / avg)
+                bufs.append(_state_array(state, "momentum_buffer", p))
+        self._kernel("rmsprop", pairs)([p._data for p, _ in pairs], [g for _, g in pairs], square_avgs, grad_avgs,
+                                       bufs, lr=group["lr"], alpha=group["alpha"], eps=group["eps"],
+                                       weight_decay=group["weight_decay"], momentum=momentum, centered=centered,
+                                       maximize=bool(group["maximize"]))
 
 
 class Adadelta(Optimizer):
@@ -156,18 +129,11 @@ class Adadelta(Optimizer):
         _nonneg(group, "eps", "weight_decay")
 
     def _step_group(self, group: Dict[str, Any], pairs) -> None:
-        rho, one_minus, eps = np.float32(group["rho"]), np.float32(1 - group["rho"]), np.float32(group["eps"])
-        for p, g in pairs:
-            state = self.state[p]
-            _count_step(state)
-            grad = _grad(group, p, g)
-            square_avg = _state_array(state, "square_avg", p)
-            acc_delta = _state_array(state, "acc_delta", p)
-            square_avg *= rho
-            square_avg += one_minus * grad * grad
-            std = np.sqrt(square_avg + eps)
-            delta = np.sqrt(acc_delta + eps) / std * grad
-            acc_delta *= rho
-            acc_delta += one_minus * delta * delta
-            data = p.numpy()
-            data -= np.float32(group["lr"]) * delta
+        for p, _ in pairs:
+            _count_step(self.state[p])
+        self._kernel("adadelta", pairs)(
+            [p._data for p, _ in pairs], [g for _, g in pairs],
+            [_state_array(self.state[p], "square_avg", p) for p, _ in pairs],
+            [_state_array(self.state[p], "acc_delta", p) for p, _ in pairs],
+            lr=group["lr"], rho=group["rho"], eps=group["eps"], weight_decay=group["weight_decay"],
+            maximize=bool(group["maximize"]))
