@@ -392,16 +392,18 @@ def _shape(shape) -> Tuple[int, ...]:
 # ---- the array operations the engine performs itself --------------------------------------------------
 def add(a, b):
     """``a + b`` for two arrays on one device (gradient accumulation)."""
-    if isinstance(a, np.ndarray):
+    dev = "cpu" if isinstance(a, np.ndarray) else device_of(a)  # numpy scalars are the CPU's too
+    if dev == "cpu":
         return a + b
-    return _BACKENDS[device_of(a)].add(a, b)
+    return _BACKENDS[dev].add(a, b)
 
 
 def copy(a):
     """A new array with ``a``'s values on ``a``'s device."""
-    if isinstance(a, np.ndarray):
+    dev = "cpu" if isinstance(a, np.ndarray) else device_of(a)
+    if dev == "cpu":
         return np.array(a, copy=True)
-    return _BACKENDS[device_of(a)].copy(a)
+    return _BACKENDS[dev].copy(a)
 
 
 def has_data(array) -> bool:

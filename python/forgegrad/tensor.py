@@ -266,7 +266,7 @@ class Tensor(TensorMethods):
 
     def _accumulate_grad(self, g) -> None:
         if self.grad is None:
-            if isinstance(g, np.ndarray):
+            if isinstance(g, np.ndarray) or _devices.device_of(g) == "cpu":  # numpy arrays and scalars
                 self.grad = Tensor._wrap_exact(np.array(g, dtype=self._data.dtype, copy=True))
             else:  # another device: a copy through its backend (the engine checked the dtype)
                 self.grad = Tensor._wrap_exact(_devices.copy(g))
