@@ -61,17 +61,18 @@ class SeamBackend(devices.DeviceBackend):
     """Allocation and host copies; add/copy are DeviceBackend's defaults (the registry's add/clone
     Functions on this device), so those defaults are what the tests exercise."""
 
-    def __init__(self):
+    def __init__(self, array_type=SeamArray):
+        self.array_type = array_type
         self.host_copies = 0  # to_host calls: a training step should make none besides .item()
 
     def empty(self, shape, dtype):
-        return SeamArray(np.empty(shape, dtype))
+        return self.array_type(np.empty(shape, dtype))
 
     def full(self, shape, value, dtype):
-        return SeamArray(np.full(shape, value, dtype))
+        return self.array_type(np.full(shape, value, dtype))
 
     def from_host(self, array):
-        return SeamArray(np.array(array, copy=True, order="C"))
+        return self.array_type(np.array(array, copy=True, order="C"))
 
     def to_host(self, array):
         self.host_copies += 1
@@ -80,16 +81,16 @@ class SeamBackend(devices.DeviceBackend):
 
 # ---- op Functions: each registry op's CPU Function, on unwrapped arrays ---------------------------
 def _unwrap(x):
-    if type(x) is SeamArray:
+    if isinstance(x, SeamArray):
         return x._a
     if isinstance(x, fg.Tensor):  # a tensor inside a container argument (an index tuple)
-        return fg.Tensor._wrap_exact(_unwrap(x._data)) if type(x._data) is SeamArray else x
+        return fg.Tensor._wrap_exact(_unwrap(x._data)) if isinstance(x._data, SeamArray) else x
     if type(x) in (tuple, list):
         return type(x)(_unwrap(v) for v in x)
     return x
 
 
-def _wrap(x, exact: bool):
+def _wrap(x, exact: bool, array_type):
     """An output as the CPU path stores it (Tensor._wrap's rules), on the seam device."""
     if x is None:
         return None
@@ -97,20 +98,20 @@ def _wrap(x, exact: bool):
         x = np.asarray(x)
     if not exact and x.dtype == np.float64:
         x = x.astype(np.float32)
-    return SeamArray(x)
+    return array_type(x)
 
 
-def _wrap_outputs(out, exact):
+def _wrap_outputs(out, exact, array_type):
     if type(out) is tuple:
-        return tuple(_wrap(o, exact) for o in out)
-    return _wrap(out, exact)
+        return tuple(_wrap(o, exact, array_type) for o in out)
+    return _wrap(out, exact, array_type)
 
 
 def _has_f64(raw) -> bool:
     return any(isinstance(a, np.ndarray) and a.dtype == np.float64 for a in raw)
 
 
-def adapt(op) -> type:
+def adapt(op, array_type=SeamArray) -> type:
     """The seam Function of registry op ``op``: its CPU Function behind the wall."""
     cpu = op.function
 
@@ -128,7 +129,7 @@ def adapt(op) -> type:
             out = fn.forward(inner, *raw, **kw)
             ctx.inner, ctx.fn = inner, fn
             ctx.in_dtypes = [a.dtype if isinstance(a, np.ndarray) else None for a in raw]
-            return _wrap_outputs(out, fn.exact_dtype or f64)
+            return _wrap_outputs(out, fn.exact_dtype or f64, array_type)
 
         @staticmethod
         def backward(ctx, *grads):
@@ -143,19 +144,19 @@ def adapt(op) -> type:
                 g = np.asarray(g)
                 if dt is not None and g.dtype != dt:  # the engine's CPU rule: a gradient has its input's dtype
                     g = g.astype(dt)
-                out.append(SeamArray(g))
+                out.append(array_type(g))
             return tuple(out)
 
     SeamFunction.__qualname__ = SeamFunction.__name__ = f"Seam{cpu.__name__}"
     return SeamFunction
 
 
-def adapt_inference(op):
+def adapt_inference(op, name=DEVICE, array_type=SeamArray):
     """The seam no-graph kernel of ``op``: its CPU inference kernel behind the wall."""
     kernel = op.inference.get("cpu")
     if kernel is None:
         return None
-    fn = op.functions[DEVICE]
+    fn = op.functions[name]
 
     def run(*args, **kwargs):
         raw = [_unwrap(a) for a in args]
@@ -163,7 +164,8 @@ def adapt_inference(op):
             ctx = fn.__new__(fn)
             ctx.needs_input_grad = [False] * len(args)
             return fn.forward(ctx, *args, **kwargs)
-        return _wrap_outputs(kernel(*raw, **{k: _unwrap(v) for k, v in kwargs.items()}), op.function.exact_dtype)
+        return _wrap_outputs(kernel(*raw, **{k: _unwrap(v) for k, v in kwargs.items()}), op.function.exact_dtype,
+                             array_type)
 
     return run
 
@@ -182,11 +184,12 @@ def register(name: str = DEVICE, backend=None) -> None:
     """Register the seam device (idempotent): its backend, every op's Function and inference kernel,
     and every optimizer kernel the CPU has."""
     from forgegrad.optim import kernels as optim_kernels
-    devices.register_device(name, SeamArray if name == DEVICE else type(f"{name}Array", (SeamArray,), {}),
-                            backend or BACKEND)
+    if backend is None:
+        backend = BACKEND if name == DEVICE else SeamBackend(type(f"{name}Array", (SeamArray,), {}))
+    devices.register_device(name, backend.array_type, backend)
     for op in fg.ops.all_ops():
-        op.add_device(name, adapt(op))
-        inference = adapt_inference(op) if name == DEVICE else None
+        op.add_device(name, adapt(op, backend.array_type))
+        inference = adapt_inference(op, name, backend.array_type)
         if inference is not None:
             op.set_inference(name, inference)
     for opt_name in optim_kernels.optimizers():

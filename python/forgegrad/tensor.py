@@ -93,7 +93,7 @@ class Tensor(TensorMethods):
     @classmethod
     def _wrap_exact(cls, arr) -> "Tensor":
         """Wrap an op's output keeping its dtype (float64 ops; internal)."""
-        if not isinstance(arr, np.ndarray) and type(arr) is not MetaArray:
+        if not isinstance(arr, np.ndarray) and _devices.device_of(arr) == "cpu":  # numpy scalars, lists
             arr = np.asarray(arr)
         t = cls.__new__(cls)
         t._data, t.grad, t._ctx, t._out_index, t._retains_grad, t.requires_grad = arr, None, None, 0, False, False
