@@ -132,6 +132,20 @@ def test_moving_and_reading_values():
     _same(z, np.zeros((2, 3), np.float32))
 
 
+def test_new_tensors_and_in_place_ops_stay_on_the_device():
+    x = fg.randn(2, 3, device=DEV)
+    for t in (x.new_zeros(4), x.new_ones(2, 2), x.new_empty(3), x.new_full((2,), 3.0), x.new_tensor([1.0, 2.0])):
+        assert t.device == DEV
+    _same(x.new_full((2,), 3.0), np.full(2, 3, np.float32))
+    counts = fg.zeros(3, dtype=fg.int64, device=DEV)
+    counts.add_(fg.ones(1, dtype=fg.int64, device=DEV))  # broadcast and dtype kept, on the device
+    assert counts.dtype == fg.int64 and counts.device == DEV
+    _same(counts, np.ones(3, np.int64))
+    assert repr(counts) == f"tensor([1, 1, 1], device='{DEV}', dtype=int64)"
+    with pytest.raises(NotImplementedError, match=f"on a {DEV} tensor: indexed in-place writes run on the CPU only"):
+        x[0] = 1.0
+
+
 def test_mixed_devices_are_refused_naming_the_op():
     a, b = fg.randn(3), fg.randn(3, device=DEV)
     with pytest.raises(RuntimeError, match=f"add: expected all tensors to be on the same device, but found cpu "

@@ -193,13 +193,15 @@ class Tensor(TensorMethods):
                 f", dtype={self.dtype})" if self.dtype != np.float32 else ")")
         host = _devices.to_host(self._data)
         body = np.array2string(host, separator=", ", precision=4, prefix="tensor(")
-        extra = "" if host is self._data else f", device='{_devices.device_of(self._data)}'"
+        extra = ""
         if self._ctx is not None:
-            extra += f", grad_fn=<{type(self._ctx).__name__}Backward>"
+            extra = f", grad_fn=<{type(self._ctx).__name__}Backward>"
         elif self.requires_grad:
-            extra += ", requires_grad=True"
+            extra = ", requires_grad=True"
         if self._data.dtype != np.float32:
             extra = f", dtype={self._data.dtype}" + extra
+        if host is not self._data:  # torch's order: device, dtype, then the graph
+            extra = f", device='{_devices.device_of(self._data)}'" + extra
         return f"tensor({body}{extra})"
 
     def __bool__(self) -> bool:
