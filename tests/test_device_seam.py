@@ -106,6 +106,23 @@ def test_default_device_context():
     _same(model.bias, ref.bias)
 
 
+def test_layers_built_under_the_device_context():
+    fg.manual_seed(2)
+    ref = (nn.Embedding(6, 3, padding_idx=0), nn.LSTM(3, 4), nn.LayerNorm(4))
+    fg.manual_seed(2)
+    with fg.device(DEV):
+        got = (nn.Embedding(6, 3, padding_idx=0), nn.LSTM(3, 4), nn.LayerNorm(4))
+    for g, r in zip(got, ref):
+        for pg, pr in zip(g.parameters(), r.parameters()):
+            assert pg.device == DEV
+            _same(pg, pr)
+    idx = fg.tensor([0, 2, 5]).to(DEV)
+    _same(got[0](idx), ref[0](fg.tensor([0, 2, 5])))
+    one = F.one_hot(idx, 6)
+    assert one.device == DEV
+    _same(one, np.eye(6, dtype=np.int64)[[0, 2, 5]])
+
+
 def test_moving_and_reading_values():
     a = np.arange(6, dtype=np.float32).reshape(2, 3)
     x = fg.tensor(a).to(DEV)
