@@ -322,7 +322,8 @@ def _run_backward(root, grad: np.ndarray, retain_graph: bool) -> None:
                 "tensors after they have already been freed). Specify retain_graph=True if you "
                 "need to backward through the graph a second time."
             )
-        if any(g is None for g in gouts):  # outputs that did not reach the loss: zeros on the device of those that did
+        # outputs that did not reach the loss get zeros on the device of those that did (a single output did)
+        if len(gouts) > 1 and any(g is None for g in gouts):
             dev = _devices.device_of(next(g for g in gouts if g is not None))
             gouts = [g if g is not None else _devices.zeros(shape, dtype, dev)
                      for g, (shape, dtype) in zip(gouts, node.out_meta)]

@@ -409,3 +409,9 @@ def copy(a):
 def has_data(array) -> bool:
     """False for storage without values (a meta array): initialisers and copies skip it."""
     return type(array) is not MetaArray
+
+
+def __getattr__(name):
+    if name == "KNOWN_DEVICES":  # kept for code written before devices could be registered
+        return known_devices()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
