@@ -122,10 +122,13 @@ def _register_device() -> None:
         def to_host(self, array):
             return _api().to_host(array)
 
+        def copy(self, array):
+            return _api().clone(array)
+
         def synchronize(self) -> None:
             _api().synchronize()
 
-        # add/copy: the registry's cuda Functions of "add" and "clone" (DeviceBackend's defaults)
+        # add (gradient accumulation): the registry's cuda Function of "add" (DeviceBackend's default)
 
     array_type = getattr(_C.cuda, "DeviceArray", None) if is_built() else None
     devices.register_device("cuda", array_type, CudaBackend())

@@ -385,8 +385,8 @@ class Tensor(TensorMethods):
     def cpu(self) -> "Tensor":
         return self.to("cpu")
 
-    def cuda(self) -> "Tensor":
-        return self.to("cuda")
+    def cuda(self, device=None) -> "Tensor":
+        return self.to("cuda" if device is None else device)
 
     def copy_(self, src) -> "Tensor":
         src = src if isinstance(src, Tensor) else Tensor(np.asarray(src))
