@@ -510,3 +510,28 @@ def test_cuda_without_a_gpu_fails_clearly_everywhere(tmp_path):
             call()
     assert model.weight.device == "cpu"
     assert "cuda" in devices.known_devices() and "cuda" in optim_kernels.devices_of("adam")
+
+
+def test_cuda_adam_kernel_maps_the_table_signature_onto_cuda_adam_step(monkeypatch):
+    """The cuda "adam" entry of the optimizer table calls forgegrad.cuda.adam_step once per parameter with
+    the table's hyper-parameters; checked with adam_step replaced by the CPU kernel (no GPU here)."""
+    def cpu_adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr, betas, eps, weight_decay, decoupled):
+        fg.kernels.optim.adam_step([param], [grad], [exp_avg], [exp_avg_sq], None, [step], lr=lr, beta1=betas[0],
+                                   beta2=betas[1], eps=eps, weight_decay=weight_decay, decoupled_weight_decay=decoupled)
+    monkeypatch.setattr(fcuda, "adam_step", cpu_adam_step)
+    kernel = optim_kernels.kernel("adam", "cuda")
+    rng = np.random.default_rng(0)
+    kw = dict(lr=0.01, beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.1, decoupled_weight_decay=True, maximize=False)
+    arrays = [rng.standard_normal((2, 3, 4)).astype(np.float32) for _ in range(4)]
+    ref = [[a.copy(), a.copy() * 0.5, np.zeros_like(a), np.zeros_like(a)] for a in arrays]
+    got = [[r.copy() for r in row] for row in ref]
+    for step in (1, 2, 3):
+        fg.kernels.optim.adam_step(*[list(c) for c in zip(*ref)][:4], None, [step] * 4, **kw)
+        kernel(*[list(c) for c in zip(*got)][:4], None, [float(step)] * 4, **kw)
+    for r, g in zip(ref, got):
+        for a, b in zip(r, g):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(NotImplementedError, match="amsgrad=True.*'cuda'"):
+        kernel(*[list(c) for c in zip(*got)][:4], [np.zeros(1, np.float32)], [1.0] * 4, **kw)
+    with pytest.raises(NotImplementedError, match="maximize=True.*'cuda'"):
+        kernel(*[list(c) for c in zip(*got)][:4], None, [1.0] * 4, **dict(kw, maximize=True))
