@@ -3,6 +3,8 @@
 SGD, Adam and AdamW update in one fused, multithreaded C++ pass over parameter, gradient and state
 (forgegrad.kernels.optim), bit-identical for any thread count; Adagrad, RMSprop and Adadelta are
 in-place float32 numpy passes in torch's operation order; LBFGS works on the flat parameter vector.
+Each update is looked up per device in forgegrad.optim.kernels, so parameters are updated where they
+live (a device adds its updates there; LBFGS is CPU-only).
 """
 from . import lr_scheduler
 from .adam import Adam, AdamW
