@@ -1,21 +1,33 @@
-"""forgegrad.cuda: the CUDA kernels on device arrays, and the ``cuda`` device of forgegrad.devices.
+"""forgegrad.cuda: the CUDA runtime (devices, memory, streams) and kernels on device arrays.
 
-What exists today: device discovery, ``DeviceArray`` (a float32 array in GPU memory, copied to
-and from numpy), and the kernels sgemm, relu (forward/backward) and the fused Adam/AdamW step.
-Behind the device seam: in a CUDA build, ``DeviceArray`` is the storage of tensors on ``cuda``
-(``Tensor.to("cuda")``, ``.cpu()``), and the ops with CUDA kernels (relu, matmul of 2-D tensors)
-dispatch to them through their op records. Without a device every entry point raises a clear
-RuntimeError. This code has not run on a GPU yet.
+``DeviceArray`` (``_C.cuda.DeviceArray``) is a contiguous row-major array in GPU memory: float32,
+float64, int64, int32, uint8 or bool, on one device, its memory a block of that device's caching
+allocator. It is the storage of tensors on the ``cuda`` device. Kernels are queued on one stream
+per device without synchronising; copies to the host and :func:`synchronize` wait for it, and an
+asynchronous fault surfaces there as a RuntimeError naming the call (set
+``FORGEGRAD_CUDA_LAUNCH_BLOCKING=1`` to synchronise after every launch, so the error names the
+kernel). A full device raises :class:`OutOfMemoryError` (a ``MemoryError``) naming the request.
+Without a device every entry point but the queries (is_built, is_available, device_count,
+unavailable_reason) raises a clear RuntimeError. See docs/cuda.md. This code has not run on a GPU yet.
 """
 from __future__ import annotations
 
 import math
-
 import numpy as np
 
 from . import _C
 
-__all__ = ["is_available", "device_count", "unavailable_reason", "to_device", "matmul", "relu", "adam_step"]
+__all__ = ["is_built", "is_available", "device_count", "unavailable_reason", "synchronize", "current_device",
+           "set_device", "memory_allocated", "max_memory_allocated", "memory_reserved", "max_memory_reserved",
+           "memory_stats", "reset_peak_memory_stats", "empty_cache", "OutOfMemoryError", "empty", "zeros", "full",
+           "to_device", "to_host", "DTYPES", "as_strided", "permute", "expand", "sum_to_shape", "basic_index",
+           "getitem", "setitem", "cat", "split", "clone", "cast", "matmul", "relu", "relu_backward", "adam_step"]
+
+# Raised when a device is full even after its cache was emptied: a MemoryError subclass.
+OutOfMemoryError = _C.allocator.OutOfMemoryError
+
+# The dtypes a DeviceArray holds.
+DTYPES = tuple(np.dtype(t) for t in (np.float32, np.float64, np.int64, np.int32, np.uint8, np.bool_))
 
 
 def is_built() -> bool:
@@ -40,13 +52,218 @@ def _require():
         raise RuntimeError(f"CUDA is not available: {unavailable_reason()}")
 
 
-def to_device(array) -> "_C.cuda.DeviceArray":
-    """Copy a float32 numpy array to the GPU."""
+def _index(device) -> int:
+    """A device index from None (the current device), an int, "cuda", "cuda:N" or a forgegrad.device."""
     _require()
-    a = np.ascontiguousarray(array)
-    if a.dtype != np.float32:
-        raise TypeError(f"to_device: array must be float32, got {a.dtype}")
-    return _C.cuda.DeviceArray.from_numpy(a)
+    if device is None:
+        return -1
+    if isinstance(device, (int, np.integer)) and not isinstance(device, bool):
+        return int(device)
+    name = getattr(device, "type", device) if not isinstance(device, str) else device
+    index = getattr(device, "index", None)
+    if isinstance(name, str) and (name == "cuda" or name.startswith("cuda:")):
+        if ":" in name:
+            try:
+                return int(name.split(":", 1)[1])
+            except ValueError:
+                raise ValueError(f"device {device!r}: expected 'cuda' or 'cuda:N'") from None
+        return -1 if index is None else int(index)
+    raise ValueError(f"device must be None, an index, 'cuda' or 'cuda:N', got {device!r}")
+
+
+def synchronize(device=None) -> None:
+    """Wait for all queued work on the device; an asynchronous kernel fault raises RuntimeError here."""
+    _C.cuda.synchronize(_index(device))
+
+
+def current_device() -> int:
+    _require()
+    return int(_C.cuda.current_device())
+
+
+def set_device(device) -> None:
+    """Make ``device`` the current device of the calling thread (new arrays go there by default)."""
+    i = _index(device)
+    if i >= 0:
+        _C.cuda.set_device(i)
+
+
+def memory_stats(device=None) -> dict:
+    """The caching allocator's counters (bytes allocated/reserved, peaks, raw allocations, ...)."""
+    return dict(_C.cuda.memory_stats(_index(device)))
+
+
+def memory_allocated(device=None) -> int:
+    """Bytes in blocks handed out to live arrays (block sizes: requests round up to 512 bytes)."""
+    return memory_stats(device)["allocated"]
+
+
+def max_memory_allocated(device=None) -> int:
+    return memory_stats(device)["peak_allocated"]
+
+
+def memory_reserved(device=None) -> int:
+    """Bytes held from cudaMalloc by the caching allocator (live blocks and the cache)."""
+    return memory_stats(device)["reserved"]
+
+
+def max_memory_reserved(device=None) -> int:
+    return memory_stats(device)["peak_reserved"]
+
+
+def reset_peak_memory_stats(device=None) -> None:
+    _C.cuda.reset_peak_memory_stats(_index(device))
+
+
+def empty_cache(device=None) -> None:
+    """Return the cached, unused memory of the device to the driver (cudaFree)."""
+    _C.cuda.empty_cache(_index(device))
+
+
+# ---- device arrays ------------------------------------------------------------------------------
+def _shape(shape) -> list:
+    if isinstance(shape, (int, np.integer)):
+        return [int(shape)]
+    return [int(s) for s in shape]
+
+
+def empty(shape, dtype=np.float32, device=None):
+    """A new uninitialised DeviceArray."""
+    return _C.cuda.DeviceArray(_shape(shape), np.dtype(dtype), _index(device))
+
+
+def full(shape, value, dtype=np.float32, device=None):
+    out = empty(shape, dtype, device)
+    out.fill(float(value))
+    return out
+
+
+def zeros(shape, dtype=np.float32, device=None):
+    return full(shape, 0.0, dtype, device)
+
+
+def to_device(array, device=None) -> "_C.cuda.DeviceArray":
+    """Copy a numpy array (or anything np.asarray takes) to the GPU, keeping its dtype."""
+    idx = _index(device)
+    a = np.asarray(array)
+    if a.dtype not in DTYPES:
+        raise TypeError(f"to_device: dtype {a.dtype} is not supported on CUDA "
+                        f"({', '.join(str(d) for d in DTYPES)})")
+    return _C.cuda.DeviceArray.from_numpy(a, idx)
+
+
+def to_host(array) -> np.ndarray:
+    """A numpy copy of a DeviceArray (waits for the work queued on its stream)."""
+    _require()
+    if not isinstance(array, _C.cuda.DeviceArray):
+        raise TypeError(f"to_host: expected a DeviceArray, got {type(array).__name__}")
+    return array.numpy()
+
+
+# ---- array-level operations (the cuda kernels of the shape ops) ----------------------------------
+def _strides(shape) -> list:
+    out, step = [], 1
+    for n in reversed(shape):
+        out.append(step)
+        step *= n
+    return out[::-1]
+
+
+def as_strided(a, shape, strides, offset: int = 0):
+    """A new contiguous array of ``a``'s elements at offset + sum(i_k * strides[k]) (in elements)."""
+    return _C.cuda.strided_copy(a, _shape(shape), _shape(strides), int(offset))
+
+
+def permute(a, dims):
+    """``np.transpose(a, dims)`` as a new contiguous array."""
+    dims = [int(d) for d in dims]
+    if sorted(dims) != list(range(a.ndim)):
+        raise ValueError(f"permute: dims {tuple(dims)} is not a permutation of {a.ndim} axes")
+    st = _strides(a.shape)
+    return as_strided(a, [a.shape[d] for d in dims], [st[d] for d in dims])
+
+
+def expand(a, shape):
+    """``np.broadcast_to(a, shape)`` materialised (a new contiguous array)."""
+    shape = tuple(int(s) for s in shape)
+    lead = len(shape) - a.ndim
+    if lead < 0:
+        raise ValueError(f"expand: cannot expand shape {a.shape} to {shape}")
+    st = _strides(a.shape)
+    strides = [0] * lead
+    for i, n in enumerate(a.shape):
+        if n == shape[lead + i]:
+            strides.append(st[i])
+        elif n == 1:
+            strides.append(0)
+        else:
+            raise ValueError(f"expand: cannot expand shape {a.shape} to {shape}")
+    return as_strided(a, shape, strides)
+
+
+def sum_to_shape(a, shape):
+    """``a`` summed down to ``shape`` (the gradient of a broadcast to a.shape); float arrays."""
+    return _C.cuda.sum_to_shape(a, _shape(shape))
+
+
+def _is_basic(k) -> bool:
+    return (k is None or k is Ellipsis or isinstance(k, slice)
+            or isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)))
+
+
+def basic_index(shape, key):
+    """(shape, strides, offset) in elements of ``x[key]`` for an array x of ``shape``, for a basic key
+    (ints, slices with any step, None, Ellipsis): numpy's own indexing rules, run on a stand-in that
+    is never read (a one-byte buffer viewed with the element strides)."""
+    parts = key if isinstance(key, tuple) else (key,)
+    if not all(_is_basic(k) for k in parts):
+        bad = next(type(k).__name__ for k in parts if not _is_basic(k))
+        raise NotImplementedError(f"indexing a cuda tensor supports ints, slices, None and Ellipsis; an index of "
+                                  f"type {bad} (advanced indexing) is not implemented on cuda yet")
+    base = np.zeros(1, np.uint8)
+    stand_in = np.lib.stride_tricks.as_strided(base, shape=tuple(shape), strides=tuple(_strides(shape)),
+                                               writeable=False)
+    # with an Ellipsis in the key, numpy returns a (0-d) view even when ints select one element
+    view = stand_in[parts if any(k is Ellipsis for k in parts) else parts + (Ellipsis,)]
+    offset = view.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+    return view.shape, view.strides, offset
+
+
+def getitem(a, key):
+    """``a[key]`` for a basic key, as a new contiguous array."""
+    shape, strides, offset = basic_index(a.shape, key)
+    return as_strided(a, shape, strides, offset)
+
+
+def setitem(dst, key, src) -> None:
+    """``dst[key] = src`` for a basic key and a src of exactly the selected shape (queued on the stream)."""
+    shape, strides, offset = basic_index(dst.shape, key)
+    _C.cuda.strided_assign(dst, list(shape), list(strides), int(offset), src)
+
+
+def cat(arrays, axis: int = 0):
+    return _C.cuda.cat(list(arrays), int(axis))
+
+
+def split(a, sizes, axis: int):
+    """Pieces of ``a`` along ``axis`` with the given sizes (the gradient of cat)."""
+    pieces, start = [], 0
+    for n in sizes:
+        key = (slice(None),) * axis + (slice(start, start + n),)
+        pieces.append(getitem(a, key))
+        start += n
+    return pieces
+
+
+def clone(a):
+    out = empty(a.shape, a.dtype, a.device)
+    out.copy_(a)
+    return out
+
+
+def cast(a, dtype):
+    """A copy of ``a`` in ``dtype`` (C++ conversions; to bool: != 0)."""
+    return _C.cuda.cast(a, np.dtype(dtype))
 
 
 def matmul(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0, beta: float = 0.0, out=None):
@@ -55,21 +272,21 @@ def matmul(a, b, *, trans_a: bool = False, trans_b: bool = False, alpha: float =
     m = a.shape[1] if trans_a else a.shape[0]
     n = b.shape[0] if trans_b else b.shape[1]
     if out is None:
-        out = _C.cuda.DeviceArray([m, n])
+        out = _C.cuda.DeviceArray([m, n], np.float32, a.device)
     _C.cuda.sgemm(a, b, out, trans_a, trans_b, float(alpha), float(beta))
     return out
 
 
 def relu(x):
     _require()
-    y = _C.cuda.DeviceArray(list(x.shape))
+    y = _C.cuda.DeviceArray(list(x.shape), x.dtype, x.device)
     _C.cuda.relu_forward(x, y)
     return y
 
 
 def relu_backward(y, grad_y):
     _require()
-    gx = _C.cuda.DeviceArray(list(y.shape))
+    gx = _C.cuda.DeviceArray(list(y.shape), y.dtype, y.device)
     _C.cuda.relu_backward(y, grad_y, gx)
     return gx
 

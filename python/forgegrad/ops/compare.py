@@ -89,6 +89,26 @@ class CastFunction(Function):
         return g.astype(ctx.in_dtype, copy=False) if ctx.in_dtype.kind == "f" else None
 
 
+class CastCudaFunction(Function):
+    """The cast on the cuda device (forgegrad.cuda's cast kernel; the same gradient rule)."""
+
+    exact_dtype = True
+
+    @staticmethod
+    def forward(ctx, a, dtype):
+        from .. import cuda
+        ctx.in_dtype = a.dtype
+        return cuda.cast(a, np.dtype(dtype))
+
+    @staticmethod
+    def backward(ctx, g):
+        from .. import cuda
+        return cuda.cast(g, ctx.in_dtype) if ctx.in_dtype.kind == "f" else None
+
+
+CastFunction.op.add_device("cuda", CastCudaFunction)
+
+
 @register_op("argmax", meta=M.arg_reduction, flops=M.per_input_element(1), samples=_argmax_samples,
              torch=_torch_arg("argmax"), gaps={"backward": _NO_GRADIENT},
              bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"dim": 2}, IndexError, "dim"),

@@ -175,3 +175,124 @@ class CloneFunction(Function):
 for _fn in (ReshapeFunction, PermuteFunction, ExpandFunction, GetItemFunction, CatFunction, StackFunction,
             CloneFunction):
     _fn.op.meta = M.structural(_fn)
+
+
+# ---- the cuda device: the same graph logic on DeviceArrays, through forgegrad.cuda's array kernels ----
+# Every result is a new contiguous array (reshape: a view sharing the block), as DeviceArrays are
+# always contiguous; the gradients mirror the CPU backward above.
+def _cuda():
+    from .. import cuda
+    return cuda
+
+
+class ReshapeCudaFunction(Function):
+    @staticmethod
+    def forward(ctx, a, shape):
+        ctx.in_shape = a.shape
+        shape = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
+        try:
+            return a.reshape(shape)
+        except ValueError:
+            raise ValueError(f"reshape: shape {tuple(shape)} is invalid for input of shape {a.shape} "
+                             f"({a.size} elements)") from None
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.reshape(ctx.in_shape)
+
+
+class PermuteCudaFunction(Function):
+    @staticmethod
+    def forward(ctx, a, dims):
+        dims = normalize_axis(tuple(dims), a.ndim)
+        if sorted(dims) != list(range(a.ndim)):
+            raise ValueError(f"permute: dims {tuple(dims)} is not a permutation of {a.ndim} axes")
+        ctx.dims = dims
+        return _cuda().permute(a, dims)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _cuda().permute(g, [int(d) for d in np.argsort(ctx.dims)])
+
+
+class ExpandCudaFunction(Function):
+    @staticmethod
+    def forward(ctx, a, shape):
+        ctx.in_shape = a.shape
+        shape = tuple(a.shape[i - (len(shape) - a.ndim)] if s == -1 else s for i, s in enumerate(shape))
+        return _cuda().expand(a, shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _cuda().sum_to_shape(g, ctx.in_shape)
+
+
+class GetItemCudaFunction(Function):
+    """Basic indexing (ints, slices with steps, None, Ellipsis); index arrays are not implemented."""
+
+    @staticmethod
+    def forward(ctx, a, key):
+        ctx.in_shape, ctx.key = a.shape, key
+        return _cuda().getitem(a, key)
+
+    @staticmethod
+    def backward(ctx, g):
+        cuda = _cuda()
+        out = cuda.zeros(ctx.in_shape, g.dtype, g.device)
+        cuda.setitem(out, ctx.key, g)  # basic indexing selects each element at most once
+        return out
+
+
+class CatCudaFunction(Function):
+    @staticmethod
+    def forward(ctx, *arrays, dim=0):
+        if not arrays:
+            raise ValueError("cat: expected a non-empty sequence of tensors")
+        axis = single_axis(dim, arrays[0].ndim)
+        ctx.axis = axis
+        ctx.sizes = [a.shape[axis] for a in arrays]
+        try:
+            return _cuda().cat(arrays, axis)
+        except ValueError as e:
+            raise ValueError(f"cat: shapes {[a.shape for a in arrays]} do not match outside dim {dim}: {e}") from None
+
+    @staticmethod
+    def backward(ctx, g):
+        return tuple(_cuda().split(g, ctx.sizes, ctx.axis))
+
+
+class StackCudaFunction(Function):
+    @staticmethod
+    def forward(ctx, *arrays, dim=0):
+        if not arrays:
+            raise ValueError("stack: expected a non-empty sequence of tensors")
+        shapes = {a.shape for a in arrays}
+        if len(shapes) != 1:
+            raise ValueError(f"stack: all tensors must have the same shape, got {[a.shape for a in arrays]}")
+        axis = single_axis(dim, arrays[0].ndim + 1)
+        ctx.axis = axis
+        shape = arrays[0].shape
+        unsqueezed = shape[:axis] + (1,) + shape[axis:]
+        return _cuda().cat([a.reshape(unsqueezed) for a in arrays], axis)
+
+    @staticmethod
+    def backward(ctx, g):
+        shape = g.shape[:ctx.axis] + g.shape[ctx.axis + 1:]
+        return tuple(p.reshape(shape) for p in _cuda().split(g, [1] * g.shape[ctx.axis], ctx.axis))
+
+
+class CloneCudaFunction(Function):
+    @staticmethod
+    def forward(ctx, a):
+        return _cuda().clone(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+for _cpu, _dev in ((ReshapeFunction, ReshapeCudaFunction), (PermuteFunction, PermuteCudaFunction),
+                   (ExpandFunction, ExpandCudaFunction), (GetItemFunction, GetItemCudaFunction),
+                   (CatFunction, CatCudaFunction), (StackFunction, StackCudaFunction),
+                   (CloneFunction, CloneCudaFunction)):
+    _cpu.op.add_device("cuda", _dev)
