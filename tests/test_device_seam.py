@@ -339,6 +339,34 @@ def test_every_optimizer_steps_on_the_device_as_on_the_cpu(name):
             assert v.device == ("cpu" if k == "step" else DEV), k
 
 
+def test_one_optimizer_over_parameters_on_two_devices():
+    fg.manual_seed(5)
+    a, b = nn.Parameter(fg.randn(4)), nn.Parameter(fg.randn(3))
+    ref = [nn.Parameter(fg.tensor(host(a).copy())), nn.Parameter(fg.tensor(host(b).copy()))]
+    b.data = b.to(DEV)
+    for params in (ref, [a, b]):
+        opt = optim.Adam(params, lr=0.1)
+        for _ in range(2):
+            opt.zero_grad()
+            ((params[0] ** 2).sum() * 2.0 + (params[1] ** 2).sum().to("cpu")).backward()
+            opt.step()
+    assert a.device == "cpu" and b.device == DEV and b.grad.device == DEV
+    _same(a, ref[0])
+    _same(b, ref[1])
+
+
+def test_float64_on_the_device():
+    x = fg.randn(3, 2, dtype=fg.float64)
+    w = fg.randn(2, 2, dtype=fg.float64, requires_grad=True)
+    (x @ w).tanh().sum().backward()
+    xs, ws = x.to(DEV), w.detach().to(DEV).requires_grad_()
+    y = (xs @ ws).tanh()
+    assert y.dtype == fg.float64 and y.device == DEV
+    y.sum().backward()
+    assert ws.grad.dtype == fg.float64
+    _same(ws.grad, w.grad)
+
+
 def test_optimizer_without_a_kernel_on_the_device_raises():
     kernel = optim_kernels.kernel("rmsprop", DEV)
     optim_kernels.unregister_kernel("rmsprop", DEV)

@@ -76,11 +76,12 @@ class Tensor(TensorMethods):
         """Wrap a kernel output without any conversion (internal)."""
         t = cls.__new__(cls)
         if type(arr) is not np.ndarray or arr.dtype is not _F32:  # the common case skips both
-            if type(arr) is not np.ndarray and _devices.device_of(arr) != "cpu":
-                pass  # storage of another device (meta, cuda) is kept as it is
-            elif not isinstance(arr, np.ndarray):
+            on_device = type(arr) is not np.ndarray and _devices.device_of(arr) != "cpu"
+            if not on_device and not isinstance(arr, np.ndarray):
                 arr = np.asarray(arr)
-            if arr.dtype == np.float64:
+            # numpy's promotion to float64 is undone on the CPU (and in meta's shape rules); a device
+            # Function returns the dtype it means
+            if arr.dtype == np.float64 and (not on_device or type(arr) is MetaArray):
                 arr = arr.astype(np.float32)
         t._data = arr
         t.grad = None
