@@ -283,6 +283,18 @@ def test_module_to_moves_parameters_and_buffers_keeping_identity():
     assert all(p.device == "cpu" for p in model.parameters()) and all(b.device == "cpu" for b in model.buffers())
 
 
+def test_lazy_layers_moved_before_their_first_call_build_on_the_device():
+    x = fg.randn(3, 5)
+    fg.manual_seed(0)
+    ref = nn.Sequential(nn.Dense(4, activation="relu"), nn.Dense(2))
+    want = ref(x)
+    fg.manual_seed(0)
+    model = nn.Sequential(nn.Dense(4, activation="relu"), nn.Dense(2)).to(DEV)
+    got = model(x.to(DEV))
+    assert all(p.device == DEV for p in model.parameters())
+    _same(got, want)
+
+
 def test_module_dtype_conversion_on_the_device():
     model = nn.Linear(3, 2).to(DEV)
     w = host(model.weight)
