@@ -58,8 +58,10 @@ def test_register_device_validates_its_arguments():
         devices.register_device("cpu", seam.SeamArray, seam.BACKEND)
     with pytest.raises(ValueError, match="identifier"):
         devices.register_device("bad:name", seam.SeamArray, seam.BACKEND)
-    with pytest.raises(TypeError, match="backend lacks empty, full, from_host, to_host"):
+    with pytest.raises(TypeError, match="backend must be a forgegrad.devices.DeviceBackend"):
         devices.register_device("nobackend", None, object())
+    with pytest.raises(TypeError, match="backend lacks empty, full, from_host, to_host"):
+        devices.register_device("nobackend", None, devices.DeviceBackend())
     with pytest.raises(ValueError, match="already belong to 'seam'"):
         devices.register_device("other", seam.SeamArray, seam.BACKEND)
     with pytest.raises(ValueError, match="no device 'never'"):

@@ -181,8 +181,8 @@ def device_of(array) -> str:
 def register_device(name: str, array_type: Optional[type], backend: DeviceBackend) -> None:
     """Add the device ``name`` whose tensors store ``array_type`` arrays, served by ``backend``.
 
-    ``backend`` supplies allocation, host copies and the few array operations the engine performs
-    itself (see :class:`DeviceBackend`); ops run on the device through the Functions their records
+    ``backend`` (a :class:`DeviceBackend`) supplies allocation, host copies and the few array
+    operations the engine performs itself; ops run on the device through the Functions their records
     get with ``OpDef.add_device(name, Fn)``. After this call ``Tensor.to(name)``, factories with
     ``device=name``, ``forgegrad.device(name)``, ``Module.to(name)``, autograd, ``save``/``load`` and
     the optimizers whose kernel table has the device work on it. ``array_type`` may be None for a
@@ -193,7 +193,10 @@ def register_device(name: str, array_type: Optional[type], backend: DeviceBacken
         raise ValueError(f"register_device: name must be an identifier such as 'cuda', got {name!r}")
     if name in _BUILTIN:
         raise ValueError(f"register_device: {name!r} is a built-in device")
-    missing = [m for m in _REQUIRED if not callable(getattr(backend, m, None))]
+    if not isinstance(backend, DeviceBackend):
+        raise TypeError(f"register_device({name!r}): backend must be a forgegrad.devices.DeviceBackend (subclass it "
+                        f"and implement {', '.join(_REQUIRED)}), got {type(backend).__name__}")
+    missing = [m for m in _REQUIRED if getattr(type(backend), m) is getattr(DeviceBackend, m)]
     if missing:
         raise TypeError(f"register_device({name!r}): backend lacks {', '.join(missing)} (see DeviceBackend)")
     if array_type is not None:
