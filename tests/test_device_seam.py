@@ -53,6 +53,26 @@ def test_register_and_unregister_a_second_device():
         fg.device("seam2")
 
 
+def test_a_device_with_a_backend_and_no_ops():
+    class Bare(seam.SeamArray):
+        __slots__ = ()
+    devices.register_device("bare", Bare, seam.SeamBackend(Bare))
+    try:
+        x = fg.ones(2, device="bare")
+        assert x.device == "bare" and x.tolist() == [1.0, 1.0] and fg.zeros_like(x).device == "bare"
+        with pytest.raises(NotImplementedError, match="op 'mul' has no kernel for device 'bare' \\(it runs on: "):
+            x * 2.0
+        with pytest.raises(NotImplementedError, match="device 'bare': its backend has no add\\(\\) and op 'add' "
+                                                      "has no kernel for it"):
+            devices.add(x._data, x._data)  # what gradient accumulation would need
+        with pytest.raises(NotImplementedError, match="Adam has no kernel for device 'bare'"):
+            p = nn.Parameter(x)
+            p.grad = fg.ones(2, device="bare")
+            optim.Adam([p]).step()
+    finally:
+        devices.unregister_device("bare")
+
+
 def test_register_device_validates_its_arguments():
     with pytest.raises(ValueError, match="built-in"):
         devices.register_device("cpu", seam.SeamArray, seam.BACKEND)
