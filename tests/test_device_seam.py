@@ -401,6 +401,25 @@ def test_float64_on_the_device():
     _same(ws.grad, w.grad)
 
 
+def test_state_made_before_the_model_moved_follows_its_parameter():
+    def run(move_after_first_step):
+        fg.manual_seed(0)
+        model = nn.Linear(3, 2)
+        opt = optim.Adagrad(model.parameters(), lr=0.1)  # state made eagerly, on the CPU
+        x = fg.randn(4, 3)
+        for step in range(3):
+            if move_after_first_step and step == 1:
+                model.to(DEV)
+            model(x.to(model.weight.device)).sum().backward()
+            opt.step()
+            opt.zero_grad()
+        return model, opt
+    (ref, _), (got, opt) = run(False), run(True)
+    for p, r in zip(got.parameters(), ref.parameters()):
+        assert p.device == DEV and opt.state[p]["sum"].device == DEV
+        _same(p, r)
+
+
 def test_optimizer_without_a_kernel_on_the_device_raises():
     kernel = optim_kernels.kernel("rmsprop", DEV)
     optim_kernels.unregister_kernel("rmsprop", DEV)

@@ -319,4 +319,6 @@ def _state_array(state: Dict[str, Any], key: str, p: Tensor) -> np.ndarray:
     t = state.get(key)
     if t is None:
         t = state[key] = _zeros_like(p)
+    elif type(t._data) is not type(p._data):  # the parameter moved (Module.to) after its state was made
+        t._data = _devices.transfer(t._data, _devices.device_of(p._data))
     return t._data
