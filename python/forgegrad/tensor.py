@@ -2,7 +2,9 @@
 
 The storage is ``t._data`` (``t.numpy()``), a numpy array shared without copies with the caller
 (``forgegrad.tensor(arr)``, ``t.numpy()``, ``np.asarray(t)``). Float data is float32; integer data
-(class labels, indices) is int64 and never requires grad; comparisons give bool tensors.
+(class labels, indices) is int64 and never requires grad; comparisons give bool tensors. On another
+device (``t.to("cuda")``, factories with ``device=``) the storage is that device's array, reached
+through forgegrad.devices (docs/devices.md); ``numpy()`` then refuses and ``cpu()`` copies.
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ def _to_storage(data, dtype=None, copy: bool = False) -> np.ndarray:
 
 
 class Tensor(TensorMethods):
-    """An n-dimensional array with automatic differentiation, on the CPU.
+    """An n-dimensional array with automatic differentiation, on the CPU or another device.
 
     Args:
         data: array-like. float data is stored as float32, integer data as int64.
