@@ -288,7 +288,7 @@ class Module:
         a derived form of its parameters or buffers drops it here."""
 
     # ---- devices -------------------------------------------------------------------------------
-    def to(self, device=None, dtype=None) -> "Module":
+    def to(self, device=None, dtype=None, non_blocking: bool = False) -> "Module":
         """Move every parameter and buffer to ``device`` ("cpu", "meta", "cuda", any registered device or a
         ``forgegrad.device``), in place: as torch's, each Parameter stays the same object (optimizers that
         hold it keep working) and its storage, and its gradient's, moves.
