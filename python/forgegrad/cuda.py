@@ -350,13 +350,15 @@ def _register_device() -> None:
     array_type = getattr(_C.cuda, "DeviceArray", None) if is_built() else None
     devices.register_device("cuda", array_type, CudaBackend())
     from .optim import kernels as optim_kernels
-    optim_kernels.register_kernel("adam", "cuda", _adam_kernel)
+    if "cuda" not in optim_kernels.devices_of("adam"):  # a multi-tensor kernel registered first is kept
+        optim_kernels.register_kernel("adam", "cuda", _adam_kernel)
 
 
 def _adam_kernel(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, lr, beta1, beta2, eps,
                  weight_decay=0.0, decoupled_weight_decay=False, maximize=False) -> None:
     """forgegrad.optim's "adam" kernel on cuda (the table's signature): the fused adam_step, one launch
-    per parameter (a multi-tensor launch replaces this loop when it exists)."""
+    per parameter. A multi-tensor kernel takes its place with ``register_kernel("adam", "cuda", fn)``
+    (before or after this module registers)."""
     if max_exp_avg_sqs is not None:
         raise NotImplementedError("Adam(amsgrad=True) has no kernel for device 'cuda'")
     if maximize:
