@@ -66,9 +66,9 @@ ArrayPtr strided_copy(const DeviceArray& src, std::vector<int64_t> shape, std::v
                           std::to_string(shape.size()));
   auto out = std::make_shared<DeviceArray>(shape, src.dtype(), src.device());
   if (out->size() == 0) return out;
-  int64_t lo, hi;
-  fg::strided::span(shape.data(), strides.data(), static_cast<int>(shape.size()), offset, &lo, &hi);
-  if (lo < 0 || hi >= src.size())
+  int64_t lo = 0, hi = 0;
+  if (!fg::strided::span(shape.data(), strides.data(), static_cast<int>(shape.size()), offset, &lo, &hi) || lo < 0 ||
+      hi >= src.size())
     throw py::index_error("strided_copy: elements " + std::to_string(lo) + ".." + std::to_string(hi) +
                           " lie outside the source's " + std::to_string(src.size()));
   auto dst_strides = contiguous_strides(shape);
@@ -92,9 +92,9 @@ void strided_assign(DeviceArray& dst, std::vector<int64_t> shape, std::vector<in
   if (src.dtype() != dst.dtype() || src.device() != dst.device())
     throw py::value_error("strided_assign: src and dst must have the same dtype and device");
   if (src.size() == 0) return;
-  int64_t lo, hi;
-  fg::strided::span(shape.data(), strides.data(), static_cast<int>(shape.size()), offset, &lo, &hi);
-  if (lo < 0 || hi >= dst.size())
+  int64_t lo = 0, hi = 0;
+  if (!fg::strided::span(shape.data(), strides.data(), static_cast<int>(shape.size()), offset, &lo, &hi) || lo < 0 ||
+      hi >= dst.size())
     throw py::index_error("strided_assign: elements " + std::to_string(lo) + ".." + std::to_string(hi) +
                           " lie outside the destination's " + std::to_string(dst.size()));
   auto src_strides = contiguous_strides(shape);

@@ -16,6 +16,9 @@ namespace py = pybind11;
 
 namespace {
 
+// A CPU reference for tests: bounded so that a fuzzed shape cannot make it run for minutes.
+constexpr int64_t kMaxTestElements = int64_t{1} << 24;
+
 std::vector<int64_t> contiguous_strides(const std::vector<int64_t>& shape) {
   std::vector<int64_t> st(shape.size());
   int64_t s = 1;
@@ -30,19 +33,25 @@ std::vector<int64_t> contiguous_strides(const std::vector<int64_t>& shape) {
 // offset + sum(i_k * strides[k]) (elements of the flattened, C-contiguous src).
 py::array strided_copy(const py::array& a, std::vector<int64_t> shape, std::vector<int64_t> strides, int64_t offset) {
   py::array src = py::array::ensure(a, py::array::c_style);
+  if (!src) throw py::error_already_set();  // the copy failed (e.g. MemoryError for a huge broadcast view)
   if (shape.size() != strides.size()) throw py::value_error("strided_copy: shape and strides differ in length");
   const int nd = static_cast<int>(shape.size());
-  for (int64_t n : shape)
+  int64_t count = 1;
+  for (int64_t n : shape) {
     if (n < 0) throw py::value_error("strided_copy: negative dimension");
+    if (!fg::checked_mul(count, n, &count) || count > kMaxTestElements)
+      throw py::value_error("strided_copy (testing): at most 2^24 elements");
+  }
   py::array out(src.dtype(), shape);
   fg::strided::CopyGeometry g;
   auto dst_strides = contiguous_strides(shape);
   if (!fg::strided::make_copy_geometry(shape.data(), strides.data(), dst_strides.data(), nd, &g))
     throw py::value_error("strided_copy: at most " + std::to_string(fg::strided::kMaxDims) + " dimensions");
   if (g.count == 0) return out;
-  int64_t lo, hi;
-  fg::strided::span(shape.data(), strides.data(), nd, offset, &lo, &hi);
-  if (lo < 0 || hi >= static_cast<int64_t>(src.size())) throw py::index_error("strided_copy: elements lie outside src");
+  int64_t lo = 0, hi = 0;
+  if (!fg::strided::span(shape.data(), strides.data(), nd, offset, &lo, &hi) || lo < 0 ||
+      hi >= static_cast<int64_t>(src.size()))
+    throw py::index_error("strided_copy: elements lie outside src");
   const auto item = static_cast<std::size_t>(src.itemsize());
   const char* s = static_cast<const char*>(src.data()) + offset * static_cast<int64_t>(item);
   char* d = static_cast<char*>(out.mutable_data());

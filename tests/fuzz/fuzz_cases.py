@@ -193,6 +193,9 @@ def _extra_calls():
               lambda: geometry.pool2d_output_shape((2, 3, 9, 9), (3, 3), (2, 2), 1, 1, True),
               lambda: _C.runtime.get_num_threads(), lambda: _C.runtime.get_isa(), lambda: _C.runtime.cpu_info(),
               lambda: _C.runtime.set_isa(_C.runtime.get_isa()),
+              lambda: _C.allocator.round_size(1000),
+              lambda: _C.testing.strided_copy(np.arange(24, dtype=np.float32), (3, 4), (-6, 1), 13),
+              lambda: _C.testing.sum_to_shape(rng.standard_normal((2, 3, 4)), (3, 1)),
               lambda: _C.runtime.set_num_threads(_C.runtime.get_num_threads())):
         f()
     # the int8 kernels (forgegrad.quantization reaches them through modules, not op samples)

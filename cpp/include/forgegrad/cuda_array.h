@@ -118,7 +118,7 @@ class DeviceArray {
   static std::shared_ptr<DeviceArray> from_numpy(const pybind11::array& a, int device = -1) {
     DType t = from_numpy_dtype(a.dtype(), "from_numpy");
     auto c = pybind11::array::ensure(a, pybind11::array::c_style);
-    if (!c) throw pybind11::type_error("from_numpy: could not make the array contiguous");
+    if (!c) throw pybind11::error_already_set();  // the contiguous copy failed (e.g. MemoryError)
     std::vector<int64_t> shape(c.shape(), c.shape() + c.ndim());
     auto d = std::make_shared<DeviceArray>(shape, t, device);
     DeviceGuard guard(d->device());

@@ -4,6 +4,8 @@
 #pragma once
 #include <cstdint>
 
+#include "forgegrad/checked.h"
+
 #if defined(__CUDACC__)
 #define FG_STRIDED_HD __host__ __device__
 #else
@@ -14,10 +16,17 @@ namespace fg::strided {
 
 constexpr int kMaxDims = 12;
 
-// The lowest and highest element offsets a strided layout touches (shape without zeros).
-inline void span(const int64_t* shape, const int64_t* strides, int ndim, int64_t offset, int64_t* lo, int64_t* hi) {
+// The lowest and highest element offsets a strided layout touches (every shape[k] >= 1); false
+// when a step overflows int64 (strides and offsets come from Python and may be anything).
+inline bool span(const int64_t* shape, const int64_t* strides, int ndim, int64_t offset, int64_t* lo, int64_t* hi) {
   *lo = *hi = offset;
-  for (int k = 0; k < ndim; ++k) (strides[k] < 0 ? *lo : *hi) += (shape[k] - 1) * strides[k];
+  for (int k = 0; k < ndim; ++k) {
+    int64_t step;
+    if (shape[k] < 1 || !checked_mul(shape[k] - 1, strides[k], &step)) return false;
+    int64_t* end = strides[k] < 0 ? lo : hi;
+    if (!checked_add(*end, step, end)) return false;
+  }
+  return true;
 }
 
 // An elementwise copy of `shape` between two strided layouts (strides and offsets in elements).
