@@ -29,7 +29,9 @@ ALIASES = {"typing.SupportsInt | typing.SupportsIndex": "_Int", "typing.Supports
 # carried over unchanged on every regeneration.
 CUDA_BEGIN = "    # CUDA build only (cpp/bindings/bind_cuda.cpp), written by hand and kept by tools/gen_c_stub.py"
 CUDA_END = "    # end of CUDA build only"
-CUDA_ONLY_NAMES = ("DeviceArray", "adam_step", "relu_backward", "relu_forward", "sgemm")
+CUDA_ONLY_NAMES = ("DeviceArray", "_fault_for_tests", "adam_step", "cast", "cat", "current_device", "empty_cache",
+                   "launch_blocking", "memory_stats", "relu_backward", "relu_forward", "reset_peak_memory_stats",
+                   "set_device", "sgemm", "strided_assign", "strided_copy", "sum_to_shape", "synchronize")
 
 _SIG = re.compile(r"^(\w+)\((.*)\)\s*->\s*(.+)$")
 _TRIPLE = '"' * 3
@@ -80,7 +82,7 @@ def parse_signature(doc: str):
 def _short(annotation: str) -> str:
     for long, short in ALIASES.items():
         annotation = annotation.replace(long, short)
-    return annotation
+    return annotation.replace("forgegrad._C.", "")
 
 
 def _function(fn, indent: str) -> str:
@@ -110,6 +112,52 @@ def _function(fn, indent: str) -> str:
         return f"{text}\n{indent}    {_TRIPLE}{doc[0]}{_TRIPLE}\n{indent}    ...\n"
     inner = "".join(f"{indent}    {line}\n" for line in doc[1:])
     return f"{text}\n{indent}    {_TRIPLE}{doc[0]}\n{inner}{indent}    {_TRIPLE}\n{indent}    ...\n"
+
+
+def _wrapped(start: str, args, end: str) -> str:
+    """start + args joined + end, wrapped at WIDTH with continuation lines under the first parameter."""
+    one = start + ", ".join(args) + end
+    if len(one) <= WIDTH:
+        return one
+    lines, cur = [], start
+    for i, a in enumerate(args):
+        piece = a + (", " if i + 1 < len(args) else end)
+        if len(cur) + len(piece.rstrip()) > WIDTH and cur.strip() != start.strip():
+            lines.append(cur.rstrip())
+            cur = " " * len(start)
+        cur += piece
+    return "\n".join(lines + [cur])
+
+
+def _class(cls, indent: str) -> str:
+    """A pybind11 class: its constructor, methods, static methods and properties; or an exception
+    type (a subclass of a Python exception), declared with its base."""
+    if isinstance(cls, type) and issubclass(cls, BaseException):
+        return f"{indent}class {cls.__name__}({cls.__mro__[1].__name__}): ..."
+    out = [f"{indent}class {cls.__name__}:"]
+    doc = (cls.__doc__ or "").strip()
+    if doc:
+        out.append(f"{indent}    {_TRIPLE}{doc}{_TRIPLE}")
+    for name in sorted(n for n in vars(cls) if n == "__init__" or not n.startswith("_") or n in ("__len__",
+                                                                                              "__array__")):
+        obj = vars(cls)[name]
+        kind = type(obj).__name__
+        if kind == "property":
+            m = re.search(r"->\s*(.+)$", (obj.fget.__doc__ or "").strip().splitlines()[0])
+            ret = _short(m.group(1)) if m else "object"
+            out.append(f"{indent}    @property\n{indent}    def {name}(self) -> {ret}: ...")
+            continue
+        fn = getattr(cls, name)
+        sig = parse_signature(fn.__doc__)
+        if sig is None:
+            raise SystemExit(f"{cls.__qualname__}.{name}: no pybind11 signature in its docstring")
+        _, params, ret = sig
+        static = kind == "staticmethod" or not params or params[0][0] != "self"
+        args = [p if p in ("*", "/") else (p if p == "self" else (f"{p}: {_short(a)}" if a else p)) +
+                (" = ..." if d else "") for p, a, d in params]
+        out.append((f"{indent}    @staticmethod\n" if static else "") +
+                   _wrapped(f"{indent}    def {name}(", args, f") -> {_short(ret)}: ..."))
+    return "\n".join(out)
 
 
 def cuda_block(stub_text: str) -> str:
@@ -147,6 +195,8 @@ def generate(module, stub_text: str) -> str:
                 lines.append(f"    {name}: {type(obj).__name__}")
             elif type(obj).__name__ == "builtin_function_or_method":
                 lines.append(_function(obj, "    ").rstrip("\n"))
+            elif isinstance(obj, type):
+                lines.append(_class(obj, "    "))
             else:
                 raise SystemExit(f"_C.{sub_name}.{name}: {type(obj).__name__} is not handled; extend gen_c_stub.py")
         if sub_name == "cuda":

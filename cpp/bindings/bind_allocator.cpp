@@ -138,8 +138,10 @@ void bind(py::module_& m) {
       .def("free", &HostCachingAllocator::free, py::arg("ptr"), gil_release())
       .def("empty_cache", [](HostCachingAllocator& a) { a.impl().empty_cache(); })
       .def("reset_peak", [](HostCachingAllocator& a) { a.impl().reset_peak(); })
-      .def("block_size",
-           [](HostCachingAllocator& a, std::uintptr_t p) { return a.impl().block_size(reinterpret_cast<void*>(p)); })
+      .def(
+          "block_size",
+          [](HostCachingAllocator& a, std::uintptr_t p) { return a.impl().block_size(reinterpret_cast<void*>(p)); },
+          py::arg("ptr"))
       .def("stats", [](HostCachingAllocator& a) { return stats_dict(a.impl().stats()); })
       .def_property_readonly("raw_outstanding",
                              [](const HostCachingAllocator& a) { return a.heap().outstanding.load(); })

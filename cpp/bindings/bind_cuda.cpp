@@ -218,7 +218,9 @@ void bind_array(py::module_& m) {
       .def_property_readonly("device", &DeviceArray::device, "the CUDA device index")
       .def_property_readonly("data_ptr",
                              [](const DeviceArray& d) { return reinterpret_cast<std::uintptr_t>(d.raw_data()); })
-      .def("shares_storage", [](const DeviceArray& a, const DeviceArray& b) { return a.storage() == b.storage(); })
+      .def(
+          "shares_storage", [](const DeviceArray& a, const DeviceArray& b) { return a.storage() == b.storage(); },
+          py::arg("other"))
       .def("reshape", [](const DeviceArray& d, const py::args& args) { return d.reshape(shape_args(args)); })
       .def("fill", &DeviceArray::fill, py::arg("value"))
       .def("copy_", &DeviceArray::copy_, py::arg("src"))
@@ -245,7 +247,9 @@ void bind(py::module_& m) {
   m.def("device_count", &fg::cuda::device_count);
   m.def("unavailable_reason", &fg::cuda::unavailable_reason);
   m.def("current_device", []() { return fg::cuda::current_device_checked(); });
-  m.def("set_device", [](int device) { check(fg::cuda::set_device(device_arg(device)), "cudaSetDevice"); });
+  m.def(
+      "set_device", [](int device) { check(fg::cuda::set_device(device_arg(device)), "cudaSetDevice"); },
+      py::arg("device"));
   m.def(
       "synchronize",
       [](int device) {
