@@ -10,6 +10,8 @@ the path through the Python layer (dispatch, autograd, optimizers, module moves,
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 import forgegrad as fg
@@ -195,6 +197,17 @@ def register(name: str = DEVICE, backend=None) -> None:
     for opt_name in optim_kernels.optimizers():
         cpu = optim_kernels.kernel(opt_name, "cpu")
         optim_kernels.register_kernel(opt_name, name, adapt_optimizer_kernel(cpu))
+
+
+@contextlib.contextmanager
+def registered(name: str = DEVICE):
+    """The device registered for the duration (tests register it per module, so no other test module
+    sees a 'seam' row in the op records, the optimizer table or the device list)."""
+    register(name)
+    try:
+        yield
+    finally:
+        unregister(name)
 
 
 def unregister(name: str) -> None:

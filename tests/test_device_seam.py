@@ -19,9 +19,14 @@ import forgegrad.nn.functional as F
 from forgegrad import devices, nn, optim
 from forgegrad.optim import kernels as optim_kernels
 
-seam.register()
 DEV = seam.DEVICE
 host = seam.host
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _seam_device():
+    with seam.registered():
+        yield
 
 
 def _same(a, b):

@@ -10,9 +10,14 @@ import forgegrad as fg
 import forgegrad.nn.functional as F
 from forgegrad import models, optim
 
-seam.register()
 DEV = seam.DEVICE
 host = seam.host
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _seam_device():
+    with seam.registered():
+        yield
 
 
 def _same(a, b):
