@@ -156,6 +156,8 @@ class _Decoder:
                 raise StructureError(f"tensor {body!r} is referenced more than once")
             self.used.add(body)
             arr = self._arrays[body]
+            if not isinstance(arr, np.ndarray):  # a Tensor placed by load(map_location=...)
+                return arr
             return arr if arr.flags.writeable else arr.copy()
         if tag == "float":
             if not isinstance(body, str) or body not in _NONFINITE:

@@ -10,8 +10,8 @@ import numpy as np
 
 from . import dtypes as _dtypes
 from . import random as _random
-from .tensor import Tensor, _on_meta, _shape, tensor
-from .devices import MetaArray
+from . import devices as _devices
+from .tensor import _NO_FILL, Tensor, _factory, _shape, tensor
 
 __all__ = ["flatten", "reshape", "squeeze", "unsqueeze", "transpose", "permute", "exp", "log", "sqrt", "abs",
            "sin", "cos", "tril", "triu",
@@ -114,30 +114,30 @@ def from_numpy(ndarray: np.ndarray) -> Tensor:
     return Tensor(ndarray, dtype=ndarray.dtype)
 
 
-def _like(t, dtype):
+def _like(t, dtype, device):
+    """shape, dtype and device of a tensor like ``t`` (its dtype and device unless given)."""
     dt = t._data.dtype if dtype is None else _dtypes.to_numpy(dtype)
-    return tuple(t.shape), dt, t.is_meta
+    return tuple(t.shape), dt, t.device.type if device is None else device
 
 
 def zeros_like(input, dtype=None, requires_grad=False, device=None) -> Tensor:
-    shape, dt, meta = _like(input, dtype)
-    return Tensor(MetaArray(shape, dt) if meta else np.zeros(shape, dt), requires_grad=requires_grad, dtype=dt)
+    shape, dt, dev = _like(input, dtype, device)
+    return _factory(dev, shape, dt, lambda: np.zeros(shape, dt), requires_grad, fill=0)
 
 
 def ones_like(input, dtype=None, requires_grad=False, device=None) -> Tensor:
-    shape, dt, meta = _like(input, dtype)
-    return Tensor(MetaArray(shape, dt) if meta else np.ones(shape, dt), requires_grad=requires_grad, dtype=dt)
+    shape, dt, dev = _like(input, dtype, device)
+    return _factory(dev, shape, dt, lambda: np.ones(shape, dt), requires_grad, fill=1)
 
 
 def empty_like(input, dtype=None, requires_grad=False, device=None) -> Tensor:
-    shape, dt, meta = _like(input, dtype)
-    return Tensor(MetaArray(shape, dt) if meta else np.empty(shape, dt), requires_grad=requires_grad, dtype=dt)
+    shape, dt, dev = _like(input, dtype, device)
+    return _factory(dev, shape, dt, lambda: np.empty(shape, dt), requires_grad, fill=None)
 
 
 def full_like(input, fill_value, dtype=None, requires_grad=False, device=None) -> Tensor:
-    shape, dt, meta = _like(input, dtype)
-    return Tensor(MetaArray(shape, dt) if meta else np.full(shape, fill_value, dt), requires_grad=requires_grad,
-                  dtype=dt)
+    shape, dt, dev = _like(input, dtype, device)
+    return _factory(dev, shape, dt, lambda: np.full(shape, fill_value, dt), requires_grad, fill=fill_value)
 
 
 # While forgegrad.onnx.export traces and verifies a model, sampling (randn_like, rand_like) gives the
@@ -157,28 +157,27 @@ def sampling_at_mean():
         _sampling.mean = prev
 
 
-def _float_like(input, dtype, draw, requires_grad, mean=0.0):
+def _float_like(input, dtype, draw, requires_grad, device, mean=0.0):
     if getattr(_sampling, "mean", False):
         out = input * 0.0 + mean if mean else input * 0.0
         return out if dtype is None else out.to(dtype)
-    shape, dt, meta = _like(input, dtype)
+    shape, dt, dev = _like(input, dtype, device)
     if dt.kind != "f":
         raise TypeError(f"expected a floating point dtype, got {_dtypes.of(dt)}")
-    if meta:
-        return Tensor(MetaArray(shape, dt), requires_grad=requires_grad)
-    # drawn in the dtype itself when numpy can (float32, float64: a float64 tensor gets float64 draws)
+    # drawn on the host on every device (a device gets the CPU's numbers), in the dtype itself when
+    # numpy can (float32, float64: a float64 tensor gets float64 draws)
     native = dt if dt in (np.float32, np.float64) else np.dtype(np.float32)
-    return Tensor(draw(shape, native).astype(dt, copy=False), requires_grad=requires_grad, dtype=dt)
+    return _factory(dev, shape, dt, lambda: draw(shape, native).astype(dt, copy=False), requires_grad)
 
 
 def randn_like(input, dtype=None, requires_grad=False, device=None) -> Tensor:
     return _float_like(input, dtype, lambda s, dt: _random.generator().standard_normal(s, dtype=dt),
-                       requires_grad)
+                       requires_grad, device)
 
 
 def rand_like(input, dtype=None, requires_grad=False, device=None) -> Tensor:
     return _float_like(input, dtype, lambda s, dt: _random.generator().random(s, dtype=dt), requires_grad,
-                       mean=0.5)
+                       device, mean=0.5)
 
 
 def randint(*args, size=None, dtype=None, requires_grad=False, device=None, generator=None) -> Tensor:
@@ -197,22 +196,22 @@ def randint(*args, size=None, dtype=None, requires_grad=False, device=None, gene
         raise RuntimeError(f"randint(): random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
     dt = np.dtype(np.int64) if dtype is None else _dtypes.to_numpy(dtype)
     shape = _shape((size,))
-    if _on_meta(device):
-        return Tensor(MetaArray(shape, dt))
-    return Tensor(_random.generator().integers(low, high, size=shape, dtype=np.int64).astype(dt, copy=False),
-                  dtype=dt, requires_grad=requires_grad)
+    return _factory(device, shape, dt,
+                    lambda: _random.generator().integers(low, high, size=shape, dtype=np.int64).astype(dt, copy=False),
+                    requires_grad, fill=_NO_FILL)
 
 
-def randint_like(input, low=0, high=None, dtype=None) -> Tensor:
+def randint_like(input, low=0, high=None, dtype=None, device=None) -> Tensor:
     if high is None:
         low, high = 0, low
-    return randint(low, high, tuple(input.shape), dtype=input.dtype if dtype is None else dtype)
+    return randint(low, high, tuple(input.shape), dtype=input.dtype if dtype is None else dtype,
+                   device=input.device.type if device is None else device)
 
 
 def multinomial(input, num_samples: int, replacement: bool = False, generator=None) -> Tensor:
     """Indices drawn from the categorical distribution(s) in the rows of ``input`` (non-negative
     weights, not necessarily summing to one), as torch.multinomial; int64."""
-    w = np.asarray(input, dtype=np.float64)
+    w = np.asarray(_host(input), dtype=np.float64)
     if w.ndim not in (1, 2):
         raise RuntimeError(f"multinomial: prob_dist must be 1 or 2 dim, got {w.ndim}")
     rows = w.reshape(-1, w.shape[-1])
@@ -231,7 +230,8 @@ def multinomial(input, num_samples: int, replacement: bool = False, generator=No
             raise RuntimeError("multinomial: invalid multinomial distribution (with replacement=False, not enough "
                                "non-negative category to sample)")
         out[i] = gen.choice(r.size, size=num_samples, replace=replacement, p=r / total)
-    return Tensor(out.reshape(w.shape[:-1] + (num_samples,)))
+    out = Tensor(out.reshape(w.shape[:-1] + (num_samples,)))
+    return out.to(input.device) if isinstance(input, Tensor) else out
 
 
 def _typed(name, np_dtype):
@@ -252,9 +252,14 @@ BoolTensor = _typed("BoolTensor", np.bool_)
 ByteTensor = _typed("ByteTensor", np.uint8)
 
 
+def _host(x):
+    """Values for a host-side comparison: a tensor's from any device."""
+    return _devices.to_host(x._data) if isinstance(x, Tensor) and _devices.has_data(x._data) else np.asarray(x)
+
+
 def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
-    return bool(np.allclose(np.asarray(input), np.asarray(other), rtol=rtol, atol=atol, equal_nan=equal_nan))
+    return bool(np.allclose(_host(input), _host(other), rtol=rtol, atol=atol, equal_nan=equal_nan))
 
 
 def equal(input, other) -> bool:
-    return tuple(input.shape) == tuple(other.shape) and bool(np.array_equal(np.asarray(input), np.asarray(other)))
+    return tuple(input.shape) == tuple(other.shape) and bool(np.array_equal(_host(input), _host(other)))

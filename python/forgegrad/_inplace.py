@@ -52,7 +52,13 @@ def inplace(self, compute, name: str, *others, cast: bool = False):
         out = compute(self, *others)
     _check_result(self, out, name, cast)
     if type(self._data) is not np.ndarray:  # meta (no values) or another device: take the result's storage
-        self._data = out._data.astype(self.dtype) if out.dtype != self.dtype else out._data
+        if out.dtype != self.dtype:
+            with grad_mode.no_grad():
+                out = out._cast(self._data.dtype)  # on the device, by the cast op
+        if tuple(out.shape) != tuple(self.shape):
+            with grad_mode.no_grad():
+                out = out.expand(*self.shape)
+        self._data = out._data
     else:
         self._data[...] = out._data
     return self

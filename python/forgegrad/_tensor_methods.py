@@ -332,18 +332,16 @@ class TensorMethods:
         return self._new(lambda shape, dtype: np.full(shape, fill_value, dtype), (size,), dtype, requires_grad)
 
     def new_tensor(self, data, dtype=None, requires_grad=False):
-        arr = np.array(data.numpy() if isinstance(data, TensorMethods) else data,
+        arr = np.array(data.cpu().numpy() if isinstance(data, TensorMethods) else data,
                        dtype=self._data.dtype if dtype is None else _np_dtype(dtype))
-        from .tensor import Tensor  # a plain Tensor, also for a Parameter (as torch)
-        return Tensor(arr, requires_grad=requires_grad, dtype=arr.dtype)
+        from .tensor import Tensor, placed  # a plain Tensor, also for a Parameter (as torch), on this device
+        return placed(Tensor(arr, requires_grad=requires_grad, dtype=arr.dtype), self.device)
 
     def _new(self, make, size, dtype, requires_grad):
-        from .tensor import Tensor, empty
-        shape = _shape_args(size)
+        from .tensor import _factory
+        shape = tuple(int(n) for n in _shape_args(size))
         dt = self._data.dtype if dtype is None else _np_dtype(dtype)
-        if self.is_meta:
-            return empty(*shape, dtype=dt, device="meta", requires_grad=requires_grad)
-        return Tensor(make(tuple(int(n) for n in shape), dtype=dt), requires_grad=requires_grad, dtype=dt)
+        return _factory(self.device, shape, dt, lambda: make(shape, dtype=dt), requires_grad)
 
     @property
     def is_cuda(self) -> bool:
@@ -365,5 +363,9 @@ class TensorMethods:
                 "forgegrad.where(mask, value, t) or forgegrad.cat([...])")
         if self.requires_grad and self.is_leaf and grad_mode.is_grad_enabled():
             raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation")
+        if not isinstance(self._data, np.ndarray):
+            raise NotImplementedError(
+                f"t[key] = value on a {self.device.type} tensor: indexed in-place writes run on the CPU only; build "
+                "the value out of place instead (forgegrad.where(mask, value, t), forgegrad.cat([...]))")
         from .ops.shape import _index_arrays
         self._data[_index_arrays(key)] = value._data if isinstance(value, TensorMethods) else value

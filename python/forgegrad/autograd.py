@@ -77,6 +77,8 @@ class Function:
     # The op's record in forgegrad.ops.registry and its no-graph CPU kernel (set by register_op).
     op = None
     inference = None
+    # True: forward/backward take arrays of any device (ToDevice), so no per-device Function is looked up
+    any_device = False
 
     def __init_subclass__(cls, **kwargs):
         # A subclass computes something else unless registered itself: it inherits no record.
@@ -109,16 +111,16 @@ class Function:
                 raw.append(a)
                 needs.append(False)
         if other_device:
-            dev = _device_of_args(raw)
+            dev = _device_of_args(cls, args, raw)
             if dev == "meta":
                 return _apply_on_meta(cls, raw, kwargs)
-            if dev != "cpu":
+            if dev != "cpu" and not cls.any_device:
                 cls = _function_for_device(cls, dev)  # same graph logic, that device's kernels
         state = _state.__dict__
         record_graph = any_needs and state.get("grad_enabled", True)
         recorder = state.get("recorder")
         wrap = Tensor._wrap_exact if cls.exact_dtype else Tensor._wrap
-        if f64 and not other_device:
+        if f64 and not other_device and not cls.any_device:
             # float64 inputs: the op's float64 Function (numpy), whose results keep their dtype
             cls = _float64_function(cls)
             wrap = Tensor._wrap_exact
@@ -171,14 +173,22 @@ def _float64_function(cls):
     return fn
 
 
-def _device_of_args(raw) -> str:
-    """The device of an op's array arguments: the first that is not on the CPU."""
-    for d in raw:
-        if not isinstance(d, _NDARRAY):
-            dev = _devices.device_of(d)
-            if dev != "cpu":
-                return dev
-    return "cpu"
+def _device_of_args(cls, args, raw) -> str:
+    """The device of an op's tensor arguments, which must all be on one device. Meta is the exception:
+    an op with any meta tensor runs its shape rule (real weights may meet a meta input)."""
+    found = []
+    for a, d in zip(args, raw):
+        if isinstance(a, Tensor):
+            dev = "cpu" if isinstance(d, _NDARRAY) else _devices.device_of(d)
+            if dev not in found:
+                found.append(dev)
+    if "meta" in found:
+        return "meta"
+    if len(found) > 1:
+        name = cls.__qualname__ if cls.op is None else cls.op.name
+        raise RuntimeError(f"{name}: expected all tensors to be on the same device, but found {found[0]} and "
+                           f"{found[1]}; move them with .to(device)")
+    return found[0] if found else "cpu"
 
 
 def _apply_on_meta(cls, raw, kwargs):
@@ -208,9 +218,28 @@ def _function_for_device(cls, dev: str):
     """The Function that runs op ``cls`` on device ``dev`` (its forward/backward take that device's arrays)."""
     fn = None if cls.op is None else cls.op.functions.get(dev)
     if fn is None:
-        where = "it is not a registered op" if cls.op is None else f"it runs on: {', '.join(cls.op.devices)}"
-        raise NotImplementedError(f"{cls.__qualname__} has no kernels for device {dev!r} ({where})")
+        if cls.op is None:
+            raise NotImplementedError(f"{cls.__qualname__} has no kernel for device {dev!r} (it is not a registered "
+                                      "op, so it runs on the CPU only)")
+        raise NotImplementedError(f"op {cls.op.name!r} has no kernel for device {dev!r} (it runs on: "
+                                  f"{', '.join(cls.op.devices)})")
     return fn
+
+
+class ToDevice(Function):
+    """``Tensor.to(device)`` of a tensor that requires grad: the copy is a node of the graph, whose
+    backward copies the gradient back to the source device."""
+
+    any_device = True
+
+    @staticmethod
+    def forward(ctx, x, device):
+        ctx.source = _devices.device_of(x)
+        return _devices.transfer(x, device)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _devices.transfer(grad, ctx.source)
 
 
 def _topo_order(root_ctx) -> List[Any]:
@@ -285,8 +314,8 @@ def _run_backward(root, grad: np.ndarray, retain_graph: bool) -> None:
     adopted = set()
 
     def to_leaf(leaf, g):
-        if (leaf.grad is None and g is not grad and g.base is None and g.flags.owndata and g.flags.writeable
-                and g.dtype == leaf._data.dtype and id(g) not in adopted):
+        if (leaf.grad is None and type(g) is _NDARRAY and g is not grad and g.base is None and g.flags.owndata
+                and g.flags.writeable and g.dtype == leaf._data.dtype and id(g) not in adopted):
             adopted.add(id(g))
             leaf.grad = Tensor._wrap_exact(g)
         else:
@@ -309,8 +338,11 @@ def _run_backward(root, grad: np.ndarray, retain_graph: bool) -> None:
                 "tensors after they have already been freed). Specify retain_graph=True if you "
                 "need to backward through the graph a second time."
             )
-        gouts = [g if g is not None else _devices.zeros(shape, dtype, "cpu")
-                 for g, (shape, dtype) in zip(gouts, node.out_meta)]
+        # outputs that did not reach the loss get zeros on the device of those that did (a single output did)
+        if len(gouts) > 1 and any(g is None for g in gouts):
+            dev = _devices.device_of(next(g for g in gouts if g is not None))
+            gouts = [g if g is not None else _devices.zeros(shape, dtype, dev)
+                     for g, (shape, dtype) in zip(gouts, node.out_meta)]
         gins = type(node).backward(node, *gouts)
         if not isinstance(gins, tuple):
             gins = (gins,)
@@ -321,7 +353,9 @@ def _run_backward(root, grad: np.ndarray, retain_graph: bool) -> None:
                 continue
             if isinstance(g, np.generic):  # numpy turns 0-d results into scalars; kernels take arrays
                 g = np.asarray(g)
-            if g.dtype is not parent._data.dtype and g.dtype != parent._data.dtype and type(g) is _NDARRAY:
+            if type(g) is not _NDARRAY or type(parent._data) is not _NDARRAY:
+                _check_device_grad(node, parent, g)
+            elif g.dtype is not parent._data.dtype and g.dtype != parent._data.dtype:
                 g = g.astype(parent._data.dtype)  # a gradient has its tensor's dtype (float32 <- float64 op)
             if g.shape != parent.shape:
                 raise RuntimeError(
@@ -337,7 +371,7 @@ def _run_backward(root, grad: np.ndarray, retain_graph: bool) -> None:
             else:
                 slots = pending.setdefault(id(parent._ctx), [None] * len(parent._ctx.out_meta))
                 k = parent._out_index
-                slots[k] = g if slots[k] is None else slots[k] + g
+                slots[k] = g if slots[k] is None else _devices.add(slots[k], g)
         if uses:
             _count_down(node, uses, got_grad)
         if _node_callbacks:
@@ -345,6 +379,19 @@ def _run_backward(root, grad: np.ndarray, retain_graph: bool) -> None:
                 fn()
         if not retain_graph:
             node.release()
+
+
+def _check_device_grad(node, parent, g) -> None:
+    """A gradient computed on a device must be on its input's device, in its dtype (a device Function
+    returns what its input needs; the engine does not convert device arrays)."""
+    want, got = _devices.device_of(parent._data), _devices.device_of(g)
+    if isinstance(g, _NDARRAY) and isinstance(parent._data, _NDARRAY):
+        return  # ndarray subclasses: the CPU
+    if want != got:
+        raise RuntimeError(f"{type(node).__qualname__}.backward returned a gradient on {got} for an input on {want}")
+    if g.dtype != parent._data.dtype:
+        raise RuntimeError(f"{type(node).__qualname__}.backward returned a {g.dtype} gradient for a "
+                           f"{parent._data.dtype} input on {want}")
 
 
 def _count_down(node, uses, got_grad) -> None:

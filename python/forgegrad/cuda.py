@@ -327,13 +327,67 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, *, step: int, lr: float = 1e-3, 
 
 
 def _register_device() -> None:
-    """In a CUDA build: DeviceArray is the cuda device's array type, with copies to and from the CPU."""
-    if not is_built():
-        return
+    """The ``cuda`` device of forgegrad.devices: DeviceArray storage, served by this module's API.
+
+    Registered in every build, so that naming "cuda" without a usable GPU raises "CUDA is not
+    available: <reason>" (the backend reports unavailable); the array type exists in CUDA builds."""
     from . import devices
-    devices.register_array_type(_C.cuda.DeviceArray, "cuda")
-    devices.register_transfer("cpu", "cuda", to_device)
-    devices.register_transfer("cuda", "cpu", lambda a: a.numpy())
+
+    def _api():  # this module, its allocator API looked up at call time
+        from . import cuda
+        return cuda
+
+    class CudaBackend(devices.DeviceBackend):
+        label = "CUDA"
+
+        def is_available(self) -> bool:
+            return is_available()
+
+        def unavailable_reason(self) -> str:
+            return unavailable_reason()
+
+        def empty(self, shape, dtype):
+            return _api().empty(shape, dtype)
+
+        def zeros(self, shape, dtype):
+            return _api().zeros(shape, dtype)
+
+        def full(self, shape, value, dtype):
+            return _api().full(shape, value, dtype)
+
+        def from_host(self, array):
+            return to_device(array)
+
+        def to_host(self, array):
+            return _api().to_host(array)
+
+        def copy(self, array):
+            return _api().clone(array)
+
+        def synchronize(self) -> None:
+            _api().synchronize()
+
+        # add (gradient accumulation): the registry's cuda Function of "add" (DeviceBackend's default)
+
+    array_type = getattr(_C.cuda, "DeviceArray", None) if is_built() else None
+    devices.register_device("cuda", array_type, CudaBackend())
+    from .optim import kernels as optim_kernels
+    if "cuda" not in optim_kernels.devices_of("adam"):  # a multi-tensor kernel registered first is kept
+        optim_kernels.register_kernel("adam", "cuda", _adam_kernel)
+
+
+def _adam_kernel(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, lr, beta1, beta2, eps,
+                 weight_decay=0.0, decoupled_weight_decay=False, maximize=False) -> None:
+    """forgegrad.optim's "adam" kernel on cuda (the table's signature): the fused adam_step, one launch
+    per parameter. A multi-tensor kernel takes its place with ``register_kernel("adam", "cuda", fn)``
+    (before or after this module registers)."""
+    if max_exp_avg_sqs is not None:
+        raise NotImplementedError("Adam(amsgrad=True) has no kernel for device 'cuda'")
+    if maximize:
+        raise NotImplementedError("Adam(maximize=True) has no kernel for device 'cuda'")
+    for p, g, m, v, step in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
+        adam_step(p, g, m, v, step=int(step), lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
+                  decoupled=decoupled_weight_decay)
 
 
 _register_device()

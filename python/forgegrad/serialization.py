@@ -30,6 +30,13 @@ What can be saved:
   subclasses (OrderedDict, Counter) come back as dicts, namedtuples as tuples.
 
 Optional ``metadata`` (str -> str) is stored in the header and returned by ``load_metadata``.
+
+Devices: tensors on a device (``cuda``, any registered one) are copied to the host to be saved; the
+device of each such tensor is recorded in the reserved header entry ``"forgegrad.devices"``.
+``load(path)`` returns numpy arrays (host memory) as always; ``load(path, map_location=...)`` returns
+Tensors placed as torch's ``map_location`` says: a device name or ``forgegrad.device`` (every tensor
+there), a dict ``{saved device: device}`` (others stay on their saved device), or a callable
+``fn(tensor_on_cpu, saved_device) -> Tensor`` (None: the saved device).
 """
 from __future__ import annotations
 
@@ -39,9 +46,12 @@ import os
 from collections import OrderedDict
 from typing import BinaryIO, Dict, Mapping, Optional, Union
 
+import json
+
 import numpy as np
 
 from . import _checkpoint_structure as _structure
+from . import devices as _devices
 from . import _safetensors_read as _reader
 from ._atomic_io import atomic_write
 from .tensor import Tensor
@@ -49,6 +59,7 @@ from .tensor import Tensor
 __all__ = ["save", "load", "load_metadata"]
 
 PathLike = Union[str, "os.PathLike[str]", BinaryIO]
+DEVICES_KEY = "forgegrad.devices"  # header entry: {tensor name: device} for tensors saved from a device
 
 _INSTALL_HINT = 'forgegrad.save/load need the safetensors package: pip install "forgegrad[safetensors]"'
 
@@ -62,9 +73,17 @@ def _safetensors():
     return safetensors, stnp
 
 
-def _as_array(where: str, value) -> np.ndarray:
-    """The C-contiguous numpy array of an array leaf; ``where`` names it in errors (a key or key path)."""
+def _as_array(where: str, value, locations: Optional[Dict[int, str]] = None) -> np.ndarray:
+    """The C-contiguous numpy array of an array leaf; ``where`` names it in errors (a key or key path).
+    A tensor on another device is copied to the host; ``locations`` records its device by the copy's id."""
     arr = value._data if isinstance(value, Tensor) else np.asarray(value)  # Tensor and nn.Parameter
+    if not isinstance(arr, np.ndarray):
+        if not _devices.has_data(arr):
+            raise ValueError(f"forgegrad.save: value at {where} is a meta tensor, which has no values to save")
+        dev = _devices.device_of(arr)
+        arr = _devices.to_host(arr)
+        if locations is not None:
+            locations[id(arr)] = dev
     if arr.dtype.kind not in "fiub" or arr.dtype.itemsize > 8:
         raise TypeError(f"forgegrad.save: value at {where} has dtype {arr.dtype}, which safetensors cannot store")
     # safetensors reads raw memory from the data pointer: it must be C-contiguous. (Not
@@ -78,9 +97,10 @@ def _check_metadata(metadata) -> Optional[Dict[str, str]]:
     if not isinstance(metadata, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
                                                     for k, v in metadata.items()):
         raise TypeError("forgegrad.save: metadata must be a dict of str -> str")
-    if _structure.STRUCTURE_KEY in metadata:
-        raise ValueError(f"forgegrad.save: metadata key {_structure.STRUCTURE_KEY!r} is reserved (it holds the "
-                         "structure of nested checkpoints); use another key")
+    for key in (_structure.STRUCTURE_KEY, DEVICES_KEY):
+        if key in metadata:
+            raise ValueError(f"forgegrad.save: metadata key {key!r} is reserved (forgegrad's own header entries: "
+                             "the structure of nested checkpoints, the devices of saved tensors); use another key")
     return dict(metadata)
 
 
@@ -113,11 +133,19 @@ def save(state_dict: Mapping, path: PathLike, metadata: Optional[Mapping[str, st
         raise TypeError(f"forgegrad.save: expected a dict (e.g. model.state_dict(), or a nested dict such as "
                         f"{{'model': ..., 'optimizer': ...}}), got {type(state_dict).__name__}")
     meta = _check_metadata(metadata)
+    locations: Dict[int, str] = {}
+
+    def as_array(where, value):
+        return _as_array(where, value, locations)
+
     if _structure.is_flat(state_dict):
-        arrays = {key: _as_array(repr(key), value) for key, value in state_dict.items()}
+        arrays = {key: as_array(repr(key), value) for key, value in state_dict.items()}
     else:
-        arrays, structure = _structure.encode(state_dict, _as_array)
+        arrays, structure = _structure.encode(state_dict, as_array)
         meta = dict(meta or {}, **{_structure.STRUCTURE_KEY: structure})
+    if locations:
+        where = {name: locations[id(a)] for name, a in arrays.items() if id(a) in locations}
+        meta = dict(meta or {}, **{DEVICES_KEY: json.dumps(where, sort_keys=True)})
     if "__metadata__" in arrays:  # safetensors' reserved header key: the file would not load
         raise ValueError("forgegrad.save: the name '__metadata__' is reserved by the safetensors format "
                          "(it holds the header metadata); rename that entry")
@@ -161,9 +189,14 @@ def _corrupt(path, err) -> ValueError:
                       f"(corrupt or truncated file?): {err}")
 
 
-def load(path: PathLike):
+def load(path: PathLike, map_location=None):
     """Read a checkpoint written by ``save`` (or any safetensors file), from a path or a binary file
     object (read from its current position; left open).
+
+    ``map_location``: None (numpy arrays, below), or Tensors placed as torch's: a device name
+    ("cpu", "cuda", ...) or ``forgegrad.device``; a dict ``{saved device: device}``; a callable
+    ``fn(tensor_on_cpu, saved_device) -> Tensor or None`` (None: on its saved device). A tensor's
+    saved device is where it was when saved ("cpu" for files from elsewhere).
 
     Returns:
         For a flat checkpoint (or any plain safetensors file): an OrderedDict str -> numpy array,
@@ -187,6 +220,8 @@ def load(path: PathLike):
             loaded = _reader.read_tensors(f, entries)
         except _reader.CorruptFile as e:
             raise _corrupt(path, e) from None
+    if map_location is not None:
+        loaded = _placed(loaded, _saved_devices(meta, path), map_location)
     if _structure.STRUCTURE_KEY in meta:
         try:
             return _structure.decode(meta[_structure.STRUCTURE_KEY], loaded)
@@ -195,6 +230,48 @@ def load(path: PathLike):
                              f"{_structure.STRUCTURE_KEY!r} header entry is malformed (tampered or damaged "
                              f"file?): {e}") from None
     return OrderedDict(sorted(loaded.items()))  # each array owns its (writable) memory
+
+
+def _saved_devices(meta, path) -> Dict[str, str]:
+    text = meta.get(DEVICES_KEY)
+    if text is None:
+        return {}
+    try:
+        where = json.loads(text)
+    except ValueError:
+        where = None
+    if not isinstance(where, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in where.items()):
+        raise ValueError(f"forgegrad.load: {_name(path)} is not a valid forgegrad checkpoint: its {DEVICES_KEY!r} "
+                         "header entry is malformed")
+    return where
+
+
+def _placed(loaded: Dict[str, np.ndarray], saved: Dict[str, str], map_location) -> Dict[str, Tensor]:
+    """Each loaded array as a Tensor on the device map_location gives it."""
+    if isinstance(map_location, (str, _devices.device)):
+        target = _devices.device(map_location).type  # clear errors for unknown or unavailable devices
+        return {name: Tensor._wrap_exact(arr).to(target) for name, arr in loaded.items()}
+    if isinstance(map_location, Mapping):
+        out = {}
+        for name, arr in loaded.items():
+            where = saved.get(name, "cpu")
+            target = map_location.get(where, where)
+            out[name] = Tensor._wrap_exact(arr).to(_devices.device(target).type)
+        return out
+    if callable(map_location):
+        out = {}
+        for name, arr in loaded.items():
+            where = saved.get(name, "cpu")
+            t = map_location(Tensor._wrap_exact(arr), where)
+            if t is None:
+                t = Tensor._wrap_exact(arr).to(_devices.device(where).type)
+            elif not isinstance(t, Tensor):
+                raise TypeError(f"forgegrad.load: map_location returned {type(t).__name__} for {name!r}; expected a "
+                                "forgegrad Tensor or None")
+            out[name] = t
+        return out
+    raise TypeError("forgegrad.load: map_location must be a device (str or forgegrad.device), a dict "
+                    f"{{saved device: device}} or a callable, got {type(map_location).__name__}")
 
 
 def load_metadata(path: PathLike) -> Dict[str, str]:
@@ -207,4 +284,5 @@ def load_metadata(path: PathLike) -> Dict[str, str]:
         except _reader.CorruptFile as e:
             raise _corrupt(path, e) from None
     meta.pop(_structure.STRUCTURE_KEY, None)
+    meta.pop(DEVICES_KEY, None)
     return meta

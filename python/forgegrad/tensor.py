@@ -2,7 +2,9 @@
 
 The storage is ``t._data`` (``t.numpy()``), a numpy array shared without copies with the caller
 (``forgegrad.tensor(arr)``, ``t.numpy()``, ``np.asarray(t)``). Float data is float32; integer data
-(class labels, indices) is int64 and never requires grad; comparisons give bool tensors.
+(class labels, indices) is int64 and never requires grad; comparisons give bool tensors. On another
+device (``t.to("cuda")``, factories with ``device=``) the storage is that device's array, reached
+through forgegrad.devices (docs/devices.md); ``numpy()`` then refuses and ``cpu()`` copies.
 """
 from __future__ import annotations
 
@@ -28,6 +30,11 @@ def _to_storage(data, dtype=None, copy: bool = False) -> np.ndarray:
         data = data._data
     if type(data) is MetaArray:
         return data if dtype is None else data.astype(dtype)
+    if not isinstance(data, np.ndarray) and _devices.device_of(data) != "cpu":  # another device's array
+        if dtype is not None and np.dtype(dtype) != data.dtype:
+            raise TypeError(f"a {_devices.device_of(data)} array of dtype {data.dtype} cannot be stored as "
+                            f"{np.dtype(dtype)} here; cast the tensor with .to(dtype)")
+        return data
     if dtype is not None:
         want = np.dtype(dtype)
         arr = np.array(data, dtype=want, copy=copy) if copy else np.asarray(data, dtype=want)
@@ -44,7 +51,7 @@ def _to_storage(data, dtype=None, copy: bool = False) -> np.ndarray:
 
 
 class Tensor(TensorMethods):
-    """An n-dimensional array with automatic differentiation, on the CPU.
+    """An n-dimensional array with automatic differentiation, on the CPU or another device.
 
     Args:
         data: array-like. float data is stored as float32, integer data as int64.
@@ -71,11 +78,12 @@ class Tensor(TensorMethods):
         """Wrap a kernel output without any conversion (internal)."""
         t = cls.__new__(cls)
         if type(arr) is not np.ndarray or arr.dtype is not _F32:  # the common case skips both
-            if type(arr) is not np.ndarray and _devices.device_of(arr) != "cpu":
-                pass  # storage of another device (meta, cuda) is kept as it is
-            elif not isinstance(arr, np.ndarray):
+            on_device = type(arr) is not np.ndarray and _devices.device_of(arr) != "cpu"
+            if not on_device and not isinstance(arr, np.ndarray):
                 arr = np.asarray(arr)
-            if arr.dtype == np.float64:
+            # numpy's promotion to float64 is undone on the CPU (and in meta's shape rules); a device
+            # Function returns the dtype it means
+            if arr.dtype == np.float64 and (not on_device or type(arr) is MetaArray):
                 arr = arr.astype(np.float32)
         t._data = arr
         t.grad = None
@@ -88,7 +96,7 @@ class Tensor(TensorMethods):
     @classmethod
     def _wrap_exact(cls, arr) -> "Tensor":
         """Wrap an op's output keeping its dtype (float64 ops; internal)."""
-        if not isinstance(arr, np.ndarray) and type(arr) is not MetaArray:
+        if not isinstance(arr, np.ndarray) and _devices.device_of(arr) == "cpu":  # numpy scalars, lists
             arr = np.asarray(arr)
         t = cls.__new__(cls)
         t._data, t.grad, t._ctx, t._out_index, t._retains_grad, t.requires_grad = arr, None, None, 0, False, False
@@ -156,18 +164,28 @@ class Tensor(TensorMethods):
     def item(self):
         if self._data.size != 1:
             raise ValueError(f"item(): only one-element tensors can be converted, got shape {self.shape}")
-        return self._data.reshape(()).item()
+        return _devices.to_host(self._data).reshape(()).item()  # from a device: a copy to the host
+
+    def _host_only(self, what: str) -> None:
+        """numpy()/__array__ share the storage, so a tensor on another device refuses (as torch)."""
+        if type(self._data) is MetaArray:
+            raise RuntimeError(f"{what}: a meta tensor (shape {self.shape}) has no data")
+        dev = _devices.device_of(self._data)
+        raise TypeError(f"can't convert {dev} device type tensor to numpy. Use Tensor.cpu() to copy the tensor to "
+                        "host memory first.")
 
     def numpy(self) -> np.ndarray:
         """The storage array itself (no copy). Detach first if you will modify it."""
-        if type(self._data) is MetaArray:
-            raise RuntimeError(f"numpy(): a meta tensor (shape {self.shape}) has no data")
+        if not isinstance(self._data, np.ndarray):
+            self._host_only("numpy()")
         return self._data
 
     def tolist(self):
-        return self._data.tolist()
+        return _devices.to_host(self._data).tolist()
 
     def __array__(self, dtype=None, copy=None):
+        if not isinstance(self._data, np.ndarray):
+            self._host_only("__array__")
         if dtype is not None and np.dtype(dtype) != self._data.dtype:
             return self._data.astype(dtype)
         return self._data
@@ -176,7 +194,8 @@ class Tensor(TensorMethods):
         if type(self._data) is MetaArray:
             return f"tensor(..., device='meta', size={self.shape}" + (
                 f", dtype={self.dtype})" if self.dtype != np.float32 else ")")
-        body = np.array2string(self._data, separator=", ", precision=4, prefix="tensor(")
+        host = _devices.to_host(self._data)
+        body = np.array2string(host, separator=", ", precision=4, prefix="tensor(")
         extra = ""
         if self._ctx is not None:
             extra = f", grad_fn=<{type(self._ctx).__name__}Backward>"
@@ -184,12 +203,14 @@ class Tensor(TensorMethods):
             extra = ", requires_grad=True"
         if self._data.dtype != np.float32:
             extra = f", dtype={self._data.dtype}" + extra
+        if host is not self._data:  # torch's order: device, dtype, then the graph
+            extra = f", device='{_devices.device_of(self._data)}'" + extra
         return f"tensor({body}{extra})"
 
     def __bool__(self) -> bool:
         if self._data.size != 1:
             raise RuntimeError(f"Boolean value of a tensor with {self._data.size} values is ambiguous")
-        return bool(self._data.reshape(()))
+        return bool(self.item())
 
     def __hash__(self):
         return id(self)
@@ -248,11 +269,14 @@ class Tensor(TensorMethods):
         self.requires_grad = False
         return self
 
-    def _accumulate_grad(self, g: np.ndarray) -> None:
+    def _accumulate_grad(self, g) -> None:
         if self.grad is None:
-            self.grad = Tensor._wrap_exact(np.array(g, dtype=self._data.dtype, copy=True))
+            if isinstance(g, np.ndarray) or _devices.device_of(g) == "cpu":  # numpy arrays and scalars
+                self.grad = Tensor._wrap_exact(np.array(g, dtype=self._data.dtype, copy=True))
+            else:  # another device: a copy through its backend (the engine checked the dtype)
+                self.grad = Tensor._wrap_exact(_devices.copy(g))
         else:
-            self.grad._data = self.grad._data + g
+            self.grad._data = _devices.add(self.grad._data, g)
 
     def backward(self, gradient=None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's .grad.
@@ -269,9 +293,11 @@ class Tensor(TensorMethods):
                     f"grad can be implicitly created only for scalar outputs; backward() on a tensor of "
                     f"shape {self.shape} needs a gradient argument of that shape"
                 )
-            g = np.ones(self.shape, dtype=self._data.dtype)
+            dev = _devices.device_of(self._data)
+            g = np.ones(self.shape, dtype=self._data.dtype) if dev == "cpu" else \
+                _devices.full(self.shape, 1, self._data.dtype, dev)
         else:
-            g = _to_storage(gradient, self._data.dtype)
+            g = _seed_storage(gradient, self)
             if g.shape != self.shape:
                 raise ValueError(f"backward: gradient has shape {g.shape}, expected {self.shape}")
         from .autograd import run_backward
@@ -327,12 +353,14 @@ class Tensor(TensorMethods):
         return self._cast(np.bool_)
 
     def to(self, device_or_dtype=None, dtype=None, non_blocking=False, copy=False) -> "Tensor":
-        """to(dtype), to(device, dtype=None) or to(other) (other's device and dtype), as torch's."""
+        """to(dtype), to(device, dtype=None) or to(other) (other's device and dtype), as torch's.
+
+        Moving between devices is recorded by autograd (the gradient flows back to this tensor's
+        device) when this tensor requires grad."""
         if isinstance(device_or_dtype, Tensor):
             device_or_dtype, dtype = device_or_dtype.device, device_or_dtype.dtype
         device = None
-        if isinstance(device_or_dtype, _devices.device) or (
-                isinstance(device_or_dtype, str) and device_or_dtype.split(":")[0] in _devices.KNOWN_DEVICES):
+        if isinstance(device_or_dtype, _devices.device) or _devices.is_device_name(device_or_dtype):
             device = device_or_dtype
         elif device_or_dtype is not None:
             if dtype is not None:
@@ -341,8 +369,16 @@ class Tensor(TensorMethods):
         out = self
         if device is not None:
             dev = _devices.device(device).type  # a clear error for a device that is not available
-            data = _devices.transfer(self._data, dev)
-            out = self if data is self._data else Tensor._wrap_exact(data)
+            here = _devices.device_of(self._data)
+            if here == dev:
+                out = self
+            elif self.requires_grad and dev != "meta" and here != "meta":
+                from .grad_mode import is_grad_enabled
+                from .autograd import ToDevice
+                out = ToDevice.apply(self, dev) if is_grad_enabled() else Tensor._wrap_exact(
+                    _devices.transfer(self._data, dev))
+            else:
+                out = Tensor._wrap_exact(_devices.transfer(self._data, dev))
         if dtype is not None:
             out = out._cast(dtype)
         if copy and out is self:
@@ -352,8 +388,8 @@ class Tensor(TensorMethods):
     def cpu(self) -> "Tensor":
         return self.to("cpu")
 
-    def cuda(self) -> "Tensor":
-        return self.to("cuda")
+    def cuda(self, device=None) -> "Tensor":
+        return self.to("cuda" if device is None else device)
 
     def copy_(self, src) -> "Tensor":
         src = src if isinstance(src, Tensor) else Tensor(np.asarray(src))
@@ -364,7 +400,8 @@ class Tensor(TensorMethods):
         return inplace(self, compute, name, *others, cast=cast)
 
     def fill_(self, value) -> "Tensor":
-        return self._inplace(lambda t: Tensor._wrap_exact(np.full(t.shape, value, t._data.dtype)), "fill_")
+        return self._inplace(lambda t: Tensor._wrap_exact(
+            _devices.full(t.shape, value, t._data.dtype, _devices.device_of(t._data))), "fill_")
 
     def zero_(self) -> "Tensor":
         return self.fill_(0)
@@ -377,10 +414,28 @@ _TENSOR_TYPE_NAMES = {np.dtype(np.float32): "FloatTensor", np.dtype(np.float64):
 
 
 def _copy_result(t, src):
-    """copy_'s value: src broadcast to t's shape in t's dtype (recorded when src requires grad)."""
-    if src.requires_grad:
+    """copy_'s value: src broadcast to t's shape in t's dtype (recorded when src requires grad), on
+    t's device (copy_ copies across devices, as torch's)."""
+    if src.device != t.device and t.device != "meta":
+        src = src.to(t.device)
+    if src.requires_grad or not isinstance(src._data, np.ndarray):
         return src.to(t.dtype).expand(*t.shape) + 0  # + 0: a node of its own, even without a broadcast
     return Tensor._wrap_exact(np.broadcast_to(src._data, t.shape).astype(t._data.dtype))
+
+
+def _seed_storage(gradient, t: "Tensor"):
+    """backward(gradient)'s seed as storage on t's device, in t's dtype."""
+    here = _devices.device_of(t._data)
+    if isinstance(gradient, Tensor):
+        there = _devices.device_of(gradient._data)
+        if there != here:
+            raise RuntimeError(f"backward: the gradient is on {there} but the tensor is on {here}; move it with "
+                               f".to({here!r})")
+        if here != "cpu":
+            return gradient._cast(t._data.dtype)._data
+    elif here != "cpu":
+        return _devices.transfer(_to_storage(gradient, t._data.dtype), here)
+    return _to_storage(gradient, t._data.dtype)
 
 
 class _HookHandle:
@@ -401,14 +456,21 @@ class _HookHandle:
             _HookHandle.live -= 1
 
 
-def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
+def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor:
     """A tensor over ``data``. A float32 (or int64/bool) ndarray is shared, not copied.
 
     As torch.tensor: a float64 ndarray (or numpy float64 scalar) gives a float64 tensor, Python floats
-    give float32. (``Tensor(data)``, like torch.Tensor, always stores float data as float32.)"""
+    give float32. (``Tensor(data)``, like torch.Tensor, always stores float data as float32.)
+    ``device``: where the tensor lives (a copy of the data there); by default the default device
+    (``fg.device(...)``), except that under the meta device data given as values stays on the CPU."""
     if dtype is None and isinstance(data, (np.ndarray, np.float64)) and data.dtype == np.float64:
         dtype = np.float64
-    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+    t = Tensor(data, requires_grad=requires_grad, dtype=dtype)
+    if device is None:
+        dev = _devices.default_device()
+        if dev in ("cpu", "meta"):
+            return t
+    return placed(t, device)
 
 
 as_tensor = tensor
@@ -422,42 +484,77 @@ def _shape(shape) -> Tuple[int, ...]:
 
 def _on_meta(device) -> bool:
     """Whether a factory call creates its tensor on the meta device (explicitly or by default)."""
-    name = _devices.default_device() if device is None else _devices.device(device).type
-    return name == "meta"
+    return _target(device) == "meta"
+
+
+def _target(device) -> str:
+    """The device a factory creates its tensor on: ``device``, else the default device."""
+    if device is None:
+        return _devices.default_device()
+    if device == "cpu" and type(device) is str:
+        return "cpu"
+    return _devices.device(device).type  # a clear error for an unknown or unavailable device
+
+
+_NO_FILL = object()
+
+
+def _factory(device, shape, dt, host, requires_grad=False, fill=_NO_FILL) -> Tensor:
+    """A new tensor of ``shape``/``dt`` on ``device``: from ``host()`` (a numpy array) on the CPU; on
+    another device allocated there when the values are a constant ``fill`` (None: uninitialised),
+    else ``host()``'s values copied there (random factories draw the same numbers on every device)."""
+    dev = _target(device)
+    if dev == "meta":
+        return Tensor(MetaArray(shape, dt), requires_grad=requires_grad)
+    if dev == "cpu":
+        return Tensor(host(), requires_grad=requires_grad, dtype=dt)
+    if fill is None:
+        data = _devices.empty(shape, dt, dev)
+    elif fill is not _NO_FILL:
+        data = _devices.full(shape, fill, dt, dev)
+    else:
+        data = _devices.transfer(_to_storage(host(), dt), dev)
+    return Tensor(data, requires_grad=requires_grad)
+
+
+def placed(t: Tensor, device) -> Tensor:
+    """``t`` (made on the CPU) on ``device``, else on the default device unless that is meta (values given
+    on the CPU stay there); internal."""
+    dev = _devices.default_device() if device is None else _target(device)
+    if dev == "cpu" or (device is None and dev == "meta"):
+        return t
+    out = Tensor._wrap_exact(_devices.transfer(t._data, dev))
+    out.requires_grad = t.requires_grad
+    return out
 
 
 def zeros(*shape, requires_grad=False, dtype=np.float32, device=None) -> Tensor:
-    shape = _shape(shape)
-    if _on_meta(device):
-        return Tensor(MetaArray(shape, _dtypes.to_numpy(dtype)), requires_grad=requires_grad)
-    return Tensor(np.zeros(shape, dtype=_dtypes.to_numpy(dtype)), requires_grad=requires_grad, dtype=dtype)
+    shape, dt = _shape(shape), _dtypes.to_numpy(dtype)
+    return _factory(device, shape, dt, lambda: np.zeros(shape, dt), requires_grad, fill=0)
 
 
 def ones(*shape, requires_grad=False, dtype=np.float32, device=None) -> Tensor:
-    shape = _shape(shape)
-    if _on_meta(device):
-        return Tensor(MetaArray(shape, _dtypes.to_numpy(dtype)), requires_grad=requires_grad)
-    return Tensor(np.ones(shape, dtype=_dtypes.to_numpy(dtype)), requires_grad=requires_grad, dtype=dtype)
+    shape, dt = _shape(shape), _dtypes.to_numpy(dtype)
+    return _factory(device, shape, dt, lambda: np.ones(shape, dt), requires_grad, fill=1)
 
 
 def empty(*shape, requires_grad=False, dtype=np.float32, device=None) -> Tensor:
-    shape = _shape(shape)
-    if _on_meta(device):
-        return Tensor(MetaArray(shape, _dtypes.to_numpy(dtype)), requires_grad=requires_grad)
-    return Tensor(np.empty(shape, dtype=_dtypes.to_numpy(dtype)), requires_grad=requires_grad, dtype=dtype)
+    shape, dt = _shape(shape), _dtypes.to_numpy(dtype)
+    return _factory(device, shape, dt, lambda: np.empty(shape, dt), requires_grad, fill=None)
 
 
-def full(shape, fill_value, requires_grad=False, dtype=np.float32) -> Tensor:
-    return Tensor(np.full(_shape((shape,)), fill_value, dtype=_dtypes.to_numpy(dtype)), requires_grad=requires_grad,
-                  dtype=dtype)
+def full(shape, fill_value, requires_grad=False, dtype=np.float32, device=None) -> Tensor:
+    shape, dt = _shape((shape,)), _dtypes.to_numpy(dtype)
+    return _factory(device, shape, dt, lambda: np.full(shape, fill_value, dt), requires_grad, fill=fill_value)
 
 
-def arange(*args, dtype=None) -> Tensor:
-    return Tensor(np.arange(*args), dtype=dtype)
+def arange(*args, dtype=None, device=None, requires_grad=False) -> Tensor:
+    t = Tensor(np.arange(*args), dtype=dtype, requires_grad=requires_grad)
+    return placed(t, device)
 
 
-def eye(n, m=None) -> Tensor:
-    return Tensor(np.eye(n, m, dtype=np.float32))
+def eye(n, m=None, device=None) -> Tensor:
+    return placed(Tensor(np.eye(n, m, dtype=np.float32)), device)
 
 
 # ---- random numbers: one seeded generator for init, dropout and shuffling ---------------------
@@ -474,17 +571,13 @@ def _float_dtype(dtype) -> np.dtype:
 
 
 def randn(*shape, requires_grad=False, device=None, dtype=np.float32) -> Tensor:
-    dt = _float_dtype(dtype)
-    if _on_meta(device):
-        return Tensor(MetaArray(_shape(shape), dt), requires_grad=requires_grad)
-    return Tensor(_random.generator().standard_normal(_shape(shape), dtype=dt), requires_grad=requires_grad, dtype=dt)
+    dt, shape = _float_dtype(dtype), _shape(shape)
+    return _factory(device, shape, dt, lambda: _random.generator().standard_normal(shape, dtype=dt), requires_grad)
 
 
 def rand(*shape, requires_grad=False, device=None, dtype=np.float32) -> Tensor:
-    dt = _float_dtype(dtype)
-    if _on_meta(device):
-        return Tensor(MetaArray(_shape(shape), dt), requires_grad=requires_grad)
-    return Tensor(_random.generator().random(_shape(shape), dtype=dt), requires_grad=requires_grad, dtype=dt)
+    dt, shape = _float_dtype(dtype), _shape(shape)
+    return _factory(device, shape, dt, lambda: _random.generator().random(shape, dtype=dt), requires_grad)
 
 
 # ---- free functions over several tensors -------------------------------------------------------

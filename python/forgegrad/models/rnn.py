@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import nn
+from .. import devices, nn
 from .. import random as _random
 from ..autograd import no_grad
 from ..tensor import Tensor
@@ -63,14 +63,15 @@ class CharLSTM(nn.Module):
         if not ids:
             raise ValueError("CharLSTM.generate: prompt must hold at least one token id")
         gen = _random.generator()
+        dev = self.head.weight.device  # tokens go where the model is; the logits come back to sample on the host
         with no_grad():
-            logits = self.forward(Tensor(np.asarray([ids], np.int64)))
+            logits = self.forward(Tensor(np.asarray([ids], np.int64)).to(dev))
             state = self._last_state
             for _ in range(length):
-                z = logits._data[0, -1].astype(np.float64) / temperature
+                z = devices.to_host(logits._data)[0, -1].astype(np.float64) / temperature
                 p = np.exp(z - z.max())
                 nxt = int(gen.choice(self.vocab_size, p=p / p.sum()))
                 ids.append(nxt)
-                logits = self.forward(Tensor(np.asarray([[nxt]], np.int64)), state)
+                logits = self.forward(Tensor(np.asarray([[nxt]], np.int64)).to(dev), state)
                 state = self._last_state
         return ids

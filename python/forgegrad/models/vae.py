@@ -8,11 +8,12 @@ eps comes from forgegrad's seeded generator (``forgegrad.manual_seed``) or is pa
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from .. import nn
+from ..nn import functional as F
 from .._args import positive_int
 from .. import random as _random
 from ..autograd import Function, no_grad
@@ -38,11 +39,17 @@ class _VAEBase(nn.Module):
             if tuple(eps.shape) != tuple(mu.shape):
                 raise ValueError(f"{type(self).__name__}: eps must have shape {tuple(mu.shape)} (N, latent), "
                                  f"got {tuple(eps.shape)}")
+        if eps.device != mu.device and not mu.is_meta:  # drawn on the host: the same numbers on every device
+            eps = eps.to(mu.device)
         return mu + eps * (logvar * 0.5).exp()
 
     def _dtype(self):
         """The parameters' dtype (float32, or float64 after ``double()``): arrays are taken in it."""
-        return next(iter(self.parameters())).numpy().dtype
+        return next(iter(self.parameters()))._data.dtype
+
+    def _device(self):
+        p = next(iter(self.parameters()), None)
+        return None if p is None or p.is_meta else p.device
 
     def forward(self, x, eps=None):
         """Returns (reconstruction, mu, logvar); the reconstruction has x's shape, values in [0, 1].
@@ -57,13 +64,18 @@ class _VAEBase(nn.Module):
         """n samples decoded from z ~ N(0, I) drawn from forgegrad's generator (no graph)."""
         n = positive_int(n, "n", f"{type(self).__name__}.sample")
         z = Tensor._wrap_exact(_random.generator().standard_normal((n, self.latent), dtype=self._dtype()))
+        if self._device() is not None:
+            z = z.to(self._device())
         with no_grad():
             return self.decode(z)
 
     def reconstruct(self, x) -> Tensor:
         """Deterministic reconstruction: decode the posterior mean (no noise, no graph)."""
         with no_grad():
-            mu, _ = self.encode(x if isinstance(x, Tensor) else Tensor._wrap_exact(np.asarray(x, self._dtype())))
+            x = x if isinstance(x, Tensor) else Tensor._wrap_exact(np.asarray(x, self._dtype()))
+            if self._device() is not None:
+                x = x.to(self._device())
+            mu, _ = self.encode(x)
             return self.decode(mu)
 
 
@@ -238,7 +250,8 @@ class _NegativeELBO(Function):
         return g_recon, g_x, g_mu, g_logvar
 
 
-def vae_loss(recon: Tensor, x, mu: Tensor, logvar: Tensor, beta: float = 1.0, reconstruction: str = "bce") -> Tensor:
+def vae_loss(recon: Tensor, x, mu: Tensor, logvar: Tensor, beta: float = 1.0, reconstruction: str = "bce",
+             fused: Optional[bool] = None) -> Tensor:
     """Negative ELBO averaged per sample: (reconstruction error + beta * KL(q(z|x) || N(0, I))) / N.
 
     Args:
@@ -248,6 +261,10 @@ def vae_loss(recon: Tensor, x, mu: Tensor, logvar: Tensor, beta: float = 1.0, re
         beta: weight of the KL term (beta-VAE); 1 gives the ELBO.
         reconstruction: "bce" (Bernoulli likelihood, summed over features, log terms clamped at
             -100 as torch's binary_cross_entropy does) or "mse" (summed squared error).
+
+        fused: True: one autograd node on numpy arrays (CPU only, the fewest Python steps); False:
+            the registry's ops (binary_cross_entropy / mse_loss, exp, sums), which run on any device
+            that has them; None (default): fused on the CPU, the ops elsewhere.
 
     Returns a scalar Tensor, differentiable in recon, x, mu and logvar.
     """
@@ -266,7 +283,19 @@ def vae_loss(recon: Tensor, x, mu: Tensor, logvar: Tensor, beta: float = 1.0, re
     if x.dtype != recon.dtype or recon.dtype not in (np.float32, np.float64):
         raise TypeError(f"vae_loss: recon and x must both be float32 or both float64, got {recon.dtype} and "
                         f"{x.dtype}")
-    return _NegativeELBO.apply(recon, x, mu, logvar, beta=float(beta), reconstruction=reconstruction)
+    if fused is None:
+        fused = recon.device == "cpu"
+    if fused:
+        return _NegativeELBO.apply(recon, x, mu, logvar, beta=float(beta), reconstruction=reconstruction)
+    if x.device != recon.device:
+        x = x.to(recon.device)
+    n = recon.shape[0] if recon.ndim else 1
+    if reconstruction == "bce":
+        rec = F.binary_cross_entropy(recon, x, reduction="sum")
+    else:
+        rec = F.mse_loss(recon, x, reduction="sum")
+    kl = ((mu * mu + logvar.exp() - logvar - 1.0).sum()) * 0.5
+    return (rec + kl * float(beta)) / float(n)
 
 
 class VAELoss(nn.Module):

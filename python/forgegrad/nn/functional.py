@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import devices
 from .._validate import check_bool, check_float, check_int
 from ..ops.registry import _OPS
 from ..tensor import Tensor
@@ -96,7 +97,8 @@ def one_hot(tensor, num_classes: int = -1) -> Tensor:
     """int64 one-hot rows of ``tensor``'s class indices; ``num_classes=-1`` (only -1, as in torch) infers
     it as max + 1. Errors as torch's: RuntimeError for an empty tensor with -1, negative class values,
     values >= num_classes and any other negative num_classes."""
-    idx = _t(tensor, "tensor")._data
+    tensor = _t(tensor, "tensor")
+    idx = devices.to_host(tensor._data)  # the checks read values: from another device, a copy
     if idx.dtype.kind not in "iu":
         raise TypeError(f"one_hot: expected an integer tensor, got dtype {idx.dtype}")
     num_classes = check_int(num_classes, "num_classes")
@@ -113,7 +115,8 @@ def one_hot(tensor, num_classes: int = -1) -> Tensor:
         raise RuntimeError("one_hot: class values must be non-negative")
     if idx.size and idx.max() >= n:
         raise RuntimeError(f"one_hot: class values must be smaller than num_classes ({n}), got {int(idx.max())}")
-    return Tensor._wrap(np.eye(n, dtype=np.int64)[idx])
+    out = Tensor._wrap(np.eye(n, dtype=np.int64)[idx])
+    return out if isinstance(tensor._data, np.ndarray) else out.to(tensor.device)
 
 
 def __getattr__(name):

@@ -11,6 +11,7 @@ from typing import Optional
 import numpy as np
 
 from .. import random as _random
+from .. import devices
 from ..devices import has_data
 from ..tensor import Tensor
 
@@ -37,25 +38,36 @@ def calculate_gain(nonlinearity: str, param=None) -> float:
     raise ValueError(f"unsupported nonlinearity {nonlinearity!r}")
 
 
+def _write(t: Tensor, values: np.ndarray) -> Tensor:
+    """Give ``t`` the host ``values``: in place on the CPU; on another device a copy there replaces the
+    storage (the values are drawn on the host, so every device gets the CPU's numbers)."""
+    if isinstance(t._data, np.ndarray):
+        t._data[...] = values
+    else:
+        t._data = devices.transfer(np.ascontiguousarray(values, dtype=t._data.dtype), devices.device_of(t._data))
+    return t
+
+
 def uniform_(t: Tensor, a: float = 0.0, b: float = 1.0) -> Tensor:
     if not has_data(t._data):
         return t
     # drawn in float64 and rounded to the tensor's dtype (float32, or kept for a float64 tensor)
-    t._data[...] = _random.generator().uniform(a, b, size=t.shape).astype(t._data.dtype)
-    return t
+    return _write(t, _random.generator().uniform(a, b, size=t.shape).astype(t._data.dtype))
 
 
 def normal_(t: Tensor, mean: float = 0.0, std: float = 1.0) -> Tensor:
     if not has_data(t._data):
         return t
-    t._data[...] = (_random.generator().standard_normal(t.shape) * std + mean).astype(t._data.dtype)
-    return t
+    return _write(t, (_random.generator().standard_normal(t.shape) * std + mean).astype(t._data.dtype))
 
 
 def constant_(t: Tensor, val: float) -> Tensor:
     if not has_data(t._data):
         return t
-    t._data.fill(val)
+    if isinstance(t._data, np.ndarray):
+        t._data.fill(val)
+    else:
+        t._data = devices.full(t.shape, val, t._data.dtype, devices.device_of(t._data))
     return t
 
 

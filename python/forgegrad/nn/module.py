@@ -213,7 +213,7 @@ class Module:
             if set_to_none:
                 p.grad = None
             else:
-                p.grad._data.fill(0)
+                p.grad.zero_()
 
     # ---- state -------------------------------------------------------------------------------
     def state_dict(self, destination=None, prefix: str = "", keep_vars: bool = False) -> "OrderedDict[str, Tensor]":
@@ -253,7 +253,9 @@ class Module:
                 continue
             v = state_dict[k]
             arr = v._data if isinstance(v, Tensor) else np.asarray(v)
-            if not devices.has_data(arr):
+            if devices.has_data(arr):
+                arr = devices.to_host(arr)  # values from any device; copied to the target's below
+            else:
                 errors.append(f"no values for {k}: the state_dict holds a meta tensor (shape and dtype only)")
                 continue
             if arr.shape != target.shape:
@@ -269,10 +271,14 @@ class Module:
         if errors:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors))
         for target, arr in staged:
-            if devices.has_data(target._data):
+            if isinstance(target._data, np.ndarray):
                 target._data[...] = arr.astype(target._data.dtype, copy=False)
-            else:  # a meta tensor has no storage to copy into: loading gives it its values (on the CPU)
+            elif not devices.has_data(target._data):
+                # a meta tensor has no storage to copy into: loading gives it its values (on the CPU)
                 target._data = np.array(arr, dtype=target._data.dtype, copy=True)
+            else:  # on another device: the values copied there (the tensor object stays the same)
+                target._data = devices.transfer(np.ascontiguousarray(arr, dtype=target._data.dtype),
+                                                devices.device_of(target._data))
         for m in self.modules():  # layers that cache a form of their values (quantized: packed weights)
             m._post_load_state_dict()
         return IncompatibleKeys(missing, unexpected)
@@ -282,15 +288,17 @@ class Module:
         a derived form of its parameters or buffers drops it here."""
 
     # ---- devices -------------------------------------------------------------------------------
-    def to(self, device=None, dtype=None) -> "Module":
-        """Move every parameter and buffer to ``device`` ("cpu", "meta" or a ``forgegrad.device``), in place.
+    def to(self, device=None, dtype=None, non_blocking: bool = False) -> "Module":
+        """Move every parameter and buffer to ``device`` ("cpu", "meta", "cuda", any registered device or a
+        ``forgegrad.device``), in place: as torch's, each Parameter stays the same object (optimizers that
+        hold it keep working) and its storage, and its gradient's, moves.
 
         Moving to "meta" drops the values (each tensor keeps its shape and dtype; gradients are
         dropped), e.g. to summarise or shape-check a model without holding its weights. A meta
         tensor has no values to copy back, so moving a meta module to the CPU raises; give it values
-        with ``load_state_dict`` instead (which fills meta tensors). "cuda" raises: tensors do not
-        live on the GPU yet. Layers that create their weights on the first call (Dense, Conv2D
-        without an input size) create them on the device they were built on or last moved to.
+        with ``load_state_dict`` instead (which fills meta tensors). Layers that create their weights on
+        the first call (Dense, Conv2D without an input size) create them on the device they were built
+        on or last moved to.
         ``to(dtype)`` (``double()``, ``float()``): float parameters and buffers become float32 or float64
         (their gradients are dropped); a float64 model runs every op in float64 (numpy code where the
         C++ kernels are float32: correct, not fast; see docs/torch_compat.md) and the optimizers step
@@ -309,7 +317,9 @@ class Module:
                 raise TypeError(f"Module.to: parameters can be float32 or float64, not {want}")
             for t in list(self.parameters()) + list(self.buffers()):
                 if t._data.dtype.kind == "f" and t._data.dtype != want:
-                    t._data = t._data.astype(want)
+                    # on another device the cast op runs there (no graph: a fresh leaf's storage)
+                    t._data = t._data.astype(want) if isinstance(t._data, (np.ndarray, MetaArray)) else \
+                        Tensor._wrap_exact(t._data)._cast(want)._data
                     t.grad = None
         if device is None:
             return self
@@ -323,12 +333,19 @@ class Module:
                 raise RuntimeError(
                     f"Module.to({target!r}): {name!r} is on the meta device, which holds shapes and dtypes but no "
                     f"values to copy; build the model on {target!r}, or load values with load_state_dict")
-            if target != "meta":
-                raise RuntimeError(f"Module.to({target!r}): cannot move {name!r} from {here!r} to {target!r}")
             moving.append(t)
-        for t in moving:  # nothing changes unless every tensor can move
-            t._data = MetaArray(t.shape, t.dtype)
-            t.grad = None
+        if target == "meta":
+            for t in moving:  # nothing changes unless every tensor can move
+                t._data = MetaArray(t.shape, t.dtype)
+                t.grad = None
+        else:
+            # copy everything first: a failing copy leaves every tensor where it was
+            moved = [(t, devices.transfer(t._data, target),
+                      None if t.grad is None else devices.transfer(t.grad._data, target)) for t in moving]
+            for t, data, grad in moved:
+                t._data = data
+                if grad is not None:
+                    t.grad._data = grad
         for m in self.modules():  # layers that create their weights on first call (Dense, Conv2D)
             if "_param_device" in m.__dict__:
                 m._param_device = target
@@ -336,6 +353,9 @@ class Module:
 
     def cpu(self) -> "Module":
         return self.to("cpu")
+
+    def cuda(self, device=None) -> "Module":
+        return self.to("cuda" if device is None else device)
 
     def double(self) -> "Module":
         return self.to(np.float64)

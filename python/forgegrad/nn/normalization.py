@@ -42,10 +42,10 @@ class LayerNorm(Module):
             self.register_parameter("bias", None)
 
     def reset_parameters(self) -> None:
-        if self.weight is not None and not self.weight.is_meta:
-            self.weight._data.fill(1.0)
-        if self.bias is not None and not self.bias.is_meta:
-            self.bias._data.fill(0.0)
+        if self.weight is not None:
+            init.ones_(self.weight)  # meta tensors are left as they are
+        if self.bias is not None:
+            init.zeros_(self.bias)
 
     def forward(self, input):
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -69,8 +69,8 @@ class RMSNorm(Module):
             self.register_parameter("weight", None)
 
     def reset_parameters(self) -> None:
-        if self.weight is not None and not self.weight.is_meta:
-            self.weight._data.fill(1.0)
+        if self.weight is not None:
+            init.ones_(self.weight)
 
     def forward(self, input):
         return F.rms_norm(input, self.normalized_shape, self.weight, self.eps)
@@ -126,9 +126,13 @@ class _BatchNorm(Module):
         factor = 0.0 if self.momentum is None else self.momentum
         # on meta the counter has no value to advance (and the op computes shapes only)
         if self.training and self.track_running_stats and devices.has_data(self.num_batches_tracked._data):
-            self.num_batches_tracked._data[...] += 1
+            count = self.num_batches_tracked
+            if isinstance(count._data, np.ndarray):
+                count._data[...] += 1
+            else:  # on another device: the add op there (the counter is no graph's input)
+                count._data = (Tensor._wrap_exact(count._data) + 1)._data
             if self.momentum is None:  # cumulative moving average
-                factor = 1.0 / float(self.num_batches_tracked._data)
+                factor = 1.0 / float(count.item())
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         keep_stats = not self.training or self.track_running_stats
         return F.batch_norm(input, self.running_mean if keep_stats else None,

@@ -131,7 +131,7 @@ def _state_rows(s, order, B, H, dtype):
 
 def _check_lengths(lengths, B, Tn, cls):
     if isinstance(lengths, Tensor):
-        lengths = lengths._data
+        lengths = devices.to_host(lengths._data)  # lengths are read on the host (torch keeps them on the CPU)
     arr = np.asarray(lengths)
     if arr.dtype.kind not in "iu" or arr.shape != (B,):
         raise ValueError(f"{cls}: lengths must be {B} integers (one per batch entry), got {arr.dtype} array of "

@@ -34,11 +34,15 @@ class Embedding(Module):
             padding_idx = int(padding_idx) % self.num_embeddings
         self.padding_idx = padding_idx
         if _weight is None:
-            # on the default device (meta: no memory, nothing to initialise)
-            w = devices.empty((self.num_embeddings, self.embedding_dim))
+            # on the default device (meta: no memory, nothing to initialise); drawn on the host for any
+            # other device, so it gets the CPU's numbers
+            dev = devices.default_device()
+            w = devices.empty((self.num_embeddings, self.embedding_dim), device_name=dev if dev == "meta" else "cpu")
             init.normal_(Tensor._wrap(w))
             if padding_idx is not None and devices.has_data(w):
                 w[padding_idx] = 0.0
+            if dev not in ("cpu", "meta"):
+                w = devices.transfer(w, dev)
         else:
             w = np.asarray(_weight._data if isinstance(_weight, Tensor) else _weight, _float_dtype(_weight))
             if w.shape != (self.num_embeddings, self.embedding_dim):

@@ -106,9 +106,19 @@ class OpDef:
             raise ValueError(f"op {self.name!r}: gaps name unknown checks {sorted(unknown)}; checks are {CHECKS}")
 
     def add_device(self, device: str, function: type) -> None:
-        """Run this op on ``device`` with ``function`` (its forward/backward take that device's arrays)."""
+        """Run this op on ``device`` with ``function`` (its forward/backward take that device's arrays,
+        and return that device's arrays: gradients in their input's dtype). Its no-graph kernel is
+        ``set_inference(device, kernel)`` (without one, no_grad runs ``function.forward``)."""
         self.functions[device] = function
         function.op = self
+        function.inference = self.inference.get(device)
+
+    def remove_device(self, device: str) -> None:
+        """Undo add_device (and set_inference) for ``device``."""
+        if device == "cpu":
+            raise ValueError(f"op {self.name!r}: the cpu Function cannot be removed")
+        self.functions.pop(device, None)
+        self.inference.pop(device, None)
 
     def set_inference(self, device: str, kernel: Callable) -> None:
         """Install the no-graph forward kernel of this op on ``device`` (same arguments as forward)."""

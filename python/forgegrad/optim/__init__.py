@@ -4,7 +4,9 @@ SGD, Adam and AdamW update float32 parameters in one fused, multithreaded C++ pa
 gradient and state (forgegrad.kernels.optim), bit-identical for any thread count, and float64
 parameters in numpy (torch's single-tensor math, in float64); Adagrad, RMSprop and Adadelta are
 in-place numpy passes in the parameter's dtype, in torch's operation order; LBFGS works on the flat
-parameter vector. State buffers have their parameter's dtype, as torch's.
+parameter vector. State buffers have their parameter's dtype, as torch's. Each update is looked up
+per device in forgegrad.optim.kernels, so parameters are updated where they live (a device adds its
+updates there; LBFGS is CPU-only).
 """
 from . import lr_scheduler
 from .adam import Adam, AdamW

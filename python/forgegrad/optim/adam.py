@@ -6,7 +6,6 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from ..kernels import optim as _k
 from .optimizer import Optimizer, _new_step, _state_array, _zeros_like
 
 __all__ = ["Adam", "AdamW"]
@@ -86,12 +85,13 @@ class Adam(Optimizer):
         kw = dict(lr=float(group["lr"]), beta1=float(beta1), beta2=float(beta2), eps=float(group["eps"]),
                   weight_decay=float(group["weight_decay"]),
                   decoupled_weight_decay=bool(group["decoupled_weight_decay"]), maximize=bool(group["maximize"]))
+        adam_step = self._kernel("adam", pairs)
         if group.get("foreach") is False:
             for i in range(len(params)):
-                _k.adam_step([params[i]], [grads[i]], [exp_avgs[i]], [exp_avg_sqs[i]],
+                adam_step([params[i]], [grads[i]], [exp_avgs[i]], [exp_avg_sqs[i]],
                              [maxes[i]] if amsgrad else None, [steps[i]], **kw)
         else:
-            _k.adam_step(params, grads, exp_avgs, exp_avg_sqs, maxes if amsgrad else None, steps, **kw)
+            adam_step(params, grads, exp_avgs, exp_avg_sqs, maxes if amsgrad else None, steps, **kw)
 
 
 def _adam_step_float64(group, state, param, grad, step):

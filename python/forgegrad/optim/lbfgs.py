@@ -175,6 +175,10 @@ class LBFGS(Optimizer):
         if closure is None:
             raise ValueError("LBFGS.step needs a closure that clears the gradients, computes the loss, calls "
                              "backward() and returns the loss")
+        for p in self._params:  # the flat vector and its history are numpy arrays
+            if not isinstance(p._data, np.ndarray):
+                raise NotImplementedError(f"LBFGS has no kernel for device {p.device.type!r} (it runs on the CPU "
+                                          "only: its flat parameter vector is a numpy array)")
         group = self.param_groups[0]
         f = self._flat_dtype().type  # scalars in the vector's dtype, as torch's
         lr, max_iter, max_eval = group["lr"], group["max_iter"], group["max_eval"]

@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from .. import devices as _devices
 from ..autograd import enable_grad
 from ..tensor import Tensor
 
@@ -147,7 +148,11 @@ class Optimizer:
                 else:
                     p.grad._ctx = None
                     p.grad.requires_grad = False
-                    p.grad._data[...] = 0
+                    if isinstance(p.grad._data, np.ndarray):
+                        p.grad._data[...] = 0
+                    else:  # another device: fresh zeros through its backend
+                        p.grad._data = _devices.zeros(p.grad.shape, p.grad._data.dtype,
+                                                      _devices.device_of(p.grad._data))
 
     def step(self, closure: Optional[Callable[[], Any]] = None):
         """Perform one optimization step over every parameter that has a gradient; ``closure``
@@ -155,14 +160,20 @@ class Optimizer:
         loss = self._run_closure(closure)
         for group in self.param_groups:
             pairs = self._params_with_grad(group)
-            if pairs:
-                self._step_group(group, pairs)
+            for part in _by_device(pairs):  # one update per device holding parameters of the group
+                self._step_group(group, part)
         return loss
 
     def _step_group(self, group: Dict[str, Any], pairs) -> None:
-        """Update one param group; ``pairs`` are its (param, grad array) that have a gradient.
-        Each optimizer implements this (or overrides step itself)."""
+        """Update one param group; ``pairs`` are its (param, grad array) that have a gradient, all on one
+        device (``_kernel`` finds the update there). Each optimizer implements this (or overrides step)."""
         raise NotImplementedError
+
+    def _kernel(self, name: str, pairs):
+        """The ``name`` update (forgegrad.optim.kernels) for the device of ``pairs``."""
+        from .kernels import kernel
+        p = pairs[0][0]._data
+        return kernel(name, "cpu" if isinstance(p, np.ndarray) else _devices.device_of(p), type(self).__name__)
 
     @staticmethod
     def _run_closure(closure):
@@ -181,7 +192,13 @@ class Optimizer:
         for p in group["params"]:
             g = p.grad
             if g is not None:
-                out.append((p, g._data if isinstance(g, Tensor) else np.asarray(g)))
+                g = g._data if isinstance(g, Tensor) else np.asarray(g)
+                if type(g) is not np.ndarray or type(p._data) is not np.ndarray:
+                    here, there = _devices.device_of(p._data), _devices.device_of(g)
+                    if here != there:
+                        raise RuntimeError(f"optimizer: a parameter of shape {tuple(p.shape)} is on {here} but its "
+                                           f"gradient is on {there}")
+                out.append((p, g))
         return out
 
     # ---- state_dict -----------------------------------------------------------------------------
@@ -256,17 +273,18 @@ class Optimizer:
         for k, v in value.items():
             if v is None:
                 out[k] = None
-            elif k in _SCALAR_STATE_KEYS:
-                arr = np.array(v._data if isinstance(v, Tensor) else v, dtype=np.float32)
+            elif k in _SCALAR_STATE_KEYS:  # the step count stays on the CPU, as torch's
+                arr = np.array(_devices.to_host(v._data) if isinstance(v, Tensor) else v, dtype=np.float32)
                 if arr.size != 1:
                     raise ValueError(f"state[{index}][{k!r}] must be a scalar, got shape {arr.shape}")
                 out[k] = Tensor._wrap(arr.reshape(()))
             elif isinstance(v, (np.ndarray, Tensor)) or hasattr(v, "__array__"):
-                arr = np.array(v._data if isinstance(v, Tensor) else v, dtype=param._data.dtype, order="C")
+                arr = np.array(_devices.to_host(v._data) if isinstance(v, Tensor) else v, dtype=param._data.dtype,
+                               order="C")
                 if arr.shape != param._data.shape:
                     raise ValueError(f"state[{index}][{k!r}] has shape {arr.shape}, but its parameter has shape "
                                      f"{param._data.shape}")
-                out[k] = Tensor._wrap_exact(arr)
+                out[k] = Tensor._wrap_exact(_devices.transfer(arr, _devices.device_of(param._data)))  # where it lives
             else:
                 out[k] = copy.deepcopy(v)
         return out
@@ -276,10 +294,26 @@ def _new_step() -> Tensor:
     return Tensor._wrap(np.zeros((), np.float32))
 
 
-def _zeros_like(p: Tensor) -> Tensor:
-    # C order whatever the parameter's layout: the kernels read state contiguously. The state has
-    # the parameter's dtype (float64 parameters keep float64 moments, as torch).
-    return Tensor._wrap_exact(np.zeros(p._data.shape, p._data.dtype))
+def _by_device(pairs):
+    """``pairs`` split by the device of their parameters (one part on the CPU in the common case)."""
+    if not pairs:
+        return []
+    if all(type(p._data) is np.ndarray for p, _ in pairs):
+        return [pairs]
+    parts: Dict[str, list] = {}
+    for pair in pairs:
+        parts.setdefault(_devices.device_of(pair[0]._data), []).append(pair)
+    return list(parts.values())
+
+
+def _zeros_like(p: Tensor, value: float = 0.0) -> Tensor:
+    """A state buffer of p's shape and dtype (float64 parameters keep float64 moments, as torch) on p's
+    device, filled with ``value``."""
+    dt = p._data.dtype
+    if isinstance(p._data, np.ndarray):
+        # C order whatever the parameter's layout: the kernels read state contiguously.
+        return Tensor._wrap_exact(np.full(p._data.shape, value, dt) if value else np.zeros(p._data.shape, dt))
+    return Tensor._wrap_exact(_devices.full(p._data.shape, value, dt, _devices.device_of(p._data)))
 
 
 def _state_array(state: Dict[str, Any], key: str, p: Tensor) -> np.ndarray:
@@ -287,4 +321,6 @@ def _state_array(state: Dict[str, Any], key: str, p: Tensor) -> np.ndarray:
     t = state.get(key)
     if t is None:
         t = state[key] = _zeros_like(p)
+    elif type(t._data) is not type(p._data):  # the parameter moved (Module.to) after its state was made
+        t._data = _devices.transfer(t._data, _devices.device_of(p._data))
     return t._data

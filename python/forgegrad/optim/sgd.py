@@ -6,7 +6,6 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from ..kernels import optim as _k
 from .optimizer import Optimizer, _state_array
 
 __all__ = ["SGD"]
@@ -96,8 +95,9 @@ class SGD(Optimizer):
         kw = dict(lr=float(group["lr"]), momentum=momentum, dampening=float(group["dampening"]),
                   weight_decay=float(group["weight_decay"]), nesterov=bool(group["nesterov"]),
                   maximize=bool(group["maximize"]))
+        sgd_step = self._kernel("sgd", pairs)
         if group.get("foreach") is False:
             for i in range(len(params)):
-                _k.sgd_step([params[i]], [grads[i]], None if bufs is None else [bufs[i]], init[i:i + 1], **kw)
+                sgd_step([params[i]], [grads[i]], None if bufs is None else [bufs[i]], init[i:i + 1], **kw)
         else:
-            _k.sgd_step(params, grads, bufs, init, **kw)
+            sgd_step(params, grads, bufs, init, **kw)

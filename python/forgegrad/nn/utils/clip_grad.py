@@ -6,8 +6,10 @@ from typing import Iterable, Union
 
 import numpy as np
 
+from ... import devices as _devices
+from ...grad_mode import no_grad
 from ...kernels import optim as _k
-from ...tensor import Tensor
+from ...tensor import Tensor, stack
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
 
@@ -36,7 +38,11 @@ def clip_grad_norm_(parameters: _Params, max_norm: float, norm_type: float = 2.0
     then rounded to float32 as in torch, and every gradient is multiplied by that coefficient.
 
     With a float64 gradient among them everything is in float64, in numpy (as torch: the stacked
-    norms promote). Returns the total norm (before clipping) as a 0-d float32 (float64) Tensor. With
+    norms promote). Gradients on another device: each norm is computed there by the registry's ops
+    (in float32), the norms of a device come to the host together, and each gradient is scaled there by
+    the ``mul`` op; the returned norm is on the device of the first gradient.
+
+    Returns the total norm (before clipping) as a 0-d float32 (float64) Tensor. With
     ``error_if_nonfinite=True`` a NaN or infinite total raises RuntimeError and nothing is scaled.
     ``foreach`` is accepted for compatibility.
     """
@@ -45,9 +51,10 @@ def clip_grad_norm_(parameters: _Params, max_norm: float, norm_type: float = 2.0
     max_norm = float(max_norm)
     if not grads:
         return Tensor._wrap(np.zeros((), np.float32))
-    if any(g._data.dtype == np.float64 for g in grads):
+    on_cpu = all(isinstance(g._data, np.ndarray) for g in grads)
+    if on_cpu and any(g._data.dtype == np.float64 for g in grads):
         return _clip_float64(grads, max_norm, norm_type, error_if_nonfinite)
-    norms = _k.vector_norms([g._data for g in grads], norm_type)
+    norms = _k.vector_norms([g._data for g in grads], norm_type) if on_cpu else _norms(grads, norm_type)
     if norm_type == math.inf:
         total = max(norms) if not any(math.isnan(n) for n in norms) else math.nan
     else:
@@ -61,8 +68,43 @@ def clip_grad_norm_(parameters: _Params, max_norm: float, norm_type: float = 2.0
         coef = np.float32(max_norm) / (total32 + np.float32(1e-6))
         coef = np.float32(min(coef, np.float32(1.0))) if not np.isnan(coef) else coef
         for g in grads:
-            g._data *= coef
-    return Tensor._wrap(np.array(total32, dtype=np.float32))
+            if isinstance(g._data, np.ndarray):
+                g._data *= coef
+            else:
+                with no_grad():
+                    g._data = (Tensor._wrap_exact(g._data) * float(coef))._data
+    out = Tensor._wrap(np.array(total32, dtype=np.float32))
+    return out if on_cpu else out.to(grads[0].device)
+
+
+def _device_norm(g: Tensor, norm_type: float) -> Tensor:
+    """The norm of one gradient on its device, through registry ops (a 0-d float32 tensor there)."""
+    if norm_type == math.inf:
+        return g.abs().amax()
+    if norm_type == 2.0:
+        return (g * g).sum().sqrt()
+    if norm_type == 1.0:
+        return g.abs().sum()
+    return (g.abs() ** norm_type).sum() ** (1.0 / norm_type)
+
+
+def _norms(grads, norm_type: float):
+    """Each gradient's norm as a Python float: the CPU's by the C++ reduction, each other device's
+    computed there and copied to the host in one transfer."""
+    out = [0.0] * len(grads)
+    by_device = {}
+    for i, g in enumerate(grads):
+        by_device.setdefault(_devices.device_of(g._data) if not isinstance(g._data, np.ndarray) else "cpu",
+                             []).append(i)
+    with no_grad():
+        for dev, idx in by_device.items():
+            if dev == "cpu":
+                values = _k.vector_norms([grads[i]._data for i in idx], norm_type)
+            else:
+                values = stack([_device_norm(Tensor._wrap_exact(grads[i]._data), norm_type) for i in idx]).tolist()
+            for i, v in zip(idx, values):
+                out[i] = float(v)
+    return out
 
 
 def _norm(v: np.ndarray, norm_type: float) -> float:
@@ -94,4 +136,8 @@ def clip_grad_value_(parameters: _Params, clip_value: float, foreach=None) -> No
     """Clamp every gradient of ``parameters`` in place to ``[-clip_value, clip_value]``."""
     clip_value = float(clip_value)
     for g in _grads(parameters):
-        np.clip(g._data, -clip_value, clip_value, out=g._data)
+        if isinstance(g._data, np.ndarray):
+            np.clip(g._data, -clip_value, clip_value, out=g._data)
+        else:  # another device: the clamp op there
+            with no_grad():
+                g._data = Tensor._wrap_exact(g._data).clamp(-clip_value, clip_value)._data

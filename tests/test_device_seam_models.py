@@ -1,0 +1,133 @@
+"""The model zoo on the seam test device (tests/device_seam_helpers.py): trained or run there, every
+model gives the CPU's bits, and a training step copies nothing back to the host."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import device_seam_helpers as seam
+import forgegrad as fg
+import forgegrad.nn.functional as F
+from forgegrad import models, optim
+
+DEV = seam.DEVICE
+host = seam.host
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _seam_device():
+    with seam.registered():
+        yield
+
+
+def _same(a, b):
+    np.testing.assert_array_equal(host(a), host(b))
+
+
+# ---- the zoo trains on the device to the CPU's bits ----------------------------------------------------------
+def _zoo(name):
+    from forgegrad.models.vae import vae_loss
+    rng = np.random.default_rng(0)
+    if name == "mlp":
+        return models.MLP(12, hidden=(16,), out_features=3), rng.standard_normal((8, 12)), "ce"
+    if name == "lenet":
+        return models.LeNet(1, 4, input_size=8, hidden=16), rng.standard_normal((4, 1, 8, 8)), "ce"
+    if name == "lstm":
+        return models.SequenceClassifier(5, hidden_size=6, num_classes=3), rng.standard_normal((4, 7, 5)), "ce"
+    return models.VAE(input_dim=12, hidden=(8,), latent=3), rng.random((6, 12)), vae_loss
+
+
+def _train_zoo(name, device, steps=3):
+    fg.manual_seed(0)
+    model, x, loss_kind = _zoo(name)
+    model.to(device)
+    opt = optim.Adam(model.parameters(), lr=0.01)
+    x = fg.tensor(x.astype(np.float32)).to(device)
+    y = fg.tensor(np.arange(x.shape[0]) % 3).to(device)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        if loss_kind == "ce":
+            loss = F.cross_entropy(model(x), y)
+        else:
+            recon, mu, logvar = model(x)
+            loss = loss_kind(recon, x, mu, logvar, fused=False)  # the registry ops, on both devices
+        loss.backward()
+        opt.step()
+        losses.append(loss)
+    return model, [loss.item() for loss in losses]
+
+
+@pytest.mark.parametrize("name", ["mlp", "lenet", "lstm", "vae"])
+def test_zoo_models_train_on_the_device_as_on_the_cpu(name):
+    ref, ref_losses = _train_zoo(name, "cpu")
+    before = seam.BACKEND.host_copies
+    got, losses = _train_zoo(name, DEV)
+    # the only host copies: each step's loss.item() at the end (a step itself copies nothing back)
+    assert seam.BACKEND.host_copies - before == len(losses)
+    assert losses == ref_losses
+    for p, r in zip(got.parameters(), ref.parameters()):
+        assert p.device == DEV
+        np.testing.assert_array_equal(host(p), host(r))
+    with fg.no_grad():  # evaluation without a graph: the inference kernels on the device
+        got.eval()
+        ref.eval()
+        x = _zoo(name)[1].astype(np.float32)
+        out_ref, out_dev = ref(fg.tensor(x)), got(fg.tensor(x).to(DEV))
+        if name == "vae":
+            out_ref, out_dev = out_ref[1], out_dev[1]  # mu (the sample is random)
+        _same(out_dev, out_ref)
+
+
+OTHER = {
+    "gru": (lambda: models.create("gru", input_size=5, num_classes=3), lambda: fg.randn(2, 4, 5)),
+    "char_lstm": (lambda: models.create("char_lstm", vocab_size=11, embed_dim=8, hidden_size=8),
+                  lambda: fg.randint(0, 11, (2, 6))),
+    "gpt": (lambda: models.create("gpt", vocab_size=17, n_embd=16, n_head=2, n_layer=1, block_size=16),
+            lambda: fg.randint(0, 17, (2, 6))),
+    "transformer_classifier": (lambda: models.create("transformer_classifier", vocab_size=17, num_classes=3,
+                                                     d_model=16, nhead=2, num_layers=1, dim_feedforward=32),
+                               lambda: fg.randint(0, 17, (2, 6))),
+    "conv_vae": (lambda: models.create("conv_vae", in_channels=1, image_size=8, latent=4, hidden=16),
+                 lambda: fg.rand(2, 1, 8, 8)),
+}
+
+
+def _forward_backward(name, device):
+    make_model, make_input = OTHER[name]
+    fg.manual_seed(0)
+    model, x = make_model(), make_input()
+    model.to(device)
+    fg.manual_seed(1)  # dropout and the VAE's noise draw the same numbers on both sides
+    out = model(x.to(device))
+    out = out[0] if isinstance(out, tuple) else out
+    (out * out).sum().backward()
+    with fg.no_grad():
+        model.eval()
+        fg.manual_seed(1)
+        inference = model(x.to(device))
+    inference = inference[0] if isinstance(inference, tuple) else inference
+    return out, inference, [p.grad for p in model.parameters()]
+
+
+@pytest.mark.parametrize("name", list(OTHER))
+def test_other_zoo_models_run_on_the_device_as_on_the_cpu(name):
+    (out_c, inf_c, grads_c), (out_s, inf_s, grads_s) = _forward_backward(name, "cpu"), _forward_backward(name, DEV)
+    assert out_s.device == DEV and inf_s.device == DEV
+    _same(out_s, out_c)
+    _same(inf_s, inf_c)
+    for gs, gc in zip(grads_s, grads_c):
+        assert (gs is None) == (gc is None)
+        if gs is not None:
+            assert gs.device == DEV
+            _same(gs, gc)
+
+
+def test_char_lstm_generates_the_same_tokens_on_the_device():
+    fg.manual_seed(0)
+    model = models.create("char_lstm", vocab_size=11, embed_dim=8, hidden_size=8)
+    fg.manual_seed(1)
+    want = model.generate([1, 2], 8)
+    model.to(DEV)
+    fg.manual_seed(1)
+    assert model.generate([1, 2], 8) == want
