@@ -372,6 +372,8 @@ def _register_device() -> None:
     array_type = getattr(_C.cuda, "DeviceArray", None) if is_built() else None
     devices.register_device("cuda", array_type, CudaBackend())
     from .optim import kernels as optim_kernels
+    from . import cuda_optim
+    cuda_optim.register()  # multi-tensor Adam/AdamW/SGD (one launch over all parameters) in a CUDA build
     if "cuda" not in optim_kernels.devices_of("adam"):  # a multi-tensor kernel registered first is kept
         optim_kernels.register_kernel("adam", "cuda", _adam_kernel)
 
