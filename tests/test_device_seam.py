@@ -543,13 +543,17 @@ def test_cuda_without_a_gpu_fails_clearly_everywhere(tmp_path):
 
 
 def test_cuda_adam_kernel_maps_the_table_signature_onto_cuda_adam_step(monkeypatch):
-    """The cuda "adam" entry of the optimizer table calls forgegrad.cuda.adam_step once per parameter with
-    the table's hyper-parameters; checked with adam_step replaced by the CPU kernel (no GPU here)."""
+    """The per-parameter cuda Adam (the table's cuda entry where no multi-tensor kernel is built) calls
+    forgegrad.cuda.adam_step once per parameter with the table's hyper-parameters; checked with adam_step
+    replaced by the CPU kernel (no GPU here). In a CUDA build the table holds the multi-tensor kernel."""
+    from forgegrad import cuda_optim
+    if fg._C.cuda_pointwise.built:
+        assert optim_kernels.kernel("adam", "cuda") is cuda_optim.adam_step
     def cpu_adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr, betas, eps, weight_decay, decoupled):
         fg.kernels.optim.adam_step([param], [grad], [exp_avg], [exp_avg_sq], None, [step], lr=lr, beta1=betas[0],
                                    beta2=betas[1], eps=eps, weight_decay=weight_decay, decoupled_weight_decay=decoupled)
     monkeypatch.setattr(fcuda, "adam_step", cpu_adam_step)
-    kernel = optim_kernels.kernel("adam", "cuda")
+    kernel = fcuda._adam_kernel
     rng = np.random.default_rng(0)
     kw = dict(lr=0.01, beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.1, decoupled_weight_decay=True, maximize=False)
     arrays = [rng.standard_normal((2, 3, 4)).astype(np.float32) for _ in range(4)]

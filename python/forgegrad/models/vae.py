@@ -32,10 +32,10 @@ class _VAEBase(nn.Module):
         """z = mu + eps * exp(0.5 * logvar). eps: (N, latent) array/Tensor, or None to draw it."""
         if eps is None:
             # drawn in mu's dtype (a float64 model samples in float64)
-            eps = Tensor._wrap_exact(_random.generator().standard_normal(mu.shape, dtype=mu.numpy().dtype))
+            eps = Tensor._wrap_exact(_random.generator().standard_normal(mu.shape, dtype=mu._data.dtype))
         else:
             # an array is taken in the model's dtype (mu's), as the noise it stands for
-            eps = eps if isinstance(eps, Tensor) else Tensor._wrap_exact(np.asarray(eps, mu.numpy().dtype))
+            eps = eps if isinstance(eps, Tensor) else Tensor._wrap_exact(np.asarray(eps, mu._data.dtype))
             if tuple(eps.shape) != tuple(mu.shape):
                 raise ValueError(f"{type(self).__name__}: eps must have shape {tuple(mu.shape)} (N, latent), "
                                  f"got {tuple(eps.shape)}")
@@ -273,7 +273,7 @@ def vae_loss(recon: Tensor, x, mu: Tensor, logvar: Tensor, beta: float = 1.0, re
     if not np.isfinite(beta) or beta < 0:
         raise ValueError(f"vae_loss: beta must be a finite number >= 0, got {beta}")
     if not isinstance(x, Tensor):
-        x = Tensor._wrap_exact(np.asarray(x, recon.numpy().dtype))
+        x = Tensor._wrap_exact(np.asarray(x, recon._data.dtype))
     if x.numel() != recon.numel():
         raise ValueError(f"vae_loss: x has shape {tuple(x.shape)} but recon has shape {tuple(recon.shape)}")
     if tuple(x.shape) != tuple(recon.shape):
