@@ -45,7 +45,21 @@ def _qparams_from(m):
 
 
 def _torch_quantized_like(qm, x):
-    """torch.ao.nn.quantized Linear/Conv2d with qm's int8 weights and qparams, run on x."""
+    """torch.ao.nn.quantized Linear/Conv2d with qm's int8 weights and qparams, run on x.
+
+    On torch's qnnpack engine, which sums u8 x s8 exactly on every CPU as our kernels do. torch's
+    default x86/fbgemm (and onednn) engines run vpmaddubsw on AVX2-only CPUs, whose int16 pair sums
+    saturate with full 8-bit activations: on an AVX2-only Zen 4 their conv output was up to 46 output
+    steps off the exact result."""
+    engine = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "qnnpack"  # weights are prepacked for the engine set at set_weight_bias
+    try:
+        return _torch_quantized_run(qm, x)
+    finally:
+        torch.backends.quantized.engine = engine
+
+
+def _torch_quantized_run(qm, x):
     import torch.ao.nn.quantized as nnq
 
     sx, zx, so, zo = _qparams_from(qm)

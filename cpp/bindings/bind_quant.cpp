@@ -4,6 +4,8 @@
 //   linear_dynamic(x f32 (M, K), packed, colsum, w_scale, bias, reduce_range, relu) -> f32 (M, N)
 //   linear_u8(a u8 (M, K), a_scale, a_zp, packed, colsum, w_scale, bias, relu, out_scale, out_zp)
 //       -> f32 (M, N), or u8 (M, N) requantized when out_scale is given
+//   conv2d_f32(x f32 (N, C, H, W), x_scale, x_zp, packed, colsum, w_scale, bias, weight_shape, stride,
+//              padding (t, b, l, r), dilation, out_scale, out_zp) -> f32 (N, OC, OH, OW): static int8 Conv2d
 //   linear_weight_only(x f32 (M, K), w s8 (N, K), w_scale f32 (N,), bias) -> f32 (M, N)  (weight-only int8)
 //   rnn_dynamic_layer(mode, gi, packed_hh, colsum, w_scale, bias, h0, c0, reverse, reduce_range)
 //       -> (y, h_n, c_n | None): one direction of a dynamic-int8 LSTM (0) / GRU (1) layer
@@ -16,8 +18,11 @@
 #include <vector>
 
 #include "forgegrad/bindings.h"
+#include "forgegrad/checked.h"
+#include "forgegrad/conv.h"
 #include "forgegrad/cpu.h"
 #include "forgegrad/py_array.h"
+#include "forgegrad/qconv.h"
 #include "forgegrad/qgemm.h"
 #include "forgegrad/rnn.h"
 
@@ -261,6 +266,75 @@ py::array linear_u8(const py::handle& a, double a_scale, int64_t a_zp, const py:
   return out;
 }
 
+// A static-quantized Conv2d (groups = 1) from float x to the float values of its u8 output; see
+// forgegrad/qconv.h. weight_shape (OC, C, kh, kw) is the shape the packed weights came from.
+py::array conv2d_f32(const py::handle& x, double x_scale, int64_t x_zp, const py::handle& packed,
+                     const py::handle& colsum, const py::handle& w_scale, const py::handle& bias,
+                     const std::vector<int64_t>& weight_shape, const std::vector<int64_t>& stride,
+                     const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation, double out_scale,
+                     int64_t out_zp) {
+  const float* X = typed<float>(x, "x", "float32", 4);
+  auto xs = shape_of(py::reinterpret_borrow<py::array>(x));
+  auto pair = [](const std::vector<int64_t>& v, size_t n, const char* name, int64_t lo) {
+    if (v.size() != n) throw py::value_error(std::string(name) + " must have " + std::to_string(n) + " entries");
+    for (int64_t e : v)
+      if (e < lo)
+        throw py::value_error(std::string(name) + " entries must be >= " + std::to_string(lo) + ", got " +
+                              shape_str(v));
+  };
+  pair(weight_shape, 4, "weight_shape", 1);
+  pair(stride, 2, "stride", 1);
+  pair(padding, 4, "padding (top, bottom, left, right)", 0);
+  pair(dilation, 2, "dilation", 1);
+  fg::QConvGeom g{};
+  g.N = xs[0], g.C = xs[1], g.H = xs[2], g.W = xs[3];
+  g.OC = weight_shape[0], g.kh = weight_shape[2], g.kw = weight_shape[3];
+  if (weight_shape[1] != g.C)
+    throw py::value_error("x must have " + std::to_string(weight_shape[1]) + " channels (weight_shape " +
+                          shape_str(weight_shape) + "), got shape " + shape_str(xs));
+  g.sh = stride[0], g.sw = stride[1], g.dh = dilation[0], g.dw = dilation[1];
+  g.pt = padding[0], g.pb = padding[1], g.pl = padding[2], g.pr = padding[3];
+  int64_t K = 0;
+  if (!fg::checked_mul(g.kh, g.kw, &K) || !fg::checked_mul(K, g.C, &K))
+    throw py::value_error("weight_shape " + shape_str(weight_shape) + " is too large");
+  Packed p = packed_arg(packed, g.OC, K);
+  const float* B = nullptr;
+  epilogue_args(p, colsum, w_scale, bias, g.OC, &B);
+  check_qparams(x_scale, x_zp, "x_scale", "x_zero_point");
+  check_qparams(out_scale, out_zp, "out_scale", "out_zero_point");
+  if (const char* bad = fg::conv_out_size(g.H, g.pt, g.pb, g.kh, g.sh, g.dh, &g.OH))
+    throw py::value_error(std::string("conv2d_f32: the ") + bad + " (height) gives no valid output geometry");
+  if (const char* bad = fg::conv_out_size(g.W, g.pl, g.pr, g.kw, g.sw, g.dw, &g.OW))
+    throw py::value_error(std::string("conv2d_f32: the ") + bad + " (width) gives no valid output geometry");
+  if (g.OH < 1 || g.OW < 1)
+    throw py::value_error("conv2d_f32: kernel size (" + std::to_string(g.kh) + ", " + std::to_string(g.kw) +
+                          ") with dilation " + shape_str(dilation) + " is larger than the padded input (" +
+                          std::to_string(g.H + g.pt + g.pb) + ", " + std::to_string(g.W + g.pl + g.pr) + ")");
+  // the scratch of the kernel: the im2col matrix and the padded channels-last input
+  int64_t cols = 0, padded = 0;
+  if (!fg::checked_mul(g.OH, g.OW, &cols) || !fg::checked_mul(cols, g.N, &cols) ||
+      !fg::checked_mul(cols, fg::qpad_k(K), &cols) || !fg::checked_mul(g.H + g.pt + g.pb, g.W + g.pl + g.pr, &padded) ||
+      !fg::checked_mul(padded, g.N * g.C, &padded))
+    throw py::value_error("conv2d_f32: the im2col matrix of x " + shape_str(xs) + " would not fit in memory");
+  py::array_t<float> out({g.N, g.OC, g.OH, g.OW});
+  float* Y = out.mutable_data();
+  py::gil_scoped_release release;
+  std::vector<float> scale(static_cast<size_t>(g.OC));
+  for (int64_t n = 0; n < g.OC; ++n) scale[n] = static_cast<float>(x_scale) * p.w_scale[n];
+  fg::QConvArgs a{};
+  a.x_inv_scale = static_cast<float>(1.0 / x_scale);
+  a.x_zp = static_cast<int32_t>(x_zp);
+  a.packed = p.b;
+  a.colsum = p.colsum;
+  a.scale = scale.data();
+  a.bias = B;
+  a.out_scale = static_cast<float>(out_scale);
+  a.out_inv_scale = static_cast<float>(1.0 / out_scale);
+  a.out_zp = static_cast<int32_t>(out_zp);
+  fg::qconv2d_f32(g, a, X, Y);
+  return out;
+}
+
 py::array linear_weight_only(const py::handle& x, const py::handle& w, const py::handle& w_scale,
                              const py::handle& bias) {
   const float* X = typed<float>(x, "x", "float32", 2);
@@ -436,6 +510,9 @@ void bind(py::module_& m) {
   m.def("linear_u8", &linear_u8, py::arg("a"), py::arg("a_scale"), py::arg("a_zero_point"), py::arg("packed"),
         py::arg("colsum"), py::arg("w_scale"), py::arg("bias"), py::arg("relu"), py::arg("out_scale"),
         py::arg("out_zero_point"));
+  m.def("conv2d_f32", &conv2d_f32, py::arg("x"), py::arg("x_scale"), py::arg("x_zero_point"), py::arg("packed"),
+        py::arg("colsum"), py::arg("w_scale"), py::arg("bias"), py::arg("weight_shape"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"), py::arg("out_scale"), py::arg("out_zero_point"));
   m.def("linear_weight_only", &linear_weight_only, py::arg("x"), py::arg("w"), py::arg("w_scale"), py::arg("bias"));
   m.def("rnn_dynamic_layer", &rnn_dynamic_layer, py::arg("mode"), py::arg("gi"), py::arg("packed"), py::arg("colsum"),
         py::arg("w_scale"), py::arg("bias"), py::arg("h0"), py::arg("c0"), py::arg("reverse"), py::arg("reduce_range"));

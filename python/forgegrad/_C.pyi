@@ -606,6 +606,11 @@ class quant:
     @staticmethod
     def choose_qparams(x: object, reduce_range: bool) -> tuple: ...
     @staticmethod
+    def conv2d_f32(x: object, x_scale: _Float, x_zero_point: _Int, packed: object, colsum: object, w_scale: object,
+                   bias: object, weight_shape: collections.abc.Sequence[_Int], stride: collections.abc.Sequence[_Int],
+                   padding: collections.abc.Sequence[_Int], dilation: collections.abc.Sequence[_Int], out_scale: _Float,
+                   out_zero_point: _Int) -> numpy.ndarray: ...
+    @staticmethod
     def gemm_u8s8s32(a: object, packed: object, N: _Int, K: _Int) -> numpy.ndarray: ...
     @staticmethod
     def linear_dynamic(x: object, packed: object, colsum: object, w_scale: object, bias: object, reduce_range: bool,

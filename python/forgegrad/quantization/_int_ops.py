@@ -3,8 +3,10 @@
 The layers run on forgegrad's int8 GEMM (``forgegrad._C.quant.linear_u8``: u8 x s8 -> s32 on
 AMX / AVX-512 VNNI / AVX2 / portable code, every path the same integers) with its fused epilogue
 ``v = float(acc - a_zp * colsum[n]) * (a_scale * w_scale[n]) + bias[n]`` re-quantized to uint8 as
-``clamp(nearbyint(v * (1 / out_scale)) + out_zp, 0, 255)``. A convolution is an im2col (numpy,
-padding with the input zero point, i.e. a real 0) followed by that GEMM.
+``clamp(nearbyint(v * (1 / out_scale)) + out_zp, 0, 255)``. A convolution is an im2col (padding
+with the input zero point, i.e. a real 0) followed by that GEMM: ``conv2d_f32`` runs the whole layer
+in C++ (``forgegrad._C.quant.conv2d_f32``: quantize, im2col, GEMM, dequantize to NCHW); ``im2col`` and
+``conv2d`` are the same steps in numpy around the GEMM.
 
 ``reference_linear`` / ``reference_conv2d`` are the same computation in plain numpy (exact int32
 sums); the tests check the kernels against them.
@@ -80,6 +82,19 @@ def conv2d(xq, x_scale, x_zero_point, packed, kernel, w_scale, bias, stride, pad
     cols, (n, oh, ow) = im2col(xq, int(x_zero_point), kernel, stride, padding, dilation)
     yq = linear(cols, x_scale, x_zero_point, packed, w_scale, bias, out_scale, out_zero_point)
     return np.ascontiguousarray(yq.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2))
+
+
+def conv2d_f32(x, x_scale, x_zero_point, packed, weight_shape, w_scale, bias, stride, padding, dilation, out_scale,
+               out_zero_point) -> np.ndarray:
+    """float32 (N, C, H, W) -> float32 (N, OC, OH, OW): the float values of the uint8 output of the int8
+    convolution, all in one C++ call (bits equal ``dequantize_u8(conv2d(quantize_u8(x), ...))``)."""
+    pw, colsum = packed
+    (pt, pb), (pl, pr) = _pads(padding, weight_shape[2:], dilation)
+    return _C.quant.conv2d_f32(np.ascontiguousarray(x, dtype=F32), float(x_scale), int(x_zero_point), pw, colsum,
+                               np.ascontiguousarray(w_scale, dtype=F32),
+                               None if bias is None else np.ascontiguousarray(bias, dtype=F32),
+                               [int(v) for v in weight_shape], [int(v) for v in stride], [pt, pb, pl, pr],
+                               [int(v) for v in dilation], float(out_scale), int(out_zero_point))
 
 
 # ---- numpy references (exact int32 sums; the same float epilogue) --------------------------------------

@@ -237,11 +237,14 @@ class _Quantized(Module):
             getattr(self, f"{name}_scale")._data[...] = s
             getattr(self, f"{name}_zero_point")._data[...] = z
 
-    def _quantize_input(self, input):
+    def _float_input(self, input) -> np.ndarray:
         x = input._data if isinstance(input, Tensor) else input
         if not isinstance(x, np.ndarray) or x.dtype != np.float32:
             raise TypeError(f"{type(self).__name__}: input must be a float32 Tensor")
-        return _int_ops.quantize_u8(x, *self.qparams("input"))
+        return x
+
+    def _quantize_input(self, input):
+        return _int_ops.quantize_u8(self._float_input(input), *self.qparams("input"))
 
     def qparams(self, name):
         """(scale, zero_point) of the "input" or the "output"."""
@@ -320,13 +323,13 @@ class QuantizedConv2d(_Quantized):
         return q
 
     def forward(self, input):
-        xq = self._quantize_input(input)
-        if xq.ndim != 4 or xq.shape[1] != self.in_channels:
-            raise ValueError(f"QuantizedConv2d: input must be (N, {self.in_channels}, H, W), got {xq.shape}")
+        x = self._float_input(input)
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"QuantizedConv2d: input must be (N, {self.in_channels}, H, W), got {x.shape}")
         packed, w_scale, bias = self._int_args()
-        yq = _int_ops.conv2d(xq, *self.qparams("input"), packed, self.kernel_size, w_scale, bias, self.stride,
-                             self.padding, self.dilation, *self.qparams("output"))
-        return self._output(yq)
+        y = _int_ops.conv2d_f32(x, *self.qparams("input"), packed, self.weight._data.shape, w_scale, bias,
+                                self.stride, self.padding, self.dilation, *self.qparams("output"))
+        return Tensor._wrap(y)
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

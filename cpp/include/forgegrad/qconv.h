@@ -1,0 +1,38 @@
+// Static int8 convolution (groups = 1) on the int8 GEMM: float NCHW in, float NCHW out, with every
+// intermediate in C++ (cpp/kernels/qconv.cpp). The steps, each a plain copy or the GEMM:
+//   1. quantize x with the input qparams into channels-last rows, padded with the input zero point
+//      (the quantized 0, so padding is a real zero);
+//   2. im2col: one row per output pixel, columns ordered (tap i, tap j, channel) to match the
+//      packed weights (QuantizedConv2d packs W as (OC, kh * kw * C)), rows padded to qpad_k(K);
+//   3. the int8 GEMM with its requantizing epilogue (u8 in the output qparams);
+//   4. dequantize and transpose back to NCHW: y = (float(q) - float(out_zp)) * out_scale.
+// Bits equal the im2col + GEMM reference on every int8 path and at any thread count.
+#pragma once
+#include <cstdint>
+
+namespace fg {
+
+struct QConvGeom {
+  int64_t N, C, H, W;          // input
+  int64_t OC, kh, kw;          // weights
+  int64_t sh, sw, dh, dw;      // stride, dilation
+  int64_t pt, pb, pl, pr;      // padding: top, bottom, left, right
+  int64_t OH, OW;              // output (the caller computes and checks them)
+};
+
+struct QConvArgs {
+  float x_inv_scale;  // float32(1 / input scale), the inverse taken in double (as quantize_u8)
+  int32_t x_zp;
+  const int8_t* packed;   // qpacked_bytes(OC, kh * kw * C)
+  const int32_t* colsum;  // OC
+  const float* scale;     // OC: x_scale * w_scale[oc]
+  const float* bias;      // OC or null
+  float out_scale;      // float32(output scale): the dequantizing multiply
+  float out_inv_scale;  // float32(1 / output scale), the inverse taken in double (as linear_u8)
+  int32_t out_zp;
+};
+
+// y (N, OC, OH, OW) float32 from x (N, C, H, W) float32.
+void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* y);
+
+}  // namespace fg

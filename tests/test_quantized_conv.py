@@ -1,0 +1,97 @@
+"""The static int8 convolution in one C++ call (_C.quant.conv2d_f32) against the numpy im2col reference:
+equal bits for every geometry, int8 path and thread count, and clear errors for bad arguments."""
+import numpy as np
+import pytest
+
+import forgegrad as fg
+from forgegrad.quantization import _int_ops, int8_paths, set_int8_path
+
+R = np.random.default_rng
+
+# (x shape, weight shape, stride, padding, dilation)
+GEOMETRIES = [
+    ((2, 1, 9, 11), (4, 1, 3, 3), (1, 1), (1, 1), (1, 1)),          # one input channel (LeNet's first conv)
+    ((3, 5, 7, 6), (7, 5, 3, 2), (2, 1), (0, 1), (1, 1)),           # odd channels, rectangular kernel, stride
+    ((1, 3, 10, 9), (2, 3, 3, 3), (1, 2), (2, 0), (2, 1)),          # dilation, padding on one axis
+    ((2, 4, 6, 6), (33, 4, 1, 1), (1, 1), (0, 0), (1, 1)),          # 1x1, OC past one 32-column block
+    ((2, 17, 5, 8), (3, 17, 5, 5), (1, 1), "same", (1, 1)),         # K = 425 (not a multiple of 64), "same"
+]
+
+
+def _layer(xs, ws, seed):
+    rng = R(seed)
+    w = rng.integers(-127, 128, ws).astype(np.int8)
+    w_scale = rng.uniform(0.001, 0.02, ws[0]).astype(np.float32)
+    bias = rng.standard_normal(ws[0]).astype(np.float32)
+    x = (rng.standard_normal(xs) * 2).astype(np.float32)
+    packed = fg._C.quant.pack_weight(_int_ops.conv_weight_matrix(w))
+    return x, w, w_scale, bias, packed
+
+
+@pytest.mark.parametrize("xs, ws, stride, padding, dilation", GEOMETRIES)
+def test_conv2d_f32_equals_the_im2col_reference_on_every_path_and_thread_count(xs, ws, stride, padding, dilation):
+    x, w, w_scale, bias, packed = _layer(xs, ws, 0)
+    xq_params, out_params = (0.031, 131), (0.047, 97)
+    xq = _int_ops.quantize_u8(x, *xq_params)
+    ref = _int_ops.dequantize_u8(_int_ops.reference_conv2d(xq, *xq_params, w, w_scale, bias, stride, padding, dilation,
+                                                           *out_params), *out_params)
+    threads = fg.get_num_threads()
+    try:
+        for path in int8_paths():
+            set_int8_path(path)
+            for nt in (1, 2, 3):
+                fg.set_num_threads(nt)
+                y = _int_ops.conv2d_f32(x, *xq_params, packed, ws, w_scale, bias, stride, padding, dilation,
+                                        *out_params)
+                np.testing.assert_array_equal(y, ref, err_msg=f"{path}, {nt} threads")
+    finally:
+        set_int8_path(None)
+        fg.set_num_threads(threads)
+
+
+def test_conv2d_f32_small_activations_take_the_same_bits():
+    # every quantized input byte <= 127 lets the AVX2 kernel use vpmaddubsw: still the exact sums
+    x, w, w_scale, bias, packed = _layer((2, 6, 8, 7), (9, 6, 3, 3), 1)
+    params = (0.05, 60)
+    xq = _int_ops.quantize_u8(np.clip(x, -3, 3), *params)
+    assert xq.max() < 128
+    ref = _int_ops.dequantize_u8(_int_ops.reference_conv2d(xq, *params, w, w_scale, None, (1, 1), (1, 1), (1, 1),
+                                                           0.02, 128), 0.02, 128)
+    y = _int_ops.conv2d_f32(np.clip(x, -3, 3), *params, packed, w.shape, w_scale, None, (1, 1), (1, 1), (1, 1),
+                            0.02, 128)
+    np.testing.assert_array_equal(y, ref)
+
+
+def test_conv2d_f32_rejects_bad_arguments_by_name():
+    x, w, w_scale, bias, (pw, colsum) = _layer((1, 3, 6, 6), (4, 3, 3, 3), 2)
+    C = fg._C.quant
+
+    def call(**kw):
+        args = dict(x=x, x_scale=0.1, x_zero_point=3, packed=pw, colsum=colsum, w_scale=w_scale, bias=bias,
+                    weight_shape=list(w.shape), stride=[1, 1], padding=[0, 0, 0, 0], dilation=[1, 1], out_scale=0.1,
+                    out_zero_point=0)
+        args.update(kw)
+        return C.conv2d_f32(**args)
+
+    assert call().shape == (1, 4, 4, 4)
+    assert call(x=np.zeros((0, 3, 6, 6), np.float32)).shape == (0, 4, 4, 4)  # an empty batch
+    with pytest.raises(ValueError, match="x must have 5 channels"):
+        call(weight_shape=[4, 5, 3, 3])
+    with pytest.raises(TypeError, match="x must have dtype float32"):
+        call(x=x.astype(np.float64))
+    with pytest.raises(ValueError, match="x must be 4-D"):
+        call(x=x[0])
+    with pytest.raises(ValueError, match="stride entries must be >= 1"):
+        call(stride=[0, 1])
+    with pytest.raises(ValueError, match="padding"):
+        call(padding=[1, 1])
+    with pytest.raises(ValueError, match="out_scale must be a finite number > 0"):
+        call(out_scale=0.0)
+    with pytest.raises(ValueError, match="x_zero_point must be in"):
+        call(x_zero_point=300)
+    with pytest.raises(ValueError, match="w_scale must have shape"):
+        call(w_scale=w_scale[:2])
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        call(weight_shape=[4, 3, 7, 7], packed=C.pack_weight(np.zeros((4, 147), np.int8))[0])
+    with pytest.raises(ValueError, match="padding"):
+        call(padding=[2**62, 2**62, 0, 0])
