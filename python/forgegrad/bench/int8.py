@@ -177,6 +177,60 @@ def lstm_fns(threads: int, T: int = 50, H: int = 256, batch: int = 1) -> Dict[st
     return fns
 
 
+def _lenet_static(batch: int):
+    """The zoo LeNet (1x28x28) in float and its static int8 twin, calibrated on 4 random batches."""
+    from .. import models
+    from ..quantization import calibrate, convert, prepare
+    from ..random import manual_seed
+    manual_seed(0)
+    model = models.create("lenet").eval()
+    rng = np.random.default_rng(0)
+    calib = [rng.random((batch, 1, 28, 28)).astype(np.float32) for _ in range(4)]
+    prepared = prepare(model)
+    calibrate(prepared, calib)
+    return model, convert(prepared), calib
+
+
+class _CalibrationReader:
+    """onnxruntime's CalibrationDataReader protocol over a list of input batches."""
+
+    def __init__(self, batches):
+        self._it = iter([{"x": b} for b in batches])
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def lenet_static_fns(batch: int, threads: int) -> Dict[str, object]:
+    """{"forgegrad": static-int8 LeNet, "fg fp32": the float LeNet, "onnxruntime": ORT's quantize_static
+    (QOperator: QLinearConv / QLinearMatMul, calibrated on the same batches) of forgegrad's fp32 export}."""
+    from ..autograd import no_grad
+    from ..tensor import Tensor
+    model, qmodel, calib = _lenet_static(batch)
+    x = Tensor(calib[0])
+
+    def run(m):
+        with no_grad():
+            return m(x)
+
+    fns = {"forgegrad": lambda: run(qmodel), "fg fp32": lambda: run(model), "onnxruntime": None}
+    ort = optional_import("onnxruntime")
+    if ort is not None and optional_import("onnx") is not None:
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+        from .. import onnx as fg_onnx
+        with tempfile.TemporaryDirectory() as d:
+            fp, i8 = os.path.join(d, "lenet.onnx"), os.path.join(d, "lenet8.onnx")
+            fg_onnx.export(model, x, fp, input_names=["x"], output_names=["y"], verify=False)
+            quantize_static(fp, i8, _CalibrationReader(calib), quant_format=QuantFormat.QOperator,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+            with open(i8, "rb") as f:
+                sess = _ort_session(ort, f.read(), threads)
+        feed = {"x": x._data}
+        fns["onnxruntime"] = lambda: sess.run(None, feed)
+    return fns
+
+
 def workloads(quick: bool = False) -> List[Workload]:
     from ..quantization import int8_path, int8_paths
     best = int8_path()
@@ -192,6 +246,8 @@ def workloads(quick: bool = False) -> List[Workload]:
     for batch in (1, 64):
         out.append(Workload(f"dynamic-int8 MLP 784-256-128-10, batch {batch} [{best}]",
                             ("forgegrad", "fg fp32", "onnxruntime"), lambda t, b=batch: mlp_fns(b, t)))
+    out.append(Workload(f"static-int8 LeNet 1x28x28, batch 64 [{best}]", ("forgegrad", "fg fp32", "onnxruntime"),
+                        lambda t: lenet_static_fns(64, t)))
     if not quick:
         out.append(Workload(f"dynamic-int8 LSTM T50 H256, batch 1 [{best}]", ("forgegrad", "fg fp32", "onnxruntime"),
                             lambda t: lstm_fns(t)))
