@@ -90,7 +90,8 @@ def _index(device) -> int:
 
 def synchronize(device=None) -> None:
     """Wait for all queued work on the device; an asynchronous kernel fault raises RuntimeError here."""
-    _C.cuda.synchronize(_index(device))
+    i = _index(device)
+    _C.cuda.synchronize(i)
 
 
 def current_device() -> int:
@@ -107,7 +108,8 @@ def set_device(device) -> None:
 
 def memory_stats(device=None) -> dict:
     """The caching allocator's counters (bytes allocated/reserved, peaks, raw allocations, ...)."""
-    return dict(_C.cuda.memory_stats(_index(device)))
+    i = _index(device)
+    return dict(_C.cuda.memory_stats(i))
 
 
 def memory_allocated(device=None) -> int:
@@ -129,12 +131,14 @@ def max_memory_reserved(device=None) -> int:
 
 
 def reset_peak_memory_stats(device=None) -> None:
-    _C.cuda.reset_peak_memory_stats(_index(device))
+    i = _index(device)
+    _C.cuda.reset_peak_memory_stats(i)
 
 
 def empty_cache(device=None) -> None:
     """Return the cached, unused memory of the device to the driver (cudaFree)."""
-    _C.cuda.empty_cache(_index(device))
+    i = _index(device)
+    _C.cuda.empty_cache(i)
 
 
 # ---- device arrays ------------------------------------------------------------------------------
@@ -146,7 +150,8 @@ def _shape(shape) -> list:
 
 def empty(shape, dtype=np.float32, device=None):
     """A new uninitialised DeviceArray."""
-    return _C.cuda.DeviceArray(_shape(shape), np.dtype(dtype), _index(device))
+    i = _index(device)  # before the _C.cuda lookup: a CPU-only build has no DeviceArray
+    return _C.cuda.DeviceArray(_shape(shape), np.dtype(dtype), i)
 
 
 def full(shape, value, dtype=np.float32, device=None):

@@ -207,6 +207,7 @@ def _extra_calls():
     a8 = rng.integers(0, 256, (3, 70), dtype=np.uint8)
     xq = rng.standard_normal((3, 70)).astype(np.float32)
     ws, bq = rng.uniform(0.01, 0.1, 5).astype(np.float32), rng.standard_normal(5).astype(np.float32)
+    pc, csc = _C.quant.pack_weight(rng.integers(-128, 128, (5, 18), dtype=np.int8))
     # a recurrent layer with hidden size 2: gates (T=3, B=2, 4*2), W_hh (4*2, 2) (GRU: 3*2)
     gi4, h2 = rng.standard_normal((3, 2, 8)).astype(np.float32), rng.standard_normal((2, 2)).astype(np.float32)
     ph4, cs4 = _C.quant.pack_weight(rng.integers(-128, 128, (8, 2), dtype=np.int8))
@@ -224,6 +225,9 @@ def _extra_calls():
               lambda: _C.quant.rnn_dynamic_layer(1, gi3, ph3, cs3, np.full(6, 0.01, np.float32),
                                                  np.zeros(6, np.float32), h2, None, True, False),
               lambda: _C.quant.quantize_u8(xq, 0.05, 128, 0, 255),
+              # a static int8 Conv2d: 5 output channels of a (2, 3, 3) kernel, K = 18
+              lambda: _C.quant.conv2d_f32(rng.standard_normal((2, 2, 5, 4)).astype(np.float32), 0.05, 100, pc, csc,
+                                          ws, bq, [5, 2, 3, 3], [1, 2], [1, 0, 1, 1], [1, 1], 0.1, 3),
               lambda: _C.quant.path(), lambda: _C.quant.paths(), lambda: _C.quant.amx_status(),
               lambda: _C.quant.set_path(None)):
         f()

@@ -4,7 +4,7 @@ Each DynamicQuantizedLinear becomes what onnxruntime's own ``quantize_dynamic`` 
 "QOperator" form), which onnxruntime runs on its int8 kernels:
 
     x --DynamicQuantizeLinear--> (x_q uint8, x_scale, x_zero_point)
-    MatMulInteger(x_q, W^T int8, x_zero_point) -> int32 --Cast--> float
+    MatMulInteger(x_q, W^T + 128 uint8, x_zero_point, 128) -> int32 --Cast--> float
     Mul(x_scale * w_scale[n]) (+ bias) (Relu, when the ReLU runs in the kernel)
 
 onnxruntime quantizes activations with all 8 bits and rounds ``x / scale`` (forgegrad with
@@ -27,7 +27,7 @@ from ..tensor import Tensor
 from .functional import choose_qparams
 from .modules import DynamicQuantizedLinear
 
-__all__ = ["export_onnx", "QuantizedExportReport"]
+__all__ = ["export_onnx", "QuantizedExportReport", "unsigned_weight"]
 
 
 def _onnx():
@@ -81,11 +81,19 @@ class _Graph:
         return outs if outputs > 1 else outs[0]
 
 
+def unsigned_weight(w: np.ndarray) -> np.ndarray:
+    """int8 weights as uint8 ``w + 128``, to be used with a weight zero point of 128: the same integer
+    products. onnxruntime's u8 x s8 kernels on CPUs without AVX-512 VNNI use vpmaddubsw, whose int16
+    pair sums saturate with full 8-bit activations (outputs several quantization steps off on an
+    AVX2-only CPU); its u8 x u8 kernels widen to int16 first and are exact on every CPU."""
+    return (w.astype(np.int16) + 128).astype(np.uint8)
+
+
 def _emit(g, m, x, where):
     if isinstance(m, DynamicQuantizedLinear):
         xq, xs, xz = g.node("DynamicQuantizeLinear", [x], outputs=3)
-        wt = g.const(np.ascontiguousarray(m.weight._data.T), f"{where}.weight_int8_T")
-        acc = g.node("MatMulInteger", [xq, wt, xz])
+        wt = g.const(np.ascontiguousarray(unsigned_weight(m.weight._data).T), f"{where}.weight_uint8_T")
+        acc = g.node("MatMulInteger", [xq, wt, xz, g.const(np.array(128, np.uint8), f"{where}.weight_zero_point")])
         y = g.node("Mul", [g.node("Cast", [acc], to=1),  # float
                            g.node("Mul", [xs, g.const(m.weight_scale._data, f"{where}.weight_scale")])])
         if m.bias is not None:

@@ -4,10 +4,11 @@ Each QuantizedLinear / QuantizedConv2d becomes onnxruntime's integer "QOperator"
 on its int8 kernels:
 
     x --QuantizeLinear(input qparams)--> uint8
-      --MatMulInteger(W^T int8) / ConvInteger(W int8)--> int32 --Cast--> float
+      --MatMulInteger(W^T) / ConvInteger(W), weights as uint8 W + 128 with zero point 128--> int32
+      --Cast--> float
       --Mul(input_scale * weight_scale[n])--Add(bias)--> QuantizeLinear / DequantizeLinear (output qparams)
 
-which is forgegrad's computation op for op. ONNX's QuantizeLinear divides by the scale where
+which is forgegrad's computation op for op (the uint8 weights: see ``onnx_export.unsigned_weight``). ONNX's QuantizeLinear divides by the scale where
 forgegrad multiplies by its float32 inverse, so a value on a rounding tie can land one step apart:
 the export is verified to agree within one output quantization step.
 
@@ -22,6 +23,7 @@ import numpy as np
 from .. import nn
 from .._atomic_io import atomic_write
 from ..tensor import Tensor
+from .onnx_export import unsigned_weight
 from .static import QuantizedConv2d, QuantizedLinear
 
 __all__ = ["export_static_onnx"]
@@ -54,12 +56,13 @@ def _quantized(g, x, m, path):
     xq = g.node("QuantizeLinear", [x, g.const(np.array(sx, F32), f"{path}_x_scale"), zx_c])
     w = m.weight._data
     mult = (F32(sx) * m.weight_scale._data.astype(F32)).astype(F32)
+    wu, zw_c = unsigned_weight(w), g.const(np.array(128, np.uint8), f"{path}_w_zp")
     if isinstance(m, QuantizedLinear):
-        acc = g.node("MatMulInteger", [xq, g.const(np.ascontiguousarray(w.T), f"{path}_w"), zx_c])
+        acc = g.node("MatMulInteger", [xq, g.const(np.ascontiguousarray(wu.T), f"{path}_w"), zx_c, zw_c])
         shape = (-1,)
     else:
         (pt, pb), (pl, pr) = _conv_pads(m)
-        acc = g.node("ConvInteger", [xq, g.const(w, f"{path}_w"), zx_c], kernel_shape=list(m.kernel_size),
+        acc = g.node("ConvInteger", [xq, g.const(wu, f"{path}_w"), zx_c, zw_c], kernel_shape=list(m.kernel_size),
                      strides=list(m.stride), dilations=list(m.dilation), pads=[pt, pl, pb, pr])
         shape = (1, -1, 1, 1)
     y = g.node("Mul", [g.node("Cast", [acc], to=1), g.const(mult.reshape(shape), f"{path}_mult")])
