@@ -8,9 +8,10 @@ on its int8 kernels:
       --Cast--> float
       --Mul(input_scale * weight_scale[n])--Add(bias)--> QuantizeLinear / DequantizeLinear (output qparams)
 
-which is forgegrad's computation op for op (the uint8 weights: see ``onnx_export.unsigned_weight``). ONNX's QuantizeLinear divides by the scale where
-forgegrad multiplies by its float32 inverse, so a value on a rounding tie can land one step apart:
-the export is verified to agree within one output quantization step.
+which is forgegrad's computation op for op (the uint8 weights: see ``onnx_export.unsigned_weight``).
+ONNX's QuantizeLinear divides by the scale where forgegrad multiplies by its float32 inverse, so a
+value on a rounding tie can land one step apart: the export is verified to agree within one output
+quantization step.
 
 Scope: chains of modules (nn.Sequential, nested, or models such as the zoo's LeNet whose forward runs
 its Sequentials in order) built from QuantizedLinear, QuantizedConv2d, Linear, ReLU, Tanh, Sigmoid,
