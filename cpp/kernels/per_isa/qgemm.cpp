@@ -233,13 +233,19 @@ void micro_avx2_r(const int16_t* a16, int64_t lda16, const void* b, int64_t K4, 
       b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp));
       b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp + 1));
     }
-#define FG_AVX2_ROW(r)                                                                 \
-  if constexpr (R > r) {                                                               \
-    int64_t four;                                                                      \
-    std::memcpy(&four, ar[r] + 4 * k4, 8);                                             \
-    const __m256i a = _mm256_set1_epi64x(four);                                        \
-    l##r = _mm256_add_epi32(l##r, _mm256_madd_epi16(a, b0));                           \
-    h##r = _mm256_add_epi32(h##r, _mm256_madd_epi16(a, b1));                           \
+// One row's step as one asm statement: written with intrinsics, GCC 12 hoists all six broadcasts
+// above the multiplies and, short of registers, keeps 8 of the 12 accumulators on the stack (half
+// the speed). Here each row needs only its two temporaries.
+#define FG_AVX2_ROW(r)                                                                               \
+  if constexpr (R > r) {                                                                             \
+    __m256i t, u;                                                                                    \
+    __asm__("vpbroadcastq %[a], %[t]\n\t"                                                             \
+            "vpmaddwd %[b0], %[t], %[u]\n\t"                                                          \
+            "vpmaddwd %[b1], %[t], %[t]\n\t"                                                          \
+            "vpaddd %[u], %[l], %[l]\n\t"                                                             \
+            "vpaddd %[t], %[h], %[h]"                                                                 \
+            : [l] "+x"(l##r), [h] "+x"(h##r), [t] "=&x"(t), [u] "=&x"(u)                             \
+            : [a] "m"(*reinterpret_cast<const int64_t*>(ar[r] + 4 * k4)), [b0] "x"(b0), [b1] "x"(b1)); \
   }
     FG_AVX2_ROW(0)
     FG_AVX2_ROW(1)
