@@ -287,7 +287,7 @@ void micro_avx2_7bit_r(const QGemmArgs& p, int64_t m0, int64_t nb, int32_t* acc)
   const int cols = static_cast<int>(std::min<int64_t>(kQPackN, p.N - nb * kQPackN));
   const uint8_t* arow[kAvx2MR7];
   for (int r = 0; r < kAvx2MR7; ++r) arow[r] = p.a + (m0 + (r < R ? r : 0)) * p.lda;
-  const __m256i ones = _mm256_set1_epi16(1);
+  alignas(32) static const int16_t ones[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
   for (int half = 0; 16 * half < cols; ++half) {  // a 16-column half past N is not computed
     const int8_t* bb = weight_block(p, 2 * nb + half);
     __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
@@ -295,11 +295,21 @@ void micro_avx2_7bit_r(const QGemmArgs& p, int64_t m0, int64_t nb, int32_t* acc)
     for (int64_t k4 = 0; k4 < K4; ++k4) {
       const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bb + k4 * 64));
       const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bb + k4 * 64 + 32));
-#define FG_AVX2_ROW(r)                                                                         \
-  if constexpr (R > r) {                                                                       \
-    const __m256i a = _mm256_set1_epi32(load_u32(arow[r] + 4 * k4));                           \
-    c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(_mm256_maddubs_epi16(a, w0), ones)); \
-    c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(_mm256_maddubs_epi16(a, w1), ones)); \
+// As in micro_avx2_r, one asm statement per row (with intrinsics GCC 12 keeps an accumulator on
+// the stack); the ones come from memory, which leaves 16 registers: 12 sums, 2 weights, 2 temporaries.
+#define FG_AVX2_ROW(r)                                                                           \
+  if constexpr (R > r) {                                                                         \
+    __m256i t, u;                                                                                \
+    __asm__("vpbroadcastd %[a], %[t]\n\t"                                                         \
+            "vpmaddubsw %[w0], %[t], %[u]\n\t"                                                    \
+            "vpmaddubsw %[w1], %[t], %[t]\n\t"                                                    \
+            "vpmaddwd %[one], %[u], %[u]\n\t"                                                     \
+            "vpmaddwd %[one], %[t], %[t]\n\t"                                                     \
+            "vpaddd %[u], %[c0], %[c0]\n\t"                                                       \
+            "vpaddd %[t], %[c1], %[c1]"                                                           \
+            : [c0] "+x"(c##r##0), [c1] "+x"(c##r##1), [t] "=&x"(t), [u] "=&x"(u)                 \
+            : [a] "m"(*reinterpret_cast<const int32_t*>(arow[r] + 4 * k4)), [w0] "x"(w0), [w1] "x"(w1), \
+              [one] "m"(ones));                                                                   \
   }
       FG_AVX2_ROW(0)
       FG_AVX2_ROW(1)
@@ -613,6 +623,30 @@ void qgemm(const QGemmArgs& p) {
 void qminmax_f32(const float* x, int64_t n, float* mn, float* mx) {
   vf lo = vset1(x[0]), hi = lo, bad = vzero();  // bad: x - x is NaN for NaN and +-inf
   int64_t i = 0;
+  // four independent chains first (one chain of dependent adds ran at a third of the load rate); min,
+  // max and "any NaN" do not depend on the order (up to the sign of a zero minimum, and the range
+  // is widened to include 0 anyway)
+  {
+    vf lo1 = lo, hi1 = hi, bad1 = bad, lo2 = lo, hi2 = hi, bad2 = bad, lo3 = lo, hi3 = hi, bad3 = bad;
+    for (; i + 4 * W <= n; i += 4 * W) {
+      const vf v0 = vload(x + i), v1 = vload(x + i + W), v2 = vload(x + i + 2 * W), v3 = vload(x + i + 3 * W);
+      lo = vmin(lo, v0);
+      hi = vmax(hi, v0);
+      bad = vadd(bad, vsub(v0, v0));
+      lo1 = vmin(lo1, v1);
+      hi1 = vmax(hi1, v1);
+      bad1 = vadd(bad1, vsub(v1, v1));
+      lo2 = vmin(lo2, v2);
+      hi2 = vmax(hi2, v2);
+      bad2 = vadd(bad2, vsub(v2, v2));
+      lo3 = vmin(lo3, v3);
+      hi3 = vmax(hi3, v3);
+      bad3 = vadd(bad3, vsub(v3, v3));
+    }
+    lo = vmin(vmin(lo, lo1), vmin(lo2, lo3));
+    hi = vmax(vmax(hi, hi1), vmax(hi2, hi3));
+    bad = vadd(vadd(bad, bad1), vadd(bad2, bad3));
+  }
   for (; i + W <= n; i += W) {
     const vf v = vload(x + i);
     lo = vmin(lo, v);
