@@ -521,7 +521,6 @@ void run_avx2_exact(const QGemmArgs& p) {
       if (pm != a_panel) {
         widen_a(p, m0, rows, kp, a16);
         a_panel = pm;
-        b_block = -1;
       }
       const bool wide = rows >= kAvx2WidenRows;
       if (wide && nb != b_block) {
