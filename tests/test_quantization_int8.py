@@ -70,6 +70,73 @@ def test_gemm_extremes_do_not_saturate(int8_path, amax):
     np.testing.assert_array_equal(_C.quant.gemm_u8s8s32(a, packed, 2, K), _ref(a, w))
 
 
+# Every row/column tail of the AVX2 kernels: 6-row blocks (and 1-5 row tails) on int16 panels when a
+# panel has >= 4 rows, weights sign-extended in the loop below that (M 1-3, and the last panel of
+# M = 65 / 130); 8-column groups of 32-column blocks (N 1, 9, 31, 33, 40); K not a multiple of 4 or 64.
+@pytest.mark.parametrize("amax", [255, 127])
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 64, 65, 130])
+def test_gemm_exact_row_and_column_tails(int8_path, threads, rng, M, amax):
+    for N, K in [(1, 1), (9, 3), (31, 66), (33, 5), (40, 131), (96, 64)]:
+        a = rng.integers(0, amax + 1, (M, K), dtype=np.uint8)
+        w = rng.integers(-128, 128, (N, K), dtype=np.int8)
+        packed, _ = _C.quant.pack_weight(w)
+        for t in (1, 3):
+            threads(t)
+            np.testing.assert_array_equal(_C.quant.gemm_u8s8s32(a, packed, N, K), _ref(a, w),
+                                          err_msg=f"{int8_path}, M{M} N{N} K{K}, {t} threads")
+
+
+def test_linear_u8_epilogue_tails_and_specials(int8_path, rng):
+    # full 32-column blocks take the vector epilogue, the rest the scalar one: both must give the
+    # scalar results, also for relu of -0 / NaN scale products and saturating requantization
+    M, N, K = 13, 72, 40
+    a = rng.integers(0, 256, (M, K), dtype=np.uint8)
+    w = rng.integers(-128, 128, (N, K), dtype=np.int8)
+    w_scale = rng.uniform(0.001, 0.01, N).astype(np.float32)
+    w_scale[[0, 33, 70]] = [np.nan, 0.0, np.inf]
+    bias = rng.standard_normal(N).astype(np.float32)
+    bias[[1, 40]] = [-0.0, np.nan]
+    packed, colsum = _C.quant.pack_weight(w)
+    a_scale, a_zp = 0.05, 200
+    with np.errstate(invalid="ignore", over="ignore"):
+        acc = (_ref(a, w) - a_zp * colsum[None, :]).astype(np.float32)
+        want = acc * (np.float32(a_scale) * w_scale) + bias
+        for relu in (False, True):
+            y = _C.quant.linear_u8(a, a_scale, a_zp, packed, colsum, w_scale, bias, relu, None, 0)
+            v = np.where(want > 0, want, np.float32(0)) if relu else want
+            np.testing.assert_array_equal(y, v)
+            q = _C.quant.linear_u8(a, a_scale, a_zp, packed, colsum, w_scale, bias, relu, 0.003, 128)
+            t = np.rint(v * np.float32(1 / 0.003)) + np.float32(128)
+            t = np.where(t < 255, t, np.float32(255))
+            t = np.where(t > 0, t, np.float32(0))
+            np.testing.assert_array_equal(q, t.astype(np.uint8))
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 31, 32, 33, 47, 100, 1000])
+def test_quantize_u8_same_on_every_simd_path(n, rng):
+    # the vector loops (32 and 8 floats at a time) against the scalar tail: ties to even, clamping,
+    # NaN -> qmax, +-inf
+    x = (rng.standard_normal(n) * 40).astype(np.float32)
+    x[::5] = np.round(x[::5]) + 0.5  # exact halves: ties round to even
+    if n > 3:
+        x[[1, 2, 3]] = [np.nan, np.inf, -np.inf]
+    outs = {}
+    isas = ["scalar", "avx2", "avx512"]
+    for simd in isas[:isas.index(fg.cpu_info()["detected_isa"]) + 1]:
+        before = fg.get_simd()
+        fg.set_simd(simd)
+        try:
+            outs[simd] = [quantize_per_tensor(x, 1.0, 7, quint8), _C.quant.quantize_u8(x, 0.5, 3, 2, 127)]
+        finally:
+            fg.set_simd(before)
+    t = np.rint(x * np.float32(2.0)) + np.float32(3)
+    t = np.where(t < 127, t, np.float32(127))
+    want = np.where(t > 2, t, np.float32(2)).astype(np.uint8)
+    for simd, (q, q7) in outs.items():
+        np.testing.assert_array_equal(q, outs["scalar"][0], err_msg=simd)
+        np.testing.assert_array_equal(q7, want, err_msg=simd)
+
+
 @pytest.mark.parametrize("offset", [0, 1, 16, 40])
 def test_gemm_activation_rows_at_any_alignment(int8_path, rng, offset):
     # K a multiple of 64: the kernel reads the caller's rows in place (the AMX path copies rows that

@@ -1,6 +1,6 @@
 // Int8 GEMM: u8 activations x s8 weights -> s32, with fused epilogues, and the quantize helpers
-// of dynamic quantization. Kernels in cpp/kernels/per_isa/qgemm*.cpp, dispatch in
-// cpp/kernels/qgemm_dispatch.cpp.
+// of dynamic quantization. Kernels in cpp/kernels/per_isa/qgemm.cpp (GEMM) and qquantize.cpp
+// (quantize helpers), dispatch in cpp/kernels/qgemm_dispatch.cpp.
 //
 // Int8 has more paths than the three ISA namespaces: the AVX-512 build holds two (AVX-512 VNNI
 // `vpdpbusd`, and AMX-INT8 tiles, each in a function compiled for its own target), so the int8

@@ -3,9 +3,10 @@
 //
 // Microkernels, all exact (no instruction here saturates):
 //   scalar  plain integer loops (the reference the others are tested against);
-//   avx2    weights sign-extended and activations zero-extended to int16, then vpmaddwd: each pair
-//           product sum fits int32. (vpmaddubsw would be faster but saturates its int16 pair sums,
-//           which torch/fbgemm avoid by quantizing activations to 7 bits: reduce_range.)
+//   avx2    weights sign-extended and activations zero-extended to int16 (once per task, into
+//           thread-local panels), then vpmaddwd: each pair product sum fits int32. With 7-bit
+//           activations (reduce_range) vpmaddubsw + vpmaddwd straight from the packed bytes, whose
+//           int16 pair sums cannot saturate then (for 8-bit activations they can, so it is not used).
 //   avx512  vpdpbusd (AVX-512 VNNI: four u8 x s8 products summed into int32, no saturation), or
 //           AMX-INT8 tiles (tdpbusd on 16 x 64-byte tiles). Each is a function compiled for its own
 //           target, so the AVX-512 build runs on CPUs without VNNI as long as the dispatcher
@@ -29,7 +30,7 @@ namespace fg {
 namespace FG_ISA_NS {
 namespace {
 
-constexpr int64_t kQPanelRows = 64;  // rows of one task (a multiple of every microkernel's MR)
+constexpr int64_t kQPanelRows = 64;  // rows of one task
 constexpr int kAccLd = 32;           // row stride of the s32 scratch block
 
 inline int32_t load_u32(const uint8_t* p) {
@@ -72,11 +73,48 @@ void epilogue_32(const QGemmArgs& p, const int32_t* acc, int64_t m0, int rows, i
     }
   }
 }
+#elif defined(__AVX2__)
+// The same for AVX2, 8 lanes at a time (the scalar code's operations and operand order, as above).
+void epilogue_32(const QGemmArgs& p, const int32_t* acc, int64_t m0, int rows, int64_t n0) {
+  const __m256i azp = _mm256_set1_epi32(p.a_zp);
+  for (int r = 0; r < rows; ++r) {
+    const int32_t* s = acc + r * kAccLd;
+    const int64_t row = (m0 + r) * p.ldc + n0;
+    if (p.out == QOut::s32) {
+      std::memcpy(static_cast<int32_t*>(p.c) + row, s, sizeof(int32_t) * 32);
+      continue;
+    }
+    __m256i q[4] = {};  // the u8 lanes (f32 rows are stored in the loop)
+    for (int h = 0; h < 4; ++h) {
+      const int64_t n = n0 + 8 * h;
+      const __m256i sum = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + 8 * h));
+      const __m256i zc = _mm256_mullo_epi32(azp, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.colsum + n)));
+      __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(sum, zc)), _mm256_loadu_ps(p.scale + n));
+      if (p.bias) v = _mm256_add_ps(v, _mm256_loadu_ps(p.bias + n));
+      if (p.relu) v = _mm256_max_ps(v, _mm256_setzero_ps());  // v > 0 ? v : 0 (NaN, -0 -> 0)
+      if (p.out == QOut::f32) {
+        _mm256_storeu_ps(static_cast<float*>(p.c) + row + 8 * h, v);
+        continue;
+      }
+      __m256 t = _mm256_add_ps(_mm256_round_ps(_mm256_mul_ps(v, _mm256_set1_ps(p.out_inv_scale)),
+                                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                               _mm256_set1_ps(static_cast<float>(p.out_zp)));
+      t = _mm256_min_ps(t, _mm256_set1_ps(255.0f));  // NaN -> 255, as the scalar code
+      t = _mm256_max_ps(t, _mm256_setzero_ps());
+      q[h] = _mm256_cvtps_epi32(t);
+    }
+    if (p.out == QOut::u8) {  // 0..255: the packs do not saturate; the permute undoes their lane order
+      const __m256i b = _mm256_packus_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint8_t*>(p.c) + row),
+                          _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    }
+  }
+}
 #endif
 
 // Writes rows x cols (cols <= 32) sums `acc` to the output at (m0, n0), through the epilogue.
 void epilogue(const QGemmArgs& p, const int32_t* acc, int64_t m0, int rows, int64_t n0, int cols) {
-#if defined(__AVX512F__)
+#if defined(__AVX2__)
   if (cols == 32) return epilogue_32(p, acc, m0, rows, n0);
 #endif
   for (int r = 0; r < rows; ++r) {
@@ -136,65 +174,168 @@ inline const int8_t* weight_block(const QGemmArgs& p, int64_t blk) { return p.b 
 
 // ---- AVX2: int16 products with vpmaddwd --------------------------------------------------------
 #if defined(__AVX2__)
-constexpr int kAvx2MR = 4;
-[[maybe_unused]] void micro_avx2(const QGemmArgs& p, int64_t m0, int rows, int64_t nb, int32_t* acc) {
-  const int64_t K4 = (p.K + 3) / 4;
-  const uint8_t* arow[kAvx2MR];
-  for (int r = 0; r < kAvx2MR; ++r) arow[r] = p.a + (m0 + (r < rows ? r : 0)) * p.lda;  // spare rows: any valid row
-  for (int g = 0; g < 4; ++g) {  // 8 columns at a time: block g/2, bytes 32*(g%2).. of each 64
+// Exact path. vpmaddwd multiplies 16 int16 pairs and adds each pair into int32 (u8 x s8 products and
+// their pair sums fit easily): one multiply-pipe instruction per 16 products, the same throughput as
+// vpmaddubsw + vpmaddwd(ones) per 32. What made the old kernel slow was the widening inside the
+// loop (a vpmovzxbw per row and two vpmovsxbw per 8 columns for every 4 k's, on the shuffle pipes the
+// adds also need). Here a task widens its activation panel (u8 -> int16) and its 32-column weight
+// block (s8 -> int16) once into thread-local buffers, and the microkernel is loads, vpmaddwd and
+// vpaddd only: 6 rows x 8 columns, 12 accumulators + 2 weight registers + 1 broadcast + 1 product.
+constexpr int kAvx2MR = 6;
+// Row blocks shorter than this (batch 1) sign-extend the weights inside the microkernel instead:
+// widening a block costs about as much as one row's products with it.
+constexpr int kAvx2WidenRows = 4;
+
+// rows x kp activations (u8, p.lda apart) -> int16 rows kp apart. kp = qpad_k(K): bytes past K are 0.
+[[maybe_unused]] void widen_a(const QGemmArgs& p, int64_t m0, int rows, int64_t kp, int16_t* dst) {
+  for (int r = 0; r < rows; ++r) {
+    const uint8_t* src = p.a + (m0 + r) * p.lda;
+    int16_t* d = dst + r * kp;
+    for (int64_t k = 0; k < kp; k += 16)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + k),
+                          _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k))));
+  }
+}
+
+// The 32-column block nb as 4 groups of 8 columns, each K4 x 32 int16: per k4, columns 0-3 then 4-7
+// of the group, 4 k's each (the packed bytes sign-extended, in their order).
+[[maybe_unused]] void widen_b(const QGemmArgs& p, int64_t nb, int64_t K4, int16_t* dst) {
+  for (int g = 0; g < 4; ++g) {
     const int8_t* bb = weight_block(p, 2 * nb + g / 2) + 32 * (g % 2);
-    __m256i lo[kAvx2MR], hi[kAvx2MR];  // lo: columns 0-3 (two int32 halves each), hi: columns 4-7
-    for (int r = 0; r < kAvx2MR; ++r) lo[r] = hi[r] = _mm256_setzero_si256();
+    int16_t* d = dst + g * K4 * 32;
     for (int64_t k4 = 0; k4 < K4; ++k4) {
       const __m128i* bp = reinterpret_cast<const __m128i*>(bb + k4 * 64);
-      const __m256i b_lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp));
-      const __m256i b_hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp + 1));
-      for (int r = 0; r < kAvx2MR; ++r) {
-        // four copies of this row's 4 activations, as int16
-        const __m256i a = _mm256_cvtepu8_epi16(_mm_set1_epi32(load_u32(arow[r] + 4 * k4)));
-        lo[r] = _mm256_add_epi32(lo[r], _mm256_madd_epi16(a, b_lo));
-        hi[r] = _mm256_add_epi32(hi[r], _mm256_madd_epi16(a, b_hi));
-      }
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + k4 * 32), _mm256_cvtepi8_epi16(_mm_loadu_si128(bp)));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + k4 * 32 + 16), _mm256_cvtepi8_epi16(_mm_loadu_si128(bp + 1)));
     }
-    for (int r = 0; r < rows; ++r) {
-      // hadd: [c0 c1 c4 c5 | c2 c3 c6 c7]; the 64-bit permute puts the columns in order
-      const __m256i s = _mm256_permute4x64_epi64(_mm256_hadd_epi32(lo[r], hi[r]), _MM_SHUFFLE(3, 1, 2, 0));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + r * kAccLd + 8 * g), s);
+  }
+}
+
+// R rows (1..6) x 8 columns. a16: the first row's int16 activations, rows lda16 apart. kWideB: b
+// points at widen_b's int16 group; otherwise at the packed s8 bytes of the group (64 bytes per k4),
+// sign-extended here. Each accumulator lane holds one column's sum over the k's 0-1 or 2-3 of every
+// k4 (the activation broadcast is 4 int16); an hadd at the end adds the two.
+template <int R, bool kWideB>
+void micro_avx2_r(const int16_t* a16, int64_t lda16, const void* b, int64_t K4, int32_t* acc) {
+  const int16_t* ar[kAvx2MR];
+  for (int r = 0; r < kAvx2MR; ++r) ar[r] = a16 + (r < R ? r : 0) * lda16;
+  // named accumulators (see micro_vnni_r: arrays of vectors make GCC copy them around)
+  __m256i l0 = _mm256_setzero_si256(), h0 = l0, l1 = l0, h1 = l0, l2 = l0, h2 = l0, l3 = l0, h3 = l0, l4 = l0, h4 = l0,
+          l5 = l0, h5 = l0;
+  for (int64_t k4 = 0; k4 < K4; ++k4) {
+    __m256i b0, b1;
+    if constexpr (kWideB) {
+      const __m256i* bp = reinterpret_cast<const __m256i*>(static_cast<const int16_t*>(b) + k4 * 32);
+      b0 = _mm256_loadu_si256(bp);
+      b1 = _mm256_loadu_si256(bp + 1);
+    } else {
+      const __m128i* bp = reinterpret_cast<const __m128i*>(static_cast<const int8_t*>(b) + k4 * 64);
+      b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp));
+      b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp + 1));
     }
+// One row's step as one asm statement: written with intrinsics, GCC 12 hoists all six broadcasts
+// above the multiplies and, short of registers, keeps 8 of the 12 accumulators on the stack (half
+// the speed). Here each row needs only its two temporaries.
+#define FG_AVX2_ROW(r)                                                                             \
+  if constexpr (R > r) {                                                                           \
+    __m256i t, u;                                                                                  \
+    __asm__(                                                                                       \
+        "vpbroadcastq %[a], %[t]\n\t"                                                              \
+        "vpmaddwd %[b0], %[t], %[u]\n\t"                                                           \
+        "vpmaddwd %[b1], %[t], %[t]\n\t"                                                           \
+        "vpaddd %[u], %[l], %[l]\n\t"                                                              \
+        "vpaddd %[t], %[h], %[h]"                                                                  \
+        : [l] "+x"(l##r), [h] "+x"(h##r), [t] "=&x"(t), [u] "=&x"(u)                               \
+        : [a] "m"(*reinterpret_cast<const int64_t*>(ar[r] + 4 * k4)), [b0] "x"(b0), [b1] "x"(b1)); \
+  }
+    FG_AVX2_ROW(0)
+    FG_AVX2_ROW(1)
+    FG_AVX2_ROW(2)
+    FG_AVX2_ROW(3)
+    FG_AVX2_ROW(4)
+    FG_AVX2_ROW(5)
+#undef FG_AVX2_ROW
+  }
+  const __m256i lo[kAvx2MR] = {l0, l1, l2, l3, l4, l5}, hi[kAvx2MR] = {h0, h1, h2, h3, h4, h5};
+  for (int r = 0; r < R; ++r) {
+    // hadd: [c0 c1 c4 c5 | c2 c3 c6 c7]; the 64-bit permute puts the columns in order
+    const __m256i s = _mm256_permute4x64_epi64(_mm256_hadd_epi32(lo[r], hi[r]), _MM_SHUFFLE(3, 1, 2, 0));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + r * kAccLd), s);
+  }
+}
+
+template <bool kWideB>
+void micro_avx2_rows(int rows, const int16_t* a16, int64_t lda16, const void* b, int64_t K4, int32_t* acc) {
+  switch (rows) {
+    case 1: return micro_avx2_r<1, kWideB>(a16, lda16, b, K4, acc);
+    case 2: return micro_avx2_r<2, kWideB>(a16, lda16, b, K4, acc);
+    case 3: return micro_avx2_r<3, kWideB>(a16, lda16, b, K4, acc);
+    case 4: return micro_avx2_r<4, kWideB>(a16, lda16, b, K4, acc);
+    case 5: return micro_avx2_r<5, kWideB>(a16, lda16, b, K4, acc);
+    default: return micro_avx2_r<6, kWideB>(a16, lda16, b, K4, acc);
   }
 }
 
 // 7-bit activations (QGemmArgs::a_7bit): vpmaddubsw multiplies u8 x s8 pairs into int16 sums that
 // cannot saturate (|sum| <= 2 * 127 * 128 < 32767), vpmaddwd with ones adds the pairs into int32:
-// two instructions per 32 products instead of six. 4 rows x 16 columns.
-[[maybe_unused]] void micro_avx2_7bit(const QGemmArgs& p, int64_t m0, int rows, int64_t nb, int32_t* acc) {
+// two multiply-pipe instructions per 32 products and no widening, straight from the packed bytes.
+// R rows (1..6) x 16 columns per pass, 12 accumulators; instantiated for every R, so a short row
+// block (batch 1) computes only its own rows.
+constexpr int kAvx2MR7 = 6;
+template <int R>
+void micro_avx2_7bit_r(const QGemmArgs& p, int64_t m0, int64_t nb, int32_t* acc) {
   const int64_t K4 = (p.K + 3) / 4;
-  const uint8_t* arow[kAvx2MR];
-  for (int r = 0; r < kAvx2MR; ++r) arow[r] = p.a + (m0 + (r < rows ? r : 0)) * p.lda;
-  const __m256i ones = _mm256_set1_epi16(1);
-  for (int half = 0; half < 2; ++half) {
+  const int cols = static_cast<int>(std::min<int64_t>(kQPackN, p.N - nb * kQPackN));
+  const uint8_t* arow[kAvx2MR7];
+  for (int r = 0; r < kAvx2MR7; ++r) arow[r] = p.a + (m0 + (r < R ? r : 0)) * p.lda;
+  alignas(32) static const int16_t ones[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+  for (int half = 0; 16 * half < cols; ++half) {  // a 16-column half past N is not computed
     const int8_t* bb = weight_block(p, 2 * nb + half);
-    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
+            c40 = c00, c41 = c00, c50 = c00, c51 = c00;
     for (int64_t k4 = 0; k4 < K4; ++k4) {
       const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bb + k4 * 64));
       const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bb + k4 * 64 + 32));
-#define FG_AVX2_ROW(r)                                                                         \
-  {                                                                                            \
-    const __m256i a = _mm256_set1_epi32(load_u32(arow[r] + 4 * k4));                           \
-    c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(_mm256_maddubs_epi16(a, w0), ones)); \
-    c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(_mm256_maddubs_epi16(a, w1), ones)); \
+// As in micro_avx2_r, one asm statement per row (with intrinsics GCC 12 keeps an accumulator on
+// the stack); the ones come from memory, which leaves 16 registers: 12 sums, 2 weights, 2 temporaries.
+#define FG_AVX2_ROW(r)                                                                                                \
+  if constexpr (R > r) {                                                                                              \
+    __m256i t, u;                                                                                                     \
+    __asm__(                                                                                                          \
+        "vpbroadcastd %[a], %[t]\n\t"                                                                                 \
+        "vpmaddubsw %[w0], %[t], %[u]\n\t"                                                                            \
+        "vpmaddubsw %[w1], %[t], %[t]\n\t"                                                                            \
+        "vpmaddwd %[one], %[u], %[u]\n\t"                                                                             \
+        "vpmaddwd %[one], %[t], %[t]\n\t"                                                                             \
+        "vpaddd %[u], %[c0], %[c0]\n\t"                                                                               \
+        "vpaddd %[t], %[c1], %[c1]"                                                                                   \
+        : [c0] "+x"(c##r##0), [c1] "+x"(c##r##1), [t] "=&x"(t), [u] "=&x"(u)                                          \
+        : [a] "m"(*reinterpret_cast<const int32_t*>(arow[r] + 4 * k4)), [w0] "x"(w0), [w1] "x"(w1), [one] "m"(ones)); \
   }
       FG_AVX2_ROW(0)
       FG_AVX2_ROW(1)
       FG_AVX2_ROW(2)
       FG_AVX2_ROW(3)
+      FG_AVX2_ROW(4)
+      FG_AVX2_ROW(5)
 #undef FG_AVX2_ROW
     }
-    const __m256i out[kAvx2MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
-    for (int r = 0; r < rows; ++r) {
+    const __m256i out[kAvx2MR7][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    for (int r = 0; r < R; ++r) {
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + r * kAccLd + 16 * half), out[r][0]);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + r * kAccLd + 16 * half + 8), out[r][1]);
     }
+  }
+}
+
+[[maybe_unused]] void micro_avx2_7bit(const QGemmArgs& p, int64_t m0, int rows, int64_t nb, int32_t* acc) {
+  switch (rows) {
+    case 1: return micro_avx2_7bit_r<1>(p, m0, nb, acc);
+    case 2: return micro_avx2_7bit_r<2>(p, m0, nb, acc);
+    case 3: return micro_avx2_7bit_r<3>(p, m0, nb, acc);
+    case 4: return micro_avx2_7bit_r<4>(p, m0, nb, acc);
+    case 5: return micro_avx2_7bit_r<5>(p, m0, nb, acc);
+    default: return micro_avx2_7bit_r<6>(p, m0, nb, acc);
   }
 }
 #endif
@@ -356,6 +497,53 @@ void run_micro(const QGemmArgs& p, Micro micro) {
   });
 }
 
+#if defined(__AVX2__) && !defined(__AVX512F__)
+// The exact AVX2 GEMM: tasks of kQPanelRows rows x 32 columns as for_each_panel's, but row panels
+// outermost, so a thread widens each activation panel once for all its column blocks, and each
+// weight block once per panel (1/64 of the products' work).
+void run_avx2_exact(const QGemmArgs& p) {
+  const int64_t kp = qpad_k(p.K), K4 = (p.K + 3) / 4;
+  const int64_t mp = (p.M + kQPanelRows - 1) / kQPanelRows, np = qpad_n(p.N) / kQPackN;
+  const int64_t work = std::min(kQPanelRows, p.M) * kQPackN * kp / 8;
+  parallel_for(mp * np, grain_for_work(work), [&](int64_t b, int64_t e) {
+    static thread_local AlignedBuffer abuf, bbuf;  // int16 panels (sizes in floats: 2 int16 each)
+    const size_t a_floats = static_cast<size_t>(kQPanelRows * kp / 2), b_floats = static_cast<size_t>(kQPackN * kp / 2);
+    if (abuf.size() < a_floats) abuf.reset(a_floats);
+    if (bbuf.size() < b_floats) bbuf.reset(b_floats);
+    int16_t* a16 = reinterpret_cast<int16_t*>(abuf.data());
+    int16_t* b16 = reinterpret_cast<int16_t*>(bbuf.data());
+    int64_t a_panel = -1, b_block = -1;  // what the buffers hold now (valid within this range only)
+    alignas(64) int32_t acc[kQPanelRows * kAccLd];
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t pm = t / np, nb = t % np, m0 = pm * kQPanelRows;
+      const int rows = static_cast<int>(std::min<int64_t>(kQPanelRows, p.M - m0));
+      const int cols = static_cast<int>(std::min<int64_t>(kQPackN, p.N - nb * kQPackN));
+      if (pm != a_panel) {
+        widen_a(p, m0, rows, kp, a16);
+        a_panel = pm;
+      }
+      const bool wide = rows >= kAvx2WidenRows;
+      if (wide && nb != b_block) {
+        widen_b(p, nb, K4, b16);
+        b_block = nb;
+      }
+      for (int g = 0; 8 * g < cols; ++g) {  // groups of 8 columns past N are not computed
+        const void* bg = wide ? static_cast<const void*>(b16 + g * K4 * 32)
+                              : static_cast<const void*>(weight_block(p, 2 * nb + g / 2) + 32 * (g % 2));
+        for (int r = 0; r < rows; r += kAvx2MR) {
+          const int n = std::min(kAvx2MR, rows - r);
+          if (wide)
+            micro_avx2_rows<true>(n, a16 + r * kp, kp, bg, K4, acc + r * kAccLd + 8 * g);
+          else
+            micro_avx2_rows<false>(n, a16 + r * kp, kp, bg, K4, acc + r * kAccLd + 8 * g);
+        }
+      }
+      epilogue(p, acc, m0, rows, nb * kQPackN, cols);
+    }
+  });
+}
+#endif
+
 }  // namespace
 
 #if defined(__AVX512F__)
@@ -421,71 +609,15 @@ void qgemm(const QGemmArgs& p, bool amx) {
 void qgemm(const QGemmArgs& p) {
   if (p.M <= 0 || p.N <= 0) return;
   if (p.a_7bit)
-    run_micro<kAvx2MR>(p, micro_avx2_7bit);
+    run_micro<kAvx2MR7>(p, micro_avx2_7bit);
   else
-    run_micro<kAvx2MR>(p, micro_avx2);
+    run_avx2_exact(p);
 }
 #else
 void qgemm(const QGemmArgs& p) {
   if (p.M > 0 && p.N > 0) run_micro<4>(p, micro_scalar);
 }
 #endif
-
-// ---- quantize helpers ----------------------------------------------------------------------------
-void qminmax_f32(const float* x, int64_t n, float* mn, float* mx) {
-  vf lo = vset1(x[0]), hi = lo, bad = vzero();  // bad: x - x is NaN for NaN and +-inf
-  int64_t i = 0;
-  for (; i + W <= n; i += W) {
-    const vf v = vload(x + i);
-    lo = vmin(lo, v);
-    hi = vmax(hi, v);
-    bad = vadd(bad, vsub(v, v));
-  }
-  float lv[W], hv[W], bv[W];  // the lanes (a scalar build has one)
-  vstore(lv, lo);
-  vstore(hv, hi);
-  vstore(bv, bad);
-  float l = x[0], h = x[0], b = 0.0f;
-  for (int j = 0; j < W; ++j) {
-    l = std::min(l, lv[j]);
-    h = std::max(h, hv[j]);
-    b = b + bv[j];
-  }
-  for (; i < n; ++i) {
-    l = std::min(l, x[i]);
-    h = std::max(h, x[i]);
-    b = b + (x[i] - x[i]);
-  }
-  *mn = b == 0.0f ? l : NAN;
-  *mx = b == 0.0f ? h : NAN;
-}
-
-void qquantize_u8(const float* x, int64_t M, int64_t K, int64_t ldx, float inv_scale, int32_t zp, int32_t qmin,
-                  int32_t qmax, uint8_t* out, int64_t ldo, int64_t pad_to) {
-  const float fz = static_cast<float>(zp), flo = static_cast<float>(qmin), fhi = static_cast<float>(qmax);
-  parallel_for(M, grain_for_work(K), [&](int64_t b, int64_t e) {
-    for (int64_t m = b; m < e; ++m) {
-      const float* xr = x + m * ldx;
-      uint8_t* o = out + m * ldo;
-      int64_t k = 0;
-#if defined(__AVX512F__)
-      const vf vinv = vset1(inv_scale), vz = vset1(fz), vlo = vset1(flo), vhi = vset1(fhi);
-      for (; k + 16 <= K; k += 16) {
-        vf t = vadd(vround(vmul(vload(xr + k), vinv)), vz);
-        t = vmax(vmin(t, vhi), vlo);
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(o + k), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(t)));
-      }
-#endif
-      for (; k < K; ++k) {
-        float t = std::nearbyint(xr[k] * inv_scale) + fz;
-        t = t < fhi ? t : fhi;  // the operand order of vmin/vmax: NaN -> qmax
-        t = t > flo ? t : flo;
-        o[k] = static_cast<uint8_t>(static_cast<int>(t));
-      }
-      if (pad_to > K) std::memset(o + K, 0, static_cast<size_t>(pad_to - K));
-    }
-  });
-}
 
 }  // namespace FG_ISA_NS
 }  // namespace fg

@@ -3,8 +3,9 @@ kernels, onnxruntime's MatMulInteger and onnxruntime's own quantize_dynamic of t
 
 Workloads (each row's name says which int8 path ran: amx, avx512_vnni, avx2 or scalar):
   * int8 GEMM u8 x s8 -> s32, 512^3 and the MLP's layer shapes: "forgegrad" (the int8 kernel, on the
-    best path; 512^3 also once per other AVX-512 path) vs "fg fp32" (forgegrad's SGEMM on the same
-    shape) vs "onnxruntime" (a one-node MatMulInteger graph, u8 x s8, same data)
+    best path; 512^3 also with 7-bit activations, and once per other AVX-512 path) vs "fg fp32"
+    (forgegrad's SGEMM on the same shape) vs "onnxruntime" (a one-node MatMulInteger graph, u8 x s8,
+    same data)
   * dynamic-int8 MLP 784-256-128-10 (ReLU) at batch 1 and 64: forgegrad's quantize_dynamic model vs
     "fg fp32" (the float model, no_grad) vs "onnxruntime" (onnxruntime.quantization.quantize_dynamic
     of forgegrad's fp32 ONNX export of the same model, QInt8 weights)
@@ -46,12 +47,13 @@ def _matmul_integer_model(w_kn: np.ndarray) -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
-def gemm_fns(M: int, N: int, K: int, threads: int, path=None) -> Dict[str, object]:
-    """{"forgegrad": int8 GEMM, "fg fp32": SGEMM, "onnxruntime": MatMulInteger or None}."""
+def gemm_fns(M: int, N: int, K: int, threads: int, path=None, amax: int = 255) -> Dict[str, object]:
+    """{"forgegrad": int8 GEMM, "fg fp32": SGEMM, "onnxruntime": MatMulInteger or None}; activations
+    in [0, amax] (127: 7-bit activations, which the AVX2 kernel multiplies with vpmaddubsw)."""
     from .. import _C
     from ..kernels import matmul
     rng = np.random.default_rng(0)
-    a = rng.integers(0, 256, (M, K), dtype=np.uint8)
+    a = rng.integers(0, amax + 1, (M, K), dtype=np.uint8)
     w = rng.integers(-128, 128, (N, K), dtype=np.int8)
     packed, _ = _C.quant.pack_weight(w)
     af, wf = a.astype(np.float32), np.ascontiguousarray(w.T.astype(np.float32))
@@ -240,6 +242,11 @@ def workloads(quick: bool = False) -> List[Workload]:
         out.append(Workload(f"int8 GEMM M{M} N{N} K{K} [{best}]", ("forgegrad", "fg fp32", "onnxruntime"),
                             lambda t, M=M, N=N, K=K: gemm_fns(M, N, K, t), flop=2.0 * M * N * K))
         if (M, N, K) == (512, 512, 512):
+            # 7-bit activations (what reduce_range gives): on AVX2 three instructions per 32 products
+            # (vpmaddubsw, vpmaddwd, vpaddd) against four for exact 8-bit (two vpmaddwd, two vpaddd)
+            out.append(Workload(f"int8 GEMM M{M} N{N} K{K}, 7-bit activations [{best}]",
+                                ("forgegrad", "fg fp32", "onnxruntime"),
+                                lambda t: gemm_fns(512, 512, 512, t, amax=127), flop=2.0 * 512 ** 3))
             for p in [p for p in int8_paths() if p in ("avx512_vnni", "amx") and p != best]:
                 out.append(Workload(f"int8 GEMM M{M} N{N} K{K} [{p}]", ("forgegrad", "fg fp32", "onnxruntime"),
                                     lambda t, p=p: gemm_fns(512, 512, 512, t, path=p), flop=2.0 * 512 ** 3))
