@@ -1,30 +1,16 @@
 // forgegrad._C.attention: the fused scaled dot-product attention of cpp/kernels/per_isa/attention.cpp
-// on (N, L, E) / (N, S, E) / (N, S, Ev) float32 stacks (N = batch x heads). Every array is checked
-// here before a kernel runs; the float mask's offsets are bounds-checked against its size.
+// on (N, L, E) / (N, S, E) / (N, S, Ev) float32 stacks (N = batch x heads), and on a packed
+// (B, T, 3C) q/k/v projection read in place (causal self-attention, C = heads x head size, output
+// (B, T, C) head-merged). Every array is checked here before a kernel runs; the float mask's offsets
+// are bounds-checked against its size.
 #include <string>
 #include <vector>
 
+#include "forgegrad/attention.h"
 #include "forgegrad/bindings.h"
 #include "forgegrad/dispatch.h"
 #include "forgegrad/py_array.h"
 
-namespace fg {
-
-// out (N, L, Ev) and lse (N, L) (the row logsumexp of the masked, scaled scores; -inf for a row
-// with no key). mask: null, or element (n, r, c) at mask[moff[n] + r * mrs + c].
-FG_KERNEL(void, attention_forward,
-          (const float* q, const float* k, const float* v, int64_t N, int64_t L, int64_t S, int64_t E, int64_t Ev,
-           float scale, bool causal, const float* mask, const int64_t* moff, int64_t mrs, float* out, float* lse),
-          (q, k, v, N, L, S, E, Ev, scale, causal, mask, moff, mrs, out, lse))
-
-// dq, dk, dv from grad_out and forward's out and lse.
-FG_KERNEL(void, attention_backward,
-          (const float* q, const float* k, const float* v, const float* out, const float* grad_out, const float* lse,
-           int64_t N, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale, bool causal, const float* mask,
-           const int64_t* moff, int64_t mrs, float* dq, float* dk, float* dv),
-          (q, k, v, out, grad_out, lse, N, L, S, E, Ev, scale, causal, mask, moff, mrs, dq, dk, dv))
-
-}  // namespace fg
 
 namespace py = pybind11;
 using fg::bind::ArrayArg;
@@ -88,8 +74,10 @@ void forward(const py::array& q, const py::array& k, const py::array& v, float s
                              {{q, "q"}, {k, "k"}, {v, "v"}, {mask, "mask"}, {mask_offsets, "mask_offsets"}},
                              {{out, "out"}, {lse, "lse"}});
   py::gil_scoped_release release;
-  fg::attention_forward(Q.f32(), K.f32(), V.f32(), d.N, d.L, d.S, d.E, d.Ev, scale, causal, m.data, m.offsets,
-                        mask_row_stride, O.f32(), S.f32());
+  using fg::AttnLayout;
+  fg::attention_forward(Q.f32(), AttnLayout::contiguous(d.L, d.E), K.f32(), AttnLayout::contiguous(d.S, d.E), V.f32(),
+                        AttnLayout::contiguous(d.S, d.Ev), d.N, d.L, d.S, d.E, d.Ev, scale, causal, m.data, m.offsets,
+                        mask_row_stride, O.f32(), AttnLayout::contiguous(d.L, d.Ev), S.f32());
 }
 
 void backward(const py::array& q, const py::array& k, const py::array& v, const py::array& out,
@@ -121,8 +109,65 @@ void backward(const py::array& q, const py::array& k, const py::array& v, const 
                               {mask_offsets, "mask_offsets"}},
                              {{dq, "dq"}, {dk, "dk"}, {dv, "dv"}});
   py::gil_scoped_release release;
-  fg::attention_backward(Q.f32(), K.f32(), V.f32(), O.f32(), G.f32(), S.f32(), d.N, d.L, d.S, d.E, d.Ev, scale, causal,
-                         m.data, m.offsets, mask_row_stride, DQ.f32(), DK.f32(), DV.f32());
+  using fg::AttnLayout;
+  fg::attention_backward(Q.f32(), AttnLayout::contiguous(d.L, d.E), K.f32(), AttnLayout::contiguous(d.S, d.E), V.f32(),
+                         AttnLayout::contiguous(d.S, d.Ev), O.f32(), G.f32(), AttnLayout::contiguous(d.L, d.Ev), S.f32(),
+                         d.N, d.L, d.S, d.E, d.Ev, scale, causal, m.data, m.offsets, mask_row_stride, DQ.f32(),
+                         DK.f32(), DV.f32());
+}
+
+// ---- packed causal self-attention: qkv (B, T, 3C), heads H, head size D = C / H ----
+// q/k/v of head h are columns [h*D, (h+1)*D) of the first / second / third C columns.
+struct Packed {
+  int64_t B, T, C, H, D;
+  fg::AttnLayout qkv() const { return {H, T * 3 * C, D, 3 * C}; }
+  fg::AttnLayout merged() const { return {H, T * C, D, C}; }
+};
+
+Packed check_packed(const ArrayArg& QKV, int64_t heads) {
+  const int64_t three_c = QKV.dim(2);
+  if (heads < 1) throw py::value_error("attention_packed: heads must be >= 1, got " + std::to_string(heads));
+  if (three_c % (3 * heads))
+    throw py::value_error("attention_packed: qkv's last dimension (" + std::to_string(three_c) +
+                          ") must be 3 x heads x head size, heads = " + std::to_string(heads));
+  Packed p{QKV.dim(0), QKV.dim(1), three_c / 3, heads, three_c / 3 / heads};
+  if (p.B < 1 || p.T < 1 || p.D < 1)
+    throw py::value_error("attention_packed: every size must be >= 1, got qkv " + fg::bind::shape_str(QKV.shape));
+  return p;
+}
+
+void forward_packed(const py::array& qkv, int64_t heads, float scale, const py::array& out, const py::array& lse) {
+  ArrayArg QKV = fg::bind::f32_arg(qkv, "qkv", 3);
+  const Packed p = check_packed(QKV, heads);
+  ArrayArg O = fg::bind::f32_arg(out, "out", 3, fg::bind::kContiguous, true);
+  ArrayArg S = fg::bind::f32_arg(lse, "lse", 2, fg::bind::kContiguous, true);
+  fg::bind::expect_shape(O, "out", {p.B, p.T, p.C});
+  fg::bind::expect_shape(S, "lse", {p.B * p.H, p.T});
+  fg::bind::check_no_overlap("attention_forward_packed", {{qkv, "qkv"}}, {{out, "out"}, {lse, "lse"}});
+  py::gil_scoped_release release;
+  const float* b = QKV.f32();
+  fg::attention_forward(b, p.qkv(), b + p.C, p.qkv(), b + 2 * p.C, p.qkv(), p.B * p.H, p.T, p.T, p.D, p.D, scale, true,
+                        nullptr, nullptr, 0, O.f32(), p.merged(), S.f32());
+}
+
+void backward_packed(const py::array& qkv, const py::array& out, const py::array& grad_out, const py::array& lse,
+                     int64_t heads, float scale, const py::array& dqkv) {
+  ArrayArg QKV = fg::bind::f32_arg(qkv, "qkv", 3);
+  const Packed p = check_packed(QKV, heads);
+  ArrayArg O = fg::bind::f32_arg(out, "out", 3), G = fg::bind::f32_arg(grad_out, "grad_out", 3);
+  ArrayArg S = fg::bind::f32_arg(lse, "lse", 2);
+  fg::bind::expect_shape(O, "out", {p.B, p.T, p.C});
+  fg::bind::expect_shape(G, "grad_out", {p.B, p.T, p.C});
+  fg::bind::expect_shape(S, "lse", {p.B * p.H, p.T});
+  ArrayArg D = fg::bind::f32_arg(dqkv, "dqkv", 3, fg::bind::kContiguous, true);
+  fg::bind::expect_shape(D, "dqkv", QKV.shape);
+  fg::bind::check_no_overlap("attention_backward_packed",
+                             {{qkv, "qkv"}, {out, "out"}, {grad_out, "grad_out"}, {lse, "lse"}}, {{dqkv, "dqkv"}});
+  py::gil_scoped_release release;
+  const float* b = QKV.f32();
+  float* d = D.f32();
+  fg::attention_backward(b, p.qkv(), b + p.C, p.qkv(), b + 2 * p.C, p.qkv(), O.f32(), G.f32(), p.merged(), S.f32(),
+                         p.B * p.H, p.T, p.T, p.D, p.D, scale, true, nullptr, nullptr, 0, d, d + p.C, d + 2 * p.C);
 }
 
 void bind(py::module_& m) {
@@ -135,6 +180,14 @@ void bind(py::module_& m) {
         py::arg("lse"), py::arg("scale"), py::arg("causal"), py::arg("mask"), py::arg("mask_offsets"),
         py::arg("mask_row_stride"), py::arg("dq"), py::arg("dk"), py::arg("dv"),
         "Fills dq, dk, dv of attention_forward from grad_out, recomputing the scores tile by tile.");
+  m.def("attention_forward_packed", &forward_packed, py::arg("qkv"), py::arg("heads"), py::arg("scale"), py::arg("out"),
+        py::arg("lse"),
+        "Causal self-attention on a packed projection qkv (B, T, 3C) = [q | k | v], each C = heads x D columns "
+        "head by head, read in place: out (B, T, C) gets the heads' outputs side by side (head-merged), lse "
+        "(B x heads, T) the row logsumexp.");
+  m.def("attention_backward_packed", &backward_packed, py::arg("qkv"), py::arg("out"), py::arg("grad_out"),
+        py::arg("lse"), py::arg("heads"), py::arg("scale"), py::arg("dqkv"),
+        "Fills dqkv (B, T, 3C), laid out as qkv, with the gradient of attention_forward_packed for grad_out (B, T, C).");
 }
 
 }  // namespace

@@ -22,7 +22,9 @@ from .. import random as _random
 from .._args import positive_int
 from .._validate import check_bool, check_float
 from ..autograd import graph_free, no_grad
+from ..grad_mode import recorder
 from ..nn.linear import _fused_linear
+from ..ops.attention import packed_causal_attention as _packed_causal_attention
 from ..tensor import Tensor
 
 __all__ = ["GPT", "TransformerClassifier", "sample"]
@@ -50,11 +52,16 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x):
         n, t, c = x.shape
         h = self.n_head
+        qkv = self.c_attn(x)
+        dropout = self.dropout if self.training else 0.0
+        if dropout == 0.0 and type(qkv._data) is np.ndarray and qkv._data.dtype == np.float32 and recorder() is None:
+            # the fused kernel on the packed projection: no head split / merge copies (an ONNX trace
+            # and float64 take the composed ops below, which compute the same)
+            return _dropout(self.resid_dropout, self.c_proj(_packed_causal_attention(qkv, h)))
         # (N, T, 3C) -> (3, N, H, T, D): one permute, then q, k, v are views of it
-        qkv = self.c_attn(x).reshape(n, t, 3, h, c // h).permute(2, 0, 3, 1, 4)
+        qkv = qkv.reshape(n, t, 3, h, c // h).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                           is_causal=True)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
         y = y.permute(0, 2, 1, 3).reshape(n, t, c)
         return _dropout(self.resid_dropout, self.c_proj(y))
 
