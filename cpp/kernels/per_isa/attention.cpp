@@ -20,7 +20,10 @@
 // Layouts: every operand is read (and every result written) through an AttnLayout (attention.h), so
 // the q, k, v parts of a packed (B, T, 3C) projection are read in place and the output is written
 // head-merged as (B, T, C): no head split / merge copies around the kernel. Rows are strided, the
-// last axis is contiguous; the arithmetic and its order do not depend on the layout.
+// last axis is contiguous; the arithmetic and its order do not depend on the layout. Operands read
+// many times by a task (q rows, v and k blocks, dO rows) are first copied into the task's contiguous
+// buffers when their rows are strided: a packed row stride of 3C (3 KB at C = 256) would map a
+// block's rows onto a few L1 sets and evict them between the microkernel's passes.
 //
 // All products run through one register-blocked microkernel, C (M x N) (+)= A (M x K) B (K x N),
 // with A read through strides (a broadcast scalar per row: q rows, P, or P transposed) and B
@@ -182,19 +185,26 @@ void attention_forward(const float* q, AttnLayout lq, const float* k, AttnLayout
     const float* ktn = kt_all.data() + n * kblocks * E * bcp;
     const float* vn = v + lv.base(n);
     const float* mn = mask ? mask + moff[n] : nullptr;
-    AlignedBuffer buf(kRows * bcp + (Ev % W ? kBlk * evp : 0) + kRows * evp + 2 * kRows);
+    const bool copy_q = lq.sr != E, copy_v = Ev % W != 0 || lv.sr != Ev;
+    AlignedBuffer buf(kRows * bcp + (copy_v ? kBlk * evp : 0) + kRows * evp + 2 * kRows + (copy_q ? kRows * E : 0));
     float* st = buf.data();  // scores, then P (br x bcp)
-    float* vp = st + kRows * bcp;  // v block padded to evp columns (when Ev % W)
-    float* acc = vp + (Ev % W ? kBlk * evp : 0);  // unnormalised output (br x evp)
+    float* vp = st + kRows * bcp;  // v block, contiguous and padded to evp columns (when copy_v)
+    float* acc = vp + (copy_v ? kBlk * evp : 0);  // unnormalised output (br x evp)
     float* m = acc + kRows * evp;  // running row max
     float* l = m + kRows;  // running row sum
+    int64_t ldq = lq.sr;
+    if (copy_q) {  // the block's q rows, contiguous
+      float* qc = l + kRows;
+      copy_padded(qn, br, E, lq.sr, qc, E);
+      qn = qc, ldq = E;
+    }
     zero(acc, br * evp);
     for (int64_t r = 0; r < br; ++r) m[r] = -INFINITY, l[r] = 0.0f;
     const int64_t key_end = causal ? imin(S, r0 + br) : S;  // later key blocks are above the diagonal
     for (int64_t c0 = 0; c0 < key_end; c0 += kBlk) {
       const int64_t bc = imin(kBlk, key_end - c0), np = round_up(bc, W);
       // (a causal row block ends its last key block early: the packed block's first bc keys)
-      tile_gemm<false>(br, np, E, qn, lq.sr, 1, ktn + (c0 / kBlk) * E * bcp, bcp, st, bcp);
+      tile_gemm<false>(br, np, E, qn, ldq, 1, ktn + (c0 / kBlk) * E * bcp, bcp, st, bcp);
       for (int64_t r = 0; r < br; ++r) {
         float* s = st + r * bcp;
         const int64_t lim = visible(causal, r0 + r, c0, bc);
@@ -213,7 +223,7 @@ void attention_forward(const float* q, AttnLayout lq, const float* k, AttnLayout
       }
       const float* vb = vn + c0 * lv.sr;
       int64_t ldv = lv.sr;
-      if (Ev % W) {
+      if (copy_v) {
         copy_padded(vb, bc, Ev, lv.sr, vp, evp);
         vb = vp, ldv = evp;
       }
@@ -234,7 +244,9 @@ void attention_backward(const float* q, AttnLayout lq, const float* k, AttnLayou
                         int64_t S, int64_t E, int64_t Ev, float scale, bool causal, const float* mask,
                         const int64_t* moff, int64_t mrs, float* dq, float* dk, float* dv) {
   const int64_t ep = round_up(E, W), evp = round_up(Ev, W), bcp = round_up(kBlk, W);
-  const bool pad_e = E % W != 0, pad_ev = Ev % W != 0;
+  // q, k blocks and dO are used from contiguous copies (padded to ep / evp) when E % W, Ev % W or
+  // when their rows are strided
+  const bool pad_e = E % W != 0 || lq.sr != E || lk.sr != E, pad_ev = Ev % W != 0 || lo.sr != Ev;
   parallel_tasks(N, [&](int64_t n) {
     const float* qn = q + lq.base(n);
     const float* kn = k + lk.base(n);
@@ -248,9 +260,9 @@ void attention_backward(const float* q, AttnLayout lq, const float* k, AttnLayou
                       E * bcp + Ev * bcp + kBlk * ep + kBlk * evp);
     float* D = buf.data();  // rowsum(dO * out)
     float* dqa = D + L;  // dQ accumulator (L x ep)
-    float* qp = dqa + L * ep;  // q padded to ep (when E % W)
-    float* kp = qp + (pad_e ? L * ep : 0);  // key block padded to ep (when E % W)
-    float* gp = kp + (pad_e ? kBlk * ep : 0);  // dO padded to evp (when Ev % W)
+    float* qp = dqa + L * ep;  // q, contiguous and padded to ep (when pad_e)
+    float* kp = qp + (pad_e ? L * ep : 0);  // key block, contiguous and padded to ep (when pad_e)
+    float* gp = kp + (pad_e ? kBlk * ep : 0);  // dO, contiguous and padded to evp (when pad_ev)
     float* pt = gp + (pad_ev ? L * evp : 0);  // P tile (br x bcp)
     float* dst = pt + kRows * bcp;  // dP, then dS tile (br x bcp)
     float* kt = dst + kRows * bcp;  // k^T of the key block (E x bcp)
@@ -282,8 +294,8 @@ void attention_backward(const float* q, AttnLayout lq, const float* k, AttnLayou
         const int64_t br = imin(kRows, L - r0);
         // keys [0, kv) of the block are seen by some row of the tile (all but on the causal diagonal)
         const int64_t kv = causal ? imin(bc, r0 + br - c0) : bc, npv = round_up(kv, W);
-        tile_gemm<false>(br, npv, E, qn + r0 * qs, qs, 1, kt, bcp, pt, bcp);
-        tile_gemm<false>(br, npv, Ev, gn + r0 * os, os, 1, vt, bcp, dst, bcp);
+        tile_gemm<false>(br, npv, E, qb + r0 * ldq, ldq, 1, kt, bcp, pt, bcp);
+        tile_gemm<false>(br, npv, Ev, gb + r0 * ldg, ldg, 1, vt, bcp, dst, bcp);
         for (int64_t r = 0; r < br; ++r) {
           float* p = pt + r * bcp;
           float* ds = dst + r * bcp;
