@@ -28,12 +28,13 @@ FG_KERNEL(void, attention_forward,
           (q, lq, k, lk, v, lv, N, L, S, E, Ev, scale, causal, mask, moff, mrs, out, lo, lse))
 
 // dq, dk, dv from grad_out and forward's out and lse. grad_out is read through lo (out's layout);
-// dq, dk, dv are written through lq, lk, lv (the layouts of q, k, v).
+// dq, dk, dv are written through wq, wk, wv.
 FG_KERNEL(void, attention_backward,
           (const float* q, AttnLayout lq, const float* k, AttnLayout lk, const float* v, AttnLayout lv,
            const float* out, const float* grad_out, AttnLayout lo, const float* lse, int64_t N, int64_t L, int64_t S,
            int64_t E, int64_t Ev, float scale, bool causal, const float* mask, const int64_t* moff, int64_t mrs,
-           float* dq, float* dk, float* dv),
-          (q, lq, k, lk, v, lv, out, grad_out, lo, lse, N, L, S, E, Ev, scale, causal, mask, moff, mrs, dq, dk, dv))
+           float* dq, AttnLayout wq, float* dk, AttnLayout wk, float* dv, AttnLayout wv),
+          (q, lq, k, lk, v, lv, out, grad_out, lo, lse, N, L, S, E, Ev, scale, causal, mask, moff, mrs, dq, wq, dk, wk,
+           dv, wv))
 
 }  // namespace fg

@@ -242,7 +242,8 @@ void attention_forward(const float* q, AttnLayout lq, const float* k, AttnLayout
 void attention_backward(const float* q, AttnLayout lq, const float* k, AttnLayout lk, const float* v, AttnLayout lv,
                         const float* out, const float* grad_out, AttnLayout lo, const float* lse, int64_t N, int64_t L,
                         int64_t S, int64_t E, int64_t Ev, float scale, bool causal, const float* mask,
-                        const int64_t* moff, int64_t mrs, float* dq, float* dk, float* dv) {
+                        const int64_t* moff, int64_t mrs, float* dq, AttnLayout wq, float* dk, AttnLayout wk,
+                        float* dv, AttnLayout wv) {
   const int64_t ep = round_up(E, W), evp = round_up(Ev, W), bcp = round_up(kBlk, W);
   // q, k blocks and dO are used from contiguous copies (padded to ep / evp) when E % W, Ev % W or
   // when their rows are strided
@@ -320,14 +321,14 @@ void attention_backward(const float* q, AttnLayout lq, const float* k, AttnLayou
         tile_gemm<true>(br, ep, kv, dst, bcp, 1, kb, ldk, dqa + r0 * ep, ep);  // dQ += dS K
       }
       for (int64_t c = 0; c < bc; ++c) {
-        float* dkr = dk + lk.base(n) + (c0 + c) * ks;
-        float* dvr = dv + lv.base(n) + (c0 + c) * vs;
+        float* dkr = dk + wk.base(n) + (c0 + c) * wk.sr;
+        float* dvr = dv + wv.base(n) + (c0 + c) * wv.sr;
         for (int64_t e = 0; e < E; ++e) dkr[e] = dka[c * ep + e] * scale;
         for (int64_t e = 0; e < Ev; ++e) dvr[e] = dva[c * evp + e];
       }
     }
     for (int64_t r = 0; r < L; ++r)
-      for (int64_t e = 0; e < E; ++e) dq[lq.base(n) + r * qs + e] = dqa[r * ep + e] * scale;
+      for (int64_t e = 0; e < E; ++e) dq[wq.base(n) + r * wq.sr + e] = dqa[r * ep + e] * scale;
   });
 }
 

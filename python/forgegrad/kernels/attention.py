@@ -113,22 +113,28 @@ def _packed_scale(scale, qkv, heads):
 
 
 def attention_forward_packed(qkv, heads: int, scale: Optional[float] = None):
-    """(out (B, T, C), lse (B * heads, T)): causal self-attention of qkv (B, T, 3C) = [q | k | v], each
-    C = heads x D columns in head order (nanoGPT's c_attn output), out head-merged; scale 1/sqrt(D) when None."""
+    """(out (B, T, C), lse (B * heads, T), split (3, B * heads, T, D)): causal self-attention of qkv
+    (B, T, 3C) = [q | k | v], each C = heads x D columns in head order (nanoGPT's c_attn output), out
+    head-merged; scale 1/sqrt(D) when None. split holds q, k, v per head, for the backward."""
     qkv = _stack(qkv, "qkv")
     heads, scale = _packed_scale(scale, qkv, heads)
     b, t, c3 = qkv.shape
     out = np.empty((b, t, c3 // 3), np.float32)
     lse = np.empty((b * heads, t), np.float32)
-    _C.attention.attention_forward_packed(qkv, heads, scale, out, lse)
-    return out, lse
+    split = np.empty((3, b * heads, t, c3 // (3 * heads)), np.float32)
+    _C.attention.attention_forward_packed(qkv, heads, scale, out, lse, split)
+    return out, lse, split
 
 
-def attention_backward_packed(grad_out, qkv, out, lse, heads: int, scale: Optional[float] = None):
-    """dqkv (B, T, 3C), laid out as qkv, of :func:`attention_forward_packed` for grad_out (B, T, C)."""
-    qkv, out, grad_out = _stack(qkv, "qkv"), _stack(out, "out"), _stack(grad_out, "grad_out")
-    heads, scale = _packed_scale(scale, qkv, heads)
-    dqkv = np.empty_like(qkv)
+def attention_backward_packed(grad_out, split, out, lse, heads: int, scale: Optional[float] = None):
+    """dqkv (B, T, 3C), laid out as the forward's qkv, of :func:`attention_forward_packed` for grad_out
+    (B, T, C), from the forward's split, out and lse."""
+    split, out, grad_out = as_f32(split, "split"), _stack(out, "out"), _stack(grad_out, "grad_out")
+    if split.ndim != 4 or split.shape[0] != 3:
+        raise ValueError(f"split must be (3, B * heads, T, D), got shape {split.shape}")
+    b, t, c = out.shape
+    dqkv = np.empty((b, t, 3 * c), np.float32)
+    heads, scale = _packed_scale(scale, dqkv, heads)
     lse = np.ascontiguousarray(as_f32(lse, "lse"))
-    _C.attention.attention_backward_packed(qkv, out, grad_out, lse, heads, scale, dqkv)
+    _C.attention.attention_backward_packed(np.ascontiguousarray(split), out, grad_out, lse, heads, scale, dqkv)
     return dqkv
