@@ -106,3 +106,28 @@ def test_gpt_same_bits_as_composed_path(monkeypatch):
     monkeypatch.setattr(T, "recorder", lambda: object())  # what a trace sees: the composed ops
     composed = run()
     assert all(a.tobytes() == b.tobytes() for a, b in zip(fused, composed))
+
+
+def test_gpt_inference_fast_path_same_bits_and_respects_hooks():
+    """GPT's graph-free forward runs the blocks straight on the kernels: the same bits as the module
+    path; a forward pre-hook, a replaced layer or active dropout sends it back to the modules."""
+    from forgegrad.models import GPT
+    fg.manual_seed(0)
+    model = GPT(vocab_size=37, block_size=16, n_layer=2, n_head=3, n_embd=24, bias=False).eval()
+    idx = fg.tensor(np.random.default_rng(0).integers(0, 37, (2, 11)))
+    with fg.no_grad():
+        fast = model(idx).numpy()
+    ref = model(idx).detach().numpy()  # with a graph: the module path
+    assert fast.tobytes() == ref.tobytes()
+    block = model.transformer.h[1]
+    assert block._plain()
+    handle = block.ln_2.register_forward_pre_hook(lambda m, args: (args[0] * 0.0,))
+    assert not block._plain()
+    with fg.no_grad():
+        hooked = model(idx).numpy()
+    handle.remove()
+    assert not np.allclose(hooked, fast)  # the hook ran
+    model.train()
+    assert block._plain()  # dropout p = 0: still the identity
+    model.transformer.h[0].attn.resid_dropout.p = 0.5
+    assert not model.transformer.h[0]._plain()
