@@ -136,7 +136,7 @@ struct Packed {
 Packed check_packed(const ArrayArg& QKV, int64_t heads) {
   const int64_t three_c = QKV.dim(2);
   if (heads < 1) throw py::value_error("attention_packed: heads must be >= 1, got " + std::to_string(heads));
-  if (three_c % (3 * heads))
+  if (heads > three_c || three_c % (3 * heads))
     throw py::value_error("attention_packed: qkv's last dimension (" + std::to_string(three_c) +
                           ") must be 3 x heads x head size, heads = " + std::to_string(heads));
   Packed p{QKV.dim(0), QKV.dim(1), three_c / 3, heads, three_c / 3 / heads};
