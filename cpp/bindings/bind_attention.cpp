@@ -13,7 +13,6 @@
 #include "forgegrad/parallel.h"
 #include "forgegrad/py_array.h"
 
-
 namespace py = pybind11;
 using fg::bind::ArrayArg;
 
@@ -113,8 +112,8 @@ void backward(const py::array& q, const py::array& k, const py::array& v, const 
   py::gil_scoped_release release;
   using fg::AttnLayout;
   fg::attention_backward(Q.f32(), AttnLayout::contiguous(d.L, d.E), K.f32(), AttnLayout::contiguous(d.S, d.E), V.f32(),
-                         AttnLayout::contiguous(d.S, d.Ev), O.f32(), G.f32(), AttnLayout::contiguous(d.L, d.Ev), S.f32(),
-                         d.N, d.L, d.S, d.E, d.Ev, scale, causal, m.data, m.offsets, mask_row_stride, DQ.f32(),
+                         AttnLayout::contiguous(d.S, d.Ev), O.f32(), G.f32(), AttnLayout::contiguous(d.L, d.Ev),
+                         S.f32(), d.N, d.L, d.S, d.E, d.Ev, scale, causal, m.data, m.offsets, mask_row_stride, DQ.f32(),
                          AttnLayout::contiguous(d.L, d.E), DK.f32(), AttnLayout::contiguous(d.S, d.E), DV.f32(),
                          AttnLayout::contiguous(d.S, d.Ev));
 }

@@ -242,8 +242,8 @@ void attention_forward(const float* q, AttnLayout lq, const float* k, AttnLayout
 void attention_backward(const float* q, AttnLayout lq, const float* k, AttnLayout lk, const float* v, AttnLayout lv,
                         const float* out, const float* grad_out, AttnLayout lo, const float* lse, int64_t N, int64_t L,
                         int64_t S, int64_t E, int64_t Ev, float scale, bool causal, const float* mask,
-                        const int64_t* moff, int64_t mrs, float* dq, AttnLayout wq, float* dk, AttnLayout wk,
-                        float* dv, AttnLayout wv) {
+                        const int64_t* moff, int64_t mrs, float* dq, AttnLayout wq, float* dk, AttnLayout wk, float* dv,
+                        AttnLayout wv) {
   const int64_t ep = round_up(E, W), evp = round_up(Ev, W), bcp = round_up(kBlk, W);
   // q, k blocks and dO are used from contiguous copies (padded to ep / evp) when E % W, Ev % W or
   // when their rows are strided

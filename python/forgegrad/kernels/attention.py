@@ -8,8 +8,9 @@ reads it through per-(batch, head) offsets, so a mask shared by the heads (or a 
 shared by the queries) is neither copied per head nor per query.
 
 The packed form (:func:`attention_forward_packed`) is causal self-attention straight from a
-(B, T, 3C) q/k/v projection: the kernel reads each head's q, k, v columns in place and writes the
-output head-merged, (B, T, C), so neither the head split nor the merge is a copy.
+(B, T, 3C) q/k/v projection: one sequential pass in C++ splits the heads (kept for backward), the
+output is written head-merged, (B, T, C), and backward writes the gradient laid out as qkv, so no
+numpy head split / merge copies and no per-slice gradients are needed.
 """
 from __future__ import annotations
 

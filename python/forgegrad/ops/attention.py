@@ -294,11 +294,12 @@ class ScaledDotProductAttentionFunction(Function):
 class PackedCausalAttentionFunction(Function):
     """Causal self-attention of a packed q/k/v projection: qkv (B, T, 3C) -> (B, T, C), the same as
     splitting qkv into q, k, v, viewing each as (B, heads, T, C / heads), scaled_dot_product_attention
-    (is_causal=True) and merging the heads back. The fused kernel splits the heads in one pass, writes
-    the output head-merged and the gradient into one (B, T, 3C) buffer: no head split /
-    merge copies through numpy, and no per-part gradients to scatter and add (what q, k, v as slices of
-    qkv would cost in backward); the kernel's one split pass keeps the per-head q, k, v for backward. Float32 CPU arrays; GPT's attention calls it when it needs no dropout and no
-    trace (an ONNX export records the composed ops, whose mapping exists)."""
+    (is_causal=True) and merging the heads back. The fused kernel splits the heads in one sequential
+    pass (kept for backward), writes the output head-merged and the gradient into one (B, T, 3C)
+    buffer: no head split / merge copies through numpy, and no per-part gradients to scatter and add
+    (what q, k, v as slices of qkv would cost in backward). Float32 CPU arrays; GPT's attention calls
+    it when it needs no dropout and no trace (an ONNX export records the composed ops, whose mapping
+    exists)."""
 
     @staticmethod
     def forward(ctx, qkv, heads, scale=None):
