@@ -1,30 +1,17 @@
 // forgegrad._C.attention: the fused scaled dot-product attention of cpp/kernels/per_isa/attention.cpp
-// on (N, L, E) / (N, S, E) / (N, S, Ev) float32 stacks (N = batch x heads). Every array is checked
-// here before a kernel runs; the float mask's offsets are bounds-checked against its size.
+// on (N, L, E) / (N, S, E) / (N, S, Ev) float32 stacks (N = batch x heads), and on a packed
+// (B, T, 3C) q/k/v projection read in place (causal self-attention, C = heads x head size, output
+// (B, T, C) head-merged). Every array is checked here before a kernel runs; the float mask's offsets
+// are bounds-checked against its size.
+#include <cstring>
 #include <string>
 #include <vector>
 
+#include "forgegrad/attention.h"
 #include "forgegrad/bindings.h"
 #include "forgegrad/dispatch.h"
+#include "forgegrad/parallel.h"
 #include "forgegrad/py_array.h"
-
-namespace fg {
-
-// out (N, L, Ev) and lse (N, L) (the row logsumexp of the masked, scaled scores; -inf for a row
-// with no key). mask: null, or element (n, r, c) at mask[moff[n] + r * mrs + c].
-FG_KERNEL(void, attention_forward,
-          (const float* q, const float* k, const float* v, int64_t N, int64_t L, int64_t S, int64_t E, int64_t Ev,
-           float scale, bool causal, const float* mask, const int64_t* moff, int64_t mrs, float* out, float* lse),
-          (q, k, v, N, L, S, E, Ev, scale, causal, mask, moff, mrs, out, lse))
-
-// dq, dk, dv from grad_out and forward's out and lse.
-FG_KERNEL(void, attention_backward,
-          (const float* q, const float* k, const float* v, const float* out, const float* grad_out, const float* lse,
-           int64_t N, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale, bool causal, const float* mask,
-           const int64_t* moff, int64_t mrs, float* dq, float* dk, float* dv),
-          (q, k, v, out, grad_out, lse, N, L, S, E, Ev, scale, causal, mask, moff, mrs, dq, dk, dv))
-
-}  // namespace fg
 
 namespace py = pybind11;
 using fg::bind::ArrayArg;
@@ -88,8 +75,10 @@ void forward(const py::array& q, const py::array& k, const py::array& v, float s
                              {{q, "q"}, {k, "k"}, {v, "v"}, {mask, "mask"}, {mask_offsets, "mask_offsets"}},
                              {{out, "out"}, {lse, "lse"}});
   py::gil_scoped_release release;
-  fg::attention_forward(Q.f32(), K.f32(), V.f32(), d.N, d.L, d.S, d.E, d.Ev, scale, causal, m.data, m.offsets,
-                        mask_row_stride, O.f32(), S.f32());
+  using fg::AttnLayout;
+  fg::attention_forward(Q.f32(), AttnLayout::contiguous(d.L, d.E), K.f32(), AttnLayout::contiguous(d.S, d.E), V.f32(),
+                        AttnLayout::contiguous(d.S, d.Ev), d.N, d.L, d.S, d.E, d.Ev, scale, causal, m.data, m.offsets,
+                        mask_row_stride, O.f32(), AttnLayout::contiguous(d.L, d.Ev), S.f32());
 }
 
 void backward(const py::array& q, const py::array& k, const py::array& v, const py::array& out,
@@ -121,8 +110,88 @@ void backward(const py::array& q, const py::array& k, const py::array& v, const 
                               {mask_offsets, "mask_offsets"}},
                              {{dq, "dq"}, {dk, "dk"}, {dv, "dv"}});
   py::gil_scoped_release release;
-  fg::attention_backward(Q.f32(), K.f32(), V.f32(), O.f32(), G.f32(), S.f32(), d.N, d.L, d.S, d.E, d.Ev, scale, causal,
-                         m.data, m.offsets, mask_row_stride, DQ.f32(), DK.f32(), DV.f32());
+  using fg::AttnLayout;
+  fg::attention_backward(Q.f32(), AttnLayout::contiguous(d.L, d.E), K.f32(), AttnLayout::contiguous(d.S, d.E), V.f32(),
+                         AttnLayout::contiguous(d.S, d.Ev), O.f32(), G.f32(), AttnLayout::contiguous(d.L, d.Ev),
+                         S.f32(), d.N, d.L, d.S, d.E, d.Ev, scale, causal, m.data, m.offsets, mask_row_stride, DQ.f32(),
+                         AttnLayout::contiguous(d.L, d.E), DK.f32(), AttnLayout::contiguous(d.S, d.E), DV.f32(),
+                         AttnLayout::contiguous(d.S, d.Ev));
+}
+
+// ---- packed causal self-attention: qkv (B, T, 3C), heads H, head size D = C / H ----
+// q/k/v of head h are columns [h*D, (h+1)*D) of the first / second / third C columns. Forward
+// splits the heads into a contiguous (3, B*H, T, D) array in one sequential pass over qkv (the
+// kernels then read contiguous tiles; strided 3C rows cost more in their inner loops than the
+// copy), which backward reads again; the output is written head-merged and the gradient straight
+// into a (B, T, 3C) array laid out as qkv.
+struct Packed {
+  int64_t B, T, C, H, D;
+  fg::AttnLayout qkv() const { return {H, T * 3 * C, D, 3 * C}; }
+  fg::AttnLayout merged() const { return {H, T * C, D, C}; }
+  fg::AttnLayout split() const { return fg::AttnLayout::contiguous(T, D); }
+  int64_t part() const { return B * H * T * D; }  // one of q, k, v in the split array
+};
+
+Packed check_packed(const ArrayArg& QKV, int64_t heads) {
+  const int64_t three_c = QKV.dim(2);
+  if (heads < 1) throw py::value_error("attention_packed: heads must be >= 1, got " + std::to_string(heads));
+  if (heads > three_c || three_c % (3 * heads))
+    throw py::value_error("attention_packed: qkv's last dimension (" + std::to_string(three_c) +
+                          ") must be 3 x heads x head size, heads = " + std::to_string(heads));
+  Packed p{QKV.dim(0), QKV.dim(1), three_c / 3, heads, three_c / 3 / heads};
+  if (p.B < 1 || p.T < 1 || p.D < 1)
+    throw py::value_error("attention_packed: every size must be >= 1, got qkv " + fg::bind::shape_str(QKV.shape));
+  return p;
+}
+
+void forward_packed(const py::array& qkv, int64_t heads, float scale, const py::array& out, const py::array& lse,
+                    const py::array& split) {
+  ArrayArg QKV = fg::bind::f32_arg(qkv, "qkv", 3);
+  const Packed p = check_packed(QKV, heads);
+  ArrayArg O = fg::bind::f32_arg(out, "out", 3, fg::bind::kContiguous, true);
+  ArrayArg S = fg::bind::f32_arg(lse, "lse", 2, fg::bind::kContiguous, true);
+  ArrayArg X = fg::bind::f32_arg(split, "split", 4, fg::bind::kContiguous, true);
+  fg::bind::expect_shape(O, "out", {p.B, p.T, p.C});
+  fg::bind::expect_shape(S, "lse", {p.B * p.H, p.T});
+  fg::bind::expect_shape(X, "split", {3, p.B * p.H, p.T, p.D});
+  fg::bind::check_no_overlap("attention_forward_packed", {{qkv, "qkv"}},
+                             {{out, "out"}, {lse, "lse"}, {split, "split"}});
+  py::gil_scoped_release release;
+  const float* src = QKV.f32();
+  float* x = X.f32();
+  // row (b, t) of qkv -> row t of stack (part, b * H + h); a copy, so any split of the rows is exact
+  fg::parallel_for(p.B * p.T, fg::grain_for_work(3 * p.C), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t b = r / p.T, t = r % p.T;
+      for (int64_t part = 0; part < 3; ++part)
+        for (int64_t h = 0; h < p.H; ++h)
+          std::memcpy(x + part * p.part() + ((b * p.H + h) * p.T + t) * p.D, src + r * 3 * p.C + part * p.C + h * p.D,
+                      sizeof(float) * p.D);
+    }
+  });
+  fg::attention_forward(x, p.split(), x + p.part(), p.split(), x + 2 * p.part(), p.split(), p.B * p.H, p.T, p.T, p.D,
+                        p.D, scale, true, nullptr, nullptr, 0, O.f32(), p.merged(), S.f32());
+}
+
+void backward_packed(const py::array& split, const py::array& out, const py::array& grad_out, const py::array& lse,
+                     int64_t heads, float scale, const py::array& dqkv) {
+  ArrayArg D = fg::bind::f32_arg(dqkv, "dqkv", 3, fg::bind::kContiguous, true);
+  const Packed p = check_packed(D, heads);
+  ArrayArg X = fg::bind::f32_arg(split, "split", 4);
+  ArrayArg O = fg::bind::f32_arg(out, "out", 3), G = fg::bind::f32_arg(grad_out, "grad_out", 3);
+  ArrayArg S = fg::bind::f32_arg(lse, "lse", 2);
+  fg::bind::expect_shape(X, "split", {3, p.B * p.H, p.T, p.D});
+  fg::bind::expect_shape(O, "out", {p.B, p.T, p.C});
+  fg::bind::expect_shape(G, "grad_out", {p.B, p.T, p.C});
+  fg::bind::expect_shape(S, "lse", {p.B * p.H, p.T});
+  fg::bind::check_no_overlap("attention_backward_packed",
+                             {{split, "split"}, {out, "out"}, {grad_out, "grad_out"}, {lse, "lse"}}, {{dqkv, "dqkv"}});
+  py::gil_scoped_release release;
+  const float* x = X.f32();
+  float* d = D.f32();
+  fg::attention_backward(x, p.split(), x + p.part(), p.split(), x + 2 * p.part(), p.split(), O.f32(), G.f32(),
+                         p.merged(), S.f32(), p.B * p.H, p.T, p.T, p.D, p.D, scale, true, nullptr, nullptr, 0, d,
+                         p.qkv(), d + p.C, p.qkv(), d + 2 * p.C, p.qkv());
 }
 
 void bind(py::module_& m) {
@@ -135,6 +204,15 @@ void bind(py::module_& m) {
         py::arg("lse"), py::arg("scale"), py::arg("causal"), py::arg("mask"), py::arg("mask_offsets"),
         py::arg("mask_row_stride"), py::arg("dq"), py::arg("dk"), py::arg("dv"),
         "Fills dq, dk, dv of attention_forward from grad_out, recomputing the scores tile by tile.");
+  m.def("attention_forward_packed", &forward_packed, py::arg("qkv"), py::arg("heads"), py::arg("scale"), py::arg("out"),
+        py::arg("lse"), py::arg("split"),
+        "Causal self-attention on a packed projection qkv (B, T, 3C) = [q | k | v], each C = heads x D columns "
+        "head by head: split (3, B x heads, T, D) gets q, k, v per head (what backward reads), out (B, T, C) the "
+        "heads' outputs side by side (head-merged), lse (B x heads, T) the row logsumexp.");
+  m.def("attention_backward_packed", &backward_packed, py::arg("split"), py::arg("out"), py::arg("grad_out"),
+        py::arg("lse"), py::arg("heads"), py::arg("scale"), py::arg("dqkv"),
+        "Fills dqkv (B, T, 3C), laid out as qkv, with the gradient of attention_forward_packed for grad_out (B, T, C), "
+        "from forward's split, out and lse.");
 }
 
 }  // namespace

@@ -66,12 +66,27 @@ class attention:
         """Fills dq, dk, dv of attention_forward from grad_out, recomputing the scores tile by tile."""
         ...
     @staticmethod
+    def attention_backward_packed(split: numpy.ndarray, out: numpy.ndarray, grad_out: numpy.ndarray, lse: numpy.ndarray,
+                                  heads: _Int, scale: _Float, dqkv: numpy.ndarray) -> None:
+        """Fills dqkv (B, T, 3C), laid out as qkv, with the gradient of attention_forward_packed for grad_out (B, T,
+        C), from forward's split, out and lse.
+        """
+        ...
+    @staticmethod
     def attention_forward(q: numpy.ndarray, k: numpy.ndarray, v: numpy.ndarray, scale: _Float, causal: bool,
                           mask: object, mask_offsets: object, mask_row_stride: _Int, out: numpy.ndarray,
                           lse: numpy.ndarray) -> None:
         """out = softmax(q k^T * scale + mask) v for q (N, L, E), k (N, S, E), v (N, S, Ev), without storing the
         scores; lse (N, L) gets the row logsumexp. causal: query r sees keys c <= r. mask: None or a float32 array
         whose element (n, r, c) is mask[mask_offsets[n] + r * mask_row_stride + c].
+        """
+        ...
+    @staticmethod
+    def attention_forward_packed(qkv: numpy.ndarray, heads: _Int, scale: _Float, out: numpy.ndarray, lse: numpy.ndarray,
+                                 split: numpy.ndarray) -> None:
+        """Causal self-attention on a packed projection qkv (B, T, 3C) = [q | k | v], each C = heads x D columns head
+        by head: split (3, B x heads, T, D) gets q, k, v per head (what backward reads), out (B, T, C) the heads'
+        outputs side by side (head-merged), lse (B x heads, T) the row logsumexp.
         """
         ...
 

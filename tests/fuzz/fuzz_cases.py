@@ -171,6 +171,10 @@ def _extra_calls():
         getattr(KA, name + "_backward")(a, a if name == "silu" else y)
     for name in ("softmax", "log_softmax"):
         getattr(KS, name + "_backward")(a, getattr(KS, name)(a))
+    # the packed causal attention GPT's attention layer runs (no op sample reaches it)
+    from forgegrad.kernels import attention as KAT
+    out, lse, split = KAT.attention_forward_packed(rng.standard_normal((2, 5, 18)).astype(np.float32), 3)
+    KAT.attention_backward_packed(rng.standard_normal(out.shape).astype(np.float32), split, out, lse, 3)
     x = rng.standard_normal((4, 7)).astype(np.float32)
     p = [x, rng.standard_normal(5).astype(np.float32)]
     for f in (lambda: K.vector_norms(p, 2.0), lambda: K.vector_norms(p, 1.0), lambda: K.vector_norms(p, float("inf")),

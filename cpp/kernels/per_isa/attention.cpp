@@ -17,12 +17,21 @@
 // computed by the same sequence of operations whichever thread runs it: bit-identical for any
 // thread count. (A backward with fewer pairs than threads leaves threads idle.)
 //
+// Layouts: every operand is read (and every result written) through an AttnLayout (attention.h), so
+// the q, k, v parts of a packed (B, T, 3C) projection are read in place and the output is written
+// head-merged as (B, T, C): no head split / merge copies around the kernel. Rows are strided, the
+// last axis is contiguous; the arithmetic and its order do not depend on the layout. Operands read
+// many times by a task (q rows, v and k blocks, dO rows) are first copied into the task's contiguous
+// buffers when their rows are strided: a packed row stride of 3C (3 KB at C = 256) would map a
+// block's rows onto a few L1 sets and evict them between the microkernel's passes.
+//
 // All products run through one register-blocked microkernel, C (M x N) (+)= A (M x K) B (K x N),
 // with A read through strides (a broadcast scalar per row: q rows, P, or P transposed) and B
 // row-major with N a multiple of W (the operands that play B are packed with zero padding when
 // their width is not a multiple of W: k^T, v^T per key block; q, dO, k when E % W != 0).
 #include <cmath>
 
+#include "forgegrad/attention.h"
 #include "forgegrad/memory.h"
 #include "forgegrad/parallel.h"
 #include "forgegrad/simd.h"
@@ -157,9 +166,9 @@ inline int64_t visible(bool causal, int64_t row, int64_t c0, int64_t bc) {
 
 }  // namespace
 
-void attention_forward(const float* q, const float* k, const float* v, int64_t N, int64_t L, int64_t S, int64_t E,
-                       int64_t Ev, float scale, bool causal, const float* mask, const int64_t* moff, int64_t mrs,
-                       float* out, float* lse) {
+void attention_forward(const float* q, AttnLayout lq, const float* k, AttnLayout lk, const float* v, AttnLayout lv,
+                       int64_t N, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale, bool causal,
+                       const float* mask, const int64_t* moff, int64_t mrs, float* out, AttnLayout lo, float* lse) {
   const int64_t qblocks = (L + kRows - 1) / kRows, kblocks = (S + kBlk - 1) / kBlk;
   const int64_t evp = round_up(Ev, W), bcp = round_up(kBlk, W);
   // k^T of every key block, packed once (every query block of a head reads all of them)
@@ -167,28 +176,35 @@ void attention_forward(const float* q, const float* k, const float* v, int64_t N
   parallel_for(N * kblocks, grain_for_work(kBlk * E), [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       const int64_t n = i / kblocks, c0 = (i % kblocks) * kBlk;
-      transpose_padded(k + (n * S + c0) * E, imin(kBlk, S - c0), E, E, kt_all.data() + i * E * bcp, bcp);
+      transpose_padded(k + lk.base(n) + c0 * lk.sr, imin(kBlk, S - c0), E, lk.sr, kt_all.data() + i * E * bcp, bcp);
     }
   });
   parallel_tasks(N * qblocks, [&](int64_t task) {
     const int64_t n = task / qblocks, r0 = (task % qblocks) * kRows, br = imin(kRows, L - r0);
-    const float* qn = q + (n * L + r0) * E;
+    const float* qn = q + lq.base(n) + r0 * lq.sr;
     const float* ktn = kt_all.data() + n * kblocks * E * bcp;
-    const float* vn = v + n * S * Ev;
+    const float* vn = v + lv.base(n);
     const float* mn = mask ? mask + moff[n] : nullptr;
-    AlignedBuffer buf(kRows * bcp + (Ev % W ? kBlk * evp : 0) + kRows * evp + 2 * kRows);
+    const bool copy_q = lq.sr != E, copy_v = Ev % W != 0 || lv.sr != Ev;
+    AlignedBuffer buf(kRows * bcp + (copy_v ? kBlk * evp : 0) + kRows * evp + 2 * kRows + (copy_q ? kRows * E : 0));
     float* st = buf.data();  // scores, then P (br x bcp)
-    float* vp = st + kRows * bcp;  // v block padded to evp columns (when Ev % W)
-    float* acc = vp + (Ev % W ? kBlk * evp : 0);  // unnormalised output (br x evp)
+    float* vp = st + kRows * bcp;  // v block, contiguous and padded to evp columns (when copy_v)
+    float* acc = vp + (copy_v ? kBlk * evp : 0);  // unnormalised output (br x evp)
     float* m = acc + kRows * evp;  // running row max
     float* l = m + kRows;  // running row sum
+    int64_t ldq = lq.sr;
+    if (copy_q) {  // the block's q rows, contiguous
+      float* qc = l + kRows;
+      copy_padded(qn, br, E, lq.sr, qc, E);
+      qn = qc, ldq = E;
+    }
     zero(acc, br * evp);
     for (int64_t r = 0; r < br; ++r) m[r] = -INFINITY, l[r] = 0.0f;
     const int64_t key_end = causal ? imin(S, r0 + br) : S;  // later key blocks are above the diagonal
     for (int64_t c0 = 0; c0 < key_end; c0 += kBlk) {
       const int64_t bc = imin(kBlk, key_end - c0), np = round_up(bc, W);
       // (a causal row block ends its last key block early: the packed block's first bc keys)
-      tile_gemm<false>(br, np, E, qn, E, 1, ktn + (c0 / kBlk) * E * bcp, bcp, st, bcp);
+      tile_gemm<false>(br, np, E, qn, ldq, 1, ktn + (c0 / kBlk) * E * bcp, bcp, st, bcp);
       for (int64_t r = 0; r < br; ++r) {
         float* s = st + r * bcp;
         const int64_t lim = visible(causal, r0 + r, c0, bc);
@@ -205,16 +221,16 @@ void attention_forward(const float* q, const float* k, const float* v, int64_t N
         if (m[r] != mx) scale_row(acc + r * evp, evp, alpha);
         m[r] = mx;
       }
-      const float* vb = vn + c0 * Ev;
-      int64_t ldv = Ev;
-      if (Ev % W) {
-        copy_padded(vb, bc, Ev, Ev, vp, evp);
+      const float* vb = vn + c0 * lv.sr;
+      int64_t ldv = lv.sr;
+      if (copy_v) {
+        copy_padded(vb, bc, Ev, lv.sr, vp, evp);
         vb = vp, ldv = evp;
       }
       tile_gemm<true>(br, evp, bc, st, bcp, 1, vb, ldv, acc, evp);
     }
     for (int64_t r = 0; r < br; ++r) {
-      float* o = out + (n * L + r0 + r) * Ev;
+      float* o = out + lo.base(n) + (r0 + r) * lo.sr;
       const bool any = l[r] > 0.0f;
       const float inv = any ? 1.0f / l[r] : 0.0f;
       for (int64_t e = 0; e < Ev; ++e) o[e] = acc[r * evp + e] * inv;
@@ -223,27 +239,31 @@ void attention_forward(const float* q, const float* k, const float* v, int64_t N
   });
 }
 
-void attention_backward(const float* q, const float* k, const float* v, const float* out, const float* grad_out,
-                        const float* lse, int64_t N, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale,
-                        bool causal, const float* mask, const int64_t* moff, int64_t mrs, float* dq, float* dk,
-                        float* dv) {
+void attention_backward(const float* q, AttnLayout lq, const float* k, AttnLayout lk, const float* v, AttnLayout lv,
+                        const float* out, const float* grad_out, AttnLayout lo, const float* lse, int64_t N, int64_t L,
+                        int64_t S, int64_t E, int64_t Ev, float scale, bool causal, const float* mask,
+                        const int64_t* moff, int64_t mrs, float* dq, AttnLayout wq, float* dk, AttnLayout wk, float* dv,
+                        AttnLayout wv) {
   const int64_t ep = round_up(E, W), evp = round_up(Ev, W), bcp = round_up(kBlk, W);
-  const bool pad_e = E % W != 0, pad_ev = Ev % W != 0;
+  // q, k blocks and dO are used from contiguous copies (padded to ep / evp) when E % W, Ev % W or
+  // when their rows are strided
+  const bool pad_e = E % W != 0 || lq.sr != E || lk.sr != E, pad_ev = Ev % W != 0 || lo.sr != Ev;
   parallel_tasks(N, [&](int64_t n) {
-    const float* qn = q + n * L * E;
-    const float* kn = k + n * S * E;
-    const float* vn = v + n * S * Ev;
-    const float* on = out + n * L * Ev;
-    const float* gn = grad_out + n * L * Ev;
+    const float* qn = q + lq.base(n);
+    const float* kn = k + lk.base(n);
+    const float* vn = v + lv.base(n);
+    const float* on = out + lo.base(n);
+    const float* gn = grad_out + lo.base(n);
+    const int64_t qs = lq.sr, ks = lk.sr, vs = lv.sr, os = lo.sr;  // row strides
     const float* ln = lse + n * L;
     const float* mn = mask ? mask + moff[n] : nullptr;
     AlignedBuffer buf(L + L * ep + (pad_e ? L * ep + kBlk * ep : 0) + (pad_ev ? L * evp : 0) + 2 * kRows * bcp +
                       E * bcp + Ev * bcp + kBlk * ep + kBlk * evp);
     float* D = buf.data();  // rowsum(dO * out)
     float* dqa = D + L;  // dQ accumulator (L x ep)
-    float* qp = dqa + L * ep;  // q padded to ep (when E % W)
-    float* kp = qp + (pad_e ? L * ep : 0);  // key block padded to ep (when E % W)
-    float* gp = kp + (pad_e ? kBlk * ep : 0);  // dO padded to evp (when Ev % W)
+    float* qp = dqa + L * ep;  // q, contiguous and padded to ep (when pad_e)
+    float* kp = qp + (pad_e ? L * ep : 0);  // key block, contiguous and padded to ep (when pad_e)
+    float* gp = kp + (pad_e ? kBlk * ep : 0);  // dO, contiguous and padded to evp (when pad_ev)
     float* pt = gp + (pad_ev ? L * evp : 0);  // P tile (br x bcp)
     float* dst = pt + kRows * bcp;  // dP, then dS tile (br x bcp)
     float* kt = dst + kRows * bcp;  // k^T of the key block (E x bcp)
@@ -252,31 +272,31 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
     float* dva = dka + kBlk * ep;  // dV accumulator of the key block
     for (int64_t r = 0; r < L; ++r) {
       float s = 0.0f;
-      for (int64_t e = 0; e < Ev; ++e) s += gn[r * Ev + e] * on[r * Ev + e];
+      for (int64_t e = 0; e < Ev; ++e) s += gn[r * os + e] * on[r * os + e];
       D[r] = s;
     }
     zero(dqa, L * ep);
     const float* qb = qn;
-    int64_t ldq = E;
-    if (pad_e) copy_padded(qn, L, E, E, qp, ep), qb = qp, ldq = ep;
+    int64_t ldq = qs;
+    if (pad_e) copy_padded(qn, L, E, qs, qp, ep), qb = qp, ldq = ep;
     const float* gb = gn;
-    int64_t ldg = Ev;
-    if (pad_ev) copy_padded(gn, L, Ev, Ev, gp, evp), gb = gp, ldg = evp;
+    int64_t ldg = os;
+    if (pad_ev) copy_padded(gn, L, Ev, os, gp, evp), gb = gp, ldg = evp;
     for (int64_t c0 = 0; c0 < S; c0 += kBlk) {
       const int64_t bc = imin(kBlk, S - c0);
-      transpose_padded(kn + c0 * E, bc, E, E, kt, bcp);
-      transpose_padded(vn + c0 * Ev, bc, Ev, Ev, vt, bcp);
-      const float* kb = kn + c0 * E;
-      int64_t ldk = E;
-      if (pad_e) copy_padded(kb, bc, E, E, kp, ep), kb = kp, ldk = ep;
+      transpose_padded(kn + c0 * ks, bc, E, ks, kt, bcp);
+      transpose_padded(vn + c0 * vs, bc, Ev, vs, vt, bcp);
+      const float* kb = kn + c0 * ks;
+      int64_t ldk = ks;
+      if (pad_e) copy_padded(kb, bc, E, ks, kp, ep), kb = kp, ldk = ep;
       zero(dka, bc * ep);
       zero(dva, bc * evp);
       for (int64_t r0 = causal ? c0 : 0; r0 < L; r0 += kRows) {  // rows before c0 see no key of the block
         const int64_t br = imin(kRows, L - r0);
         // keys [0, kv) of the block are seen by some row of the tile (all but on the causal diagonal)
         const int64_t kv = causal ? imin(bc, r0 + br - c0) : bc, npv = round_up(kv, W);
-        tile_gemm<false>(br, npv, E, qn + r0 * E, E, 1, kt, bcp, pt, bcp);
-        tile_gemm<false>(br, npv, Ev, gn + r0 * Ev, Ev, 1, vt, bcp, dst, bcp);
+        tile_gemm<false>(br, npv, E, qb + r0 * ldq, ldq, 1, kt, bcp, pt, bcp);
+        tile_gemm<false>(br, npv, Ev, gb + r0 * ldg, ldg, 1, vt, bcp, dst, bcp);
         for (int64_t r = 0; r < br; ++r) {
           float* p = pt + r * bcp;
           float* ds = dst + r * bcp;
@@ -301,14 +321,14 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
         tile_gemm<true>(br, ep, kv, dst, bcp, 1, kb, ldk, dqa + r0 * ep, ep);  // dQ += dS K
       }
       for (int64_t c = 0; c < bc; ++c) {
-        float* dkr = dk + (n * S + c0 + c) * E;
-        float* dvr = dv + (n * S + c0 + c) * Ev;
+        float* dkr = dk + wk.base(n) + (c0 + c) * wk.sr;
+        float* dvr = dv + wv.base(n) + (c0 + c) * wv.sr;
         for (int64_t e = 0; e < E; ++e) dkr[e] = dka[c * ep + e] * scale;
         for (int64_t e = 0; e < Ev; ++e) dvr[e] = dva[c * evp + e];
       }
     }
     for (int64_t r = 0; r < L; ++r)
-      for (int64_t e = 0; e < E; ++e) dq[(n * L + r) * E + e] = dqa[r * ep + e] * scale;
+      for (int64_t e = 0; e < E; ++e) dq[wq.base(n) + r * wq.sr + e] = dqa[r * ep + e] * scale;
   });
 }
 

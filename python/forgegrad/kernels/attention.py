@@ -6,6 +6,11 @@ q (N, L, E), k (N, S, E), v (N, S, Ev) with N = batch x heads. A mask is prepare
 :func:`prepare_mask` from the user's bool/float attn_mask broadcastable to batch + (L, S): the kernel
 reads it through per-(batch, head) offsets, so a mask shared by the heads (or a key-padding row
 shared by the queries) is neither copied per head nor per query.
+
+The packed form (:func:`attention_forward_packed`) is causal self-attention straight from a
+(B, T, 3C) q/k/v projection: one sequential pass in C++ splits the heads (kept for backward), the
+output is written head-merged, (B, T, C), and backward writes the gradient laid out as qkv, so no
+numpy head split / merge copies and no per-slice gradients are needed.
 """
 from __future__ import annotations
 
@@ -18,7 +23,8 @@ from .. import _C
 from .._validate import check_bool, check_float, check_int
 from ._checks import as_f32
 
-__all__ = ["Mask", "prepare_mask", "attention_forward", "attention_backward"]
+__all__ = ["Mask", "prepare_mask", "attention_forward", "attention_backward", "attention_forward_packed",
+           "attention_backward_packed"]
 
 
 class Mask(NamedTuple):
@@ -97,3 +103,39 @@ def attention_backward(grad_out, q, k, v, out, lse, scale: float, causal: bool =
     _C.attention.attention_backward(q, k, v, out, grad_out, lse, scale, causal, m.data, m.offsets, m.row_stride, dq,
                                     dk, dv)
     return dq, dk, dv
+
+
+def _packed_scale(scale, qkv, heads):
+    heads = check_int(heads, "heads", low=1)
+    if qkv.shape[-1] % (3 * heads):
+        raise ValueError(f"qkv's last dimension ({qkv.shape[-1]}) must be 3 x heads x head size, heads = {heads}")
+    d = qkv.shape[-1] // (3 * heads)
+    return heads, (1.0 / math.sqrt(d) if d else 1.0) if scale is None else check_float(scale, "scale")
+
+
+def attention_forward_packed(qkv, heads: int, scale: Optional[float] = None):
+    """(out (B, T, C), lse (B * heads, T), split (3, B * heads, T, D)): causal self-attention of qkv
+    (B, T, 3C) = [q | k | v], each C = heads x D columns in head order (nanoGPT's c_attn output), out
+    head-merged; scale 1/sqrt(D) when None. split holds q, k, v per head, for the backward."""
+    qkv = _stack(qkv, "qkv")
+    heads, scale = _packed_scale(scale, qkv, heads)
+    b, t, c3 = qkv.shape
+    out = np.empty((b, t, c3 // 3), np.float32)
+    lse = np.empty((b * heads, t), np.float32)
+    split = np.empty((3, b * heads, t, c3 // (3 * heads)), np.float32)
+    _C.attention.attention_forward_packed(qkv, heads, scale, out, lse, split)
+    return out, lse, split
+
+
+def attention_backward_packed(grad_out, split, out, lse, heads: int, scale: Optional[float] = None):
+    """dqkv (B, T, 3C), laid out as the forward's qkv, of :func:`attention_forward_packed` for grad_out
+    (B, T, C), from the forward's split, out and lse."""
+    split, out, grad_out = as_f32(split, "split"), _stack(out, "out"), _stack(grad_out, "grad_out")
+    if split.ndim != 4 or split.shape[0] != 3:
+        raise ValueError(f"split must be (3, B * heads, T, D), got shape {split.shape}")
+    b, t, c = out.shape
+    dqkv = np.empty((b, t, 3 * c), np.float32)
+    heads, scale = _packed_scale(scale, dqkv, heads)
+    lse = np.ascontiguousarray(as_f32(lse, "lse"))
+    _C.attention.attention_backward_packed(np.ascontiguousarray(split), out, grad_out, lse, heads, scale, dqkv)
+    return dqkv

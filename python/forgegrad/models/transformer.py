@@ -22,7 +22,12 @@ from .. import random as _random
 from .._args import positive_int
 from .._validate import check_bool, check_float
 from ..autograd import graph_free, no_grad
+from ..grad_mode import recorder
 from ..nn.linear import _fused_linear
+from .. import _C
+from ..kernels.attention import attention_forward_packed as _attention_packed
+from ..kernels.norm import layer_norm_forward as _layer_norm
+from ..ops.attention import packed_causal_attention as _packed_causal_attention
 from ..tensor import Tensor
 
 __all__ = ["GPT", "TransformerClassifier", "sample"]
@@ -33,6 +38,10 @@ F = nn.functional
 def _dropout(module, x):
     """module(x), skipped when it is the identity (eval mode or p = 0): no op call at all."""
     return module(x) if module.training and module.p > 0 else x
+
+
+def _arr(t):
+    return None if t is None else t._data
 
 
 class CausalSelfAttention(nn.Module):
@@ -50,11 +59,16 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x):
         n, t, c = x.shape
         h = self.n_head
+        qkv = self.c_attn(x)
+        dropout = self.dropout if self.training else 0.0
+        if dropout == 0.0 and type(qkv._data) is np.ndarray and qkv._data.dtype == np.float32 and recorder() is None:
+            # the fused kernel on the packed projection: no head split / merge copies (an ONNX trace
+            # and float64 take the composed ops below, which compute the same)
+            return _dropout(self.resid_dropout, self.c_proj(_packed_causal_attention(qkv, h)))
         # (N, T, 3C) -> (3, N, H, T, D): one permute, then q, k, v are views of it
-        qkv = self.c_attn(x).reshape(n, t, 3, h, c // h).permute(2, 0, 3, 1, 4)
+        qkv = qkv.reshape(n, t, 3, h, c // h).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                           is_causal=True)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
         y = y.permute(0, 2, 1, 3).reshape(n, t, c)
         return _dropout(self.resid_dropout, self.c_proj(y))
 
@@ -80,6 +94,35 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """A pre-LN Transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
 
+    def _plain(self) -> bool:
+        """Whether _infer computes what forward does: the submodules are the ones __init__ made
+        (exact types: a quantized or wrapped layer takes forward), without forward pre-hooks (they
+        can change arguments), with float32 CPU parameters, and dropout the identity."""
+        a, m = self.attn, self.mlp
+        parts = (self, self.ln_1, a, a.c_attn, a.c_proj, self.ln_2, m, m.c_fc, m.gelu, m.c_proj)
+        if tuple(map(type, parts)) != _PLAIN_BLOCK_TYPES or any(p.__dict__.get("_forward_pre_hooks") for p in parts):
+            return False
+        if any(d.training and d.p > 0 for d in (a.resid_dropout, m.dropout)) or (a.training and a.dropout > 0):
+            return False
+        for lin in (a.c_attn, a.c_proj, m.c_fc, m.c_proj, self.ln_1, self.ln_2):
+            for t in (lin.weight, lin.bias):
+                if t is not None and (type(t._data) is not np.ndarray or t._data.dtype != np.float32):
+                    return False
+        return True
+
+    def _infer(self, x):
+        """forward on a float32 array without a graph (see GPT.forward): the kernels forward's ops run,
+        in the same order, without the per-op dispatch (a batch-1 forward's ops cost about as much to
+        dispatch as the small kernels they run)."""
+        a, m, ln1, ln2 = self.attn, self.mlp, self.ln_1, self.ln_2
+        h = _layer_norm(x, ln1.normalized_shape, _arr(ln1.weight), _arr(ln1.bias), ln1.eps)[0]
+        qkv = _C.gemm.linear(h, a.c_attn.weight._data, _arr(a.c_attn.bias))
+        y = _attention_packed(qkv, a.n_head)[0]
+        x = np.add(x, _C.gemm.linear(y, a.c_proj.weight._data, _arr(a.c_proj.bias)))
+        h = _layer_norm(x, ln2.normalized_shape, _arr(ln2.weight), _arr(ln2.bias), ln2.eps)[0]
+        h = _C.gemm.linear(h, m.c_fc.weight._data, _arr(m.c_fc.bias), *m.gelu.epilogue())
+        return np.add(x, _C.gemm.linear(h, m.c_proj.weight._data, _arr(m.c_proj.bias)))
+
     def __init__(self, n_embd, n_head, dropout, bias):
         super().__init__()
         self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
@@ -90,6 +133,10 @@ class Block(nn.Module):
     def forward(self, x):
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
+
+
+_PLAIN_BLOCK_TYPES = (Block, nn.LayerNorm, CausalSelfAttention, nn.Linear, nn.Linear, nn.LayerNorm, MLP, nn.Linear,
+                      nn.GELU, nn.Linear)
 
 
 class GPT(nn.Module):
@@ -141,8 +188,16 @@ class GPT(nn.Module):
         tr = self.transformer
         # positions 0..T-1 as a slice of the table: an exported graph keeps T dynamic
         x = _dropout(tr.drop, tr.wte(idx) + tr.wpe.weight[:t])
-        for block in tr.h:
-            x = block(x)
+        blocks = list(tr.h)
+        if graph_free() and type(x._data) is np.ndarray and all(b._plain() for b in blocks):
+            # inference: the blocks straight on the kernels (same results, no per-op dispatch)
+            x = x._data
+            for block in blocks:
+                x = block._infer(x)
+            x = Tensor._wrap(x)
+        else:
+            for block in blocks:
+                x = block(x)
         return self.lm_head(tr.ln_f(x))
 
 

@@ -290,6 +290,41 @@ class ScaledDotProductAttentionFunction(Function):
         return dq, dk, dv, dmask
 
 
+# ---- packed causal self-attention ------------------------------------------------------------------------
+class PackedCausalAttentionFunction(Function):
+    """Causal self-attention of a packed q/k/v projection: qkv (B, T, 3C) -> (B, T, C), the same as
+    splitting qkv into q, k, v, viewing each as (B, heads, T, C / heads), scaled_dot_product_attention
+    (is_causal=True) and merging the heads back. The fused kernel splits the heads in one sequential
+    pass (kept for backward), writes the output head-merged and the gradient into one (B, T, 3C)
+    buffer: no head split / merge copies through numpy, and no per-part gradients to scatter and add
+    (what q, k, v as slices of qkv would cost in backward). Float32 CPU arrays; GPT's attention calls
+    it when it needs no dropout and no trace (an ONNX export records the composed ops, whose mapping
+    exists)."""
+
+    @staticmethod
+    def forward(ctx, qkv, heads, scale=None):
+        out, lse, split = _KA.attention_forward_packed(qkv, heads, scale)
+        ctx.save_for_backward(split, out, lse)
+        ctx.heads, ctx.scale = heads, scale
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        split, out, lse = ctx.saved_tensors
+        return _KA.attention_backward_packed(g, split, out, lse, ctx.heads, ctx.scale), None, None
+
+
+# without a graph: the output alone (the apply path of a Function with an inference kernel)
+PackedCausalAttentionFunction.inference = staticmethod(
+    lambda qkv, heads, scale=None: _KA.attention_forward_packed(qkv, heads, scale)[0])
+
+
+def packed_causal_attention(qkv, heads: int, scale=None):
+    """Causal self-attention of qkv (B, T, 3C) = [q | k | v] (each C = heads x D columns, head after
+    head) -> (B, T, C): see PackedCausalAttentionFunction. Float32 tensors on the CPU."""
+    return PackedCausalAttentionFunction.apply(qkv, heads, scale)
+
+
 # ---- cuda ------------------------------------------------------------------------------------------------
 # Flash-style kernels (cuda/attention.cu): tiles of K/V streamed through shared memory with an online
 # softmax; the log-sum-exp per query row is saved and the backward recomputes the probabilities, with

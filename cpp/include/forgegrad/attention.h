@@ -1,0 +1,40 @@
+// Fused scaled dot-product attention (cpp/kernels/per_isa/attention.cpp): the kernels and the
+// layout through which they read q, k, v, grad_out and write out, dq, dk, dv.
+#pragma once
+#include <cstdint>
+
+#include "forgegrad/dispatch.h"
+
+namespace fg {
+
+// Where the (N, R, C) stack of one attention operand lives: element (n, r, c) of the stack is at
+// base[(n / heads) * sb + (n % heads) * sh + r * sr + c] (the last axis is contiguous). A plain
+// contiguous stack is {1, R * C, 0, C}; the q (or k, v) part of a packed (B, T, 3 * H * D)
+// projection, read as B * H stacks of (T, D) without a copy, is {H, T * 3HD, D, 3HD} from the
+// q (k: + HD, v: + 2HD) pointer. That layout also writes a (B, T, H * D) head-merged output.
+struct AttnLayout {
+  int64_t heads, sb, sh, sr;
+  int64_t base(int64_t n) const { return (n / heads) * sb + (n % heads) * sh; }
+  static AttnLayout contiguous(int64_t rows, int64_t cols) { return {1, rows * cols, 0, cols}; }
+};
+
+// out (N, L, Ev) and lse (N, L) (the row logsumexp of the masked, scaled scores; -inf for a row
+// with no key; lse is always a contiguous (N, L) buffer). mask: null, or element (n, r, c) at
+// mask[moff[n] + r * mrs + c].
+FG_KERNEL(void, attention_forward,
+          (const float* q, AttnLayout lq, const float* k, AttnLayout lk, const float* v, AttnLayout lv, int64_t N,
+           int64_t L, int64_t S, int64_t E, int64_t Ev, float scale, bool causal, const float* mask,
+           const int64_t* moff, int64_t mrs, float* out, AttnLayout lo, float* lse),
+          (q, lq, k, lk, v, lv, N, L, S, E, Ev, scale, causal, mask, moff, mrs, out, lo, lse))
+
+// dq, dk, dv from grad_out and forward's out and lse. grad_out is read through lo (out's layout);
+// dq, dk, dv are written through wq, wk, wv.
+FG_KERNEL(void, attention_backward,
+          (const float* q, AttnLayout lq, const float* k, AttnLayout lk, const float* v, AttnLayout lv,
+           const float* out, const float* grad_out, AttnLayout lo, const float* lse, int64_t N, int64_t L, int64_t S,
+           int64_t E, int64_t Ev, float scale, bool causal, const float* mask, const int64_t* moff, int64_t mrs,
+           float* dq, AttnLayout wq, float* dk, AttnLayout wk, float* dv, AttnLayout wv),
+          (q, lq, k, lk, v, lv, out, grad_out, lo, lse, N, L, S, E, Ev, scale, causal, mask, moff, mrs, dq, wq, dk, wk,
+           dv, wv))
+
+}  // namespace fg
