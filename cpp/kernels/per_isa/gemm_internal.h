@@ -35,6 +35,8 @@ constexpr int kGemmNR = kGemmNV * W;
 // (KC x 16 floats = 16 KiB) stays in L1 while the A panels of an MC block (144 x 256 floats =
 // 144 KiB, L2) stream past it, 24 bytes per k step; the B block (KC x NC) sits in L3. The old
 // A-in-L1 / B-in-L2 order needed a 512-640 KiB B block in L2, which this L2 cannot hold.
+// (kGemmKCMax also bounds the unpacked direct path, which runs K as one slice: on AVX2, K in
+// 257..320 now takes the packed path; KC 256..384 measured alike within this VM's noise.)
 constexpr int64_t kGemmKCMax = 256;
 constexpr int64_t kGemmMCMax = 24 * kGemmMR;  // 144 rows
 constexpr int64_t kGemmNCMax = 4096;          // columns of B packed per block (L3)
