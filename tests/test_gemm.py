@@ -187,8 +187,11 @@ def test_bit_identical_across_threads(simd_path, threads, rng):
 # it goes; other tiles read packed panels; edge panels of <= 16 columns run a half-width tile.
 # Rows around one row block (64) pick the small-M or the general loop order; K > 320 gives several
 # KC slices (later slices accumulate into C); 20x300x700 and 200x64x2600 several NC column blocks.
+# AVX2 runs BLIS's loop order (B panels packed during the first 144-row block, reused by the later
+# ones): 301x520x101 and 445x257x70 span several row blocks (the last partial, the last row panel
+# short), several KC slices of 256 at most and a column tail.
 FUSED_SHAPES = [(64, 784, 256), (256, 64, 784), (72, 100, 80), (57, 129, 530), (136, 333, 47),
-                (20, 300, 700), (200, 64, 2600), (40, 5, 33), (9, 8, 48)]
+                (20, 300, 700), (200, 64, 2600), (40, 5, 33), (9, 8, 48), (301, 520, 101), (445, 257, 70)]
 
 
 @pytest.mark.parametrize("ta", [False, True])

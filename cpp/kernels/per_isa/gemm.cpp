@@ -5,6 +5,9 @@
 //       for each A panel (ir; L1-resident, it is the broadcast operand):
 //         for each NR-wide B panel (jr; packed during the first sweep, L2-resident):
 //           microkernel -> MR x NR tile of C
+// AVX2 (kGemmBPanelInL1) swaps the two inner loops (BLIS's order: each B panel in L1 against the
+// L2-resident A panels of a taller MC block, the B block in L3), since the 512 KiB L2 of the Zen 3
+// it is tuned on cannot hold the B block of the order above. Loop order never changes a result.
 // Full panels are not packed beforehand: the first tile to use a panel reads it in place and
 // writes the packed copy (see fuse_b below).
 // Threads never split K: every element of C is the same fma chain over each KC slice, the slices
@@ -99,8 +102,8 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
   const bool fuse_b = csb == 1;
   const int64_t m_panels = (M + kGemmMR - 1) / kGemmMR;
   const int64_t n_panels = (N + kGemmNR - 1) / kGemmNR;
-  // NC: the packed B block holds at most kGemmKCMax x kGemmNCMax floats (L2), so short K (a thin KC)
-  // packs wider blocks and op(A) is packed fewer times.
+  // NC: the packed B block holds at most kGemmKCMax x kGemmNCMax floats (L2, or L3 in the BLIS
+  // order), so short K (a thin KC) packs wider blocks and op(A) is packed fewer times.
   const int64_t nc_max_panels = kGemmKCMax * kGemmNCMax / KC / kGemmNR;
   constexpr int64_t kGemmMCPanels = kGemmMCMax / kGemmMR;
   // Row panels of balanced height (M = 20 is 3 panels of 6-7 rows, not 8 + 8 + 4): panel p
@@ -161,6 +164,12 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
             // (more of the source B survives in L2 from call to call).
             for (int64_t q = qc; q < qe; ++q)
               for (int64_t p = pb; p < pe; ++p) run_tile(p, q, bpack, p == pb);
+          } else if constexpr (kGemmBPanelInL1) {
+            // BLIS order: one B panel (L1-resident) against every A panel of the row block
+            // (L2-resident); the B block (L3) is packed, panel by panel, during the first row
+            // block's sweep and reused by the later row blocks.
+            for (int64_t q = qc; q < qe; ++q)
+              for (int64_t p = pb; p < pe; ++p) run_tile(p, q, bpack + (q - qc) * kGemmNR * kc, pb == p0 && p == pb);
           } else {
             // One A panel (L1-resident) against every B panel of the block (L2-resident, packed
             // during the first A panel's sweep).

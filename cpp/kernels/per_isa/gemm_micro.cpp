@@ -59,6 +59,21 @@ void tile(int cols, int64_t kc, const float* __restrict a, const float* __restri
     if constexpr (CopyA) __builtin_prefetch(c + r * ldc, 1);
 
   for (int64_t k = 0; k < kc; ++k) {
+    if constexpr (kGemmFusedPrefetch > 0) {
+      // Operands read in place with one row (B) or one column (op(A) column-major) per step k
+      // lie a page apart when the leading dimension is large, where the hardware prefetchers
+      // stop: fetch both cache lines (rows of numpy arrays are not 64-byte aligned) of the step
+      // kGemmFusedPrefetch ahead.
+      constexpr int D = kGemmFusedPrefetch;
+      if constexpr (S == BRead::kPackAlong) {
+        __builtin_prefetch(b + D * ldb);
+        __builtin_prefetch(b + D * ldb + kGemmNR - 1);
+      }
+      if constexpr (SA == ARead::kColMajor && CopyA) {
+        __builtin_prefetch(a + D * lda);
+        __builtin_prefetch(a + D * lda + kGemmMR - 1);
+      }
+    }
     vf bv[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v)
