@@ -116,6 +116,31 @@ void dot_cols(int64_t j0, int64_t j1, int64_t K, float alpha, const float* a, co
   for (; j < j1; ++j) dot_block<RI, 1>(K, alpha, a, B + j * csb, csb, beta, C + j * csc, rsc, csc);
 }
 
+#if defined(__AVX2__) && !defined(__AVX512F__)
+// Batch-1 GEMV (m == 1: a Linear layer's decode step, c_j = alpha * <a, B_j> + beta * c_j over the
+// rows B_j of an (out, in) weight), AVX2 build only: the rows [j0, j1) are cut into kGemvStreams
+// equal runs, and each dot_block<1, 4> takes the i-th row of every run. So the weight is read as 4
+// long sequential streams (a quarter of the matrix each) instead of 4 adjacent rows at a time: with
+// 768-wide rows (3 KB) adjacent blocks start 4 new short streams every 12 KB, which the hardware
+// prefetchers pick up only after a few misses each. Measured on Zen 4 (AVX2, interleaved, one
+// thread, weight streamed from DRAM): 0.66-0.73x the time of adjacent blocks for 768-wide rows
+// (GPT-2's tied 50257 x 768 head, its 3072 x 768 c_fc), ~0.85x for 1024- and 3072-wide ones.
+// Each row's arithmetic is dot_block<1, *>'s, as before, so the results are the same bits as the
+// adjacent-block order and do not depend on the thread count (the runs depend on [j0, j1) only
+// for which rows share a block, never for how a row is computed). Not enabled for AVX-512, where
+// it has not been measured.
+constexpr int kGemvStreams = 4;
+
+void gemv_streams(int64_t j0, int64_t j1, int64_t K, float alpha, const float* a, const float* B, int64_t csb,
+                  float beta, float* C, int64_t csc) {
+  constexpr int S = kGemvStreams;
+  const int64_t run = (j1 - j0) / S;
+  for (int64_t i = 0; i < run; ++i)
+    dot_block<1, S>(K, alpha, a, B + (j0 + i) * csb, run * csb, beta, C + (j0 + i) * csc, 0, run * csc);
+  for (int64_t j = j0 + S * run; j < j1; ++j) dot_block<1, 1>(K, alpha, a, B + j * csb, csb, beta, C + j * csc, 0, csc);
+}
+#endif
+
 template <int M>
 void axpy_dispatch(int m, int64_t j0, int64_t j1, int64_t K, float alpha, const float* ak, const float* B, int64_t rsb,
                    float beta, float* C, int64_t rsc, int64_t csc) {
@@ -156,6 +181,9 @@ void sgemm_skinny(int64_t m, int64_t n, int64_t K, float alpha, const float* A, 
     });
   } else {
     parallel_for(n, grain, [&](int64_t j0, int64_t j1) {
+#if defined(__AVX2__) && !defined(__AVX512F__)
+      if (m == 1) return gemv_streams(j0, j1, K, alpha, ap, B, csb, beta, C, csc);
+#endif
       int64_t i = 0;
       for (; i + 4 <= m; i += 4) dot_cols<4>(j0, j1, K, alpha, ap + i * K, B, csb, beta, C + i * rsc, rsc, csc);
       for (; i < m; ++i) dot_cols<1>(j0, j1, K, alpha, ap + i * K, B, csb, beta, C + i * rsc, rsc, csc);
