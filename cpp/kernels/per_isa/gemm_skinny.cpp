@@ -108,38 +108,35 @@ void dot_block(int64_t K, float alpha, const float* __restrict a, const float* _
     }
 }
 
+// Columns [j0, j1) of C for RI rows of A, kDotCols columns of B per dot_block.
+// AVX2 build: the columns are cut into kDotCols equal runs and each block takes the i-th column of
+// every run, so B (a Linear layer's (out, in) weight at decode, a column of op(B) = a row of it) is
+// read as kDotCols long sequential streams (a quarter of the range each) instead of kDotCols
+// adjacent rows at a time. With 768-wide rows (3 KB) adjacent blocks start kDotCols new short
+// streams every 12 KB, which the hardware prefetchers pick up only after a few misses each.
+// Measured at batch 1 on Zen 4 (AVX2, interleaved, one thread, weight streamed from DRAM): 0.65-0.8x
+// the time of adjacent blocks for 768- and 1024-wide rows (GPT-2's tied 50257 x 768 head: 12.6 ->
+// 8.8 ms), ~0.9x for 2816- and 3072-wide ones. Each element's arithmetic is dot_block's whichever
+// block it is in, so the results are the same bits as the adjacent order's, and do not depend on
+// the thread count (which columns share a block never changes how a column is computed). Not
+// enabled for AVX-512, where it has not been measured.
+constexpr int kDotCols = 4;
+
 template <int RI>
 void dot_cols(int64_t j0, int64_t j1, int64_t K, float alpha, const float* a, const float* B, int64_t csb, float beta,
               float* C, int64_t rsc, int64_t csc) {
-  int64_t j = j0;
-  for (; j + 4 <= j1; j += 4) dot_block<RI, 4>(K, alpha, a, B + j * csb, csb, beta, C + j * csc, rsc, csc);
-  for (; j < j1; ++j) dot_block<RI, 1>(K, alpha, a, B + j * csb, csb, beta, C + j * csc, rsc, csc);
-}
-
+  constexpr int S = kDotCols;
 #if defined(__AVX2__) && !defined(__AVX512F__)
-// Batch-1 GEMV (m == 1: a Linear layer's decode step, c_j = alpha * <a, B_j> + beta * c_j over the
-// rows B_j of an (out, in) weight), AVX2 build only: the rows [j0, j1) are cut into kGemvStreams
-// equal runs, and each dot_block<1, 4> takes the i-th row of every run. So the weight is read as 4
-// long sequential streams (a quarter of the matrix each) instead of 4 adjacent rows at a time: with
-// 768-wide rows (3 KB) adjacent blocks start 4 new short streams every 12 KB, which the hardware
-// prefetchers pick up only after a few misses each. Measured on Zen 4 (AVX2, interleaved, one
-// thread, weight streamed from DRAM): 0.66-0.73x the time of adjacent blocks for 768-wide rows
-// (GPT-2's tied 50257 x 768 head, its 3072 x 768 c_fc), ~0.85x for 1024- and 3072-wide ones.
-// Each row's arithmetic is dot_block<1, *>'s, as before, so the results are the same bits as the
-// adjacent-block order and do not depend on the thread count (the runs depend on [j0, j1) only
-// for which rows share a block, never for how a row is computed). Not enabled for AVX-512, where
-// it has not been measured.
-constexpr int kGemvStreams = 4;
-
-void gemv_streams(int64_t j0, int64_t j1, int64_t K, float alpha, const float* a, const float* B, int64_t csb,
-                  float beta, float* C, int64_t csc) {
-  constexpr int S = kGemvStreams;
   const int64_t run = (j1 - j0) / S;
   for (int64_t i = 0; i < run; ++i)
-    dot_block<1, S>(K, alpha, a, B + (j0 + i) * csb, run * csb, beta, C + (j0 + i) * csc, 0, run * csc);
-  for (int64_t j = j0 + S * run; j < j1; ++j) dot_block<1, 1>(K, alpha, a, B + j * csb, csb, beta, C + j * csc, 0, csc);
-}
+    dot_block<RI, S>(K, alpha, a, B + (j0 + i) * csb, run * csb, beta, C + (j0 + i) * csc, rsc, run * csc);
+  int64_t j = j0 + S * run;
+#else
+  int64_t j = j0;
+  for (; j + S <= j1; j += S) dot_block<RI, S>(K, alpha, a, B + j * csb, csb, beta, C + j * csc, rsc, csc);
 #endif
+  for (; j < j1; ++j) dot_block<RI, 1>(K, alpha, a, B + j * csb, csb, beta, C + j * csc, rsc, csc);
+}
 
 template <int M>
 void axpy_dispatch(int m, int64_t j0, int64_t j1, int64_t K, float alpha, const float* ak, const float* B, int64_t rsb,
@@ -181,9 +178,6 @@ void sgemm_skinny(int64_t m, int64_t n, int64_t K, float alpha, const float* A, 
     });
   } else {
     parallel_for(n, grain, [&](int64_t j0, int64_t j1) {
-#if defined(__AVX2__) && !defined(__AVX512F__)
-      if (m == 1) return gemv_streams(j0, j1, K, alpha, ap, B, csb, beta, C, csc);
-#endif
       int64_t i = 0;
       for (; i + 4 <= m; i += 4) dot_cols<4>(j0, j1, K, alpha, ap + i * K, B, csb, beta, C + i * rsc, rsc, csc);
       for (; i < m; ++i) dot_cols<1>(j0, j1, K, alpha, ap + i * K, B, csb, beta, C + i * rsc, rsc, csc);
