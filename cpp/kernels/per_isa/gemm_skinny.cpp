@@ -108,11 +108,33 @@ void dot_block(int64_t K, float alpha, const float* __restrict a, const float* _
     }
 }
 
+// Columns [j0, j1) of C for RI rows of A, kDotCols columns of B per dot_block.
+// AVX2 build: the columns are cut into kDotCols equal runs and each block takes the i-th column of
+// every run, so B (a Linear layer's (out, in) weight at decode, a column of op(B) = a row of it) is
+// read as kDotCols long sequential streams (a quarter of the range each) instead of kDotCols
+// adjacent rows at a time. With 768-wide rows (3 KB) adjacent blocks start kDotCols new short
+// streams every 12 KB, which the hardware prefetchers pick up only after a few misses each.
+// Measured at batch 1 on Zen 4 (AVX2, interleaved, one thread, weight streamed from DRAM): 0.65-0.8x
+// the time of adjacent blocks for 768- and 1024-wide rows (GPT-2's tied 50257 x 768 head: 12.6 ->
+// 8.8 ms), ~0.9x for 2816- and 3072-wide ones. Each element's arithmetic is dot_block's whichever
+// block it is in, so the results are the same bits as the adjacent order's, and do not depend on
+// the thread count (which columns share a block never changes how a column is computed). Not
+// enabled for AVX-512, where it has not been measured.
+constexpr int kDotCols = 4;
+
 template <int RI>
 void dot_cols(int64_t j0, int64_t j1, int64_t K, float alpha, const float* a, const float* B, int64_t csb, float beta,
               float* C, int64_t rsc, int64_t csc) {
+  constexpr int S = kDotCols;
+#if defined(__AVX2__) && !defined(__AVX512F__)
+  const int64_t run = (j1 - j0) / S;
+  for (int64_t i = 0; i < run; ++i)
+    dot_block<RI, S>(K, alpha, a, B + (j0 + i) * csb, run * csb, beta, C + (j0 + i) * csc, rsc, run * csc);
+  int64_t j = j0 + S * run;
+#else
   int64_t j = j0;
-  for (; j + 4 <= j1; j += 4) dot_block<RI, 4>(K, alpha, a, B + j * csb, csb, beta, C + j * csc, rsc, csc);
+  for (; j + S <= j1; j += S) dot_block<RI, S>(K, alpha, a, B + j * csb, csb, beta, C + j * csc, rsc, csc);
+#endif
   for (; j < j1; ++j) dot_block<RI, 1>(K, alpha, a, B + j * csb, csb, beta, C + j * csc, rsc, csc);
 }
 

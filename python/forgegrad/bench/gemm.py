@@ -2,9 +2,9 @@
 
 Workloads: square products, the MLP layer shapes (M, K, N) = (64, 784, 256), (64, 256, 128),
 (256, 64, 784), (784, 64, 256) in each transpose combination (forward and backward GEMMs of a
-training step), skinny products (GEMV-like) and a batch of small matrices. Every runtime writes
-into a preallocated output and reads the same arrays (transposed operands as views), so the table
-compares kernels, not allocation.
+training step), skinny products (GEMV-like), batch-1 decode GEMVs over a Linear weight and a batch
+of small matrices. Every runtime writes into a preallocated output and reads the same arrays
+(transposed operands as views), so the table compares kernels, not allocation.
 """
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ SQUARE = (256, 512, 1024, 2048)
 NETWORK = ((64, 784, 256), (64, 256, 128), (256, 64, 784), (784, 64, 256))
 TRANSPOSES = ((False, False), (True, False), (False, True), (True, True))
 SKINNY = ((1, 784, 256), (8, 784, 256), (64, 256, 10), (256, 784, 1))
+# Batch-1 decode GEMVs, x (1, K) @ W.T with W a row-major (N, K) Linear weight (NT): GPT-2's c_fc and
+# its tied 50257 x 768 LM head (154 MB, streamed from memory on every call).
+DECODE = ((1, 768, 3072), (1, 768, 50257))
 BATCHED = ((64, 32, 64, 32), (16, 128, 64, 128))  # (batch, M, K, N)
 RUNTIMES = ("forgegrad", "numpy", "torch")
 
@@ -33,6 +36,8 @@ def _shapes(quick: bool):
             yield (m, k, n, ta, tb)
     for m, k, n in SKINNY[:2] if quick else SKINNY:
         yield (m, k, n, False, False)
+    for m, k, n in DECODE[:1] if quick else DECODE:
+        yield (m, k, n, False, True)
 
 
 def _name(m, k, n, ta, tb) -> str:
