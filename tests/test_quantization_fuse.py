@@ -78,3 +78,46 @@ def test_fused_model_exports_to_onnx(tmp_path):
     assert isinstance(fused[0], QuantizedConv2d) and fused[0].fused_relu
     report = export_static_onnx(fused, R(3).standard_normal((2, 1, 8, 8)).astype(np.float32), tmp_path / "m.onnx")
     assert {"Relu", "MaxPool"} <= set(report["ops"])
+
+
+def test_reduce_range_qconfig_gives_7bit_activations_and_the_same_bits_as_the_reference(tmp_path):
+    from forgegrad.quantization import _int_ops, get_default_qconfig
+    fg.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(4 * 4 * 4, 3))
+    data = [R(i).random((4, 1, 8, 8)).astype(np.float32) for i in range(2)]
+    prepared = prepare(model, get_default_qconfig(reduce_range=True))
+    calibrate(prepared, data)
+    q = convert(prepared)
+    conv = q[0]
+    assert conv.fused_relu and conv.fused_pool == (2, 2)
+    xq = _int_ops.quantize_u8(data[0], *conv.qparams("input"))
+    assert xq.max() <= 127  # inside the calibrated range: the vpmaddubsw path on AVX2
+    ref = _int_ops.dequantize_u8(_int_ops.reference_conv2d(xq, *conv.qparams("input"), conv.weight._data,
+                                                           conv.weight_scale._data, conv.bias._data, (1, 1), (1, 1),
+                                                           (1, 1), *conv.qparams("output")), *conv.qparams("output"))
+    ref = np.maximum(ref, 0).reshape(4, 4, 4, 2, 4, 2).max(axis=(3, 5))
+    threads = fg.get_num_threads()
+    try:
+        for path in int8_paths():
+            set_int8_path(path)
+            for nt in (1, 3):
+                fg.set_num_threads(nt)
+                with fg.no_grad():
+                    np.testing.assert_array_equal(conv(fg.tensor(data[0]))._data, ref, err_msg=f"{path} {nt}")
+    finally:
+        set_int8_path(None)
+        fg.set_num_threads(threads)
+    # past the calibrated range the bytes go up to 255 (not clipped, as torch): still exact
+    big = data[0] * 3
+    bq = _int_ops.quantize_u8(big, *conv.qparams("input"))
+    assert bq.max() > 127
+    with fg.no_grad():
+        out = conv(fg.tensor(big))._data
+    ref = _int_ops.dequantize_u8(_int_ops.reference_conv2d(bq, *conv.qparams("input"), conv.weight._data,
+                                                           conv.weight_scale._data, conv.bias._data, (1, 1), (1, 1),
+                                                           (1, 1), *conv.qparams("output")), *conv.qparams("output"))
+    np.testing.assert_array_equal(out, np.maximum(ref, 0).reshape(4, 4, 4, 2, 4, 2).max(axis=(3, 5)))
+    pytest.importorskip("onnxruntime")
+    from forgegrad.quantization.static_onnx import export_static_onnx
+    export_static_onnx(q, big, tmp_path / "rr.onnx")  # onnxruntime quantizes to [0, 255] as forgegrad does

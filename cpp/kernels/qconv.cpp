@@ -47,13 +47,33 @@ class Bytes {
   uint8_t* ptr_ = nullptr;
 };
 
-// n bytes, n small (a tap row of a few channels): a plain loop beats a memcpy call there.
+// n bytes, n small (a tap row of a few channels): fixed-size (overlapping) moves instead of a
+// memcpy call or a byte loop; every byte written lies in [dst, dst + n).
 inline void copy_bytes(uint8_t* dst, const uint8_t* src, int64_t n) {
+  auto mv = [&](int64_t at, auto tag) {
+    decltype(tag) v;
+    std::memcpy(&v, src + at, sizeof v);
+    std::memcpy(dst + at, &v, sizeof v);
+  };
+  struct B16 {
+    uint64_t lo, hi;
+  };
   if (n >= 32) {
     std::memcpy(dst, src, static_cast<size_t>(n));
-    return;
+  } else if (n >= 16) {
+    mv(0, B16{});
+    mv(n - 16, B16{});
+  } else if (n >= 8) {
+    mv(0, uint64_t{});
+    mv(n - 8, uint64_t{});
+  } else if (n >= 4) {
+    mv(0, uint32_t{});
+    mv(n - 4, uint32_t{});
+  } else if (n > 0) {
+    dst[0] = src[0];
+    dst[n / 2] = src[n / 2];
+    dst[n - 1] = src[n - 1];
   }
-  for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
 }
 
 // One pooled output row, channels last: out[c][o] = max(floor_q, the ph x pw window of rows
@@ -100,7 +120,7 @@ void im2col_rows(const uint8_t* in, int64_t in_ld, int64_t kh, int64_t runs, int
       const uint8_t* s = in + i * in_ld + ow * sw_bytes;
       for (int64_t j = 0; j < runs; ++j, d += run) copy_bytes(d, s + j * jstep, run);
     }
-    for (int64_t k = K; k < lda; ++k) dst[k] = 0;
+    std::memset(dst + K, 0, static_cast<size_t>(lda - K));
   }
 }
 

@@ -58,12 +58,20 @@ def _weight_observer():
     return PerChannelMinMaxObserver(ch_axis=0, dtype="qint8", qscheme="per_channel_symmetric")
 
 
-def get_default_qconfig(activation_observer: str = "minmax") -> QConfig:
+def get_default_qconfig(activation_observer: str = "minmax", reduce_range: bool = False) -> QConfig:
     """Per-tensor affine quint8 activations observed by "minmax", "moving_average" or "percentile"
-    (99.99th); per-channel symmetric qint8 weights."""
-    factories = {"minmax": lambda: MinMaxObserver(dtype="quint8"),
-                 "moving_average": lambda: MovingAverageMinMaxObserver(dtype="quint8"),
-                 "percentile": lambda: PercentileObserver(dtype="quint8")}
+    (99.99th); per-channel symmetric qint8 weights.
+
+    ``reduce_range=True`` (torch's x86 / fbgemm default for static activations) maps the observed range
+    onto [0, 127] instead of [0, 255]: half the resolution, but inputs inside the calibrated range
+    quantize to bytes <= 127, which the AVX2 int8 kernel multiplies with vpmaddubsw (about 1.3x the
+    speed of its exact 8-bit path; the same integers). As in torch, activations are still quantized to
+    the whole quint8 range at run time, so an input past the calibrated range is not clipped: that call
+    simply takes the 8-bit path."""
+    rr = bool(reduce_range)
+    factories = {"minmax": lambda: MinMaxObserver(dtype="quint8", reduce_range=rr),
+                 "moving_average": lambda: MovingAverageMinMaxObserver(dtype="quint8", reduce_range=rr),
+                 "percentile": lambda: PercentileObserver(dtype="quint8", reduce_range=rr)}
     if activation_observer not in factories:
         raise ValueError(f"get_default_qconfig: activation_observer must be one of {sorted(factories)}, "
                          f"got {activation_observer!r}")
