@@ -89,7 +89,8 @@ void pool_row(const uint8_t* src, int64_t row_ld, int64_t ph, int64_t pw, int64_
       __m128i m = _mm_set1_epi8(static_cast<char>(floor_q));
       for (int64_t i = 0; i < ph; ++i)
         for (int64_t j = 0; j < pw; ++j)
-          m = _mm_max_epu8(m, _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i * row_ld + (c * pw + j) * OC + o)));
+          m = _mm_max_epu8(m,
+                           _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i * row_ld + (c * pw + j) * OC + o)));
       _mm_storeu_si128(reinterpret_cast<__m128i*>(mx + o), m);
     }
 #endif
@@ -103,8 +104,8 @@ void pool_row(const uint8_t* src, int64_t row_ld, int64_t ph, int64_t pw, int64_
 }
 
 // The pooled row (PW x OC bytes, channels last) into NCHW floats: y_plane[o * plane + c] = lut[byte].
-void dequant_row(const uint8_t* __restrict pooled, int64_t PW, int64_t OC, const float* __restrict lut,
-                 int64_t plane, float* __restrict y) {
+void dequant_row(const uint8_t* __restrict pooled, int64_t PW, int64_t OC, const float* __restrict lut, int64_t plane,
+                 float* __restrict y) {
   for (int64_t o = 0; o < OC; ++o) {
     float* __restrict dst = y + o * plane;
     for (int64_t c = 0; c < PW; ++c) dst[c] = lut[pooled[c * OC + o]];
@@ -173,8 +174,8 @@ void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* 
   parallel_for(g.N * g.OH, grain_for_work(g.OW * lda), [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {  // output row (n, oh): OW im2col rows
       const int64_t n = t / g.OH, oh = t % g.OH;
-      im2col_rows(xpd + (n * Hp + oh * g.sh) * Wp * C, g.dh * Wp * C, g.kh, runs, run, g.dw * C, g.sw * C, g.OW, K,
-                  lda, cd + t * g.OW * lda);
+      im2col_rows(xpd + (n * Hp + oh * g.sh) * Wp * C, g.dh * Wp * C, g.kh, runs, run, g.dw * C, g.sw * C, g.OW, K, lda,
+                  cd + t * g.OW * lda);
     }
   });
   std::memset(cd + M * lda, 0, static_cast<size_t>(kp - lda));
