@@ -95,3 +95,50 @@ def test_conv2d_f32_rejects_bad_arguments_by_name():
         call(weight_shape=[4, 3, 7, 7], packed=C.pack_weight(np.zeros((4, 147), np.int8))[0])
     with pytest.raises(ValueError, match="padding"):
         call(padding=[2**62, 2**62, 0, 0])
+
+
+# (x shape, weight shape, padding, pool, relu): ReLU and a max-pool (window = stride) on the u8 output
+FUSED = [
+    ((2, 1, 9, 11), (4, 1, 3, 3), (1, 1), (2, 2), True),     # LeNet's first block, odd sizes (the pool floors)
+    ((3, 5, 7, 6), (40, 5, 3, 3), (1, 1), (3, 2), False),    # pool only, rectangular window, OC past 32
+    ((2, 6, 6, 6), (9, 6, 3, 3), (0, 0), (1, 1), True),      # ReLU only
+    ((1, 32, 6, 6), (64, 32, 3, 3), (1, 1), (2, 2), True),   # LeNet's second block (K = 288)
+]
+
+
+@pytest.mark.parametrize("xs, ws, padding, pool, relu", FUSED)
+def test_conv2d_f32_fused_relu_and_pool_equal_the_float_layers(xs, ws, padding, pool, relu):
+    x, w, w_scale, bias, packed = _layer(xs, ws, 3)
+    xq_params, out_params = (0.031, 131), (0.047, 97)
+    xq = _int_ops.quantize_u8(x, *xq_params)
+    y = _int_ops.dequantize_u8(_int_ops.reference_conv2d(xq, *xq_params, w, w_scale, bias, (1, 1), padding, (1, 1),
+                                                         *out_params), *out_params)
+    with fg.no_grad():  # what the float ReLU and MaxPool2d layers give on the dequantized output
+        t = fg.tensor(y)
+        if relu:
+            t = fg.nn.ReLU()(t)
+        if pool != (1, 1):
+            t = fg.nn.MaxPool2d(pool)(t)
+        ref = t._data
+    threads = fg.get_num_threads()
+    try:
+        for path in int8_paths():
+            set_int8_path(path)
+            for nt in (1, 2, 3):
+                fg.set_num_threads(nt)
+                got = _int_ops.conv2d_f32(x, *xq_params, packed, ws, w_scale, bias, (1, 1), padding, (1, 1),
+                                          *out_params, relu=relu, pool=pool)
+                assert got.tobytes() == ref.tobytes(), f"{path}, {nt} threads"  # -0 vs +0 would count too
+    finally:
+        set_int8_path(None)
+        fg.set_num_threads(threads)
+
+
+def test_conv2d_f32_rejects_a_pool_larger_than_the_output():
+    x, w, w_scale, bias, (pw, colsum) = _layer((1, 3, 6, 6), (4, 3, 3, 3), 2)
+    args = (x, 0.1, 3, pw, colsum, w_scale, bias, list(w.shape), [1, 1], [0, 0, 0, 0], [1, 1], 0.1, 0)
+    assert fg._C.quant.conv2d_f32(*args, relu=True, pool=[4, 3]).shape == (1, 4, 1, 1)
+    with pytest.raises(ValueError, match="pool"):
+        fg._C.quant.conv2d_f32(*args, relu=False, pool=[5, 1])
+    with pytest.raises(ValueError, match="pool entries must be >= 1"):
+        fg._C.quant.conv2d_f32(*args, relu=False, pool=[0, 1])

@@ -86,7 +86,7 @@ def test_static_quantization_against_torch_quantized_modules(observer):
     prepared = prepare(model, get_default_qconfig(observer))
     assert isinstance(model[0], nn.Conv2d) and type(model[0]) is nn.Conv2d  # the float model is untouched
     assert calibrate(prepared, [(d, None) for d in data]) == 4
-    qmodel = convert(prepared)
+    qmodel = convert(prepared, fuse=False)  # the conv alone, as torch's (the fused model: test_quantization_fuse)
     conv, lin = qmodel[0], qmodel[4]
     assert isinstance(conv, QuantizedConv2d) and isinstance(lin, QuantizedLinear)
     assert conv.weight._data.dtype == np.int8 and lin.weight._data.dtype == np.int8
@@ -212,8 +212,9 @@ def test_quantized_layers_run_the_int8_kernels_exactly_on_every_path():
         for path in int8_paths():
             set_int8_path(path)
             with fg.no_grad():
-                np.testing.assert_array_equal(conv(fg.tensor(x))._data,
-                                              _int_ops.dequantize_u8(ref_c, *conv.qparams("output")), err_msg=path)
+                # convert fused the ReLU into the conv: max(q, zp) on its bytes, then dequantized
+                assert conv.fused_relu
+                np.testing.assert_array_equal(conv(fg.tensor(x))._data, h.reshape(3, 7, 4, 4), err_msg=path)
                 np.testing.assert_array_equal(q(fg.tensor(x))._data,
                                               _int_ops.dequantize_u8(ref_l, *lin.qparams("output")), err_msg=path)
     finally:

@@ -5,7 +5,9 @@
 //   linear_u8(a u8 (M, K), a_scale, a_zp, packed, colsum, w_scale, bias, relu, out_scale, out_zp)
 //       -> f32 (M, N), or u8 (M, N) requantized when out_scale is given
 //   conv2d_f32(x f32 (N, C, H, W), x_scale, x_zp, packed, colsum, w_scale, bias, weight_shape, stride,
-//              padding (t, b, l, r), dilation, out_scale, out_zp) -> f32 (N, OC, OH, OW): static int8 Conv2d
+//              padding (t, b, l, r), dilation, out_scale, out_zp, relu=False, pool=(1, 1))
+//       -> f32 (N, OC, OH / pool[0], OW / pool[1]): static int8 Conv2d, optionally with ReLU and a
+//          max-pool (window = stride = pool, floor) fused on its u8 output
 //   linear_weight_only(x f32 (M, K), w s8 (N, K), w_scale f32 (N,), bias) -> f32 (M, N)  (weight-only int8)
 //   rnn_dynamic_layer(mode, gi, packed_hh, colsum, w_scale, bias, h0, c0, reverse, reduce_range)
 //       -> (y, h_n, c_n | None): one direction of a dynamic-int8 LSTM (0) / GRU (1) layer
@@ -272,7 +274,7 @@ py::array conv2d_f32(const py::handle& x, double x_scale, int64_t x_zp, const py
                      const py::handle& colsum, const py::handle& w_scale, const py::handle& bias,
                      const std::vector<int64_t>& weight_shape, const std::vector<int64_t>& stride,
                      const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation, double out_scale,
-                     int64_t out_zp) {
+                     int64_t out_zp, bool relu, const std::vector<int64_t>& pool) {
   const float* X = typed<float>(x, "x", "float32", 4);
   auto xs = shape_of(py::reinterpret_borrow<py::array>(x));
   auto pair = [](const std::vector<int64_t>& v, size_t n, const char* name, int64_t lo) {
@@ -286,6 +288,7 @@ py::array conv2d_f32(const py::handle& x, double x_scale, int64_t x_zp, const py
   pair(stride, 2, "stride", 1);
   pair(padding, 4, "padding (top, bottom, left, right)", 0);
   pair(dilation, 2, "dilation", 1);
+  pair(pool, 2, "pool", 1);
   fg::QConvGeom g{};
   g.N = xs[0], g.C = xs[1], g.H = xs[2], g.W = xs[3];
   g.OC = weight_shape[0], g.kh = weight_shape[2], g.kw = weight_shape[3];
@@ -310,13 +313,17 @@ py::array conv2d_f32(const py::handle& x, double x_scale, int64_t x_zp, const py
     throw py::value_error("conv2d_f32: kernel size (" + std::to_string(g.kh) + ", " + std::to_string(g.kw) +
                           ") with dilation " + shape_str(dilation) + " is larger than the padded input (" +
                           std::to_string(g.H + g.pt + g.pb) + ", " + std::to_string(g.W + g.pl + g.pr) + ")");
+  g.ph = pool[0], g.pw = pool[1], g.relu = relu;
+  if (g.ph > g.OH || g.pw > g.OW)
+    throw py::value_error("conv2d_f32: pool " + shape_str(pool) + " is larger than the convolution's output (" +
+                          std::to_string(g.OH) + ", " + std::to_string(g.OW) + ")");
   // the scratch of the kernel: the im2col matrix and the padded channels-last input
   int64_t cols = 0, padded = 0;
   if (!fg::checked_mul(g.OH, g.OW, &cols) || !fg::checked_mul(cols, g.N, &cols) ||
       !fg::checked_mul(cols, fg::qpad_k(K), &cols) || !fg::checked_mul(g.H + g.pt + g.pb, g.W + g.pl + g.pr, &padded) ||
       !fg::checked_mul(padded, g.N * g.C, &padded))
     throw py::value_error("conv2d_f32: the im2col matrix of x " + shape_str(xs) + " would not fit in memory");
-  py::array_t<float> out({g.N, g.OC, g.OH, g.OW});
+  py::array_t<float> out({g.N, g.OC, g.OH / g.ph, g.OW / g.pw});
   float* Y = out.mutable_data();
   py::gil_scoped_release release;
   std::vector<float> scale(static_cast<size_t>(g.OC));
@@ -512,7 +519,8 @@ void bind(py::module_& m) {
         py::arg("out_zero_point"));
   m.def("conv2d_f32", &conv2d_f32, py::arg("x"), py::arg("x_scale"), py::arg("x_zero_point"), py::arg("packed"),
         py::arg("colsum"), py::arg("w_scale"), py::arg("bias"), py::arg("weight_shape"), py::arg("stride"),
-        py::arg("padding"), py::arg("dilation"), py::arg("out_scale"), py::arg("out_zero_point"));
+        py::arg("padding"), py::arg("dilation"), py::arg("out_scale"), py::arg("out_zero_point"),
+        py::arg("relu") = false, py::arg("pool") = std::vector<int64_t>{1, 1});
   m.def("linear_weight_only", &linear_weight_only, py::arg("x"), py::arg("w"), py::arg("w_scale"), py::arg("bias"));
   m.def("rnn_dynamic_layer", &rnn_dynamic_layer, py::arg("mode"), py::arg("gi"), py::arg("packed"), py::arg("colsum"),
         py::arg("w_scale"), py::arg("bias"), py::arg("h0"), py::arg("c0"), py::arg("reverse"), py::arg("reduce_range"));

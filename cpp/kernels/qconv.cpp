@@ -4,74 +4,189 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "forgegrad/memory.h"
 #include "forgegrad/parallel.h"
 #include "forgegrad/qgemm.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace fg {
 namespace {
 
 // A uint8 scratch buffer on 64-byte boundaries (the AMX path reads aligned rows without a copy).
-struct Bytes {
-  AlignedBuffer buf;
-  explicit Bytes(int64_t n) : buf(static_cast<size_t>((n + 3) / 4)) {}
-  uint8_t* data() const { return reinterpret_cast<uint8_t*>(buf.data()); }
+// Buffers up to kKeepBytes are kept per calling thread and reused: a fresh multi-megabyte buffer
+// costs a page fault per 4 KB on every call (LeNet's conv1 at batch 64 spent more time faulting
+// its im2col matrix in than in the GEMM). Larger ones are freed after the call.
+constexpr int64_t kKeepBytes = int64_t(64) << 20;
+struct Scratch {
+  AlignedBuffer kept[3];
 };
+thread_local Scratch t_scratch;
+
+class Bytes {
+ public:
+  Bytes(int slot, int64_t n) {
+    const size_t floats = static_cast<size_t>((n + 3) / 4 + 1);
+    AlignedBuffer& k = t_scratch.kept[slot];
+    if (n <= kKeepBytes) {
+      if (k.size() < floats) k.reset(floats);
+      ptr_ = reinterpret_cast<uint8_t*>(k.data());
+    } else {
+      own_.reset(floats);
+      ptr_ = reinterpret_cast<uint8_t*>(own_.data());
+    }
+  }
+  uint8_t* data() const { return ptr_; }
+
+ private:
+  AlignedBuffer own_;
+  uint8_t* ptr_ = nullptr;
+};
+
+// n bytes, n small (a tap row of a few channels): fixed-size (overlapping) moves instead of a
+// memcpy call or a byte loop; every byte written lies in [dst, dst + n).
+inline void copy_bytes(uint8_t* dst, const uint8_t* src, int64_t n) {
+  auto mv = [&](int64_t at, auto tag) {
+    decltype(tag) v;
+    std::memcpy(&v, src + at, sizeof v);
+    std::memcpy(dst + at, &v, sizeof v);
+  };
+  struct B16 {
+    uint64_t lo, hi;
+  };
+  if (n >= 32) {
+    std::memcpy(dst, src, static_cast<size_t>(n));
+  } else if (n >= 16) {
+    mv(0, B16{});
+    mv(n - 16, B16{});
+  } else if (n >= 8) {
+    mv(0, uint64_t{});
+    mv(n - 8, uint64_t{});
+  } else if (n >= 4) {
+    mv(0, uint32_t{});
+    mv(n - 4, uint32_t{});
+  } else if (n > 0) {
+    dst[0] = src[0];
+    dst[n / 2] = src[n / 2];
+    dst[n - 1] = src[n - 1];
+  }
+}
+
+// One pooled output row, channels last: out[c][o] = max(floor_q, the ph x pw window of rows
+// `src` (OW * OC bytes each, row_ld apart) at columns c * pw ..). Sizes are parameters (locals), so
+// the byte stores cannot alias them, and the max runs 16 bytes at a time (SSE2: every x86-64).
+void pool_row(const uint8_t* src, int64_t row_ld, int64_t ph, int64_t pw, int64_t PW, int64_t OC, uint8_t floor_q,
+              uint8_t* __restrict out) {
+  for (int64_t c = 0; c < PW; ++c) {
+    uint8_t* __restrict mx = out + c * OC;
+    int64_t o = 0;
+#if defined(__SSE2__)
+    for (; o + 16 <= OC; o += 16) {
+      __m128i m = _mm_set1_epi8(static_cast<char>(floor_q));
+      for (int64_t i = 0; i < ph; ++i)
+        for (int64_t j = 0; j < pw; ++j)
+          m = _mm_max_epu8(m,
+                           _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i * row_ld + (c * pw + j) * OC + o)));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(mx + o), m);
+    }
+#endif
+    for (; o < OC; ++o) {
+      uint8_t m = floor_q;
+      for (int64_t i = 0; i < ph; ++i)
+        for (int64_t j = 0; j < pw; ++j) m = std::max(m, src[i * row_ld + (c * pw + j) * OC + o]);
+      mx[o] = m;
+    }
+  }
+}
+
+// The pooled row (PW x OC bytes, channels last) into NCHW floats: y_plane[o * plane + c] = lut[byte].
+void dequant_row(const uint8_t* __restrict pooled, int64_t PW, int64_t OC, const float* __restrict lut, int64_t plane,
+                 float* __restrict y) {
+  for (int64_t o = 0; o < OC; ++o) {
+    float* __restrict dst = y + o * plane;
+    for (int64_t c = 0; c < PW; ++c) dst[c] = lut[pooled[c * OC + o]];
+  }
+}
+
+// im2col rows m0..m1 of one output row (n, oh): `taps` runs of `run` bytes per kernel row i.
+void im2col_rows(const uint8_t* in, int64_t in_ld, int64_t kh, int64_t runs, int64_t run, int64_t jstep,
+                 int64_t sw_bytes, int64_t OW, int64_t K, int64_t lda, uint8_t* __restrict dst) {
+  for (int64_t ow = 0; ow < OW; ++ow, dst += lda) {
+    uint8_t* __restrict d = dst;
+    for (int64_t i = 0; i < kh; ++i) {
+      const uint8_t* s = in + i * in_ld + ow * sw_bytes;
+      for (int64_t j = 0; j < runs; ++j, d += run) copy_bytes(d, s + j * jstep, run);
+    }
+    std::memset(dst + K, 0, static_cast<size_t>(lda - K));
+  }
+}
 
 }  // namespace
 
 void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* y) {
   const int64_t HW = g.H * g.W, Hp = g.H + g.pt + g.pb, Wp = g.W + g.pl + g.pr;
-  const int64_t P = g.OH * g.OW, M = g.N * P, K = g.kh * g.kw * g.C, lda = qpad_k(K);
+  const int64_t P = g.OH * g.OW, M = g.N * P, K = g.kh * g.kw * g.C;
+  // Rows only as long as the path reads; the slack after the last row keeps any path in bounds
+  // (bytes past K meet zero weights) should another thread change the int8 path meanwhile.
+  const int64_t kp = qpad_k(K), lda = qrow_bytes(K, active_qpath());
   if (M == 0 || g.OC == 0) return;
 
   // 1. quantize (NCHW, row by row), then into padded channels-last rows filled with the zero point
-  Bytes q_nchw(g.N * g.C * HW), xp(g.N * Hp * Wp * g.C);
-  if (HW > 0) qquantize_u8(x, g.N * g.C * g.H, g.W, g.W, a.x_inv_scale, a.x_zp, 0, 255, q_nchw.data(), g.W, g.W);
+  Bytes q_nchw(0, g.N * g.C * HW), xp(1, g.N * Hp * Wp * g.C);
+  // (one row per plane: x is contiguous, and short rows cost the kernel a tail each)
+  if (HW > 0) qquantize_u8(x, g.N * g.C, HW, HW, a.x_inv_scale, a.x_zp, 0, 255, q_nchw.data(), HW, HW);
+  // The byte loops below read the sizes from locals: a store through a uint8_t* may alias any
+  // object, so sizes read through `g` would be reloaded after every byte (and nothing vectorizes).
   const uint8_t* qs = q_nchw.data();
   uint8_t* xpd = xp.data();
-  parallel_for(g.N * Hp, grain_for_work(Wp * g.C), [&](int64_t b, int64_t e) {
+  const int64_t C = g.C, H = g.H, W = g.W, pt = g.pt, pl = g.pl, pr = g.pr;
+  const uint8_t xzp = static_cast<uint8_t>(a.x_zp);
+  parallel_for(g.N * Hp, grain_for_work(Wp * C), [&, C, H, W, pt, pl, pr, xzp](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
-      const int64_t n = t / Hp, hp = t % Hp, h = hp - g.pt;
-      uint8_t* row = xpd + t * Wp * g.C;
-      if (h < 0 || h >= g.H) {
-        std::memset(row, a.x_zp, static_cast<size_t>(Wp * g.C));
+      const int64_t n = t / Hp, hp = t % Hp, h = hp - pt;
+      uint8_t* __restrict row = xpd + t * Wp * C;
+      if (h < 0 || h >= H) {
+        std::memset(row, xzp, static_cast<size_t>(Wp * C));
         continue;
       }
-      std::memset(row, a.x_zp, static_cast<size_t>(g.pl * g.C));
-      std::memset(row + (g.pl + g.W) * g.C, a.x_zp, static_cast<size_t>(g.pr * g.C));
-      const uint8_t* src = qs + (n * g.C * g.H + h) * g.W;  // channel c at src + c * HW
-      uint8_t* dst = row + g.pl * g.C;
-      if (g.C == 1) {
-        std::memcpy(dst, src, static_cast<size_t>(g.W));
+      std::memset(row, xzp, static_cast<size_t>(pl * C));
+      std::memset(row + (pl + W) * C, xzp, static_cast<size_t>(pr * C));
+      const uint8_t* __restrict src = qs + (n * C * H + h) * W;  // channel c at src + c * HW
+      uint8_t* __restrict dst = row + pl * C;
+      if (C == 1) {
+        std::memcpy(dst, src, static_cast<size_t>(W));
       } else {
-        for (int64_t w = 0; w < g.W; ++w)
-          for (int64_t c = 0; c < g.C; ++c) dst[w * g.C + c] = src[c * HW + w];
+        for (int64_t w = 0; w < W; ++w)
+          for (int64_t c = 0; c < C; ++c) dst[w * C + c] = src[c * HW + w];
       }
     }
   });
 
-  // 2. im2col: row (n, oh, ow), columns (i, j, c), zero past K
-  Bytes cols(M * lda);
+  // 2. im2col: row (n, oh, ow), columns (i, j, c), zero past K. Without dilation a tap row's kw
+  // taps are kw * C consecutive bytes of the padded input: one copy per i.
+  Bytes cols(2, M * lda + (kp - lda));
   uint8_t* cd = cols.data();
-  parallel_for(M, grain_for_work(lda), [&](int64_t b, int64_t e) {
-    for (int64_t m = b; m < e; ++m) {
-      const int64_t n = m / P, p = m % P, oh = p / g.OW, ow = p % g.OW;
-      uint8_t* dst = cd + m * lda;
-      for (int64_t i = 0; i < g.kh; ++i) {
-        const uint8_t* src_row = xpd + ((n * Hp + oh * g.sh + i * g.dh) * Wp + ow * g.sw) * g.C;
-        for (int64_t j = 0; j < g.kw; ++j) {
-          std::memcpy(dst, src_row + j * g.dw * g.C, static_cast<size_t>(g.C));
-          dst += g.C;
-        }
-      }
-      std::memset(dst, 0, static_cast<size_t>(lda - K));
+  const int64_t run = g.dw == 1 ? g.kw * C : C, runs = g.dw == 1 ? 1 : g.kw;
+  parallel_for(g.N * g.OH, grain_for_work(g.OW * lda), [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {  // output row (n, oh): OW im2col rows
+      const int64_t n = t / g.OH, oh = t % g.OH;
+      im2col_rows(xpd + (n * Hp + oh * g.sh) * Wp * C, g.dh * Wp * C, g.kh, runs, run, g.dw * C, g.sw * C, g.OW, K, lda,
+                  cd + t * g.OW * lda);
     }
   });
+  std::memset(cd + M * lda, 0, static_cast<size_t>(kp - lda));
 
-  // 3. the GEMM, requantized to u8 in the output qparams
-  Bytes yq(M * g.OC);
+  // every byte <= 127 lets the AVX2 kernel use vpmaddubsw (same integers); a max reduction (not an
+  // early exit) so that the compiler vectorizes it
+  uint8_t top = 0;
+  for (int64_t i = 0; i < g.N * g.C * HW; ++i) top = std::max(top, qs[i]);
+
+  // 3. the GEMM, requantized to u8 in the output qparams (into the scratch of step 1: done with)
+  Bytes yq(0, M * g.OC);
   QGemmArgs q;
   q.a = cd;
   q.lda = lda;
@@ -88,20 +203,24 @@ void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* 
   q.bias = a.bias;
   q.out_inv_scale = a.out_inv_scale;
   q.out_zp = a.out_zp;
-  bool small = true;  // every byte <= 127 lets the AVX2 kernel use vpmaddubsw (same integers)
-  for (int64_t i = 0; i < g.N * g.C * HW && small; ++i) small = qs[i] < 128;
-  q.a_7bit = small && a.x_zp < 128;
+  q.a_7bit = top < 128 && a.x_zp < 128;
   qgemm(q);
 
-  // 4. dequantize into NCHW: y[n, oc, p] = (q[n * P + p, oc] - zp) * scale
-  const uint8_t* yd = yq.data();
+  // 4. ReLU and pool on the bytes, then dequantize into NCHW through a table of the 256 values
+  // (each entry the same float expression as the dequantize: y = (float(q) - zp) * scale). ReLU is
+  // max(q, zp): the dequantized zero point is +0, what the float ReLU gives for negatives.
+  float lut[256];
   const float zp = static_cast<float>(a.out_zp), s = a.out_scale;
-  parallel_for(g.N * g.OC, grain_for_work(P), [&](int64_t b, int64_t e) {
+  for (int v = 0; v < 256; ++v) lut[v] = (static_cast<float>(v) - zp) * s;
+  const uint8_t floor_q = g.relu ? static_cast<uint8_t>(a.out_zp) : 0;
+  const int64_t PH = g.OH / g.ph, PW = g.OW / g.pw, OC = g.OC;
+  const uint8_t* yd = yq.data();
+  parallel_for(g.N * PH, grain_for_work(PW * OC * g.ph * g.pw), [&](int64_t b, int64_t e) {
+    std::vector<uint8_t> pooled(static_cast<size_t>(PW * OC));
     for (int64_t t = b; t < e; ++t) {
-      const int64_t n = t / g.OC, oc = t % g.OC;
-      const uint8_t* src = yd + n * P * g.OC + oc;
-      float* dst = y + t * P;
-      for (int64_t p = 0; p < P; ++p) dst[p] = (static_cast<float>(src[p * g.OC]) - zp) * s;
+      const int64_t n = t / PH, r = t % PH;
+      pool_row(yd + (n * g.OH + r * g.ph) * g.OW * OC, g.OW * OC, g.ph, g.pw, PW, OC, floor_q, pooled.data());
+      dequant_row(pooled.data(), PW, OC, lut, PH * PW, y + (n * OC * PH + r) * PW);
     }
   });
 }

@@ -624,7 +624,8 @@ class quant:
     def conv2d_f32(x: object, x_scale: _Float, x_zero_point: _Int, packed: object, colsum: object, w_scale: object,
                    bias: object, weight_shape: collections.abc.Sequence[_Int], stride: collections.abc.Sequence[_Int],
                    padding: collections.abc.Sequence[_Int], dilation: collections.abc.Sequence[_Int], out_scale: _Float,
-                   out_zero_point: _Int) -> numpy.ndarray: ...
+                   out_zero_point: _Int, relu: bool = ...,
+                   pool: collections.abc.Sequence[_Int] = ...) -> numpy.ndarray: ...
     @staticmethod
     def gemm_u8s8s32(a: object, packed: object, N: _Int, K: _Int) -> numpy.ndarray: ...
     @staticmethod

@@ -5,8 +5,11 @@
 //   2. im2col: one row per output pixel, columns ordered (tap i, tap j, channel) to match the
 //      packed weights (QuantizedConv2d packs W as (OC, kh * kw * C)), rows padded to qpad_k(K);
 //   3. the int8 GEMM with its requantizing epilogue (u8 in the output qparams);
-//   4. dequantize and transpose back to NCHW: y = (float(q) - float(out_zp)) * out_scale.
-// Bits equal the im2col + GEMM reference on every int8 path and at any thread count.
+//   4. optionally ReLU and a max-pool on the u8 output (both commute with the increasing dequantize:
+//      ReLU is max(q, out_zp), the pool the max of the window's bytes), then dequantize and
+//      transpose back to NCHW: y = (float(q) - float(out_zp)) * out_scale.
+// Bits equal the im2col + GEMM reference (then float ReLU / max-pool) on every int8 path and at any
+// thread count.
 #pragma once
 #include <cstdint>
 
@@ -17,7 +20,9 @@ struct QConvGeom {
   int64_t OC, kh, kw;          // weights
   int64_t sh, sw, dh, dw;      // stride, dilation
   int64_t pt, pb, pl, pr;      // padding: top, bottom, left, right
-  int64_t OH, OW;              // output (the caller computes and checks them)
+  int64_t OH, OW;              // convolution output (the caller computes and checks them)
+  int64_t ph = 1, pw = 1;      // max-pool window = stride, no padding, floor (1 x 1: none); ph <= OH, pw <= OW
+  bool relu = false;           // ReLU on the output (before or after the pool: the same)
 };
 
 struct QConvArgs {
@@ -32,7 +37,7 @@ struct QConvArgs {
   int32_t out_zp;
 };
 
-// y (N, OC, OH, OW) float32 from x (N, C, H, W) float32.
+// y (N, OC, OH / ph, OW / pw) float32 from x (N, C, H, W) float32.
 void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* y);
 
 }  // namespace fg

@@ -25,6 +25,10 @@ constexpr int64_t kQPackN = 32;
 inline int64_t qpad_k(int64_t K) { return (K + kQPackK - 1) / kQPackK * kQPackK; }
 inline int64_t qpad_n(int64_t N) { return (N + kQPackN - 1) / kQPackN * kQPackN; }
 inline int64_t qpacked_bytes(int64_t N, int64_t K) { return qpad_n(N) * qpad_k(K); }
+// The bytes of an activation row the GEMM reads on `path`: AMX tiles load qpad_k(K) (64-byte
+// blocks); the other paths read the 4-byte groups below K, the AVX2 exact one 16 bytes at a time
+// (its widening), so rows of K rounded up to 16 suffice there (conv1 of LeNet: K = 9, 16 not 64).
+inline int64_t qrow_bytes(int64_t K, QPath path) { return path == QPath::amx ? qpad_k(K) : (K + 15) / 16 * 16; }
 // The largest K whose s32 sums cannot overflow: K * 255 * 128 plus the zero-point correction
 // (another K * 255 * 128) stays below 2^31.
 constexpr int64_t kQMaxK = 32896;
@@ -33,7 +37,7 @@ constexpr int64_t kQMaxK = 32896;
 enum class QOut : int { s32 = 0, f32 = 1, u8 = 2 };
 
 struct QGemmArgs {
-  const uint8_t* a = nullptr;  // M rows of lda >= qpad_k(K) bytes, zero past K
+  const uint8_t* a = nullptr;  // M rows of lda >= qrow_bytes(K, path) bytes, zero past K
   int64_t lda = 0;
   const int8_t* b = nullptr;  // packed (qpacked_bytes(N, K))
   int64_t M = 0, N = 0, K = 0;

@@ -186,12 +186,15 @@ constexpr int kAvx2MR = 6;
 // widening a block costs about as much as one row's products with it.
 constexpr int kAvx2WidenRows = 4;
 
-// rows x kp activations (u8, p.lda apart) -> int16 rows kp apart. kp = qpad_k(K): bytes past K are 0.
+// rows x kp activations (u8, p.lda apart) -> int16 rows kp apart (kp = qpad_k(K)). Only the bytes
+// the microkernel reads are widened: the 4-byte groups below K, 16 at a time, i.e.
+// qrow_bytes(K, avx2) bytes of each row (bytes past K are 0).
 [[maybe_unused]] void widen_a(const QGemmArgs& p, int64_t m0, int rows, int64_t kp, int16_t* dst) {
+  const int64_t kw = qrow_bytes(p.K, QPath::avx2);
   for (int r = 0; r < rows; ++r) {
     const uint8_t* src = p.a + (m0 + r) * p.lda;
     int16_t* d = dst + r * kp;
-    for (int64_t k = 0; k < kp; k += 16)
+    for (int64_t k = 0; k < kw; k += 16)
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + k),
                           _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k))));
   }

@@ -179,16 +179,17 @@ def lstm_fns(threads: int, T: int = 50, H: int = 256, batch: int = 1) -> Dict[st
     return fns
 
 
-def _lenet_static(batch: int):
-    """The zoo LeNet (1x28x28) in float and its static int8 twin, calibrated on 4 random batches."""
+def _lenet_static(batch: int, reduce_range: bool = False):
+    """The zoo LeNet (1x28x28) in float and its static int8 twin, calibrated on 4 random batches
+    (reduce_range: 7-bit activations, torch's x86 default)."""
     from .. import models
-    from ..quantization import calibrate, convert, prepare
+    from ..quantization import calibrate, convert, get_default_qconfig, prepare
     from ..random import manual_seed
     manual_seed(0)
     model = models.create("lenet").eval()
     rng = np.random.default_rng(0)
     calib = [rng.random((batch, 1, 28, 28)).astype(np.float32) for _ in range(4)]
-    prepared = prepare(model)
+    prepared = prepare(model, get_default_qconfig(reduce_range=reduce_range))
     calibrate(prepared, calib)
     return model, convert(prepared), calib
 
@@ -203,12 +204,13 @@ class _CalibrationReader:
         return next(self._it, None)
 
 
-def lenet_static_fns(batch: int, threads: int) -> Dict[str, object]:
+def lenet_static_fns(batch: int, threads: int, reduce_range: bool = False) -> Dict[str, object]:
     """{"forgegrad": static-int8 LeNet, "fg fp32": the float LeNet, "onnxruntime": ORT's quantize_static
-    (QOperator: QLinearConv / QLinearMatMul, calibrated on the same batches) of forgegrad's fp32 export}."""
+    (QOperator: QLinearConv / QLinearMatMul, calibrated on the same batches) of forgegrad's fp32 export}.
+    reduce_range: forgegrad's activations 7-bit (ORT's model stays the default 8-bit one)."""
     from ..autograd import no_grad
     from ..tensor import Tensor
-    model, qmodel, calib = _lenet_static(batch)
+    model, qmodel, calib = _lenet_static(batch, reduce_range)
     x = Tensor(calib[0])
 
     def run(m):
@@ -255,6 +257,8 @@ def workloads(quick: bool = False) -> List[Workload]:
                             ("forgegrad", "fg fp32", "onnxruntime"), lambda t, b=batch: mlp_fns(b, t)))
     out.append(Workload(f"static-int8 LeNet 1x28x28, batch 64 [{best}]", ("forgegrad", "fg fp32", "onnxruntime"),
                         lambda t: lenet_static_fns(64, t)))
+    out.append(Workload(f"static-int8 LeNet 1x28x28, batch 64, 7-bit activations (reduce_range) [{best}]",
+                        ("forgegrad", "fg fp32", "onnxruntime"), lambda t: lenet_static_fns(64, t, True)))
     if not quick:
         out.append(Workload(f"dynamic-int8 LSTM T50 H256, batch 1 [{best}]", ("forgegrad", "fg fp32", "onnxruntime"),
                             lambda t: lstm_fns(t)))

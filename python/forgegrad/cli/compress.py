@@ -88,6 +88,8 @@ def rebuild(model, compression: dict, state) -> None:
                 else:
                     raise ValueError(f"{key} is int8 but {path}.{name} is a {type(child).__name__}")
                 setattr(parent, name, q)
+        from ..quantization.static import _fuse
+        _fuse(model)  # as convert did: the same layers fused (the int8 weights are loaded afterwards)
         return model
     if mode is not None:
         raise ValueError(f"unknown quantization mode {mode!r} in the checkpoint")

@@ -85,16 +85,19 @@ def conv2d(xq, x_scale, x_zero_point, packed, kernel, w_scale, bias, stride, pad
 
 
 def conv2d_f32(x, x_scale, x_zero_point, packed, weight_shape, w_scale, bias, stride, padding, dilation, out_scale,
-               out_zero_point) -> np.ndarray:
+               out_zero_point, relu=False, pool=(1, 1)) -> np.ndarray:
     """float32 (N, C, H, W) -> float32 (N, OC, OH, OW): the float values of the uint8 output of the int8
-    convolution, all in one C++ call (bits equal ``dequantize_u8(conv2d(quantize_u8(x), ...))``)."""
+    convolution, all in one C++ call (bits equal ``dequantize_u8(conv2d(quantize_u8(x), ...))``). With
+    ``relu`` and ``pool`` (a max-pool whose window is its stride, no padding) the same bits as float ReLU
+    and max-pool applied to that (both commute with the increasing dequantize, so they run on the bytes)."""
     pw, colsum = packed
     (pt, pb), (pl, pr) = _pads(padding, weight_shape[2:], dilation)
     return _C.quant.conv2d_f32(np.ascontiguousarray(x, dtype=F32), float(x_scale), int(x_zero_point), pw, colsum,
                                np.ascontiguousarray(w_scale, dtype=F32),
                                None if bias is None else np.ascontiguousarray(bias, dtype=F32),
                                [int(v) for v in weight_shape], [int(v) for v in stride], [pt, pb, pl, pr],
-                               [int(v) for v in dilation], float(out_scale), int(out_zero_point))
+                               [int(v) for v in dilation], float(out_scale), int(out_zero_point), bool(relu),
+                               [int(v) for v in pool])
 
 
 # ---- numpy references (exact int32 sums; the same float epilogue) --------------------------------------

@@ -1,7 +1,7 @@
 """ONNX export of statically quantized (and QAT-converted) models, verified in onnxruntime.
 
 Each QuantizedLinear / QuantizedConv2d becomes onnxruntime's integer "QOperator" form, which it runs
-on its int8 kernels:
+on its int8 kernels (a ReLU / max-pool fused into a QuantizedConv2d follows as Relu / MaxPool):
 
     x --QuantizeLinear(input qparams)--> uint8
       --MatMulInteger(W^T) / ConvInteger(W), weights as uint8 W + 128 with zero point 128--> int32
@@ -83,8 +83,15 @@ def _pair(v):
 
 
 def _emit(g, x, m, path):
-    if isinstance(m, (QuantizedLinear, QuantizedConv2d)):
+    if isinstance(m, QuantizedLinear):
         return _quantized(g, x, m, path)
+    if isinstance(m, QuantizedConv2d):  # with the ReLU / max-pool convert fused into it (Identity in the chain)
+        y = _quantized(g, x, m, path)
+        if getattr(m, "fused_relu", False):
+            y = g.node("Relu", [y])
+        if getattr(m, "fused_pool", None):
+            y = g.node("MaxPool", [y], kernel_shape=list(m.fused_pool), strides=list(m.fused_pool))
+        return y
     if isinstance(m, (nn.Dropout, nn.Identity)):
         return x
     simple = {nn.ReLU: "Relu", nn.Tanh: "Tanh", nn.Sigmoid: "Sigmoid"}
