@@ -10,18 +10,15 @@ is the least disturbed round. Reports the calling thread's CPU time and wall tim
 --layers 0 runs the full size (12 layers for gpt2-small, 8 for llama-8L-1024-gqa).
 """
 import argparse
-import tempfile
 import time
 
-import numpy as np
 import torch
-import transformers
 from threadpoolctl import threadpool_limits
 
 import forgegrad
 from forgegrad import no_grad
-from forgegrad.bench.generate import MODELS, NEW, PROMPT, _hf_model
-from forgegrad.models.hf import from_pretrained, generate
+from forgegrad.bench.generate import MODELS, NEW, PROMPT, paired_models
+from forgegrad.models.hf import generate
 
 
 def main():
@@ -36,17 +33,7 @@ def main():
     cfg = dict(cfg)
     if args.layers:
         cfg["n_layer" if kind == "gpt2" else "num_hidden_layers"] = args.layers
-    transformers.logging.set_verbosity_error()
-    torch.manual_seed(0)
-    hf = _hf_model(transformers, kind, cfg).eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        hf.save_pretrained(tmp)
-        ours = from_pretrained(tmp)
-    ids = np.random.default_rng(0).integers(0, cfg["vocab_size"], (1, PROMPT))
-    t_ids = torch.tensor(ids)
-    with torch.no_grad():
-        ref = hf.generate(t_ids, max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=0).numpy()
-    assert np.array_equal(generate(ours, ids, max_new_tokens=8), ref), "forgegrad and transformers disagree"
+    hf, ours, ids, t_ids = paired_models(kind, cfg)
 
     def fg_prefill():
         with no_grad():

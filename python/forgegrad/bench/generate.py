@@ -66,17 +66,14 @@ def _bytes_per_token(model) -> int:
     return total
 
 
-def _rows_for(name, threads, quick):
-    torch, transformers = optional_import("torch"), optional_import("transformers")
+def paired_models(kind, cfg):
+    """(transformers model with random weights, forgegrad's from_pretrained of its checkpoint, prompt ids,
+    the same as a torch tensor), after checking that both give the same 8 greedy tokens (what makes
+    their timings comparable)."""
+    import torch
+    import transformers
+
     from ..models.hf import from_pretrained, generate
-    from .. import no_grad
-    kind, cfg = MODELS[name]
-    cfg = dict(cfg)
-    if quick:
-        cfg["n_layer" if kind == "gpt2" else "num_hidden_layers"] = 2
-    label = name if not quick else name + " (2 layers)"
-    if torch is None or transformers is None:
-        return []
     transformers.logging.set_verbosity_error()
     torch.manual_seed(0)
     hf = _hf_model(transformers, kind, cfg).eval()
@@ -85,11 +82,25 @@ def _rows_for(name, threads, quick):
         ours = from_pretrained(tmp)
     ids = np.random.default_rng(0).integers(0, cfg["vocab_size"], (1, PROMPT))
     t_ids = torch.tensor(ids)
-    weight_bytes = _bytes_per_token(ours)
-    # the checks that make the timings comparable: same logits, same greedy tokens
     with torch.no_grad():
         ref = hf.generate(t_ids, max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=0).numpy()
     assert np.array_equal(generate(ours, ids, max_new_tokens=8), ref), "forgegrad and transformers disagree"
+    return hf, ours, ids, t_ids
+
+
+def _rows_for(name, threads, quick):
+    torch, transformers = optional_import("torch"), optional_import("transformers")
+    from ..models.hf import generate
+    from .. import no_grad
+    kind, cfg = MODELS[name]
+    cfg = dict(cfg)
+    if quick:
+        cfg["n_layer" if kind == "gpt2" else "num_hidden_layers"] = 2
+    label = name if not quick else name + " (2 layers)"
+    if torch is None or transformers is None:
+        return []
+    hf, ours, ids, t_ids = paired_models(kind, cfg)
+    weight_bytes = _bytes_per_token(ours)
 
     def fg_prefill():
         with no_grad():
