@@ -72,7 +72,8 @@ def main():
         shapes = [s for s in shapes if s[0] != s[1] or s[0] in sizes]
     if args.only:
         shapes = [s for s in shapes if name(*s) in args.only]
-    print(f"{'shape':22s} {'forgegrad':>10s} {'numpy':>10s} {'ratio':>6s}   (GFLOP/s, min of {args.reps}, {args.clock} time)")
+    print(f"{'shape':22s} {'forgegrad':>10s} {'numpy':>10s} {'ratio':>6s}   "
+          f"(GFLOP/s, min of {args.reps}, {args.clock} time)")
     for s in shapes:
         reps = args.reps if s[0] * s[1] * s[2] <= 1024 ** 3 else max(8, args.reps // 3)
         clock = time.thread_time if args.clock == "cpu" else time.perf_counter

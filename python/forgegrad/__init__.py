@@ -7,8 +7,10 @@ from ._runtime import cpu_info, get_num_threads, get_simd, set_num_threads, set_
 from . import kernels
 from .devices import device
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
-from .tensor import (Tensor, arange, as_tensor, cat, empty, eye, full, manual_seed, ones, rand, randn, stack,
-                     tensor, where, zeros)
+from .tensor import Tensor
+# after .tensor: the function forgegrad.tensor replaces the submodule's name on the package
+from .factories import (arange, as_tensor, cat, empty, eye, full, manual_seed, ones, rand, randn, stack, tensor, where,
+                        zeros)
 from . import dtypes, return_types
 from .dtypes import (bool, double, dtype, float, float16, float32, float64, half, int, int8, int16, int32,  # noqa: A004
                      int64, long, short, uint8)

@@ -11,7 +11,8 @@ import numpy as np
 from . import dtypes as _dtypes
 from . import random as _random
 from . import devices as _devices
-from .tensor import _NO_FILL, Tensor, _factory, _shape, tensor
+from .factories import _NO_FILL, _factory, _shape, tensor
+from .tensor import Tensor
 
 __all__ = ["flatten", "reshape", "squeeze", "unsqueeze", "transpose", "permute", "exp", "log", "sqrt", "abs",
            "sin", "cos", "tril", "triu",

@@ -334,11 +334,12 @@ class TensorMethods:
     def new_tensor(self, data, dtype=None, requires_grad=False):
         arr = np.array(data.cpu().numpy() if isinstance(data, TensorMethods) else data,
                        dtype=self._data.dtype if dtype is None else _np_dtype(dtype))
-        from .tensor import Tensor, placed  # a plain Tensor, also for a Parameter (as torch), on this device
+        from .factories import placed
+        from .tensor import Tensor  # a plain Tensor, also for a Parameter (as torch), on this device
         return placed(Tensor(arr, requires_grad=requires_grad, dtype=arr.dtype), self.device)
 
     def _new(self, make, size, dtype, requires_grad):
-        from .tensor import _factory
+        from .factories import _factory
         shape = tuple(int(n) for n in _shape_args(size))
         dt = self._data.dtype if dtype is None else _np_dtype(dtype)
         return _factory(self.device, shape, dt, lambda: make(shape, dtype=dt), requires_grad)

@@ -8,7 +8,7 @@ through forgegrad.devices (docs/devices.md); ``numpy()`` then refuses and ``cpu(
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -20,8 +20,7 @@ from .ops.registry import _OPS
 
 _F32 = np.dtype(np.float32)
 
-__all__ = ["Tensor", "tensor", "as_tensor", "zeros", "ones", "full", "empty", "arange", "randn", "rand", "eye", "cat",
-           "stack", "where", "manual_seed"]
+__all__ = ["Tensor"]
 
 
 def _to_storage(data, dtype=None, copy: bool = False) -> np.ndarray:
@@ -454,152 +453,3 @@ class _HookHandle:
     def remove(self) -> None:
         if self._hooks.pop(self.id, None) is not None:
             _HookHandle.live -= 1
-
-
-def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor:
-    """A tensor over ``data``. A float32 (or int64/bool) ndarray is shared, not copied.
-
-    As torch.tensor: a float64 ndarray (or numpy float64 scalar) gives a float64 tensor, Python floats
-    give float32. (``Tensor(data)``, like torch.Tensor, always stores float data as float32.)
-    ``device``: where the tensor lives (a copy of the data there); by default the default device
-    (``fg.device(...)``), except that under the meta device data given as values stays on the CPU."""
-    if dtype is None and isinstance(data, (np.ndarray, np.float64)) and data.dtype == np.float64:
-        dtype = np.float64
-    t = Tensor(data, requires_grad=requires_grad, dtype=dtype)
-    if device is None:
-        dev = _devices.default_device()
-        if dev in ("cpu", "meta"):
-            return t
-    return placed(t, device)
-
-
-as_tensor = tensor
-
-
-def _shape(shape) -> Tuple[int, ...]:
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
-    return tuple(int(s) for s in shape)
-
-
-def _on_meta(device) -> bool:
-    """Whether a factory call creates its tensor on the meta device (explicitly or by default)."""
-    return _target(device) == "meta"
-
-
-def _target(device) -> str:
-    """The device a factory creates its tensor on: ``device``, else the default device."""
-    if device is None:
-        return _devices.default_device()
-    if device == "cpu" and type(device) is str:
-        return "cpu"
-    return _devices.device(device).type  # a clear error for an unknown or unavailable device
-
-
-_NO_FILL = object()
-
-
-def _factory(device, shape, dt, host, requires_grad=False, fill=_NO_FILL) -> Tensor:
-    """A new tensor of ``shape``/``dt`` on ``device``: from ``host()`` (a numpy array) on the CPU; on
-    another device allocated there when the values are a constant ``fill`` (None: uninitialised),
-    else ``host()``'s values copied there (random factories draw the same numbers on every device)."""
-    dev = _target(device)
-    if dev == "meta":
-        return Tensor(MetaArray(shape, dt), requires_grad=requires_grad)
-    if dev == "cpu":
-        return Tensor(host(), requires_grad=requires_grad, dtype=dt)
-    if fill is None:
-        data = _devices.empty(shape, dt, dev)
-    elif fill is not _NO_FILL:
-        data = _devices.full(shape, fill, dt, dev)
-    else:
-        data = _devices.transfer(_to_storage(host(), dt), dev)
-    return Tensor(data, requires_grad=requires_grad)
-
-
-def placed(t: Tensor, device) -> Tensor:
-    """``t`` (made on the CPU) on ``device``, else on the default device unless that is meta (values given
-    on the CPU stay there); internal."""
-    dev = _devices.default_device() if device is None else _target(device)
-    if dev == "cpu" or (device is None and dev == "meta"):
-        return t
-    out = Tensor._wrap_exact(_devices.transfer(t._data, dev))
-    out.requires_grad = t.requires_grad
-    return out
-
-
-def zeros(*shape, requires_grad=False, dtype=np.float32, device=None) -> Tensor:
-    shape, dt = _shape(shape), _dtypes.to_numpy(dtype)
-    return _factory(device, shape, dt, lambda: np.zeros(shape, dt), requires_grad, fill=0)
-
-
-def ones(*shape, requires_grad=False, dtype=np.float32, device=None) -> Tensor:
-    shape, dt = _shape(shape), _dtypes.to_numpy(dtype)
-    return _factory(device, shape, dt, lambda: np.ones(shape, dt), requires_grad, fill=1)
-
-
-def empty(*shape, requires_grad=False, dtype=np.float32, device=None) -> Tensor:
-    shape, dt = _shape(shape), _dtypes.to_numpy(dtype)
-    return _factory(device, shape, dt, lambda: np.empty(shape, dt), requires_grad, fill=None)
-
-
-def full(shape, fill_value, requires_grad=False, dtype=np.float32, device=None) -> Tensor:
-    shape, dt = _shape((shape,)), _dtypes.to_numpy(dtype)
-    return _factory(device, shape, dt, lambda: np.full(shape, fill_value, dt), requires_grad, fill=fill_value)
-
-
-def arange(*args, dtype=None, device=None, requires_grad=False) -> Tensor:
-    t = Tensor(np.arange(*args), dtype=dtype, requires_grad=requires_grad)
-    return placed(t, device)
-
-
-def eye(n, m=None, device=None) -> Tensor:
-    return placed(Tensor(np.eye(n, m, dtype=np.float32)), device)
-
-
-# ---- random numbers: one seeded generator for init, dropout and shuffling ---------------------
-from . import random as _random  # noqa: E402
-
-manual_seed = _random.manual_seed
-
-
-def _float_dtype(dtype) -> np.dtype:
-    dt = _dtypes.to_numpy(dtype)
-    if dt not in (np.float32, np.float64):
-        raise TypeError(f"expected dtype float32 or float64, got {_dtypes.of(dt)}")
-    return dt
-
-
-def randn(*shape, requires_grad=False, device=None, dtype=np.float32) -> Tensor:
-    dt, shape = _float_dtype(dtype), _shape(shape)
-    return _factory(device, shape, dt, lambda: _random.generator().standard_normal(shape, dtype=dt), requires_grad)
-
-
-def rand(*shape, requires_grad=False, device=None, dtype=np.float32) -> Tensor:
-    dt, shape = _float_dtype(dtype), _shape(shape)
-    return _factory(device, shape, dt, lambda: _random.generator().random(shape, dtype=dt), requires_grad)
-
-
-# ---- free functions over several tensors -------------------------------------------------------
-def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
-    return _OPS["cat"](*tensors, dim=dim)
-
-
-concatenate = cat
-
-
-def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
-    return _OPS["stack"](*tensors, dim=dim)
-
-
-def where(condition, a, b) -> Tensor:
-    """Elementwise ``a`` where condition else ``b`` (with broadcasting); condition is cast to bool.
-
-    A tensor condition stays a tensor (cast by a recorded op when it is not bool) so that
-    autograd.trace() links the result to the op that computed the condition.
-    """
-    if isinstance(condition, Tensor):
-        cond = condition.bool()
-    else:
-        cond = np.asarray(condition).astype(bool)
-    return _OPS["where"](cond, a, b)

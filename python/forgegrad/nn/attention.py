@@ -270,7 +270,7 @@ class MultiheadAttention(Module):
 
 
 def _cat_seq(x, extra, dim=1):
-    from ..tensor import cat
+    from ..factories import cat
     return cat([x, extra], dim=dim)
 
 
@@ -278,6 +278,6 @@ def _pad_last(mask):
     """A mask with one more key column that every query may attend (0): bias_k / the zero key."""
     if mask is None:
         return None
-    from ..tensor import cat
+    from ..factories import cat
     zeros = Tensor._wrap_exact(devices.zeros(tuple(mask.shape[:-1]) + (1,), mask.dtype))
     return cat([mask, zeros], dim=-1)

@@ -23,7 +23,7 @@ import numpy as np
 from .. import devices
 from .._args import positive_int
 from .._validate import check_bool, check_float
-from ..tensor import cat
+from ..factories import cat
 from . import init
 from .activation import Dropout
 from .module import Module

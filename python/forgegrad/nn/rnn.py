@@ -20,7 +20,8 @@ from .. import devices
 from .._args import positive_int
 from .._validate import check_bool
 from ..ops.rnn import RecurrentLayerFunction
-from ..tensor import Tensor, cat, stack, zeros
+from ..factories import cat, stack, zeros
+from ..tensor import Tensor
 from . import functional as F
 from . import init
 from .module import Module

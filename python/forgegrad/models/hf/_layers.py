@@ -11,7 +11,8 @@ from typing import List, Optional
 
 import numpy as np
 
-from ...tensor import Tensor, cat
+from ...factories import cat
+from ...tensor import Tensor
 from ... import nn
 from ...nn import functional as F
 

@@ -9,7 +9,8 @@ import numpy as np
 from ... import devices as _devices
 from ...grad_mode import no_grad
 from ...kernels import optim as _k
-from ...tensor import Tensor, stack
+from ...factories import stack
+from ...tensor import Tensor
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
 
