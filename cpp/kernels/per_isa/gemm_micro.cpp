@@ -37,6 +37,59 @@ enum class BRead { kPacked, kInPlace, kPackAlong, kInPlaceTail };
 enum class ARead { kPacked, kColMajor, kRowMajor };
 typedef uint32_t __attribute__((__may_alias__)) u32_alias;
 
+#if defined(__AVX2__) && !defined(__AVX512F__)
+// The AVX2 6 x 16 tile of two packed panels, 4 steps k per pass, as one asm statement: from
+// intrinsics GCC 12 keeps the k loop rolled with its pointer and counter updates between the
+// FMAs, and the tile ran at ~85 % of the FMA peak; unrolled here at ~92 % (85 of 92 GFLOP/s on a
+// 2.9 GHz AVX2-only Zen VM, B panel in L1, A streaming from L2). Each accumulator still sums its
+// products in k order, one FMA per step: the same bits as the intrinsics loop, which does the
+// remaining kc % 4 steps. (B rows in ymm12-13, broadcasts in ymm14-15: named temporaries would
+// exceed asm's 30 operands.)
+// clang-format off
+#define FG_SGEMM_AVX2_STEP(S)                                                  \
+  "vmovups " #S "*64(%[b]), %%ymm12\n\t"                                     \
+  "vmovups " #S "*64+32(%[b]), %%ymm13\n\t"                                  \
+  "vbroadcastss " #S "*24(%[a]), %%ymm14\n\t"                                \
+  "vfmadd231ps %%ymm12, %%ymm14, %[c00]\n\t"                                 \
+  "vfmadd231ps %%ymm13, %%ymm14, %[c01]\n\t"                                 \
+  "vbroadcastss " #S "*24+4(%[a]), %%ymm15\n\t"                              \
+  "vfmadd231ps %%ymm12, %%ymm15, %[c10]\n\t"                                 \
+  "vfmadd231ps %%ymm13, %%ymm15, %[c11]\n\t"                                 \
+  "vbroadcastss " #S "*24+8(%[a]), %%ymm14\n\t"                              \
+  "vfmadd231ps %%ymm12, %%ymm14, %[c20]\n\t"                                 \
+  "vfmadd231ps %%ymm13, %%ymm14, %[c21]\n\t"                                 \
+  "vbroadcastss " #S "*24+12(%[a]), %%ymm15\n\t"                             \
+  "vfmadd231ps %%ymm12, %%ymm15, %[c30]\n\t"                                 \
+  "vfmadd231ps %%ymm13, %%ymm15, %[c31]\n\t"                                 \
+  "vbroadcastss " #S "*24+16(%[a]), %%ymm14\n\t"                             \
+  "vfmadd231ps %%ymm12, %%ymm14, %[c40]\n\t"                                 \
+  "vfmadd231ps %%ymm13, %%ymm14, %[c41]\n\t"                                 \
+  "vbroadcastss " #S "*24+20(%[a]), %%ymm15\n\t"                             \
+  "vfmadd231ps %%ymm12, %%ymm15, %[c50]\n\t"                                 \
+  "vfmadd231ps %%ymm13, %%ymm15, %[c51]\n\t"
+// clang-format on
+
+// acc += a_panel . b_panel over the first 4 * k4 steps (k4 >= 1).
+inline void packed_6x16_avx2(int64_t k4, const float* a, const float* b, vf (&acc)[6][2]) {
+  vf c00 = acc[0][0], c01 = acc[0][1], c10 = acc[1][0], c11 = acc[1][1], c20 = acc[2][0], c21 = acc[2][1];
+  vf c30 = acc[3][0], c31 = acc[3][1], c40 = acc[4][0], c41 = acc[4][1], c50 = acc[5][0], c51 = acc[5][1];
+  __asm__(
+      "1:\n\t" FG_SGEMM_AVX2_STEP(0) FG_SGEMM_AVX2_STEP(1) FG_SGEMM_AVX2_STEP(2) FG_SGEMM_AVX2_STEP(3)
+      "add $96, %[a]\n\t"
+      "add $256, %[b]\n\t"
+      "dec %[k]\n\t"
+      "jnz 1b"
+      : [c00] "+x"(c00), [c01] "+x"(c01), [c10] "+x"(c10), [c11] "+x"(c11), [c20] "+x"(c20), [c21] "+x"(c21),
+        [c30] "+x"(c30), [c31] "+x"(c31), [c40] "+x"(c40), [c41] "+x"(c41), [c50] "+x"(c50), [c51] "+x"(c51),
+        [a] "+r"(a), [b] "+r"(b), [k] "+r"(k4)
+      :
+      : "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory");
+  acc[0][0] = c00, acc[0][1] = c01, acc[1][0] = c10, acc[1][1] = c11, acc[2][0] = c20, acc[2][1] = c21;
+  acc[3][0] = c30, acc[3][1] = c31, acc[4][0] = c40, acc[4][1] = c41, acc[5][0] = c50, acc[5][1] = c51;
+}
+#undef FG_SGEMM_AVX2_STEP
+#endif
+
 // R rows (R <= kGemmMR) x NV vectors (NV <= kGemmNV) of the tile: R x NV accumulators stay in registers
 // for the whole k loop. NV < kGemmNV for edge panels of at most NV * W columns (no FMAs on lanes that
 // are never stored).
@@ -58,7 +111,18 @@ void tile(int cols, int64_t kc, const float* __restrict a, const float* __restri
   for (int r = 0; r < R; ++r)
     if constexpr (CopyA) __builtin_prefetch(c + r * ldc, 1);
 
-  for (int64_t k = 0; k < kc; ++k) {
+  int64_t k = 0;
+#if defined(__AVX2__) && !defined(__AVX512F__)
+  if constexpr (R == 6 && NV == 2 && S == BRead::kPacked && SA == ARead::kPacked) {
+    if (kc >= 4) {
+      packed_6x16_avx2(kc / 4, a, b, acc);
+      k = kc / 4 * 4;
+      a += k * kGemmMR;
+      b += k * kGemmNR;
+    }
+  }
+#endif
+  for (; k < kc; ++k) {
     if constexpr (kGemmFusedPrefetch > 0) {
       // Operands read in place with one row (B) or one column (op(A) column-major) per step k
       // lie a page apart when the leading dimension is large, where the hardware prefetchers
