@@ -99,6 +99,11 @@ void tile(int cols, int64_t kc, const float* __restrict a, const float* __restri
           float* __restrict a_copy = nullptr) {
   const int64_t ldb = S == BRead::kPacked ? int64_t(kGemmNR) : ldb_;
   const int64_t lda = SA == ARead::kPacked ? int64_t(kGemmMR) : lda_;
+#if defined(__AVX2__) && !defined(__AVX512F__)
+  constexpr bool kPackedAsm = R == 6 && NV == 2 && S == BRead::kPacked && SA == ARead::kPacked;
+#else
+  constexpr bool kPackedAsm = false;
+#endif
   vf acc[R][NV];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
@@ -106,16 +111,38 @@ void tile(int cols, int64_t kc, const float* __restrict a, const float* __restri
     for (int v = 0; v < NV; ++v) acc[r][v] = vzero();
   // Warm the C tile while the k loop runs (it is read or written once at the end). Not in direct
   // tiles: their k loops are short, and there the prefetches measured 3-4% slower (bmm of 32 x 64
-  // x 32 products).
+  // x 32 products). The AVX2 asm tile fetches both lines of each row (numpy rows are 16-byte
+  // aligned) into L2 here and into L1 near the end of its k loop (below).
 #pragma GCC unroll 16
-  for (int r = 0; r < R; ++r)
-    if constexpr (CopyA) __builtin_prefetch(c + r * ldc, 1);
+  for (int r = 0; r < R; ++r) {
+    if constexpr (kPackedAsm) {
+      __builtin_prefetch(c + r * ldc, 0, 2);
+      __builtin_prefetch(c + r * ldc + kGemmNR - 1, 0, 2);
+    } else if constexpr (CopyA) {
+      __builtin_prefetch(c + r * ldc, 1);
+    }
+  }
 
+  const float* const a_start = a;
   int64_t k = 0;
 #if defined(__AVX2__) && !defined(__AVX512F__)
-  if constexpr (R == 6 && NV == 2 && S == BRead::kPacked && SA == ARead::kPacked) {
+  if constexpr (kPackedAsm) {
     if (kc >= 4) {
-      packed_6x16_avx2(kc / 4, a, b, acc);
+      // C rows ldc apart (often a multiple of 4 KiB) share one L1 set with a quarter of the B
+      // panel's lines: the C tile is fetched to L2 (above) and into L1 only for the last 32 steps.
+      constexpr int64_t kTail = 8;
+      const int64_t k4 = kc / 4;
+      if (k4 > kTail) {
+        packed_6x16_avx2(k4 - kTail, a, b, acc);
+#pragma GCC unroll 6
+        for (int r = 0; r < R; ++r) {
+          __builtin_prefetch(c + r * ldc, 1);
+          __builtin_prefetch(c + r * ldc + kGemmNR - 1, 1);
+        }
+        packed_6x16_avx2(kTail, a + (k4 - kTail) * 4 * kGemmMR, b + (k4 - kTail) * 4 * kGemmNR, acc);
+      } else {
+        packed_6x16_avx2(k4, a, b, acc);
+      }
       k = kc / 4 * 4;
       a += k * kGemmMR;
       b += k * kGemmNR;
@@ -136,6 +163,20 @@ void tile(int cols, int64_t kc, const float* __restrict a, const float* __restri
       if constexpr (SA == ARead::kColMajor && CopyA) {
         __builtin_prefetch(a + D * lda);
         __builtin_prefetch(a + D * lda + kGemmMR - 1);
+      }
+      // The first tiles of a sweep are the only ones that read an operand from memory (L3 or
+      // DRAM), one tile after the other, each stalled on its own reads: each also fetches the
+      // next one's panel (adjacent columns of B; the next kGemmMR rows of a row-major op(A))
+      // into L2, so that the next waits on L2 latency only.
+      if constexpr (S == BRead::kPackAlong) {
+        __builtin_prefetch(b + kGemmNR, 0, 2);
+        __builtin_prefetch(b + 2 * kGemmNR - 1, 0, 2);
+      }
+      if constexpr (SA == ARead::kRowMajor && CopyA) {
+        // One line per even step: row (l % kGemmMR), 16-float segment (l / kGemmMR) of the next panel.
+        const int64_t l = k >> 1;
+        if (!(k & 1) && l < kGemmMR * (kc / 16 + 1))
+          __builtin_prefetch(a_start + (kGemmMR + l % kGemmMR) * lda + (l / kGemmMR) * 16, 0, 2);
       }
     }
     vf bv[NV];
