@@ -86,28 +86,43 @@ def test_graph_free_forward_leaves_other_calls_to_the_general_path():
         assert m(x.double())[0].dtype == np.float64
 
 
+def _run(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, training):
+    """(y, h_n[, c_n]) of one layer; the training forward too (it writes the saved gates instead of
+    scratch)."""
+    if mode == "lstm":
+        return K.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, training=training)[:3]
+    if mode == "gru":
+        return K.gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training=training)[:2]
+    return K.rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity=mode[4:], training=training)[:2]
+
+
+@pytest.mark.parametrize("mode,G", [("lstm", 4), ("gru", 3), ("rnn_tanh", 1), ("rnn_relu", 1)])
 @pytest.mark.parametrize("H", [256, 37, 100, 8, 1])
-def test_batch_1_gemv_gives_the_bits_of_the_batched_kernel(threads, simd_path, H):
-    # B = 1 has its own recurrent GEMV on AVX2 (8 W_hh rows per pass, one transposed lane sum);
-    # B = 2 keeps the general small-batch kernel. Two identical rows must match the B = 1 run
-    # bit for bit. W_ih = 0 makes the input projection exact, so only the recurrence is compared.
+@pytest.mark.parametrize("bias", [True, False])
+def test_batch_1_path_gives_the_bits_of_the_batched_kernel(threads, simd_path, mode, G, H, bias):
+    # At B = 1 on one thread the AVX2 build sweeps all of W_hh per step (8 rows per pass, one
+    # transposed lane sum) and runs the cell once over all units; B = 2, and B = 1 at two threads,
+    # run the panel tasks with the general small-batch kernel. Each output must be the same bits.
+    # W_ih = 0 makes the input projection exact, so the comparison is of the recurrence alone.
     rng = np.random.default_rng(2)
     T, I = 5, 3
     k = 1 / np.sqrt(H)
-    w_ih = np.zeros((4 * H, I), np.float32)
-    w_hh = rng.uniform(-k, k, (4 * H, H)).astype(np.float32)
-    b = rng.uniform(-k, k, 4 * H).astype(np.float32)
+    w_ih = np.zeros((G * H, I), np.float32)
+    w_hh = rng.uniform(-k, k, (G * H, H)).astype(np.float32)
+    b_ih, b_hh = (rng.uniform(-k, k, G * H).astype(np.float32) for _ in range(2)) if bias else (None, None)
     x = rng.standard_normal((T, 1, I)).astype(np.float32)
     h0 = rng.standard_normal((1, H)).astype(np.float32)
-    c0 = rng.standard_normal((1, H)).astype(np.float32)
+    c0 = rng.standard_normal((1, H)).astype(np.float32) if mode == "lstm" else None
+    two = (np.concatenate([x, x], 1), np.concatenate([h0, h0]), None if c0 is None else np.concatenate([c0, c0]))
     results = []
     for t in (1, 2):
         threads(t)
-        y1, h1, c1, _ = K.lstm_forward(x, h0, c0, w_ih, w_hh, b, None, training=False)
-        y2, h2, c2, _ = K.lstm_forward(np.concatenate([x, x], 1), np.concatenate([h0, h0]),
-                                       np.concatenate([c0, c0]), w_ih, w_hh, b, None, training=False)
-        for a, b2 in ((y1[:, 0], y2[:, 0]), (y1[:, 0], y2[:, 1]), (h1[0], h2[0]), (c1[0], c2[0])):
+        for training in (False, True):
+            one = _run(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, training)
+            both = _run(mode, *two, w_ih, w_hh, b_ih, b_hh, training)
+            for a, b2 in zip(one, both):
+                np.testing.assert_array_equal(np.concatenate([a, a], axis=-2), b2)
+            results.append(one)
+    for other in results[1:]:
+        for a, b2 in zip(results[0], other):
             np.testing.assert_array_equal(a, b2)
-        results.append((y1, h1, c1))
-    for a, b2 in zip(*results):
-        np.testing.assert_array_equal(a, b2)
