@@ -162,6 +162,8 @@ namespace {
 // ~85-100 GB/s against ~117 GB/s for a pure read of L2-resident data and ~100 GB/s at 1 MiB. Tried
 // and measured no faster (A/B in one process): 16-row groups reduced by one transposed shuffle tree
 // (0.97-0.99x at B = 1, 0.72-0.85x at B = 4) and software prefetch of the rows ahead (0.95-0.98x).
+// The AVX2 build runs B = 1 through rowdot_pass8 below (8 rows per pass); prefetching the next
+// pass's rows into L1 there was slower too (0.89-0.92x, T50 H128-H256).
 template <int MR>
 void rowdot_rows(const float* A, int64_t lda, const float* W_, int64_t ldw, int64_t K, int64_t ncols, const float* init,
                  int64_t ldi, float* C, int64_t ldc) {
@@ -202,7 +204,7 @@ void rowdot_rows(const float* A, int64_t lda, const float* W_, int64_t ldw, int6
 #if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
 // Lanes r of the result: vreduce_add(a[r]) for r < 8, each with exactly vreduce_add's order
 // ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)), so an output does not depend on which reduction
-// produced it. One transposed tree (12 shuffles, 7 adds) instead of 8 separate lane sums (~48 ops).
+// produced it. One transposed tree (14 shuffles, 7 adds) instead of 8 separate lane sums (~48 ops).
 inline vf reduce8(const vf (&a)[8]) {
   // Stage 1: p_r = lo(a_r) + hi(a_r); rows paired (0,4) (1,5) (2,6) (3,7) so that stage 3's lane
   // order comes out as 0..7.
