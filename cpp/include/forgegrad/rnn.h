@@ -99,6 +99,14 @@ constexpr int64_t kSmallBatch = 4;
 // c < ncols; W rows have K contiguous elements and stride ldw. Fixed lane-then-tree sum order.
 void rowdot_matmul(const float* A, int64_t lda, int64_t M, const float* W, int64_t ldw, int64_t K, int64_t ncols,
                    const float* init, int64_t ldi, float* C, int64_t ldc);
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+// Batch 1, all rows in one sweep: C[c] = (init ? init[c] : 0) + dot(A, W row c) for c < rows, the
+// same arithmetic per output as rowdot_matmul with M = 1 (so the same bits). Rows are taken 8 at a
+// time in groups of 64, the groups from last to first when reverse (the step-to-step zig-zag).
+// AVX2 build only: rnn_forward's batch-1 single-thread path.
+void rowdot_sweep(const float* A, const float* W, int64_t ldw, int64_t K, int64_t rows, const float* init, float* C,
+                  bool reverse);
+#endif
 // As panel_matmul for M <= kSmallBatch, reading B(k, c) = W[k * ldw + c] directly (c < ncols <= kNR).
 void strided_matmul(const float* A, int64_t lda, int64_t M, const float* W, int64_t ldw, int64_t K, int ncols,
                     const float* init, int64_t ldi, float* C, int64_t ldc);

@@ -162,6 +162,8 @@ namespace {
 // ~85-100 GB/s against ~117 GB/s for a pure read of L2-resident data and ~100 GB/s at 1 MiB. Tried
 // and measured no faster (A/B in one process): 16-row groups reduced by one transposed shuffle tree
 // (0.97-0.99x at B = 1, 0.72-0.85x at B = 4) and software prefetch of the rows ahead (0.95-0.98x).
+// The AVX2 build runs B = 1 through rowdot_pass8 below (8 rows per pass); prefetching the next
+// pass's rows into L1 there was slower too (0.89-0.92x, T50 H128-H256).
 template <int MR>
 void rowdot_rows(const float* A, int64_t lda, const float* W_, int64_t ldw, int64_t K, int64_t ncols, const float* init,
                  int64_t ldi, float* C, int64_t ldc) {
@@ -198,6 +200,86 @@ void rowdot_rows(const float* A, int64_t lda, const float* W_, int64_t ldw, int6
       }
   }
 }
+
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+// Lanes r of the result: vreduce_add(a[r]) for r < 8, each with exactly vreduce_add's order
+// ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)), so an output does not depend on which reduction
+// produced it. One transposed tree (14 shuffles, 7 adds) instead of 8 separate lane sums (~48 ops).
+inline vf reduce8(const vf (&a)[8]) {
+  // Stage 1: p_r = lo(a_r) + hi(a_r); rows paired (0,4) (1,5) (2,6) (3,7) so that stage 3's lane
+  // order comes out as 0..7.
+  vf u[4];
+  for (int j = 0; j < 4; ++j)
+    u[j] = _mm256_add_ps(_mm256_permute2f128_ps(a[j], a[j + 4], 0x20), _mm256_permute2f128_ps(a[j], a[j + 4], 0x31));
+  // Stage 2: (p0 + p2, p1 + p3) of each row. x01 = [r0 r0 r1 r1 | r4 r4 r5 r5], x23 likewise.
+  vf x01 = _mm256_add_ps(_mm256_shuffle_ps(u[0], u[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm256_shuffle_ps(u[0], u[1], _MM_SHUFFLE(3, 2, 3, 2)));
+  vf x23 = _mm256_add_ps(_mm256_shuffle_ps(u[2], u[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm256_shuffle_ps(u[2], u[3], _MM_SHUFFLE(3, 2, 3, 2)));
+  // Stage 3: first + second half of each row: [r0 r1 r2 r3 | r4 r5 r6 r7].
+  return _mm256_add_ps(_mm256_shuffle_ps(x01, x23, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm256_shuffle_ps(x01, x23, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// rowdot_rows<1> for the AVX2 build, one pass: C[c0 + q] = (init ? init[c0 + q] : 0) + dot(A, W row
+// c0 + q) for q < q_n <= 8. 8 W rows per pass (8 independent accumulators cover the FMA latency x
+// throughput of two pipes; 4 leave one pipe idle at batch 1, where there is one A row to share them)
+// and one transposed reduction per 8 outputs. Each output's arithmetic (k-ordered lane FMAs, the
+// lane sum in vreduce_add's order, then init + sum) is rowdot_rows<1>'s, so the results are the
+// same bits.
+inline void rowdot_pass8(const float* A, const float* W_, int64_t ldw, int64_t K, int64_t c0, int q_n,
+                         const float* init, float* C) {
+  // Eight named row pointers and accumulators rather than arrays: with arrays GCC built the pointers
+  // on the stack (a `rep stos` per pass that cost more than the pass's loads at H = 64). Rows past
+  // q_n repeat row c0 (their sums are computed and not stored).
+  const float* w0 = W_ + c0 * ldw;
+  const float* w1 = q_n > 1 ? w0 + ldw : w0;
+  const float* w2 = q_n > 2 ? w0 + 2 * ldw : w0;
+  const float* w3 = q_n > 3 ? w0 + 3 * ldw : w0;
+  const float* w4 = q_n > 4 ? w0 + 4 * ldw : w0;
+  const float* w5 = q_n > 5 ? w0 + 5 * ldw : w0;
+  const float* w6 = q_n > 6 ? w0 + 6 * ldw : w0;
+  const float* w7 = q_n > 7 ? w0 + 7 * ldw : w0;
+  vf s0 = vzero(), s1 = vzero(), s2 = vzero(), s3 = vzero(), s4 = vzero(), s5 = vzero(), s6 = vzero(), s7 = vzero();
+  int64_t k = 0;
+  for (; k + W <= K; k += W) {
+    const vf a = vload(A + k);
+    s0 = vfmadd(a, vload(w0 + k), s0);
+    s1 = vfmadd(a, vload(w1 + k), s1);
+    s2 = vfmadd(a, vload(w2 + k), s2);
+    s3 = vfmadd(a, vload(w3 + k), s3);
+    s4 = vfmadd(a, vload(w4 + k), s4);
+    s5 = vfmadd(a, vload(w5 + k), s5);
+    s6 = vfmadd(a, vload(w6 + k), s6);
+    s7 = vfmadd(a, vload(w7 + k), s7);
+  }
+  if (k < K) {
+    const int n = static_cast<int>(K - k);
+    const vf a = vload_n(A + k, n);
+    s0 = vfmadd(a, vload_n(w0 + k, n), s0);
+    s1 = vfmadd(a, vload_n(w1 + k, n), s1);
+    s2 = vfmadd(a, vload_n(w2 + k, n), s2);
+    s3 = vfmadd(a, vload_n(w3 + k, n), s3);
+    s4 = vfmadd(a, vload_n(w4 + k, n), s4);
+    s5 = vfmadd(a, vload_n(w5 + k, n), s5);
+    s6 = vfmadd(a, vload_n(w6 + k, n), s6);
+    s7 = vfmadd(a, vload_n(w7 + k, n), s7);
+  }
+  const vf acc[8] = {s0, s1, s2, s3, s4, s5, s6, s7};
+  const vf v = reduce8(acc);
+  if (q_n == 8) {
+    vstore(C + c0, init ? vadd(vload(init + c0), v) : v);
+  } else {
+    vstore_n(C + c0, init ? vadd(vload_n(init + c0, q_n), v) : v, q_n);
+  }
+}
+
+void rowdot_row_avx2(const float* A, const float* W_, int64_t ldw, int64_t K, int64_t ncols, const float* init,
+                     float* C) {
+  for (int64_t c0 = 0; c0 < ncols; c0 += 8)
+    rowdot_pass8(A, W_, ldw, K, c0, ncols - c0 < 8 ? static_cast<int>(ncols - c0) : 8, init, C);
+}
+#endif
 
 template <int MR>
 void strided_rows(const float* A, int64_t lda, const float* W_, int64_t ldw, int64_t K, int ncols, const float* init,
@@ -244,8 +326,29 @@ inline void with_small_rows(int64_t M, F f) {
 
 void rowdot_matmul(const float* A, int64_t lda, int64_t M, const float* W_, int64_t ldw, int64_t K, int64_t ncols,
                    const float* init, int64_t ldi, float* C, int64_t ldc) {
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+  if (M == 1) return rowdot_row_avx2(A, W_, ldw, K, ncols, init, C);
+#endif
   with_small_rows(M, [&](auto mr) { rowdot_rows<decltype(mr)::value>(A, lda, W_, ldw, K, ncols, init, ldi, C, ldc); });
 }
+
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+void rowdot_sweep(const float* A, const float* W_, int64_t ldw, int64_t K, int64_t rows, const float* init, float* C,
+                  bool reverse) {
+  // Groups of kBlock rows are taken in reverse order when reverse, each group's rows front to back:
+  // the hardware prefetchers follow ascending streams, and reversing at this granularity keeps what
+  // the zig-zag is for (the rows the previous step read last, still in L2, are read first). Measured
+  // (T50 H256 B1, interleaved): reversing pass by pass cost ~5 %; no reversal at all ~6 %.
+  constexpr int64_t kBlock = 64;
+  const int64_t nblk = (rows + kBlock - 1) / kBlock;
+  for (int64_t i = 0; i < nblk; ++i) {
+    const int64_t b0 = (reverse ? nblk - 1 - i : i) * kBlock;
+    const int64_t b1 = b0 + kBlock < rows ? b0 + kBlock : rows;
+    for (int64_t c0 = b0; c0 < b1; c0 += 8)
+      rowdot_pass8(A, W_, ldw, K, c0, b1 - c0 < 8 ? static_cast<int>(b1 - c0) : 8, init, C);
+  }
+}
+#endif
 
 void strided_matmul(const float* A, int64_t lda, int64_t M, const float* W_, int64_t ldw, int64_t K, int ncols,
                     const float* init, int64_t ldi, float* C, int64_t ldc) {

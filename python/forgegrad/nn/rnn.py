@@ -19,7 +19,8 @@ import numpy as np
 from .. import devices
 from .._args import positive_int
 from .._validate import check_bool
-from ..ops.rnn import RecurrentLayerFunction
+from ..autograd import graph_free
+from ..ops.rnn import RecurrentLayerFunction, _recurrent_layer_inference
 from ..factories import cat, stack, zeros
 from ..tensor import Tensor
 from . import functional as F
@@ -190,6 +191,10 @@ class RNNBase(Module):
         return (getattr(self, "weight_ih" + s), getattr(self, "weight_hh" + s)) + b
 
     def forward(self, input, hx=None, lengths=None):
+        if lengths is None and graph_free():
+            out = self._forward_graph_free(input, hx)
+            if out is not None:
+                return out
         cls = type(self).__name__
         lstm = self.mode == "lstm"
         x, batched = _batched_input(input, 2, cls)
@@ -248,6 +253,81 @@ class RNNBase(Module):
         elif self.batch_first:
             out = out.transpose(0, 1)
         return (out, (hN, cN)) if lstm else (out, hN)
+
+    def _forward_graph_free(self, input, hx):
+        """forward without a graph on float32 CPU arrays: each layer and direction is one call of the
+        op's inference kernel (what RecurrentLayerFunction.op runs under no_grad), with the reshapes,
+        transposes and state slicing done on the arrays. At batch 1 the Tensor-level version of that
+        bookkeeping (an op dispatch per unsqueeze, transpose and state index) cost about as much as
+        the kernel call itself. Same kernels in the same order, so the same results. None when the
+        call needs the general path: other devices or dtypes, dropout between layers in training
+        mode, or any argument the general path would reject (which then raises its own message)."""
+        if not isinstance(input, Tensor):
+            return None
+        x = input._data
+        if type(x) is not np.ndarray or x.dtype != np.float32 or x.ndim not in (2, 3):
+            return None
+        L, H = self.num_layers, self.hidden_size
+        D = 2 if self.bidirectional else 1
+        if self.dropout > 0 and self.training and L > 1:
+            return None
+        lstm = self.mode == "lstm"
+        batched = x.ndim == 3
+        if not batched:
+            x = x[:, None, :]
+        elif self.batch_first:
+            x = x.transpose(1, 0, 2)
+        Tn, B, I = x.shape
+        if I != self.input_size or Tn == 0 or B == 0:
+            return None
+        h0 = c0 = None
+        if hx is not None:
+            states = hx if lstm else (hx,)
+            if lstm and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
+                return None
+            want = (L * D, B, H) if batched else (L * D, H)
+            arrays = []
+            for s in states:
+                if not isinstance(s, Tensor) or type(s._data) is not np.ndarray or s._data.dtype != np.float32 \
+                        or s._data.shape != want:
+                    return None
+                arrays.append(s._data if batched else s._data[:, None, :])
+            h0 = arrays[0]
+            c0 = arrays[1] if lstm else None
+        h_n: List[np.ndarray] = []
+        c_n: List[np.ndarray] = []
+        layer_in = np.ascontiguousarray(x)
+        for layer in range(L):
+            outs = []
+            for d, suffix in enumerate(("", "_reverse")[:D]):
+                w = []
+                for p in self._layer_weights(layer, suffix):
+                    if p is None:
+                        w.append(None)
+                        continue
+                    if not isinstance(p, Tensor) or type(p._data) is not np.ndarray or p._data.dtype != np.float32:
+                        return None
+                    w.append(p._data)
+                k = layer * D + d
+                hk = np.ascontiguousarray(h0[k]) if h0 is not None else None
+                ck = np.ascontiguousarray(c0[k]) if c0 is not None else None
+                out = _recurrent_layer_inference(layer_in, hk, ck, *w, mode=self.mode, reverse=d == 1)
+                outs.append(out[0])
+                h_n.append(out[1])
+                if lstm:
+                    c_n.append(out[2])
+            layer_in = outs[0] if D == 1 else np.concatenate(outs, axis=2)
+        out = layer_in
+        hN = h_n[0][None] if len(h_n) == 1 else np.stack(h_n)
+        cN = (c_n[0][None] if len(c_n) == 1 else np.stack(c_n)) if lstm else None
+        if not batched:
+            out = out[:, 0]
+            hN = hN[:, 0]
+            cN = cN[:, 0] if lstm else None
+        elif self.batch_first:
+            out = out.transpose(1, 0, 2)
+        wrap = Tensor._wrap
+        return (wrap(out), (wrap(hN), wrap(cN))) if lstm else (wrap(out), wrap(hN))
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
