@@ -125,8 +125,8 @@ def test_malloc_tuning_reported_and_can_be_turned_off():
 
 
 def test_training_step_does_not_page_fault():
-    # Each LeNet step allocates and frees the same few-MiB buffers; with glibc's defaults every step
-    # faulted them in again (~2,900 minor faults a step at batch 64; 0 with the tuning).
+    # Each LeNet step allocates and frees the same few-MiB buffers; with glibc's defaults the step
+    # usually faults them in again (~2,900 minor faults a step at batch 64; 0 with the tuning).
     code = """
 import resource
 import numpy as np
@@ -146,10 +146,11 @@ for _ in range(3):
 print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / 3)
 """
     tuned = _run_py(code, {"FORGEGRAD_MALLOC_TUNING": "1"})
-    default = _run_py(code, {"FORGEGRAD_MALLOC_TUNING": "0"})
-    assert tuned.returncode == 0 and default.returncode == 0, tuned.stderr + default.stderr
-    # a few hundred faults at most remain (thread stacks, the interpreter), against thousands without
-    assert float(tuned.stdout) * 5 < float(default.stdout), (tuned.stdout, default.stdout)
+    assert tuned.returncode == 0, tuned.stderr
+    # A few hundred faults at most remain (thread stacks, the interpreter). Without the tuning it is
+    # 1,500-4,700 a step in most runs, but glibc's dynamic mmap threshold sometimes settles on its
+    # own (0 faults, depending on the heap left by the imports), so the untuned run is not compared.
+    assert float(tuned.stdout) < 300, tuned.stdout
 
 
 def test_idle_pool_workers_sleep(threads):
