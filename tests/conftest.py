@@ -27,6 +27,15 @@ def threads():
 
 
 @pytest.fixture
+def use_int8_path():
+    """Set the int8 kernel path inside a test (forgegrad.quantization.set_int8_path); the default
+    path is restored afterwards."""
+    from forgegrad.quantization import set_int8_path
+    yield set_int8_path
+    set_int8_path(None)
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(int(os.environ.get("FORGEGRAD_TEST_SEED", "1234")))
 

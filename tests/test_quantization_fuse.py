@@ -6,7 +6,7 @@ import pytest
 
 import forgegrad as fg
 from forgegrad import nn
-from forgegrad.quantization import QuantizedConv2d, calibrate, convert, int8_paths, prepare, set_int8_path
+from forgegrad.quantization import QuantizedConv2d, calibrate, convert, int8_paths, prepare
 
 R = np.random.default_rng
 
@@ -17,7 +17,7 @@ def _convert_both(model, shape, seed=0):
     return convert(prepared), convert(prepared, fuse=False)
 
 
-def test_lenet_blocks_fuse_and_keep_the_bits():
+def test_lenet_blocks_fuse_and_keep_the_bits(threads, use_int8_path):
     fg.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                           nn.Conv2d(8, 16, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),  # pool first: commutes
@@ -30,20 +30,15 @@ def test_lenet_blocks_fuse_and_keep_the_bits():
     assert type(plain[1]) is nn.ReLU and not plain[0].fused_relu and plain[0].fused_pool is None
     assert set(fused.state_dict()) == set(plain.state_dict())
     x = fg.tensor(R(9).standard_normal((3, 1, 9, 9)).astype(np.float32))
-    threads = fg.get_num_threads()
-    try:
-        for path in int8_paths():
-            set_int8_path(path)
-            for nt in (1, 3):
-                fg.set_num_threads(nt)
-                with fg.no_grad():
-                    a, b = fused(x)._data, plain(x)._data
-                    a0, b0 = fused[0](x)._data, plain[2](plain[1](plain[0](x)))._data
-                assert a0.tobytes() == b0.tobytes(), (path, nt)
-                assert a.tobytes() == b.tobytes(), (path, nt)
-    finally:
-        set_int8_path(None)
-        fg.set_num_threads(threads)
+    for path in int8_paths():
+        use_int8_path(path)
+        for nt in (1, 3):
+            threads(nt)
+            with fg.no_grad():
+                a, b = fused(x)._data, plain(x)._data
+                a0, b0 = fused[0](x)._data, plain[2](plain[1](plain[0](x)))._data
+            assert a0.tobytes() == b0.tobytes(), (path, nt)
+            assert a.tobytes() == b.tobytes(), (path, nt)
 
 
 def test_only_layers_it_can_apply_are_fused():
@@ -80,7 +75,8 @@ def test_fused_model_exports_to_onnx(tmp_path):
     assert {"Relu", "MaxPool"} <= set(report["ops"])
 
 
-def test_reduce_range_qconfig_gives_7bit_activations_and_the_same_bits_as_the_reference(tmp_path):
+def test_reduce_range_qconfig_gives_7bit_activations_and_the_same_bits_as_the_reference(tmp_path, threads,
+                                                                                         use_int8_path):
     from forgegrad.quantization import _int_ops, get_default_qconfig
     fg.manual_seed(4)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
@@ -97,17 +93,15 @@ def test_reduce_range_qconfig_gives_7bit_activations_and_the_same_bits_as_the_re
                                                            conv.weight_scale._data, conv.bias._data, (1, 1), (1, 1),
                                                            (1, 1), *conv.qparams("output")), *conv.qparams("output"))
     ref = np.maximum(ref, 0).reshape(4, 4, 4, 2, 4, 2).max(axis=(3, 5))
-    threads = fg.get_num_threads()
-    try:
-        for path in int8_paths():
-            set_int8_path(path)
-            for nt in (1, 3):
-                fg.set_num_threads(nt)
-                with fg.no_grad():
-                    np.testing.assert_array_equal(conv(fg.tensor(data[0]))._data, ref, err_msg=f"{path} {nt}")
-    finally:
-        set_int8_path(None)
-        fg.set_num_threads(threads)
+    default_threads = fg.get_num_threads()
+    for path in int8_paths():
+        use_int8_path(path)
+        for nt in (1, 3):
+            threads(nt)
+            with fg.no_grad():
+                np.testing.assert_array_equal(conv(fg.tensor(data[0]))._data, ref, err_msg=f"{path} {nt}")
+    use_int8_path(None)  # the rest on the default path and thread count
+    threads(default_threads)
     # past the calibrated range the bytes go up to 255 (not clipped, as torch): still exact
     big = data[0] * 3
     bq = _int_ops.quantize_u8(big, *conv.qparams("input"))

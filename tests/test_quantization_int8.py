@@ -171,15 +171,14 @@ def test_linear_u8_epilogues_same_on_every_path(int8_path, rng):
     np.testing.assert_array_equal(q, want_q.astype(np.uint8))
 
 
-def test_results_identical_across_paths(rng):
+def test_results_identical_across_paths(rng, use_int8_path):
     x = (rng.standard_normal((13, 91)) * 2).astype(np.float32)
     lin = nn.Linear(91, 45)
     q = DynamicQuantizedLinear.from_float(lin, relu=True)
     outs = {}
     for p in int8_paths():
-        set_int8_path(p)
+        use_int8_path(p)
         outs[p] = q(fg.tensor(x))._data
-    set_int8_path(None)
     for p, y in outs.items():
         np.testing.assert_array_equal(y, outs["scalar"], err_msg=p)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import forgegrad as fg
-from forgegrad.quantization import _int_ops, int8_paths, set_int8_path
+from forgegrad.quantization import _int_ops, int8_paths
 
 R = np.random.default_rng
 
@@ -29,24 +29,20 @@ def _layer(xs, ws, seed):
 
 
 @pytest.mark.parametrize("xs, ws, stride, padding, dilation", GEOMETRIES)
-def test_conv2d_f32_equals_the_im2col_reference_on_every_path_and_thread_count(xs, ws, stride, padding, dilation):
+def test_conv2d_f32_equals_the_im2col_reference_on_every_path_and_thread_count(xs, ws, stride, padding, dilation,
+                                                                              threads, use_int8_path):
     x, w, w_scale, bias, packed = _layer(xs, ws, 0)
     xq_params, out_params = (0.031, 131), (0.047, 97)
     xq = _int_ops.quantize_u8(x, *xq_params)
     ref = _int_ops.dequantize_u8(_int_ops.reference_conv2d(xq, *xq_params, w, w_scale, bias, stride, padding, dilation,
                                                            *out_params), *out_params)
-    threads = fg.get_num_threads()
-    try:
-        for path in int8_paths():
-            set_int8_path(path)
-            for nt in (1, 2, 3):
-                fg.set_num_threads(nt)
-                y = _int_ops.conv2d_f32(x, *xq_params, packed, ws, w_scale, bias, stride, padding, dilation,
-                                        *out_params)
-                np.testing.assert_array_equal(y, ref, err_msg=f"{path}, {nt} threads")
-    finally:
-        set_int8_path(None)
-        fg.set_num_threads(threads)
+    for path in int8_paths():
+        use_int8_path(path)
+        for nt in (1, 2, 3):
+            threads(nt)
+            y = _int_ops.conv2d_f32(x, *xq_params, packed, ws, w_scale, bias, stride, padding, dilation,
+                                    *out_params)
+            np.testing.assert_array_equal(y, ref, err_msg=f"{path}, {nt} threads")
 
 
 def test_conv2d_f32_small_activations_take_the_same_bits():
@@ -107,7 +103,7 @@ FUSED = [
 
 
 @pytest.mark.parametrize("xs, ws, padding, pool, relu", FUSED)
-def test_conv2d_f32_fused_relu_and_pool_equal_the_float_layers(xs, ws, padding, pool, relu):
+def test_conv2d_f32_fused_relu_and_pool_equal_the_float_layers(xs, ws, padding, pool, relu, threads, use_int8_path):
     x, w, w_scale, bias, packed = _layer(xs, ws, 3)
     xq_params, out_params = (0.031, 131), (0.047, 97)
     xq = _int_ops.quantize_u8(x, *xq_params)
@@ -120,18 +116,13 @@ def test_conv2d_f32_fused_relu_and_pool_equal_the_float_layers(xs, ws, padding, 
         if pool != (1, 1):
             t = fg.nn.MaxPool2d(pool)(t)
         ref = t._data
-    threads = fg.get_num_threads()
-    try:
-        for path in int8_paths():
-            set_int8_path(path)
-            for nt in (1, 2, 3):
-                fg.set_num_threads(nt)
-                got = _int_ops.conv2d_f32(x, *xq_params, packed, ws, w_scale, bias, (1, 1), padding, (1, 1),
-                                          *out_params, relu=relu, pool=pool)
-                assert got.tobytes() == ref.tobytes(), f"{path}, {nt} threads"  # -0 vs +0 would count too
-    finally:
-        set_int8_path(None)
-        fg.set_num_threads(threads)
+    for path in int8_paths():
+        use_int8_path(path)
+        for nt in (1, 2, 3):
+            threads(nt)
+            got = _int_ops.conv2d_f32(x, *xq_params, packed, ws, w_scale, bias, (1, 1), padding, (1, 1),
+                                      *out_params, relu=relu, pool=pool)
+            assert got.tobytes() == ref.tobytes(), f"{path}, {nt} threads"  # -0 vs +0 would count too
 
 
 def test_conv2d_f32_rejects_a_pool_larger_than_the_output():

@@ -189,8 +189,8 @@ def test_errors():
         prepare(model, qconfig="fbgemm")
 
 
-def test_quantized_layers_run_the_int8_kernels_exactly_on_every_path():
-    from forgegrad.quantization import _int_ops, int8_paths, set_int8_path
+def test_quantized_layers_run_the_int8_kernels_exactly_on_every_path(use_int8_path):
+    from forgegrad.quantization import _int_ops, int8_paths
 
     fg.manual_seed(3)
     model = nn.Sequential(nn.Conv2d(3, 7, 3, stride=2, padding=1, dilation=1), nn.ReLU(), nn.Flatten(),
@@ -208,14 +208,11 @@ def test_quantized_layers_run_the_int8_kernels_exactly_on_every_path():
     hq = _int_ops.quantize_u8(h, *lin.qparams("input"))
     ref_l = _int_ops.reference_linear(hq, *lin.qparams("input"), lin.weight._data, lin.weight_scale._data,
                                       lin.bias._data, *lin.qparams("output"))
-    try:
-        for path in int8_paths():
-            set_int8_path(path)
-            with fg.no_grad():
-                # convert fused the ReLU into the conv: max(q, zp) on its bytes, then dequantized
-                assert conv.fused_relu
-                np.testing.assert_array_equal(conv(fg.tensor(x))._data, h.reshape(3, 7, 4, 4), err_msg=path)
-                np.testing.assert_array_equal(q(fg.tensor(x))._data,
-                                              _int_ops.dequantize_u8(ref_l, *lin.qparams("output")), err_msg=path)
-    finally:
-        set_int8_path(None)
+    for path in int8_paths():
+        use_int8_path(path)
+        with fg.no_grad():
+            # convert fused the ReLU into the conv: max(q, zp) on its bytes, then dequantized
+            assert conv.fused_relu
+            np.testing.assert_array_equal(conv(fg.tensor(x))._data, h.reshape(3, 7, 4, 4), err_msg=path)
+            np.testing.assert_array_equal(q(fg.tensor(x))._data,
+                                          _int_ops.dequantize_u8(ref_l, *lin.qparams("output")), err_msg=path)
