@@ -99,6 +99,7 @@ def create_app(config: ServeConfig):
     from starlette.routing import Route
 
     from .batching import Batcher
+    from .fast_routes import PredictRoutes
     from .metrics import Metrics
     from .repository import Repository
 
@@ -118,8 +119,8 @@ def create_app(config: ServeConfig):
     def error(status, message, headers=None):
         return Response(codecs.json_bytes({"error": message}), status, headers=headers, media_type=codecs.JSON_TYPE)
 
-    def ok(obj, status=200):
-        return Response(codecs.json_bytes(obj), status, media_type=codecs.JSON_TYPE)
+    def ok(obj, status=200, finite=False):
+        return Response(codecs.json_bytes(obj, finite), status, media_type=codecs.JSON_TYPE)
 
     async def handled(route, request, fn):
         """Run a handler; turn ServeErrors into JSON errors, anything else into a logged 500; count it."""
@@ -152,7 +153,7 @@ def create_app(config: ServeConfig):
             if len(outputs) != 1:
                 raise ServeError(406, "an .npy response needs a model with one output; accept application/json")
             return Response(codecs.npy_bytes(next(iter(outputs.values()))), 200, media_type="application/x-npy")
-        return ok(json_obj)
+        return ok(json_obj, finite=codecs.all_finite(outputs))
 
     async def tf_models(request, label):
         name, version, verb = _tf_target(request.path_params["rest"])
@@ -244,4 +245,11 @@ def create_app(config: ServeConfig):
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found})
     app.state.repository, app.state.metrics, app.state.config = repo, metrics, config
     app.state.startup_error = None
-    return app
+    # the same handlers, reached without Starlette's layers for the predict requests (fast_routes)
+    predict_handlers = {"/v1/models/{rest:path}": tf_models, "/predictions/{name}": predictions,
+                        "/predictions/{name}/{version}": predictions}
+
+    async def predict(route_template, request):
+        return await handled(route_template, request, predict_handlers[route_template])
+
+    return PredictRoutes(app, predict)

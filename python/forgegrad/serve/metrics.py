@@ -30,22 +30,32 @@ class Metrics:
         self.depth = pc.Gauge("forgegrad_queue_depth", "requests waiting to be batched", ["model"], registry=r)
         self.loaded = pc.Gauge("forgegrad_model_versions_loaded", "model versions being served", ["model"],
                                registry=r)
+        # labelled children by label values: `labels()` validates and hashes its arguments on every
+        # call (~10 us a request on the hot path); the label sets are bounded (see above)
+        self._children = {}
+
+    def _child(self, metric, *values):
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     @staticmethod
     def _model(label: str) -> str:
         return label.split("/")[0]  # "name/version" -> name: one series per model, not per version
 
     def request(self, route: str, model: str, code: int, seconds: float) -> None:
-        self.requests.labels(route, model, str(code)).inc()
-        self.latency.labels(route, model).observe(seconds)
+        self._child(self.requests, route, model, str(code)).inc()
+        self._child(self.latency, route, model).observe(seconds)
 
     def batch(self, label: str, rows: int, seconds: float) -> None:
         m = self._model(label)
-        self.batch_size.labels(m).observe(rows)
-        self.batch_seconds.labels(m).observe(seconds)
+        self._child(self.batch_size, m).observe(rows)
+        self._child(self.batch_seconds, m).observe(seconds)
 
     def queue_depth(self, label: str, depth: int) -> None:
-        self.depth.labels(label).set(depth)
+        self._child(self.depth, label).set(depth)
 
     def versions(self, model: str, n: int) -> None:
         self.loaded.labels(model).set(n)
