@@ -48,6 +48,78 @@ inline void row_scalar(const float* xs, int64_t W, int64_t oh, int64_t ow0, int6
 inline __mmask16 wins(__m512 v, __m512 best) {
   return _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
 }
+#elif defined(__AVX2__)
+// v wins over best where v > best or v is NaN (all-ones lanes).
+inline __m256 wins(__m256 v, __m256 best) {
+  return _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+}
+
+// Columns {0, 2, .., 14} (even) or {1, 3, .., 15} (odd) of the 16 floats a:b, in order: shuffle_ps
+// picks them per 128-bit lane as (a0 a2 b0 b2 | a4 a6 b4 b6), the 64-bit permute restores the order.
+inline __m256 even_cols(__m256 a, __m256 b) {
+  const __m256 v = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+inline __m256 odd_cols(__m256 a, __m256 b) {
+  const __m256 v = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+inline __m256i blend_i32(__m256i a, __m256i b, __m256 mask) {
+  return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), mask));
+}
+
+// Output row oh, 8 outputs at a time from 16 columns of each of the two rows; the row's last
+// block (or a row of fewer than 8 outputs) is masked, so no load reaches past column 2 * OW <= W.
+inline void row_avx2(const float* xs, int64_t W, int64_t oh, int64_t OW, float* yr, int64_t* ir) {
+  const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+  const __m256i odd = _mm256_add_epi32(even, _mm256_set1_epi32(1));
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i w32 = _mm256_set1_epi32(static_cast<int32_t>(W));
+  const int64_t top = 2 * oh * W;
+  for (int64_t ow = 0; ow < OW; ow += 8) {
+    const int64_t n = OW - ow < 8 ? OW - ow : 8;
+    const float* t = xs + top + 2 * ow;
+    const float* b = t + W;
+    __m256 t0, t1, b0, b1;
+    if (n == 8) {
+      t0 = _mm256_loadu_ps(t), t1 = _mm256_loadu_ps(t + 8);
+      b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+    } else {  // 2n columns: lanes [0, 2n) of t0 and [0, 2n - 8) of t1 (masked-off lanes read 0)
+      const __m256i in0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int32_t>(2 * n)), lane);
+      const __m256i in1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int32_t>(2 * n - 8)), lane);
+      t0 = _mm256_maskload_ps(t, in0), t1 = _mm256_maskload_ps(t + 8, in1);
+      b0 = _mm256_maskload_ps(b, in0), b1 = _mm256_maskload_ps(b + 8, in1);
+    }
+    __m256 best = even_cols(t0, t1), low = even_cols(b0, b1);
+    const __m256 tr = odd_cols(t0, t1), br = odd_cols(b0, b1);
+    const __m256 m_top = wins(tr, best);
+    best = _mm256_blendv_ps(best, tr, m_top);
+    const __m256 m_low = wins(br, low);
+    low = _mm256_blendv_ps(low, br, m_low);
+    const __m256 m = wins(low, best);
+    const __m256 y = _mm256_blendv_ps(best, low, m);
+    const __m256i top_pos = blend_i32(even, odd, m_top);
+    const __m256i low_pos = _mm256_add_epi32(blend_i32(even, odd, m_low), w32);
+    const __m256i pos = blend_i32(top_pos, low_pos, m);
+    const __m256i base = _mm256_set1_epi64x(top + 2 * ow);
+    const __m256i i0 = _mm256_add_epi64(base, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(pos)));
+    const __m256i i1 = _mm256_add_epi64(base, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(pos, 1)));
+    if (n == 8) {
+      _mm256_storeu_ps(yr + ow, y);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(ir + ow), i0);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(ir + ow + 4), i1);
+    } else {
+      const __m256i out = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int32_t>(n)), lane);
+      _mm256_maskstore_ps(yr + ow, out, y);
+      // int64 lanes 0-3 / 4-7 take the 32-bit mask of outputs 0-3 / 4-7, each widened to 64 bits
+      _mm256_maskstore_epi64(reinterpret_cast<long long*>(ir + ow), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(out)),
+                             i0);
+      _mm256_maskstore_epi64(reinterpret_cast<long long*>(ir + ow + 4),
+                             _mm256_cvtepi32_epi64(_mm256_extracti128_si256(out, 1)), i1);
+    }
+  }
+}
 #endif
 
 }  // namespace
@@ -94,6 +166,12 @@ void max_pool2x2_plane(const float* xs, int64_t W, int64_t OH, int64_t OW, float
         _mm512_mask_storeu_epi64(ir + ow + 8, static_cast<__mmask8>(out >> 8),
                                  _mm512_add_epi64(base, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(pos, 1))));
       }
+    }
+#elif defined(__AVX2__)
+    // positions relative to the window column are 2 * lane + {0, 1, W, W + 1}: int32 while they fit
+    if (W < (int64_t{1} << 30)) {
+      row_avx2(xs, W, oh, OW, yr, ir);
+      continue;
     }
 #endif
     row_scalar(xs, W, oh, ow, OW, yr, ir);
