@@ -194,3 +194,33 @@ def test_sequential_does_not_fuse_a_subclass_that_overrides_forward():
     y_graph, y_free = _graph_then_free(model, _x(3, 6))
     np.testing.assert_array_equal(y_free, y_graph)
     assert (y_free >= 1.0).all()
+
+
+@pytest.mark.parametrize("act", [nn.ReLU(), nn.LeakyReLU(0.1), nn.GELU(), nn.Sigmoid()], ids=lambda a: repr(a))
+@pytest.mark.parametrize("batch", [1, 5])
+def test_sequential_conv_activation_and_pooling_match_autograd_path(act, batch, threads):
+    # Conv2d -> activation applies the activation in place; MaxPool2d computes no indices; odd
+    # widths leave masked tails in the vectorised 2x2 pool, and NaN must win a window as on the graph path
+    fg.manual_seed(6)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), act, nn.MaxPool2d(2), nn.Conv2d(8, 5, 3), nn.ReLU(),
+                          nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True), nn.Flatten())
+    x = _x(batch, 3, 23, 37)
+    x[0, 1, 4, 5] = np.nan
+    y_graph, y_free = _graph_then_free(model, x)
+    np.testing.assert_array_equal(y_free, y_graph)
+    assert np.isnan(y_free).any()
+
+
+def test_sequential_pool_with_indices_and_hooked_activation_run_as_modules():
+    fg.manual_seed(7)
+    calls = []
+    relu = nn.ReLU()
+    relu.register_forward_pre_hook(lambda m, args: calls.append(m))
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), relu, nn.MaxPool2d(2, return_indices=True))
+    x = fg.tensor(_x(2, 2, 9, 10))
+    with no_grad():
+        y, idx = model(x)
+    assert calls == [relu]  # the hooked activation took its own step
+    y_graph, idx_graph = model(x)
+    np.testing.assert_array_equal(y.numpy(), y_graph.numpy())
+    np.testing.assert_array_equal(idx.numpy(), idx_graph.numpy())

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from forgegrad.kernels.pool import (adaptive_avg_pool2d_backward, adaptive_avg_pool2d_forward,
                                     avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward,
-                                    max_pool2d_forward)
+                                    max_pool2d_forward, max_pool2d_values)
 
 MAX_CASES = [
     dict(kernel_size=3),
@@ -65,6 +65,9 @@ def test_max_pool2d_2x2_fast_path_edge_values(rng, shape, simd_path):
     ty, ti = F.max_pool2d(torch.tensor(x), 2, return_indices=True)
     np.testing.assert_array_equal(idx, ti.numpy())
     np.testing.assert_array_equal(y, ty.numpy())
+    # the values-only pass (inference) takes the same path without writing indices
+    np.testing.assert_array_equal(max_pool2d_values(x, 2), y)
+    np.testing.assert_array_equal(max_pool2d_values(x, 3, 2, 1, 1, True), max_pool2d_forward(x, 3, 2, 1, 1, True)[0])
 
 AVG_CASES = [
     dict(kernel_size=3),

@@ -61,17 +61,24 @@ fg::Pool2dGeom make_geom(const std::string& op, const std::vector<int64_t>& xs, 
   return g;
 }
 
-void max_fwd(const py::array& x, const py::array& y, const py::array& idx, Pair k, Pair s, Pair p, Pair d,
-             bool ceil_mode) {
+// indices None: the values alone (inference)
+void max_fwd(const py::array& x, const py::array& y, const std::optional<py::array>& idx, Pair k, Pair s, Pair p,
+             Pair d, bool ceil_mode) {
   ArrayArg X = fg::bind::f32_arg(x, "input", 4);
   ArrayArg Y = fg::bind::f32_arg(y, "out", 4, fg::bind::kContiguous, true);
-  ArrayArg I = fg::bind::i64_arg(idx, "indices", 4, fg::bind::kContiguous, true);
   fg::Pool2dGeom g = make_geom("max_pool2d", X.shape, k, s, p, d, ceil_mode);
   fg::bind::expect_shape(Y, "out", {g.N, g.C, g.OH, g.OW});
-  fg::bind::expect_shape(I, "indices", {g.N, g.C, g.OH, g.OW});
-  fg::bind::check_no_overlap("max_pool2d", {{x, "input"}}, {{y, "out"}, {idx, "indices"}});
+  int64_t* indices = nullptr;
+  if (idx) {
+    ArrayArg I = fg::bind::i64_arg(*idx, "indices", 4, fg::bind::kContiguous, true);
+    fg::bind::expect_shape(I, "indices", {g.N, g.C, g.OH, g.OW});
+    fg::bind::check_no_overlap("max_pool2d", {{x, "input"}}, {{y, "out"}, {*idx, "indices"}});
+    indices = I.i64();
+  } else {
+    fg::bind::check_no_overlap("max_pool2d", {{x, "input"}}, {{y, "out"}});
+  }
   py::gil_scoped_release release;
-  fg::max_pool2d_forward(g, X.f32(), Y.f32(), I.i64());
+  fg::max_pool2d_forward(g, X.f32(), Y.f32(), indices);
 }
 
 void max_bwd(const py::array& gy, const py::array& idx, const py::array& gx) {

@@ -72,8 +72,9 @@ bool is_plain_2x2(const Pool2dGeom& g) {
 
 void max_pool2d_forward_2x2(const Pool2dGeom& g, const float* x, float* y, int64_t* indices) {
   const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
-  for_planes(g.N * g.C, OHW * 4,
-             [&](int64_t p) { max_pool2x2_plane(x + p * HW, g.W, g.OH, g.OW, y + p * OHW, indices + p * OHW); });
+  for_planes(g.N * g.C, OHW * 4, [&](int64_t p) {
+    max_pool2x2_plane(x + p * HW, g.W, g.OH, g.OW, y + p * OHW, indices ? indices + p * OHW : nullptr);
+  });
 }
 
 }  // namespace
@@ -84,7 +85,7 @@ void max_pool2d_forward(const Pool2dGeom& g, const float* x, float* y, int64_t* 
   for_planes(g.N * g.C, work(OHW, work(g.KH, g.KW)), [&](int64_t p) {
     const float* xs = x + p * HW;
     float* ys = y + p * OHW;
-    int64_t* is = indices + p * OHW;
+    int64_t* is = indices ? indices + p * OHW : nullptr;
     for (int64_t oh = 0; oh < g.OH; ++oh) {
       const int64_t hs = oh * g.stride_h - g.pad_h;
       const int64_t h1 = std::min(hs + (g.KH - 1) * g.dil_h + 1, g.H), h0 = first_tap(hs, g.dil_h);
@@ -103,7 +104,7 @@ void max_pool2d_forward(const Pool2dGeom& g, const float* x, float* y, int64_t* 
             }
           }
         ys[oh * g.OW + ow] = best;
-        is[oh * g.OW + ow] = best_i;
+        if (is) is[oh * g.OW + ow] = best_i;
       }
     }
   });

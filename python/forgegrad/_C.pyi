@@ -603,7 +603,7 @@ class pool:
     @staticmethod
     def max_pool2d_backward(grad_output: numpy.ndarray, indices: numpy.ndarray, grad_input: numpy.ndarray) -> None: ...
     @staticmethod
-    def max_pool2d_forward(input: numpy.ndarray, out: numpy.ndarray, indices: numpy.ndarray,
+    def max_pool2d_forward(input: numpy.ndarray, out: numpy.ndarray, indices: numpy.ndarray | None,
                            kernel_size: tuple[_Int, _Int], stride: tuple[_Int, _Int], padding: tuple[_Int, _Int],
                            dilation: tuple[_Int, _Int], ceil_mode: bool) -> None: ...
     @staticmethod

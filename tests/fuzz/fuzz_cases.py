@@ -173,6 +173,7 @@ def _extra_calls():
         getattr(KS, name + "_backward")(a, getattr(KS, name)(a))
     # the packed causal attention GPT's attention layer runs (no op sample reaches it)
     from forgegrad.kernels import attention as KAT
+    from forgegrad.kernels import pool as KP
     out, lse, split = KAT.attention_forward_packed(rng.standard_normal((2, 5, 18)).astype(np.float32), 3)
     KAT.attention_backward_packed(rng.standard_normal(out.shape).astype(np.float32), split, out, lse, 3)
     x = rng.standard_normal((4, 7)).astype(np.float32)
@@ -198,6 +199,9 @@ def _extra_calls():
               lambda: geometry.conv2d_padding((1, 2, 0, 1), (3, 3)),
               lambda: geometry.conv2d_weight_shape(4, 6, (3, 3), 2),
               lambda: geometry.pool2d_output_shape((2, 3, 9, 9), (3, 3), (2, 2), 1, 1, True),
+              # Sequential's graph-free forward pools without indices (no op sample reaches it)
+              lambda: KP.max_pool2d_values(rng.standard_normal((2, 3, 9, 8)).astype(np.float32), 2),
+              lambda: KP.max_pool2d_values(rng.standard_normal((1, 2, 9, 9)).astype(np.float32), 3, 2, 1, 1, True),
               lambda: _C.runtime.get_num_threads(), lambda: _C.runtime.get_isa(), lambda: _C.runtime.cpu_info(),
               lambda: _C.runtime.set_isa(_C.runtime.get_isa()),
               lambda: _C.allocator.round_size(1000),

@@ -43,6 +43,7 @@ inline const char* pool_out_size(int64_t in, int64_t k, int64_t pad, int64_t str
 }
 
 // Ties keep the first maximum in window order; NaN propagates (as torch).
+// indices may be null (inference: the values alone)
 void max_pool2d_forward(const Pool2dGeom& g, const float* x, float* y, int64_t* indices);
 
 // One plane of the 2x2 / stride 2 pool whose windows all lie inside the plane (W columns, OH x OW

@@ -39,7 +39,7 @@ inline void row_scalar(const float* xs, int64_t W, int64_t oh, int64_t ow0, int6
     take_if_greater(xs[j + 1], j + 1, low, low_i);
     take_if_greater(low, low_i, best, best_i);
     ys[ow] = best;
-    is[ow] = best_i;
+    if (is) is[ow] = best_i;
   }
 }
 
@@ -99,6 +99,12 @@ inline void row_avx2(const float* xs, int64_t W, int64_t oh, int64_t OW, float* 
     low = _mm256_blendv_ps(low, br, m_low);
     const __m256 m = wins(low, best);
     const __m256 y = _mm256_blendv_ps(best, low, m);
+    const __m256i out = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int32_t>(n)), lane);
+    if (n == 8)
+      _mm256_storeu_ps(yr + ow, y);
+    else
+      _mm256_maskstore_ps(yr + ow, out, y);
+    if (!ir) continue;
     const __m256i top_pos = blend_i32(even, odd, m_top);
     const __m256i low_pos = _mm256_add_epi32(blend_i32(even, odd, m_low), w32);
     const __m256i pos = blend_i32(top_pos, low_pos, m);
@@ -106,12 +112,9 @@ inline void row_avx2(const float* xs, int64_t W, int64_t oh, int64_t OW, float* 
     const __m256i i0 = _mm256_add_epi64(base, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(pos)));
     const __m256i i1 = _mm256_add_epi64(base, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(pos, 1)));
     if (n == 8) {
-      _mm256_storeu_ps(yr + ow, y);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(ir + ow), i0);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(ir + ow + 4), i1);
     } else {
-      const __m256i out = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int32_t>(n)), lane);
-      _mm256_maskstore_ps(yr + ow, out, y);
       // int64 lanes 0-3 / 4-7 take the 32-bit mask of outputs 0-3 / 4-7, each widened to 64 bits
       _mm256_maskstore_epi64(reinterpret_cast<long long*>(ir + ow), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(out)),
                              i0);
@@ -127,7 +130,7 @@ inline void row_avx2(const float* xs, int64_t W, int64_t oh, int64_t OW, float* 
 void max_pool2x2_plane(const float* xs, int64_t W, int64_t OH, int64_t OW, float* ys, int64_t* is) {
   for (int64_t oh = 0; oh < OH; ++oh) {
     float* yr = ys + oh * OW;
-    int64_t* ir = is + oh * OW;
+    int64_t* ir = is ? is + oh * OW : nullptr;  // null: values only
     int64_t ow = 0;
 #if defined(__AVX512F__)
     // 16 outputs from 32 columns of each of the two rows; a row's last block (or a row shorter than
@@ -157,6 +160,7 @@ void max_pool2x2_plane(const float* xs, int64_t W, int64_t OH, int64_t OW, float
         low = _mm512_mask_blend_ps(m_low, low, br);
         const __mmask16 m = wins(low, best);
         _mm512_mask_storeu_ps(yr + ow, out, _mm512_mask_blend_ps(m, best, low));
+        if (!ir) continue;
         const __m512i top_pos = _mm512_mask_blend_epi32(m_top, even, odd);
         const __m512i low_pos = _mm512_add_epi32(_mm512_mask_blend_epi32(m_low, even, odd), w32);
         const __m512i pos = _mm512_mask_blend_epi32(m, top_pos, low_pos);

@@ -50,6 +50,15 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_
     return y, idx
 
 
+def max_pool2d_values(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """The ``y`` of max_pool2d_forward without the indices (inference: nothing will scatter a gradient)."""
+    x, ceil_mode = _input(x), check_bool(ceil_mode, "ceil_mode")
+    k, s, p, d, shape = pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d")
+    y = np.empty(shape, np.float32)
+    _C.pool.max_pool2d_forward(x, y, None, k, s, p, d, ceil_mode)
+    return y
+
+
 def max_pool2d_backward(grad_y, indices, input_shape):
     """grad_input (input_shape) from grad_y and the indices max_pool2d_forward returned."""
     grad_y = as_f32(grad_y, "grad_output")

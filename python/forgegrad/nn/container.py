@@ -7,7 +7,10 @@ import numpy as np
 
 from ..autograd import graph_free
 from ..tensor import Tensor
+from ..kernels.activation import _act_forward
+from ..kernels.pool import max_pool2d_values
 from .activation import _Activation
+from .conv import Conv2d, MaxPool2d, _check_input
 from .linear import Linear, _fused_linear, feature_size_after
 from .module import Module
 
@@ -18,27 +21,75 @@ _F32 = np.dtype(np.float32)  # the fused kernels are float32; float64 runs the m
 
 
 def _fusable_activation(m) -> bool:
-    """An activation module whose kernel code a Linear can apply in place: one of nn's activations
-    whose forward is the op itself (a subclass that overrides forward runs as its own step)."""
-    return isinstance(m, _Activation) and type(m).forward is _Activation.forward
+    """An activation module whose kernel code a Linear or Conv2d can apply in place: one of nn's
+    activations whose forward is the op itself (a subclass that overrides forward, or one with forward
+    pre-hooks, runs as its own step)."""
+    return isinstance(m, _Activation) and type(m).forward is _Activation.forward \
+        and not m.__dict__.get("_forward_pre_hooks")
+
+
+def _cpu_f32(t) -> bool:
+    """A Tensor on numpy float32 data: what the graph-free kernels below take (else the module runs)."""
+    return isinstance(t, Tensor) and type(t._data) is _NDARRAY and t._data.dtype is _F32
+
+
+def _run_module(m, act, input):
+    return m(input)
+
+
+def _run_linear(m, act, input):
+    # the fused kernel takes CPU arrays; on another device (meta) the modules run one by one (a
+    # module with forward pre-hooks, e.g. a pruned Linear, runs its hooks through m(input))
+    if _cpu_f32(input) and not m.__dict__.get("_forward_pre_hooks") and type(m.weight._data) is _NDARRAY \
+            and m.weight._data.dtype is _F32:
+        code, alpha = (-1, 0.0) if act is None else act.epilogue()
+        return _fused_linear(input, m.weight, m.bias, code, alpha)
+    input = m(input)
+    return input if act is None else act(input)
+
+
+def _run_conv_activation(m, act, input):
+    """The activation applied in place to the convolution's fresh output (no second array)."""
+    y = m(input)
+    if _cpu_f32(y) and y._data.flags.c_contiguous and y._data.flags.aligned and y._data.flags.writeable:
+        code, alpha = act.epilogue()
+        _act_forward(code, y._data, y._data, alpha)
+        return y
+    return act(y)
+
+
+def _run_max_pool(m, act, input):
+    """Max pooling without the indices only a backward pass would read."""
+    if _cpu_f32(input) and not m.__dict__.get("_forward_pre_hooks"):
+        _check_input(input, (4,), "MaxPool2d")
+        return Tensor._wrap(max_pool2d_values(input._data, m.kernel_size, m.stride, m.padding, m.dilation,
+                                              m.ceil_mode))
+    return m(input)
 
 
 def _inference_plan(mods):
-    """[(module, act)]: act False runs the module as is; for a Linear, act is None (no epilogue)
-    or the activation module fused into its kernel call (that module then takes no step)."""
+    """[(run, module, act)]: the graph-free forward's steps, ``input = run(module, act, input)``. A
+    Linear takes a following activation module into its kernel call as its epilogue, a Conv2d applies
+    one in place to its output (act: that module, which then takes no step of its own; None: no
+    activation); a MaxPool2d that returns no indices computes none. Same kernels, same results as
+    running the modules one by one."""
     plan, i = [], 0
     while i < len(mods):
         m = mods[i]
+        nxt = mods[i + 1] if i + 1 < len(mods) else None
         if type(m) is Linear:
-            nxt = mods[i + 1] if i + 1 < len(mods) else None
-            if _fusable_activation(nxt):
-                plan.append((m, nxt))
-                i += 2
-                continue
-            plan.append((m, None))
+            fuse = _fusable_activation(nxt)
+            plan.append((_run_linear, m, nxt if fuse else None))
+            i += 2 if fuse else 1
+        elif type(m) is Conv2d and _fusable_activation(nxt):
+            plan.append((_run_conv_activation, m, nxt))
+            i += 2
+        elif type(m) is MaxPool2d and not m.return_indices:
+            plan.append((_run_max_pool, m, None))
+            i += 1
         else:
-            plan.append((m, False))
-        i += 1
+            plan.append((_run_module, m, None))
+            i += 1
     return plan
 
 
@@ -105,25 +156,15 @@ class Sequential(_ModuleSequence):
     def _forward_fused(self, input):
         # Inference without a graph: each Linear is one kernel call (the layer's checks, bias and
         # GEMM in C++), with a following activation module that can run as its epilogue (ReLU,
-        # LeakyReLU, GELU, Sigmoid, Tanh) applied inside the same call. Same kernels, so the same
-        # results as running the modules one by one. The plan is rebuilt when the modules change.
+        # LeakyReLU, GELU, Sigmoid, Tanh) applied inside the same call; see _inference_plan for
+        # Conv2d and MaxPool2d. The plan is rebuilt when the modules change.
         mods = tuple(self._modules.values())
         plan = self.__dict__.get("_inference_plan")
         if plan is None or plan[0] != mods:
             plan = (mods, _inference_plan(mods))
             self.__dict__["_inference_plan"] = plan
-        for m, act in plan[1]:
-            # the fused kernel takes CPU arrays; on another device (meta) the modules run one by one
-            # (a module with forward pre-hooks, e.g. a pruned Linear, runs its hooks through m(input))
-            if act is not False and isinstance(input, Tensor) and type(input._data) is _NDARRAY \
-                    and not m.__dict__.get("_forward_pre_hooks") and type(m.weight._data) is _NDARRAY \
-                    and input._data.dtype is _F32 and m.weight._data.dtype is _F32:
-                code, alpha = (-1, 0.0) if act is None else act.epilogue()
-                input = _fused_linear(input, m.weight, m.bias, code, alpha)
-            else:
-                input = m(input)
-                if act not in (None, False):  # input was not a Tensor: run the activation too
-                    input = act(input)
+        for run, m, act in plan[1]:
+            input = run(m, act, input)
         return input
 
     def _from_items(self, items):
