@@ -74,6 +74,13 @@ class Batcher:
         self.eager = eager
         self._arriving = 0  # requests between arriving() and their enqueueing (guarded by _cond)
         self._queue: collections.deque = collections.deque()
+        # The worker is woken only when it can act: waking it for every arrival while it waits out
+        # max_delay would make it take the GIL from the event loop once per request, for nothing.
+        # _idle: it waits for a first request; _need_rows: it waits for that many more rows (or the
+        # deadline); _queued_rows: rows in the queue (all guarded by _cond).
+        self._idle = False
+        self._need_rows = 0
+        self._queued_rows = 0
         self._cond = threading.Condition()
         self._closing = False
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -102,7 +109,8 @@ class Batcher:
                 with self._cond:
                     ticket[0] = False
                     self._arriving -= 1
-                    self._cond.notify()
+                    if self.eager and self._arriving == 0:  # the batch need not wait for it any more
+                        self._cond.notify()
 
     async def submit(self, feeds: Dict[str, np.ndarray], ticket: Optional[list] = None) -> Dict[str, np.ndarray]:
         if self._closing or self._thread is None:
@@ -117,11 +125,13 @@ class Batcher:
                 raise ServeError(503, f"model {self.label}: queue full ({self.max_queue} requests waiting); "
                                       "retry later", {"Retry-After": "1"})
             self._queue.append(item)
+            self._queued_rows += rows
             if ticket is not None and ticket[0]:
                 ticket[0] = False
                 self._arriving -= 1
             depth = len(self._queue)
-            self._cond.notify()
+            if self._idle or 0 < self._need_rows <= self._queued_rows or (self.eager and self._arriving == 0):
+                self._cond.notify()
         self._gauge(depth)
         return await item.future
 
@@ -137,8 +147,11 @@ class Batcher:
             while not self._queue:
                 if self._closing:
                     return None
+                self._idle = True
                 self._cond.wait()
+                self._idle = False
             first = self._queue.popleft()
+            self._queued_rows -= first.rows
             items, rows = [first], first.rows
             deadline = first.enqueued + self.max_delay_s
             while rows < self.max_batch:
@@ -146,12 +159,15 @@ class Batcher:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or self._closing or (self.eager and self._arriving == 0):
                         break
+                    self._need_rows = self.max_batch - rows
                     self._cond.wait(remaining)
+                    self._need_rows = 0
                     continue
                 nxt = self._queue[0]
                 if rows + nxt.rows > self.max_batch or not same_trailing_shapes(first.feeds, nxt.feeds):
                     break  # it heads the next batch
                 items.append(self._queue.popleft())
+                self._queued_rows -= nxt.rows
                 rows += nxt.rows
             depth = len(self._queue)
         self._gauge(depth)
@@ -196,6 +212,6 @@ class Batcher:
         if self._thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 60)
         with self._cond:
-            left, self._queue = list(self._queue), collections.deque()
+            left, self._queue, self._queued_rows = list(self._queue), collections.deque(), 0
         _deliver(left, [ServeError(503, f"model {self.label} was unloaded", {"Retry-After": "1"})] * len(left))
         self.model.close()
