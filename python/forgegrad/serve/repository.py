@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 from . import models as _models
+from ._errors import ServeError
 
 log = logging.getLogger("forgegrad.serve")
 
@@ -95,7 +96,6 @@ class Repository:
 
     # ---- reading -------------------------------------------------------------------------------
     def get(self, name: str, version: Optional[int] = None) -> Version:
-        from ._errors import ServeError
         versions = self.models.get(name)
         if not versions:
             known = ", ".join(sorted(self.models)) or "none"
@@ -109,7 +109,6 @@ class Repository:
 
     def status(self, name: str, version: Optional[int] = None) -> List[dict]:
         """TF Serving's model_version_status entries."""
-        from ._errors import ServeError
         entries = []
         for (n, v), (_sig, err) in self.failed.items():
             if n == name and (version is None or v == version) and v not in self.models.get(name, {}):
