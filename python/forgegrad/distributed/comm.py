@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import time
 from typing import Optional
 
 import numpy as np
@@ -56,6 +57,21 @@ def _mpi():
     return mpi
 
 
+# MPI_Abort tears the job down at once, and mpiexec can drop what a rank wrote to its pipes just before
+# (a CI run lost the last line of a traceback this way): give it a moment to forward the message.
+_DRAIN_BEFORE_ABORT_S = 0.3
+
+
+def _abort(comm, code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken: nothing more can reach the user through it
+            pass
+    time.sleep(_DRAIN_BEFORE_ABORT_S)
+    comm.Abort(code)
+
+
 def _abort_on_uncaught(exc_type, exc, tb) -> None:
     """An uncaught exception on one rank aborts the whole job: the others would otherwise wait
     forever in their next collective. The traceback is printed first, with the rank."""
@@ -64,7 +80,7 @@ def _abort_on_uncaught(exc_type, exc, tb) -> None:
     if comm is not None and comm.Get_size() > 1 and exc_type is not KeyboardInterrupt:
         print(f"forgegrad.distributed: rank {comm.Get_rank()} failed with {exc_type.__name__}; aborting the "
               f"job ({comm.Get_size()} ranks)", file=sys.stderr, flush=True)
-        comm.Abort(1)
+        _abort(comm, 1)
 
 
 _real_exit = sys.exit
@@ -80,7 +96,7 @@ def _exit_or_abort(code=None):
             print(code, file=sys.stderr)
         print(f"forgegrad.distributed: rank {comm.Get_rank()} exited with status {code!r}; aborting the job "
               f"({comm.Get_size()} ranks)", file=sys.stderr, flush=True)
-        comm.Abort(code if isinstance(code, int) else 1)
+        _abort(comm, code if isinstance(code, int) else 1)
     _real_exit(code)
 
 
