@@ -99,7 +99,7 @@ def create_app(config: ServeConfig):
     from starlette.routing import Route
 
     from .batching import Batcher
-    from .fast_routes import PredictRoutes
+    from .fast_routes import TF_ROUTE, TS_ROUTE, TS_VERSION_ROUTE, PredictRoutes
     from .metrics import Metrics
     from .repository import Repository
 
@@ -235,9 +235,9 @@ def create_app(config: ServeConfig):
             await repo.close()
 
     routes = [
-        route("/v1/models/{rest:path}", tf_models, ["GET", "POST"]),
-        route("/predictions/{name}", predictions, ["POST"]),
-        route("/predictions/{name}/{version}", predictions, ["POST"]),
+        route(TF_ROUTE, tf_models, ["GET", "POST"]),
+        route(TS_ROUTE, predictions, ["POST"]),
+        route(TS_VERSION_ROUTE, predictions, ["POST"]),
         route("/ping", ping, ["GET"]),
         route("/models", list_models, ["GET"]),
         route("/metrics", metrics_route, ["GET"]),
@@ -246,8 +246,7 @@ def create_app(config: ServeConfig):
     app.state.repository, app.state.metrics, app.state.config = repo, metrics, config
     app.state.startup_error = None
     # the same handlers, reached without Starlette's layers for the predict requests (fast_routes)
-    predict_handlers = {"/v1/models/{rest:path}": tf_models, "/predictions/{name}": predictions,
-                        "/predictions/{name}/{version}": predictions}
+    predict_handlers = {TF_ROUTE: tf_models, TS_ROUTE: predictions, TS_VERSION_ROUTE: predictions}
 
     async def predict(route_template, request):
         return await handled(route_template, request, predict_handlers[route_template])

@@ -286,8 +286,8 @@ def json_bytes(obj, finite: bool = False) -> bytes:
 
 
 def all_finite(outputs: Feeds) -> bool:
-    """No NaN or infinity in any output (a sum is: a finite sum that overflows only sends the
-    response through json)."""
+    """No NaN or infinity in any output, tested on each output's sum (a finite sum is a finite
+    output; a sum that overflows only sends the response through json)."""
     for v in outputs.values():
         if v.dtype.kind in "fc" and not np.isfinite(_sum(v, axis=None)):
             return False

@@ -12,10 +12,16 @@ unchanged, so 404/405 answers and every other route stay Starlette's.
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Awaitable, Callable, Dict, Optional
+from typing import Awaitable, Callable, Dict, Optional, Tuple
+
+from starlette.requests import ClientDisconnect
 
 TF_PREFIX = "/v1/models/"
 TS_PREFIX = "/predictions/"
+# the route templates (app.py registers the same ones with Starlette; metrics label requests by them)
+TF_ROUTE = TF_PREFIX + "{rest:path}"
+TS_ROUTE = TS_PREFIX + "{name}"
+TS_VERSION_ROUTE = TS_PREFIX + "{name}/{version}"
 
 
 class RawRequest:
@@ -34,7 +40,6 @@ class RawRequest:
         self._receive = receive
 
     async def stream(self):
-        from starlette.requests import ClientDisconnect
         while True:
             message = await self._receive()
             if message["type"] == "http.request":
@@ -47,17 +52,17 @@ class RawRequest:
                 raise ClientDisconnect()
 
 
-def predict_path_params(path: str) -> Optional[Dict[str, str]]:
-    """The path parameters Starlette's routes would give a predict path, or None where they
-    would not match (Starlette then answers it)."""
+def predict_route(path: str) -> Optional[Tuple[str, Dict[str, str]]]:
+    """(route template, path parameters) of the Starlette route a predict path would match, or
+    None where none would (Starlette then answers it)."""
     if path.startswith(TF_PREFIX):
-        return {"rest": path[len(TF_PREFIX):]}
+        return TF_ROUTE, {"rest": path[len(TF_PREFIX):]}
     if path.startswith(TS_PREFIX):
         parts = path[len(TS_PREFIX):].split("/")
         if len(parts) == 1 and parts[0]:
-            return {"name": parts[0]}
+            return TS_ROUTE, {"name": parts[0]}
         if len(parts) == 2 and parts[0] and parts[1]:
-            return {"name": parts[0], "version": parts[1]}
+            return TS_VERSION_ROUTE, {"name": parts[0], "version": parts[1]}
     return None
 
 
@@ -71,10 +76,9 @@ class PredictRoutes:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["method"] == "POST":
-            params = predict_path_params(scope["path"])
-            if params is not None:
-                route = ("/v1/models/{rest:path}" if "rest" in params else
-                         "/predictions/{name}/{version}" if "version" in params else "/predictions/{name}")
+            matched = predict_route(scope["path"])
+            if matched is not None:
+                route, params = matched
                 response = await self.handle(route, RawRequest(scope, receive, params))
                 await response(scope, receive, send)
                 return
