@@ -9,6 +9,7 @@ import pytest
 import forgegrad as fg
 from forgegrad.models import from_pretrained, generate, save_pretrained
 from forgegrad.models.hf import CheckpointError
+from forgegrad.nn.linear import packed_weight
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -109,6 +110,21 @@ def test_greedy_generation_yields_transformers_tokens(checkpoints, name):
         ref = models[name].generate(torch.tensor(LEFT_PADDED), attention_mask=torch.tensor(LEFT_MASK),
                                     max_new_tokens=20, min_new_tokens=20, do_sample=False, pad_token_id=0).numpy()
     np.testing.assert_array_equal(generate(model, LEFT_PADDED, attention_mask=LEFT_MASK, max_new_tokens=20), ref)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_a_frozen_decoder_gives_the_same_logits_and_tokens(checkpoints, name):
+    # nn.utils.freeze packs every Linear weight once: prefill (many rows) uses the packed weights,
+    # decode (one row per sequence) reads them in place; the results must not change at all
+    root, _ = checkpoints
+    model = from_pretrained(root / name)
+    frozen = fg.nn.utils.freeze(model)
+    linears = [m for m in frozen.modules() if isinstance(m, fg.nn.Linear)]
+    assert linears and all(packed_weight(m) is not None for m in linears)
+    ids = np.random.RandomState(2).randint(0, VOCAB, (2, 40))
+    with fg.no_grad():
+        np.testing.assert_array_equal(frozen(ids).numpy(), model(ids).numpy())
+    np.testing.assert_array_equal(generate(frozen, ids, max_new_tokens=12), generate(model, ids, max_new_tokens=12))
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama"])

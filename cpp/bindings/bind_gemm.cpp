@@ -6,12 +6,15 @@
 //       runs the plain-loop oracle).
 // Every array is validated here: bad input raises TypeError/ValueError, never reaches a kernel.
 #include <algorithm>
+#include <memory>
 #include <optional>
 #include <vector>
 
 #include "forgegrad/activation.h"
 #include "forgegrad/bindings.h"
+#include "forgegrad/cpu.h"
 #include "forgegrad/gemm.h"
+#include "forgegrad/memory.h"
 #include "forgegrad/py_array.h"
 
 namespace py = pybind11;
@@ -311,7 +314,34 @@ py::object bmm_plain(py::handle a_in, py::handle b_in, py::handle out_in) {
 // allocation and the bias broadcast cost as much again, so they all happen here. `activation` (an
 // fg::ActOp, -1 for none) is applied in place to the result: the fused Linear -> activation that
 // inference without a graph uses (see forgegrad.nn.Sequential).
-py::array linear(py::handle x_in, py::handle w_in, py::handle b_in, int activation, float alpha) {
+// A linear layer's weight (N, K) packed once for sgemm_prepacked_b (see gemm.h): a snapshot of
+// `source`, which linear() requires to be the weight it is passed with.
+struct PackedWeight {
+  py::object source;
+  int64_t N = 0, K = 0;
+  fg::Isa isa = fg::Isa::scalar;
+  fg::AlignedBuffer buf;
+};
+
+std::unique_ptr<PackedWeight> pack_weight(py::handle w_in) {
+  py::array w = checked_matrix(w_in, "PackedWeight: weight");
+  auto p = std::make_unique<PackedWeight>();
+  p->source = py::reinterpret_borrow<py::object>(w_in);
+  p->N = w.shape(0);
+  p->K = w.shape(1);
+  p->isa = fg::active_isa();
+  const int64_t floats = fg::sgemm_prepacked_b_floats(p->N, p->K);
+  if (floats > 0) {
+    Operand W = operand(w);
+    p->buf.reset(static_cast<std::size_t>(floats));
+    py::gil_scoped_release release;
+    fg::sgemm_prepack_b(!W.transposed, p->N, p->K, W.ptr, W.ld, p->buf.data());
+  }
+  return p;
+}
+
+py::array linear(py::handle x_in, py::handle w_in, py::handle b_in, int activation, float alpha,
+                 const PackedWeight* packed) {
   if (activation < -1 || activation >= fg::kActCount)
     throw py::value_error("linear: activation must be -1 (none) or an activation code, got " +
                           std::to_string(activation));
@@ -323,6 +353,8 @@ py::array linear(py::handle x_in, py::handle w_in, py::handle b_in, int activati
     throw py::type_error("linear: input must be float32, got " + std::string(py::str(x.dtype())));
   py::array w = checked_matrix(w_in, "linear: weight");
   const int64_t N = w.shape(0), K = w.shape(1);
+  if (packed && !packed->source.is(w_in))
+    throw py::value_error("linear: packed was made from another array than weight (pack the weight passed)");
   std::vector<int64_t> xshape(x.shape(), x.shape() + x.ndim());
   if (x.ndim() == 0 || xshape.back() != K)
     throw py::value_error("linear: input has shape " + fg::bind::shape_str(xshape) + ", expected (..., " +
@@ -361,17 +393,29 @@ py::array linear(py::handle x_in, py::handle w_in, py::handle b_in, int activati
   if (bp)
     for (int64_t i = 0; i < M; ++i) std::copy(bp, bp + N, yp + i * N);
   // op(weight) = weight.T: the (N, K) weight read transposed (or a transposed view read directly).
-  fg::sgemm(false, !W.transposed, M, N, K, 1.0f, xp, K > 0 ? K : 1, W.ptr, W.ld, bp ? 1.0f : 0.0f, yp, N);
+  if (packed && packed->isa == fg::active_isa() && packed->buf.size() > 0) {
+    fg::sgemm_prepacked_b(false, !W.transposed, M, N, K, 1.0f, xp, K > 0 ? K : 1, W.ptr, W.ld, packed->buf.data(),
+                          bp ? 1.0f : 0.0f, yp, N);
+  } else {
+    fg::sgemm(false, !W.transposed, M, N, K, 1.0f, xp, K > 0 ? K : 1, W.ptr, W.ld, bp ? 1.0f : 0.0f, yp, N);
+  }
   if (activation >= 0) fg::act_forward(activation, yp, yp, M * N, alpha);
   return std::move(out);
 }
 
 void bind(py::module_& m) {
+  py::class_<PackedWeight>(m, "PackedWeight",
+                           "A linear weight packed once for the GEMM (a snapshot); pass it to linear() with it.")
+      .def(py::init(&pack_weight), py::arg("weight"))
+      .def_property_readonly("shape", [](const PackedWeight& p) { return py::make_tuple(p.N, p.K); })
+      .def_property_readonly("source", [](const PackedWeight& p) { return p.source; })
+      .def_property_readonly("nbytes", [](const PackedWeight& p) { return p.buf.size() * sizeof(float); });
   m.def("linear", &linear, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("activation") = -1,
-        py::arg("alpha") = 0.0f,
+        py::arg("alpha") = 0.0f, py::arg("packed") = py::none(),
         "act(x @ weight.T + bias) for x (..., in_features) float32, weight (out_features, "
         "in_features), bias (out_features,) or None, activation an activation code (-1: none; "
-        "alpha: leaky_relu's slope); returns a new (..., out_features) array.");
+        "alpha: leaky_relu's slope), packed a PackedWeight of this weight array or None (same "
+        "result, without packing the weight); returns a new (..., out_features) array.");
   m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("out") = py::none(), py::arg("trans_a") = false,
         py::arg("trans_b") = false, py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f,
         "out = alpha * op(a) @ op(b) + beta * out on 2-D float32 arrays of any layout (see "

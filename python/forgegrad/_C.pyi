@@ -440,6 +440,15 @@ class embedding:
         ...
 
 class gemm:
+    class PackedWeight:
+        """A linear weight packed once for the GEMM (a snapshot); pass it to linear() with it."""
+        def __init__(self, weight: object) -> None: ...
+        @property
+        def nbytes(self) -> int: ...
+        @property
+        def shape(self) -> tuple[int, int]: ...
+        @property
+        def source(self) -> object: ...
     @staticmethod
     def bmm(a: numpy.ndarray, b: numpy.ndarray, out: numpy.ndarray, trans_a: bool = ..., trans_b: bool = ...,
             alpha: _Float = ..., beta: _Float = ...) -> None:
@@ -454,11 +463,12 @@ class gemm:
         """
         ...
     @staticmethod
-    def linear(x: object, weight: object, bias: object = ..., activation: _Int = ...,
-               alpha: _Float = ...) -> numpy.ndarray:
+    def linear(x: object, weight: object, bias: object = ..., activation: _Int = ..., alpha: _Float = ...,
+               packed: gemm.PackedWeight = ...) -> numpy.ndarray:
         """act(x @ weight.T + bias) for x (..., in_features) float32, weight (out_features, in_features), bias
-        (out_features,) or None, activation an activation code (-1: none; alpha: leaky_relu's slope); returns a new
-        (..., out_features) array.
+        (out_features,) or None, activation an activation code (-1: none; alpha: leaky_relu's slope), packed a
+        PackedWeight of this weight array or None (same result, without packing the weight); returns a new (...,
+        out_features) array.
         """
         ...
     @staticmethod

@@ -16,6 +16,18 @@ FG_KERNEL(void, sgemm,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc),
           (trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
 
+// Weight-stationary products (a layer's weight reused call after call): op(B) (K x N) packed once
+// into the layout sgemm's packed path uses, so calls skip packing it. The layout belongs to the
+// ISA that packed it (use the buffer only while active_isa() is the same). sgemm_prepacked_b
+// computes exactly what sgemm computes with B (shapes sgemm runs without packing read B itself).
+FG_KERNEL(int64_t, sgemm_prepacked_b_floats, (int64_t N, int64_t K), (N, K))
+FG_KERNEL(void, sgemm_prepack_b, (bool trans_b, int64_t N, int64_t K, const float* B, int64_t ldb, float* dst),
+          (trans_b, N, K, B, ldb, dst))
+FG_KERNEL(void, sgemm_prepacked_b,
+          (bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, const float* b_prepacked, float beta, float* C, int64_t ldc),
+          (trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, b_prepacked, beta, C, ldc))
+
 // `batch` independent SGEMMs of one shape: matrix b of A starts at A + b * stride_a (likewise B,
 // C). A stride of 0 broadcasts one matrix to every batch entry (A or B only; C entries must not
 // overlap). Small matrices are spread over threads by batch entry, large ones split inside each

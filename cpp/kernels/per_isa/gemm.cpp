@@ -88,8 +88,10 @@ Grid choose_grid(int64_t M, int64_t N, int64_t K, int64_t m_panels, int64_t n_pa
   return best;
 }
 
+// b_prepacked: null, or every B panel packed beforehand by sgemm_prepack_b (then nothing of B is
+// packed here: tile (p, q) of slice pc reads its panel at b_prepacked + pc * N_pad + q * NR * kc).
 void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+                  const float* B, int64_t ldb, const float* b_prepacked, float beta, float* C, int64_t ldc) {
   // op(A)(i, k) = A[i * rsa + k * csa]; op(B)(k, j) = B[k * rsb + j * csb].
   const int64_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
   const int64_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
@@ -117,7 +119,7 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
     // Column blocks of equal width (2048 columns: 4 x 512, not 3 x 640 + 128).
     const int64_t ncb = (q1 - q0 + nc_max_panels - 1) / nc_max_panels;
     const int64_t ncp = (q1 - q0 + ncb - 1) / ncb;
-    float* bpack = scratch(b_buf, static_cast<std::size_t>(KC * kGemmNR * ncp));
+    float* bpack = b_prepacked ? nullptr : scratch(b_buf, static_cast<std::size_t>(KC * kGemmNR * ncp));
     float* apack = scratch(a_buf, static_cast<std::size_t>(KC * kGemmMR * kGemmMCPanels));
     for (int64_t qc = q0; qc < q1; qc += ncp) {  // NC-wide column blocks
       const int64_t qe = q1 - qc < ncp ? q1 : qc + ncp;
@@ -135,9 +137,16 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
               pack_panel(A + i * rsa + pc * csa, rsa, csa, static_cast<int>(first_row[p - pb + 1] - i), kc, kGemmMR,
                          apack + (p - pb) * kGemmMR * kc);
           }
-          // Tile (p, q) with B panel slot bp; b_first: the first tile using that B panel (the
+          // Tile (p, q) with B panel slot `slot` of bpack; b_first: the first tile using that B panel (the
           // first tile using an A panel is always the one with q == qc).
-          auto run_tile = [&](int64_t p, int64_t q, float* bp, bool b_first) {
+          auto run_tile = [&](int64_t p, int64_t q, int64_t slot, bool b_first) {
+            float* bp;
+            if (b_prepacked) {
+              bp = const_cast<float*>(b_prepacked) + pc * n_panels * kGemmNR + q * kGemmNR * kc;  // only read
+              b_first = false;
+            } else {
+              bp = bpack + slot * kGemmNR * kc;
+            }
             const int64_t i = first_row[p - pb], j = q * kGemmNR;
             const int rows = static_cast<int>(first_row[p - pb + 1] - i);
             const int cols = static_cast<int>(N - j < kGemmNR ? N - j : kGemmNR);
@@ -163,18 +172,18 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
             // panel right after packing, so one panel slot suffices and the footprint stays small
             // (more of the source B survives in L2 from call to call).
             for (int64_t q = qc; q < qe; ++q)
-              for (int64_t p = pb; p < pe; ++p) run_tile(p, q, bpack, p == pb);
+              for (int64_t p = pb; p < pe; ++p) run_tile(p, q, 0, p == pb);
           } else if constexpr (kGemmBPanelInL1) {
             // BLIS order: one B panel (L1-resident) against every A panel of the row block
             // (L2-resident); the B block (L3) is packed, panel by panel, during the first row
             // block's sweep and reused by the later row blocks.
             for (int64_t q = qc; q < qe; ++q)
-              for (int64_t p = pb; p < pe; ++p) run_tile(p, q, bpack + (q - qc) * kGemmNR * kc, pb == p0 && p == pb);
+              for (int64_t p = pb; p < pe; ++p) run_tile(p, q, q - qc, pb == p0 && p == pb);
           } else {
             // One A panel (L1-resident) against every B panel of the block (L2-resident, packed
             // during the first A panel's sweep).
             for (int64_t p = pb; p < pe; ++p)
-              for (int64_t q = qc; q < qe; ++q) run_tile(p, q, bpack + (q - qc) * kGemmNR * kc, p == p0);
+              for (int64_t q = qc; q < qe; ++q) run_tile(p, q, q - qc, p == p0);
           }
         }
       }
@@ -213,10 +222,9 @@ void sgemm_direct(int64_t M, int64_t N, int64_t K, float alpha, const float* A, 
   });
 }
 
-}  // namespace
-
-void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+// The public sgemm with an optional prepacked op(B) (used only when the shape takes the packed path).
+void sgemm_any(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+               const float* B, int64_t ldb, const float* b_prepacked, float beta, float* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0 || alpha == 0.0f) {
     scale_c(M, N, beta, C, ldc);
@@ -242,8 +250,45 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
     // C^T (N x M) = op(B)^T . op(A)^T, with C^T read through swapped strides.
     sgemm_skinny(N, M, K, alpha, B, csb, rsb, A, csa, rsa, beta, C, 1, ldc);
   } else {
-    sgemm_packed(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    sgemm_packed(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, b_prepacked, beta, C, ldc);
   }
+}
+
+}  // namespace
+
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  sgemm_any(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, nullptr, beta, C, ldc);
+}
+
+int64_t sgemm_prepacked_b_floats(int64_t N, int64_t K) {
+  if (N <= 0 || K <= 0) return 0;
+  return (N + kGemmNR - 1) / kGemmNR * kGemmNR * K;
+}
+
+void sgemm_prepack_b(bool trans_b, int64_t N, int64_t K, const float* B, int64_t ldb, float* dst) {
+  if (N <= 0 || K <= 0) return;
+  const int64_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
+  const int64_t KC = choose_kc(K);
+  const int64_t n_panels = (N + kGemmNR - 1) / kGemmNR;
+  // Panels are independent: spread over threads (the layout, not the thread count, fixes where each goes).
+  parallel_for(n_panels, 8, [&](int64_t q0, int64_t q1) {
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      const int64_t kc = K - pc < KC ? K - pc : KC;
+      for (int64_t q = q0; q < q1; ++q) {
+        const int64_t j = q * kGemmNR;
+        const int cols = static_cast<int>(N - j < kGemmNR ? N - j : kGemmNR);
+        pack_panel(B + pc * rsb + j * csb, csb, rsb, cols, kc, kGemmNR,
+                   dst + pc * n_panels * kGemmNR + q * kGemmNR * kc);
+      }
+    }
+  });
+}
+
+void sgemm_prepacked_b(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                       int64_t lda, const float* B, int64_t ldb, const float* b_prepacked, float beta, float* C,
+                       int64_t ldc) {
+  sgemm_any(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, b_prepacked, beta, C, ldc);
 }
 
 void sgemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha,

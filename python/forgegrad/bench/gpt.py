@@ -5,8 +5,9 @@ Workloads (the configuration of issue #14: n_layer 4, n_head 4, n_embd 256, bloc
 - a training step at batch 16, T = 128: forward, cross-entropy over the next bytes, backward,
   AdamW; torch runs a nanoGPT-style twin with the same weights, its attention on
   ``torch.nn.functional.scaled_dot_product_attention`` (is_causal=True);
-- the forward at batch 1, T = 128 without a graph (inference): forgegrad, torch (``no_grad``) and
-  onnxruntime running forgegrad's ONNX export of the same model (opset 17,
+- the forward at batch 1, T = 128 without a graph (inference): forgegrad (the model after
+  ``nn.utils.freeze``, which packs its weights once, as onnxruntime does when it creates a session),
+  torch (``no_grad``) and onnxruntime running forgegrad's ONNX export of the same model (opset 17,
   intra_op_num_threads = the thread count).
 
 bench/bench_gpt.py wraps the same workloads for pytest-benchmark and checks that both sides compute
@@ -132,14 +133,16 @@ def inference_fns(threads: int):
     from .. import no_grad
     from ..tensor import Tensor
     torch, ort = optional_import("torch"), optional_import("onnxruntime")
+    from ..nn.utils import freeze
     model, tm = models(torch)
     model.eval()
+    frozen = freeze(model)  # the weights packed once (same outputs, bit for bit)
     ids = np.random.default_rng(1).integers(0, CONFIG["vocab_size"], (1, T))
     x = Tensor(ids)
 
     def fg_forward():
         with no_grad():
-            return model(x)
+            return frozen(x)
 
     fns = {"forgegrad": fg_forward, "torch": None, "onnxruntime": None}
     if torch is not None:

@@ -23,7 +23,7 @@ from .._args import positive_int
 from .._validate import check_bool, check_float
 from ..autograd import graph_free, no_grad
 from ..grad_mode import recorder
-from ..nn.linear import _fused_linear
+from ..nn.linear import _fused_linear, packed_weight
 from .. import _C
 from ..kernels.attention import attention_forward_packed as _attention_packed
 from ..kernels.norm import layer_norm_forward as _layer_norm
@@ -42,6 +42,11 @@ def _dropout(module, x):
 
 def _arr(t):
     return None if t is None else t._data
+
+
+def _linear(x, lin, activation=-1, alpha=0.0):
+    """lin on a float32 array (the kernel Linear runs), with its packed weight when it has one."""
+    return _C.gemm.linear(x, lin.weight._data, _arr(lin.bias), activation, alpha, packed_weight(lin))
 
 
 class CausalSelfAttention(nn.Module):
@@ -85,7 +90,7 @@ class MLP(nn.Module):
         # inference: bias + GELU in the float32 GEMM's output pass (a float64 model takes the op path)
         if graph_free() and type(x._data) is np.ndarray and x._data.dtype == np.float32 \
                 and self.c_fc.weight._data.dtype == np.float32:
-            h = _fused_linear(x, self.c_fc.weight, self.c_fc.bias, *self.gelu.epilogue())
+            h = _fused_linear(x, self.c_fc.weight, self.c_fc.bias, *self.gelu.epilogue(), packed_weight(self.c_fc))
         else:
             h = self.gelu(self.c_fc(x))
         return _dropout(self.dropout, self.c_proj(h))
@@ -116,12 +121,12 @@ class Block(nn.Module):
         dispatch as the small kernels they run)."""
         a, m, ln1, ln2 = self.attn, self.mlp, self.ln_1, self.ln_2
         h = _layer_norm(x, ln1.normalized_shape, _arr(ln1.weight), _arr(ln1.bias), ln1.eps)[0]
-        qkv = _C.gemm.linear(h, a.c_attn.weight._data, _arr(a.c_attn.bias))
+        qkv = _linear(h, a.c_attn)
         y = _attention_packed(qkv, a.n_head)[0]
-        x = np.add(x, _C.gemm.linear(y, a.c_proj.weight._data, _arr(a.c_proj.bias)))
+        x = np.add(x, _linear(y, a.c_proj))
         h = _layer_norm(x, ln2.normalized_shape, _arr(ln2.weight), _arr(ln2.bias), ln2.eps)[0]
-        h = _C.gemm.linear(h, m.c_fc.weight._data, _arr(m.c_fc.bias), *m.gelu.epilogue())
-        return np.add(x, _C.gemm.linear(h, m.c_proj.weight._data, _arr(m.c_proj.bias)))
+        h = _linear(h, m.c_fc, *m.gelu.epilogue())
+        return np.add(x, _linear(h, m.c_proj))
 
     def __init__(self, n_embd, n_head, dropout, bias):
         super().__init__()

@@ -11,7 +11,7 @@ from ..kernels.activation import _act_forward
 from ..kernels.pool import max_pool2d_values
 from .activation import _Activation
 from .conv import Conv2d, MaxPool2d, _check_input
-from .linear import Linear, _fused_linear, feature_size_after
+from .linear import Linear, _fused_linear, feature_size_after, packed_weight
 from .module import Module
 
 __all__ = ["Sequential", "ModuleList", "ModuleDict"]
@@ -43,7 +43,7 @@ def _run_linear(m, act, input):
     if _cpu_f32(input) and not m.__dict__.get("_forward_pre_hooks") and type(m.weight._data) is _NDARRAY \
             and m.weight._data.dtype is _F32:
         code, alpha = (-1, 0.0) if act is None else act.epilogue()
-        return _fused_linear(input, m.weight, m.bias, code, alpha)
+        return _fused_linear(input, m.weight, m.bias, code, alpha, packed_weight(m))
     input = m(input)
     return input if act is None else act(input)
 

@@ -42,18 +42,33 @@ class Linear(Module):
         init.layer_default_(self.weight, self.bias)
 
     def forward(self, input):
+        packed = packed_weight(self)
+        if packed is not None and graph_free() and isinstance(input, Tensor) and type(input._data) is np.ndarray \
+                and input._data.dtype == np.float32:
+            return _fused_linear(input, self.weight, self.bias, -1, 0.0, packed)
         return F.linear(input, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-def _fused_linear(input, weight, bias, activation, alpha):
+def packed_weight(module):
+    """The module's weight packed for the GEMM (set by ``nn.utils.freeze``) when it is a snapshot of
+    the weight array the module holds now, else None (a replaced weight is read as it is)."""
+    packed = module.__dict__.get("_packed_weight")
+    if packed is None:
+        return None
+    weight = module._parameters.get("weight")
+    return packed if weight is not None and packed.source is weight._data else None
+
+
+def _fused_linear(input, weight, bias, activation, alpha, packed=None):
     """Inference without a graph (no_grad, no trace): act(input @ W^T + b) in one kernel call, the
     activation (a kernel code, -1 for none; see an activation module's ``epilogue()``) applied in
-    place to the fresh output. Same kernels, same results as the autograd path."""
+    place to the fresh output. Same kernels, same results as the autograd path. ``packed``: the
+    weight's ``_C.gemm.PackedWeight`` (see ``packed_weight``) or None."""
     return Tensor._wrap(_C.gemm.linear(input._data, weight._data, None if bias is None else bias._data,
-                                       activation, alpha))
+                                       activation, alpha, packed))
 
 
 # Dense's activation names: the activations nn.functional has, by name (softmax over the last axis).
@@ -149,7 +164,7 @@ class Dense(Module):
         if (self._epilogue is not None and graph_free() and isinstance(input, Tensor)
                 and type(input._data) is np.ndarray and type(self.weight._data) is np.ndarray
                 and input._data.dtype == np.float32 and self.weight._data.dtype == np.float32):
-            return _fused_linear(input, self.weight, self.bias, *self._epilogue)  # one kernel call
+            return _fused_linear(input, self.weight, self.bias, *self._epilogue, packed_weight(self))  # one call
         y = F.linear(input, self.weight, self.bias)
         return y if self._act is None else self._act(y)
 

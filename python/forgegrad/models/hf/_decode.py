@@ -15,6 +15,7 @@ from typing import Optional
 import numpy as np
 
 from ... import _C
+from ...nn.linear import packed_weight
 from ._layers import KVCache
 
 __all__ = ["LeanDecoder"]
@@ -155,7 +156,7 @@ class LeanDecoder:
                 _C.activation.act_forward(act, y, out)
                 y = out
             return y
-        return _C.gemm.linear(x, layer.weight.numpy(), bias, act)
+        return _C.gemm.linear(x, layer.weight.numpy(), bias, act, 0.0, packed_weight(layer))
 
     def _llama_layer(self, i, x, ctx, cache, length, mask):
         blk = self.model.model.layers[i]

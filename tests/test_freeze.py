@@ -1,0 +1,144 @@
+"""Packed weights: ``_C.gemm.PackedWeight`` (a linear weight packed once for the GEMM) and
+``nn.utils.freeze`` (an inference copy of a model whose Linear weights are packed). The packed path
+must give exactly the unpacked path's bits on every shape and layout, thread count and SIMD path,
+and a frozen model must never use a packed copy that no longer matches its weight."""
+import numpy as np
+import pytest
+
+import forgegrad as fg
+from forgegrad import _C, nn
+from forgegrad.autograd import no_grad
+from forgegrad.models.transformer import GPT
+
+RNG = np.random.default_rng(11)
+
+# (M, N, K): packed-path shapes with edge panels and several K slices, plus the shapes sgemm runs
+# without packing (M <= 8, N <= 16, tiny products), where the packed weight must simply be ignored.
+SHAPES = [(128, 768, 256), (37, 129, 257), (300, 100, 700), (9, 33, 3), (1, 50, 70), (5, 300, 1000),
+          (200, 13, 90), (64, 64, 64), (17, 1, 5), (130, 1000, 513)]
+
+
+def _case(M, N, K):
+    x = RNG.standard_normal((M, K)).astype(np.float32)
+    w = RNG.standard_normal((N, K)).astype(np.float32)
+    b = RNG.standard_normal(N).astype(np.float32)
+    return x, w, b
+
+
+@pytest.mark.parametrize("M,N,K", SHAPES)
+@pytest.mark.parametrize("layout", ["C", "F"])
+def test_packed_linear_equals_linear(M, N, K, layout, simd_path):
+    x, w, b = _case(M, N, K)
+    if layout == "F":
+        w = np.asfortranarray(w)  # a transposed view: the other op(B) layout
+    p = _C.gemm.PackedWeight(w)
+    assert p.shape == (N, K) and p.source is w
+    for bias in (b, None):
+        for act, alpha in ((-1, 0.0), (1, 0.1)):
+            want = _C.gemm.linear(x, w, bias, act, alpha)
+            got = _C.gemm.linear(x, w, bias, act, alpha, packed=p)
+            np.testing.assert_array_equal(got, want)
+    ref = x.astype(np.float64) @ w.astype(np.float64).T + b
+    np.testing.assert_allclose(_C.gemm.linear(x, w, b, packed=p), ref, rtol=1e-4, atol=1e-4 * np.sqrt(K))
+
+
+def test_packed_linear_is_identical_at_any_thread_count(threads):
+    x, w, b = _case(250, 300, 600)
+    p = _C.gemm.PackedWeight(w)
+    results = []
+    for n in (1, 2, 3):
+        threads(n)
+        results.append(_C.gemm.linear(x, w, b, packed=p))
+    assert all(np.array_equal(results[0], r) for r in results[1:])
+
+
+def test_packed_weight_from_another_isa_is_not_used(simd_path):
+    # packed under the best ISA, used under each: a layout of another ISA would be garbage, so the
+    # binding reads the weight itself then
+    x, w, b = _case(100, 70, 300)
+    fg.set_simd(fg.cpu_info()["detected_isa"])
+    p = _C.gemm.PackedWeight(w)
+    fg.set_simd(simd_path)
+    np.testing.assert_array_equal(_C.gemm.linear(x, w, b, packed=p), _C.gemm.linear(x, w, b))
+
+
+def test_packed_weight_bad_input():
+    x, w, b = _case(20, 30, 40)
+    p = _C.gemm.PackedWeight(w)
+    with pytest.raises(ValueError, match="packed was made from another array"):
+        _C.gemm.linear(x, w.copy(), b, packed=p)
+    with pytest.raises(TypeError, match="packed"):
+        _C.gemm.linear(x, w, b, packed="not packed")
+    with pytest.raises(TypeError, match="PackedWeight: weight must have dtype float32"):
+        _C.gemm.PackedWeight(w.astype(np.float64))
+    with pytest.raises(ValueError, match="PackedWeight: weight must be 2-D"):
+        _C.gemm.PackedWeight(b)
+    with pytest.raises(TypeError, match="PackedWeight: weight must be a numpy.ndarray"):
+        _C.gemm.PackedWeight([[1.0]])
+    empty = _C.gemm.PackedWeight(np.zeros((0, 4), np.float32))
+    assert _C.gemm.linear(x[:, :4].copy(), empty.source, None, packed=empty).shape == (20, 0)
+
+
+def _gpt():
+    fg.manual_seed(3)
+    return GPT(vocab_size=61, block_size=40, n_layer=2, n_head=3, n_embd=48).eval()
+
+
+def test_frozen_gpt_matches_the_model_bit_for_bit():
+    model = _gpt()
+    frozen = nn.utils.freeze(model)
+    assert nn.utils.is_frozen(frozen) and not nn.utils.is_frozen(model)
+    ids = fg.tensor(RNG.integers(0, 61, (3, 37)))
+    with no_grad():
+        np.testing.assert_array_equal(frozen(ids).numpy(), model(ids).numpy())
+    # with a graph (the op path: the packed weights are not used) the values agree too
+    np.testing.assert_allclose(frozen(ids).numpy(), model(ids).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_frozen_sequential_and_dense_match():
+    fg.manual_seed(4)
+    model = nn.Sequential(nn.Linear(37, 90), nn.GELU(), nn.Linear(90, 20), nn.Dense(11, activation="relu"))
+    x = fg.tensor(RNG.standard_normal((45, 37)).astype(np.float32))
+    with no_grad():
+        want = model(x).numpy()
+        frozen = nn.utils.freeze(model)
+        np.testing.assert_array_equal(frozen(x).numpy(), want)
+        np.testing.assert_array_equal(frozen[0](x).numpy(), model[0](x).numpy())  # Linear alone
+
+
+def test_freeze_leaves_the_original_trainable_and_the_copy_read_only():
+    fg.manual_seed(5)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    model.train()
+    frozen = nn.utils.freeze(model)
+    assert model.training and not frozen.training
+    assert all(p.requires_grad for p in model.parameters())
+    assert not any(p.requires_grad for p in frozen.parameters())
+    with pytest.raises(ValueError, match="read-only"):
+        frozen[0].weight.numpy()[0, 0] = 1.0
+    # the original still trains, and a step on it does not reach the frozen copy
+    x = fg.tensor(RNG.standard_normal((10, 8)).astype(np.float32))
+    with no_grad():
+        before = frozen(x).numpy().copy()
+    opt = fg.optim.SGD(model.parameters(), lr=0.1)
+    model(x).sum().backward()
+    opt.step()
+    with no_grad():
+        np.testing.assert_array_equal(frozen(x).numpy(), before)
+        assert not np.array_equal(model(x).numpy(), before)
+
+
+def test_a_replaced_weight_is_read_not_its_stale_packed_copy():
+    fg.manual_seed(6)
+    frozen = nn.utils.freeze(nn.Linear(30, 50))
+    x = fg.tensor(RNG.standard_normal((40, 30)).astype(np.float32))
+    new = RNG.standard_normal((50, 30)).astype(np.float32)
+    frozen.weight = nn.Parameter(fg.tensor(new))
+    with no_grad():
+        got = frozen(x).numpy()
+    np.testing.assert_array_equal(got, _C.gemm.linear(x.numpy(), new, frozen.bias.numpy()))
+
+
+def test_freeze_rejects_what_is_not_a_module():
+    with pytest.raises(TypeError, match="freeze: module must be a forgegrad.nn.Module"):
+        nn.utils.freeze(lambda x: x)
