@@ -75,8 +75,10 @@ class ForgegradModel(LoadedModel):
             model, meta = _checkpoint.load(path)
         except CLIError as e:
             raise ModelLoadError(str(e)) from None
-        # a VAE serves its deterministic reconstruction, as `forgegrad export` exports it
-        self.model = VAEReconstructor(model).eval() if meta.get("task") == "vae" else model
+        from ..nn.utils import freeze
+        # a VAE serves its deterministic reconstruction, as `forgegrad export` exports it; the served
+        # copy is frozen: read-only, its Linear weights packed once for every batch's GEMMs (same outputs)
+        self.model = freeze(VAEReconstructor(model) if meta.get("task") == "vae" else model)
         shape = meta.get("input_shape")
         if not isinstance(shape, list) or not all(isinstance(d, int) and d > 0 for d in shape):
             raise ModelLoadError(f"{path}: model.json has no valid 'input_shape' (a list of positive ints)")
