@@ -142,3 +142,22 @@ def test_a_replaced_weight_is_read_not_its_stale_packed_copy():
 def test_freeze_rejects_what_is_not_a_module():
     with pytest.raises(TypeError, match="freeze: module must be a forgegrad.nn.Module"):
         nn.utils.freeze(lambda x: x)
+
+
+def test_a_copy_of_a_frozen_model_reads_its_own_weights():
+    # deepcopy (e.g. quantize_weight_only's) gives new writeable arrays: the copy must not keep a
+    # packed snapshot it cannot follow
+    import copy
+    fg.manual_seed(7)
+    frozen = nn.utils.freeze(nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 5)))
+    twin = copy.deepcopy(frozen)
+    assert nn.utils.is_frozen(frozen) and not nn.utils.is_frozen(twin)
+    x = fg.tensor(RNG.standard_normal((12, 20)).astype(np.float32))
+    twin[0].weight.numpy()[:] = 0.5
+    with no_grad():
+        np.testing.assert_array_equal(twin[0](x).numpy(), _C.gemm.linear(x.numpy(), twin[0].weight.numpy(),
+                                                                            twin[0].bias.numpy()))
+    from forgegrad.quantization import quantize_weight_only
+    quantized = quantize_weight_only(frozen)
+    with no_grad():
+        assert quantized(x).shape == (12, 5)

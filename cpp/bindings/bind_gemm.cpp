@@ -407,6 +407,10 @@ void bind(py::module_& m) {
   py::class_<PackedWeight>(m, "PackedWeight",
                            "A linear weight packed once for the GEMM (a snapshot); pass it to linear() with it.")
       .def(py::init(&pack_weight), py::arg("weight"))
+      // A deep copy of a frozen model holds new, writeable weight arrays, which a packed snapshot
+      // would not follow: the copy gets no packed weight (it reads its weights as they are).
+      .def(
+          "__deepcopy__", [](const PackedWeight&, py::dict) { return py::none(); }, py::arg("memo"))
       .def_property_readonly("shape", [](const PackedWeight& p) { return py::make_tuple(p.N, p.K); })
       .def_property_readonly("source", [](const PackedWeight& p) { return p.source; })
       .def_property_readonly("nbytes", [](const PackedWeight& p) { return p.buf.size() * sizeof(float); });
