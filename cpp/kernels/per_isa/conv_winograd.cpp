@@ -84,7 +84,11 @@ void input_transform(const Winograd3x3& p, const float* Bc, float* V, int64_t c,
       vstore(u + 3 * ucols + c0, vsub(x1, x3));
     }
     for (int64_t t0 = 0; t0 < p.tw; t0 += W) {
-      const int64_t cnt = p.tw - t0 < W ? p.tw - t0 : W;
+      // A partial last vector of a tile row is stored whole when its extra lanes land on later tile
+      // rows of this (image, channel), which this loop writes afterwards (masked stores are slow on
+      // Zen, and a 14x14 image has 7 tiles a row, less than W).
+      const bool spill_ok = th * p.tw + t0 + W <= p.th * p.tw;
+      const int64_t cnt = spill_ok || p.tw - t0 >= W ? W : p.tw - t0;
       float* dst = V + c * p.ldT + (i_img * p.th + th) * p.tw + t0;
       for (int i = 0; i < 4; ++i) {
         vf e0, o1, e2, o3;
@@ -116,10 +120,16 @@ void output_transform(const Winograd3x3& p, const float* Mb, float bias, float* 
       }
       const int64_t n = p.OWo - 2 * t0 < 2 * W ? p.OWo - 2 * t0 : 2 * W;  // valid output columns
       float* y0 = out + 2 * th * p.OWo + 2 * t0;
-      store_interleaved(y0, vadd(vadd(vadd(s0[0], s0[1]), s0[2]), vb), vadd(vsub(vsub(s0[1], s0[2]), s0[3]), vb), n);
+      // As in input_transform, a short last block is stored whole when its extra lanes fall on later
+      // rows of this output plane, written after it: always for the second row of the pair (the next
+      // pairs follow); for the first only if the block is the row's first (row 2 th + 1 of the pair is
+      // written block by block right after the first row's block).
+      const int64_t end0 = 2 * th * p.OWo + 2 * t0 + 2 * W, plane_end = p.OHo * p.OWo;
+      store_interleaved(y0, vadd(vadd(vadd(s0[0], s0[1]), s0[2]), vb), vadd(vsub(vsub(s0[1], s0[2]), s0[3]), vb),
+                        t0 == 0 && end0 <= plane_end ? 2 * W : n);
       if (2 * th + 1 < p.OHo)
         store_interleaved(y0 + p.OWo, vadd(vadd(vadd(s1[0], s1[1]), s1[2]), vb),
-                          vadd(vsub(vsub(s1[1], s1[2]), s1[3]), vb), n);
+                          vadd(vsub(vsub(s1[1], s1[2]), s1[3]), vb), end0 + p.OWo <= plane_end ? 2 * W : n);
     }
   }
 }
