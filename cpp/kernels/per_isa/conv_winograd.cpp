@@ -239,7 +239,9 @@ void winograd_wgrad_unit(const Winograd3x3& p, const float* B, int64_t b_step, c
       const int64_t zplane = m_plane(p);
       for (int64_t th = 0; th < p.th; ++th)
         for (int64_t t0 = 0; t0 < p.tw; t0 += W) {
-          const int64_t cnt = p.tw - t0 < W ? p.tw - t0 : W;
+          // whole vectors where the extra lanes fall on later tile rows of this plane (as V's)
+          const bool spill_ok = th * p.tw + t0 + W <= p.th * p.tw;
+          const int64_t cnt = spill_ok || p.tw - t0 >= W ? W : p.tw - t0;
           vf a, b, c, e;
           deinterleave(d + 2 * th * zw + 2 * t0, a, b);
           deinterleave(d + (2 * th + 1) * zw + 2 * t0, c, e);
