@@ -9,7 +9,8 @@
 // L2-resident A panels of a taller MC block, the B block in L3), since the 512 KiB L2 of the Zen 3
 // it is tuned on cannot hold the B block of the order above. Loop order never changes a result.
 // Full panels are not packed beforehand: the first tile to use a panel reads it in place and
-// writes the packed copy (see fuse_b below).
+// writes the packed copy (see fuse_b below); a transposed op(A) is packed a row block at a time, and
+// a weight's B panels may come prepacked (sgemm_prepacked_b).
 // Threads never split K: every element of C is the same fma chain over each KC slice, the slices
 // added in order (C = alpha*acc + beta*C, then C = alpha*acc + C), whatever thread computes it.
 // KC depends on K only, so results are bit-identical for any thread count.
@@ -61,9 +62,7 @@ void pack_a_by_rows(const float* a, int64_t lda, const int64_t* first_row, int64
       float* d = dst + p * kGemmMR * kc + k * kGemmMR;
       if (kGemmMR <= W && k + 1 < kc && r0 + W <= M) {
         // whole-vector load and store: the lanes past kGemmMR land in the next k's slot, written after
-        vf v = vload(src + r0);
-        if (rows < kGemmMR) v = vload_n(src + r0, rows);
-        vstore(d, v);
+        vstore(d, rows < kGemmMR ? vload_n(src + r0, rows) : vload(src + r0));
       } else {
         for (int r = 0; r < kGemmMR; ++r) d[r] = r < rows ? src[r0 + r] : 0.0f;
       }
@@ -122,8 +121,9 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
   const int64_t KC = choose_kc(K);
   // Packing fused into a panel's first use: that tile reads the operand in place and stores the
   // packed copy as it goes, which saves a separate pass over the operand (up to 10% of the time
-  // of the network shapes). A panels always (op(A) is row- or column-major), B panels when op(B)
-  // rows are contiguous (csb == 1: a transposed B is gathered by pack_panel's 8x8 transposes).
+  // of the network shapes). A panels when op(A) is row-major (a transposed one: a_by_rows), B
+  // panels when op(B) rows are contiguous (csb == 1: a transposed B is gathered by pack_panel's 8x8
+  // transposes).
   // Full panels only (whole vectors are loaded from the source); edge panels use pack_panel.
   const bool fuse_b = csb == 1;
   // A transposed op(A) (each row of A holds one k of every panel) is packed a row block at a time,
@@ -254,9 +254,12 @@ void sgemm_direct(int64_t M, int64_t N, int64_t K, float alpha, const float* A, 
   });
 }
 
-// The public sgemm with an optional prepacked op(B) (used only when the shape takes the packed path).
-void sgemm_any(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-               const float* B, int64_t ldb, const float* b_prepacked, float beta, float* C, int64_t ldc) {
+}  // namespace
+
+// sgemm with an optional prepacked op(B) (null: none; used only when the shape takes the packed path).
+void sgemm_prepacked_b(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                       int64_t lda, const float* B, int64_t ldb, const float* b_prepacked, float beta, float* C,
+                       int64_t ldc) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0 || alpha == 0.0f) {
     scale_c(M, N, beta, C, ldc);
@@ -286,11 +289,9 @@ void sgemm_any(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, floa
   }
 }
 
-}  // namespace
-
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  sgemm_any(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, nullptr, beta, C, ldc);
+  sgemm_prepacked_b(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, nullptr, beta, C, ldc);
 }
 
 int64_t sgemm_prepacked_b_floats(int64_t N, int64_t K) {
@@ -315,12 +316,6 @@ void sgemm_prepack_b(bool trans_b, int64_t N, int64_t K, const float* B, int64_t
       }
     }
   });
-}
-
-void sgemm_prepacked_b(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-                       int64_t lda, const float* B, int64_t ldb, const float* b_prepacked, float beta, float* C,
-                       int64_t ldc) {
-  sgemm_any(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, b_prepacked, beta, C, ldc);
 }
 
 void sgemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha,
