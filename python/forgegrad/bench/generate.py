@@ -7,7 +7,8 @@ position's logits) and generation of 64 new tokens after it; the decode row is d
 vocab 50257) and a Llama-style decoder (8 layers, hidden 1024, 16 query / 4 key-value heads, SwiGLU
 2816, vocab 32000); --quick uses 2-layer versions. Decode at batch 1 streams every weight once per
 token, so the suite also reports the bandwidth it reaches (weight bytes per token / time per token)
-against what numpy's BLAS reaches streaming a matrix the same way (sgemv over 256 MB). A last row per
+against what numpy's BLAS reaches streaming a matrix the same way (sgemv over 256 MB). The prefill row
+also times onnxruntime on the model's exported forward (no KV cache outputs). A last row per
 model decodes with int8 weight-only Linear layers (``quantization.quantize_weight_only``) against
 transformers' float32 decode: other numerics, a quarter of the weight bytes.
 """
@@ -88,6 +89,38 @@ def paired_models(kind, cfg):
     return hf, ours, ids, t_ids
 
 
+def _onnxruntime_prefill(model, ids, threads):
+    """onnxruntime running the model's exported forward on the prompt (the last position's logits), or
+    None without onnx/onnxruntime. The exported graph has no KV cache outputs: it is the prefill's
+    compute without the cache writes."""
+    ort, onnx = optional_import("onnxruntime"), optional_import("onnx")
+    if ort is None or onnx is None:
+        return None
+    from .. import nn, onnx as fonnx
+    from ..tensor import Tensor
+
+    class LastLogits(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids):
+            return self.m(input_ids, logits_to_keep=1)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "prefill.onnx")
+        # traced at a short length (the exporter traces other lengths too); batch and tokens are dynamic
+        fonnx.export(LastLogits(model), Tensor(ids[:, :16]), path, verify=False,
+                     dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}})
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        sess = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return lambda: sess.run(None, {name: ids})
+
+
 def _rows_for(name, threads, quick):
     torch, transformers = optional_import("torch"), optional_import("transformers")
     from ..models.hf import generate
@@ -101,6 +134,7 @@ def _rows_for(name, threads, quick):
         return []
     hf, ours, ids, t_ids = paired_models(kind, cfg)
     weight_bytes = _bytes_per_token(ours)
+    ort_prefill = _onnxruntime_prefill(ours, ids, threads)
 
     from ..nn.utils import freeze
     ours = freeze(ours)  # weights packed once for the prompt's GEMMs (same tokens, bit for bit)
@@ -120,10 +154,12 @@ def _rows_for(name, threads, quick):
     rows = []
     with pinned_threads(threads):
         repeat = 3
-        pre = compare({"forgegrad": fg_prefill, "transformers": hf_prefill}, repeat=repeat, min_time=0.0, warmup=1)
+        pre = compare({"forgegrad": fg_prefill, "transformers": hf_prefill, "onnxruntime": ort_prefill},
+                      repeat=repeat, min_time=0.0, warmup=1)
         gen = compare({"forgegrad": lambda: generate(ours, ids, max_new_tokens=NEW), "transformers": hf_generate},
                       repeat=repeat, min_time=0.0, warmup=1)
-    rows.append({"workload": f"{label} prefill {PROMPT} tokens", "threads": threads, "seconds": pre})
+    rows.append({"workload": f"{label} prefill {PROMPT} tokens", "threads": threads, "seconds": pre,
+                 **({"note": "onnxruntime runs the exported forward, which fills no KV cache"} if ort_prefill else {})})
     rows.append({"workload": f"{label} generate {NEW} tokens (greedy)", "threads": threads, "seconds": gen})
     decode = {k: (gen[k] - pre[k]) / NEW if gen.get(k) and pre.get(k) else None for k in RUNTIMES}
     row = {"workload": f"{label} decode per token", "threads": threads, "seconds": decode}
@@ -156,7 +192,7 @@ def generate_suite(threads: Sequence[int], quick: bool) -> List[dict]:
         with pinned_threads(n):
             bw = read_bandwidth()
         for row in rows:
-            if "note" in row and row["threads"] == n:
+            if "GB/s" in row.get("note", "") and row["threads"] == n:  # the decode rows
                 row["note"] += f" (numpy/OpenBLAS sgemv streams {bw / 1e9:.1f} GB/s at {n} threads here)"
     return rows
 

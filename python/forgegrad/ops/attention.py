@@ -160,7 +160,7 @@ def _samples():
         Sample((r(1, 2, 70, 64), r(1, 2, 70, 64, seed=1), r(1, 2, 70, 64, seed=2), None), causal_odd,
                "causal, T=70 (not a multiple of a tile)"),
         Sample((r(2, 4, 5, 16), r(2, 2, 6, 16, seed=1), r(2, 2, 6, 16, seed=2), r(1, 6, seed=3)),
-               {"enable_gqa": True}, "grouped-query heads, key-padding float mask", grad=(0, 1, 2), onnx=False),
+               {"enable_gqa": True}, "grouped-query heads, key-padding float mask", grad=(0, 1, 2)),
         Sample((r(2, 3, 67, 24), r(2, 3, 67, 24, seed=1), r(2, 3, 67, 24, seed=2), r(2, 1, 67, 67, seed=3)),
                name="float mask per batch, no mask gradient (fused kernel)", grad=(0, 1, 2)),
         Sample((r(2, 3, 8), r(1, 5, 8, seed=1), r(5, 8, seed=2), None), name="broadcast batch"),
@@ -181,14 +181,29 @@ def _bad_inputs():
             BadInput((np.ones((1, 2, 4, 8), np.int64), k, v, None), {}, TypeError, "query must be float32")]
 
 
+def _onnx_repeat_heads(ctx, x, ndim: int, groups: int):
+    """Each head of x (..., H, S, D) repeated ``groups`` times in place (torch's repeat_interleave on
+    axis -3, as enable_gqa): Unsqueeze after the head axis, Expand, and a Reshape to the run-time shape
+    with the head count multiplied, so batch and sequence axes stay dynamic."""
+    ones = [1] * (ndim + 1)
+    ones[ndim - 2] = groups
+    wide = ctx.node("Expand", [ctx.node("Unsqueeze", [x, ctx.ints([ndim - 2])]), ctx.ints(ones)])
+    factor = [1] * ndim
+    factor[ndim - 3] = groups
+    return ctx.node("Reshape", [wide, ctx.node("Mul", [ctx.node("Shape", [x]), ctx.ints(factor)])])
+
+
 def _onnx(ctx, op):
     """MatMul, Mul, Add/Where and Softmax; a causal mask from Range + LessOrEqual on the run-time
-    L and S, so it follows dynamic sequence axes."""
-    if op.attr("enable_gqa"):
-        raise op.unsupported("scaled_dot_product_attention with enable_gqa has no ONNX mapping yet")
+    L and S, so it follows dynamic sequence axes. Grouped-query key/value heads are repeated first."""
     if float(op.attr("dropout_p") or 0.0) > 0.0:
         raise op.unsupported("scaled_dot_product_attention with dropout_p > 0 is random; export with dropout_p=0")
     q, k, v = op.input("query"), op.input("key"), op.input("value")
+    if op.attr("enable_gqa"):
+        groups = op.args["query"].shape[-3] // op.args["key"].shape[-3]
+        if groups > 1:
+            k = _onnx_repeat_heads(ctx, k, op.args["key"].ndim, groups)
+            v = _onnx_repeat_heads(ctx, v, op.args["value"].ndim, groups)
     e = op.args["query"].shape[-1]
     scale = op.attr("scale")
     scale = 1.0 / math.sqrt(e) if scale is None else float(scale)

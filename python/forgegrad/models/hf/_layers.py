@@ -149,7 +149,10 @@ class RotaryEmbedding(nn.Module):
     """Rotary position embedding as Llama uses it: pairs (i, i + D/2) of each head rotated by
     position * theta^(-2i/D) (transformers' ``rotate_half`` layout)."""
 
-    def __init__(self, head_dim: int, theta: float = 10000.0, scaling_factor: float = 1.0):
+    TABLE_POSITIONS = 4096  # positions kept precomputed (4 MB at head_dim 128); later ones are computed
+
+    def __init__(self, head_dim: int, theta: float = 10000.0, scaling_factor: float = 1.0,
+                 max_positions: int = TABLE_POSITIONS):
         super().__init__()
         if head_dim % 2:
             raise ValueError(f"RotaryEmbedding: head_dim must be even, got {head_dim}")
@@ -157,6 +160,18 @@ class RotaryEmbedding(nn.Module):
         self.inv_freq = (1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32)
                                           / head_dim))).astype(np.float32)
         self.scaling_factor = float(scaling_factor)
+        # cos/sin of positions 0.. as buffers (not saved): a forward from position 0 slices them, so an
+        # exported graph keeps the sequence length dynamic instead of baking in a table of the example's size
+        cos, sin = self.cos_sin(np.arange(min(max_positions, self.TABLE_POSITIONS))[None])
+        self.register_buffer("cos_table", cos, persistent=False)
+        self.register_buffer("sin_table", sin, persistent=False)
+
+    def cos_sin_range(self, start: int, t: int):
+        """cos and sin of shape (1, 1, t, D) for positions start .. start + t - 1 (slices of the tables
+        where they reach; the same values as ``cos_sin``)."""
+        if start + t <= self.cos_table.shape[2]:
+            return self.cos_table[:, :, start:start + t], self.sin_table[:, :, start:start + t]
+        return self.cos_sin(np.arange(start, start + t)[None])
 
     def cos_sin(self, position_ids: np.ndarray):
         """cos and sin of shape (B, 1, T, D) for int positions (B, T)."""

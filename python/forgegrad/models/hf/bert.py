@@ -34,9 +34,9 @@ class BertEmbeddings(nn.Module):
         self.dropout = nn.Dropout(cfg.get("hidden_dropout_prob", 0.1))
 
     def forward(self, ids: np.ndarray, token_type_ids: np.ndarray):
-        B, T = ids.shape
-        pos = np.ascontiguousarray(np.broadcast_to(np.arange(T), (B, T)))
-        x = (self.word_embeddings(Tensor._wrap(ids)) + self.position_embeddings(Tensor._wrap(pos))
+        T = ids.shape[1]
+        # positions 0..T-1 as a slice of the table: an exported graph keeps T dynamic
+        x = (self.word_embeddings(Tensor._wrap(ids)) + self.position_embeddings.weight[:T]
              + self.token_type_embeddings(Tensor._wrap(token_type_ids)))
         return self.dropout(self.LayerNorm(x))
 

@@ -15,16 +15,16 @@ from ._layers import (KVCache, RotaryEmbedding, activation, additive_mask, atten
 __all__ = ["LlamaForCausalLM"]
 
 
-def _rope(cfg: dict, head_dim: int) -> RotaryEmbedding:
+def _rope(cfg: dict, head_dim: int, max_positions: int) -> RotaryEmbedding:
     """transformers 5 keeps rope settings in ``rope_parameters``; older configs in ``rope_theta`` and
     ``rope_scaling``."""
     params = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
     theta = params.get("rope_theta", cfg.get("rope_theta", 10000.0))
     kind = params.get("rope_type", params.get("type", "default"))
     if kind == "default":
-        return RotaryEmbedding(head_dim, theta)
+        return RotaryEmbedding(head_dim, theta, max_positions=max_positions)
     if kind == "linear":
-        return RotaryEmbedding(head_dim, theta, scaling_factor=params["factor"])
+        return RotaryEmbedding(head_dim, theta, scaling_factor=params["factor"], max_positions=max_positions)
     raise ValueError(f"LlamaForCausalLM: rope type {kind!r} is not supported yet (supported: default, linear)")
 
 
@@ -101,7 +101,7 @@ class LlamaForCausalLM(nn.Module):
         c = self.config
         self.head_dim = c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
         self.model = LlamaModel(c)
-        self.rotary = _rope(c, self.head_dim)
+        self.rotary = _rope(c, self.head_dim, self.max_positions)
         self.tied = bool(c.get("tie_word_embeddings", False))
         if not self.tied:
             self.lm_head = nn.Linear(c["hidden_size"], c["vocab_size"], bias=False)
@@ -126,8 +126,9 @@ class LlamaForCausalLM(nn.Module):
         past = cache.length if cache is not None else 0
         pad = mask_array(attention_mask, "LlamaForCausalLM", (B, past + T))
         if position_ids is None:
-            position_ids = np.broadcast_to(np.arange(past, past + T), (B, T))
-        cos, sin = self.rotary.cos_sin(np.asarray(position_ids, dtype=np.int64))
+            cos, sin = self.rotary.cos_sin_range(past, T)
+        else:
+            cos, sin = self.rotary.cos_sin(np.asarray(position_ids, dtype=np.int64))
         x = self.model.embed_tokens(Tensor._wrap(ids))
         mask = additive_mask(pad, past, T, causal=True)
         for i, layer in enumerate(self.model.layers):
