@@ -141,6 +141,48 @@ def test_lean_decode_step_equals_the_tensor_forward(checkpoints, name):
     np.testing.assert_allclose(lean, full, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_lean_prefill_equals_the_tensor_forward_bit_for_bit(checkpoints, name):
+    """A no_grad forward from position 0 without padding runs LeanDecoder.prefill: the same kernels in
+    the same order as the Tensor forward (which runs with grad enabled), so the same bits, logits and cache."""
+    import forgegrad.models.hf._decode as D
+    root, _ = checkpoints
+    model = from_pretrained(root / name)
+    graph_cache, lean_cache = model.new_cache(2, 12), model.new_cache(2, 12)
+    graph = model(IDS, cache=graph_cache).numpy()
+    calls = []
+    prefill = D.LeanDecoder.prefill
+    D.LeanDecoder.prefill = lambda self, *a: calls.append(1) or prefill(self, *a)
+    try:
+        with fg.no_grad():
+            lean = model(IDS, cache=lean_cache).numpy()
+            last = model(IDS, position_ids=np.broadcast_to(np.arange(9), IDS.shape), logits_to_keep=2).numpy()
+            model(LEFT_PADDED, attention_mask=LEFT_MASK)  # padding: the Tensor forward
+    finally:
+        D.LeanDecoder.prefill = prefill
+    assert len(calls) == 2
+    assert np.array_equal(lean, graph) and np.array_equal(last, model(IDS, logits_to_keep=2).numpy())
+    assert lean_cache.length == graph_cache.length == 9
+    for a, b in zip(lean_cache.keys + lean_cache.values, graph_cache.keys + graph_cache.values):
+        assert np.array_equal(a, b)
+
+
+def test_forward_pre_hooks_keep_the_tensor_forward(checkpoints):
+    """A pre-hook (pruning applies its masks through one) must run: such a model never takes the lean path."""
+    from forgegrad.models.hf._decode import lean_path_applies
+    root, _ = checkpoints
+    model = from_pretrained(root / "gpt2")
+    assert lean_path_applies(model)
+    with fg.no_grad():
+        before = model(IDS).numpy()
+    model.transformer.h[0].mlp.c_fc.register_forward_pre_hook(lambda m, args: (args[0] * 0.5,))
+    assert not lean_path_applies(model)
+    with fg.no_grad():
+        hooked = model(IDS).numpy()
+    assert np.array_equal(hooked, model(IDS).numpy()) and not np.allclose(hooked, before)
+    assert generate(model, IDS[:, :4], max_new_tokens=3).shape == (2, 7)
+
+
 def test_sampling_is_repeatable_and_thread_count_independent(checkpoints):
     root, _ = checkpoints
     model = from_pretrained(root / "llama")

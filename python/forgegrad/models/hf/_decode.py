@@ -1,5 +1,6 @@
 """The lean decode step: one new token per row through a GPT-2 or Llama-style model, as direct kernel
-calls on the parameters' own arrays.
+calls on the parameters' own arrays; and the lean prefill: a prompt from position 0 without padding,
+the same way, with the fused causal attention kernel.
 
 A decode step is ~20 tiny ops per layer. Through the Tensor layer each op costs tens of microseconds
 of Python dispatch, which at GPT-2-small size adds ~10 ms to a ~35 ms memory-bound token; here each op
@@ -15,6 +16,7 @@ from typing import Optional
 import numpy as np
 
 from ... import _C
+from ...grad_mode import graph_free
 from ...nn.linear import packed_weight
 from ._layers import KVCache
 
@@ -60,6 +62,35 @@ def _weight_only_linear():
     return WeightOnlyInt8Linear
 
 
+def lean_path_applies(model) -> bool:
+    """Whether the lean step computes what the model's forward does: eval mode, float32 CPU parameters,
+    no forward pre-hooks anywhere (pruning applies its masks through them), and every projection a plain
+    ``nn.Linear`` or an int8 weight-only layer."""
+    from ... import nn
+    if model.training:
+        return False
+    allowed = (nn.Linear, _weight_only_linear())
+    for m in model.modules():
+        if m.__dict__.get("_forward_pre_hooks") or (isinstance(m, nn.Linear) and type(m) not in allowed):
+            return False
+        for p in m._parameters.values():
+            if p is not None and (type(p._data) is not np.ndarray or p._data.dtype != np.float32):
+                return False
+    return True
+
+
+def lean_prefill(model, padding: Optional[np.ndarray], position_ids, t: int) -> bool:
+    """Whether a forward from position 0 can take ``LeanDecoder.prefill``: no graph to record (no_grad,
+    no trace), no padding, positions 0..t-1 (or none given), and ``lean_path_applies``."""
+    if not graph_free() or (padding is not None and not padding.all()):
+        return False
+    if position_ids is not None:
+        pos = np.asarray(position_ids)
+        if pos.shape[-1:] != (t,) or not (pos == np.arange(t)).all():
+            return False
+    return lean_path_applies(model)
+
+
 class LeanDecoder:
     """``step(tokens (B,), positions (B,), padding (B, length) bool or None, cache)`` -> logits (B, V)."""
 
@@ -97,6 +128,77 @@ class LeanDecoder:
             x = self._layer(i, x, ctx, cache, length, mask)
         cache.advance(1)
         return self._head(x)
+
+    def prefill(self, ids: np.ndarray, cache: Optional[KVCache], logits_to_keep: int = 0) -> np.ndarray:
+        """Logits (B, T or logits_to_keep, V) of token ids (B, T) at positions 0..T-1 with no padding;
+        fills ``cache`` (empty) when given. The ops and kernels of the model's forward, on arrays."""
+        B, T = ids.shape
+        m = self.model
+        if hasattr(m, "transformer"):
+            x = m.transformer.wte.weight.numpy()[ids] + m.transformer.wpe.weight.numpy()[:T]
+            ctx = None
+        else:
+            x = m.model.embed_tokens.weight.numpy()[ids]
+            cos, sin = m.rotary.cos_sin_range(0, T)
+            ctx = cos.numpy(), sin.numpy()  # (1, 1, T, D)
+        x = x.reshape(B * T, -1)
+        layer = self._gpt2_prefill_layer if ctx is None else self._llama_prefill_layer
+        for i in range(len(self._blocks())):
+            x = layer(i, x, B, T, ctx, cache)
+        if cache is not None:
+            cache.advance(T)
+        if logits_to_keep:
+            x = np.ascontiguousarray(x.reshape(B, T, -1)[:, -logits_to_keep:]).reshape(-1, x.shape[-1])
+        logits = self._head(x)
+        return logits.reshape(B, -1, logits.shape[-1])
+
+    def _gpt2_prefill_layer(self, i, x, B, T, ctx, cache):
+        from ...kernels.attention import attention_forward_packed
+        blk = self.model.transformer.h[i]
+        E = x.shape[1]
+        H = self.heads
+        h = _layer_norm(x, blk.ln_1.weight.numpy(), blk.ln_1.bias.numpy(), blk.ln_1.eps)
+        qkv = self._linear(blk.attn.c_attn, h).reshape(B, T, 3 * E)
+        o, _, split = attention_forward_packed(qkv, H, self.scale)  # split: q, k, v as (B * H, T, D)
+        if cache is not None:
+            cache.keys[i][:, :, :T] = split[1].reshape(B, H, T, -1)
+            cache.values[i][:, :, :T] = split[2].reshape(B, H, T, -1)
+        x = x + self._linear(blk.attn.c_proj, o.reshape(B * T, E))
+        h = _layer_norm(x, blk.ln_2.weight.numpy(), blk.ln_2.bias.numpy(), blk.ln_2.eps)
+        f = self._linear(blk.mlp.c_fc, h, self.act)
+        return x + self._linear(blk.mlp.c_proj, f)
+
+    def _llama_prefill_layer(self, i, x, B, T, ctx, cache):
+        from ...kernels.attention import attention_forward
+        blk = self.model.model.layers[i]
+        att = blk.self_attn
+        H, Hkv = self.heads, self.kv_heads
+        cos, sin = ctx
+
+        def heads(t, n):  # (B * T, n * D) -> (B, n, T, D), as split_heads
+            return t.reshape(B, T, n, -1).transpose(0, 2, 1, 3)
+
+        def rope(t):
+            half = t.shape[-1] // 2
+            return t * cos + np.concatenate([-t[..., half:], t[..., :half]], axis=-1) * sin
+
+        h = _rms_norm(x, blk.input_layernorm.weight.numpy(), blk.input_layernorm.eps)
+        q = rope(heads(self._linear(att.q_proj, h), H))
+        k = rope(heads(self._linear(att.k_proj, h), Hkv))
+        v = heads(self._linear(att.v_proj, h), Hkv)
+        if cache is not None:
+            cache.keys[i][:, :, :T] = k
+            cache.values[i][:, :, :T] = v
+        if H != Hkv:  # grouped-query heads: each key/value head serves H / Hkv query heads
+            k, v = np.repeat(k, H // Hkv, axis=1), np.repeat(v, H // Hkv, axis=1)
+        D = q.shape[-1]
+        o, _ = attention_forward(q.reshape(B * H, T, D), k.reshape(B * H, T, D), v.reshape(B * H, T, D),
+                                 self.scale, causal=True)
+        o = o.reshape(B, H, T, D).transpose(0, 2, 1, 3).reshape(B * T, H * D)
+        x = x + self._linear(att.o_proj, o)
+        h = _rms_norm(x, blk.post_attention_layernorm.weight.numpy(), blk.post_attention_layernorm.eps)
+        gate = self._linear(blk.mlp.gate_proj, h, self.act)
+        return x + self._linear(blk.mlp.down_proj, gate * self._linear(blk.mlp.up_proj, h))
 
     # --- GPT-2 ---
     def _blocks(self):

@@ -14,6 +14,7 @@ import numpy as np
 from ... import nn
 from ...nn import functional as F
 from ...tensor import Tensor
+from ._decode import LeanDecoder, lean_prefill
 from ._layers import KVCache, activation, additive_mask, attend, ids_array, mask_array, merge_heads, split_heads
 
 __all__ = ["GPT2LMHeadModel"]
@@ -117,6 +118,8 @@ class GPT2LMHeadModel(nn.Module):
         B, T = ids.shape
         past = cache.length if cache is not None else 0
         pad = mask_array(attention_mask, "GPT2LMHeadModel", (B, past + T))
+        if past == 0 and lean_prefill(self, pad, position_ids, T):
+            return Tensor._wrap(LeanDecoder(self).prefill(ids, cache, logits_to_keep))
         tr = self.transformer
         if position_ids is None:
             if past + T > self.max_positions:

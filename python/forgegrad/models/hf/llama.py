@@ -9,6 +9,7 @@ import numpy as np
 from ... import nn
 from ...nn import functional as F
 from ...tensor import Tensor
+from ._decode import LeanDecoder, lean_prefill
 from ._layers import (KVCache, RotaryEmbedding, activation, additive_mask, attend, ids_array, mask_array,
                       merge_heads, split_heads)
 
@@ -125,6 +126,8 @@ class LlamaForCausalLM(nn.Module):
         B, T = ids.shape
         past = cache.length if cache is not None else 0
         pad = mask_array(attention_mask, "LlamaForCausalLM", (B, past + T))
+        if past == 0 and lean_prefill(self, pad, position_ids, T):
+            return Tensor._wrap(LeanDecoder(self).prefill(ids, cache, logits_to_keep))
         if position_ids is None:
             cos, sin = self.rotary.cos_sin_range(past, T)
         else:
