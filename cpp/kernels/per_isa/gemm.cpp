@@ -176,6 +176,15 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
             if (b_prepacked) {
               bp = const_cast<float*>(b_prepacked) + pc * n_panels * kGemmNR + q * kGemmNR * kc;  // only read
               b_first = false;
+              if (kGemmBPanelInL1 && q + 1 < qe) {
+                // A prepacked weight comes from DRAM (a model's weights exceed the caches) and its
+                // panel (kc x NR floats, 4 pages at kc = 256) restarts the hardware prefetchers at
+                // every page: each tile of panel q brings its share of panel q + 1 into L2.
+                const int64_t lines = kc * kGemmNR / 16, share = (lines + (pe - pb) - 1) / (pe - pb);
+                const float* next = bp + kGemmNR * kc;
+                for (int64_t l = (p - pb) * share, le = std::min(lines, l + share); l < le; ++l)
+                  __builtin_prefetch(next + l * 16, 0, 2);
+              }
             } else {
               bp = bpack + slot * kGemmNR * kc;
             }
