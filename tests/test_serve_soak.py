@@ -13,7 +13,7 @@ httpx = pytest.importorskip("httpx")
 
 from serve_helpers import assert_same, direct, example, start_cli_server, write_checkpoint  # noqa: E402
 
-SOAK_S = 10.0
+SOAK_S = 30.0
 CLIENTS = 64
 
 
