@@ -187,6 +187,21 @@ def test_load_generator_clients_and_loopback_only(server, repo):
         run_load("http://example.com/x", body, duration_s=0.1)
 
 
+def test_load_generator_measures_between_its_ramps(server, repo):
+    """warmup_s / cooldown_s: the same load runs before and after the measured window; only requests sent
+    inside it have latencies, every answer is in the status counts."""
+    from forgegrad.serve.loadgen import run_load
+    body = json.dumps({"instances": example("mlp", 1).tolist()}).encode()
+    for client in ("raw", "httpx"):
+        r = run_load(server + "/v1/models/mlp:predict", body, {"Content-Type": "application/json"}, concurrency=3,
+                     duration_s=0.4, client=client, warmup_s=0.3, cooldown_s=0.3)
+        assert not r.errors and set(r.codes) == {200}
+        assert 0 < r.requests < r.codes[200], (client, r.requests, r.codes)
+        assert 0.39 <= r.seconds <= 0.41 and r.throughput == r.requests / r.seconds
+    with pytest.raises(ValueError, match="warmup_s and cooldown_s"):
+        run_load(server + "/v1/models/mlp:predict", body, duration_s=0.1, warmup_s=-1)
+
+
 def test_reference_server_matches_onnxruntime(repo):
     """The benchmark's one-request-per-call reference answers what onnxruntime computes."""
     import threading

@@ -7,7 +7,8 @@ one request per ``session.run`` (forgegrad.serve.reference). Every server is its
 free loopback port with its kernels pinned to the row's thread count; a bounded load generator
 (forgegrad.serve.loadgen, its low-overhead keep-alive client) sends one-instance JSON requests from
 1, 8, 32 and 128 concurrent clients, to the two servers in turn in short interleaved rounds (so a
-burst of load from elsewhere on the machine hits both alike).
+burst of load from elsewhere on the machine hits both alike); each round measures its steady state,
+between a 0.2 s ramp-up and a 0.2 s ramp-down of the same load.
 
 Rows: "seconds" is the time per answered request (1 / throughput), so the "x reference" column is
 forgegrad serve's throughput over the reference's. The details table adds p50/p95/p99 latency, the
@@ -37,6 +38,9 @@ from . import suite
 
 CONCURRENCY = (1, 8, 32, 128)
 MAX_BATCH, MAX_DELAY_MS = 32, 5.0
+# each round's first and last RAMP_S are load but not measured: connections opening, and clients
+# stopping one by one (the last requests would wait out max-delay for a batch that no longer fills)
+RAMP_S = 0.2
 CLIENT = "raw"  # loadgen's low-overhead client: on 2 cores httpx's own CPU cost would be what is measured
 # (row label, served model name, zoo name, zoo kwargs, input shape, served from)
 WORKLOADS = (
@@ -147,21 +151,23 @@ def _measure(servers, paths, bodies, content_types, clients, duration, rounds):
     from ..serve.loadgen import LoadResult, run_load
     merged = [LoadResult(clients, 0.0) for _ in servers]
     cpu = [0.0] * len(servers)
+    answered = [0] * len(servers)  # ramps included, as the CPU time is
     for (url, _pid), path, body, ctype in zip(servers, paths, bodies, content_types):  # warm-up
         run_load(url + path, body, {"Content-Type": ctype}, concurrency=clients, duration_s=0.3, client=CLIENT)
     for _ in range(rounds):
         for i, ((url, pid), path, body, ctype) in enumerate(zip(servers, paths, bodies, content_types)):
             cpu0 = _cpu_seconds(pid)
             r = run_load(url + path, body, {"Content-Type": ctype}, concurrency=clients,
-                         duration_s=duration / rounds, client=CLIENT)
+                         duration_s=duration / rounds, client=CLIENT, warmup_s=RAMP_S, cooldown_s=RAMP_S)
             cpu[i] += _cpu_seconds(pid) - cpu0
+            answered[i] += sum(r.codes.values())
             m = merged[i]
             m.seconds += r.seconds
             m.latencies += r.latencies
             for table, add in ((m.codes, r.codes), (m.errors, r.errors)):
                 for k, n in add.items():
                     table[k] = table.get(k, 0) + n
-    return [(m, c * 1e3 / max(m.requests, 1)) for m, c in zip(merged, cpu)]
+    return [(m, c * 1e3 / max(n, 1)) for m, c, n in zip(merged, cpu, answered)]
 
 
 def _rows(threads: int, duration: float, concurrency: Sequence[int], rounds: int) -> List[dict]:

@@ -29,9 +29,9 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 class LoadResult:
     concurrency: int
     seconds: float
-    latencies: List[float] = field(default_factory=list)  # seconds, answered requests only
-    codes: Dict[int, int] = field(default_factory=dict)
-    errors: Dict[str, int] = field(default_factory=dict)  # transport errors by exception type
+    latencies: List[float] = field(default_factory=list)  # seconds, answered requests sent in the window
+    codes: Dict[int, int] = field(default_factory=dict)  # answers by status (the whole run, ramps included)
+    errors: Dict[str, int] = field(default_factory=dict)  # transport errors by exception type (the whole run)
 
     @property
     def requests(self) -> int:
@@ -95,21 +95,21 @@ class _RawConnection:
             self.writer = self.reader = None
 
 
-async def _load_raw(url, body, headers, concurrency, duration_s, max_requests, timeout_s):
+async def _load_raw(url, body, headers, concurrency, window, max_requests, timeout_s):
     parts = urlsplit(url)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     result = LoadResult(concurrency, 0.0)
     codes, errors = collections.Counter(), collections.Counter()
     sent = [0]
-    start = time.perf_counter()
-    end = start + duration_s
+    window.start()
 
     async def worker():
         conn = _RawConnection(parts.hostname, parts.port or 80, path, body, headers)
         try:
-            while time.perf_counter() < end and (max_requests is None or sent[0] < max_requests):
-                sent[0] += 1
+            while time.perf_counter() < window.stop and (max_requests is None or sent[0] < max_requests):
                 t0 = time.perf_counter()
+                counted = window.counts(t0)
+                sent[0] += counted
                 try:
                     status = await conn.post(timeout_s)
                 except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, asyncio.LimitOverrunError,
@@ -117,54 +117,80 @@ async def _load_raw(url, body, headers, concurrency, duration_s, max_requests, t
                     errors[type(e).__name__] += 1
                     conn.close()
                     continue
-                result.latencies.append(time.perf_counter() - t0)
+                if counted:
+                    result.latencies.append(time.perf_counter() - t0)
                 codes[status] += 1
         finally:
             conn.close()
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    result.seconds = time.perf_counter() - start
+    result.seconds = min(time.perf_counter(), window.end) - window.begin
     result.codes, result.errors = dict(codes), dict(errors)
     return result
 
 
-async def _load(url, body, headers, concurrency, duration_s, max_requests, timeout_s):
+async def _load(url, body, headers, concurrency, window, max_requests, timeout_s):
     import httpx
     result = LoadResult(concurrency, 0.0)
     codes, errors = collections.Counter(), collections.Counter()
     sent = [0]
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=timeout_s) as client:
-        start = time.perf_counter()
-        end = start + duration_s
+        window.start()
 
         async def worker():
-            while time.perf_counter() < end and (max_requests is None or sent[0] < max_requests):
-                sent[0] += 1
+            while time.perf_counter() < window.stop and (max_requests is None or sent[0] < max_requests):
                 t0 = time.perf_counter()
+                counted = window.counts(t0)
+                sent[0] += counted
                 try:
                     r = await client.post(url, content=body, headers=headers)
                 except httpx.HTTPError as e:
                     errors[type(e).__name__] += 1
                     continue
-                result.latencies.append(time.perf_counter() - t0)
+                if counted:
+                    result.latencies.append(time.perf_counter() - t0)
                 codes[r.status_code] += 1
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        result.seconds = time.perf_counter() - start
+        result.seconds = min(time.perf_counter(), window.end) - window.begin
     result.codes, result.errors = dict(codes), dict(errors)
     return result
 
 
 def run_load(url: str, body: bytes, headers: Optional[Dict[str, str]] = None, concurrency: int = 1,
              duration_s: float = 2.0, max_requests: Optional[int] = None, timeout_s: float = 30.0,
-             client: str = "httpx") -> LoadResult:
+             client: str = "httpx", warmup_s: float = 0.0, cooldown_s: float = 0.0) -> LoadResult:
     """POST ``body`` to ``url`` from ``concurrency`` clients for ``duration_s`` seconds (at most
-    ``max_requests`` in all) with the "httpx" or "raw" client; blocks until done."""
+    ``max_requests`` in all) with the "httpx" or "raw" client; blocks until done.
+
+    ``warmup_s`` / ``cooldown_s``: the clients also send for that long before / after the measured
+    window, and only requests sent inside it are counted. The ramps are where a closed-loop test is not
+    in its steady state: connections open, and at the end the clients stop one by one, so the last
+    requests find a batching server waiting for a batch that no longer fills. Status codes and
+    transport errors are counted over the whole run."""
     check_loopback(url)
     if concurrency < 1 or not 0 < duration_s <= 3600:
         raise ValueError(f"concurrency must be >= 1 and duration_s in (0, 3600], got {concurrency}, {duration_s}")
+    if not (0 <= warmup_s <= 3600 and 0 <= cooldown_s <= 3600):
+        raise ValueError(f"warmup_s and cooldown_s must be in [0, 3600], got {warmup_s}, {cooldown_s}")
     if client not in ("httpx", "raw"):
         raise ValueError(f"client must be 'httpx' or 'raw', got {client!r}")
     fn = _load_raw if client == "raw" else _load
-    return asyncio.run(fn(url, body, dict(headers or {}), concurrency, duration_s, max_requests, timeout_s))
+    window = _Window(warmup_s, duration_s, cooldown_s)
+    return asyncio.run(fn(url, body, dict(headers or {}), concurrency, window, max_requests, timeout_s))
+
+
+class _Window:
+    """The measured window [begin, end) of a run that sends until ``stop`` (times from ``start()``)."""
+
+    def __init__(self, warmup_s: float, duration_s: float, cooldown_s: float):
+        self.warmup_s, self.duration_s, self.cooldown_s = warmup_s, duration_s, cooldown_s
+
+    def start(self) -> None:
+        self.begin = time.perf_counter() + self.warmup_s
+        self.end = self.begin + self.duration_s
+        self.stop = self.end + self.cooldown_s
+
+    def counts(self, t0: float) -> bool:
+        return self.begin <= t0 < self.end
