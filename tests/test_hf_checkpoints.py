@@ -183,6 +183,33 @@ def test_forward_pre_hooks_keep_the_tensor_forward(checkpoints):
     assert generate(model, IDS[:, :4], max_new_tokens=3).shape == (2, 7)
 
 
+def test_a_replaced_projection_keeps_the_tensor_forward(checkpoints):
+    """A projection replaced by another module (an adapter wrapping the Linear) is what forward runs:
+    neither the lean prefill nor the lean decode step may read the old layer's weight instead."""
+    from forgegrad import nn
+    from forgegrad.models.hf._decode import lean_path_applies
+    root, _ = checkpoints
+    model = from_pretrained(root / "llama")
+
+    class Doubled(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x) * 2.0
+
+    model.model.layers[1].mlp.down_proj = Doubled(model.model.layers[1].mlp.down_proj)
+    assert not lean_path_applies(model)
+    graph = model(IDS).numpy()
+    with fg.no_grad():
+        assert np.array_equal(model(IDS).numpy(), graph)
+    want = IDS[:1, :4].copy()
+    for _ in range(6):
+        want = np.concatenate([want, model(want).numpy()[:, -1].argmax(-1)[:, None]], axis=1)
+    np.testing.assert_array_equal(generate(model, IDS[:1, :4], max_new_tokens=6), want)
+
+
 def test_sampling_is_repeatable_and_thread_count_independent(checkpoints):
     root, _ = checkpoints
     model = from_pretrained(root / "llama")
@@ -342,7 +369,11 @@ def test_int8_weight_only_model_decodes_on_the_lean_path(checkpoints, name):
         q(IDS[:, :6], cache=cache)
     np.testing.assert_allclose(LeanDecoder(q).step(IDS[:, 6], np.full(2, 6), None, cache), full, rtol=1e-5, atol=1e-5)
     want = IDS[:1, :5].copy()
-    with fg.no_grad():
-        for _ in range(10):  # greedy by hand on the Tensor path
-            want = np.concatenate([want, q(want).numpy()[:, -1].argmax(-1)[:, None]], axis=1)
+    for _ in range(10):  # greedy by hand on the Tensor path (grad enabled: no lean prefill)
+        want = np.concatenate([want, q(want).numpy()[:, -1].argmax(-1)[:, None]], axis=1)
     np.testing.assert_array_equal(generate(q, IDS[:1, :5], max_new_tokens=10), want)
+    from forgegrad.models.hf._decode import lean_path_applies
+    assert lean_path_applies(q)
+    with fg.no_grad():  # the lean prefill runs the int8 layers as the Tensor forward does
+        lean = q(IDS).numpy()
+    assert np.array_equal(lean, q(IDS).numpy())

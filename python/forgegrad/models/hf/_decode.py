@@ -62,19 +62,32 @@ def _weight_only_linear():
     return WeightOnlyInt8Linear
 
 
-def lean_path_applies(model) -> bool:
-    """Whether the lean step computes what the model's forward does: eval mode, float32 CPU parameters,
-    no forward pre-hooks anywhere (pruning applies its masks through them), and every projection a plain
-    ``nn.Linear`` or an int8 weight-only layer."""
+def _plain_module_types() -> tuple:
+    """The module types from_pretrained builds GPT-2 and Llama-style decoders from (exact types), plus
+    the int8 weight-only Linear that ``quantize_weight_only`` puts in their place."""
     from ... import nn
+    from . import _layers, gpt2, llama
+    return (gpt2.GPT2LMHeadModel, gpt2.GPT2Model, gpt2.GPT2Block, gpt2.GPT2Attention, gpt2.GPT2MLP,
+            llama.LlamaForCausalLM, llama.LlamaModel, llama.LlamaDecoderLayer, llama.LlamaAttention, llama.LlamaMLP,
+            _layers.RotaryEmbedding, nn.Linear, nn.LayerNorm, nn.RMSNorm, nn.Embedding, nn.ModuleList,
+            _weight_only_linear())
+
+
+def lean_path_applies(model) -> bool:
+    """Whether the lean step computes what the model's forward does: eval mode, every module one of
+    the types from_pretrained builds (a wrapped or replaced layer, e.g. an adapter, keeps the Tensor
+    forward), no forward pre-hooks anywhere (pruning applies its masks through them), and float32 CPU
+    parameters (int8 weights in the weight-only layers)."""
     if model.training:
         return False
-    allowed = (nn.Linear, _weight_only_linear())
+    plain = _plain_module_types()
+    weight_only = plain[-1]
     for m in model.modules():
-        if m.__dict__.get("_forward_pre_hooks") or (isinstance(m, nn.Linear) and type(m) not in allowed):
+        if type(m) not in plain or m.__dict__.get("_forward_pre_hooks"):
             return False
-        for p in m._parameters.values():
-            if p is not None and (type(p._data) is not np.ndarray or p._data.dtype != np.float32):
+        for name, p in m._parameters.items():
+            want = np.int8 if type(m) is weight_only and name == "weight" else np.float32
+            if p is not None and (type(p._data) is not np.ndarray or p._data.dtype != want):
                 return False
     return True
 

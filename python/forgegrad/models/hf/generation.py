@@ -14,7 +14,7 @@ import numpy as np
 
 from ...autograd import no_grad
 from ...random import generator
-from ._decode import LeanDecoder
+from ._decode import LeanDecoder, lean_path_applies
 from ._layers import ids_array, mask_array
 
 __all__ = ["generate", "select_next"]
@@ -124,8 +124,9 @@ def generate(model, input_ids, max_new_tokens: int = 20, attention_mask=None, do
     finished = np.zeros(B, bool)
     cache = model.new_cache(B, T + max_new_tokens)
     rng = generator()
-    # the per-token steps as direct kernel calls (the Tensor path in training mode, which has dropout)
-    lean = None if model.training else LeanDecoder(model)
+    # the per-token steps as direct kernel calls where they compute what forward does (not in training
+    # mode, which has dropout, nor with hooks or replaced layers: see lean_path_applies)
+    lean = LeanDecoder(model) if lean_path_applies(model) else None
     n = 0
     with no_grad():
         logits = model(ids, mask, positions, cache=cache, logits_to_keep=1).numpy()[:, -1]
