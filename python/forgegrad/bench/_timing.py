@@ -142,3 +142,13 @@ def compare_samples(fns: Dict[str, Optional[Callable[[], object]]], *, repeat: i
 def clock_name() -> str:
     """The clock compare_samples uses now: "cpu" (calling thread's CPU time) or "wall"."""
     return "cpu" if _clock() is time.thread_time else "wall"
+
+
+def ort_session(ort, model, threads: int):
+    """An onnxruntime CPU session for ``model`` (an ONNX file's path or bytes) pinned to ``threads``
+    intra-op threads and one inter-op thread, as every suite compares it."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])

@@ -21,7 +21,7 @@ from typing import List, Sequence
 import numpy as np
 
 from . import suite
-from ._timing import compare, optional_import, pinned_threads
+from ._timing import compare, optional_import, ort_session, pinned_threads
 
 PROMPT, NEW = 128, 64
 MODELS = {
@@ -112,11 +112,7 @@ def _onnxruntime_prefill(model, ids, threads):
         # traced at a short length (the exporter traces other lengths too); batch and tokens are dynamic
         fonnx.export(LastLogits(model), Tensor(ids[:, :16]), path, verify=False,
                      dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}})
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        sess = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+        sess = ort_session(ort, path, threads)
     name = sess.get_inputs()[0].name
     return lambda: sess.run(None, {name: ids})
 

@@ -22,7 +22,7 @@ from typing import List, Sequence
 import numpy as np
 
 from . import Workload, _scaling, suite, time_workloads
-from ._timing import optional_import
+from ._timing import optional_import, ort_session
 
 CONFIG = dict(vocab_size=256, block_size=128, n_layer=4, n_head=4, n_embd=256)
 BATCH, T = 16, 128
@@ -162,11 +162,7 @@ def inference_fns(threads: int):
             fonnx.export(model, Tensor(ids[:, :16]), path, opset=17, verify=False)
             with open(path, "rb") as f:
                 data = f.read()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        sess = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+        sess = ort_session(ort, data, threads)
         name = sess.get_inputs()[0].name
         fns["onnxruntime"] = lambda: sess.run(None, {name: ids})
     return fns

@@ -23,17 +23,10 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from . import Workload, suite, time_workloads
-from ._timing import optional_import
+from ._timing import optional_import, ort_session
 
 MLP = (784, 256, 128, 10)
 GEMM_SHAPES = [(512, 512, 512), (64, 256, 784), (64, 128, 256), (64, 10, 128), (1, 256, 784)]  # (M, N, K)
-
-
-def _ort_session(ort, model_bytes, threads):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
 
 def _matmul_integer_model(w_kn: np.ndarray) -> bytes:
@@ -72,7 +65,7 @@ def gemm_fns(M: int, N: int, K: int, threads: int, path=None, amax: int = 255) -
     fns = {"forgegrad": int8, "fg fp32": lambda: matmul(af, wf), "onnxruntime": None, "weights": w}
     ort, onnx = optional_import("onnxruntime"), optional_import("onnx")
     if ort is not None and onnx is not None:
-        sess = _ort_session(ort, _matmul_integer_model(np.ascontiguousarray(w.T)), threads)
+        sess = ort_session(ort, _matmul_integer_model(np.ascontiguousarray(w.T)), threads)
         feed = {"a": a}
         fns["onnxruntime"] = lambda: sess.run(None, feed)
     return fns
@@ -103,7 +96,7 @@ def _ort_quantized_mlp(model, ort, threads):
         quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8)
         with open(int8, "rb") as f:
             data = f.read()
-    return _ort_session(ort, data, threads)
+    return ort_session(ort, data, threads)
 
 
 def mlp_fns(batch: int, threads: int) -> Dict[str, object]:
@@ -173,7 +166,7 @@ def lstm_fns(threads: int, T: int = 50, H: int = 256, batch: int = 1) -> Dict[st
             fg_onnx.export(lstm, x, fp, input_names=["x"], verify=False)
             ort_quantize(fp, i8, weight_type=QuantType.QInt8)
             with open(i8, "rb") as f:
-                sess = _ort_session(ort, f.read(), threads)
+                sess = ort_session(ort, f.read(), threads)
         feed = {"x": x._data}
         fns["onnxruntime"] = lambda: sess.run(None, feed)
     return fns
@@ -229,7 +222,7 @@ def lenet_static_fns(batch: int, threads: int, reduce_range: bool = False) -> Di
             quantize_static(fp, i8, _CalibrationReader(calib), quant_format=QuantFormat.QOperator,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
             with open(i8, "rb") as f:
-                sess = _ort_session(ort, f.read(), threads)
+                sess = ort_session(ort, f.read(), threads)
         feed = {"x": x._data}
         fns["onnxruntime"] = lambda: sess.run(None, feed)
     return fns

@@ -15,7 +15,7 @@ from typing import List, Sequence
 import numpy as np
 
 from . import Workload, suite, time_workloads
-from ._timing import optional_import
+from ._timing import optional_import, ort_session
 
 SIZES = (784, 256, 128, 10)
 BATCH_TRAIN, BATCH_INFER = 64, 1
@@ -92,10 +92,7 @@ def infer_fns(torch, ort, rng, threads):
             with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
                 warnings.simplefilter("ignore")
                 torch.onnx.export(tmodel, (tx,), buf, input_names=["x"], output_names=["y"], dynamo=False)
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = threads
-            so.inter_op_num_threads = 1
-            sess = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+            sess = ort_session(ort, buf.getvalue(), threads)
             feed = {"x": x}
             fns["onnxruntime"] = lambda: sess.run(None, feed)
     return fns

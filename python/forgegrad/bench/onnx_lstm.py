@@ -17,20 +17,12 @@ from typing import List, Sequence
 import numpy as np
 
 from . import Workload, suite, time_workloads
-from ._timing import optional_import
+from ._timing import optional_import, ort_session
 
 INPUT, HIDDEN, SEQ = 32, 128, 50
 # name -> (num_layers, bidirectional, batch)
 CONFIGS = {"1layer_b1": (1, False, 1), "1layer_b32": (1, False, 32), "2layer_bidir_b8": (2, True, 8)}
 RUNTIMES = ("forgegrad", "torch")
-
-
-def _session(ort, model_bytes, threads):
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(model_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def _forgegrad_model(layers, bidir):
@@ -87,7 +79,7 @@ def sessions(config: str, threads: int = 1):
         warnings.simplefilter("ignore")
         torch.onnx.export(tm.eval(), (torch.from_numpy(x),), buf, dynamo=False, opset_version=17,
                           input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch", 1: "seq"}})
-    sess = {"forgegrad": _session(ort, fg_bytes, threads), "torch": _session(ort, buf.getvalue(), threads)}
+    sess = {"forgegrad": ort_session(ort, fg_bytes, threads), "torch": ort_session(ort, buf.getvalue(), threads)}
     outs = {k: s.run(None, {s.get_inputs()[0].name: x})[0] for k, s in sess.items()}
     np.testing.assert_allclose(outs["forgegrad"], outs["torch"], rtol=1e-4, atol=1e-5)
     return sess, x

@@ -18,7 +18,7 @@ import numpy as np
 from forgegrad.kernels import rnn as K
 
 from . import Workload, suite, time_workloads
-from ._timing import optional_import
+from ._timing import optional_import, ort_session
 
 T, I, H = 50, 128, 256
 # (kind, batch, train)
@@ -33,10 +33,7 @@ def _ort_session(ort, torch, m, xt, kind, threads):
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
         warnings.simplefilter("ignore")
         torch.onnx.export(m, (xt,), buf, input_names=["x"], output_names=outputs, dynamo=False)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    return ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+    return ort_session(ort, buf.getvalue(), threads)
 
 
 def _aligned_copy(a):
