@@ -5,6 +5,7 @@ onnxruntime."""
 import numpy as np
 import pytest
 
+import forgegrad as fg
 from forgegrad.models import from_pretrained
 from forgegrad.models.hf import _layers
 from forgegrad.onnx import export
@@ -116,8 +117,11 @@ def test_rotary_tables_are_not_saved(decoder):
 def test_gpt2_positions_past_n_positions_raise_clearly(tmp_path):
     _hf("gpt2").save_pretrained(tmp_path)
     model = from_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="position 40 exceeds the model's n_positions 40"):
-        model(np.zeros((1, 41), np.int64))
+    for grad in (True, False):  # the Tensor forward and the lean prefill
+        with fg.set_grad_enabled(grad), pytest.raises(ValueError, match="position 40 exceeds the model's n_positions"):
+            model(np.zeros((1, 41), np.int64))
+        with fg.set_grad_enabled(grad), pytest.raises(ValueError, match="12 tokens exceed the cache's max_length 11"):
+            model(np.zeros((1, 12), np.int64), cache=model.new_cache(1, 11))
     cache = model.new_cache(1, 41)
     model(np.zeros((1, 39), np.int64), cache=cache)
     with pytest.raises(ValueError, match="position 40 exceeds"):

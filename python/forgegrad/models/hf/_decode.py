@@ -146,6 +146,8 @@ class LeanDecoder:
         """Logits (B, T or logits_to_keep, V) of token ids (B, T) at positions 0..T-1 with no padding;
         fills ``cache`` (empty) when given. The ops and kernels of the model's forward, on arrays."""
         B, T = ids.shape
+        if cache is not None and T > cache.max_length:  # as KVCache.update says it on the Tensor path
+            raise ValueError(f"KVCache: {T} tokens exceed the cache's max_length {cache.max_length}")
         m = self.model
         if hasattr(m, "transformer"):
             x = m.transformer.wte.weight.numpy()[ids] + m.transformer.wpe.weight.numpy()[:T]

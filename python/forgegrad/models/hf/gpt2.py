@@ -118,20 +118,18 @@ class GPT2LMHeadModel(nn.Module):
         B, T = ids.shape
         past = cache.length if cache is not None else 0
         pad = mask_array(attention_mask, "GPT2LMHeadModel", (B, past + T))
+        if position_ids is not None:
+            position_ids = np.asarray(position_ids, dtype=np.int64)
+        last = past + T - 1 if position_ids is None else (position_ids.max() if position_ids.size else 0)
+        if last >= self.max_positions:
+            raise ValueError(f"GPT2LMHeadModel: position {last} exceeds the model's n_positions {self.max_positions}")
         if past == 0 and lean_prefill(self, pad, position_ids, T):
             return Tensor._wrap(LeanDecoder(self).prefill(ids, cache, logits_to_keep))
         tr = self.transformer
         if position_ids is None:
-            if past + T > self.max_positions:
-                raise ValueError(f"GPT2LMHeadModel: position {past + T - 1} exceeds the model's n_positions "
-                                 f"{self.max_positions}")
             # positions past..past+T-1 as a slice of the table: an exported graph keeps T dynamic
             pos = tr.wpe.weight[past:past + T]
         else:
-            position_ids = np.asarray(position_ids, dtype=np.int64)
-            if position_ids.size and position_ids.max() >= self.max_positions:
-                raise ValueError(f"GPT2LMHeadModel: position {position_ids.max()} exceeds the model's "
-                                 f"n_positions {self.max_positions}")
             pos = tr.wpe(Tensor._wrap(np.ascontiguousarray(position_ids)))
         x = tr.wte(Tensor._wrap(ids)) + pos
         mask = additive_mask(pad, past, T, causal=True)
