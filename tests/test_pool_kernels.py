@@ -43,8 +43,10 @@ def test_max_pool2d_ties_and_nan_follow_torch():
 
 
 
-# rows of 14, 5, 35 (16 + 16 + a masked 3) and 17 outputs; odd heights and widths leave a row/column out
-@pytest.mark.parametrize("shape", [(3, 5, 28, 28), (2, 3, 7, 10), (1, 2, 9, 70), (1, 1, 64, 35)])
+# rows of 14, 5, 35 (16 + 16 + a masked 3) and 17 outputs; odd heights and widths leave a row/column out;
+# 7 and 3 outputs a row (LeNet's 14 x 14; a short block whose whole store spans two later rows)
+@pytest.mark.parametrize("shape", [(3, 5, 28, 28), (2, 3, 7, 10), (1, 2, 9, 70), (1, 1, 64, 35), (4, 9, 14, 14),
+                                   (2, 5, 6, 7), (3, 2, 8, 6)])
 def test_max_pool2d_2x2_fast_path_edge_values(rng, shape, simd_path):
     # kernel 2 / stride 2 / no padding takes per-ISA code: same ties, -inf and NaN rules as torch
     x = rng.standard_normal(shape).astype(np.float32)

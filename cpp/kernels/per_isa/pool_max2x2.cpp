@@ -71,7 +71,11 @@ inline __m256i blend_i32(__m256i a, __m256i b, __m256 mask) {
 
 // Output row oh, 8 outputs at a time from 16 columns of each of the two rows; the row's last
 // block (or a row of fewer than 8 outputs) is masked, so no load reaches past column 2 * OW <= W.
-inline void row_avx2(const float* xs, int64_t W, int64_t oh, int64_t OW, float* yr, int64_t* ir) {
+// Without indices, a short last block is loaded and stored whole where that stays inside the plane
+// (the loads within its first 2 * OH rows, the extra stored lanes on outputs of later rows, which this
+// loop writes afterwards): masked loads and stores are slow on Zen, and LeNet's 14 x 14 pool has only
+// short blocks (7 outputs a row).
+inline void row_avx2(const float* xs, int64_t W, int64_t oh, int64_t OH, int64_t OW, float* yr, int64_t* ir) {
   const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
   const __m256i odd = _mm256_add_epi32(even, _mm256_set1_epi32(1));
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -82,7 +86,8 @@ inline void row_avx2(const float* xs, int64_t W, int64_t oh, int64_t OW, float* 
     const float* t = xs + top + 2 * ow;
     const float* b = t + W;
     __m256 t0, t1, b0, b1;
-    if (n == 8) {
+    const bool whole = n == 8 || (!ir && top + W + 2 * ow + 16 <= 2 * OH * W && oh * OW + ow + 8 <= OH * OW);
+    if (whole) {
       t0 = _mm256_loadu_ps(t), t1 = _mm256_loadu_ps(t + 8);
       b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
     } else {  // 2n columns: lanes [0, 2n) of t0 and [0, 2n - 8) of t1 (masked-off lanes read 0)
@@ -100,7 +105,7 @@ inline void row_avx2(const float* xs, int64_t W, int64_t oh, int64_t OW, float* 
     const __m256 m = wins(low, best);
     const __m256 y = _mm256_blendv_ps(best, low, m);
     const __m256i out = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int32_t>(n)), lane);
-    if (n == 8)
+    if (whole)
       _mm256_storeu_ps(yr + ow, y);
     else
       _mm256_maskstore_ps(yr + ow, out, y);
@@ -174,7 +179,7 @@ void max_pool2x2_plane(const float* xs, int64_t W, int64_t OH, int64_t OW, float
 #elif defined(__AVX2__)
     // positions relative to the window column are 2 * lane + {0, 1, W, W + 1}: int32 while they fit
     if (W < (int64_t{1} << 30)) {
-      row_avx2(xs, W, oh, OW, yr, ir);
+      row_avx2(xs, W, oh, OH, OW, yr, ir);
       continue;
     }
 #endif
