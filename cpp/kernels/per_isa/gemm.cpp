@@ -182,8 +182,8 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
                 // every page: each tile of panel q brings its share of panel q + 1 into L2.
                 const int64_t lines = kc * kGemmNR / 16, share = (lines + (pe - pb) - 1) / (pe - pb);
                 const float* next = bp + kGemmNR * kc;
-                for (int64_t l = (p - pb) * share, le = std::min(lines, l + share); l < le; ++l)
-                  __builtin_prefetch(next + l * 16, 0, 2);
+                const int64_t l0 = (p - pb) * share, le = lines - l0 < share ? lines : l0 + share;
+                for (int64_t l = l0; l < le; ++l) __builtin_prefetch(next + l * 16, 0, 2);
               }
             } else {
               bp = bpack + slot * kGemmNR * kc;

@@ -57,6 +57,12 @@ def _attention(q, keys, values, length, mask, scale):
     return out.reshape(B, Hkv * rep * D)
 
 
+def _rope(t, cos, sin):
+    """Llama's rotary embedding of t (..., D) on arrays: RotaryEmbedding.apply's operations."""
+    half = t.shape[-1] // 2
+    return t * cos + np.concatenate([-t[..., half:], t[..., :half]], axis=-1) * sin
+
+
 def _weight_only_linear():
     from ...quantization.modules import WeightOnlyInt8Linear
     return WeightOnlyInt8Linear
@@ -193,13 +199,9 @@ class LeanDecoder:
         def heads(t, n):  # (B * T, n * D) -> (B, n, T, D), as split_heads
             return t.reshape(B, T, n, -1).transpose(0, 2, 1, 3)
 
-        def rope(t):
-            half = t.shape[-1] // 2
-            return t * cos + np.concatenate([-t[..., half:], t[..., :half]], axis=-1) * sin
-
         h = _rms_norm(x, blk.input_layernorm.weight.numpy(), blk.input_layernorm.eps)
-        q = rope(heads(self._linear(att.q_proj, h), H))
-        k = rope(heads(self._linear(att.k_proj, h), Hkv))
+        q = _rope(heads(self._linear(att.q_proj, h), H), cos, sin)
+        k = _rope(heads(self._linear(att.k_proj, h), Hkv), cos, sin)
         v = heads(self._linear(att.v_proj, h), Hkv)
         if cache is not None:
             cache.keys[i][:, :, :T] = k
@@ -285,16 +287,10 @@ class LeanDecoder:
         q = self._linear(att.q_proj, h).reshape(B, H, -1)
         k = self._linear(att.k_proj, h).reshape(B, Hkv, -1)
         D = q.shape[-1]
-        half = D // 2
-
-        def rope(t):
-            rot = np.concatenate([-t[..., half:], t[..., :half]], axis=-1)
-            return t * cos + rot * sin
-
         pos = length - 1
-        cache.keys[i][:, :, pos] = rope(k)
+        cache.keys[i][:, :, pos] = _rope(k, cos, sin)
         cache.values[i][:, :, pos] = self._linear(att.v_proj, h).reshape(B, Hkv, D)
-        o = _attention(rope(q).reshape(B, Hkv, H // Hkv, D), cache.keys[i], cache.values[i], length, mask,
+        o = _attention(_rope(q, cos, sin).reshape(B, Hkv, H // Hkv, D), cache.keys[i], cache.values[i], length, mask,
                        self.scale)
         x = x + self._linear(att.o_proj, o)
         h = _rms_norm(x, blk.post_attention_layernorm.weight.numpy(), blk.post_attention_layernorm.eps)
