@@ -51,7 +51,8 @@ def _default_input_names(model, n: int) -> List[str]:
 
 
 # modules over sequences: their input's sequence axis is dynamic by default (batch_first says where)
-_SEQUENCE_MODULES = ("LSTM", "GRU", "RNN", "MultiheadAttention", "CausalSelfAttention")
+_SEQUENCE_MODULES = ("LSTM", "GRU", "RNN", "MultiheadAttention", "CausalSelfAttention", "DynamicQuantizedLSTM",
+                     "DynamicQuantizedGRU")
 
 
 def _recurrent_layout(model) -> Optional[bool]:
@@ -297,7 +298,7 @@ def _prune(nodes, initializers, outputs: Sequence[str]):
     for n in reversed(nodes):
         if any(o in needed for o in n.output):
             kept.append(n)
-            needed.update(i for i in n.input if i)
+            needed.update(i for i in _inputs_with_subgraphs(n) if i)
     kept.reverse()
     for n in kept:  # optional outputs nobody reads are not computed (MaxPool's Indices, RNN states)
         if n.op_type in _OPTIONAL_OUTPUTS:
@@ -316,6 +317,33 @@ def _prune(nodes, initializers, outputs: Sequence[str]):
 _OPTIONAL_OUTPUTS = {"MaxPool": 1, "LSTM": 0, "GRU": 0, "RNN": 0}
 
 
+def _verification_hint(records) -> str:
+    """What to tell a user whose export fails verification for a known, bounded reason."""
+    from ..quantization._traced import DynamicQuantizedRNNCall
+    if any(r[0] is DynamicQuantizedRNNCall for r in records):
+        return ("\nThe model has dynamic-int8 LSTM/GRU layers: onnxruntime's sigmoid and tanh round differently in "
+                "the last bit, and where such a hidden value sits on a quantization boundary the next step's "
+                "integer differs by one, moving outputs by about one hidden-state quantization step. Pass an atol "
+                "of that size (about 2 / 127 times the largest recurrent weight, carried through the layers after).")
+    return ""
+
+
+def _subgraphs(node):
+    """The graphs held in a node's attributes (a Loop's body)."""
+    for a in node.attribute:
+        if a.HasField("g"):
+            yield a.g
+        yield from a.graphs
+
+
+def _inputs_with_subgraphs(node):
+    """A node's inputs and every value its subgraphs read (outer-scope values included)."""
+    yield from node.input
+    for g in _subgraphs(node):
+        for n in g.node:
+            yield from _inputs_with_subgraphs(n)
+
+
 def _rename(nodes, old: str, new: str) -> None:
     for n in nodes:
         for k, v in enumerate(n.output):
@@ -324,6 +352,8 @@ def _rename(nodes, old: str, new: str) -> None:
         for k, v in enumerate(n.input):
             if v == old:
                 n.input[k] = new
+        for g in _subgraphs(n):  # a subgraph may read the value from the outer scope
+            _rename(g.node, old, new)
 
 
 def atomic_save(model_proto, path: str) -> None:
@@ -498,8 +528,10 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
     graph = helper.make_graph(nodes, f"forgegrad_{type(model).__name__}", graph_inputs, graph_outputs,
                               initializer=inits)
     opset_ids = [helper.make_opsetid("", opset)]
-    proto = helper.make_model(graph, opset_imports=opset_ids, producer_name="forgegrad",
-                              producer_version=__version__)
+    # onnxruntime's contrib ops (MatMulNBits for int8-weight layers) are version 1 of their domain
+    extra_domains = sorted({n.domain for n in nodes if n.domain})
+    proto = helper.make_model(graph, opset_imports=opset_ids + [helper.make_opsetid(d, 1) for d in extra_domains],
+                              producer_name="forgegrad", producer_version=__version__)
     proto.ir_version = helper.find_min_ir_version_for(opset_ids)
     try:
         onnx.checker.check_model(proto, full_check=True)
@@ -516,5 +548,5 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
                           num_nodes=len(nodes), num_initializers=len(inits), rtol=rtol, atol=atol)
     if verify:
         with _eval_mode(model):
-            verify_model(model, report, inputs, input_axes, symbols, verify_sizes)
+            verify_model(model, report, inputs, input_axes, symbols, verify_sizes, hint=_verification_hint(ex.records))
     return report

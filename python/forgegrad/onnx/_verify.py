@@ -160,7 +160,7 @@ def default_verify_sizes(symbols) -> List[Dict[str, int]]:
 
 
 def verify_model(model, report: ExportReport, inputs: List[Tensor], input_axes, symbols,
-                 verify_sizes: Optional[Sequence[Dict[str, int]]], seed: int = 0) -> ExportReport:
+                 verify_sizes: Optional[Sequence[Dict[str, int]]], seed: int = 0, hint: str = "") -> ExportReport:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -192,5 +192,5 @@ def verify_model(model, report: ExportReport, inputs: List[Tensor], input_axes, 
     _require_finite(report.runs)
     if not report.ok:
         raise OnnxVerificationError(
-            "onnxruntime's outputs differ from forgegrad's past the tolerance:\n" + str(report), report)
+            "onnxruntime's outputs differ from forgegrad's past the tolerance:\n" + str(report) + hint, report)
     return report

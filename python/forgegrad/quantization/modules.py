@@ -12,9 +12,11 @@ import numpy as np
 
 from .. import _C
 from .._args import positive_int
+from ..grad_mode import recorder
 from ..nn.module import Module
 from ..tensor import Tensor
 from .dtypes import as_qdtype, qint8
+from ._traced import QuantizedLayerCall
 from .functional import quantize_weight_per_channel
 
 __all__ = ["DynamicQuantizedLinear", "WeightOnlyInt8Linear"]
@@ -92,18 +94,24 @@ class DynamicQuantizedLinear(Module):
         return self.weight._data.astype(np.float32) * self.weight_scale._data[:, None]
 
     def forward(self, input):
+        if recorder() is not None:  # under trace() (the ONNX exporter): one recorded op
+            _f32_input(input, "DynamicQuantizedLinear")
+            return QuantizedLayerCall.apply(input, self)
         x = input._data if type(input) is Tensor else _f32_input(input, "DynamicQuantizedLinear")
+        return Tensor._wrap(self._compute(x, input))
+
+    def _compute(self, x: np.ndarray, input=None) -> np.ndarray:
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"DynamicQuantizedLinear: input must have shape (*, {self.in_features}), got {x.shape}")
         packed, colsum, scale, bias = self._packed or self.packed()
         if x.ndim == 2:  # the common case: no reshape (the kernel checks dtype and layout)
             if x.flags.c_contiguous and x.dtype == np.float32:
-                return Tensor._wrap(_C.quant.linear_dynamic(x, packed, colsum, scale, bias, self.reduce_range,
-                                                            self.relu))
-        _f32_input(input, "DynamicQuantizedLinear")
+                return _C.quant.linear_dynamic(x, packed, colsum, scale, bias, self.reduce_range, self.relu)
+        if input is not None:
+            _f32_input(input, "DynamicQuantizedLinear")
         x2 = np.ascontiguousarray(x.reshape(-1, self.in_features))
         y = _C.quant.linear_dynamic(x2, packed, colsum, scale, bias, self.reduce_range, self.relu)
-        return Tensor._wrap(y.reshape(x.shape[:-1] + (self.out_features,)))
+        return y.reshape(x.shape[:-1] + (self.out_features,))
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, dtype=qint8, "
@@ -130,14 +138,18 @@ class WeightOnlyInt8Linear(DynamicQuantizedLinear):
         return q
 
     def forward(self, input):
-        x = input._data if type(input) is Tensor else _f32_input(input, "WeightOnlyInt8Linear")
+        if recorder() is not None:  # under trace() (the ONNX exporter): one recorded op
+            _f32_input(input, "WeightOnlyInt8Linear")
+            return QuantizedLayerCall.apply(input, self)
+        return Tensor._wrap(self._compute(_f32_input(input, "WeightOnlyInt8Linear")))
+
+    def _compute(self, x: np.ndarray, input=None) -> np.ndarray:
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"WeightOnlyInt8Linear: input must have shape (*, {self.in_features}), got {x.shape}")
-        _f32_input(input, "WeightOnlyInt8Linear")
         x2 = x if (x.ndim == 2 and x.flags.c_contiguous) else np.ascontiguousarray(x.reshape(-1, self.in_features))
         y = _C.quant.linear_weight_only(x2, self.weight._data, self.weight_scale._data,
                                         None if self.bias is None else self.bias._data)
-        return Tensor._wrap(y if x.ndim == 2 else y.reshape(x.shape[:-1] + (self.out_features,)))
+        return y if x.ndim == 2 else y.reshape(x.shape[:-1] + (self.out_features,))
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, dtype=qint8 (weights only), "

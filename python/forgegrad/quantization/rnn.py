@@ -13,8 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _C, nn
+from ..grad_mode import recorder
 from ..nn.module import Module
 from ..tensor import Tensor
+from ._traced import DynamicQuantizedRNNCall
 from .modules import DynamicQuantizedLinear
 
 __all__ = ["DynamicQuantizedLSTM", "DynamicQuantizedGRU"]
@@ -59,7 +61,7 @@ class _DynamicQuantizedRNN(Module):
     def _direction(self, x, h, c, layer, sfx, reverse):
         """x (T, B, I) float32; h, c (B, H). Returns y (T, B, H), h_n, c_n (None for GRU)."""
         T, B, _ = x.shape
-        gi = getattr(self, f"ih_l{layer}{sfx}")(Tensor._wrap(x.reshape(T * B, -1)))._data.reshape(T, B, -1)
+        gi = getattr(self, f"ih_l{layer}{sfx}")._compute(x.reshape(T * B, -1)).reshape(T, B, -1)
         hh = getattr(self, f"hh_l{layer}{sfx}")
         packed, colsum, scale, bias = hh.packed()
         return _C.quant.rnn_dynamic_layer(0 if self._MODE == "lstm" else 1, gi, packed, colsum, scale, bias, h, c,
@@ -69,7 +71,19 @@ class _DynamicQuantizedRNN(Module):
         cls = type(self).__name__
         if not isinstance(input, Tensor) or input.dtype != np.float32:
             raise TypeError(f"{cls}: input must be a float32 forgegrad.Tensor")
-        x = input._data
+        lstm = self._MODE == "lstm"
+        if lstm and hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
+            raise TypeError(f"{cls}: hx must be a tuple (h_0, c_0)")
+        h0, c0 = (None, None) if hx is None else (tuple(hx) if lstm else (hx, None))
+        if recorder() is not None:  # under trace() (the ONNX exporter): one recorded op
+            outs = DynamicQuantizedRNNCall.apply(input, h0, c0, self)
+        else:
+            outs = tuple(Tensor._wrap(a) for a in self._run(input._data, h0, c0))
+        return (outs[0], (outs[1], outs[2])) if lstm else (outs[0], outs[1])
+
+    def _run(self, x, h0, c0):
+        """The whole forward on arrays: (output, h_n) and, for the LSTM, c_n."""
+        cls = type(self).__name__
         if x.ndim not in (2, 3):
             raise ValueError(f"{cls}: Expected input to be 2D or 3D, got {x.ndim}D tensor of shape {x.shape}")
         batched = x.ndim == 3
@@ -80,7 +94,7 @@ class _DynamicQuantizedRNN(Module):
         x = np.ascontiguousarray(x, dtype=np.float32)
         D, L, B = (2 if self.bidirectional else 1), self.num_layers, x.shape[1]
         lstm = self._MODE == "lstm"
-        h0, c0 = self._initial_state(hx, L * D, B, batched, lstm, cls)
+        h0, c0 = self._initial_state(h0, c0, L * D, B, batched, lstm, cls)
         hn, cn = [], []
         for layer in range(L):
             outs = []
@@ -95,22 +109,19 @@ class _DynamicQuantizedRNN(Module):
         h_n = np.stack(hn)
         if not batched:
             out, h_n = out[:, 0], h_n[:, 0]
-        out, h_n = Tensor._wrap(np.ascontiguousarray(out)), Tensor._wrap(h_n)
+        out = np.ascontiguousarray(out)
         if not lstm:
             return out, h_n
         c_n = np.stack(cn)
-        return out, (h_n, Tensor._wrap(c_n if batched else c_n[:, 0]))
+        return out, h_n, (c_n if batched else c_n[:, 0])
 
-    def _initial_state(self, hx, layers, B, batched, lstm, cls):
+    def _initial_state(self, h0, c0, layers, B, batched, lstm, cls):
         shape = (layers, B, self.hidden_size)
-        if hx is None:
+        if h0 is None:
             z = np.zeros(shape, np.float32)
             return z, (z if lstm else None)
-        parts = hx if lstm else (hx,)
-        if lstm and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
-            raise TypeError(f"{cls}: hx must be a tuple (h_0, c_0)")
         arrs = []
-        for name, p in zip(("h_0", "c_0"), parts):
+        for name, p in zip(("h_0", "c_0"), (h0, c0) if lstm else (h0,)):
             a = p._data if isinstance(p, Tensor) else np.asarray(p)
             a = a if batched else a[:, None, :]
             if a.shape != shape:

@@ -31,6 +31,7 @@ import numpy as np
 
 from .. import _C
 from ..autograd import no_grad
+from ..grad_mode import recorder
 from ..nn.activation import ReLU
 from ..nn.container import Sequential
 from ..nn.conv import Conv2d, MaxPool2d
@@ -38,6 +39,7 @@ from ..nn.linear import Identity, Linear
 from ..nn.module import Module
 from ..tensor import Tensor
 from . import _int_ops
+from ._traced import QuantizedLayerCall
 from .observers import (MinMaxObserver, MovingAverageMinMaxObserver, ObserverBase, PercentileObserver,
                         PerChannelMinMaxObserver)
 
@@ -259,9 +261,6 @@ class _Quantized(Module):
             raise TypeError(f"{type(self).__name__}: input must be a float32 Tensor")
         return x
 
-    def _quantize_input(self, input):
-        return _int_ops.quantize_u8(self._float_input(input), *self.qparams("input"))
-
     def qparams(self, name):
         """(scale, zero_point) of the "input" or the "output"."""
         return float(getattr(self, f"{name}_scale")._data[0]), int(getattr(self, f"{name}_zero_point")._data[0])
@@ -279,10 +278,6 @@ class _Quantized(Module):
 
     def _int_args(self):
         return (self.packed(), self.weight_scale._data, None if self.bias is None else self.bias._data)
-
-    def _output(self, yq):
-        """The float values of the quint8 output (what the next float layer sees)."""
-        return Tensor._wrap(_int_ops.dequantize_u8(yq, *self.qparams("output")))
 
     def dequantized_weight(self) -> np.ndarray:
         shape = (-1,) + (1,) * (self.weight._data.ndim - 1)
@@ -305,13 +300,19 @@ class QuantizedLinear(_Quantized):
         return q
 
     def forward(self, input):
-        xq = self._quantize_input(input)
+        x = self._float_input(input)
+        if recorder() is not None:  # under trace() (the ONNX exporter): one recorded op
+            return QuantizedLayerCall.apply(input, self)
+        return Tensor._wrap(self._compute(x))
+
+    def _compute(self, x):
+        xq = _int_ops.quantize_u8(x, *self.qparams("input"))
         if xq.ndim < 1 or xq.shape[-1] != self.in_features:
             raise ValueError(f"QuantizedLinear: input must have shape (*, {self.in_features}), got {xq.shape}")
         packed, w_scale, bias = self._int_args()
         yq = _int_ops.linear(xq.reshape(-1, self.in_features), *self.qparams("input"), packed, w_scale, bias,
                              *self.qparams("output"))
-        return self._output(yq.reshape(xq.shape[:-1] + (self.out_features,)))
+        return _int_ops.dequantize_u8(yq.reshape(xq.shape[:-1] + (self.out_features,)), *self.qparams("output"))
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -342,6 +343,11 @@ class QuantizedConv2d(_Quantized):
 
     def forward(self, input):
         x = self._float_input(input)
+        if recorder() is not None:  # under trace() (the ONNX exporter): one recorded op
+            return QuantizedLayerCall.apply(input, self)
+        return Tensor._wrap(self._compute(x))
+
+    def _compute(self, x):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"QuantizedConv2d: input must be (N, {self.in_channels}, H, W), got {x.shape}")
         packed, w_scale, bias = self._int_args()
@@ -351,10 +357,9 @@ class QuantizedConv2d(_Quantized):
             if oh < pool[0] or ow < pool[1]:
                 raise ValueError(f"QuantizedConv2d: the fused max-pool window {pool} is larger than the "
                                  f"convolution's output ({oh}, {ow})")
-        y = _int_ops.conv2d_f32(x, *self.qparams("input"), packed, self.weight._data.shape, w_scale, bias,
-                                self.stride, self.padding, self.dilation, *self.qparams("output"), relu,
-                                pool or (1, 1))
-        return Tensor._wrap(y)
+        return _int_ops.conv2d_f32(x, *self.qparams("input"), packed, self.weight._data.shape, w_scale, bias,
+                                   self.stride, self.padding, self.dilation, *self.qparams("output"), relu,
+                                   pool or (1, 1))
 
     def output_size(self, hw):
         """(OH, OW) of the convolution (before a fused pool) for an input of spatial size ``hw``."""

@@ -41,7 +41,7 @@ def lookup(fn_cls: type):
 
 
 def _load() -> None:
-    from . import activation, compare, conv, elementwise, linalg, loss, reduce, rnn, shape  # noqa: F401
+    from . import activation, compare, conv, elementwise, linalg, loss, quantized, reduce, rnn, shape  # noqa: F401
 
 
 _load()
