@@ -79,3 +79,20 @@ def test_usage_errors(ckpts, capsys):
     run(capsys, "compress", str(ckpts / "mlp"), "--quantize", "dynamic", "--out", str(ckpts / "d2"))
     code, _, err = run(capsys, "compress", str(ckpts / "d2"), "--prune", "0.5", "--out", str(ckpts / "x"))
     assert code == 2 and "already compressed" in err
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru"])
+def test_dynamic_int8_recurrent_checkpoint_compresses_and_exports_to_onnx(tmp_path, capsys, arch):
+    pytest.importorskip("onnxruntime")
+    assert main(["train", arch, "--arg", "hidden_size=24", "--out", str(tmp_path / arch)] + FAST) == 0
+    out = tmp_path / "q"
+    code, text, err = run(capsys, "compress", str(tmp_path / arch), "--quantize", "dynamic", "--out", str(out))
+    assert code == 0, err
+    assert "verified with onnxruntime" in text and (out / "model.onnx").is_file()
+    import onnx
+    ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
+    assert {"Loop", "MatMulInteger"} <= ops
+    # `forgegrad export` rebuilds the compressed checkpoint and exports it the same way
+    code, text, err = run(capsys, "export", str(out), "--out", str(tmp_path / "again.onnx"))
+    assert code == 0, err
+    assert "PASS" in text

@@ -221,14 +221,14 @@ def _write_onnx(model, mode, example, path, meta):
             r = export_static_onnx(model, x, path)
             return (f"ONNX: {path} ({os.path.getsize(path):,} bytes; {', '.join(r['ops'])}); onnxruntime max "
                     f"|error| {r['max_abs_error']:.3g} <= one output step {r['step']:.3g}")
-        if mode == "dynamic":
-            from .. import quantization
-            export = getattr(quantization, "export_onnx", None)
-            if export is None:
-                return "ONNX: not written (this build has no export for dynamic-quantized models)"
-            r = export(model, x, path)
-            return f"ONNX: {path} ({os.path.getsize(path):,} bytes) {r}"
         from .export import export_model, format_report
+        if mode == "dynamic" and x.ndim == 2:
+            from ..quantization import export_onnx
+            try:  # a chain: onnxruntime's own (fastest) dynamic-quantization form
+                r = export_onnx(model, x, path)
+                return f"ONNX: {path} ({os.path.getsize(path):,} bytes) {r}"
+            except NotImplementedError:
+                pass  # any other model: forgegrad.onnx.export below
         r = export_model(model, meta, path, batch=4)
         return f"ONNX: {path} ({os.path.getsize(path):,} bytes), verified in onnxruntime\n{format_report(r)}"
     except (NotImplementedError, ValueError) as e:
