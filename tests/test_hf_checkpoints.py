@@ -42,7 +42,15 @@ def _bert_config(**kw):
 def checkpoints(tmp_path_factory):
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("hf")
-    models = {"gpt2": _gpt2(), "llama": _llama(), "bert": transformers.BertModel(_bert_config()).eval(),
+    # head_dim 8: frequencies 1, 0.1, 0.01, 0.001 (wavelengths 6.3 to 6283), one in each llama3 band
+    llama3 = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+              "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    linear = {"rope_type": "linear", "rope_theta": 10000.0, "factor": 3.0}
+    # no eos token: transformers' min_new_tokens would hold back token 2 (LlamaConfig's default eos) where
+    # forgegrad's generate, given no eos, takes it
+    models = {"gpt2": _gpt2(), "llama": _llama(), "llama3_rope": _llama(rope_parameters=llama3, eos_token_id=None),
+              "linear_rope": _llama(rope_parameters=linear, eos_token_id=None),
+              "bert": transformers.BertModel(_bert_config()).eval(),
               "bert_cls": transformers.BertForSequenceClassification(_bert_config()).eval()}
     for name, m in models.items():
         m.save_pretrained(root / name)
@@ -54,7 +62,7 @@ LEFT_PADDED = np.array([[0, 0, 0, 5, 6, 7, 8, 9], [1, 2, 3, 4, 5, 6, 7, 8]])
 LEFT_MASK = np.array([[0, 0, 0, 1, 1, 1, 1, 1], [1] * 8])
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama"])
+@pytest.mark.parametrize("name", ["gpt2", "llama", "llama3_rope", "linear_rope"])
 def test_decoder_logits_match_transformers(checkpoints, name):
     root, models = checkpoints
     model = from_pretrained(root / name)
@@ -94,7 +102,7 @@ def test_bert_outputs_match_transformers_with_padding(checkpoints):
     np.testing.assert_allclose(logits, ref_cls, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama"])
+@pytest.mark.parametrize("name", ["gpt2", "llama", "llama3_rope", "linear_rope"])
 def test_greedy_generation_yields_transformers_tokens(checkpoints, name):
     root, models = checkpoints
     model = from_pretrained(root / name)
@@ -315,6 +323,21 @@ def test_malformed_directories_raise_clear_errors(checkpoints, tmp_path):
     os.makedirs(tmp_path / "noconfig")
     with pytest.raises(CheckpointError, match="no config.json"):
         from_pretrained(tmp_path / "noconfig")
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"factor": None}, "llama3 rope needs 'factor' > 0"),
+    ({"low_freq_factor": 4.0, "high_freq_factor": 1.0}, "high_freq_factor .* > low_freq_factor"),
+    ({"rope_type": "yarn"}, "rope type 'yarn' is not supported yet"),
+])
+def test_bad_rope_parameters_raise_clear_errors(checkpoints, tmp_path, change, match):
+    root, _ = checkpoints
+    _copy(root / "llama3_rope", tmp_path / "rope")
+    cfg = json.loads((tmp_path / "rope" / "config.json").read_text())
+    cfg["rope_parameters"].update(change)
+    (tmp_path / "rope" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=match):
+        from_pretrained(tmp_path / "rope")
 
 
 def test_bad_generate_arguments(checkpoints):

@@ -145,6 +145,12 @@ def activation(name, who: str):
     return _ACTIVATIONS[name]
 
 
+def default_inv_freq(head_dim: int, theta: float) -> np.ndarray:
+    """theta^(-2i/D) for i < D/2, in float32 as transformers computes it."""
+    return (1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / head_dim))).astype(
+        np.float32)
+
+
 class RotaryEmbedding(nn.Module):
     """Rotary position embedding as Llama uses it: pairs (i, i + D/2) of each head rotated by
     position * theta^(-2i/D) (transformers' ``rotate_half`` layout)."""
@@ -152,14 +158,20 @@ class RotaryEmbedding(nn.Module):
     TABLE_POSITIONS = 4096  # positions kept precomputed (4 MB at head_dim 128); later ones are computed
 
     def __init__(self, head_dim: int, theta: float = 10000.0, scaling_factor: float = 1.0,
-                 max_positions: int = TABLE_POSITIONS):
+                 max_positions: int = TABLE_POSITIONS, inv_freq=None):
+        """``inv_freq``: the (head_dim / 2,) frequencies of a scaled rope (llama3), else theta's;
+        ``scaling_factor`` divides them (linear scaling), as transformers does, in float32."""
         super().__init__()
         if head_dim % 2:
             raise ValueError(f"RotaryEmbedding: head_dim must be even, got {head_dim}")
         self.head_dim = head_dim
-        self.inv_freq = (1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32)
-                                          / head_dim))).astype(np.float32)
+        inv = default_inv_freq(head_dim, theta) if inv_freq is None else np.asarray(inv_freq, np.float32)
+        if inv.shape != (head_dim // 2,):
+            raise ValueError(f"RotaryEmbedding: inv_freq must have shape ({head_dim // 2},), got {inv.shape}")
         self.scaling_factor = float(scaling_factor)
+        if self.scaling_factor != 1.0:
+            inv = (inv / np.float32(self.scaling_factor)).astype(np.float32)
+        self.inv_freq = inv
         # cos/sin of positions 0.. as buffers (not saved): a forward from position 0 slices them, so an
         # exported graph keeps the sequence length dynamic instead of baking in a table of the example's size
         cos, sin = self.cos_sin(np.arange(min(max_positions, self.TABLE_POSITIONS))[None])
@@ -175,8 +187,7 @@ class RotaryEmbedding(nn.Module):
 
     def cos_sin(self, position_ids: np.ndarray):
         """cos and sin of shape (B, 1, T, D) for int positions (B, T)."""
-        pos = position_ids.astype(np.float32) / np.float32(self.scaling_factor)
-        freqs = pos[..., None] * self.inv_freq  # (B, T, D/2), in float32 as transformers computes it
+        freqs = position_ids.astype(np.float32)[..., None] * self.inv_freq  # (B, T, D/2), float32 as transformers
         emb = np.concatenate([freqs, freqs], axis=-1)[:, None]
         return Tensor._wrap(np.cos(emb).astype(np.float32)), Tensor._wrap(np.sin(emb).astype(np.float32))
 

@@ -2,6 +2,7 @@
 a SwiGLU MLP and grouped-query attention, with transformers' parameter names."""
 from __future__ import annotations
 
+import math
 from typing import Dict, Optional
 
 import numpy as np
@@ -10,8 +11,8 @@ from ... import nn
 from ...nn import functional as F
 from ...tensor import Tensor
 from ._decode import LeanDecoder, lean_prefill
-from ._layers import (KVCache, RotaryEmbedding, activation, additive_mask, attend, ids_array, mask_array,
-                      merge_heads, split_heads)
+from ._layers import (KVCache, RotaryEmbedding, activation, additive_mask, attend, default_inv_freq, ids_array,
+                      mask_array, merge_heads, split_heads)
 
 __all__ = ["LlamaForCausalLM"]
 
@@ -25,8 +26,39 @@ def _rope(cfg: dict, head_dim: int, max_positions: int) -> RotaryEmbedding:
     if kind == "default":
         return RotaryEmbedding(head_dim, theta, max_positions=max_positions)
     if kind == "linear":
-        return RotaryEmbedding(head_dim, theta, scaling_factor=params["factor"], max_positions=max_positions)
-    raise ValueError(f"LlamaForCausalLM: rope type {kind!r} is not supported yet (supported: default, linear)")
+        return RotaryEmbedding(head_dim, theta, scaling_factor=_rope_param(params, "factor", kind),
+                               max_positions=max_positions)
+    if kind == "llama3":
+        return RotaryEmbedding(head_dim, theta, max_positions=max_positions,
+                               inv_freq=llama3_inv_freq(default_inv_freq(head_dim, theta), params, cfg))
+    raise ValueError(f"LlamaForCausalLM: rope type {kind!r} is not supported yet (supported: default, linear, "
+                     "llama3)")
+
+
+def _rope_param(params: dict, key: str, kind: str, default=None) -> float:
+    value = params.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"LlamaForCausalLM: the {kind} rope needs {key!r} > 0 in rope_parameters, got {value!r}")
+    return float(value)
+
+
+def llama3_inv_freq(inv_freq: np.ndarray, params: dict, cfg: dict) -> np.ndarray:
+    """Llama 3.1's rope scaling (transformers' ``_compute_llama3_parameters``, in float32 as it
+    computes): wavelengths longer than original_max_position_embeddings / low_freq_factor are divided
+    by ``factor``, those shorter than it / high_freq_factor kept, the band between interpolated."""
+    factor = _rope_param(params, "factor", "llama3")
+    low = _rope_param(params, "low_freq_factor", "llama3")
+    high = _rope_param(params, "high_freq_factor", "llama3")
+    old = _rope_param(params, "original_max_position_embeddings", "llama3", cfg.get("max_position_embeddings"))
+    if not high > low:
+        raise ValueError(f"LlamaForCausalLM: the llama3 rope needs high_freq_factor ({high}) > low_freq_factor ({low})")
+    low_wavelen, high_wavelen = old / low, old / high
+    wavelen = (2 * math.pi / inv_freq).astype(np.float32)
+    scaled = np.where(wavelen > low_wavelen, inv_freq / np.float32(factor), inv_freq).astype(np.float32)
+    smooth = ((np.float32(old) / wavelen - np.float32(low)) / np.float32(high - low)).astype(np.float32)
+    smoothed = (1 - smooth) * scaled / np.float32(factor) + smooth * scaled
+    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+    return np.where(medium, smoothed, scaled).astype(np.float32)
 
 
 class LlamaAttention(nn.Module):
