@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -240,6 +241,29 @@ def test_bench_serve_table_formats_rows():
                      "batch_ms": 0.5, "p99_bound_ms": 6.5}}
     text = format_details("serve", [row])
     assert "MLP, 32 clients" in text and "2.00" in text and "yes" in text
+
+
+@pytest.mark.parametrize("auto_eager_ms, waits", [(0.0, False), (60_000.0, True)])
+def test_auto_batching_is_eager_only_for_models_whose_batches_compute_long(repo, auto_eager_ms, waits):
+    """batching="auto" (the default) starts eager, then measures the model: with a threshold every batch
+    reaches it stays eager (lone requests answered at once); with one no batch reaches it switches to
+    full batches after the first, so the next lone request waits out max-delay (0.4 s)."""
+    root, models, _ = repo
+    want = lambda x: direct(models["mlp_v2"], x)  # noqa: E731
+    with running_server(str(root), max_batch=64, max_delay_ms=400, poll_s=0, auto_eager_ms=auto_eager_ms) as (url, _):
+        with httpx.Client(base_url=url, timeout=30) as c:
+            times = []
+            for i in range(3):
+                x = example("mlp", 1, seed=i)
+                t0 = time.monotonic()
+                r = c.post("/v1/models/mlp:predict", json={"instances": x.tolist()})
+                times.append(time.monotonic() - t0)
+                assert_same(r.json()["predictions"], want(x), "auto-batched request")
+    assert times[0] < 0.3  # nothing measured yet: eager
+    if waits:
+        assert min(times[1:]) >= 0.35, times
+    else:
+        assert max(times[1:]) < 0.3, times
 
 
 def test_eager_batches_do_not_wait_for_requests_nobody_is_sending(repo):

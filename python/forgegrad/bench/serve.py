@@ -16,8 +16,8 @@ server process's CPU time per request (and the reference's over forgegrad's: a c
 not depend on what else the machine runs), the mean batch the server ran, its mean batch compute
 time (from its /metrics) and the p99 bound max-delay + 3 x batch compute time. The load generator
 shares the machine with the servers: on a 2-core machine every figure includes its cost. Extra
-rows for the forgegrad-backend models: .npy request bodies (32 clients), and ``--eager`` (1 and 32
-clients).
+rows for the forgegrad-backend models: .npy request bodies (32 clients), and ``--batching full`` (1 and
+32 clients: the default ``auto`` policy against always waiting for a full batch or max-delay).
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from ..serve.codecs import npy_bytes
 from . import suite
 
 CONCURRENCY = (1, 8, 32, 128)
+VARIANT_LABELS = {"json": "", "npy": ", .npy bodies", "full": ", --batching full"}
 MAX_BATCH, MAX_DELAY_MS = 32, 5.0
 # each round's first and last RAMP_S are load but not measured: connections opening, and clients
 # stopping one by one (the last requests would wait out max-delay for a batch that no longer fills)
@@ -179,7 +180,7 @@ def _rows(threads: int, duration: float, concurrency: Sequence[int], rounds: int
                       "--log-level", "warning"]
         with contextlib.ExitStack() as stack:
             subject = stack.enter_context(_process(serve_args, _port()))
-            eager = stack.enter_context(_process(serve_args + ["--eager"], _port()))
+            full = stack.enter_context(_process(serve_args + ["--batching", "full"], _port()))
             refs = {zoo: stack.enter_context(_process(["forgegrad.serve.reference", path, "--threads", str(threads)],
                                                       _port()))
                     for zoo, path in onnx_paths.items()}
@@ -189,13 +190,13 @@ def _rows(threads: int, duration: float, concurrency: Sequence[int], rounds: int
                 path = f"/v1/models/{served}:predict"
                 # forgegrad serve also takes binary .npy bodies (the reference only JSON): one extra row
                 # per model at 32 clients shows what skipping JSON is worth
-                # and with --eager (no waiting for requests nobody is sending) at 1 and 32 clients
+                # and with --batching full (the policy auto chooses between it and eager) at 1 and 32 clients
                 variants = [(c, "json") for c in concurrency]
                 if src == "fg":
-                    variants += [(c, v) for v in ("npy", "eager") for c in (1, 32) if c in concurrency
+                    variants += [(c, v) for v in ("npy", "full") for c in (1, 32) if c in concurrency
                                  and (v, c) != ("npy", 1)]
                 for clients, fmt in variants:
-                    server = eager if fmt == "eager" else subject
+                    server = full if fmt == "full" else subject
                     b0 = _batch_stats(server[0], served)
                     ours_body, ours_type = ((npy_bytes(x), "application/x-npy") if fmt == "npy"
                                             else (body, "application/json"))
@@ -206,8 +207,7 @@ def _rows(threads: int, duration: float, concurrency: Sequence[int], rounds: int
                     batches = max(b1[0] - b0[0], 1.0)
                     batch_ms = (b1[2] - b0[2]) / batches * 1e3
                     rows.append({
-                        "workload": f"{label}, {clients} clients" + {"npy": ", .npy bodies", "eager": ", --eager",
-                                                                     "json": ""}[fmt],
+                        "workload": f"{label}, {clients} clients" + VARIANT_LABELS[fmt],
                         "threads": threads,
                         "seconds": {"forgegrad": 1 / ours.throughput if ours.throughput else None,
                                     "reference": 1 / ref.throughput if ref.throughput else None},

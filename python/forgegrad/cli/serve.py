@@ -37,9 +37,11 @@ def add_parser(sub):
                    help="rescan the model directory every SECONDS for new versions (default 1; 0: never)")
     p.add_argument("--model-name", default=None,
                    help="read MODEL_DIR as one model's directory of versions, served under this name")
-    p.add_argument("--eager", action="store_true",
-                   help="run a batch before --max-delay-ms has passed once no other request for the model is "
-                        "being received (low latency at light load; batches still form under load)")
+    p.add_argument("--batching", choices=("auto", "full", "eager"), default="auto",
+                   help="full: a batch runs when it has --max-batch rows or its oldest request waited "
+                        "--max-delay-ms; eager: also once no other request for the model is being received; "
+                        "auto (default): eager for models whose full batch computes for 1 ms or more, else full")
+    p.add_argument("--eager", action="store_true", help="the same as --batching eager")
     p.add_argument("--allow-nonfinite", action="store_true", help="accept NaN and infinity in float inputs")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(run=run)
@@ -64,7 +66,7 @@ def run(args, log=print):
                                    max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
                                    backend=args.backend, threads=args.threads, poll_s=args.poll_interval,
                                    model_name=args.model_name, allow_nonfinite=args.allow_nonfinite,
-                                   eager=args.eager)
+                                   batching="eager" if args.eager else args.batching)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
     app = serve_app.create_app(config)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,

@@ -41,7 +41,9 @@ class ServeConfig:
     poll_s: float = 1.0
     model_name: Optional[str] = None
     allow_nonfinite: bool = False
-    eager: bool = False
+    batching: str = "auto"  # "auto", "full" or "eager": see forgegrad.serve.batching.Batcher
+    eager: bool = False  # the same as batching="eager"
+    auto_eager_ms: float = 1.0  # batching="auto": eager while a full batch computes at least this long
 
     def validate(self) -> "ServeConfig":
         from .models import BACKENDS
@@ -55,6 +57,11 @@ class ServeConfig:
             raise ValueError(f"poll_s must be >= 0 (0: no polling), got {self.poll_s!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        from .batching import POLICIES
+        if self.batching not in POLICIES:
+            raise ValueError(f"batching must be one of {', '.join(POLICIES)}, got {self.batching!r}")
+        if not self.auto_eager_ms >= 0:
+            raise ValueError(f"auto_eager_ms must be >= 0, got {self.auto_eager_ms!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"threads must be a positive integer, got {self.threads!r}")
         return self
@@ -108,7 +115,7 @@ def create_app(config: ServeConfig):
 
     def make_batcher(model, label):
         return Batcher(model, label, config.max_batch, config.max_delay_ms / 1e3, config.max_queue, metrics,
-                       eager=config.eager)
+                       policy="eager" if config.eager else config.batching, auto_eager_s=config.auto_eager_ms / 1e3)
 
     if config.threads:
         from .models import set_forgegrad_threads

@@ -59,19 +59,30 @@ def _deliver(items: List[_Item], results: List[object]) -> None:
             it.future.set_result(res)
 
 
+POLICIES = ("auto", "full", "eager")
+
+
 class Batcher:
+    """Batches of one model version. ``policy``: "full" waits for max_batch rows or max_delay; "eager"
+    also stops waiting once no other request for this model is being received (its body read or
+    decoded: waiting longer could only catch requests not yet sent); "auto" is eager while a full
+    batch of this model computes for at least ``auto_eager_s`` (measured, see _measure), else full."""
+
     def __init__(self, model: LoadedModel, label: str, max_batch: int, max_delay_s: float, max_queue: int,
-                 metrics=None, eager: bool = False):
+                 metrics=None, policy: str = "auto", auto_eager_s: float = 1e-3):
         if max_batch < 1 or max_queue < 1 or max_delay_s < 0:
             raise ValueError(f"max_batch ({max_batch}) and max_queue ({max_queue}) must be >= 1 and max_delay "
                              f"({max_delay_s}) >= 0")
+        if policy not in POLICIES:
+            raise ValueError(f"batching policy must be one of {', '.join(POLICIES)}, got {policy!r}")
         self.model, self.label, self.metrics = model, label, metrics
         # a graph with a fixed batch size runs each request alone (its batch must be exactly that size)
         self.max_batch = 1 if model.fixed_batch is not None else max_batch
         self.max_delay_s, self.max_queue = max_delay_s, max_queue
-        # eager: stop waiting for max_delay once no other request for this model is being received
-        # (its body read or decoded); waiting longer could only catch requests not yet sent
-        self.eager = eager
+        self.policy, self.auto_eager_s = policy, auto_eager_s
+        # auto starts eager (nothing measured yet: a first lone request need not wait)
+        self.eager = policy != "full"
+        self._row_cost_s: Optional[float] = None  # auto: moving average of batch compute time per row
         self._arriving = 0  # requests between arriving() and their enqueueing (guarded by _cond)
         self._queue: collections.deque = collections.deque()
         # The worker is woken only when it can act: waking it for every arrival while it waits out
@@ -186,9 +197,24 @@ class Batcher:
             if len(items) > 1:  # find which request the model refuses; the others still get answers
                 return [self._run([it])[0] for it in items]
             return [_model_error(e)]
+        seconds, rows = time.perf_counter() - t0, sum(it.rows for it in items)
+        if self.policy == "auto":
+            self._measure(seconds, rows)
         if self.metrics is not None:
-            self.metrics.batch(self.label, sum(it.rows for it in items), time.perf_counter() - t0)
+            self.metrics.batch(self.label, rows, seconds)
         return parts
+
+    def _measure(self, seconds: float, rows: int) -> None:
+        """auto: eager while a full batch (per-row cost x max_batch) computes for auto_eager_s or more.
+        In a closed loop, clients wait while their batch computes; eager batches (about half of them
+        at a time under load) let the event loop read the next requests meanwhile, which pays when
+        that compute time is well above the per-batch cost of delivering results (~0.1 ms here): LeNet
+        (4 ms a batch of 32 on one core) runs 1.77 -> 2.21x the reference with it, the MLP (0.2 ms) 2.36
+        -> 2.02x. Small batches overstate the per-row cost, so a lightly loaded server is eager."""
+        per_row = seconds / max(rows, 1)
+        avg = self._row_cost_s
+        self._row_cost_s = per_row if avg is None else avg + 0.2 * (per_row - avg)
+        self.eager = self._row_cost_s * self.max_batch >= self.auto_eager_s
 
     def _work(self) -> None:
         while True:
