@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import _C
 from .._args import positive_int
+from ..devices import MetaArray
 from ..grad_mode import recorder
 from ..nn.module import Module
 from ..tensor import Tensor
@@ -103,6 +104,8 @@ class DynamicQuantizedLinear(Module):
     def _compute(self, x: np.ndarray, input=None) -> np.ndarray:
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"DynamicQuantizedLinear: input must have shape (*, {self.in_features}), got {x.shape}")
+        if type(x) is MetaArray:  # the meta device (summary, shape checks): the output's shape only
+            return MetaArray(x.shape[:-1] + (self.out_features,), np.float32)
         packed, colsum, scale, bias = self._packed or self.packed()
         if x.ndim == 2:  # the common case: no reshape (the kernel checks dtype and layout)
             if x.flags.c_contiguous and x.dtype == np.float32:
@@ -146,6 +149,8 @@ class WeightOnlyInt8Linear(DynamicQuantizedLinear):
     def _compute(self, x: np.ndarray, input=None) -> np.ndarray:
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"WeightOnlyInt8Linear: input must have shape (*, {self.in_features}), got {x.shape}")
+        if type(x) is MetaArray:
+            return MetaArray(x.shape[:-1] + (self.out_features,), np.float32)
         x2 = x if (x.ndim == 2 and x.flags.c_contiguous) else np.ascontiguousarray(x.reshape(-1, self.in_features))
         y = _C.quant.linear_weight_only(x2, self.weight._data, self.weight_scale._data,
                                         None if self.bias is None else self.bias._data)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _C, nn
+from ..devices import MetaArray
 from ..grad_mode import recorder
 from ..nn.module import Module
 from ..tensor import Tensor
@@ -87,13 +88,16 @@ class _DynamicQuantizedRNN(Module):
         if x.ndim not in (2, 3):
             raise ValueError(f"{cls}: Expected input to be 2D or 3D, got {x.ndim}D tensor of shape {x.shape}")
         batched = x.ndim == 3
-        x = (np.swapaxes(x, 0, 1) if self.batch_first else x) if batched else x[:, None, :]
         if x.shape[-1] != self.input_size:
             raise ValueError(f"{cls}: input.size(-1) must be equal to input_size. Expected {self.input_size}, "
                              f"got {x.shape[-1]}")
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        D, L, B = (2 if self.bidirectional else 1), self.num_layers, x.shape[1]
         lstm = self._MODE == "lstm"
+        if type(x) is MetaArray:  # the meta device (summary, shape checks): the outputs' shapes only
+            T, B = (x.shape[:2][::-1] if self.batch_first else x.shape[:2]) if batched else (x.shape[0], 1)
+            return self._meta_outputs(T, B, batched, lstm)
+        x = (np.swapaxes(x, 0, 1) if self.batch_first else x) if batched else x[:, None, :]
+        D, L, B = (2 if self.bidirectional else 1), self.num_layers, x.shape[1]
+        x = np.ascontiguousarray(x, dtype=np.float32)
         h0, c0 = self._initial_state(h0, c0, L * D, B, batched, lstm, cls)
         hn, cn = [], []
         for layer in range(L):
@@ -114,6 +118,13 @@ class _DynamicQuantizedRNN(Module):
             return out, h_n
         c_n = np.stack(cn)
         return out, h_n, (c_n if batched else c_n[:, 0])
+
+    def _meta_outputs(self, T, B, batched, lstm):
+        D, H = (2 if self.bidirectional else 1), self.hidden_size
+        out = ((B, T) if self.batch_first else (T, B)) if batched else (T,)
+        state = (self.num_layers * D,) + ((B,) if batched else ()) + (H,)
+        arrays = (MetaArray(out + (D * H,)), MetaArray(state))
+        return arrays + ((MetaArray(state),) if lstm else ())
 
     def _initial_state(self, h0, c0, layers, B, batched, lstm, cls):
         shape = (layers, B, self.hidden_size)

@@ -31,6 +31,7 @@ import numpy as np
 
 from .. import _C
 from ..autograd import no_grad
+from ..devices import MetaArray
 from ..grad_mode import recorder
 from ..nn.activation import ReLU
 from ..nn.container import Sequential
@@ -257,7 +258,7 @@ class _Quantized(Module):
 
     def _float_input(self, input) -> np.ndarray:
         x = input._data if isinstance(input, Tensor) else input
-        if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+        if not isinstance(x, (np.ndarray, MetaArray)) or x.dtype != np.float32:
             raise TypeError(f"{type(self).__name__}: input must be a float32 Tensor")
         return x
 
@@ -306,9 +307,11 @@ class QuantizedLinear(_Quantized):
         return Tensor._wrap(self._compute(x))
 
     def _compute(self, x):
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"QuantizedLinear: input must have shape (*, {self.in_features}), got {x.shape}")
+        if type(x) is MetaArray:  # the meta device (summary, shape checks): the output's shape only
+            return MetaArray(x.shape[:-1] + (self.out_features,), F32)
         xq = _int_ops.quantize_u8(x, *self.qparams("input"))
-        if xq.ndim < 1 or xq.shape[-1] != self.in_features:
-            raise ValueError(f"QuantizedLinear: input must have shape (*, {self.in_features}), got {xq.shape}")
         packed, w_scale, bias = self._int_args()
         yq = _int_ops.linear(xq.reshape(-1, self.in_features), *self.qparams("input"), packed, w_scale, bias,
                              *self.qparams("output"))
@@ -350,6 +353,10 @@ class QuantizedConv2d(_Quantized):
     def _compute(self, x):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"QuantizedConv2d: input must be (N, {self.in_channels}, H, W), got {x.shape}")
+        if type(x) is MetaArray:
+            oh, ow = self.output_size(x.shape[2:])
+            pool = getattr(self, "fused_pool", None) or (1, 1)
+            return MetaArray((x.shape[0], self.out_channels, oh // pool[0], ow // pool[1]), F32)
         packed, w_scale, bias = self._int_args()
         relu, pool = getattr(self, "fused_relu", False), getattr(self, "fused_pool", None)
         if pool is not None:

@@ -27,16 +27,12 @@ from __future__ import annotations
 import numpy as np
 
 from ...quantization._traced import DynamicQuantizedRNNCall, QuantizedLayerCall
+from ...quantization.onnx_export import unsigned_weight
 from . import register
 
 F32, F64 = np.float32, np.float64
 _TO_F32, _TO_F64, _TO_U8 = 1, 11, 2  # onnx.TensorProto FLOAT, DOUBLE, UINT8
 _SMALL_SCALE = F32(6.1e-5)  # fbgemm's SMALL_SCALE_THRESHOLD, as choose_qparams_u8 in qgemm_dispatch.cpp
-
-
-def unsigned_weight(w: np.ndarray) -> np.ndarray:
-    """int8 weights as uint8 ``w + 128`` (used with a zero point of 128: the same integer products)."""
-    return (w.astype(np.int16) + 128).astype(np.uint8)
 
 
 def _block_size(k: int) -> int:
@@ -54,10 +50,9 @@ def _matmul_nbits(ctx, x, module, where):
     blocks = np.full((N, nb * bs), 128, np.uint8)  # padding: 128 is zero after the zero point
     blocks[:, :K] = unsigned_weight(module.weight._data)
     scales = np.repeat(np.asarray(module.weight_scale._data, F32), nb)
-    y = ctx.node("MatMulNBits", [x, ctx.const(blocks.reshape(N, nb, bs), hint=f"{where}.weight_uint8_blocks"),
-                                 ctx.const(scales, hint=f"{where}.weight_block_scale")],
-                 domain="com.microsoft", K=int(K), N=int(N), bits=8, block_size=bs)
-    return y
+    return ctx.node("MatMulNBits", [x, ctx.const(blocks.reshape(N, nb, bs), hint=f"{where}.weight_uint8_blocks"),
+                                    ctx.const(scales, hint=f"{where}.weight_block_scale")],
+                    domain="com.microsoft", K=int(K), N=int(N), bits=8, block_size=bs)
 
 
 def _weight_only_linear(ctx, op, m, where):
