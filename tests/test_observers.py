@@ -103,3 +103,55 @@ def test_observer_errors():
     obs(np.ones((4, 2), np.float32))
     with pytest.raises(ValueError, match="channels"):
         obs(np.ones((3, 2), np.float32))
+
+
+def _histogram_batches(seed):
+    """Batches whose range grows (the histogram is re-spread over new bins), with an outlier and a
+    constant batch."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(5):
+        x = (rng.standard_normal((8, 50)) * rng.uniform(0.5, 3) + rng.uniform(-1, 1)).astype(np.float32)
+        if i == 2:
+            x[0, 0] = 25.0
+        out.append(x)
+    out.append(np.full((3, 4), 0.5, np.float32))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("kw", [{}, {"reduce_range": True}, {"qscheme": "per_tensor_symmetric", "dtype": "qint8"},
+                                {"bins": 256, "dtype": "qint8"}])
+@pytest.mark.filterwarnings("ignore:Please use quant_min")
+def test_histogram_observer_matches_torch_bit_for_bit(seed, kw):
+    from forgegrad.quantization import HistogramObserver
+    tkw = {k: (_TORCH_DT[v] if k == "dtype" else _TORCH_QS[v] if k == "qscheme" else v) for k, v in kw.items()}
+    ours, theirs = HistogramObserver(**kw), tq.HistogramObserver(**tkw)
+    for b in _histogram_batches(seed):
+        ours(b)
+        theirs(torch.from_numpy(b))
+        np.testing.assert_array_equal(ours.histogram._data, theirs.histogram.numpy())
+    np.testing.assert_array_equal(ours.min_val._data, theirs.min_val.numpy())
+    np.testing.assert_array_equal(ours.max_val._data, theirs.max_val.numpy())
+    s, z = ours.calculate_qparams()
+    ts, tz = theirs.calculate_qparams()
+    np.testing.assert_array_equal(s, ts.numpy().reshape(-1))
+    np.testing.assert_array_equal(z, tz.numpy().reshape(-1))
+
+
+def test_histogram_observer_bad_input():
+    from forgegrad.quantization import HistogramObserver
+    obs = HistogramObserver()
+    with pytest.raises(RuntimeError, match="no data observed"):
+        obs.calculate_qparams()
+    with pytest.raises(ValueError, match="NaN"):
+        obs(np.array([1.0, np.nan], np.float32))
+    with pytest.raises(TypeError, match="float32"):
+        obs(np.ones(3))
+    with pytest.warns(UserWarning, match="infinity"):
+        obs(np.array([1.0, np.inf, -2.0], np.float32))
+    assert obs.min_val._data == -2.0 and obs.max_val._data == 1.0
+    with pytest.raises(ValueError, match="per tensor"):
+        HistogramObserver(qscheme="per_channel_affine")
+    with pytest.raises(ValueError, match="bins"):
+        HistogramObserver(bins=0)

@@ -29,6 +29,7 @@ __all__ = [
 # Observers / fake-quant / QAT (branch wt-prune-distill) add their imports and __all__ entries below.
 from .observers import (MinMaxObserver, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,
                         PercentileObserver, PerChannelMinMaxObserver)
+from .histogram import HistogramObserver
 from .fake_quant import FakeQuantize, default_fake_quant, default_weight_fake_quant
 from .static import (QConfig, QuantizedConv2d, QuantizedLinear, calibrate, convert, default_qconfig,
                      get_default_qconfig, prepare)
@@ -36,7 +37,8 @@ from .qat import QATQConfig, default_qat_qconfig, prepare_qat
 
 __all__ += [
     "MinMaxObserver", "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver",
-    "MovingAveragePerChannelMinMaxObserver", "PercentileObserver", "FakeQuantize", "default_fake_quant",
-    "default_weight_fake_quant", "QConfig", "default_qconfig", "get_default_qconfig", "prepare", "calibrate",
-    "convert", "QuantizedLinear", "QuantizedConv2d", "QATQConfig", "default_qat_qconfig", "prepare_qat",
+    "MovingAveragePerChannelMinMaxObserver", "PercentileObserver", "HistogramObserver", "FakeQuantize",
+    "default_fake_quant", "default_weight_fake_quant", "QConfig", "default_qconfig", "get_default_qconfig",
+    "prepare", "calibrate", "convert", "QuantizedLinear", "QuantizedConv2d", "QATQConfig", "default_qat_qconfig",
+    "prepare_qat",
 ]

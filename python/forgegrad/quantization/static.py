@@ -41,6 +41,7 @@ from ..nn.module import Module
 from ..tensor import Tensor
 from . import _int_ops
 from ._traced import QuantizedLayerCall
+from .histogram import HistogramObserver
 from .observers import (MinMaxObserver, MovingAverageMinMaxObserver, ObserverBase, PercentileObserver,
                         PerChannelMinMaxObserver)
 
@@ -62,8 +63,9 @@ def _weight_observer():
 
 
 def get_default_qconfig(activation_observer: str = "minmax", reduce_range: bool = False) -> QConfig:
-    """Per-tensor affine quint8 activations observed by "minmax", "moving_average" or "percentile"
-    (99.99th); per-channel symmetric qint8 weights.
+    """Per-tensor affine quint8 activations observed by "minmax", "moving_average", "percentile"
+    (99.99th) or "histogram" (HistogramObserver: torch's x86 default, with reduce_range=True);
+    per-channel symmetric qint8 weights.
 
     ``reduce_range=True`` (torch's x86 / fbgemm default for static activations) maps the observed range
     onto [0, 127] instead of [0, 255]: half the resolution, but inputs inside the calibrated range
@@ -74,7 +76,8 @@ def get_default_qconfig(activation_observer: str = "minmax", reduce_range: bool 
     rr = bool(reduce_range)
     factories = {"minmax": lambda: MinMaxObserver(dtype="quint8", reduce_range=rr),
                  "moving_average": lambda: MovingAverageMinMaxObserver(dtype="quint8", reduce_range=rr),
-                 "percentile": lambda: PercentileObserver(dtype="quint8", reduce_range=rr)}
+                 "percentile": lambda: PercentileObserver(dtype="quint8", reduce_range=rr),
+                 "histogram": lambda: HistogramObserver(dtype="quint8", reduce_range=rr)}
     if activation_observer not in factories:
         raise ValueError(f"get_default_qconfig: activation_observer must be one of {sorted(factories)}, "
                          f"got {activation_observer!r}")
