@@ -223,3 +223,12 @@ def test_quantized_hugging_face_decoders_export_and_match_in_onnxruntime(tmp_pat
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     else:
         _assert_equal_but_rare_steps(got, want, step_bound=step)
+
+
+def test_a_failed_verification_of_a_quantized_model_says_why_and_what_to_pass():
+    from forgegrad.onnx._export import _verification_hint
+    from forgegrad.quantization._traced import DynamicQuantizedRNNCall, QuantizedLayerCall
+    assert "LSTM/GRU" in _verification_hint([(DynamicQuantizedRNNCall, (), {}, ())])
+    assert "int8 layers" in _verification_hint([(QuantizedLayerCall, (), {}, ())]) and "atol" in \
+        _verification_hint([(QuantizedLayerCall, (), {}, ())])
+    assert _verification_hint([]) == ""

@@ -319,12 +319,18 @@ _OPTIONAL_OUTPUTS = {"MaxPool": 1, "LSTM": 0, "GRU": 0, "RNN": 0}
 
 def _verification_hint(records) -> str:
     """What to tell a user whose export fails verification for a known, bounded reason."""
-    from ..quantization._traced import DynamicQuantizedRNNCall
-    if any(r[0] is DynamicQuantizedRNNCall for r in records):
+    from ..quantization._traced import DynamicQuantizedRNNCall, QuantizedLayerCall
+    kinds = {r[0] for r in records}
+    if DynamicQuantizedRNNCall in kinds:
         return ("\nThe model has dynamic-int8 LSTM/GRU layers: onnxruntime's sigmoid and tanh round differently in "
                 "the last bit, and where such a hidden value sits on a quantization boundary the next step's "
                 "integer differs by one, moving outputs by about one hidden-state quantization step. Pass an atol "
                 "of that size (about 2 / 127 times the largest recurrent weight, carried through the layers after).")
+    if QuantizedLayerCall in kinds:
+        return ("\nThe model has int8 layers: onnxruntime computes forgegrad's integers from the same inputs, but "
+                "float layers before them (normalization, softmax, GELU...) may round differently in the last bit, "
+                "and a value on a quantization boundary then lands one step away. Pass an atol of about one "
+                "quantization step of the outputs that differ.")
     return ""
 
 
