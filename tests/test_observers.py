@@ -20,6 +20,10 @@ def _same(fg_obs, t_obs, batches):
     for b in batches:
         fg_obs(b)
         t_obs(torch.from_numpy(b))
+    _same_range_and_qparams(fg_obs, t_obs)
+
+
+def _same_range_and_qparams(fg_obs, t_obs):
     np.testing.assert_array_equal(fg_obs.min_val._data, t_obs.min_val.numpy())
     np.testing.assert_array_equal(fg_obs.max_val._data, t_obs.max_val.numpy())
     s, z = fg_obs.calculate_qparams()
@@ -131,12 +135,7 @@ def test_histogram_observer_matches_torch_bit_for_bit(seed, kw):
         ours(b)
         theirs(torch.from_numpy(b))
         np.testing.assert_array_equal(ours.histogram._data, theirs.histogram.numpy())
-    np.testing.assert_array_equal(ours.min_val._data, theirs.min_val.numpy())
-    np.testing.assert_array_equal(ours.max_val._data, theirs.max_val.numpy())
-    s, z = ours.calculate_qparams()
-    ts, tz = theirs.calculate_qparams()
-    np.testing.assert_array_equal(s, ts.numpy().reshape(-1))
-    np.testing.assert_array_equal(z, tz.numpy().reshape(-1))
+    _same_range_and_qparams(ours, theirs)
 
 
 def test_histogram_observer_bad_input():
