@@ -70,6 +70,9 @@ def quantize_activation(ctx, x, rank: int, reduce_range: bool):
     range widened by float32(threshold / scale), as in the kernel. A range under 1e-30 is clamped
     before that division: such inputs quantize to the zero point whatever it is, so the output is
     unchanged and no NaN or infinity reaches the casts."""
+    key = ("int8_activation", x, bool(reduce_range))
+    if key in ctx.memo:  # layers reading one tensor (Llama's q/k/v, gate/up) share its quantization
+        return ctx.memo[key]
     qmax = 127 if reduce_range else 255  # qmin is 0 either way
     zero = ctx.const(F32(0))
     mn = ctx.node("Min", [ctx.reduce("ReduceMin", x, range(rank), False), zero])
@@ -86,7 +89,8 @@ def quantize_activation(ctx, x, rank: int, reduce_range: bool):
     inv = ctx.node("Div", [ctx.const(F32(1)), scale_f])
     q = ctx.node("Add", [ctx.node("Round", [ctx.node("Mul", [x, inv])]), ctx.node("Cast", [zp], to=_TO_F32)])
     q = ctx.node("Cast", [ctx.node("Clip", [q, zero, ctx.const(F32(qmax))])], to=_TO_U8)
-    return q, scale_f, ctx.node("Cast", [zp], to=_TO_U8)
+    ctx.memo[key] = q, scale_f, ctx.node("Cast", [zp], to=_TO_U8)
+    return ctx.memo[key]
 
 
 def int8_linear(ctx, q, x_scale, x_zp, module, where):
