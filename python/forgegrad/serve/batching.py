@@ -208,9 +208,9 @@ class Batcher:
         """auto: eager while a full batch (per-row cost x max_batch) computes for auto_eager_s or more.
         In a closed loop, clients wait while their batch computes; eager batches (about half of them
         at a time under load) let the event loop read the next requests meanwhile, which pays when
-        that compute time is well above the per-batch cost of delivering results (~0.1 ms here): LeNet
-        (4 ms a batch of 32 on one core) runs 1.77 -> 2.21x the reference with it, the MLP (0.2 ms) 2.36
-        -> 2.02x. Small batches overstate the per-row cost, so a lightly loaded server is eager."""
+        that compute time is well above what each extra batch costs the event loop (delivering its
+        results, ~0.1 ms): it does for LeNet (~4 ms a batch of 32 on one core), not for the MLP
+        (~0.2 ms). Small batches overstate the per-row cost, so a lightly loaded server is eager."""
         per_row = seconds / max(rows, 1)
         avg = self._row_cost_s
         self._row_cost_s = per_row if avg is None else avg + 0.2 * (per_row - avg)
