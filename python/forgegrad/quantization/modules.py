@@ -99,9 +99,9 @@ class DynamicQuantizedLinear(Module):
             _f32_input(input, "DynamicQuantizedLinear")
             return QuantizedLayerCall.apply(input, self)
         x = input._data if type(input) is Tensor else _f32_input(input, "DynamicQuantizedLinear")
-        return Tensor._wrap(self._compute(x, input))
+        return Tensor._wrap(self._compute(x))
 
-    def _compute(self, x: np.ndarray, input=None) -> np.ndarray:
+    def _compute(self, x: np.ndarray) -> np.ndarray:
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"DynamicQuantizedLinear: input must have shape (*, {self.in_features}), got {x.shape}")
         if type(x) is MetaArray:  # the meta device (summary, shape checks): the output's shape only
@@ -110,8 +110,8 @@ class DynamicQuantizedLinear(Module):
         if x.ndim == 2:  # the common case: no reshape (the kernel checks dtype and layout)
             if x.flags.c_contiguous and x.dtype == np.float32:
                 return _C.quant.linear_dynamic(x, packed, colsum, scale, bias, self.reduce_range, self.relu)
-        if input is not None:
-            _f32_input(input, "DynamicQuantizedLinear")
+        if x.dtype != np.float32:
+            raise TypeError(f"DynamicQuantizedLinear: input must be float32, got {x.dtype}")
         x2 = np.ascontiguousarray(x.reshape(-1, self.in_features))
         y = _C.quant.linear_dynamic(x2, packed, colsum, scale, bias, self.reduce_range, self.relu)
         return y.reshape(x.shape[:-1] + (self.out_features,))
@@ -146,7 +146,7 @@ class WeightOnlyInt8Linear(DynamicQuantizedLinear):
             return QuantizedLayerCall.apply(input, self)
         return Tensor._wrap(self._compute(_f32_input(input, "WeightOnlyInt8Linear")))
 
-    def _compute(self, x: np.ndarray, input=None) -> np.ndarray:
+    def _compute(self, x: np.ndarray) -> np.ndarray:
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"WeightOnlyInt8Linear: input must have shape (*, {self.in_features}), got {x.shape}")
         if type(x) is MetaArray:

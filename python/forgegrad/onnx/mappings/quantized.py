@@ -60,7 +60,14 @@ def _weight_only_linear(ctx, op, m, where):
     return y if m.bias is None else ctx.node("Add", [y, ctx.const(m.bias._data, hint=f"{where}.bias")])
 
 
-def quantize_activation(ctx, x, rank: int, reduce_range: bool):
+def _round_clip(ctx, x, inv_scale, zero_point, qmax):
+    """clamp(round(x * inv_scale) + zero_point, 0, qmax) in float32: the kernels' quantization (they
+    multiply by the float32 inverse scale where ONNX's QuantizeLinear divides), before the Cast to uint8."""
+    q = ctx.node("Add", [ctx.node("Round", [ctx.node("Mul", [x, inv_scale])]), zero_point])
+    return ctx.node("Clip", [q, ctx.const(F32(0)), ctx.const(F32(qmax))])
+
+
+def quantize_activation(ctx, x, reduce_range: bool):
     """(q uint8, scale float32 scalar, zero point uint8 scalar) of float32 ``x`` over its whole range,
     the integers of forgegrad's choose_qparams_u8 + qquantize_u8 (qgemm_dispatch.cpp, qquantize.cpp).
 
@@ -75,8 +82,9 @@ def quantize_activation(ctx, x, rank: int, reduce_range: bool):
         return ctx.memo[key]
     qmax = 127 if reduce_range else 255  # qmin is 0 either way
     zero = ctx.const(F32(0))
-    mn = ctx.node("Min", [ctx.reduce("ReduceMin", x, range(rank), False), zero])
-    mx = ctx.node("Max", [ctx.reduce("ReduceMax", x, range(rank), False), zero])
+    # without axes a Reduce* op reduces every axis, at every opset
+    mn = ctx.node("Min", [ctx.node("ReduceMin", [x], keepdims=0), zero])
+    mx = ctx.node("Max", [ctx.node("ReduceMax", [x], keepdims=0), zero])
     mnd = ctx.node("Cast", [mn], to=_TO_F64)
     org = ctx.node("Div", [ctx.node("Sub", [ctx.node("Cast", [mx], to=_TO_F64), mnd]), ctx.const(qmax, F64)])
     small = ctx.node("Less", [org, ctx.const(_SMALL_SCALE, F64)])
@@ -87,8 +95,7 @@ def quantize_activation(ctx, x, rank: int, reduce_range: bool):
     zp = ctx.node("Round", [ctx.node("Clip", [ctx.node("Neg", [lo]), ctx.const(0, F64), ctx.const(qmax, F64)])])
     scale_f = ctx.node("Cast", [scale], to=_TO_F32)
     inv = ctx.node("Div", [ctx.const(F32(1)), scale_f])
-    q = ctx.node("Add", [ctx.node("Round", [ctx.node("Mul", [x, inv])]), ctx.node("Cast", [zp], to=_TO_F32)])
-    q = ctx.node("Cast", [ctx.node("Clip", [q, zero, ctx.const(F32(qmax))])], to=_TO_U8)
+    q = ctx.node("Cast", [_round_clip(ctx, x, inv, ctx.node("Cast", [zp], to=_TO_F32), qmax)], to=_TO_U8)
     ctx.memo[key] = q, scale_f, ctx.node("Cast", [zp], to=_TO_U8)
     return ctx.memo[key]
 
@@ -110,7 +117,7 @@ def _dynamic_linear(ctx, op, m, where):
     rank = len(op.in_dims("input"))
     if rank < 2:
         raise op.unsupported("a DynamicQuantizedLinear exports for inputs of 2 or more dimensions")
-    q, scale, zp = quantize_activation(ctx, op.input("input"), rank, m.reduce_range)
+    q, scale, zp = quantize_activation(ctx, op.input("input"), m.reduce_range)
     y = int8_linear(ctx, q, scale, zp, m, where)
     return ctx.node("Relu", [y]) if m.relu else y
 
@@ -125,10 +132,8 @@ def _static_layer(ctx, op, m, where):
         raise op.unsupported("a QuantizedLinear exports for inputs of 2 or more dimensions")
     (sx, zx), (so, zo) = m.qparams("input"), m.qparams("output")
     x = op.input("input")
-    q = ctx.node("Mul", [x, ctx.const(F32(1.0 / sx))])  # the float32 inverse scale, as the kernels
-    q = ctx.node("Clip", [ctx.node("Add", [ctx.node("Round", [q]), ctx.const(F32(zx))]), ctx.const(F32(0)),
-                          ctx.const(F32(255))])
-    q = ctx.node("Cast", [q], to=_TO_U8)
+    # the inverse scales as the kernels take them: float32(1.0 / scale), divided in double
+    q = ctx.node("Cast", [_round_clip(ctx, x, ctx.const(F32(1.0 / sx)), ctx.const(F32(zx)), 255)], to=_TO_U8)
     zx_c, zw_c = ctx.const(np.uint8(zx)), ctx.const(np.uint8(128))
     wu = unsigned_weight(m.weight._data)
     shape = (1, -1, 1, 1) if conv else (-1,)
@@ -147,8 +152,7 @@ def _static_layer(ctx, op, m, where):
         y = ctx.node("Add", [y, ctx.const(m.bias._data.astype(F32).reshape(shape), hint=f"{where}.bias")])
     if conv and getattr(m, "fused_relu", False):
         y = ctx.node("Relu", [y])
-    y = ctx.node("Add", [ctx.node("Round", [ctx.node("Mul", [y, ctx.const(F32(1.0 / so))])]), ctx.const(F32(zo))])
-    y = ctx.node("Clip", [y, ctx.const(F32(0)), ctx.const(F32(255))])
+    y = _round_clip(ctx, y, ctx.const(F32(1.0 / so)), ctx.const(F32(zo)), 255)
     y = ctx.node("Mul", [ctx.node("Sub", [y, ctx.const(F32(zo))]), ctx.const(F32(so))])
     pool = getattr(m, "fused_pool", None) if conv else None
     if pool:
@@ -209,7 +213,7 @@ def _direction(ctx, m, x, h0, c0, layer, sfx, reverse):
     H = m.hidden_size
     ih, hh = getattr(m, f"ih_l{layer}{sfx}"), getattr(m, f"hh_l{layer}{sfx}")
     where = f"{ctx.scope or 'rnn'}.l{layer}{sfx}"
-    q, s, z = quantize_activation(ctx, x, 3, ih.reduce_range)  # the input product over every step at once
+    q, s, z = quantize_activation(ctx, x, ih.reduce_range)  # the input product over every step at once
     gi = int8_linear(ctx, q, s, z, ih, f"{where}.ih")
     steps = ctx.node("Gather", [ctx.node("Shape", [gi]), ctx.const(np.int64(0))], axis=0)
 
@@ -217,7 +221,7 @@ def _direction(ctx, m, x, h0, c0, layer, sfx, reverse):
         t = ctx.node("Sub", [ctx.node("Sub", [steps, ctx.const(np.int64(1))]), it]) if reverse else it
         a = ctx.node("Gather", [gi, t], axis=0)  # (B, G*H)
         h = state[0]
-        hq, hs, hz = quantize_activation(ctx, h, 2, hh.reduce_range)
+        hq, hs, hz = quantize_activation(ctx, h, hh.reduce_range)
         r = int8_linear(ctx, hq, hs, hz, hh, f"{where}.hh")
         if lstm:  # gates i, f, g, o; c = f * c + i * g; h = o * tanh(c)
             g = ctx.node("Add", [a, r])
