@@ -697,6 +697,17 @@ class runtime:
     @staticmethod
     def set_num_threads(n: _Int) -> None: ...
 
+class serve:
+    @staticmethod
+    def json_number_array(body: bytes, start: _Int = ..., stop: _Int = ..., float32: bool = ...) -> object:
+        """body[start:stop] (stop -1: the end) parsed as one JSON array of numbers: a float64 array of its shape, each
+        number as Python's float() (an integer literal of up to 15 digits as int()) gives it; None for any other
+        text (other JSON values, ragged or empty arrays, integers past 15 digits, numbers beyond a double's normal
+        range, malformed JSON), which the caller's generic JSON path then decodes or refuses. float32: the float64
+        values rounded to float32 (as numpy's astype), and None where one is beyond float32's range.
+        """
+        ...
+
 class softmax:
     @staticmethod
     def softmax_backward(grad: numpy.ndarray, y: numpy.ndarray, out: numpy.ndarray,

@@ -207,7 +207,10 @@ def _extra_calls():
               lambda: _C.allocator.round_size(1000),
               lambda: _C.testing.strided_copy(np.arange(24, dtype=np.float32), (3, 4), (-6, 1), 13),
               lambda: _C.testing.sum_to_shape(rng.standard_normal((2, 3, 4)), (3, 1)),
-              lambda: _C.runtime.set_num_threads(_C.runtime.get_num_threads())):
+              lambda: _C.runtime.set_num_threads(_C.runtime.get_num_threads()),
+              # forgegrad serve's JSON body decoder
+              lambda: _C.serve.json_number_array(b'{"instances": [[1, 2.5e-3], [-0, 7]]}', 14, 36),
+              lambda: _C.serve.json_number_array(b"[[0.1, 3], [4, 5]]", float32=True)):
         f()
     # the int8 kernels (forgegrad.quantization reaches them through modules, not op samples)
     w8 = rng.integers(-128, 128, (5, 70), dtype=np.int8)

@@ -153,7 +153,7 @@ def create_app(config: ServeConfig):
                 raise ServeError(400, "an .npy body needs a model with one input")
             arr = codecs.conform(codecs.parse_npy(body), inputs[0], "body", config.allow_nonfinite)
             return {inputs[0].name: arr}, "columnar"
-        return codecs.tf_request(codecs.parse_json(body), inputs, config.allow_nonfinite)
+        return codecs.tf_body(body, inputs, config.allow_nonfinite)
 
     def respond(request, outputs, json_obj):
         if codecs.wants_npy(request.headers.get("accept")):

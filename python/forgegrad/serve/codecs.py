@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -81,6 +82,44 @@ def parse_json(body: bytes):
         raise bad(f"request body is not valid JSON: {str(e)[:200]}") from None
 
 
+try:  # forgegrad's own decoder of numeric JSON arrays (cpp/core/json_numbers.cpp)
+    from .._C.serve import json_number_array as _json_number_array
+except ImportError:  # pragma: no cover - an extension built before it existed
+    _json_number_array = None
+
+_WS = b" \t\n\r"
+# a TF Serving body of one tensor: {"instances": <array>} or {"inputs": <array>}
+_TF_TENSOR_BODY = re.compile(rb'[ \t\n\r]*\{[ \t\n\r]*"(instances|inputs)"[ \t\n\r]*:')
+_TS_DATA_BODY = re.compile(rb'[ \t\n\r]*\{[ \t\n\r]*"data"[ \t\n\r]*:')
+
+
+def _fast_array(body: bytes, spec_list: Sequence[InputSpec], envelope) -> Optional[tuple]:
+    """(key, array in the input's dtype) of a body that is one JSON array of numbers for a model with
+    one float32 or float64 input, plain (``envelope`` None) or as the only member of a JSON object
+    (whose key ``envelope`` matches); None for every other body, which then takes the generic path
+    (orjson, numpy, conform), the one that words the errors. Both give the same array: each number
+    is the same double (integer literals included, see json_number_array), rounded to float32 as
+    numpy rounds it, and a value beyond float32's range is left to the generic path. (The array
+    still needs _shaped: only its dtype and values are checked.)"""
+    if _json_number_array is None or len(spec_list) != 1 or spec_list[0].dtype not in _FAST_DTYPES:
+        return None
+    float32 = spec_list[0].dtype == np.float32
+    if envelope is None:
+        arr = _json_number_array(body, 0, -1, float32)
+        return None if arr is None else ("", arr)
+    m = envelope.match(body)
+    if m is None:
+        return None
+    stop = len(body.rstrip(_WS)) - 1  # the object's closing brace
+    if stop < m.end() or body[stop] != 0x7D:
+        return None
+    arr = _json_number_array(body, m.end(), stop, float32)
+    return None if arr is None else (m.group(1).decode() if m.groups() else "data", arr)
+
+
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def parse_npy(body: bytes) -> np.ndarray:
     if not body:
         raise bad("empty request body: expected an .npy file")
@@ -113,8 +152,14 @@ def conform(arr: np.ndarray, spec: InputSpec, where: str, allow_nonfinite: bool,
     ``batched`` is False)."""
     if arr.dtype.kind not in "iuf":
         raise bad(f"{where}: dtype {arr.dtype} is not numeric (expected {np.dtype(spec.dtype).name})")
+    return _convert(_shaped(arr, spec, where, batched), spec, where, allow_nonfinite)
+
+
+def _shaped(arr: np.ndarray, spec: InputSpec, where: str, batched: bool) -> np.ndarray:
+    """``arr`` (with the batch axis added when ``batched`` is False) checked against spec's shape."""
     if not batched:
         arr = arr[None]
+
     def expected():
         return "(N, " + ", ".join("?" if d is None else str(d) for d in spec.shape) + ")"
 
@@ -127,6 +172,11 @@ def conform(arr: np.ndarray, spec: InputSpec, where: str, allow_nonfinite: bool,
             raise bad(f"{where}: expected shape {expected()}, got {tuple(arr.shape)} (axis {axis} must be {dim})")
         if got == 0:
             raise bad(f"{where}: axis {axis} is empty")
+    return arr
+
+
+def _convert(arr: np.ndarray, spec: InputSpec, where: str, allow_nonfinite: bool) -> np.ndarray:
+    """``arr`` in spec's dtype, C-contiguous; values the dtype cannot hold are refused."""
     target = np.dtype(spec.dtype)
     if target.kind == "f":
         # the common cases need neither np.errstate (~10 us a request) nor a finiteness pass: integers
@@ -186,6 +236,15 @@ def _check_rows(feeds: Feeds, where: str) -> Feeds:
     return feeds
 
 
+def tf_body(body: bytes, inputs: Sequence[InputSpec], allow_nonfinite: bool):
+    """(feeds, "row" | "columnar") from the bytes of a TF Serving predict body (see tf_request)."""
+    fast = _fast_array(body, inputs, _TF_TENSOR_BODY)
+    if fast is not None:
+        key, arr = fast
+        return {inputs[0].name: _shaped(arr, inputs[0], key, True)}, "row" if key == "instances" else "columnar"
+    return tf_request(parse_json(body), inputs, allow_nonfinite)
+
+
 def tf_request(payload, inputs: Sequence[InputSpec], allow_nonfinite: bool):
     """(feeds, "row" | "columnar") from a TF Serving predict body: {"instances": [...]} or {"inputs": ...}."""
     if not isinstance(payload, dict):
@@ -230,13 +289,15 @@ def tf_response(outputs: Feeds, form: str) -> dict:
     return {"outputs": {k: v.tolist() for k, v in outputs.items()}}
 
 
-def instance_or_batch(arr: np.ndarray, spec: InputSpec, where: str, allow_nonfinite: bool):
+def instance_or_batch(arr: np.ndarray, spec: InputSpec, where: str, allow_nonfinite: bool, typed: bool = False):
     """(feeds array, batched) for a TorchServe body: one instance (the input's rank) or a batch (one
-    more axis)."""
+    more axis). ``typed``: arr already holds valid values of spec's dtype (only its shape is checked)."""
     batched = arr.ndim == len(spec.shape) + 1
     if not batched and arr.ndim != len(spec.shape):
         dims = ", ".join("?" if d is None else str(d) for d in spec.shape)
         raise bad(f"{where}: expected one instance of shape ({dims}) or a batch (N, {dims}), got {tuple(arr.shape)}")
+    if typed:
+        return _shaped(arr, spec, where, batched), batched
     return conform(arr, spec, where, allow_nonfinite, batched), batched
 
 
@@ -247,6 +308,10 @@ def torchserve_request(body: bytes, content_type: Optional[str], inputs: Sequenc
         spec = _single_input(inputs, "an .npy body")
         arr, batched = instance_or_batch(parse_npy(body), spec, "body", allow_nonfinite)
         return {spec.name: arr}, batched
+    fast = _fast_array(body, inputs, None) or _fast_array(body, inputs, _TS_DATA_BODY)
+    if fast is not None:
+        arr, batched = instance_or_batch(fast[1], inputs[0], "body", allow_nonfinite, typed=True)
+        return {inputs[0].name: arr}, batched
     payload = parse_json(body)
     if isinstance(payload, dict):
         if "data" in payload and len(payload) == 1 and len(inputs) == 1:  # {"data": tensor}
