@@ -201,3 +201,13 @@ def test_max_min_dim_keepdim_must_be_a_bool(name):
     """op:max_dim / op:min_dim, [["scalar", 1, 2]]: keepdim='True' was taken by truthiness."""
     with pytest.raises(TypeError, match="keepdim"):
         fg.ops.get(name)(_t(np.ones((2, 3))), 1, "True")
+
+
+def test_attention_mask_geometry_is_checked_without_a_mask():
+    """kernel:attention.prepare_mask, base 0, mutations [["scalar", 2, 31]] (long run, seed 7): with no
+    mask the function returned None before checking L, so L = '1' passed unnoticed."""
+    from forgegrad.kernels import attention as KA
+    assert KA.prepare_mask(None, (2, 3), 5, 7) is None
+    for args, err in ((((2, 3), "1", 7), TypeError), (((2, 3), 5, 0), ValueError), (((2, 1.5), 5, 7), TypeError)):
+        with pytest.raises(err):
+            KA.prepare_mask(None, *args)

@@ -38,16 +38,18 @@ class Mask(NamedTuple):
 def prepare_mask(mask: Optional[np.ndarray], batch: tuple, L: int, S: int) -> Optional[Mask]:
     """The kernel's form of attn_mask (bool: True = takes part, becomes 0 / -inf; float32: added),
     broadcastable to batch + (L, S) (checked by the op)."""
-    if mask is None:
-        return None
-    if not isinstance(mask, np.ndarray) or mask.dtype not in (np.bool_, np.float32):
-        raise TypeError(f"mask must be None or a bool or float32 numpy.ndarray, got "
-                        f"{getattr(mask, 'dtype', type(mask).__name__)}")
+    # the geometry is checked with or without a mask: a caller's bad L or S must not pass unnoticed
+    # just because this call has no mask
     if not isinstance(batch, tuple) or any(isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 0
                                            for b in batch):
         raise TypeError(f"batch must be a tuple of sizes (ints >= 0), got {batch!r}")
     L = check_int(L, "L", low=1)
     S = check_int(S, "S", low=1)
+    if mask is None:
+        return None
+    if not isinstance(mask, np.ndarray) or mask.dtype not in (np.bool_, np.float32):
+        raise TypeError(f"mask must be None or a bool or float32 numpy.ndarray, got "
+                        f"{getattr(mask, 'dtype', type(mask).__name__)}")
     try:
         np.broadcast_shapes(mask.shape, batch + (L, S))
     except ValueError:
