@@ -52,11 +52,17 @@ async def read_body(request, limit: int) -> bytes:
             raise bad(f"Content-Length {declared!r} is not an integer") from None
         if n > limit:
             raise ServeError(413, f"request body of {n} bytes exceeds the limit of {limit} bytes (--max-body-bytes)")
+
+    def too_large():
+        return ServeError(413, f"request body exceeds the limit of {limit} bytes (--max-body-bytes)")
+    read_whole = getattr(request, "read_whole", None)  # fast_routes.RawRequest: no async generator
+    if read_whole is not None:
+        return await read_whole(limit, too_large)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ServeError(413, f"request body exceeds the limit of {limit} bytes (--max-body-bytes)")
+            raise too_large()
         chunks.append(chunk)
     return b"".join(chunks)
 

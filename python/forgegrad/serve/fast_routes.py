@@ -39,6 +39,27 @@ class RawRequest:
         self.path_params = path_params
         self._receive = receive
 
+    async def read_whole(self, limit: int, too_large) -> bytes:
+        """The whole body straight from the ASGI messages (what codecs.read_body does through
+        stream(), without an async generator per request); ``too_large()`` is raised as soon as it
+        passes ``limit`` bytes."""
+        chunks, size = [], 0
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.request":
+                body = message.get("body", b"")
+                size += len(body)
+                if size > limit:
+                    raise too_large()
+                if not message.get("more_body", False):
+                    if not chunks:
+                        return body
+                    chunks.append(body)
+                    return b"".join(chunks)
+                chunks.append(body)
+            elif message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+
     async def stream(self):
         while True:
             message = await self._receive()
