@@ -178,6 +178,12 @@ void adam_update(const py::array& param, const py::array& grad, const py::array&
     fg::bind::expect_shape(X, "max_exp_avg_sq", P.shape);
   }
   if (!(step >= 1.0)) throw py::value_error("step must be >= 1, got " + std::to_string(step));
+  // each element's update reads and writes its own slots: an array overlapping another is refused
+  fg::bind::check_no_overlap("adam_update", {{grad, "grad"}},
+                             {{param, "param"},
+                              {exp_avg, "exp_avg"},
+                              {exp_avg_sq, "exp_avg_sq"},
+                              {max_exp_avg_sq ? py::handle(*max_exp_avg_sq) : py::handle(Py_None), "max_exp_avg_sq"}});
   const fg::hd::AdamParams c =
       fg::hd::adam_params(static_cast<float>(1.0 - beta1), static_cast<float>(beta2), static_cast<float>(1.0 - beta2),
                           static_cast<float>(eps), decoupled ? 0.0f : static_cast<float>(weight_decay),
@@ -205,6 +211,9 @@ void sgd_update(const py::array& param, const py::array& grad, const std::option
     Bf = fg::bind::f32_arg(*momentum_buffer, "momentum_buffer", -1, fg::bind::kContiguous, true);
     fg::bind::expect_shape(Bf, "momentum_buffer", P.shape);
   }
+  fg::bind::check_no_overlap(
+      "sgd_update", {{grad, "grad"}},
+      {{param, "param"}, {momentum != 0.0 ? py::handle(*momentum_buffer) : py::handle(Py_None), "momentum_buffer"}});
   const fg::hd::SgdParams c =
       fg::hd::sgd_params(static_cast<float>(-lr), static_cast<float>(momentum), static_cast<float>(1.0 - dampening),
                          static_cast<float>(weight_decay), nesterov, maximize);

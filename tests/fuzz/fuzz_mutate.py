@@ -52,7 +52,9 @@ def _replacements(v):
                 (tuple(float(x) + 0.5 for x in t), "wrong"), (tuple(True for _ in t), "value"),
                 (tuple(str(x) for x in t), "wrong")]
     if isinstance(v, str):
-        return [("bogus", "value"), ("", "value"), (v.upper(), "value"), (None, "value"), (1, "wrong"),
+        # "same" / "valid" are paddings of int-or-str parameters (torch's conv padding): an int is a value there
+        int_class = "value" if v in ("same", "valid") else "wrong"
+        return [("bogus", "value"), ("", "value"), (v.upper(), "value"), (None, "value"), (1, int_class),
                 ([v], "wrong")]
     if v is None:
         return [("x", "value"), (1, "value"), (1.5, "value"), (np.zeros(3, np.float32), "value")]

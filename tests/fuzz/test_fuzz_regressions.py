@@ -211,3 +211,63 @@ def test_attention_mask_geometry_is_checked_without_a_mask():
     for args, err in ((((2, 3), "1", 7), TypeError), (((2, 3), 5, 0), ValueError), (((2, 1.5), 5, 7), TypeError)):
         with pytest.raises(err):
             KA.prepare_mask(None, *args)
+
+
+@pytest.mark.parametrize("name", ["exp", "log", "sqrt", "sin", "cos"])
+def test_float_functions_of_bools_are_float32(name):
+    """op:cos, base 0, mutations [["dtype", 0, 4]] (long run, seed 7): numpy computes cos(bool) in
+    float16, so the result (cast to float32) was off by ~2e-4 against torch's float32."""
+    b = np.array([True, False, True])
+    got = getattr(fg, name)(fg.tensor(b))
+    want = getattr(torch, name)(torch.from_numpy(b)).numpy()
+    assert got.dtype == fg.float32
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)  # float32 libm vs torch: the last ulp
+
+
+def test_clamp_and_compare_refuse_lists_and_clamp_takes_tensor_bounds():
+    """op:clamp, base 0, [["scalar", 0, 55]] and op:compare, base 7, [["scalar", 0, 16]] (long run,
+    seed 7): a list bound or operand was taken as an array (torch: TypeError). Tensor bounds, which
+    torch takes, failed inside clamp."""
+    x = fg.tensor(np.arange(6, dtype=np.float32).reshape(2, 3), requires_grad=True)
+    with pytest.raises(TypeError, match="max must be a number or a tensor"):
+        fg.ops.get("clamp")(x, max=[0.7])
+    with pytest.raises(TypeError, match="other operand"):
+        fg.ops.get("compare")(x, [0.25], op="le")
+    xt = torch.arange(6, dtype=torch.float32).reshape(2, 3).requires_grad_()
+    y = x.clamp(min=1.5, max=fg.tensor(np.float32(3)))
+    yt = xt.clamp(min=1.5, max=torch.tensor(3.0))
+    np.testing.assert_array_equal(y.numpy(), yt.detach().numpy())
+    y.sum().backward()
+    yt.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), xt.grad.numpy())
+
+
+def test_optimizer_update_bindings_refuse_overlapping_state():
+    """c:hd_math.adam_update, base 0, [["overlap", 0, 0]] (long run, seed 7): param and exp_avg_sq
+    partly sharing memory gave silently wrong updates."""
+    kw = dict(step=1, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8)
+    buf, g = np.zeros(40, np.float32), np.ones(37, np.float32)
+    with pytest.raises(ValueError, match="overlap"):
+        _C.hd_math.adam_update(buf[0:37], g, np.zeros(37, np.float32), buf[2:39], None, **kw)
+    with pytest.raises(ValueError, match="overlap"):
+        _C.hd_math.sgd_update(buf[0:37], g, buf[1:38], True, lr=0.1, momentum=0.9)
+    p = np.zeros(37, np.float32)
+    _C.hd_math.adam_update(p, g, np.zeros(37, np.float32), np.zeros(37, np.float32), None, **kw)
+    np.testing.assert_allclose(p, -1e-3, rtol=1e-5)
+
+
+def test_batch_norm_of_a_long_constant_channel():
+    """op:batch_norm, base 2, [["huge", 0, 2]] (long run, seed 7): a broadcast input of 2**26 equal
+    values per channel; each (n, c) row was summed in float, so the mean drifted by far more than the
+    (zero) spread and the output was off by ~1.7 instead of equal to the bias."""
+    import forgegrad.nn.functional as F
+    w, b = np.array([1.5, -2, 0.3], np.float32), np.array([0.15, 0.2, -0.1], np.float32)
+    x = np.broadcast_to(np.float32(0.7173), (2, 3, 2 ** 23))
+    y = F.batch_norm(fg.tensor(x), None, None, fg.tensor(w), fg.tensor(b), training=True).numpy()
+    np.testing.assert_allclose(y, np.broadcast_to(b[None, :, None], y.shape), atol=2e-5)
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((2, 3, 2 ** 20)) + 3).astype(np.float32)
+    y = F.batch_norm(fg.tensor(x), None, None, fg.tensor(w), fg.tensor(b), training=True).numpy()
+    t = torch.nn.functional.batch_norm(torch.from_numpy(x).double(), None, None, torch.from_numpy(w).double(),
+                                       torch.from_numpy(b).double(), training=True).numpy()
+    np.testing.assert_allclose(y, t, atol=5e-5)

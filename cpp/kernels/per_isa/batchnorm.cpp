@@ -1,15 +1,17 @@
 // Batch normalisation kernels, compiled per ISA (see batchnorm.h).
 //
-// Statistics: per channel, each (n, c) row of L values is summed with vector accumulators into a
-// float, and the N row sums are added in order into a double. For L == 1 ((N, C) input) the
-// channels are contiguous instead, so blocks of channels are summed down the batch with double
-// accumulators. Either way a channel's sums have one fixed order whichever thread owns it.
+// Statistics: per channel, each (n, c) row of L values is summed with vector accumulators (in
+// float within blocks of 1024 values, block sums in double), and the N row sums are added in order
+// into a double. For L == 1 ((N, C) input) the channels are contiguous instead, so blocks of
+// channels are summed down the batch with double accumulators. Either way a channel's sums have one
+// fixed order whichever thread owns it, and are taken about the channel's first value.
 #include <cmath>
 
 #include "forgegrad/batchnorm.h"
 #include "forgegrad/memory.h"
 #include "forgegrad/parallel.h"
 #include "forgegrad/simd.h"
+#include "softmax_rows.h"
 
 namespace fg {
 namespace FG_ISA_NS {
@@ -17,46 +19,41 @@ namespace {
 
 constexpr int64_t kChanBlock = 64;  // channels per block on the L == 1 path
 
-inline float row_sum(const float* p, int64_t L) {
-  vf a = vzero(), b = vzero();
-  int64_t i = 0;
-  for (; i + 2 * W <= L; i += 2 * W) {
-    a = vadd(a, vload(p + i));
-    b = vadd(b, vload(p + i + W));
-  }
-  for (; i < L; i += W) a = vadd(a, vload_n(p + i, static_cast<int>(L - i < W ? L - i : W)));
-  return vreduce_add(vadd(a, b));
+// Row sums (rows::row_sum): float vector accumulators over blocks of 1024 values, block sums in
+// double, so a long row (a large H x W) keeps ulp-level error.
+
+// sum (p - shift)
+inline double row_sum_about(const float* p, int64_t L, float shift) {
+  const vf s = vset1(shift);
+  return rows::row_sum(
+      L, [&](int64_t i) { return vsub(vload(p + i), s); },
+      [&](int64_t i, int r) { return rows::keep_first(vsub(vload_n(p + i, r), s), vzero(), r); });
 }
 
-// sum (p - mean)^2
-inline float row_sqdiff(const float* p, int64_t L, float mean) {
-  const vf m = vset1(mean);
-  vf a = vzero();
-  int64_t i = 0;
-  for (; i + W <= L; i += W) {
-    vf d = vsub(vload(p + i), m);
-    a = vfmadd(d, d, a);
-  }
-  float tail = 0.0f;  // the last L % W values, in order
-  for (; i < L; ++i) {
-    const float d = p[i] - mean;
-    tail += d * d;
-  }
-  return vreduce_add(a) + tail;
+// sum ((p - hi) - lo)^2: the mean as a float pair hi + lo, so the centred values keep their digits
+inline double row_sqdiff(const float* p, int64_t L, float hi, float lo) {
+  const vf h = vset1(hi), l = vset1(lo);
+  return rows::row_sum(
+      L,
+      [&](int64_t i) {
+        const vf d = vsub(vsub(vload(p + i), h), l);
+        return vmul(d, d);
+      },
+      [&](int64_t i, int r) {
+        const vf d = rows::keep_first(vsub(vsub(vload_n(p + i, r), h), l), vzero(), r);
+        return vmul(d, d);
+      });
 }
 
-// sum (x - mean) * g
-inline float row_dot_centered(const float* x, const float* g, int64_t L, float mean) {
+// sum g and sum (x - mean) * g (the lanes of g past a partial vector load as 0)
+inline double row_sum_plain(const float* g, int64_t L) {
+  return rows::row_sum(L, [&](int64_t i) { return vload(g + i); }, [&](int64_t i, int r) { return vload_n(g + i, r); });
+}
+inline double row_dot_centered(const float* x, const float* g, int64_t L, float mean) {
   const vf m = vset1(mean);
-  vf a = vzero();
-  int64_t i = 0;
-  for (; i + W <= L; i += W) a = vfmadd(vsub(vload(x + i), m), vload(g + i), a);
-  if (i < L) {
-    const int n = static_cast<int>(L - i);
-    // grad lanes past n load as 0, so those products vanish
-    a = vfmadd(vsub(vload_n(x + i, n), m), vload_n(g + i, n), a);
-  }
-  return vreduce_add(a);
+  return rows::row_sum(
+      L, [&](int64_t i) { return vmul(vsub(vload(x + i), m), vload(g + i)); },
+      [&](int64_t i, int r) { return vmul(vsub(vload_n(x + i, r), m), vload_n(g + i, r)); });
 }
 
 // y = x * alpha + beta over a row of L values
@@ -81,14 +78,20 @@ inline void row_affine2(const float* g, const float* x, float* y, int64_t L, flo
   }
 }
 
-// Per-channel mean and biased variance (double) of x viewed as (N, C, L), channels [c0, c1).
+// Per-channel mean and biased variance (double) of x viewed as (N, C, L), channels [c0, c1). The
+// sums are taken about each channel's first value: a channel of equal values (a broadcast input)
+// has mean exactly that value and variance 0, and a large common offset costs no precision.
 void channel_stats(int64_t N, int64_t C, int64_t L, const float* x, int64_t c0, int64_t c1, double* mean, double* var) {
   const double cnt = static_cast<double>(N) * static_cast<double>(L);
+  if (N == 0 || L == 0) {
+    for (int64_t c = c0; c < c1; ++c) mean[c - c0] = 0.0 / cnt, var[c - c0] = 0.0 / cnt;  // NaN, as torch
+    return;
+  }
   if (L == 1) {
     for (int64_t c = c0; c < c1; ++c) mean[c - c0] = 0.0, var[c - c0] = 0.0;
     for (int64_t n = 0; n < N; ++n)
-      for (int64_t c = c0; c < c1; ++c) mean[c - c0] += x[n * C + c];
-    for (int64_t c = c0; c < c1; ++c) mean[c - c0] /= cnt;
+      for (int64_t c = c0; c < c1; ++c) mean[c - c0] += static_cast<double>(x[n * C + c]) - x[c];
+    for (int64_t c = c0; c < c1; ++c) mean[c - c0] = x[c] + mean[c - c0] / cnt;
     for (int64_t n = 0; n < N; ++n)
       for (int64_t c = c0; c < c1; ++c) {
         const double d = x[n * C + c] - mean[c - c0];
@@ -98,11 +101,13 @@ void channel_stats(int64_t N, int64_t C, int64_t L, const float* x, int64_t c0, 
     return;
   }
   for (int64_t c = c0; c < c1; ++c) {
+    const float x0 = x[c * L];
     double s = 0.0;
-    for (int64_t n = 0; n < N; ++n) s += row_sum(x + (n * C + c) * L, L);
-    const double m = s / cnt;
+    for (int64_t n = 0; n < N; ++n) s += row_sum_about(x + (n * C + c) * L, L, x0);
+    const double m = static_cast<double>(x0) + s / cnt;
+    const float hi = static_cast<float>(m), lo = static_cast<float>(m - static_cast<double>(hi));
     double q = 0.0;
-    for (int64_t n = 0; n < N; ++n) q += row_sqdiff(x + (n * C + c) * L, L, static_cast<float>(m));
+    for (int64_t n = 0; n < N; ++n) q += row_sqdiff(x + (n * C + c) * L, L, hi, lo);
     mean[c - c0] = m;
     var[c - c0] = q / cnt;
   }
@@ -126,7 +131,7 @@ void channel_grad_sums(int64_t N, int64_t C, int64_t L, const float* x, const fl
     for (int64_t n = 0; n < N; ++n) {
       const float* xr = x + (n * C + c) * L;
       const float* gr = g + (n * C + c) * L;
-      s += row_sum(gr, L);
+      s += row_sum_plain(gr, L);
       d += row_dot_centered(xr, gr, L, mean[c]);
     }
     sum_g[c - c0] = s;

@@ -7,6 +7,8 @@ or ``out.argmax(1)`` to export it as an op of the input rather than as a constan
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from ..autograd import Function
@@ -57,6 +59,9 @@ class CompareFunction(Function):
         fn = COMPARISONS.get(op)
         if fn is None:
             raise ValueError(f"Compare: op must be one of {sorted(COMPARISONS)}, got {op!r}")
+        if not isinstance(b, (np.ndarray, np.generic, numbers.Number)):  # numpy would take a list as an array
+            raise TypeError(f"Compare: the other operand must be a tensor, an array or a number, got "
+                            f"{type(b).__name__} {b!r:.60}")
         return np.asarray(fn(a, b))
 
     @staticmethod

@@ -1,8 +1,11 @@
 """Elementwise arithmetic and math with numpy broadcasting."""
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
+from .._tensor_methods import TensorMethods
 from ..autograd import Function
 from . import _meta as M
 from . import _samples as S
@@ -131,6 +134,14 @@ class _UnaryMathFunction(Function):
         return type(ctx).grad(g, a, y)
 
 
+def _float_of_bool(fn):
+    """fn computing a bool array in float32: numpy gives float functions of bools in float16, where
+    torch (and forgegrad for integers, in float64 rounded to float32) computes them in float32."""
+    def f(a):
+        return fn(a.astype(np.float32) if a.dtype == np.bool_ else a)
+    return f
+
+
 def _unary(name, fn, grad, flops, make=S.rand):
     """Define and register the Function of a pointwise op from its formula and gradient."""
     title = "".join(part.title() for part in name.split("_"))
@@ -143,12 +154,12 @@ def _unary(name, fn, grad, flops, make=S.rand):
 
 # name, y = fn(a), dL/da from (g, a, y), FLOPs per element, samples
 NegFunction = _unary("neg", np.negative, lambda g, a, y: -g, 1)
-ExpFunction = _unary("exp", np.exp, lambda g, a, y: g * y, 4)
-LogFunction = _unary("log", np.log, lambda g, a, y: g / a, 4, S.positive)
-SqrtFunction = _unary("sqrt", np.sqrt, lambda g, a, y: g / (2 * y), 1, S.positive)
+ExpFunction = _unary("exp", _float_of_bool(np.exp), lambda g, a, y: g * y, 4)
+LogFunction = _unary("log", _float_of_bool(np.log), lambda g, a, y: g / a, 4, S.positive)
+SqrtFunction = _unary("sqrt", _float_of_bool(np.sqrt), lambda g, a, y: g / (2 * y), 1, S.positive)
 AbsFunction = _unary("abs", np.abs, lambda g, a, y: g * np.sign(a), 1)
-SinFunction = _unary("sin", np.sin, lambda g, a, y: g * np.cos(a), 4)
-CosFunction = _unary("cos", np.cos, lambda g, a, y: -g * np.sin(a), 4)
+SinFunction = _unary("sin", _float_of_bool(np.sin), lambda g, a, y: g * np.cos(a), 4)
+CosFunction = _unary("cos", _float_of_bool(np.cos), lambda g, a, y: -g * np.sin(a), 4)
 
 
 def _clamp_promotes(a, lo, hi) -> bool:
@@ -169,10 +180,14 @@ class ClampFunction(Function):
     def forward(ctx, a, min=None, max=None):
         if min is None and max is None:
             raise ValueError("clamp: at least one of min or max must be given")
+        # tensor bounds (keywords: apply unwraps positional tensors only) as their arrays
+        min, max = (b.numpy() if isinstance(b, TensorMethods) else b for b in (min, max))
         for bound, name in ((min, "min"), (max, "max")):  # numpy would drop an imaginary part
             if isinstance(bound, (complex, np.complexfloating)) or getattr(bound, "dtype", None) is not None \
                     and np.dtype(bound.dtype).kind == "c":
                 raise TypeError(f"clamp: {name} must be a real number, got {bound!r}")
+            if bound is not None and not isinstance(bound, (np.ndarray, np.generic, numbers.Real)):
+                raise TypeError(f"clamp: {name} must be a number or a tensor, got {type(bound).__name__} {bound!r:.60}")
         if _clamp_promotes(a, min, max):  # clamp(int tensor, 0.5) is float, as in torch, not truncated
             a = a.astype(np.float32)
         y = np.clip(a, min, max)
@@ -298,6 +313,8 @@ class ClampCudaFunction(Function):
     def forward(ctx, a, min=None, max=None):
         if min is None and max is None:
             raise ValueError("clamp: at least one of min or max must be given")
+        # tensor bounds (keywords: apply unwraps positional tensors only) as their arrays
+        min, max = (b.numpy() if isinstance(b, TensorMethods) else b for b in (min, max))
         lo, hi = CN.scalar_or_nan(min), CN.scalar_or_nan(max)
         ctx.save_for_backward(a, lo if CN.is_array(lo) else None, hi if CN.is_array(hi) else None)
         ctx.bounds = (lo, hi)
