@@ -271,3 +271,62 @@ def test_batch_norm_of_a_long_constant_channel():
     t = torch.nn.functional.batch_norm(torch.from_numpy(x).double(), None, None, torch.from_numpy(w).double(),
                                        torch.from_numpy(b).double(), training=True).numpy()
     np.testing.assert_allclose(y, t, atol=5e-5)
+
+
+def test_fake_quantize_lets_nan_through():
+    """op:fake_quantize_per_tensor_affine / per_channel, base 0, [["nan", 0, 0]] (long run, seed 7):
+    torch turns NaN into a quantization bound (a NaN cast to an integer); forgegrad keeps the NaN, and
+    every other element equals torch's."""
+    x = np.array([[0.1, np.nan, -0.3], [0.7, 0.2, np.nan]], np.float32)
+    got = fg.ops.get("fake_quantize_per_tensor_affine")(fg.tensor(x), 0.05, 3, 0, 255).numpy()
+    want = torch.fake_quantize_per_tensor_affine(torch.from_numpy(x), 0.05, 3, 0, 255).numpy()
+    assert np.isnan(got[np.isnan(x)]).all()
+    np.testing.assert_array_equal(got[~np.isnan(x)], want[~np.isnan(x)])
+    s, z = np.array([0.05, 0.1], np.float32), np.array([3, 0], np.int32)
+    got = fg.ops.get("fake_quantize_per_channel_affine")(fg.tensor(x), fg.tensor(s), fg.tensor(z), 0, 0, 255).numpy()
+    want = torch.fake_quantize_per_channel_affine(torch.from_numpy(x), torch.from_numpy(s), torch.from_numpy(z),
+                                                  0, 0, 255).numpy()
+    assert np.isnan(got[np.isnan(x)]).all()
+    np.testing.assert_array_equal(got[~np.isnan(x)], want[~np.isnan(x)])
+
+
+def test_nll_loss_ignored_position_with_infinite_log_probability():
+    """op:nll_loss, base 12, [["inf", 0, 0]] (long run, seed 7): an ignored position's log-probability
+    was multiplied by its zero weight, and inf * 0 made the loss NaN (torch: -inf)."""
+    lp = np.log(np.full((4, 3), 1 / 3, np.float32))
+    lp[1, 0], lp[2, 1] = np.inf, -np.inf
+    t = np.array([2, -100, 1, 0])
+    for reduction in ("mean", "sum", "none"):
+        got = fg.nn.functional.nll_loss(fg.tensor(lp), fg.tensor(t), reduction=reduction).numpy()
+        want = F.nll_loss(torch.from_numpy(lp), torch.from_numpy(t), reduction=reduction).numpy()
+        np.testing.assert_array_equal(got, want)
+
+
+def test_mean_and_sum_across_many_rows():
+    """op:mean, base 4, [["huge", 0, 0]] (long run, seed 7): numpy sums pairwise only along a contiguous
+    innermost axis; across 2**26 broadcast rows it added one value after another in float32, and the
+    mean of equal values came out 0.15 % off. Long reductions now accumulate in float64."""
+    v = np.float32(0.54784673)
+    x = fg.tensor(np.broadcast_to(v, (2 ** 24, 5)))
+    np.testing.assert_array_equal(x.mean(0).numpy(), np.full(5, v))
+    assert x.sum().numpy() == np.float32(float(v) * 5 * 2 ** 24)
+    assert x.mean().numpy().dtype == np.float32
+
+
+@pytest.mark.parametrize("norm", ["layer_norm", "rms_norm"])
+def test_norms_of_rows_near_float_max(norm):
+    """op:layer_norm, base 0, [["bigval", 0, 0]] (long run, seed 7): values of 3e38 overflowed the float
+    sums of squares, and the rows came out as the bias or NaN (torch's float32: NaN); such rows are
+    now normalised in double, as torch's float64 does."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 7)).astype(np.float32)
+    x[0, 2], x[1, [1, 4]], x[2, [3, 5]] = 3e38, 3e38, (-3e38, 3e38)
+    w, b = rng.standard_normal(7).astype(np.float32), rng.standard_normal(7).astype(np.float32)
+    tx, tw, tb = (torch.from_numpy(a).double() for a in (x, w, b))
+    if norm == "layer_norm":
+        got = fg.nn.functional.layer_norm(fg.tensor(x), (7,), fg.tensor(w), fg.tensor(b)).numpy()
+        want = F.layer_norm(tx, (7,), tw, tb).numpy()
+    else:
+        got = fg.nn.functional.rms_norm(fg.tensor(x), (7,), fg.tensor(w)).numpy()
+        want = F.rms_norm(tx, (7,), tw).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-6)

@@ -70,6 +70,32 @@ inline vf tail0(vf v, int r) { return r == W ? v : keep_first(v, vzero(), r); }
 int64_t row_grain(int64_t D) { return imax(1, 16384 / imax(1, D)); }
 
 // ---- LayerNorm forward --------------------------------------------------------------------
+// A row whose float sums overflowed (deviations beyond ~1e19, whose squares exceed float; or an
+// infinite or NaN value): mean, variance and output in double, one element at a time, so values
+// near float's limit still normalise as they do in double (torch's float32 gives NaN there).
+void norm_row_double(const float* x, const float* w, const float* b, int64_t n, float eps, bool center, float* y,
+                     float* mean_out, float* rstd_out) {
+  double mean = 0.0;
+  if (center) {
+    for (int64_t i = 0; i < n; ++i) mean += static_cast<double>(x[i]);
+    mean /= static_cast<double>(n);
+  }
+  double q = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(x[i]) - mean;
+    q += d * d;
+  }
+  const double rstd = 1.0 / std::sqrt(q / static_cast<double>(n) + static_cast<double>(eps));
+  for (int64_t i = 0; i < n; ++i) {
+    double v = (static_cast<double>(x[i]) - mean) * rstd;
+    if (w) v *= static_cast<double>(w[i]);
+    if (b) v += static_cast<double>(b[i]);
+    y[i] = static_cast<float>(v);
+  }
+  if (mean_out) *mean_out = static_cast<float>(mean);
+  *rstd_out = static_cast<float>(rstd);
+}
+
 void layer_norm_row(const float* x, const float* w, const float* b, int64_t n, float eps, float* y, float* mean_out,
                     float* rstd_out) {
   // Pass 1: the mean, summed as sum(x - x[0]): with a large common offset the differences are
@@ -91,6 +117,7 @@ void layer_norm_row(const float* x, const float* w, const float* b, int64_t n, f
         a[0] = vfmadd(d, d, a[0]);
       },
       &s2);
+  if (!std::isfinite(s1) || !std::isfinite(s2)) return norm_row_double(x, w, b, n, eps, true, y, mean_out, rstd_out);
   const double rstd = 1.0 / std::sqrt(s2 / static_cast<double>(n) + static_cast<double>(eps));
   *mean_out = hi;
   *rstd_out = static_cast<float>(rstd);
@@ -119,6 +146,7 @@ void rms_norm_row(const float* x, const float* w, int64_t n, float eps, float* y
         a[0] = vfmadd(v, v, a[0]);
       },
       &s);
+  if (!std::isfinite(s)) return norm_row_double(x, w, nullptr, n, eps, false, y, nullptr, rstd_out);
   const double rstd = 1.0 / std::sqrt(s / static_cast<double>(n) + static_cast<double>(eps));
   *rstd_out = static_cast<float>(rstd);
   const vf R = vset1(static_cast<float>(rstd));

@@ -476,7 +476,9 @@ class NLLLossFunction(Function):
         _same_float_dtype("nll_loss", logp, weight)
         w = np.ones(C, dt) if weight is None else weight.astype(dt)
         wy = np.where(valid, w[ys], 0).astype(dt)
-        per = -lp[np.arange(len(ys)), ys] * wy
+        # ignored positions contribute 0 (not 0 * their log-probability: an infinite one made NaN)
+        picked = np.where(valid, lp[np.arange(len(ys)), ys], 0)
+        per = np.where(valid, -picked * wy, 0).astype(dt, copy=False)
         ctx.save_for_backward(ys, wy)
         ctx.shape, ctx.reduction, ctx.dt = logp.shape, reduction, dt
         ctx.denom = wy.sum(dtype=dt)
