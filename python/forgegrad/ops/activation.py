@@ -46,26 +46,14 @@ def _activation_kernel(function, code, alpha_of=None):
         if type(x) is np.ndarray and x.dtype is _F32:
             op_code, alpha = epilogue(*args, **kwargs)
             return _K._forward(op_code, x, None, alpha)
-        return function.forward(_NoCtx, x, *args, **kwargs)
+        # other dtypes: the Function's own forward on a throwaway ctx of its class (forwards that
+        # look up their kernel or reference on type(ctx) need the class)
+        ctx = function.__new__(function)
+        ctx.needs_input_grad = (False,) * (1 + len(args))
+        return function.forward(ctx, x, *args, **kwargs)
 
     function.op.epilogue = epilogue
     function.op.set_inference("cpu", run)
-
-
-class _NoCtx:
-    """A ctx for running a forward whose saved values nobody will read."""
-
-    needs_input_grad = ()
-
-    @staticmethod
-    def save_for_backward(*arrays):
-        pass
-
-    def __setattr__(self, name, value):
-        pass
-
-
-_NoCtx = _NoCtx()
 
 
 def _torch_F():
@@ -157,7 +145,7 @@ class LeakyReluFunction(Function):
     @staticmethod
     def forward(ctx, x, negative_slope=0.01):
         ctx.save_for_backward(x)
-        # a local, not ctx.slope: the no-graph path's ctx (_NoCtx) keeps nothing
+        # a local, not ctx.slope: the no-graph path's ctx is thrown away
         ctx.slope = slope = np.float32(negative_slope)
         ctx.slope_value = negative_slope
         if _f32(x):

@@ -92,6 +92,8 @@ class PowFunction(Function):
 
     @staticmethod
     def forward(ctx, a, b):
+        if not isinstance(b, (np.ndarray, np.generic, numbers.Number)):  # numpy would take a list as an array
+            raise TypeError(f"pow: the exponent must be a tensor or a number, got {type(b).__name__} {b!r:.60}")
         y = np.power(a, b)
         ctx.save_for_backward(a, b, y)
         return y

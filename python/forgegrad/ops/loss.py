@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from ..autograd import Function
-from .._validate import check_bool
+from .._validate import check_bool, check_int
 from ..devices import MetaArray
 from ..kernels import loss as _KL
 from . import _meta as M
@@ -465,6 +465,7 @@ class NLLLossFunction(Function):
 
     @staticmethod
     def forward(ctx, logp, target, weight=None, ignore_index=-100, reduction="mean"):
+        ignore_index = check_int(ignore_index, "nll_loss: ignore_index")  # 1.0 is no class index (torch)
         C = _check_nll(logp, target, weight, reduction)
         lp = _classes_last(logp)
         y = target.reshape(-1)

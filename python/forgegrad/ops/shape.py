@@ -34,6 +34,9 @@ class ReshapeFunction(Function):
     @staticmethod
     def forward(ctx, a, shape):
         ctx.in_shape = a.shape
+        if not isinstance(shape, (tuple, list)) or any(
+                isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) for d in shape):
+            raise TypeError(f"reshape: shape must be a tuple of ints, got {shape!r:.80}")
         try:
             return a.reshape(shape)
         except ValueError:

@@ -15,7 +15,7 @@ from ..autograd import Function
 from ._util import normalize_axis
 from . import _meta as M
 from . import _samples as S
-from .reduce import _expand_back
+from .reduce import _FLOAT32_EXACT_COUNT, _expand_back
 from .registry import BadInput, Sample, register_op
 
 
@@ -60,8 +60,10 @@ class VarFunction(Function):
         # same operation sequence as mean / sub / mul / sum / div, in x's dtype
         with warnings.catch_warnings():  # an empty reduction: numpy warns, the result below is NaN as torch's
             warnings.simplefilter("ignore", RuntimeWarning)
-            d = x - np.mean(x, axis=axes, keepdims=True, dtype=x.dtype)
-        ss = np.sum(d * d, axis=axes, keepdims=bool(keepdim), dtype=x.dtype)
+            # long float32 reductions accumulate in float64 (see reduce._float32_sum)
+            acc = np.float64 if x.dtype == np.float32 and n > _FLOAT32_EXACT_COUNT else x.dtype
+            d = x - np.mean(x, axis=axes, keepdims=True, dtype=acc).astype(x.dtype)
+        ss = np.sum(d * d, axis=axes, keepdims=bool(keepdim), dtype=acc).astype(x.dtype)
         if dof <= 0:
             warnings.warn("var(): degrees of freedom is <= 0 (one element with unbiased=True): the result is nan",
                           RuntimeWarning, stacklevel=4)  # the caller of Tensor.var (through OpDef and apply)
