@@ -24,6 +24,12 @@ def _type_name(value) -> str:
     return type(value).__name__
 
 
+def is_array_or_number(value, real: bool = False) -> bool:
+    """Whether ``value`` can be an op's other operand: a numpy array or scalar, or a Python number
+    (a real one when ``real``). numpy would also take a list or a string as an array, torch does not."""
+    return isinstance(value, (np.ndarray, np.generic, numbers.Real if real else numbers.Number))
+
+
 def check_bool(value, name: str) -> bool:
     """``value`` as a Python bool; only bool and numpy.bool_ are accepted."""
     if isinstance(value, (bool, np.bool_)):

@@ -7,14 +7,12 @@ or ``out.argmax(1)`` to export it as an op of the input rather than as a constan
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from ..autograd import Function
 from . import _meta as M
 from . import _samples as S
-from .._validate import check_bool
+from .._validate import check_bool, is_array_or_number
 from ._util import single_axis
 from .registry import BadInput, Sample, register_op
 
@@ -59,7 +57,7 @@ class CompareFunction(Function):
         fn = COMPARISONS.get(op)
         if fn is None:
             raise ValueError(f"Compare: op must be one of {sorted(COMPARISONS)}, got {op!r}")
-        if not isinstance(b, (np.ndarray, np.generic, numbers.Number)):  # numpy would take a list as an array
+        if not is_array_or_number(b):
             raise TypeError(f"Compare: the other operand must be a tensor, an array or a number, got "
                             f"{type(b).__name__} {b!r:.60}")
         return np.asarray(fn(a, b))

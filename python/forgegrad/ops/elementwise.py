@@ -1,11 +1,10 @@
 """Elementwise arithmetic and math with numpy broadcasting."""
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from .._tensor_methods import TensorMethods
+from .._validate import is_array_or_number
 from ..autograd import Function
 from . import _meta as M
 from . import _samples as S
@@ -92,7 +91,7 @@ class PowFunction(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        if not isinstance(b, (np.ndarray, np.generic, numbers.Number)):  # numpy would take a list as an array
+        if not is_array_or_number(b):
             raise TypeError(f"pow: the exponent must be a tensor or a number, got {type(b).__name__} {b!r:.60}")
         y = np.power(a, b)
         ctx.save_for_backward(a, b, y)
@@ -188,7 +187,7 @@ class ClampFunction(Function):
             if isinstance(bound, (complex, np.complexfloating)) or getattr(bound, "dtype", None) is not None \
                     and np.dtype(bound.dtype).kind == "c":
                 raise TypeError(f"clamp: {name} must be a real number, got {bound!r}")
-            if bound is not None and not isinstance(bound, (np.ndarray, np.generic, numbers.Real)):
+            if bound is not None and not is_array_or_number(bound, real=True):
                 raise TypeError(f"clamp: {name} must be a number or a tensor, got {type(bound).__name__} {bound!r:.60}")
         if _clamp_promotes(a, min, max):  # clamp(int tensor, 0.5) is float, as in torch, not truncated
             a = a.astype(np.float32)
@@ -315,8 +314,6 @@ class ClampCudaFunction(Function):
     def forward(ctx, a, min=None, max=None):
         if min is None and max is None:
             raise ValueError("clamp: at least one of min or max must be given")
-        # tensor bounds (keywords: apply unwraps positional tensors only) as their arrays
-        min, max = (b.numpy() if isinstance(b, TensorMethods) else b for b in (min, max))
         lo, hi = CN.scalar_or_nan(min), CN.scalar_or_nan(max)
         ctx.save_for_backward(a, lo if CN.is_array(lo) else None, hi if CN.is_array(hi) else None)
         ctx.bounds = (lo, hi)
