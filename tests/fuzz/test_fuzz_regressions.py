@@ -1,6 +1,7 @@
 """The defects the fuzz suite found, each with its reproducer (none of them crashed, so they run in
 process). The fuzz case that found each is in its docstring, runnable with tests/fuzz/fuzz_worker.py."""
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -290,6 +291,26 @@ def test_fake_quantize_lets_nan_through():
     np.testing.assert_array_equal(got[~np.isnan(x)], want[~np.isnan(x)])
 
 
+def test_fake_quantize_saturates_infinite_input():
+    """op:fake_quantize_per_channel_affine, base 0, [["inf", 0, 0]] (long run, seed 7): +-inf (and values
+    whose quotient by the scale overflows) quantize to the upper / lower bound, as torch's per-tensor
+    kernel gives; torch's per-channel kernel casts the infinite quotient to an integer and lands on
+    quant_min, so the two torch kernels disagree there and forgegrad follows the per-tensor one."""
+    x = np.array([[np.inf, -np.inf, 1.0, 3e38], [0.5, np.inf, -3e38, -np.inf]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning from the saturating product
+        got = fg.ops.get("fake_quantize_per_tensor_affine")(fg.tensor(x), 0.05, 3, 0, 255).numpy()
+    want = torch.fake_quantize_per_tensor_affine(torch.from_numpy(x), 0.05, 3, 0, 255).numpy()
+    np.testing.assert_array_equal(got, want)
+    s, z = np.array([0.05, 0.1], np.float32), np.array([3, 0], np.int32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = fg.ops.get("fake_quantize_per_channel_affine")(fg.tensor(x), fg.tensor(s), fg.tensor(z), 0, 0,
+                                                             255).numpy()
+    np.testing.assert_allclose(got, [[(255 - 3) * 0.05, (0 - 3) * 0.05, 1.0, (255 - 3) * 0.05],
+                                     [0.5, 255 * 0.1, 0.0, 0.0]], rtol=1e-6)
+
+
 def test_nll_loss_ignored_position_with_infinite_log_probability():
     """op:nll_loss, base 12, [["inf", 0, 0]] (long run, seed 7): an ignored position's log-probability
     was multiplied by its zero weight, and inf * 0 made the loss NaN (torch: -inf)."""
@@ -364,3 +385,36 @@ def test_pow_reshape_and_nll_loss_check_argument_types():
     lp = fg.tensor(np.log(np.full((2, 3), 1 / 3, np.float32)))
     with pytest.raises(TypeError, match="ignore_index"):
         fg.nn.functional.nll_loss(lp, fg.tensor(np.array([0, 1])), ignore_index=1.0)
+
+
+def test_attention_nan_score_spreads_over_its_row_only():
+    """op:scaled_dot_product_attention (long run, seed 7): a query row whose scores are all NaN gave 0
+    (the running max skips NaN, so the row looked empty); torch gives NaN there, and only there."""
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal(s).astype(np.float32) for s in ((2, 3, 5, 16), (2, 3, 7, 16), (2, 3, 7, 8)))
+    q[0, 1, 2, 4] = np.nan
+    mask = np.zeros((5, 7), np.float32)
+    mask[3, 6] = np.nan
+    for kw in ({}, {"attn_mask": mask}, {"is_causal": True}):
+        got = fg.nn.functional.scaled_dot_product_attention(
+            _t(q), _t(k), _t(v), **{n: _t(m) for n, m in kw.items() if n == "attn_mask"},
+            **{n: m for n, m in kw.items() if n != "attn_mask"}).numpy()
+        want = F.scaled_dot_product_attention(torch.from_numpy(q), torch.from_numpy(k), torch.from_numpy(v),
+                                              **{n: torch.from_numpy(m) if n == "attn_mask" else m
+                                                 for n, m in kw.items()}).numpy()
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_allclose(got[~np.isnan(want)], want[~np.isnan(want)], rtol=1e-4, atol=1e-5)
+
+
+def test_attention_scales_q_before_the_product():
+    """op:scaled_dot_product_attention, base 12, [["bigval", 0, 0]] (long run, seed 7): q k^T * scale
+    overflowed to inf (then NaN) for a q near 3e38 where torch's (q * scale) k^T stays finite."""
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.standard_normal(s).astype(np.float32) for s in ((1, 4, 16), (1, 6, 16), (1, 6, 8)))
+    q[0, 1, 3] = 3e38
+    k[0, :, 3] = [1.5, -1.5, 1.2, -1.8, 1.6, 1.9]  # (q * 0.25) * k stays in float's range, q * k does not
+    want = F.scaled_dot_product_attention(torch.from_numpy(q), torch.from_numpy(k), torch.from_numpy(v)).numpy()
+    assert np.isfinite(want).all()
+    for grad in (False, True):
+        out = fg.nn.functional.scaled_dot_product_attention(_t(q).requires_grad_(grad), _t(k), _t(v))
+        np.testing.assert_allclose(out.numpy(), want, rtol=1e-4, atol=1e-5)

@@ -10,7 +10,10 @@
 //
 // Backward recomputes the scores tile by tile: for each key block j, over the query blocks i that
 // see it, P = exp(S - lse), dV_j += P^T dO_i, dP = dO_i V_j^T, dS = P * (dP - D) with
-// D = rowsum(dO * out), dK_j += dS^T Q_i, dQ_i += dS K_j (scale applied at the end).
+// D = rowsum(dO * out), dK_j += dS^T (Q_i * scale), dQ_i += dS K_j (dQ scaled at the end).
+//
+// q is scaled before the product, (q * scale) k^T, as torch does: with scale < 1 (1/sqrt(E)) a large
+// q then overflows no later than torch's (a score past float's range is +-inf and spreads NaN).
 //
 // Threads: forward tasks are (n, query block), backward tasks are n (one (batch, head) pair, whose
 // dQ is accumulated over key blocks in ascending order by one thread). Every output element is
@@ -21,7 +24,7 @@
 // the q, k, v parts of a packed (B, T, 3C) projection are read in place and the output is written
 // head-merged as (B, T, C): no head split / merge copies around the kernel. Rows are strided, the
 // last axis is contiguous; the arithmetic and its order do not depend on the layout. Operands read
-// many times by a task (q rows, v and k blocks, dO rows) are first copied into the task's contiguous
+// many times by a task (v and k blocks, dO rows; q rows always, scaled) are first copied into the task's contiguous
 // buffers when their rows are strided: a packed row stride of 3C (3 KB at C = 256) would map a
 // block's rows onto a few L1 sets and evict them between the microkernel's passes.
 //
@@ -121,14 +124,20 @@ void transpose_padded(const float* src, int64_t rows, int64_t cols, int64_t lds,
     for (int64_t c = 0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c];
 }
 
-// x[c] = s[c] * scale + m[c] (m may be null) for c < n, in place.
-inline void scale_add(float* s, const float* m, int64_t n, float scale) {
-  const vf sc = vset1(scale);
+// dst (rows x ldd) = src * a (rows x cols, row stride lds), columns [cols, ldd) zeroed.
+void copy_scaled(const float* src, int64_t rows, int64_t cols, int64_t lds, float a, float* dst, int64_t ldd) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) dst[r * ldd + c] = src[r * lds + c] * a;
+    for (int64_t c = cols; c < ldd; ++c) dst[r * ldd + c] = 0.0f;
+  }
+}
+
+// x[c] += m[c] for c < n, in place (nothing when m is null).
+inline void add_mask(float* s, const float* m, int64_t n) {
+  if (!m) return;
   for (int64_t c = 0; c < n; c += W) {
     const int r = static_cast<int>(imin(W, n - c));
-    vf x = vmul(vload_upto(s + c, r), sc);
-    if (m) x = vadd(x, vload_upto(m + c, r));
-    vstore_upto(s + c, x, r);
+    vstore_upto(s + c, vadd(vload_upto(s + c, r), vload_upto(m + c, r)), r);
   }
 }
 
@@ -151,6 +160,12 @@ inline float exp_sub_sum(float* x, int64_t n, float sub) {
 inline void scale_row(float* x, int64_t n, float a) {
   const vf av = vset1(a);
   for (int64_t c = 0; c < n; c += W) vstore(x + c, vmul(vload(x + c), av));  // n % W == 0
+}
+
+inline bool has_nan(const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (std::isnan(x[i])) return true;
+  return false;
 }
 
 inline void zero(float* x, int64_t n) {
@@ -185,19 +200,17 @@ void attention_forward(const float* q, AttnLayout lq, const float* k, AttnLayout
     const float* ktn = kt_all.data() + n * kblocks * E * bcp;
     const float* vn = v + lv.base(n);
     const float* mn = mask ? mask + moff[n] : nullptr;
-    const bool copy_q = lq.sr != E, copy_v = Ev % W != 0 || lv.sr != Ev;
-    AlignedBuffer buf(kRows * bcp + (copy_v ? kBlk * evp : 0) + kRows * evp + 2 * kRows + (copy_q ? kRows * E : 0));
+    const bool copy_v = Ev % W != 0 || lv.sr != Ev;
+    AlignedBuffer buf(kRows * bcp + (copy_v ? kBlk * evp : 0) + kRows * evp + 2 * kRows + kRows * E);
     float* st = buf.data();  // scores, then P (br x bcp)
     float* vp = st + kRows * bcp;  // v block, contiguous and padded to evp columns (when copy_v)
     float* acc = vp + (copy_v ? kBlk * evp : 0);  // unnormalised output (br x evp)
     float* m = acc + kRows * evp;  // running row max
     float* l = m + kRows;  // running row sum
-    int64_t ldq = lq.sr;
-    if (copy_q) {  // the block's q rows, contiguous
-      float* qc = l + kRows;
-      copy_padded(qn, br, E, lq.sr, qc, E);
-      qn = qc, ldq = E;
-    }
+    float* qc = l + kRows;  // the block's q rows * scale, contiguous
+    copy_scaled(qn, br, E, lq.sr, scale, qc, E);
+    qn = qc;
+    const int64_t ldq = E;
     zero(acc, br * evp);
     for (int64_t r = 0; r < br; ++r) m[r] = -INFINITY, l[r] = 0.0f;
     const int64_t key_end = causal ? imin(S, r0 + br) : S;  // later key blocks are above the diagonal
@@ -208,9 +221,11 @@ void attention_forward(const float* q, AttnLayout lq, const float* k, AttnLayout
       for (int64_t r = 0; r < br; ++r) {
         float* s = st + r * bcp;
         const int64_t lim = visible(causal, r0 + r, c0, bc);
-        scale_add(s, mn ? mn + (r0 + r) * mrs + c0 : nullptr, lim, scale);
+        add_mask(s, mn ? mn + (r0 + r) * mrs + c0 : nullptr, lim);
         const float mx = lim ? std::fmax(m[r], vec_max(s, lim)) : m[r];
         if (mx == -INFINITY) {  // no key of this row so far: P = 0, nothing to rescale
+          // (the max skips NaN: a NaN score, which torch spreads over the row, poisons the row sum)
+          if (has_nan(s, lim)) l[r] = NAN;
           zero(s, bc);
           continue;
         }
@@ -231,7 +246,7 @@ void attention_forward(const float* q, AttnLayout lq, const float* k, AttnLayout
     }
     for (int64_t r = 0; r < br; ++r) {
       float* o = out + lo.base(n) + (r0 + r) * lo.sr;
-      const bool any = l[r] > 0.0f;
+      const bool any = !(l[r] <= 0.0f);  // a key seen, or a NaN row (NaN out, as torch)
       const float inv = any ? 1.0f / l[r] : 0.0f;
       for (int64_t e = 0; e < Ev; ++e) o[e] = acc[r * evp + e] * inv;
       lse[n * L + r0 + r] = any ? m[r] + std::log(l[r]) : -INFINITY;
@@ -257,12 +272,12 @@ void attention_backward(const float* q, AttnLayout lq, const float* k, AttnLayou
     const int64_t qs = lq.sr, ks = lk.sr, vs = lv.sr, os = lo.sr;  // row strides
     const float* ln = lse + n * L;
     const float* mn = mask ? mask + moff[n] : nullptr;
-    AlignedBuffer buf(L + L * ep + (pad_e ? L * ep + kBlk * ep : 0) + (pad_ev ? L * evp : 0) + 2 * kRows * bcp +
-                      E * bcp + Ev * bcp + kBlk * ep + kBlk * evp);
+    AlignedBuffer buf(L + 2 * L * ep + (pad_e ? kBlk * ep : 0) + (pad_ev ? L * evp : 0) + 2 * kRows * bcp + E * bcp +
+                      Ev * bcp + kBlk * ep + kBlk * evp);
     float* D = buf.data();  // rowsum(dO * out)
     float* dqa = D + L;  // dQ accumulator (L x ep)
-    float* qp = dqa + L * ep;  // q, contiguous and padded to ep (when pad_e)
-    float* kp = qp + (pad_e ? L * ep : 0);  // key block, contiguous and padded to ep (when pad_e)
+    float* qp = dqa + L * ep;  // q * scale, contiguous and padded to ep
+    float* kp = qp + L * ep;  // key block, contiguous and padded to ep (when pad_e)
     float* gp = kp + (pad_e ? kBlk * ep : 0);  // dO, contiguous and padded to evp (when pad_ev)
     float* pt = gp + (pad_ev ? L * evp : 0);  // P tile (br x bcp)
     float* dst = pt + kRows * bcp;  // dP, then dS tile (br x bcp)
@@ -276,9 +291,9 @@ void attention_backward(const float* q, AttnLayout lq, const float* k, AttnLayou
       D[r] = s;
     }
     zero(dqa, L * ep);
-    const float* qb = qn;
-    int64_t ldq = qs;
-    if (pad_e) copy_padded(qn, L, E, qs, qp, ep), qb = qp, ldq = ep;
+    copy_scaled(qn, L, E, qs, scale, qp, ep);
+    const float* qb = qp;
+    const int64_t ldq = ep;
     const float* gb = gn;
     int64_t ldg = os;
     if (pad_ev) copy_padded(gn, L, Ev, os, gp, evp), gb = gp, ldg = evp;
@@ -307,7 +322,7 @@ void attention_backward(const float* q, AttnLayout lq, const float* k, AttnLayou
             zero(ds, kv);
             continue;
           }
-          scale_add(p, mn ? mn + (r0 + r) * mrs + c0 : nullptr, lim, scale);
+          add_mask(p, mn ? mn + (r0 + r) * mrs + c0 : nullptr, lim);
           exp_sub_sum(p, lim, lr);
           for (int64_t c = lim; c < kv; ++c) p[c] = 0.0f;
           const vf d = vset1(D[r0 + r]);
@@ -317,13 +332,13 @@ void attention_backward(const float* q, AttnLayout lq, const float* k, AttnLayou
           }
         }
         tile_gemm<true>(kv, evp, br, pt, 1, bcp, gb + r0 * ldg, ldg, dva, evp);  // dV += P^T dO
-        tile_gemm<true>(kv, ep, br, dst, 1, bcp, qb + r0 * ldq, ldq, dka, ep);  // dK += dS^T Q
+        tile_gemm<true>(kv, ep, br, dst, 1, bcp, qb + r0 * ldq, ldq, dka, ep);  // dK += dS^T (Q * scale)
         tile_gemm<true>(br, ep, kv, dst, bcp, 1, kb, ldk, dqa + r0 * ep, ep);  // dQ += dS K
       }
       for (int64_t c = 0; c < bc; ++c) {
         float* dkr = dk + wk.base(n) + (c0 + c) * wk.sr;
         float* dvr = dv + wv.base(n) + (c0 + c) * wv.sr;
-        for (int64_t e = 0; e < E; ++e) dkr[e] = dka[c * ep + e] * scale;
+        for (int64_t e = 0; e < E; ++e) dkr[e] = dka[c * ep + e];
         for (int64_t e = 0; e < Ev; ++e) dvr[e] = dva[c * evp + e];
       }
     }

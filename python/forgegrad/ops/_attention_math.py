@@ -50,8 +50,7 @@ def _add_mask(s, mask, batch, is_causal):
 
 def forward(q, k, v, mask, batch, is_causal, scale, dropout_p):
     """(out (N, L, Ev), saved state for backward)."""
-    s = _mm(q, np.swapaxes(k, -1, -2))
-    s *= s.dtype.type(scale)
+    s = _mm(q * q.dtype.type(scale), np.swapaxes(k, -1, -2))  # q scaled first, as torch (overflows no sooner)
     _add_mask(s, mask, batch, is_causal)
     p = _softmax(s)
     empty = None
@@ -81,7 +80,7 @@ def backward(g, q, k, v, saved, mask, batch, is_causal, scale, want_mask):
         dp *= keep
     ds = _softmax_backward(dp, p)  # d(scores + mask); rows of p that are 0 give 0
     dmask = ds.copy() if want_mask else None
-    ds *= ds.dtype.type(scale)
     dq = _mm(ds, k)
-    dk = _mm(np.swapaxes(ds, -1, -2), q)
+    dq *= dq.dtype.type(scale)
+    dk = _mm(np.swapaxes(ds, -1, -2), q * q.dtype.type(scale))
     return dq, dk, dv, dmask

@@ -194,7 +194,7 @@ def _onnx_repeat_heads(ctx, x, ndim: int, groups: int):
 
 
 def _onnx(ctx, op):
-    """MatMul, Mul, Add/Where and Softmax; a causal mask from Range + LessOrEqual on the run-time
+    """Mul, MatMul, Add/Where and Softmax; a causal mask from Range + LessOrEqual on the run-time
     L and S, so it follows dynamic sequence axes. Grouped-query key/value heads are repeated first."""
     if float(op.attr("dropout_p") or 0.0) > 0.0:
         raise op.unsupported("scaled_dot_product_attention with dropout_p > 0 is random; export with dropout_p=0")
@@ -209,7 +209,7 @@ def _onnx(ctx, op):
     scale = 1.0 / math.sqrt(e) if scale is None else float(scale)
     nk = op.args["key"].ndim
     kt = ctx.node("Transpose", [k], perm=list(range(nk - 2)) + [nk - 1, nk - 2])
-    s = ctx.node("Mul", [ctx.node("MatMul", [q, kt]), ctx.const(scale, "float32")])
+    s = ctx.node("MatMul", [ctx.node("Mul", [q, ctx.const(scale, "float32")]), kt])  # q scaled first, as the kernel
     mask, masked = op.attr("attn_mask"), False
     neg_inf = ctx.const(-np.inf, "float32")
     if op.attr("is_causal"):

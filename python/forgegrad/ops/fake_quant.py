@@ -36,7 +36,8 @@ def _fake_quant(x, scale, zero_point, quant_min, quant_max, float32_product=Fals
     dequantising product rounded to float32 before a float64 result (torch's per-tensor kernel does
     that for double input; its per-channel kernel multiplies in double)."""
     inv = (F32(1.0) / np.asarray(scale, F32)).astype(F32)
-    q = np.rint(x * inv) + np.asarray(zero_point, F32)
+    with np.errstate(over="ignore"):  # x * inv past float's range is +-inf: it saturates at a bound below
+        q = np.rint(x * inv) + np.asarray(zero_point, F32)
     mask = (q >= quant_min) & (q <= quant_max)
     y = (np.clip(q, quant_min, quant_max) - np.asarray(zero_point, F32)) * np.asarray(scale, F32)
     if float32_product:
