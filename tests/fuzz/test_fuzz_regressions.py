@@ -418,3 +418,19 @@ def test_attention_scales_q_before_the_product():
     for grad in (False, True):
         out = fg.nn.functional.scaled_dot_product_attention(_t(q).requires_grad_(grad), _t(k), _t(v))
         np.testing.assert_allclose(out.numpy(), want, rtol=1e-4, atol=1e-5)
+
+
+def test_activations_of_bools():
+    """tanh of a bool tensor came out float16 (numpy's float type for bools), sigmoid raised numpy's
+    "boolean negative is not supported", relu numpy's casting error. As torch: tanh and sigmoid compute
+    in float32, relu refuses bools, naming itself."""
+    x = np.array([[True, False, True]])
+    for name in ("tanh", "sigmoid"):
+        got = getattr(fg, name)(fg.tensor(x))
+        want = getattr(torch, name)(torch.from_numpy(x)).numpy()
+        assert got.numpy().dtype == np.float32
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
+    with pytest.raises(TypeError, match="relu: bool"):
+        fg.relu(fg.tensor(x))
+    with pytest.raises(TypeError, match="relu: bool"):
+        fg.nn.ReLU()(fg.tensor(x))

@@ -4,6 +4,14 @@ from __future__ import annotations
 import numpy as np
 
 
+def float_of_bool(fn):
+    """fn computing a bool array in float32: numpy gives float functions of bools in float16, where
+    torch (and forgegrad for integers, in float64 rounded to float32) computes them in float32."""
+    def f(a):
+        return fn(a.astype(np.float32) if a.dtype == np.bool_ else a)
+    return f
+
+
 def unbroadcast(grad: np.ndarray, shape) -> np.ndarray:
     """Sum grad over the axes that broadcasting added or stretched, giving an array of `shape`."""
     if grad.shape == tuple(shape):

@@ -16,6 +16,7 @@ from ..kernels import softmax as _KS
 from . import _cuda_pointwise as _CP
 from . import _meta as M
 from . import _samples as S
+from ._util import float_of_bool
 from ._util import single_axis
 from .registry import BadInput, Sample, register_op
 
@@ -125,12 +126,18 @@ def silu(input):
 
 
 # name, kernel, its backward, numpy forward and backward (other dtypes), FLOPs
-ReluFunction = _kernel_activation("relu", _K.relu, _K.relu_backward, lambda x: np.maximum(x, 0, dtype=x.dtype),
+def _relu_reference(x):
+    if x.dtype == np.bool_:
+        raise TypeError("relu: bool input is not supported (as torch); convert it first, e.g. x.float()")
+    return np.maximum(x, 0, dtype=x.dtype)
+
+
+ReluFunction = _kernel_activation("relu", _K.relu, _K.relu_backward, _relu_reference,
                                   lambda g, y: g * (y > 0), _UNARY_FLOPS)
-SigmoidFunction = _kernel_activation("sigmoid", _K.sigmoid, _K.sigmoid_backward, _sigmoid_reference,
+SigmoidFunction = _kernel_activation("sigmoid", _K.sigmoid, _K.sigmoid_backward, float_of_bool(_sigmoid_reference),
                                      lambda g, y: g * y * (1 - y), _TRANSCENDENTAL_FLOPS)
-TanhFunction = _kernel_activation("tanh", _K.tanh, _K.tanh_backward, np.tanh, lambda g, y: g * (1 - y * y),
-                                  _TRANSCENDENTAL_FLOPS)
+TanhFunction = _kernel_activation("tanh", _K.tanh, _K.tanh_backward, float_of_bool(np.tanh),
+                                  lambda g, y: g * (1 - y * y), _TRANSCENDENTAL_FLOPS)
 SiluFunction = _kernel_activation("silu", _K.silu, _K.silu_backward,
                                   lambda x: (x / (1.0 + np.exp(-x.astype(np.float64)))).astype(_float_of(x)),
                                   _silu_reference_backward, _TRANSCENDENTAL_FLOPS, saves_output=False,

@@ -8,7 +8,7 @@ from .._validate import is_array_or_number
 from ..autograd import Function
 from . import _meta as M
 from . import _samples as S
-from ._util import unbroadcast
+from ._util import float_of_bool, unbroadcast
 from .registry import BadInput, Sample, register_op
 
 _ONE_FLOP = M.per_output_element(1)
@@ -135,14 +135,6 @@ class _UnaryMathFunction(Function):
         return type(ctx).grad(g, a, y)
 
 
-def _float_of_bool(fn):
-    """fn computing a bool array in float32: numpy gives float functions of bools in float16, where
-    torch (and forgegrad for integers, in float64 rounded to float32) computes them in float32."""
-    def f(a):
-        return fn(a.astype(np.float32) if a.dtype == np.bool_ else a)
-    return f
-
-
 def _unary(name, fn, grad, flops, make=S.rand):
     """Define and register the Function of a pointwise op from its formula and gradient."""
     title = "".join(part.title() for part in name.split("_"))
@@ -155,12 +147,12 @@ def _unary(name, fn, grad, flops, make=S.rand):
 
 # name, y = fn(a), dL/da from (g, a, y), FLOPs per element, samples
 NegFunction = _unary("neg", np.negative, lambda g, a, y: -g, 1)
-ExpFunction = _unary("exp", _float_of_bool(np.exp), lambda g, a, y: g * y, 4)
-LogFunction = _unary("log", _float_of_bool(np.log), lambda g, a, y: g / a, 4, S.positive)
-SqrtFunction = _unary("sqrt", _float_of_bool(np.sqrt), lambda g, a, y: g / (2 * y), 1, S.positive)
+ExpFunction = _unary("exp", float_of_bool(np.exp), lambda g, a, y: g * y, 4)
+LogFunction = _unary("log", float_of_bool(np.log), lambda g, a, y: g / a, 4, S.positive)
+SqrtFunction = _unary("sqrt", float_of_bool(np.sqrt), lambda g, a, y: g / (2 * y), 1, S.positive)
 AbsFunction = _unary("abs", np.abs, lambda g, a, y: g * np.sign(a), 1)
-SinFunction = _unary("sin", _float_of_bool(np.sin), lambda g, a, y: g * np.cos(a), 4)
-CosFunction = _unary("cos", _float_of_bool(np.cos), lambda g, a, y: -g * np.sin(a), 4)
+SinFunction = _unary("sin", float_of_bool(np.sin), lambda g, a, y: g * np.cos(a), 4)
+CosFunction = _unary("cos", float_of_bool(np.cos), lambda g, a, y: -g * np.sin(a), 4)
 
 
 def _clamp_promotes(a, lo, hi) -> bool:
