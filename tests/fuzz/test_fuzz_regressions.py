@@ -434,3 +434,33 @@ def test_activations_of_bools():
         fg.relu(fg.tensor(x))
     with pytest.raises(TypeError, match="relu: bool"):
         fg.nn.ReLU()(fg.tensor(x))
+
+
+@pytest.mark.parametrize("name", ["var", "std"])
+def test_var_std_flags_must_be_bools(name):
+    """op:var / op:std, [["scalar", 1, 2]] (long run, seed 7, after the fixes above): keepdim="True"
+    was taken by truthiness; torch refuses it."""
+    x = _t(np.ones((3, 4)))
+    for kw in ({"keepdim": "True"}, {"unbiased": None}, {"keepdim": 1.0}):
+        with pytest.raises(TypeError, match=f"{name}: (keepdim|unbiased)"):
+            fg.ops.get(name)(x, 1, **kw)
+    assert fg.ops.get(name)(x, 1, keepdim=np.bool_(True)).shape == (3, 1)
+
+
+def test_std_of_values_near_float_max():
+    """op:std, base 1, [["bigval", 0, 0]] (long run, seed 7): deviations near 3e38 overflowed their float32
+    squares, and std came out inf where torch's float64 gives ~1.6e38. Such rows are redone in double
+    (var there is past float's range: inf); the gradients stay finite."""
+    x = np.random.default_rng(0).standard_normal((3, 7)).astype(np.float32)
+    x[0, 2], x[1, 1], x[1, 4] = 3e38, -3e38, 3e38
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    for name in ("std", "var"):
+        t = _t(x).requires_grad_()
+        y = fg.ops.get(name)(t, 1)
+        y.sum().backward()
+        yt = getattr(torch, name)(xt, 1)
+        (g,) = torch.autograd.grad(yt.sum(), xt)
+        with np.errstate(over="ignore"):
+            np.testing.assert_allclose(y.numpy(), yt.detach().numpy().astype(np.float32), rtol=1e-5)
+        assert y.numpy().dtype == t.grad.numpy().dtype == np.float32
+        np.testing.assert_allclose(t.grad.numpy(), g.numpy(), rtol=1e-4, atol=1e-5 * np.abs(g.numpy()).max())

@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 
+from .._validate import check_bool
 from ..autograd import Function
 from ._util import normalize_axis
 from . import _meta as M
@@ -24,6 +25,12 @@ def _var_samples():
     return [Sample((x,), {}, "all"), Sample((x,), {"dim": 1}, "dim 1"),
             Sample((x,), {"dim": (0, 2), "unbiased": False, "keepdim": True}, "biased keepdim"),
             Sample((S.rand(*S.LARGE),), {"dim": 0}, "large")]
+
+
+def _flags(cls, unbiased, keepdim):
+    """unbiased and keepdim as bools (a string or None is refused, naming the op: var or std)."""
+    who = "std" if getattr(cls, "take_sqrt", False) or cls.__name__.startswith("Std") else "var"
+    return check_bool(unbiased, f"{who}: unbiased"), check_bool(keepdim, f"{who}: keepdim")
 
 
 def _torch_var(torch, a, dim=None, unbiased=True, keepdim=False):
@@ -51,6 +58,7 @@ class VarFunction(Function):
 
     @staticmethod
     def forward(ctx, a, dim=None, unbiased=True, keepdim=False):
+        unbiased, keepdim = _flags(type(ctx), unbiased, keepdim)
         axes = reduced_axes(dim, a.ndim)
         x = a if a.dtype in (np.float32, np.float64) else a.astype(np.float32)
         n = 1
@@ -63,7 +71,15 @@ class VarFunction(Function):
             # long float32 reductions accumulate in float64 (see reduce._float32_sum)
             acc = np.float64 if x.dtype == np.float32 and n > _FLOAT32_EXACT_COUNT else x.dtype
             d = x - np.mean(x, axis=axes, keepdims=True, dtype=acc).astype(x.dtype)
-        ss = np.sum(d * d, axis=axes, keepdims=bool(keepdim), dtype=acc).astype(x.dtype)
+            with np.errstate(over="ignore"):
+                ss = np.sum(d * d, axis=axes, keepdims=bool(keepdim), dtype=acc).astype(x.dtype)
+            out_dtype = x.dtype
+            if x.dtype == np.float32 and not np.isfinite(ss).all() and np.isfinite(x).all():
+                # deviations near float's limit overflow their squares (or themselves): redo in double,
+                # as torch's float64 (std of values near 3e38 is finite); var past float's range is inf
+                x = x.astype(np.float64)
+                d = x - np.mean(x, axis=axes, keepdims=True)
+                ss = np.sum(d * d, axis=axes, keepdims=bool(keepdim))
         if dof <= 0:
             warnings.warn("var(): degrees of freedom is <= 0 (one element with unbiased=True): the result is nan",
                           RuntimeWarning, stacklevel=4)  # the caller of Tensor.var (through OpDef and apply)
@@ -72,8 +88,11 @@ class VarFunction(Function):
         if n == 0:  # no elements: the mean is NaN, so is the variance (torch), whatever dof is
             y = np.full_like(y, np.nan)
         ctx.save_for_backward(d)
-        ctx.axes, ctx.keepdim, ctx.dof = axes, bool(keepdim), dof
-        return np.asarray(y, dtype=x.dtype)
+        ctx.axes, ctx.keepdim, ctx.dof, ctx.out_dtype = axes, bool(keepdim), dof, out_dtype
+        if type(ctx).__name__.startswith("Std"):
+            return np.asarray(y, dtype=x.dtype)  # StdFunction takes the root first, then rounds
+        with np.errstate(over="ignore"):
+            return np.asarray(y, dtype=out_dtype)
 
     @staticmethod
     def backward(ctx, g):
@@ -81,7 +100,7 @@ class VarFunction(Function):
         (d,) = ctx.saved_tensors
         g = _expand_back(g, d.shape, ctx.axes, ctx.keepdim)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return (d * (g * d.dtype.type(2.0 / ctx.dof if ctx.dof > 0 else np.nan))).astype(d.dtype, copy=False)
+            return (d * (g * d.dtype.type(2.0 / ctx.dof if ctx.dof > 0 else np.nan))).astype(ctx.out_dtype, copy=False)
 
 
 def _torch_std(torch, a, dim=None, unbiased=True, keepdim=False):
@@ -104,8 +123,8 @@ class StdFunction(Function):
 
     @staticmethod
     def forward(ctx, a, dim=None, unbiased=True, keepdim=False):
-        v = VarFunction.forward(ctx, a, dim, unbiased, keepdim)
-        y = np.sqrt(v)
+        v = VarFunction.forward(ctx, a, dim, unbiased, keepdim)  # float64 where float32 overflowed
+        y = np.sqrt(v).astype(ctx.out_dtype)
         ctx.y = y
         return y
 
@@ -113,7 +132,7 @@ class StdFunction(Function):
     def backward(ctx, g):
         y = ctx.y
         with np.errstate(divide="ignore", invalid="ignore"):
-            gv = np.where(y == 0, 0, g / (2 * y)).astype(y.dtype)
+            gv = np.where(y == 0, 0, g / y / 2).astype(y.dtype)  # (2 * y overflows near float's limit)
         return VarFunction.backward(ctx, gv)
 
 
@@ -131,6 +150,7 @@ class VarCudaFunction(Function):
 
     @staticmethod
     def forward(ctx, a, dim=None, unbiased=True, keepdim=False):
+        unbiased, keepdim = _flags(type(ctx), unbiased, keepdim)
         axes = reduced_axes(dim, a.ndim)
         n = CN.numel(a.shape[ax] for ax in axes)
         dof = n - (1 if unbiased else 0)
