@@ -24,9 +24,10 @@
 // the q, k, v parts of a packed (B, T, 3C) projection are read in place and the output is written
 // head-merged as (B, T, C): no head split / merge copies around the kernel. Rows are strided, the
 // last axis is contiguous; the arithmetic and its order do not depend on the layout. Operands read
-// many times by a task (v and k blocks, dO rows; q rows always, scaled) are first copied into the task's contiguous
+// many times by a task (v and k blocks, dO rows) are first copied into the task's contiguous
 // buffers when their rows are strided: a packed row stride of 3C (3 KB at C = 256) would map a
-// block's rows onto a few L1 sets and evict them between the microkernel's passes.
+// block's rows onto a few L1 sets and evict them between the microkernel's passes. (q rows are
+// always copied, scaled.)
 //
 // All products run through one register-blocked microkernel, C (M x N) (+)= A (M x K) B (K x N),
 // with A read through strides (a broadcast scalar per row: q rows, P, or P transposed) and B

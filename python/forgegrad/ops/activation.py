@@ -16,8 +16,7 @@ from ..kernels import softmax as _KS
 from . import _cuda_pointwise as _CP
 from . import _meta as M
 from . import _samples as S
-from ._util import float_of_bool
-from ._util import single_axis
+from ._util import float_of_bool, single_axis
 from .registry import BadInput, Sample, register_op
 
 _ACT = _C.activation
@@ -125,13 +124,13 @@ def silu(input):
     return SiluFunction.op(input)
 
 
-# name, kernel, its backward, numpy forward and backward (other dtypes), FLOPs
 def _relu_reference(x):
     if x.dtype == np.bool_:
         raise TypeError("relu: bool input is not supported (as torch); convert it first, e.g. x.float()")
     return np.maximum(x, 0, dtype=x.dtype)
 
 
+# name, kernel, its backward, numpy forward and backward (other dtypes), FLOPs
 ReluFunction = _kernel_activation("relu", _K.relu, _K.relu_backward, _relu_reference,
                                   lambda g, y: g * (y > 0), _UNARY_FLOPS)
 SigmoidFunction = _kernel_activation("sigmoid", _K.sigmoid, _K.sigmoid_backward, float_of_bool(_sigmoid_reference),

@@ -28,9 +28,8 @@ def _var_samples():
 
 
 def _flags(cls, unbiased, keepdim):
-    """unbiased and keepdim as bools (a string or None is refused, naming the op: var or std)."""
-    who = "std" if getattr(cls, "take_sqrt", False) or cls.__name__.startswith("Std") else "var"
-    return check_bool(unbiased, f"{who}: unbiased"), check_bool(keepdim, f"{who}: keepdim")
+    """unbiased and keepdim as bools (a string or None is refused, naming the op)."""
+    return check_bool(unbiased, f"{cls.op_name}: unbiased"), check_bool(keepdim, f"{cls.op_name}: keepdim")
 
 
 def _torch_var(torch, a, dim=None, unbiased=True, keepdim=False):
@@ -55,6 +54,8 @@ class VarFunction(Function):
     As in torch, n - 1 <= 0 (one element, unbiased) gives nan with a warning. The result is float32
     (integer input is converted first), float64 for float64 input.
     """
+
+    op_name = "var"  # (StdFunction runs this forward too: errors name the op called)
 
     @staticmethod
     def forward(ctx, a, dim=None, unbiased=True, keepdim=False):
@@ -89,7 +90,7 @@ class VarFunction(Function):
             y = np.full_like(y, np.nan)
         ctx.save_for_backward(d)
         ctx.axes, ctx.keepdim, ctx.dof, ctx.out_dtype = axes, bool(keepdim), dof, out_dtype
-        if type(ctx).__name__.startswith("Std"):
+        if type(ctx).op_name == "std":
             return np.asarray(y, dtype=x.dtype)  # StdFunction takes the root first, then rounds
         with np.errstate(over="ignore"):
             return np.asarray(y, dtype=out_dtype)
@@ -121,6 +122,8 @@ class StdFunction(Function):
     """Standard deviation: the square root of ``var``. Its own op (not var().sqrt()) for torch's gradient
     where the deviation is 0: torch defines it as 0 there, where d sqrt(v)/dv would be inf (and then nan)."""
 
+    op_name = "std"
+
     @staticmethod
     def forward(ctx, a, dim=None, unbiased=True, keepdim=False):
         v = VarFunction.forward(ctx, a, dim, unbiased, keepdim)  # float64 where float32 overflowed
@@ -147,6 +150,7 @@ class VarCudaFunction(Function):
     """var on cuda (float32): sum((x - mean)^2) / (n - 1) unbiased, / n biased; nan when n - 1 <= 0."""
 
     take_sqrt = False
+    op_name = "var"
 
     @staticmethod
     def forward(ctx, a, dim=None, unbiased=True, keepdim=False):
@@ -178,6 +182,7 @@ class StdCudaFunction(VarCudaFunction):
     """std on cuda: sqrt of var in the same launch; the gradient is 0 where the deviation is 0 (torch)."""
 
     take_sqrt = True
+    op_name = "std"
 
     @staticmethod
     def backward(ctx, g):
