@@ -27,9 +27,9 @@ def _var_samples():
             Sample((S.rand(*S.LARGE),), {"dim": 0}, "large")]
 
 
-def _flags(cls, unbiased, keepdim):
+def _flags(who, unbiased, keepdim):
     """unbiased and keepdim as bools (a string or None is refused, naming the op)."""
-    return check_bool(unbiased, f"{cls.op_name}: unbiased"), check_bool(keepdim, f"{cls.op_name}: keepdim")
+    return check_bool(unbiased, f"{who}: unbiased"), check_bool(keepdim, f"{who}: keepdim")
 
 
 def _torch_var(torch, a, dim=None, unbiased=True, keepdim=False):
@@ -55,45 +55,10 @@ class VarFunction(Function):
     (integer input is converted first), float64 for float64 input.
     """
 
-    op_name = "var"  # (StdFunction runs this forward too: errors name the op called)
-
     @staticmethod
     def forward(ctx, a, dim=None, unbiased=True, keepdim=False):
-        unbiased, keepdim = _flags(type(ctx), unbiased, keepdim)
-        axes = reduced_axes(dim, a.ndim)
-        x = a if a.dtype in (np.float32, np.float64) else a.astype(np.float32)
-        n = 1
-        for ax in axes:
-            n *= a.shape[ax]
-        dof = n - (1 if unbiased else 0)
-        # same operation sequence as mean / sub / mul / sum / div, in x's dtype
-        with warnings.catch_warnings():  # an empty reduction: numpy warns, the result below is NaN as torch's
-            warnings.simplefilter("ignore", RuntimeWarning)
-            # long float32 reductions accumulate in float64 (see reduce._float32_sum)
-            acc = np.float64 if x.dtype == np.float32 and n > _FLOAT32_EXACT_COUNT else x.dtype
-            d = x - np.mean(x, axis=axes, keepdims=True, dtype=acc).astype(x.dtype)
-            with np.errstate(over="ignore"):
-                ss = np.sum(d * d, axis=axes, keepdims=bool(keepdim), dtype=acc).astype(x.dtype)
-            out_dtype = x.dtype
-            if x.dtype == np.float32 and not np.isfinite(ss).all() and np.isfinite(x).all():
-                # deviations near float's limit overflow their squares (or themselves): redo in double,
-                # as torch's float64 (std of values near 3e38 is finite); var past float's range is inf
-                x = x.astype(np.float64)
-                d = x - np.mean(x, axis=axes, keepdims=True)
-                ss = np.sum(d * d, axis=axes, keepdims=bool(keepdim))
-        if dof <= 0:
-            warnings.warn("var(): degrees of freedom is <= 0 (one element with unbiased=True): the result is nan",
-                          RuntimeWarning, stacklevel=4)  # the caller of Tensor.var (through OpDef and apply)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            y = ss / x.dtype.type(dof)
-        if n == 0:  # no elements: the mean is NaN, so is the variance (torch), whatever dof is
-            y = np.full_like(y, np.nan)
-        ctx.save_for_backward(d)
-        ctx.axes, ctx.keepdim, ctx.dof, ctx.out_dtype = axes, bool(keepdim), dof, out_dtype
-        if type(ctx).op_name == "std":
-            return np.asarray(y, dtype=x.dtype)  # StdFunction takes the root first, then rounds
-        with np.errstate(over="ignore"):
-            return np.asarray(y, dtype=out_dtype)
+        with np.errstate(over="ignore"):  # a variance past float's range is inf
+            return _variance(ctx, a, dim, unbiased, keepdim, "var").astype(ctx.out_dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
@@ -102,6 +67,42 @@ class VarFunction(Function):
         g = _expand_back(g, d.shape, ctx.axes, ctx.keepdim)
         with np.errstate(divide="ignore", invalid="ignore"):
             return (d * (g * d.dtype.type(2.0 / ctx.dof if ctx.dof > 0 else np.nan))).astype(ctx.out_dtype, copy=False)
+
+
+def _variance(ctx, a, dim, unbiased, keepdim, who):
+    """The variance in the dtype it was computed in (float64 where float32 overflowed; ctx.out_dtype is
+    the result's), saving what the backward needs on ctx."""
+    unbiased, keepdim = _flags(who, unbiased, keepdim)
+    axes = reduced_axes(dim, a.ndim)
+    x = a if a.dtype in (np.float32, np.float64) else a.astype(np.float32)
+    n = 1
+    for ax in axes:
+        n *= a.shape[ax]
+    dof = n - (1 if unbiased else 0)
+    # same operation sequence as mean / sub / mul / sum / div, in x's dtype
+    with warnings.catch_warnings():  # an empty reduction: numpy warns, the result below is NaN as torch's
+        warnings.simplefilter("ignore", RuntimeWarning)
+        # long float32 reductions accumulate in float64 (see reduce._float32_sum)
+        acc = np.float64 if x.dtype == np.float32 and n > _FLOAT32_EXACT_COUNT else x.dtype
+        d = x - np.mean(x, axis=axes, keepdims=True, dtype=acc).astype(x.dtype)
+        ss = np.sum(d * d, axis=axes, keepdims=bool(keepdim), dtype=acc).astype(x.dtype)
+        out_dtype = x.dtype
+        if x.dtype == np.float32 and not np.isfinite(ss).all() and np.isfinite(x).all():
+            # deviations near float's limit overflow their squares (or themselves): redo in double,
+            # as torch's float64 (std of values near 3e38 is finite); var past float's range is inf
+            x = x.astype(np.float64)
+            d = x - np.mean(x, axis=axes, keepdims=True)
+            ss = np.sum(d * d, axis=axes, keepdims=bool(keepdim))
+    if dof <= 0:
+        warnings.warn("var(): degrees of freedom is <= 0 (one element with unbiased=True): the result is nan",
+                      RuntimeWarning, stacklevel=5)  # the caller of Tensor.var (through OpDef, apply, forward)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = ss / x.dtype.type(dof)
+    if n == 0:  # no elements: the mean is NaN, so is the variance (torch), whatever dof is
+        y = np.full_like(y, np.nan)
+    ctx.save_for_backward(d)
+    ctx.axes, ctx.keepdim, ctx.dof, ctx.out_dtype = axes, bool(keepdim), dof, out_dtype
+    return np.asarray(y, dtype=x.dtype)
 
 
 def _torch_std(torch, a, dim=None, unbiased=True, keepdim=False):
@@ -122,12 +123,9 @@ class StdFunction(Function):
     """Standard deviation: the square root of ``var``. Its own op (not var().sqrt()) for torch's gradient
     where the deviation is 0: torch defines it as 0 there, where d sqrt(v)/dv would be inf (and then nan)."""
 
-    op_name = "std"
-
     @staticmethod
     def forward(ctx, a, dim=None, unbiased=True, keepdim=False):
-        v = VarFunction.forward(ctx, a, dim, unbiased, keepdim)  # float64 where float32 overflowed
-        y = np.sqrt(v).astype(ctx.out_dtype)
+        y = np.sqrt(_variance(ctx, a, dim, unbiased, keepdim, "std")).astype(ctx.out_dtype, copy=False)
         ctx.y = y
         return y
 
@@ -150,11 +148,10 @@ class VarCudaFunction(Function):
     """var on cuda (float32): sum((x - mean)^2) / (n - 1) unbiased, / n biased; nan when n - 1 <= 0."""
 
     take_sqrt = False
-    op_name = "var"
 
     @staticmethod
     def forward(ctx, a, dim=None, unbiased=True, keepdim=False):
-        unbiased, keepdim = _flags(type(ctx), unbiased, keepdim)
+        unbiased, keepdim = _flags("std" if type(ctx).take_sqrt else "var", unbiased, keepdim)
         axes = reduced_axes(dim, a.ndim)
         n = CN.numel(a.shape[ax] for ax in axes)
         dof = n - (1 if unbiased else 0)
@@ -182,7 +179,6 @@ class StdCudaFunction(VarCudaFunction):
     """std on cuda: sqrt of var in the same launch; the gradient is 0 where the deviation is 0 (torch)."""
 
     take_sqrt = True
-    op_name = "std"
 
     @staticmethod
     def backward(ctx, g):
