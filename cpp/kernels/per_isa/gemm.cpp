@@ -176,17 +176,19 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
             if (b_prepacked) {
               bp = const_cast<float*>(b_prepacked) + pc * n_panels * kGemmNR + q * kGemmNR * kc;  // only read
               b_first = false;
-              if (kGemmBPanelInL1 && q + 1 < qe) {
-                // A prepacked weight comes from DRAM (a model's weights exceed the caches) and its
-                // panel (kc x NR floats, 4 pages at kc = 256) restarts the hardware prefetchers at
-                // every page: each tile of panel q brings its share of panel q + 1 into L2.
-                const int64_t lines = kc * kGemmNR / 16, share = (lines + (pe - pb) - 1) / (pe - pb);
-                const float* next = bp + kGemmNR * kc;
-                const int64_t l0 = (p - pb) * share, le = lines - l0 < share ? lines : l0 + share;
-                for (int64_t l = l0; l < le; ++l) __builtin_prefetch(next + l * 16, 0, 2);
-              }
             } else {
               bp = bpack + slot * kGemmNR * kc;
+            }
+            // BLIS order: the next B panel comes from L3 (the packed block of a later row block) or
+            // DRAM (a prepacked weight), and its 4 pages (kc = 256) restart the hardware prefetchers
+            // at every page boundary: each tile of panel q brings its share of panel q + 1 into L2.
+            // (In the first row block the next panel is not packed yet: its first tile prefetches
+            // the source instead.)
+            if (kGemmBPanelInL1 && q + 1 < qe && (b_prepacked || pb != p0)) {
+              const int64_t lines = kc * kGemmNR / 16, share = (lines + (pe - pb) - 1) / (pe - pb);
+              const float* next = bp + kGemmNR * kc;
+              const int64_t l0 = (p - pb) * share, le = lines - l0 < share ? lines : l0 + share;
+              for (int64_t l = l0; l < le; ++l) __builtin_prefetch(next + l * 16, 0, 2);
             }
             const int64_t i = first_row[p - pb], j = q * kGemmNR;
             const int rows = static_cast<int>(first_row[p - pb + 1] - i);
