@@ -3,7 +3,7 @@
 #
 # Builds the extension with -fsanitize=address,undefined into its own build folder, puts it into a
 # temporary copy of the package (python/forgegrad/_C*.so is never touched), then runs the kernel
-# tests, the hardening tests and a fuzz run (tests/fuzz) against that copy with the ASan runtime
+# tests (attention included), the hardening tests and a fuzz run (tests/fuzz) against that copy with the ASan runtime
 # preloaded. Exits non-zero when a test fails or a sanitizer reports anything, in this process or in
 # any child (sanitizer reports go to files, which catches those of the fuzz and hardening children).
 #
@@ -51,7 +51,7 @@ python3 -c "import forgegrad, sys; sys.exit(0 if forgegrad.__file__.startswith('
 if [ $# -gt 0 ]; then
   tests=("$@")
 else
-  tests=(tests/test_*kernels*.py tests/test_gemm*.py tests/test_hardening_*.py tests/fuzz)
+  tests=(tests/test_*kernels*.py tests/test_gemm*.py tests/test_attention*.py tests/test_hardening_*.py tests/fuzz)
 fi
 echo "== running ${tests[*]} under the sanitizers"
 start=$(date +%s)
