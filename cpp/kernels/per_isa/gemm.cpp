@@ -54,8 +54,20 @@ int64_t choose_kc(int64_t K) {
 // Whole vectors where they fit (AVX2's masked stores are slow on Zen).
 void pack_a_by_rows(const float* a, int64_t lda, const int64_t* first_row, int64_t npanels, int64_t kc, int64_t M,
                     float* dst) {
+  // The block's segment of each row of A (a few lines) is a short piece of a long row, lda floats
+  // after the previous one: a sequence the hardware prefetchers do not follow, so each row stalled on
+  // its own misses. Rows kPackAhead steps ahead are fetched while this one is copied (measured at
+  // 512-2048^3 TN on AVX2: +2-8 %). A block that spans whole rows is one contiguous stream: left alone.
+  constexpr int64_t kPackAhead = 8;
+  const int64_t seg0 = first_row[0], seg1 = first_row[npanels];
+  const bool fetch_ahead = seg1 - seg0 < lda;
   for (int64_t k = 0; k < kc; ++k) {
     const float* src = a + k * lda;
+    if (fetch_ahead && k + kPackAhead < kc) {
+      const float* ahead = src + kPackAhead * lda;
+      for (int64_t r = seg0; r < seg1; r += 16) __builtin_prefetch(ahead + r);
+      __builtin_prefetch(ahead + seg1 - 1);  // the segment's last line (rows are not 64-byte aligned)
+    }
     for (int64_t p = 0; p < npanels; ++p) {
       const int64_t r0 = first_row[p];
       const int rows = static_cast<int>(first_row[p + 1] - r0);
