@@ -194,8 +194,7 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
             // BLIS order: the next B panel comes from L3 (the packed block of a later row block) or
             // DRAM (a prepacked weight), and its 4 pages (kc = 256) restart the hardware prefetchers
             // at every page boundary: each tile of panel q brings its share of panel q + 1 into L2.
-            // (In the first row block the next panel is not packed yet: its first tile prefetches
-            // the source instead.)
+            // (In the first row block the next panel is not packed yet.)
             if (kGemmBPanelInL1 && q + 1 < qe && (b_prepacked || pb != p0)) {
               const int64_t lines = kc * kGemmNR / 16, share = (lines + (pe - pb) - 1) / (pe - pb);
               const float* next = bp + kGemmNR * kc;
