@@ -4,8 +4,9 @@
 # Builds the extension with -fsanitize=address,undefined into its own build folder, puts it into a
 # temporary copy of the package (python/forgegrad/_C*.so is never touched), then runs the kernel
 # tests (attention included), the hardening tests and a fuzz run (tests/fuzz) against that copy with
-# the ASan runtime preloaded. Exits non-zero when a test fails or a sanitizer reports anything, in this process or in
-# any child (sanitizer reports go to files, which catches those of the fuzz and hardening children).
+# the ASan runtime preloaded. Exits non-zero when a test fails or a sanitizer reports anything, in
+# this process or in any child (sanitizer reports go to files, which catches those of the fuzz and
+# hardening children).
 #
 #   tools/sanitize.sh                                  # CI-sized fuzz run
 #   FORGEGRAD_FUZZ_EXAMPLES=5000 tools/sanitize.sh     # a longer fuzz run under the sanitizers
