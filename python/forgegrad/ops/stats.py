@@ -85,14 +85,14 @@ def _variance(ctx, a, dim, unbiased, keepdim, who):
         # long float32 reductions accumulate in float64 (see reduce._float32_sum)
         acc = np.float64 if x.dtype == np.float32 and n > _FLOAT32_EXACT_COUNT else x.dtype
         d = x - np.mean(x, axis=axes, keepdims=True, dtype=acc).astype(x.dtype)
-        ss = np.sum(d * d, axis=axes, keepdims=bool(keepdim), dtype=acc).astype(x.dtype)
+        ss = np.sum(d * d, axis=axes, keepdims=keepdim, dtype=acc).astype(x.dtype)
         out_dtype = x.dtype
         if x.dtype == np.float32 and not np.isfinite(ss).all() and np.isfinite(x).all():
             # deviations near float's limit overflow their squares (or themselves): redo in double,
             # as torch's float64 (std of values near 3e38 is finite); var past float's range is inf
             x = x.astype(np.float64)
             d = x - np.mean(x, axis=axes, keepdims=True)
-            ss = np.sum(d * d, axis=axes, keepdims=bool(keepdim))
+            ss = np.sum(d * d, axis=axes, keepdims=keepdim)
     if dof <= 0:
         warnings.warn("var(): degrees of freedom is <= 0 (one element with unbiased=True): the result is nan",
                       RuntimeWarning, stacklevel=5)  # the caller of Tensor.var (through OpDef, apply, forward)
@@ -101,7 +101,7 @@ def _variance(ctx, a, dim, unbiased, keepdim, who):
     if n == 0:  # no elements: the mean is NaN, so is the variance (torch), whatever dof is
         y = np.full_like(y, np.nan)
     ctx.save_for_backward(d)
-    ctx.axes, ctx.keepdim, ctx.dof, ctx.out_dtype = axes, bool(keepdim), dof, out_dtype
+    ctx.axes, ctx.keepdim, ctx.dof, ctx.out_dtype = axes, keepdim, dof, out_dtype
     return np.asarray(y, dtype=x.dtype)
 
 
@@ -161,9 +161,9 @@ class VarCudaFunction(Function):
         K = CN.kernels()
         mean = K.reduce("sum", a, list(axes), True, 1.0 / n if n else math.nan)
         inv_dof = 1.0 / dof if dof > 0 and n > 0 else math.nan
-        y = K.reduce("sum_sq_dev", a, list(axes), bool(keepdim), inv_dof, type(ctx).take_sqrt, center=mean)
+        y = K.reduce("sum_sq_dev", a, list(axes), keepdim, inv_dof, type(ctx).take_sqrt, center=mean)
         ctx.save_for_backward(CN.pw("sub", a, mean))
-        ctx.axes, ctx.keepdim, ctx.dof, ctx.y = axes, bool(keepdim), dof, y
+        ctx.axes, ctx.keepdim, ctx.dof, ctx.y = axes, keepdim, dof, y
         return y
 
     @staticmethod
