@@ -7,9 +7,18 @@
 // running, and the spinning workers take CPU from the caller: 2 threads ran a small LSTM step ~8x
 // slower than 1. Here the caller claims parts itself and only waits for parts a worker has started;
 // idle workers spin for kSpin, yield until kYield, then sleep on a condition variable.
+//
+// Claiming alone still left 2 threads 2-8 % slower than 1 on small RNN steps with one other process
+// spinning on a 2-core machine: a worker that spins or yields between regions is always runnable, so
+// three threads share two cores; the worker sat on a run queue for ~80 % of the wall time, ran in ~10 %
+// of the regions, and the caller lost time slices to it. So the pool backs off: when a worker finds it
+// was descheduled while it waited for a region (its clock jumped), or took long to start after a wake,
+// regions below kBusyMinWork run on the caller alone (threads_for) and idle workers go to sleep, for
+// 5 ms, doubling while it keeps happening (up to 200 ms); each expiry is a probe.
 #include "forgegrad/parallel.h"
 
 #include <pthread.h>
+#include <sys/resource.h>
 
 #include <atomic>
 #include <chrono>
@@ -53,8 +62,55 @@ using Clock = std::chrono::steady_clock;
 // another runnable thread have the core), then sleeps until woken (a futex wake costs the caller a
 // few microseconds, paid only after a pause this long).
 constexpr auto kSpin = std::chrono::microseconds(50);
-constexpr auto kYield = std::chrono::microseconds(1000);
+constexpr int64_t kSpinNs = 50'000, kYieldNs = 1'000'000;
 constexpr int kMaxWorkers = 255;
+
+// Back-off on an oversubscribed machine. A waiting worker reads the clock every ~64 pauses (about a
+// microsecond); a gap of kDescheduled means the scheduler gave its core to another thread (on an idle
+// machine, even a woken worker starts within tens of microseconds).
+constexpr int64_t kDescheduledNs = 200'000;
+constexpr int64_t kBackoffMinNs = 5'000'000, kBackoffMaxNs = 200'000'000;
+constexpr int64_t kProbeNs = 50'000'000;  // a descheduling this soon after a back-off ends doubles the next
+std::atomic<int64_t> g_busy_until{0};  // steady-clock ns until which the pool backs off; 0: it does not
+std::atomic<int64_t> g_backoff_ns{kBackoffMinNs};
+std::atomic<int64_t> g_last_backoff_end{0};
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+}
+
+void note_descheduled(int64_t now) {
+  int64_t backoff = g_backoff_ns.load(std::memory_order_relaxed);
+  // Soon after a back-off ended (the probe failed): back off longer. Else this is news: start short.
+  if (now - g_last_backoff_end.load(std::memory_order_relaxed) > kProbeNs) backoff = kBackoffMinNs;
+  g_last_backoff_end.store(now + backoff, std::memory_order_relaxed);
+  g_busy_until.store(now + backoff, std::memory_order_relaxed);
+  g_backoff_ns.store(backoff * 2 < kBackoffMaxNs ? backoff * 2 : kBackoffMaxNs, std::memory_order_relaxed);
+}
+
+// The caller can be the thread that loses its core (the worker alone on the other one): it counts
+// its own involuntary context switches, at most once a millisecond (a getrusage call, ~1 us).
+void sample_caller() {
+#ifdef RUSAGE_THREAD
+  thread_local int64_t next_sample = 0;
+  thread_local long last_switches = -1;
+  const int64_t now = now_ns();
+  if (now < next_sample) return;
+  next_sample = now + 1'000'000;
+  rusage ru;
+  if (getrusage(RUSAGE_THREAD, &ru) != 0) return;
+  if (last_switches >= 0 && ru.ru_nivcsw > last_switches) note_descheduled(now);
+  last_switches = ru.ru_nivcsw;
+#endif
+}
+
+bool backing_off() {
+  const int64_t until = g_busy_until.load(std::memory_order_relaxed);
+  if (until == 0) return false;  // the common case: no clock read
+  if (now_ns() < until) return true;
+  g_busy_until.store(0, std::memory_order_relaxed);  // expired: the next region probes the workers
+  return false;
+}
 
 struct Pool {
   std::mutex submit;  // one region at a time; a region started while another runs goes inline
@@ -69,6 +125,8 @@ struct Pool {
   int64_t nparts = 0, next = 0;
   int helpers = 0;  // workers with index < helpers may claim parts
   int nworkers = 0;  // started (under submit)
+  int sleeping = 0;   // workers waiting on `wake` (under m)
+  std::atomic<int64_t> woken_at{0};  // when the current region was published to sleeping workers
 
   // Claims the next part of region g for worker `index` (-1: the caller); false when none is left
   // or the region does not use this worker.
@@ -99,19 +157,33 @@ struct Pool {
   }
 
   uint64_t wait_for_region(uint64_t seen) {
-    const auto start = Clock::now();
+    const int64_t start = now_ns();
+    int64_t last = start;  // the last clock read: a jump since then is a descheduling
     for (unsigned i = 1;; ++i) {
       uint64_t g = gen.load(std::memory_order_acquire);
-      if (g != seen) return g;
+      if (g != seen) {
+        const int64_t now = now_ns();
+        if (now - last >= kDescheduledNs) note_descheduled(now);
+        return g;
+      }
       if ((i & 63) == 0) {
-        const auto waited = Clock::now() - start;
-        if (waited >= kYield) break;
-        if (waited >= kSpin) std::this_thread::yield();
+        const int64_t now = now_ns();
+        if (now - last >= kDescheduledNs) {
+          note_descheduled(now);
+          break;
+        }
+        if (now - start >= kYieldNs || backing_off()) break;
+        if (now - start >= kSpinNs) std::this_thread::yield();
+        last = now_ns();
       }
       cpu_relax();
     }
     std::unique_lock<std::mutex> lock(m);
+    ++sleeping;
     wake.wait(lock, [&] { return gen.load(std::memory_order_relaxed) != seen; });
+    --sleeping;
+    const int64_t now = now_ns();
+    if (now - woken_at.load(std::memory_order_relaxed) >= kDescheduledNs) note_descheduled(now);
     return gen.load(std::memory_order_relaxed);
   }
 
@@ -150,6 +222,7 @@ struct Pool {
       remaining.store(count, std::memory_order_relaxed);
       g = gen.load(std::memory_order_relaxed) + 1;
       gen.store(g, std::memory_order_release);
+      if (sleeping > 0) woken_at.store(now_ns(), std::memory_order_relaxed);
     }
     wake.notify_all();  // only a syscall when a worker sleeps
     t_in_parallel = true;
@@ -211,6 +284,15 @@ void set_num_threads(int n) {
 }
 
 bool in_parallel() { return t_in_parallel; }
+
+int threads_for(int64_t work) {
+  const int n = get_num_threads();
+  if (n <= 1 || t_in_parallel) return 1;
+  if (work >= kBusyMinWork) return n;
+  sample_caller();
+  if (backing_off()) return 1;
+  return n;
+}
 
 namespace detail {
 

@@ -9,7 +9,8 @@
 // and the pool's workers *claim* parts, so the caller never waits for a worker that has not started:
 // on a busy machine a descheduled worker simply finds every part taken. Idle workers spin briefly
 // (back-to-back regions, e.g. the steps of an RNN), then yield, then sleep, so they do not burn a
-// core another process needs. The cut never depends on which thread runs a part.
+// core another process needs; when they find themselves descheduled, small regions run on the caller
+// alone for a while (threads_for). The cut never depends on which thread runs a part.
 #pragma once
 #include <cstdint>
 #include <exception>
@@ -59,6 +60,17 @@ inline int64_t grain_for_work(int64_t work_per_item) {
   return work_per_item >= kMinParallelWork ? 1 : (kMinParallelWork + work_per_item - 1) / work_per_item;
 }
 
+// Work below which a region runs on the calling thread alone while the pool backs off (its workers
+// were recently found descheduled: another process wants the cores). ~1 ms of multiply-adds, the
+// order of a scheduler time slice: a descheduled worker waits that long for a core, so only regions
+// longer than that gain from one that gets part of a core (on a large machine with some cores busy).
+constexpr int64_t kBusyMinWork = int64_t(1) << 26;
+
+// Threads for a region of about `work` units: 1 inside a region or at one thread, 1 for work below
+// kBusyMinWork while the pool backs off, else get_num_threads().
+
+int threads_for(int64_t work);
+
 namespace detail {
 using PartFn = void (*)(void* ctx, int64_t part);
 // Runs fn(ctx, p) once for every p in [0, nparts), on the calling thread and up to nthreads - 1
@@ -76,10 +88,12 @@ template <class F>
 inline void parallel_for(int64_t n, int64_t grain, F&& f) {
   if (n <= 0) return;
   if (grain < 1) grain = 1;
-  int nt = get_num_threads();
-  int64_t max_chunks = (n + grain - 1) / grain;
+  const int64_t max_chunks = (n + grain - 1) / grain;
+  // Each chunk holds at least kMinParallelWork (grain_for_work), so this bounds the region's work.
+  constexpr int64_t kBusyChunks = kBusyMinWork / kMinParallelWork;
+  int nt = threads_for(max_chunks < kBusyChunks ? max_chunks * kMinParallelWork : kBusyMinWork);
   if (nt > max_chunks) nt = static_cast<int>(max_chunks);
-  if (nt <= 1 || in_parallel()) {
+  if (nt <= 1) {
     f(int64_t(0), n);
     return;
   }
@@ -98,9 +112,11 @@ inline void parallel_for(int64_t n, int64_t grain, F&& f) {
 template <class F>
 inline void parallel_tasks(int64_t ntasks, F&& f) {
   if (ntasks <= 0) return;
-  int nt = get_num_threads();
+  // Tasks carry at least kMinParallelWork each by their callers' sizing.
+  constexpr int64_t kBusyTasks = kBusyMinWork / kMinParallelWork;
+  int nt = threads_for(ntasks < kBusyTasks ? ntasks * kMinParallelWork : kBusyMinWork);
   if (nt > ntasks) nt = static_cast<int>(ntasks);
-  if (nt <= 1 || in_parallel()) {
+  if (nt <= 1) {
     for (int64_t i = 0; i < ntasks; ++i) f(i);
     return;
   }

@@ -103,8 +103,7 @@ struct Grid {
 Grid choose_grid(int64_t M, int64_t N, int64_t K, int64_t m_panels, int64_t n_panels) {
   // Threads only for at least ~1 MFLOP each (a fork/join costs a few microseconds).
   const double flop = 2.0 * static_cast<double>(M) * N * K;
-  int64_t nt = get_num_threads();
-  if (in_parallel()) nt = 1;
+  int64_t nt = threads_for(static_cast<int64_t>(flop < 1e18 ? flop / 2 : 1e18));
   const int64_t by_work = static_cast<int64_t>(flop / 1.0e6);
   if (nt > by_work) nt = by_work < 1 ? 1 : by_work;
   Grid best;

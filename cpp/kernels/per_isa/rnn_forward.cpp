@@ -167,7 +167,7 @@ void rnn_forward(const RnnForwardArgs& a) {
   // of the panel tasks at H64 to H256, which make 4 short row runs and a cell call per 16 units.
   // Every output is computed as in the panel tasks (rowdot_matmul's arithmetic, then lstm / gru /
   // plain_cell per unit), so the results are the same bits; at more threads the panel tasks run.
-  const bool sweep = small && B == 1 && get_num_threads() == 1;
+  const bool sweep = small && B == 1 && threads_for(G * H * H) == 1;
 #endif
   const int NR = panel_width();
   const int64_t nrc = small ? 1 : row_chunks(np, B);
