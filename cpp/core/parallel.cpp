@@ -6,15 +6,15 @@
 // (one RNN step at a small hidden size) then costs a scheduler time slice whenever a worker is not
 // running, and the spinning workers take CPU from the caller: 2 threads ran a small LSTM step ~8x
 // slower than 1. Here the caller claims parts itself and only waits for parts a worker has started;
-// idle workers spin for kSpin, yield until kYield, then sleep on a condition variable.
+// idle workers spin for kSpinNs, yield until kYieldNs, then sleep on a condition variable.
 //
 // Claiming alone still left 2 threads 2-8 % slower than 1 on small RNN steps with one other process
 // spinning on a 2-core machine: a worker that spins or yields between regions is always runnable, so
 // three threads share two cores; the worker sat on a run queue for ~80 % of the wall time, ran in ~10 %
-// of the regions, and the caller lost time slices to it. So the pool backs off: when a worker finds it
-// was descheduled while it waited for a region (its clock jumped), or took long to start after a wake,
-// regions below kBusyMinWork run on the caller alone (threads_for) and idle workers go to sleep, for
-// 5 ms, doubling while it keeps happening (up to 200 ms); each expiry is a probe.
+// of the regions, and the caller lost time slices to it. So the pool backs off when a thread is found
+// descheduled (a waiting worker's clock jumped, a woken worker started late, or the caller's count of
+// involuntary context switches grew): regions below kBusyMinWork run on the caller alone (threads_for)
+// and idle workers sleep, for 5 ms, doubling while each probe at its end fails (up to 1 s).
 #include "forgegrad/parallel.h"
 
 #include <pthread.h>
@@ -57,8 +57,8 @@ inline void cpu_relax() {
 }
 
 using Clock = std::chrono::steady_clock;
-// An idle worker polls for the next region for kSpin (consecutive regions, such as the time steps
-// of an RNN, follow each other within microseconds), then polls with sched_yield until kYield (lets
+// An idle worker polls for the next region for kSpinNs (consecutive regions, such as the time steps
+// of an RNN, follow each other within microseconds), then polls with sched_yield until kYieldNs (lets
 // another runnable thread have the core), then sleeps until woken (a futex wake costs the caller a
 // few microseconds, paid only after a pause this long).
 constexpr auto kSpin = std::chrono::microseconds(50);
@@ -69,7 +69,7 @@ constexpr int kMaxWorkers = 255;
 // microsecond); a gap of kDescheduled means the scheduler gave its core to another thread (on an idle
 // machine, even a woken worker starts within tens of microseconds).
 constexpr int64_t kDescheduledNs = 200'000;
-constexpr int64_t kBackoffMinNs = 5'000'000, kBackoffMaxNs = 200'000'000;
+constexpr int64_t kBackoffMinNs = 5'000'000, kBackoffMaxNs = 1'000'000'000;
 constexpr int64_t kProbeNs = 50'000'000;  // a descheduling this soon after a back-off ends doubles the next
 std::atomic<int64_t> g_busy_until{0};  // steady-clock ns until which the pool backs off; 0: it does not
 std::atomic<int64_t> g_backoff_ns{kBackoffMinNs};
