@@ -231,6 +231,41 @@ def test_reference_server_matches_onnxruntime(repo):
         sock.close()
 
 
+def test_stack_only_server_reads_bodies_and_answers_a_fixed_prediction():
+    """The bench's bare-stack floor: uvicorn reading each body (any size, chunked too) and answering
+    the same prediction of N numbers, no model; its command line takes a model or --stack-only."""
+    import threading
+
+    import uvicorn
+
+    from forgegrad.serve.reference import create_stack_only_app, main
+    from serve_helpers import free_socket
+    sock = free_socket()
+    server = uvicorn.Server(uvicorn.Config(create_stack_only_app(3), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(600):
+            if server.started:
+                break
+            threading.Event().wait(0.05)
+        base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        with httpx.Client(base_url=base, timeout=30) as c:
+            assert c.get("/ping").json() == {"status": "Healthy"}
+            for body in (b"", b"x" * 300_000, iter([b"a" * 1000, b"b" * 70_000])):
+                r = c.post("/v1/models/m:predict", content=body)
+                assert r.status_code == 200 and r.json() == {"predictions": [[0.0, 0.0, 0.0]]}
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+    for argv in ([], ["m.onnx", "--stack-only", "3"], ["--stack-only", "0"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+    with pytest.raises(ValueError, match="outputs must be >= 1"):
+        create_stack_only_app(0)
+
+
 def test_bench_serve_table_formats_rows():
     from forgegrad.bench import format_details, suites
     assert "serve" in suites()
@@ -241,6 +276,10 @@ def test_bench_serve_table_formats_rows():
                      "batch_ms": 0.5, "p99_bound_ms": 6.5}}
     text = format_details("serve", [row])
     assert "MLP, 32 clients" in text and "2.00" in text and "yes" in text
+    # with the bare stack measured beside it: its p99 (4.0) plus the bound (6.5) is 10.5
+    row["serve"].update(stack=dict(summary, p99_ms=4.0), p99_stack_bound_ms=10.5)
+    line = format_details("serve", [row]).splitlines()[-1]
+    assert line.split()[-3:] == ["4.0", "10.5", "yes"]
 
 
 @pytest.mark.parametrize("auto_eager_ms, waits", [(0.0, False), (60_000.0, True)])

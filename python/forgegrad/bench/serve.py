@@ -15,7 +15,10 @@ forgegrad serve's throughput over the reference's. The details table adds p50/p9
 server process's CPU time per request (and the reference's over forgegrad's: a comparison that does
 not depend on what else the machine runs), the mean batch the server ran, its mean batch compute
 time (from its /metrics) and the p99 bound max-delay + 3 x batch compute time. The load generator
-shares the machine with the servers: on a 2-core machine every figure includes its cost. Extra
+shares the machine with the servers: on a 2-core machine every figure includes its cost. So a third
+server runs in the same rounds: the bare stack (forgegrad.serve.reference --stack-only, uvicorn
+reading each body and answering a fixed prediction, no model); its p99 at the same load is what
+HTTP and the load generator alone cost here, and "stack bound" adds it to the p99 bound. Extra
 rows for the forgegrad-backend models: .npy request bodies (32 clients), and ``--batching full`` (1 and
 32 clients: the default ``auto`` policy against always waiting for a full batch or max-delay).
 """
@@ -39,6 +42,7 @@ from . import suite
 CONCURRENCY = (1, 8, 32, 128)
 VARIANT_LABELS = {"json": "", "npy": ", .npy bodies", "full": ", --batching full"}
 MAX_BATCH, MAX_DELAY_MS = 32, 5.0
+OUTPUTS = 10  # numbers in every workload's prediction (the bare stack answers as many)
 # each round's first and last RAMP_S are load but not measured: connections opening, and clients
 # stopping one by one (the last requests would wait out max-delay for a batch that no longer fills)
 RAMP_S = 0.2
@@ -184,6 +188,7 @@ def _rows(threads: int, duration: float, concurrency: Sequence[int], rounds: int
             refs = {zoo: stack.enter_context(_process(["forgegrad.serve.reference", path, "--threads", str(threads)],
                                                       _port()))
                     for zoo, path in onnx_paths.items()}
+            bare = stack.enter_context(_process(["forgegrad.serve.reference", "--stack-only", str(OUTPUTS)], _port()))
             for label, served, zoo, _kwargs, shape, src in WORKLOADS:
                 x = np.random.default_rng(1).random((1,) + shape, dtype=np.float32)
                 body = json.dumps({"instances": x.tolist()}).encode()
@@ -200,9 +205,9 @@ def _rows(threads: int, duration: float, concurrency: Sequence[int], rounds: int
                     b0 = _batch_stats(server[0], served)
                     ours_body, ours_type = ((npy_bytes(x), "application/x-npy") if fmt == "npy"
                                             else (body, "application/json"))
-                    (ours, ours_cpu), (ref, ref_cpu) = _measure(
-                        [server, refs[zoo]], [path, path], [ours_body, body], [ours_type, "application/json"],
-                        clients, duration, rounds)
+                    (ours, ours_cpu), (ref, ref_cpu), (floor, floor_cpu) = _measure(
+                        [server, refs[zoo], bare], [path] * 3, [ours_body, body, ours_body],
+                        [ours_type, "application/json", ours_type], clients, duration, rounds)
                     b1 = _batch_stats(server[0], served)
                     batches = max(b1[0] - b0[0], 1.0)
                     batch_ms = (b1[2] - b0[2]) / batches * 1e3
@@ -212,17 +217,20 @@ def _rows(threads: int, duration: float, concurrency: Sequence[int], rounds: int
                         "seconds": {"forgegrad": 1 / ours.throughput if ours.throughput else None,
                                     "reference": 1 / ref.throughput if ref.throughput else None},
                         "serve": {"clients": clients, "body": fmt, "forgegrad": ours.summary(),
-                                  "reference": ref.summary(),
-                                  "codes": {"forgegrad": ours.codes, "reference": ref.codes},
-                                  "cpu_ms_per_request": {"forgegrad": ours_cpu, "reference": ref_cpu},
+                                  "reference": ref.summary(), "stack": floor.summary(),
+                                  "codes": {"forgegrad": ours.codes, "reference": ref.codes, "stack": floor.codes},
+                                  "cpu_ms_per_request": {"forgegrad": ours_cpu, "reference": ref_cpu,
+                                                         "stack": floor_cpu},
                                   "mean_batch": (b1[1] - b0[1]) / batches, "batch_ms": batch_ms,
-                                  "p99_bound_ms": MAX_DELAY_MS + 3 * batch_ms}})
+                                  "p99_bound_ms": MAX_DELAY_MS + 3 * batch_ms,
+                                  "p99_stack_bound_ms": floor.percentile_ms(99) + MAX_DELAY_MS + 3 * batch_ms}})
     return rows
 
 
 def format_serve(rows: List[dict]) -> str:
     head = ["workload", "thr", "req/s", "ref req/s", "x ref", "cpu ms/req", "ref cpu", "x ref cpu", "p50 ms",
-            "p95 ms", "p99 ms", "ref p99", "batch", "batch ms", "p99 bound", "p99 ok"]
+            "p95 ms", "p99 ms", "ref p99", "batch", "batch ms", "p99 bound", "p99 ok", "stack p99", "stack bound",
+            "ok w/ stack"]
     lines = [head]
     for r in rows:
         s = r.get("serve")
@@ -237,16 +245,26 @@ def format_serve(rows: List[dict]) -> str:
                       f"{o['p50_ms']:.1f}", f"{o['p95_ms']:.1f}",
                       f"{o['p99_ms']:.1f}",
                       f"{f['p99_ms']:.1f}", f"{s['mean_batch']:.1f}", f"{s['batch_ms']:.2f}",
-                      f"{s['p99_bound_ms']:.1f}", "yes" if o["p99_ms"] <= s["p99_bound_ms"] else "no"])
+                      f"{s['p99_bound_ms']:.1f}", "yes" if o["p99_ms"] <= s["p99_bound_ms"] else "no"]
+                     + _stack_cells(s, o["p99_ms"]))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = ["forgegrad serve (max-batch %d, max-delay %g ms) vs one-request-per-call starlette + onnxruntime "
            "(cpu ms/req: server process CPU time per answered request; x ref cpu: the reference's over "
-           "forgegrad's):" % (MAX_BATCH, MAX_DELAY_MS)]
+           "forgegrad's; p99 bound: max-delay + 3 x batch ms; stack p99: the bare uvicorn stack's p99 at the "
+           "same load, no model; stack bound: the two added):" % (MAX_BATCH, MAX_DELAY_MS)]
     for n, line in enumerate(lines):
         out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
+
+
+def _stack_cells(s: dict, p99_ms: float) -> List[str]:
+    """The bare stack's columns (absent from results written before it was measured)."""
+    if "stack" not in s:
+        return ["-", "-", "-"]
+    bound = s["p99_stack_bound_ms"]
+    return [f"{s['stack']['p99_ms']:.1f}", f"{bound:.1f}", "yes" if p99_ms <= bound else "no"]
 
 
 @suite("serve", details=format_serve)
