@@ -105,10 +105,11 @@ void sample_caller() {
 }
 
 bool backing_off() {
-  const int64_t until = g_busy_until.load(std::memory_order_relaxed);
+  int64_t until = g_busy_until.load(std::memory_order_relaxed);
   if (until == 0) return false;  // the common case: no clock read
   if (now_ns() < until) return true;
-  g_busy_until.store(0, std::memory_order_relaxed);  // expired: the next region probes the workers
+  // Expired: the next region probes the workers (unless a new back-off was noted meanwhile).
+  g_busy_until.compare_exchange_strong(until, 0, std::memory_order_relaxed);
   return false;
 }
 
@@ -179,11 +180,13 @@ struct Pool {
       cpu_relax();
     }
     std::unique_lock<std::mutex> lock(m);
-    ++sleeping;
-    wake.wait(lock, [&] { return gen.load(std::memory_order_relaxed) != seen; });
-    --sleeping;
-    const int64_t now = now_ns();
-    if (now - woken_at.load(std::memory_order_relaxed) >= kDescheduledNs) note_descheduled(now);
+    if (gen.load(std::memory_order_relaxed) == seen) {  // (a region published meanwhile was no wake)
+      ++sleeping;
+      wake.wait(lock, [&] { return gen.load(std::memory_order_relaxed) != seen; });
+      --sleeping;
+      const int64_t now = now_ns();
+      if (now - woken_at.load(std::memory_order_relaxed) >= kDescheduledNs) note_descheduled(now);
+    }
     return gen.load(std::memory_order_relaxed);
   }
 
