@@ -95,10 +95,16 @@ def free_port():
 def running_server(model_path, **config):
     """uvicorn.Server running forgegrad serve's app in a thread on a free loopback port; yields the
     base URL and the app."""
-    import uvicorn
-
     from forgegrad.serve import ServeConfig, create_app
     app = create_app(ServeConfig(model_path, **config))
+    with running_app(app) as url:
+        yield url, app
+
+
+@contextlib.contextmanager
+def running_app(app):
+    """uvicorn.Server running an ASGI app in a thread on a free loopback port; yields the base URL."""
+    import uvicorn
     sock = free_socket()
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -109,7 +115,7 @@ def running_server(model_path, **config):
             raise RuntimeError("the server did not start")
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", app
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         server.should_exit = True
         thread.join(30)

@@ -205,60 +205,25 @@ def test_load_generator_measures_between_its_ramps(server, repo):
 
 def test_reference_server_matches_onnxruntime(repo):
     """The benchmark's one-request-per-call reference answers what onnxruntime computes."""
-    import threading
-
-    import uvicorn
-
     from forgegrad.serve.reference import create_reference_app
-    from serve_helpers import free_socket
+    from serve_helpers import running_app
     _, _, onnx_path = repo
-    sock = free_socket()
-    server = uvicorn.Server(uvicorn.Config(create_reference_app(onnx_path), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        for _ in range(600):
-            if server.started:
-                break
-            threading.Event().wait(0.05)
+    with running_app(create_reference_app(onnx_path)) as base:
         x = example("mlp", 3)
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1/models/m:predict"
-        r = httpx.post(url, json={"instances": x.tolist()}, timeout=30)
+        r = httpx.post(base + "/v1/models/m:predict", json={"instances": x.tolist()}, timeout=30)
         assert_same(r.json()["predictions"], onnx_direct(onnx_path, x), "reference server")
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
 
 
 def test_stack_only_server_reads_bodies_and_answers_a_fixed_prediction():
     """The bench's bare-stack floor: uvicorn reading each body (any size, chunked too) and answering
     the same prediction of N numbers, no model; its command line takes a model or --stack-only."""
-    import threading
-
-    import uvicorn
-
     from forgegrad.serve.reference import create_stack_only_app, main
-    from serve_helpers import free_socket
-    sock = free_socket()
-    server = uvicorn.Server(uvicorn.Config(create_stack_only_app(3), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        for _ in range(600):
-            if server.started:
-                break
-            threading.Event().wait(0.05)
-        base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        with httpx.Client(base_url=base, timeout=30) as c:
-            assert c.get("/ping").json() == {"status": "Healthy"}
-            for body in (b"", b"x" * 300_000, iter([b"a" * 1000, b"b" * 70_000])):
-                r = c.post("/v1/models/m:predict", content=body)
-                assert r.status_code == 200 and r.json() == {"predictions": [[0.0, 0.0, 0.0]]}
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
+    from serve_helpers import running_app
+    with running_app(create_stack_only_app(3)) as base, httpx.Client(base_url=base, timeout=30) as c:
+        assert c.get("/ping").json() == {"status": "Healthy"}
+        for body in (b"", b"x" * 300_000, iter([b"a" * 1000, b"b" * 70_000])):
+            r = c.post("/v1/models/m:predict", content=body)
+            assert r.status_code == 200 and r.json() == {"predictions": [[0.0, 0.0, 0.0]]}
     for argv in ([], ["m.onnx", "--stack-only", "3"], ["--stack-only", "0"]):
         with pytest.raises(SystemExit):
             main(argv)
