@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <exception>
 #include <mutex>
+#include <utility>
 
 namespace fg {
 
@@ -68,8 +69,13 @@ constexpr int64_t kBusyMinWork = int64_t(1) << 26;
 
 // Threads for a region of about `work` units: 1 inside a region or at one thread, 1 for work below
 // kBusyMinWork while the pool backs off, else get_num_threads().
-
 int threads_for(int64_t work);
+
+// count * each, saturated at kBusyMinWork (all threads_for needs to know).
+inline int64_t region_work(int64_t count, int64_t each) {
+  if (each < 1) each = 1;
+  return count >= kBusyMinWork / each ? kBusyMinWork : count * each;
+}
 
 namespace detail {
 using PartFn = void (*)(void* ctx, int64_t part);
@@ -89,9 +95,8 @@ inline void parallel_for(int64_t n, int64_t grain, F&& f) {
   if (n <= 0) return;
   if (grain < 1) grain = 1;
   const int64_t max_chunks = (n + grain - 1) / grain;
-  // Each chunk holds at least kMinParallelWork (grain_for_work), so this bounds the region's work.
-  constexpr int64_t kBusyChunks = kBusyMinWork / kMinParallelWork;
-  int nt = threads_for(max_chunks < kBusyChunks ? max_chunks * kMinParallelWork : kBusyMinWork);
+  // Each chunk holds at least kMinParallelWork (grain_for_work): a lower bound of the region's work.
+  int nt = threads_for(region_work(max_chunks, kMinParallelWork));
   if (nt > max_chunks) nt = static_cast<int>(max_chunks);
   if (nt <= 1) {
     f(int64_t(0), n);
@@ -108,13 +113,13 @@ inline void parallel_for(int64_t n, int64_t grain, F&& f) {
 }
 
 // Calls f(task) for task in [0, ntasks), spread over threads (tasks are claimed one at a time:
-// they may differ in cost). Each task must own its outputs.
+// they may differ in cost). Each task must own its outputs. work_per_task: about what one task
+// costs, for threads_for (the two-argument form assumes kMinParallelWork, the least a caller
+// should hand out as a task).
 template <class F>
-inline void parallel_tasks(int64_t ntasks, F&& f) {
+inline void parallel_tasks(int64_t ntasks, int64_t work_per_task, F&& f) {
   if (ntasks <= 0) return;
-  // Tasks carry at least kMinParallelWork each by their callers' sizing.
-  constexpr int64_t kBusyTasks = kBusyMinWork / kMinParallelWork;
-  int nt = threads_for(ntasks < kBusyTasks ? ntasks * kMinParallelWork : kBusyMinWork);
+  int nt = threads_for(region_work(ntasks, work_per_task));
   if (nt > ntasks) nt = static_cast<int>(ntasks);
   if (nt <= 1) {
     for (int64_t i = 0; i < ntasks; ++i) f(i);
@@ -124,6 +129,11 @@ inline void parallel_tasks(int64_t ntasks, F&& f) {
   auto part = [&](int64_t i) { errors.run([&] { f(i); }); };
   detail::run_parts(ntasks, nt, &detail::call_part<decltype(part)>, &part);
   errors.rethrow();
+}
+
+template <class F>
+inline void parallel_tasks(int64_t ntasks, F&& f) {
+  parallel_tasks(ntasks, kMinParallelWork, std::forward<F>(f));
 }
 
 // Number of fixed-size chunks used by deterministic reductions over n elements.

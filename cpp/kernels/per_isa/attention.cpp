@@ -195,7 +195,8 @@ void attention_forward(const float* q, AttnLayout lq, const float* k, AttnLayout
       transpose_padded(k + lk.base(n) + c0 * lk.sr, imin(kBlk, S - c0), E, lk.sr, kt_all.data() + i * E * bcp, bcp);
     }
   });
-  parallel_tasks(N * qblocks, [&](int64_t task) {
+  // a task: one query block against every key
+  parallel_tasks(N * qblocks, kRows * S * (E + Ev), [&](int64_t task) {
     const int64_t n = task / qblocks, r0 = (task % qblocks) * kRows, br = imin(kRows, L - r0);
     const float* qn = q + lq.base(n) + r0 * lq.sr;
     const float* ktn = kt_all.data() + n * kblocks * E * bcp;
@@ -264,7 +265,8 @@ void attention_backward(const float* q, AttnLayout lq, const float* k, AttnLayou
   // q, k blocks and dO are used from contiguous copies (padded to ep / evp) when E % W, Ev % W or
   // when their rows are strided
   const bool pad_e = E % W != 0 || lq.sr != E || lk.sr != E, pad_ev = Ev % W != 0 || lo.sr != Ev;
-  parallel_tasks(N, [&](int64_t n) {
+  // a task: one head, its dq, dk and dv
+  parallel_tasks(N, 2 * L * S * (E + Ev), [&](int64_t n) {
     const float* qn = q + lq.base(n);
     const float* kn = k + lk.base(n);
     const float* vn = v + lv.base(n);

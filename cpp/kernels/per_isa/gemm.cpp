@@ -350,7 +350,7 @@ void sgemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t
   // entries in order, each split over threads inside sgemm. Same results either way.
   const double flops = 2.0 * static_cast<double>(M) * N * (K > 0 ? K : 1);
   if (get_num_threads() > 1 && batch > 1 && flops < 4.0e6) {
-    parallel_tasks(batch, one);
+    parallel_tasks(batch, static_cast<int64_t>(flops / 2), one);
   } else {
     for (int64_t b = 0; b < batch; ++b) one(b);
   }
