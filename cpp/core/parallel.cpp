@@ -61,7 +61,6 @@ using Clock = std::chrono::steady_clock;
 // of an RNN, follow each other within microseconds), then polls with sched_yield until kYieldNs (lets
 // another runnable thread have the core), then sleeps until woken (a futex wake costs the caller a
 // few microseconds, paid only after a pause this long).
-constexpr auto kSpin = std::chrono::microseconds(50);
 constexpr int64_t kSpinNs = 50'000, kYieldNs = 1'000'000;
 constexpr int kMaxWorkers = 255;
 
@@ -237,9 +236,9 @@ struct Pool {
       finish_part();
     }
     // Only parts a worker has claimed are left: wait for them.
-    const auto start = Clock::now();
+    const int64_t start = now_ns();
     for (unsigned i = 1; remaining.load(std::memory_order_acquire) != 0; ++i) {
-      if ((i & 63) == 0 && Clock::now() - start >= kSpin) {
+      if ((i & 63) == 0 && now_ns() - start >= kSpinNs) {
         std::unique_lock<std::mutex> lock(m);
         all_done.wait(lock, [&] { return remaining.load(std::memory_order_acquire) == 0; });
         break;
