@@ -270,6 +270,48 @@ def test_auto_batching_is_eager_only_for_models_whose_batches_compute_long(repo,
         assert max(times[1:]) < 0.3, times
 
 
+class _TimedModel:
+    """A model whose batches take ``seconds``: waiting off the CPU (``busy`` False: as a worker does
+    that waits for the GIL or for a core) or computing (``busy`` True)."""
+    backend, fixed_batch, outputs = "test", None, ["output"]
+
+    def __init__(self, seconds: float, busy: bool):
+        self.seconds, self.busy = seconds, busy
+
+    def run(self, feeds):
+        if self.busy:
+            end = time.thread_time() + self.seconds
+            while time.thread_time() < end:
+                pass
+        else:
+            time.sleep(self.seconds)
+        return {"output": feeds["x"] * 2}
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_auto_batching_measures_compute_not_waiting(busy):
+    """auto's measure is the worker's CPU time: batches that take 20 ms of waiting (a loaded server's
+    GIL and run-queue waits) leave it full, 20 ms of compute makes it eager (threshold 1 ms)."""
+    from forgegrad.serve.batching import Batcher
+
+    async def go():
+        b = Batcher(_TimedModel(0.02, busy), "timed/1", max_batch=4, max_delay_s=0.0, max_queue=8,
+                    policy="auto", auto_eager_s=1e-3)
+        b.start()
+        outs = [await b.submit({"x": np.full((1, 2), i, np.float32)}) for i in range(3)]
+        eager = b.eager
+        await b.close()
+        return outs, eager
+
+    outs, eager = asyncio.run(go())
+    assert eager is busy
+    for i, out in enumerate(outs):
+        np.testing.assert_array_equal(out["output"], np.full((1, 2), 2.0 * i, np.float32))
+
+
 def test_eager_batches_do_not_wait_for_requests_nobody_is_sending(repo):
     """--eager: with a 60 s max-delay a lone request is still answered at once (the client's 30 s
     timeout would fail it otherwise), concurrent ones are still answered correctly, and a bad request
