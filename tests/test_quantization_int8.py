@@ -59,11 +59,12 @@ def test_gemm_exact_every_path_and_thread_count(int8_path, threads, rng, M, N, K
 
 
 @pytest.mark.parametrize("amax", [255, 127])
-def test_gemm_extremes_do_not_saturate(int8_path, amax):
+@pytest.mark.parametrize("M", [1, 3])  # 1: the AVX2 7-bit kernel's one-row form
+def test_gemm_extremes_do_not_saturate(int8_path, amax, M):
     # 255 * -128 pairs overflow int16 (vpmaddubsw would saturate); 127 * -128 pairs are the 7-bit
     # path's extreme; the longest allowed K stays in int32
     K = 32896
-    a = np.full((3, K), amax, np.uint8)
+    a = np.full((M, K), amax, np.uint8)
     w = np.full((2, K), -128, np.int8)
     w[1, ::2] = 127
     packed, _ = _C.quant.pack_weight(w)

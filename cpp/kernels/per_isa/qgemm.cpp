@@ -221,9 +221,35 @@ void micro_avx2_7bit_r(const QGemmArgs& p, int64_t m0, int64_t nb, int32_t* acc)
   }
 }
 
+// One row (batch 1: a matrix-vector product) against both 16-column halves of a panel in one pass over
+// K: two weight streams in flight instead of one after the other, and half the loop overhead. Same
+// instructions per element as micro_avx2_7bit_r, so the same integers.
+void micro_avx2_7bit_row(const QGemmArgs& p, int64_t m0, int64_t nb, int32_t* acc) {
+  if (p.N - nb * kQPackN <= 16) return micro_avx2_7bit_r<1>(p, m0, nb, acc);  // the second half is padding
+  const int64_t K4 = (p.K + 3) / 4;
+  const uint8_t* a = p.a + m0 * p.lda;
+  const int8_t* b0 = weight_block(p, 2 * nb);
+  const int8_t* b1 = weight_block(p, 2 * nb + 1);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0;
+  for (int64_t k4 = 0; k4 < K4; ++k4) {
+    const __m256i x = _mm256_set1_epi32(load_u32(a + 4 * k4));
+    const __m256i* w0 = reinterpret_cast<const __m256i*>(b0 + k4 * 64);
+    const __m256i* w1 = reinterpret_cast<const __m256i*>(b1 + k4 * 64);
+    c0 = _mm256_add_epi32(c0, _mm256_madd_epi16(_mm256_maddubs_epi16(x, _mm256_loadu_si256(w0)), ones));
+    c1 = _mm256_add_epi32(c1, _mm256_madd_epi16(_mm256_maddubs_epi16(x, _mm256_loadu_si256(w0 + 1)), ones));
+    c2 = _mm256_add_epi32(c2, _mm256_madd_epi16(_mm256_maddubs_epi16(x, _mm256_loadu_si256(w1)), ones));
+    c3 = _mm256_add_epi32(c3, _mm256_madd_epi16(_mm256_maddubs_epi16(x, _mm256_loadu_si256(w1 + 1)), ones));
+  }
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc), c0);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + 8), c1);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + 16), c2);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + 24), c3);
+}
+
 [[maybe_unused]] void micro_avx2_7bit(const QGemmArgs& p, int64_t m0, int rows, int64_t nb, int32_t* acc) {
   switch (rows) {
-    case 1: return micro_avx2_7bit_r<1>(p, m0, nb, acc);
+    case 1: return micro_avx2_7bit_row(p, m0, nb, acc);
     case 2: return micro_avx2_7bit_r<2>(p, m0, nb, acc);
     case 3: return micro_avx2_7bit_r<3>(p, m0, nb, acc);
     case 4: return micro_avx2_7bit_r<4>(p, m0, nb, acc);
