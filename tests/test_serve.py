@@ -248,16 +248,22 @@ def test_bench_serve_table_formats_rows():
 
 
 @pytest.mark.parametrize("auto_eager_ms, waits", [(0.0, False), (60_000.0, True)])
-def test_auto_batching_is_eager_only_for_models_whose_batches_compute_long(repo, auto_eager_ms, waits):
+def test_auto_batching_is_eager_only_for_models_whose_batches_compute_long(repo, monkeypatch, auto_eager_ms, waits):
     """batching="auto" (the default) starts eager, then measures the model: with a threshold every batch
     reaches it stays eager (lone requests answered at once); with one no batch reaches it switches to
-    full batches after the first, so the next lone request waits out max-delay (0.4 s)."""
+    full batches after the first, so the next lone request waits out max-delay (0.4 s). That wait ran
+    out short of max-batch, so auto is eager for a back-off (here 2 s, then 4 s): the request after
+    it is answered at once; once the back-off is over, full batches are tried again."""
+    from forgegrad.serve import batching
+    monkeypatch.setattr(batching, "FILL_BACKOFF_S", (2.0, 4.0))
     root, models, _ = repo
     want = lambda x: direct(models["mlp_v2"], x)  # noqa: E731
     with running_server(str(root), max_batch=64, max_delay_ms=400, poll_s=0, auto_eager_ms=auto_eager_ms) as (url, _):
         with httpx.Client(base_url=url, timeout=30) as c:
             times = []
-            for i in range(3):
+            for i in range(5):
+                if i == 3:
+                    time.sleep(2.2)  # past the first back-off
                 x = example("mlp", 1, seed=i)
                 t0 = time.monotonic()
                 r = c.post("/v1/models/mlp:predict", json={"instances": x.tolist()})
@@ -265,7 +271,7 @@ def test_auto_batching_is_eager_only_for_models_whose_batches_compute_long(repo,
                 assert_same(r.json()["predictions"], want(x), "auto-batched request")
     assert times[0] < 0.3  # nothing measured yet: eager
     if waits:
-        assert min(times[1:]) >= 0.35, times
+        assert times[1] >= 0.35 and times[2] < 0.3 and times[3] >= 0.35 and times[4] < 0.3, times
     else:
         assert max(times[1:]) < 0.3, times
 
@@ -298,7 +304,8 @@ def test_auto_batching_measures_compute_not_waiting(busy):
     from forgegrad.serve.batching import Batcher
 
     async def go():
-        b = Batcher(_TimedModel(0.02, busy), "timed/1", max_batch=4, max_delay_s=0.0, max_queue=8,
+        # max_batch 1: every batch is full, so only the compute measure decides (not _after_wait)
+        b = Batcher(_TimedModel(0.02, busy), "timed/1", max_batch=1, max_delay_s=0.0, max_queue=8,
                     policy="auto", auto_eager_s=1e-3)
         b.start()
         outs = [await b.submit({"x": np.full((1, 2), i, np.float32)}) for i in range(3)]

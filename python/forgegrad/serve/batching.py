@@ -59,6 +59,9 @@ def _deliver(items: List[_Item], results: List[object]) -> None:
 
 
 POLICIES = ("auto", "full", "eager")
+# auto: after a full-policy wait ran out short of max_batch, eager for this long (doubling while each
+# retry of full batches runs out again, reset when one fills)
+FILL_BACKOFF_S = (0.05, 1.0)
 
 
 class _Arrival:
@@ -90,7 +93,8 @@ class Batcher:
     """Batches of one model version. ``policy``: "full" waits for max_batch rows or max_delay; "eager"
     also stops waiting once no other request for this model is being received (its body read or
     decoded: waiting longer could only catch requests not yet sent); "auto" is eager while a full
-    batch of this model computes for at least ``auto_eager_s`` (measured, see _measure), else full."""
+    batch of this model computes for at least ``auto_eager_s`` (measured, see _measure), and while
+    full batches do not fill (see _after_wait), else full."""
 
     def __init__(self, model: LoadedModel, label: str, max_batch: int, max_delay_s: float, max_queue: int,
                  metrics=None, policy: str = "auto", auto_eager_s: float = 1e-3):
@@ -107,6 +111,9 @@ class Batcher:
         # auto starts eager (nothing measured yet: a first lone request need not wait)
         self.eager = policy != "full"
         self._row_cost_s: Optional[float] = None  # auto: moving average of batch compute time per row
+        self._compute_eager = self.eager  # auto: what the batch compute time alone says (see _measure)
+        self._fill_eager_until = 0.0  # auto: eager until this time (monotonic), see _after_wait
+        self._fill_backoff_s = FILL_BACKOFF_S[0]
         self._arriving = 0  # requests between arriving() and their enqueueing (guarded by _cond)
         self._queue: collections.deque = collections.deque()
         # The worker is woken only when it can act: waking it for every arrival while it waits out
@@ -176,11 +183,15 @@ class Batcher:
             first = self._queue.popleft()
             self._queued_rows -= first.rows
             items, rows = [first], first.rows
+            if self.policy == "auto":
+                self.eager = self._compute_eager or time.monotonic() < self._fill_eager_until
             deadline = first.enqueued + self.max_delay_s
+            ran_out = False
             while rows < self.max_batch:
                 if not self._queue:
                     remaining = deadline - time.monotonic()
-                    if remaining <= 0 or self._closing or (self.eager and self._arriving == 0):
+                    ran_out = remaining <= 0
+                    if ran_out or self._closing or (self.eager and self._arriving == 0):
                         break
                     self._need_rows = self.max_batch - rows
                     self._cond.wait(remaining)
@@ -192,9 +203,26 @@ class Batcher:
                 items.append(self._queue.popleft())
                 self._queued_rows -= nxt.rows
                 rows += nxt.rows
+            if self.policy == "auto" and not self.eager:
+                self._after_wait(rows, ran_out)
             depth = len(self._queue)
         self._gauge(depth)
         return items
+
+    def _after_wait(self, rows: int, ran_out: bool) -> None:
+        """auto, after a full-policy batch was formed: waiting for a full batch pays only when one
+        comes. When the wait ran out with under half of max_batch (fewer clients than that, or a
+        lull), waiting longer would only have delayed these requests: be eager for a while, then try
+        full batches again, backing off while they keep running out (a closed loop of 8 clients with
+        max-batch 32 otherwise waited out max-delay on every batch). Not for a nearly full batch: with
+        as many clients as max_batch, a full batch fills only once every client is back, and a wait
+        that falls a few rows short on the way there is no sign that full batches will not come."""
+        if ran_out and 2 * rows < self.max_batch:
+            self._fill_eager_until = time.monotonic() + self._fill_backoff_s
+            self._fill_backoff_s = min(2 * self._fill_backoff_s, FILL_BACKOFF_S[1])
+            self.eager = True
+        elif rows >= self.max_batch:
+            self._fill_backoff_s = FILL_BACKOFF_S[0]
 
     def _run(self, items: List[_Item]) -> List[object]:
         """Per-request results (output dicts, or ServeErrors) of one batch."""
@@ -230,7 +258,8 @@ class Batcher:
         per_row = seconds / max(rows, 1)
         avg = self._row_cost_s
         self._row_cost_s = per_row if avg is None else avg + 0.2 * (per_row - avg)
-        self.eager = self._row_cost_s * self.max_batch >= self.auto_eager_s
+        self._compute_eager = self._row_cost_s * self.max_batch >= self.auto_eager_s
+        self.eager = self._compute_eager or time.monotonic() < self._fill_eager_until
 
     def _work(self) -> None:
         while True:
