@@ -319,6 +319,25 @@ def test_auto_batching_measures_compute_not_waiting(busy):
         np.testing.assert_array_equal(out["output"], np.full((1, 2), 2.0 * i, np.float32))
 
 
+def test_auto_batching_predicts_a_full_batch_from_smaller_ones():
+    """auto's cost model: 0.3 ms per batch + 0.01 ms per row, seen on batches of 10-20 rows, predicts
+    0.62 ms for 32 rows (scaling the mean per-row cost would say ~1.1 ms and turn auto eager); batches
+    of one size fall back to that proportional estimate; cost that falls with rows is noise."""
+    from forgegrad.serve.batching import _CostFit
+    fit = _CostFit()
+    for rows in [10, 20, 14, 18, 11, 16, 20, 12] * 3:
+        fit.add(rows, 0.3e-3 + 0.01e-3 * rows)
+    assert fit.predict(32) == pytest.approx(0.62e-3, rel=1e-6)
+    lone = _CostFit()
+    for _ in range(10):
+        lone.add(1, 0.07e-3)
+    assert lone.predict(32) == pytest.approx(32 * 0.07e-3)
+    noisy = _CostFit()
+    for rows, seconds in [(10, 0.5e-3), (20, 0.4e-3), (10, 0.5e-3), (20, 0.4e-3)]:
+        noisy.add(rows, seconds)
+    assert 0.4e-3 < noisy.predict(32) < 0.5e-3
+
+
 def test_eager_batches_do_not_wait_for_requests_nobody_is_sending(repo):
     """--eager: with a 60 s max-delay a lone request is still answered at once (the client's 30 s
     timeout would fail it otherwise), concurrent ones are still answered correctly, and a bad request

@@ -59,6 +59,39 @@ def _deliver(items: List[_Item], results: List[object]) -> None:
 
 
 POLICIES = ("auto", "full", "eager")
+
+
+class _CostFit:
+    """A batch's compute time as fixed + per-row cost, fitted by least squares over exponentially
+    weighted sums of the recent batches, to predict a full batch from smaller ones. Scaling the mean
+    per-row cost up to max_batch instead counts the fixed part (a worker waking on a cold core: ~0.3 ms
+    of CPU on a 2-vCPU VM, more than the MLP's rows cost) max_batch / rows times, which let eager
+    batches of half the clients keep auto eager for the MLP. Where the batches have had about one size
+    (a lone client), the fit falls back to that proportional estimate."""
+
+    __slots__ = ("w", "r", "c", "rr", "rc")
+    DECAY = 0.8  # weight of a batch one batch later (about the last 5 batches count)
+
+    def __init__(self):
+        self.w = self.r = self.c = self.rr = self.rc = 0.0
+
+    def add(self, rows: int, seconds: float) -> None:
+        d = self.DECAY
+        self.w = d * self.w + 1.0
+        self.r = d * self.r + rows
+        self.c = d * self.c + seconds
+        self.rr = d * self.rr + rows * rows
+        self.rc = d * self.rc + rows * seconds
+
+    def predict(self, rows: int) -> float:
+        spread = self.w * self.rr - self.r * self.r  # w^2 x the weighted variance of the batch sizes
+        if spread < self.w * self.w:  # sizes within about one row of each other: no slope to fit
+            return self.c / max(self.r, 1e-30) * rows
+        slope = (self.w * self.rc - self.r * self.c) / spread
+        if slope < 0:  # noise: cost does not grow with rows
+            return self.c / self.w
+        fixed = max((self.c - slope * self.r) / self.w, 0.0)
+        return fixed + slope * rows
 # auto: after a full-policy wait ran out short of max_batch, eager for this long (doubling while each
 # retry of full batches runs out again, reset when one fills)
 FILL_BACKOFF_S = (0.05, 1.0)
@@ -110,7 +143,7 @@ class Batcher:
         self.policy, self.auto_eager_s = policy, auto_eager_s
         # auto starts eager (nothing measured yet: a first lone request need not wait)
         self.eager = policy != "full"
-        self._row_cost_s: Optional[float] = None  # auto: moving average of batch compute time per row
+        self._cost = _CostFit()  # auto: batch compute time against rows
         self._compute_eager = self.eager  # auto: what the batch compute time alone says (see _measure)
         self._fill_eager_until = 0.0  # auto: eager until this time (monotonic), see _after_wait
         self._fill_backoff_s = FILL_BACKOFF_S[0]
@@ -245,7 +278,7 @@ class Batcher:
         return parts
 
     def _measure(self, seconds: float, rows: int) -> None:
-        """auto: eager while a full batch (per-row cost x max_batch) computes for auto_eager_s or more.
+        """auto: eager while a full batch (predicted by _CostFit) computes for auto_eager_s or more.
         ``seconds`` is the worker thread's CPU time for the batch: under load its wall time also counts
         waits for the GIL (held by the event loop while it parses requests) and for a core, which are
         not compute the loop could overlap; counted, they made the MLP's ~0.1 ms batches look like
@@ -254,11 +287,10 @@ class Batcher:
         at a time under load) let the event loop read the next requests meanwhile, which pays when
         that compute time is well above what each extra batch costs the event loop (delivering its
         results, ~0.1 ms): it does for LeNet (~4 ms a batch of 32 on one core), not for the MLP
-        (~0.2 ms). Small batches overstate the per-row cost, so a lightly loaded server is eager."""
-        per_row = seconds / max(rows, 1)
-        avg = self._row_cost_s
-        self._row_cost_s = per_row if avg is None else avg + 0.2 * (per_row - avg)
-        self._compute_eager = self._row_cost_s * self.max_batch >= self.auto_eager_s
+        (~0.2 ms). A lightly loaded server (batches of one size) predicts a full batch as that size's
+        cost scaled up, which overstates it: it is eager, and a lone request is answered at once."""
+        self._cost.add(rows, seconds)
+        self._compute_eager = self._cost.predict(self.max_batch) >= self.auto_eager_s
         self.eager = self._compute_eager or time.monotonic() < self._fill_eager_until
 
     def _work(self) -> None:
