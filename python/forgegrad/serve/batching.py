@@ -59,6 +59,9 @@ def _deliver(items: List[_Item], results: List[object]) -> None:
 
 
 POLICIES = ("auto", "full", "eager")
+# auto: after a full-policy wait ran out under half full, eager for this long (doubling while each
+# retry of full batches runs out again, reset when one fills)
+FILL_BACKOFF_S = (0.05, 1.0)
 
 
 class _CostFit:
@@ -92,9 +95,6 @@ class _CostFit:
             return self.c / self.w
         fixed = max((self.c - slope * self.r) / self.w, 0.0)
         return fixed + slope * rows
-# auto: after a full-policy wait ran out short of max_batch, eager for this long (doubling while each
-# retry of full batches runs out again, reset when one fills)
-FILL_BACKOFF_S = (0.05, 1.0)
 
 
 class _Arrival:
