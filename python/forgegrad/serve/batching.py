@@ -217,7 +217,7 @@ class Batcher:
             self._queued_rows -= first.rows
             items, rows = [first], first.rows
             if self.policy == "auto":
-                self.eager = self._compute_eager or time.monotonic() < self._fill_eager_until
+                self._refresh_eager()
             deadline = first.enqueued + self.max_delay_s
             ran_out = False
             while rows < self.max_batch:
@@ -291,6 +291,10 @@ class Batcher:
         cost scaled up, which overstates it: it is eager, and a lone request is answered at once."""
         self._cost.add(rows, seconds)
         self._compute_eager = self._cost.predict(self.max_batch) >= self.auto_eager_s
+        self._refresh_eager()
+
+    def _refresh_eager(self) -> None:
+        """auto: eager while the compute measure says so or a back-off from unfilled waits lasts."""
         self.eager = self._compute_eager or time.monotonic() < self._fill_eager_until
 
     def _work(self) -> None:

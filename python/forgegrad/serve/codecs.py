@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 from typing import Dict, List, Optional, Sequence
 
@@ -150,12 +151,9 @@ def _fast_npy(body: bytes) -> Optional[np.ndarray]:
         return None
     dtype = np.dtype(m.group(1).decode())
     shape = tuple(int(d) for d in m.group(2).split(b",") if d.strip())
-    count = 1
-    for d in shape:
-        count *= d
-    if len(body) - start - hlen != count * dtype.itemsize:
+    if len(body) - start - hlen != math.prod(shape) * dtype.itemsize:
         return None  # truncated, or trailing bytes: np.load decides
-    return np.frombuffer(body, dtype, count, start + hlen).reshape(shape).copy()
+    return np.frombuffer(body, dtype, math.prod(shape), start + hlen).reshape(shape).copy()
 
 
 def parse_npy(body: bytes) -> np.ndarray:
