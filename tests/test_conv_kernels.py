@@ -140,6 +140,32 @@ def test_conv2d_bit_identical_across_thread_counts(rng, threads, xshape, wshape,
             np.testing.assert_array_equal(a, b_)
 
 
+# one case per forward path: direct "flat" and "row" vectors, strided im2col, depthwise, Winograd
+FUSED_ACT_CASES = [CASES[0], CASES[1], CASES[6], CASES[8], CASES[20], CASES[21]]
+ACT_NAMES = ["RELU", "LEAKY_RELU", "GELU", "GELU_TANH", "SIGMOID", "TANH", "SILU"]
+
+
+@pytest.mark.parametrize("xshape,wshape,stride,padding,dilation,groups", FUSED_ACT_CASES)
+def test_conv2d_fused_activation_is_the_activation_after(rng, simd_path, xshape, wshape, stride, padding, dilation,
+                                                          groups):
+    """activation= applies the op to each block of y as the kernel writes it: the same bits as the
+    activation kernel run over y afterwards, NaN and infinities included."""
+    act = fg._C.activation
+    assert [n for n in ACT_NAMES if hasattr(act, n)] == ACT_NAMES
+    x = rng.standard_normal(xshape).astype(np.float32)
+    x.flat[:3] = [np.nan, np.inf, -np.inf]
+    w = rng.standard_normal(wshape).astype(np.float32)
+    b = rng.standard_normal(wshape[0]).astype(np.float32)
+    args = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    plain = conv2d_forward(x, w, b, **args)
+    for name in ACT_NAMES:
+        code, alpha = getattr(act, name), 0.1 if name == "LEAKY_RELU" else 0.0
+        want = plain.copy()
+        act.act_forward(code, want, want, alpha)
+        got = conv2d_forward(x, w, b, activation=code, alpha=alpha, **args)
+        np.testing.assert_array_equal(got, want, err_msg=name)
+
+
 def test_conv2d_errors(rng):
     x = rng.standard_normal((2, 4, 6, 6)).astype(np.float32)
     w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
@@ -177,6 +203,8 @@ def test_conv2d_errors(rng):
         conv2d_forward(x, w, groups=0)
     with pytest.raises(ValueError, match="grad_output must have shape"):
         conv2d_backward(x, w, np.zeros((2, 6, 5, 5), np.float32))
+    with pytest.raises(ValueError, match="activation must be -1"):
+        conv2d_forward(x, w, activation=7)
 
 
 def test_conv2d_binding_rejects_bad_shapes_directly(rng):

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <pybind11/stl.h>
+#include "forgegrad/activation.h"
 #include "forgegrad/bindings.h"
 #include "forgegrad/conv.h"
 #include "forgegrad/py_array.h"
@@ -184,7 +185,10 @@ fg::Conv2dGeom make_geom(const std::vector<int64_t>& xs, const std::vector<int64
 }
 
 void conv2d_forward(const py::array& x, const py::array& w, const py::object& b, const py::array& y, Pair stride,
-                    Quad padding, Pair dilation, int64_t groups) {
+                    Quad padding, Pair dilation, int64_t groups, int activation, float alpha) {
+  if (activation < -1 || activation >= fg::kActCount)
+    throw py::value_error("conv2d: activation must be -1 (none) or an activation code, got " +
+                          std::to_string(activation));
   ArrayArg X = fg::bind::f32_arg(x, "input", 4), Wt = fg::bind::f32_arg(w, "weight", 4);
   ArrayArg Y = fg::bind::f32_arg(y, "out", 4, fg::bind::kContiguous, true);
   fg::Conv2dGeom g = make_geom(X.shape, Wt.shape, stride, padding, dilation, groups);
@@ -197,7 +201,7 @@ void conv2d_forward(const py::array& x, const py::array& w, const py::object& b,
   fg::bind::expect_shape(Y, "out", {g.N, g.OC, g.OH, g.OW});
   fg::bind::check_no_overlap("conv2d", {{x, "input"}, {w, "weight"}, {b, "bias"}}, {{y, "out"}});
   py::gil_scoped_release release;
-  fg::conv2d_forward(g, X.f32(), Wt.f32(), bias, Y.f32());
+  fg::conv2d_forward(g, X.f32(), Wt.f32(), bias, Y.f32(), activation, alpha);
 }
 
 void conv2d_backward_input(const py::array& gy, const py::array& w, const py::array& gx, Pair stride, Quad padding,
@@ -283,8 +287,10 @@ std::vector<int64_t> py_weight_shape(int64_t in_channels, int64_t out_channels, 
 
 void bind(py::module_& m) {
   m.def("conv2d_forward", &conv2d_forward, py::arg("input"), py::arg("weight"), py::arg("bias"), py::arg("out"),
-        py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
-        "out = conv2d(input, weight) + bias; padding is (top, bottom, left, right).");
+        py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("activation") = -1,
+        py::arg("alpha") = 0.0f,
+        "out = act(conv2d(input, weight) + bias); padding is (top, bottom, left, right); activation an "
+        "activation code (-1: none), applied to each block of out as it is written; alpha: leaky_relu's slope.");
   m.def("conv2d_backward_input", &conv2d_backward_input, py::arg("grad_output"), py::arg("weight"),
         py::arg("grad_input"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
         "grad_input (overwritten) of conv2d.");

@@ -1,10 +1,12 @@
 // Elementwise activations (forward and backward) and column sums, written once against simd.h.
 // x, y, g, dx are contiguous float32 buffers of n elements. The per-element math is
 // forgegrad/hd/activation.h (shared with cuda/elementwise.cu): the portable build calls it, the
-// AVX builds compute the same operations on vectors (the lambdas below).
+// AVX builds compute the same operations on vectors (the forward ones in act_vec.h, the backward
+// ones below).
 
 #include <cmath>
 
+#include "act_vec.h"
 #include "forgegrad/activation.h"
 #include "forgegrad/hd/activation.h"
 #include "forgegrad/parallel.h"
@@ -73,45 +75,7 @@ inline int64_t act_grain(int op, bool backward) {
 }
 
 void act_forward(int op, const float* x, float* y, int64_t n, float alpha) {
-#if defined(FG_SIMD_PORTABLE)
-  if (op < 0 || op >= kActCount) return;  // the binding rejects unknown ops
-  map1(x, y, n, act_grain(op, false), [op, alpha](vf v) { return hd::act_forward(op, v, alpha); });
-  return;
-#endif
-  const vf zero = vzero(), half = vset1(0.5f), one = vset1(1.0f);
-  switch (op) {
-    case kActRelu:
-      // max(0, x): the second operand is returned for NaN, so NaN propagates as in torch.
-      map1(x, y, n, kGrainCheap, [&](vf v) { return vmax(zero, v); });
-      break;
-    case kActLeakyRelu: {
-      const vf a = vset1(alpha);
-      map1(x, y, n, kGrainCheap, [&](vf v) { return vselect_gt(v, zero, v, vmul(v, a)); });
-      break;
-    }
-    case kActGelu:
-      map1(x, y, n, kGrainTranscendental, [&](vf v) {
-        vf cdf1 = vadd(one, verf(vmul(v, vset1(kSqrt1_2))));  // 2 * Phi(x)
-        return vmul(vmul(v, half), cdf1);
-      });
-      break;
-    case kActGeluTanh:
-      map1(x, y, n, kGrainTranscendental, [&](vf v) {
-        vf inner = vmul(vset1(kSqrt2OverPi), vfmadd(vmul(vset1(kKappa), vmul(v, v)), v, v));
-        return vmul(vmul(v, half), vadd(one, vtanh(inner)));
-      });
-      break;
-    case kActSigmoid: map1(x, y, n, kGrainTranscendental, [&](vf v) { return vsigmoid(v); }); break;
-    case kActTanh: map1(x, y, n, kGrainTranscendental, [&](vf v) { return vtanh(v); }); break;
-    case kActSilu: {
-      // x / (1 + exp(-x)): torch's association (one rounding fewer than x * sigmoid(x)).
-      const vf lo = vset1(kSiluLo), nzero = vset1(-0.0f);
-      map1(x, y, n, kGrainTranscendental,
-           [&](vf v) { return vselect_gt(lo, v, nzero, vdiv(v, vadd(one, vexp(vneg(v))))); });
-      break;
-    }
-    default: break;  // the binding rejects unknown ops
-  }
+  with_act_forward(op, alpha, [&](auto f) { map1(x, y, n, act_grain(op, false), f); });
 }
 
 void act_backward(int op, const float* g, const float* saved, float* dx, int64_t n, float alpha) {

@@ -14,6 +14,7 @@
 // results are bit-identical for any thread count.
 #include <cstring>
 
+#include "act_vec.h"
 #include "conv_tile.h"
 #include "forgegrad/conv.h"
 #include "forgegrad/memory.h"
@@ -118,9 +119,11 @@ void fill_input(const Conv2dGeom& g, const Plan& pl, const float* xs, float* B) 
 // One pass "out planes (M, OHo, OWo) = A (M x R) * B-rows" per (image, group) unit, parallel over
 // units and, inside a unit, over kConvMR-row blocks. fill(n, gi, B) builds B; A holds every group's
 // panels ((gi * M) * R onwards); out(n, gi) is the first output plane of the unit.
+// act / alpha: the activation applied to each block of output planes once written (-1: none).
 template <class Fill, class Out>
 void run_units(int64_t N, int64_t G, int64_t M, int64_t R, const float* A, int64_t bsize, const int64_t* off,
-               const VecList& vl, int64_t OHo, int64_t OWo, int64_t Wb, const float* bias, Fill fill, Out out) {
+               const VecList& vl, int64_t OHo, int64_t OWo, int64_t Wb, const float* bias, Fill fill, Out out,
+               int act = -1, float alpha = 0.0f) {
   const int64_t plane = OHo * OWo, nblocks = (M + kConvMR - 1) / kConvMR;
   parallel_for(N * G, 1, [&](int64_t u0, int64_t u1) {
     AlignedBuffer B(static_cast<size_t>(bsize));
@@ -136,12 +139,13 @@ void run_units(int64_t N, int64_t G, int64_t M, int64_t R, const float* A, int64
           const float* init = bias ? bias + gi * M + m0 : nullptr;
           if (!vl.flat) {
             run_rows(mr, R, a, B.data(), off, vl, init, o + m0 * plane, plane);
-            continue;
+          } else {
+            run_rows(mr, R, a, B.data(), off, vl, init, S.data(), vl.scratch_ld);
+            for (int64_t m = 0; m < mr; ++m)
+              for (int64_t r = 0; r < OHo; ++r)
+                std::memcpy(o + (m0 + m) * plane + r * OWo, S.data() + m * vl.scratch_ld + r * Wb, sizeof(float) * OWo);
           }
-          run_rows(mr, R, a, B.data(), off, vl, init, S.data(), vl.scratch_ld);
-          for (int64_t m = 0; m < mr; ++m)
-            for (int64_t r = 0; r < OHo; ++r)
-              std::memcpy(o + (m0 + m) * plane + r * OWo, S.data() + m * vl.scratch_ld + r * Wb, sizeof(float) * OWo);
+          act_forward_serial(act, alpha, o + m0 * plane, mr * plane);  // while the block is in cache
         }
       });
     }
@@ -169,7 +173,8 @@ bool use_winograd_forward(const Conv2dGeom& g) {
 // unit has at least ~256 tiles (per-column results do not depend on the batching).
 template <class Fill, class Out>
 void run_winograd_units(int64_t N, int64_t G, int64_t Cin, int64_t M, int64_t Hb, int64_t Wb, int64_t OHo, int64_t OWo,
-                        const float* kernels, int64_t bsize, const float* bias, int64_t out_step, Fill fill, Out out) {
+                        const float* kernels, int64_t bsize, const float* bias, int64_t out_step, Fill fill, Out out,
+                        int act = -1, float alpha = 0.0f) {
   const int64_t tiles = ((OHo + 1) / 2) * ((OWo + 1) / 2);
   int64_t nb = 256 / tiles;
   nb = nb < 1 ? 1 : (nb > N ? N : nb);
@@ -185,7 +190,7 @@ void run_winograd_units(int64_t N, int64_t G, int64_t Cin, int64_t M, int64_t Hb
       up.nimg = N - n0 < nb ? N - n0 : nb;
       for (int64_t i = 0; i < up.nimg; ++i) fill(n0 + i, gi, B.data() + i * bsize);
       winograd_unit(up, B.data(), bsize, U.data() + gi * usize, bias ? bias + gi * M : nullptr, out(n0, gi), out_step,
-                    S.data());
+                    S.data(), act, alpha);
     }
   });
 }
@@ -262,7 +267,8 @@ void backward_weight_winograd(const Conv2dGeom& g, const float* x, const float* 
 }  // namespace
 
 // x (N, C, H, W), weight (OC, Cg, KH, KW), bias (OC,) or null -> y (N, OC, OH, OW)
-void conv2d_forward(const Conv2dGeom& g, const float* x, const float* w, const float* bias, float* y) {
+void conv2d_forward(const Conv2dGeom& g, const float* x, const float* w, const float* bias, float* y, int act,
+                    float alpha) {
   if (g.N <= 0) return;
   const int64_t G = g.groups, Cg = g.C / G, OCg = g.OC / G, K = Cg * g.KH * g.KW;
   const Plan pl = make_plan(g);
@@ -270,7 +276,7 @@ void conv2d_forward(const Conv2dGeom& g, const float* x, const float* w, const f
     run_winograd_units(
         g.N, G, Cg, OCg, pl.Hp, pl.Wp, g.OH, g.OW, w, pl.bsize, bias, g.OC * g.OH * g.OW,
         [&](int64_t n, int64_t gi, float* B) { fill_input(g, pl, x + (n * g.C + gi * Cg) * g.H * g.W, B); },
-        [&](int64_t n, int64_t gi) { return y + (n * g.OC + gi * OCg) * g.OH * g.OW; });
+        [&](int64_t n, int64_t gi) { return y + (n * g.OC + gi * OCg) * g.OH * g.OW; }, act, alpha);
     return;
   }
   AlignedBuffer A(static_cast<size_t>(g.OC * K));
@@ -285,7 +291,7 @@ void conv2d_forward(const Conv2dGeom& g, const float* x, const float* w, const f
   run_units(
       g.N, G, OCg, K, A.data(), pl.bsize, off.p, vl, g.OH, g.OW, pl.Wp, bias,
       [&](int64_t n, int64_t gi, float* B) { fill_input(g, pl, x + (n * g.C + gi * Cg) * g.H * g.W, B); },
-      [&](int64_t n, int64_t gi) { return y + (n * g.OC + gi * OCg) * g.OH * g.OW; });
+      [&](int64_t n, int64_t gi) { return y + (n * g.OC + gi * OCg) * g.OH * g.OW; }, act, alpha);
 }
 
 // weight (OC, Cg, KH, KW), grad_y (N, OC, OH, OW) -> grad_x (N, C, H, W)

@@ -45,6 +45,12 @@ struct VecList {
   int64_t n = 0;
   bool flat = false;
   int64_t scratch_ld = 0;  // flat mode: scratch row stride (multiple of W)
+  // rows mode: a row's short last vector is stored whole where its extra lanes stay inside the plane
+  // (dst + W <= whole_end). They land on the next row's first outputs, which the next vectors write
+  // afterwards (every caller stores a plane's vectors in order, one thread per plane), so only the
+  // plane's last row needs a masked store: those are slow on Zen (~1 per 6-12 cycles against 1 a
+  // cycle) and a 28-wide row has one short vector in four.
+  int64_t whole_end = 0;
   I64Buf pos, dst, valid;
   explicit VecList(int64_t cap) : pos(cap), dst(cap), valid(cap) {}
 };
@@ -65,6 +71,7 @@ inline void build_direct(VecList& vl, int64_t OHo, int64_t OWo, int64_t Wb) {
     }
     return;
   }
+  vl.whole_end = OHo * OWo;
   for (int64_t r = 0; r < OHo; ++r)
     for (int64_t c = 0; c < OWo; c += W, ++vl.n) {
       vl.pos.p[vl.n] = r * Wb + c;
@@ -88,10 +95,11 @@ inline int64_t veclist_capacity(int64_t OHo, int64_t OWo, int64_t Wb) {
 }
 
 // C[m * ldc + dst[j] + lane] = init[m] + sum_k A[k*MR + m] * B[off[k] + pos[j] + lane] for m < MR,
-// j < NV; only valid[j] lanes are stored. B must be readable W floats past every pos.
+// j < NV; only valid[j] lanes are stored, or all W where dst[j] + W <= whole_end (see VecList).
+// B must be readable W floats past every pos.
 template <int MR, int NV>
 void tile_kernel(int64_t K, const float* A, const float* B, const int64_t* off, const int64_t* pos, const int64_t* dst,
-                 const int64_t* valid, const float* init, float* C, int64_t ldc) {
+                 const int64_t* valid, int64_t whole_end, const float* init, float* C, int64_t ldc) {
   vf acc[MR][NV];
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m) {
@@ -117,7 +125,7 @@ void tile_kernel(int64_t K, const float* A, const float* B, const int64_t* off, 
   }
 #pragma GCC unroll 8
   for (int j = 0; j < NV; ++j) {
-    if (valid[j] == W) {
+    if (valid[j] == W || dst[j] + W <= whole_end) {
 #pragma GCC unroll 8
       for (int m = 0; m < MR; ++m) vstore(C + m * ldc + dst[j], acc[m][j]);
     } else {
@@ -129,7 +137,7 @@ void tile_kernel(int64_t K, const float* A, const float* B, const int64_t* off, 
 }
 
 using TileFn = void (*)(int64_t, const float*, const float*, const int64_t*, const int64_t*, const int64_t*,
-                        const int64_t*, const float*, float*, int64_t);
+                        const int64_t*, int64_t, const float*, float*, int64_t);
 
 template <int MR>
 TileFn pick_nv(int nv) {
@@ -163,7 +171,8 @@ void run_rows(int64_t mr, int64_t K, const float* A, const float* B, const int64
               const float* init, float* C, int64_t ldc) {
   for (int64_t v0 = 0; v0 < vl.n; v0 += kConvNR) {
     const int nv = static_cast<int>(min64(kConvNR, vl.n - v0));
-    pick_tile(static_cast<int>(mr), nv)(K, A, B, off, vl.pos.p + v0, vl.dst.p + v0, vl.valid.p + v0, init, C, ldc);
+    pick_tile(static_cast<int>(mr), nv)(K, A, B, off, vl.pos.p + v0, vl.dst.p + v0, vl.valid.p + v0, vl.whole_end, init,
+                                        C, ldc);
   }
 }
 
@@ -246,7 +255,7 @@ int64_t winograd_scratch_floats(const Winograd3x3& p);
 // Image i of the unit reads B + i * b_step and writes out + i * out_step; p.nimg may be lowered
 // (fewer images in the last unit) without changing the scratch size.
 void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const float* U, const float* bias, float* out,
-                   int64_t out_step, float* scratch);
+                   int64_t out_step, float* scratch, int act = -1, float alpha = 0.0f);
 
 // Weight gradient by Winograd: S[xi][m][c] (+)= sum_t Z[xi][m][t] V[xi][c][t], with V the input
 // transform of B (as winograd_unit) and Z = A gY A^T the transform of each 2x2 grad_y tile; image

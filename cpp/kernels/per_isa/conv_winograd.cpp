@@ -12,6 +12,7 @@
 // one fixed sequence of operations whichever thread computes it.
 #include <cstring>
 
+#include "act_vec.h"
 #include "conv_tile.h"
 #include "forgegrad/parallel.h"
 
@@ -190,7 +191,7 @@ void winograd_weights(const Winograd3x3& p, const float* kernels, float* U) {
 int64_t winograd_scratch_floats(const Winograd3x3& p) { return 16 * (v_plane(p) + m_plane(p)) + 2 * W; }
 
 void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const float* U, const float* bias, float* out,
-                   int64_t out_step, float* scratch) {
+                   int64_t out_step, float* scratch, int act, float alpha) {
   const int64_t T = p.nimg * p.th * p.tw;
   float* V = scratch;                   // 16 planes (Cin, ldT), v_plane apart
   float* Mb = scratch + 16 * v_plane(p);  // 16 planes (M, ldT), m_plane apart (+ 2W floats of slack)
@@ -212,7 +213,9 @@ void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const f
   parallel_for(p.nimg * p.M, 1, [&](int64_t m0, int64_t m1) {
     for (int64_t im = m0; im < m1; ++im) {
       const int64_t i = im / p.M, m = im % p.M;
-      output_transform(p, Mb, bias ? bias[m] : 0.0f, out + i * out_step + m * oplane, m, i);
+      float* o = out + i * out_step + m * oplane;
+      output_transform(p, Mb, bias ? bias[m] : 0.0f, o, m, i);
+      act_forward_serial(act, alpha, o, oplane);  // while the plane is in cache
     }
   });
 }

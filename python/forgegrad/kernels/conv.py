@@ -26,10 +26,14 @@ def _check_inputs(x, weight):
     return np.ascontiguousarray(x), np.ascontiguousarray(weight)
 
 
-def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> np.ndarray:
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, activation=-1,
+                   alpha=0.0) -> np.ndarray:
     """``y = conv2d(x, weight) + bias`` like ``torch.nn.functional.conv2d``.
 
     x is (N, C, H, W), weight (OC, C/groups, kH, kW), bias (OC,) or None -> y (N, OC, OH, OW).
+    activation: an activation code (``_C.activation.RELU``, ...; -1: none) applied to y as each block
+    of it is written (alpha: leaky_relu's slope): the bits of the activation op run on y afterwards,
+    without a second pass over y.
     """
     x, weight = _check_inputs(x, weight)
     stride, pads, dilation, groups, yshape = conv2d_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
@@ -39,7 +43,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
             raise ValueError(f"bias must have shape ({weight.shape[0]},), got {bias.shape}")
         bias = np.ascontiguousarray(bias)
     y = np.empty(yshape, np.float32)
-    _C.conv.conv2d_forward(x, weight, bias, y, stride, pads, dilation, groups)
+    _C.conv.conv2d_forward(x, weight, bias, y, stride, pads, dilation, groups, activation, alpha)
     return y
 
 

@@ -8,6 +8,7 @@ import numpy as np
 from ..autograd import graph_free
 from ..tensor import Tensor
 from ..kernels.activation import _act_forward
+from ..kernels.conv import conv2d_forward
 from ..kernels.pool import max_pool2d_values
 from .activation import _Activation
 from .conv import Conv2d, MaxPool2d, _check_input
@@ -49,7 +50,15 @@ def _run_linear(m, act, input):
 
 
 def _run_conv_activation(m, act, input):
-    """The activation applied in place to the convolution's fresh output (no second array)."""
+    """The activation applied by the convolution kernel to each block of output as it writes it (a
+    module with forward pre-hooks, or off the CPU's float32, runs the modules: the activation then
+    goes in place over the fresh output)."""
+    if _cpu_f32(input) and not m.__dict__.get("_forward_pre_hooks") and type(m.weight._data) is _NDARRAY \
+            and m.weight._data.dtype is _F32 and (m.bias is None or type(m.bias._data) is _NDARRAY):
+        _check_input(input, (4,), "Conv2d")
+        code, alpha = act.epilogue()
+        return Tensor._wrap(conv2d_forward(input._data, m.weight._data, None if m.bias is None else m.bias._data,
+                                           m.stride, m.padding, m.dilation, m.groups, code, alpha))
     y = m(input)
     if _cpu_f32(y) and y._data.flags.c_contiguous and y._data.flags.aligned and y._data.flags.writeable:
         code, alpha = act.epilogue()
