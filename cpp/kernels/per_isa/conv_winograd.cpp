@@ -163,28 +163,30 @@ Winograd3x3 winograd_plan(int64_t Cin, int64_t M, int64_t Hb, int64_t Wb, int64_
 }
 
 void winograd_weights(const Winograd3x3& p, const float* kernels, float* U) {
+  // Each transformed value goes straight to its place in the kConvMR-row panels of its plane (the
+  // layout of pack_panels: rows [m0, m0 + mr) at m0 * Cin, element (m, c) at c * mr + m - m0):
+  // packing a transformed copy afterwards, one element per call, took most of this function's time
+  // (0.15 ms per call for LeNet's 64 x 32 kernels, redone every forward).
   const int64_t MC = p.M * p.Cin;
-  AlignedBuffer full(static_cast<size_t>(16 * MC));
-  float* F = full.data();
-  for (int64_t mc = 0; mc < MC; ++mc) {
-    const float* g = kernels + mc * 9;
-    float t[4][3];
-    for (int j = 0; j < 3; ++j) {
-      t[0][j] = g[j];
-      t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
-      t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
-      t[3][j] = g[6 + j];
+  for (int64_t m = 0; m < p.M; ++m) {
+    const int64_t m0 = m - m % kConvMR, mr = min64(p.M - m0, kConvMR);
+    for (int64_t c = 0; c < p.Cin; ++c) {
+      const float* g = kernels + (m * p.Cin + c) * 9;
+      float* u = U + m0 * p.Cin + c * mr + (m - m0);
+      float t[4][3];
+      for (int j = 0; j < 3; ++j) {
+        t[0][j] = g[j];
+        t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+        t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+        t[3][j] = g[6 + j];
+      }
+      for (int i = 0; i < 4; ++i) {
+        u[(i * 4 + 0) * MC] = t[i][0];
+        u[(i * 4 + 1) * MC] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+        u[(i * 4 + 2) * MC] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+        u[(i * 4 + 3) * MC] = t[i][2];
+      }
     }
-    for (int i = 0; i < 4; ++i) {
-      F[(i * 4 + 0) * MC + mc] = t[i][0];
-      F[(i * 4 + 1) * MC + mc] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-      F[(i * 4 + 2) * MC + mc] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-      F[(i * 4 + 3) * MC + mc] = t[i][2];
-    }
-  }
-  for (int xi = 0; xi < 16; ++xi) {
-    const float* Fx = F + xi * MC;
-    pack_panels(p.M, p.Cin, U + xi * MC, [&](int64_t m, int64_t c) { return Fx[m * p.Cin + c]; });
   }
 }
 
