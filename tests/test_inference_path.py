@@ -211,6 +211,20 @@ def test_sequential_conv_activation_and_pooling_match_autograd_path(act, batch, 
     assert np.isnan(y_free).any()
 
 
+def test_sequential_flatten_step_is_a_view_and_falls_back_where_it_must():
+    """The graph-free Flatten reshapes the array (same data, no copy), also for an empty batch; a
+    Flatten of other dims, or of a 1-D input, runs the module (which raises as it does on the graph)."""
+    model = nn.Sequential(nn.Flatten(), nn.Identity())
+    x = fg.tensor(_x(3, 2, 4, 5))
+    with no_grad():
+        y = model(x)
+        assert y.shape == (3, 40) and np.shares_memory(y.numpy(), x.numpy())
+        assert model(fg.tensor(np.zeros((0, 2, 3), np.float32))).shape == (0, 6)
+        assert nn.Sequential(nn.Flatten(0, 1), nn.Identity())(x).shape == (6, 4, 5)
+        with pytest.raises(IndexError, match="start_dim out of range"):
+            nn.Sequential(nn.Flatten(), nn.Identity())(fg.tensor(np.zeros(4, np.float32)))
+
+
 def test_sequential_pool_with_indices_and_hooked_activation_run_as_modules():
     fg.manual_seed(7)
     calls = []
