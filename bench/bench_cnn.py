@@ -1,5 +1,6 @@
-"""MNIST-shape CNN training step (LeNet: conv32-pool-conv64-pool-fc128-fc10, cross-entropy, Adam,
-batch 64, 1x28x28): forgegrad vs torch with the same weights and data, threads pinned on both sides.
+"""MNIST-shape CNN (LeNet: conv32-pool-conv64-pool-fc128-fc10, 1x28x28): the training step
+(cross-entropy, Adam, batch 64) against torch and inference at batch 1 and 16 against torch and
+onnxruntime, with the same weights and data, threads pinned on every side.
 
 Run (the OPENBLAS variables are unset only for benchmarks):
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=python \
@@ -16,5 +17,5 @@ BENCH_THREADS_DEFAULT = "1"  # FG_BENCH_THREADS overrides; `nthreads`, `run_work
 
 
 @pytest.mark.parametrize("workload,runtime", [(w, r) for w in cnn.workloads() for r in w.runtimes], ids=str)
-def test_cnn_train_step(run_workload, workload, runtime):
-    run_workload(workload, runtime, rounds=10)
+def test_cnn(run_workload, workload, runtime):
+    run_workload(workload, runtime, rounds=10 if "step" in workload.name else 200)

@@ -207,3 +207,16 @@ def test_keras_aliases(rng):
     _close(pool(x)._data, torch.nn.functional.max_pool2d(torch.tensor(x._data), 2).numpy())
     with pytest.raises(ValueError, match="padding"):
         C.MaxPooling2D(2, padding="same")
+
+
+def test_bench_cnn_inference_runtimes_agree():
+    """The cnn suite's inference rows time one computation: the frozen LeNet, torch's twin with the
+    same weights and onnxruntime on the export give the same logits."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from forgegrad.bench import cnn
+    fns = cnn.infer_fns(torch, ort, np.random.default_rng(0), 1, 3)
+    want = fns["torch"]().numpy()
+    assert want.shape == (3, 10)
+    np.testing.assert_allclose(fns["forgegrad"]().numpy(), want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fns["onnxruntime"]()[0], want, rtol=1e-4, atol=1e-5)
