@@ -54,6 +54,11 @@ inline __m256 wins(__m256 v, __m256 best) {
   return _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
 }
 
+// best after candidate v under the rule above: v where v > best or v is NaN, else best.
+inline __m256 take_over(__m256 v, __m256 best) {
+  return _mm256_blendv_ps(_mm256_max_ps(v, best), v, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+}
+
 // Columns {0, 2, .., 14} (even) or {1, 3, .., 15} (odd) of the 16 floats a:b, in order: shuffle_ps
 // picks them per 128-bit lane as (a0 a2 b0 b2 | a4 a6 b4 b6), the 64-bit permute restores the order.
 inline __m256 even_cols(__m256 a, __m256 b) {
@@ -95,6 +100,24 @@ inline void row_avx2(const float* xs, int64_t W, int64_t oh, int64_t OH, int64_t
       const __m256i in1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int32_t>(2 * n - 8)), lane);
       t0 = _mm256_maskload_ps(t, in0), t1 = _mm256_maskload_ps(t + 8, in1);
       b0 = _mm256_maskload_ps(b, in0), b1 = _mm256_maskload_ps(b + 8, in1);
+    }
+    if (!ir) {
+      // Values only: the winner tree runs lane by lane, so it can run on the columns in shuffle_ps's
+      // order (0 2 8 10 | 4 6 12 14 and the odd ones alike) and put the 8 results back in column
+      // order once, not each of the four inputs; a candidate v takes over from best as
+      // max(v, best) (v where v > best, best on ties and where best is NaN) or v where v is NaN.
+      const __m256 te = _mm256_shuffle_ps(t0, t1, _MM_SHUFFLE(2, 0, 2, 0));
+      const __m256 to = _mm256_shuffle_ps(t0, t1, _MM_SHUFFLE(3, 1, 3, 1));
+      const __m256 be = _mm256_shuffle_ps(b0, b1, _MM_SHUFFLE(2, 0, 2, 0));
+      const __m256 bo = _mm256_shuffle_ps(b0, b1, _MM_SHUFFLE(3, 1, 3, 1));
+      const __m256 top = take_over(to, te), low = take_over(bo, be);
+      const __m256 y =
+          _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(take_over(low, top)), _MM_SHUFFLE(3, 1, 2, 0)));
+      if (whole)
+        _mm256_storeu_ps(yr + ow, y);
+      else
+        _mm256_maskstore_ps(yr + ow, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int32_t>(n)), lane), y);
+      continue;
     }
     __m256 best = even_cols(t0, t1), low = even_cols(b0, b1);
     const __m256 tr = odd_cols(t0, t1), br = odd_cols(b0, b1);
