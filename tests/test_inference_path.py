@@ -225,6 +225,26 @@ def test_sequential_flatten_step_is_a_view_and_falls_back_where_it_must():
             nn.Sequential(nn.Flatten(), nn.Identity())(fg.tensor(np.zeros(4, np.float32)))
 
 
+def test_sequential_conv_and_pool_geometry_follows_shapes_and_settings():
+    """The graph-free conv and pool keep their checked geometry for the last input shape: other batch
+    sizes, changed settings and non-contiguous inputs still get the graph path's results."""
+    fg.manual_seed(8)
+    conv, pool = nn.Conv2d(3, 6, 3, padding=1), nn.MaxPool2d(2)
+    model = nn.Sequential(conv, nn.ReLU(), pool, nn.Flatten())
+    for batch in (2, 3, 2, 1):
+        y_graph, y_free = _graph_then_free(model, _x(batch, 3, 10, 9))
+        np.testing.assert_array_equal(y_free, y_graph)
+    conv.padding, pool.kernel_size, pool.stride = (0, 0), 3, 3
+    y_graph, y_free = _graph_then_free(model, _x(2, 3, 10, 9))
+    assert y_free.shape == (2, 6 * 2 * 2)
+    np.testing.assert_array_equal(y_free, y_graph)
+    x = _x(2, 3, 9, 10).transpose(0, 1, 3, 2)  # a strided view
+    y_graph, y_free = _graph_then_free(model, x)
+    np.testing.assert_array_equal(y_free, y_graph)
+    with no_grad(), pytest.raises(ValueError, match="larger than the padded input"):
+        model(fg.tensor(_x(1, 3, 2, 2)))
+
+
 def test_sequential_pool_with_indices_and_hooked_activation_run_as_modules():
     fg.manual_seed(7)
     calls = []
