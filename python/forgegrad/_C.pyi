@@ -117,8 +117,10 @@ class conv:
     @staticmethod
     def conv2d_forward(input: numpy.ndarray, weight: numpy.ndarray, bias: object, out: numpy.ndarray,
                        stride: tuple[_Int, _Int], padding: tuple[_Int, _Int, _Int, _Int], dilation: tuple[_Int, _Int],
-                       groups: _Int) -> None:
-        """out = conv2d(input, weight) + bias; padding is (top, bottom, left, right)."""
+                       groups: _Int, activation: _Int = ..., alpha: _Float = ...) -> None:
+        """out = act(conv2d(input, weight) + bias); padding is (top, bottom, left, right); activation an activation
+        code (-1: none), applied to each block of out as it is written; alpha: leaky_relu's slope.
+        """
         ...
     @staticmethod
     def geometry(input_shape: collections.abc.Sequence[_Int], weight_shape: collections.abc.Sequence[_Int],
