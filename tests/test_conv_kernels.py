@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 import forgegrad as fg
 from forgegrad.kernels.conv import conv2d_backward, conv2d_forward, conv2d_output_shape
+from forgegrad.kernels.pool import max_pool2d_values
 
 # Our sums run in a different order than torch's (oneDNN) ones: tolerance relative to the largest
 # value, 2e-6 of it (the sums here have up to ~10^3 terms of unit size).
@@ -164,6 +165,49 @@ def test_conv2d_fused_activation_is_the_activation_after(rng, simd_path, xshape,
         act.act_forward(code, want, want, alpha)
         got = conv2d_forward(x, w, b, activation=code, alpha=alpha, **args)
         np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+# every forward path with odd and even output sizes; the 2x2 pool drops an odd last row / column
+FUSED_POOL_CASES = FUSED_ACT_CASES + [
+    ((1, 1, 28, 28), (32, 1, 3, 3), 1, 1, 1, 1),     # LeNet's first conv
+    ((8, 16, 13, 11), (16, 16, 3, 3), 1, 1, 1, 1),   # Winograd forward, odd output sizes
+]
+
+
+@pytest.mark.parametrize("xshape,wshape,stride,padding,dilation,groups", FUSED_POOL_CASES)
+def test_conv2d_fused_max_pool_is_the_pool_after(rng, simd_path, threads, xshape, wshape, stride, padding, dilation,
+                                                 groups):
+    """max_pool2x2=True pools each block of act(conv) while in cache: the same bits as the values-only
+    2x2 max pool run over the full output afterwards (NaN, infinities and signed zeros included),
+    at any thread count."""
+    x = rng.standard_normal(xshape).astype(np.float32)
+    x.flat[:3] = [np.nan, np.inf, -np.inf]
+    x.flat[-2:] = [-0.0, 0.0]
+    w = rng.standard_normal(wshape).astype(np.float32)
+    b = rng.standard_normal(wshape[0]).astype(np.float32)
+    args = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    for code, alpha in ((-1, 0.0), (fg._C.activation.RELU, 0.0), (fg._C.activation.LEAKY_RELU, 0.1)):
+        want = max_pool2d_values(conv2d_forward(x, w, b, activation=code, alpha=alpha, **args), 2)
+        for n in (1, 2, 3):
+            threads(n)
+            got = conv2d_forward(x, w, b, activation=code, alpha=alpha, max_pool2x2=True, **args)
+            assert got.shape == want.shape
+            assert got.tobytes() == want.tobytes(), (code, n)
+
+
+def test_conv2d_fused_max_pool_checks_its_arguments(rng):
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    with pytest.raises(TypeError, match="max_pool2x2 must be a bool"):
+        conv2d_forward(x, w, max_pool2x2=1)
+    y = np.empty((2, 4, 4, 4), np.float32)  # the unpooled shape
+    with pytest.raises(ValueError, match=r"out must have shape \(2, 4, 2, 2\)"):
+        fg._C.conv.conv2d_forward(x, w, None, y, (1, 1), (0, 0, 0, 0), (1, 1), 1, -1, 0.0, True)
+    with pytest.raises(TypeError):
+        fg._C.conv.conv2d_forward(x, w, None, y[:, :, :2, :2].copy(), (1, 1), (0, 0, 0, 0), (1, 1), 1, -1, 0.0, "yes")
+    # a one-row output has no 2 x 2 window: the pool op refuses it, and so does the fused form
+    with pytest.raises(ValueError, match=r"max_pool2x2 needs a conv output of at least 2 x 2.*\(1, 6\)"):
+        conv2d_forward(x[:, :, :3], w[..., :1], max_pool2x2=True)
 
 
 def test_conv2d_errors(rng):

@@ -245,6 +245,43 @@ def test_sequential_conv_and_pool_geometry_follows_shapes_and_settings():
         model(fg.tensor(_x(1, 3, 2, 2)))
 
 
+def test_sequential_conv_takes_a_following_2x2_max_pool_into_its_kernel_call():
+    """Conv2d [-> activation] -> MaxPool2d(2) runs as one conv call that pools each block of output
+    (LeNet's features: two steps); other pools, ceil_mode on odd sizes and hooked pools run as their
+    own steps. Every form gives the graph path's bits."""
+    from forgegrad.nn import container
+    fg.manual_seed(9)
+    lenet = fg.models.LeNet().eval()
+    y_graph, y_free = _graph_then_free(lenet, _x(5, 1, 28, 28))
+    np.testing.assert_array_equal(y_free, y_graph)
+    plan = lenet.features.__dict__["_inference_plan"][1]
+    assert [(run.__name__, type(tail[0]).__name__, type(tail[1]).__name__) for run, _, tail in plan] == \
+        [("_run_conv", "ReLU", "MaxPool2d")] * 2
+    calls = []
+    hooked = nn.MaxPool2d(2)
+    hooked.register_forward_pre_hook(lambda m, args: calls.append(m))
+    for pool, fused in ((nn.MaxPool2d(2), True), (nn.MaxPool2d((2, 2), stride=2, padding=0, dilation=1), True),
+                        (nn.MaxPool2d(2, ceil_mode=True), "even"), (nn.MaxPool2d(3), False),
+                        (nn.MaxPool2d(2, stride=1), False), (nn.MaxPool2d(2, padding=1), False)):
+        for steps in ((nn.Conv2d(3, 5, 3, padding=1), nn.LeakyReLU(0.3), pool), (nn.Conv2d(3, 5, 3), pool)):
+            model = nn.Sequential(*steps)
+            for shape in ((2, 3, 9, 11), (3, 3, 8, 8)):  # odd conv outputs drop a row / column only in floor mode
+                y_graph, y_free = _graph_then_free(model, _x(*shape))
+                assert y_free.shape == y_graph.shape
+                assert y_free.tobytes() == y_graph.tobytes(), (pool, steps)
+            tail = model.__dict__["_inference_plan"][1][0][2]
+            assert tail[1] is pool
+            conv_shape = model[0]._plan_geometry[1][4]
+            even = conv_shape[2] % 2 == 0 and conv_shape[3] % 2 == 0  # ceil_mode pools alike there
+            assert container._pool_fuses(pool, conv_shape) is (fused is True or (fused == "even" and even))
+    model = nn.Sequential(nn.Conv2d(3, 5, 3), nn.ReLU(), hooked)
+    y_graph, y_free = _graph_then_free(model, _x(2, 3, 9, 11))
+    assert y_free.tobytes() == y_graph.tobytes()
+    assert calls == [hooked, hooked]  # a hooked pool takes its own step (the graph path's call, then this one)
+    with no_grad(), pytest.raises(ValueError, match="max_pool2d: kernel_size"):
+        nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2))(fg.tensor(_x(1, 3, 3, 5)))
+
+
 def test_sequential_pool_with_indices_and_hooked_activation_run_as_modules():
     fg.manual_seed(7)
     calls = []

@@ -185,7 +185,7 @@ fg::Conv2dGeom make_geom(const std::vector<int64_t>& xs, const std::vector<int64
 }
 
 void conv2d_forward(const py::array& x, const py::array& w, const py::object& b, const py::array& y, Pair stride,
-                    Quad padding, Pair dilation, int64_t groups, int activation, float alpha) {
+                    Quad padding, Pair dilation, int64_t groups, int activation, float alpha, bool max_pool2x2) {
   if (activation < -1 || activation >= fg::kActCount)
     throw py::value_error("conv2d: activation must be -1 (none) or an activation code, got " +
                           std::to_string(activation));
@@ -198,10 +198,16 @@ void conv2d_forward(const py::array& x, const py::array& w, const py::object& b,
     fg::bind::expect_shape(B, "bias", {g.OC});
     bias = B.f32();
   }
-  fg::bind::expect_shape(Y, "out", {g.N, g.OC, g.OH, g.OW});
+  if (max_pool2x2 && (g.OH < 2 || g.OW < 2))
+    fail("conv2d",
+         "max_pool2x2 needs a conv output of at least 2 x 2 for its 2 x 2 window, got " + str(Pair{g.OH, g.OW}));
+  if (max_pool2x2)
+    fg::bind::expect_shape(Y, "out", {g.N, g.OC, g.OH / 2, g.OW / 2});
+  else
+    fg::bind::expect_shape(Y, "out", {g.N, g.OC, g.OH, g.OW});
   fg::bind::check_no_overlap("conv2d", {{x, "input"}, {w, "weight"}, {b, "bias"}}, {{y, "out"}});
   py::gil_scoped_release release;
-  fg::conv2d_forward(g, X.f32(), Wt.f32(), bias, Y.f32(), activation, alpha);
+  fg::conv2d_forward(g, X.f32(), Wt.f32(), bias, Y.f32(), activation, alpha, max_pool2x2);
 }
 
 void conv2d_backward_input(const py::array& gy, const py::array& w, const py::array& gx, Pair stride, Quad padding,
@@ -288,9 +294,11 @@ std::vector<int64_t> py_weight_shape(int64_t in_channels, int64_t out_channels, 
 void bind(py::module_& m) {
   m.def("conv2d_forward", &conv2d_forward, py::arg("input"), py::arg("weight"), py::arg("bias"), py::arg("out"),
         py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("activation") = -1,
-        py::arg("alpha") = 0.0f,
+        py::arg("alpha") = 0.0f, py::arg("max_pool2x2").noconvert() = false,
         "out = act(conv2d(input, weight) + bias); padding is (top, bottom, left, right); activation an "
-        "activation code (-1: none), applied to each block of out as it is written; alpha: leaky_relu's slope.");
+        "activation code (-1: none), applied to each block of out as it is written; alpha: leaky_relu's slope. "
+        "max_pool2x2: out is the 2x2 / stride 2 max pool (floor) of that, (N, OC, OH // 2, OW // 2), pooled "
+        "block by block (the full-size output is never stored).");
   m.def("conv2d_backward_input", &conv2d_backward_input, py::arg("grad_output"), py::arg("weight"),
         py::arg("grad_input"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
         "grad_input (overwritten) of conv2d.");

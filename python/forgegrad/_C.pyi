@@ -117,9 +117,11 @@ class conv:
     @staticmethod
     def conv2d_forward(input: numpy.ndarray, weight: numpy.ndarray, bias: object, out: numpy.ndarray,
                        stride: tuple[_Int, _Int], padding: tuple[_Int, _Int, _Int, _Int], dilation: tuple[_Int, _Int],
-                       groups: _Int, activation: _Int = ..., alpha: _Float = ...) -> None:
+                       groups: _Int, activation: _Int = ..., alpha: _Float = ..., max_pool2x2: bool = ...) -> None:
         """out = act(conv2d(input, weight) + bias); padding is (top, bottom, left, right); activation an activation
-        code (-1: none), applied to each block of out as it is written; alpha: leaky_relu's slope.
+        code (-1: none), applied to each block of out as it is written; alpha: leaky_relu's slope. max_pool2x2: out
+        is the 2x2 / stride 2 max pool (floor) of that, (N, OC, OH // 2, OW // 2), pooled block by block (the full-
+        size output is never stored).
         """
         ...
     @staticmethod

@@ -78,9 +78,13 @@ inline const char* keras_same_padding(int64_t in, int64_t k, int64_t stride, int
 
 // y = act(conv(x, weight) + bias); bias may be null; act an fg::ActOp (alpha: leaky_relu's slope), -1
 // for none: applied to each block of y as it is written, the same bits as act_forward over y after.
+// pool2x2: y is instead the 2x2 / stride 2 max pool (floor) of that, (N, OC, OH / 2, OW / 2), each
+// block pooled while in cache, the same bits as max_pool2d_forward after (the full-size output is
+// never written).
 FG_KERNEL(void, conv2d_forward,
-          (const Conv2dGeom& g, const float* x, const float* weight, const float* bias, float* y, int act, float alpha),
-          (g, x, weight, bias, y, act, alpha))
+          (const Conv2dGeom& g, const float* x, const float* weight, const float* bias, float* y, int act, float alpha,
+           bool pool2x2),
+          (g, x, weight, bias, y, act, alpha, pool2x2))
 // grad_x (N, C, H, W) from weight and grad_y (N, OC, OH, OW); grad_x is overwritten.
 FG_KERNEL(void, conv2d_backward_input, (const Conv2dGeom& g, const float* weight, const float* grad_y, float* grad_x),
           (g, weight, grad_y, grad_x))

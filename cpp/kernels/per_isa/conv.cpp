@@ -19,6 +19,7 @@
 #include "forgegrad/conv.h"
 #include "forgegrad/memory.h"
 #include "forgegrad/parallel.h"
+#include "forgegrad/pool.h"
 #include "forgegrad/simd.h"
 
 namespace fg {
@@ -120,11 +121,14 @@ void fill_input(const Conv2dGeom& g, const Plan& pl, const float* xs, float* B) 
 // units and, inside a unit, over kConvMR-row blocks. fill(n, gi, B) builds B; A holds every group's
 // panels ((gi * M) * R onwards); out(n, gi) is the first output plane of the unit.
 // act / alpha: the activation applied to each block of output planes once written (-1: none).
+// pool2x2: out(n, gi) takes the 2x2 / stride 2 max pools (OHo/2, OWo/2) of the planes instead, each
+// block computed into scratch and pooled while in cache.
 template <class Fill, class Out>
 void run_units(int64_t N, int64_t G, int64_t M, int64_t R, const float* A, int64_t bsize, const int64_t* off,
                const VecList& vl, int64_t OHo, int64_t OWo, int64_t Wb, const float* bias, Fill fill, Out out,
-               int act = -1, float alpha = 0.0f) {
+               int act = -1, float alpha = 0.0f, bool pool2x2 = false) {
   const int64_t plane = OHo * OWo, nblocks = (M + kConvMR - 1) / kConvMR;
+  const int64_t POH = OHo / 2, POW = OWo / 2, pplane = POH * POW;
   parallel_for(N * G, 1, [&](int64_t u0, int64_t u1) {
     AlignedBuffer B(static_cast<size_t>(bsize));
     for (int64_t u = u0; u < u1; ++u) {
@@ -133,19 +137,34 @@ void run_units(int64_t N, int64_t G, int64_t M, int64_t R, const float* A, int64
       float* o = out(n, gi);
       parallel_for(nblocks, 1, [&](int64_t b0, int64_t b1) {
         AlignedBuffer S(vl.flat ? static_cast<size_t>(kConvMR * vl.scratch_ld) : 0);
+        AlignedBuffer P(pool2x2 && !vl.flat ? static_cast<size_t>(kConvMR * plane) : 0);
         for (int64_t blk = b0; blk < b1; ++blk) {
           const int64_t m0 = blk * kConvMR, mr = min64(M - m0, kConvMR);
           const float* a = A + (gi * M + m0) * R;
           const float* init = bias ? bias + gi * M + m0 : nullptr;
           if (!vl.flat) {
-            run_rows(mr, R, a, B.data(), off, vl, init, o + m0 * plane, plane);
-          } else {
-            run_rows(mr, R, a, B.data(), off, vl, init, S.data(), vl.scratch_ld);
-            for (int64_t m = 0; m < mr; ++m)
-              for (int64_t r = 0; r < OHo; ++r)
-                std::memcpy(o + (m0 + m) * plane + r * OWo, S.data() + m * vl.scratch_ld + r * Wb, sizeof(float) * OWo);
+            float* dst = pool2x2 ? P.data() : o + m0 * plane;
+            run_rows(mr, R, a, B.data(), off, vl, init, dst, plane);
+            act_forward_serial(act, alpha, dst, mr * plane);  // while the block is in cache
+            if (pool2x2)
+              for (int64_t m = 0; m < mr; ++m)
+                max_pool2x2_plane(dst + m * plane, OWo, POH, POW, o + (m0 + m) * pplane, nullptr);
+            continue;
           }
-          act_forward_serial(act, alpha, o + m0 * plane, mr * plane);  // while the block is in cache
+          run_rows(mr, R, a, B.data(), off, vl, init, S.data(), vl.scratch_ld);
+          for (int64_t m = 0; m < mr; ++m) {
+            float* s = S.data() + m * vl.scratch_ld;
+            for (int64_t r = 0; r < OHo; ++r) {
+              if (pool2x2) {
+                act_forward_serial(act, alpha, s + r * Wb, OWo);
+              } else {
+                float* d = o + (m0 + m) * plane + r * OWo;
+                std::memcpy(d, s + r * Wb, sizeof(float) * OWo);
+                act_forward_serial(act, alpha, d, OWo);
+              }
+            }
+            if (pool2x2) max_pool2x2_plane(s, Wb, POH, POW, o + (m0 + m) * pplane, nullptr);
+          }
         }
       });
     }
@@ -174,7 +193,7 @@ bool use_winograd_forward(const Conv2dGeom& g) {
 template <class Fill, class Out>
 void run_winograd_units(int64_t N, int64_t G, int64_t Cin, int64_t M, int64_t Hb, int64_t Wb, int64_t OHo, int64_t OWo,
                         const float* kernels, int64_t bsize, const float* bias, int64_t out_step, Fill fill, Out out,
-                        int act = -1, float alpha = 0.0f) {
+                        int act = -1, float alpha = 0.0f, bool pool2x2 = false) {
   const int64_t tiles = ((OHo + 1) / 2) * ((OWo + 1) / 2);
   int64_t nb = 256 / tiles;
   nb = nb < 1 ? 1 : (nb > N ? N : nb);
@@ -190,7 +209,7 @@ void run_winograd_units(int64_t N, int64_t G, int64_t Cin, int64_t M, int64_t Hb
       up.nimg = N - n0 < nb ? N - n0 : nb;
       for (int64_t i = 0; i < up.nimg; ++i) fill(n0 + i, gi, B.data() + i * bsize);
       winograd_unit(up, B.data(), bsize, U.data() + gi * usize, bias ? bias + gi * M : nullptr, out(n0, gi), out_step,
-                    S.data(), act, alpha);
+                    S.data(), act, alpha, pool2x2);
     }
   });
 }
@@ -268,15 +287,17 @@ void backward_weight_winograd(const Conv2dGeom& g, const float* x, const float* 
 
 // x (N, C, H, W), weight (OC, Cg, KH, KW), bias (OC,) or null -> y (N, OC, OH, OW)
 void conv2d_forward(const Conv2dGeom& g, const float* x, const float* w, const float* bias, float* y, int act,
-                    float alpha) {
-  if (g.N <= 0) return;
+                    float alpha, bool pool2x2) {
+  const int64_t yplane = pool2x2 ? (g.OH / 2) * (g.OW / 2) : g.OH * g.OW;
+  if (g.N <= 0 || yplane == 0) return;
   const int64_t G = g.groups, Cg = g.C / G, OCg = g.OC / G, K = Cg * g.KH * g.KW;
   const Plan pl = make_plan(g);
+  const auto out = [&](int64_t n, int64_t gi) { return y + (n * g.OC + gi * OCg) * yplane; };
   if (use_winograd_forward(g)) {
     run_winograd_units(
-        g.N, G, Cg, OCg, pl.Hp, pl.Wp, g.OH, g.OW, w, pl.bsize, bias, g.OC * g.OH * g.OW,
-        [&](int64_t n, int64_t gi, float* B) { fill_input(g, pl, x + (n * g.C + gi * Cg) * g.H * g.W, B); },
-        [&](int64_t n, int64_t gi) { return y + (n * g.OC + gi * OCg) * g.OH * g.OW; }, act, alpha);
+        g.N, G, Cg, OCg, pl.Hp, pl.Wp, g.OH, g.OW, w, pl.bsize, bias, g.OC * yplane,
+        [&](int64_t n, int64_t gi, float* B) { fill_input(g, pl, x + (n * g.C + gi * Cg) * g.H * g.W, B); }, out, act,
+        alpha, pool2x2);
     return;
   }
   AlignedBuffer A(static_cast<size_t>(g.OC * K));
@@ -290,8 +311,8 @@ void conv2d_forward(const Conv2dGeom& g, const float* x, const float* w, const f
   build_plan_vectors(g, pl, vl);
   run_units(
       g.N, G, OCg, K, A.data(), pl.bsize, off.p, vl, g.OH, g.OW, pl.Wp, bias,
-      [&](int64_t n, int64_t gi, float* B) { fill_input(g, pl, x + (n * g.C + gi * Cg) * g.H * g.W, B); },
-      [&](int64_t n, int64_t gi) { return y + (n * g.OC + gi * OCg) * g.OH * g.OW; }, act, alpha);
+      [&](int64_t n, int64_t gi, float* B) { fill_input(g, pl, x + (n * g.C + gi * Cg) * g.H * g.W, B); }, out, act,
+      alpha, pool2x2);
 }
 
 // weight (OC, Cg, KH, KW), grad_y (N, OC, OH, OW) -> grad_x (N, C, H, W)

@@ -253,9 +253,11 @@ Winograd3x3 winograd_plan(int64_t Cin, int64_t M, int64_t Hb, int64_t Wb, int64_
 void winograd_weights(const Winograd3x3& p, const float* kernels, float* U);
 int64_t winograd_scratch_floats(const Winograd3x3& p);
 // Image i of the unit reads B + i * b_step and writes out + i * out_step; p.nimg may be lowered
-// (fewer images in the last unit) without changing the scratch size.
+// (fewer images in the last unit) without changing the scratch size. act (-1: none) is applied to
+// each output plane; with pool2x2, out holds the planes' 2x2 / stride 2 max pools (OHo/2, OWo/2)
+// instead, each taken while its plane is in cache (max_pool2x2_plane: the pool op's bits).
 void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const float* U, const float* bias, float* out,
-                   int64_t out_step, float* scratch, int act = -1, float alpha = 0.0f);
+                   int64_t out_step, float* scratch, int act = -1, float alpha = 0.0f, bool pool2x2 = false);
 
 // Weight gradient by Winograd: S[xi][m][c] (+)= sum_t Z[xi][m][t] V[xi][c][t], with V the input
 // transform of B (as winograd_unit) and Z = A gY A^T the transform of each 2x2 grad_y tile; image

@@ -15,6 +15,7 @@
 #include "act_vec.h"
 #include "conv_tile.h"
 #include "forgegrad/parallel.h"
+#include "forgegrad/pool.h"
 
 namespace fg {
 namespace FG_ISA_NS {
@@ -193,7 +194,7 @@ void winograd_weights(const Winograd3x3& p, const float* kernels, float* U) {
 int64_t winograd_scratch_floats(const Winograd3x3& p) { return 16 * (v_plane(p) + m_plane(p)) + 2 * W; }
 
 void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const float* U, const float* bias, float* out,
-                   int64_t out_step, float* scratch, int act, float alpha) {
+                   int64_t out_step, float* scratch, int act, float alpha, bool pool2x2) {
   const int64_t T = p.nimg * p.th * p.tw;
   float* V = scratch;                   // 16 planes (Cin, ldT), v_plane apart
   float* Mb = scratch + 16 * v_plane(p);  // 16 planes (M, ldT), m_plane apart (+ 2W floats of slack)
@@ -211,13 +212,15 @@ void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const f
                Mb + xi * m_plane(p) + m0 * p.ldT, p.ldT);
     }
   });
-  const int64_t oplane = p.OHo * p.OWo;
+  const int64_t oplane = p.OHo * p.OWo, POH = p.OHo / 2, POW = p.OWo / 2;
   parallel_for(p.nimg * p.M, 1, [&](int64_t m0, int64_t m1) {
+    AlignedBuffer plane(pool2x2 ? static_cast<size_t>(oplane + 2 * W) : 0);
     for (int64_t im = m0; im < m1; ++im) {
       const int64_t i = im / p.M, m = im % p.M;
-      float* o = out + i * out_step + m * oplane;
+      float* o = pool2x2 ? plane.data() : out + i * out_step + m * oplane;
       output_transform(p, Mb, bias ? bias[m] : 0.0f, o, m, i);
       act_forward_serial(act, alpha, o, oplane);  // while the plane is in cache
+      if (pool2x2) max_pool2x2_plane(o, p.OWo, POH, POW, out + i * out_step + m * POH * POW, nullptr);
     }
   });
 }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _C
+from .._validate import check_bool
 from ._checks import as_f32, check_ndim
 from .geometry import conv2d_geometry, conv2d_output_shape, conv2d_padding
 
@@ -27,14 +28,16 @@ def _check_inputs(x, weight):
 
 
 def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, activation=-1,
-                   alpha=0.0) -> np.ndarray:
+                   alpha=0.0, max_pool2x2=False) -> np.ndarray:
     """``y = conv2d(x, weight) + bias`` like ``torch.nn.functional.conv2d``.
 
     x is (N, C, H, W), weight (OC, C/groups, kH, kW), bias (OC,) or None -> y (N, OC, OH, OW).
     activation: an activation code (``_C.activation.RELU``, ...; -1: none) applied to y as each block
     of it is written (alpha: leaky_relu's slope): the bits of the activation op run on y afterwards,
-    without a second pass over y.
+    without a second pass over y. max_pool2x2: return ``max_pool2d(y, 2)`` (N, OC, OH // 2, OW // 2)
+    instead, each block pooled while in cache (y itself is never stored).
     """
+    max_pool2x2 = check_bool(max_pool2x2, "conv2d: max_pool2x2")
     x, weight = _check_inputs(x, weight)
     stride, pads, dilation, groups, yshape = conv2d_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
     if bias is not None:
@@ -42,8 +45,10 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
         if bias.shape != (weight.shape[0],):
             raise ValueError(f"bias must have shape ({weight.shape[0]},), got {bias.shape}")
         bias = np.ascontiguousarray(bias)
+    if max_pool2x2:
+        yshape = (yshape[0], yshape[1], yshape[2] // 2, yshape[3] // 2)
     y = np.empty(yshape, np.float32)
-    _C.conv.conv2d_forward(x, weight, bias, y, stride, pads, dilation, groups, activation, alpha)
+    _C.conv.conv2d_forward(x, weight, bias, y, stride, pads, dilation, groups, activation, alpha, max_pool2x2)
     return y
 
 

@@ -68,30 +68,52 @@ def _contiguous(a) -> bool:
     return a.flags.c_contiguous and a.flags.aligned
 
 
-def _run_conv_activation(m, act, input):
-    """The activation applied by the convolution kernel to each block of output as it writes it (a
-    module with forward pre-hooks, or off the CPU's float32, runs the modules: the activation then
-    goes in place over the fresh output)."""
+def _pool_fuses(pool, conv_shape) -> bool:
+    """Whether MaxPool2d ``pool`` over a conv output of conv_shape is the 2x2 / stride 2 max pool
+    (no padding or dilation, floor) that the conv kernel can take per block; its checked geometry is
+    remembered on the pool for the next call."""
+    k, s, p, d, shape = _remembered(
+        pool, (conv_shape, pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode),
+        lambda: pool2d_geometry(conv_shape, pool.kernel_size, pool.stride, pool.padding, pool.dilation,
+                                check_bool(pool.ceil_mode, "ceil_mode"), "max_pool2d"))
+    n, c, oh, ow = conv_shape
+    return k == (2, 2) and s == (2, 2) and p == (0, 0) and d == (1, 1) \
+        and tuple(shape) == (n, c, oh // 2, ow // 2) and oh >= 2 and ow >= 2
+
+
+def _run_conv(m, tail, input):
+    """Conv2d with what follows it in one kernel call: tail = (activation or None, MaxPool2d or None).
+    The kernel applies the activation to each block of output as it writes it and, for a 2x2 / stride
+    2 max pool, pools the block while it is in cache (the full-size output is never stored); same bits
+    as the steps one by one. A module with forward pre-hooks, data off the CPU's float32, or another
+    pool runs the steps (the activation then goes in place over the fresh output)."""
+    act, pool = tail
+    code, alpha = (-1, 0.0) if act is None else act.epilogue()
     if _cpu_f32(input) and not m.__dict__.get("_forward_pre_hooks") and type(m.weight._data) is _NDARRAY \
             and m.weight._data.dtype is _F32 and (m.bias is None or type(m.bias._data) is _NDARRAY):
         _check_input(input, (4,), "Conv2d")
-        code, alpha = act.epilogue()
         x, w, b = input._data, m.weight._data, None if m.bias is None else m.bias._data
         if _contiguous(x) and _contiguous(w) and (b is None or (b.dtype is _F32 and _contiguous(b))):
             # the checked geometry, then the kernel binding, which checks every array again itself
             stride, pads, dilation, groups, shape = _remembered(
                 m, (x.shape, w.shape, m.stride, m.padding, m.dilation, m.groups),
                 lambda: conv2d_geometry(x.shape, w.shape, m.stride, m.padding, m.dilation, m.groups))
+            fuse_pool = pool is not None and not pool.__dict__.get("_forward_pre_hooks") and _pool_fuses(pool, shape)
+            if fuse_pool:
+                shape = (shape[0], shape[1], shape[2] // 2, shape[3] // 2)
             y = np.empty(shape, np.float32)
-            _C.conv.conv2d_forward(x, w, b, y, stride, pads, dilation, groups, code, alpha)
-            return Tensor._wrap(y)
-        return Tensor._wrap(conv2d_forward(x, w, b, m.stride, m.padding, m.dilation, m.groups, code, alpha))
+            _C.conv.conv2d_forward(x, w, b, y, stride, pads, dilation, groups, code, alpha, fuse_pool)
+            y = Tensor._wrap(y)
+            return y if pool is None or fuse_pool else _run_max_pool(pool, None, y)
+        y = Tensor._wrap(conv2d_forward(x, w, b, m.stride, m.padding, m.dilation, m.groups, code, alpha))
+        return y if pool is None else _run_max_pool(pool, None, y)
     y = m(input)
-    if _cpu_f32(y) and y._data.flags.c_contiguous and y._data.flags.aligned and y._data.flags.writeable:
-        code, alpha = act.epilogue()
-        _act_forward(code, y._data, y._data, alpha)
-        return y
-    return act(y)
+    if act is not None:
+        if _cpu_f32(y) and y._data.flags.c_contiguous and y._data.flags.aligned and y._data.flags.writeable:
+            _act_forward(code, y._data, y._data, alpha)
+        else:
+            y = act(y)
+    return y if pool is None else _run_max_pool(pool, None, y)
 
 
 def _run_max_pool(m, act, input):
@@ -121,6 +143,11 @@ def _run_flatten(m, act, input):
     return m(input)
 
 
+def _pool_step(m) -> bool:
+    """A max pool the graph-free forward runs without indices (and a conv before it may take)."""
+    return type(m) is MaxPool2d and not m.return_indices
+
+
 def _inference_plan(mods):
     """[(run, module, act)]: the graph-free forward's steps, ``input = run(module, act, input)``. A
     Linear takes a following activation module into its kernel call as its epilogue, a Conv2d has its
@@ -135,10 +162,13 @@ def _inference_plan(mods):
             fuse = _fusable_activation(nxt)
             plan.append((_run_linear, m, nxt if fuse else None))
             i += 2 if fuse else 1
-        elif type(m) is Conv2d and _fusable_activation(nxt):
-            plan.append((_run_conv_activation, m, nxt))
-            i += 2
-        elif type(m) is MaxPool2d and not m.return_indices:
+        elif type(m) is Conv2d and (_fusable_activation(nxt) or _pool_step(nxt)):
+            act = nxt if _fusable_activation(nxt) else None
+            j = i + 1 + (act is not None)  # the step after the conv and its activation
+            pool = mods[j] if j < len(mods) and _pool_step(mods[j]) else None
+            plan.append((_run_conv, m, (act, pool)))
+            i += 1 + (act is not None) + (pool is not None)
+        elif _pool_step(m):
             plan.append((_run_max_pool, m, None))
             i += 1
         elif type(m) is Flatten:
