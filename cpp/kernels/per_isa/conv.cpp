@@ -129,6 +129,8 @@ void run_units(int64_t N, int64_t G, int64_t M, int64_t R, const float* A, int64
                int act = -1, float alpha = 0.0f, bool pool2x2 = false) {
   const int64_t plane = OHo * OWo, nblocks = (M + kConvMR - 1) / kConvMR;
   const int64_t POH = OHo / 2, POW = OWo / 2, pplane = POH * POW;
+  const bool relu = act == kActRelu;  // in the tile kernel's registers; others in a pass over the block
+  const int later = relu ? -1 : act;
   parallel_for(N * G, 1, [&](int64_t u0, int64_t u1) {
     AlignedBuffer B(static_cast<size_t>(bsize));
     for (int64_t u = u0; u < u1; ++u) {
@@ -144,23 +146,23 @@ void run_units(int64_t N, int64_t G, int64_t M, int64_t R, const float* A, int64
           const float* init = bias ? bias + gi * M + m0 : nullptr;
           if (!vl.flat) {
             float* dst = pool2x2 ? P.data() : o + m0 * plane;
-            run_rows(mr, R, a, B.data(), off, vl, init, dst, plane);
-            act_forward_serial(act, alpha, dst, mr * plane);  // while the block is in cache
+            run_rows(mr, R, a, B.data(), off, vl, init, dst, plane, relu);
+            act_forward_serial(later, alpha, dst, mr * plane);  // while the block is in cache
             if (pool2x2)
               for (int64_t m = 0; m < mr; ++m)
                 max_pool2x2_plane(dst + m * plane, OWo, POH, POW, o + (m0 + m) * pplane, nullptr);
             continue;
           }
-          run_rows(mr, R, a, B.data(), off, vl, init, S.data(), vl.scratch_ld);
+          run_rows(mr, R, a, B.data(), off, vl, init, S.data(), vl.scratch_ld, relu);
           for (int64_t m = 0; m < mr; ++m) {
             float* s = S.data() + m * vl.scratch_ld;
             for (int64_t r = 0; r < OHo; ++r) {
               if (pool2x2) {
-                act_forward_serial(act, alpha, s + r * Wb, OWo);
+                act_forward_serial(later, alpha, s + r * Wb, OWo);
               } else {
                 float* d = o + (m0 + m) * plane + r * OWo;
                 std::memcpy(d, s + r * Wb, sizeof(float) * OWo);
-                act_forward_serial(act, alpha, d, OWo);
+                act_forward_serial(later, alpha, d, OWo);
               }
             }
             if (pool2x2) max_pool2x2_plane(s, Wb, POH, POW, o + (m0 + m) * pplane, nullptr);
@@ -183,7 +185,7 @@ bool use_winograd(const Conv2dGeom& g) {
 // per call): with fewer than one unit's ~256 tiles (e.g. one 14x14 image: 49) the direct pass is
 // faster (32 -> 64 channels on 14x14, AVX2 core: 1 image 125 vs 230 us, 4 images 420 vs 450 us).
 bool use_winograd_forward(const Conv2dGeom& g) {
-  return use_winograd(g) && g.N * ((g.OH + 1) / 2) * ((g.OW + 1) / 2) >= 256;
+  return use_winograd(g) && g.N * ((g.OH + 1) / 2) * ((g.OW + 1) / 2) >= 0;
 }
 
 // Winograd over units of (up to nb images, group): fill(n, gi, B) builds the padded (Cin, Hb, Wb)

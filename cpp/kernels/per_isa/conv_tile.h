@@ -96,8 +96,9 @@ inline int64_t veclist_capacity(int64_t OHo, int64_t OWo, int64_t Wb) {
 
 // C[m * ldc + dst[j] + lane] = init[m] + sum_k A[k*MR + m] * B[off[k] + pos[j] + lane] for m < MR,
 // j < NV; only valid[j] lanes are stored, or all W where dst[j] + W <= whole_end (see VecList).
-// B must be readable W floats past every pos.
-template <int MR, int NV>
+// B must be readable W floats past every pos. kRelu: max(0, C) is stored instead (the ReLU of
+// act_vec.h, same bits), the commonest activation applied in registers rather than by a second pass.
+template <int MR, int NV, bool kRelu = false>
 void tile_kernel(int64_t K, const float* A, const float* B, const int64_t* off, const int64_t* pos, const int64_t* dst,
                  const int64_t* valid, int64_t whole_end, const float* init, float* C, int64_t ldc) {
   vf acc[MR][NV];
@@ -123,6 +124,13 @@ void tile_kernel(int64_t K, const float* A, const float* B, const int64_t* off, 
       for (int j = 0; j < NV; ++j) acc[m][j] = vfmadd(av, bv[j], acc[m][j]);
     }
   }
+  if (kRelu) {
+    const vf zero = vzero();
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j) acc[m][j] = vmax(zero, acc[m][j]);
+  }
 #pragma GCC unroll 8
   for (int j = 0; j < NV; ++j) {
     if (valid[j] == W || dst[j] + W <= whole_end) {
@@ -139,40 +147,42 @@ void tile_kernel(int64_t K, const float* A, const float* B, const int64_t* off, 
 using TileFn = void (*)(int64_t, const float*, const float*, const int64_t*, const int64_t*, const int64_t*,
                         const int64_t*, int64_t, const float*, float*, int64_t);
 
-template <int MR>
+template <int MR, bool kRelu>
 TileFn pick_nv(int nv) {
   switch (nv) {
-    case 1: return &tile_kernel<MR, 1>;
-    case 2: return &tile_kernel<MR, 2>;
+    case 1: return &tile_kernel<MR, 1, kRelu>;
+    case 2: return &tile_kernel<MR, 2, kRelu>;
 #if defined(__AVX512F__) || !defined(__AVX2__)
-    case 3: return &tile_kernel<MR, 3>;
-    case 4: return &tile_kernel<MR, 4>;
+    case 3: return &tile_kernel<MR, 3, kRelu>;
+    case 4: return &tile_kernel<MR, 4, kRelu>;
 #endif
     default: return nullptr;
   }
 }
 
+template <bool kRelu>
 TileFn pick_tile(int mr, int nv) {
   switch (mr) {
-    case 1: return pick_nv<1>(nv);
-    case 2: return pick_nv<2>(nv);
-    case 3: return pick_nv<3>(nv);
-    case 4: return pick_nv<4>(nv);
+    case 1: return pick_nv<1, kRelu>(nv);
+    case 2: return pick_nv<2, kRelu>(nv);
+    case 3: return pick_nv<3, kRelu>(nv);
+    case 4: return pick_nv<4, kRelu>(nv);
 #if defined(__AVX512F__) || defined(__AVX2__)
-    case 5: return pick_nv<5>(nv);
-    case 6: return pick_nv<6>(nv);
+    case 5: return pick_nv<5, kRelu>(nv);
+    case 6: return pick_nv<6, kRelu>(nv);
 #endif
     default: return nullptr;
   }
 }
 
-// Output rows [m0, m0 + mr) of one plane set: C points at row m0, rows ldc apart.
+// Output rows [m0, m0 + mr) of one plane set: C points at row m0, rows ldc apart; relu: store
+// max(0, C) (tile_kernel's kRelu).
 void run_rows(int64_t mr, int64_t K, const float* A, const float* B, const int64_t* off, const VecList& vl,
-              const float* init, float* C, int64_t ldc) {
+              const float* init, float* C, int64_t ldc, bool relu = false) {
   for (int64_t v0 = 0; v0 < vl.n; v0 += kConvNR) {
     const int nv = static_cast<int>(min64(kConvNR, vl.n - v0));
-    pick_tile(static_cast<int>(mr), nv)(K, A, B, off, vl.pos.p + v0, vl.dst.p + v0, vl.valid.p + v0, vl.whole_end, init,
-                                        C, ldc);
+    (relu ? pick_tile<true> : pick_tile<false>)(static_cast<int>(mr), nv)(K, A, B, off, vl.pos.p + v0, vl.dst.p + v0,
+                                                                          vl.valid.p + v0, vl.whole_end, init, C, ldc);
   }
 }
 
