@@ -182,10 +182,16 @@ bool use_winograd(const Conv2dGeom& g) {
 }
 
 // The forward pass also needs enough tiles in the batch to amortise the kernels' transform (done
-// per call): with fewer than one unit's ~256 tiles (e.g. one 14x14 image: 49) the direct pass is
-// faster (32 -> 64 channels on 14x14, AVX2 core: 1 image 125 vs 230 us, 4 images 420 vs 450 us).
+// per call) and its tile transforms. Measured on an AVX2 core (direct vs Winograd, us): 32 -> 64
+// channels on 14x14 images 190 vs 153 at 2 images (98 tiles), 108 vs 99 at 1 (49); 32 -> 32 on
+// 20x20, 1 image (100 tiles) 108 vs 91; but small images stay direct up to ~256 tiles (32 -> 32 on
+// 8x8, 8 images: 125 vs 146; 16 -> 16 on 7x7: 37 vs 58), as do 16-channel layers (their transforms
+// weigh more against the GEMMs).
 bool use_winograd_forward(const Conv2dGeom& g) {
-  return use_winograd(g) && g.N * ((g.OH + 1) / 2) * ((g.OW + 1) / 2) >= 0;
+  if (!use_winograd(g)) return false;
+  const int64_t per_image = ((g.OH + 1) / 2) * ((g.OW + 1) / 2), tiles = g.N * per_image;
+  const bool wide = per_image >= 25 && g.C / g.groups >= 32 && g.OC / g.groups >= 32;
+  return tiles >= (wide ? 96 : 256);
 }
 
 // Winograd over units of (up to nb images, group): fill(n, gi, B) builds the padded (Cin, Hb, Wb)
