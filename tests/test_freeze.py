@@ -161,3 +161,93 @@ def test_a_copy_of_a_frozen_model_reads_its_own_weights():
     quantized = quantize_weight_only(frozen)
     with no_grad():
         assert quantized(x).shape == (12, 5)
+
+
+# Winograd layers (3x3, stride 1, >= 16 channels a group): one image and batches, groups, odd sizes
+CONV_CASES = [((1, 32, 14, 14), (64, 32), 1), ((3, 16, 9, 11), (20, 16), 1), ((2, 32, 11, 5), (34, 16), 2),
+              ((6, 32, 14, 13), (40, 32), 1)]
+
+
+def _conv(xshape, wshape, groups, packed=None, pool=False, act=-1):
+    x = np.random.default_rng(1).standard_normal(xshape).astype(np.float32)
+    w = np.random.default_rng(2).standard_normal(wshape + (3, 3)).astype(np.float32)
+    b = np.random.default_rng(3).standard_normal(wshape[0]).astype(np.float32)
+    oh, ow = xshape[2], xshape[3]
+    y = np.empty((xshape[0], wshape[0]) + ((oh // 2, ow // 2) if pool else (oh, ow)), np.float32)
+    return x, w, b, y
+
+
+@pytest.mark.parametrize("xshape,wshape,groups", CONV_CASES)
+def test_packed_conv_equals_conv(xshape, wshape, groups, simd_path, threads):
+    """A PackedConvWeight (the kernels' Winograd transform made once) gives the unpacked call's bits,
+    with the fused activation and pool too, at any thread count."""
+    x, w, b, _ = _conv(xshape, wshape, groups)
+    packed = _C.conv.PackedConvWeight(w, groups)
+    assert packed.source is w and packed.groups == groups and packed.nbytes == 16 * w.shape[0] * w.shape[1] * 4
+    for pool, act in ((False, -1), (True, _C.activation.RELU)):
+        _, _, _, want = _conv(xshape, wshape, groups, pool=pool)
+        _C.conv.conv2d_forward(x, w, b, want, (1, 1), (1, 1, 1, 1), (1, 1), groups, act, 0.0, pool)
+        for n in (1, 2, 3):
+            threads(n)
+            got = np.empty_like(want)
+            _C.conv.conv2d_forward(x, w, b, got, (1, 1), (1, 1, 1, 1), (1, 1), groups, act, 0.0, pool, packed)
+            assert got.tobytes() == want.tobytes()
+
+
+def test_packed_conv_from_another_isa_or_for_other_layers_is_not_used(simd_path):
+    x, w, b, want = _conv((1, 32, 14, 14), (64, 32), 1)
+    fg.set_simd(fg.cpu_info()["detected_isa"])
+    packed = _C.conv.PackedConvWeight(w)
+    fg.set_simd(simd_path)
+    _C.conv.conv2d_forward(x, w, b, want, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    got = np.empty_like(want)
+    _C.conv.conv2d_forward(x, w, b, got, (1, 1), (1, 1, 1, 1), (1, 1), 1, packed=packed)
+    assert got.tobytes() == want.tobytes()
+    # a strided layer never runs Winograd: the packed transform is simply not read
+    y2 = np.empty((1, 64, 7, 7), np.float32)
+    want2 = np.empty_like(y2)
+    _C.conv.conv2d_forward(x, w, b, want2, (2, 2), (1, 1, 1, 1), (1, 1), 1)
+    _C.conv.conv2d_forward(x, w, b, y2, (2, 2), (1, 1, 1, 1), (1, 1), 1, packed=packed)
+    assert y2.tobytes() == want2.tobytes()
+    # layers that never run Winograd hold nothing
+    assert _C.conv.PackedConvWeight(np.zeros((8, 4, 3, 3), np.float32)).nbytes == 0
+    assert _C.conv.PackedConvWeight(np.zeros((32, 32, 5, 5), np.float32)).nbytes == 0
+
+
+def test_packed_conv_bad_input():
+    x, w, b, y = _conv((1, 32, 14, 14), (64, 32), 1)
+    packed = _C.conv.PackedConvWeight(w)
+    args = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
+    with pytest.raises(ValueError, match="packed was made from another array"):
+        _C.conv.conv2d_forward(x, w.copy(), b, y, *args, packed=packed)
+    w2 = w[:, :16].copy()  # (64, 16, 3, 3): groups=2 on the 32 input channels
+    with pytest.raises(ValueError, match="packed was made for groups=1, got groups=2"):
+        _C.conv.conv2d_forward(x, w2, b, y, (1, 1), (1, 1, 1, 1), (1, 1), 2, packed=_C.conv.PackedConvWeight(w2, 1))
+    with pytest.raises(TypeError):
+        _C.conv.conv2d_forward(x, w, b, y, *args, packed="not packed")
+    with pytest.raises(TypeError, match="weight"):
+        _C.conv.PackedConvWeight(w.astype(np.float64))
+    with pytest.raises(ValueError, match="weight must be 4-D"):
+        _C.conv.PackedConvWeight(w[0])
+    with pytest.raises(ValueError, match="groups must be >= 1 and divide out_channels 64, got 3"):
+        _C.conv.PackedConvWeight(w, 3)
+
+
+def test_frozen_lenet_matches_the_model_bit_for_bit():
+    """freeze packs each 3x3 conv's Winograd transform; the graph-free forward uses it where the conv
+    runs Winograd (LeNet's second conv, from one 14x14 image) and gets the same bits."""
+    fg.manual_seed(8)
+    model = fg.models.LeNet().eval()
+    frozen = nn.utils.freeze(model)
+    assert frozen.features[3].__dict__["_packed_weight"].nbytes > 0
+    assert "_packed_weight" not in frozen.features[0].__dict__  # one input channel: never Winograd
+    for batch in (1, 2, 7):
+        x = fg.tensor(RNG.standard_normal((batch, 1, 28, 28)).astype(np.float32))
+        with no_grad():
+            np.testing.assert_array_equal(frozen(x).numpy(), model(x).numpy())
+    # a replaced conv weight is read as it is, not through its stale transform
+    new = RNG.standard_normal(frozen.features[3].weight.shape).astype(np.float32)
+    frozen.features[3].weight = nn.Parameter(fg.tensor(new))
+    model.features[3].weight = nn.Parameter(fg.tensor(new.copy()))
+    with no_grad():
+        np.testing.assert_array_equal(frozen(x).numpy(), model(x).numpy())

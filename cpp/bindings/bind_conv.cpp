@@ -14,6 +14,8 @@
 #include "forgegrad/activation.h"
 #include "forgegrad/bindings.h"
 #include "forgegrad/conv.h"
+#include "forgegrad/dispatch.h"
+#include "forgegrad/memory.h"
 #include "forgegrad/py_array.h"
 
 namespace py = pybind11;
@@ -184,8 +186,39 @@ fg::Conv2dGeom make_geom(const std::vector<int64_t>& xs, const std::vector<int64
   return make_geom("conv2d", xs, ws, stride, padding, dilation, groups);
 }
 
+// A conv weight's Winograd transform made once (nn.utils.freeze), as onnxruntime prepacks at
+// session creation: a snapshot of `source` under the ISA active then, which conv2d_forward uses
+// only with that same array, that ISA and those groups, where its Winograd path runs.
+struct PackedConvWeight {
+  py::object source;
+  int64_t groups = 1;
+  fg::Isa isa = fg::Isa::scalar;
+  fg::AlignedBuffer buf;
+};
+
+std::unique_ptr<PackedConvWeight> pack_conv_weight(const py::array& w, int64_t groups) {
+  ArrayArg Wt = fg::bind::f32_arg(w, "weight", 4);
+  if (groups < 1 || Wt.shape[0] % groups != 0)
+    throw py::value_error("PackedConvWeight: groups must be >= 1 and divide out_channels " +
+                          std::to_string(Wt.shape[0]) + ", got " + std::to_string(groups));
+  auto p = std::make_unique<PackedConvWeight>();
+  p->source = w;
+  p->groups = groups;
+  p->isa = fg::active_isa();
+  if (Wt.shape[2] == 3 && Wt.shape[3] == 3) {
+    const int64_t floats = fg::conv2d_winograd_pack(Wt.shape[0], Wt.shape[1], groups, Wt.f32(), nullptr);
+    if (floats > 0) {
+      p->buf.reset(static_cast<std::size_t>(floats));
+      py::gil_scoped_release release;
+      fg::conv2d_winograd_pack(Wt.shape[0], Wt.shape[1], groups, Wt.f32(), p->buf.data());
+    }
+  }
+  return p;
+}
+
 void conv2d_forward(const py::array& x, const py::array& w, const py::object& b, const py::array& y, Pair stride,
-                    Quad padding, Pair dilation, int64_t groups, int activation, float alpha, bool max_pool2x2) {
+                    Quad padding, Pair dilation, int64_t groups, int activation, float alpha, bool max_pool2x2,
+                    const PackedConvWeight* packed) {
   if (activation < -1 || activation >= fg::kActCount)
     throw py::value_error("conv2d: activation must be -1 (none) or an activation code, got " +
                           std::to_string(activation));
@@ -206,8 +239,15 @@ void conv2d_forward(const py::array& x, const py::array& w, const py::object& b,
   else
     fg::bind::expect_shape(Y, "out", {g.N, g.OC, g.OH, g.OW});
   fg::bind::check_no_overlap("conv2d", {{x, "input"}, {w, "weight"}, {b, "bias"}}, {{y, "out"}});
+  if (packed && !packed->source.is(w))
+    throw py::value_error("conv2d: packed was made from another array than weight (pack the weight passed)");
+  if (packed && packed->groups != groups)
+    throw py::value_error("conv2d: packed was made for groups=" + std::to_string(packed->groups) +
+                          ", got groups=" + std::to_string(groups));
+  // made under another SIMD path (fg.set_simd since): its layout differs, so the weight is read as it is
+  const float* U = packed && packed->isa == fg::active_isa() && packed->buf.size() > 0 ? packed->buf.data() : nullptr;
   py::gil_scoped_release release;
-  fg::conv2d_forward(g, X.f32(), Wt.f32(), bias, Y.f32(), activation, alpha, max_pool2x2);
+  fg::conv2d_forward(g, X.f32(), Wt.f32(), bias, Y.f32(), activation, alpha, max_pool2x2, U);
 }
 
 void conv2d_backward_input(const py::array& gy, const py::array& w, const py::array& gx, Pair stride, Quad padding,
@@ -292,13 +332,24 @@ std::vector<int64_t> py_weight_shape(int64_t in_channels, int64_t out_channels, 
 }
 
 void bind(py::module_& m) {
+  py::class_<PackedConvWeight>(m, "PackedConvWeight",
+                               "A conv weight's Winograd transform made once (a snapshot); pass it to conv2d_forward "
+                               "with that weight.")
+      .def(py::init(&pack_conv_weight), py::arg("weight"), py::arg("groups") = 1)
+      // a deep copy of a frozen model holds new, writeable weights, which a snapshot would not follow
+      .def(
+          "__deepcopy__", [](const PackedConvWeight&, py::dict) { return py::none(); }, py::arg("memo"))
+      .def_property_readonly("source", [](const PackedConvWeight& p) { return p.source; })
+      .def_property_readonly("groups", [](const PackedConvWeight& p) { return p.groups; })
+      .def_property_readonly("nbytes", [](const PackedConvWeight& p) { return p.buf.size() * sizeof(float); });
   m.def("conv2d_forward", &conv2d_forward, py::arg("input"), py::arg("weight"), py::arg("bias"), py::arg("out"),
         py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("activation") = -1,
-        py::arg("alpha") = 0.0f, py::arg("max_pool2x2").noconvert() = false,
+        py::arg("alpha") = 0.0f, py::arg("max_pool2x2").noconvert() = false, py::arg("packed") = py::none(),
         "out = act(conv2d(input, weight) + bias); padding is (top, bottom, left, right); activation an "
         "activation code (-1: none), applied to each block of out as it is written; alpha: leaky_relu's slope. "
         "max_pool2x2: out is the 2x2 / stride 2 max pool (floor) of that, (N, OC, OH // 2, OW // 2), pooled "
-        "block by block (the full-size output is never stored).");
+        "block by block (the full-size output is never stored). packed: a PackedConvWeight of weight (the "
+        "Winograd path then skips the kernels' transform).");
   m.def("conv2d_backward_input", &conv2d_backward_input, py::arg("grad_output"), py::arg("weight"),
         py::arg("grad_input"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
         "grad_input (overwritten) of conv2d.");

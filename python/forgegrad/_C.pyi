@@ -101,6 +101,15 @@ class batchnorm:
                            save_mean: numpy.ndarray, save_invstd: numpy.ndarray) -> None: ...
 
 class conv:
+    class PackedConvWeight:
+        """A conv weight's Winograd transform made once (a snapshot); pass it to conv2d_forward with that weight."""
+        def __init__(self, weight: numpy.ndarray, groups: _Int = ...) -> None: ...
+        @property
+        def groups(self) -> int: ...
+        @property
+        def nbytes(self) -> int: ...
+        @property
+        def source(self) -> object: ...
     @staticmethod
     def conv2d_backward_input(grad_output: numpy.ndarray, weight: numpy.ndarray, grad_input: numpy.ndarray,
                               stride: tuple[_Int, _Int], padding: tuple[_Int, _Int, _Int, _Int],
@@ -117,11 +126,13 @@ class conv:
     @staticmethod
     def conv2d_forward(input: numpy.ndarray, weight: numpy.ndarray, bias: object, out: numpy.ndarray,
                        stride: tuple[_Int, _Int], padding: tuple[_Int, _Int, _Int, _Int], dilation: tuple[_Int, _Int],
-                       groups: _Int, activation: _Int = ..., alpha: _Float = ..., max_pool2x2: bool = ...) -> None:
+                       groups: _Int, activation: _Int = ..., alpha: _Float = ..., max_pool2x2: bool = ...,
+                       packed: conv.PackedConvWeight = ...) -> None:
         """out = act(conv2d(input, weight) + bias); padding is (top, bottom, left, right); activation an activation
         code (-1: none), applied to each block of out as it is written; alpha: leaky_relu's slope. max_pool2x2: out
         is the 2x2 / stride 2 max pool (floor) of that, (N, OC, OH // 2, OW // 2), pooled block by block (the full-
-        size output is never stored).
+        size output is never stored). packed: a PackedConvWeight of weight (the Winograd path then skips the
+        kernels' transform).
         """
         ...
     @staticmethod

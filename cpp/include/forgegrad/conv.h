@@ -81,10 +81,17 @@ inline const char* keras_same_padding(int64_t in, int64_t k, int64_t stride, int
 // pool2x2: y is instead the 2x2 / stride 2 max pool (floor) of that, (N, OC, OH / 2, OW / 2), each
 // block pooled while in cache, the same bits as max_pool2d_forward after (the full-size output is
 // never written).
+// packed: the kernels' Winograd transform from conv2d_winograd_pack under the same ISA (a frozen
+// model's), or null: used where the Winograd path runs, which it does not choose (same bits).
 FG_KERNEL(void, conv2d_forward,
           (const Conv2dGeom& g, const float* x, const float* weight, const float* bias, float* y, int act, float alpha,
-           bool pool2x2),
-          (g, x, weight, bias, y, act, alpha, pool2x2))
+           bool pool2x2, const float* packed),
+          (g, x, weight, bias, y, act, alpha, pool2x2, packed))
+// The Winograd transform of 3x3 kernels (OC, Cg, 3, 3) in groups, in the layout the active ISA's
+// forward reads: returns its size in floats (0: the layer never runs Winograd), written to U
+// unless U is null.
+FG_KERNEL(int64_t, conv2d_winograd_pack, (int64_t OC, int64_t Cg, int64_t groups, const float* weight, float* U),
+          (OC, Cg, groups, weight, U))
 // grad_x (N, C, H, W) from weight and grad_y (N, OC, OH, OW); grad_x is overwritten.
 FG_KERNEL(void, conv2d_backward_input, (const Conv2dGeom& g, const float* weight, const float* grad_y, float* grad_x),
           (g, weight, grad_y, grad_x))

@@ -182,16 +182,16 @@ bool use_winograd(const Conv2dGeom& g) {
 }
 
 // The forward pass also needs enough tiles in the batch to amortise the kernels' transform (done
-// per call) and its tile transforms. Measured on an AVX2 core (direct vs Winograd, us): 32 -> 64
-// channels on 14x14 images 190 vs 153 at 2 images (98 tiles), 108 vs 99 at 1 (49); 32 -> 32 on
-// 20x20, 1 image (100 tiles) 108 vs 91; but small images stay direct up to ~256 tiles (32 -> 32 on
-// 8x8, 8 images: 125 vs 146; 16 -> 16 on 7x7: 37 vs 58), as do 16-channel layers (their transforms
-// weigh more against the GEMMs).
+// per call, unless packed beforehand) and its tile transforms. Measured on an AVX2 core (direct vs
+// Winograd, us, one image): 32 -> 64 channels on 14x14 (49 tiles) 101 vs 83, 64 -> 64 196 vs 146,
+// 32 -> 32 56 vs 50; on 10x10 (25 tiles) 36 vs 35; two 8x8 images 37 vs 37. Small images and
+// 16-channel layers gain nothing before ~256 tiles (16 -> 16 on 7x7, 4 images: 21 vs 31; on 14x14,
+// 4 images: 57 vs 64), as their transforms weigh more against the GEMMs.
 bool use_winograd_forward(const Conv2dGeom& g) {
   if (!use_winograd(g)) return false;
   const int64_t per_image = ((g.OH + 1) / 2) * ((g.OW + 1) / 2), tiles = g.N * per_image;
   const bool wide = per_image >= 25 && g.C / g.groups >= 32 && g.OC / g.groups >= 32;
-  return tiles >= (wide ? 96 : 256);
+  return tiles >= (wide ? 49 : 256);
 }
 
 // Winograd over units of (up to nb images, group): fill(n, gi, B) builds the padded (Cin, Hb, Wb)
@@ -201,14 +201,16 @@ bool use_winograd_forward(const Conv2dGeom& g) {
 template <class Fill, class Out>
 void run_winograd_units(int64_t N, int64_t G, int64_t Cin, int64_t M, int64_t Hb, int64_t Wb, int64_t OHo, int64_t OWo,
                         const float* kernels, int64_t bsize, const float* bias, int64_t out_step, Fill fill, Out out,
-                        int act = -1, float alpha = 0.0f, bool pool2x2 = false) {
+                        int act = -1, float alpha = 0.0f, bool pool2x2 = false, const float* packed = nullptr) {
   const int64_t tiles = ((OHo + 1) / 2) * ((OWo + 1) / 2);
   int64_t nb = 256 / tiles;
   nb = nb < 1 ? 1 : (nb > N ? N : nb);
   const Winograd3x3 wp = winograd_plan(Cin, M, Hb, Wb, OHo, OWo, nb);
   const int64_t usize = 16 * M * Cin, nunits = (N + nb - 1) / nb;
-  AlignedBuffer U(static_cast<size_t>(G * usize));
-  for (int64_t gi = 0; gi < G; ++gi) winograd_weights(wp, kernels + gi * M * Cin * 9, U.data() + gi * usize);
+  AlignedBuffer U(packed ? 0 : static_cast<size_t>(G * usize));
+  if (!packed)
+    for (int64_t gi = 0; gi < G; ++gi) winograd_weights(wp, kernels + gi * M * Cin * 9, U.data() + gi * usize);
+  const float* Ua = packed ? packed : U.data();
   parallel_for(nunits * G, 1, [&](int64_t u0, int64_t u1) {
     AlignedBuffer B(static_cast<size_t>(nb * bsize)), S(static_cast<size_t>(winograd_scratch_floats(wp)));
     for (int64_t u = u0; u < u1; ++u) {
@@ -216,7 +218,7 @@ void run_winograd_units(int64_t N, int64_t G, int64_t Cin, int64_t M, int64_t Hb
       Winograd3x3 up = wp;
       up.nimg = N - n0 < nb ? N - n0 : nb;
       for (int64_t i = 0; i < up.nimg; ++i) fill(n0 + i, gi, B.data() + i * bsize);
-      winograd_unit(up, B.data(), bsize, U.data() + gi * usize, bias ? bias + gi * M : nullptr, out(n0, gi), out_step,
+      winograd_unit(up, B.data(), bsize, Ua + gi * usize, bias ? bias + gi * M : nullptr, out(n0, gi), out_step,
                     S.data(), act, alpha, pool2x2);
     }
   });
@@ -294,8 +296,18 @@ void backward_weight_winograd(const Conv2dGeom& g, const float* x, const float* 
 }  // namespace
 
 // x (N, C, H, W), weight (OC, Cg, KH, KW), bias (OC,) or null -> y (N, OC, OH, OW)
+int64_t conv2d_winograd_pack(int64_t OC, int64_t Cg, int64_t groups, const float* w, float* U) {
+  const int64_t OCg = OC / groups, usize = 16 * OCg * Cg;
+  if (Cg < 16 || OCg < 16) return 0;
+  if (U) {
+    const Winograd3x3 wp = winograd_plan(Cg, OCg, 3, 3, 1, 1, 1);  // the transform reads M and Cin only
+    for (int64_t gi = 0; gi < groups; ++gi) winograd_weights(wp, w + gi * OCg * Cg * 9, U + gi * usize);
+  }
+  return groups * usize;
+}
+
 void conv2d_forward(const Conv2dGeom& g, const float* x, const float* w, const float* bias, float* y, int act,
-                    float alpha, bool pool2x2) {
+                    float alpha, bool pool2x2, const float* packed) {
   const int64_t yplane = pool2x2 ? (g.OH / 2) * (g.OW / 2) : g.OH * g.OW;
   if (g.N <= 0 || yplane == 0) return;
   const int64_t G = g.groups, Cg = g.C / G, OCg = g.OC / G, K = Cg * g.KH * g.KW;
@@ -305,7 +317,7 @@ void conv2d_forward(const Conv2dGeom& g, const float* x, const float* w, const f
     run_winograd_units(
         g.N, G, Cg, OCg, pl.Hp, pl.Wp, g.OH, g.OW, w, pl.bsize, bias, g.OC * yplane,
         [&](int64_t n, int64_t gi, float* B) { fill_input(g, pl, x + (n * g.C + gi * Cg) * g.H * g.W, B); }, out, act,
-        alpha, pool2x2);
+        alpha, pool2x2, packed);
     return;
   }
   AlignedBuffer A(static_cast<size_t>(g.OC * K));

@@ -81,6 +81,12 @@ def _pool_fuses(pool, conv_shape) -> bool:
         and tuple(shape) == (n, c, oh // 2, ow // 2) and oh >= 2 and ow >= 2
 
 
+def _packed_conv_weight(m, w):
+    """The Winograd transform of weight array w made by ``nn.utils.freeze`` (for m's groups), or None."""
+    packed = m.__dict__.get("_packed_weight")
+    return packed if packed is not None and packed.source is w and packed.groups == m.groups else None
+
+
 def _run_conv(m, tail, input):
     """Conv2d with what follows it in one kernel call: tail = (activation or None, MaxPool2d or None).
     The kernel applies the activation to each block of output as it writes it and, for a 2x2 / stride
@@ -102,7 +108,8 @@ def _run_conv(m, tail, input):
             if fuse_pool:
                 shape = (shape[0], shape[1], shape[2] // 2, shape[3] // 2)
             y = np.empty(shape, np.float32)
-            _C.conv.conv2d_forward(x, w, b, y, stride, pads, dilation, groups, code, alpha, fuse_pool)
+            _C.conv.conv2d_forward(x, w, b, y, stride, pads, dilation, groups, code, alpha, fuse_pool,
+                                   _packed_conv_weight(m, w))
             y = Tensor._wrap(y)
             return y if pool is None or fuse_pool else _run_max_pool(pool, None, y)
         y = Tensor._wrap(conv2d_forward(x, w, b, m.stride, m.padding, m.dilation, m.groups, code, alpha))
