@@ -269,5 +269,5 @@ def test_conv2d_binding_rejects_bad_shapes_directly(rng):
 def test_bench_conv_suite_runs_quick():
     from forgegrad.bench import run
     rows = run("conv", (1,), quick=True)
-    assert [r["workload"].split()[-1] for r in rows] == ["fwd", "fwd+bwd"] * 2
+    assert [r["workload"].split()[-1] for r in rows] == ["fwd", "fwd+bwd"] * 2 + ["infer"] * 2
     assert all(r["seconds"]["forgegrad"] > 0 and r["seconds"]["torch"] > 0 for r in rows)
