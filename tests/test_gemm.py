@@ -368,3 +368,31 @@ def test_bench_registry_table_and_pinning():
     assert "absent" in table and "x numpy" in table and "2.00" in table
     with pytest.raises(ValueError, match="unknown benchmark suite"):
         bench.run("no-such-suite")
+
+
+# (M, N, K) through each sgemm path: skinny rows (M <= 8), direct small products, the thin-weight
+# direct form (N <= 16), the dot form, packed with several K slices and edge panels, K = 0
+LINEAR_ACT_SHAPES = [(1, 50, 70), (7, 33, 19), (40, 30, 20), (256, 10, 128), (300, 128, 64), (37, 129, 600),
+                     (20, 5, 0)]
+
+
+@pytest.mark.parametrize("M,N,K", LINEAR_ACT_SHAPES)
+def test_linear_activation_is_the_activation_after(simd_path, threads, rng, M, N, K):
+    """linear(..., activation) applies the op to each output tile as the GEMM finishes it: the same
+    bits as the activation kernel over the output afterwards, packed weight or not, NaN and
+    infinities included, at any thread count."""
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    if x.size >= 3:
+        x.flat[:3] = [np.nan, np.inf, -np.inf]
+    w = rng.standard_normal((N, K)).astype(np.float32)
+    b = rng.standard_normal(N).astype(np.float32)
+    packed = _C.gemm.PackedWeight(w)
+    for name in ("RELU", "LEAKY_RELU", "GELU", "SIGMOID", "SILU"):
+        code, alpha = getattr(_C.activation, name), 0.1 if name == "LEAKY_RELU" else 0.0
+        want = _C.gemm.linear(x, w, b)
+        _C.activation.act_forward(code, want, want, alpha)
+        for n in (1, 2):
+            threads(n)
+            for p in (None, packed):
+                got = _C.gemm.linear(x, w, b, code, alpha, p)
+                assert got.tobytes() == want.tobytes(), (name, n, p is not None)

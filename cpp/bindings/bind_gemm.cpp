@@ -393,13 +393,10 @@ py::array linear(py::handle x_in, py::handle w_in, py::handle b_in, int activati
   if (bp)
     for (int64_t i = 0; i < M; ++i) std::copy(bp, bp + N, yp + i * N);
   // op(weight) = weight.T: the (N, K) weight read transposed (or a transposed view read directly).
-  if (packed && packed->isa == fg::active_isa() && packed->buf.size() > 0) {
-    fg::sgemm_prepacked_b(false, !W.transposed, M, N, K, 1.0f, xp, K > 0 ? K : 1, W.ptr, W.ld, packed->buf.data(),
-                          bp ? 1.0f : 0.0f, yp, N);
-  } else {
-    fg::sgemm(false, !W.transposed, M, N, K, 1.0f, xp, K > 0 ? K : 1, W.ptr, W.ld, bp ? 1.0f : 0.0f, yp, N);
-  }
-  if (activation >= 0) fg::act_forward(activation, yp, yp, M * N, alpha);
+  // the activation goes on each tile of the output as the GEMM finishes it (in cache; same bits as a pass after)
+  const bool use_packed = packed && packed->isa == fg::active_isa() && packed->buf.size() > 0;
+  fg::sgemm_prepacked_b(false, !W.transposed, M, N, K, 1.0f, xp, K > 0 ? K : 1, W.ptr, W.ld,
+                        use_packed ? packed->buf.data() : nullptr, bp ? 1.0f : 0.0f, yp, N, activation, alpha);
   return std::move(out);
 }
 

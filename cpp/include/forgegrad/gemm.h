@@ -23,10 +23,13 @@ FG_KERNEL(void, sgemm,
 FG_KERNEL(int64_t, sgemm_prepacked_b_floats, (int64_t N, int64_t K), (N, K))
 FG_KERNEL(void, sgemm_prepack_b, (bool trans_b, int64_t N, int64_t K, const float* B, int64_t ldb, float* dst),
           (trans_b, N, K, B, ldb, dst))
+// act (an fg::ActOp, -1: none; act_alpha: leaky_relu's slope) is applied to C at the end, tile by
+// tile as each is finished where the path allows: the same bits as act_forward over C afterwards.
 FG_KERNEL(void, sgemm_prepacked_b,
           (bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-           const float* B, int64_t ldb, const float* b_prepacked, float beta, float* C, int64_t ldc),
-          (trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, b_prepacked, beta, C, ldc))
+           const float* B, int64_t ldb, const float* b_prepacked, float beta, float* C, int64_t ldc, int act,
+           float act_alpha),
+          (trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, b_prepacked, beta, C, ldc, act, act_alpha))
 
 // `batch` independent SGEMMs of one shape: matrix b of A starts at A + b * stride_a (likewise B,
 // C). A stride of 0 broadcasts one matrix to every batch entry (A or B only; C entries must not

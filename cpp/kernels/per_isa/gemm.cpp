@@ -16,6 +16,7 @@
 // KC depends on K only, so results are bit-identical for any thread count.
 // Skinny shapes (M <= 8 or N <= 16) go to gemm_skinny.cpp, which reads B in place.
 #include "forgegrad/gemm.h"
+#include "act_vec.h"
 #include "forgegrad/memory.h"
 #include "forgegrad/parallel.h"
 #include "gemm_internal.h"
@@ -122,10 +123,18 @@ Grid choose_grid(int64_t M, int64_t N, int64_t K, int64_t m_panels, int64_t n_pa
   return best;
 }
 
+// act (-1: none) over a rows x cols block of C just finished, while it is in cache: the activation
+// pass after the GEMM, done tile by tile (same bits).
+inline void act_block(int act, float act_alpha, float* c, int64_t ldc, int rows, int cols) {
+  if (act < 0) return;
+  for (int r = 0; r < rows; ++r) act_forward_serial(act, act_alpha, c + r * ldc, cols);
+}
+
 // b_prepacked: null, or every B panel packed beforehand by sgemm_prepack_b (then nothing of B is
 // packed here: tile (p, q) of slice pc reads its panel at b_prepacked + pc * N_pad + q * NR * kc).
 void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-                  const float* B, int64_t ldb, const float* b_prepacked, float beta, float* C, int64_t ldc) {
+                  const float* B, int64_t ldb, const float* b_prepacked, float beta, float* C, int64_t ldc, int act,
+                  float act_alpha) {
   // op(A)(i, k) = A[i * rsa + k * csa]; op(B)(k, j) = B[k * rsb + j * csb].
   const int64_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
   const int64_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
@@ -219,6 +228,7 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
                 micro_tile(rows, cols, kc, ap, bp, kGemmNR, c, ldc, alpha, beta_k);
               }
             }
+            if (pc + kc == K) act_block(act, act_alpha, c, ldc, rows, cols);  // the tile's last slice
           };
           if (p1 - p0 <= kGemmMCPanels) {
             // The thread's rows fit one row block (small M): each B panel is used by every A
@@ -257,7 +267,7 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
 // a B panel stays in L1 while the row panels sweep it. One slice of K as in sgemm_packed, and the
 // same tile arithmetic, so the results equal the packed path's bit for bit.
 void sgemm_direct(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t rsa, int64_t csa,
-                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc, int act, float act_alpha) {
   // Row panels split over threads only for large thin products (N <= kSkinnyMax can have any M):
   // at least ~1 MFLOP per task. Each tile is computed the same whichever thread runs it.
   const int64_t m_panels = (M + kGemmMR - 1) / kGemmMR;
@@ -270,6 +280,7 @@ void sgemm_direct(int64_t M, int64_t N, int64_t K, float alpha, const float* A, 
         const int64_t i = p * kGemmMR;
         const int rows = static_cast<int>(M - i < kGemmMR ? M - i : kGemmMR);
         micro_tile_direct(rows, cols, K, A + i * rsa, rsa, csa, B + j, ldb, C + i * ldc + j, ldc, alpha, beta);
+        act_block(act, act_alpha, C + i * ldc + j, ldc, rows, cols);
       }
     }
   });
@@ -280,10 +291,16 @@ void sgemm_direct(int64_t M, int64_t N, int64_t K, float alpha, const float* A, 
 // sgemm with an optional prepacked op(B) (null: none; used only when the shape takes the packed path).
 void sgemm_prepacked_b(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                        int64_t lda, const float* B, int64_t ldb, const float* b_prepacked, float beta, float* C,
-                       int64_t ldc) {
+                       int64_t ldc, int act, float act_alpha) {
   if (M <= 0 || N <= 0) return;
+  // paths without a tile epilogue: the activation as a pass over C afterwards
+  const auto act_after = [&]() {
+    if (act >= 0)
+      for (int64_t i = 0; i < M; ++i) act_forward_serial(act, act_alpha, C + i * ldc, N);
+  };
   if (K <= 0 || alpha == 0.0f) {
     scale_c(M, N, beta, C, ldc);
+    act_after();
     return;
   }
   const int64_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
@@ -291,7 +308,7 @@ void sgemm_prepacked_b(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t
   // Skinny shapes skip packing (measured: the packed path wins from M = 9 on, but a B panel
   // of 32 columns holding N <= 16 wastes half the tile, so the transposed skinny form wins there).
   if (M > 8 && csb == 1 && K <= kGemmKCMax && (M * N * K <= kDirectMaxMNK || N <= kSkinnyMax)) {
-    sgemm_direct(M, N, K, alpha, A, rsa, csa, B, rsb, beta, C, ldc);
+    sgemm_direct(M, N, K, alpha, A, rsa, csa, B, rsb, beta, C, ldc, act, act_alpha);
   } else if (M > 8 && N <= kSkinnyMax && K <= kGemmKCMax) {
     // A thin op(B) with contiguous columns (x @ W^T of a layer with <= 16 outputs): its transpose
     // is at most K x 16 floats, copied once into L1-sized scratch, and the direct tiles read A once
@@ -299,20 +316,22 @@ void sgemm_prepacked_b(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t
     alignas(64) float bt[kGemmKCMax * kSkinnyMax];
     for (int64_t k = 0; k < K; ++k)
       for (int64_t j = 0; j < N; ++j) bt[k * N + j] = B[k * rsb + j * csb];
-    sgemm_direct(M, N, K, alpha, A, rsa, csa, bt, N, beta, C, ldc);
+    sgemm_direct(M, N, K, alpha, A, rsa, csa, bt, N, beta, C, ldc, act, act_alpha);
   } else if (M <= 8) {
     sgemm_skinny(M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc, 1);
+    act_after();
   } else if (N <= kSkinnyMax) {
     // C^T (N x M) = op(B)^T . op(A)^T, with C^T read through swapped strides.
     sgemm_skinny(N, M, K, alpha, B, csb, rsb, A, csa, rsa, beta, C, 1, ldc);
+    act_after();
   } else {
-    sgemm_packed(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, b_prepacked, beta, C, ldc);
+    sgemm_packed(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, b_prepacked, beta, C, ldc, act, act_alpha);
   }
 }
 
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  sgemm_prepacked_b(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, nullptr, beta, C, ldc);
+  sgemm_prepacked_b(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, nullptr, beta, C, ldc, -1, 0.0f);
 }
 
 int64_t sgemm_prepacked_b_floats(int64_t N, int64_t K) {
