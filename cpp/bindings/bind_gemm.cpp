@@ -312,8 +312,8 @@ py::object bmm_plain(py::handle a_in, py::handle b_in, py::handle out_in) {
 // ---- linear: y = x @ weight.T + bias, the whole of a Linear layer's forward in one call ------------
 // At batch 1 a layer's GEMV takes a few microseconds; Python-level checks, the reshape, the output
 // allocation and the bias broadcast cost as much again, so they all happen here. `activation` (an
-// fg::ActOp, -1 for none) is applied in place to the result: the fused Linear -> activation that
-// inference without a graph uses (see forgegrad.nn.Sequential).
+// fg::ActOp, -1 for none) is applied by the GEMM to each output tile as it finishes it: the fused
+// Linear -> activation that inference without a graph uses (see forgegrad.nn.Sequential).
 // A linear layer's weight (N, K) packed once for sgemm_prepacked_b (see gemm.h): a snapshot of
 // `source`, which linear() requires to be the weight it is passed with.
 struct PackedWeight {
