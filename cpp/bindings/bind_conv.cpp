@@ -205,13 +205,12 @@ std::unique_ptr<PackedConvWeight> pack_conv_weight(const py::array& w, int64_t g
   p->source = w;
   p->groups = groups;
   p->isa = fg::active_isa();
-  if (Wt.shape[2] == 3 && Wt.shape[3] == 3) {
-    const int64_t floats = fg::conv2d_winograd_pack(Wt.shape[0], Wt.shape[1], groups, Wt.f32(), nullptr);
-    if (floats > 0) {
-      p->buf.reset(static_cast<std::size_t>(floats));
-      py::gil_scoped_release release;
-      fg::conv2d_winograd_pack(Wt.shape[0], Wt.shape[1], groups, Wt.f32(), p->buf.data());
-    }
+  const auto& s = Wt.shape;
+  const int64_t floats = fg::conv2d_winograd_pack(s[0], s[1], s[2], s[3], groups, Wt.f32(), nullptr);
+  if (floats > 0) {
+    p->buf.reset(static_cast<std::size_t>(floats));
+    py::gil_scoped_release release;
+    fg::conv2d_winograd_pack(s[0], s[1], s[2], s[3], groups, Wt.f32(), p->buf.data());
   }
   return p;
 }

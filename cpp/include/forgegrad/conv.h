@@ -87,11 +87,12 @@ FG_KERNEL(void, conv2d_forward,
           (const Conv2dGeom& g, const float* x, const float* weight, const float* bias, float* y, int act, float alpha,
            bool pool2x2, const float* packed),
           (g, x, weight, bias, y, act, alpha, pool2x2, packed))
-// The Winograd transform of 3x3 kernels (OC, Cg, 3, 3) in groups, in the layout the active ISA's
-// forward reads: returns its size in floats (0: the layer never runs Winograd), written to U
+// The Winograd transform of kernels (OC, Cg, KH, KW) in groups, in the layout the active ISA's
+// forward reads: returns its size in floats (0: such kernels never run Winograd), written to U
 // unless U is null.
-FG_KERNEL(int64_t, conv2d_winograd_pack, (int64_t OC, int64_t Cg, int64_t groups, const float* weight, float* U),
-          (OC, Cg, groups, weight, U))
+FG_KERNEL(int64_t, conv2d_winograd_pack,
+          (int64_t OC, int64_t Cg, int64_t KH, int64_t KW, int64_t groups, const float* weight, float* U),
+          (OC, Cg, KH, KW, groups, weight, U))
 // grad_x (N, C, H, W) from weight and grad_y (N, OC, OH, OW); grad_x is overwritten.
 FG_KERNEL(void, conv2d_backward_input, (const Conv2dGeom& g, const float* weight, const float* grad_y, float* grad_x),
           (g, weight, grad_y, grad_x))

@@ -175,10 +175,14 @@ void run_units(int64_t N, int64_t G, int64_t M, int64_t R, const float* A, int64
 
 // Winograd F(2x2, 3x3) pays off for 3x3, stride 1, undilated kernels once there are enough
 // channels for its 16 GEMMs to dominate the tile transforms.
+// The kernel shape and channel counts are the weight's own (conv2d_winograd_pack asks them alone).
+bool winograd_kernels(int64_t KH, int64_t KW, int64_t Cg, int64_t OCg) {
+  return KH == 3 && KW == 3 && Cg >= 16 && OCg >= 16;
+}
+
 bool use_winograd(const Conv2dGeom& g) {
-  const int64_t Cg = g.C / g.groups, OCg = g.OC / g.groups;
-  return g.KH == 3 && g.KW == 3 && g.stride_h == 1 && g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1 && Cg >= 16 &&
-         OCg >= 16;
+  return winograd_kernels(g.KH, g.KW, g.C / g.groups, g.OC / g.groups) && g.stride_h == 1 && g.stride_w == 1 &&
+         g.dil_h == 1 && g.dil_w == 1;
 }
 
 // The forward pass also needs enough tiles in the batch to amortise the kernels' transform (done
@@ -295,10 +299,9 @@ void backward_weight_winograd(const Conv2dGeom& g, const float* x, const float* 
 
 }  // namespace
 
-// x (N, C, H, W), weight (OC, Cg, KH, KW), bias (OC,) or null -> y (N, OC, OH, OW)
-int64_t conv2d_winograd_pack(int64_t OC, int64_t Cg, int64_t groups, const float* w, float* U) {
+int64_t conv2d_winograd_pack(int64_t OC, int64_t Cg, int64_t KH, int64_t KW, int64_t groups, const float* w, float* U) {
   const int64_t OCg = OC / groups, usize = 16 * OCg * Cg;
-  if (Cg < 16 || OCg < 16) return 0;
+  if (!winograd_kernels(KH, KW, Cg, OCg)) return 0;
   if (U) {
     const Winograd3x3 wp = winograd_plan(Cg, OCg, 3, 3, 1, 1, 1);  // the transform reads M and Cin only
     for (int64_t gi = 0; gi < groups; ++gi) winograd_weights(wp, w + gi * OCg * Cg * 9, U + gi * usize);
@@ -306,6 +309,7 @@ int64_t conv2d_winograd_pack(int64_t OC, int64_t Cg, int64_t groups, const float
   return groups * usize;
 }
 
+// x (N, C, H, W), weight (OC, Cg, KH, KW), bias (OC,) or null -> y (N, OC, OH, OW)
 void conv2d_forward(const Conv2dGeom& g, const float* x, const float* w, const float* bias, float* y, int act,
                     float alpha, bool pool2x2, const float* packed) {
   const int64_t yplane = pool2x2 ? (g.OH / 2) * (g.OW / 2) : g.OH * g.OW;

@@ -125,9 +125,9 @@ Grid choose_grid(int64_t M, int64_t N, int64_t K, int64_t m_panels, int64_t n_pa
 
 // act (-1: none) over a rows x cols block of C just finished, while it is in cache: the activation
 // pass after the GEMM, done tile by tile (same bits).
-inline void act_block(int act, float act_alpha, float* c, int64_t ldc, int rows, int cols) {
+inline void act_block(int act, float act_alpha, float* c, int64_t ldc, int64_t rows, int64_t cols) {
   if (act < 0) return;
-  for (int r = 0; r < rows; ++r) act_forward_serial(act, act_alpha, c + r * ldc, cols);
+  for (int64_t r = 0; r < rows; ++r) act_forward_serial(act, act_alpha, c + r * ldc, cols);
 }
 
 // b_prepacked: null, or every B panel packed beforehand by sgemm_prepack_b (then nothing of B is
@@ -294,10 +294,7 @@ void sgemm_prepacked_b(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t
                        int64_t ldc, int act, float act_alpha) {
   if (M <= 0 || N <= 0) return;
   // paths without a tile epilogue: the activation as a pass over C afterwards
-  const auto act_after = [&]() {
-    if (act >= 0)
-      for (int64_t i = 0; i < M; ++i) act_forward_serial(act, act_alpha, C + i * ldc, N);
-  };
+  const auto act_after = [&]() { act_block(act, act_alpha, C, ldc, M, N); };
   if (K <= 0 || alpha == 0.0f) {
     scale_c(M, N, beta, C, ldc);
     act_after();

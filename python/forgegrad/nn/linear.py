@@ -65,8 +65,8 @@ def packed_weight(module):
 def _fused_linear(input, weight, bias, activation, alpha, packed=None):
     """Inference without a graph (no_grad, no trace): act(input @ W^T + b) in one kernel call, the
     activation (a kernel code, -1 for none; see an activation module's ``epilogue()``) applied by
-    the GEMM to each output tile as it finishes it. Same kernels, same results as the autograd path. ``packed``: the
-    weight's ``_C.gemm.PackedWeight`` (see ``packed_weight``) or None."""
+    the GEMM to each output tile as it finishes it. Same kernels, same results as the autograd path.
+    ``packed``: the weight's ``_C.gemm.PackedWeight`` (see ``packed_weight``) or None."""
     return Tensor._wrap(_C.gemm.linear(input._data, weight._data, None if bias is None else bias._data,
                                        activation, alpha, packed))
 

@@ -3,9 +3,9 @@
 Every call of a float32 Linear packs its weight into the GEMM's panel layout before multiplying
 (a pass over the whole weight: ~5-8% of a batch-1 GPT forward), and every 3x3 Conv2d that runs
 Winograd transforms its kernels (~14 us for LeNet's 64 x 32: a sixth of its batch-1 conv). A frozen
-copy does both once, as onnxruntime does when it creates a session. The copy is a snapshot, like an export: its
-parameters are read-only arrays that do not require grad, so nothing can change a weight behind its
-packed form; a weight replaced by a new array is simply read unpacked.
+copy does both once, as onnxruntime does when it creates a session. The copy is a snapshot, like an
+export: its parameters are read-only arrays that do not require grad, so nothing can change a weight
+behind its packed form; a weight replaced by a new array is simply read unpacked.
 """
 from __future__ import annotations
 
@@ -43,10 +43,9 @@ def freeze(module: Module) -> Module:
         if w is not None and type(w._data) is np.ndarray and w._data.dtype == np.float32 and w._data.ndim == 2:
             object.__setattr__(m, "_packed_weight", _C.gemm.PackedWeight(w._data))
         w = m._parameters.get("weight") if type(m) is Conv2d else None
-        if w is not None and type(w._data) is np.ndarray and w._data.dtype == np.float32 \
-                and w._data.shape[2:] == (3, 3) and w._data.flags.c_contiguous:
+        if w is not None and type(w._data) is np.ndarray and w._data.dtype == np.float32 and w._data.ndim == 4:
             packed = _C.conv.PackedConvWeight(w._data, m.groups)
-            if packed.nbytes:
+            if packed.nbytes:  # empty for kernels that never run Winograd
                 object.__setattr__(m, "_packed_weight", packed)
     return frozen
 
