@@ -73,7 +73,9 @@ def test_exported_model_gives_transformers_logits_at_any_batch_and_length(export
     with torch.no_grad():
         ref = hf(torch.tensor(ids)).logits.numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(got, model(ids).numpy(), rtol=1e-5, atol=1e-5)
+    # forgegrad's kernels and onnxruntime's sum in different orders (and per ISA: AVX-512 vs AVX2 tiles),
+    # so a logit of ~0.2 after several layers may differ by ~1e-5 between them.
+    np.testing.assert_allclose(got, model(ids).numpy(), rtol=1e-4, atol=5e-5)
 
 
 def test_bench_generate_times_onnxruntime_on_the_exported_prefill(decoder):
