@@ -207,3 +207,34 @@ def test_idle_pool_workers_sleep(threads):
     c0 = cpu()
     time.sleep(0.3)
     assert cpu() - c0 < 0.05
+
+
+def test_pool_backs_off_when_the_caller_waits_for_its_core(threads):
+    # The caller shares one CPU with a process that never sleeps: it waits on the run queue (Linux's
+    # schedstat counts it), and small regions must then run on the caller alone for a while.
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from forgegrad import _C
+    if not os.path.exists("/proc/thread-self/schedstat"):
+        pytest.skip("no /proc/thread-self/schedstat: the caller's test needs Linux's run-queue times")
+    threads(2)
+    cpu = min(os.sched_getaffinity(0))
+    old = os.sched_getaffinity(0)
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        os.sched_setaffinity(spinner.pid, {cpu})
+        os.sched_setaffinity(0, {cpu})  # this thread only
+        seen = set()
+        deadline = time.monotonic() + 5
+        while 1 not in seen and time.monotonic() < deadline:
+            seen.add(_C.runtime._threads_for(1000))
+            sum(range(2000))  # ~20 us of this thread's own work between regions
+    finally:
+        os.sched_setaffinity(0, old)
+        spinner.kill()
+        spinner.wait()
+    assert 1 in seen
+    assert _C.runtime._threads_for(1 << 40) == 2  # large regions keep their threads

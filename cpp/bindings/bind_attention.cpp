@@ -160,7 +160,7 @@ void forward_packed(const py::array& qkv, int64_t heads, float scale, const py::
   const float* src = QKV.f32();
   float* x = X.f32();
   // row (b, t) of qkv -> row t of stack (part, b * H + h); a copy, so any split of the rows is exact
-  fg::parallel_for(p.B * p.T, fg::grain_for_work(3 * p.C), [&](int64_t r0, int64_t r1) {
+  fg::parallel_for_work(p.B * p.T, 3 * p.C, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t b = r / p.T, t = r % p.T;
       for (int64_t part = 0; part < 3; ++part)

@@ -37,6 +37,9 @@ void bind(py::module_& m) {
   m.def("get_isa", []() { return std::string(fg::isa_name(fg::active_isa())); });
   m.def("set_num_threads", &fg::set_num_threads, py::arg("n"));
   m.def("get_num_threads", &fg::get_num_threads);
+  // The pool's thread count for a region of `work` units, as kernels get it (1 while it backs off
+  // after finding a thread descheduled, for work below kBusyMinWork): for the back-off's tests.
+  m.def("_threads_for", &fg::threads_for, py::arg("work"));
   // Self-test of the threading layer's error path: a scratch allocation of `floats` floats inside
   // every task of a parallel region (what kernels do). An impossible size must come back as
   // MemoryError, not terminate the process. Returns the number of tasks run.

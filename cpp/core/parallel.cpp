@@ -12,13 +12,19 @@
 // spinning on a 2-core machine: a worker that spins or yields between regions is always runnable, so
 // three threads share two cores; the worker sat on a run queue for ~80 % of the wall time, ran in ~10 %
 // of the regions, and the caller lost time slices to it. So the pool backs off when a thread is found
-// descheduled (a waiting worker's clock jumped, a woken worker started late, or the caller's count of
-// involuntary context switches grew): regions below kBusyMinWork run on the caller alone (threads_for)
-// and idle workers sleep, for 5 ms, doubling while each probe at its end fails (up to 1 s).
+// descheduled (a waiting worker's clock jumped, a woken worker started late, or the caller waited on a
+// run queue): regions below kBusyMinWork run on the caller alone (threads_for) and idle
+// workers sleep, for 5 ms, doubling while each probe at its end fails (up to 1 s).
+//
+// The caller's test reads the time it waited on a run queue. Its count of involuntary context switches,
+// the test before, also counted the few per second that any thread gets (a kernel worker runs for
+// microseconds): on a VM with 3-7 of them a second the back-off never ended, and 2-thread int8 GEMMs ran
+// on one thread.
 #include "forgegrad/parallel.h"
 
+#include <fcntl.h>
 #include <pthread.h>
-#include <sys/resource.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -65,8 +71,10 @@ constexpr int64_t kSpinNs = 50'000, kYieldNs = 1'000'000;
 constexpr int kMaxWorkers = 255;
 
 // Back-off on an oversubscribed machine. A waiting worker reads the clock every ~64 pauses (about a
-// microsecond); a gap of kDescheduled means the scheduler gave its core to another thread (on an idle
-// machine, even a woken worker starts within tens of microseconds).
+// microsecond); a gap of kDescheduled means the scheduler gave its core to another thread. A woken
+// worker that starts kDescheduled late counts too: that is the signal on a busy machine. (On an idle
+// machine a woken worker starts within tens of microseconds; on a 2-vCPU VM, now and then 400-700 us,
+// when the hypervisor is slow to wake an idle vCPU: a short back-off, the price of seeing busy machines.)
 constexpr int64_t kDescheduledNs = 200'000;
 constexpr int64_t kBackoffMinNs = 5'000'000, kBackoffMaxNs = 1'000'000'000;
 constexpr int64_t kProbeNs = 50'000'000;  // a descheduling this soon after a back-off ends doubles the next
@@ -87,20 +95,46 @@ void note_descheduled(int64_t now) {
   g_backoff_ns.store(backoff * 2 < kBackoffMaxNs ? backoff * 2 : kBackoffMaxNs, std::memory_order_relaxed);
 }
 
-// The caller can be the thread that loses its core (the worker alone on the other one): it counts
-// its own involuntary context switches, at most once a millisecond (a getrusage call, ~1 us).
+// The caller can be the thread that loses its core (the worker alone on the other one); its own clock
+// cannot tell (its parts are long). Linux counts the time each thread waits on a run queue, runnable
+// but not running (/proc/thread-self/schedstat, second field): at most once a millisecond the caller
+// reads it (a pread, ~1 us) and backs off when it grew by kDescheduledNs since the last reading. Where
+// the file cannot be read (not Linux, /proc not mounted) only the workers' tests apply.
+struct RunDelayFile {
+  int fd = -2;  // -2: not opened yet; -1: unavailable
+  ~RunDelayFile() { reset(); }
+  void reset() {
+    if (fd >= 0) close(fd);
+    fd = -2;
+  }
+  // Nanoseconds this thread has waited on a run queue, or -1.
+  int64_t read() {
+    if (fd == -2) fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    char buf[128];
+    const ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    if (n <= 0) return -1;
+    buf[n] = '\0';
+    char* rest = buf;
+    std::strtoll(buf, &rest, 10);  // time on a CPU
+    return std::strtoll(rest, nullptr, 10);
+  }
+};
+thread_local RunDelayFile t_run_delay;
+
 void sample_caller() {
-#ifdef RUSAGE_THREAD
-  thread_local int64_t next_sample = 0;
-  thread_local long last_switches = -1;
+  thread_local int64_t next_sample = 0, last_sample = 0;
+  thread_local int64_t last_delay = -1;
   const int64_t now = now_ns();
   if (now < next_sample) return;
   next_sample = now + 1'000'000;
-  rusage ru;
-  if (getrusage(RUSAGE_THREAD, &ru) != 0) return;
-  if (last_switches >= 0 && ru.ru_nivcsw > last_switches) note_descheduled(now);
-  last_switches = ru.ru_nivcsw;
-#endif
+  const int64_t delay = t_run_delay.read(), waited = delay - last_delay;
+  // At least 1/20 of the time since the last reading too: the waits of microseconds that any thread
+  // gets now and then add up over a long stretch without regions (a second of other work).
+  if (delay >= 0 && last_delay >= 0 && waited >= kDescheduledNs && waited * 20 >= now - last_sample)
+    note_descheduled(now);
+  last_delay = delay;
+  last_sample = now;
 }
 
 bool backing_off() {
@@ -261,6 +295,7 @@ void atfork_child() {
   g_pool_mutex = new std::mutex;  // the copy of the parent's is locked: start with a fresh one
   g_pool = nullptr;
   t_in_parallel = false;
+  t_run_delay.reset();  // opened in the parent, it reads the parent's thread
 }
 
 Pool* pool() {

@@ -153,7 +153,7 @@ void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* 
   uint8_t* xpd = xp.data();
   const int64_t C = g.C, H = g.H, W = g.W, pt = g.pt, pl = g.pl, pr = g.pr;
   const uint8_t xzp = static_cast<uint8_t>(a.x_zp);
-  parallel_for(g.N * Hp, grain_for_work(Wp * C), [&, C, H, W, pt, pl, pr, xzp](int64_t b, int64_t e) {
+  parallel_for_work(g.N * Hp, Wp * C, [&, C, H, W, pt, pl, pr, xzp](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const int64_t n = t / Hp, hp = t % Hp, h = hp - pt;
       uint8_t* __restrict row = xpd + t * Wp * C;
@@ -179,7 +179,7 @@ void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* 
   Bytes cols(2, M * lda + (kp - lda));
   uint8_t* cd = cols.data();
   const int64_t run = g.dw == 1 ? g.kw * C : C, runs = g.dw == 1 ? 1 : g.kw;
-  parallel_for(g.N * g.OH, grain_for_work(g.OW * lda), [&](int64_t b, int64_t e) {
+  parallel_for_work(g.N * g.OH, g.OW * lda, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {  // output row (n, oh): OW im2col rows
       const int64_t n = t / g.OH, oh = t % g.OH;
       im2col_rows(xpd + (n * Hp + oh * g.sh) * Wp * C, g.dh * Wp * C, g.kh, runs, run, g.dw * C, g.sw * C, g.OW, K, lda,
@@ -223,7 +223,7 @@ void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* 
   const uint8_t floor_q = g.relu ? static_cast<uint8_t>(a.out_zp) : 0;
   const int64_t PH = g.OH / g.ph, PW = g.OW / g.pw, OC = g.OC;
   const uint8_t* yd = yq.data();
-  parallel_for(g.N * PH, grain_for_work(PW * OC * g.ph * g.pw), [&](int64_t b, int64_t e) {
+  parallel_for_work(g.N * PH, PW * OC * g.ph * g.pw, [&](int64_t b, int64_t e) {
     std::vector<uint8_t> pooled(static_cast<size_t>(PW * OC));
     for (int64_t t = b; t < e; ++t) {
       const int64_t n = t / PH, r = t % PH;

@@ -86,17 +86,14 @@ template <class F>
 void call_part(void* ctx, int64_t part) {
   (*static_cast<F*>(ctx))(part);
 }
-}  // namespace detail
 
-// Calls f(begin_i, end_i) on disjoint ranges covering [0, n). Ranges are at least `grain` long;
-// runs inline when one thread suffices. f must write only outputs owned by its range.
+// parallel_for's body: ranges of at least `grain` items, threads for a region of about `work` units.
 template <class F>
-inline void parallel_for(int64_t n, int64_t grain, F&& f) {
+inline void parallel_ranges(int64_t n, int64_t grain, int64_t work, F&& f) {
   if (n <= 0) return;
   if (grain < 1) grain = 1;
   const int64_t max_chunks = (n + grain - 1) / grain;
-  // Each chunk holds at least kMinParallelWork (grain_for_work): a lower bound of the region's work.
-  int nt = threads_for(region_work(max_chunks, kMinParallelWork));
+  int nt = threads_for(work);
   if (nt > max_chunks) nt = static_cast<int>(max_chunks);
   if (nt <= 1) {
     f(int64_t(0), n);
@@ -108,8 +105,26 @@ inline void parallel_for(int64_t n, int64_t grain, F&& f) {
     int64_t b = n * t / T, e = n * (t + 1) / T;
     if (b < e) errors.run([&] { f(b, e); });
   };
-  detail::run_parts(T, nt, &detail::call_part<decltype(part)>, &part);
+  run_parts(T, nt, &call_part<decltype(part)>, &part);
   errors.rethrow();
+}
+}  // namespace detail
+
+// Calls f(begin_i, end_i) on disjoint ranges covering [0, n). Ranges are at least `grain` long;
+// runs inline when one thread suffices. f must write only outputs owned by its range.
+template <class F>
+inline void parallel_for(int64_t n, int64_t grain, F&& f) {
+  if (grain < 1) grain = 1;
+  // Each chunk holds at least kMinParallelWork (grain_for_work): a lower bound of the region's work.
+  detail::parallel_ranges(n, grain, region_work((n + grain - 1) / grain, kMinParallelWork), f);
+}
+
+// parallel_for over items that each cost about `work_per_item`: ranges of at least kMinParallelWork
+// (grain_for_work), and threads_for sees the region's whole work, so a large region (an int8 GEMM of
+// 2^27 multiply-adds cut into 32 panels) keeps its threads while the pool backs off.
+template <class F>
+inline void parallel_for_work(int64_t n, int64_t work_per_item, F&& f) {
+  detail::parallel_ranges(n, grain_for_work(work_per_item), region_work(n, work_per_item), f);
 }
 
 // Calls f(task) for task in [0, ntasks), spread over threads (tasks are claimed one at a time:

@@ -189,7 +189,7 @@ void attention_forward(const float* q, AttnLayout lq, const float* k, AttnLayout
   const int64_t evp = round_up(Ev, W), bcp = round_up(kBlk, W);
   // k^T of every key block, packed once (every query block of a head reads all of them)
   AlignedBuffer kt_all(N * kblocks * E * bcp);
-  parallel_for(N * kblocks, grain_for_work(kBlk * E), [&](int64_t b, int64_t e) {
+  parallel_for_work(N * kblocks, kBlk * E, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       const int64_t n = i / kblocks, c0 = (i % kblocks) * kBlk;
       transpose_padded(k + lk.base(n) + c0 * lk.sr, imin(kBlk, S - c0), E, lk.sr, kt_all.data() + i * E * bcp, bcp);

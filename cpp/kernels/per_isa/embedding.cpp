@@ -14,7 +14,7 @@ namespace FG_ISA_NS {
 void embedding_backward(const float* grad, const int64_t* starts, const int64_t* order, int64_t V, int64_t D,
                         int64_t padding_idx, float* grad_weight) {
   const int64_t n = starts[V];
-  parallel_for(V, grain_for_work(D + (V ? n * D / V : 0)), [&](int64_t b, int64_t e) {
+  parallel_for_work(V, D + (V ? n * D / V : 0), [&](int64_t b, int64_t e) {
     for (int64_t v = b; v < e; ++v) {
       float* out = grad_weight + v * D;
       for (int64_t d = 0; d < D; ++d) out[d] = 0.0f;

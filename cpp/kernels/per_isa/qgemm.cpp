@@ -393,7 +393,7 @@ void for_each_panel(const QGemmArgs& p, Task&& task, RangeEnd range_end = RangeE
   const int64_t mp = (p.M + kQPanelRows - 1) / kQPanelRows, np = qpad_n(p.N) / kQPackN;
   // ~8 int8 multiply-adds cost what one float multiply-add does in the fp32 kernels
   const int64_t work = std::min(kQPanelRows, p.M) * kQPackN * qpad_k(p.K) / 8;
-  parallel_for(mp * np, grain_for_work(work), [&](int64_t b, int64_t e) {
+  parallel_for_work(mp * np, work, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const int64_t nb = t / mp, pm = t % mp;
       const int64_t m0 = pm * kQPanelRows;
@@ -424,7 +424,7 @@ void run_avx2_exact(const QGemmArgs& p) {
   const int64_t kp = qpad_k(p.K), K4 = (p.K + 3) / 4;
   const int64_t mp = (p.M + kQPanelRows - 1) / kQPanelRows, np = qpad_n(p.N) / kQPackN;
   const int64_t work = std::min(kQPanelRows, p.M) * kQPackN * kp / 8;
-  parallel_for(mp * np, grain_for_work(work), [&](int64_t b, int64_t e) {
+  parallel_for_work(mp * np, work, [&](int64_t b, int64_t e) {
     static thread_local AlignedBuffer abuf, bbuf;  // int16 panels (sizes in floats: 2 int16 each)
     const size_t a_floats = static_cast<size_t>(kQPanelRows * kp / 2), b_floats = static_cast<size_t>(kQPackN * kp / 2);
     if (abuf.size() < a_floats) abuf.reset(a_floats);
@@ -482,7 +482,7 @@ void qgemm(const QGemmArgs& p, bool amx) {
   const int64_t mp = (p.M + kQPanelRows - 1) / kQPanelRows, nbs = qpad_n(p.N) / kQPackN;
   const int64_t ng = (nbs + kAmxCols - 1) / kAmxCols;
   const int64_t work = std::min(kQPanelRows, p.M) * kQPackN * kAmxCols * qpad_k(p.K) / 8;
-  parallel_for(mp * ng, grain_for_work(work), [&](int64_t b, int64_t e) {
+  parallel_for_work(mp * ng, work, [&](int64_t b, int64_t e) {
     alignas(64) int32_t acc[32 * kAccLd];
     // Activation rows that are not on 64-byte boundaries are copied, 32 rows at a time, to an
     // aligned slice that every column block of the task then reads.

@@ -86,7 +86,7 @@ void qlinear_weight_only(const float* x, int64_t M, int64_t K, const int8_t* w, 
     }
   };
   const int64_t nblocks = (N + kWoCols - 1) / kWoCols;
-  parallel_for(nblocks, grain_for_work(M * K * kWoCols), [&](int64_t b0, int64_t b1) {
+  parallel_for_work(nblocks, M * K * kWoCols, [&](int64_t b0, int64_t b1) {
 #if defined(__AVX2__) && !defined(__AVX512F__)
     // AVX2 build: the outputs [n0, n1) are cut into kWoCols equal runs and each pass takes the i-th
     // row of every run, so the weight streams in as kWoCols long sequential reads instead of

@@ -68,7 +68,7 @@ void qminmax_f32(const float* x, int64_t n, float* mn, float* mx) {
 void qquantize_u8(const float* x, int64_t M, int64_t K, int64_t ldx, float inv_scale, int32_t zp, int32_t qmin,
                   int32_t qmax, uint8_t* out, int64_t ldo, int64_t pad_to) {
   const float fz = static_cast<float>(zp), flo = static_cast<float>(qmin), fhi = static_cast<float>(qmax);
-  parallel_for(M, grain_for_work(K), [&](int64_t b, int64_t e) {
+  parallel_for_work(M, K, [&](int64_t b, int64_t e) {
     for (int64_t m = b; m < e; ++m) {
       const float* xr = x + m * ldx;
       uint8_t* o = out + m * ldo;

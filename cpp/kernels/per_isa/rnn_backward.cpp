@@ -251,7 +251,7 @@ void rnn_backward(const RnnBackwardArgs& a) {
     const int64_t N = I + H;
     AlignedBuffer xh(static_cast<size_t>(T * B * N));
     AlignedBuffer gw(static_cast<size_t>(GH * N));
-    parallel_for(T, grain_for_work(B * (I + H)), [&](int64_t t0, int64_t t1) {
+    parallel_for_work(T, B * (I + H), [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const float* hp = h_prev_row(t);
         for (int64_t b = 0; b < B; ++b) {
@@ -262,7 +262,7 @@ void rnn_backward(const RnnBackwardArgs& a) {
       }
     });
     FG_ISA_NS::sgemm(true, false, GH, N, T * B, 1.0f, dGi, GH, xh.data(), N, 0.0f, gw.data(), N);
-    parallel_for(GH, grain_for_work(I + H), [&](int64_t r0, int64_t r1) {
+    parallel_for_work(GH, I + H, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         std::memcpy(a.gw_ih + r * I, gw.data() + r * N, sizeof(float) * I);
         std::memcpy(a.gw_hh + r * H, gw.data() + r * N + I, sizeof(float) * H);

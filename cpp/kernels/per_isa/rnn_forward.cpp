@@ -137,7 +137,7 @@ void rnn_forward(const RnnForwardArgs& a) {
       if (!gru && a.b_hh) v += a.b_hh[n];
       bv[n] = v;
     }
-    parallel_for(T * B, grain_for_work(GH), [&](int64_t r0, int64_t r1) {
+    parallel_for_work(T * B, GH, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) std::memcpy(xg + r * GH, bv, sizeof(float) * GH);
     });
   }

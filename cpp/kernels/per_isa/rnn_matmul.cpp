@@ -38,7 +38,7 @@ int64_t row_chunks(int64_t panels, int64_t rows) {
 
 void pack_transposed(const float* W_, int64_t ldw, int64_t K, int64_t N, float* P) {
   int64_t np = num_panels(N);
-  parallel_for(np, grain_for_work(K * kRnnNR), [&](int64_t p0, int64_t p1) {
+  parallel_for_work(np, K * kRnnNR, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       float* dst = P + p * K * kRnnNR;
       for (int c = 0; c < kRnnNR; ++c) {
@@ -56,7 +56,7 @@ void pack_transposed(const float* W_, int64_t ldw, int64_t K, int64_t N, float* 
 
 void pack_plain(const float* W_, int64_t ldw, int64_t K, int64_t N, float* P) {
   int64_t np = num_panels(N);
-  parallel_for(np, grain_for_work(K * kRnnNR), [&](int64_t p0, int64_t p1) {
+  parallel_for_work(np, K * kRnnNR, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       float* dst = P + p * K * kRnnNR;
       int64_t n0 = p * kRnnNR;
@@ -364,7 +364,7 @@ const float* aligned_rows(const float* W_, int64_t rows, int64_t cols, int64_t l
   const int64_t lda = (cols + 15) / 16 * 16;
   buf.reset(static_cast<size_t>(rows * lda));
   float* dst = buf.data();
-  parallel_for(rows, grain_for_work(cols), [&](int64_t r0, int64_t r1) {
+  parallel_for_work(rows, cols, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       std::memcpy(dst + r * lda, W_ + r * ld, sizeof(float) * cols);
       for (int64_t c = cols; c < lda; ++c) dst[r * lda + c] = 0.0f;
@@ -377,7 +377,7 @@ const float* aligned_rows(const float* W_, int64_t rows, int64_t cols, int64_t l
 void column_sums(const float* X, int64_t R, int64_t N, float* out) {
   constexpr int64_t kCols = 4 * W;
   int64_t nchunks = (N + kCols - 1) / kCols;
-  parallel_for(nchunks, grain_for_work(R * kCols), [&](int64_t q0, int64_t q1) {
+  parallel_for_work(nchunks, R * kCols, [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; ++q) {
       int64_t n0 = q * kCols;
       int nc = static_cast<int>(N - n0 < kCols ? N - n0 : kCols);
