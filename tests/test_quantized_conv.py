@@ -15,6 +15,9 @@ GEOMETRIES = [
     ((1, 3, 10, 9), (2, 3, 3, 3), (1, 2), (2, 0), (2, 1)),          # dilation, padding on one axis
     ((2, 4, 6, 6), (33, 4, 1, 1), (1, 1), (0, 0), (1, 1)),          # 1x1, OC past one 32-column block
     ((2, 17, 5, 8), (3, 17, 5, 5), (1, 1), "same", (1, 1)),         # K = 425 (not a multiple of 64), "same"
+    # rows of K <= 16 bytes, assembled whole (im2col_short_rows): 8-byte runs filling K = 16, strides
+    ((2, 2, 7, 9), (3, 2, 2, 4), (2, 3), (1, 0), (1, 1)),
+    ((1, 1, 8, 8), (5, 1, 5, 3), (1, 2), (2, 1), (1, 1)),           # K = 15, five kernel rows
 ]
 
 
