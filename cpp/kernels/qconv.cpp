@@ -152,6 +152,20 @@ void im2col_short_rows(const uint8_t* in, int64_t in_ld, int64_t kh, int64_t run
   }
 }
 
+// True when every byte of p[0, n) is below 128: an OR of 8-byte words (a running byte in a local that
+// lambdas capture by reference stays in memory, one store per byte: 0.6 ms at LeNet's conv2, batch 64).
+bool all_below_128(const uint8_t* p, int64_t n) {
+  uint64_t acc = 0;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t v;
+    std::memcpy(&v, p + i, sizeof v);
+    acc |= v;
+  }
+  for (; i < n; ++i) acc |= p[i];
+  return (acc & 0x8080808080808080ull) == 0;
+}
+
 }  // namespace
 
 void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* y) {
@@ -211,11 +225,8 @@ void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* 
   });
   std::memset(cd + M * lda, 0, static_cast<size_t>(kp - lda));
 
-  // every byte <= 127 lets the AVX2 kernel use vpmaddubsw (same integers); an OR of all bytes (not
-  // an early exit, not std::max, which keeps the running value in memory) so that it vectorizes
-  uint8_t any = 0;
-  const int64_t nq = g.N * g.C * HW;
-  for (int64_t i = 0; i < nq; ++i) any |= qs[i];
+  // every byte <= 127 lets the AVX2 kernel use vpmaddubsw (same integers)
+  const bool below_128 = all_below_128(qs, g.N * g.C * HW);
 
   // 3. the GEMM, requantized to u8 in the output qparams (into the scratch of step 1: done with)
   Bytes yq(0, M * g.OC);
@@ -235,7 +246,7 @@ void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* 
   q.bias = a.bias;
   q.out_inv_scale = a.out_inv_scale;
   q.out_zp = a.out_zp;
-  q.a_7bit = (any & 0x80) == 0 && a.x_zp < 128;
+  q.a_7bit = below_128 && a.x_zp < 128;
   qgemm(q);
 
   // 4. ReLU and pool on the bytes, then dequantize into NCHW through a table of the 256 values

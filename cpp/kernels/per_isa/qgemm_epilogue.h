@@ -20,27 +20,34 @@ constexpr int kAccLd = 32;           // row stride of the s32 scratch block
 // as the scalar code below (exact int32 subtraction, one conversion, one multiply, one add; max/min
 // operand order as the scalar comparisons, so NaN and -0 give the same results).
 void epilogue_32(const QGemmArgs& p, const int32_t* acc, int64_t m0, int rows, int64_t n0) {
+  if (p.out == QOut::s32) {
+    for (int r = 0; r < rows; ++r)
+      std::memcpy(static_cast<int32_t*>(p.c) + (m0 + r) * p.ldc + n0, acc + r * kAccLd, sizeof(int32_t) * 32);
+    return;
+  }
+  // The per-column terms, once per block (not per row): a_zp * colsum, scale, bias.
   const __m512i azp = _mm512_set1_epi32(p.a_zp);
+  __m512i zc[2];
+  __m512 scale[2], bias[2];
+  for (int h = 0; h < 2; ++h) {
+    const int64_t n = n0 + 16 * h;
+    zc[h] = _mm512_mullo_epi32(azp, _mm512_loadu_si512(p.colsum + n));
+    scale[h] = _mm512_loadu_ps(p.scale + n);
+    bias[h] = p.bias ? _mm512_loadu_ps(p.bias + n) : _mm512_setzero_ps();
+  }
+  const __m512 inv = _mm512_set1_ps(p.out_inv_scale), ozp = _mm512_set1_ps(static_cast<float>(p.out_zp));
   for (int r = 0; r < rows; ++r) {
     const int32_t* s = acc + r * kAccLd;
     const int64_t row = (m0 + r) * p.ldc + n0;
     for (int h = 0; h < 2; ++h) {
-      const __m512i sum = _mm512_loadu_si512(s + 16 * h);
-      if (p.out == QOut::s32) {
-        _mm512_storeu_si512(static_cast<int32_t*>(p.c) + row + 16 * h, sum);
-        continue;
-      }
-      const int64_t n = n0 + 16 * h;
-      const __m512i zc = _mm512_mullo_epi32(azp, _mm512_loadu_si512(p.colsum + n));
-      __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(sum, zc)), _mm512_loadu_ps(p.scale + n));
-      if (p.bias) v = _mm512_add_ps(v, _mm512_loadu_ps(p.bias + n));
+      __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_loadu_si512(s + 16 * h), zc[h])), scale[h]);
+      if (p.bias) v = _mm512_add_ps(v, bias[h]);
       if (p.relu) v = _mm512_max_ps(v, _mm512_setzero_ps());  // v > 0 ? v : 0 (NaN, -0 -> 0)
       if (p.out == QOut::f32) {
         _mm512_storeu_ps(static_cast<float*>(p.c) + row + 16 * h, v);
       } else {
-        __m512 t = _mm512_add_ps(_mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(p.out_inv_scale)),
-                                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
-                                 _mm512_set1_ps(static_cast<float>(p.out_zp)));
+        __m512 t = _mm512_add_ps(
+            _mm512_roundscale_ps(_mm512_mul_ps(v, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), ozp);
         t = _mm512_min_ps(t, _mm512_set1_ps(255.0f));  // NaN -> 255, as the scalar code
         t = _mm512_max_ps(t, _mm512_setzero_ps());
         _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint8_t*>(p.c) + row + 16 * h),
