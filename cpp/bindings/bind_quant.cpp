@@ -403,8 +403,7 @@ py::tuple rnn_dynamic_layer(int mode, const py::handle& gi, const py::handle& pa
   }
   {
     py::gil_scoped_release release;
-    std::vector<float> h(H0, H0 + B * H), c, gh(static_cast<size_t>(B * GH)), g(static_cast<size_t>(GH)),
-        th(static_cast<size_t>(H)), scale(static_cast<size_t>(GH));
+    std::vector<float> h(H0, H0 + B * H), c, gh(static_cast<size_t>(B * GH)), scale(static_cast<size_t>(GH));
     if (C0) c.assign(C0, C0 + B * H);
     const int64_t lda = fg::qpad_k(H);
     std::vector<uint8_t> buf(static_cast<size_t>(B * lda));
@@ -430,27 +429,9 @@ py::tuple rnn_dynamic_layer(int mode, const py::handle& gi, const py::handle& pa
       for (int64_t n = 0; n < GH; ++n) scale[n] = qp.scale * p.w_scale[n];
       q.a_zp = qp.zero_point;
       fg::qgemm(q);
-      for (int64_t b = 0; b < B; ++b) {
-        const float* a = GI + (t * B + b) * GH;
-        const float* r = gh.data() + b * GH;
-        float* hb = h.data() + b * H;
-        if (mode == 0) {  // i, f, g, o
-          for (int64_t j = 0; j < GH; ++j) g[j] = a[j] + r[j];
-          fg::rnn_activation(0, g.data(), g.data(), 2 * H);
-          fg::rnn_activation(1, g.data() + 2 * H, g.data() + 2 * H, H);
-          fg::rnn_activation(0, g.data() + 3 * H, g.data() + 3 * H, H);
-          float* cb = c.data() + b * H;
-          for (int64_t j = 0; j < H; ++j) cb[j] = g[H + j] * cb[j] + g[j] * g[2 * H + j];
-          fg::rnn_activation(1, cb, th.data(), H);
-          for (int64_t j = 0; j < H; ++j) hb[j] = g[3 * H + j] * th[j];
-        } else {  // r, z, n
-          for (int64_t j = 0; j < 2 * H; ++j) g[j] = a[j] + r[j];
-          fg::rnn_activation(0, g.data(), g.data(), 2 * H);
-          for (int64_t j = 0; j < H; ++j) g[2 * H + j] = a[2 * H + j] + g[j] * r[2 * H + j];
-          fg::rnn_activation(1, g.data() + 2 * H, g.data() + 2 * H, H);
-          for (int64_t j = 0; j < H; ++j) hb[j] = (1.0f - g[H + j]) * g[2 * H + j] + g[H + j] * hb[j];
-        }
-      }
+      for (int64_t b = 0; b < B; ++b)
+        fg::rnn_dynamic_cell(mode, H, GI + (t * B + b) * GH, gh.data() + b * GH, mode == 0 ? c.data() + b * H : nullptr,
+                             h.data() + b * H);
       std::copy(h.begin(), h.end(), Y + t * B * H);
     }
     std::copy(h.begin(), h.end(), HN);

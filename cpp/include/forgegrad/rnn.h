@@ -73,6 +73,13 @@ FG_KERNEL(void, rnn_backward, (const RnnBackwardArgs& a), (a))
 // The activations the gate passes use, exposed for accuracy tests: kind 0 = sigmoid, 1 = tanh,
 // 2 = exp. y[i] = f(x[i]) for i < n.
 FG_KERNEL(void, rnn_activation, (int kind, const float* x, float* y, int64_t n), (kind, x, y, n))
+// The gate pass of the dynamic-int8 LSTM (mode 0) / GRU (mode 1) for one batch row, after the recurrent
+// product: a (G*H) = W_i x + b_i, r (G*H) = W_h h + b_h; c (H, LSTM only) and h (H) are updated in
+// place. Plain multiplies and adds (no FMA), the sigmoid / tanh of rnn_activation: the same bits on
+// every ISA path. LSTM: i, f, o = sigmoid, z = tanh of a + r; c = f * c + i * z; h = o * tanh(c). GRU:
+// r_, u = sigmoid(a + r); n = tanh(a_n + r_ * r_n); h = (1 - u) * n + u * h.
+FG_KERNEL(void, rnn_dynamic_cell, (int mode, int64_t H, const float* a, const float* r, float* c, float* h),
+          (mode, H, a, r, c, h))
 
 #ifdef FG_ISA_NS
 // Pieces shared by the per-ISA sources cpp/kernels/per_isa/rnn_*.cpp.

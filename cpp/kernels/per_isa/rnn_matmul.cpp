@@ -417,5 +417,34 @@ void rnn_activation(int kind, const float* x, float* y, int64_t n) {
   }
 }
 
+void rnn_dynamic_cell(int mode, int64_t H, const float* a, const float* r, float* c, float* h) {
+  for (int64_t j = 0; j < H; j += W) {
+    const int m = H - j < W ? static_cast<int>(H - j) : W;
+    auto ld = [m](const float* p) { return m == W ? vload(p) : vload_n(p, m); };
+    vf hn;
+    if (mode == 0) {
+      const vf i = vsigmoid(vadd(ld(a + j), ld(r + j)));
+      const vf f = vsigmoid(vadd(ld(a + H + j), ld(r + H + j)));
+      const vf z = vtanh(vadd(ld(a + 2 * H + j), ld(r + 2 * H + j)));
+      const vf o = vsigmoid(vadd(ld(a + 3 * H + j), ld(r + 3 * H + j)));
+      const vf cn = vadd(vmul(f, ld(c + j)), vmul(i, z));
+      if (m == W)
+        vstore(c + j, cn);
+      else
+        vstore_n(c + j, cn, m);
+      hn = vmul(o, vtanh(cn));
+    } else {
+      const vf rg = vsigmoid(vadd(ld(a + j), ld(r + j)));
+      const vf u = vsigmoid(vadd(ld(a + H + j), ld(r + H + j)));
+      const vf n = vtanh(vadd(ld(a + 2 * H + j), vmul(rg, ld(r + 2 * H + j))));
+      hn = vadd(vmul(vsub(vset1(1.0f), u), n), vmul(u, ld(h + j)));
+    }
+    if (m == W)
+      vstore(h + j, hn);
+    else
+      vstore_n(h + j, hn, m);
+  }
+}
+
 }  // namespace FG_ISA_NS
 }  // namespace fg
