@@ -41,7 +41,8 @@ def _ref(a, w):
     return a.astype(np.int64) @ w.astype(np.int64).T
 
 
-SHAPES = [(1, 1, 1), (5, 7, 3), (17, 33, 64), (33, 65, 130), (2, 300, 7), (70, 40, 784), (1, 10, 128)]
+SHAPES = [(1, 1, 1), (5, 7, 3), (17, 33, 64), (33, 65, 130), (2, 300, 7), (70, 40, 784), (1, 10, 128),
+          (1, 40, 37), (2, 33, 41)]  # (one- and two-row GEMVs: K4 not a multiple of their accumulator sets)
 
 
 @pytest.mark.parametrize("amax", [255, 127])  # 127: 7-bit activations (the AVX2 kernel's vpmaddubsw path)
