@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 import forgegrad as fg
@@ -209,17 +211,16 @@ def test_idle_pool_workers_sleep(threads):
     assert cpu() - c0 < 0.05
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/thread-self/schedstat"),
+                    reason="no /proc/thread-self/schedstat: the caller's test needs Linux's run-queue times")
 def test_pool_backs_off_when_the_caller_waits_for_its_core(threads):
     # The caller shares one CPU with a process that never sleeps: it waits on the run queue (Linux's
     # schedstat counts it), and small regions must then run on the caller alone for a while.
-    import os
     import subprocess
     import sys
     import time
 
     from forgegrad import _C
-    if not os.path.exists("/proc/thread-self/schedstat"):
-        pytest.skip("no /proc/thread-self/schedstat: the caller's test needs Linux's run-queue times")
     threads(2)
     cpu = min(os.sched_getaffinity(0))
     old = os.sched_getaffinity(0)

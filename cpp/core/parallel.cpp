@@ -15,11 +15,8 @@
 // descheduled (a waiting worker's clock jumped, a woken worker started late, or the caller waited on a
 // run queue): regions below kBusyMinWork run on the caller alone (threads_for) and idle
 // workers sleep, for 5 ms, doubling while each probe at its end fails (up to 1 s).
-//
-// The caller's test reads the time it waited on a run queue. Its count of involuntary context switches,
-// the test before, also counted the few per second that any thread gets (a kernel worker runs for
-// microseconds): on a VM with 3-7 of them a second the back-off never ended, and 2-thread int8 GEMMs ran
-// on one thread.
+// (The caller measures time lost, not involuntary context switches: any thread gets a few short ones a
+// second, 3-7 on a 2-vCPU VM, and counting them kept the pool backed off on an idle machine.)
 #include "forgegrad/parallel.h"
 
 #include <fcntl.h>
