@@ -30,6 +30,9 @@ def add_parser(sub):
     p.add_argument("--threads", nargs="+", default=["1"], metavar="N",
                    help="thread counts to run at: --threads 1 2 or --threads 1,2 (default 1)")
     p.add_argument("--quick", action="store_true", help="fewer workloads and repeats")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cpu (default): the CPU suites; cuda: the GPU suite (forgegrad's CUDA kernels against "
+                        "torch's cuBLAS/cuDNN on the same GPU), the same as SUITE cuda")
     p.add_argument("--report", default=None, metavar="DIR",
                    help="write DIR/report.md (machine fingerprint, tables), DIR/results.json and the charts")
     g = p.add_argument_group("scaling")
@@ -88,6 +91,10 @@ def run(args, log=print):
         return run_scaling(args, threads, log)
     bench = require("forgegrad.bench", None, what="benchmarks (forgegrad.bench)")
     registered = bench.suites()
+    if getattr(args, "device", "cpu") == "cuda":
+        if args.suite not in ("all", "cuda"):
+            raise UsageError(f"--device cuda runs the cuda suite; got suite {args.suite!r} (a CPU suite)")
+        args.suite = "cuda"
     names = resolve_suites(args.suite, registered)
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if var in os.environ:
