@@ -18,6 +18,10 @@ GEOMETRIES = [
     # rows of K <= 16 bytes, assembled whole (im2col_short_rows): 8-byte runs filling K = 16, strides
     ((2, 2, 7, 9), (3, 2, 2, 4), (2, 3), (1, 0), (1, 1)),
     ((1, 1, 8, 8), (5, 1, 5, 3), (1, 2), (2, 1), (1, 1)),           # K = 15, five kernel rows
+    # channels-last repack and dequantize in 16 x 16 byte tiles: a full and a partial channel tile,
+    # rows over two tiles (W, OW = 21), OC over one full and a partial tile; then a partial tile only
+    ((2, 19, 5, 21), (22, 19, 3, 3), (1, 1), (1, 1), (1, 1)),
+    ((1, 4, 3, 35), (3, 4, 1, 2), (1, 1), (0, 0), (1, 1)),
 ]
 
 
@@ -102,6 +106,7 @@ FUSED = [
     ((3, 5, 7, 6), (40, 5, 3, 3), (1, 1), (3, 2), False),    # pool only, rectangular window, OC past 32
     ((2, 6, 6, 6), (9, 6, 3, 3), (0, 0), (1, 1), True),      # ReLU only
     ((1, 32, 6, 6), (64, 32, 3, 3), (1, 1), (2, 2), True),   # LeNet's second block (K = 288)
+    ((2, 3, 4, 38), (20, 3, 3, 3), (1, 1), (2, 2), True),    # pooled rows of 19 (two dequantize tiles), OC 20
 ]
 
 

@@ -103,13 +103,105 @@ void pool_row(const uint8_t* src, int64_t row_ld, int64_t ph, int64_t pw, int64_
   }
 }
 
-// The pooled row (PW x OC bytes, channels last) into NCHW floats: y_plane[o * plane + c] = lut[byte].
-void dequant_row(const uint8_t* __restrict pooled, int64_t PW, int64_t OC, const float* __restrict lut, int64_t plane,
-                 float* __restrict y) {
-  for (int64_t o = 0; o < OC; ++o) {
-    float* __restrict dst = y + o * plane;
-    for (int64_t c = 0; c < PW; ++c) dst[c] = lut[pooled[c * OC + o]];
+#if defined(__SSE2__)
+// in[r] holds row r of a 16 x 16 byte tile; out[c] gets column c (byte r = in[r][c]). Four rounds of
+// unpacks, each doubling the run of one column's bytes (1, 2, 4, 8, then 16).
+inline void transpose_16x16(const __m128i in[16], __m128i out[16]) {
+  __m128i t[16], u[16], v[16];
+  for (int k = 0; k < 8; ++k) {  // t[k]: columns 0-7, rows 2k, 2k+1; t[8 + k]: columns 8-15
+    t[k] = _mm_unpacklo_epi8(in[2 * k], in[2 * k + 1]);
+    t[8 + k] = _mm_unpackhi_epi8(in[2 * k], in[2 * k + 1]);
   }
+  for (int h = 0; h < 2; ++h)  // u[4q + k]: columns 4q..4q+3, rows 4k..4k+3
+    for (int k = 0; k < 4; ++k) {
+      u[8 * h + k] = _mm_unpacklo_epi16(t[8 * h + 2 * k], t[8 * h + 2 * k + 1]);
+      u[8 * h + 4 + k] = _mm_unpackhi_epi16(t[8 * h + 2 * k], t[8 * h + 2 * k + 1]);
+    }
+  for (int q = 0; q < 4; ++q)  // v[4q + 2k]: columns 4q, 4q+1, rows 8k..8k+7; v[4q + 2k + 1]: columns 4q+2, 4q+3
+    for (int k = 0; k < 2; ++k) {
+      v[4 * q + 2 * k] = _mm_unpacklo_epi32(u[4 * q + 2 * k], u[4 * q + 2 * k + 1]);
+      v[4 * q + 2 * k + 1] = _mm_unpackhi_epi32(u[4 * q + 2 * k], u[4 * q + 2 * k + 1]);
+    }
+  for (int q = 0; q < 4; ++q) {
+    out[4 * q + 0] = _mm_unpacklo_epi64(v[4 * q + 0], v[4 * q + 2]);
+    out[4 * q + 1] = _mm_unpackhi_epi64(v[4 * q + 0], v[4 * q + 2]);
+    out[4 * q + 2] = _mm_unpacklo_epi64(v[4 * q + 1], v[4 * q + 3]);
+    out[4 * q + 3] = _mm_unpackhi_epi64(v[4 * q + 1], v[4 * q + 3]);
+  }
+}
+
+// A rows x 16 tile from src (rows ld apart, 16 bytes read per row: the caller's buffer has the
+// slack), transposed; rows past `rows` read as zero.
+inline void load_transposed(const uint8_t* src, int64_t ld, int64_t rows, __m128i out[16]) {
+  __m128i in[16];
+  for (int64_t r = 0; r < 16; ++r)
+    in[r] = r < rows ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + r * ld)) : _mm_setzero_si128();
+  transpose_16x16(in, out);
+}
+#endif
+
+// One image row of a quantized NCHW batch (channel c's row at src + c * plane, W bytes) into channels
+// last (dst[w * C + c]); 16 x 16 byte tiles, so reads run up to 15 bytes past a row (buffer slack).
+void nchw_row_to_nhwc(const uint8_t* src, int64_t plane, int64_t C, int64_t W, uint8_t* __restrict dst) {
+  int64_t c0 = 0;
+#if defined(__SSE2__)
+  for (; c0 + 16 <= C || (c0 < C && C >= 4); c0 += 16) {
+    const int64_t cn = std::min<int64_t>(16, C - c0);
+    for (int64_t w0 = 0; w0 < W; w0 += 16) {
+      __m128i cols[16];
+      load_transposed(src + c0 * plane + w0, plane, cn, cols);
+      for (int64_t j = 0; j < std::min<int64_t>(16, W - w0); ++j) {
+        uint8_t* d = dst + (w0 + j) * C + c0;
+        if (cn == 16) {
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(d), cols[j]);
+        } else {
+          alignas(16) uint8_t tmp[16];
+          _mm_store_si128(reinterpret_cast<__m128i*>(tmp), cols[j]);
+          std::memcpy(d, tmp, static_cast<size_t>(cn));
+        }
+      }
+    }
+  }
+#endif
+  for (; c0 < C; ++c0)
+    for (int64_t w = 0; w < W; ++w) dst[w * C + c0] = src[c0 * plane + w];
+}
+
+// The pooled row (PW x OC bytes, channels last; 16 bytes of slack after it) into NCHW floats:
+// y[o * plane + c] = (float(byte) - zp) * s, the dequantize's expression (SIMD: the same two roundings).
+void dequant_row(const uint8_t* __restrict pooled, int64_t PW, int64_t OC, float zp, float s, int64_t plane,
+                 float* __restrict y) {
+  int64_t o0 = 0;
+#if defined(__SSE2__)
+  const __m128i zero = _mm_setzero_si128();
+  const __m128 zpv = _mm_set1_ps(zp), sv = _mm_set1_ps(s);
+  for (; o0 < OC; o0 += 16) {
+    const int64_t on = std::min<int64_t>(16, OC - o0);
+    for (int64_t c0 = 0; c0 < PW; c0 += 16) {
+      const int64_t cn = std::min<int64_t>(16, PW - c0);
+      __m128i chans[16];
+      load_transposed(pooled + c0 * OC + o0, OC, cn, chans);
+      for (int64_t j = 0; j < on; ++j) {
+        float* __restrict d = y + (o0 + j) * plane + c0;
+        const __m128i lo = _mm_unpacklo_epi8(chans[j], zero), hi = _mm_unpackhi_epi8(chans[j], zero);
+        const __m128i words[4] = {_mm_unpacklo_epi16(lo, zero), _mm_unpackhi_epi16(lo, zero),
+                                  _mm_unpacklo_epi16(hi, zero), _mm_unpackhi_epi16(hi, zero)};
+        for (int64_t k = 0; k * 4 < cn; ++k) {
+          const __m128 f = _mm_mul_ps(_mm_sub_ps(_mm_cvtepi32_ps(words[k]), zpv), sv);
+          if (k * 4 + 4 <= cn) {
+            _mm_storeu_ps(d + k * 4, f);
+          } else {
+            alignas(16) float tmp[4];
+            _mm_store_ps(tmp, f);
+            for (int64_t i = 0; k * 4 + i < cn; ++i) d[k * 4 + i] = tmp[i];
+          }
+        }
+      }
+    }
+  }
+#endif
+  for (; o0 < OC; ++o0)
+    for (int64_t c = 0; c < PW; ++c) y[o0 * plane + c] = (static_cast<float>(pooled[c * OC + o0]) - zp) * s;
 }
 
 // im2col rows m0..m1 of one output row (n, oh): `taps` runs of `run` bytes per kernel row i. The
@@ -177,7 +269,8 @@ void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* 
   if (M == 0 || g.OC == 0) return;
 
   // 1. quantize (NCHW, row by row), then into padded channels-last rows filled with the zero point
-  Bytes q_nchw(0, g.N * g.C * HW), xp(1, g.N * Hp * Wp * g.C + 16);  // (slack: im2col_short_rows)
+  // (16 bytes of slack on each: the 16-byte tile reads of nchw_row_to_nhwc and im2col_short_rows)
+  Bytes q_nchw(0, g.N * g.C * HW + 16), xp(1, g.N * Hp * Wp * g.C + 16);
   // (one row per plane: x is contiguous, and short rows cost the kernel a tail each)
   if (HW > 0) qquantize_u8(x, g.N * g.C, HW, HW, a.x_inv_scale, a.x_zp, 0, 255, q_nchw.data(), HW, HW);
   // The byte loops below read the sizes from locals: a store through a uint8_t* may alias any
@@ -198,12 +291,10 @@ void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* 
       std::memset(row + (pl + W) * C, xzp, static_cast<size_t>(pr * C));
       const uint8_t* __restrict src = qs + (n * C * H + h) * W;  // channel c at src + c * HW
       uint8_t* __restrict dst = row + pl * C;
-      if (C == 1) {
+      if (C == 1)
         std::memcpy(dst, src, static_cast<size_t>(W));
-      } else {
-        for (int64_t w = 0; w < W; ++w)
-          for (int64_t c = 0; c < C; ++c) dst[w * C + c] = src[c * HW + w];
-      }
+      else
+        nchw_row_to_nhwc(src, HW, C, W, dst);
     }
   });
 
@@ -249,21 +340,18 @@ void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* 
   q.a_7bit = below_128 && a.x_zp < 128;
   qgemm(q);
 
-  // 4. ReLU and pool on the bytes, then dequantize into NCHW through a table of the 256 values
-  // (each entry the same float expression as the dequantize: y = (float(q) - zp) * scale). ReLU is
+  // 4. ReLU and pool on the bytes, then dequantize into NCHW: y = (float(q) - zp) * scale. ReLU is
   // max(q, zp): the dequantized zero point is +0, what the float ReLU gives for negatives.
-  float lut[256];
   const float zp = static_cast<float>(a.out_zp), s = a.out_scale;
-  for (int v = 0; v < 256; ++v) lut[v] = (static_cast<float>(v) - zp) * s;
   const uint8_t floor_q = g.relu ? static_cast<uint8_t>(a.out_zp) : 0;
   const int64_t PH = g.OH / g.ph, PW = g.OW / g.pw, OC = g.OC;
   const uint8_t* yd = yq.data();
   parallel_for_work(g.N * PH, PW * OC * g.ph * g.pw, [&](int64_t b, int64_t e) {
-    std::vector<uint8_t> pooled(static_cast<size_t>(PW * OC));
+    std::vector<uint8_t> pooled(static_cast<size_t>(PW * OC + 16));  // (slack: dequant_row's tile reads)
     for (int64_t t = b; t < e; ++t) {
       const int64_t n = t / PH, r = t % PH;
       pool_row(yd + (n * g.OH + r * g.ph) * g.OW * OC, g.OW * OC, g.ph, g.pw, PW, OC, floor_q, pooled.data());
-      dequant_row(pooled.data(), PW, OC, lut, PH * PW, y + (n * OC * PH + r) * PW);
+      dequant_row(pooled.data(), PW, OC, zp, s, PH * PW, y + (n * OC * PH + r) * PW);
     }
   });
 }
