@@ -37,7 +37,7 @@ def _layer(xs, ws, seed):
 
 @pytest.mark.parametrize("xs, ws, stride, padding, dilation", GEOMETRIES)
 def test_conv2d_f32_equals_the_im2col_reference_on_every_path_and_thread_count(xs, ws, stride, padding, dilation,
-                                                                              threads, use_int8_path):
+                                                                              threads, use_int8_path, simd_path):
     x, w, w_scale, bias, packed = _layer(xs, ws, 0)
     xq_params, out_params = (0.031, 131), (0.047, 97)
     xq = _int_ops.quantize_u8(x, *xq_params)
@@ -111,7 +111,9 @@ FUSED = [
 
 
 @pytest.mark.parametrize("xs, ws, padding, pool, relu", FUSED)
-def test_conv2d_f32_fused_relu_and_pool_equal_the_float_layers(xs, ws, padding, pool, relu, threads, use_int8_path):
+def test_conv2d_f32_fused_relu_and_pool_equal_the_float_layers(xs, ws, padding, pool, relu, threads, use_int8_path,
+                                                               simd_path):
+    # (simd_path: the dequantizing copy has a kernel per SIMD path)
     x, w, w_scale, bias, packed = _layer(xs, ws, 3)
     xq_params, out_params = (0.031, 131), (0.047, 97)
     xq = _int_ops.quantize_u8(x, *xq_params)

@@ -9,6 +9,7 @@
 #include "forgegrad/memory.h"
 #include "forgegrad/parallel.h"
 #include "forgegrad/qgemm.h"
+#include "forgegrad/transpose_u8.h"
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -103,43 +104,6 @@ void pool_row(const uint8_t* src, int64_t row_ld, int64_t ph, int64_t pw, int64_
   }
 }
 
-#if defined(__SSE2__)
-// in[r] holds row r of a 16 x 16 byte tile; out[c] gets column c (byte r = in[r][c]). Four rounds of
-// unpacks, each doubling the run of one column's bytes (1, 2, 4, 8, then 16).
-inline void transpose_16x16(const __m128i in[16], __m128i out[16]) {
-  __m128i t[16], u[16], v[16];
-  for (int k = 0; k < 8; ++k) {  // t[k]: columns 0-7, rows 2k, 2k+1; t[8 + k]: columns 8-15
-    t[k] = _mm_unpacklo_epi8(in[2 * k], in[2 * k + 1]);
-    t[8 + k] = _mm_unpackhi_epi8(in[2 * k], in[2 * k + 1]);
-  }
-  for (int h = 0; h < 2; ++h)  // u[4q + k]: columns 4q..4q+3, rows 4k..4k+3
-    for (int k = 0; k < 4; ++k) {
-      u[8 * h + k] = _mm_unpacklo_epi16(t[8 * h + 2 * k], t[8 * h + 2 * k + 1]);
-      u[8 * h + 4 + k] = _mm_unpackhi_epi16(t[8 * h + 2 * k], t[8 * h + 2 * k + 1]);
-    }
-  for (int q = 0; q < 4; ++q)  // v[4q + 2k]: columns 4q, 4q+1, rows 8k..8k+7; v[4q + 2k + 1]: columns 4q+2, 4q+3
-    for (int k = 0; k < 2; ++k) {
-      v[4 * q + 2 * k] = _mm_unpacklo_epi32(u[4 * q + 2 * k], u[4 * q + 2 * k + 1]);
-      v[4 * q + 2 * k + 1] = _mm_unpackhi_epi32(u[4 * q + 2 * k], u[4 * q + 2 * k + 1]);
-    }
-  for (int q = 0; q < 4; ++q) {
-    out[4 * q + 0] = _mm_unpacklo_epi64(v[4 * q + 0], v[4 * q + 2]);
-    out[4 * q + 1] = _mm_unpackhi_epi64(v[4 * q + 0], v[4 * q + 2]);
-    out[4 * q + 2] = _mm_unpacklo_epi64(v[4 * q + 1], v[4 * q + 3]);
-    out[4 * q + 3] = _mm_unpackhi_epi64(v[4 * q + 1], v[4 * q + 3]);
-  }
-}
-
-// A rows x 16 tile from src (rows ld apart, 16 bytes read per row: the caller's buffer has the
-// slack), transposed; rows past `rows` read as zero.
-inline void load_transposed(const uint8_t* src, int64_t ld, int64_t rows, __m128i out[16]) {
-  __m128i in[16];
-  for (int64_t r = 0; r < 16; ++r)
-    in[r] = r < rows ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + r * ld)) : _mm_setzero_si128();
-  transpose_16x16(in, out);
-}
-#endif
-
 // One image row of a quantized NCHW batch (channel c's row at src + c * plane, W bytes) into channels
 // last (dst[w * C + c]); 16 x 16 byte tiles, so reads run up to 15 bytes past a row (buffer slack).
 void nchw_row_to_nhwc(const uint8_t* src, int64_t plane, int64_t C, int64_t W, uint8_t* __restrict dst) {
@@ -149,7 +113,7 @@ void nchw_row_to_nhwc(const uint8_t* src, int64_t plane, int64_t C, int64_t W, u
     const int64_t cn = std::min<int64_t>(16, C - c0);
     for (int64_t w0 = 0; w0 < W; w0 += 16) {
       __m128i cols[16];
-      load_transposed(src + c0 * plane + w0, plane, cn, cols);
+      tile_u8::load_transposed(src + c0 * plane + w0, plane, cn, cols);
       for (int64_t j = 0; j < std::min<int64_t>(16, W - w0); ++j) {
         uint8_t* d = dst + (w0 + j) * C + c0;
         if (cn == 16) {
@@ -165,43 +129,6 @@ void nchw_row_to_nhwc(const uint8_t* src, int64_t plane, int64_t C, int64_t W, u
 #endif
   for (; c0 < C; ++c0)
     for (int64_t w = 0; w < W; ++w) dst[w * C + c0] = src[c0 * plane + w];
-}
-
-// The pooled row (PW x OC bytes, channels last; 16 bytes of slack after it) into NCHW floats:
-// y[o * plane + c] = (float(byte) - zp) * s, the dequantize's expression (SIMD: the same two roundings).
-void dequant_row(const uint8_t* __restrict pooled, int64_t PW, int64_t OC, float zp, float s, int64_t plane,
-                 float* __restrict y) {
-  int64_t o0 = 0;
-#if defined(__SSE2__)
-  const __m128i zero = _mm_setzero_si128();
-  const __m128 zpv = _mm_set1_ps(zp), sv = _mm_set1_ps(s);
-  for (; o0 < OC; o0 += 16) {
-    const int64_t on = std::min<int64_t>(16, OC - o0);
-    for (int64_t c0 = 0; c0 < PW; c0 += 16) {
-      const int64_t cn = std::min<int64_t>(16, PW - c0);
-      __m128i chans[16];
-      load_transposed(pooled + c0 * OC + o0, OC, cn, chans);
-      for (int64_t j = 0; j < on; ++j) {
-        float* __restrict d = y + (o0 + j) * plane + c0;
-        const __m128i lo = _mm_unpacklo_epi8(chans[j], zero), hi = _mm_unpackhi_epi8(chans[j], zero);
-        const __m128i words[4] = {_mm_unpacklo_epi16(lo, zero), _mm_unpackhi_epi16(lo, zero),
-                                  _mm_unpacklo_epi16(hi, zero), _mm_unpackhi_epi16(hi, zero)};
-        for (int64_t k = 0; k * 4 < cn; ++k) {
-          const __m128 f = _mm_mul_ps(_mm_sub_ps(_mm_cvtepi32_ps(words[k]), zpv), sv);
-          if (k * 4 + 4 <= cn) {
-            _mm_storeu_ps(d + k * 4, f);
-          } else {
-            alignas(16) float tmp[4];
-            _mm_store_ps(tmp, f);
-            for (int64_t i = 0; k * 4 + i < cn; ++i) d[k * 4 + i] = tmp[i];
-          }
-        }
-      }
-    }
-  }
-#endif
-  for (; o0 < OC; ++o0)
-    for (int64_t c = 0; c < PW; ++c) y[o0 * plane + c] = (static_cast<float>(pooled[c * OC + o0]) - zp) * s;
 }
 
 // im2col rows m0..m1 of one output row (n, oh): `taps` runs of `run` bytes per kernel row i. The
@@ -347,11 +274,11 @@ void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* 
   const int64_t PH = g.OH / g.ph, PW = g.OW / g.pw, OC = g.OC;
   const uint8_t* yd = yq.data();
   parallel_for_work(g.N * PH, PW * OC * g.ph * g.pw, [&](int64_t b, int64_t e) {
-    std::vector<uint8_t> pooled(static_cast<size_t>(PW * OC + 16));  // (slack: dequant_row's tile reads)
+    std::vector<uint8_t> pooled(static_cast<size_t>(PW * OC + 16));  // (slack: the tile reads of qdequant_transpose)
     for (int64_t t = b; t < e; ++t) {
       const int64_t n = t / PH, r = t % PH;
       pool_row(yd + (n * g.OH + r * g.ph) * g.OW * OC, g.OW * OC, g.ph, g.pw, PW, OC, floor_q, pooled.data());
-      dequant_row(pooled.data(), PW, OC, zp, s, PH * PW, y + (n * OC * PH + r) * PW);
+      qdequant_transpose(pooled.data(), OC, PW, OC, zp, s, PH * PW, y + (n * OC * PH + r) * PW);
     }
   });
 }

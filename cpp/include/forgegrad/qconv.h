@@ -13,6 +13,8 @@
 #pragma once
 #include <cstdint>
 
+#include "forgegrad/dispatch.h"
+
 namespace fg {
 
 struct QConvGeom {
@@ -36,6 +38,14 @@ struct QConvArgs {
   float out_inv_scale;  // float32(1 / output scale), the inverse taken in double (as linear_u8)
   int32_t out_zp;
 };
+
+// Dequantize a channels-last block into planes: y[c * plane + r] = (float(src[r * ld + c]) - zp) * s for
+// r < rows, c < cols (step 4's last copy). Reads 16 bytes from each row's start at multiples of 16
+// columns, so up to 15 bytes past the block's end (the caller's buffer has that slack). The same two
+// roundings on every ISA path.
+FG_KERNEL(void, qdequant_transpose,
+          (const uint8_t* src, int64_t ld, int64_t rows, int64_t cols, float zp, float s, int64_t plane, float* y),
+          (src, ld, rows, cols, zp, s, plane, y))
 
 // y (N, OC, OH / ph, OW / pw) float32 from x (N, C, H, W) float32.
 void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* y);
