@@ -13,6 +13,7 @@ import forgegrad.cuda as fcuda
 import forgegrad.nn.functional as F
 from forgegrad import models, optim
 from forgegrad.datasets import load_digits
+from zoo_cases import OTHER
 
 pytestmark = pytest.mark.skipif(not fcuda.is_available(),
                                 reason=f"needs a CUDA device: {fcuda.unavailable_reason() or 'available'}")
@@ -86,18 +87,6 @@ def test_zoo_model_trains_on_the_gpu_as_on_the_cpu(name):
         assert abs(gpu_score - cpu_score) <= 0.02, (name, gpu_score, cpu_score)
 
 
-OTHER = {
-    "gru": (lambda: models.create("gru", input_size=5, num_classes=3), lambda: fg.randn(3, 7, 5)),
-    "char_lstm": (lambda: models.create("char_lstm", vocab_size=11, embed_dim=8, hidden_size=16),
-                  lambda: fg.randint(0, 11, (2, 9))),
-    "gpt": (lambda: models.create("gpt", vocab_size=17, n_embd=32, n_head=2, n_layer=2, block_size=16),
-            lambda: fg.randint(0, 17, (2, 13))),
-    "transformer_classifier": (lambda: models.create("transformer_classifier", vocab_size=17, num_classes=3,
-                                                     d_model=32, nhead=4, num_layers=2, dim_feedforward=48),
-                               lambda: fg.randint(0, 17, (3, 11))),
-    "conv_vae": (lambda: models.create("conv_vae", in_channels=1, image_size=8, latent=4, hidden=16),
-                 lambda: fg.rand(2, 1, 8, 8)),
-}
 
 
 def _forward_backward(name, device):

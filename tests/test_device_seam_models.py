@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import device_seam_helpers as seam
+from zoo_cases import OTHER
 import forgegrad as fg
 import forgegrad.nn.functional as F
 from forgegrad import models, optim
@@ -79,18 +80,6 @@ def test_zoo_models_train_on_the_device_as_on_the_cpu(name):
         _same(out_dev, out_ref)
 
 
-OTHER = {
-    "gru": (lambda: models.create("gru", input_size=5, num_classes=3), lambda: fg.randn(2, 4, 5)),
-    "char_lstm": (lambda: models.create("char_lstm", vocab_size=11, embed_dim=8, hidden_size=8),
-                  lambda: fg.randint(0, 11, (2, 6))),
-    "gpt": (lambda: models.create("gpt", vocab_size=17, n_embd=16, n_head=2, n_layer=1, block_size=16),
-            lambda: fg.randint(0, 17, (2, 6))),
-    "transformer_classifier": (lambda: models.create("transformer_classifier", vocab_size=17, num_classes=3,
-                                                     d_model=16, nhead=2, num_layers=1, dim_feedforward=32),
-                               lambda: fg.randint(0, 17, (2, 6))),
-    "conv_vae": (lambda: models.create("conv_vae", in_channels=1, image_size=8, latent=4, hidden=16),
-                 lambda: fg.rand(2, 1, 8, 8)),
-}
 
 
 def _forward_backward(name, device):

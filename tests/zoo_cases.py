@@ -1,0 +1,18 @@
+"""Zoo models beyond the four trained in the device tests, with a small input each: the cases that
+tests/test_device_seam_models.py and tests/test_cuda_models.py run forward and backward on a device."""
+import forgegrad as fg
+from forgegrad import models
+
+# name -> (make the model, make its input); both draw from forgegrad's generator (seed it first)
+OTHER = {
+    "gru": (lambda: models.create("gru", input_size=5, num_classes=3), lambda: fg.randn(2, 4, 5)),
+    "char_lstm": (lambda: models.create("char_lstm", vocab_size=11, embed_dim=8, hidden_size=8),
+                  lambda: fg.randint(0, 11, (2, 6))),
+    "gpt": (lambda: models.create("gpt", vocab_size=17, n_embd=16, n_head=2, n_layer=1, block_size=16),
+            lambda: fg.randint(0, 17, (2, 6))),
+    "transformer_classifier": (lambda: models.create("transformer_classifier", vocab_size=17, num_classes=3,
+                                                     d_model=16, nhead=2, num_layers=1, dim_feedforward=32),
+                               lambda: fg.randint(0, 17, (2, 6))),
+    "conv_vae": (lambda: models.create("conv_vae", in_channels=1, image_size=8, latent=4, hidden=16),
+                 lambda: fg.rand(2, 1, 8, 8)),
+}
