@@ -12,11 +12,12 @@
 // spinning on a 2-core machine: a worker that spins or yields between regions is always runnable, so
 // three threads share two cores; the worker sat on a run queue for ~80 % of the wall time, ran in ~10 %
 // of the regions, and the caller lost time slices to it. So the pool backs off when a thread is found
-// descheduled (a waiting worker's clock jumped, a woken worker started late, or the caller waited on a
-// run queue): regions below kBusyMinWork run on the caller alone (threads_for) and idle
-// workers sleep, for 5 ms, doubling while each probe at its end fails (up to 1 s).
-// (The caller measures time lost, not involuntary context switches: any thread gets a few short ones a
-// second, 3-7 on a 2-vCPU VM, and counting them kept the pool backed off on an idle machine.)
+// descheduled (a waiting worker's clock jumped, a woken worker started late, the caller waited on a
+// run queue, or the caller ran every part of regions spanning 2 ms: the worker never got a core):
+// regions below kBusyMinWork run on the caller alone (threads_for) and idle workers sleep, for 5 ms,
+// doubling while each probe at its end fails (up to 1 s). (The caller measures time lost, not
+// involuntary context switches: any thread gets a few short ones a second, 3-7 on a 2-vCPU VM, and
+// counting them kept the pool backed off on an idle machine.)
 #include "forgegrad/parallel.h"
 
 #include <fcntl.h>
@@ -143,12 +144,33 @@ bool backing_off() {
   return false;
 }
 
+// A region long enough for a running worker to have joined it, yet the caller ran every part: the
+// workers were not running (woken too late, or on a core another process holds). kIdleRegions such
+// regions in a row count as a descheduling: the second thread only added the cost of waking it.
+constexpr int64_t kIdleRegionNs = 20'000;
+constexpr int kIdleRegions = 3;
+constexpr int64_t kIdleSpanNs = 2'000'000;
+void note_idle_workers(bool caller_did_all, int64_t begun, int64_t now) {
+  thread_local int idle = 0;
+  thread_local int64_t first = 0;
+  if (!caller_did_all) {
+    idle = 0;
+    return;
+  }
+  if (now - begun < kIdleRegionNs) return;
+  if (idle++ == 0) first = begun;
+  if (idle >= kIdleRegions && now - first >= kIdleSpanNs) {
+    idle = 0;
+    note_descheduled(now);
+  }
+}
+
 struct Pool {
   std::mutex submit;  // one region at a time; a region started while another runs goes inline
-  std::mutex m;       // guards the job fields below and sleeping
-  std::condition_variable wake;     // workers: a new region
+  std::mutex m;  // guards the job fields below and sleeping
+  std::condition_variable wake;  // workers: a new region
   std::condition_variable all_done;  // caller: remaining reached 0
-  std::atomic<uint64_t> gen{0};      // bumped (under m) for every region
+  std::atomic<uint64_t> gen{0};  // bumped (under m) for every region
   std::atomic<int64_t> remaining{0};  // parts not finished in the current region
   // The current region (under m).
   detail::PartFn fn = nullptr;
@@ -156,7 +178,7 @@ struct Pool {
   int64_t nparts = 0, next = 0;
   int helpers = 0;  // workers with index < helpers may claim parts
   int nworkers = 0;  // started (under submit)
-  int sleeping = 0;   // workers waiting on `wake` (under m)
+  int sleeping = 0;  // workers waiting on `wake` (under m)
   std::atomic<int64_t> woken_at{0};  // when the current region was published to sleeping workers
 
   // Claims the next part of region g for worker `index` (-1: the caller); false when none is left
@@ -261,13 +283,16 @@ struct Pool {
     t_in_parallel = true;
     detail::PartFn pf;
     void* pc;
-    int64_t part;
+    int64_t part, mine = 0;
+    const int64_t begun = now_ns();
     while (claim(g, -1, pf, pc, part)) {
       pf(pc, part);
       finish_part();
+      ++mine;
     }
     // Only parts a worker has claimed are left: wait for them.
     const int64_t start = now_ns();
+    note_idle_workers(mine == count, begun, start);
     for (unsigned i = 1; remaining.load(std::memory_order_acquire) != 0; ++i) {
       if ((i & 63) == 0 && now_ns() - start >= kSpinNs) {
         std::unique_lock<std::mutex> lock(m);
@@ -323,9 +348,11 @@ int threads_for(int64_t work) {
   const int n = get_num_threads();
   if (n <= 1 || t_in_parallel) return 1;
   if (work >= kBusyMinWork) return n;
-  sample_caller();
-  if (backing_off()) return 1;
-  return n;
+  // sample_caller's clock read on every 8th call only (it reads the run-queue time once a
+  // millisecond at most anyway): for the small regions of an RNN step it cost ~1 % of the step.
+  thread_local unsigned calls = 0;
+  if ((calls++ & 7) == 0) sample_caller();
+  return backing_off() ? 1 : n;
 }
 
 namespace detail {

@@ -93,6 +93,10 @@ inline void parallel_ranges(int64_t n, int64_t grain, int64_t work, F&& f) {
   if (n <= 0) return;
   if (grain < 1) grain = 1;
   const int64_t max_chunks = (n + grain - 1) / grain;
+  if (max_chunks == 1) {  // one range whatever the thread count: no region
+    f(int64_t(0), n);
+    return;
+  }
   int nt = threads_for(work);
   if (nt > max_chunks) nt = static_cast<int>(max_chunks);
   if (nt <= 1) {
