@@ -5,8 +5,9 @@
 #   bash tools/gpu_check.sh [OUTDIR]        # logs: OUTDIR/{gpu,build,tests,bench}.log
 # Environment: PYTHON (default python3), ARCH (CUDA architecture, default: the GPU's), BUILD_DIR
 # (default build/gpu), TESTS (pytest arguments narrowing the run), WORKERS (pytest-xdist workers when
-# installed, default 8), BENCH=0 to skip the bench. Without a GPU the tests skip and the bench rows
-# are absent, which checks the script itself.
+# installed, default 8), BENCH=0 to skip the bench, MEMCHECK=1 to also run the runtime and GEMM tests
+# under compute-sanitizer's memcheck (slow: a few minutes). Without a GPU the tests skip and the bench
+# rows are absent, which checks the script itself.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=$(mkdir -p "${1:-gpu_check}" && cd "${1:-gpu_check}" && pwd)
@@ -37,6 +38,15 @@ timeout "${TEST_TIMEOUT:-300}" $py -m pytest ${TESTS:-tests/test_cuda.py tests/t
   -q -p no:cacheprovider "${plugins[@]}" -rs > "$out/tests.log" 2>&1
 echo "tests: exit $?, $((SECONDS - start)) s"
 grep -E "^(FAILED|ERROR)|passed|failed" "$out/tests.log" | head -80
+if [ "${MEMCHECK:-0}" != 0 ]; then
+  sanitizer=$(command -v compute-sanitizer || echo "$(dirname "$(command -v nvcc)")/compute-sanitizer")
+  start=$SECONDS
+  timeout "${MEMCHECK_TIMEOUT:-300}" "$sanitizer" --tool memcheck --error-exitcode 3 --print-limit 20 \
+    $py -m pytest tests/test_cuda.py tests/test_cuda_arrays.py tests/test_cuda_gemm.py -x -q -p no:cacheprovider \
+    > "$out/memcheck.log" 2>&1
+  echo "memcheck: exit $?, $((SECONDS - start)) s"
+  grep -E "ERROR SUMMARY|Invalid|passed|failed" "$out/memcheck.log" | head -20
+fi
 if [ "${BENCH:-1}" != 0 ]; then
   timeout "${BENCH_TIMEOUT:-200}" $py -m forgegrad.bench cuda > "$out/bench.log" 2>&1
   echo "bench: exit $?"
