@@ -525,6 +525,24 @@ void run_avx2_exact(const QGemmArgs& p) {
 #if defined(__AVX512F__)
 void qgemm(const QGemmArgs& p, bool amx) {
   if (p.M <= 0 || p.N <= 0) return;
+  if (!amx && p.M <= 2) {
+    // One or two rows (the int8 LSTM's recurrent step, batch-1 layers) on one thread: the column
+    // blocks in a plain loop, micro-kernel and epilogue called directly (no panel tasks, no kernel
+    // pointer): ~2-5 % off the int8 LSTM's batch-1 call. Same integers, same epilogue.
+    const int64_t np = qpad_n(p.N) / kQPackN;
+    if (threads_for(region_work(np, qpad_k(p.K) * kQPackN / 8 * p.M)) == 1) {
+      alignas(64) int32_t acc[2 * kAccLd];
+      for (int64_t nb = 0; nb < np; ++nb) {
+        const int cols = static_cast<int>(std::min<int64_t>(kQPackN, p.N - nb * kQPackN));
+        if (p.M == 1)
+          micro_vnni_few<1>(p, 0, 1, nb, acc);
+        else
+          micro_vnni_few<2>(p, 0, 2, nb, acc);
+        epilogue(p, acc, 0, static_cast<int>(p.M), nb * kQPackN, cols);
+      }
+      return;
+    }
+  }
   if (!amx) {
     run_micro<kVnniMR>(p, micro_vnni);
     return;
