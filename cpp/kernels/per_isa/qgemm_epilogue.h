@@ -1,6 +1,7 @@
 // The epilogue of the int8 GEMM (cpp/kernels/per_isa/qgemm.cpp): s32 sums -> s32, float32 or u8,
-// the same operations in the same order on every ISA, so the outputs are identical on every path.
-// Included by qgemm.cpp only (compiled inside its FG_ISA_NS namespace).
+// the same operations in the same order on every ISA, so the outputs are identical on every path;
+// and the packed-weight helpers every microkernel uses. Included by the qgemm per-ISA sources only
+// (compiled inside their FG_ISA_NS namespace).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -14,6 +15,15 @@ namespace FG_ISA_NS {
 namespace {
 
 constexpr int kAccLd = 32;           // row stride of the s32 scratch block
+
+inline int32_t load_u32(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// The packed 16-column block `blk` of the weights (K4 groups of 64 bytes).
+inline const int8_t* weight_block(const QGemmArgs& p, int64_t blk) { return p.b + blk * (qpad_k(p.K) / 4) * 64; }
 
 #if defined(__AVX512F__)
 // The epilogue of a full 32-column block, 16 lanes at a time: the same operations in the same order
