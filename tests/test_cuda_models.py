@@ -13,7 +13,7 @@ import forgegrad.cuda as fcuda
 import forgegrad.nn.functional as F
 from forgegrad import models, optim
 from forgegrad.datasets import load_digits
-from zoo_cases import OTHER
+from zoo_cases import OTHER, forward_backward
 
 pytestmark = pytest.mark.skipif(not fcuda.is_available(),
                                 reason=f"needs a CUDA device: {fcuda.unavailable_reason() or 'available'}")
@@ -87,18 +87,9 @@ def test_zoo_model_trains_on_the_gpu_as_on_the_cpu(name):
         assert abs(gpu_score - cpu_score) <= 0.02, (name, gpu_score, cpu_score)
 
 
-
-
 def _forward_backward(name, device):
-    make_model, make_input = OTHER[name]
-    fg.manual_seed(0)
-    model, x = make_model(), make_input()
-    model.to(device)
-    fg.manual_seed(1)  # dropout and the VAE's noise draw the same numbers on both sides
-    out = model(x.to(device))
-    out = out[0] if isinstance(out, tuple) else out
-    (out * out).sum().backward()
-    return out.cpu().numpy(), [None if p.grad is None else p.grad.cpu().numpy() for p in model.parameters()]
+    out, _, grads = forward_backward(name, device)
+    return out.cpu().numpy(), [None if g is None else g.cpu().numpy() for g in grads]
 
 
 def _close(got, want, what):

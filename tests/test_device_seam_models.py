@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import device_seam_helpers as seam
-from zoo_cases import OTHER
+from zoo_cases import OTHER, forward_backward
 import forgegrad as fg
 import forgegrad.nn.functional as F
 from forgegrad import models, optim
@@ -80,28 +80,9 @@ def test_zoo_models_train_on_the_device_as_on_the_cpu(name):
         _same(out_dev, out_ref)
 
 
-
-
-def _forward_backward(name, device):
-    make_model, make_input = OTHER[name]
-    fg.manual_seed(0)
-    model, x = make_model(), make_input()
-    model.to(device)
-    fg.manual_seed(1)  # dropout and the VAE's noise draw the same numbers on both sides
-    out = model(x.to(device))
-    out = out[0] if isinstance(out, tuple) else out
-    (out * out).sum().backward()
-    with fg.no_grad():
-        model.eval()
-        fg.manual_seed(1)
-        inference = model(x.to(device))
-    inference = inference[0] if isinstance(inference, tuple) else inference
-    return out, inference, [p.grad for p in model.parameters()]
-
-
 @pytest.mark.parametrize("name", list(OTHER))
 def test_other_zoo_models_run_on_the_device_as_on_the_cpu(name):
-    (out_c, inf_c, grads_c), (out_s, inf_s, grads_s) = _forward_backward(name, "cpu"), _forward_backward(name, DEV)
+    (out_c, inf_c, grads_c), (out_s, inf_s, grads_s) = forward_backward(name, "cpu"), forward_backward(name, DEV)
     assert out_s.device == DEV and inf_s.device == DEV
     _same(out_s, out_c)
     _same(inf_s, inf_c)

@@ -16,3 +16,23 @@ OTHER = {
     "conv_vae": (lambda: models.create("conv_vae", in_channels=1, image_size=8, latent=4, hidden=16),
                  lambda: fg.rand(2, 1, 8, 8)),
 }
+
+
+def forward_backward(name, device):
+    """OTHER[name] built from seed 0 and moved to ``device``: its training-mode output, whose squared sum
+    is backpropagated, the eval-mode output under no_grad, and the parameters' gradients (tensors on
+    the device)."""
+    make_model, make_input = OTHER[name]
+    fg.manual_seed(0)
+    model, x = make_model(), make_input()
+    model.to(device)
+    fg.manual_seed(1)  # dropout and the VAE's noise draw the same numbers on both sides
+    out = model(x.to(device))
+    out = out[0] if isinstance(out, tuple) else out
+    (out * out).sum().backward()
+    with fg.no_grad():
+        model.eval()
+        fg.manual_seed(1)
+        inference = model(x.to(device))
+    inference = inference[0] if isinstance(inference, tuple) else inference
+    return out, inference, [p.grad for p in model.parameters()]
