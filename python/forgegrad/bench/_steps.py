@@ -28,20 +28,26 @@ def adam_step_fns(model, torch_model, fg_loss, torch_loss, torch, lr: float = 1e
     return fns
 
 
-def classifier_step_fns(model, torch_model, x: np.ndarray, y: np.ndarray, torch, lr: float = 1e-3) -> dict:
+def classifier_step_fns(model, torch_model, x: np.ndarray, y: np.ndarray, torch, lr: float = 1e-3,
+                        device: str = "cpu") -> dict:
     """{"forgegrad": step, "torch": step or None} for a cross-entropy classifier trained with Adam.
 
     Each call runs forward, loss, backward and the optimizer step. torch_model (built only when
-    torch is installed) receives forgegrad's initial weights, so both sides do the same work.
+    torch is installed) receives forgegrad's initial weights, so both sides do the same work. Both
+    models, the batch and the optimizer state live on ``device`` ("cpu" or "cuda").
     """
     from .. import nn
     from ..tensor import Tensor
+    model.to(device)
     loss_fn = nn.CrossEntropyLoss()
-    xt, yt = Tensor(x), Tensor(y)
+    xt, yt = Tensor(x).to(device), Tensor(y).to(device)
     torch_loss = None
     if torch is not None:
-        torch_model.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in model.state_dict().items()})
-        tx, ty, tl = torch.from_numpy(x), torch.from_numpy(y), torch.nn.CrossEntropyLoss()
+        torch_model.load_state_dict({k: torch.from_numpy(v.cpu().numpy().copy())
+                                     for k, v in model.state_dict().items()})
+        torch_model.to(device)
+        tx, ty = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+        tl = torch.nn.CrossEntropyLoss()
 
         def torch_loss():
             return tl(torch_model(tx), ty)

@@ -30,27 +30,20 @@ def _torch_cuda():
     return torch if torch is not None and torch.cuda.is_available() else None
 
 
-def _synced(fn, torch_side: bool):
+def _synced(fn, synchronize):
     """A call that runs fn INNER times, then waits for that runtime's queued GPU work."""
-    if torch_side:
-        torch = _torch_cuda()
-
-        def run():
-            for _ in range(INNER):
-                fn()
-            torch.cuda.synchronize()
-    else:
-        from .. import cuda as fcuda
-
-        def run():
-            for _ in range(INNER):
-                fn()
-            fcuda.synchronize()
+    def run():
+        for _ in range(INNER):
+            fn()
+        synchronize()
     return run
 
 
 def _pair(fg_fn, torch_fn):
-    return {"forgegrad": _synced(fg_fn, False), "torch": None if torch_fn is None else _synced(torch_fn, True)}
+    from .. import cuda as fcuda
+    torch = _torch_cuda()
+    return {"forgegrad": _synced(fg_fn, fcuda.synchronize),
+            "torch": None if torch_fn is None else _synced(torch_fn, torch.cuda.synchronize)}
 
 
 def _sgemm_fns(n: int, tf32: bool):
@@ -117,22 +110,9 @@ def _conv_fns():
 
 def _classifier_step_fns(model, torch_model, x: np.ndarray, y: np.ndarray):
     """forward + cross-entropy + backward + Adam on cuda, forgegrad and its torch twin (same weights)."""
-    import forgegrad as fg
-    from .. import nn, optim
-    from ._steps import _step
-    torch = _torch_cuda()
-    model.to("cuda")
-    xt, yt = fg.tensor(x).to("cuda"), fg.tensor(y).to("cuda")
-    loss_fn = nn.CrossEntropyLoss()
-    ours = _step(optim.Adam(model.parameters(), lr=1e-3), lambda: loss_fn(model(xt), yt))
-    theirs = None
-    if torch is not None:
-        state = {k: torch.from_numpy(v.cpu().numpy().copy()) for k, v in model.state_dict().items()}
-        torch_model.load_state_dict(state)
-        torch_model.cuda()
-        tx, ty, tl = torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda(), torch.nn.CrossEntropyLoss()
-        theirs = _step(torch.optim.Adam(torch_model.parameters(), lr=1e-3), lambda: tl(torch_model(tx), ty))
-    return _pair(ours, theirs)
+    from ._steps import classifier_step_fns
+    fns = classifier_step_fns(model, torch_model, x, y, _torch_cuda(), device="cuda")
+    return _pair(fns["forgegrad"], fns["torch"])
 
 
 def _lenet_fns():
