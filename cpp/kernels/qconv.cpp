@@ -109,7 +109,7 @@ void pool_row(const uint8_t* src, int64_t row_ld, int64_t ph, int64_t pw, int64_
 void nchw_row_to_nhwc(const uint8_t* src, int64_t plane, int64_t C, int64_t W, uint8_t* __restrict dst) {
   int64_t c0 = 0;
 #if defined(__SSE2__)
-  for (; c0 + 16 <= C || (c0 < C && C >= 4); c0 += 16) {
+  for (; C >= 4 && c0 < C; c0 += 16) {  // (2 or 3 channels: the byte loop below)
     const int64_t cn = std::min<int64_t>(16, C - c0);
     for (int64_t w0 = 0; w0 < W; w0 += 16) {
       __m128i cols[16];
