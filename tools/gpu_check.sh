@@ -38,6 +38,11 @@ timeout "${TEST_TIMEOUT:-300}" $py -m pytest ${TESTS:-tests/test_cuda.py tests/t
   -q -p no:cacheprovider "${plugins[@]}" -rs > "$out/tests.log" 2>&1
 echo "tests: exit $?, $((SECONDS - start)) s"
 grep -E "^(FAILED|ERROR)|passed|failed" "$out/tests.log" | head -80
+if [ "${BENCH:-1}" != 0 ]; then
+  timeout "${BENCH_TIMEOUT:-200}" $py -m forgegrad.bench cuda > "$out/bench.log" 2>&1
+  echo "bench: exit $?"
+  cat "$out/bench.log"
+fi
 if [ "${MEMCHECK:-0}" != 0 ]; then
   sanitizer=$(command -v compute-sanitizer || echo "$(dirname "$(command -v nvcc)")/compute-sanitizer")
   start=$SECONDS
@@ -46,9 +51,4 @@ if [ "${MEMCHECK:-0}" != 0 ]; then
     > "$out/memcheck.log" 2>&1
   echo "memcheck: exit $?, $((SECONDS - start)) s"
   grep -E "ERROR SUMMARY|Invalid|passed|failed" "$out/memcheck.log" | head -20
-fi
-if [ "${BENCH:-1}" != 0 ]; then
-  timeout "${BENCH_TIMEOUT:-200}" $py -m forgegrad.bench cuda > "$out/bench.log" 2>&1
-  echo "bench: exit $?"
-  cat "$out/bench.log"
 fi
