@@ -310,6 +310,9 @@ def layer_norm_backward(g, x, mean, rstd, weight, normalized_ndim, need=(True, T
 def _scores(q, k, mask, scale, causal):
     s = np.einsum("bld,bsd->bls", q.a, k.a).astype(np.float32) * np.float32(scale)
     if mask is not None:
+        B, L, S = s.shape
+        if mask.shape not in ((1, L, S), (B, L, S)):  # the binding's check: one mask, or one per batch
+            raise ValueError(f"attention_forward: attn_mask must have shape [1 or {B}, {L}, {S}], got {mask.shape}")
         s = s + mask.a
     if causal:
         L, S = s.shape[1:]

@@ -2,15 +2,11 @@
 backward. Run on a GPU by tests/test_cuda_arrays.py and, without one, by tests/test_cuda_runtime.py
 over a host stand-in for the array kernels (their index math from _C.testing)."""
 import numpy as np
-import pytest
 
 import forgegrad.cuda as fcuda
+from forgegrad.ops import _cuda_nn as CN
 
 SHAPE_OPS = ("reshape", "permute", "expand", "getitem", "cat", "stack", "clone")
-
-
-def _has_index_array(key):
-    return any(isinstance(k, np.ndarray) for k in (key if isinstance(key, tuple) else (key,)))
 
 
 def check_shape_op_functions(to_device, to_host):
@@ -22,10 +18,6 @@ def check_shape_op_functions(to_device, to_host):
         cpu_fn, cuda_fn = op.functions["cpu"], op.functions["cuda"]
         for sample in op.samples():
             if name == "getitem":
-                if _has_index_array(sample.args[1]):  # not implemented on cuda: a clear error
-                    with pytest.raises(NotImplementedError, match="advanced indexing"):
-                        cuda_fn.forward(cuda_fn.__new__(cuda_fn), to_device(sample.args[0]), sample.args[1])
-                    continue
                 arrays, rest = [sample.args[0]], sample.args[1:]
             else:
                 arrays = [a for a in sample.args if isinstance(a, np.ndarray)]
@@ -81,4 +73,21 @@ def host_stand_in(monkeypatch):
                                                                                  axis)))
     monkeypatch.setattr(fcuda, "empty", lambda shape, dtype=np.float32, device=None: wrap(np.empty(shape, dtype)))
     monkeypatch.setattr(fcuda, "zeros", lambda shape, dtype=np.float32, device=None: wrap(np.zeros(shape, dtype)))
+    monkeypatch.setattr(fcuda, "to_device", lambda a, device=None: wrap(np.asarray(a)))
+    monkeypatch.setattr(fcuda, "to_host", lambda a: np.array(a))
+    monkeypatch.setattr(CN, "kernels", lambda: _HostEmbedding)  # the row gather of indexing with an array
     return wrap
+
+
+class _HostEmbedding:
+    """The embedding kernels' contract in numpy (rows gathered; repeated rows' gradients summed)."""
+
+    @staticmethod
+    def embedding_forward(weight, index):
+        return np.asarray(weight)[np.asarray(index)].view(HostArray)
+
+    @staticmethod
+    def embedding_backward(g, index, num_weights, padding_idx):
+        out = np.zeros((num_weights, g.shape[-1]), np.float32)
+        np.add.at(out, np.asarray(index), np.asarray(g).reshape(-1, g.shape[-1]))
+        return out.view(HostArray)

@@ -5,9 +5,9 @@
 #   bash tools/gpu_check.sh [OUTDIR]        # logs: OUTDIR/{gpu,build,tests,bench}.log
 # Environment: PYTHON (default python3), ARCH (CUDA architecture, default: the GPU's), BUILD_DIR
 # (default build/gpu), TESTS (pytest arguments narrowing the run), WORKERS (pytest-xdist workers when
-# installed, default 8), BENCH=0 to skip the bench, MEMCHECK=1 to also run the runtime and GEMM tests
-# under compute-sanitizer's memcheck (slow: a few minutes). Without a GPU the tests skip and the bench
-# rows are absent, which checks the script itself.
+# installed, default 8), BENCH=0 to skip the bench, MEMCHECK=1 to also run the runtime, GEMM, nn and
+# pointwise tests under compute-sanitizer's memcheck (slow; the planted-fault tests left out). Without
+# a GPU the tests skip and the bench rows are absent, which checks the script itself.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=$(mkdir -p "${1:-gpu_check}" && cd "${1:-gpu_check}" && pwd)
@@ -34,7 +34,8 @@ start=$SECONDS
 # shellcheck disable=SC2086
 timeout "${TEST_TIMEOUT:-300}" $py -m pytest ${TESTS:-tests/test_cuda.py tests/test_cuda_arrays.py \
   tests/test_cuda_gemm.py tests/test_cuda_nn.py tests/test_cuda_nn_contract.py tests/test_cuda_pointwise.py \
-  tests/test_cuda_runtime.py tests/test_device_ops.py tests/test_cuda_models.py} \
+  tests/test_cuda_runtime.py tests/test_device_ops.py tests/test_cuda_models.py \
+  tests/test_cuda_dropout_indexing.py} \
   -q -p no:cacheprovider "${plugins[@]}" -rs > "$out/tests.log" 2>&1
 echo "tests: exit $?, $((SECONDS - start)) s"
 grep -E "^(FAILED|ERROR)|passed|failed" "$out/tests.log" | head -80
@@ -47,7 +48,8 @@ if [ "${MEMCHECK:-0}" != 0 ]; then
   sanitizer=$(command -v compute-sanitizer || echo "$(dirname "$(command -v nvcc)")/compute-sanitizer")
   start=$SECONDS
   timeout "${MEMCHECK_TIMEOUT:-300}" "$sanitizer" --tool memcheck --error-exitcode 3 --print-limit 20 \
-    $py -m pytest tests/test_cuda.py tests/test_cuda_arrays.py tests/test_cuda_gemm.py -x -q -p no:cacheprovider \
+    $py -m pytest tests/test_cuda.py tests/test_cuda_arrays.py tests/test_cuda_gemm.py tests/test_cuda_nn.py \
+    tests/test_cuda_pointwise.py tests/test_cuda_dropout_indexing.py -k "not fault" -q -p no:cacheprovider \
     > "$out/memcheck.log" 2>&1
   echo "memcheck: exit $?, $((SECONDS - start)) s"
   grep -E "ERROR SUMMARY|Invalid|passed|failed" "$out/memcheck.log" | head -20

@@ -228,7 +228,8 @@ def sum_to_shape(a, shape):
     return _C.cuda.sum_to_shape(a, _shape(shape))
 
 
-def _is_basic(k) -> bool:
+def is_basic_index(k) -> bool:
+    """Whether k is a basic index (an int, a slice, None or Ellipsis), not an index array."""
     return (k is None or k is Ellipsis or isinstance(k, slice)
             or isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)))
 
@@ -238,10 +239,10 @@ def basic_index(shape, key):
     (ints, slices with any step, None, Ellipsis): numpy's own indexing rules, run on a stand-in that
     is never read (a one-byte buffer viewed with the element strides)."""
     parts = key if isinstance(key, tuple) else (key,)
-    if not all(_is_basic(k) for k in parts):
-        bad = next(type(k).__name__ for k in parts if not _is_basic(k))
-        raise NotImplementedError(f"indexing a cuda tensor supports ints, slices, None and Ellipsis; an index of "
-                                  f"type {bad} (advanced indexing) is not implemented on cuda yet")
+    if not all(is_basic_index(k) for k in parts):
+        bad = next(type(k).__name__ for k in parts if not is_basic_index(k))
+        raise NotImplementedError(f"basic_index takes ints, slices, None and Ellipsis; an index of type {bad} is "
+                                  "advanced indexing (a tensor indexed with one index array: ops/_cuda_index.py)")
     base = np.zeros(1, np.uint8)
     stand_in = np.lib.stride_tricks.as_strided(base, shape=tuple(shape), strides=tuple(_strides(shape)),
                                                writeable=False)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import random as _random
 from ..kernels import bmm as _bmm
 from ..kernels import softmax as _KS
+from ._util import dropout_keep
 
 _F32 = np.dtype(np.float32)
 
@@ -61,11 +61,7 @@ def forward(q, k, v, mask, batch, is_causal, scale, dropout_p):
     keep = None
     pd = p
     if dropout_p > 0.0:
-        if dropout_p >= 1.0:
-            keep = np.zeros(p.shape, p.dtype)
-        else:
-            keep = (_random.generator().random(p.shape, dtype=np.float32) >= dropout_p).astype(p.dtype)
-            keep *= p.dtype.type(1.0 / (1.0 - dropout_p))
+        keep = dropout_keep(p.shape, dropout_p, p.dtype)
         pd = p * keep
     return _mm(pd, v), (p, keep)
 

@@ -12,6 +12,19 @@ def float_of_bool(fn):
     return f
 
 
+def dropout_keep(shape, p: float, dtype=np.float32) -> np.ndarray:
+    """The scaled keep mask of inverted dropout: 1 / (1 - p) where forgegrad's generator draws a
+    uniform >= p, else 0 (all zeros for p >= 1). Every device draws its mask here, on the host, so a
+    seeded run drops the same elements on the CPU and on a GPU."""
+    dtype = np.dtype(dtype)
+    if p >= 1.0:
+        return np.zeros(shape, dtype)
+    from .. import random as _random
+    keep = (_random.generator().random(shape, dtype=np.float32) >= p).astype(dtype)
+    keep *= dtype.type(1.0 / (1.0 - p))
+    return keep
+
+
 def unbroadcast(grad: np.ndarray, shape) -> np.ndarray:
     """Sum grad over the axes that broadcasting added or stretched, giving an array of `shape`."""
     if grad.shape == tuple(shape):

@@ -13,10 +13,11 @@ from .. import _C
 from ..autograd import Function
 from ..kernels import activation as _K
 from ..kernels import softmax as _KS
+from . import _cuda_nn as _CN
 from . import _cuda_pointwise as _CP
 from . import _meta as M
 from . import _samples as S
-from ._util import float_of_bool, single_axis
+from ._util import dropout_keep, float_of_bool, single_axis
 from .registry import BadInput, Sample, register_op
 
 _ACT = _C.activation
@@ -314,6 +315,14 @@ LogSoftmaxFunction = _rowwise("log_softmax", _KS.log_softmax, _KS.log_softmax_ba
                               lambda g, y, axis: g - np.exp(y) * np.sum(g, axis=axis, keepdims=True), bad_dim=-3)
 
 
+def _dropout_args(p, training):
+    from .._validate import check_bool, check_float
+    p, training = check_float(p, "dropout: p"), check_bool(training, "dropout: training")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    return p, training
+
+
 @register_op("dropout", meta=M.same, flops=M.per_output_element(1),
              samples=lambda: [Sample((S.rand(3, 7),), {"p": 0.3, "training": False}, "eval"),
                               Sample((S.rand(*S.LARGE),), {"p": 0.0, "training": True}, "p=0")],
@@ -325,21 +334,15 @@ class DropoutFunction(Function):
 
     @staticmethod
     def forward(ctx, x, p=0.5, training=True):
-        from .. import random as _random
-        from .._validate import check_bool, check_float
-        p, training = check_float(p, "dropout: p"), check_bool(training, "dropout: training")
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+        p, training = _dropout_args(p, training)
         if not training or p == 0.0:
             ctx.mask = None
             return x
         if p == 1.0:
             ctx.mask = np.zeros_like(x)
             return np.zeros_like(x)
-        keep = _random.generator().random(x.shape, dtype=np.float32) >= p
-        mask = keep.astype(np.float32) * np.float32(1.0 / (1.0 - p))
-        ctx.mask = mask
-        return x * mask
+        ctx.mask = dropout_keep(x.shape, p)
+        return x * ctx.mask
 
     @staticmethod
     def backward(ctx, g):
@@ -355,6 +358,31 @@ TanhFunction.op.add_device("cuda", _CP.activation_function("tanh", _ACT.TANH, sa
 SiluFunction.op.add_device("cuda", _CP.activation_function("silu", _ACT.SILU, saves_output=False))
 LeakyReluFunction.op.add_device("cuda", _CP.LeakyReluCudaFunction)
 GeluFunction.op.add_device("cuda", _CP.GeluCudaFunction)
+
+
+class DropoutCudaFunction(Function):
+    """dropout on cuda: the CPU's keep mask (drawn on the host by forgegrad's generator, so a seeded
+    run drops the same elements on both devices), copied to the GPU and multiplied in."""
+
+    @staticmethod
+    def forward(ctx, x, p=0.5, training=True):
+        from .. import cuda
+        p, training = _dropout_args(p, training)
+        if not training or p == 0.0:
+            ctx.mask = None
+            return x
+        if p == 1.0:  # zeros, as the CPU's (NaN and inf inputs included)
+            ctx.mask = cuda.zeros(x.shape, device=x.device)
+            return cuda.zeros(x.shape, device=x.device)
+        ctx.mask = cuda.to_device(dropout_keep(x.shape, p), x.device)
+        return _CN.pw("mul", x, ctx.mask)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g if ctx.mask is None else _CN.pw("mul", g, ctx.mask)
+
+
+DropoutFunction.op.add_device("cuda", DropoutCudaFunction)
 
 # Kernel codes: the no-graph forward (Function.apply's inference shortcut) and the Linear epilogue.
 _activation_kernel(ReluFunction, _ACT.RELU)

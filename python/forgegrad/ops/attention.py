@@ -343,7 +343,8 @@ def packed_causal_attention(qkv, heads: int, scale=None):
 # ---- cuda ------------------------------------------------------------------------------------------------
 # Flash-style kernels (cuda/attention.cu): tiles of K/V streamed through shared memory with an online
 # softmax; the log-sum-exp per query row is saved and the backward recomputes the probabilities, with
-# dQ and dK/dV in separate passes (no atomics). Head dimensions up to 128. Never run on a GPU yet.
+# dQ and dK/dV in separate passes (no atomics). Head dimensions up to 128. Dropout runs composed.
+from . import _attention_math_cuda as AMC  # noqa: E402
 from . import _cuda_nn as CN  # noqa: E402
 
 
@@ -386,15 +387,22 @@ def _cuda_mask(attn_mask, batch, L, S_):
     if not ok:
         raise ValueError(f"scaled_dot_product_attention: attn_mask of shape {shape} does not broadcast to the "
                          f"attention shape {target} (..., L, S)")
-    if CN.numel(shape[:-2]) == 1 and shape[-2:] == (L, S_):  # one mask for every batch: no copy
-        return CN.reshape(attn_mask, (1, L, S_))
-    return _cuda_stack(attn_mask, batch)
+    if CN.numel(shape[:-2]) == 1:  # one mask for every batch: [1, L, S], a view when it is (L, S) already
+        tail = shape[-2:]
+        mask = CN.reshape(attn_mask, tail) if len(shape) > 2 else attn_mask
+        if tail != (L, S_):  # a row (1, S) or (S,) stretched over the L queries
+            mask = CN.pw("copy", mask, shape=(L, S_))
+        return CN.reshape(mask, (1, L, S_))
+    if shape != target:
+        attn_mask = CN.pw("copy", attn_mask, shape=target)
+    return CN.reshape(attn_mask, (CN.numel(batch), L, S_))
 
 
 class ScaledDotProductAttentionCudaFunction(Function):
     """scaled_dot_product_attention on cuda: causal or an additive / bool mask (a float mask gets its
-    gradient), grouped-query heads; no dropout yet (NotImplementedError). Saves q, k, v (as
-    [B, rows, dim]), the output and the log-sum-exp of each score row."""
+    gradient), grouped-query heads. Saves q, k, v (as [B, rows, dim]), the output and the log-sum-exp
+    of each score row; with dropout the composed path (ops/_attention_math_cuda.py) instead, which
+    keeps the weights and the keep mask."""
 
     @staticmethod
     def forward(ctx, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
@@ -404,8 +412,6 @@ class ScaledDotProductAttentionCudaFunction(Function):
         if attn_mask is not None and is_causal:
             raise ValueError("scaled_dot_product_attention: attn_mask must be None when is_causal=True "
                              "(pass one or the other, as torch)")
-        if dropout_p > 0.0:
-            raise NotImplementedError("scaled_dot_product_attention on cuda: dropout_p > 0 is not supported yet")
         needs = ctx.needs_input_grad
         ctx.mask_shape = None  # a float mask that needs its gradient: its shape
         if attn_mask is not None and getattr(attn_mask, "dtype", None) == _F32 and len(needs) > 3 and needs[3]:
@@ -414,7 +420,12 @@ class ScaledDotProductAttentionCudaFunction(Function):
         key, value = _cuda_repeat_heads(key, groups), _cuda_repeat_heads(value, groups)
         q3, k3, v3 = (_cuda_stack(a, batch) for a in (query, key, value))
         mask = _cuda_mask(attn_mask, batch, L, S_)
-        out, lse = CN.kernels().attention_forward(q3, k3, v3, mask, scale, is_causal)
+        if dropout_p > 0.0:  # the keep mask is kept for backward: composed, with the weights materialised
+            out, ctx.composed = AMC.forward(q3, k3, v3, mask, is_causal, scale, dropout_p)
+            lse = None
+        else:
+            out, lse = CN.kernels().attention_forward(q3, k3, v3, mask, scale, is_causal)
+            ctx.composed = None
         ctx.save_for_backward(q3, k3, v3, out, lse, mask)
         ctx.plan = (scale, is_causal, tuple(batch), L, S_, groups)
         return CN.reshape(out, tuple(batch) + (L, ev))
@@ -424,7 +435,11 @@ class ScaledDotProductAttentionCudaFunction(Function):
         q3, k3, v3, out, lse, mask = ctx.saved_tensors
         scale, is_causal, batch, L, S_, groups = ctx.plan
         g3 = CN.reshape(g, tuple(out.shape))
-        dq, dk, dv = CN.kernels().attention_backward(g3, q3, k3, v3, out, lse, mask, scale, is_causal)
+        ds = None
+        if ctx.composed is not None:
+            dq, dk, dv, ds = AMC.backward(g3, q3, k3, v3, ctx.composed, scale)
+        else:
+            dq, dk, dv = CN.kernels().attention_backward(g3, q3, k3, v3, out, lse, mask, scale, is_causal)
         needs = ctx.needs_input_grad
         grads = []
         for k, (d, shape, need) in enumerate(zip((dq, dk, dv), ctx.shapes, needs[:3])):
@@ -438,7 +453,8 @@ class ScaledDotProductAttentionCudaFunction(Function):
             grads.append(CN.sum_to(d, shape))
         dmask = None
         if ctx.mask_shape is not None:  # the score gradient, [B, L, S], summed to the mask's shape
-            ds = CN.kernels().attention_mask_grad(g3, q3, k3, v3, out, lse, mask, scale, is_causal)
+            if ds is None:
+                ds = CN.kernels().attention_mask_grad(g3, q3, k3, v3, out, lse, mask, scale, is_causal)
             dmask = CN.sum_to(CN.reshape(ds, batch + (L, S_)), ctx.mask_shape)
         return (*grads, dmask)
 

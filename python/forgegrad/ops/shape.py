@@ -231,15 +231,24 @@ class ExpandCudaFunction(Function):
 
 
 class GetItemCudaFunction(Function):
-    """Basic indexing (ints, slices with steps, None, Ellipsis); index arrays are not implemented."""
+    """Basic indexing (ints, slices with steps, None, Ellipsis) and one index array among them
+    (ops/_cuda_index.py); more than one index array is not implemented on cuda yet."""
 
     @staticmethod
     def forward(ctx, a, key):
-        ctx.in_shape, ctx.key = a.shape, key
+        from . import _cuda_index
+        ctx.in_shape, ctx.key, ctx.plan = a.shape, key, None
+        split = _cuda_index.split_key(key)
+        if split is not None:
+            out, ctx.plan = _cuda_index.getitem(a, split)
+            return out
         return _cuda().getitem(a, key)
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.plan is not None:
+            from . import _cuda_index
+            return _cuda_index.getitem_backward(g, ctx.plan)
         cuda = _cuda()
         out = cuda.zeros(ctx.in_shape, g.dtype, g.device)
         cuda.setitem(out, ctx.key, g)  # basic indexing selects each element at most once

@@ -1,0 +1,54 @@
+"""Attention on cuda composed from forgegrad's GPU kernels (batched SGEMM, the softmax row kernel,
+pointwise ops): the GPU twin of ops/_attention_math.py, for what the fused kernel does not do
+(dropout, whose keep mask must be kept for backward). It materialises the (N, L, S) weights.
+
+Arrays are DeviceArrays: q (N, L, E), k (N, S, E), v (N, S, Ev); ``mask`` is the additive float32
+mask as [1 or N, L, S] (ops/attention.py's _cuda_mask) or None. The keep mask is drawn on the host
+(ops._util.dropout_keep), so a seeded run drops the same weights on the CPU and on the GPU.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _C
+from .. import cuda as _cuda
+from . import _cuda_nn as CN
+from ._util import dropout_keep
+
+
+def _mm(a, b):
+    return _C.cuda_gemm.matmul(a, b, bool(_cuda.matmul_allow_tf32))
+
+
+def _t(a):
+    """a (N, R, C) transposed to (N, C, R), a new contiguous array."""
+    return _cuda.permute(a, (0, 2, 1))
+
+
+def forward(q, k, v, mask, is_causal, scale, dropout_p):
+    """(out (N, L, Ev), saved state for backward)."""
+    K = CN.kernels()
+    L, S = q.shape[1], k.shape[1]
+    s = _mm(CN.pw("mul", q, scale), _t(k))  # q scaled first, as the CPU's composed path
+    if is_causal:  # top-left aligned: query i sees keys j <= i
+        bias = np.where(np.tri(L, S, dtype=bool), np.float32(0), np.float32(-np.inf)).astype(np.float32)
+        s = CN.pw("add", s, _cuda.to_device(bias, q.device))
+    if mask is not None:
+        s = CN.pw("add", s, mask)
+    p = K.softmax(s, -1)
+    if mask is not None:  # rows with every key masked: 0 (softmax gives NaN there), as torch
+        p = K.where(K.compare("ne", p, p), 0.0, p)
+    keep = _cuda.to_device(dropout_keep(tuple(p.shape), dropout_p), q.device)
+    return _mm(CN.pw("mul", p, keep), v), (p, keep)
+
+
+def backward(g, q, k, v, saved, scale):
+    """(dq, dk, dv, d(scores + mask)) for out's gradient g (N, L, Ev)."""
+    K = CN.kernels()
+    p, keep = saved
+    dv = _mm(_t(CN.pw("mul", p, keep)), g)
+    dp = CN.pw("mul", _mm(g, _t(v)), keep)
+    ds = K.softmax_backward(p, dp, -1)  # rows of p that are 0 give 0
+    dq = CN.pw("mul", _mm(ds, k), scale)
+    dk = _mm(_t(ds), CN.pw("mul", q, scale))
+    return dq, dk, dv, ds
