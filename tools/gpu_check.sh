@@ -6,9 +6,9 @@
 # Environment: PYTHON (default python3), ARCH (CUDA architecture, default: the GPU's), BUILD_DIR
 # (default build/gpu), TESTS (pytest arguments narrowing the run), WORKERS (pytest-xdist workers when
 # installed, default 8), BENCH=0 to skip the bench, MEMCHECK=1 to also run the runtime, GEMM, nn and
-# pointwise tests under compute-sanitizer's memcheck (the planted-fault tests left out; API errors such as the deliberate out-of-memory test's are
-# not counted). Without
-# a GPU the tests skip and the bench rows are absent, which checks the script itself.
+# pointwise tests under compute-sanitizer's memcheck (the planted-fault tests left out; API errors,
+# such as the deliberate out-of-memory test's, not counted). Without a GPU the tests skip and the
+# bench rows are absent, which checks the script itself.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=$(mkdir -p "${1:-gpu_check}" && cd "${1:-gpu_check}" && pwd)
@@ -48,7 +48,8 @@ fi
 if [ "${MEMCHECK:-0}" != 0 ]; then
   sanitizer=$(command -v compute-sanitizer || echo "$(dirname "$(command -v nvcc)")/compute-sanitizer")
   start=$SECONDS
-  timeout "${MEMCHECK_TIMEOUT:-300}" "$sanitizer" --tool memcheck --report-api-errors no --error-exitcode 3 --print-limit 20 \
+  timeout "${MEMCHECK_TIMEOUT:-300}" "$sanitizer" --tool memcheck --report-api-errors no --error-exitcode 3 \
+    --print-limit 20 \
     $py -m pytest tests/test_cuda.py tests/test_cuda_arrays.py tests/test_cuda_gemm.py tests/test_cuda_nn.py \
     tests/test_cuda_pointwise.py tests/test_cuda_dropout_indexing.py -k "not fault" -q -p no:cacheprovider \
     > "$out/memcheck.log" 2>&1
