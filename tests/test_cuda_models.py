@@ -13,7 +13,7 @@ import forgegrad.cuda as fcuda
 import forgegrad.nn.functional as F
 from forgegrad import models, optim
 from forgegrad.datasets import load_digits
-from zoo_cases import OTHER, forward_backward
+from zoo_cases import OTHER, fit_run, forward_backward
 
 pytestmark = pytest.mark.skipif(not fcuda.is_available(),
                                 reason=f"needs a CUDA device: {fcuda.unavailable_reason() or 'available'}")
@@ -106,3 +106,16 @@ def test_other_zoo_models_match_the_cpu_on_the_gpu(name):
         assert (gg is None) == (gc is None)
         if gg is not None:
             _close(gg, gc, f"{name} gradient of parameter {i}")
+
+
+def test_fit_evaluate_predict_train_a_model_on_the_gpu():
+    # forgegrad.train.fit / evaluate / predict and the Keras-style API with the model on cuda and the
+    # loader's batches on the CPU: the same epochs, losses and predictions as on the CPU (to rounding)
+    (hist_c, scores_c, pred_c, keras_c, kpred_c), (hist_g, scores_g, pred_g, keras_g, kpred_g) = \
+        fit_run("cpu"), fit_run("cuda")
+    for got, want in ((hist_g, hist_c), (scores_g, scores_c), (keras_g, keras_c)):
+        assert got.keys() == want.keys()
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    np.testing.assert_allclose(pred_g, pred_c, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(kpred_g, kpred_c, rtol=1e-4, atol=1e-5)

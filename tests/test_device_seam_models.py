@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import device_seam_helpers as seam
-from zoo_cases import OTHER, forward_backward
+from zoo_cases import OTHER, fit_run, forward_backward
 import forgegrad as fg
 import forgegrad.nn.functional as F
 from forgegrad import models, optim
@@ -101,3 +101,12 @@ def test_char_lstm_generates_the_same_tokens_on_the_device():
     model.to(DEV)
     fg.manual_seed(1)
     assert model.generate([1, 2], 8) == want
+
+
+# ---- fit / evaluate / predict with the model on the device ----------------------------------------------------
+def test_fit_evaluate_predict_move_cpu_batches_to_the_model_device():
+    on_cpu, on_device = fit_run("cpu"), fit_run(DEV)
+    for got, want in zip(on_device[:2] + on_device[3:4], on_cpu[:2] + on_cpu[3:4]):
+        assert got == want
+    np.testing.assert_array_equal(on_device[2], on_cpu[2])
+    np.testing.assert_array_equal(on_device[4], on_cpu[4])

@@ -36,3 +36,30 @@ def forward_backward(name, device):
         inference = model(x.to(device))
     inference = inference[0] if isinstance(inference, tuple) else inference
     return out, inference, [p.grad for p in model.parameters()]
+
+
+def fit_run(device):
+    """A model moved to ``device``, trained with forgegrad.train.fit on a loader of CPU batches
+    (EarlyStopping restoring the best weights), then evaluated and predicted; the Keras-style API
+    on a Sequential too. Returns what a user reads back (numbers and host arrays)."""
+    import numpy as np
+    from forgegrad import nn, optim, train
+    from forgegrad.data import DataLoader, TensorDataset
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((40, 6)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    fg.manual_seed(0)
+    model = models.MLP(6, hidden=(8,), out_features=2).to(device)
+    opt = optim.Adam(model.parameters(), lr=0.05)
+    loader = DataLoader(TensorDataset(fg.tensor(x), fg.tensor(y)), batch_size=16)
+    stop = train.EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
+    history = train.fit(model, nn.CrossEntropyLoss(), opt, loader, epochs=4, val_loader=loader,
+                        callbacks=[stop], progress=False)
+    assert all(p.device == device for p in model.parameters())
+    scores = train.evaluate(model, nn.CrossEntropyLoss(), loader)
+    predicted = train.predict(model, x, batch_size=16).numpy()
+    fg.manual_seed(0)
+    seq = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 1), nn.Sigmoid()).to(device)
+    seq.compile(loss="binary_crossentropy", optimizer="adam", metrics=["accuracy"], learning_rate=0.05)
+    keras_history = seq.fit(x, y.astype(np.float32), epochs=2, batch_size=16, verbose=0, shuffle=False)
+    return dict(history), scores, predicted, dict(keras_history), seq.predict(x[:5])

@@ -14,6 +14,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from .. import devices as _devices
+
 __all__ = ["History", "FitState", "Callback", "EarlyStopping", "ModelCheckpoint", "LambdaCallback"]
 
 
@@ -179,7 +181,8 @@ class EarlyStopping(Callback):
             self.best_epoch = epoch
             self.wait = 0
             if self.restore_best_weights:
-                self.best_weights = {k: np.array(v._data, copy=True) for k, v in self.model.state_dict().items()}
+                self.best_weights = {k: np.array(_devices.to_host(v._data), copy=True)  # host copies, any device
+                                     for k, v in self.model.state_dict().items()}
             return
         self.wait += 1
         if self.wait >= self.patience:  # patience=0: stop at the first epoch without improvement

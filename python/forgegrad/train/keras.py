@@ -161,7 +161,7 @@ def _build(model, x: np.ndarray) -> Tensor:
     model.eval()
     try:
         with no_grad():
-            return model(Tensor(x[:1]))
+            return model(loop._as_tensor(x[:1], loop._model_device(model)))
     finally:
         model.train(was_training)
 

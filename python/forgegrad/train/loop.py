@@ -11,6 +11,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from .. import devices as _devices
 from ..autograd import no_grad
 from ..tensor import Tensor
 from .callbacks import Callback, EarlyStopping, FitState, History, ModelCheckpoint
@@ -20,14 +21,29 @@ __all__ = ["fit", "evaluate", "predict"]
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-def _as_tensor(x) -> Tensor:
-    return x if isinstance(x, Tensor) else Tensor(x)
+def _as_tensor(x, device: str = "cpu") -> Tensor:
+    """x as a Tensor on ``device`` (the model's): a loader's CPU batches follow a model moved to a GPU."""
+    t = x if isinstance(x, Tensor) else Tensor(x)
+    return t if _devices.device_of(t._data) == device else t.to(device)
 
 
-def _split_batch(batch):
-    """(inputs tuple, target) from a loader batch: ``(x, y)``, or ``(x1, ..., xk, y)``."""
+def _model_device(model) -> str:
+    """The device of the model's first parameter ("cpu" without parameters): where batches go."""
+    params = getattr(model, "parameters", None)
+    for p in (params() if callable(params) else ()):
+        return _devices.device_of(p._data)
+    return "cpu"
+
+
+def _host(t: Tensor) -> np.ndarray:
+    """A tensor's values as numpy (a copy from a device), for the metrics."""
+    return _devices.to_host(t._data)
+
+
+def _split_batch(batch, device: str = "cpu"):
+    """(inputs tuple, target) from a loader batch: ``(x, y)``, or ``(x1, ..., xk, y)``, on ``device``."""
     if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-        return tuple(_as_tensor(b) for b in batch[:-1]), _as_tensor(batch[-1])
+        return tuple(_as_tensor(b, device) for b in batch[:-1]), _as_tensor(batch[-1], device)
     what = f"a {type(batch).__name__}" + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
     raise TypeError(f"fit/evaluate: each batch must be a tuple (inputs..., target); got {what}")
 
@@ -161,8 +177,9 @@ def _run_epoch(model, loss_fn, optimizer, loader, metrics, progress, callbacks, 
     for m in metrics:
         m.reset()
     total_loss, seen = 0.0, 0
+    device = _model_device(model)
     for i, batch in enumerate(loader):
-        inputs, target = _split_batch(batch)
+        inputs, target = _split_batch(batch, device)
         optimizer.zero_grad()
         output = model(*inputs)
         if teacher is None:
@@ -177,7 +194,7 @@ def _run_epoch(model, loss_fn, optimizer, loader, metrics, progress, callbacks, 
         total_loss += float(loss.item()) * n
         seen += n
         for m in metrics:
-            m.update(output._data, target._data)
+            m.update(_host(output), _host(target))
         logs = {"loss": total_loss / seen, **{m.name: m.compute() for m in metrics}}
         progress.batch_end(logs)
         for cb in callbacks:
@@ -320,17 +337,18 @@ def evaluate(model, loss_fn, loader, metrics: Sequence = ("accuracy",)) -> dict:
     was_training = getattr(model, "training", False)
     model.eval()
     total_loss, seen = 0.0, 0
+    device = _model_device(model)
     try:
         with no_grad():
             for batch in loader:
-                inputs, target = _split_batch(batch)
+                inputs, target = _split_batch(batch, device)
                 output = model(*inputs)
                 n = _batch_len(target)
                 if loss_fn is not None:
                     total_loss += float(loss_fn(output, target).item()) * n
                 seen += n
                 for m in ms:
-                    m.update(output._data, target._data)
+                    m.update(_host(output), _host(target))
     finally:
         model.train(bool(was_training))
     total_loss, seen = _reduce_over_ranks(total_loss, seen, ms)
@@ -357,10 +375,11 @@ def predict(model, x, batch_size: int = 32) -> Tensor:
     was_training = getattr(model, "training", False)
     model.eval()
     outs = []
+    device = _model_device(model)
     try:
         with no_grad():
             for b in batches:
-                outs.append(model(_as_tensor(b))._data)
+                outs.append(_host(model(_as_tensor(b, device))))
     finally:
         model.train(bool(was_training))
     if not outs:
