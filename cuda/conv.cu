@@ -1,6 +1,7 @@
 // 2-D convolution (NCHW) as implicit GEMM on gemm_tiles.cuh's SIMT main loop: the im2col matrix
 // is never built; the fetchers below compute each element's address (or zero, in the padding)
-// from the convolution geometry. One group per blockIdx.z. Not yet run on a GPU.
+// from the convolution geometry. One group per blockIdx.z. Ran on an H200 (tests/test_cuda_gemm.py
+// passes); not tuned yet: 3x3 forward+backward at 0.43x cuDNN.
 //
 //   forward:          Y_g[oc, p]   = sum_{k = (c, kh, kw)}   W_g[oc, k] * im2col(X)_g[k, p]     (+ bias)
 //   backward-data:    dX_g[c, q]   = sum_{k = (oc, kh, kw)}  W_g[oc, c, kh, kw] * dY_g[oc, (q + pad - kh*dh) / s]

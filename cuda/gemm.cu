@@ -1,5 +1,6 @@
 // SGEMM on the GPU, row-major, op() = N or T, alpha/beta: the contract of the CPU fg::sgemm, with
-// batches (strided, broadcast) and an optional TF32 tensor-core path. Not yet run on a GPU.
+// batches (strided, broadcast) and an optional TF32 tensor-core path. Ran on an H200 (tests/test_cuda_gemm.py
+// passes); not tuned yet: 0.73x cuBLAS at 4096^3 FP32, 0.17x with TF32 (mma.sync, no wgmma/TMA).
 //
 // FP32 path: gemm_tiles.cuh's SIMT kernel, 128 x 128 tiles of 8 x 8 per thread (64 x 64 tiles of
 // 4 x 4 when the big tiles would leave most SMs idle), double-buffered shared memory, 128-bit

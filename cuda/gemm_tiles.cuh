@@ -1,5 +1,5 @@
 // The tiled GEMM main loop that SGEMM (gemm.cu) and the implicit-GEMM convolutions (conv.cu)
-// share, and the fetcher of plain strided matrices. None of this has run on a GPU yet.
+// share, and the fetcher of plain strided matrices. Ran on an H200: tests/test_cuda_gemm.py passes.
 //
 // C[M, N] = sum_k A[m, k] * B[k, n] per output tile of BM x BN, 256 threads in a 16 x 16 grid, each
 // thread a (BM/16) x (BN/16) register tile. K advances in steps of BK through two shared-memory

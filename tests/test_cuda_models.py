@@ -13,7 +13,7 @@ import forgegrad.cuda as fcuda
 import forgegrad.nn.functional as F
 from forgegrad import models, optim
 from forgegrad.datasets import load_digits
-from zoo_cases import OTHER, fit_run, forward_backward
+from zoo_cases import OTHER, fit_run, forward_backward, gpt_run
 
 pytestmark = pytest.mark.skipif(not fcuda.is_available(),
                                 reason=f"needs a CUDA device: {fcuda.unavailable_reason() or 'available'}")
@@ -119,3 +119,13 @@ def test_fit_evaluate_predict_train_a_model_on_the_gpu():
             np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-6, err_msg=key)
     np.testing.assert_allclose(pred_g, pred_c, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(kpred_g, kpred_c, rtol=1e-4, atol=1e-5)
+
+
+def test_gpt_trains_samples_and_saves_on_the_gpu(tmp_path):
+    # dropout, AdamW, gradient clipping, a cosine schedule, greedy sampling and a save / load round trip
+    (loss_c, norm_c, ids_c, logits_c), (loss_g, norm_g, ids_g, logits_g) = \
+        gpt_run("cpu", tmp_path / "cpu.safetensors"), gpt_run("cuda", tmp_path / "gpu.safetensors")
+    np.testing.assert_allclose(loss_g, loss_c, rtol=1e-4)
+    np.testing.assert_allclose(norm_g, norm_c, rtol=1e-4)
+    assert ids_g == ids_c
+    np.testing.assert_allclose(logits_g, logits_c, rtol=1e-4, atol=1e-4)

@@ -63,3 +63,39 @@ def fit_run(device):
     seq.compile(loss="binary_crossentropy", optimizer="adam", metrics=["accuracy"], learning_rate=0.05)
     keras_history = seq.fit(x, y.astype(np.float32), epochs=2, batch_size=16, verbose=0, shuffle=False)
     return dict(history), scores, predicted, dict(keras_history), seq.predict(x[:5])
+
+
+def gpt_run(device, path):
+    """The zoo GPT (dropout on) moved to ``device`` and trained four steps the way `forgegrad train gpt`
+    does (AdamW, gradient clipping, a cosine schedule), then sampled greedily; its state_dict saved to
+    ``path`` and loaded into a CPU model. Returns (losses, gradient norms, sampled ids, the loaded
+    model's logits)."""
+    import numpy as np
+    from forgegrad import optim
+    from forgegrad.models.transformer import sample
+    fg.manual_seed(0)
+    model = models.create("gpt", vocab_size=17, n_embd=16, n_head=2, n_layer=2, block_size=12, dropout=0.1)
+    model.to(device)
+    opt = optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.1)
+    sched = optim.lr_scheduler.CosineAnnealingLR(opt, T_max=4)
+    ids = np.random.default_rng(5).integers(0, 17, (3, 13))
+    x, y = fg.tensor(ids[:, :-1]).to(device), fg.tensor(ids[:, 1:].reshape(-1)).to(device)
+    losses, norms = [], []
+    fg.manual_seed(1)  # the dropout masks, drawn on the host: the same on every device
+    for _ in range(4):
+        opt.zero_grad()
+        loss = fg.nn.functional.cross_entropy(model(x).reshape(-1, 17), y)
+        loss.backward()
+        norms.append(float(fg.nn.utils.clip_grad_norm_(model.parameters(), 0.5).item()))
+        opt.step()
+        sched.step()
+        losses.append(float(loss.item()))
+    tokens = sample(model, [1, 2, 3], 6, temperature=0.0)
+    fg.save(model.state_dict(), path)
+    fg.manual_seed(0)
+    loaded = models.create("gpt", vocab_size=17, n_embd=16, n_head=2, n_layer=2, block_size=12)
+    loaded.load_state_dict(fg.load(path))
+    loaded.eval()
+    with fg.no_grad():
+        logits = loaded(fg.tensor(ids[:1, :-1])).numpy()
+    return losses, norms, tokens, logits

@@ -2,7 +2,7 @@
 // DeviceArrays: matmul with torch.matmul's shape rules, linear, conv2d and 2-D pooling, forward and
 // backward. Shapes and geometry are checked here (ValueError naming the argument); the results are
 // new DeviceArrays; kernels are queued on the current stream, nothing synchronises. Without a CUDA
-// build the module only reports `built = False`. None of these kernels has run on a GPU yet.
+// build the module only reports `built = False`. Ran on an H200: tests/test_cuda_gemm.py passes.
 #include <pybind11/stl.h>
 
 #include <array>

@@ -8,7 +8,7 @@ asynchronous fault surfaces there as a RuntimeError naming the call (set
 ``FORGEGRAD_CUDA_LAUNCH_BLOCKING=1`` to synchronise after every launch, so the error names the
 kernel). A full device raises :class:`OutOfMemoryError` (a ``MemoryError``) naming the request.
 Without a device every entry point but the queries (is_built, is_available, device_count,
-unavailable_reason) raises a clear RuntimeError. See docs/cuda.md. This code has not run on a GPU yet.
+unavailable_reason) raises a clear RuntimeError. See docs/cuda.md. Ran on an H200: tests/test_cuda*.py pass.
 """
 from __future__ import annotations
 

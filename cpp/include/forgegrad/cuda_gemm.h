@@ -5,7 +5,7 @@
 // Every function launches on fg::cuda::current_stream() without synchronising and returns an empty
 // string on success, else the CUDA error text (cuda_api.h's convention). Pointers are device
 // pointers; the caller has validated shapes and geometry (the bindings do). Results are
-// deterministic: every output is summed in a fixed order, no float atomics. Not yet run on a GPU.
+// deterministic: every output is summed in a fixed order, no float atomics. Ran on an H200.
 #pragma once
 #include <cstdint>
 #include <string>

@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .. import nn
+from .. import devices, nn
 from .. import random as _random
 from .._args import positive_int
 from .._validate import check_bool, check_float
@@ -256,13 +256,14 @@ def sample(model, prompt: Sequence[int], max_new_tokens: int, temperature: float
         top_k = positive_int(top_k, "top_k", "sample")
     gen = generator or _random.generator()
     block = getattr(model, "block_size", None) or len(ids) + max_new_tokens
+    dev = next((p.device for p in model.parameters()), "cpu")  # tokens go to the model; logits come back
     was_training = model.training
     model.eval()
     try:
         with no_grad():
             for _ in range(max_new_tokens):
-                ctx = np.asarray([ids[-block:]], np.int64)
-                z = model(Tensor(ctx))._data[0, -1].astype(np.float64)
+                ctx = Tensor(np.asarray([ids[-block:]], np.int64)).to(dev)
+                z = devices.to_host(model(ctx)[0, -1]._data).astype(np.float64)
                 if temperature == 0.0:
                     ids.append(int(np.argmax(z)))
                     continue

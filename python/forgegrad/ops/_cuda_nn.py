@@ -3,7 +3,7 @@
 The Functions themselves sit next to their CPU versions in each op's file and register with
 ``OpDef.add_device("cuda", ...)``; they take and return ``forgegrad._C.cuda.DeviceArray``s (Python
 numbers stay numbers: the kernels read them as scalars). Every kernel is queued on the device's
-stream without waiting. None of this has run on a GPU yet (no GPU in this project's CI).
+stream without waiting. Ran on an H200: tests/test_cuda_nn.py passes (CI has no GPU).
 """
 from __future__ import annotations
 

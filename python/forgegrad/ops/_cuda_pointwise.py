@@ -3,7 +3,7 @@ on DeviceArrays, whose per-element math is the shared host/device code of cpp/in
 (the same functions the CPU kernels' portable build runs; see docs/shared_math.md).
 
 The ops add these with ``OpDef.add_device("cuda", ...)`` next to their CPU Functions. Kernels launch
-on forgegrad's CUDA stream without synchronising. This code has not run on a GPU yet.
+on forgegrad's CUDA stream without synchronising. Ran on an H200: tests/test_cuda_pointwise.py passes.
 """
 from __future__ import annotations
 

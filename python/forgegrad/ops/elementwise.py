@@ -226,7 +226,7 @@ class WhereFunction(Function):
 # ---- cuda ------------------------------------------------------------------------------------------------
 # The same ops on DeviceArrays through the broadcasting kernels of cuda/binary.cu (one launch per op,
 # gradients summed back to each input's shape by the reduction kernel). Python numbers stay scalars.
-# The comparisons (ops.compare) register here too, as they share the kernel file. Never run on a GPU yet.
+# The comparisons (ops.compare) register here too, as they share the kernel file.
 from . import _cuda_nn as CN  # noqa: E402
 
 # name -> (grad_a(g, a, b, y), grad_b(g, a, b, y)) before summing to the input shapes

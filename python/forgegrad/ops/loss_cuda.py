@@ -1,6 +1,6 @@
 """The losses on the cuda device: each registry loss's cuda Function (forgegrad._C.cuda_nn kernels on
-DeviceArrays), registered next to its CPU Function in ops/loss.py with ``add_device``. Never run on a
-GPU yet (none was available); tests/test_cuda_nn_contract.py checks them on the CPU against a numpy
+DeviceArrays), registered next to its CPU Function in ops/loss.py with ``add_device``. Ran on an H200
+(tests/test_cuda_nn.py passes); tests/test_cuda_nn_contract.py checks them on the CPU against a numpy
 stand-in of the bindings."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .loss import (_REDUCTIONS, BinaryCrossEntropyFunction, BinaryCrossEntropyWi
 # Losses on DeviceArrays (cuda/softmax_loss.cu; the sums of the reductions through cuda/reduce.cu in a
 # fixed order). softmax / log_softmax (ops.activation) register here too: cross entropy shares their row
 # kernels. The kernels cannot raise: an out-of-range class index gives a NaN loss and gradient on cuda
-# where the CPU raises IndexError. Never run on a GPU yet.
+# where the CPU raises IndexError.
 from . import _cuda_nn as CN  # noqa: E402
 
 

@@ -215,7 +215,6 @@ class BatchNormFunction(Function):
 # ---- cuda ------------------------------------------------------------------------------------------------
 # The norms on DeviceArrays (cuda/norm.cu): one thread block per row (layer / RMS norm) or per channel
 # (batch norm), two-pass statistics in a fixed order, the same saved statistics as the CPU Functions.
-# Never run on a GPU yet.
 from . import _cuda_nn as CN  # noqa: E402
 
 

@@ -196,7 +196,7 @@ class MinDimFunction(MaxDimFunction):
 
 # ---- cuda ------------------------------------------------------------------------------------------------
 # The reductions on DeviceArrays through cuda/reduce.cu (one block per output, fixed summation order).
-# argmax / argmin (ops.compare) register here too: they share the kernel. Never run on a GPU yet.
+# argmax / argmin (ops.compare) register here too: they share the kernel.
 from . import _cuda_nn as CN  # noqa: E402
 
 

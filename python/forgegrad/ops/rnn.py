@@ -212,7 +212,7 @@ class EmbeddingFunction(Function):
 class EmbeddingCudaFunction(Function):
     """embedding on cuda: a row gather; the backward sums each row's gradients in ascending position
     order without sorting or float atomics (cuda/embedding.cu). int64 indices; an index out of range
-    gives a NaN row (a kernel cannot raise IndexError). Never run on a GPU yet."""
+    gives a NaN row (a kernel cannot raise IndexError)."""
 
     @staticmethod
     def forward(ctx, weight, indices, padding_idx=None):

@@ -139,8 +139,7 @@ class StdFunction(Function):
 
 # ---- cuda ------------------------------------------------------------------------------------------------
 # Two passes through cuda/reduce.cu in a fixed order: the mean, then the sum of squared deviations
-# from it (no E[x^2] - E[x]^2 cancellation). Saves d = x - mean as the CPU Function does. Never run
-# on a GPU yet.
+# from it (no E[x^2] - E[x]^2 cancellation). Saves d = x - mean as the CPU Function does.
 from . import _cuda_nn as CN  # noqa: E402
 
 
