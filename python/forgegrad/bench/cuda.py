@@ -5,7 +5,7 @@ set to False for the suite) unless the row says TF32:
   * SGEMM 4096^3 and 1024^3 through ``fg.matmul`` on cuda tensors (FP32; 4096^3 with TF32 too);
   * a 3x3 convolution's forward + backward (input, weight and bias gradients) at a ResNet stage shape;
   * training steps with Adam: the LeNet zoo model (batch 64) and an LSTM layer + Linear head
-    (T 50, batch 32, 128 -> 256, the `rnn` suite's shape).
+    (T 50, batch 32, 128 -> 256, the `rnn` suite's shape); the gpt suite's GPT step (AdamW).
 Each timed call queues ``INNER`` repetitions and then waits for the device, so the row is the GPU's
 time per call plus 1/INNER of one synchronisation; the clock is wall time. Without a GPU every row is
 absent and its note says why; without torch built with CUDA the torch column is absent.
@@ -150,6 +150,13 @@ def _lstm_fns():
     return _classifier_step_fns(SequenceClassifier(i, hidden_size=h, num_classes=10), twin, x, y)
 
 
+def _gpt_fns():
+    """The gpt suite's training step (4 layers x 4 heads x 256, batch 16, T 128, AdamW) on cuda."""
+    from .gpt import train_fns
+    fns = train_fns(_torch_cuda(), device="cuda")
+    return _pair(fns["forgegrad"], fns["torch"])
+
+
 def workloads(quick: bool = False) -> List[Workload]:
     out = [Workload("SGEMM 4096^3 FP32", RUNTIMES, lambda _t: _sgemm_fns(4096, False), flop=2.0 * 4096 ** 3),
            Workload("SGEMM 4096^3 TF32", RUNTIMES, lambda _t: _sgemm_fns(4096, True), flop=2.0 * 4096 ** 3)]
@@ -162,6 +169,7 @@ def workloads(quick: bool = False) -> List[Workload]:
     t, b, i, hid = LSTM
     out.append(Workload(f"LSTM train step T{t} B{b} I{i} H{hid}, Adam", RUNTIMES, lambda _t: _lstm_fns(),
                         flop=3 * 2.0 * t * b * 4 * hid * (i + hid)))
+    out.append(Workload("GPT 4L-4H-256 train step, B16 T128, AdamW", RUNTIMES, lambda _t: _gpt_fns()))
     return out
 
 

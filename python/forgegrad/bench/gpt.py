@@ -103,23 +103,27 @@ def _optimizers(model, tm, torch):
     return opt, topt
 
 
-def train_fns(torch, batch: int = None):
-    """{"forgegrad": step, "torch": step or None}; each step returns its loss (before the update)."""
+def train_fns(torch, batch: int = None, device: str = "cpu"):
+    """{"forgegrad": step, "torch": step or None}; each step returns its loss (before the update).
+    Both models, their optimizer states and the batch live on ``device`` ("cpu" or "cuda")."""
     batch = BATCH if batch is None else batch
     from .. import nn
     from ..tensor import Tensor
     from ._steps import _step
     model, tm = models(torch)
+    model.to(device)
+    if tm is not None:
+        tm.to(device)
     opt, topt = _optimizers(model, tm, torch)
     w = np.random.default_rng(0).integers(0, CONFIG["vocab_size"], (batch, T + 1))
-    x, y = Tensor(w[:, :-1]), Tensor(w[:, 1:].reshape(-1))
+    x, y = Tensor(w[:, :-1]).to(device), Tensor(w[:, 1:].reshape(-1)).to(device)
 
     def fg_loss():
         return nn.functional.cross_entropy(model(x).reshape(-1, CONFIG["vocab_size"]), y)
 
     fns = {"forgegrad": _step(opt, fg_loss), "torch": None}
     if torch is not None:
-        tx, ty = torch.from_numpy(w[:, :-1]), torch.from_numpy(w[:, 1:].reshape(-1))
+        tx, ty = torch.from_numpy(w[:, :-1]).to(device), torch.from_numpy(w[:, 1:].reshape(-1)).to(device)
 
         def torch_loss():
             return torch.nn.functional.cross_entropy(tm(tx).reshape(-1, CONFIG["vocab_size"]), ty)
