@@ -63,3 +63,15 @@ def test_relu_and_adam_match_cpu_formulas():
         v = 0.999 * v + 0.001 * g * g
         p = p - 1e-2 / (1 - 0.9 ** step) * m / (np.sqrt(v) / np.sqrt(1 - 0.999 ** step) + 1e-8)
     np.testing.assert_allclose(dp.numpy(), p, rtol=1e-5, atol=1e-6)
+
+
+def test_import_forgegrad_leaves_cuda_until_asked():
+    # `import forgegrad` neither imports forgegrad.cuda (which registers the device and its optimizer
+    # kernels) nor the optimizer kernel table: both come on first use
+    import subprocess
+    import sys
+    code = ("import sys, forgegrad\n"
+            "print(sorted(m for m in ('forgegrad.cuda', 'forgegrad.optim.kernels') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

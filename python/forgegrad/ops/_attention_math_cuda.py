@@ -11,18 +11,24 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _C
-from .. import cuda as _cuda
 from . import _cuda_nn as CN
 from ._util import dropout_keep
 
 
+def _cuda():
+    # imported on first use: importing forgegrad.cuda registers the device, which `import forgegrad`
+    # leaves until cuda is asked for
+    from .. import cuda
+    return cuda
+
+
 def _mm(a, b):
-    return _C.cuda_gemm.matmul(a, b, bool(_cuda.matmul_allow_tf32))
+    return _C.cuda_gemm.matmul(a, b, bool(_cuda().matmul_allow_tf32))
 
 
 def _t(a):
     """a (N, R, C) transposed to (N, C, R), a new contiguous array."""
-    return _cuda.permute(a, (0, 2, 1))
+    return _cuda().permute(a, (0, 2, 1))
 
 
 def forward(q, k, v, mask, is_causal, scale, dropout_p):
@@ -32,13 +38,13 @@ def forward(q, k, v, mask, is_causal, scale, dropout_p):
     s = _mm(CN.pw("mul", q, scale), _t(k))  # q scaled first, as the CPU's composed path
     if is_causal:  # top-left aligned: query i sees keys j <= i
         bias = np.where(np.tri(L, S, dtype=bool), np.float32(0), np.float32(-np.inf)).astype(np.float32)
-        s = CN.pw("add", s, _cuda.to_device(bias, q.device))
+        s = CN.pw("add", s, _cuda().to_device(bias, q.device))
     if mask is not None:
         s = CN.pw("add", s, mask)
     p = K.softmax(s, -1)
     if mask is not None:  # rows with every key masked: 0 (softmax gives NaN there), as torch
         p = K.where(K.compare("ne", p, p), 0.0, p)
-    keep = _cuda.to_device(dropout_keep(tuple(p.shape), dropout_p), q.device)
+    keep = _cuda().to_device(dropout_keep(tuple(p.shape), dropout_p), q.device)
     return _mm(CN.pw("mul", p, keep), v), (p, keep)
 
 
