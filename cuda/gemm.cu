@@ -4,7 +4,9 @@
 //
 // FP32 path: gemm_tiles.cuh's SIMT kernel, 128 x 128 tiles of 8 x 8 per thread (64 x 64 tiles of
 // 4 x 4 when the big tiles would leave most SMs idle), double-buffered shared memory, 128-bit
-// loads of aligned operands. Every output is one fmaf chain in k order, whichever tile size runs.
+// loads of aligned operands. Every output is one fmaf chain in k order, whichever tile size runs,
+// except that a single product with few output tiles and a long K is split over k (split_k below;
+// the chunks' sums added in a fixed order).
 //
 // TF32 path (forgegrad.cuda.matmul_allow_tf32): 128 x 128 x 16 block tiles, 8 warps of 64 x 32,
 // mma.sync m16n8k8 with TF32 operands rounded (cvt.rna) on their way into shared memory, FP32
@@ -185,6 +187,83 @@ BatchStrides batch_strides(const GemmBatch& b, const int64_t* strides) {
   return s;
 }
 
+// Split-K for a product whose output tiles would leave most SMs idle while K is long (a Linear
+// layer's weight gradient: out x in outputs summed over the tokens): chunks of k (a multiple of 16)
+// so that the grid has about 256 blocks, each chunk at least 256 long. The chunks' partial sums go to
+// a workspace and a second kernel adds them in chunk order, applying alpha, beta and the bias. The
+// plan is a function of the shapes only, so every run gives the same bits.
+struct SplitK {
+  int64_t chunk, splits;
+};
+
+SplitK split_k(int64_t M, int64_t N, int64_t K) {
+  const int64_t blocks = ((M + 63) / 64) * ((N + 63) / 64);  // 64 x 64 tiles
+  SplitK p{K, 1};
+  if (blocks >= 256 || K <= 512) return p;
+  const int64_t want = (256 + blocks - 1) / blocks, most = K / 256;
+  const int64_t splits = want < most ? want : most;
+  if (splits <= 1) return p;
+  p.chunk = ((K + splits - 1) / splits + 15) / 16 * 16;
+  p.splits = (K + p.chunk - 1) / p.chunk;
+  return p;
+}
+
+// The chunks' partial sums: out[split][m][n], rows of N floats.
+struct PartialOut {
+  float* out;
+  int64_t N, split_stride;
+  struct Sink {
+    float* base;
+    __device__ Sink(const PartialOut& e, int64_t, int split) : base(e.out + split * e.split_stride) {}
+    template <int V>
+    __device__ __forceinline__ void put(const PartialOut& e, int64_t m, int64_t n, int64_t N, float4 v) const {
+      const float a[4] = {v.x, v.y, v.z, v.w};
+      float* q = base + m * e.N + n;
+#pragma unroll
+      for (int j = 0; j < V; ++j)
+        if (n + j < N) q[j] = a[j];
+    }
+  };
+};
+
+// C = alpha * (sum of the partials in split order) (+ beta * C) (+ bias[n]): GemmEpilogue's arithmetic.
+__global__ void finish_split_k(const float* __restrict__ partial, int64_t splits, int64_t M, int64_t N, float* c,
+                               int64_t ldc, float alpha, float beta, const float* __restrict__ bias) {
+  const int64_t total = M * N;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float s = 0.f;
+    for (int64_t k = 0; k < splits; ++k) s += partial[k * total + i];
+    float* q = c + (i / N) * ldc + i % N;
+    const float r = beta != 0.f ? fmaf(alpha, s, beta * *q) : alpha * s;
+    *q = bias ? r + __ldg(bias + i % N) : r;
+  }
+}
+
+template <class PA, class PB>
+std::string launch_split_k(int64_t M, int64_t N, int64_t K, const SplitK& sk, const PA& pa, const PB& pb,
+                           const GemmEpilogue& pe) {
+  int device = 0;
+  std::string err = get_device(&device);
+  if (!err.empty()) return err;
+  const int64_t total = M * N;
+  // From the device's cache; handed back while the kernels below may still run: its next owner's
+  // work is queued on the same stream, so after them.
+  float* ws = static_cast<float*>(device_alloc(device, sizeof(float) * static_cast<size_t>(total * sk.splits)));
+  using C = tiles::Small;
+  const PartialOut po{ws, N, total};
+  FG_LAUNCH(tiles::gemm_simt<C>, tiles::grid_for<C>(M, N, sk.splits, 1), tiles::kThreads, M, N, K, sk.chunk,
+            (N + C::BN - 1) / C::BN, int64_t{1}, pa, pb, po);
+  err = launch_status();
+  if (err.empty()) {
+    FG_LAUNCH(finish_split_k, blocks_for(total, 256), 256, ws, sk.splits, M, N, pe.c, pe.ldc, pe.alpha, pe.beta,
+              pe.bias);
+    err = launch_status();
+  }
+  device_free(device, ws);
+  return err;
+}
+
 template <bool KA, bool KB>
 std::string launch(int64_t M, int64_t N, int64_t K, int64_t batch, const float* A, int64_t lda, const float* B,
                    int64_t ldb, const GemmBatch& gb, GemmEpilogue pe, bool tf32) {
@@ -197,6 +276,10 @@ std::string launch(int64_t M, int64_t N, int64_t K, int64_t batch, const float* 
     FG_LAUNCH(tc::sgemm_tf32, tiles::grid_for<tiles::Big>(M, N, 1, batch), tiles::kThreads, M, N, K, tiles_n, batch, pa,
               pb, pe);
     return launch_status();
+  }
+  if (batch == 1) {
+    const SplitK sk = split_k(M, N, K);
+    if (sk.splits > 1) return launch_split_k(M, N, K, sk, pa, pb, pe);
   }
   // The big tiles once they fill the GPU about twice over (an H100 has 132 SMs); the results are the
   // same either way.

@@ -141,6 +141,21 @@ def test_sgemm_alpha_beta_bias_and_unaligned_a(emu):
     close(run_gemm(emu, rand(4, 0), rand(0, 10), False, False, bias=bias), np.broadcast_to(bias, (4, 10)))
 
 
+@pytest.mark.parametrize("ta,tb", [(False, False), (False, True), (True, False), (True, True)])
+def test_sgemm_split_k_few_tiles_long_k(emu, ta, tb):
+    # 2 x 3 tiles of 64 x 64 and K = 1500: split over k into chunks (a Linear weight gradient's shape),
+    # the partial sums added in order with alpha, beta and a bias; the same bits on every run
+    M, N, K = 70, 130, 1500
+    a = rand(*((K, M) if ta else (M, K)))
+    b = rand(*((N, K) if tb else (K, N)), seed=1)
+    c0, bias = rand(M, N, seed=2), rand(N, seed=3)
+    got = run_gemm(emu, a, b, ta, tb, alpha=0.5, beta=-2.0, c=c0.copy(), bias=bias)
+    close(got, 0.5 * ref_gemm(a, b, ta, tb) - 2.0 * c0 + bias)
+    plain = run_gemm(emu, a, b, ta, tb)
+    close(plain, ref_gemm(a, b, ta, tb))
+    assert np.array_equal(plain, run_gemm(emu, a, b, ta, tb))
+
+
 def test_sgemm_broadcast_batches(emu):
     a, b = rand(3, 1, 5, 7), rand(1, 4, 7, 6, seed=1)
     close(run_gemm(emu, a, b, False, False, batch=(3, 4)), ref_gemm(a, b, False, False))

@@ -56,6 +56,24 @@ def test_results_are_deterministic():
         assert all(np.array_equal(g.numpy(), r) for g, r in zip(_C.cuda_gemm.conv2d_backward(*args), ref))
 
 
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
+def test_split_k_when_few_tiles_and_a_long_k(ta, tb):
+    # few 64 x 64 output tiles, K = 3001: split over k, the chunks added in order (alpha, beta, bias too)
+    M, N, K = 70, 130, 3001
+    a = rand(*((K, M) if ta else (M, K)))
+    b = rand(*((N, K) if tb else (K, N)), seed=1)
+    c0 = rand(M, N, seed=2)
+    out = dev(c0.copy())
+    fcuda.matmul(dev(a), dev(b), trans_a=ta, trans_b=tb, alpha=0.5, beta=2.0, out=out)
+    want = fg.kernels.matmul(a, b, trans_a=ta, trans_b=tb)
+    close(out.numpy(), 0.5 * want + 2.0 * c0)
+    first = fcuda.matmul(dev(a), dev(b), trans_a=ta, trans_b=tb).numpy()
+    close(first, want)
+    assert np.array_equal(fcuda.matmul(dev(a), dev(b), trans_a=ta, trans_b=tb).numpy(), first)
+    x, w, bias = rand(70, 3001), rand(130, 3001, seed=3), rand(130, seed=4)  # a Linear with a bias
+    close(_C.cuda_gemm.linear(dev(x), dev(w), dev(bias), False).numpy(), x @ w.T + bias)
+
+
 def test_tf32_only_when_allowed(monkeypatch):
     a, b = rand(200, 300), rand(300, 100, seed=1)
     fp32 = _C.cuda_gemm.matmul(dev(a), dev(b), False).numpy()
