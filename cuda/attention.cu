@@ -47,6 +47,18 @@ __device__ __forceinline__ float dot(const float* a, const float* b, int D) {
   return s;
 }
 
+// Dot products of the warp's kRowsPerWarp rows (row r at a + r * pitch) with one vector b, each summed
+// in d order as dot() does: every element of b is read once for all the rows.
+__device__ __forceinline__ void rows_dot(float (&out)[kRowsPerWarp], const float* a, int pitch, const float* b, int D) {
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r) out[r] = 0.f;
+  for (int d = 0; d < D; ++d) {
+    const float bd = b[d];
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) out[r] += a[r * pitch + d] * bd;
+  }
+}
+
 // Scaled, masked score of query i and key j (-inf when masked out or past the end).
 __device__ __forceinline__ float score(float qk, int64_t i, int64_t j, int64_t L, int64_t S, const float* mask,
                                        float scale, bool causal) {
@@ -86,28 +98,43 @@ __global__ void __launch_bounds__(kWarps * 32)
     load_tile(Ks, k, j0, kTile, S, D);
     load_tile(Vs, v, j0, kTile, S, Dv);
     __syncthreads();
+    // the warp's rows against the lane's key, then P V with each value element read once for the rows
+    // (every accumulator sees the same operations in the same order as row by row)
+    float qk[kRowsPerWarp], p[kRowsPerWarp];
+    bool live[kRowsPerWarp];  // the same on every lane of the warp
+    rows_dot(qk, Qs + warp * kRowsPerWarp * (D + 1), D + 1, Ks + lane * (D + 1), D);
 #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) {
-      int lr = warp * kRowsPerWarp + r;
-      int64_t i = row0 + lr;
-      if (i >= L) break;
-      float s = score(dot(Qs + lr * (D + 1), Ks + lane * (D + 1), D), i, j0 + lane, L, S, mask, scale, causal);
+      int64_t i = row0 + warp * kRowsPerWarp + r;
+      live[r] = false;
+      p[r] = 0.f;
+      if (i >= L) continue;
+      float s = score(qk[r], i, j0 + lane, L, S, mask, scale, causal);
       float m_new = fmaxf(m[r], warp_max(s));
       if (m_new == -INFINITY) continue;  // everything so far masked out
       float alpha = expf(m[r] - m_new);  // 0 on the first unmasked tile
-      float p = expf(s - m_new);
-      l[r] = l[r] * alpha + warp_sum(p);
+      p[r] = expf(s - m_new);
+      l[r] = l[r] * alpha + warp_sum(p[r]);
       m[r] = m_new;
+      live[r] = true;
 #pragma unroll
       for (int t = 0; t < DT; ++t) acc[r][t] *= alpha;
+    }
+#pragma unroll 4
+    for (int jj = 0; jj < kTile; ++jj) {
+      float vt[DT];
 #pragma unroll
-      for (int jj = 0; jj < kTile; ++jj) {
-        float pj = __shfl_sync(kFull, p, jj);
+      for (int t = 0; t < DT; ++t) {
+        int d = lane + 32 * t;
+        vt[t] = d < Dv ? Vs[jj * (Dv + 1) + d] : 0.f;
+      }
 #pragma unroll
-        for (int t = 0; t < DT; ++t) {
-          int d = lane + 32 * t;
-          if (d < Dv) acc[r][t] += pj * Vs[jj * (Dv + 1) + d];
-        }
+      for (int r = 0; r < kRowsPerWarp; ++r) {
+        if (!live[r]) continue;
+        float pj = __shfl_sync(kFull, p[r], jj);
+#pragma unroll
+        for (int t = 0; t < DT; ++t)
+          if (lane + 32 * t < Dv) acc[r][t] += pj * vt[t];
       }
     }
   }
@@ -174,23 +201,34 @@ __global__ void __launch_bounds__(kWarps * 32)
     load_tile(Ks, k, j0, kTile, S, D);
     load_tile(Vs, v, j0, kTile, S, Dv);
     __syncthreads();
+    float qk[kRowsPerWarp], gv[kRowsPerWarp], ds[kRowsPerWarp];
+    bool live[kRowsPerWarp];
+    rows_dot(qk, Qs + warp * kRowsPerWarp * (D + 1), D + 1, Ks + lane * (D + 1), D);
+    rows_dot(gv, Gs + warp * kRowsPerWarp * (Dv + 1), Dv + 1, Vs + lane * (Dv + 1), Dv);
 #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) {
-      int lr = warp * kRowsPerWarp + r;
-      int64_t i = row0 + lr;
-      if (i >= L) break;
-      float s = score(dot(Qs + lr * (D + 1), Ks + lane * (D + 1), D), i, j0 + lane, L, S, mask, scale, causal);
-      float p = prob(s, lse[i]);
-      float dp = dot(Gs + lr * (Dv + 1), Vs + lane * (Dv + 1), Dv);
-      float ds = p * (dp - delta[i]);
+      int64_t i = row0 + warp * kRowsPerWarp + r;
+      live[r] = i < L;
+      ds[r] = 0.f;
+      if (!live[r]) continue;
+      float s = score(qk[r], i, j0 + lane, L, S, mask, scale, causal);
+      ds[r] = prob(s, lse[i]) * (gv[r] - delta[i]);
+    }
+#pragma unroll 4
+    for (int jj = 0; jj < kTile; ++jj) {
+      float kt[DT];
 #pragma unroll
-      for (int jj = 0; jj < kTile; ++jj) {
-        float dsj = __shfl_sync(kFull, ds, jj);
+      for (int t = 0; t < DT; ++t) {
+        int d = lane + 32 * t;
+        kt[t] = d < D ? Ks[jj * (D + 1) + d] : 0.f;
+      }
 #pragma unroll
-        for (int t = 0; t < DT; ++t) {
-          int d = lane + 32 * t;
-          if (d < D) acc[r][t] += dsj * Ks[jj * (D + 1) + d];
-        }
+      for (int r = 0; r < kRowsPerWarp; ++r) {
+        if (!live[r]) continue;
+        float dsj = __shfl_sync(kFull, ds[r], jj);
+#pragma unroll
+        for (int t = 0; t < DT; ++t)
+          if (lane + 32 * t < D) acc[r][t] += dsj * kt[t];
       }
     }
   }
@@ -241,23 +279,39 @@ __global__ void __launch_bounds__(kWarps * 32)
     __syncthreads();
     int64_t i = i0 + lane;
     float lse_i = i < L ? lse[i] : 0.f, delta_i = i < L ? delta[i] : 0.f;
+    // the warp's keys against the lane's query (products commute: the same sums as dot(q, k))
+    float qk[kRowsPerWarp], gv[kRowsPerWarp], p[kRowsPerWarp], ds[kRowsPerWarp];
+    bool live[kRowsPerWarp];
+    rows_dot(qk, Ks + warp * kRowsPerWarp * (D + 1), D + 1, Qs + lane * (D + 1), D);
+    rows_dot(gv, Vs + warp * kRowsPerWarp * (Dv + 1), Dv + 1, Gs + lane * (Dv + 1), Dv);
 #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) {
-      int lr = warp * kRowsPerWarp + r;
-      int64_t j = key0 + lr;
-      if (j >= S) break;
-      float s = score(dot(Qs + lane * (D + 1), Ks + lr * (D + 1), D), i, j, L, S, mask, scale, causal);
-      float p = prob(s, lse_i);
-      float dp = dot(Gs + lane * (Dv + 1), Vs + lr * (Dv + 1), Dv);
-      float ds = p * (dp - delta_i);
+      int64_t j = key0 + warp * kRowsPerWarp + r;
+      live[r] = j < S;
+      p[r] = ds[r] = 0.f;
+      if (!live[r]) continue;
+      float s = score(qk[r], i, j, L, S, mask, scale, causal);
+      p[r] = prob(s, lse_i);
+      ds[r] = p[r] * (gv[r] - delta_i);
+    }
+#pragma unroll 4
+    for (int ii = 0; ii < kTile; ++ii) {
+      float gt[DT], qt[DT];
 #pragma unroll
-      for (int ii = 0; ii < kTile; ++ii) {
-        float pi = __shfl_sync(kFull, p, ii), dsi = __shfl_sync(kFull, ds, ii);
+      for (int t = 0; t < DT; ++t) {
+        int d = lane + 32 * t;
+        gt[t] = d < Dv ? Gs[ii * (Dv + 1) + d] : 0.f;
+        qt[t] = d < D ? Qs[ii * (D + 1) + d] : 0.f;
+      }
+#pragma unroll
+      for (int r = 0; r < kRowsPerWarp; ++r) {
+        if (!live[r]) continue;
+        float pi = __shfl_sync(kFull, p[r], ii), dsi = __shfl_sync(kFull, ds[r], ii);
 #pragma unroll
         for (int t = 0; t < DT; ++t) {
           int d = lane + 32 * t;
-          if (d < Dv) dv[r][t] += pi * Gs[ii * (Dv + 1) + d];
-          if (d < D) dk[r][t] += dsi * Qs[ii * (D + 1) + d];
+          if (d < Dv) dv[r][t] += pi * gt[t];
+          if (d < D) dk[r][t] += dsi * qt[t];
         }
       }
     }
