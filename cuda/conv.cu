@@ -278,25 +278,9 @@ struct Im2colTOperand {
   };
 };
 
-// Row-major rows of `cols` floats: out[(split * OC + g*OCg + m) * cols + col] = acc. With one split this
-// is grad_weight itself (OC, Cg, KH, KW); with several, the splits' partial sums, one after another.
-struct RowsOut {
-  float* out;
-  int64_t cols, rows_per_group, split_stride;
-  struct Sink {
-    float* base;
-    __device__ Sink(const RowsOut& e, int64_t z, int split)
-        : base(e.out + split * e.split_stride + z * e.rows_per_group * e.cols) {}
-    template <int V>
-    __device__ __forceinline__ void put(const RowsOut& e, int64_t m, int64_t n, int64_t N, float4 v) const {
-      const float a[4] = {v.x, v.y, v.z, v.w};
-      float* q = base + m * e.cols + n;
-#pragma unroll
-      for (int j = 0; j < V; ++j)
-        if (n + j < N) q[j] = a[j];
-    }
-  };
-};
+// Backward-weight writes through tiles::RowsOut: out[(split * OC + g*OCg + m) * cols + col] = acc. With
+// one split this is grad_weight itself (OC, Cg, KH, KW); with several, the splits' partial sums.
+using tiles::RowsOut;
 
 // grad_weight[i] = sum over splits s (in order) of partial[s][i].
 __global__ void sum_splits(const float* __restrict__ partial, float* __restrict__ out, int64_t n, int64_t splits) {

@@ -208,24 +208,6 @@ SplitK split_k(int64_t M, int64_t N, int64_t K) {
   return p;
 }
 
-// The chunks' partial sums: out[split][m][n], rows of N floats.
-struct PartialOut {
-  float* out;
-  int64_t N, split_stride;
-  struct Sink {
-    float* base;
-    __device__ Sink(const PartialOut& e, int64_t, int split) : base(e.out + split * e.split_stride) {}
-    template <int V>
-    __device__ __forceinline__ void put(const PartialOut& e, int64_t m, int64_t n, int64_t N, float4 v) const {
-      const float a[4] = {v.x, v.y, v.z, v.w};
-      float* q = base + m * e.N + n;
-#pragma unroll
-      for (int j = 0; j < V; ++j)
-        if (n + j < N) q[j] = a[j];
-    }
-  };
-};
-
 // C = alpha * (sum of the partials in split order) (+ beta * C) (+ bias[n]): GemmEpilogue's arithmetic.
 __global__ void finish_split_k(const float* __restrict__ partial, int64_t splits, int64_t M, int64_t N, float* c,
                                int64_t ldc, float alpha, float beta, const float* __restrict__ bias) {
@@ -251,7 +233,7 @@ std::string launch_split_k(int64_t M, int64_t N, int64_t K, const SplitK& sk, co
   // work is queued on the same stream, so after them.
   float* ws = static_cast<float*>(device_alloc(device, sizeof(float) * static_cast<size_t>(total * sk.splits)));
   using C = tiles::Small;
-  const PartialOut po{ws, N, total};
+  const tiles::RowsOut po{ws, N, M, total};  // the chunks' partial sums: ws[split][m][n]
   FG_LAUNCH(tiles::gemm_simt<C>, tiles::grid_for<C>(M, N, sk.splits, 1), tiles::kThreads, M, N, K, sk.chunk,
             (N + C::BN - 1) / C::BN, int64_t{1}, pa, pb, po);
   err = launch_status();

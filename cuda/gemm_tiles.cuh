@@ -245,6 +245,27 @@ __global__ void __launch_bounds__(kThreads, C::kMinBlocks)
   }
 }
 
+// A sink of raw sums: row-major rows of `cols` floats, entry z's rows after rows_per_group * cols
+// floats, k-split s's after split_stride floats: out[s * split_stride + (z * rows_per_group + m) * cols
+// + n] = acc. The split-K partial sums of the conv weight gradient and of a GEMM with few tiles.
+struct RowsOut {
+  float* out;
+  int64_t cols, rows_per_group, split_stride;
+  struct Sink {
+    float* base;
+    __device__ Sink(const RowsOut& e, int64_t z, int split)
+        : base(e.out + split * e.split_stride + z * e.rows_per_group * e.cols) {}
+    template <int V>
+    __device__ __forceinline__ void put(const RowsOut& e, int64_t m, int64_t n, int64_t N, float4 v) const {
+      const float a[4] = {v.x, v.y, v.z, v.w};
+      float* q = base + m * e.cols + n;
+#pragma unroll
+      for (int j = 0; j < V; ++j)
+        if (n + j < N) q[j] = a[j];
+    }
+  };
+};
+
 // Launch geometry of gemm_simt: tiles in x, k-splits in y, batch entries in z (the kernel loops
 // over z beyond the grid's limit).
 template <class C>

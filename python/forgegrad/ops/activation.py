@@ -315,12 +315,22 @@ LogSoftmaxFunction = _rowwise("log_softmax", _KS.log_softmax, _KS.log_softmax_ba
                               lambda g, y, axis: g - np.exp(y) * np.sum(g, axis=axis, keepdims=True), bad_dim=-3)
 
 
-def _dropout_args(p, training):
+def _dropout_forward(ctx, x, p, training, zeros_like, keep_on_device, multiply):
+    """Inverted dropout on any device: the keep mask drawn on the host (dropout_keep), so a seeded run
+    drops the same elements everywhere; ``keep_on_device(keep, x)`` moves it next to x. Saves the mask
+    (None when nothing is dropped) as ctx.mask."""
     from .._validate import check_bool, check_float
     p, training = check_float(p, "dropout: p"), check_bool(training, "dropout: training")
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
-    return p, training
+    if not training or p == 0.0:
+        ctx.mask = None
+        return x
+    if p == 1.0:  # zeros, NaN and inf inputs included
+        ctx.mask = zeros_like(x)
+        return zeros_like(x)
+    ctx.mask = keep_on_device(dropout_keep(x.shape, p), x)
+    return multiply(x, ctx.mask)
 
 
 @register_op("dropout", meta=M.same, flops=M.per_output_element(1),
@@ -334,15 +344,7 @@ class DropoutFunction(Function):
 
     @staticmethod
     def forward(ctx, x, p=0.5, training=True):
-        p, training = _dropout_args(p, training)
-        if not training or p == 0.0:
-            ctx.mask = None
-            return x
-        if p == 1.0:
-            ctx.mask = np.zeros_like(x)
-            return np.zeros_like(x)
-        ctx.mask = dropout_keep(x.shape, p)
-        return x * ctx.mask
+        return _dropout_forward(ctx, x, p, training, np.zeros_like, lambda keep, x: keep, np.multiply)
 
     @staticmethod
     def backward(ctx, g):
@@ -367,15 +369,8 @@ class DropoutCudaFunction(Function):
     @staticmethod
     def forward(ctx, x, p=0.5, training=True):
         from .. import cuda
-        p, training = _dropout_args(p, training)
-        if not training or p == 0.0:
-            ctx.mask = None
-            return x
-        if p == 1.0:  # zeros, as the CPU's (NaN and inf inputs included)
-            ctx.mask = cuda.zeros(x.shape, device=x.device)
-            return cuda.zeros(x.shape, device=x.device)
-        ctx.mask = cuda.to_device(dropout_keep(x.shape, p), x.device)
-        return _CN.pw("mul", x, ctx.mask)
+        return _dropout_forward(ctx, x, p, training, lambda a: cuda.zeros(a.shape, device=a.device),
+                                lambda keep, a: cuda.to_device(keep, a.device), lambda a, b: _CN.pw("mul", a, b))
 
     @staticmethod
     def backward(ctx, g):
