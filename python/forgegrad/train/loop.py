@@ -216,7 +216,8 @@ def fit(model, loss_fn, optimizer, train_loader, *, epochs: int, val_loader=None
         model: a Module mapping a batch's inputs to outputs.
         loss_fn: ``loss_fn(output, target) -> scalar Tensor`` (mean over the batch), e.g. nn.CrossEntropyLoss().
         optimizer: an optimizer over the model's parameters (``zero_grad()``, ``step()``).
-        train_loader: iterable of ``(inputs, target)`` batches, e.g. a forgegrad.data.DataLoader.
+        train_loader: iterable of ``(inputs, target)`` batches, e.g. a forgegrad.data.DataLoader; they
+            are moved to the device of the model's parameters (a model on cuda trains from CPU data).
         epochs: number of passes.
         val_loader: evaluated (no_grad, eval mode) after every epoch -> "val_loss", "val_<metric>".
         metrics: names ("accuracy", "mae"), Metric objects or callables ``fn(output, target) -> float``.
@@ -361,8 +362,8 @@ def evaluate(model, loss_fn, loader, metrics: Sequence = ("accuracy",)) -> dict:
 
 def predict(model, x, batch_size: int = 32) -> Tensor:
     """``model`` outputs for ``x`` (numpy array, Tensor, or an iterable of batches such as a DataLoader,
-    whose batches may be ``(x, y)`` tuples: the target is ignored), concatenated along dim 0.
-    Runs in no_grad and eval mode (restored afterwards)."""
+    whose batches may be ``(x, y)`` tuples: the target is ignored), concatenated along dim 0 into a
+    CPU tensor. Batches go to the model's device. Runs in no_grad and eval mode (restored afterwards)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
         raise ValueError(f"predict: batch_size must be a positive int, got {batch_size!r}")
     if isinstance(x, (np.ndarray, Tensor, list)):
