@@ -39,6 +39,7 @@
 #include "forgegrad/memory.h"
 #include "forgegrad/parallel.h"
 #include "forgegrad/simd.h"
+#include "forgegrad/transpose_f32.h"
 #include "softmax_rows.h"
 
 namespace fg {
@@ -121,7 +122,22 @@ void copy_padded(const float* src, int64_t rows, int64_t cols, int64_t lds, floa
 void transpose_padded(const float* src, int64_t rows, int64_t cols, int64_t lds, float* dst, int64_t ldd) {
   for (int64_t c = 0; c < cols; ++c)
     for (int64_t r = rows; r < ldd; ++r) dst[c * ldd + r] = 0.0f;
-  for (int64_t r = 0; r < rows; ++r)
+  int64_t r0 = 0;
+#if defined(__AVX2__)
+  // 8 x 8 blocks in registers (the element loop wrote every value to another cache line)
+  for (; r0 + 8 <= rows; r0 += 8) {
+    int64_t c = 0;
+    for (; c + 8 <= cols; c += 8) {
+      __m256 in[8], out[8];
+      for (int i = 0; i < 8; ++i) in[i] = _mm256_loadu_ps(src + (r0 + i) * lds + c);
+      tile_f32::transpose8(in, out);
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + (c + i) * ldd + r0, out[i]);
+    }
+    for (; c < cols; ++c)
+      for (int i = 0; i < 8; ++i) dst[c * ldd + r0 + i] = src[(r0 + i) * lds + c];
+  }
+#endif
+  for (int64_t r = r0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c];
 }
 
@@ -288,10 +304,13 @@ void attention_backward(const float* q, AttnLayout lq, const float* k, AttnLayou
     float* vt = kt + E * bcp;  // v^T of the key block (Ev x bcp)
     float* dka = vt + Ev * bcp;  // dK accumulator of the key block
     float* dva = dka + kBlk * ep;  // dV accumulator of the key block
-    for (int64_t r = 0; r < L; ++r) {
-      float s = 0.0f;
-      for (int64_t e = 0; e < Ev; ++e) s += gn[r * os + e] * on[r * os + e];
-      D[r] = s;
+    for (int64_t r = 0; r < L; ++r) {  // one vector accumulator per row: a fixed order
+      vf s = vzero();
+      for (int64_t e = 0; e < Ev; e += W) {
+        const int n = static_cast<int>(imin(W, Ev - e));
+        s = vfmadd(vload_upto(gn + r * os + e, n), vload_upto(on + r * os + e, n), s);
+      }
+      D[r] = vreduce_add(s);
     }
     zero(dqa, L * ep);
     copy_scaled(qn, L, E, qs, scale, qp, ep);

@@ -16,6 +16,7 @@
 #include "conv_tile.h"
 #include "forgegrad/parallel.h"
 #include "forgegrad/pool.h"
+#include "forgegrad/transpose_f32.h"
 
 namespace fg {
 namespace FG_ISA_NS {
@@ -184,28 +185,6 @@ inline void kernel_transform(const T* g, T* u, T half) {
     u[i * 4 + 3] = t[i][2];
   }
 }
-#if defined(__AVX2__)
-// out[t] lane i = in[i] lane t (an 8 x 8 transpose).
-inline void transpose8(const __m256* r, __m256* out) {
-  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-  // per 128-bit half, columns (t | t + 4) of rows 0-3 (a) and rows 4-7 (b)
-  const __m256 a0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
-  const __m256 a1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
-  const __m256 a2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
-  const __m256 a3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
-  const __m256 b0 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
-  const __m256 b1 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
-  const __m256 b2 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
-  const __m256 b3 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
-  out[0] = _mm256_permute2f128_ps(a0, b0, 0x20), out[4] = _mm256_permute2f128_ps(a0, b0, 0x31);
-  out[1] = _mm256_permute2f128_ps(a1, b1, 0x20), out[5] = _mm256_permute2f128_ps(a1, b1, 0x31);
-  out[2] = _mm256_permute2f128_ps(a2, b2, 0x20), out[6] = _mm256_permute2f128_ps(a2, b2, 0x31);
-  out[3] = _mm256_permute2f128_ps(a3, b3, 0x20), out[7] = _mm256_permute2f128_ps(a3, b3, 0x31);
-}
-#endif
 }  // namespace
 
 void winograd_weights(const Winograd3x3& p, const float* kernels, float* U) {
@@ -239,7 +218,7 @@ void winograd_weights(const Winograd3x3& p, const float* kernels, float* U) {
         for (int blk = 0; blk < 9; ++blk) {
           __m256 r[8];
           for (int mm = 0; mm < 8; ++mm) r[mm] = _mm256_loadu_ps(rows[mm] + 8 * blk);
-          transpose8(r, col + 8 * blk);
+          tile_f32::transpose8(r, col + 8 * blk);
         }
         for (int cl = 0; cl < 8; ++cl) {
           kernel_transform(col + 9 * cl, uv, half);
