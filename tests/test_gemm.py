@@ -396,3 +396,21 @@ def test_linear_activation_is_the_activation_after(simd_path, threads, rng, M, N
             for p in (None, packed):
                 got = _C.gemm.linear(x, w, b, code, alpha, p)
                 assert got.tobytes() == want.tobytes(), (name, n, p is not None)
+
+
+@pytest.mark.parametrize("M,N,K", LINEAR_ACT_SHAPES)
+def test_linear_bias_is_beta_one_over_the_bias_rows(simd_path, threads, rng, M, N, K):
+    """linear's bias, written by each output tile just before its first K slice on the packed path
+    (by a fill of the output on the others): the same bits as sgemm with beta = 1 over an output
+    filled with the bias rows, packed weight or not, at any thread count."""
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    w = rng.standard_normal((N, K)).astype(np.float32)
+    b = rng.standard_normal(N).astype(np.float32)
+    want = np.broadcast_to(b, (M, N)).copy()
+    _C.gemm.sgemm(x, w, want, False, True, 1.0, 1.0)
+    packed = _C.gemm.PackedWeight(w)
+    for n in (1, 3):
+        threads(n)
+        for p in (None, packed):
+            got = _C.gemm.linear(x, w, b, -1, 0.0, p)
+            assert got.tobytes() == want.tobytes(), (n, p is not None)

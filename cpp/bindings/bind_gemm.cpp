@@ -390,13 +390,12 @@ py::array linear(py::handle x_in, py::handle w_in, py::handle b_in, int activati
   // and the release/reacquire pair costs ~0.1 us of it).
   std::optional<py::gil_scoped_release> release;
   if (M * N * K >= (int64_t(1) << 16)) release.emplace();
-  if (bp)
-    for (int64_t i = 0; i < M; ++i) std::copy(bp, bp + N, yp + i * N);
   // op(weight) = weight.T: the (N, K) weight read transposed (or a transposed view read directly).
-  // the activation goes on each tile of the output as the GEMM finishes it (in cache; same bits as a pass after)
+  // The bias and the activation go on each tile of the output as the GEMM reaches it (in cache; the
+  // same bits as filling the output with the bias rows first and a pass of the activation after).
   const bool use_packed = packed && packed->isa == fg::active_isa() && packed->buf.size() > 0;
   fg::sgemm_prepacked_b(false, !W.transposed, M, N, K, 1.0f, xp, K > 0 ? K : 1, W.ptr, W.ld,
-                        use_packed ? packed->buf.data() : nullptr, bp ? 1.0f : 0.0f, yp, N, activation, alpha);
+                        use_packed ? packed->buf.data() : nullptr, 0.0f, yp, N, activation, alpha, bp);
   return std::move(out);
 }
 

@@ -25,11 +25,14 @@ FG_KERNEL(void, sgemm_prepack_b, (bool trans_b, int64_t N, int64_t K, const floa
           (trans_b, N, K, B, ldb, dst))
 // act (an fg::ActOp, -1: none; act_alpha: leaky_relu's slope) is applied to C at the end, tile by
 // tile as each is finished where the path allows: the same bits as act_forward over C afterwards.
+// col_bias (null, or N floats): C = alpha * op(A) op(B) + col_bias[j], C's old contents and beta
+// ignored; the same bits as C filled with the bias rows and beta = 1, but the packed path writes
+// each tile's bias rows just before the tile (in L1) instead of a pass over all of C first.
 FG_KERNEL(void, sgemm_prepacked_b,
           (bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, const float* b_prepacked, float beta, float* C, int64_t ldc, int act,
-           float act_alpha),
-          (trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, b_prepacked, beta, C, ldc, act, act_alpha))
+           float act_alpha, const float* col_bias),
+          (trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, b_prepacked, beta, C, ldc, act, act_alpha, col_bias))
 
 // `batch` independent SGEMMs of one shape: matrix b of A starts at A + b * stride_a (likewise B,
 // C). A stride of 0 broadcasts one matrix to every batch entry (A or B only; C entries must not

@@ -15,8 +15,10 @@
 // added in order (C = alpha*acc + beta*C, then C = alpha*acc + C), whatever thread computes it.
 // KC depends on K only, so results are bit-identical for any thread count.
 // Skinny shapes (M <= 8 or N <= 16) go to gemm_skinny.cpp, which reads B in place.
-#include "forgegrad/gemm.h"
+#include <algorithm>
+
 #include "act_vec.h"
+#include "forgegrad/gemm.h"
 #include "forgegrad/memory.h"
 #include "forgegrad/parallel.h"
 #include "gemm_internal.h"
@@ -132,9 +134,10 @@ inline void act_block(int act, float act_alpha, float* c, int64_t ldc, int64_t r
 
 // b_prepacked: null, or every B panel packed beforehand by sgemm_prepack_b (then nothing of B is
 // packed here: tile (p, q) of slice pc reads its panel at b_prepacked + pc * N_pad + q * NR * kc).
+// col_bias: null, or the bias row each tile's C block is filled with before its first slice (beta = 1).
 void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                   const float* B, int64_t ldb, const float* b_prepacked, float beta, float* C, int64_t ldc, int act,
-                  float act_alpha) {
+                  float act_alpha, const float* col_bias) {
   // op(A)(i, k) = A[i * rsa + k * csa]; op(B)(k, j) = B[k * rsb + j * csb].
   const int64_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
   const int64_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
@@ -214,6 +217,8 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
             const int cols = static_cast<int>(N - j < kGemmNR ? N - j : kGemmNR);
             float* ap = apack + (p - pb) * kGemmMR * kc;
             float* c = C + i * ldc + j;
+            if (col_bias && pc == 0)
+              for (int r = 0; r < rows; ++r) std::copy(col_bias + j, col_bias + j + cols, c + r * ldc);
             const bool a_first = q == qc && fused_a(p);
             const bool b_fused = b_first && fuse_b && cols == kGemmNR;
             if (b_first && !b_fused) pack_panel(B + pc * rsb + j * csb, csb, rsb, cols, kc, kGemmNR, bp);
@@ -291,11 +296,18 @@ void sgemm_direct(int64_t M, int64_t N, int64_t K, float alpha, const float* A, 
 // sgemm with an optional prepacked op(B) (null: none; used only when the shape takes the packed path).
 void sgemm_prepacked_b(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                        int64_t lda, const float* B, int64_t ldb, const float* b_prepacked, float beta, float* C,
-                       int64_t ldc, int act, float act_alpha) {
+                       int64_t ldc, int act, float act_alpha, const float* col_bias) {
   if (M <= 0 || N <= 0) return;
+  if (col_bias) beta = 1.0f;
+  // C filled with the bias rows up front, for the paths whose tiles do not write them themselves
+  const auto fill_bias = [&]() {
+    if (col_bias)
+      for (int64_t i = 0; i < M; ++i) std::copy(col_bias, col_bias + N, C + i * ldc);
+  };
   // paths without a tile epilogue: the activation as a pass over C afterwards
   const auto act_after = [&]() { act_block(act, act_alpha, C, ldc, M, N); };
   if (K <= 0 || alpha == 0.0f) {
+    fill_bias();
     scale_c(M, N, beta, C, ldc);
     act_after();
     return;
@@ -304,9 +316,13 @@ void sgemm_prepacked_b(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t
   const int64_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
   // Skinny shapes skip packing (measured: the packed path wins from M = 9 on, but a B panel
   // of 32 columns holding N <= 16 wastes half the tile, so the transposed skinny form wins there).
-  if (M > 8 && csb == 1 && K <= kGemmKCMax && (M * N * K <= kDirectMaxMNK || N <= kSkinnyMax)) {
+  const bool direct = M > 8 && csb == 1 && K <= kGemmKCMax && (M * N * K <= kDirectMaxMNK || N <= kSkinnyMax);
+  const bool direct_thin_b = !direct && M > 8 && N <= kSkinnyMax && K <= kGemmKCMax;
+  const bool packed = !direct && !direct_thin_b && M > 8 && N > kSkinnyMax;
+  if (!packed) fill_bias();
+  if (direct) {
     sgemm_direct(M, N, K, alpha, A, rsa, csa, B, rsb, beta, C, ldc, act, act_alpha);
-  } else if (M > 8 && N <= kSkinnyMax && K <= kGemmKCMax) {
+  } else if (direct_thin_b) {
     // A thin op(B) with contiguous columns (x @ W^T of a layer with <= 16 outputs): its transpose
     // is at most K x 16 floats, copied once into L1-sized scratch, and the direct tiles read A once
     // (one column panel). The dot-product form would spend its time on horizontal reductions.
@@ -322,13 +338,13 @@ void sgemm_prepacked_b(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t
     sgemm_skinny(N, M, K, alpha, B, csb, rsb, A, csa, rsa, beta, C, 1, ldc);
     act_after();
   } else {
-    sgemm_packed(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, b_prepacked, beta, C, ldc, act, act_alpha);
+    sgemm_packed(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, b_prepacked, beta, C, ldc, act, act_alpha, col_bias);
   }
 }
 
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  sgemm_prepacked_b(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, nullptr, beta, C, ldc, -1, 0.0f);
+  sgemm_prepacked_b(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, nullptr, beta, C, ldc, -1, 0.0f, nullptr);
 }
 
 int64_t sgemm_prepacked_b_floats(int64_t N, int64_t K) {
