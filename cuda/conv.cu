@@ -309,8 +309,7 @@ std::string run_any(int64_t M, int64_t N, int64_t K, int64_t groups, const PA& p
   return run<tiles::Small>(M, N, K, K, 1, groups, pa, pb, pe);
 }
 
-// Split-K plan of backward-weight: chunks of k (a multiple of 16, the larger BK) so that the grid has
-// about 256 blocks, each chunk at least 256 pixels long. A function of the shapes only.
+// Split-K plan of backward-weight (tiles::k_split over its pixels) and the tile size it runs with.
 struct SplitPlan {
   bool big;
   int64_t chunk, splits;
@@ -319,16 +318,10 @@ struct SplitPlan {
 SplitPlan split_plan(const Conv2dGeom& cg) {
   const Geo g(cg);
   const int64_t M = g.OCg, N = static_cast<int64_t>(g.Cg) * g.KHW, K = g.N * g.OHW;
-  SplitPlan p{use_big(M, N, cg.groups), K, 1};
-  const int64_t bm = p.big ? 128 : 64;
-  const int64_t blocks = ((M + bm - 1) / bm) * ((N + bm - 1) / bm) * cg.groups;
-  if (blocks >= 256 || K <= 512) return p;
-  int64_t want = (256 + blocks - 1) / blocks, most = K / 256;
-  const int64_t splits = want < most ? want : most;
-  if (splits <= 1) return p;
-  p.chunk = ((K + splits - 1) / splits + 15) / 16 * 16;
-  p.splits = (K + p.chunk - 1) / p.chunk;
-  return p;
+  const bool big = use_big(M, N, cg.groups);
+  const int64_t bm = big ? 128 : 64;
+  const tiles::KSplit ks = tiles::k_split(((M + bm - 1) / bm) * ((N + bm - 1) / bm) * cg.groups, K);
+  return SplitPlan{big, ks.chunk, ks.splits};
 }
 
 }  // namespace

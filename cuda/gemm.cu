@@ -5,7 +5,7 @@
 // FP32 path: gemm_tiles.cuh's SIMT kernel, 128 x 128 tiles of 8 x 8 per thread (64 x 64 tiles of
 // 4 x 4 when the big tiles would leave most SMs idle), double-buffered shared memory, 128-bit
 // loads of aligned operands. Every output is one fmaf chain in k order, whichever tile size runs,
-// except that a single product with few output tiles and a long K is split over k (split_k below;
+// except that a single product with few output tiles and a long K is split over k (launch_split_k;
 // the chunks' sums added in a fixed order).
 //
 // TF32 path (forgegrad.cuda.matmul_allow_tf32): 128 x 128 x 16 block tiles, 8 warps of 64 x 32,
@@ -188,25 +188,9 @@ BatchStrides batch_strides(const GemmBatch& b, const int64_t* strides) {
 }
 
 // Split-K for a product whose output tiles would leave most SMs idle while K is long (a Linear
-// layer's weight gradient: out x in outputs summed over the tokens): chunks of k (a multiple of 16)
-// so that the grid has about 256 blocks, each chunk at least 256 long. The chunks' partial sums go to
-// a workspace and a second kernel adds them in chunk order, applying alpha, beta and the bias. The
-// plan is a function of the shapes only, so every run gives the same bits.
-struct SplitK {
-  int64_t chunk, splits;
-};
-
-SplitK split_k(int64_t M, int64_t N, int64_t K) {
-  const int64_t blocks = ((M + 63) / 64) * ((N + 63) / 64);  // 64 x 64 tiles
-  SplitK p{K, 1};
-  if (blocks >= 256 || K <= 512) return p;
-  const int64_t want = (256 + blocks - 1) / blocks, most = K / 256;
-  const int64_t splits = want < most ? want : most;
-  if (splits <= 1) return p;
-  p.chunk = ((K + splits - 1) / splits + 15) / 16 * 16;
-  p.splits = (K + p.chunk - 1) / p.chunk;
-  return p;
-}
+// layer's weight gradient: out x in outputs summed over the tokens), planned as the conv weight
+// gradient's (tiles::k_split over its 64 x 64 tiles). The chunks' partial sums go to a workspace and a
+// second kernel adds them in chunk order, applying alpha, beta and the bias.
 
 // C = alpha * (sum of the partials in split order) (+ beta * C) (+ bias[n]): GemmEpilogue's arithmetic.
 __global__ void finish_split_k(const float* __restrict__ partial, int64_t splits, int64_t M, int64_t N, float* c,
@@ -223,7 +207,7 @@ __global__ void finish_split_k(const float* __restrict__ partial, int64_t splits
 }
 
 template <class PA, class PB>
-std::string launch_split_k(int64_t M, int64_t N, int64_t K, const SplitK& sk, const PA& pa, const PB& pb,
+std::string launch_split_k(int64_t M, int64_t N, int64_t K, const tiles::KSplit& sk, const PA& pa, const PB& pb,
                            const GemmEpilogue& pe) {
   int device = 0;
   std::string err = get_device(&device);
@@ -260,7 +244,7 @@ std::string launch(int64_t M, int64_t N, int64_t K, int64_t batch, const float* 
     return launch_status();
   }
   if (batch == 1) {
-    const SplitK sk = split_k(M, N, K);
+    const tiles::KSplit sk = tiles::k_split(((M + 63) / 64) * ((N + 63) / 64), K);
     if (sk.splits > 1) return launch_split_k(M, N, K, sk, pa, pb, pe);
   }
   // The big tiles once they fill the GPU about twice over (an H100 has 132 SMs); the results are the

@@ -245,6 +245,24 @@ __global__ void __launch_bounds__(kThreads, C::kMinBlocks)
   }
 }
 
+// Split-K plan for a grid of `blocks` output tiles summing over K: chunks of k (a multiple of 16, the
+// larger BK) so that the grid has about 256 blocks, each chunk at least 256 long; {K, 1} (no split)
+// when the grid is full enough or K is short. A function of the shapes only: the same bits every run.
+struct KSplit {
+  int64_t chunk, splits;
+};
+
+inline KSplit k_split(int64_t blocks, int64_t K) {
+  KSplit p{K, 1};
+  if (blocks >= 256 || K <= 512) return p;
+  const int64_t want = (256 + blocks - 1) / blocks, most = K / 256;
+  const int64_t splits = want < most ? want : most;
+  if (splits <= 1) return p;
+  p.chunk = ((K + splits - 1) / splits + 15) / 16 * 16;
+  p.splits = (K + p.chunk - 1) / p.chunk;
+  return p;
+}
+
 // A sink of raw sums: row-major rows of `cols` floats, entry z's rows after rows_per_group * cols
 // floats, k-split s's after split_stride floats: out[s * split_stride + (z * rows_per_group + m) * cols
 // + n] = acc. The split-K partial sums of the conv weight gradient and of a GEMM with few tiles.
