@@ -12,9 +12,10 @@ from forgegrad.quantization import (DynamicQuantizedLinear, choose_qparams, dequ
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-ALL_PATHS = ["amx", "avx512_vnni", "avx2", "scalar"]
+ALL_PATHS = ["amx", "avx512_vnni", "avx_vnni", "avx2", "scalar"]
 _WHY = {"amx": "this CPU/OS has no usable AMX-INT8: " + _C.quant.amx_status(),
-        "avx512_vnni": "this CPU has no AVX-512 VNNI", "avx2": "this CPU has no AVX2"}
+        "avx512_vnni": "this CPU has no AVX-512 VNNI", "avx_vnni": "this CPU has neither AVX-VNNI nor AVX-512 VNNI",
+        "avx2": "this CPU has no AVX2"}
 
 
 # every path runs where the machine has it; a path the CPU/OS lacks is skipped with the reason
@@ -305,8 +306,29 @@ def test_bad_input_raises_clear_errors(rng):
 
 def test_set_simd_lowers_int8_path(simd_path):
     from forgegrad.quantization import int8_path
-    want = {"scalar": "scalar", "avx2": "avx2"}.get(simd_path, int8_paths()[0])
+    # under AVX2 the avx_vnni kernel stays where its VEX encoding (AVX-VNNI, an AVX2-class extension) runs
+    avx2_best = "avx_vnni" if _C.quant.avx_vnni_encoding() == "vex" else "avx2"
+    want = {"scalar": "scalar", "avx2": avx2_best}.get(simd_path, int8_paths()[0])
     assert int8_path() == want
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), None)
+    except OSError:
+        return None
+
+
+def test_avx_vnni_encoding_follows_the_cpu():
+    """The avx_vnni path runs the VEX encoding exactly where the kernel reports AVX-VNNI, the EVEX one
+    where only AVX-512 VNNI is there (a CPU without AVX-VNNI faults on the VEX form)."""
+    flags = _cpu_flags()
+    if flags is None:
+        pytest.skip("no /proc/cpuinfo flags to compare the CPUID probe with")
+    want = "vex" if "avx_vnni" in flags else "evex" if "avx512_vnni" in flags else ""
+    assert _C.quant.avx_vnni_encoding() == want
+    assert ("avx_vnni" in int8_paths()) == (want != "")
 
 
 def test_digits_mlp_int8_accuracy_within_half_a_point():

@@ -475,7 +475,7 @@ void set_path(const py::object& name) {
     return;
   }
   if (!py::isinstance<py::str>(name))
-    throw py::type_error("the int8 path must be a str ('amx', 'avx512_vnni', 'avx2', 'scalar') or None");
+    throw py::type_error("the int8 path must be a str ('amx', 'avx512_vnni', 'avx_vnni', 'avx2', 'scalar') or None");
   try {
     fg::set_qpath(fg::qpath_from_name(name.cast<std::string>().c_str()));
   } catch (const std::invalid_argument& e) {
@@ -511,6 +511,7 @@ void bind(py::module_& m) {
   m.def("path", [] { return std::string(fg::qpath_name(fg::active_qpath())); });
   m.def("set_path", &set_path, py::arg("name"));
   m.def("paths", &paths);
+  m.def("avx_vnni_encoding", [] { return std::string(fg::avx_vnni_encoding()); });
   m.def("amx_status", [] {
     const std::string r = fg::amx_unavailable_reason();
     return r.empty() ? std::string("available") : r;

@@ -27,6 +27,13 @@ bool cpu_has_vnni() {
   return __builtin_cpu_supports("avx512vnni");
 }
 
+// AVX-VNNI (the VEX encoding of vpdpbusd on 128/256-bit registers): CPUID.(7,1):EAX bit 4. Its
+// register state is AVX's, which detected_isa() >= avx2 has already checked with the OS.
+bool cpu_has_avx_vnni() {
+  unsigned a, b, c, d;
+  return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 4));
+}
+
 // AMX-INT8 needs the CPU (CPUID.7.0:EDX bits 24 AMX-TILE and 25 AMX-INT8), the OS to manage the
 // tile state (XCR0 bits 17-18), and, on Linux >= 5.16, the process's permission for the 8 KB tile
 // data state, which is requested once with arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA).
@@ -68,9 +75,21 @@ QPath best_qpath() {
     if (amx_reason().empty()) return QPath::amx;
     if (cpu_has_vnni()) return QPath::vnni;
   }
-  if (static_cast<int>(detected_isa()) >= static_cast<int>(Isa::avx2)) return QPath::avx2;
+  if (static_cast<int>(detected_isa()) >= static_cast<int>(Isa::avx2))
+    return cpu_has_avx_vnni() ? QPath::avx_vnni : QPath::avx2;
 #endif
   return QPath::scalar;
+}
+
+// The avx_vnni path's encoding: VEX where the CPU has AVX-VNNI, else EVEX (then the path is available
+// only because the CPU has AVX-512 VNNI: detected_qpath() >= vnni).
+bool avx_vnni_vex() {
+#if defined(__x86_64__)
+  static const bool vex = static_cast<int>(detected_isa()) >= static_cast<int>(Isa::avx2) && cpu_has_avx_vnni();
+  return vex;
+#else
+  return false;
+#endif
 }
 
 // -1: the best available (capped by the SIMD path); otherwise a forced QPath.
@@ -94,6 +113,11 @@ std::atomic<int>& forced_slot() {
 
 const char* amx_unavailable_reason() { return amx_reason().c_str(); }
 
+const char* avx_vnni_encoding() {
+  if (static_cast<int>(detected_qpath()) < static_cast<int>(QPath::avx_vnni)) return "";
+  return avx_vnni_vex() ? "vex" : "evex";
+}
+
 QPath detected_qpath() {
   static const QPath best = best_qpath();
   return best;
@@ -102,10 +126,11 @@ QPath detected_qpath() {
 QPath active_qpath() {
   const int forced = forced_slot().load(std::memory_order_relaxed);
   QPath q = forced >= 0 ? static_cast<QPath>(forced) : detected_qpath();
-  // forgegrad.set_simd lowers the int8 path too: AVX2 allows the AVX2 kernel, scalar the portable one.
+  // forgegrad.set_simd lowers the int8 path too: AVX2 allows the AVX2 kernels (avx_vnni with its VEX
+  // encoding, an AVX2-class extension, not the EVEX one), scalar the portable one.
   switch (active_isa()) {
     case Isa::scalar: return QPath::scalar;
-    case Isa::avx2: return std::min(q, QPath::avx2);
+    case Isa::avx2: return std::min(q, avx_vnni_vex() ? QPath::avx_vnni : QPath::avx2);
     default: return q;
   }
 }
@@ -126,6 +151,7 @@ const char* qpath_name(QPath path) {
   switch (path) {
     case QPath::scalar: return "scalar";
     case QPath::avx2: return "avx2";
+    case QPath::avx_vnni: return "avx_vnni";
     case QPath::vnni: return "avx512_vnni";
     case QPath::amx: return "amx";
   }
@@ -136,15 +162,18 @@ QPath qpath_from_name(const char* name) {
   const std::string n = name;
   if (n == "scalar" || n == "portable") return QPath::scalar;
   if (n == "avx2") return QPath::avx2;
+  if (n == "avx_vnni") return QPath::avx_vnni;
   if (n == "avx512_vnni" || n == "vnni") return QPath::vnni;
   if (n == "amx") return QPath::amx;
-  throw std::invalid_argument("unknown int8 path '" + n + "' (expected 'amx', 'avx512_vnni', 'avx2' or 'scalar')");
+  throw std::invalid_argument("unknown int8 path '" + n +
+                              "' (expected 'amx', 'avx512_vnni', 'avx_vnni', 'avx2' or 'scalar')");
 }
 
 void qgemm(const QGemmArgs& p) {
   switch (active_qpath()) {
     case QPath::amx: return avx512::qgemm(p, true);
     case QPath::vnni: return avx512::qgemm(p, false);
+    case QPath::avx_vnni: return avx2::qgemm_dpbusd256(p, avx_vnni_vex());
     case QPath::avx2: return avx2::qgemm(p);
     default: return scalar::qgemm(p);
   }

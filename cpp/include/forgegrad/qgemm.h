@@ -14,7 +14,10 @@
 
 namespace fg {
 
-enum class QPath : int { scalar = 0, avx2 = 1, vnni = 2, amx = 3 };
+// Ordered: a CPU that can run a path can run every path below it. avx_vnni is the 256-bit vpdpbusd
+// kernel, run VEX-encoded (AVX-VNNI) where the CPU has AVX-VNNI and EVEX-encoded (AVX-512 VNNI + VL)
+// otherwise, so every CPU with either VNNI can run it.
+enum class QPath : int { scalar = 0, avx2 = 1, avx_vnni = 2, vnni = 3, amx = 4 };
 
 // Packed weights: the (N, K) s8 matrix W (row n = output column n) in blocks of 16 columns; in a
 // block, for each group of 4 k's, 16 columns x 4 bytes (64 bytes): byte (k4, n, kk) holds W[n][4*k4+kk].
@@ -64,7 +67,9 @@ void qgemm(const QGemmArgs& p);
 }
 namespace avx2 {
 void qgemm(const QGemmArgs& p);
-}
+// The avx_vnni path: vex selects the AVX-VNNI encoding of vpdpbusd, else the AVX-512 VNNI (EVEX) one.
+void qgemm_dpbusd256(const QGemmArgs& p, bool vex);
+}  // namespace avx2
 namespace avx512 {
 void qgemm(const QGemmArgs& p, bool amx);
 }
@@ -95,6 +100,9 @@ void set_qpath(QPath path);
 void reset_qpath();  // back to the best available
 const char* qpath_name(QPath path);
 QPath qpath_from_name(const char* name);  // throws std::invalid_argument
+// The encoding the avx_vnni path runs with here: "vex" (the CPU has AVX-VNNI), "evex" (AVX-512 VNNI
+// only) or "" (neither: the path is not available).
+const char* avx_vnni_encoding();
 // Why AMX is not available ("" when it is).
 const char* amx_unavailable_reason();
 

@@ -3,6 +3,8 @@
 //
 // Microkernels, all exact (no instruction here saturates; the AVX2 ones are in qgemm_avx2.h):
 //   scalar  plain integer loops (the reference the others are tested against);
+//   avx_vnni  vpdpbusd on 256-bit registers (qgemm_dpbusd256.h), VEX-encoded (AVX-VNNI) or
+//           EVEX-encoded (AVX-512 VNNI + VL), compiled in the AVX2 build;
 //   avx2    weights sign-extended and activations zero-extended to int16 (once per task, into
 //           thread-local panels), then vpmaddwd: each pair product sum fits int32. With 7-bit
 //           activations (reduce_range) vpmaddubsw + vpmaddwd straight from the packed bytes, whose
@@ -26,6 +28,7 @@
 #include "forgegrad/qgemm.h"
 #include "forgegrad/simd.h"
 #include "qgemm_avx2.h"
+#include "qgemm_dpbusd256.h"
 #include "qgemm_epilogue.h"
 
 namespace fg {
@@ -401,6 +404,14 @@ void qgemm(const QGemmArgs& p) {
     run_micro<kAvx2MR7>(p, micro_avx2_7bit);
   else
     run_avx2_exact(p);
+}
+
+void qgemm_dpbusd256(const QGemmArgs& p, bool vex) {
+  if (p.M <= 0 || p.N <= 0) return;
+  if (vex)
+    run_micro<kDp256MR>(p, micro_dp256<DpEncoding::vex>);
+  else
+    run_micro<kDp256MR>(p, micro_dp256<DpEncoding::evex>);
 }
 #else
 void qgemm(const QGemmArgs& p) {

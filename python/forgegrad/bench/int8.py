@@ -1,9 +1,10 @@
 """The `int8` suite (issue 15): forgegrad's int8 GEMM and dynamic-int8 MLP against forgegrad's fp32
 kernels, onnxruntime's MatMulInteger and onnxruntime's own quantize_dynamic of the same model.
 
-Workloads (each row's name says which int8 path ran: amx, avx512_vnni, avx2 or scalar):
+Workloads (each row's name says which int8 path ran: amx, avx512_vnni, avx_vnni (with its encoding: VEX
+on CPUs with AVX-VNNI, EVEX on AVX-512 VNNI ones), avx2 or scalar):
   * int8 GEMM u8 x s8 -> s32, 512^3 and the MLP's layer shapes: "forgegrad" (the int8 kernel, on the
-    best path; 512^3 also with 7-bit activations, and once per other AVX-512 path) vs "fg fp32"
+    best path; 512^3 also with 7-bit activations, and once per other VNNI/AMX path) vs "fg fp32"
     (forgegrad's SGEMM on the same shape) vs "onnxruntime" (a one-node MatMulInteger graph, u8 x s8,
     same data)
   * dynamic-int8 MLP 784-256-128-10 (ReLU) at batch 1 and 64: forgegrad's quantize_dynamic model vs
@@ -228,9 +229,17 @@ def lenet_static_fns(batch: int, threads: int, reduce_range: bool = False) -> Di
     return fns
 
 
+def path_label(path: str) -> str:
+    """The int8 path's name as a row shows it: avx_vnni says which encoding of vpdpbusd ran."""
+    if path == "avx_vnni":
+        from .. import _C
+        return f"avx_vnni/{_C.quant.avx_vnni_encoding().upper()}"
+    return path
+
+
 def workloads(quick: bool = False) -> List[Workload]:
     from ..quantization import int8_path, int8_paths
-    best = int8_path()
+    best = path_label(int8_path())
     out = []
     shapes = GEMM_SHAPES[:1] if quick else GEMM_SHAPES
     for M, N, K in shapes:
@@ -242,8 +251,8 @@ def workloads(quick: bool = False) -> List[Workload]:
             out.append(Workload(f"int8 GEMM M{M} N{N} K{K}, 7-bit activations [{best}]",
                                 ("forgegrad", "fg fp32", "onnxruntime"),
                                 lambda t: gemm_fns(512, 512, 512, t, amax=127), flop=2.0 * 512 ** 3))
-            for p in [p for p in int8_paths() if p in ("avx512_vnni", "amx") and p != best]:
-                out.append(Workload(f"int8 GEMM M{M} N{N} K{K} [{p}]", ("forgegrad", "fg fp32", "onnxruntime"),
+            for p in [p for p in int8_paths() if p in ("avx_vnni", "avx512_vnni", "amx") and p != int8_path()]:
+                out.append(Workload(f"int8 GEMM M{M} N{N} K{K} [{path_label(p)}]", ("forgegrad", "fg fp32", "onnxruntime"),
                                     lambda t, p=p: gemm_fns(512, 512, 512, t, path=p), flop=2.0 * 512 ** 3))
     for batch in (1, 64):
         out.append(Workload(f"dynamic-int8 MLP 784-256-128-10, batch {batch} [{best}]",

@@ -28,8 +28,10 @@ def _array(x, name: str) -> np.ndarray:
 
 
 def int8_path() -> str:
-    """The int8 GEMM path that runs now: 'amx', 'avx512_vnni', 'avx2' or 'scalar' (lowered by
-    forgegrad.set_simd and FORGEGRAD_SIMD; forced with set_int8_path or FORGEGRAD_INT8)."""
+    """The int8 GEMM path that runs now: 'amx', 'avx512_vnni', 'avx_vnni' (vpdpbusd on 256-bit
+    registers: VEX-encoded where the CPU has AVX-VNNI, EVEX-encoded on AVX-512 VNNI CPUs), 'avx2' or
+    'scalar' (lowered by forgegrad.set_simd and FORGEGRAD_SIMD; forced with set_int8_path or
+    FORGEGRAD_INT8)."""
     return _C.quant.path()
 
 
