@@ -241,6 +241,7 @@ def _extra_calls():
               lambda: _C.quant.conv2d_f32(rng.standard_normal((2, 2, 5, 4)).astype(np.float32), 0.05, 100, pc, csc,
                                           ws, bq, [5, 2, 3, 3], [1, 2], [1, 0, 1, 1], [1, 1], 0.1, 3),
               lambda: _C.quant.path(), lambda: _C.quant.paths(), lambda: _C.quant.amx_status(),
+              lambda: _C.quant.avx_vnni_encoding(),
               lambda: _C.quant.set_path(None)):
         f()
     # the shared host/device math (_C.hd_math), which only tests call
