@@ -252,7 +252,8 @@ def workloads(quick: bool = False) -> List[Workload]:
                                 ("forgegrad", "fg fp32", "onnxruntime"),
                                 lambda t: gemm_fns(512, 512, 512, t, amax=127), flop=2.0 * 512 ** 3))
             for p in [p for p in int8_paths() if p in ("avx_vnni", "avx512_vnni", "amx") and p != int8_path()]:
-                out.append(Workload(f"int8 GEMM M{M} N{N} K{K} [{path_label(p)}]", ("forgegrad", "fg fp32", "onnxruntime"),
+                out.append(Workload(f"int8 GEMM M{M} N{N} K{K} [{path_label(p)}]",
+                                    ("forgegrad", "fg fp32", "onnxruntime"),
                                     lambda t, p=p: gemm_fns(512, 512, 512, t, path=p), flop=2.0 * 512 ** 3))
     for batch in (1, 64):
         out.append(Workload(f"dynamic-int8 MLP 784-256-128-10, batch {batch} [{best}]",
