@@ -6,8 +6,8 @@ directory written by transformers' ``save_pretrained`` (``config.json`` + safete
     >>> out = forgegrad.models.generate(model, ids, max_new_tokens=20)
 
 Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``BertForSequenceClassification``,
-``LlamaForCausalLM``. Weights are read with forgegrad's bounded safetensors reader; pickle files
-(``pytorch_model.bin``) are never opened.
+``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``. Weights are read with forgegrad's
+bounded safetensors reader; pickle files (``pytorch_model.bin``) are never opened.
 """
 from __future__ import annotations
 
@@ -20,15 +20,18 @@ from ._files import CheckpointError, read_config, read_weights, write_checkpoint
 from .bert import BertForSequenceClassification, BertModel
 from .generation import generate
 from .gpt2 import GPT2LMHeadModel
-from .llama import LlamaForCausalLM
+from .llama import LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM
 
 __all__ = ["from_pretrained", "save_pretrained", "generate", "CheckpointError", "ARCHITECTURES",
-           "GPT2LMHeadModel", "BertModel", "BertForSequenceClassification", "LlamaForCausalLM"]
+           "GPT2LMHeadModel", "BertModel", "BertForSequenceClassification", "LlamaForCausalLM", "MistralForCausalLM",
+           "Qwen2ForCausalLM"]
 
 ARCHITECTURES = {cls.architecture: cls for cls in
-                 (GPT2LMHeadModel, BertModel, BertForSequenceClassification, LlamaForCausalLM)}
+                 (GPT2LMHeadModel, BertModel, BertForSequenceClassification, LlamaForCausalLM, MistralForCausalLM,
+                  Qwen2ForCausalLM)}
 # model_type -> class, for configs that do not list their architecture
-_BY_TYPE = {"gpt2": GPT2LMHeadModel, "bert": BertModel, "llama": LlamaForCausalLM}
+_BY_TYPE = {"gpt2": GPT2LMHeadModel, "bert": BertModel, "llama": LlamaForCausalLM, "mistral": MistralForCausalLM,
+            "qwen2": Qwen2ForCausalLM}
 
 
 def _architecture(cfg: dict, path: str):
@@ -44,9 +47,9 @@ def _architecture(cfg: dict, path: str):
 
 
 def _required(cfg: dict, cls, path: str) -> None:
+    llama = ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size")
     keys = {GPT2LMHeadModel: ("vocab_size", "n_embd", "n_head", "n_layer", "n_positions"),
-            LlamaForCausalLM: ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers",
-                               "intermediate_size"),
+            LlamaForCausalLM: llama, MistralForCausalLM: llama, Qwen2ForCausalLM: llama,
             }.get(cls, ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
                         "max_position_embeddings"))
     for key in keys:
@@ -78,7 +81,7 @@ def _match(model, tensors: Dict[str, np.ndarray], path: str) -> Dict[str, np.nda
     return {k: np.asarray(tensors[k], dtype=np.float32) for k in expected}
 
 
-def from_pretrained(path) -> "GPT2LMHeadModel | BertModel | BertForSequenceClassification | LlamaForCausalLM":
+def from_pretrained(path):
     """Build the model a Hugging Face checkpoint directory describes, with its weights, in eval mode.
 
     Raises:
@@ -106,5 +109,5 @@ def save_pretrained(model, path) -> None:
         raise TypeError(f"save_pretrained: expected one of {', '.join(ARCHITECTURES)}, got {type(model).__name__}")
     cfg = dict(model.config)
     cfg["architectures"] = [model.architecture]
-    cfg.setdefault("model_type", {GPT2LMHeadModel: "gpt2", LlamaForCausalLM: "llama"}.get(type(model), "bert"))
+    cfg.setdefault("model_type", getattr(model, "model_type", "bert"))
     write_checkpoint(path, cfg, model.to_hf())

@@ -69,12 +69,13 @@ def _weight_only_linear():
 
 
 def _plain_module_types() -> tuple:
-    """The module types from_pretrained builds GPT-2 and Llama-style decoders from (exact types), plus
+    """The module types from_pretrained builds GPT-2 and Llama-style decoders (Mistral, Qwen2) from (exact types), plus
     the int8 weight-only Linear that ``quantize_weight_only`` puts in their place."""
     from ... import nn
     from . import _layers, gpt2, llama
     return (gpt2.GPT2LMHeadModel, gpt2.GPT2Model, gpt2.GPT2Block, gpt2.GPT2Attention, gpt2.GPT2MLP,
-            llama.LlamaForCausalLM, llama.LlamaModel, llama.LlamaDecoderLayer, llama.LlamaAttention, llama.LlamaMLP,
+            llama.LlamaForCausalLM, llama.MistralForCausalLM, llama.Qwen2ForCausalLM, llama.LlamaModel,
+            llama.LlamaDecoderLayer, llama.LlamaAttention, llama.LlamaMLP,
             _layers.RotaryEmbedding, nn.Linear, nn.LayerNorm, nn.RMSNorm, nn.Embedding, nn.ModuleList,
             _weight_only_linear())
 
@@ -143,10 +144,25 @@ class LeanDecoder:
             mask = np.where(padding, np.float32(0), _NEG).astype(np.float32)
         x = self._embed(tokens, positions)
         ctx = self._context(positions)
+        masks = self._window_masks(mask, length)
         for i in range(len(self._blocks())):
-            x = self._layer(i, x, ctx, cache, length, mask)
+            x = self._layer(i, x, ctx, cache, length, masks[i])
         cache.advance(1)
         return self._head(x)
+
+    def _window_masks(self, mask: Optional[np.ndarray], length: int) -> list:
+        """Each layer's additive mask over the ``length`` cached keys: ``mask`` (padding, or None), with
+        the keys before a sliding window masked too (Mistral, Qwen2's sliding layers)."""
+        windows = getattr(self.model, "sliding_windows", None) or [None] * len(self._blocks())
+        made = {}
+        for w in set(windows):
+            if w is None or length <= w:
+                made[w] = mask
+            else:
+                m = np.zeros((1, length), np.float32) if mask is None else mask.copy()
+                m[:, :length - w] = _NEG
+                made[w] = m
+        return [made[w] for w in windows]
 
     def prefill(self, ids: np.ndarray, cache: Optional[KVCache], logits_to_keep: int = 0) -> np.ndarray:
         """Logits (B, T or logits_to_keep, V) of token ids (B, T) at positions 0..T-1 with no padding;

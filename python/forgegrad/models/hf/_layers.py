@@ -81,22 +81,29 @@ class KVCache:
         self.length += t
 
 
-def additive_mask(padding: Optional[np.ndarray], past: int, t: int, causal: bool) -> Optional[np.ndarray]:
+def additive_mask(padding: Optional[np.ndarray], past: int, t: int, causal: bool,
+                  window: Optional[int] = None) -> Optional[np.ndarray]:
     """The float mask (B or 1, 1, t, past + t) added to attention scores: 0 where a query may look,
-    the float32 minimum where it may not (later keys when ``causal``, padding keys). None when
-    nothing is masked (one new token and no padding), or when plain causal masking from position 0
-    applies (``attend(..., causal=True)`` then skips the masked blocks instead).
+    the float32 minimum where it may not (later keys when ``causal``, padding keys, and with a sliding
+    ``window`` the keys ``window`` or more places before the query, as transformers counts them: by
+    place in the sequence, padding included). None when nothing is masked (one new token, no padding,
+    no key out of the window), or when plain causal masking from position 0 applies
+    (``attend(..., causal=True)`` then skips the masked blocks instead).
 
     A finite minimum rather than -inf, as transformers: a padding query, whose keys are all masked,
     gets uniform weights instead of NaN, so its (unused) keys and values in the cache stay finite.
     """
     length = past + t
     padded = padding is not None and not padding.all()
-    if not padded and (t == 1 or (causal and past == 0)):
+    windowed = window is not None and length > window
+    if not padded and not windowed and (t == 1 or (causal and past == 0)):
         return None
     allowed = None
     if causal and t > 1:
         allowed = (np.arange(length)[None, :] <= (past + np.arange(t))[:, None])[None]  # (1, t, L)
+    if windowed:
+        near = ((past + np.arange(t))[:, None] - np.arange(length)[None, :] < window)[None]
+        allowed = near if allowed is None else (allowed & near)
     if padded:
         keys = padding[:, None, :]  # (B, 1, L)
         allowed = keys if allowed is None else (allowed & keys)

@@ -91,6 +91,7 @@ class GPT2LMHeadModel(nn.Module):
     """
 
     architecture = "GPT2LMHeadModel"
+    model_type = "gpt2"
 
     def __init__(self, config: dict):
         super().__init__()

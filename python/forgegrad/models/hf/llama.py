@@ -1,20 +1,22 @@
-"""Llama-style decoders (transformers' ``LlamaForCausalLM``): RMSNorm, rotary position embeddings,
-a SwiGLU MLP and grouped-query attention, with transformers' parameter names."""
+"""Llama-style decoders (transformers' ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``):
+RMSNorm, rotary position embeddings, a SwiGLU MLP and grouped-query attention, with transformers' parameter
+names. Mistral adds sliding-window attention (each query sees its last ``sliding_window`` keys); Qwen2 adds
+biases to the query, key and value projections (and sliding windows on the layers its config names)."""
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
-from ... import nn
+from ... import grad_mode, nn
 from ...nn import functional as F
 from ...tensor import Tensor
 from ._decode import LeanDecoder, lean_prefill
 from ._layers import (KVCache, RotaryEmbedding, activation, additive_mask, attend, default_inv_freq, ids_array,
                       mask_array, merge_heads, split_heads)
 
-__all__ = ["LlamaForCausalLM"]
+__all__ = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"]
 
 
 def _rope(cfg: dict, head_dim: int, max_positions: int) -> RotaryEmbedding:
@@ -62,7 +64,7 @@ def llama3_inv_freq(inv_freq: np.ndarray, params: dict, cfg: dict) -> np.ndarray
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, qkv_bias: bool, o_bias: bool):
         super().__init__()
         E, H = cfg["hidden_size"], cfg["num_attention_heads"]
         Hkv = cfg.get("num_key_value_heads") or H
@@ -70,12 +72,11 @@ class LlamaAttention(nn.Module):
         if H % Hkv:
             raise ValueError(f"LlamaForCausalLM: num_attention_heads ({H}) must be a multiple of "
                              f"num_key_value_heads ({Hkv})")
-        bias = bool(cfg.get("attention_bias", False))
         self.n_head, self.n_kv = H, Hkv
-        self.q_proj = nn.Linear(E, H * D, bias=bias)
-        self.k_proj = nn.Linear(E, Hkv * D, bias=bias)
-        self.v_proj = nn.Linear(E, Hkv * D, bias=bias)
-        self.o_proj = nn.Linear(H * D, E, bias=bias)
+        self.q_proj = nn.Linear(E, H * D, bias=qkv_bias)
+        self.k_proj = nn.Linear(E, Hkv * D, bias=qkv_bias)
+        self.v_proj = nn.Linear(E, Hkv * D, bias=qkv_bias)
+        self.o_proj = nn.Linear(H * D, E, bias=o_bias)
 
     def forward(self, x, cos, sin, mask, cache: Optional[KVCache], layer: int):
         q = RotaryEmbedding.apply(split_heads(self.q_proj(x), self.n_head), cos, sin)
@@ -101,11 +102,11 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, qkv_bias: bool, o_bias: bool):
         super().__init__()
         E, eps = cfg["hidden_size"], cfg.get("rms_norm_eps", 1e-6)
         self.input_layernorm = nn.RMSNorm(E, eps=eps)
-        self.self_attn = LlamaAttention(cfg)
+        self.self_attn = LlamaAttention(cfg, qkv_bias, o_bias)
         self.post_attention_layernorm = nn.RMSNorm(E, eps=eps)
         self.mlp = LlamaMLP(cfg)
 
@@ -115,10 +116,10 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class LlamaModel(nn.Module):
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, qkv_bias: bool, o_bias: bool):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg["vocab_size"], cfg["hidden_size"])
-        self.layers = nn.ModuleList([LlamaDecoderLayer(cfg) for _ in range(cfg["num_hidden_layers"])])
+        self.layers = nn.ModuleList([LlamaDecoderLayer(cfg, qkv_bias, o_bias) for _ in range(cfg["num_hidden_layers"])])
         self.norm = nn.RMSNorm(cfg["hidden_size"], eps=cfg.get("rms_norm_eps", 1e-6))
 
 
@@ -127,17 +128,34 @@ class LlamaForCausalLM(nn.Module):
     position_ids=None, cache=None)`` returns the logits (B, T, vocab_size)."""
 
     architecture = "LlamaForCausalLM"
+    model_type = "llama"
 
     def __init__(self, config: dict):
         super().__init__()
         self.config = dict(config)
         c = self.config
         self.head_dim = c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
-        self.model = LlamaModel(c)
+        self.sliding_windows = self._sliding_windows(c)
+        self.model = LlamaModel(c, *self._biases(c))
         self.rotary = _rope(c, self.head_dim, self.max_positions)
         self.tied = bool(c.get("tie_word_embeddings", False))
         if not self.tied:
             self.lm_head = nn.Linear(c["hidden_size"], c["vocab_size"], bias=False)
+
+    @staticmethod
+    def _biases(cfg: dict):
+        """(query/key/value projections, output projection) have biases."""
+        bias = bool(cfg.get("attention_bias", False))
+        return bias, bias
+
+    def _sliding_windows(self, cfg: dict) -> List[Optional[int]]:
+        """Each layer's attention window (None: every earlier key); Llama has none."""
+        return [None] * cfg["num_hidden_layers"]
+
+    def windows_matter(self, length: int) -> bool:
+        """Whether a sequence of ``length`` tokens reaches past some layer's sliding window (then the
+        attention masks keys, and the fused causal prefill does not apply)."""
+        return any(w is not None and length > w for w in self.sliding_windows)
 
     @property
     def vocab_size(self) -> int:
@@ -158,16 +176,20 @@ class LlamaForCausalLM(nn.Module):
         B, T = ids.shape
         past = cache.length if cache is not None else 0
         pad = mask_array(attention_mask, "LlamaForCausalLM", (B, past + T))
-        if past == 0 and lean_prefill(self, pad, position_ids, T):
+        windowed = any(w is not None for w in self.sliding_windows)
+        if windowed and grad_mode.recorder() is not None:
+            raise NotImplementedError(f"{type(self).__name__}: exporting sliding-window attention is not supported "
+                                      "yet (the traced graph would attend to every earlier key)")
+        if past == 0 and not self.windows_matter(T) and lean_prefill(self, pad, position_ids, T):
             return Tensor._wrap(LeanDecoder(self).prefill(ids, cache, logits_to_keep))
         if position_ids is None:
             cos, sin = self.rotary.cos_sin_range(past, T)
         else:
             cos, sin = self.rotary.cos_sin(np.asarray(position_ids, dtype=np.int64))
         x = self.model.embed_tokens(Tensor._wrap(ids))
-        mask = additive_mask(pad, past, T, causal=True)
+        masks = {w: additive_mask(pad, past, T, causal=True, window=w) for w in set(self.sliding_windows)}
         for i, layer in enumerate(self.model.layers):
-            x = layer(x, cos, sin, mask, cache, i)
+            x = layer(x, cos, sin, masks[self.sliding_windows[i]], cache, i)
         x = self.model.norm(x)
         if cache is not None:
             cache.advance(T)
@@ -181,3 +203,51 @@ class LlamaForCausalLM(nn.Module):
 
     def to_hf(self) -> Dict[str, np.ndarray]:
         return {k: t.numpy() for k, t in self.state_dict().items()}
+
+
+def _window(cfg: dict, who: str) -> Optional[int]:
+    w = cfg.get("sliding_window")
+    if w is None:
+        return None
+    if isinstance(w, bool) or not isinstance(w, int) or w <= 0:
+        raise ValueError(f"{who}: sliding_window must be a positive integer or null, got {w!r}")
+    return w
+
+
+class MistralForCausalLM(LlamaForCausalLM):
+    """Mistral: Llama's layers with sliding-window attention in every layer when the config gives
+    ``sliding_window`` (Mistral 7B v0.1: 4096; later versions: null, i.e. plain causal attention)."""
+
+    architecture = "MistralForCausalLM"
+    model_type = "mistral"
+
+    def _sliding_windows(self, cfg: dict) -> List[Optional[int]]:
+        return [_window(cfg, self.architecture)] * cfg["num_hidden_layers"]
+
+
+class Qwen2ForCausalLM(LlamaForCausalLM):
+    """Qwen2 / Qwen2.5: Llama's layers with biases on the query, key and value projections (none on the
+    output projection); sliding windows only on the layers ``layer_types`` marks "sliding_attention"
+    (with ``use_sliding_window``: the layers from ``max_window_layers`` on, in configs without layer_types)."""
+
+    architecture = "Qwen2ForCausalLM"
+    model_type = "qwen2"
+
+    @staticmethod
+    def _biases(cfg: dict):
+        return True, False
+
+    def _sliding_windows(self, cfg: dict) -> List[Optional[int]]:
+        n = cfg["num_hidden_layers"]
+        kinds = cfg.get("layer_types")
+        if kinds is None:
+            start = cfg.get("max_window_layers", n) if cfg.get("use_sliding_window") else n
+            kinds = ["sliding_attention" if i >= start else "full_attention" for i in range(n)]
+        if not isinstance(kinds, list) or len(kinds) != n or not set(kinds) <= {"full_attention", "sliding_attention"}:
+            raise ValueError(f"{self.architecture}: layer_types must list 'full_attention' or 'sliding_attention' "
+                             f"for each of the {n} layers, got {kinds!r}")
+        window = _window(cfg, self.architecture) if "sliding_attention" in kinds else None
+        if "sliding_attention" in kinds and window is None:
+            raise ValueError(f"{self.architecture}: layer_types has sliding_attention layers but sliding_window "
+                             "is null")
+        return [window if k == "sliding_attention" else None for k in kinds]

@@ -1,0 +1,177 @@
+"""Mistral and Qwen2 checkpoints written by transformers itself: logits, left-padded batches, greedy
+generation (the lean decode step included) and save_pretrained, with sliding-window attention short
+enough that the tests' sequences reach past it."""
+import json
+
+import numpy as np
+import pytest
+
+import forgegrad as fg
+from forgegrad.models import from_pretrained, generate, save_pretrained
+from forgegrad.models.hf import CheckpointError, MistralForCausalLM, Qwen2ForCausalLM
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+VOCAB = 100
+BASE = dict(num_hidden_layers=2, hidden_size=48, num_attention_heads=6, num_key_value_heads=2, intermediate_size=80,
+            vocab_size=VOCAB, max_position_embeddings=128, initializer_range=0.3, eos_token_id=None)
+# window 6 (Mistral, every layer) and 5 (Qwen2's second layer only): the 9-token inputs and the 50-token
+# generations attend past both
+MODELS = {
+    "mistral": lambda: transformers.MistralForCausalLM(transformers.MistralConfig(**BASE, sliding_window=6)),
+    "mistral_no_window": lambda: transformers.MistralForCausalLM(
+        transformers.MistralConfig(**BASE, sliding_window=None, head_dim=16)),
+    "qwen2": lambda: transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**BASE, tie_word_embeddings=True)),
+    "qwen2_sliding": lambda: transformers.Qwen2ForCausalLM(
+        transformers.Qwen2Config(**BASE, use_sliding_window=True, sliding_window=5, max_window_layers=1)),
+}
+IDS = np.random.RandomState(1).randint(0, VOCAB, (2, 9))
+LEFT_PADDED = np.array([[0, 0, 0, 5, 6, 7, 8, 9, 10, 11], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]])
+LEFT_MASK = np.array([[0, 0, 0, 1, 1, 1, 1, 1, 1, 1], [1] * 10])
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("hf_variants")
+    models = {}
+    for name, make in MODELS.items():
+        models[name] = make().eval()
+        models[name].save_pretrained(root / name)
+    return root, models
+
+
+def test_architectures_and_windows(checkpoints):
+    root, _ = checkpoints
+    assert type(from_pretrained(root / "mistral")) is MistralForCausalLM
+    assert from_pretrained(root / "mistral").sliding_windows == [6, 6]
+    assert from_pretrained(root / "mistral_no_window").sliding_windows == [None, None]
+    assert type(from_pretrained(root / "qwen2")) is Qwen2ForCausalLM
+    assert from_pretrained(root / "qwen2_sliding").sliding_windows == [None, 5]
+    q = from_pretrained(root / "qwen2").model.layers[0].self_attn
+    assert q.q_proj.bias is not None and q.k_proj.bias is not None and q.o_proj.bias is None
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_logits_match_transformers(checkpoints, name):
+    root, models = checkpoints
+    model = from_pretrained(root / name)
+    with torch.no_grad():
+        ref = models[name](torch.tensor(IDS)).logits.numpy()
+    np.testing.assert_allclose(model(IDS).numpy(), ref, rtol=1e-4, atol=1e-4)
+    with fg.no_grad():  # the graph-free forward (the lean prefill where no window is reached)
+        np.testing.assert_allclose(model(IDS).numpy(), ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["mistral", "qwen2_sliding"])
+def test_logits_match_on_a_left_padded_batch(checkpoints, name):
+    root, models = checkpoints
+    model = from_pretrained(root / name)
+    positions = np.where(LEFT_MASK, np.cumsum(LEFT_MASK, 1) - 1, 1)
+    with torch.no_grad():
+        ref = models[name](torch.tensor(LEFT_PADDED), attention_mask=torch.tensor(LEFT_MASK),
+                           position_ids=torch.tensor(positions)).logits.numpy()
+    got = model(LEFT_PADDED, attention_mask=LEFT_MASK, position_ids=positions).numpy()
+    real = LEFT_MASK.astype(bool)
+    np.testing.assert_allclose(got[real], ref[real], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_greedy_generation_yields_transformers_tokens(checkpoints, name):
+    root, models = checkpoints
+    model = from_pretrained(root / name)
+    prompt = IDS[:1, :5]
+    with torch.no_grad():
+        ref = models[name].generate(torch.tensor(prompt), max_new_tokens=50, min_new_tokens=50, do_sample=False,
+                                    pad_token_id=0).numpy()
+    np.testing.assert_array_equal(generate(model, prompt, max_new_tokens=50), ref)
+    with torch.no_grad():
+        ref = models[name].generate(torch.tensor(LEFT_PADDED), attention_mask=torch.tensor(LEFT_MASK),
+                                    max_new_tokens=20, min_new_tokens=20, do_sample=False, pad_token_id=0).numpy()
+    np.testing.assert_array_equal(generate(model, LEFT_PADDED, attention_mask=LEFT_MASK, max_new_tokens=20), ref)
+    frozen = fg.nn.utils.freeze(model)
+    np.testing.assert_array_equal(generate(frozen, prompt, max_new_tokens=30),
+                                  generate(model, prompt, max_new_tokens=30))
+
+
+@pytest.mark.parametrize("name", ["mistral", "qwen2_sliding"])
+def test_lean_decode_step_masks_keys_before_the_window(checkpoints, name):
+    """The lean decode step at cache length 9 (past the window) equals the Tensor forward of all 9 tokens."""
+    from forgegrad.models.hf._decode import LeanDecoder
+    root, _ = checkpoints
+    model = from_pretrained(root / name)
+    full = model(IDS).numpy()[:, -1]
+    cache = model.new_cache(2, 9)
+    with fg.no_grad():
+        model(IDS[:, :8], cache=cache)
+    lean = LeanDecoder(model).step(IDS[:, 8], np.full(2, 8), None, cache)
+    np.testing.assert_allclose(lean, full, rtol=1e-5, atol=1e-5)
+    # and the window does change the result: without it the last position attends to more keys
+    model.sliding_windows = [None, None]
+    assert not np.allclose(model(IDS).numpy()[:, -1], full, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("name, cls", [("mistral", "MistralForCausalLM"), ("qwen2_sliding", "Qwen2ForCausalLM")])
+def test_save_pretrained_loads_back_in_transformers(checkpoints, tmp_path, name, cls):
+    root, models = checkpoints
+    save_pretrained(from_pretrained(root / name), tmp_path / name)
+    cfg = json.loads((tmp_path / name / "config.json").read_text())
+    assert cfg["architectures"] == [cls] and cfg["model_type"] == {"mistral": "mistral"}.get(name, "qwen2")
+    back = getattr(transformers, cls).from_pretrained(tmp_path / name).eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(back(torch.tensor(IDS)).logits.numpy(),
+                                   models[name](torch.tensor(IDS)).logits.numpy(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, change, match", [
+    ("mistral", {"sliding_window": 0}, "sliding_window must be a positive integer"),
+    ("mistral", {"sliding_window": "4096"}, "sliding_window must be a positive integer"),
+    ("qwen2_sliding", {"layer_types": ["full_attention"]}, "layer_types must list"),
+    ("qwen2_sliding", {"layer_types": ["full_attention", "local"]}, "layer_types must list"),
+    ("qwen2_sliding", {"sliding_window": None}, "sliding_window is null"),
+])
+def test_bad_window_configs_raise_clear_errors(checkpoints, tmp_path, name, change, match):
+    import shutil
+    root, _ = checkpoints
+    shutil.copytree(root / name, tmp_path / name)
+    cfg = json.loads((tmp_path / name / "config.json").read_text())
+    cfg.update(change)
+    (tmp_path / name / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=match):
+        from_pretrained(tmp_path / name)
+
+
+def test_qwen2_exports_to_onnx_with_dynamic_axes(checkpoints, tmp_path):
+    """Full attention (Qwen2's default): the export runs in onnxruntime at other batch and sequence sizes."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from forgegrad.onnx import export
+    root, models = checkpoints
+    path = str(tmp_path / "q.onnx")
+    export(from_pretrained(root / "qwen2"), IDS[:1, :7], path, input_names=["input_ids"],
+           dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}}, rtol=1e-4, atol=1e-5)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input_ids": IDS})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, models["qwen2"](torch.tensor(IDS)).logits.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_onnx_export_of_a_sliding_window_refuses(checkpoints, tmp_path):
+    pytest.importorskip("onnx")
+    from forgegrad.onnx import OnnxExportError, export
+    root, _ = checkpoints
+    with pytest.raises(OnnxExportError, match="exporting sliding-window attention is not supported"):
+        export(from_pretrained(root / "mistral"), IDS[:1], str(tmp_path / "m.onnx"))
+
+
+def test_unsupported_architecture_lists_the_new_ones(checkpoints, tmp_path):
+    import shutil
+    root, _ = checkpoints
+    shutil.copytree(root / "qwen2", tmp_path / "q")
+    cfg = json.loads((tmp_path / "q" / "config.json").read_text())
+    cfg["architectures"] = ["Qwen3ForCausalLM"]
+    (tmp_path / "q" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="MistralForCausalLM, Qwen2ForCausalLM"):
+        from_pretrained(tmp_path / "q")
