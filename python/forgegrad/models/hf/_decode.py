@@ -57,6 +57,15 @@ def _attention(q, keys, values, length, mask, scale):
     return out.reshape(B, Hkv * rep * D)
 
 
+def _head_norm(att, name: str, x, heads: int):
+    """Qwen3's RMSNorm over each head of the projection x (rows, heads * D); x itself without one."""
+    if not att.qk_norm:
+        return x
+    norm = getattr(att, name)
+    rows = x.shape[0]
+    return _rms_norm(np.ascontiguousarray(x).reshape(rows * heads, -1), norm.weight.numpy(), norm.eps).reshape(rows, -1)
+
+
 def _rope(t, cos, sin):
     """Llama's rotary embedding of t (..., D) on arrays: RotaryEmbedding.apply's operations."""
     half = t.shape[-1] // 2
@@ -74,7 +83,8 @@ def _plain_module_types() -> tuple:
     from ... import nn
     from . import _layers, gpt2, llama
     return (gpt2.GPT2LMHeadModel, gpt2.GPT2Model, gpt2.GPT2Block, gpt2.GPT2Attention, gpt2.GPT2MLP,
-            llama.LlamaForCausalLM, llama.MistralForCausalLM, llama.Qwen2ForCausalLM, llama.LlamaModel,
+            llama.LlamaForCausalLM, llama.MistralForCausalLM, llama.Qwen2ForCausalLM, llama.Qwen3ForCausalLM,
+            llama.LlamaModel,
             llama.LlamaDecoderLayer, llama.LlamaAttention, llama.LlamaMLP,
             _layers.RotaryEmbedding, nn.Linear, nn.LayerNorm, nn.RMSNorm, nn.Embedding, nn.ModuleList,
             _weight_only_linear())
@@ -216,8 +226,8 @@ class LeanDecoder:
             return t.reshape(B, T, n, -1).transpose(0, 2, 1, 3)
 
         h = _rms_norm(x, blk.input_layernorm.weight.numpy(), blk.input_layernorm.eps)
-        q = _rope(heads(self._linear(att.q_proj, h), H), cos, sin)
-        k = _rope(heads(self._linear(att.k_proj, h), Hkv), cos, sin)
+        q = _rope(heads(_head_norm(att, "q_norm", self._linear(att.q_proj, h), H), H), cos, sin)
+        k = _rope(heads(_head_norm(att, "k_norm", self._linear(att.k_proj, h), Hkv), Hkv), cos, sin)
         v = heads(self._linear(att.v_proj, h), Hkv)
         if cache is not None:
             cache.keys[i][:, :, :T] = k
@@ -300,8 +310,8 @@ class LeanDecoder:
         H, Hkv = self.heads, self.kv_heads
         cos, sin = ctx
         h = _rms_norm(x, blk.input_layernorm.weight.numpy(), blk.input_layernorm.eps)
-        q = self._linear(att.q_proj, h).reshape(B, H, -1)
-        k = self._linear(att.k_proj, h).reshape(B, Hkv, -1)
+        q = _head_norm(att, "q_norm", self._linear(att.q_proj, h), H).reshape(B, H, -1)
+        k = _head_norm(att, "k_norm", self._linear(att.k_proj, h), Hkv).reshape(B, Hkv, -1)
         D = q.shape[-1]
         pos = length - 1
         cache.keys[i][:, :, pos] = _rope(k, cos, sin)

@@ -1,7 +1,9 @@
-"""Llama-style decoders (transformers' ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``):
+"""Llama-style decoders (transformers' ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``,
+``Qwen3ForCausalLM``):
 RMSNorm, rotary position embeddings, a SwiGLU MLP and grouped-query attention, with transformers' parameter
 names. Mistral adds sliding-window attention (each query sees its last ``sliding_window`` keys); Qwen2 adds
-biases to the query, key and value projections (and sliding windows on the layers its config names)."""
+biases to the query, key and value projections (and sliding windows on the layers its config names); Qwen3
+an RMSNorm over each head's query and key before the rotation instead of those biases."""
 from __future__ import annotations
 
 import math
@@ -16,7 +18,7 @@ from ._decode import LeanDecoder, lean_prefill
 from ._layers import (KVCache, RotaryEmbedding, activation, additive_mask, attend, default_inv_freq, ids_array,
                       mask_array, merge_heads, split_heads)
 
-__all__ = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"]
+__all__ = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"]
 
 
 def _rope(cfg: dict, head_dim: int, max_positions: int) -> RotaryEmbedding:
@@ -64,7 +66,7 @@ def llama3_inv_freq(inv_freq: np.ndarray, params: dict, cfg: dict) -> np.ndarray
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, cfg: dict, qkv_bias: bool, o_bias: bool):
+    def __init__(self, cfg: dict, qkv_bias: bool, o_bias: bool, qk_norm: bool):
         super().__init__()
         E, H = cfg["hidden_size"], cfg["num_attention_heads"]
         Hkv = cfg.get("num_key_value_heads") or H
@@ -77,10 +79,17 @@ class LlamaAttention(nn.Module):
         self.k_proj = nn.Linear(E, Hkv * D, bias=qkv_bias)
         self.v_proj = nn.Linear(E, Hkv * D, bias=qkv_bias)
         self.o_proj = nn.Linear(H * D, E, bias=o_bias)
+        if qk_norm:  # Qwen3: RMSNorm over each head's query and key before the rotation
+            eps = cfg.get("rms_norm_eps", 1e-6)
+            self.q_norm = nn.RMSNorm(D, eps=eps)
+            self.k_norm = nn.RMSNorm(D, eps=eps)
+        self.qk_norm = qk_norm
 
     def forward(self, x, cos, sin, mask, cache: Optional[KVCache], layer: int):
-        q = RotaryEmbedding.apply(split_heads(self.q_proj(x), self.n_head), cos, sin)
-        k = RotaryEmbedding.apply(split_heads(self.k_proj(x), self.n_kv), cos, sin)
+        q, k = split_heads(self.q_proj(x), self.n_head), split_heads(self.k_proj(x), self.n_kv)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = RotaryEmbedding.apply(q, cos, sin), RotaryEmbedding.apply(k, cos, sin)
         v = split_heads(self.v_proj(x), self.n_kv)
         if cache is not None:
             k, v = cache.update(layer, k, v)
@@ -102,11 +111,11 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, cfg: dict, qkv_bias: bool, o_bias: bool):
+    def __init__(self, cfg: dict, **variant):
         super().__init__()
         E, eps = cfg["hidden_size"], cfg.get("rms_norm_eps", 1e-6)
         self.input_layernorm = nn.RMSNorm(E, eps=eps)
-        self.self_attn = LlamaAttention(cfg, qkv_bias, o_bias)
+        self.self_attn = LlamaAttention(cfg, **variant)
         self.post_attention_layernorm = nn.RMSNorm(E, eps=eps)
         self.mlp = LlamaMLP(cfg)
 
@@ -116,10 +125,10 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class LlamaModel(nn.Module):
-    def __init__(self, cfg: dict, qkv_bias: bool, o_bias: bool):
+    def __init__(self, cfg: dict, **variant):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg["vocab_size"], cfg["hidden_size"])
-        self.layers = nn.ModuleList([LlamaDecoderLayer(cfg, qkv_bias, o_bias) for _ in range(cfg["num_hidden_layers"])])
+        self.layers = nn.ModuleList([LlamaDecoderLayer(cfg, **variant) for _ in range(cfg["num_hidden_layers"])])
         self.norm = nn.RMSNorm(cfg["hidden_size"], eps=cfg.get("rms_norm_eps", 1e-6))
 
 
@@ -136,17 +145,18 @@ class LlamaForCausalLM(nn.Module):
         c = self.config
         self.head_dim = c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
         self.sliding_windows = self._sliding_windows(c)
-        self.model = LlamaModel(c, *self._biases(c))
+        self.model = LlamaModel(c, **self._variant(c))
         self.rotary = _rope(c, self.head_dim, self.max_positions)
         self.tied = bool(c.get("tie_word_embeddings", False))
         if not self.tied:
             self.lm_head = nn.Linear(c["hidden_size"], c["vocab_size"], bias=False)
 
     @staticmethod
-    def _biases(cfg: dict):
-        """(query/key/value projections, output projection) have biases."""
+    def _variant(cfg: dict) -> dict:
+        """What the attention layers have: biases on the query/key/value projections and on the output
+        projection; an RMSNorm over each head's query and key."""
         bias = bool(cfg.get("attention_bias", False))
-        return bias, bias
+        return dict(qkv_bias=bias, o_bias=bias, qk_norm=False)
 
     def _sliding_windows(self, cfg: dict) -> List[Optional[int]]:
         """Each layer's attention window (None: every earlier key); Llama has none."""
@@ -234,8 +244,8 @@ class Qwen2ForCausalLM(LlamaForCausalLM):
     model_type = "qwen2"
 
     @staticmethod
-    def _biases(cfg: dict):
-        return True, False
+    def _variant(cfg: dict) -> dict:
+        return dict(qkv_bias=True, o_bias=False, qk_norm=False)
 
     def _sliding_windows(self, cfg: dict) -> List[Optional[int]]:
         n = cfg["num_hidden_layers"]
@@ -251,3 +261,16 @@ class Qwen2ForCausalLM(LlamaForCausalLM):
             raise ValueError(f"{self.architecture}: layer_types has sliding_attention layers but sliding_window "
                              "is null")
         return [window if k == "sliding_attention" else None for k in kinds]
+
+
+class Qwen3ForCausalLM(Qwen2ForCausalLM):
+    """Qwen3 (dense): Qwen2's layers and windows, with an RMSNorm over each head's query and key
+    (``q_norm``, ``k_norm``, before the rotation) and biases only where ``attention_bias`` says."""
+
+    architecture = "Qwen3ForCausalLM"
+    model_type = "qwen3"
+
+    @staticmethod
+    def _variant(cfg: dict) -> dict:
+        bias = bool(cfg.get("attention_bias", False))
+        return dict(qkv_bias=bias, o_bias=bias, qk_norm=True)

@@ -1,4 +1,4 @@
-"""Mistral and Qwen2 checkpoints written by transformers itself: logits, left-padded batches, greedy
+"""Mistral, Qwen2 and Qwen3 checkpoints written by transformers itself: logits, left-padded batches, greedy
 generation (the lean decode step included) and save_pretrained, with sliding-window attention short
 enough that the tests' sequences reach past it."""
 import json
@@ -8,7 +8,7 @@ import pytest
 
 import forgegrad as fg
 from forgegrad.models import from_pretrained, generate, save_pretrained
-from forgegrad.models.hf import CheckpointError, MistralForCausalLM, Qwen2ForCausalLM
+from forgegrad.models.hf import CheckpointError, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -26,6 +26,12 @@ MODELS = {
     "qwen2": lambda: transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**BASE, tie_word_embeddings=True)),
     "qwen2_sliding": lambda: transformers.Qwen2ForCausalLM(
         transformers.Qwen2Config(**BASE, use_sliding_window=True, sliding_window=5, max_window_layers=1)),
+    # head_dim 12 given apart from hidden_size / heads (as Qwen3's configs do), tied embeddings
+    "qwen3": lambda: transformers.Qwen3ForCausalLM(
+        transformers.Qwen3Config(**BASE, head_dim=12, tie_word_embeddings=True)),
+    "qwen3_sliding_bias": lambda: transformers.Qwen3ForCausalLM(
+        transformers.Qwen3Config(**BASE, head_dim=8, attention_bias=True, layer_types=["sliding_attention",
+                                 "full_attention"], sliding_window=4, use_sliding_window=True)),
 }
 IDS = np.random.RandomState(1).randint(0, VOCAB, (2, 9))
 LEFT_PADDED = np.array([[0, 0, 0, 5, 6, 7, 8, 9, 10, 11], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]])
@@ -52,6 +58,10 @@ def test_architectures_and_windows(checkpoints):
     assert from_pretrained(root / "qwen2_sliding").sliding_windows == [None, 5]
     q = from_pretrained(root / "qwen2").model.layers[0].self_attn
     assert q.q_proj.bias is not None and q.k_proj.bias is not None and q.o_proj.bias is None
+    assert type(from_pretrained(root / "qwen3")) is Qwen3ForCausalLM
+    q3 = from_pretrained(root / "qwen3").model.layers[0].self_attn
+    assert q3.q_norm.weight.shape == (12,) and q3.q_proj.bias is None
+    assert from_pretrained(root / "qwen3_sliding_bias").sliding_windows == [4, None]
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -65,7 +75,7 @@ def test_logits_match_transformers(checkpoints, name):
         np.testing.assert_allclose(model(IDS).numpy(), ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["mistral", "qwen2_sliding"])
+@pytest.mark.parametrize("name", ["mistral", "qwen2_sliding", "qwen3_sliding_bias"])
 def test_logits_match_on_a_left_padded_batch(checkpoints, name):
     root, models = checkpoints
     model = from_pretrained(root / name)
@@ -96,7 +106,7 @@ def test_greedy_generation_yields_transformers_tokens(checkpoints, name):
                                   generate(model, prompt, max_new_tokens=30))
 
 
-@pytest.mark.parametrize("name", ["mistral", "qwen2_sliding"])
+@pytest.mark.parametrize("name", ["mistral", "qwen2_sliding", "qwen3_sliding_bias"])
 def test_lean_decode_step_masks_keys_before_the_window(checkpoints, name):
     """The lean decode step at cache length 9 (past the window) equals the Tensor forward of all 9 tokens."""
     from forgegrad.models.hf._decode import LeanDecoder
@@ -109,16 +119,17 @@ def test_lean_decode_step_masks_keys_before_the_window(checkpoints, name):
     lean = LeanDecoder(model).step(IDS[:, 8], np.full(2, 8), None, cache)
     np.testing.assert_allclose(lean, full, rtol=1e-5, atol=1e-5)
     # and the window does change the result: without it the last position attends to more keys
-    model.sliding_windows = [None, None]
+    model.sliding_windows = [None, None]  # (the decode step reads the same list)
     assert not np.allclose(model(IDS).numpy()[:, -1], full, rtol=1e-3, atol=1e-3)
 
 
-@pytest.mark.parametrize("name, cls", [("mistral", "MistralForCausalLM"), ("qwen2_sliding", "Qwen2ForCausalLM")])
+@pytest.mark.parametrize("name, cls", [("mistral", "MistralForCausalLM"), ("qwen2_sliding", "Qwen2ForCausalLM"),
+                                       ("qwen3", "Qwen3ForCausalLM")])
 def test_save_pretrained_loads_back_in_transformers(checkpoints, tmp_path, name, cls):
     root, models = checkpoints
     save_pretrained(from_pretrained(root / name), tmp_path / name)
     cfg = json.loads((tmp_path / name / "config.json").read_text())
-    assert cfg["architectures"] == [cls] and cfg["model_type"] == {"mistral": "mistral"}.get(name, "qwen2")
+    assert cfg["architectures"] == [cls] and cfg["model_type"] == name.split("_")[0]
     back = getattr(transformers, cls).from_pretrained(tmp_path / name).eval()
     with torch.no_grad():
         np.testing.assert_allclose(back(torch.tensor(IDS)).logits.numpy(),
@@ -171,7 +182,24 @@ def test_unsupported_architecture_lists_the_new_ones(checkpoints, tmp_path):
     root, _ = checkpoints
     shutil.copytree(root / "qwen2", tmp_path / "q")
     cfg = json.loads((tmp_path / "q" / "config.json").read_text())
-    cfg["architectures"] = ["Qwen3ForCausalLM"]
+    cfg["architectures"] = ["Gemma2ForCausalLM"]
     (tmp_path / "q" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match="MistralForCausalLM, Qwen2ForCausalLM"):
+    with pytest.raises(CheckpointError, match="MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM"):
         from_pretrained(tmp_path / "q")
+
+
+@pytest.mark.parametrize("name", ["qwen2", "qwen3"])
+def test_lean_prefill_equals_the_tensor_forward_bit_for_bit(checkpoints, name):
+    """Qwen2's biases and Qwen3's per-head norms on the lean prefill: the Tensor forward's kernels in its order."""
+    import forgegrad.models.hf._decode as D
+    root, _ = checkpoints
+    model = from_pretrained(root / name)
+    graph = model(IDS).numpy()  # grad enabled: the Tensor forward
+    calls, prefill = [], D.LeanDecoder.prefill
+    D.LeanDecoder.prefill = lambda self, *a: calls.append(1) or prefill(self, *a)
+    try:
+        with fg.no_grad():
+            lean = model(IDS).numpy()
+    finally:
+        D.LeanDecoder.prefill = prefill
+    assert calls and np.array_equal(lean, graph)
