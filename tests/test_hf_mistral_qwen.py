@@ -1,6 +1,6 @@
 """Mistral, Qwen2 and Qwen3 checkpoints written by transformers itself: logits, left-padded batches, greedy
 generation (the lean decode step included) and save_pretrained, with sliding-window attention short
-enough that the tests' sequences reach past it."""
+enough that the tests' sequences reach past it; YaRN rope scaling."""
 import json
 
 import numpy as np
@@ -32,6 +32,15 @@ MODELS = {
     "qwen3_sliding_bias": lambda: transformers.Qwen3ForCausalLM(
         transformers.Qwen3Config(**BASE, head_dim=8, attention_bias=True, layer_types=["sliding_attention",
                                  "full_attention"], sliding_window=4, use_sliding_window=True)),
+    # YaRN (Qwen's long-context setting) with head_dim 16: the ramp runs between dimensions 1 and 5 here
+    "qwen2_yarn": lambda: transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**{
+        **BASE, "rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                                    "original_max_position_embeddings": 32}}, head_dim=16)),
+    # DeepSeek's form: mscale / mscale_all_dim give the attention factor, untruncated ramp, other betas
+    "llama_yarn_mscale": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(**{
+        **BASE, "rope_parameters": {"rope_type": "yarn", "rope_theta": 500.0, "factor": 8.0,
+                                    "original_max_position_embeddings": 16, "mscale": 1.0, "mscale_all_dim": 0.5,
+                                    "beta_fast": 16, "beta_slow": 2, "truncate": False}})),
 }
 IDS = np.random.RandomState(1).randint(0, VOCAB, (2, 9))
 LEFT_PADDED = np.array([[0, 0, 0, 5, 6, 7, 8, 9, 10, 11], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]])
@@ -203,3 +212,13 @@ def test_lean_prefill_equals_the_tensor_forward_bit_for_bit(checkpoints, name):
     finally:
         D.LeanDecoder.prefill = prefill
     assert calls and np.array_equal(lean, graph)
+
+
+def test_yarn_frequencies_and_attention_factor_match_transformers(checkpoints):
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    root, models = checkpoints
+    for name in ("qwen2_yarn", "llama_yarn_mscale"):
+        inv, factor = ROPE_INIT_FUNCTIONS["yarn"](models[name].config, "cpu")
+        rotary = from_pretrained(root / name).rotary
+        np.testing.assert_allclose(rotary.inv_freq, inv.numpy(), rtol=1e-6)
+        assert rotary.attention_factor == pytest.approx(factor, rel=1e-12) and factor != 1.0

@@ -165,9 +165,10 @@ class RotaryEmbedding(nn.Module):
     TABLE_POSITIONS = 4096  # positions kept precomputed (4 MB at head_dim 128); later ones are computed
 
     def __init__(self, head_dim: int, theta: float = 10000.0, scaling_factor: float = 1.0,
-                 max_positions: int = TABLE_POSITIONS, inv_freq=None):
-        """``inv_freq``: the (head_dim / 2,) frequencies of a scaled rope (llama3), else theta's;
-        ``scaling_factor`` divides them (linear scaling), as transformers does, in float32."""
+                 max_positions: int = TABLE_POSITIONS, inv_freq=None, attention_factor: float = 1.0):
+        """``inv_freq``: the (head_dim / 2,) frequencies of a scaled rope (llama3, yarn), else theta's;
+        ``scaling_factor`` divides them (linear scaling), as transformers does, in float32;
+        ``attention_factor`` multiplies cos and sin (yarn's attention scaling)."""
         super().__init__()
         if head_dim % 2:
             raise ValueError(f"RotaryEmbedding: head_dim must be even, got {head_dim}")
@@ -179,6 +180,7 @@ class RotaryEmbedding(nn.Module):
         if self.scaling_factor != 1.0:
             inv = (inv / np.float32(self.scaling_factor)).astype(np.float32)
         self.inv_freq = inv
+        self.attention_factor = float(attention_factor)
         # cos/sin of positions 0.. as buffers (not saved): a forward from position 0 slices them, so an
         # exported graph keeps the sequence length dynamic instead of baking in a table of the example's size
         cos, sin = self.cos_sin(np.arange(min(max_positions, self.TABLE_POSITIONS))[None])
@@ -196,7 +198,10 @@ class RotaryEmbedding(nn.Module):
         """cos and sin of shape (B, 1, T, D) for int positions (B, T)."""
         freqs = position_ids.astype(np.float32)[..., None] * self.inv_freq  # (B, T, D/2), float32 as transformers
         emb = np.concatenate([freqs, freqs], axis=-1)[:, None]
-        return Tensor._wrap(np.cos(emb).astype(np.float32)), Tensor._wrap(np.sin(emb).astype(np.float32))
+        cos, sin = np.cos(emb).astype(np.float32), np.sin(emb).astype(np.float32)
+        if self.attention_factor != 1.0:  # transformers: cos() * attention_scaling, in float32
+            cos, sin = cos * np.float32(self.attention_factor), sin * np.float32(self.attention_factor)
+        return Tensor._wrap(cos), Tensor._wrap(sin)
 
     @staticmethod
     def apply(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:

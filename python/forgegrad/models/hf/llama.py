@@ -35,8 +35,12 @@ def _rope(cfg: dict, head_dim: int, max_positions: int) -> RotaryEmbedding:
     if kind == "llama3":
         return RotaryEmbedding(head_dim, theta, max_positions=max_positions,
                                inv_freq=llama3_inv_freq(default_inv_freq(head_dim, theta), params, cfg))
+    if kind == "yarn":
+        inv_freq, attention_factor = yarn_inv_freq(head_dim, theta, params, cfg)
+        return RotaryEmbedding(head_dim, theta, max_positions=max_positions, inv_freq=inv_freq,
+                               attention_factor=attention_factor)
     raise ValueError(f"LlamaForCausalLM: rope type {kind!r} is not supported yet (supported: default, linear, "
-                     "llama3)")
+                     "llama3, yarn)")
 
 
 def _rope_param(params: dict, key: str, kind: str, default=None) -> float:
@@ -63,6 +67,49 @@ def llama3_inv_freq(inv_freq: np.ndarray, params: dict, cfg: dict) -> np.ndarray
     smoothed = (1 - smooth) * scaled / np.float32(factor) + smooth * scaled
     medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
     return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def yarn_inv_freq(head_dim: int, theta: float, params: dict, cfg: dict):
+    """YaRN (transformers' ``_compute_yarn_parameters``, float32 where it computes in float32): each
+    frequency blends the original (extrapolation) and the one divided by ``factor`` (interpolation) by a
+    linear ramp between the dimensions that turn beta_fast and beta_slow times over the original context;
+    cos and sin are then scaled by the attention factor (0.1 ln(factor) + 1 unless the config gives it,
+    or DeepSeek's mscale ratio). Returns (inv_freq, attention_factor)."""
+    old = _rope_param(params, "original_max_position_embeddings", "yarn")
+    factor = params.get("factor")
+    factor = cfg.get("max_position_embeddings", old) / old if factor is None else _rope_param(params, "factor", "yarn")
+
+    def mscale_of(scale, m=1.0):
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    attention_factor = params.get("attention_factor")
+    if attention_factor is None:
+        m, m_all = params.get("mscale"), params.get("mscale_all_dim")
+        attention_factor = mscale_of(factor, m) / mscale_of(factor, m_all) if m and m_all else mscale_of(factor)
+    else:
+        attention_factor = _rope_param(params, "attention_factor", "yarn")
+    beta_fast, beta_slow = params.get("beta_fast") or 32, params.get("beta_slow") or 1
+    for name, value in (("beta_fast", beta_fast), ("beta_slow", beta_slow)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"LlamaForCausalLM: the yarn rope needs {name!r} > 0 in rope_parameters, got {value!r}")
+
+    def correction_dim(rotations):  # the dimension that turns `rotations` times over the original context
+        return head_dim * math.log(old / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if params.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, head_dim - 1)
+    if low == high:
+        high += 0.001  # as transformers: no division by zero
+    pos_freqs = (np.float32(theta) ** (np.arange(0, head_dim, 2).astype(np.float32) / np.float32(head_dim)))
+    pos_freqs = pos_freqs.astype(np.float32)
+    extrapolation = (np.float32(1.0) / pos_freqs).astype(np.float32)
+    interpolation = (np.float32(1.0) / (np.float32(factor) * pos_freqs)).astype(np.float32)
+    ramp = np.clip((np.arange(head_dim // 2, dtype=np.float32) - np.float32(low)) / np.float32(high - low), 0, 1)
+    keep = (np.float32(1.0) - ramp.astype(np.float32)).astype(np.float32)  # weight of the extrapolation
+    inv_freq = interpolation * (np.float32(1.0) - keep) + extrapolation * keep
+    return inv_freq.astype(np.float32), float(attention_factor)
 
 
 class LlamaAttention(nn.Module):
