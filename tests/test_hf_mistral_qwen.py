@@ -222,3 +222,22 @@ def test_yarn_frequencies_and_attention_factor_match_transformers(checkpoints):
         rotary = from_pretrained(root / name).rotary
         np.testing.assert_allclose(rotary.inv_freq, inv.numpy(), rtol=1e-6)
         assert rotary.attention_factor == pytest.approx(factor, rel=1e-12) and factor != 1.0
+
+
+def test_int8_weight_only_qwen3_decodes_on_the_lean_path(checkpoints):
+    """Weight-only int8 layers with biases, per-head norms and a sliding window: the lean decode step and
+    generate agree with the quantized model's own Tensor forward."""
+    from forgegrad.models.hf._decode import LeanDecoder, lean_path_applies
+    from forgegrad.quantization import quantize_weight_only
+    root, _ = checkpoints
+    q = quantize_weight_only(from_pretrained(root / "qwen3_sliding_bias"))
+    assert lean_path_applies(q)
+    full = q(IDS).numpy()[:, -1]
+    cache = q.new_cache(2, 9)
+    with fg.no_grad():
+        q(IDS[:, :8], cache=cache)
+    np.testing.assert_allclose(LeanDecoder(q).step(IDS[:, 8], np.full(2, 8), None, cache), full, rtol=1e-5, atol=1e-5)
+    want = IDS[:1, :5].copy()
+    for _ in range(8):  # greedy by hand on the Tensor path
+        want = np.concatenate([want, q(want).numpy()[:, -1].argmax(-1)[:, None]], axis=1)
+    np.testing.assert_array_equal(generate(q, IDS[:1, :5], max_new_tokens=8), want)
