@@ -241,3 +241,27 @@ def test_int8_weight_only_qwen3_decodes_on_the_lean_path(checkpoints):
     for _ in range(8):  # greedy by hand on the Tensor path
         want = np.concatenate([want, q(want).numpy()[:, -1].argmax(-1)[:, None]], axis=1)
     np.testing.assert_array_equal(generate(q, IDS[:1, :5], max_new_tokens=8), want)
+
+
+def test_int8_weight_only_quantizes_a_tied_head(checkpoints, tmp_path):
+    """A tied LM head gets an int8 copy of the embedding (the lookups keep the float32 rows); tied_head=False
+    keeps it float32. The int8 model saves and loads with forgegrad.save/load."""
+    from forgegrad.quantization import WeightOnlyInt8Linear, quantize_weight_only
+    root, _ = checkpoints
+    model = from_pretrained(root / "qwen2")
+    assert model.tied
+    q = quantize_weight_only(model)
+    assert not q.tied and isinstance(q.lm_head, WeightOnlyInt8Linear) and q.lm_head.weight.dtype == np.int8
+    assert q.model.embed_tokens.weight.dtype == np.float32 and model.tied  # the original is left as it was
+    kept = quantize_weight_only(model, tied_head=False)
+    assert kept.tied and not hasattr(kept, "lm_head")
+    with fg.no_grad():
+        ref, got = model(IDS).numpy(), q(IDS).numpy()
+    scale = np.abs(ref).max()
+    assert np.abs(got - ref).max() < 0.05 * scale  # int8 numerics, near the float logits
+    np.testing.assert_array_equal(generate(q, IDS[:1, :5], max_new_tokens=6)[:, :5], IDS[:1, :5])
+    fg.save(q.state_dict(), tmp_path / "q.fg")
+    back = quantize_weight_only(from_pretrained(root / "qwen2"))
+    back.load_state_dict(fg.load(tmp_path / "q.fg"))
+    with fg.no_grad():
+        np.testing.assert_array_equal(back(IDS).numpy(), got)

@@ -4,11 +4,13 @@ on torch with the same weights (random, at real sizes), greedy, KV cache on, bat
 Workloads per model: prefill of a 128-token prompt (one forward filling the cache, the last
 position's logits) and generation of 64 new tokens after it; the decode row is derived from the two
 (generation minus prefill, per new token). The models are GPT-2 small (12 layers, 768 wide, 12 heads,
-vocab 50257) and a Llama-style decoder (8 layers, hidden 1024, 16 query / 4 key-value heads, SwiGLU
-2816, vocab 32000); --quick uses 2-layer versions. Decode at batch 1 streams every weight once per
-token, so the suite also reports the bandwidth it reaches (weight bytes per token / time per token)
-against what numpy's BLAS reaches streaming a matrix the same way (sgemv over 256 MB). The prefill row
-also times onnxruntime on the model's exported forward (no KV cache outputs). A last row per
+vocab 50257), a Llama-style decoder (8 layers, hidden 1024, 16 query / 4 key-value heads, SwiGLU
+2816, vocab 32000) and Qwen2.5-0.5B's shape (24 layers, hidden 896, 14 query / 2 key-value heads with
+biases, SwiGLU 4864, vocab 151936 tied: 494 M weights); --quick uses 2-layer versions. Decode at
+batch 1 streams every weight once per token, so the suite also reports the bandwidth it reaches
+(weight bytes per token / time per token) against what numpy's BLAS reaches streaming a matrix the
+same way (sgemv over 256 MB). The prefill row also times onnxruntime on the model's exported forward
+(no KV cache outputs; models under 1 GB of weights, which export as one protobuf). A last row per
 model decodes with int8 weight-only Linear layers (``quantization.quantize_weight_only``) against
 transformers' float32 decode: other numerics, a quarter of the weight bytes.
 """
@@ -29,13 +31,20 @@ MODELS = {
     "llama-8L-1024-gqa": ("llama", dict(num_hidden_layers=8, hidden_size=1024, num_attention_heads=16,
                                         num_key_value_heads=4, intermediate_size=2816, vocab_size=32000,
                                         max_position_embeddings=2048)),
+    "qwen2.5-0.5b": ("qwen2", dict(num_hidden_layers=24, hidden_size=896, num_attention_heads=14,
+                                   num_key_value_heads=2, intermediate_size=4864, vocab_size=151936,
+                                   max_position_embeddings=32768, tie_word_embeddings=True, rope_theta=1000000.0)),
 }
+# onnxruntime's prefill needs the model exported, weights included, as one protobuf (< 2 GB): the small ones only
+ONNX_MAX_WEIGHTS = 1 << 30
 RUNTIMES = ("forgegrad", "transformers")
 
 
 def _hf_model(transformers, kind, cfg):
     if kind == "gpt2":
         return transformers.GPT2LMHeadModel(transformers.GPT2Config(**cfg))
+    if kind == "qwen2":
+        return transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**cfg))
     return transformers.LlamaForCausalLM(transformers.LlamaConfig(**cfg))
 
 
@@ -130,7 +139,8 @@ def _rows_for(name, threads, quick):
         return []
     hf, ours, ids, t_ids = paired_models(kind, cfg)
     weight_bytes = _bytes_per_token(ours)
-    ort_prefill = _onnxruntime_prefill(ours, ids, threads)
+    stored = sum(p.numpy().nbytes for p in ours.parameters())
+    ort_prefill = _onnxruntime_prefill(ours, ids, threads) if stored <= ONNX_MAX_WEIGHTS else None
 
     from ..nn.utils import freeze
     ours = freeze(ours)  # weights packed once for the prompt's GEMMs (same tokens, bit for bit)
@@ -163,8 +173,8 @@ def _rows_for(name, threads, quick):
         row["note"] = (f"{weight_bytes / 1e6:.0f} MB of weights per token: forgegrad "
                        f"{weight_bytes / decode['forgegrad'] / 1e9:.1f} GB/s")
     rows.append(row)
-    # the same model with int8 weight-only Linear layers (quantization.quantize_weight_only; the tied GPT-2
-    # head stays float32): a quarter of the bytes per weight, against transformers' float32 decode
+    # the same model with int8 weight-only Linear layers (quantization.quantize_weight_only; a tied head gets
+    # an int8 copy): a quarter of the bytes per weight, against transformers' float32 decode
     from ..quantization import quantize_weight_only
     q = quantize_weight_only(ours)
     with pinned_threads(threads):

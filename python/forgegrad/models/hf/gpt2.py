@@ -105,6 +105,10 @@ class GPT2LMHeadModel(nn.Module):
     def vocab_size(self) -> int:
         return self.config["vocab_size"]
 
+    def tied_embedding(self):
+        """The token embedding, which is the LM head while ``tied``."""
+        return self.transformer.wte
+
     @property
     def max_positions(self) -> int:
         return self.config["n_positions"]

@@ -218,6 +218,10 @@ class LlamaForCausalLM(nn.Module):
     def vocab_size(self) -> int:
         return self.config["vocab_size"]
 
+    def tied_embedding(self):
+        """The token embedding, which is the LM head while ``tied``."""
+        return self.model.embed_tokens
+
     @property
     def max_positions(self) -> int:
         return self.config.get("max_position_embeddings", 2048)
