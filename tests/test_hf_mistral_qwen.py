@@ -1,6 +1,6 @@
-"""Mistral, Qwen2 and Qwen3 checkpoints written by transformers itself: logits, left-padded batches, greedy
-generation (the lean decode step included) and save_pretrained, with sliding-window attention short
-enough that the tests' sequences reach past it; YaRN rope scaling."""
+"""Mistral, Qwen2, Qwen3 and Phi-3 checkpoints written by transformers itself: logits, left-padded batches,
+greedy generation (the lean decode step included) and save_pretrained, with sliding-window attention short
+enough that the tests' sequences reach past it; YaRN and longrope rope scaling, partial rotary factors."""
 import json
 
 import numpy as np
@@ -8,7 +8,7 @@ import pytest
 
 import forgegrad as fg
 from forgegrad.models import from_pretrained, generate, save_pretrained
-from forgegrad.models.hf import CheckpointError, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
+from forgegrad.models.hf import CheckpointError, MistralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -41,6 +41,18 @@ MODELS = {
         **BASE, "rope_parameters": {"rope_type": "yarn", "rope_theta": 500.0, "factor": 8.0,
                                     "original_max_position_embeddings": 16, "mscale": 1.0, "mscale_all_dim": 0.5,
                                     "beta_fast": 16, "beta_slow": 2, "truncate": False}})),
+    # Phi-3: fused qkv_proj / gate_up_proj in the checkpoint, Mistral's window
+    "phi3": lambda: transformers.Phi3ForCausalLM(transformers.Phi3Config(**BASE, pad_token_id=0, sliding_window=6)),
+    # Phi-3.5's longrope (original context 8: the 9-token inputs and the generations cross it) over half of
+    # each head (4 of 8 dims rotated)
+    "phi3_longrope": lambda: transformers.Phi3ForCausalLM(transformers.Phi3Config(**{
+        **BASE, "pad_token_id": 0, "original_max_position_embeddings": 8, "partial_rotary_factor": 0.5,
+        "rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0, 1.25],
+                            "long_factor": [2.0, 5.0], "original_max_position_embeddings": 8,
+                            "partial_rotary_factor": 0.5}})),
+    # Phi-4-mini's form: 3/4 of each head rotated, tied embeddings
+    "phi3_partial_tied": lambda: transformers.Phi3ForCausalLM(transformers.Phi3Config(
+        **BASE, pad_token_id=0, partial_rotary_factor=0.75, tie_word_embeddings=True)),
 }
 IDS = np.random.RandomState(1).randint(0, VOCAB, (2, 9))
 LEFT_PADDED = np.array([[0, 0, 0, 5, 6, 7, 8, 9, 10, 11], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]])
@@ -133,7 +145,7 @@ def test_lean_decode_step_masks_keys_before_the_window(checkpoints, name):
 
 
 @pytest.mark.parametrize("name, cls", [("mistral", "MistralForCausalLM"), ("qwen2_sliding", "Qwen2ForCausalLM"),
-                                       ("qwen3", "Qwen3ForCausalLM")])
+                                       ("qwen3", "Qwen3ForCausalLM"), ("phi3_longrope", "Phi3ForCausalLM")])
 def test_save_pretrained_loads_back_in_transformers(checkpoints, tmp_path, name, cls):
     root, models = checkpoints
     save_pretrained(from_pretrained(root / name), tmp_path / name)
@@ -265,3 +277,40 @@ def test_int8_weight_only_quantizes_a_tied_head(checkpoints, tmp_path):
     back.load_state_dict(fg.load(tmp_path / "q.fg"))
     with fg.no_grad():
         np.testing.assert_array_equal(back(IDS).numpy(), got)
+
+
+def test_phi3_fused_projections_split_on_load_and_fuse_on_save(checkpoints, tmp_path):
+    from forgegrad.models.hf._files import read_weights
+    root, _ = checkpoints
+    stored = read_weights(str(root / "phi3"))
+    assert "model.layers.0.self_attn.qkv_proj.weight" in stored and "model.layers.0.mlp.gate_up_proj.weight" in stored
+    model = from_pretrained(root / "phi3")
+    assert type(model) is Phi3ForCausalLM and model.sliding_windows == [6, 6]
+    attn = model.model.layers[0].self_attn
+    np.testing.assert_array_equal(np.concatenate([attn.q_proj.weight.numpy(), attn.k_proj.weight.numpy(),
+                                                  attn.v_proj.weight.numpy()]),
+                                  stored["model.layers.0.self_attn.qkv_proj.weight"])
+    save_pretrained(model, tmp_path / "phi3")
+    again = read_weights(str(tmp_path / "phi3"))
+    assert set(again) == set(stored) - {k for k in stored if k.endswith("inv_freq")}
+    for key in again:
+        np.testing.assert_array_equal(again[key], stored[key])
+    rotary = from_pretrained(root / "phi3_longrope").rotary
+    assert rotary.inv_freq.shape == (2,) and rotary.original_max == 8 and rotary.attention_factor > 1
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"partial_rotary_factor": 0.1}, "rotates 0 dimensions"),
+    ({"partial_rotary_factor": 1.5}, "partial_rotary_factor must be in"),
+    ({"short_factor": [1.0]}, "'short_factor': 2 positive numbers"),
+    ({"long_factor": [1.0, -1.0]}, "'long_factor': 2 positive numbers"),
+])
+def test_bad_longrope_configs_raise_clear_errors(checkpoints, tmp_path, change, match):
+    import shutil
+    root, _ = checkpoints
+    shutil.copytree(root / "phi3_longrope", tmp_path / "p")
+    cfg = json.loads((tmp_path / "p" / "config.json").read_text())
+    cfg["rope_parameters"].update(change)
+    (tmp_path / "p" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=match):
+        from_pretrained(tmp_path / "p")

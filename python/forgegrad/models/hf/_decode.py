@@ -67,8 +67,12 @@ def _head_norm(att, name: str, x, heads: int):
 
 
 def _rope(t, cos, sin):
-    """Llama's rotary embedding of t (..., D) on arrays: RotaryEmbedding.apply's operations."""
-    half = t.shape[-1] // 2
+    """Llama's rotary embedding of t (..., D) on arrays: RotaryEmbedding.apply's operations (the first
+    cos.shape[-1] dims rotated, the rest passed through)."""
+    rot = cos.shape[-1]
+    if rot != t.shape[-1]:
+        return np.concatenate([_rope(t[..., :rot], cos, sin), t[..., rot:]], axis=-1)
+    half = rot // 2
     return t * cos + np.concatenate([-t[..., half:], t[..., :half]], axis=-1) * sin
 
 
@@ -84,9 +88,10 @@ def _plain_module_types() -> tuple:
     from . import _layers, gpt2, llama
     return (gpt2.GPT2LMHeadModel, gpt2.GPT2Model, gpt2.GPT2Block, gpt2.GPT2Attention, gpt2.GPT2MLP,
             llama.LlamaForCausalLM, llama.MistralForCausalLM, llama.Qwen2ForCausalLM, llama.Qwen3ForCausalLM,
-            llama.LlamaModel,
+            llama.Phi3ForCausalLM, llama.LlamaModel,
             llama.LlamaDecoderLayer, llama.LlamaAttention, llama.LlamaMLP,
-            _layers.RotaryEmbedding, nn.Linear, nn.LayerNorm, nn.RMSNorm, nn.Embedding, nn.ModuleList,
+            _layers.RotaryEmbedding, _layers.LongRopeEmbedding, nn.Linear, nn.LayerNorm, nn.RMSNorm, nn.Embedding,
+            nn.ModuleList,
             _weight_only_linear())
 
 

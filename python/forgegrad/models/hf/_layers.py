@@ -17,7 +17,7 @@ from ... import nn
 from ...nn import functional as F
 
 __all__ = ["ids_array", "mask_array", "KVCache", "additive_mask", "attend", "split_heads", "merge_heads",
-           "activation", "RotaryEmbedding"]
+           "activation", "RotaryEmbedding", "LongRopeEmbedding"]
 
 _NEG = float(np.finfo(np.float32).min)  # what transformers adds for masked keys (softmax stays finite)
 
@@ -196,7 +196,10 @@ class RotaryEmbedding(nn.Module):
 
     def cos_sin(self, position_ids: np.ndarray):
         """cos and sin of shape (B, 1, T, D) for int positions (B, T)."""
-        freqs = position_ids.astype(np.float32)[..., None] * self.inv_freq  # (B, T, D/2), float32 as transformers
+        return self._cos_sin(position_ids, self.inv_freq)
+
+    def _cos_sin(self, position_ids: np.ndarray, inv_freq: np.ndarray):
+        freqs = position_ids.astype(np.float32)[..., None] * inv_freq  # (B, T, D/2), float32 as transformers
         emb = np.concatenate([freqs, freqs], axis=-1)[:, None]
         cos, sin = np.cos(emb).astype(np.float32), np.sin(emb).astype(np.float32)
         if self.attention_factor != 1.0:  # transformers: cos() * attention_scaling, in float32
@@ -205,5 +208,34 @@ class RotaryEmbedding(nn.Module):
 
     @staticmethod
     def apply(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        half = x.shape[-1] // 2
+        """x rotated; with cos/sin narrower than x's last dim (a partial rotary factor, Phi-3/Phi-4-mini)
+        only its first cos.shape[-1] dims are, the rest pass through (transformers' order)."""
+        rot = cos.shape[-1]
+        if rot != x.shape[-1]:
+            return cat([RotaryEmbedding.apply(x[..., :rot], cos, sin), x[..., rot:]], dim=-1)
+        half = rot // 2
         return x * cos + cat([-x[..., half:], x[..., :half]], dim=-1) * sin
+
+
+class LongRopeEmbedding(RotaryEmbedding):
+    """Phi-3's longrope: frequencies divided by per-dimension ``short_factor``s, or by ``long_factor``s in
+    a call whose last position reaches past ``original_max`` (transformers picks by max(position_ids) + 1,
+    per forward call: keys cached earlier keep their rotation). The tables hold the short set."""
+
+    def __init__(self, rotary_dim: int, short_inv_freq, long_inv_freq, original_max: int,
+                 attention_factor: float, max_positions: int):
+        super().__init__(rotary_dim, max_positions=min(max_positions, original_max), inv_freq=short_inv_freq,
+                         attention_factor=attention_factor)
+        self.long_inv_freq = np.asarray(long_inv_freq, np.float32)
+        self.original_max = int(original_max)
+
+    def cos_sin(self, position_ids: np.ndarray):
+        long = self.__dict__.get("long_inv_freq")  # None while the base class builds the (short) tables
+        if long is not None and position_ids.size and int(position_ids.max()) + 1 > self.original_max:
+            return self._cos_sin(position_ids, long)
+        return self._cos_sin(position_ids, self.inv_freq)
+
+    def cos_sin_range(self, start: int, t: int):
+        if start + t > self.original_max:
+            return self.cos_sin(np.arange(start, start + t)[None])
+        return super().cos_sin_range(start, t)

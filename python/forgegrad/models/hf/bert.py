@@ -174,5 +174,5 @@ class BertForSequenceClassification(nn.Module):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         return self.classifier(self.dropout(self.bert(input_ids, attention_mask, token_type_ids).pooler_output))
 
-    from_hf = BertModel.from_hf
+    from_hf = staticmethod(BertModel.from_hf)
     to_hf = BertModel.to_hf

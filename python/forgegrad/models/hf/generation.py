@@ -94,8 +94,8 @@ def generate(model, input_ids, max_new_tokens: int = 20, attention_mask=None, do
     """
     model = _decoder(model)
     if not hasattr(model, "new_cache"):
-        raise TypeError(f"generate: {type(model).__name__} is not a decoder (expected GPT2LMHeadModel, "
-                        "LlamaForCausalLM, MistralForCausalLM or Qwen2ForCausalLM)")
+        raise TypeError(f"generate: {type(model).__name__} is not a decoder (expected GPT2LMHeadModel or "
+                        "a Llama-style decoder: Llama, Mistral, Qwen2, Qwen3, Phi-3)")
     ids = ids_array(input_ids, "generate", model.vocab_size)
     B, T = ids.shape
     if not isinstance(max_new_tokens, numbers.Integral) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
@@ -143,6 +143,14 @@ def generate(model, input_ids, max_new_tokens: int = 20, attention_mask=None, do
                 break
             mask = np.concatenate([mask, np.ones((B, 1), bool)], axis=1)
             last += 1
+            switch = getattr(model, "recompute_cache_at", None)
+            if switch is not None and T + n > switch >= cache.length:
+                # Phi-3 (transformers does the same): the sequence now reaches past the original context, where
+                # longrope changes its frequencies, so every position is recomputed with the new ones
+                cache = model.new_cache(B, T + max_new_tokens)
+                full = np.where(mask, np.cumsum(mask, axis=1) - 1, 1)
+                logits = model(out[:, :T + n], mask, full, cache=cache, logits_to_keep=1).numpy()[:, -1]
+                continue
             if lean is not None:
                 logits = lean.step(nxt, last, mask, cache)
             else:

@@ -1,12 +1,12 @@
 """Llama-style decoders (transformers' ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``,
-``Qwen3ForCausalLM``):
+``Qwen3ForCausalLM``, ``Phi3ForCausalLM``):
 RMSNorm, rotary position embeddings, a SwiGLU MLP and grouped-query attention, with transformers' parameter
 names. Mistral adds sliding-window attention (each query sees its last ``sliding_window`` keys); Qwen2 adds
 biases to the query, key and value projections (and sliding windows on the layers its config names); Qwen3
-an RMSNorm over each head's query and key before the rotation instead of those biases."""
+an RMSNorm over each head's query and key before the rotation instead of those biases; Phi-3 stores the
+query/key/value and the gate/up projections fused (split on load, fused again on save)."""
 from __future__ import annotations
 
-import math
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -15,101 +15,11 @@ from ... import grad_mode, nn
 from ...nn import functional as F
 from ...tensor import Tensor
 from ._decode import LeanDecoder, lean_prefill
-from ._layers import (KVCache, RotaryEmbedding, activation, additive_mask, attend, default_inv_freq, ids_array,
-                      mask_array, merge_heads, split_heads)
+from ._layers import (KVCache, RotaryEmbedding, activation, additive_mask, attend, ids_array, mask_array,
+                      merge_heads, split_heads)
+from ._rope import rope_from_config
 
-__all__ = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"]
-
-
-def _rope(cfg: dict, head_dim: int, max_positions: int) -> RotaryEmbedding:
-    """transformers 5 keeps rope settings in ``rope_parameters``; older configs in ``rope_theta`` and
-    ``rope_scaling``."""
-    params = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
-    theta = params.get("rope_theta", cfg.get("rope_theta", 10000.0))
-    kind = params.get("rope_type", params.get("type", "default"))
-    if kind == "default":
-        return RotaryEmbedding(head_dim, theta, max_positions=max_positions)
-    if kind == "linear":
-        return RotaryEmbedding(head_dim, theta, scaling_factor=_rope_param(params, "factor", kind),
-                               max_positions=max_positions)
-    if kind == "llama3":
-        return RotaryEmbedding(head_dim, theta, max_positions=max_positions,
-                               inv_freq=llama3_inv_freq(default_inv_freq(head_dim, theta), params, cfg))
-    if kind == "yarn":
-        inv_freq, attention_factor = yarn_inv_freq(head_dim, theta, params, cfg)
-        return RotaryEmbedding(head_dim, theta, max_positions=max_positions, inv_freq=inv_freq,
-                               attention_factor=attention_factor)
-    raise ValueError(f"LlamaForCausalLM: rope type {kind!r} is not supported yet (supported: default, linear, "
-                     "llama3, yarn)")
-
-
-def _rope_param(params: dict, key: str, kind: str, default=None) -> float:
-    value = params.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"LlamaForCausalLM: the {kind} rope needs {key!r} > 0 in rope_parameters, got {value!r}")
-    return float(value)
-
-
-def llama3_inv_freq(inv_freq: np.ndarray, params: dict, cfg: dict) -> np.ndarray:
-    """Llama 3.1's rope scaling (transformers' ``_compute_llama3_parameters``, in float32 as it
-    computes): wavelengths longer than original_max_position_embeddings / low_freq_factor are divided
-    by ``factor``, those shorter than it / high_freq_factor kept, the band between interpolated."""
-    factor = _rope_param(params, "factor", "llama3")
-    low = _rope_param(params, "low_freq_factor", "llama3")
-    high = _rope_param(params, "high_freq_factor", "llama3")
-    old = _rope_param(params, "original_max_position_embeddings", "llama3", cfg.get("max_position_embeddings"))
-    if not high > low:
-        raise ValueError(f"LlamaForCausalLM: the llama3 rope needs high_freq_factor ({high}) > low_freq_factor ({low})")
-    low_wavelen, high_wavelen = old / low, old / high
-    wavelen = (2 * math.pi / inv_freq).astype(np.float32)
-    scaled = np.where(wavelen > low_wavelen, inv_freq / np.float32(factor), inv_freq).astype(np.float32)
-    smooth = ((np.float32(old) / wavelen - np.float32(low)) / np.float32(high - low)).astype(np.float32)
-    smoothed = (1 - smooth) * scaled / np.float32(factor) + smooth * scaled
-    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
-    return np.where(medium, smoothed, scaled).astype(np.float32)
-
-
-def yarn_inv_freq(head_dim: int, theta: float, params: dict, cfg: dict):
-    """YaRN (transformers' ``_compute_yarn_parameters``, float32 where it computes in float32): each
-    frequency blends the original (extrapolation) and the one divided by ``factor`` (interpolation) by a
-    linear ramp between the dimensions that turn beta_fast and beta_slow times over the original context;
-    cos and sin are then scaled by the attention factor (0.1 ln(factor) + 1 unless the config gives it,
-    or DeepSeek's mscale ratio). Returns (inv_freq, attention_factor)."""
-    old = _rope_param(params, "original_max_position_embeddings", "yarn")
-    factor = params.get("factor")
-    factor = cfg.get("max_position_embeddings", old) / old if factor is None else _rope_param(params, "factor", "yarn")
-
-    def mscale_of(scale, m=1.0):
-        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
-
-    attention_factor = params.get("attention_factor")
-    if attention_factor is None:
-        m, m_all = params.get("mscale"), params.get("mscale_all_dim")
-        attention_factor = mscale_of(factor, m) / mscale_of(factor, m_all) if m and m_all else mscale_of(factor)
-    else:
-        attention_factor = _rope_param(params, "attention_factor", "yarn")
-    beta_fast, beta_slow = params.get("beta_fast") or 32, params.get("beta_slow") or 1
-    for name, value in (("beta_fast", beta_fast), ("beta_slow", beta_slow)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"LlamaForCausalLM: the yarn rope needs {name!r} > 0 in rope_parameters, got {value!r}")
-
-    def correction_dim(rotations):  # the dimension that turns `rotations` times over the original context
-        return head_dim * math.log(old / (rotations * 2 * math.pi)) / (2 * math.log(theta))
-
-    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
-    if params.get("truncate", True):
-        low, high = math.floor(low), math.ceil(high)
-    low, high = max(low, 0), min(high, head_dim - 1)
-    if low == high:
-        high += 0.001  # as transformers: no division by zero
-    pos_freqs = (np.float32(theta) ** (np.arange(0, head_dim, 2).astype(np.float32) / np.float32(head_dim)))
-    pos_freqs = pos_freqs.astype(np.float32)
-    extrapolation = (np.float32(1.0) / pos_freqs).astype(np.float32)
-    interpolation = (np.float32(1.0) / (np.float32(factor) * pos_freqs)).astype(np.float32)
-    ramp = np.clip((np.arange(head_dim // 2, dtype=np.float32) - np.float32(low)) / np.float32(high - low), 0, 1)
-    keep = (np.float32(1.0) - ramp.astype(np.float32)).astype(np.float32)  # weight of the extrapolation
-    inv_freq = interpolation * (np.float32(1.0) - keep) + extrapolation * keep
-    return inv_freq.astype(np.float32), float(attention_factor)
+__all__ = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM"]
 
 
 class LlamaAttention(nn.Module):
@@ -193,7 +103,7 @@ class LlamaForCausalLM(nn.Module):
         self.head_dim = c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
         self.sliding_windows = self._sliding_windows(c)
         self.model = LlamaModel(c, **self._variant(c))
-        self.rotary = _rope(c, self.head_dim, self.max_positions)
+        self.rotary = rope_from_config(c, self.head_dim, self.max_positions)
         self.tied = bool(c.get("tie_word_embeddings", False))
         if not self.tied:
             self.lm_head = nn.Linear(c["hidden_size"], c["vocab_size"], bias=False)
@@ -325,3 +235,49 @@ class Qwen3ForCausalLM(Qwen2ForCausalLM):
     def _variant(cfg: dict) -> dict:
         bias = bool(cfg.get("attention_bias", False))
         return dict(qkv_bias=bias, o_bias=bias, qk_norm=True)
+
+
+class Phi3ForCausalLM(MistralForCausalLM):
+    """Phi-3 / Phi-3.5 / Phi-4-mini: Llama's layers with Mistral's sliding window; the checkpoint holds the
+    query/key/value projections as one ``qkv_proj`` and the gate/up projections as one ``gate_up_proj``
+    (split into Llama's layers on load, fused again by ``to_hf``). Longrope and a partial rotary factor
+    come from the rope settings."""
+
+    architecture = "Phi3ForCausalLM"
+    model_type = "phi3"
+
+    @property
+    def recompute_cache_at(self):
+        """generate recomputes the whole sequence once it grows past this length (transformers' Phi-3 drops
+        its cache there: longrope switches to its long frequencies past the original context)."""
+        return self.config.get("original_max_position_embeddings")
+
+    def _split_sizes(self):
+        c = self.config
+        H, Hkv = c["num_attention_heads"], c.get("num_key_value_heads") or c["num_attention_heads"]
+        return H * self.head_dim, Hkv * self.head_dim, c["intermediate_size"]
+
+    def from_hf(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        q, kv, inner = self._split_sizes()
+        out = {}
+        for key, value in tensors.items():
+            if key.endswith("self_attn.qkv_proj.weight") and value.shape[0] == q + 2 * kv:
+                base = key[:-len("qkv_proj.weight")]
+                out[base + "q_proj.weight"], out[base + "k_proj.weight"], out[base + "v_proj.weight"] = (
+                    value[:q], value[q:q + kv], value[q + kv:])
+            elif key.endswith("mlp.gate_up_proj.weight") and value.shape[0] == 2 * inner:
+                base = key[:-len("gate_up_proj.weight")]
+                out[base + "gate_proj.weight"], out[base + "up_proj.weight"] = value[:inner], value[inner:]
+            else:  # a fused tensor of the wrong size stays as it is: the shape check names it
+                out[key] = value
+        return super().from_hf(out)
+
+    def to_hf(self) -> Dict[str, np.ndarray]:
+        state = super().to_hf()
+        for i in range(self.config["num_hidden_layers"]):
+            attn, mlp = f"model.layers.{i}.self_attn.", f"model.layers.{i}.mlp."
+            state[attn + "qkv_proj.weight"] = np.concatenate(
+                [state.pop(attn + name + ".weight") for name in ("q_proj", "k_proj", "v_proj")])
+            state[mlp + "gate_up_proj.weight"] = np.concatenate(
+                [state.pop(mlp + name + ".weight") for name in ("gate_proj", "up_proj")])
+        return state
