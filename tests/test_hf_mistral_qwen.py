@@ -175,27 +175,31 @@ def test_bad_window_configs_raise_clear_errors(checkpoints, tmp_path, name, chan
         from_pretrained(tmp_path / name)
 
 
-def test_qwen2_exports_to_onnx_with_dynamic_axes(checkpoints, tmp_path):
-    """Full attention (Qwen2's default): the export runs in onnxruntime at other batch and sequence sizes."""
+@pytest.mark.parametrize("name", ["qwen2", "phi3_partial_tied"])
+def test_exports_to_onnx_with_dynamic_axes(checkpoints, tmp_path, name):
+    """Full attention (Qwen2's default; Phi-4-mini's partial rotation): the export runs in onnxruntime at other
+    batch and sequence sizes."""
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     from forgegrad.onnx import export
     root, models = checkpoints
     path = str(tmp_path / "q.onnx")
-    export(from_pretrained(root / "qwen2"), IDS[:1, :7], path, input_names=["input_ids"],
+    export(from_pretrained(root / name), IDS[:1, :7], path, input_names=["input_ids"],
            dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}}, rtol=1e-4, atol=1e-5)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     got = sess.run(None, {"input_ids": IDS})[0]
     with torch.no_grad():
-        np.testing.assert_allclose(got, models["qwen2"](torch.tensor(IDS)).logits.numpy(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(got, models[name](torch.tensor(IDS)).logits.numpy(), rtol=1e-4, atol=1e-4)
 
 
-def test_onnx_export_of_a_sliding_window_refuses(checkpoints, tmp_path):
+def test_onnx_export_of_a_sliding_window_or_longrope_refuses(checkpoints, tmp_path):
     pytest.importorskip("onnx")
     from forgegrad.onnx import OnnxExportError, export
     root, _ = checkpoints
     with pytest.raises(OnnxExportError, match="exporting sliding-window attention is not supported"):
         export(from_pretrained(root / "mistral"), IDS[:1], str(tmp_path / "m.onnx"))
+    with pytest.raises(OnnxExportError, match="exporting a longrope model is not supported"):
+        export(from_pretrained(root / "phi3_longrope"), IDS[:1], str(tmp_path / "p.onnx"))
 
 
 def test_unsupported_architecture_lists_the_new_ones(checkpoints, tmp_path):

@@ -15,8 +15,8 @@ from ... import grad_mode, nn
 from ...nn import functional as F
 from ...tensor import Tensor
 from ._decode import LeanDecoder, lean_prefill
-from ._layers import (KVCache, RotaryEmbedding, activation, additive_mask, attend, ids_array, mask_array,
-                      merge_heads, split_heads)
+from ._layers import (KVCache, LongRopeEmbedding, RotaryEmbedding, activation, additive_mask, attend, ids_array,
+                      mask_array, merge_heads, split_heads)
 from ._rope import rope_from_config
 
 __all__ = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM"]
@@ -147,10 +147,13 @@ class LlamaForCausalLM(nn.Module):
         B, T = ids.shape
         past = cache.length if cache is not None else 0
         pad = mask_array(attention_mask, "LlamaForCausalLM", (B, past + T))
-        windowed = any(w is not None for w in self.sliding_windows)
-        if windowed and grad_mode.recorder() is not None:
-            raise NotImplementedError(f"{type(self).__name__}: exporting sliding-window attention is not supported "
-                                      "yet (the traced graph would attend to every earlier key)")
+        if grad_mode.recorder() is not None:
+            if any(w is not None for w in self.sliding_windows):
+                raise NotImplementedError(f"{type(self).__name__}: exporting sliding-window attention is not "
+                                          "supported yet (the traced graph would attend to every earlier key)")
+            if isinstance(self.rotary, LongRopeEmbedding):
+                raise NotImplementedError(f"{type(self).__name__}: exporting a longrope model is not supported yet "
+                                          "(the traced graph would keep the short frequencies at every length)")
         if past == 0 and not self.windows_matter(T) and lean_prefill(self, pad, position_ids, T):
             return Tensor._wrap(LeanDecoder(self).prefill(ids, cache, logits_to_keep))
         if position_ids is None:
