@@ -1,4 +1,4 @@
-"""Mistral, Qwen2, Qwen3 and Phi-3 checkpoints written by transformers itself: logits, left-padded batches,
+"""Mistral, Qwen2, Qwen3, Phi-3 and Gemma 2 checkpoints written by transformers itself: logits, left-padded batches,
 greedy generation (the lean decode step included) and save_pretrained, with sliding-window attention short
 enough that the tests' sequences reach past it; YaRN and longrope rope scaling, partial rotary factors."""
 import json
@@ -8,7 +8,8 @@ import pytest
 
 import forgegrad as fg
 from forgegrad.models import from_pretrained, generate, save_pretrained
-from forgegrad.models.hf import CheckpointError, MistralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
+from forgegrad.models.hf import (CheckpointError, Gemma2ForCausalLM, MistralForCausalLM, Phi3ForCausalLM,
+                                 Qwen2ForCausalLM, Qwen3ForCausalLM)
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -53,6 +54,14 @@ MODELS = {
     # Phi-4-mini's form: 3/4 of each head rotated, tied embeddings
     "phi3_partial_tied": lambda: transformers.Phi3ForCausalLM(transformers.Phi3Config(
         **BASE, pad_token_id=0, partial_rotary_factor=0.75, tie_word_embeddings=True)),
+    # Gemma 2: caps low enough to bend the scores and logits of these weights, window 4 on layer 0,
+    # query_pre_attn_scalar apart from head_dim
+    "gemma2": lambda: transformers.Gemma2ForCausalLM(transformers.Gemma2Config(
+        **BASE, pad_token_id=0, head_dim=8, query_pre_attn_scalar=12, sliding_window=4, attn_logit_softcapping=2.0,
+        final_logit_softcapping=3.0)),
+    "gemma2_uncapped": lambda: transformers.Gemma2ForCausalLM(transformers.Gemma2Config(
+        **BASE, pad_token_id=0, head_dim=8, query_pre_attn_scalar=8, sliding_window=64, attn_logit_softcapping=None,
+        final_logit_softcapping=None)),
 }
 IDS = np.random.RandomState(1).randint(0, VOCAB, (2, 9))
 LEFT_PADDED = np.array([[0, 0, 0, 5, 6, 7, 8, 9, 10, 11], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]])
@@ -96,7 +105,7 @@ def test_logits_match_transformers(checkpoints, name):
         np.testing.assert_allclose(model(IDS).numpy(), ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["mistral", "qwen2_sliding", "qwen3_sliding_bias"])
+@pytest.mark.parametrize("name", ["mistral", "qwen2_sliding", "qwen3_sliding_bias", "gemma2"])
 def test_logits_match_on_a_left_padded_batch(checkpoints, name):
     root, models = checkpoints
     model = from_pretrained(root / name)
@@ -145,7 +154,8 @@ def test_lean_decode_step_masks_keys_before_the_window(checkpoints, name):
 
 
 @pytest.mark.parametrize("name, cls", [("mistral", "MistralForCausalLM"), ("qwen2_sliding", "Qwen2ForCausalLM"),
-                                       ("qwen3", "Qwen3ForCausalLM"), ("phi3_longrope", "Phi3ForCausalLM")])
+                                       ("qwen3", "Qwen3ForCausalLM"), ("phi3_longrope", "Phi3ForCausalLM"),
+                                       ("gemma2", "Gemma2ForCausalLM")])
 def test_save_pretrained_loads_back_in_transformers(checkpoints, tmp_path, name, cls):
     root, models = checkpoints
     save_pretrained(from_pretrained(root / name), tmp_path / name)
@@ -318,3 +328,17 @@ def test_bad_longrope_configs_raise_clear_errors(checkpoints, tmp_path, change, 
     (tmp_path / "p" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match=match):
         from_pretrained(tmp_path / "p")
+
+
+def test_gemma2_norms_caps_and_scale(checkpoints):
+    """Gemma's (1 + weight) norms are stored as offsets: loaded with 1 added; the caps really bend the scores."""
+    root, models = checkpoints
+    model = from_pretrained(root / "gemma2")
+    assert type(model) is Gemma2ForCausalLM and model.sliding_windows == [4, None] and model.tied
+    ref_norm = models["gemma2"].model.layers[0].pre_feedforward_layernorm.weight.detach().numpy()
+    np.testing.assert_array_equal(model.model.layers[0].pre_feedforward_layernorm.weight.numpy(),
+                                  ref_norm + np.float32(1))
+    logits = model(IDS).numpy()
+    assert np.abs(logits).max() < 3.0  # the final cap
+    model.final_softcap = None
+    assert np.abs(model(IDS).numpy()).max() > 3.0

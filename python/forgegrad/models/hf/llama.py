@@ -102,11 +102,23 @@ class LlamaForCausalLM(nn.Module):
         c = self.config
         self.head_dim = c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
         self.sliding_windows = self._sliding_windows(c)
-        self.model = LlamaModel(c, **self._variant(c))
+        self.model = self._build_model(c)
         self.rotary = rope_from_config(c, self.head_dim, self.max_positions)
         self.tied = bool(c.get("tie_word_embeddings", False))
         if not self.tied:
             self.lm_head = nn.Linear(c["hidden_size"], c["vocab_size"], bias=False)
+
+    def _build_model(self, cfg: dict) -> nn.Module:
+        """The decoder stack: ``embed_tokens``, ``layers`` (each called as layer(x, cos, sin, mask, cache, i)),
+        ``norm``."""
+        return LlamaModel(cfg, **self._variant(cfg))
+
+    def _embed(self, ids: np.ndarray) -> Tensor:
+        return self.model.embed_tokens(Tensor._wrap(ids))
+
+    def _finish(self, logits: Tensor) -> Tensor:
+        """The logits as the architecture returns them (Gemma 2 soft-caps them)."""
+        return logits
 
     @staticmethod
     def _variant(cfg: dict) -> dict:
@@ -160,7 +172,7 @@ class LlamaForCausalLM(nn.Module):
             cos, sin = self.rotary.cos_sin_range(past, T)
         else:
             cos, sin = self.rotary.cos_sin(np.asarray(position_ids, dtype=np.int64))
-        x = self.model.embed_tokens(Tensor._wrap(ids))
+        x = self._embed(ids)
         masks = {w: additive_mask(pad, past, T, causal=True, window=w) for w in set(self.sliding_windows)}
         for i, layer in enumerate(self.model.layers):
             x = layer(x, cos, sin, masks[self.sliding_windows[i]], cache, i)
@@ -169,7 +181,7 @@ class LlamaForCausalLM(nn.Module):
             cache.advance(T)
         if logits_to_keep:  # the LM head on the last positions only (generate needs the last one)
             x = x[:, -logits_to_keep:]
-        return F.linear(x, self.model.embed_tokens.weight) if self.tied else self.lm_head(x)
+        return self._finish(F.linear(x, self.model.embed_tokens.weight) if self.tied else self.lm_head(x))
 
     @staticmethod
     def from_hf(tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:

@@ -1,0 +1,141 @@
+"""Gemma 2 (transformers' ``Gemma2ForCausalLM``): Llama's skeleton with a norm after attention and around
+the MLP, embeddings scaled by sqrt(hidden_size), attention scores and final logits soft-capped
+(cap * tanh(x / cap)), a GELU (tanh) gated MLP, the query scaled by query_pre_attn_scalar^-1/2, and
+sliding-window attention on the layers ``layer_types`` marks (every other one).
+
+Gemma's RMSNorm multiplies by (1 + weight): the stored weights get 1 added on load (and taken off on
+save), so forgegrad's RMSNorm computes the same product. Soft-capped scores have no fused kernel: the
+attention runs as batched GEMMs, tanh and softmax, on the Tensor path (no lean decode step)."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from ... import nn
+from ...nn import functional as F
+from ...tensor import Tensor
+from ._layers import KVCache, RotaryEmbedding, activation, attend, merge_heads, split_heads
+from .llama import LlamaForCausalLM, LlamaMLP, _window
+
+__all__ = ["Gemma2ForCausalLM"]
+
+_NEG = float(np.finfo(np.float32).min)
+
+
+def attend_softcapped(q: Tensor, k: Tensor, v: Tensor, mask: Optional[np.ndarray], scale: float,
+                      cap: Optional[float]) -> Tensor:
+    """softmax(cap * tanh(q k^T * scale / cap) + mask) v, causal when ``mask`` is None (transformers'
+    eager attention: each key/value head serves H / Hkv query heads). Without a cap: the fused kernel."""
+    if cap is None:
+        return attend(q, k, v, mask, causal=True, scale=scale)
+    B, H, t, D = q.shape
+    Hkv, L = k.shape[1], k.shape[2]
+    if H != Hkv:  # repeat_kv: query head h reads key/value head h // (H / Hkv)
+        k = k.unsqueeze(2).expand(B, Hkv, H // Hkv, L, D).reshape(B, H, L, D)
+        v = v.unsqueeze(2).expand(B, Hkv, H // Hkv, L, D).reshape(B, H, L, D)
+    scores = (q @ k.transpose(2, 3)) * scale
+    scores = F.tanh(scores / cap) * cap  # divided by the cap, as transformers (not times 1 / cap)
+    if mask is None and t > 1:  # plain causal from position 0
+        mask = np.triu(np.full((t, L), _NEG, np.float32), 1 + L - t)[None, None]
+    if mask is not None:
+        scores = scores + Tensor._wrap(np.ascontiguousarray(mask, dtype=np.float32))
+    return F.softmax(scores, dim=-1) @ v
+
+
+class Gemma2Attention(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        E, H = cfg["hidden_size"], cfg["num_attention_heads"]
+        Hkv = cfg.get("num_key_value_heads") or H
+        D = cfg.get("head_dim") or E // H
+        bias = bool(cfg.get("attention_bias", False))
+        self.n_head, self.n_kv = H, Hkv
+        self.q_proj = nn.Linear(E, H * D, bias=bias)
+        self.k_proj = nn.Linear(E, Hkv * D, bias=bias)
+        self.v_proj = nn.Linear(E, Hkv * D, bias=bias)
+        self.o_proj = nn.Linear(H * D, E, bias=bias)
+        self.scale = float(cfg.get("query_pre_attn_scalar") or D) ** -0.5
+        cap = cfg.get("attn_logit_softcapping")
+        self.softcap = None if cap is None else float(cap)
+
+    def forward(self, x, cos, sin, mask, cache: Optional[KVCache], layer: int):
+        q = RotaryEmbedding.apply(split_heads(self.q_proj(x), self.n_head), cos, sin)
+        k = RotaryEmbedding.apply(split_heads(self.k_proj(x), self.n_kv), cos, sin)
+        v = split_heads(self.v_proj(x), self.n_kv)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)
+        return self.o_proj(merge_heads(attend_softcapped(q, k, v, mask, self.scale, self.softcap)))
+
+
+class Gemma2DecoderLayer(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        E, eps = cfg["hidden_size"], cfg.get("rms_norm_eps", 1e-6)
+        self.input_layernorm = nn.RMSNorm(E, eps=eps)
+        self.self_attn = Gemma2Attention(cfg)
+        self.post_attention_layernorm = nn.RMSNorm(E, eps=eps)
+        self.pre_feedforward_layernorm = nn.RMSNorm(E, eps=eps)
+        self.mlp = LlamaMLP({**cfg, "hidden_act": cfg.get("hidden_activation") or cfg.get("hidden_act")
+                             or "gelu_pytorch_tanh"})
+        self.post_feedforward_layernorm = nn.RMSNorm(E, eps=eps)
+
+    def forward(self, x, cos, sin, mask, cache, layer):
+        x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer))
+        return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
+
+
+class Gemma2Model(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg["vocab_size"], cfg["hidden_size"])
+        self.layers = nn.ModuleList([Gemma2DecoderLayer(cfg) for _ in range(cfg["num_hidden_layers"])])
+        self.norm = nn.RMSNorm(cfg["hidden_size"], eps=cfg.get("rms_norm_eps", 1e-6))
+
+
+class Gemma2ForCausalLM(LlamaForCausalLM):
+    """Gemma 2 with its (tied) LM head; ``forward`` as LlamaForCausalLM's."""
+
+    architecture = "Gemma2ForCausalLM"
+    model_type = "gemma2"
+
+    def __init__(self, config: dict):
+        config = dict(config)
+        config.setdefault("tie_word_embeddings", True)
+        activation(config.get("hidden_activation") or "gelu_pytorch_tanh", self.architecture)
+        super().__init__(config)
+        cap = self.config.get("final_logit_softcapping")
+        self.final_softcap = None if cap is None else float(cap)
+        # transformers: the embedding times sqrt(hidden_size) in the weights' dtype
+        self.embed_scale = float(np.float32(self.config["hidden_size"] ** 0.5))
+
+    def _build_model(self, cfg: dict) -> nn.Module:
+        return Gemma2Model(cfg)
+
+    def _sliding_windows(self, cfg: dict) -> List[Optional[int]]:
+        n = cfg["num_hidden_layers"]
+        kinds = cfg.get("layer_types") or ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)]
+        if not isinstance(kinds, list) or len(kinds) != n or not set(kinds) <= {"full_attention", "sliding_attention"}:
+            raise ValueError(f"{self.architecture}: layer_types must list 'full_attention' or 'sliding_attention' "
+                             f"for each of the {n} layers, got {kinds!r}")
+        window = _window(cfg, self.architecture) if "sliding_attention" in kinds else None
+        return [window if k == "sliding_attention" else None for k in kinds]
+
+    def _embed(self, ids: np.ndarray) -> Tensor:
+        return self.model.embed_tokens(Tensor._wrap(ids)) * self.embed_scale
+
+    def _finish(self, logits: Tensor) -> Tensor:
+        if self.final_softcap is None:
+            return logits
+        return F.tanh(logits / self.final_softcap) * self.final_softcap
+
+    @staticmethod
+    def _norm_key(key: str) -> bool:
+        return key.endswith("layernorm.weight") or key == "model.norm.weight"
+
+    def from_hf(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        out = super().from_hf(tensors)
+        return {k: (np.asarray(v, np.float32) + np.float32(1)) if self._norm_key(k) else v for k, v in out.items()}
+
+    def to_hf(self) -> Dict[str, np.ndarray]:
+        return {k: (v - np.float32(1)) if self._norm_key(k) else v for k, v in super().to_hf().items()}
