@@ -217,9 +217,9 @@ def test_unsupported_architecture_lists_the_new_ones(checkpoints, tmp_path):
     root, _ = checkpoints
     shutil.copytree(root / "qwen2", tmp_path / "q")
     cfg = json.loads((tmp_path / "q" / "config.json").read_text())
-    cfg["architectures"] = ["Gemma2ForCausalLM"]
+    cfg["architectures"] = ["MixtralForCausalLM"]
     (tmp_path / "q" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match="MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM"):
+    with pytest.raises(CheckpointError, match="Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM"):
         from_pretrained(tmp_path / "q")
 
 
