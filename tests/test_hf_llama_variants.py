@@ -342,3 +342,19 @@ def test_gemma2_norms_caps_and_scale(checkpoints):
     assert np.abs(logits).max() < 3.0  # the final cap
     model.final_softcap = None
     assert np.abs(model(IDS).numpy()).max() > 3.0
+
+
+@pytest.mark.parametrize("name", ["gemma2", "gemma2_uncapped"])
+def test_gemma2_decodes_on_the_lean_step(checkpoints, name):
+    """generate's decode step for Gemma 2 (capped scores and logits, extra norms, scaled embeddings) equals
+    the Tensor forward, past the window too."""
+    from forgegrad.models.hf._decode import LeanDecoder, lean_path_applies
+    root, _ = checkpoints
+    model = from_pretrained(root / name)
+    assert lean_path_applies(model)
+    full = model(IDS).numpy()[:, -1]
+    cache = model.new_cache(2, 9)
+    with fg.no_grad():
+        model(IDS[:, :8], cache=cache)
+    np.testing.assert_allclose(LeanDecoder(model).step(IDS[:, 8], np.full(2, 8), None, cache), full,
+                               rtol=1e-5, atol=1e-5)

@@ -41,13 +41,23 @@ def _rms_norm(x, weight, eps):
     return out
 
 
-def _attention(q, keys, values, length, mask, scale):
-    """q (B, Hkv, rep, D) against the first ``length`` cached keys/values (B, Hkv, max, D)."""
+def _tanh_cap(x, cap):
+    """cap * tanh(x / cap) with the Tensor path's tanh kernel (Gemma 2's soft cap)."""
+    y = np.ascontiguousarray(x / np.float32(cap), dtype=np.float32)
+    _C.activation.act_forward(_C.activation.TANH, y, y)
+    return y * np.float32(cap)
+
+
+def _attention(q, keys, values, length, mask, scale, softcap=None):
+    """q (B, Hkv, rep, D) against the first ``length`` cached keys/values (B, Hkv, max, D); ``softcap``: the
+    scores capped (Gemma 2) before the mask."""
     B, Hkv, rep, D = q.shape
     K = keys.reshape(B * Hkv, keys.shape[2], D)[:, :length]
     V = values.reshape(B * Hkv, values.shape[2], D)[:, :length]
     scores = np.empty((B * Hkv, rep, length), np.float32)
     _C.gemm.bmm(np.ascontiguousarray(q).reshape(B * Hkv, rep, D), K, scores, False, True, scale, 0.0)
+    if softcap is not None:
+        scores = _tanh_cap(scores, softcap)
     if mask is not None:  # (B, length) additive: the same for every head of a row
         scores.reshape(B, Hkv * rep, length)[...] += mask[:, None, :]
     probs = np.empty_like(scores)
@@ -85,10 +95,11 @@ def _plain_module_types() -> tuple:
     """The module types from_pretrained builds GPT-2 and Llama-style decoders (Mistral, Qwen2) from (exact types), plus
     the int8 weight-only Linear that ``quantize_weight_only`` puts in their place."""
     from ... import nn
-    from . import _layers, gpt2, llama
+    from . import _layers, gemma2, gpt2, llama
     return (gpt2.GPT2LMHeadModel, gpt2.GPT2Model, gpt2.GPT2Block, gpt2.GPT2Attention, gpt2.GPT2MLP,
             llama.LlamaForCausalLM, llama.MistralForCausalLM, llama.Qwen2ForCausalLM, llama.Qwen3ForCausalLM,
-            llama.Phi3ForCausalLM, llama.LlamaModel,
+            llama.Phi3ForCausalLM, gemma2.Gemma2ForCausalLM, gemma2.Gemma2Model, gemma2.Gemma2DecoderLayer,
+            gemma2.Gemma2Attention, llama.LlamaModel,
             llama.LlamaDecoderLayer, llama.LlamaAttention, llama.LlamaMLP,
             _layers.RotaryEmbedding, _layers.LongRopeEmbedding, nn.Linear, nn.LayerNorm, nn.RMSNorm, nn.Embedding,
             nn.ModuleList,
@@ -146,8 +157,15 @@ class LeanDecoder:
             c = model.config
             self.heads = c["num_attention_heads"]
             self.kv_heads = c.get("num_key_value_heads") or self.heads
-            self.act = _GELU_TANH[c.get("hidden_act", "silu")]
-            self.scale = 1.0 / math.sqrt(model.head_dim)
+            gemma = hasattr(model.model.layers[0], "post_feedforward_layernorm")  # Gemma 2's layer
+            act = (c.get("hidden_activation") or "gelu_pytorch_tanh") if gemma else c.get("hidden_act", "silu")
+            self.act = _GELU_TANH[act]
+            att = model.model.layers[0].self_attn
+            self.scale = getattr(att, "scale", 1.0 / math.sqrt(model.head_dim))
+            # Gemma 2: capped scores and logits, scaled embeddings, norms after attention and around the MLP
+            self.softcap, self.post_norms = getattr(att, "softcap", None), gemma
+            self.embed_scale = getattr(model, "embed_scale", None)
+            self.final_softcap = getattr(model, "final_softcap", None)
         else:
             raise TypeError(f"LeanDecoder: no decode step for {type(model).__name__}")
 
@@ -257,7 +275,8 @@ class LeanDecoder:
         m = self.model
         if hasattr(m, "transformer"):
             return m.transformer.wte.weight.numpy()[tokens] + m.transformer.wpe.weight.numpy()[positions]
-        return m.model.embed_tokens.weight.numpy()[tokens]
+        x = m.model.embed_tokens.weight.numpy()[tokens]
+        return x if self.embed_scale is None else x * np.float32(self.embed_scale)
 
     def _context(self, positions):
         if hasattr(self.model, "transformer"):
@@ -274,9 +293,8 @@ class LeanDecoder:
                 return self._linear(m.lm_head, x)
             return _C.gemm.linear(x, m.transformer.wte.weight.numpy())
         x = _rms_norm(x, m.model.norm.weight.numpy(), m.model.norm.eps)
-        if not m.tied:
-            return self._linear(m.lm_head, x)
-        return _C.gemm.linear(x, m.model.embed_tokens.weight.numpy())
+        logits = self._linear(m.lm_head, x) if not m.tied else _C.gemm.linear(x, m.model.embed_tokens.weight.numpy())
+        return logits if self.final_softcap is None else _tanh_cap(logits, self.final_softcap)
 
     def _gpt2_layer(self, i, x, ctx, cache, length, mask):
         blk = self.model.transformer.h[i]
@@ -322,8 +340,15 @@ class LeanDecoder:
         cache.keys[i][:, :, pos] = _rope(k, cos, sin)
         cache.values[i][:, :, pos] = self._linear(att.v_proj, h).reshape(B, Hkv, D)
         o = _attention(_rope(q, cos, sin).reshape(B, Hkv, H // Hkv, D), cache.keys[i], cache.values[i], length, mask,
-                       self.scale)
-        x = x + self._linear(att.o_proj, o)
+                       self.scale, self.softcap)
+        o = self._linear(att.o_proj, o)
+        if self.post_norms:  # Gemma 2
+            x = x + _rms_norm(o, blk.post_attention_layernorm.weight.numpy(), blk.post_attention_layernorm.eps)
+            h = _rms_norm(x, blk.pre_feedforward_layernorm.weight.numpy(), blk.pre_feedforward_layernorm.eps)
+            f = self._linear(blk.mlp.down_proj, self._linear(blk.mlp.gate_proj, h, self.act) *
+                             self._linear(blk.mlp.up_proj, h))
+            return x + _rms_norm(f, blk.post_feedforward_layernorm.weight.numpy(), blk.post_feedforward_layernorm.eps)
+        x = x + o
         h = _rms_norm(x, blk.post_attention_layernorm.weight.numpy(), blk.post_attention_layernorm.eps)
         gate = self._linear(blk.mlp.gate_proj, h, self.act)
         return x + self._linear(blk.mlp.down_proj, gate * self._linear(blk.mlp.up_proj, h))

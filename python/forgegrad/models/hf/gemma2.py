@@ -5,7 +5,8 @@ sliding-window attention on the layers ``layer_types`` marks (every other one).
 
 Gemma's RMSNorm multiplies by (1 + weight): the stored weights get 1 added on load (and taken off on
 save), so forgegrad's RMSNorm computes the same product. Soft-capped scores have no fused kernel: the
-attention runs as batched GEMMs, tanh and softmax, on the Tensor path (no lean decode step)."""
+Tensor forward (and so the prompt's prefill) runs them as batched GEMMs, tanh and softmax; generate's
+decode step caps the scores it computes over the cache (models/hf/_decode.py)."""
 from __future__ import annotations
 
 from typing import Dict, List, Optional
@@ -58,6 +59,7 @@ class Gemma2Attention(nn.Module):
         self.scale = float(cfg.get("query_pre_attn_scalar") or D) ** -0.5
         cap = cfg.get("attn_logit_softcapping")
         self.softcap = None if cap is None else float(cap)
+        self.qk_norm = False
 
     def forward(self, x, cos, sin, mask, cache: Optional[KVCache], layer: int):
         q = RotaryEmbedding.apply(split_heads(self.q_proj(x), self.n_head), cos, sin)
@@ -108,6 +110,9 @@ class Gemma2ForCausalLM(LlamaForCausalLM):
         self.final_softcap = None if cap is None else float(cap)
         # transformers: the embedding times sqrt(hidden_size) in the weights' dtype
         self.embed_scale = float(np.float32(self.config["hidden_size"] ** 0.5))
+
+    # the fused prefill has no soft cap, Gemma 2's extra norms nor its embedding scale: the Tensor forward runs
+    fused_prefill = False
 
     def _build_model(self, cfg: dict) -> nn.Module:
         return Gemma2Model(cfg)

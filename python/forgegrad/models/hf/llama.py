@@ -95,6 +95,7 @@ class LlamaForCausalLM(nn.Module):
 
     architecture = "LlamaForCausalLM"
     model_type = "llama"
+    fused_prefill = True  # a prompt from position 0 may take LeanDecoder.prefill
 
     def __init__(self, config: dict):
         super().__init__()
@@ -166,7 +167,7 @@ class LlamaForCausalLM(nn.Module):
             if isinstance(self.rotary, LongRopeEmbedding):
                 raise NotImplementedError(f"{type(self).__name__}: exporting a longrope model is not supported yet "
                                           "(the traced graph would keep the short frequencies at every length)")
-        if past == 0 and not self.windows_matter(T) and lean_prefill(self, pad, position_ids, T):
+        if past == 0 and self.fused_prefill and not self.windows_matter(T) and lean_prefill(self, pad, position_ids, T):
             return Tensor._wrap(LeanDecoder(self).prefill(ids, cache, logits_to_keep))
         if position_ids is None:
             cos, sin = self.rotary.cos_sin_range(past, T)
