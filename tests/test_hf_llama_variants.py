@@ -68,6 +68,16 @@ LEFT_PADDED = np.array([[0, 0, 0, 5, 6, 7, 8, 9, 10, 11], [1, 2, 3, 4, 5, 6, 7, 
 LEFT_MASK = np.array([[0, 0, 0, 1, 1, 1, 1, 1, 1, 1], [1] * 10])
 
 
+def _edited_copy(src, dst, edit):
+    """A copy of checkpoint directory src at dst with edit(config dict) applied to its config.json."""
+    import shutil
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    edit(cfg)
+    (dst / "config.json").write_text(json.dumps(cfg))
+    return dst
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     torch.manual_seed(0)
@@ -175,14 +185,9 @@ def test_save_pretrained_loads_back_in_transformers(checkpoints, tmp_path, name,
     ("qwen2_sliding", {"sliding_window": None}, "sliding_window is null"),
 ])
 def test_bad_window_configs_raise_clear_errors(checkpoints, tmp_path, name, change, match):
-    import shutil
     root, _ = checkpoints
-    shutil.copytree(root / name, tmp_path / name)
-    cfg = json.loads((tmp_path / name / "config.json").read_text())
-    cfg.update(change)
-    (tmp_path / name / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match=match):
-        from_pretrained(tmp_path / name)
+        from_pretrained(_edited_copy(root / name, tmp_path / name, lambda cfg: cfg.update(change)))
 
 
 @pytest.mark.parametrize("name", ["qwen2", "phi3_partial_tied"])
@@ -213,14 +218,10 @@ def test_onnx_export_of_a_sliding_window_or_longrope_refuses(checkpoints, tmp_pa
 
 
 def test_unsupported_architecture_lists_the_new_ones(checkpoints, tmp_path):
-    import shutil
     root, _ = checkpoints
-    shutil.copytree(root / "qwen2", tmp_path / "q")
-    cfg = json.loads((tmp_path / "q" / "config.json").read_text())
-    cfg["architectures"] = ["MixtralForCausalLM"]
-    (tmp_path / "q" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM"):
-        from_pretrained(tmp_path / "q")
+        from_pretrained(_edited_copy(root / "qwen2", tmp_path / "q",
+                                     lambda cfg: cfg.update(architectures=["MixtralForCausalLM"])))
 
 
 @pytest.mark.parametrize("name", ["qwen2", "qwen3"])
@@ -320,14 +321,10 @@ def test_phi3_fused_projections_split_on_load_and_fuse_on_save(checkpoints, tmp_
     ({"long_factor": [1.0, -1.0]}, "'long_factor': 2 positive numbers"),
 ])
 def test_bad_longrope_configs_raise_clear_errors(checkpoints, tmp_path, change, match):
-    import shutil
     root, _ = checkpoints
-    shutil.copytree(root / "phi3_longrope", tmp_path / "p")
-    cfg = json.loads((tmp_path / "p" / "config.json").read_text())
-    cfg["rope_parameters"].update(change)
-    (tmp_path / "p" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match=match):
-        from_pretrained(tmp_path / "p")
+        from_pretrained(_edited_copy(root / "phi3_longrope", tmp_path / "p",
+                                     lambda cfg: cfg["rope_parameters"].update(change)))
 
 
 def test_gemma2_norms_caps_and_scale(checkpoints):
