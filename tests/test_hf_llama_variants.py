@@ -319,6 +319,8 @@ def test_phi3_fused_projections_split_on_load_and_fuse_on_save(checkpoints, tmp_
     ({"partial_rotary_factor": 1.5}, "partial_rotary_factor must be in"),
     ({"short_factor": [1.0]}, "'short_factor': 2 positive numbers"),
     ({"long_factor": [1.0, -1.0]}, "'long_factor': 2 positive numbers"),
+    ({"long_factor": [1.0, float("inf")]}, "'long_factor': 2 positive numbers"),
+    ({"original_max_position_embeddings": float("nan")}, "needs 'original_max_position_embeddings' > 0"),
 ])
 def test_bad_longrope_configs_raise_clear_errors(checkpoints, tmp_path, change, match):
     root, _ = checkpoints

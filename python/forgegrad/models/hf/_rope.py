@@ -52,7 +52,7 @@ def _rotary_dim(factor, head_dim: int) -> int:
 
 def _rope_param(params: dict, key: str, kind: str, default=None) -> float:
     value = params.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         raise ValueError(f"LlamaForCausalLM: the {kind} rope needs {key!r} > 0 in rope_parameters, got {value!r}")
     return float(value)
 
@@ -97,7 +97,7 @@ def yarn_inv_freq(head_dim: int, theta: float, params: dict, cfg: dict):
         attention_factor = _rope_param(params, "attention_factor", "yarn")
     beta_fast, beta_slow = params.get("beta_fast") or 32, params.get("beta_slow") or 1
     for name, value in (("beta_fast", beta_fast), ("beta_slow", beta_slow)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
             raise ValueError(f"LlamaForCausalLM: the yarn rope needs {name!r} > 0 in rope_parameters, got {value!r}")
 
     def correction_dim(rotations):  # the dimension that turns `rotations` times over the original context
@@ -132,7 +132,7 @@ def longrope_inv_freqs(dim: int, theta: float, params: dict, cfg: dict):
     for key in ("short_factor", "long_factor"):
         f = params.get(key)
         if not isinstance(f, (list, tuple)) or len(f) != dim // 2 or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in f):
+                isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf for v in f):
             raise ValueError(f"LlamaForCausalLM: the longrope rope needs {key!r}: {dim // 2} positive numbers (one "
                              f"per rotated pair), got {f!r}")
         sets.append(np.asarray(f, np.float32))
