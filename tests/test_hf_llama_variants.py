@@ -357,3 +357,21 @@ def test_gemma2_decodes_on_the_lean_step(checkpoints, name):
         model(IDS[:, :8], cache=cache)
     np.testing.assert_allclose(LeanDecoder(model).step(IDS[:, 8], np.full(2, 8), None, cache), full,
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["qwen2", "gemma2"])
+def test_forgegrad_generate_cli_runs_the_new_architectures(tmp_path, capsys, name):
+    """`forgegrad generate DIR` (byte tokens) on a Qwen2 and a Gemma 2 checkpoint prints the greedy continuation."""
+    from forgegrad.cli import main
+    from forgegrad.models.hf.tokenizer import ByteTokenizer
+    torch.manual_seed(0)
+    cfg = {**BASE, "vocab_size": 300, "pad_token_id": 0}
+    hf = (transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**cfg)) if name == "qwen2" else
+          transformers.Gemma2ForCausalLM(transformers.Gemma2Config(**cfg, head_dim=8, sliding_window=4)))
+    hf.save_pretrained(tmp_path / name)
+    assert main(["generate", str(tmp_path / name), "--prompt", "Hi there", "--max-new-tokens", "10"]) == 0
+    ids = list("Hi there".encode())
+    with torch.no_grad():
+        ref = hf.generate(torch.tensor([ids]), max_new_tokens=10, min_new_tokens=10, do_sample=False,
+                          pad_token_id=0).numpy()[0, len(ids):]
+    assert capsys.readouterr().out == "Hi there" + ByteTokenizer().decode(ref) + "\n"
