@@ -1,6 +1,7 @@
-"""Mistral, Qwen2, Qwen3, Phi-3 and Gemma 2 checkpoints written by transformers itself: logits, left-padded batches,
-greedy generation (the lean decode step included) and save_pretrained, with sliding-window attention short
-enough that the tests' sequences reach past it; YaRN and longrope rope scaling, partial rotary factors."""
+"""Mistral, Qwen2, Qwen3, Phi-3, Gemma 2 and Gemma 3 checkpoints written by transformers itself: logits,
+left-padded batches, greedy generation (the lean decode step included) and save_pretrained, with
+sliding-window attention short enough that the tests' sequences reach past it; YaRN and longrope rope
+scaling, partial rotary factors."""
 import json
 
 import numpy as np
@@ -8,8 +9,8 @@ import pytest
 
 import forgegrad as fg
 from forgegrad.models import from_pretrained, generate, save_pretrained
-from forgegrad.models.hf import (CheckpointError, Gemma2ForCausalLM, MistralForCausalLM, Phi3ForCausalLM,
-                                 Qwen2ForCausalLM, Qwen3ForCausalLM)
+from forgegrad.models.hf import (CheckpointError, Gemma2ForCausalLM, Gemma3ForCausalLM, MistralForCausalLM,
+                                 Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -62,6 +63,12 @@ MODELS = {
     "gemma2_uncapped": lambda: transformers.Gemma2ForCausalLM(transformers.Gemma2Config(
         **BASE, pad_token_id=0, head_dim=8, query_pre_attn_scalar=8, sliding_window=64, attn_logit_softcapping=None,
         final_logit_softcapping=None)),
+    # Gemma 3 (text): per-head norms, a local (window 4, base 100) and a global layer (base 10,000, linear x2)
+    "gemma3": lambda: transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**{
+        **BASE, "pad_token_id": 0, "head_dim": 8, "query_pre_attn_scalar": 8, "sliding_window": 4,
+        "layer_types": ["sliding_attention", "full_attention"],
+        "rope_parameters": {"sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
+                            "full_attention": {"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0}}})),
 }
 IDS = np.random.RandomState(1).randint(0, VOCAB, (2, 9))
 LEFT_PADDED = np.array([[0, 0, 0, 5, 6, 7, 8, 9, 10, 11], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]])
@@ -165,12 +172,13 @@ def test_lean_decode_step_masks_keys_before_the_window(checkpoints, name):
 
 @pytest.mark.parametrize("name, cls", [("mistral", "MistralForCausalLM"), ("qwen2_sliding", "Qwen2ForCausalLM"),
                                        ("qwen3", "Qwen3ForCausalLM"), ("phi3_longrope", "Phi3ForCausalLM"),
-                                       ("gemma2", "Gemma2ForCausalLM")])
+                                       ("gemma2", "Gemma2ForCausalLM"), ("gemma3", "Gemma3ForCausalLM")])
 def test_save_pretrained_loads_back_in_transformers(checkpoints, tmp_path, name, cls):
     root, models = checkpoints
     save_pretrained(from_pretrained(root / name), tmp_path / name)
     cfg = json.loads((tmp_path / name / "config.json").read_text())
-    assert cfg["architectures"] == [cls] and cfg["model_type"] == name.split("_")[0]
+    want_type = {"gemma3": "gemma3_text"}.get(name, name.split("_")[0])
+    assert cfg["architectures"] == [cls] and cfg["model_type"] == want_type
     back = getattr(transformers, cls).from_pretrained(tmp_path / name).eval()
     with torch.no_grad():
         np.testing.assert_allclose(back(torch.tensor(IDS)).logits.numpy(),
@@ -343,7 +351,7 @@ def test_gemma2_norms_caps_and_scale(checkpoints):
     assert np.abs(model(IDS).numpy()).max() > 3.0
 
 
-@pytest.mark.parametrize("name", ["gemma2", "gemma2_uncapped"])
+@pytest.mark.parametrize("name", ["gemma2", "gemma2_uncapped", "gemma3"])
 def test_gemma2_decodes_on_the_lean_step(checkpoints, name):
     """generate's decode step for Gemma 2 (capped scores and logits, extra norms, scaled embeddings) equals
     the Tensor forward, past the window too."""
@@ -375,3 +383,13 @@ def test_forgegrad_generate_cli_runs_the_new_architectures(tmp_path, capsys, nam
         ref = hf.generate(torch.tensor([ids]), max_new_tokens=10, min_new_tokens=10, do_sample=False,
                           pad_token_id=0).numpy()[0, len(ids):]
     assert capsys.readouterr().out == "Hi there" + ByteTokenizer().decode(ref) + "\n"
+
+
+def test_gemma3_rotaries_per_layer_type(checkpoints):
+    root, _ = checkpoints
+    model = from_pretrained(root / "gemma3")
+    assert type(model) is Gemma3ForCausalLM and model.sliding_windows == [4, None]
+    assert model.layer_rotary(0) is model.rotary_local and model.layer_rotary(1) is model.rotary
+    np.testing.assert_allclose(model.rotary_local.inv_freq, 1 / 100.0 ** (np.arange(0, 8, 2) / 8), rtol=1e-6)
+    np.testing.assert_allclose(model.rotary.inv_freq, 1 / 10000.0 ** (np.arange(0, 8, 2) / 8) / 2, rtol=1e-6)
+    assert model.model.layers[0].self_attn.q_norm.weight.shape == (8,)

@@ -7,8 +7,8 @@ directory written by transformers' ``save_pretrained`` (``config.json`` + safete
 
 Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``BertForSequenceClassification``,
 ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``, ``Qwen3ForCausalLM``,
-``Phi3ForCausalLM``, ``Gemma2ForCausalLM``. Weights are read with forgegrad's bounded safetensors reader;
-pickle files (``pytorch_model.bin``) are never opened.
+``Phi3ForCausalLM``, ``Gemma2ForCausalLM``, ``Gemma3ForCausalLM``. Weights are read with forgegrad's
+bounded safetensors reader; pickle files (``pytorch_model.bin``) are never opened.
 """
 from __future__ import annotations
 
@@ -20,21 +20,23 @@ import numpy as np
 from ._files import CheckpointError, read_config, read_weights, write_checkpoint
 from .bert import BertForSequenceClassification, BertModel
 from .generation import generate
-from .gemma2 import Gemma2ForCausalLM
+from .gemma2 import Gemma2ForCausalLM, Gemma3ForCausalLM
 from .gpt2 import GPT2LMHeadModel
 from .llama import LlamaForCausalLM, MistralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
 
 __all__ = ["from_pretrained", "save_pretrained", "generate", "CheckpointError", "ARCHITECTURES",
            "GPT2LMHeadModel", "BertModel", "BertForSequenceClassification", "LlamaForCausalLM", "MistralForCausalLM",
-           "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM"]
+           "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM",
+           "Gemma3ForCausalLM"]
 
 ARCHITECTURES = {cls.architecture: cls for cls in
                  (GPT2LMHeadModel, BertModel, BertForSequenceClassification, LlamaForCausalLM, MistralForCausalLM,
-                  Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM)}
+                  Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM,
+                  Gemma3ForCausalLM)}
 # model_type -> class, for configs that do not list their architecture
 _BY_TYPE = {"gpt2": GPT2LMHeadModel, "bert": BertModel, "llama": LlamaForCausalLM, "mistral": MistralForCausalLM,
             "qwen2": Qwen2ForCausalLM, "qwen3": Qwen3ForCausalLM, "phi3": Phi3ForCausalLM,
-            "gemma2": Gemma2ForCausalLM}
+            "gemma2": Gemma2ForCausalLM, "gemma3_text": Gemma3ForCausalLM}
 
 
 def _architecture(cfg: dict, path: str):
@@ -53,7 +55,7 @@ def _required(cfg: dict, cls, path: str) -> None:
     llama = ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size")
     keys = {GPT2LMHeadModel: ("vocab_size", "n_embd", "n_head", "n_layer", "n_positions"),
             LlamaForCausalLM: llama, MistralForCausalLM: llama, Qwen2ForCausalLM: llama, Qwen3ForCausalLM: llama,
-            Phi3ForCausalLM: llama, Gemma2ForCausalLM: llama,
+            Phi3ForCausalLM: llama, Gemma2ForCausalLM: llama, Gemma3ForCausalLM: llama,
             }.get(cls, ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
                         "max_position_embeddings"))
     for key in keys:

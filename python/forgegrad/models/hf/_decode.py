@@ -98,8 +98,8 @@ def _plain_module_types() -> tuple:
     from . import _layers, gemma2, gpt2, llama
     return (gpt2.GPT2LMHeadModel, gpt2.GPT2Model, gpt2.GPT2Block, gpt2.GPT2Attention, gpt2.GPT2MLP,
             llama.LlamaForCausalLM, llama.MistralForCausalLM, llama.Qwen2ForCausalLM, llama.Qwen3ForCausalLM,
-            llama.Phi3ForCausalLM, gemma2.Gemma2ForCausalLM, gemma2.Gemma2Model, gemma2.Gemma2DecoderLayer,
-            gemma2.Gemma2Attention, llama.LlamaModel,
+            llama.Phi3ForCausalLM, gemma2.Gemma2ForCausalLM, gemma2.Gemma3ForCausalLM, gemma2.Gemma2Model,
+            gemma2.Gemma2DecoderLayer, gemma2.Gemma2Attention, llama.LlamaModel,
             llama.LlamaDecoderLayer, llama.LlamaAttention, llama.LlamaMLP,
             _layers.RotaryEmbedding, _layers.LongRopeEmbedding, nn.Linear, nn.LayerNorm, nn.RMSNorm, nn.Embedding,
             nn.ModuleList,
@@ -179,7 +179,7 @@ class LeanDecoder:
         ctx = self._context(positions)
         masks = self._window_masks(mask, length)
         for i in range(len(self._blocks())):
-            x = self._layer(i, x, ctx, cache, length, masks[i])
+            x = self._layer(i, x, ctx[i], cache, length, masks[i])
         cache.advance(1)
         return self._head(x)
 
@@ -279,10 +279,17 @@ class LeanDecoder:
         return x if self.embed_scale is None else x * np.float32(self.embed_scale)
 
     def _context(self, positions):
+        """Per layer: None (GPT-2) or the (cos, sin) of its rotary embedding, each (B, 1, D)."""
+        n = len(self._blocks())
         if hasattr(self.model, "transformer"):
-            return None
-        cos, sin = self.model.rotary.cos_sin(positions[:, None])  # (B, 1, 1, D)
-        return cos.numpy()[:, 0], sin.numpy()[:, 0]  # (B, 1, D): broadcast over heads
+            return [None] * n
+        made = {}
+        for i in range(n):
+            r = self.model.layer_rotary(i)
+            if id(r) not in made:
+                cos, sin = r.cos_sin(positions[:, None])  # (B, 1, 1, D)
+                made[id(r)] = cos.numpy()[:, 0], sin.numpy()[:, 0]  # (B, 1, D): broadcast over heads
+        return [made[id(self.model.layer_rotary(i))] for i in range(n)]
 
     def _head(self, x):
         m = self.model

@@ -17,9 +17,10 @@ from ... import nn
 from ...nn import functional as F
 from ...tensor import Tensor
 from ._layers import KVCache, RotaryEmbedding, activation, attend, merge_heads, split_heads
+from ._rope import rope_from_config
 from .llama import LlamaForCausalLM, LlamaMLP, _window
 
-__all__ = ["Gemma2ForCausalLM"]
+__all__ = ["Gemma2ForCausalLM", "Gemma3ForCausalLM"]
 
 _NEG = float(np.finfo(np.float32).min)
 
@@ -45,7 +46,7 @@ def attend_softcapped(q: Tensor, k: Tensor, v: Tensor, mask: Optional[np.ndarray
 
 
 class Gemma2Attention(nn.Module):
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, qk_norm: bool = False):
         super().__init__()
         E, H = cfg["hidden_size"], cfg["num_attention_heads"]
         Hkv = cfg.get("num_key_value_heads") or H
@@ -59,11 +60,17 @@ class Gemma2Attention(nn.Module):
         self.scale = float(cfg.get("query_pre_attn_scalar") or D) ** -0.5
         cap = cfg.get("attn_logit_softcapping")
         self.softcap = None if cap is None else float(cap)
-        self.qk_norm = False
+        if qk_norm:  # Gemma 3: an RMSNorm over each head's query and key before the rotation
+            eps = cfg.get("rms_norm_eps", 1e-6)
+            self.q_norm = nn.RMSNorm(D, eps=eps)
+            self.k_norm = nn.RMSNorm(D, eps=eps)
+        self.qk_norm = qk_norm
 
     def forward(self, x, cos, sin, mask, cache: Optional[KVCache], layer: int):
-        q = RotaryEmbedding.apply(split_heads(self.q_proj(x), self.n_head), cos, sin)
-        k = RotaryEmbedding.apply(split_heads(self.k_proj(x), self.n_kv), cos, sin)
+        q, k = split_heads(self.q_proj(x), self.n_head), split_heads(self.k_proj(x), self.n_kv)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = RotaryEmbedding.apply(q, cos, sin), RotaryEmbedding.apply(k, cos, sin)
         v = split_heads(self.v_proj(x), self.n_kv)
         if cache is not None:
             k, v = cache.update(layer, k, v)
@@ -71,11 +78,11 @@ class Gemma2Attention(nn.Module):
 
 
 class Gemma2DecoderLayer(nn.Module):
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, qk_norm: bool = False):
         super().__init__()
         E, eps = cfg["hidden_size"], cfg.get("rms_norm_eps", 1e-6)
         self.input_layernorm = nn.RMSNorm(E, eps=eps)
-        self.self_attn = Gemma2Attention(cfg)
+        self.self_attn = Gemma2Attention(cfg, qk_norm)
         self.post_attention_layernorm = nn.RMSNorm(E, eps=eps)
         self.pre_feedforward_layernorm = nn.RMSNorm(E, eps=eps)
         self.mlp = LlamaMLP({**cfg, "hidden_act": cfg.get("hidden_activation") or cfg.get("hidden_act")
@@ -88,10 +95,10 @@ class Gemma2DecoderLayer(nn.Module):
 
 
 class Gemma2Model(nn.Module):
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, qk_norm: bool = False):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg["vocab_size"], cfg["hidden_size"])
-        self.layers = nn.ModuleList([Gemma2DecoderLayer(cfg) for _ in range(cfg["num_hidden_layers"])])
+        self.layers = nn.ModuleList([Gemma2DecoderLayer(cfg, qk_norm) for _ in range(cfg["num_hidden_layers"])])
         self.norm = nn.RMSNorm(cfg["hidden_size"], eps=cfg.get("rms_norm_eps", 1e-6))
 
 
@@ -136,7 +143,8 @@ class Gemma2ForCausalLM(LlamaForCausalLM):
 
     @staticmethod
     def _norm_key(key: str) -> bool:
-        return key.endswith("layernorm.weight") or key == "model.norm.weight"
+        """The (1 + w) norms: every layer's, the final one, Gemma 3's per-head query/key norms."""
+        return key.endswith(("layernorm.weight", "q_norm.weight", "k_norm.weight")) or key == "model.norm.weight"
 
     def from_hf(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         out = super().from_hf(tensors)
@@ -144,3 +152,38 @@ class Gemma2ForCausalLM(LlamaForCausalLM):
 
     def to_hf(self) -> Dict[str, np.ndarray]:
         return {k: (v - np.float32(1)) if self._norm_key(k) else v for k, v in super().to_hf().items()}
+
+
+class Gemma3ForCausalLM(Gemma2ForCausalLM):
+    """Gemma 3 (text; transformers' ``Gemma3ForCausalLM``, model_type ``gemma3_text``): Gemma 2's layers with
+    a (1 + w) RMSNorm over each head's query and key, no soft caps by default, five sliding-window layers to
+    one global, and a rotary embedding per kind of layer (``rope_parameters`` per layer type: the local
+    layers' base 10,000, the global ones' 1,000,000 with their own scaling)."""
+
+    architecture = "Gemma3ForCausalLM"
+    model_type = "gemma3_text"
+
+    def __init__(self, config: dict):
+        super().__init__(config)
+        params = self.config.get("rope_parameters") or {}
+        if "full_attention" in params or "sliding_attention" in params:
+            full, local = params.get("full_attention") or {}, params.get("sliding_attention") or {}
+        else:  # older configs: rope_theta / rope_scaling for the global layers, rope_local_base_freq for the local
+            full = dict(self.config.get("rope_scaling") or {}, rope_theta=self.config.get("rope_theta", 1e6))
+            local = {"rope_type": "default", "rope_theta": self.config.get("rope_local_base_freq", 10000.0)}
+        c = {k: v for k, v in self.config.items() if k not in ("rope_parameters", "rope_scaling", "rope_theta")}
+        self.rotary = rope_from_config({**c, "rope_parameters": full}, self.head_dim, self.max_positions)
+        self.rotary_local = rope_from_config({**c, "rope_parameters": local}, self.head_dim, self.max_positions)
+
+    def layer_rotary(self, i: int) -> RotaryEmbedding:
+        return self.rotary_local if self.sliding_windows[i] is not None else self.rotary
+
+    def _build_model(self, cfg: dict) -> nn.Module:
+        return Gemma2Model(cfg, qk_norm=True)
+
+    def _sliding_windows(self, cfg: dict) -> List[Optional[int]]:
+        if cfg.get("layer_types") is None:  # transformers' default pattern: every sixth layer is global
+            pattern = cfg.get("sliding_window_pattern", 6)
+            cfg = {**cfg, "layer_types": ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
+                                          for i in range(cfg["num_hidden_layers"])]}
+        return super()._sliding_windows(cfg)
