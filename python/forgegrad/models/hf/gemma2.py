@@ -16,9 +16,9 @@ import numpy as np
 from ... import nn
 from ...nn import functional as F
 from ...tensor import Tensor
-from ._layers import KVCache, RotaryEmbedding, activation, attend, merge_heads, split_heads
+from ._layers import RotaryEmbedding, activation, attend
 from ._rope import rope_from_config
-from .llama import LlamaForCausalLM, LlamaMLP, _window
+from .llama import LlamaAttention, LlamaForCausalLM, LlamaMLP, _window
 
 __all__ = ["Gemma2ForCausalLM", "Gemma3ForCausalLM"]
 
@@ -45,36 +45,20 @@ def attend_softcapped(q: Tensor, k: Tensor, v: Tensor, mask: Optional[np.ndarray
     return F.softmax(scores, dim=-1) @ v
 
 
-class Gemma2Attention(nn.Module):
+class Gemma2Attention(LlamaAttention):
+    """Llama's attention (Gemma 3: with its per-head query/key norms) with the query scaled by
+    query_pre_attn_scalar^-1/2 and the scores soft-capped."""
+
     def __init__(self, cfg: dict, qk_norm: bool = False):
-        super().__init__()
-        E, H = cfg["hidden_size"], cfg["num_attention_heads"]
-        Hkv = cfg.get("num_key_value_heads") or H
-        D = cfg.get("head_dim") or E // H
         bias = bool(cfg.get("attention_bias", False))
-        self.n_head, self.n_kv = H, Hkv
-        self.q_proj = nn.Linear(E, H * D, bias=bias)
-        self.k_proj = nn.Linear(E, Hkv * D, bias=bias)
-        self.v_proj = nn.Linear(E, Hkv * D, bias=bias)
-        self.o_proj = nn.Linear(H * D, E, bias=bias)
+        super().__init__(cfg, qkv_bias=bias, o_bias=bias, qk_norm=qk_norm)
+        D = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
         self.scale = float(cfg.get("query_pre_attn_scalar") or D) ** -0.5
         cap = cfg.get("attn_logit_softcapping")
         self.softcap = None if cap is None else float(cap)
-        if qk_norm:  # Gemma 3: an RMSNorm over each head's query and key before the rotation
-            eps = cfg.get("rms_norm_eps", 1e-6)
-            self.q_norm = nn.RMSNorm(D, eps=eps)
-            self.k_norm = nn.RMSNorm(D, eps=eps)
-        self.qk_norm = qk_norm
 
-    def forward(self, x, cos, sin, mask, cache: Optional[KVCache], layer: int):
-        q, k = split_heads(self.q_proj(x), self.n_head), split_heads(self.k_proj(x), self.n_kv)
-        if self.qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = RotaryEmbedding.apply(q, cos, sin), RotaryEmbedding.apply(k, cos, sin)
-        v = split_heads(self.v_proj(x), self.n_kv)
-        if cache is not None:
-            k, v = cache.update(layer, k, v)
-        return self.o_proj(merge_heads(attend_softcapped(q, k, v, mask, self.scale, self.softcap)))
+    def _attend(self, q, k, v, mask):
+        return attend_softcapped(q, k, v, mask, self.scale, self.softcap)
 
 
 class Gemma2DecoderLayer(nn.Module):

@@ -50,7 +50,10 @@ class LlamaAttention(nn.Module):
         v = split_heads(self.v_proj(x), self.n_kv)
         if cache is not None:
             k, v = cache.update(layer, k, v)
-        return self.o_proj(merge_heads(attend(q, k, v, mask, causal=True)))
+        return self.o_proj(merge_heads(self._attend(q, k, v, mask)))
+
+    def _attend(self, q, k, v, mask):
+        return attend(q, k, v, mask, causal=True)
 
 
 class LlamaMLP(nn.Module):
