@@ -417,6 +417,10 @@ void qgemm_dpbusd256(const QGemmArgs& p, bool vex) {
 void qgemm(const QGemmArgs& p) {
   if (p.M > 0 && p.N > 0) run_micro<4>(p, micro_scalar);
 }
+
+// A build without x86 (where fg::avx2 holds the portable code too) links the dispatcher's avx_vnni call
+// here; the dispatcher never chooses that path there (no CPU without x86 reports VNNI).
+void qgemm_dpbusd256(const QGemmArgs& p, bool) { qgemm(p); }
 #endif
 
 }  // namespace FG_ISA_NS
