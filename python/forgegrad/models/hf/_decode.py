@@ -209,12 +209,18 @@ class LeanDecoder:
             ctx = None
         else:
             x = m.model.embed_tokens.weight.numpy()[ids]
-            cos, sin = m.rotary.cos_sin_range(0, T)
-            ctx = cos.numpy(), sin.numpy()  # (1, 1, T, D)
+            if self.embed_scale is not None:
+                x = x * np.float32(self.embed_scale)
+            made = {}  # (cos, sin) (1, 1, T, D) per distinct rotary embedding (Gemma 3 has two)
+            for r in (m.layer_rotary(i) for i in range(len(self._blocks()))):
+                if id(r) not in made:
+                    cos, sin = r.cos_sin_range(0, T)
+                    made[id(r)] = cos.numpy(), sin.numpy()
+            ctx = [made[id(m.layer_rotary(i))] for i in range(len(self._blocks()))]
         x = x.reshape(B * T, -1)
         layer = self._gpt2_prefill_layer if ctx is None else self._llama_prefill_layer
         for i in range(len(self._blocks())):
-            x = layer(i, x, B, T, ctx, cache)
+            x = layer(i, x, B, T, None if ctx is None else ctx[i], cache)
         if cache is not None:
             cache.advance(T)
         if logits_to_keep:
@@ -261,7 +267,18 @@ class LeanDecoder:
         o, _ = attention_forward(q.reshape(B * H, T, D), k.reshape(B * H, T, D), v.reshape(B * H, T, D),
                                  self.scale, causal=True)
         o = o.reshape(B, H, T, D).transpose(0, 2, 1, 3).reshape(B * T, H * D)
-        x = x + self._linear(att.o_proj, o)
+        return self._llama_tail(blk, x, self._linear(att.o_proj, o))
+
+    def _llama_tail(self, blk, x, o):
+        """x plus the attention block's output o, then the MLP block, both (rows, E): Llama's order, or Gemma
+        2/3's norms after attention and around the MLP (the decoder layers' operations, in their order)."""
+        if self.post_norms:
+            x = x + _rms_norm(o, blk.post_attention_layernorm.weight.numpy(), blk.post_attention_layernorm.eps)
+            h = _rms_norm(x, blk.pre_feedforward_layernorm.weight.numpy(), blk.pre_feedforward_layernorm.eps)
+            f = self._linear(blk.mlp.down_proj, self._linear(blk.mlp.gate_proj, h, self.act) *
+                             self._linear(blk.mlp.up_proj, h))
+            return x + _rms_norm(f, blk.post_feedforward_layernorm.weight.numpy(), blk.post_feedforward_layernorm.eps)
+        x = x + o
         h = _rms_norm(x, blk.post_attention_layernorm.weight.numpy(), blk.post_attention_layernorm.eps)
         gate = self._linear(blk.mlp.gate_proj, h, self.act)
         return x + self._linear(blk.mlp.down_proj, gate * self._linear(blk.mlp.up_proj, h))
@@ -348,14 +365,4 @@ class LeanDecoder:
         cache.values[i][:, :, pos] = self._linear(att.v_proj, h).reshape(B, Hkv, D)
         o = _attention(_rope(q, cos, sin).reshape(B, Hkv, H // Hkv, D), cache.keys[i], cache.values[i], length, mask,
                        self.scale, self.softcap)
-        o = self._linear(att.o_proj, o)
-        if self.post_norms:  # Gemma 2
-            x = x + _rms_norm(o, blk.post_attention_layernorm.weight.numpy(), blk.post_attention_layernorm.eps)
-            h = _rms_norm(x, blk.pre_feedforward_layernorm.weight.numpy(), blk.pre_feedforward_layernorm.eps)
-            f = self._linear(blk.mlp.down_proj, self._linear(blk.mlp.gate_proj, h, self.act) *
-                             self._linear(blk.mlp.up_proj, h))
-            return x + _rms_norm(f, blk.post_feedforward_layernorm.weight.numpy(), blk.post_feedforward_layernorm.eps)
-        x = x + o
-        h = _rms_norm(x, blk.post_attention_layernorm.weight.numpy(), blk.post_attention_layernorm.eps)
-        gate = self._linear(blk.mlp.gate_proj, h, self.act)
-        return x + self._linear(blk.mlp.down_proj, gate * self._linear(blk.mlp.up_proj, h))
+        return self._llama_tail(blk, x, self._linear(att.o_proj, o))

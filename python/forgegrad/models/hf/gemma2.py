@@ -5,8 +5,9 @@ sliding-window attention on the layers ``layer_types`` marks (every other one).
 
 Gemma's RMSNorm multiplies by (1 + weight): the stored weights get 1 added on load (and taken off on
 save), so forgegrad's RMSNorm computes the same product. Soft-capped scores have no fused kernel: the
-Tensor forward (and so the prompt's prefill) runs them as batched GEMMs, tanh and softmax; generate's
-decode step caps the scores it computes over the cache (models/hf/_decode.py)."""
+Tensor forward (and so the prompt of a capped model) runs them as batched GEMMs, tanh and softmax;
+generate's decode step caps the scores it computes over the cache (models/hf/_decode.py). Without a cap
+(Gemma 3's default) the prompt takes the fused prefill too."""
 from __future__ import annotations
 
 from typing import Dict, List, Optional
@@ -102,8 +103,10 @@ class Gemma2ForCausalLM(LlamaForCausalLM):
         # transformers: the embedding times sqrt(hidden_size) in the weights' dtype
         self.embed_scale = float(np.float32(self.config["hidden_size"] ** 0.5))
 
-    # the fused prefill has no soft cap, Gemma 2's extra norms nor its embedding scale: the Tensor forward runs
-    fused_prefill = False
+    @property
+    def fused_prefill(self) -> bool:
+        """The fused prefill (LeanDecoder.prefill) has no soft cap: capped scores keep the Tensor forward."""
+        return self.model.layers[0].self_attn.softcap is None
 
     def _build_model(self, cfg: dict) -> nn.Module:
         return Gemma2Model(cfg)
