@@ -211,12 +211,7 @@ class LeanDecoder:
             x = m.model.embed_tokens.weight.numpy()[ids]
             if self.embed_scale is not None:
                 x = x * np.float32(self.embed_scale)
-            made = {}  # (cos, sin) (1, 1, T, D) per distinct rotary embedding (Gemma 3 has two)
-            for r in (m.layer_rotary(i) for i in range(len(self._blocks()))):
-                if id(r) not in made:
-                    cos, sin = r.cos_sin_range(0, T)
-                    made[id(r)] = cos.numpy(), sin.numpy()
-            ctx = [made[id(m.layer_rotary(i))] for i in range(len(self._blocks()))]
+            ctx = m.per_layer(lambda r: tuple(t.numpy() for t in r.cos_sin_range(0, T)))  # (1, 1, T, D) each
         x = x.reshape(B * T, -1)
         layer = self._gpt2_prefill_layer if ctx is None else self._llama_prefill_layer
         for i in range(len(self._blocks())):
@@ -297,16 +292,10 @@ class LeanDecoder:
 
     def _context(self, positions):
         """Per layer: None (GPT-2) or the (cos, sin) of its rotary embedding, each (B, 1, D)."""
-        n = len(self._blocks())
         if hasattr(self.model, "transformer"):
-            return [None] * n
-        made = {}
-        for i in range(n):
-            r = self.model.layer_rotary(i)
-            if id(r) not in made:
-                cos, sin = r.cos_sin(positions[:, None])  # (B, 1, 1, D)
-                made[id(r)] = cos.numpy()[:, 0], sin.numpy()[:, 0]  # (B, 1, D): broadcast over heads
-        return [made[id(self.model.layer_rotary(i))] for i in range(n)]
+            return [None] * len(self._blocks())
+        # (B, 1, 1, D) -> (B, 1, D): broadcast over heads
+        return self.model.per_layer(lambda r: tuple(t.numpy()[:, 0] for t in r.cos_sin(positions[:, None])))
 
     def _head(self, x):
         m = self.model

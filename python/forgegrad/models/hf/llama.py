@@ -139,6 +139,17 @@ class LlamaForCausalLM(nn.Module):
         """The rotary embedding of layer i (one for every layer, but Gemma 3's local and global layers)."""
         return self.rotary
 
+    def per_layer(self, compute) -> list:
+        """compute(rotary) for every layer's rotary embedding (its cos and sin, say), computed once per
+        distinct embedding."""
+        made, out = {}, []
+        for i in range(len(self.model.layers)):
+            r = self.layer_rotary(i)
+            if id(r) not in made:
+                made[id(r)] = compute(r)
+            out.append(made[id(r)])
+        return out
+
     def windows_matter(self, length: int) -> bool:
         """Whether a sequence of ``length`` tokens reaches past some layer's sliding window (then the
         attention masks keys, and the fused causal prefill does not apply)."""
@@ -176,16 +187,15 @@ class LlamaForCausalLM(nn.Module):
                                           "(the traced graph would keep the short frequencies at every length)")
         if past == 0 and self.fused_prefill and not self.windows_matter(T) and lean_prefill(self, pad, position_ids, T):
             return Tensor._wrap(LeanDecoder(self).prefill(ids, cache, logits_to_keep))
-        rotaries = [self.layer_rotary(i) for i in range(len(self.model.layers))]
-        tables = {}  # cos and sin per distinct rotary embedding (Gemma 3: one for local, one for global layers)
-        for r in rotaries:
-            if id(r) not in tables:
-                tables[id(r)] = r.cos_sin_range(past, T) if position_ids is None else \
-                    r.cos_sin(np.asarray(position_ids, dtype=np.int64))
+        if position_ids is None:
+            tables = self.per_layer(lambda r: r.cos_sin_range(past, T))
+        else:
+            positions = np.asarray(position_ids, dtype=np.int64)
+            tables = self.per_layer(lambda r: r.cos_sin(positions))
         x = self._embed(ids)
         masks = {w: additive_mask(pad, past, T, causal=True, window=w) for w in set(self.sliding_windows)}
         for i, layer in enumerate(self.model.layers):
-            x = layer(x, *tables[id(rotaries[i])], masks[self.sliding_windows[i]], cache, i)
+            x = layer(x, *tables[i], masks[self.sliding_windows[i]], cache, i)
         x = self.model.norm(x)
         if cache is not None:
             cache.advance(T)
