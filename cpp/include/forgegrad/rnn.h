@@ -126,9 +126,10 @@ void strided_matmul(const float* A, int64_t lda, int64_t M, const float* W, int6
 const float* aligned_rows(const float* W, int64_t rows, int64_t cols, int64_t ld, int64_t steps, AlignedBuffer& buf,
                           int64_t& ld_out);
 // How many row chunks to split a step's B rows into so that every thread has work when there are
-// fewer hidden-unit panels than threads (chunks of at least kMR rows). Any split gives the same
-// results: no output's arithmetic depends on which rows share a task.
-int64_t row_chunks(int64_t panels, int64_t rows);
+// fewer hidden-unit panels than the threads a step of about `step_work` multiply-adds gets (chunks of
+// at least kMR rows). Any split gives the same results: no output's arithmetic depends on which rows
+// share a task.
+int64_t row_chunks(int64_t panels, int64_t rows, int64_t step_work);
 // out[n] = sum over rows r (in order) of X[r * N + n]; parallel over columns.
 void column_sums(const float* X, int64_t R, int64_t N, float* out);
 

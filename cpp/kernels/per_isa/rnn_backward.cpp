@@ -179,7 +179,7 @@ void rnn_backward(const RnnBackwardArgs& a) {
       std::memset(dc, 0, sizeof(float) * B * H);
   }
 
-  const int64_t nrc = small ? 1 : row_chunks(np, B);
+  const int64_t nrc = small ? 1 : row_chunks(np, B, region_work(G * B * H, H));
   // Tasks: the cell gradient of (B / nrc) rows x NR units (~ 16 operations an element), and the
   // product of those rows with a GH x NR panel.
   const int64_t rows = (B + nrc - 1) / nrc;

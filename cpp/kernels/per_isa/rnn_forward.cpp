@@ -170,7 +170,7 @@ void rnn_forward(const RnnForwardArgs& a) {
   const bool sweep = small && B == 1 && threads_for(G * H * H) == 1;
 #endif
   const int NR = panel_width();
-  const int64_t nrc = small ? 1 : row_chunks(np, B);
+  const int64_t nrc = small ? 1 : row_chunks(np, B, region_work(G * B * H, H));
   // A task: G gate products of (B / nrc) rows x NR columns x H, plus the cell.
   const int64_t step_grain = grain_for_work(G * ((B + nrc - 1) / nrc) * NR * H);
   for (int64_t s = 0; s < T; ++s) {

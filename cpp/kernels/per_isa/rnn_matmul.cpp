@@ -28,8 +28,10 @@ constexpr int kRnnNR = kRnnNV * W;
 int panel_width() { return kRnnNR; }
 int64_t num_panels(int64_t n) { return (n + kRnnNR - 1) / kRnnNR; }
 
-int64_t row_chunks(int64_t panels, int64_t rows) {
-  const int64_t nt = get_num_threads();
+int64_t row_chunks(int64_t panels, int64_t rows, int64_t step_work) {
+  // The threads a step's region will get, not the thread count: while the pool backs off (a busy
+  // machine), chunks would run one after another on the caller, each a shorter row block.
+  const int64_t nt = threads_for(step_work);
   if (panels >= nt || rows <= kRnnMR) return 1;
   const int64_t want = (nt + panels - 1) / panels;
   const int64_t most = (rows + kRnnMR - 1) / kRnnMR;
