@@ -7,7 +7,8 @@ directory written by transformers' ``save_pretrained`` (``config.json`` + safete
 
 Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``BertForSequenceClassification``,
 ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``, ``Qwen3ForCausalLM``,
-``Phi3ForCausalLM``, ``Gemma2ForCausalLM``, ``Gemma3ForCausalLM``. Weights are read with forgegrad's
+``Phi3ForCausalLM``, ``Gemma2ForCausalLM``, ``Gemma3ForCausalLM``, and the mixture-of-experts
+``MixtralForCausalLM``, ``Qwen2MoeForCausalLM``, ``Qwen3MoeForCausalLM``. Weights are read with forgegrad's
 bounded safetensors reader; pickle files (``pytorch_model.bin``) are never opened.
 """
 from __future__ import annotations
@@ -23,20 +24,22 @@ from .generation import generate
 from .gemma2 import Gemma2ForCausalLM, Gemma3ForCausalLM
 from .gpt2 import GPT2LMHeadModel
 from .llama import LlamaForCausalLM, MistralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
+from .moe import MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM
 
 __all__ = ["from_pretrained", "save_pretrained", "generate", "CheckpointError", "ARCHITECTURES",
            "GPT2LMHeadModel", "BertModel", "BertForSequenceClassification", "LlamaForCausalLM", "MistralForCausalLM",
            "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM",
-           "Gemma3ForCausalLM"]
+           "Gemma3ForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM"]
 
 ARCHITECTURES = {cls.architecture: cls for cls in
                  (GPT2LMHeadModel, BertModel, BertForSequenceClassification, LlamaForCausalLM, MistralForCausalLM,
                   Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM,
-                  Gemma3ForCausalLM)}
+                  Gemma3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM)}
 # model_type -> class, for configs that do not list their architecture
 _BY_TYPE = {"gpt2": GPT2LMHeadModel, "bert": BertModel, "llama": LlamaForCausalLM, "mistral": MistralForCausalLM,
             "qwen2": Qwen2ForCausalLM, "qwen3": Qwen3ForCausalLM, "phi3": Phi3ForCausalLM,
-            "gemma2": Gemma2ForCausalLM, "gemma3_text": Gemma3ForCausalLM}
+            "gemma2": Gemma2ForCausalLM, "gemma3_text": Gemma3ForCausalLM, "mixtral": MixtralForCausalLM,
+            "qwen2_moe": Qwen2MoeForCausalLM, "qwen3_moe": Qwen3MoeForCausalLM}
 
 
 def _architecture(cfg: dict, path: str):
@@ -56,6 +59,10 @@ def _required(cfg: dict, cls, path: str) -> None:
     keys = {GPT2LMHeadModel: ("vocab_size", "n_embd", "n_head", "n_layer", "n_positions"),
             LlamaForCausalLM: llama, MistralForCausalLM: llama, Qwen2ForCausalLM: llama, Qwen3ForCausalLM: llama,
             Phi3ForCausalLM: llama, Gemma2ForCausalLM: llama, Gemma3ForCausalLM: llama,
+            MixtralForCausalLM: llama + ("num_experts_per_tok",),
+            Qwen2MoeForCausalLM: llama + ("num_experts", "num_experts_per_tok", "moe_intermediate_size",
+                                          "shared_expert_intermediate_size"),
+            Qwen3MoeForCausalLM: llama + ("num_experts_per_tok", "moe_intermediate_size"),
             }.get(cls, ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
                         "max_position_embeddings"))
     for key in keys:

@@ -95,10 +95,11 @@ def _plain_module_types() -> tuple:
     """The module types from_pretrained builds GPT-2 and Llama-style decoders (Mistral, Qwen2) from (exact types), plus
     the int8 weight-only Linear that ``quantize_weight_only`` puts in their place."""
     from ... import nn
-    from . import _layers, gemma2, gpt2, llama
+    from . import _layers, gemma2, gpt2, llama, moe
     return (gpt2.GPT2LMHeadModel, gpt2.GPT2Model, gpt2.GPT2Block, gpt2.GPT2Attention, gpt2.GPT2MLP,
             llama.LlamaForCausalLM, llama.MistralForCausalLM, llama.Qwen2ForCausalLM, llama.Qwen3ForCausalLM,
             llama.Phi3ForCausalLM, gemma2.Gemma2ForCausalLM, gemma2.Gemma3ForCausalLM, gemma2.Gemma2Model,
+            moe.MixtralForCausalLM, moe.Qwen2MoeForCausalLM, moe.Qwen3MoeForCausalLM, moe.SparseMoeBlock,
             gemma2.Gemma2DecoderLayer, gemma2.Gemma2Attention, llama.LlamaModel,
             llama.LlamaDecoderLayer, llama.LlamaAttention, llama.LlamaMLP,
             _layers.RotaryEmbedding, _layers.LongRopeEmbedding, nn.Linear, nn.LayerNorm, nn.RMSNorm, nn.Embedding,
@@ -270,13 +271,18 @@ class LeanDecoder:
         if self.post_norms:
             x = x + _rms_norm(o, blk.post_attention_layernorm.weight.numpy(), blk.post_attention_layernorm.eps)
             h = _rms_norm(x, blk.pre_feedforward_layernorm.weight.numpy(), blk.pre_feedforward_layernorm.eps)
-            f = self._linear(blk.mlp.down_proj, self._linear(blk.mlp.gate_proj, h, self.act) *
-                             self._linear(blk.mlp.up_proj, h))
+            f = self._mlp(blk.mlp, h)
             return x + _rms_norm(f, blk.post_feedforward_layernorm.weight.numpy(), blk.post_feedforward_layernorm.eps)
         x = x + o
         h = _rms_norm(x, blk.post_attention_layernorm.weight.numpy(), blk.post_attention_layernorm.eps)
-        gate = self._linear(blk.mlp.gate_proj, h, self.act)
-        return x + self._linear(blk.mlp.down_proj, gate * self._linear(blk.mlp.up_proj, h))
+        return x + self._mlp(blk.mlp, h)
+
+    def _mlp(self, mlp, h):
+        """The feed-forward block on rows h: a gated MLP, or a mixture of experts (models/hf/moe.py)."""
+        if hasattr(mlp, "experts"):
+            from .moe import sparse_moe_arrays
+            return sparse_moe_arrays(mlp, h, self._linear, self._mlp)
+        return self._linear(mlp.down_proj, self._linear(mlp.gate_proj, h, self.act) * self._linear(mlp.up_proj, h))
 
     # --- GPT-2 ---
     def _blocks(self):

@@ -71,13 +71,14 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, cfg: dict, **variant):
+    def __init__(self, cfg: dict, mlp: Optional[nn.Module] = None, **variant):
+        """``mlp``: the layer's feed-forward block (a mixture of experts, say); default Llama's SwiGLU MLP."""
         super().__init__()
         E, eps = cfg["hidden_size"], cfg.get("rms_norm_eps", 1e-6)
         self.input_layernorm = nn.RMSNorm(E, eps=eps)
         self.self_attn = LlamaAttention(cfg, **variant)
         self.post_attention_layernorm = nn.RMSNorm(E, eps=eps)
-        self.mlp = LlamaMLP(cfg)
+        self.mlp = LlamaMLP(cfg) if mlp is None else mlp
 
     def forward(self, x, cos, sin, mask, cache, layer):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)
@@ -85,10 +86,13 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class LlamaModel(nn.Module):
-    def __init__(self, cfg: dict, **variant):
+    def __init__(self, cfg: dict, mlps: Optional[List[Optional[nn.Module]]] = None, **variant):
+        """``mlps``: each layer's feed-forward block (None: Llama's MLP), for mixture-of-experts decoders."""
         super().__init__()
+        n = cfg["num_hidden_layers"]
+        mlps = mlps or [None] * n
         self.embed_tokens = nn.Embedding(cfg["vocab_size"], cfg["hidden_size"])
-        self.layers = nn.ModuleList([LlamaDecoderLayer(cfg, **variant) for _ in range(cfg["num_hidden_layers"])])
+        self.layers = nn.ModuleList([LlamaDecoderLayer(cfg, mlps[i], **variant) for i in range(n)])
         self.norm = nn.RMSNorm(cfg["hidden_size"], eps=cfg.get("rms_norm_eps", 1e-6))
 
 
