@@ -229,7 +229,7 @@ def test_unsupported_architecture_lists_the_new_ones(checkpoints, tmp_path):
     root, _ = checkpoints
     with pytest.raises(CheckpointError, match="Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM"):
         from_pretrained(_edited_copy(root / "qwen2", tmp_path / "q",
-                                     lambda cfg: cfg.update(architectures=["MixtralForCausalLM"])))
+                                     lambda cfg: cfg.update(architectures=["DeepseekV3ForCausalLM"])))
 
 
 @pytest.mark.parametrize("name", ["qwen2", "qwen3", "gemma2_uncapped", "gemma3"])

@@ -7,7 +7,7 @@ directory written by transformers' ``save_pretrained`` (``config.json`` + safete
 
 Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``BertForSequenceClassification``,
 ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``, ``Qwen3ForCausalLM``,
-``Phi3ForCausalLM``, ``Gemma2ForCausalLM``, ``Gemma3ForCausalLM``, and the mixture-of-experts
+``Phi3ForCausalLM``, ``GemmaForCausalLM``, ``Gemma2ForCausalLM``, ``Gemma3ForCausalLM``, and the mixture-of-experts
 ``MixtralForCausalLM``, ``Qwen2MoeForCausalLM``, ``Qwen3MoeForCausalLM``. Weights are read with forgegrad's
 bounded safetensors reader; pickle files (``pytorch_model.bin``) are never opened.
 """
@@ -21,7 +21,7 @@ import numpy as np
 from ._files import CheckpointError, read_config, read_weights, write_checkpoint
 from .bert import BertForSequenceClassification, BertModel
 from .generation import generate
-from .gemma2 import Gemma2ForCausalLM, Gemma3ForCausalLM
+from .gemma2 import Gemma2ForCausalLM, Gemma3ForCausalLM, GemmaForCausalLM
 from .gpt2 import GPT2LMHeadModel
 from .llama import LlamaForCausalLM, MistralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
 from .moe import MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM
@@ -29,16 +29,17 @@ from .moe import MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM
 __all__ = ["from_pretrained", "save_pretrained", "generate", "CheckpointError", "ARCHITECTURES",
            "GPT2LMHeadModel", "BertModel", "BertForSequenceClassification", "LlamaForCausalLM", "MistralForCausalLM",
            "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM",
-           "Gemma3ForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM"]
+           "Gemma3ForCausalLM", "GemmaForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM"]
 
 ARCHITECTURES = {cls.architecture: cls for cls in
                  (GPT2LMHeadModel, BertModel, BertForSequenceClassification, LlamaForCausalLM, MistralForCausalLM,
                   Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM,
-                  Gemma3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM)}
+                  Gemma3ForCausalLM, GemmaForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM)}
 # model_type -> class, for configs that do not list their architecture
 _BY_TYPE = {"gpt2": GPT2LMHeadModel, "bert": BertModel, "llama": LlamaForCausalLM, "mistral": MistralForCausalLM,
             "qwen2": Qwen2ForCausalLM, "qwen3": Qwen3ForCausalLM, "phi3": Phi3ForCausalLM,
-            "gemma2": Gemma2ForCausalLM, "gemma3_text": Gemma3ForCausalLM, "mixtral": MixtralForCausalLM,
+            "gemma": GemmaForCausalLM, "gemma2": Gemma2ForCausalLM, "gemma3_text": Gemma3ForCausalLM,
+            "mixtral": MixtralForCausalLM,
             "qwen2_moe": Qwen2MoeForCausalLM, "qwen3_moe": Qwen3MoeForCausalLM}
 
 
@@ -59,6 +60,7 @@ def _required(cfg: dict, cls, path: str) -> None:
     keys = {GPT2LMHeadModel: ("vocab_size", "n_embd", "n_head", "n_layer", "n_positions"),
             LlamaForCausalLM: llama, MistralForCausalLM: llama, Qwen2ForCausalLM: llama, Qwen3ForCausalLM: llama,
             Phi3ForCausalLM: llama, Gemma2ForCausalLM: llama, Gemma3ForCausalLM: llama,
+            GemmaForCausalLM: llama,
             MixtralForCausalLM: llama + ("num_experts_per_tok",),
             Qwen2MoeForCausalLM: llama + ("num_experts", "num_experts_per_tok", "moe_intermediate_size",
                                           "shared_expert_intermediate_size"),
@@ -77,14 +79,15 @@ def _match(model, tensors: Dict[str, np.ndarray], path: str) -> Dict[str, np.nda
     if isinstance(model, BertModel) and not any(k in tensors for k in expected):
         # a BertModel read from a task model's checkpoint: its encoder is stored under "bert."
         tensors = {k[5:]: v for k, v in tensors.items() if k.startswith("bert.")}
+    named = getattr(model, "checkpoint_name", None) or (lambda key: key)  # the name in the files (Mixtral's)
     missing = sorted(set(expected) - set(tensors))
     if missing:
         raise CheckpointError(f"from_pretrained: {path!r} is missing {len(missing)} tensor(s) the "
-                              f"{type(model).__name__} needs, e.g. {missing[:3]}")
+                              f"{type(model).__name__} needs, e.g. {[named(k) for k in missing[:3]]}")
     for key, shape in expected.items():
         got = tuple(tensors[key].shape)
         if got != shape:
-            raise CheckpointError(f"from_pretrained: {path!r}: tensor {key!r} has shape {got}, but config.json "
+            raise CheckpointError(f"from_pretrained: {path!r}: tensor {named(key)!r} has shape {got}, but config.json "
                                   f"implies {shape}")
     tied_head = getattr(model, "tied", False) and "lm_head.weight" in tensors
     unexpected = sorted(set(tensors) - set(expected) - ({"lm_head.weight"} if tied_head else set()))

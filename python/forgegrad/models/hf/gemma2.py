@@ -1,4 +1,6 @@
-"""Gemma 2 (transformers' ``Gemma2ForCausalLM``): Llama's skeleton with a norm after attention and around
+"""Gemma 1 and 2 (transformers' ``GemmaForCausalLM``, ``Gemma2ForCausalLM``), and Gemma 3's text model.
+
+Gemma 2: Llama's skeleton with a norm after attention and around
 the MLP, embeddings scaled by sqrt(hidden_size), attention scores and final logits soft-capped
 (cap * tanh(x / cap)), a GELU (tanh) gated MLP, the query scaled by query_pre_attn_scalar^-1/2, and
 sliding-window attention on the layers ``layer_types`` marks (every other one).
@@ -19,9 +21,9 @@ from ...nn import functional as F
 from ...tensor import Tensor
 from ._layers import RotaryEmbedding, activation, attend
 from ._rope import rope_from_config
-from .llama import LlamaAttention, LlamaForCausalLM, LlamaMLP, _window
+from .llama import LlamaAttention, LlamaForCausalLM, LlamaMLP, LlamaModel, _window
 
-__all__ = ["Gemma2ForCausalLM", "Gemma3ForCausalLM"]
+__all__ = ["GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM"]
 
 _NEG = float(np.finfo(np.float32).min)
 
@@ -174,3 +176,28 @@ class Gemma3ForCausalLM(Gemma2ForCausalLM):
             cfg = {**cfg, "layer_types": ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
                                           for i in range(cfg["num_hidden_layers"])]}
         return super()._sliding_windows(cfg)
+
+
+class GemmaForCausalLM(Gemma2ForCausalLM):
+    """Gemma (1; transformers' ``GemmaForCausalLM``): Llama's layers (no extra norms, no caps, no windows) with
+    Gemma 2's (1 + w) norms, embeddings scaled by sqrt(hidden_size), a GELU (tanh) gated MLP, ``head_dim``
+    apart from hidden_size / heads and a tied LM head. ``hidden_act: "gelu"`` (the first releases' configs)
+    means the tanh approximation, as transformers reads it."""
+
+    architecture = "GemmaForCausalLM"
+    model_type = "gemma"
+    fused_prefill = True  # no soft cap
+
+    def __init__(self, config: dict):
+        config = dict(config)
+        act = config.get("hidden_act") or config.get("hidden_activation") or "gelu_pytorch_tanh"
+        config["hidden_act"] = "gelu_pytorch_tanh" if act == "gelu" else act
+        if config.get("use_bidirectional_attention"):
+            raise ValueError(f"{self.architecture}: use_bidirectional_attention is not supported (causal only)")
+        super().__init__(config)
+
+    def _build_model(self, cfg: dict) -> nn.Module:
+        return LlamaModel(cfg, **self._variant(cfg))
+
+    def _sliding_windows(self, cfg: dict) -> List[Optional[int]]:
+        return [None] * cfg["num_hidden_layers"]

@@ -222,17 +222,17 @@ class MixtralForCausalLM(_MoeDecoder, MistralForCausalLM):
             out[key] = value
         return super().from_hf(out)
 
+    def checkpoint_name(self, key: str) -> str:
+        """The name a parameter has in Mixtral's checkpoints (``...block_sparse_moe.experts.e.w1.weight``)."""
+        if ".mlp." not in key:
+            return key
+        parts = key.replace(".mlp.", ".block_sparse_moe.").split(".")
+        if ".experts." in key:
+            parts[-2] = {v: k for k, v in self._RENAME.items()}[parts[-2]]
+        return ".".join(parts)
+
     def to_hf(self) -> Dict[str, np.ndarray]:
-        back = {v: k for k, v in self._RENAME.items()}
-        out = {}
-        for key, value in super().to_hf().items():
-            if ".mlp." in key:
-                parts = key.replace(".mlp.", ".block_sparse_moe.").split(".")
-                if ".experts." in key:
-                    parts[-2] = back[parts[-2]]
-                key = ".".join(parts)
-            out[key] = value
-        return out
+        return {self.checkpoint_name(k): v for k, v in super().to_hf().items()}
 
 
 class Qwen2MoeForCausalLM(_MoeDecoder, Qwen2ForCausalLM):
