@@ -9,6 +9,7 @@
 //       -> f32 (N, OC, OH / pool[0], OW / pool[1]): static int8 Conv2d, optionally with ReLU and a
 //          max-pool (window = stride = pool, floor) fused on its u8 output
 //   linear_weight_only(x f32 (M, K), w s8 (N, K), w_scale f32 (N,), bias) -> f32 (M, N)  (weight-only int8)
+//   linear_bf16(x f32 (M, K), w u16 (N, K) bfloat16 bits, bias) -> f32 (M, N)  (weight-only bfloat16)
 //   rnn_dynamic_layer(mode, gi, packed_hh, colsum, w_scale, bias, h0, c0, reverse, reduce_range)
 //       -> (y, h_n, c_n | None): one direction of a dynamic-int8 LSTM (0) / GRU (1) layer
 //   choose_qparams(x f32, reduce_range) -> (scale, zero_point); quantize_u8(x, scale, zp, qmin, qmax)
@@ -23,6 +24,7 @@
 #include "forgegrad/checked.h"
 #include "forgegrad/conv.h"
 #include "forgegrad/cpu.h"
+#include "forgegrad/gemm.h"
 #include "forgegrad/py_array.h"
 #include "forgegrad/qconv.h"
 #include "forgegrad/qgemm.h"
@@ -365,6 +367,26 @@ py::array linear_weight_only(const py::handle& x, const py::handle& w, const py:
   return out;
 }
 
+py::array linear_bf16(const py::handle& x, const py::handle& w, const py::handle& bias) {
+  const float* X = typed<float>(x, "x", "float32", 2);
+  const uint16_t* Wb = typed<uint16_t>(w, "w", "uint16 (bfloat16 bit patterns)", 2);
+  auto xs = shape_of(py::reinterpret_borrow<py::array>(x)), ws = shape_of(py::reinterpret_borrow<py::array>(w));
+  const int64_t M = xs[0], K = xs[1], N = ws[0];
+  if (ws[1] != K)
+    throw py::value_error("w must have shape (N, " + std::to_string(K) + ") to match x " + shape_str(xs) + ", got " +
+                          shape_str(ws));
+  const float* B = nullptr;
+  if (!bias.is_none()) {
+    B = typed<float>(bias, "bias", "float32", 1);
+    expect(bias, "bias", {N});
+  }
+  py::array_t<float> out({M, N});
+  float* Y = out.mutable_data();
+  py::gil_scoped_release release;
+  if (M > 0 && N > 0) fg::linear_bf16w(X, M, K, Wb, B, Y, N);
+  return out;
+}
+
 // One direction of a dynamic-quantized LSTM (mode 0) or GRU (mode 1) layer over T steps, given the
 // input projection gi (T, B, G*H) (x W_ih^T + b_ih, computed by the caller on the int8 kernel). Each
 // step quantizes h over the batch (as DynamicQuantizedLinear would), runs h W_hh^T + b_hh on the
@@ -503,6 +525,9 @@ void bind(py::module_& m) {
         py::arg("padding"), py::arg("dilation"), py::arg("out_scale"), py::arg("out_zero_point"),
         py::arg("relu") = false, py::arg("pool") = std::vector<int64_t>{1, 1});
   m.def("linear_weight_only", &linear_weight_only, py::arg("x"), py::arg("w"), py::arg("w_scale"), py::arg("bias"));
+  m.def("linear_bf16", &linear_bf16, py::arg("x"), py::arg("w"), py::arg("bias"),
+        "x @ widen(w).T + bias for x (M, K) float32 and w (N, K) uint16 bfloat16 bit patterns: the same bits "
+        "as a float32 linear over the widened weight.");
   m.def("rnn_dynamic_layer", &rnn_dynamic_layer, py::arg("mode"), py::arg("gi"), py::arg("packed"), py::arg("colsum"),
         py::arg("w_scale"), py::arg("bias"), py::arg("h0"), py::arg("c0"), py::arg("reverse"), py::arg("reduce_range"));
   m.def("choose_qparams", &choose_qparams, py::arg("x"), py::arg("reduce_range"));

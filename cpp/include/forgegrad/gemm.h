@@ -44,6 +44,13 @@ FG_KERNEL(void, sgemm_batched,
            int64_t ldc, int64_t stride_c),
           (trans_a, trans_b, batch, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc, stride_c))
 
+// Weight-only bfloat16 Linear (cpp/kernels/per_isa/linear_bf16.cpp): y (M, N) = x (M, K) float32
+// times W^T, W (N, K) bfloat16 bit patterns (uint16), plus bias[n] (bias may be null). The same bits
+// as sgemm_prepacked_b over the widened weight with col_bias = bias (what a float32 Linear runs).
+FG_KERNEL(void, linear_bf16w,
+          (const float* x, int64_t M, int64_t K, const uint16_t* w, const float* bias, float* y, int64_t N),
+          (x, M, K, w, bias, y, N))
+
 // The oracle: plain loops with a double accumulator. For tests and odd cases; never fast.
 void sgemm_reference(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                      int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);

@@ -125,6 +125,18 @@ class ExportContext:
             self._const_cache[key] = nm
         return nm
 
+    def const_bfloat16(self, bits: np.ndarray, hint: str = "const") -> str:
+        """An initializer of ONNX type BFLOAT16 holding the uint16 bit patterns ``bits`` (numpy has no
+        bfloat16 dtype; a uint16 initializer would hold the integers instead)."""
+        from onnx import TensorProto, helper
+        bits = np.ascontiguousarray(bits, dtype=np.uint16)
+        nm = self.fresh(hint)
+        self.initializers.append(helper.make_tensor(nm, TensorProto.BFLOAT16, list(bits.shape),
+                                                    bits.astype("<u2").tobytes(), raw=True))
+        self.dtypes[nm] = np.dtype(np.uint16)
+        self.dims[nm] = list(bits.shape)
+        return nm
+
     def ints(self, values: Sequence[int]) -> str:
         return self.const(np.asarray(list(values), dtype=np.int64))
 

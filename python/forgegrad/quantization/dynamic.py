@@ -7,6 +7,7 @@ import numpy as np
 
 from .. import nn
 from .dtypes import as_qdtype, qint8
+from .bf16 import WeightOnlyBF16Linear
 from .modules import DynamicQuantizedLinear, WeightOnlyInt8Linear
 from .rnn import FLOAT_TO_DYNAMIC
 
@@ -79,32 +80,49 @@ def _swap(module, types, reduce_range, fuse_relu):
             _swap(child, types, reduce_range, fuse_relu)
 
 
-def quantize_weight_only(model, qconfig_spec=None, inplace: bool = False, tied_head: bool = True):
-    """Replace every nn.Linear with a WeightOnlyInt8Linear (int8 weights per output channel, float32
-    activations: the decoder-LLM case). Returns the model (a deep copy unless ``inplace``) in eval mode.
+def _weight_only_type(dtype):
+    """WeightOnlyInt8Linear for int8 (qint8, "int8", "qint8", torch.qint8), WeightOnlyBF16Linear for
+    bfloat16 ("bfloat16", "bf16", torch.bfloat16)."""
+    text = str(dtype).rsplit(".", 1)[-1] if not isinstance(dtype, type(qint8)) else "qint8"
+    if text in ("qint8", "int8"):
+        return WeightOnlyInt8Linear
+    if text in ("bfloat16", "bf16"):
+        return WeightOnlyBF16Linear
+    raise ValueError(f"quantize_weight_only: dtype must be qint8 / \"int8\" or \"bfloat16\", got {dtype!r}")
+
+
+def quantize_weight_only(model, qconfig_spec=None, inplace: bool = False, tied_head: bool = True, dtype=qint8):
+    """Replace every nn.Linear with a weight-only layer: float32 activations, weights in ``dtype``
+    (the decoder-LLM case). Returns the model (a deep copy unless ``inplace``) in eval mode.
+
+    ``dtype``: qint8 (default; int8 per output channel, symmetric: WeightOnlyInt8Linear, a quarter of
+    the bytes, within one weight quantization step) or ``"bfloat16"`` (WeightOnlyBF16Linear: half the
+    bytes, and for a model loaded from a bfloat16 checkpoint the checkpoint's own weights, so the outputs
+    are the float32 model's bit for bit).
 
     ``tied_head``: a Hugging Face decoder whose LM head is its token embedding (GPT-2, Qwen2.5-0.5B,
-    Llama 3.2 1B) gets an int8 copy of that matrix as its head, as torchao's int8 weight-only does to a
-    tied ``lm_head``: the lookups keep reading float32 rows, the head (often the largest matrix a token
-    reads: 545 MB of Qwen2.5-0.5B's 1.98 GB) streams a quarter of the bytes. False keeps it float32."""
+    Llama 3.2 1B) gets a ``dtype`` copy of that matrix as its head, as torchao's int8 weight-only does to
+    a tied ``lm_head``: the lookups keep reading float32 rows, the head (often the largest matrix a token
+    reads: 545 MB of Qwen2.5-0.5B's 1.98 GB) streams fewer bytes. False keeps it float32."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"quantize_weight_only: model must be a forgegrad.nn.Module, got {type(model).__name__}")
+    layer = _weight_only_type(dtype)
     for t in (qconfig_spec or {nn.Linear}):
         if t is not nn.Linear:
             raise ValueError(f"quantize_weight_only quantizes nn.Linear layers only, got {t!r}")
     if not inplace:
         model = copy.deepcopy(model)
     if type(model) is nn.Linear:
-        return WeightOnlyInt8Linear.from_float(model).eval()
+        return layer.from_float(model).eval()
     for name, m in list(model.named_modules()):
         for child_name, child in list(m.named_children()):
             if type(child) is nn.Linear:
-                setattr(m, child_name, WeightOnlyInt8Linear.from_float(child))
+                setattr(m, child_name, layer.from_float(child))
     if tied_head and getattr(model, "tied", False) is True and hasattr(model, "tied_embedding"):
         w = np.asarray(model.tied_embedding().weight._data, dtype=np.float32)
         if not np.isfinite(w).all():
             raise ValueError("quantize_weight_only: the tied embedding (the LM head) holds NaN or infinity")
-        head = WeightOnlyInt8Linear(w.shape[1], w.shape[0], bias=False)
+        head = layer(w.shape[1], w.shape[0], bias=False)
         head.set_weight(w, None)
         model.lm_head, model.tied = head, False
     return model.eval()

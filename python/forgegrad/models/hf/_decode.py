@@ -91,6 +91,11 @@ def _weight_only_linear():
     return WeightOnlyInt8Linear
 
 
+def _bf16_linear():
+    from ...quantization.bf16 import WeightOnlyBF16Linear
+    return WeightOnlyBF16Linear
+
+
 def _plain_module_types() -> tuple:
     """The module types from_pretrained builds GPT-2 and Llama-style decoders (Mistral, Qwen2) from (exact types), plus
     the int8 weight-only Linear that ``quantize_weight_only`` puts in their place."""
@@ -104,15 +109,15 @@ def _plain_module_types() -> tuple:
             gemma2.Gemma2DecoderLayer, gemma2.Gemma2Attention, llama.LlamaModel,
             llama.LlamaDecoderLayer, llama.LlamaAttention, llama.LlamaMLP,
             _layers.RotaryEmbedding, _layers.LongRopeEmbedding, nn.Linear, nn.LayerNorm, nn.RMSNorm, nn.Embedding,
-            nn.ModuleList,
+            nn.ModuleList, _bf16_linear(),
             _weight_only_linear())
 
 
 def lean_path_applies(model) -> bool:
     """Whether the lean step computes what the model's forward does: eval mode, every module one of
-    the types from_pretrained builds (a wrapped or replaced layer, e.g. an adapter, keeps the Tensor
-    forward), no forward pre-hooks anywhere (pruning applies its masks through them), and float32 CPU
-    parameters (int8 weights in the weight-only layers)."""
+    the types from_pretrained builds or quantize_weight_only puts in (a wrapped or replaced layer, e.g.
+    an adapter, keeps the Tensor forward), no forward pre-hooks anywhere (pruning applies its masks
+    through them), and float32 CPU parameters (the weight-only layers hold theirs as buffers)."""
     if model.training:
         return False
     plain = _plain_module_types()
@@ -147,7 +152,7 @@ class LeanDecoder:
         from .llama import LlamaForCausalLM
         self.model = model
         # resolved once: the lookup is an import statement, ~5 us per GEMV call (~0.3 ms per token at full size)
-        self._weight_only = _weight_only_linear()
+        self._weight_only, self._bf16 = _weight_only_linear(), _bf16_linear()
         if isinstance(model, GPT2LMHeadModel):
             self._layer = self._gpt2_layer
             c = model.config
@@ -334,11 +339,14 @@ class LeanDecoder:
 
     # --- Llama ---
     def _linear(self, layer, x, act=-1):
-        """A Linear layer's GEMV (activation fused), or an int8 weight-only layer's
-        (``quantization.quantize_weight_only``: a quarter of the bytes to stream per token)."""
+        """A Linear layer's GEMV (activation fused), or a weight-only layer's
+        (``quantization.quantize_weight_only``: int8 streams a quarter of the bytes per token, bfloat16 half)."""
         bias = layer.bias.numpy() if layer.bias is not None else None
-        if isinstance(layer, self._weight_only):
-            y = _C.quant.linear_weight_only(x, layer.weight.numpy(), layer.weight_scale.numpy(), bias)
+        if isinstance(layer, (self._weight_only, self._bf16)):
+            if type(layer) is self._bf16:
+                y = _C.quant.linear_bf16(x, layer.weight.numpy(), bias)
+            else:
+                y = _C.quant.linear_weight_only(x, layer.weight.numpy(), layer.weight_scale.numpy(), bias)
             if act != -1:
                 out = np.empty_like(y)
                 _C.activation.act_forward(act, y, out)

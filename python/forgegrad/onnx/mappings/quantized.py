@@ -4,6 +4,8 @@
   and widens them as it multiplies (a DequantizeLinear + MatMul pair would be constant-folded into a
   float32 weight at load time, four times the bytes per token). Each row's per-channel scale repeats
   over its K blocks; the int8 weight w is stored as uint8 w + 128 with the default zero point 128.
+- WeightOnlyBF16Linear -> a BFLOAT16 initializer (the transposed weight), Cast to float, MatMul, Add the
+  bias: the file holds half the bytes; onnxruntime widens the weight once at load time.
 - DynamicQuantizedLinear -> forgegrad's own per-call activation quantization written out op by op
   (fbgemm's ChooseQuantizationParams in double, as the kernel computes it; Mul by the float32
   inverse scale, Round half to even, Add the zero point, Clip, Cast), MatMulInteger on uint8
@@ -57,6 +59,12 @@ def _matmul_nbits(ctx, x, module, where):
 
 def _weight_only_linear(ctx, op, m, where):
     y = _matmul_nbits(ctx, op.input("input"), m, where)
+    return y if m.bias is None else ctx.node("Add", [y, ctx.const(m.bias._data, hint=f"{where}.bias")])
+
+
+def _bf16_linear(ctx, op, m, where):
+    wt = ctx.node("Cast", [ctx.const_bfloat16(m.weight._data.T, hint=f"{where}.weight_bf16_t")], to=_TO_F32)
+    y = ctx.node("MatMul", [op.input("input"), wt])
     return y if m.bias is None else ctx.node("Add", [y, ctx.const(m.bias._data, hint=f"{where}.bias")])
 
 
@@ -162,6 +170,7 @@ def _static_layer(ctx, op, m, where):
 
 @register(QuantizedLayerCall)
 def map_quantized_layer(ctx, op):
+    from ...quantization.bf16 import WeightOnlyBF16Linear
     from ...quantization.modules import DynamicQuantizedLinear, WeightOnlyInt8Linear
     from ...quantization.static import QuantizedConv2d, QuantizedLinear
 
@@ -169,6 +178,8 @@ def map_quantized_layer(ctx, op):
     where = ctx.scope or type(m).__name__
     if isinstance(m, WeightOnlyInt8Linear):  # before its base class, DynamicQuantizedLinear
         return [_weight_only_linear(ctx, op, m, where)]
+    if isinstance(m, WeightOnlyBF16Linear):
+        return [_bf16_linear(ctx, op, m, where)]
     if isinstance(m, DynamicQuantizedLinear):
         return [_dynamic_linear(ctx, op, m, where)]
     if isinstance(m, (QuantizedLinear, QuantizedConv2d)):
