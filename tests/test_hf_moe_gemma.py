@@ -350,3 +350,26 @@ def test_int8_weight_only_moe_decodes_on_the_lean_path(checkpoints):
     for _ in range(8):  # greedy by hand on the Tensor path
         want = np.concatenate([want, q(want).numpy()[:, -1].argmax(-1)[:, None]], axis=1)
     np.testing.assert_array_equal(generate(q, IDS[:1, :5], max_new_tokens=8), want)
+
+
+def test_gemma_norms_scale_and_legacy_activation(checkpoints, tmp_path):
+    """Gemma's (1 + w) norms load as offsets plus 1; its embeddings are scaled (logits change without it);
+    the first releases' hidden_act "gelu" means the tanh form (transformers' reading); a bidirectional
+    config is refused."""
+    root, models = checkpoints
+    model = from_pretrained(root / "gemma")
+    assert model.tied and model.sliding_windows == [None, None] and model.head_dim == 12
+    ref_norm = models["gemma"].model.layers[0].input_layernorm.weight.detach().numpy()
+    np.testing.assert_array_equal(model.model.layers[0].input_layernorm.weight.numpy(), ref_norm + np.float32(1))
+    with torch.no_grad():
+        ref = models["gemma"](torch.tensor(IDS)).logits.numpy()
+    legacy = from_pretrained(_edited_copy(root / "gemma", tmp_path / "g",
+                                          config_edit=lambda cfg: cfg.update(hidden_act="gelu")))
+    assert legacy.config["hidden_act"] == "gelu_pytorch_tanh"
+    np.testing.assert_allclose(legacy(IDS).numpy(), ref, rtol=1e-4, atol=1e-4)
+    model.embed_scale = None
+    model._embed = lambda ids: model.model.embed_tokens(fg.Tensor._wrap(ids))
+    assert not np.allclose(model(IDS).numpy(), ref, rtol=1e-2, atol=1e-2)
+    with pytest.raises(ValueError, match="use_bidirectional_attention is not supported"):
+        from_pretrained(_edited_copy(root / "gemma", tmp_path / "b",
+                                     config_edit=lambda cfg: cfg.update(use_bidirectional_attention=True)))

@@ -95,7 +95,8 @@ def generate(model, input_ids, max_new_tokens: int = 20, attention_mask=None, do
     model = _decoder(model)
     if not hasattr(model, "new_cache"):
         raise TypeError(f"generate: {type(model).__name__} is not a decoder (expected GPT2LMHeadModel or "
-                        "a Llama-style decoder: Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 2 or 3)")
+                        "a Llama-style decoder: Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 1, 2 or 3, Mixtral, "
+                        "Qwen2-MoE, Qwen3-MoE)")
     ids = ids_array(input_ids, "generate", model.vocab_size)
     B, T = ids.shape
     if not isinstance(max_new_tokens, numbers.Integral) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
