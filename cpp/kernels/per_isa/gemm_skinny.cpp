@@ -120,12 +120,22 @@ void dot_block(int64_t K, float alpha, const float* __restrict a, const float* _
 // block it is in, so the results are the same bits as the adjacent order's, and do not depend on
 // the thread count (which columns share a block never changes how a column is computed). Not
 // enabled for AVX-512, where it has not been measured.
-constexpr int kDotCols = 4;
+//
+// Columns per block: the AVX-512 build takes 8 for one or two rows of A (more of B in flight at once;
+// 16 accumulators at most, of 32 zmm registers), 4 otherwise and in the AVX2 build (16 ymm registers).
+template <int RI>
+constexpr int dot_cols_per_block() {
+#if defined(__AVX512F__)
+  return RI <= 2 ? 8 : 4;
+#else
+  return 4;
+#endif
+}
 
 template <int RI>
 void dot_cols(int64_t j0, int64_t j1, int64_t K, float alpha, const float* a, const float* B, int64_t csb, float beta,
               float* C, int64_t rsc, int64_t csc) {
-  constexpr int S = kDotCols;
+  constexpr int S = dot_cols_per_block<RI>();
 #if defined(__AVX2__) && !defined(__AVX512F__)
   const int64_t run = (j1 - j0) / S;
   for (int64_t i = 0; i < run; ++i)
@@ -178,9 +188,16 @@ void sgemm_skinny(int64_t m, int64_t n, int64_t K, float alpha, const float* A, 
     });
   } else {
     parallel_for(n, grain, [&](int64_t j0, int64_t j1) {
+      // rows of A in groups of up to 4, so that B streams from memory once per group (a batch of 2
+      // or 3 at decode read every weight 2 or 3 times one row at a time); each output's arithmetic is
+      // the same whichever rows share a pass
       int64_t i = 0;
       for (; i + 4 <= m; i += 4) dot_cols<4>(j0, j1, K, alpha, ap + i * K, B, csb, beta, C + i * rsc, rsc, csc);
-      for (; i < m; ++i) dot_cols<1>(j0, j1, K, alpha, ap + i * K, B, csb, beta, C + i * rsc, rsc, csc);
+      const float* ai = ap + i * K;
+      float* ci = C + i * rsc;
+      if (m - i == 3) dot_cols<3>(j0, j1, K, alpha, ai, B, csb, beta, ci, rsc, csc);
+      if (m - i == 2) dot_cols<2>(j0, j1, K, alpha, ai, B, csb, beta, ci, rsc, csc);
+      if (m - i == 1) dot_cols<1>(j0, j1, K, alpha, ai, B, csb, beta, ci, rsc, csc);
     });
   }
 }
