@@ -99,15 +99,16 @@ void dot_block(int64_t K, const float* __restrict a, const uint16_t* __restrict 
     }
 }
 
-// Outputs [j0, j1) of RI rows. The AVX2 build walks the weight as S long sequential runs, as
-// gemm_skinny.cpp's dot_cols does there (the hardware prefetchers follow long streams); which rows
-// share a block never changes how an output is computed.
+// Outputs [j0, j1) of RI rows. The weight is walked as S long sequential runs, as gemm_skinny.cpp's
+// dot_cols does (the hardware prefetchers follow long streams: a 151936 x 896 LM head in 10.8 ms
+// against 21.9 with S adjacent rows a block, Zen 4); which rows share a block never changes how an
+// output is computed.
 template <int RI>
 void dot_cols(int64_t j0, int64_t j1, int64_t K, const float* a, const uint16_t* w, const float* bias, float* c,
               int64_t ldc) {
   constexpr int S = dot_cols_per_block<RI>();
   const auto bias_at = [&](int64_t j) { return bias ? bias + j : nullptr; };
-#if defined(__AVX2__) && !defined(__AVX512F__)
+#if defined(__AVX2__)
   const int64_t run = (j1 - j0) / S;
   for (int64_t i = 0; i < run; ++i) {
     const int64_t j = j0 + i;

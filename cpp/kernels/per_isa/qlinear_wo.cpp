@@ -87,12 +87,12 @@ void qlinear_weight_only(const float* x, int64_t M, int64_t K, const int8_t* w, 
   };
   const int64_t nblocks = (N + kWoCols - 1) / kWoCols;
   parallel_for_work(nblocks, M * K * kWoCols, [&](int64_t b0, int64_t b1) {
-#if defined(__AVX2__) && !defined(__AVX512F__)
-    // AVX2 build: the outputs [n0, n1) are cut into kWoCols equal runs and each pass takes the i-th
+#if defined(__AVX2__)
+    // AVX2 and AVX-512 builds: the outputs [n0, n1) are cut into kWoCols equal runs and each pass takes the i-th
     // row of every run, so the weight streams in as kWoCols long sequential reads instead of
     // kWoCols adjacent rows (768 bytes each for a 768-wide layer: new short streams every 3 KB,
     // which the hardware prefetchers keep missing the start of). As gemm_skinny.cpp's dot_cols;
-    // same bits as the adjacent order. Not enabled for AVX-512, where it has not been measured.
+    // same bits as the adjacent order.
     const int64_t n0 = b0 * kWoCols, n1 = b1 * kWoCols < N ? b1 * kWoCols : N;
     const int64_t run = (n1 - n0) / kWoCols;
     for (int64_t i = 0; i < run; ++i) pass(n0 + i, run, kWoCols);

@@ -12,9 +12,10 @@ versions. Decode at batch 1 streams every weight once per token, so the suite al
 it reaches (weight bytes per token / time per token) against what numpy's BLAS reaches streaming a matrix
 the same way (sgemv over 256 MB). The prefill row also times onnxruntime on the model's exported forward
 (no KV cache outputs; models under 1 GB of weights, which export as one protobuf, and without sliding
-windows, which do not export yet). A last row per model decodes with int8 weight-only Linear layers
-(``quantization.quantize_weight_only``) against transformers' float32 decode: other numerics, a quarter
-of the weight bytes.
+windows, which do not export yet). Two last rows per model decode with weight-only Linear layers
+(``quantization.quantize_weight_only``): int8 against transformers' float32 decode (other numerics, a
+quarter of the weight bytes), and bfloat16 weights against transformers running the model in bfloat16
+(half the bytes on both sides; forgegrad's arithmetic stays float32).
 """
 from __future__ import annotations
 
@@ -184,16 +185,46 @@ def _rows_for(name, threads, quick):
     # the same model with int8 weight-only Linear layers (quantization.quantize_weight_only; a tied head gets
     # an int8 copy): a quarter of the bytes per weight, against transformers' float32 decode
     from ..quantization import quantize_weight_only
-    q = quantize_weight_only(ours)
-    with pinned_threads(threads):
-        q_pre = compare({"forgegrad": lambda: q(ids, cache=q.new_cache(1, PROMPT + NEW), logits_to_keep=1)},
-                        repeat=repeat, min_time=0.0, warmup=1)["forgegrad"]
-        q_gen = compare({"forgegrad": lambda: generate(q, ids, max_new_tokens=NEW)}, repeat=repeat, min_time=0.0,
-                        warmup=1)["forgegrad"]
+    q_decode = _decode_per_token(quantize_weight_only(ours), ids, threads, repeat)
     rows.append({"workload": f"{label} decode per token, int8 weight-only (transformers: float32)",
-                 "threads": threads, "seconds": {"forgegrad": (q_gen - q_pre) / NEW,
-                                                 "transformers": decode["transformers"]}})
+                 "threads": threads, "seconds": {"forgegrad": q_decode, "transformers": decode["transformers"]}})
+    # bfloat16 weights on both sides: forgegrad widens them in its kernels (float32 arithmetic); transformers
+    # runs the model in bfloat16 (activations too). Half the bytes per weight either way.
+    import copy
+    hf_bf16 = copy.deepcopy(hf).to(torch.bfloat16)
+
+    def hf_bf16_run(new):
+        with torch.no_grad():
+            if new == 0:
+                return hf_bf16(t_ids, use_cache=True, logits_to_keep=1)
+            return hf_bf16.generate(t_ids, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
+
+    with pinned_threads(threads):
+        times = compare({"prefill": lambda: hf_bf16_run(0), "generate": lambda: hf_bf16_run(NEW)}, repeat=repeat,
+                        min_time=0.0, warmup=1)
+    rows.append({"workload": f"{label} decode per token, bfloat16 weights", "threads": threads,
+                 "seconds": {"forgegrad": _decode_per_token(quantize_weight_only(ours, dtype="bfloat16"), ids, threads,
+                                                            repeat),
+                             "transformers": (times["generate"] - times["prefill"]) / NEW},
+                 "note": "transformers runs in bfloat16; forgegrad widens the weights to float32 in its kernels"})
     return rows
+
+
+def _decode_per_token(model, ids, threads, repeat) -> float:
+    """Seconds per new token of ``model`` (generation of NEW tokens minus the prefill, over NEW; the prefill
+    without a graph, as generate runs it)."""
+    from .. import no_grad
+    from ..models.hf import generate
+
+    def prefill():
+        with no_grad():
+            return model(ids, cache=model.new_cache(1, PROMPT + NEW), logits_to_keep=1)
+
+    with pinned_threads(threads):
+        t = compare({"prefill": prefill,
+                     "generate": lambda: generate(model, ids, max_new_tokens=NEW)}, repeat=repeat, min_time=0.0,
+                    warmup=1)
+    return (t["generate"] - t["prefill"]) / NEW
 
 
 @suite("generate")
