@@ -125,8 +125,9 @@ def read_header(f: BinaryIO, size: int):
     return meta, entries
 
 
-def read_tensors(f: BinaryIO, entries) -> Dict[str, np.ndarray]:
-    """Read each tensor (in file order, right after the header) into its own new array."""
+def read_tensors(f: BinaryIO, entries, widen_bfloat16: bool = True) -> Dict[str, np.ndarray]:
+    """Read each tensor (in file order, right after the header) into its own new array; bfloat16 tensors
+    widened to float32, or with ``widen_bfloat16=False`` kept as their uint16 bit patterns (dtype ``BF16``)."""
     out = {}
     for name, dtype, shape, begin, end in entries:
         arr = np.empty(shape, dtype)
@@ -140,7 +141,7 @@ def read_tensors(f: BinaryIO, entries) -> Dict[str, np.ndarray]:
                 got += k
         if dtype.kind == "b":  # any nonzero byte is True; numpy must only ever see 0 or 1
             np.not_equal(arr.view(np.uint8), 0, out=arr)
-        if dtype.metadata and dtype.metadata.get("safetensors") == "BF16":
+        if widen_bfloat16 and dtype.metadata and dtype.metadata.get("safetensors") == "BF16":
             arr = (arr.astype(np.uint32) << 16).view(np.float32)
         out[name] = arr
     return out

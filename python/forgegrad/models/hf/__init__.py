@@ -18,7 +18,9 @@ from typing import Dict
 
 import numpy as np
 
+from ...devices import device
 from ._files import CheckpointError, read_config, read_weights, write_checkpoint
+from ._load import BFLOAT16, materialize, weights_dtype, widen_unless_linear_weights
 from .bert import BertForSequenceClassification, BertModel
 from .generation import generate
 from .gemma2 import Gemma2ForCausalLM, Gemma3ForCausalLM, GemmaForCausalLM
@@ -94,24 +96,37 @@ def _match(model, tensors: Dict[str, np.ndarray], path: str) -> Dict[str, np.nda
     if unexpected and not isinstance(model, BertModel):
         raise CheckpointError(f"from_pretrained: {path!r} holds {len(unexpected)} tensor(s) the "
                               f"{type(model).__name__} does not have, e.g. {unexpected[:3]} (another architecture?)")
-    return {k: np.asarray(tensors[k], dtype=np.float32) for k in expected}
+    return {k: tensors[k] for k in expected}
 
 
-def from_pretrained(path):
+def from_pretrained(path, dtype="float32"):
     """Build the model a Hugging Face checkpoint directory describes, with its weights, in eval mode.
+
+    ``dtype``: ``"float32"`` (default: every weight in float32; bfloat16 and float16 checkpoints are widened,
+    which is exact) or ``"bfloat16"``: every Linear layer keeps bfloat16 weights (``WeightOnlyBF16Linear``,
+    inference only: the checkpoint's own bits when it stores bfloat16, float32 weights rounded to nearest
+    otherwise) with float32 activations, embeddings, norms and biases; about half the memory, and for a
+    bfloat16 checkpoint the float32 model's outputs bit for bit. A tied LM head gets a bfloat16 copy of the
+    embedding. The model is built without memory for its parameters, which then take the checkpoint's
+    arrays: loading peaks at about the model's size, not three times it.
 
     Raises:
         FileNotFoundError: no such directory.
         CheckpointError (a ValueError): no config.json, an unsupported architecture, a missing tensor, a
             tensor of the wrong shape, a truncated or corrupt safetensors file, or only pickle files.
+        ValueError: a dtype other than float32 / bfloat16.
     """
+    want = weights_dtype(dtype)
     path = os.fspath(path)
     cfg = read_config(path)
     cls = _architecture(cfg, path)
     _required(cfg, cls, path)
-    model = cls(cfg)
-    tensors = model.from_hf(read_weights(path))
-    model.load_state_dict(_match(model, tensors, path))
+    with device("meta"):  # parameters without memory: the checkpoint's arrays take their place below
+        model = cls(cfg)
+    raw = read_weights(path, keep_bfloat16=want == BFLOAT16)
+    if want == BFLOAT16:
+        raw = widen_unless_linear_weights(raw)
+    materialize(model, _match(model, model.from_hf(raw), path), want, path)
     return model.eval()
 
 
@@ -123,6 +138,12 @@ def save_pretrained(model, path) -> None:
         model = GPT2LMHeadModel.from_zoo(model)
     if type(model) not in ARCHITECTURES.values():
         raise TypeError(f"save_pretrained: expected one of {', '.join(ARCHITECTURES)}, got {type(model).__name__}")
+    quantized = sorted({type(m).__name__ for m in model.modules() if type(m).__module__.startswith(
+        "forgegrad.quantization")})
+    if quantized:
+        raise TypeError(f"save_pretrained: the model holds {', '.join(quantized)} layers, which Hugging Face "
+                        "checkpoints do not describe; save the float32 model (from_pretrained(DIR) without "
+                        "dtype, before quantize_weight_only), or its state_dict with forgegrad.save")
     cfg = dict(model.config)
     cfg["architectures"] = [model.architecture]
     cfg.setdefault("model_type", getattr(model, "model_type", "bert"))

@@ -57,25 +57,38 @@ def read_config(path) -> dict:
     return cfg
 
 
-def _read_file(file_path: str, who: str) -> Dict[str, np.ndarray]:
+def is_bfloat16(a: np.ndarray) -> bool:
+    """Whether ``a`` holds bfloat16 bit patterns as read with ``read_weights(keep_bfloat16=True)``."""
+    return a.dtype == np.uint16 and (a.dtype.metadata or {}).get("safetensors") == "BF16"
+
+
+def as_float32(a: np.ndarray) -> np.ndarray:
+    """A checkpoint tensor as float32: bfloat16 bit patterns widened (exact), other types converted."""
+    if is_bfloat16(a):
+        return (a.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    return np.asarray(a, dtype=np.float32)
+
+
+def _read_file(file_path: str, who: str, keep_bfloat16: bool = False) -> Dict[str, np.ndarray]:
     f, size = _reader.open_regular(file_path, who)
     with f:
         try:
             _, entries = _reader.read_header(f, size)
-            arrays = _reader.read_tensors(f, entries)
+            arrays = _reader.read_tensors(f, entries, widen_bfloat16=not keep_bfloat16)
         except _reader.CorruptFile as e:
             raise CheckpointError(f"{who}: {file_path!r} is not a valid safetensors file (truncated or "
                                   f"corrupt?): {e}") from None
     return {k: (v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in arrays.items()}
 
 
-def read_weights(path) -> "OrderedDict[str, np.ndarray]":
-    """Every tensor of the checkpoint directory, by its name in the file (float16/bfloat16 -> float32)."""
+def read_weights(path, keep_bfloat16: bool = False) -> "OrderedDict[str, np.ndarray]":
+    """Every tensor of the checkpoint directory, by its name in the file (float16 -> float32; bfloat16 ->
+    float32, or kept as bit patterns with ``keep_bfloat16``: see ``is_bfloat16``)."""
     path = _check_dir(path)
     who = "from_pretrained"
     single, index = os.path.join(path, SINGLE), os.path.join(path, INDEX)
     if os.path.isfile(single):
-        return OrderedDict(sorted(_read_file(single, who).items()))
+        return OrderedDict(sorted(_read_file(single, who, keep_bfloat16).items()))
     if os.path.isfile(index):
         try:
             with open(index, encoding="utf-8") as f:
@@ -91,7 +104,7 @@ def read_weights(path) -> "OrderedDict[str, np.ndarray]":
             shard_path = os.path.join(path, shard)
             if not os.path.isfile(shard_path):
                 raise CheckpointError(f"{who}: shard {shard!r} listed in {INDEX} is missing from {path!r}")
-            out.update(_read_file(shard_path, who))
+            out.update(_read_file(shard_path, who, keep_bfloat16))
         missing = sorted(set(weight_map) - set(out))
         if missing:
             raise CheckpointError(f"{who}: tensors listed in {INDEX} are not in their shards: {missing[:5]}")
