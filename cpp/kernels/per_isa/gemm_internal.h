@@ -28,6 +28,45 @@ constexpr int kGemmNV = 4;
 #endif
 constexpr int kGemmNR = kGemmNV * W;
 
+// The skinny dot form's accumulation, shared by sgemm_skinny (float32 B) and the bfloat16 weight-only
+// Linear (linear_bf16.cpp, whose loaders widen bfloat16 to float32 exactly): acc[i][j] = the sum over k of
+// a[i * K + k] * b[j * ldb + k] in vector lanes, k in order, the tail masked. One fixed operation sequence
+// per output whichever loader reads B, which is what makes the two kernels give the same bits.
+template <int RI, int RJ, class T, class Load, class LoadN>
+inline void dot_accumulate(int64_t K, const float* __restrict a, const T* __restrict b, int64_t ldb, Load load,
+                           LoadN load_n, vf (&acc)[RI][RJ]) {
+  for (int i = 0; i < RI; ++i)
+    for (int j = 0; j < RJ; ++j) acc[i][j] = vzero();
+  int64_t k = 0;
+  for (; k + W <= K; k += W) {
+    vf av[RI], bv[RJ];
+    for (int i = 0; i < RI; ++i) av[i] = vload(a + i * K + k);
+    for (int j = 0; j < RJ; ++j) bv[j] = load(b + j * ldb + k);
+    for (int i = 0; i < RI; ++i)
+      for (int j = 0; j < RJ; ++j) acc[i][j] = vfmadd(av[i], bv[j], acc[i][j]);
+  }
+  if (k < K) {
+    const int n = static_cast<int>(K - k);
+    vf av[RI], bv[RJ];
+    for (int i = 0; i < RI; ++i) av[i] = vload_n(a + i * K + k, n);
+    for (int j = 0; j < RJ; ++j) bv[j] = load_n(b + j * ldb + k, n);
+    for (int i = 0; i < RI; ++i)
+      for (int j = 0; j < RJ; ++j) acc[i][j] = vfmadd(av[i], bv[j], acc[i][j]);
+  }
+}
+
+// Columns of B per block of the dot form: 8 for one or two rows of A with AVX-512 (more of B in flight at
+// once: memory-level parallelism at decode; 16 accumulators at most, of 32 zmm registers), else 4 (the AVX2
+// build's 16 ymm registers).
+template <int RI>
+constexpr int dot_cols_per_block() {
+#if defined(__AVX512F__)
+  return RI <= 2 ? 8 : 4;
+#else
+  return 4;
+#endif
+}
+
 // Cache blocking. KC is a function of K alone (it fixes the summation order); MC and NC only
 // decide which tiles are computed together, so they may depend on the thread count.
 #if defined(__AVX2__) && !defined(__AVX512F__)

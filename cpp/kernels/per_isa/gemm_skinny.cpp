@@ -83,24 +83,8 @@ template <int RI, int RJ>
 void dot_block(int64_t K, float alpha, const float* __restrict a, const float* __restrict b, int64_t csb, float beta,
                float* c, int64_t rsc, int64_t csc) {
   vf acc[RI][RJ];
-  for (int i = 0; i < RI; ++i)
-    for (int j = 0; j < RJ; ++j) acc[i][j] = vzero();
-  int64_t k = 0;
-  for (; k + W <= K; k += W) {
-    vf av[RI], bv[RJ];
-    for (int i = 0; i < RI; ++i) av[i] = vload(a + i * K + k);
-    for (int j = 0; j < RJ; ++j) bv[j] = vload(b + j * csb + k);
-    for (int i = 0; i < RI; ++i)
-      for (int j = 0; j < RJ; ++j) acc[i][j] = vfmadd(av[i], bv[j], acc[i][j]);
-  }
-  if (k < K) {
-    int n = static_cast<int>(K - k);
-    vf av[RI], bv[RJ];
-    for (int i = 0; i < RI; ++i) av[i] = vload_n(a + i * K + k, n);
-    for (int j = 0; j < RJ; ++j) bv[j] = vload_n(b + j * csb + k, n);
-    for (int i = 0; i < RI; ++i)
-      for (int j = 0; j < RJ; ++j) acc[i][j] = vfmadd(av[i], bv[j], acc[i][j]);
-  }
+  dot_accumulate<RI, RJ>(
+      K, a, b, csb, [](const float* p) { return vload(p); }, [](const float* p, int n) { return vload_n(p, n); }, acc);
   for (int i = 0; i < RI; ++i)
     for (int j = 0; j < RJ; ++j) {
       float* cij = c + i * rsc + j * csc;
@@ -123,17 +107,6 @@ void dot_block(int64_t K, float alpha, const float* __restrict a, const float* _
 // them): 0.65-0.9x the time of adjacent blocks from 128 to 4864 outputs, and LM heads of 32k-262k
 // rows at 0.65-0.72x (GPT-2's 50257 x 768: 7.4 -> 4.9 ms).
 //
-// Columns per block: the AVX-512 build takes 8 for one or two rows of A (more of B in flight at once;
-// 16 accumulators at most, of 32 zmm registers), 4 otherwise and in the AVX2 build (16 ymm registers).
-template <int RI>
-constexpr int dot_cols_per_block() {
-#if defined(__AVX512F__)
-  return RI <= 2 ? 8 : 4;
-#else
-  return 4;
-#endif
-}
-
 template <int RI>
 void dot_cols(int64_t j0, int64_t j1, int64_t K, float alpha, const float* a, const float* B, int64_t csb, float beta,
               float* C, int64_t rsc, int64_t csc) {

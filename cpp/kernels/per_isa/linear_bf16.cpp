@@ -16,6 +16,7 @@
 #include "forgegrad/memory.h"
 #include "forgegrad/parallel.h"
 #include "forgegrad/simd.h"
+#include "gemm_internal.h"
 
 namespace fg {
 namespace FG_ISA_NS {
@@ -55,43 +56,16 @@ inline vf vload_bf16_n(const uint16_t* p, int n) { return n > 0 ? bf16_to_float(
 
 // sgemm takes its skinny dot form up to 8 rows of x; the same bound keeps the bits the same.
 constexpr int64_t kBf16DotRows = 8;
-// Weight rows per block. More rows stream more of W at once (memory-level parallelism: at one row
-// of x, 8 rows ran a 4096 x 4096 bf16 weight in 1.04 ms against 1.77 with gemm_skinny's 4, Zen 4
-// AVX-512); with more rows of x the accumulators (RI x S of the 32 zmm registers) cap it. The AVX2
-// build keeps gemm_skinny's 4 (16 ymm registers).
-template <int RI>
-constexpr int dot_cols_per_block() {
-#if defined(__AVX512F__)
-  return RI <= 2 ? 8 : 4;
-#else
-  return 4;
-#endif
-}
 
-// RI rows of x (length K, contiguous) times RJ weight rows (w + j * ldw): gemm_skinny's dot_block
-// with alpha 1 and the bias as its beta = 1 term (one rounding: acc + bias).
+// RI rows of x (length K, contiguous) times RJ weight rows (w + j * ldw): gemm_skinny's dot_block (the
+// same dot_accumulate) with alpha 1 and the bias as its beta = 1 term (one rounding: acc + bias).
 template <int RI, int RJ>
 void dot_block(int64_t K, const float* __restrict a, const uint16_t* __restrict w, int64_t ldw, const float* bias,
                float* c, int64_t ldc) {
   vf acc[RI][RJ];
-  for (int i = 0; i < RI; ++i)
-    for (int j = 0; j < RJ; ++j) acc[i][j] = vzero();
-  int64_t k = 0;
-  for (; k + W <= K; k += W) {
-    vf av[RI], bv[RJ];
-    for (int i = 0; i < RI; ++i) av[i] = vload(a + i * K + k);
-    for (int j = 0; j < RJ; ++j) bv[j] = vload_bf16(w + j * ldw + k);
-    for (int i = 0; i < RI; ++i)
-      for (int j = 0; j < RJ; ++j) acc[i][j] = vfmadd(av[i], bv[j], acc[i][j]);
-  }
-  if (k < K) {
-    const int n = static_cast<int>(K - k);
-    vf av[RI], bv[RJ];
-    for (int i = 0; i < RI; ++i) av[i] = vload_n(a + i * K + k, n);
-    for (int j = 0; j < RJ; ++j) bv[j] = vload_bf16_n(w + j * ldw + k, n);
-    for (int i = 0; i < RI; ++i)
-      for (int j = 0; j < RJ; ++j) acc[i][j] = vfmadd(av[i], bv[j], acc[i][j]);
-  }
+  gemm_detail::dot_accumulate<RI, RJ>(
+      K, a, w, ldw, [](const uint16_t* p) { return vload_bf16(p); },
+      [](const uint16_t* p, int n) { return vload_bf16_n(p, n); }, acc);
   for (int i = 0; i < RI; ++i)
     for (int j = 0; j < RJ; ++j) {
       const float r = vreduce_add(acc[i][j]);
@@ -106,7 +80,7 @@ void dot_block(int64_t K, const float* __restrict a, const uint16_t* __restrict 
 template <int RI>
 void dot_cols(int64_t j0, int64_t j1, int64_t K, const float* a, const uint16_t* w, const float* bias, float* c,
               int64_t ldc) {
-  constexpr int S = dot_cols_per_block<RI>();
+  constexpr int S = gemm_detail::dot_cols_per_block<RI>();
   const auto bias_at = [&](int64_t j) { return bias ? bias + j : nullptr; };
 #if defined(__AVX2__)
   const int64_t run = (j1 - j0) / S;
