@@ -32,6 +32,19 @@ def test_generate_streams_the_greedy_continuation(checkpoint, capsys):
     assert "prefill" in captured.err and "decode" in captured.err and "tokens/s" in captured.err
 
 
+@pytest.mark.parametrize("weights", ["bfloat16", "int8"])
+def test_generate_with_bfloat16_or_int8_weights(checkpoint, capsys, weights):
+    from forgegrad.quantization import quantize_weight_only
+    assert main(["generate", str(checkpoint), "--prompt", "Hi there", "--max-new-tokens", "12",
+                 "--weights", weights]) == 0
+    ids = list("Hi there".encode())
+    model = (from_pretrained(checkpoint, dtype="bfloat16") if weights == "bfloat16"
+             else quantize_weight_only(from_pretrained(checkpoint)))
+    want = generate(model, [ids], max_new_tokens=12, eos_token_id=299)[0, len(ids):]
+    assert capsys.readouterr().out == "Hi there" + ByteTokenizer().decode(want) + "\n"
+    assert main(["generate", str(checkpoint), "--prompt", "x", "--weights", "float16"]) == 2
+
+
 def test_generate_with_tokenizer_json_and_sampling(checkpoint, tmp_path, capsys):
     import shutil
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

@@ -41,6 +41,10 @@ def add_parser(sub):
                    "tokens whose probability reaches p")
     p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
     p.add_argument("--threads", type=positive_int, default=None, help="forgegrad kernel threads")
+    p.add_argument("--weights", choices=("float32", "bfloat16", "int8"), default="float32",
+                   help="the Linear layers' weights: float32 (default), bfloat16 (kept as the checkpoint stores "
+                        "them: the float32 model's outputs with half the bytes per token) or int8 (weight-only, per "
+                        "output channel: other numerics, a quarter of the bytes)")
     p.set_defaults(run=run)
     return p
 
@@ -56,9 +60,12 @@ def run(args, out=None):
     if args.threads is not None:
         set_num_threads(args.threads)
     try:
-        model = from_pretrained(args.path)
+        model = from_pretrained(args.path, dtype="bfloat16" if args.weights == "bfloat16" else "float32")
     except CheckpointError as e:
         raise UsageError(str(e)) from None
+    if args.weights == "int8":
+        from ..quantization import quantize_weight_only
+        model = quantize_weight_only(model, inplace=True)
     if not hasattr(model, "new_cache"):
         raise UsageError(f"{type(model).__name__} is an encoder; generate needs a decoder (GPT-2, Llama-style)")
     eos = model.config.get("eos_token_id")
