@@ -8,7 +8,7 @@ import forgegrad as fg
 from forgegrad.models import from_pretrained, generate, save_pretrained
 from forgegrad.models.hf import CheckpointError
 from forgegrad.models.hf._decode import lean_path_applies
-from forgegrad.quantization import WeightOnlyBF16Linear, quantize_weight_only
+from forgegrad.quantization import BF16Embedding, WeightOnlyBF16Linear, quantize_weight_only
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -44,26 +44,43 @@ def test_bfloat16_weights_give_the_float32_models_outputs(checkpoints, name):
     linears = [m for m in bf16.modules() if isinstance(m, WeightOnlyBF16Linear)]
     assert linears and not any(type(m) is fg.nn.Linear for m in bf16.modules())
     assert all(m.weight.numpy().dtype == np.uint16 for m in linears)
-    assert not bf16.tied  # a tied head becomes a bfloat16 copy of the embedding
+    table = bf16.tied_embedding()
+    assert isinstance(table, BF16Embedding) and table.weight.numpy().dtype == np.uint16
+    if fp32.tied:  # the head reads the embedding's bits: shared, not copied
+        assert not bf16.tied and np.shares_memory(bf16.lm_head.weight.numpy(), table.weight.numpy())
     np.testing.assert_array_equal(bf16(IDS).numpy(), fp32(IDS).numpy())  # the Tensor path
     assert lean_path_applies(bf16)
     with fg.no_grad():  # the lean prefill
         np.testing.assert_array_equal(bf16(IDS).numpy(), fp32(IDS).numpy())
     np.testing.assert_array_equal(generate(bf16, IDS, max_new_tokens=12), generate(fp32, IDS, max_new_tokens=12))
-    # half the bytes: the Linear weights are half of float32's, the rest (embeddings, norms) stays float32
-    size = lambda m: sum(t.numpy().nbytes for t in m.state_dict().values())  # noqa: E731
-    assert size(bf16) < 0.8 * size(fp32)
+    # half the bytes: the Linear weights and the token embedding (norms, biases, GPT-2's positions stay float32)
+    size = lambda m: sum({id(t.numpy()): t.numpy().nbytes for t in m.state_dict(keep_vars=True).values()}.values())  # noqa: E731,E501
+    assert size(bf16) < 0.6 * size(fp32)
 
 
 def test_float32_checkpoint_rounds_to_nearest_as_quantize_weight_only(tmp_path):
     torch.manual_seed(0)
     transformers.LlamaForCausalLM(transformers.LlamaConfig(**LLAMA)).save_pretrained(tmp_path)  # float32 file
     direct = from_pretrained(tmp_path, dtype="bfloat16")
-    converted = quantize_weight_only(from_pretrained(tmp_path), dtype="bfloat16")
-    for (k, a), (k2, b) in zip(direct.state_dict().items(), converted.state_dict().items()):
-        assert k == k2
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    converted = quantize_weight_only(from_pretrained(tmp_path), dtype="bfloat16")  # Linear layers only
+    linear_keys = [k for k, v in converted.state_dict().items() if v.numpy().dtype == np.uint16]
+    assert linear_keys
+    for k in linear_keys:
+        np.testing.assert_array_equal(direct.state_dict()[k].numpy(), converted.state_dict()[k].numpy())
+    # the embedding rounded too (to nearest), so the logits are those of the float32 model on the rounded table
+    from forgegrad.quantization import from_bfloat16_bits, to_bfloat16_bits
+    table = converted.model.embed_tokens.weight.numpy()
+    table[...] = from_bfloat16_bits(to_bfloat16_bits(table))
     np.testing.assert_array_equal(direct(IDS).numpy(), converted(IDS).numpy())
+
+
+def test_bfloat16_embedding_checks_its_indices(checkpoints):
+    model = from_pretrained(checkpoints / "llama_tied", dtype="bfloat16")
+    with pytest.raises(IndexError, match=r"index out of range: indices must be in \[0, 100\)"):
+        model.model.embed_tokens(np.array([[1, 100]]))
+    with pytest.raises(TypeError, match="indices must be integers"):
+        model.model.embed_tokens(np.array([1.0]))
+    assert "dtype=bfloat16" in repr(model.model.embed_tokens)
 
 
 def test_errors(checkpoints, tmp_path):

@@ -16,7 +16,7 @@ from .dtypes import qint8, quint8
 from .functional import (choose_qparams, dequantize, int8_path, int8_paths, quantize_per_tensor,
                          set_int8_path)
 from .modules import DynamicQuantizedLinear, WeightOnlyInt8Linear
-from .bf16 import WeightOnlyBF16Linear, from_bfloat16_bits, to_bfloat16_bits
+from .bf16 import BF16Embedding, WeightOnlyBF16Linear, from_bfloat16_bits, to_bfloat16_bits
 from .rnn import DynamicQuantizedGRU, DynamicQuantizedLSTM
 from .dynamic import quantize_dynamic, quantize_weight_only
 from .onnx_export import export_onnx
@@ -24,7 +24,7 @@ from .onnx_export import export_onnx
 __all__ = [
     "qint8", "quint8", "quantize_dynamic", "DynamicQuantizedLinear", "DynamicQuantizedLSTM",
     "DynamicQuantizedGRU", "WeightOnlyInt8Linear", "WeightOnlyBF16Linear", "quantize_weight_only",
-    "to_bfloat16_bits", "from_bfloat16_bits",
+    "BF16Embedding", "to_bfloat16_bits", "from_bfloat16_bits",
     "choose_qparams", "quantize_per_tensor", "dequantize", "int8_path", "int8_paths", "set_int8_path",
     "export_onnx",
 ]

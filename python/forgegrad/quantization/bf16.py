@@ -21,7 +21,7 @@ from ..nn.module import Module
 from ..tensor import Tensor
 from ._traced import QuantizedLayerCall
 
-__all__ = ["WeightOnlyBF16Linear", "to_bfloat16_bits", "from_bfloat16_bits"]
+__all__ = ["WeightOnlyBF16Linear", "BF16Embedding", "to_bfloat16_bits", "from_bfloat16_bits"]
 
 
 def to_bfloat16_bits(x) -> np.ndarray:
@@ -103,3 +103,36 @@ class WeightOnlyBF16Linear(Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 "dtype=bfloat16 (weights only)")
+
+
+class BF16Embedding(Module):
+    """A token embedding table held in bfloat16: ``forward(ids)`` gives the rows widened to float32 (exact), so
+    outputs equal a float32 ``nn.Embedding`` holding the widened table. A tied LM head can share the same
+    bit patterns (``from_pretrained(DIR, dtype="bfloat16")`` does). Inference only (no gradient); no ONNX
+    export yet."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int):
+        super().__init__()
+        self.num_embeddings = positive_int(num_embeddings, "num_embeddings", "BF16Embedding")
+        self.embedding_dim = positive_int(embedding_dim, "embedding_dim", "BF16Embedding")
+        self.register_buffer("weight", Tensor._wrap(np.zeros((self.num_embeddings, self.embedding_dim), np.uint16)))
+
+    def rows(self, ids) -> np.ndarray:
+        """float32 rows (*ids.shape, embedding_dim) of integer ids in [0, num_embeddings)."""
+        idx = np.asarray(ids)
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"BF16Embedding: indices must be integers, got {idx.dtype}")
+        n = self.num_embeddings
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"BF16Embedding: index out of range: indices must be in [0, {n}), got values in "
+                             f"[{idx.min()}, {idx.max()}]")
+        return from_bfloat16_bits(self.weight._data[idx])
+
+    def forward(self, input):
+        if recorder() is not None:
+            raise NotImplementedError("BF16Embedding: ONNX export of a bfloat16 embedding is not supported yet; "
+                                      "export the float32 model (from_pretrained without dtype)")
+        return Tensor._wrap(self.rows(input._data if isinstance(input, Tensor) else input))
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, dtype=bfloat16"

@@ -96,6 +96,17 @@ def _bf16_linear():
     return WeightOnlyBF16Linear
 
 
+def _bf16_embedding():
+    from ...quantization.bf16 import BF16Embedding
+    return BF16Embedding
+
+
+def _rows(embedding, ids) -> np.ndarray:
+    """Rows of an nn.Embedding's table, or a BF16Embedding's widened to float32."""
+    w = embedding.weight.numpy()
+    return (w[ids].astype(np.uint32) << np.uint32(16)).view(np.float32) if w.dtype == np.uint16 else w[ids]
+
+
 def _plain_module_types() -> tuple:
     """The module types from_pretrained builds GPT-2 and Llama-style decoders (Mistral, Qwen2) from (exact types), plus
     the int8 weight-only Linear that ``quantize_weight_only`` puts in their place."""
@@ -109,7 +120,7 @@ def _plain_module_types() -> tuple:
             gemma2.Gemma2DecoderLayer, gemma2.Gemma2Attention, llama.LlamaModel,
             llama.LlamaDecoderLayer, llama.LlamaAttention, llama.LlamaMLP,
             _layers.RotaryEmbedding, _layers.LongRopeEmbedding, nn.Linear, nn.LayerNorm, nn.RMSNorm, nn.Embedding,
-            nn.ModuleList, _bf16_linear(),
+            nn.ModuleList, _bf16_linear(), _bf16_embedding(),
             _weight_only_linear())
 
 
@@ -212,10 +223,10 @@ class LeanDecoder:
             raise ValueError(f"KVCache: {T} tokens exceed the cache's max_length {cache.max_length}")
         m = self.model
         if hasattr(m, "transformer"):
-            x = m.transformer.wte.weight.numpy()[ids] + m.transformer.wpe.weight.numpy()[:T]
+            x = _rows(m.transformer.wte, ids) + m.transformer.wpe.weight.numpy()[:T]
             ctx = None
         else:
-            x = m.model.embed_tokens.weight.numpy()[ids]
+            x = _rows(m.model.embed_tokens, ids)
             if self.embed_scale is not None:
                 x = x * np.float32(self.embed_scale)
             ctx = m.per_layer(lambda r: tuple(t.numpy() for t in r.cos_sin_range(0, T)))  # (1, 1, T, D) each
@@ -298,8 +309,8 @@ class LeanDecoder:
     def _embed(self, tokens, positions):
         m = self.model
         if hasattr(m, "transformer"):
-            return m.transformer.wte.weight.numpy()[tokens] + m.transformer.wpe.weight.numpy()[positions]
-        x = m.model.embed_tokens.weight.numpy()[tokens]
+            return _rows(m.transformer.wte, tokens) + m.transformer.wpe.weight.numpy()[positions]
+        x = _rows(m.model.embed_tokens, tokens)
         return x if self.embed_scale is None else x * np.float32(self.embed_scale)
 
     def _context(self, positions):

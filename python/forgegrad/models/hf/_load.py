@@ -3,8 +3,9 @@
 The model is built with parameters that take no memory; each parameter then takes the checkpoint's array
 itself (no random initialisation, no second copy), so loading peaks at about the checkpoint's float32 size
 rather than three times it. With ``dtype="bfloat16"`` every ``nn.Linear`` becomes a WeightOnlyBF16Linear
-holding the checkpoint's bfloat16 weights as they are in the file: half the memory of float32, and the same
-outputs as the float32 model, bit for bit (the kernel widens each weight as it reads it).
+holding the checkpoint's bfloat16 weights as they are in the file, and the token embedding a BF16Embedding
+(a tied LM head shares its bits): half the memory of float32, and the same outputs as the float32 model, bit
+for bit (the kernels widen each weight as they read it).
 """
 from __future__ import annotations
 
@@ -52,34 +53,47 @@ def _bfloat16_bits(key: str, a: np.ndarray, path: str) -> np.ndarray:
     return bits
 
 
+def _replace(model, name: str, module) -> None:
+    owner = model
+    *parents, child = name.split(".")
+    for part in parents:
+        owner = owner._modules[part]
+    setattr(owner, child, module)
+
+
 def materialize(model, arrays: Dict[str, np.ndarray], dtype: str, path: str) -> None:
     """Give each parameter and buffer of ``model`` (built on the meta device) its checked array from
-    ``arrays`` (the model's state_dict keys); with bfloat16, replace every nn.Linear by a WeightOnlyBF16Linear
-    on the checkpoint's weights, and a tied LM head by a bfloat16 copy of the embedding."""
+    ``arrays`` (the model's state_dict keys). With bfloat16: every nn.Linear becomes a WeightOnlyBF16Linear
+    on the checkpoint's weights and the token embedding a BF16Embedding; a tied LM head becomes a
+    WeightOnlyBF16Linear sharing the embedding's bit patterns (no copy)."""
     state = model.state_dict(keep_vars=True)
-    linears = {}
+    names = {id(m): name for name, m in model.named_modules()}
+    linears, embed = {}, None
     if dtype == BFLOAT16:
         linears = {name: m for name, m in model.named_modules() if type(m) is nn.Linear}
+        if hasattr(model, "tied_embedding") and type(model.tied_embedding()) is nn.Embedding:
+            embed = model.tied_embedding()
     skip = {name + ".weight" for name in linears}
+    if embed is not None:
+        skip.add(names[id(embed)] + ".weight")
     for key, t in state.items():
         if key not in skip:
             t._data = np.ascontiguousarray(as_float32(arrays[key]))
-    if not linears:
+    if dtype != BFLOAT16:
         return
-    from ...quantization.bf16 import WeightOnlyBF16Linear
+    from ...quantization.bf16 import BF16Embedding, WeightOnlyBF16Linear
     for name, m in linears.items():
         q = WeightOnlyBF16Linear(m.in_features, m.out_features, bias=m.bias is not None)
         q.weight._data = _bfloat16_bits(name + ".weight", arrays[name + ".weight"], path)
         if m.bias is not None:
             q.bias._data = m.bias._data
-        owner = model
-        *parents, child = name.split(".")
-        for part in parents:
-            owner = owner._modules[part]
-        setattr(owner, child, q)
-    if getattr(model, "tied", False) is True and hasattr(model, "tied_embedding"):
-        embed = model.tied_embedding().weight
-        head = WeightOnlyBF16Linear(embed.shape[1], embed.shape[0], bias=False)
-        key = next(k for k, v in state.items() if v is embed)
-        head.weight._data = _bfloat16_bits(key, arrays[key], path)
-        model.lm_head, model.tied = head, False
+        _replace(model, name, q)
+    if embed is not None:
+        key = names[id(embed)] + ".weight"
+        table = BF16Embedding(embed.num_embeddings, embed.embedding_dim)
+        table.weight._data = _bfloat16_bits(key, arrays[key], path)
+        _replace(model, names[id(embed)], table)
+        if getattr(model, "tied", False) is True:
+            head = WeightOnlyBF16Linear(embed.embedding_dim, embed.num_embeddings, bias=False)
+            head.weight._data = table.weight._data  # the same bits: the tied head reads the table
+            model.lm_head, model.tied = head, False
