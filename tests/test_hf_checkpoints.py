@@ -10,6 +10,7 @@ import forgegrad as fg
 from forgegrad.models import from_pretrained, generate, save_pretrained
 from forgegrad.models.hf import CheckpointError
 from forgegrad.nn.linear import packed_weight
+import hf_conformance as hfc
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -65,23 +66,14 @@ LEFT_MASK = np.array([[0, 0, 0, 1, 1, 1, 1, 1], [1] * 8])
 @pytest.mark.parametrize("name", ["gpt2", "llama", "llama3_rope", "linear_rope"])
 def test_decoder_logits_match_transformers(checkpoints, name):
     root, models = checkpoints
-    model = from_pretrained(root / name)
-    with torch.no_grad():
-        ref = models[name](torch.tensor(IDS)).logits.numpy()
-    np.testing.assert_allclose(model(IDS).numpy(), ref, rtol=1e-4, atol=1e-4)
+    hfc.check_logits(from_pretrained(root / name), models[name], IDS, rtol=1e-4, atol=1e-4, graph_free=False)
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
 def test_decoder_logits_match_on_a_left_padded_batch(checkpoints, name):
     root, models = checkpoints
-    model = from_pretrained(root / name)
-    positions = np.where(LEFT_MASK, np.cumsum(LEFT_MASK, 1) - 1, 1)
-    with torch.no_grad():
-        ref = models[name](torch.tensor(LEFT_PADDED), attention_mask=torch.tensor(LEFT_MASK),
-                           position_ids=torch.tensor(positions)).logits.numpy()
-    got = model(LEFT_PADDED, attention_mask=LEFT_MASK, position_ids=positions).numpy()
-    real = LEFT_MASK.astype(bool)
-    np.testing.assert_allclose(got[real], ref[real], rtol=1e-4, atol=1e-4)
+    hfc.check_left_padded_logits(from_pretrained(root / name), models[name], LEFT_PADDED, LEFT_MASK,
+                                 rtol=1e-4, atol=1e-4)
 
 
 def test_bert_outputs_match_transformers_with_padding(checkpoints):
@@ -105,19 +97,9 @@ def test_bert_outputs_match_transformers_with_padding(checkpoints):
 @pytest.mark.parametrize("name", ["gpt2", "llama", "llama3_rope", "linear_rope"])
 def test_greedy_generation_yields_transformers_tokens(checkpoints, name):
     root, models = checkpoints
-    model = from_pretrained(root / name)
-    prompt = IDS[:1, :5]
-    with torch.no_grad():
-        ref = models[name].generate(torch.tensor(prompt), max_new_tokens=50, min_new_tokens=50, do_sample=False,
-                                    pad_token_id=0).numpy()
-    got = generate(model, prompt, max_new_tokens=50)
-    assert got.shape == (1, 55)
-    np.testing.assert_array_equal(got, ref)
-    # a left-padded batch of prompts of different lengths
-    with torch.no_grad():
-        ref = models[name].generate(torch.tensor(LEFT_PADDED), attention_mask=torch.tensor(LEFT_MASK),
-                                    max_new_tokens=20, min_new_tokens=20, do_sample=False, pad_token_id=0).numpy()
-    np.testing.assert_array_equal(generate(model, LEFT_PADDED, attention_mask=LEFT_MASK, max_new_tokens=20), ref)
+    # 50 tokens (the output's shape (1, 55) checked), then a left-padded batch of prompts of different lengths
+    hfc.check_greedy_generation(from_pretrained(root / name), models[name], IDS[:1, :5], LEFT_PADDED, LEFT_MASK,
+                                new_tokens=50, padded_new_tokens=20, frozen_new_tokens=None)
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
@@ -137,37 +119,23 @@ def test_a_frozen_decoder_gives_the_same_logits_and_tokens(checkpoints, name):
 
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
 def test_lean_decode_step_equals_the_tensor_forward(checkpoints, name):
-    from forgegrad.models.hf._decode import LeanDecoder
     root, _ = checkpoints
-    model = from_pretrained(root / name)
-    prompt, nxt = IDS[:, :6], IDS[:, 6]
-    full = model(IDS[:, :7]).numpy()[:, -1]
-    cache = model.new_cache(2, 8)
-    with fg.no_grad():
-        model(prompt, cache=cache)
-    lean = LeanDecoder(model).step(nxt, np.full(2, 6), None, cache)
-    np.testing.assert_allclose(lean, full, rtol=1e-5, atol=1e-5)
+    # prompt IDS[:, :6] into a cache of 8, then the step of IDS[:, 6] at position 6
+    hfc.check_lean_decode_step(from_pretrained(root / name), IDS[:, :7], rtol=1e-5, atol=1e-5, cache_len=8)
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
 def test_lean_prefill_equals_the_tensor_forward_bit_for_bit(checkpoints, name):
     """A no_grad forward from position 0 without padding runs LeanDecoder.prefill: the same kernels in
     the same order as the Tensor forward (which runs with grad enabled), so the same bits, logits and cache."""
-    import forgegrad.models.hf._decode as D
     root, _ = checkpoints
     model = from_pretrained(root / name)
     graph_cache, lean_cache = model.new_cache(2, 12), model.new_cache(2, 12)
     graph = model(IDS, cache=graph_cache).numpy()
-    calls = []
-    prefill = D.LeanDecoder.prefill
-    D.LeanDecoder.prefill = lambda self, *a: calls.append(1) or prefill(self, *a)
-    try:
-        with fg.no_grad():
-            lean = model(IDS, cache=lean_cache).numpy()
-            last = model(IDS, position_ids=np.broadcast_to(np.arange(9), IDS.shape), logits_to_keep=2).numpy()
-            model(LEFT_PADDED, attention_mask=LEFT_MASK)  # padding: the Tensor forward
-    finally:
-        D.LeanDecoder.prefill = prefill
+    with hfc.counting_lean_prefill() as calls, fg.no_grad():
+        lean = model(IDS, cache=lean_cache).numpy()
+        last = model(IDS, position_ids=np.broadcast_to(np.arange(9), IDS.shape), logits_to_keep=2).numpy()
+        model(LEFT_PADDED, attention_mask=LEFT_MASK)  # padding: the Tensor forward
     assert len(calls) == 2
     assert np.array_equal(lean, graph) and np.array_equal(last, model(IDS, logits_to_keep=2).numpy())
     assert lean_cache.length == graph_cache.length == 9
@@ -212,10 +180,7 @@ def test_a_replaced_projection_keeps_the_tensor_forward(checkpoints):
     graph = model(IDS).numpy()
     with fg.no_grad():
         assert np.array_equal(model(IDS).numpy(), graph)
-    want = IDS[:1, :4].copy()
-    for _ in range(6):
-        want = np.concatenate([want, model(want).numpy()[:, -1].argmax(-1)[:, None]], axis=1)
-    np.testing.assert_array_equal(generate(model, IDS[:1, :4], max_new_tokens=6), want)
+    hfc.check_greedy_by_hand(model, IDS[:1, :4], 6)
 
 
 def test_sampling_is_repeatable_and_thread_count_independent(checkpoints):
@@ -253,13 +218,8 @@ def test_save_pretrained_loads_back_in_transformers(checkpoints, tmp_path):
     root, models = checkpoints
     for name, cls in (("gpt2", transformers.GPT2LMHeadModel), ("llama", transformers.LlamaForCausalLM),
                       ("bert_cls", transformers.BertForSequenceClassification)):
-        ours = from_pretrained(root / name)
-        save_pretrained(ours, tmp_path / name)
-        back = cls.from_pretrained(tmp_path / name).eval()
-        with torch.no_grad():
-            ref = models[name](torch.tensor(IDS)).logits.numpy()
-            got = back(torch.tensor(IDS)).logits.numpy()
-        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+        hfc.check_save_pretrained_round_trip(from_pretrained(root / name), models[name], cls, tmp_path / name, IDS,
+                                             rtol=1e-6, atol=1e-6)
 
 
 def test_sharded_and_bfloat16_checkpoints(tmp_path):
@@ -384,20 +344,13 @@ def test_zoo_gpt_generates_and_saves_a_checkpoint_transformers_loads(tmp_path, b
 
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
 def test_int8_weight_only_model_decodes_on_the_lean_path(checkpoints, name):
-    from forgegrad.models.hf._decode import LeanDecoder
     from forgegrad.quantization import WeightOnlyInt8Linear, quantize_weight_only
     root, _ = checkpoints
     q = quantize_weight_only(from_pretrained(root / name))
     assert any(isinstance(m, WeightOnlyInt8Linear) for m in q.modules())
-    full = q(IDS[:, :7]).numpy()[:, -1]  # the quantized model's own (Tensor path) forward
-    cache = q.new_cache(2, 8)
-    with fg.no_grad():
-        q(IDS[:, :6], cache=cache)
-    np.testing.assert_allclose(LeanDecoder(q).step(IDS[:, 6], np.full(2, 6), None, cache), full, rtol=1e-5, atol=1e-5)
-    want = IDS[:1, :5].copy()
-    for _ in range(10):  # greedy by hand on the Tensor path (grad enabled: no lean prefill)
-        want = np.concatenate([want, q(want).numpy()[:, -1].argmax(-1)[:, None]], axis=1)
-    np.testing.assert_array_equal(generate(q, IDS[:1, :5], max_new_tokens=10), want)
+    # against the quantized model's own (Tensor path) forward
+    hfc.check_lean_decode_step(q, IDS[:, :7], rtol=1e-5, atol=1e-5, cache_len=8)
+    hfc.check_greedy_by_hand(q, IDS[:1, :5], 10)  # greedy by hand on the Tensor path (grad enabled: no lean prefill)
     from forgegrad.models.hf._decode import lean_path_applies
     assert lean_path_applies(q)
     with fg.no_grad():  # the lean prefill runs the int8 layers as the Tensor forward does

@@ -11,6 +11,7 @@ import forgegrad as fg
 from forgegrad.models import from_pretrained, generate, save_pretrained
 from forgegrad.models.hf import (CheckpointError, Gemma2ForCausalLM, Gemma3ForCausalLM, MistralForCausalLM,
                                  Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)
+import hf_conformance as hfc
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -87,13 +88,7 @@ def _edited_copy(src, dst, edit):
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("hf_variants")
-    models = {}
-    for name, make in MODELS.items():
-        models[name] = make().eval()
-        models[name].save_pretrained(root / name)
-    return root, models
+    return hfc.save_checkpoints(tmp_path_factory.mktemp("hf_variants"), MODELS, seed=0)
 
 
 def test_architectures_and_windows(checkpoints):
@@ -114,57 +109,30 @@ def test_architectures_and_windows(checkpoints):
 @pytest.mark.parametrize("name", list(MODELS))
 def test_logits_match_transformers(checkpoints, name):
     root, models = checkpoints
-    model = from_pretrained(root / name)
-    with torch.no_grad():
-        ref = models[name](torch.tensor(IDS)).logits.numpy()
-    np.testing.assert_allclose(model(IDS).numpy(), ref, rtol=1e-4, atol=1e-4)
-    with fg.no_grad():  # the graph-free forward (the lean prefill where no window is reached)
-        np.testing.assert_allclose(model(IDS).numpy(), ref, rtol=1e-4, atol=1e-4)
+    # the Tensor forward, then under fg.no_grad the graph-free one (the lean prefill where no window is reached)
+    hfc.check_logits(from_pretrained(root / name), models[name], IDS, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["mistral", "qwen2_sliding", "qwen3_sliding_bias", "gemma2"])
 def test_logits_match_on_a_left_padded_batch(checkpoints, name):
     root, models = checkpoints
-    model = from_pretrained(root / name)
-    positions = np.where(LEFT_MASK, np.cumsum(LEFT_MASK, 1) - 1, 1)
-    with torch.no_grad():
-        ref = models[name](torch.tensor(LEFT_PADDED), attention_mask=torch.tensor(LEFT_MASK),
-                           position_ids=torch.tensor(positions)).logits.numpy()
-    got = model(LEFT_PADDED, attention_mask=LEFT_MASK, position_ids=positions).numpy()
-    real = LEFT_MASK.astype(bool)
-    np.testing.assert_allclose(got[real], ref[real], rtol=1e-4, atol=1e-4)
+    hfc.check_left_padded_logits(from_pretrained(root / name), models[name], LEFT_PADDED, LEFT_MASK,
+                                 rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_greedy_generation_yields_transformers_tokens(checkpoints, name):
     root, models = checkpoints
-    model = from_pretrained(root / name)
-    prompt = IDS[:1, :5]
-    with torch.no_grad():
-        ref = models[name].generate(torch.tensor(prompt), max_new_tokens=50, min_new_tokens=50, do_sample=False,
-                                    pad_token_id=0).numpy()
-    np.testing.assert_array_equal(generate(model, prompt, max_new_tokens=50), ref)
-    with torch.no_grad():
-        ref = models[name].generate(torch.tensor(LEFT_PADDED), attention_mask=torch.tensor(LEFT_MASK),
-                                    max_new_tokens=20, min_new_tokens=20, do_sample=False, pad_token_id=0).numpy()
-    np.testing.assert_array_equal(generate(model, LEFT_PADDED, attention_mask=LEFT_MASK, max_new_tokens=20), ref)
-    frozen = fg.nn.utils.freeze(model)
-    np.testing.assert_array_equal(generate(frozen, prompt, max_new_tokens=30),
-                                  generate(model, prompt, max_new_tokens=30))
+    hfc.check_greedy_generation(from_pretrained(root / name), models[name], IDS[:1, :5], LEFT_PADDED, LEFT_MASK,
+                                new_tokens=50, padded_new_tokens=20, frozen_new_tokens=30)
 
 
 @pytest.mark.parametrize("name", ["mistral", "qwen2_sliding", "qwen3_sliding_bias"])
 def test_lean_decode_step_masks_keys_before_the_window(checkpoints, name):
     """The lean decode step at cache length 9 (past the window) equals the Tensor forward of all 9 tokens."""
-    from forgegrad.models.hf._decode import LeanDecoder
     root, _ = checkpoints
     model = from_pretrained(root / name)
-    full = model(IDS).numpy()[:, -1]
-    cache = model.new_cache(2, 9)
-    with fg.no_grad():
-        model(IDS[:, :8], cache=cache)
-    lean = LeanDecoder(model).step(IDS[:, 8], np.full(2, 8), None, cache)
-    np.testing.assert_allclose(lean, full, rtol=1e-5, atol=1e-5)
+    full = hfc.check_lean_decode_step(model, IDS, rtol=1e-5, atol=1e-5)
     # and the window does change the result: without it the last position attends to more keys
     model.sliding_windows = [None, None]  # (the decode step reads the same list)
     assert not np.allclose(model(IDS).numpy()[:, -1], full, rtol=1e-3, atol=1e-3)
@@ -175,14 +143,10 @@ def test_lean_decode_step_masks_keys_before_the_window(checkpoints, name):
                                        ("gemma2", "Gemma2ForCausalLM"), ("gemma3", "Gemma3ForCausalLM")])
 def test_save_pretrained_loads_back_in_transformers(checkpoints, tmp_path, name, cls):
     root, models = checkpoints
-    save_pretrained(from_pretrained(root / name), tmp_path / name)
-    cfg = json.loads((tmp_path / name / "config.json").read_text())
     want_type = {"gemma3": "gemma3_text"}.get(name, name.split("_")[0])
-    assert cfg["architectures"] == [cls] and cfg["model_type"] == want_type
-    back = getattr(transformers, cls).from_pretrained(tmp_path / name).eval()
-    with torch.no_grad():
-        np.testing.assert_allclose(back(torch.tensor(IDS)).logits.numpy(),
-                                   models[name](torch.tensor(IDS)).logits.numpy(), rtol=1e-6, atol=1e-6)
+    hfc.check_save_pretrained_round_trip(from_pretrained(root / name), models[name], getattr(transformers, cls),
+                                         tmp_path / name, IDS, architecture=cls, model_type=want_type,
+                                         rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("name, change, match", [
@@ -236,18 +200,12 @@ def test_unsupported_architecture_lists_the_new_ones(checkpoints, tmp_path):
 def test_lean_prefill_equals_the_tensor_forward_bit_for_bit(checkpoints, name):
     """Qwen2's biases, Qwen3's per-head norms, Gemma's extra norms, scaled embeddings and (Gemma 3) two rotary
     embeddings on the lean prefill: the Tensor forward's kernels in its order."""
-    import forgegrad.models.hf._decode as D
     root, _ = checkpoints
     model = from_pretrained(root / name)
     ids = IDS[:, :4]  # within every test model's window (the fused prefill runs only there)
     graph = model(ids).numpy()  # grad enabled: the Tensor forward
-    calls, prefill = [], D.LeanDecoder.prefill
-    D.LeanDecoder.prefill = lambda self, *a: calls.append(1) or prefill(self, *a)
-    try:
-        with fg.no_grad():
-            lean = model(ids).numpy()
-    finally:
-        D.LeanDecoder.prefill = prefill
+    with hfc.counting_lean_prefill() as calls, fg.no_grad():
+        lean = model(ids).numpy()
     assert calls and np.array_equal(lean, graph)
 
 
@@ -264,20 +222,13 @@ def test_yarn_frequencies_and_attention_factor_match_transformers(checkpoints):
 def test_int8_weight_only_qwen3_decodes_on_the_lean_path(checkpoints):
     """Weight-only int8 layers with biases, per-head norms and a sliding window: the lean decode step and
     generate agree with the quantized model's own Tensor forward."""
-    from forgegrad.models.hf._decode import LeanDecoder, lean_path_applies
+    from forgegrad.models.hf._decode import lean_path_applies
     from forgegrad.quantization import quantize_weight_only
     root, _ = checkpoints
     q = quantize_weight_only(from_pretrained(root / "qwen3_sliding_bias"))
     assert lean_path_applies(q)
-    full = q(IDS).numpy()[:, -1]
-    cache = q.new_cache(2, 9)
-    with fg.no_grad():
-        q(IDS[:, :8], cache=cache)
-    np.testing.assert_allclose(LeanDecoder(q).step(IDS[:, 8], np.full(2, 8), None, cache), full, rtol=1e-5, atol=1e-5)
-    want = IDS[:1, :5].copy()
-    for _ in range(8):  # greedy by hand on the Tensor path
-        want = np.concatenate([want, q(want).numpy()[:, -1].argmax(-1)[:, None]], axis=1)
-    np.testing.assert_array_equal(generate(q, IDS[:1, :5], max_new_tokens=8), want)
+    hfc.check_lean_decode_step(q, IDS, rtol=1e-5, atol=1e-5)
+    hfc.check_greedy_by_hand(q, IDS[:1, :5], 8)  # greedy by hand on the Tensor path
 
 
 def test_int8_weight_only_quantizes_a_tied_head(checkpoints, tmp_path):
@@ -357,16 +308,11 @@ def test_gemma2_norms_caps_and_scale(checkpoints):
 def test_gemma2_decodes_on_the_lean_step(checkpoints, name):
     """generate's decode step for Gemma 2 (capped scores and logits, extra norms, scaled embeddings) equals
     the Tensor forward, past the window too."""
-    from forgegrad.models.hf._decode import LeanDecoder, lean_path_applies
+    from forgegrad.models.hf._decode import lean_path_applies
     root, _ = checkpoints
     model = from_pretrained(root / name)
     assert lean_path_applies(model)
-    full = model(IDS).numpy()[:, -1]
-    cache = model.new_cache(2, 9)
-    with fg.no_grad():
-        model(IDS[:, :8], cache=cache)
-    np.testing.assert_allclose(LeanDecoder(model).step(IDS[:, 8], np.full(2, 8), None, cache), full,
-                               rtol=1e-5, atol=1e-5)
+    hfc.check_lean_decode_step(model, IDS, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["qwen2", "gemma2"])

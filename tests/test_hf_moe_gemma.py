@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 import forgegrad as fg
-from forgegrad.models import from_pretrained, generate, save_pretrained
+from forgegrad.models import from_pretrained
 from forgegrad.models.hf import (CheckpointError, GemmaForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM,
                                  Qwen3MoeForCausalLM)
 from forgegrad.models.hf._files import read_weights
 from forgegrad.models.hf.moe import SparseMoeBlock
+import hf_conformance as hfc
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -56,13 +57,7 @@ LEFT_MASK = np.array([[0, 0, 0, 1, 1, 1, 1, 1, 1, 1], [1] * 10])
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("hf_moe_gemma")
-    models = {}
-    for name, make in MODELS.items():
-        models[name] = make().eval()
-        models[name].save_pretrained(root / name)
-    return root, models
+    return hfc.save_checkpoints(tmp_path_factory.mktemp("hf_moe_gemma"), MODELS, seed=0)
 
 
 def _edited_copy(src, dst, config_edit=None, tensors_edit=None):
@@ -131,25 +126,15 @@ def test_routing_differs_between_tokens(checkpoints, name):
 @pytest.mark.parametrize("name", list(MODELS))
 def test_logits_match_transformers(checkpoints, name):
     root, models = checkpoints
-    model = from_pretrained(root / name)
-    with torch.no_grad():
-        ref = models[name](torch.tensor(IDS)).logits.numpy()
-    np.testing.assert_allclose(model(IDS).numpy(), ref, rtol=1e-4, atol=1e-4)
-    with fg.no_grad():  # the graph-free forward (the lean prefill where no window is reached)
-        np.testing.assert_allclose(model(IDS).numpy(), ref, rtol=1e-4, atol=1e-4)
+    # the Tensor forward, then under fg.no_grad the graph-free one (the lean prefill where no window is reached)
+    hfc.check_logits(from_pretrained(root / name), models[name], IDS, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_logits_match_on_a_left_padded_batch(checkpoints, name):
     root, models = checkpoints
-    model = from_pretrained(root / name)
-    positions = np.where(LEFT_MASK, np.cumsum(LEFT_MASK, 1) - 1, 1)
-    with torch.no_grad():
-        ref = models[name](torch.tensor(LEFT_PADDED), attention_mask=torch.tensor(LEFT_MASK),
-                           position_ids=torch.tensor(positions)).logits.numpy()
-    got = model(LEFT_PADDED, attention_mask=LEFT_MASK, position_ids=positions).numpy()
-    real = LEFT_MASK.astype(bool)
-    np.testing.assert_allclose(got[real], ref[real], rtol=1e-4, atol=1e-4)
+    hfc.check_left_padded_logits(from_pretrained(root / name), models[name], LEFT_PADDED, LEFT_MASK,
+                                 rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -158,43 +143,22 @@ def test_greedy_generation_yields_transformers_tokens(checkpoints, name):
     root, models = checkpoints
     model = from_pretrained(root / name)
     assert lean_path_applies(model)
-    prompt = IDS[:1, :5]
-    with torch.no_grad():
-        ref = models[name].generate(torch.tensor(prompt), max_new_tokens=50, min_new_tokens=50, do_sample=False,
-                                    pad_token_id=0).numpy()
-    np.testing.assert_array_equal(generate(model, prompt, max_new_tokens=50), ref)
-    with torch.no_grad():
-        ref = models[name].generate(torch.tensor(LEFT_PADDED), attention_mask=torch.tensor(LEFT_MASK),
-                                    max_new_tokens=50, min_new_tokens=50, do_sample=False, pad_token_id=0).numpy()
-    np.testing.assert_array_equal(generate(model, LEFT_PADDED, attention_mask=LEFT_MASK, max_new_tokens=50), ref)
-    frozen = fg.nn.utils.freeze(model)
-    np.testing.assert_array_equal(generate(frozen, prompt, max_new_tokens=30),
-                                  generate(model, prompt, max_new_tokens=30))
+    hfc.check_greedy_generation(model, models[name], IDS[:1, :5], LEFT_PADDED, LEFT_MASK,
+                                new_tokens=50, padded_new_tokens=50, frozen_new_tokens=30)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_lean_decode_step_and_prefill_equal_the_tensor_forward(checkpoints, name):
     """The decode step at cache length 9 (past the windows) and the fused prefill of a short prompt (within
     them) against the Tensor forward."""
-    import forgegrad.models.hf._decode as D
     root, _ = checkpoints
     model = from_pretrained(root / name)
-    full = model(IDS).numpy()[:, -1]
-    cache = model.new_cache(2, 9)
-    with fg.no_grad():
-        model(IDS[:, :8], cache=cache)
-    lean = D.LeanDecoder(model).step(IDS[:, 8], np.full(2, 8), None, cache)
     # (the attention kernels differ in their last bits; 3 layers of weights at std 0.3 amplify that to ~2e-5)
-    np.testing.assert_allclose(lean, full, rtol=1e-4, atol=1e-4)
+    hfc.check_lean_decode_step(model, IDS, rtol=1e-4, atol=1e-4)
     ids = IDS[:, :4]
     graph = model(ids).numpy()
-    calls, prefill = [], D.LeanDecoder.prefill
-    D.LeanDecoder.prefill = lambda self, *a: calls.append(1) or prefill(self, *a)
-    try:
-        with fg.no_grad():
-            lean = model(ids).numpy()
-    finally:
-        D.LeanDecoder.prefill = prefill
+    with hfc.counting_lean_prefill() as calls, fg.no_grad():
+        lean = model(ids).numpy()
     assert calls
     np.testing.assert_allclose(lean, graph, rtol=1e-5, atol=1e-5)
 
@@ -202,18 +166,15 @@ def test_lean_decode_step_and_prefill_equal_the_tensor_forward(checkpoints, name
 @pytest.mark.parametrize("name", list(MODELS))
 def test_save_pretrained_loads_back_in_transformers(checkpoints, tmp_path, name):
     root, models = checkpoints
-    save_pretrained(from_pretrained(root / name), tmp_path / name)
-    cfg = json.loads((tmp_path / name / "config.json").read_text())
-    assert cfg["architectures"] == [CLASSES[name].architecture] and cfg["model_type"] == CLASSES[name].model_type
+    arch = CLASSES[name].architecture
+    hfc.check_save_pretrained_round_trip(from_pretrained(root / name), models[name], getattr(transformers, arch),
+                                         tmp_path / name, IDS, architecture=arch, model_type=CLASSES[name].model_type,
+                                         rtol=1e-6, atol=1e-6)
     # the tensors transformers' own save_pretrained writes (one per expert projection), equal
     ours, theirs = read_weights(str(tmp_path / name)), read_weights(str(root / name))
     assert set(ours) == set(theirs)
     for key in ours:
         np.testing.assert_array_equal(ours[key], theirs[key])
-    back = getattr(transformers, CLASSES[name].architecture).from_pretrained(tmp_path / name).eval()
-    with torch.no_grad():
-        np.testing.assert_allclose(back(torch.tensor(IDS)).logits.numpy(),
-                                   models[name](torch.tensor(IDS)).logits.numpy(), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["mixtral", "qwen3_moe"])
@@ -333,7 +294,7 @@ def test_onnx_export_of_a_mixture_of_experts_refuses(checkpoints, tmp_path):
 def test_int8_weight_only_moe_decodes_on_the_lean_path(checkpoints):
     """quantize_weight_only turns the experts, the shared expert and the router into int8 layers; the lean
     decode step and generate agree with the quantized model's own Tensor forward."""
-    from forgegrad.models.hf._decode import LeanDecoder, lean_path_applies
+    from forgegrad.models.hf._decode import lean_path_applies
     from forgegrad.quantization import WeightOnlyInt8Linear, quantize_weight_only
     root, _ = checkpoints
     q = quantize_weight_only(from_pretrained(root / "qwen2_moe"))
@@ -341,15 +302,8 @@ def test_int8_weight_only_moe_decodes_on_the_lean_path(checkpoints):
     assert all(isinstance(m, WeightOnlyInt8Linear) for m in (block.gate, block.experts[3].down_proj,
                                                              block.shared_expert.up_proj, block.shared_expert_gate))
     assert lean_path_applies(q)
-    full = q(IDS).numpy()[:, -1]
-    cache = q.new_cache(2, 9)
-    with fg.no_grad():
-        q(IDS[:, :8], cache=cache)
-    np.testing.assert_allclose(LeanDecoder(q).step(IDS[:, 8], np.full(2, 8), None, cache), full, rtol=1e-4, atol=1e-4)
-    want = IDS[:1, :5].copy()
-    for _ in range(8):  # greedy by hand on the Tensor path
-        want = np.concatenate([want, q(want).numpy()[:, -1].argmax(-1)[:, None]], axis=1)
-    np.testing.assert_array_equal(generate(q, IDS[:1, :5], max_new_tokens=8), want)
+    hfc.check_lean_decode_step(q, IDS, rtol=1e-4, atol=1e-4)
+    hfc.check_greedy_by_hand(q, IDS[:1, :5], 8)  # greedy by hand on the Tensor path
 
 
 def test_gemma_norms_scale_and_legacy_activation(checkpoints, tmp_path):

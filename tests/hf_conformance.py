@@ -1,0 +1,138 @@
+"""Checks shared by the Hugging Face checkpoint tests (test_hf_checkpoints.py, test_hf_llama_variants.py,
+test_hf_moe_gemma.py): a forgegrad model loaded with from_pretrained against the transformers model that
+wrote the checkpoint. Each test file keeps its own models, inputs and tolerances and passes them in.
+
+    check_logits                  the Tensor forward (and, graph_free, the no_grad forward) gives transformers' logits
+    check_left_padded_logits      the same on a left-padded batch, at the real (unpadded) positions
+    check_greedy_generation       generate's greedy tokens equal transformers' (one prompt, a left-padded
+                                  batch) and a frozen copy's
+    check_save_pretrained_round_trip   save_pretrained writes what transformers loads, with the same logits
+    check_lean_decode_step        the lean decode step of the last token equals the Tensor forward's last row
+    check_greedy_by_hand          generate equals greedy decoding by hand with the model's own forward
+    counting_lean_prefill         a context that records each LeanDecoder.prefill call
+    save_checkpoints              the body of a module's checkpoints fixture: transformers models saved by name
+
+torch is imported inside the functions: the test files skip themselves (pytest.importorskip) where it is
+missing, after importing this module.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+
+import numpy as np
+
+import forgegrad as fg
+from forgegrad.models import generate, save_pretrained
+
+
+def save_checkpoints(root, makers, *, seed=0):
+    """With torch seeded, each makers[name]() in order, in eval mode, saved by its save_pretrained to
+    root / name. Returns (root, {name: model})."""
+    import torch
+    torch.manual_seed(seed)
+    models = {}
+    for name, make in makers.items():
+        models[name] = make().eval()
+        models[name].save_pretrained(root / name)
+    return root, models
+
+
+def _hf_logits(hf_model, ids, **kw):
+    import torch
+    with torch.no_grad():
+        return hf_model(torch.tensor(ids), **{k: torch.tensor(v) for k, v in kw.items()}).logits.numpy()
+
+
+def _hf_greedy(hf_model, ids, max_new_tokens, attention_mask=None):
+    import torch
+    kw = {} if attention_mask is None else {"attention_mask": torch.tensor(attention_mask)}
+    with torch.no_grad():
+        return hf_model.generate(torch.tensor(ids), **kw, max_new_tokens=max_new_tokens,
+                                 min_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0).numpy()
+
+
+def check_logits(model, hf_model, ids, *, rtol=1e-4, atol=1e-4, graph_free=True):
+    """model(ids) (the Tensor forward) gives hf_model's logits; with graph_free, under fg.no_grad too (the
+    graph-free forward: the lean prefill where no window is reached)."""
+    ref = _hf_logits(hf_model, ids)
+    np.testing.assert_allclose(model(ids).numpy(), ref, rtol=rtol, atol=atol)
+    if graph_free:
+        with fg.no_grad():
+            np.testing.assert_allclose(model(ids).numpy(), ref, rtol=rtol, atol=atol)
+
+
+def check_left_padded_logits(model, hf_model, left_padded, left_mask, *, rtol=1e-4, atol=1e-4):
+    """A left-padded batch with its attention mask and position ids counted from each row's first real
+    token: the logits at the real positions equal hf_model's."""
+    positions = np.where(left_mask, np.cumsum(left_mask, 1) - 1, 1)
+    ref = _hf_logits(hf_model, left_padded, attention_mask=left_mask, position_ids=positions)
+    got = model(left_padded, attention_mask=left_mask, position_ids=positions).numpy()
+    real = left_mask.astype(bool)
+    np.testing.assert_allclose(got[real], ref[real], rtol=rtol, atol=atol)
+
+
+def check_greedy_generation(model, hf_model, prompt, left_padded, left_mask, *, new_tokens=50,
+                            padded_new_tokens=20, frozen_new_tokens=30):
+    """Greedy generate gives hf_model's new_tokens tokens after prompt (exactly that many) and its
+    padded_new_tokens after the left-padded batch; unless frozen_new_tokens is None, the model frozen by
+    nn.utils.freeze generates the same frozen_new_tokens tokens as the model itself."""
+    ref = _hf_greedy(hf_model, prompt, new_tokens)
+    got = generate(model, prompt, max_new_tokens=new_tokens)
+    assert got.shape == (prompt.shape[0], prompt.shape[1] + new_tokens)
+    np.testing.assert_array_equal(got, ref)
+    ref = _hf_greedy(hf_model, left_padded, padded_new_tokens, attention_mask=left_mask)
+    np.testing.assert_array_equal(generate(model, left_padded, attention_mask=left_mask,
+                                           max_new_tokens=padded_new_tokens), ref)
+    if frozen_new_tokens is not None:
+        frozen = fg.nn.utils.freeze(model)
+        np.testing.assert_array_equal(generate(frozen, prompt, max_new_tokens=frozen_new_tokens),
+                                      generate(model, prompt, max_new_tokens=frozen_new_tokens))
+
+
+def check_save_pretrained_round_trip(model, hf_model, hf_class, path, ids, *, architecture=None, model_type=None,
+                                     rtol=1e-6, atol=1e-6):
+    """save_pretrained(model, path); where architecture is given, config.json names it (and model_type);
+    hf_class.from_pretrained(path) gives hf_model's logits on ids."""
+    save_pretrained(model, path)
+    if architecture is not None:
+        cfg = json.loads((path / "config.json").read_text())
+        assert cfg["architectures"] == [architecture] and cfg["model_type"] == model_type
+    back = hf_class.from_pretrained(path).eval()
+    np.testing.assert_allclose(_hf_logits(back, ids), _hf_logits(hf_model, ids), rtol=rtol, atol=atol)
+
+
+def check_lean_decode_step(model, ids, *, rtol=1e-5, atol=1e-5, cache_len=None):
+    """The Tensor forward of all of ids (grad enabled) against a no_grad forward of all but the last token
+    into a cache of cache_len (default: ids' length) and the lean decode step of the last token. Returns
+    the Tensor forward's last row."""
+    from forgegrad.models.hf._decode import LeanDecoder
+    batch, n = ids.shape
+    full = model(ids).numpy()[:, -1]
+    cache = model.new_cache(batch, n if cache_len is None else cache_len)
+    with fg.no_grad():
+        model(ids[:, :-1], cache=cache)
+    lean = LeanDecoder(model).step(ids[:, -1], np.full(batch, n - 1), None, cache)
+    np.testing.assert_allclose(lean, full, rtol=rtol, atol=atol)
+    return full
+
+
+def check_greedy_by_hand(model, prompt, new_tokens):
+    """generate's greedy tokens equal argmax decoding by hand with model's Tensor forward (grad enabled: no
+    lean prefill), one full forward a token."""
+    want = prompt.copy()
+    for _ in range(new_tokens):
+        want = np.concatenate([want, model(want).numpy()[:, -1].argmax(-1)[:, None]], axis=1)
+    np.testing.assert_array_equal(generate(model, prompt, max_new_tokens=new_tokens), want)
+
+
+@contextlib.contextmanager
+def counting_lean_prefill():
+    """Within the context, each LeanDecoder.prefill call appends 1 to the yielded list."""
+    import forgegrad.models.hf._decode as D
+    calls, prefill = [], D.LeanDecoder.prefill
+    D.LeanDecoder.prefill = lambda self, *a: calls.append(1) or prefill(self, *a)
+    try:
+        yield calls
+    finally:
+        D.LeanDecoder.prefill = prefill
