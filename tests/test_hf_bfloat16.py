@@ -101,3 +101,18 @@ def test_errors(checkpoints, tmp_path):
     with pytest.raises(CheckpointError, match="up_proj.weight"):
         from_pretrained(tmp_path / "huge", dtype="bfloat16")
     from_pretrained(tmp_path / "huge")  # float32 holds it
+
+
+def test_bfloat16_model_exports_to_onnx(checkpoints, tmp_path):
+    pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from forgegrad.onnx import export
+    model = from_pretrained(checkpoints / "llama_tied", dtype="bfloat16")
+    path = tmp_path / "llama_bf16.onnx"
+    export(model, IDS[:1, :5], str(path), input_names=["input_ids"],  # verified in onnxruntime on export
+           dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}}, rtol=1e-4, atol=1e-5)  # as the float32 export
+    graph = onnx.load(str(path)).graph
+    assert sum(init.data_type == onnx.TensorProto.BFLOAT16 for init in graph.initializer) >= 15  # 14 Linear + table
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"input_ids": IDS})[0], model(IDS).numpy(), rtol=1e-4, atol=1e-4)

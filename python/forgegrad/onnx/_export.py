@@ -320,7 +320,9 @@ _OPTIONAL_OUTPUTS = {"MaxPool": 1, "LSTM": 0, "GRU": 0, "RNN": 0}
 def _verification_hint(records) -> str:
     """What to tell a user whose export fails verification for a known, bounded reason."""
     from ..quantization._traced import DynamicQuantizedRNNCall, QuantizedLayerCall
-    kinds = {r[0] for r in records}
+    from ..quantization.bf16 import WeightOnlyBF16Linear
+    # (bfloat16 weight-only layers compute in float32: no quantization step to land on)
+    kinds = {r[0] for r in records if not any(isinstance(a, WeightOnlyBF16Linear) for a in r[1])}
     if DynamicQuantizedRNNCall in kinds:
         return ("\nThe model has dynamic-int8 LSTM/GRU layers: onnxruntime's sigmoid and tanh round differently in "
                 "the last bit, and where such a hidden value sits on a quantization boundary the next step's "

@@ -40,3 +40,15 @@ class DynamicQuantizedRNNCall(Function):
     @staticmethod
     def backward(ctx, *grads):
         _no_backward("DynamicQuantizedLSTM / GRU")
+
+
+class BF16EmbeddingCall(Function):
+    """One lookup of a BF16Embedding: ``module.rows(indices)`` (float32 rows of the bfloat16 table)."""
+
+    @staticmethod
+    def forward(ctx, indices, module):
+        return module.rows(indices)
+
+    @staticmethod
+    def backward(ctx, grad):
+        _no_backward("BF16Embedding")

@@ -19,7 +19,7 @@ from ..devices import MetaArray
 from ..grad_mode import recorder
 from ..nn.module import Module
 from ..tensor import Tensor
-from ._traced import QuantizedLayerCall
+from ._traced import BF16EmbeddingCall, QuantizedLayerCall
 
 __all__ = ["WeightOnlyBF16Linear", "BF16Embedding", "to_bfloat16_bits", "from_bfloat16_bits"]
 
@@ -108,8 +108,8 @@ class WeightOnlyBF16Linear(Module):
 class BF16Embedding(Module):
     """A token embedding table held in bfloat16: ``forward(ids)`` gives the rows widened to float32 (exact), so
     outputs equal a float32 ``nn.Embedding`` holding the widened table. A tied LM head can share the same
-    bit patterns (``from_pretrained(DIR, dtype="bfloat16")`` does). Inference only (no gradient); no ONNX
-    export yet."""
+    bit patterns (``from_pretrained(DIR, dtype="bfloat16")`` does). Inference only (no gradient); exports to
+    ONNX as a Gather from a BFLOAT16 table and a Cast."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int):
         super().__init__()
@@ -129,10 +129,10 @@ class BF16Embedding(Module):
         return from_bfloat16_bits(self.weight._data[idx])
 
     def forward(self, input):
-        if recorder() is not None:
-            raise NotImplementedError("BF16Embedding: ONNX export of a bfloat16 embedding is not supported yet; "
-                                      "export the float32 model (from_pretrained without dtype)")
-        return Tensor._wrap(self.rows(input._data if isinstance(input, Tensor) else input))
+        ids = input if isinstance(input, Tensor) else Tensor._wrap(np.asarray(input))
+        if recorder() is not None:  # under trace() (the ONNX exporter): one recorded op
+            return BF16EmbeddingCall.apply(ids, self)
+        return Tensor._wrap(self.rows(ids._data))
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, dtype=bfloat16"

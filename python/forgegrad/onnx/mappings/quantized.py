@@ -5,7 +5,8 @@
   float32 weight at load time, four times the bytes per token). Each row's per-channel scale repeats
   over its K blocks; the int8 weight w is stored as uint8 w + 128 with the default zero point 128.
 - WeightOnlyBF16Linear -> a BFLOAT16 initializer (the transposed weight), Cast to float, MatMul, Add the
-  bias: the file holds half the bytes; onnxruntime widens the weight once at load time.
+  bias: the file holds half the bytes; onnxruntime widens the weight once at load time. BF16Embedding ->
+  Gather from a BFLOAT16 table, Cast to float.
 - DynamicQuantizedLinear -> forgegrad's own per-call activation quantization written out op by op
   (fbgemm's ChooseQuantizationParams in double, as the kernel computes it; Mul by the float32
   inverse scale, Round half to even, Add the zero point, Clip, Cast), MatMulInteger on uint8
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...quantization._traced import DynamicQuantizedRNNCall, QuantizedLayerCall
+from ...quantization._traced import BF16EmbeddingCall, DynamicQuantizedRNNCall, QuantizedLayerCall
 from ...quantization.onnx_export import unsigned_weight
 from . import register
 
@@ -166,6 +167,14 @@ def _static_layer(ctx, op, m, where):
     if pool:
         y = ctx.node("MaxPool", [y], kernel_shape=list(pool), strides=list(pool))
     return y
+
+
+@register(BF16EmbeddingCall)
+def map_bf16_embedding(ctx, op):
+    m = op.attr("module")
+    table = ctx.const_bfloat16(m.weight._data, hint=f"{ctx.scope or 'BF16Embedding'}.weight_bf16")
+    rows = ctx.node("Gather", [table, op.input("indices", np.int64)], axis=0)
+    return [ctx.node("Cast", [rows], to=_TO_F32)]
 
 
 @register(QuantizedLayerCall)
