@@ -123,7 +123,8 @@ void set_activations(fg::QGemmArgs& g, const uint8_t* A, int64_t M, int64_t K, s
     g.a = buf.data();
   }
   g.lda = lda;
-  g.a_7bit = all_7bit(A, M * K);
+  // only the AVX2 path has a 7-bit kernel: elsewhere the scan (a pass over A) would buy nothing
+  g.a_7bit = fg::active_qpath() == fg::QPath::avx2 && all_7bit(A, M * K);
 }
 
 py::tuple pack_weight(const py::handle& w) {
