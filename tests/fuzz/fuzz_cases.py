@@ -219,6 +219,7 @@ def _extra_calls():
     a8 = rng.integers(0, 256, (3, 70), dtype=np.uint8)
     xq = rng.standard_normal((3, 70)).astype(np.float32)
     ws, bq = rng.uniform(0.01, 0.1, 5).astype(np.float32), rng.standard_normal(5).astype(np.float32)
+    w16 = (rng.standard_normal((5, 70)).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)  # bfloat16
     pc, csc = _C.quant.pack_weight(rng.integers(-128, 128, (5, 18), dtype=np.int8))
     # a recurrent layer with hidden size 2: gates (T=3, B=2, 4*2), W_hh (4*2, 2) (GRU: 3*2)
     gi4, h2 = rng.standard_normal((3, 2, 8)).astype(np.float32), rng.standard_normal((2, 2)).astype(np.float32)
@@ -231,6 +232,8 @@ def _extra_calls():
               lambda: _C.quant.linear_u8(a8, 0.05, 100, packed, colsum, ws, None, True, 0.1, 3),
               lambda: _C.quant.linear_weight_only(xq, w8, ws, bq),
               lambda: _C.quant.linear_weight_only(xq, w8, ws, None),
+              lambda: _C.quant.linear_bf16(xq, w16, bq),
+              lambda: _C.quant.linear_bf16(np.ascontiguousarray(np.tile(xq, (4, 1))), w16, None),  # 12 rows: blocks
               lambda: _C.quant.choose_qparams(xq, False),
               lambda: _C.quant.rnn_dynamic_layer(0, gi4, ph4, cs4, np.full(8, 0.01, np.float32), None, h2, h2, False,
                                                  True),
