@@ -73,14 +73,20 @@ def check_left_padded_logits(model, hf_model, left_padded, left_mask, *, rtol=1e
 
 
 def check_greedy_generation(model, hf_model, prompt, left_padded, left_mask, *, new_tokens=50,
-                            padded_new_tokens=20, frozen_new_tokens=30):
+                            padded_new_tokens=20, frozen_new_tokens=30, hf_fresh=None):
     """Greedy generate gives hf_model's new_tokens tokens after prompt (exactly that many) and its
     padded_new_tokens after the left-padded batch; unless frozen_new_tokens is None, the model frozen by
-    nn.utils.freeze generates the same frozen_new_tokens tokens as the model itself."""
+    nn.utils.freeze generates the same frozen_new_tokens tokens as the model itself. hf_fresh: a function
+    giving a new transformers model for each comparison instead of hf_model (a model whose state carries
+    from call to call: transformers' dynamic rope keeps the longest length it has seen)."""
+    if hf_fresh is not None:
+        hf_model = hf_fresh()
     ref = _hf_greedy(hf_model, prompt, new_tokens)
     got = generate(model, prompt, max_new_tokens=new_tokens)
     assert got.shape == (prompt.shape[0], prompt.shape[1] + new_tokens)
     np.testing.assert_array_equal(got, ref)
+    if hf_fresh is not None:
+        hf_model = hf_fresh()
     ref = _hf_greedy(hf_model, left_padded, padded_new_tokens, attention_mask=left_mask)
     np.testing.assert_array_equal(generate(model, left_padded, attention_mask=left_mask,
                                            max_new_tokens=padded_new_tokens), ref)

@@ -288,7 +288,8 @@ def test_malformed_directories_raise_clear_errors(checkpoints, tmp_path):
 @pytest.mark.parametrize("change, match", [
     ({"factor": None}, "llama3 rope needs 'factor' > 0"),
     ({"low_freq_factor": 4.0, "high_freq_factor": 1.0}, "high_freq_factor .* > low_freq_factor"),
-    ({"rope_type": "dynamic"}, "rope type 'dynamic' is not supported yet"),
+    ({"rope_type": "dynamic", "factor": 0}, "dynamic rope needs 'factor' > 0"),
+    ({"rope_type": "proportional"}, "rope type 'proportional' is not supported yet"),
     ({"rope_type": "yarn", "original_max_position_embeddings": 0}, "yarn rope needs .original_max_position_emb"),
     ({"rope_type": "yarn", "factor": -2.0}, "yarn rope needs 'factor' > 0"),
     ({"rope_type": "yarn", "beta_fast": "32"}, "yarn rope needs 'beta_fast' > 0"),

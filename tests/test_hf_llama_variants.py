@@ -44,6 +44,11 @@ MODELS = {
         **BASE, "rope_parameters": {"rope_type": "yarn", "rope_theta": 500.0, "factor": 8.0,
                                     "original_max_position_embeddings": 16, "mscale": 1.0, "mscale_all_dim": 0.5,
                                     "beta_fast": 16, "beta_slow": 2, "truncate": False}})),
+    # dynamic (NTK) rope past a context of 8: the 9-token inputs and the generations cross it, so the base grows
+    # with the length (each decode step's own)
+    "llama_dynamic": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(**{
+        **BASE, "max_position_embeddings": 8,
+        "rope_parameters": {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 8.0}}, head_dim=16)),
     # Phi-3: fused qkv_proj / gate_up_proj in the checkpoint, Mistral's window
     "phi3": lambda: transformers.Phi3ForCausalLM(transformers.Phi3Config(**BASE, pad_token_id=0, sliding_window=6)),
     # Phi-3.5's longrope (original context 8: the 9-token inputs and the generations cross it) over half of
@@ -123,8 +128,11 @@ def test_logits_match_on_a_left_padded_batch(checkpoints, name):
 @pytest.mark.parametrize("name", list(MODELS))
 def test_greedy_generation_yields_transformers_tokens(checkpoints, name):
     root, models = checkpoints
+    # transformers' dynamic rope keeps the longest length it has seen for later, shorter calls: a fresh model
+    # for each generation (forgegrad's counts each call's own length)
+    fresh = (lambda: type(models[name]).from_pretrained(root / name)) if name == "llama_dynamic" else None
     hfc.check_greedy_generation(from_pretrained(root / name), models[name], IDS[:1, :5], LEFT_PADDED, LEFT_MASK,
-                                new_tokens=50, padded_new_tokens=20, frozen_new_tokens=30)
+                                new_tokens=50, padded_new_tokens=20, frozen_new_tokens=30, hf_fresh=fresh)
 
 
 @pytest.mark.parametrize("name", ["mistral", "qwen2_sliding", "qwen3_sliding_bias"])
@@ -179,14 +187,15 @@ def test_exports_to_onnx_with_dynamic_axes(checkpoints, tmp_path, name):
         np.testing.assert_allclose(got, models[name](torch.tensor(IDS)).logits.numpy(), rtol=1e-4, atol=1e-4)
 
 
-def test_onnx_export_of_a_sliding_window_or_longrope_refuses(checkpoints, tmp_path):
+def test_onnx_export_of_a_sliding_window_longrope_or_dynamic_rope_refuses(checkpoints, tmp_path):
     pytest.importorskip("onnx")
     from forgegrad.onnx import OnnxExportError, export
     root, _ = checkpoints
     with pytest.raises(OnnxExportError, match="exporting sliding-window attention is not supported"):
         export(from_pretrained(root / "mistral"), IDS[:1], str(tmp_path / "m.onnx"))
-    with pytest.raises(OnnxExportError, match="exporting a longrope model is not supported"):
-        export(from_pretrained(root / "phi3_longrope"), IDS[:1], str(tmp_path / "p.onnx"))
+    for name in ("phi3_longrope", "llama_dynamic"):
+        with pytest.raises(OnnxExportError, match="exporting a longrope or dynamic-rope model is not supported"):
+            export(from_pretrained(root / name), IDS[:1], str(tmp_path / "p.onnx"))
 
 
 def test_unsupported_architecture_lists_the_new_ones(checkpoints, tmp_path):

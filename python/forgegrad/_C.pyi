@@ -656,6 +656,12 @@ class quant:
     @staticmethod
     def gemm_u8s8s32(a: object, packed: object, N: _Int, K: _Int) -> numpy.ndarray: ...
     @staticmethod
+    def linear_bf16(x: object, w: object, bias: object) -> numpy.ndarray:
+        """x @ widen(w).T + bias for x (M, K) float32 and w (N, K) uint16 bfloat16 bit patterns: the same bits as a
+        float32 linear over the widened weight.
+        """
+        ...
+    @staticmethod
     def linear_dynamic(x: object, packed: object, colsum: object, w_scale: object, bias: object, reduce_range: bool,
                        relu: bool) -> numpy.ndarray: ...
     @staticmethod

@@ -119,8 +119,8 @@ def _plain_module_types() -> tuple:
             moe.SparseMoeBlock,
             gemma2.Gemma2DecoderLayer, gemma2.Gemma2Attention, llama.LlamaModel,
             llama.LlamaDecoderLayer, llama.LlamaAttention, llama.LlamaMLP,
-            _layers.RotaryEmbedding, _layers.LongRopeEmbedding, nn.Linear, nn.LayerNorm, nn.RMSNorm, nn.Embedding,
-            nn.ModuleList, _bf16_linear(), _bf16_embedding(),
+            _layers.RotaryEmbedding, _layers.LongRopeEmbedding, _layers.DynamicNTKRopeEmbedding, nn.Linear,
+            nn.LayerNorm, nn.RMSNorm, nn.Embedding, nn.ModuleList, _bf16_linear(), _bf16_embedding(),
             _weight_only_linear())
 
 

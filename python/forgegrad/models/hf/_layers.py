@@ -239,3 +239,36 @@ class LongRopeEmbedding(RotaryEmbedding):
         if start + t > self.original_max:
             return self.cos_sin(np.arange(start, start + t)[None])
         return super().cos_sin_range(start, t)
+
+
+class DynamicNTKRopeEmbedding(RotaryEmbedding):
+    """The "dynamic" (NTK-aware) rope: in a call whose last position reaches past ``original_max``
+    (the config's max_position_embeddings), the base becomes theta * (factor * L / original_max - (factor -
+    1)) ** (D / (D - 2)) for L = max(position_ids) + 1, in float32 as transformers computes it; shorter calls
+    use theta's frequencies (the tables). Keys cached earlier keep their rotation, as in transformers'
+    generate. (transformers' module also keeps the largest L it has seen for later calls that are shorter
+    but still past ``original_max``; here each call's own L counts.)"""
+
+    def __init__(self, rotary_dim: int, theta: float, factor: float, original_max: int, max_positions: int):
+        super().__init__(rotary_dim, theta, max_positions=min(max_positions, original_max))
+        self.theta, self.factor, self.original_max = float(theta), float(factor), int(original_max)
+
+    def inv_freq_for(self, length: int) -> np.ndarray:
+        """The frequencies of a call whose last position is length - 1."""
+        if length <= self.original_max:
+            return self.inv_freq
+        f32, dim = np.float32, self.head_dim
+        stretch = (f32(self.factor) * f32(length) / f32(self.original_max) - f32(self.factor - 1)) ** f32(
+            dim / (dim - 2))
+        base = f32(self.theta) * stretch
+        return (f32(1) / (base ** (np.arange(0, dim, 2, dtype=np.int64).astype(f32) / f32(dim)))).astype(f32)
+
+    def cos_sin(self, position_ids: np.ndarray):
+        if "original_max" not in self.__dict__ or not position_ids.size:  # the base class building its tables
+            return self._cos_sin(position_ids, self.inv_freq)
+        return self._cos_sin(position_ids, self.inv_freq_for(int(position_ids.max()) + 1))
+
+    def cos_sin_range(self, start: int, t: int):
+        if start + t > self.original_max:
+            return self.cos_sin(np.arange(start, start + t)[None])
+        return super().cos_sin_range(start, t)

@@ -1,17 +1,17 @@
 """Rotary position settings of Hugging Face configs, computed as transformers computes them (float32
-where it works in float32): the plain rope, linear scaling, Llama 3.1's bands, YaRN and Phi-3's longrope,
-over all of a head's dimensions or the first ``partial_rotary_factor`` of them."""
+where it works in float32): the plain rope, linear scaling, dynamic (NTK) scaling, Llama 3.1's bands, YaRN
+and Phi-3's longrope, over all of a head's dimensions or the first ``partial_rotary_factor`` of them."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
-from ._layers import LongRopeEmbedding, RotaryEmbedding, default_inv_freq
+from ._layers import DynamicNTKRopeEmbedding, LongRopeEmbedding, RotaryEmbedding, default_inv_freq
 
 __all__ = ["rope_from_config", "llama3_inv_freq", "yarn_inv_freq", "longrope_inv_freqs"]
 
-SUPPORTED = ("default", "linear", "llama3", "yarn", "longrope")
+SUPPORTED = ("default", "linear", "dynamic", "llama3", "yarn", "longrope")
 
 
 def rope_from_config(cfg: dict, head_dim: int, max_positions: int) -> RotaryEmbedding:
@@ -26,6 +26,11 @@ def rope_from_config(cfg: dict, head_dim: int, max_positions: int) -> RotaryEmbe
     if kind == "linear":
         return RotaryEmbedding(dim, theta, scaling_factor=_rope_param(params, "factor", kind),
                                max_positions=max_positions)
+    if kind == "dynamic":
+        original = cfg.get("max_position_embeddings")
+        if isinstance(original, bool) or not isinstance(original, int) or original <= 0:
+            raise ValueError(f"LlamaForCausalLM: the dynamic rope needs max_position_embeddings > 0, got {original!r}")
+        return DynamicNTKRopeEmbedding(dim, theta, _rope_param(params, "factor", kind), original, max_positions)
     if kind == "llama3":
         return RotaryEmbedding(dim, theta, max_positions=max_positions,
                                inv_freq=llama3_inv_freq(default_inv_freq(dim, theta), params, cfg))

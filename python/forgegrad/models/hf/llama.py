@@ -15,8 +15,8 @@ from ... import grad_mode, nn
 from ...nn import functional as F
 from ...tensor import Tensor
 from ._decode import LeanDecoder, lean_prefill
-from ._layers import (KVCache, LongRopeEmbedding, RotaryEmbedding, activation, additive_mask, attend, ids_array,
-                      mask_array, merge_heads, split_heads)
+from ._layers import (DynamicNTKRopeEmbedding, KVCache, LongRopeEmbedding, RotaryEmbedding, activation, additive_mask,
+                      attend, ids_array, mask_array, merge_heads, split_heads)
 from ._rope import rope_from_config
 
 __all__ = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM"]
@@ -169,7 +169,12 @@ class LlamaForCausalLM(nn.Module):
 
     @property
     def max_positions(self) -> int:
-        return self.config.get("max_position_embeddings", 2048)
+        n = self.config.get("max_position_embeddings", 2048)
+        params = self.config.get("rope_parameters") or self.config.get("rope_scaling") or {}
+        factor = params.get("factor")
+        if params.get("rope_type", params.get("type")) == "dynamic" and isinstance(factor, (int, float)) and factor > 1:
+            return int(n * factor)  # the dynamic rope is there to run past the trained context: factor times it
+        return n
 
     def new_cache(self, batch: int, max_length: int) -> KVCache:
         c = self.config
@@ -186,9 +191,10 @@ class LlamaForCausalLM(nn.Module):
             if any(w is not None for w in self.sliding_windows):
                 raise NotImplementedError(f"{type(self).__name__}: exporting sliding-window attention is not "
                                           "supported yet (the traced graph would attend to every earlier key)")
-            if isinstance(self.rotary, LongRopeEmbedding):
-                raise NotImplementedError(f"{type(self).__name__}: exporting a longrope model is not supported yet "
-                                          "(the traced graph would keep the short frequencies at every length)")
+            if isinstance(self.rotary, (LongRopeEmbedding, DynamicNTKRopeEmbedding)):
+                raise NotImplementedError(f"{type(self).__name__}: exporting a longrope or dynamic-rope model is not "
+                                          "supported yet (the traced graph would keep one set of frequencies at "
+                                          "every length)")
         if past == 0 and self.fused_prefill and not self.windows_matter(T) and lean_prefill(self, pad, position_ids, T):
             return Tensor._wrap(LeanDecoder(self).prefill(ids, cache, logits_to_keep))
         if position_ids is None:
