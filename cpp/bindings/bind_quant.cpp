@@ -345,46 +345,51 @@ py::array conv2d_f32(const py::handle& x, double x_scale, int64_t x_zp, const py
   return out;
 }
 
+// The checked arguments of a weight-only Linear: x (M, K) float32, w (N, K) of T, bias (N,) float32 or None.
+template <class T>
+struct WeightOnlyArgs {
+  const float* x;
+  const T* w;
+  const float* bias = nullptr;
+  int64_t M, K, N;
+};
+
+template <class T>
+WeightOnlyArgs<T> weight_only_args(const py::handle& x, const py::handle& w, const py::handle& bias,
+                                   const char* w_dtype) {
+  WeightOnlyArgs<T> a;
+  a.x = typed<float>(x, "x", "float32", 2);
+  a.w = typed<T>(w, "w", w_dtype, 2);
+  auto xs = shape_of(py::reinterpret_borrow<py::array>(x)), ws = shape_of(py::reinterpret_borrow<py::array>(w));
+  a.M = xs[0], a.K = xs[1], a.N = ws[0];
+  if (ws[1] != a.K)
+    throw py::value_error("w must have shape (N, " + std::to_string(a.K) + ") to match x " + shape_str(xs) + ", got " +
+                          shape_str(ws));
+  if (!bias.is_none()) {
+    a.bias = typed<float>(bias, "bias", "float32", 1);
+    expect(bias, "bias", {a.N});
+  }
+  return a;
+}
+
 py::array linear_weight_only(const py::handle& x, const py::handle& w, const py::handle& w_scale,
                              const py::handle& bias) {
-  const float* X = typed<float>(x, "x", "float32", 2);
-  const int8_t* Wq = typed<int8_t>(w, "w", "int8", 2);
-  auto xs = shape_of(py::reinterpret_borrow<py::array>(x)), ws = shape_of(py::reinterpret_borrow<py::array>(w));
-  const int64_t M = xs[0], K = xs[1], N = ws[0];
-  if (ws[1] != K)
-    throw py::value_error("w must have shape (N, " + std::to_string(K) + ") to match x " + shape_str(xs) + ", got " +
-                          shape_str(ws));
+  const auto a = weight_only_args<int8_t>(x, w, bias, "int8");
   const float* S = typed<float>(w_scale, "w_scale", "float32", 1);
-  expect(w_scale, "w_scale", {N});
-  const float* B = nullptr;
-  if (!bias.is_none()) {
-    B = typed<float>(bias, "bias", "float32", 1);
-    expect(bias, "bias", {N});
-  }
-  py::array_t<float> out({M, N});
+  expect(w_scale, "w_scale", {a.N});
+  py::array_t<float> out({a.M, a.N});
   float* Y = out.mutable_data();
   py::gil_scoped_release release;
-  if (M > 0 && N > 0) fg::qlinear_weight_only(X, M, K, Wq, S, B, Y, N);
+  if (a.M > 0 && a.N > 0) fg::qlinear_weight_only(a.x, a.M, a.K, a.w, S, a.bias, Y, a.N);
   return out;
 }
 
 py::array linear_bf16(const py::handle& x, const py::handle& w, const py::handle& bias) {
-  const float* X = typed<float>(x, "x", "float32", 2);
-  const uint16_t* Wb = typed<uint16_t>(w, "w", "uint16 (bfloat16 bit patterns)", 2);
-  auto xs = shape_of(py::reinterpret_borrow<py::array>(x)), ws = shape_of(py::reinterpret_borrow<py::array>(w));
-  const int64_t M = xs[0], K = xs[1], N = ws[0];
-  if (ws[1] != K)
-    throw py::value_error("w must have shape (N, " + std::to_string(K) + ") to match x " + shape_str(xs) + ", got " +
-                          shape_str(ws));
-  const float* B = nullptr;
-  if (!bias.is_none()) {
-    B = typed<float>(bias, "bias", "float32", 1);
-    expect(bias, "bias", {N});
-  }
-  py::array_t<float> out({M, N});
+  const auto a = weight_only_args<uint16_t>(x, w, bias, "uint16 (bfloat16 bit patterns)");
+  py::array_t<float> out({a.M, a.N});
   float* Y = out.mutable_data();
   py::gil_scoped_release release;
-  if (M > 0 && N > 0) fg::linear_bf16w(X, M, K, Wb, B, Y, N);
+  if (a.M > 0 && a.N > 0) fg::linear_bf16w(a.x, a.M, a.K, a.w, a.bias, Y, a.N);
   return out;
 }
 
