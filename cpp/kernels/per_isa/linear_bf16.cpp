@@ -4,9 +4,9 @@
 // weight, bound by reading them) streams half the bytes. The widening is exact, so the products are
 // float32 products of the checkpoint's own weights: no quantization error.
 //
-// Up to kBf16DotRows rows (decode): dot products along K, the arithmetic of sgemm's skinny dot form
-// (gemm_skinny.cpp's dot_block: the same loads, FMA order and lane sum), with each block of weight
-// rows widened in registers. More rows (a prompt): column blocks of W widened into float32 scratch
+// Up to kBf16DotRows rows (decode): dot products along K with sgemm's skinny dot form's arithmetic
+// (gemm_internal.h's dot_accumulate, which both run: the same FMA order and lane sum), each weight
+// widened in registers as it is loaded. More rows (a prompt): column blocks of W widened into float32 scratch
 // and multiplied by sgemm_prepacked_b. Either way every output is computed exactly as sgemm computes
 // x times the widened weight, so the results are the same bits as a float32 Linear holding the
 // widened weight, at any thread count. Declared in forgegrad/gemm.h.
