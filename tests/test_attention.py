@@ -165,6 +165,42 @@ def test_fused_kernel_bits_any_thread_count_and_isa(causal):
         fg.set_simd(isa)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_fused_forward_soft_cap_against_numpy(causal):
+    """softcap (Gemma 2): the scaled scores pass through cap * tanh(s / cap) before the mask; odd lengths
+    (keys past one key block, a tail row block), a float mask, every SIMD path, the same bits at 1-3 threads."""
+    from forgegrad.kernels import attention as KA
+    q, k, v = _rand(3, 37, 24) * 4, _rand(3, 70, 24, seed=1) * 4, _rand(3, 70, 16, seed=2)  # scores beyond the cap
+    if causal:
+        k, v = k[:, :37], v[:, :37]
+    mask = None if causal else _rand(3, 1, 70, seed=3)
+    m = KA.prepare_mask(mask, (3,), 37, k.shape[1])
+    s = np.einsum("nld,nsd->nls", q.astype(np.float64) * 0.125, k.astype(np.float64))
+    s = 5.0 * np.tanh(s / 5.0) + (0 if mask is None else mask)
+    if causal:
+        s = np.where(np.tril(np.ones((37, 37), bool)), s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    want = (p / p.sum(-1, keepdims=True)) @ v.astype(np.float64)
+    before, isa = fg.get_num_threads(), fg.get_simd()
+    try:
+        paths = ("scalar", "avx2", "avx512")
+        for path in paths[:paths.index(fg.cpu_info()["detected_isa"]) + 1]:
+            fg.set_simd(path)
+            outs = []
+            for n in (1, 2, 3):
+                fg.set_num_threads(n)
+                outs.append(KA.attention_forward(q, k, v, 0.125, causal, m, softcap=5.0)[0])
+            np.testing.assert_allclose(outs[0], want, rtol=1e-4, atol=1e-5, err_msg=path)
+            assert all(o.tobytes() == outs[0].tobytes() for o in outs[1:]), path
+    finally:
+        fg.set_num_threads(before)
+        fg.set_simd(isa)
+    plain = KA.attention_forward(q, k, v, 0.125, causal, m)[0]
+    assert np.abs(plain - want).max() > 1e-3  # the cap changes these scores: the test can fail
+    with pytest.raises(ValueError, match="softcap must be"):
+        KA.attention_forward(q, k, v, 0.125, causal, m, softcap=0.0)
+
+
 _MEMORY_CHILD = r"""
 import numpy as np, forgegrad as fg
 fg.set_num_threads(2)

@@ -3,6 +3,7 @@
 // (B, T, 3C) q/k/v projection read in place (causal self-attention, C = heads x head size, output
 // (B, T, C) head-merged). Every array is checked here before a kernel runs; the float mask's offsets
 // are bounds-checked against its size.
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -63,7 +64,10 @@ MaskArg check_mask(const py::object& mask, const py::object& moff, int64_t mrs, 
 
 void forward(const py::array& q, const py::array& k, const py::array& v, float scale, bool causal,
              const py::object& mask, const py::object& mask_offsets, int64_t mask_row_stride, const py::array& out,
-             const py::array& lse) {
+             const py::array& lse, float softcap) {
+  if (!(softcap >= 0.0f) || std::isinf(softcap))
+    throw py::value_error("attention_forward: softcap must be a finite number >= 0 (0: none), got " +
+                          std::to_string(softcap));
   ArrayArg Q = fg::bind::f32_arg(q, "q", 3), K = fg::bind::f32_arg(k, "k", 3), V = fg::bind::f32_arg(v, "v", 3);
   Dims d = check_qkv(Q, K, V);
   MaskArg m = check_mask(mask, mask_offsets, mask_row_stride, d);
@@ -78,7 +82,7 @@ void forward(const py::array& q, const py::array& k, const py::array& v, float s
   using fg::AttnLayout;
   fg::attention_forward(Q.f32(), AttnLayout::contiguous(d.L, d.E), K.f32(), AttnLayout::contiguous(d.S, d.E), V.f32(),
                         AttnLayout::contiguous(d.S, d.Ev), d.N, d.L, d.S, d.E, d.Ev, scale, causal, m.data, m.offsets,
-                        mask_row_stride, O.f32(), AttnLayout::contiguous(d.L, d.Ev), S.f32());
+                        mask_row_stride, O.f32(), AttnLayout::contiguous(d.L, d.Ev), S.f32(), softcap);
 }
 
 void backward(const py::array& q, const py::array& k, const py::array& v, const py::array& out,
@@ -170,7 +174,7 @@ void forward_packed(const py::array& qkv, int64_t heads, float scale, const py::
     }
   });
   fg::attention_forward(x, p.split(), x + p.part(), p.split(), x + 2 * p.part(), p.split(), p.B * p.H, p.T, p.T, p.D,
-                        p.D, scale, true, nullptr, nullptr, 0, O.f32(), p.merged(), S.f32());
+                        p.D, scale, true, nullptr, nullptr, 0, O.f32(), p.merged(), S.f32(), 0.0f);
 }
 
 void backward_packed(const py::array& split, const py::array& out, const py::array& grad_out, const py::array& lse,
@@ -197,9 +201,11 @@ void backward_packed(const py::array& split, const py::array& out, const py::arr
 void bind(py::module_& m) {
   m.def("attention_forward", &forward, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("scale"), py::arg("causal"),
         py::arg("mask"), py::arg("mask_offsets"), py::arg("mask_row_stride"), py::arg("out"), py::arg("lse"),
+        py::arg("softcap") = 0.0f,
         "out = softmax(q k^T * scale + mask) v for q (N, L, E), k (N, S, E), v (N, S, Ev), without storing the "
         "scores; lse (N, L) gets the row logsumexp. causal: query r sees keys c <= r. mask: None or a float32 "
-        "array whose element (n, r, c) is mask[mask_offsets[n] + r * mask_row_stride + c].");
+        "array whose element (n, r, c) is mask[mask_offsets[n] + r * mask_row_stride + c]. softcap > 0: each "
+        "scaled score s becomes softcap * tanh(s / softcap) before the mask (forward only).");
   m.def("attention_backward", &backward, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"), py::arg("grad_out"),
         py::arg("lse"), py::arg("scale"), py::arg("causal"), py::arg("mask"), py::arg("mask_offsets"),
         py::arg("mask_row_stride"), py::arg("dq"), py::arg("dk"), py::arg("dv"),

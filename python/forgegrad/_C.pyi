@@ -75,10 +75,11 @@ class attention:
     @staticmethod
     def attention_forward(q: numpy.ndarray, k: numpy.ndarray, v: numpy.ndarray, scale: _Float, causal: bool,
                           mask: object, mask_offsets: object, mask_row_stride: _Int, out: numpy.ndarray,
-                          lse: numpy.ndarray) -> None:
+                          lse: numpy.ndarray, softcap: _Float = ...) -> None:
         """out = softmax(q k^T * scale + mask) v for q (N, L, E), k (N, S, E), v (N, S, Ev), without storing the
         scores; lse (N, L) gets the row logsumexp. causal: query r sees keys c <= r. mask: None or a float32 array
-        whose element (n, r, c) is mask[mask_offsets[n] + r * mask_row_stride + c].
+        whose element (n, r, c) is mask[mask_offsets[n] + r * mask_row_stride + c]. softcap > 0: each scaled score s
+        becomes softcap * tanh(s / softcap) before the mask (forward only).
         """
         ...
     @staticmethod

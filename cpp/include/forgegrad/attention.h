@@ -21,11 +21,13 @@ struct AttnLayout {
 // out (N, L, Ev) and lse (N, L) (the row logsumexp of the masked, scaled scores; -inf for a row
 // with no key; lse is always a contiguous (N, L) buffer). mask: null, or element (n, r, c) at
 // mask[moff[n] + r * mrs + c].
+// softcap > 0 (Gemma 2's attn_logit_softcapping): each scaled score s becomes softcap * tanh(s / softcap)
+// before the mask is added; 0: none. Forward only: attention_backward has no soft cap.
 FG_KERNEL(void, attention_forward,
           (const float* q, AttnLayout lq, const float* k, AttnLayout lk, const float* v, AttnLayout lv, int64_t N,
            int64_t L, int64_t S, int64_t E, int64_t Ev, float scale, bool causal, const float* mask,
-           const int64_t* moff, int64_t mrs, float* out, AttnLayout lo, float* lse),
-          (q, lq, k, lk, v, lv, N, L, S, E, Ev, scale, causal, mask, moff, mrs, out, lo, lse))
+           const int64_t* moff, int64_t mrs, float* out, AttnLayout lo, float* lse, float softcap),
+          (q, lq, k, lk, v, lv, N, L, S, E, Ev, scale, causal, mask, moff, mrs, out, lo, lse, softcap))
 
 // dq, dk, dv from grad_out and forward's out and lse. grad_out is read through lo (out's layout);
 // dq, dk, dv are written through wq, wk, wv.

@@ -196,11 +196,28 @@ inline int64_t visible(bool causal, int64_t row, int64_t c0, int64_t bc) {
   return lim < 0 ? 0 : imin(lim, bc);
 }
 
+// s[c] = cap * tanh(s[c] / cap) for c < n (Gemma 2's soft-capped scores): the multiply by 1 / cap and
+// by cap in float32, tanh on simd.h's vtanh.
+inline void soft_cap(float* s, int64_t n, float cap) {
+  const vf inv = vset1(1.0f / cap), c = vset1(cap);
+  int64_t i = 0;
+  for (; i + W <= n; i += W) vstore(s + i, vmul(c, vtanh(vmul(vload(s + i), inv))));
+  if (i < n) {
+    alignas(64) float t[W] = {};
+    const int rest = static_cast<int>(n - i);
+    for (int j = 0; j < rest; ++j) t[j] = s[i + j];
+    const vf y = vmul(c, vtanh(vmul(vload(t), inv)));
+    vstore(t, y);
+    for (int j = 0; j < rest; ++j) s[i + j] = t[j];
+  }
+}
+
 }  // namespace
 
 void attention_forward(const float* q, AttnLayout lq, const float* k, AttnLayout lk, const float* v, AttnLayout lv,
                        int64_t N, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale, bool causal,
-                       const float* mask, const int64_t* moff, int64_t mrs, float* out, AttnLayout lo, float* lse) {
+                       const float* mask, const int64_t* moff, int64_t mrs, float* out, AttnLayout lo, float* lse,
+                       float softcap) {
   const int64_t qblocks = (L + kRows - 1) / kRows, kblocks = (S + kBlk - 1) / kBlk;
   const int64_t evp = round_up(Ev, W), bcp = round_up(kBlk, W);
   // k^T of every key block, packed once (every query block of a head reads all of them)
@@ -239,6 +256,7 @@ void attention_forward(const float* q, AttnLayout lq, const float* k, AttnLayout
       for (int64_t r = 0; r < br; ++r) {
         float* s = st + r * bcp;
         const int64_t lim = visible(causal, r0 + r, c0, bc);
+        if (softcap > 0.0f) soft_cap(s, lim, softcap);
         add_mask(s, mn ? mn + (r0 + r) * mrs + c0 : nullptr, lim);
         const float mx = lim ? std::fmax(m[r], vec_max(s, lim)) : m[r];
         if (mx == -INFINITY) {  // no key of this row so far: P = 0, nothing to rescale

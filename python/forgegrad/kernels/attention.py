@@ -85,13 +85,19 @@ def _scalars(scale, causal, mask):
     return check_float(scale, "scale"), check_bool(causal, "causal"), mask if mask is not None else Mask(None, None, 0)
 
 
-def attention_forward(q, k, v, scale: float, causal: bool = False, mask: Optional[Mask] = None):
-    """(out (N, L, Ev), lse (N, L)): out = softmax(q k^T * scale + mask) v; causal: query r sees keys c <= r."""
+def attention_forward(q, k, v, scale: float, causal: bool = False, mask: Optional[Mask] = None,
+                      softcap: Optional[float] = None):
+    """(out (N, L, Ev), lse (N, L)): out = softmax(q k^T * scale + mask) v; causal: query r sees keys c <= r.
+    softcap (Gemma 2's attn_logit_softcapping): the scaled scores s become softcap * tanh(s / softcap) before
+    the mask; forward only (attention_backward has no soft cap)."""
     scale, causal, m = _scalars(scale, causal, mask)
+    cap = 0.0 if softcap is None else check_float(softcap, "softcap")
+    if softcap is not None and not 0 < cap < math.inf:
+        raise ValueError(f"softcap must be a finite number > 0 or None, got {softcap!r}")
     q, k, v = _stack(q, "q"), _stack(k, "k"), _stack(v, "v")
     out = np.empty(q.shape[:2] + (v.shape[2],), np.float32)
     lse = np.empty(q.shape[:2], np.float32)
-    _C.attention.attention_forward(q, k, v, scale, causal, m.data, m.offsets, m.row_stride, out, lse)
+    _C.attention.attention_forward(q, k, v, scale, causal, m.data, m.offsets, m.row_stride, out, lse, cap)
     return out, lse
 
 

@@ -278,7 +278,7 @@ class LeanDecoder:
             k, v = np.repeat(k, H // Hkv, axis=1), np.repeat(v, H // Hkv, axis=1)
         D = q.shape[-1]
         o, _ = attention_forward(q.reshape(B * H, T, D), k.reshape(B * H, T, D), v.reshape(B * H, T, D),
-                                 self.scale, causal=True)
+                                 self.scale, causal=True, softcap=self.softcap)
         o = o.reshape(B, H, T, D).transpose(0, 2, 1, 3).reshape(B * T, H * D)
         return self._llama_tail(blk, x, self._linear(att.o_proj, o))
 

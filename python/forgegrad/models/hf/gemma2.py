@@ -105,11 +105,6 @@ class Gemma2ForCausalLM(LlamaForCausalLM):
         # transformers: the embedding times sqrt(hidden_size) in the weights' dtype
         self.embed_scale = float(np.float32(self.config["hidden_size"] ** 0.5))
 
-    @property
-    def fused_prefill(self) -> bool:
-        """The fused prefill (LeanDecoder.prefill) has no soft cap: capped scores keep the Tensor forward."""
-        return self.model.layers[0].self_attn.softcap is None
-
     def _build_model(self, cfg: dict) -> nn.Module:
         return Gemma2Model(cfg)
 
@@ -186,7 +181,6 @@ class GemmaForCausalLM(Gemma2ForCausalLM):
 
     architecture = "GemmaForCausalLM"
     model_type = "gemma"
-    fused_prefill = True  # no soft cap
 
     def __init__(self, config: dict):
         config = dict(config)
