@@ -125,6 +125,11 @@ def read_header(f: BinaryIO, size: int):
     return meta, entries
 
 
+def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns (uint16) widened to float32: exact (the upper half of a float32)."""
+    return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
 def read_tensors(f: BinaryIO, entries, widen_bfloat16: bool = True) -> Dict[str, np.ndarray]:
     """Read each tensor (in file order, right after the header) into its own new array; bfloat16 tensors
     widened to float32, or with ``widen_bfloat16=False`` kept as their uint16 bit patterns (dtype ``BF16``)."""
@@ -142,6 +147,6 @@ def read_tensors(f: BinaryIO, entries, widen_bfloat16: bool = True) -> Dict[str,
         if dtype.kind == "b":  # any nonzero byte is True; numpy must only ever see 0 or 1
             np.not_equal(arr.view(np.uint8), 0, out=arr)
         if widen_bfloat16 and dtype.metadata and dtype.metadata.get("safetensors") == "BF16":
-            arr = (arr.astype(np.uint32) << 16).view(np.float32)
+            arr = bfloat16_to_float32(arr)
         out[name] = arr
     return out

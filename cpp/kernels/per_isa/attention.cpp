@@ -200,16 +200,10 @@ inline int64_t visible(bool causal, int64_t row, int64_t c0, int64_t bc) {
 // by cap in float32, tanh on simd.h's vtanh.
 inline void soft_cap(float* s, int64_t n, float cap) {
   const vf inv = vset1(1.0f / cap), c = vset1(cap);
+  const auto f = [&](vf x) { return vmul(c, vtanh(vmul(x, inv))); };
   int64_t i = 0;
-  for (; i + W <= n; i += W) vstore(s + i, vmul(c, vtanh(vmul(vload(s + i), inv))));
-  if (i < n) {
-    alignas(64) float t[W] = {};
-    const int rest = static_cast<int>(n - i);
-    for (int j = 0; j < rest; ++j) t[j] = s[i + j];
-    const vf y = vmul(c, vtanh(vmul(vload(t), inv)));
-    vstore(t, y);
-    for (int j = 0; j < rest; ++j) s[i + j] = t[j];
-  }
+  for (; i + W <= n; i += W) vstore(s + i, f(vload(s + i)));
+  if (i < n) vstore_n(s + i, f(vload_n(s + i, static_cast<int>(n - i))), static_cast<int>(n - i));
 }
 
 }  // namespace

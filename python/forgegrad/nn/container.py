@@ -16,7 +16,7 @@ from ..kernels.geometry import conv2d_geometry, pool2d_geometry
 from ..kernels.pool import max_pool2d_values
 from .activation import _Activation
 from .conv import Conv2d, MaxPool2d, _check_input
-from .linear import Flatten, Linear, feature_size_after
+from .linear import Flatten, Linear, feature_size_after, packed_weight
 from .module import Module
 
 __all__ = ["Sequential", "ModuleList", "ModuleDict"]
@@ -53,9 +53,8 @@ def _run_linear(m, act, input):
     wd = w._data if w is not None else None
     if _cpu_f32(input) and not d.get("_forward_pre_hooks") and type(wd) is _NDARRAY and wd.dtype is _F32:
         code, alpha = (-1, 0.0) if act is None else act.epilogue()
-        packed = d.get("_packed_weight")  # packed_weight(m): the freeze snapshot of this very array
         return Tensor._wrap(_C.gemm.linear(input._data, wd, None if b is None else b._data, code, alpha,
-                                           packed if packed is not None and packed.source is wd else None))
+                                           packed_weight(m)))
     input = m(input)
     return input if act is None else act(input)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _C
+from .._safetensors_read import bfloat16_to_float32
 from .._args import positive_int
 from ..devices import MetaArray
 from ..grad_mode import recorder
@@ -42,7 +43,7 @@ def from_bfloat16_bits(bits) -> np.ndarray:
     b = np.asarray(bits)
     if b.dtype != np.uint16:
         raise TypeError(f"from_bfloat16_bits: bits must be uint16, got {b.dtype}")
-    return (b.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    return bfloat16_to_float32(b)
 
 
 class WeightOnlyBF16Linear(Module):

@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 
 from ... import _C
+from ..._safetensors_read import bfloat16_to_float32
 from ...grad_mode import graph_free
 from ...nn.linear import packed_weight
 from ._layers import KVCache
@@ -104,7 +105,7 @@ def _bf16_embedding():
 def _rows(embedding, ids) -> np.ndarray:
     """Rows of an nn.Embedding's table, or a BF16Embedding's widened to float32."""
     w = embedding.weight.numpy()
-    return (w[ids].astype(np.uint32) << np.uint32(16)).view(np.float32) if w.dtype == np.uint16 else w[ids]
+    return bfloat16_to_float32(w[ids]) if w.dtype == np.uint16 else w[ids]
 
 
 def _plain_module_types() -> tuple:

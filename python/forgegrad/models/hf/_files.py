@@ -65,7 +65,7 @@ def is_bfloat16(a: np.ndarray) -> bool:
 def as_float32(a: np.ndarray) -> np.ndarray:
     """A checkpoint tensor as float32: bfloat16 bit patterns widened (exact), other types converted."""
     if is_bfloat16(a):
-        return (a.astype(np.uint32) << np.uint32(16)).view(np.float32)
+        return _reader.bfloat16_to_float32(a)
     return np.asarray(a, dtype=np.float32)
 
 

@@ -217,22 +217,18 @@ class RotaryEmbedding(nn.Module):
         return x * cos + cat([-x[..., half:], x[..., :half]], dim=-1) * sin
 
 
-class LongRopeEmbedding(RotaryEmbedding):
-    """Phi-3's longrope: frequencies divided by per-dimension ``short_factor``s, or by ``long_factor``s in
-    a call whose last position reaches past ``original_max`` (transformers picks by max(position_ids) + 1,
-    per forward call: keys cached earlier keep their rotation). The tables hold the short set."""
+class LengthScaledRope(RotaryEmbedding):
+    """A rope whose frequencies depend on how far a call reaches: theta's (or the short set: the tables) while
+    its last position is below ``original_max``, ``inv_freq_for(L)`` past it, for L = max(position_ids) + 1
+    per forward call, as transformers picks them (keys cached earlier keep their rotation)."""
 
-    def __init__(self, rotary_dim: int, short_inv_freq, long_inv_freq, original_max: int,
-                 attention_factor: float, max_positions: int):
-        super().__init__(rotary_dim, max_positions=min(max_positions, original_max), inv_freq=short_inv_freq,
-                         attention_factor=attention_factor)
-        self.long_inv_freq = np.asarray(long_inv_freq, np.float32)
-        self.original_max = int(original_max)
+    def inv_freq_for(self, length: int) -> np.ndarray:
+        raise NotImplementedError
 
     def cos_sin(self, position_ids: np.ndarray):
-        long = self.__dict__.get("long_inv_freq")  # None while the base class builds the (short) tables
-        if long is not None and position_ids.size and int(position_ids.max()) + 1 > self.original_max:
-            return self._cos_sin(position_ids, long)
+        original = self.__dict__.get("original_max")  # None while the base class builds the tables
+        if original is not None and position_ids.size and int(position_ids.max()) + 1 > original:
+            return self._cos_sin(position_ids, self.inv_freq_for(int(position_ids.max()) + 1))
         return self._cos_sin(position_ids, self.inv_freq)
 
     def cos_sin_range(self, start: int, t: int):
@@ -241,34 +237,36 @@ class LongRopeEmbedding(RotaryEmbedding):
         return super().cos_sin_range(start, t)
 
 
-class DynamicNTKRopeEmbedding(RotaryEmbedding):
+class LongRopeEmbedding(LengthScaledRope):
+    """Phi-3's longrope: frequencies divided by per-dimension ``short_factor``s, or by ``long_factor``s in
+    a call whose last position reaches past ``original_max``. The tables hold the short set."""
+
+    def __init__(self, rotary_dim: int, short_inv_freq, long_inv_freq, original_max: int,
+                 attention_factor: float, max_positions: int):
+        super().__init__(rotary_dim, max_positions=min(max_positions, original_max), inv_freq=short_inv_freq,
+                         attention_factor=attention_factor)
+        self.long_inv_freq = np.asarray(long_inv_freq, np.float32)
+        self.original_max = int(original_max)
+
+    def inv_freq_for(self, length: int) -> np.ndarray:
+        return self.long_inv_freq
+
+
+class DynamicNTKRopeEmbedding(LengthScaledRope):
     """The "dynamic" (NTK-aware) rope: in a call whose last position reaches past ``original_max``
     (the config's max_position_embeddings), the base becomes theta * (factor * L / original_max - (factor -
-    1)) ** (D / (D - 2)) for L = max(position_ids) + 1, in float32 as transformers computes it; shorter calls
-    use theta's frequencies (the tables). Keys cached earlier keep their rotation, as in transformers'
-    generate. (transformers' module also keeps the largest L it has seen for later calls that are shorter
-    but still past ``original_max``; here each call's own L counts.)"""
+    1)) ** (D / (D - 2)), in float32 as transformers computes it; shorter calls use theta's frequencies (the
+    tables). (transformers' module also keeps the largest L it has seen for later calls that are shorter but
+    still past ``original_max``; here each call's own L counts.)"""
 
     def __init__(self, rotary_dim: int, theta: float, factor: float, original_max: int, max_positions: int):
         super().__init__(rotary_dim, theta, max_positions=min(max_positions, original_max))
         self.theta, self.factor, self.original_max = float(theta), float(factor), int(original_max)
 
     def inv_freq_for(self, length: int) -> np.ndarray:
-        """The frequencies of a call whose last position is length - 1."""
-        if length <= self.original_max:
-            return self.inv_freq
+        """The frequencies of a call whose last position is length - 1 (> original_max)."""
         f32, dim = np.float32, self.head_dim
         stretch = (f32(self.factor) * f32(length) / f32(self.original_max) - f32(self.factor - 1)) ** f32(
             dim / (dim - 2))
         base = f32(self.theta) * stretch
         return (f32(1) / (base ** (np.arange(0, dim, 2, dtype=np.int64).astype(f32) / f32(dim)))).astype(f32)
-
-    def cos_sin(self, position_ids: np.ndarray):
-        if "original_max" not in self.__dict__ or not position_ids.size:  # the base class building its tables
-            return self._cos_sin(position_ids, self.inv_freq)
-        return self._cos_sin(position_ids, self.inv_freq_for(int(position_ids.max()) + 1))
-
-    def cos_sin_range(self, start: int, t: int):
-        if start + t > self.original_max:
-            return self.cos_sin(np.arange(start, start + t)[None])
-        return super().cos_sin_range(start, t)

@@ -15,8 +15,8 @@ from ... import grad_mode, nn
 from ...nn import functional as F
 from ...tensor import Tensor
 from ._decode import LeanDecoder, lean_prefill
-from ._layers import (DynamicNTKRopeEmbedding, KVCache, LongRopeEmbedding, RotaryEmbedding, activation, additive_mask,
-                      attend, ids_array, mask_array, merge_heads, split_heads)
+from ._layers import (KVCache, LengthScaledRope, RotaryEmbedding, activation, additive_mask, attend, ids_array,
+                      mask_array, merge_heads, split_heads)
 from ._rope import rope_from_config
 
 __all__ = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM"]
@@ -191,7 +191,7 @@ class LlamaForCausalLM(nn.Module):
             if any(w is not None for w in self.sliding_windows):
                 raise NotImplementedError(f"{type(self).__name__}: exporting sliding-window attention is not "
                                           "supported yet (the traced graph would attend to every earlier key)")
-            if isinstance(self.rotary, (LongRopeEmbedding, DynamicNTKRopeEmbedding)):
+            if isinstance(self.rotary, LengthScaledRope):  # longrope, dynamic
                 raise NotImplementedError(f"{type(self).__name__}: exporting a longrope or dynamic-rope model is not "
                                           "supported yet (the traced graph would keep one set of frequencies at "
                                           "every length)")
