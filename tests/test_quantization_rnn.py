@@ -108,3 +108,26 @@ def test_rnn_checkpoint_and_errors(tmp_path, rng):
         q(fg.tensor(np.ones((3, 2, 6), np.float32)), fg.tensor(np.zeros((1, 2, 10), np.float32)))
     with pytest.raises(TypeError, match="float32"):
         q(np.ones((3, 2, 6), np.float32))
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+@pytest.mark.parametrize("hidden", [16, 48, 20])
+def test_batch_one_fused_step_keeps_the_bits_of_every_path(rng, use_int8_path, kind, hidden):
+    """Batch 1 with hidden % 16 == 0 runs the recurrent product and the gates as one fused step on the
+    VNNI kernels (the other paths, and hidden = 20, run the product and the gates apart): the same bits
+    on every int8 path, and the float64 reference's values."""
+    from forgegrad.quantization import int8_paths
+    fm = getattr(nn, kind)(7, hidden, num_layers=2, bidirectional=True)
+    q = quantize_dynamic(fm, {getattr(nn, kind)})
+    x = rng.standard_normal((9, 1, 7)).astype(np.float32)
+    outs = {}
+    for path in int8_paths():
+        use_int8_path(path)
+        out, state = q(fg.tensor(x))
+        outs[path] = (out._data, *(s._data for s in (state if kind == "LSTM" else (state,))))
+    use_int8_path(None)
+    first = next(iter(outs.values()))
+    for path, arrays in outs.items():
+        for got, want in zip(arrays, first):
+            np.testing.assert_array_equal(got, want, err_msg=f"int8 path {path}")
+    np.testing.assert_allclose(first[0], _reference(q, x, kind == "LSTM"), atol=2e-5)

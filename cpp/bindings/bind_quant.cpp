@@ -449,11 +449,29 @@ py::tuple rnn_dynamic_layer(int mode, const py::handle& gi, const py::handle& pa
     q.scale = scale.data();
     q.bias = Bh;
     q.a_7bit = reduce_range;
+    // Batch 1 on the VNNI kernels: the recurrent product and the gates in one fused step.
+    fg::QRnnStepArgs fused;
+    fused.mode = mode;
+    fused.H = H;
+    fused.a = buf.data();
+    fused.b = p.b;
+    fused.colsum = p.colsum;
+    fused.w_scale = p.w_scale;
+    fused.bias = Bh;
+    fused.c = c.data();
+    fused.h = h.data();
     for (int64_t s = 0; s < T; ++s) {
       const int64_t t = reverse ? T - 1 - s : s;
       const fg::QParams qp = qparams_of(h.data(), B * H, reduce_range);
       fg::qquantize_u8(h.data(), B, H, H, 1.0f / qp.scale, qp.zero_point, 0, reduce_range ? 127 : 255, buf.data(), lda,
                        lda);
+      fused.a_zp = qp.zero_point;
+      fused.a_scale = qp.scale;
+      fused.gi = GI + t * GH;
+      if (B == 1 && fg::qrnn_step_b1(fused)) {
+        std::copy(h.begin(), h.end(), Y + t * H);
+        continue;
+      }
       for (int64_t n = 0; n < GH; ++n) scale[n] = qp.scale * p.w_scale[n];
       q.a_zp = qp.zero_point;
       fg::qgemm(q);

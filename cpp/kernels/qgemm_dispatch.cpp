@@ -179,6 +179,12 @@ void qgemm(const QGemmArgs& p) {
   }
 }
 
+bool qrnn_step_b1(const QRnnStepArgs& s) {
+  const QPath path = active_qpath();
+  // The AMX path runs rows this short on its VNNI microkernel too.
+  return (path == QPath::vnni || path == QPath::amx) && avx512::qrnn_step_b1(s);
+}
+
 void qpack_weight(const int8_t* w, int64_t N, int64_t K, int64_t ldw, int8_t* packed, int32_t* colsum) {
   const int64_t Kp = qpad_k(K), Np = qpad_n(N), K4 = Kp / 4;
   std::memset(packed, 0, static_cast<size_t>(Np * Kp));

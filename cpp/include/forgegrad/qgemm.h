@@ -61,18 +61,41 @@ struct QGemmArgs {
   int32_t out_zp = 0;
 };
 
-// Per-ISA GEMM drivers (the avx512 one runs the VNNI or the AMX microkernel).
+// One step of a dynamic-int8 LSTM (mode 0: gates i, f, g, o) or GRU (mode 1: r, z, n) at batch 1:
+// the recurrent product a W^T (W the packed (G*H, H) recurrent weight) dequantized as the f32
+// epilogue does (scale a_scale * w_scale[n], plus bias), then rnn_dynamic_cell's gate arithmetic,
+// updating h and (LSTM) c in place; the same bits as qgemm followed by rnn_dynamic_cell.
+struct QRnnStepArgs {
+  int mode = 0;
+  int64_t H = 0;
+  const uint8_t* a = nullptr;  // h quantized: H bytes, then zeros to qpad_k(H)
+  int32_t a_zp = 0;
+  float a_scale = 1.0f;
+  const int8_t* b = nullptr;        // packed (qpacked_bytes(G*H, H))
+  const int32_t* colsum = nullptr;  // G*H
+  const float* w_scale = nullptr;   // G*H
+  const float* bias = nullptr;      // G*H or null
+  const float* gi = nullptr;        // G*H: this step's input projection x W_ih^T + b_ih
+  float* c = nullptr;               // H (LSTM)
+  float* h = nullptr;               // H
+};
+// Per-ISA GEMM drivers (the avx512 one runs the VNNI or the AMX microkernel), and the fused RNN
+// step (cpp/kernels/per_isa/qrnn_step.cpp), which returns false where it cannot run (no AVX-512
+// build, H not a multiple of 16): the caller then runs qgemm and rnn_dynamic_cell.
 namespace scalar {
 void qgemm(const QGemmArgs& p);
-}
+bool qrnn_step_b1(const QRnnStepArgs& s);
+}  // namespace scalar
 namespace avx2 {
 void qgemm(const QGemmArgs& p);
 // The avx_vnni path: vex selects the AVX-VNNI encoding of vpdpbusd, else the AVX-512 VNNI (EVEX) one.
 void qgemm_dpbusd256(const QGemmArgs& p, bool vex);
+bool qrnn_step_b1(const QRnnStepArgs& s);
 }  // namespace avx2
 namespace avx512 {
 void qgemm(const QGemmArgs& p, bool amx);
-}
+bool qrnn_step_b1(const QRnnStepArgs& s);  // VNNI: only where the int8 path is vnni or amx
+}  // namespace avx512
 
 // Quantize helpers, one per ISA (dispatched on the active SIMD path).
 // min and max of x[0..n) (n >= 1); NaN if any element is NaN.
@@ -107,6 +130,8 @@ const char* avx_vnni_encoding();
 const char* amx_unavailable_reason();
 
 void qgemm(const QGemmArgs& p);  // on active_qpath()
+// The fused batch-1 RNN step on active_qpath() (VNNI and AMX paths; false elsewhere, see above).
+bool qrnn_step_b1(const QRnnStepArgs& s);
 // Packs W (N, K) s8, row-major with row stride ldw, into `packed` (qpacked_bytes(N, K) bytes) and
 // writes colsum (N).
 void qpack_weight(const int8_t* w, int64_t N, int64_t K, int64_t ldw, int8_t* packed, int32_t* colsum);

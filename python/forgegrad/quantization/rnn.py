@@ -6,7 +6,9 @@ bias_ih) and ``hh_l{k}{_reverse}`` (hidden -> gates, with bias_hh), per-channel 
 product runs once for the whole sequence (its activations quantized over all steps, one GEMM of
 T*B rows); the steps run in one C++ call (``_C.quant.rnn_dynamic_layer``): h quantized per step, the
 recurrent product on the int8 kernel, the gate arithmetic in float32 with the RNN kernels' SIMD
-sigmoid/tanh and torch's gate order (LSTM i, f, g, o; GRU r, z, n).
+sigmoid/tanh and torch's gate order (LSTM i, f, g, o; GRU r, z, n). At batch 1 on the VNNI kernels,
+with hidden_size a multiple of 16, the product and the gates run as one fused step, 16 hidden units at
+a time (cpp/kernels/per_isa/qrnn_step.cpp): the same bits.
 """
 from __future__ import annotations
 
