@@ -17,7 +17,10 @@ def add_parser(sub):
                                    "or .npy bodies, Prometheus metrics at /metrics. MODEL_DIR_OR_FILE is a "
                                    "directory of models in TF Serving's layout (NAME/1/, NAME/2/, ...), one model's "
                                    "directory of numbered versions, one checkpoint directory or one .onnx file. "
-                                   "New version directories are picked up without a restart.")
+                                   "New version directories are picked up without a restart. A Hugging Face "
+                                   "decoder directory (config.json + safetensors, as transformers writes it) is "
+                                   "served for text generation instead: OpenAI's POST /v1/completions (streaming "
+                                   "with \"stream\": true), GET /v1/models; the batching flags do not apply.")
     p.add_argument("model", metavar="MODEL_DIR_OR_FILE", help="models root, model directory, checkpoint or .onnx")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
@@ -43,6 +46,9 @@ def add_parser(sub):
                         "auto (default): eager for models whose full batch computes for 1 ms or more, else full")
     p.add_argument("--eager", action="store_true", help="the same as --batching eager")
     p.add_argument("--allow-nonfinite", action="store_true", help="accept NaN and infinity in float inputs")
+    p.add_argument("--weights", choices=("float32", "bfloat16", "int8"), default=None,
+                   help="a Hugging Face checkpoint directory only: its Linear layers' weights (default float32; "
+                        "bfloat16 keeps the checkpoint's bits at half the bytes, int8 is weight-only int8)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(run=run)
     return p
@@ -56,6 +62,12 @@ def run(args, log=print):
     require("starlette", "serve", what="forgegrad serve")
     uvicorn = require("uvicorn", "serve", what="forgegrad serve")
     require("prometheus_client", "serve", what="forgegrad serve")
+    from ..serve.completions import is_checkpoint_dir
+    if is_checkpoint_dir(args.model):
+        return _run_generation(args, uvicorn)
+    if args.weights is not None:
+        raise UsageError("--weights applies to a Hugging Face checkpoint directory (config.json + safetensors), "
+                         f"and {args.model} is not one")
     from ..serve import app as serve_app
     from ..serve.repository import layout
     try:
@@ -67,8 +79,19 @@ def run(args, log=print):
                                    backend=args.backend, threads=args.threads, poll_s=args.poll_interval,
                                    model_name=args.model_name, allow_nonfinite=args.allow_nonfinite,
                                    batching="eager" if args.eager else args.batching)
+    return _serve(serve_app.create_app(config), args, uvicorn)
+
+
+def _run_generation(args, uvicorn):
+    from ..serve.completions import GenerationServeConfig, create_completions_app
+    config = GenerationServeConfig(args.model, weights=args.weights or "float32", threads=args.threads,
+                                   max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
+                                   model_name=args.model_name)
+    return _serve(create_completions_app(config), args, uvicorn)
+
+
+def _serve(app, args, uvicorn):
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
-    app = serve_app.create_app(config)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                            access_log=False, lifespan="on"))
     try:

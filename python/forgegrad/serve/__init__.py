@@ -11,6 +11,9 @@ Layout of the package: codecs.py (request bodies <-> arrays), models.py (a loade
 backend), repository.py (versions on disk, polling), batching.py (the per-model queue),
 metrics.py, app.py (routes), reference.py (the one-request-per-call server `bench serve` compares
 with), loadgen.py (the bounded loopback load generator).
+
+A Hugging Face decoder directory is served for text generation instead, behind OpenAI's completions
+API: completions.py (the app and its generation worker), completion_request.py (the request body).
 """
 from __future__ import annotations
 

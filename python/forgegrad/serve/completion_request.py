@@ -1,0 +1,180 @@
+"""The body of ``POST /v1/completions`` (OpenAI's completions API), checked field by field.
+
+Every field OpenAI defines is either honoured (prompt, max_tokens, temperature, top_p, seed, stop,
+stream, stream_options, model, user) or accepted only at its default value (n, best_of, logprobs, echo,
+suffix, presence_penalty, frequency_penalty, logit_bias), so a client never gets silently different
+behaviour; ``top_k`` is vLLM's extension. A field nobody defines is refused by name (a typo such as
+``max_token`` would otherwise fall back to the default unnoticed).
+"""
+from __future__ import annotations
+
+import json
+import numbers
+from dataclasses import dataclass, field
+from typing import List, Optional, Union
+
+from ._errors import ServeError
+
+Prompt = Union[str, List[int]]
+
+# accepted only at these values (OpenAI's defaults): what forgegrad does not implement
+_DEFAULT_ONLY = {"n": (1, None), "best_of": (1, None), "logprobs": (None,), "echo": (False, None),
+                 "suffix": (None,), "presence_penalty": (0, None), "frequency_penalty": (0, None),
+                 "logit_bias": (None, {})}
+_FIELDS = {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream",
+           "stream_options", "user"} | set(_DEFAULT_ONLY)
+MAX_STOP = 4  # as OpenAI
+
+
+class CompletionError(ServeError):
+    """A request error in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(self, status: int, message: str, param: Optional[str] = None, code: Optional[str] = None,
+                 headers=None):
+        super().__init__(status, message, headers)
+        self.param, self.code = param, code
+
+    def body(self) -> dict:
+        kind = {404: "not_found_error", 413: "invalid_request_error", 503: "server_error"}.get(
+            self.status, "invalid_request_error" if self.status < 500 else "server_error")
+        return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+
+
+def _bad(param: str, expected: str, value) -> CompletionError:
+    shown = json.dumps(value)[:80] if _jsonable(value) else repr(value)[:80]
+    return CompletionError(400, f"{param} must be {expected}, got {shown}", param)
+
+
+def _jsonable(value) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _is_default(value, allowed) -> bool:
+    # None and booleans by identity (so n: true is not n: 1), numbers and {} by value
+    return any(value is a if (a is None or isinstance(a, bool) or isinstance(value, bool)) else value == a
+               for a in allowed)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+@dataclass
+class CompletionRequest:
+    prompts: List[Prompt]
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: Optional[int] = None
+    seed: Optional[int] = None
+    stop: List[str] = field(default_factory=list)
+    stream: bool = False
+    include_usage: bool = False
+    model: Optional[str] = None
+
+    @property
+    def greedy(self) -> bool:
+        """temperature 0 is greedy decoding (OpenAI's convention; top_p and top_k then do nothing)."""
+        return self.temperature == 0
+
+
+def _prompts(value) -> List[Prompt]:
+    """A string, a list of token ids, or a list of either (one completion each)."""
+    expected = "a string, a list of token ids, or a list of strings or of token-id lists"
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not value:
+        raise _bad("prompt", expected, value)
+    if all(_is_int(v) for v in value):
+        return [[int(v) for v in value]]
+    out = []
+    for item in value:
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, list) and item and all(_is_int(v) for v in item):
+            out.append([int(v) for v in item])
+        else:
+            raise _bad("prompt", expected, value)
+    return out
+
+
+def parse(body: bytes, served_name: str) -> CompletionRequest:
+    """The request, or CompletionError (400/404) naming the field and what it must be."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CompletionError(400, f"the body is not valid JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise CompletionError(400, "the body must be a JSON object")
+    unknown = sorted(set(obj) - _FIELDS)
+    if unknown:
+        raise CompletionError(400, f"unknown field {unknown[0]!r} (accepted: {', '.join(sorted(_FIELDS))})", unknown[0])
+    for name, allowed in _DEFAULT_ONLY.items():
+        if name in obj and not _is_default(obj[name], allowed):
+            raise CompletionError(400, f"{name} is not supported (only its default, {allowed[0]!r})", name)
+    if "prompt" not in obj:
+        raise CompletionError(400, "prompt is required", "prompt")
+    req = CompletionRequest(_prompts(obj["prompt"]))
+    model = obj.get("model")
+    if model is not None:
+        if not isinstance(model, str):
+            raise _bad("model", "a string", model)
+        if model != served_name:
+            raise CompletionError(404, f"the model {model!r} does not exist (served: {served_name!r})", "model",
+                                  "model_not_found")
+        req.model = model
+    v = obj.get("max_tokens")
+    if v is not None:
+        if not _is_int(v) or v < 1:
+            raise _bad("max_tokens", "an integer >= 1", v)
+        req.max_tokens = int(v)
+    v = obj.get("temperature")
+    if v is not None:
+        if not _is_number(v) or not 0 <= v <= 2:
+            raise _bad("temperature", "a number in [0, 2]", v)
+        req.temperature = float(v)
+    v = obj.get("top_p")
+    if v is not None:
+        if not _is_number(v) or not 0 < v <= 1:
+            raise _bad("top_p", "a number in (0, 1]", v)
+        req.top_p = float(v)
+    v = obj.get("top_k")
+    if v is not None and v != -1:  # -1: no top-k (vLLM's spelling)
+        if not _is_int(v) or v < 1:
+            raise _bad("top_k", "an integer >= 1, or -1 / null for none", v)
+        req.top_k = int(v)
+    v = obj.get("seed")
+    if v is not None:
+        if not _is_int(v):
+            raise _bad("seed", "an integer", v)
+        req.seed = int(v)
+    v = obj.get("stop")
+    if v is not None:
+        stops = [v] if isinstance(v, str) else v
+        if (not isinstance(stops, list) or len(stops) > MAX_STOP
+                or not all(isinstance(s, str) and s for s in stops)):
+            raise _bad("stop", f"a non-empty string or a list of up to {MAX_STOP} of them", v)
+        req.stop = list(stops)
+    v = obj.get("stream", False)
+    if not isinstance(v, bool) and v is not None:
+        raise _bad("stream", "true or false", v)
+    req.stream = bool(v)
+    v = obj.get("stream_options")
+    if v is not None:
+        if not req.stream:
+            raise CompletionError(400, "stream_options needs stream: true", "stream_options")
+        if not isinstance(v, dict) or set(v) - {"include_usage"} or not isinstance(v.get("include_usage", False), bool):
+            raise _bad("stream_options", '{"include_usage": true|false}', v)
+        req.include_usage = v.get("include_usage", False)
+    v = obj.get("user")
+    if v is not None and not isinstance(v, str):
+        raise _bad("user", "a string", v)
+    return req

@@ -1,0 +1,348 @@
+"""Text generation over HTTP: OpenAI's completions API for a Hugging Face decoder checkpoint.
+
+    forgegrad serve CHECKPOINT_DIR [--weights float32|bfloat16|int8]
+
+CHECKPOINT_DIR is what transformers' ``save_pretrained`` writes (config.json + safetensors; its
+tokenizer.json if present, else byte tokens), any decoder ``forgegrad.models.from_pretrained`` loads.
+
+    POST /v1/completions   {"prompt": "...", "max_tokens": 16, "temperature": 1, "top_p": 1, "top_k": null,
+                            "seed": null, "stop": null, "stream": false}   (completion_request.py)
+    GET  /v1/models        the served model
+    GET  /ping  /health    liveness
+    GET  /metrics          Prometheus: requests, latency, queue depth, tokens generated
+
+Requests are generated one at a time, in arrival order, on one worker thread: a request's prefill
+and decode steps already use every kernel thread. Up to ``max_queue`` requests wait; more get 503 +
+Retry-After. ``stream: true`` answers with server-sent events (``data: {...}`` chunks, then
+``data: [DONE]``); a client that disconnects stops its generation at the next token.
+
+Text is streamed only once it is final: a trailing incomplete UTF-8 character, or a tail that could
+still become one of the ``stop`` strings, is held back until the next token decides it. A stop string
+ends the completion before it (finish_reason "stop"), as does the model's end-of-sequence token;
+``max_tokens`` reached gives "length". ``seed`` makes sampling repeatable (the worker reseeds
+forgegrad's generator for that request); temperature 0 is greedy decoding.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable, List, Optional
+
+from .completion_request import CompletionError, CompletionRequest, Prompt, parse
+
+log = logging.getLogger("forgegrad.serve")
+WEIGHTS = ("float32", "bfloat16", "int8")
+
+
+def is_checkpoint_dir(path: str) -> bool:
+    """A Hugging Face checkpoint directory (config.json + safetensors), not a forgegrad checkpoint."""
+    if not os.path.isdir(path) or os.path.isfile(os.path.join(path, "model.json")):
+        return False
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        return False
+    return any(name.endswith(".safetensors") or name == "model.safetensors.index.json" for name in os.listdir(path))
+
+
+@dataclass
+class GenerationServeConfig:
+    """Settings of ``forgegrad serve`` for a checkpoint directory (the flags of the same names)."""
+    model_path: str
+    weights: str = "float32"
+    threads: Optional[int] = None
+    max_queue: int = 512
+    max_body_bytes: int = 16 * 1024 * 1024
+    model_name: Optional[str] = None
+
+    def validate(self) -> "GenerationServeConfig":
+        if self.weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {self.weights!r}")
+        for name in ("max_queue", "max_body_bytes"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not is_checkpoint_dir(self.model_path):
+            raise ValueError(f"{self.model_path!r} is not a Hugging Face checkpoint directory (config.json and "
+                             "safetensors weights)")
+        return self
+
+
+class _Finished(Exception):
+    """Raised from generate's streamer to end a completion early (stop string, end of sequence, or the
+    client went away)."""
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class TextGenerator:
+    """A decoder and its tokenizer; ``complete`` runs on one thread at a time (the server's worker)."""
+
+    def __init__(self, path: str, weights: str = "float32"):
+        from ..models.hf import from_pretrained
+        from ..models.hf.tokenizer import load_tokenizer
+        self.model = from_pretrained(path, dtype="bfloat16" if weights == "bfloat16" else "float32")
+        if weights == "int8":
+            from ..quantization import quantize_weight_only
+            self.model = quantize_weight_only(self.model, inplace=True)
+        if not hasattr(self.model, "new_cache"):
+            raise ValueError(f"{type(self.model).__name__} is an encoder: text generation needs a decoder")
+        self.model.eval()
+        eos = self.model.config.get("eos_token_id")
+        eos = [eos] if isinstance(eos, int) else (eos if isinstance(eos, list) else [])
+        self.eos = {int(e) for e in eos if isinstance(e, int) and 0 <= e < self.model.vocab_size}
+        self.tokenizer = load_tokenizer(path, self.model.vocab_size, next(iter(sorted(self.eos)), None))
+        self.context = int(self.model.max_positions)
+
+    def token_ids(self, prompt: Prompt, index: int) -> List[int]:
+        """The prompt's token ids, checked against the vocabulary (CompletionError 400)."""
+        param = "prompt"
+        ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else prompt
+        if not ids:
+            raise CompletionError(400, f"prompt {index} gives no tokens", param)
+        bad = [t for t in ids if not 0 <= t < self.model.vocab_size]
+        if bad:
+            raise CompletionError(400, f"prompt {index}: token id {bad[0]} is outside the vocabulary "
+                                       f"[0, {self.model.vocab_size})", param)
+        return list(ids)
+
+    def check_length(self, n_prompt: int, max_tokens: int) -> None:
+        if n_prompt + max_tokens > self.context:
+            raise CompletionError(400, f"this model's maximum context length is {self.context} tokens, however you "
+                                       f"requested {n_prompt + max_tokens} tokens ({n_prompt} in your prompt; "
+                                       f"{max_tokens} for the completion)", "max_tokens", "context_length_exceeded")
+
+    def complete(self, req: CompletionRequest, ids: List[int], on_text: Optional[Callable[[str], None]],
+                 cancelled: threading.Event) -> Completion:
+        """Generate one completion of ``ids``; ``on_text`` gets each piece of final text as it is decided."""
+        from .. import manual_seed
+        from ..models.hf import generate
+        tok, stops = self.tokenizer, req.stop
+        new: List[int] = []
+        state = {"sent": 0, "finish": "length", "text": None}
+
+        def send(upto: str) -> None:
+            if on_text is not None and len(upto) > state["sent"]:
+                on_text(upto[state["sent"]:])
+            state["sent"] = max(state["sent"], len(upto))
+
+        def step(tokens) -> None:
+            if cancelled.is_set():
+                state["finish"] = "cancelled"
+                raise _Finished
+            t = int(tokens[0])
+            if t in self.eos:
+                state["finish"] = "stop"
+                raise _Finished
+            new.append(t)
+            text = tok.decode(new)
+            hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+            if hits:
+                state["finish"], state["text"] = "stop", text[:min(hits)]
+                raise _Finished
+            final = text.rstrip("\ufffd")  # an incomplete UTF-8 character: wait for its other bytes
+            held = max((k for s in stops for k in range(1, len(s)) if final.endswith(s[:k])), default=0)
+            send(final[:len(final) - held])
+
+        if req.seed is not None:
+            manual_seed(req.seed)
+        try:
+            generate(self.model, [ids], max_new_tokens=req.max_tokens, do_sample=not req.greedy,
+                     temperature=req.temperature if not req.greedy else 1.0, top_k=req.top_k,
+                     top_p=req.top_p if req.top_p < 1 else None, streamer=step)
+        except _Finished:
+            pass
+        text = state["text"] if state["text"] is not None else tok.decode(new)
+        send(text)
+        return Completion(text, state["finish"], len(ids), len(new))
+
+
+def create_completions_app(config: GenerationServeConfig):
+    """The Starlette app serving ``config.model_path`` for text generation (loaded at startup)."""
+    import contextlib
+    import json
+
+    from starlette.applications import Starlette
+    from starlette.requests import ClientDisconnect
+    from starlette.responses import Response, StreamingResponse
+    from starlette.routing import Route
+
+    from .metrics import Metrics
+
+    config.validate()
+    metrics = Metrics()
+    name = config.model_name or os.path.basename(os.path.abspath(config.model_path).rstrip(os.sep))
+    generated = metrics._pc.Counter("forgegrad_generated_tokens", "tokens generated (completions)", ["model"],
+                                    registry=metrics.registry).labels(name)
+    worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgegrad-generate")
+    state = {"generator": None, "queued": 0}
+    created = int(time.time())
+
+    def ok(obj):
+        return Response(json.dumps(obj, separators=(",", ":")), 200, media_type="application/json")
+
+    def failed(e: CompletionError):
+        return Response(json.dumps(e.body()), e.status, headers=e.headers, media_type="application/json")
+
+    async def read_body(request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
+            raise CompletionError(413, f"the body is larger than {config.max_body_bytes} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > config.max_body_bytes:
+                raise CompletionError(413, f"the body is larger than {config.max_body_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def chunk(cid, index, text, finish):
+        return {"id": cid, "object": "text_completion", "created": int(time.time()), "model": name,
+                "choices": [{"index": index, "text": text, "finish_reason": finish, "logprobs": None}]}
+
+    def usage(results):
+        p = sum(r.prompt_tokens for r in results)
+        c = sum(r.completion_tokens for r in results)
+        return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+    def run_all(req, prompt_ids, on_text, cancelled):
+        """On the worker: every prompt of the request in turn."""
+        gen = state["generator"]
+        results = []
+        for i, ids in enumerate(prompt_ids):
+            if cancelled.is_set():
+                break
+            results.append(gen.complete(req, ids, None if on_text is None else (lambda t, i=i: on_text(i, t)),
+                                        cancelled))
+        return results
+
+    async def completions(request):
+        t0 = time.perf_counter()
+        try:
+            response = await _completions(request)
+        except CompletionError as e:
+            response = failed(e)
+        except ClientDisconnect:
+            response = failed(CompletionError(499, "client closed the connection"))
+        except Exception as e:
+            log.exception("unexpected error on POST /v1/completions")
+            response = failed(CompletionError(500, f"internal error ({type(e).__name__})"))
+        metrics.request("/v1/completions", name, response.status_code, time.perf_counter() - t0)
+        return response
+
+    async def _completions(request):
+        req = parse(await read_body(request), name)
+        gen = state["generator"]
+        prompt_ids = [gen.token_ids(p, i) for i, p in enumerate(req.prompts)]
+        for ids in prompt_ids:
+            gen.check_length(len(ids), req.max_tokens)
+        if state["queued"] >= config.max_queue:
+            raise CompletionError(503, f"{state['queued']} requests are already waiting; retry later",
+                                  headers={"Retry-After": "1"})
+        cid = "cmpl-" + uuid.uuid4().hex
+        loop = asyncio.get_running_loop()
+        cancelled = threading.Event()
+        pieces: asyncio.Queue = asyncio.Queue()
+        on_text = None
+        if req.stream:
+            def on_text(i, t):
+                loop.call_soon_threadsafe(pieces.put_nowait, (i, t))
+        # counted until the worker is done with it, however the response ends
+        state["queued"] += 1
+        metrics.queue_depth(name, state["queued"])
+        future = loop.run_in_executor(worker, run_all, req, prompt_ids, on_text, cancelled)
+
+        def done(f):
+            state["queued"] -= 1
+            metrics.queue_depth(name, state["queued"])
+            if not f.cancelled() and f.exception() is None:
+                generated.inc(sum(r.completion_tokens for r in f.result()))
+
+        future.add_done_callback(done)
+        if not req.stream:
+            results = await future
+            return ok({"id": cid, "object": "text_completion", "created": int(time.time()), "model": name,
+                       "choices": [{"index": i, "text": r.text, "finish_reason": r.finish_reason, "logprobs": None}
+                                   for i, r in enumerate(results)],
+                       "usage": usage(results)})
+        future.add_done_callback(lambda f: pieces.put_nowait((None, f)))
+
+        async def events():
+            try:
+                while True:
+                    index, item = await pieces.get()
+                    if index is not None:
+                        yield f"data: {json.dumps(chunk(cid, index, item, None))}\n\n"
+                        continue
+                    if item.exception() is not None:
+                        log.error("generation failed", exc_info=item.exception())
+                        err = CompletionError(500, f"internal error ({type(item.exception()).__name__})")
+                        yield f"data: {json.dumps(err.body())}\n\n"
+                        break
+                    results = item.result()
+                    for i, r in enumerate(results):
+                        yield f"data: {json.dumps(chunk(cid, i, '', r.finish_reason))}\n\n"
+                    if req.include_usage:
+                        tail = chunk(cid, 0, "", None)
+                        tail["choices"], tail["usage"] = [], usage(results)
+                        yield f"data: {json.dumps(tail)}\n\n"
+                    break
+                yield "data: [DONE]\n\n"
+            finally:
+                cancelled.set()  # a client that went away stops its generation at the next token
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def models(request):
+        return ok({"object": "list", "data": [{"id": name, "object": "model", "created": created,
+                                               "owned_by": "forgegrad", "max_model_len": state["generator"].context}]})
+
+    async def ping(request):
+        return ok({"status": "healthy"})
+
+    async def metrics_route(request):
+        body, content_type = metrics.render()
+        return Response(body, 200, media_type=content_type)
+
+    async def not_found(request, exc):
+        status = getattr(exc, "status_code", 404)
+        what = "no such route" if status == 404 else "method not allowed"
+        return failed(CompletionError(status, f"{request.method} {request.url.path}: {what}"))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        if config.threads:
+            from .models import set_forgegrad_threads
+            set_forgegrad_threads(config.threads)
+        try:
+            state["generator"] = await asyncio.get_running_loop().run_in_executor(
+                worker, TextGenerator, config.model_path, config.weights)
+        except Exception as e:
+            app.state.startup_error = f"cannot serve {config.model_path}: {type(e).__name__}: {e}"
+            worker.shutdown(wait=False)
+            raise RuntimeError(app.state.startup_error) from None
+        log.info("serving %s (%s weights, %d positions) at /v1/completions", name, config.weights,
+                 state["generator"].context)
+        try:
+            yield
+        finally:
+            worker.shutdown(wait=False, cancel_futures=True)
+
+    routes = [Route("/v1/completions", completions, methods=["POST"]),
+              Route("/v1/models", models, methods=["GET"]),
+              Route("/ping", ping, methods=["GET"]), Route("/health", ping, methods=["GET"]),
+              Route("/metrics", metrics_route, methods=["GET"])]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found})
+    app.state.config, app.state.metrics, app.state.startup_error = config, metrics, None
+    return app
