@@ -13,7 +13,8 @@ metrics.py, app.py (routes), reference.py (the one-request-per-call server `benc
 with), loadgen.py (the bounded loopback load generator).
 
 A Hugging Face decoder directory is served for text generation instead, behind OpenAI's completions
-API: completions.py (the app and its generation worker), completion_request.py (the request body).
+and chat completions APIs: completions.py (the app and its generation worker), completion_request.py
+(the request bodies), completion_format.py (the answers).
 """
 from __future__ import annotations
 

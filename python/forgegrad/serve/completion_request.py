@@ -1,10 +1,12 @@
-"""The body of ``POST /v1/completions`` (OpenAI's completions API), checked field by field.
+"""The bodies of ``POST /v1/completions`` and ``POST /v1/chat/completions`` (OpenAI's APIs), checked
+field by field.
 
-Every field OpenAI defines is either honoured (prompt, max_tokens, temperature, top_p, seed, stop,
-stream, stream_options, model, user) or accepted only at its default value (n, best_of, logprobs, echo,
-suffix, presence_penalty, frequency_penalty, logit_bias), so a client never gets silently different
-behaviour; ``top_k`` is vLLM's extension. A field nobody defines is refused by name (a typo such as
-``max_token`` would otherwise fall back to the default unnoticed).
+Every field OpenAI defines is either honoured (prompt or messages, max_tokens / max_completion_tokens,
+temperature, top_p, seed, stop, stream, stream_options, model, user) or accepted only at its default
+value (n, best_of, logprobs, echo, suffix, the penalties, logit_bias; for chat also top_logprobs, tools,
+tool_choice, response_format), so a client never gets silently different behaviour; ``top_k`` is vLLM's
+extension. A field nobody defines is refused by name (a typo such as ``max_token`` would otherwise fall
+back to the default unnoticed).
 """
 from __future__ import annotations
 
@@ -23,6 +25,12 @@ _DEFAULT_ONLY = {"n": (1, None), "best_of": (1, None), "logprobs": (None,), "ech
                  "logit_bias": (None, {})}
 _FIELDS = {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream",
            "stream_options", "user"} | set(_DEFAULT_ONLY)
+_CHAT_DEFAULT_ONLY = {"n": (1, None), "logprobs": (False, None), "top_logprobs": (None,),
+                      "presence_penalty": (0, None), "frequency_penalty": (0, None), "logit_bias": (None, {}),
+                      "tools": (None, []), "tool_choice": (None, "none"), "response_format": (None, {"type": "text"})}
+_CHAT_FIELDS = ({"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "seed",
+                 "stop", "stream", "stream_options", "user"} | set(_CHAT_DEFAULT_ONLY))
+ROLES = ("system", "developer", "user", "assistant")
 MAX_STOP = 4  # as OpenAI
 
 
@@ -69,7 +77,8 @@ def _is_number(v) -> bool:
 
 @dataclass
 class CompletionRequest:
-    prompts: List[Prompt]
+    prompts: List[Prompt]  # chat: filled in by the server from messages and the chat template
+    messages: Optional[List[dict]] = None  # chat: [{"role", "content"}], developer read as system
     max_tokens: int = 16
     temperature: float = 1.0
     top_p: float = 1.0
@@ -106,23 +115,64 @@ def _prompts(value) -> List[Prompt]:
     return out
 
 
-def parse(body: bytes, served_name: str) -> CompletionRequest:
-    """The request, or CompletionError (400/404) naming the field and what it must be."""
+def _messages(value) -> List[dict]:
+    """Chat messages: role and content (a string, or a list of {"type": "text", "text": ...} parts)."""
+    if not isinstance(value, list) or not value:
+        raise _bad("messages", "a non-empty list of {\"role\": ..., \"content\": ...} objects", value)
+    out = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            raise CompletionError(400, f"messages[{i}] must be an object with a role in {', '.join(ROLES)}",
+                                  "messages")
+        content = m.get("content")
+        if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
+                                             and isinstance(p.get("text"), str) for p in content):
+            content = "".join(p["text"] for p in content)
+        if not isinstance(content, str):
+            raise CompletionError(400, f"messages[{i}].content must be a string or a list of text parts "
+                                       "(images and tool calls are not supported)", "messages")
+        out.append({"role": "system" if m["role"] == "developer" else m["role"], "content": content})
+    return out
+
+
+def _object(body: bytes, fields, default_only) -> dict:
     try:
         obj = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise CompletionError(400, f"the body is not valid JSON: {e}") from None
     if not isinstance(obj, dict):
         raise CompletionError(400, "the body must be a JSON object")
-    unknown = sorted(set(obj) - _FIELDS)
+    unknown = sorted(set(obj) - fields)
     if unknown:
-        raise CompletionError(400, f"unknown field {unknown[0]!r} (accepted: {', '.join(sorted(_FIELDS))})", unknown[0])
-    for name, allowed in _DEFAULT_ONLY.items():
+        raise CompletionError(400, f"unknown field {unknown[0]!r} (accepted: {', '.join(sorted(fields))})", unknown[0])
+    for name, allowed in default_only.items():
         if name in obj and not _is_default(obj[name], allowed):
             raise CompletionError(400, f"{name} is not supported (only its default, {allowed[0]!r})", name)
+    return obj
+
+
+def parse(body: bytes, served_name: str) -> CompletionRequest:
+    """A completions request, or CompletionError (400/404) naming the field and what it must be."""
+    obj = _object(body, _FIELDS, _DEFAULT_ONLY)
     if "prompt" not in obj:
         raise CompletionError(400, "prompt is required", "prompt")
-    req = CompletionRequest(_prompts(obj["prompt"]))
+    return _sampling(obj, CompletionRequest(_prompts(obj["prompt"])), served_name)
+
+
+def parse_chat(body: bytes, served_name: str) -> CompletionRequest:
+    """A chat completions request (``prompts`` left empty: the server renders the messages)."""
+    obj = _object(body, _CHAT_FIELDS, _CHAT_DEFAULT_ONLY)
+    if "messages" not in obj:
+        raise CompletionError(400, "messages is required", "messages")
+    if obj.get("max_completion_tokens") is not None:  # OpenAI's newer name wins
+        if obj.get("max_tokens") is not None and obj["max_tokens"] != obj["max_completion_tokens"]:
+            raise CompletionError(400, "max_tokens and max_completion_tokens disagree: give one", "max_tokens")
+        obj = dict(obj, max_tokens=obj["max_completion_tokens"])
+    return _sampling(obj, CompletionRequest([], messages=_messages(obj["messages"])), served_name)
+
+
+def _sampling(obj: dict, req: CompletionRequest, served_name: str) -> CompletionRequest:
+    """The fields both APIs share."""
     model = obj.get("model")
     if model is not None:
         if not isinstance(model, str):

@@ -1,4 +1,5 @@
-"""Text generation over HTTP: OpenAI's completions API for a Hugging Face decoder checkpoint.
+"""Text generation over HTTP: OpenAI's completions and chat completions APIs for a Hugging Face decoder
+checkpoint.
 
     forgegrad serve CHECKPOINT_DIR [--weights float32|bfloat16|int8]
 
@@ -7,6 +8,8 @@ tokenizer.json if present, else byte tokens), any decoder ``forgegrad.models.fro
 
     POST /v1/completions   {"prompt": "...", "max_tokens": 16, "temperature": 1, "top_p": 1, "top_k": null,
                             "seed": null, "stop": null, "stream": false}   (completion_request.py)
+    POST /v1/chat/completions  {"messages": [{"role": "user", "content": "..."}], ...the same fields}: the
+                           messages rendered with the checkpoint's chat template (models/hf/chat_template.py)
     GET  /v1/models        the served model
     GET  /ping  /health    liveness
     GET  /metrics          Prometheus: requests, latency, queue depth, tokens generated
@@ -30,11 +33,11 @@ import logging
 import os
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Callable, List, Optional
 
-from .completion_request import CompletionError, CompletionRequest, Prompt, parse
+from .completion_format import ChatShape, TextShape, event
+from .completion_request import CompletionError, CompletionRequest, Prompt, parse, parse_chat
 
 log = logging.getLogger("forgegrad.serve")
 WEIGHTS = ("float32", "bfloat16", "int8")
@@ -72,6 +75,26 @@ class GenerationServeConfig:
         return self
 
 
+def _eos_ids(path: str, config: dict, vocab_size: int) -> set:
+    """End-of-sequence ids: config.json's and generation_config.json's (chat models often list their
+    end-of-turn token only in the latter)."""
+    ids = []
+    for source in (config, _json_or_empty(os.path.join(path, "generation_config.json"))):
+        eos = source.get("eos_token_id")
+        ids += [eos] if isinstance(eos, int) else (eos if isinstance(eos, list) else [])
+    return {int(e) for e in ids if isinstance(e, int) and not isinstance(e, bool) and 0 <= e < vocab_size}
+
+
+def _json_or_empty(file: str) -> dict:
+    import json
+    try:
+        with open(file, encoding="utf-8") as f:
+            obj = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
 class _Finished(Exception):
     """Raised from generate's streamer to end a completion early (stop string, end of sequence, or the
     client went away)."""
@@ -90,6 +113,7 @@ class TextGenerator:
 
     def __init__(self, path: str, weights: str = "float32"):
         from ..models.hf import from_pretrained
+        from ..models.hf.chat_template import load_chat_template
         from ..models.hf.tokenizer import load_tokenizer
         self.model = from_pretrained(path, dtype="bfloat16" if weights == "bfloat16" else "float32")
         if weights == "int8":
@@ -98,11 +122,25 @@ class TextGenerator:
         if not hasattr(self.model, "new_cache"):
             raise ValueError(f"{type(self.model).__name__} is an encoder: text generation needs a decoder")
         self.model.eval()
-        eos = self.model.config.get("eos_token_id")
-        eos = [eos] if isinstance(eos, int) else (eos if isinstance(eos, list) else [])
-        self.eos = {int(e) for e in eos if isinstance(e, int) and 0 <= e < self.model.vocab_size}
+        self.eos = _eos_ids(path, self.model.config, self.model.vocab_size)
         self.tokenizer = load_tokenizer(path, self.model.vocab_size, next(iter(sorted(self.eos)), None))
         self.context = int(self.model.max_positions)
+        # chat: the checkpoint's template; a broken one leaves /v1/completions working and says why on chat
+        self.chat = None
+        self.chat_error = "this model has no chat template (chat_template.jinja or tokenizer_config.json)"
+        try:
+            self.chat = load_chat_template(path)
+        except (ValueError, ImportError) as e:
+            self.chat_error = str(e)
+            log.warning("%s: chat completions unavailable: %s", path, e)
+
+    def chat_prompt(self, messages: List[dict]) -> str:
+        if self.chat is None:
+            raise CompletionError(400, self.chat_error, "messages")
+        try:
+            return self.chat.render(messages, add_generation_prompt=True)
+        except ValueError as e:
+            raise CompletionError(400, str(e), "messages") from None
 
     def token_ids(self, prompt: Prompt, index: int) -> List[int]:
         """The prompt's token ids, checked against the vocabulary (CompletionError 400)."""
@@ -206,15 +244,6 @@ def create_completions_app(config: GenerationServeConfig):
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def chunk(cid, index, text, finish):
-        return {"id": cid, "object": "text_completion", "created": int(time.time()), "model": name,
-                "choices": [{"index": index, "text": text, "finish_reason": finish, "logprobs": None}]}
-
-    def usage(results):
-        p = sum(r.prompt_tokens for r in results)
-        c = sum(r.completion_tokens for r in results)
-        return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
-
     def run_all(req, prompt_ids, on_text, cancelled):
         """On the worker: every prompt of the request in turn."""
         gen = state["generator"]
@@ -226,30 +255,37 @@ def create_completions_app(config: GenerationServeConfig):
                                         cancelled))
         return results
 
-    async def completions(request):
-        t0 = time.perf_counter()
-        try:
-            response = await _completions(request)
-        except CompletionError as e:
-            response = failed(e)
-        except ClientDisconnect:
-            response = failed(CompletionError(499, "client closed the connection"))
-        except Exception as e:
-            log.exception("unexpected error on POST /v1/completions")
-            response = failed(CompletionError(500, f"internal error ({type(e).__name__})"))
-        metrics.request("/v1/completions", name, response.status_code, time.perf_counter() - t0)
-        return response
+    def endpoint(route, chat):
+        async def handle(request):
+            t0 = time.perf_counter()
+            try:
+                response = await answer(request, chat)
+            except CompletionError as e:
+                response = failed(e)
+            except ClientDisconnect:
+                response = failed(CompletionError(499, "client closed the connection"))
+            except Exception as e:
+                log.exception("unexpected error on POST %s", route)
+                response = failed(CompletionError(500, f"internal error ({type(e).__name__})"))
+            metrics.request(route, name, response.status_code, time.perf_counter() - t0)
+            return response
+        return Route(route, handle, methods=["POST"])
 
-    async def _completions(request):
-        req = parse(await read_body(request), name)
+    async def answer(request, chat):
+        body = await read_body(request)
         gen = state["generator"]
+        if chat:
+            req = parse_chat(body, name)
+            req.prompts = [gen.chat_prompt(req.messages)]
+        else:
+            req = parse(body, name)
         prompt_ids = [gen.token_ids(p, i) for i, p in enumerate(req.prompts)]
         for ids in prompt_ids:
             gen.check_length(len(ids), req.max_tokens)
         if state["queued"] >= config.max_queue:
             raise CompletionError(503, f"{state['queued']} requests are already waiting; retry later",
                                   headers={"Retry-After": "1"})
-        cid = "cmpl-" + uuid.uuid4().hex
+        shape = (ChatShape if chat else TextShape)(name)
         loop = asyncio.get_running_loop()
         cancelled = threading.Event()
         pieces: asyncio.Queue = asyncio.Queue()
@@ -270,32 +306,31 @@ def create_completions_app(config: GenerationServeConfig):
 
         future.add_done_callback(done)
         if not req.stream:
-            results = await future
-            return ok({"id": cid, "object": "text_completion", "created": int(time.time()), "model": name,
-                       "choices": [{"index": i, "text": r.text, "finish_reason": r.finish_reason, "logprobs": None}
-                                   for i, r in enumerate(results)],
-                       "usage": usage(results)})
+            return ok(shape.response(await future))
         future.add_done_callback(lambda f: pieces.put_nowait((None, f)))
 
         async def events():
+            opened = set()
             try:
                 while True:
                     index, item = await pieces.get()
                     if index is not None:
-                        yield f"data: {json.dumps(chunk(cid, index, item, None))}\n\n"
+                        if index not in opened and shape.opening(index) is not None:
+                            opened.add(index)
+                            yield event(shape.opening(index))
+                        yield event(shape.piece(index, item))
                         continue
                     if item.exception() is not None:
                         log.error("generation failed", exc_info=item.exception())
-                        err = CompletionError(500, f"internal error ({type(item.exception()).__name__})")
-                        yield f"data: {json.dumps(err.body())}\n\n"
+                        yield event(CompletionError(500, f"internal error ({type(item.exception()).__name__})").body())
                         break
                     results = item.result()
                     for i, r in enumerate(results):
-                        yield f"data: {json.dumps(chunk(cid, i, '', r.finish_reason))}\n\n"
+                        if i not in opened and shape.opening(i) is not None:
+                            yield event(shape.opening(i))
+                        yield event(shape.finish(i, r.finish_reason))
                     if req.include_usage:
-                        tail = chunk(cid, 0, "", None)
-                        tail["choices"], tail["usage"] = [], usage(results)
-                        yield f"data: {json.dumps(tail)}\n\n"
+                        yield event(shape.usage_chunk(results))
                     break
                 yield "data: [DONE]\n\n"
             finally:
@@ -339,7 +374,7 @@ def create_completions_app(config: GenerationServeConfig):
         finally:
             worker.shutdown(wait=False, cancel_futures=True)
 
-    routes = [Route("/v1/completions", completions, methods=["POST"]),
+    routes = [endpoint("/v1/completions", chat=False), endpoint("/v1/chat/completions", chat=True),
               Route("/v1/models", models, methods=["GET"]),
               Route("/ping", ping, methods=["GET"]), Route("/health", ping, methods=["GET"]),
               Route("/metrics", metrics_route, methods=["GET"])]

@@ -1,0 +1,78 @@
+"""The answers of the completions server in OpenAI's shapes: ``text_completion`` objects for
+/v1/completions, ``chat.completion`` and ``chat.completion.chunk`` for /v1/chat/completions."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import List, Optional
+
+
+def usage(results) -> dict:
+    p = sum(r.prompt_tokens for r in results)
+    c = sum(r.completion_tokens for r in results)
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+def event(obj) -> str:
+    """One server-sent event."""
+    return f"data: {json.dumps(obj)}\n\n"
+
+
+class TextShape:
+    """/v1/completions."""
+    object, chunk_object, prefix = "text_completion", "text_completion", "cmpl-"
+
+    def __init__(self, model: str):
+        self.model, self.id = model, self.prefix + uuid.uuid4().hex
+
+    def _head(self, obj_type: str, choices: List[dict]) -> dict:
+        return {"id": self.id, "object": obj_type, "created": int(time.time()), "model": self.model, "choices": choices}
+
+    def _choice(self, index: int, text: str, finish: Optional[str]) -> dict:
+        return {"index": index, "text": text, "finish_reason": finish, "logprobs": None}
+
+    def response(self, results) -> dict:
+        out = self._head(self.object, [self._choice(i, r.text, r.finish_reason) for i, r in enumerate(results)])
+        out["usage"] = usage(results)
+        return out
+
+    def opening(self, index: int) -> Optional[dict]:
+        """The chunk that opens a choice's stream, if the API has one."""
+        return None
+
+    def piece(self, index: int, text: str) -> dict:
+        return self._head(self.chunk_object, [self._choice(index, text, None)])
+
+    def finish(self, index: int, reason: str) -> dict:
+        return self._head(self.chunk_object, [self._choice(index, "", reason)])
+
+    def usage_chunk(self, results) -> dict:
+        out = self._head(self.chunk_object, [])
+        out["usage"] = usage(results)
+        return out
+
+
+class ChatShape(TextShape):
+    """/v1/chat/completions: the assistant's message, or its deltas."""
+    object, chunk_object, prefix = "chat.completion", "chat.completion.chunk", "chatcmpl-"
+
+    def response(self, results) -> dict:
+        choices = [{"index": i, "message": {"role": "assistant", "content": r.text}, "finish_reason": r.finish_reason,
+                    "logprobs": None} for i, r in enumerate(results)]
+        out = self._head(self.object, choices)
+        out["usage"] = usage(results)
+        return out
+
+    def _delta(self, index: int, delta: dict, finish: Optional[str]) -> dict:
+        return self._head(self.chunk_object, [{"index": index, "delta": delta, "finish_reason": finish,
+                                                "logprobs": None}])
+
+    def opening(self, index: int) -> dict:
+        return self._delta(index, {"role": "assistant", "content": ""}, None)
+
+    def piece(self, index: int, text: str) -> dict:
+        return self._delta(index, {"content": text}, None)
+
+    def finish(self, index: int, reason: str) -> dict:
+        return self._delta(index, {}, reason)
