@@ -38,6 +38,7 @@ from typing import Callable, List, Optional
 
 from .completion_format import ChatShape, TextShape, event
 from .completion_request import CompletionError, CompletionRequest, Prompt, parse, parse_chat
+from .text_stream import Completion, TextStream
 
 log = logging.getLogger("forgegrad.serve")
 WEIGHTS = ("float32", "bfloat16", "int8")
@@ -100,14 +101,6 @@ class _Finished(Exception):
     client went away)."""
 
 
-@dataclass
-class Completion:
-    text: str
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-
-
 class TextGenerator:
     """A decoder and its tokenizer; ``complete`` runs on one thread at a time (the server's worker)."""
 
@@ -160,37 +153,22 @@ class TextGenerator:
                                        f"requested {n_prompt + max_tokens} tokens ({n_prompt} in your prompt; "
                                        f"{max_tokens} for the completion)", "max_tokens", "context_length_exceeded")
 
+    def stream(self, req: CompletionRequest, ids: List[int], on_text: Optional[Callable[[str], None]]) -> TextStream:
+        return TextStream(self.tokenizer, self.eos, req.stop, req.max_tokens, len(ids), on_text)
+
     def complete(self, req: CompletionRequest, ids: List[int], on_text: Optional[Callable[[str], None]],
                  cancelled: threading.Event) -> Completion:
-        """Generate one completion of ``ids``; ``on_text`` gets each piece of final text as it is decided."""
+        """Generate one completion of ``ids`` alone; ``on_text`` gets each piece of final text as it is decided."""
         from .. import manual_seed
         from ..models.hf import generate
-        tok, stops = self.tokenizer, req.stop
-        new: List[int] = []
-        state = {"sent": 0, "finish": "length", "text": None}
-
-        def send(upto: str) -> None:
-            if on_text is not None and len(upto) > state["sent"]:
-                on_text(upto[state["sent"]:])
-            state["sent"] = max(state["sent"], len(upto))
+        text = self.stream(req, ids, on_text)
 
         def step(tokens) -> None:
             if cancelled.is_set():
-                state["finish"] = "cancelled"
+                text.cancel()
                 raise _Finished
-            t = int(tokens[0])
-            if t in self.eos:
-                state["finish"] = "stop"
+            if text.push(int(tokens[0])):
                 raise _Finished
-            new.append(t)
-            text = tok.decode(new)
-            hits = [i for i in (text.find(s) for s in stops) if i >= 0]
-            if hits:
-                state["finish"], state["text"] = "stop", text[:min(hits)]
-                raise _Finished
-            final = text.rstrip("\ufffd")  # an incomplete UTF-8 character: wait for its other bytes
-            held = max((k for s in stops for k in range(1, len(s)) if final.endswith(s[:k])), default=0)
-            send(final[:len(final) - held])
 
         if req.seed is not None:
             manual_seed(req.seed)
@@ -200,9 +178,7 @@ class TextGenerator:
                      top_p=req.top_p if req.top_p < 1 else None, streamer=step)
         except _Finished:
             pass
-        text = state["text"] if state["text"] is not None else tok.decode(new)
-        send(text)
-        return Completion(text, state["finish"], len(ids), len(new))
+        return text.result()
 
 
 def create_completions_app(config: GenerationServeConfig):
