@@ -1,9 +1,15 @@
-"""What serving text generation over HTTP costs per token: decode time per token through
-``forgegrad serve``'s streaming /v1/completions (uvicorn on loopback, httpx reading the events) against
-``generate``'s own streamer in the same process, on a GPT-2-sized checkpoint with random weights that
-transformers writes (and a word-level tokenizer.json, so every token id decodes to text).
+"""What serving text generation over HTTP costs per token, and what continuous batching gives back.
 
-    python tools/completions_overhead.py [--threads 1] [--tokens 64] [--rounds 3] [--dir /tmp/fg-gpt2-124m]
+1. Decode time per token through ``forgegrad serve``'s streaming /v1/completions (uvicorn on loopback,
+   httpx reading the events) against ``generate``'s own streamer in the same process.
+2. ``--clients N``: N clients asking at once, tokens per second over all of them, with completions
+   decoded together (``max_batch`` N) and one request at a time (``max_batch`` 1).
+
+On a GPT-2-sized checkpoint with random weights that transformers writes (and a word-level
+tokenizer.json, so every token id decodes to text).
+
+    python tools/completions_overhead.py [--threads 1] [--tokens 64] [--rounds 3] [--clients 4]
+                                         [--dir /tmp/fg-gpt2-124m]
 
 Needs torch, transformers, tokenizers and the serve extra."""
 from __future__ import annotations
@@ -36,6 +42,7 @@ def main():
     ap.add_argument("--tokens", type=int, default=64, help="tokens generated per request (after a 64-token prompt)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--dir", default="/tmp/fg-gpt2-124m", help="where the checkpoint is written once")
+    ap.add_argument("--clients", type=int, default=0, help="also measure N concurrent clients (0: skip)")
     args = ap.parse_args()
     import httpx
 
@@ -65,6 +72,31 @@ def main():
                 served.append((stamps[-1] - stamps[0]) / (len(stamps) - 1))
         ms = lambda xs: " ".join(f"{x * 1e3:.2f}" for x in xs)  # noqa: E731
         print(f"{weights:9s} decode ms/token: generate {ms(direct)} | served, streamed {ms(served)}")
+        if args.clients > 1:
+            for max_batch in (args.clients, 1):
+                app = create_completions_app(GenerationServeConfig(path, weights=weights, threads=args.threads,
+                                                                   max_batch=max_batch))
+                with running_app(app) as url:
+                    rates = [concurrent_rate(url, ids, n, args.clients) for _ in range(args.rounds)]
+                print(f"{weights:9s} {args.clients} clients, max_batch {max_batch:2d}: "
+                      + " ".join(f"{r:.1f}" for r in rates) + " tokens/s")
+
+
+def concurrent_rate(url, ids, n, clients):
+    """Tokens per second over ``clients`` requests sent at once (each n tokens, distinct prompts)."""
+    import asyncio
+
+    import httpx
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=url, timeout=600) as c:
+            bodies = [{"prompt": [t + k for t in ids], "max_tokens": n, "temperature": 0} for k in range(clients)]
+            t0 = time.perf_counter()
+            answers = await asyncio.gather(*(c.post("/v1/completions", json=b) for b in bodies))
+            seconds = time.perf_counter() - t0
+        return sum(a.json()["usage"]["completion_tokens"] for a in answers) / seconds
+
+    return asyncio.run(burst())
 
 
 if __name__ == "__main__":

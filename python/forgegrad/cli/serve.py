@@ -20,7 +20,8 @@ def add_parser(sub):
                                    "New version directories are picked up without a restart. A Hugging Face "
                                    "decoder directory (config.json + safetensors, as transformers writes it) is "
                                    "served for text generation instead: OpenAI's POST /v1/completions (streaming "
-                                   "with \"stream\": true), GET /v1/models; the batching flags do not apply.")
+                                   "with \"stream\": true), POST /v1/chat/completions, GET /v1/models, with up to "
+                                   "--max-batch completions decoded together.")
     p.add_argument("model", metavar="MODEL_DIR_OR_FILE", help="models root, model directory, checkpoint or .onnx")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
@@ -86,7 +87,7 @@ def _run_generation(args, uvicorn):
     from ..serve.completions import GenerationServeConfig, create_completions_app
     config = GenerationServeConfig(args.model, weights=args.weights or "float32", threads=args.threads,
                                    max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
-                                   model_name=args.model_name)
+                                   model_name=args.model_name, max_batch=args.max_batch)
     return _serve(create_completions_app(config), args, uvicorn)
 
 

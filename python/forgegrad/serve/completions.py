@@ -14,10 +14,12 @@ tokenizer.json if present, else byte tokens), any decoder ``forgegrad.models.fro
     GET  /ping  /health    liveness
     GET  /metrics          Prometheus: requests, latency, queue depth, tokens generated
 
-Requests are generated one at a time, in arrival order, on one worker thread: a request's prefill
-and decode steps already use every kernel thread. Up to ``max_queue`` requests wait; more get 503 +
-Retry-After. ``stream: true`` answers with server-sent events (``data: {...}`` chunks, then
-``data: [DONE]``); a client that disconnects stops its generation at the next token.
+Completions decode together, up to ``max_batch`` of them in one batched step, and a new request joins
+at the next step (continuous batching: generation_batch.py); models the batched step does not cover
+(Phi-3's longrope, modified modules) and ``max_batch=1`` generate one request at a time, in arrival
+order. Up to ``max_queue`` requests wait or run; more get 503 + Retry-After. ``stream: true`` answers
+with server-sent events (``data: {...}`` chunks, then ``data: [DONE]``); a client that disconnects
+stops its generation at the next token.
 
 Text is streamed only once it is final: a trailing incomplete UTF-8 character, or a tail that could
 still become one of the ``stop`` strings, is held back until the next token decides it. A stop string
@@ -38,6 +40,7 @@ from typing import Callable, List, Optional
 
 from .completion_format import ChatShape, TextShape, event
 from .completion_request import CompletionError, CompletionRequest, Prompt, parse, parse_chat
+from .generation_batch import BatchEngine, Job, batching_applies
 from .text_stream import Completion, TextStream
 
 log = logging.getLogger("forgegrad.serve")
@@ -62,11 +65,12 @@ class GenerationServeConfig:
     max_queue: int = 512
     max_body_bytes: int = 16 * 1024 * 1024
     model_name: Optional[str] = None
+    max_batch: int = 32  # completions decoded together (continuous batching); 1: one request at a time
 
     def validate(self) -> "GenerationServeConfig":
         if self.weights not in WEIGHTS:
             raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {self.weights!r}")
-        for name in ("max_queue", "max_body_bytes"):
+        for name in ("max_queue", "max_body_bytes", "max_batch"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -199,7 +203,7 @@ def create_completions_app(config: GenerationServeConfig):
     generated = metrics._pc.Counter("forgegrad_generated_tokens", "tokens generated (completions)", ["model"],
                                     registry=metrics.registry).labels(name)
     worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgegrad-generate")
-    state = {"generator": None, "queued": 0}
+    state = {"generator": None, "engine": None, "queued": 0}
     created = int(time.time())
 
     def ok(obj):
@@ -272,7 +276,10 @@ def create_completions_app(config: GenerationServeConfig):
         # counted until the worker is done with it, however the response ends
         state["queued"] += 1
         metrics.queue_depth(name, state["queued"])
-        future = loop.run_in_executor(worker, run_all, req, prompt_ids, on_text, cancelled)
+        if state["engine"] is not None:
+            future = asyncio.wrap_future(state["engine"].submit(Job(req, prompt_ids, on_text, cancelled)))
+        else:
+            future = loop.run_in_executor(worker, run_all, req, prompt_ids, on_text, cancelled)
 
         def done(f):
             state["queued"] -= 1
@@ -343,11 +350,17 @@ def create_completions_app(config: GenerationServeConfig):
             app.state.startup_error = f"cannot serve {config.model_path}: {type(e).__name__}: {e}"
             worker.shutdown(wait=False)
             raise RuntimeError(app.state.startup_error) from None
-        log.info("serving %s (%s weights, %d positions) at /v1/completions", name, config.weights,
-                 state["generator"].context)
+        if config.max_batch > 1 and batching_applies(state["generator"].model):
+            state["engine"] = BatchEngine(state["generator"], config.max_batch,
+                                          on_step=lambda rows, seconds: metrics.batch(name, rows, seconds))
+        log.info("serving %s (%s weights, %d positions) at /v1/completions, %s", name, config.weights,
+                 state["generator"].context,
+                 f"up to {config.max_batch} completions decoded together" if state["engine"] else "one at a time")
         try:
             yield
         finally:
+            if state["engine"] is not None:
+                state["engine"].close()
             worker.shutdown(wait=False, cancel_futures=True)
 
     routes = [endpoint("/v1/completions", chat=False), endpoint("/v1/chat/completions", chat=True),

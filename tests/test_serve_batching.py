@@ -1,0 +1,138 @@
+"""Continuous batching in the completions server: concurrent completions decode in one batched step and
+join it while others run, and each still gets the text it gets alone (real uvicorn, httpx, a checkpoint
+transformers wrote)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import numpy as np
+import pytest
+
+import forgegrad as fg
+from forgegrad.models import from_pretrained, generate
+from forgegrad.models.hf.tokenizer import ByteTokenizer
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+from serve_helpers import metric, running_app  # noqa: E402
+
+PROMPTS = ["Hi", "Hello there, how are you today? Tell me a story about forty robots.", "abc", "The quick brown fox"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("batching") / "tiny-llama"
+    cfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, vocab_size=300, max_position_embeddings=512,
+                                   initializer_range=0.3, eos_token_id=299, bos_token_id=298)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(checkpoint):
+    return from_pretrained(checkpoint)
+
+
+def _solo(model, prompt, n, **kw):
+    """generate's continuation of one prompt alone, as text (cut at the end-of-sequence token)."""
+    ids = list(prompt.encode())
+    new = [int(t) for t in generate(model, [ids], max_new_tokens=n, **kw)[0, len(ids):]]
+    return ByteTokenizer().decode(new[:new.index(299)] if 299 in new else new)
+
+
+def _app(checkpoint, **kw):
+    from forgegrad.serve.completions import GenerationServeConfig, create_completions_app
+    return create_completions_app(GenerationServeConfig(str(checkpoint), **kw))
+
+
+def test_concurrent_completions_decode_together_with_their_solo_text(checkpoint, model):
+    lengths = [40, 7, 25, 33]
+    want = [_solo(model, p, n) for p, n in zip(PROMPTS, lengths)]
+
+    async def burst(url):
+        async with httpx.AsyncClient(base_url=url, timeout=120) as c:
+            return await asyncio.gather(*(c.post("/v1/completions", json={"prompt": p, "max_tokens": n,
+                                                                            "temperature": 0})
+                                          for p, n in zip(PROMPTS, lengths)))
+
+    with running_app(_app(checkpoint)) as url:
+        answers = asyncio.run(burst(url))
+        text = httpx.get(url + "/metrics").text
+    assert [a.json()["choices"][0]["text"] for a in answers] == want
+    steps = metric(text, "forgegrad_batch_size_count", model="tiny-llama")
+    single = metric(text, "forgegrad_batch_size_bucket", model="tiny-llama", le="1.0")
+    assert steps > 0 and single < steps, "no decode step ran more than one completion"
+
+
+def test_requests_join_a_running_batch_and_leave_it(checkpoint, model):
+    """A long completion streams; a long prompt (longer than the batch's cache so far) and a short one
+    join it mid-way and finish first; every text is its solo text."""
+    # "abc" runs 380 tokens before its end-of-sequence token (so the others join while it runs)
+    first = {"prompt": PROMPTS[2], "max_tokens": 380, "temperature": 0, "stream": True}
+    joiners = [{"prompt": PROMPTS[1], "max_tokens": 10, "temperature": 0},
+               {"prompt": PROMPTS[0], "max_tokens": 5, "temperature": 0, "stop": "never"}]
+    with running_app(_app(checkpoint)) as url, httpx.Client(base_url=url, timeout=120) as c:
+        pieces, started, answers = [], threading.Event(), []
+
+        def stream():
+            with c.stream("POST", "/v1/completions", json=first) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: {"):
+                        event = json.loads(line[6:])
+                        pieces.append(event["choices"][0]["text"])
+                        started.set()
+
+        t = threading.Thread(target=stream)
+        t.start()
+        assert started.wait(60)
+        with httpx.Client(base_url=url, timeout=120) as c2:
+            answers = [c2.post("/v1/completions", json=j).json()["choices"][0]["text"] for j in joiners]
+            text = c2.get("/metrics").text
+        t.join(120)
+    steps = metric(text, "forgegrad_batch_size_count", model="tiny-llama")
+    assert metric(text, "forgegrad_batch_size_bucket", model="tiny-llama", le="1.0") < steps, "nobody joined"
+    assert answers == [_solo(model, j["prompt"], j["max_tokens"]) for j in joiners]
+    assert "".join(pieces) == _solo(model, first["prompt"], 380)
+
+
+@pytest.mark.parametrize("max_batch", [1, 8])
+def test_seeded_sampling_alone_is_generate_s_on_either_path(checkpoint, model, max_batch):
+    body = {"prompt": PROMPTS[3], "max_tokens": 20, "temperature": 0.9, "top_k": 50, "seed": 11}
+    with running_app(_app(checkpoint, max_batch=max_batch)) as url:
+        got = [httpx.post(url + "/v1/completions", json=body, timeout=120).json()["choices"][0]["text"]
+               for _ in range(2)]
+    fg.manual_seed(11)
+    assert got[0] == got[1] == _solo(model, PROMPTS[3], 20, do_sample=True, temperature=0.9, top_k=50)
+
+
+def test_batched_logits_equal_solo_logits_to_rounding(checkpoint, model):
+    """The engine's rows against solo decode steps, at the array level: right-aligned keys behind padding
+    give the solo logits within float32 rounding."""
+    from forgegrad.models.hf._decode import LeanDecoder
+    lean = LeanDecoder(model)
+    prompts = [list(p.encode()) for p in PROMPTS]
+    L = max(map(len, prompts))
+    cache = model.new_cache(len(prompts), L + 1)
+    mask = np.zeros((len(prompts), L), bool)
+    solo = []
+    with fg.no_grad():
+        for b, ids in enumerate(prompts):
+            one = model.new_cache(1, len(ids) + 1)
+            model(np.array([ids]), np.ones((1, len(ids)), bool), np.arange(len(ids))[None], cache=one)
+            for layer in range(len(cache.keys)):
+                cache.keys[layer][b, :, L - len(ids):L] = one.keys[layer][0, :, :len(ids)]
+                cache.values[layer][b, :, L - len(ids):L] = one.values[layer][0, :, :len(ids)]
+            mask[b, L - len(ids):] = True
+            solo.append(lean.step(np.array([7]), np.array([len(ids)]), np.ones((1, len(ids) + 1), bool), one))
+        cache.length = L
+        batched = lean.step(np.full(len(prompts), 7), np.array([len(p) for p in prompts]),
+                            np.concatenate([mask, np.ones((len(prompts), 1), bool)], axis=1), cache)
+    np.testing.assert_allclose(batched, np.concatenate(solo), rtol=1e-5, atol=1e-5)
