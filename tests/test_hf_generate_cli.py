@@ -82,3 +82,35 @@ def test_byte_tokens_need_a_byte_sized_vocabulary(tmp_path):
         load_tokenizer(tmp_path, 100)
     assert ByteTokenizer().decode(ByteTokenizer().encode("héllo")) == "héllo"
     np.testing.assert_array_equal(ByteTokenizer().encode("A"), [65])
+
+
+def test_generate_chat_renders_the_template_and_stops_at_the_end_of_turn(checkpoint, tmp_path, capsys):
+    import shutil
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(), decoders.ByteLevel()
+    tok.train_from_iterator(["hello world, a tiny corpus for a tiny tokenizer"] * 10,
+                            trainers.BpeTrainer(vocab_size=280, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                                special_tokens=["<|im_start|>", "<|im_end|>"]))
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>",
+                                                eos_token="<|im_end|>")
+    fast.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    path = tmp_path / "chat"
+    shutil.copytree(checkpoint, path)
+    fast.save_pretrained(path)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello world"}]
+    prompt = fast.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = fast.encode(prompt, add_special_tokens=False)
+    new = [int(t) for t in generate(from_pretrained(path), [ids], max_new_tokens=10)[0, len(ids):]]
+    end = fast.convert_tokens_to_ids("<|im_end|>")
+    # the end of turn ends the reply: generation_config.json names it (config.json's eos is 299)
+    (path / "generation_config.json").write_text('{"eos_token_id": [%d]}' % (new[4] if end not in new else end))
+    reply = new[:new.index(new[4] if end not in new else end)]
+    assert main(["generate", str(path), "--prompt", "hello world", "--system", "Be brief.", "--chat",
+                 "--max-new-tokens", "10"]) == 0
+    assert capsys.readouterr().out == prompt + fast.decode(reply) + "\n"
+    assert main(["generate", str(path), "--prompt", "x", "--system", "s"]) == 2
+    assert "--system needs --chat" in capsys.readouterr().err
+    assert main(["generate", str(checkpoint), "--prompt", "x", "--chat"]) == 2
+    assert "no chat template" in capsys.readouterr().err

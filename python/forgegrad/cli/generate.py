@@ -32,7 +32,10 @@ def add_parser(sub):
                                    "tokenizer.json if present, else byte tokens), stream the continuation of "
                                    "--prompt, and report prefill and decode tokens/s.")
     p.add_argument("path", help="checkpoint directory (as written by transformers' save_pretrained)")
-    p.add_argument("--prompt", required=True, help="the text to continue")
+    p.add_argument("--prompt", required=True, help="the text to continue (with --chat: the user's message)")
+    p.add_argument("--chat", action="store_true", help="send --prompt as a user message through the checkpoint's "
+                   "chat template (instruct models), and stop at the end of the assistant's turn")
+    p.add_argument("--system", default=None, help="with --chat: a system message before the user's")
     p.add_argument("--max-new-tokens", type=positive_int, default=50, help="tokens to generate (default 50)")
     p.add_argument("--temperature", type=_positive_float, default=None, help="sample at this temperature "
                    "(default: greedy decoding unless --top-k/--top-p is given)")
@@ -54,7 +57,7 @@ def run(args, out=None):
     from .. import manual_seed
     from .._runtime import set_num_threads
     from ..models.hf import CheckpointError, from_pretrained, generate
-    from ..models.hf.tokenizer import load_tokenizer
+    from ..models.hf.tokenizer import eos_token_ids, load_tokenizer
     if not os.path.isdir(args.path):
         raise UsageError(f"{args.path!r} is not a checkpoint directory")
     if args.threads is not None:
@@ -74,7 +77,12 @@ def run(args, out=None):
         tok = load_tokenizer(args.path, model.vocab_size, eos)
     except (ValueError, ImportError) as e:
         raise CLIError(str(e)) from None
-    ids = tok.encode(args.prompt)
+    prompt = args.prompt
+    if args.system is not None and not args.chat:
+        raise UsageError("--system needs --chat")
+    if args.chat:
+        prompt = _chat_prompt(args)
+    ids = tok.encode(prompt)
     if not ids:
         raise UsageError("--prompt gives no tokens")
     if max(ids) >= model.vocab_size:
@@ -83,7 +91,7 @@ def run(args, out=None):
         manual_seed(args.seed)
     sample = args.temperature is not None or args.top_k is not None or args.top_p is not None
     new, shown, times = [], "", [time.perf_counter()]
-    out.write(args.prompt)
+    out.write(prompt)
 
     def stream(step):
         nonlocal shown
@@ -95,15 +103,44 @@ def run(args, out=None):
             out.flush()
             shown = text
 
+    eos = eos_token_ids(args.path, model.config, model.vocab_size)
+
+    def step(tokens):
+        if int(tokens[0]) in eos:  # the end of the text (or of the assistant's turn): not part of it
+            raise _Ended
+        stream(tokens)
+
     try:
         generate(model, [ids], max_new_tokens=args.max_new_tokens, do_sample=sample,
-                 temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p, eos_token_id=tok.eos_token_id,
-                 streamer=stream)
+                 temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p, streamer=step)
+    except _Ended:
+        pass
     except ValueError as e:
         raise UsageError(str(e)) from None
     out.write(tok.decode(new)[len(shown):] + "\n")
+    times = times if len(times) > 1 else times + [time.perf_counter()]
     prefill = times[1] - times[0]
     decode = (times[-1] - times[1]) / max(len(times) - 2, 1)
     print(f"[{len(ids)} prompt tokens, {len(new)} generated ({tok.name}); prefill {len(ids) / prefill:.1f} tokens/s, "
           f"decode {1 / decode:.1f} tokens/s]", file=sys.stderr)
     return 0
+
+
+class _Ended(Exception):
+    """Raised from the streamer at the end-of-sequence token."""
+
+
+def _chat_prompt(args) -> str:
+    from ..models.hf.chat_template import load_chat_template
+    try:
+        template = load_chat_template(args.path)
+    except (ValueError, ImportError) as e:
+        raise CLIError(f"--chat: {e}") from None
+    if template is None:
+        raise UsageError(f"--chat: {args.path} has no chat template (chat_template.jinja or tokenizer_config.json)")
+    messages = ([{"role": "system", "content": args.system}] if args.system is not None else []) + [
+        {"role": "user", "content": args.prompt}]
+    try:
+        return template.render(messages, add_generation_prompt=True)
+    except ValueError as e:
+        raise UsageError(f"--chat: {e}") from None

@@ -80,26 +80,6 @@ class GenerationServeConfig:
         return self
 
 
-def _eos_ids(path: str, config: dict, vocab_size: int) -> set:
-    """End-of-sequence ids: config.json's and generation_config.json's (chat models often list their
-    end-of-turn token only in the latter)."""
-    ids = []
-    for source in (config, _json_or_empty(os.path.join(path, "generation_config.json"))):
-        eos = source.get("eos_token_id")
-        ids += [eos] if isinstance(eos, int) else (eos if isinstance(eos, list) else [])
-    return {int(e) for e in ids if isinstance(e, int) and not isinstance(e, bool) and 0 <= e < vocab_size}
-
-
-def _json_or_empty(file: str) -> dict:
-    import json
-    try:
-        with open(file, encoding="utf-8") as f:
-            obj = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return obj if isinstance(obj, dict) else {}
-
-
 class _Finished(Exception):
     """Raised from generate's streamer to end a completion early (stop string, end of sequence, or the
     client went away)."""
@@ -111,7 +91,7 @@ class TextGenerator:
     def __init__(self, path: str, weights: str = "float32"):
         from ..models.hf import from_pretrained
         from ..models.hf.chat_template import load_chat_template
-        from ..models.hf.tokenizer import load_tokenizer
+        from ..models.hf.tokenizer import eos_token_ids, load_tokenizer
         self.model = from_pretrained(path, dtype="bfloat16" if weights == "bfloat16" else "float32")
         if weights == "int8":
             from ..quantization import quantize_weight_only
@@ -119,7 +99,7 @@ class TextGenerator:
         if not hasattr(self.model, "new_cache"):
             raise ValueError(f"{type(self.model).__name__} is an encoder: text generation needs a decoder")
         self.model.eval()
-        self.eos = _eos_ids(path, self.model.config, self.model.vocab_size)
+        self.eos = eos_token_ids(path, self.model.config, self.model.vocab_size)
         self.tokenizer = load_tokenizer(path, self.model.vocab_size, next(iter(sorted(self.eos)), None))
         self.context = int(self.model.max_positions)
         # chat: the checkpoint's template; a broken one leaves /v1/completions working and says why on chat

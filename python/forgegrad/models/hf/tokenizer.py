@@ -2,10 +2,11 @@
 optional extra ``hf``), or bytes as tokens when a directory has none."""
 from __future__ import annotations
 
+import json
 import os
-from typing import List, Optional
+from typing import List, Optional, Set
 
-__all__ = ["load_tokenizer", "ByteTokenizer", "HFTokenizer"]
+__all__ = ["load_tokenizer", "eos_token_ids", "ByteTokenizer", "HFTokenizer"]
 
 
 class ByteTokenizer:
@@ -55,3 +56,22 @@ def load_tokenizer(path, vocab_size: int, eos_token_id: Optional[int] = None):
         raise ValueError(f"load_tokenizer: {os.fspath(path)!r} has no tokenizer.json and its vocabulary "
                          f"({vocab_size}) is too small for byte tokens; pass token ids instead")
     return ByteTokenizer()
+
+
+def eos_token_ids(path, config: dict, vocab_size: int) -> Set[int]:
+    """The ids that end generation: ``eos_token_id`` of config.json (``config``) and of the directory's
+    generation_config.json (chat models often list their end-of-turn token only there)."""
+    ids = []
+    for source in (config, _json_object(os.path.join(os.fspath(path), "generation_config.json"))):
+        eos = source.get("eos_token_id")
+        ids += [eos] if isinstance(eos, int) else (eos if isinstance(eos, list) else [])
+    return {int(e) for e in ids if isinstance(e, int) and not isinstance(e, bool) and 0 <= e < vocab_size}
+
+
+def _json_object(file: str) -> dict:
+    try:
+        with open(file, encoding="utf-8") as f:
+            obj = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
