@@ -28,9 +28,10 @@ def _positive_float(text):
 
 def add_parser(sub):
     p = sub.add_parser("generate", help="generate text with a Hugging Face checkpoint directory",
-                       description="Load a GPT-2 or Llama-style checkpoint directory (config.json + safetensors, "
-                                   "tokenizer.json if present, else byte tokens), stream the continuation of "
-                                   "--prompt, and report prefill and decode tokens/s.")
+                       description="Load a decoder (GPT-2, Llama-style) or T5 checkpoint directory (config.json + "
+                                   "safetensors, tokenizer.json if present, else byte tokens), stream the "
+                                   "continuation of --prompt (T5: its output for --prompt), and report prefill and "
+                                   "decode tokens/s.")
     p.add_argument("path", help="checkpoint directory (as written by transformers' save_pretrained)")
     p.add_argument("--prompt", required=True, help="the text to continue (with --chat: the user's message)")
     p.add_argument("--chat", action="store_true", help="send --prompt as a user message through the checkpoint's "
@@ -82,7 +83,8 @@ def run(args, out=None):
         raise UsageError("--system needs --chat")
     if args.chat:
         prompt = _chat_prompt(args)
-    ids = tok.encode(prompt)
+    seq2seq = getattr(model, "is_encoder_decoder", False)  # T5: the prompt is the encoder's input
+    ids = tok.encode(prompt, add_special_tokens=seq2seq)
     if not ids:
         raise UsageError("--prompt gives no tokens")
     if max(ids) >= model.vocab_size:
@@ -91,7 +93,8 @@ def run(args, out=None):
         manual_seed(args.seed)
     sample = args.temperature is not None or args.top_k is not None or args.top_p is not None
     new, shown, times = [], "", [time.perf_counter()]
-    out.write(prompt)
+    if not seq2seq:  # a decoder continues the prompt; an encoder-decoder writes its own text
+        out.write(prompt)
 
     def stream(step):
         nonlocal shown

@@ -122,7 +122,8 @@ class TextGenerator:
     def token_ids(self, prompt: Prompt, index: int) -> List[int]:
         """The prompt's token ids, checked against the vocabulary (CompletionError 400)."""
         param = "prompt"
-        ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else prompt
+        seq2seq = getattr(self.model, "is_encoder_decoder", False)  # T5's encoder input ends with its eos
+        ids = self.tokenizer.encode(prompt, add_special_tokens=seq2seq) if isinstance(prompt, str) else prompt
         if not ids:
             raise CompletionError(400, f"prompt {index} gives no tokens", param)
         bad = [t for t in ids if not 0 <= t < self.model.vocab_size]

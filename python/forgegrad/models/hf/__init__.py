@@ -8,7 +8,8 @@ directory written by transformers' ``save_pretrained`` (``config.json`` + safete
 Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``BertForSequenceClassification``,
 ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``, ``Qwen3ForCausalLM``,
 ``Phi3ForCausalLM``, ``GemmaForCausalLM``, ``Gemma2ForCausalLM``, ``Gemma3ForCausalLM``, and the mixture-of-experts
-``MixtralForCausalLM``, ``Qwen2MoeForCausalLM``, ``Qwen3MoeForCausalLM``. Weights are read with forgegrad's
+``MixtralForCausalLM``, ``Qwen2MoeForCausalLM``, ``Qwen3MoeForCausalLM``, and the encoder-decoder
+``T5ForConditionalGeneration`` (T5, Flan-T5, mT5). Weights are read with forgegrad's
 bounded safetensors reader; pickle files (``pytorch_model.bin``) are never opened.
 """
 from __future__ import annotations
@@ -27,29 +28,37 @@ from .gemma2 import Gemma2ForCausalLM, Gemma3ForCausalLM, GemmaForCausalLM
 from .gpt2 import GPT2LMHeadModel
 from .llama import LlamaForCausalLM, MistralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
 from .moe import MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM
+from .t5 import T5ForConditionalGeneration
 
 __all__ = ["from_pretrained", "save_pretrained", "generate", "CheckpointError", "ARCHITECTURES",
            "GPT2LMHeadModel", "BertModel", "BertForSequenceClassification", "LlamaForCausalLM", "MistralForCausalLM",
            "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM",
-           "Gemma3ForCausalLM", "GemmaForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM"]
+           "Gemma3ForCausalLM", "GemmaForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
+           "T5ForConditionalGeneration"]
 
 ARCHITECTURES = {cls.architecture: cls for cls in
                  (GPT2LMHeadModel, BertModel, BertForSequenceClassification, LlamaForCausalLM, MistralForCausalLM,
                   Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM,
-                  Gemma3ForCausalLM, GemmaForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM)}
+                  Gemma3ForCausalLM, GemmaForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM,
+                  T5ForConditionalGeneration)}
 # model_type -> class, for configs that do not list their architecture
 _BY_TYPE = {"gpt2": GPT2LMHeadModel, "bert": BertModel, "llama": LlamaForCausalLM, "mistral": MistralForCausalLM,
             "qwen2": Qwen2ForCausalLM, "qwen3": Qwen3ForCausalLM, "phi3": Phi3ForCausalLM,
             "gemma": GemmaForCausalLM, "gemma2": Gemma2ForCausalLM, "gemma3_text": Gemma3ForCausalLM,
             "mixtral": MixtralForCausalLM,
-            "qwen2_moe": Qwen2MoeForCausalLM, "qwen3_moe": Qwen3MoeForCausalLM}
+            "qwen2_moe": Qwen2MoeForCausalLM, "qwen3_moe": Qwen3MoeForCausalLM, "t5": T5ForConditionalGeneration,
+            "mt5": T5ForConditionalGeneration}
+
+
+# architectures that are another one's under a different name
+_ALIASES = {"MT5ForConditionalGeneration": T5ForConditionalGeneration}
 
 
 def _architecture(cfg: dict, path: str):
     names = cfg.get("architectures") or []
     for name in names:
-        if name in ARCHITECTURES:
-            return ARCHITECTURES[name]
+        if name in ARCHITECTURES or name in _ALIASES:
+            return ARCHITECTURES.get(name) or _ALIASES[name]
     if not names and cfg.get("model_type") in _BY_TYPE:
         return _BY_TYPE[cfg["model_type"]]
     got = ", ".join(map(str, names)) or f"model_type {cfg.get('model_type')!r}"
@@ -67,6 +76,7 @@ def _required(cfg: dict, cls, path: str) -> None:
             Qwen2MoeForCausalLM: llama + ("num_experts", "num_experts_per_tok", "moe_intermediate_size",
                                           "shared_expert_intermediate_size"),
             Qwen3MoeForCausalLM: llama + ("num_experts_per_tok", "moe_intermediate_size"),
+            T5ForConditionalGeneration: ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads"),
             }.get(cls, ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
                         "max_position_embeddings"))
     for key in keys:

@@ -90,9 +90,15 @@ def generate(model, input_ids, max_new_tokens: int = 20, attention_mask=None, do
         streamer: called after every step with the new tokens (B,) as an int64 array.
 
     Returns:
-        (B, T + n) int64 array: the prompts followed by the n <= max_new_tokens generated tokens.
+        (B, T + n) int64 array: the prompts followed by the n <= max_new_tokens generated tokens. For an
+        encoder-decoder (T5), ``input_ids`` is the encoder's input (padding on the right, marked by
+        ``attention_mask``), ``eos_token_id`` defaults to the config's, and the result is the decoder's
+        tokens as transformers returns them: (B, 1 + n), decoder_start_token_id first.
     """
     model = _decoder(model)
+    if getattr(model, "is_encoder_decoder", False):
+        return _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sample, temperature, top_k,
+                                 top_p, eos_token_id, pad_token_id, streamer)
     if not hasattr(model, "new_cache"):
         raise TypeError(f"generate: {type(model).__name__} is not a decoder (expected GPT2LMHeadModel or "
                         "a Llama-style decoder: Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 1, 2 or 3, Mixtral, "
@@ -157,3 +163,46 @@ def generate(model, input_ids, max_new_tokens: int = 20, attention_mask=None, do
             else:
                 logits = model(nxt[:, None], mask, last[:, None], cache=cache).numpy()[:, -1]
     return out[:, :T + n]
+
+
+def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sample, temperature, top_k, top_p,
+                      eos_token_id, pad_token_id, streamer) -> np.ndarray:
+    """The encoder once, then the decoder token by token on a KV cache (the cross-attention keys and
+    values computed once)."""
+    ids = ids_array(input_ids, "generate", model.vocab_size)
+    B, S = ids.shape
+    if not isinstance(max_new_tokens, numbers.Integral) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
+        raise ValueError(f"generate: max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    _check_sampling(do_sample, temperature, top_k, top_p)
+    if eos_token_id is None and isinstance(model.config.get("eos_token_id"), int):
+        eos_token_id = model.config["eos_token_id"]
+    for name, tok in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
+        if tok is not None and (not isinstance(tok, numbers.Integral) or not 0 <= tok < model.vocab_size):
+            raise ValueError(f"generate: {name} must be a token id in [0, {model.vocab_size}), got {tok!r}")
+    if streamer is not None and not callable(streamer):
+        raise TypeError("generate: streamer must be callable (it receives each step's new tokens)")
+    mask = mask_array(attention_mask, "generate", (B, S))
+    out = np.full((B, 1 + max_new_tokens), model.decoder_start_token_id, np.int64)
+    pad = pad_token_id
+    if pad is None:  # finished rows get the config's pad token (T5's 0), as transformers pads them
+        pad = model.config.get("pad_token_id") if isinstance(model.config.get("pad_token_id"), int) else eos_token_id
+    finished = np.zeros(B, bool)
+    rng = generator()
+    n = 0
+    with no_grad():
+        states = model.encode(ids, mask)
+        cross = model.cross_kv(states)
+        cache = model.new_cache(B, 1 + max_new_tokens)
+        while n < max_new_tokens:
+            logits = model.decode(out[:, n:n + 1], states, mask, cross=cross, cache=cache).numpy()[:, -1]
+            nxt = select_next(logits, do_sample, float(temperature), top_k, top_p, rng)
+            if eos_token_id is not None:
+                nxt = np.where(finished, pad, nxt)
+                finished |= nxt == eos_token_id
+            out[:, 1 + n] = nxt
+            n += 1
+            if streamer is not None:
+                streamer(nxt.copy())
+            if finished.all():
+                break
+    return out[:, :1 + n]

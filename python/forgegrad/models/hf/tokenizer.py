@@ -16,8 +16,8 @@ class ByteTokenizer:
     name = "bytes"
     eos_token_id: Optional[int] = None
 
-    def encode(self, text: str) -> List[int]:
-        return list(text.encode("utf-8"))
+    def encode(self, text: str, add_special_tokens: bool = False) -> List[int]:
+        return list(text.encode("utf-8"))  # no special tokens to add
 
     def decode(self, ids) -> str:
         return bytes(int(i) for i in ids if 0 <= int(i) < 256).decode("utf-8", errors="replace")
@@ -39,8 +39,10 @@ class HFTokenizer:
             raise ValueError(f"load_tokenizer: {path!r} is not a valid tokenizer.json: {e}") from None
         self.eos_token_id = eos_token_id
 
-    def encode(self, text: str) -> List[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
+    def encode(self, text: str, add_special_tokens: bool = False) -> List[int]:
+        """Token ids of ``text``; ``add_special_tokens``: the tokenizer's post-processing too (the end-of-sequence
+        token T5's encoder input ends with), which a decoder's prompt does not take."""
+        return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
 
     def decode(self, ids) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)

@@ -1,0 +1,280 @@
+"""T5 encoder-decoders (transformers' ``T5ForConditionalGeneration``: T5, T5 v1.1, Flan-T5, mT5) with
+transformers' parameter names: summarisation and translation models.
+
+T5's attention has no position embeddings and no 1/sqrt(d) scaling: the first layer of each stack
+computes a learned bias per head from the bucketed distance between query and key (bidirectional in
+the encoder, looking back only in the decoder) and every layer adds it to its scores, together with
+the padding (and, in the decoder, causal) mask. Norms are RMSNorms without bias, applied before each
+sub-layer. The original T5 scales the decoder output by d_model ** -0.5 before the LM head (the
+config's ``scale_decoder_outputs``, or, in older configs, tied embeddings).
+
+The attention here is written with forgegrad's differentiable ops (the bias is a learned parameter, so
+it must get its gradient), not the fused kernel.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ... import nn
+from ...nn import functional as F
+from ...tensor import Tensor
+from ._layers import KVCache, activation, ids_array, mask_array, merge_heads, split_heads
+
+__all__ = ["T5ForConditionalGeneration", "relative_position_bucket"]
+
+_NEG = np.float32(np.finfo(np.float32).min)
+
+
+def relative_position_bucket(relative: np.ndarray, bidirectional: bool, num_buckets: int,
+                             max_distance: int) -> np.ndarray:
+    """transformers' T5Attention._relative_position_bucket, in its float32 arithmetic (the bucket of
+    a distance on a boundary depends on that rounding): exact buckets for small distances, logarithmic
+    ones up to ``max_distance``, one bucket past it."""
+    buckets = np.zeros(relative.shape, np.int64)
+    if bidirectional:
+        num_buckets //= 2
+        buckets += (relative > 0).astype(np.int64) * num_buckets
+        relative = np.abs(relative)
+    else:
+        relative = -np.minimum(relative, 0)
+    max_exact = num_buckets // 2
+    is_small = relative < max_exact
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = (np.log(relative.astype(np.float32) / np.float32(max_exact))
+                  / np.float32(math.log(max_distance / max_exact)) * np.float32(num_buckets - max_exact))
+        large = max_exact + np.where(is_small, 0, scaled).astype(np.int64)
+    large = np.minimum(large, num_buckets - 1)
+    return buckets + np.where(is_small, relative, large)
+
+
+def _feed_forward_kind(cfg: dict) -> Tuple[bool, str]:
+    """(gated, activation name) from feed_forward_proj ("relu", "gated-gelu", "gated-silu", ...)."""
+    proj = cfg.get("feed_forward_proj", "relu")
+    gated = proj.startswith("gated-")
+    act = proj[len("gated-"):] if gated else proj
+    return gated, ("gelu_new" if proj == "gated-gelu" else act)  # transformers' special case
+
+
+class T5Attention(nn.Module):
+    def __init__(self, cfg: dict, has_relative_attention_bias: bool, is_decoder: bool):
+        super().__init__()
+        d, inner = cfg["d_model"], cfg["num_heads"] * cfg["d_kv"]
+        self.heads, self.is_decoder = cfg["num_heads"], is_decoder
+        self.num_buckets = cfg.get("relative_attention_num_buckets", 32)
+        self.max_distance = cfg.get("relative_attention_max_distance", 128)
+        self.q, self.k, self.v = (nn.Linear(d, inner, bias=False) for _ in range(3))
+        self.o = nn.Linear(inner, d, bias=False)
+        self.dropout = nn.Dropout(cfg.get("dropout_rate", 0.1))
+        if has_relative_attention_bias:
+            self.relative_attention_bias = nn.Embedding(self.num_buckets, self.heads)
+
+    def position_bias(self, query_positions: np.ndarray, key_length: int) -> Tensor:
+        """(1, heads, queries, keys) learned bias of each query/key distance."""
+        rel = np.arange(key_length)[None, :] - query_positions[:, None]
+        buckets = relative_position_bucket(rel, not self.is_decoder, self.num_buckets, self.max_distance)
+        values = self.relative_attention_bias(Tensor._wrap(buckets))  # (q, k, heads)
+        return values.permute(2, 0, 1).reshape(1, self.heads, len(query_positions), key_length)
+
+    def project_kv(self, states: Tensor) -> Tuple[Tensor, Tensor]:
+        return split_heads(self.k(states), self.heads), split_heads(self.v(states), self.heads)
+
+    def forward(self, x: Tensor, bias: Optional[Tensor], kv: Optional[Tuple[Tensor, Tensor]] = None,
+                cache: Optional[KVCache] = None, layer: int = 0) -> Tensor:
+        """Self-attention over x (with ``cache``: appended to the cached keys), or cross-attention over
+        the precomputed ``kv`` of the encoder; ``bias`` (position bias + mask) is added to the scores."""
+        q = split_heads(self.q(x), self.heads)
+        if kv is None:
+            k, v = self.project_kv(x)
+            if cache is not None:
+                k, v = cache.update(layer, k, v)
+        else:
+            k, v = kv
+        scores = q @ k.transpose(-1, -2)
+        if bias is not None:
+            scores = scores + bias
+        weights = self.dropout(F.softmax(scores, dim=-1))
+        return self.o(merge_heads(weights @ v))
+
+
+class T5SubLayer(nn.Module):
+    """RMSNorm -> attention or feed-forward -> dropout, plus the residual: T5LayerSelfAttention,
+    T5LayerCrossAttention and T5LayerFF (the attribute names are transformers')."""
+
+    def __init__(self, cfg: dict, kind: str, has_bias: bool = False, is_decoder: bool = False):
+        super().__init__()
+        self.kind = kind
+        if kind == "self":
+            self.SelfAttention = T5Attention(cfg, has_bias, is_decoder)
+        elif kind == "cross":
+            self.EncDecAttention = T5Attention(cfg, False, True)
+        else:
+            self.DenseReluDense = T5FeedForward(cfg)
+        self.layer_norm = nn.RMSNorm(cfg["d_model"], eps=cfg.get("layer_norm_epsilon", 1e-6))
+        self.dropout = nn.Dropout(cfg.get("dropout_rate", 0.1))
+
+    def forward(self, x, bias=None, kv=None, cache=None, layer=0):
+        h = self.layer_norm(x)
+        if self.kind == "self":
+            h = self.SelfAttention(h, bias, cache=cache, layer=layer)
+        elif self.kind == "cross":
+            h = self.EncDecAttention(h, bias, kv=kv)
+        else:
+            h = self.DenseReluDense(h)
+        return x + self.dropout(h)
+
+
+class T5FeedForward(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        d, ff = cfg["d_model"], cfg["d_ff"]
+        self.gated, act = _feed_forward_kind(cfg)
+        if self.gated:
+            self.wi_0, self.wi_1 = nn.Linear(d, ff, bias=False), nn.Linear(d, ff, bias=False)
+        else:
+            self.wi = nn.Linear(d, ff, bias=False)
+        self.wo = nn.Linear(ff, d, bias=False)
+        self.act = activation(act, "T5")
+        self.dropout = nn.Dropout(cfg.get("dropout_rate", 0.1))
+
+    def forward(self, x):
+        h = self.act(self.wi_0(x)) * self.wi_1(x) if self.gated else self.act(self.wi(x))
+        return self.wo(self.dropout(h))
+
+
+class T5Block(nn.Module):
+    def __init__(self, cfg: dict, has_bias: bool, is_decoder: bool):
+        super().__init__()
+        kinds = ["self", "cross", "ff"] if is_decoder else ["self", "ff"]
+        self.layer = nn.ModuleList([T5SubLayer(cfg, k, has_bias and k == "self", is_decoder) for k in kinds])
+
+
+class T5Stack(nn.Module):
+    def __init__(self, cfg: dict, n_layers: int, is_decoder: bool):
+        super().__init__()
+        self.is_decoder = is_decoder
+        self.block = nn.ModuleList([T5Block(cfg, i == 0, is_decoder) for i in range(n_layers)])
+        self.final_layer_norm = nn.RMSNorm(cfg["d_model"], eps=cfg.get("layer_norm_epsilon", 1e-6))
+        self.dropout = nn.Dropout(cfg.get("dropout_rate", 0.1))
+
+    def self_bias(self, positions: np.ndarray, key_length: int, mask: Optional[np.ndarray]) -> Tensor:
+        """The first layer's position bias plus the additive ``mask`` (B, 1, q, k) or None."""
+        bias = self.block[0].layer[0].SelfAttention.position_bias(positions, key_length)
+        return bias if mask is None else bias + Tensor._wrap(mask)
+
+
+def _padding_mask(padding: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """(B, 1, 1, L) additive mask of padding keys (transformers' finite minimum), or None."""
+    if padding is None or padding.all():
+        return None
+    return np.where(padding, np.float32(0), _NEG)[:, None, None, :].astype(np.float32)
+
+
+class T5ForConditionalGeneration(nn.Module):
+    """``forward(input_ids, attention_mask=None, decoder_input_ids=...)`` -> logits (B, T_dec, vocab);
+    ``encode`` and ``decode`` run the two stacks (``generate`` runs the encoder once and the decoder
+    with a KV cache)."""
+
+    architecture = "T5ForConditionalGeneration"
+    model_type = "t5"
+    is_encoder_decoder = True
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = dict(config)
+        c = self.config
+        self.shared = nn.Embedding(c["vocab_size"], c["d_model"])
+        self.encoder = T5Stack(c, c["num_layers"], False)
+        self.decoder = T5Stack(c, c.get("num_decoder_layers") or c["num_layers"], True)
+        self.tied = c.get("tie_word_embeddings", True) is not False
+        # T5 scales the decoder output by d_model ** -0.5 before the head, T5 v1.1 / Flan-T5 do not. Older configs
+        # say which by tie_word_embeddings; transformers 5 writes scale_decoder_outputs (and ties always).
+        # Kept apart from `tied`, which a bfloat16 load clears when it gives the tied head its own module.
+        self.scale_head = bool(c.get("scale_decoder_outputs", self.tied))
+        if not self.tied:
+            self.lm_head = nn.Linear(c["d_model"], c["vocab_size"], bias=False)
+        self.max_positions = 1 << 30  # relative positions: no table to run past
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config["vocab_size"]
+
+    def tied_embedding(self):
+        return self.shared
+
+    @property
+    def decoder_start_token_id(self) -> int:
+        start = self.config.get("decoder_start_token_id")
+        return int(start if isinstance(start, int) else self.config.get("pad_token_id", 0) or 0)
+
+    def encode(self, input_ids, attention_mask=None) -> Tensor:
+        """The encoder's output (B, S, d_model)."""
+        ids = ids_array(input_ids, "T5ForConditionalGeneration", self.vocab_size)
+        pad = mask_array(attention_mask, "T5ForConditionalGeneration", ids.shape)
+        enc = self.encoder
+        x = enc.dropout(self.shared(Tensor._wrap(ids)))
+        S = ids.shape[1]
+        bias = enc.self_bias(np.arange(S), S, _padding_mask(pad))
+        for block in enc.block:
+            for sub in block.layer:
+                x = sub(x, bias) if sub.kind == "self" else sub(x)
+        return enc.dropout(enc.final_layer_norm(x))
+
+    def cross_kv(self, encoder_states: Tensor) -> List[Tuple[Tensor, Tensor]]:
+        """Every decoder layer's cross-attention keys and values (computed once per generation)."""
+        return [block.layer[1].EncDecAttention.project_kv(encoder_states) for block in self.decoder.block]
+
+    def new_cache(self, batch: int, max_length: int) -> KVCache:
+        c = self.config
+        return KVCache(len(self.decoder.block), batch, c["num_heads"], max_length, c["d_kv"])
+
+    def decode(self, decoder_input_ids, encoder_states: Tensor, attention_mask=None,
+               cross: Optional[List[Tuple[Tensor, Tensor]]] = None, cache: Optional[KVCache] = None) -> Tensor:
+        """Logits (B, T, vocab) of the decoder tokens given the encoder's output (``attention_mask``: the
+        encoder input's padding); with ``cache``, the tokens continue the cached ones."""
+        ids = ids_array(decoder_input_ids, "T5ForConditionalGeneration", self.vocab_size)
+        B, T = ids.shape
+        pad = mask_array(attention_mask, "T5ForConditionalGeneration", tuple(encoder_states.shape[:2]))
+        past = cache.length if cache is not None else 0
+        dec = self.decoder
+        causal = None
+        if T > 1:
+            allowed = np.arange(past + T)[None, :] <= (past + np.arange(T))[:, None]
+            causal = np.where(allowed, np.float32(0), _NEG)[None, None].astype(np.float32)
+        self_bias = dec.self_bias(np.arange(past, past + T), past + T, causal)
+        cross_mask = _padding_mask(pad)
+        cross_bias = None if cross_mask is None else Tensor._wrap(cross_mask)
+        cross = self.cross_kv(encoder_states) if cross is None else cross
+        x = dec.dropout(self.shared(Tensor._wrap(ids)))
+        for i, block in enumerate(dec.block):
+            x = block.layer[0](x, self_bias, cache=cache, layer=i)
+            x = block.layer[1](x, cross_bias, kv=cross[i])
+            x = block.layer[2](x)
+        x = dec.dropout(dec.final_layer_norm(x))
+        if cache is not None:
+            cache.advance(T)
+        if self.scale_head:
+            x = x * (self.config["d_model"] ** -0.5)
+        return F.linear(x, self.shared.weight) if self.tied else self.lm_head(x)
+
+    def forward(self, input_ids, attention_mask=None, decoder_input_ids=None) -> Tensor:
+        if decoder_input_ids is None:
+            raise ValueError("T5ForConditionalGeneration: decoder_input_ids is required (the decoder's tokens, "
+                             f"starting with decoder_start_token_id {self.decoder_start_token_id}); "
+                             "generate() makes them")
+        return self.decode(decoder_input_ids, self.encode(input_ids, attention_mask), attention_mask)
+
+    # --- checkpoint names: ours are transformers', less the stacks' copies of the shared embedding ---
+    def from_hf(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        drop = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"}
+        if self.tied:
+            drop.add("lm_head.weight")
+        out = {k: v for k, v in tensors.items() if k not in drop}
+        if "shared.weight" not in out and "encoder.embed_tokens.weight" in tensors:
+            out["shared.weight"] = tensors["encoder.embed_tokens.weight"]
+        return out
+
+    def to_hf(self) -> Dict[str, np.ndarray]:
+        return {k: v.numpy() for k, v in self.state_dict().items()}
