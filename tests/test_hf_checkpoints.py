@@ -267,9 +267,13 @@ def test_malformed_directories_raise_clear_errors(checkpoints, tmp_path):
         from_pretrained(tmp_path / "shape")
     _copy(root / "gpt2", tmp_path / "arch")
     cfg = json.loads((tmp_path / "arch" / "config.json").read_text())
-    cfg["architectures"], cfg["model_type"] = ["T5ForConditionalGeneration"], "t5"
+    cfg["architectures"], cfg["model_type"] = ["BartForConditionalGeneration"], "bart"
     (tmp_path / "arch" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match="unsupported architecture.*T5"):
+    with pytest.raises(CheckpointError, match="unsupported architecture.*Bart"):
+        from_pretrained(tmp_path / "arch")
+    cfg["architectures"], cfg["model_type"] = ["T5ForConditionalGeneration"], "t5"  # a GPT-2 config said to be T5
+    (tmp_path / "arch" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="must give d_model"):
         from_pretrained(tmp_path / "arch")
     _copy(root / "gpt2", tmp_path / "bin")
     os.rename(tmp_path / "bin" / "model.safetensors", tmp_path / "bin" / "pytorch_model.bin")
