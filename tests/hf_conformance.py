@@ -11,6 +11,8 @@ wrote the checkpoint. Each test file keeps its own models, inputs and tolerances
     check_greedy_by_hand          generate equals greedy decoding by hand with the model's own forward
     counting_lean_prefill         a context that records each LeanDecoder.prefill call
     save_checkpoints              the body of a module's checkpoints fixture: transformers models saved by name
+    chat_tokenizer                a tiny byte-level BPE tokenizer (transformers' fast tokenizer) with ChatML's
+                                  special tokens and a given chat template
 
 torch is imported inside the functions: the test files skip themselves (pytest.importorskip) where it is
 missing, after importing this module.
@@ -142,3 +144,19 @@ def counting_lean_prefill():
         yield calls
     finally:
         D.LeanDecoder.prefill = prefill
+
+
+def chat_tokenizer(template):
+    """A PreTrainedTokenizerFast over a byte-level BPE trained on a tiny corpus (280 tokens, ids 0 and 1 the
+    special tokens <|im_start|> and <|im_end|>, also bos and eos) with ``template`` as its chat template."""
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(), decoders.ByteLevel()
+    tok.train_from_iterator(["hello world, a tiny corpus for a tiny tokenizer"] * 10,
+                            trainers.BpeTrainer(vocab_size=280, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                                special_tokens=["<|im_start|>", "<|im_end|>"]))
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>",
+                                                eos_token="<|im_end|>")
+    fast.chat_template = template
+    return fast

@@ -86,15 +86,9 @@ def test_byte_tokens_need_a_byte_sized_vocabulary(tmp_path):
 
 def test_generate_chat_renders_the_template_and_stops_at_the_end_of_turn(checkpoint, tmp_path, capsys):
     import shutil
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(), decoders.ByteLevel()
-    tok.train_from_iterator(["hello world, a tiny corpus for a tiny tokenizer"] * 10,
-                            trainers.BpeTrainer(vocab_size=280, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                special_tokens=["<|im_start|>", "<|im_end|>"]))
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>",
-                                                eos_token="<|im_end|>")
-    fast.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+
+    from hf_conformance import chat_tokenizer
+    fast = chat_tokenizer("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
                           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
     path = tmp_path / "chat"
     shutil.copytree(checkpoint, path)

@@ -20,6 +20,7 @@ transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 transformers.logging.set_verbosity_error()
 
+from hf_conformance import chat_tokenizer  # noqa: E402
 from serve_helpers import running_app  # noqa: E402
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -35,24 +36,11 @@ MESSAGES = [{"role": "system", "content": "You are a tiny model."}, {"role": "us
             {"role": "assistant", "content": "a tiny corpus"}, {"role": "user", "content": " for a tiny tokenizer "}]
 
 
-def _tokenizer(template):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(), decoders.ByteLevel()
-    tok.train_from_iterator(["hello world, a tiny corpus for a tiny tokenizer"] * 10,
-                            trainers.BpeTrainer(vocab_size=280, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                special_tokens=["<|im_start|>", "<|im_end|>"]))
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>",
-                                                eos_token="<|im_end|>")
-    fast.chat_template = template
-    return fast
-
-
 @pytest.fixture(scope="module")
 def chat_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("chat") / "tiny-chat"
-    tok = _tokenizer(CHATML)
+    tok = chat_tokenizer(CHATML)
     cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=300, n_positions=512,
                                   initializer_range=0.3, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
     transformers.GPT2LMHeadModel(cfg).save_pretrained(path)
@@ -62,7 +50,7 @@ def chat_checkpoint(tmp_path_factory):
 
 @pytest.mark.parametrize("template", [CHATML, STRICT])
 def test_rendered_prompt_and_tokens_are_apply_chat_template_s(tmp_path, template):
-    fast = _tokenizer(template)
+    fast = chat_tokenizer(template)
     fast.save_pretrained(tmp_path)
     ours = load_chat_template(tmp_path)
     for messages in (MESSAGES, MESSAGES[1:2], [{"role": "user", "content": ""}, {"role": "user", "content": "hi"}]):

@@ -47,14 +47,19 @@ def read_config(path) -> dict:
     if not os.path.isfile(cfg_path):
         raise CheckpointError(f"from_pretrained: {path!r} has no {CONFIG}; a Hugging Face checkpoint directory "
                               "holds config.json and model.safetensors")
+    return read_json_object(cfg_path, "from_pretrained")
+
+
+def read_json_object(file: str, who: str) -> dict:
+    """The JSON object in ``file``, or CheckpointError naming the file (``who``: the caller, for the message)."""
     try:
-        with open(cfg_path, encoding="utf-8") as f:
-            cfg = json.load(f)
+        with open(file, encoding="utf-8") as f:
+            obj = json.load(f)
     except (UnicodeDecodeError, ValueError) as e:
-        raise CheckpointError(f"from_pretrained: {cfg_path!r} is not valid JSON: {e}") from None
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f"from_pretrained: {cfg_path!r} must hold a JSON object, got {type(cfg).__name__}")
-    return cfg
+        raise CheckpointError(f"{who}: {file!r} is not valid JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{who}: {file!r} must hold a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 def is_bfloat16(a: np.ndarray) -> bool:

@@ -15,6 +15,8 @@ import os
 from datetime import datetime
 from typing import Dict, List, Optional
 
+from ._files import read_json_object
+
 __all__ = ["ChatTemplate", "load_chat_template"]
 
 _SPECIAL = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
@@ -73,16 +75,8 @@ class ChatTemplate:
 def load_chat_template(path) -> Optional[ChatTemplate]:
     """The chat template of a checkpoint directory, or None when it has none."""
     path = os.fspath(path)
-    config = {}
     config_file = os.path.join(path, "tokenizer_config.json")
-    if os.path.isfile(config_file):
-        try:
-            with open(config_file, encoding="utf-8") as f:
-                config = json.load(f)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{config_file}: not readable JSON ({e})") from None
-        if not isinstance(config, dict):
-            raise ValueError(f"{config_file}: expected a JSON object")
+    config = read_json_object(config_file, "chat template") if os.path.isfile(config_file) else {}
     source = None
     jinja_file = os.path.join(path, "chat_template.jinja")
     if os.path.isfile(jinja_file):

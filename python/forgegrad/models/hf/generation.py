@@ -37,6 +37,18 @@ def _check_sampling(do_sample, temperature, top_k, top_p):
         raise ValueError(f"generate: top_p must be a number in (0, 1], got {top_p!r}")
 
 
+def _check_arguments(model, max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id,
+                     streamer) -> None:
+    if not isinstance(max_new_tokens, numbers.Integral) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
+        raise ValueError(f"generate: max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    _check_sampling(do_sample, temperature, top_k, top_p)
+    for name, tok in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
+        if tok is not None and (not isinstance(tok, numbers.Integral) or not 0 <= tok < model.vocab_size):
+            raise ValueError(f"generate: {name} must be a token id in [0, {model.vocab_size}), got {tok!r}")
+    if streamer is not None and not callable(streamer):
+        raise TypeError("generate: streamer must be callable (it receives each step's new tokens)")
+
+
 def select_next(logits: np.ndarray, do_sample: bool = False, temperature: float = 1.0, top_k: Optional[int] = None,
                 top_p: Optional[float] = None, rng: Optional[np.random.Generator] = None) -> np.ndarray:
     """The next token of each row of ``logits`` (B, V): the argmax, or a draw after transformers'
@@ -105,14 +117,7 @@ def generate(model, input_ids, max_new_tokens: int = 20, attention_mask=None, do
                         "Qwen2-MoE, Qwen3-MoE)")
     ids = ids_array(input_ids, "generate", model.vocab_size)
     B, T = ids.shape
-    if not isinstance(max_new_tokens, numbers.Integral) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
-        raise ValueError(f"generate: max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-    _check_sampling(do_sample, temperature, top_k, top_p)
-    for name, tok in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
-        if tok is not None and (not isinstance(tok, numbers.Integral) or not 0 <= tok < model.vocab_size):
-            raise ValueError(f"generate: {name} must be a token id in [0, {model.vocab_size}), got {tok!r}")
-    if streamer is not None and not callable(streamer):
-        raise TypeError("generate: streamer must be callable (it receives each step's new tokens)")
+    _check_arguments(model, max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id, streamer)
     mask = mask_array(attention_mask, "generate", (B, T))
     mask = np.ones((B, T), bool) if mask is None else mask
     if not mask.any(axis=1).all():
@@ -171,16 +176,9 @@ def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sampl
     values computed once)."""
     ids = ids_array(input_ids, "generate", model.vocab_size)
     B, S = ids.shape
-    if not isinstance(max_new_tokens, numbers.Integral) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
-        raise ValueError(f"generate: max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-    _check_sampling(do_sample, temperature, top_k, top_p)
     if eos_token_id is None and isinstance(model.config.get("eos_token_id"), int):
         eos_token_id = model.config["eos_token_id"]
-    for name, tok in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
-        if tok is not None and (not isinstance(tok, numbers.Integral) or not 0 <= tok < model.vocab_size):
-            raise ValueError(f"generate: {name} must be a token id in [0, {model.vocab_size}), got {tok!r}")
-    if streamer is not None and not callable(streamer):
-        raise TypeError("generate: streamer must be callable (it receives each step's new tokens)")
+    _check_arguments(model, max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id, streamer)
     mask = mask_array(attention_mask, "generate", (B, S))
     out = np.full((B, 1 + max_new_tokens), model.decoder_start_token_id, np.int64)
     pad = pad_token_id

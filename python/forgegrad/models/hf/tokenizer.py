@@ -2,7 +2,6 @@
 optional extra ``hf``), or bytes as tokens when a directory has none."""
 from __future__ import annotations
 
-import json
 import os
 from typing import List, Optional, Set
 
@@ -71,9 +70,9 @@ def eos_token_ids(path, config: dict, vocab_size: int) -> Set[int]:
 
 
 def _json_object(file: str) -> dict:
+    """generation_config.json is optional: a missing or unreadable one adds nothing."""
+    from ._files import read_json_object
     try:
-        with open(file, encoding="utf-8") as f:
-            obj = json.load(f)
+        return read_json_object(file, "eos_token_ids")
     except (OSError, ValueError):
         return {}
-    return obj if isinstance(obj, dict) else {}
