@@ -15,7 +15,9 @@ the same way (sgemv over 256 MB). The prefill row also times onnxruntime on the 
 windows, which do not export yet). Two last rows per model decode with weight-only Linear layers
 (``quantization.quantize_weight_only``): int8 against transformers' float32 decode (other numerics, a
 quarter of the weight bytes), and bfloat16 weights against transformers running the model in bfloat16
-(half the bytes on both sides; forgegrad's arithmetic stays float32).
+(half the bytes on both sides; forgegrad's arithmetic stays float32). Last, an encoder-decoder: T5-small's
+shape (6 + 6 layers, d_model 512, 8 heads, feed-forward 2048, vocab 32128), a 128-token input encoded once
+and 64 tokens generated greedily (forgegrad runs T5 on its Tensor ops, without the lean decode step).
 """
 from __future__ import annotations
 
@@ -227,12 +229,51 @@ def _decode_per_token(model, ids, threads, repeat) -> float:
     return (t["generate"] - t["prefill"]) / NEW
 
 
+T5_SMALL = dict(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8,
+                feed_forward_proj="relu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+
+
+def _t5_rows(threads, quick) -> List[dict]:
+    """T5-small's shape: encode PROMPT tokens and generate NEW, forgegrad against transformers (same tokens)."""
+    torch, transformers = optional_import("torch"), optional_import("transformers")
+    if torch is None or transformers is None:
+        return []
+    from ..models.hf import from_pretrained, generate
+    transformers.logging.set_verbosity_error()
+    cfg = dict(T5_SMALL, num_layers=2) if quick else T5_SMALL
+    torch.manual_seed(0)
+    hf = transformers.T5ForConditionalGeneration(transformers.T5Config(**cfg)).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save_pretrained(tmp)
+        ours = from_pretrained(tmp)
+    ours.config["eos_token_id"] = None  # generate all NEW tokens, as min_new_tokens makes transformers do
+    ids = np.random.default_rng(0).integers(2, cfg["vocab_size"], (1, PROMPT))
+    t_ids = torch.tensor(ids)
+
+    def hf_generate(n):
+        with torch.no_grad():
+            return hf.generate(t_ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, num_beams=1)
+
+    # the same tokens on both sides (transformers' min_new_tokens keeps it from stopping at </s>)
+    ref = hf_generate(8).numpy()
+    assert np.array_equal(generate(ours, ids, max_new_tokens=8), ref), \
+        "forgegrad and transformers disagree on T5"
+    with pinned_threads(threads):
+        t = compare({"forgegrad": lambda: generate(ours, ids, max_new_tokens=NEW),
+                     "transformers": lambda: hf_generate(NEW)}, repeat=3, min_time=0.0, warmup=1)
+    label = "t5-small" + (" (2 layers)" if quick else "")
+    return [{"workload": f"{label} encode {PROMPT} tokens + generate {NEW} (greedy)", "threads": threads,
+             "seconds": t}]
+
+
 @suite("generate")
 def generate_suite(threads: Sequence[int], quick: bool) -> List[dict]:
     rows = []
     for name in MODELS:
         for n in threads:
             rows.extend(_rows_for(name, n, quick))
+    for n in threads:
+        rows.extend(_t5_rows(n, quick))
     for n in threads if rows else ():
         with pinned_threads(n):
             bw = read_bandwidth()
