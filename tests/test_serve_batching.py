@@ -136,3 +136,23 @@ def test_batched_logits_equal_solo_logits_to_rounding(checkpoint, model):
         batched = lean.step(np.full(len(prompts), 7), np.array([len(p) for p in prompts]),
                             np.concatenate([mask, np.ones((len(prompts), 1), bool)], axis=1), cache)
     np.testing.assert_allclose(batched, np.concatenate(solo), rtol=1e-5, atol=1e-5)
+
+
+def test_a_row_that_leaves_mid_batch_does_not_disturb_the_others(checkpoint, model):
+    """Two long completions decode together; one client hangs up after its first piece: the other still
+    gets its solo text, and the batch shrank to one row."""
+    keep = {"prompt": PROMPTS[2], "max_tokens": 300, "temperature": 0}
+    with running_app(_app(checkpoint)) as url, httpx.Client(base_url=url, timeout=120) as c:
+        result = {}
+        t = threading.Thread(target=lambda: result.update(c.post("/v1/completions", json=keep).json()))
+        t.start()
+        with httpx.Client(base_url=url, timeout=120) as c2, c2.stream(
+                "POST", "/v1/completions", json={"prompt": PROMPTS[3], "max_tokens": 300, "temperature": 0,
+                                                 "stream": True}) as r:
+            next(line for line in r.iter_lines() if line.startswith("data: {"))
+        t.join(120)
+        text = c.get("/metrics").text
+    assert result["choices"][0]["text"] == _solo(model, keep["prompt"], 300)
+    steps = metric(text, "forgegrad_batch_size_count", model="tiny-llama")
+    single = metric(text, "forgegrad_batch_size_bucket", model="tiny-llama", le="1.0")
+    assert 0 < single < steps  # two rows for a while, then one
