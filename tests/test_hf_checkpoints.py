@@ -267,9 +267,9 @@ def test_malformed_directories_raise_clear_errors(checkpoints, tmp_path):
         from_pretrained(tmp_path / "shape")
     _copy(root / "gpt2", tmp_path / "arch")
     cfg = json.loads((tmp_path / "arch" / "config.json").read_text())
-    cfg["architectures"], cfg["model_type"] = ["BartForConditionalGeneration"], "bart"
+    cfg["architectures"], cfg["model_type"] = ["WhisperForConditionalGeneration"], "whisper"
     (tmp_path / "arch" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match="unsupported architecture.*Bart"):
+    with pytest.raises(CheckpointError, match="unsupported architecture.*Whisper"):
         from_pretrained(tmp_path / "arch")
     cfg["architectures"], cfg["model_type"] = ["T5ForConditionalGeneration"], "t5"  # a GPT-2 config said to be T5
     (tmp_path / "arch" / "config.json").write_text(json.dumps(cfg))

@@ -180,10 +180,16 @@ def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sampl
         eos_token_id = model.config["eos_token_id"]
     _check_arguments(model, max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id, streamer)
     mask = mask_array(attention_mask, "generate", (B, S))
+    if 1 + max_new_tokens > model.max_positions:
+        raise ValueError(f"generate: the decoder start token + max_new_tokens ({max_new_tokens}) exceed the "
+                         f"model's {model.max_positions} positions")
     out = np.full((B, 1 + max_new_tokens), model.decoder_start_token_id, np.int64)
     pad = pad_token_id
     if pad is None:  # finished rows get the config's pad token (T5's 0), as transformers pads them
         pad = model.config.get("pad_token_id") if isinstance(model.config.get("pad_token_id"), int) else eos_token_id
+    forced_bos, forced_eos = (model.config.get(k) for k in ("forced_bos_token_id", "forced_eos_token_id"))
+    forced_bos, forced_eos = (t if isinstance(t, int) and 0 <= t < model.vocab_size else None
+                              for t in (forced_bos, forced_eos))
     finished = np.zeros(B, bool)
     rng = generator()
     n = 0
@@ -194,6 +200,11 @@ def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sampl
         while n < max_new_tokens:
             logits = model.decode(out[:, n:n + 1], states, mask, cross=cross, cache=cache).numpy()[:, -1]
             nxt = select_next(logits, do_sample, float(temperature), top_k, top_p, rng)
+            # the config's forced tokens (BART: the end of sequence at the last place), as transformers' processors
+            forced = forced_bos if n == 0 else None
+            forced = forced_eos if n == max_new_tokens - 1 and forced_eos is not None else forced
+            if forced is not None:
+                nxt = np.full(B, forced, np.int64)
             if eos_token_id is not None:
                 nxt = np.where(finished, pad, nxt)
                 finished |= nxt == eos_token_id

@@ -1,0 +1,202 @@
+"""BART encoder-decoders (transformers' ``BartForConditionalGeneration``: BART, and the summarisation
+checkpoints fine-tuned from it such as bart-large-cnn) with transformers' parameter names.
+
+Learned positions offset by 2 (BART's convention), token embeddings scaled by sqrt(d_model) when the
+config says ``scale_embedding``, a LayerNorm on the embeddings, post-norm layers (residual, then
+LayerNorm), GELU feed-forward, biased projections, and an LM head tied to the shared embedding plus a
+``final_logits_bias``. The same encode / decode / cross_kv interface as T5, so ``generate`` runs it
+(with the config's forced first and last tokens, as transformers does).
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ... import nn
+from ...nn import functional as F
+from ...tensor import Tensor
+from ._layers import KVCache, activation, additive_mask, attend, ids_array, mask_array, merge_heads, split_heads
+
+__all__ = ["BartForConditionalGeneration"]
+
+_OFFSET = 2  # BART's learned position tables start at row 2
+
+
+class BartAttention(nn.Module):
+    def __init__(self, d: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d, d) for _ in range(4))
+
+    def project_kv(self, states: Tensor) -> Tuple[Tensor, Tensor]:
+        return split_heads(self.k_proj(states), self.heads), split_heads(self.v_proj(states), self.heads)
+
+    def forward(self, x: Tensor, mask: Optional[np.ndarray], causal: bool = False,
+                kv: Optional[Tuple[Tensor, Tensor]] = None, cache: Optional[KVCache] = None, layer: int = 0):
+        q = split_heads(self.q_proj(x), self.heads)
+        if kv is None:
+            k, v = self.project_kv(x)
+            if cache is not None:
+                k, v = cache.update(layer, k, v)
+        else:
+            k, v = kv
+        return self.out_proj(merge_heads(attend(q, k, v, mask, causal=causal)))
+
+
+class BartLayer(nn.Module):
+    """BartEncoderLayer, or BartDecoderLayer with ``cross``: post-norm sub-layers (transformers' names)."""
+
+    def __init__(self, cfg: dict, prefix: str, cross: bool):
+        super().__init__()
+        d = cfg["d_model"]
+        heads, ffn = cfg[f"{prefix}_attention_heads"], cfg[f"{prefix}_ffn_dim"]
+        self.self_attn = BartAttention(d, heads)
+        self.self_attn_layer_norm = nn.LayerNorm(d)
+        if cross:
+            self.encoder_attn = BartAttention(d, heads)
+            self.encoder_attn_layer_norm = nn.LayerNorm(d)
+        self.fc1, self.fc2 = nn.Linear(d, ffn), nn.Linear(ffn, d)
+        self.final_layer_norm = nn.LayerNorm(d)
+        self.act = activation(cfg.get("activation_function", "gelu"), "BART")
+        self.dropout = nn.Dropout(cfg.get("dropout", 0.1))
+        self.activation_dropout = nn.Dropout(cfg.get("activation_dropout", 0.0))
+
+    def forward(self, x, mask, causal=False, cross_kv=None, cross_mask=None, cache=None, layer=0):
+        x = self.self_attn_layer_norm(x + self.dropout(self.self_attn(x, mask, causal, cache=cache, layer=layer)))
+        if cross_kv is not None:
+            x = self.encoder_attn_layer_norm(x + self.dropout(self.encoder_attn(x, cross_mask, kv=cross_kv)))
+        h = self.fc2(self.activation_dropout(self.act(self.fc1(x))))
+        return self.final_layer_norm(x + self.dropout(h))
+
+
+class BartStack(nn.Module):
+    def __init__(self, cfg: dict, prefix: str):
+        super().__init__()
+        d = cfg["d_model"]
+        self.embed_positions = nn.Embedding(cfg["max_position_embeddings"] + _OFFSET, d)
+        self.layernorm_embedding = nn.LayerNorm(d)
+        self.layers = nn.ModuleList([BartLayer(cfg, prefix, prefix == "decoder")
+                                     for _ in range(cfg[f"{prefix}_layers"])])
+        self.dropout = nn.Dropout(cfg.get("dropout", 0.1))
+
+    def embed(self, tokens: Tensor, start: int, length: int) -> Tensor:
+        """Token embeddings (already scaled) plus positions start.. (rows start+2.. of the table)."""
+        pos = self.embed_positions.weight[start + _OFFSET:start + _OFFSET + length]
+        return self.dropout(self.layernorm_embedding(tokens + pos))
+
+
+def _cross_mask(padding: Optional[np.ndarray], t: int) -> Optional[np.ndarray]:
+    """(B, 1, t, S) additive mask of the encoder's padding for t decoder queries, or None."""
+    if padding is None or padding.all():
+        return None
+    keys = np.where(padding, np.float32(0), np.float32(np.finfo(np.float32).min)).astype(np.float32)
+    return np.ascontiguousarray(np.broadcast_to(keys[:, None, None, :], (padding.shape[0], 1, t, padding.shape[1])))
+
+
+class BartForConditionalGeneration(nn.Module):
+    """``forward(input_ids, attention_mask=None, decoder_input_ids=...)`` -> logits (B, T_dec, vocab)."""
+
+    architecture = "BartForConditionalGeneration"
+    model_type = "bart"
+    is_encoder_decoder = True
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = dict(config)
+        c = self.config
+        self.shared = nn.Embedding(c["vocab_size"], c["d_model"])
+        self.encoder, self.decoder = BartStack(c, "encoder"), BartStack(c, "decoder")
+        self.embed_scale = math.sqrt(c["d_model"]) if c.get("scale_embedding", False) else 1.0
+        self.register_buffer("final_logits_bias", np.zeros((1, c["vocab_size"]), np.float32))
+        self.tied = c.get("tie_word_embeddings", True) is not False
+        if not self.tied:
+            self.lm_head = nn.Linear(c["d_model"], c["vocab_size"], bias=False)
+        self.max_positions = int(c["max_position_embeddings"])
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config["vocab_size"]
+
+    def tied_embedding(self):
+        return self.shared
+
+    @property
+    def decoder_start_token_id(self) -> int:
+        start = self.config.get("decoder_start_token_id")
+        return int(start if isinstance(start, int) else self.config.get("eos_token_id", 2))
+
+    def _tokens(self, ids: np.ndarray) -> Tensor:
+        x = self.shared(Tensor._wrap(ids))
+        return x * self.embed_scale if self.embed_scale != 1.0 else x
+
+    def encode(self, input_ids, attention_mask=None) -> Tensor:
+        ids = ids_array(input_ids, "BartForConditionalGeneration", self.vocab_size)
+        B, S = ids.shape
+        if S > self.max_positions:
+            raise ValueError(f"BartForConditionalGeneration: {S} tokens exceed max_position_embeddings "
+                             f"{self.max_positions}")
+        pad = mask_array(attention_mask, "BartForConditionalGeneration", ids.shape)
+        mask = additive_mask(pad, 0, S, causal=False)
+        x = self.encoder.embed(self._tokens(ids), 0, S)
+        for layer in self.encoder.layers:
+            x = layer(x, mask)
+        return x
+
+    def cross_kv(self, encoder_states: Tensor) -> List[Tuple[Tensor, Tensor]]:
+        return [layer.encoder_attn.project_kv(encoder_states) for layer in self.decoder.layers]
+
+    def new_cache(self, batch: int, max_length: int) -> KVCache:
+        c = self.config
+        heads = c["decoder_attention_heads"]
+        return KVCache(len(self.decoder.layers), batch, heads, max_length, c["d_model"] // heads)
+
+    def decode(self, decoder_input_ids, encoder_states: Tensor, attention_mask=None,
+               cross: Optional[List[Tuple[Tensor, Tensor]]] = None, cache: Optional[KVCache] = None) -> Tensor:
+        ids = ids_array(decoder_input_ids, "BartForConditionalGeneration", self.vocab_size)
+        B, T = ids.shape
+        pad = mask_array(attention_mask, "BartForConditionalGeneration", tuple(encoder_states.shape[:2]))
+        past = cache.length if cache is not None else 0
+        if past + T > self.max_positions:
+            raise ValueError(f"BartForConditionalGeneration: decoder position {past + T - 1} exceeds "
+                             f"max_position_embeddings {self.max_positions}")
+        mask = additive_mask(None, past, T, causal=True)
+        cross = self.cross_kv(encoder_states) if cross is None else cross
+        cross_mask = _cross_mask(pad, T)
+        x = self.decoder.embed(self._tokens(ids), past, T)
+        for i, layer in enumerate(self.decoder.layers):
+            x = layer(x, mask, causal=mask is None, cross_kv=cross[i], cross_mask=cross_mask, cache=cache, layer=i)
+        if cache is not None:
+            cache.advance(T)
+        logits = F.linear(x, self.shared.weight) if self.tied else self.lm_head(x)
+        return logits + self.final_logits_bias
+
+    def forward(self, input_ids, attention_mask=None, decoder_input_ids=None) -> Tensor:
+        if decoder_input_ids is None:
+            raise ValueError("BartForConditionalGeneration: decoder_input_ids is required (the decoder's tokens, "
+                             f"starting with decoder_start_token_id {self.decoder_start_token_id}); generate() "
+                             "makes them")
+        return self.decode(decoder_input_ids, self.encode(input_ids, attention_mask), attention_mask)
+
+    # --- checkpoint names: transformers' "model." prefix dropped; the stacks' copies of the shared table dropped ---
+    def from_hf(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        out = {}
+        for k, v in tensors.items():
+            name = k[len("model."):] if k.startswith("model.") else k
+            if name in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"):
+                continue
+            if name == "lm_head.weight" and self.tied:
+                continue
+            out[name] = v
+        if "shared.weight" not in out and "encoder.embed_tokens.weight" in {k[6:] for k in tensors}:
+            out["shared.weight"] = tensors["model.encoder.embed_tokens.weight"]
+        if "final_logits_bias" not in out:  # transformers may leave the zero buffer out
+            out["final_logits_bias"] = np.zeros((1, self.vocab_size), np.float32)
+        return out
+
+    def to_hf(self) -> Dict[str, np.ndarray]:
+        out = {}
+        for k, v in self.state_dict().items():
+            out[k if k in ("final_logits_bias", "lm_head.weight") else "model." + k] = v.numpy()
+        return out

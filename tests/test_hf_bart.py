@@ -1,0 +1,117 @@
+"""BART encoder-decoders from checkpoints transformers wrote: logits, gradients and greedy generation (with
+the config's forced first and last tokens) against transformers; save_pretrained; bfloat16 checkpoints."""
+import copy
+import json
+
+import numpy as np
+import pytest
+
+import forgegrad as fg
+from forgegrad.models import from_pretrained, generate, save_pretrained
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+VOCAB = 120
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["scaled", "unscaled"])
+def pair(request, tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = transformers.BartConfig(vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=3,
+                                  encoder_attention_heads=4, decoder_attention_heads=2, encoder_ffn_dim=48,
+                                  decoder_ffn_dim=40, max_position_embeddings=64, dropout=0.0, init_std=0.3,
+                                  scale_embedding=request.param)
+    hf = transformers.BartForConditionalGeneration(cfg).eval()
+    with torch.no_grad():  # a non-zero final_logits_bias, so that it is checked too
+        hf.final_logits_bias.normal_()
+    path = tmp_path_factory.mktemp("bart") / ("scaled" if request.param else "unscaled")
+    hf.save_pretrained(path)
+    return hf, from_pretrained(path), path
+
+
+def _inputs():
+    rng = np.random.RandomState(0)
+    ids = rng.randint(3, VOCAB, (3, 10))
+    mask = np.ones((3, 10), np.int64)
+    mask[1, 6:] = 0
+    mask[2, 2:] = 0
+    dec = rng.randint(3, VOCAB, (3, 5))
+    dec[:, 0] = 2
+    return ids, mask, dec
+
+
+def _hf_logits(hf, ids, mask, dec):
+    with torch.no_grad():
+        return hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                  decoder_input_ids=torch.tensor(dec)).logits.numpy()
+
+
+def test_logits_are_transformers_with_padding(pair):
+    hf, model, _ = pair
+    ids, mask, dec = _inputs()
+    np.testing.assert_allclose(model(ids, mask, dec).numpy(), _hf_logits(hf, ids, mask, dec), rtol=1e-4, atol=1e-4)
+
+
+def test_greedy_generation_with_the_forced_end_token_is_transformers(pair):
+    hf, model, _ = pair
+    ids, mask, _ = _inputs()
+    with torch.no_grad():
+        want = hf.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=12,
+                           do_sample=False, num_beams=1).numpy()
+    got = generate(model, ids, max_new_tokens=12, attention_mask=mask)
+    np.testing.assert_array_equal(got, want)
+    assert model.config["forced_eos_token_id"] == 2 and (got[:, -1] == 2).all()
+
+
+def test_forced_first_token(pair, tmp_path):
+    """forced_bos_token_id in config.json (bart-large-cnn's) makes the first generated token that one."""
+    _, _, path = pair
+    import shutil
+    shutil.copytree(path, tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    cfg["forced_bos_token_id"] = 7
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    ids, mask, _ = _inputs()
+    out = generate(from_pretrained(tmp_path / "m"), ids, max_new_tokens=5, attention_mask=mask)
+    assert (out[:, 1] == 7).all() and (out[:, 0] == 2).all()
+
+
+def test_gradients_are_transformers_in_float64(pair):
+    hf, _, path = pair
+    model = from_pretrained(path).train()
+    ref_model = copy.deepcopy(hf).double().train()
+    ids, mask, dec = _inputs()
+    w = np.random.RandomState(1).standard_normal((3, 5, VOCAB))
+    out = ref_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                    decoder_input_ids=torch.tensor(dec)).logits
+    (out * torch.tensor(w)).sum().backward()
+    (model(ids, mask, dec) * fg.tensor(w.astype(np.float32))).sum().backward()
+    ours, theirs = dict(model.named_parameters()), dict(ref_model.named_parameters())
+    for name in ("shared.weight", "encoder.embed_positions.weight", "decoder.layers.2.encoder_attn.v_proj.weight",
+                 "encoder.layers.0.self_attn.q_proj.bias", "decoder.layers.0.fc1.weight"):
+        ref = theirs["model." + name].grad.numpy()
+        np.testing.assert_allclose(ours[name].grad.numpy(), ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max(),
+                                   err_msg=name)
+
+
+def test_save_pretrained_round_trip_bfloat16_and_errors(pair, tmp_path):
+    hf, model, _ = pair
+    save_pretrained(model, tmp_path / "saved")
+    back = transformers.BartForConditionalGeneration.from_pretrained(tmp_path / "saved").eval()
+    ids, mask, dec = _inputs()
+    np.testing.assert_allclose(_hf_logits(back, ids, mask, dec), _hf_logits(hf, ids, mask, dec), rtol=1e-6,
+                               atol=1e-6)
+    hf.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    hf.float()
+    bf, widened = from_pretrained(tmp_path / "bf16", dtype="bfloat16"), from_pretrained(tmp_path / "bf16")
+    np.testing.assert_array_equal(bf(ids, mask, dec).numpy(), widened(ids, mask, dec).numpy())
+    with pytest.raises(ValueError, match="decoder_input_ids is required"):
+        model(ids, mask)
+    with pytest.raises(ValueError, match="exceed max_position_embeddings"):
+        model.encode(np.full((1, 65), 5))
+    with pytest.raises(ValueError, match="exceed the model's 64 positions"):
+        generate(model, ids, max_new_tokens=70, attention_mask=mask)
+    with pytest.raises(ValueError, match="decoder position 64 exceeds max_position_embeddings"):
+        model(ids, mask, np.full((3, 65), 5))
