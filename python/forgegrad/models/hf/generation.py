@@ -89,7 +89,8 @@ def _decoder(model):
 def generate(model, input_ids, max_new_tokens: int = 20, attention_mask=None, do_sample: bool = False,
              temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
              eos_token_id: Optional[int] = None, pad_token_id: Optional[int] = None,
-             streamer: Optional[Callable[[np.ndarray], None]] = None) -> np.ndarray:
+             streamer: Optional[Callable[[np.ndarray], None]] = None, num_beams: int = 1,
+             length_penalty: float = 1.0, early_stopping=False) -> np.ndarray:
     """Continue each prompt by up to ``max_new_tokens`` tokens.
 
     Args:
@@ -100,6 +101,9 @@ def generate(model, input_ids, max_new_tokens: int = 20, attention_mask=None, do
         eos_token_id: a row that produced it is finished: it gets ``pad_token_id`` (default: the eos id)
             from then on, and generation stops when every row is finished.
         streamer: called after every step with the new tokens (B,) as an int64 array.
+        num_beams: more than 1 for beam search (transformers' algorithm: ``length_penalty`` divides a
+            finished hypothesis' log-probability by its length to that power; ``early_stopping`` False,
+            True or "never"); not with sampling or a streamer. Returns each prompt's best hypothesis.
 
     Returns:
         (B, T + n) int64 array: the prompts followed by the n <= max_new_tokens generated tokens. For an
@@ -108,9 +112,10 @@ def generate(model, input_ids, max_new_tokens: int = 20, attention_mask=None, do
         tokens as transformers returns them: (B, 1 + n), decoder_start_token_id first.
     """
     model = _decoder(model)
+    beams = _check_beams(num_beams, length_penalty, early_stopping, do_sample, streamer)
     if getattr(model, "is_encoder_decoder", False):
         return _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sample, temperature, top_k,
-                                 top_p, eos_token_id, pad_token_id, streamer)
+                                 top_p, eos_token_id, pad_token_id, streamer, beams)
     if not hasattr(model, "new_cache"):
         raise TypeError(f"generate: {type(model).__name__} is not a decoder (expected GPT2LMHeadModel or "
                         "a Llama-style decoder: Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 1, 2 or 3, Mixtral, "
@@ -128,6 +133,11 @@ def generate(model, input_ids, max_new_tokens: int = 20, attention_mask=None, do
     if last.max() + max_new_tokens >= model.max_positions + 1:
         raise ValueError(f"generate: prompt ({last.max() + 1} tokens) + max_new_tokens ({max_new_tokens}) exceed the "
                          f"model's {model.max_positions} positions")
+    if beams is not None and max_new_tokens > 0:
+        from .beam_search import beam_decoder, eos_list
+        K, penalty, stopping = beams
+        return beam_decoder(model, ids, mask, K, max_new_tokens, eos_list(eos_token_id), pad_token_id, penalty,
+                            stopping)
     out = np.empty((B, T + max_new_tokens), np.int64)
     out[:, :T] = ids
     if max_new_tokens == 0:
@@ -170,8 +180,25 @@ def generate(model, input_ids, max_new_tokens: int = 20, attention_mask=None, do
     return out[:, :T + n]
 
 
+def _check_beams(num_beams, length_penalty, early_stopping, do_sample, streamer):
+    """(num_beams, length_penalty, early_stopping) for beam search, or None for num_beams == 1."""
+    _positive_int(num_beams, "num_beams")
+    if num_beams == 1:
+        return None
+    if do_sample:
+        raise ValueError("generate: num_beams > 1 with do_sample=True (beam sampling) is not supported")
+    if streamer is not None:
+        raise ValueError("generate: a streamer needs num_beams=1 (beam search decides the text at the end)")
+    if (not isinstance(length_penalty, numbers.Real) or isinstance(length_penalty, bool)
+            or not np.isfinite(length_penalty)):
+        raise ValueError(f"generate: length_penalty must be a number, got {length_penalty!r}")
+    if early_stopping not in (True, False, "never"):
+        raise ValueError(f"generate: early_stopping must be True, False or \"never\", got {early_stopping!r}")
+    return int(num_beams), float(length_penalty), early_stopping
+
+
 def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sample, temperature, top_k, top_p,
-                      eos_token_id, pad_token_id, streamer) -> np.ndarray:
+                      eos_token_id, pad_token_id, streamer, beams) -> np.ndarray:
     """The encoder once, then the decoder token by token on a KV cache (the cross-attention keys and
     values computed once)."""
     ids = ids_array(input_ids, "generate", model.vocab_size)
@@ -190,6 +217,11 @@ def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sampl
     forced_bos, forced_eos = (model.config.get(k) for k in ("forced_bos_token_id", "forced_eos_token_id"))
     forced_bos, forced_eos = (t if isinstance(t, int) and 0 <= t < model.vocab_size else None
                               for t in (forced_bos, forced_eos))
+    if beams is not None and max_new_tokens > 0:
+        from .beam_search import beam_seq2seq, eos_list
+        K, penalty, stopping = beams
+        return beam_seq2seq(model, ids, mask, K, max_new_tokens, eos_list(eos_token_id), pad, penalty, stopping,
+                            forced_bos, forced_eos)
     finished = np.zeros(B, bool)
     rng = generator()
     n = 0

@@ -1,0 +1,174 @@
+"""Beam search for ``generate(..., num_beams=K)``, step for step as transformers' ``_beam_search``
+(vectorised over the batch): each step keeps the top ``max(2, 1 + #eos) * K`` continuations of all K
+beams by accumulated log-probability; of those, ones that end (end-of-sequence token or the length
+limit) and rank among the top K become finished hypotheses, scored by log-probability / length **
+``length_penalty``, and the best K unfinished ones run on. Stops when no running beam can beat the
+worst finished one (``early_stopping`` False: at the current length; "never": at the longest length when
+``length_penalty`` > 0; True: as soon as K hypotheses are finished), or nothing can run on.
+
+The model side is two callables: the first step's logits for the B*K rows, and the next step's logits
+for each row's new token after the KV cache rows were reordered to follow their source beams.
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence, Union
+
+import numpy as np
+
+_NEG = np.float32(-1.0e9)
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float32, copy=False)
+    y = x - x.max(axis=-1, keepdims=True)
+    return y - np.log(np.exp(y).sum(axis=-1, keepdims=True))
+
+
+def _top(values: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest of each row, largest first (ties: the lower index first)."""
+    return np.argsort(-values, axis=-1, kind="stable")[:, :k]
+
+
+def search(first_logits: np.ndarray, next_logits: Callable[[np.ndarray, np.ndarray], np.ndarray], batch: int,
+           num_beams: int, max_new_tokens: int, eos: Sequence[int], fill: int, length_penalty: float,
+           early_stopping: Union[bool, str], forced: Callable[[int], Optional[int]]):
+    """(tokens (B, max_new_tokens), lengths (B,)) of each batch item's best hypothesis.
+
+    ``next_logits(tokens (B*K,), rows (B*K,))``: reorder the cache so that row r holds what row rows[r] held,
+    feed token r to row r, return the logits (B*K, V). ``forced(n)``: the token the n-th new token must be
+    (forced bos / eos), or None."""
+    B, K = batch, num_beams
+    keep = max(2, 1 + len(eos)) * K
+    top_mask = np.arange(keep) < K
+    running = np.full((B, K, max_new_tokens), fill, np.int64)
+    sequences = running.copy()
+    run_scores = np.zeros((B, K), np.float32)
+    run_scores[:, 1:] = _NEG
+    scores = np.full((B, K), _NEG, np.float32)
+    lengths = np.zeros((B, K), np.int64)
+    finished = np.zeros((B, K), bool)
+    unsatisfied = np.ones((B, 1), bool)
+    eos_ids = np.asarray(list(eos), np.int64)
+    b_index = np.arange(B)[:, None]
+    logits, n = first_logits, 0
+    while True:
+        logp = _log_softmax(logits)
+        token = forced(n)
+        if token is not None:  # transformers' forced-token processors: every other token at -inf
+            logp = np.full_like(logp, -np.inf)
+            logp[:, token] = 0.0
+        V = logp.shape[-1]
+        acc = (logp.reshape(B, K, V) + run_scores[:, :, None]).reshape(B, K * V)
+        idx = _top(acc, keep)
+        top_lp = np.take_along_axis(acc, idx, axis=1)
+        src, tok = idx // V, idx % V
+        top_seqs = running[b_index, src]  # (B, keep, max_new) copies
+        top_seqs[:, :, n] = tok
+        hits = np.isin(tok, eos_ids) | (n + 1 >= max_new_tokens)
+        # the best K that did not end run on
+        run_lp = (top_lp + hits.astype(np.float32) * _NEG).astype(np.float32)
+        nxt = _top(run_lp, K)
+        running = np.take_along_axis(top_seqs, nxt[:, :, None], axis=1)
+        run_scores = np.take_along_axis(run_lp, nxt, axis=1)
+        run_src = np.take_along_axis(src, nxt, axis=1)
+        # the ones that ended among the top K join the finished hypotheses if they score higher
+        just = hits & top_mask[None, :]
+        cand = top_lp / np.float32((n + 1) ** length_penalty)
+        full = finished.all(axis=-1, keepdims=True) & (early_stopping is True)
+        cand = cand + full.astype(np.float32) * _NEG + (~unsatisfied).astype(np.float32) * _NEG
+        cand = (cand + (~just).astype(np.float32) * _NEG).astype(np.float32)
+        merged = np.concatenate([scores, cand], axis=1)
+        sel = _top(merged, K)
+        sequences = np.take_along_axis(np.concatenate([sequences, top_seqs], axis=1), sel[:, :, None], axis=1)
+        lengths = np.take_along_axis(np.concatenate([lengths, np.full((B, keep), n + 1)], axis=1), sel, axis=1)
+        finished = np.take_along_axis(np.concatenate([finished, just], axis=1), sel, axis=1)
+        scores = np.take_along_axis(merged, sel, axis=1)
+        n += 1
+        best_length = max_new_tokens if (early_stopping == "never" and length_penalty > 0.0) else n
+        best_running = run_scores[:, :1] / np.float32(best_length ** length_penalty)
+        worst_finished = np.where(finished, scores.min(axis=1, keepdims=True), _NEG)
+        unsatisfied = unsatisfied & (best_running > worst_finished).any(axis=-1, keepdims=True)
+        if not (unsatisfied.any() and not (finished.all() and early_stopping is True) and not hits.all()):
+            break
+        rows = (b_index * K + run_src).reshape(-1)
+        logits = next_logits(running[:, :, n - 1].reshape(-1), rows)
+    return sequences[:, 0], lengths[:, 0]
+
+
+def reorder(cache, rows: np.ndarray) -> None:
+    """Every layer's cached keys and values gathered by batch row (rows[r]: the source of row r)."""
+    if np.array_equal(rows, np.arange(len(rows))):
+        return
+    for layer in range(len(cache.keys)):
+        cache.keys[layer] = cache.keys[layer][rows]
+        cache.values[layer] = cache.values[layer][rows]
+
+
+def eos_list(eos) -> List[int]:
+    return [] if eos is None else ([int(eos)] if np.isscalar(eos) else [int(e) for e in eos])
+
+
+def fill_token(pad, eos: List[int]) -> int:
+    """What pads a hypothesis shorter than the longest returned: the pad token, else the first eos, else 0."""
+    return int(pad) if pad is not None else (eos[0] if eos else 0)
+
+
+def beam_decoder(model, ids: np.ndarray, mask: np.ndarray, num_beams: int, max_new_tokens: int, eos: List[int],
+                 pad, length_penalty: float, early_stopping) -> np.ndarray:
+    """Beam search after left-padded prompts ids (B, T): (B, T + n), n the longest returned hypothesis."""
+    from ...autograd import no_grad
+    from ._decode import LeanDecoder, lean_path_applies
+    if getattr(model, "recompute_cache_at", None) is not None:
+        raise ValueError("generate: num_beams > 1 is not supported for models whose cache is recomputed past the "
+                         "original context (Phi-3's longrope)")
+    B, T = ids.shape
+    K = num_beams
+    rows_mask = np.repeat(mask, K, axis=0)
+    positions = np.where(rows_mask, np.cumsum(rows_mask, axis=1) - 1, 1)
+    state = {"mask": rows_mask, "last": positions[:, -1].copy()}
+    cache = model.new_cache(B * K, T + max_new_tokens)
+    lean = LeanDecoder(model) if lean_path_applies(model) else None
+    with no_grad():
+        first = model(np.repeat(ids, K, axis=0), rows_mask, positions, cache=cache, logits_to_keep=1).numpy()[:, -1]
+
+    def next_logits(tokens, rows):
+        reorder(cache, rows)  # within each prompt's beams: the prompt's mask and positions stay the same
+        state["mask"] = np.concatenate([state["mask"], np.ones((B * K, 1), bool)], axis=1)
+        state["last"] = state["last"] + 1
+        with no_grad():
+            if lean is not None:
+                return lean.step(tokens, state["last"], state["mask"], cache)
+            return model(tokens[:, None], state["mask"], state["last"][:, None], cache=cache).numpy()[:, -1]
+
+    seqs, lengths = search(first, next_logits, B, K, max_new_tokens, eos, fill_token(pad, eos), length_penalty,
+                           early_stopping, lambda n: None)
+    return np.concatenate([ids, seqs[:, :lengths.max()]], axis=1)
+
+
+def beam_seq2seq(model, ids: np.ndarray, mask: Optional[np.ndarray], num_beams: int, max_new_tokens: int,
+                 eos: List[int], pad, length_penalty: float, early_stopping, forced_bos, forced_eos) -> np.ndarray:
+    """Beam search of an encoder-decoder: (B, 1 + n), the decoder start token first."""
+    from ...autograd import no_grad
+    from ...tensor import Tensor
+    B, K = ids.shape[0], num_beams
+    start = model.decoder_start_token_id
+    with no_grad():
+        states = Tensor._wrap(np.repeat(model.encode(ids, mask).numpy(), K, axis=0))
+        rows_mask = None if mask is None else np.repeat(mask, K, axis=0)
+        cross = model.cross_kv(states)
+        cache = model.new_cache(B * K, 1 + max_new_tokens)
+        first = model.decode(np.full((B * K, 1), start), states, rows_mask, cross=cross, cache=cache).numpy()[:, -1]
+
+    def next_logits(tokens, rows):
+        reorder(cache, rows)  # each prompt's beams share its encoder states: no reorder needed there
+        with no_grad():
+            return model.decode(tokens[:, None], states, rows_mask, cross=cross, cache=cache).numpy()[:, -1]
+
+    def forced(n):
+        if n == max_new_tokens - 1 and forced_eos is not None:
+            return forced_eos
+        return forced_bos if n == 0 else None
+
+    seqs, lengths = search(first, next_logits, B, K, max_new_tokens, eos, fill_token(pad, eos), length_penalty,
+                           early_stopping, forced)
+    return np.concatenate([np.full((B, 1), start, np.int64), seqs[:, :lengths.max()]], axis=1)

@@ -1,0 +1,90 @@
+"""generate(..., num_beams=K): the same sequences as transformers' beam search on checkpoints it wrote, for
+decoders (GPT-2, Llama; left-padded batches, hypotheses that end early at an end-of-sequence token) and
+encoder-decoders (T5; BART with its forced end token), over length penalties and the early-stopping modes."""
+import numpy as np
+import pytest
+
+from forgegrad.models import from_pretrained, generate
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+VOCAB = 90
+SETTINGS = [(3, 1.0, False), (4, 2.0, True), (2, 0.5, "never"), (5, -1.0, False)]
+
+
+def _make(name):
+    torch.manual_seed(0)
+    if name == "gpt2":
+        return transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=VOCAB,
+                                                                    n_positions=64, initializer_range=0.3))
+    if name == "llama":
+        return transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            num_hidden_layers=2, hidden_size=48, num_attention_heads=6, num_key_value_heads=2, intermediate_size=40,
+            vocab_size=VOCAB, max_position_embeddings=64, initializer_range=0.3))
+    if name == "t5":
+        return transformers.T5ForConditionalGeneration(transformers.T5Config(
+            vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4, initializer_factor=3.0,
+            dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1))
+    return transformers.BartForConditionalGeneration(transformers.BartConfig(
+        vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=48, decoder_ffn_dim=48, max_position_embeddings=64, dropout=0.0,
+        init_std=0.3))
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama", "t5", "bart"])
+def pair(request, tmp_path_factory):
+    hf = _make(request.param).eval()
+    path = tmp_path_factory.mktemp("beams") / request.param
+    hf.save_pretrained(path)
+    return request.param, hf, from_pretrained(path)
+
+
+def _prompts():
+    rng = np.random.RandomState(0)
+    ids = rng.randint(3, VOCAB, (3, 7))
+    mask = np.ones((3, 7), np.int64)
+    return ids, mask
+
+
+def test_beam_search_is_transformers(pair):
+    name, hf, model = pair
+    ids, mask = _prompts()
+    seq2seq = name in ("t5", "bart")
+    if seq2seq:
+        mask[1, 4:], mask[2, 2:] = 0, 0  # encoders take right padding
+        eos_choices = [None]  # the config's
+    else:
+        mask[1, :3], mask[2, :5] = 0, 0  # decoders take left padding
+        greedy = generate(model, ids, max_new_tokens=15, attention_mask=mask)
+        eos_choices = [None, int(greedy[0, 10]), int(greedy[1, 9])]  # some hypotheses end early
+    ended_early = False
+    for eos in eos_choices:
+        for K, penalty, stopping in SETTINGS:
+            kw = {} if seq2seq else {"eos_token_id": eos, "pad_token_id": VOCAB - 1}
+            with torch.no_grad():
+                want = hf.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=15,
+                                   do_sample=False, num_beams=K, length_penalty=penalty, early_stopping=stopping,
+                                   **kw).numpy()
+            got = generate(model, ids, max_new_tokens=15, attention_mask=mask, num_beams=K, length_penalty=penalty,
+                           early_stopping=stopping, **kw)
+            np.testing.assert_array_equal(got, want, err_msg=f"eos {eos}, beams {K}, {penalty}, {stopping}")
+            ended_early |= got.shape[1] < ids.shape[1] + 15
+    if name == "gpt2":
+        assert ended_early, "no setting ended before max_new_tokens: the test does not cover finished hypotheses"
+
+
+def test_beam_search_arguments_are_checked(pair):
+    _, _, model = pair
+    ids, _ = _prompts()
+    with pytest.raises(ValueError, match="beam sampling"):
+        generate(model, ids, num_beams=2, do_sample=True)
+    with pytest.raises(ValueError, match="streamer needs num_beams=1"):
+        generate(model, ids, num_beams=2, streamer=lambda t: None)
+    with pytest.raises(ValueError, match="early_stopping"):
+        generate(model, ids, num_beams=2, early_stopping="sometimes")
+    with pytest.raises(ValueError, match="num_beams must be a positive int"):
+        generate(model, ids, num_beams=0)
+    with pytest.raises(ValueError, match="length_penalty"):
+        generate(model, ids, num_beams=2, length_penalty=float("nan"))
