@@ -108,3 +108,14 @@ def test_generate_chat_renders_the_template_and_stops_at_the_end_of_turn(checkpo
     assert "--system needs --chat" in capsys.readouterr().err
     assert main(["generate", str(checkpoint), "--prompt", "x", "--chat"]) == 2
     assert "no chat template" in capsys.readouterr().err
+
+
+def test_generate_with_beam_search(checkpoint, capsys):
+    ids = list("Hi there".encode())
+    want = generate(from_pretrained(checkpoint), [ids], max_new_tokens=10, num_beams=3, eos_token_id=299)[0, len(ids):]
+    args = ["generate", str(checkpoint), "--prompt", "Hi there", "--max-new-tokens", "10", "--num-beams", "3"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "Hi there" + ByteTokenizer().decode([t for t in want if t != 299]) + "\n"
+    assert "beam search with 3 beams" in captured.err
+    assert main(["generate", str(checkpoint), "--prompt", "x", "--num-beams", "2", "--temperature", "0.5"]) == 2

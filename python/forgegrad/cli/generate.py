@@ -6,6 +6,8 @@ import os
 import sys
 import time
 
+import numpy as np
+
 from ._argtypes import positive_int
 from ._errors import CLIError, UsageError
 
@@ -44,6 +46,8 @@ def add_parser(sub):
     p.add_argument("--top-p", type=_unit_interval, default=None, help="nucleus sampling: the smallest set of "
                    "tokens whose probability reaches p")
     p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    p.add_argument("--num-beams", type=positive_int, default=1, help="beam search with this many beams (greedy "
+                   "otherwise; the text is written when the search ends, not streamed)")
     p.add_argument("--threads", type=positive_int, default=None, help="forgegrad kernel threads")
     p.add_argument("--weights", choices=("float32", "bfloat16", "int8"), default="float32",
                    help="the Linear layers' weights: float32 (default), bfloat16 (kept as the checkpoint stores "
@@ -113,14 +117,32 @@ def run(args, out=None):
             raise _Ended
         stream(tokens)
 
-    try:
-        generate(model, [ids], max_new_tokens=args.max_new_tokens, do_sample=sample,
-                 temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p, streamer=step)
-    except _Ended:
-        pass
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    if args.num_beams > 1:
+        if sample:
+            raise UsageError("--num-beams does not combine with sampling (--temperature, --top-k, --top-p)")
+        try:
+            out_ids = generate(model, [ids], max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
+                               eos_token_id=sorted(eos)[0] if eos else None)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        for token in out_ids[0, 1 if seq2seq else len(ids):]:  # as if streamed, up to the end token
+            try:
+                step(np.array([token]))
+            except _Ended:
+                break
+    else:
+        try:
+            generate(model, [ids], max_new_tokens=args.max_new_tokens, do_sample=sample,
+                     temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p, streamer=step)
+        except _Ended:
+            pass
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     out.write(tok.decode(new)[len(shown):] + "\n")
+    if args.num_beams > 1:
+        print(f"[{len(ids)} prompt tokens, {len(new)} generated ({tok.name}); beam search with {args.num_beams} beams "
+              f"in {times[-1] - times[0]:.2f} s]", file=sys.stderr)
+        return 0
     times = times if len(times) > 1 else times + [time.perf_counter()]
     prefill = times[1] - times[0]
     decode = (times[-1] - times[1]) / max(len(times) - 2, 1)
