@@ -1,4 +1,4 @@
-"""BART encoder-decoders from checkpoints transformers wrote: logits, gradients and greedy generation (with
+"""BART and Marian encoder-decoders from checkpoints transformers wrote: logits, gradients and greedy generation (with
 the config's forced first and last tokens) against transformers; save_pretrained; bfloat16 checkpoints."""
 import copy
 import json
@@ -16,28 +16,35 @@ transformers.logging.set_verbosity_error()
 VOCAB = 120
 
 
-@pytest.fixture(scope="module", params=[True, False], ids=["scaled", "unscaled"])
+@pytest.fixture(scope="module", params=[("bart", True), ("bart", False), ("marian", True)],
+                ids=["bart-scaled", "bart-unscaled", "marian"])
 def pair(request, tmp_path_factory):
+    """BART, and Marian (fixed sinusoidal positions, swish, the pad token as decoder start, as opus-mt)."""
+    kind, scaled = request.param
     torch.manual_seed(0)
-    cfg = transformers.BartConfig(vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=3,
-                                  encoder_attention_heads=4, decoder_attention_heads=2, encoder_ffn_dim=48,
-                                  decoder_ffn_dim=40, max_position_embeddings=64, dropout=0.0, init_std=0.3,
-                                  scale_embedding=request.param)
-    hf = transformers.BartForConditionalGeneration(cfg).eval()
+    common = dict(vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=3, encoder_attention_heads=4,
+                  decoder_attention_heads=2, encoder_ffn_dim=48, decoder_ffn_dim=40, max_position_embeddings=64,
+                  dropout=0.0, init_std=0.3, scale_embedding=scaled)
+    if kind == "bart":
+        hf = transformers.BartForConditionalGeneration(transformers.BartConfig(**common)).eval()
+    else:
+        cfg = transformers.MarianConfig(**common, activation_function="swish", pad_token_id=VOCAB - 1,
+                                        decoder_start_token_id=VOCAB - 1, eos_token_id=2, forced_eos_token_id=2)
+        hf = transformers.MarianMTModel(cfg).eval()
     with torch.no_grad():  # a non-zero final_logits_bias, so that it is checked too
         hf.final_logits_bias.normal_()
-    path = tmp_path_factory.mktemp("bart") / ("scaled" if request.param else "unscaled")
+    path = tmp_path_factory.mktemp("bart") / f"{kind}-{scaled}"
     hf.save_pretrained(path)
     return hf, from_pretrained(path), path
 
 
 def _inputs():
     rng = np.random.RandomState(0)
-    ids = rng.randint(3, VOCAB, (3, 10))
+    ids = rng.randint(3, VOCAB - 1, (3, 10))
     mask = np.ones((3, 10), np.int64)
     mask[1, 6:] = 0
     mask[2, 2:] = 0
-    dec = rng.randint(3, VOCAB, (3, 5))
+    dec = rng.randint(3, VOCAB - 1, (3, 5))
     dec[:, 0] = 2
     return ids, mask, dec
 
@@ -52,6 +59,9 @@ def test_logits_are_transformers_with_padding(pair):
     hf, model, _ = pair
     ids, mask, dec = _inputs()
     np.testing.assert_allclose(model(ids, mask, dec).numpy(), _hf_logits(hf, ids, mask, dec), rtol=1e-4, atol=1e-4)
+    if model.marian:  # the fixed position table, bit for bit
+        from forgegrad.models.hf.bart import sinusoidal_positions
+        np.testing.assert_array_equal(sinusoidal_positions(64, 32), hf.model.encoder.embed_positions.weight.numpy())
 
 
 def test_greedy_generation_with_the_forced_end_token_is_transformers(pair):
@@ -63,6 +73,10 @@ def test_greedy_generation_with_the_forced_end_token_is_transformers(pair):
     got = generate(model, ids, max_new_tokens=12, attention_mask=mask)
     np.testing.assert_array_equal(got, want)
     assert model.config["forced_eos_token_id"] == 2 and (got[:, -1] == 2).all()
+    with torch.no_grad():
+        want = hf.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=12,
+                           do_sample=False, num_beams=3).numpy()
+    np.testing.assert_array_equal(generate(model, ids, max_new_tokens=12, attention_mask=mask, num_beams=3), want)
 
 
 def test_forced_first_token(pair, tmp_path):
@@ -75,7 +89,7 @@ def test_forced_first_token(pair, tmp_path):
     (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
     ids, mask, _ = _inputs()
     out = generate(from_pretrained(tmp_path / "m"), ids, max_new_tokens=5, attention_mask=mask)
-    assert (out[:, 1] == 7).all() and (out[:, 0] == 2).all()
+    assert (out[:, 1] == 7).all() and (out[:, 0] == from_pretrained(path).decoder_start_token_id).all()
 
 
 def test_gradients_are_transformers_in_float64(pair):
@@ -89,8 +103,9 @@ def test_gradients_are_transformers_in_float64(pair):
     (out * torch.tensor(w)).sum().backward()
     (model(ids, mask, dec) * fg.tensor(w.astype(np.float32))).sum().backward()
     ours, theirs = dict(model.named_parameters()), dict(ref_model.named_parameters())
-    for name in ("shared.weight", "encoder.embed_positions.weight", "decoder.layers.2.encoder_attn.v_proj.weight",
-                 "encoder.layers.0.self_attn.q_proj.bias", "decoder.layers.0.fc1.weight"):
+    names = ("shared.weight", "decoder.layers.2.encoder_attn.v_proj.weight", "encoder.layers.0.self_attn.q_proj.bias",
+             "decoder.layers.0.fc1.weight")
+    for name in names + (() if model.marian else ("encoder.embed_positions.weight",)):
         ref = theirs["model." + name].grad.numpy()
         np.testing.assert_allclose(ours[name].grad.numpy(), ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max(),
                                    err_msg=name)
@@ -99,7 +114,7 @@ def test_gradients_are_transformers_in_float64(pair):
 def test_save_pretrained_round_trip_bfloat16_and_errors(pair, tmp_path):
     hf, model, _ = pair
     save_pretrained(model, tmp_path / "saved")
-    back = transformers.BartForConditionalGeneration.from_pretrained(tmp_path / "saved").eval()
+    back = type(hf).from_pretrained(tmp_path / "saved").eval()
     ids, mask, dec = _inputs()
     np.testing.assert_allclose(_hf_logits(back, ids, mask, dec), _hf_logits(hf, ids, mask, dec), rtol=1e-6,
                                atol=1e-6)

@@ -9,8 +9,9 @@ Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``BertForSequenceCl
 ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``, ``Qwen3ForCausalLM``,
 ``Phi3ForCausalLM``, ``GemmaForCausalLM``, ``Gemma2ForCausalLM``, ``Gemma3ForCausalLM``, and the mixture-of-experts
 ``MixtralForCausalLM``, ``Qwen2MoeForCausalLM``, ``Qwen3MoeForCausalLM``, and the encoder-decoders
-``T5ForConditionalGeneration`` (T5, Flan-T5, mT5) and ``BartForConditionalGeneration``. Weights are read
-with forgegrad's bounded safetensors reader; pickle files (``pytorch_model.bin``) are never opened.
+``T5ForConditionalGeneration`` (T5, Flan-T5, mT5), ``BartForConditionalGeneration`` and ``MarianMTModel``.
+Weights are read with forgegrad's bounded safetensors reader; pickle files (``pytorch_model.bin``) are never
+opened.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import numpy as np
 from ...devices import device
 from ._files import CheckpointError, read_config, read_weights, write_checkpoint
 from ._load import BFLOAT16, materialize, weights_dtype, widen_unless_linear_weights
-from .bart import BartForConditionalGeneration
+from .bart import BartForConditionalGeneration, MarianMTModel
 from .bert import BertForSequenceClassification, BertModel
 from .generation import generate
 from .gemma2 import Gemma2ForCausalLM, Gemma3ForCausalLM, GemmaForCausalLM
@@ -35,20 +36,21 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "CheckpointError", 
            "GPT2LMHeadModel", "BertModel", "BertForSequenceClassification", "LlamaForCausalLM", "MistralForCausalLM",
            "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM",
            "Gemma3ForCausalLM", "GemmaForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
-           "T5ForConditionalGeneration", "BartForConditionalGeneration"]
+           "T5ForConditionalGeneration", "BartForConditionalGeneration", "MarianMTModel"]
 
 ARCHITECTURES = {cls.architecture: cls for cls in
                  (GPT2LMHeadModel, BertModel, BertForSequenceClassification, LlamaForCausalLM, MistralForCausalLM,
                   Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM,
                   Gemma3ForCausalLM, GemmaForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM,
-                  T5ForConditionalGeneration, BartForConditionalGeneration)}
+                  T5ForConditionalGeneration, BartForConditionalGeneration, MarianMTModel)}
 # model_type -> class, for configs that do not list their architecture
 _BY_TYPE = {"gpt2": GPT2LMHeadModel, "bert": BertModel, "llama": LlamaForCausalLM, "mistral": MistralForCausalLM,
             "qwen2": Qwen2ForCausalLM, "qwen3": Qwen3ForCausalLM, "phi3": Phi3ForCausalLM,
             "gemma": GemmaForCausalLM, "gemma2": Gemma2ForCausalLM, "gemma3_text": Gemma3ForCausalLM,
             "mixtral": MixtralForCausalLM,
             "qwen2_moe": Qwen2MoeForCausalLM, "qwen3_moe": Qwen3MoeForCausalLM, "t5": T5ForConditionalGeneration,
-            "mt5": T5ForConditionalGeneration, "bart": BartForConditionalGeneration}
+            "mt5": T5ForConditionalGeneration, "bart": BartForConditionalGeneration,
+            "marian": MarianMTModel}
 
 
 # architectures that are another one's under a different name
@@ -67,6 +69,10 @@ def _architecture(cfg: dict, path: str):
                           f"{', '.join(ARCHITECTURES)}")
 
 
+_SEQ2SEQ_KEYS = ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
+                 "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings")
+
+
 def _required(cfg: dict, cls, path: str) -> None:
     llama = ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size")
     keys = {GPT2LMHeadModel: ("vocab_size", "n_embd", "n_head", "n_layer", "n_positions"),
@@ -78,9 +84,7 @@ def _required(cfg: dict, cls, path: str) -> None:
                                           "shared_expert_intermediate_size"),
             Qwen3MoeForCausalLM: llama + ("num_experts_per_tok", "moe_intermediate_size"),
             T5ForConditionalGeneration: ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads"),
-            BartForConditionalGeneration: ("vocab_size", "d_model", "encoder_layers", "decoder_layers",
-                                           "encoder_attention_heads", "decoder_attention_heads", "encoder_ffn_dim",
-                                           "decoder_ffn_dim", "max_position_embeddings"),
+            BartForConditionalGeneration: _SEQ2SEQ_KEYS, MarianMTModel: _SEQ2SEQ_KEYS,
             }.get(cls, ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
                         "max_position_embeddings"))
     for key in keys:

@@ -1,5 +1,6 @@
 """BART encoder-decoders (transformers' ``BartForConditionalGeneration``: BART, and the summarisation
-checkpoints fine-tuned from it such as bart-large-cnn) with transformers' parameter names.
+checkpoints fine-tuned from it such as bart-large-cnn) and Marian translation models (``MarianMTModel``:
+BART's layers with fixed sinusoidal positions) with transformers' parameter names.
 
 Learned positions offset by 2 (BART's convention), token embeddings scaled by sqrt(d_model) when the
 config says ``scale_embedding``, a LayerNorm on the embeddings, post-norm layers (residual, then
@@ -19,7 +20,7 @@ from ...nn import functional as F
 from ...tensor import Tensor
 from ._layers import KVCache, activation, additive_mask, attend, ids_array, mask_array, merge_heads, split_heads
 
-__all__ = ["BartForConditionalGeneration"]
+__all__ = ["BartForConditionalGeneration", "MarianMTModel", "sinusoidal_positions"]
 
 _OFFSET = 2  # BART's learned position tables start at row 2
 
@@ -71,20 +72,40 @@ class BartLayer(nn.Module):
         return self.final_layer_norm(x + self.dropout(h))
 
 
+def sinusoidal_positions(n_positions: int, dim: int) -> np.ndarray:
+    """Marian's fixed position table: sines of pos / 10000^(2(j//2)/dim) in the first half, cosines in the
+    second (not interleaved), computed in float64 and rounded to float32 as transformers does."""
+    j = np.arange(dim)
+    angles = np.arange(n_positions)[:, None] / np.power(10000, 2 * (j // 2) / dim)[None, :]
+    half = dim // 2 if dim % 2 == 0 else dim // 2 + 1
+    out = np.empty((n_positions, dim), np.float32)
+    out[:, :half] = np.sin(angles[:, 0::2])
+    out[:, half:] = np.cos(angles[:, 1::2])
+    return out
+
+
 class BartStack(nn.Module):
-    def __init__(self, cfg: dict, prefix: str):
+    """BART's stack: learned positions from row 2 and a LayerNorm on the embeddings; Marian's (``marian``):
+    fixed sinusoidal positions from row 0 (not in the checkpoint), no embedding norm."""
+
+    def __init__(self, cfg: dict, prefix: str, marian: bool = False):
         super().__init__()
-        d = cfg["d_model"]
-        self.embed_positions = nn.Embedding(cfg["max_position_embeddings"] + _OFFSET, d)
-        self.layernorm_embedding = nn.LayerNorm(d)
+        d, n = cfg["d_model"], cfg["max_position_embeddings"]
+        self.offset = 0 if marian else _OFFSET
+        if marian:
+            self.register_buffer("embed_positions", sinusoidal_positions(n, d), persistent=False)
+        else:
+            self.embed_positions = nn.Embedding(n + _OFFSET, d)
+            self.layernorm_embedding = nn.LayerNorm(d)
         self.layers = nn.ModuleList([BartLayer(cfg, prefix, prefix == "decoder")
                                      for _ in range(cfg[f"{prefix}_layers"])])
         self.dropout = nn.Dropout(cfg.get("dropout", 0.1))
 
     def embed(self, tokens: Tensor, start: int, length: int) -> Tensor:
-        """Token embeddings (already scaled) plus positions start.. (rows start+2.. of the table)."""
-        pos = self.embed_positions.weight[start + _OFFSET:start + _OFFSET + length]
-        return self.dropout(self.layernorm_embedding(tokens + pos))
+        """Token embeddings (already scaled) plus the positions start..start+length-1."""
+        table = self.embed_positions if isinstance(self.embed_positions, Tensor) else self.embed_positions.weight
+        x = tokens + table[start + self.offset:start + self.offset + length]
+        return self.dropout(x if self.offset == 0 else self.layernorm_embedding(x))
 
 
 def _cross_mask(padding: Optional[np.ndarray], t: int) -> Optional[np.ndarray]:
@@ -101,13 +122,18 @@ class BartForConditionalGeneration(nn.Module):
     architecture = "BartForConditionalGeneration"
     model_type = "bart"
     is_encoder_decoder = True
+    marian = False
 
     def __init__(self, config: dict):
         super().__init__()
         self.config = dict(config)
         c = self.config
+        if c.get("share_encoder_decoder_embeddings", True) is False:
+            raise ValueError(f"{type(self).__name__}: separate encoder and decoder vocabularies "
+                             "(share_encoder_decoder_embeddings: false) are not supported")
         self.shared = nn.Embedding(c["vocab_size"], c["d_model"])
-        self.encoder, self.decoder = BartStack(c, "encoder"), BartStack(c, "decoder")
+        self.encoder = BartStack(c, "encoder", self.marian)
+        self.decoder = BartStack(c, "decoder", self.marian)
         self.embed_scale = math.sqrt(c["d_model"]) if c.get("scale_embedding", False) else 1.0
         self.register_buffer("final_logits_bias", np.zeros((1, c["vocab_size"]), np.float32))
         self.tied = c.get("tie_word_embeddings", True) is not False
@@ -179,12 +205,16 @@ class BartForConditionalGeneration(nn.Module):
                              "makes them")
         return self.decode(decoder_input_ids, self.encode(input_ids, attention_mask), attention_mask)
 
-    # --- checkpoint names: transformers' "model." prefix dropped; the stacks' copies of the shared table dropped ---
+    # --- checkpoint names: transformers' "model." prefix dropped; the stacks' copies of the shared table dropped
+    # (and Marian's fixed position tables, which older checkpoints store) ---
     def from_hf(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         out = {}
+        skip = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"}
+        if self.marian:
+            skip |= {"encoder.embed_positions.weight", "decoder.embed_positions.weight"}
         for k, v in tensors.items():
             name = k[len("model."):] if k.startswith("model.") else k
-            if name in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"):
+            if name in skip:
                 continue
             if name == "lm_head.weight" and self.tied:
                 continue
@@ -200,3 +230,13 @@ class BartForConditionalGeneration(nn.Module):
         for k, v in self.state_dict().items():
             out[k if k in ("final_logits_bias", "lm_head.weight") else "model." + k] = v.numpy()
         return out
+
+
+class MarianMTModel(BartForConditionalGeneration):
+    """Marian translation models (Helsinki-NLP's opus-mt): BART's layers with fixed sinusoidal positions,
+    no embedding LayerNorm, and (as their configs say) scaled embeddings and the pad token as the decoder's
+    start."""
+
+    architecture = "MarianMTModel"
+    model_type = "marian"
+    marian = True
