@@ -104,7 +104,7 @@ def run(args, out=None):
         nonlocal shown
         times.append(time.perf_counter())
         new.append(int(step[0]))
-        text = tok.decode(new)
+        text = tok.decode(new, skip_special_tokens=seq2seq)
         if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
             out.write(text[len(shown):])
             out.flush()
@@ -138,7 +138,7 @@ def run(args, out=None):
             pass
         except ValueError as e:
             raise UsageError(str(e)) from None
-    out.write(tok.decode(new)[len(shown):] + "\n")
+    out.write(tok.decode(new, skip_special_tokens=seq2seq)[len(shown):] + "\n")
     if args.num_beams > 1:
         print(f"[{len(ids)} prompt tokens, {len(new)} generated ({tok.name}); beam search with {args.num_beams} beams "
               f"in {times[-1] - times[0]:.2f} s]", file=sys.stderr)

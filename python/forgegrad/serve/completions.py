@@ -139,7 +139,8 @@ class TextGenerator:
                                        f"{max_tokens} for the completion)", "max_tokens", "context_length_exceeded")
 
     def stream(self, req: CompletionRequest, ids: List[int], on_text: Optional[Callable[[str], None]]) -> TextStream:
-        return TextStream(self.tokenizer, self.eos, req.stop, req.max_tokens, len(ids), on_text)
+        return TextStream(self.tokenizer, self.eos, req.stop, req.max_tokens, len(ids), on_text,
+                          skip_special_tokens=getattr(self.model, "is_encoder_decoder", False))
 
     def complete(self, req: CompletionRequest, ids: List[int], on_text: Optional[Callable[[str], None]],
                  cancelled: threading.Event) -> Completion:

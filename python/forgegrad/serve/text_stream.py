@@ -21,8 +21,9 @@ class Completion:
 
 class TextStream:
     def __init__(self, tokenizer, eos: Collection[int], stops: List[str], max_tokens: int, prompt_tokens: int,
-                 on_text: Optional[Callable[[str], None]] = None):
+                 on_text: Optional[Callable[[str], None]] = None, skip_special_tokens: bool = False):
         self.tokenizer, self.eos, self.stops, self.max_tokens = tokenizer, eos, stops, max_tokens
+        self.skip_special_tokens = skip_special_tokens  # encoder-decoders: not their forced start token
         self.prompt_tokens, self.on_text = prompt_tokens, on_text
         self.tokens: List[int] = []
         self.finish: Optional[str] = None  # set once the completion has ended
@@ -40,7 +41,7 @@ class TextStream:
             self.finish = "stop"
             return True
         self.tokens.append(token)
-        text = self.tokenizer.decode(self.tokens)
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=self.skip_special_tokens)
         hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
         if hits:
             self.finish, self._text = "stop", text[:min(hits)]
@@ -59,6 +60,7 @@ class TextStream:
 
     def result(self) -> Completion:
         """The completion (sending what was held back)."""
-        text = self._text if self._text is not None else self.tokenizer.decode(self.tokens)
+        text = self._text if self._text is not None else self.tokenizer.decode(
+            self.tokens, skip_special_tokens=self.skip_special_tokens)
         self._send(text)
         return Completion(text, self.finish or "length", self.prompt_tokens, len(self.tokens))

@@ -18,7 +18,7 @@ class ByteTokenizer:
     def encode(self, text: str, add_special_tokens: bool = False) -> List[int]:
         return list(text.encode("utf-8"))  # no special tokens to add
 
-    def decode(self, ids) -> str:
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
         return bytes(int(i) for i in ids if 0 <= int(i) < 256).decode("utf-8", errors="replace")
 
 
@@ -43,8 +43,10 @@ class HFTokenizer:
         token T5's encoder input ends with), which a decoder's prompt does not take."""
         return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
 
-    def decode(self, ids) -> str:
-        return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        """Text of ``ids``; ``skip_special_tokens``: without the special tokens (an encoder-decoder's output, which
+        begins with a forced start token), as transformers' pipelines decode it."""
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
 
 def load_tokenizer(path, vocab_size: int, eos_token_id: Optional[int] = None):
