@@ -88,3 +88,59 @@ def test_beam_search_arguments_are_checked(pair):
         generate(model, ids, num_beams=0)
     with pytest.raises(ValueError, match="length_penalty"):
         generate(model, ids, num_beams=2, length_penalty=float("nan"))
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_no_repeat_ngrams_and_min_length_are_transformers(pair, num_beams):
+    name, hf, model = pair
+    ids, mask = _prompts()
+    kw = {} if name in ("t5", "bart") else {"eos_token_id": int(generate(model, ids[:1], max_new_tokens=3)[0, -1]),
+                                              "pad_token_id": VOCAB - 1}
+    with torch.no_grad():
+        want = hf.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=14,
+                           do_sample=False, num_beams=num_beams, no_repeat_ngram_size=2, min_length=12, **kw).numpy()
+    got = generate(model, ids, max_new_tokens=14, attention_mask=mask, num_beams=num_beams, no_repeat_ngram_size=2,
+                   min_length=12, **kw)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_generation_config_json_sets_the_defaults_as_in_transformers(tmp_path):
+    """A summarisation checkpoint's generation_config.json (bart-large-cnn's settings, scaled down) drives
+    generate() without arguments, as it drives transformers' generate(); arguments still win."""
+    import json
+    hf = _make("bart").eval()
+    hf.save_pretrained(tmp_path)
+    settings = {"num_beams": 4, "length_penalty": 2.0, "early_stopping": True, "no_repeat_ngram_size": 3,
+                "min_length": 8, "max_length": 16, "forced_bos_token_id": 0, "forced_eos_token_id": 2,
+                "decoder_start_token_id": 2, "eos_token_id": 2, "pad_token_id": 1, "bos_token_id": 0}
+    (tmp_path / "generation_config.json").write_text(json.dumps(settings))
+    hf = transformers.BartForConditionalGeneration.from_pretrained(tmp_path).eval()
+    model = from_pretrained(tmp_path)
+    ids, mask = _prompts()
+    mask[1, 4:] = 0
+    with torch.no_grad():
+        want = hf.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).numpy()
+        greedy = hf.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), num_beams=1,
+                             max_new_tokens=10).numpy()
+    np.testing.assert_array_equal(generate(model, ids, attention_mask=mask), want)
+    np.testing.assert_array_equal(generate(model, ids, attention_mask=mask, num_beams=1, max_new_tokens=10), greedy)
+    assert want.shape[1] <= 16 and (want[:, 1] == 0).all()  # max_length and the forced first token
+
+
+def test_processors_equal_transformers_processors_at_every_length():
+    """Each processor against transformers' own on the same sequences and scores, at lengths around every
+    boundary (min_length, the n-gram size, the forced first and last places)."""
+    from transformers.generation import logits_process as lp
+
+    from forgegrad.models.hf.logits_processors import LogitsProcessors
+    rng = np.random.RandomState(0)
+    for L in range(1, 12):
+        seqs = rng.randint(0, 6, (4, L))  # a small alphabet: repeated n-grams
+        scores = rng.standard_normal((4, 6)).astype(np.float32)
+        theirs = [lp.NoRepeatNGramLogitsProcessor(3), lp.MinLengthLogitsProcessor(7, [2, 5]),
+                  lp.ForcedBOSTokenLogitsProcessor(4), lp.ForcedEOSTokenLogitsProcessor(9, 2)]
+        want = torch.tensor(scores)
+        for proc in theirs:
+            want = proc(torch.tensor(seqs), want)
+        got = LogitsProcessors(3, 7, [2, 5], forced_bos=4, forced_eos=2, max_length=9)(seqs, scores)
+        np.testing.assert_array_equal(got, want.numpy(), err_msg=f"length {L}")

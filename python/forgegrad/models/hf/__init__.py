@@ -145,6 +145,9 @@ def from_pretrained(path, dtype="float32"):
     if want == BFLOAT16:
         raw = widen_unless_linear_weights(raw)
     materialize(model, _match(model, model.from_hf(raw), path), want, path)
+    # generate's defaults (beams, length limits, no-repeat n-grams), as transformers reads them
+    from .tokenizer import _json_object
+    model.generation_config = _json_object(os.path.join(path, "generation_config.json"))
     return model.eval()
 
 

@@ -31,12 +31,12 @@ def _top(values: np.ndarray, k: int) -> np.ndarray:
 
 def search(first_logits: np.ndarray, next_logits: Callable[[np.ndarray, np.ndarray], np.ndarray], batch: int,
            num_beams: int, max_new_tokens: int, eos: Sequence[int], fill: int, length_penalty: float,
-           early_stopping: Union[bool, str], forced: Callable[[int], Optional[int]]):
+           early_stopping: Union[bool, str], process, prefix: np.ndarray):
     """(tokens (B, max_new_tokens), lengths (B,)) of each batch item's best hypothesis.
 
     ``next_logits(tokens (B*K,), rows (B*K,))``: reorder the cache so that row r holds what row rows[r] held,
-    feed token r to row r, return the logits (B*K, V). ``forced(n)``: the token the n-th new token must be
-    (forced bos / eos), or None."""
+    feed token r to row r, return the logits (B*K, V). ``process``: the LogitsProcessors, given each row's
+    sequence so far (``prefix`` (B*K, P), the prompt or the decoder start, then the row's new tokens)."""
     B, K = batch, num_beams
     keep = max(2, 1 + len(eos)) * K
     top_mask = np.arange(keep) < K
@@ -53,10 +53,8 @@ def search(first_logits: np.ndarray, next_logits: Callable[[np.ndarray, np.ndarr
     logits, n = first_logits, 0
     while True:
         logp = _log_softmax(logits)
-        token = forced(n)
-        if token is not None:  # transformers' forced-token processors: every other token at -inf
-            logp = np.full_like(logp, -np.inf)
-            logp[:, token] = 0.0
+        if process.active:  # on the log-probabilities, as transformers' beam search applies them
+            logp = process(np.concatenate([prefix, running.reshape(B * K, -1)[:, :n]], axis=1), logp)
         V = logp.shape[-1]
         acc = (logp.reshape(B, K, V) + run_scores[:, :, None]).reshape(B, K * V)
         idx = _top(acc, keep)
@@ -114,7 +112,7 @@ def fill_token(pad, eos: List[int]) -> int:
 
 
 def beam_decoder(model, ids: np.ndarray, mask: np.ndarray, num_beams: int, max_new_tokens: int, eos: List[int],
-                 pad, length_penalty: float, early_stopping) -> np.ndarray:
+                 pad, length_penalty: float, early_stopping, process) -> np.ndarray:
     """Beam search after left-padded prompts ids (B, T): (B, T + n), n the longest returned hypothesis."""
     from ...autograd import no_grad
     from ._decode import LeanDecoder, lean_path_applies
@@ -141,12 +139,12 @@ def beam_decoder(model, ids: np.ndarray, mask: np.ndarray, num_beams: int, max_n
             return model(tokens[:, None], state["mask"], state["last"][:, None], cache=cache).numpy()[:, -1]
 
     seqs, lengths = search(first, next_logits, B, K, max_new_tokens, eos, fill_token(pad, eos), length_penalty,
-                           early_stopping, lambda n: None)
+                           early_stopping, process, np.repeat(ids, K, axis=0))
     return np.concatenate([ids, seqs[:, :lengths.max()]], axis=1)
 
 
 def beam_seq2seq(model, ids: np.ndarray, mask: Optional[np.ndarray], num_beams: int, max_new_tokens: int,
-                 eos: List[int], pad, length_penalty: float, early_stopping, forced_bos, forced_eos) -> np.ndarray:
+                 eos: List[int], pad, length_penalty: float, early_stopping, process) -> np.ndarray:
     """Beam search of an encoder-decoder: (B, 1 + n), the decoder start token first."""
     from ...autograd import no_grad
     from ...tensor import Tensor
@@ -164,11 +162,6 @@ def beam_seq2seq(model, ids: np.ndarray, mask: Optional[np.ndarray], num_beams: 
         with no_grad():
             return model.decode(tokens[:, None], states, rows_mask, cross=cross, cache=cache).numpy()[:, -1]
 
-    def forced(n):
-        if n == max_new_tokens - 1 and forced_eos is not None:
-            return forced_eos
-        return forced_bos if n == 0 else None
-
     seqs, lengths = search(first, next_logits, B, K, max_new_tokens, eos, fill_token(pad, eos), length_penalty,
-                           early_stopping, forced)
+                           early_stopping, process, np.full((B * K, 1), start, np.int64))
     return np.concatenate([np.full((B, 1), start, np.int64), seqs[:, :lengths.max()]], axis=1)

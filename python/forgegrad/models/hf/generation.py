@@ -16,6 +16,7 @@ from ...autograd import no_grad
 from ...random import generator
 from ._decode import LeanDecoder, lean_path_applies
 from ._layers import ids_array, mask_array
+from .logits_processors import LogitsProcessors, resolve, token_setting
 
 __all__ = ["generate", "select_next"]
 
@@ -86,12 +87,18 @@ def _decoder(model):
     return model
 
 
-def generate(model, input_ids, max_new_tokens: int = 20, attention_mask=None, do_sample: bool = False,
+def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_mask=None, do_sample: bool = False,
              temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
              eos_token_id: Optional[int] = None, pad_token_id: Optional[int] = None,
-             streamer: Optional[Callable[[np.ndarray], None]] = None, num_beams: int = 1,
-             length_penalty: float = 1.0, early_stopping=False) -> np.ndarray:
+             streamer: Optional[Callable[[np.ndarray], None]] = None, num_beams: Optional[int] = None,
+             length_penalty: Optional[float] = None, early_stopping=None, no_repeat_ngram_size: Optional[int] = None,
+             min_length: Optional[int] = None) -> np.ndarray:
     """Continue each prompt by up to ``max_new_tokens`` tokens.
+
+    The settings left at None (``max_new_tokens``, ``num_beams``, ``length_penalty``, ``early_stopping``,
+    ``no_repeat_ngram_size``, ``min_length``) come from the checkpoint's generation_config.json when it sets them
+    (``max_length`` there bounds the whole sequence), as transformers' generate takes them, else 20 new tokens,
+    1 beam, 1.0, False, 0, 0.
 
     Args:
         model: a decoder from ``from_pretrained`` (GPT-2, Llama-style), or the zoo's ``gpt``.
@@ -104,6 +111,8 @@ def generate(model, input_ids, max_new_tokens: int = 20, attention_mask=None, do
         num_beams: more than 1 for beam search (transformers' algorithm: ``length_penalty`` divides a
             finished hypothesis' log-probability by its length to that power; ``early_stopping`` False,
             True or "never"); not with sampling or a streamer. Returns each prompt's best hypothesis.
+        no_repeat_ngram_size, min_length: transformers' processors (logits_processors.py), as are the config's
+            forced first / last tokens.
 
     Returns:
         (B, T + n) int64 array: the prompts followed by the n <= max_new_tokens generated tokens. For an
@@ -112,17 +121,26 @@ def generate(model, input_ids, max_new_tokens: int = 20, attention_mask=None, do
         tokens as transformers returns them: (B, 1 + n), decoder_start_token_id first.
     """
     model = _decoder(model)
-    beams = _check_beams(num_beams, length_penalty, early_stopping, do_sample, streamer)
+    num_beams = resolve(model, "num_beams", num_beams, 1)
+    beams = _check_beams(num_beams, resolve(model, "length_penalty", length_penalty, 1.0),
+                         resolve(model, "early_stopping", early_stopping, False), do_sample, streamer)
+    settings = (resolve(model, "no_repeat_ngram_size", no_repeat_ngram_size, 0),
+                resolve(model, "min_length", min_length, 0))
+    for name, value in zip(("no_repeat_ngram_size", "min_length"), settings):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"generate: {name} must be an int >= 0, got {value!r}")
     if getattr(model, "is_encoder_decoder", False):
         return _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sample, temperature, top_k,
-                                 top_p, eos_token_id, pad_token_id, streamer, beams)
+                                 top_p, eos_token_id, pad_token_id, streamer, beams, settings)
     if not hasattr(model, "new_cache"):
         raise TypeError(f"generate: {type(model).__name__} is not a decoder (expected GPT2LMHeadModel or "
                         "a Llama-style decoder: Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 1, 2 or 3, Mixtral, "
                         "Qwen2-MoE, Qwen3-MoE)")
     ids = ids_array(input_ids, "generate", model.vocab_size)
     B, T = ids.shape
+    max_new_tokens = _max_new_tokens(model, max_new_tokens, T)
     _check_arguments(model, max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id, streamer)
+    process = _processors(model, settings, eos_token_id, T + max_new_tokens)
     mask = mask_array(attention_mask, "generate", (B, T))
     mask = np.ones((B, T), bool) if mask is None else mask
     if not mask.any(axis=1).all():
@@ -137,7 +155,7 @@ def generate(model, input_ids, max_new_tokens: int = 20, attention_mask=None, do
         from .beam_search import beam_decoder, eos_list
         K, penalty, stopping = beams
         return beam_decoder(model, ids, mask, K, max_new_tokens, eos_list(eos_token_id), pad_token_id, penalty,
-                            stopping)
+                            stopping, process)
     out = np.empty((B, T + max_new_tokens), np.int64)
     out[:, :T] = ids
     if max_new_tokens == 0:
@@ -153,6 +171,8 @@ def generate(model, input_ids, max_new_tokens: int = 20, attention_mask=None, do
     with no_grad():
         logits = model(ids, mask, positions, cache=cache, logits_to_keep=1).numpy()[:, -1]
         while True:
+            if process.active:
+                logits = process(out[:, :T + n], logits)
             nxt = select_next(logits, do_sample, float(temperature), top_k, top_p, rng)
             if eos_token_id is not None:
                 nxt = np.where(finished, pad, nxt)
@@ -197,12 +217,33 @@ def _check_beams(num_beams, length_penalty, early_stopping, do_sample, streamer)
     return int(num_beams), float(length_penalty), early_stopping
 
 
+def _max_new_tokens(model, given, prompt_length: int) -> int:
+    """max_new_tokens as given, else generation_config.json's max_new_tokens, or its max_length less the
+    prompt (a decoder's prompt, an encoder-decoder's start token), else 20."""
+    if given is not None:
+        return given
+    config = getattr(model, "generation_config", None) or {}
+    if isinstance(config.get("max_new_tokens"), int):
+        return config["max_new_tokens"]
+    if isinstance(config.get("max_length"), int):
+        return max(config["max_length"] - prompt_length, 0)
+    return 20
+
+
+def _processors(model, settings, eos_token_id, max_length: int) -> LogitsProcessors:
+    from .beam_search import eos_list
+    ngram, min_len = settings
+    return LogitsProcessors(ngram, min_len, eos_list(eos_token_id), token_setting(model, "forced_bos_token_id"),
+                            token_setting(model, "forced_eos_token_id"), max_length)
+
+
 def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sample, temperature, top_k, top_p,
-                      eos_token_id, pad_token_id, streamer, beams) -> np.ndarray:
+                      eos_token_id, pad_token_id, streamer, beams, settings) -> np.ndarray:
     """The encoder once, then the decoder token by token on a KV cache (the cross-attention keys and
     values computed once)."""
     ids = ids_array(input_ids, "generate", model.vocab_size)
     B, S = ids.shape
+    max_new_tokens = _max_new_tokens(model, max_new_tokens, 1)
     if eos_token_id is None and isinstance(model.config.get("eos_token_id"), int):
         eos_token_id = model.config["eos_token_id"]
     _check_arguments(model, max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id, streamer)
@@ -214,14 +255,12 @@ def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sampl
     pad = pad_token_id
     if pad is None:  # finished rows get the config's pad token (T5's 0), as transformers pads them
         pad = model.config.get("pad_token_id") if isinstance(model.config.get("pad_token_id"), int) else eos_token_id
-    forced_bos, forced_eos = (model.config.get(k) for k in ("forced_bos_token_id", "forced_eos_token_id"))
-    forced_bos, forced_eos = (t if isinstance(t, int) and 0 <= t < model.vocab_size else None
-                              for t in (forced_bos, forced_eos))
+    process = _processors(model, settings, eos_token_id, 1 + max_new_tokens)
     if beams is not None and max_new_tokens > 0:
         from .beam_search import beam_seq2seq, eos_list
         K, penalty, stopping = beams
         return beam_seq2seq(model, ids, mask, K, max_new_tokens, eos_list(eos_token_id), pad, penalty, stopping,
-                            forced_bos, forced_eos)
+                            process)
     finished = np.zeros(B, bool)
     rng = generator()
     n = 0
@@ -231,12 +270,9 @@ def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sampl
         cache = model.new_cache(B, 1 + max_new_tokens)
         while n < max_new_tokens:
             logits = model.decode(out[:, n:n + 1], states, mask, cross=cross, cache=cache).numpy()[:, -1]
+            if process.active:  # e.g. BART's forced end of sequence at the last place
+                logits = process(out[:, :1 + n], logits)
             nxt = select_next(logits, do_sample, float(temperature), top_k, top_p, rng)
-            # the config's forced tokens (BART: the end of sequence at the last place), as transformers' processors
-            forced = forced_bos if n == 0 else None
-            forced = forced_eos if n == max_new_tokens - 1 and forced_eos is not None else forced
-            if forced is not None:
-                nxt = np.full(B, forced, np.int64)
             if eos_token_id is not None:
                 nxt = np.where(finished, pad, nxt)
                 finished |= nxt == eos_token_id

@@ -1,0 +1,67 @@
+"""The score processors ``generate`` applies before choosing a token, as transformers' logits processors
+do (same conditions, same order): ``no_repeat_ngram_size`` (a token that would repeat an n-gram of the
+sequence so far is banned), ``min_length`` (no end-of-sequence token while the sequence, prompt or
+decoder start included, is shorter), and the forced first / last tokens (``forced_bos_token_id`` when the
+sequence holds one token, ``forced_eos_token_id`` at ``max_length`` - 1: every other token banned).
+
+Greedy search and sampling apply them to the logits, beam search to the log-probabilities, as
+transformers does. Their settings come from ``generate``'s arguments, else the checkpoint's
+generation_config.json, else config.json (the forced tokens)."""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+
+class LogitsProcessors:
+    def __init__(self, no_repeat_ngram_size: int = 0, min_length: int = 0, eos: Sequence[int] = (),
+                 forced_bos: Optional[int] = None, forced_eos: Optional[int] = None, max_length: Optional[int] = None):
+        self.ngram = int(no_repeat_ngram_size or 0)
+        self.min_length = int(min_length or 0)
+        self.eos = [int(e) for e in eos]
+        self.forced_bos, self.forced_eos, self.max_length = forced_bos, forced_eos, max_length
+
+    @property
+    def active(self) -> bool:
+        return bool(self.ngram or (self.min_length and self.eos) or self.forced_bos is not None
+                    or (self.forced_eos is not None and self.max_length is not None))
+
+    def __call__(self, sequences: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """``scores`` (rows, V) for the token after ``sequences`` (rows, L), processed (a new array)."""
+        scores = np.array(scores, dtype=np.float32)
+        L = sequences.shape[1]
+        if self.ngram and L + 1 >= self.ngram:
+            n = self.ngram
+            for r, seq in enumerate(sequences.tolist()):
+                banned: Dict[tuple, list] = {}
+                for i in range(L - n + 1):
+                    banned.setdefault(tuple(seq[i:i + n - 1]), []).append(seq[i + n - 1])
+                hit = banned.get(tuple(seq[L + 1 - n:L]), [])
+                if hit:
+                    scores[r, hit] = -np.inf
+        if self.min_length and self.eos and L < self.min_length:
+            scores[:, self.eos] = -np.inf
+        for token, when in ((self.forced_bos, L == 1),
+                            (self.forced_eos, self.max_length is not None and L == self.max_length - 1)):
+            if token is not None and when:
+                scores[:] = -np.inf
+                scores[:, token] = 0.0
+        return scores
+
+
+def resolve(model, name: str, given, default):
+    """``generate``'s setting ``name``: as given, else the checkpoint's generation_config.json, else ``default``."""
+    if given is not None:
+        return given
+    value = (getattr(model, "generation_config", None) or {}).get(name)
+    return default if value is None else value
+
+
+def token_setting(model, name: str) -> Optional[int]:
+    """A token id (forced_bos_token_id, forced_eos_token_id) from generation_config.json, else config.json."""
+    for source in (getattr(model, "generation_config", None) or {}, model.config):
+        t = source.get(name)
+        if isinstance(t, int) and not isinstance(t, bool) and 0 <= t < model.vocab_size:
+            return t
+    return None
