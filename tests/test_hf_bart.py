@@ -130,3 +130,27 @@ def test_save_pretrained_round_trip_bfloat16_and_errors(pair, tmp_path):
         generate(model, ids, max_new_tokens=70, attention_mask=mask)
     with pytest.raises(ValueError, match="decoder position 64 exceeds max_position_embeddings"):
         model(ids, mask, np.full((3, 65), 5))
+
+
+def test_streaming_paths_run_one_beam_whatever_generation_config_asks(pair, tmp_path, capsys):
+    """forgegrad generate (streamed) and the completions server on a checkpoint whose generation_config.json
+    asks for beams: greedy text, no error."""
+    import shutil
+
+    from forgegrad.cli import main
+    from forgegrad.serve.completions import GenerationServeConfig, TextGenerator
+    _, _, path = pair
+    shutil.copytree(path, tmp_path / "m")
+    (tmp_path / "m" / "generation_config.json").write_text(json.dumps({"num_beams": 4, "no_repeat_ngram_size": 3}))
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(VOCAB)}, unk_token="w3"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(tmp_path / "m" / "tokenizer.json"))
+    assert main(["generate", str(tmp_path / "m"), "--prompt", "w5 w6 w7", "--max-new-tokens", "6"]) == 0
+    gen = TextGenerator(str(tmp_path / "m"))
+    from forgegrad.serve.completion_request import parse
+    req = parse(json.dumps({"prompt": "w5 w6 w7", "max_tokens": 6, "temperature": 0}).encode(), "m")
+    import threading
+    result = gen.complete(req, gen.token_ids(req.prompts[0], 0), None, threading.Event())
+    assert result.completion_tokens >= 1
+    assert GenerationServeConfig(str(tmp_path / "m")).validate()

@@ -133,7 +133,8 @@ def run(args, out=None):
     else:
         try:
             generate(model, [ids], max_new_tokens=args.max_new_tokens, do_sample=sample,
-                     temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p, streamer=step)
+                     temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p, streamer=step,
+                     num_beams=1)  # streamed: one beam whatever generation_config.json asks for
         except _Ended:
             pass
         except ValueError as e:

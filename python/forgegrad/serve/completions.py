@@ -159,9 +159,10 @@ class TextGenerator:
         if req.seed is not None:
             manual_seed(req.seed)
         try:
+            # one beam whatever generation_config.json asks for: the text streams as it is generated
             generate(self.model, [ids], max_new_tokens=req.max_tokens, do_sample=not req.greedy,
                      temperature=req.temperature if not req.greedy else 1.0, top_k=req.top_k,
-                     top_p=req.top_p if req.top_p < 1 else None, streamer=step)
+                     top_p=req.top_p if req.top_p < 1 else None, streamer=step, num_beams=1)
         except _Finished:
             pass
         return text.result()
