@@ -11,6 +11,9 @@ wrote the checkpoint. Each test file keeps its own models, inputs and tolerances
     check_greedy_by_hand          generate equals greedy decoding by hand with the model's own forward
     counting_lean_prefill         a context that records each LeanDecoder.prefill call
     save_checkpoints              the body of a module's checkpoints fixture: transformers models saved by name
+    seq2seq_logits                a transformers encoder-decoder's logits for (input, mask, decoder input) arrays
+    seq2seq_gradients             both sides' parameter gradients of a weighted sum of the logits (transformers
+                                  in float64)
     chat_tokenizer                a tiny byte-level BPE tokenizer (transformers' fast tokenizer) with ChatML's
                                   special tokens and a given chat template
 
@@ -160,3 +163,27 @@ def chat_tokenizer(template):
                                                 eos_token="<|im_end|>")
     fast.chat_template = template
     return fast
+
+
+def seq2seq_logits(hf, ids, mask, dec):
+    """The logits of a transformers encoder-decoder (T5, BART, Marian) as a numpy array."""
+    import torch
+    with torch.no_grad():
+        return hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                  decoder_input_ids=torch.tensor(dec)).logits.numpy()
+
+
+def seq2seq_gradients(hf, model, ids, mask, dec, seed=1):
+    """(forgegrad's parameters, transformers' float64 copy's parameters), each with the gradient of the same
+    random weighted sum of its logits, both in training mode."""
+    import copy
+
+    import torch
+    ref = copy.deepcopy(hf).double().train()
+    model.train()
+    w = np.random.RandomState(seed).standard_normal(tuple(dec.shape) + (model.vocab_size,))
+    out = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+              decoder_input_ids=torch.tensor(dec)).logits
+    (out * torch.tensor(w)).sum().backward()
+    (model(ids, mask, dec) * fg.tensor(w.astype(np.float32))).sum().backward()
+    return dict(model.named_parameters()), dict(ref.named_parameters())

@@ -1,17 +1,17 @@
 """BART and Marian encoder-decoders from checkpoints transformers wrote: logits, gradients and greedy generation (with
 the config's forced first and last tokens) against transformers; save_pretrained; bfloat16 checkpoints."""
-import copy
 import json
 
 import numpy as np
 import pytest
 
-import forgegrad as fg
 from forgegrad.models import from_pretrained, generate, save_pretrained
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
+
+from hf_conformance import seq2seq_gradients, seq2seq_logits  # noqa: E402
 
 VOCAB = 120
 
@@ -49,16 +49,10 @@ def _inputs():
     return ids, mask, dec
 
 
-def _hf_logits(hf, ids, mask, dec):
-    with torch.no_grad():
-        return hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                  decoder_input_ids=torch.tensor(dec)).logits.numpy()
-
-
 def test_logits_are_transformers_with_padding(pair):
     hf, model, _ = pair
     ids, mask, dec = _inputs()
-    np.testing.assert_allclose(model(ids, mask, dec).numpy(), _hf_logits(hf, ids, mask, dec), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(model(ids, mask, dec).numpy(), seq2seq_logits(hf, ids, mask, dec), rtol=1e-4, atol=1e-4)
     if model.marian:  # the fixed position table, bit for bit
         from forgegrad.models.hf.bart import sinusoidal_positions
         np.testing.assert_array_equal(sinusoidal_positions(64, 32), hf.model.encoder.embed_positions.weight.numpy())
@@ -94,15 +88,8 @@ def test_forced_first_token(pair, tmp_path):
 
 def test_gradients_are_transformers_in_float64(pair):
     hf, _, path = pair
-    model = from_pretrained(path).train()
-    ref_model = copy.deepcopy(hf).double().train()
-    ids, mask, dec = _inputs()
-    w = np.random.RandomState(1).standard_normal((3, 5, VOCAB))
-    out = ref_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                    decoder_input_ids=torch.tensor(dec)).logits
-    (out * torch.tensor(w)).sum().backward()
-    (model(ids, mask, dec) * fg.tensor(w.astype(np.float32))).sum().backward()
-    ours, theirs = dict(model.named_parameters()), dict(ref_model.named_parameters())
+    model = from_pretrained(path)
+    ours, theirs = seq2seq_gradients(hf, model, *_inputs())
     names = ("shared.weight", "decoder.layers.2.encoder_attn.v_proj.weight", "encoder.layers.0.self_attn.q_proj.bias",
              "decoder.layers.0.fc1.weight")
     for name in names + (() if model.marian else ("encoder.embed_positions.weight",)):
@@ -116,7 +103,7 @@ def test_save_pretrained_round_trip_bfloat16_and_errors(pair, tmp_path):
     save_pretrained(model, tmp_path / "saved")
     back = type(hf).from_pretrained(tmp_path / "saved").eval()
     ids, mask, dec = _inputs()
-    np.testing.assert_allclose(_hf_logits(back, ids, mask, dec), _hf_logits(hf, ids, mask, dec), rtol=1e-6,
+    np.testing.assert_allclose(seq2seq_logits(back, ids, mask, dec), seq2seq_logits(hf, ids, mask, dec), rtol=1e-6,
                                atol=1e-6)
     hf.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
     hf.float()

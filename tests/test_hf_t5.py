@@ -13,6 +13,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
+from hf_conformance import seq2seq_gradients, seq2seq_logits  # noqa: E402
+
 VOCAB = 120
 
 
@@ -44,16 +46,10 @@ def _inputs():
     return ids, mask, dec
 
 
-def _hf_logits(hf, ids, mask, dec):
-    with torch.no_grad():
-        return hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                  decoder_input_ids=torch.tensor(dec)).logits.numpy()
-
-
 def test_logits_are_transformers_with_padding(pair):
     hf, model, _ = pair
     ids, mask, dec = _inputs()
-    ref = _hf_logits(hf, ids, mask, dec)
+    ref = seq2seq_logits(hf, ids, mask, dec)
     got = model(ids, mask, dec).numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
@@ -79,18 +75,8 @@ def test_greedy_generation_is_transformers(pair):
 def test_gradients_are_transformers(pair):
     """The relative-position bias is a learned parameter: its gradient (and every other) as torch's, computed
     in float64 (with initializer_factor 3 the sums are large: torch's own float32 gradients are ~3e-3 off)."""
-    import copy
     hf, _, path = pair
-    model = from_pretrained(path).train()
-    ref_model = copy.deepcopy(hf).double().train()
-    ids, mask, dec = _inputs()
-    w = np.random.RandomState(1).standard_normal((3, 6, VOCAB))
-    out = ref_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                    decoder_input_ids=torch.tensor(dec)).logits
-    (out * torch.tensor(w)).sum().backward()
-    (model(ids, mask, dec) * fg.tensor(w.astype(np.float32))).sum().backward()
-    ours = dict(model.named_parameters())
-    theirs = dict(ref_model.named_parameters())
+    ours, theirs = seq2seq_gradients(hf, from_pretrained(path), *_inputs())
     for name in ("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
                  "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
                  "decoder.block.1.layer.1.EncDecAttention.k.weight", "encoder.block.1.layer.1.DenseReluDense.wo.weight",
@@ -126,7 +112,7 @@ def test_older_flan_config_with_its_own_head_and_a_deeper_decoder(tmp_path):
     model = from_pretrained(tmp_path)
     assert not model.tied and not model.scale_head and len(model.decoder.block) == 3
     ids, mask, dec = _inputs()
-    ref = _hf_logits(hf, ids, mask, dec)
+    ref = seq2seq_logits(hf, ids, mask, dec)
     np.testing.assert_allclose(model(ids, mask, dec).numpy(), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
@@ -135,7 +121,7 @@ def test_save_pretrained_round_trip_and_errors(pair, tmp_path):
     save_pretrained(model, tmp_path)
     back = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path).eval()
     ids, mask, dec = _inputs()
-    np.testing.assert_allclose(_hf_logits(back, ids, mask, dec), _hf_logits(hf, ids, mask, dec), rtol=1e-6,
+    np.testing.assert_allclose(seq2seq_logits(back, ids, mask, dec), seq2seq_logits(hf, ids, mask, dec), rtol=1e-6,
                                atol=1e-5)
     with pytest.raises(ValueError, match="decoder_input_ids is required"):
         model(ids, mask)

@@ -19,6 +19,7 @@ from ... import nn
 from ...nn import functional as F
 from ...tensor import Tensor
 from ._layers import KVCache, activation, additive_mask, attend, ids_array, mask_array, merge_heads, split_heads
+from ._seq2seq import EncoderDecoder, attention_kv
 
 __all__ = ["BartForConditionalGeneration", "MarianMTModel", "sinusoidal_positions"]
 
@@ -37,12 +38,7 @@ class BartAttention(nn.Module):
     def forward(self, x: Tensor, mask: Optional[np.ndarray], causal: bool = False,
                 kv: Optional[Tuple[Tensor, Tensor]] = None, cache: Optional[KVCache] = None, layer: int = 0):
         q = split_heads(self.q_proj(x), self.heads)
-        if kv is None:
-            k, v = self.project_kv(x)
-            if cache is not None:
-                k, v = cache.update(layer, k, v)
-        else:
-            k, v = kv
+        k, v = attention_kv(self, x, kv, cache, layer)
         return self.out_proj(merge_heads(attend(q, k, v, mask, causal=causal)))
 
 
@@ -116,12 +112,12 @@ def _cross_mask(padding: Optional[np.ndarray], t: int) -> Optional[np.ndarray]:
     return np.ascontiguousarray(np.broadcast_to(keys[:, None, None, :], (padding.shape[0], 1, t, padding.shape[1])))
 
 
-class BartForConditionalGeneration(nn.Module):
+class BartForConditionalGeneration(EncoderDecoder, nn.Module):
     """``forward(input_ids, attention_mask=None, decoder_input_ids=...)`` -> logits (B, T_dec, vocab)."""
 
     architecture = "BartForConditionalGeneration"
     model_type = "bart"
-    is_encoder_decoder = True
+    start_fallback = "eos_token_id"
     marian = False
 
     def __init__(self, config: dict):
@@ -140,18 +136,6 @@ class BartForConditionalGeneration(nn.Module):
         if not self.tied:
             self.lm_head = nn.Linear(c["d_model"], c["vocab_size"], bias=False)
         self.max_positions = int(c["max_position_embeddings"])
-
-    @property
-    def vocab_size(self) -> int:
-        return self.config["vocab_size"]
-
-    def tied_embedding(self):
-        return self.shared
-
-    @property
-    def decoder_start_token_id(self) -> int:
-        start = self.config.get("decoder_start_token_id")
-        return int(start if isinstance(start, int) else self.config.get("eos_token_id", 2))
 
     def _tokens(self, ids: np.ndarray) -> Tensor:
         x = self.shared(Tensor._wrap(ids))
@@ -197,13 +181,6 @@ class BartForConditionalGeneration(nn.Module):
             cache.advance(T)
         logits = F.linear(x, self.shared.weight) if self.tied else self.lm_head(x)
         return logits + self.final_logits_bias
-
-    def forward(self, input_ids, attention_mask=None, decoder_input_ids=None) -> Tensor:
-        if decoder_input_ids is None:
-            raise ValueError("BartForConditionalGeneration: decoder_input_ids is required (the decoder's tokens, "
-                             f"starting with decoder_start_token_id {self.decoder_start_token_id}); generate() "
-                             "makes them")
-        return self.decode(decoder_input_ids, self.encode(input_ids, attention_mask), attention_mask)
 
     # --- checkpoint names: transformers' "model." prefix dropped; the stacks' copies of the shared table dropped
     # (and Marian's fixed position tables, which older checkpoints store) ---

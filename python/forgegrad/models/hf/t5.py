@@ -22,6 +22,7 @@ from ... import nn
 from ...nn import functional as F
 from ...tensor import Tensor
 from ._layers import KVCache, activation, ids_array, mask_array, merge_heads, split_heads
+from ._seq2seq import EncoderDecoder, attention_kv
 
 __all__ = ["T5ForConditionalGeneration", "relative_position_bucket"]
 
@@ -86,12 +87,7 @@ class T5Attention(nn.Module):
         """Self-attention over x (with ``cache``: appended to the cached keys), or cross-attention over
         the precomputed ``kv`` of the encoder; ``bias`` (position bias + mask) is added to the scores."""
         q = split_heads(self.q(x), self.heads)
-        if kv is None:
-            k, v = self.project_kv(x)
-            if cache is not None:
-                k, v = cache.update(layer, k, v)
-        else:
-            k, v = kv
+        k, v = attention_kv(self, x, kv, cache, layer)
         scores = q @ k.transpose(-1, -2)
         if bias is not None:
             scores = scores + bias
@@ -172,14 +168,13 @@ def _padding_mask(padding: Optional[np.ndarray]) -> Optional[np.ndarray]:
     return np.where(padding, np.float32(0), _NEG)[:, None, None, :].astype(np.float32)
 
 
-class T5ForConditionalGeneration(nn.Module):
+class T5ForConditionalGeneration(EncoderDecoder, nn.Module):
     """``forward(input_ids, attention_mask=None, decoder_input_ids=...)`` -> logits (B, T_dec, vocab);
     ``encode`` and ``decode`` run the two stacks (``generate`` runs the encoder once and the decoder
     with a KV cache)."""
 
     architecture = "T5ForConditionalGeneration"
     model_type = "t5"
-    is_encoder_decoder = True
 
     def __init__(self, config: dict):
         super().__init__()
@@ -196,18 +191,6 @@ class T5ForConditionalGeneration(nn.Module):
         if not self.tied:
             self.lm_head = nn.Linear(c["d_model"], c["vocab_size"], bias=False)
         self.max_positions = 1 << 30  # relative positions: no table to run past
-
-    @property
-    def vocab_size(self) -> int:
-        return self.config["vocab_size"]
-
-    def tied_embedding(self):
-        return self.shared
-
-    @property
-    def decoder_start_token_id(self) -> int:
-        start = self.config.get("decoder_start_token_id")
-        return int(start if isinstance(start, int) else self.config.get("pad_token_id", 0) or 0)
 
     def encode(self, input_ids, attention_mask=None) -> Tensor:
         """The encoder's output (B, S, d_model)."""
@@ -258,13 +241,6 @@ class T5ForConditionalGeneration(nn.Module):
         if self.scale_head:
             x = x * (self.config["d_model"] ** -0.5)
         return F.linear(x, self.shared.weight) if self.tied else self.lm_head(x)
-
-    def forward(self, input_ids, attention_mask=None, decoder_input_ids=None) -> Tensor:
-        if decoder_input_ids is None:
-            raise ValueError("T5ForConditionalGeneration: decoder_input_ids is required (the decoder's tokens, "
-                             f"starting with decoder_start_token_id {self.decoder_start_token_id}); "
-                             "generate() makes them")
-        return self.decode(decoder_input_ids, self.encode(input_ids, attention_mask), attention_mask)
 
     # --- checkpoint names: ours are transformers', less the stacks' copies of the shared embedding ---
     def from_hf(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:

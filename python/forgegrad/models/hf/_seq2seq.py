@@ -1,0 +1,44 @@
+"""What the encoder-decoders (T5, BART, Marian) share: the shared token embedding's accessors, the decoder's
+start token and ``forward``, around each architecture's ``encode`` and ``decode`` (which ``generate`` calls)."""
+from __future__ import annotations
+
+from ...tensor import Tensor
+
+
+class EncoderDecoder:
+    """Mixed into an nn.Module with ``config``, ``shared`` (the token embedding), ``encode`` and ``decode``.
+    ``start_fallback``: the config key whose token starts the decoder when decoder_start_token_id is unset."""
+
+    is_encoder_decoder = True
+    start_fallback = "pad_token_id"
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config["vocab_size"]
+
+    def tied_embedding(self):
+        return self.shared
+
+    @property
+    def decoder_start_token_id(self) -> int:
+        start = self.config.get("decoder_start_token_id")
+        if isinstance(start, int):
+            return int(start)
+        fallback = self.config.get(self.start_fallback)
+        return int(fallback) if isinstance(fallback, int) else 0
+
+    def forward(self, input_ids, attention_mask=None, decoder_input_ids=None) -> Tensor:
+        """Logits (B, T_dec, vocab) of ``decoder_input_ids`` after the encoder read ``input_ids``."""
+        if decoder_input_ids is None:
+            raise ValueError(f"{type(self).__name__}: decoder_input_ids is required (the decoder's tokens, starting "
+                             f"with decoder_start_token_id {self.decoder_start_token_id}); generate() makes them")
+        return self.decode(decoder_input_ids, self.encode(input_ids, attention_mask), attention_mask)
+
+
+def attention_kv(attention, x: Tensor, kv, cache, layer: int):
+    """An encoder-decoder attention's keys and values: the encoder's precomputed ``kv`` (cross-attention), or
+    ``x``'s own projections (``attention.project_kv``), appended to ``cache`` when one is given."""
+    if kv is not None:
+        return kv
+    k, v = attention.project_kv(x)
+    return cache.update(layer, k, v) if cache is not None else (k, v)
