@@ -183,7 +183,14 @@ def test_generate_command_and_server_run_t5(pair, tmp_path, capsys):
     with running_app(create_completions_app(GenerationServeConfig(str(tmp_path / "t5")))) as url:
         r = httpx.post(url + "/v1/completions", json={"prompt": "hello world", "max_tokens": 10, "temperature": 0},
                        timeout=60)
+        scored = httpx.post(url + "/v1/completions", json={"prompt": "hello world", "max_tokens": 10,
+                                                            "temperature": 0, "logprobs": 1}, timeout=60).json()
+        echo = httpx.post(url + "/v1/completions", json={"prompt": "hello world", "echo": True}, timeout=60)
     assert r.status_code == 200 and r.json()["choices"][0]["text"] == want
+    lp = scored["choices"][0]["logprobs"]
+    assert len(lp["token_logprobs"]) == scored["usage"]["completion_tokens"]
+    assert all(v <= 0 for v in lp["token_logprobs"])
+    assert echo.status_code == 400 and echo.json()["error"]["param"] == "echo"
 
 
 def test_bench_generate_t5_row_checks_and_times_both_sides():

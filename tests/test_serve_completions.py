@@ -152,8 +152,10 @@ def test_seeded_sampling_is_repeatable_and_is_generate_s(server, checkpoint):
     ({"prompt": "x", "stop": [""]}, 400, "stop"),
     ({"prompt": "x", "n": 2}, 400, "n"),
     ({"prompt": "x", "n": True}, 400, "n"),
-    ({"prompt": "x", "logprobs": 3}, 400, "logprobs"),
-    ({"prompt": "x", "echo": True}, 400, "echo"),
+    ({"prompt": "x", "logprobs": 6}, 400, "logprobs"),
+    ({"prompt": "x", "logprobs": True}, 400, "logprobs"),
+    ({"prompt": "x", "echo": "yes"}, 400, "echo"),
+    ({"prompt": "x", "logprobs": 1, "stream": True}, 400, "logprobs"),
     ({"prompt": "x", "max_token": 3}, 400, "max_token"),
     ({"prompt": "x", "stream_options": {"include_usage": True}}, 400, "stream_options"),
     ({"prompt": "x", "stream": "yes"}, 400, "stream"),
@@ -255,3 +257,33 @@ def test_weights_flag_needs_a_checkpoint_directory(tmp_path, capsys):
     with pytest.raises(ValueError, match="weights"):
         GenerationServeConfig(str(tmp_path), weights="fp8").validate()
     np.testing.assert_equal(is_checkpoint_dir(str(tmp_path / "nowhere")), False)
+
+
+def test_logprobs_and_echo_score_text_as_transformers(server, checkpoint):
+    """echo with max_tokens 0 scores the prompt (lm-eval's loglikelihood request); logprobs on a completion give
+    each generated token's log-probability: both as transformers' log-softmax of its logits."""
+    ids = list(PROMPT.encode())
+    hf = transformers.GPT2LMHeadModel.from_pretrained(checkpoint).eval()
+    with httpx.Client(base_url=server, timeout=60) as c:
+        scored = c.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 0, "echo": True, "logprobs": 2}).json()
+        body = {"prompt": PROMPT, "max_tokens": 6, "temperature": 0, "logprobs": 3}
+        done = c.post("/v1/completions", json=body).json()
+    choice = scored["choices"][0]
+    assert choice["text"] == PROMPT and scored["usage"]["completion_tokens"] == 0
+    lp = choice["logprobs"]
+    assert lp["tokens"] == list(PROMPT) and lp["text_offset"] == list(range(len(PROMPT)))
+    assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
+    with torch.no_grad():
+        ref = torch.log_softmax(hf(torch.tensor([ids])).logits[0].double(), -1).numpy()
+    np.testing.assert_allclose(lp["token_logprobs"][1:], [ref[i, ids[i + 1]] for i in range(len(ids) - 1)], atol=1e-4)
+    assert all(2 <= len(top) <= 3 for top in lp["top_logprobs"][1:])
+    gen = done["choices"][0]
+    new = [int(t) for t in generate(from_pretrained(checkpoint), [ids], max_new_tokens=6)[0, len(ids):]]
+    with torch.no_grad():
+        ref = torch.log_softmax(hf(torch.tensor([ids + new])).logits[0].double(), -1).numpy()
+    want = [ref[len(ids) - 1 + j, t] for j, t in enumerate(new)]
+    np.testing.assert_allclose(gen["logprobs"]["token_logprobs"], want, atol=1e-4)
+    # greedy: each chosen token is the most likely one, so it heads its top list
+    for top, chosen in zip(gen["logprobs"]["top_logprobs"], gen["logprobs"]["token_logprobs"]):
+        assert abs(max(top.values()) - chosen) < 1e-9
+    assert gen["logprobs"]["text_offset"][0] == len(PROMPT)

@@ -33,7 +33,10 @@ class TextShape:
         return {"index": index, "text": text, "finish_reason": finish, "logprobs": None}
 
     def response(self, results) -> dict:
-        out = self._head(self.object, [self._choice(i, r.text, r.finish_reason) for i, r in enumerate(results)])
+        choices = [self._choice(i, r.text, r.finish_reason) for i, r in enumerate(results)]
+        for choice, r in zip(choices, results):
+            choice["logprobs"] = r.logprobs
+        out = self._head(self.object, choices)
         out["usage"] = usage(results)
         return out
 

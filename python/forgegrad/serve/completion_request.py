@@ -2,9 +2,10 @@
 field by field.
 
 Every field OpenAI defines is either honoured (prompt or messages, max_tokens / max_completion_tokens,
-temperature, top_p, seed, stop, stream, stream_options, model, user) or accepted only at its default
-value (n, best_of, logprobs, echo, suffix, the penalties, logit_bias; for chat also top_logprobs, tools,
-tool_choice, response_format), so a client never gets silently different behaviour; ``top_k`` is vLLM's
+temperature, top_p, seed, stop, stream, stream_options, model, user; for completions also logprobs and echo,
+not while streaming: ``echo`` with ``max_tokens`` 0 scores a text) or accepted only at its default value
+(n, best_of, suffix, the penalties, logit_bias; for chat also logprobs, top_logprobs, tools, tool_choice,
+response_format), so a client never gets silently different behaviour; ``top_k`` is vLLM's
 extension. A field nobody defines is refused by name (a typo such as ``max_token`` would otherwise fall
 back to the default unnoticed).
 """
@@ -20,11 +21,12 @@ from ._errors import ServeError
 Prompt = Union[str, List[int]]
 
 # accepted only at these values (OpenAI's defaults): what forgegrad does not implement
-_DEFAULT_ONLY = {"n": (1, None), "best_of": (1, None), "logprobs": (None,), "echo": (False, None),
+_DEFAULT_ONLY = {"n": (1, None), "best_of": (1, None),
                  "suffix": (None,), "presence_penalty": (0, None), "frequency_penalty": (0, None),
                  "logit_bias": (None, {})}
 _FIELDS = {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream",
-           "stream_options", "user"} | set(_DEFAULT_ONLY)
+           "stream_options", "user", "logprobs", "echo"} | set(_DEFAULT_ONLY)
+MAX_LOGPROBS = 5  # as OpenAI's completions
 _CHAT_DEFAULT_ONLY = {"n": (1, None), "logprobs": (False, None), "top_logprobs": (None,),
                       "presence_penalty": (0, None), "frequency_penalty": (0, None), "logit_bias": (None, {}),
                       "tools": (None, []), "tool_choice": (None, "none"), "response_format": (None, {"type": "text"})}
@@ -88,6 +90,8 @@ class CompletionRequest:
     stream: bool = False
     include_usage: bool = False
     model: Optional[str] = None
+    logprobs: Optional[int] = None  # completions: each token's log-probability and this many alternatives
+    echo: bool = False  # completions: the prompt's tokens come back too (with their log-probabilities)
 
     @property
     def greedy(self) -> bool:
@@ -156,7 +160,25 @@ def parse(body: bytes, served_name: str) -> CompletionRequest:
     obj = _object(body, _FIELDS, _DEFAULT_ONLY)
     if "prompt" not in obj:
         raise CompletionError(400, "prompt is required", "prompt")
-    return _sampling(obj, CompletionRequest(_prompts(obj["prompt"])), served_name)
+    req = CompletionRequest(_prompts(obj["prompt"]))
+    v = obj.get("echo", False)
+    if not isinstance(v, bool) and v is not None:
+        raise _bad("echo", "true or false", v)
+    req.echo = bool(v)
+    v = obj.get("logprobs")
+    if v is not None:
+        if not _is_int(v) or not 0 <= v <= MAX_LOGPROBS:
+            raise _bad("logprobs", f"an integer in [0, {MAX_LOGPROBS}] or null", v)
+        req.logprobs = int(v)
+    if req.echo and obj.get("max_tokens") == 0:  # scoring a text: its log-probabilities, nothing generated
+        obj = dict(obj, max_tokens=None)
+        req = _sampling(obj, req, served_name)
+        req.max_tokens = 0
+    else:
+        req = _sampling(obj, req, served_name)
+    if req.stream and (req.logprobs is not None or req.echo):
+        raise CompletionError(400, "logprobs and echo are not supported with stream: true yet", "logprobs")
+    return req
 
 
 def parse_chat(body: bytes, served_name: str) -> CompletionRequest:

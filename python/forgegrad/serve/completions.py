@@ -138,6 +138,44 @@ class TextGenerator:
                                        f"requested {n_prompt + max_tokens} tokens ({n_prompt} in your prompt; "
                                        f"{max_tokens} for the completion)", "max_tokens", "context_length_exceeded")
 
+    def score(self, prompt_ids: List[int], completion: Completion, top: int, echo: bool) -> Completion:
+        """``completion`` with OpenAI's logprobs object (and, with ``echo``, the prompt's text and tokens in front):
+        each token's log-probability under the model given the tokens before it (one forward over the whole
+        sequence), the ``top`` most likely alternatives at each place (and the chosen one), character offsets."""
+        import numpy as np
+
+        from .. import no_grad
+        tok, model = self.tokenizer, self.model
+        gen = completion.token_ids
+        with no_grad():
+            if getattr(model, "is_encoder_decoder", False):
+                dec = [model.decoder_start_token_id] + gen
+                logits = model(np.array([prompt_ids]), None, np.array([dec[:-1] or dec])).numpy()[0][:len(gen)]
+                shown, targets = list(gen), list(gen)
+            else:
+                seq = prompt_ids + gen
+                logits = model(np.array([seq])).numpy()[0][:-1]  # place i predicts seq[i + 1]
+                shown, targets = (seq, seq[1:]) if echo else (gen, gen)
+                logits = logits if echo else logits[len(prompt_ids) - 1:]
+        x = logits.astype(np.float64)
+        logp = x - x.max(-1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+        prompt_text = tok.decode(prompt_ids)
+        strings = [tok.decode([t]) for t in shown]
+        offsets, at = [], 0 if echo else len(prompt_text)
+        for piece in strings:
+            offsets.append(at)
+            at += len(piece)
+        token_lp, tops = ([None], [None]) if (echo and not getattr(model, "is_encoder_decoder", False)) else ([], [])
+        for row, t in zip(logp, targets):
+            token_lp.append(float(row[t]))
+            best = np.argsort(-row, kind="stable")[:top]
+            tops.append({tok.decode([int(b)]): float(row[b]) for b in list(best) + [t]})
+        text = (prompt_text + completion.text) if echo else completion.text
+        logprobs = {"tokens": strings, "token_logprobs": token_lp, "top_logprobs": tops, "text_offset": offsets}
+        return Completion(text, completion.finish_reason, completion.prompt_tokens, completion.completion_tokens,
+                          gen, logprobs)
+
     def stream(self, req: CompletionRequest, ids: List[int], on_text: Optional[Callable[[str], None]]) -> TextStream:
         return TextStream(self.tokenizer, self.eos, req.stop, req.max_tokens, len(ids), on_text,
                           skip_special_tokens=getattr(self.model, "is_encoder_decoder", False))
@@ -245,11 +283,18 @@ def create_completions_app(config: GenerationServeConfig):
         prompt_ids = [gen.token_ids(p, i) for i, p in enumerate(req.prompts)]
         for ids in prompt_ids:
             gen.check_length(len(ids), req.max_tokens)
+        if req.echo and getattr(gen.model, "is_encoder_decoder", False):
+            raise CompletionError(400, "echo needs a decoder-only model (an encoder-decoder's prompt is not part of "
+                                       "its output)", "echo")
         if state["queued"] >= config.max_queue:
             raise CompletionError(503, f"{state['queued']} requests are already waiting; retry later",
                                   headers={"Retry-After": "1"})
         shape = (ChatShape if chat else TextShape)(name)
         loop = asyncio.get_running_loop()
+        if req.max_tokens == 0:  # echo with max_tokens 0 scores the prompts: nothing to generate
+            return ok(shape.response([await loop.run_in_executor(
+                worker, gen.score, ids, Completion("", "length", len(ids), 0), req.logprobs or 0, True)
+                for ids in prompt_ids]))
         cancelled = threading.Event()
         pieces: asyncio.Queue = asyncio.Queue()
         on_text = None
@@ -272,7 +317,11 @@ def create_completions_app(config: GenerationServeConfig):
 
         future.add_done_callback(done)
         if not req.stream:
-            return ok(shape.response(await future))
+            results = await future
+            if req.logprobs is not None or req.echo:  # one scoring forward per prompt, on the worker
+                results = [await loop.run_in_executor(worker, gen.score, ids, r, req.logprobs or 0, req.echo)
+                           for ids, r in zip(prompt_ids, results)]
+            return ok(shape.response(results))
         future.add_done_callback(lambda f: pieces.put_nowait((None, f)))
 
         async def events():

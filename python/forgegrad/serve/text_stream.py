@@ -7,7 +7,7 @@ of the stop strings are held back, so the streamed pieces always add up to the f
 contain a stop string."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Collection, List, Optional
 
 
@@ -17,6 +17,8 @@ class Completion:
     finish_reason: str  # "length", "stop" or "cancelled"
     prompt_tokens: int
     completion_tokens: int
+    token_ids: List[int] = field(default_factory=list)  # the generated tokens (the end token not included)
+    logprobs: Optional[dict] = None  # OpenAI's completions logprobs object, when asked for
 
 
 class TextStream:
@@ -63,4 +65,4 @@ class TextStream:
         text = self._text if self._text is not None else self.tokenizer.decode(
             self.tokens, skip_special_tokens=self.skip_special_tokens)
         self._send(text)
-        return Completion(text, self.finish or "length", self.prompt_tokens, len(self.tokens))
+        return Completion(text, self.finish or "length", self.prompt_tokens, len(self.tokens), list(self.tokens))
