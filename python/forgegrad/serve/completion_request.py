@@ -69,6 +69,14 @@ def _is_default(value, allowed) -> bool:
                for a in allowed)
 
 
+def _flag(obj: dict, name: str) -> bool:
+    """A boolean field (absent or null: false)."""
+    v = obj.get(name)
+    if v is not None and not isinstance(v, bool):
+        raise _bad(name, "true or false", v)
+    return bool(v)
+
+
 def _is_int(v) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
@@ -161,10 +169,7 @@ def parse(body: bytes, served_name: str) -> CompletionRequest:
     if "prompt" not in obj:
         raise CompletionError(400, "prompt is required", "prompt")
     req = CompletionRequest(_prompts(obj["prompt"]))
-    v = obj.get("echo", False)
-    if not isinstance(v, bool) and v is not None:
-        raise _bad("echo", "true or false", v)
-    req.echo = bool(v)
+    req.echo = _flag(obj, "echo")
     v = obj.get("logprobs")
     if v is not None:
         if not _is_int(v) or not 0 <= v <= MAX_LOGPROBS:
@@ -235,10 +240,7 @@ def _sampling(obj: dict, req: CompletionRequest, served_name: str) -> Completion
                 or not all(isinstance(s, str) and s for s in stops)):
             raise _bad("stop", f"a non-empty string or a list of up to {MAX_STOP} of them", v)
         req.stop = list(stops)
-    v = obj.get("stream", False)
-    if not isinstance(v, bool) and v is not None:
-        raise _bad("stream", "true or false", v)
-    req.stream = bool(v)
+    req.stream = _flag(obj, "stream")
     v = obj.get("stream_options")
     if v is not None:
         if not req.stream:
