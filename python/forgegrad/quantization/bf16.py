@@ -16,11 +16,11 @@ import numpy as np
 from .. import _C
 from .._safetensors_read import bfloat16_to_float32
 from .._args import positive_int
-from ..devices import MetaArray
 from ..grad_mode import recorder
 from ..nn.module import Module
 from ..tensor import Tensor
 from ._traced import BF16EmbeddingCall, QuantizedLayerCall
+from .modules import weight_only_rows
 
 __all__ = ["WeightOnlyBF16Linear", "BF16Embedding", "to_bfloat16_bits", "from_bfloat16_bits"]
 
@@ -93,13 +93,8 @@ class WeightOnlyBF16Linear(Module):
         return Tensor._wrap(self._compute(input._data))
 
     def _compute(self, x: np.ndarray) -> np.ndarray:
-        if x.ndim < 1 or x.shape[-1] != self.in_features:
-            raise ValueError(f"WeightOnlyBF16Linear: input must have shape (*, {self.in_features}), got {x.shape}")
-        if type(x) is MetaArray:
-            return MetaArray(x.shape[:-1] + (self.out_features,), np.float32)
-        x2 = x if (x.ndim == 2 and x.flags.c_contiguous) else np.ascontiguousarray(x.reshape(-1, self.in_features))
-        y = _C.quant.linear_bf16(x2, self.weight._data, None if self.bias is None else self.bias._data)
-        return y if x.ndim == 2 else y.reshape(x.shape[:-1] + (self.out_features,))
+        return weight_only_rows(self, x, "WeightOnlyBF16Linear", lambda x2: _C.quant.linear_bf16(
+            x2, self.weight._data, None if self.bias is None else self.bias._data))
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "

@@ -122,6 +122,18 @@ class DynamicQuantizedLinear(Module):
                 + (", relu=True" if self.relu else ""))
 
 
+def weight_only_rows(layer, x: np.ndarray, who: str, kernel) -> np.ndarray:
+    """A weight-only Linear's output for x (*, in_features): ``kernel`` on x as 2-D contiguous rows, shaped back
+    (the meta device: the shape only)."""
+    if x.ndim < 1 or x.shape[-1] != layer.in_features:
+        raise ValueError(f"{who}: input must have shape (*, {layer.in_features}), got {x.shape}")
+    if type(x) is MetaArray:
+        return MetaArray(x.shape[:-1] + (layer.out_features,), np.float32)
+    x2 = x if (x.ndim == 2 and x.flags.c_contiguous) else np.ascontiguousarray(x.reshape(-1, layer.in_features))
+    y = kernel(x2)
+    return y if x.ndim == 2 else y.reshape(x.shape[:-1] + (layer.out_features,))
+
+
 class WeightOnlyInt8Linear(DynamicQuantizedLinear):
     """y = x (W_int8 * scale)^T + b with float32 activations: only the weights are int8 (per output
     channel, symmetric), converted to float inside the kernel as they stream in (the decoder-LLM
@@ -147,14 +159,8 @@ class WeightOnlyInt8Linear(DynamicQuantizedLinear):
         return Tensor._wrap(self._compute(_f32_input(input, "WeightOnlyInt8Linear")))
 
     def _compute(self, x: np.ndarray) -> np.ndarray:
-        if x.ndim < 1 or x.shape[-1] != self.in_features:
-            raise ValueError(f"WeightOnlyInt8Linear: input must have shape (*, {self.in_features}), got {x.shape}")
-        if type(x) is MetaArray:
-            return MetaArray(x.shape[:-1] + (self.out_features,), np.float32)
-        x2 = x if (x.ndim == 2 and x.flags.c_contiguous) else np.ascontiguousarray(x.reshape(-1, self.in_features))
-        y = _C.quant.linear_weight_only(x2, self.weight._data, self.weight_scale._data,
-                                        None if self.bias is None else self.bias._data)
-        return y if x.ndim == 2 else y.reshape(x.shape[:-1] + (self.out_features,))
+        return weight_only_rows(self, x, "WeightOnlyInt8Linear", lambda x2: _C.quant.linear_weight_only(
+            x2, self.weight._data, self.weight_scale._data, None if self.bias is None else self.bias._data))
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, dtype=qint8 (weights only), "
