@@ -99,6 +99,9 @@ class TextGenerator:
         if not hasattr(self.model, "new_cache"):
             raise ValueError(f"{type(self.model).__name__} is an encoder: text generation needs a decoder")
         self.model.eval()
+        # an encoder-decoder (T5, BART, Marian): its prompt is the encoder's input (with the tokenizer's special
+        # tokens), its output text has no special tokens, and its prompt is not part of its output
+        self.seq2seq = bool(getattr(self.model, "is_encoder_decoder", False))
         self.eos = eos_token_ids(path, self.model.config, self.model.vocab_size)
         self.tokenizer = load_tokenizer(path, self.model.vocab_size, next(iter(sorted(self.eos)), None))
         self.context = int(self.model.max_positions)
@@ -122,8 +125,7 @@ class TextGenerator:
     def token_ids(self, prompt: Prompt, index: int) -> List[int]:
         """The prompt's token ids, checked against the vocabulary (CompletionError 400)."""
         param = "prompt"
-        seq2seq = getattr(self.model, "is_encoder_decoder", False)  # T5's encoder input ends with its eos
-        ids = self.tokenizer.encode(prompt, add_special_tokens=seq2seq) if isinstance(prompt, str) else prompt
+        ids = self.tokenizer.encode(prompt, add_special_tokens=self.seq2seq) if isinstance(prompt, str) else prompt
         if not ids:
             raise CompletionError(400, f"prompt {index} gives no tokens", param)
         bad = [t for t in ids if not 0 <= t < self.model.vocab_size]
@@ -148,7 +150,7 @@ class TextGenerator:
         tok, model = self.tokenizer, self.model
         gen = completion.token_ids
         with no_grad():
-            if getattr(model, "is_encoder_decoder", False):
+            if self.seq2seq:
                 dec = [model.decoder_start_token_id] + gen
                 logits = model(np.array([prompt_ids]), None, np.array([dec[:-1] or dec])).numpy()[0][:len(gen)]
                 shown, targets = list(gen), list(gen)
@@ -166,7 +168,7 @@ class TextGenerator:
         for piece in strings:
             offsets.append(at)
             at += len(piece)
-        token_lp, tops = ([None], [None]) if (echo and not getattr(model, "is_encoder_decoder", False)) else ([], [])
+        token_lp, tops = ([None], [None]) if (echo and not self.seq2seq) else ([], [])
         for row, t in zip(logp, targets):
             token_lp.append(float(row[t]))
             best = np.argsort(-row, kind="stable")[:top]
@@ -178,7 +180,7 @@ class TextGenerator:
 
     def stream(self, req: CompletionRequest, ids: List[int], on_text: Optional[Callable[[str], None]]) -> TextStream:
         return TextStream(self.tokenizer, self.eos, req.stop, req.max_tokens, len(ids), on_text,
-                          skip_special_tokens=getattr(self.model, "is_encoder_decoder", False))
+                          skip_special_tokens=self.seq2seq)
 
     def complete(self, req: CompletionRequest, ids: List[int], on_text: Optional[Callable[[str], None]],
                  cancelled: threading.Event) -> Completion:
@@ -283,7 +285,7 @@ def create_completions_app(config: GenerationServeConfig):
         prompt_ids = [gen.token_ids(p, i) for i, p in enumerate(req.prompts)]
         for ids in prompt_ids:
             gen.check_length(len(ids), req.max_tokens)
-        if req.echo and getattr(gen.model, "is_encoder_decoder", False):
+        if req.echo and gen.seq2seq:
             raise CompletionError(400, "echo needs a decoder-only model (an encoder-decoder's prompt is not part of "
                                        "its output)", "echo")
         if state["queued"] >= config.max_queue:
