@@ -64,7 +64,30 @@ constexpr int kVnniMR = 8;
 // about the same for 1 row as for 16, and below ~8 rows vpdpbusd was faster (measured, SPR).
 constexpr int kAmxMinRows = 8;
 constexpr int64_t kAmxCols = 32;  // 32-column weight blocks per AMX task
-// R rows (1..8) x 32 columns; instantiated for every R, so a short row block (batch 1) does only its own rows.
+
+// The sums of `rows` rows (s[r][0]: columns n0..n0+15, s[r][1]: the next 16) of the 32-column
+// block nb through the epilogue: straight from the registers for a full block, else via `acc`.
+template <int R>
+__attribute__((always_inline)) inline void write_rows(const QGemmArgs& p, int64_t m0, int rows, int64_t nb,
+                                                      const __m512i (&s)[R][2], int32_t* acc) {
+  const int64_t n0 = nb * kQPackN;
+  const int cols = static_cast<int>(std::min<int64_t>(kQPackN, p.N - n0));
+  if (cols == kQPackN) {
+    const Block32Terms t = block32_terms(p, n0);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r)
+      if (r < rows) epilogue_row32(p, t, s[r][0], s[r][1], (m0 + r) * p.ldc + n0);
+    return;
+  }
+  for (int r = 0; r < rows; ++r) {
+    _mm512_storeu_si512(acc + r * kAccLd, s[r][0]);
+    _mm512_storeu_si512(acc + r * kAccLd + 16, s[r][1]);
+  }
+  epilogue(p, acc, m0, rows, n0, cols);
+}
+
+// R rows (1..8) x 32 columns, written through the epilogue; instantiated for every R, so a short
+// row block (batch 1) does only its own rows.
 template <int R>
 __attribute__((target("avx512vnni"))) void micro_vnni_r(const QGemmArgs& p, int64_t m0, int rows, int64_t nb,
                                                         int32_t* acc) {
@@ -98,10 +121,7 @@ __attribute__((target("avx512vnni"))) void micro_vnni_r(const QGemmArgs& p, int6
   }
   const __m512i out[kVnniMR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31},
                                    {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
-  for (int r = 0; r < rows; ++r) {
-    _mm512_storeu_si512(acc + r * kAccLd, out[r][0]);
-    _mm512_storeu_si512(acc + r * kAccLd + 16, out[r][1]);
-  }
+  write_rows<kVnniMR>(p, m0, rows, nb, out, acc);
 }
 
 // micro_vnni_r for one or two rows (a GEMV: the int8 LSTM's recurrent step, batch-1 layers). There
@@ -136,10 +156,9 @@ __attribute__((target("avx512vnni"))) void micro_vnni_few(const QGemmArgs& p, in
       FG_VNNI_FEW_STEP(k4 + 3, a0, h0s3, h1s3)
     }
     for (; k4 < K4; ++k4) FG_VNNI_FEW_STEP(k4, a0, h0s0, h1s0)
-    h0s0 = _mm512_add_epi32(_mm512_add_epi32(h0s0, h0s1), _mm512_add_epi32(h0s2, h0s3));
-    h1s0 = _mm512_add_epi32(_mm512_add_epi32(h1s0, h1s1), _mm512_add_epi32(h1s2, h1s3));
-    _mm512_storeu_si512(acc, h0s0);
-    _mm512_storeu_si512(acc + 16, h1s0);
+    const __m512i out[1][2] = {{_mm512_add_epi32(_mm512_add_epi32(h0s0, h0s1), _mm512_add_epi32(h0s2, h0s3)),
+                                _mm512_add_epi32(_mm512_add_epi32(h1s0, h1s1), _mm512_add_epi32(h1s2, h1s3))}};
+    write_rows<1>(p, m0, 1, nb, out, acc);
   } else {  // row 0 in h*s0 / h*s1, row 1 in h*s2 / h*s3
     for (; k4 + 2 <= K4; k4 += 2) {
       FG_VNNI_FEW_STEP(k4, a0, h0s0, h1s0)
@@ -151,12 +170,9 @@ __attribute__((target("avx512vnni"))) void micro_vnni_few(const QGemmArgs& p, in
       FG_VNNI_FEW_STEP(k4, a0, h0s0, h1s0)
       FG_VNNI_FEW_STEP(k4, a1, h0s2, h1s2)
     }
-    _mm512_storeu_si512(acc, _mm512_add_epi32(h0s0, h0s1));
-    _mm512_storeu_si512(acc + 16, _mm512_add_epi32(h1s0, h1s1));
-    if (rows > 1) {
-      _mm512_storeu_si512(acc + kAccLd, _mm512_add_epi32(h0s2, h0s3));
-      _mm512_storeu_si512(acc + kAccLd + 16, _mm512_add_epi32(h1s2, h1s3));
-    }
+    const __m512i out[2][2] = {{_mm512_add_epi32(h0s0, h0s1), _mm512_add_epi32(h1s0, h1s1)},
+                               {_mm512_add_epi32(h0s2, h0s3), _mm512_add_epi32(h1s2, h1s3)}};
+    write_rows<2>(p, m0, rows, nb, out, acc);
   }
 #undef FG_VNNI_FEW_STEP
 }
@@ -258,6 +274,16 @@ void for_each_panel(const QGemmArgs& p, Task&& task, RangeEnd range_end = RangeE
   });
 }
 
+#if defined(__AVX512F__)
+// The VNNI microkernels write their rows through the epilogue themselves.
+void run_vnni(const QGemmArgs& p) {
+  for_each_panel(p, [&](int64_t m0, int rows, int64_t nb) {
+    alignas(64) int32_t acc[kVnniMR * kAccLd];
+    for (int r = 0; r < rows; r += kVnniMR) micro_vnni(p, m0 + r, std::min(kVnniMR, rows - r), nb, acc);
+  });
+}
+#endif
+
 template <int MR, class Micro>
 void run_micro(const QGemmArgs& p, Micro micro) {
   for_each_panel(p, [&](int64_t m0, int rows, int64_t nb) {
@@ -331,18 +357,16 @@ void qgemm(const QGemmArgs& p, bool amx) {
     if (threads_for(region_work(np, qpad_k(p.K) * kQPackN / 8 * p.M)) == 1) {
       alignas(64) int32_t acc[2 * kAccLd];
       for (int64_t nb = 0; nb < np; ++nb) {
-        const int cols = static_cast<int>(std::min<int64_t>(kQPackN, p.N - nb * kQPackN));
         if (p.M == 1)
           micro_vnni_few<1>(p, 0, 1, nb, acc);
         else
           micro_vnni_few<2>(p, 0, 2, nb, acc);
-        epilogue(p, acc, 0, static_cast<int>(p.M), nb * kQPackN, cols);
       }
       return;
     }
   }
   if (!amx) {
-    run_micro<kVnniMR>(p, micro_vnni);
+    run_vnni(p);
     return;
   }
   // Tile state is per thread (and other libraries in the process may use AMX too): each thread
@@ -379,17 +403,16 @@ void qgemm(const QGemmArgs& p, bool amx) {
           a_ld = kp;
         }
         for (int64_t nb = g * kAmxCols; nb < std::min(nbs, (g + 1) * kAmxCols); ++nb) {
-          const int cols = static_cast<int>(std::min<int64_t>(kQPackN, p.N - nb * kQPackN));
           if (n < kAmxMinRows) {  // a short block (batch 1): the VNNI kernel is faster, same integers
             micro_vnni(p, m0 + r, n, nb, acc);
-          } else {
-            if (n != configured) {
-              amx_configure(std::min(n, 16), std::max(n - 16, 0));
-              configured = n;
-            }
-            micro_amx(p, a_rows, a_ld, std::max(n - 16, 0), nb, acc);
+            continue;
           }
-          epilogue(p, acc, m0 + r, n, nb * kQPackN, cols);
+          if (n != configured) {
+            amx_configure(std::min(n, 16), std::max(n - 16, 0));
+            configured = n;
+          }
+          micro_amx(p, a_rows, a_ld, std::max(n - 16, 0), nb, acc);
+          epilogue(p, acc, m0 + r, n, nb * kQPackN, static_cast<int>(std::min<int64_t>(kQPackN, p.N - nb * kQPackN)));
         }
       }
     }
