@@ -107,8 +107,9 @@ def eos_list(eos) -> List[int]:
 
 
 def fill_token(pad, eos: List[int]) -> int:
-    """What pads a hypothesis shorter than the longest returned: the pad token, else the first eos, else 0."""
-    return int(pad) if pad is not None else (eos[0] if eos else 0)
+    """What pads a hypothesis shorter than the longest returned, as transformers' beam search picks it
+    (``pad or eos[0]``): the pad token, but the first eos where the pad id is None or 0 (T5's), else 0."""
+    return int(pad) if pad else (eos[0] if eos else int(pad or 0))
 
 
 def beam_decoder(model, ids: np.ndarray, mask: np.ndarray, num_beams: int, max_new_tokens: int, eos: List[int],

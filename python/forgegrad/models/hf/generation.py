@@ -92,13 +92,14 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
              eos_token_id: Optional[int] = None, pad_token_id: Optional[int] = None,
              streamer: Optional[Callable[[np.ndarray], None]] = None, num_beams: Optional[int] = None,
              length_penalty: Optional[float] = None, early_stopping=None, no_repeat_ngram_size: Optional[int] = None,
-             min_length: Optional[int] = None) -> np.ndarray:
+             min_length: Optional[int] = None, repetition_penalty: Optional[float] = None,
+             logits_processor=None) -> np.ndarray:
     """Continue each prompt by up to ``max_new_tokens`` tokens.
 
     The settings left at None (``max_new_tokens``, ``num_beams``, ``length_penalty``, ``early_stopping``,
-    ``no_repeat_ngram_size``, ``min_length``) come from the checkpoint's generation_config.json when it sets them
-    (``max_length`` there bounds the whole sequence), as transformers' generate takes them, else 20 new tokens,
-    1 beam, 1.0, False, 0, 0.
+    ``no_repeat_ngram_size``, ``min_length``, ``repetition_penalty``) come from the checkpoint's
+    generation_config.json when it sets them (``max_length`` there bounds the whole sequence), as transformers'
+    generate takes them, else 20 new tokens, 1 beam, 1.0, False, 0, 0, 1.0.
 
     Args:
         model: a decoder from ``from_pretrained`` (GPT-2, Llama-style), or the zoo's ``gpt``.
@@ -111,8 +112,12 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
         num_beams: more than 1 for beam search (transformers' algorithm: ``length_penalty`` divides a
             finished hypothesis' log-probability by its length to that power; ``early_stopping`` False,
             True or "never"); not with sampling or a streamer. Returns each prompt's best hypothesis.
-        no_repeat_ngram_size, min_length: transformers' processors (logits_processors.py), as are the config's
-            forced first / last tokens.
+        no_repeat_ngram_size, min_length, repetition_penalty: transformers' processors (logits_processors.py),
+            as are the config's forced first / last tokens. ``repetition_penalty`` > 1 discourages the tokens
+            already in the sequence (prompt included, left padding not), < 1 favours them.
+        logits_processor: a callable ``f(sequences, scores) -> scores`` (or a list of them) run after those,
+            as transformers' ``logits_processor``: ``sequences`` (rows, L) the tokens so far, ``scores``
+            (rows, V) float32 for the next one (log-probabilities in beam search).
 
     Returns:
         (B, T + n) int64 array: the prompts followed by the n <= max_new_tokens generated tokens. For an
@@ -129,6 +134,8 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
     for name, value in zip(("no_repeat_ngram_size", "min_length"), settings):
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
             raise ValueError(f"generate: {name} must be an int >= 0, got {value!r}")
+    settings += (_repetition_penalty(resolve(model, "repetition_penalty", repetition_penalty, 1.0)),
+                 _extra_processors(logits_processor))
     if getattr(model, "is_encoder_decoder", False):
         return _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sample, temperature, top_k,
                                  top_p, eos_token_id, pad_token_id, streamer, beams, settings)
@@ -140,11 +147,11 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
     B, T = ids.shape
     max_new_tokens = _max_new_tokens(model, max_new_tokens, T)
     _check_arguments(model, max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id, streamer)
-    process = _processors(model, settings, eos_token_id, T + max_new_tokens)
     mask = mask_array(attention_mask, "generate", (B, T))
     mask = np.ones((B, T), bool) if mask is None else mask
     if not mask.any(axis=1).all():
         raise ValueError("generate: every prompt needs at least one real token (attention_mask row of zeros)")
+    process = _processors(model, settings, eos_token_id, T + max_new_tokens, padding=mask.argmax(axis=1))
     # transformers' positions for left padding: real tokens count from 0, padding gets position 1
     positions = np.where(mask, np.cumsum(mask, axis=1) - 1, 1)
     last = positions[:, -1].copy()
@@ -230,11 +237,24 @@ def _max_new_tokens(model, given, prompt_length: int) -> int:
     return 20
 
 
-def _processors(model, settings, eos_token_id, max_length: int) -> LogitsProcessors:
+def _repetition_penalty(value) -> float:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 < value < float("inf"):
+        raise ValueError(f"generate: repetition_penalty must be a number > 0 (1.0: none), got {value!r}")
+    return float(value)
+
+
+def _extra_processors(value) -> list:
+    fns = [] if value is None else [value] if callable(value) else value
+    if not isinstance(fns, (list, tuple)) or not all(callable(f) for f in fns):
+        raise TypeError("generate: logits_processor must be a callable f(sequences, scores) -> scores or a list of them")
+    return list(fns)
+
+
+def _processors(model, settings, eos_token_id, max_length: int, padding=None) -> LogitsProcessors:
     from .beam_search import eos_list
-    ngram, min_len = settings
+    ngram, min_len, repetition, extra = settings
     return LogitsProcessors(ngram, min_len, eos_list(eos_token_id), token_setting(model, "forced_bos_token_id"),
-                            token_setting(model, "forced_eos_token_id"), max_length)
+                            token_setting(model, "forced_eos_token_id"), max_length, repetition, padding, extra)
 
 
 def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sample, temperature, top_k, top_p,
