@@ -246,7 +246,8 @@ def _repetition_penalty(value) -> float:
 def _extra_processors(value) -> list:
     fns = [] if value is None else [value] if callable(value) else value
     if not isinstance(fns, (list, tuple)) or not all(callable(f) for f in fns):
-        raise TypeError("generate: logits_processor must be a callable f(sequences, scores) -> scores or a list of them")
+        raise TypeError("generate: logits_processor must be a callable f(sequences, scores) -> scores "
+                        "or a list of them")
     return list(fns)
 
 
