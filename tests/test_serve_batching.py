@@ -156,3 +156,47 @@ def test_a_row_that_leaves_mid_batch_does_not_disturb_the_others(checkpoint, mod
     steps = metric(text, "forgegrad_batch_size_count", model="tiny-llama")
     single = metric(text, "forgegrad_batch_size_bucket", model="tiny-llama", le="1.0")
     assert 0 < single < steps  # two rows for a while, then one
+
+
+def _penalized_solo(model, prompt, n, presence=0.0, frequency=0.0, repetition=1.0, bias=None):
+    """generate's greedy continuation with the penalties computed here from their published formulas
+    (vLLM's order: logit_bias, repetition on prompt + output, then frequency and presence on the output)."""
+    ids = list(prompt.encode())
+
+    def penalize(sequences, scores):
+        s = scores.astype(np.float64)[0]
+        for t, b in (bias or {}).items():
+            s[t] += b
+        out = sequences[0, len(ids):]
+        for t in set(ids) | set(out.tolist()):
+            s[t] = s[t] * repetition if s[t] < 0 else s[t] / repetition
+        counts = np.bincount(out, minlength=s.shape[0])
+        return (s - frequency * counts - presence * (counts > 0))[None]
+
+    new = [int(t) for t in generate(model, [ids], max_new_tokens=n, logits_processor=penalize)[0, len(ids):]]
+    return ByteTokenizer().decode(new[:new.index(299)] if 299 in new else new)
+
+
+@pytest.mark.parametrize("max_batch", [1, 8])
+def test_penalties_and_logit_bias_on_either_path(checkpoint, model, max_batch):
+    plain = _solo(model, PROMPTS[3], 30)
+    first = int(generate(model, [list(PROMPTS[3].encode())], max_new_tokens=1)[0, -1])
+    cases = [({"presence_penalty": 1.5, "frequency_penalty": 0.7}, {"presence": 1.5, "frequency": 0.7}),
+             ({"repetition_penalty": 1.8}, {"repetition": 1.8}),
+             ({"frequency_penalty": -2}, {"frequency": -2.0}),
+             ({"logit_bias": {str(first): -100, "101": 5}}, {"bias": {first: -100, 101: 5}})]
+    with running_app(_app(checkpoint, max_batch=max_batch)) as url:
+        for body, kw in cases:
+            want = _penalized_solo(model, PROMPTS[3], 30, **kw)
+            assert want != plain, f"{body} changes nothing: the case does not test it"
+            r = httpx.post(url + "/v1/completions", json={"prompt": PROMPTS[3], "max_tokens": 30, "temperature": 0,
+                                                           **body}, timeout=120)
+            assert r.status_code == 200, r.text
+            assert r.json()["choices"][0]["text"] == want, body
+        for body, param in [({"presence_penalty": 2.5}, "presence_penalty"), ({"frequency_penalty": "1"},
+                                                                              "frequency_penalty"),
+                            ({"repetition_penalty": 0}, "repetition_penalty"), ({"logit_bias": {"x": 1}}, "logit_bias"),
+                            ({"logit_bias": {"5": 101}}, "logit_bias"), ({"logit_bias": [1]}, "logit_bias"),
+                            ({"logit_bias": {"300": -1}}, "logit_bias")]:
+            r = httpx.post(url + "/v1/completions", json={"prompt": "a", **body}, timeout=60)
+            assert r.status_code == 400 and r.json()["error"]["param"] == param, (body, r.text)

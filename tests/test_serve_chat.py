@@ -120,6 +120,11 @@ def test_chat_completion_is_generate_on_the_rendered_prompt(chat_checkpoint):
         assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
         assert "".join(e["choices"][0]["delta"].get("content", "") for e in events) == text
         assert events[-1]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": finish, "logprobs": None}
+        # the penalties apply to chat too: banning the answer's first token changes it
+        first = load_tokenizer(chat_checkpoint, 300).encode(text)[0]
+        banned = c.post("/v1/chat/completions", json=dict(body, logit_bias={str(first): -100}, presence_penalty=0.5))
+        assert banned.status_code == 200, banned.text
+        assert banned.json()["choices"][0]["message"]["content"] != text
         for bad, param in (({"messages": [{"role": "robot", "content": "x"}]}, "messages"),
                            ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages"),
                            ({"messages": []}, "messages"), ({}, "messages"),

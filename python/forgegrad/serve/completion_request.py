@@ -2,12 +2,12 @@
 field by field.
 
 Every field OpenAI defines is either honoured (prompt or messages, max_tokens / max_completion_tokens,
-temperature, top_p, seed, stop, stream, stream_options, model, user; for completions also logprobs and echo,
-not while streaming: ``echo`` with ``max_tokens`` 0 scores a text) or accepted only at its default value
-(n, best_of, suffix, the penalties, logit_bias; for chat also logprobs, top_logprobs, tools, tool_choice,
-response_format), so a client never gets silently different behaviour; ``top_k`` is vLLM's
-extension. A field nobody defines is refused by name (a typo such as ``max_token`` would otherwise fall
-back to the default unnoticed).
+temperature, top_p, seed, stop, stream, stream_options, model, user, presence_penalty, frequency_penalty,
+logit_bias; for completions also logprobs and echo, not while streaming: ``echo`` with ``max_tokens`` 0
+scores a text) or accepted only at its default value (n, best_of, suffix; for chat also logprobs,
+top_logprobs, tools, tool_choice, response_format), so a client never gets silently different behaviour;
+``top_k`` and ``repetition_penalty`` are vLLM's extensions. A field nobody defines is refused by name (a
+typo such as ``max_token`` would otherwise fall back to the default unnoticed).
 """
 from __future__ import annotations
 
@@ -16,22 +16,22 @@ import numbers
 from dataclasses import dataclass, field
 from typing import List, Optional, Union
 
+from ..models.hf.logits_processors import RequestPenalties
 from ._errors import ServeError
 
 Prompt = Union[str, List[int]]
 
 # accepted only at these values (OpenAI's defaults): what forgegrad does not implement
-_DEFAULT_ONLY = {"n": (1, None), "best_of": (1, None),
-                 "suffix": (None,), "presence_penalty": (0, None), "frequency_penalty": (0, None),
-                 "logit_bias": (None, {})}
+_DEFAULT_ONLY = {"n": (1, None), "best_of": (1, None), "suffix": (None,)}
+# presence_penalty, frequency_penalty and logit_bias as OpenAI's; repetition_penalty as vLLM's
+_PENALTIES = {"presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias"}
 _FIELDS = {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream",
-           "stream_options", "user", "logprobs", "echo"} | set(_DEFAULT_ONLY)
+           "stream_options", "user", "logprobs", "echo"} | set(_DEFAULT_ONLY) | _PENALTIES
 MAX_LOGPROBS = 5  # as OpenAI's completions
 _CHAT_DEFAULT_ONLY = {"n": (1, None), "logprobs": (False, None), "top_logprobs": (None,),
-                      "presence_penalty": (0, None), "frequency_penalty": (0, None), "logit_bias": (None, {}),
                       "tools": (None, []), "tool_choice": (None, "none"), "response_format": (None, {"type": "text"})}
 _CHAT_FIELDS = ({"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "seed",
-                 "stop", "stream", "stream_options", "user"} | set(_CHAT_DEFAULT_ONLY))
+                 "stop", "stream", "stream_options", "user"} | set(_CHAT_DEFAULT_ONLY) | _PENALTIES)
 ROLES = ("system", "developer", "user", "assistant")
 MAX_STOP = 4  # as OpenAI
 
@@ -100,6 +100,7 @@ class CompletionRequest:
     model: Optional[str] = None
     logprobs: Optional[int] = None  # completions: each token's log-probability and this many alternatives
     echo: bool = False  # completions: the prompt's tokens come back too (with their log-probabilities)
+    penalties: RequestPenalties = field(default_factory=RequestPenalties)
 
     @property
     def greedy(self) -> bool:
@@ -251,4 +252,31 @@ def _sampling(obj: dict, req: CompletionRequest, served_name: str) -> Completion
     v = obj.get("user")
     if v is not None and not isinstance(v, str):
         raise _bad("user", "a string", v)
+    req.penalties = _penalties(obj)
     return req
+
+
+def _penalties(obj: dict) -> RequestPenalties:
+    """presence_penalty / frequency_penalty in [-2, 2] (OpenAI), repetition_penalty in (0, 2] (vLLM),
+    logit_bias {"token id": bias in [-100, 100]} (the ids are checked against the vocabulary later)."""
+    values = {}
+    for name in ("presence_penalty", "frequency_penalty"):
+        v = obj.get(name)
+        if v is not None and (not _is_number(v) or not -2 <= v <= 2):
+            raise _bad(name, "a number in [-2, 2]", v)
+        values[name] = float(v or 0)
+    v = obj.get("repetition_penalty")
+    if v is not None and (not _is_number(v) or not 0 < v <= 2):
+        raise _bad("repetition_penalty", "a number in (0, 2] (1: none)", v)
+    repetition = 1.0 if v is None else float(v)
+    bias = {}
+    v = obj.get("logit_bias")
+    if v is not None:
+        expected = 'an object of token ids to numbers in [-100, 100], e.g. {"50256": -100}'
+        if not isinstance(v, dict):
+            raise _bad("logit_bias", expected, v)
+        for key, b in v.items():
+            if not key.strip().isdigit() or not _is_number(b) or not -100 <= b <= 100:
+                raise _bad("logit_bias", expected, {key: b})
+            bias[int(key)] = float(b)
+    return RequestPenalties(values["presence_penalty"], values["frequency_penalty"], repetition, bias)

@@ -196,13 +196,19 @@ class TextGenerator:
             if text.push(int(tokens[0])):
                 raise _Finished
 
+        start = 1 if self.seq2seq else len(ids)  # where the output begins in generate's sequences
+
+        def penalize(sequences, scores):
+            return req.penalties.apply(scores, ids, sequences[0, start:])
+
         if req.seed is not None:
             manual_seed(req.seed)
         try:
             # one beam whatever generation_config.json asks for: the text streams as it is generated
             generate(self.model, [ids], max_new_tokens=req.max_tokens, do_sample=not req.greedy,
                      temperature=req.temperature if not req.greedy else 1.0, top_k=req.top_k,
-                     top_p=req.top_p if req.top_p < 1 else None, streamer=step, num_beams=1)
+                     top_p=req.top_p if req.top_p < 1 else None, streamer=step, num_beams=1,
+                     logits_processor=penalize if req.penalties.active else None)
         except _Finished:
             pass
         return text.result()
@@ -283,6 +289,10 @@ def create_completions_app(config: GenerationServeConfig):
         else:
             req = parse(body, name)
         prompt_ids = [gen.token_ids(p, i) for i, p in enumerate(req.prompts)]
+        bad = [t for t in req.penalties.bias if t >= gen.model.vocab_size]
+        if bad:
+            raise CompletionError(400, f"logit_bias: token id {bad[0]} is outside the vocabulary "
+                                       f"[0, {gen.model.vocab_size})", "logit_bias")
         for ids in prompt_ids:
             gen.check_length(len(ids), req.max_tokens)
         if req.echo and gen.seq2seq:

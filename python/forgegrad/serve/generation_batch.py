@@ -127,7 +127,7 @@ class BatchEngine:
                 with no_grad():
                     logits = self.model(np.array([ids]), np.ones((1, P), bool), np.arange(P)[None],
                                         cache=cache, logits_to_keep=1).numpy()[:, -1]
-                token = int(self._select(req, logits, rng))
+                token = int(self._select(req, logits, rng, ids, []))
                 row = _Row(job, i, stream, rng, (cache, 0), P, token)
                 if job.cancelled.is_set():
                     stream.cancel()
@@ -146,8 +146,10 @@ class BatchEngine:
         return rows
 
     @staticmethod
-    def _select(req, logits, rng):
+    def _select(req, logits, rng, prompt, output):
         from ..models.hf.generation import select_next
+        if req.penalties.active:
+            logits = req.penalties.apply(logits, prompt, output)
         return select_next(logits, not req.greedy, req.temperature if not req.greedy else 1.0, req.top_k,
                            req.top_p if req.top_p < 1 else None, rng)[0]
 
@@ -170,7 +172,8 @@ class BatchEngine:
                 row.stream.cancel()
                 ended.append(row)
                 continue
-            row.token = int(self._select(row.job.req, logits[b:b + 1], row.rng))
+            row.token = int(self._select(row.job.req, logits[b:b + 1], row.rng, row.job.prompt_ids[row.index],
+                                         row.stream.tokens))
             if row.stream.push(row.token):
                 ended.append(row)
         for row in ended:
