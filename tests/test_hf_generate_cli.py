@@ -119,3 +119,19 @@ def test_generate_with_beam_search(checkpoint, capsys):
     assert captured.out == "Hi there" + ByteTokenizer().decode([t for t in want if t != 299]) + "\n"
     assert "beam search with 3 beams" in captured.err
     assert main(["generate", str(checkpoint), "--prompt", "x", "--num-beams", "2", "--temperature", "0.5"]) == 2
+
+
+@pytest.mark.parametrize("beams", ["1", "3"])
+def test_generate_with_a_repetition_penalty(checkpoint, capsys, beams):
+    ids = list("Hi there".encode())
+    model = from_pretrained(checkpoint)
+    want = generate(model, [ids], max_new_tokens=12, num_beams=int(beams), eos_token_id=299,
+                    repetition_penalty=2.5)[0, len(ids):]
+    plain = generate(model, [ids], max_new_tokens=12, num_beams=int(beams), eos_token_id=299)[0, len(ids):]
+    assert not np.array_equal(want, plain)
+    end = list(want).index(299) if 299 in want else len(want)
+    assert main(["generate", str(checkpoint), "--prompt", "Hi there", "--max-new-tokens", "12", "--num-beams", beams,
+                 "--repetition-penalty", "2.5"]) == 0
+    assert capsys.readouterr().out == "Hi there" + ByteTokenizer().decode(list(want[:end])) + "\n"
+    assert main(["generate", str(checkpoint), "--prompt", "x", "--repetition-penalty", "0"]) == 2
+    assert "--repetition-penalty" in capsys.readouterr().err

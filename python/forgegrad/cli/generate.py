@@ -46,6 +46,9 @@ def add_parser(sub):
     p.add_argument("--top-p", type=_unit_interval, default=None, help="nucleus sampling: the smallest set of "
                    "tokens whose probability reaches p")
     p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    p.add_argument("--repetition-penalty", type=_positive_float, default=None, help="transformers' repetition "
+                   "penalty: > 1 discourages tokens already in the text (default: the checkpoint's "
+                   "generation_config.json, else 1.0, none)")
     p.add_argument("--num-beams", type=positive_int, default=1, help="beam search with this many beams (greedy "
                    "otherwise; the text is written when the search ends, not streamed)")
     p.add_argument("--threads", type=positive_int, default=None, help="forgegrad kernel threads")
@@ -122,7 +125,8 @@ def run(args, out=None):
             raise UsageError("--num-beams does not combine with sampling (--temperature, --top-k, --top-p)")
         try:
             out_ids = generate(model, [ids], max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
-                               eos_token_id=sorted(eos)[0] if eos else None)
+                               eos_token_id=sorted(eos)[0] if eos else None,
+                               repetition_penalty=args.repetition_penalty)
         except ValueError as e:
             raise UsageError(str(e)) from None
         for token in out_ids[0, 1 if seq2seq else len(ids):]:  # as if streamed, up to the end token
@@ -134,7 +138,7 @@ def run(args, out=None):
         try:
             generate(model, [ids], max_new_tokens=args.max_new_tokens, do_sample=sample,
                      temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p, streamer=step,
-                     num_beams=1)  # streamed: one beam whatever generation_config.json asks for
+                     num_beams=1, repetition_penalty=args.repetition_penalty)  # streamed: one beam whatever generation_config.json asks for
         except _Ended:
             pass
         except ValueError as e:
