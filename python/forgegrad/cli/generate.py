@@ -136,9 +136,10 @@ def run(args, out=None):
                 break
     else:
         try:
+            # streamed: one beam whatever generation_config.json asks for
             generate(model, [ids], max_new_tokens=args.max_new_tokens, do_sample=sample,
                      temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p, streamer=step,
-                     num_beams=1, repetition_penalty=args.repetition_penalty)  # streamed: one beam whatever generation_config.json asks for
+                     num_beams=1, repetition_penalty=args.repetition_penalty)
         except _Ended:
             pass
         except ValueError as e:
