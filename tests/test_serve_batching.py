@@ -200,3 +200,35 @@ def test_penalties_and_logit_bias_on_either_path(checkpoint, model, max_batch):
                             ({"logit_bias": {"300": -1}}, "logit_bias")]:
             r = httpx.post(url + "/v1/completions", json={"prompt": "a", **body}, timeout=60)
             assert r.status_code == 400 and r.json()["error"]["param"] == param, (body, r.text)
+
+
+@pytest.mark.parametrize("max_batch", [1, 8])
+def test_n_choices_per_prompt_on_either_path(checkpoint, model, max_batch):
+    """n choices: prompt-major indices, each a seeded sample of its own (the first is the n = 1 text), one
+    prefill's prompt tokens in usage per prompt, and the same texts streamed."""
+    from forgegrad.serve.completion_request import CompletionRequest, choice_seed
+    prompts = [PROMPTS[3], PROMPTS[0]]
+    body = {"prompt": prompts, "max_tokens": 12, "temperature": 0.9, "seed": 5, "n": 3}
+    req = CompletionRequest(prompts, seed=5, n=3)
+    want = []
+    for i in range(6):
+        fg.manual_seed(choice_seed(req, i))
+        want.append(_solo(model, prompts[i // 3], 12, do_sample=True, temperature=0.9))
+    assert len(set(want[:3])) == 3, "the choices of one prompt should differ"
+    with running_app(_app(checkpoint, max_batch=max_batch)) as url, httpx.Client(base_url=url, timeout=120) as c:
+        r = c.post("/v1/completions", json=body).json()
+        assert [ch["index"] for ch in r["choices"]] == list(range(6))
+        assert [ch["text"] for ch in r["choices"]] == want
+        assert r["usage"]["prompt_tokens"] == sum(len(p.encode()) for p in prompts)
+        one = c.post("/v1/completions", json=dict(body, prompt=prompts[0], n=1)).json()
+        assert one["choices"][0]["text"] == want[0]
+        pieces = {}
+        with c.stream("POST", "/v1/completions", json=dict(body, stream=True)) as s:
+            for line in s.iter_lines():
+                if line.startswith("data: {"):
+                    ch = json.loads(line[6:])["choices"][0]
+                    pieces[ch["index"]] = pieces.get(ch["index"], "") + ch["text"]
+        assert [pieces[i] for i in range(6)] == want
+        for bad in (0, 17, 1.5, True):
+            r = c.post("/v1/completions", json={"prompt": "a", "n": bad})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "n", r.text

@@ -125,6 +125,9 @@ def test_chat_completion_is_generate_on_the_rendered_prompt(chat_checkpoint):
         banned = c.post("/v1/chat/completions", json=dict(body, logit_bias={str(first): -100}, presence_penalty=0.5))
         assert banned.status_code == 200, banned.text
         assert banned.json()["choices"][0]["message"]["content"] != text
+        two = c.post("/v1/chat/completions", json=dict(body, n=2)).json()  # greedy: both choices are the text
+        assert [(ch["index"], ch["message"]["content"]) for ch in two["choices"]] == [(0, text), (1, text)]
+        assert two["usage"]["prompt_tokens"] == n_prompt
         for bad, param in (({"messages": [{"role": "robot", "content": "x"}]}, "messages"),
                            ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages"),
                            ({"messages": []}, "messages"), ({}, "messages"),

@@ -8,8 +8,9 @@ import uuid
 from typing import List, Optional
 
 
-def usage(results) -> dict:
-    p = sum(r.prompt_tokens for r in results)
+def usage(results, n: int = 1) -> dict:
+    """Token counts; a prompt with n choices counts once."""
+    p = sum(r.prompt_tokens for r in results[::n])
     c = sum(r.completion_tokens for r in results)
     return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
@@ -23,8 +24,8 @@ class TextShape:
     """/v1/completions."""
     object, chunk_object, prefix = "text_completion", "text_completion", "cmpl-"
 
-    def __init__(self, model: str):
-        self.model, self.id = model, self.prefix + uuid.uuid4().hex
+    def __init__(self, model: str, n: int = 1):
+        self.model, self.id, self.n = model, self.prefix + uuid.uuid4().hex, n
 
     def _head(self, obj_type: str, choices: List[dict]) -> dict:
         return {"id": self.id, "object": obj_type, "created": int(time.time()), "model": self.model, "choices": choices}
@@ -37,7 +38,7 @@ class TextShape:
         for choice, r in zip(choices, results):
             choice["logprobs"] = r.logprobs
         out = self._head(self.object, choices)
-        out["usage"] = usage(results)
+        out["usage"] = usage(results, self.n)
         return out
 
     def opening(self, index: int) -> Optional[dict]:
@@ -52,7 +53,7 @@ class TextShape:
 
     def usage_chunk(self, results) -> dict:
         out = self._head(self.chunk_object, [])
-        out["usage"] = usage(results)
+        out["usage"] = usage(results, self.n)
         return out
 
 
@@ -64,7 +65,7 @@ class ChatShape(TextShape):
         choices = [{"index": i, "message": {"role": "assistant", "content": r.text}, "finish_reason": r.finish_reason,
                     "logprobs": None} for i, r in enumerate(results)]
         out = self._head(self.object, choices)
-        out["usage"] = usage(results)
+        out["usage"] = usage(results, self.n)
         return out
 
     def _delta(self, index: int, delta: dict, finish: Optional[str]) -> dict:

@@ -2,9 +2,9 @@
 field by field.
 
 Every field OpenAI defines is either honoured (prompt or messages, max_tokens / max_completion_tokens,
-temperature, top_p, seed, stop, stream, stream_options, model, user, presence_penalty, frequency_penalty,
+temperature, top_p, seed, stop, stream, stream_options, model, user, n, presence_penalty, frequency_penalty,
 logit_bias; for completions also logprobs and echo, not while streaming: ``echo`` with ``max_tokens`` 0
-scores a text) or accepted only at its default value (n, best_of, suffix; for chat also logprobs,
+scores a text) or accepted only at its default value (best_of, suffix; for chat also logprobs,
 top_logprobs, tools, tool_choice, response_format), so a client never gets silently different behaviour;
 ``top_k`` and ``repetition_penalty`` are vLLM's extensions. A field nobody defines is refused by name (a
 typo such as ``max_token`` would otherwise fall back to the default unnoticed).
@@ -22,16 +22,17 @@ from ._errors import ServeError
 Prompt = Union[str, List[int]]
 
 # accepted only at these values (OpenAI's defaults): what forgegrad does not implement
-_DEFAULT_ONLY = {"n": (1, None), "best_of": (1, None), "suffix": (None,)}
+_DEFAULT_ONLY = {"best_of": (1, None), "suffix": (None,)}
 # presence_penalty, frequency_penalty and logit_bias as OpenAI's; repetition_penalty as vLLM's
 _PENALTIES = {"presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias"}
 _FIELDS = {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream",
-           "stream_options", "user", "logprobs", "echo"} | set(_DEFAULT_ONLY) | _PENALTIES
+           "stream_options", "user", "logprobs", "echo", "n"} | set(_DEFAULT_ONLY) | _PENALTIES
 MAX_LOGPROBS = 5  # as OpenAI's completions
-_CHAT_DEFAULT_ONLY = {"n": (1, None), "logprobs": (False, None), "top_logprobs": (None,),
+MAX_N = 16  # choices per prompt: each is a decoding row
+_CHAT_DEFAULT_ONLY = {"logprobs": (False, None), "top_logprobs": (None,),
                       "tools": (None, []), "tool_choice": (None, "none"), "response_format": (None, {"type": "text"})}
 _CHAT_FIELDS = ({"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "seed",
-                 "stop", "stream", "stream_options", "user"} | set(_CHAT_DEFAULT_ONLY) | _PENALTIES)
+                 "stop", "stream", "stream_options", "user", "n"} | set(_CHAT_DEFAULT_ONLY) | _PENALTIES)
 ROLES = ("system", "developer", "user", "assistant")
 MAX_STOP = 4  # as OpenAI
 
@@ -101,6 +102,7 @@ class CompletionRequest:
     logprobs: Optional[int] = None  # completions: each token's log-probability and this many alternatives
     echo: bool = False  # completions: the prompt's tokens come back too (with their log-probabilities)
     penalties: RequestPenalties = field(default_factory=RequestPenalties)
+    n: int = 1  # choices per prompt (choice i of the response continues prompt i // n)
 
     @property
     def greedy(self) -> bool:
@@ -253,7 +255,24 @@ def _sampling(obj: dict, req: CompletionRequest, served_name: str) -> Completion
     if v is not None and not isinstance(v, str):
         raise _bad("user", "a string", v)
     req.penalties = _penalties(obj)
+    v = obj.get("n")
+    if v is not None:
+        if not _is_int(v) or not 1 <= v <= MAX_N:
+            raise _bad("n", f"an integer in [1, {MAX_N}]", v)
+        req.n = int(v)
     return req
+
+
+def choice_seed(req: CompletionRequest, index: int) -> Optional[int]:
+    """The seed of choice ``index`` of a seeded request: ``seed`` itself for each prompt's first choice
+    (as a request with n = 1 gets), a seed derived from it for the others, so they differ."""
+    if req.seed is None:
+        return None
+    j = index % req.n
+    if j == 0:
+        return req.seed
+    import numpy as np
+    return int(np.random.SeedSequence([req.seed % 2 ** 64, j]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def _penalties(obj: dict) -> RequestPenalties:

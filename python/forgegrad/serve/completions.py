@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional
 
 from .completion_format import ChatShape, TextShape, event
-from .completion_request import CompletionError, CompletionRequest, Prompt, parse, parse_chat
+from .completion_request import CompletionError, CompletionRequest, Prompt, choice_seed, parse, parse_chat
 from .generation_batch import BatchEngine, Job, batching_applies
 from .text_stream import Completion, TextStream
 
@@ -183,7 +183,7 @@ class TextGenerator:
                           skip_special_tokens=self.seq2seq)
 
     def complete(self, req: CompletionRequest, ids: List[int], on_text: Optional[Callable[[str], None]],
-                 cancelled: threading.Event) -> Completion:
+                 cancelled: threading.Event, seed: Optional[int] = None) -> Completion:
         """Generate one completion of ``ids`` alone; ``on_text`` gets each piece of final text as it is decided."""
         from .. import manual_seed
         from ..models.hf import generate
@@ -201,8 +201,8 @@ class TextGenerator:
         def penalize(sequences, scores):
             return req.penalties.apply(scores, ids, sequences[0, start:])
 
-        if req.seed is not None:
-            manual_seed(req.seed)
+        if seed is not None:
+            manual_seed(seed)
         try:
             # one beam whatever generation_config.json asks for: the text streams as it is generated
             generate(self.model, [ids], max_new_tokens=req.max_tokens, do_sample=not req.greedy,
@@ -261,7 +261,7 @@ def create_completions_app(config: GenerationServeConfig):
             if cancelled.is_set():
                 break
             results.append(gen.complete(req, ids, None if on_text is None else (lambda t, i=i: on_text(i, t)),
-                                        cancelled))
+                                        cancelled, choice_seed(req, i)))
         return results
 
     def endpoint(route, chat):
@@ -295,13 +295,14 @@ def create_completions_app(config: GenerationServeConfig):
                                        f"[0, {gen.model.vocab_size})", "logit_bias")
         for ids in prompt_ids:
             gen.check_length(len(ids), req.max_tokens)
+        prompt_ids = [ids for ids in prompt_ids for _ in range(req.n)]  # a row per choice
         if req.echo and gen.seq2seq:
             raise CompletionError(400, "echo needs a decoder-only model (an encoder-decoder's prompt is not part of "
                                        "its output)", "echo")
         if state["queued"] >= config.max_queue:
             raise CompletionError(503, f"{state['queued']} requests are already waiting; retry later",
                                   headers={"Retry-After": "1"})
-        shape = (ChatShape if chat else TextShape)(name)
+        shape = (ChatShape if chat else TextShape)(name, req.n)
         loop = asyncio.get_running_loop()
         if req.max_tokens == 0:  # echo with max_tokens 0 scores the prompts: nothing to generate
             return ok(shape.response([await loop.run_in_executor(

@@ -115,18 +115,23 @@ class BatchEngine:
     def _start(self, job: Job) -> List[_Row]:
         """Prefill each prompt of a job alone; rows that end at their first token finish here."""
         from ..random import generator
+        from .completion_request import choice_seed
         req, rows = job.req, []
+        prefilled = {}  # a prompt's (cache, logits): its n choices share one prefill
         try:
             for i, ids in enumerate(job.prompt_ids):
                 on_text = None if job.on_text is None else (lambda t, i=i: job.on_text(i, t))
                 stream = self.gen.stream(req, ids, on_text)
-                seed = req.seed if req.seed is not None else int(generator().integers(2 ** 63))
-                rng = np.random.default_rng(seed)
+                seed = choice_seed(req, i)
+                rng = np.random.default_rng(seed if seed is not None else int(generator().integers(2 ** 63)))
                 P = len(ids)
-                cache = self.model.new_cache(1, P)
-                with no_grad():
-                    logits = self.model(np.array([ids]), np.ones((1, P), bool), np.arange(P)[None],
-                                        cache=cache, logits_to_keep=1).numpy()[:, -1]
+                if tuple(ids) not in prefilled:
+                    cache = self.model.new_cache(1, P)
+                    with no_grad():
+                        logits = self.model(np.array([ids]), np.ones((1, P), bool), np.arange(P)[None],
+                                            cache=cache, logits_to_keep=1).numpy()[:, -1]
+                    prefilled[tuple(ids)] = cache, logits
+                cache, logits = prefilled[tuple(ids)]
                 token = int(self._select(req, logits, rng, ids, []))
                 row = _Row(job, i, stream, rng, (cache, 0), P, token)
                 if job.cancelled.is_set():
