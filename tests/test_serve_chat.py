@@ -148,3 +148,37 @@ def test_chat_needs_a_template_and_completions_still_work_without(chat_checkpoin
         assert r.status_code == 400 and "no chat template" in r.json()["error"]["message"]
         assert httpx.post(url + "/v1/completions", json={"prompt": "hello", "max_tokens": 2},
                           timeout=60).status_code == 200
+
+
+def test_chat_logprobs_are_transformers_log_softmax(chat_checkpoint):
+    import numpy as np
+
+    from forgegrad.serve.completions import GenerationServeConfig, create_completions_app
+    fast = transformers.AutoTokenizer.from_pretrained(chat_checkpoint)
+    prompt = fast.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)
+    prompt_ids = fast.encode(prompt, add_special_tokens=False)
+    body = {"messages": MESSAGES, "max_completion_tokens": 8, "temperature": 0, "logprobs": True, "top_logprobs": 3}
+    with running_app(create_completions_app(GenerationServeConfig(str(chat_checkpoint)))) as url, \
+            httpx.Client(base_url=url, timeout=60) as c:
+        got = c.post("/v1/chat/completions", json=body).json()["choices"][0]
+        bare = c.post("/v1/chat/completions", json=dict(body, top_logprobs=None)).json()["choices"][0]
+        for bad, param in (({"top_logprobs": 21}, "top_logprobs"), ({"logprobs": False}, "top_logprobs"),
+                           ({"stream": True}, "logprobs"), ({"logprobs": 1}, "logprobs")):
+            r = c.post("/v1/chat/completions", json=dict(body, **bad))
+            assert r.status_code == 400 and r.json()["error"]["param"] == param, (bad, r.text)
+    content = got["logprobs"]["content"]
+    hf = transformers.GPT2LMHeadModel.from_pretrained(chat_checkpoint).eval()
+    # the served tokens, re-derived greedily from transformers itself: their log-softmax at each step
+    seq = list(prompt_ids)
+    with torch.no_grad():
+        for entry in content:
+            logp = torch.log_softmax(hf(torch.tensor([seq])).logits[0, -1].double(), -1).numpy()
+            best = np.argsort(-logp, kind="stable")[:3]
+            assert entry["logprob"] == pytest.approx(logp[best[0]], abs=1e-4)
+            assert [e["logprob"] for e in entry["top_logprobs"]] == pytest.approx(list(logp[best]), abs=1e-4)
+            assert entry["token"] == fast.decode([int(best[0])]) == entry["top_logprobs"][0]["token"]
+            assert entry["bytes"] == list(entry["token"].encode())
+            seq.append(int(best[0]))
+    assert len(content) == 8 or content[-1]["token"] == "<|im_end|>"
+    assert [e["logprob"] for e in bare["logprobs"]["content"]] == [e["logprob"] for e in content]
+    assert all(e["top_logprobs"] == [] for e in bare["logprobs"]["content"])

@@ -63,7 +63,7 @@ class ChatShape(TextShape):
 
     def response(self, results) -> dict:
         choices = [{"index": i, "message": {"role": "assistant", "content": r.text}, "finish_reason": r.finish_reason,
-                    "logprobs": None} for i, r in enumerate(results)]
+                    "logprobs": r.logprobs} for i, r in enumerate(results)]
         out = self._head(self.object, choices)
         out["usage"] = usage(results, self.n)
         return out

@@ -4,10 +4,11 @@ field by field.
 Every field OpenAI defines is either honoured (prompt or messages, max_tokens / max_completion_tokens,
 temperature, top_p, seed, stop, stream, stream_options, model, user, n, presence_penalty, frequency_penalty,
 logit_bias; for completions also logprobs and echo, not while streaming: ``echo`` with ``max_tokens`` 0
-scores a text) or accepted only at its default value (best_of, suffix; for chat also logprobs,
-top_logprobs, tools, tool_choice, response_format), so a client never gets silently different behaviour;
-``top_k`` and ``repetition_penalty`` are vLLM's extensions. A field nobody defines is refused by name (a
-typo such as ``max_token`` would otherwise fall back to the default unnoticed).
+scores a text; for chat logprobs and top_logprobs, not while streaming) or accepted only at its default
+value (best_of, suffix; for chat also tools, tool_choice, response_format), so a client never gets
+silently different behaviour; ``top_k`` and ``repetition_penalty`` are vLLM's extensions. A field nobody
+defines is refused by name (a typo such as ``max_token`` would otherwise fall back to the default
+unnoticed).
 """
 from __future__ import annotations
 
@@ -29,10 +30,11 @@ _FIELDS = {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "se
            "stream_options", "user", "logprobs", "echo", "n"} | set(_DEFAULT_ONLY) | _PENALTIES
 MAX_LOGPROBS = 5  # as OpenAI's completions
 MAX_N = 16  # choices per prompt: each is a decoding row
-_CHAT_DEFAULT_ONLY = {"logprobs": (False, None), "top_logprobs": (None,),
-                      "tools": (None, []), "tool_choice": (None, "none"), "response_format": (None, {"type": "text"})}
+MAX_TOP_LOGPROBS = 20  # as OpenAI's chat completions
+_CHAT_DEFAULT_ONLY = {"tools": (None, []), "tool_choice": (None, "none"), "response_format": (None, {"type": "text"})}
 _CHAT_FIELDS = ({"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "seed",
-                 "stop", "stream", "stream_options", "user", "n"} | set(_CHAT_DEFAULT_ONLY) | _PENALTIES)
+                 "stop", "stream", "stream_options", "user", "n", "logprobs", "top_logprobs"}
+                | set(_CHAT_DEFAULT_ONLY) | _PENALTIES)
 ROLES = ("system", "developer", "user", "assistant")
 MAX_STOP = 4  # as OpenAI
 
@@ -198,7 +200,18 @@ def parse_chat(body: bytes, served_name: str) -> CompletionRequest:
         if obj.get("max_tokens") is not None and obj["max_tokens"] != obj["max_completion_tokens"]:
             raise CompletionError(400, "max_tokens and max_completion_tokens disagree: give one", "max_tokens")
         obj = dict(obj, max_tokens=obj["max_completion_tokens"])
-    return _sampling(obj, CompletionRequest([], messages=_messages(obj["messages"])), served_name)
+    req = _sampling(obj, CompletionRequest([], messages=_messages(obj["messages"])), served_name)
+    # logprobs: true asks for each token's log-probability, top_logprobs for that many alternatives too
+    top = obj.get("top_logprobs")
+    if top is not None and (not _is_int(top) or not 0 <= top <= MAX_TOP_LOGPROBS):
+        raise _bad("top_logprobs", f"an integer in [0, {MAX_TOP_LOGPROBS}] or null", top)
+    if _flag(obj, "logprobs"):
+        req.logprobs = int(top or 0)
+    elif top is not None:
+        raise CompletionError(400, "top_logprobs needs logprobs: true", "top_logprobs")
+    if req.stream and req.logprobs is not None:
+        raise CompletionError(400, "logprobs are not supported with stream: true yet", "logprobs")
+    return req
 
 
 def _sampling(obj: dict, req: CompletionRequest, served_name: str) -> CompletionRequest:

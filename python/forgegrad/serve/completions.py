@@ -140,15 +140,13 @@ class TextGenerator:
                                        f"requested {n_prompt + max_tokens} tokens ({n_prompt} in your prompt; "
                                        f"{max_tokens} for the completion)", "max_tokens", "context_length_exceeded")
 
-    def score(self, prompt_ids: List[int], completion: Completion, top: int, echo: bool) -> Completion:
-        """``completion`` with OpenAI's logprobs object (and, with ``echo``, the prompt's text and tokens in front):
-        each token's log-probability under the model given the tokens before it (one forward over the whole
-        sequence), the ``top`` most likely alternatives at each place (and the chosen one), character offsets."""
+    def _log_softmax(self, prompt_ids: List[int], gen: List[int], echo: bool):
+        """(shown tokens, target tokens, float64 log-probabilities (len(targets), V)) from one forward over the
+        whole sequence: row i is the distribution target i was drawn from."""
         import numpy as np
 
         from .. import no_grad
-        tok, model = self.tokenizer, self.model
-        gen = completion.token_ids
+        model = self.model
         with no_grad():
             if self.seq2seq:
                 dec = [model.decoder_start_token_id] + gen
@@ -162,6 +160,15 @@ class TextGenerator:
         x = logits.astype(np.float64)
         logp = x - x.max(-1, keepdims=True)
         logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+        return shown, targets, logp
+
+    def score(self, prompt_ids: List[int], completion: Completion, top: int, echo: bool) -> Completion:
+        """``completion`` with OpenAI's logprobs object (and, with ``echo``, the prompt's text and tokens in front):
+        each token's log-probability under the model given the tokens before it (one forward over the whole
+        sequence), the ``top`` most likely alternatives at each place (and the chosen one), character offsets."""
+        import numpy as np
+        tok, gen = self.tokenizer, completion.token_ids
+        shown, targets, logp = self._log_softmax(prompt_ids, gen, echo)
         prompt_text = tok.decode(prompt_ids)
         strings = [tok.decode([t]) for t in shown]
         offsets, at = [], 0 if echo else len(prompt_text)
@@ -177,6 +184,23 @@ class TextGenerator:
         logprobs = {"tokens": strings, "token_logprobs": token_lp, "top_logprobs": tops, "text_offset": offsets}
         return Completion(text, completion.finish_reason, completion.prompt_tokens, completion.completion_tokens,
                           gen, logprobs)
+
+    def score_chat(self, prompt_ids: List[int], completion: Completion, top: int) -> Completion:
+        """``completion`` with chat's logprobs object: ``{"content": [{"token", "logprob", "bytes",
+        "top_logprobs": [the ``top`` most likely, each {"token", "logprob", "bytes"}]}], "refusal": None}``."""
+        import numpy as np
+        tok = self.tokenizer
+        _, targets, logp = self._log_softmax(prompt_ids, completion.token_ids, False)
+
+        def entry(t):
+            s = tok.decode([int(t)])
+            return {"token": s, "logprob": float(row[t]), "bytes": list(s.encode("utf-8"))}
+
+        content = []
+        for row, t in zip(logp, targets):
+            content.append(dict(entry(t), top_logprobs=[entry(b) for b in np.argsort(-row, kind="stable")[:top]]))
+        return Completion(completion.text, completion.finish_reason, completion.prompt_tokens,
+                          completion.completion_tokens, completion.token_ids, {"content": content, "refusal": None})
 
     def stream(self, req: CompletionRequest, ids: List[int], on_text: Optional[Callable[[str], None]]) -> TextStream:
         return TextStream(self.tokenizer, self.eos, req.stop, req.max_tokens, len(ids), on_text,
@@ -331,7 +355,10 @@ def create_completions_app(config: GenerationServeConfig):
         future.add_done_callback(done)
         if not req.stream:
             results = await future
-            if req.logprobs is not None or req.echo:  # one scoring forward per prompt, on the worker
+            if chat and req.logprobs is not None:  # one scoring forward per choice, on the worker
+                results = [await loop.run_in_executor(worker, gen.score_chat, ids, r, req.logprobs)
+                           for ids, r in zip(prompt_ids, results)]
+            elif req.logprobs is not None or req.echo:
                 results = [await loop.run_in_executor(worker, gen.score, ids, r, req.logprobs or 0, req.echo)
                            for ids, r in zip(prompt_ids, results)]
             return ok(shape.response(results))
