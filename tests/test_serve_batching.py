@@ -232,3 +232,35 @@ def test_n_choices_per_prompt_on_either_path(checkpoint, model, max_batch):
         for bad in (0, 17, 1.5, True):
             r = c.post("/v1/completions", json={"prompt": "a", "n": bad})
             assert r.status_code == 400 and r.json()["error"]["param"] == "n", r.text
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_between_the_others_steps(checkpoint, model):
+    """With --prefill-chunk 16, a 150-token prompt that arrives while another completion streams is prefilled
+    in 10 calls between that completion's steps; both texts are their solo texts (the chunks attend to the
+    cache of the ones before). With nobody decoding, a prompt is prefilled in one call."""
+    long_prompt = "Tell me a story about forty robots who learn to paint. " * 3  # 165 byte tokens
+    first = {"prompt": PROMPTS[2], "max_tokens": 300, "temperature": 0, "stream": True}
+    joiner = {"prompt": long_prompt, "max_tokens": 12, "temperature": 0}
+    with running_app(_app(checkpoint, prefill_chunk=16)) as url, httpx.Client(base_url=url, timeout=120) as c:
+        alone = c.post("/v1/completions", json=joiner).json()["choices"][0]["text"]
+        calls_alone = metric(c.get("/metrics").text, "forgegrad_prefill_chunks_total", model="tiny-llama")
+        pieces, started = [], threading.Event()
+
+        def stream():
+            with c.stream("POST", "/v1/completions", json=first) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: {"):
+                        pieces.append(json.loads(line[6:])["choices"][0]["text"])
+                        started.set()
+
+        t = threading.Thread(target=stream)
+        t.start()
+        assert started.wait(60)
+        with httpx.Client(base_url=url, timeout=120) as c2:
+            joined = c2.post("/v1/completions", json=joiner).json()["choices"][0]["text"]
+            calls = metric(c2.get("/metrics").text, "forgegrad_prefill_chunks_total", model="tiny-llama")
+        t.join(120)
+    assert calls_alone == 1
+    assert calls - calls_alone - 1 == -(-len(long_prompt.encode()) // 16)  # the stream's own prefill: one call
+    assert alone == joined == _solo(model, long_prompt, 12)
+    assert "".join(pieces) == _solo(model, first["prompt"], 300)

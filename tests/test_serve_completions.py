@@ -258,6 +258,12 @@ def test_weights_flag_needs_a_checkpoint_directory(tmp_path, capsys):
     assert not is_checkpoint_dir(str(tmp_path / "ckpt"))
     with pytest.raises(ValueError, match="weights"):
         GenerationServeConfig(str(tmp_path), weights="fp8").validate()
+    assert main(["serve", str(tmp_path / "ckpt"), "--prefill-chunk", "64"]) == 2
+    assert "--prefill-chunk applies to a Hugging Face checkpoint directory" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path / "ckpt"), "--prefill-chunk", "-1"]) == 2
+    assert "expected an integer >= 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="prefill_chunk must be an integer >= 0"):
+        GenerationServeConfig(str(tmp_path), prefill_chunk=-3).validate()
     np.testing.assert_equal(is_checkpoint_dir(str(tmp_path / "nowhere")), False)
 
 

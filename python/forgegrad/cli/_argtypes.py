@@ -21,5 +21,6 @@ def _converter(convert, ok, expected: str):
 
 positive_int = _converter(int, lambda v: v > 0, "a positive integer")
 positive_float = _converter(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
+non_negative_int = _converter(int, lambda v: v >= 0, "an integer >= 0")
 non_negative_float = _converter(float, lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
 fraction = _converter(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-from ._argtypes import non_negative_float, positive_int
+from ._argtypes import non_negative_float, non_negative_int, positive_int
 from ._errors import CLIError, UsageError, require
 
 
@@ -50,6 +50,9 @@ def add_parser(sub):
     p.add_argument("--weights", choices=("float32", "bfloat16", "int8"), default=None,
                    help="a Hugging Face checkpoint directory only: its Linear layers' weights (default float32; "
                         "bfloat16 keeps the checkpoint's bits at half the bytes, int8 is weight-only int8)")
+    p.add_argument("--prefill-chunk", type=non_negative_int, default=None, metavar="TOKENS",
+                   help="a Hugging Face checkpoint directory only: while others decode, prefill a new prompt this "
+                        "many tokens at a time between their steps (default 128; 0: whole prompts at once)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(run=run)
     return p
@@ -66,9 +69,10 @@ def run(args, log=print):
     from ..serve.completions import is_checkpoint_dir
     if is_checkpoint_dir(args.model):
         return _run_generation(args, uvicorn)
-    if args.weights is not None:
-        raise UsageError("--weights applies to a Hugging Face checkpoint directory (config.json + safetensors), "
-                         f"and {args.model} is not one")
+    for flag, value in (("--weights", args.weights), ("--prefill-chunk", args.prefill_chunk)):
+        if value is not None:
+            raise UsageError(f"{flag} applies to a Hugging Face checkpoint directory (config.json + safetensors), "
+                             f"and {args.model} is not one")
     from ..serve import app as serve_app
     from ..serve.repository import layout
     try:
@@ -87,7 +91,8 @@ def _run_generation(args, uvicorn):
     from ..serve.completions import GenerationServeConfig, create_completions_app
     config = GenerationServeConfig(args.model, weights=args.weights or "float32", threads=args.threads,
                                    max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
-                                   model_name=args.model_name, max_batch=args.max_batch)
+                                   model_name=args.model_name, max_batch=args.max_batch,
+                                   prefill_chunk=128 if args.prefill_chunk is None else args.prefill_chunk)
     return _serve(create_completions_app(config), args, uvicorn)
 
 

@@ -66,6 +66,7 @@ class GenerationServeConfig:
     max_body_bytes: int = 16 * 1024 * 1024
     model_name: Optional[str] = None
     max_batch: int = 32  # completions decoded together (continuous batching); 1: one request at a time
+    prefill_chunk: int = 128  # prompt tokens prefilled between two decode steps of the others; 0: all at once
 
     def validate(self) -> "GenerationServeConfig":
         if self.weights not in WEIGHTS:
@@ -74,6 +75,9 @@ class GenerationServeConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        v = self.prefill_chunk
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"prefill_chunk must be an integer >= 0, got {v!r}")
         if not is_checkpoint_dir(self.model_path):
             raise ValueError(f"{self.model_path!r} is not a Hugging Face checkpoint directory (config.json and "
                              "safetensors weights)")
@@ -255,6 +259,9 @@ def create_completions_app(config: GenerationServeConfig):
     name = config.model_name or os.path.basename(os.path.abspath(config.model_path).rstrip(os.sep))
     generated = metrics._pc.Counter("forgegrad_generated_tokens", "tokens generated (completions)", ["model"],
                                     registry=metrics.registry).labels(name)
+    prefill_calls = metrics._pc.Counter("forgegrad_prefill_chunks", "prompt prefill calls of the batched engine (a "
+                                        "prompt longer than --prefill-chunk takes several while others decode)",
+                                        ["model"], registry=metrics.registry).labels(name)
     worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgegrad-generate")
     state = {"generator": None, "engine": None, "queued": 0}
     created = int(time.time())
@@ -424,7 +431,8 @@ def create_completions_app(config: GenerationServeConfig):
             raise RuntimeError(app.state.startup_error) from None
         if config.max_batch > 1 and batching_applies(state["generator"].model):
             state["engine"] = BatchEngine(state["generator"], config.max_batch,
-                                          on_step=lambda rows, seconds: metrics.batch(name, rows, seconds))
+                                          on_step=lambda rows, seconds: metrics.batch(name, rows, seconds),
+                                          prefill_chunk=config.prefill_chunk, on_prefill=prefill_calls.inc)
         log.info("serving %s (%s weights, %d positions) at /v1/completions, %s", name, config.weights,
                  state["generator"].context,
                  f"up to {config.max_batch} completions decoded together" if state["engine"] else "one at a time")

@@ -7,7 +7,11 @@ row's keys right-aligned at the cache's end and the columns before them masked a
 left-padded batch:
 
 * a request joins with its own prefill (alone, on a cache of its own), which picks its first token;
-  the batch cache is then rebuilt with its keys as a new row;
+  the batch cache is then rebuilt with its keys as a new row. While others are decoding, a prompt is
+  prefilled ``prefill_chunk`` tokens at a time, one chunk between two decode steps, so a long prompt
+  delays the others' next token by one chunk's prefill, not by its whole prefill (chunked prefill; the
+  chunks attend to the cache of the ones before, so the prompt's keys are what one prefill computes,
+  to float32 rounding). A request's n choices of one prompt share its prefill;
 * a step feeds every row's last token at that row's own position, then each row picks its next token
   with its own sampling settings and random generator (``seed`` gives the generator
   ``forgegrad.manual_seed(seed)`` would);
@@ -53,6 +57,16 @@ class _Row:
         self.cache, self.n, self.token = cache, n, token
 
 
+class _Prefill:
+    """One prompt of a job being prefilled on a cache of its own, and the choices (index, stream, rng) that
+    continue it once it is done."""
+
+    def __init__(self, job: Job, ids: List[int], cache):
+        self.job, self.ids, self.cache = job, ids, cache
+        self.done = 0  # prompt tokens in the cache so far
+        self.choices: List[tuple] = []
+
+
 def batching_applies(model) -> bool:
     """The lean decode step runs the model (see models/hf/_decode.py), and no row ever needs its cache
     recomputed (Phi-3's longrope switches frequencies past the original context)."""
@@ -63,9 +77,13 @@ def batching_applies(model) -> bool:
 class BatchEngine:
     """Runs on its own thread: ``submit(job)``; ``close()`` ends it."""
 
-    def __init__(self, gen, max_batch: int, on_step: Optional[Callable[[int, float], None]] = None):
+    def __init__(self, gen, max_batch: int, on_step: Optional[Callable[[int, float], None]] = None,
+                 prefill_chunk: int = 128, on_prefill: Optional[Callable[[], None]] = None):
         from ..models.hf._decode import LeanDecoder
         self.gen, self.model, self.max_batch = gen, gen.model, int(max_batch)
+        self.prefill_chunk = int(prefill_chunk)  # 0: a prompt's whole prefill at once
+        self.on_prefill = on_prefill  # called after every prefill call (the server's metrics)
+        self.prefills: List[_Prefill] = []  # admitted, not yet decoding (first in, first prefilled)
         self.on_step = on_step  # (rows, seconds) of every batched decode step: the server's metrics
         self.lean = LeanDecoder(self.model)
         self.rows: List[_Row] = []
@@ -90,6 +108,8 @@ class BatchEngine:
             except _Closed:
                 self._fail(RuntimeError("the server is shutting down"), drain=True)
                 return
+            if self.prefills:
+                self._prefill_step()
             if not self.rows:
                 continue
             try:
@@ -99,56 +119,79 @@ class BatchEngine:
                 self._fail(e)
 
     def _admit(self) -> None:
-        """Prefill the requests that arrived (blocking while there is nothing to do)."""
-        joined = []
-        while len(self.rows) + len(joined) < self.max_batch:
+        """Take the requests that arrived, up to max_batch rows in all (blocking while there is nothing to do)."""
+        waiting = sum(len(p.choices) for p in self.prefills)
+        while len(self.rows) + waiting < self.max_batch:
             try:
-                job = self._queue.get(block=not (self.rows or joined))
+                job = self._queue.get(block=not (self.rows or self.prefills))
             except queue.Empty:
                 break
             if job is None:
                 raise _Closed
-            joined += self._start(job)
+            try:
+                waiting += self._admit_job(job)
+            except Exception as e:
+                log.exception("admitting a request failed")
+                self._drop(job, e)
+
+    def _admit_job(self, job: Job) -> int:
+        """Queue a job's prompts for prefill (one per distinct prompt); the number of rows it will take."""
+        from ..random import generator
+        from .completion_request import choice_seed
+        req, by_prompt = job.req, {}
+        for i, ids in enumerate(job.prompt_ids):
+            on_text = None if job.on_text is None else (lambda t, i=i: job.on_text(i, t))
+            seed = choice_seed(req, i)
+            rng = np.random.default_rng(seed if seed is not None else int(generator().integers(2 ** 63)))
+            if tuple(ids) not in by_prompt:
+                by_prompt[tuple(ids)] = _Prefill(job, ids, self.model.new_cache(1, len(ids)))
+                self.prefills.append(by_prompt[tuple(ids)])
+            by_prompt[tuple(ids)].choices.append((i, self.gen.stream(req, ids, on_text), rng))
+        return len(job.prompt_ids)
+
+    def _prefill_step(self) -> None:
+        """The next chunk of the first waiting prompt (all of it when nobody is decoding); a prompt that is
+        done picks its choices' first tokens and they join the batch (or end there)."""
+        p = self.prefills[0]
+        job = p.job
+        if job.cancelled.is_set() or job.future.done():
+            self.prefills.pop(0)
+            for index, stream, rng in p.choices:
+                stream.cancel()
+                self._finish(_Row(job, index, stream, rng, None, 0, 0))
+            return
+        P = len(p.ids)
+        end = P if (not self.rows or self.prefill_chunk <= 0) else min(P, p.done + self.prefill_chunk)
+        try:
+            with no_grad():
+                logits = self.model(np.array([p.ids[p.done:end]]), np.ones((1, end), bool),
+                                    np.arange(p.done, end)[None], cache=p.cache, logits_to_keep=1).numpy()[:, -1]
+            p.done = end
+            if self.on_prefill is not None:
+                self.on_prefill()
+            if end < P:
+                return
+            self.prefills.pop(0)
+            joined = []
+            for index, stream, rng in p.choices:
+                row = _Row(job, index, stream, rng, (p.cache, 0), P, 0)
+                row.token = int(self._select(job.req, logits, rng, p.ids, []))
+                if stream.push(row.token):
+                    self._finish(row)
+                else:
+                    joined.append(row)
+        except Exception as e:
+            log.exception("prefill failed")
+            self._drop(job, e)
+            return
         if joined:
             self._rebuild(self.rows + joined)
 
-    def _start(self, job: Job) -> List[_Row]:
-        """Prefill each prompt of a job alone; rows that end at their first token finish here."""
-        from ..random import generator
-        from .completion_request import choice_seed
-        req, rows = job.req, []
-        prefilled = {}  # a prompt's (cache, logits): its n choices share one prefill
-        try:
-            for i, ids in enumerate(job.prompt_ids):
-                on_text = None if job.on_text is None else (lambda t, i=i: job.on_text(i, t))
-                stream = self.gen.stream(req, ids, on_text)
-                seed = choice_seed(req, i)
-                rng = np.random.default_rng(seed if seed is not None else int(generator().integers(2 ** 63)))
-                P = len(ids)
-                if tuple(ids) not in prefilled:
-                    cache = self.model.new_cache(1, P)
-                    with no_grad():
-                        logits = self.model(np.array([ids]), np.ones((1, P), bool), np.arange(P)[None],
-                                            cache=cache, logits_to_keep=1).numpy()[:, -1]
-                    prefilled[tuple(ids)] = cache, logits
-                cache, logits = prefilled[tuple(ids)]
-                token = int(self._select(req, logits, rng, ids, []))
-                row = _Row(job, i, stream, rng, (cache, 0), P, token)
-                if job.cancelled.is_set():
-                    stream.cancel()
-                    self._finish(row)
-                elif stream.push(token):
-                    self._finish(row)
-                else:
-                    rows.append(row)
-        except Exception as e:
-            log.exception("prefill failed")
-            for row in rows:
-                row.stream.cancel()
-            if not job.future.done():
-                job.future.set_exception(e)
-            return []
-        return rows
+    def _drop(self, job: Job, error: Exception) -> None:
+        """Fail a job whose prefill or admission broke: its waiting prompts go, its future gets the error."""
+        self.prefills = [p for p in self.prefills if p.job is not job]
+        if not job.future.done():
+            job.future.set_exception(error)
 
     @staticmethod
     def _select(req, logits, rng, prompt, output):
@@ -221,6 +264,11 @@ class BatchEngine:
             if not row.job.future.done():
                 row.job.future.set_exception(error)
         self.rows, self.cache, self.mask = [], None, None
+        if drain:  # closing: the prompts waiting for their prefill too
+            for p in self.prefills:
+                if not p.job.future.done():
+                    p.job.future.set_exception(error)
+            self.prefills = []
         while drain:
             try:
                 job = self._queue.get_nowait()
