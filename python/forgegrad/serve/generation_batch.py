@@ -15,12 +15,16 @@ left-padded batch:
 * a step feeds every row's last token at that row's own position, then each row picks its next token
   with its own sampling settings and random generator (``seed`` gives the generator
   ``forgegrad.manual_seed(seed)`` would);
-* a row that ends (end of sequence, stop string, max_tokens, client gone) leaves the batch, and columns
-  that are padding in every remaining row are dropped.
+* a row that ends (end of sequence, stop string, max_tokens, client gone) leaves its slot free (its
+  columns all masked); a request that joins later takes a free slot, its keys copied in right-aligned
+  at the batch's length, so a join or a leave copies no other row's keys. The cache is rebuilt (every
+  row copied, columns that are padding in every row dropped) only when a joining row does not fit (no
+  free slot, a prompt longer than the batch's keys, not enough room left for its tokens) or when more
+  slots are free than taken (free slots still cost their share of each step's attention).
 
-The rebuilds copy the cache (once per join and per leave). A batched row's logits equal its solo
-logits to float32 rounding, not bit for bit: the products run on more rows and the softmax sums over
-padded lengths, so a near-tie can pick another token than a solo run would.
+A batched row's logits equal its solo logits to float32 rounding, not bit for bit: the products run on
+more rows and the softmax sums over padded lengths, so a near-tie can pick another token than a solo
+run would.
 """
 from __future__ import annotations
 
@@ -86,9 +90,10 @@ class BatchEngine:
         self.prefills: List[_Prefill] = []  # admitted, not yet decoding (first in, first prefilled)
         self.on_step = on_step  # (rows, seconds) of every batched decode step: the server's metrics
         self.lean = LeanDecoder(self.model)
-        self.rows: List[_Row] = []
+        self.rows: List[_Row] = []  # the decoding rows
+        self.slots: List[Optional[_Row]] = []  # the row in each batch row of the cache (None: free)
         self.cache = None
-        self.mask: Optional[np.ndarray] = None  # (rows, cache.length) bool: True where a row has a key
+        self.mask: Optional[np.ndarray] = None  # (slots, cache.length) bool: True where a row has a key
         self._queue: "queue.Queue[Optional[Job]]" = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="forgegrad-generate-batch", daemon=True)
         self._thread.start()
@@ -185,7 +190,7 @@ class BatchEngine:
             self._drop(job, e)
             return
         if joined:
-            self._rebuild(self.rows + joined)
+            self._join(joined)
 
     def _drop(self, job: Job, error: Exception) -> None:
         """Fail a job whose prefill or admission broke: its waiting prompts go, its future gets the error."""
@@ -202,19 +207,21 @@ class BatchEngine:
                            req.top_p if req.top_p < 1 else None, rng)[0]
 
     def _step(self) -> None:
-        rows = self.rows
-        B = len(rows)
-        tokens = np.array([r.token for r in rows], np.int64)
-        positions = np.array([r.n for r in rows], np.int64)
+        slots = self.slots
+        B = len(slots)
+        tokens = np.array([r.token if r else 0 for r in slots], np.int64)
+        positions = np.array([r.n if r else 0 for r in slots], np.int64)
         mask = np.concatenate([self.mask, np.ones((B, 1), bool)], axis=1)
         t0 = time.perf_counter()
         with no_grad():
             logits = self.lean.step(tokens, positions, mask, self.cache)
         if self.on_step is not None:
-            self.on_step(B, time.perf_counter() - t0)
+            self.on_step(len(self.rows), time.perf_counter() - t0)
         self.mask = mask
         ended = []
-        for b, row in enumerate(rows):
+        for b, row in enumerate(slots):
+            if row is None:
+                continue
             row.n += 1
             if row.job.cancelled.is_set() or row.job.future.done():
                 row.stream.cancel()
@@ -227,29 +234,64 @@ class BatchEngine:
         for row in ended:
             self._finish(row)
         if ended:
-            self._rebuild([r for r in rows if r not in ended])
+            self._leave(ended)
 
     # ---- membership -----------------------------------------------------------------------------
+    @staticmethod
+    def _room(row: _Row) -> int:
+        """Tokens the row may still feed (its cache needs that many more columns)."""
+        return row.stream.max_tokens - len(row.stream.tokens)
+
+    def _join(self, joined: List[_Row]) -> None:
+        """New rows into free slots when they fit, else a rebuild with everyone."""
+        free = [b for b, r in enumerate(self.slots) if r is None]
+        cache = self.cache
+        fits = cache is not None and len(joined) <= len(free) and all(
+            r.n <= cache.length and cache.length + self._room(r) + 1 <= cache.max_length for r in joined)
+        if not fits:
+            self._rebuild(self.rows + joined)
+            return
+        for row, b in zip(joined, free):
+            self._place(row, cache, b, cache.length)
+            self.mask[b] = False
+            self.mask[b, cache.length - row.n:] = True
+            self.slots[b] = row
+        self.rows = [r for r in self.slots if r is not None]
+
+    def _leave(self, ended: List[_Row]) -> None:
+        """Free the slots of ended rows; compact when more slots are free than taken."""
+        for row in ended:
+            b = row.cache[1]
+            self.slots[b] = None
+            self.mask[b] = False
+        self.rows = [r for r in self.slots if r is not None]
+        if len(self.slots) - len(self.rows) > len(self.rows):
+            self._rebuild(self.rows)
+
+    @staticmethod
+    def _place(row: _Row, cache, b: int, length: int) -> None:
+        """Copy the row's n keys and values into batch row b of ``cache``, ending at column ``length``."""
+        src, src_b = row.cache
+        end = src.length
+        for layer in range(len(cache.keys)):
+            cache.keys[layer][b, :, length - row.n:length] = src.keys[layer][src_b, :, end - row.n:end]
+            cache.values[layer][b, :, length - row.n:length] = src.values[layer][src_b, :, end - row.n:end]
+        row.cache = (cache, b)
+
     def _rebuild(self, rows: List[_Row]) -> None:
-        """The batch cache for ``rows``: each row's ``n`` keys right-aligned at the end, padding before."""
-        self.rows = rows
+        """A new batch cache for ``rows``, one slot each: each row's ``n`` keys right-aligned at the end,
+        padding before."""
+        self.rows, self.slots = list(rows), list(rows)
         if not rows:
             self.cache, self.mask = None, None
             return
         length = max(r.n for r in rows)
-        room = max(r.stream.max_tokens - len(r.stream.tokens) for r in rows)
-        cache = self.model.new_cache(len(rows), length + room + 1)
+        cache = self.model.new_cache(len(rows), length + max(self._room(r) for r in rows) + 1)
         mask = np.zeros((len(rows), length), bool)
         for b, row in enumerate(rows):
-            src, src_b = row.cache
-            end = src.length
-            for layer in range(len(cache.keys)):
-                cache.keys[layer][b, :, length - row.n:length] = src.keys[layer][src_b, :, end - row.n:end]
-                cache.values[layer][b, :, length - row.n:length] = src.values[layer][src_b, :, end - row.n:end]
+            self._place(row, cache, b, length)
             mask[b, length - row.n:] = True
         cache.length = length
-        for b, row in enumerate(rows):
-            row.cache = (cache, b)
         self.cache, self.mask = cache, mask
 
     def _finish(self, row: _Row) -> None:
@@ -263,7 +305,7 @@ class BatchEngine:
         for row in self.rows:
             if not row.job.future.done():
                 row.job.future.set_exception(error)
-        self.rows, self.cache, self.mask = [], None, None
+        self.rows, self.slots, self.cache, self.mask = [], [], None, None
         if drain:  # closing: the prompts waiting for their prefill too
             for p in self.prefills:
                 if not p.job.future.done():
