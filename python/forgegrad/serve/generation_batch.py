@@ -81,6 +81,8 @@ def batching_applies(model) -> bool:
 class BatchEngine:
     """Runs on its own thread: ``submit(job)``; ``close()`` ends it."""
 
+    SPARE_COLUMNS = 256  # cache columns a rebuild adds beyond what its rows need (room for later rows)
+
     def __init__(self, gen, max_batch: int, on_step: Optional[Callable[[int, float], None]] = None,
                  prefill_chunk: int = 128, on_prefill: Optional[Callable[[], None]] = None):
         from ..models.hf._decode import LeanDecoder
@@ -286,7 +288,9 @@ class BatchEngine:
             self.cache, self.mask = None, None
             return
         length = max(r.n for r in rows)
-        cache = self.model.new_cache(len(rows), length + max(self._room(r) for r in rows) + 1)
+        # Spare columns past the rows' own room, so that rows joining later still fit: unused columns
+        # cost no step time (a step reads cache.length of them) and no memory until written (np.zeros).
+        cache = self.model.new_cache(len(rows), length + max(self._room(r) for r in rows) + 1 + self.SPARE_COLUMNS)
         mask = np.zeros((len(rows), length), bool)
         for b, row in enumerate(rows):
             self._place(row, cache, b, length)
