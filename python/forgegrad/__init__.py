@@ -17,7 +17,7 @@ from .dtypes import (bool, double, dtype, float, float16, float32, float64, half
 from ._functions import (flatten, reshape, squeeze, unsqueeze, transpose, permute, exp, log, sqrt, abs, sin, cos,
                          tril, triu,
                          sigmoid, tanh, relu, softmax, log_softmax, clamp, clip, sum, mean, var, std, max, min,
-                         amax, amin, argmax, argmin, matmul, mm, bmm, split, chunk, unbind, narrow, numel,
+                         amax, amin, argmax, argmin, cumsum, matmul, mm, bmm, split, chunk, unbind, narrow, numel,
                          is_tensor, is_floating_point, from_numpy, randn_like, rand_like, randint_like,
                          full_like, empty_like, multinomial, LongTensor, FloatTensor, DoubleTensor, IntTensor,
                          BoolTensor, ByteTensor, zeros_like, ones_like, randint, add, sub, mul, div, pow, neg,
@@ -72,5 +72,5 @@ __all__ += [  # the torch-style module-level functions (forgegrad._functions)
     "is_floating_point", "from_numpy", "randn_like", "rand_like", "randint_like", "full_like", "empty_like",
     "multinomial", "LongTensor", "FloatTensor", "DoubleTensor", "IntTensor", "BoolTensor", "ByteTensor", "zeros_like",
     "ones_like", "randint", "add", "sub", "mul", "div", "pow", "neg", "t", "allclose", "equal", "sin", "cos", "tril",
-    "triu",
+    "triu", "cumsum",
 ]

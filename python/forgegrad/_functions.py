@@ -60,6 +60,7 @@ std = _method("std")
 max = _method("max")  # noqa: A001
 min = _method("min")  # noqa: A001
 amax = _method("amax")
+cumsum = _method("cumsum")
 amin = _method("amin")
 argmax = _method("argmax")
 argmin = _method("argmin")

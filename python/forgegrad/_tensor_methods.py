@@ -191,6 +191,9 @@ class TensorMethods:
     def mean(self, dim=None, keepdim=False):
         return _OPS["mean"](self, dim=dim, keepdim=keepdim)
 
+    def cumsum(self, dim):
+        return _OPS["cumsum"](self, dim)
+
     def amax(self, dim=None, keepdim=False):
         return _OPS["amax"](self, dim=dim, keepdim=keepdim)
 

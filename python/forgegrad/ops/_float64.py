@@ -28,8 +28,8 @@ from .registry import _OPS
 
 _SAME_FUNCTION = ("abs", "add", "sub", "mul", "div", "pow", "neg", "exp", "log", "sqrt", "sin", "cos", "clamp",
                   "relu", "tanh", "silu", "leaky_relu", "gelu", "softmax", "log_softmax", "sum", "mean", "amax",
-                  "amin", "max_dim", "min_dim", "argmax", "argmin", "var", "std", "cast", "compare", "where", "cat",
-                  "stack", "reshape", "permute", "expand", "getitem", "clone", "dropout", "embedding",
+                  "amin", "max_dim", "min_dim", "argmax", "argmin", "cumsum", "var", "std", "cast", "compare", "where",
+                  "cat", "stack", "reshape", "permute", "expand", "getitem", "clone", "dropout", "embedding",
                   "scaled_dot_product_attention", "l1_loss", "binary_cross_entropy_with_logits", "kl_div",
                   "cross_entropy", "nll_loss", "fake_quantize_per_tensor_affine",
                   "fake_quantize_per_channel_affine")

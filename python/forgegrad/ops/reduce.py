@@ -1,4 +1,5 @@
-"""Reductions over axes: sum, mean, max/min (values with the gradient routed to the winners)."""
+"""Reductions over axes: sum, mean, max/min (values with the gradient routed to the winners), and the
+running sum along one axis (cumsum)."""
 from __future__ import annotations
 
 import math
@@ -80,6 +81,40 @@ class SumFunction(Function):
     def backward(ctx, g):
         g = _expand_back(g, ctx.in_shape, ctx.axes, ctx.keepdim)
         return np.broadcast_to(g, ctx.in_shape).astype(g.dtype, copy=True)
+
+
+def _cumsum_dtype(a) -> np.dtype:
+    """torch's rule: floats keep their dtype, bool and integers sum as int64."""
+    return a.dtype if a.dtype.kind == "f" else np.dtype(np.int64)
+
+
+def _cumsum_samples():
+    x = S.rand(3, 5, 7)
+    return [Sample((x, 1), {}, "dim 1"), Sample((x, -1), {}, "last dim"), Sample((S.rand(11),), {"dim": 0}, "1-d"),
+            Sample((S.rand(*S.LARGE), 0), name="large")]
+
+
+@register_op("cumsum", meta=lambda a, dim: M.MetaArray(a.shape, _cumsum_dtype(a)), flops=M.per_input_element(1),
+             samples=_cumsum_samples, torch=lambda torch, a, dim: torch.cumsum(a, dim),
+             bad_inputs=lambda: [BadInput((S.rand(2, 3), 2), {}, IndexError, "dim"),
+                                 BadInput((S.rand(2, 3), None), {}, TypeError, "dim")])
+class CumsumFunction(Function):
+    """The running sum of ``a`` along ``dim`` (torch.cumsum), added in index order; bool and integer
+    inputs sum as int64. Its gradient is the running sum of the gradient from the other end."""
+
+    @staticmethod
+    def forward(ctx, a, dim):
+        ctx.axis = single_axis(dim, max(a.ndim, 1), "cumsum(): dim")
+        if a.ndim == 0:
+            return np.array(a, dtype=_cumsum_dtype(a))
+        return np.cumsum(a, axis=ctx.axis, dtype=_cumsum_dtype(a))
+
+    @staticmethod
+    def backward(ctx, g):
+        if g.ndim == 0:
+            return g.copy()
+        flipped = np.flip(g, axis=ctx.axis)
+        return np.ascontiguousarray(np.flip(np.cumsum(flipped, axis=ctx.axis, dtype=g.dtype), axis=ctx.axis))
 
 
 @register_op("mean", meta=M.float_reduction, flops=M.per_input_element(1), samples=_reduce_samples,

@@ -1,4 +1,4 @@
-"""Reductions: Sum Mean Amax Amin MaxDim MinDim (values + ArgMax/ArgMin indices), Var."""
+"""Reductions: Sum Mean Amax Amin MaxDim MinDim (values + ArgMax/ArgMin indices), Var; CumSum."""
 from __future__ import annotations
 
 import numpy as np
@@ -26,6 +26,15 @@ register(R.SumFunction)(_reduce("ReduceSum"))
 register(R.MeanFunction)(_reduce("ReduceMean", cast_to_out=True))  # mean of ints is float
 register(R.AmaxFunction)(_reduce("ReduceMax"))
 register(R.AminFunction)(_reduce("ReduceMin"))
+
+
+@register(R.CumsumFunction)
+def map_cumsum(ctx, op):
+    x = op.input("a", op.out_dtype())  # bool and int32 run as int64, as the op sums them
+    if op.args["a"].ndim == 0:
+        return [ctx.node("Identity", [x])]
+    axis = normalize_axis(op.attr("dim"), op.args["a"].ndim)[0]
+    return [ctx.node("CumSum", [x, ctx.const(np.int64(axis))])]
 
 
 def _value_index(reduce_op, arg_op):
