@@ -277,3 +277,40 @@ def test_scalar_outputs_and_constants_keep_rank_zero(tmp_path):
     model = Lambda(lambda m, x: (x.sum() * 2 + 1, x.mean() - x.amax(), (x - 0.5).abs().sum(dim=1)))
     report, proto = export_and_check(model, fg.randn(3, 4), tmp_path)
     assert [len(o.type.tensor_type.shape.dim) for o in proto.graph.output] == [0, 0, 1]
+
+
+def _joined(m, past, new, mask):
+    """A KV-cache-like model: mask covers past + new; the Reshape target is read off mask's run-time shape."""
+    joined = fg.cat([past, new], 1) * mask.unsqueeze(-1)
+    return joined.reshape(mask.shape[0] * mask.shape[1], -1)
+
+
+_SUMMED = {"past": {0: "batch", 1: "past"}, "new": {0: "batch", 1: "new"}, "mask": {0: "batch", 1: "past+new"}}
+
+
+def test_an_axis_named_as_a_sum_follows_its_parts(tmp_path):
+    """'past+new' is traced at past + new in every trace, verified at a size with past 0, and is a symbol of
+    its own at run time (batch * (past+new) from the mask's shape)."""
+    path = str(tmp_path / "s.onnx")
+    report = fonnx.export(Lambda(_joined), (fg.randn(2, 3, 4), fg.randn(2, 5, 4), fg.randn(2, 8)), path,
+                          input_names=["past", "new", "mask"], dynamic_axes=_SUMMED,
+                          verify_sizes=[{"batch": 1, "past": 0, "new": 2}, {"batch": 3, "past": 6, "new": 1}])
+    assert report.ok and {r.sizes["past+new"] for r in report.runs} == {8, 2, 7}
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[2].shape == ["batch", "past+new"]
+    past, new, mask = (np.random.rand(*s).astype(np.float32) for s in ((4, 9, 4), (4, 2, 4), (4, 11)))
+    got = sess.run(None, {"past": past, "new": new, "mask": mask})[0]
+    np.testing.assert_allclose(got, (np.concatenate([past, new], 1) * mask[..., None]).reshape(44, 4), rtol=1e-6)
+
+
+def test_a_summed_axis_that_does_not_add_up_is_refused(tmp_path):
+    args = (fg.randn(2, 3, 4), fg.randn(2, 5, 4))
+    with pytest.raises(ValueError, match=r"'past\+new' has size 7 on input 'mask' but past \(3\) \+ new \(5\) = 8"):
+        fonnx.export(Lambda(_joined), (*args, fg.randn(2, 7)), str(tmp_path / "a.onnx"),
+                     input_names=["past", "new", "mask"], dynamic_axes=_SUMMED)
+    with pytest.raises(ValueError, match=r"sums \['old'\], which name no axis"):
+        fonnx.export(Lambda(_joined), (*args, fg.randn(2, 8)), str(tmp_path / "a.onnx"),
+                     input_names=["past", "new", "mask"], dynamic_axes={**_SUMMED, "mask": {1: "past+old"}})
+    with pytest.raises(ValueError, match="verify_sizes names"):
+        fonnx.export(Lambda(_joined), (*args, fg.randn(2, 8)), str(tmp_path / "a.onnx"),
+                     input_names=["past", "new", "mask"], dynamic_axes=_SUMMED, verify_sizes=[{"past+new": 4}])

@@ -126,7 +126,7 @@ def meta_runs(inputs: List[Tensor], input_axes: List[Dict[int, str]], symbols, v
     for kind, sizes in later:
         if not isinstance(sizes, dict) or set(sizes) - set(symbols.names):
             continue  # verify_sizes naming unknown axes: the verification reports it
-        full = {**symbols.a, **sizes}
+        full = symbols.full(sizes)
         if full in tried:
             continue
         tried.append(full)

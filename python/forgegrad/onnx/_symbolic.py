@@ -8,6 +8,10 @@ value at run time (a Reshape target, a Slice bound), as an ``Expr`` of the dynam
 (``x[:, :-1]`` on the sequence axis). Two traces fix such an expression; the third checks it, so
 that e.g. ``batch // 2`` is refused instead of being taken for ``batch - 3``. The sizes of B and C
 are chosen so that the solution is unique.
+
+An input axis may also be named as a sum of other axes' symbols, ``"past_sequence+sequence"`` (a KV-cache
+decoder's attention mask covers the cached and the new tokens): its size in every trace is that sum, and
+it is a symbol of its own for the expressions, read off its input's shape at run time.
 """
 from __future__ import annotations
 
@@ -62,8 +66,27 @@ class Symbols:
         self.b: Dict[str, int] = {}
         self.c: Dict[str, int] = {}
         self.source: Dict[str, Tuple[str, int]] = {}  # symbol -> (graph input name, axis)
+        self.derived: Dict[str, Tuple[str, ...]] = {}  # "a+b" -> ("a", "b"): a sum of other symbols
+
+    @property
+    def free(self) -> List[str]:
+        """The symbols whose sizes are chosen (not sums of others)."""
+        return [n for n in self.names if n not in self.derived]
+
+    def full(self, sizes: Dict[str, int]) -> Dict[str, int]:
+        """The example's sizes with ``sizes`` (free symbols) over them, and every sum recomputed."""
+        out = {**self.a, **sizes}
+        for name, parts in self.derived.items():
+            out[name] = sum(out[p] for p in parts)
+        return out
 
     def add(self, name: str, size: int, source: Tuple[str, int]) -> None:
+        if "+" in name and name not in self.derived:
+            parts = tuple(p.strip() for p in name.split("+"))
+            if not all(parts) or len(set(parts)) != len(parts):
+                raise ValueError(f"dynamic axis {name!r} of input {source[0]!r}: a sum must name distinct axes, "
+                                 "as 'past_sequence+sequence'")
+            self.derived[name] = parts
         if name in self.a:
             if self.a[name] != size:
                 src = self.source[name]
@@ -79,8 +102,17 @@ class Symbols:
         two symbols share a size, a ratio to trace A's or a difference from it, so a Dyn maps to one
         Expr only. The sizes are just above the example's: a model that runs at the example's sizes
         (a minimum sequence length, say) runs at these too, at about the same cost."""
+        for name, parts in self.derived.items():
+            missing = [p for p in parts if p not in self.a or p in self.derived]
+            if missing:
+                raise ValueError(f"dynamic axis {name!r} (on input {self.source[name][0]!r}) sums {missing}, "
+                                 f"which name no axis of the other inputs (dynamic axes: {self.free})")
+            if self.a[name] != sum(self.a[p] for p in parts):
+                raise ValueError(f"dynamic axis {name!r} has size {self.a[name]} on input {self.source[name][0]!r} "
+                                 f"but {' + '.join(f'{p} ({self.a[p]})' for p in parts)} = "
+                                 f"{sum(self.a[p] for p in parts)}")
         for sizes in (self.b, self.c):
-            for name in self.names:
+            for name in self.free:
                 a = self.a[name]
                 for v in range(a + 1, a + 64):
                     if v == a or v == self.b.get(name):
@@ -92,6 +124,7 @@ class Symbols:
                         break
                 else:  # pragma: no cover - needs more than ~4 dynamic axes
                     raise ValueError(f"could not choose a trace size for dynamic axis {name!r}")
+            sizes.update({k: v for k, v in self.full(sizes).items() if k in self.derived})
 
     def solve(self, dim: Dyn) -> Optional[Expr]:
         """The unique Expr that gives dim.a, dim.b (and dim.c) at the traces' sizes, else None."""

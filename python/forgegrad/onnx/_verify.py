@@ -154,7 +154,7 @@ def default_verify_sizes(symbols) -> List[Dict[str, int]]:
         return []
     out = []
     for v in (1, 7):
-        sizes = {s: (v if symbols.a[s] != v else v + 1) for s in symbols.names}
+        sizes = {s: (v if symbols.a[s] != v else v + 1) for s in symbols.free}
         out.append(sizes)
     return out
 
@@ -169,11 +169,11 @@ def verify_model(model, report: ExportReport, inputs: List[Tensor], input_axes, 
     rng = np.random.default_rng(seed)
     cases = [("example", dict(symbols.a), [x._data for x in inputs])]
     for sizes in (default_verify_sizes(symbols) if verify_sizes is None else verify_sizes):
-        unknown = set(sizes) - set(symbols.names)
+        unknown = set(sizes) - set(symbols.free)
         if unknown:
-            raise ValueError(f"verify_sizes names {sorted(unknown)}, which are not dynamic axes "
-                             f"(dynamic axes: {symbols.names})")
-        full = {**symbols.a, **sizes}
+            raise ValueError(f"verify_sizes names {sorted(unknown)}, which are not dynamic axes whose size can be "
+                             f"chosen (those are {symbols.free}; a sum such as 'past_sequence+sequence' follows them)")
+        full = symbols.full(sizes)
         arrays = []
         for x, ax in zip(inputs, input_axes):
             shape = [full[ax[a]] if a in ax else d for a, d in enumerate(x.shape)]
