@@ -30,7 +30,11 @@ def add_parser(sub):
                                    "and print the parity report against forgegrad. VAEs export their deterministic "
                                    "reconstruction x -> decode(mu(x)).")
     p.add_argument("checkpoint", metavar="CHECKPOINT",
-                   help="the train --out directory, its model.json or model.safetensors")
+                   help="the train --out directory, its model.json or model.safetensors; or a Hugging Face "
+                        "checkpoint directory (config.json): a GPT-2 or Llama-family decoder exports with its KV "
+                        "cache as inputs and outputs, for generation in onnxruntime")
+    p.add_argument("--no-past", action="store_true",
+                   help="Hugging Face decoders: export the plain forward (input_ids -> logits) without the KV cache")
     p.add_argument("--out", required=True, metavar="model.onnx", help="path of the ONNX file to write")
     p.add_argument("--batch", type=int, default=4, help="batch size of the example input used to trace (default 4)")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime parity check")
@@ -97,9 +101,51 @@ def format_report(report) -> str:
     return str(report)
 
 
+def is_hf_directory(path) -> bool:
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json"))
+
+
+def export_hf(path, out, batch=4, verify=True, past=True):
+    """A Hugging Face checkpoint directory to ONNX: a decoder with its KV cache (export_with_past), or
+    its plain forward (dynamic batch and sequence); returns (model's class name, parity report)."""
+    require("onnx", "onnx", what="ONNX export")
+    if verify:
+        require("onnxruntime", "onnx", what="verifying the ONNX export")
+    from ..models import from_pretrained
+    from ..models.hf import export_with_past
+    from ..onnx import OnnxExportError, OnnxVerificationError, export
+    try:
+        model = from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise CLIError(f"{path}: {e}") from None
+    name = type(model).__name__
+    try:
+        if past and callable(getattr(model, "forward_graph", None)):
+            return name, export_with_past(model, out, verify=verify)
+        ids = np.random.default_rng(0).integers(0, model.config["vocab_size"], size=(batch, 8), dtype=np.int64)
+        return name, export(model.eval(), (ids,), out, input_names=["input_ids"], output_names=["logits"],
+                            verify=verify, rtol=1e-4, atol=1e-4,
+                            dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}})
+    except OnnxVerificationError as e:
+        print(e.report, file=sys.stderr)
+        raise CLIError(f"the ONNX model written to {out} does not match forgegrad in onnxruntime") from None
+    except (OnnxExportError, NotImplementedError, ValueError, TypeError) as e:
+        raise CLIError(f"ONNX export of {name} failed: {str(e).splitlines()[0]}") from None
+
+
 def run(args, log=print):
     if args.batch <= 0:
         raise UsageError(f"--batch must be positive, got {args.batch}")
+    if is_hf_directory(args.checkpoint):
+        d = os.path.dirname(os.path.abspath(args.out))
+        if not os.path.isdir(d) or os.path.isdir(args.out):
+            raise UsageError(f"--out {args.out}: give the path of an .onnx file in an existing directory")
+        name, report = export_hf(args.checkpoint, args.out, args.batch, not args.no_verify, past=not args.no_past)
+        log(f"exported {name} to {args.out} ({os.path.getsize(args.out):,} bytes)")
+        if not args.no_verify:
+            log("onnxruntime parity report:")
+            log(format_report(report))
+        return 0
     model, meta = _checkpoint.load(args.checkpoint)
     report = export_model(model, meta, args.out, batch=args.batch, verify=not args.no_verify)
     log(f"exported {meta['name']} to {args.out} ({os.path.getsize(args.out):,} bytes)")

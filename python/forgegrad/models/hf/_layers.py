@@ -81,6 +81,24 @@ class KVCache:
         self.length += t
 
 
+class PastKeyValues:
+    """Keys and values of every layer as Tensors (batch, kv_heads, past, head_dim) that a forward extends
+    by concatenation: the form an exported graph takes them in (``past_key_values.<i>.key`` inputs,
+    ``present.<i>.key`` outputs), where a preallocated KVCache written in place cannot be traced."""
+
+    def __init__(self, keys: List[Tensor], values: List[Tensor]):
+        self.keys, self.values = list(keys), list(values)
+        self.length = keys[0].shape[2] if keys else 0
+
+    def update(self, layer: int, k: Tensor, v: Tensor):
+        self.keys[layer] = cat([self.keys[layer], k], dim=2)
+        self.values[layer] = cat([self.values[layer], v], dim=2)
+        return self.keys[layer], self.values[layer]
+
+    def advance(self, t: int) -> None:
+        self.length += t
+
+
 def additive_mask(padding: Optional[np.ndarray], past: int, t: int, causal: bool,
                   window: Optional[int] = None) -> Optional[np.ndarray]:
     """The float mask (B or 1, 1, t, past + t) added to attention scores: 0 where a query may look,
@@ -125,12 +143,13 @@ def merge_heads(x: Tensor) -> Tensor:
     return x.permute(0, 2, 1, 3).reshape(B, T, H * D)
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, mask: Optional[np.ndarray], causal: bool = False,
+def attend(q: Tensor, k: Tensor, v: Tensor, mask, causal: bool = False,
            scale: Optional[float] = None) -> Tensor:
     """softmax(q k^T * scale + mask) v with q (B, H, t, D) and k, v (B, Hkv, L, D), H a multiple of Hkv,
-    on the fused attention kernel (``causal``: keys after the query's position masked, positions from 0)."""
+    on the fused attention kernel (``causal``: keys after the query's position masked, positions from 0).
+    ``mask``: None, a numpy array (additive_mask's) or a Tensor (an exported graph's attention bias)."""
     gqa = k.shape[1] != q.shape[1]
-    m = None if mask is None else Tensor._wrap(np.ascontiguousarray(mask))
+    m = mask if mask is None or isinstance(mask, Tensor) else Tensor._wrap(np.ascontiguousarray(mask))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=m, is_causal=causal and m is None and q.shape[2] > 1,
                                           scale=scale, enable_gqa=gqa)
 
@@ -193,6 +212,15 @@ class RotaryEmbedding(nn.Module):
         if start + t <= self.cos_table.shape[2]:
             return self.cos_table[:, :, start:start + t], self.sin_table[:, :, start:start + t]
         return self.cos_sin(np.arange(start, start + t)[None])
+
+    def cos_sin_of(self, position_ids: Tensor):
+        """cos_sin on int64 Tensor positions, as Tensor ops (an exported graph computes them from its inputs)."""
+        freqs = position_ids.float().unsqueeze(-1) * Tensor._wrap(self.inv_freq)  # (B, T, D/2), float32
+        emb = cat([freqs, freqs], dim=-1).unsqueeze(1)
+        cos, sin = emb.cos(), emb.sin()
+        if self.attention_factor != 1.0:
+            cos, sin = cos * self.attention_factor, sin * self.attention_factor
+        return cos, sin
 
     def cos_sin(self, position_ids: np.ndarray):
         """cos and sin of shape (B, 1, T, D) for int positions (B, T)."""

@@ -28,7 +28,7 @@ __all__ = ["GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM"]
 _NEG = float(np.finfo(np.float32).min)
 
 
-def attend_softcapped(q: Tensor, k: Tensor, v: Tensor, mask: Optional[np.ndarray], scale: float,
+def attend_softcapped(q: Tensor, k: Tensor, v: Tensor, mask, scale: float,
                       cap: Optional[float]) -> Tensor:
     """softmax(cap * tanh(q k^T * scale / cap) + mask) v, causal when ``mask`` is None (transformers'
     eager attention: each key/value head serves H / Hkv query heads). Without a cap: the fused kernel."""
@@ -43,7 +43,9 @@ def attend_softcapped(q: Tensor, k: Tensor, v: Tensor, mask: Optional[np.ndarray
     scores = F.tanh(scores / cap) * cap  # divided by the cap, as transformers (not times 1 / cap)
     if mask is None and t > 1:  # plain causal from position 0
         mask = np.triu(np.full((t, L), _NEG, np.float32), 1 + L - t)[None, None]
-    if mask is not None:
+    if isinstance(mask, Tensor):  # an exported graph's attention bias
+        scores = scores + mask
+    elif mask is not None:
         scores = scores + Tensor._wrap(np.ascontiguousarray(mask, dtype=np.float32))
     return F.softmax(scores, dim=-1) @ v
 
@@ -117,8 +119,8 @@ class Gemma2ForCausalLM(LlamaForCausalLM):
         window = _window(cfg, self.architecture) if "sliding_attention" in kinds else None
         return [window if k == "sliding_attention" else None for k in kinds]
 
-    def _embed(self, ids: np.ndarray) -> Tensor:
-        return self.model.embed_tokens(Tensor._wrap(ids)) * self.embed_scale
+    def _embed(self, ids) -> Tensor:
+        return self.model.embed_tokens(ids if isinstance(ids, Tensor) else Tensor._wrap(ids)) * self.embed_scale
 
     def _finish(self, logits: Tensor) -> Tensor:
         if self.final_softcap is None:

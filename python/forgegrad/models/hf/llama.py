@@ -121,8 +121,8 @@ class LlamaForCausalLM(nn.Module):
         ``norm``."""
         return LlamaModel(cfg, **self._variant(cfg))
 
-    def _embed(self, ids: np.ndarray) -> Tensor:
-        return self.model.embed_tokens(Tensor._wrap(ids))
+    def _embed(self, ids) -> Tensor:
+        return self.model.embed_tokens(ids if isinstance(ids, Tensor) else Tensor._wrap(ids))
 
     def _finish(self, logits: Tensor) -> Tensor:
         """The logits as the architecture returns them (Gemma 2 soft-caps them)."""
@@ -210,6 +210,27 @@ class LlamaForCausalLM(nn.Module):
         if cache is not None:
             cache.advance(T)
         if logits_to_keep:  # the LM head on the last positions only (generate needs the last one)
+            x = x[:, -logits_to_keep:]
+        return self._finish(F.linear(x, self.model.embed_tokens.weight) if self.tied else self.lm_head(x))
+
+    def forward_graph(self, input_ids: Tensor, position_ids: Tensor, bias: Tensor, cache,
+                      logits_to_keep: int = 0) -> Tensor:
+        """The logits from Tensor token ids and positions (B, T) and an additive attention ``bias``
+        (B, 1, T, past + T), extending ``cache`` (a PastKeyValues): every step a Tensor op, so that
+        ``export_with_past`` traces a graph whose masks and positions follow its inputs. ``logits_to_keep``
+        as forward's (1: the last position's only)."""
+        if any(w is not None for w in self.sliding_windows):
+            raise NotImplementedError(f"{type(self).__name__}: exporting sliding-window attention is not supported "
+                                      "yet (one attention bias serves every layer)")
+        if isinstance(self.rotary, LengthScaledRope):
+            raise NotImplementedError(f"{type(self).__name__}: exporting a longrope or dynamic-rope model is not "
+                                      "supported yet (the graph would keep one set of frequencies at every length)")
+        tables = self.per_layer(lambda r: r.cos_sin_of(position_ids))
+        x = self._embed(input_ids)
+        for i, layer in enumerate(self.model.layers):
+            x = layer(x, *tables[i], bias, cache, i)
+        x = self.model.norm(x)
+        if logits_to_keep:
             x = x[:, -logits_to_keep:]
         return self._finish(F.linear(x, self.model.embed_tokens.weight) if self.tied else self.lm_head(x))
 

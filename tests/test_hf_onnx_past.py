@@ -1,0 +1,188 @@
+"""ONNX export of decoder-only Hugging Face models with their KV cache (forgegrad.models.hf.export_with_past):
+checkpoints written by transformers itself, exported, then decoded step by step in onnxruntime on the graph's
+own present -> past outputs. The prefill logits and every greedy token equal transformers' (and forgegrad's
+generate), on a left-padded batch too; the refusals name what is not exportable yet."""
+import numpy as np
+import pytest
+
+import hf_conformance as hfc
+from forgegrad.models import from_pretrained
+from forgegrad.models.hf import export_with_past, generate, generate_onnx
+from forgegrad.models.hf.onnx_export import DecoderWithPast
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+transformers.logging.set_verbosity_error()
+
+VOCAB = 97
+LLAMA = dict(num_hidden_layers=2, hidden_size=48, num_attention_heads=6, num_key_value_heads=2, intermediate_size=40,
+             vocab_size=VOCAB, max_position_embeddings=96, initializer_range=0.3, eos_token_id=None)
+MODELS = {
+    "gpt2": lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_layer=2, n_embd=24, n_head=3, vocab_size=VOCAB, n_positions=96, initializer_range=0.3, eos_token_id=None)),
+    # grouped-query attention (6 query heads on 2 key/value heads), untied head
+    "llama": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(**LLAMA)),
+    # per-head query/key norms, head_dim apart from hidden_size / heads, tied embeddings
+    "qwen3": lambda: transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**LLAMA, head_dim=12,
+                                                                             tie_word_embeddings=True)),
+    # scaled embeddings, (1 + w) norms, GELU-tanh MLP
+    "gemma": lambda: transformers.GemmaForCausalLM(transformers.GemmaConfig(**LLAMA, head_dim=12)),
+    # 3/4 of each head rotated (Phi-4-mini's form), fused projections in the checkpoint
+    "phi3_partial": lambda: transformers.Phi3ForCausalLM(transformers.Phi3Config(
+        **LLAMA, partial_rotary_factor=0.75, pad_token_id=0, sliding_window=None)),
+    "mistral_window": lambda: transformers.MistralForCausalLM(transformers.MistralConfig(**LLAMA, sliding_window=6)),
+}
+EXPORTABLE = ["gpt2", "llama", "qwen3", "gemma", "phi3_partial"]
+PROMPTS = np.random.RandomState(3).randint(1, VOCAB, (2, 9)).astype(np.int64)
+LEFT_MASK = np.ones_like(PROMPTS)
+LEFT_MASK[1, :4] = 0  # the second prompt is 5 tokens, left-padded
+LEFT_PADDED = np.where(LEFT_MASK == 1, PROMPTS, 0)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    return hfc.save_checkpoints(tmp_path_factory.mktemp("hf_onnx_past"), MODELS, seed=0)
+
+
+_EXPORTS = {}
+
+
+def _exported(checkpoints, tmp_path_factory, name):
+    """(forgegrad model, onnxruntime session, export report), exported once per model."""
+    if name not in _EXPORTS:
+        root, _ = checkpoints
+        model = from_pretrained(root / name)
+        path = tmp_path_factory.mktemp("past_" + name) / "decoder.onnx"
+        report = export_with_past(model, path)
+        _EXPORTS[name] = model, ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]), report
+    return _EXPORTS[name]
+
+
+@pytest.mark.parametrize("name", EXPORTABLE)
+def test_graph_names_and_dynamic_axes(checkpoints, tmp_path_factory, name):
+    model, sess, report = _exported(checkpoints, tmp_path_factory, name)
+    assert report.ok and {r.label for r in report.runs} == {"example", "random"}
+    n = len(model.new_cache(1, 1).keys)
+    assert [i.name for i in sess.get_inputs()] == ["input_ids", "attention_mask"] + [
+        f"past_key_values.{i}.{kv}" for i in range(n) for kv in ("key", "value")]
+    assert [o.name for o in sess.get_outputs()] == ["logits"] + [
+        f"present.{i}.{kv}" for i in range(n) for kv in ("key", "value")]
+    shapes = {i.name: i.shape for i in sess.get_inputs() + sess.get_outputs()}
+    kv_heads, head_dim = model.new_cache(1, 1).keys[0].shape[1::2]
+    assert shapes["attention_mask"] == ["batch", "past_sequence+sequence"]
+    assert shapes["past_key_values.1.value"] == ["batch", kv_heads, "past_sequence", head_dim]
+    assert shapes["present.0.key"] == ["batch", kv_heads, "past_sequence+sequence", head_dim]
+    assert shapes["logits"] == ["batch", "sequence", VOCAB]
+
+
+@pytest.mark.parametrize("name", EXPORTABLE)
+def test_prefill_then_steps_give_transformers_logits(checkpoints, tmp_path_factory, name):
+    """The prompt with no past, then three one-token steps and a two-token step on the graph's own cache: each
+    call's logits equal transformers' forward over the whole sequence so far, left-padded row included."""
+    _, hf_models = checkpoints
+    _, sess, _ = _exported(checkpoints, tmp_path_factory, name)
+    kv = [i for i in sess.get_inputs()[2:]]
+    past = {i.name: np.zeros((2, i.shape[1], 0, i.shape[3]), np.float32) for i in kv}
+    seq, mask = LEFT_PADDED, LEFT_MASK
+    new = seq
+    for step, extra in enumerate([None, 1, 1, 1, 2]):
+        if extra is not None:
+            new = np.random.RandomState(step).randint(1, VOCAB, (2, extra)).astype(np.int64)
+            seq = np.concatenate([seq, new], 1)
+            mask = np.concatenate([mask, np.ones_like(new)], 1)
+        logits, *present = sess.run(None, {"input_ids": new, "attention_mask": mask, **past})
+        position_ids = np.where(mask == 1, np.cumsum(mask, 1) - 1, 1)
+        with torch.no_grad():
+            ref = hf_models[name](torch.tensor(seq), attention_mask=torch.tensor(mask),
+                                  position_ids=torch.tensor(position_ids)).logits.numpy()[:, -new.shape[1]:]
+        real = mask[:, -new.shape[1]:] == 1  # padding positions' logits are not compared
+        np.testing.assert_allclose(logits[real], ref[real], rtol=1e-4, atol=1e-4, err_msg=f"call {step}")
+        past = dict(zip([i.name for i in kv], present))
+
+
+@pytest.mark.parametrize("name", EXPORTABLE)
+def test_greedy_decoding_in_onnxruntime_yields_transformers_tokens(checkpoints, tmp_path_factory, name):
+    _, hf_models = checkpoints
+    model, sess, _ = _exported(checkpoints, tmp_path_factory, name)
+    got = generate_onnx(sess, LEFT_PADDED, LEFT_MASK, max_new_tokens=30)
+    want = hfc._hf_greedy(hf_models[name], LEFT_PADDED, 30, attention_mask=LEFT_MASK)
+    np.testing.assert_array_equal(got, want)
+    ours = generate(model, LEFT_PADDED, attention_mask=LEFT_MASK, max_new_tokens=30, pad_token_id=0)
+    np.testing.assert_array_equal(got, np.asarray(ours))
+
+
+def test_generate_onnx_stops_rows_at_eos_as_transformers(checkpoints, tmp_path_factory):
+    """Greedy with an eos token: rows that produced it continue with the pad token, decoding stops once all have."""
+    _, hf_models = checkpoints
+    _, sess, _ = _exported(checkpoints, tmp_path_factory, "llama")
+    free = generate_onnx(sess, LEFT_PADDED, LEFT_MASK, max_new_tokens=12)
+    eos = int(free[0, 9 + 2])  # row 0's third new token
+    got = generate_onnx(sess, LEFT_PADDED, LEFT_MASK, max_new_tokens=12, eos_token_id=eos, pad_token_id=0)
+    with torch.no_grad():
+        want = hf_models["llama"].generate(torch.tensor(LEFT_PADDED), attention_mask=torch.tensor(LEFT_MASK),
+                                           max_new_tokens=12, do_sample=False, eos_token_id=eos,
+                                           pad_token_id=0).numpy()
+    np.testing.assert_array_equal(got, want)
+    assert got[0, 9 + 2] == eos
+
+
+def test_refusals_name_what_cannot_be_exported(checkpoints, tmp_path):
+    from forgegrad.onnx import OnnxExportError
+    root, _ = checkpoints
+    with pytest.raises(OnnxExportError, match="exporting sliding-window attention is not supported"):
+        export_with_past(from_pretrained(root / "mistral_window"), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+    from forgegrad import nn
+    with pytest.raises(TypeError, match="Linear is not a decoder-only model"):
+        DecoderWithPast(nn.Linear(2, 2))
+
+
+def test_generate_onnx_checks_its_arguments(checkpoints, tmp_path_factory, tmp_path):
+    _, sess, _ = _exported(checkpoints, tmp_path_factory, "gpt2")
+    with pytest.raises(ValueError, match="input_ids must be"):
+        generate_onnx(sess, np.zeros((2, 0), np.int64))
+    with pytest.raises(ValueError, match="attention_mask must have"):
+        generate_onnx(sess, PROMPTS, LEFT_MASK[:, :3])
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate_onnx(sess, PROMPTS, max_new_tokens=0)
+    import forgegrad as fg
+    from forgegrad.onnx import export
+    plain = str(tmp_path / "plain.onnx")
+    export(fg.nn.Linear(3, 2), np.zeros((1, 3), np.float32), plain)
+    with pytest.raises(ValueError, match="not export_with_past's"):
+        generate_onnx(plain, PROMPTS)
+
+
+def test_forgegrad_export_cli_takes_a_hugging_face_directory(checkpoints, tmp_path):
+    """`forgegrad export DIR --out F`: a decoder with its cache (greedy tokens in onnxruntime equal transformers');
+    --no-past: the plain forward; a window model fails with the reason and exit status 1."""
+    from forgegrad.cli import main
+    root, hf_models = checkpoints
+    out = tmp_path / "g.onnx"
+    assert main(["export", str(root / "gpt2"), "--out", str(out)]) == 0
+    np.testing.assert_array_equal(generate_onnx(out, LEFT_PADDED, LEFT_MASK, max_new_tokens=8),
+                                  hfc._hf_greedy(hf_models["gpt2"], LEFT_PADDED, 8, attention_mask=LEFT_MASK))
+    assert main(["export", str(root / "llama"), "--out", str(out), "--no-past"]) == 0
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["input_ids"]
+    with torch.no_grad():
+        want = hf_models["llama"](torch.tensor(PROMPTS)).logits.numpy()
+    np.testing.assert_allclose(sess.run(["logits"], {"input_ids": PROMPTS})[0], want, rtol=1e-4, atol=1e-4)
+    assert main(["export", str(root / "mistral_window"), "--out", str(tmp_path / "w.onnx")]) == 1
+
+
+def test_last_logits_only_graph_decodes_the_same(checkpoints, tmp_path):
+    """logits_to_keep=1: the LM head on the last position only (a prompt's logits are (batch, 1, vocab));
+    greedy tokens unchanged. Other values are refused."""
+    root, hf_models = checkpoints
+    model = from_pretrained(root / "qwen3")
+    path = tmp_path / "last.onnx"
+    export_with_past(model, path, logits_to_keep=1)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert sess.get_outputs()[0].shape == ["batch", 1, VOCAB]
+    np.testing.assert_array_equal(generate_onnx(sess, LEFT_PADDED, LEFT_MASK, max_new_tokens=10),
+                                  hfc._hf_greedy(hf_models["qwen3"], LEFT_PADDED, 10, attention_mask=LEFT_MASK))
+    with pytest.raises(ValueError, match="logits_to_keep must be 0"):
+        export_with_past(model, tmp_path / "x.onnx", logits_to_keep=2)
