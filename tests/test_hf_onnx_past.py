@@ -32,9 +32,29 @@ MODELS = {
     # 3/4 of each head rotated (Phi-4-mini's form), fused projections in the checkpoint
     "phi3_partial": lambda: transformers.Phi3ForCausalLM(transformers.Phi3Config(
         **LLAMA, partial_rotary_factor=0.75, pad_token_id=0, sliding_window=None)),
+    # a window of 6 on every layer: the 9-token prompts and 30 new tokens reach past it
     "mistral_window": lambda: transformers.MistralForCausalLM(transformers.MistralConfig(**LLAMA, sliding_window=6)),
+    # window 5 on the second layer only
+    "qwen2_sliding": lambda: transformers.Qwen2ForCausalLM(
+        transformers.Qwen2Config(**LLAMA, use_sliding_window=True, sliding_window=5, max_window_layers=1)),
+    # Gemma 2: softcapped scores and logits, window 4 on layer 0
+    "gemma2": lambda: transformers.Gemma2ForCausalLM(transformers.Gemma2Config(
+        **LLAMA, pad_token_id=0, head_dim=8, query_pre_attn_scalar=12, sliding_window=4, attn_logit_softcapping=2.0,
+        final_logit_softcapping=3.0)),
+    # Gemma 3: a local layer (window 4, its own rope base) and a global one (linear rope x2)
+    "gemma3": lambda: transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**{
+        **LLAMA, "pad_token_id": 0, "head_dim": 8, "query_pre_attn_scalar": 8, "sliding_window": 4,
+        "layer_types": ["sliding_attention", "full_attention"],
+        "rope_parameters": {"sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
+                            "full_attention": {"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0}}})),
+    # Phi-3.5's longrope: not exportable yet
+    "phi3_longrope": lambda: transformers.Phi3ForCausalLM(transformers.Phi3Config(**{
+        **LLAMA, "pad_token_id": 0, "original_max_position_embeddings": 8,
+        "rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0, 1.25, 1.5, 1.75],
+                            "long_factor": [2.0, 5.0, 6.0, 7.0], "original_max_position_embeddings": 8}})),
 }
-EXPORTABLE = ["gpt2", "llama", "qwen3", "gemma", "phi3_partial"]
+EXPORTABLE = ["gpt2", "llama", "qwen3", "gemma", "phi3_partial", "mistral_window", "qwen2_sliding", "gemma2",
+              "gemma3"]
 PROMPTS = np.random.RandomState(3).randint(1, VOCAB, (2, 9)).astype(np.int64)
 LEFT_MASK = np.ones_like(PROMPTS)
 LEFT_MASK[1, :4] = 0  # the second prompt is 5 tokens, left-padded
@@ -131,8 +151,8 @@ def test_generate_onnx_stops_rows_at_eos_as_transformers(checkpoints, tmp_path_f
 def test_refusals_name_what_cannot_be_exported(checkpoints, tmp_path):
     from forgegrad.onnx import OnnxExportError
     root, _ = checkpoints
-    with pytest.raises(OnnxExportError, match="exporting sliding-window attention is not supported"):
-        export_with_past(from_pretrained(root / "mistral_window"), tmp_path / "m.onnx")
+    with pytest.raises(OnnxExportError, match="exporting a longrope or dynamic-rope model is not supported"):
+        export_with_past(from_pretrained(root / "phi3_longrope"), tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
     from forgegrad import nn
     with pytest.raises(TypeError, match="Linear is not a decoder-only model"):
@@ -157,7 +177,7 @@ def test_generate_onnx_checks_its_arguments(checkpoints, tmp_path_factory, tmp_p
 
 def test_forgegrad_export_cli_takes_a_hugging_face_directory(checkpoints, tmp_path):
     """`forgegrad export DIR --out F`: a decoder with its cache (greedy tokens in onnxruntime equal transformers');
-    --no-past: the plain forward; a window model fails with the reason and exit status 1."""
+    --no-past: the plain forward; a longrope model fails with the reason and exit status 1."""
     from forgegrad.cli import main
     root, hf_models = checkpoints
     out = tmp_path / "g.onnx"
@@ -170,7 +190,7 @@ def test_forgegrad_export_cli_takes_a_hugging_face_directory(checkpoints, tmp_pa
     with torch.no_grad():
         want = hf_models["llama"](torch.tensor(PROMPTS)).logits.numpy()
     np.testing.assert_allclose(sess.run(["logits"], {"input_ids": PROMPTS})[0], want, rtol=1e-4, atol=1e-4)
-    assert main(["export", str(root / "mistral_window"), "--out", str(tmp_path / "w.onnx")]) == 1
+    assert main(["export", str(root / "phi3_longrope"), "--out", str(tmp_path / "w.onnx")]) == 1
 
 
 def test_last_logits_only_graph_decodes_the_same(checkpoints, tmp_path):

@@ -147,16 +147,18 @@ class GPT2LMHeadModel(nn.Module):
             x = x[:, -logits_to_keep:]
         return F.linear(x, tr.wte.weight) if self.tied else self.lm_head(x)
 
-    def forward_graph(self, input_ids: Tensor, position_ids: Tensor, bias: Tensor, cache,
+    sliding_windows = ()  # every layer attends to every earlier key
+
+    def forward_graph(self, input_ids: Tensor, position_ids: Tensor, biases: dict, cache,
                       logits_to_keep: int = 0) -> Tensor:
-        """The logits from Tensor token ids and positions (B, T) and an additive attention ``bias``
-        (B, 1, T, past + T), extending ``cache`` (a PastKeyValues): every step a Tensor op, so that
-        ``export_with_past`` traces a graph whose masks and positions follow its inputs. ``logits_to_keep``
-        as forward's (1: the last position's only)."""
+        """The logits from Tensor token ids and positions (B, T) and the additive attention bias
+        ``biases[None]`` (B, 1, T, past + T), extending ``cache`` (a PastKeyValues): every step a Tensor op,
+        so that ``export_with_past`` traces a graph whose masks and positions follow its inputs.
+        ``logits_to_keep`` as forward's (1: the last position's only)."""
         tr = self.transformer
         x = tr.wte(input_ids) + tr.wpe(position_ids)
         for i, block in enumerate(tr.h):
-            x = block(x, bias, cache, i)
+            x = block(x, biases[None], cache, i)
         x = tr.ln_f(x)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]

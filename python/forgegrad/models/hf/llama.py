@@ -213,22 +213,20 @@ class LlamaForCausalLM(nn.Module):
             x = x[:, -logits_to_keep:]
         return self._finish(F.linear(x, self.model.embed_tokens.weight) if self.tied else self.lm_head(x))
 
-    def forward_graph(self, input_ids: Tensor, position_ids: Tensor, bias: Tensor, cache,
+    def forward_graph(self, input_ids: Tensor, position_ids: Tensor, biases: dict, cache,
                       logits_to_keep: int = 0) -> Tensor:
-        """The logits from Tensor token ids and positions (B, T) and an additive attention ``bias``
-        (B, 1, T, past + T), extending ``cache`` (a PastKeyValues): every step a Tensor op, so that
-        ``export_with_past`` traces a graph whose masks and positions follow its inputs. ``logits_to_keep``
-        as forward's (1: the last position's only)."""
-        if any(w is not None for w in self.sliding_windows):
-            raise NotImplementedError(f"{type(self).__name__}: exporting sliding-window attention is not supported "
-                                      "yet (one attention bias serves every layer)")
+        """The logits from Tensor token ids and positions (B, T) and additive attention biases (B, 1, T,
+        past + T), one per distinct sliding window of the layers (``biases[None]``: full attention),
+        extending ``cache`` (a PastKeyValues): every step a Tensor op, so that ``export_with_past`` traces a
+        graph whose masks and positions follow its inputs. ``logits_to_keep`` as forward's (1: the last
+        position's only)."""
         if isinstance(self.rotary, LengthScaledRope):
             raise NotImplementedError(f"{type(self).__name__}: exporting a longrope or dynamic-rope model is not "
                                       "supported yet (the graph would keep one set of frequencies at every length)")
         tables = self.per_layer(lambda r: r.cos_sin_of(position_ids))
         x = self._embed(input_ids)
         for i, layer in enumerate(self.model.layers):
-            x = layer(x, *tables[i], bias, cache, i)
+            x = layer(x, *tables[i], biases[self.sliding_windows[i]], cache, i)
         x = self.model.norm(x)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]

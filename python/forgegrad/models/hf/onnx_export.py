@@ -19,9 +19,9 @@ same layers, with the cache concatenated instead of written in place) and verifi
 against forgegrad at several sizes, the first call (no past) and a one-token step among them.
 ``generate_onnx`` decodes greedily on such a graph in onnxruntime (one call on the prompt, then one per token).
 
-Exports GPT-2 and the Llama family (Llama, Mistral, Qwen2, Qwen3, Phi-3 without longrope, Gemma 1).
-Sliding-window attention, longrope / dynamic rope and mixture-of-experts layers are refused, as by the
-plain export.
+Exports GPT-2 and the Llama family (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 1, 2 and 3), sliding
+windows included (each window's bias computed once, from the same places). Longrope / dynamic rope and
+mixture-of-experts layers are refused, as by the plain export.
 """
 from __future__ import annotations
 
@@ -60,10 +60,15 @@ class DecoderWithPast(nn.Module):
         place = (mask * 0 + 1).cumsum(-1) - 1  # each column's index 0 .. past + T - 1
         # transformers' position ids: the tokens before this one; padding at 1 (never read)
         positions = (mask.cumsum(-1) - 1) * mask + (1 - mask)
-        # a new token (row) may look at the keys (columns) up to its own place that are not padding
-        allowed = (place.unsqueeze(1) <= place[:, first_new:].unsqueeze(2)).float() * mask.unsqueeze(1)
-        bias = ((allowed - 1) * _FLOAT32_MAX).unsqueeze(1)  # (B, 1, T, past + T): 0 or float32's minimum
-        logits = self.decoder.forward_graph(input_ids, positions[:, first_new:].long(), bias, cache,
+        # a new token (row) may look at the keys (columns) up to its own place that are not padding, and
+        # in a layer with a sliding window only at the last ``window`` places (padding counted, as transformers)
+        keys, queries = place.unsqueeze(1), place[:, first_new:].unsqueeze(2)
+        allowed = (keys <= queries).float() * mask.unsqueeze(1)
+        biases = {}
+        for window in set(self.decoder.sliding_windows) | {None}:
+            near = allowed if window is None else allowed * ((queries - keys) < window).float()
+            biases[window] = ((near - 1) * _FLOAT32_MAX).unsqueeze(1)  # (B, 1, T, past + T): 0 or float32's min
+        logits = self.decoder.forward_graph(input_ids, positions[:, first_new:].long(), biases, cache,
                                             self.logits_to_keep)
         return (logits, *(t for kv in zip(cache.keys, cache.values) for t in kv))
 
