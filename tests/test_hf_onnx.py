@@ -78,12 +78,20 @@ def test_exported_model_gives_transformers_logits_at_any_batch_and_length(export
     np.testing.assert_allclose(got, model(ids).numpy(), rtol=1e-4, atol=5e-5)
 
 
-def test_bench_generate_times_onnxruntime_on_the_exported_prefill(decoder):
-    from forgegrad.bench.generate import _onnxruntime_prefill
+def test_bench_generate_times_onnxruntime_on_the_model_exported_with_its_cache(decoder, monkeypatch):
+    """The bench's onnxruntime prefill gives the last position's logits and fills the cache; its generation
+    yields forgegrad's greedy tokens (NEW tokens: fewer here, the test models have 40-64 positions)."""
+    import forgegrad.bench.generate as bench
+    from forgegrad.bench.generate import _onnxruntime_runs
+    from forgegrad.models.hf import generate
+    monkeypatch.setattr(bench, "NEW", 9)
     _, model, _, _ = decoder
     ids = np.random.RandomState(4).randint(0, VOCAB, (1, 30))
-    run = _onnxruntime_prefill(model, ids, threads=1)
-    np.testing.assert_allclose(run()[0], model(ids, logits_to_keep=1).numpy(), rtol=1e-4, atol=1e-5)
+    prefill, run_generate = _onnxruntime_runs(model, ids, threads=1)
+    logits, *present = prefill()
+    np.testing.assert_allclose(logits, model(ids, logits_to_keep=1).numpy(), rtol=1e-4, atol=1e-5)
+    assert present[0].shape[2] == 30
+    np.testing.assert_array_equal(run_generate(), generate(model, ids, max_new_tokens=9))
 
 
 def test_position_slices_equal_explicit_positions_bit_for_bit(decoder):

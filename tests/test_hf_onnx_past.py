@@ -206,3 +206,17 @@ def test_last_logits_only_graph_decodes_the_same(checkpoints, tmp_path):
                                   hfc._hf_greedy(hf_models["qwen3"], LEFT_PADDED, 10, attention_mask=LEFT_MASK))
     with pytest.raises(ValueError, match="logits_to_keep must be 0"):
         export_with_past(model, tmp_path / "x.onnx", logits_to_keep=2)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "bfloat16"])
+def test_weight_only_quantized_decoder_exports_with_its_cache(checkpoints, tmp_path, dtype):
+    """int8 / bfloat16 weight-only layers (quantize_weight_only) keep their form in the graph; greedy tokens in
+    onnxruntime equal the quantized model's own generate."""
+    from forgegrad.quantization import quantize_weight_only
+    root, _ = checkpoints
+    model = quantize_weight_only(from_pretrained(root / "llama"), dtype=dtype)
+    path = tmp_path / "q.onnx"
+    export_with_past(model, path)
+    np.testing.assert_array_equal(generate_onnx(path, LEFT_PADDED, LEFT_MASK, max_new_tokens=12),
+                                  np.asarray(generate(model, LEFT_PADDED, attention_mask=LEFT_MASK,
+                                                      max_new_tokens=12, pad_token_id=0)))

@@ -10,10 +10,10 @@ biases, SwiGLU 4864, vocab 151936 tied: 494 M weights) and Gemma 3 270M's (18 la
 1 key-value heads of 256, vocab 262144 tied, windows of 512 on five layers in six); --quick uses 2-layer
 versions. Decode at batch 1 streams every weight once per token, so the suite also reports the bandwidth
 it reaches (weight bytes per token / time per token) against what numpy's BLAS reaches streaming a matrix
-the same way (sgemv over 256 MB). The prefill row also times onnxruntime on the model's exported forward
-(no KV cache outputs; models under 1 GB of weights, which export as one protobuf, and without sliding
-windows, which do not export yet). Two last rows per model decode with weight-only Linear layers
-(``quantization.quantize_weight_only``): int8 against transformers' float32 decode (other numerics, a
+the same way (sgemv over 256 MB). The prefill, generate and decode rows also time onnxruntime on the model
+exported with its KV cache (``export_with_past``, the last position's logits; greedy with ``generate_onnx``;
+models under 1 GB of weights, which export as one protobuf). Two last rows per model decode with weight-only
+Linear layers (``quantization.quantize_weight_only``): int8 against transformers' float32 decode (other numerics, a
 quarter of the weight bytes), and bfloat16 weights against transformers running the model in bfloat16
 (half the bytes on both sides; forgegrad's arithmetic stays float32). Last, an encoder-decoder: T5-small's
 shape (6 + 6 layers, d_model 512, 8 heads, feed-forward 2048, vocab 32128), a 128-token input encoded once
@@ -45,7 +45,7 @@ MODELS = {
 }
 # onnxruntime's prefill needs the model exported, weights included, as one protobuf (< 2 GB): the small ones only
 ONNX_MAX_WEIGHTS = 1 << 30
-RUNTIMES = ("forgegrad", "transformers")
+RUNTIMES = ("forgegrad", "transformers", "onnxruntime")
 
 
 def _hf_model(transformers, kind, cfg):
@@ -108,32 +108,25 @@ def paired_models(kind, cfg):
     return hf, ours, ids, t_ids
 
 
-def _onnxruntime_prefill(model, ids, threads):
-    """onnxruntime running the model's exported forward on the prompt (the last position's logits), or
-    None without onnx/onnxruntime. The exported graph has no KV cache outputs: it is the prefill's
-    compute without the cache writes."""
+def _onnxruntime_runs(model, ids, threads):
+    """onnxruntime on the model exported with its KV cache (``export_with_past``, the last position's logits):
+    (prefill: the prompt with no past, generate: NEW greedy tokens with ``generate_onnx``), or None without
+    onnx/onnxruntime. Its first 8 tokens are checked against forgegrad's."""
     ort, onnx = optional_import("onnxruntime"), optional_import("onnx")
     if ort is None or onnx is None:
         return None
-    from .. import nn, onnx as fonnx
-    from ..tensor import Tensor
-
-    class LastLogits(nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, input_ids):
-            return self.m(input_ids, logits_to_keep=1)
+    from ..models.hf import export_with_past, generate, generate_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "prefill.onnx")
-        # traced at a short length (the exporter traces other lengths too); batch and tokens are dynamic
-        fonnx.export(LastLogits(model), Tensor(ids[:, :16]), path, verify=False,
-                     dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}})
+        path = os.path.join(tmp, "decoder.onnx")
+        export_with_past(model, path, logits_to_keep=1, verify=False)  # tests/test_hf_onnx_past.py verifies
         sess = ort_session(ort, path, threads)
-    name = sess.get_inputs()[0].name
-    return lambda: sess.run(None, {name: ids})
+    assert np.array_equal(generate_onnx(sess, ids, max_new_tokens=8), generate(model, ids, max_new_tokens=8)), \
+        "forgegrad and onnxruntime disagree"
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    for i in sess.get_inputs()[2:]:
+        feed[i.name] = np.zeros((ids.shape[0], i.shape[1], 0, i.shape[3]), np.float32)
+    return (lambda: sess.run(None, feed)), (lambda: generate_onnx(sess, ids, max_new_tokens=NEW))
 
 
 def _rows_for(name, threads, quick):
@@ -150,8 +143,8 @@ def _rows_for(name, threads, quick):
     hf, ours, ids, t_ids = paired_models(kind, cfg)
     weight_bytes = _bytes_per_token(ours)
     stored = sum(p.numpy().nbytes for p in ours.parameters())
-    windowed = any(w is not None for w in getattr(ours, "sliding_windows", ()))  # not exported yet
-    ort_prefill = _onnxruntime_prefill(ours, ids, threads) if stored <= ONNX_MAX_WEIGHTS and not windowed else None
+    ort_runs = _onnxruntime_runs(ours, ids, threads) if stored <= ONNX_MAX_WEIGHTS else None
+    ort_prefill, ort_generate = ort_runs or (None, None)
 
     from ..nn.utils import freeze
     ours = freeze(ours)  # weights packed once for the prompt's GEMMs (same tokens, bit for bit)
@@ -173,10 +166,10 @@ def _rows_for(name, threads, quick):
         repeat = 3
         pre = compare({"forgegrad": fg_prefill, "transformers": hf_prefill, "onnxruntime": ort_prefill},
                       repeat=repeat, min_time=0.0, warmup=1)
-        gen = compare({"forgegrad": lambda: generate(ours, ids, max_new_tokens=NEW), "transformers": hf_generate},
-                      repeat=repeat, min_time=0.0, warmup=1)
-    rows.append({"workload": f"{label} prefill {PROMPT} tokens", "threads": threads, "seconds": pre,
-                 **({"note": "onnxruntime runs the exported forward, which fills no KV cache"} if ort_prefill else {})})
+        gen = compare({"forgegrad": lambda: generate(ours, ids, max_new_tokens=NEW), "transformers": hf_generate,
+                       "onnxruntime": ort_generate}, repeat=repeat, min_time=0.0, warmup=1)
+    note = {"note": "onnxruntime runs the model exported with its KV cache (export_with_past)"} if ort_runs else {}
+    rows.append({"workload": f"{label} prefill {PROMPT} tokens", "threads": threads, "seconds": pre, **note})
     rows.append({"workload": f"{label} generate {NEW} tokens (greedy)", "threads": threads, "seconds": gen})
     decode = {k: (gen[k] - pre[k]) / NEW if gen.get(k) and pre.get(k) else None for k in RUNTIMES}
     row = {"workload": f"{label} decode per token", "threads": threads, "seconds": decode}
