@@ -51,6 +51,9 @@ def add_parser(sub):
                    "generation_config.json, else 1.0, none)")
     p.add_argument("--num-beams", type=positive_int, default=1, help="beam search with this many beams (greedy "
                    "otherwise; the text is written when the search ends, not streamed)")
+    p.add_argument("--num-return-sequences", type=positive_int, default=1, help="write this many sequences, each "
+                   "after a '=== GENERATED SEQUENCE i ===' line (not streamed): the best ones of beam search "
+                   "(at most --num-beams), or independent samples (with --temperature, --top-k or --top-p)")
     p.add_argument("--threads", type=positive_int, default=None, help="forgegrad kernel threads")
     p.add_argument("--weights", choices=("float32", "bfloat16", "int8"), default="float32",
                    help="the Linear layers' weights: float32 (default), bfloat16 (kept as the checkpoint stores "
@@ -99,6 +102,10 @@ def run(args, out=None):
     if args.seed is not None:
         manual_seed(args.seed)
     sample = args.temperature is not None or args.top_k is not None or args.top_p is not None
+    if args.num_beams > 1 and sample:
+        raise UsageError("--num-beams does not combine with sampling (--temperature, --top-k, --top-p)")
+    if args.num_return_sequences > 1:
+        return _several(args, out, model, tok, ids, prompt, sample, seq2seq)
     new, shown, times = [], "", [time.perf_counter()]
     if not seq2seq:  # a decoder continues the prompt; an encoder-decoder writes its own text
         out.write(prompt)
@@ -121,11 +128,9 @@ def run(args, out=None):
         stream(tokens)
 
     if args.num_beams > 1:
-        if sample:
-            raise UsageError("--num-beams does not combine with sampling (--temperature, --top-k, --top-p)")
         try:
             out_ids = generate(model, [ids], max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
-                               eos_token_id=sorted(eos)[0] if eos else None,
+                               do_sample=False, num_return_sequences=1, eos_token_id=sorted(eos)[0] if eos else None,
                                repetition_penalty=args.repetition_penalty)
         except ValueError as e:
             raise UsageError(str(e)) from None
@@ -139,7 +144,7 @@ def run(args, out=None):
             # streamed: one beam whatever generation_config.json asks for
             generate(model, [ids], max_new_tokens=args.max_new_tokens, do_sample=sample,
                      temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p, streamer=step,
-                     num_beams=1, repetition_penalty=args.repetition_penalty)
+                     num_beams=1, num_return_sequences=1, repetition_penalty=args.repetition_penalty)
         except _Ended:
             pass
         except ValueError as e:
@@ -154,6 +159,37 @@ def run(args, out=None):
     decode = (times[-1] - times[1]) / max(len(times) - 2, 1)
     print(f"[{len(ids)} prompt tokens, {len(new)} generated ({tok.name}); prefill {len(ids) / prefill:.1f} tokens/s, "
           f"decode {1 / decode:.1f} tokens/s]", file=sys.stderr)
+    return 0
+
+
+def _several(args, out, model, tok, ids, prompt, sample, seq2seq) -> int:
+    """--num-return-sequences R > 1: generate's R rows, each written up to its end token."""
+    from ..models.hf import generate
+    from ..models.hf.tokenizer import eos_token_ids
+    eos = eos_token_ids(args.path, model.config, model.vocab_size)
+    R = args.num_return_sequences
+    if not sample and args.num_beams == 1:
+        raise UsageError(f"--num-return-sequences {R} needs sampling (--temperature, --top-k, --top-p) or "
+                         f"--num-beams >= {R}: greedy decoding gives one sequence")
+    start = time.perf_counter()
+    try:
+        rows = generate(model, [ids], max_new_tokens=args.max_new_tokens, do_sample=sample,
+                        temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p,
+                        num_beams=args.num_beams, num_return_sequences=R, eos_token_id=sorted(eos)[0] if eos else None,
+                        repetition_penalty=args.repetition_penalty)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    seconds = time.perf_counter() - start
+    lengths = []
+    for i, row in enumerate(rows):
+        new = [int(t) for t in row[1 if seq2seq else len(ids):]]
+        end = next((j for j, t in enumerate(new) if t in eos), len(new))  # up to the end token, not part of it
+        lengths.append(end)
+        out.write(f"=== GENERATED SEQUENCE {i + 1} ===\n" + ("" if seq2seq else prompt)
+                  + tok.decode(new[:end], skip_special_tokens=seq2seq) + "\n")
+    how = f"beam search with {args.num_beams} beams" if args.num_beams > 1 else "sampled"
+    print(f"[{len(ids)} prompt tokens, {R} sequences of {min(lengths)}-{max(lengths)} generated tokens ({tok.name}); "
+          f"{how} in {seconds:.2f} s]", file=sys.stderr)
     return 0
 
 

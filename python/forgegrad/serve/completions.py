@@ -232,10 +232,10 @@ class TextGenerator:
         if seed is not None:
             manual_seed(seed)
         try:
-            # one beam whatever generation_config.json asks for: the text streams as it is generated
+            # one beam and one sequence whatever generation_config.json asks for: the text streams as it is generated
             generate(self.model, [ids], max_new_tokens=req.max_tokens, do_sample=not req.greedy,
                      temperature=req.temperature if not req.greedy else 1.0, top_k=req.top_k,
-                     top_p=req.top_p if req.top_p < 1 else None, streamer=step, num_beams=1,
+                     top_p=req.top_p if req.top_p < 1 else None, streamer=step, num_beams=1, num_return_sequences=1,
                      logits_processor=penalize if req.penalties.active else None)
         except _Finished:
             pass

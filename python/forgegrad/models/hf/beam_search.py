@@ -31,8 +31,9 @@ def _top(values: np.ndarray, k: int) -> np.ndarray:
 
 def search(first_logits: np.ndarray, next_logits: Callable[[np.ndarray, np.ndarray], np.ndarray], batch: int,
            num_beams: int, max_new_tokens: int, eos: Sequence[int], fill: int, length_penalty: float,
-           early_stopping: Union[bool, str], process, prefix: np.ndarray):
-    """(tokens (B, max_new_tokens), lengths (B,)) of each batch item's best hypothesis.
+           early_stopping: Union[bool, str], process, prefix: np.ndarray, num_return: int = 1):
+    """(tokens (B, R, max_new_tokens), lengths (B, R)) of each batch item's R = ``num_return`` best hypotheses,
+    best first (transformers' ``num_return_sequences``).
 
     ``next_logits(tokens (B*K,), rows (B*K,))``: reorder the cache so that row r holds what row rows[r] held,
     feed token r to row r, return the logits (B*K, V). ``process``: the LogitsProcessors, given each row's
@@ -90,7 +91,7 @@ def search(first_logits: np.ndarray, next_logits: Callable[[np.ndarray, np.ndarr
             break
         rows = (b_index * K + run_src).reshape(-1)
         logits = next_logits(running[:, :, n - 1].reshape(-1), rows)
-    return sequences[:, 0], lengths[:, 0]
+    return sequences[:, :num_return], lengths[:, :num_return]
 
 
 def reorder(cache, rows: np.ndarray) -> None:
@@ -113,8 +114,9 @@ def fill_token(pad, eos: List[int]) -> int:
 
 
 def beam_decoder(model, ids: np.ndarray, mask: np.ndarray, num_beams: int, max_new_tokens: int, eos: List[int],
-                 pad, length_penalty: float, early_stopping, process) -> np.ndarray:
-    """Beam search after left-padded prompts ids (B, T): (B, T + n), n the longest returned hypothesis."""
+                 pad, length_penalty: float, early_stopping, process, num_return: int = 1) -> np.ndarray:
+    """Beam search after left-padded prompts ids (B, T): (B * R, T + n), each prompt's R = ``num_return`` best
+    hypotheses (prompt-major, best first), n the longest returned hypothesis."""
     from ...autograd import no_grad
     from ._decode import LeanDecoder, lean_path_applies
     if getattr(model, "recompute_cache_at", None) is not None:
@@ -140,13 +142,16 @@ def beam_decoder(model, ids: np.ndarray, mask: np.ndarray, num_beams: int, max_n
             return model(tokens[:, None], state["mask"], state["last"][:, None], cache=cache).numpy()[:, -1]
 
     seqs, lengths = search(first, next_logits, B, K, max_new_tokens, eos, fill_token(pad, eos), length_penalty,
-                           early_stopping, process, np.repeat(ids, K, axis=0))
-    return np.concatenate([ids, seqs[:, :lengths.max()]], axis=1)
+                           early_stopping, process, np.repeat(ids, K, axis=0), num_return)
+    seqs = seqs.reshape(B * num_return, max_new_tokens)
+    return np.concatenate([np.repeat(ids, num_return, axis=0), seqs[:, :lengths.max()]], axis=1)
 
 
 def beam_seq2seq(model, ids: np.ndarray, mask: Optional[np.ndarray], num_beams: int, max_new_tokens: int,
-                 eos: List[int], pad, length_penalty: float, early_stopping, process) -> np.ndarray:
-    """Beam search of an encoder-decoder: (B, 1 + n), the decoder start token first."""
+                 eos: List[int], pad, length_penalty: float, early_stopping, process,
+                 num_return: int = 1) -> np.ndarray:
+    """Beam search of an encoder-decoder: (B * R, 1 + n), the decoder start token first; each prompt's
+    R = ``num_return`` best hypotheses (prompt-major, best first)."""
     from ...autograd import no_grad
     from ...tensor import Tensor
     B, K = ids.shape[0], num_beams
@@ -164,5 +169,6 @@ def beam_seq2seq(model, ids: np.ndarray, mask: Optional[np.ndarray], num_beams: 
             return model.decode(tokens[:, None], states, rows_mask, cross=cross, cache=cache).numpy()[:, -1]
 
     seqs, lengths = search(first, next_logits, B, K, max_new_tokens, eos, fill_token(pad, eos), length_penalty,
-                           early_stopping, process, np.full((B * K, 1), start, np.int64))
-    return np.concatenate([np.full((B, 1), start, np.int64), seqs[:, :lengths.max()]], axis=1)
+                           early_stopping, process, np.full((B * K, 1), start, np.int64), num_return)
+    seqs = seqs.reshape(B * num_return, max_new_tokens)
+    return np.concatenate([np.full((B * num_return, 1), start, np.int64), seqs[:, :lengths.max()]], axis=1)

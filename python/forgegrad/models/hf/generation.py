@@ -21,6 +21,17 @@ from .logits_processors import LogitsProcessors, resolve, token_setting
 __all__ = ["generate", "select_next"]
 
 
+class _Unset:
+    """``top_k`` / ``top_p`` left out: generation_config.json's, else transformers' default (50, 1.0). None
+    given explicitly means no filter, as in transformers' generate (and as forgegrad's generate always took it)."""
+
+    def __repr__(self):
+        return "<from generation_config.json>"
+
+
+UNSET = _Unset()
+
+
 def _positive_int(value, name):
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"generate: {name} must be a positive int, got {value!r}")
@@ -32,8 +43,8 @@ def _check_sampling(do_sample, temperature, top_k, top_p):
         raise TypeError(f"generate: do_sample must be a bool, got {type(do_sample).__name__}")
     if not isinstance(temperature, numbers.Real) or isinstance(temperature, bool) or not temperature > 0:
         raise ValueError(f"generate: temperature must be a number > 0, got {temperature!r}")
-    if top_k is not None:
-        _positive_int(top_k, "top_k")
+    if top_k is not None and (not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool) or top_k < 0):
+        raise ValueError(f"generate: top_k must be an int >= 0 (0 or None: no top-k filter), got {top_k!r}")
     if top_p is not None and (not isinstance(top_p, numbers.Real) or isinstance(top_p, bool) or not 0 < top_p <= 1):
         raise ValueError(f"generate: top_p must be a number in (0, 1], got {top_p!r}")
 
@@ -87,28 +98,33 @@ def _decoder(model):
     return model
 
 
-def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_mask=None, do_sample: bool = False,
-             temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
+def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_mask=None,
+             do_sample: Optional[bool] = None, temperature: Optional[float] = None, top_k=UNSET, top_p=UNSET,
              eos_token_id: Optional[int] = None, pad_token_id: Optional[int] = None,
              streamer: Optional[Callable[[np.ndarray], None]] = None, num_beams: Optional[int] = None,
              length_penalty: Optional[float] = None, early_stopping=None, no_repeat_ngram_size: Optional[int] = None,
              min_length: Optional[int] = None, repetition_penalty: Optional[float] = None,
-             logits_processor=None) -> np.ndarray:
+             logits_processor=None, num_return_sequences: Optional[int] = None) -> np.ndarray:
     """Continue each prompt by up to ``max_new_tokens`` tokens.
 
-    The settings left at None (``max_new_tokens``, ``num_beams``, ``length_penalty``, ``early_stopping``,
-    ``no_repeat_ngram_size``, ``min_length``, ``repetition_penalty``) come from the checkpoint's
-    generation_config.json when it sets them (``max_length`` there bounds the whole sequence), as transformers'
-    generate takes them, else 20 new tokens, 1 beam, 1.0, False, 0, 0, 1.0.
+    The settings left at None (``max_new_tokens``, ``do_sample``, ``temperature``, ``num_beams``,
+    ``num_return_sequences``, ``length_penalty``, ``early_stopping``, ``no_repeat_ngram_size``, ``min_length``,
+    ``repetition_penalty``) or left out (``top_k``, ``top_p``) come from the checkpoint's generation_config.json
+    when it sets them (``max_length`` there bounds the whole sequence), as transformers' generate takes them,
+    else transformers' defaults: 20 new tokens, greedy, 1.0, 1 beam, 1 sequence, 1.0, False, 0, 0, 1.0, top_k 50,
+    top_p 1.0. An argument given always wins (``do_sample=False`` decodes greedily whatever the config says).
 
     Args:
         model: a decoder from ``from_pretrained`` (GPT-2, Llama-style), or the zoo's ``gpt``.
         input_ids: (B, T) or (T,) int token ids; pad shorter prompts on the left.
         attention_mask: (B, T) with 0 for left padding (default: all tokens real).
-        do_sample: False for greedy decoding; True to sample (``temperature``, ``top_k``, ``top_p``).
+        do_sample: False for greedy decoding; True to sample (``temperature``, ``top_k``, ``top_p``). The
+            sampling settings of generation_config.json apply only when sampling.
+        top_k, top_p: as in transformers, ``top_k`` left out is 50 when sampling unless the config sets it;
+            ``top_k`` 0 or None and ``top_p`` None or 1.0 filter nothing.
         eos_token_id: a row that produced it is finished: it gets ``pad_token_id`` (default: the eos id)
             from then on, and generation stops when every row is finished.
-        streamer: called after every step with the new tokens (B,) as an int64 array.
+        streamer: called after every step with the new tokens (B * R,) as an int64 array.
         num_beams: more than 1 for beam search (transformers' algorithm: ``length_penalty`` divides a
             finished hypothesis' log-probability by its length to that power; ``early_stopping`` False,
             True or "never"); not with sampling or a streamer. Returns each prompt's best hypothesis.
@@ -118,17 +134,23 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
         logits_processor: a callable ``f(sequences, scores) -> scores`` (or a list of them) run after those,
             as transformers' ``logits_processor``: ``sequences`` (rows, L) the tokens so far, ``scores``
             (rows, V) float32 for the next one (log-probabilities in beam search).
+        num_return_sequences: R sequences per prompt, as transformers returns them: with beam search the R
+            best hypotheses (R <= ``num_beams``), best first; when sampling, R draws; greedy takes only 1.
 
     Returns:
-        (B, T + n) int64 array: the prompts followed by the n <= max_new_tokens generated tokens. For an
-        encoder-decoder (T5), ``input_ids`` is the encoder's input (padding on the right, marked by
-        ``attention_mask``), ``eos_token_id`` defaults to the config's, and the result is the decoder's
-        tokens as transformers returns them: (B, 1 + n), decoder_start_token_id first.
+        (B * R, T + n) int64 array, R = ``num_return_sequences`` rows per prompt (prompt-major): the prompts
+        followed by the n <= max_new_tokens generated tokens. For an encoder-decoder (T5), ``input_ids`` is the
+        encoder's input (padding on the right, marked by ``attention_mask``), ``eos_token_id`` defaults to the
+        config's, and the result is the decoder's tokens as transformers returns them: (B * R, 1 + n),
+        decoder_start_token_id first.
     """
     model = _decoder(model)
+    do_sample, temperature, top_k, top_p = _sampling_settings(model, do_sample, temperature, top_k, top_p)
     num_beams = resolve(model, "num_beams", num_beams, 1)
     beams = _check_beams(num_beams, resolve(model, "length_penalty", length_penalty, 1.0),
                          resolve(model, "early_stopping", early_stopping, False), do_sample, streamer)
+    returns = _num_return_sequences(resolve(model, "num_return_sequences", num_return_sequences, 1), num_beams,
+                                    do_sample)
     settings = (resolve(model, "no_repeat_ngram_size", no_repeat_ngram_size, 0),
                 resolve(model, "min_length", min_length, 0))
     for name, value in zip(("no_repeat_ngram_size", "min_length"), settings):
@@ -138,7 +160,7 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
                  _extra_processors(logits_processor))
     if getattr(model, "is_encoder_decoder", False):
         return _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sample, temperature, top_k,
-                                 top_p, eos_token_id, pad_token_id, streamer, beams, settings)
+                                 top_p, eos_token_id, pad_token_id, streamer, beams, settings, returns)
     if not hasattr(model, "new_cache"):
         raise TypeError(f"generate: {type(model).__name__} is not a decoder (expected GPT2LMHeadModel or "
                         "a Llama-style decoder: Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 1, 2 or 3, Mixtral, "
@@ -151,6 +173,9 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
     mask = np.ones((B, T), bool) if mask is None else mask
     if not mask.any(axis=1).all():
         raise ValueError("generate: every prompt needs at least one real token (attention_mask row of zeros)")
+    if returns > 1 and beams is None:  # sampling: each prompt R times (beam search expands its own rows)
+        ids, mask = np.repeat(ids, returns, axis=0), np.repeat(mask, returns, axis=0)
+        B = B * returns
     process = _processors(model, settings, eos_token_id, T + max_new_tokens, padding=mask.argmax(axis=1))
     # transformers' positions for left padding: real tokens count from 0, padding gets position 1
     positions = np.where(mask, np.cumsum(mask, axis=1) - 1, 1)
@@ -158,11 +183,13 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
     if last.max() + max_new_tokens >= model.max_positions + 1:
         raise ValueError(f"generate: prompt ({last.max() + 1} tokens) + max_new_tokens ({max_new_tokens}) exceed the "
                          f"model's {model.max_positions} positions")
-    if beams is not None and max_new_tokens > 0:
+    if beams is not None:
+        if max_new_tokens == 0:
+            return np.repeat(ids, returns, axis=0)
         from .beam_search import beam_decoder, eos_list
         K, penalty, stopping = beams
         return beam_decoder(model, ids, mask, K, max_new_tokens, eos_list(eos_token_id), pad_token_id, penalty,
-                            stopping, process)
+                            stopping, process, returns)
     out = np.empty((B, T + max_new_tokens), np.int64)
     out[:, :T] = ids
     if max_new_tokens == 0:
@@ -213,7 +240,8 @@ def _check_beams(num_beams, length_penalty, early_stopping, do_sample, streamer)
     if num_beams == 1:
         return None
     if do_sample:
-        raise ValueError("generate: num_beams > 1 with do_sample=True (beam sampling) is not supported")
+        raise ValueError("generate: num_beams > 1 with do_sample=True (beam sampling) is not supported (do_sample "
+                         "may come from generation_config.json: pass do_sample=False for beam search)")
     if streamer is not None:
         raise ValueError("generate: a streamer needs num_beams=1 (beam search decides the text at the end)")
     if (not isinstance(length_penalty, numbers.Real) or isinstance(length_penalty, bool)
@@ -222,6 +250,41 @@ def _check_beams(num_beams, length_penalty, early_stopping, do_sample, streamer)
     if early_stopping not in (True, False, "never"):
         raise ValueError(f"generate: early_stopping must be True, False or \"never\", got {early_stopping!r}")
     return int(num_beams), float(length_penalty), early_stopping
+
+
+def _sampling_settings(model, do_sample, temperature, top_k, top_p):
+    """(do_sample, temperature, top_k, top_p) as given, else generation_config.json's, else transformers'
+    defaults (False, 1.0, 50, 1.0); the config's sampling settings only when sampling. top_k 0 is None (none)."""
+    do_sample = resolve(model, "do_sample", do_sample, False)
+    if not isinstance(do_sample, bool):
+        raise TypeError(f"generate: do_sample must be a bool, got {type(do_sample).__name__}")
+    if do_sample:
+        temperature = resolve(model, "temperature", temperature, 1.0)
+        config = getattr(model, "generation_config", None) or {}
+        if top_k is UNSET:
+            top_k = 50 if config.get("top_k") is None else config["top_k"]
+        if top_p is UNSET:
+            top_p = config.get("top_p")
+    else:  # greedy: the config's sampling settings do not apply (transformers only warns about them)
+        temperature = 1.0 if temperature is None else temperature
+        top_k = None if top_k is UNSET else top_k
+        top_p = None if top_p is UNSET else top_p
+    _check_sampling(do_sample, temperature, top_k, top_p)
+    return do_sample, temperature, (top_k or None), top_p
+
+
+def _num_return_sequences(value, num_beams: int, do_sample: bool) -> int:
+    """transformers' checks: an int >= 1, at most num_beams in beam search, 1 for greedy decoding."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"generate: num_return_sequences must be an int >= 1, got {value!r}")
+    if value < 1:
+        raise ValueError(f"generate: num_return_sequences must be an int >= 1, got {value!r}")
+    if value > 1 and num_beams == 1 and not do_sample:
+        raise ValueError(f"generate: greedy decoding gives one sequence per prompt: num_return_sequences={value} "
+                         "needs do_sample=True or num_beams >= num_return_sequences")
+    if value > num_beams > 1:
+        raise ValueError(f"generate: num_return_sequences ({value}) must be <= num_beams ({num_beams})")
+    return int(value)
 
 
 def _max_new_tokens(model, given, prompt_length: int) -> int:
@@ -259,7 +322,7 @@ def _processors(model, settings, eos_token_id, max_length: int, padding=None) ->
 
 
 def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sample, temperature, top_k, top_p,
-                      eos_token_id, pad_token_id, streamer, beams, settings) -> np.ndarray:
+                      eos_token_id, pad_token_id, streamer, beams, settings, returns: int = 1) -> np.ndarray:
     """The encoder once, then the decoder token by token on a KV cache (the cross-attention keys and
     values computed once)."""
     ids = ids_array(input_ids, "generate", model.vocab_size)
@@ -269,6 +332,10 @@ def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sampl
         eos_token_id = model.config["eos_token_id"]
     _check_arguments(model, max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id, streamer)
     mask = mask_array(attention_mask, "generate", (B, S))
+    if returns > 1 and beams is None:  # sampling: each prompt R times (beam search expands its own rows)
+        ids = np.repeat(ids, returns, axis=0)
+        mask = None if mask is None else np.repeat(mask, returns, axis=0)
+        B = B * returns
     if 1 + max_new_tokens > model.max_positions:
         raise ValueError(f"generate: the decoder start token + max_new_tokens ({max_new_tokens}) exceed the "
                          f"model's {model.max_positions} positions")
@@ -277,11 +344,13 @@ def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sampl
     if pad is None:  # finished rows get the config's pad token (T5's 0), as transformers pads them
         pad = model.config.get("pad_token_id") if isinstance(model.config.get("pad_token_id"), int) else eos_token_id
     process = _processors(model, settings, eos_token_id, 1 + max_new_tokens)
-    if beams is not None and max_new_tokens > 0:
+    if beams is not None:
+        if max_new_tokens == 0:
+            return np.repeat(out, returns, axis=0)
         from .beam_search import beam_seq2seq, eos_list
         K, penalty, stopping = beams
         return beam_seq2seq(model, ids, mask, K, max_new_tokens, eos_list(eos_token_id), pad, penalty, stopping,
-                            process)
+                            process, returns)
     finished = np.zeros(B, bool)
     rng = generator()
     n = 0
