@@ -220,3 +220,19 @@ def test_weight_only_quantized_decoder_exports_with_its_cache(checkpoints, tmp_p
     np.testing.assert_array_equal(generate_onnx(path, LEFT_PADDED, LEFT_MASK, max_new_tokens=12),
                                   np.asarray(generate(model, LEFT_PADDED, attention_mask=LEFT_MASK,
                                                       max_new_tokens=12, pad_token_id=0)))
+
+
+def test_sampling_in_onnxruntime_draws_as_generate_does(checkpoints, tmp_path_factory):
+    """do_sample with temperature, top-k and top-p: after the same forgegrad.manual_seed, generate_onnx draws the
+    tokens forgegrad's generate draws (the same warpers on logits within 1e-5, the same generator)."""
+    import forgegrad as fg
+    model, sess, _ = _exported(checkpoints, tmp_path_factory, "llama")
+    kw = dict(max_new_tokens=20, do_sample=True, temperature=1.3, top_k=40, top_p=0.95)
+    fg.manual_seed(11)
+    got = generate_onnx(sess, LEFT_PADDED, LEFT_MASK, **kw)
+    fg.manual_seed(11)
+    want = np.asarray(generate(model, LEFT_PADDED, attention_mask=LEFT_MASK, pad_token_id=0, **kw))
+    np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(got, generate_onnx(sess, LEFT_PADDED, LEFT_MASK, max_new_tokens=20))  # not greedy
+    with pytest.raises(ValueError, match="temperature"):
+        generate_onnx(sess, PROMPTS, do_sample=True, temperature=0)

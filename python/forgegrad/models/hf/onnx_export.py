@@ -17,7 +17,8 @@ does (a token's position is the count of tokens before it; padding keys are mask
 left-padded batches need nothing more. The graph is traced from the model's ``forward_graph`` (the
 same layers, with the cache concatenated instead of written in place) and verified in onnxruntime
 against forgegrad at several sizes, the first call (no past) and a one-token step among them.
-``generate_onnx`` decodes greedily on such a graph in onnxruntime (one call on the prompt, then one per token).
+``generate_onnx`` decodes on such a graph in onnxruntime (one call on the prompt, then one per token), greedy
+or sampled as ``generate`` samples.
 
 Exports GPT-2 and the Llama family (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 1, 2 and 3), sliding
 windows included (each window's bias computed once, from the same places). Longrope / dynamic rope and
@@ -136,13 +137,19 @@ def export_with_past(model, path, *, logits_to_keep: int = 0, opset: int = 17, v
 
 
 def generate_onnx(session, input_ids, attention_mask=None, max_new_tokens: int = 20, eos_token_id=None,
-                  pad_token_id: int = 0) -> np.ndarray:
-    """Greedy decoding in onnxruntime on a graph written by ``export_with_past``: ``session`` (an
+                  pad_token_id: int = 0, do_sample: bool = False, temperature: float = 1.0, top_k=None,
+                  top_p=None) -> np.ndarray:
+    """Decoding in onnxruntime on a graph written by ``export_with_past``: ``session`` (an
     ``onnxruntime.InferenceSession`` or the .onnx path) runs once on the prompt (no past) and once per
-    new token on the cache it returned. Like transformers' greedy ``generate``: a row that produced
+    new token on the cache it returned. Like transformers' ``generate``: a row that produced
     ``eos_token_id`` (an int or a list) continues with ``pad_token_id`` until every row has, or until
-    ``max_new_tokens``. Returns the prompt followed by the new tokens, (batch, prompt + new) int64.
+    ``max_new_tokens``. Greedy, or with ``do_sample`` a draw after transformers' warpers (``temperature``,
+    ``top_k``, ``top_p``: ``select_next``) from forgegrad's generator, so after ``forgegrad.manual_seed(s)``
+    it draws as ``generate`` does after the same seed. Returns the prompt followed by the new tokens,
+    (batch, prompt + new) int64.
     """
+    from ...random import generator
+    from .generation import _check_sampling, select_next
     if isinstance(session, (str, bytes)) or hasattr(session, "__fspath__"):
         import onnxruntime as ort
         session = ort.InferenceSession(str(session), providers=["CPUExecutionProvider"])
@@ -159,6 +166,8 @@ def generate_onnx(session, input_ids, attention_mask=None, max_new_tokens: int =
     if [i.name for i in inputs[:2]] != ["input_ids", "attention_mask"] or not past_names:
         raise ValueError("generate_onnx: the graph's inputs are not export_with_past's (input_ids, attention_mask, "
                          f"past_key_values.<i>.key/value): {[i.name for i in inputs]}")
+    _check_sampling(do_sample, temperature, top_k, top_p)
+    rng = generator()
     eos = set(np.atleast_1d(eos_token_id).tolist()) if eos_token_id is not None else set()
     B = ids.shape[0]
     feed = {"input_ids": ids, "attention_mask": mask}
@@ -167,7 +176,7 @@ def generate_onnx(session, input_ids, attention_mask=None, max_new_tokens: int =
     out, done = [ids], np.zeros(B, bool)
     for _ in range(int(max_new_tokens)):
         logits, *present = session.run(None, feed)
-        nxt = logits[:, -1].argmax(-1).astype(np.int64)
+        nxt = select_next(logits[:, -1], do_sample, float(temperature), top_k or None, top_p, rng)
         if eos:
             nxt = np.where(done, np.int64(pad_token_id), nxt)
             done |= np.isin(nxt, list(eos))
