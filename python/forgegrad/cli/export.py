@@ -32,7 +32,8 @@ def add_parser(sub):
     p.add_argument("checkpoint", metavar="CHECKPOINT",
                    help="the train --out directory, its model.json or model.safetensors; or a Hugging Face "
                         "checkpoint directory (config.json): a GPT-2 or Llama-family decoder exports with its KV "
-                        "cache as inputs and outputs, for generation in onnxruntime")
+                        "cache as inputs and outputs, for generation in onnxruntime; T5, BART and Marian as "
+                        "encoder.onnx and decoder.onnx in the --out directory")
     p.add_argument("--no-past", action="store_true",
                    help="Hugging Face decoders: export the plain forward (input_ids -> logits) without the KV cache")
     p.add_argument("--out", required=True, metavar="model.onnx", help="path of the ONNX file to write")
@@ -112,7 +113,7 @@ def export_hf(path, out, batch=4, verify=True, past=True):
     if verify:
         require("onnxruntime", "onnx", what="verifying the ONNX export")
     from ..models import from_pretrained
-    from ..models.hf import export_with_past
+    from ..models.hf import export_seq2seq, export_with_past
     from ..onnx import OnnxExportError, OnnxVerificationError, export
     try:
         model = from_pretrained(path)
@@ -120,6 +121,14 @@ def export_hf(path, out, batch=4, verify=True, past=True):
         raise CLIError(f"{path}: {e}") from None
     name = type(model).__name__
     try:
+        if callable(getattr(model, "encode_graph", None)):  # T5, BART, Marian: encoder.onnx + decoder.onnx
+            if os.path.exists(out) and not os.path.isdir(out):
+                raise UsageError(f"--out {out}: an encoder-decoder exports two graphs; give a directory")
+            if not past:
+                raise UsageError(f"--no-past: {name} exports only with its caches (encoder.onnx, decoder.onnx)")
+            return name, export_seq2seq(model, out, verify=verify)[1]
+        if os.path.isdir(out):
+            raise UsageError(f"--out {out} is a directory; give the path of the .onnx file to write")
         if past and callable(getattr(model, "forward_graph", None)):
             return name, export_with_past(model, out, verify=verify)
         ids = np.random.default_rng(0).integers(0, model.config["vocab_size"], size=(batch, 8), dtype=np.int64)
@@ -138,10 +147,13 @@ def run(args, log=print):
         raise UsageError(f"--batch must be positive, got {args.batch}")
     if is_hf_directory(args.checkpoint):
         d = os.path.dirname(os.path.abspath(args.out))
-        if not os.path.isdir(d) or os.path.isdir(args.out):
-            raise UsageError(f"--out {args.out}: give the path of an .onnx file in an existing directory")
+        if not os.path.isdir(d):
+            raise UsageError(f"--out {args.out}: directory {d} does not exist")
         name, report = export_hf(args.checkpoint, args.out, args.batch, not args.no_verify, past=not args.no_past)
-        log(f"exported {name} to {args.out} ({os.path.getsize(args.out):,} bytes)")
+        if os.path.isdir(args.out):
+            log(f"exported {name} to {args.out}: {', '.join(sorted(os.listdir(args.out)))}")
+        else:
+            log(f"exported {name} to {args.out} ({os.path.getsize(args.out):,} bytes)")
         if not args.no_verify:
             log("onnxruntime parity report:")
             log(format_report(report))

@@ -31,9 +31,11 @@ from .gpt2 import GPT2LMHeadModel
 from .llama import LlamaForCausalLM, MistralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
 from .moe import MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM
 from .onnx_export import export_with_past, generate_onnx
+from .onnx_seq2seq import export_seq2seq, generate_onnx_seq2seq
 from .t5 import T5ForConditionalGeneration
 
-__all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past", "generate_onnx", "CheckpointError",
+__all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past", "generate_onnx", "export_seq2seq",
+           "generate_onnx_seq2seq", "CheckpointError",
            "ARCHITECTURES",
            "GPT2LMHeadModel", "BertModel", "BertForSequenceClassification", "LlamaForCausalLM", "MistralForCausalLM",
            "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM",
@@ -147,9 +149,11 @@ def from_pretrained(path, dtype="float32"):
     if want == BFLOAT16:
         raw = widen_unless_linear_weights(raw)
     materialize(model, _match(model, model.from_hf(raw), path), want, path)
-    # generate's defaults (beams, length limits, no-repeat n-grams), as transformers reads them
+    # generate's defaults (beams, length limits, no-repeat n-grams, end tokens), as transformers reads them;
+    # None without the file: then the end and pad tokens come from config.json (generation_source)
     from .tokenizer import _json_object
-    model.generation_config = _json_object(os.path.join(path, "generation_config.json"))
+    file = os.path.join(path, "generation_config.json")
+    model.generation_config = _json_object(file) if os.path.isfile(file) else None
     return model.eval()
 
 

@@ -19,7 +19,7 @@ from ... import nn
 from ...nn import functional as F
 from ...tensor import Tensor
 from ._layers import KVCache, activation, additive_mask, attend, ids_array, mask_array, merge_heads, split_heads
-from ._seq2seq import EncoderDecoder, attention_kv
+from ._seq2seq import FLOAT32_MAX, EncoderDecoder, attention_kv, decoder_places, key_places, padding_bias, rows
 
 __all__ = ["BartForConditionalGeneration", "MarianMTModel", "sinusoidal_positions"]
 
@@ -97,6 +97,12 @@ class BartStack(nn.Module):
                                      for _ in range(cfg[f"{prefix}_layers"])])
         self.dropout = nn.Dropout(cfg.get("dropout", 0.1))
 
+    def embed_at(self, tokens: Tensor, places: Tensor) -> Tensor:
+        """embed with the positions given as a float (B, T) tensor (an exported graph's)."""
+        table = self.embed_positions if isinstance(self.embed_positions, Tensor) else self.embed_positions.weight
+        x = tokens + rows(table, (places + self.offset).long())
+        return self.dropout(x if self.offset == 0 else self.layernorm_embedding(x))
+
     def embed(self, tokens: Tensor, start: int, length: int) -> Tensor:
         """Token embeddings (already scaled) plus the positions start..start+length-1."""
         table = self.embed_positions if isinstance(self.embed_positions, Tensor) else self.embed_positions.weight
@@ -137,8 +143,8 @@ class BartForConditionalGeneration(EncoderDecoder, nn.Module):
             self.lm_head = nn.Linear(c["d_model"], c["vocab_size"], bias=False)
         self.max_positions = int(c["max_position_embeddings"])
 
-    def _tokens(self, ids: np.ndarray) -> Tensor:
-        x = self.shared(Tensor._wrap(ids))
+    def _tokens(self, ids) -> Tensor:
+        x = self.shared(ids if isinstance(ids, Tensor) else Tensor._wrap(ids))
         return x * self.embed_scale if self.embed_scale != 1.0 else x
 
     def encode(self, input_ids, attention_mask=None) -> Tensor:
@@ -179,6 +185,29 @@ class BartForConditionalGeneration(EncoderDecoder, nn.Module):
             x = layer(x, mask, causal=mask is None, cross_kv=cross[i], cross_mask=cross_mask, cache=cache, layer=i)
         if cache is not None:
             cache.advance(T)
+        logits = F.linear(x, self.shared.weight) if self.tied else self.lm_head(x)
+        return logits + self.final_logits_bias
+
+    def encode_graph(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """encode on Tensor inputs, every step a Tensor op (``export_seq2seq`` traces it)."""
+        mask = attention_mask.float()
+        x = self.encoder.embed_at(self._tokens(input_ids), key_places(mask))
+        bias = padding_bias(mask)
+        for layer in self.encoder.layers:
+            x = layer(x, bias)
+        return x
+
+    def decode_graph(self, input_ids: Tensor, attention_mask: Tensor, cross, cache, logits_to_keep: int = 0) -> Tensor:
+        """decode on Tensor inputs with ``cross`` (each layer's encoder keys and values) and ``cache`` (a
+        PastKeyValues of the decoder's own), every step a Tensor op (``export_seq2seq`` traces it)."""
+        keys, queries = decoder_places(input_ids, cache)
+        causal = (((keys.unsqueeze(1) <= queries.unsqueeze(2)).float() - 1) * FLOAT32_MAX).unsqueeze(1)
+        cross_bias = padding_bias(attention_mask.float())
+        x = self.decoder.embed_at(self._tokens(input_ids), queries)
+        for i, layer in enumerate(self.decoder.layers):
+            x = layer(x, causal, cross_kv=cross[i], cross_mask=cross_bias, cache=cache, layer=i)
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
         logits = F.linear(x, self.shared.weight) if self.tied else self.lm_head(x)
         return logits + self.final_logits_bias
 

@@ -22,7 +22,8 @@ from ... import nn
 from ...nn import functional as F
 from ...tensor import Tensor
 from ._layers import KVCache, activation, ids_array, mask_array, merge_heads, split_heads
-from ._seq2seq import EncoderDecoder, attention_kv
+from ._seq2seq import FLOAT32_MAX as _FLOAT32_MAX
+from ._seq2seq import EncoderDecoder, attention_kv, decoder_places, key_places, padding_bias, rows
 
 __all__ = ["T5ForConditionalGeneration", "relative_position_bucket"]
 
@@ -78,6 +79,20 @@ class T5Attention(nn.Module):
         buckets = relative_position_bucket(rel, not self.is_decoder, self.num_buckets, self.max_distance)
         values = self.relative_attention_bias(Tensor._wrap(buckets))  # (q, k, heads)
         return values.permute(2, 0, 1).reshape(1, self.heads, len(query_positions), key_length)
+
+    def position_bias_of(self, relative: Tensor) -> Tensor:
+        """position_bias as Tensor ops (an exported graph's): ``relative`` (B, q, k) float key - query
+        distances -> (B, heads, q, k). The buckets of distances -max_distance..max_distance are a table
+        computed here as ``position_bias`` computes them; farther ones share the end buckets."""
+        md = self.max_distance
+        span = np.arange(-md, md + 1) if not self.is_decoder else -np.arange(md + 1)
+        table = self.relative_attention_bias(Tensor._wrap(relative_position_bucket(
+            span, not self.is_decoder, self.num_buckets, md)))  # (len(span), heads)
+        if self.is_decoder:  # only earlier keys: distance query - key, 0..max_distance
+            index = (-relative).clamp(0, md)
+        else:
+            index = relative.clamp(-md, md) + md
+        return rows(table, index.long()).permute(0, 3, 1, 2)
 
     def project_kv(self, states: Tensor) -> Tuple[Tensor, Tensor]:
         return split_heads(self.k(states), self.heads), split_heads(self.v(states), self.heads)
@@ -238,6 +253,40 @@ class T5ForConditionalGeneration(EncoderDecoder, nn.Module):
         x = dec.dropout(dec.final_layer_norm(x))
         if cache is not None:
             cache.advance(T)
+        if self.scale_head:
+            x = x * (self.config["d_model"] ** -0.5)
+        return F.linear(x, self.shared.weight) if self.tied else self.lm_head(x)
+
+    def encode_graph(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """encode on Tensor inputs, every step a Tensor op (``export_seq2seq`` traces it)."""
+        enc = self.encoder
+        mask = attention_mask.float()
+        place = key_places(mask)
+        bias = enc.block[0].layer[0].SelfAttention.position_bias_of(place.unsqueeze(1) - place.unsqueeze(2))
+        bias = bias + padding_bias(mask)
+        x = enc.dropout(self.shared(input_ids))
+        for block in enc.block:
+            for sub in block.layer:
+                x = sub(x, bias) if sub.kind == "self" else sub(x)
+        return enc.dropout(enc.final_layer_norm(x))
+
+    def decode_graph(self, input_ids: Tensor, attention_mask: Tensor, cross, cache, logits_to_keep: int = 0) -> Tensor:
+        """decode on Tensor inputs with ``cross`` (each layer's encoder keys and values) and ``cache`` (a
+        PastKeyValues of the decoder's own), every step a Tensor op (``export_seq2seq`` traces it)."""
+        dec = self.decoder
+        keys, queries = decoder_places(input_ids, cache)
+        rel = keys.unsqueeze(1) - queries.unsqueeze(2)  # (B, T, past + T)
+        self_bias = dec.block[0].layer[0].SelfAttention.position_bias_of(rel)
+        self_bias = self_bias + (((rel <= 0).float() - 1) * _FLOAT32_MAX).unsqueeze(1)  # later keys masked
+        cross_bias = padding_bias(attention_mask.float())
+        x = dec.dropout(self.shared(input_ids))
+        for i, block in enumerate(dec.block):
+            x = block.layer[0](x, self_bias, cache=cache, layer=i)
+            x = block.layer[1](x, cross_bias, kv=cross[i])
+            x = block.layer[2](x)
+        x = dec.dropout(dec.final_layer_norm(x))
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
         if self.scale_head:
             x = x * (self.config["d_model"] ** -0.5)
         return F.linear(x, self.shared.weight) if self.tied else self.lm_head(x)

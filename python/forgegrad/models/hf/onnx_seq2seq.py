@@ -1,0 +1,202 @@
+"""ONNX export of the encoder-decoders (T5, BART, Marian) with their KV caches, for generation in onnxruntime.
+
+``export_seq2seq(model, DIR)`` writes two graphs, each verified in onnxruntime against forgegrad:
+
+- ``DIR/encoder.onnx``: ``input_ids``, ``attention_mask`` (batch, encoder_sequence) int64 ->
+  ``last_hidden_state`` (batch, encoder_sequence, d_model) and every decoder layer's cross-attention keys and
+  values ``present.<i>.encoder.key`` / ``.value`` (batch, heads, encoder_sequence, head_dim): computed once
+  per input, as ``generate`` computes them;
+- ``DIR/decoder.onnx``: ``input_ids`` (batch, sequence) the new decoder tokens, ``encoder_attention_mask``
+  (batch, encoder_sequence), and per layer ``past_key_values.<i>.decoder.key`` / ``.value`` (batch, heads,
+  past_sequence, head_dim; zero-length on the first call) and ``past_key_values.<i>.encoder.key`` /
+  ``.value`` (the encoder graph's outputs) -> ``logits`` and ``present.<i>.decoder.key`` / ``.value``
+  (past_sequence + sequence long): the next call's past.
+
+The names are Hugging Face optimum's. The decoder's positions (BART's learned and Marian's fixed tables,
+T5's bucketed relative distances, from a table of the buckets computed as the eager model computes them)
+and masks are computed in the graph from the cache's length and the inputs. ``generate_onnx_seq2seq`` runs
+the pair (greedy or sampled).
+"""
+from __future__ import annotations
+
+import os
+import numpy as np
+
+from ... import nn
+from ...tensor import Tensor
+from ._layers import PastKeyValues
+
+__all__ = ["export_seq2seq", "generate_onnx_seq2seq"]
+
+
+def _check(model, who: str):
+    if not (callable(getattr(model, "encode_graph", None)) and callable(getattr(model, "decode_graph", None))):
+        raise TypeError(f"{who}: {type(model).__name__} is not an encoder-decoder with encode_graph / decode_graph "
+                        "(T5, BART or Marian)")
+
+
+class EncoderWithCross(nn.Module):
+    """``forward(input_ids, attention_mask)`` -> (encoder states, k0, v0, k1, v1, ...): the encoder and every
+    decoder layer's cross-attention keys and values."""
+
+    def __init__(self, model):
+        super().__init__()
+        _check(model, "export_seq2seq")
+        self.seq2seq = model
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor):
+        states = self.seq2seq.encode_graph(input_ids, attention_mask)
+        return (states, *(t for kv in self.seq2seq.cross_kv(states) for t in kv))
+
+
+class Seq2SeqDecoderWithPast(nn.Module):
+    """``forward(input_ids, encoder_attention_mask, dk0, dv0, ek0, ev0, ...)`` -> (logits, dk0', dv0', ...)."""
+
+    def __init__(self, model, logits_to_keep: int = 0):
+        super().__init__()
+        _check(model, "export_seq2seq")
+        if isinstance(logits_to_keep, bool) or logits_to_keep not in (0, 1):
+            raise ValueError(f"export_seq2seq: logits_to_keep must be 0 (every position's logits) or 1 (the "
+                             f"last position's), got {logits_to_keep!r}")
+        self.seq2seq, self.logits_to_keep = model, logits_to_keep
+
+    def forward(self, input_ids: Tensor, encoder_attention_mask: Tensor, *past: Tensor):
+        cache = PastKeyValues(list(past[0::4]), list(past[1::4]))
+        cross = list(zip(past[2::4], past[3::4]))
+        logits = self.seq2seq.decode_graph(input_ids, encoder_attention_mask, cross, cache, self.logits_to_keep)
+        return (logits, *(t for kv in zip(cache.keys, cache.values) for t in kv))
+
+
+def _layers(model) -> int:
+    return len(model.new_cache(1, 1).keys)
+
+
+def _names(model):
+    n = _layers(model)
+    cross = [f"present.{i}.encoder.{kv}" for i in range(n) for kv in ("key", "value")]
+    past = [f"past_key_values.{i}.{side}.{kv}" for i in range(n) for side in ("decoder", "encoder")
+            for kv in ("key", "value")]
+    present = [f"present.{i}.decoder.{kv}" for i in range(n) for kv in ("key", "value")]
+    return cross, past, present
+
+
+def export_seq2seq(model, directory, *, logits_to_keep: int = 0, opset: int = 17, verify: bool = True,
+                   rtol: float = 1e-4, atol: float = 1e-4, seed: int = 0):
+    """Write ``directory``/encoder.onnx and ``directory``/decoder.onnx (the module docstring has their inputs
+    and outputs) for a T5, BART or Marian model, each verified in onnxruntime against forgegrad (the decoder:
+    at the example's sizes, with no past, and a one-token step after 9 cached tokens). ``logits_to_keep=1``:
+    the decoder's logits for its last position only. Returns the two ExportReports (encoder, decoder)."""
+    from ...onnx import export
+
+    _check(model, "export_seq2seq")
+    os.makedirs(directory, exist_ok=True)
+    cross_names, past_names, present_names = _names(model)
+    rng = np.random.default_rng(seed)
+    B, S, P, T = 2, 5, 3, 4
+    ids = rng.integers(2, model.vocab_size, size=(B, S), dtype=np.int64)
+    mask = np.ones((B, S), np.int64)
+    mask[-1, -2:] = 0  # the second input is right-padded, as T5's and BART's tokenizers pad
+    was_training = model.training
+    model.eval()
+    try:
+        enc = export(EncoderWithCross(model), (Tensor(ids), Tensor(mask)), os.path.join(directory, "encoder.onnx"),
+                     opset=opset, input_names=["input_ids", "attention_mask"],
+                     output_names=["last_hidden_state"] + cross_names,
+                     dynamic_axes={"input_ids": {0: "batch", 1: "encoder_sequence"},
+                                   "attention_mask": {0: "batch", 1: "encoder_sequence"}},
+                     verify=verify, rtol=rtol, atol=atol,
+                     verify_sizes=[{"batch": 1, "encoder_sequence": 9}, {"batch": 3, "encoder_sequence": 2}])
+        shape = model.new_cache(B, 1).keys[0].shape
+        heads, dim = shape[1], shape[3]
+        past = []
+        for _ in range(_layers(model)):
+            past += [rng.standard_normal((B, heads, P, dim)).astype(np.float32) for _ in range(2)]
+            past += [rng.standard_normal((B, heads, S, dim)).astype(np.float32) for _ in range(2)]
+        axes = {"input_ids": {0: "batch", 1: "sequence"}, "encoder_attention_mask": {0: "batch", 1: "encoder_sequence"},
+                "logits": {0: "batch"} if logits_to_keep else {0: "batch", 1: "sequence"}}
+        for name in past_names:
+            axes[name] = {0: "batch", 2: "past_sequence" if ".decoder." in name else "encoder_sequence"}
+        for name in present_names:
+            axes[name] = {0: "batch", 2: "past_sequence+sequence"}
+        dec_ids = rng.integers(2, model.vocab_size, size=(B, T), dtype=np.int64)
+        dec = export(Seq2SeqDecoderWithPast(model, logits_to_keep),
+                     tuple(Tensor(a) for a in [dec_ids, mask] + past), os.path.join(directory, "decoder.onnx"),
+                     opset=opset, input_names=["input_ids", "encoder_attention_mask"] + past_names,
+                     output_names=["logits"] + present_names, dynamic_axes=axes, verify=verify, rtol=rtol, atol=atol,
+                     verify_sizes=[{"batch": 1, "sequence": 1, "past_sequence": 0, "encoder_sequence": 6},
+                                   {"batch": 3, "sequence": 1, "past_sequence": 9, "encoder_sequence": 2}])
+        return enc, dec
+    finally:
+        model.train(was_training)
+
+
+def _session(s):
+    if isinstance(s, (str, bytes)) or hasattr(s, "__fspath__"):
+        import onnxruntime as ort
+        return ort.InferenceSession(str(s), providers=["CPUExecutionProvider"])
+    return s
+
+
+def generate_onnx_seq2seq(encoder, decoder, input_ids, attention_mask=None, *, decoder_start_token_id: int,
+                          max_new_tokens: int = 20, eos_token_id=None, pad_token_id: int = 0, do_sample: bool = False,
+                          temperature: float = 1.0, top_k=None, top_p=None, forced_bos_token_id=None,
+                          forced_eos_token_id=None) -> np.ndarray:
+    """Decode in onnxruntime on the graphs ``export_seq2seq`` wrote (``encoder`` and ``decoder``: sessions or
+    .onnx paths): the encoder once, then the decoder once per new token on the cache it returned, from
+    ``decoder_start_token_id`` (the model's ``decoder_start_token_id``). ``eos_token_id``, ``pad_token_id`` and
+    the sampling settings as ``generate_onnx``; ``forced_bos_token_id`` / ``forced_eos_token_id`` (BART's
+    config sets them) make the first / the last of the ``max_new_tokens`` tokens that one, as transformers'
+    processors do. Returns (batch, 1 + new) int64, the start token first, as ``generate`` returns an
+    encoder-decoder's tokens."""
+    from ...random import generator
+    from .generation import _check_sampling, select_next
+
+    enc, dec = _session(encoder), _session(decoder)
+    ids = np.asarray(input_ids, np.int64)
+    if ids.ndim != 2 or ids.shape[1] == 0:
+        raise ValueError(f"generate_onnx_seq2seq: input_ids must be (batch, tokens) with tokens >= 1, got shape "
+                         f"{ids.shape}")
+    mask = np.ones(ids.shape, np.int64) if attention_mask is None else np.asarray(attention_mask, np.int64)
+    if mask.shape != ids.shape:
+        raise ValueError(f"generate_onnx_seq2seq: attention_mask must have input_ids' shape {ids.shape}, got "
+                         f"{mask.shape}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+        raise ValueError(f"generate_onnx_seq2seq: max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+    names = [i.name for i in dec.get_inputs()]
+    if names[:2] != ["input_ids", "encoder_attention_mask"] or [i.name for i in enc.get_inputs()] != [
+            "input_ids", "attention_mask"]:
+        raise ValueError("generate_onnx_seq2seq: the graphs are not export_seq2seq's encoder and decoder (inputs "
+                         f"{[i.name for i in enc.get_inputs()]} and {names})")
+    _check_sampling(do_sample, temperature, top_k, top_p)
+    rng = generator()
+    forced = {}
+    if forced_bos_token_id is not None:
+        forced[0] = int(forced_bos_token_id)
+    if forced_eos_token_id is not None:
+        forced[int(max_new_tokens) - 1] = int(np.atleast_1d(forced_eos_token_id)[0])
+    eos = set(np.atleast_1d(eos_token_id).tolist()) if eos_token_id is not None else set()
+    B = ids.shape[0]
+    cross = enc.run(None, {"input_ids": ids, "attention_mask": mask})[1:]
+    feed = {"input_ids": np.full((B, 1), decoder_start_token_id, np.int64), "encoder_attention_mask": mask}
+    it = iter(cross)
+    for i in dec.get_inputs()[2:]:
+        if ".encoder." in i.name:
+            feed[i.name] = next(it)
+        else:
+            feed[i.name] = np.zeros((B, i.shape[1], 0, i.shape[3]), np.float32)
+    self_names = [n for n in names[2:] if ".decoder." in n]
+    out, done = [feed["input_ids"]], np.zeros(B, bool)
+    for step in range(int(max_new_tokens)):
+        logits, *present = dec.run(None, feed)
+        if step in forced:
+            nxt = np.full(B, forced[step], np.int64)
+        else:
+            nxt = select_next(logits[:, -1], do_sample, float(temperature), top_k or None, top_p, rng)
+        if eos:
+            nxt = np.where(done, np.int64(pad_token_id), nxt)
+            done |= np.isin(nxt, list(eos))
+        out.append(nxt[:, None])
+        if eos and done.all():
+            break
+        feed = {**feed, "input_ids": nxt[:, None], **dict(zip(self_names, present))}
+    return np.concatenate(out, axis=1)
