@@ -83,22 +83,25 @@ def check_greedy_generation(model, hf_model, prompt, left_padded, left_mask, *, 
     padded_new_tokens after the left-padded batch; unless frozen_new_tokens is None, the model frozen by
     nn.utils.freeze generates the same frozen_new_tokens tokens as the model itself. hf_fresh: a function
     giving a new transformers model for each comparison instead of hf_model (a model whose state carries
-    from call to call: transformers' dynamic rope keeps the longest length it has seen)."""
+    from call to call: transformers' dynamic rope keeps the longest length it has seen). Both sides run to
+    the end: transformers' min_new_tokens is forgegrad's min_length of the prompt and the new tokens (the
+    checkpoint's end tokens banned until then)."""
     if hf_fresh is not None:
         hf_model = hf_fresh()
     ref = _hf_greedy(hf_model, prompt, new_tokens)
-    got = generate(model, prompt, max_new_tokens=new_tokens)
+    got = generate(model, prompt, max_new_tokens=new_tokens, min_length=prompt.shape[1] + new_tokens)
     assert got.shape == (prompt.shape[0], prompt.shape[1] + new_tokens)
     np.testing.assert_array_equal(got, ref)
     if hf_fresh is not None:
         hf_model = hf_fresh()
     ref = _hf_greedy(hf_model, left_padded, padded_new_tokens, attention_mask=left_mask)
     np.testing.assert_array_equal(generate(model, left_padded, attention_mask=left_mask,
-                                           max_new_tokens=padded_new_tokens), ref)
+                                           max_new_tokens=padded_new_tokens,
+                                           min_length=left_padded.shape[1] + padded_new_tokens), ref)
     if frozen_new_tokens is not None:
         frozen = fg.nn.utils.freeze(model)
-        np.testing.assert_array_equal(generate(frozen, prompt, max_new_tokens=frozen_new_tokens),
-                                      generate(model, prompt, max_new_tokens=frozen_new_tokens))
+        np.testing.assert_array_equal(generate(frozen, prompt, max_new_tokens=frozen_new_tokens, eos_token_id=[]),
+                                      generate(model, prompt, max_new_tokens=frozen_new_tokens, eos_token_id=[]))
 
 
 def check_save_pretrained_round_trip(model, hf_model, hf_class, path, ids, *, architecture=None, model_type=None,
@@ -129,12 +132,12 @@ def check_lean_decode_step(model, ids, *, rtol=1e-5, atol=1e-5, cache_len=None):
 
 
 def check_greedy_by_hand(model, prompt, new_tokens):
-    """generate's greedy tokens equal argmax decoding by hand with model's Tensor forward (grad enabled: no
-    lean prefill), one full forward a token."""
+    """generate's greedy tokens (no end token: eos_token_id=[]) equal argmax decoding by hand with model's
+    Tensor forward (grad enabled: no lean prefill), one full forward a token."""
     want = prompt.copy()
     for _ in range(new_tokens):
         want = np.concatenate([want, model(want).numpy()[:, -1].argmax(-1)[:, None]], axis=1)
-    np.testing.assert_array_equal(generate(model, prompt, max_new_tokens=new_tokens), want)
+    np.testing.assert_array_equal(generate(model, prompt, max_new_tokens=new_tokens, eos_token_id=[]), want)
 
 
 @contextlib.contextmanager

@@ -2,7 +2,10 @@
 temperature, top_k, top_p) and num_return_sequences, as transformers' generate takes them: the R best beams
 per prompt equal transformers' (GPT-2, Llama with left padding; T5), R draws per prompt when sampling, the
 config's sampling settings when the caller passes none (top_k 50 where the config sets none), explicit
-arguments winning, transformers' errors; and ``forgegrad generate --num-return-sequences``."""
+arguments winning, transformers' errors; and ``forgegrad generate --num-return-sequences``. The end and pad tokens
+when the caller passes none: generation_config.json's, else (no such file) config.json's, an int or a list, pad
+else the first end token, as transformers' generate takes them (greedy, beam search and sampling, a left-padded
+batch whose rows end at different steps); None or [] given: no end token."""
 import json
 
 import numpy as np
@@ -67,8 +70,7 @@ def _with_config(path, tmp_path, **settings):
 
 
 def _ends(name):
-    """The end and pad tokens given to both sides (T5: its config's; Llama's generation_config.json names an
-    eos_token_id that forgegrad's decoders do not take from there)."""
+    """The end and pad tokens given to both sides (T5: the checkpoint's, which both take when none is given)."""
     return {} if name == "t5" else {"eos_token_id": VOCAB - 2, "pad_token_id": VOCAB - 1}
 
 
@@ -237,3 +239,182 @@ def test_cli_num_return_sequences(tmp_path, capsys):
     assert "needs sampling" in capsys.readouterr().err
     assert main(["generate", str(path), "--prompt", "Hi", "--num-beams", "2", "--num-return-sequences", "3"]) == 2
     assert "num_return_sequences (3) must be <= num_beams (2)" in capsys.readouterr().err
+
+
+def _copy(path, tmp_path, generation=None, config=None):
+    """A copy of the checkpoint at ``path``: generation_config.json updated with ``generation`` (the string
+    "none": the file removed), config.json with ``config``."""
+    for f in path.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    for name, settings in (("generation_config.json", generation), ("config.json", config)):
+        if settings == "none":
+            (tmp_path / name).unlink()
+        elif settings:
+            (tmp_path / name).write_text(json.dumps({**json.loads((tmp_path / name).read_text()), **settings}))
+    return tmp_path
+
+
+def _first(row, tokens):
+    """The index of the first of ``tokens`` in ``row``, else len(row)."""
+    return next((i for i, t in enumerate(row) if t in tokens), len(row))
+
+
+def _end_tokens(free, start, j, need_b=True):
+    """From a two-row run without end tokens: (a, b, c) with row 0 reaching a first at step j, row 1 reaching b
+    first at another step (before a, which it may never reach), and c, which row 0 reaches first (step 0); None
+    where row 0 reached a before step j or (``need_b``) there is no such b."""
+    r0, r1 = free[0, start:].tolist(), free[1, start:].tolist()
+    a = r0[j]
+    b = next((t for k, t in enumerate(r1)
+              if k != j and t not in r1[:k] and t not in r0[:j + 1] and a not in r1[:k + 1]), None)
+    return None if a in r0[:j] or (need_b and b is None) else (a, b, r0[0])
+
+
+def _eos_case(pair, kind="list", **kw):
+    """(name, prompts, mask, start, a, b, c, j) from a run of 12 tokens with no end token (greedy, or ``kw``):
+    end tokens (a, or a and b: ``kind``) with which row 0 ends at step j and row 1 at another step (or never)."""
+    name, _, model, _ = pair
+    ids, mask = _prompts(name == "t5")
+    start = 1 if name == "t5" else ids.shape[1]
+    free = generate(model, ids, max_new_tokens=12, attention_mask=mask, eos_token_id=None, **kw)
+    assert free.shape[1] == start + 12
+    for j in (*range(2, 11), 1):
+        tokens = _end_tokens(free, start, j, need_b=kind == "list")
+        if tokens is None:
+            continue
+        ends = tokens[:1] if kind == "int" else tokens[:2]
+        out = generate(model, ids, max_new_tokens=12, attention_mask=mask, eos_token_id=list(ends), **kw)
+        first = [_first(r, ends) for r in out[:, start:].tolist()]
+        if first[0] != first[1] and min(first) < 11:
+            return (name, ids, mask, start) + tokens + (j,)
+    pytest.fail("no end tokens the two rows reach at different steps")
+
+
+@pytest.mark.parametrize("where", ["generation_config", "config_only"])
+@pytest.mark.parametrize("kind", ["int", "list"])
+@pytest.mark.parametrize("beams", [1, 3])
+def test_end_tokens_from_the_checkpoint_as_transformers(pair, tmp_path, where, kind, beams):
+    """No eos_token_id given: the checkpoint's (generation_config.json's; config.json's where there is none, and
+    else ignored: here it names a token row 0 reaches earlier), as transformers' generate takes them with no eos
+    argument, greedy and beam search. The rows end at different steps (end tokens from a run without them), the
+    one that ended first padded: with the first end token (these decoders' configs name no pad token; T5's
+    pad 0, which beam search replaces by the first end token, as transformers)."""
+    name, ids, mask, start, a, b, c, j = _eos_case(pair, kind, num_beams=beams, do_sample=False)
+    eos = a if kind == "int" else [a, b]
+    if where == "generation_config":
+        path = _copy(pair[3], tmp_path, generation={"eos_token_id": eos}, config={"eos_token_id": c})
+    else:
+        path = _copy(pair[3], tmp_path, generation="none", config={"eos_token_id": eos})
+    hf = type(_make(name)).from_pretrained(path).eval()
+    model = from_pretrained(path)
+    assert hf.generation_config.eos_token_id == eos
+    assert hf.generation_config.pad_token_id == (0 if name == "t5" else None)
+    got = generate(model, ids, max_new_tokens=12, attention_mask=mask, num_beams=beams, do_sample=False)
+    np.testing.assert_array_equal(got, _hf_generate(hf, ids, mask, max_new_tokens=12, num_beams=beams,
+                                                    do_sample=False))
+    ends = {a} if kind == "int" else {a, b}
+    first = [_first(r, ends) for r in got[:, start:].tolist()]
+    assert min(first) < 11 and first[0] != first[1], first  # the rows end at different steps (or one never)
+    assert got.shape[1] == start + min(max(first) + 1, 12)
+    pad = 0 if name == "t5" and beams == 1 else a
+    early = int(np.argmin(first))
+    np.testing.assert_array_equal(got[early, start + first[early] + 1:], pad)  # after its end: the pad
+    if beams == 1:
+        assert first[0] == j
+        if kind == "list":
+            assert got[1, start + first[1]] == b  # row 1 ended at the list's second token
+    # given None (transformers' own meaning of a None it is given) or []: no end token, all 12 tokens
+    free = _hf_generate(hf, ids, mask, max_new_tokens=12, num_beams=beams, do_sample=False, eos_token_id=None)
+    assert free.shape[1] == start + 12
+    for off in (None, []):
+        np.testing.assert_array_equal(generate(model, ids, max_new_tokens=12, attention_mask=mask, num_beams=beams,
+                                               do_sample=False, eos_token_id=off), free)
+
+
+def test_pad_token_from_the_checkpoint_else_the_first_end_token(pair, tmp_path):
+    """A pad token in generation_config.json pads the finished rows (transformers' too); given eos_token_id
+    with the config's pad; pad_token_id=None given: the first end token, as transformers takes a None."""
+    name, ids, mask, start, a, b, _, j = _eos_case(pair)
+    pad = VOCAB - 1
+    path = _copy(pair[3], tmp_path, generation={"eos_token_id": [a, b], "pad_token_id": pad})
+    hf = type(_make(name)).from_pretrained(path).eval()
+    model = from_pretrained(path)
+    got = generate(model, ids, max_new_tokens=12, attention_mask=mask)
+    np.testing.assert_array_equal(got, _hf_generate(hf, ids, mask, max_new_tokens=12, do_sample=False))
+    np.testing.assert_array_equal(got[0, start + j + 1:], pad)
+    np.testing.assert_array_equal(generate(model, ids, max_new_tokens=12, attention_mask=mask, eos_token_id=[a, b]),
+                                  got)
+    for kw in ({"pad_token_id": None}, {"eos_token_id": [b, a], "pad_token_id": None}):
+        first = kw.get("eos_token_id", [a])[0]
+        got = generate(model, ids, max_new_tokens=12, attention_mask=mask, **kw)
+        np.testing.assert_array_equal(got, _hf_generate(hf, ids, mask, max_new_tokens=12, do_sample=False, **kw))
+        np.testing.assert_array_equal(got[0, start + j + 1:], first)
+
+
+def test_generation_config_without_end_token_takes_none_from_config_json(pair, tmp_path):
+    """generation_config.json present but naming no end token: none, though config.json names one (transformers
+    builds its generation config from config.json only where there is no generation_config.json)."""
+    name, ids, mask, start, a, _, _, _ = _eos_case(pair)
+    generation = json.loads((pair[3] / "generation_config.json").read_text())
+    generation.pop("eos_token_id", None)
+    path = _copy(pair[3], tmp_path, config={"eos_token_id": a})
+    (path / "generation_config.json").write_text(json.dumps(generation))
+    hf = type(_make(name)).from_pretrained(path).eval()
+    got = generate(from_pretrained(path), ids, max_new_tokens=12, attention_mask=mask)
+    assert got.shape[1] == start + 12
+    np.testing.assert_array_equal(got, _hf_generate(hf, ids, mask, max_new_tokens=12, do_sample=False))
+
+
+def test_sampling_ends_at_the_checkpoint_end_tokens(pair, tmp_path):
+    """Sampling with the checkpoint's end tokens draws what it draws with them given, and pads the row that ended
+    (the draws of every row go on, so the seed gives the same tokens up to the end)."""
+    name, _, plain, path = pair
+    ids, mask = _prompts(name == "t5")
+    start = 1 if name == "t5" else ids.shape[1]
+    manual_seed(11)
+    free = generate(plain, ids, max_new_tokens=12, attention_mask=mask, do_sample=True, eos_token_id=None)
+    j, (a, b, _) = next((j, t) for j in range(2, 11) if (t := _end_tokens(free, start, j)))
+    model = from_pretrained(_copy(path, tmp_path, generation={"eos_token_id": [a, b], "pad_token_id": None}))
+    manual_seed(11)
+    got = generate(model, ids, max_new_tokens=12, attention_mask=mask, do_sample=True)
+    manual_seed(11)
+    want = generate(plain, ids, max_new_tokens=12, attention_mask=mask, do_sample=True, eos_token_id=[a, b],
+                    pad_token_id=a)
+    np.testing.assert_array_equal(got, want)
+    first = [_first(r, {a, b}) for r in got[:, start:].tolist()]
+    assert first[0] == j and first[1] != j
+    np.testing.assert_array_equal(got[0, start + j + 1:], a)
+    for r, end in enumerate(first):  # the free run's tokens up to each row's end
+        np.testing.assert_array_equal(got[r, :start + end + 1], free[r, :start + end + 1])
+
+
+def test_end_token_errors(pair):
+    _, _, model, _ = pair
+    ids, _ = _prompts(False)
+    for bad in (VOCAB, -1, [1, VOCAB], [True], "2", 2.0):
+        with pytest.raises(ValueError, match="eos_token_id must be a token id"):
+            generate(model, ids, max_new_tokens=2, eos_token_id=bad)
+    with pytest.raises(ValueError, match="pad_token_id must be a token id"):
+        generate(model, ids, max_new_tokens=2, pad_token_id=VOCAB)
+
+
+def test_cli_beam_search_ends_at_every_end_token_of_the_checkpoint(tmp_path, capsys):
+    """forgegrad generate --num-beams: the search ends hypotheses at any of the checkpoint's end tokens (all of
+    them given to it, not only the lowest), as generate does with none given; the text stops at the first."""
+    torch.manual_seed(0)
+    base = tmp_path / "base"
+    transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_layer=2, n_embd=32, n_head=4, vocab_size=300, n_positions=64, initializer_range=0.3, eos_token_id=299,
+        bos_token_id=299)).save_pretrained(base)
+    ids = list("Hi".encode())
+    free = generate(from_pretrained(base), [ids], max_new_tokens=8, num_beams=3, eos_token_id=None)[0, 2:].tolist()
+    reached = max(free[:3])
+    ends = [min(set(range(300)) - set(free)), reached]  # the lowest never reached
+    assert ends[0] < ends[1]
+    (tmp_path / "copy").mkdir()
+    path = _copy(base, tmp_path / "copy", generation={"eos_token_id": ends}, config={"eos_token_id": ends})
+    want = generate(from_pretrained(path), [ids], max_new_tokens=8, num_beams=3)[0, 2:].tolist()
+    assert reached in want and len(want) < 8
+    assert main(["generate", str(path), "--prompt", "Hi", "--max-new-tokens", "8", "--num-beams", "3"]) == 0
+    text = ByteTokenizer().decode(want[:_first(want, set(ends))])
+    assert capsys.readouterr().out == "Hi" + text + "\n"

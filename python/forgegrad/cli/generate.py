@@ -120,6 +120,7 @@ def run(args, out=None):
             out.flush()
             shown = text
 
+    # the text ends at any of config.json's and generation_config.json's end tokens: generate gets all of them
     eos = eos_token_ids(args.path, model.config, model.vocab_size)
 
     def step(tokens):
@@ -130,7 +131,7 @@ def run(args, out=None):
     if args.num_beams > 1:
         try:
             out_ids = generate(model, [ids], max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
-                               do_sample=False, num_return_sequences=1, eos_token_id=sorted(eos)[0] if eos else None,
+                               do_sample=False, num_return_sequences=1, eos_token_id=sorted(eos),
                                repetition_penalty=args.repetition_penalty)
         except ValueError as e:
             raise UsageError(str(e)) from None
@@ -144,7 +145,8 @@ def run(args, out=None):
             # streamed: one beam whatever generation_config.json asks for
             generate(model, [ids], max_new_tokens=args.max_new_tokens, do_sample=sample,
                      temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p, streamer=step,
-                     num_beams=1, num_return_sequences=1, repetition_penalty=args.repetition_penalty)
+                     num_beams=1, num_return_sequences=1, repetition_penalty=args.repetition_penalty,
+                     eos_token_id=sorted(eos))
         except _Ended:
             pass
         except ValueError as e:
@@ -175,7 +177,7 @@ def _several(args, out, model, tok, ids, prompt, sample, seq2seq) -> int:
     try:
         rows = generate(model, [ids], max_new_tokens=args.max_new_tokens, do_sample=sample,
                         temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p,
-                        num_beams=args.num_beams, num_return_sequences=R, eos_token_id=sorted(eos)[0] if eos else None,
+                        num_beams=args.num_beams, num_return_sequences=R, eos_token_id=sorted(eos),
                         repetition_penalty=args.repetition_penalty)
     except ValueError as e:
         raise UsageError(str(e)) from None

@@ -232,11 +232,14 @@ class TextGenerator:
         if seed is not None:
             manual_seed(seed)
         try:
-            # one beam and one sequence whatever generation_config.json asks for: the text streams as it is generated
+            # one beam and one sequence whatever generation_config.json asks for: the text streams as it is generated.
+            # The end tokens are the text stream's (config.json's and generation_config.json's); a decoder's
+            # min_length stays off, as in the batched engine (an encoder-decoder's is the config's, as before)
             generate(self.model, [ids], max_new_tokens=req.max_tokens, do_sample=not req.greedy,
                      temperature=req.temperature if not req.greedy else 1.0, top_k=req.top_k,
                      top_p=req.top_p if req.top_p < 1 else None, streamer=step, num_beams=1, num_return_sequences=1,
-                     logits_processor=penalize if req.penalties.active else None)
+                     logits_processor=penalize if req.penalties.active else None, eos_token_id=sorted(self.eos),
+                     min_length=None if self.seq2seq else 0)
         except _Finished:
             pass
         return text.result()

@@ -8,7 +8,7 @@ makes it repeatable, and the kernels give the same bits at any thread count, so 
 from __future__ import annotations
 
 import numbers
-from typing import Callable, Optional
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -16,14 +16,16 @@ from ...autograd import no_grad
 from ...random import generator
 from ._decode import LeanDecoder, lean_path_applies
 from ._layers import ids_array, mask_array
-from .logits_processors import LogitsProcessors, resolve, token_setting
+from .logits_processors import LogitsProcessors, generation_source, resolve, token_setting
 
 __all__ = ["generate", "select_next"]
 
 
 class _Unset:
     """``top_k`` / ``top_p`` left out: generation_config.json's, else transformers' default (50, 1.0). None
-    given explicitly means no filter, as in transformers' generate (and as forgegrad's generate always took it)."""
+    given explicitly means no filter, as in transformers' generate (and as forgegrad's generate always took it).
+    ``eos_token_id`` / ``pad_token_id`` left out: the checkpoint's (``special_tokens``); None given: no end
+    token / the first end token, as transformers' generate takes a None it is given."""
 
     def __repr__(self):
         return "<from generation_config.json>"
@@ -49,14 +51,22 @@ def _check_sampling(do_sample, temperature, top_k, top_p):
         raise ValueError(f"generate: top_p must be a number in (0, 1], got {top_p!r}")
 
 
+def _is_token(t, vocab_size: int) -> bool:
+    return isinstance(t, numbers.Integral) and not isinstance(t, bool) and 0 <= t < vocab_size
+
+
 def _check_arguments(model, max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id,
                      streamer) -> None:
     if not isinstance(max_new_tokens, numbers.Integral) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
         raise ValueError(f"generate: max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
     _check_sampling(do_sample, temperature, top_k, top_p)
-    for name, tok in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
-        if tok is not None and (not isinstance(tok, numbers.Integral) or not 0 <= tok < model.vocab_size):
-            raise ValueError(f"generate: {name} must be a token id in [0, {model.vocab_size}), got {tok!r}")
+    V = model.vocab_size
+    if eos_token_id is not None and eos_token_id is not UNSET and not _is_token(eos_token_id, V) and not (
+            isinstance(eos_token_id, (list, tuple, np.ndarray)) and all(_is_token(t, V) for t in eos_token_id)):
+        raise ValueError(f"generate: eos_token_id must be a token id in [0, {V}) or a list of them (None or []: "
+                         f"none), got {eos_token_id!r}")
+    if pad_token_id is not None and pad_token_id is not UNSET and not _is_token(pad_token_id, V):
+        raise ValueError(f"generate: pad_token_id must be a token id in [0, {V}), got {pad_token_id!r}")
     if streamer is not None and not callable(streamer):
         raise TypeError("generate: streamer must be callable (it receives each step's new tokens)")
 
@@ -89,6 +99,25 @@ def select_next(logits: np.ndarray, do_sample: bool = False, temperature: float 
     return np.minimum(picks, scores.shape[-1] - 1)
 
 
+def special_tokens(model, eos_token_id=UNSET, pad_token_id=UNSET) -> Tuple[List[int], Optional[int]]:
+    """(end-of-sequence ids, pad id) as transformers' generate takes them. ``eos_token_id`` left out (UNSET):
+    the checkpoint's (generation_config.json's, else config.json's where it has none: ``generation_source``),
+    an int or a list, its ids outside the vocabulary left out (they are never generated); None or ``[]``: none.
+    ``pad_token_id`` left out: the checkpoint's (same source); where that is none, or None is given, the first
+    eos id."""
+    from .beam_search import eos_list
+    source = generation_source(model)
+    V = model.vocab_size
+    if eos_token_id is UNSET:
+        ids = source.get("eos_token_id")
+        eos = [int(t) for t in (ids if isinstance(ids, list) else [ids]) if _is_token(t, V)]
+    else:
+        eos = eos_list(eos_token_id)
+    pad = source.get("pad_token_id") if pad_token_id is UNSET else pad_token_id
+    pad = int(pad) if _is_token(pad, V) else (eos[0] if eos else None)
+    return eos, pad
+
+
 def _decoder(model):
     """The zoo's gpt runs as the GPT2LMHeadModel it is (parameters shared)."""
     from ..transformer import GPT
@@ -100,7 +129,7 @@ def _decoder(model):
 
 def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_mask=None,
              do_sample: Optional[bool] = None, temperature: Optional[float] = None, top_k=UNSET, top_p=UNSET,
-             eos_token_id: Optional[int] = None, pad_token_id: Optional[int] = None,
+             eos_token_id: Union[int, Sequence[int], None] = UNSET, pad_token_id: Optional[int] = UNSET,
              streamer: Optional[Callable[[np.ndarray], None]] = None, num_beams: Optional[int] = None,
              length_penalty: Optional[float] = None, early_stopping=None, no_repeat_ngram_size: Optional[int] = None,
              min_length: Optional[int] = None, repetition_penalty: Optional[float] = None,
@@ -122,8 +151,12 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
             sampling settings of generation_config.json apply only when sampling.
         top_k, top_p: as in transformers, ``top_k`` left out is 50 when sampling unless the config sets it;
             ``top_k`` 0 or None and ``top_p`` None or 1.0 filter nothing.
-        eos_token_id: a row that produced it is finished: it gets ``pad_token_id`` (default: the eos id)
-            from then on, and generation stops when every row is finished.
+        eos_token_id: an id or a list of them (any one ends a row). A row that produced one is finished: it
+            gets ``pad_token_id`` from then on, and generation stops when every row is finished. Left out: the
+            checkpoint's, as transformers' generate takes it: generation_config.json's, else (no such file, or a
+            model built from a config) config.json's. None or ``[]``: no end token (transformers' generate takes
+            a None it is given so too): all max_new_tokens.
+        pad_token_id: left out: the checkpoint's (same source), else the first eos id; None: the first eos id.
         streamer: called after every step with the new tokens (B * R,) as an int64 array.
         num_beams: more than 1 for beam search (transformers' algorithm: ``length_penalty`` divides a
             finished hypothesis' log-probability by its length to that power; ``early_stopping`` False,
@@ -140,9 +173,8 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
     Returns:
         (B * R, T + n) int64 array, R = ``num_return_sequences`` rows per prompt (prompt-major): the prompts
         followed by the n <= max_new_tokens generated tokens. For an encoder-decoder (T5), ``input_ids`` is the
-        encoder's input (padding on the right, marked by ``attention_mask``), ``eos_token_id`` defaults to the
-        config's, and the result is the decoder's tokens as transformers returns them: (B * R, 1 + n),
-        decoder_start_token_id first.
+        encoder's input (padding on the right, marked by ``attention_mask``) and the result is the decoder's
+        tokens as transformers returns them: (B * R, 1 + n), decoder_start_token_id first.
     """
     model = _decoder(model)
     do_sample, temperature, top_k, top_p = _sampling_settings(model, do_sample, temperature, top_k, top_p)
@@ -169,6 +201,7 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
     B, T = ids.shape
     max_new_tokens = _max_new_tokens(model, max_new_tokens, T)
     _check_arguments(model, max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id, streamer)
+    eos, pad = special_tokens(model, eos_token_id, pad_token_id)
     mask = mask_array(attention_mask, "generate", (B, T))
     mask = np.ones((B, T), bool) if mask is None else mask
     if not mask.any(axis=1).all():
@@ -176,7 +209,7 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
     if returns > 1 and beams is None:  # sampling: each prompt R times (beam search expands its own rows)
         ids, mask = np.repeat(ids, returns, axis=0), np.repeat(mask, returns, axis=0)
         B = B * returns
-    process = _processors(model, settings, eos_token_id, T + max_new_tokens, padding=mask.argmax(axis=1))
+    process = _processors(model, settings, eos, T + max_new_tokens, padding=mask.argmax(axis=1))
     # transformers' positions for left padding: real tokens count from 0, padding gets position 1
     positions = np.where(mask, np.cumsum(mask, axis=1) - 1, 1)
     last = positions[:, -1].copy()
@@ -186,15 +219,13 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
     if beams is not None:
         if max_new_tokens == 0:
             return np.repeat(ids, returns, axis=0)
-        from .beam_search import beam_decoder, eos_list
+        from .beam_search import beam_decoder
         K, penalty, stopping = beams
-        return beam_decoder(model, ids, mask, K, max_new_tokens, eos_list(eos_token_id), pad_token_id, penalty,
-                            stopping, process, returns)
+        return beam_decoder(model, ids, mask, K, max_new_tokens, eos, pad, penalty, stopping, process, returns)
     out = np.empty((B, T + max_new_tokens), np.int64)
     out[:, :T] = ids
     if max_new_tokens == 0:
         return out
-    pad = eos_token_id if pad_token_id is None else pad_token_id
     finished = np.zeros(B, bool)
     cache = model.new_cache(B, T + max_new_tokens)
     rng = generator()
@@ -208,9 +239,9 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
             if process.active:
                 logits = process(out[:, :T + n], logits)
             nxt = select_next(logits, do_sample, float(temperature), top_k, top_p, rng)
-            if eos_token_id is not None:
+            if eos:
                 nxt = np.where(finished, pad, nxt)
-                finished |= nxt == eos_token_id
+                finished |= np.isin(nxt, eos)
             out[:, T + n] = nxt
             n += 1
             if streamer is not None:
@@ -314,10 +345,9 @@ def _extra_processors(value) -> list:
     return list(fns)
 
 
-def _processors(model, settings, eos_token_id, max_length: int, padding=None) -> LogitsProcessors:
-    from .beam_search import eos_list
+def _processors(model, settings, eos: List[int], max_length: int, padding=None) -> LogitsProcessors:
     ngram, min_len, repetition, extra = settings
-    return LogitsProcessors(ngram, min_len, eos_list(eos_token_id), token_setting(model, "forced_bos_token_id"),
+    return LogitsProcessors(ngram, min_len, eos, token_setting(model, "forced_bos_token_id"),
                             token_setting(model, "forced_eos_token_id"), max_length, repetition, padding, extra)
 
 
@@ -328,9 +358,8 @@ def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sampl
     ids = ids_array(input_ids, "generate", model.vocab_size)
     B, S = ids.shape
     max_new_tokens = _max_new_tokens(model, max_new_tokens, 1)
-    if eos_token_id is None and isinstance(model.config.get("eos_token_id"), int):
-        eos_token_id = model.config["eos_token_id"]
     _check_arguments(model, max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id, streamer)
+    eos, pad = special_tokens(model, eos_token_id, pad_token_id)  # finished rows get T5's pad 0, as transformers'
     mask = mask_array(attention_mask, "generate", (B, S))
     if returns > 1 and beams is None:  # sampling: each prompt R times (beam search expands its own rows)
         ids = np.repeat(ids, returns, axis=0)
@@ -340,17 +369,13 @@ def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sampl
         raise ValueError(f"generate: the decoder start token + max_new_tokens ({max_new_tokens}) exceed the "
                          f"model's {model.max_positions} positions")
     out = np.full((B, 1 + max_new_tokens), model.decoder_start_token_id, np.int64)
-    pad = pad_token_id
-    if pad is None:  # finished rows get the config's pad token (T5's 0), as transformers pads them
-        pad = model.config.get("pad_token_id") if isinstance(model.config.get("pad_token_id"), int) else eos_token_id
-    process = _processors(model, settings, eos_token_id, 1 + max_new_tokens)
+    process = _processors(model, settings, eos, 1 + max_new_tokens)
     if beams is not None:
         if max_new_tokens == 0:
             return np.repeat(out, returns, axis=0)
-        from .beam_search import beam_seq2seq, eos_list
+        from .beam_search import beam_seq2seq
         K, penalty, stopping = beams
-        return beam_seq2seq(model, ids, mask, K, max_new_tokens, eos_list(eos_token_id), pad, penalty, stopping,
-                            process, returns)
+        return beam_seq2seq(model, ids, mask, K, max_new_tokens, eos, pad, penalty, stopping, process, returns)
     finished = np.zeros(B, bool)
     rng = generator()
     n = 0
@@ -363,9 +388,9 @@ def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sampl
             if process.active:  # e.g. BART's forced end of sequence at the last place
                 logits = process(out[:, :1 + n], logits)
             nxt = select_next(logits, do_sample, float(temperature), top_k, top_p, rng)
-            if eos_token_id is not None:
+            if eos:
                 nxt = np.where(finished, pad, nxt)
-                finished |= nxt == eos_token_id
+                finished |= np.isin(nxt, eos)
             out[:, 1 + n] = nxt
             n += 1
             if streamer is not None:

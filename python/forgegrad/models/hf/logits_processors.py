@@ -103,6 +103,14 @@ class RequestPenalties:
         return scores
 
 
+def generation_source(model) -> dict:
+    """Where transformers' generate takes the end and pad tokens from: the checkpoint's generation_config.json,
+    or config.json where there is none (``from_pretrained`` then leaves ``model.generation_config`` None, and a
+    model built from a config has none): transformers builds its generation config from config.json then."""
+    config = getattr(model, "generation_config", None)
+    return model.config if config is None else config
+
+
 def resolve(model, name: str, given, default):
     """``generate``'s setting ``name``: as given, else the checkpoint's generation_config.json, else ``default``."""
     if given is not None:
