@@ -91,7 +91,7 @@ def test_bench_generate_times_onnxruntime_on_the_model_exported_with_its_cache(d
     logits, *present = prefill()
     np.testing.assert_allclose(logits, model(ids, logits_to_keep=1).numpy(), rtol=1e-4, atol=1e-5)
     assert present[0].shape[2] == 30
-    np.testing.assert_array_equal(run_generate(), generate(model, ids, max_new_tokens=9))
+    np.testing.assert_array_equal(run_generate(), generate(model, ids, max_new_tokens=9, eos_token_id=None))
 
 
 def test_position_slices_equal_explicit_positions_bit_for_bit(decoder):

@@ -13,9 +13,10 @@ it reaches (weight bytes per token / time per token) against what numpy's BLAS r
 the same way (sgemv over 256 MB). The prefill, generate and decode rows also time onnxruntime on the model
 exported with its KV cache (``export_with_past``, the last position's logits; greedy with ``generate_onnx``;
 models under 1 GB of weights, which export as one protobuf). Two last rows per model decode with weight-only
-Linear layers (``quantization.quantize_weight_only``): int8 against transformers' float32 decode (other numerics, a
-quarter of the weight bytes), and bfloat16 weights against transformers running the model in bfloat16
-(half the bytes on both sides; forgegrad's arithmetic stays float32). Last, an encoder-decoder: T5-small's
+Linear layers (``quantization.quantize_weight_only``): int8 against transformers' float32 decode (other
+numerics, a quarter of the weight bytes) and onnxruntime's int8 decode of the same model exported with its
+cache, and bfloat16 weights against transformers running the model in bfloat16 (half the bytes on both
+sides; forgegrad's arithmetic stays float32). Last, an encoder-decoder: T5-small's
 shape (6 + 6 layers, d_model 512, 8 heads, feed-forward 2048, vocab 32128), a 128-token input encoded once
 and 64 tokens generated greedily (forgegrad runs T5 on its Tensor ops, without the lean decode step).
 """
@@ -104,7 +105,9 @@ def paired_models(kind, cfg):
     t_ids = torch.tensor(ids)
     with torch.no_grad():
         ref = hf.generate(t_ids, max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=0).numpy()
-    assert np.array_equal(generate(ours, ids, max_new_tokens=8), ref), "forgegrad and transformers disagree"
+    # eos_token_id=None: every row runs all its tokens, as min_new_tokens makes transformers run them
+    assert np.array_equal(generate(ours, ids, max_new_tokens=8, eos_token_id=None), ref), \
+        "forgegrad and transformers disagree"
     return hf, ours, ids, t_ids
 
 
@@ -121,8 +124,8 @@ def _onnxruntime_runs(model, ids, threads):
         path = os.path.join(tmp, "decoder.onnx")
         export_with_past(model, path, logits_to_keep=1, verify=False)  # tests/test_hf_onnx_past.py verifies
         sess = ort_session(ort, path, threads)
-    assert np.array_equal(generate_onnx(sess, ids, max_new_tokens=8), generate(model, ids, max_new_tokens=8)), \
-        "forgegrad and onnxruntime disagree"
+    same = generate_onnx(sess, ids, max_new_tokens=8), generate(model, ids, max_new_tokens=8, eos_token_id=None)
+    assert np.array_equal(*same), "forgegrad and onnxruntime disagree"
     feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
     for i in sess.get_inputs()[2:]:
         feed[i.name] = np.zeros((ids.shape[0], i.shape[1], 0, i.shape[3]), np.float32)
@@ -166,8 +169,8 @@ def _rows_for(name, threads, quick):
         repeat = 3
         pre = compare({"forgegrad": fg_prefill, "transformers": hf_prefill, "onnxruntime": ort_prefill},
                       repeat=repeat, min_time=0.0, warmup=1)
-        gen = compare({"forgegrad": lambda: generate(ours, ids, max_new_tokens=NEW), "transformers": hf_generate,
-                       "onnxruntime": ort_generate}, repeat=repeat, min_time=0.0, warmup=1)
+        gen = compare({"forgegrad": lambda: generate(ours, ids, max_new_tokens=NEW, eos_token_id=None),
+                       "transformers": hf_generate, "onnxruntime": ort_generate}, repeat=repeat, min_time=0.0, warmup=1)
     note = {"note": "onnxruntime runs the model exported with its KV cache (export_with_past)"} if ort_runs else {}
     rows.append({"workload": f"{label} prefill {PROMPT} tokens", "threads": threads, "seconds": pre, **note})
     rows.append({"workload": f"{label} generate {NEW} tokens (greedy)", "threads": threads, "seconds": gen})
@@ -180,9 +183,20 @@ def _rows_for(name, threads, quick):
     # the same model with int8 weight-only Linear layers (quantization.quantize_weight_only; a tied head gets
     # an int8 copy): a quarter of the bytes per weight, against transformers' float32 decode
     from ..quantization import quantize_weight_only
-    q_decode = _decode_per_token(quantize_weight_only(ours), ids, threads, repeat)
+    quantized = quantize_weight_only(ours)
+    q_decode = _decode_per_token(quantized, ids, threads, repeat)
+    # onnxruntime on the same int8 model exported with its cache (its MatMulNBits int8 kernels)
+    q_ort = _onnxruntime_runs(quantized, ids, threads) if stored <= ONNX_MAX_WEIGHTS else None
+    q_ort_decode = None
+    if q_ort is not None:
+        with pinned_threads(threads):
+            t = compare({"prefill": q_ort[0], "generate": q_ort[1]}, repeat=repeat, min_time=0.0, warmup=1)
+        q_ort_decode = (t["generate"] - t["prefill"]) / NEW
     rows.append({"workload": f"{label} decode per token, int8 weight-only (transformers: float32)",
-                 "threads": threads, "seconds": {"forgegrad": q_decode, "transformers": decode["transformers"]}})
+                 "threads": threads, "seconds": {"forgegrad": q_decode, "transformers": decode["transformers"],
+                                                 "onnxruntime": q_ort_decode},
+                 **({"note": "onnxruntime runs the same int8 model exported with its cache (MatMulNBits)"}
+                    if q_ort_decode else {})})
     # bfloat16 weights on both sides: forgegrad widens them in its kernels (float32 arithmetic); transformers
     # runs the model in bfloat16 (activations too). Half the bytes per weight either way.
     import copy
@@ -217,8 +231,8 @@ def _decode_per_token(model, ids, threads, repeat) -> float:
 
     with pinned_threads(threads):
         t = compare({"prefill": prefill,
-                     "generate": lambda: generate(model, ids, max_new_tokens=NEW)}, repeat=repeat, min_time=0.0,
-                    warmup=1)
+                     "generate": lambda: generate(model, ids, max_new_tokens=NEW, eos_token_id=None)},
+                    repeat=repeat, min_time=0.0, warmup=1)
     return (t["generate"] - t["prefill"]) / NEW
 
 
@@ -239,7 +253,6 @@ def _t5_rows(threads, quick) -> List[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         hf.save_pretrained(tmp)
         ours = from_pretrained(tmp)
-    ours.config["eos_token_id"] = None  # generate all NEW tokens, as min_new_tokens makes transformers do
     ids = np.random.default_rng(0).integers(2, cfg["vocab_size"], (1, PROMPT))
     t_ids = torch.tensor(ids)
 
@@ -249,10 +262,10 @@ def _t5_rows(threads, quick) -> List[dict]:
 
     # the same tokens on both sides (transformers' min_new_tokens keeps it from stopping at </s>)
     ref = hf_generate(8).numpy()
-    assert np.array_equal(generate(ours, ids, max_new_tokens=8), ref), \
+    assert np.array_equal(generate(ours, ids, max_new_tokens=8, eos_token_id=None), ref), \
         "forgegrad and transformers disagree on T5"
     with pinned_threads(threads):
-        t = compare({"forgegrad": lambda: generate(ours, ids, max_new_tokens=NEW),
+        t = compare({"forgegrad": lambda: generate(ours, ids, max_new_tokens=NEW, eos_token_id=None),
                      "transformers": lambda: hf_generate(NEW)}, repeat=3, min_time=0.0, warmup=1)
     label = "t5-small" + (" (2 layers)" if quick else "")
     return [{"workload": f"{label} encode {PROMPT} tokens + generate {NEW} (greedy)", "threads": threads,
