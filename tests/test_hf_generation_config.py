@@ -13,7 +13,7 @@ import pytest
 
 from forgegrad import manual_seed
 from forgegrad.cli import main
-from forgegrad.models import from_pretrained, generate
+from forgegrad.models import from_pretrained, generate, save_pretrained
 from forgegrad.models.hf.tokenizer import ByteTokenizer
 
 torch = pytest.importorskip("torch")
@@ -418,3 +418,19 @@ def test_cli_beam_search_ends_at_every_end_token_of_the_checkpoint(tmp_path, cap
     assert main(["generate", str(path), "--prompt", "Hi", "--max-new-tokens", "8", "--num-beams", "3"]) == 0
     text = ByteTokenizer().decode(want[:_first(want, set(ends))])
     assert capsys.readouterr().out == "Hi" + text + "\n"
+
+
+def test_save_pretrained_keeps_generation_config(pair, tmp_path):
+    """A checkpoint's generation_config.json travels through save_pretrained: forgegrad and transformers read the
+    saved one's settings back (and a model built from a config alone writes none)."""
+    name, _, _, path = pair
+    (tmp_path / "src").mkdir()
+    src = _with_config(path, tmp_path / "src", num_beams=3, max_new_tokens=7, **SAMPLING)
+    model = from_pretrained(src)
+    save_pretrained(model, tmp_path / "out")
+    assert from_pretrained(tmp_path / "out").generation_config == model.generation_config
+    loaded = transformers.GenerationConfig.from_pretrained(tmp_path / "out")
+    assert (loaded.num_beams, loaded.max_new_tokens, loaded.top_k, loaded.do_sample) == (3, 7, 20, True)
+    bare = type(model)(model.config)
+    save_pretrained(bare, tmp_path / "bare")
+    assert not (tmp_path / "bare" / "generation_config.json").exists()

@@ -195,8 +195,10 @@ def _rows_for(name, threads, quick):
     rows.append({"workload": f"{label} decode per token, int8 weight-only (transformers: float32)",
                  "threads": threads, "seconds": {"forgegrad": q_decode, "transformers": decode["transformers"],
                                                  "onnxruntime": q_ort_decode},
-                 **({"note": "onnxruntime runs the same int8 model exported with its cache (MatMulNBits)"}
-                    if q_ort_decode else {})})
+                 **({"note": "onnxruntime runs the same int8 model exported with its cache: MatMulNBits with 8 "
+                             "bits, which onnxruntime's CPU kernels run far slower than its float32 MatMul (its fast "
+                             "path quantizes the activations, other numerics): the speed of the exported file, not "
+                             "onnxruntime's best int8"} if q_ort_decode else {})})
     # bfloat16 weights on both sides: forgegrad widens them in its kernels (float32 arithmetic); transformers
     # runs the model in bfloat16 (activations too). Half the bytes per weight either way.
     import copy

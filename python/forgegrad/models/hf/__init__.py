@@ -159,7 +159,8 @@ def from_pretrained(path, dtype="float32"):
 
 def save_pretrained(model, path) -> None:
     """Write ``model`` (one built by ``from_pretrained`` or from a config dict, or the zoo's ``gpt``) as a
-    Hugging Face checkpoint directory: ``config.json`` and ``model.safetensors``."""
+    Hugging Face checkpoint directory: ``config.json`` and ``model.safetensors``, and ``generation_config.json``
+    when the model was loaded with one (generate's defaults: beams, limits, end tokens, sampling)."""
     from ..transformer import GPT
     if isinstance(model, GPT):  # the zoo's gpt is GPT-2's architecture
         model = GPT2LMHeadModel.from_zoo(model)
@@ -174,4 +175,4 @@ def save_pretrained(model, path) -> None:
     cfg = dict(model.config)
     cfg["architectures"] = [model.architecture]
     cfg.setdefault("model_type", getattr(model, "model_type", "bert"))
-    write_checkpoint(path, cfg, model.to_hf())
+    write_checkpoint(path, cfg, model.to_hf(), getattr(model, "generation_config", None))

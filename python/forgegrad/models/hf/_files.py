@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Optional
 
 import numpy as np
 
@@ -123,8 +123,10 @@ def read_weights(path, keep_bfloat16: bool = False) -> "OrderedDict[str, np.ndar
     raise CheckpointError(f"{who}: {path!r} has neither {SINGLE} nor {INDEX}")
 
 
-def write_checkpoint(path, config: Mapping, tensors: Mapping[str, np.ndarray]) -> None:
-    """Write ``config.json`` and ``model.safetensors`` (each atomically) into the directory ``path``."""
+def write_checkpoint(path, config: Mapping, tensors: Mapping[str, np.ndarray],
+                     generation_config: Optional[Mapping] = None) -> None:
+    """Write ``config.json`` and ``model.safetensors`` (each atomically) into the directory ``path``, and
+    ``generation_config.json`` when ``generation_config`` is given (generate's defaults travel with the model)."""
     from ...serialization import _safetensors
     path = os.fspath(path)
     os.makedirs(path, exist_ok=True)
@@ -134,3 +136,7 @@ def write_checkpoint(path, config: Mapping, tensors: Mapping[str, np.ndarray]) -
     text = json.dumps(dict(config), indent=2, sort_keys=True) + "\n"
     atomic_write(os.path.join(path, SINGLE), lambda f: f.write(payload), who="save_pretrained")
     atomic_write(os.path.join(path, CONFIG), lambda f: f.write(text.encode("utf-8")), who="save_pretrained")
+    if generation_config is not None:
+        gen = json.dumps(dict(generation_config), indent=2, sort_keys=True) + "\n"
+        atomic_write(os.path.join(path, "generation_config.json"), lambda f: f.write(gen.encode("utf-8")),
+                     who="save_pretrained")
