@@ -100,13 +100,16 @@ def _cumsum_samples():
                                  BadInput((S.rand(2, 3), None), {}, TypeError, "dim")])
 class CumsumFunction(Function):
     """The running sum of ``a`` along ``dim`` (torch.cumsum), added in index order; bool and integer
-    inputs sum as int64. Its gradient is the running sum of the gradient from the other end."""
+    inputs sum as int64, float32 runs longer than _FLOAT32_EXACT_COUNT in float64 (as ``sum``). Its gradient
+    is the running sum of the gradient from the other end."""
 
     @staticmethod
     def forward(ctx, a, dim):
         ctx.axis = single_axis(dim, max(a.ndim, 1), "cumsum(): dim")
         if a.ndim == 0:
             return np.array(a, dtype=_cumsum_dtype(a))
+        if a.dtype == np.float32 and a.shape[ctx.axis] > _FLOAT32_EXACT_COUNT:  # long runs add up in float64
+            return np.cumsum(a, axis=ctx.axis, dtype=np.float64).astype(np.float32)
         return np.cumsum(a, axis=ctx.axis, dtype=_cumsum_dtype(a))
 
     @staticmethod
@@ -114,7 +117,9 @@ class CumsumFunction(Function):
         if g.ndim == 0:
             return g.copy()
         flipped = np.flip(g, axis=ctx.axis)
-        return np.ascontiguousarray(np.flip(np.cumsum(flipped, axis=ctx.axis, dtype=g.dtype), axis=ctx.axis))
+        wide = g.dtype == np.float32 and g.shape[ctx.axis] > _FLOAT32_EXACT_COUNT
+        run = np.cumsum(flipped, axis=ctx.axis, dtype=np.float64 if wide else g.dtype)
+        return np.ascontiguousarray(np.flip(run, axis=ctx.axis), dtype=g.dtype)
 
 
 @register_op("mean", meta=M.float_reduction, flops=M.per_input_element(1), samples=_reduce_samples,
