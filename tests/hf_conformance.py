@@ -190,3 +190,28 @@ def seq2seq_gradients(hf, model, ids, mask, dec, seed=1):
     (out * torch.tensor(w)).sum().backward()
     (model(ids, mask, dec) * fg.tensor(w.astype(np.float32))).sum().backward()
     return dict(model.named_parameters()), dict(ref.named_parameters())
+
+
+def tiny_generator(name, vocab):
+    """A transformers model with random weights (torch seeded 0) for the generation tests: "gpt2", "llama"
+    (grouped-query attention), "t5" or "bart", each 2 layers, of ``vocab`` tokens."""
+    import torch
+    import transformers
+    torch.manual_seed(0)
+    if name == "gpt2":
+        return transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=vocab,
+                                                                    n_positions=64, initializer_range=0.3))
+    if name == "llama":
+        return transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            num_hidden_layers=2, hidden_size=48, num_attention_heads=6, num_key_value_heads=2, intermediate_size=40,
+            vocab_size=vocab, max_position_embeddings=64, initializer_range=0.3))
+    if name == "t5":
+        return transformers.T5ForConditionalGeneration(transformers.T5Config(
+            vocab_size=vocab, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4, initializer_factor=3.0,
+            dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1))
+    if name == "bart":
+        return transformers.BartForConditionalGeneration(transformers.BartConfig(
+            vocab_size=vocab, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+            decoder_attention_heads=4, encoder_ffn_dim=48, decoder_ffn_dim=48, max_position_embeddings=64, dropout=0.0,
+            init_std=0.3))
+    raise ValueError(f"tiny_generator: no model named {name!r}")

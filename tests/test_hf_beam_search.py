@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from forgegrad.models import from_pretrained, generate
+import hf_conformance as hfc
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -15,22 +16,7 @@ SETTINGS = [(3, 1.0, False), (4, 2.0, True), (2, 0.5, "never"), (5, -1.0, False)
 
 
 def _make(name):
-    torch.manual_seed(0)
-    if name == "gpt2":
-        return transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=VOCAB,
-                                                                    n_positions=64, initializer_range=0.3))
-    if name == "llama":
-        return transformers.LlamaForCausalLM(transformers.LlamaConfig(
-            num_hidden_layers=2, hidden_size=48, num_attention_heads=6, num_key_value_heads=2, intermediate_size=40,
-            vocab_size=VOCAB, max_position_embeddings=64, initializer_range=0.3))
-    if name == "t5":
-        return transformers.T5ForConditionalGeneration(transformers.T5Config(
-            vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4, initializer_factor=3.0,
-            dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1))
-    return transformers.BartForConditionalGeneration(transformers.BartConfig(
-        vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-        decoder_attention_heads=4, encoder_ffn_dim=48, decoder_ffn_dim=48, max_position_embeddings=64, dropout=0.0,
-        init_std=0.3))
+    return hfc.tiny_generator(name, VOCAB)
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama", "t5", "bart"])

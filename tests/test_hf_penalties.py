@@ -9,6 +9,7 @@ import pytest
 
 from forgegrad.models import from_pretrained, generate
 from forgegrad.models.hf.logits_processors import LogitsProcessors, RequestPenalties
+import hf_conformance as hfc
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -18,17 +19,7 @@ VOCAB = 60
 
 
 def _make(name):
-    torch.manual_seed(0)
-    if name == "gpt2":
-        return transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=VOCAB,
-                                                                    n_positions=64, initializer_range=0.3))
-    if name == "llama":
-        return transformers.LlamaForCausalLM(transformers.LlamaConfig(
-            num_hidden_layers=2, hidden_size=48, num_attention_heads=6, num_key_value_heads=2, intermediate_size=40,
-            vocab_size=VOCAB, max_position_embeddings=64, initializer_range=0.3))
-    return transformers.T5ForConditionalGeneration(transformers.T5Config(
-        vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4, initializer_factor=3.0,
-        dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1))
+    return hfc.tiny_generator(name, VOCAB)
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama", "t5"])

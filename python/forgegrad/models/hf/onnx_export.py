@@ -136,6 +136,58 @@ def export_with_past(model, path, *, logits_to_keep: int = 0, opset: int = 17, v
         model.train(was_training)
 
 
+class TokenPicker:
+    """The choices of a decoding loop on exported graphs (generate_onnx, generate_onnx_seq2seq), as transformers'
+    generate makes them: ``select_next`` (greedy, or a draw after the warpers from forgegrad's generator), then
+    rows that produced an end token continue with ``pad_token_id``. ``finished`` once every row has ended."""
+
+    def __init__(self, batch: int, eos_token_id, pad_token_id: int, do_sample: bool, temperature: float, top_k,
+                 top_p):
+        from ...random import generator
+        from .generation import _check_sampling
+        _check_sampling(do_sample, temperature, top_k, top_p)
+        self.sampling = (do_sample, float(temperature), top_k or None, top_p)
+        self.rng = generator()
+        self.eos = set(np.atleast_1d(eos_token_id).tolist()) if eos_token_id is not None else set()
+        self.pad = np.int64(pad_token_id)
+        self.done = np.zeros(batch, bool)
+
+    def __call__(self, last_logits: np.ndarray, forced=None) -> np.ndarray:
+        """The next token of each row from its last position's logits (B, V), or ``forced`` for every row."""
+        from .generation import select_next
+        nxt = (select_next(last_logits, *self.sampling, self.rng) if forced is None
+               else np.full(last_logits.shape[0], forced, np.int64))
+        if self.eos:
+            nxt = np.where(self.done, self.pad, nxt)
+            self.done |= np.isin(nxt, list(self.eos))
+        return nxt
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.eos) and bool(self.done.all())
+
+
+def session_of(s):
+    """An onnxruntime CPU session for a path, or ``s`` itself (a session already)."""
+    if isinstance(s, (str, bytes)) or hasattr(s, "__fspath__"):
+        import onnxruntime as ort
+        return ort.InferenceSession(str(s), providers=["CPUExecutionProvider"])
+    return s
+
+
+def check_prompt(who: str, input_ids, attention_mask, max_new_tokens):
+    """(ids, mask) as int64 arrays of one (batch, tokens >= 1) shape, with max_new_tokens checked."""
+    ids = np.asarray(input_ids, np.int64)
+    if ids.ndim != 2 or ids.shape[1] == 0:
+        raise ValueError(f"{who}: input_ids must be (batch, tokens) with tokens >= 1, got shape {ids.shape}")
+    mask = np.ones(ids.shape, np.int64) if attention_mask is None else np.asarray(attention_mask, np.int64)
+    if mask.shape != ids.shape:
+        raise ValueError(f"{who}: attention_mask must have input_ids' shape {ids.shape}, got {mask.shape}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+        raise ValueError(f"{who}: max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+    return ids, mask
+
+
 def generate_onnx(session, input_ids, attention_mask=None, max_new_tokens: int = 20, eos_token_id=None,
                   pad_token_id: int = 0, do_sample: bool = False, temperature: float = 1.0, top_k=None,
                   top_p=None) -> np.ndarray:
@@ -148,40 +200,24 @@ def generate_onnx(session, input_ids, attention_mask=None, max_new_tokens: int =
     it draws as ``generate`` does after the same seed. Returns the prompt followed by the new tokens,
     (batch, prompt + new) int64.
     """
-    from ...random import generator
-    from .generation import _check_sampling, select_next
-    if isinstance(session, (str, bytes)) or hasattr(session, "__fspath__"):
-        import onnxruntime as ort
-        session = ort.InferenceSession(str(session), providers=["CPUExecutionProvider"])
-    ids = np.asarray(input_ids, np.int64)
-    if ids.ndim != 2 or ids.shape[1] == 0:
-        raise ValueError(f"generate_onnx: input_ids must be (batch, tokens) with tokens >= 1, got shape {ids.shape}")
-    mask = np.ones(ids.shape, np.int64) if attention_mask is None else np.asarray(attention_mask, np.int64)
-    if mask.shape != ids.shape:
-        raise ValueError(f"generate_onnx: attention_mask must have input_ids' shape {ids.shape}, got {mask.shape}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
-        raise ValueError(f"generate_onnx: max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+    session = session_of(session)
+    ids, mask = check_prompt("generate_onnx", input_ids, attention_mask, max_new_tokens)
     inputs = session.get_inputs()
     past_names = [i.name for i in inputs if i.name.startswith("past_key_values.")]
     if [i.name for i in inputs[:2]] != ["input_ids", "attention_mask"] or not past_names:
         raise ValueError("generate_onnx: the graph's inputs are not export_with_past's (input_ids, attention_mask, "
                          f"past_key_values.<i>.key/value): {[i.name for i in inputs]}")
-    _check_sampling(do_sample, temperature, top_k, top_p)
-    rng = generator()
-    eos = set(np.atleast_1d(eos_token_id).tolist()) if eos_token_id is not None else set()
     B = ids.shape[0]
+    pick = TokenPicker(B, eos_token_id, pad_token_id, do_sample, temperature, top_k, top_p)
     feed = {"input_ids": ids, "attention_mask": mask}
     for i in inputs[2:]:
         feed[i.name] = np.zeros((B, i.shape[1], 0, i.shape[3]), np.float32)
-    out, done = [ids], np.zeros(B, bool)
+    out = [ids]
     for _ in range(int(max_new_tokens)):
         logits, *present = session.run(None, feed)
-        nxt = select_next(logits[:, -1], do_sample, float(temperature), top_k or None, top_p, rng)
-        if eos:
-            nxt = np.where(done, np.int64(pad_token_id), nxt)
-            done |= np.isin(nxt, list(eos))
+        nxt = pick(logits[:, -1])
         out.append(nxt[:, None])
-        if eos and done.all():
+        if pick.finished:
             break
         mask = np.concatenate([mask, np.ones((B, 1), np.int64)], axis=1)
         feed = {"input_ids": nxt[:, None], "attention_mask": mask, **dict(zip(past_names, present))}

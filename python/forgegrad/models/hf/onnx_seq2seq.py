@@ -25,6 +25,7 @@ import numpy as np
 from ... import nn
 from ...tensor import Tensor
 from ._layers import PastKeyValues
+from .onnx_export import TokenPicker, check_prompt, session_of
 
 __all__ = ["export_seq2seq", "generate_onnx_seq2seq"]
 
@@ -130,13 +131,6 @@ def export_seq2seq(model, directory, *, logits_to_keep: int = 0, opset: int = 17
         model.train(was_training)
 
 
-def _session(s):
-    if isinstance(s, (str, bytes)) or hasattr(s, "__fspath__"):
-        import onnxruntime as ort
-        return ort.InferenceSession(str(s), providers=["CPUExecutionProvider"])
-    return s
-
-
 def generate_onnx_seq2seq(encoder, decoder, input_ids, attention_mask=None, *, decoder_start_token_id: int,
                           max_new_tokens: int = 20, eos_token_id=None, pad_token_id: int = 0, do_sample: bool = False,
                           temperature: float = 1.0, top_k=None, top_p=None, forced_bos_token_id=None,
@@ -148,33 +142,19 @@ def generate_onnx_seq2seq(encoder, decoder, input_ids, attention_mask=None, *, d
     config sets them) make the first / the last of the ``max_new_tokens`` tokens that one, as transformers'
     processors do. Returns (batch, 1 + new) int64, the start token first, as ``generate`` returns an
     encoder-decoder's tokens."""
-    from ...random import generator
-    from .generation import _check_sampling, select_next
-
-    enc, dec = _session(encoder), _session(decoder)
-    ids = np.asarray(input_ids, np.int64)
-    if ids.ndim != 2 or ids.shape[1] == 0:
-        raise ValueError(f"generate_onnx_seq2seq: input_ids must be (batch, tokens) with tokens >= 1, got shape "
-                         f"{ids.shape}")
-    mask = np.ones(ids.shape, np.int64) if attention_mask is None else np.asarray(attention_mask, np.int64)
-    if mask.shape != ids.shape:
-        raise ValueError(f"generate_onnx_seq2seq: attention_mask must have input_ids' shape {ids.shape}, got "
-                         f"{mask.shape}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
-        raise ValueError(f"generate_onnx_seq2seq: max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+    enc, dec = session_of(encoder), session_of(decoder)
+    ids, mask = check_prompt("generate_onnx_seq2seq", input_ids, attention_mask, max_new_tokens)
     names = [i.name for i in dec.get_inputs()]
     if names[:2] != ["input_ids", "encoder_attention_mask"] or [i.name for i in enc.get_inputs()] != [
             "input_ids", "attention_mask"]:
         raise ValueError("generate_onnx_seq2seq: the graphs are not export_seq2seq's encoder and decoder (inputs "
                          f"{[i.name for i in enc.get_inputs()]} and {names})")
-    _check_sampling(do_sample, temperature, top_k, top_p)
-    rng = generator()
     forced = {}
     if forced_bos_token_id is not None:
         forced[0] = int(forced_bos_token_id)
     if forced_eos_token_id is not None:
         forced[int(max_new_tokens) - 1] = int(np.atleast_1d(forced_eos_token_id)[0])
-    eos = set(np.atleast_1d(eos_token_id).tolist()) if eos_token_id is not None else set()
+    pick = TokenPicker(ids.shape[0], eos_token_id, pad_token_id, do_sample, temperature, top_k, top_p)
     B = ids.shape[0]
     cross = enc.run(None, {"input_ids": ids, "attention_mask": mask})[1:]
     feed = {"input_ids": np.full((B, 1), decoder_start_token_id, np.int64), "encoder_attention_mask": mask}
@@ -185,18 +165,12 @@ def generate_onnx_seq2seq(encoder, decoder, input_ids, attention_mask=None, *, d
         else:
             feed[i.name] = np.zeros((B, i.shape[1], 0, i.shape[3]), np.float32)
     self_names = [n for n in names[2:] if ".decoder." in n]
-    out, done = [feed["input_ids"]], np.zeros(B, bool)
+    out = [feed["input_ids"]]
     for step in range(int(max_new_tokens)):
         logits, *present = dec.run(None, feed)
-        if step in forced:
-            nxt = np.full(B, forced[step], np.int64)
-        else:
-            nxt = select_next(logits[:, -1], do_sample, float(temperature), top_k or None, top_p, rng)
-        if eos:
-            nxt = np.where(done, np.int64(pad_token_id), nxt)
-            done |= np.isin(nxt, list(eos))
+        nxt = pick(logits[:, -1], forced.get(step))
         out.append(nxt[:, None])
-        if eos and done.all():
+        if pick.finished:
             break
         feed = {**feed, "input_ids": nxt[:, None], **dict(zip(self_names, present))}
     return np.concatenate(out, axis=1)
