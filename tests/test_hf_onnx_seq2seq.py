@@ -163,3 +163,12 @@ def test_forgegrad_export_cli_writes_both_graphs(tmp_path):
     np.testing.assert_array_equal(got, want)
     (tmp_path / "file.onnx").write_bytes(b"")
     assert main(["export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "file.onnx")]) == 2
+
+
+def test_bench_generate_times_onnxruntime_on_the_exported_encoder_decoder(exported, monkeypatch):
+    """The bench's T5 row: onnxruntime's generation on export_seq2seq's graphs yields forgegrad's tokens."""
+    import forgegrad.bench.generate as bench
+    monkeypatch.setattr(bench, "NEW", 9)
+    _, model, _, _ = exported["t5"]
+    run = bench._onnxruntime_seq2seq(model, IDS[:1], threads=1)
+    np.testing.assert_array_equal(run(), generate(model, IDS[:1], max_new_tokens=9, eos_token_id=None))

@@ -18,7 +18,8 @@ numerics, a quarter of the weight bytes) and onnxruntime's int8 decode of the sa
 cache, and bfloat16 weights against transformers running the model in bfloat16 (half the bytes on both
 sides; forgegrad's arithmetic stays float32). Last, an encoder-decoder: T5-small's
 shape (6 + 6 layers, d_model 512, 8 heads, feed-forward 2048, vocab 32128), a 128-token input encoded once
-and 64 tokens generated greedily (forgegrad runs T5 on its Tensor ops, without the lean decode step).
+and 64 tokens generated greedily (forgegrad runs T5 on its Tensor ops, without the lean decode step), also in
+onnxruntime on the model exported with its caches (``export_seq2seq``).
 """
 from __future__ import annotations
 
@@ -266,12 +267,37 @@ def _t5_rows(threads, quick) -> List[dict]:
     ref = hf_generate(8).numpy()
     assert np.array_equal(generate(ours, ids, max_new_tokens=8, eos_token_id=None), ref), \
         "forgegrad and transformers disagree on T5"
+    ort_generate = _onnxruntime_seq2seq(ours, ids, threads)
     with pinned_threads(threads):
         t = compare({"forgegrad": lambda: generate(ours, ids, max_new_tokens=NEW, eos_token_id=None),
-                     "transformers": lambda: hf_generate(NEW)}, repeat=3, min_time=0.0, warmup=1)
+                     "transformers": lambda: hf_generate(NEW), "onnxruntime": ort_generate}, repeat=3, min_time=0.0,
+                    warmup=1)
     label = "t5-small" + (" (2 layers)" if quick else "")
     return [{"workload": f"{label} encode {PROMPT} tokens + generate {NEW} (greedy)", "threads": threads,
-             "seconds": t}]
+             "seconds": t, **({"note": "onnxruntime runs the model exported with its caches (export_seq2seq: "
+                                       "encoder.onnx, decoder.onnx)"} if ort_generate else {})}]
+
+
+def _onnxruntime_seq2seq(model, ids, threads):
+    """onnxruntime generating NEW tokens greedily on the encoder-decoder exported with its caches
+    (``export_seq2seq``, the last position's logits; ``generate_onnx_seq2seq``), or None without
+    onnx/onnxruntime. Its first 8 tokens are checked against forgegrad's."""
+    ort, onnx = optional_import("onnxruntime"), optional_import("onnx")
+    if ort is None or onnx is None:
+        return None
+    from ..models.hf import export_seq2seq, generate, generate_onnx_seq2seq
+
+    with tempfile.TemporaryDirectory() as tmp:
+        export_seq2seq(model, tmp, logits_to_keep=1, verify=False)  # tests/test_hf_onnx_seq2seq.py verifies
+        enc, dec = (ort_session(ort, os.path.join(tmp, f), threads) for f in ("encoder.onnx", "decoder.onnx"))
+
+    def run(n):
+        return generate_onnx_seq2seq(enc, dec, ids, decoder_start_token_id=model.decoder_start_token_id,
+                                     max_new_tokens=n)
+
+    assert np.array_equal(run(8), generate(model, ids, max_new_tokens=8, eos_token_id=None)), \
+        "forgegrad and onnxruntime disagree on T5"
+    return lambda: run(NEW)
 
 
 @suite("generate")
