@@ -73,10 +73,10 @@ def test_greedy_generation_is_transformers(pair):
 
 
 def test_lean_decode_step_is_the_tensor_decode(pair):
-    """The lean step (direct kernel calls, models/hf/_decode_t5.py) gives the Tensor decode's logits at 20 steps
+    """The lean step (direct kernel calls, models/hf/_decode_seq2seq.py) gives the Tensor decode's logits at 20 steps
     on a right-padded batch; generate takes it only where it applies (a forward pre-hook keeps the Tensor path),
     with the same tokens either way."""
-    from forgegrad.models.hf._decode_t5 import T5LeanStep, t5_lean_applies
+    from forgegrad.models.hf._decode_seq2seq import T5LeanStep, t5_lean_applies
     hf, model, _ = pair
     ids, mask, _ = _inputs()
     with fg.no_grad():

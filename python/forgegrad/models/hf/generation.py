@@ -15,6 +15,7 @@ import numpy as np
 from ...autograd import no_grad
 from ...random import generator
 from ._decode import LeanDecoder, lean_path_applies
+from ._decode_seq2seq import lean_seq2seq_step
 from ._layers import ids_array, mask_array
 from .logits_processors import LogitsProcessors, generation_source, resolve, token_setting
 
@@ -351,15 +352,6 @@ def _processors(model, settings, eos: List[int], max_length: int, padding=None) 
                             token_setting(model, "forced_eos_token_id"), max_length, repetition, padding, extra)
 
 
-def _lean_seq2seq_step(model, cross, mask, cache):
-    """T5's lean decode step when it computes what the Tensor decode does (models/hf/_decode_t5.py), else None."""
-    from .t5 import T5ForConditionalGeneration
-    if type(model) is not T5ForConditionalGeneration:
-        return None
-    from ._decode_t5 import T5LeanStep, t5_lean_applies
-    return T5LeanStep(model, cross, mask, cache) if t5_lean_applies(model) else None
-
-
 def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sample, temperature, top_k, top_p,
                       eos_token_id, pad_token_id, streamer, beams, settings, returns: int = 1) -> np.ndarray:
     """The encoder once, then the decoder token by token on a KV cache (the cross-attention keys and
@@ -392,7 +384,7 @@ def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sampl
         states = model.encode(ids, mask)
         cross = model.cross_kv(states)
         cache = model.new_cache(B, 1 + max_new_tokens)
-        lean = _lean_seq2seq_step(model, cross, mask, cache)
+        lean = lean_seq2seq_step(model, cross, mask, cache)  # direct kernel calls where they apply
         while n < max_new_tokens:
             if lean is not None:
                 logits = lean(out[:, n])
