@@ -226,7 +226,8 @@ def test_generate_command_and_server_run_t5(pair, tmp_path, capsys):
 def test_bench_generate_t5_row_checks_and_times_both_sides():
     """`forgegrad bench generate`'s T5 row (2 layers with --quick): the same greedy tokens as transformers
     (asserted inside), then both timed."""
-    from forgegrad.bench.generate import _t5_rows
-    (row,) = _t5_rows(1, quick=True)
+    from forgegrad.bench.generate import _seq2seq_rows
+    (row,) = _seq2seq_rows("t5-small", 1, quick=True)
     assert row["workload"].startswith("t5-small (2 layers) encode 128 tokens")
     assert row["seconds"]["forgegrad"] > 0 and row["seconds"]["transformers"] > 0
+    assert row["seconds"]["onnxruntime"] > 0 and "export_seq2seq" in row["note"]

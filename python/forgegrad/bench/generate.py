@@ -17,9 +17,9 @@ Linear layers (``quantization.quantize_weight_only``): int8 against transformers
 numerics, a quarter of the weight bytes) and onnxruntime's int8 decode of the same model exported with its
 cache, and bfloat16 weights against transformers running the model in bfloat16 (half the bytes on both
 sides; forgegrad's arithmetic stays float32). Last, an encoder-decoder: T5-small's
-shape (6 + 6 layers, d_model 512, 8 heads, feed-forward 2048, vocab 32128), a 128-token input encoded once
-and 64 tokens generated greedily (forgegrad runs T5 on its Tensor ops, without the lean decode step), also in
-onnxruntime on the model exported with its caches (``export_seq2seq``).
+shape (6 + 6 layers, d_model 512, 8 heads, feed-forward 2048, vocab 32128) and bart-base's (6 + 6 layers,
+d_model 768, 12 heads, feed-forward 3072, vocab 50265), a 128-token input encoded once and 64 tokens generated
+greedily, also in onnxruntime on the model exported with its caches (``export_seq2seq``).
 """
 from __future__ import annotations
 
@@ -241,22 +241,38 @@ def _decode_per_token(model, ids, threads, repeat) -> float:
 
 T5_SMALL = dict(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8,
                 feed_forward_proj="relu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+# bart-base's shape; its end token moved to the last id, which random weights do not pick (transformers'
+# min_new_tokens bans the end token, forgegrad's eos_token_id=None does not: the tokens must still agree)
+BART_BASE = dict(vocab_size=50265, d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
+                 decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072, max_position_embeddings=1024,
+                 eos_token_id=50264, forced_eos_token_id=None)
+SEQ2SEQ = {"t5-small": ("t5", T5_SMALL), "bart-base": ("bart", BART_BASE)}
 
 
 def _t5_rows(threads, quick) -> List[dict]:
-    """T5-small's shape: encode PROMPT tokens and generate NEW, forgegrad against transformers (same tokens)."""
+    """The encoder-decoders' rows (T5-small's and bart-base's shapes)."""
+    return [row for name in SEQ2SEQ for row in _seq2seq_rows(name, threads, quick)]
+
+
+def _seq2seq_rows(name, threads, quick) -> List[dict]:
+    """Encode PROMPT tokens and generate NEW, forgegrad against transformers and onnxruntime (same tokens)."""
     torch, transformers = optional_import("torch"), optional_import("transformers")
     if torch is None or transformers is None:
         return []
     from ..models.hf import from_pretrained, generate
     transformers.logging.set_verbosity_error()
-    cfg = dict(T5_SMALL, num_layers=2) if quick else T5_SMALL
+    kind, cfg = SEQ2SEQ[name]
+    if quick:
+        cfg = dict(cfg, num_layers=2) if kind == "t5" else dict(cfg, encoder_layers=2, decoder_layers=2)
     torch.manual_seed(0)
-    hf = transformers.T5ForConditionalGeneration(transformers.T5Config(**cfg)).eval()
+    if kind == "t5":
+        hf = transformers.T5ForConditionalGeneration(transformers.T5Config(**cfg)).eval()
+    else:
+        hf = transformers.BartForConditionalGeneration(transformers.BartConfig(**cfg)).eval()
     with tempfile.TemporaryDirectory() as tmp:
         hf.save_pretrained(tmp)
         ours = from_pretrained(tmp)
-    ids = np.random.default_rng(0).integers(2, cfg["vocab_size"], (1, PROMPT))
+    ids = np.random.default_rng(0).integers(2, cfg["vocab_size"] - 1, (1, PROMPT))
     t_ids = torch.tensor(ids)
 
     def hf_generate(n):
@@ -265,14 +281,14 @@ def _t5_rows(threads, quick) -> List[dict]:
 
     # the same tokens on both sides (transformers' min_new_tokens keeps it from stopping at </s>)
     ref = hf_generate(8).numpy()
-    assert np.array_equal(generate(ours, ids, max_new_tokens=8, eos_token_id=None), ref), \
-        "forgegrad and transformers disagree on T5"
+    assert np.array_equal(generate(ours, ids, max_new_tokens=8, eos_token_id=None, num_beams=1), ref), \
+        f"forgegrad and transformers disagree on {name}"
     ort_generate = _onnxruntime_seq2seq(ours, ids, threads)
     with pinned_threads(threads):
-        t = compare({"forgegrad": lambda: generate(ours, ids, max_new_tokens=NEW, eos_token_id=None),
+        t = compare({"forgegrad": lambda: generate(ours, ids, max_new_tokens=NEW, eos_token_id=None, num_beams=1),
                      "transformers": lambda: hf_generate(NEW), "onnxruntime": ort_generate}, repeat=3, min_time=0.0,
                     warmup=1)
-    label = "t5-small" + (" (2 layers)" if quick else "")
+    label = name + (" (2 layers)" if quick else "")
     return [{"workload": f"{label} encode {PROMPT} tokens + generate {NEW} (greedy)", "threads": threads,
              "seconds": t, **({"note": "onnxruntime runs the model exported with its caches (export_seq2seq: "
                                        "encoder.onnx, decoder.onnx)"} if ort_generate else {})}]
@@ -295,8 +311,8 @@ def _onnxruntime_seq2seq(model, ids, threads):
         return generate_onnx_seq2seq(enc, dec, ids, decoder_start_token_id=model.decoder_start_token_id,
                                      max_new_tokens=n)
 
-    assert np.array_equal(run(8), generate(model, ids, max_new_tokens=8, eos_token_id=None)), \
-        "forgegrad and onnxruntime disagree on T5"
+    assert np.array_equal(run(8), generate(model, ids, max_new_tokens=8, eos_token_id=None, num_beams=1)), \
+        "forgegrad and onnxruntime disagree on an encoder-decoder"
     return lambda: run(NEW)
 
 
