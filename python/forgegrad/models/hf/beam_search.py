@@ -154,6 +154,7 @@ def beam_seq2seq(model, ids: np.ndarray, mask: Optional[np.ndarray], num_beams: 
     R = ``num_return`` best hypotheses (prompt-major, best first)."""
     from ...autograd import no_grad
     from ...tensor import Tensor
+    from ._decode_seq2seq import lean_seq2seq_step
     B, K = ids.shape[0], num_beams
     start = model.decoder_start_token_id
     with no_grad():
@@ -161,12 +162,19 @@ def beam_seq2seq(model, ids: np.ndarray, mask: Optional[np.ndarray], num_beams: 
         rows_mask = None if mask is None else np.repeat(mask, K, axis=0)
         cross = model.cross_kv(states)
         cache = model.new_cache(B * K, 1 + max_new_tokens)
-        first = model.decode(np.full((B * K, 1), start), states, rows_mask, cross=cross, cache=cache).numpy()[:, -1]
+        lean = lean_seq2seq_step(model, cross, rows_mask, cache)  # direct kernel calls where they apply
+
+        def step(tokens):
+            if lean is not None:
+                return lean(tokens)
+            return model.decode(tokens[:, None], states, rows_mask, cross=cross, cache=cache).numpy()[:, -1]
+
+        first = step(np.full(B * K, start, np.int64))
 
     def next_logits(tokens, rows):
         reorder(cache, rows)  # each prompt's beams share its encoder states: no reorder needed there
         with no_grad():
-            return model.decode(tokens[:, None], states, rows_mask, cross=cross, cache=cache).numpy()[:, -1]
+            return step(tokens)
 
     seqs, lengths = search(first, next_logits, B, K, max_new_tokens, eos, fill_token(pad, eos), length_penalty,
                            early_stopping, process, np.full((B * K, 1), start, np.int64), num_return)
