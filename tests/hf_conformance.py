@@ -215,3 +215,34 @@ def tiny_generator(name, vocab):
             decoder_attention_heads=4, encoder_ffn_dim=48, decoder_ffn_dim=48, max_position_embeddings=64, dropout=0.0,
             init_std=0.3))
     raise ValueError(f"tiny_generator: no model named {name!r}")
+
+
+def check_lean_seq2seq_step(model, step_class, ids, mask, hook_module, *, steps=20, new_tokens=12):
+    """An encoder-decoder's lean step (``step_class``, models/hf/_decode_seq2seq.py) gives the Tensor decode's
+    logits at ``steps`` steps; generate takes it only where it applies (a forward pre-hook on ``hook_module``
+    keeps the Tensor path), with the same tokens either way."""
+    import forgegrad as fg
+    from forgegrad.models.hf import generate
+    from forgegrad.models.hf._decode_seq2seq import lean_applies
+    B = ids.shape[0]
+    with fg.no_grad():
+        states = model.encode(ids, mask)
+        cross = model.cross_kv(states)
+        lean_cache, tensor_cache = model.new_cache(B, steps + 1), model.new_cache(B, steps + 1)
+        lean = step_class(model, cross, mask.astype(bool), lean_cache)
+        tokens = np.full(B, model.decoder_start_token_id)
+        for _ in range(steps):
+            got = lean(tokens)
+            want = model.decode(tokens[:, None], states, mask, cross=cross, cache=tensor_cache).numpy()[:, -1]
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+            tokens = want.argmax(-1)
+        assert lean_applies(model)
+    assert not lean_applies(model)  # a graph would be recorded
+    fast = generate(model, ids, max_new_tokens=new_tokens, attention_mask=mask)
+    handle = hook_module.register_forward_pre_hook(lambda m, args: None)
+    try:
+        with fg.no_grad():
+            assert not lean_applies(model)
+        np.testing.assert_array_equal(generate(model, ids, max_new_tokens=new_tokens, attention_mask=mask), fast)
+    finally:
+        handle.remove()

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-from hf_conformance import seq2seq_gradients, seq2seq_logits  # noqa: E402
+from hf_conformance import check_lean_seq2seq_step, seq2seq_gradients, seq2seq_logits  # noqa: E402
 
 VOCAB = 120
 
@@ -74,32 +74,12 @@ def test_greedy_generation_with_the_forced_end_token_is_transformers(pair):
 
 
 def test_lean_decode_step_is_the_tensor_decode(pair):
-    """The lean step (direct kernel calls, models/hf/_decode_seq2seq.py) gives the Tensor decode's logits at 20
-    steps on a right-padded batch; with a forward pre-hook generate keeps the Tensor path, same tokens."""
-    from forgegrad import no_grad
-    from forgegrad.models.hf._decode_seq2seq import BartLeanStep, lean_applies
+    """The lean step gives the Tensor decode's logits at 20 steps on a right-padded batch; a forward pre-hook
+    keeps generate on the Tensor path, with the same tokens."""
+    from forgegrad.models.hf._decode_seq2seq import BartLeanStep
     _, model, _ = pair
     ids, mask, _ = _inputs()
-    with no_grad():
-        states = model.encode(ids, mask)
-        cross = model.cross_kv(states)
-        lean_cache, tensor_cache = model.new_cache(3, 21), model.new_cache(3, 21)
-        lean = BartLeanStep(model, cross, mask.astype(bool), lean_cache)
-        tokens = np.full(3, model.decoder_start_token_id)
-        for _ in range(20):
-            got = lean(tokens)
-            want = model.decode(tokens[:, None], states, mask, cross=cross, cache=tensor_cache).numpy()[:, -1]
-            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
-            tokens = want.argmax(-1)
-        assert lean_applies(model)
-    fast = generate(model, ids, max_new_tokens=12, attention_mask=mask)
-    handle = model.decoder.layers[0].register_forward_pre_hook(lambda m, args: None)
-    try:
-        with no_grad():
-            assert not lean_applies(model)
-        np.testing.assert_array_equal(generate(model, ids, max_new_tokens=12, attention_mask=mask), fast)
-    finally:
-        handle.remove()
+    check_lean_seq2seq_step(model, BartLeanStep, ids, mask, model.decoder.layers[0])
 
 
 def test_forced_first_token(pair, tmp_path):

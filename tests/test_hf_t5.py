@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-from hf_conformance import seq2seq_gradients, seq2seq_logits  # noqa: E402
+from hf_conformance import check_lean_seq2seq_step, seq2seq_gradients, seq2seq_logits  # noqa: E402
 
 VOCAB = 120
 
@@ -73,33 +73,12 @@ def test_greedy_generation_is_transformers(pair):
 
 
 def test_lean_decode_step_is_the_tensor_decode(pair):
-    """The lean step (direct kernel calls, models/hf/_decode_seq2seq.py) gives the Tensor decode's logits at 20 steps
-    on a right-padded batch; generate takes it only where it applies (a forward pre-hook keeps the Tensor path),
-    with the same tokens either way."""
-    from forgegrad.models.hf._decode_seq2seq import T5LeanStep, t5_lean_applies
-    hf, model, _ = pair
+    """The lean step gives the Tensor decode's logits at 20 steps on a right-padded batch; a forward pre-hook
+    keeps generate on the Tensor path, with the same tokens."""
+    from forgegrad.models.hf._decode_seq2seq import T5LeanStep
+    _, model, _ = pair
     ids, mask, _ = _inputs()
-    with fg.no_grad():
-        states = model.encode(ids, mask)
-        cross = model.cross_kv(states)
-        lean_cache, tensor_cache = model.new_cache(3, 21), model.new_cache(3, 21)
-        lean = T5LeanStep(model, cross, mask.astype(bool), lean_cache)
-        tokens = np.zeros(3, np.int64)
-        for _ in range(20):
-            got = lean(tokens)
-            want = model.decode(tokens[:, None], states, mask, cross=cross, cache=tensor_cache).numpy()[:, -1]
-            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
-            tokens = want.argmax(-1)
-        assert t5_lean_applies(model)
-    assert not t5_lean_applies(model)  # a graph would be recorded
-    fast = generate(model, ids, max_new_tokens=15, attention_mask=mask)
-    handle = model.decoder.block[0].layer[2].register_forward_pre_hook(lambda m, args: None)
-    try:
-        with fg.no_grad():
-            assert not t5_lean_applies(model)
-        np.testing.assert_array_equal(generate(model, ids, max_new_tokens=15, attention_mask=mask), fast)
-    finally:
-        handle.remove()
+    check_lean_seq2seq_step(model, T5LeanStep, ids, mask, model.decoder.block[0].layer[2], new_tokens=15)
 
 
 def test_gradients_are_transformers(pair):

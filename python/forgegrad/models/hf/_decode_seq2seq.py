@@ -42,10 +42,6 @@ def lean_seq2seq_step(model, cross, mask, cache):
     return None
 
 
-def t5_lean_applies(model) -> bool:  # the name tests use
-    return lean_applies(model)
-
-
 def lean_applies(model) -> bool:
     """Whether a lean step computes what the model's decode does: no graph to record, eval mode, only the module
     types from_pretrained builds, no forward pre-hooks, float32 CPU parameters."""
@@ -67,13 +63,6 @@ def _linear(layer, x: np.ndarray, act: int = -1) -> np.ndarray:
     return _C.gemm.linear(x, layer.weight.numpy(), bias, act, 0.0, packed_weight(layer))
 
 
-def _padding_bias(mask: Optional[np.ndarray]) -> Optional[np.ndarray]:
-    """(B, 1, 1, S) additive bias of the encoder input's padding (float32's minimum), or None without any."""
-    if mask is None or mask.all():
-        return None
-    return np.where(mask, np.float32(0), np.float32(np.finfo(np.float32).min)).astype(np.float32)[:, None, None, :]
-
-
 def _attend(q: np.ndarray, keys: np.ndarray, values: np.ndarray, bias: Optional[np.ndarray],
             scale: float = 1.0) -> np.ndarray:
     """softmax(scale * q k^T + bias) v for q (B, H, D) over keys/values (B, H, L, D) (T5 does not scale the
@@ -91,34 +80,55 @@ def _attend(q: np.ndarray, keys: np.ndarray, values: np.ndarray, bias: Optional[
     return out.reshape(B, H * D)
 
 
-class T5LeanStep:
+class _LeanStep:
+    """What the lean steps share: the model, its KVCache, each layer's encoder keys and values as arrays, the
+    encoder input's padding bias, the feed-forward's fused activation; ``_next_place`` checks the cache's room."""
+
+    def __init__(self, model, cross: List[Tuple], mask: Optional[np.ndarray], cache, activation: str):
+        from ._layers import KVCache
+        from .t5 import _padding_mask
+        if not isinstance(cache, KVCache):
+            raise TypeError(f"{type(self).__name__}: cache must be a KVCache")
+        self.model, self.cache = model, cache
+        self.cross = [(np.ascontiguousarray(k.numpy()), np.ascontiguousarray(v.numpy())) for k, v in cross]
+        self.cross_bias = _padding_mask(mask)  # (B, 1, 1, S) or None
+        self.act = _GELU_TANH.get(activation)
+        if self.act is None:
+            raise ValueError(f"{type(self).__name__}: no fused kernel for the activation {activation!r}")
+
+    def _next_place(self) -> int:
+        p = self.cache.length
+        if p + 1 > self.cache.max_length:
+            raise ValueError(f"{type(self).__name__}: {p + 1} tokens exceed the cache's max_length "
+                             f"{self.cache.max_length}")
+        return p
+
+    def _self_attention(self, i: int, p: int, q, k, v, bias, scale: float = 1.0) -> np.ndarray:
+        """Layer i's new keys/values (B, H, D) written at place p of the cache, then q over places 0..p."""
+        keys, values = self.cache.keys[i], self.cache.values[i]
+        keys[:, :, p], values[:, :, p] = k, v
+        return _attend(q, keys[:, :, :p + 1], values[:, :, :p + 1], bias, scale)
+
+
+class T5LeanStep(_LeanStep):
     """``step(tokens (B,)) -> logits (B, vocab)``: the decoder on one new token per row, appending to ``cache``
     (a KVCache) and attending to ``cross`` (each layer's encoder keys and values) with the encoder input's
     padding ``mask`` (B, S) of 0/1, or None."""
 
     def __init__(self, model, cross: List[Tuple], mask: Optional[np.ndarray], cache):
-        from ._layers import KVCache
         from .t5 import _feed_forward_kind, relative_position_bucket
-        if not isinstance(cache, KVCache):
-            raise TypeError("T5LeanStep: cache must be a KVCache")
-        self.model, self.cache = model, cache
-        self.cross = [(np.ascontiguousarray(k.numpy()), np.ascontiguousarray(v.numpy())) for k, v in cross]
-        self.cross_bias = _padding_bias(mask)
+        gated, act = _feed_forward_kind(model.config)
+        super().__init__(model, cross, mask, cache, act)
+        self.gated = gated
         att = model.decoder.block[0].layer[0].SelfAttention
         self._bucket = lambda rel: relative_position_bucket(rel, False, att.num_buckets, att.max_distance)
         self.table = att.relative_attention_bias.weight.numpy()  # (buckets, heads)
         self.heads = att.heads
-        gated, act = _feed_forward_kind(model.config)
-        self.gated, self.act = gated, _GELU_TANH.get(act)
-        if self.act is None:
-            raise ValueError(f"T5LeanStep: no fused kernel for the activation {act!r}")
 
     def __call__(self, tokens: np.ndarray) -> np.ndarray:
         m, cache = self.model, self.cache
         dec = m.decoder
-        p = cache.length
-        if p + 1 > cache.max_length:
-            raise ValueError(f"T5LeanStep: {p + 1} tokens exceed the cache's max_length {cache.max_length}")
+        p = self._next_place()
         x = m.shared.weight.numpy()[np.asarray(tokens, np.int64)]  # (B, d)
         B, H = x.shape[0], self.heads
         # the query at place p over keys 0..p: the first layer's learned bias of each distance, (1, H, 1, p + 1)
@@ -127,10 +137,7 @@ class T5LeanStep:
             sub_self, sub_cross, sub_ff = block.layer
             att = sub_self.SelfAttention
             h = _rms_norm(x, sub_self.layer_norm.weight.numpy(), sub_self.layer_norm.eps)
-            q = _linear(att.q, h).reshape(B, H, -1)
-            cache.keys[i][:, :, p] = _linear(att.k, h).reshape(B, H, -1)
-            cache.values[i][:, :, p] = _linear(att.v, h).reshape(B, H, -1)
-            a = _attend(q, cache.keys[i][:, :, :p + 1], cache.values[i][:, :, :p + 1], bias)
+            a = self._self_attention(i, p, *(_linear(w, h).reshape(B, H, -1) for w in (att.q, att.k, att.v)), bias)
             x = x + _linear(att.o, a)
             ca = sub_cross.EncDecAttention
             h = _rms_norm(x, sub_cross.layer_norm.weight.numpy(), sub_cross.layer_norm.eps)
@@ -149,30 +156,19 @@ class T5LeanStep:
         return _linear(head, np.ascontiguousarray(x, dtype=np.float32))
 
 
-class BartLeanStep:
+class BartLeanStep(_LeanStep):
     """BART's and Marian's decoder on one new token per row (``step(tokens (B,)) -> logits (B, vocab)``), as
     T5LeanStep: post-norm layers (residual, then LayerNorm), biased projections, scores scaled by 1/sqrt(D),
     the token embedding scaled and the position a row of the table (BART's from row 2, with its embedding
     LayerNorm), ``final_logits_bias`` added."""
 
     def __init__(self, model, cross: List[Tuple], mask: Optional[np.ndarray], cache):
-        from ._layers import KVCache
-        if not isinstance(cache, KVCache):
-            raise TypeError("BartLeanStep: cache must be a KVCache")
-        self.model, self.cache = model, cache
-        self.cross = [(np.ascontiguousarray(k.numpy()), np.ascontiguousarray(v.numpy())) for k, v in cross]
-        self.cross_bias = _padding_bias(mask)
-        act = model.config.get("activation_function", "gelu")
-        self.act = _GELU_TANH.get(act)
-        if self.act is None:
-            raise ValueError(f"BartLeanStep: no fused kernel for the activation {act!r}")
+        super().__init__(model, cross, mask, cache, model.config.get("activation_function", "gelu"))
 
     def __call__(self, tokens: np.ndarray) -> np.ndarray:
         m, cache = self.model, self.cache
         dec = m.decoder
-        p = cache.length
-        if p + 1 > cache.max_length:
-            raise ValueError(f"BartLeanStep: {p + 1} tokens exceed the cache's max_length {cache.max_length}")
+        p = self._next_place()
         x = m.shared.weight.numpy()[np.asarray(tokens, np.int64)]
         if m.embed_scale != 1.0:
             x = x * m.embed_scale
@@ -186,10 +182,8 @@ class BartLeanStep:
             att = layer.self_attn
             H = att.heads
             scale = 1.0 / float(np.sqrt(x.shape[1] // H))
-            q = _linear(att.q_proj, x).reshape(B, H, -1)
-            cache.keys[i][:, :, p] = _linear(att.k_proj, x).reshape(B, H, -1)
-            cache.values[i][:, :, p] = _linear(att.v_proj, x).reshape(B, H, -1)
-            a = _attend(q, cache.keys[i][:, :, :p + 1], cache.values[i][:, :, :p + 1], None, scale)
+            qkv = (_linear(w, x).reshape(B, H, -1) for w in (att.q_proj, att.k_proj, att.v_proj))
+            a = self._self_attention(i, p, *qkv, None, scale)
             x = _norm(layer.self_attn_layer_norm, x + _linear(att.out_proj, a))
             ca = layer.encoder_attn
             k, v = self.cross[i]

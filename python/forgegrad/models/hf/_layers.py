@@ -20,6 +20,7 @@ __all__ = ["ids_array", "mask_array", "KVCache", "additive_mask", "attend", "spl
            "activation", "RotaryEmbedding", "LongRopeEmbedding"]
 
 _NEG = float(np.finfo(np.float32).min)  # what transformers adds for masked keys (softmax stays finite)
+FLOAT32_MAX = -_NEG  # a graph's bias on a masked key is minus this
 
 
 def ids_array(input_ids, who: str, vocab_size: int) -> np.ndarray:
@@ -298,3 +299,21 @@ class DynamicNTKRopeEmbedding(LengthScaledRope):
             dim / (dim - 2))
         base = f32(self.theta) * stretch
         return (f32(1) / (base ** (np.arange(0, dim, 2, dtype=np.int64).astype(f32) / f32(dim)))).astype(f32)
+
+
+# --- exported graphs' positions and masks, as Tensor ops of their inputs (export_with_past and export_seq2seq
+# trace them) ---
+def rows(table: Tensor, index: Tensor) -> Tensor:
+    """table[index] for an int64 index tensor (an Embedding lookup on a table that is not a layer's)."""
+    from ...ops.rnn import EmbeddingFunction
+    return EmbeddingFunction.apply(table, index)
+
+
+def key_places(mask: Tensor) -> Tensor:
+    """Each column's index 0 .. L - 1 of a float (B, L) tensor, as a float (B, L) tensor."""
+    return (mask * 0 + 1).cumsum(-1) - 1
+
+
+def padding_bias(mask: Tensor) -> Tensor:
+    """(B, 1, 1, L) additive bias of a float (B, L) mask: 0 for a token, minus float32's max for padding."""
+    return ((mask - 1) * FLOAT32_MAX).unsqueeze(1).unsqueeze(1)

@@ -2,12 +2,9 @@
 start token and ``forward``, around each architecture's ``encode`` and ``decode`` (which ``generate`` calls)."""
 from __future__ import annotations
 
-import numpy as np
-
 from ...factories import cat
 from ...tensor import Tensor
-
-FLOAT32_MAX = float(np.finfo(np.float32).max)  # a masked key's bias is minus this, as transformers
+from ._layers import key_places
 
 
 class EncoderDecoder:
@@ -49,23 +46,7 @@ def attention_kv(attention, x: Tensor, kv, cache, layer: int):
     return cache.update(layer, k, v) if cache is not None else (k, v)
 
 
-# --- the exported graphs' positions and masks, as Tensor ops of their inputs (export_seq2seq traces them) ---
-def rows(table: Tensor, index: Tensor) -> Tensor:
-    """table[index] for an int64 index tensor (an Embedding lookup on a table that is not a layer's)."""
-    from ...ops.rnn import EmbeddingFunction
-    return EmbeddingFunction.apply(table, index)
-
-
-def key_places(mask: Tensor) -> Tensor:
-    """Each column's index 0 .. L - 1 of a float (B, L) tensor, as a float (B, L) tensor."""
-    return (mask * 0 + 1).cumsum(-1) - 1
-
-
-def padding_bias(mask: Tensor) -> Tensor:
-    """(B, 1, 1, L) additive bias of a float (B, L) mask: 0 for a token, minus float32's max for padding."""
-    return ((mask - 1) * FLOAT32_MAX).unsqueeze(1).unsqueeze(1)
-
-
+# --- the exported graphs' decoder places (export_seq2seq traces them) ---
 def decoder_places(input_ids: Tensor, cache) -> tuple:
     """(keys (B, past + T), queries (B, T)): the places of the cached and the new decoder tokens, from the
     first cached key's length (a PastKeyValues) and the new ids."""

@@ -19,7 +19,8 @@ from ... import nn
 from ...nn import functional as F
 from ...tensor import Tensor
 from ._layers import KVCache, activation, additive_mask, attend, ids_array, mask_array, merge_heads, split_heads
-from ._seq2seq import FLOAT32_MAX, EncoderDecoder, attention_kv, decoder_places, key_places, padding_bias, rows
+from ._layers import FLOAT32_MAX, key_places, padding_bias, rows
+from ._seq2seq import EncoderDecoder, attention_kv, decoder_places
 
 __all__ = ["BartForConditionalGeneration", "MarianMTModel", "sinusoidal_positions"]
 

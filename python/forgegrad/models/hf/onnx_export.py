@@ -32,12 +32,9 @@ import numpy as np
 
 from ... import nn
 from ...tensor import Tensor
-from ._layers import PastKeyValues
+from ._layers import FLOAT32_MAX, PastKeyValues, key_places
 
 __all__ = ["DecoderWithPast", "export_with_past", "generate_onnx", "input_names", "output_names"]
-
-_FLOAT32_MAX = float(np.finfo(np.float32).max)  # the bias on a masked key is minus this, as transformers
-
 
 class DecoderWithPast(nn.Module):
     """``forward(input_ids, attention_mask, k0, v0, k1, v1, ...)`` -> ``(logits, k0', v0', ...)``:
@@ -58,7 +55,7 @@ class DecoderWithPast(nn.Module):
         cache = PastKeyValues(list(past[0::2]), list(past[1::2]))
         first_new = cache.length  # the new tokens' columns of the mask start here
         mask = attention_mask.float()  # (B, past + T), 1 for a token
-        place = (mask * 0 + 1).cumsum(-1) - 1  # each column's index 0 .. past + T - 1
+        place = key_places(mask)  # each column's index 0 .. past + T - 1
         # transformers' position ids: the tokens before this one; padding at 1 (never read)
         positions = (mask.cumsum(-1) - 1) * mask + (1 - mask)
         # a new token (row) may look at the keys (columns) up to its own place that are not padding, and
@@ -68,7 +65,7 @@ class DecoderWithPast(nn.Module):
         biases = {}
         for window in set(self.decoder.sliding_windows) | {None}:
             near = allowed if window is None else allowed * ((queries - keys) < window).float()
-            biases[window] = ((near - 1) * _FLOAT32_MAX).unsqueeze(1)  # (B, 1, T, past + T): 0 or float32's min
+            biases[window] = ((near - 1) * FLOAT32_MAX).unsqueeze(1)  # (B, 1, T, past + T): 0 or float32's min
         logits = self.decoder.forward_graph(input_ids, positions[:, first_new:].long(), biases, cache,
                                             self.logits_to_keep)
         return (logits, *(t for kv in zip(cache.keys, cache.values) for t in kv))

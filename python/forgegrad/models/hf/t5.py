@@ -22,8 +22,9 @@ from ... import nn
 from ...nn import functional as F
 from ...tensor import Tensor
 from ._layers import KVCache, activation, ids_array, mask_array, merge_heads, split_heads
-from ._seq2seq import FLOAT32_MAX as _FLOAT32_MAX
-from ._seq2seq import EncoderDecoder, attention_kv, decoder_places, key_places, padding_bias, rows
+from ._layers import FLOAT32_MAX as _FLOAT32_MAX
+from ._layers import key_places, padding_bias, rows
+from ._seq2seq import EncoderDecoder, attention_kv, decoder_places
 
 __all__ = ["T5ForConditionalGeneration", "relative_position_bucket"]
 
