@@ -15,7 +15,7 @@
 The names are Hugging Face optimum's. The decoder's positions (BART's learned and Marian's fixed tables,
 T5's bucketed relative distances, from a table of the buckets computed as the eager model computes them)
 and masks are computed in the graph from the cache's length and the inputs. ``generate_onnx_seq2seq`` runs
-the pair (greedy or sampled).
+the pair (greedy, sampled, or beam search: ``onnx_beam``).
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import numpy as np
 from ... import nn
 from ...tensor import Tensor
 from ._layers import PastKeyValues
+from .onnx_beam import beam_onnx_seq2seq, beam_settings
 from .onnx_export import TokenPicker, check_prompt, session_of
 
 __all__ = ["export_seq2seq", "generate_onnx_seq2seq"]
@@ -134,14 +135,17 @@ def export_seq2seq(model, directory, *, logits_to_keep: int = 0, opset: int = 17
 def generate_onnx_seq2seq(encoder, decoder, input_ids, attention_mask=None, *, decoder_start_token_id: int,
                           max_new_tokens: int = 20, eos_token_id=None, pad_token_id: int = 0, do_sample: bool = False,
                           temperature: float = 1.0, top_k=None, top_p=None, forced_bos_token_id=None,
-                          forced_eos_token_id=None) -> np.ndarray:
+                          forced_eos_token_id=None, num_beams: int = 1, length_penalty: float = 1.0,
+                          early_stopping=False, num_return_sequences: int = 1) -> np.ndarray:
     """Decode in onnxruntime on the graphs ``export_seq2seq`` wrote (``encoder`` and ``decoder``: sessions or
     .onnx paths): the encoder once, then the decoder once per new token on the cache it returned, from
     ``decoder_start_token_id`` (the model's ``decoder_start_token_id``). ``eos_token_id``, ``pad_token_id`` and
     the sampling settings as ``generate_onnx``; ``forced_bos_token_id`` / ``forced_eos_token_id`` (BART's
     config sets them) make the first / the last of the ``max_new_tokens`` tokens that one, as transformers'
-    processors do. Returns (batch, 1 + new) int64, the start token first, as ``generate`` returns an
-    encoder-decoder's tokens."""
+    processors do (in beam search: on the log-probabilities). ``num_beams``, ``length_penalty``,
+    ``early_stopping`` and ``num_return_sequences`` as ``generate_onnx`` (beam search reorders the decoder's own
+    cache; the encoder's outputs are repeated per beam once). Returns (batch * R, 1 + new) int64, the start
+    token first, as ``generate`` returns an encoder-decoder's tokens."""
     enc, dec = session_of(encoder), session_of(decoder)
     ids, mask = check_prompt("generate_onnx_seq2seq", input_ids, attention_mask, max_new_tokens)
     names = [i.name for i in dec.get_inputs()]
@@ -149,6 +153,12 @@ def generate_onnx_seq2seq(encoder, decoder, input_ids, attention_mask=None, *, d
             "input_ids", "attention_mask"]:
         raise ValueError("generate_onnx_seq2seq: the graphs are not export_seq2seq's encoder and decoder (inputs "
                          f"{[i.name for i in enc.get_inputs()]} and {names})")
+    beams = beam_settings("generate_onnx_seq2seq", num_beams, length_penalty, early_stopping, num_return_sequences,
+                          do_sample)
+    if beams[0] > 1:
+        return beam_onnx_seq2seq(enc, dec, ids, mask, decoder_start_token_id, max_new_tokens, eos_token_id,
+                                 pad_token_id, forced_bos_token_id, forced_eos_token_id, *beams)
+    ids, mask = np.repeat(ids, beams[3], axis=0), np.repeat(mask, beams[3], axis=0)  # sampling: R draws per prompt
     forced = {}
     if forced_bos_token_id is not None:
         forced[0] = int(forced_bos_token_id)
