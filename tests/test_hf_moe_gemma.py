@@ -283,12 +283,78 @@ def test_qwen3_moe_reads_num_experts_as_its_hub_configs_give_it(checkpoints, tmp
                                    rtol=1e-4, atol=1e-4)
 
 
-def test_onnx_export_of_a_mixture_of_experts_refuses(checkpoints, tmp_path):
-    pytest.importorskip("onnx")
-    from forgegrad.onnx import OnnxExportError, export
+@pytest.mark.parametrize("name", ["mixtral", "qwen2_moe", "qwen2_moe_step"])
+def test_router_logits_and_aux_loss_equal_transformers(checkpoints, name):
+    """output_router_logits: the sparse layers' router logits and the load-balancing loss of a left-padded batch
+    (padding rows left out) equal transformers' ``outputs.router_logits`` / ``aux_loss``, and the loss's
+    gradients into the routers and the embedding equal torch's."""
+    from forgegrad.models.hf.moe import load_balancing_loss
+    root, models = checkpoints
+    model = from_pretrained(root / name)
+    assert not model.output_router_logits and model.router_aux_loss_coef == 0.001
+    model.output_router_logits = True
+    model(LEFT_PADDED, LEFT_MASK)
+    aux = model.aux_loss(LEFT_MASK)
+    aux.backward()
+    ref = models[name]
+    ref.zero_grad()
+    out = ref(torch.tensor(LEFT_PADDED), attention_mask=torch.tensor(LEFT_MASK), output_router_logits=True)
+    out.aux_loss.backward()
+    got = model.router_logits()
+    assert len(got) == len(out.router_logits) == len(_blocks(model))
+    real = LEFT_MASK.reshape(-1) == 1  # (padding rows: transformers' hold zeros there)
+    for g, w in zip(got, out.router_logits):
+        np.testing.assert_allclose(g.numpy()[real], w.detach().numpy()[real], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(float(aux.numpy()), float(out.aux_loss.detach()), rtol=1e-5)
+    layer = next(j for j, lay in enumerate(model.model.layers) if lay.mlp is _blocks(model)[-1])
+    np.testing.assert_allclose(_blocks(model)[-1].gate.weight.grad.numpy(),
+                               ref.model.layers[layer].mlp.gate.weight.grad.numpy(), rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(model.model.embed_tokens.weight.grad.numpy(),
+                               ref.model.embed_tokens.weight.grad.numpy(), rtol=1e-3, atol=1e-6)
+    # without a mask every row counts (transformers' function on the same logits)
+    from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
+    block = _blocks(model)[0]
+    want = load_balancing_loss_func(tuple(torch.tensor(g.numpy()) for g in got), block.n_experts, block.top_k)
+    np.testing.assert_allclose(float(load_balancing_loss(got, block.n_experts, block.top_k).numpy()), float(want),
+                               rtol=1e-5)
+
+
+def test_router_logits_misuse_raises_clearly(checkpoints):
+    from forgegrad.models.hf.moe import load_balancing_loss
     root, _ = checkpoints
-    with pytest.raises(OnnxExportError, match="exporting a mixture-of-experts layer is not supported"):
-        export(from_pretrained(root / "qwen3_moe"), IDS[:1], str(tmp_path / "q.onnx"))
+    model = from_pretrained(root / "mixtral").eval()
+    with pytest.raises(RuntimeError, match="output_router_logits = True"):
+        model.router_logits()
+    with pytest.raises(TypeError, match="output_router_logits must be True or False"):
+        model.output_router_logits = "yes"
+    model.output_router_logits = True
+    with pytest.raises(RuntimeError, match="no forward has run"):
+        model.aux_loss()
+    with fg.no_grad():  # the lean prefill would keep no router logits: the Tensor forward runs
+        model(IDS)
+    with pytest.raises(ValueError, match="attention_mask must be \\(batch, tokens\\) with batch \\* tokens = 18"):
+        model.aux_loss(np.ones((2, 8)))
+    with pytest.raises(ValueError, match="top_k must be an int in 1..6"):
+        load_balancing_loss(model.router_logits(), 6, 7)
+    with pytest.raises(ValueError, match="no router logits"):
+        load_balancing_loss([], 6, 2)
+    assert np.isfinite(model.aux_loss().numpy())
+
+
+@pytest.mark.parametrize("name", ["qwen3_moe", "qwen2_moe_step"])
+def test_plain_onnx_export_of_a_mixture_of_experts_routes_in_the_graph(checkpoints, tmp_path, name):
+    """The plain forward exports with the routing computed in the graph (every expert weighted by the token's
+    routing weight): onnxruntime's logits equal transformers' at a batch and length other than the example's."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from forgegrad.onnx import export
+    root, models = checkpoints
+    path = str(tmp_path / "q.onnx")
+    export(from_pretrained(root / name), IDS[:1, :5], path, input_names=["input_ids"],
+           dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}}, rtol=1e-4, atol=1e-5)
+    got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"input_ids": IDS})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, models[name](torch.tensor(IDS)).logits.numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_int8_weight_only_moe_decodes_on_the_lean_path(checkpoints):

@@ -47,14 +47,26 @@ MODELS = {
         "layer_types": ["sliding_attention", "full_attention"],
         "rope_parameters": {"sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
                             "full_attention": {"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0}}})),
-    # Phi-3.5's longrope: not exportable yet
+    # Phi-3.5's longrope: the long factors past 16 positions (the 9-token prompts cross it while decoding, where
+    # generation recomputes the sequence)
     "phi3_longrope": lambda: transformers.Phi3ForCausalLM(transformers.Phi3Config(**{
-        **LLAMA, "pad_token_id": 0, "original_max_position_embeddings": 8,
+        **LLAMA, "pad_token_id": 0, "original_max_position_embeddings": 16,
         "rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0, 1.25, 1.5, 1.75],
-                            "long_factor": [2.0, 5.0, 6.0, 7.0], "original_max_position_embeddings": 8}})),
+                            "long_factor": [2.0, 5.0, 6.0, 7.0], "original_max_position_embeddings": 16}})),
+    # the dynamic (NTK) rope: its base grows with each call's length past 16 positions
+    "llama_dynamic": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(**{
+        **LLAMA, "max_position_embeddings": 16,
+        "rope_parameters": {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 4.0}})),
+    # mixtures of experts: top-2 of 5 renormalized with a window; Qwen2-MoE's gated shared expert, top-3 of 4
+    # not renormalized, the second layer dense
+    "mixtral": lambda: transformers.MixtralForCausalLM(transformers.MixtralConfig(
+        **LLAMA, num_local_experts=5, num_experts_per_tok=2, sliding_window=6)),
+    "qwen2_moe": lambda: transformers.Qwen2MoeForCausalLM(transformers.Qwen2MoeConfig(
+        **LLAMA, num_experts=4, num_experts_per_tok=3, moe_intermediate_size=16, shared_expert_intermediate_size=24,
+        mlp_only_layers=[1], norm_topk_prob=False)),
 }
 EXPORTABLE = ["gpt2", "llama", "qwen3", "gemma", "phi3_partial", "mistral_window", "qwen2_sliding", "gemma2",
-              "gemma3"]
+              "gemma3", "phi3_longrope", "llama_dynamic", "mixtral", "qwen2_moe"]
 PROMPTS = np.random.RandomState(3).randint(1, VOCAB, (2, 9)).astype(np.int64)
 LEFT_MASK = np.ones_like(PROMPTS)
 LEFT_MASK[1, :4] = 0  # the second prompt is 5 tokens, left-padded
@@ -148,12 +160,39 @@ def test_generate_onnx_stops_rows_at_eos_as_transformers(checkpoints, tmp_path_f
     assert got[0, 9 + 2] == eos
 
 
-def test_refusals_name_what_cannot_be_exported(checkpoints, tmp_path):
-    from forgegrad.onnx import OnnxExportError
-    root, _ = checkpoints
-    with pytest.raises(OnnxExportError, match="exporting a longrope or dynamic-rope model is not supported"):
-        export_with_past(from_pretrained(root / "phi3_longrope"), tmp_path / "m.onnx")
-    assert not (tmp_path / "m.onnx").exists()
+@pytest.mark.parametrize("name", ["phi3_longrope", "llama_dynamic"])
+def test_a_prompt_past_the_original_context_takes_the_scaled_frequencies(checkpoints, tmp_path_factory, name):
+    """A 22-token prompt (one row left-padded to 17 tokens) reaches past the 16 positions of the original context:
+    the graph picks longrope's long factors / the dynamic rope's grown base from the mask, as transformers does;
+    a 5-token prompt stays on the short ones (a graph that always took one set fails one of the two). The reference
+    is a fresh transformers model: its dynamic rope keeps the longest length an earlier call reached."""
+    root, hf_models = checkpoints
+    _, sess, _ = _exported(checkpoints, tmp_path_factory, name)
+    hf = type(hf_models[name]).from_pretrained(root / name).eval()
+    rng = np.random.RandomState(5)
+    for tokens in (22, 5):
+        ids = rng.randint(1, VOCAB, (2, tokens)).astype(np.int64)
+        mask = np.ones_like(ids)
+        mask[1, :5] = 0
+        empty = {i.name: np.zeros((2, i.shape[1], 0, i.shape[3]), np.float32) for i in sess.get_inputs()[2:]}
+        logits = sess.run(["logits"], {"input_ids": ids, "attention_mask": mask, **empty})[0]
+        position_ids = np.where(mask == 1, np.cumsum(mask, 1) - 1, 1)
+        with torch.no_grad():
+            want = hf(torch.tensor(ids), attention_mask=torch.tensor(mask),
+                      position_ids=torch.tensor(position_ids)).logits.numpy()
+        np.testing.assert_allclose(logits[mask == 1], want[mask == 1], rtol=1e-4, atol=1e-4, err_msg=f"{tokens}")
+
+
+def test_a_longrope_graph_records_where_generation_recomputes(checkpoints, tmp_path_factory):
+    """The graph's metadata names the length past which generate_onnx recomputes the sequence (Phi-3's original
+    context); a model without one has none."""
+    from forgegrad.models.hf.onnx_export import RECOMPUTE_KEY
+    meta = {n: _exported(checkpoints, tmp_path_factory, n)[1].get_modelmeta().custom_metadata_map
+            for n in ("phi3_longrope", "llama")}
+    assert meta["phi3_longrope"][RECOMPUTE_KEY] == "16" and RECOMPUTE_KEY not in meta["llama"]
+
+
+def test_refusals_name_what_cannot_be_exported():
     from forgegrad import nn
     with pytest.raises(TypeError, match="Linear is not a decoder-only model"):
         DecoderWithPast(nn.Linear(2, 2))
@@ -177,7 +216,7 @@ def test_generate_onnx_checks_its_arguments(checkpoints, tmp_path_factory, tmp_p
 
 def test_forgegrad_export_cli_takes_a_hugging_face_directory(checkpoints, tmp_path):
     """`forgegrad export DIR --out F`: a decoder with its cache (greedy tokens in onnxruntime equal transformers');
-    --no-past: the plain forward; a longrope model fails with the reason and exit status 1."""
+    --no-past: the plain forward; a sliding-window model's plain forward fails with the reason and exit status 1."""
     from forgegrad.cli import main
     root, hf_models = checkpoints
     out = tmp_path / "g.onnx"
@@ -190,7 +229,7 @@ def test_forgegrad_export_cli_takes_a_hugging_face_directory(checkpoints, tmp_pa
     with torch.no_grad():
         want = hf_models["llama"](torch.tensor(PROMPTS)).logits.numpy()
     np.testing.assert_allclose(sess.run(["logits"], {"input_ids": PROMPTS})[0], want, rtol=1e-4, atol=1e-4)
-    assert main(["export", str(root / "phi3_longrope"), "--out", str(tmp_path / "w.onnx")]) == 1
+    assert main(["export", str(root / "mistral_window"), "--out", str(tmp_path / "w.onnx"), "--no-past"]) == 1
 
 
 def test_last_logits_only_graph_decodes_the_same(checkpoints, tmp_path):

@@ -106,6 +106,16 @@ def test_example_batch_one_stays_dynamic(tmp_path):
     assert report.ok
 
 
+def test_metadata_reaches_onnxruntime_and_bad_metadata_is_refused(tmp_path):
+    path = str(tmp_path / "meta.onnx")
+    fonnx.export(mlp(), fg.randn(2, 12), path, metadata={"tokenizer": "gpt2", "note": "x"})
+    assert ort.InferenceSession(path).get_modelmeta().custom_metadata_map == {"tokenizer": "gpt2", "note": "x"}
+    for bad in ({"n": 3}, [("a", "b")]):
+        with pytest.raises(TypeError, match="metadata must map str keys to str values"):
+            fonnx.export(mlp(), fg.randn(2, 12), str(tmp_path / "bad.onnx"), metadata=bad)
+    assert not os.path.exists(tmp_path / "bad.onnx")
+
+
 def test_size_dependent_scalars_and_sequence_axis(tmp_path):
     """x.shape[...] used as a number, and slicing the sequence axis by a size-derived bound."""
     model = Lambda(lambda m, x: (x[:, : x.shape[1] - 1] * 2).sum(dim=(1, 2)) / x.shape[1])

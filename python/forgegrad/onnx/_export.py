@@ -375,7 +375,7 @@ def atomic_save(model_proto, path: str) -> None:
 
 def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, input_names=None,
            output_names=None, verify: bool = True, rtol: float = 1e-5, atol: float = 1e-6,
-           verify_sizes: Optional[Sequence[Dict[str, int]]] = None):
+           verify_sizes: Optional[Sequence[Dict[str, int]]] = None, metadata: Optional[Dict[str, str]] = None):
     """Export a forgegrad model to an ONNX file and (by default) check it with onnxruntime.
 
     The model first runs on the meta device (shapes only, no kernels) at the sizes it will be traced
@@ -404,6 +404,8 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
         rtol, atol: the comparison's tolerance, ``|ort - fg| <= atol + rtol * |fg|``.
         verify_sizes: sizes of the dynamic axes to verify at besides the example's, as a list of
             ``{"batch": 1, ...}`` dicts (default: every dynamic axis at 1, then at 7).
+        metadata: string key/value pairs written to the model's ``metadata_props`` (onnxruntime reads them
+            back as ``session.get_modelmeta().custom_metadata_map``).
 
     Returns:
         ExportReport: the file, names, dynamic axes and, when verified, the errors per run and output.
@@ -418,6 +420,10 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
     """
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"export: opset must be an int from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}")
+    metadata = {} if metadata is None else metadata
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in metadata.items()):
+        raise TypeError(f"export: metadata must map str keys to str values, got {metadata!r}")
     default_names = None
     if _nested.is_nested(example_inputs):  # (input, (h, c)): flat graph inputs, the model called nested
         example_inputs, spec = _nested.flatten(example_inputs)
@@ -541,6 +547,7 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
     proto = helper.make_model(graph, opset_imports=opset_ids + [helper.make_opsetid(d, 1) for d in extra_domains],
                               producer_name="forgegrad", producer_version=__version__)
     proto.ir_version = helper.find_min_ir_version_for(opset_ids)
+    helper.set_model_props(proto, metadata)
     try:
         onnx.checker.check_model(proto, full_check=True)
         proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)

@@ -130,7 +130,7 @@ def lean_path_applies(model) -> bool:
     the types from_pretrained builds or quantize_weight_only puts in (a wrapped or replaced layer, e.g.
     an adapter, keeps the Tensor forward), no forward pre-hooks anywhere (pruning applies its masks
     through them), and float32 CPU parameters (the weight-only layers hold theirs as buffers)."""
-    if model.training:
+    if model.training or getattr(model, "output_router_logits", False):  # the Tensor forward keeps router logits
         return False
     plain = _plain_module_types()
     weight_only = plain[-1]

@@ -216,7 +216,10 @@ class RotaryEmbedding(nn.Module):
 
     def cos_sin_of(self, position_ids: Tensor):
         """cos_sin on int64 Tensor positions, as Tensor ops (an exported graph computes them from its inputs)."""
-        freqs = position_ids.float().unsqueeze(-1) * Tensor._wrap(self.inv_freq)  # (B, T, D/2), float32
+        return self._cos_sin_of(position_ids, Tensor._wrap(self.inv_freq))
+
+    def _cos_sin_of(self, position_ids: Tensor, inv_freq: Tensor):
+        freqs = position_ids.float().unsqueeze(-1) * inv_freq  # (B, T, D/2), float32
         emb = cat([freqs, freqs], dim=-1).unsqueeze(1)
         cos, sin = emb.cos(), emb.sin()
         if self.attention_factor != 1.0:
@@ -265,6 +268,19 @@ class LengthScaledRope(RotaryEmbedding):
             return self.cos_sin(np.arange(start, start + t)[None])
         return super().cos_sin_range(start, t)
 
+    def inv_freq_of(self, length: Tensor) -> Tensor:
+        """``inv_freq_for`` as Tensor ops of a float32 scalar length (> original_max)."""
+        raise NotImplementedError
+
+    def cos_sin_of(self, position_ids: Tensor):
+        """As ``cos_sin``, in Tensor ops: the call's length L = max(position_ids) + 1 is read in the graph, and
+        the frequencies past the original context chosen by a Where on L, so an exported graph switches
+        as the eager model does at every length."""
+        from ...factories import where
+        length = position_ids.amax().float() + 1
+        inv = where(length > float(self.original_max), self.inv_freq_of(length), Tensor._wrap(self.inv_freq))
+        return self._cos_sin_of(position_ids, inv)
+
 
 class LongRopeEmbedding(LengthScaledRope):
     """Phi-3's longrope: frequencies divided by per-dimension ``short_factor``s, or by ``long_factor``s in
@@ -279,6 +295,9 @@ class LongRopeEmbedding(LengthScaledRope):
 
     def inv_freq_for(self, length: int) -> np.ndarray:
         return self.long_inv_freq
+
+    def inv_freq_of(self, length: Tensor) -> Tensor:
+        return Tensor._wrap(self.long_inv_freq)
 
 
 class DynamicNTKRopeEmbedding(LengthScaledRope):
@@ -298,7 +317,18 @@ class DynamicNTKRopeEmbedding(LengthScaledRope):
         stretch = (f32(self.factor) * f32(length) / f32(self.original_max) - f32(self.factor - 1)) ** f32(
             dim / (dim - 2))
         base = f32(self.theta) * stretch
-        return (f32(1) / (base ** (np.arange(0, dim, 2, dtype=np.int64).astype(f32) / f32(dim)))).astype(f32)
+        return (f32(1) / (base ** self._exponents())).astype(f32)
+
+    def _exponents(self) -> np.ndarray:
+        return np.arange(0, self.head_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(self.head_dim)
+
+    def inv_freq_of(self, length: Tensor) -> Tensor:
+        # clamped to original_max, where the stretch is 1: the branch the Where drops stays finite (a shorter
+        # length would raise a negative number to a fractional power)
+        f32, dim = np.float32, self.head_dim
+        length = length.clamp(min=float(self.original_max))
+        stretch = (length * f32(self.factor) / f32(self.original_max) - f32(self.factor - 1)) ** f32(dim / (dim - 2))
+        return 1.0 / ((stretch * f32(self.theta)) ** Tensor._wrap(self._exponents()))
 
 
 # --- exported graphs' positions and masks, as Tensor ops of their inputs (export_with_past and export_seq2seq

@@ -189,12 +189,13 @@ class LlamaForCausalLM(nn.Module):
         pad = mask_array(attention_mask, "LlamaForCausalLM", (B, past + T))
         if grad_mode.recorder() is not None:
             if any(w is not None for w in self.sliding_windows):
-                raise NotImplementedError(f"{type(self).__name__}: exporting sliding-window attention is not "
-                                          "supported yet (the traced graph would attend to every earlier key)")
+                raise NotImplementedError(f"{type(self).__name__}: the plain forward's export does not support "
+                                          "sliding-window attention (the traced graph would attend to every earlier "
+                                          "key); export_with_past exports it")
             if isinstance(self.rotary, LengthScaledRope):  # longrope, dynamic
-                raise NotImplementedError(f"{type(self).__name__}: exporting a longrope or dynamic-rope model is not "
-                                          "supported yet (the traced graph would keep one set of frequencies at "
-                                          "every length)")
+                raise NotImplementedError(f"{type(self).__name__}: the plain forward's export does not support a "
+                                          "longrope or dynamic rope (the traced graph would keep one set of "
+                                          "frequencies at every length); export_with_past exports it")
         if past == 0 and self.fused_prefill and not self.windows_matter(T) and lean_prefill(self, pad, position_ids, T):
             return Tensor._wrap(LeanDecoder(self).prefill(ids, cache, logits_to_keep))
         if position_ids is None:
@@ -220,9 +221,6 @@ class LlamaForCausalLM(nn.Module):
         extending ``cache`` (a PastKeyValues): every step a Tensor op, so that ``export_with_past`` traces a
         graph whose masks and positions follow its inputs. ``logits_to_keep`` as forward's (1: the last
         position's only)."""
-        if isinstance(self.rotary, LengthScaledRope):
-            raise NotImplementedError(f"{type(self).__name__}: exporting a longrope or dynamic-rope model is not "
-                                      "supported yet (the graph would keep one set of frequencies at every length)")
         tables = self.per_layer(lambda r: r.cos_sin_of(position_ids))
         x = self._embed(input_ids)
         for i, layer in enumerate(self.model.layers):

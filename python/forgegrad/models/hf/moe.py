@@ -17,12 +17,17 @@ checkpoints store them as ``block_sparse_moe.gate`` and ``block_sparse_moe.exper
 (``mlp.experts.gate_up_proj`` (E, 2I, H), ``mlp.experts.down_proj`` (E, H, I)) is split on load.
 ``save_pretrained`` writes one tensor per expert, as transformers' own ``save_pretrained`` does.
 
-The forward returns the logits only: no router logits, no load-balancing (aux) loss.
+The forward returns the logits. With ``model.output_router_logits = True`` (or the config's) each sparse block
+keeps its router's logits of the last forward (``model.router_logits()``), and ``model.aux_loss(mask)`` is
+transformers' load-balancing loss on them (``load_balancing_loss``: Switch Transformer's eqs. 4-6),
+differentiable into the routers; add ``model.router_aux_loss_coef`` times it to the language-model loss, as
+transformers' forward does with ``labels``. An ONNX export traces ``dense_forward``: the routing computed in
+the graph, every expert run on every token and weighted.
 """
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -32,7 +37,8 @@ from ...nn import functional as F
 from ...tensor import Tensor
 from .llama import LlamaMLP, LlamaModel, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, _window
 
-__all__ = ["MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "SparseMoeBlock"]
+__all__ = ["MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "SparseMoeBlock",
+           "load_balancing_loss"]
 
 
 def _positive_int(cfg: dict, keys, who: str, default=None) -> int:
@@ -72,6 +78,8 @@ class SparseMoeBlock(nn.Module):
         self.gate = nn.Linear(E, n_experts, bias=False)
         expert_cfg = {**cfg, "intermediate_size": intermediate, "mlp_bias": False}
         self.experts = nn.ModuleList([LlamaMLP(expert_cfg) for _ in range(n_experts)])
+        self.record_router = False  # keep the router's logits of each forward (the aux loss reads them)
+        self.router_logits: Optional[Tensor] = None
         self.has_shared = shared is not None
         if self.has_shared:
             self.shared_expert = LlamaMLP({**cfg, "intermediate_size": shared, "mlp_bias": False})
@@ -82,13 +90,12 @@ class SparseMoeBlock(nn.Module):
         return top_k_experts(probs, self.top_k)
 
     def forward(self, x: Tensor) -> Tensor:
-        if grad_mode.recorder() is not None:
-            raise NotImplementedError("SparseMoeBlock: exporting a mixture-of-experts layer is not supported (which "
-                                      "experts run depends on the data)")
         shape = x.shape
         h = x.reshape(-1, shape[-1])
+        if grad_mode.recorder() is not None:  # an ONNX export traces this call
+            return self.dense_forward(h).reshape(*shape)
         N, k = h.shape[0], self.top_k
-        probs = F.softmax(self.gate(h), dim=-1)  # float32, as transformers' softmax(logits.float())
+        probs = F.softmax(self._router(h), dim=-1)  # float32, as transformers' softmax(logits.float())
         top = self.route(probs.numpy())
         weights = probs[np.arange(N)[:, None], top]  # (N, k), differentiable into the router
         if self.norm_topk_prob:
@@ -102,9 +109,38 @@ class SparseMoeBlock(nn.Module):
         inverse = np.empty_like(order)
         inverse[order] = np.arange(order.size)
         y = cat(outs, 0)[inverse].reshape(N, k, shape[-1]).sum(dim=1)  # the k outputs of a token, in routing order
+        return self._add_shared(h, y).reshape(*shape)
+
+    def _router(self, h: Tensor) -> Tensor:
+        logits = self.gate(h)
+        self.router_logits = logits if self.record_router else None
+        return logits
+
+    def _add_shared(self, h: Tensor, y: Tensor) -> Tensor:
         if self.has_shared:
             y = y + F.sigmoid(self.shared_expert_gate(h)) * self.shared_expert(h)
-        return y.reshape(*shape)
+        return y
+
+    def dense_forward(self, h: Tensor) -> Tensor:
+        """The block on (N, hidden) rows with the routing as Tensor ops of the data, for ONNX export: which
+        experts a token uses depends on its values, and a traced graph has one fixed set of ops. Every expert
+        runs on every token and is weighted by the token's routing weight, 0 for the experts it is not routed
+        to (the same output, up to the order of the k additions; num_experts / top_k times the expert work of
+        the eager block)."""
+        probs = F.softmax(self._router(h), dim=-1)  # (N, n_experts)
+        # an expert's rank among a token's: the experts with a higher probability, or an equal one and a lower
+        # index (torch.topk's order); the top k are those ranked below k
+        mine, other = probs.unsqueeze(-1), probs.unsqueeze(-2)
+        lower = Tensor._wrap(np.tril(np.ones((self.n_experts, self.n_experts), np.float32), -1))
+        rank = ((other > mine).float() + (other == mine).float() * lower).sum(dim=-1)
+        weights = probs * (rank < float(self.top_k)).float()
+        if self.norm_topk_prob:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        y = None
+        for e, expert in enumerate(self.experts):
+            part = expert(h) * weights[:, e:e + 1]
+            y = part if y is None else y + part
+        return self._add_shared(h, y)
 
 
 def sparse_moe_arrays(block: SparseMoeBlock, h: np.ndarray, linear, mlp) -> np.ndarray:
@@ -128,6 +164,43 @@ def sparse_moe_arrays(block: SparseMoeBlock, h: np.ndarray, linear, mlp) -> np.n
         _C.activation.act_forward(_C.activation.SIGMOID, g, g)
         y = y + g * mlp(block.shared_expert, h)
     return y
+
+
+def load_balancing_loss(router_logits: Sequence[Tensor], num_experts: int, top_k: int, attention_mask=None) -> Tensor:
+    """transformers' ``load_balancing_loss_func``: ``num_experts`` * sum over experts of (the share of top-k
+    choices that went to the expert) * (its mean router probability), both over every layer's rows (B*T, E)
+    together, padding rows (``attention_mask`` (B, T) 0) left out. The gradient reaches the routers through the
+    probabilities (the choices are counts)."""
+    logits = list(router_logits)
+    if not logits:
+        raise ValueError("load_balancing_loss: no router logits (set model.output_router_logits = True and run a "
+                         "forward first)")
+    rows = logits[0].shape[0]
+    if any(t.ndim != 2 or t.shape != (rows, num_experts) for t in logits):
+        raise ValueError(f"load_balancing_loss: router_logits must be (rows, {num_experts}) tensors of one shape, got "
+                         f"{[tuple(t.shape) for t in logits]}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 0 < top_k <= num_experts:
+        raise ValueError(f"load_balancing_loss: top_k must be an int in 1..{num_experts}, got {top_k!r}")
+    if attention_mask is None:
+        weight = np.ones(rows, np.float32)
+    else:
+        weight = np.asarray(attention_mask.numpy() if isinstance(attention_mask, Tensor) else attention_mask)
+        if weight.size != rows or weight.ndim != 2:
+            raise ValueError(f"load_balancing_loss: attention_mask must be (batch, tokens) with batch * tokens = "
+                             f"{rows} (the router logits' rows), got shape {weight.shape}")
+        weight = weight.reshape(-1).astype(np.float32)
+    counts = np.zeros(num_experts, np.float32)
+    prob_sum = None
+    for t in logits:
+        probs = F.softmax(t, dim=-1)
+        top = top_k_experts(probs.numpy(), top_k)
+        counts += np.bincount(top.reshape(-1), weights=np.repeat(weight, top_k), minlength=num_experts).astype(
+            np.float32)
+        part = (probs * Tensor._wrap(weight[:, None])).sum(dim=0)
+        prob_sum = part if prob_sum is None else prob_sum + part
+    total = np.float32(weight.sum() * len(logits))
+    tokens_per_expert = Tensor._wrap(counts / total)
+    return (tokens_per_expert * (prob_sum / float(total))).sum() * float(num_experts)
 
 
 _FUSED = re.compile(r"^(.*\.mlp\.experts)\.(gate_up_proj|down_proj)$")
@@ -169,7 +242,47 @@ class _MoeDecoder:
     def _build_model(self, cfg: dict) -> nn.Module:
         settings = self._moe_settings(cfg)
         mlps = [SparseMoeBlock(cfg, **settings) if sparse else None for sparse in self.sparse_layers(cfg)]
+        coef = cfg.get("router_aux_loss_coef", 0.001)
+        if isinstance(coef, bool) or not isinstance(coef, (int, float)) or not np.isfinite(coef):
+            raise ValueError(f"{self.architecture}: config router_aux_loss_coef must be a number, got {coef!r}")
+        self.router_aux_loss_coef = float(coef)
+        for block in mlps:
+            if block is not None:
+                block.record_router = bool(cfg.get("output_router_logits", False))
         return LlamaModel(cfg, mlps, **self._variant(cfg))
+
+    def _sparse_blocks(self) -> List[SparseMoeBlock]:
+        return [m for m in self.modules() if isinstance(m, SparseMoeBlock)]
+
+    @property
+    def output_router_logits(self) -> bool:
+        """Whether each forward keeps its routers' logits (``router_logits``, ``aux_loss``). The forward then
+        takes the Tensor path (the lean prefill keeps none)."""
+        return any(b.record_router for b in self._sparse_blocks())
+
+    @output_router_logits.setter
+    def output_router_logits(self, on: bool) -> None:
+        if not isinstance(on, (bool, np.bool_)):
+            raise TypeError(f"{self.architecture}: output_router_logits must be True or False, got {on!r}")
+        for b in self._sparse_blocks():
+            b.record_router, b.router_logits = bool(on), None
+
+    def router_logits(self) -> tuple:
+        """The sparse layers' router logits of the last forward, (batch * tokens, num_experts) each, in layer
+        order (transformers' ``outputs.router_logits``)."""
+        if not self.output_router_logits:
+            raise RuntimeError(f"{self.architecture}: router logits are kept only with model.output_router_logits "
+                               "= True")
+        logits = tuple(b.router_logits for b in self._sparse_blocks())
+        if any(t is None for t in logits):
+            raise RuntimeError(f"{self.architecture}: no forward has run since output_router_logits was set")
+        return logits
+
+    def aux_loss(self, attention_mask=None) -> Tensor:
+        """transformers' load-balancing loss (``aux_loss``) of the last forward's routing (``load_balancing_loss``);
+        ``attention_mask``: that forward's (batch, tokens) mask, padding rows left out."""
+        block = self._sparse_blocks()[0]
+        return load_balancing_loss(self.router_logits(), block.n_experts, block.top_k, attention_mask)
 
     def from_hf(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         out = {}

@@ -18,11 +18,13 @@ left-padded batches need nothing more. The graph is traced from the model's ``fo
 same layers, with the cache concatenated instead of written in place) and verified in onnxruntime
 against forgegrad at several sizes, the first call (no past) and a one-token step among them.
 ``generate_onnx`` decodes on such a graph in onnxruntime (one call on the prompt, then one per token), greedy
-or sampled as ``generate`` samples.
+or sampled as ``generate`` samples, or by ``generate``'s beam search (``num_beams``: ``onnx_beam``).
 
 Exports GPT-2 and the Llama family (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 1, 2 and 3), sliding
-windows included (each window's bias computed once, from the same places). Longrope / dynamic rope and
-mixture-of-experts layers are refused, as by the plain export.
+windows included (each window's bias computed once, from the same places), longrope and dynamic ropes
+(frequencies chosen in the graph from the call's length; a longrope graph records in its metadata where
+``generate_onnx`` recomputes the sequence) and the mixture-of-experts decoders (routing computed in the graph,
+``SparseMoeBlock.dense_forward``).
 """
 from __future__ import annotations
 
@@ -128,9 +130,24 @@ def export_with_past(model, path, *, logits_to_keep: int = 0, opset: int = 17, v
     try:
         return export(DecoderWithPast(model.eval(), logits_to_keep), example, path, opset=opset, dynamic_axes=axes,
                       input_names=names, output_names=outs, verify=verify, rtol=rtol, atol=atol,
-                      verify_sizes=list(verify_sizes))
+                      verify_sizes=list(verify_sizes), metadata=_metadata(model))
     finally:
         model.train(was_training)
+
+
+RECOMPUTE_KEY = "forgegrad.recompute_cache_at"
+
+
+def _metadata(model) -> dict:
+    """What generate_onnx needs to know beyond the graph: the length past which a longrope model (Phi-3)
+    recomputes its whole sequence (``recompute_cache_at``), as ``generate`` does."""
+    switch = getattr(model, "recompute_cache_at", None)
+    return {} if switch is None else {RECOMPUTE_KEY: str(int(switch))}
+
+
+def _recompute_at(session):
+    value = session.get_modelmeta().custom_metadata_map.get(RECOMPUTE_KEY)
+    return None if value is None else int(value)
 
 
 class TokenPicker:
@@ -187,15 +204,19 @@ def check_prompt(who: str, input_ids, attention_mask, max_new_tokens):
 
 def generate_onnx(session, input_ids, attention_mask=None, max_new_tokens: int = 20, eos_token_id=None,
                   pad_token_id: int = 0, do_sample: bool = False, temperature: float = 1.0, top_k=None,
-                  top_p=None) -> np.ndarray:
+                  top_p=None, num_beams: int = 1, length_penalty: float = 1.0, early_stopping=False,
+                  num_return_sequences: int = 1) -> np.ndarray:
     """Decoding in onnxruntime on a graph written by ``export_with_past``: ``session`` (an
     ``onnxruntime.InferenceSession`` or the .onnx path) runs once on the prompt (no past) and once per
     new token on the cache it returned. Like transformers' ``generate``: a row that produced
     ``eos_token_id`` (an int or a list) continues with ``pad_token_id`` until every row has, or until
     ``max_new_tokens``. Greedy, or with ``do_sample`` a draw after transformers' warpers (``temperature``,
     ``top_k``, ``top_p``: ``select_next``) from forgegrad's generator, so after ``forgegrad.manual_seed(s)``
-    it draws as ``generate`` does after the same seed. Returns the prompt followed by the new tokens,
-    (batch, prompt + new) int64.
+    it draws as ``generate`` does after the same seed. ``num_beams`` > 1: beam search (``length_penalty``,
+    ``early_stopping``), the search ``generate(model, ..., num_beams=K)`` runs (``onnx_beam``), each beam's
+    cache gathered from its source beam's (not with ``do_sample``). ``num_return_sequences`` R: each prompt's
+    R best hypotheses (R <= ``num_beams``), or R draws when sampling. Returns the prompt followed by the new
+    tokens, (batch * R, prompt + new) int64, R rows per prompt.
     """
     session = session_of(session)
     ids, mask = check_prompt("generate_onnx", input_ids, attention_mask, max_new_tokens)
@@ -204,11 +225,16 @@ def generate_onnx(session, input_ids, attention_mask=None, max_new_tokens: int =
     if [i.name for i in inputs[:2]] != ["input_ids", "attention_mask"] or not past_names:
         raise ValueError("generate_onnx: the graph's inputs are not export_with_past's (input_ids, attention_mask, "
                          f"past_key_values.<i>.key/value): {[i.name for i in inputs]}")
+    from .onnx_beam import beam_onnx, beam_settings
+    beams = beam_settings("generate_onnx", num_beams, length_penalty, early_stopping, num_return_sequences, do_sample)
+    if beams[0] > 1:
+        return beam_onnx(session, ids, mask, max_new_tokens, eos_token_id, pad_token_id, *beams)
+    ids, mask = np.repeat(ids, beams[3], axis=0), np.repeat(mask, beams[3], axis=0)  # sampling: R draws per prompt
     B = ids.shape[0]
     pick = TokenPicker(B, eos_token_id, pad_token_id, do_sample, temperature, top_k, top_p)
-    feed = {"input_ids": ids, "attention_mask": mask}
-    for i in inputs[2:]:
-        feed[i.name] = np.zeros((B, i.shape[1], 0, i.shape[3]), np.float32)
+    empty = {i.name: np.zeros((B, i.shape[1], 0, i.shape[3]), np.float32) for i in inputs[2:]}
+    feed = {"input_ids": ids, "attention_mask": mask, **empty}
+    switch = _recompute_at(session)
     out = [ids]
     for _ in range(int(max_new_tokens)):
         logits, *present = session.run(None, feed)
@@ -217,5 +243,10 @@ def generate_onnx(session, input_ids, attention_mask=None, max_new_tokens: int =
         if pick.finished:
             break
         mask = np.concatenate([mask, np.ones((B, 1), np.int64)], axis=1)
+        if switch is not None and mask.shape[1] - 1 == switch:
+            # the sequence now reaches past a longrope model's original context, where its frequencies change:
+            # every position is recomputed with the long ones (as generate and transformers' Phi-3 do)
+            feed = {"input_ids": np.concatenate(out, axis=1), "attention_mask": mask, **empty}
+            continue
         feed = {"input_ids": nxt[:, None], "attention_mask": mask, **dict(zip(past_names, present))}
     return np.concatenate(out, axis=1)
