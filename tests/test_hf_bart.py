@@ -16,10 +16,11 @@ from hf_conformance import check_lean_seq2seq_step, seq2seq_gradients, seq2seq_l
 VOCAB = 120
 
 
-@pytest.fixture(scope="module", params=[("bart", True), ("bart", False), ("marian", True)],
-                ids=["bart-scaled", "bart-unscaled", "marian"])
+@pytest.fixture(scope="module", params=[("bart", True), ("bart", False), ("marian", True), ("mbart", True)],
+                ids=["bart-scaled", "bart-unscaled", "marian", "mbart"])
 def pair(request, tmp_path_factory):
-    """BART, and Marian (fixed sinusoidal positions, swish, the pad token as decoder start, as opus-mt)."""
+    """BART, Marian (fixed sinusoidal positions, swish, the pad token as decoder start, as opus-mt) and mBART
+    (pre-norm layers, a LayerNorm after each stack; the decoder starts at the end token, as mbart-large-50)."""
     kind, scaled = request.param
     torch.manual_seed(0)
     common = dict(vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=3, encoder_attention_heads=4,
@@ -27,6 +28,13 @@ def pair(request, tmp_path_factory):
                   dropout=0.0, init_std=0.3, scale_embedding=scaled)
     if kind == "bart":
         hf = transformers.BartForConditionalGeneration(transformers.BartConfig(**common)).eval()
+    elif kind == "mbart":
+        cfg = transformers.MBartConfig(**common, decoder_start_token_id=2)
+        hf = transformers.MBartForConditionalGeneration(cfg).eval()
+        with torch.no_grad():  # non-trivial final norms, so that a missing one is seen
+            for norm in (hf.model.encoder.layer_norm, hf.model.decoder.layer_norm):
+                norm.weight.normal_(1.0, 0.3)
+                norm.bias.normal_(0.0, 0.3)
     else:
         cfg = transformers.MarianConfig(**common, activation_function="swish", pad_token_id=VOCAB - 1,
                                         decoder_start_token_id=VOCAB - 1, eos_token_id=2, forced_eos_token_id=2)
@@ -101,7 +109,8 @@ def test_gradients_are_transformers_in_float64(pair):
     ours, theirs = seq2seq_gradients(hf, model, *_inputs())
     names = ("shared.weight", "decoder.layers.2.encoder_attn.v_proj.weight", "encoder.layers.0.self_attn.q_proj.bias",
              "decoder.layers.0.fc1.weight")
-    for name in names + (() if model.marian else ("encoder.embed_positions.weight",)):
+    names += () if model.marian else ("encoder.embed_positions.weight",)
+    for name in names + (("encoder.layer_norm.weight", "decoder.layer_norm.bias") if model.pre_norm else ()):
         ref = theirs["model." + name].grad.numpy()
         np.testing.assert_allclose(ours[name].grad.numpy(), ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max(),
                                    err_msg=name)

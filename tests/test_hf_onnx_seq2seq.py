@@ -1,5 +1,5 @@
-"""ONNX export of the encoder-decoders with their KV caches (forgegrad.models.hf.export_seq2seq): T5, BART and
-Marian checkpoints written by transformers itself, exported as an encoder graph (with every decoder layer's
+"""ONNX export of the encoder-decoders with their KV caches (forgegrad.models.hf.export_seq2seq): T5, BART,
+Marian and mBART checkpoints written by transformers itself, exported as an encoder graph (with every decoder layer's
 cross-attention keys and values) and a decoder graph (with its own cache), then run in onnxruntime: logits
 equal transformers' at every step, greedy tokens equal transformers' generate on a right-padded batch,
 forced first/last tokens and end tokens included."""
@@ -37,6 +37,9 @@ MODELS = {
     "marian": lambda: transformers.MarianMTModel(transformers.MarianConfig(
         **_BART, scale_embedding=True, activation_function="swish", pad_token_id=VOCAB - 1,
         decoder_start_token_id=VOCAB - 1, eos_token_id=2, forced_eos_token_id=2)),
+    # pre-norm layers and a LayerNorm after each stack, the end token as the decoder's start
+    "mbart": lambda: transformers.MBartForConditionalGeneration(transformers.MBartConfig(
+        **_BART, scale_embedding=True, decoder_start_token_id=2)),
 }
 IDS = np.random.RandomState(0).randint(3, VOCAB - 1, (3, 10))
 MASK = np.ones((3, 10), np.int64)

@@ -32,7 +32,7 @@ def add_parser(sub):
     p.add_argument("checkpoint", metavar="CHECKPOINT",
                    help="the train --out directory, its model.json or model.safetensors; or a Hugging Face "
                         "checkpoint directory (config.json): a GPT-2 or Llama-family decoder exports with its KV "
-                        "cache as inputs and outputs, for generation in onnxruntime; T5, BART and Marian as "
+                        "cache as inputs and outputs, for generation in onnxruntime; T5, BART, Marian and mBART as "
                         "encoder.onnx and decoder.onnx in the --out directory")
     p.add_argument("--no-past", action="store_true",
                    help="Hugging Face decoders: export the plain forward (input_ids -> logits) without the KV cache")

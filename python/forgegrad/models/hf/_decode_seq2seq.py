@@ -26,7 +26,7 @@ def _plain_types() -> tuple:
     from ... import nn
     from . import bart, t5
     return (t5.T5ForConditionalGeneration, t5.T5Stack, t5.T5Block, t5.T5SubLayer, t5.T5Attention, t5.T5FeedForward,
-            bart.BartForConditionalGeneration, bart.MarianMTModel, bart.BartStack, bart.BartLayer, bart.BartAttention,
+            bart.BartForConditionalGeneration, bart.MarianMTModel, bart.MBartForConditionalGeneration, bart.BartStack, bart.BartLayer, bart.BartAttention,
             nn.Linear, nn.RMSNorm, nn.LayerNorm, nn.Embedding, nn.Dropout, nn.ModuleList)
 
 
@@ -37,7 +37,7 @@ def lean_seq2seq_step(model, cross, mask, cache):
         return None
     if type(model) is t5.T5ForConditionalGeneration:
         return T5LeanStep(model, cross, mask, cache)
-    if type(model) in (bart.BartForConditionalGeneration, bart.MarianMTModel):
+    if type(model) in (bart.BartForConditionalGeneration, bart.MarianMTModel, bart.MBartForConditionalGeneration):
         return BartLeanStep(model, cross, mask, cache)
     return None
 
@@ -157,10 +157,10 @@ class T5LeanStep(_LeanStep):
 
 
 class BartLeanStep(_LeanStep):
-    """BART's and Marian's decoder on one new token per row (``step(tokens (B,)) -> logits (B, vocab)``), as
-    T5LeanStep: post-norm layers (residual, then LayerNorm), biased projections, scores scaled by 1/sqrt(D),
-    the token embedding scaled and the position a row of the table (BART's from row 2, with its embedding
-    LayerNorm), ``final_logits_bias`` added."""
+    """BART's, Marian's and mBART's decoder on one new token per row (``step(tokens (B,)) -> logits (B, vocab)``),
+    as T5LeanStep: post-norm layers (residual, then LayerNorm; mBART: pre-norm, and a LayerNorm after the last
+    layer), biased projections, scores scaled by 1/sqrt(D), the token embedding scaled and the position a row of
+    the table (BART's from row 2, with its embedding LayerNorm), ``final_logits_bias`` added."""
 
     def __init__(self, model, cross: List[Tuple], mask: Optional[np.ndarray], cache):
         super().__init__(model, cross, mask, cache, model.config.get("activation_function", "gelu"))
@@ -178,19 +178,31 @@ class BartLeanStep(_LeanStep):
             x = _layer_norm(x, dec.layernorm_embedding.weight.numpy(), dec.layernorm_embedding.bias.numpy(),
                             dec.layernorm_embedding.eps)
         B = x.shape[0]
+        pre = m.pre_norm
+
+        def sub_layer(norm, x, f):  # post-norm: norm(x + f(x)); pre-norm (mBART): x + f(norm(x))
+            return x + f(_norm(norm, x)) if pre else _norm(norm, x + f(x))
+
         for i, layer in enumerate(dec.layers):
-            att = layer.self_attn
+            att, ca = layer.self_attn, layer.encoder_attn
             H = att.heads
             scale = 1.0 / float(np.sqrt(x.shape[1] // H))
-            qkv = (_linear(w, x).reshape(B, H, -1) for w in (att.q_proj, att.k_proj, att.v_proj))
-            a = self._self_attention(i, p, *qkv, None, scale)
-            x = _norm(layer.self_attn_layer_norm, x + _linear(att.out_proj, a))
-            ca = layer.encoder_attn
-            k, v = self.cross[i]
-            a = _attend(_linear(ca.q_proj, x).reshape(B, H, -1), k, v, self.cross_bias, scale)
-            x = _norm(layer.encoder_attn_layer_norm, x + _linear(ca.out_proj, a))
-            h = _linear(layer.fc2, _linear(layer.fc1, x, self.act))
-            x = _norm(layer.final_layer_norm, x + h)
+
+            def self_attention(y, i=i, att=att):
+                qkv = (_linear(w, y).reshape(B, H, -1) for w in (att.q_proj, att.k_proj, att.v_proj))
+                return _linear(att.out_proj, self._self_attention(i, p, *qkv, None, scale))
+
+            def cross_attention(y, i=i, ca=ca):
+                k, v = self.cross[i]
+                return _linear(ca.out_proj, _attend(_linear(ca.q_proj, y).reshape(B, H, -1), k, v, self.cross_bias,
+                                                    scale))
+
+            x = sub_layer(layer.self_attn_layer_norm, x, self_attention)
+            x = sub_layer(layer.encoder_attn_layer_norm, x, cross_attention)
+            x = sub_layer(layer.final_layer_norm, x, lambda y, layer=layer: _linear(layer.fc2, _linear(
+                layer.fc1, y, self.act)))
+        if pre:
+            x = _norm(dec.layer_norm, x)
         cache.advance(1)
         head = m.shared if m.tied else m.lm_head
         return _linear(head, x) + m.final_logits_bias.numpy()

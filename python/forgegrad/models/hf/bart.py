@@ -1,6 +1,7 @@
 """BART encoder-decoders (transformers' ``BartForConditionalGeneration``: BART, and the summarisation
-checkpoints fine-tuned from it such as bart-large-cnn) and Marian translation models (``MarianMTModel``:
-BART's layers with fixed sinusoidal positions) with transformers' parameter names.
+checkpoints fine-tuned from it such as bart-large-cnn), Marian translation models (``MarianMTModel``:
+BART's layers with fixed sinusoidal positions) and mBART (``MBartForConditionalGeneration``: pre-norm
+layers and a LayerNorm after each stack) with transformers' parameter names.
 
 Learned positions offset by 2 (BART's convention), token embeddings scaled by sqrt(d_model) when the
 config says ``scale_embedding``, a LayerNorm on the embeddings, post-norm layers (residual, then
@@ -22,7 +23,7 @@ from ._layers import KVCache, activation, additive_mask, attend, ids_array, mask
 from ._layers import FLOAT32_MAX, key_places, padding_bias, rows
 from ._seq2seq import EncoderDecoder, attention_kv, decoder_places
 
-__all__ = ["BartForConditionalGeneration", "MarianMTModel", "sinusoidal_positions"]
+__all__ = ["BartForConditionalGeneration", "MarianMTModel", "MBartForConditionalGeneration", "sinusoidal_positions"]
 
 _OFFSET = 2  # BART's learned position tables start at row 2
 
@@ -44,10 +45,12 @@ class BartAttention(nn.Module):
 
 
 class BartLayer(nn.Module):
-    """BartEncoderLayer, or BartDecoderLayer with ``cross``: post-norm sub-layers (transformers' names)."""
+    """BartEncoderLayer, or BartDecoderLayer with ``cross``: post-norm sub-layers (transformers' names); with
+    ``pre_norm`` (mBART) each sub-layer normalizes its input and adds its output to the residual."""
 
-    def __init__(self, cfg: dict, prefix: str, cross: bool):
+    def __init__(self, cfg: dict, prefix: str, cross: bool, pre_norm: bool = False):
         super().__init__()
+        self.pre_norm = pre_norm
         d = cfg["d_model"]
         heads, ffn = cfg[f"{prefix}_attention_heads"], cfg[f"{prefix}_ffn_dim"]
         self.self_attn = BartAttention(d, heads)
@@ -62,6 +65,12 @@ class BartLayer(nn.Module):
         self.activation_dropout = nn.Dropout(cfg.get("activation_dropout", 0.0))
 
     def forward(self, x, mask, causal=False, cross_kv=None, cross_mask=None, cache=None, layer=0):
+        if self.pre_norm:
+            x = x + self.dropout(self.self_attn(self.self_attn_layer_norm(x), mask, causal, cache=cache, layer=layer))
+            if cross_kv is not None:
+                x = x + self.dropout(self.encoder_attn(self.encoder_attn_layer_norm(x), cross_mask, kv=cross_kv))
+            h = self.fc2(self.activation_dropout(self.act(self.fc1(self.final_layer_norm(x)))))
+            return x + self.dropout(h)
         x = self.self_attn_layer_norm(x + self.dropout(self.self_attn(x, mask, causal, cache=cache, layer=layer)))
         if cross_kv is not None:
             x = self.encoder_attn_layer_norm(x + self.dropout(self.encoder_attn(x, cross_mask, kv=cross_kv)))
@@ -85,7 +94,7 @@ class BartStack(nn.Module):
     """BART's stack: learned positions from row 2 and a LayerNorm on the embeddings; Marian's (``marian``):
     fixed sinusoidal positions from row 0 (not in the checkpoint), no embedding norm."""
 
-    def __init__(self, cfg: dict, prefix: str, marian: bool = False):
+    def __init__(self, cfg: dict, prefix: str, marian: bool = False, pre_norm: bool = False):
         super().__init__()
         d, n = cfg["d_model"], cfg["max_position_embeddings"]
         self.offset = 0 if marian else _OFFSET
@@ -94,9 +103,18 @@ class BartStack(nn.Module):
         else:
             self.embed_positions = nn.Embedding(n + _OFFSET, d)
             self.layernorm_embedding = nn.LayerNorm(d)
-        self.layers = nn.ModuleList([BartLayer(cfg, prefix, prefix == "decoder")
+        self.layers = nn.ModuleList([BartLayer(cfg, prefix, prefix == "decoder", pre_norm)
                                      for _ in range(cfg[f"{prefix}_layers"])])
+        if pre_norm:  # mBART: a LayerNorm on the last layer's output
+            self.layer_norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(cfg.get("dropout", 0.1))
+
+    def run(self, x: Tensor, mask, cross: Optional[list] = None, **kw) -> Tensor:
+        """The layers on x (layer i with ``cross[i]``, its encoder keys and values, if given), then mBART's final
+        LayerNorm."""
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mask, cross_kv=None if cross is None else cross[i], layer=i, **kw)
+        return self.layer_norm(x) if hasattr(self, "layer_norm") else x
 
     def embed_at(self, tokens: Tensor, places: Tensor) -> Tensor:
         """embed with the positions given as a float (B, T) tensor (an exported graph's)."""
@@ -126,6 +144,7 @@ class BartForConditionalGeneration(EncoderDecoder, nn.Module):
     model_type = "bart"
     start_fallback = "eos_token_id"
     marian = False
+    pre_norm = False
 
     def __init__(self, config: dict):
         super().__init__()
@@ -135,8 +154,8 @@ class BartForConditionalGeneration(EncoderDecoder, nn.Module):
             raise ValueError(f"{type(self).__name__}: separate encoder and decoder vocabularies "
                              "(share_encoder_decoder_embeddings: false) are not supported")
         self.shared = nn.Embedding(c["vocab_size"], c["d_model"])
-        self.encoder = BartStack(c, "encoder", self.marian)
-        self.decoder = BartStack(c, "decoder", self.marian)
+        self.encoder = BartStack(c, "encoder", self.marian, self.pre_norm)
+        self.decoder = BartStack(c, "decoder", self.marian, self.pre_norm)
         self.embed_scale = math.sqrt(c["d_model"]) if c.get("scale_embedding", False) else 1.0
         self.register_buffer("final_logits_bias", np.zeros((1, c["vocab_size"]), np.float32))
         self.tied = c.get("tie_word_embeddings", True) is not False
@@ -156,10 +175,7 @@ class BartForConditionalGeneration(EncoderDecoder, nn.Module):
                              f"{self.max_positions}")
         pad = mask_array(attention_mask, "BartForConditionalGeneration", ids.shape)
         mask = additive_mask(pad, 0, S, causal=False)
-        x = self.encoder.embed(self._tokens(ids), 0, S)
-        for layer in self.encoder.layers:
-            x = layer(x, mask)
-        return x
+        return self.encoder.run(self.encoder.embed(self._tokens(ids), 0, S), mask)
 
     def cross_kv(self, encoder_states: Tensor) -> List[Tuple[Tensor, Tensor]]:
         return [layer.encoder_attn.project_kv(encoder_states) for layer in self.decoder.layers]
@@ -182,8 +198,7 @@ class BartForConditionalGeneration(EncoderDecoder, nn.Module):
         cross = self.cross_kv(encoder_states) if cross is None else cross
         cross_mask = _cross_mask(pad, T)
         x = self.decoder.embed(self._tokens(ids), past, T)
-        for i, layer in enumerate(self.decoder.layers):
-            x = layer(x, mask, causal=mask is None, cross_kv=cross[i], cross_mask=cross_mask, cache=cache, layer=i)
+        x = self.decoder.run(x, mask, causal=mask is None, cross=cross, cross_mask=cross_mask, cache=cache)
         if cache is not None:
             cache.advance(T)
         logits = F.linear(x, self.shared.weight) if self.tied else self.lm_head(x)
@@ -192,11 +207,7 @@ class BartForConditionalGeneration(EncoderDecoder, nn.Module):
     def encode_graph(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """encode on Tensor inputs, every step a Tensor op (``export_seq2seq`` traces it)."""
         mask = attention_mask.float()
-        x = self.encoder.embed_at(self._tokens(input_ids), key_places(mask))
-        bias = padding_bias(mask)
-        for layer in self.encoder.layers:
-            x = layer(x, bias)
-        return x
+        return self.encoder.run(self.encoder.embed_at(self._tokens(input_ids), key_places(mask)), padding_bias(mask))
 
     def decode_graph(self, input_ids: Tensor, attention_mask: Tensor, cross, cache, logits_to_keep: int = 0) -> Tensor:
         """decode on Tensor inputs with ``cross`` (each layer's encoder keys and values) and ``cache`` (a
@@ -204,9 +215,8 @@ class BartForConditionalGeneration(EncoderDecoder, nn.Module):
         keys, queries = decoder_places(input_ids, cache)
         causal = (((keys.unsqueeze(1) <= queries.unsqueeze(2)).float() - 1) * FLOAT32_MAX).unsqueeze(1)
         cross_bias = padding_bias(attention_mask.float())
-        x = self.decoder.embed_at(self._tokens(input_ids), queries)
-        for i, layer in enumerate(self.decoder.layers):
-            x = layer(x, causal, cross_kv=cross[i], cross_mask=cross_bias, cache=cache, layer=i)
+        x = self.decoder.run(self.decoder.embed_at(self._tokens(input_ids), queries), causal, cross=cross,
+                             cross_mask=cross_bias, cache=cache)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
         logits = F.linear(x, self.shared.weight) if self.tied else self.lm_head(x)
@@ -247,3 +257,14 @@ class MarianMTModel(BartForConditionalGeneration):
     architecture = "MarianMTModel"
     model_type = "marian"
     marian = True
+
+
+class MBartForConditionalGeneration(BartForConditionalGeneration):
+    """mBART (mbart-large-cc25, mbart-large-50 and their translation fine-tunes): BART's learned positions and
+    embedding LayerNorm with pre-norm layers and a LayerNorm after each stack (``encoder.layer_norm``,
+    ``decoder.layer_norm``). The target language is the decoder's forced first token (``forced_bos_token_id``
+    in the config or generation_config.json)."""
+
+    architecture = "MBartForConditionalGeneration"
+    model_type = "mbart"
+    pre_norm = True
