@@ -163,7 +163,7 @@ def test_chat_logprobs_are_transformers_log_softmax(chat_checkpoint):
         got = c.post("/v1/chat/completions", json=body).json()["choices"][0]
         bare = c.post("/v1/chat/completions", json=dict(body, top_logprobs=None)).json()["choices"][0]
         for bad, param in (({"top_logprobs": 21}, "top_logprobs"), ({"logprobs": False}, "top_logprobs"),
-                           ({"stream": True}, "logprobs"), ({"logprobs": 1}, "logprobs")):
+                           ({"stream": True, "top_logprobs": -1}, "top_logprobs"), ({"logprobs": 1}, "logprobs")):
             r = c.post("/v1/chat/completions", json=dict(body, **bad))
             assert r.status_code == 400 and r.json()["error"]["param"] == param, (bad, r.text)
     content = got["logprobs"]["content"]

@@ -45,8 +45,11 @@ class TextShape:
         """The chunk that opens a choice's stream, if the API has one."""
         return None
 
-    def piece(self, index: int, text: str) -> dict:
-        return self._head(self.chunk_object, [self._choice(index, text, None)])
+    def piece(self, index: int, text: str, logprobs: Optional[dict] = None) -> dict:
+        """A streamed piece of text (and, when asked for, the logprobs of the tokens it completes)."""
+        choice = self._choice(index, text, None)
+        choice["logprobs"] = logprobs
+        return self._head(self.chunk_object, [choice])
 
     def finish(self, index: int, reason: str) -> dict:
         return self._head(self.chunk_object, [self._choice(index, "", reason)])
@@ -68,15 +71,15 @@ class ChatShape(TextShape):
         out["usage"] = usage(results, self.n)
         return out
 
-    def _delta(self, index: int, delta: dict, finish: Optional[str]) -> dict:
+    def _delta(self, index: int, delta: dict, finish: Optional[str], logprobs: Optional[dict] = None) -> dict:
         return self._head(self.chunk_object, [{"index": index, "delta": delta, "finish_reason": finish,
-                                                "logprobs": None}])
+                                                "logprobs": logprobs}])
 
     def opening(self, index: int) -> dict:
         return self._delta(index, {"role": "assistant", "content": ""}, None)
 
-    def piece(self, index: int, text: str) -> dict:
-        return self._delta(index, {"content": text}, None)
+    def piece(self, index: int, text: str, logprobs: Optional[dict] = None) -> dict:
+        return self._delta(index, {"content": text}, None, logprobs)
 
     def finish(self, index: int, reason: str) -> dict:
         return self._delta(index, {}, reason)

@@ -3,8 +3,8 @@ field by field.
 
 Every field OpenAI defines is either honoured (prompt or messages, max_tokens / max_completion_tokens,
 temperature, top_p, seed, stop, stream, stream_options, model, user, n, presence_penalty, frequency_penalty,
-logit_bias; for completions also logprobs and echo, not while streaming: ``echo`` with ``max_tokens`` 0
-scores a text; for chat logprobs and top_logprobs, not while streaming) or accepted only at its default
+logit_bias; for completions also logprobs, and echo, not while streaming: ``echo`` with ``max_tokens`` 0
+scores a text; for chat logprobs and top_logprobs) or accepted only at its default
 value (best_of, suffix; for chat also tools, tool_choice, response_format), so a client never gets
 silently different behaviour; ``top_k`` and ``repetition_penalty`` are vLLM's extensions. A field nobody
 defines is refused by name (a typo such as ``max_token`` would otherwise fall back to the default
@@ -186,8 +186,8 @@ def parse(body: bytes, served_name: str) -> CompletionRequest:
         req.max_tokens = 0
     else:
         req = _sampling(obj, req, served_name)
-    if req.stream and (req.logprobs is not None or req.echo):
-        raise CompletionError(400, "logprobs and echo are not supported with stream: true yet", "logprobs")
+    if req.stream and req.echo:
+        raise CompletionError(400, "echo is not supported with stream: true", "echo")
     return req
 
 
@@ -209,8 +209,6 @@ def parse_chat(body: bytes, served_name: str) -> CompletionRequest:
         req.logprobs = int(top or 0)
     elif top is not None:
         raise CompletionError(400, "top_logprobs needs logprobs: true", "top_logprobs")
-    if req.stream and req.logprobs is not None:
-        raise CompletionError(400, "logprobs are not supported with stream: true yet", "logprobs")
     return req
 
 

@@ -18,8 +18,9 @@ Completions decode together, up to ``max_batch`` of them in one batched step, an
 at the next step (continuous batching: generation_batch.py); models the batched step does not cover
 (Phi-3's longrope, modified modules) and ``max_batch=1`` generate one request at a time, in arrival
 order. Up to ``max_queue`` requests wait or run; more get 503 + Retry-After. ``stream: true`` answers
-with server-sent events (``data: {...}`` chunks, then ``data: [DONE]``); a client that disconnects
-stops its generation at the next token.
+with server-sent events (``data: {...}`` chunks, then ``data: [DONE]``), each chunk with its tokens'
+log-probabilities when ``logprobs`` asks for them (token_logprobs.py); a client that disconnects stops its
+generation at the next token.
 
 Text is streamed only once it is final: a trailing incomplete UTF-8 character, or a tail that could
 still become one of the ``stop`` strings, is held back until the next token decides it. A stop string
@@ -35,13 +36,14 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, List, Optional
 
 from .completion_format import ChatShape, TextShape, event
 from .completion_request import CompletionError, CompletionRequest, Prompt, choice_seed, parse, parse_chat
 from .generation_batch import BatchEngine, Job, batching_applies
 from .text_stream import Completion, TextStream
+from .token_logprobs import StreamLogprobs, chat_logprobs, completion_logprobs, entry, log_softmax, step_entry
 
 log = logging.getLogger("forgegrad.serve")
 WEIGHTS = ("float32", "bfloat16", "int8")
@@ -161,67 +163,56 @@ class TextGenerator:
                 logits = model(np.array([seq])).numpy()[0][:-1]  # place i predicts seq[i + 1]
                 shown, targets = (seq, seq[1:]) if echo else (gen, gen)
                 logits = logits if echo else logits[len(prompt_ids) - 1:]
-        x = logits.astype(np.float64)
-        logp = x - x.max(-1, keepdims=True)
-        logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
-        return shown, targets, logp
+        return shown, targets, log_softmax(logits)
 
     def score(self, prompt_ids: List[int], completion: Completion, top: int, echo: bool) -> Completion:
         """``completion`` with OpenAI's logprobs object (and, with ``echo``, the prompt's text and tokens in front):
         each token's log-probability under the model given the tokens before it (one forward over the whole
-        sequence), the ``top`` most likely alternatives at each place (and the chosen one), character offsets."""
-        import numpy as np
-        tok, gen = self.tokenizer, completion.token_ids
-        shown, targets, logp = self._log_softmax(prompt_ids, gen, echo)
+        sequence), the ``top`` most likely alternatives at each place (and the chosen one), character offsets.
+        Tokens that only spelled a stop string are left out (``Completion.reported_ids``)."""
+        tok = self.tokenizer
+        shown, targets, logp = self._log_softmax(prompt_ids, completion.reported_ids, echo)
         prompt_text = tok.decode(prompt_ids)
-        strings = [tok.decode([t]) for t in shown]
-        offsets, at = [], 0 if echo else len(prompt_text)
-        for piece in strings:
-            offsets.append(at)
-            at += len(piece)
-        token_lp, tops = ([None], [None]) if (echo and not self.seq2seq) else ([], [])
-        for row, t in zip(logp, targets):
-            token_lp.append(float(row[t]))
-            best = np.argsort(-row, kind="stable")[:top]
-            tops.append({tok.decode([int(b)]): float(row[b]) for b in list(best) + [t]})
+        entries = [None] if (echo and not self.seq2seq) else []
+        entries += [entry(row, t, top) for row, t in zip(logp, targets)]
+        logprobs, _ = completion_logprobs(tok, entries, 0 if echo else len(prompt_text), shown)
         text = (prompt_text + completion.text) if echo else completion.text
-        logprobs = {"tokens": strings, "token_logprobs": token_lp, "top_logprobs": tops, "text_offset": offsets}
-        return Completion(text, completion.finish_reason, completion.prompt_tokens, completion.completion_tokens,
-                          gen, logprobs)
+        return replace(completion, text=text, logprobs=logprobs)
 
     def score_chat(self, prompt_ids: List[int], completion: Completion, top: int) -> Completion:
         """``completion`` with chat's logprobs object: ``{"content": [{"token", "logprob", "bytes",
         "top_logprobs": [the ``top`` most likely, each {"token", "logprob", "bytes"}]}], "refusal": None}``."""
-        import numpy as np
-        tok = self.tokenizer
-        _, targets, logp = self._log_softmax(prompt_ids, completion.token_ids, False)
+        _, targets, logp = self._log_softmax(prompt_ids, completion.reported_ids, False)
+        return replace(completion, logprobs=chat_logprobs(self.tokenizer, [entry(row, t, top)
+                                                                            for row, t in zip(logp, targets)]))
 
-        def entry(t):
-            s = tok.decode([int(t)])
-            return {"token": s, "logprob": float(row[t]), "bytes": list(s.encode("utf-8"))}
-
-        content = []
-        for row, t in zip(logp, targets):
-            content.append(dict(entry(t), top_logprobs=[entry(b) for b in np.argsort(-row, kind="stable")[:top]]))
-        return Completion(completion.text, completion.finish_reason, completion.prompt_tokens,
-                          completion.completion_tokens, completion.token_ids, {"content": content, "refusal": None})
-
-    def stream(self, req: CompletionRequest, ids: List[int], on_text: Optional[Callable[[str], None]]) -> TextStream:
+    def stream(self, req: CompletionRequest, ids: List[int],
+               on_text: Optional[Callable[[str, Optional[list]], None]]) -> TextStream:
+        """The completion's text stream; it collects each token's log-probability entry when a streamed request
+        asks for them (``stream.top`` not None: the decoder then passes ``push`` the entries)."""
+        top = req.logprobs if (on_text is not None and req.logprobs is not None) else None
         return TextStream(self.tokenizer, self.eos, req.stop, req.max_tokens, len(ids), on_text,
-                          skip_special_tokens=self.seq2seq)
+                          skip_special_tokens=self.seq2seq, top=top)
 
-    def complete(self, req: CompletionRequest, ids: List[int], on_text: Optional[Callable[[str], None]],
+    def prompt_chars(self, ids: List[int]) -> int:
+        """Where a completion's text starts in prompt + completion (the logprobs' ``text_offset``)."""
+        return len(self.tokenizer.decode(ids))
+
+    def complete(self, req: CompletionRequest, ids: List[int], on_text: Optional[Callable[[str, Optional[list]], None]],
                  cancelled: threading.Event, seed: Optional[int] = None) -> Completion:
-        """Generate one completion of ``ids`` alone; ``on_text`` gets each piece of final text as it is decided."""
+        """Generate one completion of ``ids`` alone; ``on_text(text, entries)`` gets each piece of final text as it
+        is decided (and its tokens' log-probability entries when a streamed request asks for them)."""
         from .. import manual_seed
         from ..models.hf import generate
         text = self.stream(req, ids, on_text)
+        logits = []  # this step's logits, when the stream takes log-probabilities
 
         def step(tokens) -> None:
             if cancelled.is_set():
                 text.cancel()
                 raise _Finished
-            if text.push(int(tokens[0])):
+            token = int(tokens[0])
+            if text.push(token, None if text.top is None else step_entry(logits.pop()[0], token, text.top)):
                 raise _Finished
 
         start = 1 if self.seq2seq else len(ids)  # where the output begins in generate's sequences
@@ -239,7 +230,7 @@ class TextGenerator:
                      temperature=req.temperature if not req.greedy else 1.0, top_k=req.top_k,
                      top_p=req.top_p if req.top_p < 1 else None, streamer=step, num_beams=1, num_return_sequences=1,
                      logits_processor=penalize if req.penalties.active else None, eos_token_id=sorted(self.eos),
-                     min_length=None if self.seq2seq else 0)
+                     min_length=None if self.seq2seq else 0, on_logits=None if text.top is None else logits.append)
         except _Finished:
             pass
         return text.result()
@@ -294,7 +285,7 @@ def create_completions_app(config: GenerationServeConfig):
         for i, ids in enumerate(prompt_ids):
             if cancelled.is_set():
                 break
-            results.append(gen.complete(req, ids, None if on_text is None else (lambda t, i=i: on_text(i, t)),
+            results.append(gen.complete(req, ids, None if on_text is None else (lambda t, lp, i=i: on_text(i, t, lp)),
                                         cancelled, choice_seed(req, i)))
         return results
 
@@ -346,8 +337,8 @@ def create_completions_app(config: GenerationServeConfig):
         pieces: asyncio.Queue = asyncio.Queue()
         on_text = None
         if req.stream:
-            def on_text(i, t):
-                loop.call_soon_threadsafe(pieces.put_nowait, (i, t))
+            def on_text(i, t, lp):
+                loop.call_soon_threadsafe(pieces.put_nowait, (i, (t, lp)))
         # counted until the worker is done with it, however the response ends
         state["queued"] += 1
         metrics.queue_depth(name, state["queued"])
@@ -373,6 +364,9 @@ def create_completions_app(config: GenerationServeConfig):
                            for ids, r in zip(prompt_ids, results)]
             return ok(shape.response(results))
         future.add_done_callback(lambda f: pieces.put_nowait((None, f)))
+        # streamed log-probabilities: each piece's tokens, formatted here (completions' offsets run on)
+        logprobs = StreamLogprobs(gen.tokenizer, chat, [] if chat or req.logprobs is None else
+                                  [gen.prompt_chars(ids) for ids in prompt_ids])
 
         async def events():
             opened = set()
@@ -383,7 +377,8 @@ def create_completions_app(config: GenerationServeConfig):
                         if index not in opened and shape.opening(index) is not None:
                             opened.add(index)
                             yield event(shape.opening(index))
-                        yield event(shape.piece(index, item))
+                        text, entries = item
+                        yield event(shape.piece(index, text, logprobs.piece(index, entries)))
                         continue
                     if item.exception() is not None:
                         log.error("generation failed", exc_info=item.exception())

@@ -14,7 +14,8 @@ left-padded batch:
   to float32 rounding). A request's n choices of one prompt share its prefill;
 * a step feeds every row's last token at that row's own position, then each row picks its next token
   with its own sampling settings and random generator (``seed`` gives the generator
-  ``forgegrad.manual_seed(seed)`` would);
+  ``forgegrad.manual_seed(seed)`` would); a row whose request streams log-probabilities also gets the
+  log-softmax of its own logits (the chosen token's value and the top ones), the others none;
 * a row that ends (end of sequence, stop string, max_tokens, client gone) leaves its slot free (its
   columns all masked); a request that joins later takes a free slot, its keys copied in right-aligned
   at the batch's length, so a join or a leave copies no other row's keys. The cache is rebuilt (every
@@ -39,6 +40,7 @@ from typing import Callable, List, Optional
 import numpy as np
 
 from ..autograd import no_grad
+from .token_logprobs import entry, log_softmax, step_entry
 
 log = logging.getLogger("forgegrad.serve")
 
@@ -147,7 +149,7 @@ class BatchEngine:
         from .completion_request import choice_seed
         req, by_prompt = job.req, {}
         for i, ids in enumerate(job.prompt_ids):
-            on_text = None if job.on_text is None else (lambda t, i=i: job.on_text(i, t))
+            on_text = None if job.on_text is None else (lambda t, lp, i=i: job.on_text(i, t, lp))
             seed = choice_seed(req, i)
             rng = np.random.default_rng(seed if seed is not None else int(generator().integers(2 ** 63)))
             if tuple(ids) not in by_prompt:
@@ -179,11 +181,15 @@ class BatchEngine:
             if end < P:
                 return
             self.prefills.pop(0)
-            joined = []
+            joined, logp = [], None
             for index, stream, rng in p.choices:
                 row = _Row(job, index, stream, rng, (p.cache, 0), P, 0)
                 row.token = int(self._select(job.req, logits, rng, p.ids, []))
-                if stream.push(row.token):
+                lp = None
+                if stream.top is not None:  # streamed log-probabilities: the choices share the distribution
+                    logp = log_softmax(logits[0]) if logp is None else logp
+                    lp = entry(logp, row.token, stream.top)
+                if stream.push(row.token, lp):
                     self._finish(row)
                 else:
                     joined.append(row)
@@ -231,7 +237,9 @@ class BatchEngine:
                 continue
             row.token = int(self._select(row.job.req, logits[b:b + 1], row.rng, row.job.prompt_ids[row.index],
                                          row.stream.tokens))
-            if row.stream.push(row.token):
+            # the log-softmax of this row's own logits (before penalties), only for a row that streams them
+            lp = None if row.stream.top is None else step_entry(logits[b], row.token, row.stream.top)
+            if row.stream.push(row.token, lp):
                 ended.append(row)
         for row in ended:
             self._finish(row)

@@ -4,7 +4,12 @@ max_tokens, a cancelled request) and which text is final enough to stream.
 Text is passed on only once no later token can change it: a trailing incomplete UTF-8 character (the
 tokenizer decodes it to U+FFFD until its other bytes arrive) and a tail that could still grow into one
 of the stop strings are held back, so the streamed pieces always add up to the final text and never
-contain a stop string."""
+contain a stop string.
+
+With log-probabilities asked for, each piece carries the entries of the tokens whose text it completes
+(a token held back goes with the piece that finally sends its text; a token whose text straddles a stop
+string with the last piece). Tokens whose whole text lies in or after the stop string that ended the
+completion are not reported, streamed or not (``Completion.text_tokens``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -19,31 +24,64 @@ class Completion:
     completion_tokens: int
     token_ids: List[int] = field(default_factory=list)  # the generated tokens (the end token not included)
     logprobs: Optional[dict] = None  # OpenAI's completions logprobs object, when asked for
+    text_tokens: Optional[int] = None  # how many of token_ids spell ``text`` (the rest only a cut stop string)
+
+    @property
+    def reported_ids(self) -> List[int]:
+        """The tokens whose log-probabilities are reported: those with text in ``text``."""
+        return self.token_ids if self.text_tokens is None else self.token_ids[:self.text_tokens]
 
 
 class TextStream:
     def __init__(self, tokenizer, eos: Collection[int], stops: List[str], max_tokens: int, prompt_tokens: int,
-                 on_text: Optional[Callable[[str], None]] = None, skip_special_tokens: bool = False):
+                 on_text: Optional[Callable[[str, Optional[list]], None]] = None, skip_special_tokens: bool = False,
+                 top: Optional[int] = None):
+        """``on_text(text, entries)`` gets each final piece; ``entries`` is None unless ``top`` is given (stream
+        log-probabilities: ``push`` then takes each token's entry and pieces carry theirs, maybe with no text)."""
         self.tokenizer, self.eos, self.stops, self.max_tokens = tokenizer, eos, stops, max_tokens
         self.skip_special_tokens = skip_special_tokens  # encoder-decoders: not their forced start token
-        self.prompt_tokens, self.on_text = prompt_tokens, on_text
+        self.prompt_tokens, self.on_text, self.top = prompt_tokens, on_text, top
         self.tokens: List[int] = []
         self.finish: Optional[str] = None  # set once the completion has ended
         self._text: Optional[str] = None  # the final text when a stop string cut it
         self._sent = 0
+        # per token: the length of the text decoded up to it, and whether that text ends on a whole character
+        self._ends: List[int] = []
+        self._whole: List[bool] = []
+        self._entries: list = []  # the tokens' log-probability entries (top given)
+        self._reported = 0  # tokens whose entries went out
 
-    def _send(self, upto: str) -> None:
-        if self.on_text is not None and len(upto) > self._sent:
-            self.on_text(upto[self._sent:])
+    def _covered(self, chars: int) -> int:
+        """The most tokens whose text lies within the first ``chars`` characters."""
+        m = self._reported
+        for j in range(self._reported, len(self.tokens)):  # the held-back ones: a few (a partial character's
+            if self._whole[j] and self._ends[j] <= chars:   # replacement marks can make the lengths dip)
+                m = j + 1
+        return m
+
+    def _send(self, upto: str, tokens: Optional[int] = None) -> None:
+        """Pass on the text up to ``upto`` (and the entries of the tokens it completes, or of the first
+        ``tokens``)."""
+        entries = None
+        if self.top is not None:
+            m = self._covered(len(upto)) if tokens is None else tokens
+            entries, self._reported = self._entries[self._reported:m], max(m, self._reported)
+        if self.on_text is not None and (len(upto) > self._sent or entries):
+            self.on_text(upto[self._sent:], entries)
         self._sent = max(self._sent, len(upto))
 
-    def push(self, token: int) -> bool:
-        """Take the next generated token; True when the completion has ended (then ignore the rest)."""
+    def push(self, token: int, entry=None) -> bool:
+        """Take the next generated token (and its log-probability entry, when streaming them); True when the
+        completion has ended (then ignore the rest)."""
         if token in self.eos:
             self.finish = "stop"
             return True
         self.tokens.append(token)
+        if self.top is not None:
+            self._entries.append(entry)
         text = self.tokenizer.decode(self.tokens, skip_special_tokens=self.skip_special_tokens)
+        self._ends.append(len(text))
+        self._whole.append(not text.endswith("\ufffd"))
         hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
         if hits:
             self.finish, self._text = "stop", text[:min(hits)]
@@ -60,9 +98,23 @@ class TextStream:
         if self.finish is None:
             self.finish = "cancelled"
 
+    def _text_tokens(self) -> int:
+        """How many tokens spell the text: all of them, or, when a stop string cut it, the fewest whose text
+        starts with the text before the stop string (a token straddling the cut counts; those wholly in the
+        stop string do not)."""
+        if self._text is None:
+            return len(self.tokens)
+        m = len(self.tokens)  # from the end: the stop string is a few tokens
+        while m > 0 and self.tokenizer.decode(self.tokens[:m - 1], skip_special_tokens=self.skip_special_tokens
+                                              ).startswith(self._text):
+            m -= 1
+        return m
+
     def result(self) -> Completion:
         """The completion (sending what was held back)."""
         text = self._text if self._text is not None else self.tokenizer.decode(
             self.tokens, skip_special_tokens=self.skip_special_tokens)
-        self._send(text)
-        return Completion(text, self.finish or "length", self.prompt_tokens, len(self.tokens), list(self.tokens))
+        kept = self._text_tokens()
+        self._send(text, kept)
+        return Completion(text, self.finish or "length", self.prompt_tokens, len(self.tokens), list(self.tokens),
+                          text_tokens=kept)

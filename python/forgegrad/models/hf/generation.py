@@ -134,7 +134,8 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
              streamer: Optional[Callable[[np.ndarray], None]] = None, num_beams: Optional[int] = None,
              length_penalty: Optional[float] = None, early_stopping=None, no_repeat_ngram_size: Optional[int] = None,
              min_length: Optional[int] = None, repetition_penalty: Optional[float] = None,
-             logits_processor=None, num_return_sequences: Optional[int] = None) -> np.ndarray:
+             logits_processor=None, num_return_sequences: Optional[int] = None,
+             on_logits: Optional[Callable[[np.ndarray], None]] = None) -> np.ndarray:
     """Continue each prompt by up to ``max_new_tokens`` tokens.
 
     The settings left at None (``max_new_tokens``, ``do_sample``, ``temperature``, ``num_beams``,
@@ -170,6 +171,8 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
             (rows, V) float32 for the next one (log-probabilities in beam search).
         num_return_sequences: R sequences per prompt, as transformers returns them: with beam search the R
             best hypotheses (R <= ``num_beams``), best first; when sampling, R draws; greedy takes only 1.
+        on_logits: called at every step with the model's logits (rows, V) for the next token, before any
+            processor (the completions server's streamed log-probabilities); not with beam search.
 
     Returns:
         (B * R, T + n) int64 array, R = ``num_return_sequences`` rows per prompt (prompt-major): the prompts
@@ -182,6 +185,8 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
     num_beams = resolve(model, "num_beams", num_beams, 1)
     beams = _check_beams(num_beams, resolve(model, "length_penalty", length_penalty, 1.0),
                          resolve(model, "early_stopping", early_stopping, False), do_sample, streamer)
+    if on_logits is not None and (beams is not None or not callable(on_logits)):
+        raise ValueError("generate: on_logits must be callable, and needs num_beams=1")
     returns = _num_return_sequences(resolve(model, "num_return_sequences", num_return_sequences, 1), num_beams,
                                     do_sample)
     settings = (resolve(model, "no_repeat_ngram_size", no_repeat_ngram_size, 0),
@@ -193,7 +198,7 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
                  _extra_processors(logits_processor))
     if getattr(model, "is_encoder_decoder", False):
         return _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sample, temperature, top_k,
-                                 top_p, eos_token_id, pad_token_id, streamer, beams, settings, returns)
+                                 top_p, eos_token_id, pad_token_id, streamer, beams, settings, returns, on_logits)
     if not hasattr(model, "new_cache"):
         raise TypeError(f"generate: {type(model).__name__} is not a decoder (expected GPT2LMHeadModel or "
                         "a Llama-style decoder: Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 1, 2 or 3, Mixtral, "
@@ -237,6 +242,8 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
     with no_grad():
         logits = model(ids, mask, positions, cache=cache, logits_to_keep=1).numpy()[:, -1]
         while True:
+            if on_logits is not None:
+                on_logits(logits)
             if process.active:
                 logits = process(out[:, :T + n], logits)
             nxt = select_next(logits, do_sample, float(temperature), top_k, top_p, rng)
@@ -353,7 +360,8 @@ def _processors(model, settings, eos: List[int], max_length: int, padding=None) 
 
 
 def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sample, temperature, top_k, top_p,
-                      eos_token_id, pad_token_id, streamer, beams, settings, returns: int = 1) -> np.ndarray:
+                      eos_token_id, pad_token_id, streamer, beams, settings, returns: int = 1,
+                      on_logits=None) -> np.ndarray:
     """The encoder once, then the decoder token by token on a KV cache (the cross-attention keys and
     values computed once)."""
     ids = ids_array(input_ids, "generate", model.vocab_size)
@@ -390,6 +398,8 @@ def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sampl
                 logits = lean(out[:, n])
             else:
                 logits = model.decode(out[:, n:n + 1], states, mask, cross=cross, cache=cache).numpy()[:, -1]
+            if on_logits is not None:
+                on_logits(logits)
             if process.active:  # e.g. BART's forced end of sequence at the last place
                 logits = process(out[:, :1 + n], logits)
             nxt = select_next(logits, do_sample, float(temperature), top_k, top_p, rng)
