@@ -16,11 +16,13 @@ from hf_conformance import check_lean_seq2seq_step, seq2seq_gradients, seq2seq_l
 VOCAB = 120
 
 
-@pytest.fixture(scope="module", params=[("bart", True), ("bart", False), ("marian", True), ("mbart", True)],
-                ids=["bart-scaled", "bart-unscaled", "marian", "mbart"])
+@pytest.fixture(scope="module", params=[("bart", True), ("bart", False), ("marian", True), ("mbart", True),
+                                        ("m2m100", True)],
+                ids=["bart-scaled", "bart-unscaled", "marian", "mbart", "m2m100"])
 def pair(request, tmp_path_factory):
     """BART, Marian (fixed sinusoidal positions, swish, the pad token as decoder start, as opus-mt) and mBART
-    (pre-norm layers, a LayerNorm after each stack; the decoder starts at the end token, as mbart-large-50)."""
+    (pre-norm layers, a LayerNorm after each stack; the decoder starts at the end token, as mbart-large-50) and
+    M2M100 / NLLB (mBART's layers with a fixed position table counted over non-padding tokens)."""
     kind, scaled = request.param
     torch.manual_seed(0)
     common = dict(vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=3, encoder_attention_heads=4,
@@ -28,9 +30,16 @@ def pair(request, tmp_path_factory):
                   dropout=0.0, init_std=0.3, scale_embedding=scaled)
     if kind == "bart":
         hf = transformers.BartForConditionalGeneration(transformers.BartConfig(**common)).eval()
-    elif kind == "mbart":
-        cfg = transformers.MBartConfig(**common, decoder_start_token_id=2)
-        hf = transformers.MBartForConditionalGeneration(cfg).eval()
+    elif kind in ("mbart", "m2m100"):
+        if kind == "mbart":
+            hf = transformers.MBartForConditionalGeneration(transformers.MBartConfig(**common,
+                                                                                     decoder_start_token_id=2))
+        else:
+            # (M2M100's config defaults to LayerDrop and attention dropout, which forgegrad does not apply yet)
+            hf = transformers.M2M100ForConditionalGeneration(transformers.M2M100Config(
+                **common, decoder_start_token_id=2, encoder_layerdrop=0.0,
+                decoder_layerdrop=0.0, attention_dropout=0.0))
+        hf.eval()
         with torch.no_grad():  # non-trivial final norms, so that a missing one is seen
             for norm in (hf.model.encoder.layer_norm, hf.model.decoder.layer_norm):
                 norm.weight.normal_(1.0, 0.3)
@@ -39,8 +48,9 @@ def pair(request, tmp_path_factory):
         cfg = transformers.MarianConfig(**common, activation_function="swish", pad_token_id=VOCAB - 1,
                                         decoder_start_token_id=VOCAB - 1, eos_token_id=2, forced_eos_token_id=2)
         hf = transformers.MarianMTModel(cfg).eval()
-    with torch.no_grad():  # a non-zero final_logits_bias, so that it is checked too
-        hf.final_logits_bias.normal_()
+    if hasattr(hf, "final_logits_bias"):
+        with torch.no_grad():  # a non-zero final_logits_bias, so that it is checked too
+            hf.final_logits_bias.normal_()
     path = tmp_path_factory.mktemp("bart") / f"{kind}-{scaled}"
     hf.save_pretrained(path)
     return hf, from_pretrained(path), path
@@ -66,6 +76,34 @@ def test_logits_are_transformers_with_padding(pair):
         np.testing.assert_array_equal(sinusoidal_positions(64, 32), hf.model.encoder.embed_positions.weight.numpy())
 
 
+def test_m2m100_positions_count_non_padding_tokens(tmp_path):
+    """M2M100 / NLLB: the fixed table equals transformers' (float32), and a token's row counts the non-padding tokens
+    up to it, padding on the zero row: left- and right-padded inputs whose padding holds the pad token give
+    transformers' logits at the real tokens, and its greedy tokens."""
+    from forgegrad.models.hf.bart import m2m100_positions
+    torch.manual_seed(0)
+    hf = transformers.M2M100ForConditionalGeneration(transformers.M2M100Config(
+        vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=48, decoder_ffn_dim=40, max_position_embeddings=64, init_std=0.3,
+        decoder_start_token_id=2)).eval()
+    hf.save_pretrained(tmp_path / "m")
+    model = from_pretrained(tmp_path / "m")
+    np.testing.assert_allclose(m2m100_positions(66, 32, 1), hf.model.encoder.embed_positions.weights.numpy()[:66],
+                               rtol=0, atol=1e-6)
+    ids, _, dec = _inputs()
+    mask = np.ones_like(ids)
+    mask[0, :3] = 0  # left padding
+    mask[1, 6:] = 0  # right padding
+    ids = np.where(mask == 1, ids, 1)
+    np.testing.assert_allclose(model(ids, mask, dec).numpy(), seq2seq_logits(hf, ids, mask, dec), rtol=1e-4,
+                               atol=1e-4)
+    got = generate(model, ids, max_new_tokens=8, attention_mask=mask)
+    with torch.no_grad():
+        want = hf.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=8,
+                           do_sample=False, num_beams=1).numpy()
+    np.testing.assert_array_equal(got, want)
+
+
 def test_greedy_generation_with_the_forced_end_token_is_transformers(pair):
     hf, model, _ = pair
     ids, mask, _ = _inputs()
@@ -74,7 +112,12 @@ def test_greedy_generation_with_the_forced_end_token_is_transformers(pair):
                            do_sample=False, num_beams=1).numpy()
     got = generate(model, ids, max_new_tokens=12, attention_mask=mask)
     np.testing.assert_array_equal(got, want)
-    assert model.config["forced_eos_token_id"] == 2 and (got[:, -1] == 2).all()
+    from forgegrad.models.hf.logits_processors import token_setting
+    forced = token_setting(model, "forced_eos_token_id")
+    if model.positions == "m2m100":  # transformers 5's M2M100Config has no forced_eos_token_id
+        assert forced is None
+    else:
+        assert forced == 2 and (got[:, -1] == 2).all()
     with torch.no_grad():
         want = hf.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=12,
                            do_sample=False, num_beams=3).numpy()
@@ -109,7 +152,7 @@ def test_gradients_are_transformers_in_float64(pair):
     ours, theirs = seq2seq_gradients(hf, model, *_inputs())
     names = ("shared.weight", "decoder.layers.2.encoder_attn.v_proj.weight", "encoder.layers.0.self_attn.q_proj.bias",
              "decoder.layers.0.fc1.weight")
-    names += () if model.marian else ("encoder.embed_positions.weight",)
+    names += ("encoder.embed_positions.weight",) if model.positions == "learned" else ()
     for name in names + (("encoder.layer_norm.weight", "decoder.layer_norm.bias") if model.pre_norm else ()):
         ref = theirs["model." + name].grad.numpy()
         np.testing.assert_allclose(ours[name].grad.numpy(), ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max(),

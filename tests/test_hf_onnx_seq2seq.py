@@ -1,7 +1,7 @@
 """ONNX export of the encoder-decoders with their KV caches (forgegrad.models.hf.export_seq2seq): T5, BART,
-Marian and mBART checkpoints written by transformers itself, exported as an encoder graph (with every decoder layer's
-cross-attention keys and values) and a decoder graph (with its own cache), then run in onnxruntime: logits
-equal transformers' at every step, greedy tokens equal transformers' generate on a right-padded batch,
+Marian, mBART and M2M100 checkpoints written by transformers itself, exported as an encoder graph (with every
+decoder layer's cross-attention keys and values) and a decoder graph (with its own cache), then run in onnxruntime:
+logits equal transformers' at every step, greedy tokens equal transformers' generate on a right-padded batch,
 forced first/last tokens and end tokens included."""
 import numpy as np
 import pytest
@@ -40,6 +40,9 @@ MODELS = {
     # pre-norm layers and a LayerNorm after each stack, the end token as the decoder's start
     "mbart": lambda: transformers.MBartForConditionalGeneration(transformers.MBartConfig(
         **_BART, scale_embedding=True, decoder_start_token_id=2)),
+    # M2M100 / NLLB: mBART's layers, a fixed position table counted over non-padding tokens
+    "m2m100": lambda: transformers.M2M100ForConditionalGeneration(transformers.M2M100Config(
+        **_BART, decoder_start_token_id=2)),
 }
 IDS = np.random.RandomState(0).randint(3, VOCAB - 1, (3, 10))
 MASK = np.ones((3, 10), np.int64)

@@ -9,8 +9,8 @@ Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``BertForSequenceCl
 ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``, ``Qwen3ForCausalLM``,
 ``Phi3ForCausalLM``, ``GemmaForCausalLM``, ``Gemma2ForCausalLM``, ``Gemma3ForCausalLM``, and the mixture-of-experts
 ``MixtralForCausalLM``, ``Qwen2MoeForCausalLM``, ``Qwen3MoeForCausalLM``, and the encoder-decoders
-``T5ForConditionalGeneration`` (T5, Flan-T5, mT5), ``BartForConditionalGeneration``, ``MarianMTModel`` and
-``MBartForConditionalGeneration``.
+``T5ForConditionalGeneration`` (T5, Flan-T5, mT5), ``BartForConditionalGeneration``, ``MarianMTModel``,
+``MBartForConditionalGeneration`` and ``M2M100ForConditionalGeneration`` (M2M100, NLLB-200).
 Weights are read with forgegrad's bounded safetensors reader; pickle files (``pytorch_model.bin``) are never
 opened.
 """
@@ -24,7 +24,8 @@ import numpy as np
 from ...devices import device
 from ._files import CheckpointError, read_config, read_weights, write_checkpoint
 from ._load import BFLOAT16, materialize, weights_dtype, widen_unless_linear_weights
-from .bart import BartForConditionalGeneration, MarianMTModel, MBartForConditionalGeneration
+from .bart import (BartForConditionalGeneration, M2M100ForConditionalGeneration, MarianMTModel,
+                   MBartForConditionalGeneration)
 from .bert import BertForSequenceClassification, BertModel
 from .generation import generate
 from .gemma2 import Gemma2ForCausalLM, Gemma3ForCausalLM, GemmaForCausalLM
@@ -42,14 +43,14 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM",
            "Gemma3ForCausalLM", "GemmaForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
            "T5ForConditionalGeneration", "BartForConditionalGeneration", "MarianMTModel",
-           "MBartForConditionalGeneration"]
+           "MBartForConditionalGeneration", "M2M100ForConditionalGeneration"]
 
 ARCHITECTURES = {cls.architecture: cls for cls in
                  (GPT2LMHeadModel, BertModel, BertForSequenceClassification, LlamaForCausalLM, MistralForCausalLM,
                   Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM,
                   Gemma3ForCausalLM, GemmaForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM,
                   T5ForConditionalGeneration, BartForConditionalGeneration, MarianMTModel,
-                  MBartForConditionalGeneration)}
+                  MBartForConditionalGeneration, M2M100ForConditionalGeneration)}
 # model_type -> class, for configs that do not list their architecture
 _BY_TYPE = {"gpt2": GPT2LMHeadModel, "bert": BertModel, "llama": LlamaForCausalLM, "mistral": MistralForCausalLM,
             "qwen2": Qwen2ForCausalLM, "qwen3": Qwen3ForCausalLM, "phi3": Phi3ForCausalLM,
@@ -57,7 +58,8 @@ _BY_TYPE = {"gpt2": GPT2LMHeadModel, "bert": BertModel, "llama": LlamaForCausalL
             "mixtral": MixtralForCausalLM,
             "qwen2_moe": Qwen2MoeForCausalLM, "qwen3_moe": Qwen3MoeForCausalLM, "t5": T5ForConditionalGeneration,
             "mt5": T5ForConditionalGeneration, "bart": BartForConditionalGeneration,
-            "marian": MarianMTModel, "mbart": MBartForConditionalGeneration}
+            "marian": MarianMTModel, "mbart": MBartForConditionalGeneration,
+            "m2m_100": M2M100ForConditionalGeneration}
 
 
 # architectures that are another one's under a different name
@@ -92,7 +94,7 @@ def _required(cfg: dict, cls, path: str) -> None:
             Qwen3MoeForCausalLM: llama + ("num_experts_per_tok", "moe_intermediate_size"),
             T5ForConditionalGeneration: ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads"),
             BartForConditionalGeneration: _SEQ2SEQ_KEYS, MarianMTModel: _SEQ2SEQ_KEYS,
-            MBartForConditionalGeneration: _SEQ2SEQ_KEYS,
+            MBartForConditionalGeneration: _SEQ2SEQ_KEYS, M2M100ForConditionalGeneration: _SEQ2SEQ_KEYS,
             }.get(cls, ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
                         "max_position_embeddings"))
     for key in keys:

@@ -26,7 +26,8 @@ def _plain_types() -> tuple:
     from ... import nn
     from . import bart, t5
     return (t5.T5ForConditionalGeneration, t5.T5Stack, t5.T5Block, t5.T5SubLayer, t5.T5Attention, t5.T5FeedForward,
-            bart.BartForConditionalGeneration, bart.MarianMTModel, bart.MBartForConditionalGeneration, bart.BartStack, bart.BartLayer, bart.BartAttention,
+            bart.BartForConditionalGeneration, bart.MarianMTModel, bart.MBartForConditionalGeneration,
+            bart.M2M100ForConditionalGeneration, bart.BartStack, bart.BartLayer, bart.BartAttention,
             nn.Linear, nn.RMSNorm, nn.LayerNorm, nn.Embedding, nn.Dropout, nn.ModuleList)
 
 
@@ -37,7 +38,7 @@ def lean_seq2seq_step(model, cross, mask, cache):
         return None
     if type(model) is t5.T5ForConditionalGeneration:
         return T5LeanStep(model, cross, mask, cache)
-    if type(model) in (bart.BartForConditionalGeneration, bart.MarianMTModel, bart.MBartForConditionalGeneration):
+    if isinstance(model, bart.BartForConditionalGeneration):
         return BartLeanStep(model, cross, mask, cache)
     return None
 
@@ -172,9 +173,10 @@ class BartLeanStep(_LeanStep):
         x = m.shared.weight.numpy()[np.asarray(tokens, np.int64)]
         if m.embed_scale != 1.0:
             x = x * m.embed_scale
-        table = dec.embed_positions if not hasattr(dec.embed_positions, "weight") else dec.embed_positions.weight
-        x = np.ascontiguousarray(x + table.numpy()[p + dec.offset], dtype=np.float32)
-        if dec.offset:
+        tokens = np.asarray(tokens, np.int64)
+        row = dec.position_rows(tokens[:, None], p)[:, 0] if dec.positions == "m2m100" else p + dec.offset
+        x = np.ascontiguousarray(x + dec._table().numpy()[row], dtype=np.float32)
+        if hasattr(dec, "layernorm_embedding"):
             x = _layer_norm(x, dec.layernorm_embedding.weight.numpy(), dec.layernorm_embedding.bias.numpy(),
                             dec.layernorm_embedding.eps)
         B = x.shape[0]

@@ -1,7 +1,8 @@
 """BART encoder-decoders (transformers' ``BartForConditionalGeneration``: BART, and the summarisation
 checkpoints fine-tuned from it such as bart-large-cnn), Marian translation models (``MarianMTModel``:
-BART's layers with fixed sinusoidal positions) and mBART (``MBartForConditionalGeneration``: pre-norm
-layers and a LayerNorm after each stack) with transformers' parameter names.
+BART's layers with fixed sinusoidal positions), mBART (``MBartForConditionalGeneration``: pre-norm
+layers and a LayerNorm after each stack) and M2M100 / NLLB (``M2M100ForConditionalGeneration``: mBART's layers
+with a fixed position table) with transformers' parameter names.
 
 Learned positions offset by 2 (BART's convention), token embeddings scaled by sqrt(d_model) when the
 config says ``scale_embedding``, a LayerNorm on the embeddings, post-norm layers (residual, then
@@ -23,7 +24,8 @@ from ._layers import KVCache, activation, additive_mask, attend, ids_array, mask
 from ._layers import FLOAT32_MAX, key_places, padding_bias, rows
 from ._seq2seq import EncoderDecoder, attention_kv, decoder_places
 
-__all__ = ["BartForConditionalGeneration", "MarianMTModel", "MBartForConditionalGeneration", "sinusoidal_positions"]
+__all__ = ["BartForConditionalGeneration", "MarianMTModel", "MBartForConditionalGeneration",
+           "M2M100ForConditionalGeneration", "sinusoidal_positions", "m2m100_positions"]
 
 _OFFSET = 2  # BART's learned position tables start at row 2
 
@@ -91,21 +93,28 @@ def sinusoidal_positions(n_positions: int, dim: int) -> np.ndarray:
 
 
 class BartStack(nn.Module):
-    """BART's stack: learned positions from row 2 and a LayerNorm on the embeddings; Marian's (``marian``):
-    fixed sinusoidal positions from row 0 (not in the checkpoint), no embedding norm."""
+    """BART's stack: learned positions from row 2 and a LayerNorm on the embeddings; ``positions="marian"``:
+    fixed sinusoidal positions from row 0 (not in the checkpoint), no embedding norm; ``"m2m100"``: M2M100's fixed
+    table, a token's row counted from its non-padding tokens (padding: the zero row ``pad_token_id``), no
+    embedding norm. ``pre_norm`` (mBART, M2M100): pre-norm layers and a LayerNorm after the last."""
 
-    def __init__(self, cfg: dict, prefix: str, marian: bool = False, pre_norm: bool = False):
+    def __init__(self, cfg: dict, prefix: str, positions: str = "learned", pre_norm: bool = False):
         super().__init__()
         d, n = cfg["d_model"], cfg["max_position_embeddings"]
-        self.offset = 0 if marian else _OFFSET
-        if marian:
+        self.positions = positions
+        self.offset = 0 if positions == "marian" else _OFFSET
+        if positions == "marian":
             self.register_buffer("embed_positions", sinusoidal_positions(n, d), persistent=False)
+        elif positions == "m2m100":
+            self.pad = _pad_token(cfg)
+            self.offset = self.pad + 1  # the first token's row (transformers: padding_idx + 1)
+            self.register_buffer("embed_positions", m2m100_positions(n + self.offset, d, self.pad), persistent=False)
         else:
             self.embed_positions = nn.Embedding(n + _OFFSET, d)
             self.layernorm_embedding = nn.LayerNorm(d)
         self.layers = nn.ModuleList([BartLayer(cfg, prefix, prefix == "decoder", pre_norm)
                                      for _ in range(cfg[f"{prefix}_layers"])])
-        if pre_norm:  # mBART: a LayerNorm on the last layer's output
+        if pre_norm:  # mBART, M2M100: a LayerNorm on the last layer's output
             self.layer_norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(cfg.get("dropout", 0.1))
 
@@ -116,17 +125,55 @@ class BartStack(nn.Module):
             x = layer(x, mask, cross_kv=None if cross is None else cross[i], layer=i, **kw)
         return self.layer_norm(x) if hasattr(self, "layer_norm") else x
 
-    def embed_at(self, tokens: Tensor, places: Tensor) -> Tensor:
-        """embed with the positions given as a float (B, T) tensor (an exported graph's)."""
-        table = self.embed_positions if isinstance(self.embed_positions, Tensor) else self.embed_positions.weight
-        x = tokens + rows(table, (places + self.offset).long())
-        return self.dropout(x if self.offset == 0 else self.layernorm_embedding(x))
+    def _table(self) -> Tensor:
+        return self.embed_positions if isinstance(self.embed_positions, Tensor) else self.embed_positions.weight
 
-    def embed(self, tokens: Tensor, start: int, length: int) -> Tensor:
-        """Token embeddings (already scaled) plus the positions start..start+length-1."""
-        table = self.embed_positions if isinstance(self.embed_positions, Tensor) else self.embed_positions.weight
-        x = tokens + table[start + self.offset:start + self.offset + length]
-        return self.dropout(x if self.offset == 0 else self.layernorm_embedding(x))
+    def _finish(self, x: Tensor) -> Tensor:
+        return self.dropout(self.layernorm_embedding(x) if hasattr(self, "layernorm_embedding") else x)
+
+    def position_rows(self, ids: np.ndarray, start: int) -> np.ndarray:
+        """M2M100's table rows of tokens ``ids`` (B, T) following ``start`` earlier ones (transformers'
+        ``create_position_ids_from_input_ids``): the count of non-padding tokens up to each one, past ``start``,
+        from row pad + 1; padding tokens take the zero row ``pad``."""
+        real = np.asarray(ids) != self.pad
+        return np.where(real, np.cumsum(real, axis=1) + start + self.pad, self.pad)
+
+    def embed_at(self, tokens: Tensor, places: Tensor, ids: Optional[Tensor] = None) -> Tensor:
+        """embed with the positions given as a float (B, T) tensor (an exported graph's; M2M100's rows are counted
+        from ``ids``, after the first place)."""
+        if self.positions == "m2m100":
+            real = (ids != self.pad).float()
+            index = (real.cumsum(-1) + places[:, :1]) * real + self.pad
+        else:
+            index = places + self.offset
+        return self._finish(tokens + rows(self._table(), index.long()))
+
+    def embed(self, tokens: Tensor, start: int, length: int, ids: Optional[np.ndarray] = None) -> Tensor:
+        """Token embeddings (already scaled) plus the positions start..start+length-1 (M2M100: of ``ids``)."""
+        table = self._table()
+        if self.positions == "m2m100":
+            return self._finish(tokens + Tensor._wrap(table.numpy()[self.position_rows(ids, start)]))
+        return self._finish(tokens + table[start + self.offset:start + self.offset + length])
+
+
+def _pad_token(cfg: dict) -> int:
+    pad = cfg.get("pad_token_id", 1)
+    if isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad < cfg["vocab_size"]:
+        raise ValueError(f"M2M100ForConditionalGeneration: config pad_token_id must be a token id, got {pad!r}")
+    return pad
+
+
+def m2m100_positions(n_positions: int, dim: int, pad: int) -> np.ndarray:
+    """M2M100's fixed position table (tensor2tensor's): sines of pos * 10000^(-j / (dim/2 - 1)) in the first half,
+    cosines in the second, in float32 as transformers computes it; row ``pad`` zero."""
+    half = dim // 2
+    step = math.log(10000) / (half - 1)
+    freq = np.exp(np.arange(half, dtype=np.float32) * np.float32(-step)).astype(np.float32)
+    angles = (np.arange(n_positions, dtype=np.float32)[:, None] * freq[None, :]).astype(np.float32)
+    out = np.zeros((n_positions, dim), np.float32)
+    out[:, :half], out[:, half:2 * half] = np.sin(angles), np.cos(angles)
+    out[pad] = 0
+    return out
 
 
 def _cross_mask(padding: Optional[np.ndarray], t: int) -> Optional[np.ndarray]:
@@ -145,6 +192,8 @@ class BartForConditionalGeneration(EncoderDecoder, nn.Module):
     start_fallback = "eos_token_id"
     marian = False
     pre_norm = False
+    positions = "learned"
+    logits_bias = True  # a final_logits_bias in the checkpoint (M2M100 has none: it stays zero)
 
     def __init__(self, config: dict):
         super().__init__()
@@ -154,8 +203,8 @@ class BartForConditionalGeneration(EncoderDecoder, nn.Module):
             raise ValueError(f"{type(self).__name__}: separate encoder and decoder vocabularies "
                              "(share_encoder_decoder_embeddings: false) are not supported")
         self.shared = nn.Embedding(c["vocab_size"], c["d_model"])
-        self.encoder = BartStack(c, "encoder", self.marian, self.pre_norm)
-        self.decoder = BartStack(c, "decoder", self.marian, self.pre_norm)
+        self.encoder = BartStack(c, "encoder", self.positions, self.pre_norm)
+        self.decoder = BartStack(c, "decoder", self.positions, self.pre_norm)
         self.embed_scale = math.sqrt(c["d_model"]) if c.get("scale_embedding", False) else 1.0
         self.register_buffer("final_logits_bias", np.zeros((1, c["vocab_size"]), np.float32))
         self.tied = c.get("tie_word_embeddings", True) is not False
@@ -175,7 +224,7 @@ class BartForConditionalGeneration(EncoderDecoder, nn.Module):
                              f"{self.max_positions}")
         pad = mask_array(attention_mask, "BartForConditionalGeneration", ids.shape)
         mask = additive_mask(pad, 0, S, causal=False)
-        return self.encoder.run(self.encoder.embed(self._tokens(ids), 0, S), mask)
+        return self.encoder.run(self.encoder.embed(self._tokens(ids), 0, S, ids), mask)
 
     def cross_kv(self, encoder_states: Tensor) -> List[Tuple[Tensor, Tensor]]:
         return [layer.encoder_attn.project_kv(encoder_states) for layer in self.decoder.layers]
@@ -197,7 +246,7 @@ class BartForConditionalGeneration(EncoderDecoder, nn.Module):
         mask = additive_mask(None, past, T, causal=True)
         cross = self.cross_kv(encoder_states) if cross is None else cross
         cross_mask = _cross_mask(pad, T)
-        x = self.decoder.embed(self._tokens(ids), past, T)
+        x = self.decoder.embed(self._tokens(ids), past, T, ids)
         x = self.decoder.run(x, mask, causal=mask is None, cross=cross, cross_mask=cross_mask, cache=cache)
         if cache is not None:
             cache.advance(T)
@@ -207,7 +256,8 @@ class BartForConditionalGeneration(EncoderDecoder, nn.Module):
     def encode_graph(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """encode on Tensor inputs, every step a Tensor op (``export_seq2seq`` traces it)."""
         mask = attention_mask.float()
-        return self.encoder.run(self.encoder.embed_at(self._tokens(input_ids), key_places(mask)), padding_bias(mask))
+        x = self.encoder.embed_at(self._tokens(input_ids), key_places(mask), input_ids)
+        return self.encoder.run(x, padding_bias(mask))
 
     def decode_graph(self, input_ids: Tensor, attention_mask: Tensor, cross, cache, logits_to_keep: int = 0) -> Tensor:
         """decode on Tensor inputs with ``cross`` (each layer's encoder keys and values) and ``cache`` (a
@@ -215,7 +265,7 @@ class BartForConditionalGeneration(EncoderDecoder, nn.Module):
         keys, queries = decoder_places(input_ids, cache)
         causal = (((keys.unsqueeze(1) <= queries.unsqueeze(2)).float() - 1) * FLOAT32_MAX).unsqueeze(1)
         cross_bias = padding_bias(attention_mask.float())
-        x = self.decoder.run(self.decoder.embed_at(self._tokens(input_ids), queries), causal, cross=cross,
+        x = self.decoder.run(self.decoder.embed_at(self._tokens(input_ids), queries, input_ids), causal, cross=cross,
                              cross_mask=cross_bias, cache=cache)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
@@ -227,8 +277,8 @@ class BartForConditionalGeneration(EncoderDecoder, nn.Module):
     def from_hf(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         out = {}
         skip = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"}
-        if self.marian:
-            skip |= {"encoder.embed_positions.weight", "decoder.embed_positions.weight"}
+        if self.positions != "learned":
+            skip |= {f"{stack}.embed_positions.{w}" for stack in ("encoder", "decoder") for w in ("weight", "weights")}
         for k, v in tensors.items():
             name = k[len("model."):] if k.startswith("model.") else k
             if name in skip:
@@ -245,6 +295,8 @@ class BartForConditionalGeneration(EncoderDecoder, nn.Module):
     def to_hf(self) -> Dict[str, np.ndarray]:
         out = {}
         for k, v in self.state_dict().items():
+            if k == "final_logits_bias" and not self.logits_bias:
+                continue
             out[k if k in ("final_logits_bias", "lm_head.weight") else "model." + k] = v.numpy()
         return out
 
@@ -257,6 +309,7 @@ class MarianMTModel(BartForConditionalGeneration):
     architecture = "MarianMTModel"
     model_type = "marian"
     marian = True
+    positions = "marian"
 
 
 class MBartForConditionalGeneration(BartForConditionalGeneration):
@@ -268,3 +321,15 @@ class MBartForConditionalGeneration(BartForConditionalGeneration):
     architecture = "MBartForConditionalGeneration"
     model_type = "mbart"
     pre_norm = True
+
+
+class M2M100ForConditionalGeneration(MBartForConditionalGeneration):
+    """M2M100 and NLLB-200 (the dense checkpoints, e.g. nllb-200-distilled-600M): mBART's pre-norm layers and
+    final LayerNorms with a fixed sinusoidal position table (tensor2tensor's; rows counted over the non-padding
+    tokens from ``pad_token_id`` + 1, padding on the zero row), no embedding LayerNorm and no final_logits_bias.
+    The target language is the decoder's forced first token (``forced_bos_token_id``)."""
+
+    architecture = "M2M100ForConditionalGeneration"
+    model_type = "m2m_100"
+    positions = "m2m100"
+    logits_bias = False

@@ -1,4 +1,5 @@
-"""ONNX export of the encoder-decoders (T5, BART, Marian, mBART) with their KV caches, for generation in onnxruntime.
+"""ONNX export of the encoder-decoders (T5, BART, Marian, mBART, M2M100) with their KV caches, for generation in
+onnxruntime.
 
 ``export_seq2seq(model, DIR)`` writes two graphs, each verified in onnxruntime against forgegrad:
 
@@ -34,7 +35,7 @@ __all__ = ["export_seq2seq", "generate_onnx_seq2seq"]
 def _check(model, who: str):
     if not (callable(getattr(model, "encode_graph", None)) and callable(getattr(model, "decode_graph", None))):
         raise TypeError(f"{who}: {type(model).__name__} is not an encoder-decoder with encode_graph / decode_graph "
-                        "(T5, BART, Marian or mBART)")
+                        "(T5, BART, Marian, mBART or M2M100)")
 
 
 class EncoderWithCross(nn.Module):
@@ -85,9 +86,10 @@ def _names(model):
 def export_seq2seq(model, directory, *, logits_to_keep: int = 0, opset: int = 17, verify: bool = True,
                    rtol: float = 1e-4, atol: float = 1e-4, seed: int = 0):
     """Write ``directory``/encoder.onnx and ``directory``/decoder.onnx (the module docstring has their inputs
-    and outputs) for a T5, BART, Marian or mBART model, each verified in onnxruntime against forgegrad (the decoder:
-    at the example's sizes, with no past, and a one-token step after 9 cached tokens). ``logits_to_keep=1``:
-    the decoder's logits for its last position only. Returns the two ExportReports (encoder, decoder)."""
+    and outputs) for a T5, BART, Marian, mBART or M2M100 model, each verified in onnxruntime against forgegrad
+    (the decoder: at the example's sizes, with no past, and a one-token step after 9 cached tokens).
+    ``logits_to_keep=1``: the decoder's logits for its last position only. Returns the two ExportReports
+    (encoder, decoder)."""
     from ...onnx import export
 
     _check(model, "export_seq2seq")
