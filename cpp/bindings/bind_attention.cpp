@@ -62,12 +62,17 @@ MaskArg check_mask(const py::object& mask, const py::object& moff, int64_t mrs, 
   return m;
 }
 
+// softcap: 0 (none) or a finite number > 0; anything else (negative, NaN, inf) is refused.
+void check_softcap(const char* who, float softcap) {
+  if (!(softcap >= 0.0f) || std::isinf(softcap))
+    throw py::value_error(std::string(who) + ": softcap must be a finite number >= 0 (0: none), got " +
+                          std::to_string(softcap));
+}
+
 void forward(const py::array& q, const py::array& k, const py::array& v, float scale, bool causal,
              const py::object& mask, const py::object& mask_offsets, int64_t mask_row_stride, const py::array& out,
              const py::array& lse, float softcap) {
-  if (!(softcap >= 0.0f) || std::isinf(softcap))
-    throw py::value_error("attention_forward: softcap must be a finite number >= 0 (0: none), got " +
-                          std::to_string(softcap));
+  check_softcap("attention_forward", softcap);
   ArrayArg Q = fg::bind::f32_arg(q, "q", 3), K = fg::bind::f32_arg(k, "k", 3), V = fg::bind::f32_arg(v, "v", 3);
   Dims d = check_qkv(Q, K, V);
   MaskArg m = check_mask(mask, mask_offsets, mask_row_stride, d);
@@ -88,7 +93,8 @@ void forward(const py::array& q, const py::array& k, const py::array& v, float s
 void backward(const py::array& q, const py::array& k, const py::array& v, const py::array& out,
               const py::array& grad_out, const py::array& lse, float scale, bool causal, const py::object& mask,
               const py::object& mask_offsets, int64_t mask_row_stride, const py::array& dq, const py::array& dk,
-              const py::array& dv) {
+              const py::array& dv, float softcap) {
+  check_softcap("attention_backward", softcap);
   ArrayArg Q = fg::bind::f32_arg(q, "q", 3), K = fg::bind::f32_arg(k, "k", 3), V = fg::bind::f32_arg(v, "v", 3);
   Dims d = check_qkv(Q, K, V);
   MaskArg m = check_mask(mask, mask_offsets, mask_row_stride, d);
@@ -119,7 +125,7 @@ void backward(const py::array& q, const py::array& k, const py::array& v, const 
                          AttnLayout::contiguous(d.S, d.Ev), O.f32(), G.f32(), AttnLayout::contiguous(d.L, d.Ev),
                          S.f32(), d.N, d.L, d.S, d.E, d.Ev, scale, causal, m.data, m.offsets, mask_row_stride, DQ.f32(),
                          AttnLayout::contiguous(d.L, d.E), DK.f32(), AttnLayout::contiguous(d.S, d.E), DV.f32(),
-                         AttnLayout::contiguous(d.S, d.Ev));
+                         AttnLayout::contiguous(d.S, d.Ev), softcap);
 }
 
 // ---- packed causal self-attention: qkv (B, T, 3C), heads H, head size D = C / H ----
@@ -195,7 +201,7 @@ void backward_packed(const py::array& split, const py::array& out, const py::arr
   float* d = D.f32();
   fg::attention_backward(x, p.split(), x + p.part(), p.split(), x + 2 * p.part(), p.split(), O.f32(), G.f32(),
                          p.merged(), S.f32(), p.B * p.H, p.T, p.T, p.D, p.D, scale, true, nullptr, nullptr, 0, d,
-                         p.qkv(), d + p.C, p.qkv(), d + 2 * p.C, p.qkv());
+                         p.qkv(), d + p.C, p.qkv(), d + 2 * p.C, p.qkv(), 0.0f);
 }
 
 void bind(py::module_& m) {
@@ -205,11 +211,13 @@ void bind(py::module_& m) {
         "out = softmax(q k^T * scale + mask) v for q (N, L, E), k (N, S, E), v (N, S, Ev), without storing the "
         "scores; lse (N, L) gets the row logsumexp. causal: query r sees keys c <= r. mask: None or a float32 "
         "array whose element (n, r, c) is mask[mask_offsets[n] + r * mask_row_stride + c]. softcap > 0: each "
-        "scaled score s becomes softcap * tanh(s / softcap) before the mask (forward only).");
+        "scaled score s becomes softcap * tanh(s / softcap) before the mask (attention_backward takes the same "
+        "softcap).");
   m.def("attention_backward", &backward, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"), py::arg("grad_out"),
         py::arg("lse"), py::arg("scale"), py::arg("causal"), py::arg("mask"), py::arg("mask_offsets"),
-        py::arg("mask_row_stride"), py::arg("dq"), py::arg("dk"), py::arg("dv"),
-        "Fills dq, dk, dv of attention_forward from grad_out, recomputing the scores tile by tile.");
+        py::arg("mask_row_stride"), py::arg("dq"), py::arg("dk"), py::arg("dv"), py::arg("softcap") = 0.0f,
+        "Fills dq, dk, dv of attention_forward from grad_out, recomputing the scores tile by tile. softcap: the "
+        "forward's (0: none); the gradient then goes through softcap * tanh(s / softcap).");
   m.def("attention_forward_packed", &forward_packed, py::arg("qkv"), py::arg("heads"), py::arg("scale"), py::arg("out"),
         py::arg("lse"), py::arg("split"),
         "Causal self-attention on a packed projection qkv (B, T, 3C) = [q | k | v], each C = heads x D columns "

@@ -62,8 +62,10 @@ class attention:
     def attention_backward(q: numpy.ndarray, k: numpy.ndarray, v: numpy.ndarray, out: numpy.ndarray,
                            grad_out: numpy.ndarray, lse: numpy.ndarray, scale: _Float, causal: bool, mask: object,
                            mask_offsets: object, mask_row_stride: _Int, dq: numpy.ndarray, dk: numpy.ndarray,
-                           dv: numpy.ndarray) -> None:
-        """Fills dq, dk, dv of attention_forward from grad_out, recomputing the scores tile by tile."""
+                           dv: numpy.ndarray, softcap: _Float = ...) -> None:
+        """Fills dq, dk, dv of attention_forward from grad_out, recomputing the scores tile by tile. softcap: the
+        forward's (0: none); the gradient then goes through softcap * tanh(s / softcap).
+        """
         ...
     @staticmethod
     def attention_backward_packed(split: numpy.ndarray, out: numpy.ndarray, grad_out: numpy.ndarray, lse: numpy.ndarray,
@@ -79,7 +81,7 @@ class attention:
         """out = softmax(q k^T * scale + mask) v for q (N, L, E), k (N, S, E), v (N, S, Ev), without storing the
         scores; lse (N, L) gets the row logsumexp. causal: query r sees keys c <= r. mask: None or a float32 array
         whose element (n, r, c) is mask[mask_offsets[n] + r * mask_row_stride + c]. softcap > 0: each scaled score s
-        becomes softcap * tanh(s / softcap) before the mask (forward only).
+        becomes softcap * tanh(s / softcap) before the mask (attention_backward takes the same softcap).
         """
         ...
     @staticmethod

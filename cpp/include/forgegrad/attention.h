@@ -22,7 +22,7 @@ struct AttnLayout {
 // with no key; lse is always a contiguous (N, L) buffer). mask: null, or element (n, r, c) at
 // mask[moff[n] + r * mrs + c].
 // softcap > 0 (Gemma 2's attn_logit_softcapping): each scaled score s becomes softcap * tanh(s / softcap)
-// before the mask is added; 0: none. Forward only: attention_backward has no soft cap.
+// before the mask is added; 0: none (attention_backward takes the same softcap).
 FG_KERNEL(void, attention_forward,
           (const float* q, AttnLayout lq, const float* k, AttnLayout lk, const float* v, AttnLayout lv, int64_t N,
            int64_t L, int64_t S, int64_t E, int64_t Ev, float scale, bool causal, const float* mask,
@@ -30,13 +30,14 @@ FG_KERNEL(void, attention_forward,
           (q, lq, k, lk, v, lv, N, L, S, E, Ev, scale, causal, mask, moff, mrs, out, lo, lse, softcap))
 
 // dq, dk, dv from grad_out and forward's out and lse. grad_out is read through lo (out's layout);
-// dq, dk, dv are written through wq, wk, wv.
+// dq, dk, dv are written through wq, wk, wv. softcap: the forward's (0: none); the gradient then goes
+// through the cap, d(c * tanh(x / c)) / dx = 1 - tanh(x / c)^2.
 FG_KERNEL(void, attention_backward,
           (const float* q, AttnLayout lq, const float* k, AttnLayout lk, const float* v, AttnLayout lv,
            const float* out, const float* grad_out, AttnLayout lo, const float* lse, int64_t N, int64_t L, int64_t S,
            int64_t E, int64_t Ev, float scale, bool causal, const float* mask, const int64_t* moff, int64_t mrs,
-           float* dq, AttnLayout wq, float* dk, AttnLayout wk, float* dv, AttnLayout wv),
+           float* dq, AttnLayout wq, float* dk, AttnLayout wk, float* dv, AttnLayout wv, float softcap),
           (q, lq, k, lk, v, lv, out, grad_out, lo, lse, N, L, S, E, Ev, scale, causal, mask, moff, mrs, dq, wq, dk, wk,
-           dv, wv))
+           dv, wv, softcap))
 
 }  // namespace fg

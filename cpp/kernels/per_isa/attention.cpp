@@ -11,6 +11,10 @@
 // Backward recomputes the scores tile by tile: for each key block j, over the query blocks i that
 // see it, P = exp(S - lse), dV_j += P^T dO_i, dP = dO_i V_j^T, dS = P * (dP - D) with
 // D = rowsum(dO * out), dK_j += dS^T (Q_i * scale), dQ_i += dS K_j (dQ scaled at the end).
+// With a soft cap c (Gemma 2) the scores are t = c * tanh(x / c) of the scaled products x, the mask is
+// added to t and lse is that of the capped scores: backward recomputes x, keeps th = tanh(x / c), takes
+// P from t = c * th (the forward's operations, so the same bits), dT = P * (dP - D) and the chain rule
+// through the cap, dS = dX = dT * (1 - th^2) (th = t / c), before the dK and dQ products.
 //
 // q is scaled before the product, (q * scale) k^T, as torch does: with scale < 1 (1/sqrt(E)) a large
 // q then overflows no later than torch's (a score past float's range is +-inf and spreads NaN).
@@ -206,6 +210,28 @@ inline void soft_cap(float* s, int64_t n, float cap) {
   if (i < n) vstore_n(s + i, f(vload_n(s + i, static_cast<int>(n - i))), static_cast<int>(n - i));
 }
 
+// th[c] = tanh(s[c] / cap) and s[c] = cap * th[c] for c < n: soft_cap's operations (the same bits),
+// keeping the tanh for the backward's chain rule.
+inline void soft_cap_keep(float* s, float* th, int64_t n, float cap) {
+  const vf inv = vset1(1.0f / cap), c = vset1(cap);
+  for (int64_t i = 0; i < n; i += W) {
+    const int r = static_cast<int>(imin(W, n - i));
+    const vf t = vtanh(vmul(vload_upto(s + i, r), inv));
+    vstore_upto(th + i, t, r);
+    vstore_upto(s + i, vmul(c, t), r);
+  }
+}
+
+// ds[c] *= 1 - th[c]^2 for c < n: d(cap * tanh(x / cap)) / dx.
+inline void cap_chain(float* ds, const float* th, int64_t n) {
+  const vf one = vset1(1.0f);
+  for (int64_t i = 0; i < n; i += W) {
+    const int r = static_cast<int>(imin(W, n - i));
+    const vf t = vload_upto(th + i, r);
+    vstore_upto(ds + i, vmul(vload_upto(ds + i, r), vfnmadd(t, t, one)), r);
+  }
+}
+
 }  // namespace
 
 void attention_forward(const float* q, AttnLayout lq, const float* k, AttnLayout lk, const float* v, AttnLayout lv,
@@ -288,7 +314,8 @@ void attention_backward(const float* q, AttnLayout lq, const float* k, AttnLayou
                         const float* out, const float* grad_out, AttnLayout lo, const float* lse, int64_t N, int64_t L,
                         int64_t S, int64_t E, int64_t Ev, float scale, bool causal, const float* mask,
                         const int64_t* moff, int64_t mrs, float* dq, AttnLayout wq, float* dk, AttnLayout wk, float* dv,
-                        AttnLayout wv) {
+                        AttnLayout wv, float softcap) {
+  const bool capped = softcap > 0.0f;
   const int64_t ep = round_up(E, W), evp = round_up(Ev, W), bcp = round_up(kBlk, W);
   // q, k blocks and dO are used from contiguous copies (padded to ep / evp) when E % W, Ev % W or
   // when their rows are strided
@@ -304,7 +331,7 @@ void attention_backward(const float* q, AttnLayout lq, const float* k, AttnLayou
     const float* ln = lse + n * L;
     const float* mn = mask ? mask + moff[n] : nullptr;
     AlignedBuffer buf(L + 2 * L * ep + (pad_e ? kBlk * ep : 0) + (pad_ev ? L * evp : 0) + 2 * kRows * bcp + E * bcp +
-                      Ev * bcp + kBlk * ep + kBlk * evp);
+                      Ev * bcp + kBlk * ep + kBlk * evp + (capped ? kRows * bcp : 0));
     float* D = buf.data();  // rowsum(dO * out)
     float* dqa = D + L;  // dQ accumulator (L x ep)
     float* qp = dqa + L * ep;  // q * scale, contiguous and padded to ep
@@ -316,6 +343,7 @@ void attention_backward(const float* q, AttnLayout lq, const float* k, AttnLayou
     float* vt = kt + E * bcp;  // v^T of the key block (Ev x bcp)
     float* dka = vt + Ev * bcp;  // dK accumulator of the key block
     float* dva = dka + kBlk * ep;  // dV accumulator of the key block
+    float* tht = dva + kBlk * evp;  // tanh(x / softcap) tile (br x bcp), when capped
     for (int64_t r = 0; r < L; ++r) {  // one vector accumulator per row: a fixed order
       vf s = vzero();
       for (int64_t e = 0; e < Ev; e += W) {
@@ -356,6 +384,8 @@ void attention_backward(const float* q, AttnLayout lq, const float* k, AttnLayou
             zero(ds, kv);
             continue;
           }
+          float* th = tht + r * bcp;
+          if (capped) soft_cap_keep(p, th, lim, softcap);
           add_mask(p, mn ? mn + (r0 + r) * mrs + c0 : nullptr, lim);
           exp_sub_sum(p, lim, lr);
           for (int64_t c = lim; c < kv; ++c) p[c] = 0.0f;
@@ -364,6 +394,7 @@ void attention_backward(const float* q, AttnLayout lq, const float* k, AttnLayou
             const int rr = static_cast<int>(imin(W, kv - c));
             vstore_upto(ds + c, vmul(vload_upto(p + c, rr), vsub(vload_upto(ds + c, rr), d)), rr);
           }
+          if (capped) cap_chain(ds, th, lim);  // keys past lim have P = 0, so dS = 0 there already
         }
         tile_gemm<true>(kv, evp, br, pt, 1, bcp, gb + r0 * ldg, ldg, dva, evp);  // dV += P^T dO
         tile_gemm<true>(kv, ep, br, dst, 1, bcp, qb + r0 * ldq, ldq, dka, ep);  // dK += dS^T (Q * scale)

@@ -23,8 +23,8 @@ from .. import _C
 from .._validate import check_bool, check_float, check_int
 from ._checks import as_f32
 
-__all__ = ["Mask", "prepare_mask", "attention_forward", "attention_backward", "attention_forward_packed",
-           "attention_backward_packed"]
+__all__ = ["Mask", "prepare_mask", "check_softcap", "attention_forward", "attention_backward",
+           "attention_forward_packed", "attention_backward_packed"]
 
 
 class Mask(NamedTuple):
@@ -85,15 +85,23 @@ def _scalars(scale, causal, mask):
     return check_float(scale, "scale"), check_bool(causal, "causal"), mask if mask is not None else Mask(None, None, 0)
 
 
+def check_softcap(softcap, who: str = "softcap") -> Optional[float]:
+    """softcap as a float (None: no cap); a clear error for anything but a finite number > 0."""
+    if softcap is None:
+        return None
+    cap = check_float(softcap, who)
+    if not 0 < cap < math.inf:
+        raise ValueError(f"{who} must be a finite number > 0 or None, got {softcap!r}")
+    return cap
+
+
 def attention_forward(q, k, v, scale: float, causal: bool = False, mask: Optional[Mask] = None,
                       softcap: Optional[float] = None):
     """(out (N, L, Ev), lse (N, L)): out = softmax(q k^T * scale + mask) v; causal: query r sees keys c <= r.
     softcap (Gemma 2's attn_logit_softcapping): the scaled scores s become softcap * tanh(s / softcap) before
-    the mask; forward only (attention_backward has no soft cap)."""
+    the mask (lse is then that of the capped scores; pass the same softcap to attention_backward)."""
     scale, causal, m = _scalars(scale, causal, mask)
-    cap = 0.0 if softcap is None else check_float(softcap, "softcap")
-    if softcap is not None and not 0 < cap < math.inf:
-        raise ValueError(f"softcap must be a finite number > 0 or None, got {softcap!r}")
+    cap = check_softcap(softcap) or 0.0
     q, k, v = _stack(q, "q"), _stack(k, "k"), _stack(v, "v")
     out = np.empty(q.shape[:2] + (v.shape[2],), np.float32)
     lse = np.empty(q.shape[:2], np.float32)
@@ -101,15 +109,18 @@ def attention_forward(q, k, v, scale: float, causal: bool = False, mask: Optiona
     return out, lse
 
 
-def attention_backward(grad_out, q, k, v, out, lse, scale: float, causal: bool = False, mask: Optional[Mask] = None):
-    """(dq, dk, dv) of :func:`attention_forward` for the gradient of its output."""
+def attention_backward(grad_out, q, k, v, out, lse, scale: float, causal: bool = False, mask: Optional[Mask] = None,
+                       softcap: Optional[float] = None):
+    """(dq, dk, dv) of :func:`attention_forward` for the gradient of its output; softcap: the forward's
+    (the scores are recomputed capped, and the gradient goes through the cap: times 1 - tanh(x / softcap)^2)."""
     scale, causal, m = _scalars(scale, causal, mask)
+    cap = check_softcap(softcap) or 0.0
     q, k, v = _stack(q, "q"), _stack(k, "k"), _stack(v, "v")
     grad_out, out = _stack(grad_out, "grad_out"), _stack(out, "out")
     dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
     lse = np.ascontiguousarray(as_f32(lse, "lse"))
     _C.attention.attention_backward(q, k, v, out, grad_out, lse, scale, causal, m.data, m.offsets, m.row_stride, dq,
-                                    dk, dv)
+                                    dk, dv, cap)
     return dq, dk, dv
 
 

@@ -48,9 +48,15 @@ def _add_mask(s, mask, batch, is_causal):
             view += mask
 
 
-def forward(q, k, v, mask, batch, is_causal, scale, dropout_p):
-    """(out (N, L, Ev), saved state for backward)."""
+def forward(q, k, v, mask, batch, is_causal, scale, dropout_p, softcap=None):
+    """(out (N, L, Ev), saved state for backward). ``softcap``: the scaled scores s become
+    softcap * tanh(s / softcap) before the mask (Gemma 2)."""
     s = _mm(q * q.dtype.type(scale), np.swapaxes(k, -1, -2))  # q scaled first, as torch (overflows no sooner)
+    th = None
+    if softcap is not None:
+        cap = s.dtype.type(softcap)
+        th = np.tanh(s / cap)  # divided by the cap, as transformers
+        np.multiply(th, cap, out=s)
     _add_mask(s, mask, batch, is_causal)
     p = _softmax(s)
     empty = None
@@ -63,12 +69,12 @@ def forward(q, k, v, mask, batch, is_causal, scale, dropout_p):
     if dropout_p > 0.0:
         keep = dropout_keep(p.shape, dropout_p, p.dtype)
         pd = p * keep
-    return _mm(pd, v), (p, keep)
+    return _mm(pd, v), (p, keep, th)
 
 
 def backward(g, q, k, v, saved, mask, batch, is_causal, scale, want_mask):
     """(dq, dk, dv, d_scores-with-mask or None) for out's gradient g (N, L, Ev)."""
-    p, keep = saved
+    p, keep, th = saved
     pd = p if keep is None else p * keep
     dv = _mm(np.swapaxes(pd, -1, -2), g)
     dp = _mm(g, np.swapaxes(v, -1, -2))
@@ -76,6 +82,8 @@ def backward(g, q, k, v, saved, mask, batch, is_causal, scale, want_mask):
         dp *= keep
     ds = _softmax_backward(dp, p)  # d(scores + mask); rows of p that are 0 give 0
     dmask = ds.copy() if want_mask else None
+    if th is not None:  # through the cap: d(c * tanh(x / c)) / dx = 1 - tanh(x / c)^2
+        ds *= 1 - th * th
     dq = _mm(ds, k)
     dq *= dq.dtype.type(scale)
     dk = _mm(np.swapaxes(ds, -1, -2), q * q.dtype.type(scale))

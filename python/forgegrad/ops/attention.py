@@ -5,6 +5,8 @@ query (..., L, E), key (..., S, E), value (..., S, Ev) -> (..., L, Ev); the batc
 Hq/Hkv consecutive query heads, as torch's repeat_interleave). ``attn_mask``: bool (True = takes
 part) or float (added to the scores), broadcastable to (..., L, S); ``is_causal``: query i attends
 to keys j <= i (top-left aligned, as torch). A row with no key left gives 0 (torch's result too).
+``softcap`` (keyword, forgegrad's own; Gemma 2's attn_logit_softcapping): the scaled scores s become
+softcap * tanh(s / softcap) before the mask, forward and backward on the fused kernels.
 
 The arithmetic is in the fused C++ kernels of :mod:`forgegrad.kernels.attention` (no (L, S) matrix
 stored) and, for dropout and a float mask's gradient, :mod:`forgegrad.ops._attention_math` (composed
@@ -96,6 +98,11 @@ def _plan(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa):
     return dropout_p, is_causal, scale, groups, batch, L, S_, v.shape[-1]
 
 
+def _softcap(softcap):
+    """softcap as a float (None: no cap); a clear error for anything but a finite number > 0."""
+    return _KA.check_softcap(softcap, "scaled_dot_product_attention: softcap")
+
+
 def _expand_kv(a, groups, batch):
     """key/value broadcast to batch + own matrix shape (heads repeated for grouped-query attention)."""
     if groups > 1:
@@ -119,17 +126,21 @@ def _as_stack(a, batch):
 
 # ---- the op ---------------------------------------------------------------------------------------------
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
-                                  enable_gqa=False):
+                                  enable_gqa=False, *, softcap=None):
     """``torch.nn.functional.scaled_dot_product_attention``: softmax(q k^T * scale + mask) @ v.
 
     ``dropout_p`` > 0 drops attention weights (with forgegrad's generator, ``forgegrad.manual_seed``)
-    whenever it is given, as torch's function does: layers pass ``dropout_p`` only in training."""
+    whenever it is given, as torch's function does: layers pass ``dropout_p`` only in training.
+    ``softcap`` (forgegrad's own, keyword only; Gemma 2's attn_logit_softcapping): the scaled scores s
+    become softcap * tanh(s / softcap) before the mask; a finite number > 0, or None for none."""
+    kw = {} if softcap is None else {"softcap": softcap}  # an uncapped call records torch's arguments only
     return ScaledDotProductAttentionFunction.op(query, key, value, attn_mask, dropout_p=dropout_p,
-                                                is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
+                                                is_causal=is_causal, scale=scale, enable_gqa=enable_gqa, **kw)
 
 
-def _meta(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+def _meta(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False, softcap=None):
     _, _, _, _, batch, L, _, ev = _plan(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+    _softcap(softcap)
     return MetaArray(batch + (L, ev), q.dtype)
 
 
@@ -137,11 +148,35 @@ def _flops(out, inputs, kwargs):
     q, k = inputs[0], inputs[1]
     n_rows = out.size // max(out.shape[-1], 1)  # batch * L
     s_len, e, ev = k.shape[-2], q.shape[-1], out.shape[-1]
-    return 2 * n_rows * s_len * (e + ev) + 5 * n_rows * s_len  # two products, softmax
+    cap = 3 * n_rows * s_len if kwargs.get("softcap") is not None else 0  # divide, tanh, multiply
+    return 2 * n_rows * s_len * (e + ev) + 5 * n_rows * s_len + cap  # two products, softmax
 
 
-def _torch(torch, q, k, v, attn_mask=None, **kwargs):
-    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, **kwargs)
+def _torch(torch, q, k, v, attn_mask=None, softcap=None, **kwargs):
+    if softcap is None:
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, **kwargs)
+    return _torch_softcapped(torch, q, k, v, attn_mask, softcap, **kwargs)
+
+
+def _torch_softcapped(torch, q, k, v, attn_mask, softcap, dropout_p=0.0, is_causal=False, scale=None,
+                      enable_gqa=False):
+    """The soft-capped attention composed in torch (transformers' Gemma 2 eager attention): scores * scale,
+    softcap * tanh(. / softcap), the mask, softmax, @ v. No dropout; no row may lose every key."""
+    assert dropout_p == 0.0, "the soft-capped torch reference has no dropout"
+    if enable_gqa and k.dim() >= 3 and k.shape[-3] != q.shape[-3]:
+        k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
+        v = v.repeat_interleave(q.shape[-3] // v.shape[-3], dim=-3)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    s = (q * scale) @ k.transpose(-1, -2)
+    s = torch.tanh(s / softcap) * softcap
+    L, S_ = q.shape[-2], k.shape[-2]
+    if is_causal:
+        s = s.masked_fill(~torch.ones(L, S_, dtype=torch.bool).tril(), -math.inf)
+    elif attn_mask is not None and attn_mask.dtype == torch.bool:
+        s = s.masked_fill(~attn_mask, -math.inf)
+    elif attn_mask is not None:
+        s = s + attn_mask
+    return torch.softmax(s, dim=-1) @ v
 
 
 def _samples():
@@ -149,6 +184,8 @@ def _samples():
     causal_odd = dict(is_causal=True)
     bool_mask = np.random.default_rng(5).uniform(size=(7, 9)) > 0.3
     bool_mask[2, :] = False  # a row with no key: output and gradients 0, as torch
+    cap_mask = np.random.default_rng(6).uniform(size=(2, 1, 9, 67)) > 0.3
+    cap_mask[..., 0] = True  # every row keeps a key (the composed torch reference gives NaN otherwise)
     return [
         Sample((r(2, 3, 5, 16), r(2, 3, 9, 16, seed=1), r(2, 3, 9, 16, seed=2), None), name="no mask, E=16"),
         Sample((r(2, 2, 7, 40), r(2, 2, 7, 40, seed=1), r(2, 2, 7, 24, seed=2), None), causal_odd,
@@ -164,6 +201,15 @@ def _samples():
         Sample((r(2, 3, 67, 24), r(2, 3, 67, 24, seed=1), r(2, 3, 67, 24, seed=2), r(2, 1, 67, 67, seed=3)),
                name="float mask per batch, no mask gradient (fused kernel)", grad=(0, 1, 2)),
         Sample((r(2, 3, 8), r(1, 5, 8, seed=1), r(5, 8, seed=2), None), name="broadcast batch"),
+        # soft-capped scores (Gemma 2): q large enough that the cap bends them
+        Sample((r(2, 2, 70, 40) * 4, r(2, 2, 70, 40, seed=1) * 4, r(2, 2, 70, 24, seed=2), None),
+               dict(is_causal=True, softcap=5.0), "softcap, causal, T=70, E=40"),
+        Sample((r(1, 2, 1, 64) * 4, r(1, 2, 1, 64, seed=1) * 4, r(1, 2, 1, 64, seed=2), None),
+               dict(is_causal=True, softcap=3.0), "softcap, T=1, E=64"),
+        Sample((r(2, 4, 9, 16) * 4, r(2, 2, 67, 16, seed=1) * 4, r(2, 2, 67, 16, seed=2), cap_mask),
+               dict(enable_gqa=True, softcap=2.0, scale=0.3), "softcap, grouped-query heads, bool mask, L!=S"),
+        Sample((r(2, 1, 6, 16) * 4, r(2, 1, 10, 16, seed=1) * 4, r(2, 1, 10, 8, seed=2), r(2, 1, 6, 10, seed=3)),
+               {"softcap": 4.0}, "softcap, float mask with its gradient (composed)"),
     ]
 
 
@@ -178,7 +224,12 @@ def _bad_inputs():
             BadInput((q, k, v, None), {"dropout_p": 1.5}, ValueError, "dropout_p"),
             BadInput((q, k, v, None), {"scale": "x"}, TypeError, "scale"),
             BadInput((q, r(1, 3, 5, 8), r(1, 3, 5, 8), None), {"enable_gqa": True}, ValueError, "multiple"),
-            BadInput((np.ones((1, 2, 4, 8), np.int64), k, v, None), {}, TypeError, "query must be float32")]
+            BadInput((np.ones((1, 2, 4, 8), np.int64), k, v, None), {}, TypeError, "query must be float32"),
+            BadInput((q, k, v, None), {"softcap": 0.0}, ValueError, "softcap must be a finite number > 0"),
+            BadInput((q, k, v, None), {"softcap": -2.0}, ValueError, "softcap must be a finite number > 0"),
+            BadInput((q, k, v, None), {"softcap": math.inf}, ValueError, "softcap must be a finite number > 0"),
+            BadInput((q, k, v, None), {"softcap": math.nan}, ValueError, "softcap must be a finite number > 0"),
+            BadInput((q, k, v, None), {"softcap": "x"}, TypeError, "softcap")]
 
 
 def _onnx_repeat_heads(ctx, x, ndim: int, groups: int):
@@ -210,6 +261,9 @@ def _onnx(ctx, op):
     nk = op.args["key"].ndim
     kt = ctx.node("Transpose", [k], perm=list(range(nk - 2)) + [nk - 1, nk - 2])
     s = ctx.node("MatMul", [ctx.node("Mul", [q, ctx.const(scale, "float32")]), kt])  # q scaled first, as the kernel
+    if op.attr("softcap") is not None:  # cap * tanh(s / cap), divided as transformers' Gemma 2
+        cap = ctx.const(float(op.attr("softcap")), "float32")
+        s = ctx.node("Mul", [ctx.node("Tanh", [ctx.node("Div", [s, cap])]), cap])
     mask, masked = op.attr("attn_mask"), False
     neg_inf = ctx.const(-np.inf, "float32")
     if op.attr("is_causal"):
@@ -241,39 +295,43 @@ def _kernel_ok(q, k, v, dropout_p, mask_grad):
             and min(k.shape[-2:]) > 0 and v.shape[-1] > 0)
 
 
-def _run(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, mask_grad=False):
+def _run(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, softcap=None, mask_grad=False):
     """Forward on arrays: (output, state for backward)."""
     dropout_p, is_causal, scale, groups, batch, L, S_, ev = _plan(query, key, value, attn_mask, dropout_p,
                                                                  is_causal, scale, enable_gqa)
+    softcap = _softcap(softcap)
     q3 = _as_stack(query, batch)
     k3 = _as_stack(_expand_kv(key, groups, batch), batch)
     v3 = _as_stack(_expand_kv(value, groups, batch), batch)
     if q3.shape[0] > 0 and _kernel_ok(query, key, value, dropout_p, mask_grad):
         mask = _KA.prepare_mask(attn_mask, batch, L, S_)
-        out, lse = _KA.attention_forward(q3, k3, v3, scale, is_causal, mask)
+        out, lse = _KA.attention_forward(q3, k3, v3, scale, is_causal, mask, softcap=softcap)
         saved = ("kernel", out, lse, mask)
     else:
-        out, state = AM.forward(q3, k3, v3, attn_mask, batch, is_causal, scale, dropout_p)
+        out, state = AM.forward(q3, k3, v3, attn_mask, batch, is_causal, scale, dropout_p, softcap)
         saved = ("composed", state)
-    return out.reshape(batch + (L, ev)), (q3, k3, v3, saved, is_causal, scale, groups, batch)
+    return out.reshape(batch + (L, ev)), (q3, k3, v3, saved, is_causal, scale, softcap, groups, batch)
 
 
-def _inference(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
-    return _run(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)[0]
+def _inference(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False,
+               softcap=None):
+    return _run(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, softcap)[0]
 
 
 @register_op("scaled_dot_product_attention", meta=_meta, flops=_flops, samples=_samples, torch=_torch,
              bad_inputs=_bad_inputs, onnx=_onnx, functional=scaled_dot_product_attention, tol=(1e-4, 1e-5),
              inference={"cpu": _inference})
 class ScaledDotProductAttentionFunction(Function):
-    """softmax(q k^T * scale + mask) v over the last two axes; gradients for q, k, v and a float mask.
-    The fused C++ kernels (forgegrad.kernels.attention) run every case but dropout and a float mask
-    that needs its gradient, which run composed (ops._attention_math)."""
+    """softmax(q k^T * scale + mask) v over the last two axes (the scores soft-capped with ``softcap``);
+    gradients for q, k, v and a float mask. The fused C++ kernels (forgegrad.kernels.attention) run
+    every case but dropout and a float mask that needs its gradient, which run composed
+    (ops._attention_math)."""
 
     @staticmethod
-    def forward(ctx, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    def forward(ctx, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False,
+                softcap=None):
         mask_grad = attn_mask is not None and attn_mask.dtype.kind == "f" and ctx.needs_input_grad[3]
-        out, state = _run(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, mask_grad)
+        out, state = _run(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, softcap, mask_grad)
         q3, k3, v3, saved, *ctx.plan = state
         ctx.save_for_backward(q3, k3, v3)
         ctx.saved = saved
@@ -285,14 +343,14 @@ class ScaledDotProductAttentionFunction(Function):
     @staticmethod
     def backward(ctx, g):
         q3, k3, v3 = ctx.saved_tensors
-        is_causal, scale, groups, batch = ctx.plan
+        is_causal, scale, softcap, groups, batch = ctx.plan
         qs, ks, vs = ctx.shapes
         needs = ctx.needs_input_grad
         g3 = np.ascontiguousarray(g, dtype=q3.dtype).reshape((-1,) + g.shape[-2:])
         dmask = None
         if ctx.saved[0] == "kernel":
             _, out, lse, mask = ctx.saved
-            dq, dk, dv = _KA.attention_backward(g3, q3, k3, v3, out, lse, scale, is_causal, mask)
+            dq, dk, dv = _KA.attention_backward(g3, q3, k3, v3, out, lse, scale, is_causal, mask, softcap=softcap)
         else:
             dq, dk, dv, dmask = AM.backward(g3, q3, k3, v3, ctx.saved[1], ctx.attn_mask, batch, is_causal, scale,
                                             ctx.mask_grad)
@@ -406,9 +464,12 @@ class ScaledDotProductAttentionCudaFunction(Function):
 
     @staticmethod
     def forward(ctx, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
-                enable_gqa=False):
+                enable_gqa=False, softcap=None):
         dropout_p, is_causal, scale, groups, batch, L, S_, ev = _plan(query, key, value, None, dropout_p, is_causal,
                                                                       scale, enable_gqa)
+        if _softcap(softcap) is not None:
+            raise NotImplementedError("scaled_dot_product_attention: softcap has no cuda kernel yet (the CPU "
+                                      "kernels have it); compose softcap * tanh(scores / softcap) with Tensor ops")
         if attn_mask is not None and is_causal:
             raise ValueError("scaled_dot_product_attention: attn_mask must be None when is_causal=True "
                              "(pass one or the other, as torch)")
