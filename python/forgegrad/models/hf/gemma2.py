@@ -6,10 +6,11 @@ the MLP, embeddings scaled by sqrt(hidden_size), attention scores and final logi
 sliding-window attention on the layers ``layer_types`` marks (every other one).
 
 Gemma's RMSNorm multiplies by (1 + weight): the stored weights get 1 added on load (and taken off on
-save), so forgegrad's RMSNorm computes the same product. Soft-capped scores have no fused kernel: the
-Tensor forward (and so the prompt of a capped model) runs them as batched GEMMs, tanh and softmax;
-generate's decode step caps the scores it computes over the cache (models/hf/_decode.py). Without a cap
-(Gemma 3's default) the prompt takes the fused prefill too."""
+save), so forgegrad's RMSNorm computes the same product. Soft-capped scores run on the fused attention
+kernel, forward and backward (``F.scaled_dot_product_attention(..., softcap=)``: training, masked and
+padded batches, the prompt); only on a device whose attention has no cap (cuda) are they composed from
+batched GEMMs, tanh and softmax. generate's decode step caps the scores it computes over the cache
+(models/hf/_decode.py)."""
 from __future__ import annotations
 
 from typing import Dict, List, Optional
@@ -28,12 +29,27 @@ __all__ = ["GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM"]
 _NEG = float(np.finfo(np.float32).min)
 
 
+def _cap(value, name: str) -> float:
+    """A config's soft cap as a float: a finite number > 0 (transformers divides by it)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < float(value) < float("inf"):
+        raise ValueError(f"Gemma: config {name} must be a finite number > 0 or null, got {value!r}")
+    return float(value)
+
+
 def attend_softcapped(q: Tensor, k: Tensor, v: Tensor, mask, scale: float,
                       cap: Optional[float]) -> Tensor:
     """softmax(cap * tanh(q k^T * scale / cap) + mask) v, causal when ``mask`` is None (transformers'
-    eager attention: each key/value head serves H / Hkv query heads). Without a cap: the fused kernel."""
-    if cap is None:
-        return attend(q, k, v, mask, causal=True, scale=scale)
+    eager attention: each key/value head serves H / Hkv query heads). On the fused kernel (forward and
+    backward, any mask additive_mask makes) but on devices whose attention takes no cap (cuda), where
+    :func:`attend_softcapped_composed` runs."""
+    if cap is None or q.device.type in ("cpu", "meta"):
+        return attend(q, k, v, mask, causal=True, scale=scale, softcap=cap)
+    return attend_softcapped_composed(q, k, v, mask, scale, cap)
+
+
+def attend_softcapped_composed(q: Tensor, k: Tensor, v: Tensor, mask, scale: float, cap: float) -> Tensor:
+    """attend_softcapped as Tensor ops: batched GEMMs, tanh, the mask and softmax (the (B, H, t, L) scores
+    stored, for backward as well)."""
     B, H, t, D = q.shape
     Hkv, L = k.shape[1], k.shape[2]
     if H != Hkv:  # repeat_kv: query head h reads key/value head h // (H / Hkv)
@@ -60,7 +76,7 @@ class Gemma2Attention(LlamaAttention):
         D = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
         self.scale = float(cfg.get("query_pre_attn_scalar") or D) ** -0.5
         cap = cfg.get("attn_logit_softcapping")
-        self.softcap = None if cap is None else float(cap)
+        self.softcap = None if cap is None else _cap(cap, "attn_logit_softcapping")
 
     def _attend(self, q, k, v, mask):
         return attend_softcapped(q, k, v, mask, self.scale, self.softcap)
@@ -103,7 +119,7 @@ class Gemma2ForCausalLM(LlamaForCausalLM):
         activation(config.get("hidden_activation") or "gelu_pytorch_tanh", self.architecture)
         super().__init__(config)
         cap = self.config.get("final_logit_softcapping")
-        self.final_softcap = None if cap is None else float(cap)
+        self.final_softcap = None if cap is None else _cap(cap, "final_logit_softcapping")
         # transformers: the embedding times sqrt(hidden_size) in the weights' dtype
         self.embed_scale = float(np.float32(self.config["hidden_size"] ** 0.5))
 
