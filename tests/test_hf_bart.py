@@ -146,6 +146,51 @@ def test_forced_first_token(pair, tmp_path):
     assert (out[:, 1] == 7).all() and (out[:, 0] == from_pretrained(path).decoder_start_token_id).all()
 
 
+def test_forced_first_token_argument_picks_the_target_language(pair, tmp_path):
+    """generate(forced_bos_token_id=...) as transformers' (mBART-50 / NLLB name the target language so): greedy and
+    beam tokens equal transformers'; None turns the config's off; a token outside the vocabulary is refused."""
+    hf, model, path = pair
+    ids, mask, _ = _inputs()
+    for beams in (1, 2):
+        got = generate(model, ids, max_new_tokens=6, attention_mask=mask, forced_bos_token_id=9, num_beams=beams)
+        with torch.no_grad():
+            want = hf.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=6,
+                               do_sample=False, num_beams=beams, forced_bos_token_id=9).numpy()
+        np.testing.assert_array_equal(got, want)
+        assert (got[:, 1] == 9).all()
+    import shutil
+    shutil.copytree(path, tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    cfg["forced_bos_token_id"] = 7
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    forced = from_pretrained(tmp_path / "m")
+    free = generate(forced, ids, max_new_tokens=4, attention_mask=mask, forced_bos_token_id=None)
+    np.testing.assert_array_equal(free, generate(model, ids, max_new_tokens=4, attention_mask=mask))
+    with pytest.raises(ValueError, match="forced_bos_token_id must be a token id in \\[0, 120\\) or None"):
+        generate(model, ids, attention_mask=mask, forced_bos_token_id=VOCAB)
+
+
+def test_generate_cli_target_language(pair, tmp_path, capsys):
+    """forgegrad generate --target-lang TOKEN (a name of tokenizer.json's vocabulary, or an id) forces the first
+    generated token; a name outside the vocabulary is a usage error naming the flag."""
+    import shutil
+
+    from forgegrad.cli import main
+    _, _, path = pair
+    shutil.copytree(path, tmp_path / "m")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(VOCAB)}, unk_token="w3"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(tmp_path / "m" / "tokenizer.json"))
+    for flag in ("w9", "9"):
+        capsys.readouterr()
+        assert main(["generate", str(tmp_path / "m"), "--prompt", "w5 w6 w7", "--max-new-tokens", "4",
+                     "--target-lang", flag]) == 0
+        assert capsys.readouterr().out.startswith("w9")
+    assert main(["generate", str(tmp_path / "m"), "--prompt", "w5", "--target-lang", "xx_XX"]) == 2
+    assert "--target-lang 'xx_XX' is not a token of the model's vocabulary" in capsys.readouterr().err
+
+
 def test_gradients_are_transformers_in_float64(pair):
     hf, _, path = pair
     model = from_pretrained(path)

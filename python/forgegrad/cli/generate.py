@@ -49,6 +49,9 @@ def add_parser(sub):
     p.add_argument("--repetition-penalty", type=_positive_float, default=None, help="transformers' repetition "
                    "penalty: > 1 discourages tokens already in the text (default: the checkpoint's "
                    "generation_config.json, else 1.0, none)")
+    p.add_argument("--target-lang", default=None, metavar="TOKEN", help="the token forced as the first generated "
+                   "one, by name or id: an encoder-decoder's target language (mBART-50: fr_XX, NLLB: fra_Latn); "
+                   "default: the checkpoint's forced_bos_token_id, if any")
     p.add_argument("--num-beams", type=positive_int, default=1, help="beam search with this many beams (greedy "
                    "otherwise; the text is written when the search ends, not streamed)")
     p.add_argument("--num-return-sequences", type=positive_int, default=1, help="write this many sequences, each "
@@ -99,13 +102,14 @@ def run(args, out=None):
         raise UsageError("--prompt gives no tokens")
     if max(ids) >= model.vocab_size:
         raise UsageError(f"the tokenizer gives token {max(ids)}, outside the model's vocabulary ({model.vocab_size})")
+    forced = _target_token(args.target_lang, tok, model.vocab_size)
     if args.seed is not None:
         manual_seed(args.seed)
     sample = args.temperature is not None or args.top_k is not None or args.top_p is not None
     if args.num_beams > 1 and sample:
         raise UsageError("--num-beams does not combine with sampling (--temperature, --top-k, --top-p)")
     if args.num_return_sequences > 1:
-        return _several(args, out, model, tok, ids, prompt, sample, seq2seq)
+        return _several(args, out, model, tok, ids, prompt, sample, seq2seq, forced)
     new, shown, times = [], "", [time.perf_counter()]
     if not seq2seq:  # a decoder continues the prompt; an encoder-decoder writes its own text
         out.write(prompt)
@@ -132,7 +136,7 @@ def run(args, out=None):
         try:
             out_ids = generate(model, [ids], max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
                                do_sample=False, num_return_sequences=1, eos_token_id=sorted(eos),
-                               repetition_penalty=args.repetition_penalty)
+                               repetition_penalty=args.repetition_penalty, **forced)
         except ValueError as e:
             raise UsageError(str(e)) from None
         for token in out_ids[0, 1 if seq2seq else len(ids):]:  # as if streamed, up to the end token
@@ -146,7 +150,7 @@ def run(args, out=None):
             generate(model, [ids], max_new_tokens=args.max_new_tokens, do_sample=sample,
                      temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p, streamer=step,
                      num_beams=1, num_return_sequences=1, repetition_penalty=args.repetition_penalty,
-                     eos_token_id=sorted(eos))
+                     eos_token_id=sorted(eos), **forced)
         except _Ended:
             pass
         except ValueError as e:
@@ -164,7 +168,18 @@ def run(args, out=None):
     return 0
 
 
-def _several(args, out, model, tok, ids, prompt, sample, seq2seq) -> int:
+def _target_token(name, tok, vocab_size: int) -> dict:
+    """generate's forced_bos_token_id argument for --target-lang (a token name or id), or none (the checkpoint's)."""
+    if name is None:
+        return {}
+    token = int(name) if name.isdigit() else tok.token_id(name)
+    if token is None or not 0 <= token < vocab_size:
+        raise UsageError(f"--target-lang {name!r} is not a token of the model's vocabulary ({vocab_size} tokens; "
+                         f"tokenizer: {tok.name})")
+    return {"forced_bos_token_id": token}
+
+
+def _several(args, out, model, tok, ids, prompt, sample, seq2seq, forced) -> int:
     """--num-return-sequences R > 1: generate's R rows, each written up to its end token."""
     from ..models.hf import generate
     from ..models.hf.tokenizer import eos_token_ids
@@ -178,7 +193,7 @@ def _several(args, out, model, tok, ids, prompt, sample, seq2seq) -> int:
         rows = generate(model, [ids], max_new_tokens=args.max_new_tokens, do_sample=sample,
                         temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p,
                         num_beams=args.num_beams, num_return_sequences=R, eos_token_id=sorted(eos),
-                        repetition_penalty=args.repetition_penalty)
+                        repetition_penalty=args.repetition_penalty, **forced)
     except ValueError as e:
         raise UsageError(str(e)) from None
     seconds = time.perf_counter() - start

@@ -135,7 +135,8 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
              length_penalty: Optional[float] = None, early_stopping=None, no_repeat_ngram_size: Optional[int] = None,
              min_length: Optional[int] = None, repetition_penalty: Optional[float] = None,
              logits_processor=None, num_return_sequences: Optional[int] = None,
-             on_logits: Optional[Callable[[np.ndarray], None]] = None) -> np.ndarray:
+             on_logits: Optional[Callable[[np.ndarray], None]] = None, forced_bos_token_id=UNSET,
+             forced_eos_token_id=UNSET) -> np.ndarray:
     """Continue each prompt by up to ``max_new_tokens`` tokens.
 
     The settings left at None (``max_new_tokens``, ``do_sample``, ``temperature``, ``num_beams``,
@@ -173,6 +174,9 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
             best hypotheses (R <= ``num_beams``), best first; when sampling, R draws; greedy takes only 1.
         on_logits: called at every step with the model's logits (rows, V) for the next token, before any
             processor (the completions server's streamed log-probabilities); not with beam search.
+        forced_bos_token_id, forced_eos_token_id: the token forced as the first new one (mBART-50's and NLLB's
+            target language) and at the last place (transformers' processors). Left out: the checkpoint's
+            (generation_config.json's, else config.json's); None: none.
 
     Returns:
         (B * R, T + n) int64 array, R = ``num_return_sequences`` rows per prompt (prompt-major): the prompts
@@ -195,7 +199,8 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
             raise ValueError(f"generate: {name} must be an int >= 0, got {value!r}")
     settings += (_repetition_penalty(resolve(model, "repetition_penalty", repetition_penalty, 1.0)),
-                 _extra_processors(logits_processor))
+                 _extra_processors(logits_processor), _forced(model, "forced_bos_token_id", forced_bos_token_id),
+                 _forced(model, "forced_eos_token_id", forced_eos_token_id))
     if getattr(model, "is_encoder_decoder", False):
         return _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sample, temperature, top_k,
                                  top_p, eos_token_id, pad_token_id, streamer, beams, settings, returns, on_logits)
@@ -354,9 +359,17 @@ def _extra_processors(value) -> list:
 
 
 def _processors(model, settings, eos: List[int], max_length: int, padding=None) -> LogitsProcessors:
-    ngram, min_len, repetition, extra = settings
-    return LogitsProcessors(ngram, min_len, eos, token_setting(model, "forced_bos_token_id"),
-                            token_setting(model, "forced_eos_token_id"), max_length, repetition, padding, extra)
+    ngram, min_len, repetition, extra, forced_bos, forced_eos = settings
+    return LogitsProcessors(ngram, min_len, eos, forced_bos, forced_eos, max_length, repetition, padding, extra)
+
+
+def _forced(model, name: str, value) -> Optional[int]:
+    """A forced token argument: left out, the checkpoint's; None, none; else a token id of the vocabulary."""
+    if value is UNSET:
+        return token_setting(model, name)
+    if value is not None and not _is_token(value, model.vocab_size):
+        raise ValueError(f"generate: {name} must be a token id in [0, {model.vocab_size}) or None, got {value!r}")
+    return None if value is None else int(value)
 
 
 def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sample, temperature, top_k, top_p,

@@ -21,6 +21,9 @@ class ByteTokenizer:
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         return bytes(int(i) for i in ids if 0 <= int(i) < 256).decode("utf-8", errors="replace")
 
+    def token_id(self, token: str) -> Optional[int]:
+        return None  # byte tokens have no names
+
 
 class HFTokenizer:
     """A ``tokenizers.Tokenizer`` read from ``tokenizer.json``."""
@@ -47,6 +50,10 @@ class HFTokenizer:
         """Text of ``ids``; ``skip_special_tokens``: without the special tokens (an encoder-decoder's output, which
         begins with a forced start token), as transformers' pipelines decode it."""
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def token_id(self, token: str) -> Optional[int]:
+        """The id of a token of the vocabulary by its name (a language code such as ``fra_Latn``), else None."""
+        return self._tok.token_to_id(token)
 
 
 def load_tokenizer(path, vocab_size: int, eos_token_id: Optional[int] = None):
