@@ -104,6 +104,50 @@ def test_m2m100_positions_count_non_padding_tokens(tmp_path):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("kind", ["bart", "m2m100"])
+@pytest.mark.parametrize("setting", [dict(attention_dropout=1.0), dict(encoder_layerdrop=1.0, decoder_layerdrop=1.0),
+                                     dict(decoder_layerdrop=1.0)])
+def test_training_applies_attention_dropout_and_layerdrop(tmp_path, kind, setting):
+    """attention_dropout and LayerDrop (encoder_layerdrop / decoder_layerdrop) apply in training as transformers'
+    do: at probability 1 (every weight dropped, every layer skipped) training-mode logits equal transformers' (no
+    randomness left to differ); at 0.3 a seed repeats its draw and eval mode is unaffected."""
+    import forgegrad as fg
+    torch.manual_seed(0)
+    common = dict(vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                  decoder_attention_heads=4, encoder_ffn_dim=48, decoder_ffn_dim=40, max_position_embeddings=64,
+                  init_std=0.3, dropout=0.0, activation_dropout=0.0, attention_dropout=0.0, encoder_layerdrop=0.0,
+                  decoder_layerdrop=0.0)
+    cls, config = ((transformers.BartForConditionalGeneration, transformers.BartConfig) if kind == "bart" else
+                   (transformers.M2M100ForConditionalGeneration, transformers.M2M100Config))
+    hf = cls(config(**{**common, **setting})).train()
+    hf.save_pretrained(tmp_path / "m")
+    model = from_pretrained(tmp_path / "m").train()
+    ids, mask, dec = _inputs()
+    with torch.no_grad():
+        want = hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                  decoder_input_ids=torch.tensor(dec)).logits.numpy()
+    np.testing.assert_allclose(model(ids, mask, dec).numpy(), want, rtol=1e-4, atol=1e-4)
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    cfg.update({k: 0.3 for k in setting})
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    model = from_pretrained(tmp_path / "m")
+    with fg.no_grad():
+        calm = model.eval()(ids, mask, dec).numpy()
+        model.train()
+        fg.manual_seed(5)
+        first = model(ids, mask, dec).numpy()
+        fg.manual_seed(5)
+        np.testing.assert_array_equal(model(ids, mask, dec).numpy(), first)
+        draws = [model(ids, mask, dec).numpy() for _ in range(4)]
+    assert any(not np.array_equal(d, calm) for d in draws)
+    with fg.no_grad():
+        np.testing.assert_array_equal(model.eval()(ids, mask, dec).numpy(), calm)
+    cfg["attention_dropout"] = 1.5
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="attention_dropout must be a probability in \\[0, 1\\], got 1.5"):
+        from_pretrained(tmp_path / "m")
+
+
 def test_greedy_generation_with_the_forced_end_token_is_transformers(pair):
     hf, model, _ = pair
     ids, mask, _ = _inputs()

@@ -145,15 +145,16 @@ def merge_heads(x: Tensor) -> Tensor:
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask, causal: bool = False,
-           scale: Optional[float] = None, softcap: Optional[float] = None) -> Tensor:
+           scale: Optional[float] = None, softcap: Optional[float] = None, dropout_p: float = 0.0) -> Tensor:
     """softmax(q k^T * scale + mask) v with q (B, H, t, D) and k, v (B, Hkv, L, D), H a multiple of Hkv,
     on the fused attention kernel (``causal``: keys after the query's position masked, positions from 0).
     ``mask``: None, a numpy array (additive_mask's) or a Tensor (an exported graph's attention bias).
-    ``softcap``: the scaled scores s become softcap * tanh(s / softcap) before the mask (Gemma 2)."""
+    ``softcap``: the scaled scores s become softcap * tanh(s / softcap) before the mask (Gemma 2).
+    ``dropout_p``: attention-weight dropout (layers pass it in training only)."""
     gqa = k.shape[1] != q.shape[1]
     m = mask if mask is None or isinstance(mask, Tensor) else Tensor._wrap(np.ascontiguousarray(mask))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=m, is_causal=causal and m is None and q.shape[2] > 1,
-                                          scale=scale, enable_gqa=gqa, softcap=softcap)
+                                          scale=scale, enable_gqa=gqa, softcap=softcap, dropout_p=dropout_p)
 
 
 _ACTIVATIONS = {

@@ -19,6 +19,7 @@ import numpy as np
 
 from ... import nn
 from ...nn import functional as F
+from ...random import generator
 from ...tensor import Tensor
 from ._layers import KVCache, activation, additive_mask, attend, ids_array, mask_array, merge_heads, split_heads
 from ._layers import FLOAT32_MAX, key_places, padding_bias, rows
@@ -31,9 +32,9 @@ _OFFSET = 2  # BART's learned position tables start at row 2
 
 
 class BartAttention(nn.Module):
-    def __init__(self, d: int, heads: int):
+    def __init__(self, d: int, heads: int, dropout: float = 0.0):
         super().__init__()
-        self.heads = heads
+        self.heads, self.dropout_p = heads, dropout  # attention_dropout: on the weights, in training
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d, d) for _ in range(4))
 
     def project_kv(self, states: Tensor) -> Tuple[Tensor, Tensor]:
@@ -43,7 +44,8 @@ class BartAttention(nn.Module):
                 kv: Optional[Tuple[Tensor, Tensor]] = None, cache: Optional[KVCache] = None, layer: int = 0):
         q = split_heads(self.q_proj(x), self.heads)
         k, v = attention_kv(self, x, kv, cache, layer)
-        return self.out_proj(merge_heads(attend(q, k, v, mask, causal=causal)))
+        drop = self.dropout_p if self.training else 0.0
+        return self.out_proj(merge_heads(attend(q, k, v, mask, causal=causal, dropout_p=drop)))
 
 
 class BartLayer(nn.Module):
@@ -55,10 +57,11 @@ class BartLayer(nn.Module):
         self.pre_norm = pre_norm
         d = cfg["d_model"]
         heads, ffn = cfg[f"{prefix}_attention_heads"], cfg[f"{prefix}_ffn_dim"]
-        self.self_attn = BartAttention(d, heads)
+        attention_dropout = _probability(cfg, "attention_dropout")
+        self.self_attn = BartAttention(d, heads, attention_dropout)
         self.self_attn_layer_norm = nn.LayerNorm(d)
         if cross:
-            self.encoder_attn = BartAttention(d, heads)
+            self.encoder_attn = BartAttention(d, heads, attention_dropout)
             self.encoder_attn_layer_norm = nn.LayerNorm(d)
         self.fc1, self.fc2 = nn.Linear(d, ffn), nn.Linear(ffn, d)
         self.final_layer_norm = nn.LayerNorm(d)
@@ -117,11 +120,14 @@ class BartStack(nn.Module):
         if pre_norm:  # mBART, M2M100: a LayerNorm on the last layer's output
             self.layer_norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(cfg.get("dropout", 0.1))
+        self.layerdrop = _probability(cfg, f"{prefix}_layerdrop")
 
     def run(self, x: Tensor, mask, cross: Optional[list] = None, **kw) -> Tensor:
         """The layers on x (layer i with ``cross[i]``, its encoder keys and values, if given), then mBART's final
         LayerNorm."""
         for i, layer in enumerate(self.layers):
+            if self.training and self.layerdrop and kw.get("cache") is None and generator().random() < self.layerdrop:
+                continue  # LayerDrop (training only, as transformers): the layer skipped with that probability
             x = layer(x, mask, cross_kv=None if cross is None else cross[i], layer=i, **kw)
         return self.layer_norm(x) if hasattr(self, "layer_norm") else x
 
@@ -154,6 +160,14 @@ class BartStack(nn.Module):
         if self.positions == "m2m100":
             return self._finish(tokens + Tensor._wrap(table.numpy()[self.position_rows(ids, start)]))
         return self._finish(tokens + table[start + self.offset:start + self.offset + length])
+
+
+def _probability(cfg: dict, key: str) -> float:
+    p = cfg.get(key, 0.0)
+    p = 0.0 if p is None else p
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+        raise ValueError(f"BartForConditionalGeneration: config {key} must be a probability in [0, 1], got {p!r}")
+    return float(p)
 
 
 def _pad_token(cfg: dict) -> int:
