@@ -235,6 +235,41 @@ def test_generate_cli_target_language(pair, tmp_path, capsys):
     assert "--target-lang 'xx_XX' is not a token of the model's vocabulary" in capsys.readouterr().err
 
 
+def test_source_language_replaces_the_templates_language_token(pair, tmp_path, capsys):
+    """A tokenizer.json whose post-processor adds a language token and the end token (NLLB's "eng_Latn $A </s>"):
+    encode_source puts the source language in its place; forgegrad generate --source-lang feeds the model those ids
+    (its text equals generate's on them); a tokenizer without such a token, or a decoder, is refused clearly."""
+    import shutil
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    from forgegrad.cli import main
+    from forgegrad.models.hf.tokenizer import load_tokenizer
+    hf, model, path = pair
+    shutil.copytree(path, tmp_path / "m")
+    vocab = {f"w{i}": i for i in range(VOCAB)}
+    vocab.update({"</s>": 2, "eng_Latn": 100, "deu_Latn": 101})
+    del vocab["w2"], vocab["w100"], vocab["w101"]
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="w3"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="eng_Latn $A </s>", special_tokens=[
+        ("eng_Latn", 100), ("</s>", 2)])
+    tok.save(str(tmp_path / "m" / "tokenizer.json"))
+    loaded = load_tokenizer(tmp_path / "m", VOCAB, eos_token_id=2)
+    assert loaded.encode("w5 w6", add_special_tokens=True) == [100, 5, 6, 2]
+    assert loaded.encode_source("w5 w6", 101) == [101, 5, 6, 2]
+    capsys.readouterr()
+    assert main(["generate", str(tmp_path / "m"), "--prompt", "w5 w6", "--max-new-tokens", "5",
+                 "--source-lang", "deu_Latn"]) == 0
+    new = list(generate(from_pretrained(tmp_path / "m"), [[101, 5, 6, 2]], max_new_tokens=5)[0, 1:])
+    new = new[:new.index(2)] if 2 in new else new  # the CLI writes the text up to the end token
+    assert capsys.readouterr().out.strip() == loaded.decode(new, skip_special_tokens=True).strip()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 2)])
+    tok.save(str(tmp_path / "m" / "tokenizer.json"))
+    assert main(["generate", str(tmp_path / "m"), "--prompt", "w5", "--source-lang", "deu_Latn"]) == 2
+    assert "adds 0 tokens besides the end token" in capsys.readouterr().err
+
+
 def test_gradients_are_transformers_in_float64(pair):
     hf, _, path = pair
     model = from_pretrained(path)

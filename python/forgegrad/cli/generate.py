@@ -52,6 +52,9 @@ def add_parser(sub):
     p.add_argument("--target-lang", default=None, metavar="TOKEN", help="the token forced as the first generated "
                    "one, by name or id: an encoder-decoder's target language (mBART-50: fr_XX, NLLB: fra_Latn); "
                    "default: the checkpoint's forced_bos_token_id, if any")
+    p.add_argument("--source-lang", default=None, metavar="TOKEN", help="an encoder-decoder's source-language "
+                   "token (mBART-50: de_DE, NLLB: deu_Latn), by name or id, in place of the one tokenizer.json's "
+                   "template adds")
     p.add_argument("--num-beams", type=positive_int, default=1, help="beam search with this many beams (greedy "
                    "otherwise; the text is written when the search ends, not streamed)")
     p.add_argument("--num-return-sequences", type=positive_int, default=1, help="write this many sequences, each "
@@ -97,7 +100,15 @@ def run(args, out=None):
     if args.chat:
         prompt = _chat_prompt(args)
     seq2seq = getattr(model, "is_encoder_decoder", False)  # T5: the prompt is the encoder's input
-    ids = tok.encode(prompt, add_special_tokens=seq2seq)
+    if args.source_lang is not None:
+        if not seq2seq:
+            raise UsageError("--source-lang is for encoder-decoders (mBART, NLLB), whose input is the source text")
+        try:
+            ids = tok.encode_source(prompt, _token(args.source_lang, tok, model.vocab_size, "--source-lang"))
+        except ValueError as e:
+            raise UsageError(f"--source-lang: {e}") from None
+    else:
+        ids = tok.encode(prompt, add_special_tokens=seq2seq)
     if not ids:
         raise UsageError("--prompt gives no tokens")
     if max(ids) >= model.vocab_size:
@@ -170,13 +181,15 @@ def run(args, out=None):
 
 def _target_token(name, tok, vocab_size: int) -> dict:
     """generate's forced_bos_token_id argument for --target-lang (a token name or id), or none (the checkpoint's)."""
-    if name is None:
-        return {}
+    return {} if name is None else {"forced_bos_token_id": _token(name, tok, vocab_size, "--target-lang")}
+
+
+def _token(name: str, tok, vocab_size: int, flag: str) -> int:
     token = int(name) if name.isdigit() else tok.token_id(name)
     if token is None or not 0 <= token < vocab_size:
-        raise UsageError(f"--target-lang {name!r} is not a token of the model's vocabulary ({vocab_size} tokens; "
+        raise UsageError(f"{flag} {name!r} is not a token of the model's vocabulary ({vocab_size} tokens; "
                          f"tokenizer: {tok.name})")
-    return {"forced_bos_token_id": token}
+    return token
 
 
 def _several(args, out, model, tok, ids, prompt, sample, seq2seq, forced) -> int:

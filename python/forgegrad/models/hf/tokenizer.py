@@ -24,6 +24,9 @@ class ByteTokenizer:
     def token_id(self, token: str) -> Optional[int]:
         return None  # byte tokens have no names
 
+    def encode_source(self, text: str, language: int) -> List[int]:
+        raise ValueError("byte tokens have no language tokens (the checkpoint has no tokenizer.json)")
+
 
 class HFTokenizer:
     """A ``tokenizers.Tokenizer`` read from ``tokenizer.json``."""
@@ -54,6 +57,22 @@ class HFTokenizer:
     def token_id(self, token: str) -> Optional[int]:
         """The id of a token of the vocabulary by its name (a language code such as ``fra_Latn``), else None."""
         return self._tok.token_to_id(token)
+
+    def encode_source(self, text: str, language: int) -> List[int]:
+        """``encode(text, add_special_tokens=True)`` with the source-language token the post-processor adds
+        (mBART-50's and NLLB's templates add the one they were saved with, e.g. ``eng_Latn $A </s>``) replaced by
+        ``language``, as transformers' tokenizers do for ``src_lang``. Raises ValueError when the template adds no
+        token besides the end token."""
+        plain, full = self.encode(text), self.encode(text, add_special_tokens=True)
+        start = next((i for i in range(len(full) - len(plain) + 1) if full[i:i + len(plain)] == plain), None)
+        if start is None:
+            raise ValueError("encode_source: the tokenizer's post-processor changes the text's tokens")
+        added = [i for i in range(len(full)) if not start <= i < start + len(plain) and full[i] != self.eos_token_id]
+        if len(added) != 1:
+            raise ValueError(f"encode_source: the tokenizer adds {len(added)} tokens besides the end token, not one "
+                             "language token to replace")
+        full[added[0]] = int(language)
+        return full
 
 
 def load_tokenizer(path, vocab_size: int, eos_token_id: Optional[int] = None):
