@@ -8,7 +8,9 @@ FG_BENCH_THREADS="1,2" (default) picks the thread counts.
 
 The workloads are forgegrad.bench.attention's (the `forgegrad bench attention` suite): causal
 forward + backward (q, k, v gradients) and forward alone at B=4, H=8, T=512, D=64, and forward +
-backward without a mask; extra_info["gflops"] counts the 7 (2 forward) products of a flash kernel.
+backward without a mask; causal soft-capped (Gemma 2) forward + backward, fused vs the composed
+Tensor path vs torch composing it; extra_info["gflops"] counts the 7 (2 forward) products of a flash
+kernel.
 """
 import pytest
 

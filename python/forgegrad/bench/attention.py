@@ -7,6 +7,11 @@ Workloads (q, k, v of shape (B, H, T, D), float32):
     before each step on both sides, so neither accumulates.
   sdpa causal fwd B4 H8 T512 D64: the forward alone, no graph (no_grad on both sides).
   sdpa fwd+bwd B4 H8 T512 D64: no mask (every key block, twice the work of the causal rows).
+  sdpa causal softcap fwd+bwd B4 H8 T512 D64: Gemma 2's soft-capped scores (cap 50, its
+    attn_logit_softcapping): the fused kernels' forward and backward (F.scaled_dot_product_attention(...,
+    softcap=50)) against the Tensor composition Gemma 2's training ran before them ("composed":
+    batched GEMMs, tanh, a causal mask, softmax, all (B, H, T, T) scores stored; models/hf/gemma2.py's
+    attend_softcapped_composed) and torch composing the same (torch's SDPA has no cap).
 GFLOP/s count the products a flash kernel runs: 2 in forward (q k^T, P v), 5 in backward
 (q k^T again, dO v^T, P^T dO, dS^T q, dS k), each 2*B*H*T*T*D FLOPs, halved when causal.
 """
@@ -69,6 +74,54 @@ def _theirs(torch, shape, causal, backward):
     return step
 
 
+CAP = 50.0  # Gemma 2's attn_logit_softcapping
+
+
+def _softcap_fns(torch, shape):
+    """Forward + backward of causal soft-capped attention: forgegrad fused, forgegrad composed, torch composed."""
+    import forgegrad as fg
+    from ..models.hf.gemma2 import attend_softcapped_composed
+    q, k, v, g = _arrays(shape)
+    scale = 1.0 / np.sqrt(shape[-1])
+    sdpa = fg.nn.functional.scaled_dot_product_attention
+    ts = [fg.tensor(a, requires_grad=True) for a in (q, k, v)]
+    tg = fg.tensor(g)
+
+    def fused():
+        for t in ts:
+            t.grad = None
+        sdpa(*ts, is_causal=True, scale=scale, softcap=CAP).backward(tg)
+
+    def composed():
+        for t in ts:
+            t.grad = None
+        attend_softcapped_composed(*ts, None, scale, CAP).backward(tg)
+
+    fns = {"forgegrad": fused, "composed": composed, "torch": None}
+    if torch is not None:
+        xs = [torch.from_numpy(a).requires_grad_(True) for a in (q, k, v)]
+        xg = torch.from_numpy(g)
+        t = shape[2]
+        future = ~torch.ones(t, t, dtype=torch.bool).tril()
+
+        def theirs():
+            for x in xs:
+                x.grad = None
+            s = (xs[0] * scale) @ xs[1].transpose(-1, -2)
+            s = (torch.tanh(s / CAP) * CAP).masked_fill(future, -float("inf"))
+            (torch.softmax(s, dim=-1) @ xs[2]).backward(xg)
+        fns["torch"] = theirs
+    return fns
+
+
+def _softcap_workload(shape):
+    b, h, t, d = shape
+    name = f"sdpa causal softcap fwd+bwd B{b} H{h} T{t} D{d}"
+    return Workload(name, ("forgegrad", "composed", "torch"),
+                    lambda _threads: _softcap_fns(optional_import("torch"), shape),
+                    flop=7 * 2.0 * b * h * t * t * d * 0.5)
+
+
 def _workload(shape, causal, backward):
     b, h, t, d = shape
     products = 7 if backward else 2
@@ -87,6 +140,7 @@ def workloads(quick: bool = False) -> List[Workload]:
     rows = [_workload(shape, True, True), _workload(shape, True, False)]
     if not quick:
         rows.append(_workload(shape, False, True))
+    rows.append(_softcap_workload(shape))
     return rows
 
 
