@@ -64,8 +64,6 @@ def test_beam_search_is_transformers(pair):
 def test_beam_search_arguments_are_checked(pair):
     _, _, model = pair
     ids, _ = _prompts()
-    with pytest.raises(ValueError, match="beam sampling"):
-        generate(model, ids, num_beams=2, do_sample=True)
     with pytest.raises(ValueError, match="streamer needs num_beams=1"):
         generate(model, ids, num_beams=2, streamer=lambda t: None)
     with pytest.raises(ValueError, match="early_stopping"):
@@ -74,6 +72,27 @@ def test_beam_search_arguments_are_checked(pair):
         generate(model, ids, num_beams=0)
     with pytest.raises(ValueError, match="length_penalty"):
         generate(model, ids, num_beams=2, length_penalty=float("nan"))
+
+
+def test_beam_sampling(pair):
+    """do_sample with num_beams (transformers' beam sampling): near temperature 0 the draws without replacement are
+    the best continuations in order, so the sequences equal beam search's (transformers' torch.multinomial cannot
+    show this: past the first draw every probability underflows to 0 and its later picks are arbitrary); at
+    temperature 1 a seed repeats its sequences and other seeds explore others; top-k / top-p / min-p apply."""
+    import forgegrad as fg
+    _, _, model = pair
+    ids, mask = _prompts()
+    cold = dict(num_beams=3, do_sample=True, temperature=1e-6, top_k=None)
+    got = generate(model, ids, max_new_tokens=10, attention_mask=mask, **cold)
+    np.testing.assert_array_equal(got, generate(model, ids, max_new_tokens=10, attention_mask=mask, num_beams=3))
+    warm = dict(num_beams=3, do_sample=True, top_k=20, top_p=0.9, min_p=0.05, num_return_sequences=2)
+    fg.manual_seed(7)
+    first = generate(model, ids, max_new_tokens=10, attention_mask=mask, **warm)
+    fg.manual_seed(7)
+    np.testing.assert_array_equal(generate(model, ids, max_new_tokens=10, attention_mask=mask, **warm), first)
+    assert first.shape[0] == 2 * ids.shape[0]
+    others = [generate(model, ids, max_new_tokens=10, attention_mask=mask, **warm) for _ in range(3)]
+    assert any(o.shape != first.shape or not np.array_equal(o, first) for o in others)
 
 
 @pytest.mark.parametrize("num_beams", [1, 3])

@@ -118,7 +118,14 @@ def test_generate_with_beam_search(checkpoint, capsys):
     captured = capsys.readouterr()
     assert captured.out == "Hi there" + ByteTokenizer().decode([t for t in want if t != 299]) + "\n"
     assert "beam search with 3 beams" in captured.err
-    assert main(["generate", str(checkpoint), "--prompt", "x", "--num-beams", "2", "--temperature", "0.5"]) == 2
+    # beam sampling: with a seed, the text generate gives for the same settings
+    assert main(["generate", str(checkpoint), "--prompt", "Hi there", "--max-new-tokens", "10", "--num-beams", "2",
+                 "--temperature", "0.5", "--min-p", "0.1", "--seed", "3"]) == 0
+    import forgegrad as fg
+    fg.manual_seed(3)
+    want = generate(from_pretrained(checkpoint), [ids], max_new_tokens=10, num_beams=2, do_sample=True, temperature=0.5,
+                    top_k=None, min_p=0.1, eos_token_id=299)[0, len(ids):]
+    assert capsys.readouterr().out == "Hi there" + ByteTokenizer().decode([t for t in want if t != 299]) + "\n"
 
 
 @pytest.mark.parametrize("beams", ["1", "3"])

@@ -154,8 +154,12 @@ def test_hot_config_samples_with_transformers_top_k_default_and_do_sample_false_
     np.testing.assert_array_equal(want, greedy)
     torch.manual_seed(0)  # transformers samples with that config too
     assert not np.array_equal(_hf_generate(hf, ids, mask, max_new_tokens=20, **kw), want)
-    with pytest.raises(ValueError, match="pass do_sample=False for beam search"):
-        generate(model, ids, attention_mask=mask, num_beams=2)
+    # the config's do_sample with beams: beam sampling, as transformers; a seed repeats it
+    manual_seed(4)
+    sampled = generate(model, ids, max_new_tokens=8, attention_mask=mask, num_beams=2, **kw)
+    manual_seed(4)
+    np.testing.assert_array_equal(generate(model, ids, max_new_tokens=8, attention_mask=mask, num_beams=2, **kw),
+                                  sampled)
     np.testing.assert_array_equal(generate(model, ids, max_new_tokens=8, attention_mask=mask, num_beams=2,
                                            do_sample=False, **kw),
                                   _hf_generate(hf, ids, mask, max_new_tokens=8, num_beams=2, do_sample=False, **kw))

@@ -45,6 +45,8 @@ def add_parser(sub):
     p.add_argument("--top-k", type=positive_int, default=None, help="sample among the k most likely tokens")
     p.add_argument("--top-p", type=_unit_interval, default=None, help="nucleus sampling: the smallest set of "
                    "tokens whose probability reaches p")
+    p.add_argument("--min-p", type=_unit_interval, default=None, help="sample among the tokens at least p times as "
+                   "likely as the most likely one")
     p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
     p.add_argument("--repetition-penalty", type=_positive_float, default=None, help="transformers' repetition "
                    "penalty: > 1 discourages tokens already in the text (default: the checkpoint's "
@@ -55,8 +57,9 @@ def add_parser(sub):
     p.add_argument("--source-lang", default=None, metavar="TOKEN", help="an encoder-decoder's source-language "
                    "token (mBART-50: de_DE, NLLB: deu_Latn), by name or id, in place of the one tokenizer.json's "
                    "template adds")
-    p.add_argument("--num-beams", type=positive_int, default=1, help="beam search with this many beams (greedy "
-                   "otherwise; the text is written when the search ends, not streamed)")
+    p.add_argument("--num-beams", type=positive_int, default=1, help="beam search with this many beams (beam "
+                   "sampling with --temperature, --top-k, --top-p or --min-p; the text is written when the search "
+                   "ends, not streamed)")
     p.add_argument("--num-return-sequences", type=positive_int, default=1, help="write this many sequences, each "
                    "after a '=== GENERATED SEQUENCE i ===' line (not streamed): the best ones of beam search "
                    "(at most --num-beams), or independent samples (with --temperature, --top-k or --top-p)")
@@ -116,9 +119,7 @@ def run(args, out=None):
     forced = _target_token(args.target_lang, tok, model.vocab_size)
     if args.seed is not None:
         manual_seed(args.seed)
-    sample = args.temperature is not None or args.top_k is not None or args.top_p is not None
-    if args.num_beams > 1 and sample:
-        raise UsageError("--num-beams does not combine with sampling (--temperature, --top-k, --top-p)")
+    sample = any(v is not None for v in (args.temperature, args.top_k, args.top_p, args.min_p))
     if args.num_return_sequences > 1:
         return _several(args, out, model, tok, ids, prompt, sample, seq2seq, forced)
     new, shown, times = [], "", [time.perf_counter()]
@@ -146,7 +147,8 @@ def run(args, out=None):
     if args.num_beams > 1:
         try:
             out_ids = generate(model, [ids], max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
-                               do_sample=False, num_return_sequences=1, eos_token_id=sorted(eos),
+                               do_sample=sample, temperature=args.temperature or 1.0, top_k=args.top_k,
+                               top_p=args.top_p, min_p=args.min_p, num_return_sequences=1, eos_token_id=sorted(eos),
                                repetition_penalty=args.repetition_penalty, **forced)
         except ValueError as e:
             raise UsageError(str(e)) from None
@@ -159,7 +161,8 @@ def run(args, out=None):
         try:
             # streamed: one beam whatever generation_config.json asks for
             generate(model, [ids], max_new_tokens=args.max_new_tokens, do_sample=sample,
-                     temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p, streamer=step,
+                     temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                     streamer=step,
                      num_beams=1, num_return_sequences=1, repetition_penalty=args.repetition_penalty,
                      eos_token_id=sorted(eos), **forced)
         except _Ended:
@@ -204,7 +207,7 @@ def _several(args, out, model, tok, ids, prompt, sample, seq2seq, forced) -> int
     start = time.perf_counter()
     try:
         rows = generate(model, [ids], max_new_tokens=args.max_new_tokens, do_sample=sample,
-                        temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p,
+                        temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                         num_beams=args.num_beams, num_return_sequences=R, eos_token_id=sorted(eos),
                         repetition_penalty=args.repetition_penalty, **forced)
     except ValueError as e:

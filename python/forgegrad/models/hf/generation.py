@@ -13,11 +13,11 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ...autograd import no_grad
-from ...random import generator
 from ._decode import LeanDecoder, lean_path_applies
 from ._decode_seq2seq import lean_seq2seq_step
 from ._layers import ids_array, mask_array
 from .logits_processors import LogitsProcessors, generation_source, resolve, token_setting
+from .sampling import Sampler, select_next
 
 __all__ = ["generate", "select_next"]
 
@@ -41,26 +41,13 @@ def _positive_int(value, name):
     return int(value)
 
 
-def _check_sampling(do_sample, temperature, top_k, top_p):
-    if not isinstance(do_sample, bool):
-        raise TypeError(f"generate: do_sample must be a bool, got {type(do_sample).__name__}")
-    if not isinstance(temperature, numbers.Real) or isinstance(temperature, bool) or not temperature > 0:
-        raise ValueError(f"generate: temperature must be a number > 0, got {temperature!r}")
-    if top_k is not None and (not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool) or top_k < 0):
-        raise ValueError(f"generate: top_k must be an int >= 0 (0 or None: no top-k filter), got {top_k!r}")
-    if top_p is not None and (not isinstance(top_p, numbers.Real) or isinstance(top_p, bool) or not 0 < top_p <= 1):
-        raise ValueError(f"generate: top_p must be a number in (0, 1], got {top_p!r}")
-
-
 def _is_token(t, vocab_size: int) -> bool:
     return isinstance(t, numbers.Integral) and not isinstance(t, bool) and 0 <= t < vocab_size
 
 
-def _check_arguments(model, max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id,
-                     streamer) -> None:
+def _check_arguments(model, max_new_tokens, eos_token_id, pad_token_id, streamer) -> None:
     if not isinstance(max_new_tokens, numbers.Integral) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
         raise ValueError(f"generate: max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-    _check_sampling(do_sample, temperature, top_k, top_p)
     V = model.vocab_size
     if eos_token_id is not None and eos_token_id is not UNSET and not _is_token(eos_token_id, V) and not (
             isinstance(eos_token_id, (list, tuple, np.ndarray)) and all(_is_token(t, V) for t in eos_token_id)):
@@ -70,34 +57,6 @@ def _check_arguments(model, max_new_tokens, do_sample, temperature, top_k, top_p
         raise ValueError(f"generate: pad_token_id must be a token id in [0, {V}), got {pad_token_id!r}")
     if streamer is not None and not callable(streamer):
         raise TypeError("generate: streamer must be callable (it receives each step's new tokens)")
-
-
-def select_next(logits: np.ndarray, do_sample: bool = False, temperature: float = 1.0, top_k: Optional[int] = None,
-                top_p: Optional[float] = None, rng: Optional[np.random.Generator] = None) -> np.ndarray:
-    """The next token of each row of ``logits`` (B, V): the argmax, or a draw after transformers'
-    warpers in their order (temperature, then top-k, then top-p)."""
-    if not do_sample:
-        return logits.argmax(axis=-1).astype(np.int64)
-    scores = logits.astype(np.float64) / temperature
-    if top_k is not None and top_k < scores.shape[-1]:
-        kth = np.partition(scores, -top_k, axis=-1)[:, -top_k][:, None]
-        scores = np.where(scores < kth, -np.inf, scores)
-    if top_p is not None and top_p < 1:
-        order = np.argsort(scores, axis=-1, kind="stable")  # ascending, as transformers sorts
-        sorted_scores = np.take_along_axis(scores, order, axis=-1)
-        probs = np.exp(sorted_scores - sorted_scores[:, -1:])
-        cum = np.cumsum(probs / probs.sum(-1, keepdims=True), axis=-1)
-        drop_sorted = cum <= 1 - top_p
-        drop_sorted[:, -1] = False  # always keep the most likely token
-        drop = np.zeros_like(drop_sorted)
-        np.put_along_axis(drop, order, drop_sorted, axis=-1)
-        scores = np.where(drop, -np.inf, scores)
-    probs = np.exp(scores - scores.max(-1, keepdims=True))
-    cum = np.cumsum(probs, axis=-1)
-    rng = generator() if rng is None else rng
-    draws = rng.random(scores.shape[0]) * cum[:, -1]
-    picks = np.array([np.searchsorted(c, d, side="right") for c, d in zip(cum, draws)], dtype=np.int64)
-    return np.minimum(picks, scores.shape[-1] - 1)
 
 
 def special_tokens(model, eos_token_id=UNSET, pad_token_id=UNSET) -> Tuple[List[int], Optional[int]]:
@@ -130,6 +89,7 @@ def _decoder(model):
 
 def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_mask=None,
              do_sample: Optional[bool] = None, temperature: Optional[float] = None, top_k=UNSET, top_p=UNSET,
+             min_p=UNSET,
              eos_token_id: Union[int, Sequence[int], None] = UNSET, pad_token_id: Optional[int] = UNSET,
              streamer: Optional[Callable[[np.ndarray], None]] = None, num_beams: Optional[int] = None,
              length_penalty: Optional[float] = None, early_stopping=None, no_repeat_ngram_size: Optional[int] = None,
@@ -141,8 +101,9 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
 
     The settings left at None (``max_new_tokens``, ``do_sample``, ``temperature``, ``num_beams``,
     ``num_return_sequences``, ``length_penalty``, ``early_stopping``, ``no_repeat_ngram_size``, ``min_length``,
-    ``repetition_penalty``) or left out (``top_k``, ``top_p``) come from the checkpoint's generation_config.json
-    when it sets them (``max_length`` there bounds the whole sequence), as transformers' generate takes them,
+    ``repetition_penalty``) or left out (``top_k``, ``top_p``, ``min_p``) come from the checkpoint's
+    generation_config.json when it sets them (``max_length`` there bounds the whole sequence), as transformers'
+    generate takes them,
     else transformers' defaults: 20 new tokens, greedy, 1.0, 1 beam, 1 sequence, 1.0, False, 0, 0, 1.0, top_k 50,
     top_p 1.0. An argument given always wins (``do_sample=False`` decodes greedily whatever the config says).
 
@@ -152,8 +113,9 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
         attention_mask: (B, T) with 0 for left padding (default: all tokens real).
         do_sample: False for greedy decoding; True to sample (``temperature``, ``top_k``, ``top_p``). The
             sampling settings of generation_config.json apply only when sampling.
-        top_k, top_p: as in transformers, ``top_k`` left out is 50 when sampling unless the config sets it;
-            ``top_k`` 0 or None and ``top_p`` None or 1.0 filter nothing.
+        top_k, top_p, min_p: as in transformers, ``top_k`` left out is 50 when sampling unless the config sets it;
+            ``top_k`` 0 or None, ``top_p`` None or 1.0 and ``min_p`` None or 0 filter nothing. ``min_p`` drops the
+            tokens less likely than min_p times the most likely one (after the temperature).
         eos_token_id: an id or a list of them (any one ends a row). A row that produced one is finished: it
             gets ``pad_token_id`` from then on, and generation stops when every row is finished. Left out: the
             checkpoint's, as transformers' generate takes it: generation_config.json's, else (no such file, or a
@@ -163,7 +125,9 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
         streamer: called after every step with the new tokens (B * R,) as an int64 array.
         num_beams: more than 1 for beam search (transformers' algorithm: ``length_penalty`` divides a
             finished hypothesis' log-probability by its length to that power; ``early_stopping`` False,
-            True or "never"); not with sampling or a streamer. Returns each prompt's best hypothesis.
+            True or "never"); not with a streamer. Returns each prompt's best hypothesis. With ``do_sample``:
+            beam sampling, as transformers' (the warpers on each beam's log-probabilities, keeping 1 + #eos
+            tokens, and the continuations drawn without replacement from the accumulated scores).
         no_repeat_ngram_size, min_length, repetition_penalty: transformers' processors (logits_processors.py),
             as are the config's forced first / last tokens. ``repetition_penalty`` > 1 discourages the tokens
             already in the sequence (prompt included, left padding not), < 1 favours them.
@@ -185,10 +149,11 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
         tokens as transformers returns them: (B * R, 1 + n), decoder_start_token_id first.
     """
     model = _decoder(model)
-    do_sample, temperature, top_k, top_p = _sampling_settings(model, do_sample, temperature, top_k, top_p)
+    sampler = _sampler(model, do_sample, temperature, top_k, top_p, min_p)
+    do_sample = sampler.do_sample
     num_beams = resolve(model, "num_beams", num_beams, 1)
     beams = _check_beams(num_beams, resolve(model, "length_penalty", length_penalty, 1.0),
-                         resolve(model, "early_stopping", early_stopping, False), do_sample, streamer)
+                         resolve(model, "early_stopping", early_stopping, False), streamer)
     if on_logits is not None and (beams is not None or not callable(on_logits)):
         raise ValueError("generate: on_logits must be callable, and needs num_beams=1")
     returns = _num_return_sequences(resolve(model, "num_return_sequences", num_return_sequences, 1), num_beams,
@@ -202,8 +167,8 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
                  _extra_processors(logits_processor), _forced(model, "forced_bos_token_id", forced_bos_token_id),
                  _forced(model, "forced_eos_token_id", forced_eos_token_id))
     if getattr(model, "is_encoder_decoder", False):
-        return _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sample, temperature, top_k,
-                                 top_p, eos_token_id, pad_token_id, streamer, beams, settings, returns, on_logits)
+        return _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, sampler, eos_token_id,
+                                 pad_token_id, streamer, beams, settings, returns, on_logits)
     if not hasattr(model, "new_cache"):
         raise TypeError(f"generate: {type(model).__name__} is not a decoder (expected GPT2LMHeadModel or "
                         "a Llama-style decoder: Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 1, 2 or 3, Mixtral, "
@@ -211,7 +176,7 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
     ids = ids_array(input_ids, "generate", model.vocab_size)
     B, T = ids.shape
     max_new_tokens = _max_new_tokens(model, max_new_tokens, T)
-    _check_arguments(model, max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id, streamer)
+    _check_arguments(model, max_new_tokens, eos_token_id, pad_token_id, streamer)
     eos, pad = special_tokens(model, eos_token_id, pad_token_id)
     mask = mask_array(attention_mask, "generate", (B, T))
     mask = np.ones((B, T), bool) if mask is None else mask
@@ -232,14 +197,14 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
             return np.repeat(ids, returns, axis=0)
         from .beam_search import beam_decoder
         K, penalty, stopping = beams
-        return beam_decoder(model, ids, mask, K, max_new_tokens, eos, pad, penalty, stopping, process, returns)
+        return beam_decoder(model, ids, mask, K, max_new_tokens, eos, pad, penalty, stopping, process, returns,
+                            sampler if sampler.do_sample else None)
     out = np.empty((B, T + max_new_tokens), np.int64)
     out[:, :T] = ids
     if max_new_tokens == 0:
         return out
     finished = np.zeros(B, bool)
     cache = model.new_cache(B, T + max_new_tokens)
-    rng = generator()
     # the per-token steps as direct kernel calls where they compute what forward does (not in training
     # mode, which has dropout, nor with hooks or replaced layers: see lean_path_applies)
     lean = LeanDecoder(model) if lean_path_applies(model) else None
@@ -251,7 +216,7 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
                 on_logits(logits)
             if process.active:
                 logits = process(out[:, :T + n], logits)
-            nxt = select_next(logits, do_sample, float(temperature), top_k, top_p, rng)
+            nxt = sampler(logits)
             if eos:
                 nxt = np.where(finished, pad, nxt)
                 finished |= np.isin(nxt, eos)
@@ -278,14 +243,11 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
     return out[:, :T + n]
 
 
-def _check_beams(num_beams, length_penalty, early_stopping, do_sample, streamer):
+def _check_beams(num_beams, length_penalty, early_stopping, streamer):
     """(num_beams, length_penalty, early_stopping) for beam search, or None for num_beams == 1."""
     _positive_int(num_beams, "num_beams")
     if num_beams == 1:
         return None
-    if do_sample:
-        raise ValueError("generate: num_beams > 1 with do_sample=True (beam sampling) is not supported (do_sample "
-                         "may come from generation_config.json: pass do_sample=False for beam search)")
     if streamer is not None:
         raise ValueError("generate: a streamer needs num_beams=1 (beam search decides the text at the end)")
     if (not isinstance(length_penalty, numbers.Real) or isinstance(length_penalty, bool)
@@ -296,9 +258,10 @@ def _check_beams(num_beams, length_penalty, early_stopping, do_sample, streamer)
     return int(num_beams), float(length_penalty), early_stopping
 
 
-def _sampling_settings(model, do_sample, temperature, top_k, top_p):
-    """(do_sample, temperature, top_k, top_p) as given, else generation_config.json's, else transformers'
-    defaults (False, 1.0, 50, 1.0); the config's sampling settings only when sampling. top_k 0 is None (none)."""
+def _sampler(model, do_sample, temperature, top_k, top_p, min_p) -> Sampler:
+    """The Sampler of (do_sample, temperature, top_k, top_p, min_p) as given, else generation_config.json's, else
+    transformers' defaults (False, 1.0, 50, 1.0, none); the config's sampling settings only when sampling. top_k 0
+    is None (none)."""
     do_sample = resolve(model, "do_sample", do_sample, False)
     if not isinstance(do_sample, bool):
         raise TypeError(f"generate: do_sample must be a bool, got {type(do_sample).__name__}")
@@ -309,12 +272,14 @@ def _sampling_settings(model, do_sample, temperature, top_k, top_p):
             top_k = 50 if config.get("top_k") is None else config["top_k"]
         if top_p is UNSET:
             top_p = config.get("top_p")
+        if min_p is UNSET:
+            min_p = config.get("min_p")
     else:  # greedy: the config's sampling settings do not apply (transformers only warns about them)
         temperature = 1.0 if temperature is None else temperature
         top_k = None if top_k is UNSET else top_k
         top_p = None if top_p is UNSET else top_p
-    _check_sampling(do_sample, temperature, top_k, top_p)
-    return do_sample, temperature, (top_k or None), top_p
+        min_p = None if min_p is UNSET else min_p
+    return Sampler(do_sample, temperature, top_k, top_p, min_p)
 
 
 def _num_return_sequences(value, num_beams: int, do_sample: bool) -> int:
@@ -372,15 +337,14 @@ def _forced(model, name: str, value) -> Optional[int]:
     return None if value is None else int(value)
 
 
-def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sample, temperature, top_k, top_p,
-                      eos_token_id, pad_token_id, streamer, beams, settings, returns: int = 1,
-                      on_logits=None) -> np.ndarray:
+def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, sampler: Sampler, eos_token_id, pad_token_id,
+                      streamer, beams, settings, returns: int = 1, on_logits=None) -> np.ndarray:
     """The encoder once, then the decoder token by token on a KV cache (the cross-attention keys and
     values computed once)."""
     ids = ids_array(input_ids, "generate", model.vocab_size)
     B, S = ids.shape
     max_new_tokens = _max_new_tokens(model, max_new_tokens, 1)
-    _check_arguments(model, max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id, streamer)
+    _check_arguments(model, max_new_tokens, eos_token_id, pad_token_id, streamer)
     eos, pad = special_tokens(model, eos_token_id, pad_token_id)  # finished rows get T5's pad 0, as transformers'
     mask = mask_array(attention_mask, "generate", (B, S))
     if returns > 1 and beams is None:  # sampling: each prompt R times (beam search expands its own rows)
@@ -397,9 +361,9 @@ def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sampl
             return np.repeat(out, returns, axis=0)
         from .beam_search import beam_seq2seq
         K, penalty, stopping = beams
-        return beam_seq2seq(model, ids, mask, K, max_new_tokens, eos, pad, penalty, stopping, process, returns)
+        return beam_seq2seq(model, ids, mask, K, max_new_tokens, eos, pad, penalty, stopping, process, returns,
+                            sampler if sampler.do_sample else None)
     finished = np.zeros(B, bool)
-    rng = generator()
     n = 0
     with no_grad():
         states = model.encode(ids, mask)
@@ -415,7 +379,7 @@ def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, do_sampl
                 on_logits(logits)
             if process.active:  # e.g. BART's forced end of sequence at the last place
                 logits = process(out[:, :1 + n], logits)
-            nxt = select_next(logits, do_sample, float(temperature), top_k, top_p, rng)
+            nxt = sampler(logits)
             if eos:
                 nxt = np.where(finished, pad, nxt)
                 finished |= np.isin(nxt, eos)

@@ -157,20 +157,15 @@ class TokenPicker:
 
     def __init__(self, batch: int, eos_token_id, pad_token_id: int, do_sample: bool, temperature: float, top_k,
                  top_p):
-        from ...random import generator
-        from .generation import _check_sampling
-        _check_sampling(do_sample, temperature, top_k, top_p)
-        self.sampling = (do_sample, float(temperature), top_k or None, top_p)
-        self.rng = generator()
+        from .sampling import Sampler
+        self.sampler = Sampler(do_sample, temperature, top_k, top_p)
         self.eos = set(np.atleast_1d(eos_token_id).tolist()) if eos_token_id is not None else set()
         self.pad = np.int64(pad_token_id)
         self.done = np.zeros(batch, bool)
 
     def __call__(self, last_logits: np.ndarray, forced=None) -> np.ndarray:
         """The next token of each row from its last position's logits (B, V), or ``forced`` for every row."""
-        from .generation import select_next
-        nxt = (select_next(last_logits, *self.sampling, self.rng) if forced is None
-               else np.full(last_logits.shape[0], forced, np.int64))
+        nxt = self.sampler(last_logits) if forced is None else np.full(last_logits.shape[0], forced, np.int64)
         if self.eos:
             nxt = np.where(self.done, self.pad, nxt)
             self.done |= np.isin(nxt, list(self.eos))

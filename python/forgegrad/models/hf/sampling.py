@@ -1,0 +1,104 @@
+"""Sampling for ``generate``: transformers' logits warpers (temperature, top-k, top-p, min-p, in that order) and
+the draw from forgegrad's generator.
+
+``Sampler`` holds one request's settings. ``select_next`` draws one token per row (or takes the argmax);
+beam sampling (``generate(..., num_beams=K, do_sample=True)``) warps the beams' log-probabilities with the same
+filters, keeping at least 1 + #eos tokens per row as transformers does, and draws its continuations without
+replacement (``draw_without_replacement``).
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Optional
+
+import numpy as np
+
+from ...random import generator
+
+__all__ = ["Sampler", "select_next", "check_sampling", "draw_without_replacement"]
+
+
+def check_sampling(do_sample, temperature, top_k, top_p, min_p=None) -> None:
+    """generate's checks of the sampling settings, naming the one that is wrong."""
+    if not isinstance(do_sample, bool):
+        raise TypeError(f"generate: do_sample must be a bool, got {type(do_sample).__name__}")
+    if not isinstance(temperature, numbers.Real) or isinstance(temperature, bool) or not temperature > 0:
+        raise ValueError(f"generate: temperature must be a number > 0, got {temperature!r}")
+    if top_k is not None and (not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool) or top_k < 0):
+        raise ValueError(f"generate: top_k must be an int >= 0 (0 or None: no top-k filter), got {top_k!r}")
+    if top_p is not None and (not isinstance(top_p, numbers.Real) or isinstance(top_p, bool) or not 0 < top_p <= 1):
+        raise ValueError(f"generate: top_p must be a number in (0, 1], got {top_p!r}")
+    if min_p is not None and (not isinstance(min_p, numbers.Real) or isinstance(min_p, bool) or not 0 <= min_p <= 1):
+        raise ValueError(f"generate: min_p must be a number in [0, 1] (None or 0: no min-p filter), got {min_p!r}")
+
+
+class Sampler:
+    """One request's sampling settings, checked. ``warp(scores)``: the scores divided by the temperature, the
+    tokens the filters drop at -inf; ``__call__(logits)``: the next token of each row (argmax when not
+    sampling)."""
+
+    def __init__(self, do_sample: bool, temperature: float = 1.0, top_k: Optional[int] = None,
+                 top_p: Optional[float] = None, min_p: Optional[float] = None,
+                 rng: Optional[np.random.Generator] = None):
+        check_sampling(do_sample, temperature, top_k, top_p, min_p)
+        self.do_sample, self.temperature = do_sample, float(temperature)
+        self.top_k, self.top_p, self.min_p = top_k or None, top_p, min_p or None
+        self.rng = generator() if rng is None else rng
+
+    def warp(self, scores: np.ndarray, min_keep: int = 1) -> np.ndarray:
+        """transformers' warpers in their order on (rows, V) scores (float64 here): temperature, then top-k, top-p
+        and min-p, each keeping at least ``min_keep`` tokens per row."""
+        scores = scores.astype(np.float64) / self.temperature
+        V = scores.shape[-1]
+        if self.top_k is not None and max(self.top_k, min_keep) < V:
+            k = max(self.top_k, min_keep)
+            kth = np.partition(scores, -k, axis=-1)[:, -k][:, None]
+            scores = np.where(scores < kth, -np.inf, scores)
+        if self.top_p is not None and self.top_p < 1:
+            order = np.argsort(scores, axis=-1, kind="stable")  # ascending, as transformers sorts
+            sorted_scores = np.take_along_axis(scores, order, axis=-1)
+            probs = np.exp(sorted_scores - sorted_scores[:, -1:])
+            cum = np.cumsum(probs / probs.sum(-1, keepdims=True), axis=-1)
+            drop_sorted = cum <= 1 - self.top_p
+            drop_sorted[:, -min_keep:] = False  # always keep the most likely tokens
+            drop = np.zeros_like(drop_sorted)
+            np.put_along_axis(drop, order, drop_sorted, axis=-1)
+            scores = np.where(drop, -np.inf, scores)
+        if self.min_p is not None:
+            # tokens less likely than min_p times the most likely one are dropped (transformers' MinPLogitsWarper)
+            probs = np.exp(scores - scores.max(-1, keepdims=True))
+            probs /= probs.sum(-1, keepdims=True)
+            drop = probs < self.min_p * probs.max(-1, keepdims=True)
+            if min_keep > 1:
+                top = np.argsort(-scores, axis=-1, kind="stable")[:, :min_keep]
+                np.put_along_axis(drop, top, False, axis=-1)
+            scores = np.where(drop, -np.inf, scores)
+        return scores
+
+    def __call__(self, logits: np.ndarray) -> np.ndarray:
+        if not self.do_sample:
+            return logits.argmax(axis=-1).astype(np.int64)
+        scores = self.warp(logits)
+        probs = np.exp(scores - scores.max(-1, keepdims=True))
+        cum = np.cumsum(probs, axis=-1)
+        draws = self.rng.random(scores.shape[0]) * cum[:, -1]
+        picks = np.array([np.searchsorted(c, d, side="right") for c, d in zip(cum, draws)], dtype=np.int64)
+        return np.minimum(picks, scores.shape[-1] - 1)
+
+
+def select_next(logits: np.ndarray, do_sample: bool = False, temperature: float = 1.0, top_k: Optional[int] = None,
+                top_p: Optional[float] = None, rng: Optional[np.random.Generator] = None,
+                min_p: Optional[float] = None) -> np.ndarray:
+    """The next token of each row of ``logits`` (B, V): the argmax, or a draw after transformers'
+    warpers in their order (temperature, then top-k, top-p and min-p)."""
+    return Sampler(do_sample, temperature, top_k, top_p, min_p, rng)(logits)
+
+
+def draw_without_replacement(scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """(rows, k) indices drawn without replacement with probabilities softmax(scores) of each row (the
+    distribution of torch.multinomial(softmax(scores), k) without replacement), by the Gumbel-top-k trick:
+    the k largest of scores + Gumbel noise. Tokens at -inf come last (lowest index first) when fewer than
+    k have a chance."""
+    noise = -np.log(-np.log(rng.random(scores.shape)))
+    keyed = np.where(np.isneginf(scores), -np.inf, scores + noise)
+    return np.argsort(-keyed, axis=-1, kind="stable")[:, :k]
