@@ -144,6 +144,15 @@ def merge_heads(x: Tensor) -> Tensor:
     return x.permute(0, 2, 1, 3).reshape(B, T, H * D)
 
 
+def config_probability(cfg: dict, key: str, who: str, default: float = 0.0) -> float:
+    """A dropout probability of a config (``default`` when absent or null), checked to be in [0, 1]."""
+    p = cfg.get(key)
+    p = default if p is None else p
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+        raise ValueError(f"{who}: config {key} must be a probability in [0, 1], got {p!r}")
+    return float(p)
+
+
 def attend(q: Tensor, k: Tensor, v: Tensor, mask, causal: bool = False,
            scale: Optional[float] = None, softcap: Optional[float] = None, dropout_p: float = 0.0) -> Tensor:
     """softmax(q k^T * scale + mask) v with q (B, H, t, D) and k, v (B, Hkv, L, D), H a multiple of Hkv,

@@ -22,7 +22,7 @@ from ...nn import functional as F
 from ...random import generator
 from ...tensor import Tensor
 from ._layers import KVCache, activation, additive_mask, attend, ids_array, mask_array, merge_heads, split_heads
-from ._layers import FLOAT32_MAX, key_places, padding_bias, rows
+from ._layers import FLOAT32_MAX, config_probability, key_places, padding_bias, rows
 from ._seq2seq import EncoderDecoder, attention_kv, decoder_places
 
 __all__ = ["BartForConditionalGeneration", "MarianMTModel", "MBartForConditionalGeneration",
@@ -57,7 +57,7 @@ class BartLayer(nn.Module):
         self.pre_norm = pre_norm
         d = cfg["d_model"]
         heads, ffn = cfg[f"{prefix}_attention_heads"], cfg[f"{prefix}_ffn_dim"]
-        attention_dropout = _probability(cfg, "attention_dropout")
+        attention_dropout = config_probability(cfg, "attention_dropout", "BartForConditionalGeneration")
         self.self_attn = BartAttention(d, heads, attention_dropout)
         self.self_attn_layer_norm = nn.LayerNorm(d)
         if cross:
@@ -120,7 +120,7 @@ class BartStack(nn.Module):
         if pre_norm:  # mBART, M2M100: a LayerNorm on the last layer's output
             self.layer_norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(cfg.get("dropout", 0.1))
-        self.layerdrop = _probability(cfg, f"{prefix}_layerdrop")
+        self.layerdrop = config_probability(cfg, f"{prefix}_layerdrop", "BartForConditionalGeneration")
 
     def run(self, x: Tensor, mask, cross: Optional[list] = None, **kw) -> Tensor:
         """The layers on x (layer i with ``cross[i]``, its encoder keys and values, if given), then mBART's final
@@ -160,14 +160,6 @@ class BartStack(nn.Module):
         if self.positions == "m2m100":
             return self._finish(tokens + Tensor._wrap(table.numpy()[self.position_rows(ids, start)]))
         return self._finish(tokens + table[start + self.offset:start + self.offset + length])
-
-
-def _probability(cfg: dict, key: str) -> float:
-    p = cfg.get(key, 0.0)
-    p = 0.0 if p is None else p
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
-        raise ValueError(f"BartForConditionalGeneration: config {key} must be a probability in [0, 1], got {p!r}")
-    return float(p)
 
 
 def _pad_token(cfg: dict) -> int:

@@ -9,7 +9,8 @@ import numpy as np
 from ... import nn
 from ...nn import functional as F
 from ...tensor import Tensor
-from ._layers import activation, additive_mask, attend, ids_array, mask_array, merge_heads, split_heads
+from ._layers import (activation, additive_mask, attend, config_probability, ids_array, mask_array, merge_heads,
+                      split_heads)
 
 __all__ = ["BertModel", "BertForSequenceClassification", "BertOutput"]
 
@@ -47,11 +48,11 @@ class BertSelfAttention(nn.Module):
         E = cfg["hidden_size"]
         self.heads = cfg["num_attention_heads"]
         self.query, self.key, self.value = nn.Linear(E, E), nn.Linear(E, E), nn.Linear(E, E)
-        self.dropout_p = cfg.get("attention_probs_dropout_prob", 0.1)
+        self.dropout_p = config_probability(cfg, "attention_probs_dropout_prob", "BertModel", 0.1)
 
     def forward(self, x, mask):
         q, k, v = (split_heads(layer(x), self.heads) for layer in (self.query, self.key, self.value))
-        return merge_heads(attend(q, k, v, mask))
+        return merge_heads(attend(q, k, v, mask, dropout_p=self.dropout_p if self.training else 0.0))
 
 
 class BertDenseNorm(nn.Module):

@@ -37,17 +37,18 @@ def _cap(value, name: str) -> float:
 
 
 def attend_softcapped(q: Tensor, k: Tensor, v: Tensor, mask, scale: float,
-                      cap: Optional[float]) -> Tensor:
+                      cap: Optional[float], dropout_p: float = 0.0) -> Tensor:
     """softmax(cap * tanh(q k^T * scale / cap) + mask) v, causal when ``mask`` is None (transformers'
     eager attention: each key/value head serves H / Hkv query heads). On the fused kernel (forward and
     backward, any mask additive_mask makes) but on devices whose attention takes no cap (cuda), where
     :func:`attend_softcapped_composed` runs."""
     if cap is None or q.device.type in ("cpu", "meta"):
-        return attend(q, k, v, mask, causal=True, scale=scale, softcap=cap)
-    return attend_softcapped_composed(q, k, v, mask, scale, cap)
+        return attend(q, k, v, mask, causal=True, scale=scale, softcap=cap, dropout_p=dropout_p)
+    return attend_softcapped_composed(q, k, v, mask, scale, cap, dropout_p)
 
 
-def attend_softcapped_composed(q: Tensor, k: Tensor, v: Tensor, mask, scale: float, cap: float) -> Tensor:
+def attend_softcapped_composed(q: Tensor, k: Tensor, v: Tensor, mask, scale: float, cap: float,
+                               dropout_p: float = 0.0) -> Tensor:
     """attend_softcapped as Tensor ops: batched GEMMs, tanh, the mask and softmax (the (B, H, t, L) scores
     stored, for backward as well)."""
     B, H, t, D = q.shape
@@ -63,7 +64,8 @@ def attend_softcapped_composed(q: Tensor, k: Tensor, v: Tensor, mask, scale: flo
         scores = scores + mask
     elif mask is not None:
         scores = scores + Tensor._wrap(np.ascontiguousarray(mask, dtype=np.float32))
-    return F.softmax(scores, dim=-1) @ v
+    weights = F.softmax(scores, dim=-1)
+    return (F.dropout(weights, dropout_p, training=True) if dropout_p else weights) @ v
 
 
 class Gemma2Attention(LlamaAttention):
@@ -79,7 +81,7 @@ class Gemma2Attention(LlamaAttention):
         self.softcap = None if cap is None else _cap(cap, "attn_logit_softcapping")
 
     def _attend(self, q, k, v, mask):
-        return attend_softcapped(q, k, v, mask, self.scale, self.softcap)
+        return attend_softcapped(q, k, v, mask, self.scale, self.softcap, self.dropout_p if self.training else 0.0)
 
 
 class Gemma2DecoderLayer(nn.Module):

@@ -16,6 +16,7 @@ from ...nn import functional as F
 from ...tensor import Tensor
 from ._decode import LeanDecoder, lean_prefill
 from ._layers import KVCache, activation, additive_mask, attend, ids_array, mask_array, merge_heads, split_heads
+from ._layers import config_probability
 
 __all__ = ["GPT2LMHeadModel"]
 
@@ -30,12 +31,14 @@ class GPT2Attention(nn.Module):
         self.c_attn = nn.Linear(E, 3 * E)
         self.c_proj = nn.Linear(E, E)
         self.scale_weights = bool(cfg.get("scale_attn_weights", True))
+        self.dropout_p = config_probability(cfg, "attn_pdrop", "GPT2LMHeadModel", 0.1)  # on the weights, in training
 
     def forward(self, x, mask, cache: Optional[KVCache], layer: int):
         q, k, v = (split_heads(t, self.n_head) for t in _split3(self.c_attn(x)))
         if cache is not None:
             k, v = cache.update(layer, k, v)
-        out = attend(q, k, v, mask, causal=True, scale=None if self.scale_weights else 1.0)
+        out = attend(q, k, v, mask, causal=True, scale=None if self.scale_weights else 1.0,
+                     dropout_p=self.dropout_p if self.training else 0.0)
         return self.c_proj(merge_heads(out))
 
 

@@ -15,8 +15,8 @@ from ... import grad_mode, nn
 from ...nn import functional as F
 from ...tensor import Tensor
 from ._decode import LeanDecoder, lean_prefill
-from ._layers import (KVCache, LengthScaledRope, RotaryEmbedding, activation, additive_mask, attend, ids_array,
-                      mask_array, merge_heads, split_heads)
+from ._layers import (KVCache, LengthScaledRope, RotaryEmbedding, activation, additive_mask, attend, config_probability,
+                      ids_array, mask_array, merge_heads, split_heads)
 from ._rope import rope_from_config
 
 __all__ = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM"]
@@ -32,6 +32,7 @@ class LlamaAttention(nn.Module):
             raise ValueError(f"LlamaForCausalLM: num_attention_heads ({H}) must be a multiple of "
                              f"num_key_value_heads ({Hkv})")
         self.n_head, self.n_kv = H, Hkv
+        self.dropout_p = config_probability(cfg, "attention_dropout", "LlamaForCausalLM")  # weights, in training
         self.q_proj = nn.Linear(E, H * D, bias=qkv_bias)
         self.k_proj = nn.Linear(E, Hkv * D, bias=qkv_bias)
         self.v_proj = nn.Linear(E, Hkv * D, bias=qkv_bias)
@@ -53,7 +54,7 @@ class LlamaAttention(nn.Module):
         return self.o_proj(merge_heads(self._attend(q, k, v, mask)))
 
     def _attend(self, q, k, v, mask):
-        return attend(q, k, v, mask, causal=True)
+        return attend(q, k, v, mask, causal=True, dropout_p=self.dropout_p if self.training else 0.0)
 
 
 class LlamaMLP(nn.Module):
