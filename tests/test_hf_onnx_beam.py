@@ -123,14 +123,31 @@ def test_sampled_return_sequences_draw_as_generate(exported):
     assert got.shape[0] == 4
 
 
+def test_beam_sampling_and_min_p_draw_as_generate(exported):
+    """do_sample with num_beams (beam sampling) and min_p: after the same seed, the exported graphs give generate's
+    sequences (a decoder and an encoder-decoder)."""
+    import forgegrad as fg
+    kw = dict(max_new_tokens=8, do_sample=True, num_beams=3, temperature=1.2, top_k=30, min_p=0.02,
+              num_return_sequences=2)
+    for name, mask in (("llama", LEFT_MASK), ("t5", RIGHT_MASK)):
+        _, model, sessions = exported[name]
+        ends = dict(eos_token_id=2, pad_token_id=0) if name == "llama" else dict(eos_token_id=1)
+        fg.manual_seed(8)
+        if name == "llama":
+            got = generate_onnx(sessions[0], IDS, mask, **kw, **ends)
+        else:
+            got = generate_onnx_seq2seq(*sessions, IDS, mask, decoder_start_token_id=0, **kw, **ends)
+        fg.manual_seed(8)
+        np.testing.assert_array_equal(got, generate(model, IDS, attention_mask=mask, **kw, **ends), err_msg=name)
+        assert got.shape[0] == 2 * IDS.shape[0]
+
+
 def test_beam_arguments_are_checked_as_generate_checks_them(exported):
     _, _, (sess,) = exported["gpt2"]
     _, _, (enc, dec) = exported["t5"]
     for call in (lambda **kw: generate_onnx(sess, IDS, LEFT_MASK, max_new_tokens=4, **kw),
                  lambda **kw: generate_onnx_seq2seq(enc, dec, IDS, RIGHT_MASK, decoder_start_token_id=0,
                                                     max_new_tokens=4, **kw)):
-        with pytest.raises(ValueError, match="beam sampling"):
-            call(num_beams=2, do_sample=True)
         with pytest.raises(ValueError, match=r"num_return_sequences \(3\) must be <= num_beams \(2\)"):
             call(num_beams=2, num_return_sequences=3)
         with pytest.raises(ValueError, match="greedy decoding gives one sequence"):

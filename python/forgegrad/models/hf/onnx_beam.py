@@ -23,8 +23,8 @@ __all__ = ["beam_settings", "beam_onnx", "beam_onnx_seq2seq"]
 
 
 def beam_settings(who: str, num_beams, length_penalty, early_stopping, num_return_sequences, do_sample):
-    """(num_beams, length_penalty, early_stopping, num_return_sequences), checked as ``generate`` checks them:
-    beam sampling (``do_sample`` with ``num_beams`` > 1) is refused; R = ``num_return_sequences`` is at most
+    """(num_beams, length_penalty, early_stopping, num_return_sequences), checked as ``generate`` checks them
+    (``do_sample`` with ``num_beams`` > 1: beam sampling); R = ``num_return_sequences`` is at most
     ``num_beams`` in beam search, and more than 1 with one beam only when sampling (R draws per prompt)."""
     if not isinstance(num_beams, numbers.Integral) or isinstance(num_beams, bool) or num_beams < 1:
         raise ValueError(f"{who}: num_beams must be a positive int, got {num_beams!r}")
@@ -38,8 +38,6 @@ def beam_settings(who: str, num_beams, length_penalty, early_stopping, num_retur
             raise ValueError(f"{who}: greedy decoding gives one sequence per prompt: num_return_sequences={R} needs "
                              "do_sample=True or num_beams >= num_return_sequences")
         return 1, 1.0, False, int(R)
-    if do_sample:
-        raise ValueError(f"{who}: num_beams > 1 with do_sample=True (beam sampling) is not supported")
     if R > num_beams:
         raise ValueError(f"{who}: num_return_sequences ({R}) must be <= num_beams ({num_beams})")
     if (not isinstance(length_penalty, numbers.Real) or isinstance(length_penalty, bool)
@@ -79,9 +77,10 @@ def _result(first_tokens: np.ndarray, seqs: np.ndarray, lengths: np.ndarray, R: 
 
 
 def beam_onnx(session, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, eos_token_id, pad_token_id,
-              num_beams: int, length_penalty: float, early_stopping, num_return: int = 1) -> np.ndarray:
-    """Beam search on an ``export_with_past`` graph (``session``, checked by the caller) after left-padded
-    prompts ``ids`` / ``mask`` (B, T) int64: (B * R, T + n), as ``generate(model, ..., num_beams=K)`` returns."""
+              num_beams: int, length_penalty: float, early_stopping, num_return: int = 1, sampler=None) -> np.ndarray:
+    """Beam search (``sampler``: beam sampling) on an ``export_with_past`` graph (``session``, checked by the
+    caller) after left-padded prompts ``ids`` / ``mask`` (B, T) int64: (B * R, T + n), as ``generate(model, ...,
+    num_beams=K)`` returns."""
     from .onnx_export import _recompute_at
     if _recompute_at(session) is not None:
         raise ValueError("generate_onnx: num_beams > 1 is not supported on a graph whose cache is recomputed past "
@@ -108,13 +107,14 @@ def beam_onnx(session, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, e
     eos = eos_list(eos_token_id)
     seqs, lengths = search(np.repeat(logits[:, -1], K, axis=0), next_logits, B, K, int(max_new_tokens), eos,
                            fill_token(pad_token_id, eos), length_penalty, early_stopping, LogitsProcessors(),
-                           np.repeat(ids, K, axis=0), num_return)
+                           np.repeat(ids, K, axis=0), num_return, sampler)
     return _result(ids, seqs, lengths, num_return)
 
 
 def beam_onnx_seq2seq(encoder, decoder, ids: np.ndarray, mask: np.ndarray, decoder_start_token_id: int,
                       max_new_tokens: int, eos_token_id, pad_token_id, forced_bos_token_id, forced_eos_token_id,
-                      num_beams: int, length_penalty: float, early_stopping, num_return: int = 1) -> np.ndarray:
+                      num_beams: int, length_penalty: float, early_stopping, num_return: int = 1,
+                      sampler=None) -> np.ndarray:
     """Beam search on ``export_seq2seq``'s graphs (sessions, checked by the caller): (B * R, 1 + n), the decoder
     start token first, as ``generate(model, ..., num_beams=K)`` returns an encoder-decoder's tokens. The forced
     first / last tokens apply to the log-probabilities, as transformers' processors do in beam search."""
@@ -143,5 +143,6 @@ def beam_onnx_seq2seq(encoder, decoder, ids: np.ndarray, mask: np.ndarray, decod
     process = LogitsProcessors(eos=eos, forced_bos=forced_bos, forced_eos=forced_eos,
                                max_length=1 + int(max_new_tokens))
     seqs, lengths = search(first, next_logits, B, K, int(max_new_tokens), eos, fill_token(pad_token_id, eos),
-                           length_penalty, early_stopping, process, np.full((B * K, 1), start, np.int64), num_return)
+                           length_penalty, early_stopping, process, np.full((B * K, 1), start, np.int64), num_return,
+                           sampler)
     return _result(np.full((B, 1), start, np.int64), seqs, lengths, num_return)

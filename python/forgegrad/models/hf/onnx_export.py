@@ -156,9 +156,9 @@ class TokenPicker:
     rows that produced an end token continue with ``pad_token_id``. ``finished`` once every row has ended."""
 
     def __init__(self, batch: int, eos_token_id, pad_token_id: int, do_sample: bool, temperature: float, top_k,
-                 top_p):
+                 top_p, min_p=None):
         from .sampling import Sampler
-        self.sampler = Sampler(do_sample, temperature, top_k, top_p)
+        self.sampler = Sampler(do_sample, temperature, top_k, top_p, min_p)
         self.eos = set(np.atleast_1d(eos_token_id).tolist()) if eos_token_id is not None else set()
         self.pad = np.int64(pad_token_id)
         self.done = np.zeros(batch, bool)
@@ -174,6 +174,12 @@ class TokenPicker:
     @property
     def finished(self) -> bool:
         return bool(self.eos) and bool(self.done.all())
+
+
+def beam_sampler(do_sample: bool, temperature, top_k, top_p, min_p):
+    """The Sampler of beam sampling on exported graphs, or None for beam search."""
+    from .sampling import Sampler
+    return Sampler(True, temperature, top_k, top_p, min_p) if do_sample else None
 
 
 def session_of(s):
@@ -199,7 +205,7 @@ def check_prompt(who: str, input_ids, attention_mask, max_new_tokens):
 
 def generate_onnx(session, input_ids, attention_mask=None, max_new_tokens: int = 20, eos_token_id=None,
                   pad_token_id: int = 0, do_sample: bool = False, temperature: float = 1.0, top_k=None,
-                  top_p=None, num_beams: int = 1, length_penalty: float = 1.0, early_stopping=False,
+                  top_p=None, num_beams: int = 1, length_penalty: float = 1.0, early_stopping=False, min_p=None,
                   num_return_sequences: int = 1) -> np.ndarray:
     """Decoding in onnxruntime on a graph written by ``export_with_past``: ``session`` (an
     ``onnxruntime.InferenceSession`` or the .onnx path) runs once on the prompt (no past) and once per
@@ -223,10 +229,11 @@ def generate_onnx(session, input_ids, attention_mask=None, max_new_tokens: int =
     from .onnx_beam import beam_onnx, beam_settings
     beams = beam_settings("generate_onnx", num_beams, length_penalty, early_stopping, num_return_sequences, do_sample)
     if beams[0] > 1:
-        return beam_onnx(session, ids, mask, max_new_tokens, eos_token_id, pad_token_id, *beams)
+        return beam_onnx(session, ids, mask, max_new_tokens, eos_token_id, pad_token_id, *beams,
+                         sampler=beam_sampler(do_sample, temperature, top_k, top_p, min_p))
     ids, mask = np.repeat(ids, beams[3], axis=0), np.repeat(mask, beams[3], axis=0)  # sampling: R draws per prompt
     B = ids.shape[0]
-    pick = TokenPicker(B, eos_token_id, pad_token_id, do_sample, temperature, top_k, top_p)
+    pick = TokenPicker(B, eos_token_id, pad_token_id, do_sample, temperature, top_k, top_p, min_p)
     empty = {i.name: np.zeros((B, i.shape[1], 0, i.shape[3]), np.float32) for i in inputs[2:]}
     feed = {"input_ids": ids, "attention_mask": mask, **empty}
     switch = _recompute_at(session)

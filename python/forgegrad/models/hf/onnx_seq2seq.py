@@ -27,7 +27,7 @@ from ... import nn
 from ...tensor import Tensor
 from ._layers import PastKeyValues
 from .onnx_beam import beam_onnx_seq2seq, beam_settings
-from .onnx_export import TokenPicker, check_prompt, session_of
+from .onnx_export import TokenPicker, beam_sampler, check_prompt, session_of
 
 __all__ = ["export_seq2seq", "generate_onnx_seq2seq"]
 
@@ -136,7 +136,7 @@ def export_seq2seq(model, directory, *, logits_to_keep: int = 0, opset: int = 17
 
 def generate_onnx_seq2seq(encoder, decoder, input_ids, attention_mask=None, *, decoder_start_token_id: int,
                           max_new_tokens: int = 20, eos_token_id=None, pad_token_id: int = 0, do_sample: bool = False,
-                          temperature: float = 1.0, top_k=None, top_p=None, forced_bos_token_id=None,
+                          temperature: float = 1.0, top_k=None, top_p=None, min_p=None, forced_bos_token_id=None,
                           forced_eos_token_id=None, num_beams: int = 1, length_penalty: float = 1.0,
                           early_stopping=False, num_return_sequences: int = 1) -> np.ndarray:
     """Decode in onnxruntime on the graphs ``export_seq2seq`` wrote (``encoder`` and ``decoder``: sessions or
@@ -159,14 +159,15 @@ def generate_onnx_seq2seq(encoder, decoder, input_ids, attention_mask=None, *, d
                           do_sample)
     if beams[0] > 1:
         return beam_onnx_seq2seq(enc, dec, ids, mask, decoder_start_token_id, max_new_tokens, eos_token_id,
-                                 pad_token_id, forced_bos_token_id, forced_eos_token_id, *beams)
+                                 pad_token_id, forced_bos_token_id, forced_eos_token_id, *beams,
+                                 sampler=beam_sampler(do_sample, temperature, top_k, top_p, min_p))
     ids, mask = np.repeat(ids, beams[3], axis=0), np.repeat(mask, beams[3], axis=0)  # sampling: R draws per prompt
     forced = {}
     if forced_bos_token_id is not None:
         forced[0] = int(forced_bos_token_id)
     if forced_eos_token_id is not None:
         forced[int(max_new_tokens) - 1] = int(np.atleast_1d(forced_eos_token_id)[0])
-    pick = TokenPicker(ids.shape[0], eos_token_id, pad_token_id, do_sample, temperature, top_k, top_p)
+    pick = TokenPicker(ids.shape[0], eos_token_id, pad_token_id, do_sample, temperature, top_k, top_p, min_p)
     B = ids.shape[0]
     cross = enc.run(None, {"input_ids": ids, "attention_mask": mask})[1:]
     feed = {"input_ids": np.full((B, 1), decoder_start_token_id, np.int64), "encoder_attention_mask": mask}
