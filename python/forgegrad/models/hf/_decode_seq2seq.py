@@ -7,6 +7,11 @@ Through the Tensor layer a T5-small step is ~270 ops, each tens of microseconds 
 on an ~6 ms memory-bound token. The math is the Tensor forward's, op for op (T5's relative-position bias of
 the step's query is a row of the first layer's table, looked up by the same buckets; BART's position a row
 of its table).
+
+The steps also run a continuously batched decode (the completions server's, serve/seq2seq_batch.py): rows with
+their own decoder positions (``positions``), each row's cached keys right-aligned behind masked padding
+(``padding``), and each row's encoder keys/values padded to the batch's longest source with an additive bias
+(``rebind``), as a padded batch's cross-attention masks its encoder padding.
 """
 from __future__ import annotations
 
@@ -81,21 +86,37 @@ def _attend(q: np.ndarray, keys: np.ndarray, values: np.ndarray, bias: Optional[
     return out.reshape(B, H * D)
 
 
+def _array(t) -> np.ndarray:
+    return np.ascontiguousarray(t if isinstance(t, np.ndarray) else t.numpy())
+
+
 class _LeanStep:
     """What the lean steps share: the model, its KVCache, each layer's encoder keys and values as arrays, the
-    encoder input's padding bias, the feed-forward's fused activation; ``_next_place`` checks the cache's room."""
+    encoder input's padding bias, the feed-forward's fused activation; ``_next_place`` checks the cache's room.
+    ``cache`` may be None for a step bound later (``rebind``)."""
 
     def __init__(self, model, cross: List[Tuple], mask: Optional[np.ndarray], cache, activation: str):
-        from ._layers import KVCache
         from .t5 import _padding_mask
-        if not isinstance(cache, KVCache):
-            raise TypeError(f"{type(self).__name__}: cache must be a KVCache")
-        self.model, self.cache = model, cache
-        self.cross = [(np.ascontiguousarray(k.numpy()), np.ascontiguousarray(v.numpy())) for k, v in cross]
-        self.cross_bias = _padding_mask(mask)  # (B, 1, 1, S) or None
+        self.model = model
+        self.rebind(cache, [(_array(k), _array(v)) for k, v in cross], _padding_mask(mask))  # bias: (B, 1, 1, S)
         self.act = _GELU_TANH.get(activation)
         if self.act is None:
             raise ValueError(f"{type(self).__name__}: no fused kernel for the activation {activation!r}")
+
+    def rebind(self, cache, cross: List[Tuple[np.ndarray, np.ndarray]], cross_bias: Optional[np.ndarray]) -> None:
+        """Step another batch: ``cache`` (a KVCache), ``cross`` each layer's encoder (keys, values) as C-contiguous
+        float32 arrays (B, H, S, D), ``cross_bias`` (B, 1, 1, S) additive (0 where a row has an encoder key, the
+        float32 minimum on its padding), or None."""
+        from ._layers import KVCache
+        if cache is not None and not isinstance(cache, KVCache):
+            raise TypeError(f"{type(self).__name__}: cache must be a KVCache")
+        self.cache, self.cross, self.cross_bias = cache, cross, cross_bias
+
+    @staticmethod
+    def _self_padding(padding: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        """(B, 1, 1, p + 1) additive bias of the self-attention keys ``padding`` marks False (None: none)."""
+        from .t5 import _padding_mask
+        return None if padding is None else _padding_mask(np.asarray(padding, bool))
 
     def _next_place(self) -> int:
         p = self.cache.length
@@ -126,7 +147,11 @@ class T5LeanStep(_LeanStep):
         self.table = att.relative_attention_bias.weight.numpy()  # (buckets, heads)
         self.heads = att.heads
 
-    def __call__(self, tokens: np.ndarray) -> np.ndarray:
+    def __call__(self, tokens: np.ndarray, positions: Optional[np.ndarray] = None,
+                 padding: Optional[np.ndarray] = None) -> np.ndarray:
+        """``padding`` (B, p + 1) bool: the cached keys each row has (False: padding before its own, right-aligned
+        keys), the new place included; None: all. The distance of a right-aligned key to the new query is the same
+        in every row, so T5 needs no ``positions``."""
         m, cache = self.model, self.cache
         dec = m.decoder
         p = self._next_place()
@@ -134,6 +159,9 @@ class T5LeanStep(_LeanStep):
         B, H = x.shape[0], self.heads
         # the query at place p over keys 0..p: the first layer's learned bias of each distance, (1, H, 1, p + 1)
         bias = self.table[self._bucket(np.arange(p + 1) - p)].T[None, :, None, :]
+        pad = self._self_padding(padding)
+        if pad is not None:
+            bias = np.ascontiguousarray(bias + pad, dtype=np.float32)  # (B, H, 1, p + 1)
         for i, block in enumerate(dec.block):
             sub_self, sub_cross, sub_ff = block.layer
             att = sub_self.SelfAttention
@@ -166,7 +194,10 @@ class BartLeanStep(_LeanStep):
     def __init__(self, model, cross: List[Tuple], mask: Optional[np.ndarray], cache):
         super().__init__(model, cross, mask, cache, model.config.get("activation_function", "gelu"))
 
-    def __call__(self, tokens: np.ndarray) -> np.ndarray:
+    def __call__(self, tokens: np.ndarray, positions: Optional[np.ndarray] = None,
+                 padding: Optional[np.ndarray] = None) -> np.ndarray:
+        """``positions`` (B,): each row's decoder position (None: the cache's length, every row); ``padding`` as
+        T5LeanStep's."""
         m, cache = self.model, self.cache
         dec = m.decoder
         p = self._next_place()
@@ -174,7 +205,12 @@ class BartLeanStep(_LeanStep):
         if m.embed_scale != 1.0:
             x = x * m.embed_scale
         tokens = np.asarray(tokens, np.int64)
-        row = dec.position_rows(tokens[:, None], p)[:, 0] if dec.positions == "m2m100" else p + dec.offset
+        at = p if positions is None else np.asarray(positions, np.int64)
+        if dec.positions == "m2m100":
+            row = dec.position_rows(tokens[:, None], at if positions is None else at[:, None])[:, 0]
+        else:
+            row = at + dec.offset
+        self_bias = self._self_padding(padding)
         x = np.ascontiguousarray(x + dec._table().numpy()[row], dtype=np.float32)
         if hasattr(dec, "layernorm_embedding"):
             x = _layer_norm(x, dec.layernorm_embedding.weight.numpy(), dec.layernorm_embedding.bias.numpy(),
@@ -192,7 +228,7 @@ class BartLeanStep(_LeanStep):
 
             def self_attention(y, i=i, att=att):
                 qkv = (_linear(w, y).reshape(B, H, -1) for w in (att.q_proj, att.k_proj, att.v_proj))
-                return _linear(att.out_proj, self._self_attention(i, p, *qkv, None, scale))
+                return _linear(att.out_proj, self._self_attention(i, p, *qkv, self_bias, scale))
 
             def cross_attention(y, i=i, ca=ca):
                 k, v = self.cross[i]
