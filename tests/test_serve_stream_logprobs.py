@@ -296,15 +296,17 @@ def test_generate_passes_the_raw_logits_of_every_step(checkpoint):
         generate(model, [ids], max_new_tokens=2, num_beams=2, on_logits=seen.append)
 
 
-def test_an_encoder_decoder_streams_its_logprobs_too(tmp_path):
-    """T5 generates one request at a time (generate's seq2seq loop hands over its raw logits): the streamed
-    logprobs are the non-streamed ones."""
+@pytest.mark.parametrize("max_batch", [32, 1], ids=["batched", "one-at-a-time"])
+def test_an_encoder_decoder_streams_its_logprobs_too(tmp_path, max_batch):
+    """T5 on both paths (the batched engine's step, or generate's seq2seq loop handing over its raw logits): the
+    streamed logprobs are the non-streamed ones."""
     torch.manual_seed(0)
     cfg = transformers.T5Config(vocab_size=300, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
                                 decoder_start_token_id=0, eos_token_id=299, pad_token_id=0)
     transformers.T5ForConditionalGeneration(cfg).save_pretrained(tmp_path / "tiny-t5")
     body = {"prompt": "hello world", "max_tokens": 12, "temperature": 0, "logprobs": 2}
-    with running_app(_app(tmp_path / "tiny-t5")) as url, httpx.Client(base_url=url, timeout=60) as c:
+    with running_app(_app(tmp_path / "tiny-t5", max_batch=max_batch)) as url, httpx.Client(base_url=url,
+                                                                                           timeout=60) as c:
         whole = c.post("/v1/completions", json=body).json()["choices"][0]
         text, got, _ = _joined(_chunks(c, "/v1/completions", body))
     assert text == whole["text"] and len(got["tokens"]) == 12

@@ -15,7 +15,8 @@ tokenizer.json if present, else byte tokens), any decoder ``forgegrad.models.fro
     GET  /metrics          Prometheus: requests, latency, queue depth, tokens generated
 
 Completions decode together, up to ``max_batch`` of them in one batched step, and a new request joins
-at the next step (continuous batching: generation_batch.py); models the batched step does not cover
+at the next step (continuous batching: generation_batch.py; encoder-decoders: seq2seq_batch.py, each request's
+encoder run once as it joins); models the batched step does not cover
 (Phi-3's longrope, modified modules) and ``max_batch=1`` generate one request at a time, in arrival
 order. Up to ``max_queue`` requests wait or run; more get 503 + Retry-After. ``stream: true`` answers
 with server-sent events (``data: {...}`` chunks, then ``data: [DONE]``), each chunk with its tokens'
@@ -42,6 +43,7 @@ from typing import Callable, List, Optional
 from .completion_format import ChatShape, TextShape, event
 from .completion_request import CompletionError, CompletionRequest, Prompt, choice_seed, parse, parse_chat
 from .generation_batch import BatchEngine, Job, batching_applies
+from .seq2seq_batch import Seq2SeqBatchEngine
 from .text_stream import Completion, TextStream
 from .token_logprobs import StreamLogprobs, chat_logprobs, completion_logprobs, entry, log_softmax, step_entry
 
@@ -428,9 +430,10 @@ def create_completions_app(config: GenerationServeConfig):
             worker.shutdown(wait=False)
             raise RuntimeError(app.state.startup_error) from None
         if config.max_batch > 1 and batching_applies(state["generator"].model):
-            state["engine"] = BatchEngine(state["generator"], config.max_batch,
-                                          on_step=lambda rows, seconds: metrics.batch(name, rows, seconds),
-                                          prefill_chunk=config.prefill_chunk, on_prefill=prefill_calls.inc)
+            engine = Seq2SeqBatchEngine if state["generator"].seq2seq else BatchEngine
+            state["engine"] = engine(state["generator"], config.max_batch,
+                                     on_step=lambda rows, seconds: metrics.batch(name, rows, seconds),
+                                     prefill_chunk=config.prefill_chunk, on_prefill=prefill_calls.inc)
         log.info("serving %s (%s weights, %d positions) at /v1/completions, %s", name, config.weights,
                  state["generator"].context,
                  f"up to {config.max_batch} completions decoded together" if state["engine"] else "one at a time")

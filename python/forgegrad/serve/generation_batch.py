@@ -26,6 +26,9 @@ left-padded batch:
 A batched row's logits equal its solo logits to float32 rounding, not bit for bit: the products run on
 more rows and the softmax sums over padded lengths, so a near-tie can pick another token than a solo
 run would.
+
+Encoder-decoders run the same loop with an encoder in front (seq2seq_batch.py: ``_prefill_step``, ``_decode``,
+``_pick`` and the placement methods are what it overrides).
 """
 from __future__ import annotations
 
@@ -75,7 +78,11 @@ class _Prefill:
 
 def batching_applies(model) -> bool:
     """The lean decode step runs the model (see models/hf/_decode.py), and no row ever needs its cache
-    recomputed (Phi-3's longrope switches frequencies past the original context)."""
+    recomputed (Phi-3's longrope switches frequencies past the original context). An encoder-decoder: its lean
+    step runs it (seq2seq_batch.py)."""
+    if getattr(model, "is_encoder_decoder", False):
+        from .seq2seq_batch import seq2seq_batching_applies
+        return seq2seq_batching_applies(model)
     from ..models.hf._decode import lean_path_applies
     return lean_path_applies(model) and getattr(model, "recompute_cache_at", None) is None
 
@@ -87,13 +94,12 @@ class BatchEngine:
 
     def __init__(self, gen, max_batch: int, on_step: Optional[Callable[[int, float], None]] = None,
                  prefill_chunk: int = 128, on_prefill: Optional[Callable[[], None]] = None):
-        from ..models.hf._decode import LeanDecoder
         self.gen, self.model, self.max_batch = gen, gen.model, int(max_batch)
         self.prefill_chunk = int(prefill_chunk)  # 0: a prompt's whole prefill at once
         self.on_prefill = on_prefill  # called after every prefill call (the server's metrics)
         self.prefills: List[_Prefill] = []  # admitted, not yet decoding (first in, first prefilled)
         self.on_step = on_step  # (rows, seconds) of every batched decode step: the server's metrics
-        self.lean = LeanDecoder(self.model)
+        self.lean = self._decoder_step()
         self.rows: List[_Row] = []  # the decoding rows
         self.slots: List[Optional[_Row]] = []  # the row in each batch row of the cache (None: free)
         self.cache = None
@@ -101,6 +107,14 @@ class BatchEngine:
         self._queue: "queue.Queue[Optional[Job]]" = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="forgegrad-generate-batch", daemon=True)
         self._thread.start()
+
+    def _decoder_step(self):
+        from ..models.hf._decode import LeanDecoder
+        return LeanDecoder(self.model)
+
+    def _prefill_cache(self, ids: List[int]):
+        """The cache a prompt is prefilled on (its own, one row)."""
+        return self.model.new_cache(1, len(ids))
 
     def submit(self, job: Job) -> concurrent.futures.Future:
         self._queue.put(job)
@@ -153,7 +167,7 @@ class BatchEngine:
             seed = choice_seed(req, i)
             rng = np.random.default_rng(seed if seed is not None else int(generator().integers(2 ** 63)))
             if tuple(ids) not in by_prompt:
-                by_prompt[tuple(ids)] = _Prefill(job, ids, self.model.new_cache(1, len(ids)))
+                by_prompt[tuple(ids)] = _Prefill(job, ids, self._prefill_cache(ids))
                 self.prefills.append(by_prompt[tuple(ids)])
             by_prompt[tuple(ids)].choices.append((i, self.gen.stream(req, ids, on_text), rng))
         return len(job.prompt_ids)
@@ -222,7 +236,7 @@ class BatchEngine:
         mask = np.concatenate([self.mask, np.ones((B, 1), bool)], axis=1)
         t0 = time.perf_counter()
         with no_grad():
-            logits = self.lean.step(tokens, positions, mask, self.cache)
+            logits = self._decode(tokens, positions, mask)
         if self.on_step is not None:
             self.on_step(len(self.rows), time.perf_counter() - t0)
         self.mask = mask
@@ -235,8 +249,7 @@ class BatchEngine:
                 row.stream.cancel()
                 ended.append(row)
                 continue
-            row.token = int(self._select(row.job.req, logits[b:b + 1], row.rng, row.job.prompt_ids[row.index],
-                                         row.stream.tokens))
+            row.token = int(self._pick(row, logits[b:b + 1]))
             # the log-softmax of this row's own logits (before penalties), only for a row that streams them
             lp = None if row.stream.top is None else step_entry(logits[b], row.token, row.stream.top)
             if row.stream.push(row.token, lp):
@@ -245,6 +258,14 @@ class BatchEngine:
             self._finish(row)
         if ended:
             self._leave(ended)
+
+    def _decode(self, tokens: np.ndarray, positions: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """One batched decode step: every slot's next-token logits (slots, V)."""
+        return self.lean.step(tokens, positions, mask, self.cache)
+
+    def _pick(self, row: _Row, logits: np.ndarray) -> int:
+        """The row's next token after its logits (1, V), with its request's settings."""
+        return self._select(row.job.req, logits, row.rng, row.job.prompt_ids[row.index], row.stream.tokens)
 
     # ---- membership -----------------------------------------------------------------------------
     @staticmethod
