@@ -109,8 +109,13 @@ def test_seeded_sampling_alone_is_generate_s_on_either_path(checkpoint, model, m
     with running_app(_app(checkpoint, max_batch=max_batch)) as url:
         got = [httpx.post(url + "/v1/completions", json=body, timeout=120).json()["choices"][0]["text"]
                for _ in range(2)]
+        # vLLM's min_p on either path: generate's draws with the same setting
+        min_p = httpx.post(url + "/v1/completions", json={**body, "min_p": 0.2, "temperature": 1.5},
+                           timeout=120).json()["choices"][0]["text"]
     fg.manual_seed(11)
     assert got[0] == got[1] == _solo(model, PROMPTS[3], 20, do_sample=True, temperature=0.9, top_k=50)
+    fg.manual_seed(11)
+    assert min_p == _solo(model, PROMPTS[3], 20, do_sample=True, temperature=1.5, top_k=50, min_p=0.2)
 
 
 def test_batched_logits_equal_solo_logits_to_rounding(checkpoint, model):

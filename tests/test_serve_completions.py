@@ -148,6 +148,8 @@ def test_seeded_sampling_is_repeatable_and_is_generate_s(server, checkpoint):
     ({"prompt": "x", "temperature": "hot"}, 400, "temperature"),
     ({"prompt": "x", "top_p": 0}, 400, "top_p"),
     ({"prompt": "x", "top_k": 0}, 400, "top_k"),
+    ({"prompt": "x", "min_p": 1.5}, 400, "min_p"),
+    ({"prompt": "x", "min_p": "low"}, 400, "min_p"),
     ({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
     ({"prompt": "x", "stop": [""]}, 400, "stop"),
     ({"prompt": "x", "n": 17}, 400, "n"),

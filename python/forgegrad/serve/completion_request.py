@@ -6,7 +6,7 @@ temperature, top_p, seed, stop, stream, stream_options, model, user, n, presence
 logit_bias; for completions also logprobs, and echo, not while streaming: ``echo`` with ``max_tokens`` 0
 scores a text; for chat logprobs and top_logprobs) or accepted only at its default
 value (best_of, suffix; for chat also tools, tool_choice, response_format), so a client never gets
-silently different behaviour; ``top_k`` and ``repetition_penalty`` are vLLM's extensions. A field nobody
+silently different behaviour; ``top_k``, ``min_p`` and ``repetition_penalty`` are vLLM's extensions. A field nobody
 defines is refused by name (a typo such as ``max_token`` would otherwise fall back to the default
 unnoticed).
 """
@@ -26,14 +26,14 @@ Prompt = Union[str, List[int]]
 _DEFAULT_ONLY = {"best_of": (1, None), "suffix": (None,)}
 # presence_penalty, frequency_penalty and logit_bias as OpenAI's; repetition_penalty as vLLM's
 _PENALTIES = {"presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias"}
-_FIELDS = {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream",
+_FIELDS = {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "stream",
            "stream_options", "user", "logprobs", "echo", "n"} | set(_DEFAULT_ONLY) | _PENALTIES
 MAX_LOGPROBS = 5  # as OpenAI's completions
 MAX_N = 16  # choices per prompt: each is a decoding row
 MAX_TOP_LOGPROBS = 20  # as OpenAI's chat completions
 _CHAT_DEFAULT_ONLY = {"tools": (None, []), "tool_choice": (None, "none"), "response_format": (None, {"type": "text"})}
-_CHAT_FIELDS = ({"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "seed",
-                 "stop", "stream", "stream_options", "user", "n", "logprobs", "top_logprobs"}
+_CHAT_FIELDS = ({"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "min_p",
+                 "seed", "stop", "stream", "stream_options", "user", "n", "logprobs", "top_logprobs"}
                 | set(_CHAT_DEFAULT_ONLY) | _PENALTIES)
 ROLES = ("system", "developer", "user", "assistant")
 MAX_STOP = 4  # as OpenAI
@@ -96,6 +96,7 @@ class CompletionRequest:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: Optional[int] = None
+    min_p: Optional[float] = None  # vLLM's: drop tokens less likely than min_p times the most likely one
     seed: Optional[int] = None
     stop: List[str] = field(default_factory=list)
     stream: bool = False
@@ -242,6 +243,11 @@ def _sampling(obj: dict, req: CompletionRequest, served_name: str) -> Completion
         if not _is_int(v) or v < 1:
             raise _bad("top_k", "an integer >= 1, or -1 / null for none", v)
         req.top_k = int(v)
+    v = obj.get("min_p")
+    if v is not None:
+        if not _is_number(v) or not 0 <= v <= 1:
+            raise _bad("min_p", "a number in [0, 1] (0: none)", v)
+        req.min_p = float(v) or None
     v = obj.get("seed")
     if v is not None:
         if not _is_int(v):

@@ -230,7 +230,8 @@ class TextGenerator:
             # min_length stays off, as in the batched engine (an encoder-decoder's is the config's, as before)
             generate(self.model, [ids], max_new_tokens=req.max_tokens, do_sample=not req.greedy,
                      temperature=req.temperature if not req.greedy else 1.0, top_k=req.top_k,
-                     top_p=req.top_p if req.top_p < 1 else None, streamer=step, num_beams=1, num_return_sequences=1,
+                     top_p=req.top_p if req.top_p < 1 else None, min_p=req.min_p, streamer=step, num_beams=1,
+                     num_return_sequences=1,
                      logits_processor=penalize if req.penalties.active else None, eos_token_id=sorted(self.eos),
                      min_length=None if self.seq2seq else 0, on_logits=None if text.top is None else logits.append)
         except _Finished:

@@ -226,7 +226,7 @@ class BatchEngine:
         if req.penalties.active:
             logits = req.penalties.apply(logits, prompt, output)
         return select_next(logits, not req.greedy, req.temperature if not req.greedy else 1.0, req.top_k,
-                           req.top_p if req.top_p < 1 else None, rng)[0]
+                           req.top_p if req.top_p < 1 else None, rng, min_p=req.min_p)[0]
 
     def _step(self) -> None:
         slots = self.slots
