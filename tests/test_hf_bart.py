@@ -177,6 +177,24 @@ def test_lean_decode_step_is_the_tensor_decode(pair):
     check_lean_seq2seq_step(model, BartLeanStep, ids, mask, model.decoder.layers[0])
 
 
+@pytest.mark.parametrize("weights", ["bfloat16", "int8"])
+def test_lean_step_takes_bfloat16_and_int8_weights(pair, tmp_path, weights):
+    """A bfloat16 checkpoint loaded as stored (from_pretrained dtype="bfloat16": bfloat16 Linear layers and
+    embedding, the tied head its own layer on the same bits) and an int8 weight-only model: the lean step gives
+    their Tensor decode's logits and generate takes it."""
+    from forgegrad.models.hf._decode_seq2seq import BartLeanStep
+    from forgegrad.quantization import quantize_weight_only
+    hf, model, path = pair
+    if weights == "bfloat16":  # (a copy: the fixture's model stays float32 for the other tests)
+        import copy
+        copy.deepcopy(hf).to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+        model = from_pretrained(tmp_path / "bf16", dtype="bfloat16")
+    else:
+        model = quantize_weight_only(from_pretrained(path))
+    ids, mask, _ = _inputs()
+    check_lean_seq2seq_step(model, BartLeanStep, ids, mask, model.decoder.layers[0])
+
+
 def test_forced_first_token(pair, tmp_path):
     """forced_bos_token_id in config.json (bart-large-cnn's) makes the first generated token that one."""
     _, _, path = pair

@@ -72,6 +72,23 @@ def test_greedy_generation_is_transformers(pair):
     assert a[:, 0].tolist() == [0, 0, 0] and len(tokens) == a.shape[1] - 1
 
 
+@pytest.mark.parametrize("weights", ["bfloat16", "int8"])
+def test_lean_step_takes_bfloat16_and_int8_weights(pair, tmp_path, weights):
+    """bfloat16 layers and embedding (a bfloat16 checkpoint loaded as stored) and int8 weight-only layers: the lean
+    step gives their Tensor decode's logits and generate takes it."""
+    from forgegrad.models.hf._decode_seq2seq import T5LeanStep
+    from forgegrad.quantization import quantize_weight_only
+    hf, model, path = pair
+    if weights == "bfloat16":  # (a copy: the fixture's model stays float32 for the other tests)
+        import copy
+        copy.deepcopy(hf).to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+        model = from_pretrained(tmp_path / "bf16", dtype="bfloat16")
+    else:
+        model = quantize_weight_only(from_pretrained(path))
+    ids, mask, _ = _inputs()
+    check_lean_seq2seq_step(model, T5LeanStep, ids, mask, model.decoder.block[0].layer[2], new_tokens=15)
+
+
 def test_lean_decode_step_is_the_tensor_decode(pair):
     """The lean step gives the Tensor decode's logits at 20 steps on a right-padded batch; a forward pre-hook
     keeps generate on the Tensor path, with the same tokens."""

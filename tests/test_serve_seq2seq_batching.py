@@ -109,6 +109,29 @@ def test_concurrent_requests_decode_together_with_their_solo_tokens(pair):
         assert all(text.startswith("t5 ") for text, _ in got) and got[1][1] == lengths[1] - 1
 
 
+@pytest.mark.parametrize("weights", ["bfloat16", "int8"])
+def test_bfloat16_and_int8_weights_batch_too(pair, weights):
+    """--weights bfloat16 / int8: the lean step runs those layers, so their requests share decode steps too, each
+    with the tokens generate gives the same weights alone."""
+    from forgegrad.quantization import quantize_weight_only
+    path, model = pair
+    model = (from_pretrained(path, dtype="bfloat16") if weights == "bfloat16" else quantize_weight_only(model))
+    lengths = [12, 7, 9, 10]
+    want = [_solo(model, p, n) for p, n in zip(PROMPTS, lengths)]
+
+    async def burst(url):
+        async with httpx.AsyncClient(base_url=url, timeout=120) as c:
+            return await asyncio.gather(*(c.post("/v1/completions", json={"prompt": p, "max_tokens": n,
+                                                                            "temperature": 0})
+                                          for p, n in zip(PROMPTS, lengths)))
+
+    with running_app(_app(path, weights=weights)) as url:
+        got = [_answer(a) for a in asyncio.run(burst(url))]
+        steps, single = _shared_steps(url, path.name)
+    assert got == want
+    assert steps > 0 and single < steps, "no decode step ran more than one completion"
+
+
 def test_requests_join_a_running_batch(pair, monkeypatch):
     """A long completion streams; three requests join it one after another: into a new batch (a rebuild), into
     the slot the first of them freed, and with a source longer than the batch's (its encoder arrays widened).

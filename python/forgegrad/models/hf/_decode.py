@@ -102,6 +102,36 @@ def _bf16_embedding():
     return BF16Embedding
 
 
+def lean_linear(layer, x: np.ndarray, act: int = -1, types=None) -> np.ndarray:
+    """A Linear layer's GEMV (activation fused), or a weight-only layer's (``quantization.quantize_weight_only``
+    / ``from_pretrained(dtype="bfloat16")``: int8 streams a quarter of the bytes per token, bfloat16 half).
+    ``types``: (int8 weight-only, bfloat16) layer classes, resolved once by a caller that runs many GEMVs."""
+    weight_only, bf16 = types or (_weight_only_linear(), _bf16_linear())
+    bias = layer._parameters.get("bias")  # a tied head is the Embedding: no bias
+    bias = bias.numpy() if bias is not None else None
+    if isinstance(layer, (weight_only, bf16)):
+        if type(layer) is bf16:
+            y = _C.quant.linear_bf16(x, layer.weight.numpy(), bias)
+        else:
+            y = _C.quant.linear_weight_only(x, layer.weight.numpy(), layer.weight_scale.numpy(), bias)
+        if act != -1:
+            out = np.empty_like(y)
+            _C.activation.act_forward(act, y, out)
+            y = out
+        return y
+    return _C.gemm.linear(x, layer.weight.numpy(), bias, act, 0.0, packed_weight(layer))
+
+
+def weight_dtypes_are_lean(m, weight_only) -> bool:
+    """Whether module ``m``'s parameters are the float32 numpy arrays the lean steps read (an int8 weight-only
+    layer's weight: int8; the bfloat16 layers hold theirs as buffers)."""
+    for name, p in m._parameters.items():
+        want = np.int8 if type(m) is weight_only and name == "weight" else np.float32
+        if p is not None and (type(p._data) is not np.ndarray or p._data.dtype != want):
+            return False
+    return True
+
+
 def _rows(embedding, ids) -> np.ndarray:
     """Rows of an nn.Embedding's table, or a BF16Embedding's widened to float32."""
     w = embedding.weight.numpy()
@@ -135,12 +165,8 @@ def lean_path_applies(model) -> bool:
     plain = _plain_module_types()
     weight_only = plain[-1]
     for m in model.modules():
-        if type(m) not in plain or m.__dict__.get("_forward_pre_hooks"):
+        if type(m) not in plain or m.__dict__.get("_forward_pre_hooks") or not weight_dtypes_are_lean(m, weight_only):
             return False
-        for name, p in m._parameters.items():
-            want = np.int8 if type(m) is weight_only and name == "weight" else np.float32
-            if p is not None and (type(p._data) is not np.ndarray or p._data.dtype != want):
-                return False
     return True
 
 
@@ -351,20 +377,7 @@ class LeanDecoder:
 
     # --- Llama ---
     def _linear(self, layer, x, act=-1):
-        """A Linear layer's GEMV (activation fused), or a weight-only layer's
-        (``quantization.quantize_weight_only``: int8 streams a quarter of the bytes per token, bfloat16 half)."""
-        bias = layer.bias.numpy() if layer.bias is not None else None
-        if isinstance(layer, (self._weight_only, self._bf16)):
-            if type(layer) is self._bf16:
-                y = _C.quant.linear_bf16(x, layer.weight.numpy(), bias)
-            else:
-                y = _C.quant.linear_weight_only(x, layer.weight.numpy(), layer.weight_scale.numpy(), bias)
-            if act != -1:
-                out = np.empty_like(y)
-                _C.activation.act_forward(act, y, out)
-                y = out
-            return y
-        return _C.gemm.linear(x, layer.weight.numpy(), bias, act, 0.0, packed_weight(layer))
+        return lean_linear(layer, x, act, (self._weight_only, self._bf16))
 
     def _llama_layer(self, i, x, ctx, cache, length, mask):
         blk = self.model.model.layers[i]

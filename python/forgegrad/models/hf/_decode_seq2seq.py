@@ -21,8 +21,8 @@ import numpy as np
 
 from ... import _C
 from ...grad_mode import graph_free
-from ...nn.linear import packed_weight
-from ._decode import _GELU_TANH, _layer_norm, _rms_norm
+from ._decode import (_GELU_TANH, _bf16_embedding, _bf16_linear, _layer_norm, _rms_norm, _rows, _weight_only_linear,
+                      lean_linear, weight_dtypes_are_lean)
 
 __all__ = ["T5LeanStep", "BartLeanStep", "lean_seq2seq_step"]
 
@@ -33,7 +33,8 @@ def _plain_types() -> tuple:
     return (t5.T5ForConditionalGeneration, t5.T5Stack, t5.T5Block, t5.T5SubLayer, t5.T5Attention, t5.T5FeedForward,
             bart.BartForConditionalGeneration, bart.MarianMTModel, bart.MBartForConditionalGeneration,
             bart.M2M100ForConditionalGeneration, bart.BartStack, bart.BartLayer, bart.BartAttention,
-            nn.Linear, nn.RMSNorm, nn.LayerNorm, nn.Embedding, nn.Dropout, nn.ModuleList)
+            nn.Linear, nn.RMSNorm, nn.LayerNorm, nn.Embedding, nn.Dropout, nn.ModuleList, _bf16_linear(),
+            _bf16_embedding(), _weight_only_linear())
 
 
 def lean_seq2seq_step(model, cross, mask, cache):
@@ -50,23 +51,18 @@ def lean_seq2seq_step(model, cross, mask, cache):
 
 def lean_applies(model) -> bool:
     """Whether a lean step computes what the model's decode does: no graph to record, eval mode, only the module
-    types from_pretrained builds, no forward pre-hooks, float32 CPU parameters."""
+    types from_pretrained builds (bfloat16 ones too) or quantize_weight_only puts in, no forward pre-hooks, CPU
+    parameters of the dtypes those layers hold."""
     if not graph_free() or model.training:
         return False
     plain = _plain_types()
     for m in model.modules():
-        if type(m) not in plain or m.__dict__.get("_forward_pre_hooks"):
+        if type(m) not in plain or m.__dict__.get("_forward_pre_hooks") or not weight_dtypes_are_lean(m, plain[-1]):
             return False
-        for p in m._parameters.values():
-            if p is not None and (type(p._data) is not np.ndarray or p._data.dtype != np.float32):
-                return False
     return True
 
 
-def _linear(layer, x: np.ndarray, act: int = -1) -> np.ndarray:
-    bias = layer._parameters.get("bias")  # a tied head is the Embedding: no bias
-    bias = bias.numpy() if bias is not None else None
-    return _C.gemm.linear(x, layer.weight.numpy(), bias, act, 0.0, packed_weight(layer))
+_linear = lean_linear
 
 
 def _attend(q: np.ndarray, keys: np.ndarray, values: np.ndarray, bias: Optional[np.ndarray],
@@ -155,7 +151,7 @@ class T5LeanStep(_LeanStep):
         m, cache = self.model, self.cache
         dec = m.decoder
         p = self._next_place()
-        x = m.shared.weight.numpy()[np.asarray(tokens, np.int64)]  # (B, d)
+        x = _rows(m.shared, np.asarray(tokens, np.int64))  # (B, d)
         B, H = x.shape[0], self.heads
         # the query at place p over keys 0..p: the first layer's learned bias of each distance, (1, H, 1, p + 1)
         bias = self.table[self._bucket(np.arange(p + 1) - p)].T[None, :, None, :]
@@ -201,7 +197,7 @@ class BartLeanStep(_LeanStep):
         m, cache = self.model, self.cache
         dec = m.decoder
         p = self._next_place()
-        x = m.shared.weight.numpy()[np.asarray(tokens, np.int64)]
+        x = _rows(m.shared, np.asarray(tokens, np.int64))
         if m.embed_scale != 1.0:
             x = x * m.embed_scale
         tokens = np.asarray(tokens, np.int64)
