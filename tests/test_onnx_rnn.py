@@ -151,3 +151,53 @@ def test_bidirectional_with_initial_states(tmp_path, cls):
     nodes = onnx.load(str(path)).graph.node
     fused = [n for n in nodes if n.op_type == cls.__name__]
     assert len(fused) == 2 and all(len(n.input) >= 6 and n.input[5] for n in fused)  # initial_h given
+
+
+class LengthsHead(nn.Module):
+    """A padded batch with each sequence's length: the recurrent layer's outputs and final states."""
+
+    def __init__(self, rnn):
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x, lengths):
+        y, state = self.rnn(x, lengths=lengths)
+        return (y,) + (tuple(state) if isinstance(state, tuple) else (state,))
+
+
+@pytest.mark.parametrize("cls", [LSTM, GRU, RNN])
+@pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, True)])
+def test_variable_lengths_export_as_sequence_lens(tmp_path, cls, layers, bidirectional):
+    """lengths= (pack_padded_sequence's meaning) as a graph input: one LSTM/GRU/RNN node per layer (a bidirectional
+    one fused) with sequence_lens, not the example's segments; onnxruntime then equals forgegrad at other batch
+    sizes and lengths (outputs zero past a sequence, final states at its end, the reverse direction from its last
+    step), left-padded lengths included."""
+    fg.manual_seed(1)
+    model = LengthsHead(cls(5, 6, num_layers=layers, bidirectional=bidirectional, batch_first=True))
+    path = str(tmp_path / "lengths.onnx")
+    example = (fg.randn(3, 9, 5), fg.Tensor(np.array([9, 4, 6], np.int64)))
+    report = fonnx.export(model, example, path, input_names=["x", "lengths"],
+                          dynamic_axes={"x": {0: "batch", 1: "seq"}, "lengths": {0: "batch"}},
+                          verify_sizes=[{"batch": 1, "seq": 9}, {"batch": 6, "seq": 20}], rtol=1e-4, atol=1e-5)
+    assert report.ok
+    nodes = [n for n in onnx.load(path).graph.node if n.op_type in ("LSTM", "GRU", "RNN")]
+    assert len(nodes) == layers and all(len(n.input) > 4 and n.input[4] for n in nodes)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 12, 5)).astype(np.float32)
+    lengths = np.array([12, 1, 7, 3, 12], np.int64)
+    got = sess.run(None, {"x": x, "lengths": lengths})
+    with fg.no_grad():
+        want = model(fg.Tensor(x), fg.Tensor(lengths))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w.numpy(), rtol=1e-4, atol=1e-5)
+    assert not got[0][1, 1:].any()  # past the second sequence's single step
+
+
+def test_full_length_export_has_no_sequence_lens(tmp_path):
+    fg.manual_seed(1)
+    path = str(tmp_path / "plain.onnx")
+    fonnx.export(Head(LSTM(5, 6, batch_first=True)), fg.randn(3, 7, 5), path,
+                 dynamic_axes={"x": {0: "batch", 1: "seq"}})
+    (node,) = [n for n in onnx.load(path).graph.node if n.op_type == "LSTM"]
+    assert len(node.input) <= 4 or not node.input[4]

@@ -90,3 +90,14 @@ def trace():
 def recorder():
     """The active trace() recorder of this thread, or None."""
     return _state.__dict__.get("recorder")
+
+
+@contextlib.contextmanager
+def untraced():
+    """No recording inside (a recorded op that computes its result with other ops records only itself)."""
+    prev = _state.__dict__.get("recorder")
+    _state.recorder = None
+    try:
+        yield
+    finally:
+        _state.recorder = prev

@@ -19,7 +19,8 @@ import numpy as np
 from .. import devices
 from .._args import positive_int
 from .._validate import check_bool
-from ..autograd import graph_free
+from ..autograd import Function, graph_free
+from ..grad_mode import no_grad, recorder, untraced
 from ..ops.rnn import RecurrentLayerFunction, _recurrent_layer_inference
 from ..factories import cat, stack, zeros
 from ..tensor import Tensor
@@ -126,6 +127,28 @@ def _run_layer_lengths(mode, x, h0, c0, w, reverse, lengths):
     return y[:, inv], h_fin[inv], (c_fin[inv] if lstm else None)
 
 
+class RecurrentLayerWithLengths(Function):
+    """One layer and direction over variable-length sequences as one op, for an ONNX export: ``lengths`` (B,) is
+    an input, so the graph gets one LSTM / GRU / RNN node with ``sequence_lens`` instead of the segments the
+    eager path cuts at the example's lengths. The result is the eager path's (``_run_layer_lengths``). Recorded
+    only under ``trace()`` (no gradient)."""
+
+    @staticmethod
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, mode="lstm", reverse=False):
+        def wrap(a):
+            return None if a is None else Tensor._wrap(a)
+        with untraced(), no_grad():
+            y, h, c = _run_layer_lengths(mode, Tensor._wrap(x), wrap(h0), wrap(c0),
+                                         tuple(wrap(a) for a in (w_ih, w_hh, b_ih, b_hh)), reverse,
+                                         np.asarray(lengths, np.int64))
+        return (y._data, h._data, c._data) if mode == "lstm" else (y._data, h._data)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError("RecurrentLayerWithLengths is the export form of a recurrent layer with lengths: it has "
+                           "no gradient (training runs the per-segment ops)")
+
+
 def _state_rows(s, order, B, H, dtype):
     """Initial states reordered to the sorted batch (zeros in the input's dtype when not given)."""
     return zeros(B, H, dtype=dtype) if s is None else s[order]
@@ -220,10 +243,12 @@ class RNNBase(Module):
             if not batched:
                 h0 = h0.unsqueeze(1)
                 c0 = c0.unsqueeze(1) if c0 is not None else None
-        lens = None
+        lens = traced_lengths = None
         if lengths is not None:
             lens = _check_lengths(lengths, B, Tn, cls)
-            if np.all(lens == Tn):
+            if recorder() is not None:  # an ONNX export: the lengths become the nodes' sequence_lens input
+                traced_lengths = lengths if isinstance(lengths, Tensor) else Tensor._wrap(lens)
+            elif np.all(lens == Tn):
                 lens = None  # nothing is padded: the plain path is identical
         h_n: List[Tensor] = []
         c_n: List[Tensor] = []
@@ -234,7 +259,13 @@ class RNNBase(Module):
                 k = layer * D + d
                 hk = h0[k] if h0 is not None else None
                 ck = c0[k] if c0 is not None else None
-                y, hT, cT = _run_layer(self.mode, layer_in, hk, ck, self._layer_weights(layer, suffix), d == 1, lens)
+                w = self._layer_weights(layer, suffix)
+                if traced_lengths is not None:
+                    out = RecurrentLayerWithLengths.apply(layer_in, hk, ck, *w, traced_lengths, mode=self.mode,
+                                                          reverse=d == 1)
+                    y, hT, cT = out if lstm else (out[0], out[1], None)
+                else:
+                    y, hT, cT = _run_layer(self.mode, layer_in, hk, ck, w, d == 1, lens)
                 outs.append(y)
                 h_n.append(hT)
                 if lstm:

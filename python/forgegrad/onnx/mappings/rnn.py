@@ -38,6 +38,17 @@ def _reordered(ctx, op, arg, mode, H):
 
 @register(R.RecurrentLayerFunction)
 def map_recurrent_layer(ctx, op):
+    return _recurrent_node(ctx, op, None)  # sequence_lens left out: every sequence is full length
+
+
+def _map_with_lengths(ctx, op):
+    """A layer over variable-length sequences (nn.RNN/LSTM/GRU's ``lengths`` under an export): the node's
+    ``sequence_lens`` input, int32. onnxruntime then runs each sequence over its own steps, zero outputs past
+    them, the final state at its own end, the reverse direction from its last step, as forgegrad does."""
+    return _recurrent_node(ctx, op, op.input("lengths", np.int32))
+
+
+def _recurrent_node(ctx, op, sequence_lens):
     mode = op.attr("mode")
     w_hh = op.args["w_hh"]
     H = w_hh.shape[1]
@@ -56,7 +67,7 @@ def map_recurrent_layer(ctx, op):
     h0 = ctx.unsqueeze(op.input("h0"), [0]) if op.attr("h0") is not None else None
     c0 = ctx.unsqueeze(op.input("c0"), [0]) if op.attr("c0") is not None else None
     attrs = dict(hidden_size=H, direction="reverse" if op.attr("reverse") else "forward")
-    inputs = [op.input("x"), W, Rw, B, None, h0]  # sequence_lens left out: every sequence is full length
+    inputs = [op.input("x"), W, Rw, B, sequence_lens, h0]
     if mode == "lstm":
         inputs.append(c0)
         outs = ctx.node("LSTM", inputs, outputs=3, **attrs)
@@ -67,6 +78,14 @@ def map_recurrent_layer(ctx, op):
     y = ctx.squeeze(outs[0], [1])
     states = [ctx.squeeze(s, [0]) for s in outs[1:]]
     return [y] + states
+
+
+def _register_lengths_form():
+    from ...nn.rnn import RecurrentLayerWithLengths
+    register(RecurrentLayerWithLengths)(_map_with_lengths)
+
+
+_register_lengths_form()
 
 
 @register(R.EmbeddingFunction)
@@ -108,6 +127,13 @@ def fuse_bidirectional(ctx) -> None:
             consumers.setdefault(i, []).append(n)
     removed, added = set(), []
 
+    def same_value(a, b):  # the same tensor, or the same one cast the same way (each direction casts the lengths)
+        if a == b:
+            return True
+        pa, pb = producer.get(a), producer.get(b)
+        return (pa is not None and pb is not None and pa.op_type == pb.op_type == "Cast"
+                and list(pa.input) == list(pb.input) and _attrs(pa) == _attrs(pb))
+
     def squeeze_of(value, axis):
         users = consumers.get(value, [])
         if len(users) != 1 or users[0].op_type != "Squeeze" or _const_int_list(ctx, users[0].input[1]) != [axis]:
@@ -132,8 +158,8 @@ def fuse_bidirectional(ctx) -> None:
             continue
         fin = list(fw.input) + [""] * (8 - len(fw.input))
         rin = list(rv.input) + [""] * (8 - len(rv.input))
-        if any(bool(fin[k]) != bool(rin[k]) for k in range(3, 8)):  # optional inputs must match
-            continue
+        if any(bool(fin[k]) != bool(rin[k]) for k in range(3, 8)) or not same_value(fin[4], rin[4]):
+            continue  # optional inputs must match; sequence_lens must be the same lengths
         if any(id(n) in removed for n in (fw, rv, cat)):
             continue
 
@@ -143,7 +169,7 @@ def fuse_bidirectional(ctx) -> None:
                 return ctx.const(np.concatenate([a, b], axis=axis), hint=f"{fin[k]}.bidirectional")
             return ctx.node("Concat", [fin[k], rin[k]], axis=axis)
 
-        ins = [fin[0], both(1, 0), both(2, 0), both(3, 0) if fin[3] else "", "",
+        ins = [fin[0], both(1, 0), both(2, 0), both(3, 0) if fin[3] else "", fin[4],  # sequence_lens: one for both
                both(5, 0) if fin[5] else "", both(6, 0) if fin[6] else "", ""]
         while ins and not ins[-1]:
             ins.pop()
