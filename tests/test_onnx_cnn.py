@@ -12,6 +12,7 @@ import pytest
 import forgegrad as fg
 import forgegrad.onnx as fonnx
 from forgegrad import nn
+from forgegrad.nn import functional as F
 from forgegrad.nn import conv as NC
 from forgegrad.ops import normalization as ON
 from forgegrad.ops import pool as OP
@@ -93,3 +94,37 @@ def test_batch_norm_in_training_mode_is_reported(tmp_path):
     fn = lambda m, x: ON.BatchNormFunction.apply(x, None, None, None, None, training=True)  # noqa: E731
     with pytest.raises(fonnx.UnsupportedOpError, match="BatchNorm"):
         fonnx.export(Lambda(fn), x, str(tmp_path / "t.onnx"))
+
+
+def test_dynamic_image_sizes(tmp_path):
+    """Height and width as dynamic axes: convolutions (stride 2, dilation), ceil-mode max pooling, batch norm and a
+    global pool export once and run in onnxruntime at other (odd) image sizes as forgegrad does; adaptive pooling
+    to more than 1x1, whose windows follow the input size, is refused with a clear error instead of a graph that
+    is right at the example's size only."""
+    fg.manual_seed(0)
+    model = nn.Sequential(NC.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          NC.MaxPool2d(2, ceil_mode=True), NC.Conv2d(8, 6, 3, stride=2, dilation=2, padding=2),
+                          nn.ReLU(), NC.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4))
+    model.eval()
+    axes = {"input": {0: "batch", 2: "height", 3: "width"}}
+    sizes = [{"batch": 1, "height": 9, "width": 13}, {"batch": 3, "height": 31, "width": 24}]
+    report = fonnx.export(model, fg.randn(2, 3, 16, 20), str(tmp_path / "dyn.onnx"), dynamic_axes=axes,
+                          verify_sizes=sizes)
+    assert report.ok and [r.sizes for r in report.runs][1:] == sizes
+    (inp,) = onnx.load(str(tmp_path / "dyn.onnx")).graph.input
+    assert [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim] == ["batch", 3, "height", "width"]
+    fixed = nn.Sequential(NC.Conv2d(3, 4, 3), NC.AdaptiveAvgPool2d((3, 2)))
+    with pytest.raises(fonnx.UnsupportedOpError, match=r"adaptive pooling to \(3, 2\) over dynamic spatial axes"):
+        fonnx.export(fixed, fg.randn(2, 3, 16, 20), str(tmp_path / "adaptive.onnx"), dynamic_axes=axes,
+                     verify_sizes=sizes)
+    assert fonnx.export(fixed, fg.randn(2, 3, 16, 20), str(tmp_path / "static.onnx"),
+                        dynamic_axes={"input": {0: "batch"}}).ok
+    # max pooling's indices (per (H, W) plane, as torch's) at other image sizes
+    indices = Lambda(lambda m, x: F.max_pool2d(x, 3, stride=2, ceil_mode=True, return_indices=True))
+    assert fonnx.export(indices, fg.randn(2, 3, 16, 20), str(tmp_path / "idx.onnx"), dynamic_axes=axes,
+                        verify_sizes=sizes).ok
+    for pool, match in ((NC.MaxPool2d(2, stride=3, ceil_mode=True), "window can start in the right padding"),
+                        (NC.AvgPool2d(3, stride=2, ceil_mode=True), "avg_pool2d with ceil_mode over dynamic")):
+        with pytest.raises(fonnx.UnsupportedOpError, match=match):
+            fonnx.export(pool, fg.randn(2, 3, 16, 20), str(tmp_path / "pool.onnx"), dynamic_axes=axes,
+                         verify_sizes=sizes)

@@ -33,17 +33,30 @@ def map_conv(ctx, op):
                       _arg(op, "groups", default=1), tuple(op.args[xn].shape[2:]))]
 
 
+def _spatial_sizes(op, xn):
+    """The input's (H, W) in each trace: more than one when the spatial axes are dynamic."""
+    return {tuple(op.args[xn].shape[2:])} | {tuple(args[xn].shape[2:]) for args in (op.args_b, op.args_c)
+                                             if args.get(xn) is not None}
+
+
 def map_max_pool(ctx, op):
     xn = _x(op)
     hw = tuple(op.args[xn].shape[2:])
+    dynamic = len(_spatial_sizes(op, xn)) > 1
     y = CE.max_pool2d(ctx, op.input(xn), hw, _arg(op, "kernel_size"), _arg(op, "stride"),
                       _arg(op, "padding", default=0), _arg(op, "dilation", default=1),
-                      bool(_arg(op, "ceil_mode", default=False)), with_indices=len(op.outputs) == 2)
+                      bool(_arg(op, "ceil_mode", default=False)), with_indices=len(op.outputs) == 2,
+                      dynamic=dynamic, unsupported=op.unsupported)
     if len(op.outputs) == 2:  # (values, indices)
         vals, idx = y
         # ONNX's indices count over the whole NCHW tensor, torch's within each (H, W) plane
         import numpy as np
-        return [vals, ctx.node("Mod", [idx, ctx.const(np.int64(hw[0] * hw[1]))])]
+        if dynamic:  # H * W read off the input's shape
+            plane = ctx.node("Slice", [ctx.node("Shape", [op.input(xn)]), ctx.ints([2]), ctx.ints([4]), ctx.ints([0])])
+            area = ctx.reduce("ReduceProd", plane, [0], True)
+        else:
+            area = ctx.const(np.int64(hw[0] * hw[1]))
+        return [vals, ctx.node("Mod", [idx, area])]
     return [y]
 
 
@@ -53,14 +66,22 @@ def map_avg_pool(ctx, op):
                           _arg(op, "stride"), _arg(op, "padding", default=0),
                           bool(_arg(op, "ceil_mode", default=False)),
                           bool(_arg(op, "count_include_pad", default=True)), _arg(op, "divisor_override"),
-                          unsupported=op.unsupported)]
+                          unsupported=op.unsupported, dynamic=len(_spatial_sizes(op, xn)) > 1)]
 
 
 def _adaptive(reduce_op):
     def mapping(ctx, op):
         xn = _x(op)
-        return [CE.adaptive_pool2d(ctx, op.input(xn), tuple(op.args[xn].shape[2:]), _arg(op, "output_size"),
-                                   reduce_op)]
+        hw = tuple(op.args[xn].shape[2:])
+        sizes = _spatial_sizes(op, xn)
+        out = _arg(op, "output_size")
+        keeps = out is None or (isinstance(out, (tuple, list)) and all(o is None for o in out))
+        if len(sizes) > 1 and not keeps and CE.geometry.adaptive_output_size(out, hw, "adaptive_pool2d") != (1, 1):
+            # its windows (or strides) follow the input's size, which ONNX's pools take as constants
+            raise op.unsupported(f"adaptive pooling to {out} over dynamic spatial axes (traced at {sorted(sizes)}): "
+                                 "its windows depend on the input size; pool to 1x1 (a global pool), or make the "
+                                 "spatial axes static")
+        return [CE.adaptive_pool2d(ctx, op.input(xn), hw, out, reduce_op)]
     return mapping
 
 

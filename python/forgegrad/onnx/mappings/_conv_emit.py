@@ -50,22 +50,35 @@ def _pool(ctx, op_type, x, kernel, stride, pads, dilation, in_hw, out_hw, output
 
 
 def max_pool2d(ctx, x: str, in_hw, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               with_indices: bool = False):
-    """MaxPool; with_indices also returns ONNX's Indices output (flat NCHW positions)."""
+               with_indices: bool = False, dynamic: bool = False, unsupported=None):
+    """MaxPool; with_indices also returns ONNX's Indices output (flat NCHW positions). ``dynamic``: the
+    spatial axes are dynamic, so a ceil-mode pool cannot take extra padding sized at the example's size: it
+    takes ONNX's ceil_mode attribute, which counts windows as torch does wherever no window can start in the
+    right padding (stride + padding <= the dilated kernel)."""
     kernel, stride, p, dilation, shape = geometry.pool2d_geometry((1, 1) + tuple(in_hw), kernel_size, stride, padding,
                                                                   dilation, ceil_mode, owner="MaxPool")
     attrs = {}
     if dilation != (1, 1):
         attrs["dilations"] = list(dilation)
+    if ceil_mode and dynamic:
+        if any(stride[i] + p[i] > dilation[i] * (kernel[i] - 1) + 1 for i in range(2)):
+            raise unsupported("max_pool2d with ceil_mode over dynamic spatial axes where a window can start in the "
+                              "right padding (stride + padding > kernel): ONNX's ceil_mode counts that window, "
+                              "torch does not; make the spatial axes static")
+        return ctx.node("MaxPool", [x], outputs=2 if with_indices else 1, kernel_shape=list(kernel),
+                        strides=list(stride), pads=list(p + p), ceil_mode=1, **attrs)
     return _pool(ctx, "MaxPool", x, kernel, stride, p + p, dilation, in_hw, shape[2:],
                  outputs=2 if with_indices else 1, **attrs)
 
 
 def avg_pool2d(ctx, x: str, in_hw, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-               divisor_override=None, unsupported=None) -> str:
+               divisor_override=None, unsupported=None, dynamic: bool = False) -> str:
     kernel, stride, p, _, shape = geometry.pool2d_geometry((1, 1) + tuple(in_hw), kernel_size, stride, padding, 1,
                                                            ceil_mode, owner="AveragePool")
     out_hw, pads = shape[2:], p + p
+    if ceil_mode and dynamic:
+        raise unsupported("avg_pool2d with ceil_mode over dynamic spatial axes: the partial last window's divisor "
+                          "follows the input size; make the spatial axes static")
     if ceil_mode and count_include_pad:
         # torch divides a window that runs past the padded input by its size clipped to the padded
         # input: pad the input explicitly with zeros, then pool with count_include_pad=0 on top of
