@@ -187,15 +187,28 @@ def test_exports_to_onnx_with_dynamic_axes(checkpoints, tmp_path, name):
         np.testing.assert_allclose(got, models[name](torch.tensor(IDS)).logits.numpy(), rtol=1e-4, atol=1e-4)
 
 
-def test_onnx_export_of_a_sliding_window_longrope_or_dynamic_rope_refuses(checkpoints, tmp_path):
+@pytest.mark.parametrize("name", ["mistral", "gemma2", "phi3_longrope", "llama_dynamic"])
+def test_plain_export_of_sliding_window_and_length_scaled_ropes(checkpoints, tmp_path, name):
+    """The plain forward (input_ids only) of a sliding-window model (Mistral's on every layer, Gemma 2's on one) and of
+    longrope / dynamic-rope models exports with the windows and the frequencies computed from the input's length:
+    at lengths inside and past the window / original context (4 and 14 tokens), onnxruntime's logits are
+    transformers' (a fresh model for the dynamic rope, which keeps the longest length it has seen)."""
+    ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from forgegrad.onnx import OnnxExportError, export
-    root, _ = checkpoints
-    with pytest.raises(OnnxExportError, match="does not support sliding-window attention.*export_with_past exports it"):
-        export(from_pretrained(root / "mistral"), IDS[:1], str(tmp_path / "m.onnx"))
-    for name in ("phi3_longrope", "llama_dynamic"):
-        with pytest.raises(OnnxExportError, match="does not support a longrope or dynamic rope.*export_with_past"):
-            export(from_pretrained(root / name), IDS[:1], str(tmp_path / "p.onnx"))
+    from forgegrad.onnx import export
+    root, models = checkpoints
+    path = str(tmp_path / "w.onnx")
+    export(from_pretrained(root / name), IDS[:1, :7], path, input_names=["input_ids"],
+           dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}}, rtol=1e-4, atol=1e-4,
+           verify_sizes=[{"batch": 2, "tokens": 3}, {"batch": 1, "tokens": 12}])
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    ids = np.random.RandomState(7).randint(0, VOCAB, (2, 14))
+    for length in (4, 14):
+        hf = type(models[name]).from_pretrained(root / name).eval() if name == "llama_dynamic" else models[name]
+        with torch.no_grad():
+            want = hf(torch.tensor(ids[:, :length])).logits.numpy()
+        np.testing.assert_allclose(sess.run(None, {"input_ids": ids[:, :length]})[0], want, rtol=1e-4, atol=1e-4,
+                                   err_msg=f"{length} tokens")
 
 
 def test_unsupported_architecture_lists_the_new_ones(checkpoints, tmp_path):

@@ -87,13 +87,17 @@ class PastKeyValues:
     by concatenation: the form an exported graph takes them in (``past_key_values.<i>.key`` inputs,
     ``present.<i>.key`` outputs), where a preallocated KVCache written in place cannot be traced."""
 
-    def __init__(self, keys: List[Tensor], values: List[Tensor]):
+    def __init__(self, keys: List[Optional[Tensor]], values: List[Optional[Tensor]]):
+        """None for a layer with no past (a plain forward's export: the new keys are the whole cache)."""
         self.keys, self.values = list(keys), list(values)
-        self.length = keys[0].shape[2] if keys else 0
+        self.length = keys[0].shape[2] if keys and keys[0] is not None else 0
 
     def update(self, layer: int, k: Tensor, v: Tensor):
-        self.keys[layer] = cat([self.keys[layer], k], dim=2)
-        self.values[layer] = cat([self.values[layer], v], dim=2)
+        if self.keys[layer] is None:
+            self.keys[layer], self.values[layer] = k, v
+        else:
+            self.keys[layer] = cat([self.keys[layer], k], dim=2)
+            self.values[layer] = cat([self.values[layer], v], dim=2)
         return self.keys[layer], self.values[layer]
 
     def advance(self, t: int) -> None:

@@ -15,8 +15,8 @@ from ... import grad_mode, nn
 from ...nn import functional as F
 from ...tensor import Tensor
 from ._decode import LeanDecoder, lean_prefill
-from ._layers import (KVCache, LengthScaledRope, RotaryEmbedding, activation, additive_mask, attend, config_probability,
-                      ids_array, mask_array, merge_heads, split_heads)
+from ._layers import (KVCache, LengthScaledRope, PastKeyValues, RotaryEmbedding, activation, additive_mask, attend,
+                      config_probability, ids_array, mask_array, merge_heads, split_heads)
 from ._rope import rope_from_config
 
 __all__ = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM"]
@@ -188,15 +188,11 @@ class LlamaForCausalLM(nn.Module):
         B, T = ids.shape
         past = cache.length if cache is not None else 0
         pad = mask_array(attention_mask, "LlamaForCausalLM", (B, past + T))
-        if grad_mode.recorder() is not None:
-            if any(w is not None for w in self.sliding_windows):
-                raise NotImplementedError(f"{type(self).__name__}: the plain forward's export does not support "
-                                          "sliding-window attention (the traced graph would attend to every earlier "
-                                          "key); export_with_past exports it")
-            if isinstance(self.rotary, LengthScaledRope):  # longrope, dynamic
-                raise NotImplementedError(f"{type(self).__name__}: the plain forward's export does not support a "
-                                          "longrope or dynamic rope (the traced graph would keep one set of "
-                                          "frequencies at every length); export_with_past exports it")
+        if grad_mode.recorder() is not None and (any(w is not None for w in self.sliding_windows)
+                                                 or isinstance(self.rotary, LengthScaledRope)):
+            # an export of a sliding-window or length-scaled-rope model: the masks and frequencies as ops of the
+            # input (export_with_past's graph with no past), not the example's
+            return self._export_forward(input_ids, attention_mask, position_ids, cache, logits_to_keep)
         if past == 0 and self.fused_prefill and not self.windows_matter(T) and lean_prefill(self, pad, position_ids, T):
             return Tensor._wrap(LeanDecoder(self).prefill(ids, cache, logits_to_keep))
         if position_ids is None:
@@ -230,6 +226,16 @@ class LlamaForCausalLM(nn.Module):
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
         return self._finish(F.linear(x, self.model.embed_tokens.weight) if self.tied else self.lm_head(x))
+
+    def _export_forward(self, input_ids, attention_mask, position_ids, cache, logits_to_keep):
+        from .onnx_export import graph_logits
+        if cache is not None or position_ids is not None or not isinstance(input_ids, Tensor):
+            raise NotImplementedError(f"{type(self).__name__}: an export of a sliding-window or longrope / dynamic "
+                                      "rope model takes input_ids (and attention_mask) as graph inputs, without "
+                                      "a cache or position_ids (export_with_past exports the cache)")
+        mask = attention_mask if isinstance(attention_mask, Tensor) else input_ids * 0 + 1
+        fresh = PastKeyValues([None] * len(self.model.layers), [None] * len(self.model.layers))
+        return graph_logits(self, input_ids, mask, fresh, logits_to_keep)
 
     @staticmethod
     def from_hf(tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:

@@ -55,22 +55,27 @@ class DecoderWithPast(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, *past: Tensor):
         cache = PastKeyValues(list(past[0::2]), list(past[1::2]))
-        first_new = cache.length  # the new tokens' columns of the mask start here
-        mask = attention_mask.float()  # (B, past + T), 1 for a token
-        place = key_places(mask)  # each column's index 0 .. past + T - 1
-        # transformers' position ids: the tokens before this one; padding at 1 (never read)
-        positions = (mask.cumsum(-1) - 1) * mask + (1 - mask)
-        # a new token (row) may look at the keys (columns) up to its own place that are not padding, and
-        # in a layer with a sliding window only at the last ``window`` places (padding counted, as transformers)
-        keys, queries = place.unsqueeze(1), place[:, first_new:].unsqueeze(2)
-        allowed = (keys <= queries).float() * mask.unsqueeze(1)
-        biases = {}
-        for window in set(self.decoder.sliding_windows) | {None}:
-            near = allowed if window is None else allowed * ((queries - keys) < window).float()
-            biases[window] = ((near - 1) * FLOAT32_MAX).unsqueeze(1)  # (B, 1, T, past + T): 0 or float32's min
-        logits = self.decoder.forward_graph(input_ids, positions[:, first_new:].long(), biases, cache,
-                                            self.logits_to_keep)
+        logits = graph_logits(self.decoder, input_ids, attention_mask, cache, self.logits_to_keep)
         return (logits, *(t for kv in zip(cache.keys, cache.values) for t in kv))
+
+
+def graph_logits(model, input_ids: Tensor, attention_mask: Tensor, cache: PastKeyValues, logits_to_keep: int = 0):
+    """``model.forward_graph`` with the positions and attention biases computed from the mask as Tensor ops (what
+    an exported graph computes from its inputs), extending ``cache``."""
+    first_new = cache.length  # the new tokens' columns of the mask start here
+    mask = attention_mask.float()  # (B, past + T), 1 for a token
+    place = key_places(mask)  # each column's index 0 .. past + T - 1
+    # transformers' position ids: the tokens before this one; padding at 1 (never read)
+    positions = (mask.cumsum(-1) - 1) * mask + (1 - mask)
+    # a new token (row) may look at the keys (columns) up to its own place that are not padding, and
+    # in a layer with a sliding window only at the last ``window`` places (padding counted, as transformers)
+    keys, queries = place.unsqueeze(1), place[:, first_new:].unsqueeze(2)
+    allowed = (keys <= queries).float() * mask.unsqueeze(1)
+    biases = {}
+    for window in set(model.sliding_windows) | {None}:
+        near = allowed if window is None else allowed * ((queries - keys) < window).float()
+        biases[window] = ((near - 1) * FLOAT32_MAX).unsqueeze(1)  # (B, 1, T, past + T): 0 or float32's min
+    return model.forward_graph(input_ids, positions[:, first_new:].long(), biases, cache, logits_to_keep)
 
 
 def _layers(model) -> int:
