@@ -176,6 +176,21 @@ def seq2seq_logits(hf, ids, mask, dec):
                   decoder_input_ids=torch.tensor(dec)).logits.numpy()
 
 
+def weight_variant(hf, path, weights: str, tmp_path):
+    """forgegrad's model of ``hf``'s checkpoint at ``path`` with ``weights``: "bfloat16" (a copy of ``hf`` saved in
+    bfloat16, loaded as stored; ``hf`` itself stays float32) or "int8" (quantize_weight_only)."""
+    import copy
+
+    import torch
+
+    from forgegrad.models import from_pretrained
+    from forgegrad.quantization import quantize_weight_only
+    if weights == "bfloat16":
+        copy.deepcopy(hf).to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+        return from_pretrained(tmp_path / "bf16", dtype="bfloat16")
+    return quantize_weight_only(from_pretrained(path))
+
+
 def seq2seq_gradients(hf, model, ids, mask, dec, seed=1):
     """(forgegrad's parameters, transformers' float64 copy's parameters), each with the gradient of the same
     random weighted sum of its logits, both in training mode."""

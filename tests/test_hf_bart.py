@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-from hf_conformance import check_lean_seq2seq_step, seq2seq_gradients, seq2seq_logits  # noqa: E402
+from hf_conformance import check_lean_seq2seq_step, seq2seq_gradients, seq2seq_logits, weight_variant  # noqa: E402
 
 VOCAB = 120
 
@@ -183,14 +183,8 @@ def test_lean_step_takes_bfloat16_and_int8_weights(pair, tmp_path, weights):
     embedding, the tied head its own layer on the same bits) and an int8 weight-only model: the lean step gives
     their Tensor decode's logits and generate takes it."""
     from forgegrad.models.hf._decode_seq2seq import BartLeanStep
-    from forgegrad.quantization import quantize_weight_only
-    hf, model, path = pair
-    if weights == "bfloat16":  # (a copy: the fixture's model stays float32 for the other tests)
-        import copy
-        copy.deepcopy(hf).to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
-        model = from_pretrained(tmp_path / "bf16", dtype="bfloat16")
-    else:
-        model = quantize_weight_only(from_pretrained(path))
+    hf, _, path = pair
+    model = weight_variant(hf, path, weights, tmp_path)
     ids, mask, _ = _inputs()
     check_lean_seq2seq_step(model, BartLeanStep, ids, mask, model.decoder.layers[0])
 

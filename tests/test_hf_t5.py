@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-from hf_conformance import check_lean_seq2seq_step, seq2seq_gradients, seq2seq_logits  # noqa: E402
+from hf_conformance import check_lean_seq2seq_step, seq2seq_gradients, seq2seq_logits, weight_variant  # noqa: E402
 
 VOCAB = 120
 
@@ -77,14 +77,8 @@ def test_lean_step_takes_bfloat16_and_int8_weights(pair, tmp_path, weights):
     """bfloat16 layers and embedding (a bfloat16 checkpoint loaded as stored) and int8 weight-only layers: the lean
     step gives their Tensor decode's logits and generate takes it."""
     from forgegrad.models.hf._decode_seq2seq import T5LeanStep
-    from forgegrad.quantization import quantize_weight_only
-    hf, model, path = pair
-    if weights == "bfloat16":  # (a copy: the fixture's model stays float32 for the other tests)
-        import copy
-        copy.deepcopy(hf).to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
-        model = from_pretrained(tmp_path / "bf16", dtype="bfloat16")
-    else:
-        model = quantize_weight_only(from_pretrained(path))
+    hf, _, path = pair
+    model = weight_variant(hf, path, weights, tmp_path)
     ids, mask, _ = _inputs()
     check_lean_seq2seq_step(model, T5LeanStep, ids, mask, model.decoder.block[0].layer[2], new_tokens=15)
 
