@@ -153,7 +153,7 @@ def test_seeded_sampling_is_repeatable_and_is_generate_s(server, checkpoint):
     ({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
     ({"prompt": "x", "stop": [""]}, 400, "stop"),
     ({"prompt": "x", "n": 17}, 400, "n"),
-    ({"prompt": "x", "best_of": 2}, 400, "best_of"),
+    ({"prompt": "x", "best_of": 1, "n": 2}, 400, "best_of"),
     ({"prompt": "x", "presence_penalty": -3}, 400, "presence_penalty"),
     ({"prompt": "x", "n": True}, 400, "n"),
     ({"prompt": "x", "logprobs": 6}, 400, "logprobs"),

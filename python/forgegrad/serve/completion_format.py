@@ -9,7 +9,7 @@ from typing import List, Optional
 
 
 def usage(results, n: int = 1) -> dict:
-    """Token counts; a prompt with n choices counts once."""
+    """Token counts; a prompt with n rows (choices, or best_of candidates: all of them count) counts once."""
     p = sum(r.prompt_tokens for r in results[::n])
     c = sum(r.completion_tokens for r in results)
     return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
@@ -33,12 +33,14 @@ class TextShape:
     def _choice(self, index: int, text: str, finish: Optional[str]) -> dict:
         return {"index": index, "text": text, "finish_reason": finish, "logprobs": None}
 
-    def response(self, results) -> dict:
+    def response(self, results, counted=None) -> dict:
+        """The answer with ``results`` as its choices; ``counted``: what usage counts (default the results;
+        best_of: every candidate generated, ``self.n`` of them per prompt)."""
         choices = [self._choice(i, r.text, r.finish_reason) for i, r in enumerate(results)]
         for choice, r in zip(choices, results):
             choice["logprobs"] = r.logprobs
         out = self._head(self.object, choices)
-        out["usage"] = usage(results, self.n)
+        out["usage"] = usage(results if counted is None else counted, self.n)
         return out
 
     def opening(self, index: int) -> Optional[dict]:
@@ -64,11 +66,11 @@ class ChatShape(TextShape):
     """/v1/chat/completions: the assistant's message, or its deltas."""
     object, chunk_object, prefix = "chat.completion", "chat.completion.chunk", "chatcmpl-"
 
-    def response(self, results) -> dict:
+    def response(self, results, counted=None) -> dict:
         choices = [{"index": i, "message": {"role": "assistant", "content": r.text}, "finish_reason": r.finish_reason,
                     "logprobs": r.logprobs} for i, r in enumerate(results)]
         out = self._head(self.object, choices)
-        out["usage"] = usage(results, self.n)
+        out["usage"] = usage(results if counted is None else counted, self.n)
         return out
 
     def _delta(self, index: int, delta: dict, finish: Optional[str], logprobs: Optional[dict] = None) -> dict:

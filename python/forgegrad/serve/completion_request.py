@@ -3,9 +3,9 @@ field by field.
 
 Every field OpenAI defines is either honoured (prompt or messages, max_tokens / max_completion_tokens,
 temperature, top_p, seed, stop, stream, stream_options, model, user, n, presence_penalty, frequency_penalty,
-logit_bias; for completions also logprobs, and echo, not while streaming: ``echo`` with ``max_tokens`` 0
-scores a text; for chat logprobs and top_logprobs) or accepted only at its default
-value (best_of, suffix; for chat also tools, tool_choice, response_format), so a client never gets
+logit_bias; for completions also logprobs, best_of (not with stream: true unless equal to n), and echo, not while
+streaming: ``echo`` with ``max_tokens`` 0 scores a text; for chat logprobs and top_logprobs) or accepted only at its
+default value (suffix; for chat also tools, tool_choice, response_format), so a client never gets
 silently different behaviour; ``top_k``, ``min_p`` and ``repetition_penalty`` are vLLM's extensions. A field nobody
 defines is refused by name (a typo such as ``max_token`` would otherwise fall back to the default
 unnoticed).
@@ -23,13 +23,13 @@ from ._errors import ServeError
 Prompt = Union[str, List[int]]
 
 # accepted only at these values (OpenAI's defaults): what forgegrad does not implement
-_DEFAULT_ONLY = {"best_of": (1, None), "suffix": (None,)}
+_DEFAULT_ONLY = {"suffix": (None,)}
 # presence_penalty, frequency_penalty and logit_bias as OpenAI's; repetition_penalty as vLLM's
 _PENALTIES = {"presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias"}
 _FIELDS = {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "stream",
-           "stream_options", "user", "logprobs", "echo", "n"} | set(_DEFAULT_ONLY) | _PENALTIES
+           "stream_options", "user", "logprobs", "echo", "n", "best_of"} | set(_DEFAULT_ONLY) | _PENALTIES
 MAX_LOGPROBS = 5  # as OpenAI's completions
-MAX_N = 16  # choices per prompt: each is a decoding row
+MAX_N = 16  # choices (and best_of candidates) per prompt: each is a decoding row
 MAX_TOP_LOGPROBS = 20  # as OpenAI's chat completions
 _CHAT_DEFAULT_ONLY = {"tools": (None, []), "tool_choice": (None, "none"), "response_format": (None, {"type": "text"})}
 _CHAT_FIELDS = ({"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "min_p",
@@ -106,11 +106,23 @@ class CompletionRequest:
     echo: bool = False  # completions: the prompt's tokens come back too (with their log-probabilities)
     penalties: RequestPenalties = field(default_factory=RequestPenalties)
     n: int = 1  # choices per prompt (choice i of the response continues prompt i // n)
+    best_of: Optional[int] = None  # completions: candidates generated per prompt, the n most likely returned
 
     @property
     def greedy(self) -> bool:
         """temperature 0 is greedy decoding (OpenAI's convention; top_p and top_k then do nothing)."""
         return self.temperature == 0
+
+    @property
+    def candidates(self) -> int:
+        """Rows generated per prompt: ``best_of`` when given, else ``n``. Greedy candidates would all be the
+        same text, so greedy decoding generates only the ``n`` returned."""
+        return self.n if self.best_of is None or self.greedy else self.best_of
+
+    @property
+    def ranked(self) -> bool:
+        """Whether the candidates are ranked by their cumulative log-probability (best_of, not streamed)."""
+        return self.best_of is not None and self.candidates > 1 and not self.stream and self.max_tokens > 0
 
 
 def _prompts(value) -> List[Prompt]:
@@ -189,6 +201,17 @@ def parse(body: bytes, served_name: str) -> CompletionRequest:
         req = _sampling(obj, req, served_name)
     if req.stream and req.echo:
         raise CompletionError(400, "echo is not supported with stream: true", "echo")
+    v = obj.get("best_of")
+    if v is not None:
+        if not _is_int(v) or not 1 <= v <= MAX_N:
+            raise _bad("best_of", f"an integer in [1, {MAX_N}] or null", v)
+        if v < req.n:
+            raise CompletionError(400, f"best_of must be greater than or equal to n, got best_of {v} and n {req.n}",
+                                  "best_of")
+        if req.stream and v > req.n:  # as OpenAI: the candidates are ranked once they are all done
+            raise CompletionError(400, "best_of greater than n is not supported with stream: true", "best_of")
+        # scoring a text (echo, max_tokens 0) generates nothing: its n choices are the prompt's
+        req.best_of = int(v) if req.max_tokens > 0 else None
     return req
 
 
@@ -281,11 +304,12 @@ def _sampling(obj: dict, req: CompletionRequest, served_name: str) -> Completion
 
 
 def choice_seed(req: CompletionRequest, index: int) -> Optional[int]:
-    """The seed of choice ``index`` of a seeded request: ``seed`` itself for each prompt's first choice
-    (as a request with n = 1 gets), a seed derived from it for the others, so they differ."""
+    """The seed of row ``index`` (choice, or best_of candidate: ``req.candidates`` rows a prompt) of a seeded
+    request: ``seed`` itself for each prompt's first row (as a request with n = 1 gets), a seed derived from it for
+    the others, so they differ (best_of = k's candidates are n = k's choices)."""
     if req.seed is None:
         return None
-    j = index % req.n
+    j = index % req.candidates
     if j == 0:
         return req.seed
     import numpy as np

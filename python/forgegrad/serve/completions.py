@@ -45,7 +45,8 @@ from .completion_request import CompletionError, CompletionRequest, Prompt, choi
 from .generation_batch import BatchEngine, Job, batching_applies
 from .seq2seq_batch import Seq2SeqBatchEngine
 from .text_stream import Completion, TextStream
-from .token_logprobs import StreamLogprobs, chat_logprobs, completion_logprobs, entry, log_softmax, step_entry
+from .token_logprobs import (StreamLogprobs, chat_logprobs, completion_logprobs, entry, log_softmax, step_entry,
+                             token_logprob)
 
 log = logging.getLogger("forgegrad.serve")
 WEIGHTS = ("float32", "bfloat16", "int8")
@@ -194,7 +195,7 @@ class TextGenerator:
         asks for them (``stream.top`` not None: the decoder then passes ``push`` the entries)."""
         top = req.logprobs if (on_text is not None and req.logprobs is not None) else None
         return TextStream(self.tokenizer, self.eos, req.stop, req.max_tokens, len(ids), on_text,
-                          skip_special_tokens=self.seq2seq, top=top)
+                          skip_special_tokens=self.seq2seq, top=top, ranked=req.ranked)
 
     def prompt_chars(self, ids: List[int]) -> int:
         """Where a completion's text starts in prompt + completion (the logprobs' ``text_offset``)."""
@@ -214,7 +215,10 @@ class TextGenerator:
                 text.cancel()
                 raise _Finished
             token = int(tokens[0])
-            if text.push(token, None if text.top is None else step_entry(logits.pop()[0], token, text.top)):
+            raw = logits.pop()[0] if logits else None
+            lp = None if text.top is None else step_entry(raw, token, text.top)
+            value = None if not text.ranked else lp.logprob if lp is not None else token_logprob(raw, token)
+            if text.push(token, lp, value):
                 raise _Finished
 
         start = 1 if self.seq2seq else len(ids)  # where the output begins in generate's sequences
@@ -233,10 +237,20 @@ class TextGenerator:
                      top_p=req.top_p if req.top_p < 1 else None, min_p=req.min_p, streamer=step, num_beams=1,
                      num_return_sequences=1,
                      logits_processor=penalize if req.penalties.active else None, eos_token_id=sorted(self.eos),
-                     min_length=None if self.seq2seq else 0, on_logits=None if text.top is None else logits.append)
+                     min_length=None if self.seq2seq else 0,
+                     on_logits=logits.append if (text.top is not None or text.ranked) else None)
         except _Finished:
             pass
         return text.result()
+
+
+def best_of(prompt_ids: List[List[int]], results: List[Completion], rows: int, n: int):
+    """Each prompt's ``n`` candidates of the highest cumulative log-probability, best first (ties: the earlier
+    candidate first), and their prompts; the results come ``rows`` candidates per prompt, prompt-major."""
+    keep = []
+    for start in range(0, len(results), rows):
+        keep += sorted(range(start, start + rows), key=lambda i: -results[i].cumulative_logprob)[:n]
+    return [prompt_ids[i] for i in keep], [results[i] for i in keep]
 
 
 def create_completions_app(config: GenerationServeConfig):
@@ -323,14 +337,15 @@ def create_completions_app(config: GenerationServeConfig):
                                        f"[0, {gen.model.vocab_size})", "logit_bias")
         for ids in prompt_ids:
             gen.check_length(len(ids), req.max_tokens)
-        prompt_ids = [ids for ids in prompt_ids for _ in range(req.n)]  # a row per choice
+        rows = req.candidates  # a row per choice (per best_of candidate)
+        prompt_ids = [ids for ids in prompt_ids for _ in range(rows)]
         if req.echo and gen.seq2seq:
             raise CompletionError(400, "echo needs a decoder-only model (an encoder-decoder's prompt is not part of "
                                        "its output)", "echo")
         if state["queued"] >= config.max_queue:
             raise CompletionError(503, f"{state['queued']} requests are already waiting; retry later",
                                   headers={"Retry-After": "1"})
-        shape = (ChatShape if chat else TextShape)(name, req.n)
+        shape = (ChatShape if chat else TextShape)(name, rows)
         loop = asyncio.get_running_loop()
         if req.max_tokens == 0:  # echo with max_tokens 0 scores the prompts: nothing to generate
             return ok(shape.response([await loop.run_in_executor(
@@ -358,14 +373,16 @@ def create_completions_app(config: GenerationServeConfig):
 
         future.add_done_callback(done)
         if not req.stream:
-            results = await future
+            results = counted = await future
+            if req.ranked:  # best_of: each prompt's n most likely candidates, best first
+                prompt_ids, results = best_of(prompt_ids, results, rows, req.n)
             if chat and req.logprobs is not None:  # one scoring forward per choice, on the worker
                 results = [await loop.run_in_executor(worker, gen.score_chat, ids, r, req.logprobs)
                            for ids, r in zip(prompt_ids, results)]
             elif req.logprobs is not None or req.echo:
                 results = [await loop.run_in_executor(worker, gen.score, ids, r, req.logprobs or 0, req.echo)
                            for ids, r in zip(prompt_ids, results)]
-            return ok(shape.response(results))
+            return ok(shape.response(results, counted))
         future.add_done_callback(lambda f: pieces.put_nowait((None, f)))
         # streamed log-probabilities: each piece's tokens, formatted here (completions' offsets run on)
         logprobs = StreamLogprobs(gen.tokenizer, chat, [] if chat or req.logprobs is None else

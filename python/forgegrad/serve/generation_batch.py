@@ -15,7 +15,8 @@ left-padded batch:
 * a step feeds every row's last token at that row's own position, then each row picks its next token
   with its own sampling settings and random generator (``seed`` gives the generator
   ``forgegrad.manual_seed(seed)`` would); a row whose request streams log-probabilities also gets the
-  log-softmax of its own logits (the chosen token's value and the top ones), the others none;
+  log-softmax of its own logits (the chosen token's value and the top ones), a best_of candidate the chosen
+  token's value (summed to rank the candidates), the others none;
 * a row that ends (end of sequence, stop string, max_tokens, client gone) leaves its slot free (its
   columns all masked); a request that joins later takes a free slot, its keys copied in right-aligned
   at the batch's length, so a join or a leave copies no other row's keys. The cache is rebuilt (every
@@ -43,7 +44,7 @@ from typing import Callable, List, Optional
 import numpy as np
 
 from ..autograd import no_grad
-from .token_logprobs import entry, log_softmax, step_entry
+from .token_logprobs import entry, log_softmax, step_entry, token_logprob
 
 log = logging.getLogger("forgegrad.serve")
 
@@ -199,11 +200,12 @@ class BatchEngine:
             for index, stream, rng in p.choices:
                 row = _Row(job, index, stream, rng, (p.cache, 0), P, 0)
                 row.token = int(self._select(job.req, logits, rng, p.ids, []))
-                lp = None
-                if stream.top is not None:  # streamed log-probabilities: the choices share the distribution
+                lp = value = None
+                if stream.top is not None or stream.ranked:  # the choices share the distribution
                     logp = log_softmax(logits[0]) if logp is None else logp
-                    lp = entry(logp, row.token, stream.top)
-                if stream.push(row.token, lp):
+                    lp = None if stream.top is None else entry(logp, row.token, stream.top)
+                    value = float(logp[row.token])
+                if stream.push(row.token, lp, value):
                     self._finish(row)
                 else:
                     joined.append(row)
@@ -250,9 +252,13 @@ class BatchEngine:
                 ended.append(row)
                 continue
             row.token = int(self._pick(row, logits[b:b + 1]))
-            # the log-softmax of this row's own logits (before penalties), only for a row that streams them
+            # the log-softmax of this row's own logits (before penalties), only for a row that streams them, and the
+            # chosen token's value for a best_of candidate (ranked by their sum)
             lp = None if row.stream.top is None else step_entry(logits[b], row.token, row.stream.top)
-            if row.stream.push(row.token, lp):
+            value = None
+            if row.stream.ranked:
+                value = lp.logprob if lp is not None else token_logprob(logits[b], row.token)
+            if row.stream.push(row.token, lp, value):
                 ended.append(row)
         for row in ended:
             self._finish(row)

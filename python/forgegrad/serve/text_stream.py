@@ -9,7 +9,10 @@ contain a stop string.
 With log-probabilities asked for, each piece carries the entries of the tokens whose text it completes
 (a token held back goes with the piece that finally sends its text; a token whose text straddles a stop
 string with the last piece). Tokens whose whole text lies in or after the stop string that ended the
-completion are not reported, streamed or not (``Completion.text_tokens``)."""
+completion are not reported, streamed or not (``Completion.text_tokens``).
+
+For ``best_of``, a stream that ranks (``ranked``) takes each token's log-probability too (``push``'s ``logprob``) and
+its completion carries their sum over the reported tokens (``Completion.cumulative_logprob``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,6 +28,7 @@ class Completion:
     token_ids: List[int] = field(default_factory=list)  # the generated tokens (the end token not included)
     logprobs: Optional[dict] = None  # OpenAI's completions logprobs object, when asked for
     text_tokens: Optional[int] = None  # how many of token_ids spell ``text`` (the rest only a cut stop string)
+    cumulative_logprob: Optional[float] = None  # best_of: the sum of the reported tokens' log-probabilities
 
     @property
     def reported_ids(self) -> List[int]:
@@ -35,9 +39,11 @@ class Completion:
 class TextStream:
     def __init__(self, tokenizer, eos: Collection[int], stops: List[str], max_tokens: int, prompt_tokens: int,
                  on_text: Optional[Callable[[str, Optional[list]], None]] = None, skip_special_tokens: bool = False,
-                 top: Optional[int] = None):
+                 top: Optional[int] = None, ranked: bool = False):
         """``on_text(text, entries)`` gets each final piece; ``entries`` is None unless ``top`` is given (stream
-        log-probabilities: ``push`` then takes each token's entry and pieces carry theirs, maybe with no text)."""
+        log-probabilities: ``push`` then takes each token's entry and pieces carry theirs, maybe with no text).
+        ``ranked``: ``push`` takes each token's log-probability, summed into the completion's
+        ``cumulative_logprob``."""
         self.tokenizer, self.eos, self.stops, self.max_tokens = tokenizer, eos, stops, max_tokens
         self.skip_special_tokens = skip_special_tokens  # encoder-decoders: not their forced start token
         self.prompt_tokens, self.on_text, self.top = prompt_tokens, on_text, top
@@ -50,6 +56,8 @@ class TextStream:
         self._whole: List[bool] = []
         self._entries: list = []  # the tokens' log-probability entries (top given)
         self._reported = 0  # tokens whose entries went out
+        self.ranked = ranked
+        self._logprobs: List[float] = []  # the tokens' log-probabilities (ranked)
 
     def _covered(self, chars: int) -> int:
         """The most tokens whose text lies within the first ``chars`` characters."""
@@ -70,15 +78,17 @@ class TextStream:
             self.on_text(upto[self._sent:], entries)
         self._sent = max(self._sent, len(upto))
 
-    def push(self, token: int, entry=None) -> bool:
-        """Take the next generated token (and its log-probability entry, when streaming them); True when the
-        completion has ended (then ignore the rest)."""
+    def push(self, token: int, entry=None, logprob: Optional[float] = None) -> bool:
+        """Take the next generated token (and its log-probability entry, when streaming them; its log-probability
+        when ranked); True when the completion has ended (then ignore the rest)."""
         if token in self.eos:
             self.finish = "stop"
             return True
         self.tokens.append(token)
         if self.top is not None:
             self._entries.append(entry)
+        if self.ranked:
+            self._logprobs.append(float(logprob))
         text = self.tokenizer.decode(self.tokens, skip_special_tokens=self.skip_special_tokens)
         self._ends.append(len(text))
         self._whole.append(not text.endswith("\ufffd"))
@@ -117,4 +127,5 @@ class TextStream:
         kept = self._text_tokens()
         self._send(text, kept)
         return Completion(text, self.finish or "length", self.prompt_tokens, len(self.tokens), list(self.tokens),
-                          text_tokens=kept)
+                          text_tokens=kept, cumulative_logprob=float(sum(self._logprobs[:kept])) if self.ranked
+                          else None)

@@ -4,7 +4,8 @@ A token's entry (``TokenLogprob``) is the log-softmax of the model's own logits 
 (before penalties and temperature, as transformers and vLLM report them by default): the chosen token's
 value and the ``top`` most likely tokens. Non-streamed answers get the entries from one scoring forward
 over the whole sequence (``TextGenerator.score``); streamed ones from each decode step's logits, computed
-only for the rows that ask. Both are formatted here, so the streamed chunks' logprobs put together are the
+only for the rows that ask (and, for ``best_of``'s ranking, each generated token's value from its decode step's
+logits: ``token_logprob``). Both are formatted here, so the streamed chunks' logprobs put together are the
 non-streamed answer's:
 
 * completions: ``{"tokens", "token_logprobs", "top_logprobs" ({token text: logprob} of the top ones and
@@ -30,6 +31,14 @@ def log_softmax(logits) -> np.ndarray:
     x = np.asarray(logits, np.float64)
     x = x - x.max(-1, keepdims=True)
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def token_logprob(logits, token: int) -> float:
+    """``log_softmax(logits)[token]`` for one row of raw logits (V,) or (1, V), the same float64 arithmetic without
+    the vocabulary-sized result (best_of's per-token values)."""
+    x = np.asarray(logits, np.float64).reshape(-1)
+    x = x - x.max()
+    return float(x[int(token)] - np.log(np.exp(x).sum()))
 
 
 def top_ids(logp: np.ndarray, k: int) -> np.ndarray:
