@@ -199,7 +199,7 @@ def seq2seq_gradients(hf, model, ids, mask, dec, seed=1):
     import torch
     ref = copy.deepcopy(hf).double().train()
     model.train()
-    w = np.random.RandomState(seed).standard_normal(tuple(dec.shape) + (model.vocab_size,))
+    w = np.random.RandomState(seed).standard_normal(tuple(dec.shape) + (model.decoder_vocab_size,))
     out = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
               decoder_input_ids=torch.tensor(dec)).logits
     (out * torch.tensor(w)).sum().backward()

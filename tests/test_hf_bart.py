@@ -338,3 +338,143 @@ def test_streaming_paths_run_one_beam_whatever_generation_config_asks(pair, tmp_
     result = gen.complete(req, gen.token_ids(req.prompts[0], 0), None, threading.Event())
     assert result.completion_tokens >= 1
     assert GenerationServeConfig(str(tmp_path / "m")).validate()
+
+
+DECODER_VOCAB = 90
+
+
+@pytest.fixture(scope="module")
+def separate(tmp_path_factory):
+    """Marian with separate source and target vocabularies (share_encoder_decoder_embeddings: false, as opus-mt
+    checkpoints converted from Marian models with two vocabularies): the encoder's table of 120 tokens, the decoder's
+    (its tied head and final_logits_bias too) of decoder_vocab_size 90."""
+    torch.manual_seed(0)
+    cfg = transformers.MarianConfig(
+        vocab_size=VOCAB, decoder_vocab_size=DECODER_VOCAB, share_encoder_decoder_embeddings=False, d_model=32,
+        encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=2, encoder_ffn_dim=48,
+        decoder_ffn_dim=40, max_position_embeddings=64, dropout=0.0, init_std=0.3, scale_embedding=True,
+        activation_function="swish", pad_token_id=DECODER_VOCAB - 1, decoder_start_token_id=DECODER_VOCAB - 1,
+        eos_token_id=2, forced_eos_token_id=2)
+    hf = transformers.MarianMTModel(cfg).eval()
+    with torch.no_grad():
+        hf.final_logits_bias.normal_()
+    path = tmp_path_factory.mktemp("marian_separate") / "m"
+    hf.save_pretrained(path)
+    return hf, from_pretrained(path), path
+
+
+def _separate_inputs():
+    ids, mask, dec = _inputs()  # source ids up to 118: past the decoder's vocabulary
+    dec = dec % (DECODER_VOCAB - 1)
+    dec[:, 0] = 2
+    assert ids.max() >= DECODER_VOCAB
+    return ids, mask, dec
+
+
+def test_separate_vocabularies_logits_and_float64_gradients(separate):
+    """Each stack its own token table (transformers' names, no shared one), logits of the decoder's vocabulary equal
+    transformers' with padding, and float64 gradients of both tables (the decoder's through the tied head too)."""
+    hf, model, path = separate
+    state = model.state_dict()
+    assert "shared.weight" not in state and "lm_head.weight" not in state
+    assert state["encoder.embed_tokens.weight"].shape == (VOCAB, 32)
+    assert state["decoder.embed_tokens.weight"].shape == (DECODER_VOCAB, 32)
+    assert state["final_logits_bias"].shape == (1, DECODER_VOCAB)
+    assert (model.vocab_size, model.decoder_vocab_size) == (VOCAB, DECODER_VOCAB)
+    ids, mask, dec = _separate_inputs()
+    got = model(ids, mask, dec).numpy()
+    assert got.shape == (3, 5, DECODER_VOCAB)
+    np.testing.assert_allclose(got, seq2seq_logits(hf, ids, mask, dec), rtol=1e-4, atol=1e-4)
+    model = from_pretrained(path)
+    ours, theirs = seq2seq_gradients(hf, model, ids, mask, dec)
+    for name in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "decoder.layers.1.fc1.weight",
+                 "encoder.layers.0.self_attn.q_proj.bias"):
+        ref = theirs["model." + name].grad.numpy()
+        assert np.abs(ref).max() > 0, name
+        np.testing.assert_allclose(ours[name].grad.numpy(), ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max(),
+                                   err_msg=name)
+
+
+def test_separate_vocabularies_generate_lean_step_and_token_checks(separate):
+    """Greedy and beam tokens equal transformers' generate; the lean step gives the Tensor decode's logits; decoder
+    tokens (and forced / eos / pad ids) are checked against the decoder's vocabulary, the source against the
+    encoder's; only Marian takes separate vocabularies."""
+    from forgegrad.models.hf._decode_seq2seq import BartLeanStep
+    from forgegrad.models.hf.bart import BartForConditionalGeneration
+    hf, model, _ = separate
+    ids, mask, _ = _separate_inputs()
+    for beams in (1, 3):
+        with torch.no_grad():
+            want = hf.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=10,
+                               do_sample=False, num_beams=beams).numpy()
+        got = generate(model, ids, max_new_tokens=10, attention_mask=mask, num_beams=beams)
+        np.testing.assert_array_equal(got, want)
+    assert (got[:, 0] == DECODER_VOCAB - 1).all() and (got[:, -1] == 2).all()
+    check_lean_seq2seq_step(model, BartLeanStep, ids, mask, model.decoder.layers[0], steps=12, new_tokens=8)
+    with pytest.raises(ValueError, match="forced_bos_token_id must be a token id in \\[0, 90\\) or None"):
+        generate(model, ids, attention_mask=mask, forced_bos_token_id=DECODER_VOCAB)
+    with pytest.raises(ValueError, match="eos_token_id must be a token id in \\[0, 90\\)"):
+        generate(model, ids, attention_mask=mask, eos_token_id=DECODER_VOCAB + 5)
+    with pytest.raises(ValueError, match="pad_token_id must be a token id in \\[0, 90\\)"):
+        generate(model, ids, attention_mask=mask, pad_token_id=DECODER_VOCAB)
+    with pytest.raises(ValueError, match="input_ids must be in \\[0, 90\\)"):
+        model(ids, mask, np.full((3, 2), DECODER_VOCAB))
+    with pytest.raises(ValueError, match="input_ids must be in \\[0, 120\\)"):
+        generate(model, np.full((1, 3), VOCAB), max_new_tokens=2)
+    with pytest.raises(ValueError, match="are Marian's only"):
+        BartForConditionalGeneration(dict(model.config))
+
+
+def test_separate_vocabularies_save_pretrained_and_bfloat16(separate, tmp_path):
+    """save_pretrained writes both tables under transformers' names (model.encoder.embed_tokens /
+    model.decoder.embed_tokens, the head tied): transformers loads it back with equal logits. A bfloat16 checkpoint
+    loaded as stored: both tables bfloat16, the head on the decoder's bits, outputs equal the widened model's, and
+    the lean step takes it."""
+    from safetensors.numpy import load_file
+
+    from forgegrad.models.hf._decode_seq2seq import BartLeanStep
+    from forgegrad.quantization.bf16 import BF16Embedding
+    hf, model, path = separate
+    save_pretrained(model, tmp_path / "saved")
+    names = set(load_file(str(tmp_path / "saved" / "model.safetensors")))
+    assert {"model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight"} <= names
+    assert not names & {"model.shared.weight", "shared.weight", "encoder.embed_tokens.weight"}
+    back = transformers.MarianMTModel.from_pretrained(tmp_path / "saved").eval()
+    ids, mask, dec = _separate_inputs()
+    np.testing.assert_allclose(seq2seq_logits(back, ids, mask, dec), seq2seq_logits(hf, ids, mask, dec), rtol=1e-6,
+                               atol=1e-6)
+    bf = weight_variant(hf, path, "bfloat16", tmp_path)
+    widened = from_pretrained(tmp_path / "bf16")
+    assert type(bf.encoder.embed_tokens) is BF16Embedding and type(bf.decoder.embed_tokens) is BF16Embedding
+    np.testing.assert_array_equal(bf(ids, mask, dec).numpy(), widened(ids, mask, dec).numpy())
+    check_lean_seq2seq_step(bf, BartLeanStep, ids, mask, bf.decoder.layers[0], steps=8, new_tokens=6)
+    int8 = weight_variant(hf, path, "int8", tmp_path)
+    check_lean_seq2seq_step(int8, BartLeanStep, ids, mask, int8.decoder.layers[0], steps=8, new_tokens=6)
+
+
+def test_separate_vocabularies_completions_server(separate, tmp_path):
+    """The completions server takes source token ids past the decoder's vocabulary and checks logit_bias against
+    the decoder's (the generated tokens'): greedy completions equal generate's tokens."""
+    import shutil
+
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    from serve_helpers import running_app
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from forgegrad.serve.completions import GenerationServeConfig, create_completions_app
+    _, model, path = separate
+    shutil.copytree(path, tmp_path / "m")
+    tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(VOCAB)}, unk_token="w3"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(tmp_path / "m" / "tokenizer.json"))
+    prompt = [100, 5, 110, 2]
+    want = [int(t) for t in generate(model, [prompt], max_new_tokens=5)[0, 1:] if t != 2]
+    with running_app(create_completions_app(GenerationServeConfig(str(tmp_path / "m")))) as url:
+        with httpx.Client(base_url=url, timeout=60) as c:
+            ok = c.post("/v1/completions", json={"prompt": prompt, "max_tokens": 5, "temperature": 0})
+            bad = c.post("/v1/completions", json={"prompt": prompt, "max_tokens": 5,
+                                                  "logit_bias": {str(DECODER_VOCAB + 3): 5}})
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["choices"][0]["text"].split() == [f"w{t}" for t in want]
+    assert bad.status_code == 400 and "[0, 90)" in bad.text

@@ -37,6 +37,10 @@ MODELS = {
     "marian": lambda: transformers.MarianMTModel(transformers.MarianConfig(
         **_BART, scale_embedding=True, activation_function="swish", pad_token_id=VOCAB - 1,
         decoder_start_token_id=VOCAB - 1, eos_token_id=2, forced_eos_token_id=2)),
+    # Marian with separate source and target vocabularies (120 and 90 tokens: its own decoder table and head)
+    "marian_separate": lambda: transformers.MarianMTModel(transformers.MarianConfig(
+        **_BART, scale_embedding=True, activation_function="swish", share_encoder_decoder_embeddings=False,
+        decoder_vocab_size=90, pad_token_id=89, decoder_start_token_id=89, eos_token_id=2, forced_eos_token_id=2)),
     # pre-norm layers and a LayerNorm after each stack, the end token as the decoder's start
     "mbart": lambda: transformers.MBartForConditionalGeneration(transformers.MBartConfig(
         **_BART, scale_embedding=True, decoder_start_token_id=2)),
@@ -102,7 +106,7 @@ def test_each_step_gives_transformers_logits(exported, name):
     rng = np.random.RandomState(1)
     seq = np.empty((3, 0), np.int64)
     for new in (3, 1, 1, 2):
-        ids = rng.randint(3, VOCAB - 1, (3, new))
+        ids = rng.randint(3, min(VOCAB, model.decoder_vocab_size) - 1, (3, new))  # the decoder's vocabulary
         if seq.shape[1] == 0:
             ids[:, 0] = model.decoder_start_token_id
         seq = np.concatenate([seq, ids], 1)

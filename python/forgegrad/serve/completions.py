@@ -111,7 +111,10 @@ class TextGenerator:
         # an encoder-decoder (T5, BART, Marian): its prompt is the encoder's input (with the tokenizer's special
         # tokens), its output text has no special tokens, and its prompt is not part of its output
         self.seq2seq = bool(getattr(self.model, "is_encoder_decoder", False))
-        self.eos = eos_token_ids(path, self.model.config, self.model.vocab_size)
+        # the generated tokens' vocabulary: an encoder-decoder's decoder's (Marian's target vocabulary may differ
+        # from the source's, which the prompt's ids are checked against)
+        self.eos = eos_token_ids(path, self.model.config, int(getattr(self.model, "decoder_vocab_size", None)
+                                                                          or self.model.vocab_size))
         self.tokenizer = load_tokenizer(path, self.model.vocab_size, next(iter(sorted(self.eos)), None))
         self.context = int(self.model.max_positions)
         # chat: the checkpoint's template; a broken one leaves /v1/completions working and says why on chat
@@ -331,10 +334,11 @@ def create_completions_app(config: GenerationServeConfig):
         else:
             req = parse(body, name)
         prompt_ids = [gen.token_ids(p, i) for i, p in enumerate(req.prompts)]
-        bad = [t for t in req.penalties.bias if t >= gen.model.vocab_size]
+        vocab = int(getattr(gen.model, "decoder_vocab_size", None) or gen.model.vocab_size)  # the generated tokens'
+        bad = [t for t in req.penalties.bias if t >= vocab]
         if bad:
             raise CompletionError(400, f"logit_bias: token id {bad[0]} is outside the vocabulary "
-                                       f"[0, {gen.model.vocab_size})", "logit_bias")
+                                       f"[0, {vocab})", "logit_bias")
         for ids in prompt_ids:
             gen.check_length(len(ids), req.max_tokens)
         rows = req.candidates  # a row per choice (per best_of candidate)

@@ -197,7 +197,7 @@ class BartLeanStep(_LeanStep):
         m, cache = self.model, self.cache
         dec = m.decoder
         p = self._next_place()
-        x = _rows(m.shared, np.asarray(tokens, np.int64))
+        x = _rows(m.decoder_embedding(), np.asarray(tokens, np.int64))
         if m.embed_scale != 1.0:
             x = x * m.embed_scale
         tokens = np.asarray(tokens, np.int64)
@@ -238,7 +238,7 @@ class BartLeanStep(_LeanStep):
         if pre:
             x = _norm(dec.layer_norm, x)
         cache.advance(1)
-        head = m.shared if m.tied else m.lm_head
+        head = m.decoder_embedding() if m.tied else m.lm_head
         return _linear(head, x) + m.final_logits_bias.numpy()
 
 

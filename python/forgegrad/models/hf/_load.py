@@ -68,14 +68,17 @@ def materialize(model, arrays: Dict[str, np.ndarray], dtype: str, path: str) -> 
     WeightOnlyBF16Linear sharing the embedding's bit patterns (no copy)."""
     state = model.state_dict(keep_vars=True)
     names = {id(m): name for name, m in model.named_modules()}
-    linears, embed = {}, None
+    linears, embed, others = {}, None, []
     if dtype == BFLOAT16:
         linears = {name: m for name, m in model.named_modules() if type(m) is nn.Linear}
         if hasattr(model, "tied_embedding") and type(model.tied_embedding()) is nn.Embedding:
             embed = model.tied_embedding()
+        # Marian's separate source vocabulary: the encoder's own token table, a BF16Embedding too
+        source = model.encoder_embedding() if hasattr(model, "encoder_embedding") else None
+        if type(source) is nn.Embedding and source is not embed:
+            others.append(source)
     skip = {name + ".weight" for name in linears}
-    if embed is not None:
-        skip.add(names[id(embed)] + ".weight")
+    skip |= {names[id(e)] + ".weight" for e in [embed] + others if e is not None}
     for key, t in state.items():
         if key not in skip:
             t._data = np.ascontiguousarray(as_float32(arrays[key]))
@@ -88,6 +91,11 @@ def materialize(model, arrays: Dict[str, np.ndarray], dtype: str, path: str) -> 
         if m.bias is not None:
             q.bias._data = m.bias._data
         _replace(model, name, q)
+    for other in others:
+        key = names[id(other)] + ".weight"
+        table = BF16Embedding(other.num_embeddings, other.embedding_dim)
+        table.weight._data = _bfloat16_bits(key, arrays[key], path)
+        _replace(model, names[id(other)], table)
     if embed is not None:
         key = names[id(embed)] + ".weight"
         table = BF16Embedding(embed.num_embeddings, embed.embedding_dim)

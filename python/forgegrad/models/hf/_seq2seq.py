@@ -18,8 +18,20 @@ class EncoderDecoder:
     def vocab_size(self) -> int:
         return self.config["vocab_size"]
 
-    def tied_embedding(self):
+    @property
+    def decoder_vocab_size(self) -> int:
+        """The decoder's vocabulary (its tokens, the logits' width; Marian's may differ from the encoder's)."""
+        return self.vocab_size
+
+    def encoder_embedding(self):
         return self.shared
+
+    def decoder_embedding(self):
+        return self.shared
+
+    def tied_embedding(self):
+        """The token embedding the LM head is tied to (the decoder's)."""
+        return self.decoder_embedding()
 
     @property
     def decoder_start_token_id(self) -> int:

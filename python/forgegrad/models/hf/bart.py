@@ -205,21 +205,51 @@ class BartForConditionalGeneration(EncoderDecoder, nn.Module):
         super().__init__()
         self.config = dict(config)
         c = self.config
-        if c.get("share_encoder_decoder_embeddings", True) is False:
+        # Marian's separate source and target vocabularies (transformers' share_encoder_decoder_embeddings:
+        # false): the encoder's table of vocab_size rows, the decoder's (and its head's) of decoder_vocab_size
+        self.separate_vocabs = c.get("share_encoder_decoder_embeddings", True) is False
+        if self.separate_vocabs and not self.marian:
             raise ValueError(f"{type(self).__name__}: separate encoder and decoder vocabularies "
-                             "(share_encoder_decoder_embeddings: false) are not supported")
-        self.shared = nn.Embedding(c["vocab_size"], c["d_model"])
+                             "(share_encoder_decoder_embeddings: false) are Marian's only")
+        if self.separate_vocabs:
+            target = c.get("decoder_vocab_size")
+            if target is None:
+                target = c["vocab_size"]
+            if isinstance(target, bool) or not isinstance(target, int) or target <= 0:
+                raise ValueError(f"{type(self).__name__}: config decoder_vocab_size must be a positive integer, "
+                                 f"got {target!r}")
+        else:
+            self.shared = nn.Embedding(c["vocab_size"], c["d_model"])
         self.encoder = BartStack(c, "encoder", self.positions, self.pre_norm)
         self.decoder = BartStack(c, "decoder", self.positions, self.pre_norm)
+        if self.separate_vocabs:
+            self.encoder.embed_tokens = nn.Embedding(c["vocab_size"], c["d_model"])
+            self.decoder.embed_tokens = nn.Embedding(target, c["d_model"])
         self.embed_scale = math.sqrt(c["d_model"]) if c.get("scale_embedding", False) else 1.0
-        self.register_buffer("final_logits_bias", np.zeros((1, c["vocab_size"]), np.float32))
+        self.register_buffer("final_logits_bias", np.zeros((1, self.decoder_vocab_size), np.float32))
         self.tied = c.get("tie_word_embeddings", True) is not False
         if not self.tied:
-            self.lm_head = nn.Linear(c["d_model"], c["vocab_size"], bias=False)
+            self.lm_head = nn.Linear(c["d_model"], self.decoder_vocab_size, bias=False)
         self.max_positions = int(c["max_position_embeddings"])
 
-    def _tokens(self, ids) -> Tensor:
-        x = self.shared(ids if isinstance(ids, Tensor) else Tensor._wrap(ids))
+    @property
+    def decoder_vocab_size(self) -> int:
+        """The decoder's vocabulary (its tokens, the logits' width): vocab_size, or Marian's decoder_vocab_size
+        when the vocabularies are separate."""
+        if self.separate_vocabs:
+            target = self.config.get("decoder_vocab_size")
+            return self.config["vocab_size"] if target is None else int(target)
+        return self.config["vocab_size"]
+
+    def encoder_embedding(self):
+        return self.encoder.embed_tokens if self.separate_vocabs else self.shared
+
+    def decoder_embedding(self):
+        return self.decoder.embed_tokens if self.separate_vocabs else self.shared
+
+    def _tokens(self, ids, decoder: bool = False) -> Tensor:
+        table = self.decoder_embedding() if decoder else self.encoder_embedding()
+        x = table(ids if isinstance(ids, Tensor) else Tensor._wrap(ids))
         return x * self.embed_scale if self.embed_scale != 1.0 else x
 
     def encode(self, input_ids, attention_mask=None) -> Tensor:
@@ -242,7 +272,7 @@ class BartForConditionalGeneration(EncoderDecoder, nn.Module):
 
     def decode(self, decoder_input_ids, encoder_states: Tensor, attention_mask=None,
                cross: Optional[List[Tuple[Tensor, Tensor]]] = None, cache: Optional[KVCache] = None) -> Tensor:
-        ids = ids_array(decoder_input_ids, "BartForConditionalGeneration", self.vocab_size)
+        ids = ids_array(decoder_input_ids, "BartForConditionalGeneration", self.decoder_vocab_size)
         B, T = ids.shape
         pad = mask_array(attention_mask, "BartForConditionalGeneration", tuple(encoder_states.shape[:2]))
         past = cache.length if cache is not None else 0
@@ -252,11 +282,11 @@ class BartForConditionalGeneration(EncoderDecoder, nn.Module):
         mask = additive_mask(None, past, T, causal=True)
         cross = self.cross_kv(encoder_states) if cross is None else cross
         cross_mask = _cross_mask(pad, T)
-        x = self.decoder.embed(self._tokens(ids), past, T, ids)
+        x = self.decoder.embed(self._tokens(ids, decoder=True), past, T, ids)
         x = self.decoder.run(x, mask, causal=mask is None, cross=cross, cross_mask=cross_mask, cache=cache)
         if cache is not None:
             cache.advance(T)
-        logits = F.linear(x, self.shared.weight) if self.tied else self.lm_head(x)
+        logits = F.linear(x, self.decoder_embedding().weight) if self.tied else self.lm_head(x)
         return logits + self.final_logits_bias
 
     def encode_graph(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
@@ -271,18 +301,19 @@ class BartForConditionalGeneration(EncoderDecoder, nn.Module):
         keys, queries = decoder_places(input_ids, cache)
         causal = (((keys.unsqueeze(1) <= queries.unsqueeze(2)).float() - 1) * FLOAT32_MAX).unsqueeze(1)
         cross_bias = padding_bias(attention_mask.float())
-        x = self.decoder.run(self.decoder.embed_at(self._tokens(input_ids), queries, input_ids), causal, cross=cross,
-                             cross_mask=cross_bias, cache=cache)
+        x = self.decoder.embed_at(self._tokens(input_ids, decoder=True), queries, input_ids)
+        x = self.decoder.run(x, causal, cross=cross, cross_mask=cross_bias, cache=cache)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
-        logits = F.linear(x, self.shared.weight) if self.tied else self.lm_head(x)
+        logits = F.linear(x, self.decoder_embedding().weight) if self.tied else self.lm_head(x)
         return logits + self.final_logits_bias
 
     # --- checkpoint names: transformers' "model." prefix dropped; the stacks' copies of the shared table dropped
     # (and Marian's fixed position tables, which older checkpoints store) ---
     def from_hf(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         out = {}
-        skip = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"}
+        # the stacks' copies of the shared table (separate vocabularies: the stacks' own tables, kept)
+        skip = set() if self.separate_vocabs else {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"}
         if self.positions != "learned":
             skip |= {f"{stack}.embed_positions.{w}" for stack in ("encoder", "decoder") for w in ("weight", "weights")}
         for k, v in tensors.items():
@@ -292,10 +323,11 @@ class BartForConditionalGeneration(EncoderDecoder, nn.Module):
             if name == "lm_head.weight" and self.tied:
                 continue
             out[name] = v
-        if "shared.weight" not in out and "encoder.embed_tokens.weight" in {k[6:] for k in tensors}:
+        if (not self.separate_vocabs and "shared.weight" not in out
+                and "encoder.embed_tokens.weight" in {k[6:] for k in tensors}):
             out["shared.weight"] = tensors["model.encoder.embed_tokens.weight"]
         if "final_logits_bias" not in out:  # transformers may leave the zero buffer out
-            out["final_logits_bias"] = np.zeros((1, self.vocab_size), np.float32)
+            out["final_logits_bias"] = np.zeros((1, self.decoder_vocab_size), np.float32)
         return out
 
     def to_hf(self) -> Dict[str, np.ndarray]:
@@ -310,7 +342,9 @@ class BartForConditionalGeneration(EncoderDecoder, nn.Module):
 class MarianMTModel(BartForConditionalGeneration):
     """Marian translation models (Helsinki-NLP's opus-mt): BART's layers with fixed sinusoidal positions,
     no embedding LayerNorm, and (as their configs say) scaled embeddings and the pad token as the decoder's
-    start."""
+    start. ``share_encoder_decoder_embeddings: false``: separate source and target vocabularies, the encoder's
+    table ``encoder.embed_tokens`` (vocab_size rows) and the decoder's ``decoder.embed_tokens``
+    (``decoder_vocab_size`` rows, the head's and final_logits_bias's vocabulary) in place of ``shared``."""
 
     architecture = "MarianMTModel"
     model_type = "marian"

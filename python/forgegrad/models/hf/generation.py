@@ -45,10 +45,16 @@ def _is_token(t, vocab_size: int) -> bool:
     return isinstance(t, numbers.Integral) and not isinstance(t, bool) and 0 <= t < vocab_size
 
 
+def output_vocab_size(model) -> int:
+    """The vocabulary of the tokens ``model`` generates (an encoder-decoder's decoder's: Marian's separate target
+    vocabulary may differ from its source's)."""
+    return model.decoder_vocab_size if hasattr(model, "decoder_vocab_size") else model.vocab_size
+
+
 def _check_arguments(model, max_new_tokens, eos_token_id, pad_token_id, streamer) -> None:
     if not isinstance(max_new_tokens, numbers.Integral) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
         raise ValueError(f"generate: max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-    V = model.vocab_size
+    V = output_vocab_size(model)
     if eos_token_id is not None and eos_token_id is not UNSET and not _is_token(eos_token_id, V) and not (
             isinstance(eos_token_id, (list, tuple, np.ndarray)) and all(_is_token(t, V) for t in eos_token_id)):
         raise ValueError(f"generate: eos_token_id must be a token id in [0, {V}) or a list of them (None or []: "
@@ -67,7 +73,7 @@ def special_tokens(model, eos_token_id=UNSET, pad_token_id=UNSET) -> Tuple[List[
     eos id."""
     from .beam_search import eos_list
     source = generation_source(model)
-    V = model.vocab_size
+    V = output_vocab_size(model)
     if eos_token_id is UNSET:
         ids = source.get("eos_token_id")
         eos = [int(t) for t in (ids if isinstance(ids, list) else [ids]) if _is_token(t, V)]
@@ -332,8 +338,9 @@ def _forced(model, name: str, value) -> Optional[int]:
     """A forced token argument: left out, the checkpoint's; None, none; else a token id of the vocabulary."""
     if value is UNSET:
         return token_setting(model, name)
-    if value is not None and not _is_token(value, model.vocab_size):
-        raise ValueError(f"generate: {name} must be a token id in [0, {model.vocab_size}) or None, got {value!r}")
+    if value is not None and not _is_token(value, output_vocab_size(model)):
+        raise ValueError(f"generate: {name} must be a token id in [0, {output_vocab_size(model)}) or None, "
+                         f"got {value!r}")
     return None if value is None else int(value)
 
 

@@ -119,10 +119,15 @@ def resolve(model, name: str, given, default):
     return default if value is None else value
 
 
+def _output_vocab_size(model) -> int:
+    """The generated tokens' vocabulary (an encoder-decoder's decoder's)."""
+    return model.decoder_vocab_size if hasattr(model, "decoder_vocab_size") else model.vocab_size
+
+
 def token_setting(model, name: str) -> Optional[int]:
     """A token id (forced_bos_token_id, forced_eos_token_id) from generation_config.json, else config.json."""
     for source in (getattr(model, "generation_config", None) or {}, model.config):
         t = source.get(name)
-        if isinstance(t, int) and not isinstance(t, bool) and 0 <= t < model.vocab_size:
+        if isinstance(t, int) and not isinstance(t, bool) and 0 <= t < _output_vocab_size(model):
             return t
     return None

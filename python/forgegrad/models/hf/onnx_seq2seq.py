@@ -122,7 +122,7 @@ def export_seq2seq(model, directory, *, logits_to_keep: int = 0, opset: int = 17
             axes[name] = {0: "batch", 2: "past_sequence" if ".decoder." in name else "encoder_sequence"}
         for name in present_names:
             axes[name] = {0: "batch", 2: "past_sequence+sequence"}
-        dec_ids = rng.integers(2, model.vocab_size, size=(B, T), dtype=np.int64)
+        dec_ids = rng.integers(2, model.decoder_vocab_size, size=(B, T), dtype=np.int64)
         dec = export(Seq2SeqDecoderWithPast(model, logits_to_keep),
                      tuple(Tensor(a) for a in [dec_ids, mask] + past), os.path.join(directory, "decoder.onnx"),
                      opset=opset, input_names=["input_ids", "encoder_attention_mask"] + past_names,
