@@ -16,7 +16,7 @@ from ...autograd import no_grad
 from ._decode import LeanDecoder, lean_path_applies
 from ._decode_seq2seq import lean_seq2seq_step
 from ._layers import ids_array, mask_array
-from .logits_processors import LogitsProcessors, generation_source, resolve, token_setting
+from .logits_processors import LogitsProcessors, generation_source, output_vocab_size, resolve, token_setting
 from .sampling import Sampler, select_next
 
 __all__ = ["generate", "select_next"]
@@ -43,12 +43,6 @@ def _positive_int(value, name):
 
 def _is_token(t, vocab_size: int) -> bool:
     return isinstance(t, numbers.Integral) and not isinstance(t, bool) and 0 <= t < vocab_size
-
-
-def output_vocab_size(model) -> int:
-    """The vocabulary of the tokens ``model`` generates (an encoder-decoder's decoder's: Marian's separate target
-    vocabulary may differ from its source's)."""
-    return model.decoder_vocab_size if hasattr(model, "decoder_vocab_size") else model.vocab_size
 
 
 def _check_arguments(model, max_new_tokens, eos_token_id, pad_token_id, streamer) -> None:

@@ -119,8 +119,9 @@ def resolve(model, name: str, given, default):
     return default if value is None else value
 
 
-def _output_vocab_size(model) -> int:
-    """The generated tokens' vocabulary (an encoder-decoder's decoder's)."""
+def output_vocab_size(model) -> int:
+    """The vocabulary of the tokens ``model`` generates (an encoder-decoder's decoder's: Marian's separate target
+    vocabulary may differ from its source's)."""
     return model.decoder_vocab_size if hasattr(model, "decoder_vocab_size") else model.vocab_size
 
 
@@ -128,6 +129,6 @@ def token_setting(model, name: str) -> Optional[int]:
     """A token id (forced_bos_token_id, forced_eos_token_id) from generation_config.json, else config.json."""
     for source in (getattr(model, "generation_config", None) or {}, model.config):
         t = source.get(name)
-        if isinstance(t, int) and not isinstance(t, bool) and 0 <= t < _output_vocab_size(model):
+        if isinstance(t, int) and not isinstance(t, bool) and 0 <= t < output_vocab_size(model):
             return t
     return None
