@@ -176,6 +176,32 @@ def seq2seq_logits(hf, ids, mask, dec):
                   decoder_input_ids=torch.tensor(dec)).logits.numpy()
 
 
+def tiny_byte_gpt2(path, n_positions: int = 512):
+    """A 2-layer GPT-2 of 300 tokens written by transformers (torch seeded 0) whose end token, 299, is past the
+    byte tokens: the checkpoint the CLI and server tests decode byte text with."""
+    import torch
+    import transformers
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=300, n_positions=n_positions,
+                                  initializer_range=0.3, eos_token_id=299, bos_token_id=299)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(path)
+    return path
+
+
+def tiny_chat_gpt2(path, template: str):
+    """tiny_byte_gpt2's model with a chat tokenizer (``chat_tokenizer(template)``), its end token the end of a
+    turn (<|im_end|>)."""
+    import torch
+    import transformers
+    torch.manual_seed(0)
+    tok = chat_tokenizer(template)
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=300, n_positions=512,
+                                  initializer_range=0.3, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
 def weight_variant(hf, path, weights: str, tmp_path):
     """forgegrad's model of ``hf``'s checkpoint at ``path`` with ``weights``: "bfloat16" (a copy of ``hf`` saved in
     bfloat16, loaded as stored; ``hf`` itself stays float32) or "int8" (quantize_weight_only)."""

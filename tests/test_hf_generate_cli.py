@@ -15,12 +15,8 @@ transformers.logging.set_verbosity_error()
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("gen") / "bytes"
-    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=300, n_positions=128,
-                                  initializer_range=0.3, eos_token_id=299, bos_token_id=299)
-    transformers.GPT2LMHeadModel(cfg).save_pretrained(path)
-    return path
+    from hf_conformance import tiny_byte_gpt2
+    return tiny_byte_gpt2(tmp_path_factory.mktemp("gen") / "bytes", n_positions=128)
 
 
 def test_generate_streams_the_greedy_continuation(checkpoint, capsys):

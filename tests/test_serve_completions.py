@@ -31,12 +31,8 @@ EOS = 299
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("completions") / "tiny-gpt2"
-    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=300, n_positions=1024,
-                                  initializer_range=0.3, eos_token_id=EOS, bos_token_id=EOS)
-    transformers.GPT2LMHeadModel(cfg).save_pretrained(path)
-    return path
+    from hf_conformance import tiny_byte_gpt2
+    return tiny_byte_gpt2(tmp_path_factory.mktemp("completions") / "tiny-gpt2", n_positions=1024)
 
 
 @pytest.fixture(scope="module")

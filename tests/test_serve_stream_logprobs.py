@@ -32,27 +32,16 @@ MESSAGES = [{"role": "user", "content": "hello world"}]
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("stream-logprobs") / "tiny-gpt2"
-    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=300, n_positions=1024,
-                                  initializer_range=0.3, eos_token_id=299, bos_token_id=299)
-    transformers.GPT2LMHeadModel(cfg).save_pretrained(path)
-    return path
+    from hf_conformance import tiny_byte_gpt2
+    return tiny_byte_gpt2(tmp_path_factory.mktemp("stream-logprobs") / "tiny-gpt2", n_positions=1024)
 
 
 @pytest.fixture(scope="module")
 def chat_checkpoint(tmp_path_factory):
     pytest.importorskip("jinja2")
     pytest.importorskip("tokenizers")
-    from hf_conformance import chat_tokenizer
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("stream-logprobs-chat") / "tiny-chat"
-    tok = chat_tokenizer(CHATML)
-    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=300, n_positions=512,
-                                  initializer_range=0.3, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
-    transformers.GPT2LMHeadModel(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    from hf_conformance import tiny_chat_gpt2
+    return tiny_chat_gpt2(tmp_path_factory.mktemp("stream-logprobs-chat") / "tiny-chat", CHATML)
 
 
 def _app(path, **kw):
