@@ -162,3 +162,22 @@ def start_cli_server(model_path, *options, output="stdout"):
             proc.kill()
             raise AssertionError("server did not come up: " + log.read().decode())
         time.sleep(0.1)
+
+
+def start_stream(client, body, wait: float = 60):
+    """Streams a /v1/completions request on ``client`` (an httpx.Client) in a thread; returns (thread, pieces) once
+    its first chunk has arrived (pieces: the chunks' texts, growing while it runs). Join the thread when done."""
+    import json
+    pieces, started = [], threading.Event()
+
+    def stream():
+        with client.stream("POST", "/v1/completions", json=body) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    pieces.append(json.loads(line[6:])["choices"][0]["text"])
+                    started.set()
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    assert started.wait(wait), "the stream sent no chunk"
+    return thread, pieces

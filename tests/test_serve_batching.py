@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-from serve_helpers import metric, running_app  # noqa: E402
+from serve_helpers import metric, running_app, start_stream  # noqa: E402
 
 PROMPTS = ["Hi", "Hello there, how are you today? Tell me a story about forty robots.", "abc", "The quick brown fox"]
 
@@ -80,19 +80,7 @@ def test_requests_join_a_running_batch_and_leave_it(checkpoint, model):
     joiners = [{"prompt": PROMPTS[1], "max_tokens": 10, "temperature": 0},
                {"prompt": PROMPTS[0], "max_tokens": 5, "temperature": 0, "stop": "never"}]
     with running_app(_app(checkpoint)) as url, httpx.Client(base_url=url, timeout=120) as c:
-        pieces, started, answers = [], threading.Event(), []
-
-        def stream():
-            with c.stream("POST", "/v1/completions", json=first) as r:
-                for line in r.iter_lines():
-                    if line.startswith("data: {"):
-                        event = json.loads(line[6:])
-                        pieces.append(event["choices"][0]["text"])
-                        started.set()
-
-        t = threading.Thread(target=stream)
-        t.start()
-        assert started.wait(60)
+        t, pieces = start_stream(c, first)
         with httpx.Client(base_url=url, timeout=120) as c2:
             answers = [c2.post("/v1/completions", json=j).json()["choices"][0]["text"] for j in joiners]
             text = c2.get("/metrics").text
@@ -250,18 +238,7 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_the_others_steps(checkpoin
     with running_app(_app(checkpoint, prefill_chunk=16)) as url, httpx.Client(base_url=url, timeout=120) as c:
         alone = c.post("/v1/completions", json=joiner).json()["choices"][0]["text"]
         calls_alone = metric(c.get("/metrics").text, "forgegrad_prefill_chunks_total", model="tiny-llama")
-        pieces, started = [], threading.Event()
-
-        def stream():
-            with c.stream("POST", "/v1/completions", json=first) as r:
-                for line in r.iter_lines():
-                    if line.startswith("data: {"):
-                        pieces.append(json.loads(line[6:])["choices"][0]["text"])
-                        started.set()
-
-        t = threading.Thread(target=stream)
-        t.start()
-        assert started.wait(60)
+        t, pieces = start_stream(c, first)
         with httpx.Client(base_url=url, timeout=120) as c2:
             joined = c2.post("/v1/completions", json=joiner).json()["choices"][0]["text"]
             calls = metric(c2.get("/metrics").text, "forgegrad_prefill_chunks_total", model="tiny-llama")

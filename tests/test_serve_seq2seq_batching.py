@@ -23,7 +23,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-from serve_helpers import metric, running_app  # noqa: E402
+from serve_helpers import metric, running_app, start_stream  # noqa: E402
 
 EOS = 299
 # token ids (a word-level tokenizer.json: token i is the word "t{i}", so a text is its tokens)
@@ -154,18 +154,7 @@ def test_requests_join_a_running_batch(pair, monkeypatch):
                {"prompt": PROMPTS[3], "max_tokens": 9, "temperature": 0, "stop": "never"},
                {"prompt": PROMPTS[1], "max_tokens": 12, "temperature": 0}]
     with running_app(_app(path)) as url, httpx.Client(base_url=url, timeout=120) as c:
-        pieces, started = [], threading.Event()
-
-        def stream():
-            with c.stream("POST", "/v1/completions", json=first) as r:
-                for line in r.iter_lines():
-                    if line.startswith("data: {"):
-                        pieces.append(json.loads(line[6:])["choices"][0]["text"])
-                        started.set()
-
-        t = threading.Thread(target=stream)
-        t.start()
-        assert started.wait(60)
+        t, pieces = start_stream(c, first)
         with httpx.Client(base_url=url, timeout=120) as c2:
             answers = [_answer(c2.post("/v1/completions", json=j)) for j in joiners]
             done_before = not t.is_alive()
