@@ -39,7 +39,7 @@ _NEG = np.float32(np.finfo(np.float32).min)
 
 def seq2seq_batching_applies(model) -> bool:
     """The encoder-decoder's lean step runs its decoder (models/hf/_decode_seq2seq.py: T5, BART, Marian, mBART,
-    M2M100 with float32 weights and no replaced or hooked modules)."""
+    M2M100 with float32, bfloat16 or int8 weight-only layers and no replaced or hooked modules)."""
     from ..models.hf._decode_seq2seq import lean_seq2seq_step
     with no_grad():
         return lean_seq2seq_step(model, [], None, None) is not None
