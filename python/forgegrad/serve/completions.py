@@ -100,6 +100,7 @@ class TextGenerator:
     def __init__(self, path: str, weights: str = "float32"):
         from ..models.hf import from_pretrained
         from ..models.hf.chat_template import load_chat_template
+        from ..models.hf.logits_processors import output_vocab_size
         from ..models.hf.tokenizer import eos_token_ids, load_tokenizer
         self.model = from_pretrained(path, dtype="bfloat16" if weights == "bfloat16" else "float32")
         if weights == "int8":
@@ -113,8 +114,7 @@ class TextGenerator:
         self.seq2seq = bool(getattr(self.model, "is_encoder_decoder", False))
         # the generated tokens' vocabulary: an encoder-decoder's decoder's (Marian's target vocabulary may differ
         # from the source's, which the prompt's ids are checked against)
-        self.eos = eos_token_ids(path, self.model.config, int(getattr(self.model, "decoder_vocab_size", None)
-                                                                          or self.model.vocab_size))
+        self.eos = eos_token_ids(path, self.model.config, output_vocab_size(self.model))
         self.tokenizer = load_tokenizer(path, self.model.vocab_size, next(iter(sorted(self.eos)), None))
         self.context = int(self.model.max_positions)
         # chat: the checkpoint's template; a broken one leaves /v1/completions working and says why on chat
@@ -334,7 +334,8 @@ def create_completions_app(config: GenerationServeConfig):
         else:
             req = parse(body, name)
         prompt_ids = [gen.token_ids(p, i) for i, p in enumerate(req.prompts)]
-        vocab = int(getattr(gen.model, "decoder_vocab_size", None) or gen.model.vocab_size)  # the generated tokens'
+        from ..models.hf.logits_processors import output_vocab_size
+        vocab = output_vocab_size(gen.model)  # the generated tokens'
         bad = [t for t in req.penalties.bias if t >= vocab]
         if bad:
             raise CompletionError(400, f"logit_bias: token id {bad[0]} is outside the vocabulary "

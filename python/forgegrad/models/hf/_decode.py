@@ -10,6 +10,7 @@ generate tests check both paths against transformers.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
@@ -102,11 +103,17 @@ def _bf16_embedding():
     return BF16Embedding
 
 
-def lean_linear(layer, x: np.ndarray, act: int = -1, types=None) -> np.ndarray:
+@functools.lru_cache(maxsize=None)
+def _weight_only_types() -> tuple:
+    """(int8, bfloat16) weight-only Linear classes, resolved once: the lookup is an import statement, ~5 us per
+    GEMV call (~0.3 ms per token at full size)."""
+    return _weight_only_linear(), _bf16_linear()
+
+
+def lean_linear(layer, x: np.ndarray, act: int = -1) -> np.ndarray:
     """A Linear layer's GEMV (activation fused), or a weight-only layer's (``quantization.quantize_weight_only``
-    / ``from_pretrained(dtype="bfloat16")``: int8 streams a quarter of the bytes per token, bfloat16 half).
-    ``types``: (int8 weight-only, bfloat16) layer classes, resolved once by a caller that runs many GEMVs."""
-    weight_only, bf16 = types or (_weight_only_linear(), _bf16_linear())
+    / ``from_pretrained(dtype="bfloat16")``: int8 streams a quarter of the bytes per token, bfloat16 half)."""
+    weight_only, bf16 = _weight_only_types()
     bias = layer._parameters.get("bias")  # a tied head is the Embedding: no bias
     bias = bias.numpy() if bias is not None else None
     if isinstance(layer, (weight_only, bf16)):
@@ -189,8 +196,6 @@ class LeanDecoder:
         from .gpt2 import GPT2LMHeadModel
         from .llama import LlamaForCausalLM
         self.model = model
-        # resolved once: the lookup is an import statement, ~5 us per GEMV call (~0.3 ms per token at full size)
-        self._weight_only, self._bf16 = _weight_only_linear(), _bf16_linear()
         if isinstance(model, GPT2LMHeadModel):
             self._layer = self._gpt2_layer
             c = model.config
@@ -376,8 +381,7 @@ class LeanDecoder:
         return x + self._linear(blk.mlp.c_proj, f)
 
     # --- Llama ---
-    def _linear(self, layer, x, act=-1):
-        return lean_linear(layer, x, act, (self._weight_only, self._bf16))
+    _linear = staticmethod(lean_linear)
 
     def _llama_layer(self, i, x, ctx, cache, length, mask):
         blk = self.model.model.layers[i]
