@@ -126,20 +126,8 @@ def test_a_row_without_keys_gives_zero_output_and_gradients():
 @pytest.fixture
 def kernel_calls(monkeypatch):
     """The softcap of each fused forward / backward kernel call made through the op, by direction."""
-    calls = {"forward": [], "backward": []}
-    fwd, bwd = KA.attention_forward, KA.attention_backward
-
-    def forward(*a, softcap=None, **kw):
-        calls["forward"].append(softcap)
-        return fwd(*a, softcap=softcap, **kw)
-
-    def backward(*a, softcap=None, **kw):
-        calls["backward"].append(softcap)
-        return bwd(*a, softcap=softcap, **kw)
-
-    monkeypatch.setattr(KA, "attention_forward", forward)
-    monkeypatch.setattr(KA, "attention_backward", backward)
-    return calls
+    from kernel_calls import record_attention_kernels
+    return record_attention_kernels(monkeypatch)
 
 
 @pytest.mark.parametrize("case", ["causal", "padding", "gqa"])

@@ -10,7 +10,6 @@ import pytest
 
 import forgegrad as fg
 import forgegrad.models.hf.gemma2 as G
-from forgegrad.kernels import attention as KA
 from forgegrad.models import from_pretrained
 import hf_conformance as hfc
 
@@ -40,23 +39,14 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture
 def attention_calls(monkeypatch):
     """The soft caps of the fused attention kernels' calls, and the composed attention's calls."""
-    calls = {"forward": [], "backward": [], "composed": 0}
-    fwd, bwd, composed = KA.attention_forward, KA.attention_backward, G.attend_softcapped_composed
-
-    def forward(*a, softcap=None, **kw):
-        calls["forward"].append(softcap)
-        return fwd(*a, softcap=softcap, **kw)
-
-    def backward(*a, softcap=None, **kw):
-        calls["backward"].append(softcap)
-        return bwd(*a, softcap=softcap, **kw)
+    from kernel_calls import record_attention_kernels
+    calls = dict(record_attention_kernels(monkeypatch), composed=0)
+    composed = G.attend_softcapped_composed
 
     def counted(*a, **kw):
         calls["composed"] += 1
         return composed(*a, **kw)
 
-    monkeypatch.setattr(KA, "attention_forward", forward)
-    monkeypatch.setattr(KA, "attention_backward", backward)
     monkeypatch.setattr(G, "attend_softcapped_composed", counted)
     return calls
 

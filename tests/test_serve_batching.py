@@ -3,7 +3,6 @@ join it while others run, and each still gets the text it gets alone (real uvico
 transformers wrote)."""
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 
@@ -20,7 +19,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-from serve_helpers import metric, running_app, start_stream  # noqa: E402
+from serve_helpers import metric, post_all, running_app, start_stream  # noqa: E402
 
 PROMPTS = ["Hi", "Hello there, how are you today? Tell me a story about forty robots.", "abc", "The quick brown fox"]
 
@@ -57,14 +56,9 @@ def test_concurrent_completions_decode_together_with_their_solo_text(checkpoint,
     lengths = [40, 7, 25, 33]
     want = [_solo(model, p, n) for p, n in zip(PROMPTS, lengths)]
 
-    async def burst(url):
-        async with httpx.AsyncClient(base_url=url, timeout=120) as c:
-            return await asyncio.gather(*(c.post("/v1/completions", json={"prompt": p, "max_tokens": n,
-                                                                            "temperature": 0})
-                                          for p, n in zip(PROMPTS, lengths)))
-
+    bodies = [{"prompt": p, "max_tokens": n, "temperature": 0} for p, n in zip(PROMPTS, lengths)]
     with running_app(_app(checkpoint)) as url:
-        answers = asyncio.run(burst(url))
+        answers = post_all(url, bodies)
         text = httpx.get(url + "/metrics").text
     assert [a.json()["choices"][0]["text"] for a in answers] == want
     steps = metric(text, "forgegrad_batch_size_count", model="tiny-llama")

@@ -23,7 +23,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-from serve_helpers import free_port, metric, running_app  # noqa: E402
+from serve_helpers import free_port, metric, post_all, running_app  # noqa: E402
 
 PROMPT = "Hi there"
 EOS = 299
@@ -201,17 +201,12 @@ def test_a_client_that_disconnects_stops_its_generation(server):
 
 
 def test_a_full_queue_answers_503_with_retry_after(checkpoint):
-    import asyncio
     from forgegrad.serve.completions import GenerationServeConfig, create_completions_app
     app = create_completions_app(GenerationServeConfig(str(checkpoint), max_queue=1))
 
-    async def burst(url):
-        async with httpx.AsyncClient(base_url=url, timeout=60) as c:
-            body = {"prompt": PROMPT, "max_tokens": 400, "temperature": 0}
-            return await asyncio.gather(*(c.post("/v1/completions", json=body) for _ in range(4)))
-
+    body = {"prompt": PROMPT, "max_tokens": 400, "temperature": 0}
     with running_app(app) as url:
-        answers = asyncio.run(burst(url))
+        answers = post_all(url, [body] * 4, timeout=60)
     codes = sorted(r.status_code for r in answers)
     assert codes[0] == 200 and 503 in codes
     busy = next(r for r in answers if r.status_code == 503)

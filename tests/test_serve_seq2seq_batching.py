@@ -23,7 +23,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-from serve_helpers import metric, running_app, start_stream  # noqa: E402
+from serve_helpers import metric, post_all, running_app, start_stream  # noqa: E402
 
 EOS = 299
 # token ids (a word-level tokenizer.json: token i is the word "t{i}", so a text is its tokens)
@@ -94,14 +94,9 @@ def test_concurrent_requests_decode_together_with_their_solo_tokens(pair):
     want = [_solo(model, p, n) for p, n in zip(PROMPTS, lengths)]
     assert len(set(want)) == 4
 
-    async def burst(url):
-        async with httpx.AsyncClient(base_url=url, timeout=120) as c:
-            return await asyncio.gather(*(c.post("/v1/completions", json={"prompt": p, "max_tokens": n,
-                                                                            "temperature": 0})
-                                          for p, n in zip(PROMPTS, lengths)))
-
+    bodies = [{"prompt": p, "max_tokens": n, "temperature": 0} for p, n in zip(PROMPTS, lengths)]
     with running_app(_app(path)) as url:
-        got = [_answer(a) for a in asyncio.run(burst(url))]
+        got = [_answer(a) for a in post_all(url, bodies)]
         steps, single = _shared_steps(url, path.name)
     assert got == want
     assert steps > 0 and single < steps, "no decode step ran more than one completion"
@@ -119,14 +114,9 @@ def test_bfloat16_and_int8_weights_batch_too(pair, weights):
     lengths = [12, 7, 9, 10]
     want = [_solo(model, p, n) for p, n in zip(PROMPTS, lengths)]
 
-    async def burst(url):
-        async with httpx.AsyncClient(base_url=url, timeout=120) as c:
-            return await asyncio.gather(*(c.post("/v1/completions", json={"prompt": p, "max_tokens": n,
-                                                                            "temperature": 0})
-                                          for p, n in zip(PROMPTS, lengths)))
-
+    bodies = [{"prompt": p, "max_tokens": n, "temperature": 0} for p, n in zip(PROMPTS, lengths)]
     with running_app(_app(path, weights=weights)) as url:
-        got = [_answer(a) for a in asyncio.run(burst(url))]
+        got = [_answer(a) for a in post_all(url, bodies)]
         steps, single = _shared_steps(url, path.name)
     assert got == want
     assert steps > 0 and single < steps, "no decode step ran more than one completion"
@@ -248,12 +238,8 @@ def test_every_request_setting_matches_the_one_at_a_time_path(pair):
         want = [choices(c.post("/v1/completions", json=b)) for b in bodies]
     assert want[4][0][0][1] == "stop"
 
-    async def burst(url):
-        async with httpx.AsyncClient(base_url=url, timeout=120) as c:
-            return await asyncio.gather(*(c.post("/v1/completions", json=b) for b in bodies))
-
     with running_app(_app(path)) as url:
-        got = [choices(r) for r in asyncio.run(burst(url))]
+        got = [choices(r) for r in post_all(url, bodies)]
         steps, single = _shared_steps(url, path.name)
         alone = _answer(httpx.post(url + "/v1/completions", json=bodies[1], timeout=120))
     assert got == want
