@@ -165,6 +165,61 @@ def test_fused_kernel_bits_any_thread_count_and_isa(causal):
         fg.set_simd(isa)
 
 
+@pytest.mark.parametrize("causal,masked,softcap,E,L,S", [
+    (True, False, None, 64, 150, 150), (False, True, None, 40, 37, 200), (True, True, 5.0, 24, 70, 70),
+    (False, False, 5.0, 64, 129, 65)])
+def test_backward_split_over_key_blocks_same_bits_as_whole_pairs(causal, masked, softcap, E, L, S):
+    """With fewer (batch, head) pairs than threads the backward splits each pair over its key blocks (dK,
+    dV) and query tiles (dQ): the same bits as one thread per pair (1 thread), gradients as torch's."""
+    from forgegrad import _C
+    from forgegrad.kernels import attention as KA
+    for pairs, threads in ((1, 2), (1, 3), (2, 3)):
+        assert _C.attention.backward_splits(pairs, S, threads), (pairs, threads)  # the runs below take the split
+    assert not _C.attention.backward_splits(2, S, 1) and not _C.attention.backward_splits(2, S, 2)
+    ev = 24
+    for pairs in (1, 2):
+        q, k, v = _rand(pairs, L, E), _rand(pairs, S, E, seed=1), _rand(pairs, S, ev, seed=2)
+        if softcap:
+            q, k = q * 3, k * 3  # scores past the cap
+        mask = _rand(pairs, 1, S, seed=3) if masked else None
+        m = KA.prepare_mask(mask, (pairs,), L, S)
+        g = _rand(pairs, L, ev, seed=9)
+        before = fg.get_num_threads()
+        try:
+            runs = {}
+            for n in (1, 2, 3):
+                fg.set_num_threads(n)
+                out, lse = KA.attention_forward(q, k, v, 0.125, causal, m, softcap=softcap)
+                runs[n] = KA.attention_backward(g, q, k, v, out, lse, 0.125, causal, m, softcap=softcap)
+        finally:
+            fg.set_num_threads(before)
+        for n in (2, 3):
+            for name, a, b in zip("qkv", runs[1], runs[n]):
+                assert a.tobytes() == b.tobytes(), f"d{name} differs at {n} threads ({pairs} pairs)"
+        tq, tk, tv = (torch.from_numpy(a.astype(np.float64)).requires_grad_(True) for a in (q, k, v))
+        s = (tq * 0.125) @ tk.transpose(-1, -2)
+        if softcap:
+            s = softcap * torch.tanh(s / softcap)
+        if mask is not None:
+            s = s + torch.from_numpy(mask.astype(np.float64))
+        if causal:
+            s = s.masked_fill(~torch.ones(L, S, dtype=torch.bool).tril(), float("-inf"))
+        (torch.softmax(s, -1) @ tv).backward(torch.from_numpy(g.astype(np.float64)))
+        for name, a, t in zip("qkv", runs[3], (tq, tk, tv)):
+            np.testing.assert_allclose(a, t.grad.numpy(), rtol=1e-4, atol=2e-5, err_msg=f"d{name}")
+
+
+def test_backward_split_rule():
+    from forgegrad import _C
+    split = _C.attention.backward_splits
+    assert not split(1, 1000, 1)  # one thread: whole pairs
+    assert not split(1, 64, 8)  # one pair of one key block: nothing to split
+    assert split(1, 65, 2) and split(12, 512, 32) and split(5, 512, 4)  # most threads idle otherwise
+    assert not split(12, 512, 16) and not split(3, 512, 2)  # whole pairs keep most threads busy
+    with pytest.raises(ValueError, match="threads >= 1"):
+        split(1, 64, 0)
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_fused_forward_soft_cap_against_numpy(causal):
     """softcap (Gemma 2): the scaled scores pass through cap * tanh(s / cap) before the mask; odd lengths

@@ -227,6 +227,16 @@ void bind(py::module_& m) {
         py::arg("lse"), py::arg("heads"), py::arg("scale"), py::arg("dqkv"),
         "Fills dqkv (B, T, 3C), laid out as qkv, with the gradient of attention_forward_packed for grad_out (B, T, C), "
         "from forward's split, out and lse.");
+  m.def(
+      "backward_splits",
+      [](int64_t pairs, int64_t keys, int threads) {
+        if (pairs < 0 || keys < 0 || threads < 1)
+          throw py::value_error("backward_splits: pairs and keys must be >= 0 and threads >= 1");
+        return fg::attention_backward_splits(pairs, keys, threads);
+      },
+      py::arg("pairs"), py::arg("keys"), py::arg("threads"),
+      "Whether attention_backward at `threads` threads splits each of `pairs` (batch, head) pairs over its key "
+      "blocks and query tiles (few pairs) rather than running whole pairs per thread; both give the same bits.");
 }
 
 }  // namespace

@@ -29,6 +29,21 @@ FG_KERNEL(void, attention_forward,
            const int64_t* moff, int64_t mrs, float* out, AttnLayout lo, float* lse, float softcap),
           (q, lq, k, lk, v, lv, N, L, S, E, Ev, scale, causal, mask, moff, mrs, out, lo, lse, softcap))
 
+// Keys per tile of the fused kernels, on every ISA.
+constexpr int64_t kAttnKeyBlock = 64;
+
+// Whether attention_backward splits each (batch, head) pair's work over its key blocks (dK, dV) and query
+// tiles (dQ) instead of giving each thread whole pairs. The split recomputes the scores and dP once more
+// (7 tile products instead of 5), so it is taken only when that beats whole pairs on `threads` threads:
+// fewer pairs than threads, or few enough that the last round leaves most threads idle. Both ways compute
+// every element with the same operations in the same order: the same bits.
+inline bool attention_backward_splits(int64_t pairs, int64_t keys, int threads) {
+  const int64_t kblocks = (keys + kAttnKeyBlock - 1) / kAttnKeyBlock;
+  if (threads <= 1 || pairs * kblocks < 2) return false;
+  const int64_t rounds = (pairs + threads - 1) / threads;
+  return 7 * pairs < 5 * threads * rounds;
+}
+
 // dq, dk, dv from grad_out and forward's out and lse. grad_out is read through lo (out's layout);
 // dq, dk, dv are written through wq, wk, wv. softcap: the forward's (0: none); the gradient then goes
 // through the cap, d(c * tanh(x / c)) / dx = 1 - tanh(x / c)^2.

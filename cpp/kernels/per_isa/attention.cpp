@@ -20,9 +20,10 @@
 // q then overflows no later than torch's (a score past float's range is +-inf and spreads NaN).
 //
 // Threads: forward tasks are (n, query block), backward tasks are n (one (batch, head) pair, whose
-// dQ is accumulated over key blocks in ascending order by one thread). Every output element is
-// computed by the same sequence of operations whichever thread runs it: bit-identical for any
-// thread count. (A backward with fewer pairs than threads leaves threads idle.)
+// dQ is accumulated over key blocks in ascending order by one thread), or, with fewer pairs than
+// threads, (n, key block) for dK, dV and (n, query tile) for dQ (attention_backward_splits). Every output element is
+// computed by the same sequence of operations whichever thread and whichever split runs it:
+// bit-identical for any thread count.
 //
 // Layouts: every operand is read (and every result written) through an AttnLayout (attention.h), so
 // the q, k, v parts of a packed (B, T, 3C) projection are read in place and the output is written
@@ -38,6 +39,7 @@
 // row-major with N a multiple of W (the operands that play B are packed with zero padding when
 // their width is not a multiple of W: k^T, v^T per key block; q, dO, k when E % W != 0).
 #include <cmath>
+#include <vector>
 
 #include "forgegrad/attention.h"
 #include "forgegrad/memory.h"
@@ -52,7 +54,7 @@ namespace {
 
 using rows::imin;
 
-constexpr int64_t kBlk = 64;   // keys per tile
+constexpr int64_t kBlk = kAttnKeyBlock;  // keys per tile
 constexpr int64_t kRows = 32;  // query rows per tile: on the causal diagonal a tile computes ~kRows^2/2 masked scores
 constexpr int kMR = 6;  // microkernel rows
 // Vectors per microkernel row: 6 x 4 accumulators of 32 zmm registers, 6 x 2 of 16 ymm.
@@ -310,105 +312,215 @@ void attention_forward(const float* q, AttnLayout lq, const float* k, AttnLayout
   });
 }
 
+namespace {
+
+// What the backward's tiles of one (batch, head) pair read: q * scale (ldq), dO (ldg), D = rowsum(dO * out)
+// and lse by query row, the mask rows.
+struct BwdPair {
+  const float* qb;
+  int64_t ldq;
+  const float* gb;
+  int64_t ldg;
+  const float* D;
+  const float* ln;
+  const float* mn;
+  int64_t mrs;
+};
+
+struct BwdShape {
+  int64_t L, S, E, Ev, ep, evp, bcp;
+  bool causal;
+  float softcap;
+};
+
+// D, q * scale (padded to ep) and, when pad_ev, dO (padded to evp) of pair n into D, qp, gp; the
+// pair's view of them.
+BwdPair prepare_pair(const BwdShape& sh, const float* q, AttnLayout lq, const float* out, const float* grad_out,
+                     AttnLayout lo, const float* lse, const float* mask, const int64_t* moff, int64_t mrs, float scale,
+                     bool pad_ev, int64_t n, float* D, float* qp, float* gp) {
+  const float* on = out + lo.base(n);
+  const float* gn = grad_out + lo.base(n);
+  const int64_t os = lo.sr;
+  for (int64_t r = 0; r < sh.L; ++r) {  // one vector accumulator per row: a fixed order
+    vf s = vzero();
+    for (int64_t e = 0; e < sh.Ev; e += W) {
+      const int c = static_cast<int>(imin(W, sh.Ev - e));
+      s = vfmadd(vload_upto(gn + r * os + e, c), vload_upto(on + r * os + e, c), s);
+    }
+    D[r] = vreduce_add(s);
+  }
+  copy_scaled(q + lq.base(n), sh.L, sh.E, lq.sr, scale, qp, sh.ep);
+  BwdPair p{qp, sh.ep, gn, os, D, lse + n * sh.L, mask ? mask + moff[n] : nullptr, mrs};
+  if (pad_ev) copy_padded(gn, sh.L, sh.Ev, os, gp, sh.evp), p.gb = gp, p.ldg = sh.evp;
+  return p;
+}
+
+// The tile of query rows [r0, r0 + br) against keys [c0, c0 + kv) of a key block (kt, vt: its k^T and v^T,
+// bcp columns): P = exp(S - lse) into pt, dS = P * (dP - D) (through the cap when capped) into dst, both
+// zero past each row's visible keys. Every path of the backward computes P and dS here, so they have the
+// same bits whichever tasks run them.
+void tile_p_ds(const BwdShape& sh, const BwdPair& p, int64_t r0, int64_t br, int64_t c0, int64_t kv, const float* kt,
+               const float* vt, float* pt, float* dst, float* tht) {
+  const int64_t bcp = sh.bcp, npv = round_up(kv, W);
+  tile_gemm<false>(br, npv, sh.E, p.qb + r0 * p.ldq, p.ldq, 1, kt, bcp, pt, bcp);
+  tile_gemm<false>(br, npv, sh.Ev, p.gb + r0 * p.ldg, p.ldg, 1, vt, bcp, dst, bcp);
+  for (int64_t r = 0; r < br; ++r) {
+    float* pr = pt + r * bcp;
+    float* ds = dst + r * bcp;
+    const int64_t lim = visible(sh.causal, r0 + r, c0, kv);
+    const float lr = p.ln[r0 + r];
+    if (lr == -INFINITY || lim == 0) {
+      zero(pr, kv);
+      zero(ds, kv);
+      continue;
+    }
+    float* th = sh.softcap > 0.0f ? tht + r * bcp : nullptr;
+    if (th) soft_cap_keep(pr, th, lim, sh.softcap);
+    add_mask(pr, p.mn ? p.mn + (r0 + r) * p.mrs + c0 : nullptr, lim);
+    exp_sub_sum(pr, lim, lr);
+    for (int64_t c = lim; c < kv; ++c) pr[c] = 0.0f;
+    const vf d = vset1(p.D[r0 + r]);
+    for (int64_t c = 0; c < kv; c += W) {
+      const int rr = static_cast<int>(imin(W, kv - c));
+      vstore_upto(ds + c, vmul(vload_upto(pr + c, rr), vsub(vload_upto(ds + c, rr), d)), rr);
+    }
+    if (th) cap_chain(ds, th, lim);  // keys past lim have P = 0, so dS = 0 there already
+  }
+}
+
+// Keys [0, kv) of the key block at c0 that some row of the query tile at r0 sees; 0 when the tile takes no
+// part in the block (causal: rows before c0 see none of its keys).
+inline int64_t tile_keys(const BwdShape& sh, int64_t r0, int64_t br, int64_t c0, int64_t bc) {
+  if (!sh.causal) return bc;
+  return r0 < c0 ? 0 : imin(bc, r0 + br - c0);
+}
+
+// dK and dV of the key block at c0 (k^T kt, v^T vt), summed over the query tiles in ascending order into
+// dka (bc x ep) and dva (bc x evp), then written through wk, wv. When dqa is given, dQ += dS K of each tile
+// too (kb: the block's key rows, row stride ldk).
+void key_block_grads(const BwdShape& sh, const BwdPair& p, int64_t c0, const float* kt, const float* vt,
+                     const float* kb, int64_t ldk, float* dqa, float* pt, float* dst, float* tht, float* dka,
+                     float* dva, float* dk, AttnLayout wk, float* dv, AttnLayout wv, int64_t n) {
+  const int64_t bc = imin(kBlk, sh.S - c0), ep = sh.ep, evp = sh.evp;
+  zero(dka, bc * ep);
+  zero(dva, bc * evp);
+  for (int64_t r0 = sh.causal ? c0 : 0; r0 < sh.L; r0 += kRows) {  // rows before c0 see no key of the block
+    const int64_t br = imin(kRows, sh.L - r0), kv = tile_keys(sh, r0, br, c0, bc);
+    tile_p_ds(sh, p, r0, br, c0, kv, kt, vt, pt, dst, tht);
+    tile_gemm<true>(kv, evp, br, pt, 1, sh.bcp, p.gb + r0 * p.ldg, p.ldg, dva, evp);  // dV += P^T dO
+    tile_gemm<true>(kv, ep, br, dst, 1, sh.bcp, p.qb + r0 * p.ldq, p.ldq, dka, ep);  // dK += dS^T (Q * scale)
+    if (dqa) tile_gemm<true>(br, ep, kv, dst, sh.bcp, 1, kb, ldk, dqa + r0 * ep, ep);  // dQ += dS K
+  }
+  for (int64_t c = 0; c < bc; ++c) {
+    float* dkr = dk + wk.base(n) + (c0 + c) * wk.sr;
+    float* dvr = dv + wv.base(n) + (c0 + c) * wv.sr;
+    for (int64_t e = 0; e < sh.E; ++e) dkr[e] = dka[c * ep + e];
+    for (int64_t e = 0; e < sh.Ev; ++e) dvr[e] = dva[c * evp + e];
+  }
+}
+
+}  // namespace
+
 void attention_backward(const float* q, AttnLayout lq, const float* k, AttnLayout lk, const float* v, AttnLayout lv,
                         const float* out, const float* grad_out, AttnLayout lo, const float* lse, int64_t N, int64_t L,
                         int64_t S, int64_t E, int64_t Ev, float scale, bool causal, const float* mask,
                         const int64_t* moff, int64_t mrs, float* dq, AttnLayout wq, float* dk, AttnLayout wk, float* dv,
                         AttnLayout wv, float softcap) {
   const bool capped = softcap > 0.0f;
-  const int64_t ep = round_up(E, W), evp = round_up(Ev, W), bcp = round_up(kBlk, W);
+  const BwdShape sh{L, S, E, Ev, round_up(E, W), round_up(Ev, W), round_up(kBlk, W), causal, softcap};
+  const int64_t ep = sh.ep, evp = sh.evp, bcp = sh.bcp;
+  const int64_t kblocks = (S + kBlk - 1) / kBlk, qblocks = (L + kRows - 1) / kRows;
   // q, k blocks and dO are used from contiguous copies (padded to ep / evp) when E % W, Ev % W or
   // when their rows are strided
   const bool pad_e = E % W != 0 || lq.sr != E || lk.sr != E, pad_ev = Ev % W != 0 || lo.sr != Ev;
-  // a task: one head, its dq, dk and dv
-  parallel_tasks(N, 2 * L * S * (E + Ev), [&](int64_t n) {
-    const float* qn = q + lq.base(n);
-    const float* kn = k + lk.base(n);
-    const float* vn = v + lv.base(n);
-    const float* on = out + lo.base(n);
-    const float* gn = grad_out + lo.base(n);
-    const int64_t qs = lq.sr, ks = lk.sr, vs = lv.sr, os = lo.sr;  // row strides
-    const float* ln = lse + n * L;
-    const float* mn = mask ? mask + moff[n] : nullptr;
-    AlignedBuffer buf(L + 2 * L * ep + (pad_e ? kBlk * ep : 0) + (pad_ev ? L * evp : 0) + 2 * kRows * bcp + E * bcp +
-                      Ev * bcp + kBlk * ep + kBlk * evp + (capped ? kRows * bcp : 0));
-    float* D = buf.data();  // rowsum(dO * out)
-    float* dqa = D + L;  // dQ accumulator (L x ep)
-    float* qp = dqa + L * ep;  // q * scale, contiguous and padded to ep
-    float* kp = qp + L * ep;  // key block, contiguous and padded to ep (when pad_e)
-    float* gp = kp + (pad_e ? kBlk * ep : 0);  // dO, contiguous and padded to evp (when pad_ev)
-    float* pt = gp + (pad_ev ? L * evp : 0);  // P tile (br x bcp)
-    float* dst = pt + kRows * bcp;  // dP, then dS tile (br x bcp)
-    float* kt = dst + kRows * bcp;  // k^T of the key block (E x bcp)
-    float* vt = kt + E * bcp;  // v^T of the key block (Ev x bcp)
-    float* dka = vt + Ev * bcp;  // dK accumulator of the key block
-    float* dva = dka + kBlk * ep;  // dV accumulator of the key block
-    float* tht = dva + kBlk * evp;  // tanh(x / softcap) tile (br x bcp), when capped
-    for (int64_t r = 0; r < L; ++r) {  // one vector accumulator per row: a fixed order
-      vf s = vzero();
-      for (int64_t e = 0; e < Ev; e += W) {
-        const int n = static_cast<int>(imin(W, Ev - e));
-        s = vfmadd(vload_upto(gn + r * os + e, n), vload_upto(on + r * os + e, n), s);
+  const int64_t tile_floats = 2 * kRows * bcp + (capped ? kRows * bcp : 0);  // P, dS, tanh tiles
+  auto write_dq = [&](int64_t n, int64_t r0, int64_t rows, const float* dqa) {
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t e = 0; e < E; ++e) dq[wq.base(n) + (r0 + r) * wq.sr + e] = dqa[r * ep + e] * scale;
+  };
+  if (!attention_backward_splits(N, S, get_num_threads())) {
+    // a task: one pair, its dq, dk and dv (dQ summed over the key blocks in ascending order)
+    parallel_tasks(N, 2 * L * S * (E + Ev), [&](int64_t n) {
+      AlignedBuffer buf(L + L * ep + L * ep + (pad_ev ? L * evp : 0) + (pad_e ? kBlk * ep : 0) + E * bcp + Ev * bcp +
+                        kBlk * ep + kBlk * evp + tile_floats);
+      float* D = buf.data();
+      float* dqa = D + L;  // dQ accumulator (L x ep)
+      float* qp = dqa + L * ep;
+      float* gp = qp + L * ep;
+      float* kp = gp + (pad_ev ? L * evp : 0);  // key block, contiguous and padded to ep (when pad_e)
+      float* kt = kp + (pad_e ? kBlk * ep : 0);  // k^T of the key block (E x bcp)
+      float* vt = kt + E * bcp;  // v^T of the key block (Ev x bcp)
+      float* dka = vt + Ev * bcp;
+      float* dva = dka + kBlk * ep;
+      float* pt = dva + kBlk * evp;
+      const BwdPair p = prepare_pair(sh, q, lq, out, grad_out, lo, lse, mask, moff, mrs, scale, pad_ev, n, D, qp, gp);
+      zero(dqa, L * ep);
+      const float* kn = k + lk.base(n);
+      const float* vn = v + lv.base(n);
+      for (int64_t c0 = 0; c0 < S; c0 += kBlk) {
+        const int64_t bc = imin(kBlk, S - c0);
+        transpose_padded(kn + c0 * lk.sr, bc, E, lk.sr, kt, bcp);
+        transpose_padded(vn + c0 * lv.sr, bc, Ev, lv.sr, vt, bcp);
+        const float* kb = kn + c0 * lk.sr;
+        int64_t ldk = lk.sr;
+        if (pad_e) copy_padded(kb, bc, E, lk.sr, kp, ep), kb = kp, ldk = ep;
+        key_block_grads(sh, p, c0, kt, vt, kb, ldk, dqa, pt, pt + kRows * bcp, pt + 2 * kRows * bcp, dka, dva, dk, wk,
+                        dv, wv, n);
       }
-      D[r] = vreduce_add(s);
+      write_dq(n, 0, L, dqa);
+    });
+    return;
+  }
+  // Split: every pair's D, q * scale and dO copies, and each key block's k^T, v^T and padded rows, made
+  // once; then tasks (pair, key block) compute dK, dV and tasks (pair, query tile) compute dQ, summing
+  // dS K over the key blocks in ascending order as the whole-pair task does.
+  const int64_t gpn = pad_ev ? L * evp : 0, kpn = pad_e ? kBlk * ep : 0, kbn = (E + Ev) * bcp + kpn;
+  AlignedBuffer shared(N * (L + L * ep + gpn) + N * kblocks * kbn);
+  float* pairs_at = shared.data();
+  float* blocks_at = pairs_at + N * (L + L * ep + gpn);
+  std::vector<BwdPair> pairs(N);
+  parallel_for_work(N, L * (E + 2 * Ev), [&](int64_t b, int64_t e) {
+    for (int64_t n = b; n < e; ++n) {
+      float* D = pairs_at + n * (L + L * ep + gpn);
+      pairs[n] =
+          prepare_pair(sh, q, lq, out, grad_out, lo, lse, mask, moff, mrs, scale, pad_ev, n, D, D + L, D + L + L * ep);
     }
-    zero(dqa, L * ep);
-    copy_scaled(qn, L, E, qs, scale, qp, ep);
-    const float* qb = qp;
-    const int64_t ldq = ep;
-    const float* gb = gn;
-    int64_t ldg = os;
-    if (pad_ev) copy_padded(gn, L, Ev, os, gp, evp), gb = gp, ldg = evp;
-    for (int64_t c0 = 0; c0 < S; c0 += kBlk) {
-      const int64_t bc = imin(kBlk, S - c0);
-      transpose_padded(kn + c0 * ks, bc, E, ks, kt, bcp);
-      transpose_padded(vn + c0 * vs, bc, Ev, vs, vt, bcp);
-      const float* kb = kn + c0 * ks;
-      int64_t ldk = ks;
-      if (pad_e) copy_padded(kb, bc, E, ks, kp, ep), kb = kp, ldk = ep;
-      zero(dka, bc * ep);
-      zero(dva, bc * evp);
-      for (int64_t r0 = causal ? c0 : 0; r0 < L; r0 += kRows) {  // rows before c0 see no key of the block
-        const int64_t br = imin(kRows, L - r0);
-        // keys [0, kv) of the block are seen by some row of the tile (all but on the causal diagonal)
-        const int64_t kv = causal ? imin(bc, r0 + br - c0) : bc, npv = round_up(kv, W);
-        tile_gemm<false>(br, npv, E, qb + r0 * ldq, ldq, 1, kt, bcp, pt, bcp);
-        tile_gemm<false>(br, npv, Ev, gb + r0 * ldg, ldg, 1, vt, bcp, dst, bcp);
-        for (int64_t r = 0; r < br; ++r) {
-          float* p = pt + r * bcp;
-          float* ds = dst + r * bcp;
-          const int64_t lim = visible(causal, r0 + r, c0, kv);
-          const float lr = ln[r0 + r];
-          if (lr == -INFINITY || lim == 0) {
-            zero(p, kv);
-            zero(ds, kv);
-            continue;
-          }
-          float* th = tht + r * bcp;
-          if (capped) soft_cap_keep(p, th, lim, softcap);
-          add_mask(p, mn ? mn + (r0 + r) * mrs + c0 : nullptr, lim);
-          exp_sub_sum(p, lim, lr);
-          for (int64_t c = lim; c < kv; ++c) p[c] = 0.0f;
-          const vf d = vset1(D[r0 + r]);
-          for (int64_t c = 0; c < kv; c += W) {
-            const int rr = static_cast<int>(imin(W, kv - c));
-            vstore_upto(ds + c, vmul(vload_upto(p + c, rr), vsub(vload_upto(ds + c, rr), d)), rr);
-          }
-          if (capped) cap_chain(ds, th, lim);  // keys past lim have P = 0, so dS = 0 there already
-        }
-        tile_gemm<true>(kv, evp, br, pt, 1, bcp, gb + r0 * ldg, ldg, dva, evp);  // dV += P^T dO
-        tile_gemm<true>(kv, ep, br, dst, 1, bcp, qb + r0 * ldq, ldq, dka, ep);  // dK += dS^T (Q * scale)
-        tile_gemm<true>(br, ep, kv, dst, bcp, 1, kb, ldk, dqa + r0 * ep, ep);  // dQ += dS K
-      }
-      for (int64_t c = 0; c < bc; ++c) {
-        float* dkr = dk + wk.base(n) + (c0 + c) * wk.sr;
-        float* dvr = dv + wv.base(n) + (c0 + c) * wv.sr;
-        for (int64_t e = 0; e < E; ++e) dkr[e] = dka[c * ep + e];
-        for (int64_t e = 0; e < Ev; ++e) dvr[e] = dva[c * evp + e];
-      }
+  });
+  parallel_for_work(N * kblocks, kBlk * (E + Ev), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const int64_t n = i / kblocks, c0 = (i % kblocks) * kBlk, bc = imin(kBlk, S - c0);
+      float* kt = blocks_at + i * kbn;
+      transpose_padded(k + lk.base(n) + c0 * lk.sr, bc, E, lk.sr, kt, bcp);
+      transpose_padded(v + lv.base(n) + c0 * lv.sr, bc, Ev, lv.sr, kt + E * bcp, bcp);
+      if (pad_e) copy_padded(k + lk.base(n) + c0 * lk.sr, bc, E, lk.sr, kt + (E + Ev) * bcp, ep);
     }
-    for (int64_t r = 0; r < L; ++r)
-      for (int64_t e = 0; e < E; ++e) dq[wq.base(n) + r * wq.sr + e] = dqa[r * ep + e] * scale;
+  });
+  auto block = [&](int64_t n, int64_t j) { return blocks_at + (n * kblocks + j) * kbn; };
+  parallel_tasks(N * kblocks, 2 * L * kBlk * (E + Ev), [&](int64_t i) {
+    const int64_t n = i / kblocks, j = i % kblocks;
+    AlignedBuffer buf(kBlk * ep + kBlk * evp + tile_floats);
+    float* dka = buf.data();
+    float* dva = dka + kBlk * ep;
+    float* pt = dva + kBlk * evp;
+    key_block_grads(sh, pairs[n], j * kBlk, block(n, j), block(n, j) + E * bcp, nullptr, 0, nullptr, pt,
+                    pt + kRows * bcp, pt + 2 * kRows * bcp, dka, dva, dk, wk, dv, wv, n);
+  });
+  parallel_tasks(N * qblocks, 2 * kRows * S * (E + Ev), [&](int64_t i) {
+    const int64_t n = i / qblocks, r0 = (i % qblocks) * kRows, br = imin(kRows, L - r0);
+    AlignedBuffer buf(kRows * ep + tile_floats);
+    float* dqa = buf.data();
+    float* pt = dqa + kRows * ep;
+    const BwdPair& p = pairs[n];
+    zero(dqa, br * ep);
+    for (int64_t j = 0; j < kblocks; ++j) {
+      const int64_t c0 = j * kBlk, kv = tile_keys(sh, r0, br, c0, imin(kBlk, S - c0));
+      if (kv == 0) continue;
+      const float* kt = block(n, j);
+      const float* kb = pad_e ? kt + (E + Ev) * bcp : k + lk.base(n) + c0 * lk.sr;
+      tile_p_ds(sh, p, r0, br, c0, kv, kt, kt + E * bcp, pt, pt + kRows * bcp, pt + 2 * kRows * bcp);
+      tile_gemm<true>(br, ep, kv, pt + kRows * bcp, bcp, 1, kb, pad_e ? ep : lk.sr, dqa, ep);  // dQ += dS K
+    }
+    write_dq(n, r0, br, dqa);
   });
 }
 

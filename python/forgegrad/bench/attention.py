@@ -7,6 +7,9 @@ Workloads (q, k, v of shape (B, H, T, D), float32):
     before each step on both sides, so neither accumulates.
   sdpa causal fwd B4 H8 T512 D64: the forward alone, no graph (no_grad on both sides).
   sdpa fwd+bwd B4 H8 T512 D64: no mask (every key block, twice the work of the causal rows).
+  sdpa causal fwd+bwd B1 H1 T2048 D64: one (batch, head) pair, fewer than the threads at 2 threads: the
+    backward splits the pair over its key blocks and query tiles (7 tile products instead of 5, spread
+    over the threads) where whole pairs would leave all but one thread idle.
   sdpa causal softcap fwd+bwd B4 H8 T512 D64: Gemma 2's soft-capped scores (cap 50, its
     attn_logit_softcapping): the fused kernels' forward and backward (F.scaled_dot_product_attention(...,
     softcap=50)) against the Tensor composition Gemma 2's training ran before them ("composed":
@@ -25,6 +28,7 @@ from . import Workload, _scaling, suite, time_workloads
 from ._timing import optional_import
 
 SHAPE = (4, 8, 512, 64)
+FEW_PAIRS_SHAPE = (1, 1, 2048, 64)
 QUICK_SHAPE = (2, 4, 256, 64)
 
 
@@ -139,7 +143,7 @@ def workloads(quick: bool = False) -> List[Workload]:
     shape = QUICK_SHAPE if quick else SHAPE
     rows = [_workload(shape, True, True), _workload(shape, True, False)]
     if not quick:
-        rows.append(_workload(shape, False, True))
+        rows += [_workload(shape, False, True), _workload(FEW_PAIRS_SHAPE, True, True)]
     rows.append(_softcap_workload(shape))
     return rows
 
