@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import List, Optional
+from typing import Dict, List, Optional
+
+from .tool_calls import ToolCallReader, read_tool_calls
 
 
 def usage(results, n: int = 1) -> dict:
@@ -56,6 +58,14 @@ class TextShape:
     def finish(self, index: int, reason: str) -> dict:
         return self._head(self.chunk_object, [self._choice(index, "", reason)])
 
+    def pieces(self, index: int, text: str, logprobs: Optional[dict] = None) -> List[dict]:
+        """The chunks a streamed piece of text makes."""
+        return [self.piece(index, text, logprobs)]
+
+    def closing(self, index: int, reason: str) -> List[dict]:
+        """The chunks that end a choice's stream."""
+        return [self.finish(index, reason)]
+
     def usage_chunk(self, results) -> dict:
         out = self._head(self.chunk_object, [])
         out["usage"] = usage(results, self.n)
@@ -63,12 +73,35 @@ class TextShape:
 
 
 class ChatShape(TextShape):
-    """/v1/chat/completions: the assistant's message, or its deltas."""
+    """/v1/chat/completions: the assistant's message, or its deltas. ``tool_calls``: None, or whether parallel
+    calls are kept (the model's calls are then read out of its text: tool_calls.py)."""
     object, chunk_object, prefix = "chat.completion", "chat.completion.chunk", "chatcmpl-"
 
+    def __init__(self, model: str, n: int = 1, tool_calls: Optional[bool] = None):
+        super().__init__(model, n)
+        self.tool_calls = tool_calls
+        self._readers: Dict[int, ToolCallReader] = {}
+
+    def _message(self, r) -> dict:
+        if self.tool_calls is None:
+            return {"role": "assistant", "content": r.text}
+        content, calls = read_tool_calls(r.text, self.tool_calls)
+        message = {"role": "assistant", "content": content}
+        if calls:
+            message["tool_calls"] = [c.message() for c in calls]
+        return message
+
+    def _reason(self, reason: str, called: bool) -> str:
+        # a reply that called tools ends for that reason, unless max_tokens cut it
+        return "tool_calls" if called and reason == "stop" else reason
+
     def response(self, results, counted=None) -> dict:
-        choices = [{"index": i, "message": {"role": "assistant", "content": r.text}, "finish_reason": r.finish_reason,
-                    "logprobs": r.logprobs} for i, r in enumerate(results)]
+        choices = []
+        for i, r in enumerate(results):
+            message = self._message(r)
+            choices.append({"index": i, "message": message,
+                            "finish_reason": self._reason(r.finish_reason, "tool_calls" in message),
+                            "logprobs": r.logprobs})
         out = self._head(self.object, choices)
         out["usage"] = usage(results if counted is None else counted, self.n)
         return out
@@ -85,3 +118,25 @@ class ChatShape(TextShape):
 
     def finish(self, index: int, reason: str) -> dict:
         return self._delta(index, {}, reason)
+
+    def _read(self, index: int, read, logprobs: Optional[dict]) -> List[dict]:
+        reader = self._readers[index]
+        first = len(reader.calls)
+        content, calls = read(reader)
+        chunks = [self.piece(index, content, logprobs)] if content or logprobs is not None else []
+        for k, call in enumerate(calls, first):
+            chunks.append(self._delta(index, {"tool_calls": [dict(call.message(), index=k)]}, None))
+        return chunks
+
+    def pieces(self, index: int, text: str, logprobs: Optional[dict] = None) -> List[dict]:
+        if self.tool_calls is None:
+            return [self.piece(index, text, logprobs)]
+        self._readers.setdefault(index, ToolCallReader(self.tool_calls))
+        return self._read(index, lambda reader: reader.feed(text), logprobs)
+
+    def closing(self, index: int, reason: str) -> List[dict]:
+        if self.tool_calls is None:
+            return [self.finish(index, reason)]
+        self._readers.setdefault(index, ToolCallReader(self.tool_calls))
+        chunks = self._read(index, lambda reader: reader.finish(), None)
+        return chunks + [self.finish(index, self._reason(reason, bool(self._readers[index].calls)))]

@@ -1,12 +1,11 @@
-"""The bodies of ``POST /v1/completions`` and ``POST /v1/chat/completions`` (OpenAI's APIs), checked
-field by field.
+"""The body of ``POST /v1/completions`` (OpenAI's API) checked field by field, and the fields it shares with
+``POST /v1/chat/completions`` (whose own fields chat_request.py checks).
 
-Every field OpenAI defines is either honoured (prompt or messages, max_tokens / max_completion_tokens,
-temperature, top_p, seed, stop, stream, stream_options, model, user, n, presence_penalty, frequency_penalty,
-logit_bias; for completions also logprobs, best_of (not with stream: true unless equal to n), and echo, not while
-streaming: ``echo`` with ``max_tokens`` 0 scores a text; for chat logprobs and top_logprobs) or accepted only at its
-default value (suffix; for chat also tools, tool_choice, response_format), so a client never gets
-silently different behaviour; ``top_k``, ``min_p`` and ``repetition_penalty`` are vLLM's extensions. A field nobody
+Every field OpenAI defines is either honoured (prompt, max_tokens, temperature, top_p, seed, stop, stream,
+stream_options, model, user, n, presence_penalty, frequency_penalty, logit_bias, logprobs, best_of (not with
+stream: true unless equal to n), and echo, not while streaming: ``echo`` with ``max_tokens`` 0 scores a text) or
+accepted only at its default value (suffix), so a client never gets silently different behaviour; ``top_k``,
+``min_p`` and ``repetition_penalty`` are vLLM's extensions. A field nobody
 defines is refused by name (a typo such as ``max_token`` would otherwise fall back to the default
 unnoticed).
 """
@@ -25,17 +24,11 @@ Prompt = Union[str, List[int]]
 # accepted only at these values (OpenAI's defaults): what forgegrad does not implement
 _DEFAULT_ONLY = {"suffix": (None,)}
 # presence_penalty, frequency_penalty and logit_bias as OpenAI's; repetition_penalty as vLLM's
-_PENALTIES = {"presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias"}
+PENALTY_FIELDS = {"presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias"}
 _FIELDS = {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "stream",
-           "stream_options", "user", "logprobs", "echo", "n", "best_of"} | set(_DEFAULT_ONLY) | _PENALTIES
+           "stream_options", "user", "logprobs", "echo", "n", "best_of"} | set(_DEFAULT_ONLY) | PENALTY_FIELDS
 MAX_LOGPROBS = 5  # as OpenAI's completions
 MAX_N = 16  # choices (and best_of candidates) per prompt: each is a decoding row
-MAX_TOP_LOGPROBS = 20  # as OpenAI's chat completions
-_CHAT_DEFAULT_ONLY = {"tools": (None, []), "tool_choice": (None, "none"), "response_format": (None, {"type": "text"})}
-_CHAT_FIELDS = ({"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "min_p",
-                 "seed", "stop", "stream", "stream_options", "user", "n", "logprobs", "top_logprobs"}
-                | set(_CHAT_DEFAULT_ONLY) | _PENALTIES)
-ROLES = ("system", "developer", "user", "assistant")
 MAX_STOP = 4  # as OpenAI
 
 
@@ -53,7 +46,7 @@ class CompletionError(ServeError):
         return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
 
 
-def _bad(param: str, expected: str, value) -> CompletionError:
+def bad(param: str, expected: str, value) -> CompletionError:
     shown = json.dumps(value)[:80] if _jsonable(value) else repr(value)[:80]
     return CompletionError(400, f"{param} must be {expected}, got {shown}", param)
 
@@ -72,26 +65,26 @@ def _is_default(value, allowed) -> bool:
                for a in allowed)
 
 
-def _flag(obj: dict, name: str) -> bool:
+def flag(obj: dict, name: str) -> bool:
     """A boolean field (absent or null: false)."""
     v = obj.get(name)
     if v is not None and not isinstance(v, bool):
-        raise _bad(name, "true or false", v)
+        raise bad(name, "true or false", v)
     return bool(v)
 
 
-def _is_int(v) -> bool:
+def is_int(v) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
-def _is_number(v) -> bool:
+def is_number(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
 
 
 @dataclass
 class CompletionRequest:
     prompts: List[Prompt]  # chat: filled in by the server from messages and the chat template
-    messages: Optional[List[dict]] = None  # chat: [{"role", "content"}], developer read as system
+    messages: Optional[List[dict]] = None  # chat: the messages as the chat template takes them (chat_request.py)
     max_tokens: int = 16
     temperature: float = 1.0
     top_p: float = 1.0
@@ -107,6 +100,9 @@ class CompletionRequest:
     penalties: RequestPenalties = field(default_factory=RequestPenalties)
     n: int = 1  # choices per prompt (choice i of the response continues prompt i // n)
     best_of: Optional[int] = None  # completions: candidates generated per prompt, the n most likely returned
+    tools: Optional[List[dict]] = None  # chat: the functions the model may call (rendered by the chat template)
+    read_tool_calls: bool = False  # chat: read the model's calls out of its text (tool_choice "auto")
+    parallel_tool_calls: bool = True  # chat: False keeps only the model's first call
 
     @property
     def greedy(self) -> bool:
@@ -131,41 +127,22 @@ def _prompts(value) -> List[Prompt]:
     if isinstance(value, str):
         return [value]
     if not isinstance(value, list) or not value:
-        raise _bad("prompt", expected, value)
-    if all(_is_int(v) for v in value):
+        raise bad("prompt", expected, value)
+    if all(is_int(v) for v in value):
         return [[int(v) for v in value]]
     out = []
     for item in value:
         if isinstance(item, str):
             out.append(item)
-        elif isinstance(item, list) and item and all(_is_int(v) for v in item):
+        elif isinstance(item, list) and item and all(is_int(v) for v in item):
             out.append([int(v) for v in item])
         else:
-            raise _bad("prompt", expected, value)
+            raise bad("prompt", expected, value)
     return out
 
 
-def _messages(value) -> List[dict]:
-    """Chat messages: role and content (a string, or a list of {"type": "text", "text": ...} parts)."""
-    if not isinstance(value, list) or not value:
-        raise _bad("messages", "a non-empty list of {\"role\": ..., \"content\": ...} objects", value)
-    out = []
-    for i, m in enumerate(value):
-        if not isinstance(m, dict) or m.get("role") not in ROLES:
-            raise CompletionError(400, f"messages[{i}] must be an object with a role in {', '.join(ROLES)}",
-                                  "messages")
-        content = m.get("content")
-        if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
-                                             and isinstance(p.get("text"), str) for p in content):
-            content = "".join(p["text"] for p in content)
-        if not isinstance(content, str):
-            raise CompletionError(400, f"messages[{i}].content must be a string or a list of text parts "
-                                       "(images and tool calls are not supported)", "messages")
-        out.append({"role": "system" if m["role"] == "developer" else m["role"], "content": content})
-    return out
-
-
-def _object(body: bytes, fields, default_only) -> dict:
+def request_object(body: bytes, fields, default_only) -> dict:
+    """The body's JSON object; a field outside ``fields`` or one of ``default_only`` at another value is refused."""
     try:
         obj = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
@@ -183,28 +160,28 @@ def _object(body: bytes, fields, default_only) -> dict:
 
 def parse(body: bytes, served_name: str) -> CompletionRequest:
     """A completions request, or CompletionError (400/404) naming the field and what it must be."""
-    obj = _object(body, _FIELDS, _DEFAULT_ONLY)
+    obj = request_object(body, _FIELDS, _DEFAULT_ONLY)
     if "prompt" not in obj:
         raise CompletionError(400, "prompt is required", "prompt")
     req = CompletionRequest(_prompts(obj["prompt"]))
-    req.echo = _flag(obj, "echo")
+    req.echo = flag(obj, "echo")
     v = obj.get("logprobs")
     if v is not None:
-        if not _is_int(v) or not 0 <= v <= MAX_LOGPROBS:
-            raise _bad("logprobs", f"an integer in [0, {MAX_LOGPROBS}] or null", v)
+        if not is_int(v) or not 0 <= v <= MAX_LOGPROBS:
+            raise bad("logprobs", f"an integer in [0, {MAX_LOGPROBS}] or null", v)
         req.logprobs = int(v)
     if req.echo and obj.get("max_tokens") == 0:  # scoring a text: its log-probabilities, nothing generated
         obj = dict(obj, max_tokens=None)
-        req = _sampling(obj, req, served_name)
+        req = sampling(obj, req, served_name)
         req.max_tokens = 0
     else:
-        req = _sampling(obj, req, served_name)
+        req = sampling(obj, req, served_name)
     if req.stream and req.echo:
         raise CompletionError(400, "echo is not supported with stream: true", "echo")
     v = obj.get("best_of")
     if v is not None:
-        if not _is_int(v) or not 1 <= v <= MAX_N:
-            raise _bad("best_of", f"an integer in [1, {MAX_N}] or null", v)
+        if not is_int(v) or not 1 <= v <= MAX_N:
+            raise bad("best_of", f"an integer in [1, {MAX_N}] or null", v)
         if v < req.n:
             raise CompletionError(400, f"best_of must be greater than or equal to n, got best_of {v} and n {req.n}",
                                   "best_of")
@@ -215,90 +192,69 @@ def parse(body: bytes, served_name: str) -> CompletionRequest:
     return req
 
 
-def parse_chat(body: bytes, served_name: str) -> CompletionRequest:
-    """A chat completions request (``prompts`` left empty: the server renders the messages)."""
-    obj = _object(body, _CHAT_FIELDS, _CHAT_DEFAULT_ONLY)
-    if "messages" not in obj:
-        raise CompletionError(400, "messages is required", "messages")
-    if obj.get("max_completion_tokens") is not None:  # OpenAI's newer name wins
-        if obj.get("max_tokens") is not None and obj["max_tokens"] != obj["max_completion_tokens"]:
-            raise CompletionError(400, "max_tokens and max_completion_tokens disagree: give one", "max_tokens")
-        obj = dict(obj, max_tokens=obj["max_completion_tokens"])
-    req = _sampling(obj, CompletionRequest([], messages=_messages(obj["messages"])), served_name)
-    # logprobs: true asks for each token's log-probability, top_logprobs for that many alternatives too
-    top = obj.get("top_logprobs")
-    if top is not None and (not _is_int(top) or not 0 <= top <= MAX_TOP_LOGPROBS):
-        raise _bad("top_logprobs", f"an integer in [0, {MAX_TOP_LOGPROBS}] or null", top)
-    if _flag(obj, "logprobs"):
-        req.logprobs = int(top or 0)
-    elif top is not None:
-        raise CompletionError(400, "top_logprobs needs logprobs: true", "top_logprobs")
-    return req
-
-
-def _sampling(obj: dict, req: CompletionRequest, served_name: str) -> CompletionRequest:
+def sampling(obj: dict, req: CompletionRequest, served_name: str) -> CompletionRequest:
     """The fields both APIs share."""
     model = obj.get("model")
     if model is not None:
         if not isinstance(model, str):
-            raise _bad("model", "a string", model)
+            raise bad("model", "a string", model)
         if model != served_name:
             raise CompletionError(404, f"the model {model!r} does not exist (served: {served_name!r})", "model",
                                   "model_not_found")
         req.model = model
     v = obj.get("max_tokens")
     if v is not None:
-        if not _is_int(v) or v < 1:
-            raise _bad("max_tokens", "an integer >= 1", v)
+        if not is_int(v) or v < 1:
+            raise bad("max_tokens", "an integer >= 1", v)
         req.max_tokens = int(v)
     v = obj.get("temperature")
     if v is not None:
-        if not _is_number(v) or not 0 <= v <= 2:
-            raise _bad("temperature", "a number in [0, 2]", v)
+        if not is_number(v) or not 0 <= v <= 2:
+            raise bad("temperature", "a number in [0, 2]", v)
         req.temperature = float(v)
     v = obj.get("top_p")
     if v is not None:
-        if not _is_number(v) or not 0 < v <= 1:
-            raise _bad("top_p", "a number in (0, 1]", v)
+        if not is_number(v) or not 0 < v <= 1:
+            raise bad("top_p", "a number in (0, 1]", v)
         req.top_p = float(v)
     v = obj.get("top_k")
     if v is not None and v != -1:  # -1: no top-k (vLLM's spelling)
-        if not _is_int(v) or v < 1:
-            raise _bad("top_k", "an integer >= 1, or -1 / null for none", v)
+        if not is_int(v) or v < 1:
+            raise bad("top_k", "an integer >= 1, or -1 / null for none", v)
         req.top_k = int(v)
     v = obj.get("min_p")
     if v is not None:
-        if not _is_number(v) or not 0 <= v <= 1:
-            raise _bad("min_p", "a number in [0, 1] (0: none)", v)
+        if not is_number(v) or not 0 <= v <= 1:
+            raise bad("min_p", "a number in [0, 1] (0: none)", v)
         req.min_p = float(v) or None
     v = obj.get("seed")
     if v is not None:
-        if not _is_int(v):
-            raise _bad("seed", "an integer", v)
+        if not is_int(v):
+            raise bad("seed", "an integer", v)
         req.seed = int(v)
     v = obj.get("stop")
     if v is not None:
         stops = [v] if isinstance(v, str) else v
         if (not isinstance(stops, list) or len(stops) > MAX_STOP
                 or not all(isinstance(s, str) and s for s in stops)):
-            raise _bad("stop", f"a non-empty string or a list of up to {MAX_STOP} of them", v)
+            raise bad("stop", f"a non-empty string or a list of up to {MAX_STOP} of them", v)
         req.stop = list(stops)
-    req.stream = _flag(obj, "stream")
+    req.stream = flag(obj, "stream")
     v = obj.get("stream_options")
     if v is not None:
         if not req.stream:
             raise CompletionError(400, "stream_options needs stream: true", "stream_options")
         if not isinstance(v, dict) or set(v) - {"include_usage"} or not isinstance(v.get("include_usage", False), bool):
-            raise _bad("stream_options", '{"include_usage": true|false}', v)
+            raise bad("stream_options", '{"include_usage": true|false}', v)
         req.include_usage = v.get("include_usage", False)
     v = obj.get("user")
     if v is not None and not isinstance(v, str):
-        raise _bad("user", "a string", v)
+        raise bad("user", "a string", v)
     req.penalties = _penalties(obj)
     v = obj.get("n")
     if v is not None:
-        if not _is_int(v) or not 1 <= v <= MAX_N:
-            raise _bad("n", f"an integer in [1, {MAX_N}]", v)
+        if not is_int(v) or not 1 <= v <= MAX_N:
+            raise bad("n", f"an integer in [1, {MAX_N}]", v)
         req.n = int(v)
     return req
 
@@ -322,21 +278,21 @@ def _penalties(obj: dict) -> RequestPenalties:
     values = {}
     for name in ("presence_penalty", "frequency_penalty"):
         v = obj.get(name)
-        if v is not None and (not _is_number(v) or not -2 <= v <= 2):
-            raise _bad(name, "a number in [-2, 2]", v)
+        if v is not None and (not is_number(v) or not -2 <= v <= 2):
+            raise bad(name, "a number in [-2, 2]", v)
         values[name] = float(v or 0)
     v = obj.get("repetition_penalty")
-    if v is not None and (not _is_number(v) or not 0 < v <= 2):
-        raise _bad("repetition_penalty", "a number in (0, 2] (1: none)", v)
+    if v is not None and (not is_number(v) or not 0 < v <= 2):
+        raise bad("repetition_penalty", "a number in (0, 2] (1: none)", v)
     repetition = 1.0 if v is None else float(v)
     bias = {}
     v = obj.get("logit_bias")
     if v is not None:
         expected = 'an object of token ids to numbers in [-100, 100], e.g. {"50256": -100}'
         if not isinstance(v, dict):
-            raise _bad("logit_bias", expected, v)
+            raise bad("logit_bias", expected, v)
         for key, b in v.items():
-            if not key.strip().isdigit() or not _is_number(b) or not -100 <= b <= 100:
-                raise _bad("logit_bias", expected, {key: b})
+            if not key.strip().isdigit() or not is_number(b) or not -100 <= b <= 100:
+                raise bad("logit_bias", expected, {key: b})
             bias[int(key)] = float(b)
     return RequestPenalties(values["presence_penalty"], values["frequency_penalty"], repetition, bias)

@@ -9,7 +9,8 @@ tokenizer.json if present, else byte tokens), any decoder ``forgegrad.models.fro
     POST /v1/completions   {"prompt": "...", "max_tokens": 16, "temperature": 1, "top_p": 1, "top_k": null,
                             "seed": null, "stop": null, "stream": false}   (completion_request.py)
     POST /v1/chat/completions  {"messages": [{"role": "user", "content": "..."}], ...the same fields}: the
-                           messages rendered with the checkpoint's chat template (models/hf/chat_template.py)
+                           messages rendered with the checkpoint's chat template (models/hf/chat_template.py);
+                           "tools": the model's calls read out of its text (tool_calls.py)
     GET  /v1/models        the served model
     GET  /ping  /health    liveness
     GET  /metrics          Prometheus: requests, latency, queue depth, tokens generated
@@ -41,10 +42,12 @@ from dataclasses import dataclass, replace
 from typing import Callable, List, Optional
 
 from .completion_format import ChatShape, TextShape, event
-from .completion_request import CompletionError, CompletionRequest, Prompt, choice_seed, parse, parse_chat
+from .chat_request import parse_chat
+from .completion_request import CompletionError, CompletionRequest, Prompt, choice_seed, parse
 from .generation_batch import BatchEngine, Job, batching_applies
 from .seq2seq_batch import Seq2SeqBatchEngine
 from .text_stream import Completion, TextStream
+from .tool_calls import template_reads_calls
 from .token_logprobs import (StreamLogprobs, chat_logprobs, completion_logprobs, entry, log_softmax, step_entry,
                              token_logprob)
 
@@ -126,11 +129,16 @@ class TextGenerator:
             self.chat_error = str(e)
             log.warning("%s: chat completions unavailable: %s", path, e)
 
-    def chat_prompt(self, messages: List[dict]) -> str:
+    def chat_prompt(self, req: CompletionRequest) -> str:
+        """The prompt text of a chat request: its messages (and tools) rendered by the chat template."""
         if self.chat is None:
             raise CompletionError(400, self.chat_error, "messages")
+        if req.read_tool_calls:
+            why = template_reads_calls(self.chat.source)
+            if why is not None:
+                raise CompletionError(400, f"tools: {why}", "tools")
         try:
-            return self.chat.render(messages, add_generation_prompt=True)
+            return self.chat.render(req.messages, add_generation_prompt=True, tools=req.tools)
         except ValueError as e:
             raise CompletionError(400, str(e), "messages") from None
 
@@ -330,7 +338,7 @@ def create_completions_app(config: GenerationServeConfig):
         gen = state["generator"]
         if chat:
             req = parse_chat(body, name)
-            req.prompts = [gen.chat_prompt(req.messages)]
+            req.prompts = [gen.chat_prompt(req)]
         else:
             req = parse(body, name)
         prompt_ids = [gen.token_ids(p, i) for i, p in enumerate(req.prompts)]
@@ -350,7 +358,8 @@ def create_completions_app(config: GenerationServeConfig):
         if state["queued"] >= config.max_queue:
             raise CompletionError(503, f"{state['queued']} requests are already waiting; retry later",
                                   headers={"Retry-After": "1"})
-        shape = (ChatShape if chat else TextShape)(name, rows)
+        shape = ChatShape(name, rows, req.parallel_tool_calls if req.read_tool_calls else None) if chat \
+            else TextShape(name, rows)
         loop = asyncio.get_running_loop()
         if req.max_tokens == 0:  # echo with max_tokens 0 scores the prompts: nothing to generate
             return ok(shape.response([await loop.run_in_executor(
@@ -403,7 +412,8 @@ def create_completions_app(config: GenerationServeConfig):
                             opened.add(index)
                             yield event(shape.opening(index))
                         text, entries = item
-                        yield event(shape.piece(index, text, logprobs.piece(index, entries)))
+                        for chunk in shape.pieces(index, text, logprobs.piece(index, entries)):
+                            yield event(chunk)
                         continue
                     if item.exception() is not None:
                         log.error("generation failed", exc_info=item.exception())
@@ -413,7 +423,8 @@ def create_completions_app(config: GenerationServeConfig):
                     for i, r in enumerate(results):
                         if i not in opened and shape.opening(i) is not None:
                             yield event(shape.opening(i))
-                        yield event(shape.finish(i, r.finish_reason))
+                        for chunk in shape.closing(i, r.finish_reason):
+                            yield event(chunk)
                     if req.include_usage:
                         yield event(shape.usage_chunk(results))
                     break

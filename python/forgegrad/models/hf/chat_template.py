@@ -61,13 +61,16 @@ class ChatTemplate:
         self.source = source
         self.special_tokens = dict(special_tokens or {})
 
-    def render(self, messages: List[dict], add_generation_prompt: bool = True) -> str:
+    def render(self, messages: List[dict], add_generation_prompt: bool = True, tools: Optional[List[dict]] = None
+               ) -> str:
         """The prompt text for ``messages`` (dicts with "role" and "content"), ending with the start of
-        the assistant's turn when ``add_generation_prompt``. A template that refuses the messages (say, roles
-        out of order) raises ValueError with its message."""
+        the assistant's turn when ``add_generation_prompt``; ``tools``: the functions the model may call (JSON
+        schemas, ``{"type": "function", "function": {...}}``), for templates that render them. A template that
+        refuses the messages (say, roles out of order) raises ValueError with its message."""
         try:
-            return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                         **self.special_tokens)
+            # tools and documents are always defined (None when not given), as transformers renders them
+            return self._template.render(messages=messages, tools=tools, documents=None,
+                                         add_generation_prompt=add_generation_prompt, **self.special_tokens)
         except self._errors as e:
             raise ValueError(f"the chat template refused the messages: {e}") from None
 

@@ -1,0 +1,160 @@
+"""The body of ``POST /v1/chat/completions`` (OpenAI's chat API), checked field by field: the messages, the
+tools, and the fields it shares with completions (completion_request.py).
+
+Honoured: messages (roles system / developer (read as system) / user / assistant / tool; content as a string or
+text parts; an assistant's earlier ``tool_calls`` and the ``tool`` results that answer them), max_tokens /
+max_completion_tokens, logprobs and top_logprobs, tools, tool_choice "auto" and "none", parallel_tool_calls, and
+the shared fields. Accepted only at its default: response_format. tool_choice "required" or a named function
+are refused: forcing a call needs decoding constrained to the call's format, which forgegrad does not have yet.
+
+The messages go to the chat template as transformers' ``apply_chat_template`` takes them: an earlier call's
+``arguments`` (OpenAI sends a JSON string) as the object it encodes, a null content as "".
+"""
+from __future__ import annotations
+
+import json
+from typing import List, Optional
+
+from .completion_request import (PENALTY_FIELDS, CompletionError, CompletionRequest, bad, flag, is_int,
+                                 request_object, sampling)
+from .tool_calls import MAX_TOOLS, TOOL_NAME
+
+MAX_TOP_LOGPROBS = 20  # as OpenAI's
+_DEFAULT_ONLY = {"response_format": (None, {"type": "text"})}
+_FIELDS = ({"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "min_p",
+            "seed", "stop", "stream", "stream_options", "user", "n", "logprobs", "top_logprobs", "tools", "tool_choice",
+            "parallel_tool_calls"} | set(_DEFAULT_ONLY) | PENALTY_FIELDS)
+ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+def _text(content, where: str, nullable: bool = False) -> str:
+    """A message's content: a string or a list of text parts (null allowed where ``nullable``: "")."""
+    if content is None and nullable:
+        return ""
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
+                                         and isinstance(p.get("text"), str) for p in content):
+        return "".join(p["text"] for p in content)
+    if not isinstance(content, str):
+        raise CompletionError(400, f"{where}.content must be a string or a list of text parts (images are not "
+                                   "supported)", "messages")
+    return content
+
+
+def _earlier_calls(value, where: str) -> List[dict]:
+    """An assistant message's tool_calls, their arguments decoded for the template."""
+    expected = 'a list of {"id": ..., "type": "function", "function": {"name": ..., "arguments": "{...}"}}'
+    if not isinstance(value, list) or not value:
+        raise CompletionError(400, f"{where}.tool_calls must be {expected}", "messages")
+    calls = []
+    for j, c in enumerate(value):
+        fn = c.get("function") if isinstance(c, dict) else None
+        if (not isinstance(fn, dict) or c.get("type", "function") != "function" or not isinstance(c.get("id"), str)
+                or not isinstance(fn.get("name"), str) or not isinstance(fn.get("arguments"), str)):
+            raise CompletionError(400, f"{where}.tool_calls[{j}] must be {expected[10:-1]}", "messages")
+        try:
+            args = json.loads(fn["arguments"])
+        except ValueError:
+            args = None
+        if not isinstance(args, dict):
+            raise CompletionError(400, f"{where}.tool_calls[{j}].function.arguments must be a JSON object as a "
+                                       f"string, got {fn['arguments'][:80]!r}", "messages")
+        calls.append({"id": c["id"], "type": "function", "function": {"name": fn["name"], "arguments": args}})
+    return calls
+
+
+def messages(value) -> List[dict]:
+    """The chat messages as the template takes them."""
+    if not isinstance(value, list) or not value:
+        raise bad("messages", "a non-empty list of {\"role\": ..., \"content\": ...} objects", value)
+    out = []
+    for i, m in enumerate(value):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            raise CompletionError(400, f"{where} must be an object with a role in {', '.join(ROLES)}", "messages")
+        role = "system" if m["role"] == "developer" else m["role"]
+        calls = m.get("tool_calls")
+        if calls is not None and role != "assistant":
+            raise CompletionError(400, f"{where}: only assistant messages have tool_calls", "messages")
+        msg = {"role": role, "content": _text(m.get("content"), where, nullable=calls is not None)}
+        if calls is not None:
+            msg["tool_calls"] = _earlier_calls(calls, where)
+        if role == "tool":
+            if not isinstance(m.get("tool_call_id"), str):
+                raise CompletionError(400, f"{where}: a tool message needs tool_call_id (the id of the call it "
+                                           "answers)", "messages")
+            msg["tool_call_id"] = m["tool_call_id"]
+            if isinstance(m.get("name"), str):
+                msg["name"] = m["name"]
+        out.append(msg)
+    return out
+
+
+def tools(value) -> Optional[List[dict]]:
+    """The request's tools (None for none), each ``{"type": "function", "function": {"name", "description",
+    "parameters", ...}}``, passed to the template as given."""
+    if value is None or value == []:
+        return None
+    expected = (f'a list of up to {MAX_TOOLS} {{"type": "function", "function": {{"name": ..., "description": ..., '
+                f'"parameters": {{JSON schema}}}}}}')
+    if not isinstance(value, list) or len(value) > MAX_TOOLS:
+        raise bad("tools", expected, value)
+    names = set()
+    for i, t in enumerate(value):
+        fn = t.get("function") if isinstance(t, dict) else None
+        if not isinstance(fn, dict) or t.get("type") != "function":
+            raise bad("tools", expected, t)
+        name = fn.get("name")
+        if not isinstance(name, str) or not TOOL_NAME.match(name):
+            raise CompletionError(400, f"tools[{i}].function.name must be 1-64 letters, digits, _ or -, got "
+                                       f"{json.dumps(name)[:80]}", "tools")
+        if name in names:
+            raise CompletionError(400, f"tools[{i}]: two tools are named {name!r}", "tools")
+        names.add(name)
+        if fn.get("description") is not None and not isinstance(fn["description"], str):
+            raise CompletionError(400, f"tools[{i}].function.description must be a string", "tools")
+        if fn.get("parameters") is not None and not isinstance(fn["parameters"], dict):
+            raise CompletionError(400, f"tools[{i}].function.parameters must be a JSON schema object", "tools")
+    return value
+
+
+def _tool_choice(value, offered: bool) -> bool:
+    """Whether the model's calls are read ("auto", the default with tools) or not ("none")."""
+    if value is None:
+        return offered
+    if value == "none":
+        return False
+    if value == "auto":
+        if not offered:
+            raise CompletionError(400, "tool_choice \"auto\" needs tools", "tool_choice")
+        return True
+    if value == "required" or (isinstance(value, dict) and value.get("type") == "function"):
+        raise CompletionError(400, "tool_choice \"required\" and a named function are not supported yet (forcing a "
+                                   "call needs constrained decoding); use \"auto\" or \"none\"", "tool_choice")
+    raise bad("tool_choice", '"auto" or "none"', value)
+
+
+def parse_chat(body: bytes, served_name: str) -> CompletionRequest:
+    """A chat completions request (``prompts`` left empty: the server renders the messages)."""
+    obj = request_object(body, _FIELDS, _DEFAULT_ONLY)
+    if "messages" not in obj:
+        raise CompletionError(400, "messages is required", "messages")
+    if obj.get("max_completion_tokens") is not None:  # OpenAI's newer name wins
+        if obj.get("max_tokens") is not None and obj["max_tokens"] != obj["max_completion_tokens"]:
+            raise CompletionError(400, "max_tokens and max_completion_tokens disagree: give one", "max_tokens")
+        obj = dict(obj, max_tokens=obj["max_completion_tokens"])
+    req = sampling(obj, CompletionRequest([], messages=messages(obj["messages"])), served_name)
+    # logprobs: true asks for each token's log-probability, top_logprobs for that many alternatives too
+    top = obj.get("top_logprobs")
+    if top is not None and (not is_int(top) or not 0 <= top <= MAX_TOP_LOGPROBS):
+        raise bad("top_logprobs", f"an integer in [0, {MAX_TOP_LOGPROBS}] or null", top)
+    if flag(obj, "logprobs"):
+        req.logprobs = int(top or 0)
+    elif top is not None:
+        raise CompletionError(400, "top_logprobs needs logprobs: true", "top_logprobs")
+    req.tools = tools(obj.get("tools"))
+    req.read_tool_calls = _tool_choice(obj.get("tool_choice"), req.tools is not None)
+    v = obj.get("parallel_tool_calls")
+    if v is not None and not isinstance(v, bool):
+        raise bad("parallel_tool_calls", "true or false", v)
+    req.parallel_tool_calls = v is not False
+    return req
