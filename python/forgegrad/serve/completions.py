@@ -45,6 +45,7 @@ from .completion_format import ChatShape, TextShape, event
 from .chat_request import parse_chat
 from .completion_request import CompletionError, CompletionRequest, Prompt, choice_seed, parse
 from .generation_batch import BatchEngine, Job, batching_applies
+from .openai_routes import common_routes, not_found, ok, post_route, read_body
 from .seq2seq_batch import Seq2SeqBatchEngine
 from .text_stream import Completion, TextStream
 from .tool_calls import template_reads_calls
@@ -267,12 +268,9 @@ def best_of(prompt_ids: List[List[int]], results: List[Completion], rows: int, n
 def create_completions_app(config: GenerationServeConfig):
     """The Starlette app serving ``config.model_path`` for text generation (loaded at startup)."""
     import contextlib
-    import json
 
     from starlette.applications import Starlette
-    from starlette.requests import ClientDisconnect
-    from starlette.responses import Response, StreamingResponse
-    from starlette.routing import Route
+    from starlette.responses import StreamingResponse
 
     from .metrics import Metrics
 
@@ -286,25 +284,6 @@ def create_completions_app(config: GenerationServeConfig):
                                         ["model"], registry=metrics.registry).labels(name)
     worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgegrad-generate")
     state = {"generator": None, "engine": None, "queued": 0}
-    created = int(time.time())
-
-    def ok(obj):
-        return Response(json.dumps(obj, separators=(",", ":")), 200, media_type="application/json")
-
-    def failed(e: CompletionError):
-        return Response(json.dumps(e.body()), e.status, headers=e.headers, media_type="application/json")
-
-    async def read_body(request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
-            raise CompletionError(413, f"the body is larger than {config.max_body_bytes} bytes")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > config.max_body_bytes:
-                raise CompletionError(413, f"the body is larger than {config.max_body_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     def run_all(req, prompt_ids, on_text, cancelled):
         """On the worker: every prompt of the request in turn."""
@@ -317,24 +296,8 @@ def create_completions_app(config: GenerationServeConfig):
                                         cancelled, choice_seed(req, i)))
         return results
 
-    def endpoint(route, chat):
-        async def handle(request):
-            t0 = time.perf_counter()
-            try:
-                response = await answer(request, chat)
-            except CompletionError as e:
-                response = failed(e)
-            except ClientDisconnect:
-                response = failed(CompletionError(499, "client closed the connection"))
-            except Exception as e:
-                log.exception("unexpected error on POST %s", route)
-                response = failed(CompletionError(500, f"internal error ({type(e).__name__})"))
-            metrics.request(route, name, response.status_code, time.perf_counter() - t0)
-            return response
-        return Route(route, handle, methods=["POST"])
-
     async def answer(request, chat):
-        body = await read_body(request)
+        body = await read_body(request, config.max_body_bytes)
         gen = state["generator"]
         if chat:
             req = parse_chat(body, name)
@@ -435,22 +398,6 @@ def create_completions_app(config: GenerationServeConfig):
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    async def models(request):
-        return ok({"object": "list", "data": [{"id": name, "object": "model", "created": created,
-                                               "owned_by": "forgegrad", "max_model_len": state["generator"].context}]})
-
-    async def ping(request):
-        return ok({"status": "healthy"})
-
-    async def metrics_route(request):
-        body, content_type = metrics.render()
-        return Response(body, 200, media_type=content_type)
-
-    async def not_found(request, exc):
-        status = getattr(exc, "status_code", 404)
-        what = "no such route" if status == 404 else "method not allowed"
-        return failed(CompletionError(status, f"{request.method} {request.url.path}: {what}"))
-
     @contextlib.asynccontextmanager
     async def lifespan(app):
         if config.threads:
@@ -478,10 +425,9 @@ def create_completions_app(config: GenerationServeConfig):
                 state["engine"].close()
             worker.shutdown(wait=False, cancel_futures=True)
 
-    routes = [endpoint("/v1/completions", chat=False), endpoint("/v1/chat/completions", chat=True),
-              Route("/v1/models", models, methods=["GET"]),
-              Route("/ping", ping, methods=["GET"]), Route("/health", ping, methods=["GET"]),
-              Route("/metrics", metrics_route, methods=["GET"])]
+    routes = [post_route("/v1/completions", lambda request: answer(request, False), metrics, name),
+              post_route("/v1/chat/completions", lambda request: answer(request, True), metrics, name)]
+    routes += common_routes(name, int(time.time()), lambda: state["generator"].context, metrics)
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found})
     app.state.config, app.state.metrics, app.state.startup_error = config, metrics, None
     return app

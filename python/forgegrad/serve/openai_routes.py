@@ -1,0 +1,87 @@
+"""What the OpenAI-style apps (completions.py, embeddings.py) share: JSON answers and errors in OpenAI's shape,
+a body read up to a size limit, the POST route wrapper that turns errors into answers and counts requests, and
+the routes besides the API's own (``GET /v1/models``, ``/ping``, ``/health``, ``/metrics``, 404/405)."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Awaitable, Callable
+
+from .completion_request import CompletionError
+
+log = logging.getLogger("forgegrad.serve")
+
+
+def ok(obj):
+    from starlette.responses import Response
+    return Response(json.dumps(obj, separators=(",", ":")), 200, media_type="application/json")
+
+
+def failed(e: CompletionError):
+    from starlette.responses import Response
+    return Response(json.dumps(e.body()), e.status, headers=e.headers, media_type="application/json")
+
+
+async def read_body(request, limit: int) -> bytes:
+    """The request's body, or a 413 once it is larger than ``limit`` bytes (declared or as it arrives)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise CompletionError(413, f"the body is larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise CompletionError(413, f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def post_route(route: str, answer: Callable[..., Awaitable], metrics, name: str):
+    """``POST route`` answered by ``await answer(request)``: a CompletionError becomes its JSON answer, a client
+    that went away a 499, anything else a logged 500; every request is counted in ``metrics``."""
+    from starlette.requests import ClientDisconnect
+    from starlette.routing import Route
+
+    async def handle(request):
+        t0 = time.perf_counter()
+        try:
+            response = await answer(request)
+        except CompletionError as e:
+            response = failed(e)
+        except ClientDisconnect:
+            response = failed(CompletionError(499, "client closed the connection"))
+        except Exception as e:
+            log.exception("unexpected error on POST %s", route)
+            response = failed(CompletionError(500, f"internal error ({type(e).__name__})"))
+        metrics.request(route, name, response.status_code, time.perf_counter() - t0)
+        return response
+    return Route(route, handle, methods=["POST"])
+
+
+def common_routes(name: str, created: int, context: Callable[[], int], metrics) -> list:
+    """``GET /v1/models`` (the served model, ``max_model_len`` from ``context()``), ``/ping``, ``/health`` and
+    ``/metrics``."""
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def models(request):
+        return ok({"object": "list", "data": [{"id": name, "object": "model", "created": created,
+                                               "owned_by": "forgegrad", "max_model_len": context()}]})
+
+    async def ping(request):
+        return ok({"status": "healthy"})
+
+    async def metrics_route(request):
+        body, content_type = metrics.render()
+        return Response(body, 200, media_type=content_type)
+
+    return [Route("/v1/models", models, methods=["GET"]), Route("/ping", ping, methods=["GET"]),
+            Route("/health", ping, methods=["GET"]), Route("/metrics", metrics_route, methods=["GET"])]
+
+
+async def not_found(request, exc):
+    """404 and 405 in OpenAI's error shape."""
+    status = getattr(exc, "status_code", 404)
+    what = "no such route" if status == 404 else "method not allowed"
+    return failed(CompletionError(status, f"{request.method} {request.url.path}: {what}"))
