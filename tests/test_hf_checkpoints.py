@@ -94,6 +94,29 @@ def test_bert_outputs_match_transformers_with_padding(checkpoints):
     np.testing.assert_allclose(logits, ref_cls, rtol=1e-4, atol=1e-4)
 
 
+def test_bert_encode_packed_is_the_forward_at_the_real_tokens(checkpoints):
+    """encode_packed runs the per-token layers on the real tokens only: transformers' padded forward there."""
+    root, models = checkpoints
+    model = from_pretrained(root / "bert")
+    seqs = [list(IDS[0]), list(IDS[1, :4]), [7], list(IDS[1, :6])]
+    packed = model.encode_packed(seqs)
+    lengths = [len(s) for s in seqs]
+    ids = np.zeros((4, 9), np.int64)
+    mask = np.zeros((4, 9), np.int64)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)], mask[i, :len(s)] = s, 1
+    with torch.no_grad():
+        ref = models["bert"](torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
+    assert packed.shape == (sum(lengths), 32)
+    np.testing.assert_allclose(packed, ref[mask.astype(bool)], rtol=1e-4, atol=1e-4)
+    model.train()
+    with pytest.raises(RuntimeError, match="eval"):
+        model.encode_packed(seqs)
+    model.eval()
+    with pytest.raises(ValueError, match="input_ids must be in"):
+        model.encode_packed([[VOCAB]])
+
+
 @pytest.mark.parametrize("name", ["gpt2", "llama", "llama3_rope", "linear_rope"])
 def test_greedy_generation_yields_transformers_tokens(checkpoints, name):
     root, models = checkpoints

@@ -2,7 +2,7 @@
 transformers' parameter names."""
 from __future__ import annotations
 
-from typing import Dict, NamedTuple, Optional
+from typing import Dict, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -148,6 +148,51 @@ class BertModel(nn.Module):
         for layer in self.encoder.layer:
             x = layer(x, mask)
         return BertOutput(x, self.pooler(x) if self.pooler is not None else None)
+
+    def encode_packed(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+        """The last hidden states of the real tokens of ``sequences`` (token-id lists of any lengths, one text
+        each), stacked: row ``sum(lengths[:i]) + t`` is token t of sequence i, (total tokens, hidden) float32.
+
+        Inference without running padding through the per-token layers: the embeddings, the projections, the
+        feed-forward layers and the norms run on the real tokens only; attention runs on the padded
+        (batch, heads, T, head_dim) stack behind the key mask ``forward`` uses. So a batch of different lengths
+        costs its tokens, not batch x longest. Equal to ``forward``'s ``last_hidden_state`` at the real tokens
+        (to float32 rounding: the GEMMs see other row counts). Eval mode only (no dropout), no graph."""
+        from ...autograd import no_grad
+        if self.training:
+            raise RuntimeError("BertModel.encode_packed: inference only; call model.eval() first")
+        c = self.config
+        rows = [ids_array(np.asarray(s, np.int64)[None], "BertModel.encode_packed", c["vocab_size"])[0]
+                for s in sequences]
+        if not rows:
+            raise ValueError("BertModel.encode_packed: sequences must hold at least one sequence")
+        lengths = np.array([len(r) for r in rows])
+        T = int(lengths.max())
+        if T > c["max_position_embeddings"]:
+            raise ValueError(f"BertModel: {T} tokens exceed max_position_embeddings {c['max_position_embeddings']}")
+        B, E = len(rows), c["hidden_size"]
+        real = np.arange(T)[None, :] < lengths[:, None]  # (B, T)
+        where = np.flatnonzero(real)  # the real tokens' places in the (B * T) padded rows
+        ids = np.concatenate(rows)
+        positions = np.concatenate([np.arange(n) for n in lengths])
+        mask = additive_mask(real, 0, T, causal=False)
+
+        def padded(t: Tensor) -> Tensor:  # (total, E) -> (B, T, E), zeros at the padding
+            out = np.zeros((B * T, E), np.float32)
+            out[where] = t.numpy()
+            return Tensor._wrap(out.reshape(B, T, E))
+
+        with no_grad():
+            emb = self.embeddings
+            x = emb.LayerNorm(emb.word_embeddings(Tensor._wrap(ids)) + emb.position_embeddings(Tensor._wrap(positions))
+                              + emb.token_type_embeddings(Tensor._wrap(np.zeros_like(ids))))
+            for layer in self.encoder.layer:
+                sa = layer.attention.self
+                q, k, v = (split_heads(padded(proj(x)), sa.heads) for proj in (sa.query, sa.key, sa.value))
+                a = merge_heads(attend(q, k, v, mask)).numpy().reshape(B * T, E)[where]
+                x = layer.attention.output(Tensor._wrap(a), x)
+                x = layer.output(layer.intermediate(x), x)
+        return x.numpy()
 
     @staticmethod
     def from_hf(tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:

@@ -1,0 +1,325 @@
+"""Text embeddings over HTTP: OpenAI's embeddings API for a Hugging Face encoder checkpoint (``BertModel``: BERT,
+and the sentence-transformers models built on it, such as all-MiniLM-L6-v2).
+
+    forgegrad serve ENCODER_DIR
+
+    POST /v1/embeddings  {"input": "text" | ["text", ...] | [token ids] | [[token ids], ...],
+                          "encoding_format": "float" | "base64", "model": ..., "dimensions": ..., "user": ...}
+    GET  /v1/models  /ping  /health  /metrics
+
+Each text is tokenized with the directory's tokenizer.json, its special tokens included ([CLS] ... [SEP]); token
+ids are taken as given. An input longer than the model takes (sentence-transformers' max_seq_length: in
+sentence_bert_config.json, or tokenizer_config.json's model_max_length; at most config.json's
+max_position_embeddings) is refused with a 400 naming it, as OpenAI does, where sentence-transformers would cut it.
+
+The vector is what sentence-transformers' ``encode`` gives for the directory: its ``modules.json`` pipeline, the
+Pooling module's modes (``1_Pooling/config.json``: cls, max, mean, mean_sqrt_len_tokens, weightedmean, lasttoken;
+several are concatenated) and a Normalize module's L2 normalization. A directory without modules.json (a plain
+transformers save) is mean-pooled and not normalized, as sentence-transformers reads one. A
+request's inputs run through the model together, in batches of up to ``max_batch`` of similar lengths; only
+attention runs on the padded batch (``BertModel.encode_packed``), the per-token layers on the real tokens.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from .completion_request import CompletionError, bad, is_int, request_object
+from .openai_routes import common_routes, log, not_found, ok, post_route, read_body
+
+MAX_INPUTS = 2048  # as OpenAI's
+_FIELDS = {"input", "model", "encoding_format", "dimensions", "user"}
+# sentence-transformers' pooling modes; its older configs' flags, in the order it concatenates them
+_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+_LEGACY_MODES = {"pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max", "pooling_mode_mean_tokens": "mean",
+                 "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+                 "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
+
+
+def is_embedding_checkpoint(path: str) -> bool:
+    """Whether a checkpoint directory holds an encoder that forgegrad serves as embeddings (a BertModel)."""
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(cfg, dict):
+        return False
+    arch = cfg.get("architectures")
+    return arch == ["BertModel"] or (not arch and cfg.get("model_type") == "bert")
+
+
+def _read_json(path: str, what: str) -> object:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{what}: cannot read {path}: {e}") from None
+
+
+def _pooling_modes(cfg) -> Tuple[str, ...]:
+    """A Pooling module's modes: ``pooling_mode`` (a name or a list, sentence-transformers 6) or the older
+    ``pooling_mode_*`` flags (none on: mean), in the order the vector concatenates them."""
+    if not isinstance(cfg, dict):
+        raise ValueError("the Pooling module's config.json must be an object")
+    modes = cfg.get("pooling_mode")
+    if modes is None:
+        modes = tuple(mode for key, mode in _LEGACY_MODES.items() if cfg.get(key)) or ("mean",)
+    elif isinstance(modes, str):
+        modes = (modes,)
+    if not isinstance(modes, (list, tuple)) or not modes or any(m not in _MODES for m in modes):
+        raise ValueError(f"the Pooling module's pooling_mode must be one or more of {', '.join(_MODES)}, "
+                         f"got {cfg.get('pooling_mode')!r}")
+    return tuple(modes)
+
+
+def _max_length(path: str) -> Optional[int]:
+    """The most tokens sentence-transformers feeds the model: sentence_bert_config.json's max_seq_length
+    (sentence-transformers 2-5), else tokenizer_config.json's model_max_length (6), when set."""
+    for name, key in (("sentence_bert_config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length")):
+        file = os.path.join(path, name)
+        if os.path.isfile(file):
+            v = _read_json(file, name)
+            v = v.get(key) if isinstance(v, dict) else None
+            if is_int(v) and 0 < v < 10 ** 6:  # transformers writes a huge sentinel for "no limit"
+                return int(v)
+    return None
+
+
+def read_pipeline(path: str) -> Tuple[Tuple[str, ...], bool, Optional[int]]:
+    """(pooling modes, normalize, max tokens) of a checkpoint directory as sentence-transformers reads it: its
+    modules.json (types by their last name, so both its older ``sentence_transformers.models.*`` and its newer
+    module paths), or mean pooling without normalization when there is none."""
+    modules = os.path.join(path, "modules.json")
+    max_len = _max_length(path)
+    if not os.path.isfile(modules):
+        return ("mean",), False, max_len
+    listed = _read_json(modules, "modules.json")
+    if not isinstance(listed, list) or not all(isinstance(m, dict) and isinstance(m.get("type"), str)
+                                               for m in listed):
+        raise ValueError("modules.json must be a list of {\"type\": ..., \"path\": ...} objects")
+    modes: Tuple[str, ...] = ()
+    normalize = False
+    for m in listed:
+        kind = m["type"].rsplit(".", 1)[-1]
+        if kind == "Transformer":
+            continue
+        if kind == "Pooling" and not modes:
+            modes = _pooling_modes(_read_json(os.path.join(path, str(m.get("path", "")), "config.json"),
+                                              "the Pooling module"))
+        elif kind == "Normalize" and modes and not normalize:
+            normalize = True
+        else:
+            raise ValueError(f"modules.json lists {m['type']} here, which forgegrad does not run yet (it runs "
+                             "Transformer, Pooling, then optionally Normalize)")
+    if not modes:
+        raise ValueError("modules.json lists no Pooling module")
+    return modes, normalize, max_len
+
+
+def pool(hidden: np.ndarray, lengths: np.ndarray, modes: Tuple[str, ...], normalize: bool) -> np.ndarray:
+    """Sentence vectors (B, len(modes) * H) of ``hidden`` (B, T, H), row b's tokens ``[0, lengths[b])`` (right
+    padding), as sentence-transformers' Pooling and Normalize compute them."""
+    B, T, _ = hidden.shape
+    mask = (np.arange(T)[None, :] < lengths[:, None]).astype(np.float32)[:, :, None]
+    parts = []
+    for mode in modes:
+        if mode == "cls":
+            parts.append(hidden[:, 0])
+        elif mode == "max":
+            parts.append(np.where(mask > 0, hidden, np.float32(-np.inf)).max(axis=1))
+        elif mode == "lasttoken":
+            parts.append(hidden[np.arange(B), lengths - 1])
+        else:
+            w = mask * np.arange(1, T + 1, dtype=np.float32)[None, :, None] if mode == "weightedmean" else mask
+            total, count = (hidden * w).sum(axis=1), np.maximum(w.sum(axis=1), np.float32(1e-9))
+            parts.append(total / (np.sqrt(count) if mode == "mean_sqrt_len_tokens" else count))
+    out = np.concatenate(parts, axis=1).astype(np.float32)
+    if normalize:
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))
+    return out
+
+
+class Embedder:
+    """An encoder, its tokenizer and its pooling; ``embed`` runs on one thread at a time (the server's worker)."""
+
+    def __init__(self, path: str, weights: str = "float32", max_batch: int = 32):
+        from ..models.hf import from_pretrained
+        from ..models.hf.tokenizer import load_tokenizer
+        self.model = from_pretrained(path, dtype="bfloat16" if weights == "bfloat16" else "float32")
+        if weights == "int8":
+            from ..quantization import quantize_weight_only
+            self.model = quantize_weight_only(self.model, inplace=True)
+        self.model.eval()
+        self.modes, self.normalize, max_len = read_pipeline(path)
+        cfg = self.model.config
+        self.context = int(min(cfg["max_position_embeddings"], max_len or cfg["max_position_embeddings"]))
+        self.vocab = int(cfg["vocab_size"])
+        self.dim = len(self.modes) * int(cfg["hidden_size"])
+        self.tokenizer = load_tokenizer(path, self.vocab)
+        self.max_batch = max_batch
+
+    def token_ids(self, item, index: int) -> List[int]:
+        ids = self.tokenizer.encode(item, add_special_tokens=True) if isinstance(item, str) else item
+        if not ids:
+            raise CompletionError(400, f"input {index} gives no tokens", "input")
+        bad_id = next((t for t in ids if not 0 <= t < self.vocab), None)
+        if bad_id is not None:
+            raise CompletionError(400, f"input {index}: token id {bad_id} is outside the vocabulary [0, "
+                                       f"{self.vocab})", "input")
+        if len(ids) > self.context:
+            raise CompletionError(400, f"input {index} has {len(ids)} tokens; this model takes at most "
+                                       f"{self.context}", "input", "context_length_exceeded")
+        return list(ids)
+
+    def embed(self, ids: List[List[int]]) -> np.ndarray:
+        """(len(ids), dim) float32 vectors. Rows of similar lengths run together, up to max_batch at a time,
+        through ``BertModel.encode_packed``: only attention sees the padding."""
+        out = np.empty((len(ids), self.dim), np.float32)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        for start in range(0, len(order), self.max_batch):
+            rows = order[start:start + self.max_batch]
+            lengths = np.array([len(ids[i]) for i in rows])
+            packed = self.model.encode_packed([ids[i] for i in rows])
+            hidden = np.zeros((len(rows), int(lengths.max()), packed.shape[1]), np.float32)
+            hidden[np.arange(hidden.shape[1])[None, :] < lengths[:, None]] = packed
+            out[rows] = pool(hidden, lengths, self.modes, self.normalize)
+        return out
+
+
+def _inputs(value) -> list:
+    """A string, a list of strings, a list of token ids, or a list of token-id lists (one vector each)."""
+    expected = (f"a non-empty string, a list of up to {MAX_INPUTS} of them, a list of token ids, or a list of "
+                "token-id lists")
+    if isinstance(value, str):
+        value = [value]
+    elif isinstance(value, list) and value and all(is_int(v) for v in value):
+        value = [value]
+    if not isinstance(value, list) or not value or len(value) > MAX_INPUTS:
+        raise bad("input", expected, value)
+    for item in value:
+        ok_item = (isinstance(item, str) and item) or (isinstance(item, list) and item and all(is_int(v) for v in item))
+        if not ok_item:
+            raise bad("input", expected, item)
+    return [item if isinstance(item, str) else [int(v) for v in item] for item in value]
+
+
+@dataclass
+class EmbeddingRequest:
+    inputs: list
+    base64: bool = False
+
+
+def parse(body: bytes, served_name: str, dim: int) -> EmbeddingRequest:
+    obj = request_object(body, _FIELDS, {})
+    if "input" not in obj:
+        raise CompletionError(400, "input is required", "input")
+    req = EmbeddingRequest(_inputs(obj["input"]))
+    model = obj.get("model")
+    if model is not None and model != served_name:
+        if not isinstance(model, str):
+            raise bad("model", "a string", model)
+        raise CompletionError(404, f"the model {model!r} does not exist (served: {served_name!r})", "model",
+                              "model_not_found")
+    fmt = obj.get("encoding_format")
+    if fmt not in (None, "float", "base64"):
+        raise bad("encoding_format", '"float" or "base64"', fmt)
+    req.base64 = fmt == "base64"
+    v = obj.get("dimensions")
+    if v is not None and (not is_int(v) or v != dim):
+        raise bad("dimensions", f"this model's size, {dim} (shortened vectors are not supported)", v)
+    v = obj.get("user")
+    if v is not None and not isinstance(v, str):
+        raise bad("user", "a string", v)
+    return req
+
+
+@dataclass
+class EmbeddingServeConfig:
+    """Settings of ``forgegrad serve`` for an encoder checkpoint directory (the flags of the same names)."""
+    model_path: str
+    weights: str = "float32"
+    threads: Optional[int] = None
+    max_queue: int = 512
+    max_body_bytes: int = 16 * 1024 * 1024
+    model_name: Optional[str] = None
+    max_batch: int = 32  # inputs run through the model together
+
+
+def create_embeddings_app(config: EmbeddingServeConfig):
+    """The Starlette app serving ``config.model_path``'s embeddings (loaded at startup)."""
+    import contextlib
+
+    from starlette.applications import Starlette
+
+    from .completions import GenerationServeConfig
+    from .metrics import Metrics
+
+    # the same checks as a generation server's (the directory, weights, positive sizes)
+    GenerationServeConfig(config.model_path, config.weights, max_queue=config.max_queue,
+                          max_body_bytes=config.max_body_bytes, max_batch=config.max_batch).validate()
+    metrics = Metrics()
+    name = config.model_name or os.path.basename(os.path.abspath(config.model_path).rstrip(os.sep))
+    embedded = metrics._pc.Counter("forgegrad_embedded_tokens", "tokens embedded", ["model"],
+                                   registry=metrics.registry).labels(name)
+    worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgegrad-embed")
+    state = {"embedder": None, "queued": 0}
+
+    async def answer(request):
+        body = await read_body(request, config.max_body_bytes)
+        emb = state["embedder"]
+        req = parse(body, name, emb.dim)
+        ids = [emb.token_ids(item, i) for i, item in enumerate(req.inputs)]
+        if state["queued"] >= config.max_queue:
+            raise CompletionError(503, f"{state['queued']} requests are already waiting; retry later",
+                                  headers={"Retry-After": "1"})
+        state["queued"] += 1
+        metrics.queue_depth(name, state["queued"])
+        t0 = time.perf_counter()
+        try:
+            vectors = await asyncio.get_running_loop().run_in_executor(worker, emb.embed, ids)
+        finally:
+            state["queued"] -= 1
+            metrics.queue_depth(name, state["queued"])
+        metrics.batch(name, len(ids), time.perf_counter() - t0)
+        tokens = sum(len(x) for x in ids)
+        embedded.inc(tokens)
+        data = [{"object": "embedding", "index": i,
+                 "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") if req.base64
+                 else v.tolist()} for i, v in enumerate(vectors)]
+        return ok({"object": "list", "data": data, "model": name,
+                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        if config.threads:
+            from .models import set_forgegrad_threads
+            set_forgegrad_threads(config.threads)
+        try:
+            state["embedder"] = await asyncio.get_running_loop().run_in_executor(
+                worker, Embedder, config.model_path, config.weights, config.max_batch)
+        except Exception as e:
+            app.state.startup_error = f"cannot serve {config.model_path}: {type(e).__name__}: {e}"
+            worker.shutdown(wait=False)
+            raise RuntimeError(app.state.startup_error) from None
+        emb = state["embedder"]
+        log.info("serving %s (%s weights, %d-dimensional vectors, up to %d tokens) at /v1/embeddings", name,
+                 config.weights, emb.dim, emb.context)
+        try:
+            yield
+        finally:
+            worker.shutdown(wait=False, cancel_futures=True)
+
+    routes = [post_route("/v1/embeddings", answer, metrics, name)]
+    routes += common_routes(name, int(time.time()), lambda: state["embedder"].context, metrics)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found})
+    app.state.config, app.state.metrics, app.state.startup_error = config, metrics, None
+    return app

@@ -1,0 +1,160 @@
+"""``POST /v1/embeddings`` on the real server for encoder checkpoints that sentence-transformers itself wrote (a tiny
+BERT that transformers made): the vectors are ``SentenceTransformer.encode``'s for every pooling mode, with and
+without Normalize; plain transformers directories, token-id inputs, base64, the CLI, and bad requests."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+st = pytest.importorskip("sentence_transformers")
+transformers.logging.set_verbosity_error()
+
+from serve_helpers import running_app, start_cli_server  # noqa: E402
+
+from forgegrad.serve.embeddings import EmbeddingServeConfig, create_embeddings_app  # noqa: E402
+
+TEXTS = ["hello world", "a tiny corpus for a tiny tokenizer of sentences", "sentences", "hello tiny world of words"]
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+    """A 2-layer BERT (transformers, torch seeded 0) with a WordPiece tokenizer (tokenizers) in transformers' layout."""
+    from tokenizers import BertWordPieceTokenizer
+    path = tmp_path_factory.mktemp("bert") / "tiny-bert"
+    path.mkdir()
+    tok = BertWordPieceTokenizer(lowercase=True)
+    tok.train_from_iterator(["hello world, a tiny corpus for a tiny tokenizer of sentences and words"] * 10,
+                            vocab_size=120)
+    tok.save(str(path / "tokenizer.json"))
+    transformers.PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"), unk_token="[UNK]",
+                                         sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
+                                         mask_token="[MASK]").save_pretrained(path)
+    torch.manual_seed(0)
+    transformers.BertModel(transformers.BertConfig(
+        vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+        max_position_embeddings=64)).save_pretrained(path)
+    return path
+
+
+def _sentence_transformer(bert_dir, out, modes, normalize, max_seq_length=None):
+    """sentence-transformers' own save of bert_dir with a Pooling of ``modes`` (and Normalize)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    t = Transformer(str(bert_dir), max_seq_length=max_seq_length)
+    modules = [t, Pooling(32, modes)] + ([Normalize()] if normalize else [])
+    model = SentenceTransformer(modules=modules, device="cpu")
+    model.save(str(out))
+    return model
+
+
+def _post(client, body):
+    r = client.post("/v1/embeddings", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+@pytest.mark.parametrize("modes,normalize", [("mean", True), ("cls", False), (("max", "mean_sqrt_len_tokens"), True),
+                                             ("lasttoken", False), ("weightedmean", True)])
+def test_vectors_are_sentence_transformers_encode(bert_dir, tmp_path, modes, normalize):
+    model = _sentence_transformer(bert_dir, tmp_path / "st", modes, normalize)
+    want = model.encode(TEXTS, convert_to_numpy=True, batch_size=2)
+    ids = [model.tokenizer(t)["input_ids"] for t in TEXTS]
+    with running_app(create_embeddings_app(EmbeddingServeConfig(str(tmp_path / "st"), max_batch=3))) as url, \
+            httpx.Client(base_url=url, timeout=60) as c:
+        got = _post(c, {"input": TEXTS, "model": "st"})
+        assert got["object"] == "list" and got["model"] == "st"
+        assert [d["index"] for d in got["data"]] == [0, 1, 2, 3]
+        assert all(d["object"] == "embedding" for d in got["data"])
+        vectors = np.array([d["embedding"] for d in got["data"]], np.float32)
+        np.testing.assert_allclose(vectors, want, rtol=1e-4, atol=2e-5)
+        assert got["usage"] == {"prompt_tokens": sum(map(len, ids)), "total_tokens": sum(map(len, ids))}
+        # one text at a time, token ids as the tokenizer gives them, base64: the same vectors
+        one = _post(c, {"input": TEXTS[1]})["data"]
+        np.testing.assert_allclose(one[0]["embedding"], want[1], rtol=1e-4, atol=2e-5)
+        by_ids = _post(c, {"input": ids, "encoding_format": "base64"})["data"]
+        decoded = np.array([np.frombuffer(base64.b64decode(d["embedding"]), "<f4") for d in by_ids])
+        np.testing.assert_allclose(decoded, want, rtol=1e-4, atol=2e-5)
+        assert _post(c, {"input": ids[0]})["data"][0]["embedding"] == pytest.approx(list(want[0]), abs=2e-5)
+
+
+def test_a_plain_transformers_directory_is_mean_pooled(bert_dir):
+    from sentence_transformers import SentenceTransformer
+    want = SentenceTransformer(str(bert_dir), device="cpu").encode(TEXTS, convert_to_numpy=True)
+    with running_app(create_embeddings_app(EmbeddingServeConfig(str(bert_dir)))) as url, \
+            httpx.Client(base_url=url, timeout=60) as c:
+        vectors = np.array([d["embedding"] for d in _post(c, {"input": TEXTS})["data"]], np.float32)
+        models = c.get("/v1/models").json()["data"][0]
+        assert models["id"] == "tiny-bert" and models["max_model_len"] == 64
+    np.testing.assert_allclose(vectors, want, rtol=1e-4, atol=2e-5)
+    assert not np.allclose(np.linalg.norm(vectors, axis=1), 1.0)  # not normalized: the check can fail
+
+
+def test_bad_requests_get_400_naming_the_field(bert_dir, tmp_path):
+    model = _sentence_transformer(bert_dir, tmp_path / "st", "mean", True, max_seq_length=8)
+    fits = "hello world of words"
+    assert len(model.tokenizer(fits)["input_ids"]) <= 8
+    long_text = " ".join(["tiny"] * 20)
+    with running_app(create_embeddings_app(EmbeddingServeConfig(str(tmp_path / "st")))) as url, \
+            httpx.Client(base_url=url, timeout=60) as c:
+        for body, status, param, message in (
+                ({"input": long_text}, 400, "input", "takes at most 8"),
+                ({"input": ""}, 400, "input", "non-empty string"),
+                ({"input": []}, 400, "input", "non-empty string"),
+                ({"input": [["x"]]}, 400, "input", "token-id lists"),
+                ({"input": [[5, 999]]}, 400, "input", "outside the vocabulary [0, 128)"),
+                ({"input": "hi", "encoding_format": "int8"}, 400, "encoding_format", '"float" or "base64"'),
+                ({"input": "hi", "dimensions": 16}, 400, "dimensions", "this model's size, 32"),
+                ({"input": "hi", "model": "other"}, 404, "model", "does not exist"),
+                ({"input": "hi", "temperature": 1}, 400, "temperature", "unknown field"),
+                ({}, 400, "input", "input is required")):
+            r = c.post("/v1/embeddings", json=body)
+            error = r.json()["error"]
+            assert r.status_code == status and error["param"] == param and message in error["message"], (body, r.text)
+        assert c.post("/v1/embeddings", content=b"{oops").status_code == 400
+        assert c.post("/v1/completions", json={"prompt": "x"}).status_code == 404
+        used = _post(c, {"input": fits, "dimensions": 32})["usage"]["prompt_tokens"]
+        assert used == len(model.tokenizer(fits)["input_ids"])
+
+
+def test_unsupported_pipelines_fail_at_startup_saying_why(bert_dir, tmp_path):
+    from forgegrad.serve.embeddings import read_pipeline
+    _sentence_transformer(bert_dir, tmp_path / "st", "mean", True)
+    modules = json.loads((tmp_path / "st" / "modules.json").read_text())
+    (tmp_path / "st" / "modules.json").write_text(json.dumps(modules + [
+        {"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"}]))
+    with pytest.raises(ValueError, match="Dense here, which forgegrad does not run yet"):
+        read_pipeline(str(tmp_path / "st"))
+    (tmp_path / "st" / "modules.json").write_text(json.dumps(modules))
+    (tmp_path / "st" / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "median"}))
+    with pytest.raises(ValueError, match="pooling_mode must be one or more of"):
+        read_pipeline(str(tmp_path / "st"))
+    # the older sentence-transformers layout: per-mode flags, sentence_bert_config.json's max_seq_length
+    (tmp_path / "st" / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": 32, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": True}))
+    (tmp_path / "st" / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 12}))
+    assert read_pipeline(str(tmp_path / "st")) == (("cls", "mean"), True, 12)
+
+
+def test_forgegrad_serve_cli_serves_an_encoder_directory(bert_dir):
+    proc, url = start_cli_server(bert_dir, "--threads", "1", "--log-level", "warning")
+    try:
+        r = httpx.post(url + "/v1/embeddings", json={"input": ["hello world"]}, timeout=60)
+        assert r.status_code == 200 and len(r.json()["data"][0]["embedding"]) == 32
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    bad = subprocess.run([sys.executable, "-m", "forgegrad.cli", "serve", str(bert_dir), "--prefill-chunk", "4"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "is an encoder (served at /v1/embeddings)" in bad.stderr

@@ -1,0 +1,84 @@
+"""Sentence embeddings: forgegrad's /v1/embeddings path (``serve.embeddings.Embedder``: tokenize, encode, pool)
+against sentence-transformers' ``encode`` on the same directory, in one process, threads pinned on both sides.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python tools/embeddings_speed.py [--threads 1] [--texts 64]
+
+The model has all-MiniLM-L6-v2's shape (6 layers, 384 wide, 12 heads, 1536 feed-forward; random weights that
+transformers initialised, mean pooling + Normalize, as sentence-transformers saves it), the texts 10-60 words.
+Prints the best of --repeat runs of embedding all texts for each side, and the largest difference of the vectors.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--texts", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=32, help="rows per forward on both sides")
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args(argv)
+    import numpy as np
+    import torch
+    import transformers
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from tokenizers import BertWordPieceTokenizer
+
+    import forgegrad as fg
+    from forgegrad.serve.embeddings import Embedder
+    transformers.logging.set_verbosity_error()
+    torch.set_num_threads(args.threads)
+    fg.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    words = ("the model server answers each request with vectors that a search index compares by their cosine "
+             "similarity so that texts about the same thing land near each other").split()
+    texts = [" ".join(rng.choice(words, rng.integers(10, 61))) for _ in range(args.texts)]
+    with tempfile.TemporaryDirectory() as tmp:
+        base, out = os.path.join(tmp, "base"), os.path.join(tmp, "st")
+        os.makedirs(base)
+        tok = BertWordPieceTokenizer(lowercase=True)
+        tok.train_from_iterator([" ".join(words)] * 20, vocab_size=200)
+        tok.save(os.path.join(base, "tokenizer.json"))
+        transformers.PreTrainedTokenizerFast(tokenizer_file=os.path.join(base, "tokenizer.json"), unk_token="[UNK]",
+                                             sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
+                                             mask_token="[MASK]").save_pretrained(base)
+        torch.manual_seed(0)
+        transformers.BertModel(transformers.BertConfig(
+            vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
+            max_position_embeddings=512)).save_pretrained(base)
+        t = Transformer(base, max_seq_length=256)
+        st = SentenceTransformer(modules=[t, Pooling(384, "mean"), Normalize()], device="cpu")
+        st.save(out)
+        st = SentenceTransformer(out, device="cpu")
+        ours = Embedder(out, max_batch=args.batch)
+
+        def forgegrad_side():
+            return ours.embed([ours.token_ids(x, i) for i, x in enumerate(texts)])
+
+        def st_side():
+            return st.encode(texts, batch_size=args.batch, convert_to_numpy=True)
+
+        a, b = forgegrad_side(), st_side()
+        tokens = sum(len(ours.token_ids(x, i)) for i, x in enumerate(texts))
+        best = {}
+        for _ in range(args.repeat):  # interleaved, so that both sides see the same machine
+            for name, fn in (("forgegrad", forgegrad_side), ("sentence-transformers", st_side)):
+                t0 = time.perf_counter()
+                fn()
+                best[name] = min(best.get(name, 1e9), time.perf_counter() - t0)
+    print(f"{args.texts} texts, {tokens} tokens, batch {args.batch}, {args.threads} thread(s)")
+    for name, s in best.items():
+        print(f"  {name:22s} {s * 1e3:8.1f} ms  {tokens / s:8.0f} tokens/s")
+    print(f"  x sentence-transformers: {best['sentence-transformers'] / best['forgegrad']:.2f}; largest vector "
+          f"difference {np.abs(a - b).max():.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
