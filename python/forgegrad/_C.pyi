@@ -92,6 +92,12 @@ class attention:
         outputs side by side (head-merged), lse (B x heads, T) the row logsumexp.
         """
         ...
+    @staticmethod
+    def backward_splits(pairs: _Int, keys: _Int, threads: _Int) -> bool:
+        """Whether attention_backward at `threads` threads splits each of `pairs` (batch, head) pairs over its key
+        blocks and query tiles (few pairs) rather than running whole pairs per thread; both give the same bits.
+        """
+        ...
 
 class batchnorm:
     @staticmethod
