@@ -1,6 +1,7 @@
-"""``POST /v1/embeddings`` on the real server for encoder checkpoints that sentence-transformers itself wrote (a tiny
-BERT that transformers made): the vectors are ``SentenceTransformer.encode``'s for every pooling mode, with and
-without Normalize; plain transformers directories, token-id inputs, base64, the CLI, and bad requests."""
+"""``POST /v1/embeddings`` on the real server for encoder checkpoints that sentence-transformers itself wrote (tiny
+BERT and XLM-RoBERTa encoders that transformers made): the vectors are ``SentenceTransformer.encode``'s for every
+pooling mode, with and without Normalize; plain transformers directories, token-id inputs, base64, the CLI, and bad
+requests."""
 from __future__ import annotations
 
 import base64
@@ -86,6 +87,35 @@ def test_vectors_are_sentence_transformers_encode(bert_dir, tmp_path, modes, nor
         decoded = np.array([np.frombuffer(base64.b64decode(d["embedding"]), "<f4") for d in by_ids])
         np.testing.assert_allclose(decoded, want, rtol=1e-4, atol=2e-5)
         assert _post(c, {"input": ids[0]})["data"][0]["embedding"] == pytest.approx(list(want[0]), abs=2e-5)
+
+
+def test_xlm_roberta_sentence_transformer(tmp_path):
+    """An XLM-RoBERTa encoder (positions from pad_token_id + 1) with a RoBERTa-style byte-level BPE tokenizer (<s> ...
+    </s>, <pad> = 1), as sentence-transformers saves it: encode's vectors, and the 2 positions it cannot use."""
+    from tokenizers import ByteLevelBPETokenizer, processors
+    base = tmp_path / "base"
+    base.mkdir()
+    tok = ByteLevelBPETokenizer()
+    tok.train_from_iterator(["hello world, a tiny corpus for a tiny tokenizer of sentences and words"] * 10,
+                            vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    tok.save(str(base / "tokenizer.json"))
+    transformers.PreTrainedTokenizerFast(tokenizer_file=str(base / "tokenizer.json"), bos_token="<s>",
+                                         eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+                                         mask_token="<mask>").save_pretrained(base)
+    torch.manual_seed(0)
+    transformers.XLMRobertaModel(transformers.XLMRobertaConfig(
+        vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+        max_position_embeddings=34, pad_token_id=1, bos_token_id=0, eos_token_id=2)).save_pretrained(base)
+    model = _sentence_transformer(base, tmp_path / "st", "mean", True)
+    want = model.encode(TEXTS, convert_to_numpy=True)
+    with running_app(create_embeddings_app(EmbeddingServeConfig(str(tmp_path / "st")))) as url, \
+            httpx.Client(base_url=url, timeout=60) as c:
+        vectors = np.array([d["embedding"] for d in _post(c, {"input": TEXTS})["data"]], np.float32)
+        assert c.get("/v1/models").json()["data"][0]["max_model_len"] == 32
+        r = c.post("/v1/embeddings", json={"input": [[5] * 33]})
+        assert r.status_code == 400 and "takes at most 32" in r.json()["error"]["message"]
+    np.testing.assert_allclose(vectors, want, rtol=1e-4, atol=2e-5)
 
 
 def test_a_plain_transformers_directory_is_mean_pooled(bert_dir):

@@ -1,5 +1,6 @@
-"""Text embeddings over HTTP: OpenAI's embeddings API for a Hugging Face encoder checkpoint (``BertModel``: BERT,
-and the sentence-transformers models built on it, such as all-MiniLM-L6-v2).
+"""Text embeddings over HTTP: OpenAI's embeddings API for a Hugging Face encoder checkpoint (``BertModel``,
+``RobertaModel``, ``XLMRobertaModel``: BERT, RoBERTa, XLM-R, and the sentence-transformers models built on them,
+such as all-MiniLM-L6-v2 or paraphrase-multilingual-MiniLM-L12-v2).
 
     forgegrad serve ENCODER_DIR
 
@@ -36,6 +37,7 @@ from .completion_request import CompletionError, bad, is_int, request_object
 from .openai_routes import common_routes, log, not_found, ok, post_route, read_body
 
 MAX_INPUTS = 2048  # as OpenAI's
+_ENCODERS = ("BertModel", "RobertaModel", "XLMRobertaModel")
 _FIELDS = {"input", "model", "encoding_format", "dimensions", "user"}
 # sentence-transformers' pooling modes; its older configs' flags, in the order it concatenates them
 _MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
@@ -45,7 +47,7 @@ _LEGACY_MODES = {"pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "ma
 
 
 def is_embedding_checkpoint(path: str) -> bool:
-    """Whether a checkpoint directory holds an encoder that forgegrad serves as embeddings (a BertModel)."""
+    """Whether a checkpoint directory holds an encoder that forgegrad serves as embeddings (BERT, RoBERTa, XLM-R)."""
     try:
         with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
             cfg = json.load(f)
@@ -54,7 +56,9 @@ def is_embedding_checkpoint(path: str) -> bool:
     if not isinstance(cfg, dict):
         return False
     arch = cfg.get("architectures")
-    return arch == ["BertModel"] or (not arch and cfg.get("model_type") == "bert")
+    if arch:
+        return isinstance(arch, list) and len(arch) == 1 and arch[0] in _ENCODERS
+    return cfg.get("model_type") in ("bert", "roberta", "xlm-roberta")
 
 
 def _read_json(path: str, what: str) -> object:
@@ -161,7 +165,7 @@ class Embedder:
         self.model.eval()
         self.modes, self.normalize, max_len = read_pipeline(path)
         cfg = self.model.config
-        self.context = int(min(cfg["max_position_embeddings"], max_len or cfg["max_position_embeddings"]))
+        self.context = int(min(self.model.max_tokens, max_len or self.model.max_tokens))
         self.vocab = int(cfg["vocab_size"])
         self.dim = len(self.modes) * int(cfg["hidden_size"])
         self.tokenizer = load_tokenizer(path, self.vocab)

@@ -5,7 +5,8 @@ directory written by transformers' ``save_pretrained`` (``config.json`` + safete
     >>> model = forgegrad.models.from_pretrained("path/to/gpt2")
     >>> out = forgegrad.models.generate(model, ids, max_new_tokens=20)
 
-Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``BertForSequenceClassification``,
+Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``RobertaModel``, ``XLMRobertaModel``,
+``BertForSequenceClassification``,
 ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``, ``Qwen3ForCausalLM``,
 ``Phi3ForCausalLM``, ``GemmaForCausalLM``, ``Gemma2ForCausalLM``, ``Gemma3ForCausalLM``, and the mixture-of-experts
 ``MixtralForCausalLM``, ``Qwen2MoeForCausalLM``, ``Qwen3MoeForCausalLM``, and the encoder-decoders
@@ -26,7 +27,7 @@ from ._files import CheckpointError, read_config, read_weights, write_checkpoint
 from ._load import BFLOAT16, materialize, weights_dtype, widen_unless_linear_weights
 from .bart import (BartForConditionalGeneration, M2M100ForConditionalGeneration, MarianMTModel,
                    MBartForConditionalGeneration)
-from .bert import BertForSequenceClassification, BertModel
+from .bert import BertForSequenceClassification, BertModel, RobertaModel, XLMRobertaModel
 from .generation import generate
 from .gemma2 import Gemma2ForCausalLM, Gemma3ForCausalLM, GemmaForCausalLM
 from .gpt2 import GPT2LMHeadModel
@@ -39,20 +40,23 @@ from .t5 import T5ForConditionalGeneration
 __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past", "generate_onnx", "export_seq2seq",
            "generate_onnx_seq2seq", "CheckpointError",
            "ARCHITECTURES",
-           "GPT2LMHeadModel", "BertModel", "BertForSequenceClassification", "LlamaForCausalLM", "MistralForCausalLM",
+           "GPT2LMHeadModel", "BertModel", "RobertaModel", "XLMRobertaModel", "BertForSequenceClassification",
+           "LlamaForCausalLM", "MistralForCausalLM",
            "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM",
            "Gemma3ForCausalLM", "GemmaForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
            "T5ForConditionalGeneration", "BartForConditionalGeneration", "MarianMTModel",
            "MBartForConditionalGeneration", "M2M100ForConditionalGeneration"]
 
 ARCHITECTURES = {cls.architecture: cls for cls in
-                 (GPT2LMHeadModel, BertModel, BertForSequenceClassification, LlamaForCausalLM, MistralForCausalLM,
+                 (GPT2LMHeadModel, BertModel, RobertaModel, XLMRobertaModel, BertForSequenceClassification,
+                  LlamaForCausalLM, MistralForCausalLM,
                   Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM,
                   Gemma3ForCausalLM, GemmaForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM,
                   T5ForConditionalGeneration, BartForConditionalGeneration, MarianMTModel,
                   MBartForConditionalGeneration, M2M100ForConditionalGeneration)}
 # model_type -> class, for configs that do not list their architecture
-_BY_TYPE = {"gpt2": GPT2LMHeadModel, "bert": BertModel, "llama": LlamaForCausalLM, "mistral": MistralForCausalLM,
+_BY_TYPE = {"gpt2": GPT2LMHeadModel, "bert": BertModel, "roberta": RobertaModel, "xlm-roberta": XLMRobertaModel,
+            "llama": LlamaForCausalLM, "mistral": MistralForCausalLM,
             "qwen2": Qwen2ForCausalLM, "qwen3": Qwen3ForCausalLM, "phi3": Phi3ForCausalLM,
             "gemma": GemmaForCausalLM, "gemma2": Gemma2ForCausalLM, "gemma3_text": Gemma3ForCausalLM,
             "mixtral": MixtralForCausalLM,
@@ -106,9 +110,14 @@ def _required(cfg: dict, cls, path: str) -> None:
 def _match(model, tensors: Dict[str, np.ndarray], path: str) -> Dict[str, np.ndarray]:
     """The checkpoint's tensors under the model's names, checked: every parameter present with its shape."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    if isinstance(model, BertModel) and not any(k in tensors for k in expected):
-        # a BertModel read from a task model's checkpoint: its encoder is stored under "bert."
-        tensors = {k[5:]: v for k, v in tensors.items() if k.startswith("bert.")}
+    if isinstance(model, BertModel):
+        if not any(k in tensors for k in expected):
+            # an encoder read from a task model's checkpoint: its weights are stored under "bert." ("roberta.")
+            n = len(model.prefix)
+            tensors = {k[n:]: v for k, v in tensors.items() if k.startswith(model.prefix)}
+        if model.pooler is not None and not any(k.startswith("pooler.") for k in tensors):
+            model.pooler = None  # saved without its pooler (add_pooling_layer=False): pooler_output is None
+            expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     named = getattr(model, "checkpoint_name", None) or (lambda key: key)  # the name in the files (Mixtral's)
     missing = sorted(set(expected) - set(tensors))
     if missing:

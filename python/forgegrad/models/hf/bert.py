@@ -12,7 +12,7 @@ from ...tensor import Tensor
 from ._layers import (activation, additive_mask, attend, config_probability, ids_array, mask_array, merge_heads,
                       split_heads)
 
-__all__ = ["BertModel", "BertForSequenceClassification", "BertOutput"]
+__all__ = ["BertModel", "RobertaModel", "XLMRobertaModel", "BertForSequenceClassification", "BertOutput"]
 
 
 class BertOutput(NamedTuple):
@@ -34,11 +34,12 @@ class BertEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(E, eps=_eps(cfg))
         self.dropout = nn.Dropout(cfg.get("hidden_dropout_prob", 0.1))
 
-    def forward(self, ids: np.ndarray, token_type_ids: np.ndarray):
-        T = ids.shape[1]
-        # positions 0..T-1 as a slice of the table: an exported graph keeps T dynamic
-        x = (self.word_embeddings(Tensor._wrap(ids)) + self.position_embeddings.weight[:T]
-             + self.token_type_embeddings(Tensor._wrap(token_type_ids)))
+    def forward(self, ids: np.ndarray, token_type_ids: np.ndarray, positions: Optional[np.ndarray] = None):
+        """``positions``: each token's row of the position table; None: 0..T-1 (BERT's), as a slice of the
+        table, so that an exported graph keeps T dynamic. Summed as transformers does: (word + type) + position."""
+        pos = self.position_embeddings.weight[:ids.shape[-1]] if positions is None else \
+            self.position_embeddings(Tensor._wrap(positions))
+        x = self.word_embeddings(Tensor._wrap(ids)) + self.token_type_embeddings(Tensor._wrap(token_type_ids)) + pos
         return self.dropout(self.LayerNorm(x))
 
 
@@ -117,10 +118,12 @@ class BertPooler(nn.Module):
 
 
 class BertModel(nn.Module):
-    """BERT's encoder. ``forward(input_ids, attention_mask=None, token_type_ids=None)`` returns
+    """BERT's encoder (and, with their position numbering, RoBERTa's and XLM-RoBERTa's: the subclasses below).
+    ``forward(input_ids, attention_mask=None, token_type_ids=None)`` returns
     ``BertOutput(last_hidden_state (B, T, hidden), pooler_output (B, hidden) or None)``."""
 
     architecture = "BertModel"
+    prefix = "bert."  # where a task model's checkpoint keeps the encoder's weights
 
     def __init__(self, config: dict, add_pooling_layer: bool = True):
         super().__init__()
@@ -136,18 +139,28 @@ class BertModel(nn.Module):
         c = self.config
         ids = ids_array(input_ids, "BertModel", c["vocab_size"])
         B, T = ids.shape
-        if T > c["max_position_embeddings"]:
-            raise ValueError(f"BertModel: {T} tokens exceed max_position_embeddings {c['max_position_embeddings']}")
+        if T > self.max_tokens:
+            raise ValueError(f"{type(self).__name__}: {T} tokens exceed the {self.max_tokens} its position table "
+                             "holds")
         types = np.zeros_like(ids) if token_type_ids is None else ids_array(
             token_type_ids, "BertModel (token_type_ids)", c.get("type_vocab_size", 2))
         if types.shape != ids.shape:
             raise ValueError(f"BertModel: token_type_ids must have the shape of input_ids {ids.shape}, "
                              f"got {types.shape}")
         mask = additive_mask(mask_array(attention_mask, "BertModel", (B, T)), 0, T, causal=False)
-        x = self.embeddings(ids, types)
+        x = self.embeddings(ids, types, self.positions(ids))
         for layer in self.encoder.layer:
             x = layer(x, mask)
         return BertOutput(x, self.pooler(x) if self.pooler is not None else None)
+
+    @property
+    def max_tokens(self) -> int:
+        """The most tokens a sequence may have: the position table's rows."""
+        return int(self.config["max_position_embeddings"])
+
+    def positions(self, ids: np.ndarray) -> Optional[np.ndarray]:
+        """Each token's row of the position table; None for BERT's 0..T-1."""
+        return None
 
     def encode_packed(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
         """The last hidden states of the real tokens of ``sequences`` (token-id lists of any lengths, one text
@@ -168,13 +181,15 @@ class BertModel(nn.Module):
             raise ValueError("BertModel.encode_packed: sequences must hold at least one sequence")
         lengths = np.array([len(r) for r in rows])
         T = int(lengths.max())
-        if T > c["max_position_embeddings"]:
-            raise ValueError(f"BertModel: {T} tokens exceed max_position_embeddings {c['max_position_embeddings']}")
+        if T > self.max_tokens:
+            raise ValueError(f"{type(self).__name__}: {T} tokens exceed the {self.max_tokens} its position table "
+                             "holds")
         B, E = len(rows), c["hidden_size"]
         real = np.arange(T)[None, :] < lengths[:, None]  # (B, T)
         where = np.flatnonzero(real)  # the real tokens' places in the (B * T) padded rows
         ids = np.concatenate(rows)
-        positions = np.concatenate([np.arange(n) for n in lengths])
+        positions = np.concatenate([np.arange(n) if self.positions(r[None]) is None else self.positions(r[None])[0]
+                                    for n, r in zip(lengths, rows)])
         mask = additive_mask(real, 0, T, causal=False)
 
         def padded(t: Tensor) -> Tensor:  # (total, E) -> (B, T, E), zeros at the padding
@@ -184,8 +199,7 @@ class BertModel(nn.Module):
 
         with no_grad():
             emb = self.embeddings
-            x = emb.LayerNorm(emb.word_embeddings(Tensor._wrap(ids)) + emb.position_embeddings(Tensor._wrap(positions))
-                              + emb.token_type_embeddings(Tensor._wrap(np.zeros_like(ids))))
+            x = emb(ids, np.zeros_like(ids), positions)
             for layer in self.encoder.layer:
                 sa = layer.attention.self
                 q, k, v = (split_heads(padded(proj(x)), sa.heads) for proj in (sa.query, sa.key, sa.value))
@@ -200,6 +214,35 @@ class BertModel(nn.Module):
 
     def to_hf(self) -> Dict[str, np.ndarray]:
         return {k: t.numpy() for k, t in self.state_dict().items()}
+
+
+class RobertaModel(BertModel):
+    """RoBERTa's encoder (transformers' ``RobertaModel``): BERT's network, with position rows counted from
+    ``pad_token_id + 1`` over the tokens that are not the padding token (padding tokens take ``pad_token_id``'s
+    row), as transformers numbers them from the input ids; so ``max_position_embeddings - pad_token_id - 1``
+    tokens fit. Its weights may sit under ``roberta.`` (a task model's checkpoint)."""
+
+    architecture = "RobertaModel"
+    prefix = "roberta."
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.config["max_position_embeddings"]) - self._pad() - 1
+
+    def _pad(self) -> int:
+        pad = self.config.get("pad_token_id", 1)
+        return 1 if pad is None else int(pad)
+
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        pad = self._pad()
+        real = ids != pad
+        return np.cumsum(real, axis=1) * real + pad
+
+
+class XLMRobertaModel(RobertaModel):
+    """XLM-RoBERTa's encoder (transformers' ``XLMRobertaModel``): RoBERTa's network and numbering."""
+
+    architecture = "XLMRobertaModel"
 
 
 class BertForSequenceClassification(nn.Module):

@@ -1,0 +1,100 @@
+"""RoBERTa and XLM-RoBERTa encoders (``RobertaModel``, ``XLMRobertaModel``) read from checkpoints transformers wrote:
+hidden states and pooled outputs equal transformers' on a padded batch (positions counted from pad_token_id + 1 over
+the non-padding tokens), the packed path, a checkpoint saved without its pooler, and the length limit."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from forgegrad.models import from_pretrained
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+VOCAB = 99
+LENGTHS = [9, 4, 1, 7]
+
+
+def _config(cls, **kw):
+    cfg = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+               max_position_embeddings=20, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+    cfg.update(kw)
+    return cls(**cfg)
+
+
+def _batch():
+    rng = np.random.RandomState(3)
+    ids = np.ones((len(LENGTHS), max(LENGTHS)), np.int64)  # padded with pad_token_id (1)
+    mask = np.zeros_like(ids)
+    for i, n in enumerate(LENGTHS):
+        ids[i, :n] = rng.randint(3, VOCAB, n)
+        mask[i, :n] = 1
+    return ids, mask
+
+
+@pytest.mark.parametrize("arch", ["RobertaModel", "XLMRobertaModel"])
+def test_outputs_match_transformers_on_a_padded_batch(tmp_path, arch):
+    torch.manual_seed(0)
+    config_cls = transformers.RobertaConfig if arch == "RobertaModel" else transformers.XLMRobertaConfig
+    hf = getattr(transformers, arch)(_config(config_cls)).eval()
+    hf.save_pretrained(tmp_path)
+    ids, mask = _batch()
+    with torch.no_grad():
+        ref = hf(torch.tensor(ids), attention_mask=torch.tensor(mask))
+    model = from_pretrained(tmp_path)
+    assert type(model).__name__ == arch and model.max_tokens == 20 - 1 - 1
+    out = model(ids, attention_mask=mask)
+    real = mask.astype(bool)
+    np.testing.assert_allclose(out.last_hidden_state.numpy()[real], ref.last_hidden_state.numpy()[real],
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out.pooler_output.numpy(), ref.pooler_output.numpy(), rtol=1e-4, atol=1e-4)
+    packed = model.encode_packed([list(ids[i, :n]) for i, n in enumerate(LENGTHS)])
+    np.testing.assert_allclose(packed, ref.last_hidden_state.numpy()[real], rtol=1e-4, atol=1e-4)
+    # BERT's numbering (0..T-1) would differ: the check can fail
+    types = np.zeros_like(ids)
+    bert_like, own = model.embeddings(ids, types).numpy(), model.embeddings(ids, types, model.positions(ids)).numpy()
+    assert not np.allclose(bert_like[real], own[real])
+    with pytest.raises(ValueError, match="exceed the 18 its position table holds"):
+        model(np.full((1, 19), 5))
+
+
+def test_a_checkpoint_without_its_pooler_loads_without_one(tmp_path):
+    torch.manual_seed(0)
+    hf = transformers.RobertaModel(_config(transformers.RobertaConfig), add_pooling_layer=False).eval()
+    hf.save_pretrained(tmp_path)
+    ids, mask = _batch()
+    with torch.no_grad():
+        ref = hf(torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
+    model = from_pretrained(tmp_path)
+    out = model(ids, attention_mask=mask)
+    assert model.pooler is None and out.pooler_output is None
+    np.testing.assert_allclose(out.last_hidden_state.numpy()[mask.astype(bool)], ref[mask.astype(bool)],
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_onnx_export_is_refused_naming_the_position_rows(tmp_path):
+    """Not yet: the position rows are computed from the ids outside the graph; export says so instead of
+    writing a graph that holds one input's positions."""
+    pytest.importorskip("onnx")
+    from forgegrad.onnx import UnsupportedOpError, export
+    torch.manual_seed(0)
+    transformers.RobertaModel(_config(transformers.RobertaConfig)).save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(UnsupportedOpError, match="position_embeddings"):
+        export(from_pretrained(tmp_path / "ckpt"), np.arange(3, 10, dtype=np.int64)[None], str(tmp_path / "m.onnx"),
+               dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}})
+
+
+def test_save_pretrained_round_trip_loads_in_transformers(tmp_path):
+    from forgegrad.models.hf import save_pretrained
+    torch.manual_seed(0)
+    transformers.XLMRobertaModel(_config(transformers.XLMRobertaConfig)).save_pretrained(tmp_path / "a")
+    save_pretrained(from_pretrained(tmp_path / "a"), tmp_path / "b")
+    back = transformers.AutoModel.from_pretrained(tmp_path / "b").eval()
+    assert type(back).__name__ == "XLMRobertaModel"
+    ids, mask = _batch()
+    with torch.no_grad():
+        a = transformers.XLMRobertaModel.from_pretrained(tmp_path / "a").eval()(torch.tensor(ids),
+                                                                                attention_mask=torch.tensor(mask))
+        b = back(torch.tensor(ids), attention_mask=torch.tensor(mask))
+    np.testing.assert_array_equal(a.last_hidden_state.numpy(), b.last_hidden_state.numpy())
