@@ -183,14 +183,14 @@ def start_stream(client, body, wait: float = 60):
     return thread, pieces
 
 
-def post_all(url, bodies, timeout: float = 120):
-    """The responses to ``bodies`` POSTed to /v1/completions all at once (concurrent requests), in order."""
+def post_all(url, bodies, timeout: float = 120, route: str = "/v1/completions"):
+    """The responses to ``bodies`` POSTed to ``route`` all at once (concurrent requests), in order."""
     import asyncio
 
     import httpx
 
     async def burst():
         async with httpx.AsyncClient(base_url=url, timeout=timeout) as c:
-            return await asyncio.gather(*(c.post("/v1/completions", json=b) for b in bodies))
+            return await asyncio.gather(*(c.post(route, json=b) for b in bodies))
 
     return asyncio.run(burst())

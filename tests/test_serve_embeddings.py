@@ -21,7 +21,7 @@ pytest.importorskip("tokenizers")
 st = pytest.importorskip("sentence_transformers")
 transformers.logging.set_verbosity_error()
 
-from serve_helpers import running_app, start_cli_server  # noqa: E402
+from serve_helpers import metric, post_all, running_app, start_cli_server  # noqa: E402
 
 from forgegrad.serve.embeddings import EmbeddingServeConfig, create_embeddings_app  # noqa: E402
 
@@ -116,6 +116,50 @@ def test_xlm_roberta_sentence_transformer(tmp_path):
         r = c.post("/v1/embeddings", json={"input": [[5] * 33]})
         assert r.status_code == 400 and "takes at most 32" in r.json()["error"]["message"]
     np.testing.assert_allclose(vectors, want, rtol=1e-4, atol=2e-5)
+
+
+def test_concurrent_requests_share_batches(bert_dir, tmp_path):
+    """Requests that wait while a batch runs make the next batch together (up to max_batch inputs, a larger request
+    alone); each gets its own vectors, in its order."""
+    import threading
+
+    from forgegrad.serve.embeddings import Embedder, EmbedQueue
+    model = _sentence_transformer(bert_dir, tmp_path / "st", "mean", True)
+    want = model.encode(TEXTS, convert_to_numpy=True)
+    embedder = Embedder(str(tmp_path / "st"))
+    ids = [embedder.token_ids(t, i) for i, t in enumerate(TEXTS)]
+    gate, calls, real = threading.Event(), [], embedder.embed
+
+    def gated(rows):  # the real embed, held at its first call until the others are queued
+        calls.append(len(rows))
+        if len(calls) == 1:
+            gate.wait(30)
+        return real(rows)
+
+    embedder.embed = gated
+    q = EmbedQueue(embedder, max_batch=3)
+    try:
+        first = q.submit(ids[:1])
+        while not calls:
+            threading.Event().wait(0.01)
+        rest = [q.submit(ids[1:2]), q.submit(ids[2:4]), q.submit(ids[3:4]), q.submit(ids * 2)]
+        gate.set()
+        got = [f.result(30) for f in [first] + rest]
+    finally:
+        q.close()
+    assert calls == [1, 3, 1, 8]  # [1], [1] + [2] (3 rows), [1] (a fourth row would pass 3), 8 alone
+    for vectors, rows in zip(got, ([0], [1], [2, 3], [3], [0, 1, 2, 3] * 2)):
+        np.testing.assert_allclose(vectors, want[rows], rtol=1e-4, atol=2e-5)
+    # over HTTP, all at once: each response holds its own texts' vectors
+    bodies = [{"input": [TEXTS[i % 4], TEXTS[(i + 1) % 4]]} for i in range(12)]
+    with running_app(create_embeddings_app(EmbeddingServeConfig(str(tmp_path / "st"), max_batch=8))) as url:
+        responses = post_all(url, bodies, route="/v1/embeddings")
+        batches = metric(httpx.get(url + "/metrics").text, "forgegrad_batch_size_count")
+    for i, r in enumerate(responses):
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose([d["embedding"] for d in r.json()["data"]], want[[i % 4, (i + 1) % 4]],
+                                   rtol=1e-4, atol=2e-5)
+    assert 3 <= batches <= 12  # at most 8 inputs (4 requests) a batch
 
 
 def test_a_plain_transformers_directory_is_mean_pooled(bert_dir):

@@ -6,6 +6,8 @@ against sentence-transformers' ``encode`` on the same directory, in one process,
 The model has all-MiniLM-L6-v2's shape (6 layers, 384 wide, 12 heads, 1536 feed-forward; random weights that
 transformers initialised, mean pooling + Normalize, as sentence-transformers saves it), the texts 10-60 words.
 Prints the best of --repeat runs of embedding all texts for each side, and the largest difference of the vectors.
+With --clients N it also serves the directory (uvicorn on a loopback port, as ``forgegrad serve``) and sends every
+text as its own request from N concurrent clients, with batching across requests (--batch) and without (1).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ def main(argv=None) -> int:
     ap.add_argument("--texts", type=int, default=64)
     ap.add_argument("--batch", type=int, default=32, help="rows per forward on both sides")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--clients", type=int, default=0, help="also time the server with this many clients")
     args = ap.parse_args(argv)
     import numpy as np
     import torch
@@ -65,6 +68,8 @@ def main(argv=None) -> int:
             return st.encode(texts, batch_size=args.batch, convert_to_numpy=True)
 
         a, b = forgegrad_side(), st_side()
+        served = {rows: _serve_rate(out, texts, rows, args.clients) for rows in (args.batch, 1)} if args.clients \
+            else {}
         tokens = sum(len(ours.token_ids(x, i)) for i, x in enumerate(texts))
         best = {}
         for _ in range(args.repeat):  # interleaved, so that both sides see the same machine
@@ -77,7 +82,49 @@ def main(argv=None) -> int:
         print(f"  {name:22s} {s * 1e3:8.1f} ms  {tokens / s:8.0f} tokens/s")
     print(f"  x sentence-transformers: {best['sentence-transformers'] / best['forgegrad']:.2f}; largest vector "
           f"difference {np.abs(a - b).max():.2e}")
+    for rows, rate in served.items():
+        print(f"  server, {args.clients} clients, one text a request, --max-batch {rows}: {rate:.0f} requests/s")
     return 0
+
+
+def _serve_rate(path, texts, max_batch, clients) -> float:
+    """Requests per second of POST /v1/embeddings, one text each, from ``clients`` concurrent clients."""
+    import asyncio
+    import socket
+    import threading
+
+    import httpx
+    import uvicorn
+
+    from forgegrad.serve.embeddings import EmbeddingServeConfig, create_embeddings_app
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_embeddings_app(EmbeddingServeConfig(path, max_batch=max_batch)),
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1/embeddings"
+
+    async def client(c, mine):
+        for text in mine:
+            r = await c.post(url, json={"input": text})
+            assert r.status_code == 200, r.text
+
+    async def run():
+        async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=clients)) as c:
+            await client(c, texts[:clients])  # warm-up
+            t0 = time.perf_counter()
+            await asyncio.gather(*(client(c, texts[i::clients]) for i in range(clients)))
+            return len(texts) / (time.perf_counter() - t0)
+
+    try:
+        return asyncio.run(run())
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ max_position_embeddings) is refused with a 400 naming it, as OpenAI does, where 
 The vector is what sentence-transformers' ``encode`` gives for the directory: its ``modules.json`` pipeline, the
 Pooling module's modes (``1_Pooling/config.json``: cls, max, mean, mean_sqrt_len_tokens, weightedmean, lasttoken;
 several are concatenated) and a Normalize module's L2 normalization. A directory without modules.json (a plain
-transformers save) is mean-pooled and not normalized, as sentence-transformers reads one. A
-request's inputs run through the model together, in batches of up to ``max_batch`` of similar lengths; only
-attention runs on the padded batch (``BertModel.encode_packed``), the per-token layers on the real tokens.
+transformers save) is mean-pooled and not normalized, as sentence-transformers reads one. The inputs of the
+requests waiting run through the model together (``EmbedQueue``: up to ``max_batch`` inputs, no batching delay), in
+batches of similar lengths; only attention runs on the padded batch (``BertModel.encode_packed``), the per-token
+layers on the real tokens.
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ import base64
 import concurrent.futures
 import json
 import os
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
@@ -199,6 +202,70 @@ class Embedder:
         return out
 
 
+class EmbedQueue:
+    """Requests embedded together: one thread takes every request waiting, up to ``max_batch`` inputs (a larger one
+    alone), and runs them as one ``embed`` call; requests that arrive meanwhile make the next batch. So concurrent
+    one-text requests share batches, and none waits for others that have not arrived (no batching delay).
+    ``on_batch(inputs, seconds)`` is told of each batch."""
+
+    def __init__(self, embedder: "Embedder", max_batch: int, on_batch=None):
+        self.embedder, self.max_batch, self.on_batch = embedder, max_batch, on_batch
+        self._queue: "queue.Queue[Optional[tuple]]" = queue.Queue()
+        self._held: Optional[tuple] = None  # a request taken that did not fit the batch being made
+        self._thread = threading.Thread(target=self._run, name="forgegrad-embed", daemon=True)
+        self._thread.start()
+
+    def submit(self, ids: List[List[int]]) -> concurrent.futures.Future:
+        """A future of the (len(ids), dim) vectors."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._queue.put((ids, future))
+        return future
+
+    def close(self) -> None:
+        self._queue.put(None)
+
+    def _take(self) -> Optional[List[tuple]]:
+        """The next batch of requests (None: closed); blocks for the first one only."""
+        first = self._held if self._held is not None else self._queue.get()
+        self._held = None
+        if first is None:
+            return None
+        batch, rows = [first], len(first[0])
+        while rows < self.max_batch:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None or rows + len(job[0]) > self.max_batch:
+                self._held = job  # next time (and a close waits behind the requests already taken)
+                break
+            batch.append(job)
+            rows += len(job[0])
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            batch = [(ids, f) for ids, f in batch if f.set_running_or_notify_cancel()]
+            if not batch:
+                continue
+            t0 = time.perf_counter()
+            try:
+                vectors = self.embedder.embed([x for ids, _ in batch for x in ids])
+            except Exception as e:  # the requests get it (a 500); the queue keeps serving
+                for _, f in batch:
+                    f.set_exception(e)
+                continue
+            if self.on_batch is not None:
+                self.on_batch(len(vectors), time.perf_counter() - t0)
+            start = 0
+            for ids, f in batch:
+                f.set_result(vectors[start:start + len(ids)])
+                start += len(ids)
+
+
 def _inputs(value) -> list:
     """A string, a list of strings, a list of token ids, or a list of token-id lists (one vector each)."""
     expected = (f"a non-empty string, a list of up to {MAX_INPUTS} of them, a list of token ids, or a list of "
@@ -255,7 +322,7 @@ class EmbeddingServeConfig:
     max_queue: int = 512
     max_body_bytes: int = 16 * 1024 * 1024
     model_name: Optional[str] = None
-    max_batch: int = 32  # inputs run through the model together
+    max_batch: int = 32  # inputs (of one or several requests) run through the model together
 
 
 def create_embeddings_app(config: EmbeddingServeConfig):
@@ -274,8 +341,8 @@ def create_embeddings_app(config: EmbeddingServeConfig):
     name = config.model_name or os.path.basename(os.path.abspath(config.model_path).rstrip(os.sep))
     embedded = metrics._pc.Counter("forgegrad_embedded_tokens", "tokens embedded", ["model"],
                                    registry=metrics.registry).labels(name)
-    worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgegrad-embed")
-    state = {"embedder": None, "queued": 0}
+    loader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgegrad-load")
+    state = {"embedder": None, "queue": None, "queued": 0}
 
     async def answer(request):
         body = await read_body(request, config.max_body_bytes)
@@ -287,13 +354,11 @@ def create_embeddings_app(config: EmbeddingServeConfig):
                                   headers={"Retry-After": "1"})
         state["queued"] += 1
         metrics.queue_depth(name, state["queued"])
-        t0 = time.perf_counter()
         try:
-            vectors = await asyncio.get_running_loop().run_in_executor(worker, emb.embed, ids)
+            vectors = await asyncio.wrap_future(state["queue"].submit(ids))
         finally:
             state["queued"] -= 1
             metrics.queue_depth(name, state["queued"])
-        metrics.batch(name, len(ids), time.perf_counter() - t0)
         tokens = sum(len(x) for x in ids)
         embedded.inc(tokens)
         data = [{"object": "embedding", "index": i,
@@ -309,18 +374,20 @@ def create_embeddings_app(config: EmbeddingServeConfig):
             set_forgegrad_threads(config.threads)
         try:
             state["embedder"] = await asyncio.get_running_loop().run_in_executor(
-                worker, Embedder, config.model_path, config.weights, config.max_batch)
+                loader, Embedder, config.model_path, config.weights, config.max_batch)
         except Exception as e:
             app.state.startup_error = f"cannot serve {config.model_path}: {type(e).__name__}: {e}"
-            worker.shutdown(wait=False)
             raise RuntimeError(app.state.startup_error) from None
+        finally:
+            loader.shutdown(wait=False)
         emb = state["embedder"]
+        state["queue"] = EmbedQueue(emb, config.max_batch, lambda rows, seconds: metrics.batch(name, rows, seconds))
         log.info("serving %s (%s weights, %d-dimensional vectors, up to %d tokens) at /v1/embeddings", name,
                  config.weights, emb.dim, emb.context)
         try:
             yield
         finally:
-            worker.shutdown(wait=False, cancel_futures=True)
+            state["queue"].close()
 
     routes = [post_route("/v1/embeddings", answer, metrics, name)]
     routes += common_routes(name, int(time.time()), lambda: state["embedder"].context, metrics)
