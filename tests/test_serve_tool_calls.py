@@ -40,21 +40,55 @@ def _calls(calls):
     ("é unicode " + CALL_W.replace("Paris", "Zürich"), "é unicode", [("get_weather", {"city": "Zürich"})]),
 ])
 def test_reader_reads_whole_and_streamed_replies_alike(text, content, calls):
-    got_content, got_calls = read_tool_calls(text)
+    _whole_and_streamed_alike(text, content, calls, "hermes")
+
+
+M_W = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+L_W = '{"name": "get_weather", "parameters": {"city": "Paris"}}'
+
+
+@pytest.mark.parametrize("fmt,text,content,calls", [
+    ("mistral", "[TOOL_CALLS][" + M_W + ', {"name": "g", "arguments": {}}]', None,
+     [("get_weather", {"city": "Paris"}), ("g", {})]),
+    ("mistral", "Sure.\n[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\"}[TOOL_CALLS]g[ARGS]{}", "Sure.",
+     [("get_weather", {"city": "Paris"}), ("g", {})]),
+    ("mistral", "plain [TOOL words\n", "plain [TOOL words\n", []),
+    ("mistral", "x [TOOL_CALLS][{broken", "x [TOOL_CALLS][{broken", []),
+    ("llama3_json", L_W, None, [("get_weather", {"city": "Paris"})]),
+    ("llama3_json", "<|python_tag|>" + L_W + "; " + M_W.replace("Paris", "Rome"), None,
+     [("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Rome"})]),
+    ("llama3_json", "  The weather is sunny {not a call}", "  The weather is sunny {not a call}", []),
+    ("llama3_json", L_W + " and some text", L_W + " and some text", []),
+    ("llama3_json", '{"name": "f", "parameters": [1]}', '{"name": "f", "parameters": [1]}', []),
+    ("llama3_json", "<|python", "<|python", []),
+])
+def test_mistral_and_llama_replies_whole_and_streamed_alike(fmt, text, content, calls):
+    _whole_and_streamed_alike(text, content, calls, fmt)
+    if calls:
+        from forgegrad.serve.tool_calls import reader
+        r = reader(fmt, parallel=False)
+        r.feed(text)
+        r.finish()
+        assert _calls(r.calls) == calls[:1]
+
+
+def _whole_and_streamed_alike(text, content, calls, fmt):
+    from forgegrad.serve.tool_calls import reader
+    got_content, got_calls = read_tool_calls(text, fmt=fmt)
     assert got_content == content and _calls(got_calls) == calls
     for c in got_calls:
-        assert c.id.startswith("call_") and json.loads(c.arguments) is not None
+        assert (len(c.id) == 9 and c.id.isalnum()) if fmt == "mistral" else c.id.startswith("call_")
     assert len({c.id for c in got_calls}) == len(got_calls)
     rng = random.Random(0)
     for trial in range(60):  # streamed in random pieces (one character at a time first): the same reply
         cuts = sorted(rng.sample(range(1, len(text)), min(len(text) - 1, rng.randint(1, 12)))) if trial else \
             list(range(1, len(text)))
-        reader, pieces, streamed = ToolCallReader(), [], []
+        r, pieces, streamed = reader(fmt), [], []
         for a, b in zip([0] + cuts, cuts + [len(text)]):
-            piece, new = reader.feed(text[a:b])
+            piece, new = r.feed(text[a:b])
             pieces.append(piece)
             streamed += new
-        piece, new = reader.finish()
+        piece, new = r.finish()
         pieces.append(piece)
         streamed += new
         whole = "".join(pieces)
@@ -105,6 +139,26 @@ TINY = ("{% if tools %}<|im_start|>system\n<tools>{% for t in tools %}{{ t['func
         "{{ c.function.arguments | tojson }}}\n</tool_call>{% endfor %}{% elif m.role == 'tool' %}<tool_response>"
         "{{ m.content }}</tool_response>{% else %}{{ m['content'] }}{% endif %}<|im_end|>\n{% endfor %}"
         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+# Llama 3.1's shape: tools in the last user turn, earlier calls as <|python_tag|> JSON with "parameters", tool
+# results in the ipython role
+LLAMA31 = ("{{ bos_token }}{% if tools %}<|start_header_id|>system<|end_header_id|>\n\nEnvironment: ipython<|eot_id|>"
+           "{% endif %}{% for m in messages %}{% if m.role == 'assistant' and m.tool_calls %}<|start_header_id|>"
+           "assistant<|end_header_id|>\n\n{% for c in m.tool_calls %}<|python_tag|>{\"name\": \""
+           "{{ c.function.name }}\", \"parameters\": {{ c.function.arguments | tojson }}}{% endfor %}<|eot_id|>"
+           "{% elif m.role == 'tool' %}<|start_header_id|>ipython<|end_header_id|>\n\n{{ m.content }}<|eot_id|>"
+           "{% else %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n{% if tools and m.role == 'user' and "
+           "loop.last %}Use: {% for t in tools %}{{ t.function.name }} {% endfor %}\n{% endif %}{{ m.content }}"
+           "<|eot_id|>{% endif %}{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant"
+           "<|end_header_id|>\n\n{% endif %}")
+# Mistral's shape: tools before the last [INST], calls as a [TOOL_CALLS] JSON list whose ids must be 9 characters
+MISTRAL = ("{{ bos_token }}{% for m in messages %}{% if m.role == 'user' %}{% if tools and loop.last %}"
+           "[AVAILABLE_TOOLS]{% for t in tools %}{{ t.function.name }} {% endfor %}[/AVAILABLE_TOOLS]{% endif %}"
+           "[INST]{{ m.content }}[/INST]{% elif m.role == 'assistant' and m.tool_calls %}[TOOL_CALLS][{% for c in "
+           "m.tool_calls %}{% if c.id | length != 9 %}{{ raise_exception('Tool call IDs should be alphanumeric "
+           "strings with length 9!') }}{% endif %}{\"name\": \"{{ c.function.name }}\", \"arguments\": "
+           "{{ c.function.arguments | tojson }}, \"id\": \"{{ c.id }}\"}{% if not loop.last %}, {% endif %}"
+           "{% endfor %}]{{ eos_token }}{% elif m.role == 'tool' %}[TOOL_RESULTS]{{ m.content }}[/TOOL_RESULTS]"
+           "{% else %}{{ m.content }}{{ eos_token }}{% endif %}{% endfor %}")
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "The weather in a city.",
                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                                                           "required": ["city"]}}},
@@ -134,7 +188,7 @@ def _as_transformers_takes_them(messages):
     return out
 
 
-@pytest.mark.parametrize("template", [QWEN25, TINY])
+@pytest.mark.parametrize("template", [QWEN25, TINY, LLAMA31])
 def test_tools_and_earlier_calls_render_as_apply_chat_template(tmp_path, template):
     pytest.importorskip("jinja2")
     transformers = pytest.importorskip("transformers")
@@ -154,21 +208,19 @@ def test_tools_and_earlier_calls_render_as_apply_chat_template(tmp_path, templat
             assert ours.render(messages(conversation), tools=tools) == want
 
 
-@pytest.fixture(scope="module")
-def tool_checkpoint(tmp_path_factory):
-    """A 2-layer GPT-2 that transformers trained (torch, seeded) to answer ASK with TOOLS offered by REPLY: some
-    text and two calls."""
+def _trained(path, template, reply_text):
+    """A 2-layer GPT-2 that transformers trained (torch, seeded) to answer ASK with TOOLS offered, rendered with
+    ``template``, by ``reply_text``, with a tokenizer carrying the template; saved at ``path``."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("tokenizers")
     pytest.importorskip("jinja2")
     from hf_conformance import chat_tokenizer
     transformers.logging.set_verbosity_error()
-    path = tmp_path_factory.mktemp("tools") / "tiny-tools"
-    tok = chat_tokenizer(TINY)
+    tok = chat_tokenizer(template)
     end = tok.convert_tokens_to_ids("<|im_end|>")
     text = tok.apply_chat_template(ASK, tools=TOOLS, tokenize=False, add_generation_prompt=True)
-    prompt, both = (tok.encode(t, add_special_tokens=False) for t in (text, text + REPLY))
+    prompt, both = (tok.encode(t, add_special_tokens=False) for t in (text, text + reply_text))
     assert both[:len(prompt)] == prompt
     reply = both[len(prompt):] + [end]  # as they follow the prompt (no space in front, as alone)
     torch.manual_seed(0)
@@ -189,10 +241,16 @@ def tool_checkpoint(tmp_path_factory):
     hf.eval()
     with torch.no_grad():
         out = hf.generate(torch.tensor([prompt]), max_new_tokens=len(reply) + 4, do_sample=False, pad_token_id=end)
-    assert tok.decode(out[0, len(prompt):], skip_special_tokens=True) == REPLY, "the tiny model did not learn REPLY"
+    assert tok.decode(out[0, len(prompt):], skip_special_tokens=True) == reply_text, "the tiny model did not learn it"
     hf.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def tool_checkpoint(tmp_path_factory):
+    """The tiny model trained on the Hermes template TINY to answer with REPLY: some text and two calls."""
+    return _trained(tmp_path_factory.mktemp("tools") / "tiny-tools", TINY, REPLY)
 
 
 def _chunks(client, body):
@@ -283,9 +341,44 @@ def test_bad_tool_requests_get_400_naming_the_field(tool_checkpoint):
             assert r.status_code == 400 and error["param"] == param and message in error["message"], (change, r.text)
 
 
-def test_a_template_without_tools_refuses_them(tmp_path):
-    pytest.importorskip("jinja2")
-    from forgegrad.serve.tool_calls import template_reads_calls
-    assert "does not render tools" in template_reads_calls("{% for m in messages %}{{ m.content }}{% endfor %}")
-    assert "Hermes" in template_reads_calls("{% if tools %}[TOOL_CALLS]{% endif %}")
-    assert template_reads_calls(QWEN25) is None and template_reads_calls(TINY) is None
+def test_the_format_comes_from_the_template():
+    from forgegrad.serve.tool_calls import tool_format
+    assert "does not render tools" in tool_format("{% for m in messages %}{{ m.content }}{% endfor %}")[1]
+    assert "format forgegrad does not read" in tool_format("{% if tools %}<function_calls>{% endif %}")[1]
+    assert tool_format(QWEN25) == ("hermes", None) and tool_format(TINY) == ("hermes", None)
+    assert tool_format(LLAMA31) == ("llama3_json", None) and tool_format(MISTRAL) == ("mistral", None)
+
+
+@pytest.mark.parametrize("fmt,template,reply,content", [
+    ("mistral", MISTRAL, 'Checking.\n[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}, '
+                         '{"name": "get_time", "arguments": {"zone": "CET"}}]', "Checking."),
+    ("llama3_json", LLAMA31, '<|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris"}}; '
+                             '{"name": "get_time", "parameters": {"zone": "CET"}}', None)])
+def test_mistral_and_llama_models_call_tools(tmp_path, fmt, template, reply, content):
+    """A tiny model trained to call two tools in its template's format: the calls, streamed or not, and the
+    conversation that sends them back (Mistral's template refuses ids that are not 9 characters)."""
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    from serve_helpers import running_app
+
+    from forgegrad.serve.completions import GenerationServeConfig, create_completions_app
+    path = _trained(tmp_path / fmt, template, reply)
+    body = {"messages": ASK, "tools": TOOLS, "temperature": 0, "max_tokens": 300}
+    want = [{"name": "get_weather", "arguments": '{"city": "Paris"}'},
+            {"name": "get_time", "arguments": '{"zone": "CET"}'}]
+    with running_app(create_completions_app(GenerationServeConfig(str(path)))) as url, \
+            httpx.Client(base_url=url, timeout=60) as c:
+        choice = c.post("/v1/chat/completions", json=body).json()["choices"][0]
+        assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] == content
+        calls = choice["message"]["tool_calls"]
+        assert [k["function"] for k in calls] == want
+        deltas = [e["choices"][0]["delta"] for e in _chunks(c, body)]
+        assert "".join(d.get("content", "") for d in deltas) == (content or "")
+        assert [d["tool_calls"][0]["function"] for d in deltas if "tool_calls" in d] == want
+        follow_up = ASK + [{"role": "assistant", "content": None, "tool_calls": calls},
+                           {"role": "tool", "tool_call_id": calls[0]["id"], "content": "sunny"},
+                           {"role": "tool", "tool_call_id": calls[1]["id"], "content": "14:05"}]
+        r = c.post("/v1/chat/completions", json=dict(body, messages=follow_up, max_tokens=3))
+        assert r.status_code == 200, r.text
+        plain = c.post("/v1/chat/completions", json=dict(body, tool_choice="none")).json()["choices"][0]
+        assert plain["message"] == {"role": "assistant", "content": reply}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
-from .tool_calls import ToolCallReader, read_tool_calls
+from .tool_calls import read_tool_calls, reader
 
 
 def usage(results, n: int = 1) -> dict:
@@ -73,19 +73,20 @@ class TextShape:
 
 
 class ChatShape(TextShape):
-    """/v1/chat/completions: the assistant's message, or its deltas. ``tool_calls``: None, or whether parallel
-    calls are kept (the model's calls are then read out of its text: tool_calls.py)."""
+    """/v1/chat/completions: the assistant's message, or its deltas. ``tool_calls``: None, or (the format, whether
+    parallel calls are kept): the model's calls are then read out of its text (tool_calls.py)."""
     object, chunk_object, prefix = "chat.completion", "chat.completion.chunk", "chatcmpl-"
 
-    def __init__(self, model: str, n: int = 1, tool_calls: Optional[bool] = None):
+    def __init__(self, model: str, n: int = 1, tool_calls: Optional[Tuple[str, bool]] = None):
         super().__init__(model, n)
         self.tool_calls = tool_calls
-        self._readers: Dict[int, ToolCallReader] = {}
+        self._readers: Dict[int, object] = {}
 
     def _message(self, r) -> dict:
         if self.tool_calls is None:
             return {"role": "assistant", "content": r.text}
-        content, calls = read_tool_calls(r.text, self.tool_calls)
+        fmt, parallel = self.tool_calls
+        content, calls = read_tool_calls(r.text, parallel, fmt)
         message = {"role": "assistant", "content": content}
         if calls:
             message["tool_calls"] = [c.message() for c in calls]
@@ -120,9 +121,9 @@ class ChatShape(TextShape):
         return self._delta(index, {}, reason)
 
     def _read(self, index: int, read, logprobs: Optional[dict]) -> List[dict]:
-        reader = self._readers[index]
-        first = len(reader.calls)
-        content, calls = read(reader)
+        r = self._readers[index]
+        first = len(r.calls)
+        content, calls = read(r)
         chunks = [self.piece(index, content, logprobs)] if content or logprobs is not None else []
         for k, call in enumerate(calls, first):
             chunks.append(self._delta(index, {"tool_calls": [dict(call.message(), index=k)]}, None))
@@ -131,12 +132,12 @@ class ChatShape(TextShape):
     def pieces(self, index: int, text: str, logprobs: Optional[dict] = None) -> List[dict]:
         if self.tool_calls is None:
             return [self.piece(index, text, logprobs)]
-        self._readers.setdefault(index, ToolCallReader(self.tool_calls))
-        return self._read(index, lambda reader: reader.feed(text), logprobs)
+        self._readers.setdefault(index, reader(*self.tool_calls))
+        return self._read(index, lambda r: r.feed(text), logprobs)
 
     def closing(self, index: int, reason: str) -> List[dict]:
         if self.tool_calls is None:
             return [self.finish(index, reason)]
-        self._readers.setdefault(index, ToolCallReader(self.tool_calls))
-        chunks = self._read(index, lambda reader: reader.finish(), None)
+        self._readers.setdefault(index, reader(*self.tool_calls))
+        chunks = self._read(index, lambda r: r.finish(), None)
         return chunks + [self.finish(index, self._reason(reason, bool(self._readers[index].calls)))]

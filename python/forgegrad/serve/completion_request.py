@@ -102,6 +102,7 @@ class CompletionRequest:
     best_of: Optional[int] = None  # completions: candidates generated per prompt, the n most likely returned
     tools: Optional[List[dict]] = None  # chat: the functions the model may call (rendered by the chat template)
     read_tool_calls: bool = False  # chat: read the model's calls out of its text (tool_choice "auto")
+    tool_format: str = "hermes"  # chat: the format the calls are read in (the chat template's: tool_calls.py)
     parallel_tool_calls: bool = True  # chat: False keeps only the model's first call
 
     @property

@@ -48,7 +48,7 @@ from .generation_batch import BatchEngine, Job, batching_applies
 from .openai_routes import common_routes, not_found, ok, post_route, read_body
 from .seq2seq_batch import Seq2SeqBatchEngine
 from .text_stream import Completion, TextStream
-from .tool_calls import template_reads_calls
+from .tool_calls import tool_format
 from .token_logprobs import (StreamLogprobs, chat_logprobs, completion_logprobs, entry, log_softmax, step_entry,
                              token_logprob)
 
@@ -135,7 +135,7 @@ class TextGenerator:
         if self.chat is None:
             raise CompletionError(400, self.chat_error, "messages")
         if req.read_tool_calls:
-            why = template_reads_calls(self.chat.source)
+            req.tool_format, why = tool_format(self.chat.source)
             if why is not None:
                 raise CompletionError(400, f"tools: {why}", "tools")
         try:
@@ -321,8 +321,8 @@ def create_completions_app(config: GenerationServeConfig):
         if state["queued"] >= config.max_queue:
             raise CompletionError(503, f"{state['queued']} requests are already waiting; retry later",
                                   headers={"Retry-After": "1"})
-        shape = ChatShape(name, rows, req.parallel_tool_calls if req.read_tool_calls else None) if chat \
-            else TextShape(name, rows)
+        shape = ChatShape(name, rows, (req.tool_format, req.parallel_tool_calls) if req.read_tool_calls else None) \
+            if chat else TextShape(name, rows)
         loop = asyncio.get_running_loop()
         if req.max_tokens == 0:  # echo with max_tokens 0 scores the prompts: nothing to generate
             return ok(shape.response([await loop.run_in_executor(
