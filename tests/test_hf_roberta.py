@@ -98,3 +98,30 @@ def test_save_pretrained_round_trip_loads_in_transformers(tmp_path):
                                                                                 attention_mask=torch.tensor(mask))
         b = back(torch.tensor(ids), attention_mask=torch.tensor(mask))
     np.testing.assert_array_equal(a.last_hidden_state.numpy(), b.last_hidden_state.numpy())
+
+
+@pytest.mark.parametrize("arch", ["RobertaForSequenceClassification", "XLMRobertaForSequenceClassification",
+                                  "BertForSequenceClassification"])
+@pytest.mark.parametrize("labels", [1, 3])
+def test_sequence_classifiers_match_transformers(tmp_path, arch, labels):
+    """Logits of a padded batch of text pairs (token types 0 / 1), and score_packed's on the same pairs."""
+    torch.manual_seed(0)
+    config_cls = {"RobertaForSequenceClassification": transformers.RobertaConfig,
+                  "XLMRobertaForSequenceClassification": transformers.XLMRobertaConfig,
+                  "BertForSequenceClassification": transformers.BertConfig}[arch]
+    extra = {"type_vocab_size": 2} if arch.startswith("Bert") else {}
+    hf = getattr(transformers, arch)(_config(config_cls, num_labels=labels, **extra)).eval()
+    hf.save_pretrained(tmp_path)
+    ids, mask = _batch()
+    types = np.zeros_like(ids)
+    if arch.startswith("Bert"):
+        types[:, 3:] = mask[:, 3:]  # a second text from token 3 on
+    with torch.no_grad():
+        ref = hf(torch.tensor(ids), attention_mask=torch.tensor(mask), token_type_ids=torch.tensor(types)).logits
+    model = from_pretrained(tmp_path)
+    assert type(model).__name__ == arch
+    np.testing.assert_allclose(model(ids, attention_mask=mask, token_type_ids=types).numpy(), ref.numpy(),
+                               rtol=1e-4, atol=1e-4)
+    packed = model.score_packed([list(ids[i, :n]) for i, n in enumerate(LENGTHS)],
+                                [list(types[i, :n]) for i, n in enumerate(LENGTHS)])
+    np.testing.assert_allclose(packed, ref.numpy(), rtol=1e-4, atol=1e-4)

@@ -23,7 +23,7 @@ transformers.logging.set_verbosity_error()
 
 from serve_helpers import metric, post_all, running_app, start_cli_server  # noqa: E402
 
-from forgegrad.serve.embeddings import EmbeddingServeConfig, create_embeddings_app  # noqa: E402
+from forgegrad.serve.encoder_app import EncoderServeConfig, create_encoder_app  # noqa: E402
 
 TEXTS = ["hello world", "a tiny corpus for a tiny tokenizer of sentences", "sentences", "hello tiny world of words"]
 
@@ -71,7 +71,7 @@ def test_vectors_are_sentence_transformers_encode(bert_dir, tmp_path, modes, nor
     model = _sentence_transformer(bert_dir, tmp_path / "st", modes, normalize)
     want = model.encode(TEXTS, convert_to_numpy=True, batch_size=2)
     ids = [model.tokenizer(t)["input_ids"] for t in TEXTS]
-    with running_app(create_embeddings_app(EmbeddingServeConfig(str(tmp_path / "st"), max_batch=3))) as url, \
+    with running_app(create_encoder_app(EncoderServeConfig(str(tmp_path / "st"), max_batch=3))) as url, \
             httpx.Client(base_url=url, timeout=60) as c:
         got = _post(c, {"input": TEXTS, "model": "st"})
         assert got["object"] == "list" and got["model"] == "st"
@@ -109,7 +109,7 @@ def test_xlm_roberta_sentence_transformer(tmp_path):
         max_position_embeddings=34, pad_token_id=1, bos_token_id=0, eos_token_id=2)).save_pretrained(base)
     model = _sentence_transformer(base, tmp_path / "st", "mean", True)
     want = model.encode(TEXTS, convert_to_numpy=True)
-    with running_app(create_embeddings_app(EmbeddingServeConfig(str(tmp_path / "st")))) as url, \
+    with running_app(create_encoder_app(EncoderServeConfig(str(tmp_path / "st")))) as url, \
             httpx.Client(base_url=url, timeout=60) as c:
         vectors = np.array([d["embedding"] for d in _post(c, {"input": TEXTS})["data"]], np.float32)
         assert c.get("/v1/models").json()["data"][0]["max_model_len"] == 32
@@ -123,7 +123,8 @@ def test_concurrent_requests_share_batches(bert_dir, tmp_path):
     alone); each gets its own vectors, in its order."""
     import threading
 
-    from forgegrad.serve.embeddings import Embedder, EmbedQueue
+    from forgegrad.serve.embeddings import Embedder
+    from forgegrad.serve.encoder_app import EncoderQueue
     model = _sentence_transformer(bert_dir, tmp_path / "st", "mean", True)
     want = model.encode(TEXTS, convert_to_numpy=True)
     embedder = Embedder(str(tmp_path / "st"))
@@ -137,7 +138,7 @@ def test_concurrent_requests_share_batches(bert_dir, tmp_path):
         return real(rows)
 
     embedder.embed = gated
-    q = EmbedQueue(embedder, max_batch=3)
+    q = EncoderQueue(embedder, max_batch=3)
     try:
         first = q.submit(ids[:1])
         while not calls:
@@ -152,7 +153,7 @@ def test_concurrent_requests_share_batches(bert_dir, tmp_path):
         np.testing.assert_allclose(vectors, want[rows], rtol=1e-4, atol=2e-5)
     # over HTTP, all at once: each response holds its own texts' vectors
     bodies = [{"input": [TEXTS[i % 4], TEXTS[(i + 1) % 4]]} for i in range(12)]
-    with running_app(create_embeddings_app(EmbeddingServeConfig(str(tmp_path / "st"), max_batch=8))) as url:
+    with running_app(create_encoder_app(EncoderServeConfig(str(tmp_path / "st"), max_batch=8))) as url:
         responses = post_all(url, bodies, route="/v1/embeddings")
         batches = metric(httpx.get(url + "/metrics").text, "forgegrad_batch_size_count")
     for i, r in enumerate(responses):
@@ -165,7 +166,7 @@ def test_concurrent_requests_share_batches(bert_dir, tmp_path):
 def test_a_plain_transformers_directory_is_mean_pooled(bert_dir):
     from sentence_transformers import SentenceTransformer
     want = SentenceTransformer(str(bert_dir), device="cpu").encode(TEXTS, convert_to_numpy=True)
-    with running_app(create_embeddings_app(EmbeddingServeConfig(str(bert_dir)))) as url, \
+    with running_app(create_encoder_app(EncoderServeConfig(str(bert_dir)))) as url, \
             httpx.Client(base_url=url, timeout=60) as c:
         vectors = np.array([d["embedding"] for d in _post(c, {"input": TEXTS})["data"]], np.float32)
         models = c.get("/v1/models").json()["data"][0]
@@ -179,7 +180,7 @@ def test_bad_requests_get_400_naming_the_field(bert_dir, tmp_path):
     fits = "hello world of words"
     assert len(model.tokenizer(fits)["input_ids"]) <= 8
     long_text = " ".join(["tiny"] * 20)
-    with running_app(create_embeddings_app(EmbeddingServeConfig(str(tmp_path / "st")))) as url, \
+    with running_app(create_encoder_app(EncoderServeConfig(str(tmp_path / "st")))) as url, \
             httpx.Client(base_url=url, timeout=60) as c:
         for body, status, param, message in (
                 ({"input": long_text}, 400, "input", "takes at most 8"),

@@ -96,10 +96,10 @@ def _serve_rate(path, texts, max_batch, clients) -> float:
     import httpx
     import uvicorn
 
-    from forgegrad.serve.embeddings import EmbeddingServeConfig, create_embeddings_app
+    from forgegrad.serve.encoder_app import EncoderServeConfig, create_encoder_app
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_embeddings_app(EmbeddingServeConfig(path, max_batch=max_batch)),
+    server = uvicorn.Server(uvicorn.Config(create_encoder_app(EncoderServeConfig(path, max_batch=max_batch)),
                                            log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

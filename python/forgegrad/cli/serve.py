@@ -21,8 +21,9 @@ def add_parser(sub):
                                    "decoder directory (config.json + safetensors, as transformers writes it) is "
                                    "served for text generation instead: OpenAI's POST /v1/completions (streaming "
                                    "with \"stream\": true), POST /v1/chat/completions, GET /v1/models, with up to "
-                                   "--max-batch completions decoded together; an encoder directory (BertModel, "
-                                   "sentence-transformers models built on it) for OpenAI's POST /v1/embeddings.")
+                                   "--max-batch completions decoded together; an encoder directory (BERT, RoBERTa, "
+                                   "XLM-R; sentence-transformers models) for OpenAI's POST /v1/embeddings; a one-label "
+                                   "sequence classifier (a cross-encoder) for POST /v1/rerank.")
     p.add_argument("model", metavar="MODEL_DIR_OR_FILE", help="models root, model directory, checkpoint or .onnx")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
@@ -90,15 +91,16 @@ def run(args, log=print):
 
 def _run_generation(args, uvicorn):
     from ..serve.completions import GenerationServeConfig, create_completions_app
-    from ..serve.embeddings import EmbeddingServeConfig, create_embeddings_app, is_embedding_checkpoint
-    if is_embedding_checkpoint(args.model):
+    from ..serve.encoder_app import EncoderServeConfig, create_encoder_app, encoder_kind
+    kind = encoder_kind(args.model)
+    if kind is not None:
         if args.prefill_chunk is not None:
             raise UsageError(f"--prefill-chunk applies to text generation, and {args.model} is an encoder (served "
-                             "at /v1/embeddings)")
-        config = EmbeddingServeConfig(args.model, weights=args.weights or "float32", threads=args.threads,
-                                      max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
-                                      model_name=args.model_name, max_batch=args.max_batch)
-        return _serve(create_embeddings_app(config), args, uvicorn)
+                             f"at /v1/{kind})")
+        config = EncoderServeConfig(args.model, weights=args.weights or "float32", threads=args.threads,
+                                    max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
+                                    model_name=args.model_name, max_batch=args.max_batch)
+        return _serve(create_encoder_app(config), args, uvicorn)
     config = GenerationServeConfig(args.model, weights=args.weights or "float32", threads=args.threads,
                                    max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
                                    model_name=args.model_name, max_batch=args.max_batch,

@@ -2,7 +2,7 @@
 ``RobertaModel``, ``XLMRobertaModel``: BERT, RoBERTa, XLM-R, and the sentence-transformers models built on them,
 such as all-MiniLM-L6-v2 or paraphrase-multilingual-MiniLM-L12-v2).
 
-    forgegrad serve ENCODER_DIR
+    forgegrad serve ENCODER_DIR   (the app: encoder_app.py)
 
     POST /v1/embeddings  {"input": "text" | ["text", ...] | [token ids] | [[token ids], ...],
                           "encoding_format": "float" | "base64", "model": ..., "dimensions": ..., "user": ...}
@@ -17,27 +17,21 @@ The vector is what sentence-transformers' ``encode`` gives for the directory: it
 Pooling module's modes (``1_Pooling/config.json``: cls, max, mean, mean_sqrt_len_tokens, weightedmean, lasttoken;
 several are concatenated) and a Normalize module's L2 normalization. A directory without modules.json (a plain
 transformers save) is mean-pooled and not normalized, as sentence-transformers reads one. The inputs of the
-requests waiting run through the model together (``EmbedQueue``: up to ``max_batch`` inputs, no batching delay), in
-batches of similar lengths; only attention runs on the padded batch (``BertModel.encode_packed``), the per-token
-layers on the real tokens.
+requests waiting run through the model together (``encoder_app.EncoderQueue``: up to ``max_batch`` inputs, no
+batching delay), in batches of similar lengths; only attention runs on the padded batch
+(``BertModel.encode_packed``), the per-token layers on the real tokens.
 """
 from __future__ import annotations
 
-import asyncio
 import base64
-import concurrent.futures
 import json
 import os
-import queue
-import threading
-import time
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import numpy as np
 
 from .completion_request import CompletionError, bad, is_int, request_object
-from .openai_routes import common_routes, log, not_found, ok, post_route, read_body
 
 MAX_INPUTS = 2048  # as OpenAI's
 _ENCODERS = ("BertModel", "RobertaModel", "XLMRobertaModel")
@@ -64,7 +58,7 @@ def is_embedding_checkpoint(path: str) -> bool:
     return cfg.get("model_type") in ("bert", "roberta", "xlm-roberta")
 
 
-def _read_json(path: str, what: str) -> object:
+def read_json(path: str, what: str) -> object:
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -88,13 +82,13 @@ def _pooling_modes(cfg) -> Tuple[str, ...]:
     return tuple(modes)
 
 
-def _max_length(path: str) -> Optional[int]:
+def max_length(path: str) -> Optional[int]:
     """The most tokens sentence-transformers feeds the model: sentence_bert_config.json's max_seq_length
     (sentence-transformers 2-5), else tokenizer_config.json's model_max_length (6), when set."""
     for name, key in (("sentence_bert_config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length")):
         file = os.path.join(path, name)
         if os.path.isfile(file):
-            v = _read_json(file, name)
+            v = read_json(file, name)
             v = v.get(key) if isinstance(v, dict) else None
             if is_int(v) and 0 < v < 10 ** 6:  # transformers writes a huge sentinel for "no limit"
                 return int(v)
@@ -106,10 +100,10 @@ def read_pipeline(path: str) -> Tuple[Tuple[str, ...], bool, Optional[int]]:
     modules.json (types by their last name, so both its older ``sentence_transformers.models.*`` and its newer
     module paths), or mean pooling without normalization when there is none."""
     modules = os.path.join(path, "modules.json")
-    max_len = _max_length(path)
+    max_len = max_length(path)
     if not os.path.isfile(modules):
         return ("mean",), False, max_len
-    listed = _read_json(modules, "modules.json")
+    listed = read_json(modules, "modules.json")
     if not isinstance(listed, list) or not all(isinstance(m, dict) and isinstance(m.get("type"), str)
                                                for m in listed):
         raise ValueError("modules.json must be a list of {\"type\": ..., \"path\": ...} objects")
@@ -120,7 +114,7 @@ def read_pipeline(path: str) -> Tuple[Tuple[str, ...], bool, Optional[int]]:
         if kind == "Transformer":
             continue
         if kind == "Pooling" and not modes:
-            modes = _pooling_modes(_read_json(os.path.join(path, str(m.get("path", "")), "config.json"),
+            modes = _pooling_modes(read_json(os.path.join(path, str(m.get("path", "")), "config.json"),
                                               "the Pooling module"))
         elif kind == "Normalize" and modes and not normalize:
             normalize = True
@@ -158,14 +152,11 @@ def pool(hidden: np.ndarray, lengths: np.ndarray, modes: Tuple[str, ...], normal
 class Embedder:
     """An encoder, its tokenizer and its pooling; ``embed`` runs on one thread at a time (the server's worker)."""
 
+    route = "/v1/embeddings"
+
     def __init__(self, path: str, weights: str = "float32", max_batch: int = 32):
-        from ..models.hf import from_pretrained
         from ..models.hf.tokenizer import load_tokenizer
-        self.model = from_pretrained(path, dtype="bfloat16" if weights == "bfloat16" else "float32")
-        if weights == "int8":
-            from ..quantization import quantize_weight_only
-            self.model = quantize_weight_only(self.model, inplace=True)
-        self.model.eval()
+        self.model = load_encoder(path, weights)
         self.modes, self.normalize, max_len = read_pipeline(path)
         cfg = self.model.config
         self.context = int(min(self.model.max_tokens, max_len or self.model.max_tokens))
@@ -173,6 +164,12 @@ class Embedder:
         self.dim = len(self.modes) * int(cfg["hidden_size"])
         self.tokenizer = load_tokenizer(path, self.vocab)
         self.max_batch = max_batch
+
+    def describe(self) -> str:
+        return f"{self.dim}-dimensional vectors, up to {self.context} tokens"
+
+    async def answer(self, body: bytes, name: str, run) -> Tuple[dict, int]:
+        return await embeddings_answer(self, body, name, run)
 
     def token_ids(self, item, index: int) -> List[int]:
         ids = self.tokenizer.encode(item, add_special_tokens=True) if isinstance(item, str) else item
@@ -202,68 +199,14 @@ class Embedder:
         return out
 
 
-class EmbedQueue:
-    """Requests embedded together: one thread takes every request waiting, up to ``max_batch`` inputs (a larger one
-    alone), and runs them as one ``embed`` call; requests that arrive meanwhile make the next batch. So concurrent
-    one-text requests share batches, and none waits for others that have not arrived (no batching delay).
-    ``on_batch(inputs, seconds)`` is told of each batch."""
-
-    def __init__(self, embedder: "Embedder", max_batch: int, on_batch=None):
-        self.embedder, self.max_batch, self.on_batch = embedder, max_batch, on_batch
-        self._queue: "queue.Queue[Optional[tuple]]" = queue.Queue()
-        self._held: Optional[tuple] = None  # a request taken that did not fit the batch being made
-        self._thread = threading.Thread(target=self._run, name="forgegrad-embed", daemon=True)
-        self._thread.start()
-
-    def submit(self, ids: List[List[int]]) -> concurrent.futures.Future:
-        """A future of the (len(ids), dim) vectors."""
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        self._queue.put((ids, future))
-        return future
-
-    def close(self) -> None:
-        self._queue.put(None)
-
-    def _take(self) -> Optional[List[tuple]]:
-        """The next batch of requests (None: closed); blocks for the first one only."""
-        first = self._held if self._held is not None else self._queue.get()
-        self._held = None
-        if first is None:
-            return None
-        batch, rows = [first], len(first[0])
-        while rows < self.max_batch:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is None or rows + len(job[0]) > self.max_batch:
-                self._held = job  # next time (and a close waits behind the requests already taken)
-                break
-            batch.append(job)
-            rows += len(job[0])
-        return batch
-
-    def _run(self) -> None:
-        while True:
-            batch = self._take()
-            if batch is None:
-                return
-            batch = [(ids, f) for ids, f in batch if f.set_running_or_notify_cancel()]
-            if not batch:
-                continue
-            t0 = time.perf_counter()
-            try:
-                vectors = self.embedder.embed([x for ids, _ in batch for x in ids])
-            except Exception as e:  # the requests get it (a 500); the queue keeps serving
-                for _, f in batch:
-                    f.set_exception(e)
-                continue
-            if self.on_batch is not None:
-                self.on_batch(len(vectors), time.perf_counter() - t0)
-            start = 0
-            for ids, f in batch:
-                f.set_result(vectors[start:start + len(ids)])
-                start += len(ids)
+def load_encoder(path: str, weights: str):
+    """The checkpoint's model in eval mode, its Linear weights float32, bfloat16 or weight-only int8."""
+    from ..models.hf import from_pretrained
+    model = from_pretrained(path, dtype="bfloat16" if weights == "bfloat16" else "float32")
+    if weights == "int8":
+        from ..quantization import quantize_weight_only
+        model = quantize_weight_only(model, inplace=True)
+    return model.eval()
 
 
 def _inputs(value) -> list:
@@ -313,84 +256,15 @@ def parse(body: bytes, served_name: str, dim: int) -> EmbeddingRequest:
     return req
 
 
-@dataclass
-class EmbeddingServeConfig:
-    """Settings of ``forgegrad serve`` for an encoder checkpoint directory (the flags of the same names)."""
-    model_path: str
-    weights: str = "float32"
-    threads: Optional[int] = None
-    max_queue: int = 512
-    max_body_bytes: int = 16 * 1024 * 1024
-    model_name: Optional[str] = None
-    max_batch: int = 32  # inputs (of one or several requests) run through the model together
-
-
-def create_embeddings_app(config: EmbeddingServeConfig):
-    """The Starlette app serving ``config.model_path``'s embeddings (loaded at startup)."""
-    import contextlib
-
-    from starlette.applications import Starlette
-
-    from .completions import GenerationServeConfig
-    from .metrics import Metrics
-
-    # the same checks as a generation server's (the directory, weights, positive sizes)
-    GenerationServeConfig(config.model_path, config.weights, max_queue=config.max_queue,
-                          max_body_bytes=config.max_body_bytes, max_batch=config.max_batch).validate()
-    metrics = Metrics()
-    name = config.model_name or os.path.basename(os.path.abspath(config.model_path).rstrip(os.sep))
-    embedded = metrics._pc.Counter("forgegrad_embedded_tokens", "tokens embedded", ["model"],
-                                   registry=metrics.registry).labels(name)
-    loader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgegrad-load")
-    state = {"embedder": None, "queue": None, "queued": 0}
-
-    async def answer(request):
-        body = await read_body(request, config.max_body_bytes)
-        emb = state["embedder"]
-        req = parse(body, name, emb.dim)
-        ids = [emb.token_ids(item, i) for i, item in enumerate(req.inputs)]
-        if state["queued"] >= config.max_queue:
-            raise CompletionError(503, f"{state['queued']} requests are already waiting; retry later",
-                                  headers={"Retry-After": "1"})
-        state["queued"] += 1
-        metrics.queue_depth(name, state["queued"])
-        try:
-            vectors = await asyncio.wrap_future(state["queue"].submit(ids))
-        finally:
-            state["queued"] -= 1
-            metrics.queue_depth(name, state["queued"])
-        tokens = sum(len(x) for x in ids)
-        embedded.inc(tokens)
-        data = [{"object": "embedding", "index": i,
-                 "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") if req.base64
-                 else v.tolist()} for i, v in enumerate(vectors)]
-        return ok({"object": "list", "data": data, "model": name,
-                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        if config.threads:
-            from .models import set_forgegrad_threads
-            set_forgegrad_threads(config.threads)
-        try:
-            state["embedder"] = await asyncio.get_running_loop().run_in_executor(
-                loader, Embedder, config.model_path, config.weights, config.max_batch)
-        except Exception as e:
-            app.state.startup_error = f"cannot serve {config.model_path}: {type(e).__name__}: {e}"
-            raise RuntimeError(app.state.startup_error) from None
-        finally:
-            loader.shutdown(wait=False)
-        emb = state["embedder"]
-        state["queue"] = EmbedQueue(emb, config.max_batch, lambda rows, seconds: metrics.batch(name, rows, seconds))
-        log.info("serving %s (%s weights, %d-dimensional vectors, up to %d tokens) at /v1/embeddings", name,
-                 config.weights, emb.dim, emb.context)
-        try:
-            yield
-        finally:
-            state["queue"].close()
-
-    routes = [post_route("/v1/embeddings", answer, metrics, name)]
-    routes += common_routes(name, int(time.time()), lambda: state["embedder"].context, metrics)
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found})
-    app.state.config, app.state.metrics, app.state.startup_error = config, metrics, None
-    return app
+async def embeddings_answer(emb: Embedder, body: bytes, name: str, run) -> Tuple[dict, int]:
+    """The /v1/embeddings answer to ``body`` and the tokens it embedded; ``await run(items)`` embeds them with the
+    requests waiting (encoder_app.EncoderQueue)."""
+    req = parse(body, name, emb.dim)
+    ids = [emb.token_ids(item, i) for i, item in enumerate(req.inputs)]
+    vectors = await run(ids)
+    tokens = sum(len(x) for x in ids)
+    data = [{"object": "embedding", "index": i,
+             "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") if req.base64 else v.tolist()}
+            for i, v in enumerate(vectors)]
+    return {"object": "list", "data": data, "model": name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, tokens

@@ -6,7 +6,7 @@ directory written by transformers' ``save_pretrained`` (``config.json`` + safete
     >>> out = forgegrad.models.generate(model, ids, max_new_tokens=20)
 
 Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``RobertaModel``, ``XLMRobertaModel``,
-``BertForSequenceClassification``,
+``BertForSequenceClassification``, ``RobertaForSequenceClassification``, ``XLMRobertaForSequenceClassification``,
 ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``, ``Qwen3ForCausalLM``,
 ``Phi3ForCausalLM``, ``GemmaForCausalLM``, ``Gemma2ForCausalLM``, ``Gemma3ForCausalLM``, and the mixture-of-experts
 ``MixtralForCausalLM``, ``Qwen2MoeForCausalLM``, ``Qwen3MoeForCausalLM``, and the encoder-decoders
@@ -27,7 +27,8 @@ from ._files import CheckpointError, read_config, read_weights, write_checkpoint
 from ._load import BFLOAT16, materialize, weights_dtype, widen_unless_linear_weights
 from .bart import (BartForConditionalGeneration, M2M100ForConditionalGeneration, MarianMTModel,
                    MBartForConditionalGeneration)
-from .bert import BertForSequenceClassification, BertModel, RobertaModel, XLMRobertaModel
+from .bert import (BertForSequenceClassification, BertModel, RobertaForSequenceClassification, RobertaModel,
+                   XLMRobertaForSequenceClassification, XLMRobertaModel)
 from .generation import generate
 from .gemma2 import Gemma2ForCausalLM, Gemma3ForCausalLM, GemmaForCausalLM
 from .gpt2 import GPT2LMHeadModel
@@ -41,6 +42,7 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "generate_onnx_seq2seq", "CheckpointError",
            "ARCHITECTURES",
            "GPT2LMHeadModel", "BertModel", "RobertaModel", "XLMRobertaModel", "BertForSequenceClassification",
+           "RobertaForSequenceClassification", "XLMRobertaForSequenceClassification",
            "LlamaForCausalLM", "MistralForCausalLM",
            "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM",
            "Gemma3ForCausalLM", "GemmaForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
@@ -49,6 +51,7 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
 
 ARCHITECTURES = {cls.architecture: cls for cls in
                  (GPT2LMHeadModel, BertModel, RobertaModel, XLMRobertaModel, BertForSequenceClassification,
+                  RobertaForSequenceClassification, XLMRobertaForSequenceClassification,
                   LlamaForCausalLM, MistralForCausalLM,
                   Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM,
                   Gemma3ForCausalLM, GemmaForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM,

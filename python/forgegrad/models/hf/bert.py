@@ -1,4 +1,5 @@
-"""BERT encoders (transformers' ``BertModel`` and ``BertForSequenceClassification``) with
+"""BERT, RoBERTa and XLM-RoBERTa encoders (transformers' ``BertModel``, ``RobertaModel``, ``XLMRobertaModel``) and
+their sequence classifiers (``*ForSequenceClassification``: cross-encoders and rerankers among them), with
 transformers' parameter names."""
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from ...tensor import Tensor
 from ._layers import (activation, additive_mask, attend, config_probability, ids_array, mask_array, merge_heads,
                       split_heads)
 
-__all__ = ["BertModel", "RobertaModel", "XLMRobertaModel", "BertForSequenceClassification", "BertOutput"]
+__all__ = ["BertModel", "RobertaModel", "XLMRobertaModel", "BertForSequenceClassification",
+           "RobertaForSequenceClassification", "XLMRobertaForSequenceClassification", "BertOutput"]
 
 
 class BertOutput(NamedTuple):
@@ -162,7 +164,8 @@ class BertModel(nn.Module):
         """Each token's row of the position table; None for BERT's 0..T-1."""
         return None
 
-    def encode_packed(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+    def encode_packed(self, sequences: Sequence[Sequence[int]],
+                      token_types: Optional[Sequence[Sequence[int]]] = None) -> np.ndarray:
         """The last hidden states of the real tokens of ``sequences`` (token-id lists of any lengths, one text
         each), stacked: row ``sum(lengths[:i]) + t`` is token t of sequence i, (total tokens, hidden) float32.
 
@@ -170,7 +173,8 @@ class BertModel(nn.Module):
         feed-forward layers and the norms run on the real tokens only; attention runs on the padded
         (batch, heads, T, head_dim) stack behind the key mask ``forward`` uses. So a batch of different lengths
         costs its tokens, not batch x longest. Equal to ``forward``'s ``last_hidden_state`` at the real tokens
-        (to float32 rounding: the GEMMs see other row counts). Eval mode only (no dropout), no graph."""
+        (to float32 rounding: the GEMMs see other row counts). ``token_types``: each sequence's token type ids
+        (a text pair's second text: 1), default 0. Eval mode only (no dropout), no graph."""
         from ...autograd import no_grad
         if self.training:
             raise RuntimeError("BertModel.encode_packed: inference only; call model.eval() first")
@@ -188,6 +192,12 @@ class BertModel(nn.Module):
         real = np.arange(T)[None, :] < lengths[:, None]  # (B, T)
         where = np.flatnonzero(real)  # the real tokens' places in the (B * T) padded rows
         ids = np.concatenate(rows)
+        types = np.zeros_like(ids)
+        if token_types is not None:
+            if len(token_types) != len(rows) or any(len(t) != n for t, n in zip(token_types, lengths)):
+                raise ValueError("BertModel.encode_packed: token_types must give one type id per token")
+            types = ids_array(np.concatenate([np.asarray(t, np.int64) for t in token_types])[None],
+                              "BertModel.encode_packed (token_types)", c.get("type_vocab_size", 2))[0]
         positions = np.concatenate([np.arange(n) if self.positions(r[None]) is None else self.positions(r[None])[0]
                                     for n, r in zip(lengths, rows)])
         mask = additive_mask(real, 0, T, causal=False)
@@ -199,7 +209,7 @@ class BertModel(nn.Module):
 
         with no_grad():
             emb = self.embeddings
-            x = emb(ids, np.zeros_like(ids), positions)
+            x = emb(ids, types, positions)
             for layer in self.encoder.layer:
                 sa = layer.attention.self
                 q, k, v = (split_heads(padded(proj(x)), sa.heads) for proj in (sa.query, sa.key, sa.value))
@@ -263,5 +273,73 @@ class BertForSequenceClassification(nn.Module):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         return self.classifier(self.dropout(self.bert(input_ids, attention_mask, token_type_ids).pooler_output))
 
+    @property
+    def encoder(self) -> BertModel:
+        return self.bert
+
+    def head(self, first: Tensor) -> Tensor:
+        """The logits of the sequences' first tokens' last hidden states (B, hidden)."""
+        return self.classifier(self.dropout(F.tanh(self.bert.pooler.dense(first))))
+
+    def score_packed(self, sequences: Sequence[Sequence[int]],
+                     token_types: Optional[Sequence[Sequence[int]]] = None) -> np.ndarray:
+        """The logits (B, num_labels) of ``sequences`` of any lengths (a cross-encoder's text pairs), the encoder
+        run on the real tokens only (``BertModel.encode_packed``); ``forward``'s to float32 rounding."""
+        from ...autograd import no_grad
+        hidden = self.encoder.encode_packed(sequences, token_types)
+        firsts = np.cumsum([0] + [len(s) for s in sequences[:-1]])
+        with no_grad():
+            return self.head(Tensor._wrap(np.ascontiguousarray(hidden[firsts]))).numpy()
+
     from_hf = staticmethod(BertModel.from_hf)
     to_hf = BertModel.to_hf
+
+
+class RobertaClassificationHead(nn.Module):
+    """RoBERTa's classifier: dense -> tanh -> out_proj over the first token (<s>), dropout around the dense."""
+
+    def __init__(self, cfg: dict, labels: int):
+        super().__init__()
+        E = cfg["hidden_size"]
+        self.dense, self.out_proj = nn.Linear(E, E), nn.Linear(E, labels)
+        p = cfg.get("classifier_dropout")
+        self.dropout = nn.Dropout(cfg.get("hidden_dropout_prob", 0.1) if p is None else p)
+
+    def forward(self, first: Tensor) -> Tensor:
+        return self.out_proj(self.dropout(F.tanh(self.dense(self.dropout(first)))))
+
+
+class RobertaForSequenceClassification(nn.Module):
+    """RoBERTa (no pooler) + its classification head over the first token: transformers'
+    ``RobertaForSequenceClassification``; ``forward`` returns the logits (B, num_labels)."""
+
+    architecture = "RobertaForSequenceClassification"
+    encoder_class = RobertaModel
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = dict(config)
+        labels = self.config.get("num_labels") or len(self.config.get("id2label") or {}) or 2
+        self.roberta = self.encoder_class(self.config, add_pooling_layer=False)
+        self.classifier = RobertaClassificationHead(self.config, labels)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        return self.classifier(self.roberta(input_ids, attention_mask, token_type_ids).last_hidden_state[:, 0])
+
+    @property
+    def encoder(self) -> BertModel:
+        return self.roberta
+
+    def head(self, first: Tensor) -> Tensor:
+        return self.classifier(first)
+
+    score_packed = BertForSequenceClassification.score_packed
+    from_hf = staticmethod(BertModel.from_hf)
+    to_hf = BertModel.to_hf
+
+
+class XLMRobertaForSequenceClassification(RobertaForSequenceClassification):
+    """XLM-RoBERTa's (transformers' ``XLMRobertaForSequenceClassification``; rerankers such as bge-reranker)."""
+
+    architecture = "XLMRobertaForSequenceClassification"
+    encoder_class = XLMRobertaModel

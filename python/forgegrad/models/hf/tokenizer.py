@@ -3,7 +3,7 @@ optional extra ``hf``), or bytes as tokens when a directory has none."""
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Set
+from typing import List, Optional, Set, Tuple
 
 __all__ = ["load_tokenizer", "eos_token_ids", "ByteTokenizer", "HFTokenizer"]
 
@@ -26,6 +26,9 @@ class ByteTokenizer:
 
     def encode_source(self, text: str, language: int) -> List[int]:
         raise ValueError("byte tokens have no language tokens (the checkpoint has no tokenizer.json)")
+
+    def encode_pair(self, first: str, second: str, max_length: int) -> Tuple[List[int], List[int]]:
+        raise ValueError("byte tokens have no way to join a text pair (the checkpoint has no tokenizer.json)")
 
 
 class HFTokenizer:
@@ -57,6 +60,20 @@ class HFTokenizer:
     def token_id(self, token: str) -> Optional[int]:
         """The id of a token of the vocabulary by its name (a language code such as ``fra_Latn``), else None."""
         return self._tok.token_to_id(token)
+
+    def encode_pair(self, first: str, second: str, max_length: int) -> Tuple[List[int], List[int]]:
+        """(token ids, token type ids) of a text pair joined by the tokenizer's post-processor ([CLS] first [SEP]
+        second [SEP]; RoBERTa's <s> first </s></s> second </s>), cut longest-first to ``max_length`` tokens, as
+        transformers' ``tokenizer(first, second, truncation=True, max_length=...)`` cuts it."""
+        pair = self.__dict__.get("_pair")
+        if pair is None or pair[0] != max_length:
+            from tokenizers import Tokenizer
+            t = Tokenizer.from_str(self._tok.to_str())  # a copy: truncation is the tokenizer's state
+            t.no_padding()
+            t.enable_truncation(max_length, strategy="longest_first")
+            pair = self._pair = (max_length, t)
+        enc = pair[1].encode(first, second, add_special_tokens=True)
+        return enc.ids, enc.type_ids
 
     def encode_source(self, text: str, language: int) -> List[int]:
         """``encode(text, add_special_tokens=True)`` with the source-language token the post-processor adds

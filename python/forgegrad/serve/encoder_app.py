@@ -1,0 +1,182 @@
+"""The server of encoder checkpoints (``forgegrad serve ENCODER_DIR``): OpenAI's ``POST /v1/embeddings`` for an
+encoder (embeddings.py), the rerank API (``POST /v1/rerank``, ``/rerank``) for a cross-encoder (rerank.py); with
+``GET /v1/models``, ``/ping``, ``/health``, ``/metrics``. Requests waiting run through the model together
+(``EncoderQueue``)."""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import List, Optional
+
+from .completion_request import CompletionError
+from .openai_routes import common_routes, log, not_found, ok, post_route, read_body
+
+
+def encoder_kind(path: str) -> Optional[str]:
+    """"embeddings" or "rerank" for a checkpoint directory this server takes, else None."""
+    from .embeddings import is_embedding_checkpoint
+    from .rerank import is_reranker_checkpoint
+    if is_embedding_checkpoint(path):
+        return "embeddings"
+    return "rerank" if is_reranker_checkpoint(path) else None
+
+
+class EncoderQueue:
+    """Requests run together: one thread takes every request waiting, up to ``max_batch`` inputs (a larger one
+    alone), and runs them as one ``worker.embed(inputs)`` call (rows of results, one per input); requests that arrive
+    meanwhile make the next batch. So concurrent one-text requests share batches, and none waits for others that
+    have not arrived (no batching delay). ``on_batch(inputs, seconds)`` is told of each batch."""
+
+    def __init__(self, embedder, max_batch: int, on_batch=None):
+        self.embedder, self.max_batch, self.on_batch = embedder, max_batch, on_batch
+        self._queue: "queue.Queue[Optional[tuple]]" = queue.Queue()
+        self._held: Optional[tuple] = None  # a request taken that did not fit the batch being made
+        self._thread = threading.Thread(target=self._run, name="forgegrad-encode", daemon=True)
+        self._thread.start()
+
+    def submit(self, ids: list) -> concurrent.futures.Future:
+        """A future of the results of ``ids`` (one row each)."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._queue.put((ids, future))
+        return future
+
+    def close(self) -> None:
+        self._queue.put(None)
+
+    def _take(self) -> Optional[List[tuple]]:
+        """The next batch of requests (None: closed); blocks for the first one only."""
+        first = self._held if self._held is not None else self._queue.get()
+        self._held = None
+        if first is None:
+            return None
+        batch, rows = [first], len(first[0])
+        while rows < self.max_batch:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None or rows + len(job[0]) > self.max_batch:
+                self._held = job  # next time (and a close waits behind the requests already taken)
+                break
+            batch.append(job)
+            rows += len(job[0])
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            batch = [(ids, f) for ids, f in batch if f.set_running_or_notify_cancel()]
+            if not batch:
+                continue
+            t0 = time.perf_counter()
+            try:
+                vectors = self.embedder.embed([x for ids, _ in batch for x in ids])
+            except Exception as e:  # the requests get it (a 500); the queue keeps serving
+                for _, f in batch:
+                    f.set_exception(e)
+                continue
+            if self.on_batch is not None:
+                self.on_batch(len(vectors), time.perf_counter() - t0)
+            start = 0
+            for ids, f in batch:
+                f.set_result(vectors[start:start + len(ids)])
+                start += len(ids)
+
+
+
+
+@dataclass
+class EncoderServeConfig:
+    """Settings of ``forgegrad serve`` for an encoder checkpoint directory (the flags of the same names)."""
+    model_path: str
+    weights: str = "float32"
+    threads: Optional[int] = None
+    max_queue: int = 512
+    max_body_bytes: int = 16 * 1024 * 1024
+    model_name: Optional[str] = None
+    max_batch: int = 32  # inputs (of one or several requests) run through the model together
+
+
+def create_encoder_app(config: EncoderServeConfig):
+    """The Starlette app serving ``config.model_path``: embeddings or reranking, by the checkpoint (loaded at
+    startup)."""
+    import contextlib
+
+    from starlette.applications import Starlette
+
+    from .completions import GenerationServeConfig
+    from .metrics import Metrics
+
+    # the same checks as a generation server's (the directory, weights, positive sizes)
+    GenerationServeConfig(config.model_path, config.weights, max_queue=config.max_queue,
+                          max_body_bytes=config.max_body_bytes, max_batch=config.max_batch).validate()
+    kind = encoder_kind(config.model_path)
+    if kind is None:
+        raise ValueError(f"{config.model_path!r} holds no encoder forgegrad serves (a BertModel / RobertaModel / "
+                         "XLMRobertaModel for embeddings, or a one-label *ForSequenceClassification for reranking)")
+    if kind == "embeddings":
+        from .embeddings import Embedder as Worker
+        routes_of = ("/v1/embeddings",)
+    else:
+        from .rerank import Reranker as Worker
+        routes_of = ("/v1/rerank", "/rerank")
+    metrics = Metrics()
+    name = config.model_name or os.path.basename(os.path.abspath(config.model_path).rstrip(os.sep))
+    counted = metrics._pc.Counter("forgegrad_encoded_tokens", "tokens run through the encoder", ["model"],
+                                  registry=metrics.registry).labels(name)
+    loader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgegrad-load")
+    state = {"worker": None, "queue": None, "queued": 0}
+
+    async def run(items: list):
+        """The rows of ``items`` from the queue (503 when too many requests wait)."""
+        if state["queued"] >= config.max_queue:
+            raise CompletionError(503, f"{state['queued']} requests are already waiting; retry later",
+                                  headers={"Retry-After": "1"})
+        state["queued"] += 1
+        metrics.queue_depth(name, state["queued"])
+        try:
+            return await asyncio.wrap_future(state["queue"].submit(items))
+        finally:
+            state["queued"] -= 1
+            metrics.queue_depth(name, state["queued"])
+
+    async def answer(request):
+        body = await read_body(request, config.max_body_bytes)
+        obj, tokens = await state["worker"].answer(body, name, run)
+        counted.inc(tokens)
+        return ok(obj)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        if config.threads:
+            from .models import set_forgegrad_threads
+            set_forgegrad_threads(config.threads)
+        try:
+            state["worker"] = await asyncio.get_running_loop().run_in_executor(
+                loader, Worker, config.model_path, config.weights, config.max_batch)
+        except Exception as e:
+            app.state.startup_error = f"cannot serve {config.model_path}: {type(e).__name__}: {e}"
+            raise RuntimeError(app.state.startup_error) from None
+        finally:
+            loader.shutdown(wait=False)
+        worker = state["worker"]
+        state["queue"] = EncoderQueue(worker, config.max_batch,
+                                      lambda rows, seconds: metrics.batch(name, rows, seconds))
+        log.info("serving %s (%s weights, %s) at %s", name, config.weights, worker.describe(), ", ".join(routes_of))
+        try:
+            yield
+        finally:
+            state["queue"].close()
+
+    routes = [post_route(route, answer, metrics, name) for route in routes_of]
+    routes += common_routes(name, int(time.time()), lambda: state["worker"].context, metrics)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found})
+    app.state.config, app.state.metrics, app.state.startup_error = config, metrics, None
+    return app

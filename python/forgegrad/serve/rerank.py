@@ -1,0 +1,137 @@
+"""Reranking over HTTP for a cross-encoder checkpoint (a one-label ``BertForSequenceClassification``,
+``RobertaForSequenceClassification`` or ``XLMRobertaForSequenceClassification``: the ms-marco cross-encoders,
+bge-reranker), in the rerank API's shape (Cohere's, Jina's and vLLM's).
+
+    forgegrad serve RERANKER_DIR   (the app: encoder_app.py)
+
+    POST /v1/rerank  (and /rerank)  {"query": "...", "documents": ["...", ...] or [{"text": "..."}, ...],
+                                      "top_n": k, "return_documents": true, "model": ...}
+    -> {"id": "rerank-...", "model": ..., "usage": {"total_tokens": ...},
+        "results": [{"index": i, "relevance_score": s, "document": {"text": ...}}, ...]}   (best first)
+
+Each document is scored paired with the query as sentence-transformers' ``CrossEncoder.predict`` scores it: the
+tokenizer joins the pair ([CLS] query [SEP] document [SEP], the document's tokens of type 1; RoBERTa's <s> query
+</s></s> document </s>), a pair longer than the model takes is cut longest-first (the tokenizer's truncation, as
+CrossEncoder's), and the logit goes through CrossEncoder's activation: the sigmoid for one label, unless config.json
+names another (``sentence_transformers.activation_fn``, or the older ``sbert_ce_default_activation_function``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from .completion_request import CompletionError, bad, flag, is_int, request_object
+from .embeddings import load_encoder, max_length
+
+MAX_DOCUMENTS = 1000
+_FIELDS = {"model", "query", "documents", "top_n", "return_documents", "user"}
+_CLASSIFIERS = ("BertForSequenceClassification", "RobertaForSequenceClassification",
+                "XLMRobertaForSequenceClassification")
+
+
+def is_reranker_checkpoint(path: str) -> bool:
+    """Whether a checkpoint directory holds a sequence classifier that forgegrad serves as a reranker."""
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        return False
+    arch = cfg.get("architectures") if isinstance(cfg, dict) else None
+    return isinstance(arch, list) and len(arch) == 1 and arch[0] in _CLASSIFIERS
+
+
+def _activation(cfg: dict, labels: int) -> bool:
+    """Whether scores go through the sigmoid (CrossEncoder's default for one label), from config.json."""
+    named = (cfg.get("sentence_transformers") or {}).get("activation_fn") if isinstance(
+        cfg.get("sentence_transformers"), dict) else None
+    named = named or cfg.get("sbert_ce_default_activation_function")
+    if named is None:
+        return labels == 1
+    last = str(named).rsplit(".", 1)[-1]
+    if last in ("Sigmoid", "Identity"):
+        return last == "Sigmoid"
+    raise ValueError(f"config.json names the activation {named!r}; forgegrad applies Sigmoid or Identity")
+
+
+class Reranker:
+    """A cross-encoder and its tokenizer; ``embed`` runs on one thread at a time (the server's worker)."""
+
+    route = "/v1/rerank"
+
+    def __init__(self, path: str, weights: str = "float32", max_batch: int = 32):
+        from ..models.hf.tokenizer import load_tokenizer
+        self.model = load_encoder(path, weights)
+        labels = self.model.classifier.out_features if hasattr(self.model.classifier, "out_features") else \
+            self.model.classifier.out_proj.out_features
+        if labels != 1:
+            raise ValueError(f"a reranker scores with one label; this classifier has {labels}")
+        self.sigmoid = _activation(self.model.config, labels)
+        limit = max_length(path)
+        self.context = int(min(self.model.encoder.max_tokens, limit or self.model.encoder.max_tokens))
+        self.tokenizer = load_tokenizer(path, int(self.model.config["vocab_size"]))
+        self.max_batch = max_batch
+
+    def describe(self) -> str:
+        return f"pairs of up to {self.context} tokens, {'sigmoid' if self.sigmoid else 'raw'} scores"
+
+    def embed(self, pairs: List[Tuple[List[int], List[int]]]) -> np.ndarray:
+        """The scores (len(pairs),) of (token ids, token type ids) pairs; similar lengths run together."""
+        out = np.empty(len(pairs), np.float32)
+        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]))
+        for start in range(0, len(order), self.max_batch):
+            rows = order[start:start + self.max_batch]
+            logits = self.model.score_packed([pairs[i][0] for i in rows], [pairs[i][1] for i in rows])[:, 0]
+            out[rows] = 1.0 / (1.0 + np.exp(-logits.astype(np.float64))) if self.sigmoid else logits
+        return out
+
+    async def answer(self, body: bytes, name: str, run) -> Tuple[dict, int]:
+        query, documents, top_n, return_documents = parse(body, name)
+        pairs = [self.tokenizer.encode_pair(query, d, self.context) for d in documents]
+        scores = await run(pairs)
+        order = sorted(range(len(documents)), key=lambda i: -float(scores[i]))[:top_n]
+        results = []
+        for i in order:
+            item = {"index": i, "relevance_score": float(scores[i])}
+            if return_documents:
+                item["document"] = {"text": documents[i]}
+            results.append(item)
+        tokens = sum(len(p[0]) for p in pairs)
+        return {"id": "rerank-" + uuid.uuid4().hex, "model": name, "results": results,
+                "usage": {"total_tokens": tokens}}, tokens
+
+
+def parse(body: bytes, served_name: str) -> Tuple[str, List[str], int, bool]:
+    """(query, documents, top_n, return_documents) of a rerank request, or CompletionError naming the field."""
+    obj = request_object(body, _FIELDS, {})
+    query = obj.get("query")
+    if not isinstance(query, str) or not query:
+        raise bad("query", "a non-empty string", query)
+    docs = obj.get("documents")
+    expected = f'a non-empty list of up to {MAX_DOCUMENTS} strings or {{"text": ...}} objects'
+    if not isinstance(docs, list) or not docs or len(docs) > MAX_DOCUMENTS:
+        raise bad("documents", expected, docs)
+    texts = []
+    for d in docs:
+        text = d.get("text") if isinstance(d, dict) else d
+        if not isinstance(text, str) or not text:
+            raise bad("documents", expected, d)
+        texts.append(text)
+    top_n: Optional[int] = obj.get("top_n")
+    if top_n is not None and (not is_int(top_n) or top_n < 1):
+        raise bad("top_n", "an integer >= 1", top_n)
+    model = obj.get("model")
+    if model is not None and model != served_name:
+        if not isinstance(model, str):
+            raise bad("model", "a string", model)
+        raise CompletionError(404, f"the model {model!r} does not exist (served: {served_name!r})", "model",
+                              "model_not_found")
+    v = obj.get("user")
+    if v is not None and not isinstance(v, str):
+        raise bad("user", "a string", v)
+    keep = obj.get("return_documents")
+    return query, texts, len(texts) if top_n is None else int(top_n), True if keep is None else flag(
+        obj, "return_documents")

@@ -1,0 +1,119 @@
+"""``POST /v1/rerank`` on the real server for cross-encoder checkpoints transformers wrote (one-label BERT and
+XLM-RoBERTa sequence classifiers): the scores are sentence-transformers' ``CrossEncoder.predict``'s (text pairs,
+longest-first truncation, the sigmoid), best first; top_n, return_documents, document objects, bad requests."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+st = pytest.importorskip("sentence_transformers")
+transformers.logging.set_verbosity_error()
+
+from serve_helpers import running_app  # noqa: E402
+
+from forgegrad.serve.encoder_app import EncoderServeConfig, create_encoder_app  # noqa: E402
+
+QUERY = "tiny words"
+DOCS = ["hello world", "a tiny corpus for a tiny tokenizer of sentences and words, a tiny corpus of tiny words",
+        "sentences", "hello tiny world of words", "world"]
+CORPUS = ["hello world, a tiny corpus for a tiny tokenizer of sentences and words"] * 10
+
+
+def _bert(path, max_len=None):
+    from tokenizers import BertWordPieceTokenizer
+    path.mkdir()
+    tok = BertWordPieceTokenizer(lowercase=True)
+    tok.train_from_iterator(CORPUS, vocab_size=120)
+    tok.save(str(path / "tokenizer.json"))
+    transformers.BertTokenizerFast(  # as cross-encoders ship theirs: pairs get [CLS] / [SEP] and token types
+        tokenizer_file=str(path / "tokenizer.json"), model_max_length=max_len or 64).save_pretrained(path)
+    torch.manual_seed(0)
+    transformers.BertForSequenceClassification(transformers.BertConfig(
+        vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+        max_position_embeddings=64, num_labels=1, initializer_range=0.5)).save_pretrained(path)
+    return path
+
+
+def _xlmr(path):
+    from tokenizers import ByteLevelBPETokenizer, processors
+    path.mkdir()
+    tok = ByteLevelBPETokenizer()
+    tok.train_from_iterator(CORPUS, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    tok.save(str(path / "tokenizer.json"))
+    transformers.PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"), bos_token="<s>",
+                                         eos_token="</s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>",
+                                         model_max_length=32).save_pretrained(path)
+    torch.manual_seed(0)
+    transformers.XLMRobertaForSequenceClassification(transformers.XLMRobertaConfig(
+        vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+        max_position_embeddings=34, pad_token_id=1, bos_token_id=0, eos_token_id=2, num_labels=1,
+        initializer_range=0.5)).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("make,max_len", [(_bert, None), (_bert, 12), (_xlmr, None)])
+def test_scores_are_cross_encoder_predict(tmp_path, make, max_len):
+    from sentence_transformers import CrossEncoder
+    path = make(tmp_path / "ce", max_len) if make is _bert else make(tmp_path / "ce")
+    want = CrossEncoder(str(path), device="cpu").predict([(QUERY, d) for d in DOCS])
+    assert np.ptp(want) > 1e-3  # the documents score differently: the order is a check
+    best = list(np.argsort(-want, kind="stable"))
+    with running_app(create_encoder_app(EncoderServeConfig(str(path), max_batch=2))) as url, \
+            httpx.Client(base_url=url, timeout=60) as c:
+        r = c.post("/v1/rerank", json={"query": QUERY, "documents": DOCS, "model": "ce"})
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert got["model"] == "ce" and got["id"].startswith("rerank-") and got["usage"]["total_tokens"] > 0
+        assert [x["index"] for x in got["results"]] == best
+        np.testing.assert_allclose([x["relevance_score"] for x in got["results"]], want[best], rtol=1e-4, atol=1e-5)
+        assert [x["document"]["text"] for x in got["results"]] == [DOCS[i] for i in best]
+        # /rerank too; top_n, documents as objects, without the documents
+        two = c.post("/rerank", json={"query": QUERY, "documents": [{"text": d} for d in DOCS], "top_n": 2,
+                                      "return_documents": False}).json()["results"]
+        assert [x["index"] for x in two] == best[:2] and all("document" not in x for x in two)
+
+
+def test_bad_requests_get_400_naming_the_field(tmp_path):
+    path = _bert(tmp_path / "ce")
+    with running_app(create_encoder_app(EncoderServeConfig(str(path)))) as url, \
+            httpx.Client(base_url=url, timeout=60) as c:
+        for body, status, param in (({"documents": DOCS}, 400, "query"),
+                                    ({"query": "", "documents": DOCS}, 400, "query"),
+                                    ({"query": QUERY, "documents": []}, 400, "documents"),
+                                    ({"query": QUERY, "documents": ["ok", 3]}, 400, "documents"),
+                                    ({"query": QUERY, "documents": [{"txt": "x"}]}, 400, "documents"),
+                                    ({"query": QUERY, "documents": DOCS, "top_n": 0}, 400, "top_n"),
+                                    ({"query": QUERY, "documents": DOCS, "return_documents": "yes"}, 400,
+                                     "return_documents"),
+                                    ({"query": QUERY, "documents": DOCS, "model": "x"}, 404, "model"),
+                                    ({"query": QUERY, "documents": DOCS, "input": "x"}, 400, "input")):
+            r = c.post("/v1/rerank", json=body)
+            assert r.status_code == status and r.json()["error"]["param"] == param, (body, r.text)
+        assert c.post("/v1/embeddings", json={"input": "x"}).status_code == 404
+
+
+def test_classifiers_with_more_labels_or_another_activation_are_refused(tmp_path):
+    from forgegrad.serve.rerank import Reranker
+    path = _bert(tmp_path / "ce")
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps(dict(cfg, sentence_transformers={"activation_fn": "torch.nn.Tanh"})))
+    with pytest.raises(ValueError, match="activation 'torch.nn.Tanh'"):
+        Reranker(str(path))
+    (path / "config.json").write_text(json.dumps(dict(cfg, sbert_ce_default_activation_function=(
+        "torch.nn.modules.linear.Identity"))))
+    assert Reranker(str(path)).sigmoid is False
+    torch.manual_seed(0)
+    transformers.BertForSequenceClassification(transformers.BertConfig(
+        vocab_size=128, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=48,
+        max_position_embeddings=64, num_labels=3)).save_pretrained(tmp_path / "three")
+    (tmp_path / "three" / "tokenizer.json").write_text((path / "tokenizer.json").read_text())
+    with pytest.raises(ValueError, match="one label; this classifier has 3"):
+        Reranker(str(tmp_path / "three"))
