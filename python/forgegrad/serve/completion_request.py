@@ -193,16 +193,26 @@ def parse(body: bytes, served_name: str) -> CompletionRequest:
     return req
 
 
+def served_model(obj: dict, served_name: str) -> Optional[str]:
+    """The body's ``model`` (None when absent), which must name the served model (else a 404), its ``user``
+    checked to be a string (OpenAI's fields every API has)."""
+    v = obj.get("user")
+    if v is not None and not isinstance(v, str):
+        raise bad("user", "a string", v)
+    model = obj.get("model")
+    if model is None:
+        return None
+    if not isinstance(model, str):
+        raise bad("model", "a string", model)
+    if model != served_name:
+        raise CompletionError(404, f"the model {model!r} does not exist (served: {served_name!r})", "model",
+                              "model_not_found")
+    return model
+
+
 def sampling(obj: dict, req: CompletionRequest, served_name: str) -> CompletionRequest:
     """The fields both APIs share."""
-    model = obj.get("model")
-    if model is not None:
-        if not isinstance(model, str):
-            raise bad("model", "a string", model)
-        if model != served_name:
-            raise CompletionError(404, f"the model {model!r} does not exist (served: {served_name!r})", "model",
-                                  "model_not_found")
-        req.model = model
+    req.model = served_model(obj, served_name)
     v = obj.get("max_tokens")
     if v is not None:
         if not is_int(v) or v < 1:
@@ -248,9 +258,6 @@ def sampling(obj: dict, req: CompletionRequest, served_name: str) -> CompletionR
         if not isinstance(v, dict) or set(v) - {"include_usage"} or not isinstance(v.get("include_usage", False), bool):
             raise bad("stream_options", '{"include_usage": true|false}', v)
         req.include_usage = v.get("include_usage", False)
-    v = obj.get("user")
-    if v is not None and not isinstance(v, str):
-        raise bad("user", "a string", v)
     req.penalties = _penalties(obj)
     v = obj.get("n")
     if v is not None:

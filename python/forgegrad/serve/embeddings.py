@@ -31,7 +31,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .completion_request import CompletionError, bad, is_int, request_object
+from .completion_request import CompletionError, bad, is_int, request_object, served_model
 
 MAX_INPUTS = 2048  # as OpenAI's
 _ENCODERS = ("BertModel", "RobertaModel", "XLMRobertaModel")
@@ -43,19 +43,25 @@ _LEGACY_MODES = {"pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "ma
                  "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
 
 
-def is_embedding_checkpoint(path: str) -> bool:
-    """Whether a checkpoint directory holds an encoder that forgegrad serves as embeddings (BERT, RoBERTa, XLM-R)."""
+def checkpoint_kind(path: str) -> Tuple[Optional[str], Optional[str]]:
+    """(the one architecture config.json lists, or None; its model_type) of a checkpoint directory; (None, None)
+    when config.json does not read as an object."""
     try:
         with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
             cfg = json.load(f)
     except (OSError, ValueError):
-        return False
+        return None, None
     if not isinstance(cfg, dict):
-        return False
+        return None, None
     arch = cfg.get("architectures")
-    if arch:
-        return isinstance(arch, list) and len(arch) == 1 and arch[0] in _ENCODERS
-    return cfg.get("model_type") in ("bert", "roberta", "xlm-roberta")
+    one = arch[0] if isinstance(arch, list) and len(arch) == 1 and isinstance(arch[0], str) else None
+    return one, cfg.get("model_type") if not arch else None
+
+
+def is_embedding_checkpoint(path: str) -> bool:
+    """Whether a checkpoint directory holds an encoder that forgegrad serves as embeddings (BERT, RoBERTa, XLM-R)."""
+    arch, model_type = checkpoint_kind(path)
+    return arch in _ENCODERS or model_type in ("bert", "roberta", "xlm-roberta")
 
 
 def read_json(path: str, what: str) -> object:
@@ -237,12 +243,7 @@ def parse(body: bytes, served_name: str, dim: int) -> EmbeddingRequest:
     if "input" not in obj:
         raise CompletionError(400, "input is required", "input")
     req = EmbeddingRequest(_inputs(obj["input"]))
-    model = obj.get("model")
-    if model is not None and model != served_name:
-        if not isinstance(model, str):
-            raise bad("model", "a string", model)
-        raise CompletionError(404, f"the model {model!r} does not exist (served: {served_name!r})", "model",
-                              "model_not_found")
+    served_model(obj, served_name)
     fmt = obj.get("encoding_format")
     if fmt not in (None, "float", "base64"):
         raise bad("encoding_format", '"float" or "base64"', fmt)
@@ -250,9 +251,6 @@ def parse(body: bytes, served_name: str, dim: int) -> EmbeddingRequest:
     v = obj.get("dimensions")
     if v is not None and (not is_int(v) or v != dim):
         raise bad("dimensions", f"this model's size, {dim} (shortened vectors are not supported)", v)
-    v = obj.get("user")
-    if v is not None and not isinstance(v, str):
-        raise bad("user", "a string", v)
     return req
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 from .completion_request import CompletionError
+from .completions import GenerationServeConfig
 from .openai_routes import common_routes, log, not_found, ok, post_route, read_body
 
 
@@ -93,15 +94,10 @@ class EncoderQueue:
 
 
 @dataclass
-class EncoderServeConfig:
-    """Settings of ``forgegrad serve`` for an encoder checkpoint directory (the flags of the same names)."""
-    model_path: str
-    weights: str = "float32"
-    threads: Optional[int] = None
-    max_queue: int = 512
-    max_body_bytes: int = 16 * 1024 * 1024
-    model_name: Optional[str] = None
-    max_batch: int = 32  # inputs (of one or several requests) run through the model together
+class EncoderServeConfig(GenerationServeConfig):
+    """Settings of ``forgegrad serve`` for an encoder checkpoint directory: a generation server's (the flags of the
+    same names; ``max_batch``: the inputs, of one or several requests, run through the model together;
+    ``prefill_chunk`` unused)."""
 
 
 def create_encoder_app(config: EncoderServeConfig):
@@ -111,12 +107,9 @@ def create_encoder_app(config: EncoderServeConfig):
 
     from starlette.applications import Starlette
 
-    from .completions import GenerationServeConfig
     from .metrics import Metrics
 
-    # the same checks as a generation server's (the directory, weights, positive sizes)
-    GenerationServeConfig(config.model_path, config.weights, max_queue=config.max_queue,
-                          max_body_bytes=config.max_body_bytes, max_batch=config.max_batch).validate()
+    config.validate()
     kind = encoder_kind(config.model_path)
     if kind is None:
         raise ValueError(f"{config.model_path!r} holds no encoder forgegrad serves (a BertModel / RobertaModel / "

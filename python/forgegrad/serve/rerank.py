@@ -17,15 +17,13 @@ names another (``sentence_transformers.activation_fn``, or the older ``sbert_ce_
 """
 from __future__ import annotations
 
-import json
-import os
 import uuid
 from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .completion_request import CompletionError, bad, flag, is_int, request_object
-from .embeddings import load_encoder, max_length
+from .completion_request import bad, flag, is_int, request_object, served_model
+from .embeddings import checkpoint_kind, load_encoder, max_length
 
 MAX_DOCUMENTS = 1000
 _FIELDS = {"model", "query", "documents", "top_n", "return_documents", "user"}
@@ -35,13 +33,7 @@ _CLASSIFIERS = ("BertForSequenceClassification", "RobertaForSequenceClassificati
 
 def is_reranker_checkpoint(path: str) -> bool:
     """Whether a checkpoint directory holds a sequence classifier that forgegrad serves as a reranker."""
-    try:
-        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-            cfg = json.load(f)
-    except (OSError, ValueError):
-        return False
-    arch = cfg.get("architectures") if isinstance(cfg, dict) else None
-    return isinstance(arch, list) and len(arch) == 1 and arch[0] in _CLASSIFIERS
+    return checkpoint_kind(path)[0] in _CLASSIFIERS
 
 
 def _activation(cfg: dict, labels: int) -> bool:
@@ -123,15 +115,7 @@ def parse(body: bytes, served_name: str) -> Tuple[str, List[str], int, bool]:
     top_n: Optional[int] = obj.get("top_n")
     if top_n is not None and (not is_int(top_n) or top_n < 1):
         raise bad("top_n", "an integer >= 1", top_n)
-    model = obj.get("model")
-    if model is not None and model != served_name:
-        if not isinstance(model, str):
-            raise bad("model", "a string", model)
-        raise CompletionError(404, f"the model {model!r} does not exist (served: {served_name!r})", "model",
-                              "model_not_found")
-    v = obj.get("user")
-    if v is not None and not isinstance(v, str):
-        raise bad("user", "a string", v)
+    served_model(obj, served_name)
     keep = obj.get("return_documents")
     return query, texts, len(texts) if top_n is None else int(top_n), True if keep is None else flag(
         obj, "return_documents")
