@@ -233,3 +233,15 @@ def test_forgegrad_serve_cli_serves_an_encoder_directory(bert_dir):
     bad = subprocess.run([sys.executable, "-m", "forgegrad.cli", "serve", str(bert_dir), "--prefill-chunk", "4"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "is an encoder (served at /v1/embeddings)" in bad.stderr
+
+
+@pytest.mark.parametrize("weights", ["bfloat16", "int8"])
+def test_bfloat16_and_int8_weights_give_the_vectors_to_their_rounding(bert_dir, tmp_path, weights):
+    model = _sentence_transformer(bert_dir, tmp_path / "st", "mean", True)
+    want = model.encode(TEXTS, convert_to_numpy=True)
+    with running_app(create_encoder_app(EncoderServeConfig(str(tmp_path / "st"), weights=weights))) as url, \
+            httpx.Client(base_url=url, timeout=60) as c:
+        got = np.array([d["embedding"] for d in _post(c, {"input": TEXTS})["data"]], np.float32)
+    cosine = (got * want).sum(1)  # both normalized
+    assert cosine.min() > 0.9999, cosine
+    assert np.abs(got - want).max() > 1e-6  # the weights were rounded: the check can fail
