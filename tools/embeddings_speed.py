@@ -1,10 +1,10 @@
 """Sentence embeddings: forgegrad's /v1/embeddings path (``serve.embeddings.Embedder``: tokenize, encode, pool)
-against sentence-transformers' ``encode`` on the same directory, in one process, threads pinned on both sides.
+against sentence-transformers' ``encode`` on the same directory, in one process, threads pinned on both sides
+(``forgegrad bench embed`` times the same at fixed sizes), and through the server (--clients).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python tools/embeddings_speed.py [--threads 1] [--texts 64]
 
-The model has all-MiniLM-L6-v2's shape (6 layers, 384 wide, 12 heads, 1536 feed-forward; random weights that
-transformers initialised, mean pooling + Normalize, as sentence-transformers saves it), the texts 10-60 words.
+The model and texts are forgegrad.bench.embed's: all-MiniLM-L6-v2's shape, texts of 10-60 words.
 Prints the best of --repeat runs of embedding all texts for each side, and the largest difference of the vectors.
 With --clients N it also serves the directory (uvicorn on a loopback port, as ``forgegrad serve``) and sends every
 text as its own request from N concurrent clients, with batching across requests (--batch) and without (1).
@@ -12,7 +12,6 @@ text as its own request from N concurrent clients, with batching across requests
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -28,36 +27,16 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import numpy as np
     import torch
-    import transformers
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-    from tokenizers import BertWordPieceTokenizer
 
     import forgegrad as fg
+    from forgegrad.bench import embed as embed_bench
     from forgegrad.serve.embeddings import Embedder
-    transformers.logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
     fg.set_num_threads(args.threads)
-    rng = np.random.default_rng(0)
-    words = ("the model server answers each request with vectors that a search index compares by their cosine "
-             "similarity so that texts about the same thing land near each other").split()
-    texts = [" ".join(rng.choice(words, rng.integers(10, 61))) for _ in range(args.texts)]
+    texts = embed_bench.texts(args.texts)
     with tempfile.TemporaryDirectory() as tmp:
-        base, out = os.path.join(tmp, "base"), os.path.join(tmp, "st")
-        os.makedirs(base)
-        tok = BertWordPieceTokenizer(lowercase=True)
-        tok.train_from_iterator([" ".join(words)] * 20, vocab_size=200)
-        tok.save(os.path.join(base, "tokenizer.json"))
-        transformers.PreTrainedTokenizerFast(tokenizer_file=os.path.join(base, "tokenizer.json"), unk_token="[UNK]",
-                                             sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
-                                             mask_token="[MASK]").save_pretrained(base)
-        torch.manual_seed(0)
-        transformers.BertModel(transformers.BertConfig(
-            vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
-            max_position_embeddings=512)).save_pretrained(base)
-        t = Transformer(base, max_seq_length=256)
-        st = SentenceTransformer(modules=[t, Pooling(384, "mean"), Normalize()], device="cpu")
-        st.save(out)
+        out = embed_bench.minilm_directory(tmp)
         st = SentenceTransformer(out, device="cpu")
         ours = Embedder(out, max_batch=args.batch)
 
