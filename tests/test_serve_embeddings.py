@@ -163,6 +163,27 @@ def test_concurrent_requests_share_batches(bert_dir, tmp_path):
     assert 3 <= batches <= 12  # at most 8 inputs (4 requests) a batch
 
 
+def test_modernbert_sentence_transformer(bert_dir, tmp_path):
+    """A ModernBERT encoder (sliding-window layers; the window narrower than the texts), CLS-pooled and
+    normalized as sentence-transformers saves it: encode's vectors."""
+    import shutil
+    base = tmp_path / "base"
+    shutil.copytree(bert_dir, base)
+    for f in ("config.json", "model.safetensors"):
+        (base / f).unlink()
+    torch.manual_seed(0)
+    transformers.ModernBertModel(transformers.ModernBertConfig(
+        vocab_size=128, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=40,
+        max_position_embeddings=64, local_attention=4, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+        cls_token_id=2, sep_token_id=3)).save_pretrained(base)
+    model = _sentence_transformer(base, tmp_path / "st", "cls", True)
+    want = model.encode(TEXTS, convert_to_numpy=True)
+    with running_app(create_encoder_app(EncoderServeConfig(str(tmp_path / "st")))) as url, \
+            httpx.Client(base_url=url, timeout=60) as c:
+        vectors = np.array([d["embedding"] for d in _post(c, {"input": TEXTS})["data"]], np.float32)
+    np.testing.assert_allclose(vectors, want, rtol=1e-4, atol=2e-5)
+
+
 def test_a_plain_transformers_directory_is_mean_pooled(bert_dir):
     from sentence_transformers import SentenceTransformer
     want = SentenceTransformer(str(bert_dir), device="cpu").encode(TEXTS, convert_to_numpy=True)

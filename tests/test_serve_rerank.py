@@ -59,7 +59,17 @@ def _xlmr(path):
     return path
 
 
-@pytest.mark.parametrize("make,max_len", [(_bert, None), (_bert, 12), (_xlmr, None)])
+def _modernbert(path):
+    _bert(path)  # its tokenizer (ModernBERT's own is another BPE; the pair template is the same)
+    torch.manual_seed(0)
+    transformers.ModernBertForSequenceClassification(transformers.ModernBertConfig(
+        vocab_size=128, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=40,
+        max_position_embeddings=64, local_attention=8, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+        cls_token_id=2, sep_token_id=3, num_labels=1, initializer_range=0.5)).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("make,max_len", [(_bert, None), (_bert, 12), (_xlmr, None), (_modernbert, None)])
 def test_scores_are_cross_encoder_predict(tmp_path, make, max_len):
     from sentence_transformers import CrossEncoder
     path = make(tmp_path / "ce", max_len) if make is _bert else make(tmp_path / "ce")

@@ -1,6 +1,7 @@
 """Reranking over HTTP for a cross-encoder checkpoint (a one-label ``BertForSequenceClassification``,
-``RobertaForSequenceClassification`` or ``XLMRobertaForSequenceClassification``: the ms-marco cross-encoders,
-bge-reranker), in the rerank API's shape (Cohere's, Jina's and vLLM's).
+``RobertaForSequenceClassification``, ``XLMRobertaForSequenceClassification`` or
+``ModernBertForSequenceClassification``: the ms-marco cross-encoders, bge-reranker, gte-reranker-modernbert), in the
+rerank API's shape (Cohere's, Jina's and vLLM's).
 
     forgegrad serve RERANKER_DIR   (the app: encoder_app.py)
 
@@ -28,7 +29,7 @@ from .embeddings import checkpoint_kind, load_encoder, max_length
 MAX_DOCUMENTS = 1000
 _FIELDS = {"model", "query", "documents", "top_n", "return_documents", "user"}
 _CLASSIFIERS = ("BertForSequenceClassification", "RobertaForSequenceClassification",
-                "XLMRobertaForSequenceClassification")
+                "XLMRobertaForSequenceClassification", "ModernBertForSequenceClassification")
 
 
 def is_reranker_checkpoint(path: str) -> bool:
