@@ -90,12 +90,23 @@ def test_bad_configs_and_inputs_raise_clear_errors(tmp_path):
         from_pretrained(tmp_path)
 
 
-def test_onnx_export_is_refused_naming_the_window_mask(tmp_path):
-    """Not yet: the sliding layers' mask is made from the length outside the graph; export says so."""
+def test_onnx_export_computes_the_masks_in_the_graph(tmp_path):
+    """The sliding layers' window and the padding come from the graph's inputs: onnxruntime gives transformers'
+    hidden states at lengths inside and past the window."""
     pytest.importorskip("onnx")
-    from forgegrad.onnx import UnsupportedOpError, export
+    ort = pytest.importorskip("onnxruntime")
+    from forgegrad.onnx import export
     torch.manual_seed(0)
-    transformers.ModernBertModel(_config()).save_pretrained(tmp_path / "ckpt")
-    with pytest.raises(UnsupportedOpError, match="attn_mask"):
-        export(from_pretrained(tmp_path / "ckpt"), np.arange(3, 20, dtype=np.int64)[None], str(tmp_path / "m.onnx"),
-               dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}})
+    hf = transformers.ModernBertModel(_config()).eval()
+    hf.save_pretrained(tmp_path / "ckpt")
+    report = export(from_pretrained(tmp_path / "ckpt"), np.arange(3, 10, dtype=np.int64)[None],
+                    str(tmp_path / "m.onnx"), dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}},
+                    rtol=1e-4, atol=1e-5)  # hidden states of size ~3 (initializer_range 0.3)
+    assert report.ok, report
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    for shape in ((1, 3), (3, 17), (2, 40)):
+        ids = np.random.RandomState(sum(shape)).randint(3, VOCAB, shape).astype(np.int64)
+        got = sess.run(None, {sess.get_inputs()[0].name: ids})[0]
+        with torch.no_grad():
+            ref = hf(torch.tensor(ids)).last_hidden_state.numpy()
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)

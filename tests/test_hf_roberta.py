@@ -73,16 +73,28 @@ def test_a_checkpoint_without_its_pooler_loads_without_one(tmp_path):
                                rtol=1e-4, atol=1e-4)
 
 
-def test_onnx_export_is_refused_naming_the_position_rows(tmp_path):
-    """Not yet: the position rows are computed from the ids outside the graph; export says so instead of
-    writing a graph that holds one input's positions."""
+@pytest.mark.parametrize("arch", ["RobertaModel", "XLMRobertaModel"])
+def test_onnx_export_computes_the_positions_in_the_graph(tmp_path, arch):
+    """The position rows come from the ids in the graph: onnxruntime gives transformers' hidden states at other
+    batch sizes and lengths, padding ids included (their rows stay at pad_token_id's)."""
     pytest.importorskip("onnx")
-    from forgegrad.onnx import UnsupportedOpError, export
+    ort = pytest.importorskip("onnxruntime")
+    from forgegrad.onnx import export
     torch.manual_seed(0)
-    transformers.RobertaModel(_config(transformers.RobertaConfig)).save_pretrained(tmp_path / "ckpt")
-    with pytest.raises(UnsupportedOpError, match="position_embeddings"):
-        export(from_pretrained(tmp_path / "ckpt"), np.arange(3, 10, dtype=np.int64)[None], str(tmp_path / "m.onnx"),
-               dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}})
+    config_cls = transformers.RobertaConfig if arch == "RobertaModel" else transformers.XLMRobertaConfig
+    hf = getattr(transformers, arch)(_config(config_cls)).eval()
+    hf.save_pretrained(tmp_path / "ckpt")
+    report = export(from_pretrained(tmp_path / "ckpt"), np.arange(3, 10, dtype=np.int64)[None],
+                    str(tmp_path / "m.onnx"), dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}},
+                    rtol=1e-4, atol=1e-5)  # hidden states of size ~3 (initializer_range 0.3)
+    assert report.ok, report
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    ids, _ = _batch()  # padded with pad_token_id
+    for batch in (ids, ids[:1, :3]):
+        got = sess.run(None, {sess.get_inputs()[0].name: batch})[0]
+        with torch.no_grad():
+            ref = hf(torch.tensor(batch)).last_hidden_state.numpy()
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
 
 
 def test_save_pretrained_round_trip_loads_in_transformers(tmp_path):

@@ -32,10 +32,14 @@ class Capture:
 
 
 def flatten_outputs(out) -> Tuple[List[Any], Optional[List[str]]]:
-    """Model output (tensor, nested tuple/list, dict) -> flat list (and dict keys when a dict)."""
+    """Model output (tensor, nested tuple/list, dict) -> flat list (and dict keys when a dict). None inside a
+    tuple, list or dict is an optional output the model did not produce (BertOutput's pooler_output of an encoder
+    without a pooler): left out, as torch.onnx leaves it out."""
     if isinstance(out, dict):
         flat, keys = [], []
         for k, v in out.items():
+            if v is None:
+                continue
             sub, _ = flatten_outputs(v)
             flat += sub
             keys += [str(k)] if len(sub) == 1 else [f"{k}_{i}" for i in range(len(sub))]
@@ -43,7 +47,8 @@ def flatten_outputs(out) -> Tuple[List[Any], Optional[List[str]]]:
     if isinstance(out, (tuple, list)):
         flat = []
         for v in out:
-            flat += flatten_outputs(v)[0]
+            if v is not None:
+                flat += flatten_outputs(v)[0]
         return flat, None
     return [out], None
 

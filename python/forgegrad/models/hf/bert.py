@@ -7,7 +7,7 @@ from typing import Dict, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from ... import nn
+from ... import grad_mode, nn
 from ...nn import functional as F
 from ...tensor import Tensor
 from ._layers import (activation, additive_mask, attend, config_probability, ids_array, mask_array, merge_heads,
@@ -40,7 +40,7 @@ class BertEmbeddings(nn.Module):
         """``positions``: each token's row of the position table; None: 0..T-1 (BERT's), as a slice of the
         table, so that an exported graph keeps T dynamic. Summed as transformers does: (word + type) + position."""
         pos = self.position_embeddings.weight[:ids.shape[-1]] if positions is None else \
-            self.position_embeddings(Tensor._wrap(positions))
+            self.position_embeddings(positions if isinstance(positions, Tensor) else Tensor._wrap(positions))
         x = self.word_embeddings(Tensor._wrap(ids)) + self.token_type_embeddings(Tensor._wrap(token_type_ids)) + pos
         return self.dropout(self.LayerNorm(x))
 
@@ -150,7 +150,10 @@ class BertModel(nn.Module):
             raise ValueError(f"BertModel: token_type_ids must have the shape of input_ids {ids.shape}, "
                              f"got {types.shape}")
         mask = additive_mask(mask_array(attention_mask, "BertModel", (B, T)), 0, T, causal=False)
-        x = self.embeddings(ids, types, self.positions(ids))
+        positions = self.positions(ids)
+        if positions is not None and isinstance(input_ids, Tensor) and grad_mode.recorder() is not None:
+            positions = self.positions_of(input_ids)  # an export: computed in the graph from its input
+        x = self.embeddings(ids, types, positions)
         for layer in self.encoder.layer:
             x = layer(x, mask)
         return BertOutput(x, self.pooler(x) if self.pooler is not None else None)
@@ -230,7 +233,8 @@ class RobertaModel(BertModel):
     """RoBERTa's encoder (transformers' ``RobertaModel``): BERT's network, with position rows counted from
     ``pad_token_id + 1`` over the tokens that are not the padding token (padding tokens take ``pad_token_id``'s
     row), as transformers numbers them from the input ids; so ``max_position_embeddings - pad_token_id - 1``
-    tokens fit. Its weights may sit under ``roberta.`` (a task model's checkpoint)."""
+    tokens fit. Its weights may sit under ``roberta.`` (a task model's checkpoint). An ONNX export computes the
+    position rows in the graph (``positions_of``)."""
 
     architecture = "RobertaModel"
     prefix = "roberta."
@@ -247,6 +251,11 @@ class RobertaModel(BertModel):
         pad = self._pad()
         real = ids != pad
         return np.cumsum(real, axis=1) * real + pad
+
+    def positions_of(self, input_ids: Tensor) -> Tensor:
+        """``positions`` as Tensor ops on the int64 ids (an exported graph computes them from its input)."""
+        real = (input_ids != self._pad()).long()
+        return real.cumsum(-1) * real + self._pad()
 
 
 class XLMRobertaModel(RobertaModel):

@@ -5,7 +5,8 @@ Pre-norm layers without biases (by default): LayerNorm -> fused query/key/value 
 (theta 160,000 on the global layers, 10,000 on the local ones) -> attention -> Wo, then LayerNorm -> GeGLU MLP
 (Wi's two halves: act(input) * gate) -> Wo; every ``global_attn_every_n_layers``-th layer (from the first) attends
 to the whole sequence, the others to the keys at most ``local_attention // 2`` places away on either side; a final
-LayerNorm. The first layer has no attention norm (the embeddings' norm precedes it).
+LayerNorm. The first layer has no attention norm (the embeddings' norm precedes it). An ONNX export computes
+the masks in the graph from its input (dynamic batch and length).
 """
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ... import nn
+from ... import grad_mode, nn
 from ...tensor import Tensor
-from ._layers import (RotaryEmbedding, activation, attend, ids_array, mask_array, merge_heads, split_heads)
+from ._layers import (FLOAT32_MAX, RotaryEmbedding, activation, attend, ids_array, key_places, mask_array, merge_heads,
+                      split_heads)
 from .bert import BertOutput
 
 __all__ = ["ModernBertModel", "ModernBertForSequenceClassification"]
@@ -138,10 +140,20 @@ class ModernBertModel(nn.Module):
             out[kind] = None if allowed is None else np.where(allowed, np.float32(0), _NEG).astype(np.float32)
         return out
 
-    def _run(self, x, real: Optional[np.ndarray], T: int, padded=None, gather=None):
+    def _graph_masks(self, input_ids: Tensor, attention_mask) -> Dict[str, Tensor]:
+        """``_masks`` as Tensor ops on the inputs (an exported graph computes them for its length)."""
+        mask = attention_mask.float() if isinstance(attention_mask, Tensor) else (input_ids * 0 + 1).float()
+        place = key_places(mask)
+        keys, queries = place.unsqueeze(1), place.unsqueeze(2)  # (B, 1, T), (B, T, 1)
+        near = ((queries - keys) <= self.window).float() * ((keys - queries) <= self.window).float()
+        allowed = mask.unsqueeze(1)  # (B, 1, T): the keys that are tokens
+        return {"full_attention": ((allowed - 1) * FLOAT32_MAX).unsqueeze(1),
+                "sliding_attention": ((near * allowed - 1) * FLOAT32_MAX).unsqueeze(1)}
+
+    def _run(self, x, real: Optional[np.ndarray], T: int, padded=None, gather=None, masks=None):
         """The layers over x: (B, T, E), or the real tokens (total, E) when ``padded`` / ``gather`` move a
         projection between the packed rows and the padded batch around attention."""
-        masks = self._masks(real, T)
+        masks = self._masks(real, T) if masks is None else masks
         tables = {kind: r.cos_sin_range(0, T) for kind, r in self.rotary.items()}
         for layer, kind in zip(self.layers, self.layer_types):
             qkv = layer.attn.Wqkv(layer.attn_norm(x))
@@ -157,7 +169,10 @@ class ModernBertModel(nn.Module):
         if T > self.max_tokens:
             raise ValueError(f"ModernBertModel: {T} tokens exceed max_position_embeddings {self.max_tokens}")
         real = mask_array(attention_mask, "ModernBertModel", (B, T))
-        return BertOutput(self._run(self.embeddings(ids), real, T), None)
+        masks = None
+        if isinstance(input_ids, Tensor) and grad_mode.recorder() is not None:
+            masks = self._graph_masks(input_ids, attention_mask)  # an export: the masks of the graph's length
+        return BertOutput(self._run(self.embeddings(ids), real, T, masks=masks), None)
 
     def encode_packed(self, sequences: Sequence[Sequence[int]], token_types=None) -> np.ndarray:
         """As ``BertModel.encode_packed``: the last hidden states of the real tokens, stacked (total, hidden); the
