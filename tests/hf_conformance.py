@@ -287,3 +287,23 @@ def check_lean_seq2seq_step(model, step_class, ids, mask, hook_module, *, steps=
         np.testing.assert_array_equal(generate(model, ids, max_new_tokens=new_tokens, attention_mask=mask), fast)
     finally:
         handle.remove()
+
+
+def tiny_bert_cross_encoder(path, corpus, max_len=None):
+    """A one-label BertForSequenceClassification (2 layers, 32 wide; torch seeded 0, initializer_range 0.5) with a
+    WordPiece tokenizer trained on ``corpus`` saved as BertTokenizerFast (pairs get [CLS] / [SEP] and token types),
+    written by transformers at ``path``: the cross-encoder of the rerank and classify tests."""
+    import torch
+    import transformers
+    from tokenizers import BertWordPieceTokenizer
+    path.mkdir()
+    tok = BertWordPieceTokenizer(lowercase=True)
+    tok.train_from_iterator(corpus, vocab_size=120)
+    tok.save(str(path / "tokenizer.json"))
+    transformers.BertTokenizerFast(  # as cross-encoders ship theirs: pairs get [CLS] / [SEP] and token types
+        tokenizer_file=str(path / "tokenizer.json"), model_max_length=max_len or 64).save_pretrained(path)
+    torch.manual_seed(0)
+    transformers.BertForSequenceClassification(transformers.BertConfig(
+        vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+        max_position_embeddings=64, num_labels=1, initializer_range=0.5)).save_pretrained(path)
+    return path

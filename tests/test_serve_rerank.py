@@ -16,6 +16,7 @@ pytest.importorskip("tokenizers")
 st = pytest.importorskip("sentence_transformers")
 transformers.logging.set_verbosity_error()
 
+from hf_conformance import tiny_bert_cross_encoder  # noqa: E402
 from serve_helpers import running_app  # noqa: E402
 
 from forgegrad.serve.encoder_app import EncoderServeConfig, create_encoder_app  # noqa: E402
@@ -27,18 +28,7 @@ CORPUS = ["hello world, a tiny corpus for a tiny tokenizer of sentences and word
 
 
 def _bert(path, max_len=None):
-    from tokenizers import BertWordPieceTokenizer
-    path.mkdir()
-    tok = BertWordPieceTokenizer(lowercase=True)
-    tok.train_from_iterator(CORPUS, vocab_size=120)
-    tok.save(str(path / "tokenizer.json"))
-    transformers.BertTokenizerFast(  # as cross-encoders ship theirs: pairs get [CLS] / [SEP] and token types
-        tokenizer_file=str(path / "tokenizer.json"), model_max_length=max_len or 64).save_pretrained(path)
-    torch.manual_seed(0)
-    transformers.BertForSequenceClassification(transformers.BertConfig(
-        vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
-        max_position_embeddings=64, num_labels=1, initializer_range=0.5)).save_pretrained(path)
-    return path
+    return tiny_bert_cross_encoder(path, CORPUS, max_len)
 
 
 def _xlmr(path):

@@ -22,8 +22,9 @@ def add_parser(sub):
                                    "served for text generation instead: OpenAI's POST /v1/completions (streaming "
                                    "with \"stream\": true), POST /v1/chat/completions, GET /v1/models, with up to "
                                    "--max-batch completions decoded together; an encoder directory (BERT, RoBERTa, "
-                                   "XLM-R; sentence-transformers models) for OpenAI's POST /v1/embeddings; a one-label "
-                                   "sequence classifier (a cross-encoder) for POST /v1/rerank.")
+                                   "XLM-R, ModernBERT; sentence-transformers models) for OpenAI's POST "
+                                   "/v1/embeddings; a one-label sequence classifier (a cross-encoder) for POST "
+                                   "/v1/rerank; one of several labels for POST /v1/classify.")
     p.add_argument("model", metavar="MODEL_DIR_OR_FILE", help="models root, model directory, checkpoint or .onnx")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")

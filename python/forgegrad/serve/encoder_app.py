@@ -1,5 +1,6 @@
 """The server of encoder checkpoints (``forgegrad serve ENCODER_DIR``): OpenAI's ``POST /v1/embeddings`` for an
-encoder (embeddings.py), the rerank API (``POST /v1/rerank``, ``/rerank``) for a cross-encoder (rerank.py); with
+encoder (embeddings.py), the rerank API (``POST /v1/rerank``, ``/rerank``) for a cross-encoder (rerank.py), the
+classify API (``POST /v1/classify``, ``/classify``) for a classifier of several labels (classify.py); with
 ``GET /v1/models``, ``/ping``, ``/health``, ``/metrics``. Requests waiting run through the model together
 (``EncoderQueue``)."""
 from __future__ import annotations
@@ -19,12 +20,16 @@ from .openai_routes import common_routes, log, not_found, ok, post_route, read_b
 
 
 def encoder_kind(path: str) -> Optional[str]:
-    """"embeddings" or "rerank" for a checkpoint directory this server takes, else None."""
-    from .embeddings import is_embedding_checkpoint
+    """"embeddings", "rerank" (a one-label classifier: a cross-encoder) or "classify" (a classifier of several
+    labels) for a checkpoint directory this server takes, else None."""
+    from .classify import labels_of
+    from .embeddings import is_embedding_checkpoint, read_json
     from .rerank import is_reranker_checkpoint
     if is_embedding_checkpoint(path):
         return "embeddings"
-    return "rerank" if is_reranker_checkpoint(path) else None
+    if not is_reranker_checkpoint(path):
+        return None
+    return "rerank" if labels_of(read_json(os.path.join(path, "config.json"), "config.json")) == 1 else "classify"
 
 
 class EncoderQueue:
@@ -112,14 +117,18 @@ def create_encoder_app(config: EncoderServeConfig):
     config.validate()
     kind = encoder_kind(config.model_path)
     if kind is None:
-        raise ValueError(f"{config.model_path!r} holds no encoder forgegrad serves (a BertModel / RobertaModel / "
-                         "XLMRobertaModel for embeddings, or a one-label *ForSequenceClassification for reranking)")
+        raise ValueError(f"{config.model_path!r} holds no encoder forgegrad serves (a BERT / RoBERTa / XLM-R / "
+                         "ModernBERT encoder for embeddings, or one of their *ForSequenceClassification models: "
+                         "reranking with one label, classification with several)")
     if kind == "embeddings":
         from .embeddings import Embedder as Worker
         routes_of = ("/v1/embeddings",)
-    else:
+    elif kind == "rerank":
         from .rerank import Reranker as Worker
         routes_of = ("/v1/rerank", "/rerank")
+    else:
+        from .classify import Classifier as Worker
+        routes_of = ("/v1/classify", "/classify")
     metrics = Metrics()
     name = config.model_name or os.path.basename(os.path.abspath(config.model_path).rstrip(os.sep))
     counted = metrics._pc.Counter("forgegrad_encoded_tokens", "tokens run through the encoder", ["model"],

@@ -33,7 +33,8 @@ _CLASSIFIERS = ("BertForSequenceClassification", "RobertaForSequenceClassificati
 
 
 def is_reranker_checkpoint(path: str) -> bool:
-    """Whether a checkpoint directory holds a sequence classifier that forgegrad serves as a reranker."""
+    """Whether a checkpoint directory holds a sequence classifier that forgegrad serves (one label: as a reranker,
+    several: at /v1/classify, classify.py)."""
     return checkpoint_kind(path)[0] in _CLASSIFIERS
 
 
