@@ -1,5 +1,5 @@
 """``POST /v1/classify`` on the real server for sequence classifiers of several labels that transformers wrote
-(BERT, ModernBERT): the probabilities and labels of transformers' text-classification pipeline, single- and
+(BERT, ModernBERT, DistilBERT): the probabilities and labels of transformers' text-classification pipeline, single- and
 multi-label; bad requests."""
 from __future__ import annotations
 
@@ -32,6 +32,10 @@ def _classifier(path, arch, problem_type=None):
                   initializer_range=0.5, problem_type=problem_type)
     if arch == "bert":
         model = transformers.BertForSequenceClassification(transformers.BertConfig(**common))
+    elif arch == "distilbert":
+        model = transformers.DistilBertForSequenceClassification(transformers.DistilBertConfig(
+            vocab_size=128, dim=32, n_layers=2, n_heads=4, hidden_dim=48, max_position_embeddings=64, id2label=LABELS,
+            label2id={v: k for k, v in LABELS.items()}, initializer_range=0.5, problem_type=problem_type))
     else:
         model = transformers.ModernBertForSequenceClassification(transformers.ModernBertConfig(
             local_attention=8, pad_token_id=0, bos_token_id=2, eos_token_id=3, cls_token_id=2, sep_token_id=3,
@@ -40,7 +44,7 @@ def _classifier(path, arch, problem_type=None):
     return path
 
 
-@pytest.mark.parametrize("arch,problem_type", [("bert", None), ("modernbert", None),
+@pytest.mark.parametrize("arch,problem_type", [("bert", None), ("modernbert", None), ("distilbert", None),
                                                ("bert", "multi_label_classification")])
 def test_probabilities_are_the_text_classification_pipeline_s(tmp_path, arch, problem_type):
     path = _classifier(tmp_path / "clf", arch, problem_type)

@@ -1,6 +1,6 @@
 """Text embeddings over HTTP: OpenAI's embeddings API for a Hugging Face encoder checkpoint (``BertModel``,
-``RobertaModel``, ``XLMRobertaModel``, ``ModernBertModel``, and the sentence-transformers models built on them,
-such as all-MiniLM-L6-v2 or paraphrase-multilingual-MiniLM-L12-v2).
+``RobertaModel``, ``XLMRobertaModel``, ``ModernBertModel``, ``DistilBertModel``, and the sentence-transformers models
+built on them, such as all-MiniLM-L6-v2 or paraphrase-multilingual-MiniLM-L12-v2).
 
     forgegrad serve ENCODER_DIR   (the app: encoder_app.py)
 
@@ -34,7 +34,7 @@ import numpy as np
 from .completion_request import CompletionError, bad, is_int, request_object, served_model
 
 MAX_INPUTS = 2048  # as OpenAI's
-_ENCODERS = ("BertModel", "RobertaModel", "XLMRobertaModel", "ModernBertModel")
+_ENCODERS = ("BertModel", "RobertaModel", "XLMRobertaModel", "ModernBertModel", "DistilBertModel")
 _FIELDS = {"input", "model", "encoding_format", "dimensions", "user"}
 # sentence-transformers' pooling modes; its older configs' flags, in the order it concatenates them
 _MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
@@ -60,9 +60,9 @@ def checkpoint_kind(path: str) -> Tuple[Optional[str], Optional[str]]:
 
 def is_embedding_checkpoint(path: str) -> bool:
     """Whether a checkpoint directory holds an encoder that forgegrad serves as embeddings (BERT, RoBERTa, XLM-R,
-    ModernBERT)."""
+    ModernBERT, DistilBERT)."""
     arch, model_type = checkpoint_kind(path)
-    return arch in _ENCODERS or model_type in ("bert", "roberta", "xlm-roberta", "modernbert")
+    return arch in _ENCODERS or model_type in ("bert", "roberta", "xlm-roberta", "modernbert", "distilbert")
 
 
 def read_json(path: str, what: str) -> object:

@@ -29,7 +29,8 @@ from .embeddings import checkpoint_kind, load_encoder, max_length
 MAX_DOCUMENTS = 1000
 _FIELDS = {"model", "query", "documents", "top_n", "return_documents", "user"}
 _CLASSIFIERS = ("BertForSequenceClassification", "RobertaForSequenceClassification",
-                "XLMRobertaForSequenceClassification", "ModernBertForSequenceClassification")
+                "XLMRobertaForSequenceClassification", "ModernBertForSequenceClassification",
+                "DistilBertForSequenceClassification")
 
 
 def is_reranker_checkpoint(path: str) -> bool:

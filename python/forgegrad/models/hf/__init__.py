@@ -7,7 +7,8 @@ directory written by transformers' ``save_pretrained`` (``config.json`` + safete
 
 Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``RobertaModel``, ``XLMRobertaModel``,
 ``BertForSequenceClassification``, ``RobertaForSequenceClassification``, ``XLMRobertaForSequenceClassification``,
-``ModernBertModel``, ``ModernBertForSequenceClassification``,
+``ModernBertModel``, ``ModernBertForSequenceClassification``, ``DistilBertModel``,
+``DistilBertForSequenceClassification``,
 ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``, ``Qwen3ForCausalLM``,
 ``Phi3ForCausalLM``, ``GemmaForCausalLM``, ``Gemma2ForCausalLM``, ``Gemma3ForCausalLM``, and the mixture-of-experts
 ``MixtralForCausalLM``, ``Qwen2MoeForCausalLM``, ``Qwen3MoeForCausalLM``, and the encoder-decoders
@@ -34,6 +35,7 @@ from .generation import generate
 from .gemma2 import Gemma2ForCausalLM, Gemma3ForCausalLM, GemmaForCausalLM
 from .gpt2 import GPT2LMHeadModel
 from .llama import LlamaForCausalLM, MistralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
+from .distilbert import DistilBertForSequenceClassification, DistilBertModel
 from .modernbert import ModernBertForSequenceClassification, ModernBertModel
 from .moe import MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM
 from .onnx_export import export_with_past, generate_onnx
@@ -45,7 +47,7 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "ARCHITECTURES",
            "GPT2LMHeadModel", "BertModel", "RobertaModel", "XLMRobertaModel", "BertForSequenceClassification",
            "RobertaForSequenceClassification", "XLMRobertaForSequenceClassification", "ModernBertModel",
-           "ModernBertForSequenceClassification",
+           "ModernBertForSequenceClassification", "DistilBertModel", "DistilBertForSequenceClassification",
            "LlamaForCausalLM", "MistralForCausalLM",
            "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM",
            "Gemma3ForCausalLM", "GemmaForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
@@ -55,7 +57,7 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
 ARCHITECTURES = {cls.architecture: cls for cls in
                  (GPT2LMHeadModel, BertModel, RobertaModel, XLMRobertaModel, BertForSequenceClassification,
                   RobertaForSequenceClassification, XLMRobertaForSequenceClassification, ModernBertModel,
-                  ModernBertForSequenceClassification,
+                  ModernBertForSequenceClassification, DistilBertModel, DistilBertForSequenceClassification,
                   LlamaForCausalLM, MistralForCausalLM,
                   Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM,
                   Gemma3ForCausalLM, GemmaForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM,
@@ -63,7 +65,7 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   MBartForConditionalGeneration, M2M100ForConditionalGeneration)}
 # model_type -> class, for configs that do not list their architecture
 _BY_TYPE = {"gpt2": GPT2LMHeadModel, "bert": BertModel, "roberta": RobertaModel, "xlm-roberta": XLMRobertaModel,
-            "modernbert": ModernBertModel,
+            "modernbert": ModernBertModel, "distilbert": DistilBertModel,
             "llama": LlamaForCausalLM, "mistral": MistralForCausalLM,
             "qwen2": Qwen2ForCausalLM, "qwen3": Qwen3ForCausalLM, "phi3": Phi3ForCausalLM,
             "gemma": GemmaForCausalLM, "gemma2": Gemma2ForCausalLM, "gemma3_text": Gemma3ForCausalLM,
@@ -90,6 +92,7 @@ def _architecture(cfg: dict, path: str):
                           f"{', '.join(ARCHITECTURES)}")
 
 
+_DISTILBERT_KEYS = ("vocab_size", "dim", "n_layers", "n_heads", "hidden_dim", "max_position_embeddings")
 _SEQ2SEQ_KEYS = ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
                  "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings")
 
@@ -105,6 +108,7 @@ def _required(cfg: dict, cls, path: str) -> None:
                                           "shared_expert_intermediate_size"),
             Qwen3MoeForCausalLM: llama + ("num_experts_per_tok", "moe_intermediate_size"),
             T5ForConditionalGeneration: ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads"),
+            DistilBertModel: _DISTILBERT_KEYS, DistilBertForSequenceClassification: _DISTILBERT_KEYS,
             BartForConditionalGeneration: _SEQ2SEQ_KEYS, MarianMTModel: _SEQ2SEQ_KEYS,
             MBartForConditionalGeneration: _SEQ2SEQ_KEYS, M2M100ForConditionalGeneration: _SEQ2SEQ_KEYS,
             }.get(cls, ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
@@ -195,7 +199,7 @@ def save_pretrained(model, path) -> None:
         raise TypeError(f"save_pretrained: the model holds {', '.join(quantized)} layers, which Hugging Face "
                         "checkpoints do not describe; save the float32 model (from_pretrained(DIR) without "
                         "dtype, before quantize_weight_only), or its state_dict with forgegrad.save")
-    cfg = dict(model.config)
+    cfg = dict(getattr(model, "hf_config", model.config))  # a model built on another's config keeps its own
     cfg["architectures"] = [model.architecture]
     cfg.setdefault("model_type", getattr(model, "model_type", "bert"))
     write_checkpoint(path, cfg, model.to_hf(), getattr(model, "generation_config", None))
