@@ -10,6 +10,8 @@ wrote the checkpoint. Each test file keeps its own models, inputs and tolerances
     check_lean_decode_step        the lean decode step of the last token equals the Tensor forward's last row
     check_greedy_by_hand          generate equals greedy decoding by hand with the model's own forward
     counting_lean_prefill         a context that records each LeanDecoder.prefill call
+    padded_batch                  random right-padded token rows and their attention mask (the encoder tests)
+    check_encoder_export          an encoder's ONNX export gives transformers' hidden states in onnxruntime
     save_checkpoints              the body of a module's checkpoints fixture: transformers models saved by name
     seq2seq_logits                a transformers encoder-decoder's logits for (input, mask, decoder input) arrays
     seq2seq_gradients             both sides' parameter gradients of a weighted sum of the logits (transformers
@@ -307,3 +309,33 @@ def tiny_bert_cross_encoder(path, corpus, max_len=None):
         vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
         max_position_embeddings=64, num_labels=1, initializer_range=0.5)).save_pretrained(path)
     return path
+
+
+def padded_batch(lengths, vocab: int, pad: int = 0, low: int = 3, seed: int = 3):
+    """(ids, attention_mask) of random token rows of ``lengths`` (ids in [low, vocab)), right-padded with ``pad``."""
+    rng = np.random.RandomState(seed)
+    ids = np.full((len(lengths), max(lengths)), pad, np.int64)
+    mask = np.zeros_like(ids)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = rng.randint(low, vocab, n)
+        mask[i, :n] = 1
+    return ids, mask
+
+
+def check_encoder_export(model, hf, path, batches):
+    """Export ``model`` (an encoder of input_ids, dynamic batch and length) to ``path`` and check that onnxruntime
+    gives transformers' (``hf``'s) last hidden states on each of ``batches``."""
+    import onnxruntime as ort
+    import torch
+
+    from forgegrad.onnx import export
+    report = export(model, np.arange(3, 10, dtype=np.int64)[None], str(path),
+                    dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}},
+                    rtol=1e-4, atol=1e-5)  # hidden states of size ~3 (initializer_range 0.3)
+    assert report.ok, report
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for ids in batches:
+        got = sess.run(None, {sess.get_inputs()[0].name: ids})[0]
+        with torch.no_grad():
+            ref = hf(torch.tensor(ids)).last_hidden_state.numpy()
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)

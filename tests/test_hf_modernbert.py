@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from forgegrad.models import from_pretrained
+from hf_conformance import check_encoder_export, padded_batch
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -26,16 +27,6 @@ def _config(**kw):
     return transformers.ModernBertConfig(**cfg)
 
 
-def _batch():
-    rng = np.random.RandomState(3)
-    ids = np.zeros((len(LENGTHS), max(LENGTHS)), np.int64)
-    mask = np.zeros_like(ids)
-    for i, n in enumerate(LENGTHS):
-        ids[i, :n] = rng.randint(3, VOCAB, n)
-        mask[i, :n] = 1
-    return ids, mask
-
-
 @pytest.mark.parametrize("layout", ["transformers5", "older"])
 def test_hidden_states_match_transformers(tmp_path, layout):
     torch.manual_seed(0)
@@ -47,7 +38,7 @@ def test_hidden_states_match_transformers(tmp_path, layout):
             cfg.pop(key, None)
         cfg.update(global_attn_every_n_layers=3, global_rope_theta=160000.0, local_rope_theta=10000.0)
         (tmp_path / "config.json").write_text(json.dumps(cfg))
-    ids, mask = _batch()
+    ids, mask = padded_batch(LENGTHS, VOCAB)
     with torch.no_grad():
         ref = hf(torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
     model = from_pretrained(tmp_path)
@@ -67,7 +58,7 @@ def test_sequence_classifier_matches_transformers(tmp_path, pooling):
     torch.manual_seed(0)
     hf = transformers.ModernBertForSequenceClassification(_config(num_labels=1, classifier_pooling=pooling)).eval()
     hf.save_pretrained(tmp_path)
-    ids, mask = _batch()
+    ids, mask = padded_batch(LENGTHS, VOCAB)
     with torch.no_grad():
         ref = hf(torch.tensor(ids), attention_mask=torch.tensor(mask)).logits.numpy()
     model = from_pretrained(tmp_path)
@@ -94,19 +85,9 @@ def test_onnx_export_computes_the_masks_in_the_graph(tmp_path):
     """The sliding layers' window and the padding come from the graph's inputs: onnxruntime gives transformers'
     hidden states at lengths inside and past the window."""
     pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
-    from forgegrad.onnx import export
+    pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     hf = transformers.ModernBertModel(_config()).eval()
     hf.save_pretrained(tmp_path / "ckpt")
-    report = export(from_pretrained(tmp_path / "ckpt"), np.arange(3, 10, dtype=np.int64)[None],
-                    str(tmp_path / "m.onnx"), dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}},
-                    rtol=1e-4, atol=1e-5)  # hidden states of size ~3 (initializer_range 0.3)
-    assert report.ok, report
-    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
-    for shape in ((1, 3), (3, 17), (2, 40)):
-        ids = np.random.RandomState(sum(shape)).randint(3, VOCAB, shape).astype(np.int64)
-        got = sess.run(None, {sess.get_inputs()[0].name: ids})[0]
-        with torch.no_grad():
-            ref = hf(torch.tensor(ids)).last_hidden_state.numpy()
-        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    batches = [np.random.RandomState(sum(s)).randint(3, VOCAB, s).astype(np.int64) for s in ((1, 3), (3, 17), (2, 40))]
+    check_encoder_export(from_pretrained(tmp_path / "ckpt"), hf, tmp_path / "m.onnx", batches)

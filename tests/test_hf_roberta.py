@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from forgegrad.models import from_pretrained
+from hf_conformance import check_encoder_export, padded_batch
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -23,23 +24,13 @@ def _config(cls, **kw):
     return cls(**cfg)
 
 
-def _batch():
-    rng = np.random.RandomState(3)
-    ids = np.ones((len(LENGTHS), max(LENGTHS)), np.int64)  # padded with pad_token_id (1)
-    mask = np.zeros_like(ids)
-    for i, n in enumerate(LENGTHS):
-        ids[i, :n] = rng.randint(3, VOCAB, n)
-        mask[i, :n] = 1
-    return ids, mask
-
-
 @pytest.mark.parametrize("arch", ["RobertaModel", "XLMRobertaModel"])
 def test_outputs_match_transformers_on_a_padded_batch(tmp_path, arch):
     torch.manual_seed(0)
     config_cls = transformers.RobertaConfig if arch == "RobertaModel" else transformers.XLMRobertaConfig
     hf = getattr(transformers, arch)(_config(config_cls)).eval()
     hf.save_pretrained(tmp_path)
-    ids, mask = _batch()
+    ids, mask = padded_batch(LENGTHS, VOCAB, pad=1)
     with torch.no_grad():
         ref = hf(torch.tensor(ids), attention_mask=torch.tensor(mask))
     model = from_pretrained(tmp_path)
@@ -63,7 +54,7 @@ def test_a_checkpoint_without_its_pooler_loads_without_one(tmp_path):
     torch.manual_seed(0)
     hf = transformers.RobertaModel(_config(transformers.RobertaConfig), add_pooling_layer=False).eval()
     hf.save_pretrained(tmp_path)
-    ids, mask = _batch()
+    ids, mask = padded_batch(LENGTHS, VOCAB, pad=1)
     with torch.no_grad():
         ref = hf(torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
     model = from_pretrained(tmp_path)
@@ -78,23 +69,13 @@ def test_onnx_export_computes_the_positions_in_the_graph(tmp_path, arch):
     """The position rows come from the ids in the graph: onnxruntime gives transformers' hidden states at other
     batch sizes and lengths, padding ids included (their rows stay at pad_token_id's)."""
     pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
-    from forgegrad.onnx import export
+    pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     config_cls = transformers.RobertaConfig if arch == "RobertaModel" else transformers.XLMRobertaConfig
     hf = getattr(transformers, arch)(_config(config_cls)).eval()
     hf.save_pretrained(tmp_path / "ckpt")
-    report = export(from_pretrained(tmp_path / "ckpt"), np.arange(3, 10, dtype=np.int64)[None],
-                    str(tmp_path / "m.onnx"), dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}},
-                    rtol=1e-4, atol=1e-5)  # hidden states of size ~3 (initializer_range 0.3)
-    assert report.ok, report
-    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
-    ids, _ = _batch()  # padded with pad_token_id
-    for batch in (ids, ids[:1, :3]):
-        got = sess.run(None, {sess.get_inputs()[0].name: batch})[0]
-        with torch.no_grad():
-            ref = hf(torch.tensor(batch)).last_hidden_state.numpy()
-        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    ids, _ = padded_batch(LENGTHS, VOCAB, pad=1)  # padded with pad_token_id
+    check_encoder_export(from_pretrained(tmp_path / "ckpt"), hf, tmp_path / "m.onnx", [ids, ids[:1, :3]])
 
 
 def test_save_pretrained_round_trip_loads_in_transformers(tmp_path):
@@ -104,7 +85,7 @@ def test_save_pretrained_round_trip_loads_in_transformers(tmp_path):
     save_pretrained(from_pretrained(tmp_path / "a"), tmp_path / "b")
     back = transformers.AutoModel.from_pretrained(tmp_path / "b").eval()
     assert type(back).__name__ == "XLMRobertaModel"
-    ids, mask = _batch()
+    ids, mask = padded_batch(LENGTHS, VOCAB, pad=1)
     with torch.no_grad():
         a = transformers.XLMRobertaModel.from_pretrained(tmp_path / "a").eval()(torch.tensor(ids),
                                                                                 attention_mask=torch.tensor(mask))
@@ -124,7 +105,7 @@ def test_sequence_classifiers_match_transformers(tmp_path, arch, labels):
     extra = {"type_vocab_size": 2} if arch.startswith("Bert") else {}
     hf = getattr(transformers, arch)(_config(config_cls, num_labels=labels, **extra)).eval()
     hf.save_pretrained(tmp_path)
-    ids, mask = _batch()
+    ids, mask = padded_batch(LENGTHS, VOCAB, pad=1)
     types = np.zeros_like(ids)
     if arch.startswith("Bert"):
         types[:, 3:] = mask[:, 3:]  # a second text from token 3 on
