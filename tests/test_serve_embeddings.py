@@ -266,3 +266,42 @@ def test_bfloat16_and_int8_weights_give_the_vectors_to_their_rounding(bert_dir, 
     cosine = (got * want).sum(1)  # both normalized
     assert cosine.min() > 0.9999, cosine
     assert np.abs(got - want).max() > 1e-6  # the weights were rounded: the check can fail
+
+
+def test_decoder_embedding_model_last_token_pooled(tmp_path):
+    """A decoder saved as its base model (transformers' Qwen3Model: no LM head), last-token pooled and normalized
+    as sentence-transformers saves a Qwen3-Embedding-style model: encode's vectors; the base model saves back as
+    one; a tokenizer with a chat template (which sentence-transformers 6 renders texts with) is refused."""
+    from hf_conformance import chat_tokenizer
+
+    from forgegrad.models import from_pretrained
+    from forgegrad.models.hf import save_pretrained
+    tok = chat_tokenizer("{{ messages }}")
+    tok.pad_token, tok.chat_template = "<|im_end|>", None
+    tok.save_pretrained(tmp_path / "base")
+    torch.manual_seed(0)
+    hf = transformers.Qwen3Model(transformers.Qwen3Config(
+        vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=48, max_position_embeddings=128, head_dim=8)).eval()
+    hf.save_pretrained(tmp_path / "base")
+    model = _sentence_transformer(tmp_path / "base", tmp_path / "st", "lasttoken", True)
+    want = model.encode(TEXTS, convert_to_numpy=True)
+    with running_app(create_encoder_app(EncoderServeConfig(str(tmp_path / "st")))) as url, \
+            httpx.Client(base_url=url, timeout=60) as c:
+        vectors = np.array([d["embedding"] for d in _post(c, {"input": TEXTS})["data"]], np.float32)
+    np.testing.assert_allclose(vectors, want, rtol=1e-4, atol=2e-5)
+    base = from_pretrained(tmp_path / "base")
+    with pytest.raises(ValueError, match="base model without an LM head"):
+        base(np.array([[5, 6]]))
+    save_pretrained(base, tmp_path / "again")
+    back = transformers.AutoModel.from_pretrained(tmp_path / "again").eval()
+    ids = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():
+        np.testing.assert_array_equal(back(ids).last_hidden_state.numpy(), hf(ids).last_hidden_state.numpy())
+    chat = tmp_path / "chat"
+    tok.chat_template = "{{ messages }}"
+    tok.save_pretrained(tmp_path / "base")
+    _sentence_transformer(tmp_path / "base", chat, "lasttoken", True)
+    from forgegrad.serve.embeddings import Embedder
+    with pytest.raises(ValueError, match="'message' modality"):
+        Embedder(str(chat))

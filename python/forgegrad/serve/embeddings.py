@@ -34,7 +34,9 @@ import numpy as np
 from .completion_request import CompletionError, bad, is_int, request_object, served_model
 
 MAX_INPUTS = 2048  # as OpenAI's
-_ENCODERS = ("BertModel", "RobertaModel", "XLMRobertaModel", "ModernBertModel", "DistilBertModel")
+_ENCODERS = ("BertModel", "RobertaModel", "XLMRobertaModel", "ModernBertModel", "DistilBertModel",
+             # decoders saved as base models: decoder embedding models (Qwen3-Embedding), last-token pooled
+             "LlamaModel", "MistralModel", "Qwen2Model", "Qwen3Model")
 _FIELDS = {"input", "model", "encoding_format", "dimensions", "user"}
 # sentence-transformers' pooling modes; its older configs' flags, in the order it concatenates them
 _MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
@@ -87,6 +89,17 @@ def _pooling_modes(cfg) -> Tuple[str, ...]:
         raise ValueError(f"the Pooling module's pooling_mode must be one or more of {', '.join(_MODES)}, "
                          f"got {cfg.get('pooling_mode')!r}")
     return tuple(modes)
+
+
+def _check_modalities(path: str) -> None:
+    """sentence-transformers 6 feeds a text through the chat template when the directory's Transformer module lists
+    the "message" modality (a tokenizer with a chat template): not done here yet, so refused rather than embedding
+    other tokens."""
+    file = os.path.join(path, "sentence_bert_config.json")
+    cfg = read_json(file, "sentence_bert_config.json") if os.path.isfile(file) else {}
+    if isinstance(cfg, dict) and "message" in (cfg.get("modality_config") or {}):
+        raise ValueError("sentence_bert_config.json lists the 'message' modality (texts rendered with the chat "
+                         "template before tokenizing), which forgegrad does not run yet")
 
 
 def max_length(path: str) -> Optional[int]:
@@ -164,6 +177,7 @@ class Embedder:
     def __init__(self, path: str, weights: str = "float32", max_batch: int = 32):
         from ..models.hf.tokenizer import load_tokenizer
         self.model = load_encoder(path, weights)
+        _check_modalities(path)
         self.modes, self.normalize, max_len = read_pipeline(path)
         cfg = self.model.config
         self.context = int(min(self.model.max_tokens, max_len or self.model.max_tokens))

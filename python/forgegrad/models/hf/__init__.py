@@ -78,13 +78,17 @@ _BY_TYPE = {"gpt2": GPT2LMHeadModel, "bert": BertModel, "roberta": RobertaModel,
 
 # architectures that are another one's under a different name
 _ALIASES = {"MT5ForConditionalGeneration": T5ForConditionalGeneration}
+# decoders saved without their LM head (transformers' base models, as sentence-transformers saves a decoder embedding
+# model such as Qwen3-Embedding): their weights lack the "model." prefix; they give hidden states, not logits
+_BASE_DECODERS = {"LlamaModel": LlamaForCausalLM, "MistralModel": MistralForCausalLM, "Qwen2Model": Qwen2ForCausalLM,
+                  "Qwen3Model": Qwen3ForCausalLM}
 
 
 def _architecture(cfg: dict, path: str):
     names = cfg.get("architectures") or []
     for name in names:
-        if name in ARCHITECTURES or name in _ALIASES:
-            return ARCHITECTURES.get(name) or _ALIASES[name]
+        if name in ARCHITECTURES or name in _ALIASES or name in _BASE_DECODERS:
+            return ARCHITECTURES.get(name) or _ALIASES.get(name) or _BASE_DECODERS[name]
     if not names and cfg.get("model_type") in _BY_TYPE:
         return _BY_TYPE[cfg["model_type"]]
     got = ", ".join(map(str, names)) or f"model_type {cfg.get('model_type')!r}"
@@ -172,6 +176,9 @@ def from_pretrained(path, dtype="float32"):
     _required(cfg, cls, path)
     with device("meta"):  # parameters without memory: the checkpoint's arrays take their place below
         model = cls(cfg)
+    base = next((n for n in cfg.get("architectures") or [] if n in _BASE_DECODERS), None)
+    if base is not None:
+        model.headless(base)
     raw = read_weights(path, keep_bfloat16=want == BFLOAT16)
     if want == BFLOAT16:
         raw = widen_unless_linear_weights(raw)
@@ -200,6 +207,6 @@ def save_pretrained(model, path) -> None:
                         "checkpoints do not describe; save the float32 model (from_pretrained(DIR) without "
                         "dtype, before quantize_weight_only), or its state_dict with forgegrad.save")
     cfg = dict(getattr(model, "hf_config", model.config))  # a model built on another's config keeps its own
-    cfg["architectures"] = [model.architecture]
+    cfg["architectures"] = [getattr(model, "architecture_name", model.architecture)]
     cfg.setdefault("model_type", getattr(model, "model_type", "bert"))
     write_checkpoint(path, cfg, model.to_hf(), getattr(model, "generation_config", None))

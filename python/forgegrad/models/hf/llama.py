@@ -117,6 +117,20 @@ class LlamaForCausalLM(nn.Module):
         if not self.tied:
             self.lm_head = nn.Linear(c["hidden_size"], c["vocab_size"], bias=False)
 
+    base_name = None  # a base model's checkpoint (no LM head): its architecture's name (headless)
+
+    def headless(self, architecture: str) -> None:
+        """Make this a base model (transformers' ``Qwen3Model``, ...): no LM head, weights named without the
+        ``model.`` prefix; ``encode_packed`` gives its hidden states, ``forward`` refuses (there are no logits)."""
+        self.base_name = architecture
+        self.tied = False
+        if "lm_head" in self._modules:
+            del self._modules["lm_head"]
+
+    @property
+    def architecture_name(self) -> str:
+        return self.base_name or self.architecture
+
     def _build_model(self, cfg: dict) -> nn.Module:
         """The decoder stack: ``embed_tokens``, ``layers`` (each called as layer(x, cos, sin, mask, cache, i)),
         ``norm``."""
@@ -184,6 +198,9 @@ class LlamaForCausalLM(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, cache: Optional[KVCache] = None,
                 logits_to_keep: int = 0):
+        if self.base_name is not None:
+            raise ValueError(f"{self.base_name} is a base model without an LM head: it gives hidden states "
+                             "(encode_packed), not logits")
         ids = ids_array(input_ids, "LlamaForCausalLM", self.vocab_size)
         B, T = ids.shape
         past = cache.length if cache is not None else 0
@@ -195,6 +212,14 @@ class LlamaForCausalLM(nn.Module):
             return self._export_forward(input_ids, attention_mask, position_ids, cache, logits_to_keep)
         if past == 0 and self.fused_prefill and not self.windows_matter(T) and lean_prefill(self, pad, position_ids, T):
             return Tensor._wrap(LeanDecoder(self).prefill(ids, cache, logits_to_keep))
+        x = self._stack(ids, pad, past, position_ids, cache)
+        if logits_to_keep:  # the LM head on the last positions only (generate needs the last one)
+            x = x[:, -logits_to_keep:]
+        return self._finish(F.linear(x, self.model.embed_tokens.weight) if self.tied else self.lm_head(x))
+
+    def _stack(self, ids: np.ndarray, pad, past: int, position_ids, cache) -> Tensor:
+        """The decoder stack's normed output (B, T, hidden) for ``ids`` after ``past`` cached tokens."""
+        T = ids.shape[1]
         if position_ids is None:
             tables = self.per_layer(lambda r: r.cos_sin_range(past, T))
         else:
@@ -207,9 +232,34 @@ class LlamaForCausalLM(nn.Module):
         x = self.model.norm(x)
         if cache is not None:
             cache.advance(T)
-        if logits_to_keep:  # the LM head on the last positions only (generate needs the last one)
-            x = x[:, -logits_to_keep:]
-        return self._finish(F.linear(x, self.model.embed_tokens.weight) if self.tied else self.lm_head(x))
+        return x
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.max_positions)
+
+    def encode_packed(self, sequences, token_types=None) -> np.ndarray:
+        """The last layer's normed hidden states of the tokens of ``sequences`` (token-id lists of any lengths),
+        stacked (total tokens, hidden): what a decoder embedding model (Qwen3-Embedding, as sentence-transformers
+        runs it) pools. The batch is right-padded with no mask: a causal model's tokens never see the padding after
+        them. Eval mode only, no graph."""
+        from ...autograd import no_grad
+        if self.training:
+            raise RuntimeError(f"{type(self).__name__}.encode_packed: inference only; call model.eval() first")
+        rows = [ids_array(np.asarray(q, np.int64)[None], f"{type(self).__name__}.encode_packed", self.vocab_size)[0]
+                for q in sequences]
+        if not rows:
+            raise ValueError(f"{type(self).__name__}.encode_packed: sequences must hold at least one sequence")
+        lengths = np.array([len(r) for r in rows])
+        T = int(lengths.max())
+        if T > self.max_tokens:
+            raise ValueError(f"{type(self).__name__}: {T} tokens exceed max_position_embeddings {self.max_tokens}")
+        ids = np.zeros((len(rows), T), np.int64)
+        for i, r in enumerate(rows):
+            ids[i, :len(r)] = r
+        with no_grad():
+            hidden = self._stack(ids, None, 0, None, None).numpy()
+        return hidden[np.arange(T)[None, :] < lengths[:, None]]
 
     def forward_graph(self, input_ids: Tensor, position_ids: Tensor, biases: dict, cache,
                       logits_to_keep: int = 0) -> Tensor:
@@ -239,10 +289,16 @@ class LlamaForCausalLM(nn.Module):
 
     @staticmethod
     def from_hf(tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        return {k: v for k, v in tensors.items() if not k.endswith("rotary_emb.inv_freq")}
+        out = {k: v for k, v in tensors.items() if not k.endswith("rotary_emb.inv_freq")}
+        if out and not any(k.startswith("model.") for k in out):  # a base model's names (Qwen3Model, ...)
+            out = {("model." + k): v for k, v in out.items()}
+        return out
 
     def to_hf(self) -> Dict[str, np.ndarray]:
-        return {k: t.numpy() for k, t in self.state_dict().items()}
+        state = {k: t.numpy() for k, t in self.state_dict().items()}
+        if self.base_name is not None:
+            state = {(k[6:] if k.startswith("model.") else k): v for k, v in state.items()}
+        return state
 
 
 def _window(cfg: dict, who: str) -> Optional[int]:
