@@ -79,6 +79,15 @@ def test_scores_are_cross_encoder_predict(tmp_path, make, max_len):
         two = c.post("/rerank", json={"query": QUERY, "documents": [{"text": d} for d in DOCS], "top_n": 2,
                                       "return_documents": False}).json()["results"]
         assert [x["index"] for x in two] == best[:2] and all("document" not in x for x in two)
+        # the score API (vLLM's): one text against a list, and two lists pair by pair, in the request's order
+        scored = c.post("/v1/score", json={"text_1": QUERY, "text_2": DOCS}).json()
+        assert scored["object"] == "list" and [d["index"] for d in scored["data"]] == list(range(len(DOCS)))
+        np.testing.assert_allclose([d["score"] for d in scored["data"]], want, rtol=1e-4, atol=1e-5)
+        zipped = c.post("/score", json={"text_1": [QUERY, DOCS[0]], "text_2": [DOCS[1], QUERY]}).json()["data"]
+        np.testing.assert_allclose([d["score"] for d in zipped], CrossEncoder(str(path), device="cpu").predict(
+            [(QUERY, DOCS[1]), (DOCS[0], QUERY)]), rtol=1e-4, atol=1e-5)
+        r = c.post("/v1/score", json={"text_1": [QUERY, QUERY], "text_2": DOCS})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "text_2"
 
 
 def test_bad_requests_get_400_naming_the_field(tmp_path):

@@ -1,5 +1,6 @@
 """The server of encoder checkpoints (``forgegrad serve ENCODER_DIR``): OpenAI's ``POST /v1/embeddings`` for an
-encoder (embeddings.py), the rerank API (``POST /v1/rerank``, ``/rerank``) for a cross-encoder (rerank.py), the
+encoder (embeddings.py), the rerank and score APIs (``POST /v1/rerank``, ``/rerank``, ``/v1/score``, ``/score``) for a
+cross-encoder (rerank.py), the
 classify API (``POST /v1/classify``, ``/classify``) for a classifier of several labels (classify.py); with
 ``GET /v1/models``, ``/ping``, ``/health``, ``/metrics``. Requests waiting run through the model together
 (``EncoderQueue``)."""
@@ -125,7 +126,7 @@ def create_encoder_app(config: EncoderServeConfig):
         routes_of = ("/v1/embeddings",)
     elif kind == "rerank":
         from .rerank import Reranker as Worker
-        routes_of = ("/v1/rerank", "/rerank")
+        routes_of = ("/v1/rerank", "/rerank", "/v1/score", "/score")
     else:
         from .classify import Classifier as Worker
         routes_of = ("/v1/classify", "/classify")
@@ -151,7 +152,9 @@ def create_encoder_app(config: EncoderServeConfig):
 
     async def answer(request):
         body = await read_body(request, config.max_body_bytes)
-        obj, tokens = await state["worker"].answer(body, name, run)
+        worker = state["worker"]
+        respond = worker.score if request.url.path.endswith("/score") else worker.answer
+        obj, tokens = await respond(body, name, run)
         counted.inc(tokens)
         return ok(obj)
 

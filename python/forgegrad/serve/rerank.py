@@ -9,6 +9,8 @@ rerank API's shape (Cohere's, Jina's and vLLM's).
                                       "top_n": k, "return_documents": true, "model": ...}
     -> {"id": "rerank-...", "model": ..., "usage": {"total_tokens": ...},
         "results": [{"index": i, "relevance_score": s, "document": {"text": ...}}, ...]}   (best first)
+    POST /v1/score  (and /score)  {"text_1": "..." or [...], "text_2": "..." or [...]}   (vLLM's)
+    -> {"id": "score-...", "object": "list", "data": [{"index": i, "object": "score", "score": s}, ...], ...}
 
 Each document is scored paired with the query as sentence-transformers' ``CrossEncoder.predict`` scores it: the
 tokenizer joins the pair ([CLS] query [SEP] document [SEP], the document's tokens of type 1; RoBERTa's <s> query
@@ -18,6 +20,7 @@ names another (``sentence_transformers.activation_fn``, or the older ``sbert_ce_
 """
 from __future__ import annotations
 
+import time
 import uuid
 from typing import List, Optional, Tuple
 
@@ -83,6 +86,15 @@ class Reranker:
             out[rows] = 1.0 / (1.0 + np.exp(-logits.astype(np.float64))) if self.sigmoid else logits
         return out
 
+    async def score(self, body: bytes, name: str, run) -> Tuple[dict, int]:
+        """The score API's answer (vLLM's ``/v1/score``): each text pair's score, in the request's order."""
+        pairs = [self.tokenizer.encode_pair(a, b, self.context) for a, b in parse_score(body, name)]
+        scores = await run(pairs)
+        tokens = sum(len(p[0]) for p in pairs)
+        return {"id": "score-" + uuid.uuid4().hex, "object": "list", "created": int(time.time()), "model": name,
+                "data": [{"index": i, "object": "score", "score": float(s)} for i, s in enumerate(scores)],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, tokens
+
     async def answer(self, body: bytes, name: str, run) -> Tuple[dict, int]:
         query, documents, top_n, return_documents = parse(body, name)
         pairs = [self.tokenizer.encode_pair(query, d, self.context) for d in documents]
@@ -97,6 +109,28 @@ class Reranker:
         tokens = sum(len(p[0]) for p in pairs)
         return {"id": "rerank-" + uuid.uuid4().hex, "model": name, "results": results,
                 "usage": {"total_tokens": tokens}}, tokens
+
+
+def _texts(obj: dict, key: str) -> List[str]:
+    v = obj.get(key)
+    texts = [v] if isinstance(v, str) else v
+    if not isinstance(texts, list) or not texts or len(texts) > MAX_DOCUMENTS or not all(
+            isinstance(t, str) and t for t in texts):
+        raise bad(key, f"a non-empty string or a list of up to {MAX_DOCUMENTS} of them", v)
+    return texts
+
+
+def parse_score(body: bytes, served_name: str) -> List[Tuple[str, str]]:
+    """The (text_1, text_2) pairs of a score request (vLLM's): one text against each of a list, or two lists of
+    the same length pair by pair."""
+    obj = request_object(body, {"model", "text_1", "text_2", "user"}, {})
+    served_model(obj, served_name)
+    first, second = _texts(obj, "text_1"), _texts(obj, "text_2")
+    if len(first) == 1:
+        first = first * len(second)
+    if len(first) != len(second):
+        raise bad("text_2", f"one text, or as many texts as text_1 ({len(first)})", obj.get("text_2"))
+    return list(zip(first, second))
 
 
 def parse(body: bytes, served_name: str) -> Tuple[str, List[str], int, bool]:
