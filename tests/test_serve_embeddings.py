@@ -87,6 +87,10 @@ def test_vectors_are_sentence_transformers_encode(bert_dir, tmp_path, modes, nor
         decoded = np.array([np.frombuffer(base64.b64decode(d["embedding"]), "<f4") for d in by_ids])
         np.testing.assert_allclose(decoded, want, rtol=1e-4, atol=2e-5)
         assert _post(c, {"input": ids[0]})["data"][0]["embedding"] == pytest.approx(list(want[0]), abs=2e-5)
+        # the score API: the cosine similarity of each pair's vectors
+        scored = c.post("/v1/score", json={"text_1": TEXTS[0], "text_2": TEXTS}).json()["data"]
+        unit = want / np.linalg.norm(want, axis=1, keepdims=True)
+        np.testing.assert_allclose([d["score"] for d in scored], unit @ unit[0], rtol=1e-4, atol=1e-5)
 
 
 def test_xlm_roberta_sentence_transformer(tmp_path):

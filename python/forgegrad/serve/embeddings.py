@@ -192,6 +192,25 @@ class Embedder:
     async def answer(self, body: bytes, name: str, run) -> Tuple[dict, int]:
         return await embeddings_answer(self, body, name, run)
 
+    async def score(self, body: bytes, name: str, run) -> Tuple[dict, int]:
+        """The score API's answer (vLLM's ``/v1/score``) for an embedding model: each text pair's cosine similarity,
+        in the request's order."""
+        import time
+        import uuid
+
+        from .rerank import parse_score
+        pairs = parse_score(body, name)
+        texts = list(dict.fromkeys(t for pair in pairs for t in pair))  # each distinct text embedded once
+        ids = [self.token_ids(t, i) for i, t in enumerate(texts)]
+        vectors = np.asarray(await run(ids), np.float64)
+        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        row = {t: i for i, t in enumerate(texts)}
+        tokens = sum(len(x) for x in ids)
+        data = [{"index": i, "object": "score", "score": float(unit[row[a]] @ unit[row[b]])}
+                for i, (a, b) in enumerate(pairs)]
+        return {"id": "score-" + uuid.uuid4().hex, "object": "list", "created": int(time.time()), "model": name,
+                "data": data, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, tokens
+
     def token_ids(self, item, index: int) -> List[int]:
         ids = self.tokenizer.encode(item, add_special_tokens=True) if isinstance(item, str) else item
         if not ids:

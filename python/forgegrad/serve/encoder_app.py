@@ -123,7 +123,7 @@ def create_encoder_app(config: EncoderServeConfig):
                          "reranking with one label, classification with several)")
     if kind == "embeddings":
         from .embeddings import Embedder as Worker
-        routes_of = ("/v1/embeddings",)
+        routes_of = ("/v1/embeddings", "/v1/score", "/score")
     elif kind == "rerank":
         from .rerank import Reranker as Worker
         routes_of = ("/v1/rerank", "/rerank", "/v1/score", "/score")
