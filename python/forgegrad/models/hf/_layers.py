@@ -362,3 +362,40 @@ def key_places(mask: Tensor) -> Tensor:
 def padding_bias(mask: Tensor) -> Tensor:
     """(B, 1, 1, L) additive bias of a float (B, L) mask: 0 for a token, minus float32's max for padding."""
     return ((mask - 1) * FLOAT32_MAX).unsqueeze(1).unsqueeze(1)
+
+
+class PackedBatch:
+    """Token-id sequences of different lengths, for an ``encode_packed``: the real tokens stacked (``ids``,
+    ``positions`` 0..n-1 each) and the right-padded (B, T) batch they sit in (``padded_ids``, ``real``), with the
+    moves of a (total, n) projection into the padded (B, T, n) batch and back (``padded``, ``gather``) around
+    attention. Checks: eval mode, ids in the vocabulary, at least one sequence, at most ``max_tokens`` each."""
+
+    def __init__(self, model, sequences, vocab_size: int, max_tokens: int):
+        who = f"{type(model).__name__}.encode_packed"
+        if model.training:
+            raise RuntimeError(f"{who}: inference only; call model.eval() first")
+        self.rows = [ids_array(np.asarray(s, np.int64)[None], who, vocab_size)[0] for s in sequences]
+        if not self.rows:
+            raise ValueError(f"{who}: sequences must hold at least one sequence")
+        self.lengths = np.array([len(r) for r in self.rows])
+        self.B, self.T = len(self.rows), int(self.lengths.max())
+        if self.T > max_tokens:
+            raise ValueError(f"{who}: {self.T} tokens exceed the {max_tokens} the model takes")
+        self.real = np.arange(self.T)[None, :] < self.lengths[:, None]  # (B, T)
+        self.where = np.flatnonzero(self.real)  # the real tokens' places in the (B * T) padded rows
+        self.ids = np.concatenate(self.rows)
+
+    def padded_ids(self) -> np.ndarray:
+        out = np.zeros((self.B, self.T), np.int64)
+        out[self.real] = self.ids
+        return out
+
+    def padded(self, t: Tensor) -> Tensor:
+        """(total, n) -> (B, T, n), zeros at the padding."""
+        out = np.zeros((self.B * self.T, t.shape[-1]), np.float32)
+        out[self.where] = t.numpy()
+        return Tensor._wrap(out.reshape(self.B, self.T, -1))
+
+    def gather(self, t: Tensor) -> Tensor:
+        """(B, T, n) -> (total, n): the real tokens' rows."""
+        return Tensor._wrap(np.ascontiguousarray(t.numpy().reshape(self.B * self.T, -1)[self.where]))

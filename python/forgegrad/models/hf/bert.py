@@ -10,8 +10,8 @@ import numpy as np
 from ... import grad_mode, nn
 from ...nn import functional as F
 from ...tensor import Tensor
-from ._layers import (activation, additive_mask, attend, config_probability, ids_array, mask_array, merge_heads,
-                      split_heads)
+from ._layers import (PackedBatch, activation, additive_mask, attend, config_probability, ids_array, mask_array,
+                      merge_heads, split_heads)
 
 __all__ = ["BertModel", "RobertaModel", "XLMRobertaModel", "BertForSequenceClassification",
            "RobertaForSequenceClassification", "XLMRobertaForSequenceClassification", "BertOutput"]
@@ -179,45 +179,23 @@ class BertModel(nn.Module):
         (to float32 rounding: the GEMMs see other row counts). ``token_types``: each sequence's token type ids
         (a text pair's second text: 1), default 0. Eval mode only (no dropout), no graph."""
         from ...autograd import no_grad
-        if self.training:
-            raise RuntimeError("BertModel.encode_packed: inference only; call model.eval() first")
         c = self.config
-        rows = [ids_array(np.asarray(s, np.int64)[None], "BertModel.encode_packed", c["vocab_size"])[0]
-                for s in sequences]
-        if not rows:
-            raise ValueError("BertModel.encode_packed: sequences must hold at least one sequence")
-        lengths = np.array([len(r) for r in rows])
-        T = int(lengths.max())
-        if T > self.max_tokens:
-            raise ValueError(f"{type(self).__name__}: {T} tokens exceed the {self.max_tokens} its position table "
-                             "holds")
-        B, E = len(rows), c["hidden_size"]
-        real = np.arange(T)[None, :] < lengths[:, None]  # (B, T)
-        where = np.flatnonzero(real)  # the real tokens' places in the (B * T) padded rows
-        ids = np.concatenate(rows)
-        types = np.zeros_like(ids)
+        p = PackedBatch(self, sequences, c["vocab_size"], self.max_tokens)
+        types = np.zeros_like(p.ids)
         if token_types is not None:
-            if len(token_types) != len(rows) or any(len(t) != n for t, n in zip(token_types, lengths)):
+            if len(token_types) != p.B or any(len(t) != n for t, n in zip(token_types, p.lengths)):
                 raise ValueError("BertModel.encode_packed: token_types must give one type id per token")
             types = ids_array(np.concatenate([np.asarray(t, np.int64) for t in token_types])[None],
                               "BertModel.encode_packed (token_types)", c.get("type_vocab_size", 2))[0]
-        positions = np.concatenate([np.arange(n) if self.positions(r[None]) is None else self.positions(r[None])[0]
-                                    for n, r in zip(lengths, rows)])
-        mask = additive_mask(real, 0, T, causal=False)
-
-        def padded(t: Tensor) -> Tensor:  # (total, E) -> (B, T, E), zeros at the padding
-            out = np.zeros((B * T, E), np.float32)
-            out[where] = t.numpy()
-            return Tensor._wrap(out.reshape(B, T, E))
-
+        positions = self.positions(p.padded_ids())
+        positions = np.concatenate([np.arange(n) for n in p.lengths]) if positions is None else positions[p.real]
+        mask = additive_mask(p.real, 0, p.T, causal=False)
         with no_grad():
-            emb = self.embeddings
-            x = emb(ids, types, positions)
+            x = self.embeddings(p.ids, types, positions)
             for layer in self.encoder.layer:
                 sa = layer.attention.self
-                q, k, v = (split_heads(padded(proj(x)), sa.heads) for proj in (sa.query, sa.key, sa.value))
-                a = merge_heads(attend(q, k, v, mask)).numpy().reshape(B * T, E)[where]
-                x = layer.attention.output(Tensor._wrap(a), x)
+                q, k, v = (split_heads(p.padded(proj(x)), sa.heads) for proj in (sa.query, sa.key, sa.value))
+                x = layer.attention.output(p.gather(merge_heads(attend(q, k, v, mask))), x)
                 x = layer.output(layer.intermediate(x), x)
         return x.numpy()
 

@@ -15,8 +15,8 @@ from ... import grad_mode, nn
 from ...nn import functional as F
 from ...tensor import Tensor
 from ._decode import LeanDecoder, lean_prefill
-from ._layers import (KVCache, LengthScaledRope, PastKeyValues, RotaryEmbedding, activation, additive_mask, attend,
-                      config_probability, ids_array, mask_array, merge_heads, split_heads)
+from ._layers import (KVCache, LengthScaledRope, PackedBatch, PastKeyValues, RotaryEmbedding, activation,
+                      additive_mask, attend, config_probability, ids_array, mask_array, merge_heads, split_heads)
 from ._rope import rope_from_config
 
 __all__ = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM"]
@@ -244,22 +244,9 @@ class LlamaForCausalLM(nn.Module):
         runs it) pools. The batch is right-padded with no mask: a causal model's tokens never see the padding after
         them. Eval mode only, no graph."""
         from ...autograd import no_grad
-        if self.training:
-            raise RuntimeError(f"{type(self).__name__}.encode_packed: inference only; call model.eval() first")
-        rows = [ids_array(np.asarray(q, np.int64)[None], f"{type(self).__name__}.encode_packed", self.vocab_size)[0]
-                for q in sequences]
-        if not rows:
-            raise ValueError(f"{type(self).__name__}.encode_packed: sequences must hold at least one sequence")
-        lengths = np.array([len(r) for r in rows])
-        T = int(lengths.max())
-        if T > self.max_tokens:
-            raise ValueError(f"{type(self).__name__}: {T} tokens exceed max_position_embeddings {self.max_tokens}")
-        ids = np.zeros((len(rows), T), np.int64)
-        for i, r in enumerate(rows):
-            ids[i, :len(r)] = r
+        p = PackedBatch(self, sequences, self.vocab_size, self.max_tokens)
         with no_grad():
-            hidden = self._stack(ids, None, 0, None, None).numpy()
-        return hidden[np.arange(T)[None, :] < lengths[:, None]]
+            return self._stack(p.padded_ids(), None, 0, None, None).numpy()[p.real]
 
     def forward_graph(self, input_ids: Tensor, position_ids: Tensor, biases: dict, cache,
                       logits_to_keep: int = 0) -> Tensor:

@@ -16,8 +16,8 @@ import numpy as np
 
 from ... import grad_mode, nn
 from ...tensor import Tensor
-from ._layers import (FLOAT32_MAX, RotaryEmbedding, activation, attend, ids_array, key_places, mask_array, merge_heads,
-                      split_heads)
+from ._layers import (FLOAT32_MAX, PackedBatch, RotaryEmbedding, activation, attend, ids_array, key_places, mask_array,
+                      merge_heads, split_heads)
 from .bert import BertOutput
 
 __all__ = ["ModernBertModel", "ModernBertForSequenceClassification"]
@@ -179,29 +179,9 @@ class ModernBertModel(nn.Module):
         embeddings, projections, MLPs and norms run on the real tokens only, attention on the padded batch.
         (``token_types``: ignored, ModernBERT has none.) Eval mode only, no graph."""
         from ...autograd import no_grad
-        if self.training:
-            raise RuntimeError("ModernBertModel.encode_packed: inference only; call model.eval() first")
-        rows = [ids_array(np.asarray(s, np.int64)[None], "ModernBertModel.encode_packed", self.config["vocab_size"])[0]
-                for s in sequences]
-        if not rows:
-            raise ValueError("ModernBertModel.encode_packed: sequences must hold at least one sequence")
-        lengths = np.array([len(r) for r in rows])
-        B, T = len(rows), int(lengths.max())
-        if T > self.max_tokens:
-            raise ValueError(f"ModernBertModel: {T} tokens exceed max_position_embeddings {self.max_tokens}")
-        real = np.arange(T)[None, :] < lengths[:, None]
-        where = np.flatnonzero(real)
-
-        def padded(t: Tensor) -> Tensor:  # (total, n) -> (B, T, n), zeros at the padding
-            out = np.zeros((B * T, t.shape[-1]), np.float32)
-            out[where] = t.numpy()
-            return Tensor._wrap(out.reshape(B, T, -1))
-
-        def gather(t: Tensor) -> Tensor:  # (B, T, n) -> (total, n)
-            return Tensor._wrap(np.ascontiguousarray(t.numpy().reshape(B * T, -1)[where]))
-
+        p = PackedBatch(self, sequences, self.config["vocab_size"], self.max_tokens)
         with no_grad():
-            return self._run(self.embeddings(np.concatenate(rows)), real, T, padded, gather).numpy()
+            return self._run(self.embeddings(p.ids), p.real, p.T, p.padded, p.gather).numpy()
 
     @staticmethod
     def from_hf(tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
