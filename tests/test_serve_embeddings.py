@@ -309,3 +309,24 @@ def test_decoder_embedding_model_last_token_pooled(tmp_path):
     from forgegrad.serve.embeddings import Embedder
     with pytest.raises(ValueError, match="'message' modality"):
         Embedder(str(chat))
+
+
+def test_the_queue_closes_after_the_requests_it_took(bert_dir):
+    """A close queued behind requests ends the queue's thread once they are done (it is not lost when it arrives
+    while a batch is being made)."""
+    import threading
+
+    from forgegrad.serve.embeddings import Embedder
+    from forgegrad.serve.encoder_app import EncoderQueue
+    embedder = Embedder(str(bert_dir))
+    ids = embedder.token_ids(TEXTS[0], 0)
+    gate, real = threading.Event(), embedder.embed
+    embedder.embed = lambda rows: (gate.wait(30), real(rows))[1]
+    q = EncoderQueue(embedder, max_batch=4)
+    first = q.submit([ids])
+    second = q.submit([ids])
+    q.close()
+    gate.set()
+    assert first.result(30).shape == second.result(30).shape == (1, 32)
+    q._thread.join(30)
+    assert not q._thread.is_alive()

@@ -21,8 +21,8 @@ from typing import List, Tuple
 
 import numpy as np
 
-from .completion_request import CompletionError, bad, request_object, served_model
-from .embeddings import load_encoder, max_length
+from .completion_request import bad, request_object, served_model
+from .embeddings import checked_length, context, length_batches, load_encoder
 
 MAX_INPUTS = 2048
 _FIELDS = {"model", "input", "user"}
@@ -36,34 +36,25 @@ class Classifier:
     """A sequence classifier and its tokenizer; ``embed`` runs on one thread at a time (the server's worker)."""
 
     def __init__(self, path: str, weights: str = "float32", max_batch: int = 32):
-        from ..models.hf.tokenizer import load_tokenizer
-        self.model = load_encoder(path, weights)
+        self.model, self.tokenizer = load_encoder(path, weights)
         cfg = self.model.config
         self.num_classes = labels_of(cfg)
         names = cfg.get("id2label") or {}
         self.names = [str(names.get(str(i), names.get(i, f"LABEL_{i}"))) for i in range(self.num_classes)]
         self.multi_label = cfg.get("problem_type") == "multi_label_classification"
-        limit = max_length(path)
-        self.context = int(min(self.model.encoder.max_tokens, limit or self.model.encoder.max_tokens))
-        self.tokenizer = load_tokenizer(path, int(cfg["vocab_size"]))
+        self.context = context(path, self.model.encoder.max_tokens)
         self.max_batch = max_batch
 
     def describe(self) -> str:
         return f"{self.num_classes} classes, up to {self.context} tokens"
 
     def token_ids(self, text: str, index: int) -> List[int]:
-        ids = self.tokenizer.encode(text, add_special_tokens=True)
-        if len(ids) > self.context:
-            raise CompletionError(400, f"input {index} has {len(ids)} tokens; this model takes at most "
-                                       f"{self.context}", "input", "context_length_exceeded")
-        return list(ids)
+        return checked_length(self.tokenizer.encode(text, add_special_tokens=True), index, self.context)
 
     def embed(self, rows: List[List[int]]) -> np.ndarray:
         """(len(rows), num_classes) probabilities; similar lengths run together."""
         out = np.empty((len(rows), self.num_classes), np.float64)
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-        for start in range(0, len(order), self.max_batch):
-            batch = order[start:start + self.max_batch]
+        for batch in length_batches([len(r) for r in rows], self.max_batch):
             z = self.model.score_packed([rows[i] for i in batch]).astype(np.float64)
             if self.multi_label:
                 out[batch] = 1.0 / (1.0 + np.exp(-z))

@@ -27,7 +27,7 @@ import base64
 import json
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -172,18 +172,14 @@ def pool(hidden: np.ndarray, lengths: np.ndarray, modes: Tuple[str, ...], normal
 class Embedder:
     """An encoder, its tokenizer and its pooling; ``embed`` runs on one thread at a time (the server's worker)."""
 
-    route = "/v1/embeddings"
-
     def __init__(self, path: str, weights: str = "float32", max_batch: int = 32):
-        from ..models.hf.tokenizer import load_tokenizer
-        self.model = load_encoder(path, weights)
+        self.model, self.tokenizer = load_encoder(path, weights)
         _check_modalities(path)
-        self.modes, self.normalize, max_len = read_pipeline(path)
+        self.modes, self.normalize, _ = read_pipeline(path)
         cfg = self.model.config
-        self.context = int(min(self.model.max_tokens, max_len or self.model.max_tokens))
+        self.context = context(path, self.model.max_tokens)
         self.vocab = int(cfg["vocab_size"])
         self.dim = len(self.modes) * int(cfg["hidden_size"])
-        self.tokenizer = load_tokenizer(path, self.vocab)
         self.max_batch = max_batch
 
     def describe(self) -> str:
@@ -195,21 +191,14 @@ class Embedder:
     async def score(self, body: bytes, name: str, run) -> Tuple[dict, int]:
         """The score API's answer (vLLM's ``/v1/score``) for an embedding model: each text pair's cosine similarity,
         in the request's order."""
-        import time
-        import uuid
-
-        from .rerank import parse_score
+        from .rerank import parse_score, score_response
         pairs = parse_score(body, name)
         texts = list(dict.fromkeys(t for pair in pairs for t in pair))  # each distinct text embedded once
         ids = [self.token_ids(t, i) for i, t in enumerate(texts)]
         vectors = np.asarray(await run(ids), np.float64)
         unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         row = {t: i for i, t in enumerate(texts)}
-        tokens = sum(len(x) for x in ids)
-        data = [{"index": i, "object": "score", "score": float(unit[row[a]] @ unit[row[b]])}
-                for i, (a, b) in enumerate(pairs)]
-        return {"id": "score-" + uuid.uuid4().hex, "object": "list", "created": int(time.time()), "model": name,
-                "data": data, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, tokens
+        return score_response(name, [unit[row[a]] @ unit[row[b]] for a, b in pairs], sum(len(x) for x in ids))
 
     def token_ids(self, item, index: int) -> List[int]:
         ids = self.tokenizer.encode(item, add_special_tokens=True) if isinstance(item, str) else item
@@ -219,18 +208,13 @@ class Embedder:
         if bad_id is not None:
             raise CompletionError(400, f"input {index}: token id {bad_id} is outside the vocabulary [0, "
                                        f"{self.vocab})", "input")
-        if len(ids) > self.context:
-            raise CompletionError(400, f"input {index} has {len(ids)} tokens; this model takes at most "
-                                       f"{self.context}", "input", "context_length_exceeded")
-        return list(ids)
+        return checked_length(ids, index, self.context)
 
     def embed(self, ids: List[List[int]]) -> np.ndarray:
         """(len(ids), dim) float32 vectors. Rows of similar lengths run together, up to max_batch at a time,
         through ``BertModel.encode_packed``: only attention sees the padding."""
         out = np.empty((len(ids), self.dim), np.float32)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        for start in range(0, len(order), self.max_batch):
-            rows = order[start:start + self.max_batch]
+        for rows in length_batches([len(x) for x in ids], self.max_batch):
             lengths = np.array([len(ids[i]) for i in rows])
             packed = self.model.encode_packed([ids[i] for i in rows])
             hidden = np.zeros((len(rows), int(lengths.max()), packed.shape[1]), np.float32)
@@ -240,13 +224,35 @@ class Embedder:
 
 
 def load_encoder(path: str, weights: str):
-    """The checkpoint's model in eval mode, its Linear weights float32, bfloat16 or weight-only int8."""
+    """(the checkpoint's model in eval mode, its Linear weights float32, bfloat16 or weight-only int8; its
+    tokenizer)."""
     from ..models.hf import from_pretrained
+    from ..models.hf.tokenizer import load_tokenizer
     model = from_pretrained(path, dtype="bfloat16" if weights == "bfloat16" else "float32")
     if weights == "int8":
         from ..quantization import quantize_weight_only
         model = quantize_weight_only(model, inplace=True)
-    return model.eval()
+    return model.eval(), load_tokenizer(path, int(model.config["vocab_size"]))
+
+
+def context(path: str, max_tokens: int) -> int:
+    """The most tokens an input may have: the model's (``max_tokens``), or sentence-transformers' less."""
+    return int(min(max_tokens, max_length(path) or max_tokens))
+
+
+def length_batches(lengths: List[int], max_batch: int) -> Iterator[List[int]]:
+    """The indices of inputs of ``lengths``, shortest first, up to ``max_batch`` at a time: inputs of similar
+    lengths run together, so little padding reaches attention."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    for start in range(0, len(order), max_batch):
+        yield order[start:start + max_batch]
+
+
+def checked_length(ids: List[int], index: int, limit: int) -> List[int]:
+    if len(ids) > limit:
+        raise CompletionError(400, f"input {index} has {len(ids)} tokens; this model takes at most {limit}", "input",
+                              "context_length_exceeded")
+    return list(ids)
 
 
 def _inputs(value) -> list:

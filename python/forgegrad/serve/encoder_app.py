@@ -33,6 +33,9 @@ def encoder_kind(path: str) -> Optional[str]:
     return "rerank" if labels_of(read_json(os.path.join(path, "config.json"), "config.json")) == 1 else "classify"
 
 
+_NOTHING = object()  # EncoderQueue holds no request (None there is the close)
+
+
 class EncoderQueue:
     """Requests run together: one thread takes every request waiting, up to ``max_batch`` inputs (a larger one
     alone), and runs them as one ``worker.embed(inputs)`` call (rows of results, one per input); requests that arrive
@@ -42,7 +45,7 @@ class EncoderQueue:
     def __init__(self, embedder, max_batch: int, on_batch=None):
         self.embedder, self.max_batch, self.on_batch = embedder, max_batch, on_batch
         self._queue: "queue.Queue[Optional[tuple]]" = queue.Queue()
-        self._held: Optional[tuple] = None  # a request taken that did not fit the batch being made
+        self._held = _NOTHING  # a request (or the close) taken that did not fit the batch being made
         self._thread = threading.Thread(target=self._run, name="forgegrad-encode", daemon=True)
         self._thread.start()
 
@@ -57,8 +60,8 @@ class EncoderQueue:
 
     def _take(self) -> Optional[List[tuple]]:
         """The next batch of requests (None: closed); blocks for the first one only."""
-        first = self._held if self._held is not None else self._queue.get()
-        self._held = None
+        first = self._held if self._held is not _NOTHING else self._queue.get()
+        self._held = _NOTHING
         if first is None:
             return None
         batch, rows = [first], len(first[0])

@@ -27,7 +27,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .completion_request import bad, flag, is_int, request_object, served_model
-from .embeddings import checkpoint_kind, load_encoder, max_length
+from .embeddings import checkpoint_kind, context, length_batches, load_encoder
 
 MAX_DOCUMENTS = 1000
 _FIELDS = {"model", "query", "documents", "top_n", "return_documents", "user"}
@@ -58,19 +58,14 @@ def _activation(cfg: dict, labels: int) -> bool:
 class Reranker:
     """A cross-encoder and its tokenizer; ``embed`` runs on one thread at a time (the server's worker)."""
 
-    route = "/v1/rerank"
-
     def __init__(self, path: str, weights: str = "float32", max_batch: int = 32):
-        from ..models.hf.tokenizer import load_tokenizer
-        self.model = load_encoder(path, weights)
-        labels = self.model.classifier.out_features if hasattr(self.model.classifier, "out_features") else \
-            self.model.classifier.out_proj.out_features
+        from .classify import labels_of
+        self.model, self.tokenizer = load_encoder(path, weights)
+        labels = labels_of(self.model.config)
         if labels != 1:
             raise ValueError(f"a reranker scores with one label; this classifier has {labels}")
         self.sigmoid = _activation(self.model.config, labels)
-        limit = max_length(path)
-        self.context = int(min(self.model.encoder.max_tokens, limit or self.model.encoder.max_tokens))
-        self.tokenizer = load_tokenizer(path, int(self.model.config["vocab_size"]))
+        self.context = context(path, self.model.encoder.max_tokens)
         self.max_batch = max_batch
 
     def describe(self) -> str:
@@ -79,9 +74,7 @@ class Reranker:
     def embed(self, pairs: List[Tuple[List[int], List[int]]]) -> np.ndarray:
         """The scores (len(pairs),) of (token ids, token type ids) pairs; similar lengths run together."""
         out = np.empty(len(pairs), np.float32)
-        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]))
-        for start in range(0, len(order), self.max_batch):
-            rows = order[start:start + self.max_batch]
+        for rows in length_batches([len(p[0]) for p in pairs], self.max_batch):
             logits = self.model.score_packed([pairs[i][0] for i in rows], [pairs[i][1] for i in rows])[:, 0]
             out[rows] = 1.0 / (1.0 + np.exp(-logits.astype(np.float64))) if self.sigmoid else logits
         return out
@@ -89,11 +82,7 @@ class Reranker:
     async def score(self, body: bytes, name: str, run) -> Tuple[dict, int]:
         """The score API's answer (vLLM's ``/v1/score``): each text pair's score, in the request's order."""
         pairs = [self.tokenizer.encode_pair(a, b, self.context) for a, b in parse_score(body, name)]
-        scores = await run(pairs)
-        tokens = sum(len(p[0]) for p in pairs)
-        return {"id": "score-" + uuid.uuid4().hex, "object": "list", "created": int(time.time()), "model": name,
-                "data": [{"index": i, "object": "score", "score": float(s)} for i, s in enumerate(scores)],
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, tokens
+        return score_response(name, await run(pairs), sum(len(p[0]) for p in pairs))
 
     async def answer(self, body: bytes, name: str, run) -> Tuple[dict, int]:
         query, documents, top_n, return_documents = parse(body, name)
@@ -109,6 +98,13 @@ class Reranker:
         tokens = sum(len(p[0]) for p in pairs)
         return {"id": "rerank-" + uuid.uuid4().hex, "model": name, "results": results,
                 "usage": {"total_tokens": tokens}}, tokens
+
+
+def score_response(name: str, scores, tokens: int) -> Tuple[dict, int]:
+    """The score API's answer (vLLM's shape) for ``scores`` in the request's order, and the tokens counted."""
+    return {"id": "score-" + uuid.uuid4().hex, "object": "list", "created": int(time.time()), "model": name,
+            "data": [{"index": i, "object": "score", "score": float(s)} for i, s in enumerate(scores)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, tokens
 
 
 def _texts(obj: dict, key: str) -> List[str]:
