@@ -121,7 +121,9 @@ class ChatShape(TextShape):
         return self._delta(index, {}, reason)
 
     def _read(self, index: int, read, logprobs: Optional[dict]) -> List[dict]:
-        r = self._readers[index]
+        r = self._readers.get(index)
+        if r is None:
+            r = self._readers[index] = reader(*self.tool_calls)
         first = len(r.calls)
         content, calls = read(r)
         chunks = [self.piece(index, content, logprobs)] if content or logprobs is not None else []
@@ -131,13 +133,11 @@ class ChatShape(TextShape):
 
     def pieces(self, index: int, text: str, logprobs: Optional[dict] = None) -> List[dict]:
         if self.tool_calls is None:
-            return [self.piece(index, text, logprobs)]
-        self._readers.setdefault(index, reader(*self.tool_calls))
+            return super().pieces(index, text, logprobs)
         return self._read(index, lambda r: r.feed(text), logprobs)
 
     def closing(self, index: int, reason: str) -> List[dict]:
         if self.tool_calls is None:
-            return [self.finish(index, reason)]
-        self._readers.setdefault(index, reader(*self.tool_calls))
+            return super().closing(index, reason)
         chunks = self._read(index, lambda r: r.finish(), None)
         return chunks + [self.finish(index, self._reason(reason, bool(self._readers[index].calls)))]
