@@ -46,6 +46,7 @@ class HFTokenizer:
         except Exception as e:  # the package raises its own Exception type for a malformed file
             raise ValueError(f"load_tokenizer: {path!r} is not a valid tokenizer.json: {e}") from None
         self.eos_token_id = eos_token_id
+        self._pair = None  # (max_length, a copy of the tokenizer truncating pairs to it), made on first use
 
     def encode(self, text: str, add_special_tokens: bool = False) -> List[int]:
         """Token ids of ``text``; ``add_special_tokens``: the tokenizer's post-processing too (the end-of-sequence
@@ -65,7 +66,7 @@ class HFTokenizer:
         """(token ids, token type ids) of a text pair joined by the tokenizer's post-processor ([CLS] first [SEP]
         second [SEP]; RoBERTa's <s> first </s></s> second </s>), cut longest-first to ``max_length`` tokens, as
         transformers' ``tokenizer(first, second, truncation=True, max_length=...)`` cuts it."""
-        pair = self.__dict__.get("_pair")
+        pair = self._pair
         if pair is None or pair[0] != max_length:
             from tokenizers import Tokenizer
             t = Tokenizer.from_str(self._tok.to_str())  # a copy: truncation is the tokenizer's state
