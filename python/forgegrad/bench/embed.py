@@ -9,7 +9,9 @@ sentence-transformers (the row is reported absent without them).
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from typing import List, Sequence
 
@@ -70,11 +72,21 @@ def embed_fns(n_texts: int, tmp: str):
     return fns
 
 
+_TMP: List[str] = []
+
+
+def _scratch() -> str:
+    """A directory for the model (~90 MB), made on first use and removed when the process exits."""
+    if not _TMP:
+        _TMP.append(tempfile.mkdtemp(prefix="forgegrad-embed-"))
+        atexit.register(shutil.rmtree, _TMP[0], True)
+    return _TMP[0]
+
+
 def workloads(quick: bool = False) -> List[Workload]:
     n = 16 if quick else 64
-    tmp = tempfile.mkdtemp(prefix="forgegrad-embed-")  # the directory, written once for every thread count
     return [Workload(f"embed MiniLM-L6 shape, {n} texts of 10-60 words, batch {BATCH}",
-                     ("forgegrad", "sentence-transformers"), lambda _threads: embed_fns(n, tmp))]
+                     ("forgegrad", "sentence-transformers"), lambda _threads: embed_fns(n, _scratch()))]
 
 
 @suite("embed")
