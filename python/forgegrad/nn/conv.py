@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 
-from .._args import pair, positive_int
+from .._args import is_int, pair, positive_int
 from ..kernels import geometry
 from . import functional_conv as F
 from . import init
@@ -13,7 +13,7 @@ from .module import Module
 from .parameter import add_weight_and_bias
 from ..tensor import Tensor
 
-__all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Conv2D", "MaxPooling2D"]
+__all__ = ["Conv1d", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Conv2D", "MaxPooling2D"]
 
 
 def _check_input(x, ndims, cls):
@@ -72,6 +72,69 @@ class Conv2d(Module):
         if self.bias is None:
             s += ", bias=False"
         return s
+
+
+class Conv1d(Module):
+    """1-D convolution over (N, C_in, L) -> (N, C_out, L_out), or unbatched (C_in, L) -> (C_out, L_out).
+
+    Args as torch.nn.Conv1d: in_channels, out_channels, kernel_size, stride=1, padding=0 (int, "same" or
+    "valid"), dilation=1, groups=1, bias=True, padding_mode="zeros" (the only mode); the sizes are ints or
+    tuples of one int. Parameters: weight (out_channels, in_channels / groups, kernel_size) and bias
+    (out_channels,), initialised as torch. Runs Conv2d's kernels on a height of 1.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, padding_mode="zeros"):
+        super().__init__()
+        cls = "Conv1d"
+        self.in_channels = positive_int(in_channels, "in_channels", cls)
+        self.out_channels = positive_int(out_channels, "out_channels", cls)
+        self.groups = positive_int(groups, "groups", cls)
+        self.kernel_size, self.stride, self.dilation = (
+            (_one(v, name, cls),) for v, name in ((kernel_size, "kernel_size"), (stride, "stride"),
+                                                  (dilation, "dilation")))
+        weight_shape = geometry.conv2d_weight_shape(self.in_channels, self.out_channels, (1,) + self.kernel_size,
+                                                    self.groups, cls)
+        self.padding = padding if isinstance(padding, str) else (_one(padding, "padding", cls, minimum=0),)
+        geometry.conv2d_padding(self.padding if isinstance(padding, str) else (0,) + self.padding,
+                                (1,) + self.kernel_size, (1,) + self.stride, (1,) + self.dilation, owner=cls)
+        if padding_mode != "zeros":
+            raise ValueError(f"{cls}: padding_mode {padding_mode!r} is not supported (only 'zeros')")
+        self.padding_mode = padding_mode
+        add_weight_and_bias(self, weight_shape[:2] + weight_shape[3:], bias)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        init.layer_default_(self.weight, self.bias)
+
+    def forward(self, input):
+        _check_input(input, (2, 3), "Conv1d")
+        if input.ndim == 2:  # unbatched, as torch
+            return self.forward(input.unsqueeze(0)).squeeze(0)
+        return F.conv1d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0,):
+            s += f", padding={self.padding!r}" if isinstance(self.padding, str) else f", padding={self.padding}"
+        if self.dilation != (1,):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+def _one(value, name: str, owner: str, minimum: int = 1) -> int:
+    """A 1-D size given as an int or a tuple of one int."""
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+        value = value[0]
+    if not is_int(value):
+        raise TypeError(f"{owner}: {name} must be an int or a tuple of one int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value!r}")
+    return int(value)
 
 
 class _Pool2d(Module):

@@ -6,7 +6,7 @@ from .._validate import check_bool, check_float
 from ..ops.registry import _OPS
 from ..tensor import Tensor
 
-__all__ = ["conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm"]
+__all__ = ["conv1d", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm"]
 
 
 def _t(x, name):
@@ -19,6 +19,15 @@ def _t(x, name):
 def _opt(x):
     """An optional argument as a Tensor (None stays None)."""
     return None if x is None else (x if isinstance(x, Tensor) else Tensor(x))
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """1-D convolution of input (N, C, L) with weight (OC, C/groups, k), plus bias (OC,).
+
+    stride, dilation: an int (or a tuple of one); padding: an int, "same" (stride 1) or "valid".
+    """
+    return _OPS["conv1d"](_t(input, "input"), _t(weight, "weight"), _opt(bias), stride=stride, padding=padding,
+                          dilation=dilation, groups=groups)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..autograd import Function, is_grad_enabled
 from ..kernels.geometry import adaptive_output_size, conv2d_geometry, pool2d_geometry
+from .conv import conv1d_function
 from .registry import _OPS
 
 
@@ -415,7 +416,8 @@ class RecurrentLayer64Function(Function):
                 gbi if has_bih else None, gbh if has_bhh else None)
 
 
-FUNCTIONS = {"conv2d": Conv2d64Function, "max_pool2d": MaxPool2d64Function, "avg_pool2d": AvgPool2d64Function,
+FUNCTIONS = {"conv2d": Conv2d64Function, "conv1d": conv1d_function(Conv2d64Function, "float64"),
+             "max_pool2d": MaxPool2d64Function, "avg_pool2d": AvgPool2d64Function,
              "adaptive_avg_pool2d": AdaptiveAvgPool2d64Function, "layer_norm": LayerNorm64Function,
              "rms_norm": RMSNorm64Function, "batch_norm": BatchNorm64Function,
              "recurrent_layer": RecurrentLayer64Function}

@@ -1,4 +1,5 @@
-"""2-D convolution as an autograd Function (NCHW, float32): y = conv2d(x, weight) + bias.
+"""2-D convolution as an autograd Function (NCHW, float32): y = conv2d(x, weight) + bias, and 1-D
+convolution (NCL) as the 2-D one on a height of 1.
 
 The arithmetic lives in the C++ kernels (forgegrad.kernels.conv); the shape rule takes its geometry
 from kernels.conv.conv2d_output_shape (the C++ rule), so it is written once. Samples, torch reference
@@ -13,6 +14,7 @@ from ..autograd import Function
 from ..devices import MetaArray
 from ..kernels import conv as _conv
 from ..kernels.geometry import conv2d_geometry
+from .._args import is_int
 from ..kernels._checks import check_ndim
 from . import conv_samples as CS
 from ._op_rules import with_args
@@ -87,3 +89,66 @@ class Conv2dCudaFunction(Function):
 
 
 Conv2dFunction.op.add_device("cuda", Conv2dCudaFunction)
+
+
+# ---- conv1d: the conv2d Functions on a height of 1 ------------------------------------------------------
+def _single(value, name: str):
+    """A 1-D conv's int-or-1-tuple argument as an int (TypeError naming it otherwise)."""
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+        value = value[0]
+    if not is_int(value):
+        raise TypeError(f"conv1d: {name} must be an int or a tuple of one int, got {value!r}")
+    return int(value)
+
+
+def conv1d_as_2d(stride=1, padding=0, dilation=1):
+    """conv1d's (stride, padding, dilation) as conv2d's on a height of 1: padding an int, a 1-tuple,
+    "same" or "valid"."""
+    pad = padding if isinstance(padding, str) else (0, _single(padding, "padding"))
+    return (1, _single(stride, "stride")), pad, (1, _single(dilation, "dilation"))
+
+
+def _height1(a):
+    """(N, C, L) -> (N, C, 1, L) (a view: numpy, meta and device arrays all reshape)."""
+    return a.reshape(a.shape[:2] + (1,) + a.shape[2:])
+
+
+def _length(a):
+    return None if a is None else a.reshape(a.shape[:2] + a.shape[3:])
+
+
+def _conv1d_meta(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    check_ndim(x, "input", 3)
+    check_ndim(weight, "weight", 3)
+    y = _conv2d_meta(_height1(x), _height1(weight), bias, *conv1d_as_2d(stride, padding, dilation), groups)
+    return MetaArray(y.shape[:2] + y.shape[3:], _F32)
+
+
+def _conv1d_flops(out, x, weight, bias=None, **kwargs):
+    return out.size * (2 * weight.shape[1] * weight.shape[2] + (bias is not None))
+
+
+def conv1d_function(conv2d: type, device: str) -> type:
+    """A conv1d Function for ``device`` that runs the 2-D Function ``conv2d`` on (N, C, 1, L) views: the same
+    kernels, checks and gradients, so every device (and float64) with a conv2d has a conv1d."""
+
+    def forward(ctx, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        check_ndim(x, "input", 3)
+        check_ndim(weight, "weight", 3)
+        y = conv2d.forward(ctx, _height1(x), _height1(weight), bias, *conv1d_as_2d(stride, padding, dilation),
+                           groups)
+        return _length(y)
+
+    def backward(ctx, g):
+        gx, gw, gb = conv2d.backward(ctx, _height1(g))
+        return _length(gx), _length(gw), gb
+
+    return type(f"Conv1d{device.capitalize()}Function", (Function,),
+                {"forward": staticmethod(forward), "backward": staticmethod(backward), "__module__": __name__,
+                 "__doc__": f"conv1d on {device}: {conv2d.__name__} on a height of 1."})
+
+
+Conv1dFunction = register_op("conv1d", meta=_conv1d_meta, flops=with_args(_conv1d_flops), samples=CS.conv1d_samples,
+                             torch=CS.conv1d_torch, bad_inputs=CS.conv1d_bad_inputs, tol=CS.CONV_TOL)(
+    conv1d_function(Conv2dFunction, "cpu"))
+Conv1dFunction.op.add_device("cuda", conv1d_function(Conv2dCudaFunction, "cuda"))

@@ -81,6 +81,47 @@ def conv2d_bad_inputs():
             BadInput((x, w, b), {"groups": 1.5}, TypeError, "groups")]
 
 
+# ---- conv1d -----------------------------------------------------------------------------------------
+def conv1d_samples():
+    def w(oc, cg, k, seed=1):
+        return _weight(oc, cg, 1, k, seed)[:, :, 0, :].copy()
+    return [
+        Sample((rand(2, 3, 11), w(4, 3, 3), rand(4, seed=2)), {"stride": 2, "padding": 1, "dilation": 2},
+               "k 3, stride 2, padding 1, dilation 2, bias"),
+        Sample((rand(2, 6, 9), w(4, 3, 2), None), {"stride": (3,), "padding": (2,), "groups": 2},
+               "groups 2, 1-tuples, even kernel"),
+        Sample((rand(3, 4, 10), w(4, 1, 4), rand(4, seed=2)), {"padding": "same", "groups": 4},
+               "depthwise, padding 'same' with an even kernel"),
+        Sample((rand(2, 5, 7), w(3, 5, 1), rand(3, seed=2)), {"padding": "valid"}, "k 1, 'valid'"),
+        Sample((rand(2, 16, 30), w(17, 16, 3), rand(17, seed=2)), {"padding": 1, "stride": 2},
+               "Whisper's second conv (k 3, stride 2, padding 1)"),
+        Sample((rand(4, 8, 200), w(12, 8, 5), rand(12, seed=2)), {"padding": 2}, "large (several threads)"),
+    ]
+
+
+def conv1d_torch(torch, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    # zeros padded explicitly, as conv2d_torch does (torch skips padded taps: 0 * NaN)
+    if not isinstance(padding, str):
+        p = padding[0] if isinstance(padding, (tuple, list)) else padding
+        x, padding = _F().pad(x, (p, p)), 0
+    return _F().conv1d(x, weight, bias, stride, padding, dilation, groups)
+
+
+def conv1d_bad_inputs():
+    x, w, b = rand(2, 3, 9), rand(4, 3, 3), rand(4)
+    return [BadInput((rand(3, 9), w, b), {}, ValueError, "input"),
+            BadInput((x, rand(4, 3, 3, 1), b), {}, ValueError, "weight"),
+            BadInput((x, rand(4, 2, 3), b), {}, ValueError, "weight"),
+            BadInput((x, w, rand(5)), {}, ValueError, "bias"),
+            BadInput((x, w, b), {"stride": 0}, ValueError, "stride"),
+            BadInput((x, w, b), {"stride": (1, 2)}, TypeError, "stride"),
+            BadInput((x, w, b), {"padding": "full"}, ValueError, "padding"),
+            BadInput((x, w, b), {"padding": "same", "stride": 2}, ValueError, "stride"),
+            BadInput((x, w, b), {"padding": -1}, ValueError, "padding"),
+            BadInput((x, rand(4, 3, 12), b), {}, ValueError, "kernel"),
+            BadInput((x, w, b), {"groups": 1.5}, TypeError, "groups")]
+
+
 # ---- max_pool2d ---------------------------------------------------------------------------------------
 def _pool_input_bad(op_kwargs):
     return [BadInput((rand(3, 7, 9),), dict(op_kwargs), ValueError, "input"),

@@ -33,6 +33,14 @@ def map_conv(ctx, op):
                       _arg(op, "groups", default=1), tuple(op.args[xn].shape[2:]))]
 
 
+def map_conv1d(ctx, op):
+    xn = _x(op)
+    b = op.input("bias") if op.args.get("bias") is not None else None
+    return [CE.conv1d(ctx, op.input(xn), op.input("weight"), b, op.args["weight"].shape[2],
+                      _arg(op, "stride", default=1), _arg(op, "padding", default=0), _arg(op, "dilation", default=1),
+                      _arg(op, "groups", default=1))]
+
+
 def _spatial_sizes(op, xn):
     """The input's (H, W) in each trace: more than one when the spatial axes are dynamic."""
     return {tuple(op.args[xn].shape[2:])} | {tuple(args[xn].shape[2:]) for args in (op.args_b, op.args_c)
