@@ -13,7 +13,8 @@ Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``RobertaModel``, `
 ``Phi3ForCausalLM``, ``GemmaForCausalLM``, ``Gemma2ForCausalLM``, ``Gemma3ForCausalLM``, and the mixture-of-experts
 ``MixtralForCausalLM``, ``Qwen2MoeForCausalLM``, ``Qwen3MoeForCausalLM``, and the encoder-decoders
 ``T5ForConditionalGeneration`` (T5, Flan-T5, mT5), ``BartForConditionalGeneration``, ``MarianMTModel``,
-``MBartForConditionalGeneration`` and ``M2M100ForConditionalGeneration`` (M2M100, NLLB-200).
+``MBartForConditionalGeneration``, ``M2M100ForConditionalGeneration`` (M2M100, NLLB-200) and
+``WhisperForConditionalGeneration`` (speech recognition; ``WhisperFeatureExtractor`` makes its features).
 Weights are read with forgegrad's bounded safetensors reader; pickle files (``pytorch_model.bin``) are never
 opened.
 """
@@ -29,6 +30,8 @@ from ._files import CheckpointError, read_config, read_weights, write_checkpoint
 from ._load import BFLOAT16, materialize, weights_dtype, widen_unless_linear_weights
 from .bart import (BartForConditionalGeneration, M2M100ForConditionalGeneration, MarianMTModel,
                    MBartForConditionalGeneration)
+from .whisper import WhisperForConditionalGeneration
+from .whisper_features import WhisperFeatureExtractor
 from .bert import (BertForSequenceClassification, BertModel, RobertaForSequenceClassification, RobertaModel,
                    XLMRobertaForSequenceClassification, XLMRobertaModel)
 from .generation import generate
@@ -52,7 +55,8 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM",
            "Gemma3ForCausalLM", "GemmaForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
            "T5ForConditionalGeneration", "BartForConditionalGeneration", "MarianMTModel",
-           "MBartForConditionalGeneration", "M2M100ForConditionalGeneration"]
+           "MBartForConditionalGeneration", "M2M100ForConditionalGeneration",
+           "WhisperForConditionalGeneration", "WhisperFeatureExtractor"]
 
 ARCHITECTURES = {cls.architecture: cls for cls in
                  (GPT2LMHeadModel, BertModel, RobertaModel, XLMRobertaModel, BertForSequenceClassification,
@@ -62,7 +66,7 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM,
                   Gemma3ForCausalLM, GemmaForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM,
                   T5ForConditionalGeneration, BartForConditionalGeneration, MarianMTModel,
-                  MBartForConditionalGeneration, M2M100ForConditionalGeneration)}
+                  MBartForConditionalGeneration, M2M100ForConditionalGeneration, WhisperForConditionalGeneration)}
 # model_type -> class, for configs that do not list their architecture
 _BY_TYPE = {"gpt2": GPT2LMHeadModel, "bert": BertModel, "roberta": RobertaModel, "xlm-roberta": XLMRobertaModel,
             "modernbert": ModernBertModel, "distilbert": DistilBertModel,
@@ -73,7 +77,7 @@ _BY_TYPE = {"gpt2": GPT2LMHeadModel, "bert": BertModel, "roberta": RobertaModel,
             "qwen2_moe": Qwen2MoeForCausalLM, "qwen3_moe": Qwen3MoeForCausalLM, "t5": T5ForConditionalGeneration,
             "mt5": T5ForConditionalGeneration, "bart": BartForConditionalGeneration,
             "marian": MarianMTModel, "mbart": MBartForConditionalGeneration,
-            "m2m_100": M2M100ForConditionalGeneration}
+            "m2m_100": M2M100ForConditionalGeneration, "whisper": WhisperForConditionalGeneration}
 
 
 # architectures that are another one's under a different name
@@ -101,6 +105,11 @@ _SEQ2SEQ_KEYS = ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "e
                  "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings")
 
 
+_WHISPER_KEYS = ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
+                 "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "num_mel_bins",
+                 "max_source_positions", "max_target_positions")
+
+
 def _required(cfg: dict, cls, path: str) -> None:
     llama = ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size")
     keys = {GPT2LMHeadModel: ("vocab_size", "n_embd", "n_head", "n_layer", "n_positions"),
@@ -115,6 +124,7 @@ def _required(cfg: dict, cls, path: str) -> None:
             DistilBertModel: _DISTILBERT_KEYS, DistilBertForSequenceClassification: _DISTILBERT_KEYS,
             BartForConditionalGeneration: _SEQ2SEQ_KEYS, MarianMTModel: _SEQ2SEQ_KEYS,
             MBartForConditionalGeneration: _SEQ2SEQ_KEYS, M2M100ForConditionalGeneration: _SEQ2SEQ_KEYS,
+            WhisperForConditionalGeneration: _WHISPER_KEYS,
             }.get(cls, ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
                         "max_position_embeddings"))
     for key in keys:

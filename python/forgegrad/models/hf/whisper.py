@@ -1,0 +1,172 @@
+"""Whisper speech recognition (transformers' ``WhisperForConditionalGeneration``) with transformers'
+parameter names.
+
+The encoder reads log-mel features (B, num_mel_bins, 2 * max_source_positions; whisper_features.py computes
+them): two Conv1d layers with GELU (the second halves the length), the checkpoint's fixed position table,
+pre-norm layers and a final LayerNorm. The decoder is mBART's pre-norm layer stack (bart.BartLayer: self
+attention, cross attention, GELU feed-forward) on token embeddings plus a learned position table (from row
+0), a final LayerNorm and an LM head tied to the token embedding. Whisper's key projections have no bias.
+``generate`` (whisper_generate.py) builds the decoder prompt (start, language, task, no-timestamps tokens)
+and decodes as transformers' Whisper generate does for audio of up to one window.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ... import nn
+from ...nn import functional as F
+from ...random import generator
+from ...tensor import Tensor
+from ._layers import KVCache, additive_mask, config_probability, ids_array
+from ._seq2seq import EncoderDecoder
+from .bart import BartLayer
+
+__all__ = ["WhisperForConditionalGeneration"]
+
+_WHO = "WhisperForConditionalGeneration"
+
+
+def _layers(cfg: dict, prefix: str) -> nn.ModuleList:
+    """BART's pre-norm layers with Whisper's bias-free key projections."""
+    layers = nn.ModuleList([BartLayer(cfg, prefix, prefix == "decoder", pre_norm=True)
+                            for _ in range(cfg[f"{prefix}_layers"])])
+    d = cfg["d_model"]
+    for layer in layers:
+        for attention in (layer.self_attn, getattr(layer, "encoder_attn", None)):
+            if attention is not None:
+                attention.k_proj = nn.Linear(d, d, bias=False)
+    return layers
+
+
+class _Stack(nn.Module):
+    def __init__(self, cfg: dict, prefix: str):
+        super().__init__()
+        self.layers = _layers(cfg, prefix)
+        self.layer_norm = nn.LayerNorm(cfg["d_model"])
+        self.dropout = nn.Dropout(cfg.get("dropout", 0.0))
+        self.layerdrop = config_probability(cfg, f"{prefix}_layerdrop", _WHO)
+
+    def run(self, x: Tensor, mask, cross: Optional[list] = None, **kw) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            if self.training and self.layerdrop and kw.get("cache") is None and generator().random() < self.layerdrop:
+                continue  # LayerDrop in training, as transformers
+            x = layer(x, mask, cross_kv=None if cross is None else cross[i], layer=i, **kw)
+        return self.layer_norm(x)
+
+
+class WhisperEncoder(_Stack):
+    def __init__(self, cfg: dict):
+        super().__init__(cfg, "encoder")
+        d = cfg["d_model"]
+        self.conv1 = nn.Conv1d(cfg["num_mel_bins"], d, 3, padding=1)
+        self.conv2 = nn.Conv1d(d, d, 3, stride=2, padding=1)
+        self.embed_positions = nn.Embedding(cfg["max_source_positions"], d)
+
+    def forward(self, features: Tensor) -> Tensor:
+        x = F.gelu(self.conv2(F.gelu(self.conv1(features)))).transpose(1, 2)
+        return self.run(self.dropout(x + self.embed_positions.weight), None)
+
+
+class WhisperDecoder(_Stack):
+    def __init__(self, cfg: dict):
+        super().__init__(cfg, "decoder")
+        d = cfg["d_model"]
+        self.embed_tokens = nn.Embedding(cfg["vocab_size"], d)
+        self.embed_positions = nn.Embedding(cfg["max_target_positions"], d)
+
+
+class WhisperForConditionalGeneration(EncoderDecoder, nn.Module):
+    """``forward(input_features, decoder_input_ids=...)`` -> logits (B, T_dec, vocab); ``encode(input_features)``
+    -> the encoder's states (B, max_source_positions, d_model); ``generate(input_features, language=, task=)``."""
+
+    architecture = "WhisperForConditionalGeneration"
+    model_type = "whisper"
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = dict(config)
+        c = self.config
+        if c["d_model"] % c["encoder_attention_heads"] or c["d_model"] % c["decoder_attention_heads"]:
+            raise ValueError(f"{_WHO}: d_model {c['d_model']} must be divisible by the attention heads")
+        self.encoder, self.decoder = WhisperEncoder(c), WhisperDecoder(c)
+        self.embed_scale = float(np.sqrt(c["d_model"])) if c.get("scale_embedding", False) else 1.0
+        self.tied = c.get("tie_word_embeddings", True) is not False
+        if not self.tied:
+            self.proj_out = nn.Linear(c["d_model"], c["vocab_size"], bias=False)
+        self.max_positions = int(c["max_target_positions"])
+        self.num_frames = 2 * int(c["max_source_positions"])  # the two convs halve the frames once
+
+    def decoder_embedding(self):
+        return self.decoder.embed_tokens
+
+    encoder_embedding = decoder_embedding
+
+    def _features(self, input_features) -> Tensor:
+        x = input_features if isinstance(input_features, Tensor) else Tensor._wrap(np.asarray(input_features))
+        want = (self.config["num_mel_bins"], self.num_frames)
+        if x.ndim != 3 or tuple(x.shape[1:]) != want or x.dtype.kind != "f":
+            raise ValueError(f"{_WHO}: input_features must be float (batch, {want[0]}, {want[1]}) log-mel features "
+                             f"(one {want[1] // 100}-second window: WhisperFeatureExtractor pads to it), got "
+                             f"{x.dtype} of shape {tuple(x.shape)}")
+        return x if x.dtype == np.float32 else x.float()
+
+    def encode(self, input_features, attention_mask=None) -> Tensor:
+        """The encoder's states; ``attention_mask`` is accepted and ignored, as transformers' Whisper encoder
+        ignores it (padding is silence, which the model was trained on)."""
+        return self.encoder(self._features(input_features))
+
+    def forward(self, input_features, attention_mask=None, decoder_input_ids=None) -> Tensor:
+        if decoder_input_ids is None:
+            raise ValueError(f"{_WHO}: decoder_input_ids is required (the decoder's tokens, starting with "
+                             f"decoder_start_token_id {self.decoder_start_token_id}); generate() makes them")
+        return self.decode(decoder_input_ids, self.encode(input_features))
+
+    def cross_kv(self, encoder_states: Tensor) -> List[Tuple[Tensor, Tensor]]:
+        return [layer.encoder_attn.project_kv(encoder_states) for layer in self.decoder.layers]
+
+    def new_cache(self, batch: int, max_length: int) -> KVCache:
+        c = self.config
+        heads = c["decoder_attention_heads"]
+        return KVCache(len(self.decoder.layers), batch, heads, max_length, c["d_model"] // heads)
+
+    def decode(self, decoder_input_ids, encoder_states: Tensor, attention_mask=None,
+               cross: Optional[List[Tuple[Tensor, Tensor]]] = None, cache: Optional[KVCache] = None) -> Tensor:
+        """Logits of the decoder's tokens (appended to ``cache`` when given) after the encoder's states."""
+        ids = ids_array(decoder_input_ids, _WHO, self.vocab_size)
+        T = ids.shape[1]
+        past = cache.length if cache is not None else 0
+        if past + T > self.max_positions:
+            raise ValueError(f"{_WHO}: decoder position {past + T - 1} exceeds max_target_positions "
+                             f"{self.max_positions}")
+        mask = additive_mask(None, past, T, causal=True)
+        cross = self.cross_kv(encoder_states) if cross is None else cross
+        dec = self.decoder
+        x = dec.embed_tokens(Tensor._wrap(ids))
+        if self.embed_scale != 1.0:
+            x = x * self.embed_scale
+        x = dec.dropout(x + dec.embed_positions.weight[past:past + T])
+        x = dec.run(x, mask, causal=mask is None, cross=cross, cache=cache)
+        if cache is not None:
+            cache.advance(T)
+        return F.linear(x, dec.embed_tokens.weight) if self.tied else self.proj_out(x)
+
+    def generate(self, input_features, **kwargs) -> np.ndarray:
+        """Token ids of each window's transcription (or translation): ``whisper_generate.generate``."""
+        from .whisper_generate import generate
+        return generate(self, input_features, **kwargs)
+
+    # --- checkpoint names: transformers' "model." prefix; the tied head not stored ---
+    def from_hf(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        out = {}
+        for k, v in tensors.items():
+            if k == "proj_out.weight":
+                if not self.tied:
+                    out[k] = v
+                continue
+            out[k[len("model."):] if k.startswith("model.") else k] = v
+        return out
+
+    def to_hf(self) -> Dict[str, np.ndarray]:
+        return {(k if k == "proj_out.weight" else "model." + k): v.numpy() for k, v in self.state_dict().items()}
