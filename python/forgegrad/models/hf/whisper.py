@@ -94,7 +94,7 @@ class WhisperForConditionalGeneration(EncoderDecoder, nn.Module):
         self.embed_scale = float(np.sqrt(c["d_model"])) if c.get("scale_embedding", False) else 1.0
         self.tied = c.get("tie_word_embeddings", True) is not False
         if not self.tied:
-            self.proj_out = nn.Linear(c["d_model"], c["vocab_size"], bias=False)
+            self.lm_head = nn.Linear(c["d_model"], c["vocab_size"], bias=False)  # transformers' proj_out
         self.max_positions = int(c["max_target_positions"])
         self.num_frames = 2 * int(c["max_source_positions"])  # the two convs halve the frames once
 
@@ -150,23 +150,24 @@ class WhisperForConditionalGeneration(EncoderDecoder, nn.Module):
         x = dec.run(x, mask, causal=mask is None, cross=cross, cache=cache)
         if cache is not None:
             cache.advance(T)
-        return F.linear(x, dec.embed_tokens.weight) if self.tied else self.proj_out(x)
+        return F.linear(x, dec.embed_tokens.weight) if self.tied else self.lm_head(x)
 
     def generate(self, input_features, **kwargs) -> np.ndarray:
         """Token ids of each window's transcription (or translation): ``whisper_generate.generate``."""
         from .whisper_generate import generate
         return generate(self, input_features, **kwargs)
 
-    # --- checkpoint names: transformers' "model." prefix; the tied head not stored ---
+    # --- checkpoint names: transformers' "model." prefix; its head proj_out (our lm_head), not stored when tied ---
     def from_hf(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         out = {}
         for k, v in tensors.items():
             if k == "proj_out.weight":
                 if not self.tied:
-                    out[k] = v
+                    out["lm_head.weight"] = v
                 continue
             out[k[len("model."):] if k.startswith("model.") else k] = v
         return out
 
     def to_hf(self) -> Dict[str, np.ndarray]:
-        return {(k if k == "proj_out.weight" else "model." + k): v.numpy() for k, v in self.state_dict().items()}
+        return {("proj_out.weight" if k == "lm_head.weight" else "model." + k): v.numpy()
+                for k, v in self.state_dict().items()}

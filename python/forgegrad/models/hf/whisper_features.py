@@ -133,9 +133,9 @@ class WhisperFeatureExtractor:
                  do_normalize: bool = False, return_attention_mask: bool = False) -> Dict[str, np.ndarray]:
         """Features of one waveform (1-D) or a batch (2-D array or a list of 1-D arrays), each padded with
         ``padding_value`` to ``max_length`` samples (default: the window, ``chunk_length`` seconds) or, with
-        ``padding="longest"``, to the longest; longer audio is cut (to ``max_length``) when ``truncation``. ``do_normalize``: each
-        waveform scaled to zero mean and unit variance over its samples first. ``return_attention_mask``: 1
-        for the frames of real audio."""
+        ``padding="longest"``, to the longest; longer audio is cut (to ``max_length``) when ``truncation``.
+        ``do_normalize``: each waveform scaled to zero mean and unit variance over its samples first.
+        ``return_attention_mask``: 1 for the frames of real audio."""
         if sampling_rate is not None and sampling_rate != self.sampling_rate:
             raise ValueError(f"WhisperFeatureExtractor: sampling_rate {sampling_rate!r} differs from the model's "
                              f"{self.sampling_rate} Hz; resample the audio first")

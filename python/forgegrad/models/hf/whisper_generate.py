@@ -130,7 +130,7 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
              pad_token_id=UNSET, return_timestamps: bool = False, num_beams: Optional[int] = None) -> np.ndarray:
     """The tokens transformers' ``WhisperForConditionalGeneration.generate`` returns for features of one window
     (``WhisperFeatureExtractor``'s; ``input_features`` (B, num_mel_bins, frames)): (B, n), the prompt not
-    included, finished rows padded with ``pad_token_id``.
+    included, each row without its end token and padded on the right with ``pad_token_id`` to the longest.
 
     ``language``: a code ('fr'), a name ('french') or a token ('<|fr|>'), or one per input; None detects it
     (multilingual checkpoints: the most likely language token after the start token). ``task``: 'transcribe'
@@ -189,7 +189,24 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
             if finished.all() or n == max_new_tokens:
                 break
             logits = model.decode(nxt[:, None], states, cross=cross, cache=cache).numpy()[:, -1]
-    return out[:, :n]
+    return _trimmed(out[:, :n], eos, pad)
+
+
+def _trimmed(out: np.ndarray, eos: List[int], pad: int) -> np.ndarray:
+    """transformers' Whisper rows: each without its trailing padding and end token, padded on the right to the
+    longest with ``pad``."""
+    rows = []
+    for row in out.tolist():
+        end = len(row)
+        while end and row[end - 1] == pad:
+            end -= 1
+        if pad in eos and end < len(row):
+            end += 1  # the end token, when it is the pad token, is the last padding kept
+        if end and row[end - 1] in eos:
+            end -= 1
+        rows.append(row[:end])
+    width = max((len(r) for r in rows), default=0)
+    return np.array([r + [pad] * (width - len(r)) for r in rows], np.int64).reshape(len(rows), width)
 
 
 def _max_new_tokens(model, gc: dict, given, prompt: int) -> int:
