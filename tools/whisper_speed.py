@@ -1,0 +1,75 @@
+"""Whisper at whisper-tiny's shape (random weights), forgegrad against transformers, one thread each: the encoder on
+one 30-second window, and generate (language given, greedy) of --tokens new tokens.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python tools/whisper_speed.py --tokens 32
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+
+
+def best(f, repeat):
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    return min(times) * 1e3
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    import torch
+    import transformers
+    import forgegrad as fg
+    from forgegrad.models import from_pretrained
+    torch.set_num_threads(1)
+    fg.set_num_threads(1)
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    cfg = transformers.WhisperConfig(vocab_size=51865, num_mel_bins=80, d_model=384, encoder_layers=4, decoder_layers=4,
+                                     encoder_attention_heads=6, decoder_attention_heads=6, encoder_ffn_dim=1536,
+                                     decoder_ffn_dim=1536, suppress_tokens=[], begin_suppress_tokens=[220, 50257])
+    hf = transformers.WhisperForConditionalGeneration(cfg).eval()
+    g = hf.generation_config
+    g.lang_to_id, g.task_to_id = {"<|en|>": 50259}, {"translate": 50358, "transcribe": 50359}
+    g.no_timestamps_token_id, g.is_multilingual = 50363, True
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save_pretrained(tmp)
+        file = os.path.join(tmp, "generation_config.json")
+        settings = json.load(open(file))
+        settings.pop("_from_model_config", None)
+        json.dump(settings, open(file, "w"))
+        model = from_pretrained(tmp)
+        hf = transformers.WhisperForConditionalGeneration.from_pretrained(tmp).eval()
+    x = np.random.default_rng(0).standard_normal((1, 80, 3000)).astype(np.float32)
+    tx = torch.tensor(x)
+    kw = dict(language="en", max_new_tokens=args.tokens)
+    ours = model.generate(x, **kw)
+    with torch.no_grad():
+        theirs = hf.generate(tx, **kw).numpy()
+    same = ours.shape == theirs.shape and (ours == theirs).all()
+    with fg.no_grad():
+        enc_fg = best(lambda: model.encode(x), args.repeat)
+    with torch.no_grad():
+        enc_hf = best(lambda: hf.model.encoder(tx), args.repeat)
+        gen_hf = best(lambda: hf.generate(tx, **kw), args.repeat)
+    gen_fg = best(lambda: model.generate(x, **kw), args.repeat)
+    print(f"same tokens: {same} ({ours.shape[1]} new tokens)")
+    print(f"encoder, one 30 s window: forgegrad {enc_fg:.1f} ms, transformers {enc_hf:.1f} ms ({enc_hf / enc_fg:.2f}x)")
+    print(f"generate (encoder + {ours.shape[1]} tokens): forgegrad {gen_fg:.1f} ms, transformers {gen_hf:.1f} ms "
+          f"({gen_hf / gen_fg:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
