@@ -235,3 +235,27 @@ def test_lean_weights_generate(pair, tmp_path, weights):
         full, lean = model(x, decoder_input_ids=dec).numpy(), variant(x, decoder_input_ids=dec).numpy()
     np.testing.assert_allclose(lean, full, atol=0.05 * np.abs(full).max())
     assert variant.generate(x, language="en", max_new_tokens=6).shape[0] == 2
+
+
+def test_untied_head(tmp_path):
+    """A checkpoint whose head proj_out is its own weight (tie_word_embeddings false) loads, computes transformers'
+    logits and saves back under transformers' name."""
+    torch.manual_seed(1)
+    cfg = transformers.WhisperConfig(vocab_size=60, num_mel_bins=MELS, d_model=16, encoder_layers=1, decoder_layers=1,
+                                     encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=24,
+                                     decoder_ffn_dim=24, max_source_positions=FRAMES // 2, max_target_positions=20,
+                                     tie_word_embeddings=False, decoder_start_token_id=50, pad_token_id=59,
+                                     bos_token_id=59, eos_token_id=59)
+    hf = transformers.WhisperForConditionalGeneration(cfg).eval()
+    with torch.no_grad():
+        hf.proj_out.weight.normal_(0, 1.0)
+    hf.save_pretrained(tmp_path / "untied")
+    model = from_pretrained(tmp_path / "untied")
+    assert not model.tied
+    x, dec = _features(1, seed=2), np.array([[50, 3, 4]])
+    with fg.no_grad():
+        ours = model(x, decoder_input_ids=dec).numpy()
+    with torch.no_grad():
+        theirs = hf(torch.tensor(x), decoder_input_ids=torch.tensor(dec)).logits.numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+    assert "proj_out.weight" in model.to_hf()
