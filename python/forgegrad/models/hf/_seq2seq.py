@@ -49,6 +49,20 @@ class EncoderDecoder:
         return self.decode(decoder_input_ids, self.encode(input_ids, attention_mask), attention_mask)
 
 
+class BartStyleDecoder:
+    """``cross_kv`` and ``new_cache`` of a model whose ``decoder.layers`` each have an ``encoder_attn`` with
+    ``project_kv`` and whose config gives ``decoder_attention_heads`` and ``d_model`` (BART's family, Whisper)."""
+
+    def cross_kv(self, encoder_states: Tensor) -> list:
+        return [layer.encoder_attn.project_kv(encoder_states) for layer in self.decoder.layers]
+
+    def new_cache(self, batch: int, max_length: int):
+        from ._layers import KVCache
+        c = self.config
+        heads = c["decoder_attention_heads"]
+        return KVCache(len(self.decoder.layers), batch, heads, max_length, c["d_model"] // heads)
+
+
 def attention_kv(attention, x: Tensor, kv, cache, layer: int):
     """An encoder-decoder attention's keys and values: the encoder's precomputed ``kv`` (cross-attention), or
     ``x``'s own projections (``attention.project_kv``), appended to ``cache`` when one is given."""

@@ -23,7 +23,7 @@ from ...random import generator
 from ...tensor import Tensor
 from ._layers import KVCache, activation, additive_mask, attend, ids_array, mask_array, merge_heads, split_heads
 from ._layers import FLOAT32_MAX, config_probability, key_places, padding_bias, rows
-from ._seq2seq import EncoderDecoder, attention_kv, decoder_places
+from ._seq2seq import BartStyleDecoder, EncoderDecoder, attention_kv, decoder_places
 
 __all__ = ["BartForConditionalGeneration", "MarianMTModel", "MBartForConditionalGeneration",
            "M2M100ForConditionalGeneration", "sinusoidal_positions", "m2m100_positions"]
@@ -190,7 +190,7 @@ def _cross_mask(padding: Optional[np.ndarray], t: int) -> Optional[np.ndarray]:
     return np.ascontiguousarray(np.broadcast_to(keys[:, None, None, :], (padding.shape[0], 1, t, padding.shape[1])))
 
 
-class BartForConditionalGeneration(EncoderDecoder, nn.Module):
+class BartForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Module):
     """``forward(input_ids, attention_mask=None, decoder_input_ids=...)`` -> logits (B, T_dec, vocab)."""
 
     architecture = "BartForConditionalGeneration"
@@ -261,14 +261,6 @@ class BartForConditionalGeneration(EncoderDecoder, nn.Module):
         pad = mask_array(attention_mask, "BartForConditionalGeneration", ids.shape)
         mask = additive_mask(pad, 0, S, causal=False)
         return self.encoder.run(self.encoder.embed(self._tokens(ids), 0, S, ids), mask)
-
-    def cross_kv(self, encoder_states: Tensor) -> List[Tuple[Tensor, Tensor]]:
-        return [layer.encoder_attn.project_kv(encoder_states) for layer in self.decoder.layers]
-
-    def new_cache(self, batch: int, max_length: int) -> KVCache:
-        c = self.config
-        heads = c["decoder_attention_heads"]
-        return KVCache(len(self.decoder.layers), batch, heads, max_length, c["d_model"] // heads)
 
     def decode(self, decoder_input_ids, encoder_states: Tensor, attention_mask=None,
                cross: Optional[List[Tuple[Tensor, Tensor]]] = None, cache: Optional[KVCache] = None) -> Tensor:

@@ -20,7 +20,7 @@ from ...nn import functional as F
 from ...random import generator
 from ...tensor import Tensor
 from ._layers import KVCache, additive_mask, config_probability, ids_array
-from ._seq2seq import EncoderDecoder
+from ._seq2seq import BartStyleDecoder, EncoderDecoder
 from .bart import BartLayer
 
 __all__ = ["WhisperForConditionalGeneration"]
@@ -77,7 +77,7 @@ class WhisperDecoder(_Stack):
         self.embed_positions = nn.Embedding(cfg["max_target_positions"], d)
 
 
-class WhisperForConditionalGeneration(EncoderDecoder, nn.Module):
+class WhisperForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Module):
     """``forward(input_features, decoder_input_ids=...)`` -> logits (B, T_dec, vocab); ``encode(input_features)``
     -> the encoder's states (B, max_source_positions, d_model); ``generate(input_features, language=, task=)``."""
 
@@ -122,14 +122,6 @@ class WhisperForConditionalGeneration(EncoderDecoder, nn.Module):
             raise ValueError(f"{_WHO}: decoder_input_ids is required (the decoder's tokens, starting with "
                              f"decoder_start_token_id {self.decoder_start_token_id}); generate() makes them")
         return self.decode(decoder_input_ids, self.encode(input_features))
-
-    def cross_kv(self, encoder_states: Tensor) -> List[Tuple[Tensor, Tensor]]:
-        return [layer.encoder_attn.project_kv(encoder_states) for layer in self.decoder.layers]
-
-    def new_cache(self, batch: int, max_length: int) -> KVCache:
-        c = self.config
-        heads = c["decoder_attention_heads"]
-        return KVCache(len(self.decoder.layers), batch, heads, max_length, c["d_model"] // heads)
 
     def decode(self, decoder_input_ids, encoder_states: Tensor, attention_mask=None,
                cross: Optional[List[Tuple[Tensor, Tensor]]] = None, cache: Optional[KVCache] = None) -> Tensor:
