@@ -210,9 +210,11 @@ def _trimmed(out: np.ndarray, eos: List[int], pad: int) -> np.ndarray:
 
 
 def _max_new_tokens(model, gc: dict, given, prompt: int) -> int:
-    """transformers' Whisper limits: max_new_tokens as given (prompt + it within max_target_positions), else the
-    config's max_length (20 without one) new tokens, the whole within max_target_positions."""
+    """transformers' Whisper limits: max_new_tokens as given or in the config (prompt + it within
+    max_target_positions, else an error), else the config's max_length (20 without one) new tokens, the whole
+    within max_target_positions."""
     limit = model.max_positions
+    given = gc.get("max_new_tokens") if given is None else given
     if given is not None:
         if isinstance(given, bool) or not isinstance(given, numbers.Integral) or given < 1:
             raise ValueError(f"generate: max_new_tokens must be a positive int, got {given!r}")
@@ -220,8 +222,6 @@ def _max_new_tokens(model, gc: dict, given, prompt: int) -> int:
             raise ValueError(f"generate: the decoder prompt ({prompt} tokens) + max_new_tokens ({given}) exceed "
                              f"max_target_positions {limit}")
         return int(given)
-    if isinstance(gc.get("max_new_tokens"), int):
-        return min(gc["max_new_tokens"], limit - prompt)
     max_length = gc.get("max_length") if isinstance(gc.get("max_length"), int) else 20
     total = min(max_length + min(limit // 2 - 1, prompt), limit)
     return max(total - prompt, 1)
