@@ -290,9 +290,9 @@ def test_malformed_directories_raise_clear_errors(checkpoints, tmp_path):
         from_pretrained(tmp_path / "shape")
     _copy(root / "gpt2", tmp_path / "arch")
     cfg = json.loads((tmp_path / "arch" / "config.json").read_text())
-    cfg["architectures"], cfg["model_type"] = ["WhisperForConditionalGeneration"], "whisper"
+    cfg["architectures"], cfg["model_type"] = ["Wav2Vec2ForCTC"], "wav2vec2"
     (tmp_path / "arch" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match="unsupported architecture.*Whisper"):
+    with pytest.raises(CheckpointError, match="unsupported architecture.*Wav2Vec2ForCTC"):
         from_pretrained(tmp_path / "arch")
     cfg["architectures"], cfg["model_type"] = ["T5ForConditionalGeneration"], "t5"  # a GPT-2 config said to be T5
     (tmp_path / "arch" / "config.json").write_text(json.dumps(cfg))

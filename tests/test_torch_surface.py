@@ -193,8 +193,8 @@ def test_utils_data_alias_and_name_hints():
         fg.not_a_torch_name  # noqa: B018
     with pytest.raises(AttributeError, match="forgegrad has it as forgegrad.nn.Dense"):
         nn.LazyLinear  # noqa: B018
-    with pytest.raises(AttributeError, match="Conv1d.*no equivalent yet"):
-        nn.Conv1d  # noqa: B018
+    with pytest.raises(AttributeError, match="Conv3d.*no equivalent yet"):
+        nn.Conv3d  # noqa: B018
 
 
 def test_save_load_file_objects(tmp_path):
