@@ -10,7 +10,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-__all__ = ["is_int", "integer", "positive_int", "pair"]
+__all__ = ["is_int", "integer", "positive_int", "pair", "single"]
 
 
 def is_int(value) -> bool:
@@ -49,3 +49,18 @@ def pair(value, name: str, owner: str, minimum: Optional[int] = None) -> Tuple[i
     if minimum is not None and min(out) < minimum:
         raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value!r}")
     return out
+
+
+def single(value, name: str, owner: str, minimum: Optional[int] = None) -> int:
+    """A 1-D size: an int, or a tuple/list of one int (as torch's 1-D layers take them) -> the int.
+
+    TypeError ``"<owner>: <name> must be an int or a tuple of one int, got ..."`` for anything else; with
+    ``minimum``, ValueError ``"<owner>: <name> must be >= <minimum>, got ..."`` below it.
+    """
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+        value = value[0]
+    if not is_int(value):
+        raise TypeError(f"{owner}: {name} must be an int or a tuple of one int, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value!r}")
+    return int(value)

@@ -16,11 +16,11 @@ from __future__ import annotations
 from typing import NamedTuple, Optional, Tuple
 
 from .. import _C
-from .._args import integer, is_int, pair
+from .._args import integer, is_int, pair, single
 from .._validate import check_bool
 
-__all__ = ["Conv2dGeometry", "conv2d_geometry", "conv2d_output_shape", "conv2d_padding", "conv2d_weight_shape",
-           "Pool2dGeometry", "pool2d_geometry", "pool2d_output_shape", "adaptive_output_size"]
+__all__ = ["Conv2dGeometry", "conv1d_as_2d", "conv2d_geometry", "conv2d_output_shape", "conv2d_padding",
+           "conv2d_weight_shape", "Pool2dGeometry", "pool2d_geometry", "pool2d_output_shape", "adaptive_output_size"]
 
 Quad = Tuple[int, int, int, int]
 
@@ -31,6 +31,13 @@ class Conv2dGeometry(NamedTuple):
     dilation: Tuple[int, int]
     groups: int
     output_shape: Quad  # (N, OC, OH, OW)
+
+
+def conv1d_as_2d(stride=1, padding=0, dilation=1, owner: str = "conv1d"):
+    """A 1-D convolution's (stride, padding, dilation) as conv2d's on a height of 1 (how conv1d runs and
+    exports): the sizes ints or tuples of one int, padding also "same" or "valid"."""
+    pad = padding if isinstance(padding, str) else (0, single(padding, "padding", owner))
+    return (1, single(stride, "stride", owner)), pad, (1, single(dilation, "dilation", owner))
 
 
 def conv2d_geometry(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1,

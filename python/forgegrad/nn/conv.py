@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 
-from .._args import is_int, pair, positive_int
+from .._args import pair, positive_int, single
 from ..kernels import geometry
 from . import functional_conv as F
 from . import init
@@ -24,7 +24,36 @@ def _check_input(x, ndims, cls):
         raise ValueError(f"{cls}: expected {want} input (got {x.ndim}D input)")
 
 
-class Conv2d(Module):
+class _ConvNd(Module):
+    """What Conv1d and Conv2d share: the channel and group arguments, the padding mode, torch's initialisation
+    and repr. Subclasses set kernel_size, stride, padding and dilation (tuples of their rank)."""
+
+    def _channels(self, cls: str, in_channels, out_channels, groups, padding_mode) -> None:
+        self.in_channels = positive_int(in_channels, "in_channels", cls)
+        self.out_channels = positive_int(out_channels, "out_channels", cls)
+        self.groups = positive_int(groups, "groups", cls)
+        if padding_mode != "zeros":
+            raise ValueError(f"{cls}: padding_mode {padding_mode!r} is not supported (only 'zeros')")
+        self.padding_mode = padding_mode
+
+    def reset_parameters(self) -> None:
+        init.layer_default_(self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        rank = len(self.kernel_size)
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0,) * rank:
+            s += f", padding={self.padding!r}" if isinstance(self.padding, str) else f", padding={self.padding}"
+        if self.dilation != (1,) * rank:
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class Conv2d(_ConvNd):
     """2-D convolution over (N, C_in, H, W) -> (N, C_out, H_out, W_out).
 
     Args as torch.nn.Conv2d: in_channels, out_channels, kernel_size, stride=1, padding=0 (int, pair,
@@ -37,9 +66,7 @@ class Conv2d(Module):
                  bias=True, padding_mode="zeros"):
         super().__init__()
         cls = "Conv2d"
-        self.in_channels = positive_int(in_channels, "in_channels", cls)
-        self.out_channels = positive_int(out_channels, "out_channels", cls)
-        self.groups = positive_int(groups, "groups", cls)
+        self._channels(cls, in_channels, out_channels, groups, padding_mode)
         self.kernel_size = pair(kernel_size, "kernel_size", cls)
         self.stride = pair(stride, "stride", cls)
         self.dilation = pair(dilation, "dilation", cls)
@@ -48,33 +75,15 @@ class Conv2d(Module):
                                                     self.groups, cls)
         geometry.conv2d_padding(padding, self.kernel_size, self.stride, self.dilation, owner=cls)
         self.padding = padding if isinstance(padding, str) else pair(padding, "padding", cls)
-        if padding_mode != "zeros":
-            raise ValueError(f"{cls}: padding_mode {padding_mode!r} is not supported (only 'zeros')")
-        self.padding_mode = padding_mode
         add_weight_and_bias(self, weight_shape, bias)  # on the default device (meta: no memory)
         self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        init.layer_default_(self.weight, self.bias)
 
     def forward(self, input):
         _check_input(input, (4,), "Conv2d")
         return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
-    def extra_repr(self) -> str:
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0, 0):
-            s += f", padding={self.padding!r}" if isinstance(self.padding, str) else f", padding={self.padding}"
-        if self.dilation != (1, 1):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        return s
 
-
-class Conv1d(Module):
+class Conv1d(_ConvNd):
     """1-D convolution over (N, C_in, L) -> (N, C_out, L_out), or unbatched (C_in, L) -> (C_out, L_out).
 
     Args as torch.nn.Conv1d: in_channels, out_channels, kernel_size, stride=1, padding=0 (int, "same" or
@@ -87,54 +96,24 @@ class Conv1d(Module):
                  bias=True, padding_mode="zeros"):
         super().__init__()
         cls = "Conv1d"
-        self.in_channels = positive_int(in_channels, "in_channels", cls)
-        self.out_channels = positive_int(out_channels, "out_channels", cls)
-        self.groups = positive_int(groups, "groups", cls)
-        self.kernel_size, self.stride, self.dilation = (
-            (_one(v, name, cls),) for v, name in ((kernel_size, "kernel_size"), (stride, "stride"),
-                                                  (dilation, "dilation")))
+        self._channels(cls, in_channels, out_channels, groups, padding_mode)
+        self.kernel_size = (single(kernel_size, "kernel_size", cls, minimum=1),)
+        self.stride = (single(stride, "stride", cls, minimum=1),)
+        self.dilation = (single(dilation, "dilation", cls, minimum=1),)
+        self.padding = padding if isinstance(padding, str) else (single(padding, "padding", cls, minimum=0),)
+        # conv2d's geometry on a height of 1 checks the channels against groups and the padding form
         weight_shape = geometry.conv2d_weight_shape(self.in_channels, self.out_channels, (1,) + self.kernel_size,
                                                     self.groups, cls)
-        self.padding = padding if isinstance(padding, str) else (_one(padding, "padding", cls, minimum=0),)
-        geometry.conv2d_padding(self.padding if isinstance(padding, str) else (0,) + self.padding,
-                                (1,) + self.kernel_size, (1,) + self.stride, (1,) + self.dilation, owner=cls)
-        if padding_mode != "zeros":
-            raise ValueError(f"{cls}: padding_mode {padding_mode!r} is not supported (only 'zeros')")
-        self.padding_mode = padding_mode
+        stride2, padding2, dilation2 = geometry.conv1d_as_2d(self.stride, self.padding, self.dilation, cls)
+        geometry.conv2d_padding(padding2, (1,) + self.kernel_size, stride2, dilation2, owner=cls)
         add_weight_and_bias(self, weight_shape[:2] + weight_shape[3:], bias)
         self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        init.layer_default_(self.weight, self.bias)
 
     def forward(self, input):
         _check_input(input, (2, 3), "Conv1d")
         if input.ndim == 2:  # unbatched, as torch
             return self.forward(input.unsqueeze(0)).squeeze(0)
         return F.conv1d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-
-    def extra_repr(self) -> str:
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0,):
-            s += f", padding={self.padding!r}" if isinstance(self.padding, str) else f", padding={self.padding}"
-        if self.dilation != (1,):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        return s
-
-
-def _one(value, name: str, owner: str, minimum: int = 1) -> int:
-    """A 1-D size given as an int or a tuple of one int."""
-    if isinstance(value, (tuple, list)) and len(value) == 1:
-        value = value[0]
-    if not is_int(value):
-        raise TypeError(f"{owner}: {name} must be an int or a tuple of one int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value!r}")
-    return int(value)
 
 
 class _Pool2d(Module):

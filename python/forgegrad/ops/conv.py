@@ -13,8 +13,7 @@ from .. import _C
 from ..autograd import Function
 from ..devices import MetaArray
 from ..kernels import conv as _conv
-from ..kernels.geometry import conv2d_geometry
-from .._args import is_int
+from ..kernels.geometry import conv1d_as_2d, conv2d_geometry
 from ..kernels._checks import check_ndim
 from . import conv_samples as CS
 from ._op_rules import with_args
@@ -92,22 +91,6 @@ Conv2dFunction.op.add_device("cuda", Conv2dCudaFunction)
 
 
 # ---- conv1d: the conv2d Functions on a height of 1 ------------------------------------------------------
-def _single(value, name: str):
-    """A 1-D conv's int-or-1-tuple argument as an int (TypeError naming it otherwise)."""
-    if isinstance(value, (tuple, list)) and len(value) == 1:
-        value = value[0]
-    if not is_int(value):
-        raise TypeError(f"conv1d: {name} must be an int or a tuple of one int, got {value!r}")
-    return int(value)
-
-
-def conv1d_as_2d(stride=1, padding=0, dilation=1):
-    """conv1d's (stride, padding, dilation) as conv2d's on a height of 1: padding an int, a 1-tuple,
-    "same" or "valid"."""
-    pad = padding if isinstance(padding, str) else (0, _single(padding, "padding"))
-    return (1, _single(stride, "stride")), pad, (1, _single(dilation, "dilation"))
-
-
 def _height1(a):
     """(N, C, L) -> (N, C, 1, L) (a view: numpy, meta and device arrays all reshape)."""
     return a.reshape(a.shape[:2] + (1,) + a.shape[2:])

@@ -33,10 +33,9 @@ def conv2d(ctx, x: str, w: str, b: Optional[str], kernel, stride=1, padding=0, d
 
 
 def conv1d(ctx, x: str, w: str, b: Optional[str], kernel: int, stride=1, padding=0, dilation=1, groups=1) -> str:
-    """A 1-D Conv: the arguments as forgegrad.ops.conv.conv1d_as_2d makes them conv2d's on a height of 1, the
-    pads of the length axis (begin, end) from the same C++ geometry."""
-    from ...ops.conv import conv1d_as_2d
-    stride2, padding2, dilation2 = conv1d_as_2d(stride, padding, dilation)
+    """A 1-D Conv: the arguments as conv1d runs them (conv2d's on a height of 1), the pads of the length axis
+    (begin, end) from the same C++ geometry."""
+    stride2, padding2, dilation2 = geometry.conv1d_as_2d(stride, padding, dilation)
     _, left, _, right = onnx_pads(padding2, (1, kernel), stride2, dilation2)
     return ctx.node("Conv", [x, w, b], kernel_shape=[int(kernel)], strides=[stride2[1]], pads=[left, right],
                     dilations=[dilation2[1]], group=int(groups))
