@@ -41,10 +41,6 @@ _CODE_BY_NAME = {**{name: code for code, name in LANGUAGES.items()},
 _TASKS = ("translate", "transcribe")
 
 
-def _config(model) -> dict:
-    return generation_source(model)
-
-
 def _language_id(language, lang_to_id: dict) -> int:
     if not isinstance(language, str):
         raise TypeError(f"generate: language must be a string ('fr', 'french' or '<|fr|>'), got {language!r}")
@@ -143,7 +139,7 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
         raise ValueError("generate: Whisper decodes with num_beams=1 (greedy or sampling); beam search is not "
                          "supported yet")
     features = model._features(input_features)
-    gc = dict(_config(model))
+    gc = dict(generation_source(model))
     B = int(features.shape[0])
     vocab = model.vocab_size
     sampler = _sampler(model, do_sample, temperature, top_k, top_p, min_p)
@@ -156,10 +152,7 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
             logits = model.decode(start, states, cross=cross).numpy()[:, -1]
             return [lang_ids[i] for i in logits[:, lang_ids].argmax(-1)]
 
-        prompts = _prompts(model, gc, B, language, task, detect)
-        if len({len(p) for p in prompts}) != 1:
-            raise ValueError(f"generate: the decoder prompts differ in length: {prompts!r}")
-        prompt = np.array(prompts, np.int64)
+        prompt = np.array(_prompts(model, gc, B, language, task, detect), np.int64)  # rows of one length
         P = prompt.shape[1]
         max_new_tokens = _max_new_tokens(model, gc, max_new_tokens, P)
         suppress = _token_list(gc.get("suppress_tokens", model.config.get("suppress_tokens")), vocab,
