@@ -8,7 +8,8 @@ directory written by transformers' ``save_pretrained`` (``config.json`` + safete
 Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``RobertaModel``, ``XLMRobertaModel``,
 ``BertForSequenceClassification``, ``RobertaForSequenceClassification``, ``XLMRobertaForSequenceClassification``,
 ``ModernBertModel``, ``ModernBertForSequenceClassification``, ``DistilBertModel``,
-``DistilBertForSequenceClassification``,
+``DistilBertForSequenceClassification``, ``DebertaV2Model``, ``DebertaV2ForSequenceClassification``,
+``DebertaV2ForMaskedLM``, ``DebertaV2ForTokenClassification`` (DeBERTa-v2 and v3),
 ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``, ``Qwen3ForCausalLM``,
 ``Phi3ForCausalLM``, ``GemmaForCausalLM``, ``Gemma2ForCausalLM``, ``Gemma3ForCausalLM``, and the mixture-of-experts
 ``MixtralForCausalLM``, ``Qwen2MoeForCausalLM``, ``Qwen3MoeForCausalLM``, and the encoder-decoders
@@ -38,19 +39,24 @@ from .generation import generate
 from .gemma2 import Gemma2ForCausalLM, Gemma3ForCausalLM, GemmaForCausalLM
 from .gpt2 import GPT2LMHeadModel
 from .llama import LlamaForCausalLM, MistralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
+from .deberta import (DebertaV2ForMaskedLM, DebertaV2ForSequenceClassification, DebertaV2ForTokenClassification,
+                      DebertaV2Model)
 from .distilbert import DistilBertForSequenceClassification, DistilBertModel
 from .modernbert import ModernBertForSequenceClassification, ModernBertModel
 from .moe import MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM
 from .onnx_export import export_with_past, generate_onnx
 from .onnx_seq2seq import export_seq2seq, generate_onnx_seq2seq
+from .onnx_whisper import generate_onnx_whisper
 from .t5 import T5ForConditionalGeneration
 
 __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past", "generate_onnx", "export_seq2seq",
-           "generate_onnx_seq2seq", "CheckpointError",
+           "generate_onnx_seq2seq", "generate_onnx_whisper", "CheckpointError",
            "ARCHITECTURES",
            "GPT2LMHeadModel", "BertModel", "RobertaModel", "XLMRobertaModel", "BertForSequenceClassification",
            "RobertaForSequenceClassification", "XLMRobertaForSequenceClassification", "ModernBertModel",
            "ModernBertForSequenceClassification", "DistilBertModel", "DistilBertForSequenceClassification",
+           "DebertaV2Model", "DebertaV2ForSequenceClassification", "DebertaV2ForMaskedLM",
+           "DebertaV2ForTokenClassification",
            "LlamaForCausalLM", "MistralForCausalLM",
            "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM",
            "Gemma3ForCausalLM", "GemmaForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
@@ -62,14 +68,15 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                  (GPT2LMHeadModel, BertModel, RobertaModel, XLMRobertaModel, BertForSequenceClassification,
                   RobertaForSequenceClassification, XLMRobertaForSequenceClassification, ModernBertModel,
                   ModernBertForSequenceClassification, DistilBertModel, DistilBertForSequenceClassification,
-                  LlamaForCausalLM, MistralForCausalLM,
+                  DebertaV2Model, DebertaV2ForSequenceClassification, DebertaV2ForMaskedLM,
+                  DebertaV2ForTokenClassification, LlamaForCausalLM, MistralForCausalLM,
                   Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM,
                   Gemma3ForCausalLM, GemmaForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM,
                   T5ForConditionalGeneration, BartForConditionalGeneration, MarianMTModel,
                   MBartForConditionalGeneration, M2M100ForConditionalGeneration, WhisperForConditionalGeneration)}
 # model_type -> class, for configs that do not list their architecture
 _BY_TYPE = {"gpt2": GPT2LMHeadModel, "bert": BertModel, "roberta": RobertaModel, "xlm-roberta": XLMRobertaModel,
-            "modernbert": ModernBertModel, "distilbert": DistilBertModel,
+            "modernbert": ModernBertModel, "distilbert": DistilBertModel, "deberta-v2": DebertaV2Model,
             "llama": LlamaForCausalLM, "mistral": MistralForCausalLM,
             "qwen2": Qwen2ForCausalLM, "qwen3": Qwen3ForCausalLM, "phi3": Phi3ForCausalLM,
             "gemma": GemmaForCausalLM, "gemma2": Gemma2ForCausalLM, "gemma3_text": Gemma3ForCausalLM,
