@@ -59,7 +59,19 @@ def _modernbert(path):
     return path
 
 
-@pytest.mark.parametrize("make,max_len", [(_bert, None), (_bert, 12), (_xlmr, None), (_modernbert, None)])
+def _deberta(path):
+    _bert(path)  # its tokenizer (DeBERTa-v3's is a SentencePiece one; the pair template is the same)
+    torch.manual_seed(0)
+    transformers.DebertaV2ForSequenceClassification(transformers.DebertaV2Config(
+        vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=40,
+        max_position_embeddings=64, relative_attention=True, position_buckets=8, max_relative_positions=16,
+        pos_att_type=["p2c", "c2p"], share_att_key=True, norm_rel_ebd="layer_norm", position_biased_input=False,
+        num_labels=1, initializer_range=0.5)).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("make,max_len", [(_bert, None), (_bert, 12), (_xlmr, None), (_modernbert, None),
+                                          (_deberta, None)])
 def test_scores_are_cross_encoder_predict(tmp_path, make, max_len):
     from sentence_transformers import CrossEncoder
     path = make(tmp_path / "ce", max_len) if make is _bert else make(tmp_path / "ce")

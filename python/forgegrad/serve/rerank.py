@@ -33,7 +33,7 @@ MAX_DOCUMENTS = 1000
 _FIELDS = {"model", "query", "documents", "top_n", "return_documents", "user"}
 _CLASSIFIERS = ("BertForSequenceClassification", "RobertaForSequenceClassification",
                 "XLMRobertaForSequenceClassification", "ModernBertForSequenceClassification",
-                "DistilBertForSequenceClassification")
+                "DistilBertForSequenceClassification", "DebertaV2ForSequenceClassification")
 
 
 def is_reranker_checkpoint(path: str) -> bool:

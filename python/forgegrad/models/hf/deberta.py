@@ -314,8 +314,8 @@ class DebertaV2Model(nn.Module):
         if c["position_biased_input"] and T > self.max_tokens:
             raise ValueError(f"{_WHO}: {T} tokens exceed max_position_embeddings {self.max_tokens}")
         types = np.zeros_like(ids)
-        if token_type_ids is not None:
-            types = ids_array(token_type_ids, f"{_WHO} (token_type_ids)", max(c["type_vocab_size"], 1))
+        if token_type_ids is not None and c["type_vocab_size"] > 0:  # without a type table they are ignored
+            types = ids_array(token_type_ids, f"{_WHO} (token_type_ids)", c["type_vocab_size"])
             if types.shape != ids.shape:
                 raise ValueError(f"{_WHO}: token_type_ids must have the shape of input_ids {ids.shape}, got "
                                  f"{types.shape}")
