@@ -1,0 +1,244 @@
+"""Audio files to the samples a speech model reads, in numpy: WAV decoding and band-limited resampling.
+
+    samples, rate = read_wav(data)               # (frames, channels) float32 in [-1, 1], the file's rate
+    mono = load_audio(data, sampling_rate=16000) # 1-D float32: channels averaged, resampled to 16 kHz
+    y = resample(x, 44100, 16000)                # scipy.signal.resample_poly's filter, along the last axis
+
+``read_wav`` takes RIFF/WAVE files of integer PCM (8-bit unsigned, 16/24/32-bit signed), IEEE float (32/64-bit),
+G.711 mu-law and A-law, each plain or as WAVE_FORMAT_EXTENSIBLE, any number of channels. Every size the header
+declares is checked against the bytes actually there before anything is allocated, so a truncated or hostile
+header is a ValueError naming what is wrong, never a crash or an allocation larger than the file. Other
+containers (MP3, FLAC, Ogg, WebM, MP4) are recognised by their first bytes and refused with
+``UnsupportedAudioFormat`` (a ValueError) saying which format it is and what is accepted.
+
+``resample`` is ``scipy.signal.resample_poly(x, up, down)`` with its default filter: the rates reduced by their
+gcd to up/down, a linear-phase low-pass FIR of 20 * max(up, down) + 1 taps (a sinc cut at the lower of the two
+Nyquist frequencies, Kaiser window beta=5, unit gain at DC), applied polyphase so that each output sample sums
+only the ~20 * max(up, down) / up input samples under the filter. Tones above the new Nyquist frequency are
+removed (not folded back as aliases); the edges are zero-padded, as resample_poly's default.
+"""
+from __future__ import annotations
+
+import numbers
+import struct
+from typing import Tuple, Union
+
+import numpy as np
+
+__all__ = ["read_wav", "resample", "load_audio", "sniff_format", "UnsupportedAudioFormat", "ACCEPTED"]
+
+ACCEPTED = ("WAV (RIFF/WAVE: 8/16/24/32-bit integer PCM, 32/64-bit float, mu-law or A-law; any channels and "
+            "sample rate)")
+MIN_RATE, MAX_RATE = 1000, 384000  # sample rates read_wav takes (telephony's 8 kHz to studio 384 kHz, with room)
+
+_PCM, _FLOAT, _ALAW, _MULAW, _EXTENSIBLE = 0x0001, 0x0003, 0x0006, 0x0007, 0xFFFE
+# the GUID of a WAVE_FORMAT_EXTENSIBLE sub-format: its format code, then this fixed tail
+_GUID_TAIL = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
+
+
+class UnsupportedAudioFormat(ValueError):
+    """The bytes are audio (or something else) in a format ``read_wav`` does not decode."""
+
+
+def sniff_format(data: bytes) -> str:
+    """A name for the container the first bytes announce ("WAV", "MP3", "FLAC", ...), "unknown" if none."""
+    head = bytes(data[:12])
+    if head[:4] in (b"RIFF", b"RIFX", b"RF64") and head[8:12] == b"WAVE":
+        return "WAV" if head[:4] == b"RIFF" else f"WAV ({head[:4].decode()})"
+    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return "MP3"
+    for magic, name in ((b"fLaC", "FLAC"), (b"OggS", "Ogg"), (b"\x1a\x45\xdf\xa3", "WebM/Matroska"),
+                        (b"FORM", "AIFF"), (b"#!AMR", "AMR")):
+        if head.startswith(magic):
+            return name
+    if head[4:8] == b"ftyp":
+        return "MP4/M4A"
+    return "unknown"
+
+
+def _fmt(chunk: bytes) -> Tuple[int, int, int, int, int]:
+    """(format code, channels, rate, bits per sample, block align) of a "fmt " chunk; EXTENSIBLE resolved to its
+    sub-format."""
+    if len(chunk) < 16:
+        raise ValueError(f"WAV: the fmt chunk has {len(chunk)} bytes, fewer than the 16 it needs")
+    code, channels, rate, _byte_rate, align, bits = struct.unpack("<HHIIHH", chunk[:16])
+    if code == _EXTENSIBLE:
+        if len(chunk) < 40:
+            raise ValueError(f"WAV: a WAVE_FORMAT_EXTENSIBLE fmt chunk needs 40 bytes, this one has {len(chunk)}")
+        guid = chunk[24:40]
+        if guid[2:] != _GUID_TAIL:
+            raise UnsupportedAudioFormat(f"WAV: WAVE_FORMAT_EXTENSIBLE with an unknown sub-format GUID "
+                                         f"{guid.hex()}; accepted: {ACCEPTED}")
+        code = struct.unpack("<H", guid[:2])[0]
+    return code, channels, rate, bits, align
+
+
+def _chunks(data: bytes):
+    """(id, payload offset, payload size) of each chunk after the RIFF header; a size past the end of the file is
+    cut to what is there only for the data chunk when it declares 0 or 0xFFFFFFFF (a stream whose writer could not
+    go back to fill it in), else it is an error."""
+    pos, end = 12, len(data)
+    while pos + 8 <= end:
+        cid, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        start = pos + 8
+        if start + size > end:
+            if cid == b"data" and size in (0, 0xFFFFFFFF):
+                size = end - start
+            elif cid == b"data":
+                raise ValueError(f"WAV: truncated: the data chunk declares {size} bytes, the file holds {end - start}")
+            else:
+                raise ValueError(f"WAV: truncated: chunk {cid!r} declares {size} bytes, the file holds {end - start}")
+        yield cid, start, size
+        pos = start + size + (size & 1)  # chunks are padded to an even size
+
+
+def read_wav(data: Union[bytes, bytearray, memoryview]) -> Tuple[np.ndarray, int]:
+    """(samples (frames, channels) float32, sample rate) of a WAV file's bytes.
+
+    Integer PCM is scaled by its full scale (16-bit: / 32768) so samples lie in [-1, 1]; float samples are kept
+    as they are (NaN or infinity is an error). A trailing partial frame is dropped. Raises
+    ``UnsupportedAudioFormat`` for a file that is not a RIFF/WAVE file or holds an encoding not listed in the
+    module's docstring, ValueError for a malformed one."""
+    data = bytes(data)
+    kind = sniff_format(data)
+    if kind != "WAV":
+        if len(data) < 12:
+            raise UnsupportedAudioFormat(f"not a WAV file: {len(data)} bytes, shorter than a RIFF header; "
+                                         f"accepted: {ACCEPTED}")
+        what = "an unrecognised format" if kind == "unknown" else f"{kind}"
+        raise UnsupportedAudioFormat(f"the file is {what}, not a RIFF/WAVE file; accepted: {ACCEPTED}")
+    fmt = None
+    samples = None
+    for cid, start, size in _chunks(data):
+        if cid == b"fmt ":
+            fmt = _fmt(data[start:start + size])
+        elif cid == b"data":
+            if fmt is None:
+                raise ValueError("WAV: the data chunk comes before any fmt chunk")
+            samples = (start, size)
+            break
+    if fmt is None:
+        raise ValueError("WAV: no fmt chunk (the header is truncated or not a WAV header)")
+    if samples is None:
+        raise ValueError("WAV: no data chunk")
+    code, channels, rate, bits, align = fmt
+    if channels < 1:
+        raise ValueError(f"WAV: the fmt chunk declares {channels} channels")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise ValueError(f"WAV: sample rate {rate} Hz is outside {MIN_RATE}..{MAX_RATE}")
+    encodings = {_PCM: (8, 16, 24, 32), _FLOAT: (32, 64), _MULAW: (8,), _ALAW: (8,)}
+    if code not in encodings:
+        raise UnsupportedAudioFormat(f"WAV: encoding 0x{code:04x} is not decoded (compressed audio); accepted: "
+                                     f"{ACCEPTED}")
+    if bits not in encodings[code]:
+        raise ValueError(f"WAV: {bits}-bit samples are not valid for encoding 0x{code:04x} (expected "
+                         f"{' or '.join(map(str, encodings[code]))} bits)")
+    width = bits // 8
+    if align != channels * width:
+        raise ValueError(f"WAV: block align {align} does not match {channels} channels of {width}-byte samples")
+    start, size = samples
+    frames = size // align
+    raw = np.frombuffer(data, np.uint8, frames * align, start).reshape(frames, channels, width)
+    return _decode(raw, code, bits), int(rate)
+
+
+def _decode(raw: np.ndarray, code: int, bits: int) -> np.ndarray:
+    """(frames, channels, bytes) little-endian samples -> (frames, channels) float32."""
+    flat = np.ascontiguousarray(raw).reshape(raw.shape[0], raw.shape[1] * raw.shape[2])
+    if code == _FLOAT:
+        out = flat.view("<f4" if bits == 32 else "<f8").astype(np.float32)
+        if not np.isfinite(out).all():
+            raise ValueError("WAV: the float samples hold NaN or infinity")
+        return out
+    if code in (_MULAW, _ALAW):
+        return (_MULAW_TABLE if code == _MULAW else _ALAW_TABLE)[flat]
+    if bits == 8:  # unsigned, centred on 128
+        return ((flat.astype(np.float32) - 128.0) / 128.0)
+    if bits == 24:  # three bytes, sign-extended through the top of an int32
+        b = raw.astype(np.int32)
+        v = (b[..., 0] << 8) | (b[..., 1] << 16) | (b[..., 2] << 24)
+        return (v >> 8).astype(np.float32) / np.float32(2 ** 23)
+    ints = flat.view("<i2" if bits == 16 else "<i4")
+    return (ints.astype(np.float64) / float(2 ** (bits - 1))).astype(np.float32)
+
+
+def _g711_tables() -> Tuple[np.ndarray, np.ndarray]:
+    """ITU-T G.711 expansion of every byte to a sample in [-1, 1) (the 16-bit value / 32768)."""
+    u = ~np.arange(256, dtype=np.int32) & 0xFF
+    t = (((u & 0x0F) << 3) + 0x84) << ((u & 0x70) >> 4)
+    mulaw = np.where(u & 0x80, 0x84 - t, t - 0x84)
+    a = np.arange(256, dtype=np.int32) ^ 0x55
+    seg = (a & 0x70) >> 4
+    mag = (a & 0x0F) << 4
+    mag = np.where(seg == 0, mag + 8, (mag + 0x108) << np.maximum(seg - 1, 0))
+    alaw = np.where(a & 0x80, mag, -mag)
+    return (mulaw / 32768.0).astype(np.float32), (alaw / 32768.0).astype(np.float32)
+
+
+_MULAW_TABLE, _ALAW_TABLE = _g711_tables()
+
+_filters: dict = {}  # (up, down) -> the polyphase filter, for the few rate pairs a server meets
+
+
+def _filter(up: int, down: int) -> np.ndarray:
+    """resample_poly's default filter, times ``up``: (2 * half_len + 1,) float64 centred at half_len."""
+    h = _filters.get((up, down))
+    if h is None:
+        max_rate = max(up, down)
+        half = 10 * max_rate
+        n = np.arange(-half, half + 1, dtype=np.float64)
+        cutoff = 1.0 / max_rate  # relative to the Nyquist frequency of the upsampled signal
+        h = np.sinc(cutoff * n) * cutoff * np.kaiser(2 * half + 1, 5.0)
+        h *= up / h.sum()
+        if len(h) <= 1 << 16:
+            if len(_filters) >= 16:
+                _filters.clear()
+            _filters[(up, down)] = h
+    return h
+
+
+def resample(x: np.ndarray, orig_freq: int, new_freq: int, chunk: int = 8192) -> np.ndarray:
+    """``x`` (..., samples) resampled from ``orig_freq`` to ``new_freq`` Hz along the last axis: scipy's
+    ``resample_poly(x, new // g, orig // g, axis=-1)`` (g their gcd) to float rounding, in float32 (float64 for
+    float64 input). ``ceil(samples * new / orig)`` samples come out. ``chunk``: outputs computed at a time (the
+    memory bound: chunk * taps per output)."""
+    for name, v in (("orig_freq", orig_freq), ("new_freq", new_freq)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
+            raise ValueError(f"resample: {name} must be a positive int, got {v!r}")
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiu" or x.ndim == 0:
+        raise ValueError(f"resample: x must be an array of real samples (..., samples), got {x.dtype} {x.shape}")
+    dtype = np.float64 if x.dtype == np.float64 else np.float32
+    g = np.gcd(int(orig_freq), int(new_freq))
+    up, down = int(new_freq) // g, int(orig_freq) // g
+    if up == down:
+        return x.astype(dtype, copy=True)
+    lead, n_in = x.shape[:-1], x.shape[-1]
+    rows = x.reshape(int(np.prod(lead)), n_in).astype(np.float64)
+    n_out = -(-n_in * up // down)
+    h = _filter(up, down)
+    half = (len(h) - 1) // 2
+    # output m sits at m * down on the upsampled grid; it sums x[j] * h[half + m * down - j * up] over the j whose
+    # tap lies inside the filter: j from ceil((m * down - half) / up), at most `taps` of them
+    taps = 2 * half // up + 1
+    padded = np.concatenate([np.zeros((rows.shape[0], taps), np.float64), rows,
+                             np.zeros((rows.shape[0], taps), np.float64)], axis=1)
+    out = np.empty((rows.shape[0], n_out), np.float64)
+    hpad = np.concatenate([h, [0.0]])  # index len(h): a zero for taps outside the filter
+    t = np.arange(taps)
+    for s in range(0, n_out, chunk):
+        m = np.arange(s, min(s + chunk, n_out), dtype=np.int64)
+        j = -((half - m * down) // up)[:, None] + t  # (outputs, taps) input indices
+        k = half + m[:, None] * down - j * up
+        k = np.where((k >= 0) & (k < len(h)), k, len(h))
+        j = np.clip(j, -taps, n_in + taps - 1) + taps  # outside x: the zero padding
+        out[:, s:s + len(m)] = np.einsum("rmt,mt->rm", padded[:, j], hpad[k])
+    return out.reshape(lead + (n_out,)).astype(dtype)
+
+
+def load_audio(data: Union[bytes, bytearray, memoryview], sampling_rate: int = 16000) -> np.ndarray:
+    """A WAV file's samples as a 1-D float32 array at ``sampling_rate`` Hz: its channels averaged (mono), then
+    resampled with ``resample`` when the file's rate differs. Errors as ``read_wav``'s."""
+    samples, rate = read_wav(data)
+    mono = samples.mean(axis=1, dtype=np.float64).astype(np.float32) if samples.shape[1] > 1 else samples[:, 0]
+    return resample(mono, rate, sampling_rate) if rate != sampling_rate else np.ascontiguousarray(mono)
