@@ -32,8 +32,8 @@ def add_parser(sub):
     p.add_argument("checkpoint", metavar="CHECKPOINT",
                    help="the train --out directory, its model.json or model.safetensors; or a Hugging Face "
                         "checkpoint directory (config.json): a GPT-2 or Llama-family decoder exports with its KV "
-                        "cache as inputs and outputs, for generation in onnxruntime; T5, BART, Marian, mBART and "
-                        "M2M100 as encoder.onnx and decoder.onnx in the --out directory")
+                        "cache as inputs and outputs, for generation in onnxruntime; T5, BART, Marian, mBART, "
+                        "M2M100 and Whisper as encoder.onnx and decoder.onnx in the --out directory")
     p.add_argument("--no-past", action="store_true",
                    help="Hugging Face decoders: export the plain forward (input_ids -> logits) without the KV cache")
     p.add_argument("--out", required=True, metavar="model.onnx", help="path of the ONNX file to write")
@@ -121,7 +121,7 @@ def export_hf(path, out, batch=4, verify=True, past=True):
         raise CLIError(f"{path}: {e}") from None
     name = type(model).__name__
     try:
-        if callable(getattr(model, "encode_graph", None)):  # T5, BART, Marian: encoder.onnx + decoder.onnx
+        if callable(getattr(model, "encode_graph", None)):  # T5, BART, Marian, Whisper: encoder.onnx + decoder.onnx
             if os.path.exists(out) and not os.path.isdir(out):
                 raise UsageError(f"--out {out}: an encoder-decoder exports two graphs; give a directory")
             if not past:

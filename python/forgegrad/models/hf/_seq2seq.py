@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...factories import cat
 from ...tensor import Tensor
-from ._layers import key_places
+from ._layers import FLOAT32_MAX, key_places
 
 
 class EncoderDecoder:
@@ -79,3 +79,9 @@ def decoder_places(input_ids: Tensor, cache) -> tuple:
     past = cache.keys[0][:, 0, :, 0] * 0 + 1  # (B, past), past may be 0
     keys = key_places(cat([past, input_ids.float() * 0 + 1], dim=1))
     return keys, keys[:, cache.length:]
+
+
+def causal_bias(keys: Tensor, queries: Tensor) -> Tensor:
+    """(B, 1, T, past + T) additive bias of ``decoder_places``: 0 where a query may see a key (not a later one),
+    minus float32's max elsewhere."""
+    return (((keys.unsqueeze(1) <= queries.unsqueeze(2)).float() - 1) * FLOAT32_MAX).unsqueeze(1)

@@ -22,8 +22,8 @@ from ...nn import functional as F
 from ...random import generator
 from ...tensor import Tensor
 from ._layers import KVCache, activation, additive_mask, attend, ids_array, mask_array, merge_heads, split_heads
-from ._layers import FLOAT32_MAX, config_probability, key_places, padding_bias, rows
-from ._seq2seq import BartStyleDecoder, EncoderDecoder, attention_kv, decoder_places
+from ._layers import config_probability, key_places, padding_bias, rows
+from ._seq2seq import BartStyleDecoder, EncoderDecoder, attention_kv, causal_bias, decoder_places
 
 __all__ = ["BartForConditionalGeneration", "MarianMTModel", "MBartForConditionalGeneration",
            "M2M100ForConditionalGeneration", "sinusoidal_positions", "m2m100_positions"]
@@ -291,7 +291,7 @@ class BartForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Module):
         """decode on Tensor inputs with ``cross`` (each layer's encoder keys and values) and ``cache`` (a
         PastKeyValues of the decoder's own), every step a Tensor op (``export_seq2seq`` traces it)."""
         keys, queries = decoder_places(input_ids, cache)
-        causal = (((keys.unsqueeze(1) <= queries.unsqueeze(2)).float() - 1) * FLOAT32_MAX).unsqueeze(1)
+        causal = causal_bias(keys, queries)
         cross_bias = padding_bias(attention_mask.float())
         x = self.decoder.embed_at(self._tokens(input_ids, decoder=True), queries, input_ids)
         x = self.decoder.run(x, causal, cross=cross, cross_mask=cross_bias, cache=cache)

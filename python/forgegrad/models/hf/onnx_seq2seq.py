@@ -1,5 +1,5 @@
-"""ONNX export of the encoder-decoders (T5, BART, Marian, mBART, M2M100) with their KV caches, for generation in
-onnxruntime.
+"""ONNX export of the encoder-decoders (T5, BART, Marian, mBART, M2M100, Whisper) with their KV caches, for generation
+in onnxruntime.
 
 ``export_seq2seq(model, DIR)`` writes two graphs, each verified in onnxruntime against forgegrad:
 
@@ -17,6 +17,10 @@ The names are Hugging Face optimum's. The decoder's positions (BART's learned an
 T5's bucketed relative distances, from a table of the buckets computed as the eager model computes them)
 and masks are computed in the graph from the cache's length and the inputs. ``generate_onnx_seq2seq`` runs
 the pair (greedy, sampled, or beam search: ``onnx_beam``).
+
+Whisper's graphs differ in their inputs only: the encoder reads ``input_features`` (batch, num_mel_bins, frames;
+the model's ``graph_encoder_inputs``), and its decoder has no ``encoder_attention_mask`` (every encoder position
+is read). Its generation settings travel in the decoder graph's metadata (``onnx_whisper``).
 """
 from __future__ import annotations
 
@@ -35,25 +39,33 @@ __all__ = ["export_seq2seq", "generate_onnx_seq2seq"]
 def _check(model, who: str):
     if not (callable(getattr(model, "encode_graph", None)) and callable(getattr(model, "decode_graph", None))):
         raise TypeError(f"{who}: {type(model).__name__} is not an encoder-decoder with encode_graph / decode_graph "
-                        "(T5, BART, Marian, mBART or M2M100)")
+                        "(T5, BART, Marian, mBART, M2M100 or Whisper)")
+
+
+def _masked(model) -> bool:
+    """Whether the encoder reads a padding mask (token inputs) that the decoder's cross-attention then takes
+    (``encoder_attention_mask``): not Whisper's, whose inputs are features of a whole window."""
+    return not callable(getattr(model, "graph_encoder_inputs", None))
 
 
 class EncoderWithCross(nn.Module):
-    """``forward(input_ids, attention_mask)`` -> (encoder states, k0, v0, k1, v1, ...): the encoder and every
-    decoder layer's cross-attention keys and values."""
+    """``forward(*inputs)`` -> (encoder states, k0, v0, k1, v1, ...): the encoder on the encoder graph's inputs
+    (``input_ids``, ``attention_mask``; Whisper's ``input_features``) and every decoder layer's cross-attention
+    keys and values."""
 
     def __init__(self, model):
         super().__init__()
         _check(model, "export_seq2seq")
         self.seq2seq = model
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor):
-        states = self.seq2seq.encode_graph(input_ids, attention_mask)
+    def forward(self, *inputs: Tensor):
+        states = self.seq2seq.encode_graph(*inputs)
         return (states, *(t for kv in self.seq2seq.cross_kv(states) for t in kv))
 
 
 class Seq2SeqDecoderWithPast(nn.Module):
-    """``forward(input_ids, encoder_attention_mask, dk0, dv0, ek0, ev0, ...)`` -> (logits, dk0', dv0', ...)."""
+    """``forward(input_ids, encoder_attention_mask, dk0, dv0, ek0, ev0, ...)`` -> (logits, dk0', dv0', ...); no
+    ``encoder_attention_mask`` for a model whose encoder reads no mask (Whisper)."""
 
     def __init__(self, model, logits_to_keep: int = 0):
         super().__init__()
@@ -61,12 +73,13 @@ class Seq2SeqDecoderWithPast(nn.Module):
         if isinstance(logits_to_keep, bool) or logits_to_keep not in (0, 1):
             raise ValueError(f"export_seq2seq: logits_to_keep must be 0 (every position's logits) or 1 (the "
                              f"last position's), got {logits_to_keep!r}")
-        self.seq2seq, self.logits_to_keep = model, logits_to_keep
+        self.seq2seq, self.logits_to_keep, self.masked = model, logits_to_keep, _masked(model)
 
-    def forward(self, input_ids: Tensor, encoder_attention_mask: Tensor, *past: Tensor):
+    def forward(self, input_ids: Tensor, *inputs: Tensor):
+        mask, past = (inputs[0], inputs[1:]) if self.masked else (None, inputs)
         cache = PastKeyValues(list(past[0::4]), list(past[1::4]))
         cross = list(zip(past[2::4], past[3::4]))
-        logits = self.seq2seq.decode_graph(input_ids, encoder_attention_mask, cross, cache, self.logits_to_keep)
+        logits = self.seq2seq.decode_graph(input_ids, mask, cross, cache, self.logits_to_keep)
         return (logits, *(t for kv in zip(cache.keys, cache.values) for t in kv))
 
 
@@ -83,13 +96,28 @@ def _names(model):
     return cross, past, present
 
 
+def _encoder_inputs(model, rng, B: int, S: int):
+    """The encoder graph's (example arrays, input names, dynamic axes, verification sizes): token ids and their
+    mask (the second input right-padded, as T5's and BART's tokenizers pad), or the model's own
+    (``graph_encoder_inputs``: Whisper's features)."""
+    if not _masked(model):
+        return model.graph_encoder_inputs(rng, B)
+    ids = rng.integers(2, model.vocab_size, size=(B, S), dtype=np.int64)
+    mask = np.ones((B, S), np.int64)
+    mask[-1, -2:] = 0
+    axes = {0: "batch", 1: "encoder_sequence"}
+    return ([ids, mask], ["input_ids", "attention_mask"], {"input_ids": axes, "attention_mask": axes},
+            [{"batch": 1, "encoder_sequence": 9}, {"batch": 3, "encoder_sequence": 2}])
+
+
 def export_seq2seq(model, directory, *, logits_to_keep: int = 0, opset: int = 17, verify: bool = True,
                    rtol: float = 1e-4, atol: float = 1e-4, seed: int = 0):
     """Write ``directory``/encoder.onnx and ``directory``/decoder.onnx (the module docstring has their inputs
-    and outputs) for a T5, BART, Marian, mBART or M2M100 model, each verified in onnxruntime against forgegrad
-    (the decoder: at the example's sizes, with no past, and a one-token step after 9 cached tokens).
-    ``logits_to_keep=1``: the decoder's logits for its last position only. Returns the two ExportReports
-    (encoder, decoder)."""
+    and outputs) for a T5, BART, Marian, mBART, M2M100 or Whisper model, each verified in onnxruntime against
+    forgegrad (the encoder at batch 1 and 3 besides the example's; the decoder: at the example's sizes, with no
+    past, and a one-token step after 9 cached tokens). ``logits_to_keep=1``: the decoder's logits for its last
+    position only. The model's ``graph_metadata()`` (Whisper's generation settings), if it has one, is written
+    into the decoder graph. Returns the two ExportReports (encoder, decoder)."""
     from ...onnx import export
 
     _check(model, "export_seq2seq")
@@ -97,38 +125,40 @@ def export_seq2seq(model, directory, *, logits_to_keep: int = 0, opset: int = 17
     cross_names, past_names, present_names = _names(model)
     rng = np.random.default_rng(seed)
     B, S, P, T = 2, 5, 3, 4
-    ids = rng.integers(2, model.vocab_size, size=(B, S), dtype=np.int64)
-    mask = np.ones((B, S), np.int64)
-    mask[-1, -2:] = 0  # the second input is right-padded, as T5's and BART's tokenizers pad
+    enc_inputs, enc_names, enc_axes, enc_sizes = _encoder_inputs(model, rng, B, S)
+    masked = _masked(model)
+    mask = enc_inputs[1] if masked else None
+    metadata = model.graph_metadata() if callable(getattr(model, "graph_metadata", None)) else None
     was_training = model.training
     model.eval()
     try:
-        enc = export(EncoderWithCross(model), (Tensor(ids), Tensor(mask)), os.path.join(directory, "encoder.onnx"),
-                     opset=opset, input_names=["input_ids", "attention_mask"],
-                     output_names=["last_hidden_state"] + cross_names,
-                     dynamic_axes={"input_ids": {0: "batch", 1: "encoder_sequence"},
-                                   "attention_mask": {0: "batch", 1: "encoder_sequence"}},
-                     verify=verify, rtol=rtol, atol=atol,
-                     verify_sizes=[{"batch": 1, "encoder_sequence": 9}, {"batch": 3, "encoder_sequence": 2}])
+        enc = export(EncoderWithCross(model), tuple(Tensor(a) for a in enc_inputs),
+                     os.path.join(directory, "encoder.onnx"), opset=opset, input_names=enc_names,
+                     output_names=["last_hidden_state"] + cross_names, dynamic_axes=enc_axes,
+                     verify=verify, rtol=rtol, atol=atol, verify_sizes=enc_sizes)
         shape = model.new_cache(B, 1).keys[0].shape
         heads, dim = shape[1], shape[3]
         past = []
         for _ in range(_layers(model)):
             past += [rng.standard_normal((B, heads, P, dim)).astype(np.float32) for _ in range(2)]
             past += [rng.standard_normal((B, heads, S, dim)).astype(np.float32) for _ in range(2)]
-        axes = {"input_ids": {0: "batch", 1: "sequence"}, "encoder_attention_mask": {0: "batch", 1: "encoder_sequence"},
+        axes = {"input_ids": {0: "batch", 1: "sequence"},
                 "logits": {0: "batch"} if logits_to_keep else {0: "batch", 1: "sequence"}}
+        if masked:
+            axes["encoder_attention_mask"] = {0: "batch", 1: "encoder_sequence"}
         for name in past_names:
             axes[name] = {0: "batch", 2: "past_sequence" if ".decoder." in name else "encoder_sequence"}
         for name in present_names:
             axes[name] = {0: "batch", 2: "past_sequence+sequence"}
         dec_ids = rng.integers(2, model.decoder_vocab_size, size=(B, T), dtype=np.int64)
+        head = [dec_ids, mask] if masked else [dec_ids]
         dec = export(Seq2SeqDecoderWithPast(model, logits_to_keep),
-                     tuple(Tensor(a) for a in [dec_ids, mask] + past), os.path.join(directory, "decoder.onnx"),
-                     opset=opset, input_names=["input_ids", "encoder_attention_mask"] + past_names,
+                     tuple(Tensor(a) for a in head + past), os.path.join(directory, "decoder.onnx"),
+                     opset=opset, input_names=["input_ids", "encoder_attention_mask"][:len(head)] + past_names,
                      output_names=["logits"] + present_names, dynamic_axes=axes, verify=verify, rtol=rtol, atol=atol,
                      verify_sizes=[{"batch": 1, "sequence": 1, "past_sequence": 0, "encoder_sequence": 6},
-                                   {"batch": 3, "sequence": 1, "past_sequence": 9, "encoder_sequence": 2}])
+                                   {"batch": 3, "sequence": 1, "past_sequence": 9, "encoder_sequence": 2}],
+                     metadata=metadata)
         return enc, dec
     finally:
         model.train(was_training)
@@ -153,8 +183,9 @@ def generate_onnx_seq2seq(encoder, decoder, input_ids, attention_mask=None, *, d
     names = [i.name for i in dec.get_inputs()]
     if names[:2] != ["input_ids", "encoder_attention_mask"] or [i.name for i in enc.get_inputs()] != [
             "input_ids", "attention_mask"]:
-        raise ValueError("generate_onnx_seq2seq: the graphs are not export_seq2seq's encoder and decoder (inputs "
-                         f"{[i.name for i in enc.get_inputs()]} and {names})")
+        raise ValueError("generate_onnx_seq2seq: the graphs are not export_seq2seq's encoder and decoder of a text "
+                         f"model (inputs {[i.name for i in enc.get_inputs()]} and {names}; Whisper's: "
+                         "generate_onnx_whisper)")
     beams = beam_settings("generate_onnx_seq2seq", num_beams, length_penalty, early_stopping, num_return_sequences,
                           do_sample)
     if beams[0] > 1:

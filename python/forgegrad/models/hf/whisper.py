@@ -19,8 +19,8 @@ from ... import nn
 from ...nn import functional as F
 from ...random import generator
 from ...tensor import Tensor
-from ._layers import KVCache, additive_mask, config_probability, ids_array
-from ._seq2seq import BartStyleDecoder, EncoderDecoder
+from ._layers import KVCache, additive_mask, config_probability, ids_array, rows
+from ._seq2seq import BartStyleDecoder, EncoderDecoder, causal_bias, decoder_places
 from .bart import BartLayer
 
 __all__ = ["WhisperForConditionalGeneration"]
@@ -143,6 +143,36 @@ class WhisperForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Modul
         if cache is not None:
             cache.advance(T)
         return F.linear(x, dec.embed_tokens.weight) if self.tied else self.lm_head(x)
+
+    # --- the exported graphs (export_seq2seq traces them; onnx_whisper decodes on them) ---
+    def encode_graph(self, input_features: Tensor) -> Tensor:
+        """encode on a Tensor, every step a Tensor op."""
+        return self.encoder(input_features)
+
+    def decode_graph(self, input_ids: Tensor, attention_mask, cross, cache, logits_to_keep: int = 0) -> Tensor:
+        """decode on Tensor inputs with ``cross`` (each layer's encoder keys and values) and ``cache`` (a
+        PastKeyValues of the decoder's own), every step a Tensor op; ``attention_mask`` is None (no encoder mask)."""
+        keys, queries = decoder_places(input_ids, cache)
+        dec = self.decoder
+        x = dec.embed_tokens(input_ids)
+        if self.embed_scale != 1.0:
+            x = x * self.embed_scale
+        x = dec.run(x + rows(dec.embed_positions.weight, queries.long()), causal_bias(keys, queries), cross=cross,
+                    cache=cache)
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
+        return F.linear(x, dec.embed_tokens.weight) if self.tied else self.lm_head(x)
+
+    def graph_encoder_inputs(self, rng: np.random.Generator, batch: int):
+        """The encoder graph's example, names, dynamic axes (the batch: the frames are the window's) and the
+        batch sizes to verify at."""
+        features = rng.standard_normal((batch, self.config["num_mel_bins"], self.num_frames)).astype(np.float32)
+        return [features], ["input_features"], {"input_features": {0: "batch"}}, [{"batch": 1}, {"batch": 3}]
+
+    def graph_metadata(self) -> Dict[str, str]:
+        """The settings ``generate_onnx_whisper`` reads from the decoder graph (onnx_whisper.py)."""
+        from .onnx_whisper import settings_metadata
+        return settings_metadata(self)
 
     def generate(self, input_features, **kwargs) -> np.ndarray:
         """Token ids of each window's transcription (or translation): ``whisper_generate.generate``."""

@@ -1,0 +1,190 @@
+"""Whisper exported to ONNX (export_seq2seq: encoder.onnx with input_features, decoder.onnx with its cache and the
+generation settings in its metadata) from a checkpoint transformers wrote, run in onnxruntime: encoder outputs and
+decoder logits equal forgegrad's at batch 1 and 3 from one export, and generate_onnx_whisper's tokens equal
+model.generate's and transformers' (language and task given, or the language detected); the CLI export; bad
+input."""
+import json
+
+import numpy as np
+import pytest
+
+import forgegrad as fg
+from forgegrad.models import from_pretrained
+from forgegrad.models.hf import export_seq2seq, generate_onnx_seq2seq, generate_onnx_whisper
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+transformers.logging.set_verbosity_error()
+
+# the tiny vocabulary of test_hf_whisper.py: text below 100, then Whisper's special tokens in their order
+EOS, START, EN, FR, DE, TRANSLATE, TRANSCRIBE, NO_TIMESTAMPS = 100, 101, 102, 103, 104, 105, 106, 107
+MELS, FRAMES = 16, 100  # one 1-second window: 100 frames, 50 encoder positions
+
+
+def _checkpoint(path):
+    """A multilingual tiny Whisper (random weights, std 0.3 so that outputs depend on the audio) with the generation
+    settings of the real checkpoints, saved by transformers; returns transformers' model loaded back."""
+    torch.manual_seed(0)
+    cfg = transformers.WhisperConfig(
+        vocab_size=120, num_mel_bins=MELS, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=2, encoder_ffn_dim=48, decoder_ffn_dim=40, max_source_positions=FRAMES // 2,
+        max_target_positions=40, pad_token_id=EOS, bos_token_id=EOS, eos_token_id=EOS,
+        decoder_start_token_id=START, suppress_tokens=[1, 5] + list(range(108, 120)), begin_suppress_tokens=[3, EOS],
+        dropout=0.0)
+    hf = transformers.WhisperForConditionalGeneration(cfg).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if p.dim() >= 2 and "embed_positions" not in name:
+                p.normal_(0, 0.3)
+        # FR's and DE's rows (the head is tied) are EN's plus a direction orthogonal to the decoder's mean first
+        # state, so that which language is detected depends on the audio
+        states = hf.model.encoder(torch.tensor(_features(16, seed=99))).last_hidden_state
+        first = hf.model.decoder(input_ids=torch.full((16, 1), START), encoder_hidden_states=states).last_hidden_state
+        mean = first[:, -1].mean(0) / first[:, -1].mean(0).norm()
+        table = hf.model.decoder.embed_tokens.weight
+        for token in (FR, DE):
+            step = torch.randn(32)
+            table[token] = table[EN] + 0.3 * (step - (step @ mean) * mean)
+    g = hf.generation_config
+    g.lang_to_id = {"<|en|>": EN, "<|fr|>": FR, "<|de|>": DE}
+    g.task_to_id = {"translate": TRANSLATE, "transcribe": TRANSCRIBE}
+    g.no_timestamps_token_id, g.is_multilingual = NO_TIMESTAMPS, True
+    hf.save_pretrained(path)
+    file = path / "generation_config.json"  # as the Hub's files: not marked as made from config.json
+    settings = json.loads(file.read_text())
+    settings.pop("_from_model_config", None)
+    file.write_text(json.dumps(settings))
+    return transformers.WhisperForConditionalGeneration.from_pretrained(path).eval()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(forgegrad model, transformers model, encoder session, decoder session, checkpoint path), exported once."""
+    root = tmp_path_factory.mktemp("onnx_whisper")
+    hf = _checkpoint(root / "ckpt")
+    model = from_pretrained(root / "ckpt")
+    enc, dec = export_seq2seq(model, root / "onnx")
+    assert enc.ok and dec.ok
+    sessions = (ort.InferenceSession(str(root / "onnx" / f), providers=["CPUExecutionProvider"])
+                for f in ("encoder.onnx", "decoder.onnx"))
+    return (model, hf, *sessions, root / "ckpt")
+
+
+def _features(batch, seed=0):
+    return np.random.default_rng(seed).standard_normal((batch, MELS, FRAMES)).astype(np.float32)
+
+
+def test_graph_inputs_and_outputs(exported):
+    _, _, enc, dec, _ = exported
+    assert [(i.name, i.shape) for i in enc.get_inputs()] == [("input_features", ["batch", MELS, FRAMES])]
+    assert [o.name for o in enc.get_outputs()] == ["last_hidden_state"] + [
+        f"present.{i}.encoder.{kv}" for i in range(2) for kv in ("key", "value")]
+    assert [i.name for i in dec.get_inputs()] == ["input_ids"] + [
+        f"past_key_values.{i}.{side}.{kv}" for i in range(2) for side in ("decoder", "encoder")
+        for kv in ("key", "value")]
+    assert [o.name for o in dec.get_outputs()] == ["logits"] + [
+        f"present.{i}.decoder.{kv}" for i in range(2) for kv in ("key", "value")]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_encoder_and_decoder_steps_equal_forgegrad(exported, batch):
+    """One export, run at batch 1 and 3: the encoder's states and cross keys/values, then the decoder on the 4-token
+    prompt with no past and on 1 and 2 tokens after its own cache, each call's logits equal forgegrad's decode."""
+    model, _, enc, dec, _ = exported
+    x = _features(batch, seed=batch)
+    states, *cross = enc.run(None, {"input_features": x})
+    with fg.no_grad():
+        want_states = model.encode(x)
+        want_cross = [t.numpy() for kv in model.cross_kv(want_states) for t in kv]
+    np.testing.assert_allclose(states, want_states.numpy(), rtol=1e-4, atol=1e-4)
+    for got, want in zip(cross, want_cross, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    names = [i.name for i in dec.get_inputs()[1:]]
+    self_names = [n for n in names if ".decoder." in n]
+    it = iter(cross)
+    past = {n: next(it) if ".encoder." in n else np.zeros((batch, 2, 0, 16), np.float32) for n in names}
+    rng = np.random.default_rng(5)
+    seq = np.empty((batch, 0), np.int64)
+    for new in (4, 1, 2):
+        ids = rng.integers(0, 100, (batch, new))
+        if not seq.shape[1]:
+            ids[:, :4] = [START, FR, TRANSCRIBE, NO_TIMESTAMPS]
+        seq = np.concatenate([seq, ids], 1)
+        logits, *present = dec.run(None, {"input_ids": ids, **past})
+        with fg.no_grad():
+            want = model.decode(seq, want_states).numpy()[:, -new:]
+        np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-4, err_msg=f"after {seq.shape[1] - new} tokens")
+        past.update(zip(self_names, present))
+
+
+@pytest.mark.parametrize("kwargs", [dict(language="fr", task="transcribe", max_new_tokens=12),
+                                    dict(language="de", task="translate", max_new_tokens=12),
+                                    dict(language=["de", "french", "<|en|>"], max_new_tokens=12),
+                                    dict(max_new_tokens=12), dict()],
+                         ids=["fr-transcribe", "de-translate", "per-row", "detect", "max-length"])
+def test_generate_onnx_whisper_equals_generate_and_transformers(exported, kwargs):
+    """Forced language and task, one language per row, the language detected per row (max_new_tokens given, or
+    the config's max_length): the tokens of model.generate and transformers' generate, end tokens trimmed."""
+    model, hf, enc, dec, _ = exported
+    x = _features(3, seed=3)
+    got = generate_onnx_whisper(enc, dec, x, **kwargs)
+    np.testing.assert_array_equal(got, model.generate(x, **kwargs))
+    with torch.no_grad():
+        np.testing.assert_array_equal(got, hf.generate(torch.tensor(x), **kwargs).numpy())
+
+
+def test_detected_languages_differ_per_row(exported):
+    """The three inputs detect three languages (transformers' first step says which): detection gives the tokens
+    of those languages given per row, not those of one language for all."""
+    _, hf, enc, dec, _ = exported
+    x = _features(3, seed=3)
+    with torch.no_grad():
+        first = hf(torch.tensor(x), decoder_input_ids=torch.full((3, 1), START)).logits[:, -1, [EN, FR, DE]]
+    detected = [["en", "fr", "de"][i] for i in first.argmax(-1).tolist()]
+    assert len(set(detected)) == 3
+    kw = dict(task="transcribe", max_new_tokens=12)
+    got = generate_onnx_whisper(enc, dec, x, **kw)
+    np.testing.assert_array_equal(got, generate_onnx_whisper(enc, dec, x, language=detected, **kw))
+    assert not np.array_equal(got, generate_onnx_whisper(enc, dec, x, language="en", **kw))
+
+
+def test_forgegrad_export_cli_writes_whisper_graphs(exported, tmp_path):
+    """`forgegrad export WHISPER_DIR --out DIR`: encoder.onnx and decoder.onnx, verified; generate_onnx_whisper
+    on the paths gives model.generate's tokens; a file path is refused."""
+    from forgegrad.cli import main
+    model, _, _, _, ckpt = exported
+    assert main(["export", str(ckpt), "--out", str(tmp_path / "onnx")]) == 0
+    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == ["decoder.onnx", "encoder.onnx"]
+    x = _features(2, seed=7)
+    got = generate_onnx_whisper(tmp_path / "onnx" / "encoder.onnx", tmp_path / "onnx" / "decoder.onnx", x,
+                                language="en", max_new_tokens=8)
+    np.testing.assert_array_equal(got, model.generate(x, language="en", max_new_tokens=8))
+    (tmp_path / "file.onnx").write_bytes(b"")
+    assert main(["export", str(ckpt), "--out", str(tmp_path / "file.onnx")]) == 2
+
+
+def test_bad_input_and_wrong_graphs(exported, tmp_path):
+    _, _, enc, dec, _ = exported
+    x = _features(2)
+    with pytest.raises(ValueError, match=r"input_features must be float \(batch, 16, frames\).*shape \(2, 12, 100\)"):
+        generate_onnx_whisper(enc, dec, x[:, :12])  # mel bins
+    with pytest.raises(ValueError, match=r"input_features must be.*shape \(16, 100\)"):
+        generate_onnx_whisper(enc, dec, x[0])  # rank
+    with pytest.raises(ValueError, match=r"input_features must be.*int64"):
+        generate_onnx_whisper(enc, dec, x.astype(np.int64))
+    with pytest.raises(ValueError, match=r"at most one window \(100 frames.*shape \(2, 16, 101\)"):
+        generate_onnx_whisper(enc, dec, np.concatenate([x, x[:, :, :1]], axis=2))
+    # fewer frames are padded with zeros, as transformers pads them (model.generate does the same)
+    np.testing.assert_array_equal(generate_onnx_whisper(enc, dec, x[:, :, :60], language="en", max_new_tokens=5),
+                                  generate_onnx_whisper(enc, dec, np.pad(x[:, :, :60], ((0, 0), (0, 0), (0, 40))),
+                                                        language="en", max_new_tokens=5))
+    with pytest.raises(ValueError, match="unsupported language 'klingon'"):
+        generate_onnx_whisper(enc, dec, x, language="klingon")
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate_onnx_whisper(enc, dec, x, language="en", max_new_tokens=40)
+    with pytest.raises(ValueError, match="not export_seq2seq's encoder and decoder of a Whisper model"):
+        generate_onnx_whisper(dec, enc, x)
+    with pytest.raises(ValueError, match="generate_onnx_whisper"):  # the text models' loop names Whisper's
+        generate_onnx_seq2seq(enc, dec, np.ones((1, 3), np.int64), decoder_start_token_id=START)
