@@ -196,3 +196,27 @@ def test_bad_configs_and_inputs_raise_clear_errors(tmp_path):
                                                                  model_type="deberta")))
     with pytest.raises(CheckpointError, match="unsupported architecture"):
         from_pretrained(tmp_path / "ok")
+
+
+def test_mlm_head_layout_mismatch_names_the_setting(tmp_path):
+    """A v3 MLM checkpoint (lm_predictions.lm_head) whose config.json lacks "legacy": false."""
+    _saved(tmp_path, "DebertaV2ForMaskedLM", legacy=False)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    del cfg["legacy"]
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match='set "legacy": false'):
+        from_pretrained(tmp_path)
+
+
+def test_onnx_export_at_a_fixed_shape(tmp_path):
+    """The gather indices are the length's constants: the graph is exported at the example's batch and length
+    (``dynamic_axes={}``), and onnxruntime gives transformers' hidden states."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from forgegrad.onnx import export
+    hf, model = _saved(tmp_path, "DebertaV2Model")
+    ids = padded_batch([13], VOCAB)[0]
+    assert export(model, ids, str(tmp_path / "m.onnx"), dynamic_axes={}, rtol=1e-4, atol=1e-5).ok
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {sess.get_inputs()[0].name: ids})[0],
+                               _hf_out(hf, ids, None, "last_hidden_state"), rtol=1e-4, atol=1e-4)

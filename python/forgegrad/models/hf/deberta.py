@@ -517,6 +517,12 @@ class DebertaV2ForMaskedLM(_TaskModel):
         return p.decoder(x) if p.decoder is not None else x @ words.transpose(0, 1) + p.bias
 
     def from_hf(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        if self.legacy and not any(k.startswith("cls.") for k in tensors) and any(
+                k.startswith("lm_predictions.") for k in tensors):
+            from ._files import CheckpointError
+            raise CheckpointError("DebertaV2ForMaskedLM: the checkpoint's MLM head is lm_predictions.lm_head (the "
+                                  "released DeBERTa-v3 layout) but config.json's legacy is true (its default): set "
+                                  "\"legacy\": false in config.json to read it")
         # the tied decoder's copies (the word embeddings, cls.predictions.bias) and the v3 discriminator's head
         dropped = ("cls.predictions.decoder.",) if self.legacy and self.tied else ()
         dropped += ("mask_predictions.",) + (("lm_predictions.",) if self.legacy else ("cls.",))

@@ -1,0 +1,71 @@
+"""DeBERTa-v3 at deberta-v3-small's shape (random weights), forgegrad against transformers, one thread each: the
+encoder's forward (no_grad) on batches of --tokens tokens, and the outputs compared.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python tools/deberta_speed.py --batches 1 8 --tokens 128
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+
+# microsoft/deberta-v3-small's config.json
+V3_SMALL = dict(vocab_size=128100, hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072,
+                hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+                max_position_embeddings=512, type_vocab_size=0, initializer_range=0.02, layer_norm_eps=1e-7,
+                relative_attention=True, max_relative_positions=-1, position_buckets=256, norm_rel_ebd="layer_norm",
+                share_att_key=True, pos_att_type="p2c|c2p", position_biased_input=False, pad_token_id=0)
+
+
+def best(f, repeat):
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    return min(times) * 1e3
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--profile", action="store_true", help="cProfile forgegrad's forward at the last batch size")
+    args = ap.parse_args()
+    import torch
+    import transformers
+    import forgegrad as fg
+    from forgegrad.models import from_pretrained
+    torch.set_num_threads(1)
+    fg.set_num_threads(1)
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    hf = transformers.DebertaV2Model(transformers.DebertaV2Config(**V3_SMALL)).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save_pretrained(tmp)
+        model = from_pretrained(tmp)
+    rng = np.random.default_rng(0)
+    for batch in args.batches:
+        ids = rng.integers(1, V3_SMALL["vocab_size"], (batch, args.tokens))
+        tids = torch.tensor(ids)
+        with torch.no_grad(), fg.no_grad():
+            diff = np.abs(model(ids).last_hidden_state.numpy() - hf(tids).last_hidden_state.numpy()).max()
+            ours = best(lambda: model(ids), args.repeat)
+            theirs = best(lambda: hf(tids), args.repeat)
+        print(f"batch {batch} x {args.tokens} tokens: forgegrad {ours:.1f} ms, transformers {theirs:.1f} ms "
+              f"({theirs / ours:.2f}x); largest difference {diff:.1e}")
+    if args.profile:
+        import cProfile
+        import pstats
+        with fg.no_grad():
+            cProfile.runctx("model(ids)", globals(), {"model": model, "ids": ids}, "/tmp/deberta.prof")
+        pstats.Stats("/tmp/deberta.prof").sort_stats("tottime").print_stats(15)
+
+
+if __name__ == "__main__":
+    main()
