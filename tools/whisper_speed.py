@@ -1,7 +1,8 @@
 """Whisper at whisper-tiny's shape (random weights), forgegrad against transformers, one thread each: the encoder on
-one 30-second window, and generate (language given, greedy) of --tokens new tokens.
+one 30-second window, and generate (language given, greedy) of --tokens new tokens. ``--onnx``: also the graphs
+export_seq2seq writes, in onnxruntime (intra_op_num_threads=1): the encoder, and generate_onnx_whisper.
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python tools/whisper_speed.py --tokens 32
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python tools/whisper_speed.py --tokens 32 --onnx
 """
 import argparse
 import json
@@ -28,6 +29,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--onnx", action="store_true", help="also time the exported graphs in onnxruntime")
     args = ap.parse_args()
     import torch
     import transformers
@@ -52,6 +54,8 @@ def main():
         json.dump(settings, open(file, "w"))
         model = from_pretrained(tmp)
         hf = transformers.WhisperForConditionalGeneration.from_pretrained(tmp).eval()
+        if args.onnx:
+            sessions = onnx_sessions(model, tmp)
     x = np.random.default_rng(0).standard_normal((1, 80, 3000)).astype(np.float32)
     tx = torch.tensor(x)
     kw = dict(language="en", max_new_tokens=args.tokens)
@@ -69,6 +73,26 @@ def main():
     print(f"encoder, one 30 s window: forgegrad {enc_fg:.1f} ms, transformers {enc_hf:.1f} ms ({enc_hf / enc_fg:.2f}x)")
     print(f"generate (encoder + {ours.shape[1]} tokens): forgegrad {gen_fg:.1f} ms, transformers {gen_hf:.1f} ms "
           f"({gen_hf / gen_fg:.2f}x)")
+    if args.onnx:
+        from forgegrad.models.hf import generate_onnx_whisper
+        enc, dec = sessions
+        same = np.array_equal(generate_onnx_whisper(enc, dec, x, **kw), ours)
+        enc_ort = best(lambda: enc.run(None, {"input_features": x}), args.repeat)
+        gen_ort = best(lambda: generate_onnx_whisper(enc, dec, x, **kw), args.repeat)
+        print(f"onnxruntime, 1 thread: same tokens: {same}; encoder {enc_ort:.1f} ms ({enc_ort / enc_fg:.2f}x "
+              f"forgegrad's time); generate_onnx_whisper {gen_ort:.1f} ms ({gen_ort / gen_fg:.2f}x forgegrad's)")
+
+
+def onnx_sessions(model, directory):
+    """export_seq2seq's encoder and decoder graphs (verified) as onnxruntime sessions on one thread."""
+    import onnxruntime as ort
+    from forgegrad.models.hf import export_seq2seq
+    out = os.path.join(directory, "onnx")
+    export_seq2seq(model, out)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+    return tuple(ort.InferenceSession(os.path.join(out, f), opts, providers=["CPUExecutionProvider"])
+                 for f in ("encoder.onnx", "decoder.onnx"))
 
 
 if __name__ == "__main__":
