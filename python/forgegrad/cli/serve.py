@@ -24,7 +24,9 @@ def add_parser(sub):
                                    "--max-batch completions decoded together; an encoder directory (BERT, RoBERTa, "
                                    "XLM-R, ModernBERT; sentence-transformers models) for OpenAI's POST "
                                    "/v1/embeddings; a one-label sequence classifier (a cross-encoder) for POST "
-                                   "/v1/rerank; one of several labels for POST /v1/classify.")
+                                   "/v1/rerank; one of several labels for POST /v1/classify; a Whisper directory "
+                                   "for speech to text: OpenAI's POST /v1/audio/transcriptions and "
+                                   "/v1/audio/translations (WAV uploads).")
     p.add_argument("model", metavar="MODEL_DIR_OR_FILE", help="models root, model directory, checkpoint or .onnx")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
@@ -93,6 +95,15 @@ def run(args, log=print):
 def _run_generation(args, uvicorn):
     from ..serve.completions import GenerationServeConfig, create_completions_app
     from ..serve.encoder_app import EncoderServeConfig, create_encoder_app, encoder_kind
+    from ..serve.speech_app import SpeechServeConfig, create_speech_app, is_speech_checkpoint
+    if is_speech_checkpoint(args.model):
+        if args.prefill_chunk is not None:
+            raise UsageError(f"--prefill-chunk applies to text generation, and {args.model} is a Whisper checkpoint "
+                             "(served at /v1/audio/transcriptions and /v1/audio/translations)")
+        config = SpeechServeConfig(args.model, weights=args.weights or "float32", threads=args.threads,
+                                   max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
+                                   model_name=args.model_name, max_batch=args.max_batch)
+        return _serve(create_speech_app(config), args, uvicorn)
     kind = encoder_kind(args.model)
     if kind is not None:
         if args.prefill_chunk is not None:

@@ -1,0 +1,295 @@
+"""Speech to text over HTTP: OpenAI's audio API for a Whisper checkpoint directory (``forgegrad serve WHISPER_DIR``).
+
+    POST /v1/audio/transcriptions   multipart/form-data: file (a WAV file), model, language, response_format,
+                                    temperature (speech_request.py)
+    POST /v1/audio/translations     the same, the text in English
+    GET  /v1/models  /ping  /health  /metrics
+
+The WAV file is decoded and resampled to the feature extractor's rate (forgegrad.data.audio) on a helper thread,
+its channels averaged, and turned into log-mel features (WhisperFeatureExtractor); then the model's worker thread
+runs Whisper's generate on them, one request at a time (a Whisper request is one encoder pass and a short decode;
+requests of different languages, tasks and temperatures do not share a decoder prompt or sampler, so they are not
+batched). The text is the generated tokens decoded without special tokens, its surrounding spaces stripped.
+
+Audio of at most one window (chunk_length in preprocessor_config.json: 30 s) is transcribed; longer audio is
+refused with a 400 naming the limit: long-form transcription will plug in at ``Transcriber.prepare`` and
+``Transcriber.transcribe``. Without timestamp tokens the transcript is one segment, the whole clip, which is what
+verbose_json, srt and vtt answer with. verbose_json also reports the audio's language (given, or detected from the
+model's most likely language token after the start token, as generate detects it), and Whisper's per-segment
+``avg_logprob`` (the tokens' log-probabilities and the end token's, averaged over tokens + 1) and
+``no_speech_prob``; it costs one more encoder pass and one teacher-forced decoder pass.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from .completion_request import CompletionError
+from .completions import GenerationServeConfig
+from .openai_routes import common_routes, log, not_found, post_route
+from .speech_request import Segment, SpeechRequest, Transcript, compression_ratio, parse_form, read_form, render
+
+ROUTES = {"/v1/audio/transcriptions": "transcribe", "/v1/audio/translations": "translate"}
+
+
+def is_speech_checkpoint(path: str) -> bool:
+    """A Hugging Face directory holding a Whisper checkpoint (config.json's model_type or architecture)."""
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(cfg, dict):
+        return False
+    arch = cfg.get("architectures")
+    return cfg.get("model_type") == "whisper" or (isinstance(arch, list) and "WhisperForConditionalGeneration" in arch)
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    top = x.max(-1, keepdims=True)
+    return x - top - np.log(np.exp(x - top).sum(-1, keepdims=True))
+
+
+class Transcriber:
+    """A Whisper model, its feature extractor and tokenizer. ``prepare`` runs on any thread; ``transcribe`` on the
+    server's one worker thread."""
+
+    def __init__(self, path: str, weights: str = "float32"):
+        from ..models.hf import WhisperFeatureExtractor, WhisperForConditionalGeneration, from_pretrained
+        from ..models.hf.logits_processors import generation_source
+        from ..models.hf.tokenizer import HFTokenizer
+        model = from_pretrained(path, dtype="bfloat16" if weights == "bfloat16" else "float32")
+        if not isinstance(model, WhisperForConditionalGeneration):
+            raise ValueError(f"{type(model).__name__} is not a Whisper model: the audio API serves Whisper")
+        if weights == "int8":
+            from ..quantization import quantize_weight_only
+            model = quantize_weight_only(model, inplace=True)
+        self.model = model.eval()
+        self.extractor = WhisperFeatureExtractor.from_pretrained(path)
+        file = os.path.join(path, "tokenizer.json")
+        if not os.path.isfile(file):
+            raise ValueError(f"{path} has no tokenizer.json: the transcript's tokens cannot be decoded to text")
+        self.tokenizer = HFTokenizer(file)
+        gc = dict(generation_source(model))
+        lang, tasks = gc.get("lang_to_id"), gc.get("task_to_id")
+        self.multilingual = gc.get("is_multilingual") is not False and isinstance(lang, dict) and \
+            isinstance(tasks, dict)
+        self.lang_to_id = lang if self.multilingual else {}
+        self.task_to_id = tasks if self.multilingual else {}
+        self.no_timestamps = gc.get("no_timestamps_token_id")
+        self.forced = gc.get("forced_decoder_ids") or model.config.get("forced_decoder_ids") or []
+        self.suppress = list(gc.get("suppress_tokens", model.config.get("suppress_tokens")) or [])
+        self.begin_suppress = list(gc.get("begin_suppress_tokens", model.config.get("begin_suppress_tokens")) or [])
+        eos = gc.get("eos_token_id", model.config.get("eos_token_id"))
+        self.eos = eos[0] if isinstance(eos, list) and eos else eos
+        no_speech = [self.tokenizer.token_id(t) for t in ("<|nospeech|>", "<|nocaptions|>")]
+        self.no_speech = next((t for t in no_speech if t is not None), None)
+        self.context = int(model.max_positions)
+        self.window_s = float(self.extractor.chunk_length)
+
+    def describe(self) -> str:
+        return (f"{'multilingual' if self.multilingual else 'English-only'}, {self.window_s:g} s windows, "
+                f"{self.extractor.sampling_rate} Hz")
+
+    # ---- the request's audio and language, checked before it waits for the model --------------------------------
+    def prepare(self, req: SpeechRequest) -> Tuple[np.ndarray, float]:
+        """(log-mel features (1, mels, frames), seconds of audio) of the request's file (CompletionError: 415 for a
+        format that is not decoded, 400 for a broken, empty or too long file)."""
+        from ..data.audio import UnsupportedAudioFormat, load_audio
+        rate = self.extractor.sampling_rate
+        try:
+            samples = load_audio(req.audio, rate)
+        except UnsupportedAudioFormat as e:
+            raise CompletionError(415, f"file {req.filename!r}: {e}", "file") from None
+        except ValueError as e:
+            raise CompletionError(400, f"file {req.filename!r}: {e}", "file") from None
+        if samples.size == 0:
+            raise CompletionError(400, f"file {req.filename!r}: the audio holds no samples", "file")
+        duration = samples.size / rate
+        if samples.size > self.extractor.n_samples:  # long-form decoding plugs in here
+            raise CompletionError(400, f"file {req.filename!r}: the audio lasts {duration:.2f} s; this server "
+                                       f"transcribes up to one window ({self.window_s:g} s) per request (long-form "
+                                       "audio is not supported yet): split it", "file")
+        if not np.isfinite(samples).all():
+            raise CompletionError(400, f"file {req.filename!r}: the audio holds NaN or infinite samples", "file")
+        return self.extractor(samples)["input_features"], duration
+
+    def language_token(self, req: SpeechRequest) -> Optional[str]:
+        """The request's language as this checkpoint's language token ('<|fr|>'), None to detect it."""
+        from ..models.hf.whisper_generate import _language_id
+        if req.task == "translate" and not self.multilingual:
+            raise CompletionError(400, "this checkpoint is English-only: it transcribes English and cannot "
+                                       "translate", "model")
+        if self.multilingual and req.task not in self.task_to_id:
+            raise CompletionError(400, f"this checkpoint's task_to_id has no {req.task!r} task", "model")
+        if req.language is None:
+            return None
+        if not self.multilingual:
+            if req.language.lower() not in ("en", "english", "<|en|>"):
+                raise CompletionError(400, f"language: this checkpoint is English-only, got {req.language!r}",
+                                      "language")
+            return None
+        try:
+            token = _language_id(req.language, self.lang_to_id)
+        except (TypeError, ValueError) as e:
+            raise CompletionError(400, f"language: {str(e).replace('generate: ', '')}", "language") from None
+        return next(k for k, v in self.lang_to_id.items() if v == token)
+
+    # ---- the model, on the worker ------------------------------------------------------------------------------
+    def _prompt(self, language: Optional[str], task: str) -> List[int]:
+        """The decoder prompt generate builds for a language and task (multilingual) or from forced_decoder_ids."""
+        row = [self.model.decoder_start_token_id]
+        if self.multilingual:  # (the length only, while the language is still to be detected)
+            row += [int(self.lang_to_id.get(language, -1)), int(self.task_to_id[task])]
+        elif self.forced and self.forced[0][0] == 1:
+            row += [int(t) for _, t in self.forced]
+        if self.no_timestamps is not None and row[-1] != self.no_timestamps:
+            row.append(int(self.no_timestamps))
+        return row
+
+    def transcribe(self, features: np.ndarray, duration: float, req: SpeechRequest,
+                   language: Optional[str]) -> Transcript:
+        """Generate the transcript of one window's ``features``: its text and, for the formats that show them, its
+        segment (verbose_json: with the language, avg_logprob and no_speech_prob)."""
+        from ..autograd import no_grad
+        model = self.model
+        verbose = req.response_format == "verbose_json"
+        start_logits = states = None
+        with no_grad():
+            if verbose:  # the step after the start token: the language detection's and no_speech_prob's
+                states = model.encode(features)
+                start = np.array([[model.decoder_start_token_id]], np.int64)
+                start_logits = model.decode(start, states).numpy()[0, -1]
+                if language is None and self.multilingual:
+                    names = sorted(self.lang_to_id, key=self.lang_to_id.get)
+                    ids = [int(self.lang_to_id[k]) for k in names]
+                    language = names[int(np.argmax(start_logits[ids]))]
+            task = req.task if self.multilingual else None
+            max_new = self.context - len(self._prompt(language, req.task))  # all the room the decoder has
+            tokens = model.generate(features, language=language, task=task, do_sample=req.temperature > 0,
+                                    temperature=req.temperature if req.temperature > 0 else None,
+                                    max_new_tokens=max_new, return_timestamps=False)[0].tolist()
+        raw = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        t = Transcript(raw.strip(), duration)
+        if req.response_format in ("json", "text"):
+            return t
+        segment = Segment(0, 0, 0.0, duration, raw, tokens, req.temperature, 0.0, compression_ratio(raw))
+        if verbose:
+            from ..models.hf.whisper_generate import LANGUAGES
+            code = language.strip("<|>") if language else "en"  # an English-only checkpoint: no language token
+            t.language = LANGUAGES.get(code, code)
+            segment.avg_logprob = self._avg_logprob(states, self._prompt(language, req.task), tokens, max_new)
+            if self.no_speech is not None:
+                segment.no_speech_prob = float(np.exp(_log_softmax(start_logits)[self.no_speech]))
+        t.segments = [segment]
+        return t
+
+    def _avg_logprob(self, states, prompt: List[int], tokens: List[int], max_new: int) -> float:
+        """Whisper's avg_logprob: the generated tokens' log-probabilities (under the suppressed tokens' masks, before
+        any temperature), and the end token's when the text ended with it, summed over len(tokens) + 1."""
+        from ..autograd import no_grad
+        with no_grad():
+            logits = self.model.decode(np.array([prompt + tokens], np.int64), states).numpy()[0, len(prompt) - 1:]
+        scores = np.array(logits, np.float64)
+        if self.suppress:
+            scores[:, self.suppress] = -np.inf
+        if self.begin_suppress:
+            scores[0, self.begin_suppress] = -np.inf
+        logp = _log_softmax(scores)
+        total = float(logp[np.arange(len(tokens)), tokens].sum())
+        if len(tokens) < max_new and self.eos is not None:
+            total += float(logp[len(tokens), self.eos])
+        return total / (len(tokens) + 1)
+
+
+@dataclass
+class SpeechServeConfig(GenerationServeConfig):
+    """Settings of ``forgegrad serve`` for a Whisper checkpoint directory: a generation server's (the flags of the same
+    names; ``max_batch`` and ``prefill_chunk`` unused: requests run one at a time)."""
+
+
+def create_speech_app(config: SpeechServeConfig):
+    """The Starlette app serving ``config.model_path`` (a Whisper directory, loaded at startup) at OpenAI's
+    ``/v1/audio/transcriptions`` and ``/v1/audio/translations``."""
+    import contextlib
+
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+
+    from .metrics import Metrics
+
+    try:
+        import python_multipart  # noqa: F401  (Starlette's form parser)
+    except ImportError:
+        raise ImportError('the audio API needs python-multipart: pip install "forgegrad[serve]"') from None
+    config.validate()
+    if not is_speech_checkpoint(config.model_path):
+        raise ValueError(f"{config.model_path!r} holds no Whisper checkpoint (config.json's model_type 'whisper')")
+    metrics = Metrics()
+    name = config.model_name or os.path.basename(os.path.abspath(config.model_path).rstrip(os.sep))
+    seconds = metrics._pc.Counter("forgegrad_audio_seconds", "seconds of audio transcribed or translated", ["model"],
+                                  registry=metrics.registry).labels(name)
+    worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgegrad-transcribe")
+    state = {"transcriber": None, "queued": 0}
+
+    async def answer(request, task: str):
+        form = await read_form(request, config.max_body_bytes)
+        try:
+            req = await parse_form(form, task, name)
+        finally:
+            await form.close()
+        tr: Transcriber = state["transcriber"]
+        language = tr.language_token(req)
+        if state["queued"] >= config.max_queue:
+            raise CompletionError(503, f"{state['queued']} requests are already waiting; retry later",
+                                  headers={"Retry-After": "1"})
+        state["queued"] += 1
+        metrics.queue_depth(name, state["queued"])
+        loop = asyncio.get_running_loop()
+        try:
+            features, duration = await loop.run_in_executor(None, tr.prepare, req)  # off the loop, beside the model
+            t0 = time.perf_counter()
+            transcript = await loop.run_in_executor(worker, tr.transcribe, features, duration, req, language)
+            metrics.batch(name, 1, time.perf_counter() - t0)
+        finally:
+            state["queued"] -= 1
+            metrics.queue_depth(name, state["queued"])
+        seconds.inc(duration)
+        body, media = render(transcript, req)
+        if isinstance(body, dict):
+            body = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        return Response(body, 200, media_type=media)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        if config.threads:
+            from .models import set_forgegrad_threads
+            set_forgegrad_threads(config.threads)
+        try:
+            state["transcriber"] = await asyncio.get_running_loop().run_in_executor(
+                worker, Transcriber, config.model_path, config.weights)
+        except Exception as e:
+            app.state.startup_error = f"cannot serve {config.model_path}: {type(e).__name__}: {e}"
+            worker.shutdown(wait=False)
+            raise RuntimeError(app.state.startup_error) from None
+        log.info("serving %s (%s weights, %s) at %s", name, config.weights, state["transcriber"].describe(),
+                 ", ".join(ROUTES))
+        try:
+            yield
+        finally:
+            worker.shutdown(wait=False, cancel_futures=True)
+
+    routes = [post_route(route, lambda request, task=task: answer(request, task), metrics, name)
+              for route, task in ROUTES.items()]
+    routes += common_routes(name, int(time.time()), lambda: state["transcriber"].context, metrics)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found})
+    app.state.config, app.state.metrics, app.state.startup_error = config, metrics, None
+    return app

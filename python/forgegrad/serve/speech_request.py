@@ -1,0 +1,189 @@
+"""The bodies of OpenAI's ``POST /v1/audio/transcriptions`` and ``POST /v1/audio/translations`` (multipart/form-data)
+checked field by field, and the answers in each ``response_format``.
+
+Fields: ``file`` (required: the audio, a WAV file; see forgegrad.data.audio), ``model`` (the served name, as the
+other routes), ``language`` (the audio's language: ISO-639-1 code, name or Whisper's token; vLLM's extension on
+translations), ``prompt`` (Whisper's previous-text prompt: refused while generate cannot take one),
+``response_format`` (json, text, srt, verbose_json, vtt), ``temperature`` (0 to 1; 0 decodes greedily),
+``timestamp_granularities[]`` ("segment" only) and ``stream`` (false only). Another field is refused by name: a
+misspelt one would otherwise change nothing unnoticed.
+
+The multipart body is parsed while it arrives (python-multipart, through Starlette's parser), cut off with a 413
+as soon as it passes the server's body limit; one file, a few small fields.
+"""
+from __future__ import annotations
+
+import gzip
+import math
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+from .completion_request import CompletionError, bad, served_model
+
+FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+_FIELDS = {"file", "model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]",
+           "timestamp_granularities", "stream", "user"}
+_MAX_FIELD_BYTES = 64 * 1024  # a text field (the prompt is the longest: Whisper reads 224 tokens of it)
+
+
+@dataclass
+class SpeechRequest:
+    task: str  # "transcribe" or "translate"
+    audio: bytes
+    filename: str
+    model: Optional[str] = None
+    language: Optional[str] = None
+    prompt: Optional[str] = None
+    response_format: str = "json"
+    temperature: float = 0.0
+
+
+@dataclass
+class Segment:
+    """One stretch of the transcript, with OpenAI's (and Whisper's) fields."""
+    id: int
+    seek: int
+    start: float
+    end: float
+    text: str
+    tokens: List[int]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: Optional[float] = None
+
+    def as_json(self) -> dict:
+        out = {"id": self.id, "seek": self.seek, "start": round(self.start, 3), "end": round(self.end, 3),
+               "text": self.text, "tokens": self.tokens, "temperature": self.temperature,
+               "avg_logprob": self.avg_logprob, "compression_ratio": self.compression_ratio}
+        if self.no_speech_prob is not None:
+            out["no_speech_prob"] = self.no_speech_prob
+        return out
+
+
+@dataclass
+class Transcript:
+    text: str
+    duration: float  # seconds of audio
+    language: Optional[str] = None  # Whisper's name ("english"), when known
+    segments: List[Segment] = field(default_factory=list)
+
+
+def compression_ratio(text: str) -> float:
+    """Whisper's repetition measure: the text's UTF-8 bytes over their gzip size (high for looping output)."""
+    data = text.encode("utf-8")
+    return len(data) / len(gzip.compress(data)) if data else 0.0
+
+
+async def read_form(request, limit: int):
+    """The request's multipart form (Starlette's FormData), its body at most ``limit`` bytes (413 past it).
+    Close it (``await form.close()``) when done: the file may be spooled to a temporary file."""
+    from starlette.formparsers import MultiPartException, MultiPartParser
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "multipart/form-data":
+        raise CompletionError(415, "the body must be multipart/form-data (the audio in a field named 'file'), got "
+                                   f"content type {kind or 'none'!r}", "file")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise CompletionError(413, f"the body is larger than {limit} bytes")
+
+    async def body():
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise CompletionError(413, f"the body is larger than {limit} bytes")
+            yield chunk
+
+    parser = MultiPartParser(request.headers, body(), max_files=1, max_fields=len(_FIELDS) + 4,
+                             max_part_size=_MAX_FIELD_BYTES)
+    try:
+        return await parser.parse()
+    except MultiPartException as e:
+        raise CompletionError(400, f"malformed multipart body: {e.message}", "file") from None
+
+
+def _text(form_items, name: str) -> Optional[str]:
+    values = [v for k, v in form_items if k == name]
+    if not values:
+        return None
+    if len(values) > 1:
+        raise CompletionError(400, f"{name} is given {len(values)} times", name)
+    if not isinstance(values[0], str):
+        raise CompletionError(400, f"{name} must be a text field, got a file", name)
+    return values[0]
+
+
+async def parse_form(form, task: str, served_name: str) -> SpeechRequest:
+    """The request in ``form`` (``read_form``'s) for ``task``, each field checked (CompletionError 400 naming it)."""
+    items = form.multi_items()
+    for key, _ in items:
+        if key not in _FIELDS:
+            raise CompletionError(400, f"unknown field {key!r} (the audio API takes {', '.join(sorted(_FIELDS))})",
+                                  key)
+    uploads = [v for k, v in items if k == "file"]
+    if not uploads:
+        raise CompletionError(400, "the field 'file' (the audio) is required", "file")
+    upload = uploads[0]
+    if isinstance(upload, str):
+        raise CompletionError(400, "file must be a file upload (multipart with a filename), got a text field",
+                              "file")
+    text = {k: _text(items, k) for k in _FIELDS - {"file", "timestamp_granularities[]", "timestamp_granularities"}}
+    model = served_model({"model": text["model"], "user": text["user"]}, served_name)
+    fmt = text["response_format"] or "json"
+    if fmt not in FORMATS:
+        raise bad("response_format", f"one of {', '.join(FORMATS)}", fmt)
+    temperature = 0.0
+    if text["temperature"] is not None and text["temperature"].strip():
+        try:
+            temperature = float(text["temperature"])
+        except ValueError:
+            raise bad("temperature", "a number between 0 and 1", text["temperature"]) from None
+        if not (math.isfinite(temperature) and 0.0 <= temperature <= 1.0):
+            raise bad("temperature", "a number between 0 and 1", text["temperature"])
+    if text["stream"] is not None and text["stream"].strip().lower() not in ("false", "0", ""):
+        raise CompletionError(400, "stream: streamed transcriptions are not supported (send stream=false)", "stream")
+    for key in ("timestamp_granularities[]", "timestamp_granularities"):
+        for v in (v for k, v in items if k == key):
+            if v != "segment":
+                raise CompletionError(400, f"{key}: only 'segment' is supported (not word timestamps), got {v!r}",
+                                      key)
+            if fmt != "verbose_json":
+                raise CompletionError(400, f"{key} needs response_format verbose_json", key)
+    prompt = text["prompt"]
+    if prompt:
+        raise CompletionError(400, "prompt: Whisper's previous-text prompt is not supported yet by this server",
+                              "prompt")
+    language = (text["language"] or "").strip() or None
+    audio = await upload.read()
+    return SpeechRequest(task, audio, upload.filename or "", model, language, None, fmt, temperature)
+
+
+def _clock(seconds: float, sep: str) -> str:
+    ms = int(round(seconds * 1000))
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def render(t: Transcript, req: SpeechRequest) -> Tuple[object, str]:
+    """(the answer, its media type) in the request's response_format: a dict for json and verbose_json (the caller
+    serializes it), text for the others."""
+    fmt = req.response_format
+    if fmt == "json":
+        return {"text": t.text}, "application/json"
+    if fmt == "verbose_json":
+        out = {"task": req.task, "language": t.language, "duration": round(t.duration, 3), "text": t.text,
+               "segments": [s.as_json() for s in t.segments]}
+        if t.language is None:
+            del out["language"]
+        return out, "application/json"
+    if fmt == "text":
+        return t.text + "\n", "text/plain; charset=utf-8"
+    cues = [(s.start, s.end, s.text.strip()) for s in t.segments]
+    if fmt == "srt":
+        return "".join(f"{i}\n{_clock(a, ',')} --> {_clock(b, ',')}\n{line}\n\n"
+                       for i, (a, b, line) in enumerate(cues, start=1)), "text/plain; charset=utf-8"
+    return "WEBVTT\n\n" + "".join(f"{_clock(a, '.')} --> {_clock(b, '.')}\n{line}\n\n"
+                                  for a, b, line in cues), "text/vtt; charset=utf-8"

@@ -1,0 +1,304 @@
+"""OpenAI's ``POST /v1/audio/transcriptions`` and ``/v1/audio/translations`` on the real server (uvicorn on a loopback
+port, httpx multipart uploads) for a tiny Whisper that transformers made: WAV files at 8, 16 and 44.1 kHz (stereo
+int16, mono float32, 24-bit) give the text transformers' generate and tokenizer give for the same audio (resampled
+by scipy, features by transformers' extractor); the response formats; the CLI; each bad request a 4xx naming its
+field."""
+from __future__ import annotations
+
+import io
+import json
+import struct
+import wave
+
+import numpy as np
+import pytest
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+pytest.importorskip("python_multipart")  # python-multipart: Starlette's form parser
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+scipy_signal = pytest.importorskip("scipy.signal")
+transformers.logging.set_verbosity_error()
+
+from serve_helpers import metric, running_app, start_cli_server  # noqa: E402
+
+from forgegrad.models import from_pretrained  # noqa: E402
+from forgegrad.serve.speech_app import SpeechServeConfig, create_speech_app  # noqa: E402
+
+# the tiny vocabulary: 100 words, then Whisper's special tokens in their order (ids as tests/test_hf_whisper.py's)
+EOS, START, EN, FR, DE, TRANSLATE, TRANSCRIBE, NO_TIMESTAMPS, NO_SPEECH = range(100, 109)
+SPECIAL = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|fr|>", "<|de|>", "<|translate|>", "<|transcribe|>",
+           "<|notimestamps|>", "<|nospeech|>"] + [f"<|{i * 0.02:.2f}|>" for i in range(11)]
+MELS, POSITIONS = 16, 40  # one 1-second window (chunk_length 1): 100 frames
+WORDS = ("the a of to and in is it you that he was for on are with as his they be at one have this from or had by "
+         "hot word but what some we can out other were all there when up use your how said an each she which do their "
+         "time if will way about many then them write would like so these her long make thing see him two has look "
+         "more day could go come did number sound no most people my over know water than call first who may down side "
+         "been now find any").split()
+assert len(WORDS) == 100
+MAX_NEW = POSITIONS - 4  # the server's: all the room after <|startoftranscript|> <|lang|> <|task|> <|notimestamps|>
+
+
+@pytest.fixture(scope="module")
+def whisper_dir(tmp_path_factory):
+    """A multilingual tiny Whisper (random weights, std 0.3, so that its words depend on the audio) with the
+    generation settings of the real checkpoints and a word-level tokenizer.json with Whisper's special tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    path = tmp_path_factory.mktemp("whisper") / "tiny-whisper"
+    vocab = {w: i for i, w in enumerate(WORDS)} | {t: 100 + i for i, t in enumerate(SPECIAL)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens(SPECIAL)
+    path.mkdir()
+    tok.save(str(path / "tokenizer.json"))
+    torch.manual_seed(0)
+    cfg = transformers.WhisperConfig(
+        vocab_size=120, num_mel_bins=MELS, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=2, encoder_ffn_dim=48, decoder_ffn_dim=40, max_source_positions=50,
+        max_target_positions=POSITIONS, pad_token_id=EOS, bos_token_id=EOS, eos_token_id=EOS,
+        decoder_start_token_id=START, suppress_tokens=[1, 5] + list(range(108, 120)), begin_suppress_tokens=[3, EOS],
+        dropout=0.0)
+    hf = transformers.WhisperForConditionalGeneration(cfg).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if p.dim() >= 2 and "embed_positions" not in name:
+                p.normal_(0, 0.3)
+    g = hf.generation_config
+    g.lang_to_id = {"<|en|>": EN, "<|fr|>": FR, "<|de|>": DE}
+    g.task_to_id = {"translate": TRANSLATE, "transcribe": TRANSCRIBE}
+    g.no_timestamps_token_id, g.is_multilingual = NO_TIMESTAMPS, True
+    hf.save_pretrained(path)
+    transformers.WhisperFeatureExtractor(feature_size=MELS, chunk_length=1).save_pretrained(path)
+    file = path / "generation_config.json"  # as the Hub's files: not marked as made from config.json
+    settings = json.loads(file.read_text())
+    settings.pop("_from_model_config", None)
+    file.write_text(json.dumps(settings))
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(whisper_dir):
+    """transformers' model, feature extractor and tokenizer read from the directory."""
+    hf = transformers.WhisperForConditionalGeneration.from_pretrained(whisper_dir).eval()
+    extractor = transformers.WhisperFeatureExtractor.from_pretrained(whisper_dir)
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_file=str(whisper_dir / "tokenizer.json"))
+    return hf, extractor, tokenizer
+
+
+@pytest.fixture(scope="module")
+def ours(whisper_dir):
+    return from_pretrained(whisper_dir)
+
+
+@pytest.fixture(scope="module")
+def url(whisper_dir):
+    with running_app(create_speech_app(SpeechServeConfig(str(whisper_dir), max_body_bytes=256 * 1024))) as u:
+        yield u
+
+
+@pytest.fixture()
+def client(url):
+    with httpx.Client(base_url=url, timeout=60) as c:
+        yield c
+
+
+def _signal(seconds, rate, channels, seed):
+    """Tones and noise, (frames, channels) floats in [-1, 1)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(rate * seconds)) / rate
+    cols = [sum(rng.uniform(0.05, 0.2) * np.sin(2 * np.pi * rng.uniform(80, 3500) * t) for _ in range(4))
+            + 0.01 * rng.standard_normal(t.shape) for _ in range(channels)]
+    return np.stack(cols, axis=1)
+
+
+def _pcm_wav(x, rate, width):
+    """(the WAV file written by the wave module, the samples it holds as floats)."""
+    full = 2 ** (8 * width - 1)
+    ints = np.clip(np.round(x * full), -full, full - 1).astype(np.int64)
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(x.shape[1])
+        w.setsampwidth(width)
+        w.setframerate(rate)
+        raw = ints.astype("<i4").view(np.uint8).reshape(ints.shape + (4,))[..., :width]
+        w.writeframes(raw.tobytes())
+    return buf.getvalue(), ints / full
+
+
+def _float_wav(x, rate):
+    payload = x.astype("<f4").tobytes()
+    ch = x.shape[1]
+    fmt = struct.pack("<HHIIHH", 3, ch, rate, rate * 4 * ch, 4 * ch, 32)
+    body = b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", len(payload)) + payload
+    return b"RIFF" + struct.pack("<I", len(body)) + body, x.astype(np.float32).astype(np.float64)
+
+
+WAVS = {  # name -> (file, samples as stored, rate)
+    "8k-stereo-int16": lambda: (*_pcm_wav(_signal(0.8, 8000, 2, 1), 8000, 2), 8000),
+    "16k-mono-float32": lambda: (*_float_wav(_signal(0.9, 16000, 1, 2), 16000), 16000),
+    "44k-stereo-int24": lambda: (*_pcm_wav(_signal(0.5, 44100, 2, 3), 44100, 3), 44100),
+}
+
+
+def _expected_features(reference, stored, rate):
+    """What the server should compute, by other hands: channels averaged, scipy's resample_poly, transformers'
+    feature extractor."""
+    _, extractor, _ = reference
+    mono = stored.mean(axis=1)
+    if rate != 16000:
+        g = np.gcd(rate, 16000)
+        mono = scipy_signal.resample_poly(mono, 16000 // g, rate // g)
+    return extractor(mono.astype(np.float32), sampling_rate=16000, return_tensors="np")["input_features"]
+
+
+@pytest.mark.parametrize("name", list(WAVS))
+def test_the_servers_features_are_the_reference_pipelines(whisper_dir, reference, name):
+    """The random tiny model's words depend little on the audio, so the audio path is checked on its features: the
+    server's (its WAV decoder, resampler and extractor) against scipy's resampling and transformers' extractor."""
+    from forgegrad.serve.speech_app import Transcriber
+    from forgegrad.serve.speech_request import SpeechRequest
+    file, stored, rate = WAVS[name]()
+    features, duration = Transcriber(str(whisper_dir)).prepare(SpeechRequest("transcribe", file, "a.wav"))
+    assert duration == pytest.approx(len(stored) / rate, abs=1 / rate)
+    np.testing.assert_allclose(features, _expected_features(reference, stored, rate), rtol=0, atol=2e-4)
+
+
+def _post(client, route, file, fields=(), filename="audio.wav"):
+    return client.post(route, files={"file": (filename, file, "audio/wav")}, data=dict(fields))
+
+
+@pytest.mark.parametrize("name", list(WAVS))
+@pytest.mark.parametrize("route,fields,kwargs", [
+    ("/v1/audio/transcriptions", {}, dict(task="transcribe")),  # the language detected
+    ("/v1/audio/transcriptions", {"language": "fr", "model": "tiny-whisper"}, dict(task="transcribe", language="fr")),
+    ("/v1/audio/translations", {"response_format": "text"}, dict(task="translate")),
+], ids=["detect", "french", "translate"])
+def test_text_is_transformers_generate_and_decode(client, ours, reference, name, route, fields, kwargs):
+    hf, _, tokenizer = reference
+    file, stored, rate = WAVS[name]()
+    features = _expected_features(reference, stored, rate)
+    with torch.no_grad():
+        ids = hf.generate(torch.tensor(features), max_new_tokens=MAX_NEW, **kwargs)[0].tolist()
+    want = tokenizer.decode(ids, skip_special_tokens=True).strip()
+    assert want  # the tiny model says something, and it depends on the audio
+    assert ours.generate(features, max_new_tokens=MAX_NEW, **kwargs)[0].tolist() == ids
+    r = _post(client, route, file, fields)
+    assert r.status_code == 200, r.text
+    if fields.get("response_format") == "text":
+        assert r.headers["content-type"].startswith("text/plain")
+        assert r.text == want + "\n"
+    else:
+        assert r.headers["content-type"] == "application/json"
+        assert r.json() == {"text": want}
+
+
+def test_verbose_json_srt_and_vtt(client, reference):
+    hf, _, tokenizer = reference
+    file, stored, rate = WAVS["8k-stereo-int16"]()
+    features = torch.tensor(_expected_features(reference, stored, rate))
+    with torch.no_grad():
+        out = hf.generate(features, max_new_tokens=MAX_NEW, task="transcribe", return_dict_in_generate=True,
+                          output_scores=True)
+        start = hf(features, decoder_input_ids=torch.tensor([[START]])).logits[0, -1]
+    tokens = out.sequences[0].tolist()
+    lang = tokens[1]
+    tokens = tokens[4:]  # after start, language, task, <|notimestamps|>
+    ended = tokens[-1] == EOS
+    text_ids = tokens[:-1] if ended else tokens
+    # Whisper's avg_logprob: each chosen token's log-probability under the processed scores, the end token's too
+    logp = [torch.log_softmax(s[0].double(), -1) for s in out.scores]
+    total = sum(float(lp[t]) for lp, t in zip(logp, tokens))
+    raw = tokenizer.decode(text_ids, skip_special_tokens=True)
+
+    r = _post(client, "/v1/audio/transcriptions", file, {"response_format": "verbose_json",
+                                                         "timestamp_granularities[]": "segment"})
+    assert r.status_code == 200, r.text
+    v = r.json()
+    names = {EN: "english", FR: "french", DE: "german"}
+    assert v["task"] == "transcribe" and v["language"] == names[lang]
+    assert v["duration"] == pytest.approx(0.8) and v["text"] == raw.strip()
+    [seg] = v["segments"]
+    assert seg["id"] == 0 and seg["seek"] == 0 and seg["start"] == 0 and seg["end"] == pytest.approx(0.8)
+    assert seg["text"] == raw and seg["tokens"] == text_ids and seg["temperature"] == 0
+    assert seg["avg_logprob"] == pytest.approx(total / (len(text_ids) + 1), abs=1e-4)
+    assert seg["no_speech_prob"] == pytest.approx(float(torch.softmax(start.double(), -1)[NO_SPEECH]), abs=1e-5)
+    assert seg["compression_ratio"] > 0
+
+    srt = _post(client, "/v1/audio/transcriptions", file, {"response_format": "srt"})
+    assert srt.status_code == 200 and srt.text == f"1\n00:00:00,000 --> 00:00:00,800\n{raw.strip()}\n\n"
+    vtt = _post(client, "/v1/audio/translations", file, {"response_format": "vtt", "language": "de"})
+    assert vtt.status_code == 200 and vtt.headers["content-type"].startswith("text/vtt")
+    assert vtt.text.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:00.800\n")
+
+
+def test_sampling_and_models_and_metrics(client):
+    file, _, _ = WAVS["16k-mono-float32"]()
+    r = _post(client, "/v1/audio/transcriptions", file, {"temperature": "0.8", "language": "en"})
+    assert r.status_code == 200, r.text
+    assert r.json()["text"] and set(r.json()["text"].split()) <= set(WORDS)
+    models = client.get("/v1/models").json()
+    assert models["object"] == "list" and [m["id"] for m in models["data"]] == ["tiny-whisper"]
+    assert models["data"][0]["max_model_len"] == POSITIONS
+    text = client.get("/metrics").text
+    assert metric(text, "forgegrad_audio_seconds_total", model="tiny-whisper") > 0
+    assert metric(text, "forgegrad_requests_total", route="/v1/audio/transcriptions", code="200") >= 1
+
+
+def _error(r, status, param):
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    err = r.json()["error"]
+    assert err["param"] == param, err
+    return err["message"]
+
+
+def test_bad_requests_name_their_field(client):
+    file, _, _ = WAVS["16k-mono-float32"]()
+    route = "/v1/audio/transcriptions"
+    assert "unknown field 'file2'" in _error(client.post(route, files={"file2": ("a.wav", file)}), 400, "file2")
+    assert "required" in _error(client.post(route, files={"prompt": (None, "")}), 400, "file")
+    assert "WAV" in _error(_post(client, route, b"ID3\x03" + bytes(100), filename="a.mp3"), 415, "file")
+    assert "WAV" in _error(_post(client, route, b"not audio at all"), 415, "file")
+    empty, _ = _pcm_wav(np.zeros((0, 1)), 16000, 2)
+    assert "no samples" in _error(_post(client, route, empty), 400, "file")
+    long_file, _ = _pcm_wav(_signal(1.5, 8000, 1, 4), 8000, 2)
+    assert "1.50 s" in _error(_post(client, route, long_file), 400, "file")
+    broken = file[:30]
+    assert "truncated" in _error(_post(client, route, broken), 400, "file")
+    assert "srtx" in _error(_post(client, route, file, {"response_format": "srtx"}), 400, "response_format")
+    assert "number" in _error(_post(client, route, file, {"temperature": "warm"}), 400, "temperature")
+    _error(_post(client, route, file, {"temperature": "1.5"}), 400, "temperature")
+    assert "klingon" in _error(_post(client, route, file, {"language": "klingon"}), 400, "language")
+    _error(_post(client, route, file, {"language": "ja"}), 400, "language")  # not in this checkpoint's lang_to_id
+    _error(_post(client, route, file, {"prompt": "previous words"}), 400, "prompt")
+    _error(_post(client, route, file, {"temprature": "0"}), 400, "temprature")
+    _error(_post(client, route, file, {"stream": "true"}), 400, "stream")
+    _error(_post(client, route, file, {"timestamp_granularities[]": "word", "response_format": "verbose_json"}),
+           400, "timestamp_granularities[]")
+    _error(_post(client, route, file, {"model": "whisper-1"}), 404, "model")
+    _error(client.post(route, json={"file": "audio.wav"}), 415, "file")
+    _error(client.post(route, content=b"--x\r\nbroken", headers={"content-type": "multipart/form-data"}), 400, "file")
+    big = _pcm_wav(_signal(1.2, 44100, 2, 5), 44100, 3)[0]  # 318 kB: over the 256 KiB limit
+    assert "larger than 262144" in _error(_post(client, route, big), 413, None)
+    # the server keeps serving
+    assert _post(client, route, file).status_code == 200
+
+
+def test_cli_serves_a_whisper_directory(whisper_dir, reference):
+    hf, _, tokenizer = reference
+    file, stored, rate = WAVS["44k-stereo-int24"]()
+    with torch.no_grad():
+        ids = hf.generate(torch.tensor(_expected_features(reference, stored, rate)), max_new_tokens=MAX_NEW,
+                          task="translate", language="de")[0].tolist()
+    proc, url = start_cli_server(whisper_dir, "--model-name", "whisper-1", output="stderr")
+    try:
+        with httpx.Client(base_url=url, timeout=60) as c:
+            assert [m["id"] for m in c.get("/v1/models").json()["data"]] == ["whisper-1"]
+            r = _post(c, "/v1/audio/translations", file, {"model": "whisper-1", "language": "german"})
+            assert r.status_code == 200, r.text
+            assert r.json()["text"] == tokenizer.decode(ids, skip_special_tokens=True).strip()
+    finally:
+        proc.terminate()
+        proc.wait(30)
