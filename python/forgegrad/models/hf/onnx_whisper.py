@@ -69,12 +69,12 @@ def generate_onnx_whisper(encoder, decoder, input_features, language: Union[str,
                           task: Optional[str] = None, max_new_tokens: Optional[int] = None) -> np.ndarray:
     """The tokens ``model.generate(input_features, language=, task=, max_new_tokens=)`` returns (short form,
     greedy), decoded in onnxruntime on the graphs ``export_seq2seq`` wrote for a Whisper model (``encoder`` and
-    ``decoder``: sessions or .onnx paths): the encoder once per window, the language detected from the decoder's
-    first step where none is given, then the prompt (start, language, task, no-timestamps tokens) and one decoder
-    call per new token on the cache it returned, with the checkpoint's suppressed and begin-suppressed tokens.
-    ``language``, ``task`` and ``max_new_tokens`` as whisper_generate's ``generate``; the settings come from the
-    decoder graph's metadata. Returns (batch, n) int64: the new tokens without the prompt, each row without its
-    end token and padded on the right to the longest."""
+    ``decoder``: sessions or .onnx paths): the encoder once, the language detected from the decoder's first step
+    where none is given, then the prompt (start, language, task, no-timestamps tokens) and one decoder call per new
+    token on the cache it returned, with the checkpoint's suppressed and begin-suppressed tokens. ``language``,
+    ``task`` and ``max_new_tokens`` as whisper_generate's ``generate``; the settings come from the decoder graph's
+    metadata (greedy whatever generation_config.json says of sampling). Returns (batch, n) int64: the new tokens
+    without the prompt, each row without its end token and padded on the right to the longest."""
     from .logits_processors import generation_source
     from .sampling import Sampler
     from .whisper_generate import _prompts, _token_list, _WindowLimit
