@@ -1,9 +1,15 @@
-"""Whisper's generate for audio of up to one window (transformers' short-form path): the decoder prompt of start,
-language and task tokens and <|notimestamps|>, the language detected from the first step where none is given,
-the checkpoint's suppressed tokens (always, and at the first new place), then greedy or sampled decoding on the
-KV cache. Returns the new tokens, as transformers' Whisper generate does (no prompt).
+"""Whisper's generate (transformers' ``WhisperForConditionalGeneration.generate``, token for token): the decoder
+prompt of start, language and task tokens (and <|notimestamps|> unless timestamps are predicted), the language
+detected from the first window where none is given, then window after window: each window's features from frame
+``seek``, its tokens decoded greedily or sampled on the KV cache under the checkpoint's suppressed tokens (always,
+and at the first new place) and, with timestamps, transformers' timestamp rules (whisper_timestamps.py); the
+window cut into segments at its timestamp pairs and ``seek`` moved past what was transcribed. Audio of one window
+(short-form) takes one window unless timestamps move ``seek``; longer audio (long-form) takes as many as it needs,
+as transformers' sequential long-form generate without the temperature fallback.
 
-Not yet: timestamps, long-form audio (several windows), beam search and the temperature fallback.
+Not yet: beam search, the temperature fallback (temperatures tried in turn against compression-ratio, log-prob
+and no-speech thresholds), prompt_ids and condition_on_prev_tokens, token-level timestamps (cross-attention
+alignment).
 """
 from __future__ import annotations
 
@@ -13,8 +19,10 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 
 from ...autograd import no_grad
+from ...tensor import Tensor
 from .generation import UNSET, _sampler
 from .logits_processors import generation_source
+from .whisper_timestamps import TimestampRules, joined, trim_window, window_segments
 
 __all__ = ["generate", "LANGUAGES"]
 
@@ -68,8 +76,9 @@ def _token_list(value, vocab: int, name: str) -> List[int]:
     return [int(t) for t in tokens]
 
 
-def _prompts(model, gc: dict, batch: int, language, task, detect) -> List[List[int]]:
-    """transformers' ``_retrieve_init_tokens``: each row's decoder prompt."""
+def _prompts(model, gc: dict, batch: int, language, task, detect, timestamps: bool) -> List[List[int]]:
+    """transformers' ``_retrieve_init_tokens``: each row's decoder prompt (ending with <|notimestamps|> unless
+    ``timestamps``)."""
     if gc.get("is_multilingual") is False and (task is not None or language is not None):
         raise ValueError("generate: language and task need a multilingual checkpoint (is_multilingual is false)")
     lang_to_id, task_to_id = gc.get("lang_to_id"), gc.get("task_to_id")
@@ -114,8 +123,10 @@ def _prompts(model, gc: dict, batch: int, language, task, detect) -> List[List[i
         elif language is not None and isinstance(task_to_id, dict):
             if not any(t in task_to_id.values() for t in row):
                 row.append(int(task_to_id["transcribe"]))
-        if no_timestamps is not None and row[-1] != no_timestamps:
+        if not timestamps and no_timestamps is not None and row[-1] != no_timestamps:
             row.append(int(no_timestamps))
+        elif timestamps and row[-1] == no_timestamps:
+            row.pop()
         row[:] = [t for t in row if t is not None]
     return rows
 
@@ -123,98 +134,226 @@ def _prompts(model, gc: dict, batch: int, language, task, detect) -> List[List[i
 def generate(model, input_features, language: Union[str, Sequence[str], None] = None, task: Optional[str] = None,
              max_new_tokens: Optional[int] = None, do_sample: Optional[bool] = None,
              temperature: Optional[float] = None, top_k=UNSET, top_p=UNSET, min_p=UNSET, eos_token_id=UNSET,
-             pad_token_id=UNSET, return_timestamps: bool = False, num_beams: Optional[int] = None) -> np.ndarray:
-    """The tokens transformers' ``WhisperForConditionalGeneration.generate`` returns for features of one window
+             pad_token_id=UNSET, return_timestamps: Optional[bool] = None, num_beams: Optional[int] = None,
+             attention_mask=None, return_segments: bool = False, return_dict_in_generate: Optional[bool] = None,
+             condition_on_prev_tokens: Optional[bool] = None, time_precision: float = 0.02,
+             compression_ratio_threshold=None, logprob_threshold=None,
+             no_speech_threshold=None) -> Union[np.ndarray, dict]:
+    """The tokens transformers' ``WhisperForConditionalGeneration.generate`` returns for log-mel features
     (``WhisperFeatureExtractor``'s; ``input_features`` (B, num_mel_bins, frames)): (B, n), the prompt not
     included, each row without its end token and padded on the right with ``pad_token_id`` to the longest.
 
+    Features of one window (``model.num_frames``, 3000 for the real checkpoints) or fewer are short-form; longer
+    ones are long-form, decoded window after window as transformers' sequential long-form generate: each window
+    starts where the last one's final timestamp pair put it (a window ending with a lone timestamp, or with no
+    pair, is used whole), and the rows are every window's segment tokens joined. Long-form needs timestamps
+    (``return_timestamps`` False is an error) and, for a batch, ``attention_mask`` (B, frames): each input's
+    length is its number of ones (``WhisperFeatureExtractor(..., return_attention_mask=True)`` gives it).
+
+    ``return_timestamps``: predict timestamp tokens (the prompt without <|notimestamps|>, transformers'
+    timestamp rules); the rows then hold the timestamp tokens too (default generation_config.json's setting,
+    else False). ``return_segments=True`` (or ``return_dict_in_generate=True`` with timestamps) returns
+    ``{"sequences": rows, "segments": [[{"start": s, "end": s, "tokens": ids}, ...] for each input]}`` with times
+    in seconds from the start of the audio. ``time_precision``: seconds per timestamp step (0.02).
+
     ``language``: a code ('fr'), a name ('french') or a token ('<|fr|>'), or one per input; None detects it
-    (multilingual checkpoints: the most likely language token after the start token). ``task``: 'transcribe'
-    or 'translate'. None for both: the checkpoint's forced_decoder_ids. ``max_new_tokens``: default the
-    config's max_length (20 without one), within max_target_positions. Sampling settings as ``generate``'s.
+    from the first window (multilingual checkpoints: the most likely language token after the start token).
+    ``task``: 'transcribe' or 'translate'. None for both: the checkpoint's forced_decoder_ids.
+    ``max_new_tokens``: per window; default the config's max_length (20 without one) new tokens, within
+    max_target_positions (transformers lets that limit grow by the prompt's length window after window, and
+    so does this). Sampling settings as ``generate``'s.
+
+    Not supported (ValueError): beam search, ``condition_on_prev_tokens=True``, the temperature fallback
+    (a sequence of temperatures, ``compression_ratio_threshold``, ``logprob_threshold``, ``no_speech_threshold``).
     """
-    if return_timestamps:
-        raise ValueError("generate: return_timestamps is not supported yet for Whisper (text tokens only)")
     if num_beams not in (None, 1):
         raise ValueError("generate: Whisper decodes with num_beams=1 (greedy or sampling); beam search is not "
                          "supported yet")
-    features = model._features(input_features)
     gc = dict(generation_source(model))
-    B = int(features.shape[0])
+    _check_unsupported(gc, temperature, compression_ratio_threshold, logprob_threshold, no_speech_threshold,
+                       condition_on_prev_tokens)
+    for name, value in (("return_segments", return_segments), ("return_timestamps", return_timestamps),
+                        ("return_dict_in_generate", return_dict_in_generate)):
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(f"generate: {name} must be a bool, got {value!r}")
+    if isinstance(time_precision, bool) or not isinstance(time_precision, numbers.Real) or not time_precision > 0:
+        raise ValueError(f"generate: time_precision must be a positive number of seconds, got {time_precision!r}")
+    features = _feature_array(model, input_features)
+    B, frames = features.shape[0], features.shape[2]
+    window = model.num_frames
+    stride = window // int(model.config["max_source_positions"])  # the encoder's convolutions: 2
+    longform = frames > window
+    if return_timestamps is None:
+        return_timestamps = gc.get("return_timestamps")
+    if longform and return_timestamps is False:
+        raise ValueError(f"generate: features longer than one window ({frames} > {window} frames) are decoded as "
+                         "long-form audio, which needs timestamps: pass return_timestamps=True, or at most "
+                         f"{window} frames")
+    return_timestamps = bool(return_timestamps) or longform
+    no_timestamps = gc.get("no_timestamps_token_id")
+    if return_timestamps and no_timestamps is None:
+        raise ValueError("generate: timestamps need no_timestamps_token_id in the checkpoint's "
+                         "generation_config.json (the timestamp tokens follow <|notimestamps|>)")
+    if return_dict_in_generate and not return_timestamps:
+        raise ValueError("generate: return_dict_in_generate=True is supported with timestamps only (it returns the "
+                         "segments then); use return_segments=True")
+    max_frames = _input_lengths(attention_mask, B, frames, longform)
     vocab = model.vocab_size
     sampler = _sampler(model, do_sample, temperature, top_k, top_p, min_p)
+    suppress = _token_list(gc.get("suppress_tokens", model.config.get("suppress_tokens")), vocab, "suppress_tokens")
+    begin = _token_list(gc.get("begin_suppress_tokens", model.config.get("begin_suppress_tokens")), vocab,
+                        "begin_suppress_tokens")
+    eos_value = gc.get("eos_token_id") if eos_token_id is UNSET else eos_token_id
+    eos = _token_list(eos_value, vocab, "eos_token_id")
+    pad = gc.get("pad_token_id") if pad_token_id is UNSET else pad_token_id
+    pad = (eos[0] if eos else 0) if pad is None else _token_list(pad, vocab, "pad_token_id")[0]
+    rules = None
+    if return_timestamps:
+        if not isinstance(eos_value, numbers.Integral):
+            raise ValueError(f"generate: timestamps need one end token (eos_token_id an int), got {eos_value!r}")
+        max_initial = gc.get("max_initial_timestamp_index")
+        rules = TimestampRules(int(no_timestamps), int(eos_value), None if max_initial is None else int(max_initial))
+    eos_value = int(eos_value) if isinstance(eos_value, numbers.Integral) else eos_value
+    # transformers cuts every window's tokens at timestamp pairs, with or without return_timestamps (none but a
+    # timestamp pair the model emits despite <|notimestamps|>); no timestamp tokens without <|notimestamps|>
+    stamp_begin = vocab + 1 if no_timestamps is None else int(no_timestamps) + 1
     with no_grad():
-        states = model.encode(features)
-        cross = model.cross_kv(states)
-
-        def detect(lang_ids: List[int]) -> List[int]:
+        def detect(lang_ids: List[int]) -> List[int]:  # on the first window, as transformers
+            states = model.encode(_window(features, np.zeros(B, np.int64), np.full(B, window), window))
             start = np.full((B, 1), model.decoder_start_token_id, np.int64)
-            logits = model.decode(start, states, cross=cross).numpy()[:, -1]
+            logits = model.decode(start, states).numpy()[:, -1]
             return [lang_ids[i] for i in logits[:, lang_ids].argmax(-1)]
 
-        prompt = np.array(_prompts(model, gc, B, language, task, detect), np.int64)  # rows of one length
-        P = prompt.shape[1]
-        max_new_tokens = _max_new_tokens(model, gc, max_new_tokens, P)
-        suppress = _token_list(gc.get("suppress_tokens", model.config.get("suppress_tokens")), vocab,
-                               "suppress_tokens")
-        begin = _token_list(gc.get("begin_suppress_tokens", model.config.get("begin_suppress_tokens")), vocab,
-                            "begin_suppress_tokens")
-        eos = _token_list(gc.get("eos_token_id") if eos_token_id is UNSET else eos_token_id, vocab, "eos_token_id")
-        pad = gc.get("pad_token_id") if pad_token_id is UNSET else pad_token_id
-        pad = (eos[0] if eos else 0) if pad is None else _token_list(pad, vocab, "pad_token_id")[0]
-        out = np.full((B, max_new_tokens), pad, np.int64)
-        finished = np.zeros(B, bool)
-        cache = model.new_cache(B, P + max_new_tokens)
-        logits = model.decode(prompt, states, cross=cross, cache=cache).numpy()[:, -1]
-        n = 0
-        while n < max_new_tokens:
-            scores = np.array(logits, np.float32)
-            if suppress:
-                scores[:, suppress] = -np.inf
-            if n == 0 and begin:
-                scores[:, begin] = -np.inf
-            nxt = sampler(scores)
-            if eos:
-                nxt = np.where(finished, pad, nxt)
-                finished |= np.isin(nxt, eos)
-            out[:, n] = nxt
-            n += 1
-            if finished.all() or n == max_new_tokens:
-                break
-            logits = model.decode(nxt[:, None], states, cross=cross, cache=cache).numpy()[:, -1]
-    return _trimmed(out[:, :n], eos, pad)
+        init = np.array(_prompts(model, gc, B, language, task, detect, return_timestamps), np.int64)
+        limit = _WindowLimit(model, gc, max_new_tokens)
+        segments: List[List[dict]] = [[] for _ in range(B)]
+        seek = np.zeros(B, np.int64)
+        while (seek < max_frames).any():
+            rows = np.flatnonzero(seek < max_frames)  # inputs that have audio left
+            seek_frames = np.minimum(max_frames[rows] - seek[rows], window)
+            states = model.encode(_window(features[rows], seek[rows], seek_frames, window))
+            prompt = init[rows]
+            out = _decode_window(model, states, prompt, limit.next(prompt.shape[1]), sampler, suppress, begin, eos,
+                                 pad, rules)
+            for r, i in enumerate(rows):
+                seq = trim_window(out[r], pad, eos_value)
+                found, moved = window_segments(seq, stamp_begin, int(seek[i]), int(seek_frames[r]),
+                                               float(time_precision), stride)
+                segments[i] += found
+                seek[i] += moved
+    sequences = joined(segments, pad)
+    if return_segments or return_dict_in_generate:
+        return {"sequences": sequences, "segments": segments}
+    return sequences
 
 
-def _trimmed(out: np.ndarray, eos: List[int], pad: int) -> np.ndarray:
-    """transformers' Whisper rows: each without its trailing padding and end token, padded on the right to the
-    longest with ``pad``."""
-    rows = []
-    for row in out.tolist():
-        end = len(row)
-        while end and row[end - 1] == pad:
-            end -= 1
-        if pad in eos and end < len(row):
-            end += 1  # the end token, when it is the pad token, is the last padding kept
-        if end and row[end - 1] in eos:
-            end -= 1
-        rows.append(row[:end])
-    width = max((len(r) for r in rows), default=0)
-    return np.array([r + [pad] * (width - len(r)) for r in rows], np.int64).reshape(len(rows), width)
+def _decode_window(model, states, prompt: np.ndarray, max_new_tokens: int, sampler, suppress: List[int],
+                   begin: List[int], eos: List[int], pad: int, rules: Optional[TimestampRules]) -> np.ndarray:
+    """One window's new tokens (B, n), greedy or sampled on the KV cache after ``prompt`` (B, P), finished rows
+    padded with ``pad``: transformers' processors in its order (begin-suppressed tokens at the first new place,
+    suppressed tokens, the timestamp rules), then the sampler's warpers."""
+    B, P = prompt.shape
+    cross = model.cross_kv(states)
+    out = np.full((B, max_new_tokens), pad, np.int64)
+    finished = np.zeros(B, bool)
+    cache = model.new_cache(B, P + max_new_tokens)
+    logits = model.decode(prompt, states, cross=cross, cache=cache).numpy()[:, -1]
+    n = 0
+    while n < max_new_tokens:
+        scores = np.array(logits, np.float32)
+        if n == 0 and begin:
+            scores[:, begin] = -np.inf
+        if suppress:
+            scores[:, suppress] = -np.inf
+        if rules is not None:
+            rules(scores, out[:, :n])
+        nxt = sampler(scores)
+        if eos:
+            nxt = np.where(finished, pad, nxt)
+            finished |= np.isin(nxt, eos)
+        out[:, n] = nxt
+        n += 1
+        if finished.all() or n == max_new_tokens:
+            break
+        logits = model.decode(nxt[:, None], states, cross=cross, cache=cache).numpy()[:, -1]
+    return out[:, :n]
 
 
-def _max_new_tokens(model, gc: dict, given, prompt: int) -> int:
-    """transformers' Whisper limits: max_new_tokens as given or in the config (prompt + it within
-    max_target_positions, else an error), else the config's max_length (20 without one) new tokens, the whole
-    within max_target_positions."""
-    limit = model.max_positions
-    given = gc.get("max_new_tokens") if given is None else given
-    if given is not None:
-        if isinstance(given, bool) or not isinstance(given, numbers.Integral) or given < 1:
-            raise ValueError(f"generate: max_new_tokens must be a positive int, got {given!r}")
-        if prompt + given > limit:
-            raise ValueError(f"generate: the decoder prompt ({prompt} tokens) + max_new_tokens ({given}) exceed "
-                             f"max_target_positions {limit}")
-        return int(given)
-    max_length = gc.get("max_length") if isinstance(gc.get("max_length"), int) else 20
-    total = min(max_length + min(limit // 2 - 1, prompt), limit)
-    return max(total - prompt, 1)
+def _check_unsupported(gc: dict, temperature, compression_ratio_threshold, logprob_threshold, no_speech_threshold,
+                       condition_on_prev_tokens) -> None:
+    """What transformers' Whisper generate does and this does not yet: a clear error rather than other tokens."""
+    if isinstance(temperature, (list, tuple)):
+        raise ValueError(f"generate: temperature must be one number; the temperature fallback (a sequence of "
+                         f"temperatures, {temperature!r}) is not supported yet")
+    for name, given in (("compression_ratio_threshold", compression_ratio_threshold),
+                        ("logprob_threshold", logprob_threshold), ("no_speech_threshold", no_speech_threshold)):
+        if given is not None or gc.get(name) is not None:
+            where = "" if given is not None else " (set in generation_config.json)"
+            raise ValueError(f"generate: {name}{where} is part of the temperature fallback, which is not supported "
+                             "yet; leave it None")
+    condition = gc.get("condition_on_prev_tokens") if condition_on_prev_tokens is None else condition_on_prev_tokens
+    if condition is not None and not isinstance(condition, bool):
+        raise TypeError(f"generate: condition_on_prev_tokens must be a bool, got {condition!r}")
+    if condition:
+        raise ValueError("generate: condition_on_prev_tokens=True (the previous windows' tokens as the prompt) is not "
+                         "supported yet; each window is decoded after the start, language and task tokens only")
+
+
+def _feature_array(model, input_features) -> np.ndarray:
+    """The log-mel features (B, num_mel_bins, frames) as float32: any number of frames (fewer than a window are
+    padded with zeros, as transformers pads them; more are long-form audio)."""
+    x = input_features.numpy() if isinstance(input_features, Tensor) else np.asarray(input_features)
+    mels = model.config["num_mel_bins"]
+    if x.ndim != 3 or x.shape[0] < 1 or x.shape[1] != mels or x.shape[2] < 1 or x.dtype.kind != "f":
+        raise ValueError(f"generate: input_features must be float (batch, {mels}, frames) log-mel features "
+                         f"(WhisperFeatureExtractor's), got {x.dtype} of shape {tuple(x.shape)}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _input_lengths(attention_mask, batch: int, frames: int, longform: bool) -> np.ndarray:
+    """Each input's number of frames: the ones of ``attention_mask`` for a long-form batch (required there, as
+    transformers requires it), else all ``frames``."""
+    if attention_mask is not None:
+        mask = attention_mask.numpy() if isinstance(attention_mask, Tensor) else np.asarray(attention_mask)
+        if mask.shape != (batch, frames) or not np.isin(mask, (0, 1)).all():
+            raise ValueError(f"generate: attention_mask must be ones and zeros of shape (batch, frames) "
+                             f"{(batch, frames)}, got shape {mask.shape}")
+    if batch > 1 and longform:
+        if attention_mask is None:
+            raise ValueError("generate: a batch of long-form audio needs attention_mask (batch, frames): each input's "
+                             "length; WhisperFeatureExtractor(..., return_attention_mask=True) gives it")
+        return mask.astype(np.int64).sum(-1)
+    return np.full(batch, frames, np.int64)
+
+
+def _window(features: np.ndarray, seek: np.ndarray, frames: np.ndarray, window: int) -> Tensor:
+    """Each row's ``frames[r]`` frames from ``seek[r]``, padded with zeros to a window: (b, mels, window)."""
+    out = np.zeros(features.shape[:2] + (window,), np.float32)
+    for r in range(features.shape[0]):
+        part = features[r, :, seek[r]:seek[r] + frames[r]]
+        out[r, :, :part.shape[1]] = part
+    return Tensor._wrap(out)
+
+
+class _WindowLimit:
+    """transformers' Whisper limits on each window's new tokens: max_new_tokens as given or in the config (prompt
+    + it within max_target_positions, else an error), else the config's max_length (20 without one) new tokens,
+    the whole within max_target_positions. transformers stores the grown max_length back in its generation
+    config, so that it grows by the prompt's length again at every window; this does the same."""
+
+    def __init__(self, model, gc: dict, given):
+        self.limit = model.max_positions
+        self.given = gc.get("max_new_tokens") if given is None else given
+        if self.given is not None and (isinstance(self.given, bool) or not isinstance(self.given, numbers.Integral)
+                                       or self.given < 1):
+            raise ValueError(f"generate: max_new_tokens must be a positive int, got {self.given!r}")
+        self.max_length = gc.get("max_length") if isinstance(gc.get("max_length"), int) else 20
+
+    def next(self, prompt: int) -> int:
+        if self.given is not None:
+            if prompt + self.given > self.limit:
+                raise ValueError(f"generate: the decoder prompt ({prompt} tokens) + max_new_tokens ({self.given}) "
+                                 f"exceed max_target_positions {self.limit}")
+            return int(self.given)
+        self.max_length = min(self.max_length + min(self.limit // 2 - 1, prompt), self.limit)
+        return max(self.max_length - prompt, 1)
