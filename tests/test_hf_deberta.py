@@ -220,3 +220,22 @@ def test_onnx_export_at_a_fixed_shape(tmp_path):
     sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(sess.run(None, {sess.get_inputs()[0].name: ids})[0],
                                _hf_out(hf, ids, None, "last_hidden_state"), rtol=1e-4, atol=1e-4)
+
+
+def test_trains_with_dropout(tmp_path):
+    """Training mode applies the config's dropouts (hidden, attention, position table): two forwards differ; a few
+    AdamW steps on four labelled sequences fit them."""
+    torch.manual_seed(0)
+    transformers.DebertaV2ForSequenceClassification(_config(num_labels=3, hidden_dropout_prob=0.1,
+                                                            attention_probs_dropout_prob=0.1)).save_pretrained(tmp_path)
+    model = from_pretrained(tmp_path).train()
+    fg.manual_seed(0)
+    ids, mask = padded_batch(LENGTHS, VOCAB)
+    assert not np.allclose(model(ids, attention_mask=mask).numpy(), model(ids, attention_mask=mask).numpy())
+    labels = fg.tensor(np.array([0, 1, 2, 1]))
+    opt = fg.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(15):
+        opt.zero_grad()
+        fg.nn.functional.cross_entropy(model(ids, attention_mask=mask), labels).backward()
+        opt.step()
+    assert (model.eval()(ids, attention_mask=mask).numpy().argmax(-1) == [0, 1, 2, 1]).all()
