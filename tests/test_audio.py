@@ -105,16 +105,26 @@ def test_load_audio_mixes_channels_and_resamples():
 
 @pytest.mark.parametrize("orig,new,n", [(44100, 16000, 4410), (8000, 16000, 801), (48000, 16000, 999),
                                         (22050, 16000, 3001), (16000, 8000, 1000), (11025, 16000, 7),
-                                        (32000, 16000, 1), (44101, 16000, 500)])
+                                        (32000, 16000, 1), (37800, 16000, 500)])
 def test_resample_is_scipy_resample_poly(orig, new, n):
     scipy_signal = pytest.importorskip("scipy.signal")
     x = np.random.default_rng(n).standard_normal((2, n))
     g = np.gcd(orig, new)
     want = scipy_signal.resample_poly(x, new // g, orig // g, axis=-1)
-    got = resample(x, orig, new, chunk=257)  # several chunks
+    got = resample(x, orig, new)
     assert got.shape == want.shape and got.dtype == np.float64
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
     assert resample(x.astype(np.float32), orig, new).dtype == np.float32
+
+
+def test_an_odd_rate_is_resampled_at_the_nearest_small_ratio():
+    """44101 Hz to 16 kHz reduces to 16000 / 44101: resample_poly's filter would have 882,021 taps. The nearest ratio
+    of at most 1000 phases is within ~1e-6, so a tone comes out as resample_poly's exact ratio gives it."""
+    scipy_signal = pytest.importorskip("scipy.signal")
+    x = _tone(1000, 44101, seconds=0.5)
+    got, want = resample(x, 44101, 16000), scipy_signal.resample_poly(x, 16000, 44101)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-3)
 
 
 def _tone(freq, rate, seconds=1.0, amplitude=0.5):
