@@ -1,6 +1,7 @@
 """Reranking over HTTP for a cross-encoder checkpoint (a one-label ``BertForSequenceClassification``,
-``RobertaForSequenceClassification``, ``XLMRobertaForSequenceClassification`` or
-``ModernBertForSequenceClassification``: the ms-marco cross-encoders, bge-reranker, gte-reranker-modernbert), in the
+``RobertaForSequenceClassification``, ``XLMRobertaForSequenceClassification``, ``ModernBertForSequenceClassification``,
+``DistilBertForSequenceClassification`` or ``DebertaV2ForSequenceClassification``: the ms-marco cross-encoders,
+bge-reranker, gte-reranker-modernbert, the DeBERTa-v3 cross-encoders), in the
 rerank API's shape (Cohere's, Jina's and vLLM's).
 
     forgegrad serve RERANKER_DIR   (the app: encoder_app.py)
