@@ -36,6 +36,10 @@ def _classifier(path, arch, problem_type=None):
         model = transformers.DistilBertForSequenceClassification(transformers.DistilBertConfig(
             vocab_size=128, dim=32, n_layers=2, n_heads=4, hidden_dim=48, max_position_embeddings=64, id2label=LABELS,
             label2id={v: k for k, v in LABELS.items()}, initializer_range=0.5, problem_type=problem_type))
+    elif arch == "deberta":  # DeBERTa-v3's attention (relative positions in 8 log buckets)
+        model = transformers.DebertaV2ForSequenceClassification(transformers.DebertaV2Config(
+            relative_attention=True, position_buckets=8, max_relative_positions=16, pos_att_type=["p2c", "c2p"],
+            share_att_key=True, norm_rel_ebd="layer_norm", position_biased_input=False, **common))
     else:
         model = transformers.ModernBertForSequenceClassification(transformers.ModernBertConfig(
             local_attention=8, pad_token_id=0, bos_token_id=2, eos_token_id=3, cls_token_id=2, sep_token_id=3,
@@ -45,7 +49,7 @@ def _classifier(path, arch, problem_type=None):
 
 
 @pytest.mark.parametrize("arch,problem_type", [("bert", None), ("modernbert", None), ("distilbert", None),
-                                               ("bert", "multi_label_classification")])
+                                               ("deberta", None), ("bert", "multi_label_classification")])
 def test_probabilities_are_the_text_classification_pipeline_s(tmp_path, arch, problem_type):
     path = _classifier(tmp_path / "clf", arch, problem_type)
     assert encoder_kind(str(path)) == "classify"
