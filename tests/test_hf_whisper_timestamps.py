@@ -128,6 +128,23 @@ def test_long_form_batch_of_different_lengths(pair):
     assert ours["segments"][1][-1]["end"] <= 2.3 + 1e-9 < ours["segments"][0][-1]["end"]
 
 
+@pytest.mark.parametrize("batch,limit", [(1, dict(max_new_tokens=16)), (2, dict(max_new_tokens=16)), (2, dict())])
+def test_condition_on_previous_tokens(pair, batch, limit):
+    """Each window after the first starts with <|startofprev|> and the last tokens so far; in a batch of different
+    lengths, those prompts are left padded (masked, positions counted from the first real token). Without
+    max_new_tokens, the limit grows with those prompts, window after window."""
+    model, hf, _ = pair
+    x = _features(2, 450, seed=5)[:batch]
+    mask = np.ones((batch, 450), np.int64)
+    mask[1:, 310:] = 0
+    kwargs = dict(language="en", condition_on_prev_tokens=True, return_segments=True, **limit)
+    ours = model.generate(x, attention_mask=mask, **kwargs)
+    theirs = hf.generate(torch.tensor(x), attention_mask=torch.tensor(mask), return_timestamps=True, **kwargs)
+    _same(ours, theirs)
+    plain = model.generate(x, attention_mask=mask, language="en", **limit)
+    assert plain.shape != ours["sequences"].shape or (plain != ours["sequences"]).any()  # the prompts mattered
+
+
 def test_audio_to_segments_through_the_feature_extractor(pair):
     """transformers' long-form recipe: features of the whole audio (truncation=False, padding='longest') and their
     attention mask, then generate."""
@@ -220,8 +237,10 @@ def test_timestamp_errors(pair):
     for name in ("compression_ratio_threshold", "logprob_threshold", "no_speech_threshold"):
         with pytest.raises(ValueError, match=f"{name} is part of the temperature fallback"):
             model.generate(long[:1], **{name: 1.0})
-    with pytest.raises(ValueError, match="condition_on_prev_tokens=True"):
-        model.generate(long[:1], condition_on_prev_tokens=True)
+    with pytest.raises(TypeError, match="condition_on_prev_tokens must be a bool"):
+        model.generate(long[:1], condition_on_prev_tokens="yes")
+    with pytest.raises(ValueError, match="samples exactly when temperature > 0"):
+        model.generate(short, do_sample=True)
     with pytest.raises(ValueError, match="return_dict_in_generate=True is supported with timestamps only"):
         model.generate(short, return_dict_in_generate=True)
     saved = model.generation_config

@@ -19,7 +19,7 @@ from ... import nn
 from ...nn import functional as F
 from ...random import generator
 from ...tensor import Tensor
-from ._layers import KVCache, additive_mask, config_probability, ids_array, rows
+from ._layers import KVCache, additive_mask, config_probability, ids_array, mask_array, rows
 from ._seq2seq import BartStyleDecoder, EncoderDecoder, causal_bias, decoder_places
 from .bart import BartLayer
 
@@ -124,21 +124,31 @@ class WhisperForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Modul
         return self.decode(decoder_input_ids, self.encode(input_features))
 
     def decode(self, decoder_input_ids, encoder_states: Tensor, attention_mask=None,
-               cross: Optional[List[Tuple[Tensor, Tensor]]] = None, cache: Optional[KVCache] = None) -> Tensor:
-        """Logits of the decoder's tokens (appended to ``cache`` when given) after the encoder's states."""
+               cross: Optional[List[Tuple[Tensor, Tensor]]] = None, cache: Optional[KVCache] = None,
+               decoder_attention_mask=None) -> Tensor:
+        """Logits of the decoder's tokens (appended to ``cache`` when given) after the encoder's states.
+        ``decoder_attention_mask`` (B, past + T): 0 for left padding (the previous windows' tokens of different
+        lengths, in long-form generate); padding keys are masked and a token's position counts the tokens before
+        it only, as transformers' prepare_inputs_for_generation places them."""
         ids = ids_array(decoder_input_ids, _WHO, self.vocab_size)
         T = ids.shape[1]
         past = cache.length if cache is not None else 0
         if past + T > self.max_positions:
             raise ValueError(f"{_WHO}: decoder position {past + T - 1} exceeds max_target_positions "
                              f"{self.max_positions}")
-        mask = additive_mask(None, past, T, causal=True)
+        padding = mask_array(decoder_attention_mask, _WHO, (ids.shape[0], past + T))
+        mask = additive_mask(padding, past, T, causal=True)
         cross = self.cross_kv(encoder_states) if cross is None else cross
         dec = self.decoder
         x = dec.embed_tokens(Tensor._wrap(ids))
         if self.embed_scale != 1.0:
             x = x * self.embed_scale
-        x = dec.dropout(x + dec.embed_positions.weight[past:past + T])
+        if padding is None:
+            places = dec.embed_positions.weight[past:past + T]
+        else:
+            index = np.where(padding, np.cumsum(padding, -1) - 1, 0)[:, past:].astype(np.int64)
+            places = rows(dec.embed_positions.weight, Tensor._wrap(index))
+        x = dec.dropout(x + places)
         x = dec.run(x, mask, causal=mask is None, cross=cross, cache=cache)
         if cache is not None:
             cache.advance(T)

@@ -8,8 +8,7 @@ window cut into segments at its timestamp pairs and ``seek`` moved past what was
 as transformers' sequential long-form generate without the temperature fallback.
 
 Not yet: beam search, the temperature fallback (temperatures tried in turn against compression-ratio, log-prob
-and no-speech thresholds), prompt_ids and condition_on_prev_tokens, token-level timestamps (cross-attention
-alignment).
+and no-speech thresholds), prompt_ids, token-level timestamps (cross-attention alignment).
 """
 from __future__ import annotations
 
@@ -163,15 +162,22 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
     max_target_positions (transformers lets that limit grow by the prompt's length window after window, and
     so does this). Sampling settings as ``generate``'s.
 
-    Not supported (ValueError): beam search, ``condition_on_prev_tokens=True``, the temperature fallback
-    (a sequence of temperatures, ``compression_ratio_threshold``, ``logprob_threshold``, ``no_speech_threshold``).
+    ``condition_on_prev_tokens`` (default generation_config.json's, else False): from the second window on,
+    each window's prompt starts with <|startofprev|> and the last max_target_positions // 2 - 1 tokens of its
+    segments so far (greedy or temperatures below 0.5, as transformers).
+
+    As transformers' Whisper generate, ``temperature`` > 0 samples and None or 0 decodes greedily (``do_sample``,
+    if given, must agree).
+
+    Not supported (ValueError): beam search, the temperature fallback (a sequence of temperatures,
+    ``compression_ratio_threshold``, ``logprob_threshold``, ``no_speech_threshold``).
     """
     if num_beams not in (None, 1):
         raise ValueError("generate: Whisper decodes with num_beams=1 (greedy or sampling); beam search is not "
                          "supported yet")
     gc = dict(generation_source(model))
-    _check_unsupported(gc, temperature, compression_ratio_threshold, logprob_threshold, no_speech_threshold,
-                       condition_on_prev_tokens)
+    condition = _check_unsupported(gc, temperature, compression_ratio_threshold, logprob_threshold,
+                                   no_speech_threshold, condition_on_prev_tokens)
     for name, value in (("return_segments", return_segments), ("return_timestamps", return_timestamps),
                         ("return_dict_in_generate", return_dict_in_generate)):
         if value is not None and not isinstance(value, bool):
@@ -199,7 +205,9 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
                          "segments then); use return_segments=True")
     max_frames = _input_lengths(attention_mask, B, frames, longform)
     vocab = model.vocab_size
-    sampler = _sampler(model, do_sample, temperature, top_k, top_p, min_p)
+    sampler = _sampler(model, _samples(do_sample, temperature), temperature, top_k, top_p, min_p)
+    # transformers conditions on the previous windows' tokens at temperatures below 0.5 only
+    condition = condition and (temperature is None or temperature < 0.5)
     suppress = _token_list(gc.get("suppress_tokens", model.config.get("suppress_tokens")), vocab, "suppress_tokens")
     begin = _token_list(gc.get("begin_suppress_tokens", model.config.get("begin_suppress_tokens")), vocab,
                         "begin_suppress_tokens")
@@ -226,15 +234,21 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
 
         init = np.array(_prompts(model, gc, B, language, task, detect, return_timestamps), np.int64)
         limit = _WindowLimit(model, gc, max_new_tokens)
+        cut_off = model.max_positions // 2 - 1  # the previous tokens kept when conditioning on them
+        prev_sot = gc.get("prev_sot_token_id")
+        prev_sot = (suppress[-2] if len(suppress) >= 2 else None) if prev_sot is None else prev_sot
         segments: List[List[dict]] = [[] for _ in range(B)]
         seek = np.zeros(B, np.int64)
         while (seek < max_frames).any():
             rows = np.flatnonzero(seek < max_frames)  # inputs that have audio left
             seek_frames = np.minimum(max_frames[rows] - seek[rows], window)
             states = model.encode(_window(features[rows], seek[rows], seek_frames, window))
-            prompt = init[rows]
+            prompt, padding = init[rows], None
+            if condition and segments[0]:  # (transformers looks at the first input's segments)
+                prompt, padding = _conditioned(prompt, [segments[i] for i in rows], prev_sot, cut_off, stamp_begin,
+                                               pad)
             out = _decode_window(model, states, prompt, limit.next(prompt.shape[1]), sampler, suppress, begin, eos,
-                                 pad, rules)
+                                 pad, rules, padding)
             for r, i in enumerate(rows):
                 seq = trim_window(out[r], pad, eos_value)
                 found, moved = window_segments(seq, stamp_begin, int(seek[i]), int(seek_frames[r]),
@@ -248,16 +262,18 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
 
 
 def _decode_window(model, states, prompt: np.ndarray, max_new_tokens: int, sampler, suppress: List[int],
-                   begin: List[int], eos: List[int], pad: int, rules: Optional[TimestampRules]) -> np.ndarray:
+                   begin: List[int], eos: List[int], pad: int, rules: Optional[TimestampRules],
+                   padding: Optional[np.ndarray] = None) -> np.ndarray:
     """One window's new tokens (B, n), greedy or sampled on the KV cache after ``prompt`` (B, P), finished rows
     padded with ``pad``: transformers' processors in its order (begin-suppressed tokens at the first new place,
-    suppressed tokens, the timestamp rules), then the sampler's warpers."""
+    suppressed tokens, the timestamp rules), then the sampler's warpers. ``padding`` (B, P): False where the
+    prompt is left padding (previous tokens of different lengths)."""
     B, P = prompt.shape
     cross = model.cross_kv(states)
     out = np.full((B, max_new_tokens), pad, np.int64)
     finished = np.zeros(B, bool)
     cache = model.new_cache(B, P + max_new_tokens)
-    logits = model.decode(prompt, states, cross=cross, cache=cache).numpy()[:, -1]
+    logits = model.decode(prompt, states, cross=cross, cache=cache, decoder_attention_mask=padding).numpy()[:, -1]
     n = 0
     while n < max_new_tokens:
         scores = np.array(logits, np.float32)
@@ -275,7 +291,10 @@ def _decode_window(model, states, prompt: np.ndarray, max_new_tokens: int, sampl
         n += 1
         if finished.all() or n == max_new_tokens:
             break
-        logits = model.decode(nxt[:, None], states, cross=cross, cache=cache).numpy()[:, -1]
+        if padding is not None:
+            padding = np.concatenate([padding, np.ones((B, 1), bool)], 1)
+        logits = model.decode(nxt[:, None], states, cross=cross, cache=cache,
+                              decoder_attention_mask=padding).numpy()[:, -1]
     return out[:, :n]
 
 
@@ -294,9 +313,36 @@ def _check_unsupported(gc: dict, temperature, compression_ratio_threshold, logpr
     condition = gc.get("condition_on_prev_tokens") if condition_on_prev_tokens is None else condition_on_prev_tokens
     if condition is not None and not isinstance(condition, bool):
         raise TypeError(f"generate: condition_on_prev_tokens must be a bool, got {condition!r}")
-    if condition:
-        raise ValueError("generate: condition_on_prev_tokens=True (the previous windows' tokens as the prompt) is not "
-                         "supported yet; each window is decoded after the start, language and task tokens only")
+    return bool(condition)
+
+
+def _samples(do_sample, temperature) -> bool:
+    """transformers' Whisper generate samples exactly when ``temperature`` > 0 (it sets do_sample from it); a
+    ``do_sample`` that disagrees is an error here rather than ignored."""
+    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, numbers.Real)):
+        raise TypeError(f"generate: temperature must be a number, got {temperature!r}")
+    sample = temperature is not None and temperature > 0
+    if do_sample is not None and do_sample is not sample:
+        raise ValueError(f"generate: Whisper samples exactly when temperature > 0 (as transformers' Whisper generate, "
+                         f"which sets do_sample from it): do_sample={do_sample!r} with temperature={temperature!r}")
+    return sample
+
+
+def _conditioned(prompt: np.ndarray, segments: List[List[dict]], prev_sot: Optional[int], cut_off: int,
+                 stamp_begin: int, pad: int):
+    """transformers' prompt with condition_on_prev_tokens: <|startofprev|>, the last ``cut_off`` tokens of each
+    input's segments so far (a segment ending in a timestamp pair without its last timestamp), left padded with
+    ``pad`` to the longest, then the start tokens; and where it is not padding (the tokens other than ``pad``)."""
+    prev = []
+    for row in segments:
+        tokens = [s["tokens"][:-1] if len(s["tokens"]) > 2 and s["tokens"][-2] >= stamp_begin else s["tokens"]
+                  for s in row]
+        kept = np.concatenate(tokens)[-cut_off:].tolist() if tokens else []
+        prev.append(([] if prev_sot is None else [int(prev_sot)]) + kept)
+    width = max(len(p) for p in prev)
+    ids = np.array([[pad] * (width - len(p)) + p for p in prev], np.int64).reshape(len(prev), width)
+    ids = np.concatenate([ids, prompt], 1)
+    return ids, ids != pad
 
 
 def _feature_array(model, input_features) -> np.ndarray:
