@@ -132,6 +132,8 @@ def _gather_plan(T: int, buckets: int, max_position: int, span: int):
     R, rows = hi - lo, np.arange(T)
     c2p_flat = rows[:, None] * R + (c2p - lo)
     p2c_flat = rows[None, :] * R + (p2c - lo)
+    for a in (c2p_flat, p2c_flat):
+        a.setflags(write=False)  # shared by every call of this length
     return lo, hi, c2p_flat, p2c_flat
 
 
