@@ -233,6 +233,43 @@ def test_verbose_json_srt_and_vtt(client, reference):
     assert vtt.text.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:00.800\n")
 
 
+def test_concurrent_requests_share_batches_with_their_solo_text(url, reference):
+    """Requests sent at once wait together; the model's thread runs those of one task, temperature and kind of
+    language through one generate. Each answer is transformers' solo text for its audio."""
+    import asyncio
+    hf, _, tokenizer = reference
+    cases = [(name, route, fields, kwargs) for name in WAVS for route, fields, kwargs in [
+        ("/v1/audio/transcriptions", {}, dict(task="transcribe")),
+        ("/v1/audio/transcriptions", {"language": "de"}, dict(task="transcribe", language="de")),
+        ("/v1/audio/translations", {"language": "fr", "response_format": "verbose_json"},
+         dict(task="translate", language="fr"))]]
+    want = []
+    for name, _, _, kwargs in cases:
+        _, stored, rate = WAVS[name]()
+        with torch.no_grad():
+            ids = hf.generate(torch.tensor(_expected_features(reference, stored, rate)), max_new_tokens=MAX_NEW,
+                              **kwargs)[0].tolist()
+        want.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=url, timeout=120) as c:
+            return await asyncio.gather(*(c.post(route, files={"file": ("a.wav", WAVS[name]()[0])}, data=fields)
+                                          for name, route, fields, _ in cases))
+
+    before = httpx.get(url + "/metrics").text
+    responses = asyncio.run(burst())
+    after = httpx.get(url + "/metrics").text
+    for r, w, (_, _, fields, _) in zip(responses, want, cases):
+        assert r.status_code == 200, r.text
+        assert r.json()["text"] == w
+        if fields.get("response_format") == "verbose_json":
+            assert r.json()["language"] == "french"
+    batches = [metric(after, "forgegrad_batch_size_count") - metric(before, "forgegrad_batch_size_count"),
+               metric(after, "forgegrad_batch_size_bucket", le="1.0")
+               - metric(before, "forgegrad_batch_size_bucket", le="1.0")]
+    assert batches[0] < len(cases) and batches[1] < batches[0], f"no batch of several requests: {batches}"
+
+
 def test_sampling_and_models_and_metrics(client):
     file, _, _ = WAVS["16k-mono-float32"]()
     r = _post(client, "/v1/audio/transcriptions", file, {"temperature": "0.8", "language": "en"})

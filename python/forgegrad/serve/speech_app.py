@@ -6,10 +6,11 @@
     GET  /v1/models  /ping  /health  /metrics
 
 The WAV file is decoded and resampled to the feature extractor's rate (forgegrad.data.audio) on a helper thread,
-its channels averaged, and turned into log-mel features (WhisperFeatureExtractor); then the model's worker thread
-runs Whisper's generate on them, one request at a time (a Whisper request is one encoder pass and a short decode;
-requests of different languages, tasks and temperatures do not share a decoder prompt or sampler, so they are not
-batched). The text is the generated tokens decoded without special tokens, its surrounding spaces stripped.
+its channels averaged, and turned into log-mel features (WhisperFeatureExtractor). Requests then wait for the model's
+thread (encoder_app.EncoderQueue): it takes every request waiting, up to ``max_batch``, and runs those of one task,
+temperature and way of choosing the language (given, or detected) through one batched generate, whose rows are
+decoded independently (each row's tokens are its solo tokens, to float32 rounding). The text is the generated tokens
+decoded without special tokens, its surrounding spaces stripped.
 
 Audio of at most one window (chunk_length in preprocessor_config.json: 30 s) is transcribed; longer audio is
 refused with a 400 naming the limit: long-form transcription will plug in at ``Transcriber.prepare`` and
@@ -31,8 +32,10 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from ..tensor import Tensor
 from .completion_request import CompletionError
 from .completions import GenerationServeConfig
+from .encoder_app import EncoderQueue
 from .openai_routes import common_routes, log, not_found, post_route
 from .speech_request import Segment, SpeechRequest, Transcript, compression_ratio, parse_form, read_form, render
 
@@ -60,7 +63,7 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 
 class Transcriber:
     """A Whisper model, its feature extractor and tokenizer. ``prepare`` runs on any thread; ``transcribe`` on the
-    server's one worker thread."""
+    queue's one thread."""
 
     def __init__(self, path: str, weights: str = "float32"):
         from ..models.hf import WhisperFeatureExtractor, WhisperForConditionalGeneration, from_pretrained
@@ -90,6 +93,8 @@ class Transcriber:
         self.begin_suppress = list(gc.get("begin_suppress_tokens", model.config.get("begin_suppress_tokens")) or [])
         eos = gc.get("eos_token_id", model.config.get("eos_token_id"))
         self.eos = eos[0] if isinstance(eos, list) and eos else eos
+        pad = gc.get("pad_token_id")
+        self.pad = (self.eos if self.eos is not None else 0) if pad is None else pad  # generate's padding
         no_speech = [self.tokenizer.token_id(t) for t in ("<|nospeech|>", "<|nocaptions|>")]
         self.no_speech = next((t for t in no_speech if t is not None), None)
         self.context = int(model.max_positions)
@@ -147,7 +152,7 @@ class Transcriber:
     def _prompt(self, language: Optional[str], task: str) -> List[int]:
         """The decoder prompt generate builds for a language and task (multilingual) or from forced_decoder_ids."""
         row = [self.model.decoder_start_token_id]
-        if self.multilingual:  # (the length only, while the language is still to be detected)
+        if self.multilingual:  # (language None: the prompt's length only, the language still to be detected)
             row += [int(self.lang_to_id.get(language, -1)), int(self.task_to_id[task])]
         elif self.forced and self.forced[0][0] == 1:
             row += [int(t) for _, t in self.forced]
@@ -155,49 +160,71 @@ class Transcriber:
             row.append(int(self.no_timestamps))
         return row
 
-    def transcribe(self, features: np.ndarray, duration: float, req: SpeechRequest,
-                   language: Optional[str]) -> Transcript:
-        """Generate the transcript of one window's ``features``: its text and, for the formats that show them, its
-        segment (verbose_json: with the language, avg_logprob and no_speech_prob)."""
+    def transcribe(self, jobs: List["Job"]) -> List[Transcript]:
+        """The transcripts of ``jobs`` (one window's features each): the jobs of one task, temperature and way of
+        choosing the language (given, or detected by generate) run through one batched generate; verbose_json's
+        jobs first through the encoder and the step after the start token together (their language detection,
+        no_speech_prob and the states avg_logprob is scored on)."""
         from ..autograd import no_grad
         model = self.model
-        verbose = req.response_format == "verbose_json"
-        start_logits = states = None
+        extras = {}  # job index -> (its encoder states, its logits after the start token)
+        verbose = [i for i, j in enumerate(jobs) if j.req.response_format == "verbose_json"]
+        groups: dict = {}
         with no_grad():
-            if verbose:  # the step after the start token: the language detection's and no_speech_prob's
-                states = model.encode(features)
-                start = np.array([[model.decoder_start_token_id]], np.int64)
-                start_logits = model.decode(start, states).numpy()[0, -1]
-                if language is None and self.multilingual:
-                    names = sorted(self.lang_to_id, key=self.lang_to_id.get)
-                    ids = [int(self.lang_to_id[k]) for k in names]
-                    language = names[int(np.argmax(start_logits[ids]))]
-            task = req.task if self.multilingual else None
-            max_new = self.context - len(self._prompt(language, req.task))  # all the room the decoder has
-            tokens = model.generate(features, language=language, task=task, do_sample=req.temperature > 0,
-                                    temperature=req.temperature if req.temperature > 0 else None,
-                                    max_new_tokens=max_new, return_timestamps=False)[0].tolist()
+            if verbose:
+                states = model.encode(np.concatenate([jobs[i].features for i in verbose])).numpy()
+                start = np.full((len(verbose), 1), model.decoder_start_token_id, np.int64)
+                logits = model.decode(start, Tensor(states)).numpy()[:, -1]
+                names = sorted(self.lang_to_id, key=self.lang_to_id.get)
+                ids = [int(self.lang_to_id[k]) for k in names]
+                for r, i in enumerate(verbose):
+                    extras[i] = (states[r:r + 1], logits[r])
+                    if jobs[i].language is None and ids:  # generate's detection, done here to report it
+                        jobs[i].language = names[int(np.argmax(logits[r, ids]))]
+            for i, job in enumerate(jobs):
+                groups.setdefault((job.req.task, job.req.temperature, job.language is None), []).append(i)
+            rows = {}
+            for (task, temperature, detect), members in groups.items():
+                max_new = self.context - len(self._prompt(None, task))  # all the room the decoder has
+                language = None if detect or not self.multilingual else [jobs[i].language for i in members]
+                out = model.generate(np.concatenate([jobs[i].features for i in members]), language=language,
+                                     task=task if self.multilingual else None, do_sample=temperature > 0,
+                                     temperature=temperature if temperature > 0 else None, max_new_tokens=max_new,
+                                     return_timestamps=False)
+                for r, i in enumerate(members):
+                    tokens = out[r].tolist()
+                    while len(members) > 1 and tokens and tokens[-1] == self.pad:  # the batch's padding
+                        tokens.pop()
+                    rows[i] = (tokens, max_new)
+            return [self._transcript(job, *rows[i], extras.get(i)) for i, job in enumerate(jobs)]
+
+    def _transcript(self, job: "Job", tokens: List[int], max_new: int, extra) -> Transcript:
+        req = job.req
         raw = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        t = Transcript(raw.strip(), duration)
+        t = Transcript(raw.strip(), job.duration)
         if req.response_format in ("json", "text"):
             return t
-        segment = Segment(0, 0, 0.0, duration, raw, tokens, req.temperature, 0.0, compression_ratio(raw))
-        if verbose:
+        segment = Segment(0, 0, 0.0, job.duration, raw, tokens, req.temperature, 0.0, compression_ratio(raw))
+        if extra is not None:  # verbose_json
             from ..models.hf.whisper_generate import LANGUAGES
-            code = language.strip("<|>") if language else "en"  # an English-only checkpoint: no language token
+            states, start_logits = extra
+            code = job.language.strip("<|>") if job.language else "en"  # an English-only checkpoint: no token
             t.language = LANGUAGES.get(code, code)
-            segment.avg_logprob = self._avg_logprob(states, self._prompt(language, req.task), tokens, max_new)
+            segment.avg_logprob = self._avg_logprob(states, self._prompt(job.language, req.task), tokens, max_new)
             if self.no_speech is not None:
                 segment.no_speech_prob = float(np.exp(_log_softmax(start_logits)[self.no_speech]))
         t.segments = [segment]
         return t
+
+    embed = transcribe  # encoder_app.EncoderQueue's call: the results of the requests waiting, one each
 
     def _avg_logprob(self, states, prompt: List[int], tokens: List[int], max_new: int) -> float:
         """Whisper's avg_logprob: the generated tokens' log-probabilities (under the suppressed tokens' masks, before
         any temperature), and the end token's when the text ended with it, summed over len(tokens) + 1."""
         from ..autograd import no_grad
         with no_grad():
-            logits = self.model.decode(np.array([prompt + tokens], np.int64), states).numpy()[0, len(prompt) - 1:]
+            logits = self.model.decode(np.array([prompt + tokens], np.int64), Tensor(states)).numpy()
+        logits = logits[0, len(prompt) - 1:]
         scores = np.array(logits, np.float64)
         if self.suppress:
             scores[:, self.suppress] = -np.inf
@@ -211,9 +238,18 @@ class Transcriber:
 
 
 @dataclass
+class Job:
+    """One request's window on its way through the queue."""
+    features: np.ndarray  # (1, mels, frames)
+    duration: float
+    req: SpeechRequest
+    language: Optional[str]  # the language token ('<|fr|>'); None: generate detects it
+
+
+@dataclass
 class SpeechServeConfig(GenerationServeConfig):
     """Settings of ``forgegrad serve`` for a Whisper checkpoint directory: a generation server's (the flags of the same
-    names; ``max_batch`` and ``prefill_chunk`` unused: requests run one at a time)."""
+    names; ``max_batch``: the requests taken together by the model's thread; ``prefill_chunk`` unused)."""
 
 
 def create_speech_app(config: SpeechServeConfig):
@@ -237,8 +273,8 @@ def create_speech_app(config: SpeechServeConfig):
     name = config.model_name or os.path.basename(os.path.abspath(config.model_path).rstrip(os.sep))
     seconds = metrics._pc.Counter("forgegrad_audio_seconds", "seconds of audio transcribed or translated", ["model"],
                                   registry=metrics.registry).labels(name)
-    worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgegrad-transcribe")
-    state = {"transcriber": None, "queued": 0}
+    loader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgegrad-load")
+    state = {"transcriber": None, "queue": None, "queued": 0}
 
     async def answer(request, task: str):
         form = await read_form(request, config.max_body_bytes)
@@ -256,9 +292,8 @@ def create_speech_app(config: SpeechServeConfig):
         loop = asyncio.get_running_loop()
         try:
             features, duration = await loop.run_in_executor(None, tr.prepare, req)  # off the loop, beside the model
-            t0 = time.perf_counter()
-            transcript = await loop.run_in_executor(worker, tr.transcribe, features, duration, req, language)
-            metrics.batch(name, 1, time.perf_counter() - t0)
+            job = Job(features, duration, req, language)
+            [transcript] = await asyncio.wrap_future(state["queue"].submit([job]))
         finally:
             state["queued"] -= 1
             metrics.queue_depth(name, state["queued"])
@@ -275,17 +310,20 @@ def create_speech_app(config: SpeechServeConfig):
             set_forgegrad_threads(config.threads)
         try:
             state["transcriber"] = await asyncio.get_running_loop().run_in_executor(
-                worker, Transcriber, config.model_path, config.weights)
+                loader, Transcriber, config.model_path, config.weights)
         except Exception as e:
             app.state.startup_error = f"cannot serve {config.model_path}: {type(e).__name__}: {e}"
-            worker.shutdown(wait=False)
             raise RuntimeError(app.state.startup_error) from None
-        log.info("serving %s (%s weights, %s) at %s", name, config.weights, state["transcriber"].describe(),
-                 ", ".join(ROUTES))
+        finally:
+            loader.shutdown(wait=False)
+        state["queue"] = EncoderQueue(state["transcriber"], config.max_batch,
+                                      lambda rows, seconds: metrics.batch(name, rows, seconds))
+        log.info("serving %s (%s weights, %s) at %s, up to %d requests a batch", name, config.weights,
+                 state["transcriber"].describe(), ", ".join(ROUTES), config.max_batch)
         try:
             yield
         finally:
-            worker.shutdown(wait=False, cancel_futures=True)
+            state["queue"].close()
 
     routes = [post_route(route, lambda request, task=task: answer(request, task), metrics, name)
               for route, task in ROUTES.items()]
