@@ -14,7 +14,8 @@ with), loadgen.py (the bounded loopback load generator).
 
 A Hugging Face decoder directory is served for text generation instead, behind OpenAI's completions
 and chat completions APIs: completions.py (the app and its generation worker), completion_request.py
-(the request bodies), completion_format.py (the answers).
+(the request bodies), completion_format.py (the answers). A Whisper directory is served for speech to text,
+behind OpenAI's audio API: speech_app.py (the app), speech_request.py (the multipart bodies and the answers).
 """
 from __future__ import annotations
 
