@@ -9,6 +9,7 @@ import pytest
 import forgegrad as fg
 from forgegrad.models import from_pretrained
 from forgegrad.models.hf import WhisperFeatureExtractor
+from forgegrad.models.hf.whisper_fallback import compression_ratio, log_softmax, mean_logprob
 from forgegrad.models.hf.whisper_timestamps import window_segments
 
 torch = pytest.importorskip("torch")
@@ -145,6 +146,59 @@ def test_condition_on_previous_tokens(pair, batch, limit):
     assert plain.shape != ours["sequences"].shape or (plain != ours["sequences"]).any()  # the prompts mattered
 
 
+@pytest.mark.parametrize("kwargs", [
+    # every window decoded again (greedy again: the same tokens, on the rows that failed)
+    dict(temperature=(0.0, 0.0), compression_ratio_threshold=1.4, logprob_threshold=-0.5),
+    # windows skipped as silence: mean log-probability below -0.5 and <|nocaptions|> above 0.0028
+    dict(temperature=0.0, logprob_threshold=-0.5, no_speech_threshold=0.0028),
+    dict(temperature=(0.0, 0.0, 0.0), logprob_threshold=-0.5, no_speech_threshold=0.0028),
+], ids=["retry", "skip", "retry-and-skip"])
+def test_fallback_matches_transformers(pair, kwargs):
+    model, hf, _ = pair
+    x = _features(2, 350, seed=0)
+    mask = np.ones((2, 350), np.int64)
+    mask[1, 230:] = 0
+    kwargs = dict(language="en", max_new_tokens=16, return_segments=True, **kwargs)
+    ours = model.generate(x, attention_mask=mask, **kwargs)
+    theirs = hf.generate(torch.tensor(x), attention_mask=torch.tensor(mask), return_timestamps=True, **kwargs)
+    _same(ours, theirs)
+    plain = model.generate(x, attention_mask=mask, language="en", max_new_tokens=16, return_segments=True)
+    if "no_speech_threshold" in kwargs:  # some windows skipped, not all
+        assert 0 < sum(map(len, ours["segments"])) < sum(map(len, plain["segments"]))
+
+
+def test_sampled_fallback_is_seeded(pair):
+    """Windows that fail the thresholds greedily are sampled at the next temperature (no token-for-token oracle:
+    transformers draws with torch's generator)."""
+    model, _, _ = pair
+    x = _features(1, 350, seed=0)
+    kwargs = dict(language="en", max_new_tokens=16, temperature=(0.0, 0.8), compression_ratio_threshold=1.4)
+    fg.manual_seed(2)
+    a = model.generate(x, **kwargs)
+    fg.manual_seed(2)
+    np.testing.assert_array_equal(a, model.generate(x, **kwargs))
+    greedy = model.generate(x, language="en", max_new_tokens=16)
+    assert a.shape != greedy.shape or (a != greedy).any()
+
+
+def test_fallback_measures_match_transformers():
+    """The compression ratio and the mean log-probability (temperature undone, end token counted) of
+    transformers' _need_fallback."""
+    rng = np.random.default_rng(0)
+    mixin = transformers.WhisperForConditionalGeneration
+    for vocab, n in ((51865, 40), (200, 7)):
+        tokens = rng.integers(0, vocab, n)
+        tokens[n // 2:] = tokens[: n - n // 2]  # some repetition
+        assert compression_ratio(tokens, vocab) == mixin._retrieve_compression_ratio(torch.tensor(tokens), vocab)
+    scores = rng.standard_normal((9, 50)).astype(np.float32) * 3
+    scores[:, 40:] = -np.inf
+    tokens = rng.integers(0, 40, 7)
+    for t in (0.0, 0.7):
+        step = log_softmax(scores[:7] * (t or 1))[np.arange(7), tokens]
+        theirs = mixin._retrieve_avg_logprobs(tuple(torch.tensor(scores)), torch.tensor(tokens), t)
+        assert mean_logprob(step, 7) == np.float32(theirs.item())
+
+
 def test_audio_to_segments_through_the_feature_extractor(pair):
     """transformers' long-form recipe: features of the whole audio (truncation=False, padding='longest') and their
     attention mask, then generate."""
@@ -232,11 +286,16 @@ def test_timestamp_errors(pair):
         model.generate(short, return_timestamps=True, time_precision=0)
     with pytest.raises(ValueError, match="timestamps need one end token"):
         model.generate(short, return_timestamps=True, eos_token_id=[EOS, 7])
-    with pytest.raises(ValueError, match="temperature fallback"):
-        model.generate(short, temperature=(0.0, 0.2, 0.4))
-    for name in ("compression_ratio_threshold", "logprob_threshold", "no_speech_threshold"):
-        with pytest.raises(ValueError, match=f"{name} is part of the temperature fallback"):
-            model.generate(long[:1], **{name: 1.0})
+    with pytest.raises(ValueError, match="do_sample must be None with a sequence of temperatures"):
+        model.generate(short, temperature=(0.0, 0.2, 0.4), do_sample=True)
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        model.generate(short, temperature=())
+    with pytest.raises(TypeError, match="temperature must be a number"):
+        model.generate(short, temperature=(0.0, "hot"))
+    with pytest.raises(TypeError, match="logprob_threshold must be a number or None"):
+        model.generate(short, logprob_threshold="-1")
+    with pytest.raises(ValueError, match="no_speech_threshold needs logprob_threshold"):
+        model.generate(short, no_speech_threshold=0.6)
     with pytest.raises(TypeError, match="condition_on_prev_tokens must be a bool"):
         model.generate(long[:1], condition_on_prev_tokens="yes")
     with pytest.raises(ValueError, match="samples exactly when temperature > 0"):

@@ -2,13 +2,13 @@
 prompt of start, language and task tokens (and <|notimestamps|> unless timestamps are predicted), the language
 detected from the first window where none is given, then window after window: each window's features from frame
 ``seek``, its tokens decoded greedily or sampled on the KV cache under the checkpoint's suppressed tokens (always,
-and at the first new place) and, with timestamps, transformers' timestamp rules (whisper_timestamps.py); the
-window cut into segments at its timestamp pairs and ``seek`` moved past what was transcribed. Audio of one window
-(short-form) takes one window unless timestamps move ``seek``; longer audio (long-form) takes as many as it needs,
-as transformers' sequential long-form generate without the temperature fallback.
+and at the first new place) and, with timestamps, transformers' timestamp rules (whisper_timestamps.py), again at
+the next temperature where the fallback thresholds ask (whisper_fallback.py); the window cut into segments at its
+timestamp pairs and ``seek`` moved past what was transcribed. Audio of one window (short-form) takes one window
+unless timestamps move ``seek``; longer audio (long-form) takes as many as it needs, as transformers' sequential
+long-form generate. One decoding loop (``_decode_window``) serves every window, attempt and input.
 
-Not yet: beam search, the temperature fallback (temperatures tried in turn against compression-ratio, log-prob
-and no-speech thresholds), prompt_ids, token-level timestamps (cross-attention alignment).
+Not yet: beam search, prompt_ids, token-level timestamps (cross-attention alignment).
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from ...autograd import no_grad
 from ...tensor import Tensor
 from .generation import UNSET, _sampler
 from .logits_processors import generation_source
-from .whisper_timestamps import TimestampRules, joined, trim_window, window_segments
+from .whisper_fallback import log_softmax, verdict
+from .whisper_timestamps import TimestampRules, joined, unpadded, window_segments, without_end
 
 __all__ = ["generate", "LANGUAGES"]
 
@@ -167,17 +168,20 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
     segments so far (greedy or temperatures below 0.5, as transformers).
 
     As transformers' Whisper generate, ``temperature`` > 0 samples and None or 0 decodes greedily (``do_sample``,
-    if given, must agree).
+    if given, must agree). The temperature fallback: ``temperature`` a sequence (e.g. (0.0, 0.2, 0.4, 0.6, 0.8,
+    1.0)) decodes each window at the first and again at the next for the rows whose tokens compress better than
+    ``compression_ratio_threshold`` (2.4: repetition) or whose mean log-probability is below
+    ``logprob_threshold`` (-1.0); with ``no_speech_threshold`` (0.6), a window below ``logprob_threshold`` whose
+    <|nocaptions|> probability is above it is skipped as silence. Thresholds default to generation_config.json's.
 
-    Not supported (ValueError): beam search, the temperature fallback (a sequence of temperatures,
-    ``compression_ratio_threshold``, ``logprob_threshold``, ``no_speech_threshold``).
+    Not supported (ValueError): beam search (num_beams > 1).
     """
     if num_beams not in (None, 1):
         raise ValueError("generate: Whisper decodes with num_beams=1 (greedy or sampling); beam search is not "
                          "supported yet")
     gc = dict(generation_source(model))
-    condition = _check_unsupported(gc, temperature, compression_ratio_threshold, logprob_threshold,
-                                   no_speech_threshold, condition_on_prev_tokens)
+    thresholds, condition = _options(gc, compression_ratio_threshold, logprob_threshold, no_speech_threshold,
+                                     condition_on_prev_tokens)
     for name, value in (("return_segments", return_segments), ("return_timestamps", return_timestamps),
                         ("return_dict_in_generate", return_dict_in_generate)):
         if value is not None and not isinstance(value, bool):
@@ -204,27 +208,11 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
         raise ValueError("generate: return_dict_in_generate=True is supported with timestamps only (it returns the "
                          "segments then); use return_segments=True")
     max_frames = _input_lengths(attention_mask, B, frames, longform)
-    vocab = model.vocab_size
-    sampler = _sampler(model, _samples(do_sample, temperature), temperature, top_k, top_p, min_p)
-    # transformers conditions on the previous windows' tokens at temperatures below 0.5 only
-    condition = condition and (temperature is None or temperature < 0.5)
-    suppress = _token_list(gc.get("suppress_tokens", model.config.get("suppress_tokens")), vocab, "suppress_tokens")
-    begin = _token_list(gc.get("begin_suppress_tokens", model.config.get("begin_suppress_tokens")), vocab,
-                        "begin_suppress_tokens")
-    eos_value = gc.get("eos_token_id") if eos_token_id is UNSET else eos_token_id
-    eos = _token_list(eos_value, vocab, "eos_token_id")
-    pad = gc.get("pad_token_id") if pad_token_id is UNSET else pad_token_id
-    pad = (eos[0] if eos else 0) if pad is None else _token_list(pad, vocab, "pad_token_id")[0]
-    rules = None
-    if return_timestamps:
-        if not isinstance(eos_value, numbers.Integral):
-            raise ValueError(f"generate: timestamps need one end token (eos_token_id an int), got {eos_value!r}")
-        max_initial = gc.get("max_initial_timestamp_index")
-        rules = TimestampRules(int(no_timestamps), int(eos_value), None if max_initial is None else int(max_initial))
-    eos_value = int(eos_value) if isinstance(eos_value, numbers.Integral) else eos_value
+    run = _Run(model, gc, do_sample, temperature, top_k, top_p, min_p, eos_token_id, pad_token_id, thresholds,
+               no_timestamps if return_timestamps else None)
     # transformers cuts every window's tokens at timestamp pairs, with or without return_timestamps (none but a
     # timestamp pair the model emits despite <|notimestamps|>); no timestamp tokens without <|notimestamps|>
-    stamp_begin = vocab + 1 if no_timestamps is None else int(no_timestamps) + 1
+    stamp_begin = model.vocab_size + 1 if no_timestamps is None else int(no_timestamps) + 1
     with no_grad():
         def detect(lang_ids: List[int]) -> List[int]:  # on the first window, as transformers
             states = model.encode(_window(features, np.zeros(B, np.int64), np.full(B, window), window))
@@ -233,59 +221,149 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
             return [lang_ids[i] for i in logits[:, lang_ids].argmax(-1)]
 
         init = np.array(_prompts(model, gc, B, language, task, detect, return_timestamps), np.int64)
+        run.start_tokens = init.shape[1]
         limit = _WindowLimit(model, gc, max_new_tokens)
         cut_off = model.max_positions // 2 - 1  # the previous tokens kept when conditioning on them
         prev_sot = gc.get("prev_sot_token_id")
-        prev_sot = (suppress[-2] if len(suppress) >= 2 else None) if prev_sot is None else prev_sot
+        prev_sot = (run.suppress[-2] if len(run.suppress) >= 2 else None) if prev_sot is None else prev_sot
         segments: List[List[dict]] = [[] for _ in range(B)]
         seek = np.zeros(B, np.int64)
+        # transformers' do_condition_on_prev_tokens: written at each row's place in the window's batch, read at the
+        # input's place (they differ once an input has finished); kept so for the same tokens
+        conditioned = [condition] * B
         while (seek < max_frames).any():
             rows = np.flatnonzero(seek < max_frames)  # inputs that have audio left
             seek_frames = np.minimum(max_frames[rows] - seek[rows], window)
-            states = model.encode(_window(features[rows], seek[rows], seek_frames, window))
             prompt, padding = init[rows], None
-            if condition and segments[0]:  # (transformers looks at the first input's segments)
-                prompt, padding = _conditioned(prompt, [segments[i] for i in rows], prev_sot, cut_off, stamp_begin,
-                                               pad)
-            out = _decode_window(model, states, prompt, limit.next(prompt.shape[1]), sampler, suppress, begin, eos,
-                                 pad, rules, padding)
+            if any(conditioned) and segments[0]:  # (transformers looks at the first input's segments)
+                prompt, padding = _conditioned(prompt, [segments[i] if conditioned[i] else None for i in rows],
+                                               prev_sot, cut_off, stamp_begin, run.pad)
+            budget = limit.next(prompt.shape[1])
+            tokens, skip, used = _window_with_fallback(run, features[rows], seek[rows], seek_frames, window, prompt,
+                                                       padding, budget)
             for r, i in enumerate(rows):
-                seq = trim_window(out[r], pad, eos_value)
-                found, moved = window_segments(seq, stamp_begin, int(seek[i]), int(seek_frames[r]),
+                conditioned[r] = condition and (used[r] is None or used[r] < 0.5)  # low temperatures only
+                if skip[r]:
+                    seek[i] += seek_frames[r]
+                    continue
+                found, moved = window_segments(tokens[r], stamp_begin, int(seek[i]), int(seek_frames[r]),
                                                float(time_precision), stride)
                 segments[i] += found
                 seek[i] += moved
-    sequences = joined(segments, pad)
+    sequences = joined(segments, run.pad)
     if return_segments or return_dict_in_generate:
         return {"sequences": sequences, "segments": segments}
     return sequences
 
 
-def _decode_window(model, states, prompt: np.ndarray, max_new_tokens: int, sampler, suppress: List[int],
-                   begin: List[int], eos: List[int], pad: int, rules: Optional[TimestampRules],
-                   padding: Optional[np.ndarray] = None) -> np.ndarray:
+class _Run:
+    """One generate call's decoding settings, checked: the sampler of each temperature, the suppressed tokens, the
+    end and pad tokens, the timestamp rules, the fallback thresholds."""
+
+    def __init__(self, model, gc: dict, do_sample, temperature, top_k, top_p, min_p, eos_token_id, pad_token_id,
+                 thresholds: dict, no_timestamps: Optional[int]):
+        self.model, vocab = model, model.vocab_size
+        self.temperatures = list(temperature) if isinstance(temperature, (list, tuple)) else [temperature]
+        if not self.temperatures:
+            raise ValueError("generate: temperature must be a number or a non-empty sequence of numbers")
+        if len(self.temperatures) > 1 and do_sample is not None:
+            raise ValueError("generate: do_sample must be None with a sequence of temperatures (each samples when "
+                             "above 0)")
+        samples = [_samples(do_sample, t) for t in self.temperatures]
+        self.samplers = [_sampler(model, s, t if s else None, top_k, top_p, min_p)
+                         for s, t in zip(samples, self.temperatures)]
+        self.suppress = _token_list(gc.get("suppress_tokens", model.config.get("suppress_tokens")), vocab,
+                                    "suppress_tokens")
+        self.begin = _token_list(gc.get("begin_suppress_tokens", model.config.get("begin_suppress_tokens")), vocab,
+                                 "begin_suppress_tokens")
+        eos_value = gc.get("eos_token_id") if eos_token_id is UNSET else eos_token_id
+        self.eos = _token_list(eos_value, vocab, "eos_token_id")
+        pad = gc.get("pad_token_id") if pad_token_id is UNSET else pad_token_id
+        self.pad = (self.eos[0] if self.eos else 0) if pad is None else _token_list(pad, vocab, "pad_token_id")[0]
+        self.rules = None
+        if no_timestamps is not None:
+            if not isinstance(eos_value, numbers.Integral):
+                raise ValueError(f"generate: timestamps need one end token (eos_token_id an int), got {eos_value!r}")
+            first = gc.get("max_initial_timestamp_index")
+            self.rules = TimestampRules(int(no_timestamps), int(eos_value), None if first is None else int(first))
+        self.eos_value = int(eos_value) if isinstance(eos_value, numbers.Integral) else eos_value
+        self.thresholds = thresholds
+        nst = thresholds["no_speech_threshold"]
+        self.no_speech_token = None if nst is None else int(gc["no_timestamps_token_id"]) - 1  # <|nocaptions|>
+        self.start_tokens = 0  # the prompt's start tokens (set once built): the no-speech place is before them
+
+
+def _window_with_fallback(run: _Run, features: np.ndarray, seek: np.ndarray, frames: np.ndarray, window: int,
+                          prompt: np.ndarray, padding: Optional[np.ndarray], budget: int):
+    """transformers' ``generate_with_fallback`` for one window of each row: decoded at the first temperature, the
+    rows that fail the thresholds again at the next, and so on. Returns each row's tokens (without end token),
+    whether to skip it (as transformers indexes that list: by place among the rows decoded last), and the
+    temperature that made its tokens."""
+    b = len(seek)
+    tokens: List[Optional[np.ndarray]] = [None] * b
+    skip, used = [False] * b, [None] * b
+    todo = list(range(b))
+    no_speech = None
+    th = run.thresholds
+    for attempt, (t, sampler) in enumerate(zip(run.temperatures, run.samplers)):
+        states = run.model.encode(_window(features[todo], seek[todo], frames[todo], window))
+        out, step_logprobs, first = _decode_window(
+            run, states, prompt[todo], None if padding is None else padding[todo], budget, sampler, t,
+            logprobs=th["logprob_threshold"] is not None,
+            no_speech_at=None if run.no_speech_token is None else prompt.shape[1] - run.start_tokens)
+        if first is not None and no_speech is None:
+            # transformers computes it on the whole window's batch, each time, and reads it by place
+            no_speech = np.exp(log_softmax(first))[:, run.no_speech_token]
+        again = []
+        for k, r in enumerate(todo):
+            seq = unpadded(out[k], run.pad, run.eos_value)
+            retry, skip[k] = verdict(seq, None if step_logprobs is None else step_logprobs[k],
+                                     None if no_speech is None else float(no_speech[k]), run.model.vocab_size,
+                                     th["compression_ratio_threshold"], th["logprob_threshold"],
+                                     th["no_speech_threshold"])
+            tokens[r], used[r] = without_end(seq, run.eos_value), t
+            if retry:
+                again.append(r)
+        if not again or attempt == len(run.temperatures) - 1:
+            break
+        todo = again
+    return tokens, skip, used
+
+
+def _decode_window(run: _Run, states, prompt: np.ndarray, padding: Optional[np.ndarray], max_new_tokens: int,
+                   sampler, temperature, logprobs: bool = False, no_speech_at: Optional[int] = None):
     """One window's new tokens (B, n), greedy or sampled on the KV cache after ``prompt`` (B, P), finished rows
-    padded with ``pad``: transformers' processors in its order (begin-suppressed tokens at the first new place,
-    suppressed tokens, the timestamp rules), then the sampler's warpers. ``padding`` (B, P): False where the
-    prompt is left padding (previous tokens of different lengths)."""
+    padded: transformers' processors in its order (begin-suppressed tokens at the first new place, suppressed
+    tokens, the timestamp rules), then the sampler's warpers. ``padding`` (B, P): False where the prompt is left
+    padding (previous tokens of different lengths). Also, when asked: each step's log-probability of its token
+    (B, n) as transformers' fallback reads it (the processed scores, the temperature undone), and the prompt's
+    logits at place ``no_speech_at``."""
+    model = run.model
     B, P = prompt.shape
     cross = model.cross_kv(states)
-    out = np.full((B, max_new_tokens), pad, np.int64)
+    out = np.full((B, max_new_tokens), run.pad, np.int64)
+    chosen = np.zeros((B, max_new_tokens), np.float32) if logprobs else None
     finished = np.zeros(B, bool)
     cache = model.new_cache(B, P + max_new_tokens)
-    logits = model.decode(prompt, states, cross=cross, cache=cache, decoder_attention_mask=padding).numpy()[:, -1]
+    logits = model.decode(prompt, states, cross=cross, cache=cache, decoder_attention_mask=padding).numpy()
+    first = None if no_speech_at is None else np.array(logits[:, no_speech_at], np.float32)
+    logits = logits[:, -1]
+    eos = run.eos
     n = 0
     while n < max_new_tokens:
         scores = np.array(logits, np.float32)
-        if n == 0 and begin:
-            scores[:, begin] = -np.inf
-        if suppress:
-            scores[:, suppress] = -np.inf
-        if rules is not None:
-            rules(scores, out[:, :n])
+        if n == 0 and run.begin:
+            scores[:, run.begin] = -np.inf
+        if run.suppress:
+            scores[:, run.suppress] = -np.inf
+        if run.rules is not None:
+            run.rules(scores, out[:, :n])
         nxt = sampler(scores)
+        if chosen is not None:
+            final = (sampler.warp(scores) * temperature).astype(np.float32) if sampler.do_sample else scores
+            chosen[:, n] = np.take_along_axis(log_softmax(final), nxt[:, None], -1)[:, 0]
         if eos:
-            nxt = np.where(finished, pad, nxt)
+            nxt = np.where(finished, run.pad, nxt)
             finished |= np.isin(nxt, eos)
         out[:, n] = nxt
         n += 1
@@ -295,25 +373,30 @@ def _decode_window(model, states, prompt: np.ndarray, max_new_tokens: int, sampl
             padding = np.concatenate([padding, np.ones((B, 1), bool)], 1)
         logits = model.decode(nxt[:, None], states, cross=cross, cache=cache,
                               decoder_attention_mask=padding).numpy()[:, -1]
-    return out[:, :n]
+    return out[:, :n], None if chosen is None else chosen[:, :n], first
 
 
-def _check_unsupported(gc: dict, temperature, compression_ratio_threshold, logprob_threshold, no_speech_threshold,
-                       condition_on_prev_tokens) -> None:
-    """What transformers' Whisper generate does and this does not yet: a clear error rather than other tokens."""
-    if isinstance(temperature, (list, tuple)):
-        raise ValueError(f"generate: temperature must be one number; the temperature fallback (a sequence of "
-                         f"temperatures, {temperature!r}) is not supported yet")
+def _options(gc: dict, compression_ratio_threshold, logprob_threshold, no_speech_threshold,
+             condition_on_prev_tokens):
+    """The fallback thresholds (as given, else generation_config.json's) and condition_on_prev_tokens, checked."""
+    thresholds = {}
     for name, given in (("compression_ratio_threshold", compression_ratio_threshold),
                         ("logprob_threshold", logprob_threshold), ("no_speech_threshold", no_speech_threshold)):
-        if given is not None or gc.get(name) is not None:
-            where = "" if given is not None else " (set in generation_config.json)"
-            raise ValueError(f"generate: {name}{where} is part of the temperature fallback, which is not supported "
-                             "yet; leave it None")
+        value = gc.get(name) if given is None else given
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise TypeError(f"generate: {name} must be a number or None, got {value!r}")
+        thresholds[name] = value
+    if thresholds["no_speech_threshold"] is not None:
+        if thresholds["logprob_threshold"] is None:
+            raise ValueError("generate: no_speech_threshold needs logprob_threshold (a window is skipped as silence "
+                             "when both say so)")
+        if gc.get("no_timestamps_token_id") is None:
+            raise ValueError("generate: no_speech_threshold needs no_timestamps_token_id in generation_config.json "
+                             "(<|nocaptions|> is the token before it)")
     condition = gc.get("condition_on_prev_tokens") if condition_on_prev_tokens is None else condition_on_prev_tokens
     if condition is not None and not isinstance(condition, bool):
         raise TypeError(f"generate: condition_on_prev_tokens must be a bool, got {condition!r}")
-    return bool(condition)
+    return thresholds, bool(condition)
 
 
 def _samples(do_sample, temperature) -> bool:

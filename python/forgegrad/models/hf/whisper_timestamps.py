@@ -14,7 +14,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["TimestampRules", "window_segments", "trim_window", "joined"]
+__all__ = ["TimestampRules", "window_segments", "unpadded", "without_end", "joined"]
 
 
 class TimestampRules:
@@ -62,14 +62,19 @@ def _logsumexp(x: np.ndarray) -> np.ndarray:
     return np.log(np.exp(x - safe[:, None]).sum(-1)) + safe
 
 
-def trim_window(seq: np.ndarray, pad: int, eos) -> np.ndarray:
-    """A window's new tokens as transformers keeps them: when the row ends with padding, as many tokens off the end
-    as the row has pad tokens (one fewer when pad is the end token, which goes next), then a final end token off.
-    (An end token given as a list is never taken off: transformers compares the token with the list.)"""
+def unpadded(seq: np.ndarray, pad: int, eos) -> np.ndarray:
+    """A window's new tokens as transformers first trims them: when the row ends with padding, as many tokens off
+    the end as the row has pad tokens (one fewer when pad is the end token, which stays)."""
     if len(seq) and seq[-1] == pad:
         count = int((seq == pad).sum()) - (1 if isinstance(eos, int) and pad == eos else 0)
         if count:
             seq = seq[:-count]
+    return seq
+
+
+def without_end(seq: np.ndarray, eos) -> np.ndarray:
+    """The tokens without a final end token. (An end token given as a list is never taken off: transformers
+    compares the token with the list.)"""
     if len(seq) and isinstance(eos, int) and seq[-1] == eos:
         seq = seq[:-1]
     return seq
