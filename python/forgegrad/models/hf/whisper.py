@@ -7,7 +7,8 @@ pre-norm layers and a final LayerNorm. The decoder is mBART's pre-norm layer sta
 attention, cross attention, GELU feed-forward) on token embeddings plus a learned position table (from row
 0), a final LayerNorm and an LM head tied to the token embedding. Whisper's key projections have no bias.
 ``generate`` (whisper_generate.py) builds the decoder prompt (start, language, task, no-timestamps tokens)
-and decodes as transformers' Whisper generate does for audio of up to one window.
+and decodes as transformers' Whisper generate does: one window or long-form audio window after window, with
+timestamps, segments, conditioning on previous tokens and the temperature fallback.
 """
 from __future__ import annotations
 
@@ -79,7 +80,8 @@ class WhisperDecoder(_Stack):
 
 class WhisperForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Module):
     """``forward(input_features, decoder_input_ids=...)`` -> logits (B, T_dec, vocab); ``encode(input_features)``
-    -> the encoder's states (B, max_source_positions, d_model); ``generate(input_features, language=, task=)``."""
+    -> the encoder's states (B, max_source_positions, d_model); ``generate(input_features, language=, task=,
+    return_timestamps=, return_segments=, attention_mask=)``."""
 
     architecture = "WhisperForConditionalGeneration"
     model_type = "whisper"
@@ -184,8 +186,9 @@ class WhisperForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Modul
         from .onnx_whisper import settings_metadata
         return settings_metadata(self)
 
-    def generate(self, input_features, **kwargs) -> np.ndarray:
-        """Token ids of each window's transcription (or translation): ``whisper_generate.generate``."""
+    def generate(self, input_features, **kwargs):
+        """Token ids of each input's transcription (or translation), (B, n); with ``return_segments=True`` a dict
+        of them and each input's segments {start, end (seconds), tokens}: ``whisper_generate.generate``."""
         from .whisper_generate import generate
         return generate(self, input_features, **kwargs)
 
