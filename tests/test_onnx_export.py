@@ -236,6 +236,24 @@ def test_size_dependent_control_flow_is_reported(tmp_path):
     fonnx.export(model, fg.randn(3, 4), str(tmp_path / "c.onnx"), dynamic_axes={})  # static is fine
 
 
+def test_index_built_in_numpy_for_the_length_is_reported_naming_the_axis(tmp_path):
+    """An index array made in numpy from the length (a relative-position table, say) would be baked in at the
+    example's length: the export refuses it, naming the dynamic axis its shape follows; a static export is fine."""
+    model = Lambda(lambda m, x: x[:, np.arange(x.shape[1])[::-1].copy()] * 2)
+    with pytest.raises(fonnx.UnsupportedOpError, match=r"index array made in numpy .* shape \(tokens\) follows"):
+        fonnx.export(model, fg.randn(2, 5), str(tmp_path / "i.onnx"), dynamic_axes={"input": {0: "batch", 1: "tokens"}})
+    fonnx.export(model, fg.randn(2, 5), str(tmp_path / "i.onnx"), dynamic_axes={})
+
+
+def test_constant_that_fails_in_onnxruntime_at_other_sizes_names_them(tmp_path):
+    """An index equal at the traced lengths (5, 6, 7) but not at the verification's length 1: onnxruntime's
+    index error comes back as an OnnxVerificationError naming the dynamic axis and its sizes."""
+    model = Lambda(lambda m, x: x[:, np.arange(min(x.shape[1], 4))] * 2)
+    with pytest.raises(fonnx.OnnxVerificationError, match=r"failed with the dynamic axes at other sizes, "
+                                                          r"tokens=1 \(example: 5\)"):
+        fonnx.export(model, fg.randn(2, 5), str(tmp_path / "o.onnx"), dynamic_axes={"input": {1: "tokens"}})
+
+
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="opset"):
         fonnx.export(mlp(), fg.randn(3, 12), str(tmp_path / "b.onnx"), opset=12)

@@ -193,6 +193,19 @@ class ExportContext:
             self._expr_cache[key] = v
         return self._expr_cache[key]
 
+    def size_dependence(self, dims) -> str:
+        """Which dynamic axes a tensor made inside forward follows, for an error: its shape with each dynamic
+        dimension named ((tokens, tokens), batch*tokens...), or, where only its values change, every dynamic
+        axis with the sizes the traces ran at."""
+        labels = [str(self.symbols.label(d) or f"{d.a}, {d.b} or {d.c}") if isinstance(d, Dyn) else str(d)
+                  for d in dims]
+        axes = ", ".join(f"{n} (input {self.symbols.source[n][0]!r} axis {self.symbols.source[n][1]})"
+                         for n in self.symbols.names)
+        runs = f"the example's sizes {self.symbols.a}, then {self.symbols.b}"
+        if any(isinstance(d, Dyn) for d in dims):
+            return f"its shape ({', '.join(labels)}) follows the dynamic axes (traced at {runs})"
+        return f"its values change with the dynamic axes {axes} (traced at {runs})"
+
     def solve(self, dim: Dyn, what: str) -> Expr:
         e = self.symbols.solve(dim)
         if e is None:

@@ -230,11 +230,13 @@ class _Exporter:
                 return v
             raise op.unsupported(
                 f"argument {argname!r} is a tensor made inside forward whose shape {arr.shape} depends on the "
-                "input sizes and whose values are not all equal: pass it to the model as an input")
+                f"input sizes ({ctx.size_dependence(dims)}) and whose values are not all equal: compute it with "
+                "Tensor ops on the inputs while tracing, or pass it to the model as an input")
         if arr_b is not None and arr_b.shape == arr.shape and not np.array_equal(arr, arr_b, equal_nan=True):
             raise op.unsupported(
                 f"argument {argname!r} is a tensor made inside forward whose values change from run to run "
-                "(random numbers? values computed from the input sizes?): pass it to the model as an input")
+                f"(random numbers? values computed from the input sizes? {ctx.size_dependence(dims)}): compute it "
+                "with Tensor ops on the inputs while tracing, or pass it to the model as an input")
         return ctx.const(np.array(arr, copy=True), name=self._const_name(label))
 
     def _const_name(self, label):

@@ -159,6 +159,28 @@ def default_verify_sizes(symbols) -> List[Dict[str, int]]:
     return out
 
 
+def _run(sess, report: ExportReport, arrays, label: str, sizes: Dict[str, int], symbols) -> list:
+    """The session's outputs on ``arrays``; onnxruntime's failure (an index out of range, shapes that do not
+    broadcast) as an OnnxVerificationError naming the sizes. Where the graph ran at the example's sizes and fails
+    at others, a value that follows the dynamic axes was most likely exported as a constant of the example's size,
+    which the message says, naming the axes."""
+    try:
+        return sess.run(report.output_names, {n: a for n, a in zip(report.input_names, arrays)})
+    except Exception as e:  # onnxruntime's own exception classes (InvalidArgument, Fail, RuntimeException...)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if label == "example":
+            raise OnnxVerificationError(f"onnxruntime failed to run the exported graph {report.path} on the example: "
+                                        f"{first}", report) from e
+        changed = ", ".join(f"{n}={sizes[n]} (example: {symbols.a[n]})" for n in symbols.names
+                            if sizes.get(n) != symbols.a[n])
+        raise OnnxVerificationError(
+            f"onnxruntime ran the exported graph {report.path} at the example's sizes but failed with the dynamic "
+            f"axes at other sizes, {changed}: {first}. A value that depends on these axes was probably exported as a "
+            "constant of the example's size (an index, a mask or a shape computed in numpy inside forward): compute "
+            "it with Tensor ops on the inputs while tracing, or pass dynamic_axes={} for a static graph",
+            report) from e
+
+
 def verify_model(model, report: ExportReport, inputs: List[Tensor], input_axes, symbols,
                  verify_sizes: Optional[Sequence[Dict[str, int]]], seed: int = 0, hint: str = "") -> ExportReport:
     import onnxruntime as ort
@@ -185,7 +207,7 @@ def verify_model(model, report: ExportReport, inputs: List[Tensor], input_axes, 
             out = model(*[Tensor(a) for a in arrays])
         from ._capture import flatten_outputs
         want = [np.asarray(t._data) for t in flatten_outputs(out)[0]]
-        got = sess.run(report.output_names, {n: a for n, a in zip(report.input_names, arrays)})
+        got = _run(sess, report, arrays, label, sizes, symbols)
         errs = [_compare(n, np.asarray(g), w, report.rtol, report.atol)
                 for n, g, w in zip(report.output_names, got, want)]
         report.runs.append(VerificationRun(label, sizes if symbols.names else {}, errs))

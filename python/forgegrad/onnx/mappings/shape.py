@@ -101,6 +101,24 @@ def _as_tuple(key):
     return key if isinstance(key, tuple) else (key,)
 
 
+def _check_constant_index(ctx, op, k, kb, kc) -> None:
+    """An index array made in numpy inside forward becomes a constant of the graph: refused, naming the dynamic
+    axes, where the traces at other sizes indexed with another array (a gather index built for the length, as
+    DeBERTa's eager relative positions): baked in, it would hold at the example's sizes only and fail or mislead
+    at others."""
+    a = np.asarray(k)
+    others = [np.asarray(x) for x in (kb, kc) if x is not None]
+    if all(o.shape == a.shape and np.array_equal(o, a) for o in others):
+        return
+    from .._context import dims_of
+    dims = dims_of(a.shape, others[0].shape, others[-1].shape)
+    raise op.unsupported(
+        f"an index array made in numpy inside forward depends on the input sizes: {ctx.size_dependence(dims)}. "
+        "As a constant of the graph it would hold at the example's sizes only; compute it with Tensor ops on the "
+        "inputs while tracing (forgegrad.grad_mode.recorder() is set during an export; see BertModel.positions_of), "
+        "or pass dynamic_axes={} for a static graph")
+
+
 @register(S.GetItemFunction)
 def map_getitem(ctx, op):
     ka, kb, kc = _as_tuple(op.attr("key")), _as_tuple(op.attr_b("key")), _as_tuple(op.attr_c("key"))
@@ -179,6 +197,7 @@ def map_getitem(ctx, op):
             in_axis += 1
         else:  # index array
             gather = (in_axis, k)
+            kb_arr, kc_arr = (v if isinstance(v, (Tensor, np.ndarray, list, tuple)) else None for v in (kbv, kcv))
             idx_ndim = (k._data if isinstance(k, Tensor) else np.asarray(k)).ndim
             in_axis += 1
             out_pos += idx_ndim
@@ -191,9 +210,10 @@ def map_getitem(ctx, op):
         x = ctx.squeeze(x, squeeze_axes)
     if gather is not None:
         axis, k = gather
-        if isinstance(k, Tensor):
-            idx = op.exporter.value_for(k, None, op, np.int64, "key")
+        if isinstance(k, Tensor):  # computed by traced ops, or a constant checked against the other traces
+            idx = op.exporter.value_for(k, kb_arr, op, np.int64, "key", kc_arr)
         else:
+            _check_constant_index(ctx, op, k, kb_arr, kc_arr)
             idx = ctx.const(np.asarray(k, dtype=np.int64))
         x = ctx.node("Gather", [x, idx], axis=axis)  # negative indices are allowed from opset 11
     if none_pos:
