@@ -209,8 +209,8 @@ def test_mlm_head_layout_mismatch_names_the_setting(tmp_path):
 
 
 def test_onnx_export_at_a_fixed_shape(tmp_path):
-    """The gather indices are the length's constants: the graph is exported at the example's batch and length
-    (``dynamic_axes={}``), and onnxruntime gives transformers' hidden states."""
+    """A static export (``dynamic_axes={}``) at the example's batch and length gives transformers' hidden states
+    in onnxruntime (dynamic axes: test_onnx_deberta.py)."""
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     from forgegrad.onnx import export

@@ -11,6 +11,8 @@ where pk / pq are the relative-position embeddings (``encoder.rel_embeddings``, 
 ``position_buckets / 2`` and clamped to the table (``pos_att_type`` picks which of the two terms there are). Each
 term is one GEMM against the table rows the length can reach and a gather (advanced indexing: its gradient is the
 scatter-add) with an index built in numpy once per length; the sum is the float bias of the fused attention kernel.
+An ONNX export (traced with ``input_ids`` a Tensor) computes the indices and the padding masks in the graph instead
+(``_GraphContext``), so one graph runs at any batch and length.
 The embeddings' LayerNorm output is zeroed at padding; the first layer's output goes through ``ConvLayer`` where
 ``conv_kernel_size`` > 0 (DeBERTa-v2-xlarge / xxlarge).
 """
@@ -21,10 +23,11 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from ... import nn
+from ... import grad_mode, nn
 from ...tensor import Tensor
 from ...factories import where
-from ._layers import _NEG, activation, attend, config_probability, ids_array, mask_array, merge_heads, split_heads
+from ._layers import (_NEG, FLOAT32_MAX, activation, attend, config_probability, ids_array, mask_array, merge_heads,
+                      split_heads)
 from .bert import BertDenseNorm, BertIntermediate, BertOutput
 
 __all__ = ["DebertaV2Model", "DebertaV2ForSequenceClassification", "DebertaV2ForMaskedLM",
@@ -137,6 +140,28 @@ def _gather_plan(T: int, buckets: int, max_position: int, span: int):
     return lo, hi, c2p_flat, p2c_flat
 
 
+@functools.lru_cache(maxsize=8)
+def distance_rows(buckets: int, max_position: int, span: int):
+    """(n, c2p, p2c): the table rows of the c2p and p2c terms of a query and a key at distance d = i - j, for d in
+    [-n, n] (index d + n), as ``_gather_plan`` reads them. Both are non-decreasing in d (the log buckets grow with
+    the distance) and clamped to the table, and n is where they reach its first and last rows, so a graph clamps
+    i - j to [-n, n] and gathers here: one constant for every length, holding the eager path's very rows (the
+    buckets' float32 logs and ceilings taken once here, not by onnxruntime's Log, whose last bit could move a
+    distance across a bucket boundary). Read-only."""
+    n, last = span, 2 * span - 1
+    while True:
+        d = np.arange(-n, n + 1)
+        rel = log_bucket(d, buckets, max_position) if buckets > 0 and max_position > 0 else d
+        c2p = np.clip(rel + span, 0, last)
+        p2c = np.clip(-rel[::-1] + span, 0, last)  # at d = i - j, key j's row for query i: -r(j - i) = -r(-d)
+        if c2p[0] == p2c[0] == 0 and c2p[-1] == p2c[-1] == last:
+            break
+        n *= 2
+    for a in (c2p, p2c):
+        a.setflags(write=False)
+    return n, c2p, p2c
+
+
 class DebertaV2Embeddings(nn.Module):
     def __init__(self, c: dict):
         super().__init__()
@@ -190,8 +215,8 @@ class DisentangledSelfAttention(nn.Module):
     def forward(self, x: Tensor, ctx: "_Context") -> Tensor:
         q, k, v = (split_heads(proj(x), self.heads) for proj in (self.query_proj, self.key_proj, self.value_proj))
         bias = self.position_bias(q, k, ctx) if self.relative and self.kinds else None
-        if ctx.allowed is not None:  # padding: masked scores as transformers' masked_fill (no gradient through them)
-            bias = ctx.additive if bias is None else where(ctx.allowed, bias, _NEG)
+        if ctx.masked:  # padding: masked scores as transformers' masked_fill (no gradient through them)
+            bias = ctx.mask_scores(bias)
             q = q * ctx.query_keep  # a padding query's row is all masked: no gradient reaches q or k from it
         out = attend(q, k, v, bias, scale=1.0 / self.scale, dropout_p=self.dropout_p if self.training else 0.0)
         return merge_heads(out)
@@ -272,7 +297,8 @@ class _Context:
     def __init__(self, model: "DebertaV2Model", real: Optional[np.ndarray], T: int):
         c = model.settings
         self.allowed = self.additive = self.query_keep = self.keep = None
-        if real is not None and not real.all():
+        self.masked = real is not None and not real.all()
+        if self.masked:
             pair = real[:, None, :, None] & real[:, None, None, :]  # (B, 1, T, T): query and key both tokens
             self.allowed = pair
             self.additive = np.where(pair, np.float32(0), np.float32(_NEG))
@@ -283,8 +309,47 @@ class _Context:
             lo, hi, self.c2p, self.p2c = _gather_plan(T, c["position_buckets"], c["max_relative_positions"],
                                                       c["att_span"])
             rows = model.encoder.rel_embeddings.weight[lo:hi]
-            norm = getattr(model.encoder, "LayerNorm", None)
-            self.rel_embeddings = norm(rows) if norm is not None and "layer_norm" in c["norm_rel_ebd"] else rows
+            self.rel_embeddings = _normed(model, rows)
+
+    def mask_scores(self, bias: Optional[Tensor]):
+        """The scores' bias with the pairs that are not two tokens at float32's min."""
+        return self.additive if bias is None else where(self.allowed, bias, _NEG)
+
+
+def _normed(model: "DebertaV2Model", rows: Tensor) -> Tensor:
+    """Table rows through the encoder's LayerNorm where ``norm_rel_ebd`` says "layer_norm"."""
+    norm = getattr(model.encoder, "LayerNorm", None)
+    return norm(rows) if norm is not None and "layer_norm" in model.settings["norm_rel_ebd"] else rows
+
+
+class _GraphContext:
+    """``_Context`` as Tensor ops on the inputs, for an ONNX export: the masks from ``attention_mask`` (applied
+    whenever there is one, whatever the example holds) and the gather indices from the length, through
+    ``distance_rows`` over the whole table (an eager forward's GEMM against the rows its length reaches is a
+    numpy plan of that length)."""
+
+    def __init__(self, model: "DebertaV2Model", input_ids: Tensor, attention_mask, real: Optional[np.ndarray]):
+        c = model.settings
+        self.masked = real is not None
+        self.keep = None
+        if self.masked:
+            mask = (attention_mask if isinstance(attention_mask, Tensor) else Tensor._wrap(real)).float()  # (B, T)
+            self.pair = mask.unsqueeze(1).unsqueeze(3) * mask.unsqueeze(1).unsqueeze(2)  # (B, 1, T, T)
+            self.additive = (self.pair - 1) * FLOAT32_MAX  # 0 for two tokens, float32's min otherwise
+            self.query_keep, self.keep = mask.unsqueeze(1).unsqueeze(3), mask.unsqueeze(2)
+        self.rel_embeddings = self.c2p = self.p2c = None
+        if c["relative_attention"]:
+            span = c["att_span"]
+            n, c2p, p2c = distance_rows(c["position_buckets"], c["max_relative_positions"], span)
+            place = (input_ids[0].float() * 0 + 1).cumsum(-1) - 1  # (T,): 0 .. T - 1
+            d = (place.unsqueeze(1) - place.unsqueeze(0)).clamp(-n, n).long() + n  # (T, T): i - j + n
+            rows = place.long() * (2 * span)  # each query's (key's) scores start here in the flattened (T * 2 span)
+            self.c2p = rows.unsqueeze(1) + Tensor._wrap(c2p)[d]
+            self.p2c = rows.unsqueeze(0) + Tensor._wrap(p2c)[d]
+            self.rel_embeddings = _normed(model, model.encoder.rel_embeddings.weight)
+
+    def mask_scores(self, bias: Optional[Tensor]) -> Tensor:
+        return self.additive if bias is None else bias * self.pair + self.additive
 
 
 class DebertaV2Model(nn.Module):
@@ -321,7 +386,11 @@ class DebertaV2Model(nn.Module):
             if types.shape != ids.shape:
                 raise ValueError(f"{_WHO}: token_type_ids must have the shape of input_ids {ids.shape}, got "
                                  f"{types.shape}")
-        ctx = _Context(self, mask_array(attention_mask, _WHO, (B, T)), T)
+        real = mask_array(attention_mask, _WHO, (B, T))
+        if isinstance(input_ids, Tensor) and grad_mode.recorder() is not None:
+            ctx = _GraphContext(self, input_ids, attention_mask, real)  # an export: computed in the graph
+        else:
+            ctx = _Context(self, real, T)
         emb = self.embeddings(ids, types, ctx.keep)
         x = emb
         for i, layer in enumerate(self.encoder.layer):
