@@ -1,6 +1,8 @@
 """Whisper at whisper-tiny's shape (random weights), forgegrad against transformers, one thread each: the encoder on
 one 30-second window, and generate (language given, greedy) of --tokens new tokens. ``--onnx``: also the graphs
 export_seq2seq writes, in onnxruntime (intra_op_num_threads=1): the encoder, and generate_onnx_whisper.
+``--longform SECONDS``: also long-form generate with timestamps on that many seconds of features (window after
+window, --tokens new tokens at most per window), the same tokens and segment times checked.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python tools/whisper_speed.py --tokens 32 --onnx
 """
@@ -30,6 +32,7 @@ def main():
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--onnx", action="store_true", help="also time the exported graphs in onnxruntime")
+    ap.add_argument("--longform", type=float, default=0.0, help="also time long-form generate on SECONDS of audio")
     args = ap.parse_args()
     import torch
     import transformers
@@ -73,6 +76,8 @@ def main():
     print(f"encoder, one 30 s window: forgegrad {enc_fg:.1f} ms, transformers {enc_hf:.1f} ms ({enc_hf / enc_fg:.2f}x)")
     print(f"generate (encoder + {ours.shape[1]} tokens): forgegrad {gen_fg:.1f} ms, transformers {gen_hf:.1f} ms "
           f"({gen_hf / gen_fg:.2f}x)")
+    if args.longform:
+        longform(model, hf, args)
     if args.onnx:
         from forgegrad.models.hf import generate_onnx_whisper
         enc, dec = sessions
@@ -81,6 +86,25 @@ def main():
         gen_ort = best(lambda: generate_onnx_whisper(enc, dec, x, **kw), args.repeat)
         print(f"onnxruntime, 1 thread: same tokens: {same}; encoder {enc_ort:.1f} ms ({enc_ort / enc_fg:.2f}x "
               f"forgegrad's time); generate_onnx_whisper {gen_ort:.1f} ms ({gen_ort / gen_fg:.2f}x forgegrad's)")
+
+
+def longform(model, hf, args):
+    """Long-form generate with timestamps (language given, greedy) on args.longform seconds of features."""
+    import torch
+    x = np.random.default_rng(1).standard_normal((1, 80, int(args.longform * 100))).astype(np.float32)
+    kw = dict(language="en", max_new_tokens=args.tokens, return_timestamps=True, return_segments=True)
+    ours = model.generate(x, **kw)
+    with torch.no_grad():
+        theirs = hf.generate(torch.tensor(x), **kw)
+    same = np.array_equal(ours["sequences"], theirs["sequences"].numpy()) and \
+        [(s["start"], s["end"]) for s in ours["segments"][0]] == \
+        [(float(s["start"]), float(s["end"])) for s in theirs["segments"][0]]
+    with torch.no_grad():
+        gen_hf = best(lambda: hf.generate(torch.tensor(x), **kw), args.repeat)
+    gen_fg = best(lambda: model.generate(x, **kw), args.repeat)
+    windows = len({s["result"].data_ptr() for s in theirs["segments"][0]})  # a window's segments share its row
+    print(f"long-form, {args.longform:g} s ({windows} windows, {ours['sequences'].shape[1]} tokens): same tokens and "
+          f"segments: {same}; forgegrad {gen_fg:.0f} ms, transformers {gen_hf:.0f} ms ({gen_hf / gen_fg:.2f}x)")
 
 
 def onnx_sessions(model, directory):
