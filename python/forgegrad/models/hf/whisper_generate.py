@@ -305,8 +305,10 @@ def _window_with_fallback(run: _Run, features: np.ndarray, seek: np.ndarray, fra
     todo = list(range(b))
     no_speech = None
     th = run.thresholds
+    encoded = run.model.encode(_window(features, seek, frames, window))
     for attempt, (t, sampler) in enumerate(zip(run.temperatures, run.samplers)):
-        states = run.model.encode(_window(features[todo], seek[todo], frames[todo], window))
+        # the retried rows' encoder states (transformers encodes them again: the same states)
+        states = encoded if attempt == 0 else Tensor._wrap(np.ascontiguousarray(encoded.numpy()[todo]))
         out, step_logprobs, first = _decode_window(
             run, states, prompt[todo], None if padding is None else padding[todo], budget, sampler, t,
             logprobs=th["logprob_threshold"] is not None,
