@@ -169,16 +169,21 @@ def test_fallback_matches_transformers(pair, kwargs):
 
 def test_sampled_fallback_is_seeded(pair):
     """Windows that fail the thresholds greedily are sampled at the next temperature (no token-for-token oracle:
-    transformers draws with torch's generator)."""
+    transformers draws with torch's generator); a row sampled at 0.5 or above is not conditioned on its previous
+    tokens in the next window (<|startofprev|> alone), the others are."""
     model, _, _ = pair
-    x = _features(1, 350, seed=0)
-    kwargs = dict(language="en", max_new_tokens=16, temperature=(0.0, 0.8), compression_ratio_threshold=1.4)
-    fg.manual_seed(2)
-    a = model.generate(x, **kwargs)
-    fg.manual_seed(2)
-    np.testing.assert_array_equal(a, model.generate(x, **kwargs))
-    greedy = model.generate(x, language="en", max_new_tokens=16)
-    assert a.shape != greedy.shape or (a != greedy).any()
+    x = _features(2, 350, seed=0)
+    mask = np.ones((2, 350), np.int64)
+    mask[1, 260:] = 0
+    kwargs = dict(language="en", max_new_tokens=16, temperature=(0.0, 0.8), compression_ratio_threshold=1.4,
+                  attention_mask=mask)
+    for extra in (dict(), dict(condition_on_prev_tokens=True)):
+        fg.manual_seed(2)
+        a = model.generate(x, **kwargs, **extra)
+        fg.manual_seed(2)
+        np.testing.assert_array_equal(a, model.generate(x, **kwargs, **extra))
+        greedy = model.generate(x, language="en", max_new_tokens=16, attention_mask=mask, **extra)
+        assert a.shape != greedy.shape or (a != greedy).any()
 
 
 def test_fallback_measures_match_transformers():

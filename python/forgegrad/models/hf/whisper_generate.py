@@ -210,8 +210,8 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
     max_frames = _input_lengths(attention_mask, B, frames, longform)
     run = _Run(model, gc, do_sample, temperature, top_k, top_p, min_p, eos_token_id, pad_token_id, thresholds,
                no_timestamps if return_timestamps else None)
-    # transformers cuts every window's tokens at timestamp pairs, with or without return_timestamps (none but a
-    # timestamp pair the model emits despite <|notimestamps|>); no timestamp tokens without <|notimestamps|>
+    # transformers cuts every window's tokens at timestamp pairs, with or without return_timestamps (pairs a model
+    # emits despite <|notimestamps|> cut it too); a checkpoint without <|notimestamps|> has no timestamp tokens
     stamp_begin = model.vocab_size + 1 if no_timestamps is None else int(no_timestamps) + 1
     with no_grad():
         def detect(lang_ids: List[int]) -> List[int]:  # on the first window, as transformers
@@ -413,7 +413,7 @@ def _samples(do_sample, temperature) -> bool:
     return sample
 
 
-def _conditioned(prompt: np.ndarray, segments: List[List[dict]], prev_sot: Optional[int], cut_off: int,
+def _conditioned(prompt: np.ndarray, segments: List[Optional[List[dict]]], prev_sot: Optional[int], cut_off: int,
                  stamp_begin: int, pad: int):
     """transformers' prompt with condition_on_prev_tokens: <|startofprev|>, the last ``cut_off`` tokens of each
     input's segments so far (a segment ending in a timestamp pair without its last timestamp), left padded with
@@ -421,7 +421,7 @@ def _conditioned(prompt: np.ndarray, segments: List[List[dict]], prev_sot: Optio
     prev = []
     for row in segments:
         tokens = [s["tokens"][:-1] if len(s["tokens"]) > 2 and s["tokens"][-2] >= stamp_begin else s["tokens"]
-                  for s in row]
+                  for s in row or []]  # (None: a row not conditioned, <|startofprev|> only)
         kept = np.concatenate(tokens)[-cut_off:].tolist() if tokens else []
         prev.append(([] if prev_sot is None else [int(prev_sot)]) + kept)
     width = max(len(p) for p in prev)
