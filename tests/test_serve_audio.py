@@ -27,11 +27,13 @@ from serve_helpers import metric, running_app, start_cli_server  # noqa: E402
 from forgegrad.models import from_pretrained  # noqa: E402
 from forgegrad.serve.speech_app import SpeechServeConfig, create_speech_app  # noqa: E402
 
-# the tiny vocabulary: 100 words, then Whisper's special tokens in their order (ids as tests/test_hf_whisper.py's)
-EOS, START, EN, FR, DE, TRANSLATE, TRANSCRIBE, NO_TIMESTAMPS, NO_SPEECH = range(100, 109)
+# the tiny vocabulary: 100 words, Whisper's special tokens in their order, then the timestamps of a 1-second window,
+# <|0.00|> to <|1.00|> (ids as tests/test_hf_whisper_timestamps.py's)
+EOS, START, EN, FR, DE, TRANSLATE, TRANSCRIBE, LM, PREV, NO_SPEECH, NO_TIMESTAMPS = range(100, 111)
 SPECIAL = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|fr|>", "<|de|>", "<|translate|>", "<|transcribe|>",
-           "<|notimestamps|>", "<|nospeech|>"] + [f"<|{i * 0.02:.2f}|>" for i in range(11)]
-MELS, POSITIONS = 16, 40  # one 1-second window (chunk_length 1): 100 frames
+           "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"] + \
+    [f"<|{i * 0.02:.2f}|>" for i in range(51)]
+MELS, POSITIONS = 16, 24  # one 1-second window (chunk_length 1): 100 frames
 WORDS = ("the a of to and in is it you that he was for on are with as his they be at one have this from or had by "
          "hot word but what some we can out other were all there when up use your how said an each she which do their "
          "time if will way about many then them write would like so these her long make thing see him two has look "
@@ -55,11 +57,11 @@ def whisper_dir(tmp_path_factory):
     tok.save(str(path / "tokenizer.json"))
     torch.manual_seed(0)
     cfg = transformers.WhisperConfig(
-        vocab_size=120, num_mel_bins=MELS, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-        decoder_attention_heads=2, encoder_ffn_dim=48, decoder_ffn_dim=40, max_source_positions=50,
-        max_target_positions=POSITIONS, pad_token_id=EOS, bos_token_id=EOS, eos_token_id=EOS,
-        decoder_start_token_id=START, suppress_tokens=[1, 5] + list(range(108, 120)), begin_suppress_tokens=[3, EOS],
-        dropout=0.0)
+        vocab_size=100 + len(SPECIAL), num_mel_bins=MELS, d_model=32, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=4, decoder_attention_heads=2, encoder_ffn_dim=48, decoder_ffn_dim=40,
+        max_source_positions=50, max_target_positions=POSITIONS, pad_token_id=EOS, bos_token_id=EOS, eos_token_id=EOS,
+        decoder_start_token_id=START, suppress_tokens=[1, 5, TRANSLATE, TRANSCRIBE, LM, PREV, NO_SPEECH],
+        begin_suppress_tokens=[3, EOS], dropout=0.0)
     hf = transformers.WhisperForConditionalGeneration(cfg).eval()
     with torch.no_grad():
         for name, p in hf.named_parameters():
@@ -68,7 +70,8 @@ def whisper_dir(tmp_path_factory):
     g = hf.generation_config
     g.lang_to_id = {"<|en|>": EN, "<|fr|>": FR, "<|de|>": DE}
     g.task_to_id = {"translate": TRANSLATE, "transcribe": TRANSCRIBE}
-    g.no_timestamps_token_id, g.is_multilingual = NO_TIMESTAMPS, True
+    g.no_timestamps_token_id, g.is_multilingual, g.prev_sot_token_id = NO_TIMESTAMPS, True, PREV
+    g.max_initial_timestamp_index = 10
     hf.save_pretrained(path)
     transformers.WhisperFeatureExtractor(feature_size=MELS, chunk_length=1).save_pretrained(path)
     file = path / "generation_config.json"  # as the Hub's files: not marked as made from config.json
@@ -160,21 +163,21 @@ def test_the_servers_features_are_the_reference_pipelines(whisper_dir, reference
     from forgegrad.serve.speech_app import Transcriber
     from forgegrad.serve.speech_request import SpeechRequest
     file, stored, rate = WAVS[name]()
-    features, duration = Transcriber(str(whisper_dir)).prepare(SpeechRequest("transcribe", file, "a.wav"))
-    assert duration == pytest.approx(len(stored) / rate, abs=1 / rate)
-    np.testing.assert_allclose(features, _expected_features(reference, stored, rate), rtol=0, atol=2e-4)
+    job = Transcriber(str(whisper_dir)).prepare(SpeechRequest("transcribe", file, "a.wav"), None)
+    assert job.duration == pytest.approx(len(stored) / rate, abs=1 / rate) and not job.timestamps
+    np.testing.assert_allclose(job.features, _expected_features(reference, stored, rate), rtol=0, atol=2e-4)
 
 
 def _post(client, route, file, fields=(), filename="audio.wav"):
     return client.post(route, files={"file": (filename, file, "audio/wav")}, data=dict(fields))
 
 
-@pytest.mark.parametrize("name", list(WAVS))
-@pytest.mark.parametrize("route,fields,kwargs", [
-    ("/v1/audio/transcriptions", {}, dict(task="transcribe")),  # the language detected
-    ("/v1/audio/transcriptions", {"language": "fr", "model": "tiny-whisper"}, dict(task="transcribe", language="fr")),
-    ("/v1/audio/translations", {"response_format": "text"}, dict(task="translate")),
-], ids=["detect", "french", "translate"])
+@pytest.mark.parametrize("name,route,fields,kwargs", [
+    ("8k-stereo-int16", "/v1/audio/transcriptions", {}, dict(task="transcribe")),  # the language detected
+    ("44k-stereo-int24", "/v1/audio/transcriptions", {"language": "fr", "model": "tiny-whisper"},
+     dict(task="transcribe", language="fr")),
+    ("16k-mono-float32", "/v1/audio/translations", {"response_format": "text"}, dict(task="translate")),
+], ids=["8k-detect", "44k-french", "16k-translate-text"])
 def test_text_is_transformers_generate_and_decode(client, ours, reference, name, route, fields, kwargs):
     hf, _, tokenizer = reference
     file, stored, rate = WAVS[name]()
@@ -194,62 +197,137 @@ def test_text_is_transformers_generate_and_decode(client, ours, reference, name,
         assert r.json() == {"text": want}
 
 
-def test_verbose_json_srt_and_vtt(client, reference):
+def _segments(reference, stored, rate, longform=False, **kwargs):
+    """transformers' timestamped generate on the audio: [(start, end, tokens)] and the text of all its tokens."""
+    hf, extractor, tokenizer = reference
+    if longform:
+        mono = stored.mean(axis=1)
+        g = np.gcd(rate, 16000)
+        mono = scipy_signal.resample_poly(mono, 16000 // g, rate // g) if rate != 16000 else mono
+        inputs = extractor(mono.astype(np.float32), sampling_rate=16000, return_tensors="pt", truncation=False,
+                           padding="longest", return_attention_mask=True)
+        features, extra = inputs["input_features"], {"attention_mask": inputs["attention_mask"]}
+        assert features.shape[-1] > 100
+    else:
+        features, extra = torch.tensor(_expected_features(reference, stored, rate)), {}
+    with torch.no_grad():
+        out = hf.generate(features, max_new_tokens=MAX_NEW, return_timestamps=True, return_segments=True, **extra,
+                          **kwargs)
+    segments = [(float(s["start"]), float(s["end"]), s["tokens"].tolist()) for s in out["segments"][0]]
+    assert segments
+    return segments, tokenizer.decode(out["sequences"][0], skip_special_tokens=True).strip()
+
+
+def test_verbose_json_srt_and_vtt_have_whispers_timestamped_segments(client, reference):
     hf, _, tokenizer = reference
     file, stored, rate = WAVS["8k-stereo-int16"]()
     features = torch.tensor(_expected_features(reference, stored, rate))
     with torch.no_grad():
-        out = hf.generate(features, max_new_tokens=MAX_NEW, task="transcribe", return_dict_in_generate=True,
-                          output_scores=True)
         start = hf(features, decoder_input_ids=torch.tensor([[START]])).logits[0, -1]
-    tokens = out.sequences[0].tolist()
-    lang = tokens[1]
-    tokens = tokens[4:]  # after start, language, task, <|notimestamps|>
-    ended = tokens[-1] == EOS
-    text_ids = tokens[:-1] if ended else tokens
-    # Whisper's avg_logprob: each chosen token's log-probability under the processed scores, the end token's too
-    logp = [torch.log_softmax(s[0].double(), -1) for s in out.scores]
-    total = sum(float(lp[t]) for lp, t in zip(logp, tokens))
-    raw = tokenizer.decode(text_ids, skip_special_tokens=True)
+    lang = [EN, FR, DE][int(start[[EN, FR, DE]].argmax())]
+    segments, text = _segments(reference, stored, rate, task="transcribe")
 
     r = _post(client, "/v1/audio/transcriptions", file, {"response_format": "verbose_json",
                                                          "timestamp_granularities[]": "segment"})
     assert r.status_code == 200, r.text
     v = r.json()
-    names = {EN: "english", FR: "french", DE: "german"}
-    assert v["task"] == "transcribe" and v["language"] == names[lang]
-    assert v["duration"] == pytest.approx(0.8) and v["text"] == raw.strip()
-    [seg] = v["segments"]
-    assert seg["id"] == 0 and seg["seek"] == 0 and seg["start"] == 0 and seg["end"] == pytest.approx(0.8)
-    assert seg["text"] == raw and seg["tokens"] == text_ids and seg["temperature"] == 0
-    assert seg["avg_logprob"] == pytest.approx(total / (len(text_ids) + 1), abs=1e-4)
-    assert seg["no_speech_prob"] == pytest.approx(float(torch.softmax(start.double(), -1)[NO_SPEECH]), abs=1e-5)
-    assert seg["compression_ratio"] > 0
+    assert v["task"] == "transcribe" and v["language"] == {EN: "english", FR: "french", DE: "german"}[lang]
+    assert v["duration"] == pytest.approx(0.8) and v["text"] == text
+    assert [(g["start"], g["end"], g["tokens"]) for g in v["segments"]] == \
+        [(round(a, 3), round(b, 3), tokens) for a, b, tokens in segments]
+    for k, g in enumerate(v["segments"]):
+        words = tokenizer.decode([t for t in g["tokens"] if t < NO_TIMESTAMPS], skip_special_tokens=True)
+        assert g["id"] == k and g["text"] == words and g["temperature"] == 0 and g["compression_ratio"] > 0
+        assert g["seek"] == round(g["start"] * 100)
+
+    def clock(t, sep):
+        return f"00:00:{int(t):02d}{sep}{round(t * 1000) % 1000:03d}"
+
+    def words(tokens):
+        return tokenizer.decode([t for t in tokens if t < NO_TIMESTAMPS], skip_special_tokens=True).strip()
 
     srt = _post(client, "/v1/audio/transcriptions", file, {"response_format": "srt"})
-    assert srt.status_code == 200 and srt.text == f"1\n00:00:00,000 --> 00:00:00,800\n{raw.strip()}\n\n"
+    assert srt.status_code == 200
+    assert srt.text == "".join(f"{k}\n{clock(a, ',')} --> {clock(b, ',')}\n{words(tokens)}\n\n"
+                               for k, (a, b, tokens) in enumerate(segments, start=1))
     vtt = _post(client, "/v1/audio/translations", file, {"response_format": "vtt", "language": "de"})
     assert vtt.status_code == 200 and vtt.headers["content-type"].startswith("text/vtt")
-    assert vtt.text.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:00.800\n")
+    segments, _ = _segments(reference, stored, rate, task="translate", language="de")
+    assert vtt.text == "WEBVTT\n\n" + "".join(f"{clock(a, '.')} --> {clock(b, '.')}\n{words(tokens)}\n\n"
+                                               for a, b, tokens in segments)
 
 
-def test_concurrent_requests_share_batches_with_their_solo_text(url, reference):
-    """Requests sent at once wait together; the model's thread runs those of one task, temperature and kind of
-    language through one generate. Each answer is transformers' solo text for its audio."""
+def test_long_audio_is_decoded_window_after_window(client, reference):
+    """2.6 s of audio: 1-second windows, each starting where the last one's final timestamp pair put it, as
+    transformers' long-form generate."""
+    file, stored, rate = _pcm_wav(_signal(2.6, 8000, 2, 6), 8000, 2) + (8000,)
+    segments, text = _segments(reference, stored, rate, longform=True, task="transcribe", language="fr")
+    assert segments[-1][1] > 1.0
+    r = _post(client, "/v1/audio/transcriptions", file, {"language": "fr"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"text": text}
+    v = _post(client, "/v1/audio/transcriptions", file, {"language": "fr", "response_format": "verbose_json"}).json()
+    assert v["duration"] == pytest.approx(2.6) and v["text"] == text and v["language"] == "french"
+    assert [(g["start"], g["end"], g["tokens"]) for g in v["segments"]] == \
+        [(round(a, 3), round(b, 3), tokens) for a, b, tokens in segments]
+
+
+def test_without_timestamp_tokens_verbose_json_is_one_segment_with_whispers_scores(whisper_dir, tmp_path):
+    """A checkpoint without no_timestamps_token_id: verbose_json's one segment is the whole clip, with Whisper's
+    avg_logprob (the chosen tokens' log-probabilities under the processed scores, the end token's too, over
+    tokens + 1) and no_speech_prob (<|nocaptions|>'s probability after the start token), checked against
+    transformers' scores; long audio is refused."""
+    import shutil
+    path = tmp_path / "tiny-whisper"
+    shutil.copytree(whisper_dir, path)
+    file = path / "generation_config.json"
+    settings = json.loads(file.read_text())
+    del settings["no_timestamps_token_id"]
+    file.write_text(json.dumps(settings))
+    hf = transformers.WhisperForConditionalGeneration.from_pretrained(path).eval()
+    extractor = transformers.WhisperFeatureExtractor.from_pretrained(path)
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"))
+    wav, stored, rate = WAVS["16k-mono-float32"]()
+    features = torch.tensor(_expected_features((hf, extractor, tokenizer), stored, rate))
+    max_new = POSITIONS - 3  # no <|notimestamps|> in the prompt
+    with torch.no_grad():
+        out = hf.generate(features, max_new_tokens=max_new, task="transcribe", return_dict_in_generate=True,
+                          output_scores=True)
+        start = hf(features, decoder_input_ids=torch.tensor([[START]])).logits[0, -1]
+    tokens = out.sequences[0].tolist()[3:]  # after start, language, task
+    text_ids = tokens[:-1] if tokens[-1] == EOS else tokens
+    logp = [torch.log_softmax(s[0].double(), -1) for s in out.scores]
+    total = sum(float(lp[t]) for lp, t in zip(logp, tokens))
+    raw = tokenizer.decode(text_ids, skip_special_tokens=True)
+    with running_app(create_speech_app(SpeechServeConfig(str(path)))) as url, \
+            httpx.Client(base_url=url, timeout=60) as c:
+        r = _post(c, "/v1/audio/transcriptions", wav, {"response_format": "verbose_json"})
+        long_file, _ = _pcm_wav(_signal(1.5, 8000, 1, 4), 8000, 2)
+        assert "1.50 s" in _error(_post(c, "/v1/audio/transcriptions", long_file), 400, "file")
+    assert r.status_code == 200, r.text
+    [seg] = r.json()["segments"]
+    assert seg["start"] == 0 and seg["end"] == pytest.approx(0.9) and seg["text"] == raw
+    assert seg["tokens"] == text_ids
+    assert seg["avg_logprob"] == pytest.approx(total / (len(text_ids) + 1), abs=1e-4)
+    assert seg["no_speech_prob"] == pytest.approx(float(torch.softmax(start.double(), -1)[NO_SPEECH]), abs=1e-5)
+
+
+def test_concurrent_requests_share_batches_with_their_solo_text(url, ours, reference):
+    """Requests sent at once wait together; the model's thread runs those of one task, temperature, kind of language
+    and use of timestamps through one generate. Each answer is forgegrad's solo text for its audio (the tests above
+    check it is transformers')."""
     import asyncio
-    hf, _, tokenizer = reference
-    cases = [(name, route, fields, kwargs) for name in WAVS for route, fields, kwargs in [
+    _, _, tokenizer = reference
+    cases = [(name, route, fields, kwargs) for name in list(WAVS)[:2] for route, fields, kwargs in [
         ("/v1/audio/transcriptions", {}, dict(task="transcribe")),
         ("/v1/audio/transcriptions", {"language": "de"}, dict(task="transcribe", language="de")),
         ("/v1/audio/translations", {"language": "fr", "response_format": "verbose_json"},
-         dict(task="translate", language="fr"))]]
+         dict(task="translate", language="fr", return_timestamps=True))]]
     want = []
     for name, _, _, kwargs in cases:
         _, stored, rate = WAVS[name]()
-        with torch.no_grad():
-            ids = hf.generate(torch.tensor(_expected_features(reference, stored, rate)), max_new_tokens=MAX_NEW,
-                              **kwargs)[0].tolist()
-        want.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
+        ids = ours.generate(_expected_features(reference, stored, rate), max_new_tokens=MAX_NEW, **kwargs)[0]
+        want.append(tokenizer.decode(ids.tolist(), skip_special_tokens=True).strip())
 
     async def burst():
         async with httpx.AsyncClient(base_url=url, timeout=120) as c:
@@ -300,8 +378,6 @@ def test_bad_requests_name_their_field(client):
     assert "WAV" in _error(_post(client, route, b"not audio at all"), 415, "file")
     empty, _ = _pcm_wav(np.zeros((0, 1)), 16000, 2)
     assert "no samples" in _error(_post(client, route, empty), 400, "file")
-    long_file, _ = _pcm_wav(_signal(1.5, 8000, 1, 4), 8000, 2)
-    assert "1.50 s" in _error(_post(client, route, long_file), 400, "file")
     broken = file[:30]
     assert "truncated" in _error(_post(client, route, broken), 400, "file")
     assert "srtx" in _error(_post(client, route, file, {"response_format": "srtx"}), 400, "response_format")

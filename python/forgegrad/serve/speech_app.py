@@ -105,9 +105,10 @@ class Transcriber:
                 f"{self.extractor.sampling_rate} Hz")
 
     # ---- the request's audio and language, checked before it waits for the model --------------------------------
-    def prepare(self, req: SpeechRequest) -> Tuple[np.ndarray, float]:
-        """(log-mel features (1, mels, frames), seconds of audio) of the request's file (CompletionError: 415 for a
-        format that is not decoded, 400 for a broken, empty or too long file)."""
+    def prepare(self, req: SpeechRequest, language: Optional[str]) -> "Job":
+        """The request's file as a Job: its log-mel features, one window's (audio up to one window: padded to it)
+        or, for longer audio, all its frames, decoded window after window with timestamps (CompletionError: 415 for
+        a format that is not decoded, 400 for a broken or empty file)."""
         from ..data.audio import UnsupportedAudioFormat, load_audio
         rate = self.extractor.sampling_rate
         try:
@@ -118,14 +119,20 @@ class Transcriber:
             raise CompletionError(400, f"file {req.filename!r}: {e}", "file") from None
         if samples.size == 0:
             raise CompletionError(400, f"file {req.filename!r}: the audio holds no samples", "file")
-        duration = samples.size / rate
-        if samples.size > self.extractor.n_samples:  # long-form decoding plugs in here
-            raise CompletionError(400, f"file {req.filename!r}: the audio lasts {duration:.2f} s; this server "
-                                       f"transcribes up to one window ({self.window_s:g} s) per request (long-form "
-                                       "audio is not supported yet): split it", "file")
         if not np.isfinite(samples).all():
             raise CompletionError(400, f"file {req.filename!r}: the audio holds NaN or infinite samples", "file")
-        return self.extractor(samples)["input_features"], duration
+        duration = samples.size / rate
+        longform = samples.size > self.extractor.n_samples
+        if longform and self.no_timestamps is None:
+            raise CompletionError(400, f"file {req.filename!r}: the audio lasts {duration:.2f} s, more than one "
+                                       f"window ({self.window_s:g} s), and this checkpoint has no timestamp tokens "
+                                       "(no_timestamps_token_id) to decode long audio with: split it", "file")
+        # timestamps: long audio needs them; the formats that show segments use them where the checkpoint has them
+        timestamps = longform or (req.response_format in ("verbose_json", "srt", "vtt")
+                                  and self.no_timestamps is not None)
+        features = self.extractor(samples, padding="longest", truncation=False)["input_features"] if longform \
+            else self.extractor(samples)["input_features"]
+        return Job(features, duration, req, language, timestamps)
 
     def language_token(self, req: SpeechRequest) -> Optional[str]:
         """The request's language as this checkpoint's language token ('<|fr|>'), None to detect it."""
@@ -161,59 +168,90 @@ class Transcriber:
         return row
 
     def transcribe(self, jobs: List["Job"]) -> List[Transcript]:
-        """The transcripts of ``jobs`` (one window's features each): the jobs of one task, temperature and way of
-        choosing the language (given, or detected by generate) run through one batched generate; verbose_json's
-        jobs first through the encoder and the step after the start token together (their language detection,
-        no_speech_prob and the states avg_logprob is scored on)."""
+        """The transcripts of ``jobs``: those of one task, temperature, way of choosing the language (given, or
+        detected by generate), use of timestamps and form (one window, or long audio) run through one batched
+        generate (long audio: each row's frames padded to the group's longest, with an attention mask). verbose_json's
+        jobs first run the first window through the encoder and the step after the start token, together: their
+        language detection (generate's, done here to report it) and, without timestamps, no_speech_prob and the
+        states avg_logprob is scored on."""
         from ..autograd import no_grad
         model = self.model
+        window = model.num_frames
         extras = {}  # job index -> (its encoder states, its logits after the start token)
-        verbose = [i for i, j in enumerate(jobs) if j.req.response_format == "verbose_json"]
+        verbose = [i for i, j in enumerate(jobs) if j.req.response_format == "verbose_json"
+                   and (not j.timestamps or (j.language is None and self.multilingual))]
         groups: dict = {}
         with no_grad():
             if verbose:
-                states = model.encode(np.concatenate([jobs[i].features for i in verbose])).numpy()
+                first = np.concatenate([jobs[i].features[:, :, :window] for i in verbose])
+                states = model.encode(first).numpy()
                 start = np.full((len(verbose), 1), model.decoder_start_token_id, np.int64)
                 logits = model.decode(start, Tensor(states)).numpy()[:, -1]
                 names = sorted(self.lang_to_id, key=self.lang_to_id.get)
                 ids = [int(self.lang_to_id[k]) for k in names]
                 for r, i in enumerate(verbose):
                     extras[i] = (states[r:r + 1], logits[r])
-                    if jobs[i].language is None and ids:  # generate's detection, done here to report it
+                    if jobs[i].language is None and ids:
                         jobs[i].language = names[int(np.argmax(logits[r, ids]))]
             for i, job in enumerate(jobs):
-                groups.setdefault((job.req.task, job.req.temperature, job.language is None), []).append(i)
+                key = (job.req.task, job.req.temperature, job.language is None, job.timestamps,
+                       job.features.shape[2] > window)
+                groups.setdefault(key, []).append(i)
             rows = {}
-            for (task, temperature, detect), members in groups.items():
+            for (task, temperature, detect, timestamps, longform), members in groups.items():
                 max_new = self.context - len(self._prompt(None, task))  # all the room the decoder has
                 language = None if detect or not self.multilingual else [jobs[i].language for i in members]
-                out = model.generate(np.concatenate([jobs[i].features for i in members]), language=language,
-                                     task=task if self.multilingual else None, do_sample=temperature > 0,
-                                     temperature=temperature if temperature > 0 else None, max_new_tokens=max_new,
-                                     return_timestamps=False)
+                frames = [jobs[i].features.shape[2] for i in members]
+                features = np.zeros((len(members),) + jobs[members[0]].features.shape[1:2] + (max(frames),),
+                                    np.float32)
                 for r, i in enumerate(members):
+                    features[r, :, :frames[r]] = jobs[i].features[0]
+                mask = (np.arange(max(frames))[None, :] < np.array(frames)[:, None]).astype(np.int64) \
+                    if longform else None
+                out = model.generate(features, language=language, task=task if self.multilingual else None,
+                                     do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
+                                     max_new_tokens=max_new, return_timestamps=timestamps,
+                                     return_segments=timestamps, attention_mask=mask, condition_on_prev_tokens=False)
+                for r, i in enumerate(members):
+                    if timestamps:
+                        rows[i] = ([(float(g["start"]), float(g["end"]), g["tokens"].tolist())
+                                    for g in out["segments"][r]], max_new)
+                        continue
                     tokens = out[r].tolist()
                     while len(members) > 1 and tokens and tokens[-1] == self.pad:  # the batch's padding
                         tokens.pop()
-                    rows[i] = (tokens, max_new)
+                    rows[i] = ([(0.0, jobs[i].duration, tokens)], max_new)
             return [self._transcript(job, *rows[i], extras.get(i)) for i, job in enumerate(jobs)]
 
-    def _transcript(self, job: "Job", tokens: List[int], max_new: int, extra) -> Transcript:
+    def _text(self, tokens: List[int]) -> str:
+        """Tokens to text: special tokens skipped, timestamps too (whatever the tokenizer calls them)."""
+        if self.no_timestamps is not None:
+            tokens = [t for t in tokens if t <= self.no_timestamps]  # the timestamps close the vocabulary
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def _transcript(self, job: "Job", pieces: List[Tuple[float, float, List[int]]], max_new: int,
+                    extra) -> Transcript:
+        """The transcript of ``pieces`` (start, end, tokens): without timestamps one piece, the whole clip."""
         req = job.req
-        raw = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        t = Transcript(raw.strip(), job.duration)
+        t = Transcript(self._text([tok for _, _, tokens in pieces for tok in tokens]).strip(), job.duration)
         if req.response_format in ("json", "text"):
             return t
-        segment = Segment(0, 0, 0.0, job.duration, raw, tokens, req.temperature, 0.0, compression_ratio(raw))
-        if extra is not None:  # verbose_json
+        for k, (start, end, tokens) in enumerate(pieces):
+            text = self._text(tokens)
+            t.segments.append(Segment(k, int(round(start * 100)), start, end, text, tokens, req.temperature,
+                                      None, compression_ratio(text)))
+        if req.response_format == "verbose_json":
             from ..models.hf.whisper_generate import LANGUAGES
-            states, start_logits = extra
             code = job.language.strip("<|>") if job.language else "en"  # an English-only checkpoint: no token
             t.language = LANGUAGES.get(code, code)
-            segment.avg_logprob = self._avg_logprob(states, self._prompt(job.language, req.task), tokens, max_new)
-            if self.no_speech is not None:
-                segment.no_speech_prob = float(np.exp(_log_softmax(start_logits)[self.no_speech]))
-        t.segments = [segment]
+            if not job.timestamps:  # Whisper's avg_logprob and no_speech_prob of the one window
+                states, start_logits = extra
+                [(_, _, tokens)] = pieces
+                segment = t.segments[0]
+                segment.avg_logprob = self._avg_logprob(states, self._prompt(job.language, req.task), tokens,
+                                                        max_new)
+                if self.no_speech is not None:
+                    segment.no_speech_prob = float(np.exp(_log_softmax(start_logits)[self.no_speech]))
         return t
 
     embed = transcribe  # encoder_app.EncoderQueue's call: the results of the requests waiting, one each
@@ -240,10 +278,11 @@ class Transcriber:
 @dataclass
 class Job:
     """One request's window on its way through the queue."""
-    features: np.ndarray  # (1, mels, frames)
+    features: np.ndarray  # (1, mels, frames): one window, or more for long audio
     duration: float
     req: SpeechRequest
     language: Optional[str]  # the language token ('<|fr|>'); None: generate detects it
+    timestamps: bool  # decoded with timestamp tokens (long audio; the formats that show segments)
 
 
 @dataclass
@@ -291,13 +330,12 @@ def create_speech_app(config: SpeechServeConfig):
         metrics.queue_depth(name, state["queued"])
         loop = asyncio.get_running_loop()
         try:
-            features, duration = await loop.run_in_executor(None, tr.prepare, req)  # off the loop, beside the model
-            job = Job(features, duration, req, language)
+            job = await loop.run_in_executor(None, tr.prepare, req, language)  # off the loop, beside the model
             [transcript] = await asyncio.wrap_future(state["queue"].submit([job]))
         finally:
             state["queued"] -= 1
             metrics.queue_depth(name, state["queued"])
-        seconds.inc(duration)
+        seconds.inc(job.duration)
         body, media = render(transcript, req)
         if isinstance(body, dict):
             body = json.dumps(body, separators=(",", ":"), ensure_ascii=False)

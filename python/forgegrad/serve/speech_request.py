@@ -48,17 +48,16 @@ class Segment:
     text: str
     tokens: List[int]
     temperature: float
-    avg_logprob: float
+    avg_logprob: Optional[float]  # None: not known (left out of the answer)
     compression_ratio: float
     no_speech_prob: Optional[float] = None
 
     def as_json(self) -> dict:
         out = {"id": self.id, "seek": self.seek, "start": round(self.start, 3), "end": round(self.end, 3),
                "text": self.text, "tokens": self.tokens, "temperature": self.temperature,
-               "avg_logprob": self.avg_logprob, "compression_ratio": self.compression_ratio}
-        if self.no_speech_prob is not None:
-            out["no_speech_prob"] = self.no_speech_prob
-        return out
+               "avg_logprob": self.avg_logprob, "compression_ratio": self.compression_ratio,
+               "no_speech_prob": self.no_speech_prob}
+        return {k: v for k, v in out.items() if v is not None}
 
 
 @dataclass
