@@ -12,13 +12,15 @@ temperature and way of choosing the language (given, or detected) through one ba
 decoded independently (each row's tokens are its solo tokens, to float32 rounding). The text is the generated tokens
 decoded without special tokens, its surrounding spaces stripped.
 
-Audio of at most one window (chunk_length in preprocessor_config.json: 30 s) is transcribed; longer audio is
-refused with a 400 naming the limit: long-form transcription will plug in at ``Transcriber.prepare`` and
-``Transcriber.transcribe``. Without timestamp tokens the transcript is one segment, the whole clip, which is what
-verbose_json, srt and vtt answer with. verbose_json also reports the audio's language (given, or detected from the
-model's most likely language token after the start token, as generate detects it), and Whisper's per-segment
-``avg_logprob`` (the tokens' log-probabilities and the end token's, averaged over tokens + 1) and
-``no_speech_prob``; it costs one more encoder pass and one teacher-forced decoder pass.
+Audio of up to one window (chunk_length in preprocessor_config.json: 30 s) is one window's features; longer audio is
+decoded window after window with timestamps (generate's long-form: each window starts where the last one's final
+timestamp pair put it), and a batch of such requests runs with each row's frames behind an attention mask. json and
+text of short audio decode without timestamps (transformers' short-form default); verbose_json, srt and vtt use
+them, so their segments carry Whisper's start and end times. verbose_json also reports the audio's language (given,
+or detected from the model's most likely language token after the start token, as generate detects it: one more
+encoder pass over the first window). A checkpoint without timestamp tokens answers with one segment, the whole clip,
+with Whisper's ``avg_logprob`` (the tokens' log-probabilities and the end token's, averaged over tokens + 1) and
+``no_speech_prob``; it refuses audio longer than a window.
 """
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ class Segment:
     text: str
     tokens: List[int]
     temperature: float
-    avg_logprob: Optional[float]  # None: not known (left out of the answer)
+    avg_logprob: Optional[float]  # None: not computed (left out of the answer; see speech_app)
     compression_ratio: float
     no_speech_prob: Optional[float] = None
 
