@@ -16,6 +16,7 @@
 #include "forgegrad/conv.h"
 #include "forgegrad/dispatch.h"
 #include "forgegrad/memory.h"
+#include "forgegrad/packed_weights.h"
 #include "forgegrad/py_array.h"
 
 namespace py = pybind11;
@@ -186,15 +187,7 @@ fg::Conv2dGeom make_geom(const std::vector<int64_t>& xs, const std::vector<int64
   return make_geom("conv2d", xs, ws, stride, padding, dilation, groups);
 }
 
-// A conv weight's Winograd transform made once (nn.utils.freeze), as onnxruntime prepacks at
-// session creation: a snapshot of `source` under the ISA active then, which conv2d_forward uses
-// only with that same array, that ISA and those groups, where its Winograd path runs.
-struct PackedConvWeight {
-  py::object source;
-  int64_t groups = 1;
-  fg::Isa isa = fg::Isa::scalar;
-  fg::AlignedBuffer buf;
-};
+using fg::bind::PackedConvWeight;  // forgegrad/packed_weights.h (shared with _C.plan)
 
 std::unique_ptr<PackedConvWeight> pack_conv_weight(const py::array& w, int64_t groups) {
   ArrayArg Wt = fg::bind::f32_arg(w, "weight", 4);
@@ -371,5 +364,13 @@ void bind(py::module_& m) {
 }
 
 }  // namespace
+
+namespace fg::bind {
+fg::Conv2dGeom conv2d_geom(const std::vector<int64_t>& input_shape, const std::vector<int64_t>& weight_shape,
+                           std::pair<int64_t, int64_t> stride, std::tuple<int64_t, int64_t, int64_t, int64_t> padding,
+                           std::pair<int64_t, int64_t> dilation, int64_t groups) {
+  return make_geom(input_shape, weight_shape, stride, padding, dilation, groups);
+}
+}  // namespace fg::bind
 
 FG_REGISTER_BINDINGS(conv, bind)

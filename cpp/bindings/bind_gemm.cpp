@@ -15,6 +15,7 @@
 #include "forgegrad/cpu.h"
 #include "forgegrad/gemm.h"
 #include "forgegrad/memory.h"
+#include "forgegrad/packed_weights.h"
 #include "forgegrad/py_array.h"
 
 namespace py = pybind11;
@@ -316,12 +317,7 @@ py::object bmm_plain(py::handle a_in, py::handle b_in, py::handle out_in) {
 // Linear -> activation that inference without a graph uses (see forgegrad.nn.Sequential).
 // A linear layer's weight (N, K) packed once for sgemm_prepacked_b (see gemm.h): a snapshot of
 // `source`, which linear() requires to be the weight it is passed with.
-struct PackedWeight {
-  py::object source;
-  int64_t N = 0, K = 0;
-  fg::Isa isa = fg::Isa::scalar;
-  fg::AlignedBuffer buf;
-};
+using PackedWeight = fg::bind::PackedLinearWeight;  // forgegrad/packed_weights.h (shared with _C.plan)
 
 std::unique_ptr<PackedWeight> pack_weight(py::handle w_in) {
   py::array w = checked_matrix(w_in, "PackedWeight: weight");

@@ -148,6 +148,13 @@ def _run_samples():
                 pass
 
 
+def _sequential_plan(rng):
+    plan = _C.plan.SequentialPlan()
+    plan.add_linear({"weight": fg.nn.Parameter(fg.tensor(rng.standard_normal((3, 7)).astype(np.float32)))}, 0)
+    plan.add_flatten()
+    return plan
+
+
 def _extra_calls():
     """Valid calls of what the op samples do not reach (optimizers, norms, geometry helpers...)."""
     rng = np.random.default_rng(0)
@@ -196,6 +203,8 @@ def _extra_calls():
               lambda: _C.gemm.bmm(x[None], x.T.copy()[None], np.zeros((1, 4, 4), np.float32)),
               lambda: _C.gemm.bmm_plain(x[None], x.T.copy()[None]),
               lambda: _C.gemm.linear(x, rng.standard_normal((3, 7)).astype(np.float32), None, 0),
+              # a frozen Sequential's steps in one call (a class: its methods are no fuzz targets)
+              lambda: _sequential_plan(rng).run(rng.standard_normal((2, 7)).astype(np.float32)),
               lambda: geometry.conv2d_output_shape((2, 4, 9, 9), (6, 2, 3, 3), 2, 1, 1, 2),
               lambda: geometry.conv2d_padding("same", (3, 3), 1, 2, (8, 8)),
               lambda: geometry.conv2d_padding((1, 2, 0, 1), (3, 3)),

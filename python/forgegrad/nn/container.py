@@ -12,7 +12,7 @@ from ..autograd import graph_free
 from ..tensor import Tensor
 from ..kernels.activation import _act_forward
 from ..kernels.conv import conv2d_forward
-from ..kernels.geometry import conv2d_geometry, pool2d_geometry
+from ..kernels.geometry import conv2d_geometry, conv2d_padding, pool2d_geometry
 from ..kernels.pool import max_pool2d_values
 from .activation import _Activation
 from .conv import Conv2d, MaxPool2d, _check_input
@@ -193,6 +193,62 @@ def _inference_plan(mods):
     return plan
 
 
+def _hooks_of(*mods):
+    """The modules' forward-pre-hook dicts (a native step falls back to Python while any holds a hook),
+    or None when a module has none to watch (one restored without Module.__init__)."""
+    dicts = [m.__dict__.get("_forward_pre_hooks") for m in mods]
+    return None if any(type(d) is not OrderedDict for d in dicts) else dicts
+
+
+def _native_pool(pool) -> bool:
+    """Whether MaxPool2d ``pool`` is the 2x2 / stride 2 window (no padding or dilation) a conv kernel
+    can take per block."""
+    try:
+        k, s, p, d, _ = pool2d_geometry((1, 1, 4, 4), pool.kernel_size, pool.stride, pool.padding, pool.dilation,
+                                        check_bool(pool.ceil_mode, "ceil_mode"), "max_pool2d")
+    except (TypeError, ValueError):
+        return False  # the Python step raises it
+    return k == (2, 2) and s == (2, 2) and p == (0, 0) and d == (1, 1)
+
+
+def _native_plan(plan):
+    """A ``_C.plan.SequentialPlan`` running the graph-free steps of a frozen Sequential in one call, or
+    None when a step is not one it runs (Linear [-> activation], Conv2d [-> activation] [-> 2x2 max
+    pool], Flatten from dim 1). It reads the layers' settings now (a frozen model is a snapshot) and
+    their parameters at each call; each call returns None (the Python steps run) where they
+    would not run these kernels: same kernels, same arguments, same bits."""
+    native = _C.plan.SequentialPlan()
+    for run, m, act in plan:
+        if run is _run_linear:
+            w = m._parameters.get("weight")
+            hooks = _hooks_of(m)
+            if w is None or hooks is None:
+                return None
+            code, alpha = (-1, 0.0) if act is None else act.epilogue()
+            native.add_linear(m._parameters, code, alpha, m.__dict__.get("_packed_weight"), hooks)
+        elif run is _run_conv:
+            act, pool = act
+            w = m._parameters.get("weight")
+            hooks = _hooks_of(m) if pool is None else _hooks_of(m, pool)
+            if w is None or hooks is None or w.ndim != 4 or (pool is not None and not _native_pool(pool)):
+                return None
+            code, alpha = (-1, 0.0) if act is None else act.epilogue()
+            kernel = tuple(w.shape[2:])
+            try:
+                pads = conv2d_padding(m.padding, kernel, m.stride, m.dilation)
+            except (TypeError, ValueError):
+                return None  # the Python step raises it
+            packed = m.__dict__.get("_packed_weight")
+            native.add_conv2d(m._parameters, m.stride, pads,
+                              m.dilation, m.groups, kernel, code, alpha, pool is not None,
+                              pool is not None and bool(pool.ceil_mode), packed, hooks)
+        elif run is _run_flatten and m.start_dim == 1 and m.end_dim == -1 and _hooks_of(m) is not None:
+            native.add_flatten(_hooks_of(m))
+        else:
+            return None
+    return native
+
+
 class _ModuleSequence(Module):
     """Submodules named "0", "1", ... in order: len, iteration, indexing and append."""
 
@@ -258,11 +314,20 @@ class Sequential(_ModuleSequence):
         # GEMM in C++), with a following activation module that can run as its epilogue (ReLU,
         # LeakyReLU, GELU, Sigmoid, Tanh) applied inside the same call; see _inference_plan for
         # Conv2d and MaxPool2d. The plan is rebuilt when the modules change.
+        # A frozen Sequential (nn.utils.freeze) runs those steps in one C++ call when it can (at batch 1
+        # the Python between LeNet's kernel calls had cost a fifth of its forward).
         mods = tuple(self._modules.values())
-        plan = self.__dict__.get("_inference_plan")
+        d = self.__dict__
+        plan = d.get("_inference_plan")
         if plan is None or plan[0] != mods:
-            plan = (mods, _inference_plan(mods))
-            self.__dict__["_inference_plan"] = plan
+            steps = _inference_plan(mods)
+            plan = (mods, steps, _native_plan(steps) if d.get("_native_steps") else None)
+            d["_inference_plan"] = plan
+        native = plan[2]
+        if native is not None and isinstance(input, Tensor):
+            y = native.run(input._data)
+            if y is not None:
+                return Tensor._wrap(y)
         for run, m, act in plan[1]:
             input = run(m, act, input)
         return input

@@ -14,6 +14,7 @@ import copy
 import numpy as np
 
 from ... import _C
+from ..container import Sequential
 from ..conv import Conv2d
 from ..linear import Dense, Linear
 from ..module import Module
@@ -27,6 +28,12 @@ def freeze(module: Module) -> Module:
     for the GEMM and every 3x3 ``Conv2d``'s Winograd transform made (used where the graph-free
     Sequential runs the conv). Outputs equal the original's bit for bit; the original is left as it was.
 
+    Each Sequential of the copy runs its graph-free forward (no_grad) as one C++ call where its layers
+    allow it (Conv2d [-> activation] [-> 2x2 max pool], Linear [-> activation], Flatten), with the
+    layers' settings (stride, padding, activation) read at its first call: change a setting on the
+    copy and it may not be seen; the weights (their arrays, or new Parameters) and forward pre-hooks are
+    followed at every call.
+
     Packing helps layers called on several rows at once (a prefill, a served batch); single-row
     calls read the weight in place either way. The packed copies take as much memory as the weights.
     """
@@ -39,6 +46,10 @@ def freeze(module: Module) -> Module:
         if type(p._data) is np.ndarray:
             p._data.flags.writeable = False
     for m in frozen.modules():
+        if isinstance(m, Sequential):
+            # its graph-free forward may run as one C++ call (a plan built at its first call)
+            m.__dict__.pop("_inference_plan", None)
+            object.__setattr__(m, "_native_steps", True)
         w = m._parameters.get("weight") if isinstance(m, (Linear, Dense)) else None
         if w is not None and type(w._data) is np.ndarray and w._data.dtype == np.float32 and w._data.ndim == 2:
             object.__setattr__(m, "_packed_weight", _C.gemm.PackedWeight(w._data))
