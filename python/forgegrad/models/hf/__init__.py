@@ -9,7 +9,10 @@ Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``RobertaModel``, `
 ``BertForSequenceClassification``, ``RobertaForSequenceClassification``, ``XLMRobertaForSequenceClassification``,
 ``ModernBertModel``, ``ModernBertForSequenceClassification``, ``DistilBertModel``,
 ``DistilBertForSequenceClassification``, ``DebertaV2Model``, ``DebertaV2ForSequenceClassification``,
-``DebertaV2ForMaskedLM``, ``DebertaV2ForTokenClassification`` (DeBERTa-v2 and v3),
+``DebertaV2ForMaskedLM``, ``DebertaV2ForTokenClassification`` (DeBERTa-v2 and v3), the extractive
+question-answering and multiple-choice models of those encoders (``BertForQuestionAnswering``,
+``BertForMultipleChoice`` and their RoBERTa, XLM-RoBERTa, DistilBERT, ModernBERT and DebertaV2 namesakes; see
+``answer_question``),
 ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``, ``Qwen3ForCausalLM``,
 ``Phi3ForCausalLM``, ``GemmaForCausalLM``, ``Gemma2ForCausalLM``, ``Gemma3ForCausalLM``, and the mixture-of-experts
 ``MixtralForCausalLM``, ``Qwen2MoeForCausalLM``, ``Qwen3MoeForCausalLM``, and the encoder-decoders
@@ -48,6 +51,12 @@ from .onnx_export import export_with_past, generate_onnx
 from .onnx_seq2seq import export_seq2seq, generate_onnx_seq2seq
 from .onnx_whisper import generate_onnx_whisper
 from .t5 import T5ForConditionalGeneration
+from .task_heads import (BertForMultipleChoice, BertForQuestionAnswering, DebertaV2ForMultipleChoice,
+                         DebertaV2ForQuestionAnswering, DistilBertForMultipleChoice, DistilBertForQuestionAnswering,
+                         ModernBertForMultipleChoice, ModernBertForQuestionAnswering, QuestionAnsweringOutput,
+                         RobertaForMultipleChoice, RobertaForQuestionAnswering, XLMRobertaForMultipleChoice,
+                         XLMRobertaForQuestionAnswering)
+from .question_answering import answer_question
 
 __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past", "generate_onnx", "export_seq2seq",
            "generate_onnx_seq2seq", "generate_onnx_whisper", "CheckpointError",
@@ -62,7 +71,11 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "Gemma3ForCausalLM", "GemmaForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
            "T5ForConditionalGeneration", "BartForConditionalGeneration", "MarianMTModel",
            "MBartForConditionalGeneration", "M2M100ForConditionalGeneration",
-           "WhisperForConditionalGeneration", "WhisperFeatureExtractor"]
+           "WhisperForConditionalGeneration", "WhisperFeatureExtractor", "answer_question", "QuestionAnsweringOutput",
+           "BertForQuestionAnswering", "RobertaForQuestionAnswering", "XLMRobertaForQuestionAnswering",
+           "DistilBertForQuestionAnswering", "ModernBertForQuestionAnswering", "DebertaV2ForQuestionAnswering",
+           "BertForMultipleChoice", "RobertaForMultipleChoice", "XLMRobertaForMultipleChoice",
+           "DistilBertForMultipleChoice", "ModernBertForMultipleChoice", "DebertaV2ForMultipleChoice"]
 
 ARCHITECTURES = {cls.architecture: cls for cls in
                  (GPT2LMHeadModel, BertModel, RobertaModel, XLMRobertaModel, BertForSequenceClassification,
@@ -73,7 +86,11 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM,
                   Gemma3ForCausalLM, GemmaForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM,
                   T5ForConditionalGeneration, BartForConditionalGeneration, MarianMTModel,
-                  MBartForConditionalGeneration, M2M100ForConditionalGeneration, WhisperForConditionalGeneration)}
+                  MBartForConditionalGeneration, M2M100ForConditionalGeneration, WhisperForConditionalGeneration,
+                  BertForQuestionAnswering, RobertaForQuestionAnswering, XLMRobertaForQuestionAnswering,
+                  DistilBertForQuestionAnswering, ModernBertForQuestionAnswering, DebertaV2ForQuestionAnswering,
+                  BertForMultipleChoice, RobertaForMultipleChoice, XLMRobertaForMultipleChoice,
+                  DistilBertForMultipleChoice, ModernBertForMultipleChoice, DebertaV2ForMultipleChoice)}
 # model_type -> class, for configs that do not list their architecture
 _BY_TYPE = {"gpt2": GPT2LMHeadModel, "bert": BertModel, "roberta": RobertaModel, "xlm-roberta": XLMRobertaModel,
             "modernbert": ModernBertModel, "distilbert": DistilBertModel, "deberta-v2": DebertaV2Model,
@@ -129,6 +146,7 @@ def _required(cfg: dict, cls, path: str) -> None:
             Qwen3MoeForCausalLM: llama + ("num_experts_per_tok", "moe_intermediate_size"),
             T5ForConditionalGeneration: ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads"),
             DistilBertModel: _DISTILBERT_KEYS, DistilBertForSequenceClassification: _DISTILBERT_KEYS,
+            DistilBertForQuestionAnswering: _DISTILBERT_KEYS, DistilBertForMultipleChoice: _DISTILBERT_KEYS,
             BartForConditionalGeneration: _SEQ2SEQ_KEYS, MarianMTModel: _SEQ2SEQ_KEYS,
             MBartForConditionalGeneration: _SEQ2SEQ_KEYS, M2M100ForConditionalGeneration: _SEQ2SEQ_KEYS,
             WhisperForConditionalGeneration: _WHISPER_KEYS,

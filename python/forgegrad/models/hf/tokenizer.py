@@ -46,7 +46,9 @@ class HFTokenizer:
         except Exception as e:  # the package raises its own Exception type for a malformed file
             raise ValueError(f"load_tokenizer: {path!r} is not a valid tokenizer.json: {e}") from None
         self.eos_token_id = eos_token_id
+        self.path = path
         self._pair = None  # (max_length, a copy of the tokenizer truncating pairs to it), made on first use
+        self._windows = None  # a copy of the tokenizer cutting the second text of pairs, made on first use
 
     def encode(self, text: str, add_special_tokens: bool = False) -> List[int]:
         """Token ids of ``text``; ``add_special_tokens``: the tokenizer's post-processing too (the end-of-sequence
@@ -75,6 +77,52 @@ class HFTokenizer:
             pair = self._pair = (max_length, t)
         enc = pair[1].encode(first, second, add_special_tokens=True)
         return enc.ids, enc.type_ids
+
+    def encode_pair_windows(self, first: str, second: str, max_length: int, stride: int) -> list:
+        """A text pair (a question, then its context) as windows of at most ``max_length`` tokens: only the second
+        text is cut, each window after the first repeating the last ``stride`` second-text tokens of the one before,
+        as transformers' ``tokenizer(first, second, truncation="only_second", max_length=..., stride=...,
+        return_overflowing_tokens=True)`` makes them. Returns the ``tokenizers.Encoding`` of each window (ids,
+        type_ids, offsets, sequence ids, words). Raises ValueError when the first text leaves no room."""
+        t = self._windows
+        if t is None:
+            from tokenizers import Tokenizer
+            t = self._windows = Tokenizer.from_str(self._tok.to_str())  # a copy: truncation is the tokenizer's state
+            t.no_padding()
+        t.no_truncation()
+        whole = t.encode(first, second, add_special_tokens=True)
+        if len(whole) > max_length:  # checked here: the tokenizers package panics (not an Exception) on a stride
+            others = sum(s != 1 for s in whole.sequence_ids)  # the first text's tokens and the special ones
+            room = max_length - others
+            if room <= 0:
+                raise ValueError(f"encode_pair_windows: the first text ({others} tokens with the special ones) does "
+                                 f"not leave room for the second in max_length {max_length} tokens")
+            if stride >= room:
+                raise ValueError(f"encode_pair_windows: stride {stride} must be less than the {room} tokens of the "
+                                 f"second text a window of max_length {max_length} holds")
+        t.enable_truncation(max_length, stride=stride, strategy="only_second")
+        enc = t.encode(first, second, add_special_tokens=True)
+        return [enc] + list(enc.overflowing)
+
+    @property
+    def cls_token_id(self) -> Optional[int]:
+        """The classifier token's id (BERT's [CLS], RoBERTa's <s>): tokenizer_config.json's ``cls_token`` beside
+        tokenizer.json where it names one, else the token a text pair's template starts with when it is a
+        special token; None when neither says."""
+        config = _json_object(os.path.join(os.path.dirname(self.path), "tokenizer_config.json"))
+        if "cls_token" in config:
+            token = config["cls_token"]
+            token = token.get("content") if isinstance(token, dict) else token
+            return self._tok.token_to_id(token) if isinstance(token, str) else None
+        enc = self._tok.encode("a", "b", add_special_tokens=True)
+        return enc.ids[0] if enc.special_tokens_mask and enc.special_tokens_mask[0] else None
+
+    @property
+    def model_max_length(self) -> Optional[int]:
+        """tokenizer_config.json's ``model_max_length`` beside tokenizer.json (the longest input the checkpoint
+        was trained on), or None."""
+        n = _json_object(os.path.join(os.path.dirname(self.path), "tokenizer_config.json")).get("model_max_length")
+        return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
     def encode_source(self, text: str, language: int) -> List[int]:
         """``encode(text, add_special_tokens=True)`` with the source-language token the post-processor adds
