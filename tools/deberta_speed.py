@@ -1,7 +1,9 @@
 """DeBERTa-v3 at deberta-v3-small's shape (random weights), forgegrad against transformers, one thread each: the
-encoder's forward (no_grad) on batches of --tokens tokens, and the outputs compared.
+encoder's forward (no_grad) on batches of --tokens tokens, and the outputs compared. With --onnx, also the model
+exported to ONNX (dynamic batch and length) in onnxruntime, one intra-op thread.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python tools/deberta_speed.py --batches 1 8 --tokens 128
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python tools/deberta_speed.py --batches 1 --tokens 128 --onnx
 """
 import argparse
 import os
@@ -30,12 +32,25 @@ def best(f, repeat):
     return min(times) * 1e3
 
 
+def _onnx_session(model, path):
+    """The model exported with dynamic batch and length (input_ids, attention_mask), in a one-thread session."""
+    import onnxruntime as ort
+    from forgegrad.onnx import export
+    ids = np.arange(1, 14, dtype=np.int64)[None]
+    export(model, (ids, np.ones_like(ids)), path, input_names=["input_ids", "attention_mask"], verify=False,
+           dynamic_axes={n: {0: "batch", 1: "tokens"} for n in ("input_ids", "attention_mask")})
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--profile", action="store_true", help="cProfile forgegrad's forward at the last batch size")
+    ap.add_argument("--onnx", action="store_true", help="also time the ONNX export of the model in onnxruntime")
     args = ap.parse_args()
     import torch
     import transformers
@@ -49,6 +64,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         hf.save_pretrained(tmp)
         model = from_pretrained(tmp)
+        sess = _onnx_session(model, os.path.join(tmp, "model.onnx")) if args.onnx else None
     rng = np.random.default_rng(0)
     for batch in args.batches:
         ids = rng.integers(1, V3_SMALL["vocab_size"], (batch, args.tokens))
@@ -59,6 +75,13 @@ def main():
             theirs = best(lambda: hf(tids), args.repeat)
         print(f"batch {batch} x {args.tokens} tokens: forgegrad {ours:.1f} ms, transformers {theirs:.1f} ms "
               f"({theirs / ours:.2f}x); largest difference {diff:.1e}")
+        if sess is not None:
+            feed = {"input_ids": ids.astype(np.int64), "attention_mask": np.ones(ids.shape, np.int64)}
+            with fg.no_grad():
+                diff = np.abs(sess.run(None, feed)[0] - model(ids).last_hidden_state.numpy()).max()
+            runtime = best(lambda: sess.run(None, feed), args.repeat)
+            print(f"  onnxruntime {runtime:.1f} ms ({runtime / ours:.2f}x forgegrad's time); largest difference "
+                  f"{diff:.1e}")
     if args.profile:
         import cProfile
         import pstats
