@@ -1,8 +1,8 @@
 """DeBERTa-v2 / v3 export to ONNX with dynamic batch and sequence axes: the relative-position gather indices and the
 padding masks are computed in the graph, so one file gives forgegrad's and transformers' outputs in onnxruntime at
 any batch and length, a v3-style model (log buckets shorter than the sequences) and a v2-style one (clamped
-positions, absolute positions, token types, the ConvLayer) alike; ``forgegrad export`` writes such a file from a
-checkpoint directory."""
+positions, absolute positions, token types as a third input, the ConvLayer) alike; ``forgegrad export`` writes such
+a file from a checkpoint directory."""
 from __future__ import annotations
 
 import numpy as np
@@ -18,7 +18,7 @@ ort = pytest.importorskip("onnxruntime")
 transformers.logging.set_verbosity_error()
 
 VOCAB = 99
-AXES = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}}
+NAMES = ["input_ids", "attention_mask", "token_type_ids"]
 STYLES = {
     # 8 buckets over 16 positions: lengths 7 and more reach the log buckets, 19 and 40 the clamped ends of the table
     "v3": dict(relative_attention=True, position_buckets=8, max_relative_positions=16, pos_att_type=["p2c", "c2p"],
@@ -39,9 +39,23 @@ def _config(style, **kw):
 _EXPORTS = {}
 
 
+def _inputs(style, batch, length, seed):
+    """Token ids, a right-padding mask (the first row full, the others shorter, one token at the least) and, for the
+    v2 style (a type table), token types: 1 from the middle on."""
+    rng = np.random.RandomState(seed)
+    ids = rng.randint(1, VOCAB, (batch, length)).astype(np.int64)
+    mask = np.ones_like(ids)
+    for row, n in enumerate(rng.randint(1, length + 1, batch)[1:], start=1):
+        mask[row, n:] = 0
+        ids[row, n:] = 0
+    types = np.zeros_like(ids)
+    types[:, length // 2:] = 1
+    return [ids, mask, types] if style == "v2" else [ids, mask]
+
+
 def _exported(style, head, tmp_path_factory):
-    """(transformers model, forgegrad's from_pretrained of its checkpoint, ONNX path), exported once with input_ids
-    and attention_mask at (2, 13), one row padded."""
+    """(transformers model, forgegrad's from_pretrained of its checkpoint, ONNX path), exported once with
+    ``_inputs`` at (2, 13)."""
     key = (style, head)
     if key not in _EXPORTS:
         root = tmp_path_factory.mktemp(f"deberta_{style}_{head}")
@@ -49,26 +63,14 @@ def _exported(style, head, tmp_path_factory):
         hf = getattr(transformers, head)(_config(style, num_labels=3)).eval()
         hf.save_pretrained(root / "ckpt")
         model = from_pretrained(root / "ckpt")
-        ids = np.random.RandomState(0).randint(1, VOCAB, (2, 13)).astype(np.int64)
-        mask = np.ones_like(ids)
-        mask[1, 9:] = 0
+        example = _inputs(style, 2, 13, seed=0)
+        names = NAMES[:len(example)]
         path = str(root / "model.onnx")
-        report = export(model, (ids, mask), path, input_names=["input_ids", "attention_mask"], dynamic_axes=AXES,
-                        rtol=1e-4, atol=1e-5)
+        report = export(model, tuple(example), path, input_names=names, rtol=1e-4, atol=1e-5,
+                        dynamic_axes={n: {0: "batch", 1: "tokens"} for n in names})
         assert report.ok and len(report.runs) == 3, report  # the example, then (1, 1) and (7, 7) random inputs
         _EXPORTS[key] = hf, model, path
     return _EXPORTS[key]
-
-
-def _padded(batch, length, seed):
-    """Token ids and a right-padding mask: the first row full, the others shorter (one token at the least)."""
-    rng = np.random.RandomState(seed)
-    ids = rng.randint(1, VOCAB, (batch, length)).astype(np.int64)
-    mask = np.ones_like(ids)
-    for row, n in enumerate(rng.randint(1, length + 1, batch)[1:], start=1):
-        mask[row, n:] = 0
-        ids[row, n:] = 0
-    return ids, mask
 
 
 @pytest.mark.parametrize("head", ["DebertaV2ForSequenceClassification", "DebertaV2Model"])
@@ -78,12 +80,12 @@ def test_one_graph_gives_forgegrad_and_transformers_at_any_batch_and_length(styl
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     for batch in (1, 3):
         for length in (1, 7, 19, 40):  # 40: past the distances where the v3 rows stop changing (distance_rows)
-            ids, mask = _padded(batch, length, seed=batch * 100 + length)
-            got = sess.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-            ours = model(ids, attention_mask=mask)
+            inputs = _inputs(style, batch, length, seed=batch * 100 + length)
+            got = sess.run(None, dict(zip(NAMES, inputs)))[0]
+            ours = model(*inputs)
             ours = (ours.last_hidden_state if head == "DebertaV2Model" else ours).numpy()
             with torch.no_grad():
-                theirs = hf(torch.tensor(ids), attention_mask=torch.tensor(mask))
+                theirs = hf(*(torch.tensor(a) for a in inputs))
             theirs = (theirs.last_hidden_state if head == "DebertaV2Model" else theirs.logits).numpy()
             np.testing.assert_allclose(got, ours, rtol=1e-4, atol=1e-4, err_msg=f"{batch} x {length}")
             np.testing.assert_allclose(got, theirs, rtol=1e-4, atol=1e-4, err_msg=f"{batch} x {length}")
