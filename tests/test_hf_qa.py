@@ -312,9 +312,13 @@ def test_bad_input(tmp_path):
         answer_question(model, tok, QUESTION, CONTEXT, max_seq_len=20, doc_stride=30)
     with pytest.raises(ValueError, match="does not leave room"):
         answer_question(model, tok, QUESTION * 10, CONTEXT, max_seq_len=20, doc_stride=2)
+    _, choices = _saved(tmp_path / "mc", "Bert", "MultipleChoice")
     with pytest.raises(TypeError, match="question-answering model"):
-        answer_question(from_pretrained(_saved(tmp_path / "mc", "Bert", "MultipleChoice")[0] and tmp_path / "mc"),
-                        tok, QUESTION, CONTEXT)
+        answer_question(choices, tok, QUESTION, CONTEXT)
+    with pytest.raises(TypeError, match="call the model"):
+        choices.score_packed([[1, 2, 3]])
+    with pytest.raises(ValueError, match="holds no tokenizer.json"):
+        answer_question(model, tmp_path, QUESTION, CONTEXT)
     with pytest.raises(RuntimeError, match="eval"):
         answer_question(model.train(), tok, QUESTION, CONTEXT)
 

@@ -125,6 +125,8 @@ def answer_question(model, tokenizer, question: str, context: str, top_k: int = 
     if model.training:
         raise RuntimeError("answer_question: inference only; call model.eval() first")
     if isinstance(tokenizer, (str, os.PathLike)):
+        if not os.path.isfile(os.path.join(os.fspath(tokenizer), "tokenizer.json")):
+            raise ValueError(f"answer_question: {os.fspath(tokenizer)!r} holds no tokenizer.json")
         tokenizer = load_tokenizer(tokenizer, 0)
     if not isinstance(tokenizer, HFTokenizer):
         raise TypeError(f"answer_question: tokenizer must be a tokenizer.json tokenizer (load_tokenizer), got "
@@ -140,7 +142,8 @@ def answer_question(model, tokenizer, question: str, context: str, top_k: int = 
         raise ValueError(f"answer_question: doc_stride ({doc_stride}) is larger than max_seq_len ({max_seq_len})")
 
     windows = tokenizer.encode_pair_windows(question, context, max_seq_len, doc_stride)
-    ids = np.zeros((len(windows), max(len(w.ids) for w in windows)), np.int64)
+    pad = model.config.get("pad_token_id")
+    ids = np.full((len(windows), max(len(w.ids) for w in windows)), 0 if pad is None else pad, np.int64)
     types, mask = np.zeros_like(ids), np.zeros_like(ids)
     for i, w in enumerate(windows):
         n = len(w.ids)

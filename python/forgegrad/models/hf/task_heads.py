@@ -192,6 +192,9 @@ class MultipleChoice(nn.Module):
                                     _rows(token_type_ids, who, "token_type_ids", (B, C, T)))
         return logits.reshape(B, C)
 
+    def score_packed(self, sequences, token_types=None):
+        raise TypeError(f"{type(self).__name__} scores (batch, choices, tokens) inputs: call the model (forward)")
+
     @staticmethod
     def _one_label(config: dict) -> dict:
         """``config`` with one label, to build the classifier with (the model keeps the checkpoint's to save)."""
