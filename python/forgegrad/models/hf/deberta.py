@@ -11,8 +11,7 @@ where pk / pq are the relative-position embeddings (``encoder.rel_embeddings``, 
 ``position_buckets / 2`` and clamped to the table (``pos_att_type`` picks which of the two terms there are). Each
 term is one GEMM against the table rows the length can reach and a gather (advanced indexing: its gradient is the
 scatter-add) with an index built in numpy once per length; the sum is the float bias of the fused attention kernel.
-An ONNX export (traced with ``input_ids`` a Tensor) computes the indices and the padding masks in the graph instead
-(``_GraphContext``), so one graph runs at any batch and length.
+An ONNX export computes the indices and the padding masks in the graph (``_GraphContext``): any batch and length.
 The embeddings' LayerNorm output is zeroed at padding; the first layer's output goes through ``ConvLayer`` where
 ``conv_kernel_size`` > 0 (DeBERTa-v2-xlarge / xxlarge).
 """
@@ -312,7 +311,7 @@ class _Context:
             self.rel_embeddings = _normed(model, rows)
 
     def mask_scores(self, bias: Optional[Tensor]):
-        """The scores' bias with the pairs that are not two tokens at float32's min."""
+        """The scores' bias, float32's min where query and key are not both tokens."""
         return self.additive if bias is None else where(self.allowed, bias, _NEG)
 
 
@@ -324,9 +323,8 @@ def _normed(model: "DebertaV2Model", rows: Tensor) -> Tensor:
 
 class _GraphContext:
     """``_Context`` as Tensor ops on the inputs, for an ONNX export: the masks from ``attention_mask`` (applied
-    whenever there is one, whatever the example holds) and the gather indices from the length, through
-    ``distance_rows`` over the whole table (an eager forward's GEMM against the rows its length reaches is a
-    numpy plan of that length)."""
+    whenever there is one, whatever the example holds) and the gather indices from the length through
+    ``distance_rows``, over the whole table (which rows a length reaches follows it through the log buckets)."""
 
     def __init__(self, model: "DebertaV2Model", input_ids: Tensor, attention_mask, real: Optional[np.ndarray]):
         c = model.settings
