@@ -167,23 +167,26 @@ CONTEXT = ("The tiny river runs past the old mill. In the quiet town the miller 
 QUESTION = "where does the miller sell bread?"
 
 
-def _bert_qa(path):
-    """A BertForQuestionAnswering (torch seeded 0) with a WordPiece tokenizer saved as BertTokenizerFast."""
+def _wordpiece_qa(path, family="Bert"):
+    """A ``family``ForQuestionAnswering (torch seeded 0) with a WordPiece tokenizer saved as BertTokenizerFast
+    ([CLS] question [SEP] context [SEP]: the pair template of BERT's, DistilBERT's, ModernBERT's and DeBERTa-v3's
+    tokenizers; token types passed to the models that take them, as their tokenizers do)."""
     from tokenizers import BertWordPieceTokenizer
     path.mkdir()
     tok = BertWordPieceTokenizer(lowercase=True)
     tok.train_from_iterator(CORPUS, vocab_size=90)
     tok.save(str(path / "tokenizer.json"))
-    transformers.BertTokenizerFast(tokenizer_file=str(path / "tokenizer.json"), model_max_length=64).save_pretrained(
-        path)
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if family in ("Bert", "DebertaV2") else [])
+    transformers.BertTokenizerFast(tokenizer_file=str(path / "tokenizer.json"), model_max_length=64,
+                                   model_input_names=names).save_pretrained(path)
     torch.manual_seed(0)
-    transformers.BertForQuestionAnswering(transformers.BertConfig(
-        vocab_size=VOCAB, max_position_embeddings=64, **dict(SMALL, initializer_range=0.5)
-    )).save_pretrained(path)
+    cfg = _config(family)
+    cfg.initializer_range = 0.5
+    getattr(transformers, f"{family}ForQuestionAnswering")(cfg).save_pretrained(path)
     return path
 
 
-def _roberta_qa(path):
+def _roberta_qa(path, family="Roberta"):
     """A RobertaForQuestionAnswering with a byte-level BPE tokenizer (RoBERTa's pair template, no token types)."""
     from tokenizers import ByteLevelBPETokenizer, processors
     path.mkdir()
@@ -262,9 +265,9 @@ CASES = [(CONTEXT, dict()), (CONTEXT, dict(top_k=3)), (CONTEXT, dict(top_k=5, ma
          ("at the market", dict(top_k=10, handle_impossible_answer=True))]
 
 
-@pytest.mark.parametrize("make", [_bert_qa, _roberta_qa])
-def test_answers_are_the_pipelines(tmp_path, make):
-    path = make(tmp_path / "qa")
+@pytest.mark.parametrize("family", ["Bert", "Roberta", "DistilBert", "ModernBert", "DebertaV2"])
+def test_answers_are_the_pipelines(tmp_path, family):
+    path = (_roberta_qa if family == "Roberta" else _wordpiece_qa)(tmp_path / "qa", family)
     hf = transformers.AutoModelForQuestionAnswering.from_pretrained(path).eval()
     tok = transformers.AutoTokenizer.from_pretrained(path)
     model = from_pretrained(path)
@@ -284,7 +287,7 @@ def test_answers_are_the_pipelines(tmp_path, make):
 
 def test_windows_are_the_tokenizers(tmp_path):
     """encode_pair_windows cuts the context as transformers' tokenizer does (ids, types, offsets, overlap)."""
-    path = _bert_qa(tmp_path / "qa")
+    path = _wordpiece_qa(tmp_path / "qa")
     tok = transformers.AutoTokenizer.from_pretrained(path)
     want = tok(QUESTION, CONTEXT, truncation="only_second", max_length=28, stride=4, return_overflowing_tokens=True,
                return_offsets_mapping=True)
@@ -297,7 +300,7 @@ def test_windows_are_the_tokenizers(tmp_path):
 
 
 def test_bad_input(tmp_path):
-    path = _bert_qa(tmp_path / "qa")
+    path = _wordpiece_qa(tmp_path / "qa")
     model = from_pretrained(path)
     tok = load_tokenizer(path, VOCAB)
     with pytest.raises(ValueError, match="question must not be empty"):
