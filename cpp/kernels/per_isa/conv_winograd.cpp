@@ -108,7 +108,10 @@ void input_transform(const Winograd3x3& p, const float* Bc, float* V, int64_t c,
 }
 
 // Output transform of channel m: y tiles from M[xi][m][t].
-void output_transform(const Winograd3x3& p, const float* Mb, float bias, float* out, int64_t m, int64_t i_img) {
+// act(v) is applied to each vector as it is stored (the activation's bits: act_vec.h).
+template <class Act>
+void output_transform(const Winograd3x3& p, const float* Mb, float bias, float* out, int64_t m, int64_t i_img,
+                      Act act) {
   const int64_t plane = m_plane(p);
   const vf vb = vset1(bias);
   for (int64_t th = 0; th < p.th; ++th) {
@@ -128,11 +131,11 @@ void output_transform(const Winograd3x3& p, const float* Mb, float bias, float* 
       // pairs follow); for the first only if the block is the row's first (row 2 th + 1 of the pair is
       // written block by block right after the first row's block).
       const int64_t end0 = 2 * th * p.OWo + 2 * t0 + 2 * W, plane_end = p.OHo * p.OWo;
-      store_interleaved(y0, vadd(vadd(vadd(s0[0], s0[1]), s0[2]), vb), vadd(vsub(vsub(s0[1], s0[2]), s0[3]), vb),
-                        t0 == 0 && end0 <= plane_end ? 2 * W : n);
+      store_interleaved(y0, act(vadd(vadd(vadd(s0[0], s0[1]), s0[2]), vb)),
+                        act(vadd(vsub(vsub(s0[1], s0[2]), s0[3]), vb)), t0 == 0 && end0 <= plane_end ? 2 * W : n);
       if (2 * th + 1 < p.OHo)
-        store_interleaved(y0 + p.OWo, vadd(vadd(vadd(s1[0], s1[1]), s1[2]), vb),
-                          vadd(vsub(vsub(s1[1], s1[2]), s1[3]), vb), end0 + p.OWo <= plane_end ? 2 * W : n);
+        store_interleaved(y0 + p.OWo, act(vadd(vadd(vadd(s1[0], s1[1]), s1[2]), vb)),
+                          act(vadd(vsub(vsub(s1[1], s1[2]), s1[3]), vb)), end0 + p.OWo <= plane_end ? 2 * W : n);
     }
   }
 }
@@ -281,16 +284,22 @@ void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const f
     }
   });
   const int64_t oplane = p.OHo * p.OWo, POH = p.OHo / 2, POW = p.OWo / 2;
-  parallel_for(p.nimg * p.M, 1, [&](int64_t m0, int64_t m1) {
-    AlignedBuffer plane(pool2x2 ? static_cast<size_t>(oplane + 2 * W) : 0);
-    for (int64_t im = m0; im < m1; ++im) {
-      const int64_t i = im / p.M, m = im % p.M;
-      float* o = pool2x2 ? plane.data() : out + i * out_step + m * oplane;
-      output_transform(p, Mb, bias ? bias[m] : 0.0f, o, m, i);
-      act_forward_serial(act, alpha, o, oplane);  // while the plane is in cache
-      if (pool2x2) max_pool2x2_plane(o, p.OWo, POH, POW, out + i * out_step + m * POH * POW, nullptr);
-    }
-  });
+  // the activation goes on each vector of output as the transform stores it (no pass over the plane)
+  const auto transform = [&](auto f) {
+    parallel_for(p.nimg * p.M, 1, [&](int64_t m0, int64_t m1) {
+      AlignedBuffer plane(pool2x2 ? static_cast<size_t>(oplane + 2 * W) : 0);
+      for (int64_t im = m0; im < m1; ++im) {
+        const int64_t i = im / p.M, m = im % p.M;
+        float* o = pool2x2 ? plane.data() : out + i * out_step + m * oplane;
+        output_transform(p, Mb, bias ? bias[m] : 0.0f, o, m, i, f);
+        if (pool2x2) max_pool2x2_plane(o, p.OWo, POH, POW, out + i * out_step + m * POH * POW, nullptr);
+      }
+    });
+  };
+  if (act >= 0 && act < kActCount)
+    with_act_forward(act, alpha, transform);
+  else
+    transform([](vf v) { return v; });
 }
 
 int64_t winograd_wgrad_scratch_floats(const Winograd3x3& p) { return winograd_scratch_floats(p); }
