@@ -104,6 +104,12 @@ def test_multiple_choice_logits_match_transformers(tmp_path, family, pooling):
     assert got.shape == (2, 3)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     assert np.ptp(want) > 1e-3
+    # left padding (ModernBERT pools the first token the mask keeps, as transformers does)
+    left_ids = np.stack([np.roll(r, -int(m.sum())) for r, m in zip(ids.reshape(6, -1), mask.reshape(6, -1))])
+    left_mask = np.stack([np.roll(m, -int(m.sum())) for m in mask.reshape(6, -1)])
+    left_ids, left_mask = left_ids.reshape(ids.shape), left_mask.reshape(ids.shape)
+    np.testing.assert_allclose(model(left_ids, attention_mask=left_mask).numpy(),
+                               _hf_choice(hf, left_ids, left_mask), rtol=1e-4, atol=1e-4)
 
 
 def _gradients(hf, model, ids, mask, outputs):
@@ -155,6 +161,22 @@ def test_save_pretrained_round_trip(tmp_path, family):
         else:
             ids, mask = _choices(family)
             np.testing.assert_allclose(_hf_choice(back, ids, mask), _hf_choice(hf, ids, mask), rtol=1e-6, atol=1e-6)
+
+
+def test_reader_checkpoint_with_a_pooler(tmp_path):
+    """A BERT reader's checkpoint that carries a pooler (as the TensorFlow-converted SQuAD readers do) loads as
+    transformers loads it: the pooler ignored."""
+    from safetensors.numpy import load_file, save_file
+    hf, _ = _saved(tmp_path, "Bert", "QuestionAnswering")
+    tensors = load_file(tmp_path / "model.safetensors")
+    rng = np.random.RandomState(0)
+    tensors.update({"bert.pooler.dense.weight": rng.standard_normal((32, 32)).astype(np.float32),
+                    "bert.pooler.dense.bias": np.zeros(32, np.float32)})
+    save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    ids, mask = padded_batch(LENGTHS, VOCAB)
+    start, end = from_pretrained(tmp_path)(ids, attention_mask=mask)
+    real = mask.astype(bool)
+    np.testing.assert_allclose(start.numpy()[real], _hf_qa(hf, ids, mask)[0][real], rtol=1e-4, atol=1e-4)
 
 
 # ---- answer_question against the pipeline ------------------------------------------------------------------------

@@ -88,9 +88,11 @@ class BertForQuestionAnswering(QuestionAnswering):
         self._build(config, self.encoder_class(config, add_pooling_layer=False))
         self.qa_outputs = nn.Linear(self.config["hidden_size"], 2)
 
-    @staticmethod
-    def from_hf(tensors):
-        return BertModel.from_hf(tensors)  # the weights are already under bert. / roberta.
+    def from_hf(self, tensors):
+        """The weights are already under bert. / roberta.; a pooler some checkpoints carry (converted from
+        TensorFlow, e.g. the whole-word-masking SQuAD readers) is dropped, as transformers ignores it."""
+        pooler = f"{self.encoder_name}.pooler."
+        return BertModel.from_hf({k: v for k, v in tensors.items() if not k.startswith(pooler)})
 
 
 class RobertaForQuestionAnswering(BertForQuestionAnswering):
