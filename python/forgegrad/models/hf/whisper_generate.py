@@ -8,7 +8,10 @@ timestamp pairs and ``seek`` moved past what was transcribed. Audio of one windo
 unless timestamps move ``seek``; longer audio (long-form) takes as many as it needs, as transformers' sequential
 long-form generate. One decoding loop (``_decode_window``) serves every window, attempt and input.
 
-Not yet: beam search, prompt_ids, token-level timestamps (cross-attention alignment).
+A text prompt (``prompt_ids``) goes before the decoder prompt of every window, or into the previous tokens
+(``prompt_condition_type``), as transformers puts it.
+
+Not yet: beam search, token-level timestamps (cross-attention alignment).
 """
 from __future__ import annotations
 
@@ -137,8 +140,8 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
              pad_token_id=UNSET, return_timestamps: Optional[bool] = None, num_beams: Optional[int] = None,
              attention_mask=None, return_segments: bool = False, return_dict_in_generate: Optional[bool] = None,
              condition_on_prev_tokens: Optional[bool] = None, time_precision: float = 0.02,
-             compression_ratio_threshold=None, logprob_threshold=None,
-             no_speech_threshold=None) -> Union[np.ndarray, dict]:
+             compression_ratio_threshold=None, logprob_threshold=None, no_speech_threshold=None,
+             prompt_ids=None, prompt_condition_type: Optional[str] = None) -> Union[np.ndarray, dict]:
     """The tokens transformers' ``WhisperForConditionalGeneration.generate`` returns for log-mel features
     (``WhisperFeatureExtractor``'s; ``input_features`` (B, num_mel_bins, frames)): (B, n), the prompt not
     included, each row without its end token and padded on the right with ``pad_token_id`` to the longest.
@@ -174,6 +177,13 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
     ``logprob_threshold`` (-1.0); with ``no_speech_threshold`` (0.6), a window below ``logprob_threshold`` whose
     <|nocaptions|> probability is above it is skipped as silence. Thresholds default to generation_config.json's.
 
+    ``prompt_ids`` (1-D token ids, ``WhisperTokenizer.get_prompt_ids(text)``'s: <|startofprev|> then the text's
+    tokens): a text before the decoder prompt, which the tokens follow (spelling, names, style); not returned.
+    ``prompt_condition_type`` (with ``prompt_ids``; transformers' settings): "first-segment" (default) counts
+    the prompt's text as the audio's first segment: every window starts with ``prompt_ids`` without
+    condition_on_prev_tokens, and with it the text is the oldest of the previous tokens; "all-segments" (needs
+    condition_on_prev_tokens) starts every window with ``prompt_ids`` and then the previous tokens.
+
     Not supported (ValueError): beam search (num_beams > 1).
     """
     if num_beams not in (None, 1):
@@ -182,6 +192,7 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
     gc = dict(generation_source(model))
     thresholds, condition = _options(gc, compression_ratio_threshold, logprob_threshold, no_speech_threshold,
                                      condition_on_prev_tokens)
+    prompt_ids, all_segments = _text_prompt(prompt_ids, prompt_condition_type, condition, model.vocab_size)
     for name, value in (("return_segments", return_segments), ("return_timestamps", return_timestamps),
                         ("return_dict_in_generate", return_dict_in_generate)):
         if value is not None and not isinstance(value, bool):
@@ -226,7 +237,11 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
         cut_off = model.max_positions // 2 - 1  # the previous tokens kept when conditioning on them
         prev_sot = gc.get("prev_sot_token_id")
         prev_sot = (run.suppress[-2] if len(run.suppress) >= 2 else None) if prev_sot is None else prev_sot
-        segments: List[List[dict]] = [[] for _ in range(B)]
+        # "first-segment": the prompt's text (without <|startofprev|>) is each input's first segment, dropped at the end
+        first = [] if prompt_ids is None or all_segments else [
+            {"tokens": prompt_ids[1:] if prompt_ids[0] == gc.get("prev_sot_token_id") else prompt_ids}]
+        segments: List[List[dict]] = [list(first) for _ in range(B)]
+        bos = prompt_ids if all_segments else None if prev_sot is None else np.array([prev_sot], np.int64)
         seek = np.zeros(B, np.int64)
         # transformers' do_condition_on_prev_tokens: written at each row's place in the window's batch, read at the
         # input's place (they differ once an input has finished); kept so for the same tokens
@@ -237,7 +252,9 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
             prompt, padding = init[rows], None
             if any(conditioned) and segments[0]:  # (transformers looks at the first input's segments)
                 prompt, padding = _conditioned(prompt, [segments[i] if conditioned[i] else None for i in rows],
-                                               prev_sot, cut_off, stamp_begin, run.pad)
+                                               bos, cut_off, stamp_begin, run.pad)
+            elif prompt_ids is not None:
+                prompt = np.concatenate([np.broadcast_to(prompt_ids, (len(rows), len(prompt_ids))), prompt], 1)
             budget = limit.next(prompt.shape[1])
             tokens, skip, used = _window_with_fallback(run, features[rows], seek[rows], seek_frames, window, prompt,
                                                        padding, budget)
@@ -250,6 +267,8 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
                                                float(time_precision), stride)
                 segments[i] += found
                 seek[i] += moved
+    if first:
+        segments = [row[1:] for row in segments]
     sequences = joined(segments, run.pad)
     if return_segments or return_dict_in_generate:
         return {"sequences": sequences, "segments": segments}
@@ -401,6 +420,26 @@ def _options(gc: dict, compression_ratio_threshold, logprob_threshold, no_speech
     return thresholds, bool(condition)
 
 
+def _text_prompt(prompt_ids, prompt_condition_type, condition: bool, vocab: int):
+    """``prompt_ids`` as a 1-D int64 array (or None), and whether it starts every window ("all-segments"), checked
+    as transformers checks them (prompt_condition_type is checked with or without prompt_ids)."""
+    kind = prompt_condition_type or "first-segment"
+    if kind not in ("first-segment", "all-segments"):
+        raise ValueError(f"generate: prompt_condition_type must be 'first-segment' or 'all-segments', got "
+                         f"{prompt_condition_type!r}")
+    if kind == "all-segments" and not condition:
+        raise ValueError("generate: prompt_condition_type='all-segments' needs condition_on_prev_tokens=True (the "
+                         "prompt then starts each window, before the previous tokens)")
+    if prompt_ids is None:
+        return None, False
+    ids = prompt_ids.numpy() if isinstance(prompt_ids, Tensor) else np.asarray(prompt_ids)
+    if (ids.ndim != 1 or ids.size == 0 or ids.dtype.kind not in "iu" or ids.min() < 0 or ids.max() >= vocab):
+        raise ValueError(f"generate: prompt_ids must be a non-empty 1-D sequence of token ids in [0, {vocab}) "
+                         "(WhisperTokenizer.get_prompt_ids' <|startofprev|> and the text's tokens), got "
+                         f"{prompt_ids!r}")
+    return ids.astype(np.int64), kind == "all-segments"
+
+
 def _samples(do_sample, temperature) -> bool:
     """transformers' Whisper generate samples exactly when ``temperature`` > 0 (it sets do_sample from it); a
     ``do_sample`` that disagrees is an error here rather than ignored."""
@@ -413,17 +452,18 @@ def _samples(do_sample, temperature) -> bool:
     return sample
 
 
-def _conditioned(prompt: np.ndarray, segments: List[Optional[List[dict]]], prev_sot: Optional[int], cut_off: int,
+def _conditioned(prompt: np.ndarray, segments: List[Optional[List[dict]]], bos: Optional[np.ndarray], cut_off: int,
                  stamp_begin: int, pad: int):
-    """transformers' prompt with condition_on_prev_tokens: <|startofprev|>, the last ``cut_off`` tokens of each
-    input's segments so far (a segment ending in a timestamp pair without its last timestamp), left padded with
-    ``pad`` to the longest, then the start tokens; and where it is not padding (the tokens other than ``pad``)."""
+    """transformers' prompt with condition_on_prev_tokens: ``bos`` (<|startofprev|>, or the whole ``prompt_ids``
+    with "all-segments"), the last ``cut_off`` tokens of each input's segments so far (a segment ending in a
+    timestamp pair without its last timestamp), left padded with ``pad`` to the longest, then the start tokens; and
+    where it is not padding (the tokens other than ``pad``)."""
     prev = []
     for row in segments:
         tokens = [s["tokens"][:-1] if len(s["tokens"]) > 2 and s["tokens"][-2] >= stamp_begin else s["tokens"]
                   for s in row or []]  # (None: a row not conditioned, <|startofprev|> only)
         kept = np.concatenate(tokens)[-cut_off:].tolist() if tokens else []
-        prev.append(([] if prev_sot is None else [int(prev_sot)]) + kept)
+        prev.append(([] if bos is None else [int(t) for t in bos]) + kept)
     width = max(len(p) for p in prev)
     ids = np.array([[pad] * (width - len(p)) + p for p in prev], np.int64).reshape(len(prev), width)
     ids = np.concatenate([ids, prompt], 1)
