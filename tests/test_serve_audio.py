@@ -211,8 +211,8 @@ def _segments(reference, stored, rate, longform=False, **kwargs):
     else:
         features, extra = torch.tensor(_expected_features(reference, stored, rate)), {}
     with torch.no_grad():
-        out = hf.generate(features, max_new_tokens=MAX_NEW, return_timestamps=True, return_segments=True, **extra,
-                          **kwargs)
+        out = hf.generate(features, return_timestamps=True, return_segments=True, **extra,
+                          **{"max_new_tokens": MAX_NEW, **kwargs})
     segments = [(float(s["start"]), float(s["end"]), s["tokens"].tolist()) for s in out["segments"][0]]
     assert segments
     return segments, tokenizer.decode(out["sequences"][0], skip_special_tokens=True).strip()
@@ -270,6 +270,62 @@ def test_long_audio_is_decoded_window_after_window(client, reference):
     assert v["duration"] == pytest.approx(2.6) and v["text"] == text and v["language"] == "french"
     assert [(g["start"], g["end"], g["tokens"]) for g in v["segments"]] == \
         [(round(a, 3), round(b, 3), tokens) for a, b, tokens in segments]
+
+
+def test_prompt_is_transformers_generate_with_prompt_ids(client, reference, whisper_dir):
+    """The prompt field: WhisperTokenizer.get_prompt_ids(text) passed as generate's prompt_ids (the decoder keeps
+    room for them); the answer is transformers' text after the prompt, for one window (json, and verbose_json's
+    timestamped segments) and for long audio (the prompt before every window)."""
+    hf, _, tokenizer = reference
+    whisper_tokenizer = transformers.WhisperTokenizerFast(tokenizer_file=str(whisper_dir / "tokenizer.json"))
+    text = "  the water of time "
+    ids = whisper_tokenizer.get_prompt_ids(text)
+    assert ids.tolist() == [PREV] + [WORDS.index(w) for w in text.split()]
+    prompt = dict(prompt_ids=torch.tensor(ids), max_new_tokens=MAX_NEW - len(ids), task="transcribe", language="fr")
+    route = "/v1/audio/transcriptions"
+    file, stored, rate = WAVS["44k-stereo-int24"]()
+    with torch.no_grad():
+        out = hf.generate(torch.tensor(_expected_features(reference, stored, rate)), **prompt)[0].tolist()
+    want = tokenizer.decode(out, skip_special_tokens=True).strip()
+    assert want
+    r = _post(client, route, file, {"language": "fr", "prompt": text})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"text": want}
+    assert _post(client, route, file, {"language": "fr"}).json()["text"] != want  # the prompt mattered
+
+    segments, want = _segments(reference, stored, rate, **prompt)
+    v = _post(client, route, file, {"language": "fr", "prompt": text, "response_format": "verbose_json"}).json()
+    assert v["text"] == want
+    assert [(g["start"], g["end"], g["tokens"]) for g in v["segments"]] == \
+        [(round(a, 3), round(b, 3), tokens) for a, b, tokens in segments]
+
+    file, stored, rate = _pcm_wav(_signal(2.6, 8000, 2, 6), 8000, 2) + (8000,)
+    segments, want = _segments(reference, stored, rate, longform=True, **prompt)
+    assert segments[-1][1] > 1.0
+    r = _post(client, route, file, {"language": "fr", "prompt": text})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"text": want}
+
+
+def test_prompt_tokens(whisper_dir, tmp_path):
+    """A long prompt keeps its last max_target_positions // 2 - 1 tokens, as OpenAI's Whisper; a tokenizer without
+    <|startofprev|> refuses the prompt field, naming it."""
+    import shutil
+
+    from forgegrad.serve.completion_request import CompletionError
+    from forgegrad.serve.speech_app import Transcriber
+    from forgegrad.serve.speech_request import SpeechRequest
+    words = WORDS[:30]
+    assert Transcriber(str(whisper_dir)).prompt_ids(" ".join(words), "transcribe") == \
+        (PREV,) + tuple(range(30 - (POSITIONS // 2 - 1), 30))
+    path = tmp_path / "tiny-whisper"
+    shutil.copytree(whisper_dir, path)
+    file = path / "tokenizer.json"
+    file.write_text(file.read_text().replace("<|startofprev|>", "<|previous|>"))
+    wav, _, _ = WAVS["16k-mono-float32"]()
+    with pytest.raises(CompletionError, match="no <\\|startofprev\\|> token") as e:
+        Transcriber(str(path)).prepare(SpeechRequest("transcribe", wav, "a.wav", prompt="the water"), None)
+    assert e.value.status == 400 and e.value.param == "prompt"
 
 
 def test_without_timestamp_tokens_verbose_json_is_one_segment_with_whispers_scores(whisper_dir, tmp_path):
@@ -385,7 +441,7 @@ def test_bad_requests_name_their_field(client):
     _error(_post(client, route, file, {"temperature": "1.5"}), 400, "temperature")
     assert "klingon" in _error(_post(client, route, file, {"language": "klingon"}), 400, "language")
     _error(_post(client, route, file, {"language": "ja"}), 400, "language")  # not in this checkpoint's lang_to_id
-    _error(_post(client, route, file, {"prompt": "previous words"}), 400, "prompt")
+    assert "special token '<|en|>'" in _error(_post(client, route, file, {"prompt": "the <|en|> water"}), 400, "prompt")
     _error(_post(client, route, file, {"temprature": "0"}), 400, "temprature")
     _error(_post(client, route, file, {"stream": "true"}), 400, "stream")
     _error(_post(client, route, file, {"timestamp_granularities[]": "word", "response_format": "verbose_json"}),

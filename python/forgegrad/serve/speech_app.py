@@ -1,7 +1,7 @@
 """Speech to text over HTTP: OpenAI's audio API for a Whisper checkpoint directory (``forgegrad serve WHISPER_DIR``).
 
-    POST /v1/audio/transcriptions   multipart/form-data: file (a WAV file), model, language, response_format,
-                                    temperature (speech_request.py)
+    POST /v1/audio/transcriptions   multipart/form-data: file (a WAV file), model, language, prompt,
+                                    response_format, temperature (speech_request.py)
     POST /v1/audio/translations     the same, the text in English
     GET  /v1/models  /ping  /health  /metrics
 
@@ -21,6 +21,11 @@ or detected from the model's most likely language token after the start token, a
 encoder pass over the first window). A checkpoint without timestamp tokens answers with one segment, the whole clip,
 with Whisper's ``avg_logprob`` (the tokens' log-probabilities and the end token's, averaged over tokens + 1) and
 ``no_speech_prob``; it refuses audio longer than a window.
+
+A ``prompt`` (a text the transcript should follow: names, spelling, style) becomes generate's ``prompt_ids`` as
+transformers' ``WhisperTokenizer.get_prompt_ids`` makes them (<|startofprev|>, then the text's tokens; a long text
+keeps its last max_target_positions // 2 - 1 tokens, as OpenAI's Whisper); every window of the audio is decoded
+behind it, and the answer holds only the new text. A checkpoint whose tokenizer has no <|startofprev|> refuses it.
 """
 from __future__ import annotations
 
@@ -101,6 +106,9 @@ class Transcriber:
         self.no_speech = next((t for t in no_speech if t is not None), None)
         self.context = int(model.max_positions)
         self.window_s = float(self.extractor.chunk_length)
+        self.prev_sot = self.tokenizer.token_id("<|startofprev|>")
+        special = self.tokenizer.special_ids()
+        self.first_special = special[0] if special else None
 
     def describe(self) -> str:
         return (f"{'multilingual' if self.multilingual else 'English-only'}, {self.window_s:g} s windows, "
@@ -134,7 +142,27 @@ class Transcriber:
                                   and self.no_timestamps is not None)
         features = self.extractor(samples, padding="longest", truncation=False)["input_features"] if longform \
             else self.extractor(samples)["input_features"]
-        return Job(features, duration, req, language, timestamps)
+        prompt = self.prompt_ids(req.prompt, req.task) if req.prompt else ()
+        return Job(features, duration, req, language, timestamps, prompt)
+
+    def prompt_ids(self, text: str, task: str) -> Tuple[int, ...]:
+        """The ``prompt`` field as generate's prompt_ids, as transformers' ``WhisperTokenizer.get_prompt_ids(text)``
+        makes them: <|startofprev|>, then the tokens of " " + the stripped text, no special token among them; a longer
+        text keeps its last max_target_positions // 2 - 1 tokens, as OpenAI's Whisper keeps them (the API reads the
+        prompt's final 224 tokens). CompletionError 400 naming ``prompt`` otherwise."""
+        if self.prev_sot is None:
+            raise CompletionError(400, "prompt: this checkpoint's tokenizer has no <|startofprev|> token to put a "
+                                       "prompt behind", "prompt")
+        ids = self.tokenizer.encode(" " + text.strip())
+        special = next((t for t in ids if self.first_special is not None and t >= self.first_special), None)
+        if special is not None:
+            raise CompletionError(400, f"prompt: the text holds the special token {self.tokenizer.decode([special])!r}"
+                                       " (a prompt is plain text)", "prompt")
+        ids = (int(self.prev_sot),) + tuple(ids[-(self.context // 2 - 1):])
+        if self.context - len(self._prompt(None, task)) - len(ids) < 1:
+            raise CompletionError(400, f"prompt: its {len(ids)} tokens leave the decoder ({self.context} positions) "
+                                       "no room to transcribe", "prompt")
+        return ids
 
     def language_token(self, req: SpeechRequest) -> Optional[str]:
         """The request's language as this checkpoint's language token ('<|fr|>'), None to detect it."""
@@ -174,12 +202,13 @@ class Transcriber:
         detected by generate), use of timestamps and form (one window, or long audio) run through one batched
         generate (long audio: each row's frames padded to the group's longest, with an attention mask). verbose_json's
         jobs first run the first window through the encoder and the step after the start token, together: their
-        language detection (generate's, done here to report it) and, without timestamps, no_speech_prob and the
-        states avg_logprob is scored on."""
+        language detection (generate's, done here to report it) and, without timestamps, the states avg_logprob
+        and no_speech_prob are scored on. A request's prompt (prompt_ids) goes with it: those of one prompt share a
+        generate."""
         from ..autograd import no_grad
         model = self.model
         window = model.num_frames
-        extras = {}  # job index -> (its encoder states, its logits after the start token)
+        extras = {}  # job index -> its encoder states (of the first window)
         verbose = [i for i, j in enumerate(jobs) if j.req.response_format == "verbose_json"
                    and (not j.timestamps or (j.language is None and self.multilingual))]
         groups: dict = {}
@@ -192,16 +221,16 @@ class Transcriber:
                 names = sorted(self.lang_to_id, key=self.lang_to_id.get)
                 ids = [int(self.lang_to_id[k]) for k in names]
                 for r, i in enumerate(verbose):
-                    extras[i] = (states[r:r + 1], logits[r])
+                    extras[i] = states[r:r + 1]
                     if jobs[i].language is None and ids:
                         jobs[i].language = names[int(np.argmax(logits[r, ids]))]
             for i, job in enumerate(jobs):
                 key = (job.req.task, job.req.temperature, job.language is None, job.timestamps,
-                       job.features.shape[2] > window)
+                       job.features.shape[2] > window, job.prompt)
                 groups.setdefault(key, []).append(i)
             rows = {}
-            for (task, temperature, detect, timestamps, longform), members in groups.items():
-                max_new = self.context - len(self._prompt(None, task))  # all the room the decoder has
+            for (task, temperature, detect, timestamps, longform, prompt), members in groups.items():
+                max_new = self.context - len(self._prompt(None, task)) - len(prompt)  # all the room the decoder has
                 language = None if detect or not self.multilingual else [jobs[i].language for i in members]
                 frames = [jobs[i].features.shape[2] for i in members]
                 features = np.zeros((len(members),) + jobs[members[0]].features.shape[1:2] + (max(frames),),
@@ -213,7 +242,8 @@ class Transcriber:
                 out = model.generate(features, language=language, task=task if self.multilingual else None,
                                      do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
                                      max_new_tokens=max_new, return_timestamps=timestamps,
-                                     return_segments=timestamps, attention_mask=mask, condition_on_prev_tokens=False)
+                                     return_segments=timestamps, attention_mask=mask, condition_on_prev_tokens=False,
+                                     prompt_ids=list(prompt) if prompt else None)
                 for r, i in enumerate(members):
                     if timestamps:
                         rows[i] = ([(float(g["start"]), float(g["end"]), g["tokens"].tolist())
@@ -247,23 +277,27 @@ class Transcriber:
             code = job.language.strip("<|>") if job.language else "en"  # an English-only checkpoint: no token
             t.language = LANGUAGES.get(code, code)
             if not job.timestamps:  # Whisper's avg_logprob and no_speech_prob of the one window
-                states, start_logits = extra
+                states = extra
                 [(_, _, tokens)] = pieces
                 segment = t.segments[0]
-                segment.avg_logprob = self._avg_logprob(states, self._prompt(job.language, req.task), tokens,
-                                                        max_new)
+                segment.avg_logprob, start_logits = self._scores(states, list(job.prompt),
+                                                                 self._prompt(job.language, req.task), tokens, max_new)
                 if self.no_speech is not None:
                     segment.no_speech_prob = float(np.exp(_log_softmax(start_logits)[self.no_speech]))
         return t
 
     embed = transcribe  # encoder_app.EncoderQueue's call: the results of the requests waiting, one each
 
-    def _avg_logprob(self, states, prompt: List[int], tokens: List[int], max_new: int) -> float:
+    def _scores(self, states, text_prompt: List[int], prompt: List[int], tokens: List[int],
+                max_new: int) -> Tuple[float, np.ndarray]:
         """Whisper's avg_logprob: the generated tokens' log-probabilities (under the suppressed tokens' masks, before
-        any temperature), and the end token's when the text ended with it, summed over len(tokens) + 1."""
+        any temperature), and the end token's when the text ended with it, summed over len(tokens) + 1; and the
+        logits after the start token (no_speech_prob's), all behind the text prompt where there is one."""
         from ..autograd import no_grad
+        prompt = text_prompt + prompt
         with no_grad():
             logits = self.model.decode(np.array([prompt + tokens], np.int64), Tensor(states)).numpy()
+        start = np.array(logits[0, len(text_prompt)])
         logits = logits[0, len(prompt) - 1:]
         scores = np.array(logits, np.float64)
         if self.suppress:
@@ -274,7 +308,7 @@ class Transcriber:
         total = float(logp[np.arange(len(tokens)), tokens].sum())
         if len(tokens) < max_new and self.eos is not None:
             total += float(logp[len(tokens), self.eos])
-        return total / (len(tokens) + 1)
+        return total / (len(tokens) + 1), start
 
 
 @dataclass
@@ -285,6 +319,7 @@ class Job:
     req: SpeechRequest
     language: Optional[str]  # the language token ('<|fr|>'); None: generate detects it
     timestamps: bool  # decoded with timestamp tokens (long audio; the formats that show segments)
+    prompt: Tuple[int, ...] = ()  # the prompt field's prompt_ids (<|startofprev|> and its tokens), () without one
 
 
 @dataclass

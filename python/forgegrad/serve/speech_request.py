@@ -3,7 +3,7 @@ checked field by field, and the answers in each ``response_format``.
 
 Fields: ``file`` (required: the audio, a WAV file; see forgegrad.data.audio), ``model`` (the served name, as the
 other routes), ``language`` (the audio's language: ISO-639-1 code, name or Whisper's token; vLLM's extension on
-translations), ``prompt`` (Whisper's previous-text prompt: refused while generate cannot take one),
+translations), ``prompt`` (a text the transcript follows: spelling, names, style; Whisper's previous-text prompt),
 ``response_format`` (json, text, srt, verbose_json, vtt), ``temperature`` (0 to 1; 0 decodes greedily),
 ``timestamp_granularities[]`` ("segment" only) and ``stream`` (false only). Another field is refused by name: a
 misspelt one would otherwise change nothing unnoticed.
@@ -149,13 +149,10 @@ async def parse_form(form, task: str, served_name: str) -> SpeechRequest:
                                       key)
             if fmt != "verbose_json":
                 raise CompletionError(400, f"{key} needs response_format verbose_json", key)
-    prompt = text["prompt"]
-    if prompt:
-        raise CompletionError(400, "prompt: Whisper's previous-text prompt is not supported yet by this server",
-                              "prompt")
+    prompt = (text["prompt"] or "").strip() or None  # (tokenized by the Transcriber, which has the tokenizer)
     language = (text["language"] or "").strip() or None
     audio = await upload.read()
-    return SpeechRequest(task, audio, upload.filename or "", model, language, None, fmt, temperature)
+    return SpeechRequest(task, audio, upload.filename or "", model, language, prompt, fmt, temperature)
 
 
 def _clock(seconds: float, sep: str) -> str:

@@ -64,6 +64,11 @@ class HFTokenizer:
         """The id of a token of the vocabulary by its name (a language code such as ``fra_Latn``), else None."""
         return self._tok.token_to_id(token)
 
+    def special_ids(self) -> List[int]:
+        """The ids of the tokenizer's special added tokens (transformers' ``all_special_ids`` of a tokenizer.json
+        alone), sorted."""
+        return sorted(i for i, t in self._tok.get_added_tokens_decoder().items() if t.special)
+
     def encode_pair(self, first: str, second: str, max_length: int) -> Tuple[List[int], List[int]]:
         """(token ids, token type ids) of a text pair joined by the tokenizer's post-processor ([CLS] first [SEP]
         second [SEP]; RoBERTa's <s> first </s></s> second </s>), cut longest-first to ``max_length`` tokens, as
