@@ -173,6 +173,9 @@ def test_conv2d_fused_activation_is_the_activation_after(rng, simd_path, xshape,
 FUSED_POOL_CASES = FUSED_ACT_CASES + [
     ((1, 1, 28, 28), (32, 1, 3, 3), 1, 1, 1, 1),     # LeNet's first conv
     ((8, 16, 13, 11), (16, 16, 3, 3), 1, 1, 1, 1),   # Winograd forward, odd output sizes
+    ((1, 32, 14, 14), (64, 32, 3, 3), 1, 1, 1, 1),   # Winograd from 49 tiles: LeNet's second conv at batch 1
+    ((2, 32, 15, 13), (40, 32, 3, 3), 1, 1, 1, 1),   # Winograd, odd sizes, 6 pooled columns (a partial vector)
+    ((1, 32, 12, 35), (33, 32, 3, 3), 1, 1, 1, 1),   # Winograd, 17 pooled columns (a vector and one more)
 ]
 
 

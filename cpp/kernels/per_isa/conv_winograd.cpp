@@ -15,7 +15,6 @@
 #include "act_vec.h"
 #include "conv_tile.h"
 #include "forgegrad/parallel.h"
-#include "forgegrad/pool.h"
 #include "forgegrad/transpose_f32.h"
 
 namespace fg {
@@ -136,6 +135,51 @@ void output_transform(const Winograd3x3& p, const float* Mb, float bias, float* 
       if (2 * th + 1 < p.OHo)
         store_interleaved(y0 + p.OWo, act(vadd(vadd(vadd(s1[0], s1[1]), s1[2]), vb)),
                           act(vadd(vsub(vsub(s1[1], s1[2]), s1[3]), vb)), end0 + p.OWo <= plane_end ? 2 * W : n);
+    }
+  }
+}
+
+// best after candidate v under the max pool's rule: v where v > best or v is NaN (pool_max2x2.cpp).
+inline vf take_over(vf v, vf best) {
+#if defined(__AVX512F__)
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), best,
+                              v);
+#elif defined(__AVX2__)
+  return _mm256_blendv_ps(best, v, _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+#else
+  return v > best || v != v ? v : best;
+#endif
+}
+
+// output_transform followed by the 2x2 / stride 2 max pool (floor), taken in registers: output tile
+// (th, t) is exactly the window of pooled pixel (th, t), so the full-size plane is never stored.
+// max_pool2x2_plane's order (top-left, then top-right; bottom-left, then bottom-right; then the
+// bottom winner against the top one) on the same values: the same bits. out: (OHo / 2, OWo / 2).
+template <class Act>
+void output_transform_pool(const Winograd3x3& p, const float* Mb, float bias, float* out, int64_t m, int64_t i_img,
+                           Act act) {
+  const int64_t plane = m_plane(p), POH = p.OHo / 2, POW = p.OWo / 2;
+  const vf vb = vset1(bias);
+  for (int64_t th = 0; th < POH; ++th) {
+    for (int64_t t0 = 0; t0 < POW; t0 += W) {
+      const float* src = Mb + m * p.ldT + (i_img * p.th + th) * p.tw + t0;
+      vf s0[4], s1[4];
+      for (int j = 0; j < 4; ++j) {
+        const vf m0 = vload(src + j * plane), m1 = vload(src + (4 + j) * plane);
+        const vf m2 = vload(src + (8 + j) * plane), m3 = vload(src + (12 + j) * plane);
+        s0[j] = vadd(vadd(m0, m1), m2);
+        s1[j] = vsub(vsub(m1, m2), m3);
+      }
+      const vf top_left = act(vadd(vadd(vadd(s0[0], s0[1]), s0[2]), vb));
+      const vf top_right = act(vadd(vsub(vsub(s0[1], s0[2]), s0[3]), vb));
+      const vf bottom_left = act(vadd(vadd(vadd(s1[0], s1[1]), s1[2]), vb));
+      const vf bottom_right = act(vadd(vsub(vsub(s1[1], s1[2]), s1[3]), vb));
+      const vf y = take_over(take_over(bottom_right, bottom_left), take_over(top_right, top_left));
+      const int64_t n = POW - t0 < W ? POW - t0 : W;
+      if (n == W)
+        vstore(out + th * POW + t0, y);
+      else
+        vstore_n(out + th * POW + t0, y, static_cast<int>(n));
     }
   }
 }
@@ -284,15 +328,17 @@ void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const f
     }
   });
   const int64_t oplane = p.OHo * p.OWo, POH = p.OHo / 2, POW = p.OWo / 2;
-  // the activation goes on each vector of output as the transform stores it (no pass over the plane)
+  // the activation goes on each vector of output as the transform stores it (no pass over the plane),
+  // and the pool on each 2x2 tile in registers
   const auto transform = [&](auto f) {
     parallel_for(p.nimg * p.M, 1, [&](int64_t m0, int64_t m1) {
-      AlignedBuffer plane(pool2x2 ? static_cast<size_t>(oplane + 2 * W) : 0);
       for (int64_t im = m0; im < m1; ++im) {
         const int64_t i = im / p.M, m = im % p.M;
-        float* o = pool2x2 ? plane.data() : out + i * out_step + m * oplane;
-        output_transform(p, Mb, bias ? bias[m] : 0.0f, o, m, i, f);
-        if (pool2x2) max_pool2x2_plane(o, p.OWo, POH, POW, out + i * out_step + m * POH * POW, nullptr);
+        const float b = bias ? bias[m] : 0.0f;
+        if (pool2x2)
+          output_transform_pool(p, Mb, b, out + i * out_step + m * POH * POW, m, i, f);
+        else
+          output_transform(p, Mb, b, out + i * out_step + m * oplane, m, i, f);
       }
     });
   };
