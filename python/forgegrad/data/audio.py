@@ -7,9 +7,16 @@
 ``read_wav`` takes RIFF/WAVE files of integer PCM (8-bit unsigned, 16/24/32-bit signed), IEEE float (32/64-bit),
 G.711 mu-law and A-law, each plain or as WAVE_FORMAT_EXTENSIBLE, any number of channels. Every size the header
 declares is checked against the bytes actually there before anything is allocated, so a truncated or hostile
-header is a ValueError naming what is wrong, never a crash or an allocation larger than the file. Other
-containers (MP3, FLAC, Ogg, WebM, MP4) are recognised by their first bytes and refused with
-``UnsupportedAudioFormat`` (a ValueError) saying which format it is and what is accepted.
+header is a ValueError naming what is wrong, never a crash or an allocation larger than the file.
+
+``read_audio`` (and so ``load_audio``) also decodes FLAC, MP3, Ogg (Vorbis, Opus, FLAC) and AIFF through the
+optional soundfile package (``pip install "forgegrad[audio]"``: its wheels bundle libsndfile with MP3). The
+format is recognised by its first bytes before libsndfile sees anything, so other bytes never reach it; the frames
+and channels the header declares are checked against ``max_samples`` before anything is decoded (a compressed file
+can declare hours in a few bytes), a file that decodes to fewer frames than it declares is refused as truncated or
+corrupt, and libsndfile's errors become ValueErrors naming the format. WAV stays on the numpy decoder. Other
+containers (WebM, MP4, AMR; the soundfile formats without soundfile) are refused with ``UnsupportedAudioFormat``
+(a ValueError) saying which format it is and what is accepted.
 
 ``resample`` is ``scipy.signal.resample_poly(x, up, down)`` with its default filter: the rates reduced by their
 gcd to up/down, a linear-phase low-pass FIR of 20 * max(up, down) + 1 taps (a sinc cut at the lower of the two
@@ -20,6 +27,7 @@ default. 30 s of 44.1 kHz stereo decode and resample in ~33 ms on one core (the 
 """
 from __future__ import annotations
 
+import io
 import numbers
 import struct
 from fractions import Fraction
@@ -27,11 +35,14 @@ from typing import Tuple, Union
 
 import numpy as np
 
-__all__ = ["read_wav", "resample", "load_audio", "sniff_format", "UnsupportedAudioFormat", "ACCEPTED"]
+__all__ = ["read_wav", "read_audio", "resample", "load_audio", "sniff_format", "UnsupportedAudioFormat", "ACCEPTED",
+           "MAX_SAMPLES"]
 
 ACCEPTED = ("WAV (RIFF/WAVE: 8/16/24/32-bit integer PCM, 32/64-bit float, mu-law or A-law; any channels and "
             "sample rate)")
 MIN_RATE, MAX_RATE = 1000, 384000  # sample rates read_wav takes (telephony's 8 kHz to studio 384 kHz, with room)
+MAX_SAMPLES = 1 << 27  # read_audio: frames x channels a compressed file may decode to (512 MiB of float32; ~25
+#   minutes of 44.1 kHz stereo, ~2.3 hours of 16 kHz mono). A WAV file is bounded by its bytes instead.
 MAX_PHASES = 1000  # resample: output phases (the reduced ratio's output count); 44.1 to 16 kHz needs 160
 
 _PCM, _FLOAT, _ALAW, _MULAW, _EXTENSIBLE = 0x0001, 0x0003, 0x0006, 0x0007, 0xFFFE
@@ -249,9 +260,93 @@ def resample(x: np.ndarray, orig_freq: int, new_freq: int) -> np.ndarray:
     return out.reshape(lead + (n_out,)).astype(dtype)
 
 
-def load_audio(data: Union[bytes, bytearray, memoryview], sampling_rate: int = 16000) -> np.ndarray:
-    """A WAV file's samples as a 1-D float32 array at ``sampling_rate`` Hz: its channels averaged (mono), then
-    resampled with ``resample`` when the file's rate differs. Errors as ``read_wav``'s."""
-    samples, rate = read_wav(data)
+# sniff_format's name -> the major formats libsndfile may report for it (it detects the format itself, from the
+# same bytes; a mismatch means the file is something else behind a misleading start)
+_SOUNDFILE = {"FLAC": ("FLAC",), "MP3": ("MP3",), "Ogg": ("OGG",), "AIFF": ("AIFF",), "WAV (RIFX)": ("WAV",),
+              "WAV (RF64)": ("RF64",)}
+_SF_COUNT_MAX = 2 ** 63 - 1  # libsndfile's frame count for a file whose header does not say its length
+_MP3_SLACK = 1152  # MP3 frame counts without a Xing/LAME header are estimates: one frame's samples (and 1%) of slack
+
+
+def _soundfile():
+    """The soundfile module, or None when it (or the libsndfile it loads) is not installed."""
+    try:
+        import soundfile
+    except (ImportError, OSError):
+        return None
+    return soundfile
+
+
+def _accepted(have_soundfile: bool) -> str:
+    more = "FLAC, MP3, Ogg (Vorbis, Opus, FLAC), AIFF, RF64 and big-endian RIFX WAV"
+    if have_soundfile:
+        return f"{ACCEPTED}; {more} (through soundfile)"
+    return f'{ACCEPTED}; {more} with the soundfile package: pip install "forgegrad[audio]"'
+
+
+def _read_soundfile(sf, data: bytes, kind: str, max_samples: int) -> Tuple[np.ndarray, int]:
+    """(samples (frames, channels) float32, rate) of a ``kind`` file (a key of _SOUNDFILE), decoded by libsndfile
+    from memory after its declared size is checked; every libsndfile error a ValueError naming ``kind``."""
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            if f.format not in _SOUNDFILE[kind]:
+                raise ValueError(f"{kind}: the file starts as {kind} but libsndfile reads it as {f.format}")
+            frames, channels, rate = int(f.frames), int(f.channels), int(f.samplerate)
+            if not MIN_RATE <= rate <= MAX_RATE:
+                raise ValueError(f"{kind}: sample rate {rate} Hz is outside {MIN_RATE}..{MAX_RATE}")
+            if frames == _SF_COUNT_MAX or frames < 0:
+                raise ValueError(f"{kind}: the header does not say how many frames the file holds (written to a pipe "
+                                 "without going back to fill it in); re-encode it to a file or send WAV")
+            if channels < 1 or frames * channels > max_samples:
+                raise ValueError(f"{kind}: the header declares {frames} frames of {channels} channels "
+                                 f"({frames / rate:.1f} s at {rate} Hz), more than the {max_samples} samples "
+                                 "(frames x channels) decoded at most")
+            samples = f.read(frames, dtype="float32", always_2d=True)
+    except sf.SoundFileError as e:  # LibsndfileError (a RuntimeError) carries libsndfile's message
+        why = getattr(e, "error_string", None) or str(e)
+        raise ValueError(f"{kind}: libsndfile could not decode the file, which is corrupt, cut short or not "
+                         f"{kind} ({why})") from None
+    except RuntimeError as e:
+        raise ValueError(f"{kind}: libsndfile could not decode the file ({e})") from None
+    slack = _MP3_SLACK + frames // 100 if kind == "MP3" else 0
+    if samples.shape[0] < frames - slack:
+        raise ValueError(f"{kind}: truncated or corrupt: {samples.shape[0]} frames decode of the {frames} the header "
+                         "declares")
+    return samples, rate
+
+
+def read_audio(data: Union[bytes, bytearray, memoryview], max_samples: int = MAX_SAMPLES) -> Tuple[np.ndarray, int]:
+    """(samples (frames, channels) float32, sample rate) of an audio file's bytes: WAV by ``read_wav``; FLAC, MP3,
+    Ogg (Vorbis, Opus, FLAC), AIFF, RF64 and RIFX by libsndfile through soundfile when it is installed.
+
+    libsndfile's samples are in [-1, 1] as ``read_wav``'s (integer PCM over its full scale: a 16-bit FLAC gives
+    exactly the WAV file's samples). A compressed file may declare at most ``max_samples`` frames x channels,
+    checked before it is decoded. Raises ``UnsupportedAudioFormat`` for a format not decoded (or one that needs
+    soundfile, when it is missing: the message names the extra), ValueError for a broken file."""
+    if isinstance(max_samples, bool) or not isinstance(max_samples, numbers.Integral) or max_samples < 1:
+        raise ValueError(f"read_audio: max_samples must be a positive int, got {max_samples!r}")
+    data = bytes(data)
+    kind = sniff_format(data)
+    if kind == "WAV":
+        return read_wav(data)
+    sf = _soundfile() if kind in _SOUNDFILE else None
+    if sf is None:
+        if kind == "unknown":
+            what = (f"not audio that is recognised ({len(data)} bytes)" if len(data) >= 12 else
+                    f"{len(data)} bytes, too short for any audio header")
+        elif kind in _SOUNDFILE:
+            what = f"{kind}, decoded with the soundfile package, which is not installed"
+        else:
+            what = f"{kind}, which is not decoded"
+        raise UnsupportedAudioFormat(f"the file is {what}; accepted: {_accepted(_soundfile() is not None)}")
+    return _read_soundfile(sf, data, kind, int(max_samples))
+
+
+def load_audio(data: Union[bytes, bytearray, memoryview], sampling_rate: int = 16000,
+               max_samples: int = MAX_SAMPLES) -> np.ndarray:
+    """An audio file's samples (``read_audio``: WAV; FLAC, MP3, Ogg, AIFF with soundfile) as a 1-D float32 array at
+    ``sampling_rate`` Hz: its channels averaged (mono), then resampled with ``resample`` when the file's rate
+    differs. Errors as ``read_audio``'s."""
+    samples, rate = read_audio(data, max_samples)
     mono = samples.mean(axis=1, dtype=np.float64).astype(np.float32) if samples.shape[1] > 1 else samples[:, 0]
     return resample(mono, rate, sampling_rate) if rate != sampling_rate else np.ascontiguousarray(mono)
