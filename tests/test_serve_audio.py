@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import sys
 import wave
 
 import numpy as np
@@ -195,6 +196,58 @@ def test_text_is_transformers_generate_and_decode(client, ours, reference, name,
     else:
         assert r.headers["content-type"] == "application/json"
         assert r.json() == {"text": want}
+
+
+def _sf_file(x, rate, fmt, subtype):
+    sf = pytest.importorskip("soundfile")
+    buf = io.BytesIO()
+    sf.write(buf, x, rate, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+def test_flac_mp3_and_ogg_uploads(client, whisper_dir, reference):
+    """The 8 kHz stereo int16 audio as FLAC: the same features (lossless) and the same text as its WAV upload. A
+    44.1 kHz stereo MP3 and a 48 kHz Ogg Vorbis: the features of what soundfile decodes from them by itself, through
+    scipy and transformers' extractor; they transcribe. Broken ones are 400s naming the format."""
+    sf = pytest.importorskip("soundfile")
+    from forgegrad.serve.speech_app import Transcriber
+    from forgegrad.serve.speech_request import SpeechRequest
+    transcriber = Transcriber(str(whisper_dir))
+    wav, stored, rate = WAVS["8k-stereo-int16"]()
+    flac = _sf_file(np.round(stored * 32768).astype(np.int16), rate, "FLAC", "PCM_16")
+    route = "/v1/audio/transcriptions"
+    job = transcriber.prepare(SpeechRequest("transcribe", flac, "a.flac"), None)
+    np.testing.assert_array_equal(job.features, transcriber.prepare(SpeechRequest("transcribe", wav, "a.wav"),
+                                                                    None).features)
+    by_wav, by_flac = _post(client, route, wav), _post(client, route, flac, filename="audio.flac")
+    assert by_wav.status_code == by_flac.status_code == 200, by_flac.text
+    assert by_flac.json() == by_wav.json() and by_flac.json()["text"]
+    for fmt, subtype, file_rate in (("MP3", "MPEG_LAYER_III", 44100), ("OGG", "VORBIS", 48000)):
+        data = _sf_file(_signal(0.7, file_rate, 2, 7), file_rate, fmt, subtype)
+        decoded, decoded_rate = sf.read(io.BytesIO(data), dtype="float64", always_2d=True)
+        assert decoded_rate == file_rate and decoded.shape == (int(0.7 * file_rate), 2)
+        job = transcriber.prepare(SpeechRequest("transcribe", data, "a"), None)
+        np.testing.assert_allclose(job.features, _expected_features(reference, decoded, file_rate), rtol=0,
+                                   atol=2e-4)
+        r = _post(client, route, data, {"response_format": "verbose_json"}, filename=f"audio.{fmt.lower()}")
+        assert r.status_code == 200, r.text
+        assert r.json()["duration"] == pytest.approx(0.7, abs=1e-3) and r.json()["text"]
+    assert "FLAC: libsndfile could not decode" in _error(_post(client, route, flac[:len(flac) // 2]), 400, "file")
+    assert "MP3: libsndfile could not decode" in _error(_post(client, route, b"ID3\x03" + bytes(100)), 400, "file")
+
+
+def test_without_soundfile_other_formats_are_a_415_naming_the_extra(whisper_dir, monkeypatch):
+    from forgegrad.serve.completion_request import CompletionError
+    from forgegrad.serve.speech_app import Transcriber
+    from forgegrad.serve.speech_request import SpeechRequest
+    transcriber = Transcriber(str(whisper_dir))
+    flac = _sf_file(_signal(0.2, 16000, 1, 8), 16000, "FLAC", "PCM_16")
+    monkeypatch.setitem(sys.modules, "soundfile", None)  # `import soundfile` fails, as when it is not installed
+    with pytest.raises(CompletionError) as e:
+        transcriber.prepare(SpeechRequest("transcribe", flac, "a.flac"), None)
+    assert e.value.status == 415 and e.value.param == "file"
+    assert "FLAC, decoded with the soundfile package" in e.value.message
+    assert 'pip install "forgegrad[audio]"' in e.value.message
 
 
 def _segments(reference, stored, rate, longform=False, **kwargs):
@@ -430,7 +483,9 @@ def test_bad_requests_name_their_field(client):
     route = "/v1/audio/transcriptions"
     assert "unknown field 'file2'" in _error(client.post(route, files={"file2": ("a.wav", file)}), 400, "file2")
     assert "required" in _error(client.post(route, files={"prompt": (None, "")}), 400, "file")
-    assert "WAV" in _error(_post(client, route, b"ID3\x03" + bytes(100), filename="a.mp3"), 415, "file")
+    mp4 = b"\x00\x00\x00\x20ftypM4A " + bytes(100)
+    assert "MP4/M4A, which is not decoded; accepted: WAV" in _error(_post(client, route, mp4, filename="a.m4a"), 415,
+                                                                    "file")
     assert "WAV" in _error(_post(client, route, b"not audio at all"), 415, "file")
     empty, _ = _pcm_wav(np.zeros((0, 1)), 16000, 2)
     assert "no samples" in _error(_post(client, route, empty), 400, "file")

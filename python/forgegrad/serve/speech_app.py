@@ -1,11 +1,11 @@
 """Speech to text over HTTP: OpenAI's audio API for a Whisper checkpoint directory (``forgegrad serve WHISPER_DIR``).
 
-    POST /v1/audio/transcriptions   multipart/form-data: file (a WAV file), model, language, prompt,
-                                    response_format, temperature (speech_request.py)
+    POST /v1/audio/transcriptions   multipart/form-data: file (WAV; FLAC, MP3, Ogg with the audio extra), model,
+                                    language, prompt, response_format, temperature (speech_request.py)
     POST /v1/audio/translations     the same, the text in English
     GET  /v1/models  /ping  /health  /metrics
 
-The WAV file is decoded and resampled to the feature extractor's rate (forgegrad.data.audio) on a helper thread,
+The file is decoded (forgegrad.data.audio.read_audio) and resampled to the feature extractor's rate on a helper thread,
 its channels averaged, and turned into log-mel features (WhisperFeatureExtractor). Requests then wait for the model's
 thread (encoder_app.EncoderQueue): it takes every request waiting, up to ``max_batch``, and runs those of one task,
 temperature and way of choosing the language (given, or detected) through one batched generate, whose rows are

@@ -1,7 +1,7 @@
 """The bodies of OpenAI's ``POST /v1/audio/transcriptions`` and ``POST /v1/audio/translations`` (multipart/form-data)
 checked field by field, and the answers in each ``response_format``.
 
-Fields: ``file`` (required: the audio, a WAV file; see forgegrad.data.audio), ``model`` (the served name, as the
+Fields: ``file`` (required: the audio; forgegrad.data.audio.read_audio's formats), ``model`` (the served name, as the
 other routes), ``language`` (the audio's language: ISO-639-1 code, name or Whisper's token; vLLM's extension on
 translations), ``prompt`` (a text the transcript follows: spelling, names, style; Whisper's previous-text prompt),
 ``response_format`` (json, text, srt, verbose_json, vtt), ``temperature`` (0 to 1; 0 decodes greedily),
