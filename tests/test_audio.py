@@ -305,14 +305,21 @@ def test_truncated_and_corrupt_flac_and_mp3_are_clear_errors():
 
 
 def test_a_header_declaring_hours_is_refused_before_decoding():
-    """A FLAC header may declare 2**36 - 1 samples in 34 bytes: refused from the header, nothing allocated for it;
-    ``max_samples`` bounds what a real file decodes to; a header that leaves the length open is refused too."""
+    """A FLAC header may declare 2**36 - 1 samples in 34 bytes, an MP3's Xing header 2**32 - 1 frames of 1152:
+    refused from the header, nothing allocated for them; ``max_samples`` bounds what a real file decodes to; a
+    header that leaves the length open is refused too."""
     import tracemalloc
     flac = _sf_file(_tone(440, 16000, seconds=0.5), 16000, "FLAC", "PCM_16")
+    mp3 = _sf_file(_tone(440, 16000, seconds=0.5), 16000, "MP3", "MPEG_LAYER_III")
+    xing = mp3.index(b"Xing") if b"Xing" in mp3 else mp3.index(b"Info")  # then flags, frame count (big-endian)
+    assert struct.unpack(">I", mp3[xing + 4:xing + 8])[0] & 1  # the frame count is there
+    hostile_mp3 = mp3[:xing + 8] + struct.pack(">I", 0xFFFFFFFF) + mp3[xing + 12:]
     tracemalloc.start()
     try:
-        with pytest.raises(ValueError, match=r"declares 68719476735 frames of 1 channels \(4294967.3 s at 16000 Hz\)"):
+        with pytest.raises(ValueError, match=r"declares 68719476735 frames of 1 channel \(4294967.3 s at 16000 Hz\)"):
             read_audio(_flac_total_samples(flac, 2 ** 36 - 1))
+        with pytest.raises(ValueError, match=r"MP3: the header declares \d{13} frames of 1 channel"):
+            read_audio(hostile_mp3)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -324,6 +331,36 @@ def test_a_header_declaring_hours_is_refused_before_decoding():
         read_audio(_flac_total_samples(flac, 0))
     with pytest.raises(ValueError, match="max_samples"):
         read_audio(flac, max_samples=0)
+
+
+def test_damaged_files_decode_or_are_value_errors():
+    """Bytes overwritten, cut or garbled anywhere in FLAC, Ogg Vorbis/Opus, MP3 and AIFF files: each decodes (to
+    at most ``max_samples``) or is a ValueError; nothing else escapes libsndfile."""
+    x = np.stack([_tone(440, 16000, seconds=0.25)] * 2, axis=1)
+    files = [_sf_file(x, 16000, fmt, subtype) for fmt, subtype in (("FLAC", "PCM_16"), ("OGG", "VORBIS"),
+                                                                   ("OGG", "OPUS"), ("MP3", "MPEG_LAYER_III"),
+                                                                   ("AIFF", "PCM_16"))]
+    rng = np.random.default_rng(0)
+    outcomes = set()
+    for i in range(300):
+        d = bytearray(files[i % len(files)])
+        mode = i // len(files) % 3
+        if mode == 0:  # bytes overwritten anywhere
+            for _ in range(rng.integers(1, 20)):
+                d[rng.integers(len(d))] = rng.integers(256)
+        elif mode == 1:  # cut
+            d = d[:rng.integers(4, len(d))]
+        else:  # the headers garbled
+            for _ in range(rng.integers(1, 8)):
+                d[rng.integers(min(len(d), 200))] = rng.integers(256)
+        try:
+            y, rate = read_audio(bytes(d), max_samples=1 << 20)
+        except ValueError:
+            outcomes.add("error")
+            continue
+        outcomes.add("decoded")
+        assert y.dtype == np.float32 and y.ndim == 2 and y.shape[0] * y.shape[1] <= 1 << 20
+    assert outcomes == {"error", "decoded"}
 
 
 def test_formats_without_a_decoder_and_without_soundfile(monkeypatch):

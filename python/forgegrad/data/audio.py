@@ -1,6 +1,8 @@
-"""Audio files to the samples a speech model reads, in numpy: WAV decoding and band-limited resampling.
+"""Audio files to the samples a speech model reads, in numpy: WAV decoding (FLAC, MP3, Ogg through soundfile) and
+band-limited resampling.
 
     samples, rate = read_wav(data)               # (frames, channels) float32 in [-1, 1], the file's rate
+    samples, rate = read_audio(data)             # the same for WAV, FLAC, MP3, Ogg, AIFF (soundfile for those)
     mono = load_audio(data, sampling_rate=16000) # 1-D float32: channels averaged, resampled to 16 kHz
     y = resample(x, 44100, 16000)                # scipy.signal.resample_poly's filter, along the last axis
 
@@ -268,6 +270,16 @@ _SF_COUNT_MAX = 2 ** 63 - 1  # libsndfile's frame count for a file whose header 
 _MP3_SLACK = 1152  # MP3 frame counts without a Xing/LAME header are estimates: one frame's samples (and 1%) of slack
 
 
+class _Memory(io.BytesIO):
+    """The file's bytes for libsndfile's virtual IO. A seek before the start (a damaged header's offset) lands on the
+    start instead of raising inside soundfile's C callback, where the error would be printed and dropped (and the
+    callback answer 0, the start, all the same)."""
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.tell(), io.SEEK_END: self.getbuffer().nbytes}[whence]
+        return super().seek(max(base + offset, 0), io.SEEK_SET)
+
+
 def _soundfile():
     """The soundfile module, or None when it (or the libsndfile it loads) is not installed."""
     try:
@@ -288,7 +300,7 @@ def _read_soundfile(sf, data: bytes, kind: str, max_samples: int) -> Tuple[np.nd
     """(samples (frames, channels) float32, rate) of a ``kind`` file (a key of _SOUNDFILE), decoded by libsndfile
     from memory after its declared size is checked; every libsndfile error a ValueError naming ``kind``."""
     try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
+        with sf.SoundFile(_Memory(data)) as f:
             if f.format not in _SOUNDFILE[kind]:
                 raise ValueError(f"{kind}: the file starts as {kind} but libsndfile reads it as {f.format}")
             frames, channels, rate = int(f.frames), int(f.channels), int(f.samplerate)
@@ -298,8 +310,9 @@ def _read_soundfile(sf, data: bytes, kind: str, max_samples: int) -> Tuple[np.nd
                 raise ValueError(f"{kind}: the header does not say how many frames the file holds (written to a pipe "
                                  "without going back to fill it in); re-encode it to a file or send WAV")
             if channels < 1 or frames * channels > max_samples:
-                raise ValueError(f"{kind}: the header declares {frames} frames of {channels} channels "
-                                 f"({frames / rate:.1f} s at {rate} Hz), more than the {max_samples} samples "
+                raise ValueError(f"{kind}: the header declares {frames} frames of {channels} "
+                                 f"channel{'s' * (channels != 1)} ({frames / rate:.1f} s at {rate} Hz), more than the "
+                                 f"{max_samples} samples "
                                  "(frames x channels) decoded at most")
             samples = f.read(frames, dtype="float32", always_2d=True)
     except sf.SoundFileError as e:  # LibsndfileError (a RuntimeError) carries libsndfile's message
