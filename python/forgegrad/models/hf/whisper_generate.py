@@ -11,7 +11,9 @@ long-form generate. One decoding loop (``_decode_window``) serves every window, 
 A text prompt (``prompt_ids``) goes before the decoder prompt of every window, or into the previous tokens
 (``prompt_condition_type``), as transformers puts it.
 
-Not yet: beam search, token-level timestamps (cross-attention alignment).
+Beam search (``num_beams`` > 1) decodes a greedy window with transformers' beam search (whisper_beam.py).
+
+Not yet: token-level timestamps (cross-attention alignment).
 """
 from __future__ import annotations
 
@@ -22,8 +24,9 @@ import numpy as np
 
 from ...autograd import no_grad
 from ...tensor import Tensor
-from .generation import UNSET, _sampler
-from .logits_processors import generation_source
+from .generation import UNSET, _check_beams, _sampler
+from .logits_processors import generation_source, resolve
+from .whisper_beam import beam_window
 from .whisper_fallback import log_softmax, verdict
 from .whisper_timestamps import TimestampRules, joined, unpadded, window_segments, without_end
 
@@ -141,7 +144,8 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
              attention_mask=None, return_segments: bool = False, return_dict_in_generate: Optional[bool] = None,
              condition_on_prev_tokens: Optional[bool] = None, time_precision: float = 0.02,
              compression_ratio_threshold=None, logprob_threshold=None, no_speech_threshold=None,
-             prompt_ids=None, prompt_condition_type: Optional[str] = None) -> Union[np.ndarray, dict]:
+             prompt_ids=None, prompt_condition_type: Optional[str] = None, length_penalty: Optional[float] = None,
+             early_stopping=None) -> Union[np.ndarray, dict]:
     """The tokens transformers' ``WhisperForConditionalGeneration.generate`` returns for log-mel features
     (``WhisperFeatureExtractor``'s; ``input_features`` (B, num_mel_bins, frames)): (B, n), the prompt not
     included, each row without its end token and padded on the right with ``pad_token_id`` to the longest.
@@ -184,14 +188,22 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
     condition_on_prev_tokens, and with it the text is the oldest of the previous tokens; "all-segments" (needs
     condition_on_prev_tokens) starts every window with ``prompt_ids`` and then the previous tokens.
 
-    Not supported (ValueError): beam search (num_beams > 1).
+    ``num_beams`` > 1 (default generation_config.json's, else 1): beam search where a window is decoded greedily
+    (whisper_beam.py: transformers' beam search with Whisper's processors; ``length_penalty``, ``early_stopping``
+    as ``generate``'s); a sampled attempt samples with one beam, and from then on the call decodes with one beam,
+    as transformers' Whisper generate does. With beams, ``logprob_threshold`` and ``no_speech_threshold`` are not
+    supported (ValueError).
     """
-    if num_beams not in (None, 1):
-        raise ValueError("generate: Whisper decodes with num_beams=1 (greedy or sampling); beam search is not "
-                         "supported yet")
     gc = dict(generation_source(model))
     thresholds, condition = _options(gc, compression_ratio_threshold, logprob_threshold, no_speech_threshold,
                                      condition_on_prev_tokens)
+    beams = _check_beams(resolve(model, "num_beams", num_beams, 1), resolve(model, "length_penalty", length_penalty,
+                                                                             1.0),
+                         resolve(model, "early_stopping", early_stopping, False), None)
+    if beams is not None and (thresholds["logprob_threshold"] is not None
+                              or thresholds["no_speech_threshold"] is not None):
+        raise ValueError("generate: num_beams > 1 with logprob_threshold or no_speech_threshold is not supported "
+                         "(the fallback's log-probabilities of a beam); use num_beams=1 or no thresholds")
     prompt_ids, all_segments = _text_prompt(prompt_ids, prompt_condition_type, condition, model.vocab_size)
     for name, value in (("return_segments", return_segments), ("return_timestamps", return_timestamps),
                         ("return_dict_in_generate", return_dict_in_generate)):
@@ -221,6 +233,7 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
     max_frames = _input_lengths(attention_mask, B, frames, longform)
     run = _Run(model, gc, do_sample, temperature, top_k, top_p, min_p, eos_token_id, pad_token_id, thresholds,
                no_timestamps if return_timestamps else None)
+    run.beams = beams
     # transformers cuts every window's tokens at timestamp pairs, with or without return_timestamps (pairs a model
     # emits despite <|notimestamps|> cut it too); a checkpoint without <|notimestamps|> has no timestamp tokens
     stamp_begin = model.vocab_size + 1 if no_timestamps is None else int(no_timestamps) + 1
@@ -310,6 +323,7 @@ class _Run:
         nst = thresholds["no_speech_threshold"]
         self.no_speech_token = None if nst is None else int(gc["no_timestamps_token_id"]) - 1  # <|nocaptions|>
         self.start_tokens = 0  # the prompt's start tokens (set once built): the no-speech place is before them
+        self.beams = None  # (num_beams, length_penalty, early_stopping) for beam search
 
 
 def _window_with_fallback(run: _Run, features: np.ndarray, seek: np.ndarray, frames: np.ndarray, window: int,
@@ -328,6 +342,8 @@ def _window_with_fallback(run: _Run, features: np.ndarray, seek: np.ndarray, fra
     for attempt, (t, sampler) in enumerate(zip(run.temperatures, run.samplers)):
         # the retried rows' encoder states (transformers encodes them again: the same states)
         states = encoded if attempt == 0 else Tensor._wrap(np.ascontiguousarray(encoded.numpy()[todo]))
+        if sampler.do_sample:
+            run.beams = None  # transformers sets num_beams = 1 in its generation config, for the rest of the call
         out, step_logprobs, first = _decode_window(
             run, states, prompt[todo], None if padding is None else padding[todo], budget, sampler, t,
             logprobs=th["logprob_threshold"] is not None,
@@ -360,6 +376,8 @@ def _decode_window(run: _Run, states, prompt: np.ndarray, padding: Optional[np.n
     (B, n) as transformers' fallback reads it (the processed scores, the temperature undone), and the prompt's
     logits at place ``no_speech_at``."""
     model = run.model
+    if run.beams is not None:  # (sampled attempts have one beam; beams come without the fallback's log-probs)
+        return beam_window(run, states, prompt, padding, max_new_tokens, run.beams), None, None
     B, P = prompt.shape
     cross = model.cross_kv(states)
     out = np.full((B, max_new_tokens), run.pad, np.int64)
