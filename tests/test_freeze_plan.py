@@ -148,3 +148,22 @@ def test_plan_arguments_are_checked():
     np.testing.assert_array_equal(plan.run(np.ones((2, 4), np.float32)), np.full((2, 3), 4.0, np.float32))
     assert plan.run(np.ones((2, 4), np.float64)) is None
     assert len(plan) == 1
+
+
+def test_sequential_hooks_and_overridden_forward_are_honoured():
+    class Doubled(nn.Sequential):
+        def forward(self, input):
+            return super().forward(input) * 2.0
+
+    fg.manual_seed(7)
+    layers = (nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3))
+    plain = nn.Sequential(*layers).eval()
+    doubled = nn.utils.freeze(Doubled(*copy.deepcopy(layers)).eval())
+    x = RNG.standard_normal((2, 6)).astype(np.float32)
+    want = _run(plain, x)
+    np.testing.assert_array_equal(_run(doubled, x), want * 2.0)
+    np.testing.assert_array_equal(_run(doubled, x), want * 2.0)  # the plan is built: forward still runs
+    frozen = nn.utils.freeze(plain)
+    np.testing.assert_array_equal(_run(frozen, x), want)
+    frozen.register_forward_pre_hook(lambda mod, args: (args[0] + 1.0,))
+    np.testing.assert_array_equal(_run(frozen, x), _run(plain, x + 1.0))

@@ -61,8 +61,18 @@ struct Call {
   int64_t out_elems = 0;
 };
 
+// Interned names, kept for the process's lifetime (a lookup by C string makes a new str each time).
+PyObject* interned(const char* s) { return PyUnicode_InternFromString(s); }
 PyObject* data_name() {
-  static PyObject* name = PyUnicode_InternFromString("_data");  // kept for the process's lifetime
+  static PyObject* name = interned("_data");
+  return name;
+}
+PyObject* weight_name() {
+  static PyObject* name = interned("weight");
+  return name;
+}
+PyObject* bias_name() {
+  static PyObject* name = interned("bias");
   return name;
 }
 
@@ -78,8 +88,9 @@ bool plain_f32(py::handle a) {
 
 // The current array of params[name] (a Parameter: an object with `_data`) when it is a plain float32
 // array of rank ndim. *absent: params holds no such entry, or None.
-bool param_array(const py::object& params, const char* name, int ndim, py::array* out, bool* absent = nullptr) {
-  PyObject* p = PyDict_GetItemString(params.ptr(), name);  // borrowed
+bool param_array(const py::object& params, PyObject* name, int ndim, py::array* out, bool* absent = nullptr) {
+  PyObject* p = PyDict_GetItemWithError(params.ptr(), name);  // borrowed
+  if (!p && PyErr_Occurred()) PyErr_Clear();
   if (absent) *absent = p == nullptr || p == Py_None;
   if (p == nullptr || p == Py_None) return false;
   PyObject* d = PyObject_GetAttr(p, data_name());
@@ -185,9 +196,9 @@ class SequentialPlan {
       }
       Call c;
       c.step = &s;
-      if (!param_array(s.params, "weight", s.kind == Kind::conv ? 4 : 2, &c.w)) return py::none();
+      if (!param_array(s.params, weight_name(), s.kind == Kind::conv ? 4 : 2, &c.w)) return py::none();
       bool no_bias = false;
-      if (!param_array(s.params, "bias", 1, &c.b, &no_bias) && !no_bias) return py::none();
+      if (!param_array(s.params, bias_name(), 1, &c.b, &no_bias) && !no_bias) return py::none();
       c.has_bias = !no_bias;
       if (s.kind == Kind::conv) {
         if (shape.size() != 4) return py::none();
