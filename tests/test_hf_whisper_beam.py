@@ -9,13 +9,14 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.mark.parametrize("num_beams", [2, 3])
-@pytest.mark.parametrize("kwargs", [
-    dict(language="en", max_new_tokens=12),
-    dict(language=["fr", "de"], max_new_tokens=14, return_timestamps=True),
-    dict(language="de", length_penalty=0.3, early_stopping=True),  # the config's max_length
-    dict(language="en", max_new_tokens=10, prompt_ids=[PREV, 7, 42, 13]),
-], ids=["plain", "timestamps", "penalty-early-stop", "prompt"])
+@pytest.mark.parametrize("num_beams,kwargs", [
+    (2, dict(language="en", max_new_tokens=12)),
+    (3, dict(language="en", max_new_tokens=12)),
+    (2, dict(language=["fr", "de"], max_new_tokens=14, return_timestamps=True)),
+    (3, dict(language=["fr", "de"], max_new_tokens=14, return_timestamps=True)),
+    (3, dict(language="de", length_penalty=0.3, early_stopping=True)),  # the config's max_length
+    (2, dict(language="en", max_new_tokens=10, prompt_ids=[PREV, 7, 42, 13])),
+], ids=["plain-2", "plain-3", "timestamps-2", "timestamps-3", "penalty-early-stop-3", "prompt-2"])
 def test_short_form_beams_match_transformers(pair, num_beams, kwargs):  # noqa: F811
     model, hf, _ = pair
     x = _features(2, FRAMES, seed=1)
