@@ -96,6 +96,30 @@ def test_relative_positions_matter(tmp_path):
                            _hf_out(hf, ids, mask, "last_hidden_state"), atol=1e-2)
 
 
+@pytest.mark.parametrize("variant", ["v3", "own position projections"])
+def test_frozen_model_keeps_the_position_tables(tmp_path, variant):
+    """nn.utils.freeze's copy computes each layer's projected position table once per row range: the same bits
+    as the model, at several lengths, and a weight replaced on the copy is followed (a new array, a new key)."""
+    hf, model = _saved(tmp_path, "DebertaV2Model", **VARIANTS[variant])
+    frozen = fg.nn.utils.freeze(model)
+    ids, mask = padded_batch(LENGTHS, VOCAB)
+    with fg.no_grad():
+        for _ in range(2):
+            for batch in ((ids, mask), (ids[:1, :7], None), (ids[:2, :13], mask[:2, :13])):
+                np.testing.assert_array_equal(frozen(batch[0], attention_mask=batch[1]).last_hidden_state.numpy(),
+                                              model(batch[0], attention_mask=batch[1]).last_hidden_state.numpy())
+        attention = frozen.encoder.layer[0].attention.self
+        assert len(attention.__dict__["_frozen_tables"]) == 2 * len(attention.kinds)  # two row ranges, kept
+        table = frozen.encoder.rel_embeddings
+        doubled = table.weight.numpy() * 2
+        doubled.setflags(write=False)  # read-only, as freeze leaves weights: kept under a new key
+        table.weight = fg.nn.Parameter(doubled, requires_grad=False)
+        model.encoder.rel_embeddings.weight = fg.nn.Parameter(model.encoder.rel_embeddings.weight.numpy() * 2)
+        np.testing.assert_array_equal(frozen(ids, attention_mask=mask).last_hidden_state.numpy(),
+                                      model(ids, attention_mask=mask).last_hidden_state.numpy())
+        assert len(attention.__dict__["_frozen_tables"]) == 3 * len(attention.kinds)
+
+
 HEADS = {
     "sequence classifier": ("DebertaV2ForSequenceClassification", dict(num_labels=3, pooler_hidden_act="tanh")),
     "token classifier": ("DebertaV2ForTokenClassification", dict(num_labels=5)),

@@ -10,6 +10,7 @@ behind its packed form; a weight replaced by a new array is simply read unpacked
 from __future__ import annotations
 
 import copy
+from typing import Optional
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from ..conv import Conv2d
 from ..linear import Dense, Linear
 from ..module import Module
 
-__all__ = ["freeze", "is_frozen"]
+__all__ = ["freeze", "is_frozen", "frozen_arrays"]
 
 
 def freeze(module: Module) -> Module:
@@ -64,3 +65,19 @@ def freeze(module: Module) -> Module:
 def is_frozen(module: Module) -> bool:
     """Whether ``module`` (or a submodule) holds packed weights made by ``freeze``."""
     return any(m.__dict__.get("_packed_weight") is not None for m in module.modules())
+
+
+def frozen_arrays(*params) -> Optional[tuple]:
+    """The arrays behind ``params`` (None entries skipped) when every one is read-only and needs no gradient, as
+    ``freeze`` leaves them, else None. Only such arrays can key a value computed from weights alone (a model may
+    keep it across calls, as onnxruntime folds constants): nothing can change them in place, and a replaced weight
+    brings a new array."""
+    arrays = []
+    for p in params:
+        if p is None:
+            continue
+        a = p._data
+        if p.requires_grad or type(a) is not np.ndarray or a.flags.writeable:
+            return None
+        arrays.append(a)
+    return tuple(arrays)
