@@ -3,9 +3,9 @@ tools, and the fields it shares with completions (completion_request.py).
 
 Honoured: messages (roles system / developer (read as system) / user / assistant / tool; content as a string or
 text parts; an assistant's earlier ``tool_calls`` and the ``tool`` results that answer them), max_tokens /
-max_completion_tokens, logprobs and top_logprobs, tools, tool_choice "auto" and "none", parallel_tool_calls, and
-the shared fields. Accepted only at its default: response_format. tool_choice "required" or a named function
-are refused: forcing a call needs decoding constrained to the call's format, which forgegrad does not have yet.
+max_completion_tokens, logprobs and top_logprobs, tools, tool_choice ("auto", "none", "required" or a named
+function: the last two decode constrained to the template's call format, structured.py), parallel_tool_calls,
+response_format (text, json_object, json_schema: structured.py) and the shared fields.
 
 The messages go to the chat template as transformers' ``apply_chat_template`` takes them: an earlier call's
 ``arguments`` (OpenAI sends a JSON string) as the object it encodes, a null content as "".
@@ -17,13 +17,14 @@ from typing import List, Optional
 
 from .completion_request import (PENALTY_FIELDS, CompletionError, CompletionRequest, bad, flag, is_int,
                                  request_object, sampling)
+from .structured import forced_tools, response_format
 from .tool_calls import MAX_TOOLS, TOOL_NAME
 
 MAX_TOP_LOGPROBS = 20  # as OpenAI's
-_DEFAULT_ONLY = {"response_format": (None, {"type": "text"})}
+_DEFAULT_ONLY: dict = {}
 _FIELDS = ({"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "min_p",
             "seed", "stop", "stream", "stream_options", "user", "n", "logprobs", "top_logprobs", "tools", "tool_choice",
-            "parallel_tool_calls"} | set(_DEFAULT_ONLY) | PENALTY_FIELDS)
+            "parallel_tool_calls", "response_format"} | PENALTY_FIELDS)
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
@@ -118,19 +119,17 @@ def tools(value) -> Optional[List[dict]]:
 
 
 def _tool_choice(value, offered: bool) -> bool:
-    """Whether the model's calls are read ("auto", the default with tools) or not ("none")."""
+    """Whether the model's calls are read ("auto", the default with tools; "required" and a named function) or not
+    ("none")."""
     if value is None:
         return offered
     if value == "none":
         return False
-    if value == "auto":
+    if value in ("auto", "required") or (isinstance(value, dict) and value.get("type") == "function"):
         if not offered:
-            raise CompletionError(400, "tool_choice \"auto\" needs tools", "tool_choice")
+            raise CompletionError(400, f"tool_choice {json.dumps(value)[:80]} needs tools", "tool_choice")
         return True
-    if value == "required" or (isinstance(value, dict) and value.get("type") == "function"):
-        raise CompletionError(400, "tool_choice \"required\" and a named function are not supported yet (forcing a "
-                                   "call needs constrained decoding); use \"auto\" or \"none\"", "tool_choice")
-    raise bad("tool_choice", '"auto" or "none"', value)
+    raise bad("tool_choice", '"auto", "none", "required" or {"type": "function", "function": {"name": ...}}', value)
 
 
 def parse_chat(body: bytes, served_name: str) -> CompletionRequest:
@@ -157,4 +156,9 @@ def parse_chat(body: bytes, served_name: str) -> CompletionRequest:
     if v is not None and not isinstance(v, bool):
         raise bad("parallel_tool_calls", "true or false", v)
     req.parallel_tool_calls = v is not False
+    req.forced_tools = forced_tools(obj.get("tool_choice"), req.tools)
+    req.grammar = response_format(obj.get("response_format"))
+    if req.grammar is not None and req.forced_tools is not None:
+        raise CompletionError(400, "response_format and a tool_choice that forces a call cannot both constrain the "
+                                   "reply: give one", "response_format")
     return req

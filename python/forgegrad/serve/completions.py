@@ -138,10 +138,21 @@ class TextGenerator:
             req.tool_format, why = tool_format(self.chat.source)
             if why is not None:
                 raise CompletionError(400, f"tools: {why}", "tools")
+        if req.forced_tools is not None:  # tool_choice "required" or a named function: only calls, as read
+            from .structured import tool_call_grammar
+            req.grammar = tool_call_grammar(req.tools, req.forced_tools, req.tool_format, req.parallel_tool_calls,
+                                            self.tokenizer)
         try:
             return self.chat.render(req.messages, add_generation_prompt=True, tools=req.tools)
         except ValueError as e:
             raise CompletionError(400, str(e), "messages") from None
+
+    def constraint(self, req: CompletionRequest):
+        """A new row constraint for a request with structured outputs (``req.grammar``), else None."""
+        if req.grammar is None:
+            return None
+        from ..models.hf.constrained import RowConstraint, grammar_tokenizer
+        return RowConstraint(req.grammar, grammar_tokenizer(self.tokenizer, self.model.vocab_size, sorted(self.eos)))
 
     def token_ids(self, prompt: Prompt, index: int) -> List[int]:
         """The prompt's token ids, checked against the vocabulary (CompletionError 400)."""
@@ -217,6 +228,8 @@ class TextGenerator:
                  cancelled: threading.Event, seed: Optional[int] = None) -> Completion:
         """Generate one completion of ``ids`` alone; ``on_text(text, entries)`` gets each piece of final text as it
         is decided (and its tokens' log-probability entries when a streamed request asks for them)."""
+        import numpy as np
+
         from .. import manual_seed
         from ..models.hf import generate
         text = self.stream(req, ids, on_text)
@@ -235,8 +248,17 @@ class TextGenerator:
 
         start = 1 if self.seq2seq else len(ids)  # where the output begins in generate's sequences
 
+        constraint = self.constraint(req)
+
         def penalize(sequences, scores):
-            return req.penalties.apply(scores, ids, sequences[0, start:])
+            out = sequences[0, start:]
+            if req.penalties.active:
+                scores = req.penalties.apply(scores, ids, out)
+            if constraint is not None:  # structured outputs: the grammar's allowed tokens only
+                if len(out):
+                    constraint.advance(out[-1])
+                scores = constraint.mask(np.array(scores, np.float32))
+            return scores
 
         if seed is not None:
             manual_seed(seed)
@@ -248,7 +270,8 @@ class TextGenerator:
                      temperature=req.temperature if not req.greedy else 1.0, top_k=req.top_k,
                      top_p=req.top_p if req.top_p < 1 else None, min_p=req.min_p, streamer=step, num_beams=1,
                      num_return_sequences=1,
-                     logits_processor=penalize if req.penalties.active else None, eos_token_id=sorted(self.eos),
+                     logits_processor=penalize if (req.penalties.active or constraint is not None) else None,
+                     eos_token_id=sorted(self.eos),
                      min_length=None if self.seq2seq else 0,
                      on_logits=logits.append if (text.top is not None or text.ranked) else None)
         except _Finished:
@@ -315,6 +338,9 @@ def create_completions_app(config: GenerationServeConfig):
             gen.check_length(len(ids), req.max_tokens)
         rows = req.candidates  # a row per choice (per best_of candidate)
         prompt_ids = [ids for ids in prompt_ids for _ in range(rows)]
+        if req.grammar is not None and (gen.seq2seq or not gen.eos):
+            raise CompletionError(400, "structured outputs need a decoder-only model with an end-of-sequence token",
+                                  "tool_choice" if req.forced_tools is not None else "response_format")
         if req.echo and gen.seq2seq:
             raise CompletionError(400, "echo needs a decoder-only model (an encoder-decoder's prompt is not part of "
                                        "its output)", "echo")

@@ -58,6 +58,7 @@ class Job:
     cancelled: threading.Event
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
     results: dict = field(default_factory=dict)
+    constraints: dict = field(default_factory=dict)  # structured outputs: each row's RowConstraint by index
 
 
 class _Row:
@@ -171,6 +172,8 @@ class BatchEngine:
                 by_prompt[tuple(ids)] = _Prefill(job, ids, self._prefill_cache(ids))
                 self.prefills.append(by_prompt[tuple(ids)])
             by_prompt[tuple(ids)].choices.append((i, self.gen.stream(req, ids, on_text), rng))
+            if getattr(req, "grammar", None) is not None:
+                job.constraints[i] = self.gen.constraint(req)
         return len(job.prompt_ids)
 
     def _prefill_step(self) -> None:
@@ -199,7 +202,7 @@ class BatchEngine:
             joined, logp = [], None
             for index, stream, rng in p.choices:
                 row = _Row(job, index, stream, rng, (p.cache, 0), P, 0)
-                row.token = int(self._select(job.req, logits, rng, p.ids, []))
+                row.token = int(self._select(job.req, logits, rng, p.ids, [], job.constraints.get(index)))
                 lp = value = None
                 if stream.top is not None or stream.ranked:  # the choices share the distribution
                     logp = log_softmax(logits[0]) if logp is None else logp
@@ -223,12 +226,19 @@ class BatchEngine:
             job.future.set_exception(error)
 
     @staticmethod
-    def _select(req, logits, rng, prompt, output):
+    def _select(req, logits, rng, prompt, output, constraint=None):
+        """The next token after ``logits`` (1, V); a constrained row (structured outputs) picks among the tokens its
+        grammar allows, and its matcher takes the token."""
         from ..models.hf.generation import select_next
         if req.penalties.active:
             logits = req.penalties.apply(logits, prompt, output)
-        return select_next(logits, not req.greedy, req.temperature if not req.greedy else 1.0, req.top_k,
-                           req.top_p if req.top_p < 1 else None, rng, min_p=req.min_p)[0]
+        if constraint is not None:
+            logits = constraint.mask(np.array(logits, np.float32))
+        token = select_next(logits, not req.greedy, req.temperature if not req.greedy else 1.0, req.top_k,
+                            req.top_p if req.top_p < 1 else None, rng, min_p=req.min_p)[0]
+        if constraint is not None:
+            constraint.advance(token)
+        return token
 
     def _step(self) -> None:
         slots = self.slots
@@ -271,7 +281,8 @@ class BatchEngine:
 
     def _pick(self, row: _Row, logits: np.ndarray) -> int:
         """The row's next token after its logits (1, V), with its request's settings."""
-        return self._select(row.job.req, logits, row.rng, row.job.prompt_ids[row.index], row.stream.tokens)
+        return self._select(row.job.req, logits, row.rng, row.job.prompt_ids[row.index], row.stream.tokens,
+                            row.job.constraints.get(row.index))
 
     # ---- membership -----------------------------------------------------------------------------
     @staticmethod

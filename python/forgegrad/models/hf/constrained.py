@@ -1,0 +1,228 @@
+"""Structured outputs: decoding constrained to a grammar (a JSON schema, any JSON object, or a Lark grammar) by
+llguidance, the grammar engine vLLM and Guidance use (the optional extra ``structured``: ``pip install
+"forgegrad[structured]"``).
+
+At each step the row's matcher fills a bitmask of the tokens the grammar allows next; every other token's score
+becomes -inf before the sampler sees it, and the token drawn is fed back to the matcher. The end-of-sequence
+tokens are allowed only where the grammar is complete, and once it cannot go on (a JSON value closed) they are the
+only ones, so the row ends there. One bitmask fill per constrained row per step; other rows are untouched.
+
+    from forgegrad.models.hf.constrained import Grammar, GrammarLogitsProcessor
+    grammar = Grammar.json_schema({"type": "object", "properties": {"city": {"type": "string"}},
+                                   "required": ["city"]})
+    out = generate(model, ids, logits_processor=GrammarLogitsProcessor(tokenizer, grammar, eos, model.vocab_size),
+                   eos_token_id=eos)
+
+JSON is written compactly with Python's separators (``", "`` and ``": "``, no other whitespace), as json.dumps
+writes it, unless the schema's ``"x-guidance"`` says otherwise (llguidance's options).
+"""
+from __future__ import annotations
+
+import json
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+
+__all__ = ["Grammar", "RowConstraint", "GrammarLogitsProcessor", "grammar_tokenizer", "MISSING"]
+
+MISSING = 'structured outputs need the llguidance package: pip install "forgegrad[structured]"'
+# json.dumps' separators, no free whitespace: a model cannot pad its answer with blanks until max_tokens
+JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+
+def _llguidance():
+    try:
+        import llguidance
+        import llguidance.numpy  # noqa: F401  (the bitmask helpers)
+    except ImportError as e:
+        raise ImportError(MISSING) from e
+    return llguidance
+
+
+class Grammar:
+    """A grammar in llguidance's form, checked when made (ValueError naming what is wrong).
+
+    Make one with ``Grammar.json_schema(schema)``, ``Grammar.json_object()`` or ``Grammar.lark(text)`` (Lark, with
+    llguidance's ``%json {schema}`` for embedded JSON); ``text`` is what llguidance's ``LLMatcher`` takes."""
+
+    def __init__(self, text: str, kind: str):
+        llg = _llguidance()
+        failed, messages = llg.LLMatcher.validate_grammar_with_warnings(text)
+        if failed:
+            raise ValueError(f"invalid {kind}: {messages[0] if messages else 'llguidance refused it'}")
+        self.text, self.kind = text, kind
+
+    @classmethod
+    def json_schema(cls, schema: Union[dict, str]) -> "Grammar":
+        """Any JSON value the schema accepts (types, properties and required keys, enums, const, anyOf, patterns,
+        lengths, bounds: llguidance's subset of JSON Schema; an unsupported keyword is an error, not ignored)."""
+        llg = _llguidance()
+        if isinstance(schema, str):
+            try:
+                schema = json.loads(schema)
+            except ValueError as e:
+                raise ValueError(f"invalid JSON schema: not JSON ({e})") from None
+        if not isinstance(schema, (dict, bool)):
+            raise ValueError(f"invalid JSON schema: expected an object, got {type(schema).__name__}")
+        try:
+            text = llg.LLMatcher.grammar_from_json_schema(schema, defaults=JSON_STYLE)
+        except ValueError as e:
+            raise ValueError(f"invalid JSON schema: {e}") from None
+        return cls(text, "JSON schema")
+
+    @classmethod
+    def json_object(cls) -> "Grammar":
+        """Any JSON object (OpenAI's ``response_format: {"type": "json_object"}``)."""
+        return cls.json_schema({"type": "object"})
+
+    @classmethod
+    def lark(cls, text: str) -> "Grammar":
+        """A Lark grammar (llguidance's dialect: ``start`` is the root; ``%json {...}`` embeds a JSON schema;
+        ``<[id]>`` is a token by its id)."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("invalid Lark grammar: expected a non-empty string")
+        return cls(_llguidance().LLMatcher.grammar_from_lark(text), "Lark grammar")
+
+    def __repr__(self):
+        return f"Grammar({self.kind})"
+
+
+def _tokenizer_json(tokenizer) -> Optional[str]:
+    """The tokenizer.json text of forgegrad's HFTokenizer or a ``tokenizers.Tokenizer``, a prefix space turned off:
+    generated tokens continue a text, they never start one (with it on, llguidance would want each forced piece
+    of text to start with a space token)."""
+    tok = getattr(tokenizer, "_tok", tokenizer)
+    if not hasattr(tok, "to_str"):
+        return None
+    spec = json.loads(tok.to_str())
+    for part in ("pre_tokenizer", "decoder", "post_processor"):
+        p = spec.get(part) or {}
+        for q in ([p] + list(p.get("pretokenizers") or p.get("decoders") or p.get("processors") or [])):
+            if isinstance(q, dict) and "add_prefix_space" in q:
+                q["add_prefix_space"] = False
+            if isinstance(q, dict) and q.get("type") == "Metaspace" and q.get("prepend_scheme") == "always":
+                q["prepend_scheme"] = "never"
+    return json.dumps(spec)
+
+
+class _ByteTokens:
+    """forgegrad's ByteTokenizer (ids 0-255 are the bytes) as llguidance's TokenizerWrapper takes a tokenizer."""
+
+    def __init__(self, vocab_size: int, eos: int):
+        self.eos_token_id, self.bos_token_id = eos, None
+        self.tokens = [bytes([i]) if i < 256 else b"" for i in range(vocab_size)]
+        self.special_token_ids = [eos] if eos >= 256 else []
+
+    def __call__(self, text) -> List[int]:
+        return list(text.encode("utf-8") if isinstance(text, str) else text)
+
+
+def grammar_tokenizer(tokenizer, vocab_size: int, eos_token_id: Union[int, Sequence[int]]):
+    """llguidance's ``LLTokenizer`` for forgegrad's tokenizer (HFTokenizer, ByteTokenizer) or a
+    ``tokenizers.Tokenizer``, over the model's ``vocab_size`` (ids past the tokenizer's are never allowed), ending
+    on ``eos_token_id``. Made once per tokenizer and settings (about a second for a 150k vocabulary), then cached
+    on the tokenizer."""
+    llg = _llguidance()
+    eos = [int(eos_token_id)] if isinstance(eos_token_id, (int, np.integer)) else [int(t) for t in eos_token_id]
+    if not eos:
+        raise ValueError("grammar_tokenizer: a constrained row needs an end-of-sequence token (eos_token_id)")
+    key = (int(vocab_size), tuple(eos))
+    cache = getattr(tokenizer, "_grammar_tokenizers", None)
+    if cache is not None and key in cache:
+        return cache[key]
+    spec = _tokenizer_json(tokenizer)
+    if spec is not None:
+        made = llg.LLTokenizer(spec, n_vocab=int(vocab_size), eos_token=eos)
+    elif getattr(tokenizer, "name", None) == "bytes":
+        made = llg.LLTokenizer(llg.TokenizerWrapper(_ByteTokens(int(vocab_size), eos[0])), n_vocab=int(vocab_size),
+                               eos_token=eos)
+    else:
+        raise TypeError(f"grammar_tokenizer: expected forgegrad's tokenizer or a tokenizers.Tokenizer, got "
+                        f"{type(tokenizer).__name__}")
+    try:
+        if cache is None:
+            cache = {}
+            tokenizer._grammar_tokenizers = cache
+        cache[key] = made
+    except AttributeError:  # a tokenizers.Tokenizer takes no attributes: made again next time
+        pass
+    return made
+
+
+class RowConstraint:
+    """One row's matcher: ``mask(scores)`` sets the scores of the tokens the grammar does not allow next to -inf
+    (in place; ``scores`` (V,) or (1, V) float32), ``advance(token)`` feeds it the token chosen. ``done``: the
+    grammar is complete and allows nothing but the end of the sequence."""
+
+    def __init__(self, grammar: Grammar, lltokenizer):
+        llg = _llguidance()
+        self._matcher = llg.LLMatcher(lltokenizer, grammar.text, log_level=0)
+        if self._matcher.is_error():
+            raise ValueError(f"invalid {grammar.kind}: {self._matcher.get_error()}")
+        self.vocab_size = int(lltokenizer.vocab_size)
+        self._bits = llg.numpy.allocate_token_bitmask(1, self.vocab_size)
+        self._fill = llg.numpy.fill_next_token_bitmask
+        self.history: List[int] = []  # the tokens consumed so far
+
+    @property
+    def done(self) -> bool:
+        return self._matcher.is_stopped()
+
+    def mask(self, scores: np.ndarray) -> np.ndarray:
+        self._fill(self._matcher, self._bits, 0)
+        allowed = np.unpackbits(self._bits.view(np.uint8), bitorder="little", count=self.vocab_size).view(bool)
+        row = scores.reshape(-1)
+        row[:self.vocab_size][~allowed] = -np.inf
+        row[self.vocab_size:] = -np.inf
+        return scores
+
+    def advance(self, token: int) -> None:
+        if not self._matcher.consume_token(int(token)):
+            raise RuntimeError(f"the grammar refused token {int(token)} it allowed: {self._matcher.get_error()}")
+        self.history.append(int(token))
+
+
+class GrammarLogitsProcessor:
+    """A logits processor for ``generate(..., logits_processor=...)``: each row's output (the tokens after the
+    ones it was first called with) must match ``grammar``; the row ends (with ``eos_token_id``, which must be among
+    generate's end tokens) when the grammar is complete. Greedy search and sampling (``num_return_sequences`` rows
+    each constrained alike); not beam search, whose rows change places between steps.
+
+    Args:
+        tokenizer: forgegrad's tokenizer of the checkpoint (``load_tokenizer``) or a ``tokenizers.Tokenizer``.
+        grammar: a ``Grammar``.
+        eos_token_id: the end-of-sequence id (or ids) the row may end with, once the grammar is complete.
+        vocab_size: the model's vocabulary (its logits' width).
+    """
+
+    def __init__(self, tokenizer, grammar: Grammar, eos_token_id: Union[int, Sequence[int]], vocab_size: int):
+        if not isinstance(grammar, Grammar):
+            raise TypeError(f"GrammarLogitsProcessor: grammar must be a Grammar, got {type(grammar).__name__}")
+        self.grammar, self.eos = grammar, eos_token_id
+        self.lltokenizer = grammar_tokenizer(tokenizer, vocab_size, eos_token_id)
+        self.rows: Optional[List[RowConstraint]] = None
+        self.start = 0  # the length of the sequences at the first call: the output begins there
+        self._ends = set(self.lltokenizer.eos_tokens)
+
+    def __call__(self, sequences: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        sequences = np.asarray(sequences)
+        if self.rows is None:
+            self.rows, self.start = [RowConstraint(self.grammar, self.lltokenizer) for _ in sequences], \
+                sequences.shape[1]
+        if len(self.rows) != len(sequences):
+            raise ValueError(f"GrammarLogitsProcessor: made for {len(self.rows)} rows, called with {len(sequences)} "
+                             "(one processor per generate call)")
+        scores = np.array(scores, dtype=np.float32)
+        for r, (row, seq) in enumerate(zip(self.rows, sequences)):
+            out, n = seq[self.start:], len(row.history)
+            if n and row.history[-1] in self._ends:
+                continue  # finished: generate pads it
+            if len(out) not in (n, n + 1) or list(out[:n]) != row.history:  # one new token a call
+                raise ValueError("GrammarLogitsProcessor: the rows skipped steps or changed places (beam search "
+                                 "is not supported: use num_beams=1)")
+            if len(out) == n + 1:
+                row.advance(out[-1])
+                if out[-1] in self._ends:
+                    continue
+            row.mask(scores[r])
+        return scores
