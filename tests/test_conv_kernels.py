@@ -143,6 +143,23 @@ def test_conv2d_bit_identical_across_thread_counts(rng, threads, xshape, wshape,
             np.testing.assert_array_equal(a, b_)
 
 
+@pytest.mark.parametrize("side,channels", [(14, 32), (18, 32), (30, 40)])
+def test_winograd_last_few_tiles_match_the_vector_path(rng, simd_path, side, channels):
+    """The Winograd forward computes a last partial vector of fewer than 6 tiles (49 tiles of one
+    14x14 image: one) with the output channels along the lanes instead; per-tile results do not
+    depend on the batching, so an image alone (its last tile on that path) and the same image
+    first in a batch of three (on the vector path) must give the same bits, act and pool included."""
+    x = rng.standard_normal((3, channels, side, side)).astype(np.float32)
+    x[0, 0, 0, :3] = [np.nan, np.inf, -0.0]
+    w = rng.standard_normal((70, channels, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(70).astype(np.float32)
+    for kw in (dict(), dict(activation=fg._C.activation.RELU, max_pool2x2=True)):
+        batch = conv2d_forward(x, w, b, padding=1, **kw)
+        for i in (0, 2):
+            alone = conv2d_forward(x[i:i + 1], w, b, padding=1, **kw)
+            assert alone.tobytes() == batch[i:i + 1].tobytes(), (i, kw)
+
+
 # one case per forward path: direct "flat" and "row" vectors, strided im2col, depthwise, Winograd
 FUSED_ACT_CASES = [CASES[0], CASES[1], CASES[6], CASES[8], CASES[20], CASES[21]]
 ACT_NAMES = ["RELU", "LEAKY_RELU", "GELU", "GELU_TANH", "SIGMOID", "TANH", "SILU"]

@@ -306,6 +306,42 @@ void winograd_weights(const Winograd3x3& p, const float* kernels, float* U) {
   }
 }
 
+// The last `nt` tiles from t0 (fewer than kConvMR: a vector of tiles would be mostly empty lanes) of
+// product xi: Mxi[m][t] = sum_c Uxi[m][c] Vxi[c][t] with the output channels along the lanes (a
+// kConvMR-row panel of U is one vector per c), kChains panels at a time for independent chains (a
+// missing panel of the last group reads zero lanes and stores nothing). Each sum is the tile
+// kernel's: fmas in c order from +0, so the same bits.
+static void winograd_tail_tiles(const Winograd3x3& p, const float* Uxi, const float* Vxi, int64_t t0, int64_t nt,
+                                float* Mxi) {
+  constexpr int kChains = 4;
+  const int64_t panels = (p.M + kConvMR - 1) / kConvMR;
+  for (int64_t t = t0; t < t0 + nt; ++t) {
+    for (int64_t q0 = 0; q0 < panels; q0 += kChains) {
+      int rows[kChains];
+      const float* a[kChains];
+      vf acc[kChains];
+#pragma GCC unroll 8
+      for (int j = 0; j < kChains; ++j) {
+        const int64_t m0 = (q0 + j) * kConvMR;
+        rows[j] = q0 + j < panels ? static_cast<int>(p.M - m0 < kConvMR ? p.M - m0 : kConvMR) : 0;
+        a[j] = rows[j] ? Uxi + m0 * p.Cin : Uxi;
+        acc[j] = vzero();
+      }
+      for (int64_t c = 0; c < p.Cin; ++c) {
+        const vf v = vset1(Vxi[c * p.ldT + t]);
+#pragma GCC unroll 8
+        for (int j = 0; j < kChains; ++j) acc[j] = vfmadd(vload_n(a[j] + c * rows[j], rows[j]), v, acc[j]);
+      }
+#pragma GCC unroll 8
+      for (int j = 0; j < kChains; ++j) {
+        alignas(64) float lanes[W];
+        vstore(lanes, acc[j]);
+        for (int m = 0; m < rows[j]; ++m) Mxi[((q0 + j) * kConvMR + m) * p.ldT + t] = lanes[m];
+      }
+    }
+  }
+}
+
 int64_t winograd_scratch_floats(const Winograd3x3& p) { return 16 * (v_plane(p) + m_plane(p)) + 2 * W; }
 
 void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const float* U, const float* bias, float* out,
@@ -316,8 +352,10 @@ void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const f
   input_transforms(p, B, b_step, V);
   I64Buf off(p.Cin);
   for (int64_t c = 0; c < p.Cin; ++c) off.p[c] = c * p.ldT;
+  // a last vector of fewer than kConvMR tiles costs a full vector per row of U: those tiles go by rows
+  const int64_t rest = T % W, dense = rest > 0 && rest < kConvMR ? T - rest : T;
   VecList vl((T + W - 1) / W);
-  build_dense(vl, T);
+  build_dense(vl, dense);
   const int64_t mblocks = (p.M + kConvMR - 1) / kConvMR;
   parallel_for(16 * mblocks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t task = t0; task < t1; ++task) {
@@ -327,6 +365,11 @@ void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const f
                Mb + xi * m_plane(p) + m0 * p.ldT, p.ldT);
     }
   });
+  if (dense < T)
+    parallel_for(16, 1, [&](int64_t x0, int64_t x1) {
+      for (int64_t xi = x0; xi < x1; ++xi)
+        winograd_tail_tiles(p, U + xi * p.M * p.Cin, V + xi * v_plane(p), dense, T - dense, Mb + xi * m_plane(p));
+    });
   const int64_t oplane = p.OHo * p.OWo, POH = p.OHo / 2, POW = p.OWo / 2;
   // the activation goes on each vector of output as the transform stores it (no pass over the plane),
   // and the pool on each 2x2 tile in registers
