@@ -274,6 +274,16 @@ def test_row_constraint_on_byte_tokens():
     assert row.done and set(np.flatnonzero(np.isfinite(row.mask(scores)))) == {299}
 
 
+def _accepts(row, tokens) -> bool:
+    """Whether the row's grammar allows ``tokens`` one after the other."""
+    for t in tokens:
+        scores = row.mask(np.zeros(300, np.float32))
+        if not np.isfinite(scores[t]):
+            return False
+        row.advance(t)
+    return True
+
+
 @pytest.mark.parametrize("fmt,reply", [
     ("hermes", '<tool_call>\n{"name": "get_time", "arguments": {"zone": "CET"}}\n</tool_call>\n'
                '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome", "days": 2}}\n</tool_call>'),
@@ -292,17 +302,32 @@ def test_tool_call_grammars_accept_what_the_readers_read(checkpoint, fmt, reply)
     content, calls = read_tool_calls(reply, fmt=fmt)
     assert content is None and [c.name for c in calls] == ["get_time", "get_weather"]
 
-    def accepts(grammar, text):
-        row = RowConstraint(grammar, lltok)
-        for t in lltok.tokenize_str(text) + [1]:  # the text's tokens as they follow a prompt
-            scores = row.mask(np.zeros(300, np.float32))
-            if not np.isfinite(scores[t]):
-                return False
-            row.advance(t)
-        return True
+    def accepts(grammar, text):  # the text's tokens as they follow a prompt
+        return _accepts(RowConstraint(grammar, lltok), lltok.tokenize_str(text) + [1])
 
     assert accepts(tool_call_grammar(TOOLS, ["get_time", "get_weather"], fmt, True, tok), reply)
     assert not accepts(tool_call_grammar(TOOLS, ["get_time", "get_weather"], fmt, False, tok), reply)  # two calls
     assert not accepts(tool_call_grammar(TOOLS, ["get_time"], fmt, True, tok), reply)  # get_weather not allowed
     assert not accepts(tool_call_grammar(TOOLS, ["get_time", "get_weather"], fmt, True, tok),
                        reply.replace("Rome", "Oslo"))  # not in the enum
+
+
+def test_a_tag_that_is_a_special_token_is_forced_as_that_token(tmp_path):
+    """Mistral's [TOOL_CALLS] is one special token in its tokenizers: the grammar wants that token (its text spelled
+    in pieces would not be it)."""
+    from hf_conformance import chat_tokenizer
+
+    from forgegrad.models.hf.constrained import RowConstraint, grammar_tokenizer
+    from forgegrad.serve.structured import tool_call_grammar
+    fast = chat_tokenizer(TINY)
+    fast.add_special_tokens({"additional_special_tokens": ["[TOOL_CALLS]"]})
+    fast.save_pretrained(tmp_path)
+    tok = load_tokenizer(tmp_path, 300, 1)
+    tag = tok.token_id("[TOOL_CALLS]")
+    assert tag is not None and tag in tok.special_ids()
+    lltok = grammar_tokenizer(tok, 300, [1])
+    grammar = tool_call_grammar(TOOLS, ["get_time"], "mistral", False, tok)
+    calls = lltok.tokenize_str('[{"name": "get_time", "arguments": {"zone": "CET"}}]')
+    assert _accepts(RowConstraint(grammar, lltok), [tag] + calls + [1])
+    bracket = lltok.tokenize_str("[")  # the first piece of the tag spelled as text
+    assert bracket != [tag] and not _accepts(RowConstraint(grammar, lltok), bracket)
