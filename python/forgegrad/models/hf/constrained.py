@@ -169,6 +169,8 @@ class RowConstraint:
         return self._matcher.is_stopped()
 
     def mask(self, scores: np.ndarray) -> np.ndarray:
+        if not scores.flags["C_CONTIGUOUS"] or not scores.flags["WRITEABLE"]:
+            raise ValueError("RowConstraint.mask: scores must be a writable contiguous array (it is masked in place)")
         self._fill(self._matcher, self._bits, 0)
         allowed = np.unpackbits(self._bits.view(np.uint8), bitorder="little", count=self.vocab_size).view(bool)
         row = scores.reshape(-1)
