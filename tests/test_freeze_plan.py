@@ -28,7 +28,7 @@ def _run(model, x):
 
 def _native(seq):
     plan = seq.__dict__.get("_inference_plan")
-    return None if plan is None else plan[2]
+    return None if plan is None or plan[2] is False else plan[2]
 
 
 def test_frozen_lenet_runs_each_sequential_as_one_call(simd_path, threads):
@@ -123,6 +123,8 @@ def test_deep_copies_and_refreezing_build_their_own_plan():
     _run(frozen, x)
     twin = copy.deepcopy(frozen)
     np.testing.assert_array_equal(_run(twin, x), expected)
+    assert isinstance(_native(twin.features), _C.plan.SequentialPlan)  # its own, built at its first call
+    assert _native(twin.features) is not _native(frozen.features)
     again = nn.utils.freeze(frozen)
     np.testing.assert_array_equal(_run(again, x), expected)
     assert _native(again.features) is not None and _native(again.features) is not _native(frozen.features)

@@ -308,7 +308,7 @@ class Sequential(_ModuleSequence):
         # any call the plan does not take, goes the usual way.
         d = self.__dict__
         plan = d.get("_inference_plan")
-        if plan is not None and plan[2] is not None and len(args) == 1 and not kwargs \
+        if plan is not None and plan[2] and len(args) == 1 and not kwargs \
                 and not d.get("_forward_pre_hooks") and type(self).forward is Sequential.forward and graph_free():
             input = args[0]
             if isinstance(input, Tensor) and plan[0] == tuple(d["_modules"].values()):
@@ -334,12 +334,13 @@ class Sequential(_ModuleSequence):
         mods = tuple(self._modules.values())
         d = self.__dict__
         plan = d.get("_inference_plan")
-        if plan is None or plan[0] != mods:
+        # plan[2]: the native plan, False where none applies, None where a deep copy dropped it
+        if plan is None or plan[0] != mods or plan[2] is None:
             steps = _inference_plan(mods)
-            plan = (mods, steps, _native_plan(steps) if d.get("_native_steps") else None)
+            plan = (mods, steps, (_native_plan(steps) or False) if d.get("_native_steps") else False)
             d["_inference_plan"] = plan
         native = plan[2]
-        if native is not None and isinstance(input, Tensor):
+        if native and isinstance(input, Tensor):
             y = native.run(input._data)
             if y is not None:
                 return Tensor._wrap(y)
