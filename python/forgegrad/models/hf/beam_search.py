@@ -27,8 +27,21 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _top(values: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest of each row, largest first (ties: the lower index first)."""
-    return np.argsort(-values, axis=-1, kind="stable")[:, :k]
+    """Indices of the k largest of each row, largest first (ties: the lower index first). A long row (a step's
+    K x vocabulary continuations) sorts only the values at least its k-th largest (np.partition), which keeps the
+    same indices, ties included, at a fraction of a full sort's time."""
+    n = values.shape[-1]
+    if n < 4096 or n < 16 * k:
+        return np.argsort(-values, axis=-1, kind="stable")[:, :k]
+    kth = np.partition(values, n - k, axis=-1)[:, n - k]
+    out = np.empty((values.shape[0], k), np.int64)
+    for r, row in enumerate(values):
+        idx = np.flatnonzero(row >= kth[r])  # ascending: a stable sort of them keeps ties lowest index first
+        if len(idx) < k:  # (NaN: no ordering to keep) the full sort
+            out[r] = np.argsort(-row, kind="stable")[:k]
+        else:
+            out[r] = idx[np.argsort(-row[idx], kind="stable")[:k]]
+    return out
 
 
 def search(first_logits: np.ndarray, next_logits: Callable[[np.ndarray, np.ndarray], np.ndarray], batch: int,
