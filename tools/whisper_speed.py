@@ -2,7 +2,8 @@
 one 30-second window, and generate (language given, greedy) of --tokens new tokens. ``--onnx``: also the graphs
 export_seq2seq writes, in onnxruntime (intra_op_num_threads=1): the encoder, and generate_onnx_whisper.
 ``--longform SECONDS``: also long-form generate with timestamps on that many seconds of features (window after
-window, --tokens new tokens at most per window), the same tokens and segment times checked.
+window, --tokens new tokens at most per window), the same tokens and segment times checked. ``--beams K``: also
+short-form generate with K beams (a batch of 2, the same tokens checked).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python tools/whisper_speed.py --tokens 32 --onnx
 """
@@ -33,6 +34,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--onnx", action="store_true", help="also time the exported graphs in onnxruntime")
     ap.add_argument("--longform", type=float, default=0.0, help="also time long-form generate on SECONDS of audio")
+    ap.add_argument("--beams", type=int, default=0, help="also time short-form generate with this many beams")
     args = ap.parse_args()
     import torch
     import transformers
@@ -78,6 +80,8 @@ def main():
           f"({gen_hf / gen_fg:.2f}x)")
     if args.longform:
         longform(model, hf, args)
+    if args.beams:
+        beams(model, hf, args)
     if args.onnx:
         from forgegrad.models.hf import generate_onnx_whisper
         enc, dec = sessions
@@ -105,6 +109,21 @@ def longform(model, hf, args):
     windows = len({s["result"].data_ptr() for s in theirs["segments"][0]})  # a window's segments share its row
     print(f"long-form, {args.longform:g} s ({windows} windows, {ours['sequences'].shape[1]} tokens): same tokens and "
           f"segments: {same}; forgegrad {gen_fg:.0f} ms, transformers {gen_hf:.0f} ms ({gen_hf / gen_fg:.2f}x)")
+
+
+def beams(model, hf, args):
+    """Short-form generate with args.beams beams (language given) on a batch of two windows."""
+    import torch
+    x = np.random.default_rng(2).standard_normal((2, 80, 3000)).astype(np.float32)
+    kw = dict(language="en", max_new_tokens=args.tokens, num_beams=args.beams)
+    ours = model.generate(x, **kw)
+    with torch.no_grad():
+        theirs = hf.generate(torch.tensor(x), **kw).numpy()
+        gen_hf = best(lambda: hf.generate(torch.tensor(x), **kw), args.repeat)
+    gen_fg = best(lambda: model.generate(x, **kw), args.repeat)
+    print(f"beam search, {args.beams} beams, batch of 2 ({ours.shape[1]} tokens): same tokens: "
+          f"{np.array_equal(ours, theirs)}; forgegrad {gen_fg:.0f} ms, transformers {gen_hf:.0f} ms "
+          f"({gen_hf / gen_fg:.2f}x)")
 
 
 def onnx_sessions(model, directory):

@@ -26,7 +26,7 @@ from ...autograd import no_grad
 from ...tensor import Tensor
 from .generation import UNSET, _check_beams, _sampler
 from .logits_processors import generation_source, resolve
-from .whisper_beam import beam_window
+from .whisper_beam import beam_window, cross_states
 from .whisper_fallback import log_softmax, verdict
 from .whisper_timestamps import TimestampRules, joined, unpadded, window_segments, without_end
 
@@ -379,7 +379,7 @@ def _decode_window(run: _Run, states, prompt: np.ndarray, padding: Optional[np.n
     if run.beams is not None:  # (sampled attempts have one beam; beams come without the fallback's log-probs)
         return beam_window(run, states, prompt, padding, max_new_tokens, run.beams), None, None
     B, P = prompt.shape
-    cross = model.cross_kv(states)
+    cross = cross_states(model, states)
     out = np.full((B, max_new_tokens), run.pad, np.int64)
     chosen = np.zeros((B, max_new_tokens), np.float32) if logprobs else None
     finished = np.zeros(B, bool)
