@@ -149,3 +149,20 @@ def test_processors_equal_transformers_processors_at_every_length():
             want = proc(torch.tensor(seqs), want)
         got = LogitsProcessors(3, 7, [2, 5], forced_bos=4, forced_eos=2, max_length=9)(seqs, scores)
         np.testing.assert_array_equal(got, want.numpy(), err_msg=f"length {L}")
+
+
+def test_top_continuations_equal_a_full_stable_sort():
+    """The partitioned top-k of long rows gives the full stable sort's indices: ties lowest index first, rows of
+    -inf (suppressed tokens) and rows with fewer finite values than k."""
+    from forgegrad.models.hf.beam_search import _top
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        n, k, rows = int(rng.integers(4096, 20000)), int(rng.integers(1, 30)), int(rng.integers(1, 4))
+        v = rng.standard_normal((rows, n)).astype(np.float32)
+        if trial % 3 == 0:
+            v = np.round(v, 1)  # many ties
+        if trial % 5 == 0:
+            v[:, rng.integers(0, n, n // 2)] = -np.inf
+        if trial % 7 == 0:
+            v[:, 3:] = -np.inf
+        np.testing.assert_array_equal(_top(v, k), np.argsort(-v, axis=-1, kind="stable")[:, :k])
