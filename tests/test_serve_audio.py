@@ -381,11 +381,12 @@ def test_prompt_tokens(whisper_dir, tmp_path):
     assert e.value.status == 400 and e.value.param == "prompt"
 
 
-def test_without_timestamp_tokens_verbose_json_is_one_segment_with_whispers_scores(whisper_dir, tmp_path):
+@pytest.mark.parametrize("prompt", ["", "the water of time"], ids=["no-prompt", "prompt"])
+def test_without_timestamp_tokens_verbose_json_is_one_segment_with_whispers_scores(whisper_dir, tmp_path, prompt):
     """A checkpoint without no_timestamps_token_id: verbose_json's one segment is the whole clip, with Whisper's
     avg_logprob (the chosen tokens' log-probabilities under the processed scores, the end token's too, over
     tokens + 1) and no_speech_prob (<|nocaptions|>'s probability after the start token), checked against
-    transformers' scores; long audio is refused."""
+    transformers' scores, behind the prompt where there is one; long audio is refused."""
     import shutil
     path = tmp_path / "tiny-whisper"
     shutil.copytree(whisper_dir, path)
@@ -398,19 +399,21 @@ def test_without_timestamp_tokens_verbose_json_is_one_segment_with_whispers_scor
     tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"))
     wav, stored, rate = WAVS["16k-mono-float32"]()
     features = torch.tensor(_expected_features((hf, extractor, tokenizer), stored, rate))
-    max_new = POSITIONS - 3  # no <|notimestamps|> in the prompt
+    ids = transformers.WhisperTokenizerFast(tokenizer_file=str(path / "tokenizer.json")).get_prompt_ids(prompt)
+    ids = ids.tolist() if prompt else []
+    max_new = POSITIONS - 3 - len(ids)  # no <|notimestamps|> in the prompt
     with torch.no_grad():
         out = hf.generate(features, max_new_tokens=max_new, task="transcribe", return_dict_in_generate=True,
-                          output_scores=True)
-        start = hf(features, decoder_input_ids=torch.tensor([[START]])).logits[0, -1]
-    tokens = out.sequences[0].tolist()[3:]  # after start, language, task
+                          output_scores=True, prompt_ids=torch.tensor(ids) if ids else None)
+        start = hf(features, decoder_input_ids=torch.tensor([ids + [START]])).logits[0, -1]
+    tokens = out.sequences[0].tolist()[len(ids) + 3:]  # after the prompt, start, language, task
     text_ids = tokens[:-1] if tokens[-1] == EOS else tokens
     logp = [torch.log_softmax(s[0].double(), -1) for s in out.scores]
     total = sum(float(lp[t]) for lp, t in zip(logp, tokens))
     raw = tokenizer.decode(text_ids, skip_special_tokens=True)
     with running_app(create_speech_app(SpeechServeConfig(str(path)))) as url, \
             httpx.Client(base_url=url, timeout=60) as c:
-        r = _post(c, "/v1/audio/transcriptions", wav, {"response_format": "verbose_json"})
+        r = _post(c, "/v1/audio/transcriptions", wav, {"response_format": "verbose_json", "prompt": prompt})
         long_file, _ = _pcm_wav(_signal(1.5, 8000, 1, 4), 8000, 2)
         assert "1.50 s" in _error(_post(c, "/v1/audio/transcriptions", long_file), 400, "file")
     assert r.status_code == 200, r.text
