@@ -197,8 +197,8 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
     gc = dict(generation_source(model))
     thresholds, condition = _options(gc, compression_ratio_threshold, logprob_threshold, no_speech_threshold,
                                      condition_on_prev_tokens)
-    beams = _check_beams(resolve(model, "num_beams", num_beams, 1), resolve(model, "length_penalty", length_penalty,
-                                                                             1.0),
+    beams = _check_beams(resolve(model, "num_beams", num_beams, 1),
+                         resolve(model, "length_penalty", length_penalty, 1.0),
                          resolve(model, "early_stopping", early_stopping, False), None)
     if beams is not None and (thresholds["logprob_threshold"] is not None
                               or thresholds["no_speech_threshold"] is not None):
