@@ -204,7 +204,7 @@ class Transcriber:
         jobs first run the first window through the encoder and the step after the start token, together: their
         language detection (generate's, done here to report it) and, without timestamps, the states avg_logprob
         and no_speech_prob are scored on. A request's prompt (prompt_ids) goes with it: those of one prompt share a
-        generate."""
+        generate; so do those of one number of beams (SpeechRequest.num_beams, forgegrad transcribe's)."""
         from ..autograd import no_grad
         model = self.model
         window = model.num_frames
@@ -226,10 +226,10 @@ class Transcriber:
                         jobs[i].language = names[int(np.argmax(logits[r, ids]))]
             for i, job in enumerate(jobs):
                 key = (job.req.task, job.req.temperature, job.language is None, job.timestamps,
-                       job.features.shape[2] > window, job.prompt)
+                       job.features.shape[2] > window, job.prompt, job.req.num_beams)
                 groups.setdefault(key, []).append(i)
             rows = {}
-            for (task, temperature, detect, timestamps, longform, prompt), members in groups.items():
+            for (task, temperature, detect, timestamps, longform, prompt, beams), members in groups.items():
                 max_new = self.context - len(self._prompt(None, task)) - len(prompt)  # all the room the decoder has
                 language = None if detect or not self.multilingual else [jobs[i].language for i in members]
                 frames = [jobs[i].features.shape[2] for i in members]
@@ -243,7 +243,7 @@ class Transcriber:
                                      do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
                                      max_new_tokens=max_new, return_timestamps=timestamps,
                                      return_segments=timestamps, attention_mask=mask, condition_on_prev_tokens=False,
-                                     prompt_ids=list(prompt) if prompt else None)
+                                     prompt_ids=list(prompt) if prompt else None, num_beams=beams)
                 for r, i in enumerate(members):
                     if timestamps:
                         rows[i] = ([(float(g["start"]), float(g["end"]), g["tokens"].tolist())

@@ -36,6 +36,7 @@ class SpeechRequest:
     prompt: Optional[str] = None
     response_format: str = "json"
     temperature: float = 0.0
+    num_beams: Optional[int] = None  # forgegrad transcribe --num-beams; None: generation_config.json's, else 1
 
 
 @dataclass

@@ -1,0 +1,191 @@
+"""``forgegrad transcribe AUDIO... --model WHISPER_DIR``: speech to text with a Whisper checkpoint directory, as
+openai-whisper's and whisper.cpp's command lines: the text, JSON or subtitles of each file on stdout or in files.
+
+The work is the audio API's (serve/speech_app.py's Transcriber, serve/speech_request.py's render): the same decoding
+and resampling, features, generate call (timestamps for long audio and for verbose_json / srt / vtt, the prompt as
+prompt_ids) and formats, so a file gives the text ``forgegrad serve`` answers for it. Files are transcribed one after
+another; a file that cannot be read or decoded is reported and skipped, the others still transcribed (exit 2 at the
+end).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from ._argtypes import non_negative_float, positive_int
+from ._errors import UsageError
+
+FORMATS = ("text", "json", "verbose_json", "srt", "vtt")
+EXTENSIONS = {"text": "txt", "json": "json", "verbose_json": "json", "srt": "srt", "vtt": "vtt"}
+_FLAGS = {"language": "--language", "prompt": "--prompt", "model": "--task"}  # the API's field -> the flag
+
+
+def add_parser(sub):
+    p = sub.add_parser("transcribe", help="transcribe or translate audio files with a Whisper checkpoint directory",
+                       description="Transcribe audio files with a Whisper checkpoint directory (as transformers' "
+                                   "save_pretrained writes it: config.json, safetensors, preprocessor_config.json, "
+                                   "tokenizer.json): WAV always; FLAC, MP3, Ogg and AIFF with the audio extra (pip "
+                                   "install \"forgegrad[audio]\"). Audio longer than one window (30 s) is decoded "
+                                   "window after window with timestamps. The result of each file goes to stdout "
+                                   "(several files: text, srt and vtt each after a '==> FILE <==' line, json one "
+                                   "object a line), or with --output to a file or to DIR/<stem>.<txt|json|srt|vtt>. "
+                                   "The same transcription as forgegrad serve's /v1/audio/transcriptions.")
+    p.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files; - reads one from stdin")
+    p.add_argument("--model", required=True, metavar="WHISPER_DIR", help="the Whisper checkpoint directory")
+    p.add_argument("--language", default=None, help="the audio's language: a code (fr), a name (french) or "
+                   "Whisper's token (<|fr|>); default: detected from the first window (multilingual checkpoints)")
+    p.add_argument("--task", choices=("transcribe", "translate"), default="transcribe",
+                   help="transcribe (default: the text in the audio's language) or translate (the text in English)")
+    p.add_argument("--format", choices=FORMATS, default="text", dest="response_format",
+                   help="text (default), json ({\"text\"}), verbose_json (language, duration, timestamped segments "
+                        "with avg_logprob and compression_ratio), srt or vtt subtitles")
+    p.add_argument("--output", "-o", default=None, metavar="FILE|DIR",
+                   help="write the result to FILE (one input) or to DIR/<stem>.<ext> for each input (an existing "
+                        "directory, a path ending with '/', or several inputs: created if missing), each file "
+                        "written atomically; default: stdout")
+    p.add_argument("--temperature", type=non_negative_float, default=0.0,
+                   help="0 (default): greedy decoding; > 0: sample at this temperature")
+    p.add_argument("--num-beams", type=positive_int, default=None, metavar="K",
+                   help="beam search with K beams (default: the checkpoint's generation_config.json, else 1)")
+    p.add_argument("--prompt", default=None, metavar="TEXT",
+                   help="a text the transcript follows (names, spelling, style): Whisper's previous-text prompt")
+    p.add_argument("--threads", type=positive_int, default=None, help="forgegrad kernel threads")
+    p.add_argument("--weights", choices=("float32", "bfloat16", "int8"), default="float32",
+                   help="the Linear layers' weights: float32 (default), bfloat16 or int8 (weight-only)")
+    p.set_defaults(run=run)
+    return p
+
+
+def _targets(args) -> list:
+    """Where each input's result goes: None for stdout, else a path; UsageError for a clash, before any work."""
+    inputs, out = args.audio, args.output
+    if out is None:
+        return [None] * len(inputs)
+    into_dir = os.path.isdir(out) or out.endswith(("/", os.sep)) or len(inputs) > 1
+    if not into_dir:
+        return [out]
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--output {out!r} is a file; several inputs need a directory")
+    ext = EXTENSIONS[args.response_format]
+    targets, seen = [], {}
+    for name in inputs:
+        stem = "stdin" if name == "-" else os.path.splitext(os.path.basename(name))[0]
+        target = os.path.join(out, f"{stem}.{ext}")
+        if target in seen:
+            raise UsageError(f"--output {out!r}: {seen[target]!r} and {name!r} would both be written to "
+                             f"{target!r}; transcribe them separately")
+        seen[target] = name
+        targets.append(target)
+    return targets
+
+
+def _check_inputs(args) -> None:
+    if args.audio.count("-") > 1:
+        raise UsageError("AUDIO: '-' (stdin) can be given once")
+    for name in args.audio:
+        if name != "-" and not os.path.isfile(name):
+            raise UsageError(f"AUDIO {name!r}: " + ("is a directory" if os.path.isdir(name) else "no such file"))
+
+
+def _load(args):
+    """The Transcriber of --model (UsageError: not a Whisper directory, or one that cannot be read)."""
+    from ..models.hf import CheckpointError
+    from ..serve.speech_app import Transcriber, is_speech_checkpoint
+    if not os.path.isdir(args.model):
+        raise UsageError(f"--model {args.model!r} is not a directory (a Whisper checkpoint, as transformers' "
+                         "save_pretrained writes it)")
+    if not is_speech_checkpoint(args.model):
+        raise UsageError(f"--model {args.model!r} holds no Whisper checkpoint (config.json's model_type 'whisper')")
+    try:
+        return Transcriber(args.model, args.weights)
+    except (CheckpointError, ValueError, OSError) as e:
+        raise UsageError(f"--model {args.model!r}: {e}") from None
+
+
+def _message(e) -> str:
+    """A CompletionError's message naming the command's argument in place of the API's field."""
+    text = e.message
+    if e.param not in _FLAGS:
+        return text
+    if text.startswith(e.param + ": "):
+        text = text[len(e.param) + 2:]
+    return f"{_FLAGS[e.param]}: {text}"
+
+
+def run(args, out=None):
+    out = sys.stdout if out is None else out
+    from ..serve.completion_request import CompletionError
+    from ..serve.speech_request import SpeechRequest, render
+    _check_inputs(args)
+    targets = _targets(args)
+    if args.threads is not None:
+        from .._runtime import set_num_threads
+        set_num_threads(args.threads)
+    language = (args.language or "").strip() or None
+    prompt = (args.prompt or "").strip() or None
+    tr = _load(args)
+    probe = SpeechRequest(args.task, b"", "", language=language, prompt=prompt)
+    try:  # the language, task and prompt are checked once, before any file is read
+        token = tr.language_token(probe)
+        if prompt:
+            tr.prompt_ids(prompt, args.task)
+    except CompletionError as e:
+        raise UsageError(_message(e)) from None
+    for target in {os.path.dirname(t) for t in targets if t is not None and os.path.dirname(t)}:
+        os.makedirs(target, exist_ok=True)
+    progress = sys.stderr.isatty()
+    failed = 0
+    for k, (name, target) in enumerate(zip(args.audio, targets), start=1):
+        shown = "stdin" if name == "-" else name
+        start = time.perf_counter()
+        try:
+            data = sys.stdin.buffer.read() if name == "-" else _read(name)
+            req = SpeechRequest(args.task, data, shown, language=language, prompt=prompt,
+                                response_format=args.response_format, temperature=args.temperature,
+                                num_beams=args.num_beams)
+            job = tr.prepare(req, token)
+        except CompletionError as e:
+            print(f"forgegrad: error: {e.message}", file=sys.stderr)
+            failed += 1
+            continue
+        except OSError as e:
+            print(f"forgegrad: error: AUDIO {name!r}: {e.strerror or e}", file=sys.stderr)
+            failed += 1
+            continue
+        try:
+            [transcript] = tr.transcribe([job])
+        except ValueError as e:  # generate's refusal of a setting (e.g. beams with sampling's options)
+            raise UsageError(str(e)) from None
+        body, _ = render(transcript, req)
+        if isinstance(body, dict):
+            body = json.dumps(body, ensure_ascii=False) + "\n"
+        _emit(body, target, out, shown if len(args.audio) > 1 and not args.response_format.endswith("json")
+              else None)
+        if progress:
+            where = f" -> {target}" if target else ""
+            print(f"[{k}/{len(args.audio)}] {shown}{where}: {job.duration:.1f} s of audio in "
+                  f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
+    if failed:
+        raise UsageError(f"{failed} of {len(args.audio)} files could not be transcribed (above)")
+    return 0
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _emit(body: str, target, out, header) -> None:
+    """The result on stdout (several text, srt or vtt results each after a '==> FILE <==' line, as head's), or
+    written atomically to ``target``."""
+    if target is None:
+        if header is not None:
+            out.write(f"==> {header} <==\n")
+        out.write(body)
+        out.flush()
+        return
+    from .._atomic_io import atomic_write
+    data = body.encode("utf-8")
+    atomic_write(target, lambda f: f.write(data), who="--output")
