@@ -15,7 +15,7 @@ import sys
 import time
 
 from ._argtypes import non_negative_float, positive_int
-from ._errors import UsageError
+from ._errors import CLIError, UsageError
 
 FORMATS = ("text", "json", "verbose_json", "srt", "vtt")
 EXTENSIONS = {"text": "txt", "json": "json", "verbose_json": "json", "srt": "srt", "vtt": "vtt"}
@@ -133,8 +133,11 @@ def run(args, out=None):
             tr.prompt_ids(prompt, args.task)
     except CompletionError as e:
         raise UsageError(_message(e)) from None
-    for target in {os.path.dirname(t) for t in targets if t is not None and os.path.dirname(t)}:
-        os.makedirs(target, exist_ok=True)
+    for folder in {os.path.dirname(t) for t in targets if t is not None and os.path.dirname(t)}:
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"--output: cannot create the directory {folder!r}: {e.strerror or e}") from None
     progress = sys.stderr.isatty()
     failed = 0
     for k, (name, target) in enumerate(zip(args.audio, targets), start=1):
@@ -188,4 +191,7 @@ def _emit(body: str, target, out, header) -> None:
         return
     from .._atomic_io import atomic_write
     data = body.encode("utf-8")
-    atomic_write(target, lambda f: f.write(data), who="--output")
+    try:
+        atomic_write(target, lambda f: f.write(data), who="--output")
+    except OSError as e:
+        raise CLIError(f"--output: cannot write {target!r}: {e.strerror or e}") from None
