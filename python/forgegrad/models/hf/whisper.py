@@ -138,9 +138,19 @@ class WhisperForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Modul
         if past + T > self.max_positions:
             raise ValueError(f"{_WHO}: decoder position {past + T - 1} exceeds max_target_positions "
                              f"{self.max_positions}")
+        x, mask = self._decoder_input(ids, past, decoder_attention_mask)
+        cross = self.cross_kv(encoder_states) if cross is None else cross
+        dec = self.decoder
+        x = dec.run(x, mask, causal=mask is None, cross=cross, cache=cache)
+        if cache is not None:
+            cache.advance(T)
+        return F.linear(x, dec.embed_tokens.weight) if self.tied else self.lm_head(x)
+
+    def _decoder_input(self, ids: np.ndarray, past: int, decoder_attention_mask):
+        """The decoder's first layer input (token embeddings plus positions) and the additive mask (or None)."""
+        T = ids.shape[1]
         padding = mask_array(decoder_attention_mask, _WHO, (ids.shape[0], past + T))
         mask = additive_mask(padding, past, T, causal=True)
-        cross = self.cross_kv(encoder_states) if cross is None else cross
         dec = self.decoder
         x = dec.embed_tokens(Tensor._wrap(ids))
         if self.embed_scale != 1.0:
@@ -150,11 +160,36 @@ class WhisperForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Modul
         else:
             index = np.where(padding, np.cumsum(padding, -1) - 1, 0)[:, past:].astype(np.int64)
             places = rows(dec.embed_positions.weight, Tensor._wrap(index))
-        x = dec.dropout(x + places)
-        x = dec.run(x, mask, causal=mask is None, cross=cross, cache=cache)
-        if cache is not None:
-            cache.advance(T)
-        return F.linear(x, dec.embed_tokens.weight) if self.tied else self.lm_head(x)
+        return dec.dropout(x + places), mask
+
+    def cross_attention_weights(self, decoder_input_ids, cross: List[Tuple[Tensor, Tensor]], layers,
+                                decoder_attention_mask=None) -> Dict[int, np.ndarray]:
+        """Each of ``layers``' cross-attention probabilities (B, heads, T, encoder positions) for the decoder's
+        tokens (B, T) in one pass without cache: what transformers' eager attention returns as cross_attentions
+        (the decode path's fused attention never forms them). ``cross``: each layer's encoder keys and values
+        (``cross_kv``). Token-level timestamps read them (whisper_alignment.py); the layers after the last one
+        asked for are not run."""
+        ids = ids_array(decoder_input_ids, _WHO, self.vocab_size)
+        if ids.shape[1] > self.max_positions:
+            raise ValueError(f"{_WHO}: decoder position {ids.shape[1] - 1} exceeds max_target_positions "
+                             f"{self.max_positions}")
+        x, mask = self._decoder_input(ids, 0, decoder_attention_mask)
+        wanted = sorted({int(i) for i in layers})
+        out = {}
+        for i, layer in enumerate(self.decoder.layers[:wanted[-1] + 1] if wanted else []):
+            if i in wanted:  # the layer's input to its cross attention (pre-norm), then its queries' softmax
+                attn = layer.self_attn(layer.self_attn_layer_norm(x), mask, mask is None)
+                h = layer.encoder_attn_layer_norm(x + attn).numpy()
+                ea = layer.encoder_attn
+                w, b = ea.q_proj.weight.numpy(), ea.q_proj.bias.numpy()
+                q = (h @ w.T + b).astype(np.float32)
+                B, T, d = q.shape
+                q = q.reshape(B, T, ea.heads, d // ea.heads).transpose(0, 2, 1, 3)
+                scores = q @ np.swapaxes(cross[i][0].numpy(), -1, -2) * np.float32((d // ea.heads) ** -0.5)
+                scores = np.exp(scores - scores.max(-1, keepdims=True))
+                out[i] = (scores / scores.sum(-1, keepdims=True)).astype(np.float32)
+            x = layer(x, mask, causal=mask is None, cross_kv=cross[i], layer=i)
+        return out
 
     # --- the exported graphs (export_seq2seq traces them; onnx_whisper decodes on them) ---
     def encode_graph(self, input_features: Tensor) -> Tensor:

@@ -13,7 +13,8 @@ A text prompt (``prompt_ids``) goes before the decoder prompt of every window, o
 
 Beam search (``num_beams`` > 1) decodes a greedy window with transformers' beam search (whisper_beam.py).
 
-Not yet: token-level timestamps (cross-attention alignment).
+``return_token_timestamps=True`` adds each token's time from the cross-attention of the checkpoint's
+alignment heads and dynamic time warping (whisper_alignment.py), as transformers computes them.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from ...autograd import no_grad
 from ...tensor import Tensor
 from .generation import UNSET, _check_beams, _sampler
 from .logits_processors import generation_source, resolve
+from .whisper_alignment import token_timestamps
 from .whisper_beam import beam_window, cross_states
 from .whisper_fallback import log_softmax, verdict
 from .whisper_timestamps import TimestampRules, joined, unpadded, window_segments, without_end
@@ -145,7 +147,7 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
              condition_on_prev_tokens: Optional[bool] = None, time_precision: float = 0.02,
              compression_ratio_threshold=None, logprob_threshold=None, no_speech_threshold=None,
              prompt_ids=None, prompt_condition_type: Optional[str] = None, length_penalty: Optional[float] = None,
-             early_stopping=None) -> Union[np.ndarray, dict]:
+             early_stopping=None, return_token_timestamps: Optional[bool] = None) -> Union[np.ndarray, dict]:
     """The tokens transformers' ``WhisperForConditionalGeneration.generate`` returns for log-mel features
     (``WhisperFeatureExtractor``'s; ``input_features`` (B, num_mel_bins, frames)): (B, n), the prompt not
     included, each row without its end token and padded on the right with ``pad_token_id`` to the longest.
@@ -193,6 +195,15 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
     as ``generate``'s); a sampled attempt samples with one beam, and from then on the call decodes with one beam,
     as transformers' Whisper generate does. With beams, ``logprob_threshold`` and ``no_speech_threshold`` are not
     supported (ValueError).
+
+    ``return_token_timestamps=True``: also each token's time in seconds, as transformers computes it from the
+    cross-attention of generation_config.json's ``alignment_heads`` ([layer, head] pairs; ValueError without
+    them) smoothed by a median filter (config ``median_filter_width``) and dynamic time warping: returns
+    ``{"sequences": rows, "token_timestamps": (B, n) float32}`` (with "segments" when asked, each segment then
+    with its "token_timestamps" from the audio's start). As transformers', a row's times count from the start of
+    the window that made each token (long-form windows are not offset there; the segments' are), the row's end
+    is padded with its last time, and ``attention_mask`` (its ones: each input's frames) limits the aligned
+    audio; without it the whole window is aligned. Not with beam search (ValueError).
     """
     gc = dict(generation_source(model))
     thresholds, condition = _options(gc, compression_ratio_threshold, logprob_threshold, no_speech_threshold,
@@ -211,6 +222,10 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
             raise TypeError(f"generate: {name} must be a bool, got {value!r}")
     if isinstance(time_precision, bool) or not isinstance(time_precision, numbers.Real) or not time_precision > 0:
         raise ValueError(f"generate: time_precision must be a positive number of seconds, got {time_precision!r}")
+    if return_token_timestamps is not None and not isinstance(return_token_timestamps, bool):
+        raise TypeError(f"generate: return_token_timestamps must be a bool, got {return_token_timestamps!r}")
+    if return_token_timestamps:
+        _alignment_settings(model, gc, beams)
     features = _feature_array(model, input_features)
     B, frames = features.shape[0], features.shape[2]
     window = model.num_frames
@@ -234,6 +249,11 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
     run = _Run(model, gc, do_sample, temperature, top_k, top_p, min_p, eos_token_id, pad_token_id, thresholds,
                no_timestamps if return_timestamps else None)
     run.beams = beams
+    if return_token_timestamps:
+        run.alignment = _alignment_settings(model, gc, beams)
+        # transformers' num_frames: the attention mask's ones when one is given, from each window's start
+        run.num_frames = None if attention_mask is None else _input_lengths(attention_mask, B, frames, True)
+    stamps: List[List[np.ndarray]] = [[] for _ in range(B)]
     # transformers cuts every window's tokens at timestamp pairs, with or without return_timestamps (pairs a model
     # emits despite <|notimestamps|> cut it too); a checkpoint without <|notimestamps|> has no timestamp tokens
     stamp_begin = model.vocab_size + 1 if no_timestamps is None else int(no_timestamps) + 1
@@ -269,8 +289,9 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
             elif prompt_ids is not None:
                 prompt = np.concatenate([np.broadcast_to(prompt_ids, (len(rows), len(prompt_ids))), prompt], 1)
             budget = limit.next(prompt.shape[1])
-            tokens, skip, used = _window_with_fallback(run, features[rows], seek[rows], seek_frames, window, prompt,
-                                                       padding, budget)
+            run.window_frames = None if run.num_frames is None else (run.num_frames - seek)[rows]
+            tokens, skip, used, times = _window_with_fallback(run, features[rows], seek[rows], seek_frames, window,
+                                                              prompt, padding, budget)
             for r, i in enumerate(rows):
                 conditioned[r] = condition and (used[r] is None or used[r] < 0.5)  # low temperatures only
                 if skip[r]:
@@ -280,12 +301,75 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
                                                float(time_precision), stride)
                 segments[i] += found
                 seek[i] += moved
+                if times is not None:  # the window's times of its segments' tokens (a prefix of its tokens)
+                    count = sum(len(s["tokens"]) for s in found)
+                    window_times = times[r][prompt.shape[1]:prompt.shape[1] + count]
+                    stamps[i].append(window_times)
+                    offset = np.float32(np.float64(seek[i] - moved) * time_precision / stride)
+                    at = 0
+                    for s in found:
+                        s["token_timestamps"] = window_times[at:at + len(s["tokens"])] + offset
+                        at += len(s["tokens"])
     if first:
         segments = [row[1:] for row in segments]
     sequences = joined(segments, run.pad)
+    out = {"sequences": sequences}
+    if return_token_timestamps:
+        out["token_timestamps"] = _padded_times(stamps, sequences.shape[1])
     if return_segments or return_dict_in_generate:
-        return {"sequences": sequences, "segments": segments}
-    return sequences
+        out["segments"] = segments
+    return out if len(out) > 1 else sequences
+
+
+def _alignment_settings(model, gc: dict, beams):
+    """The checked (layer, head) pairs of generation_config.json's alignment_heads and the median filter's width."""
+    heads = gc.get("alignment_heads")
+    if heads is None:
+        raise ValueError("generate: return_token_timestamps needs alignment_heads ([layer, head] pairs of the "
+                         "decoder's cross-attention that follow the audio) in the checkpoint's "
+                         "generation_config.json: token-level timestamps are not available without them")
+    layers, n_heads = len(model.decoder.layers), int(model.config["decoder_attention_heads"])
+    pairs = []
+    for pair in heads if isinstance(heads, (list, tuple)) else [None]:
+        if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+                or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair)
+                or not (-layers <= pair[0] < layers and -n_heads <= pair[1] < n_heads)):
+            raise ValueError(f"generate: alignment_heads must be [layer, head] pairs within the decoder's {layers} "
+                             f"layers and {n_heads} heads, got {heads!r}")
+        pairs.append((int(pair[0]) % layers, int(pair[1]) % n_heads))
+    if not pairs:
+        raise ValueError("generate: alignment_heads is empty: token-level timestamps need at least one [layer, head]")
+    if beams is not None:
+        raise ValueError("generate: return_token_timestamps is not supported with num_beams > 1 yet; use num_beams=1")
+    width = model.config.get("median_filter_width", 7)
+    if isinstance(width, bool) or not isinstance(width, numbers.Integral) or width <= 0 or width % 2 != 1:
+        raise ValueError(f"generate: the config's median_filter_width must be an odd positive int, got {width!r}")
+    return pairs, int(width)
+
+
+def _padded_times(stamps: List[List[np.ndarray]], width: int) -> np.ndarray:
+    """Each input's token times joined, padded on the right with its last time (0.0 when it has none): (B, width)."""
+    out = np.zeros((len(stamps), width), np.float32)
+    for i, parts in enumerate(stamps):
+        row = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        out[i, :len(row)] = row
+        if len(row):
+            out[i, len(row):] = row[-1]
+    return out
+
+
+def _window_times(run: "_Run", states, prompt: np.ndarray, padding: Optional[np.ndarray], out: np.ndarray,
+                  num_frames: Optional[np.ndarray]) -> np.ndarray:
+    """One attempt's token times (b, P + n) for its rows: the alignment heads' cross-attention over the prompt and
+    the new tokens but the last (``out`` (b, n), finished rows padded as the steps fed them), in one pass."""
+    pairs, width = run.alignment
+    ids = np.concatenate([prompt, out[:, :-1]], 1)
+    if padding is not None:
+        padding = np.concatenate([padding, np.ones((len(ids), ids.shape[1] - padding.shape[1]), bool)], 1)
+    probs = run.model.cross_attention_weights(ids, cross_states(run.model, states), [layer for layer, _ in pairs],
+                                              decoder_attention_mask=padding)
+    weights = np.stack([probs[layer][:, head] for layer, head in pairs], 1)  # (b, heads, P + n - 1, positions)
+    return token_timestamps(weights, prompt.shape[1], width, num_frames)
 
 
 class _Run:
@@ -324,18 +408,23 @@ class _Run:
         self.no_speech_token = None if nst is None else int(gc["no_timestamps_token_id"]) - 1  # <|nocaptions|>
         self.start_tokens = 0  # the prompt's start tokens (set once built): the no-speech place is before them
         self.beams = None  # (num_beams, length_penalty, early_stopping) for beam search
+        self.alignment = None  # ((layer, head) pairs, median filter width) for token timestamps
+        self.num_frames: Optional[np.ndarray] = None  # each input's frames, for token timestamps
+        self.window_frames: Optional[np.ndarray] = None  # the frames from the window's start of its inputs
 
 
 def _window_with_fallback(run: _Run, features: np.ndarray, seek: np.ndarray, frames: np.ndarray, window: int,
                           prompt: np.ndarray, padding: Optional[np.ndarray], budget: int):
     """transformers' ``generate_with_fallback`` for one window of each row: decoded at the first temperature, the
     rows that fail the thresholds again at the next, and so on. Returns each row's tokens (without end token),
-    whether to skip it (as transformers indexes that list: by place among the rows decoded last), and the
-    temperature that made its tokens."""
+    whether to skip it (as transformers indexes that list: by place among the rows decoded last), the
+    temperature that made its tokens, and with token timestamps each row's times (P + n: the prompt's too), else
+    None."""
     b = len(seek)
     tokens: List[Optional[np.ndarray]] = [None] * b
     skip, used = [False] * b, [None] * b
     todo = list(range(b))
+    times: Optional[List[Optional[np.ndarray]]] = None if run.alignment is None else [None] * b
     no_speech = None
     th = run.thresholds
     encoded = run.model.encode(_window(features, seek, frames, window))
@@ -348,6 +437,12 @@ def _window_with_fallback(run: _Run, features: np.ndarray, seek: np.ndarray, fra
             run, states, prompt[todo], None if padding is None else padding[todo], budget, sampler, t,
             logprobs=th["logprob_threshold"] is not None,
             no_speech_at=None if run.no_speech_token is None else prompt.shape[1] - run.start_tokens)
+        if times is not None:
+            # transformers reads each row's frames by its place in the attempt's batch (not the retried input's)
+            frames_left = None if run.window_frames is None else run.window_frames[:len(todo)]
+            for r, row in zip(todo, _window_times(run, states, prompt[todo], None if padding is None else padding[todo],
+                                                  out, frames_left)):
+                times[r] = row
         if first is not None and no_speech is None:
             # transformers computes it on the whole window's batch, each time, and reads it by place
             no_speech = np.exp(log_softmax(first))[:, run.no_speech_token]
@@ -364,7 +459,7 @@ def _window_with_fallback(run: _Run, features: np.ndarray, seek: np.ndarray, fra
         if not again or attempt == len(run.temperatures) - 1:
             break
         todo = again
-    return tokens, skip, used
+    return tokens, skip, used, times
 
 
 def _decode_window(run: _Run, states, prompt: np.ndarray, padding: Optional[np.ndarray], max_new_tokens: int,

@@ -1,0 +1,122 @@
+"""Whisper's token-level timestamps (transformers' ``WhisperForConditionalGeneration._extract_token_timestamps``):
+the cross-attention probabilities of the checkpoint's ``alignment_heads`` (generation_config.json: [layer, head]
+pairs that follow the audio), for the generated tokens only, normalised over the tokens at each audio position,
+smoothed along the audio by a median filter, averaged over the heads; then dynamic time warping finds the cheapest
+monotonic path through the negated matrix and each token's time is the audio position where the path first
+reaches it.
+
+transformers reads the probabilities from the cross_attentions of the decoding steps (the prompt's at the first
+step, one row per later step; none for the last token). The same rows come here from one decoder pass without
+cache over the prompt and every new token but the last (``WhisperForConditionalGeneration.cross_attention_weights``,
+only the layers named): the decode loop's fused attention never forms them, and a step's probabilities depend on
+its prefix only, which that pass keeps (finished rows keep the pad tokens the steps fed them).
+
+``dynamic_time_warping_reference`` is transformers' loop, kept as the oracle; ``dynamic_time_warping`` fills the
+same cost table one anti-diagonal at a time (every cell depends on the two diagonals before it only), with the
+same float32 rounding and tie order, so it takes the same path.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+__all__ = ["median_filter", "dynamic_time_warping", "dynamic_time_warping_reference", "token_timestamps"]
+
+
+def median_filter(x: np.ndarray, width: int) -> np.ndarray:
+    """The median of each ``width`` window along the last axis, edges padded by reflection (transformers'
+    ``_median_filter``); returned unchanged when the axis is no longer than ``width // 2``."""
+    if width <= 0 or width % 2 != 1:
+        raise ValueError(f"median_filter: width must be an odd positive number (median_filter_width), got {width!r}")
+    pad = width // 2
+    if x.shape[-1] <= pad:
+        return x
+    padded = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(pad, pad)], mode="reflect")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, width, axis=-1)
+    return np.sort(windows, axis=-1)[..., pad]
+
+
+def _backtrace(trace: np.ndarray):
+    """The path's (token, position) indices from the last cell back to the first, in order."""
+    trace = trace.copy()
+    trace[0, :] = 2
+    trace[:, 0] = 1
+    i, j = trace.shape[0] - 1, trace.shape[1] - 1
+    text, time = [], []
+    while i > 0 or j > 0:
+        text.append(i - 1)
+        time.append(j - 1)
+        step = trace[i, j]
+        if step == 0:
+            i, j = i - 1, j - 1
+        elif step == 1:
+            i -= 1
+        elif step == 2:
+            j -= 1
+        else:
+            raise RuntimeError(f"dynamic time warping: no step recorded at trace[{i}, {j}]")
+    return np.array(text)[::-1], np.array(time)[::-1]
+
+
+def dynamic_time_warping_reference(matrix: np.ndarray):
+    """transformers' ``_dynamic_time_warping`` on a cost ``matrix`` (tokens, positions), cell by cell: each cell
+    extends the cheapest of the diagonal (0), the cell above (1) and the cell to the left (2), ties to the later
+    choice. Returns the path's token and position indices."""
+    n, m = matrix.shape
+    cost = np.full((n + 1, m + 1), np.inf, np.float32)
+    trace = -np.ones((n + 1, m + 1), np.float32)
+    cost[0, 0] = 0
+    for j in range(1, m + 1):
+        for i in range(1, n + 1):
+            c0, c1, c2 = cost[i - 1, j - 1], cost[i - 1, j], cost[i, j - 1]
+            if c0 < c1 and c0 < c2:
+                c, t = c0, 0
+            elif c1 < c0 and c1 < c2:
+                c, t = c1, 1
+            else:
+                c, t = c2, 2
+            cost[i, j] = matrix[i - 1, j - 1] + c
+            trace[i, j] = t
+    return _backtrace(trace)
+
+
+def dynamic_time_warping(matrix: np.ndarray):
+    """``dynamic_time_warping_reference``'s path, the table filled one anti-diagonal (i + j = d) at a time."""
+    n, m = matrix.shape
+    cost = np.full((n + 1, m + 1), np.inf, np.float32)
+    trace = -np.ones((n + 1, m + 1), np.float32)
+    cost[0, 0] = 0
+    for d in range(2, n + m + 1):
+        i = np.arange(max(1, d - m), min(n, d - 1) + 1)
+        j = d - i
+        c0, c1, c2 = cost[i - 1, j - 1], cost[i - 1, j], cost[i, j - 1]
+        t = np.where((c0 < c1) & (c0 < c2), 0, np.where((c1 < c0) & (c1 < c2), 1, 2))
+        c = np.where(t == 0, c0, np.where(t == 1, c1, c2))
+        cost[i, j] = matrix[i - 1, j - 1] + c  # float64 sums rounded to the float32 table, as the loop stores them
+        trace[i, j] = t
+    return _backtrace(trace)
+
+
+def token_timestamps(weights: np.ndarray, prompt_length: int, median_filter_width: int,
+                     num_frames: Optional[Sequence[int]] = None, time_precision: float = 0.02) -> np.ndarray:
+    """Each token's time in seconds, (B, prompt_length + n + 1) float32, from the alignment heads' cross-attention
+    ``weights`` (B, heads, prompt_length + n, positions): the prompt's tokens 0.0, each new token the time where
+    the warping path reaches it, the last (the end token, which has no row) the time of the one before.
+    ``num_frames`` (one per row, or None): each row's log-mel frames from the window's start (the attention
+    mask's), whose first ``num_frames // 2`` encoder positions are aligned; None aligns all of them."""
+    B, _, rows, _ = weights.shape
+    out = np.zeros((B, rows + 1), np.float32)
+    weights = weights[:, :, prompt_length:]
+    if weights.shape[2] == 0:  # one new token: no row to align
+        return out
+    for b in range(B):
+        matrix = weights[b] if num_frames is None else weights[b, ..., :int(num_frames[b]) // 2]
+        std = matrix.std(axis=-2, keepdims=True)
+        matrix = (matrix - matrix.mean(axis=-2, keepdims=True)) / std
+        matrix = median_filter(matrix, median_filter_width).mean(axis=0)
+        text, time = dynamic_time_warping(-matrix.astype(np.float64))
+        jumps = np.concatenate([[True], np.diff(text) != 0])
+        times = time[jumps] * time_precision
+        out[b, prompt_length:] = np.concatenate([times, times[-1:]])
+    return out

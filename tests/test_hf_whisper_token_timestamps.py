@@ -1,0 +1,148 @@
+"""Whisper's token-level timestamps (generate(..., return_token_timestamps=True): the alignment heads'
+cross-attention, median filter and dynamic time warping) against transformers' generate on a tiny checkpoint whose
+generation_config.json names alignment heads; the warping's vectorised fill against transformers' loop."""
+import json
+
+import numpy as np
+import pytest
+
+import forgegrad as fg
+from forgegrad.models import from_pretrained
+from forgegrad.models.hf.whisper_alignment import (dynamic_time_warping, dynamic_time_warping_reference,
+                                                   median_filter)
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+from transformers.models.whisper import generation_whisper as hf_generation  # noqa: E402
+
+EOS, START, EN, FR, DE, TRANSLATE, TRANSCRIBE, NO_TIMESTAMPS = 100, 101, 102, 103, 104, 105, 106, 107
+MELS, FRAMES = 16, 100
+HEADS = [[0, 1], [1, 0], [1, 1]]
+
+
+def _checkpoint(path, alignment_heads, median_filter_width=7):
+    torch.manual_seed(0)
+    cfg = transformers.WhisperConfig(
+        vocab_size=120 + 51, num_mel_bins=MELS, d_model=32, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=4, decoder_attention_heads=2, encoder_ffn_dim=48, decoder_ffn_dim=40,
+        max_source_positions=FRAMES // 2, max_target_positions=40, pad_token_id=EOS, bos_token_id=EOS,
+        eos_token_id=EOS, decoder_start_token_id=START, suppress_tokens=[1, 5] + list(range(109, 120)),
+        begin_suppress_tokens=[3, EOS], dropout=0.0, median_filter_width=median_filter_width)
+    hf = transformers.WhisperForConditionalGeneration(cfg).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if p.dim() >= 2 and "embed_positions" not in name:
+                p.normal_(0, 0.3)
+    g = hf.generation_config
+    g.lang_to_id = {"<|en|>": EN, "<|fr|>": FR, "<|de|>": DE}
+    g.task_to_id = {"translate": TRANSLATE, "transcribe": TRANSCRIBE}
+    g.no_timestamps_token_id, g.is_multilingual = NO_TIMESTAMPS, True
+    if alignment_heads is not None:
+        g.alignment_heads = alignment_heads
+    hf.save_pretrained(path)
+    file = path / "generation_config.json"
+    settings = json.loads(file.read_text())
+    settings.pop("_from_model_config", None)
+    file.write_text(json.dumps(settings))
+    return from_pretrained(path), transformers.WhisperForConditionalGeneration.from_pretrained(path).eval()
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    return _checkpoint(tmp_path_factory.mktemp("whisper_tt") / "tiny", HEADS)
+
+
+def _features(batch, seed=0, frames=FRAMES):
+    return np.random.default_rng(seed).standard_normal((batch, MELS, frames)).astype(np.float32)
+
+
+def _both(pair, x, **kw):
+    model, hf = pair
+    with fg.no_grad():
+        ours = model.generate(x, return_token_timestamps=True, **kw)
+    hf_kw = {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
+    with torch.no_grad():
+        ref = hf.generate(torch.tensor(x), return_token_timestamps=True, **hf_kw)
+    return ours, ref
+
+
+CASES = [
+    dict(batch=1, max_new_tokens=12),
+    dict(batch=2, max_new_tokens=12),
+    dict(batch=1, language="de", max_new_tokens=12),
+    dict(batch=2, language="de", max_new_tokens=12),
+    dict(batch=2, language="en", task="translate", max_new_tokens=8),
+    dict(batch=2, return_timestamps=True, max_new_tokens=16),
+    dict(batch=2, max_new_tokens=1),
+    dict(batch=2, language="fr", attention_mask=[60, 100], max_new_tokens=12),
+    dict(batch=2, language="fr", attention_mask=[24, 24], max_new_tokens=12),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_token_timestamps_equal_transformers(pair, case):
+    case = dict(case)
+    batch = case.pop("batch")
+    x = _features(batch, seed=batch)
+    if "attention_mask" in case:
+        case["attention_mask"] = (np.arange(FRAMES)[None] < np.array(case["attention_mask"])[:, None]).astype(np.int64)
+    ours, ref = _both(pair, x, **case)
+    assert set(ours) == {"sequences", "token_timestamps"}
+    np.testing.assert_array_equal(ours["sequences"], ref["sequences"].numpy())
+    assert ours["token_timestamps"].dtype == np.float32
+    np.testing.assert_allclose(ours["token_timestamps"], ref["token_timestamps"].numpy(), rtol=0, atol=1e-6)
+    if ours["sequences"].shape[1] > 4:
+        assert ours["token_timestamps"].max() > 0  # the alignment moved along the audio
+
+
+def test_token_timestamps_long_form_and_segments(pair):
+    """Long-form: each window's times (not offset, as transformers joins them), and each segment's from the start."""
+    x = _features(2, seed=5, frames=260)
+    mask = (np.arange(260)[None] < np.array([[260], [190]])).astype(np.int64)
+    ours, ref = _both(pair, x, attention_mask=mask, return_timestamps=True, max_new_tokens=10, return_segments=True)
+    np.testing.assert_array_equal(ours["sequences"], ref["sequences"].numpy())
+    np.testing.assert_allclose(ours["token_timestamps"], ref["token_timestamps"].numpy(), rtol=0, atol=1e-6)
+    for our_row, ref_row in zip(ours["segments"], ref["segments"]):
+        assert len(our_row) == len(ref_row) > 0
+        for a, b in zip(our_row, ref_row):
+            np.testing.assert_allclose(a["token_timestamps"], b["token_timestamps"].numpy(), rtol=0, atol=1e-6)
+
+
+def test_missing_or_bad_alignment_heads(tmp_path, pair):
+    model, hf = _checkpoint(tmp_path / "plain", None)
+    x = _features(1)
+    with pytest.raises(ValueError, match="alignment_heads"):
+        hf.generate(torch.tensor(x), return_token_timestamps=True)
+    with pytest.raises(ValueError, match="alignment_heads"):
+        model.generate(x, return_token_timestamps=True)
+    assert model.generate(x, max_new_tokens=3).shape == (1, 3)  # only token timestamps need them
+    bad, _ = _checkpoint(tmp_path / "bad", [[2, 0]])
+    with pytest.raises(ValueError, match="alignment_heads"):
+        bad.generate(x, return_token_timestamps=True)
+    with pytest.raises(TypeError, match="return_token_timestamps"):
+        pair[0].generate(x, return_token_timestamps="yes")
+    with pytest.raises(ValueError, match="num_beams"):
+        pair[0].generate(x, return_token_timestamps=True, num_beams=2)
+
+
+def test_dynamic_time_warping_matches_transformers_loop():
+    rng = np.random.default_rng(0)
+    for shape in [(1, 1), (1, 7), (6, 1), (5, 9), (12, 40), (30, 17)]:
+        m = rng.standard_normal(shape)
+        m[rng.random(shape) < 0.2] = 0.5  # ties
+        want = hf_generation._dynamic_time_warping(m)
+        for got in (dynamic_time_warping(m), dynamic_time_warping_reference(m)):
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_median_filter_matches_transformers():
+    x = np.random.default_rng(1).standard_normal((2, 3, 4, 20)).astype(np.float32)
+    for width in (1, 3, 7):
+        want = hf_generation._median_filter(torch.tensor(x), width).numpy()
+        np.testing.assert_array_equal(median_filter(x, width), want)
+    short = x[..., :3]
+    np.testing.assert_array_equal(median_filter(short, 7), short)
+    with pytest.raises(ValueError, match="odd"):
+        median_filter(x, 4)
