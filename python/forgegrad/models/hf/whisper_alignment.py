@@ -17,11 +17,15 @@ same float32 rounding and tie order, so it takes the same path.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import numbers
+from typing import List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["median_filter", "dynamic_time_warping", "dynamic_time_warping_reference", "token_timestamps"]
+from .whisper_beam import cross_states
+
+__all__ = ["median_filter", "dynamic_time_warping", "dynamic_time_warping_reference", "token_timestamps",
+           "alignment_settings", "window_times", "padded_times"]
 
 
 def median_filter(x: np.ndarray, width: int) -> np.ndarray:
@@ -120,3 +124,54 @@ def token_timestamps(weights: np.ndarray, prompt_length: int, median_filter_widt
         times = time[jumps] * time_precision
         out[b, prompt_length:] = np.concatenate([times, times[-1:]])
     return out
+
+
+def alignment_settings(model, gc: dict, beams):
+    """The checked (layer, head) pairs of generation_config.json's alignment_heads and the median filter's width."""
+    heads = gc.get("alignment_heads")
+    if heads is None:
+        raise ValueError("generate: return_token_timestamps needs alignment_heads ([layer, head] pairs of the "
+                         "decoder's cross-attention that follow the audio) in the checkpoint's "
+                         "generation_config.json: token-level timestamps are not available without them")
+    layers, n_heads = len(model.decoder.layers), int(model.config["decoder_attention_heads"])
+    pairs = []
+    for pair in heads if isinstance(heads, (list, tuple)) else [None]:
+        if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+                or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair)
+                or not (-layers <= pair[0] < layers and -n_heads <= pair[1] < n_heads)):
+            raise ValueError(f"generate: alignment_heads must be [layer, head] pairs within the decoder's {layers} "
+                             f"layers and {n_heads} heads, got {heads!r}")
+        pairs.append((int(pair[0]) % layers, int(pair[1]) % n_heads))
+    if not pairs:
+        raise ValueError("generate: alignment_heads is empty: token-level timestamps need at least one [layer, head]")
+    if beams is not None:
+        raise ValueError("generate: return_token_timestamps is not supported with num_beams > 1 yet; use num_beams=1")
+    width = model.config.get("median_filter_width", 7)
+    if isinstance(width, bool) or not isinstance(width, numbers.Integral) or width <= 0 or width % 2 != 1:
+        raise ValueError(f"generate: the config's median_filter_width must be an odd positive int, got {width!r}")
+    return pairs, int(width)
+
+
+def padded_times(stamps: List[List[np.ndarray]], width: int) -> np.ndarray:
+    """Each input's token times joined, padded on the right with its last time (0.0 when it has none): (B, width)."""
+    out = np.zeros((len(stamps), width), np.float32)
+    for i, parts in enumerate(stamps):
+        row = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        out[i, :len(row)] = row
+        if len(row):
+            out[i, len(row):] = row[-1]
+    return out
+
+
+def window_times(run, states, prompt: np.ndarray, padding: Optional[np.ndarray], out: np.ndarray,
+                  num_frames: Optional[np.ndarray]) -> np.ndarray:
+    """One attempt's token times (b, P + n) for its rows: the alignment heads' cross-attention over the prompt and
+    the new tokens but the last (``out`` (b, n), finished rows padded as the steps fed them), in one pass."""
+    pairs, width = run.alignment
+    ids = np.concatenate([prompt, out[:, :-1]], 1)
+    if padding is not None:
+        padding = np.concatenate([padding, np.ones((len(ids), ids.shape[1] - padding.shape[1]), bool)], 1)
+    probs = run.model.cross_attention_weights(ids, cross_states(run.model, states), [layer for layer, _ in pairs],
+                                              decoder_attention_mask=padding)
+    weights = np.stack([probs[layer][:, head] for layer, head in pairs], 1)  # (b, heads, P + n - 1, positions)
+    return token_timestamps(weights, prompt.shape[1], width, num_frames)

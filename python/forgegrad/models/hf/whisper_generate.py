@@ -27,7 +27,7 @@ from ...autograd import no_grad
 from ...tensor import Tensor
 from .generation import UNSET, _check_beams, _sampler
 from .logits_processors import generation_source, resolve
-from .whisper_alignment import token_timestamps
+from .whisper_alignment import alignment_settings, padded_times, window_times
 from .whisper_beam import beam_window, cross_states
 from .whisper_fallback import log_softmax, verdict
 from .whisper_timestamps import TimestampRules, joined, unpadded, window_segments, without_end
@@ -224,8 +224,7 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
         raise ValueError(f"generate: time_precision must be a positive number of seconds, got {time_precision!r}")
     if return_token_timestamps is not None and not isinstance(return_token_timestamps, bool):
         raise TypeError(f"generate: return_token_timestamps must be a bool, got {return_token_timestamps!r}")
-    if return_token_timestamps:
-        _alignment_settings(model, gc, beams)
+    alignment = alignment_settings(model, gc, beams) if return_token_timestamps else None
     features = _feature_array(model, input_features)
     B, frames = features.shape[0], features.shape[2]
     window = model.num_frames
@@ -250,7 +249,7 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
                no_timestamps if return_timestamps else None)
     run.beams = beams
     if return_token_timestamps:
-        run.alignment = _alignment_settings(model, gc, beams)
+        run.alignment = alignment
         # transformers' num_frames: the attention mask's ones when one is given, from each window's start
         run.num_frames = None if attention_mask is None else _input_lengths(attention_mask, B, frames, True)
     stamps: List[List[np.ndarray]] = [[] for _ in range(B)]
@@ -303,73 +302,22 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
                 seek[i] += moved
                 if times is not None:  # the window's times of its segments' tokens (a prefix of its tokens)
                     count = sum(len(s["tokens"]) for s in found)
-                    window_times = times[r][prompt.shape[1]:prompt.shape[1] + count]
-                    stamps[i].append(window_times)
+                    row_times = times[r][prompt.shape[1]:prompt.shape[1] + count]
+                    stamps[i].append(row_times)
                     offset = np.float32(np.float64(seek[i] - moved) * time_precision / stride)
                     at = 0
                     for s in found:
-                        s["token_timestamps"] = window_times[at:at + len(s["tokens"])] + offset
+                        s["token_timestamps"] = row_times[at:at + len(s["tokens"])] + offset
                         at += len(s["tokens"])
     if first:
         segments = [row[1:] for row in segments]
     sequences = joined(segments, run.pad)
     out = {"sequences": sequences}
     if return_token_timestamps:
-        out["token_timestamps"] = _padded_times(stamps, sequences.shape[1])
+        out["token_timestamps"] = padded_times(stamps, sequences.shape[1])
     if return_segments or return_dict_in_generate:
         out["segments"] = segments
     return out if len(out) > 1 else sequences
-
-
-def _alignment_settings(model, gc: dict, beams):
-    """The checked (layer, head) pairs of generation_config.json's alignment_heads and the median filter's width."""
-    heads = gc.get("alignment_heads")
-    if heads is None:
-        raise ValueError("generate: return_token_timestamps needs alignment_heads ([layer, head] pairs of the "
-                         "decoder's cross-attention that follow the audio) in the checkpoint's "
-                         "generation_config.json: token-level timestamps are not available without them")
-    layers, n_heads = len(model.decoder.layers), int(model.config["decoder_attention_heads"])
-    pairs = []
-    for pair in heads if isinstance(heads, (list, tuple)) else [None]:
-        if (not isinstance(pair, (list, tuple)) or len(pair) != 2
-                or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair)
-                or not (-layers <= pair[0] < layers and -n_heads <= pair[1] < n_heads)):
-            raise ValueError(f"generate: alignment_heads must be [layer, head] pairs within the decoder's {layers} "
-                             f"layers and {n_heads} heads, got {heads!r}")
-        pairs.append((int(pair[0]) % layers, int(pair[1]) % n_heads))
-    if not pairs:
-        raise ValueError("generate: alignment_heads is empty: token-level timestamps need at least one [layer, head]")
-    if beams is not None:
-        raise ValueError("generate: return_token_timestamps is not supported with num_beams > 1 yet; use num_beams=1")
-    width = model.config.get("median_filter_width", 7)
-    if isinstance(width, bool) or not isinstance(width, numbers.Integral) or width <= 0 or width % 2 != 1:
-        raise ValueError(f"generate: the config's median_filter_width must be an odd positive int, got {width!r}")
-    return pairs, int(width)
-
-
-def _padded_times(stamps: List[List[np.ndarray]], width: int) -> np.ndarray:
-    """Each input's token times joined, padded on the right with its last time (0.0 when it has none): (B, width)."""
-    out = np.zeros((len(stamps), width), np.float32)
-    for i, parts in enumerate(stamps):
-        row = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-        out[i, :len(row)] = row
-        if len(row):
-            out[i, len(row):] = row[-1]
-    return out
-
-
-def _window_times(run: "_Run", states, prompt: np.ndarray, padding: Optional[np.ndarray], out: np.ndarray,
-                  num_frames: Optional[np.ndarray]) -> np.ndarray:
-    """One attempt's token times (b, P + n) for its rows: the alignment heads' cross-attention over the prompt and
-    the new tokens but the last (``out`` (b, n), finished rows padded as the steps fed them), in one pass."""
-    pairs, width = run.alignment
-    ids = np.concatenate([prompt, out[:, :-1]], 1)
-    if padding is not None:
-        padding = np.concatenate([padding, np.ones((len(ids), ids.shape[1] - padding.shape[1]), bool)], 1)
-    probs = run.model.cross_attention_weights(ids, cross_states(run.model, states), [layer for layer, _ in pairs],
-                                              decoder_attention_mask=padding)
-    weights = np.stack([probs[layer][:, head] for layer, head in pairs], 1)  # (b, heads, P + n - 1, positions)
-    return token_timestamps(weights, prompt.shape[1], width, num_frames)
 
 
 class _Run:
@@ -440,7 +388,7 @@ def _window_with_fallback(run: _Run, features: np.ndarray, seek: np.ndarray, fra
         if times is not None:
             # transformers reads each row's frames by its place in the attempt's batch (not the retried input's)
             frames_left = None if run.window_frames is None else run.window_frames[:len(todo)]
-            for r, row in zip(todo, _window_times(run, states, prompt[todo], None if padding is None else padding[todo],
+            for r, row in zip(todo, window_times(run, states, prompt[todo], None if padding is None else padding[todo],
                                                   out, frames_left)):
                 times[r] = row
         if first is not None and no_speech is None:
