@@ -1,14 +1,14 @@
-"""Whisper at whisper-tiny's shape (random weights), forgegrad against transformers, one thread each: the encoder on
-one 30-second window, and generate (language given, greedy) of --tokens new tokens. ``--onnx``: also the graphs
-export_seq2seq writes, in onnxruntime (intra_op_num_threads=1): the encoder, and generate_onnx_whisper.
-``--longform SECONDS``: also long-form generate with timestamps on that many seconds of features (window after
-window, --tokens new tokens at most per window), the same tokens and segment times checked. ``--beams K``: also
-short-form generate with K beams (a batch of 2, the same tokens checked).
+"""Whisper at whisper-tiny's shape (random weights), forgegrad against transformers, one thread each: the rows of
+`forgegrad bench hf-encoders` (forgegrad.bench.hf_encoders: the encoder on one 30-second window, and generate, language
+given, greedy, of --tokens new tokens; the same tokens checked) and, with ``--onnx``, onnxruntime's on the graphs
+export_seq2seq writes (the encoder, and generate_onnx_whisper). ``--longform SECONDS``: also long-form generate with
+timestamps on that many seconds of features (window after window, --tokens new tokens at most per window), the same
+tokens and segment times checked. ``--beams K``: also short-form generate with K beams (a batch of 2, the same tokens
+checked).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python tools/whisper_speed.py --tokens 32 --onnx
 """
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -36,66 +36,27 @@ def main():
     ap.add_argument("--longform", type=float, default=0.0, help="also time long-form generate on SECONDS of audio")
     ap.add_argument("--beams", type=int, default=0, help="also time short-form generate with this many beams")
     args = ap.parse_args()
-    import torch
-    import transformers
     import forgegrad as fg
-    from forgegrad.models import from_pretrained
-    torch.set_num_threads(1)
-    fg.set_num_threads(1)
-    transformers.logging.set_verbosity_error()
-    torch.manual_seed(0)
-    cfg = transformers.WhisperConfig(vocab_size=51865, num_mel_bins=80, d_model=384, encoder_layers=4, decoder_layers=4,
-                                     encoder_attention_heads=6, decoder_attention_heads=6, encoder_ffn_dim=1536,
-                                     decoder_ffn_dim=1536, suppress_tokens=[], begin_suppress_tokens=[220, 50257])
-    hf = transformers.WhisperForConditionalGeneration(cfg).eval()
-    g = hf.generation_config
-    g.lang_to_id, g.task_to_id = {"<|en|>": 50259}, {"translate": 50358, "transcribe": 50359}
-    g.no_timestamps_token_id, g.is_multilingual = 50363, True
-    with tempfile.TemporaryDirectory() as tmp:
-        hf.save_pretrained(tmp)
-        file = os.path.join(tmp, "generation_config.json")
-        settings = json.load(open(file))
-        settings.pop("_from_model_config", None)
-        json.dump(settings, open(file, "w"))
-        model = from_pretrained(tmp)
-        hf = transformers.WhisperForConditionalGeneration.from_pretrained(tmp).eval()
-        if args.onnx:
-            sessions = onnx_sessions(model, tmp)
-    x = np.random.default_rng(0).standard_normal((1, 80, 3000)).astype(np.float32)
-    tx = torch.tensor(x)
-    kw = dict(language="en", max_new_tokens=args.tokens)
-    ours = model.generate(x, **kw)
-    with torch.no_grad():
-        theirs = hf.generate(tx, **kw).numpy()
-    same = ours.shape == theirs.shape and (ours == theirs).all()
-    with fg.no_grad():
-        enc_fg = best(lambda: model.encode(x), args.repeat)
-    with torch.no_grad():
-        enc_hf = best(lambda: hf.model.encoder(tx), args.repeat)
-        gen_hf = best(lambda: hf.generate(tx, **kw), args.repeat)
-    gen_fg = best(lambda: model.generate(x, **kw), args.repeat)
-    print(f"same tokens: {same} ({ours.shape[1]} new tokens)")
-    print(f"encoder, one 30 s window: forgegrad {enc_fg:.1f} ms, transformers {enc_hf:.1f} ms ({enc_hf / enc_fg:.2f}x)")
-    print(f"generate (encoder + {ours.shape[1]} tokens): forgegrad {gen_fg:.1f} ms, transformers {gen_hf:.1f} ms "
-          f"({gen_hf / gen_fg:.2f}x)")
-    if args.longform:
-        longform(model, hf, args)
-    if args.beams:
-        beams(model, hf, args)
-    if args.onnx:
-        from forgegrad.models.hf import generate_onnx_whisper
-        enc, dec = sessions
-        same = np.array_equal(generate_onnx_whisper(enc, dec, x, **kw), ours)
-        enc_ort = best(lambda: enc.run(None, {"input_features": x}), args.repeat)
-        gen_ort = best(lambda: generate_onnx_whisper(enc, dec, x, **kw), args.repeat)
-        print(f"onnxruntime, 1 thread: same tokens: {same}; encoder {enc_ort:.1f} ms ({enc_ort / enc_fg:.2f}x "
-              f"forgegrad's time); generate_onnx_whisper {gen_ort:.1f} ms ({gen_ort / gen_fg:.2f}x forgegrad's)")
+    from forgegrad.bench import format_table
+    from forgegrad.bench.hf_encoders import whisper_pair, whisper_rows
+    print(format_table(whisper_rows([1], quick=False, repeat=args.repeat, tokens=args.tokens, onnx=args.onnx)))
+    if args.longform or args.beams:
+        import torch
+        torch.set_num_threads(1)
+        fg.set_num_threads(1)
+        with tempfile.TemporaryDirectory() as tmp:
+            model, hf = whisper_pair(tmp)
+        if args.longform:
+            longform(model, hf, args)
+        if args.beams:
+            beams(model, hf, args)
 
 
 def longform(model, hf, args):
     """Long-form generate with timestamps (language given, greedy) on args.longform seconds of features."""
     import torch
-    x = np.random.default_rng(1).standard_normal((1, 80, int(args.longform * 100))).astype(np.float32)
+    from forgegrad.bench.hf_encoders import whisper_features
+    x = whisper_features(1, args.longform, seed=1)
     kw = dict(language="en", max_new_tokens=args.tokens, return_timestamps=True, return_segments=True)
     ours = model.generate(x, **kw)
     with torch.no_grad():
@@ -114,7 +75,8 @@ def longform(model, hf, args):
 def beams(model, hf, args):
     """Short-form generate with args.beams beams (language given) on a batch of two windows."""
     import torch
-    x = np.random.default_rng(2).standard_normal((2, 80, 3000)).astype(np.float32)
+    from forgegrad.bench.hf_encoders import whisper_features
+    x = whisper_features(2, seed=2)
     kw = dict(language="en", max_new_tokens=args.tokens, num_beams=args.beams)
     ours = model.generate(x, **kw)
     with torch.no_grad():
@@ -124,18 +86,6 @@ def beams(model, hf, args):
     print(f"beam search, {args.beams} beams, batch of 2 ({ours.shape[1]} tokens): same tokens: "
           f"{np.array_equal(ours, theirs)}; forgegrad {gen_fg:.0f} ms, transformers {gen_hf:.0f} ms "
           f"({gen_hf / gen_fg:.2f}x)")
-
-
-def onnx_sessions(model, directory):
-    """export_seq2seq's encoder and decoder graphs (verified) as onnxruntime sessions on one thread."""
-    import onnxruntime as ort
-    from forgegrad.models.hf import export_seq2seq
-    out = os.path.join(directory, "onnx")
-    export_seq2seq(model, out)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
-    return tuple(ort.InferenceSession(os.path.join(out, f), opts, providers=["CPUExecutionProvider"])
-                 for f in ("encoder.onnx", "decoder.onnx"))
 
 
 if __name__ == "__main__":
