@@ -77,6 +77,7 @@ CASES = [
     dict(batch=2, max_new_tokens=1),
     dict(batch=2, language="fr", attention_mask=[60, 100], max_new_tokens=12),
     dict(batch=2, language="fr", attention_mask=[24, 24], max_new_tokens=12),
+    dict(batch=1, attention_mask=[50], max_new_tokens=12),
 ]
 
 

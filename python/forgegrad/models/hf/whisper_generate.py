@@ -251,7 +251,9 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
     if return_token_timestamps:
         run.alignment = alignment
         # transformers' num_frames: the attention mask's ones when one is given, from each window's start
-        run.num_frames = None if attention_mask is None else _input_lengths(attention_mask, B, frames, True)
+        # (the mask checked by _input_lengths above)
+        run.num_frames = None if attention_mask is None else np.asarray(
+            attention_mask.numpy() if isinstance(attention_mask, Tensor) else attention_mask).astype(np.int64).sum(-1)
     stamps: List[List[np.ndarray]] = [[] for _ in range(B)]
     # transformers cuts every window's tokens at timestamp pairs, with or without return_timestamps (pairs a model
     # emits despite <|notimestamps|> cut it too); a checkpoint without <|notimestamps|> has no timestamp tokens
