@@ -109,6 +109,7 @@ class Transcriber:
         self.prev_sot = self.tokenizer.token_id("<|startofprev|>")
         special = self.tokenizer.special_ids()
         self.first_special = special[0] if special else None
+        self.alignment = gc.get("alignment_heads")  # word timestamps need them (token-level timestamps)
 
     def describe(self) -> str:
         return (f"{'multilingual' if self.multilingual else 'English-only'}, {self.window_s:g} s windows, "
@@ -143,7 +144,12 @@ class Transcriber:
         features = self.extractor(samples, padding="longest", truncation=False)["input_features"] if longform \
             else self.extractor(samples)["input_features"]
         prompt = self.prompt_ids(req.prompt, req.task) if req.prompt else ()
-        return Job(features, duration, req, language, timestamps, prompt)
+        if "word" in req.granularities and self.alignment is None:
+            raise CompletionError(400, "timestamp_granularities[]: word timestamps need alignment_heads in this "
+                                       "checkpoint's generation_config.json (the cross-attention heads that follow "
+                                       "the audio)", "timestamp_granularities[]")
+        frames = min(-(-samples.size // self.extractor.hop_length), features.shape[2])
+        return Job(features, duration, req, language, timestamps, prompt, frames)
 
     def prompt_ids(self, text: str, task: str) -> Tuple[int, ...]:
         """The ``prompt`` field as generate's prompt_ids, as transformers' ``WhisperTokenizer.get_prompt_ids(text)``
@@ -226,10 +232,11 @@ class Transcriber:
                         jobs[i].language = names[int(np.argmax(logits[r, ids]))]
             for i, job in enumerate(jobs):
                 key = (job.req.task, job.req.temperature, job.language is None, job.timestamps,
-                       job.features.shape[2] > window, job.prompt, job.req.num_beams)
+                       job.features.shape[2] > window, job.prompt, job.req.num_beams, "word" in job.req.granularities)
                 groups.setdefault(key, []).append(i)
             rows = {}
-            for (task, temperature, detect, timestamps, longform, prompt, beams), members in groups.items():
+            times = {}  # job index -> each token's time (word timestamps)
+            for (task, temperature, detect, timestamps, longform, prompt, beams, words), members in groups.items():
                 max_new = self.context - len(self._prompt(None, task)) - len(prompt)  # all the room the decoder has
                 language = None if detect or not self.multilingual else [jobs[i].language for i in members]
                 frames = [jobs[i].features.shape[2] for i in members]
@@ -237,23 +244,30 @@ class Transcriber:
                                     np.float32)
                 for r, i in enumerate(members):
                     features[r, :, :frames[r]] = jobs[i].features[0]
-                mask = (np.arange(max(frames))[None, :] < np.array(frames)[:, None]).astype(np.int64) \
-                    if longform else None
+                if words and not longform:  # the audio's frames: token timestamps align those only
+                    frames = [jobs[i].frames for i in members]
+                mask = (np.arange(features.shape[2])[None, :] < np.array(frames)[:, None]).astype(np.int64) \
+                    if longform or words else None
                 out = model.generate(features, language=language, task=task if self.multilingual else None,
                                      do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
                                      max_new_tokens=max_new, return_timestamps=timestamps,
                                      return_segments=timestamps, attention_mask=mask, condition_on_prev_tokens=False,
-                                     prompt_ids=list(prompt) if prompt else None, num_beams=beams)
+                                     prompt_ids=list(prompt) if prompt else None, num_beams=beams,
+                                     return_token_timestamps=words or None)
                 for r, i in enumerate(members):
                     if timestamps:
                         rows[i] = ([(float(g["start"]), float(g["end"]), g["tokens"].tolist())
                                     for g in out["segments"][r]], max_new)
+                        if words:
+                            times[i] = [float(v) for g in out["segments"][r] for v in g["token_timestamps"]]
                         continue
-                    tokens = out[r].tolist()
+                    tokens = (out["sequences"] if words else out)[r].tolist()
                     while len(members) > 1 and tokens and tokens[-1] == self.pad:  # the batch's padding
                         tokens.pop()
                     rows[i] = ([(0.0, jobs[i].duration, tokens)], max_new)
-            return [self._transcript(job, *rows[i], extras.get(i)) for i, job in enumerate(jobs)]
+                    if words:
+                        times[i] = out["token_timestamps"][r, :len(tokens)].tolist()
+            return [self._transcript(job, *rows[i], extras.get(i), times.get(i)) for i, job in enumerate(jobs)]
 
     def _text(self, tokens: List[int]) -> str:
         """Tokens to text: special tokens skipped, timestamps too (whatever the tokenizer calls them)."""
@@ -262,8 +276,9 @@ class Transcriber:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
     def _transcript(self, job: "Job", pieces: List[Tuple[float, float, List[int]]], max_new: int,
-                    extra) -> Transcript:
-        """The transcript of ``pieces`` (start, end, tokens): without timestamps one piece, the whole clip."""
+                    extra, times: Optional[List[float]] = None) -> Transcript:
+        """The transcript of ``pieces`` (start, end, tokens): without timestamps one piece, the whole clip; with
+        ``times`` (each token's, in seconds) its words too."""
         req = job.req
         t = Transcript(self._text([tok for _, _, tokens in pieces for tok in tokens]).strip(), job.duration)
         if req.response_format in ("json", "text"):
@@ -276,6 +291,11 @@ class Transcriber:
             from ..models.hf.whisper_generate import LANGUAGES
             code = job.language.strip("<|>") if job.language else "en"  # an English-only checkpoint: no token
             t.language = LANGUAGES.get(code, code)
+            if times is not None:
+                from .speech_words import word_timestamps
+                first = self.first_special if self.first_special is not None else self.eos
+                t.words = word_timestamps(self.tokenizer.decode, [tok for _, _, toks in pieces for tok in toks],
+                                          times, t.language, first)
             if not job.timestamps:  # Whisper's avg_logprob and no_speech_prob of the one window
                 states = extra
                 [(_, _, tokens)] = pieces
@@ -320,6 +340,7 @@ class Job:
     language: Optional[str]  # the language token ('<|fr|>'); None: generate detects it
     timestamps: bool  # decoded with timestamp tokens (long audio; the formats that show segments)
     prompt: Tuple[int, ...] = ()  # the prompt field's prompt_ids (<|startofprev|> and its tokens), () without one
+    frames: int = 0  # the audio's log-mel frames (without the window's padding)
 
 
 @dataclass

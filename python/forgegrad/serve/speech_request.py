@@ -5,7 +5,8 @@ Fields: ``file`` (required: the audio; forgegrad.data.audio.read_audio's formats
 other routes), ``language`` (the audio's language: ISO-639-1 code, name or Whisper's token; vLLM's extension on
 translations), ``prompt`` (a text the transcript follows: spelling, names, style; Whisper's previous-text prompt),
 ``response_format`` (json, text, srt, verbose_json, vtt), ``temperature`` (0 to 1; 0 decodes greedily),
-``timestamp_granularities[]`` ("segment" only) and ``stream`` (false only). Another field is refused by name: a
+``timestamp_granularities[]`` ("segment" and/or "word": verbose_json's segments, its words with their times; word
+alone leaves the segments out, as OpenAI's API) and ``stream`` (false only). Another field is refused by name: a
 misspelt one would otherwise change nothing unnoticed.
 
 The multipart body is parsed while it arrives (python-multipart, through Starlette's parser), cut off with a 413
@@ -37,6 +38,7 @@ class SpeechRequest:
     response_format: str = "json"
     temperature: float = 0.0
     num_beams: Optional[int] = None  # forgegrad transcribe --num-beams; None: generation_config.json's, else 1
+    granularities: Tuple[str, ...] = ()  # timestamp_granularities[]: "segment", "word" (verbose_json)
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Transcript:
     duration: float  # seconds of audio
     language: Optional[str] = None  # Whisper's name ("english"), when known
     segments: List[Segment] = field(default_factory=list)
+    words: Optional[List[dict]] = None  # [{word, start, end}] when timestamp_granularities asks for words
 
 
 def compression_ratio(text: str) -> float:
@@ -143,17 +146,19 @@ async def parse_form(form, task: str, served_name: str) -> SpeechRequest:
             raise bad("temperature", "a number between 0 and 1", text["temperature"])
     if text["stream"] is not None and text["stream"].strip().lower() not in ("false", "0", ""):
         raise CompletionError(400, "stream: streamed transcriptions are not supported (send stream=false)", "stream")
+    granularities = []
     for key in ("timestamp_granularities[]", "timestamp_granularities"):
         for v in (v for k, v in items if k == key):
-            if v != "segment":
-                raise CompletionError(400, f"{key}: only 'segment' is supported (not word timestamps), got {v!r}",
-                                      key)
+            if v not in ("segment", "word"):
+                raise CompletionError(400, f"{key}: 'segment' or 'word', got {v!r}", key)
+            granularities.append(v)
             if fmt != "verbose_json":
                 raise CompletionError(400, f"{key} needs response_format verbose_json", key)
     prompt = (text["prompt"] or "").strip() or None  # (tokenized by the Transcriber, which has the tokenizer)
     language = (text["language"] or "").strip() or None
     audio = await upload.read()
-    return SpeechRequest(task, audio, upload.filename or "", model, language, prompt, fmt, temperature)
+    return SpeechRequest(task, audio, upload.filename or "", model, language, prompt, fmt, temperature,
+                         granularities=tuple(dict.fromkeys(granularities)))
 
 
 def _clock(seconds: float, sep: str) -> str:
@@ -173,6 +178,10 @@ def render(t: Transcript, req: SpeechRequest) -> Tuple[object, str]:
     if fmt == "verbose_json":
         out = {"task": req.task, "language": t.language, "duration": round(t.duration, 3), "text": t.text,
                "segments": [s.as_json() for s in t.segments]}
+        if "word" in req.granularities:
+            out["words"] = t.words
+            if "segment" not in req.granularities:  # (OpenAI's API: words alone, without the segments)
+                del out["segments"]
         if t.language is None:
             del out["language"]
         return out, "application/json"
