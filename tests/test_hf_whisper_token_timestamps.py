@@ -97,11 +97,14 @@ def test_token_timestamps_equal_transformers(pair, case):
         assert ours["token_timestamps"].max() > 0  # the alignment moved along the audio
 
 
-def test_token_timestamps_long_form_and_segments(pair):
-    """Long-form: each window's times (not offset, as transformers joins them), and each segment's from the start."""
+@pytest.mark.parametrize("condition", [False, True])
+def test_token_timestamps_long_form_and_segments(pair, condition):
+    """Long-form: each window's times (not offset, as transformers joins them), and each segment's from the start;
+    conditioned on the previous tokens, the prompt left padded."""
     x = _features(2, seed=5, frames=260)
     mask = (np.arange(260)[None] < np.array([[260], [190]])).astype(np.int64)
-    ours, ref = _both(pair, x, attention_mask=mask, return_timestamps=True, max_new_tokens=10, return_segments=True)
+    ours, ref = _both(pair, x, attention_mask=mask, return_timestamps=True, max_new_tokens=10, return_segments=True,
+                      condition_on_prev_tokens=condition)
     np.testing.assert_array_equal(ours["sequences"], ref["sequences"].numpy())
     np.testing.assert_allclose(ours["token_timestamps"], ref["token_timestamps"].numpy(), rtol=0, atol=1e-6)
     for our_row, ref_row in zip(ours["segments"], ref["segments"]):

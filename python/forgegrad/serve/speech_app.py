@@ -110,6 +110,7 @@ class Transcriber:
         special = self.tokenizer.special_ids()
         self.first_special = special[0] if special else None
         self.alignment = gc.get("alignment_heads")  # word timestamps need them (token-level timestamps)
+        self.num_beams = gc.get("num_beams") or 1  # generate's default number of beams
 
     def describe(self) -> str:
         return (f"{'multilingual' if self.multilingual else 'English-only'}, {self.window_s:g} s windows, "
@@ -148,6 +149,9 @@ class Transcriber:
             raise CompletionError(400, "timestamp_granularities[]: word timestamps need alignment_heads in this "
                                        "checkpoint's generation_config.json (the cross-attention heads that follow "
                                        "the audio)", "timestamp_granularities[]")
+        if "word" in req.granularities and (req.num_beams or self.num_beams) > 1:
+            raise CompletionError(400, "timestamp_granularities[]: word timestamps are not supported with beam search "
+                                       "yet (num_beams > 1)", "timestamp_granularities[]")
         frames = min(-(-samples.size // self.extractor.hop_length), features.shape[2])
         return Job(features, duration, req, language, timestamps, prompt, frames)
 
