@@ -4,7 +4,8 @@ given, greedy, of --tokens new tokens; the same tokens checked) and, with ``--on
 export_seq2seq writes (the encoder, and generate_onnx_whisper). ``--longform SECONDS``: also long-form generate with
 timestamps on that many seconds of features (window after window, --tokens new tokens at most per window), the same
 tokens and segment times checked. ``--beams K``: also short-form generate with K beams (a batch of 2, the same tokens
-checked).
+checked). ``--token-timestamps``: also short-form generate with return_token_timestamps (whisper-tiny's alignment
+heads), against the same generate without them and against transformers' (the same times checked).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python tools/whisper_speed.py --tokens 32 --onnx
 """
@@ -35,12 +36,13 @@ def main():
     ap.add_argument("--onnx", action="store_true", help="also time the exported graphs in onnxruntime")
     ap.add_argument("--longform", type=float, default=0.0, help="also time long-form generate on SECONDS of audio")
     ap.add_argument("--beams", type=int, default=0, help="also time short-form generate with this many beams")
+    ap.add_argument("--token-timestamps", action="store_true", help="also time generate with token timestamps")
     args = ap.parse_args()
     import forgegrad as fg
     from forgegrad.bench import format_table
     from forgegrad.bench.hf_encoders import whisper_pair, whisper_rows
     print(format_table(whisper_rows([1], quick=False, repeat=args.repeat, tokens=args.tokens, onnx=args.onnx)))
-    if args.longform or args.beams:
+    if args.longform or args.beams or args.token_timestamps:
         import torch
         torch.set_num_threads(1)
         fg.set_num_threads(1)
@@ -50,6 +52,8 @@ def main():
             longform(model, hf, args)
         if args.beams:
             beams(model, hf, args)
+        if args.token_timestamps:
+            token_timestamps(model, hf, args)
 
 
 def longform(model, hf, args):
@@ -85,6 +89,31 @@ def beams(model, hf, args):
     gen_fg = best(lambda: model.generate(x, **kw), args.repeat)
     print(f"beam search, {args.beams} beams, batch of 2 ({ours.shape[1]} tokens): same tokens: "
           f"{np.array_equal(ours, theirs)}; forgegrad {gen_fg:.0f} ms, transformers {gen_hf:.0f} ms "
+          f"({gen_hf / gen_fg:.2f}x)")
+
+
+def token_timestamps(model, hf, args):
+    """Short-form generate (language given, greedy) with token timestamps from openai/whisper-tiny's alignment heads,
+    on a batch of two windows whose audio ends at 20 and 30 seconds (the attention mask's frames)."""
+    import torch
+    from forgegrad.bench.hf_encoders import whisper_features
+    heads = [[2, 2], [3, 0], [3, 2], [3, 3], [3, 4], [3, 5]]  # openai/whisper-tiny's generation_config.json
+    model.generation_config = dict(model.generation_config, alignment_heads=heads)
+    hf.generation_config.alignment_heads = heads
+    x = whisper_features(2, seed=3)
+    mask = (np.arange(3000)[None] < np.array([[2000], [3000]])).astype(np.int64)
+    kw = dict(language="en", max_new_tokens=args.tokens)
+    ours = model.generate(x, return_token_timestamps=True, attention_mask=mask, **kw)
+    with torch.no_grad():
+        theirs = hf.generate(torch.tensor(x), return_token_timestamps=True, attention_mask=torch.tensor(mask), **kw)
+        gen_hf = best(lambda: hf.generate(torch.tensor(x), return_token_timestamps=True,
+                                          attention_mask=torch.tensor(mask), **kw), args.repeat)
+    same = np.array_equal(ours["sequences"], theirs["sequences"].numpy()) and \
+        np.allclose(ours["token_timestamps"], theirs["token_timestamps"].numpy(), rtol=0, atol=1e-6)
+    plain = best(lambda: model.generate(x, **kw), args.repeat)
+    gen_fg = best(lambda: model.generate(x, return_token_timestamps=True, attention_mask=mask, **kw), args.repeat)
+    print(f"token timestamps, batch of 2 ({ours['sequences'].shape[1]} tokens): same tokens and times: {same}; "
+          f"forgegrad {gen_fg:.0f} ms ({plain:.0f} ms without them), transformers {gen_hf:.0f} ms "
           f"({gen_hf / gen_fg:.2f}x)")
 
 
