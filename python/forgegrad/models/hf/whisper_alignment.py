@@ -22,7 +22,6 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from .whisper_beam import cross_states
 
 __all__ = ["median_filter", "dynamic_time_warping", "dynamic_time_warping_reference", "token_timestamps",
            "alignment_settings", "window_times", "padded_times"]
@@ -163,15 +162,16 @@ def padded_times(stamps: List[List[np.ndarray]], width: int) -> np.ndarray:
     return out
 
 
-def window_times(run, states, prompt: np.ndarray, padding: Optional[np.ndarray], out: np.ndarray,
+def window_times(run, cross, prompt: np.ndarray, padding: Optional[np.ndarray], out: np.ndarray,
                   num_frames: Optional[np.ndarray]) -> np.ndarray:
     """One attempt's token times (b, P + n) for its rows: the alignment heads' cross-attention over the prompt and
-    the new tokens but the last (``out`` (b, n), finished rows padded as the steps fed them), in one pass."""
+    the new tokens but the last (``out`` (b, n), finished rows padded as the steps fed them), in one pass;
+    ``cross``: each layer's encoder keys and values (``cross_states``), as the decoding used them."""
     pairs, width = run.alignment
     ids = np.concatenate([prompt, out[:, :-1]], 1)
     if padding is not None:
         padding = np.concatenate([padding, np.ones((len(ids), ids.shape[1] - padding.shape[1]), bool)], 1)
-    probs = run.model.cross_attention_weights(ids, cross_states(run.model, states), [layer for layer, _ in pairs],
+    probs = run.model.cross_attention_weights(ids, cross, [layer for layer, _ in pairs],
                                               decoder_attention_mask=padding)
     weights = np.stack([probs[layer][:, head] for layer, head in pairs], 1)  # (b, heads, P + n - 1, positions)
     return token_timestamps(weights, prompt.shape[1], width, num_frames)

@@ -383,14 +383,15 @@ def _window_with_fallback(run: _Run, features: np.ndarray, seek: np.ndarray, fra
         states = encoded if attempt == 0 else Tensor._wrap(np.ascontiguousarray(encoded.numpy()[todo]))
         if sampler.do_sample:
             run.beams = None  # transformers sets num_beams = 1 in its generation config, for the rest of the call
+        cross = None if run.alignment is None else cross_states(run.model, states)  # (shared with the times' pass)
         out, step_logprobs, first = _decode_window(
-            run, states, prompt[todo], None if padding is None else padding[todo], budget, sampler, t,
+            run, states, prompt[todo], None if padding is None else padding[todo], budget, sampler, t, cross=cross,
             logprobs=th["logprob_threshold"] is not None,
             no_speech_at=None if run.no_speech_token is None else prompt.shape[1] - run.start_tokens)
         if times is not None:
             # transformers reads each row's frames by its place in the attempt's batch (not the retried input's)
             frames_left = None if run.window_frames is None else run.window_frames[:len(todo)]
-            for r, row in zip(todo, window_times(run, states, prompt[todo], None if padding is None else padding[todo],
+            for r, row in zip(todo, window_times(run, cross, prompt[todo], None if padding is None else padding[todo],
                                                   out, frames_left)):
                 times[r] = row
         if first is not None and no_speech is None:
@@ -413,18 +414,18 @@ def _window_with_fallback(run: _Run, features: np.ndarray, seek: np.ndarray, fra
 
 
 def _decode_window(run: _Run, states, prompt: np.ndarray, padding: Optional[np.ndarray], max_new_tokens: int,
-                   sampler, temperature, logprobs: bool = False, no_speech_at: Optional[int] = None):
+                   sampler, temperature, logprobs: bool = False, no_speech_at: Optional[int] = None, cross=None):
     """One window's new tokens (B, n), greedy or sampled on the KV cache after ``prompt`` (B, P), finished rows
     padded: transformers' processors in its order (begin-suppressed tokens at the first new place, suppressed
     tokens, the timestamp rules), then the sampler's warpers. ``padding`` (B, P): False where the prompt is left
     padding (previous tokens of different lengths). Also, when asked: each step's log-probability of its token
     (B, n) as transformers' fallback reads it (the processed scores, the temperature undone), and the prompt's
-    logits at place ``no_speech_at``."""
+    logits at place ``no_speech_at``. ``cross``: the states' encoder keys and values when already made."""
     model = run.model
     if run.beams is not None:  # (sampled attempts have one beam; beams come without the fallback's log-probs)
         return beam_window(run, states, prompt, padding, max_new_tokens, run.beams), None, None
     B, P = prompt.shape
-    cross = cross_states(model, states)
+    cross = cross_states(model, states) if cross is None else cross
     out = np.full((B, max_new_tokens), run.pad, np.int64)
     chosen = np.zeros((B, max_new_tokens), np.float32) if logprobs else None
     finished = np.zeros(B, bool)
