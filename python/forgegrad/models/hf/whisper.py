@@ -223,7 +223,8 @@ class WhisperForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Modul
 
     def generate(self, input_features, **kwargs):
         """Token ids of each input's transcription (or translation), (B, n); with ``return_segments=True`` a dict
-        of them and each input's segments {start, end (seconds), tokens}: ``whisper_generate.generate``."""
+        of them and each input's segments {start, end (seconds), tokens}; with ``return_token_timestamps=True`` each
+        token's time too (``token_timestamps``): ``whisper_generate.generate``."""
         from .whisper_generate import generate
         return generate(self, input_features, **kwargs)
 
