@@ -1,8 +1,10 @@
 """Whisper exported to ONNX (export_seq2seq: encoder.onnx with input_features, decoder.onnx with its cache and the
 generation settings in its metadata) from a checkpoint transformers wrote, run in onnxruntime: encoder outputs and
 decoder logits equal forgegrad's at batch 1 and 3 from one export, and generate_onnx_whisper's tokens equal
-model.generate's and transformers' (language and task given, or the language detected); the CLI export; bad
-input."""
+model.generate's and transformers' (language and task given, or the language detected; on a checkpoint that
+predicts timestamps: short-form timestamps, long-form windows of a batch, a text prompt, beam search, the
+temperature fallback, condition_on_prev_tokens), segments and times included; the CLI export; bad input and the
+settings the graphs cannot run."""
 import json
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 import forgegrad as fg
 from forgegrad.models import from_pretrained
 from forgegrad.models.hf import export_seq2seq, generate_onnx_seq2seq, generate_onnx_whisper
+from test_hf_whisper_timestamps import PREV, T0, _same, pair  # noqa: F401 (pair: the timestamps checkpoint)
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -174,7 +177,7 @@ def test_bad_input_and_wrong_graphs(exported):
         generate_onnx_whisper(enc, dec, x[0])  # rank
     with pytest.raises(ValueError, match=r"input_features must be.*int64"):
         generate_onnx_whisper(enc, dec, x.astype(np.int64))
-    with pytest.raises(ValueError, match=r"at most one window \(100 frames.*shape \(2, 16, 101\)"):
+    with pytest.raises(ValueError, match=r"long-form audio needs attention_mask"):  # as model.generate
         generate_onnx_whisper(enc, dec, np.concatenate([x, x[:, :, :1]], axis=2))
     # fewer frames are padded with zeros, as transformers and model.generate pad them
     short = _features(2, seed=4)[:, :, :60]
@@ -188,3 +191,73 @@ def test_bad_input_and_wrong_graphs(exported):
         generate_onnx_whisper(dec, enc, x)
     with pytest.raises(ValueError, match="generate_onnx_whisper"):  # the text models' loop names Whisper's
         generate_onnx_seq2seq(enc, dec, np.ones((1, 3), np.int64), decoder_start_token_id=START)
+
+
+@pytest.fixture(scope="module")
+def stamped(pair, tmp_path_factory):  # noqa: F811
+    """(forgegrad model, transformers model, encoder session, decoder session) of test_hf_whisper_timestamps'
+    checkpoint (it predicts timestamps; 1-second windows), exported once."""
+    model, hf, _ = pair
+    out = tmp_path_factory.mktemp("onnx_whisper_ts")
+    enc, dec = export_seq2seq(model, out)
+    assert enc.ok and dec.ok
+    return (model, hf, *(ort.InferenceSession(str(out / f), providers=["CPUExecutionProvider"])
+                         for f in ("encoder.onnx", "decoder.onnx")))
+
+
+def _long(batch, frames=350, seed=0):
+    """Long-form features (batch, 16, frames) and their attention_mask: the second input 2.3 seconds long."""
+    x = np.random.default_rng(seed).standard_normal((batch, MELS, frames)).astype(np.float32)
+    mask = np.ones((batch, frames), np.int64)
+    mask[1:, 230:] = 0
+    x[1:, :, 230:] = 0.0
+    return x, mask
+
+
+@pytest.mark.parametrize("case", [
+    dict(frames=FRAMES, batch=2, kw=dict(language=["fr", "de"], max_new_tokens=14, return_timestamps=True)),
+    dict(frames=350, batch=2, kw=dict(language="en", max_new_tokens=20)),
+    dict(frames=FRAMES, batch=2, kw=dict(language="en", max_new_tokens=10, prompt_ids=[PREV, 7, 42, 13])),
+    dict(frames=350, batch=1, kw=dict(language="en", max_new_tokens=16, prompt_ids=[PREV, 7, 42, 13, 99, 5],
+                                      condition_on_prev_tokens=True)),
+    dict(frames=FRAMES, batch=2, kw=dict(language="en", max_new_tokens=12, num_beams=2)),
+    dict(frames=350, batch=2, kw=dict(language="en", max_new_tokens=16, num_beams=2)),
+    dict(frames=350, batch=2, kw=dict(language="en", max_new_tokens=16, temperature=(0.0, 0.0),
+                                      compression_ratio_threshold=1.4, logprob_threshold=-0.5)),
+], ids=["timestamps", "long-form", "prompt", "long-form-prompt-conditioned", "beams-2", "long-form-beams-2",
+        "fallback"])
+def test_onnx_generate_equals_generate_and_transformers(stamped, case):
+    """The same settings through model.generate, generate_onnx_whisper and transformers' generate (timestamps
+    implied by long-form audio or asked for): the same rows, segments and times."""
+    model, hf, enc, dec = stamped
+    x, mask = _long(case["batch"], case["frames"], seed=1)
+    kw = dict(case["kw"], return_segments=True, return_timestamps=True)
+    if case["frames"] > FRAMES:
+        kw["attention_mask"] = mask
+    ours = generate_onnx_whisper(enc, dec, x, **kw)
+    want = model.generate(x, **kw)
+    np.testing.assert_array_equal(ours["sequences"], want["sequences"])
+    assert [[(s["start"], s["end"], s["tokens"].tolist()) for s in row] for row in ours["segments"]] == \
+        [[(s["start"], s["end"], s["tokens"].tolist()) for s in row] for row in want["segments"]]
+    theirs = {k: torch.tensor(v) for k, v in kw.items() if k in ("attention_mask", "prompt_ids")}
+    with torch.no_grad():
+        _same(ours, hf.generate(torch.tensor(x), **{**kw, **theirs}))
+    assert (ours["sequences"] >= T0).any()  # timestamps predicted
+    if case["frames"] > FRAMES:
+        assert ours["segments"][0][-1]["end"] > 2.0  # several windows
+
+
+def test_onnx_generate_refuses_what_the_graphs_cannot_run(stamped):
+    """Token timestamps need cross-attention weights, which the graphs do not output; previous tokens of different
+    lengths across the batch need a decoder attention mask, which the decoder graph does not take. Plain tensors
+    without those settings still decode (the batch's long-form windows one row at a time give the same)."""
+    model, _, enc, dec = stamped
+    x, mask = _long(2, 450, seed=5)
+    with pytest.raises(ValueError, match="return_token_timestamps needs the decoder's cross-attention weights"):
+        generate_onnx_whisper(enc, dec, x[:, :, :FRAMES], language="en", return_token_timestamps=True)
+    with pytest.raises(ValueError, match="takes no decoder attention mask"):
+        generate_onnx_whisper(enc, dec, x, attention_mask=mask, language="en", max_new_tokens=16,
+                              condition_on_prev_tokens=True)
+    kw = dict(language="en", max_new_tokens=16, condition_on_prev_tokens=True)
+    second = generate_onnx_whisper(enc, dec, x[1:, :, :310], **kw)
+    np.testing.assert_array_equal(second, model.generate(x[1:, :, :310], **kw))

@@ -16,7 +16,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ...tensor import Tensor
-from .beam_search import fill_token, reorder, search
+from .beam_search import fill_token, search
 
 __all__ = ["beam_window", "cross_states"]
 
@@ -47,28 +47,27 @@ class _WhisperProcessors:
         return logp
 
 
-def beam_window(run, states: Tensor, prompt: np.ndarray, padding: Optional[np.ndarray], max_new_tokens: int,
+def beam_window(run, states, prompt: np.ndarray, padding: Optional[np.ndarray], max_new_tokens: int,
                 beams: Tuple[int, float, object]) -> np.ndarray:
     """One window's new tokens (B, n) by beam search after ``prompt`` (B, P): each row's best hypothesis (its end
     token kept), the shorter ones padded with the pad token. ``beams``: (num_beams, length_penalty,
     early_stopping). ``padding`` (B, P): False where the prompt is left padding."""
-    model = run.model
+    steps = run.steps
     K, length_penalty, early_stopping = beams
     B, P = prompt.shape
-    rows_states = Tensor._wrap(np.repeat(states.numpy(), K, axis=0))
-    cross = cross_states(model, rows_states)
+    rows_states = steps.rows(states, np.repeat(np.arange(B), K))
+    cross = steps.cross(rows_states)
     ids = np.repeat(prompt, K, axis=0)
     mask = {"rows": None if padding is None else np.repeat(padding, K, axis=0)}
-    cache = model.new_cache(B * K, P + max_new_tokens)
-    first = model.decode(ids, rows_states, cross=cross, cache=cache, decoder_attention_mask=mask["rows"])
-    first = first.numpy()[:, -1]
+    cache = steps.new_cache(B * K, P + max_new_tokens)
+    first = steps.decode(ids, rows_states, cross=cross, cache=cache, decoder_attention_mask=mask["rows"])[:, -1]
 
     def next_logits(tokens: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        reorder(cache, rows)  # the beams of one prompt share its states, cross keys and padding
+        steps.reorder(cache, rows)  # the beams of one prompt share its states, cross keys and padding
         if mask["rows"] is not None:
             mask["rows"] = np.concatenate([mask["rows"], np.ones((B * K, 1), bool)], axis=1)
-        return model.decode(tokens[:, None], rows_states, cross=cross, cache=cache,
-                            decoder_attention_mask=mask["rows"]).numpy()[:, -1]
+        return steps.decode(tokens[:, None], rows_states, cross=cross, cache=cache,
+                            decoder_attention_mask=mask["rows"])[:, -1]
 
     sequences, lengths = search(first, next_logits, B, K, max_new_tokens, run.eos, fill_token(run.pad, run.eos),
                                 length_penalty, early_stopping, _WhisperProcessors(run, P), ids)

@@ -28,8 +28,9 @@ from ...tensor import Tensor
 from .generation import UNSET, _check_beams, _sampler
 from .logits_processors import generation_source, resolve
 from .whisper_alignment import alignment_settings, padded_times, window_times
-from .whisper_beam import beam_window, cross_states
+from .whisper_beam import beam_window
 from .whisper_fallback import log_softmax, verdict
+from .whisper_steps import steps_of
 from .whisper_timestamps import TimestampRules, joined, unpadded, window_segments, without_end
 
 __all__ = ["generate", "LANGUAGES"]
@@ -224,6 +225,11 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
         raise ValueError(f"generate: time_precision must be a positive number of seconds, got {time_precision!r}")
     if return_token_timestamps is not None and not isinstance(return_token_timestamps, bool):
         raise TypeError(f"generate: return_token_timestamps must be a bool, got {return_token_timestamps!r}")
+    steps = steps_of(model)
+    if return_token_timestamps and not steps.cross_attention:
+        raise ValueError(f"generate: return_token_timestamps needs the decoder's cross-attention weights, which "
+                         f"{type(steps).__name__} does not give (the exported ONNX graphs do not output them): "
+                         "generate on the forgegrad model for token timestamps")
     alignment = alignment_settings(model, gc, beams) if return_token_timestamps else None
     features = _feature_array(model, input_features)
     B, frames = features.shape[0], features.shape[2]
@@ -247,7 +253,7 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
     max_frames = _input_lengths(attention_mask, B, frames, longform)
     run = _Run(model, gc, do_sample, temperature, top_k, top_p, min_p, eos_token_id, pad_token_id, thresholds,
                no_timestamps if return_timestamps else None)
-    run.beams = beams
+    run.steps, run.beams = steps, beams
     if return_token_timestamps:
         run.alignment = alignment
         # transformers' num_frames: the attention mask's ones when one is given, from each window's start
@@ -260,9 +266,9 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
     stamp_begin = model.vocab_size + 1 if no_timestamps is None else int(no_timestamps) + 1
     with no_grad():
         def detect(lang_ids: List[int]) -> List[int]:  # on the first window, as transformers
-            states = model.encode(_window(features, np.zeros(B, np.int64), np.full(B, window), window))
+            states = steps.encode(_window(features, np.zeros(B, np.int64), np.full(B, window), window))
             start = np.full((B, 1), model.decoder_start_token_id, np.int64)
-            logits = model.decode(start, states).numpy()[:, -1]
+            logits = steps.decode(start, states)[:, -1]
             return [lang_ids[i] for i in logits[:, lang_ids].argmax(-1)]
 
         init = np.array(_prompts(model, gc, B, language, task, detect, return_timestamps), np.int64)
@@ -329,6 +335,7 @@ class _Run:
     def __init__(self, model, gc: dict, do_sample, temperature, top_k, top_p, min_p, eos_token_id, pad_token_id,
                  thresholds: dict, no_timestamps: Optional[int]):
         self.model, vocab = model, model.vocab_size
+        self.steps = steps_of(model)  # the network's steps (whisper_steps.py)
         self.temperatures = list(temperature) if isinstance(temperature, (list, tuple)) else [temperature]
         if not self.temperatures:
             raise ValueError("generate: temperature must be a number or a non-empty sequence of numbers")
@@ -377,13 +384,14 @@ def _window_with_fallback(run: _Run, features: np.ndarray, seek: np.ndarray, fra
     times: Optional[List[Optional[np.ndarray]]] = None if run.alignment is None else [None] * b
     no_speech = None
     th = run.thresholds
-    encoded = run.model.encode(_window(features, seek, frames, window))
+    steps = run.steps
+    encoded = steps.encode(_window(features, seek, frames, window))
     for attempt, (t, sampler) in enumerate(zip(run.temperatures, run.samplers)):
         # the retried rows' encoder states (transformers encodes them again: the same states)
-        states = encoded if attempt == 0 else Tensor._wrap(np.ascontiguousarray(encoded.numpy()[todo]))
+        states = encoded if attempt == 0 else steps.rows(encoded, np.array(todo))
         if sampler.do_sample:
             run.beams = None  # transformers sets num_beams = 1 in its generation config, for the rest of the call
-        cross = None if run.alignment is None else cross_states(run.model, states)  # (shared with the times' pass)
+        cross = None if run.alignment is None else steps.cross(states)  # (shared with the times' pass)
         out, step_logprobs, first = _decode_window(
             run, states, prompt[todo], None if padding is None else padding[todo], budget, sampler, t, cross=cross,
             logprobs=th["logprob_threshold"] is not None,
@@ -421,16 +429,16 @@ def _decode_window(run: _Run, states, prompt: np.ndarray, padding: Optional[np.n
     padding (previous tokens of different lengths). Also, when asked: each step's log-probability of its token
     (B, n) as transformers' fallback reads it (the processed scores, the temperature undone), and the prompt's
     logits at place ``no_speech_at``. ``cross``: the states' encoder keys and values when already made."""
-    model = run.model
+    steps = run.steps
     if run.beams is not None:  # (sampled attempts have one beam; beams come without the fallback's log-probs)
         return beam_window(run, states, prompt, padding, max_new_tokens, run.beams), None, None
     B, P = prompt.shape
-    cross = cross_states(model, states) if cross is None else cross
+    cross = steps.cross(states) if cross is None else cross
     out = np.full((B, max_new_tokens), run.pad, np.int64)
     chosen = np.zeros((B, max_new_tokens), np.float32) if logprobs else None
     finished = np.zeros(B, bool)
-    cache = model.new_cache(B, P + max_new_tokens)
-    logits = model.decode(prompt, states, cross=cross, cache=cache, decoder_attention_mask=padding).numpy()
+    cache = steps.new_cache(B, P + max_new_tokens)
+    logits = steps.decode(prompt, states, cross=cross, cache=cache, decoder_attention_mask=padding)
     first = None if no_speech_at is None else np.array(logits[:, no_speech_at], np.float32)
     logits = logits[:, -1]
     eos = run.eos
@@ -456,8 +464,7 @@ def _decode_window(run: _Run, states, prompt: np.ndarray, padding: Optional[np.n
             break
         if padding is not None:
             padding = np.concatenate([padding, np.ones((B, 1), bool)], 1)
-        logits = model.decode(nxt[:, None], states, cross=cross, cache=cache,
-                              decoder_attention_mask=padding).numpy()[:, -1]
+        logits = steps.decode(nxt[:, None], states, cross=cross, cache=cache, decoder_attention_mask=padding)[:, -1]
     return out[:, :n], None if chosen is None else chosen[:, :n], first
 
 
@@ -561,13 +568,13 @@ def _input_lengths(attention_mask, batch: int, frames: int, longform: bool) -> n
     return np.full(batch, frames, np.int64)
 
 
-def _window(features: np.ndarray, seek: np.ndarray, frames: np.ndarray, window: int) -> Tensor:
+def _window(features: np.ndarray, seek: np.ndarray, frames: np.ndarray, window: int) -> np.ndarray:
     """Each row's ``frames[r]`` frames from ``seek[r]``, padded with zeros to a window: (b, mels, window)."""
     out = np.zeros(features.shape[:2] + (window,), np.float32)
     for r in range(features.shape[0]):
         part = features[r, :, seek[r]:seek[r] + frames[r]]
         out[r, :, :part.shape[1]] = part
-    return Tensor._wrap(out)
+    return out
 
 
 class _WindowLimit:
