@@ -33,7 +33,9 @@ def add_parser(sub):
                    help="the train --out directory, its model.json or model.safetensors; or a Hugging Face "
                         "checkpoint directory (config.json): a GPT-2 or Llama-family decoder exports with its KV "
                         "cache as inputs and outputs, for generation in onnxruntime; T5, BART, Marian, mBART, "
-                        "M2M100 and Whisper as encoder.onnx and decoder.onnx in the --out directory")
+                        "M2M100 and Whisper as encoder.onnx and decoder.onnx in the --out directory; a "
+                        "question-answering or multiple-choice encoder with input_ids and attention_mask "
+                        "(start_logits and end_logits, or logits)")
     p.add_argument("--no-past", action="store_true",
                    help="Hugging Face decoders: export the plain forward (input_ids -> logits) without the KV cache")
     p.add_argument("--out", required=True, metavar="model.onnx", help="path of the ONNX file to write")
@@ -113,7 +115,8 @@ def export_hf(path, out, batch=4, verify=True, past=True):
     if verify:
         require("onnxruntime", "onnx", what="verifying the ONNX export")
     from ..models import from_pretrained
-    from ..models.hf import export_seq2seq, export_with_past
+    from ..models.hf import export_seq2seq, export_task_head, export_with_past
+    from ..models.hf.task_heads import MultipleChoice, QuestionAnswering
     from ..onnx import OnnxExportError, OnnxVerificationError, export
     try:
         model = from_pretrained(path)
@@ -131,6 +134,8 @@ def export_hf(path, out, batch=4, verify=True, past=True):
             raise UsageError(f"--out {out} is a directory; give the path of the .onnx file to write")
         if past and callable(getattr(model, "forward_graph", None)):
             return name, export_with_past(model, out, verify=verify)
+        if isinstance(model, (QuestionAnswering, MultipleChoice)):  # input_ids, attention_mask (, token_type_ids)
+            return name, export_task_head(model, out, verify=verify)
         ids = np.random.default_rng(0).integers(0, model.config["vocab_size"], size=(batch, 8), dtype=np.int64)
         return name, export(model.eval(), (ids,), out, input_names=["input_ids"], output_names=["logits"],
                             verify=verify, rtol=1e-4, atol=1e-4,

@@ -49,6 +49,7 @@ from .modernbert import ModernBertForSequenceClassification, ModernBertModel
 from .moe import MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM
 from .onnx_export import export_with_past, generate_onnx
 from .onnx_seq2seq import export_seq2seq, generate_onnx_seq2seq
+from .onnx_task_heads import export_task_head
 from .onnx_whisper import generate_onnx_whisper
 from .t5 import T5ForConditionalGeneration
 from .task_heads import (BertForMultipleChoice, BertForQuestionAnswering, DebertaV2ForMultipleChoice,
@@ -59,7 +60,7 @@ from .task_heads import (BertForMultipleChoice, BertForQuestionAnswering, Debert
 from .question_answering import answer_question
 
 __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past", "generate_onnx", "export_seq2seq",
-           "generate_onnx_seq2seq", "generate_onnx_whisper", "CheckpointError",
+           "generate_onnx_seq2seq", "generate_onnx_whisper", "export_task_head", "CheckpointError",
            "ARCHITECTURES",
            "GPT2LMHeadModel", "BertModel", "RobertaModel", "XLMRobertaModel", "BertForSequenceClassification",
            "RobertaForSequenceClassification", "XLMRobertaForSequenceClassification", "ModernBertModel",

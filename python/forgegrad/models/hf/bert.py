@@ -11,7 +11,7 @@ from ... import grad_mode, nn
 from ...nn import functional as F
 from ...tensor import Tensor
 from ._layers import (PackedBatch, activation, additive_mask, attend, config_probability, ids_array, mask_array,
-                      merge_heads, split_heads)
+                      merge_heads, padding_bias, split_heads)
 
 __all__ = ["BertModel", "RobertaModel", "XLMRobertaModel", "BertForSequenceClassification",
            "RobertaForSequenceClassification", "XLMRobertaForSequenceClassification", "BertOutput"]
@@ -151,8 +151,11 @@ class BertModel(nn.Module):
                              f"got {types.shape}")
         mask = additive_mask(mask_array(attention_mask, "BertModel", (B, T)), 0, T, causal=False)
         positions = self.positions(ids)
-        if positions is not None and isinstance(input_ids, Tensor) and grad_mode.recorder() is not None:
+        exporting = isinstance(input_ids, Tensor) and grad_mode.recorder() is not None
+        if positions is not None and exporting:
             positions = self.positions_of(input_ids)  # an export: computed in the graph from its input
+        if exporting and isinstance(attention_mask, Tensor):  # an export: the padding bias from the graph's mask
+            mask = padding_bias(attention_mask.float())
         x = self.embeddings(ids, types, positions)
         for layer in self.encoder.layer:
             x = layer(x, mask)

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ... import nn
+from ... import grad_mode, nn
 from ...tensor import Tensor
 from ._layers import mask_array
 from .bert import BertForSequenceClassification, BertModel, RobertaModel, XLMRobertaModel
@@ -272,6 +272,8 @@ class ModernBertForMultipleChoice(MultipleChoice, ModernBertForSequenceClassific
         self.config = self.hf_config = dict(config)
 
     def choice_logits(self, input_ids, attention_mask, token_type_ids) -> Tensor:
+        if isinstance(attention_mask, Tensor) and grad_mode.recorder() is not None:
+            return self._graph_choice_logits(input_ids, attention_mask)  # an export: pooled with Tensor ops
         if self.pooling == "mean":
             return ModernBertForSequenceClassification.forward(self, input_ids, attention_mask)
         x = self.model(input_ids, attention_mask).last_hidden_state
@@ -279,6 +281,18 @@ class ModernBertForMultipleChoice(MultipleChoice, ModernBertForSequenceClassific
         real = mask_array(attention_mask, type(self).__name__, (N, x.shape[1]))
         first = np.zeros(N, np.int64) if real is None else real.argmax(-1)
         return self.classifier(self.drop(self.head(x[np.arange(N), first])))
+
+    def _graph_choice_logits(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """``choice_logits`` as Tensor ops on the mask (what an exported graph computes): the pooled state is the
+        hidden states weighted by the real tokens ("mean") or by a one-hot of the first real one ("cls")."""
+        x = self.model(input_ids, attention_mask).last_hidden_state
+        keep = attention_mask.float()  # (N, T)
+        if self.pooling != "mean":
+            keep = keep * (keep.cumsum(-1) <= 1).float()  # the first token the mask keeps
+            first = ((keep * 0 + 1).cumsum(-1) <= 1).float()  # token 0: a row with no token pools it (argmax's 0)
+            keep = keep + (1 - keep.sum(-1).unsqueeze(-1)) * first
+        w = keep.unsqueeze(-1)
+        return self.classifier(self.drop(self.head((x * w).sum(1) / w.sum(1))))
 
 
 class DebertaV2ForMultipleChoice(MultipleChoice, DebertaV2ForSequenceClassification):
