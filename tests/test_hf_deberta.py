@@ -75,6 +75,24 @@ def test_hidden_states_match_transformers(tmp_path, variant):
                                    _hf_out(hf, ids[:1, :7], None, "last_hidden_state"), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("variant", ["v3", "v2 absolute positions, token types, conv"])
+def test_encode_packed_gives_each_sequence_its_own_hidden_states(tmp_path, variant):
+    """encode_packed (the embeddings server's entry): sequences of different lengths run together give each one's
+    transformers hidden states, alone and unpadded (the per-sequence relative-position bias, the ConvLayer and the
+    absolute positions of the packed rows)."""
+    hf, model = _saved(tmp_path, "DebertaV2Model", **VARIANTS[variant])
+    rng = np.random.RandomState(1)
+    seqs = [rng.randint(1, VOCAB, n).tolist() for n in (5, 19, 1, 12)]
+    types = [(np.arange(len(s)) >= len(s) // 2).astype(int).tolist() for s in seqs]
+    got = model.eval().encode_packed(seqs, types)
+    assert got.shape == (sum(map(len, seqs)), 32)
+    starts = np.cumsum([0] + [len(s) for s in seqs])
+    for s, t, at in zip(seqs, types, starts):
+        with torch.no_grad():
+            ref = hf(torch.tensor([s]), token_type_ids=torch.tensor([t])).last_hidden_state[0].numpy()
+        np.testing.assert_allclose(got[at:at + len(s)], ref, rtol=1e-4, atol=1e-4, err_msg=f"{len(s)} tokens")
+
+
 def test_relative_positions_are_transformers():
     from transformers.models.deberta_v2.modeling_deberta_v2 import build_relative_position
 

@@ -25,8 +25,8 @@ from ... import grad_mode, nn
 from ...nn.utils.freeze import frozen_arrays
 from ...tensor import Tensor
 from ...factories import where
-from ._layers import (_NEG, FLOAT32_MAX, activation, attend, config_probability, ids_array, mask_array, merge_heads,
-                      split_heads)
+from ._layers import (_NEG, FLOAT32_MAX, PackedBatch, activation, attend, config_probability, ids_array, mask_array,
+                      merge_heads, split_heads)
 from .bert import BertDenseNorm, BertIntermediate, BertOutput
 from .deberta_positions import _gather_plan, distance_rows, relative_positions
 
@@ -114,12 +114,15 @@ class DebertaV2Embeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(E, eps=c["layer_norm_eps"])
         self.dropout = nn.Dropout(c["hidden_dropout_prob"])
 
-    def forward(self, ids: np.ndarray, types: np.ndarray, keep: Optional[Tensor]) -> Tensor:
+    def forward(self, ids: np.ndarray, types: np.ndarray, keep: Optional[Tensor],
+                positions: Optional[np.ndarray] = None) -> Tensor:
         """(word + position + token type) -> embed_proj -> LayerNorm -> zeroed at padding (``keep``: (B, T, 1)
-        of 0 / 1, None for none) -> dropout, in transformers' order."""
+        of 0 / 1, None for none) -> dropout, in transformers' order. ``positions``: each token's position row
+        (packed tokens, ``encode_packed``); None for 0 .. T - 1 along the last axis of ``ids``."""
         x = self.word_embeddings(Tensor._wrap(ids))
         if self.position_embeddings is not None:
-            x = x + self.position_embeddings.weight[:ids.shape[1]]
+            x = x + (self.position_embeddings.weight[:ids.shape[1]] if positions is None
+                     else self.position_embeddings(Tensor._wrap(positions)))
         if self.token_type_embeddings is not None:
             x = x + self.token_type_embeddings(Tensor._wrap(types))
         if self.embed_proj is not None:
@@ -152,12 +155,15 @@ class DisentangledSelfAttention(nn.Module):
 
     def forward(self, x: Tensor, ctx: "_Context") -> Tensor:
         q, k, v = (split_heads(proj(x), self.heads) for proj in (self.query_proj, self.key_proj, self.value_proj))
+        return merge_heads(self.attend_heads(q, k, v, ctx))
+
+    def attend_heads(self, q: Tensor, k: Tensor, v: Tensor, ctx: "_Context") -> Tensor:
+        """Attention of the (B, H, T, D) heads with the relative-position bias and the padding masks of ``ctx``."""
         bias = self.position_bias(q, k, ctx) if self.relative and self.kinds else None
         if ctx.masked:  # padding: masked scores as transformers' masked_fill (no gradient through them)
             bias = ctx.mask_scores(bias)
             q = q * ctx.query_keep  # a padding query's row is all masked: no gradient reaches q or k from it
-        out = attend(q, k, v, bias, scale=1.0 / self.scale, dropout_p=self.dropout_p if self.training else 0.0)
-        return merge_heads(out)
+        return attend(q, k, v, bias, scale=1.0 / self.scale, dropout_p=self.dropout_p if self.training else 0.0)
 
     def position_bias(self, q: Tensor, k: Tensor, ctx: "_Context") -> Tensor:
         """The c2p and p2c terms (B, H, T, T), divided by the scale."""
@@ -362,6 +368,38 @@ class DebertaV2Model(nn.Module):
             if i == 0 and self.encoder.conv is not None:
                 x = self.encoder.conv(emb, x, ctx.keep)
         return BertOutput(x, None)
+
+    def encode_packed(self, sequences: Sequence[Sequence[int]],
+                      token_types: Optional[Sequence[Sequence[int]]] = None) -> np.ndarray:
+        """As ``BertModel.encode_packed``: the last hidden states of the real tokens of ``sequences`` (token-id lists
+        of any lengths), stacked (total tokens, hidden) float32, equal to ``forward``'s at the real tokens (to
+        float32 rounding). The embeddings, projections, feed-forward layers and norms run on the real tokens only;
+        attention (and the ConvLayer) on the right-padded (batch, T) stack, with the relative-position bias of T
+        (a query's c2p / p2c rows depend on its distances only, the same in every sequence) masked where the query
+        or the key is padding, as ``forward`` masks it. ``token_types``: each sequence's token type ids (used where
+        the model has a type table). Eval mode only, no graph."""
+        from ...autograd import no_grad
+        c = self.settings
+        limit = self.max_tokens if c["position_biased_input"] else np.iinfo(np.int64).max
+        p = PackedBatch(self, sequences, c["vocab_size"], limit)
+        types = np.zeros_like(p.ids)
+        if token_types is not None and c["type_vocab_size"] > 0:
+            if len(token_types) != p.B or any(len(t) != n for t, n in zip(token_types, p.lengths)):
+                raise ValueError(f"{_WHO}.encode_packed: token_types must give one type id per token")
+            types = ids_array(np.concatenate([np.asarray(t, np.int64) for t in token_types])[None],
+                              f"{_WHO}.encode_packed (token_types)", c["type_vocab_size"])[0]
+        ctx = _Context(self, p.real, p.T)
+        with no_grad():
+            emb = x = self.embeddings(p.ids, types, None, np.concatenate([np.arange(n) for n in p.lengths]))
+            for i, layer in enumerate(self.encoder.layer):
+                sa = layer.attention.self
+                q, k, v = (split_heads(p.padded(proj(x)), sa.heads) for proj in (sa.query_proj, sa.key_proj,
+                                                                                  sa.value_proj))
+                x = layer.attention.output(p.gather(merge_heads(sa.attend_heads(q, k, v, ctx))), x)
+                x = layer.output(layer.intermediate(x), x)
+                if i == 0 and self.encoder.conv is not None:
+                    x = p.gather(self.encoder.conv(p.padded(emb), p.padded(x), ctx.keep))
+        return x.numpy()
 
     def load_filter(self, tensors: Dict[str, np.ndarray], prefix: str = "") -> Dict[str, np.ndarray]:
         """The checkpoint's tensors without those transformers ignores on load: ``position_ids``, and the absolute
