@@ -1,7 +1,7 @@
 """``POST /v1/embeddings`` on the real server for encoder checkpoints that sentence-transformers itself wrote (tiny
-BERT and XLM-RoBERTa encoders that transformers made): the vectors are ``SentenceTransformer.encode``'s for every
-pooling mode, with and without Normalize; plain transformers directories, token-id inputs, base64, the CLI, and bad
-requests."""
+BERT, XLM-RoBERTa, ModernBERT and DeBERTa-v3 encoders that transformers made): the vectors are
+``SentenceTransformer.encode``'s for every pooling mode, with and without Normalize; plain transformers directories,
+token-id inputs, base64, the CLI, and bad requests."""
 from __future__ import annotations
 
 import base64
@@ -186,6 +186,32 @@ def test_modernbert_sentence_transformer(bert_dir, tmp_path):
             httpx.Client(base_url=url, timeout=60) as c:
         vectors = np.array([d["embedding"] for d in _post(c, {"input": TEXTS})["data"]], np.float32)
     np.testing.assert_allclose(vectors, want, rtol=1e-4, atol=2e-5)
+
+
+def test_deberta_v3_sentence_transformer(bert_dir, tmp_path):
+    """A DeBERTa-v3-style encoder (relative attention over log buckets shorter than the texts, no absolute positions),
+    mean-pooled and normalized as sentence-transformers saves it: encode's vectors, the texts of different lengths
+    run together (``DebertaV2Model.encode_packed``) and one at a time."""
+    import shutil
+    base = tmp_path / "base"
+    shutil.copytree(bert_dir, base)
+    for f in ("config.json", "model.safetensors"):
+        (base / f).unlink()
+    torch.manual_seed(0)
+    transformers.DebertaV2Model(transformers.DebertaV2Config(
+        vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=40,
+        max_position_embeddings=64, relative_attention=True, position_buckets=4, max_relative_positions=8,
+        pos_att_type=["p2c", "c2p"], share_att_key=True, norm_rel_ebd="layer_norm", position_biased_input=False,
+        type_vocab_size=0, pad_token_id=0)).save_pretrained(base)
+    model = _sentence_transformer(base, tmp_path / "st", "mean", True)
+    want = model.encode(TEXTS, convert_to_numpy=True)
+    with running_app(create_encoder_app(EncoderServeConfig(str(tmp_path / "st"), max_batch=4))) as url, \
+            httpx.Client(base_url=url, timeout=60) as c:
+        vectors = np.array([d["embedding"] for d in _post(c, {"input": TEXTS})["data"]], np.float32)
+        one = [_post(c, {"input": t})["data"][0]["embedding"] for t in TEXTS]
+        assert c.get("/v1/models").json()["data"][0]["max_model_len"] == 64
+    np.testing.assert_allclose(vectors, want, rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(np.array(one, np.float32), want, rtol=1e-4, atol=2e-5)
 
 
 def test_a_plain_transformers_directory_is_mean_pooled(bert_dir):
