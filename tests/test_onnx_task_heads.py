@@ -125,10 +125,12 @@ def test_modernbert_choices_pool_the_first_real_token_in_the_graph(tmp_path_fact
     _compare("ModernBertForMultipleChoice", tmp_path_factory, [(3, 2, 12)], left=True)
 
 
-def test_export_task_head_names_a_model_that_is_not_one():
-    model = from_pretrained  # any object: the check is on the model's type, before tracing
-    with pytest.raises(TypeError, match="question-answering or multiple-choice head.*got function"):
-        export_task_head(model, "unused.onnx")
+def test_export_task_head_names_a_model_that_is_not_one(tmp_path):
+    """An encoder without a question-answering or multiple-choice head: a TypeError naming it, before tracing."""
+    from forgegrad import nn
+    with pytest.raises(TypeError, match="question-answering or multiple-choice head.*got Linear"):
+        export_task_head(nn.Linear(4, 2), tmp_path / "unused.onnx")
+    assert not (tmp_path / "unused.onnx").exists()
 
 
 def test_forgegrad_export_cli_on_a_question_answering_directory(tmp_path):

@@ -109,8 +109,9 @@ def is_hf_directory(path) -> bool:
 
 
 def export_hf(path, out, batch=4, verify=True, past=True):
-    """A Hugging Face checkpoint directory to ONNX: a decoder with its KV cache (export_with_past), or
-    its plain forward (dynamic batch and sequence); returns (model's class name, parity report)."""
+    """A Hugging Face checkpoint directory to ONNX: a decoder with its KV cache (export_with_past), an encoder's
+    question-answering or multiple-choice head (export_task_head), or its plain forward (dynamic batch and
+    sequence); returns (model's class name, parity report)."""
     require("onnx", "onnx", what="ONNX export")
     if verify:
         require("onnxruntime", "onnx", what="verifying the ONNX export")
