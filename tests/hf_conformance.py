@@ -311,6 +311,18 @@ def tiny_bert_cross_encoder(path, corpus, max_len=None):
     return path
 
 
+def tiny_roberta_tokenizer(path, corpus):
+    """A byte-level BPE tokenizer (300 tokens, RoBERTa's <s> <pad> </s> <unk> <mask> at 0-4 and its pair template)
+    trained on ``corpus`` and saved as tokenizer.json in the new directory ``path``; returns that file's path."""
+    from tokenizers import ByteLevelBPETokenizer, processors
+    path.mkdir()
+    tok = ByteLevelBPETokenizer()
+    tok.train_from_iterator(corpus, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    tok.save(str(path / "tokenizer.json"))
+    return path / "tokenizer.json"
+
+
 def padded_batch(lengths, vocab: int, pad: int = 0, low: int = 3, seed: int = 3):
     """(ids, attention_mask) of random token rows of ``lengths`` (ids in [low, vocab)), right-padded with ``pad``."""
     rng = np.random.RandomState(seed)

@@ -19,24 +19,13 @@ pytest.importorskip("tokenizers")
 pytest.importorskip("scipy.signal")
 transformers.logging.set_verbosity_error()
 
-from whisper_helpers import DE, EN, FR, MAX_NEW, NO_TIMESTAMPS, WAVS, expected_features, tiny_whisper  # noqa: E402
+from whisper_helpers import DE, EN, FR, MAX_NEW, NO_TIMESTAMPS, WAVS, expected_features  # noqa: E402
+import whisper_helpers  # noqa: E402
 
 import forgegrad  # noqa: E402
 from forgegrad.cli import main  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def whisper_dir(tmp_path_factory):
-    return tiny_whisper(tmp_path_factory.mktemp("whisper") / "tiny-whisper")
-
-
-@pytest.fixture(scope="module")
-def reference(whisper_dir):
-    """transformers' model, feature extractor and tokenizer read from the directory."""
-    hf = transformers.WhisperForConditionalGeneration.from_pretrained(whisper_dir).eval()
-    extractor = transformers.WhisperFeatureExtractor.from_pretrained(whisper_dir)
-    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_file=str(whisper_dir / "tokenizer.json"))
-    return hf, extractor, tokenizer
+whisper_dir, reference = whisper_helpers.whisper_dir, whisper_helpers.reference  # the checkpoint's fixtures
 
 
 @pytest.fixture(scope="module")

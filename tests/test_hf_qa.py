@@ -16,7 +16,7 @@ import forgegrad as fg
 from forgegrad.models import from_pretrained, save_pretrained
 from forgegrad.models.hf import QuestionAnsweringOutput, answer_question
 from forgegrad.models.hf.tokenizer import load_tokenizer
-from hf_conformance import padded_batch
+from hf_conformance import padded_batch, tiny_roberta_tokenizer
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -210,12 +210,7 @@ def _wordpiece_qa(path, family="Bert"):
 
 def _roberta_qa(path, family="Roberta"):
     """A RobertaForQuestionAnswering with a byte-level BPE tokenizer (RoBERTa's pair template, no token types)."""
-    from tokenizers import ByteLevelBPETokenizer, processors
-    path.mkdir()
-    tok = ByteLevelBPETokenizer()
-    tok.train_from_iterator(CORPUS, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
-    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
-    tok.save(str(path / "tokenizer.json"))
+    tiny_roberta_tokenizer(path, CORPUS)
     transformers.PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"), bos_token="<s>",
                                          eos_token="</s>", pad_token="<pad>", unk_token="<unk>", cls_token="<s>",
                                          sep_token="</s>", mask_token="<mask>", model_max_length=64,

@@ -15,6 +15,7 @@ transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
 from hf_conformance import weight_variant  # noqa: E402
+from whisper_helpers import build_whisper  # noqa: E402
 
 # token ids of the tiny vocabulary: text below 100, then Whisper's special tokens in their order
 EOS, START, EN, FR, DE, TRANSLATE, TRANSCRIBE, NO_TIMESTAMPS = 100, 101, 102, 103, 104, 105, 106, 107
@@ -25,29 +26,8 @@ MELS, FRAMES = 16, 100  # one 1-second window: 100 frames, 50 encoder positions
 def pair(tmp_path_factory):
     """A multilingual tiny Whisper (random weights, std 0.3 so that outputs depend on the audio) with the generation
     settings of the real checkpoints: lang_to_id, task_to_id, <|notimestamps|>, suppressed tokens (timestamps too)."""
-    torch.manual_seed(0)
-    cfg = transformers.WhisperConfig(
-        vocab_size=120, num_mel_bins=MELS, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-        decoder_attention_heads=2, encoder_ffn_dim=48, decoder_ffn_dim=40, max_source_positions=FRAMES // 2,
-        max_target_positions=40, pad_token_id=EOS, bos_token_id=EOS, eos_token_id=EOS,
-        decoder_start_token_id=START, suppress_tokens=[1, 5] + list(range(108, 120)), begin_suppress_tokens=[3, EOS],
-        dropout=0.0)
-    hf = transformers.WhisperForConditionalGeneration(cfg).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if p.dim() >= 2 and "embed_positions" not in name:
-                p.normal_(0, 0.3)
-    g = hf.generation_config
-    g.lang_to_id = {"<|en|>": EN, "<|fr|>": FR, "<|de|>": DE}
-    g.task_to_id = {"translate": TRANSLATE, "transcribe": TRANSCRIBE}
-    g.no_timestamps_token_id, g.is_multilingual = NO_TIMESTAMPS, True
-    path = tmp_path_factory.mktemp("whisper") / "tiny"
-    hf.save_pretrained(path)
-    transformers.WhisperFeatureExtractor(feature_size=MELS, chunk_length=1).save_pretrained(path)
-    file = path / "generation_config.json"  # as the Hub's files: not marked as made from config.json
-    settings = json.loads(file.read_text())
-    settings.pop("_from_model_config", None)
-    file.write_text(json.dumps(settings))
+    path = build_whisper(tmp_path_factory.mktemp("whisper") / "tiny", vocab_size=120, max_target_positions=40,
+                         suppress_tokens=[1, 5] + list(range(108, 120)), timestamps=False)
     hf = transformers.WhisperForConditionalGeneration.from_pretrained(path).eval()
     return from_pretrained(path), hf, path
 

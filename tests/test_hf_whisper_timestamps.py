@@ -1,7 +1,6 @@
 """Whisper generate with timestamps and on long-form audio (several windows) against transformers' generate, token for
 token and segment for segment: short-form with timestamps, long-form of one input and of a batch of different
 lengths (attention_mask), audio to segments through the feature extractor, and the errors."""
-import json
 
 import numpy as np
 import pytest
@@ -16,6 +15,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
+from whisper_helpers import build_whisper  # noqa: E402
+
 # the tiny vocabulary: text below 100, Whisper's special tokens in their order, then the timestamps of a 1-second
 # window, <|0.00|> to <|1.00|> (time_precision 0.02)
 EOS, START, EN, FR, DE, TRANSLATE, TRANSCRIBE, LM, PREV, NOCAPTIONS, NO_TIMESTAMPS = range(100, 111)
@@ -27,31 +28,8 @@ MELS, FRAMES = 16, 100  # one window: 100 frames, 50 encoder positions
 def pair(tmp_path_factory):
     """A multilingual tiny Whisper (random weights, std 0.3) with the real checkpoints' generation settings for
     timestamps (no_timestamps_token_id, max_initial_timestamp_index, prev_sot_token_id); it predicts timestamps."""
-    torch.manual_seed(0)
-    cfg = transformers.WhisperConfig(
-        vocab_size=T0 + 51, num_mel_bins=MELS, d_model=32, encoder_layers=2, decoder_layers=2,
-        encoder_attention_heads=4, decoder_attention_heads=2, encoder_ffn_dim=48, decoder_ffn_dim=40,
-        max_source_positions=FRAMES // 2, max_target_positions=64, pad_token_id=EOS, bos_token_id=EOS,
-        eos_token_id=EOS, decoder_start_token_id=START, suppress_tokens=[1, 5, TRANSLATE, TRANSCRIBE, LM, PREV,
-                                                                         NOCAPTIONS],
-        begin_suppress_tokens=[3, EOS], dropout=0.0)
-    hf = transformers.WhisperForConditionalGeneration(cfg).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if p.dim() >= 2 and "embed_positions" not in name:
-                p.normal_(0, 0.3)
-    g = hf.generation_config
-    g.lang_to_id = {"<|en|>": EN, "<|fr|>": FR, "<|de|>": DE}
-    g.task_to_id = {"translate": TRANSLATE, "transcribe": TRANSCRIBE}
-    g.no_timestamps_token_id, g.is_multilingual, g.prev_sot_token_id = NO_TIMESTAMPS, True, PREV
-    g.max_initial_timestamp_index = 10
-    path = tmp_path_factory.mktemp("whisper_ts") / "tiny"
-    hf.save_pretrained(path)
-    transformers.WhisperFeatureExtractor(feature_size=MELS, chunk_length=1).save_pretrained(path)
-    file = path / "generation_config.json"  # as the Hub's files: not marked as made from config.json
-    settings = json.loads(file.read_text())
-    settings.pop("_from_model_config", None)
-    file.write_text(json.dumps(settings))
+    path = build_whisper(tmp_path_factory.mktemp("whisper_ts") / "tiny", vocab_size=T0 + 51, max_target_positions=64,
+                         suppress_tokens=[1, 5, TRANSLATE, TRANSCRIBE, LM, PREV, NOCAPTIONS])
     hf = transformers.WhisperForConditionalGeneration.from_pretrained(path).eval()
     return from_pretrained(path), hf, path
 

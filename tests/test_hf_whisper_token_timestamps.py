@@ -1,7 +1,6 @@
 """Whisper's token-level timestamps (generate(..., return_token_timestamps=True): the alignment heads'
 cross-attention, median filter and dynamic time warping) against transformers' generate on a tiny checkpoint whose
 generation_config.json names alignment heads; the warping's vectorised fill against transformers' loop."""
-import json
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 from transformers.models.whisper import generation_whisper as hf_generation  # noqa: E402
+from whisper_helpers import build_whisper  # noqa: E402
 
 EOS, START, EN, FR, DE, TRANSLATE, TRANSCRIBE, NO_TIMESTAMPS = 100, 101, 102, 103, 104, 105, 106, 107
 MELS, FRAMES = 16, 100
@@ -22,29 +22,9 @@ HEADS = [[0, 1], [1, 0], [1, 1]]
 
 
 def _checkpoint(path, alignment_heads, median_filter_width=7):
-    torch.manual_seed(0)
-    cfg = transformers.WhisperConfig(
-        vocab_size=120 + 51, num_mel_bins=MELS, d_model=32, encoder_layers=2, decoder_layers=2,
-        encoder_attention_heads=4, decoder_attention_heads=2, encoder_ffn_dim=48, decoder_ffn_dim=40,
-        max_source_positions=FRAMES // 2, max_target_positions=40, pad_token_id=EOS, bos_token_id=EOS,
-        eos_token_id=EOS, decoder_start_token_id=START, suppress_tokens=[1, 5] + list(range(109, 120)),
-        begin_suppress_tokens=[3, EOS], dropout=0.0, median_filter_width=median_filter_width)
-    hf = transformers.WhisperForConditionalGeneration(cfg).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if p.dim() >= 2 and "embed_positions" not in name:
-                p.normal_(0, 0.3)
-    g = hf.generation_config
-    g.lang_to_id = {"<|en|>": EN, "<|fr|>": FR, "<|de|>": DE}
-    g.task_to_id = {"translate": TRANSLATE, "transcribe": TRANSCRIBE}
-    g.no_timestamps_token_id, g.is_multilingual = NO_TIMESTAMPS, True
-    if alignment_heads is not None:
-        g.alignment_heads = alignment_heads
-    hf.save_pretrained(path)
-    file = path / "generation_config.json"
-    settings = json.loads(file.read_text())
-    settings.pop("_from_model_config", None)
-    file.write_text(json.dumps(settings))
+    build_whisper(path, vocab_size=120 + 51, max_target_positions=40, suppress_tokens=[1, 5] + list(range(109, 120)),
+                  timestamps=False, alignment_heads=alignment_heads, feature_extractor=False,
+                  median_filter_width=median_filter_width)
     return from_pretrained(path), transformers.WhisperForConditionalGeneration.from_pretrained(path).eval()
 
 

@@ -5,7 +5,6 @@ model.generate's and transformers' (language and task given, or the language det
 predicts timestamps: short-form timestamps, long-form windows of a batch, a text prompt, beam search, the
 temperature fallback, condition_on_prev_tokens), segments and times included; the CLI export; bad input and the
 settings the graphs cannot run."""
-import json
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ import forgegrad as fg
 from forgegrad.models import from_pretrained
 from forgegrad.models.hf import export_seq2seq, generate_onnx_seq2seq, generate_onnx_whisper
 from test_hf_whisper_timestamps import PREV, T0, _same, pair  # noqa: F401 (pair: the timestamps checkpoint)
+from whisper_helpers import build_whisper
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -29,36 +29,8 @@ MELS, FRAMES = 16, 100  # one 1-second window: 100 frames, 50 encoder positions
 def _checkpoint(path):
     """A multilingual tiny Whisper (random weights, std 0.3 so that outputs depend on the audio) with the generation
     settings of the real checkpoints, saved by transformers; returns transformers' model loaded back."""
-    torch.manual_seed(0)
-    cfg = transformers.WhisperConfig(
-        vocab_size=120, num_mel_bins=MELS, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-        decoder_attention_heads=2, encoder_ffn_dim=48, decoder_ffn_dim=40, max_source_positions=FRAMES // 2,
-        max_target_positions=40, pad_token_id=EOS, bos_token_id=EOS, eos_token_id=EOS,
-        decoder_start_token_id=START, suppress_tokens=[1, 5] + list(range(108, 120)), begin_suppress_tokens=[3, EOS],
-        dropout=0.0)
-    hf = transformers.WhisperForConditionalGeneration(cfg).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if p.dim() >= 2 and "embed_positions" not in name:
-                p.normal_(0, 0.3)
-        # FR's and DE's rows (the head is tied) are EN's plus a direction orthogonal to the decoder's mean first
-        # state, so that which language is detected depends on the audio
-        states = hf.model.encoder(torch.tensor(_features(16, seed=99))).last_hidden_state
-        first = hf.model.decoder(input_ids=torch.full((16, 1), START), encoder_hidden_states=states).last_hidden_state
-        mean = first[:, -1].mean(0) / first[:, -1].mean(0).norm()
-        table = hf.model.decoder.embed_tokens.weight
-        for token in (FR, DE):
-            step = torch.randn(32)
-            table[token] = table[EN] + 0.3 * (step - (step @ mean) * mean)
-    g = hf.generation_config
-    g.lang_to_id = {"<|en|>": EN, "<|fr|>": FR, "<|de|>": DE}
-    g.task_to_id = {"translate": TRANSLATE, "transcribe": TRANSCRIBE}
-    g.no_timestamps_token_id, g.is_multilingual = NO_TIMESTAMPS, True
-    hf.save_pretrained(path)
-    file = path / "generation_config.json"  # as the Hub's files: not marked as made from config.json
-    settings = json.loads(file.read_text())
-    settings.pop("_from_model_config", None)
-    file.write_text(json.dumps(settings))
+    build_whisper(path, vocab_size=120, max_target_positions=40, suppress_tokens=[1, 5] + list(range(108, 120)),
+                  timestamps=False, language_rows=True, feature_extractor=False)
     return transformers.WhisperForConditionalGeneration.from_pretrained(path).eval()
 
 

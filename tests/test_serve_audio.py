@@ -23,7 +23,8 @@ transformers.logging.set_verbosity_error()
 
 from serve_helpers import metric, running_app, start_cli_server  # noqa: E402
 from whisper_helpers import (DE, EN, EOS, FR, MAX_NEW, NO_SPEECH, NO_TIMESTAMPS, POSITIONS, PREV, START,  # noqa: E402
-                             WAVS, WORDS, tiny_whisper)
+                             WAVS, WORDS)
+import whisper_helpers  # noqa: E402
 from whisper_helpers import expected_features as _expected_features  # noqa: E402
 from whisper_helpers import pcm_wav as _pcm_wav  # noqa: E402
 from whisper_helpers import signal as _signal  # noqa: E402
@@ -31,18 +32,7 @@ from whisper_helpers import signal as _signal  # noqa: E402
 from forgegrad.models import from_pretrained  # noqa: E402
 from forgegrad.serve.speech_app import SpeechServeConfig, create_speech_app  # noqa: E402
 
-@pytest.fixture(scope="module")
-def whisper_dir(tmp_path_factory):
-    return tiny_whisper(tmp_path_factory.mktemp("whisper") / "tiny-whisper")
-
-
-@pytest.fixture(scope="module")
-def reference(whisper_dir):
-    """transformers' model, feature extractor and tokenizer read from the directory."""
-    hf = transformers.WhisperForConditionalGeneration.from_pretrained(whisper_dir).eval()
-    extractor = transformers.WhisperFeatureExtractor.from_pretrained(whisper_dir)
-    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_file=str(whisper_dir / "tokenizer.json"))
-    return hf, extractor, tokenizer
+whisper_dir, reference = whisper_helpers.whisper_dir, whisper_helpers.reference  # the checkpoint's fixtures
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ pytest.importorskip("tokenizers")
 st = pytest.importorskip("sentence_transformers")
 transformers.logging.set_verbosity_error()
 
-from hf_conformance import tiny_bert_cross_encoder  # noqa: E402
+from hf_conformance import tiny_bert_cross_encoder, tiny_roberta_tokenizer  # noqa: E402
 from serve_helpers import running_app  # noqa: E402
 
 from forgegrad.serve.encoder_app import EncoderServeConfig, create_encoder_app  # noqa: E402
@@ -32,12 +32,7 @@ def _bert(path, max_len=None):
 
 
 def _xlmr(path):
-    from tokenizers import ByteLevelBPETokenizer, processors
-    path.mkdir()
-    tok = ByteLevelBPETokenizer()
-    tok.train_from_iterator(CORPUS, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
-    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
-    tok.save(str(path / "tokenizer.json"))
+    tiny_roberta_tokenizer(path, CORPUS)
     transformers.PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"), bos_token="<s>",
                                          eos_token="</s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>",
                                          model_max_length=32).save_pretrained(path)
