@@ -104,6 +104,21 @@ def test_load_audio_mixes_channels_and_resamples():
     np.testing.assert_allclose(same, ints[:, 0] / 32768, atol=1e-7)
 
 
+def test_load_audio_bounds_the_resampled_samples_of_a_wav_file():
+    """A low-rate WAV file is small but resamples to many more samples (1 kHz 8-bit to 16 kHz: 16 float32 samples a
+    byte): ``max_samples`` bounds what load_audio returns, for WAV as for the compressed formats, and is checked
+    before anything is resampled."""
+    ints = np.full((1000, 1), 128)
+    wav = _wave_module(ints, 1000, 1)
+    with pytest.raises(ValueError, match="max_samples|16000 samples"):
+        load_audio(wav, sampling_rate=16000, max_samples=15999)
+    assert load_audio(wav, sampling_rate=16000, max_samples=16000).shape == (16000,)
+    with pytest.raises(ValueError, match="samples"):  # the file's own samples, before resampling
+        load_audio(_wave_module(np.zeros((1000, 2), np.int64), 16000, 2), sampling_rate=16000, max_samples=1999)
+    with pytest.raises(ValueError, match="max_samples"):
+        load_audio(wav, max_samples=0)
+
+
 @pytest.mark.parametrize("orig,new,n", [(44100, 16000, 4410), (8000, 16000, 801), (48000, 16000, 999),
                                         (22050, 16000, 3001), (16000, 8000, 1000), (11025, 16000, 7),
                                         (32000, 16000, 1), (37800, 16000, 500)])

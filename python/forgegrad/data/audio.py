@@ -44,7 +44,8 @@ ACCEPTED = ("WAV (RIFF/WAVE: 8/16/24/32-bit integer PCM, 32/64-bit float, mu-law
             "sample rate)")
 MIN_RATE, MAX_RATE = 1000, 384000  # sample rates read_wav takes (telephony's 8 kHz to studio 384 kHz, with room)
 MAX_SAMPLES = 1 << 27  # read_audio: frames x channels a compressed file may decode to (512 MiB of float32; ~25
-#   minutes of 44.1 kHz stereo, ~2.3 hours of 16 kHz mono). A WAV file is bounded by its bytes instead.
+#   minutes of 44.1 kHz stereo, ~2.3 hours of 16 kHz mono); load_audio: those of any file, WAV too, and the
+#   samples it resamples to. read_wav alone is bounded by the file's bytes.
 MAX_PHASES = 1000  # resample: output phases (the reduced ratio's output count); 44.1 to 16 kHz needs 160
 
 _PCM, _FLOAT, _ALAW, _MULAW, _EXTENSIBLE = 0x0001, 0x0003, 0x0006, 0x0007, 0xFFFE
@@ -359,7 +360,20 @@ def load_audio(data: Union[bytes, bytearray, memoryview], sampling_rate: int = 1
                max_samples: int = MAX_SAMPLES) -> np.ndarray:
     """An audio file's samples (``read_audio``: WAV; FLAC, MP3, Ogg, AIFF with soundfile) as a 1-D float32 array at
     ``sampling_rate`` Hz: its channels averaged (mono), then resampled with ``resample`` when the file's rate
-    differs. Errors as ``read_audio``'s."""
+    differs. ``max_samples`` also bounds the file's samples (frames x channels, WAV's too) and the samples it
+    resamples to, checked before resampling: a small low-rate file (1 kHz 8-bit WAV) resamples to 16 float32
+    samples a byte at 16 kHz. Errors as ``read_audio``'s (ValueError past ``max_samples``)."""
+    if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, numbers.Integral) or sampling_rate <= 0:
+        raise ValueError(f"load_audio: sampling_rate must be a positive int, got {sampling_rate!r}")
     samples, rate = read_audio(data, max_samples)
+    frames, channels = samples.shape
+    if frames * channels > max_samples:
+        raise ValueError(f"the file holds {frames} frames of {channels} channel{'s' * (channels != 1)} "
+                         f"({frames / rate:.1f} s), more than the {max_samples} samples (frames x channels, "
+                         "max_samples) decoded at most")
+    out = -(-frames * int(sampling_rate) // rate)
+    if out > max_samples:
+        raise ValueError(f"the file's {frames} frames at {rate} Hz ({frames / rate:.1f} s) resample to {out} "
+                         f"samples at {sampling_rate} Hz, more than the {max_samples} (max_samples) decoded at most")
     mono = samples.mean(axis=1, dtype=np.float64).astype(np.float32) if samples.shape[1] > 1 else samples[:, 0]
     return resample(mono, rate, sampling_rate) if rate != sampling_rate else np.ascontiguousarray(mono)
