@@ -251,3 +251,19 @@ def test_frozen_lenet_matches_the_model_bit_for_bit():
     model.features[3].weight = nn.Parameter(fg.tensor(new.copy()))
     with no_grad():
         np.testing.assert_array_equal(frozen(x).numpy(), model(x).numpy())
+
+
+def test_frozen_cache_matches_the_very_arrays_and_is_not_copied():
+    import copy
+    import pickle
+
+    from forgegrad.nn.utils.freeze import FrozenCache
+    a, b = np.ones(3, np.float32), np.ones(3, np.float32)
+    cache = FrozenCache(size=2)
+    assert cache.get("rows", (a,), lambda: 1) == 1
+    assert cache.get("rows", (a,), lambda: 2) == 1  # kept
+    assert cache.get("rows", (b,), lambda: 3) == 3  # equal values, another array: another entry
+    assert len(cache) == 2
+    assert cache.get("other", (a,), lambda: 4) == 4 and len(cache) == 1  # full: cleared first
+    assert len(copy.deepcopy(cache)) == 0 and copy.deepcopy(cache).size == 2
+    assert len(pickle.loads(pickle.dumps(cache))) == 0

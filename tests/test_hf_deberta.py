@@ -281,3 +281,17 @@ def test_trains_with_dropout(tmp_path):
         fg.nn.functional.cross_entropy(model(ids, attention_mask=mask), labels).backward()
         opt.step()
     assert (model.eval()(ids, attention_mask=mask).numpy().argmax(-1) == [0, 1, 2, 1]).all()
+
+
+def test_deep_copy_of_a_frozen_model_keeps_no_position_tables(tmp_path):
+    """The kept tables are keyed by their weights' arrays: a deep copy (other arrays) starts without them, and its
+    outputs follow its own weights."""
+    hf, model = _saved(tmp_path, "DebertaV2Model")
+    frozen = fg.nn.utils.freeze(model)
+    ids = np.arange(1, 14)[None]
+    with fg.no_grad():
+        frozen(ids)
+        copied = copy.deepcopy(frozen)
+        assert len(copied.encoder.layer[0].attention.self.__dict__["_frozen_tables"]) == 0
+        refrozen = fg.nn.utils.freeze(copied)
+        np.testing.assert_array_equal(refrozen(ids).last_hidden_state.numpy(), model(ids).last_hidden_state.numpy())

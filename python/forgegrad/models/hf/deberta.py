@@ -22,7 +22,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from ... import grad_mode, nn
-from ...nn.utils.freeze import frozen_arrays
+from ...nn.utils.freeze import FrozenCache, frozen_arrays
 from ...tensor import Tensor
 from ...factories import where
 from ._layers import (_NEG, FLOAT32_MAX, PackedBatch, activation, attend, config_probability, ids_array, mask_array,
@@ -189,14 +189,8 @@ class DisentangledSelfAttention(nn.Module):
         weights = None if arrays is None or self.training else frozen_arrays(proj.weight, proj.bias)
         if weights is None:
             return split_heads(proj(rel), self.heads)
-        kept = arrays + weights
-        key = (ctx.rows, tuple(map(id, kept)))  # the arrays are kept with the value: their ids stay theirs
-        cache = self.__dict__.setdefault("_frozen_tables", {})
-        if key not in cache:
-            if len(cache) >= 16:
-                cache.clear()
-            cache[key] = (kept, split_heads(proj(rel), self.heads))
-        return cache[key][1]
+        cache = self.__dict__.setdefault("_frozen_tables", FrozenCache())  # empty again in a deep copy
+        return cache.get(ctx.rows, arrays + weights, lambda: split_heads(proj(rel), self.heads))
 
 
 class DebertaV2Attention(nn.Module):

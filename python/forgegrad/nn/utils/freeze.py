@@ -20,7 +20,7 @@ from ..conv import Conv2d
 from ..linear import Dense, Linear
 from ..module import Module
 
-__all__ = ["freeze", "is_frozen", "frozen_arrays"]
+__all__ = ["freeze", "is_frozen", "frozen_arrays", "FrozenCache"]
 
 
 def freeze(module: Module) -> Module:
@@ -81,3 +81,33 @@ def frozen_arrays(*params) -> Optional[tuple]:
             return None
         arrays.append(a)
     return tuple(arrays)
+
+
+class FrozenCache:
+    """Values computed from ``frozen_arrays`` kept per key, each with the arrays it was computed from: a lookup
+    matches only while the caller's arrays are those very objects (an entry keyed by ``id`` alone could be matched
+    by a new array that reuses a freed one's id). A deep copy or a pickle starts empty: the copy's weights are other
+    arrays, and the entries would only hold memory. At most ``size`` entries (cleared when full)."""
+
+    def __init__(self, size: int = 16):
+        self.size = size
+        self._entries: dict = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key, arrays: tuple, compute):
+        """The value kept for ``key`` and ``arrays``, else ``compute()`` kept under them."""
+        full = (key, tuple(map(id, arrays)))
+        entry = self._entries.get(full)
+        if entry is None or any(a is not b for a, b in zip(entry[0], arrays)):
+            if len(self._entries) >= self.size:
+                self._entries.clear()
+            entry = self._entries[full] = (arrays, compute())
+        return entry[1]
+
+    def __deepcopy__(self, memo):
+        return FrozenCache(self.size)
+
+    def __reduce__(self):
+        return FrozenCache, (self.size,)
