@@ -331,3 +331,20 @@ def test_a_tag_that_is_a_special_token_is_forced_as_that_token(tmp_path):
     assert _accepts(RowConstraint(grammar, lltok), [tag] + calls + [1])
     bracket = lltok.tokenize_str("[")  # the first piece of the tag spelled as text
     assert bracket != [tag] and not _accepts(RowConstraint(grammar, lltok), bracket)
+
+
+def test_row_constraint_and_grammar_tokenizer_refuse_bad_arguments():
+    """One row of float scores at least the vocabulary wide (a (2, V) batch would have had its second row masked
+    out whole); a vocabulary size and end tokens that are ids (not bools, not negative, inside the vocabulary)."""
+    from forgegrad.models.hf.constrained import RowConstraint, grammar_tokenizer
+    from forgegrad.models.hf.tokenizer import ByteTokenizer
+    row = RowConstraint(Grammar.lark('start: "ab"'), grammar_tokenizer(ByteTokenizer(), 300, 299))
+    for scores, message in ((np.zeros(200, np.float32), "at least 300 wide"),
+                            (np.zeros((2, 300), np.float32), "one row"),
+                            (np.zeros(300, np.int64), "floating")):
+        with pytest.raises(ValueError, match=f"RowConstraint.mask: scores .*{message}"):
+            row.mask(scores)
+    for args, message in (((300, True), "eos_token_id"), ((300, [1, 300]), "eos_token_id"),
+                          ((300, -1), "eos_token_id"), ((-5, 299), "vocab_size"), ((True, 0), "vocab_size")):
+        with pytest.raises(ValueError, match=f"grammar_tokenizer: {message}"):
+            grammar_tokenizer(ByteTokenizer(), *args)

@@ -123,9 +123,16 @@ def grammar_tokenizer(tokenizer, vocab_size: int, eos_token_id: Union[int, Seque
     on ``eos_token_id``. Made once per tokenizer and settings (about a second for a 150k vocabulary), then cached
     on the tokenizer."""
     llg = _llguidance()
-    eos = [int(eos_token_id)] if isinstance(eos_token_id, (int, np.integer)) else [int(t) for t in eos_token_id]
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or vocab_size < 1:
+        raise ValueError(f"grammar_tokenizer: vocab_size must be a positive integer, got {vocab_size!r}")
+    eos = [eos_token_id] if isinstance(eos_token_id, (int, np.integer)) else list(eos_token_id)
     if not eos:
         raise ValueError("grammar_tokenizer: a constrained row needs an end-of-sequence token (eos_token_id)")
+    for t in eos:
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < vocab_size:
+            raise ValueError(f"grammar_tokenizer: eos_token_id must be token ids in [0, {int(vocab_size)}), "
+                             f"got {eos_token_id!r}")
+    eos = [int(t) for t in eos]
     key = (int(vocab_size), tuple(eos))
     cache = getattr(tokenizer, "_grammar_tokenizers", None)
     if cache is not None and key in cache:
@@ -171,6 +178,12 @@ class RowConstraint:
     def mask(self, scores: np.ndarray) -> np.ndarray:
         if not scores.flags["C_CONTIGUOUS"] or not scores.flags["WRITEABLE"]:
             raise ValueError("RowConstraint.mask: scores must be a writable contiguous array (it is masked in place)")
+        if not np.issubdtype(scores.dtype, np.floating):
+            raise ValueError(f"RowConstraint.mask: scores must be floating point (-inf marks a refused token), got "
+                             f"{scores.dtype}")
+        if scores.ndim not in (1, 2) or scores.size != scores.shape[-1] or scores.shape[-1] < self.vocab_size:
+            raise ValueError(f"RowConstraint.mask: scores must be one row, (V,) or (1, V), at least "
+                             f"{self.vocab_size} wide (the grammar's vocabulary), got shape {scores.shape}")
         self._fill(self._matcher, self._bits, 0)
         allowed = np.unpackbits(self._bits.view(np.uint8), bitorder="little", count=self.vocab_size).view(bool)
         row = scores.reshape(-1)
