@@ -114,6 +114,14 @@ def test_words_need_alignment_heads_and_verbose_json(url, tmp_path):
         r = c.post("/v1/audio/transcriptions", files={"file": ("a.wav", file, "audio/wav")},
                    data={"timestamp_granularities[]": "word", "response_format": "verbose_json"})
         assert r.status_code == 400 and "alignment_heads" in r.json()["error"]["message"]
+    # the request's settings are refused before its audio is decoded (no decode and features for a refused request)
+    from forgegrad.serve.completion_request import CompletionError
+    from forgegrad.serve.speech_app import Transcriber
+    from forgegrad.serve.speech_request import SpeechRequest
+    req = SpeechRequest("transcribe", b"RIFF", "a.wav", response_format="verbose_json", granularities=("word",))
+    with pytest.raises(CompletionError) as e:
+        Transcriber(str(plain)).prepare(req, None)
+    assert e.value.param == "timestamp_granularities[]"
 
 
 class _Bytes:

@@ -26,7 +26,7 @@ def add_parser(sub):
                                    "/v1/embeddings; a one-label sequence classifier (a cross-encoder) for POST "
                                    "/v1/rerank; one of several labels for POST /v1/classify; a Whisper directory "
                                    "for speech to text: OpenAI's POST /v1/audio/transcriptions and "
-                                   "/v1/audio/translations (WAV uploads).")
+                                   "/v1/audio/translations (WAV uploads; FLAC, MP3, Ogg with the audio extra).")
     p.add_argument("model", metavar="MODEL_DIR_OR_FILE", help="models root, model directory, checkpoint or .onnx")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")

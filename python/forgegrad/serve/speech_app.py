@@ -119,9 +119,19 @@ class Transcriber:
     # ---- the request's audio and language, checked before it waits for the model --------------------------------
     def prepare(self, req: SpeechRequest, language: Optional[str]) -> "Job":
         """The request's file as a Job: its log-mel features, one window's (audio up to one window: padded to it)
-        or, for longer audio, all its frames, decoded window after window with timestamps (CompletionError: 415 for
-        a format that is not decoded, 400 for a broken or empty file)."""
+        or, for longer audio, all its frames, decoded window after window with timestamps (CompletionError: 400 for
+        a prompt or word timestamps this checkpoint cannot take, checked before the audio is decoded; 415 for a
+        format that is not decoded, 400 for a broken or empty file)."""
         from ..data.audio import UnsupportedAudioFormat, load_audio
+        # the request's settings first: a refused request's audio is not decoded
+        if "word" in req.granularities and self.alignment is None:
+            raise CompletionError(400, "timestamp_granularities[]: word timestamps need alignment_heads in this "
+                                       "checkpoint's generation_config.json (the cross-attention heads that follow "
+                                       "the audio)", "timestamp_granularities[]")
+        if "word" in req.granularities and (req.num_beams or self.num_beams) > 1:
+            raise CompletionError(400, "timestamp_granularities[]: word timestamps are not supported with beam search "
+                                       "yet (num_beams > 1)", "timestamp_granularities[]")
+        prompt = self.prompt_ids(req.prompt, req.task) if req.prompt else ()
         rate = self.extractor.sampling_rate
         try:
             samples = load_audio(req.audio, rate)
@@ -144,14 +154,6 @@ class Transcriber:
                                   and self.no_timestamps is not None)
         features = self.extractor(samples, padding="longest", truncation=False)["input_features"] if longform \
             else self.extractor(samples)["input_features"]
-        prompt = self.prompt_ids(req.prompt, req.task) if req.prompt else ()
-        if "word" in req.granularities and self.alignment is None:
-            raise CompletionError(400, "timestamp_granularities[]: word timestamps need alignment_heads in this "
-                                       "checkpoint's generation_config.json (the cross-attention heads that follow "
-                                       "the audio)", "timestamp_granularities[]")
-        if "word" in req.granularities and (req.num_beams or self.num_beams) > 1:
-            raise CompletionError(400, "timestamp_granularities[]: word timestamps are not supported with beam search "
-                                       "yet (num_beams > 1)", "timestamp_granularities[]")
         frames = min(-(-samples.size // self.extractor.hop_length), features.shape[2])
         return Job(features, duration, req, language, timestamps, prompt, frames)
 
