@@ -169,3 +169,25 @@ def test_sequential_hooks_and_overridden_forward_are_honoured():
     np.testing.assert_array_equal(_run(frozen, x), want)
     frozen.register_forward_pre_hook(lambda mod, args: (args[0] + 1.0,))
     np.testing.assert_array_equal(_run(frozen, x), _run(plain, x + 1.0))
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+@pytest.mark.parametrize("conv", [False, True])
+def test_a_hook_on_a_fused_activation_added_after_the_first_call_runs(frozen, conv):
+    """The activation a Linear or Conv2d applies in its kernel: a forward pre-hook registered on it once the plan
+    is built runs (the activation then runs as its own step, with the hook's input)."""
+    fg.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2)) if conv else \
+        nn.Sequential(nn.Linear(4, 3), nn.ReLU())
+    model = nn.utils.freeze(model) if frozen else model
+    x = RNG.standard_normal((1, 1, 6, 6) if conv else (2, 4)).astype(np.float32)
+    before = _run(model, x)  # plan built
+    calls = []
+    model[1].register_forward_pre_hook(lambda mod, args: calls.append(1) or (-args[0],))
+    after = _run(model, x)
+    assert len(calls) == 1
+    with no_grad():
+        y = model[0](fg.tensor(x))
+        expected = (model[2](fg.tensor(np.maximum(-y.numpy(), 0))) if conv else fg.tensor(np.maximum(-y.numpy(), 0)))
+    np.testing.assert_array_equal(after, expected.numpy())
+    assert not np.array_equal(after, before)

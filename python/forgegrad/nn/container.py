@@ -47,6 +47,8 @@ def _run_linear(m, act, input):
     # module with forward pre-hooks, e.g. a pruned Linear, runs its hooks through m(input)). The
     # parameters are read from the module's dicts directly (not through Module.__getattr__): at batch 1
     # this step's Python is a quarter of a small layer's time.
+    if act is not None and act.__dict__.get("_forward_pre_hooks"):  # hooked since the plan was built
+        return act(_run_linear(m, None, input))
     d = m.__dict__
     params = d["_parameters"]
     w, b = params.get("weight"), params.get("bias")  # (pruning moves the weight out: then hooks run it)
@@ -100,6 +102,9 @@ def _run_conv(m, tail, input):
     as the steps one by one. A module with forward pre-hooks, data off the CPU's float32, or another
     pool runs the steps (the activation then goes in place over the fresh output)."""
     act, pool = tail
+    if act is not None and act.__dict__.get("_forward_pre_hooks"):  # hooked since the plan was built
+        y = act(_run_conv(m, (None, None), input))
+        return y if pool is None else _run_max_pool(pool, None, y)
     code, alpha = (-1, 0.0) if act is None else act.epilogue()
     if _cpu_f32(input) and not m.__dict__.get("_forward_pre_hooks") and type(m.weight._data) is _NDARRAY \
             and m.weight._data.dtype is _F32 and (m.bias is None or type(m.bias._data) is _NDARRAY):
@@ -221,7 +226,7 @@ def _native_plan(plan):
     for run, m, act in plan:
         if run is _run_linear:
             w = m._parameters.get("weight")
-            hooks = _hooks_of(m)
+            hooks = _hooks_of(m) if act is None else _hooks_of(m, act)  # the fused activation's too
             if w is None or hooks is None:
                 return None
             code, alpha = (-1, 0.0) if act is None else act.epilogue()
@@ -229,7 +234,7 @@ def _native_plan(plan):
         elif run is _run_conv:
             act, pool = act
             w = m._parameters.get("weight")
-            hooks = _hooks_of(m) if pool is None else _hooks_of(m, pool)
+            hooks = _hooks_of(*(x for x in (m, act, pool) if x is not None))
             if w is None or hooks is None or w.ndim != 4 or (pool is not None and not _native_pool(pool)):
                 return None
             code, alpha = (-1, 0.0) if act is None else act.epilogue()
