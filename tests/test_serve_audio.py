@@ -394,6 +394,8 @@ def test_bad_requests_name_their_field(client):
     _error(_post(client, route, file, {"temperature": "1.5"}), 400, "temperature")
     assert "klingon" in _error(_post(client, route, file, {"language": "klingon"}), 400, "language")
     _error(_post(client, route, file, {"language": "ja"}), 400, "language")  # not in this checkpoint's lang_to_id
+    long = _error(_post(client, route, file, {"language": "x" * 5000}), 400, "language")
+    assert "5000 characters" in long and len(long) < 300  # (the value is not echoed whole)
     assert "special token '<|en|>'" in _error(_post(client, route, file, {"prompt": "the <|en|> water"}), 400, "prompt")
     _error(_post(client, route, file, {"temprature": "0"}), 400, "temprature")
     _error(_post(client, route, file, {"stream": "true"}), 400, "stream")

@@ -24,6 +24,7 @@ from .completion_request import CompletionError, bad, served_model
 FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 _FIELDS = {"file", "model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]",
            "timestamp_granularities", "stream", "user"}
+_MAX_LANGUAGE = 32  # characters of the language field (Whisper's longest name, "haitian creole", has 14)
 _MAX_FIELD_BYTES = 64 * 1024  # a text field (the prompt is the longest: Whisper reads 224 tokens of it)
 
 
@@ -156,6 +157,10 @@ async def parse_form(form, task: str, served_name: str) -> SpeechRequest:
                 raise CompletionError(400, f"{key} needs response_format verbose_json", key)
     prompt = (text["prompt"] or "").strip() or None  # (tokenized by the Transcriber, which has the tokenizer)
     language = (text["language"] or "").strip() or None
+    if language is not None and len(language) > _MAX_LANGUAGE:
+        raise CompletionError(400, f"language: a code ('fr'), a name ('french') or a language token ('<|fr|>') of at "
+                                   f"most {_MAX_LANGUAGE} characters, got {language[:16]!r}... ({len(language)} "
+                                   "characters)", "language")
     audio = await upload.read()
     return SpeechRequest(task, audio, upload.filename or "", model, language, prompt, fmt, temperature,
                          granularities=tuple(dict.fromkeys(granularities)))
