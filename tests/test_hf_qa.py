@@ -354,3 +354,36 @@ def test_bad_heads(tmp_path):
         model(ids[0], attention_mask=mask[0])
     with pytest.raises(ValueError, match="attention_mask must have the shape of input_ids"):
         model(ids, attention_mask=mask[:, :2])
+
+
+def test_windows_from_several_threads_are_each_calls_own(tmp_path):
+    """Calls with different window sizes at once on one tokenizer (a server's threads): each gets its own windows
+    (the truncation settings are not one shared state that another call can change under it)."""
+    import sys
+    import threading
+    from tokenizers import BertWordPieceTokenizer
+    (tmp_path / "tok").mkdir()
+    trained = BertWordPieceTokenizer(lowercase=True)
+    trained.train_from_iterator(CORPUS, vocab_size=90)
+    trained.save(str(tmp_path / "tok" / "tokenizer.json"))
+    tok = load_tokenizer(tmp_path / "tok", VOCAB)
+    settings = [(20, 2), (28, 4), (40, 1)]
+    want = {s: [w.ids for w in tok.encode_pair_windows(QUESTION, CONTEXT, *s)] for s in settings}
+    wrong = []
+
+    def run(s):
+        for _ in range(1500):
+            if [w.ids for w in tok.encode_pair_windows(QUESTION, CONTEXT, *s)] != want[s]:
+                wrong.append(s)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch between nearly every bytecode
+    try:
+        threads = [threading.Thread(target=run, args=(s,)) for s in settings]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not wrong

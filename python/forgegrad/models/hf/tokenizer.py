@@ -48,7 +48,9 @@ class HFTokenizer:
         self.eos_token_id = eos_token_id
         self.path = path
         self._pair = None  # (max_length, a copy of the tokenizer truncating pairs to it), made on first use
-        self._windows = None  # a copy of the tokenizer cutting the second text of pairs, made on first use
+        # copies of the tokenizer for encode_pair_windows, made on first use and never changed after (a server's
+        # threads share them): one that cuts nothing, and per (max_length, stride) one cutting the second text
+        self._whole, self._windows = None, {}
 
     def encode(self, text: str, add_special_tokens: bool = False) -> List[int]:
         """Token ids of ``text``; ``add_special_tokens``: the tokenizer's post-processing too (the end-of-sequence
@@ -89,13 +91,13 @@ class HFTokenizer:
         as transformers' ``tokenizer(first, second, truncation="only_second", max_length=..., stride=...,
         return_overflowing_tokens=True)`` makes them. Returns the ``tokenizers.Encoding`` of each window (ids,
         type_ids, offsets, sequence ids, words). Raises ValueError when the first text leaves no room."""
-        t = self._windows
-        if t is None:
-            from tokenizers import Tokenizer
-            t = self._windows = Tokenizer.from_str(self._tok.to_str())  # a copy: truncation is the tokenizer's state
+        from tokenizers import Tokenizer
+        if self._whole is None:
+            t = Tokenizer.from_str(self._tok.to_str())  # a copy: truncation and padding are the tokenizer's state
             t.no_padding()
-        t.no_truncation()
-        whole = t.encode(first, second, add_special_tokens=True)
+            t.no_truncation()
+            self._whole = t
+        whole = self._whole.encode(first, second, add_special_tokens=True)
         if len(whole) > max_length:  # checked here: the tokenizers package panics (not an Exception) on a stride
             others = sum(s != 1 for s in whole.sequence_ids)  # the first text's tokens and the special ones
             room = max_length - others
@@ -105,8 +107,14 @@ class HFTokenizer:
             if stride >= room:
                 raise ValueError(f"encode_pair_windows: stride {stride} must be less than the {room} tokens of the "
                                  f"second text a window of max_length {max_length} holds")
-        t.enable_truncation(max_length, stride=stride, strategy="only_second")
-        enc = t.encode(first, second, add_special_tokens=True)
+        cut = self._windows.get((max_length, stride))
+        if cut is None:
+            cut = Tokenizer.from_str(self._whole.to_str())
+            cut.enable_truncation(max_length, stride=stride, strategy="only_second")
+            if len(self._windows) >= 8:
+                self._windows = {}  # replaced, not cleared: another thread may be reading the old one
+            self._windows[(max_length, stride)] = cut
+        enc = cut.encode(first, second, add_special_tokens=True)
         return [enc] + list(enc.overflowing)
 
     @property
