@@ -354,6 +354,8 @@ def test_bad_heads(tmp_path):
         model(ids[0], attention_mask=mask[0])
     with pytest.raises(ValueError, match="attention_mask must have the shape of input_ids"):
         model(ids, attention_mask=mask[:, :2])
+    with pytest.raises(ValueError, match="at least one token per row"):  # the encoder's error, not numpy's reshape
+        model(ids[:, :, :0])
 
 
 def test_windows_from_several_threads_are_each_calls_own(tmp_path):

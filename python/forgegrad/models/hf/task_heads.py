@@ -178,7 +178,7 @@ def _rows(x, who: str, name: str, shape=None):
         raise ValueError(f"{who}: {name} must have shape (batch, choices, tokens), got shape {tuple(arr.shape)}")
     if shape is not None and tuple(arr.shape) != shape:
         raise ValueError(f"{who}: {name} must have the shape of input_ids {shape}, got {tuple(arr.shape)}")
-    return arr.reshape(-1, arr.shape[-1])
+    return arr.reshape(arr.shape[0] * arr.shape[1], arr.shape[2])  # (not -1: a size-0 array has no inferred size)
 
 
 class MultipleChoice(nn.Module):
