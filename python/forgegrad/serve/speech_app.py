@@ -45,6 +45,7 @@ from .completions import GenerationServeConfig
 from .encoder_app import EncoderQueue
 from .openai_routes import common_routes, log, not_found, post_route
 from .speech_request import Segment, SpeechRequest, Transcript, compression_ratio, parse_form, read_form, render
+from .token_logprobs import log_softmax as _log_softmax
 
 ROUTES = {"/v1/audio/transcriptions": "transcribe", "/v1/audio/translations": "translate"}
 
@@ -60,12 +61,6 @@ def is_speech_checkpoint(path: str) -> bool:
         return False
     arch = cfg.get("architectures")
     return cfg.get("model_type") == "whisper" or (isinstance(arch, list) and "WhisperForConditionalGeneration" in arch)
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    top = x.max(-1, keepdims=True)
-    return x - top - np.log(np.exp(x - top).sum(-1, keepdims=True))
 
 
 class Transcriber:
