@@ -295,3 +295,22 @@ def test_deep_copy_of_a_frozen_model_keeps_no_position_tables(tmp_path):
         assert len(copied.encoder.layer[0].attention.self.__dict__["_frozen_tables"]) == 0
         refrozen = fg.nn.utils.freeze(copied)
         np.testing.assert_array_equal(refrozen(ids).last_hidden_state.numpy(), model(ids).last_hidden_state.numpy())
+
+
+def test_encode_packed_refuses_ids_that_are_not_integers(tmp_path):
+    """encode_packed's sequences and token types: floats and bools are refused (not cast to int64, which would
+    truncate them), and a flat list of ids (not a list of sequences) is refused, not read as 1-token sequences."""
+    hf, model = _saved(tmp_path, "DebertaV2Model", position_biased_input=True, type_vocab_size=2)
+    model.eval()
+    with pytest.raises(TypeError, match="must hold integers, got dtype float64"):
+        model.encode_packed([[5, 6], [7.5]])
+    with pytest.raises(TypeError, match="must hold integers, got dtype bool"):
+        model.encode_packed([[True, False]])
+    with pytest.raises(ValueError, match="sequences must be a list of sequences"):
+        model.encode_packed([5, 6, 7])
+    with pytest.raises(TypeError, match=r"\(token_types\): input_ids must hold integers"):
+        model.encode_packed([[5, 6]], [[0.0, 1.5]])
+    with pytest.raises(ValueError, match="token_types must give one type id per token"):
+        model.encode_packed([[5, 6]], [[0]])
+    np.testing.assert_array_equal(model.encode_packed([[5, 6]], [[0, 1]]),
+                                  model.encode_packed([np.array([5, 6], np.int32)], [np.array([0, 1], np.uint8)]))

@@ -364,6 +364,16 @@ def padding_bias(mask: Tensor) -> Tensor:
     return ((mask - 1) * FLOAT32_MAX).unsqueeze(1).unsqueeze(1)
 
 
+def _sequence(s, who: str, name: str) -> np.ndarray:
+    """One sequence of ``name`` (a list of ids) as a 1-D array of its own dtype (ids_array then refuses floats and
+    bools rather than a cast truncating them); an empty one as int64."""
+    arr = np.asarray(s)
+    if arr.ndim != 1:
+        raise ValueError(f"{who}: {name} must be a list of sequences, each a list of ids, got an element of shape "
+                         f"{arr.shape}")
+    return arr if arr.size else arr.astype(np.int64)
+
+
 class PackedBatch:
     """Token-id sequences of different lengths, for an ``encode_packed``: the real tokens stacked (``ids``,
     ``positions`` 0..n-1 each) and the right-padded (B, T) batch they sit in (``padded_ids``, ``real``), with the
@@ -371,10 +381,10 @@ class PackedBatch:
     attention. Checks: eval mode, ids in the vocabulary, at least one sequence, at most ``max_tokens`` each."""
 
     def __init__(self, model, sequences, vocab_size: int, max_tokens: int):
-        who = f"{type(model).__name__}.encode_packed"
+        who = self.who = f"{type(model).__name__}.encode_packed"
         if model.training:
             raise RuntimeError(f"{who}: inference only; call model.eval() first")
-        self.rows = [ids_array(np.asarray(s, np.int64)[None], who, vocab_size)[0] for s in sequences]
+        self.rows = [ids_array(_sequence(s, who, "sequences")[None], who, vocab_size)[0] for s in sequences]
         if not self.rows:
             raise ValueError(f"{who}: sequences must hold at least one sequence")
         self.lengths = np.array([len(r) for r in self.rows])
@@ -384,6 +394,16 @@ class PackedBatch:
         self.real = np.arange(self.T)[None, :] < self.lengths[:, None]  # (B, T)
         self.where = np.flatnonzero(self.real)  # the real tokens' places in the (B * T) padded rows
         self.ids = np.concatenate(self.rows)
+
+    def types(self, token_types, type_vocab_size: int) -> np.ndarray:
+        """Each real token's type id, stacked as ``ids``: ``token_types`` one sequence of type ids per sequence (as
+        ``sequences``), zeros where None."""
+        if token_types is None:
+            return np.zeros_like(self.ids)
+        if len(token_types) != self.B or any(len(t) != n for t, n in zip(token_types, self.lengths)):
+            raise ValueError(f"{self.who}: token_types must give one type id per token")
+        return ids_array(np.concatenate([_sequence(t, self.who, "token_types") for t in token_types])[None],
+                         f"{self.who} (token_types)", type_vocab_size)[0]
 
     def padded_ids(self) -> np.ndarray:
         out = np.zeros((self.B, self.T), np.int64)

@@ -184,12 +184,7 @@ class BertModel(nn.Module):
         from ...autograd import no_grad
         c = self.config
         p = PackedBatch(self, sequences, c["vocab_size"], self.max_tokens)
-        types = np.zeros_like(p.ids)
-        if token_types is not None:
-            if len(token_types) != p.B or any(len(t) != n for t, n in zip(token_types, p.lengths)):
-                raise ValueError("BertModel.encode_packed: token_types must give one type id per token")
-            types = ids_array(np.concatenate([np.asarray(t, np.int64) for t in token_types])[None],
-                              "BertModel.encode_packed (token_types)", c.get("type_vocab_size", 2))[0]
+        types = p.types(token_types, c.get("type_vocab_size", 2))
         positions = self.positions(p.padded_ids())
         positions = np.concatenate([np.arange(n) for n in p.lengths]) if positions is None else positions[p.real]
         mask = additive_mask(p.real, 0, p.T, causal=False)

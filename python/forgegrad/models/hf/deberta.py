@@ -376,12 +376,7 @@ class DebertaV2Model(nn.Module):
         c = self.settings
         limit = self.max_tokens if c["position_biased_input"] else np.iinfo(np.int64).max
         p = PackedBatch(self, sequences, c["vocab_size"], limit)
-        types = np.zeros_like(p.ids)
-        if token_types is not None and c["type_vocab_size"] > 0:
-            if len(token_types) != p.B or any(len(t) != n for t, n in zip(token_types, p.lengths)):
-                raise ValueError(f"{_WHO}.encode_packed: token_types must give one type id per token")
-            types = ids_array(np.concatenate([np.asarray(t, np.int64) for t in token_types])[None],
-                              f"{_WHO}.encode_packed (token_types)", c["type_vocab_size"])[0]
+        types = p.types(token_types if c["type_vocab_size"] > 0 else None, c["type_vocab_size"])
         ctx = _Context(self, p.real, p.T)
         with no_grad():
             emb = x = self.embeddings(p.ids, types, None, np.concatenate([np.arange(n) for n in p.lengths]))
