@@ -130,3 +130,21 @@ def test_median_filter_matches_transformers():
     np.testing.assert_array_equal(median_filter(short, 7), short)
     with pytest.raises(ValueError, match="odd"):
         median_filter(x, 4)
+
+
+def test_token_timestamps_with_int8_weights(pair):
+    """The alignment pass projects its queries with the layer's own q_proj, so int8 weights (quantize_weight_only)
+    give times along the audio as the float model's (the int8 codes read as floats had given NaN rows and -0.02)."""
+    import copy
+
+    from forgegrad.quantization import quantize_weight_only
+    model, _ = pair
+    lean = quantize_weight_only(copy.deepcopy(model))
+    x = _features(2, seed=2)
+    with fg.no_grad():
+        full = model.generate(x, return_token_timestamps=True, max_new_tokens=12)
+        ours = lean.generate(x, return_token_timestamps=True, max_new_tokens=12)
+    for out in (full, ours):  # (int8 rounding may pick other tokens: each is checked on its own)
+        times = out["token_timestamps"]
+        assert np.isfinite(times).all() and (times >= 0).all() and (np.diff(times, axis=1) >= 0).all()
+        assert times.max() > 0 and times.shape == out["sequences"].shape

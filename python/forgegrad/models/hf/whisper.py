@@ -179,10 +179,8 @@ class WhisperForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Modul
         for i, layer in enumerate(self.decoder.layers[:wanted[-1] + 1] if wanted else []):
             if i in wanted:  # the layer's input to its cross attention (pre-norm), then its queries' softmax
                 attn = layer.self_attn(layer.self_attn_layer_norm(x), mask, mask is None)
-                h = layer.encoder_attn_layer_norm(x + attn).numpy()
-                ea = layer.encoder_attn
-                w, b = ea.q_proj.weight.numpy(), ea.q_proj.bias.numpy()
-                q = (h @ w.T + b).astype(np.float32)
+                ea = layer.encoder_attn  # its q_proj as a module: int8 or bfloat16 weights are its own to apply
+                q = ea.q_proj(layer.encoder_attn_layer_norm(x + attn)).numpy().astype(np.float32)
                 B, T, d = q.shape
                 q = q.reshape(B, T, ea.heads, d // ea.heads).transpose(0, 2, 1, 3)
                 scores = q @ np.swapaxes(cross[i][0].numpy(), -1, -2) * np.float32((d // ea.heads) ** -0.5)
