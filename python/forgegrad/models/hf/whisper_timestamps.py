@@ -14,7 +14,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["TimestampRules", "window_segments", "unpadded", "without_end", "trim_window", "joined"]
+__all__ = ["TimestampRules", "window_segments", "unpadded", "without_end", "joined"]
 
 
 class TimestampRules:
@@ -78,11 +78,6 @@ def without_end(seq: np.ndarray, eos) -> np.ndarray:
     if len(seq) and isinstance(eos, int) and seq[-1] == eos:
         seq = seq[:-1]
     return seq
-
-
-def trim_window(seq: np.ndarray, pad: int, eos) -> np.ndarray:
-    """A window's new tokens as transformers keeps them: ``unpadded``, then ``without_end``."""
-    return without_end(unpadded(seq, pad, eos), eos)
 
 
 def window_segments(seq: np.ndarray, begin: int, seek: int, seek_frames: int, time_precision: float,
