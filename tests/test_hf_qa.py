@@ -330,8 +330,10 @@ def test_bad_input(tmp_path):
         answer_question(model, tok, QUESTION, CONTEXT, max_answer_len=0)
     with pytest.raises(ValueError, match="doc_stride .30. is larger than max_seq_len .20."):
         answer_question(model, tok, QUESTION, CONTEXT, max_seq_len=20, doc_stride=30)
-    with pytest.raises(ValueError, match="does not leave room"):
+    with pytest.raises(ValueError, match="answer_question: max_seq_len 20 and doc_stride 2 .*does not leave room"):
         answer_question(model, tok, QUESTION * 10, CONTEXT, max_seq_len=20, doc_stride=2)
+    with pytest.raises(ValueError, match="answer_question: max_seq_len 20 and doc_stride 10 .*stride 10 must be less"):
+        answer_question(model, tok, QUESTION, CONTEXT, max_seq_len=20, doc_stride=10)
     _, choices = _saved(tmp_path / "mc", "Bert", "MultipleChoice")
     with pytest.raises(TypeError, match="question-answering model"):
         answer_question(choices, tok, QUESTION, CONTEXT)

@@ -141,7 +141,11 @@ def answer_question(model, tokenizer, question: str, context: str, top_k: int = 
     if doc_stride > max_seq_len:
         raise ValueError(f"answer_question: doc_stride ({doc_stride}) is larger than max_seq_len ({max_seq_len})")
 
-    windows = tokenizer.encode_pair_windows(question, context, max_seq_len, doc_stride)
+    try:
+        windows = tokenizer.encode_pair_windows(question, context, max_seq_len, doc_stride)
+    except ValueError as e:  # the tokenizer's words (max_length, stride) named as this function's arguments
+        raise ValueError(f"answer_question: max_seq_len {max_seq_len} and doc_stride {doc_stride} do not fit the "
+                         f"question: {str(e).split(': ', 1)[-1]}") from None
     pad = model.config.get("pad_token_id")
     ids = np.full((len(windows), max(len(w.ids) for w in windows)), 0 if pad is None else pad, np.int64)
     types, mask = np.zeros_like(ids), np.zeros_like(ids)
