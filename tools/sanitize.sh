@@ -52,7 +52,7 @@ python3 -c "import forgegrad, sys; sys.exit(0 if forgegrad.__file__.startswith('
 if [ $# -gt 0 ]; then
   tests=("$@")
 else
-  tests=(tests/test_*kernels*.py tests/test_gemm*.py tests/test_attention*.py tests/test_hardening_*.py tests/fuzz)
+  tests=(tests/test_*kernels*.py tests/test_gemm*.py tests/test_attention*.py tests/test_hardening_*.py tests/test_freeze_plan.py tests/fuzz)
 fi
 echo "== running ${tests[*]} under the sanitizers"
 start=$(date +%s)

@@ -21,7 +21,7 @@ def log_bucket(rel: np.ndarray, buckets: int, max_position: int) -> np.ndarray:
     return np.where(abs_pos <= mid, rel.astype(f32), log_pos * sign).astype(np.int64)
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=8)
 def relative_positions(T: int, buckets: int, max_position: int) -> np.ndarray:
     """The (T, T) relative positions i - j of query i and key j (log-bucketed when ``buckets`` > 0):
     transformers' ``build_relative_position``. Read-only (cached per length)."""
@@ -32,7 +32,7 @@ def relative_positions(T: int, buckets: int, max_position: int) -> np.ndarray:
     return rel
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=8)
 def _gather_plan(T: int, buckets: int, max_position: int, span: int):
     """(lo, hi, c2p, p2c) for length T: the table rows [lo, hi) the scores can reach, and the flat indices into a
     (T * (hi - lo)) row of each query's (or key's) scores against those rows that give the (T, T) c2p scores
