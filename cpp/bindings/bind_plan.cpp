@@ -51,8 +51,13 @@ struct Step {
 };
 
 // One step of one call: the arrays read now and the sizes worked out from the input's shape.
+// What one kernel call needs, copied out of its Step: nothing points into the plan while the GIL is released (a
+// thread adding a step then could move the steps).
 struct Call {
-  const Step* step = nullptr;
+  Kind kind = Kind::linear;
+  int activation = -1;
+  float alpha = 0.0f;
+  bool pool = false;
   py::array w, b;
   bool has_bias = false;
   fg::Conv2dGeom g{};
@@ -183,7 +188,7 @@ class SequentialPlan {
     std::vector<int64_t> shape(x.shape(), x.shape() + x.ndim());
     std::vector<Call> calls;
     calls.reserve(steps_.size());
-    int64_t work = 0;  // multiply-adds, to decide whether to release the GIL
+    double work = 0;  // multiply-adds, to decide whether to release the GIL (a double: no overflow on odd shapes)
     for (const Step& s : steps_) {
       for (const py::object& h : s.hooks)
         if (PyDict_GET_SIZE(h.ptr()) != 0) return py::none();
@@ -195,7 +200,7 @@ class SequentialPlan {
         continue;
       }
       Call c;
-      c.step = &s;
+      c.kind = s.kind, c.activation = s.activation, c.alpha = s.alpha, c.pool = s.pool;
       if (!param_array(s.params, weight_name(), s.kind == Kind::conv ? 4 : 2, &c.w)) return py::none();
       bool no_bias = false;
       if (!param_array(s.params, bias_name(), 1, &c.b, &no_bias) && !no_bias) return py::none();
@@ -220,7 +225,8 @@ class SequentialPlan {
         const fg::bind::PackedConvWeight* p = s.conv_packed;
         if (p && p->source.is(c.w) && p->groups == s.groups && p->isa == fg::active_isa() && p->buf.size() > 0)
           c.packed = p->buf.data();
-        work += c.g.N * c.g.OC * c.g.OH * c.g.OW * (c.g.C / c.g.groups) * c.g.KH * c.g.KW;
+        work += double(c.g.N) * double(c.g.OC) * double(c.g.OH) * double(c.g.OW) * double(c.g.C / c.g.groups) *
+                double(c.g.KH) * double(c.g.KW);
       } else {
         c.N = c.w.shape(0), c.K = c.w.shape(1);
         if (shape.empty() || shape.back() != c.K) return py::none();
@@ -230,7 +236,7 @@ class SequentialPlan {
         shape.back() = c.N;
         const fg::bind::PackedLinearWeight* p = s.linear_packed;
         if (p && p->source.is(c.w) && p->isa == fg::active_isa() && p->buf.size() > 0) c.packed = p->buf.data();
-        work += c.M * c.N * c.K;
+        work += double(c.M) * double(c.N) * double(c.K);
       }
       c.out_elems = 1;
       for (int64_t d : shape) c.out_elems *= d;
@@ -250,19 +256,18 @@ class SequentialPlan {
     {
       // a batch-1 layer's kernel is a few microseconds: release the GIL only for work worth a switch
       std::optional<py::gil_scoped_release> release;
-      if (work >= (int64_t(1) << 16)) release.emplace();
+      if (work >= double(1 << 16)) release.emplace();
       const float* in = static_cast<const float*>(x.data());
       for (std::size_t i = 0; i < calls.size(); ++i) {
         const Call& c = calls[i];
-        const Step& s = *c.step;
         float* dst = i + 1 == calls.size() ? out.mutable_data() : scratch.data() + offset[i];
         const float* w = static_cast<const float*>(c.w.data());
         const float* b = !c.has_bias ? nullptr : static_cast<const float*>(c.b.data());
-        if (s.kind == Kind::conv)
-          fg::conv2d_forward(c.g, in, w, b, dst, s.activation, s.alpha, s.pool, c.packed);
+        if (c.kind == Kind::conv)
+          fg::conv2d_forward(c.g, in, w, b, dst, c.activation, c.alpha, c.pool, c.packed);
         else
           fg::sgemm_prepacked_b(false, true, c.M, c.N, c.K, 1.0f, in, c.K, w, c.K, c.packed, 0.0f, dst, c.N,
-                                s.activation, s.alpha, b);
+                                c.activation, c.alpha, b);
         in = dst;
       }
     }
