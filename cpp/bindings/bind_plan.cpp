@@ -23,6 +23,7 @@
 #include "forgegrad/gemm.h"
 #include "forgegrad/memory.h"
 #include "forgegrad/packed_weights.h"
+#include "forgegrad/parallel.h"
 #include "forgegrad/py_array.h"
 
 namespace py = pybind11;
@@ -257,6 +258,11 @@ class SequentialPlan {
       // a batch-1 layer's kernel is a few microseconds: release the GIL only for work worth a switch
       std::optional<py::gil_scoped_release> release;
       if (work >= double(1 << 16)) release.emplace();
+      // a whole forward below ~8M multiply-adds (~80 us on one core: LeNet at batch 1) runs on this thread: waking
+      // the pool for each of its few short regions cost more than a second thread saved (2 threads read 1.6x the
+      // 1-thread time at batch 1)
+      std::optional<fg::SerialScope> serial;
+      if (work < double(1 << 23)) serial.emplace();
       const float* in = static_cast<const float*>(x.data());
       for (std::size_t i = 0; i < calls.size(); ++i) {
         const Call& c = calls[i];

@@ -344,6 +344,9 @@ void set_num_threads(int n) {
 
 bool in_parallel() { return t_in_parallel; }
 
+SerialScope::SerialScope() : previous_(t_in_parallel) { t_in_parallel = true; }
+SerialScope::~SerialScope() { t_in_parallel = previous_; }
+
 int threads_for(int64_t work) {
   const int n = get_num_threads();
   if (n <= 1 || t_in_parallel) return 1;

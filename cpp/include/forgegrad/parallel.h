@@ -49,6 +49,19 @@ void set_num_threads(int n);  // n >= 1
 // True on a pool worker and on a thread that is running a region: nested regions run inline.
 bool in_parallel();
 
+// While one lives, the regions this thread starts run inline on it (the same parts, so the same bits): for a
+// sequence of kernel calls whose whole work is too small to pay for waking the pool at each of them.
+class SerialScope {
+ public:
+  SerialScope();
+  ~SerialScope();
+  SerialScope(const SerialScope&) = delete;
+  SerialScope& operator=(const SerialScope&) = delete;
+
+ private:
+  bool previous_;
+};
+
 // Smallest amount of work (roughly multiply-adds or float loads/stores) worth handing to a second
 // thread. Below it the hand-off (a wake-up, a cache line bouncing between cores, a scheduler slice
 // when the machine is busy) costs more than the work saves, so the region runs on one thread.
