@@ -173,7 +173,7 @@ class Transcriber:
 
     def language_token(self, req: SpeechRequest) -> Optional[str]:
         """The request's language as this checkpoint's language token ('<|fr|>'), None to detect it."""
-        from ..models.hf.whisper_generate import _language_id
+        from ..models.hf.whisper_prompt import language_id
         if req.task == "translate" and not self.multilingual:
             raise CompletionError(400, "this checkpoint is English-only: it transcribes English and cannot "
                                        "translate", "model")
@@ -187,7 +187,7 @@ class Transcriber:
                                       "language")
             return None
         try:
-            token = _language_id(req.language, self.lang_to_id)
+            token = language_id(req.language, self.lang_to_id)
         except (TypeError, ValueError) as e:
             raise CompletionError(400, f"language: {str(e).replace('generate: ', '')}", "language") from None
         return next(k for k, v in self.lang_to_id.items() if v == token)
@@ -289,7 +289,7 @@ class Transcriber:
             t.segments.append(Segment(k, int(round(start * 100)), start, end, text, tokens, req.temperature,
                                       None, compression_ratio(text)))
         if req.response_format == "verbose_json":
-            from ..models.hf.whisper_generate import LANGUAGES
+            from ..models.hf.whisper_prompt import LANGUAGES
             code = job.language.strip("<|>") if job.language else "en"  # an English-only checkpoint: no token
             t.language = LANGUAGES.get(code, code)
             if times is not None:

@@ -9,7 +9,7 @@ unless timestamps move ``seek``; longer audio (long-form) takes as many as it ne
 long-form generate. One decoding loop (``_decode_window``) serves every window, attempt and input.
 
 A text prompt (``prompt_ids``) goes before the decoder prompt of every window, or into the previous tokens
-(``prompt_condition_type``), as transformers puts it.
+(``prompt_condition_type``), as transformers puts it; the prompts are built in whisper_prompt.py.
 
 Beam search (``num_beams`` > 1) decodes a greedy window with transformers' beam search (whisper_beam.py).
 
@@ -30,114 +30,11 @@ from .logits_processors import generation_source, resolve
 from .whisper_alignment import alignment_settings, padded_times, window_times
 from .whisper_beam import beam_window
 from .whisper_fallback import log_softmax, verdict
+from .whisper_prompt import LANGUAGES, conditioned_prompt, decoder_prompts, text_prompt, token_list
 from .whisper_steps import steps_of
 from .whisper_timestamps import TimestampRules, joined, unpadded, window_segments, without_end
 
 __all__ = ["generate", "LANGUAGES"]
-
-# Whisper's languages (code -> name), the names generate accepts besides the codes and the tokens
-LANGUAGES = dict(zip(
-    "en zh de es ru ko fr ja pt tr pl ca nl ar sv it id hi fi vi he uk el ms cs ro da hu ta no th ur hr bg lt la mi ml "
-    "cy sk te fa lv bn sr az sl kn et mk br eu is hy ne mn bs kk sq sw gl mr pa si km sn yo so af oc ka be tg sd gu am "
-    "yi lo uz fo ht ps tk nn mt sa lb my bo tl mg as tt haw ln ha ba jw su yue".split(),
-    ["english", "chinese", "german", "spanish", "russian", "korean", "french", "japanese", "portuguese", "turkish",
-     "polish", "catalan", "dutch", "arabic", "swedish", "italian", "indonesian", "hindi", "finnish", "vietnamese",
-     "hebrew", "ukrainian", "greek", "malay", "czech", "romanian", "danish", "hungarian", "tamil", "norwegian", "thai",
-     "urdu", "croatian", "bulgarian", "lithuanian", "latin", "maori", "malayalam", "welsh", "slovak", "telugu",
-     "persian", "latvian", "bengali", "serbian", "azerbaijani", "slovenian", "kannada", "estonian", "macedonian",
-     "breton", "basque", "icelandic", "armenian", "nepali", "mongolian", "bosnian", "kazakh", "albanian", "swahili",
-     "galician", "marathi", "punjabi", "sinhala", "khmer", "shona", "yoruba", "somali", "afrikaans", "occitan",
-     "georgian", "belarusian", "tajik", "sindhi", "gujarati", "amharic", "yiddish", "lao", "uzbek", "faroese",
-     "haitian creole", "pashto", "turkmen", "nynorsk", "maltese", "sanskrit", "luxembourgish", "myanmar", "tibetan",
-     "tagalog", "malagasy", "assamese", "tatar", "hawaiian", "lingala", "hausa", "bashkir", "javanese", "sundanese",
-     "cantonese"]))
-_CODE_BY_NAME = {**{name: code for code, name in LANGUAGES.items()},
-                 "burmese": "my", "valencian": "ca", "flemish": "nl", "haitian": "ht", "letzeburgesch": "lb",
-                 "pushto": "ps", "panjabi": "pa", "moldavian": "ro", "moldovan": "ro", "sinhalese": "si",
-                 "castilian": "es", "mandarin": "zh"}
-_TASKS = ("translate", "transcribe")
-
-
-def _language_id(language, lang_to_id: dict) -> int:
-    if not isinstance(language, str):
-        raise TypeError(f"generate: language must be a string ('fr', 'french' or '<|fr|>'), got {language!r}")
-    name = language.lower()
-    if name in lang_to_id:
-        token = name
-    elif name in _CODE_BY_NAME:
-        token = f"<|{_CODE_BY_NAME[name]}|>"
-    elif name in LANGUAGES:
-        token = f"<|{name}|>"
-    else:
-        raise ValueError(f"generate: unsupported language {language!r}: give a code ('fr'), a name ('french') or a "
-                         "language token ('<|fr|>')")
-    if token not in lang_to_id:
-        raise ValueError(f"generate: language {language!r} ({token}) is not in this checkpoint's lang_to_id")
-    return int(lang_to_id[token])
-
-
-def _token_list(value, vocab: int, name: str) -> List[int]:
-    if value is None:
-        return []
-    tokens = list(value) if isinstance(value, (list, tuple)) else [value]
-    if not all(isinstance(t, numbers.Integral) and not isinstance(t, bool) and 0 <= t < vocab for t in tokens):
-        raise ValueError(f"generate: {name} must be token ids in [0, {vocab}), got {value!r}")
-    return [int(t) for t in tokens]
-
-
-def _prompts(model, gc: dict, batch: int, language, task, detect, timestamps: bool) -> List[List[int]]:
-    """transformers' ``_retrieve_init_tokens``: each row's decoder prompt (ending with <|notimestamps|> unless
-    ``timestamps``)."""
-    if gc.get("is_multilingual") is False and (task is not None or language is not None):
-        raise ValueError("generate: language and task need a multilingual checkpoint (is_multilingual is false)")
-    lang_to_id, task_to_id = gc.get("lang_to_id"), gc.get("task_to_id")
-    if language is not None and not isinstance(lang_to_id, dict):
-        raise ValueError("generate: language needs lang_to_id in the checkpoint's generation_config.json")
-    if task is not None and not isinstance(task_to_id, dict):
-        raise ValueError("generate: task needs task_to_id in the checkpoint's generation_config.json")
-    if task is not None and task not in _TASKS:
-        raise ValueError(f"generate: task must be 'transcribe' or 'translate', got {task!r}")
-    init: List[Optional[int]] = [model.decoder_start_token_id]
-    if task is None and language is None:
-        forced = gc.get("forced_decoder_ids") or model.config.get("forced_decoder_ids")
-        if forced and forced[0][0] == 1:
-            for place, (i, token) in enumerate(forced, start=1):
-                if i != place:
-                    raise ValueError(f"generate: forced_decoder_ids {forced!r} do not follow Whisper's prompt "
-                                     "(places 1, 2, ...)")
-                init.append(token)
-    lang_undefined = len(init) <= 1 or init[1] is None
-    if isinstance(language, (list, tuple)):
-        if len(language) != batch or any(lang is None for lang in language):
-            raise ValueError(f"generate: a list of languages needs one (not None) per input ({batch}), "
-                             f"got {language!r}")
-        languages = list(language)
-    else:
-        languages = [language] * batch
-    rows = [list(init) for _ in range(batch)]
-    lang_ids = None
-    if language is not None:
-        lang_ids = [_language_id(lang, lang_to_id) for lang in languages]
-    elif isinstance(lang_to_id, dict) and lang_undefined:
-        lang_ids = detect(sorted(int(v) for v in lang_to_id.values()))
-    no_timestamps = gc.get("no_timestamps_token_id")
-    for r, row in enumerate(rows):
-        if lang_ids is not None:
-            if len(row) > 1:
-                row[1] = lang_ids[r]
-            else:
-                row.append(lang_ids[r])
-        if task is not None:  # (forced_decoder_ids are ignored when a task is given: no task token yet)
-            row.append(int(task_to_id[task]))
-        elif language is not None and isinstance(task_to_id, dict):
-            if not any(t in task_to_id.values() for t in row):
-                row.append(int(task_to_id["transcribe"]))
-        if not timestamps and no_timestamps is not None and row[-1] != no_timestamps:
-            row.append(int(no_timestamps))
-        elif timestamps and row[-1] == no_timestamps:
-            row.pop()
-        row[:] = [t for t in row if t is not None]
-    return rows
 
 
 def generate(model, input_features, language: Union[str, Sequence[str], None] = None, task: Optional[str] = None,
@@ -216,7 +113,7 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
                               or thresholds["no_speech_threshold"] is not None):
         raise ValueError("generate: num_beams > 1 with logprob_threshold or no_speech_threshold is not supported "
                          "(the fallback's log-probabilities of a beam); use num_beams=1 or no thresholds")
-    prompt_ids, all_segments = _text_prompt(prompt_ids, prompt_condition_type, condition, model.vocab_size)
+    prompt_ids, all_segments = text_prompt(prompt_ids, prompt_condition_type, condition, model.vocab_size)
     for name, value in (("return_segments", return_segments), ("return_timestamps", return_timestamps),
                         ("return_dict_in_generate", return_dict_in_generate)):
         if value is not None and not isinstance(value, bool):
@@ -271,7 +168,7 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
             logits = steps.decode(start, states)[:, -1]
             return [lang_ids[i] for i in logits[:, lang_ids].argmax(-1)]
 
-        init = np.array(_prompts(model, gc, B, language, task, detect, return_timestamps), np.int64)
+        init = np.array(decoder_prompts(model, gc, B, language, task, detect, return_timestamps), np.int64)
         run.start_tokens = init.shape[1]
         limit = _WindowLimit(model, gc, max_new_tokens)
         cut_off = model.max_positions // 2 - 1  # the previous tokens kept when conditioning on them
@@ -291,8 +188,8 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
             seek_frames = np.minimum(max_frames[rows] - seek[rows], window)
             prompt, padding = init[rows], None
             if any(conditioned) and segments[0]:  # (transformers looks at the first input's segments)
-                prompt, padding = _conditioned(prompt, [segments[i] if conditioned[i] else None for i in rows],
-                                               bos, cut_off, stamp_begin, run.pad)
+                prompt, padding = conditioned_prompt(prompt, [segments[i] if conditioned[i] else None for i in rows],
+                                                     bos, cut_off, stamp_begin, run.pad)
             elif prompt_ids is not None:
                 prompt = np.concatenate([np.broadcast_to(prompt_ids, (len(rows), len(prompt_ids))), prompt], 1)
             budget = limit.next(prompt.shape[1])
@@ -345,14 +242,14 @@ class _Run:
         samples = [_samples(do_sample, t) for t in self.temperatures]
         self.samplers = [_sampler(model, s, t if s else None, top_k, top_p, min_p)
                          for s, t in zip(samples, self.temperatures)]
-        self.suppress = _token_list(gc.get("suppress_tokens", model.config.get("suppress_tokens")), vocab,
+        self.suppress = token_list(gc.get("suppress_tokens", model.config.get("suppress_tokens")), vocab,
                                     "suppress_tokens")
-        self.begin = _token_list(gc.get("begin_suppress_tokens", model.config.get("begin_suppress_tokens")), vocab,
+        self.begin = token_list(gc.get("begin_suppress_tokens", model.config.get("begin_suppress_tokens")), vocab,
                                  "begin_suppress_tokens")
         eos_value = gc.get("eos_token_id") if eos_token_id is UNSET else eos_token_id
-        self.eos = _token_list(eos_value, vocab, "eos_token_id")
+        self.eos = token_list(eos_value, vocab, "eos_token_id")
         pad = gc.get("pad_token_id") if pad_token_id is UNSET else pad_token_id
-        self.pad = (self.eos[0] if self.eos else 0) if pad is None else _token_list(pad, vocab, "pad_token_id")[0]
+        self.pad = (self.eos[0] if self.eos else 0) if pad is None else token_list(pad, vocab, "pad_token_id")[0]
         self.rules = None
         if no_timestamps is not None:
             if not isinstance(eos_value, numbers.Integral):
@@ -491,26 +388,6 @@ def _options(gc: dict, compression_ratio_threshold, logprob_threshold, no_speech
     return thresholds, bool(condition)
 
 
-def _text_prompt(prompt_ids, prompt_condition_type, condition: bool, vocab: int):
-    """``prompt_ids`` as a 1-D int64 array (or None), and whether it starts every window ("all-segments"), checked
-    as transformers checks them (prompt_condition_type is checked with or without prompt_ids)."""
-    kind = prompt_condition_type or "first-segment"
-    if kind not in ("first-segment", "all-segments"):
-        raise ValueError(f"generate: prompt_condition_type must be 'first-segment' or 'all-segments', got "
-                         f"{prompt_condition_type!r}")
-    if kind == "all-segments" and not condition:
-        raise ValueError("generate: prompt_condition_type='all-segments' needs condition_on_prev_tokens=True (the "
-                         "prompt then starts each window, before the previous tokens)")
-    if prompt_ids is None:
-        return None, False
-    ids = prompt_ids.numpy() if isinstance(prompt_ids, Tensor) else np.asarray(prompt_ids)
-    if (ids.ndim != 1 or ids.size == 0 or ids.dtype.kind not in "iu" or ids.min() < 0 or ids.max() >= vocab):
-        raise ValueError(f"generate: prompt_ids must be a non-empty 1-D sequence of token ids in [0, {vocab}) "
-                         "(WhisperTokenizer.get_prompt_ids' <|startofprev|> and the text's tokens), got "
-                         f"{prompt_ids!r}")
-    return ids.astype(np.int64), kind == "all-segments"
-
-
 def _samples(do_sample, temperature) -> bool:
     """transformers' Whisper generate samples exactly when ``temperature`` > 0 (it sets do_sample from it); a
     ``do_sample`` that disagrees is an error here rather than ignored."""
@@ -521,24 +398,6 @@ def _samples(do_sample, temperature) -> bool:
         raise ValueError(f"generate: Whisper samples exactly when temperature > 0 (as transformers' Whisper generate, "
                          f"which sets do_sample from it): do_sample={do_sample!r} with temperature={temperature!r}")
     return sample
-
-
-def _conditioned(prompt: np.ndarray, segments: List[Optional[List[dict]]], bos: Optional[np.ndarray], cut_off: int,
-                 stamp_begin: int, pad: int):
-    """transformers' prompt with condition_on_prev_tokens: ``bos`` (<|startofprev|>, or the whole ``prompt_ids``
-    with "all-segments"), the last ``cut_off`` tokens of each input's segments so far (a segment ending in a
-    timestamp pair without its last timestamp), left padded with ``pad`` to the longest, then the start tokens; and
-    where it is not padding (the tokens other than ``pad``)."""
-    prev = []
-    for row in segments:
-        tokens = [s["tokens"][:-1] if len(s["tokens"]) > 2 and s["tokens"][-2] >= stamp_begin else s["tokens"]
-                  for s in row or []]  # (None: a row not conditioned, <|startofprev|> only)
-        kept = np.concatenate(tokens)[-cut_off:].tolist() if tokens else []
-        prev.append(([] if bos is None else [int(t) for t in bos]) + kept)
-    width = max(len(p) for p in prev)
-    ids = np.array([[pad] * (width - len(p)) + p for p in prev], np.int64).reshape(len(prev), width)
-    ids = np.concatenate([ids, prompt], 1)
-    return ids, ids != pad
 
 
 def _feature_array(model, input_features) -> np.ndarray:
