@@ -106,6 +106,23 @@ void input_transform(const Winograd3x3& p, const float* Bc, float* V, int64_t c,
   }
 }
 
+// The 2x2 outputs of W tiles from their 16 products at src (planes `plane` apart), bias added and act applied:
+// y[0] top-left, y[1] top-right, y[2] bottom-left, y[3] bottom-right (A^T M A, rows then columns).
+template <class Act>
+inline void tile_outputs(const float* src, int64_t plane, vf vb, Act act, vf y[4]) {
+  vf s0[4], s1[4];
+  for (int j = 0; j < 4; ++j) {
+    const vf m0 = vload(src + j * plane), m1 = vload(src + (4 + j) * plane);
+    const vf m2 = vload(src + (8 + j) * plane), m3 = vload(src + (12 + j) * plane);
+    s0[j] = vadd(vadd(m0, m1), m2);
+    s1[j] = vsub(vsub(m1, m2), m3);
+  }
+  y[0] = act(vadd(vadd(vadd(s0[0], s0[1]), s0[2]), vb));
+  y[1] = act(vadd(vsub(vsub(s0[1], s0[2]), s0[3]), vb));
+  y[2] = act(vadd(vadd(vadd(s1[0], s1[1]), s1[2]), vb));
+  y[3] = act(vadd(vsub(vsub(s1[1], s1[2]), s1[3]), vb));
+}
+
 // Output transform of channel m: y tiles from M[xi][m][t].
 // act(v) is applied to each vector as it is stored (the activation's bits: act_vec.h).
 template <class Act>
@@ -116,13 +133,8 @@ void output_transform(const Winograd3x3& p, const float* Mb, float bias, float* 
   for (int64_t th = 0; th < p.th; ++th) {
     for (int64_t t0 = 0; t0 < p.tw; t0 += W) {
       const float* src = Mb + m * p.ldT + (i_img * p.th + th) * p.tw + t0;
-      vf s0[4], s1[4];
-      for (int j = 0; j < 4; ++j) {
-        const vf m0 = vload(src + j * plane), m1 = vload(src + (4 + j) * plane);
-        const vf m2 = vload(src + (8 + j) * plane), m3 = vload(src + (12 + j) * plane);
-        s0[j] = vadd(vadd(m0, m1), m2);
-        s1[j] = vsub(vsub(m1, m2), m3);
-      }
+      vf y[4];
+      tile_outputs(src, plane, vb, act, y);
       const int64_t n = p.OWo - 2 * t0 < 2 * W ? p.OWo - 2 * t0 : 2 * W;  // valid output columns
       float* y0 = out + 2 * th * p.OWo + 2 * t0;
       // As in input_transform, a short last block is stored whole when its extra lanes fall on later
@@ -130,11 +142,8 @@ void output_transform(const Winograd3x3& p, const float* Mb, float bias, float* 
       // pairs follow); for the first only if the block is the row's first (row 2 th + 1 of the pair is
       // written block by block right after the first row's block).
       const int64_t end0 = 2 * th * p.OWo + 2 * t0 + 2 * W, plane_end = p.OHo * p.OWo;
-      store_interleaved(y0, act(vadd(vadd(vadd(s0[0], s0[1]), s0[2]), vb)),
-                        act(vadd(vsub(vsub(s0[1], s0[2]), s0[3]), vb)), t0 == 0 && end0 <= plane_end ? 2 * W : n);
-      if (2 * th + 1 < p.OHo)
-        store_interleaved(y0 + p.OWo, act(vadd(vadd(vadd(s1[0], s1[1]), s1[2]), vb)),
-                          act(vadd(vsub(vsub(s1[1], s1[2]), s1[3]), vb)), end0 + p.OWo <= plane_end ? 2 * W : n);
+      store_interleaved(y0, y[0], y[1], t0 == 0 && end0 <= plane_end ? 2 * W : n);
+      if (2 * th + 1 < p.OHo) store_interleaved(y0 + p.OWo, y[2], y[3], end0 + p.OWo <= plane_end ? 2 * W : n);
     }
   }
 }
@@ -163,18 +172,9 @@ void output_transform_pool(const Winograd3x3& p, const float* Mb, float bias, fl
   for (int64_t th = 0; th < POH; ++th) {
     for (int64_t t0 = 0; t0 < POW; t0 += W) {
       const float* src = Mb + m * p.ldT + (i_img * p.th + th) * p.tw + t0;
-      vf s0[4], s1[4];
-      for (int j = 0; j < 4; ++j) {
-        const vf m0 = vload(src + j * plane), m1 = vload(src + (4 + j) * plane);
-        const vf m2 = vload(src + (8 + j) * plane), m3 = vload(src + (12 + j) * plane);
-        s0[j] = vadd(vadd(m0, m1), m2);
-        s1[j] = vsub(vsub(m1, m2), m3);
-      }
-      const vf top_left = act(vadd(vadd(vadd(s0[0], s0[1]), s0[2]), vb));
-      const vf top_right = act(vadd(vsub(vsub(s0[1], s0[2]), s0[3]), vb));
-      const vf bottom_left = act(vadd(vadd(vadd(s1[0], s1[1]), s1[2]), vb));
-      const vf bottom_right = act(vadd(vsub(vsub(s1[1], s1[2]), s1[3]), vb));
-      const vf y = take_over(take_over(bottom_right, bottom_left), take_over(top_right, top_left));
+      vf t[4];
+      tile_outputs(src, plane, vb, act, t);
+      const vf y = take_over(take_over(t[3], t[2]), take_over(t[1], t[0]));
       const int64_t n = POW - t0 < W ? POW - t0 : W;
       if (n == W)
         vstore(out + th * POW + t0, y);
