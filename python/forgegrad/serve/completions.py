@@ -45,7 +45,7 @@ from .completion_format import ChatShape, TextShape, event
 from .chat_request import parse_chat
 from .completion_request import CompletionError, CompletionRequest, Prompt, choice_seed, parse
 from .generation_batch import BatchEngine, Job, batching_applies
-from .openai_routes import common_routes, not_found, ok, post_route, read_body
+from .openai_routes import common_routes, load_served, not_found, ok, post_route, read_body
 from .seq2seq_batch import Seq2SeqBatchEngine
 from .text_stream import Completion, TextStream
 from .tool_calls import tool_format
@@ -426,16 +426,11 @@ def create_completions_app(config: GenerationServeConfig):
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        if config.threads:
-            from .models import set_forgegrad_threads
-            set_forgegrad_threads(config.threads)
         try:
-            state["generator"] = await asyncio.get_running_loop().run_in_executor(
-                worker, TextGenerator, config.model_path, config.weights)
-        except Exception as e:
-            app.state.startup_error = f"cannot serve {config.model_path}: {type(e).__name__}: {e}"
-            worker.shutdown(wait=False)
-            raise RuntimeError(app.state.startup_error) from None
+            state["generator"] = await load_served(app, config, worker, TextGenerator)
+        except RuntimeError:
+            worker.shutdown(wait=False)  # the generation thread: kept while the model is served
+            raise
         if config.max_batch > 1 and batching_applies(state["generator"].model):
             engine = Seq2SeqBatchEngine if state["generator"].seq2seq else BatchEngine
             state["engine"] = engine(state["generator"], config.max_batch,

@@ -17,7 +17,7 @@ from typing import List, Optional
 
 from .completion_request import CompletionError
 from .completions import GenerationServeConfig
-from .openai_routes import common_routes, log, not_found, ok, post_route, read_body
+from .openai_routes import common_routes, load_served, log, not_found, ok, post_route, read_body
 
 
 def encoder_kind(path: str) -> Optional[str]:
@@ -163,15 +163,8 @@ def create_encoder_app(config: EncoderServeConfig):
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        if config.threads:
-            from .models import set_forgegrad_threads
-            set_forgegrad_threads(config.threads)
         try:
-            state["worker"] = await asyncio.get_running_loop().run_in_executor(
-                loader, Worker, config.model_path, config.weights, config.max_batch)
-        except Exception as e:
-            app.state.startup_error = f"cannot serve {config.model_path}: {type(e).__name__}: {e}"
-            raise RuntimeError(app.state.startup_error) from None
+            state["worker"] = await load_served(app, config, loader, Worker, config.max_batch)
         finally:
             loader.shutdown(wait=False)
         worker = state["worker"]

@@ -3,6 +3,7 @@ a body read up to a size limit, the POST route wrapper that turns errors into an
 the routes besides the API's own (``GET /v1/models``, ``/ping``, ``/health``, ``/metrics``, 404/405)."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -21,6 +22,21 @@ def ok(obj):
 def failed(e: CompletionError):
     from starlette.responses import Response
     return Response(json.dumps(e.body()), e.status, headers=e.headers, media_type="application/json")
+
+
+async def load_served(app, config, executor, factory, *args):
+    """``factory(config.model_path, config.weights, *args)`` run on ``executor`` (model loading must not block the
+    event loop), forgegrad's threads set first (``config.threads``). A failure is kept in
+    ``app.state.startup_error`` (what /health reports) and raised as a RuntimeError that names the model."""
+    if config.threads:
+        from .models import set_forgegrad_threads
+        set_forgegrad_threads(config.threads)
+    try:
+        return await asyncio.get_running_loop().run_in_executor(executor, factory, config.model_path, config.weights,
+                                                                 *args)
+    except Exception as e:
+        app.state.startup_error = f"cannot serve {config.model_path}: {type(e).__name__}: {e}"
+        raise RuntimeError(app.state.startup_error) from None
 
 
 async def read_body(request, limit: int) -> bytes:

@@ -43,7 +43,7 @@ from ..tensor import Tensor
 from .completion_request import CompletionError
 from .completions import GenerationServeConfig
 from .encoder_app import EncoderQueue
-from .openai_routes import common_routes, log, not_found, post_route
+from .openai_routes import common_routes, load_served, log, not_found, post_route
 from .speech_request import Segment, SpeechRequest, Transcript, compression_ratio, parse_form, read_form, render
 from .token_logprobs import log_softmax as _log_softmax
 
@@ -402,15 +402,8 @@ def create_speech_app(config: SpeechServeConfig):
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        if config.threads:
-            from .models import set_forgegrad_threads
-            set_forgegrad_threads(config.threads)
         try:
-            state["transcriber"] = await asyncio.get_running_loop().run_in_executor(
-                loader, Transcriber, config.model_path, config.weights)
-        except Exception as e:
-            app.state.startup_error = f"cannot serve {config.model_path}: {type(e).__name__}: {e}"
-            raise RuntimeError(app.state.startup_error) from None
+            state["transcriber"] = await load_served(app, config, loader, Transcriber)
         finally:
             loader.shutdown(wait=False)
         state["queue"] = EncoderQueue(state["transcriber"], config.max_batch,
