@@ -132,7 +132,9 @@ class BertModel(nn.Module):
         self.config = dict(config)
         kind = self.config.get("position_embedding_type", "absolute")
         if kind != "absolute":
-            raise ValueError(f"BertModel: position_embedding_type {kind!r} is not supported yet (only 'absolute')")
+            # transformers 5 reads only absolute positions too (relative_key / relative_key_query were dropped)
+            raise ValueError(f"BertModel: position_embedding_type {kind!r} is not supported (only 'absolute', "
+                             "as in transformers 5)")
         self.embeddings = BertEmbeddings(self.config)
         self.encoder = BertEncoder(self.config)
         self.pooler = BertPooler(self.config) if add_pooling_layer else None
