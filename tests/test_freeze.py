@@ -139,6 +139,40 @@ def test_a_replaced_weight_is_read_not_its_stale_packed_copy():
     np.testing.assert_array_equal(got, _C.gemm.linear(x.numpy(), new, frozen.bias.numpy()))
 
 
+
+def test_freeze_in_place_makes_the_model_itself_the_frozen_one():
+    model = _gpt().train()
+    ids = fg.tensor(RNG.integers(0, 61, (3, 37)))
+    twin = nn.utils.freeze(model)  # a copy, for the bits
+    arrays = {name: p.numpy() for name, p in model.named_parameters()}
+    assert nn.utils.freeze(model, inplace=True) is model
+    assert nn.utils.is_frozen(model) and not model.training
+    # no copy: the very arrays it held, now read-only and without gradients
+    assert all(p.numpy() is arrays[name] and not p.requires_grad and not p.numpy().flags.writeable
+               for name, p in model.named_parameters())
+    with pytest.raises(ValueError, match="read-only"):
+        model.transformer.h[0].attn.c_attn.weight.numpy()[0, 0] = 1.0
+    with no_grad():
+        np.testing.assert_array_equal(model(ids).numpy(), twin(ids).numpy())
+
+
+def test_freezing_again_packs_only_what_changed():
+    fg.manual_seed(8)
+    model = nn.utils.freeze(nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 25)), inplace=True)
+    first, second = (model[i].__dict__["_packed_weight"] for i in (0, 2))
+    new = RNG.standard_normal((25, 30)).astype(np.float32)
+    model[2].weight = nn.Parameter(fg.tensor(new))  # a replaced weight: read as it is until frozen again
+    assert nn.utils.freeze(model, inplace=True) is model
+    assert model[0].__dict__["_packed_weight"] is first  # the same array: its packed copy kept
+    repacked = model[2].__dict__["_packed_weight"]
+    assert repacked is not second and repacked.source is model[2].weight.numpy()
+    x = fg.tensor(RNG.standard_normal((12, 20)).astype(np.float32))
+    with no_grad():
+        hidden = _C.gemm.linear(x.numpy(), model[0].weight.numpy(), model[0].bias.numpy(), _C.activation.RELU, 0.0)
+        np.testing.assert_array_equal(model(x).numpy(), _C.gemm.linear(hidden, new, model[2].bias.numpy()))
+    with pytest.raises(TypeError, match="freeze: inplace must be True or False"):
+        nn.utils.freeze(model, inplace="yes")
+
 def test_freeze_rejects_what_is_not_a_module():
     with pytest.raises(TypeError, match="freeze: module must be a forgegrad.nn.Module"):
         nn.utils.freeze(lambda x: x)

@@ -1,4 +1,5 @@
-"""``nn.utils.freeze(module)``: an inference copy of a model with its layers' weights packed once.
+"""``nn.utils.freeze(module)``: an inference copy of a model with its layers' weights packed once
+(``inplace=True``: the model itself made that, without a copy).
 
 Every call of a float32 Linear packs its weight into the GEMM's panel layout before multiplying
 (a pass over the whole weight: ~5-8% of a batch-1 GPT forward), and every 3x3 Conv2d that runs
@@ -23,11 +24,18 @@ from ..module import Module
 __all__ = ["freeze", "is_frozen", "frozen_arrays", "FrozenCache"]
 
 
-def freeze(module: Module) -> Module:
+def freeze(module: Module, inplace: bool = False) -> Module:
     """A deep copy of ``module`` for inference: eval mode, parameters read-only (``requires_grad``
     False, numpy arrays not writeable), the weight of every float32 CPU ``Linear`` / ``Dense`` packed
     for the GEMM and every 3x3 ``Conv2d``'s Winograd transform made (used where the graph-free
     Sequential runs the conv). Outputs equal the original's bit for bit; the original is left as it was.
+
+    ``inplace=True``: ``module`` itself becomes that inference model and is returned (no copy: memory is
+    the weights plus the packed copies, not twice the weights plus them). It is then read-only as the copy
+    would be: its parameters no longer require grad and writing into a weight raises ValueError
+    ("read-only"); to train again, load the weights into a new model. A weight replaced by a new Parameter is
+    read as it is, and freezing again packs only the weights that changed. The servers freeze the Hugging
+    Face models they load this way (``forgegrad serve --no-freeze`` keeps them as loaded).
 
     Each Sequential of the copy runs its graph-free forward (no_grad) as one C++ call where its layers
     allow it (Conv2d [-> activation] [-> 2x2 max pool], Linear [-> activation], Flatten), with the
@@ -40,7 +48,9 @@ def freeze(module: Module) -> Module:
     """
     if not isinstance(module, Module):
         raise TypeError(f"freeze: module must be a forgegrad.nn.Module, got {type(module).__name__}")
-    frozen = copy.deepcopy(module)
+    if not isinstance(inplace, bool):
+        raise TypeError(f"freeze: inplace must be True or False, got {inplace!r}")
+    frozen = module if inplace else copy.deepcopy(module)
     frozen.eval()
     for p in frozen.parameters():
         p.requires_grad = False
@@ -52,14 +62,22 @@ def freeze(module: Module) -> Module:
             m.__dict__.pop("_inference_plan", None)
             object.__setattr__(m, "_native_steps", True)
         w = m._parameters.get("weight") if isinstance(m, (Linear, Dense)) else None
-        if w is not None and type(w._data) is np.ndarray and w._data.dtype == np.float32 and w._data.ndim == 2:
+        if w is not None and type(w._data) is np.ndarray and w._data.dtype == np.float32 and w._data.ndim == 2 \
+                and not _packed_from(m, w._data):
             object.__setattr__(m, "_packed_weight", _C.gemm.PackedWeight(w._data))
         w = m._parameters.get("weight") if type(m) is Conv2d else None
-        if w is not None and type(w._data) is np.ndarray and w._data.dtype == np.float32 and w._data.ndim == 4:
+        if w is not None and type(w._data) is np.ndarray and w._data.dtype == np.float32 and w._data.ndim == 4 \
+                and not _packed_from(m, w._data, m.groups):
             packed = _C.conv.PackedConvWeight(w._data, m.groups)
             if packed.nbytes:  # empty for kernels that never run Winograd
                 object.__setattr__(m, "_packed_weight", packed)
     return frozen
+
+
+def _packed_from(m: Module, array: np.ndarray, groups: Optional[int] = None) -> bool:
+    """Whether ``m`` already holds a packed copy of ``array`` (a model frozen again: nothing to redo)."""
+    packed = m.__dict__.get("_packed_weight")
+    return packed is not None and packed.source is array and (groups is None or packed.groups == groups)
 
 
 def is_frozen(module: Module) -> bool:
