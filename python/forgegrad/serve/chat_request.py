@@ -5,7 +5,8 @@ Honoured: messages (roles system / developer (read as system) / user / assistant
 text parts; an assistant's earlier ``tool_calls`` and the ``tool`` results that answer them), max_tokens /
 max_completion_tokens, logprobs and top_logprobs, tools, tool_choice ("auto", "none", "required" or a named
 function: the last two decode constrained to the template's call format, structured.py), parallel_tool_calls,
-response_format (text, json_object, json_schema: structured.py) and the shared fields.
+response_format (text, json_object, json_schema) or vLLM's guided_json / guided_regex / guided_choice /
+guided_grammar (structured.py), and the shared fields.
 
 The messages go to the chat template as transformers' ``apply_chat_template`` takes them: an earlier call's
 ``arguments`` (OpenAI sends a JSON string) as the object it encodes, a null content as "".
@@ -17,14 +18,15 @@ from typing import List, Optional
 
 from .completion_request import (PENALTY_FIELDS, CompletionError, CompletionRequest, bad, flag, is_int,
                                  request_object, sampling)
-from .structured import forced_tools, response_format
+from .structured import forced_tools, request_grammar
 from .tool_calls import MAX_TOOLS, TOOL_NAME
 
 MAX_TOP_LOGPROBS = 20  # as OpenAI's
 _DEFAULT_ONLY: dict = {}
 _FIELDS = ({"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "min_p",
             "seed", "stop", "stream", "stream_options", "user", "n", "logprobs", "top_logprobs", "tools", "tool_choice",
-            "parallel_tool_calls", "response_format"} | PENALTY_FIELDS)
+            "parallel_tool_calls", "response_format", "guided_json", "guided_regex", "guided_choice",
+            "guided_grammar"} | PENALTY_FIELDS)
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
@@ -157,8 +159,10 @@ def parse_chat(body: bytes, served_name: str) -> CompletionRequest:
         raise bad("parallel_tool_calls", "true or false", v)
     req.parallel_tool_calls = v is not False
     req.forced_tools = forced_tools(obj.get("tool_choice"), req.tools)
-    req.grammar = response_format(obj.get("response_format"))
+    req.grammar, req.grammar_param = request_grammar(obj)
     if req.grammar is not None and req.forced_tools is not None:
-        raise CompletionError(400, "response_format and a tool_choice that forces a call cannot both constrain the "
-                                   "reply: give one", "response_format")
+        raise CompletionError(400, f"{req.grammar_param} and a tool_choice that forces a call cannot both constrain "
+                                   "the reply: give one", req.grammar_param)
+    if req.forced_tools is not None:
+        req.grammar_param = "tool_choice"
     return req

@@ -6,7 +6,8 @@ stream_options, model, user, n, presence_penalty, frequency_penalty, logit_bias,
 stream: true unless equal to n), and echo, not while streaming: ``echo`` with ``max_tokens`` 0 scores a text) or
 accepted only at its default value (suffix), so a client never gets silently different behaviour; ``top_k``,
 ``min_p`` and ``repetition_penalty`` are vLLM's extensions, as are
-``response_format`` and ``guided_json`` here (structured outputs: structured.py). A field nobody
+``response_format`` and ``guided_json`` / ``guided_regex`` / ``guided_choice`` / ``guided_grammar`` here
+(structured outputs: structured.py). A field nobody
 defines is refused by name (a typo such as ``max_token`` would otherwise fall back to the default
 unnoticed).
 """
@@ -27,8 +28,8 @@ _DEFAULT_ONLY = {"suffix": (None,)}
 # presence_penalty, frequency_penalty and logit_bias as OpenAI's; repetition_penalty as vLLM's
 PENALTY_FIELDS = {"presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias"}
 _FIELDS = {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "stream",
-           "stream_options", "user", "logprobs", "echo", "n", "best_of", "response_format",
-           "guided_json"} | set(_DEFAULT_ONLY) | PENALTY_FIELDS
+           "stream_options", "user", "logprobs", "echo", "n", "best_of", "response_format", "guided_json",
+           "guided_regex", "guided_choice", "guided_grammar"} | set(_DEFAULT_ONLY) | PENALTY_FIELDS
 MAX_LOGPROBS = 5  # as OpenAI's completions
 MAX_N = 16  # choices (and best_of candidates) per prompt: each is a decoding row
 MAX_STOP = 4  # as OpenAI
@@ -108,6 +109,7 @@ class CompletionRequest:
     parallel_tool_calls: bool = True  # chat: False keeps only the model's first call
     forced_tools: Optional[List[str]] = None  # chat: tool_choice "required" (every tool) or a named function
     grammar: Optional[object] = None  # structured outputs: the Grammar the completion must match (structured.py)
+    grammar_param: Optional[str] = None  # the field that asked for it (response_format, guided_*, tool_choice)
 
     @property
     def greedy(self) -> bool:
@@ -194,13 +196,8 @@ def parse(body: bytes, served_name: str) -> CompletionRequest:
             raise CompletionError(400, "best_of greater than n is not supported with stream: true", "best_of")
         # scoring a text (echo, max_tokens 0) generates nothing: its n choices are the prompt's
         req.best_of = int(v) if req.max_tokens > 0 else None
-    from .structured import guided_json, response_format
-    req.grammar = response_format(obj.get("response_format"))
-    if obj.get("guided_json") is not None:
-        if req.grammar is not None:
-            raise CompletionError(400, "response_format and guided_json both constrain the completion: give one",
-                                  "guided_json")
-        req.grammar = guided_json(obj["guided_json"])
+    from .structured import request_grammar
+    req.grammar, req.grammar_param = request_grammar(obj)
     return req
 
 

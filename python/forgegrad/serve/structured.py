@@ -5,7 +5,9 @@ each one makes (models/hf/constrained.py decodes with it; llguidance, the option
   ``{"type": "json_object"}`` (any JSON object), or ``{"type": "json_schema", "json_schema": {"name": ...,
   "schema": {...}, "strict": ..., "description": ...}}`` (a JSON value the schema accepts; no schema: any JSON
   object). ``strict`` changes nothing: the output always matches the schema.
-* ``guided_json`` (completions, vLLM's): a JSON schema (an object, or one as a string).
+* vLLM's ``guided_json`` (a JSON schema: an object, or one as a string), ``guided_regex`` (text the regex matches
+  whole), ``guided_choice`` (exactly one of a list of strings) and ``guided_grammar`` (a Lark or GBNF grammar), in
+  completions and chat alike; one of them, or ``response_format``, per request.
 * ``tool_choice: "required"`` (chat): the reply is one call or more (one when ``parallel_tool_calls`` is false) of
   the offered tools, in the chat template's format and nothing else, each call's arguments matching its tool's
   ``parameters`` schema; ``{"type": "function", "function": {"name": ...}}``: a call of that function only. The
@@ -16,7 +18,7 @@ each one makes (models/hf/constrained.py decodes with it; llguidance, the option
 from __future__ import annotations
 
 import json
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from .completion_request import CompletionError, bad
 from .tool_calls import END, MISTRAL_TAG, START, TOOL_NAME
@@ -92,6 +94,40 @@ def guided_json(value):
     return _schema_grammar(value, "guided_json")
 
 
+def _guided(name: str, value):
+    """The grammar of vLLM's ``guided_regex``, ``guided_choice`` or ``guided_grammar``."""
+    Grammar = _grammar_class(name)
+    if name == "guided_choice":
+        if not isinstance(value, list) or not value or not all(isinstance(o, str) and o for o in value):
+            raise bad(name, "a non-empty list of non-empty strings", value)
+        make = Grammar.choice
+    else:
+        if not isinstance(value, str) or not value.strip():
+            raise bad(name, "a regex" if name == "guided_regex" else "a Lark or GBNF grammar", value)
+        make = Grammar.regex if name == "guided_regex" else Grammar.ebnf
+    try:
+        return make(value)
+    except ValueError as e:
+        raise CompletionError(400, f"{name}: {e}", name) from None
+
+
+GUIDED = ("guided_json", "guided_regex", "guided_choice", "guided_grammar")
+
+
+def request_grammar(obj: dict) -> Tuple[Optional[object], Optional[str]]:
+    """(the grammar a request body asks for, the field that asked for it), or (None, None): ``response_format`` or
+    one of vLLM's ``guided_*`` fields (a 400 when two constrain it)."""
+    grammar, param = response_format(obj.get("response_format")), "response_format"
+    for name in GUIDED:
+        if obj.get(name) is None:
+            continue
+        if grammar is not None:
+            raise CompletionError(400, f"{param} and {name} both constrain the completion: give one", name)
+        grammar = guided_json(obj[name]) if name == "guided_json" else _guided(name, obj[name])
+        param = name
+    return grammar, (param if grammar is not None else None)
+
+
 def forced_tools(value, tools: Optional[List[dict]]) -> Optional[List[str]]:
     """The functions ``tool_choice`` forces a call of (None: it forces none): every tool's name for "required",
     one for a named function (which must be among the tools)."""
@@ -155,3 +191,32 @@ def tool_call_grammar(tools: List[dict], names: List[str], fmt: str, parallel: b
     except ValueError as e:  # a tool's parameters schema llguidance cannot take
         raise CompletionError(400, f"tools: the parameters of {', '.join(names)} cannot be enforced: {e}",
                               "tools") from None
+
+
+def check_grammar(req, tokenizer, vocab_size: int, eos: List[int]):
+    """A new row constraint of the request's grammar on the served model's tokenizer (None: the request has no
+    grammar), checked at the request boundary: a grammar the tokenizer cannot take (a special token it lacks), or one
+    that no token of the vocabulary can start, is a 400 naming the field that asked for it."""
+    if req.grammar is None:
+        return None
+    from ..models.hf.constrained import RowConstraint, grammar_tokenizer
+    param = req.grammar_param or "response_format"
+    try:
+        row = RowConstraint(req.grammar, grammar_tokenizer(tokenizer, vocab_size, eos))
+    except ValueError as e:
+        raise CompletionError(400, f"{param}: {e}", param) from None
+    if not row.allowed().any():
+        raise CompletionError(400, f"{param}: no token of this model's vocabulary can start the {req.grammar.kind} "
+                                   "(the tokenizer cannot spell what it requires)", param)
+    return row
+
+
+def row_failed(req, error: Exception) -> Exception:
+    """What a request gets when decoding one of its rows fails: where its grammar cannot go on (GrammarError: the
+    tokenizer cannot spell what it requires next, the other settings rule out every token it allows, its matcher
+    failed), a 400 naming the field that asked for the grammar; anything else as it is (a 500)."""
+    from ..models.hf.constrained import GrammarError
+    if isinstance(error, GrammarError):
+        param = getattr(req, "grammar_param", None) or "response_format"
+        return CompletionError(400, f"{param}: {error}", param, "grammar_failed")
+    return error

@@ -1,11 +1,14 @@
-"""Structured outputs: decoding constrained to a grammar (a JSON schema, any JSON object, or a Lark grammar) by
-llguidance, the grammar engine vLLM and Guidance use (the optional extra ``structured``: ``pip install
-"forgegrad[structured]"``).
+"""Structured outputs: decoding constrained to a grammar (a JSON schema, any JSON object, a regex, a choice of
+strings, a Lark or GBNF grammar) by llguidance, the grammar engine vLLM and Guidance use (the optional extra
+``structured``: ``pip install "forgegrad[structured]"``).
 
 At each step the row's matcher fills a bitmask of the tokens the grammar allows next; every other token's score
 becomes -inf before the sampler sees it, and the token drawn is fed back to the matcher. The end-of-sequence
 tokens are allowed only where the grammar is complete, and once it cannot go on (a JSON value closed) they are the
-only ones, so the row ends there. One bitmask fill per constrained row per step; other rows are untouched.
+only ones, so the row ends there. One bitmask fill per constrained row per step (rows whose outputs are equal share
+one); other rows are untouched. Greedy search, sampling and beam search (each beam's matcher forked as beams split),
+for decoders and encoder-decoders (T5, BART, Marian: the grammar starts after the decoder's start token and after a
+first token the checkpoint forces).
 
     from forgegrad.models.hf.constrained import Grammar, GrammarLogitsProcessor
     grammar = Grammar.json_schema({"type": "object", "properties": {"city": {"type": "string"}},
@@ -19,11 +22,12 @@ writes it, unless the schema's ``"x-guidance"`` says otherwise (llguidance's opt
 from __future__ import annotations
 
 import json
-from typing import List, Optional, Sequence, Union
+from collections import Counter
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-__all__ = ["Grammar", "RowConstraint", "GrammarLogitsProcessor", "grammar_tokenizer", "MISSING"]
+__all__ = ["Grammar", "GrammarError", "RowConstraint", "GrammarLogitsProcessor", "grammar_tokenizer", "MISSING"]
 
 MISSING = 'structured outputs need the llguidance package: pip install "forgegrad[structured]"'
 # json.dumps' separators, no free whitespace: a model cannot pad its answer with blanks until max_tokens
@@ -42,8 +46,9 @@ def _llguidance():
 class Grammar:
     """A grammar in llguidance's form, checked when made (ValueError naming what is wrong).
 
-    Make one with ``Grammar.json_schema(schema)``, ``Grammar.json_object()`` or ``Grammar.lark(text)`` (Lark, with
-    llguidance's ``%json {schema}`` for embedded JSON); ``text`` is what llguidance's ``LLMatcher`` takes."""
+    Make one with ``Grammar.json_schema(schema)``, ``Grammar.json_object()``, ``Grammar.lark(text)`` (Lark, with
+    llguidance's ``%json {schema}`` for embedded JSON), ``Grammar.ebnf(text)`` (Lark or GBNF),
+    ``Grammar.regex(pattern)`` or ``Grammar.choice(strings)``; ``text`` is what llguidance's ``LLMatcher`` takes."""
 
     def __init__(self, text: str, kind: str):
         llg = _llguidance()
@@ -82,6 +87,32 @@ class Grammar:
         if not isinstance(text, str) or not text.strip():
             raise ValueError("invalid Lark grammar: expected a non-empty string")
         return cls(_llguidance().LLMatcher.grammar_from_lark(text), "Lark grammar")
+
+    @classmethod
+    def ebnf(cls, text: str) -> "Grammar":
+        """A Lark grammar, or a GBNF one (llama.cpp's: ``root ::= ...``), as vLLM's ``guided_grammar`` takes them."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("invalid grammar: expected a non-empty string")
+        try:
+            made = _llguidance().grammar_from("grammar", text)
+        except ValueError as e:
+            raise ValueError(f"invalid grammar: {e}") from None
+        return cls(made, "grammar")
+
+    @classmethod
+    def regex(cls, pattern: str) -> "Grammar":
+        """Text that matches ``pattern`` whole (Rust's regex syntax: no lookaround or backreferences)."""
+        if not isinstance(pattern, str) or not pattern:
+            raise ValueError("invalid regex: expected a non-empty string")
+        return cls(_llguidance().LLMatcher.grammar_from_regex(pattern), "regex")
+
+    @classmethod
+    def choice(cls, options: Sequence[str]) -> "Grammar":
+        """Exactly one of ``options`` (strings)."""
+        if isinstance(options, str) or not isinstance(options, (list, tuple)) or not options or not all(
+                isinstance(o, str) and o for o in options):
+            raise ValueError("invalid choice: expected a non-empty list of non-empty strings")
+        return cls(_llguidance().grammar_from("choice", list(options)), "choice")
 
     def __repr__(self):
         return f"Grammar({self.kind})"
@@ -156,24 +187,57 @@ def grammar_tokenizer(tokenizer, vocab_size: int, eos_token_id: Union[int, Seque
     return made
 
 
+class GrammarError(RuntimeError):
+    """A row's grammar cannot go on: it allows no token of the vocabulary (a character the tokenizer cannot
+    spell), the other processors rule out every token it allows, or its matcher failed. Only that row's
+    generation is at fault: the completions server fails its request alone."""
+
+
 class RowConstraint:
     """One row's matcher: ``mask(scores)`` sets the scores of the tokens the grammar does not allow next to -inf
     (in place; ``scores`` (V,) or (1, V) float32), ``advance(token)`` feeds it the token chosen. ``done``: the
-    grammar is complete and allows nothing but the end of the sequence."""
+    grammar is complete and allows nothing but the end of the sequence; ``fork()``: an independent copy (a beam
+    that continues this one in two ways).
+
+    A token that another processor forces (every other score already -inf) and the grammar does not allow stands
+    outside the grammar when it is the first token (BART's and mBART's forced first token: the grammar starts after
+    it) or an end token (a forced end at the length limit: the output stops there, incomplete); anywhere else a
+    row with no allowed token raises GrammarError."""
 
     def __init__(self, grammar: Grammar, lltokenizer):
         llg = _llguidance()
         self._matcher = llg.LLMatcher(lltokenizer, grammar.text, log_level=0)
         if self._matcher.is_error():
             raise ValueError(f"invalid {grammar.kind}: {self._matcher.get_error()}")
-        self.vocab_size = int(lltokenizer.vocab_size)
+        self.lltokenizer, self.vocab_size = lltokenizer, int(lltokenizer.vocab_size)
+        self._ends = frozenset(int(t) for t in lltokenizer.eos_tokens)
         self._bits = llg.numpy.allocate_token_bitmask(1, self.vocab_size)
         self._fill = llg.numpy.fill_next_token_bitmask
-        self.history: List[int] = []  # the tokens consumed so far
+        self._allowed: Optional[np.ndarray] = None  # the next token's allowed set, until the matcher advances
+        self._outside: Optional[int] = None  # a forced token the last mask let through outside the grammar
+        self.history: List[int] = []  # the tokens taken so far (the grammar's, and forced ones outside it)
 
     @property
     def done(self) -> bool:
         return self._matcher.is_stopped()
+
+    def fork(self) -> "RowConstraint":
+        other = object.__new__(RowConstraint)
+        other.__dict__.update(self.__dict__)
+        other._matcher = self._matcher.deep_copy()
+        other._bits = _llguidance().numpy.allocate_token_bitmask(1, self.vocab_size)
+        other.history = list(self.history)
+        return other
+
+    def allowed(self) -> np.ndarray:
+        """(vocab_size,) bool: the tokens the grammar allows next."""
+        if self._allowed is None:
+            if self._matcher.is_error():
+                raise GrammarError(f"the grammar's matcher failed: {self._matcher.get_error()}")
+            self._fill(self._matcher, self._bits, 0)
+            self._allowed = np.unpackbits(self._bits.view(np.uint8), bitorder="little", count=self.vocab_size).view(
+                bool)
+        return self._allowed
 
     def mask(self, scores: np.ndarray) -> np.ndarray:
         if not scores.flags["C_CONTIGUOUS"] or not scores.flags["WRITEABLE"]:
@@ -184,24 +248,59 @@ class RowConstraint:
         if scores.ndim not in (1, 2) or scores.size != scores.shape[-1] or scores.shape[-1] < self.vocab_size:
             raise ValueError(f"RowConstraint.mask: scores must be one row, (V,) or (1, V), at least "
                              f"{self.vocab_size} wide (the grammar's vocabulary), got shape {scores.shape}")
-        self._fill(self._matcher, self._bits, 0)
-        allowed = np.unpackbits(self._bits.view(np.uint8), bitorder="little", count=self.vocab_size).view(bool)
-        row = scores.reshape(-1)
+        allowed, row = self.allowed(), scores.reshape(-1)
+        live = row > -np.inf
+        self._outside = None
+        if not (live[:self.vocab_size] & allowed).any():
+            forced = np.flatnonzero(live)
+            if len(forced) == 1 and (int(forced[0]) in self._ends or not self.history):
+                self._outside = int(forced[0])
+                return scores
+            raise GrammarError(self._dead_end(allowed.any()))
         row[:self.vocab_size][~allowed] = -np.inf
         row[self.vocab_size:] = -np.inf
         return scores
 
+    def _dead_end(self, any_allowed: bool) -> str:
+        after = repr(self.lltokenizer.decode_str(self.history)[-40:]) if self.history else "the start"
+        if not any_allowed:
+            return (f"the grammar allows no token of this model's vocabulary after {after}: the tokenizer cannot "
+                    "spell what it requires next")
+        return (f"the other settings (min_length, forced tokens, ...) rule out every token the grammar allows after "
+                f"{after}")
+
     def advance(self, token: int) -> None:
-        if not self._matcher.consume_token(int(token)):
-            raise RuntimeError(f"the grammar refused token {int(token)} it allowed: {self._matcher.get_error()}")
-        self.history.append(int(token))
+        token = int(token)
+        if token == self._outside:  # a forced token outside the grammar (see the class)
+            self._outside = None
+        elif not self._matcher.consume_token(token):
+            raise GrammarError(f"the grammar refused token {token}: {self._matcher.get_error()}")
+        self._allowed = None
+        self.history.append(token)
+
+    def try_advance(self, token: int) -> bool:
+        """advance, False (the row then unusable) where the grammar refuses the token."""
+        try:
+            self.advance(token)
+        except GrammarError:
+            return False
+        return True
 
 
 class GrammarLogitsProcessor:
     """A logits processor for ``generate(..., logits_processor=...)``: each row's output (the tokens after the
-    ones it was first called with) must match ``grammar``; the row ends (with ``eos_token_id``, which must be among
-    generate's end tokens) when the grammar is complete. Greedy search and sampling (``num_return_sequences`` rows
-    each constrained alike); not beam search, whose rows change places between steps.
+    ones it was first called with: a decoder's prompt, an encoder-decoder's start token) must match ``grammar``; the
+    row ends (with ``eos_token_id``, which must be among generate's end tokens) when the grammar is complete. Greedy
+    search, sampling (``num_return_sequences`` rows each constrained alike), beam search and beam sampling, for
+    decoders and encoder-decoders (T5, BART, Marian).
+
+    Rows are matched to their grammar state by their output so far, not by their place: a row whose output is a
+    row of the last call's plus one token continues that row's matcher (forked, a deep copy, when beam search
+    continues one beam in several ways), rows with the same output share one matcher and one mask, and the states
+    no row continues are dropped. A row that ended (an end token in its output) may only repeat an end token; a
+    beam that ran on a token the grammar refused (beam search keeps K beams even when fewer continuations are
+    allowed; its score is already -inf) gets -inf everywhere. A row the grammar allows no token raises
+    GrammarError.
 
     Args:
         tokenizer: forgegrad's tokenizer of the checkpoint (``load_tokenizer``) or a ``tokenizers.Tokenizer``.
@@ -215,29 +314,47 @@ class GrammarLogitsProcessor:
             raise TypeError(f"GrammarLogitsProcessor: grammar must be a Grammar, got {type(grammar).__name__}")
         self.grammar, self.eos = grammar, eos_token_id
         self.lltokenizer = grammar_tokenizer(tokenizer, vocab_size, eos_token_id)
-        self.rows: Optional[List[RowConstraint]] = None
         self.start = 0  # the length of the sequences at the first call: the output begins there
-        self._ends = set(self.lltokenizer.eos_tokens)
+        self._ends = frozenset(int(t) for t in self.lltokenizer.eos_tokens)
+        self._states: Optional[Dict[tuple, Optional[RowConstraint]]] = None  # by output; None: the grammar refused it
 
     def __call__(self, sequences: np.ndarray, scores: np.ndarray) -> np.ndarray:
         sequences = np.asarray(sequences)
-        if self.rows is None:
-            self.rows, self.start = [RowConstraint(self.grammar, self.lltokenizer) for _ in sequences], \
-                sequences.shape[1]
-        if len(self.rows) != len(sequences):
-            raise ValueError(f"GrammarLogitsProcessor: made for {len(self.rows)} rows, called with {len(sequences)} "
-                             "(one processor per generate call)")
+        if self._states is None:
+            self._states, self.start = {(): RowConstraint(self.grammar, self.lltokenizer)}, sequences.shape[1]
+        if sequences.ndim != 2 or sequences.shape[1] < self.start:
+            raise ValueError(f"GrammarLogitsProcessor: sequences must be (rows, L >= {self.start}), the length at the "
+                             f"first call (one processor per generate call), got shape {sequences.shape}")
         scores = np.array(scores, dtype=np.float32)
-        for r, (row, seq) in enumerate(zip(self.rows, sequences)):
-            out, n = seq[self.start:], len(row.history)
-            if n and row.history[-1] in self._ends:
-                continue  # finished: generate pads it
-            if len(out) not in (n, n + 1) or list(out[:n]) != row.history:  # one new token a call
-                raise ValueError("GrammarLogitsProcessor: the rows skipped steps or changed places (beam search "
-                                 "is not supported: use num_beams=1)")
-            if len(out) == n + 1:
-                row.advance(out[-1])
-                if out[-1] in self._ends:
-                    continue
-            row.mask(scores[r])
+        outs = [tuple(seq) for seq in sequences[:, self.start:].tolist()]
+        forks = Counter(o[:-1] for o in set(outs) if o and o not in self._states)
+        states: Dict[tuple, Optional[RowConstraint]] = {}
+        ends = list(self._ends)
+        for r, out in enumerate(outs):
+            if not self._ends.isdisjoint(out):  # ended: generate pads it (a beam runs on only where nothing else can)
+                kept = scores[r, ends].copy()
+                scores[r] = -np.inf
+                scores[r, ends] = kept
+                continue
+            if out not in states:
+                states[out] = self._state(out, forks)
+            if states[out] is None:
+                scores[r] = -np.inf
+            else:
+                states[out].mask(scores[r])
+        self._states = states
         return scores
+
+    def _state(self, out: tuple, forks: Counter) -> Optional[RowConstraint]:
+        """The matcher of a row whose output is ``out`` (None where the grammar refuses it)."""
+        if out in self._states:  # no new token since the last call
+            return self._states[out]
+        if out and out[:-1] in self._states:
+            parent = self._states[out[:-1]]
+            if parent is None:
+                return None
+            row = parent.fork() if forks[out[:-1]] > 1 else parent
+            return row if row.try_advance(out[-1]) else None
+        # not one token after a row of the last call: the whole output replayed on a new matcher
+        row = RowConstraint(self.grammar, self.lltokenizer)
+        return row if all(row.try_advance(t) for t in out) else None
