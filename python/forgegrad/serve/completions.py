@@ -148,11 +148,11 @@ class TextGenerator:
             raise CompletionError(400, str(e), "messages") from None
 
     def constraint(self, req: CompletionRequest):
-        """A new row constraint for a request with structured outputs (``req.grammar``), else None."""
-        if req.grammar is None:
-            return None
-        from ..models.hf.constrained import RowConstraint, grammar_tokenizer
-        return RowConstraint(req.grammar, grammar_tokenizer(self.tokenizer, self.model.vocab_size, sorted(self.eos)))
+        """A new row constraint for a request with structured outputs (``req.grammar``), else None (a CompletionError
+        400 naming the field where the grammar does not fit this model's tokenizer)."""
+        from ..models.hf.logits_processors import output_vocab_size
+        from .structured import check_grammar
+        return check_grammar(req, self.tokenizer, output_vocab_size(self.model), sorted(self.eos))
 
     def token_ids(self, prompt: Prompt, index: int) -> List[int]:
         """The prompt's token ids, checked against the vocabulary (CompletionError 400)."""
@@ -232,6 +232,7 @@ class TextGenerator:
 
         from .. import manual_seed
         from ..models.hf import generate
+        from ..models.hf.constrained import GrammarError
         text = self.stream(req, ids, on_text)
         logits = []  # this step's logits, when the stream takes log-probabilities
 
@@ -276,6 +277,9 @@ class TextGenerator:
                      on_logits=logits.append if (text.top is not None or text.ranked) else None)
         except _Finished:
             pass
+        except GrammarError as e:  # this request's grammar cannot go on with this model: a 400 for it
+            from .structured import row_failed
+            raise row_failed(req, e) from None
         return text.result()
 
 
@@ -338,9 +342,11 @@ def create_completions_app(config: GenerationServeConfig):
             gen.check_length(len(ids), req.max_tokens)
         rows = req.candidates  # a row per choice (per best_of candidate)
         prompt_ids = [ids for ids in prompt_ids for _ in range(rows)]
-        if req.grammar is not None and (gen.seq2seq or not gen.eos):
-            raise CompletionError(400, "structured outputs need a decoder-only model with an end-of-sequence token",
-                                  "tool_choice" if req.forced_tools is not None else "response_format")
+        if req.grammar is not None:  # checked here on the tokenizer (a 400 naming the field), then made per row
+            if not gen.eos:
+                raise CompletionError(400, "structured outputs need a model with an end-of-sequence token",
+                                      req.grammar_param)
+            await asyncio.get_running_loop().run_in_executor(None, gen.constraint, req)  # off the event loop
         if req.echo and gen.seq2seq:
             raise CompletionError(400, "echo needs a decoder-only model (an encoder-decoder's prompt is not part of "
                                        "its output)", "echo")
@@ -406,7 +412,9 @@ def create_completions_app(config: GenerationServeConfig):
                         continue
                     if item.exception() is not None:
                         log.error("generation failed", exc_info=item.exception())
-                        yield event(CompletionError(500, f"internal error ({type(item.exception()).__name__})").body())
+                        failed = item.exception()
+                        yield event(failed.body() if isinstance(failed, CompletionError) else CompletionError(
+                            500, f"internal error ({type(failed).__name__})").body())
                         break
                     results = item.result()
                     for i, r in enumerate(results):

@@ -223,7 +223,8 @@ class BatchEngine:
         """Fail a job whose prefill or admission broke: its waiting prompts go, its future gets the error."""
         self.prefills = [p for p in self.prefills if p.job is not job]
         if not job.future.done():
-            job.future.set_exception(error)
+            from .structured import row_failed
+            job.future.set_exception(row_failed(job.req, error))
 
     @staticmethod
     def _select(req, logits, rng, prompt, output, constraint=None):
@@ -261,7 +262,12 @@ class BatchEngine:
                 row.stream.cancel()
                 ended.append(row)
                 continue
-            row.token = int(self._pick(row, logits[b:b + 1]))
+            try:
+                row.token = int(self._pick(row, logits[b:b + 1]))
+            except Exception as e:  # this row's pick failed (its grammar cannot go on): its request alone fails
+                self._fail_row(row, e)
+                ended.append(row)
+                continue
             # the log-softmax of this row's own logits (before penalties), only for a row that streams them, and the
             # chosen token's value for a best_of candidate (ranked by their sum)
             lp = None if row.stream.top is None else step_entry(logits[b], row.token, row.stream.top)
@@ -274,6 +280,18 @@ class BatchEngine:
             self._finish(row)
         if ended:
             self._leave(ended)
+
+    @staticmethod
+    def _fail_row(row: _Row, error: Exception) -> None:
+        """Fail a row's request (a 400 where its grammar cannot go on: structured.row_failed); its other rows leave
+        at the next step, the other requests decode on."""
+        from .structured import row_failed
+        failed = row_failed(row.job.req, error)
+        if failed is error:
+            log.error("picking a row's next token failed", exc_info=error)
+        row.stream.cancel()
+        if not row.job.future.done():
+            row.job.future.set_exception(failed)
 
     def _decode(self, tokens: np.ndarray, positions: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """One batched decode step: every slot's next-token logits (slots, V)."""
