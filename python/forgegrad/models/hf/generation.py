@@ -134,7 +134,7 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
         logits_processor: a callable ``f(sequences, scores) -> scores`` (or a list of them) run after those,
             as transformers' ``logits_processor``: ``sequences`` (rows, L) the tokens so far, ``scores``
             (rows, V) float32 for the next one (log-probabilities in beam search). Structured outputs (a JSON
-            schema, a Lark grammar): ``constrained.GrammarLogitsProcessor`` (llguidance; not with beam search).
+            schema, a regex, a Lark grammar): ``constrained.GrammarLogitsProcessor`` (llguidance; beam search too).
         num_return_sequences: R sequences per prompt, as transformers returns them: with beam search the R
             best hypotheses (R <= ``num_beams``), best first; when sampling, R draws; greedy takes only 1.
         on_logits: called at every step with the model's logits (rows, V) for the next token, before any
