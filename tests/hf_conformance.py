@@ -154,16 +154,17 @@ def counting_lean_prefill():
         D.LeanDecoder.prefill = prefill
 
 
-def chat_tokenizer(template):
+def chat_tokenizer(template, corpus: str = "hello world, a tiny corpus for a tiny tokenizer", every_byte=True):
     """A PreTrainedTokenizerFast over a byte-level BPE trained on a tiny corpus (280 tokens, ids 0 and 1 the
-    special tokens <|im_start|> and <|im_end|>, also bos and eos) with ``template`` as its chat template."""
+    special tokens <|im_start|> and <|im_end|>, also bos and eos) with ``template`` as its chat template.
+    ``every_byte`` False: its alphabet is only the corpus's characters (it cannot spell any other)."""
     import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(), decoders.ByteLevel()
-    tok.train_from_iterator(["hello world, a tiny corpus for a tiny tokenizer"] * 10,
-                            trainers.BpeTrainer(vocab_size=280, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                special_tokens=["<|im_start|>", "<|im_end|>"]))
+    alphabet = pre_tokenizers.ByteLevel.alphabet() if every_byte else []
+    tok.train_from_iterator([corpus] * 10, trainers.BpeTrainer(vocab_size=280, initial_alphabet=alphabet,
+                                                               special_tokens=["<|im_start|>", "<|im_end|>"]))
     fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>",
                                                 eos_token="<|im_end|>")
     fast.chat_template = template

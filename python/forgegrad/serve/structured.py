@@ -199,15 +199,14 @@ def check_grammar(req, tokenizer, vocab_size: int, eos: List[int]):
     that no token of the vocabulary can start, is a 400 naming the field that asked for it."""
     if req.grammar is None:
         return None
-    from ..models.hf.constrained import RowConstraint, grammar_tokenizer
+    from ..models.hf.constrained import GrammarError, RowConstraint, grammar_tokenizer
     param = req.grammar_param or "response_format"
     try:
         row = RowConstraint(req.grammar, grammar_tokenizer(tokenizer, vocab_size, eos))
-    except ValueError as e:
+        if not row.allowed().any():
+            raise GrammarError(row._dead_end(False))
+    except (ValueError, GrammarError) as e:
         raise CompletionError(400, f"{param}: {e}", param) from None
-    if not row.allowed().any():
-        raise CompletionError(400, f"{param}: no token of this model's vocabulary can start the {req.grammar.kind} "
-                                   "(the tokenizer cannot spell what it requires)", param)
     return row
 
 

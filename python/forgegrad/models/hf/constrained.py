@@ -170,7 +170,10 @@ def grammar_tokenizer(tokenizer, vocab_size: int, eos_token_id: Union[int, Seque
         return cache[key]
     spec = _tokenizer_json(tokenizer)
     if spec is not None:
-        made = llg.LLTokenizer(spec, n_vocab=int(vocab_size), eos_token=eos)
+        try:
+            made = llg.LLTokenizer(spec, n_vocab=int(vocab_size), eos_token=eos)
+        except ValueError as e:
+            raise ValueError(f"structured outputs cannot read this tokenizer (llguidance: {e})") from None
     elif getattr(tokenizer, "name", None) == "bytes":
         made = llg.LLTokenizer(llg.TokenizerWrapper(_ByteTokens(int(vocab_size), eos[0])), n_vocab=int(vocab_size),
                                eos_token=eos)
@@ -232,9 +235,12 @@ class RowConstraint:
     def allowed(self) -> np.ndarray:
         """(vocab_size,) bool: the tokens the grammar allows next."""
         if self._allowed is None:
-            if self._matcher.is_error():
-                raise GrammarError(f"the grammar's matcher failed: {self._matcher.get_error()}")
-            self._fill(self._matcher, self._bits, 0)
+            m = self._matcher
+            if m.is_error():
+                raise GrammarError(f"the grammar's matcher failed: {m.get_error().splitlines()[0][:200]}")
+            self._fill(m, self._bits, 0)
+            if m.is_stopped() and not m.is_accepting():  # the fill found no token to go on: it allows only the end
+                raise GrammarError(self._dead_end(False))
             self._allowed = np.unpackbits(self._bits.view(np.uint8), bitorder="little", count=self.vocab_size).view(
                 bool)
         return self._allowed
@@ -274,7 +280,7 @@ class RowConstraint:
         if token == self._outside:  # a forced token outside the grammar (see the class)
             self._outside = None
         elif not self._matcher.consume_token(token):
-            raise GrammarError(f"the grammar refused token {token}: {self._matcher.get_error()}")
+            raise GrammarError(f"the grammar refused token {token}: {self._matcher.get_error().splitlines()[0][:200]}")
         self._allowed = None
         self.history.append(token)
 
