@@ -46,16 +46,20 @@ def _top(values: np.ndarray, k: int) -> np.ndarray:
 
 def search(first_logits: np.ndarray, next_logits: Callable[[np.ndarray, np.ndarray], np.ndarray], batch: int,
            num_beams: int, max_new_tokens: int, eos: Sequence[int], fill: int, length_penalty: float,
-           early_stopping: Union[bool, str], process, prefix: np.ndarray, num_return: int = 1, sampler=None):
+           early_stopping: Union[bool, str], process, prefix: np.ndarray, num_return: int = 1, sampler=None,
+           stop=None):
     """(tokens (B, R, max_new_tokens), lengths (B, R)) of each batch item's R = ``num_return`` best hypotheses,
     best first (transformers' ``num_return_sequences``).
 
     ``next_logits(tokens (B*K,), rows (B*K,))``: reorder the cache so that row r holds what row rows[r] held,
     feed token r to row r, return the logits (B*K, V). ``process``: the LogitsProcessors, given each row's
     sequence so far (``prefix`` (B*K, P), the prompt or the decoder start, then the row's new tokens).
-    ``sampler`` (a sampling.Sampler): beam sampling, as transformers' ``_beam_search`` with do_sample: its warpers
-    on the log-probabilities (keeping 1 + #eos tokens a row), then the continuations drawn without replacement
-    from softmax of the accumulated scores, best first, instead of the top ones."""
+    ``sampler`` (a sampling.Sampler) with do_sample: beam sampling, as transformers' ``_beam_search`` with
+    do_sample: its warpers on the log-probabilities (keeping 1 + #eos tokens a row), then the continuations drawn
+    without replacement from softmax of the accumulated scores, best first, instead of the top ones; with
+    ``renormalize`` (renormalize_logits), the processed and warped scores' log-softmax. ``stop`` (a
+    stopping.Stopping): transformers' other stopping criteria (stop strings, max_time) on each continuation's
+    whole sequence: one that meets them ends, as one ending with an end token does."""
     B, K = batch, num_beams
     keep = max(2, 1 + len(eos)) * K
     top_mask = np.arange(keep) < K
@@ -74,11 +78,13 @@ def search(first_logits: np.ndarray, next_logits: Callable[[np.ndarray, np.ndarr
         logp = _log_softmax(logits)
         if process.active:  # on the log-probabilities, as transformers' beam search applies them
             logp = process(np.concatenate([prefix, running.reshape(B * K, -1)[:, :n]], axis=1), logp)
-        if sampler is not None:
+        if sampler is not None and sampler.do_sample:
             logp = sampler.warp(logp, min_keep=1 + max(1, len(eos))).astype(np.float32)
+        if sampler is not None and sampler.renormalize:
+            logp = _log_softmax(logp)
         V = logp.shape[-1]
         acc = (logp.reshape(B, K, V) + run_scores[:, :, None]).reshape(B, K * V)
-        if sampler is None:
+        if sampler is None or not sampler.do_sample:
             idx = _top(acc, keep)
         else:  # drawn, then ordered best first as transformers sorts them
             idx = draw_without_replacement(acc, keep, sampler.rng)
@@ -88,6 +94,10 @@ def search(first_logits: np.ndarray, next_logits: Callable[[np.ndarray, np.ndarr
         top_seqs = running[b_index, src]  # (B, keep, max_new) copies
         top_seqs[:, :, n] = tok
         hits = np.isin(tok, eos_ids) | (n + 1 >= max_new_tokens)
+        if stop is not None and stop.active:
+            whole = np.concatenate([np.broadcast_to(prefix.reshape(B, K, -1)[:, :1], (B, keep, prefix.shape[1])),
+                                    top_seqs[:, :, :n + 1]], axis=2)
+            hits |= stop(whole.reshape(B * keep, -1)).reshape(B, keep)
         # the best K that did not end run on
         run_lp = (top_lp + hits.astype(np.float32) * _NEG).astype(np.float32)
         nxt = _top(run_lp, K)
@@ -138,7 +148,8 @@ def fill_token(pad, eos: List[int]) -> int:
 
 
 def beam_decoder(model, ids: np.ndarray, mask: np.ndarray, num_beams: int, max_new_tokens: int, eos: List[int],
-                 pad, length_penalty: float, early_stopping, process, num_return: int = 1, sampler=None) -> np.ndarray:
+                 pad, length_penalty: float, early_stopping, process, num_return: int = 1, sampler=None,
+                 stop=None) -> np.ndarray:
     """Beam search after left-padded prompts ids (B, T): (B * R, T + n), each prompt's R = ``num_return`` best
     hypotheses (prompt-major, best first), n the longest returned hypothesis."""
     from ...autograd import no_grad
@@ -166,14 +177,14 @@ def beam_decoder(model, ids: np.ndarray, mask: np.ndarray, num_beams: int, max_n
             return model(tokens[:, None], state["mask"], state["last"][:, None], cache=cache).numpy()[:, -1]
 
     seqs, lengths = search(first, next_logits, B, K, max_new_tokens, eos, fill_token(pad, eos), length_penalty,
-                           early_stopping, process, np.repeat(ids, K, axis=0), num_return, sampler)
+                           early_stopping, process, np.repeat(ids, K, axis=0), num_return, sampler, stop)
     seqs = seqs.reshape(B * num_return, max_new_tokens)
     return np.concatenate([np.repeat(ids, num_return, axis=0), seqs[:, :lengths.max()]], axis=1)
 
 
 def beam_seq2seq(model, ids: np.ndarray, mask: Optional[np.ndarray], num_beams: int, max_new_tokens: int,
                  eos: List[int], pad, length_penalty: float, early_stopping, process,
-                 num_return: int = 1, sampler=None) -> np.ndarray:
+                 num_return: int = 1, sampler=None, stop=None) -> np.ndarray:
     """Beam search of an encoder-decoder: (B * R, 1 + n), the decoder start token first; each prompt's
     R = ``num_return`` best hypotheses (prompt-major, best first)."""
     from ...autograd import no_grad
@@ -201,6 +212,6 @@ def beam_seq2seq(model, ids: np.ndarray, mask: Optional[np.ndarray], num_beams: 
             return step(tokens)
 
     seqs, lengths = search(first, next_logits, B, K, max_new_tokens, eos, fill_token(pad, eos), length_penalty,
-                           early_stopping, process, np.full((B * K, 1), start, np.int64), num_return, sampler)
+                           early_stopping, process, np.full((B * K, 1), start, np.int64), num_return, sampler, stop)
     seqs = seqs.reshape(B * num_return, max_new_tokens)
     return np.concatenate([np.full((B * num_return, 1), start, np.int64), seqs[:, :lengths.max()]], axis=1)

@@ -16,8 +16,10 @@ from ...autograd import no_grad
 from ._decode import LeanDecoder, lean_path_applies
 from ._decode_seq2seq import lean_seq2seq_step
 from ._layers import ids_array, mask_array
+from .generation_settings import EXTRA_SETTINGS, read_settings, warn_unread_settings
 from .logits_processors import LogitsProcessors, generation_source, output_vocab_size, resolve, token_setting
 from .sampling import Sampler, select_next
+from .stopping import Stopping
 
 __all__ = ["generate", "select_next"]
 
@@ -96,7 +98,11 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
              min_length: Optional[int] = None, repetition_penalty: Optional[float] = None,
              logits_processor=None, num_return_sequences: Optional[int] = None,
              on_logits: Optional[Callable[[np.ndarray], None]] = None, forced_bos_token_id=UNSET,
-             forced_eos_token_id=UNSET) -> np.ndarray:
+             forced_eos_token_id=UNSET, *, suppress_tokens=UNSET, begin_suppress_tokens=UNSET, bad_words_ids=UNSET,
+             sequence_bias=UNSET, typical_p=UNSET, epsilon_cutoff=UNSET, eta_cutoff=UNSET, renormalize_logits=UNSET,
+             exponential_decay_length_penalty=UNSET, encoder_repetition_penalty=UNSET,
+             encoder_no_repeat_ngram_size=UNSET, min_new_tokens=UNSET, remove_invalid_values=UNSET,
+             stop_strings=UNSET, max_time=UNSET, tokenizer=None) -> np.ndarray:
     """Continue each prompt by up to ``max_new_tokens`` tokens.
 
     The settings left at None (``max_new_tokens``, ``do_sample``, ``temperature``, ``num_beams``,
@@ -142,6 +148,23 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
         forced_bos_token_id, forced_eos_token_id: the token forced as the first new one (mBART-50's and NLLB's
             target language) and at the last place (transformers' processors). Left out: the checkpoint's
             (generation_config.json's, else config.json's); None: none.
+        suppress_tokens, begin_suppress_tokens, bad_words_ids, sequence_bias, encoder_repetition_penalty,
+        encoder_no_repeat_ngram_size, min_new_tokens, exponential_decay_length_penalty, remove_invalid_values:
+            transformers' processors, in its order (logits_processors.py): token ids never generated / not as the
+            first new token; token sequences never completed ([[ids], ...]); a bias added where a sequence would be
+            completed ([[[ids], bias], ...] or {(ids): bias}); the prompt's (an encoder-decoder's encoder input's)
+            tokens favoured (> 1) or not (< 1), its n-grams never repeated; no end token before that many new
+            tokens; (start, factor): the end tokens' scores growing after ``start`` new tokens; NaN and inf scores
+            made finite.
+        typical_p, epsilon_cutoff, eta_cutoff: transformers' sampling warpers after ``min_p`` (only when sampling):
+            the tokens whose surprise is closest to the entropy up to that mass (1: none); the tokens less likely
+            than epsilon dropped; than min(eta, sqrt(eta) exp(-entropy)) (0: none). ``renormalize_logits``: the
+            scores' log-softmax after every processor and warper (beam search then ranks renormalized scores).
+        stop_strings, max_time: a row ends when one of the strings ends inside its newest token (needs
+            ``tokenizer``: load_tokenizer's or a transformers tokenizer); every row ends after that many seconds.
+            Each of these settings left out: generation_config.json's, else none; None given: none. Settings of
+            transformers' GenerationConfig that change the tokens and are not read here (num_beam_groups,
+            penalty_alpha, guidance_scale, top_h, ...) are named in a warning when generation_config.json sets them.
 
     Returns:
         (B * R, T + n) int64 array, R = ``num_return_sequences`` rows per prompt (prompt-major): the prompts
@@ -150,7 +173,15 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
         tokens as transformers returns them: (B * R, 1 + n), decoder_start_token_id first.
     """
     model = _decoder(model)
-    sampler = _sampler(model, do_sample, temperature, top_k, top_p, min_p)
+    warn_unread_settings(model)
+    given = {name: value for name, value in zip(EXTRA_SETTINGS, (
+        suppress_tokens, begin_suppress_tokens, bad_words_ids, sequence_bias, typical_p, epsilon_cutoff, eta_cutoff,
+        renormalize_logits, exponential_decay_length_penalty, encoder_repetition_penalty,
+        encoder_no_repeat_ngram_size, min_new_tokens, remove_invalid_values, stop_strings, max_time))
+        if value is not UNSET}
+    extra = read_settings(model, given, output_vocab_size(model))
+    stopping = Stopping(extra["max_time"], extra["stop_strings"], tokenizer)
+    sampler = _sampler(model, do_sample, temperature, top_k, top_p, min_p, extra)
     do_sample = sampler.do_sample
     num_beams = resolve(model, "num_beams", num_beams, 1)
     beams = _check_beams(num_beams, resolve(model, "length_penalty", length_penalty, 1.0),
@@ -169,7 +200,7 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
                  _forced(model, "forced_eos_token_id", forced_eos_token_id))
     if getattr(model, "is_encoder_decoder", False):
         return _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, sampler, eos_token_id,
-                                 pad_token_id, streamer, beams, settings, returns, on_logits)
+                                 pad_token_id, streamer, beams, settings, returns, on_logits, extra, stopping)
     if not hasattr(model, "new_cache"):
         raise TypeError(f"generate: {type(model).__name__} is not a decoder (expected GPT2LMHeadModel or "
                         "a Llama-style decoder: Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 1, 2 or 3, Mixtral, "
@@ -183,10 +214,12 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
     mask = np.ones((B, T), bool) if mask is None else mask
     if not mask.any(axis=1).all():
         raise ValueError("generate: every prompt needs at least one real token (attention_mask row of zeros)")
+    prompts = ids
     if returns > 1 and beams is None:  # sampling: each prompt R times (beam search expands its own rows)
         ids, mask = np.repeat(ids, returns, axis=0), np.repeat(mask, returns, axis=0)
         B = B * returns
-    process = _processors(model, settings, eos, T + max_new_tokens, padding=mask.argmax(axis=1))
+    process = _processors(model, settings, eos, T + max_new_tokens, padding=mask.argmax(axis=1), extra=extra,
+                          prompt_length=T, encoder_ids=prompts)
     # transformers' positions for left padding: real tokens count from 0, padding gets position 1
     positions = np.where(mask, np.cumsum(mask, axis=1) - 1, 1)
     last = positions[:, -1].copy()
@@ -197,9 +230,9 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
         if max_new_tokens == 0:
             return np.repeat(ids, returns, axis=0)
         from .beam_search import beam_decoder
-        K, penalty, stopping = beams
-        return beam_decoder(model, ids, mask, K, max_new_tokens, eos, pad, penalty, stopping, process, returns,
-                            sampler if sampler.do_sample else None)
+        K, penalty, early = beams
+        return beam_decoder(model, ids, mask, K, max_new_tokens, eos, pad, penalty, early, process, returns,
+                            sampler, stopping)
     out = np.empty((B, T + max_new_tokens), np.int64)
     out[:, :T] = ids
     if max_new_tokens == 0:
@@ -223,6 +256,8 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
                 finished |= np.isin(nxt, eos)
             out[:, T + n] = nxt
             n += 1
+            if stopping.active:  # as transformers: a row stopped so gets the pad token only where there are eos ids
+                finished |= stopping(out[:, :T + n])
             if streamer is not None:
                 streamer(nxt.copy())
             if n == max_new_tokens or finished.all():
@@ -259,10 +294,12 @@ def _check_beams(num_beams, length_penalty, early_stopping, streamer):
     return int(num_beams), float(length_penalty), early_stopping
 
 
-def _sampler(model, do_sample, temperature, top_k, top_p, min_p) -> Sampler:
+def _sampler(model, do_sample, temperature, top_k, top_p, min_p, extra=None) -> Sampler:
     """The Sampler of (do_sample, temperature, top_k, top_p, min_p) as given, else generation_config.json's, else
     transformers' defaults (False, 1.0, 50, 1.0, none); the config's sampling settings only when sampling. top_k 0
-    is None (none)."""
+    is None (none). ``extra`` (read_settings'): typical_p, epsilon_cutoff, eta_cutoff when sampling, and
+    renormalize_logits."""
+    extra = extra or {}
     do_sample = resolve(model, "do_sample", do_sample, False)
     if not isinstance(do_sample, bool):
         raise TypeError(f"generate: do_sample must be a bool, got {type(do_sample).__name__}")
@@ -280,7 +317,9 @@ def _sampler(model, do_sample, temperature, top_k, top_p, min_p) -> Sampler:
         top_k = None if top_k is UNSET else top_k
         top_p = None if top_p is UNSET else top_p
         min_p = None if min_p is UNSET else min_p
-    return Sampler(do_sample, temperature, top_k, top_p, min_p)
+    warpers = {name: extra.get(name) if do_sample else None for name in ("typical_p", "epsilon_cutoff", "eta_cutoff")}
+    return Sampler(do_sample, temperature, top_k, top_p, min_p, **warpers,
+                   renormalize=bool(extra.get("renormalize_logits")))
 
 
 def _num_return_sequences(value, num_beams: int, do_sample: bool) -> int:
@@ -324,9 +363,27 @@ def _extra_processors(value) -> list:
     return list(fns)
 
 
-def _processors(model, settings, eos: List[int], max_length: int, padding=None) -> LogitsProcessors:
-    ngram, min_len, repetition, extra, forced_bos, forced_eos = settings
-    return LogitsProcessors(ngram, min_len, eos, forced_bos, forced_eos, max_length, repetition, padding, extra)
+def _processors(model, settings, eos: List[int], max_length: int, padding=None, extra=None, prompt_length: int = 1,
+                encoder_ids=None) -> LogitsProcessors:
+    """The LogitsProcessors of ``settings`` and ``extra`` (read_settings') for sequences that start with
+    ``prompt_length`` tokens (a decoder's prompt, an encoder-decoder's start token); ``encoder_ids``: the prompts
+    (an encoder-decoder's encoder input) before any repeat, as transformers' encoder processors take them."""
+    ngram, min_len, repetition, fns, forced_bos, forced_eos = settings
+    extra = extra or {}
+    if extra.get("min_new_tokens"):  # transformers: min_length becomes the prompt + min_new_tokens
+        min_len = extra["min_new_tokens"] + prompt_length
+    decay = extra.get("exponential_decay_length_penalty")
+    # transformers' begin index: after the forced first token where the sequence starts with one token
+    begin = prompt_length if prompt_length > 1 or forced_bos is None else prompt_length + 1
+    return LogitsProcessors(
+        ngram, min_len, eos, forced_bos, forced_eos, max_length, repetition, padding, fns,
+        sequence_bias=extra.get("sequence_bias"), bad_words_ids=extra.get("bad_words_ids") or (),
+        encoder_ids=encoder_ids, encoder_repetition_penalty=extra.get("encoder_repetition_penalty") or 1.0,
+        encoder_no_repeat_ngram_size=extra.get("encoder_no_repeat_ngram_size") or 0,
+        remove_invalid_values=bool(extra.get("remove_invalid_values")),
+        exponential_decay=None if decay is None else (decay[0] + prompt_length, decay[1]),
+        suppress_tokens=extra.get("suppress_tokens") or (),
+        begin_suppress_tokens=extra.get("begin_suppress_tokens") or (), begin_index=begin)
 
 
 def _forced(model, name: str, value) -> Optional[int]:
@@ -340,7 +397,8 @@ def _forced(model, name: str, value) -> Optional[int]:
 
 
 def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, sampler: Sampler, eos_token_id, pad_token_id,
-                      streamer, beams, settings, returns: int = 1, on_logits=None) -> np.ndarray:
+                      streamer, beams, settings, returns: int = 1, on_logits=None, extra=None,
+                      stopping: Optional[Stopping] = None) -> np.ndarray:
     """The encoder once, then the decoder token by token on a KV cache (the cross-attention keys and
     values computed once)."""
     ids = ids_array(input_ids, "generate", model.vocab_size)
@@ -349,6 +407,7 @@ def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, sampler:
     _check_arguments(model, max_new_tokens, eos_token_id, pad_token_id, streamer)
     eos, pad = special_tokens(model, eos_token_id, pad_token_id)  # finished rows get T5's pad 0, as transformers'
     mask = mask_array(attention_mask, "generate", (B, S))
+    sources = ids
     if returns > 1 and beams is None:  # sampling: each prompt R times (beam search expands its own rows)
         ids = np.repeat(ids, returns, axis=0)
         mask = None if mask is None else np.repeat(mask, returns, axis=0)
@@ -357,14 +416,15 @@ def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, sampler:
         raise ValueError(f"generate: the decoder start token + max_new_tokens ({max_new_tokens}) exceed the "
                          f"model's {model.max_positions} positions")
     out = np.full((B, 1 + max_new_tokens), model.decoder_start_token_id, np.int64)
-    process = _processors(model, settings, eos, 1 + max_new_tokens)
+    process = _processors(model, settings, eos, 1 + max_new_tokens, extra=extra, encoder_ids=sources)
+    stopping = Stopping() if stopping is None else stopping
     if beams is not None:
         if max_new_tokens == 0:
             return np.repeat(out, returns, axis=0)
         from .beam_search import beam_seq2seq
-        K, penalty, stopping = beams
-        return beam_seq2seq(model, ids, mask, K, max_new_tokens, eos, pad, penalty, stopping, process, returns,
-                            sampler if sampler.do_sample else None)
+        K, penalty, early = beams
+        return beam_seq2seq(model, ids, mask, K, max_new_tokens, eos, pad, penalty, early, process, returns,
+                            sampler, stopping)
     finished = np.zeros(B, bool)
     n = 0
     with no_grad():
@@ -387,6 +447,8 @@ def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, sampler:
                 finished |= np.isin(nxt, eos)
             out[:, 1 + n] = nxt
             n += 1
+            if stopping.active:
+                finished |= stopping(out[:, :1 + n])
             if streamer is not None:
                 streamer(nxt.copy())
             if finished.all():

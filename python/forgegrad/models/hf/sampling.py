@@ -1,5 +1,5 @@
-"""Sampling for ``generate``: transformers' logits warpers (temperature, top-k, top-p, min-p, in that order) and
-the draw from forgegrad's generator.
+"""Sampling for ``generate``: transformers' logits warpers (temperature, top-k, top-p, min-p, typical-p, epsilon and
+eta cutoffs, in that order; then ``renormalize_logits``' log-softmax) and the draw from forgegrad's generator.
 
 ``Sampler`` holds one request's settings. ``select_next`` draws one token per row (or takes the argmax);
 beam sampling (``generate(..., num_beams=K, do_sample=True)``) warps the beams' log-probabilities with the same
@@ -15,10 +15,16 @@ import numpy as np
 
 from ...random import generator
 
-__all__ = ["Sampler", "select_next", "check_sampling", "draw_without_replacement"]
+__all__ = ["Sampler", "select_next", "check_sampling", "draw_without_replacement", "typical_filter", "cutoff_filter",
+           "log_softmax"]
 
 
-def check_sampling(do_sample, temperature, top_k, top_p, min_p=None) -> None:
+def _real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def check_sampling(do_sample, temperature, top_k, top_p, min_p=None, typical_p=None, epsilon_cutoff=None,
+                   eta_cutoff=None) -> None:
     """generate's checks of the sampling settings, naming the one that is wrong."""
     if not isinstance(do_sample, bool):
         raise TypeError(f"generate: do_sample must be a bool, got {type(do_sample).__name__}")
@@ -30,19 +36,35 @@ def check_sampling(do_sample, temperature, top_k, top_p, min_p=None) -> None:
         raise ValueError(f"generate: top_p must be a number in (0, 1], got {top_p!r}")
     if min_p is not None and (not isinstance(min_p, numbers.Real) or isinstance(min_p, bool) or not 0 <= min_p <= 1):
         raise ValueError(f"generate: min_p must be a number in [0, 1] (None or 0: no min-p filter), got {min_p!r}")
+    if typical_p is not None and (not _real(typical_p) or not 0 < typical_p <= 1):
+        raise ValueError(f"generate: typical_p must be a number in (0, 1] (None or 1: no typical-p filter), "
+                         f"got {typical_p!r}")
+    for name, value in (("epsilon_cutoff", epsilon_cutoff), ("eta_cutoff", eta_cutoff)):
+        if value is not None and (not _real(value) or not 0 <= value < 1):
+            raise ValueError(f"generate: {name} must be a number in [0, 1) (None or 0: no cutoff), got {value!r}")
 
 
 class Sampler:
     """One request's sampling settings, checked. ``warp(scores)``: the scores divided by the temperature, the
     tokens the filters drop at -inf; ``__call__(logits)``: the next token of each row (argmax when not
-    sampling)."""
+    sampling). ``typical_p`` (1: none), ``epsilon_cutoff`` and ``eta_cutoff`` (0: none) are transformers'
+    TypicalLogitsWarper, EpsilonLogitsWarper and EtaLogitsWarper; ``renormalize`` (``renormalize_logits``): the
+    warped scores' log-softmax, as transformers' LogitNormalization, last (beam search then scores the
+    log-probabilities the processors and warpers left, renormalized)."""
 
     def __init__(self, do_sample: bool, temperature: float = 1.0, top_k: Optional[int] = None,
                  top_p: Optional[float] = None, min_p: Optional[float] = None,
-                 rng: Optional[np.random.Generator] = None):
-        check_sampling(do_sample, temperature, top_k, top_p, min_p)
+                 rng: Optional[np.random.Generator] = None, typical_p: Optional[float] = None,
+                 epsilon_cutoff: Optional[float] = None, eta_cutoff: Optional[float] = None,
+                 renormalize: bool = False):
+        check_sampling(do_sample, temperature, top_k, top_p, min_p, typical_p, epsilon_cutoff, eta_cutoff)
+        if not isinstance(renormalize, bool):
+            raise TypeError(f"generate: renormalize_logits must be a bool, got {renormalize!r}")
         self.do_sample, self.temperature = do_sample, float(temperature)
         self.top_k, self.top_p, self.min_p = top_k or None, top_p, min_p or None
+        self.typical_p = None if typical_p is None or typical_p >= 1 else float(typical_p)
+        self.epsilon, self.eta = epsilon_cutoff or None, eta_cutoff or None
+        self.renormalize = renormalize
         self.rng = generator() if rng is None else rng
 
     def warp(self, scores: np.ndarray, min_keep: int = 1) -> np.ndarray:
@@ -73,17 +95,71 @@ class Sampler:
                 top = np.argsort(-scores, axis=-1, kind="stable")[:, :min_keep]
                 np.put_along_axis(drop, top, False, axis=-1)
             scores = np.where(drop, -np.inf, scores)
+        if self.typical_p is not None:
+            scores = typical_filter(scores, self.typical_p, min_keep)
+        for epsilon, eta in ((self.epsilon, False), (self.eta, True)):
+            if epsilon is not None:
+                scores = cutoff_filter(scores, epsilon, eta, min_keep)
         return scores
 
     def __call__(self, logits: np.ndarray) -> np.ndarray:
         if not self.do_sample:
-            return logits.argmax(axis=-1).astype(np.int64)
+            return (log_softmax(logits) if self.renormalize else logits).argmax(axis=-1).astype(np.int64)
         scores = self.warp(logits)
+        if self.renormalize:
+            scores = log_softmax(scores)
         probs = np.exp(scores - scores.max(-1, keepdims=True))
         cum = np.cumsum(probs, axis=-1)
         draws = self.rng.random(scores.shape[0]) * cum[:, -1]
         picks = np.array([np.searchsorted(c, d, side="right") for c, d in zip(cum, draws)], dtype=np.int64)
         return np.minimum(picks, scores.shape[-1] - 1)
+
+
+def log_softmax(scores: np.ndarray) -> np.ndarray:
+    """Each row's log-softmax (a row of -inf but one finite score keeps its -inf)."""
+    shifted = scores - scores.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def _keep_top(drop: np.ndarray, scores: np.ndarray, min_keep: int) -> np.ndarray:
+    """``drop`` less the ``min_keep`` highest scores of each row: transformers keeps every score at least the
+    ``min_keep``-th highest (``scores < topk(scores, min_keep)[-1]`` is what it may drop)."""
+    k = min(min_keep, scores.shape[-1])
+    kth = np.partition(scores, -k, axis=-1)[:, -k][:, None]
+    return drop & (scores < kth)
+
+
+def typical_filter(scores: np.ndarray, mass: float, min_keep: int = 1) -> np.ndarray:
+    """transformers' TypicalLogitsWarper: the tokens ordered by how far their surprise (-log p) is from the
+    entropy, the closest kept until their probability reaches ``mass`` (each row keeps at least ``min_keep``)."""
+    logp = log_softmax(scores)
+    p = np.exp(logp)
+    with np.errstate(invalid="ignore"):
+        ent = -np.nansum(logp * p, axis=-1, keepdims=True)
+    shifted = np.abs(-logp - ent)
+    order = np.argsort(shifted, axis=-1, kind="stable")
+    sorted_shifted = np.take_along_axis(shifted, order, axis=-1)
+    sorted_scores = np.take_along_axis(scores, order, axis=-1)
+    cum = np.cumsum(np.exp(log_softmax(sorted_scores)), axis=-1)
+    last = np.minimum((cum < mass).sum(axis=-1), scores.shape[-1] - 1)
+    drop_sorted = sorted_shifted > np.take_along_axis(sorted_shifted, last[:, None], axis=-1)
+    drop_sorted[:, :min_keep] = False
+    drop = np.zeros_like(drop_sorted)
+    np.put_along_axis(drop, order, drop_sorted, axis=-1)
+    return np.where(drop, -np.inf, scores)
+
+
+def cutoff_filter(scores: np.ndarray, epsilon: float, eta: bool = False, min_keep: int = 1) -> np.ndarray:
+    """transformers' EpsilonLogitsWarper (tokens of probability below ``epsilon`` dropped) or, ``eta``, its
+    EtaLogitsWarper (below min(epsilon, sqrt(epsilon) * exp(-entropy))); the ``min_keep`` most likely stay."""
+    logp = log_softmax(scores)
+    p = np.exp(logp)
+    cut = epsilon
+    if eta:  # the entropy as torch's Categorical takes it: -inf scores add nothing
+        entropy = -(np.where(np.isneginf(logp), 0.0, logp) * p).sum(-1, keepdims=True)
+        cut = np.minimum(epsilon, np.sqrt(epsilon) * np.exp(-entropy))
+    drop = _keep_top(p < cut, scores, min_keep)
+    return np.where(drop, -np.inf, scores)
 
 
 def select_next(logits: np.ndarray, do_sample: bool = False, temperature: float = 1.0, top_k: Optional[int] = None,

@@ -1,0 +1,143 @@
+"""The generation settings ``generate`` reads beyond its first ones (length, beams, sampling, the end tokens): each
+an argument of ``generate``, else the checkpoint's generation_config.json, checked and named when wrong, with
+transformers 5's meaning. Processors: ``suppress_tokens``, ``begin_suppress_tokens``, ``bad_words_ids``,
+``sequence_bias``, ``encoder_repetition_penalty``, ``encoder_no_repeat_ngram_size``, ``min_new_tokens``,
+``exponential_decay_length_penalty``, ``remove_invalid_values`` (logits_processors.py); sampling warpers:
+``typical_p``, ``epsilon_cutoff``, ``eta_cutoff``, and ``renormalize_logits`` (sampling.py); stopping: ``max_time``
+and ``stop_strings`` (stopping.py; the stop strings need the tokenizer).
+
+Settings of transformers' GenerationConfig that change the tokens but that forgegrad does not read (group beam
+search, contrastive search, DoLa, classifier-free guidance, top-h, watermarking, constraints, token healing) are
+named in one warning when generation_config.json sets them; the rest (cache, output and assistant settings) do not
+change the tokens. Keys transformers does not know are ignored, as transformers ignores them.
+"""
+from __future__ import annotations
+
+import numbers
+import warnings
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+__all__ = ["EXTRA_SETTINGS", "read_settings", "warn_unread_settings"]
+
+EXTRA_SETTINGS = ("suppress_tokens", "begin_suppress_tokens", "bad_words_ids", "sequence_bias", "typical_p",
+                  "epsilon_cutoff", "eta_cutoff", "renormalize_logits", "exponential_decay_length_penalty",
+                  "encoder_repetition_penalty", "encoder_no_repeat_ngram_size", "min_new_tokens",
+                  "remove_invalid_values", "stop_strings", "max_time")
+
+# GenerationConfig settings that change the generated tokens and that generate does not read, with the values
+# that leave generation as it is (older transformers wrote every default into generation_config.json)
+UNREAD_SETTINGS = {"num_beam_groups": (None, 1), "diversity_penalty": (None, 0, 0.0), "penalty_alpha": (None,),
+                   "dola_layers": (None,), "guidance_scale": (None, 1, 1.0), "top_h": (None,),
+                   "watermarking_config": (None,), "constraints": (None,), "force_words_ids": (None,),
+                   "token_healing": (None, False)}
+_warned: set = set()
+
+
+def _int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _token_ids(value, name: str, vocab: Optional[int] = None) -> List[int]:
+    """A list of token ids (ints >= 0; below ``vocab`` when given)."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)) or not all(_int(t) and t >= 0 for t in value):
+        raise ValueError(f"generate: {name} must be a list of token ids (ints >= 0), got {value!r}")
+    if vocab is not None and any(t >= vocab for t in value):
+        raise ValueError(f"generate: {name} holds token ids outside the vocabulary [0, {vocab}): "
+                         f"{[t for t in value if t >= vocab]}")
+    return [int(t) for t in value]
+
+
+def _sequences(value, name: str, vocab: int) -> List[Tuple[int, ...]]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(w, (list, tuple, np.ndarray)) and len(w)
+                                                       for w in value):
+        raise ValueError(f"generate: {name} must be a list of non-empty lists of token ids, got {value!r}")
+    return [tuple(_token_ids(list(w), name, vocab)) for w in value]
+
+
+def _sequence_bias(value, vocab: int) -> Dict[tuple, float]:
+    """transformers' two spellings: [[[ids], bias], ...] (generation_config.json's) or {(ids): bias}."""
+    expected = "a list of [[token ids], bias] pairs or a dict {(token ids): bias}"
+    if isinstance(value, dict):
+        pairs = list(value.items())
+    elif isinstance(value, (list, tuple)) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in value):
+        pairs = [(p[0], p[1]) for p in value]
+    else:
+        raise ValueError(f"generate: sequence_bias must be {expected}, got {value!r}")
+    out = {}
+    for ids, bias in pairs:
+        if not isinstance(ids, (list, tuple)) or not ids or not _real(bias) or np.isnan(bias) or bias == np.inf:
+            raise ValueError(f"generate: sequence_bias must be {expected} (each sequence non-empty, each bias a "
+                             f"number), got {value!r}")
+        out[tuple(_token_ids(list(ids), "sequence_bias", vocab))] = float(bias)
+    return out
+
+
+def _check(name: str, value, vocab: int):
+    """``value`` of setting ``name`` checked and normalised (None: the setting is off)."""
+    if name in ("suppress_tokens", "begin_suppress_tokens"):
+        return _token_ids(value, name) or None  # ids past the vocabulary ban nothing, as in transformers
+    if name == "bad_words_ids":
+        return _sequences(value, name, vocab) or None
+    if name == "sequence_bias":
+        return _sequence_bias(value, vocab) if value else None
+    if name in ("renormalize_logits", "remove_invalid_values"):
+        if not isinstance(value, bool):
+            raise TypeError(f"generate: {name} must be a bool, got {value!r}")
+        return value or None
+    if name == "exponential_decay_length_penalty":
+        if (not isinstance(value, (list, tuple)) or len(value) != 2 or not _int(value[0]) or value[0] < 0
+                or not _real(value[1]) or not 0 < value[1] < float("inf")):
+            raise ValueError("generate: exponential_decay_length_penalty must be (start_index, decay_factor): an int "
+                             f">= 0 (new tokens before it grows) and a number > 0, got {value!r}")
+        return int(value[0]), float(value[1])
+    if name == "encoder_repetition_penalty":
+        if not _real(value) or not 0 < value < float("inf"):
+            raise ValueError(f"generate: encoder_repetition_penalty must be a number > 0 (1.0: none), got {value!r}")
+        return None if value == 1 else float(value)
+    if name in ("encoder_no_repeat_ngram_size", "min_new_tokens"):
+        if not _int(value) or value < 0:
+            raise ValueError(f"generate: {name} must be an int >= 0, got {value!r}")
+        return int(value) or None
+    if name == "stop_strings":
+        strings = [value] if isinstance(value, str) else value
+        if not isinstance(strings, (list, tuple)) or not strings or not all(isinstance(s, str) and s
+                                                                            for s in strings):
+            raise ValueError(f"generate: stop_strings must be a non-empty string or a list of them, got {value!r}")
+        return list(strings)
+    if name == "max_time":
+        if not _real(value) or not value > 0:
+            raise ValueError(f"generate: max_time must be a number of seconds > 0, got {value!r}")
+        return float(value)
+    # typical_p, epsilon_cutoff, eta_cutoff: sampling.check_sampling checks them with the other warpers
+    return value
+
+
+def read_settings(model, given: dict, vocab: int) -> dict:
+    """Each of EXTRA_SETTINGS: ``given[name]`` where the caller gave it (None: off), else generation_config.json's,
+    checked; None where off."""
+    config = getattr(model, "generation_config", None) or {}
+    out = {}
+    for name in EXTRA_SETTINGS:
+        value = given[name] if name in given else config.get(name)
+        out[name] = None if value is None else _check(name, value, vocab)
+    return out
+
+
+def warn_unread_settings(model) -> None:
+    """One warning (once per set of names) naming the settings generation_config.json sets that would change
+    transformers' tokens and that generate does not read."""
+    config = getattr(model, "generation_config", None) or {}
+    names = tuple(sorted(n for n, neutral in UNREAD_SETTINGS.items() if n in config
+                         and not any(config[n] is v or (v is not None and config[n] == v) for v in neutral)))
+    if names and names not in _warned:
+        _warned.add(names)
+        warnings.warn(f"generate: generation_config.json sets {', '.join(names)}, which forgegrad's generate does not "
+                      "read (the tokens can differ from transformers')", UserWarning, stacklevel=3)
