@@ -3,8 +3,9 @@ generation settings in its metadata) from a checkpoint transformers wrote, run i
 decoder logits equal forgegrad's at batch 1 and 3 from one export, and generate_onnx_whisper's tokens equal
 model.generate's and transformers' (language and task given, or the language detected; on a checkpoint that
 predicts timestamps: short-form timestamps, long-form windows of a batch, a text prompt, beam search, the
-temperature fallback, condition_on_prev_tokens), segments and times included; the CLI export; bad input and the
-settings the graphs cannot run."""
+temperature fallback, condition_on_prev_tokens over a batch of different lengths), segments and times included; the
+CLI export; bad input and token timestamps on a decoder graph exported without the alignment heads'
+cross_attentions (tests/test_onnx_whisper_padding_times.py has those)."""
 
 import numpy as np
 import pytest
@@ -56,7 +57,7 @@ def test_graph_inputs_and_outputs(exported):
     assert [(i.name, i.shape) for i in enc.get_inputs()] == [("input_features", ["batch", MELS, FRAMES])]
     assert [o.name for o in enc.get_outputs()] == ["last_hidden_state"] + [
         f"present.{i}.encoder.{kv}" for i in range(2) for kv in ("key", "value")]
-    assert [i.name for i in dec.get_inputs()] == ["input_ids"] + [
+    assert [i.name for i in dec.get_inputs()] == ["input_ids", "decoder_attention_mask"] + [
         f"past_key_values.{i}.{side}.{kv}" for i in range(2) for side in ("decoder", "encoder")
         for kv in ("key", "value")]
     assert [o.name for o in dec.get_outputs()] == ["logits"] + [
@@ -76,7 +77,7 @@ def test_encoder_and_decoder_steps_equal_forgegrad(exported, batch):
     np.testing.assert_allclose(states, want_states.numpy(), rtol=1e-4, atol=1e-4)
     for got, want in zip(cross, want_cross, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-    names = [i.name for i in dec.get_inputs()[1:]]
+    names = [i.name for i in dec.get_inputs()[2:]]
     self_names = [n for n in names if ".decoder." in n]
     it = iter(cross)
     past = {n: next(it) if ".encoder." in n else np.zeros((batch, 2, 0, 16), np.float32) for n in names}
@@ -87,7 +88,8 @@ def test_encoder_and_decoder_steps_equal_forgegrad(exported, batch):
         if not seq.shape[1]:
             ids[:, :4] = [START, FR, TRANSCRIBE, NO_TIMESTAMPS]
         seq = np.concatenate([seq, ids], 1)
-        logits, *present = dec.run(None, {"input_ids": ids, **past})
+        logits, *present = dec.run(None, {"input_ids": ids, **past,
+                                          "decoder_attention_mask": np.ones(seq.shape, np.int64)})
         with fg.no_grad():
             want = model.decode(seq, want_states).numpy()[:, -new:]
         np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-4, err_msg=f"after {seq.shape[1] - new} tokens")
@@ -219,17 +221,17 @@ def test_onnx_generate_equals_generate_and_transformers(stamped, case):
         assert ours["segments"][0][-1]["end"] > 2.0  # several windows
 
 
-def test_onnx_generate_refuses_what_the_graphs_cannot_run(stamped):
-    """Token timestamps need cross-attention weights, which the graphs do not output; previous tokens of different
-    lengths across the batch need a decoder attention mask, which the decoder graph does not take. Plain tensors
-    without those settings still decode (the batch's long-form windows one row at a time give the same)."""
+def test_onnx_generate_left_padded_and_without_cross_attentions(stamped, tmp_path):
+    """Previous tokens of different lengths across the batch decode on the graphs' decoder_attention_mask as
+    model.generate decodes them; token timestamps need a decoder exported with cross_attentions=True (this one was
+    not: the error names the export), which needs the checkpoint's alignment_heads (it has none: refused before
+    anything is written)."""
     model, _, enc, dec = stamped
     x, mask = _long(2, 450, seed=5)
-    with pytest.raises(ValueError, match="return_token_timestamps needs the decoder's cross-attention weights"):
+    with pytest.raises(ValueError, match=r"export_seq2seq\(model, DIR, cross_attentions=True\)"):
         generate_onnx_whisper(enc, dec, x[:, :, :FRAMES], language="en", return_token_timestamps=True)
-    with pytest.raises(ValueError, match="takes no decoder attention mask"):
-        generate_onnx_whisper(enc, dec, x, attention_mask=mask, language="en", max_new_tokens=16,
-                              condition_on_prev_tokens=True)
-    kw = dict(language="en", max_new_tokens=16, condition_on_prev_tokens=True)
-    second = generate_onnx_whisper(enc, dec, x[1:, :, :310], **kw)
-    np.testing.assert_array_equal(second, model.generate(x[1:, :, :310], **kw))
+    kw = dict(attention_mask=mask, language="en", max_new_tokens=16, condition_on_prev_tokens=True)
+    np.testing.assert_array_equal(generate_onnx_whisper(enc, dec, x, **kw), model.generate(x, **kw))
+    with pytest.raises(ValueError, match="cross_attentions=True.*alignment_heads"):
+        export_seq2seq(model, tmp_path / "onnx", cross_attentions=True)
+    assert not (tmp_path / "onnx").exists()

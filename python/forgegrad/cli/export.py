@@ -38,6 +38,9 @@ def add_parser(sub):
                         "(start_logits and end_logits, or logits)")
     p.add_argument("--no-past", action="store_true",
                    help="Hugging Face decoders: export the plain forward (input_ids -> logits) without the KV cache")
+    p.add_argument("--cross-attentions", action="store_true",
+                   help="Whisper: the decoder graph also outputs the alignment heads' cross-attention "
+                        "(generation_config.json's alignment_heads), for token timestamps in generate_onnx_whisper")
     p.add_argument("--out", required=True, metavar="model.onnx", help="path of the ONNX file to write")
     p.add_argument("--batch", type=int, default=4, help="batch size of the example input used to trace (default 4)")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime parity check")
@@ -108,10 +111,11 @@ def is_hf_directory(path) -> bool:
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json"))
 
 
-def export_hf(path, out, batch=4, verify=True, past=True):
+def export_hf(path, out, batch=4, verify=True, past=True, cross_attentions=False):
     """A Hugging Face checkpoint directory to ONNX: a decoder with its KV cache (export_with_past), an encoder's
     question-answering or multiple-choice head (export_task_head), or its plain forward (dynamic batch and
-    sequence); returns (model's class name, parity report)."""
+    sequence); returns (model's class name, parity report). ``cross_attentions``: Whisper's decoder graph also
+    outputs its alignment heads' cross-attention (export_seq2seq's)."""
     require("onnx", "onnx", what="ONNX export")
     if verify:
         require("onnxruntime", "onnx", what="verifying the ONNX export")
@@ -130,7 +134,9 @@ def export_hf(path, out, batch=4, verify=True, past=True):
                 raise UsageError(f"--out {out}: an encoder-decoder exports two graphs; give a directory")
             if not past:
                 raise UsageError(f"--no-past: {name} exports only with its caches (encoder.onnx, decoder.onnx)")
-            return name, export_seq2seq(model, out, verify=verify)[1]
+            return name, export_seq2seq(model, out, verify=verify, cross_attentions=cross_attentions)[1]
+        if cross_attentions:
+            raise UsageError(f"--cross-attentions: only Whisper's decoder graph outputs them, not {name}'s")
         if os.path.isdir(out):
             raise UsageError(f"--out {out} is a directory; give the path of the .onnx file to write")
         if past and callable(getattr(model, "forward_graph", None)):
@@ -155,7 +161,8 @@ def run(args, log=print):
         d = os.path.dirname(os.path.abspath(args.out))
         if not os.path.isdir(d):
             raise UsageError(f"--out {args.out}: directory {d} does not exist")
-        name, report = export_hf(args.checkpoint, args.out, args.batch, not args.no_verify, past=not args.no_past)
+        name, report = export_hf(args.checkpoint, args.out, args.batch, not args.no_verify, past=not args.no_past,
+                                 cross_attentions=args.cross_attentions)
         if os.path.isdir(args.out):
             log(f"exported {name} to {args.out}: {', '.join(sorted(os.listdir(args.out)))}")
         else:
@@ -164,6 +171,8 @@ def run(args, log=print):
             log("onnxruntime parity report:")
             log(format_report(report))
         return 0
+    if args.cross_attentions:
+        raise UsageError("--cross-attentions: only a Whisper checkpoint directory's decoder graph outputs them")
     model, meta = _checkpoint.load(args.checkpoint)
     report = export_model(model, meta, args.out, batch=args.batch, verify=not args.no_verify)
     log(f"exported {meta['name']} to {args.out} ({os.path.getsize(args.out):,} bytes)")

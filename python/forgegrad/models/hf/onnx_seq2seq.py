@@ -18,9 +18,13 @@ T5's bucketed relative distances, from a table of the buckets computed as the ea
 and masks are computed in the graph from the cache's length and the inputs. ``generate_onnx_seq2seq`` runs
 the pair (greedy, sampled, or beam search: ``onnx_beam``).
 
-Whisper's graphs differ in their inputs only: the encoder reads ``input_features`` (batch, num_mel_bins, frames;
+Whisper's graphs differ in their inputs: the encoder reads ``input_features`` (batch, num_mel_bins, frames;
 the model's ``graph_encoder_inputs``), and its decoder has no ``encoder_attention_mask`` (every encoder position
-is read). Its generation settings travel in the decoder graph's metadata (``onnx_whisper``).
+is read) but a ``decoder_attention_mask`` (batch, past_sequence + sequence) int64 after ``input_ids``: 0 at left
+padding (prompts of different lengths in a batch). ``export_seq2seq(..., cross_attentions=True)`` adds the
+decoder output ``cross_attentions`` (batch, alignment heads, sequence, encoder_sequence): the cross-attention
+probabilities of generation_config.json's alignment heads, in their order, for token timestamps. Its generation
+settings travel in the decoder graph's metadata (``onnx_whisper``).
 """
 from __future__ import annotations
 
@@ -65,22 +69,45 @@ class EncoderWithCross(nn.Module):
 
 class Seq2SeqDecoderWithPast(nn.Module):
     """``forward(input_ids, encoder_attention_mask, dk0, dv0, ek0, ev0, ...)`` -> (logits, dk0', dv0', ...); no
-    ``encoder_attention_mask`` for a model whose encoder reads no mask (Whisper)."""
+    ``encoder_attention_mask`` for a model whose encoder reads no mask (Whisper), and ``decoder_attention_mask``
+    after ``input_ids`` for one whose graph takes it (Whisper's ``graph_decoder_mask``). ``cross_attentions``: the
+    alignment heads' cross-attention probabilities as a last output (Whisper's ``graph_alignment_heads``)."""
 
-    def __init__(self, model, logits_to_keep: int = 0):
+    def __init__(self, model, logits_to_keep: int = 0, cross_attentions: bool = False):
         super().__init__()
         _check(model, "export_seq2seq")
         if isinstance(logits_to_keep, bool) or logits_to_keep not in (0, 1):
             raise ValueError(f"export_seq2seq: logits_to_keep must be 0 (every position's logits) or 1 (the "
                              f"last position's), got {logits_to_keep!r}")
+        if not isinstance(cross_attentions, bool):
+            raise TypeError(f"export_seq2seq: cross_attentions must be a bool, got {cross_attentions!r}")
+        if cross_attentions and not callable(getattr(model, "graph_alignment_heads", None)):
+            raise ValueError(f"export_seq2seq: cross_attentions=True outputs Whisper's alignment heads (token "
+                             f"timestamps); {type(model).__name__} has none")
         self.seq2seq, self.logits_to_keep, self.masked = model, logits_to_keep, _masked(model)
+        self.decoder_mask = _decoder_masked(model)
+        try:
+            self.heads = model.graph_alignment_heads() if cross_attentions else None
+        except ValueError as e:
+            raise ValueError(f"export_seq2seq: cross_attentions=True: {e}") from None
 
     def forward(self, input_ids: Tensor, *inputs: Tensor):
-        mask, past = (inputs[0], inputs[1:]) if self.masked else (None, inputs)
-        cache = PastKeyValues(list(past[0::4]), list(past[1::4]))
-        cross = list(zip(past[2::4], past[3::4]))
-        logits = self.seq2seq.decode_graph(input_ids, mask, cross, cache, self.logits_to_keep)
-        return (logits, *(t for kv in zip(cache.keys, cache.values) for t in kv))
+        mask, inputs = (inputs[0], inputs[1:]) if self.masked else (None, inputs)
+        kw = {}
+        if self.decoder_mask:
+            kw["decoder_attention_mask"], inputs = inputs[0], inputs[1:]
+        if self.heads is not None:
+            kw["alignment_heads"] = self.heads
+        cache = PastKeyValues(list(inputs[0::4]), list(inputs[1::4]))
+        cross = list(zip(inputs[2::4], inputs[3::4]))
+        out = self.seq2seq.decode_graph(input_ids, mask, cross, cache, self.logits_to_keep, **kw)
+        logits, extra = (out, ()) if self.heads is None else (out[0], out[1:])
+        return (logits, *(t for kv in zip(cache.keys, cache.values) for t in kv), *extra)
+
+
+def _decoder_masked(model) -> bool:
+    """Whether the decoder graph takes ``decoder_attention_mask`` (Whisper's: left-padded prompts)."""
+    return bool(getattr(model, "graph_decoder_mask", False))
 
 
 def _layers(model) -> int:
@@ -110,24 +137,26 @@ def _encoder_inputs(model, rng, B: int, S: int):
             [{"batch": 1, "encoder_sequence": 9}, {"batch": 3, "encoder_sequence": 2}])
 
 
-def export_seq2seq(model, directory, *, logits_to_keep: int = 0, opset: int = 17, verify: bool = True,
-                   rtol: float = 1e-4, atol: float = 1e-4, seed: int = 0):
+def export_seq2seq(model, directory, *, logits_to_keep: int = 0, cross_attentions: bool = False, opset: int = 17,
+                   verify: bool = True, rtol: float = 1e-4, atol: float = 1e-4, seed: int = 0):
     """Write ``directory``/encoder.onnx and ``directory``/decoder.onnx (the module docstring has their inputs
     and outputs) for a T5, BART, Marian, mBART, M2M100 or Whisper model, each verified in onnxruntime against
     forgegrad (the encoder at batch 1 and 3 besides the example's; the decoder: at the example's sizes, with no
     past, and a one-token step after 9 cached tokens). ``logits_to_keep=1``: the decoder's logits for its last
-    position only. The model's ``graph_metadata()`` (Whisper's generation settings), if it has one, is written
-    into the decoder graph. Returns the two ExportReports (encoder, decoder)."""
+    position only. ``cross_attentions=True`` (Whisper; its generation_config.json's ``alignment_heads`` needed):
+    the decoder also outputs the alignment heads' cross-attention probabilities (``cross_attentions``), which
+    token timestamps read. The model's ``graph_metadata()`` (Whisper's generation settings), if it has one, is
+    written into the decoder graph. Returns the two ExportReports (encoder, decoder)."""
     from ...onnx import export
 
     _check(model, "export_seq2seq")
+    decoder = Seq2SeqDecoderWithPast(model, logits_to_keep, cross_attentions)
     os.makedirs(directory, exist_ok=True)
     cross_names, past_names, present_names = _names(model)
     rng = np.random.default_rng(seed)
     B, S, P, T = 2, 5, 3, 4
     enc_inputs, enc_names, enc_axes, enc_sizes = _encoder_inputs(model, rng, B, S)
-    masked = _masked(model)
-    mask = enc_inputs[1] if masked else None
+    masked, decoder_masked = _masked(model), _decoder_masked(model)
     metadata = model.graph_metadata() if callable(getattr(model, "graph_metadata", None)) else None
     was_training = model.training
     model.eval()
@@ -144,18 +173,28 @@ def export_seq2seq(model, directory, *, logits_to_keep: int = 0, opset: int = 17
             past += [rng.standard_normal((B, heads, S, dim)).astype(np.float32) for _ in range(2)]
         axes = {"input_ids": {0: "batch", 1: "sequence"},
                 "logits": {0: "batch"} if logits_to_keep else {0: "batch", 1: "sequence"}}
+        head, names = [rng.integers(2, model.decoder_vocab_size, size=(B, T), dtype=np.int64)], ["input_ids"]
         if masked:
+            head.append(enc_inputs[1])
+            names.append("encoder_attention_mask")
             axes["encoder_attention_mask"] = {0: "batch", 1: "encoder_sequence"}
+        if decoder_masked:
+            left_padded = np.ones((B, P + T), np.int64)
+            left_padded[-1, :2] = 0
+            head.append(left_padded)
+            names.append("decoder_attention_mask")
+            axes["decoder_attention_mask"] = {0: "batch", 1: "past_sequence+sequence"}
         for name in past_names:
             axes[name] = {0: "batch", 2: "past_sequence" if ".decoder." in name else "encoder_sequence"}
         for name in present_names:
             axes[name] = {0: "batch", 2: "past_sequence+sequence"}
-        dec_ids = rng.integers(2, model.decoder_vocab_size, size=(B, T), dtype=np.int64)
-        head = [dec_ids, mask] if masked else [dec_ids]
-        dec = export(Seq2SeqDecoderWithPast(model, logits_to_keep),
-                     tuple(Tensor(a) for a in head + past), os.path.join(directory, "decoder.onnx"),
-                     opset=opset, input_names=["input_ids", "encoder_attention_mask"][:len(head)] + past_names,
-                     output_names=["logits"] + present_names, dynamic_axes=axes, verify=verify, rtol=rtol, atol=atol,
+        outputs = ["logits"] + present_names
+        if cross_attentions:
+            outputs.append("cross_attentions")
+            axes["cross_attentions"] = {0: "batch", 2: "sequence", 3: "encoder_sequence"}
+        dec = export(decoder, tuple(Tensor(a) for a in head + past), os.path.join(directory, "decoder.onnx"),
+                     opset=opset, input_names=names + past_names, output_names=outputs, dynamic_axes=axes,
+                     verify=verify, rtol=rtol, atol=atol,
                      verify_sizes=[{"batch": 1, "sequence": 1, "past_sequence": 0, "encoder_sequence": 6},
                                    {"batch": 3, "sequence": 1, "past_sequence": 9, "encoder_sequence": 2}],
                      metadata=metadata)

@@ -17,10 +17,12 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ... import nn
+from ...factories import cat
 from ...nn import functional as F
 from ...random import generator
 from ...tensor import Tensor
-from ._layers import KVCache, additive_mask, config_probability, ids_array, mask_array, rows
+from ._layers import FLOAT32_MAX, KVCache, additive_mask, config_probability, ids_array, mask_array, rows
+from ._layers import split_heads
 from ._seq2seq import BartStyleDecoder, EncoderDecoder, causal_bias, decoder_places
 from .bart import BartLayer
 
@@ -76,6 +78,20 @@ class WhisperDecoder(_Stack):
         d = cfg["d_model"]
         self.embed_tokens = nn.Embedding(cfg["vocab_size"], d)
         self.embed_positions = nn.Embedding(cfg["max_target_positions"], d)
+
+
+def _layer_with_probabilities(layer, x: Tensor, bias: Tensor, kv, cache, i: int):
+    """A decoder layer's pre-norm forward in a graph (eval: no dropout), as ``BartLayer.forward``, that also returns
+    its cross-attention probabilities (B, heads, T, encoder positions): softmax(q k^T / sqrt(head_dim)) of its
+    queries, what transformers' eager attention returns as cross_attentions. The attention itself still runs on
+    the fused kernel, so the logits are those of the graph without them."""
+    x = x + layer.self_attn(layer.self_attn_layer_norm(x), bias, cache=cache, layer=i)
+    h = layer.encoder_attn_layer_norm(x)
+    ea = layer.encoder_attn
+    q = split_heads(ea.q_proj(h), ea.heads)
+    probs = F.softmax(q @ kv[0].transpose(-1, -2) * float((q.shape[-1]) ** -0.5), dim=-1)
+    x = x + ea(h, None, kv=kv)
+    return x + layer.fc2(layer.act(layer.fc1(layer.final_layer_norm(x)))), probs
 
 
 class WhisperForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Module):
@@ -194,19 +210,53 @@ class WhisperForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Modul
         """encode on a Tensor, every step a Tensor op."""
         return self.encoder(input_features)
 
-    def decode_graph(self, input_ids: Tensor, attention_mask, cross, cache, logits_to_keep: int = 0) -> Tensor:
+    #: the decoder graph takes ``decoder_attention_mask`` (export_seq2seq): left-padded prompts decode on it
+    graph_decoder_mask = True
+
+    def decode_graph(self, input_ids: Tensor, attention_mask, cross, cache, logits_to_keep: int = 0,
+                     decoder_attention_mask: Optional[Tensor] = None, alignment_heads=None):
         """decode on Tensor inputs with ``cross`` (each layer's encoder keys and values) and ``cache`` (a
-        PastKeyValues of the decoder's own), every step a Tensor op; ``attention_mask`` is None (no encoder mask)."""
+        PastKeyValues of the decoder's own), every step a Tensor op; ``attention_mask`` is None (no encoder mask).
+        ``decoder_attention_mask`` (B, past + T) int, 0 at left padding: positions and the self-attention bias as
+        ``decode`` computes them from it (a padding place at position 0, its key masked). ``alignment_heads``
+        ((layer, head) pairs): also return those heads' cross-attention probabilities (B, pairs, T, encoder
+        positions), in the pairs' order: (logits, probabilities)."""
         keys, queries = decoder_places(input_ids, cache)
+        if decoder_attention_mask is None:
+            positions, bias = queries, causal_bias(keys, queries)
+        else:
+            mask = decoder_attention_mask.float()
+            positions = ((mask.cumsum(-1) - 1) * mask)[:, cache.length:]
+            allowed = (keys.unsqueeze(1) <= queries.unsqueeze(2)).float() * mask.unsqueeze(1)
+            bias = ((allowed - 1) * FLOAT32_MAX).unsqueeze(1)
         dec = self.decoder
         x = dec.embed_tokens(input_ids)
         if self.embed_scale != 1.0:
             x = x * self.embed_scale
-        x = dec.run(x + rows(dec.embed_positions.weight, queries.long()), causal_bias(keys, queries), cross=cross,
-                    cache=cache)
+        x = x + rows(dec.embed_positions.weight, positions.long())
+        if alignment_heads is None:
+            x = dec.run(x, bias, cross=cross, cache=cache)
+        else:
+            wanted, probs = {layer for layer, _ in alignment_heads}, {}
+            for i, layer in enumerate(dec.layers):
+                if i in wanted:
+                    x, probs[i] = _layer_with_probabilities(layer, x, bias, cross[i], cache, i)
+                else:
+                    x = layer(x, bias, cross_kv=cross[i], cache=cache, layer=i)
+            x = dec.layer_norm(x)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
-        return F.linear(x, dec.embed_tokens.weight) if self.tied else self.lm_head(x)
+        logits = F.linear(x, dec.embed_tokens.weight) if self.tied else self.lm_head(x)
+        if alignment_heads is None:
+            return logits
+        return logits, cat([probs[layer][:, head:head + 1] for layer, head in alignment_heads], dim=1)
+
+    def graph_alignment_heads(self) -> List[Tuple[int, int]]:
+        """The (layer, head) pairs of generation_config.json's ``alignment_heads`` (checked; ValueError naming
+        them when missing) whose cross-attention an export with ``cross_attentions=True`` outputs."""
+        from .logits_processors import generation_source
+        from .whisper_alignment import alignment_settings
+        return alignment_settings(self, dict(generation_source(self)), None)[0]
 
     def graph_encoder_inputs(self, rng: np.random.Generator, batch: int):
         """The encoder graph's example, names, dynamic axes (the batch: the frames are the window's) and the

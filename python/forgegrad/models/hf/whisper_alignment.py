@@ -8,8 +8,9 @@ reaches it.
 transformers reads the probabilities from the cross_attentions of the decoding steps (the prompt's at the first
 step, one row per later step; none for the last token). The same rows come here from one decoder pass without
 cache over the prompt and every new token but the last (``WhisperForConditionalGeneration.cross_attention_weights``,
-only the layers named): the decode loop's fused attention never forms them, and a step's probabilities depend on
-its prefix only, which that pass keeps (finished rows keep the pad tokens the steps fed them).
+only the layers named; on the ONNX graphs the decoder graph's ``cross_attentions`` output: whisper_steps.py): the
+decode loop's fused attention never forms them, and a step's probabilities depend on its prefix only, which that
+pass keeps (finished rows keep the pad tokens the steps fed them).
 
 ``dynamic_time_warping_reference`` is transformers' loop, kept as the oracle; ``dynamic_time_warping`` fills the
 same cost table one anti-diagonal at a time (every cell depends on the two diagonals before it only), with the
@@ -132,7 +133,7 @@ def alignment_settings(model, gc: dict, beams):
         raise ValueError("generate: return_token_timestamps needs alignment_heads ([layer, head] pairs of the "
                          "decoder's cross-attention that follow the audio) in the checkpoint's "
                          "generation_config.json: token-level timestamps are not available without them")
-    layers, n_heads = len(model.decoder.layers), int(model.config["decoder_attention_heads"])
+    layers, n_heads = int(model.config["decoder_layers"]), int(model.config["decoder_attention_heads"])
     pairs = []
     for pair in heads if isinstance(heads, (list, tuple)) else [None]:
         if (not isinstance(pair, (list, tuple)) or len(pair) != 2
@@ -171,7 +172,5 @@ def window_times(run, cross, prompt: np.ndarray, padding: Optional[np.ndarray], 
     ids = np.concatenate([prompt, out[:, :-1]], 1)
     if padding is not None:
         padding = np.concatenate([padding, np.ones((len(ids), ids.shape[1] - padding.shape[1]), bool)], 1)
-    probs = run.model.cross_attention_weights(ids, cross, [layer for layer, _ in pairs],
-                                              decoder_attention_mask=padding)
-    weights = np.stack([probs[layer][:, head] for layer, head in pairs], 1)  # (b, heads, P + n - 1, positions)
+    weights = run.steps.alignment_weights(ids, cross, pairs, padding)  # (b, heads, P + n - 1, positions)
     return token_timestamps(weights, prompt.shape[1], width, num_frames)

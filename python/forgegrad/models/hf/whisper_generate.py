@@ -124,9 +124,10 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
         raise TypeError(f"generate: return_token_timestamps must be a bool, got {return_token_timestamps!r}")
     steps = steps_of(model)
     if return_token_timestamps and not steps.cross_attention:
-        raise ValueError(f"generate: return_token_timestamps needs the decoder's cross-attention weights, which "
-                         f"{type(steps).__name__} does not give (the exported ONNX graphs do not output them): "
-                         "generate on the forgegrad model for token timestamps")
+        raise ValueError("generate: return_token_timestamps needs the alignment heads' cross-attention weights, which "
+                         f"this {type(steps).__name__} does not give (a decoder graph exported without them): export "
+                         "it again with export_seq2seq(model, DIR, cross_attentions=True) or `forgegrad export "
+                         "WHISPER_DIR --out DIR --cross-attentions`")
     alignment = alignment_settings(model, gc, beams) if return_token_timestamps else None
     features = _feature_array(model, input_features)
     B, frames = features.shape[0], features.shape[2]

@@ -1,6 +1,7 @@
 """What Whisper's generate (whisper_generate.py, whisper_beam.py) asks of the network: encode a window, take rows of
 the encoded windows, each decoder layer's cross-attention keys and values, a KV cache, a decoder step on token ids
-returning logits, and the cache reordered for beams. Two implementations run the same decoding code:
+returning logits, the cache reordered for beams, and the alignment heads' cross-attention probabilities (token
+timestamps). Two implementations run the same decoding code:
 ``ModelSteps`` (a forgegrad Whisper model: its own encoder, decoder and KVCache) and onnx_whisper's ``OnnxWhisper``
 (the exported encoder.onnx and decoder.onnx in onnxruntime, the cache the decoder's present keys and values).
 
@@ -24,7 +25,7 @@ class WhisperSteps:
     """The network under Whisper's generate. ``states``, ``cross`` and ``cache`` are whatever the implementation
     keeps; ids are int64 arrays (B, T); logits come back as float arrays (B, T, vocab)."""
 
-    #: whether ``cross_attention_weights`` (token timestamps' alignment) is available
+    #: whether ``alignment_weights`` (token timestamps' alignment) is available
     cross_attention = False
 
     def encode(self, window: np.ndarray):
@@ -51,6 +52,12 @@ class WhisperSteps:
 
     def reorder(self, cache, rows: np.ndarray) -> None:
         """Row r of ``cache`` becomes its row ``rows[r]`` (each beam follows its source)."""
+        raise NotImplementedError
+
+    def alignment_weights(self, ids: np.ndarray, cross, pairs, decoder_attention_mask: Optional[np.ndarray] = None
+                          ) -> np.ndarray:
+        """The cross-attention probabilities (B, len(pairs), T, encoder positions) of the (layer, head) ``pairs``
+        for the decoder's tokens ``ids`` (B, T) in one pass without cache, ``cross`` made by ``cross``."""
         raise NotImplementedError
 
 
@@ -81,6 +88,11 @@ class ModelSteps(WhisperSteps):
 
     def reorder(self, cache, rows: np.ndarray) -> None:
         reorder(cache, rows)
+
+    def alignment_weights(self, ids, cross, pairs, decoder_attention_mask=None) -> np.ndarray:
+        probs = self.model.cross_attention_weights(ids, cross, [layer for layer, _ in pairs],
+                                                   decoder_attention_mask=decoder_attention_mask)
+        return np.stack([probs[layer][:, head] for layer, head in pairs], 1)
 
 
 def steps_of(model) -> WhisperSteps:
