@@ -219,6 +219,7 @@ class RowConstraint:
         self._allowed: Optional[np.ndarray] = None  # the next token's allowed set, until the matcher advances
         self._outside: Optional[int] = None  # a forced token the last mask let through outside the grammar
         self.history: List[int] = []  # the tokens taken so far (the grammar's, and forced ones outside it)
+        self._consumed: List[int] = []  # the grammar's
 
     @property
     def done(self) -> bool:
@@ -229,7 +230,7 @@ class RowConstraint:
         other.__dict__.update(self.__dict__)
         other._matcher = self._matcher.deep_copy()
         other._bits = _llguidance().numpy.allocate_token_bitmask(1, self.vocab_size)
-        other.history = list(self.history)
+        other.history, other._consumed = list(self.history), list(self._consumed)
         return other
 
     def allowed(self) -> np.ndarray:
@@ -241,9 +242,28 @@ class RowConstraint:
             self._fill(m, self._bits, 0)
             if m.is_stopped() and not m.is_accepting():  # the fill found no token to go on: it allows only the end
                 raise GrammarError(self._dead_end(False))
-            self._allowed = np.unpackbits(self._bits.view(np.uint8), bitorder="little", count=self.vocab_size).view(
-                bool)
+            allowed = np.unpackbits(self._bits.view(np.uint8), bitorder="little", count=self.vocab_size).view(bool)
+            forced = m.compute_ff_bytes()
+            if forced:
+                self._spelling(allowed, forced)
+            self._allowed = allowed
         return self._allowed
+
+    def _spelling(self, allowed: np.ndarray, forced: bytes) -> None:
+        """Where the grammar forces bytes no token spells (a character missing from the vocabulary), llguidance's
+        mask holds the tokens that would follow them, which the matcher then refuses: keep only tokens that spell
+        the forced bytes (or begin them); none is a dead end."""
+        ids = np.flatnonzero(allowed)
+        if len(ids) > 4096:  # (a forced run leaves few tokens; many means text is free here)
+            return
+        llt = self.lltokenizer
+        # a special token's bytes as llguidance writes them in forced bytes: 0xFF "[id]"
+        spelled = [i for i in ids if (b := b"\xff[%d]" % i if llt.is_special_token(int(i)) else llt.decode_bytes(
+            [int(i)])) and (b.startswith(forced) or forced.startswith(b))]
+        if not spelled:
+            raise GrammarError(self._dead_end(False))
+        allowed[:] = False
+        allowed[spelled] = True
 
     def mask(self, scores: np.ndarray) -> np.ndarray:
         if not scores.flags["C_CONTIGUOUS"] or not scores.flags["WRITEABLE"]:
@@ -268,7 +288,7 @@ class RowConstraint:
         return scores
 
     def _dead_end(self, any_allowed: bool) -> str:
-        after = repr(self.lltokenizer.decode_str(self.history)[-40:]) if self.history else "the start"
+        after = repr(self.lltokenizer.decode_str(self._consumed)[-40:]) if self._consumed else "the start"
         if not any_allowed:
             return (f"the grammar allows no token of this model's vocabulary after {after}: the tokenizer cannot "
                     "spell what it requires next")
@@ -281,6 +301,8 @@ class RowConstraint:
             self._outside = None
         elif not self._matcher.consume_token(token):
             raise GrammarError(f"the grammar refused token {token}: {self._matcher.get_error().splitlines()[0][:200]}")
+        else:
+            self._consumed.append(token)
         self._allowed = None
         self.history.append(token)
 

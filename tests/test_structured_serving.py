@@ -1,0 +1,186 @@
+"""Structured outputs in the completions server beyond the JSON of a decoder (test_structured_outputs.py): vLLM's
+guided_regex / guided_choice / guided_grammar, an encoder-decoder's constrained completions (batched, one at a time,
+streamed), and a request whose grammar cannot go on mid-generation failing alone (a 400 naming its field, an error
+event when streamed) while the requests batched with it decode on and return what they return alone. Real uvicorn
+on loopback; tiny random checkpoints transformers wrote.
+
+The decoder's tokenizer here is a byte-level BPE whose alphabet is only its corpus's characters: it spells JSON
+of the corpus's words but not "~", so a schema whose constant ends in "~" dies a few tokens in."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+pytest.importorskip("llguidance")
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+transformers.logging.set_verbosity_error()
+
+from serve_helpers import metric, post_all, running_app  # noqa: E402
+
+END = 1  # <|im_end|> of hf_conformance.chat_tokenizer
+CORPUS = ('{"name": "red", "color": "green", "age": 12, "member": true, "note": false} hello world 0123456789 blue '
+          'yes no [1, 2]')
+SMALL = {"type": "object", "properties": {"color": {"enum": ["red", "green", "blue"]},
+                                          "age": {"type": "integer", "minimum": 0, "maximum": 99}},
+         "required": ["color", "age"], "additionalProperties": False}
+SMALLS = {"type": "array", "items": SMALL, "minItems": 6, "maxItems": 6}
+WORDS = "(red|green|blue|yes|no)( (red|green|blue|yes|no)){30,40}"
+DOOMED = {"type": "object", "properties": {"note": {"const": "hello world, yes no blue green red~"}},
+          "required": ["note"]}
+
+
+def _app(path, **kw):
+    from forgegrad.serve.completions import GenerationServeConfig, create_completions_app
+    return create_completions_app(GenerationServeConfig(str(path), **kw))
+
+
+def _small(value) -> bool:
+    return (isinstance(value, dict) and set(value) == {"color", "age"} and value["color"] in ("red", "green", "blue")
+            and type(value["age"]) is int and 0 <= value["age"] <= 99)
+
+
+def _parses(text):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+@pytest.fixture(scope="module")
+def decoder(tmp_path_factory):
+    from hf_conformance import chat_tokenizer
+    path = tmp_path_factory.mktemp("guided") / "narrow-gpt2"
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_layer=2, n_embd=32, n_head=4, vocab_size=300, n_positions=512, initializer_range=0.3,
+        eos_token_id=END)).save_pretrained(path)
+    chat_tokenizer("{% for m in messages %}{{ m['content'] }} {% endfor %}", CORPUS, every_byte=False).save_pretrained(
+        path)
+    with running_app(_app(path)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        yield client, url
+
+
+def _choice(client, body, route="/v1/completions"):
+    r = client.post(route, json=body)
+    assert r.status_code == 200, r.text
+    return r.json()["choices"][0]
+
+
+def test_guided_regex_choice_and_grammar(decoder):
+    client, _ = decoder
+    base = {"prompt": "hello world", "max_tokens": 40, "temperature": 0}
+    cases = [({"guided_regex": "[0-9]{3} (red|blue)"}, lambda t: re.fullmatch("[0-9]{3} (red|blue)", t)),
+             ({"guided_choice": ["green", "hello world", "no"]}, lambda t: t in ("green", "hello world", "no")),
+             ({"guided_grammar": 'root ::= "yes " [0-9] [0-9]? | "no"'},
+              lambda t: re.fullmatch("yes [0-9]{1,2}|no", t)),
+             ({"guided_grammar": 'start: "age" ":" " " NUMBER\nNUMBER: /[1-9][0-9]/'},
+              lambda t: re.fullmatch("age: [1-9][0-9]", t))]
+    for extra, ok in cases:
+        for settings in ({"temperature": 0}, {"temperature": 1, "seed": 4}):
+            got = _choice(client, dict(base, **extra, **settings))
+            assert got["finish_reason"] == "stop" and ok(got["text"]), (extra, got)
+        chat = _choice(client, {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 40,
+                                "temperature": 0, **extra}, "/v1/chat/completions")
+        assert chat["finish_reason"] == "stop" and ok(chat["message"]["content"]), (extra, chat)
+
+
+BAD = [({"guided_regex": "[a-"}, "guided_regex", "invalid regex"),
+       ({"guided_regex": 5}, "guided_regex", "must be a regex"),
+       ({"guided_choice": []}, "guided_choice", "non-empty list"),
+       ({"guided_choice": "yes"}, "guided_choice", "non-empty list"),
+       ({"guided_grammar": "root ::= missing"}, "guided_grammar", "invalid grammar"),
+       ({"guided_grammar": "start: <|nope|>"}, "guided_grammar", "nope"),
+       ({"guided_regex": "~+"}, "guided_regex", "after the start: the tokenizer cannot spell"),
+       ({"guided_json": {"type": "objekt"}}, "guided_json", "invalid JSON schema"),
+       ({"guided_regex": "a", "guided_choice": ["a"]}, "guided_choice", "guided_regex and guided_choice"),
+       ({"response_format": {"type": "json_object"}, "guided_grammar": 'start: "a"'}, "guided_grammar", "give one")]
+
+
+@pytest.mark.parametrize("route", ["/v1/completions", "/v1/chat/completions"])
+def test_bad_guided_fields_get_400_naming_the_field(decoder, route):
+    """Checked at the request boundary, the tokenizer's part too (a special token it lacks, a first character it
+    cannot spell)."""
+    client, _ = decoder
+    body = {"prompt": "hello"} if route == "/v1/completions" else {"messages": [{"role": "user", "content": "hello"}]}
+    for extra, param, message in BAD:
+        r = client.post(route, json=dict(body, max_tokens=4, **extra))
+        error = r.json()["error"]
+        assert r.status_code == 400 and error["param"] == param and message in error["message"], (extra, r.text)
+
+
+def test_a_row_whose_grammar_dies_fails_alone(decoder):
+    """Three requests decode in one batch; the second's grammar dies a few tokens in (the tokenizer cannot spell "~").
+    It alone gets a 400 naming guided_json; the others return what each returns alone; streamed, it ends with the
+    error as an event."""
+    client, url = decoder
+    good = [{"prompt": "hello world", "max_tokens": 200, "temperature": 0, "guided_json": SMALLS},
+            {"prompt": "blue yes", "max_tokens": 200, "temperature": 0.9, "seed": 7, "guided_regex": WORDS}]
+    bad = {"prompt": "hello", "max_tokens": 60, "temperature": 0, "guided_json": DOOMED}
+    alone = [_choice(client, b) for b in good]
+    assert all(_small(v) for v in _parses(alone[0]["text"])) and re.fullmatch(WORDS, alone[1]["text"])
+    scrape = client.get("/metrics").text
+    steps = metric(scrape, "forgegrad_batch_size_count") - metric(scrape, "forgegrad_batch_size_bucket", le="2.0")
+    together = post_all(url, [good[0], bad, good[1]])
+    scrape = client.get("/metrics").text
+    assert metric(scrape, "forgegrad_batch_size_count") - metric(scrape, "forgegrad_batch_size_bucket",
+                                                                 le="2.0") > steps  # a step decoded all three
+    assert [r.status_code for r in together] == [200, 400, 200], [r.text for r in together]
+    error = together[1].json()["error"]
+    assert error["param"] == "guided_json" and error["code"] == "grammar_failed", error
+    assert re.search("after '.*red': the tokenizer cannot spell", error["message"]), error
+    for r, want in zip((together[0], together[2]), alone):
+        assert r.json()["choices"][0]["text"] == want["text"] and r.json()["choices"][0]["finish_reason"] == "stop"
+    with client.stream("POST", "/v1/completions", json=dict(bad, stream=True)) as s:
+        events = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")]
+    assert events[-1]["error"]["param"] == "guided_json" and "cannot spell" in events[-1]["error"]["message"]
+    assert _choice(client, good[0])["text"] == alone[0]["text"]  # the server goes on
+
+
+def _bart(path):
+    """bart-large-cnn's kind of settings, scaled down (forced first and last tokens, a minimum length) over
+    hf_conformance's byte-level BPE tokenizer."""
+    from hf_conformance import chat_tokenizer
+    torch.manual_seed(0)
+    hf = transformers.BartForConditionalGeneration(transformers.BartConfig(
+        vocab_size=300, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=48, decoder_ffn_dim=40, max_position_embeddings=512, dropout=0.0,
+        init_std=0.3, eos_token_id=END, decoder_start_token_id=END, pad_token_id=2, bos_token_id=0,
+        forced_eos_token_id=END))
+    hf.generation_config.forced_bos_token_id = 0
+    hf.generation_config.min_length = 6
+    hf.save_pretrained(path)
+    chat_tokenizer("").save_pretrained(path)
+    return path
+
+
+def test_encoder_decoder_structured_outputs(tmp_path):
+    """BART's completions under a schema: batched, one at a time (generate) and streamed alike; a row whose grammar
+    ends before the checkpoint's min_length allows the end token fails alone."""
+    path = _bart(tmp_path / "bart")
+    base = {"prompt": "hello world, a tiny corpus", "max_tokens": 60, "temperature": 0}
+    shaped = dict(base, response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": SMALL}})
+    sampled = dict(base, temperature=1.0, seed=3, guided_json=SMALL)
+    doomed = dict(base, guided_choice=["yes"])
+    answers = {}
+    for max_batch in (8, 1):
+        with running_app(_app(path, max_batch=max_batch)) as url, httpx.Client(base_url=url, timeout=60) as client:
+            assert _parses(_choice(client, base)["text"]) is None  # unconstrained: no JSON
+            got = post_all(url, [shaped, doomed, sampled])
+            assert [r.status_code for r in got] == [200, 400, 200], [r.text for r in got]
+            error = got[1].json()["error"]
+            assert error["param"] == "guided_choice" and "rule out every token the grammar allows after 'yes'" in \
+                error["message"], error
+            texts = [got[0].json()["choices"][0]["text"], got[2].json()["choices"][0]["text"]]
+            assert all(_small(_parses(t)) for t in texts), texts
+            assert texts == [_choice(client, shaped)["text"], _choice(client, sampled)["text"]]  # as alone
+            with client.stream("POST", "/v1/completions", json=dict(shaped, stream=True)) as s:
+                events = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")]
+            assert "".join(e["choices"][0]["text"] for e in events if e.get("choices")) == texts[0]
+            answers[max_batch] = texts
+    assert answers[8] == answers[1]  # the batched engine and generate agree
