@@ -11,10 +11,12 @@ from .tool_calls import read_tool_calls, reader
 
 
 def usage(results, n: int = 1) -> dict:
-    """Token counts; a prompt with n rows (choices, or best_of candidates: all of them count) counts once."""
+    """Token counts; a prompt with n rows (choices, or best_of candidates: all of them count) counts once, and so
+    do its ``cached_tokens`` (OpenAI's ``prompt_tokens_details``: those read from the prefix cache)."""
     p = sum(r.prompt_tokens for r in results[::n])
     c = sum(r.completion_tokens for r in results)
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c,
+            "prompt_tokens_details": {"cached_tokens": sum(r.cached_tokens for r in results[::n])}}
 
 
 def event(obj) -> str:

@@ -19,7 +19,10 @@ Completions decode together, up to ``max_batch`` of them in one batched step, an
 at the next step (continuous batching: generation_batch.py; encoder-decoders: seq2seq_batch.py, each request's
 encoder run once as it joins); models the batched step does not cover
 (Phi-3's longrope, modified modules) and ``max_batch=1`` generate one request at a time, in arrival
-order. Up to ``max_queue`` requests wait or run; more get 503 + Retry-After. ``stream: true`` answers
+order. A batched engine keeps prompts' prefilled keys and values by block (prefix_cache.py, up to
+``prefix_cache_mb``), so a prompt that starts like an earlier one (a chat's system prompt and turns) prefills only
+the rest; ``usage.prompt_tokens_details.cached_tokens`` says how many it reused. Up to ``max_queue`` requests wait
+or run; more get 503 + Retry-After. ``stream: true`` answers
 with server-sent events (``data: {...}`` chunks, then ``data: [DONE]``), each chunk with its tokens'
 log-probabilities when ``logprobs`` asks for them (token_logprobs.py); a client that disconnects stops its
 generation at the next token.
@@ -46,6 +49,7 @@ from .chat_request import parse_chat
 from .completion_request import CompletionError, CompletionRequest, Prompt, choice_seed, parse
 from .generation_batch import BatchEngine, Job, batching_applies
 from .openai_routes import common_routes, load_served, not_found, ok, post_route, read_body
+from .prefix_cache import PrefixCache, prefix_cache_applies
 from .seq2seq_batch import Seq2SeqBatchEngine
 from .text_stream import Completion, TextStream
 from .tool_calls import tool_format
@@ -76,6 +80,8 @@ class GenerationServeConfig:
     model_name: Optional[str] = None
     max_batch: int = 32  # completions decoded together (continuous batching); 1: one request at a time
     prefill_chunk: int = 128  # prompt tokens prefilled between two decode steps of the others; 0: all at once
+    prefix_cache_mb: float = 1024  # the most MiB of prefilled keys/values kept for later prompts; 0: no prefix cache
+    prefix_block: int = 16  # tokens per prefix cache block (prompts reuse whole blocks)
 
     def validate(self) -> "GenerationServeConfig":
         if self.weights not in WEIGHTS:
@@ -87,6 +93,12 @@ class GenerationServeConfig:
         v = self.prefill_chunk
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise ValueError(f"prefill_chunk must be an integer >= 0, got {v!r}")
+        v = self.prefix_cache_mb
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0 or v == float("inf"):
+            raise ValueError(f"prefix_cache_mb must be a number >= 0 (MiB; 0: no prefix cache), got {v!r}")
+        v = self.prefix_block
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"prefix_block must be a positive integer, got {v!r}")
         if not is_checkpoint_dir(self.model_path):
             raise ValueError(f"{self.model_path!r} is not a Hugging Face checkpoint directory (config.json and "
                              "safetensors weights)")
@@ -441,9 +453,14 @@ def create_completions_app(config: GenerationServeConfig):
             raise
         if config.max_batch > 1 and batching_applies(state["generator"].model):
             engine = Seq2SeqBatchEngine if state["generator"].seq2seq else BatchEngine
+            prefix = None
+            if engine is BatchEngine and config.prefix_cache_mb > 0 and prefix_cache_applies(state["generator"].model):
+                prefix = PrefixCache(int(config.prefix_cache_mb * 2 ** 20) or 1, config.prefix_block)
+                metrics.prefix_cache(name, prefix)
             state["engine"] = engine(state["generator"], config.max_batch,
                                      on_step=lambda rows, seconds: metrics.batch(name, rows, seconds),
-                                     prefill_chunk=config.prefill_chunk, on_prefill=prefill_calls.inc)
+                                     prefill_chunk=config.prefill_chunk, on_prefill=prefill_calls.inc,
+                                     prefix_cache=prefix)
         log.info("serving %s (%s weights, %d positions) at /v1/completions, %s", name, config.weights,
                  state["generator"].context,
                  f"up to {config.max_batch} completions decoded together" if state["engine"] else "one at a time")

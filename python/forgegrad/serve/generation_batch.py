@@ -12,6 +12,9 @@ left-padded batch:
   delays the others' next token by one chunk's prefill, not by its whole prefill (chunked prefill; the
   chunks attend to the cache of the ones before, so the prompt's keys are what one prefill computes,
   to float32 rounding). A request's n choices of one prompt share its prefill;
+* with a prefix cache (prefix_cache.py), a prompt's prefill starts from the cached keys and values of the
+  longest block prefix an earlier prompt prefilled (a chat's system prompt and earlier turns), as one more
+  chunk would, and a prompt whose prefill is done leaves its blocks there for later ones;
 * a step feeds every row's last token at that row's own position, then each row picks its next token
   with its own sampling settings and random generator (``seed`` gives the generator
   ``forgegrad.manual_seed(seed)`` would); a row whose request streams log-probabilities also gets the
@@ -95,8 +98,9 @@ class BatchEngine:
     SPARE_COLUMNS = 256  # cache columns a rebuild adds beyond what its rows need (room for later rows)
 
     def __init__(self, gen, max_batch: int, on_step: Optional[Callable[[int, float], None]] = None,
-                 prefill_chunk: int = 128, on_prefill: Optional[Callable[[], None]] = None):
+                 prefill_chunk: int = 128, on_prefill: Optional[Callable[[], None]] = None, prefix_cache=None):
         self.gen, self.model, self.max_batch = gen, gen.model, int(max_batch)
+        self.prefix = prefix_cache  # a PrefixCache (prefix_cache.py), or None; only this thread touches it
         self.prefill_chunk = int(prefill_chunk)  # 0: a prompt's whole prefill at once
         self.on_prefill = on_prefill  # called after every prefill call (the server's metrics)
         self.prefills: List[_Prefill] = []  # admitted, not yet decoding (first in, first prefilled)
@@ -187,6 +191,10 @@ class BatchEngine:
                 stream.cancel()
                 self._finish(_Row(job, index, stream, rng, None, 0, 0))
             return
+        if p.done == 0 and self.prefix is not None:  # its first chunk: start after its longest cached prefix
+            p.done = self.prefix.load(p.ids, p.cache)
+            for _, stream, _ in p.choices:
+                stream.cached_tokens = p.done
         P = len(p.ids)
         end = P if (not self.rows or self.prefill_chunk <= 0) else min(P, p.done + self.prefill_chunk)
         try:
@@ -199,6 +207,8 @@ class BatchEngine:
             if end < P:
                 return
             self.prefills.pop(0)
+            if self.prefix is not None:
+                self.prefix.store(p.ids, p.cache)
             joined, logp = [], None
             for index, stream, rng in p.choices:
                 row = _Row(job, index, stream, rng, (p.cache, 0), P, 0)

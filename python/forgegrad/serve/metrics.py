@@ -60,6 +60,37 @@ class Metrics:
     def versions(self, model: str, n: int) -> None:
         self.loaded.labels(model).set(n)
 
+    def prefix_cache(self, model: str, cache) -> None:
+        """Expose a PrefixCache's counters (serve/prefix_cache.py), read at each scrape: prompts that reused cached
+        keys (hits) or none (misses), prompt tokens read from it, blocks evicted, and the bytes and blocks held."""
+        self.registry.register(_PrefixCacheCollector(model, cache))
+
     def render(self):
         """(body, content type) of the text exposition format."""
         return self._pc.generate_latest(self.registry), self._pc.CONTENT_TYPE_LATEST
+
+
+class _PrefixCacheCollector:
+    """The prefix cache's counters as metric families; the engine's thread writes them, a scrape reads them (ints)."""
+
+    _FIELDS = (("hits", "counter", "prompts whose prefill started from cached keys and values"),
+               ("misses", "counter", "prompts that found no cached prefix"),
+               ("hit_tokens", "counter", "prompt tokens read from the prefix cache instead of prefilled"),
+               ("evictions", "counter", "prefix cache blocks dropped for room (least recently used first)"),
+               ("bytes", "gauge", "bytes of keys and values in the prefix cache"),
+               ("blocks", "gauge", "blocks in the prefix cache"))
+
+    def __init__(self, model: str, cache):
+        from prometheus_client import core
+        self._core, self.model, self.cache = core, model, cache
+
+    def describe(self):
+        return []  # nothing to check names against: the server registers one cache
+
+    def collect(self):
+        for name, kind, doc in self._FIELDS:
+            value = len(self.cache) if name == "blocks" else getattr(self.cache, name)
+            family = (self._core.CounterMetricFamily if kind == "counter" else self._core.GaugeMetricFamily)(
+                f"forgegrad_prefix_cache_{name}", doc, labels=["model"])
+            family.add_metric([self.model], value)
+            yield family

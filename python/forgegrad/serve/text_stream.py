@@ -29,6 +29,7 @@ class Completion:
     logprobs: Optional[dict] = None  # OpenAI's completions logprobs object, when asked for
     text_tokens: Optional[int] = None  # how many of token_ids spell ``text`` (the rest only a cut stop string)
     cumulative_logprob: Optional[float] = None  # best_of: the sum of the reported tokens' log-probabilities
+    cached_tokens: int = 0  # prompt tokens whose keys and values came from the prefix cache (prefix_cache.py)
 
     @property
     def reported_ids(self) -> List[int]:
@@ -47,6 +48,7 @@ class TextStream:
         self.tokenizer, self.eos, self.stops, self.max_tokens = tokenizer, eos, stops, max_tokens
         self.skip_special_tokens = skip_special_tokens  # encoder-decoders: not their forced start token
         self.prompt_tokens, self.on_text, self.top = prompt_tokens, on_text, top
+        self.cached_tokens = 0  # of the prompt's, read from the prefix cache (the batched engine sets it)
         self.tokens: List[int] = []
         self.finish: Optional[str] = None  # set once the completion has ended
         self._text: Optional[str] = None  # the final text when a stop string cut it
@@ -128,4 +130,4 @@ class TextStream:
         self._send(text, kept)
         return Completion(text, self.finish or "length", self.prompt_tokens, len(self.tokens), list(self.tokens),
                           text_tokens=kept, cumulative_logprob=float(sum(self._logprobs[:kept])) if self.ranked
-                          else None)
+                          else None, cached_tokens=self.cached_tokens)

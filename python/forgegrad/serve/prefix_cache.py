@@ -1,0 +1,157 @@
+"""Automatic prefix caching for the batched completions engine (generation_batch.py): the keys and values of
+prompts already prefilled, kept in blocks of ``block_tokens`` tokens, so that a prompt starting with one of them (a
+chat's system prompt and earlier turns, a few-shot preamble) prefills only the rest, as vLLM's automatic prefix
+caching and OpenAI's prompt caching do.
+
+* A block's key is a hash of its tokens and of the key of the block before it, so one key stands for the whole
+  prefix up to the block's end. A hash is never trusted alone: a block is reused only when its stored tokens equal
+  the prompt's and its parent is the block matched just before it (a collision is a miss, not another prompt's keys).
+* ``load(ids, cache)`` copies the longest cached block prefix of a prompt into its (empty) prefill cache, always
+  leaving at least the prompt's last token to prefill (its logits pick the first token); the engine then prefills
+  the rest as one more chunk of a chunked prefill, attending to the cached keys. ``store(ids, cache)`` keeps the
+  full blocks of a prompt whose prefill is done.
+* Bounded by bytes (the blocks' keys and values), least recently used first out. A lookup or store touches a
+  prefix's blocks from its last to its first, so every block was used more recently than the blocks after it and
+  eviction always takes the end of a prefix, never a block whose continuation stays behind unreachable.
+
+A prompt's cached keys are the ones its own prefill would compute only for a model whose key at a position depends
+on the tokens up to it and nothing else: ``prefix_cache_applies`` says which (see there). The engine's worker
+thread owns the cache; the server's metrics only read its counters.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+
+def prefix_cache_applies(model) -> bool:
+    """Whether a prompt's cached keys and values equal what its own prefill computes (to float32 rounding, as a
+    chunked prefill's do), so that reusing them is safe: a decoder-only model whose key at position i depends on
+    tokens 0..i alone.
+
+    Not for encoder-decoders (the prompt is the encoder's input, attended bidirectionally; nothing of it is in the
+    decoder's cache), nor for rotary embeddings whose frequencies depend on how long the call is (dynamic NTK,
+    longrope: transformers picks them per forward from the longest position, so a key cached by a short prompt
+    differs from the same key computed in a longer one). Sliding-window layers (Mistral, Qwen2, Gemma 2 and 3) are
+    safe here: forgegrad's cache keeps every key and masks those out of the window by position, so a key depends on
+    the tokens before it whatever the window, and a prefill after a cached prefix masks exactly as one prefill does.
+    """
+    if getattr(model, "is_encoder_decoder", False) or not hasattr(model, "new_cache"):
+        return False
+    from ..models.hf._layers import LengthScaledRope
+    return not any(isinstance(m, LengthScaledRope) for m in model.modules())
+
+
+class _Block:
+    __slots__ = ("key", "tokens", "parent", "kv")
+
+    def __init__(self, key: int, tokens: tuple, parent: Optional["_Block"], kv: np.ndarray):
+        # kv: (2, layers, kv_heads, block_tokens, head_dim): the block's keys [0] and values [1]
+        self.key, self.tokens, self.parent, self.kv = key, tokens, parent, kv
+
+
+class PrefixCache:
+    """Prefilled keys and values by block of prompt tokens, at most ``max_bytes`` of them.
+
+    Args:
+        max_bytes: the most bytes of keys and values kept (> 0).
+        block_tokens: tokens per block (a prompt reuses whole blocks only).
+
+    Counters (read by the server's metrics): ``hits`` and ``misses`` (prompts that reused some blocks, or none),
+    ``hit_tokens`` (prompt tokens read from the cache instead of prefilled), ``evictions`` (blocks dropped for
+    room), ``bytes`` and ``len(cache)`` (blocks kept).
+    """
+
+    def __init__(self, max_bytes: int, block_tokens: int = 16):
+        for name, v in (("max_bytes", max_bytes), ("block_tokens", block_tokens)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"PrefixCache: {name} must be a positive integer, got {v!r}")
+        self.max_bytes, self.block_tokens = max_bytes, block_tokens
+        self._blocks: "OrderedDict[int, _Block]" = OrderedDict()  # least recently used first
+        self.bytes = 0
+        self.hits = self.misses = self.hit_tokens = self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def _key(self, parent: Optional[_Block], tokens: tuple) -> int:
+        return hash((0 if parent is None else parent.key, tokens))
+
+    def _match(self, ids: Sequence[int], blocks: int) -> List[_Block]:
+        """The cached blocks that spell ids' first tokens, at most ``blocks`` of them, each one verified."""
+        B, chain, parent = self.block_tokens, [], None
+        for j in range(blocks):
+            tokens = tuple(ids[j * B:(j + 1) * B])
+            block = self._blocks.get(self._key(parent, tokens))
+            if block is None or block.tokens != tokens or block.parent is not parent:
+                break
+            chain.append(block)
+            parent = block
+        return chain
+
+    def _touch(self, chain: List[_Block]) -> None:
+        """Most recently used: the chain's first block last, so blocks always outlive their continuations."""
+        for block in reversed(chain):
+            self._blocks.move_to_end(block.key)
+
+    def load(self, ids: Sequence[int], cache) -> int:
+        """Copy the keys and values of the longest cached block prefix of ``ids`` (leaving at least its last token)
+        into row 0 of ``cache`` (a KVCache, empty), advance it past them; the number of tokens loaded."""
+        chain = self._match(ids, (len(ids) - 1) // self.block_tokens)
+        if not chain:
+            self.misses += 1
+            return 0
+        self._touch(chain)
+        B = self.block_tokens
+        for j, block in enumerate(chain):
+            for layer in range(len(cache.keys)):
+                cache.keys[layer][0, :, j * B:(j + 1) * B] = block.kv[0, layer]
+                cache.values[layer][0, :, j * B:(j + 1) * B] = block.kv[1, layer]
+        n = len(chain) * B
+        cache.length = n
+        self.hits += 1
+        self.hit_tokens += n
+        return n
+
+    def store(self, ids: Sequence[int], cache) -> None:
+        """Keep the full blocks of ``ids`` whose keys and values fill the first ``len(ids)`` columns of row 0 of
+        ``cache`` (those not kept yet), evicting the least recently used blocks for room; stops at the first block
+        there is no room for (its blocks before it still kept)."""
+        B = self.block_tokens
+        blocks = min(len(ids), cache.length) // B
+        chain = self._match(ids, blocks)
+        self._touch(chain)
+        keep = {id(b) for b in chain}
+        parent = chain[-1] if chain else None
+        for j in range(len(chain), blocks):
+            tokens = tuple(ids[j * B:(j + 1) * B])
+            key = self._key(parent, tokens)
+            if key in self._blocks:  # another prefix under the same hash: keep the one there
+                break
+            kv = np.stack([np.stack([k[0, :, j * B:(j + 1) * B] for k in cache.keys]),
+                           np.stack([v[0, :, j * B:(j + 1) * B] for v in cache.values])])
+            if not self._make_room(kv.nbytes, keep):
+                break
+            block = _Block(key, tokens, parent, kv)
+            self._blocks[key] = block
+            self.bytes += kv.nbytes
+            chain.append(block)
+            keep.add(id(block))
+            parent = block
+        self._touch(chain)
+
+    def _make_room(self, nbytes: int, keep: set) -> bool:
+        """Evict least recently used blocks until ``nbytes`` more fit, never one in ``keep`` (the prefix being
+        stored); False when they cannot fit."""
+        while self.bytes + nbytes > self.max_bytes:
+            if not self._blocks:
+                return False
+            oldest = next(iter(self._blocks.values()))
+            if id(oldest) in keep:
+                return False
+            del self._blocks[oldest.key]
+            self.bytes -= oldest.kv.nbytes
+            self.evictions += 1
+        return True

@@ -1,0 +1,232 @@
+"""Automatic prefix caching in the completions server (serve/prefix_cache.py): a prompt that starts with blocks an
+earlier prompt prefilled reuses their keys and values, reports them as ``usage.prompt_tokens_details.cached_tokens``,
+and answers what the server without a prefix cache answers (greedy). The real server on loopback, checkpoints
+transformers wrote (byte tokens)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from forgegrad.models.hf import from_pretrained
+from forgegrad.models.hf._layers import KVCache
+from forgegrad.serve.prefix_cache import PrefixCache, prefix_cache_applies
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+from serve_helpers import metric, post_all, running_app  # noqa: E402
+
+BLOCK = 16
+SYSTEM = "You are a terse assistant. Answer in one short line; never apologise. "  # 70 byte tokens
+QUESTIONS = ["Q: why is the sky blue?", "Q: how far is the moon?", "Q: name a prime.", "Q: why is the sky blue?"]
+LLAMA = dict(num_hidden_layers=2, hidden_size=48, num_attention_heads=6, num_key_value_heads=2, intermediate_size=80,
+             vocab_size=300, max_position_embeddings=512, initializer_range=0.3, eos_token_id=299)
+
+
+def _save(path, build):
+    torch.manual_seed(0)
+    build().save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    from hf_conformance import tiny_byte_gpt2
+    root = tmp_path_factory.mktemp("prefix_cache")
+    return {
+        "gpt2": str(tiny_byte_gpt2(root / "gpt2", n_positions=1024)),
+        # every layer attends to its last 24 keys: the shared prefixes here are longer than that
+        "mistral": _save(root / "mistral", lambda: transformers.MistralForCausalLM(
+            transformers.MistralConfig(**LLAMA, sliding_window=24))),
+        # Gemma 2: a window of 20 on every other layer, capped scores and logits
+        "gemma2": _save(root / "gemma2", lambda: transformers.Gemma2ForCausalLM(transformers.Gemma2Config(
+            **LLAMA, head_dim=16, query_pre_attn_scalar=12, sliding_window=20, attn_logit_softcapping=20.0,
+            final_logit_softcapping=10.0, pad_token_id=0))),
+        # dynamic NTK rope: a call's frequencies depend on its longest position, so no prefix cache
+        "dynamic": _save(root / "dynamic", lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            **dict(LLAMA, max_position_embeddings=64), rope_parameters={"rope_type": "dynamic", "factor": 4.0,
+                                                                         "rope_theta": 10000.0}))),
+    }
+
+
+def _app(path, **kw):
+    from forgegrad.serve.completions import GenerationServeConfig, create_completions_app
+    return create_completions_app(GenerationServeConfig(path, model_name="m", **kw))
+
+
+def _ask(c, prompt, max_tokens=10, **kw):
+    r = c.post("/v1/completions", json=dict({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0}, **kw))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    return body["choices"][0]["text"], body["usage"]["prompt_tokens_details"]["cached_tokens"]
+
+
+def _reused(stored: str, prompt: str) -> int:
+    """The tokens (bytes) of ``prompt`` a cache holding ``stored``'s full blocks gives it: whole shared blocks,
+    never its last token."""
+    shared = len(os.path.commonprefix([stored.encode(), prompt.encode()]))
+    return min(shared // BLOCK, len(stored.encode()) // BLOCK, (len(prompt.encode()) - 1) // BLOCK) * BLOCK
+
+
+def _without_cache(path, prompts, max_tokens=10):
+    with running_app(_app(path, prefix_cache_mb=0)) as url, httpx.Client(base_url=url, timeout=120) as c:
+        answers = [_ask(c, p, max_tokens) for p in prompts]
+        assert "forgegrad_prefix_cache" not in c.get("/metrics").text
+    assert all(cached == 0 for _, cached in answers)
+    return [text for text, _ in answers]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "mistral", "gemma2"])
+def test_a_shared_prefix_is_reused_and_answers_as_without_the_cache(checkpoints, arch):
+    """Each prompt after the first reuses the system prompt's full blocks (and a repeated prompt all its blocks
+    but the one with its last token) and answers, token for token, what the server without a cache answers;
+    the metrics count the hits, the misses and the tokens. Mistral's and Gemma 2's sliding windows are shorter
+    than the reused prefixes."""
+    prompts = [SYSTEM + q for q in QUESTIONS]
+    want = _without_cache(checkpoints[arch], prompts)
+    with running_app(_app(checkpoints[arch], prefix_block=BLOCK)) as url, httpx.Client(base_url=url, timeout=120) as c:
+        got = [_ask(c, p) for p in prompts]
+        m = c.get("/metrics").text
+    assert [text for text, _ in got] == want
+    expected = [0] + [max(_reused(s, p) for s in prompts[:i]) for i, p in enumerate(prompts) if i]
+    assert [cached for _, cached in got] == expected
+    assert expected[1] == len(SYSTEM) // BLOCK * BLOCK and expected[3] == (len(prompts[3]) - 1) // BLOCK * BLOCK
+    assert metric(m, "forgegrad_prefix_cache_hits_total", model="m") == 3
+    assert metric(m, "forgegrad_prefix_cache_misses_total", model="m") == 1
+    assert metric(m, "forgegrad_prefix_cache_hit_tokens_total", model="m") == sum(expected)
+    blocks = len({p.encode()[:(j + 1) * BLOCK] for p in prompts for j in range(len(p.encode()) // BLOCK)})
+    assert metric(m, "forgegrad_prefix_cache_blocks", model="m") == blocks
+    assert metric(m, "forgegrad_prefix_cache_bytes", model="m") > 0
+
+
+def test_prompts_diverging_mid_block_reuse_the_whole_blocks_before(checkpoints):
+    """A prompt that leaves the cached one in the middle of its third block reuses two blocks; one that differs in
+    its first token reuses none; streamed answers report the same usage; chat-free token-id prompts too."""
+    base = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOP"  # 52 tokens: three full blocks
+    prompts = [base, base[:40] + "!" + base[41:], "Z" + base[1:], base[:33]]
+    want = _without_cache(checkpoints["gpt2"], prompts)
+    with running_app(_app(checkpoints["gpt2"], prefix_block=BLOCK)) as url, \
+            httpx.Client(base_url=url, timeout=120) as c:
+        got = [_ask(c, p) for p in prompts]
+        with c.stream("POST", "/v1/completions", json={"prompt": list(base[:40].encode()) + [33], "max_tokens": 4,
+                                                       "stream": True, "stream_options": {"include_usage": True}}) as s:
+            chunks = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")]
+    assert [text for text, _ in got] == want
+    assert [cached for _, cached in got] == [0, 32, 0, 32]
+    assert chunks[-1]["usage"]["prompt_tokens_details"] == {"cached_tokens": 32}
+
+
+def test_a_tiny_limit_evicts_the_least_recently_used_blocks(checkpoints):
+    """Room for three blocks: a 70-token prompt keeps its first three, another prompt then evicts them for its own,
+    so the first prompt asked again reuses nothing (and still answers the same); the bytes stay under the limit."""
+    per_block = 2 * 2 * 4 * BLOCK * 8 * 4  # keys and values, 2 layers, 4 heads of 8, float32
+    limit_mb = 3 * per_block / 2 ** 20
+    first, other = SYSTEM, "Completely different words, so nothing is shared with the other one at all."
+    want = _without_cache(checkpoints["gpt2"], [first, other, first])
+    with running_app(_app(checkpoints["gpt2"], prefix_block=BLOCK, prefix_cache_mb=limit_mb)) as url, \
+            httpx.Client(base_url=url, timeout=120) as c:
+        got = [_ask(c, first), _ask(c, first), _ask(c, other), _ask(c, first)]
+        m = c.get("/metrics").text
+    assert [text for text, _ in got] == [want[0], want[0], want[1], want[2]]
+    assert [cached for _, cached in got] == [0, 3 * BLOCK, 0, 0]
+    assert metric(m, "forgegrad_prefix_cache_bytes", model="m") == 3 * per_block
+    assert metric(m, "forgegrad_prefix_cache_blocks", model="m") == 3
+    assert metric(m, "forgegrad_prefix_cache_evictions_total", model="m") == 6  # other's 3, then first's 3
+
+
+def test_concurrent_requests_share_the_prefix_and_answer_as_without_the_cache(checkpoints):
+    """Eight requests at once (two of them with n = 2) sharing the system prompt: prefills run one after another on
+    the engine's thread, so every prompt but the first prefilled reuses the system prompt's blocks, while the
+    others decode; every answer is the cache-free server's."""
+    prompts = [SYSTEM + str(i) + q for i in range(4) for q in QUESTIONS[:2]]  # only the system prompt's blocks shared
+    want = _without_cache(checkpoints["gpt2"], prompts, max_tokens=16)
+    bodies = [{"prompt": p, "max_tokens": 16, "temperature": 0, "n": 2 if i < 2 else 1} for i, p in enumerate(prompts)]
+    with running_app(_app(checkpoints["gpt2"], prefix_block=BLOCK, prefill_chunk=16)) as url:
+        answers = [r.json() for r in post_all(url, bodies)]
+        with httpx.Client(base_url=url, timeout=120) as c:
+            m = c.get("/metrics").text
+    assert [[ch["text"] for ch in a["choices"]] for a in answers] == [[w] * b["n"] for w, b in zip(want, bodies)]
+    cached = [a["usage"]["prompt_tokens_details"]["cached_tokens"] for a in answers]
+    assert sorted(cached)[0] == 0 and sorted(cached)[1:] == [len(SYSTEM) // BLOCK * BLOCK] * 7
+    assert metric(m, "forgegrad_prefix_cache_hits_total", model="m") == 7
+    assert metric(m, "forgegrad_prefix_cache_misses_total", model="m") == 1
+
+
+def test_models_where_a_cached_prefix_differs_from_a_prefill_get_no_cache(checkpoints):
+    """A dynamic NTK rope picks a call's frequencies by its longest position: its server keeps no prefix cache (no
+    cached tokens, no metrics); the decoders above do."""
+    assert not prefix_cache_applies(from_pretrained(checkpoints["dynamic"]))
+    assert all(prefix_cache_applies(from_pretrained(checkpoints[a])) for a in ("gpt2", "mistral", "gemma2"))
+    with running_app(_app(checkpoints["dynamic"])) as url, httpx.Client(base_url=url, timeout=120) as c:
+        assert [_ask(c, SYSTEM)[1], _ask(c, SYSTEM)[1]] == [0, 0]
+        assert "forgegrad_prefix_cache" not in c.get("/metrics").text
+
+
+def _filled(ids, layers=2, heads=2, dim=4):
+    """A one-row cache whose keys and values at each place are functions of the token there."""
+    cache = KVCache(layers, 1, heads, len(ids), dim)
+    for layer in range(layers):
+        cache.keys[layer][0] = np.asarray(ids, np.float32)[None, :, None] + layer
+        cache.values[layer][0] = -np.asarray(ids, np.float32)[None, :, None] - layer
+    cache.length = len(ids)
+    return cache
+
+
+def test_a_hash_collision_is_a_miss_never_another_prompts_keys():
+    """With every block under one hash, a lookup still checks the tokens and the block before: another prompt's
+    block is never loaded, and a stored block is loaded as stored."""
+
+    class Colliding(PrefixCache):
+        def _key(self, parent, tokens):
+            return 7
+
+    cache = Colliding(1 << 20, block_tokens=4)
+    a, b = list(range(1, 10)), list(range(20, 29))
+    cache.store(a, _filled(a))
+    assert len(cache) == 1  # a's second block collides with its first: not stored
+    assert cache.load(b, KVCache(2, 1, 2, 9, 4)) == 0
+    got = KVCache(2, 1, 2, 9, 4)
+    assert cache.load(a, got) == 4 and got.length == 4
+    want = _filled(a)
+    for layer in range(2):
+        np.testing.assert_array_equal(got.keys[layer][:, :, :4], want.keys[layer][:, :, :4])
+        np.testing.assert_array_equal(got.values[layer][:, :, :4], want.values[layer][:, :, :4])
+    assert (cache.hits, cache.misses, cache.hit_tokens) == (1, 1, 4)
+
+
+def test_eviction_takes_the_ends_of_prefixes_first():
+    """Blocks are evicted least recently used first, a prefix's later blocks before its earlier ones, so no block
+    stays behind whose prefix is gone; a bad size is a ValueError naming it."""
+    per_block = 2 * 2 * 2 * 4 * 4 * 4
+    cache = PrefixCache(5 * per_block, block_tokens=4)
+    shared = list(range(1, 9))  # two blocks
+    one, two = shared + [50, 51, 52, 53, 54], shared + [60, 61, 62, 63, 64]
+    cache.store(one, _filled(one))
+    cache.store(two, _filled(two))  # shared's two blocks, then one block each: 4 blocks
+    third = list(range(100, 109))
+    cache.store(third, _filled(third))  # two more blocks: evicts one's last block, the least recently used
+    assert cache.evictions == 1 and cache.bytes == 5 * per_block
+    assert cache.load(two, KVCache(2, 1, 2, 13, 4)) == 12
+    assert cache.load(one, KVCache(2, 1, 2, 13, 4)) == 8
+    kept = list(cache._blocks.values())
+    assert all(b.parent is None or b.parent in kept for b in kept)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="max_bytes"):
+            PrefixCache(bad)
+    with pytest.raises(ValueError, match="block_tokens"):
+        PrefixCache(100, block_tokens=0)
+
+
+def test_bad_prefix_cache_settings_are_refused(checkpoints):
+    from forgegrad.serve.completions import GenerationServeConfig
+    for bad in (-1, "big", float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match="prefix_cache_mb"):
+            GenerationServeConfig(checkpoints["gpt2"], prefix_cache_mb=bad).validate()
+    with pytest.raises(ValueError, match="prefix_block"):
+        GenerationServeConfig(checkpoints["gpt2"], prefix_block=0).validate()
