@@ -22,7 +22,7 @@ writes it, unless the schema's ``"x-guidance"`` says otherwise (llguidance's opt
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -190,6 +190,28 @@ def grammar_tokenizer(tokenizer, vocab_size: int, eos_token_id: Union[int, Seque
     return made
 
 
+_SPELLINGS: "OrderedDict[int, tuple]" = OrderedDict()  # the last few LLTokenizers' token bytes, as looked up
+
+
+def _spellings(lltokenizer):
+    """``spelling(id) -> bytes`` of a token as llguidance's forced bytes write it (a special token: 0xFF "[id]"),
+    remembered for the last 8 grammar tokenizers."""
+    key = id(lltokenizer)
+    if key not in _SPELLINGS or _SPELLINGS[key][0] is not lltokenizer:
+        known: Dict[int, bytes] = {}
+
+        def spelling(i: int) -> bytes:
+            if i not in known:
+                known[i] = (b"\xff[%d]" % i if lltokenizer.is_special_token(i) else lltokenizer.decode_bytes([i]))
+            return known[i]
+
+        _SPELLINGS[key] = (lltokenizer, spelling)
+        while len(_SPELLINGS) > 8:
+            _SPELLINGS.popitem(last=False)
+    _SPELLINGS.move_to_end(key)
+    return _SPELLINGS[key][1]
+
+
 class GrammarError(RuntimeError):
     """A row's grammar cannot go on: it allows no token of the vocabulary (a character the tokenizer cannot
     spell), the other processors rule out every token it allows, or its matcher failed. Only that row's
@@ -214,6 +236,7 @@ class RowConstraint:
             raise ValueError(f"invalid {grammar.kind}: {self._matcher.get_error()}")
         self.lltokenizer, self.vocab_size = lltokenizer, int(lltokenizer.vocab_size)
         self._ends = frozenset(int(t) for t in lltokenizer.eos_tokens)
+        self._spelling_of = _spellings(lltokenizer)
         self._bits = llg.numpy.allocate_token_bitmask(1, self.vocab_size)
         self._fill = llg.numpy.fill_next_token_bitmask
         self._allowed: Optional[np.ndarray] = None  # the next token's allowed set, until the matcher advances
@@ -251,19 +274,14 @@ class RowConstraint:
 
     def _spelling(self, allowed: np.ndarray, forced: bytes) -> None:
         """Where the grammar forces bytes no token spells (a character missing from the vocabulary), llguidance's
-        mask holds the tokens that would follow them, which the matcher then refuses: keep only tokens that spell
-        the forced bytes (or begin them); none is a dead end."""
-        ids = np.flatnonzero(allowed)
-        if len(ids) > 4096:  # (a forced run leaves few tokens; many means text is free here)
-            return
-        llt = self.lltokenizer
-        # a special token's bytes as llguidance writes them in forced bytes: 0xFF "[id]"
-        spelled = [i for i in ids if (b := b"\xff[%d]" % i if llt.is_special_token(int(i)) else llt.decode_bytes(
-            [int(i)])) and (b.startswith(forced) or forced.startswith(b))]
-        if not spelled:
-            raise GrammarError(self._dead_end(False))
-        allowed[:] = False
-        allowed[spelled] = True
+        mask holds the tokens that would follow them, which its matcher then refuses: a dead end. Checked on the
+        allowed tokens until one spells the forced bytes or begins them (the first one, but at a dead end)."""
+        spelling = self._spelling_of
+        for i in np.flatnonzero(allowed).tolist():
+            b = spelling(i)
+            if b and (b.startswith(forced) or forced.startswith(b)):
+                return
+        raise GrammarError(self._dead_end(False))
 
     def mask(self, scores: np.ndarray) -> np.ndarray:
         if not scores.flags["C_CONTIGUOUS"] or not scores.flags["WRITEABLE"]:
@@ -274,17 +292,17 @@ class RowConstraint:
         if scores.ndim not in (1, 2) or scores.size != scores.shape[-1] or scores.shape[-1] < self.vocab_size:
             raise ValueError(f"RowConstraint.mask: scores must be one row, (V,) or (1, V), at least "
                              f"{self.vocab_size} wide (the grammar's vocabulary), got shape {scores.shape}")
-        allowed, row = self.allowed(), scores.reshape(-1)
-        live = row > -np.inf
+        allowed, row, V = self.allowed(), scores.reshape(-1), self.vocab_size
+        kept = np.where(allowed, row[:V], -np.inf)
         self._outside = None
-        if not (live[:self.vocab_size] & allowed).any():
-            forced = np.flatnonzero(live)
+        if not kept.max() > -np.inf:  # every token the grammar allows is already ruled out
+            forced = np.flatnonzero(row > -np.inf)
             if len(forced) == 1 and (int(forced[0]) in self._ends or not self.history):
                 self._outside = int(forced[0])
                 return scores
             raise GrammarError(self._dead_end(allowed.any()))
-        row[:self.vocab_size][~allowed] = -np.inf
-        row[self.vocab_size:] = -np.inf
+        row[:V] = kept
+        row[V:] = -np.inf
         return scores
 
     def _dead_end(self, any_allowed: bool) -> str:
