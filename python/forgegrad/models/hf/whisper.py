@@ -80,16 +80,18 @@ class WhisperDecoder(_Stack):
         self.embed_positions = nn.Embedding(cfg["max_target_positions"], d)
 
 
-def _layer_with_probabilities(layer, x: Tensor, bias: Tensor, kv, cache, i: int):
+def _layer_with_probabilities(layer, x: Tensor, bias: Tensor, kv, cache, i: int, heads: List[int]):
     """A decoder layer's pre-norm forward in a graph (eval: no dropout), as ``BartLayer.forward``, that also returns
-    its cross-attention probabilities (B, heads, T, encoder positions): softmax(q k^T / sqrt(head_dim)) of its
-    queries, what transformers' eager attention returns as cross_attentions. The attention itself still runs on
-    the fused kernel, so the logits are those of the graph without them."""
+    the cross-attention probabilities of its ``heads`` (B, len(heads), T, encoder positions): softmax(q k^T /
+    sqrt(head_dim)) of their queries, what transformers' eager attention returns as cross_attentions. Only those
+    heads' scores are formed (a few of a large checkpoint's); the attention itself still runs on the fused kernel,
+    so the logits are those of the graph without them."""
     x = x + layer.self_attn(layer.self_attn_layer_norm(x), bias, cache=cache, layer=i)
     h = layer.encoder_attn_layer_norm(x)
     ea = layer.encoder_attn
-    q = split_heads(ea.q_proj(h), ea.heads)
-    probs = F.softmax(q @ kv[0].transpose(-1, -2) * float((q.shape[-1]) ** -0.5), dim=-1)
+    q, k = split_heads(ea.q_proj(h), ea.heads), kv[0]
+    q, k = (cat([t[:, j:j + 1] for j in heads], dim=1) for t in (q, k))
+    probs = F.softmax(q @ k.transpose(-1, -2) * float(q.shape[-1] ** -0.5), dim=-1)
     x = x + ea(h, None, kv=kv)
     return x + layer.fc2(layer.act(layer.fc1(layer.final_layer_norm(x)))), probs
 
@@ -237,10 +239,14 @@ class WhisperForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Modul
         if alignment_heads is None:
             x = dec.run(x, bias, cross=cross, cache=cache)
         else:
-            wanted, probs = {layer for layer, _ in alignment_heads}, {}
+            wanted = {}  # layer -> its heads asked for, in the pairs' order
+            for layer, head in alignment_heads:
+                wanted.setdefault(layer, []).append(head)
+            probs = {}
             for i, layer in enumerate(dec.layers):
                 if i in wanted:
-                    x, probs[i] = _layer_with_probabilities(layer, x, bias, cross[i], cache, i)
+                    x, p = _layer_with_probabilities(layer, x, bias, cross[i], cache, i, wanted[i])
+                    probs.update({(i, head): p[:, j:j + 1] for j, head in enumerate(wanted[i])})
                 else:
                     x = layer(x, bias, cross_kv=cross[i], cache=cache, layer=i)
             x = dec.layer_norm(x)
@@ -249,7 +255,7 @@ class WhisperForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Modul
         logits = F.linear(x, dec.embed_tokens.weight) if self.tied else self.lm_head(x)
         if alignment_heads is None:
             return logits
-        return logits, cat([probs[layer][:, head:head + 1] for layer, head in alignment_heads], dim=1)
+        return logits, cat([probs[pair] for pair in alignment_heads], dim=1)
 
     def graph_alignment_heads(self) -> List[Tuple[int, int]]:
         """The (layer, head) pairs of generation_config.json's ``alignment_heads`` (checked; ValueError naming
