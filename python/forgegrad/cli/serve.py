@@ -58,6 +58,10 @@ def add_parser(sub):
     p.add_argument("--prefill-chunk", type=non_negative_int, default=None, metavar="TOKENS",
                    help="a Hugging Face checkpoint directory only: while others decode, prefill a new prompt this "
                         "many tokens at a time between their steps (default 128; 0: whole prompts at once)")
+    p.add_argument("--prefix-cache-mb", type=non_negative_float, default=None, metavar="MIB",
+                   help="a Hugging Face decoder directory only: keep up to this many MiB of prompts' prefilled keys "
+                        "and values, so a prompt that starts like an earlier one (a system prompt, a chat's earlier "
+                        "turns) prefills only the rest (default 1024; 0: no prefix cache)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(run=run)
     return p
@@ -74,6 +78,8 @@ def run(args, log=print):
     from ..serve.completions import is_checkpoint_dir
     if is_checkpoint_dir(args.model):
         return _run_generation(args, uvicorn)
+    if args.prefix_cache_mb is not None:
+        raise UsageError(f"--prefix-cache-mb applies to a Hugging Face decoder directory, and {args.model} is not one")
     for flag, value in (("--weights", args.weights), ("--prefill-chunk", args.prefill_chunk)):
         if value is not None:
             raise UsageError(f"{flag} applies to a Hugging Face checkpoint directory (config.json + safetensors), "
@@ -100,6 +106,7 @@ def _run_generation(args, uvicorn):
         if args.prefill_chunk is not None:
             raise UsageError(f"--prefill-chunk applies to text generation, and {args.model} is a Whisper checkpoint "
                              "(served at /v1/audio/transcriptions and /v1/audio/translations)")
+        _no_prefix_cache(args, "a Whisper checkpoint")
         config = SpeechServeConfig(args.model, weights=args.weights or "float32", threads=args.threads,
                                    max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
                                    model_name=args.model_name, max_batch=args.max_batch)
@@ -109,6 +116,7 @@ def _run_generation(args, uvicorn):
         if args.prefill_chunk is not None:
             raise UsageError(f"--prefill-chunk applies to text generation, and {args.model} is an encoder (served "
                              f"at /v1/{kind})")
+        _no_prefix_cache(args, f"an encoder (served at /v1/{kind})")
         config = EncoderServeConfig(args.model, weights=args.weights or "float32", threads=args.threads,
                                     max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
                                     model_name=args.model_name, max_batch=args.max_batch)
@@ -116,8 +124,15 @@ def _run_generation(args, uvicorn):
     config = GenerationServeConfig(args.model, weights=args.weights or "float32", threads=args.threads,
                                    max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
                                    model_name=args.model_name, max_batch=args.max_batch,
+                                   prefix_cache_mb=GenerationServeConfig.prefix_cache_mb if args.prefix_cache_mb is None
+                                   else args.prefix_cache_mb,
                                    prefill_chunk=128 if args.prefill_chunk is None else args.prefill_chunk)
     return _serve(create_completions_app(config), args, uvicorn)
+
+
+def _no_prefix_cache(args, what: str) -> None:
+    if args.prefix_cache_mb is not None:
+        raise UsageError(f"--prefix-cache-mb applies to text generation, and {args.model} is {what}")
 
 
 def _serve(app, args, uvicorn):
