@@ -173,3 +173,61 @@ def test_zero_at_one_rank_equals_adam_with_a_scheduler_and_round_trips_its_state
     np.testing.assert_array_equal(fresh.state_dict()["state"][3]["exp_avg"].data, ref_sd["state"][3]["exp_avg"].data)
     assert fresh.param_groups[0]["lr"] == ref_sd["param_groups"][0]["lr"]
     assert 0 < zero.local_state_bytes() <= 2 * 4 * sum(p.numel() for p in model.parameters()) + 64
+
+
+@needs_mpi
+def test_zero_refuses_what_it_cannot_shard():
+    import forgegrad.distributed as dist
+    from forgegrad import nn, optim
+    comm.init()
+    params = list(nn.Linear(2, 2).parameters())
+    with pytest.raises(ValueError, match="LBFGS is not supported: each rank updates a slice"):
+        dist.ZeroRedundancyOptimizer(params, optim.LBFGS)
+    with pytest.raises(ValueError, match="stage must be 1 or 2, got 3 \\(stage 3: forgegrad.distributed.Fully"):
+        dist.ZeroRedundancyOptimizer(params, optim.Adam, stage=3)
+    with pytest.raises(ValueError, match="stage must be 1 or 2, got True"):
+        dist.ZeroRedundancyOptimizer(params, optim.Adam, stage=True)
+    with pytest.raises(ValueError, match="bucket_cap_mb must be a positive number"):
+        dist.ZeroRedundancyOptimizer(params, optim.Adam, stage=2, bucket_cap_mb=-1)
+    with pytest.raises(ValueError, match="max_grad_norm must be a positive number or None"):
+        dist.ZeroRedundancyOptimizer(params, optim.Adam, max_grad_norm=0)
+    with pytest.raises(TypeError, match="parameter 0 has dtype float64; the flat shards are float32"):
+        dist.ZeroRedundancyOptimizer(nn.Linear(2, 2).double().parameters(), optim.SGD, lr=0.1)
+
+
+@needs_mpi
+@pytest.mark.parametrize("stage", [1, 2])
+def test_zero_clipping_at_one_rank_equals_clip_grad_norm(stage):
+    """At one rank the shard is the whole gradient: clip_grad_norm_ (and max_grad_norm) must give what
+    nn.utils.clip_grad_norm_ + AdamW give, to float32 rounding (the norm is summed in float64 here)."""
+    import forgegrad.distributed as dist
+    from forgegrad import nn, optim
+    comm.init()
+
+    def run(kind, steps=5):
+        fg.manual_seed(0)
+        model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 2))
+        if kind == "plain":
+            opt = optim.AdamW(model.parameters(), lr=1e-2)
+        else:
+            opt = dist.ZeroRedundancyOptimizer(model.parameters(), optim.AdamW, stage=stage, bucket_cap_mb=1e-4,
+                                               max_grad_norm=0.1 if kind == "max_grad_norm" else None, lr=1e-2)
+        rng = np.random.default_rng(0)
+        norms = []
+        for _ in range(steps):
+            x = fg.tensor(rng.standard_normal((4, 5)).astype(np.float32))
+            opt.zero_grad()
+            (model(x) ** 2).mean().backward()
+            if kind == "plain":
+                norms.append(float(nn.utils.clip_grad_norm_(model.parameters(), 0.1).item()))
+            elif kind == "method":
+                norms.append(float(opt.clip_grad_norm_(0.1).item()))
+            opt.step()
+        return np.concatenate([p._data.reshape(-1) for p in model.parameters()]), norms
+
+    ref, ref_norms = run("plain")
+    assert min(ref_norms) > 0.1  # every step clips
+    for kind in ("method", "max_grad_norm"):
+        params, norms = run(kind)
+        np.testing.assert_allclose(params, ref, rtol=0, atol=1e-6, err_msg=kind)
+    np.testing.assert_allclose(run("method")[1], ref_norms, rtol=1e-6)

@@ -1,9 +1,9 @@
 """MPI job: ZeRO-1 training that saves a consolidated checkpoint, or resumes one at any number of ranks.
 
-Usage: python zero_checkpoint.py save CKPT STEPS | resume CKPT STEPS OUT.npy [plain]
+Usage: python zero_checkpoint.py save CKPT STEPS [STAGE] | resume CKPT STEPS OUT.npy [plain|STAGE]
 "save" trains STEPS steps from the start and writes {"model", "optimizer", "step"} on rank 0; "resume"
-loads it (into a ZeroRedundancyOptimizer, or with "plain" into a plain Adam at one rank) and trains
-STEPS more steps, then rank 0 writes the parameters to OUT.npy.
+loads it (into a ZeroRedundancyOptimizer of STAGE (default 1), or with "plain" into a plain Adam at one
+rank) and trains STEPS more steps, then rank 0 writes the parameters to OUT.npy.
 """
 import sys
 
@@ -18,9 +18,11 @@ dist.init()
 rank, size = dist.rank(), dist.size()
 mode, ckpt_path, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 model = make_model()
-plain = mode == "resume" and sys.argv[5:] == ["plain"]
-opt = optim.Adam(model.parameters(), lr=LR) if plain else dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam,
-                                                                                        lr=LR)
+last = sys.argv[5 if mode == "resume" else 4:]
+plain = last == ["plain"]
+stage = int(last[0]) if last and not plain else 1
+opt = optim.Adam(model.parameters(), lr=LR) if plain else dist.ZeroRedundancyOptimizer(
+    model.parameters(), optim.Adam, stage=stage, bucket_cap_mb=0.0005, lr=LR)
 start = 0
 if mode == "resume":
     ck = fg.load(ckpt_path)

@@ -1,25 +1,33 @@
-"""ZeRO stage 1: the optimizer state sharded over ranks (torch's ZeroRedundancyOptimizer, by element ranges).
+"""ZeRO stages 1 and 2: the optimizer state (stage 1), and the gradients (stage 2), sharded over ranks.
 
-Each parameter group is laid out as one flat float32 vector (its parameters in order), zero-padded
-to a multiple of size(); rank r owns elements ``[r*S, (r+1)*S)``. A step:
+torch's ZeroRedundancyOptimizer API with DeepSpeed's ``stage``. The parameters of each group are cut
+into *units*, each laid out as one flat float32 vector zero-padded to a multiple of size(); rank r
+owns the r-th of its size() equal slices. The wrapped optimizer (Adam, AdamW, SGD, ...: elementwise
+update rules) works on one flat tensor per group, the concatenation of this rank's slices of the
+group's units, so its state takes 1/size of the memory.
 
-1. the gradients are packed into the flat vector and ``Reduce_scatter_block`` (sum, then x 1/size)
-   gives each rank the averaged gradient of its own range;
-2. the wrapped optimizer (e.g. Adam) updates that range only, so its state (exp_avg, exp_avg_sq)
-   takes 1/size of the memory it would take on one process;
-3. ``Allgather`` of the updated ranges gives every rank the whole new parameters.
+* **Stage 1**: one unit per group. ``step()`` packs each group's full local gradients,
+  ``Reduce_scatter_block`` (sum, then x 1/size) gives each rank the averaged gradient of its slice.
+* **Stage 2**: the units are buckets of about ``bucket_cap_mb`` (reverse registration order, as DDP's).
+  A post-accumulate-grad hook copies each finished gradient into its bucket's staging vector and drops
+  ``.grad``; a complete bucket (every earlier one started) starts a non-blocking reduce-scatter while
+  backward runs on, and the result is added into this rank's gradient shard (zero_grad zeroes it).
+  After the step's reduction a rank holds 1/size of the gradients; in flight, a few buckets.
 
-The update rule is elementwise, so the result equals DDP + the plain optimizer (up to the order of
-the gradient sum, identical for 2 ranks). Do not wrap the model in DistributedDataParallel too: the
-reduce-scatter already averages the gradients.
+Then, for both: the optional global-norm clipping (one allreduce of the shards' sums of squares), the
+wrapped optimizer's update of this rank's slices, and an ``Allgather`` per unit that gives every rank
+the whole new parameters. The rule is elementwise, so the result equals DDP + the plain optimizer up
+to the order in which the gradients are summed (identical bits for 2 ranks, which add one pair).
 
 ``state_dict()`` (collective: call it on every rank) gathers the shards into the plain optimizer's
 layout (torch's: per-parameter ``step``/``exp_avg``/...), so a checkpoint loads back into a plain
-optimizer at 1 rank or into a ZeroRedundancyOptimizer at any number of ranks.
+optimizer at 1 rank or into a ZeroRedundancyOptimizer of any stage at any number of ranks.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List
+import contextlib
+import math
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -30,14 +38,20 @@ from . import comm as _c
 __all__ = ["ZeroRedundancyOptimizer"]
 
 
-class _Shard:
-    """One parameter group's flat layout and this rank's range of it.
+def _elementwise_optimizers():
+    """The optimizers whose update of an element reads only that element's parameter, gradient and
+    state: those can update any slice of a flat vector and get what they would on the whole."""
+    from ..optim import SGD, Adadelta, Adagrad, Adam, AdamW, RMSprop
+    return (SGD, Adam, AdamW, Adagrad, RMSprop, Adadelta)
 
-    Only the rank's range is kept between steps (``local``, 1/size of the group); the packed gradient
-    and the gathered parameters are step-time temporaries.
+
+class _Unit:
+    """Some parameters of one group as one flat, zero-padded vector, and this rank's slice of it.
+
+    ``local_off`` is where the slice sits in the group's local flat tensor.
     """
 
-    def __init__(self, params: List[Tensor], nranks: int, rank: int):
+    def __init__(self, params: List[Tensor], nranks: int, rank: int, local_off: int):
         self.params = params
         sizes = [p._data.size for p in params]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -46,12 +60,15 @@ class _Shard:
         self.padded = self.per_rank * nranks
         self.lo = rank * self.per_rank
         self.hi = self.lo + self.per_rank
-        # this rank's range of the group's parameters: what the wrapped optimizer updates
-        self.local = Tensor._wrap(np.zeros(self.per_rank, np.float32))
-        self.local.requires_grad = True
+        self.local_off = local_off
+        # stage 2's reduction round: the staging vector, how many gradients it has, the request
+        self.staging: Optional[np.ndarray] = None
+        self.received: Optional[np.ndarray] = None
+        self.ready = 0
+        self.request = None
 
     def pack(self, arrays) -> np.ndarray:
-        """The group's arrays (None: zeros) as one flat, zero-padded vector."""
+        """The unit's arrays (None: zeros) as one flat, zero-padded vector."""
         out = np.empty(self.padded, np.float32)
         for a, lo, hi in zip(arrays, self.offsets[:-1], self.offsets[1:]):
             if a is None:
@@ -61,62 +78,133 @@ class _Shard:
         out[self.total:] = 0.0
         return out
 
-    def read_local_params(self) -> None:
-        """Copy this rank's range of the current parameters into ``local`` (they may have been loaded)."""
-        dst = self.local._data
+    def read_params(self, dst: np.ndarray) -> None:
+        """Copy this rank's slice of the current parameters into ``dst`` (they may have been loaded)."""
         for p, lo, hi in zip(self.params, self.offsets[:-1], self.offsets[1:]):
             a, b = max(lo, self.lo), min(hi, self.hi)
             if a < b:
                 dst[a - self.lo:b - self.lo] = p._data.reshape(-1)[a - lo:b - lo]
 
-    def unpack_params(self, flat: np.ndarray) -> None:
+    def write_params(self, flat: np.ndarray) -> None:
         for p, lo, hi in zip(self.params, self.offsets[:-1], self.offsets[1:]):
             p._data[...] = flat[lo:hi].reshape(p._data.shape)
 
 
+class _Group:
+    """One parameter group: its units, this rank's flat parameters (what the wrapped optimizer
+    updates) and this rank's flat averaged gradient, both the concatenation of the units' slices."""
+
+    def __init__(self, params: List[Tensor], units: List[List[Tensor]], nranks: int, rank: int):
+        self.params = params
+        self.units, off = [], 0
+        for members in units:
+            unit = _Unit(members, nranks, rank, off)
+            self.units.append(unit)
+            off += unit.per_rank
+        self.local = Tensor._wrap(np.zeros(off, np.float32))
+        self.local.requires_grad = True
+        self.grad = np.zeros(off, np.float32)
+        # where each parameter lives: (unit, its offset in the unit)
+        self.where = {id(p): (u, int(u.offsets[i])) for u in self.units for i, p in enumerate(u.params)}
+
+    def local_slice(self, unit: _Unit, flat: np.ndarray) -> np.ndarray:
+        return flat[unit.local_off:unit.local_off + unit.per_rank]
+
+
+def _buckets(params: List[Tensor], cap_bytes: int) -> List[List[Tensor]]:
+    """``params`` in reverse order (about the order backward finishes them) cut into buckets of at most
+    ``cap_bytes`` (a bigger parameter is a bucket of its own)."""
+    out, group, nbytes = [], [], 0
+    for p in reversed(params):
+        if group and nbytes + p._data.nbytes > cap_bytes:
+            out.append(group)
+            group, nbytes = [], 0
+        group.append(p)
+        nbytes += p._data.nbytes
+    if group:
+        out.append(group)
+    return out
+
+
 class ZeroRedundancyOptimizer(Optimizer):
-    """An optimizer whose state is split over the ranks (ZeRO stage 1). It is a forgegrad Optimizer, so
-    lr schedulers and fit take it.
+    """An optimizer whose state (stage 1), and gradients (stage 2), are split over the ranks. It is a
+    forgegrad Optimizer, so lr schedulers and fit take it.
 
     Args:
         params: the parameters (or parameter groups, as for any optimizer), the same on every rank.
-        optimizer_class: the optimizer to shard, e.g. ``forgegrad.optim.Adam`` (elementwise update
-            rules only: Adam, AdamW, SGD).
-        **defaults: its arguments (lr, betas, ...).
+        optimizer_class: the optimizer to shard: ``forgegrad.optim`` SGD, Adam, AdamW, Adagrad, RMSprop,
+            Adadelta or a subclass (elementwise update rules; LBFGS is refused).
+        stage: 1 (optimizer state sharded) or 2 (also the gradients, reduce-scattered in buckets
+            during backward). Stage 3 (parameters) is FullyShardedDataParallel.
+        bucket_cap_mb: stage 2's gradient bytes per reduce-scatter bucket (torch DDP's default 25).
+        max_grad_norm: clip the gradients to this global 2-norm in every ``step()`` (DeepSpeed's
+            ``gradient_clipping``; what makes clipping work under ``fit``). None: no clipping.
+        **defaults: the optimizer's arguments (lr, betas, ...).
 
     Parameters are broadcast from rank 0 at construction. A parameter without a gradient on a rank
-    counts as a zero gradient there (its moments still decay, unlike a plain optimizer's skip).
-    Memory per rank besides the model: the state of 1/size of the parameters plus that range of the
-    parameters themselves; during ``step()``, one packed gradient and one gathered parameter vector
-    of a group at a time.
+    counts as a zero gradient there (its moments still decay, unlike a plain optimizer's skip). Do not
+    wrap the model in DistributedDataParallel too: the reduce-scatter already averages.
+
+    Stage 2: after backward ``p.grad`` is None; the averaged gradient lives in this rank's shard
+    (``clip_grad_norm_`` clips it). Backward passes between two ``zero_grad()`` calls accumulate in
+    the shard (one reduce-scatter each); inside ``no_sync()`` they accumulate in the full local
+    ``.grad`` instead, and the first backward after it reduces the sum.
     """
 
-    def __init__(self, params, optimizer_class, **defaults):
+    def __init__(self, params, optimizer_class, stage: int = 1, bucket_cap_mb: float = 25,
+                 max_grad_norm: Optional[float] = None, **defaults):
         if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer)):
             raise TypeError(f"ZeroRedundancyOptimizer: optimizer_class must be a forgegrad.optim optimizer class, got "
                             f"{optimizer_class!r}")
+        if not issubclass(optimizer_class, _elementwise_optimizers()):
+            names = ", ".join(c.__name__ for c in _elementwise_optimizers())
+            raise ValueError(f"ZeroRedundancyOptimizer: {optimizer_class.__name__} is not supported: each rank "
+                             f"updates a slice of the flat parameters, which needs an elementwise update rule "
+                             f"({names})")
+        if stage not in (1, 2) or isinstance(stage, bool):
+            hint = " (stage 3: forgegrad.distributed.FullyShardedDataParallel)" if stage == 3 else ""
+            raise ValueError(f"ZeroRedundancyOptimizer: stage must be 1 or 2, got {stage!r}{hint}")
+        if not isinstance(bucket_cap_mb, (int, float)) or isinstance(bucket_cap_mb, bool) or bucket_cap_mb <= 0:
+            raise ValueError(f"ZeroRedundancyOptimizer: bucket_cap_mb must be a positive number, got {bucket_cap_mb!r}")
+        if max_grad_norm is not None and (isinstance(max_grad_norm, bool) or not isinstance(
+                max_grad_norm, (int, float)) or not max_grad_norm > 0):
+            raise ValueError(f"ZeroRedundancyOptimizer: max_grad_norm must be a positive number or None, got "
+                             f"{max_grad_norm!r}")
         self.comm = _c._comm()
         self.MPI = _c._mpi()
         n, r = self.comm.Get_size(), self.comm.Get_rank()
         # a throwaway instance validates params and groups exactly as the plain optimizer would
         reference = optimizer_class(params, **defaults)
         self.optimizer_class = optimizer_class
+        self.stage = int(stage)
+        self.max_grad_norm = max_grad_norm
         self.defaults = dict(reference.defaults)  # Optimizer.__init__ is not called: the groups live in the shards
         from .ddp import _check_same_everywhere, broadcast_parameters
         all_params = [p for g in reference.param_groups for p in g["params"]]
-        _check_same_everywhere([(str(i), tuple(p.shape), str(p.dtype)) for i, p in enumerate(all_params)],
-                               "ZeroRedundancyOptimizer")
+        for i, p in enumerate(all_params):
+            if p._data.dtype != np.float32:
+                raise TypeError(f"ZeroRedundancyOptimizer: parameter {i} has dtype {p._data.dtype}; the flat shards "
+                                "are float32")
+        _check_same_everywhere([(f"parameter {i}", tuple(p.shape), str(p._data.dtype))
+                                for i, p in enumerate(all_params)], "ZeroRedundancyOptimizer")
         broadcast_parameters(all_params, 0)
-        self.shards = [_Shard(g["params"], n, r) for g in reference.param_groups]
+        cap = int(bucket_cap_mb * 1024 * 1024)
+        self.groups = [_Group(g["params"], [g["params"]] if stage == 1 else _buckets(g["params"], cap), n, r)
+                       for g in reference.param_groups]
         self._groups_meta = [{k: v for k, v in g.items() if k != "params"} for g in reference.param_groups]
         self.local_optimizer = optimizer_class(
-            [dict(meta, params=[s.local]) for meta, s in zip(self._groups_meta, self.shards)], **defaults)
+            [dict(meta, params=[g.local]) for meta, g in zip(self._groups_meta, self.groups)], **defaults)
+        self._reduced = False  # stage 1: this step's gradients are already in the shards (clip_grad_norm_ did it)
+        self._reducer = None
+        if stage == 2:
+            from .zero_reduce import _ShardReducer
+            self._reducer = _ShardReducer(self.groups, self.comm, self.MPI)
 
     # ---- the torch.optim surface ----------------------------------------------------------------
     @property
     def param_groups(self) -> List[Dict[str, Any]]:
         """The wrapped optimizer's groups (hyper-parameters as given; "params" holds this rank's flat
-        range of the group): lr schedulers work on them unchanged."""
+        slice of the group): lr schedulers work on them unchanged."""
         return self.local_optimizer.param_groups
 
     @property
@@ -129,14 +217,80 @@ class ZeroRedundancyOptimizer(Optimizer):
                                   "(build a new one with all groups)")
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for s in self.shards:
-            for p in s.params:
+        if self._reducer is not None:
+            self._reducer.finish()  # a round still in flight must not land in the next step's shard
+        for g in self.groups:
+            g.grad[...] = 0.0
+            for p in g.params:
                 if p.grad is None:
                     continue
                 if set_to_none:
                     p.grad = None
                 else:
                     p.grad._data[...] = 0
+        self._reduced = False
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        """Stage 2: backward passes inside accumulate the full gradients locally, without communication;
+        the first backward after it reduce-scatters the sum. Stage 1 reduces in ``step()`` only, so
+        there the context changes nothing."""
+        if self._reducer is None:
+            yield
+            return
+        before = self._reducer.enabled
+        self._reducer.enabled = False
+        try:
+            yield
+        finally:
+            self._reducer.enabled = before
+
+    def _reduce_grads(self) -> None:
+        """Bring this step's averaged gradients into the shards (``g.grad``)."""
+        if self._reducer is not None:
+            self._reducer.finish()
+            return
+        if self._reduced:
+            return
+        n = self.comm.Get_size()
+        for g in self.groups:
+            (unit,) = g.units
+            flat = unit.pack([None if p.grad is None else p.grad._data for p in unit.params])
+            self.comm.Reduce_scatter_block(flat, g.grad, op=self.MPI.SUM)
+            del flat
+            if n > 1:
+                g.grad *= np.float32(1.0 / n)
+        self._reduced = True
+
+    def clip_grad_norm_(self, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False) -> Tensor:
+        """Clip the averaged gradients (all ranks' shards together) to ``max_norm`` in place, as
+        ``nn.utils.clip_grad_norm_`` on the full gradients; returns the total norm before clipping
+        (the same on every rank). Collective: call it on every rank, between backward and ``step()``.
+
+        Each rank sums its shard in float64, one allreduce adds the ranks' sums (max for norm_type inf).
+        """
+        norm_type = float(norm_type)
+        if not norm_type > 0:
+            raise ValueError(f"clip_grad_norm_: norm_type must be positive, got {norm_type}")
+        self._reduce_grads()
+        shards = [g.grad for g in self.groups]
+        if norm_type == math.inf:
+            local = max((float(np.abs(s).max()) if s.size else 0.0) for s in shards)
+            total = float(_c.allreduce(np.array([local]), op="max")[0])
+        else:
+            local = sum(float(np.sum(np.abs(s.astype(np.float64)) ** norm_type)) for s in shards)
+            total = float(_c.allreduce(np.array([local]), op="sum")[0]) ** (1.0 / norm_type)
+        total32 = np.float32(total)
+        if error_if_nonfinite and not np.isfinite(total32):
+            raise RuntimeError(f"The total norm of order {norm_type} for gradients is non-finite, so it cannot be "
+                               "clipped. To disable this error and scale the gradients by the non-finite norm anyway, "
+                               "set `error_if_nonfinite=False`")
+        with np.errstate(invalid="ignore", over="ignore"):
+            coef = np.float32(max_norm) / (total32 + np.float32(1e-6))
+            if coef < 1 or np.isnan(coef):
+                for s in shards:
+                    s *= coef
+        return Tensor._wrap(np.array(total32))
 
     def step(self, closure=None):
         loss = None
@@ -144,23 +298,21 @@ class ZeroRedundancyOptimizer(Optimizer):
             from ..autograd import enable_grad
             with enable_grad():
                 loss = closure()
-        MPI = self.MPI
-        n = self.comm.Get_size()
-        for s in self.shards:
-            flat_grad = s.pack([None if p.grad is None else p.grad._data for p in s.params])
-            local_grad = np.empty(s.per_rank, np.float32)
-            self.comm.Reduce_scatter_block(flat_grad, local_grad, op=MPI.SUM)
-            del flat_grad
-            if n > 1:
-                local_grad *= np.float32(1.0 / n)
-            s.local.grad = Tensor._wrap(local_grad)
-            s.read_local_params()
+        self._reduce_grads()
+        if self.max_grad_norm is not None:
+            self.clip_grad_norm_(self.max_grad_norm)
+        for g in self.groups:
+            for unit in g.units:
+                unit.read_params(g.local_slice(unit, g.local._data))
+            g.local.grad = Tensor._wrap(g.grad)
         self.local_optimizer.step()
-        for s in self.shards:
-            s.local.grad = None
-            flat_param = np.empty(s.padded, np.float32)
-            self.comm.Allgather(s.local._data, flat_param)
-            s.unpack_params(flat_param)
+        for g in self.groups:
+            g.local.grad = None
+            for unit in g.units:
+                flat = np.empty(unit.padded, np.float32)
+                self.comm.Allgather(g.local_slice(unit, g.local._data), flat)
+                unit.write_params(flat)
+        self._reduced = False
         return loss
 
     def local_state_bytes(self) -> int:
@@ -172,6 +324,16 @@ class ZeroRedundancyOptimizer(Optimizer):
                     total += v._data.nbytes
         return total
 
+    def memory_bytes(self) -> Dict[str, int]:
+        """What this rank holds between steps, in bytes: ``params`` (the model's full parameters plus
+        this rank's flat master slice), ``grads`` (the full local ``.grad`` arrays present now plus the
+        gradient shard) and ``optimizer_state``."""
+        params = sum(p._data.nbytes for g in self.groups for p in g.params)
+        grads = sum(p.grad._data.nbytes for g in self.groups for p in g.params if p.grad is not None)
+        return {"params": params + sum(g.local._data.nbytes for g in self.groups),
+                "grads": grads + sum(g.grad.nbytes for g in self.groups),
+                "optimizer_state": self.local_state_bytes()}
+
     # ---- consolidated checkpoints -----------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
         """The plain optimizer's state_dict of all parameters, gathered from every rank (collective)."""
@@ -179,22 +341,26 @@ class ZeroRedundancyOptimizer(Optimizer):
         state: Dict[int, Dict[str, Any]] = {}
         groups = []
         index = 0
-        for gi, (s, lg) in enumerate(zip(self.shards, local["param_groups"])):
+        for g, lg in zip(self.groups, local["param_groups"]):
             shard_state = local["state"].get(lg["params"][0], {})
-            # the keys are the same on every rank (all ranks step together); gather each buffer
-            per_element, scalars = {}, {}
+            # the keys are the same on every rank (all ranks step together); gather each buffer per unit
+            per_param: Dict[int, Dict[str, np.ndarray]] = {id(p): {} for p in g.params}
+            scalars = {}
             for key in sorted(shard_state):
                 v = shard_state[key]
                 if key in _SCALAR_STATE_KEYS or not isinstance(v, Tensor):
                     scalars[key] = v
-                else:
-                    full = np.empty(s.padded, np.float32)
-                    self.comm.Allgather(np.ascontiguousarray(v._data, np.float32), full)
-                    per_element[key] = full
+                    continue
+                flat_local = np.ascontiguousarray(v._data, np.float32)
+                for unit in g.units:
+                    full = np.empty(unit.padded, np.float32)
+                    self.comm.Allgather(np.ascontiguousarray(g.local_slice(unit, flat_local)), full)
+                    for p, lo, hi in zip(unit.params, unit.offsets[:-1], unit.offsets[1:]):
+                        per_param[id(p)][key] = full[lo:hi].reshape(p._data.shape).copy()
             ids = []
-            for p, lo, hi in zip(s.params, s.offsets[:-1], s.offsets[1:]):
+            for p in g.params:
                 if shard_state:
-                    entry = {k: Tensor._wrap(v[lo:hi].reshape(p._data.shape).copy()) for k, v in per_element.items()}
+                    entry = {k: Tensor._wrap(a) for k, a in per_param[id(p)].items()}
                     for k, v in scalars.items():
                         entry[k] = Tensor._wrap(np.array(v._data)) if isinstance(v, Tensor) else v
                     state[index] = entry
@@ -204,19 +370,19 @@ class ZeroRedundancyOptimizer(Optimizer):
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        """Load a plain optimizer's state_dict (from :meth:`state_dict`, at any number of ranks, or from
-        a plain optimizer); every rank keeps its own range."""
+        """Load a plain optimizer's state_dict (from :meth:`state_dict`, at any stage and number of ranks,
+        or from a plain optimizer); every rank keeps its own slices."""
         if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
             raise ValueError("state_dict must be a dict with 'state' and 'param_groups' entries")
         saved = state_dict["param_groups"]
-        if len(saved) != len(self.shards):
+        if len(saved) != len(self.groups):
             raise ValueError(f"loaded state dict has {len(saved)} parameter groups, this optimizer has "
-                             f"{len(self.shards)}")
+                             f"{len(self.groups)}")
         local_groups, local_state = [], {}
-        for gi, (s, g) in enumerate(zip(self.shards, saved)):
-            if len(g["params"]) != len(s.params):
+        for gi, (grp, g) in enumerate(zip(self.groups, saved)):
+            if len(g["params"]) != len(grp.params):
                 raise ValueError(f"loaded state dict's group {gi} has {len(g['params'])} parameters, this "
-                                 f"optimizer's has {len(s.params)}")
+                                 f"optimizer's has {len(grp.params)}")
             entries = [state_dict["state"].get(i) for i in g["params"]]
             local_groups.append(dict({k: v for k, v in g.items() if k != "params"}, params=[gi]))
             present = [e for e in entries if e]
@@ -234,22 +400,26 @@ class ZeroRedundancyOptimizer(Optimizer):
                     out[key] = values[0]  # a non-array entry: kept as it is
                     continue
                 arrays = [np.asarray(v._data if isinstance(v, Tensor) else v, np.float32) for v in values]
-                if key not in _SCALAR_STATE_KEYS:
-                    for i, (a, p) in enumerate(zip(arrays, s.params)):
-                        if a.shape != p._data.shape:
-                            raise ValueError(f"group {gi}: state[{g['params'][i]}][{key!r}] has shape {a.shape}, "
-                                             f"its parameter has shape {p._data.shape}")
-                    out[key] = s.pack(arrays)[s.lo:s.hi].copy()
-                else:  # a scalar such as step: one value for the whole group
+                if key in _SCALAR_STATE_KEYS:  # a scalar such as step: one value for the whole group
                     firsts = {float(a.reshape(-1)[0]) for a in arrays}
                     if len(firsts) != 1 or any(a.size != 1 for a in arrays):
                         raise ValueError(f"group {gi}: state {key!r} differs between parameters; "
                                          "ZeroRedundancyOptimizer keeps one per group")
                     out[key] = arrays[0].reshape(())
+                    continue
+                by_id = {}
+                for i, (a, p) in enumerate(zip(arrays, grp.params)):
+                    if a.shape != p._data.shape:
+                        raise ValueError(f"group {gi}: state[{g['params'][i]}][{key!r}] has shape {a.shape}, "
+                                         f"its parameter has shape {p._data.shape}")
+                    by_id[id(p)] = a
+                flat = np.empty(grp.local._data.size, np.float32)
+                for unit in grp.units:
+                    grp.local_slice(unit, flat)[...] = unit.pack([by_id[id(p)] for p in unit.params])[unit.lo:unit.hi]
+                out[key] = flat
             local_state[gi] = out
         self.local_optimizer.load_state_dict({"state": local_state, "param_groups": local_groups})
 
     def __repr__(self) -> str:
-        return (f"ZeroRedundancyOptimizer({self.optimizer_class.__name__}, ranks={self.comm.Get_size()}, "
-                f"rank={self.comm.Get_rank()})")
-
+        return (f"ZeroRedundancyOptimizer({self.optimizer_class.__name__}, stage={self.stage}, "
+                f"ranks={self.comm.Get_size()}, rank={self.comm.Get_rank()})")

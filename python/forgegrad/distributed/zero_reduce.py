@@ -1,0 +1,128 @@
+"""ZeRO stage 2's gradient reduction: buckets reduce-scattered into each rank's shard during backward.
+
+Every unit (bucket) of every group is reduced in one fixed order, the same on every rank: the last
+group's units first, each group's in the order of its buckets (reverse registration order, about the
+order backward finishes the gradients). A post-accumulate-grad hook copies a finished gradient into
+its bucket's staging vector (allocated at the bucket's first gradient) and sets ``.grad`` to None, so
+the full gradient is freed as soon as it is copied. When a bucket is complete, and every earlier one
+has started, its ``Ireduce_scatter_block`` starts; the hooks and every backward node poke MPI's
+progress engine (as DDP's reducer does), and a completed reduction is added into the rank's gradient
+shard (x 1/size) and its staging freed at once. At most ``MAX_IN_FLIGHT`` buckets are in flight: one
+more waits for the oldest, which bounds the full-size gradient memory during backward to a few buckets.
+At the end of backward the buckets not started yet (parameters without a gradient count as zeros, or
+as the ``.grad`` no_sync accumulated) are started and all are waited for.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import numpy as np
+
+from .. import autograd
+
+MAX_IN_FLIGHT = 3
+
+
+class _ShardReducer:
+    def __init__(self, groups, comm, MPI):
+        self.comm, self.MPI = comm, MPI
+        self.size = comm.Get_size()
+        self.scale = np.float32(1.0 / self.size)
+        # (group, unit) in launch order
+        self.order = [(g, u) for g in reversed(groups) for u in g.units]
+        self.where = {}
+        for k, (g, u) in enumerate(self.order):
+            for i, p in enumerate(u.params):
+                self.where[id(p)] = (k, int(u.offsets[i]))
+        self.enabled = True
+        self.active = False
+        self.next_launch = 0
+        self.in_flight: List[int] = []
+        self.launched_in_backward = 0  # buckets whose reduce-scatter started from a hook
+        self.peak_staging_bytes = 0  # the most full-size gradient bytes held at once during a round
+        self._staging_bytes = 0
+        self.handles = [p.register_post_accumulate_grad_hook(self._on_grad)
+                        for g in groups for p in g.params]
+
+    def _on_grad(self, p) -> None:
+        if not self.enabled:
+            return
+        if not self.active:
+            self.active = True
+            autograd.queue_callback(self.finish)
+            autograd._node_callbacks.append(self._progress)
+        k, off = self.where[id(p)]
+        _, unit = self.order[k]
+        if unit.staging is None:
+            self._stage(unit)
+        g = p.grad._data
+        unit.staging[off:off + g.size] = g.reshape(-1)
+        p.grad = None  # the full gradient is in the staging vector: free it now
+        unit.ready += 1
+        while self.next_launch < len(self.order) and \
+                self.order[self.next_launch][1].ready == len(self.order[self.next_launch][1].params):
+            self._launch(self.next_launch)
+            self.launched_in_backward += 1
+        self._progress()
+
+    def _stage(self, unit) -> None:
+        unit.staging = np.zeros(unit.padded, np.float32)
+        self._staging_bytes += unit.staging.nbytes
+        self.peak_staging_bytes = max(self.peak_staging_bytes, self._staging_bytes)
+
+    def _launch(self, k: int) -> None:
+        while len(self.in_flight) >= MAX_IN_FLIGHT:
+            oldest = self.in_flight[0]
+            self.order[oldest][1].request.Wait()
+            self._fold(oldest)
+        _, unit = self.order[k]
+        unit.received = np.empty(unit.per_rank, np.float32)
+        unit.request = self.comm.Ireduce_scatter_block(unit.staging, unit.received, op=self.MPI.SUM)
+        self.in_flight.append(k)
+        self.next_launch = k + 1
+
+    def _fold(self, k: int) -> None:
+        """Bucket k's reduction has completed: add it into the shard, free its staging."""
+        g, unit = self.order[k]
+        received = unit.received
+        if self.size > 1:
+            received *= self.scale
+        g.local_slice(unit, g.grad)[...] += received
+        self._staging_bytes -= unit.staging.nbytes
+        unit.staging = unit.received = unit.request = None
+        unit.ready = 0
+        self.in_flight.remove(k)
+
+    def _progress(self) -> None:
+        if not self.in_flight:
+            return
+        for k in list(self.in_flight):
+            if self.order[k][1].request.Test():
+                self._fold(k)
+
+    def finish(self) -> None:
+        """End the round: start what is left, wait for everything, fold it into the shards."""
+        if not self.active:
+            return
+        if self._progress in autograd._node_callbacks:
+            autograd._node_callbacks.remove(self._progress)
+        for k in range(self.next_launch, len(self.order)):
+            _, unit = self.order[k]
+            if unit.ready < len(unit.params):
+                self._fill_missing(unit)
+            self._launch(k)
+        for k in list(self.in_flight):
+            self.order[k][1].request.Wait()
+            self._fold(k)
+        self.active = False
+        self.next_launch = 0
+
+    def _fill_missing(self, unit) -> None:
+        # parameters that did not report this round: their no_sync-accumulated .grad, else zeros
+        if unit.staging is None:
+            self._stage(unit)
+        for p, lo, hi in zip(unit.params, unit.offsets[:-1], unit.offsets[1:]):
+            if p.grad is not None:
+                unit.staging[lo:hi] = p.grad._data.reshape(-1)
+                p.grad = None
+        unit.ready = len(unit.params)
