@@ -337,3 +337,22 @@ def test_unread_settings_warn_once(checkpoints, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         generate(model, ids, max_new_tokens=2)  # once
+
+
+def test_cli_honours_stop_strings_of_generation_config(with_tokenizer, tmp_path, capsys):
+    """forgegrad generate passes its tokenizer: generation_config.json's stop_strings end the text (stop string
+    included), and its suppress_tokens apply, as transformers' generate with the tokenizer gives them."""
+    from forgegrad.cli import main
+    hf, fast, path = with_tokenizer
+    ids = fast.encode("hello world")
+    plain = generate(from_pretrained(path), [ids], max_new_tokens=12, eos_token_id=1)[0, len(ids):]
+    stop = fast.decode(plain[3:4])[-1:] + fast.decode(plain[4:5])[:1]
+    settings = {"stop_strings": [stop], "suppress_tokens": [int(plain[0])], "eos_token_id": 1}
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    _with_config(path, ckpt, **settings)
+    assert main(["generate", str(ckpt), "--prompt", "hello world", "--max-new-tokens", "12"]) == 0
+    want = _hf(hf, np.array([ids]), np.ones((1, len(ids)), np.int64), max_new_tokens=12, do_sample=False,
+               tokenizer=fast, stop_strings=[stop], suppress_tokens=[int(plain[0])], eos_token_id=1, pad_token_id=1)
+    assert len(want[0]) < len(ids) + 12 and stop in fast.decode(want[0, len(ids):])  # the string ended it
+    assert capsys.readouterr().out == "hello world" + fast.decode(want[0, len(ids):]) + "\n"

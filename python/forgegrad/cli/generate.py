@@ -149,7 +149,7 @@ def run(args, out=None):
             out_ids = generate(model, [ids], max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
                                do_sample=sample, temperature=args.temperature or 1.0, top_k=args.top_k,
                                top_p=args.top_p, min_p=args.min_p, num_return_sequences=1, eos_token_id=sorted(eos),
-                               repetition_penalty=args.repetition_penalty, **forced)
+                               repetition_penalty=args.repetition_penalty, tokenizer=tok, **forced)
         except ValueError as e:
             raise UsageError(str(e)) from None
         for token in out_ids[0, 1 if seq2seq else len(ids):]:  # as if streamed, up to the end token
@@ -164,7 +164,7 @@ def run(args, out=None):
                      temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                      streamer=step,
                      num_beams=1, num_return_sequences=1, repetition_penalty=args.repetition_penalty,
-                     eos_token_id=sorted(eos), **forced)
+                     eos_token_id=sorted(eos), tokenizer=tok, **forced)
         except _Ended:
             pass
         except ValueError as e:
@@ -209,7 +209,7 @@ def _several(args, out, model, tok, ids, prompt, sample, seq2seq, forced) -> int
         rows = generate(model, [ids], max_new_tokens=args.max_new_tokens, do_sample=sample,
                         temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                         num_beams=args.num_beams, num_return_sequences=R, eos_token_id=sorted(eos),
-                        repetition_penalty=args.repetition_penalty, **forced)
+                        repetition_penalty=args.repetition_penalty, tokenizer=tok, **forced)
     except ValueError as e:
         raise UsageError(str(e)) from None
     seconds = time.perf_counter() - start
