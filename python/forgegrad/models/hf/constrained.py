@@ -194,8 +194,9 @@ _SPELLINGS: "OrderedDict[int, tuple]" = OrderedDict()  # the last few LLTokenize
 
 
 def _spellings(lltokenizer):
-    """``spelling(id) -> bytes`` of a token as llguidance's forced bytes write it (a special token: 0xFF "[id]"),
-    remembered for the last 8 grammar tokenizers."""
+    """``spelling(id) -> bytes`` of a token as llguidance's forced bytes write it (a special token: 0xFF "[id]"), or
+    None where the tokenizer spells every byte (byte-level BPE, byte fallback: nothing forced can be unspellable);
+    remembered for the last 8 grammar tokenizers. (0xFF is llguidance's own marker, never text in forced bytes.)"""
     key = id(lltokenizer)
     if key not in _SPELLINGS or _SPELLINGS[key][0] is not lltokenizer:
         known: Dict[int, bytes] = {}
@@ -205,7 +206,9 @@ def _spellings(lltokenizer):
                 known[i] = (b"\xff[%d]" % i if lltokenizer.is_special_token(i) else lltokenizer.decode_bytes([i]))
             return known[i]
 
-        _SPELLINGS[key] = (lltokenizer, spelling)
+        every = all(lltokenizer.decode_bytes(lltokenizer.tokenize_bytes(bytes([x]))) == bytes([x])
+                    for x in range(255))
+        _SPELLINGS[key] = (lltokenizer, None if every else spelling)
         while len(_SPELLINGS) > 8:
             _SPELLINGS.popitem(last=False)
     _SPELLINGS.move_to_end(key)
@@ -266,7 +269,7 @@ class RowConstraint:
             if m.is_stopped() and not m.is_accepting():  # the fill found no token to go on: it allows only the end
                 raise GrammarError(self._dead_end(False))
             allowed = np.unpackbits(self._bits.view(np.uint8), bitorder="little", count=self.vocab_size).view(bool)
-            forced = m.compute_ff_bytes()
+            forced = m.compute_ff_bytes() if self._spelling_of is not None else b""
             if forced:
                 self._spelling(allowed, forced)
             self._allowed = allowed
@@ -293,16 +296,17 @@ class RowConstraint:
             raise ValueError(f"RowConstraint.mask: scores must be one row, (V,) or (1, V), at least "
                              f"{self.vocab_size} wide (the grammar's vocabulary), got shape {scores.shape}")
         allowed, row, V = self.allowed(), scores.reshape(-1), self.vocab_size
-        kept = np.where(allowed, row[:V], -np.inf)
+        given = row.copy()
+        row[:V][~allowed] = -np.inf
+        row[V:] = -np.inf
         self._outside = None
-        if not kept.max() > -np.inf:  # every token the grammar allows is already ruled out
-            forced = np.flatnonzero(row > -np.inf)
+        if not row[:V].max() > -np.inf:  # every token the grammar allows was already ruled out
+            row[:] = given
+            forced = np.flatnonzero(given > -np.inf)
             if len(forced) == 1 and (int(forced[0]) in self._ends or not self.history):
                 self._outside = int(forced[0])
                 return scores
             raise GrammarError(self._dead_end(allowed.any()))
-        row[:V] = kept
-        row[V:] = -np.inf
         return scores
 
     def _dead_end(self, any_allowed: bool) -> str:
