@@ -86,48 +86,59 @@ def test_zero_checkpoint_from_2_ranks_resumes_at_1_and_4(tmp_path):
 
 
 @pytest.mark.parametrize("ranks", [2, 3])
-def test_zero_stage_2_matches_ddp_with_clipping_accumulation_and_a_scheduler(tmp_path, ranks):
-    """ZeRO-1 and ZeRO-2 (several buckets) against DDP + the plain optimizer over 20 steps; with AdamW,
-    global-norm clipping (every step clips), a StepLR and two micro-batches per step (accumulated in the
-    shard, or under no_sync). Tolerance 1e-6: the reduce-scatter sums the ranks' float32 gradients in
-    another order than DDP's allreduce (at 3 ranks too; bits can differ), Adam turns a last-bit gradient
-    difference into an update difference of the same relative size, and the weights are O(1)."""
+def test_zero_stages_2_and_3_match_ddp_with_clipping_accumulation_and_a_scheduler(tmp_path, ranks):
+    """ZeRO-1, ZeRO-2 (several buckets) and ZeRO-3 (FullyShardedDataParallel) against DDP + the plain
+    optimizer over 20 steps; with AdamW, global-norm clipping (every step clips), a StepLR and two
+    micro-batches per step (accumulated in the shard, or under no_sync). Tolerance 1e-6: the
+    reduce-scatter sums the ranks' float32 gradients in another order than DDP's allreduce (at 3 ranks
+    bits can differ), Adam turns a last-bit gradient difference into an update difference of the same
+    relative size, and the weights are O(1)."""
     run_job(ranks, "zero_stages.py", tmp_path)
     res = json.loads((tmp_path / "result.json").read_text())
     assert res["size"] == ranks and res["zero1_ranks_identical"] and res["zero2_ranks_identical"]
-    for key in ("zero1", "zero2", "zero2_clip_accumulate", "zero2_clip_no_sync", "zero1_clip_no_sync",
-                "zero1_clip_no_sync_norm_diff"):
+    assert res["zero3_ranks_identical"]
+    for key in ("zero1", "zero2", "zero3", "zero2_clip_accumulate", "zero2_clip_no_sync", "zero1_clip_no_sync",
+                "zero1_clip_no_sync_norm_diff", "zero3_clip_accumulate", "zero3_clip_no_sync"):
         assert res[key] <= 1e-6, (key, res[key])
     assert res["clipped_steps"] == 20
     if ranks == 2:  # 2 ranks x 4 samples == one process on the 8: the same 20 Adam steps
-        np.testing.assert_allclose(np.load(tmp_path / "zero2.npy"), reference_params(), rtol=0, atol=1e-6)
+        for stage in (2, 3):
+            np.testing.assert_allclose(np.load(tmp_path / f"zero{stage}.npy"), reference_params(), rtol=0, atol=1e-6)
     full = res["full_params_bytes"]
-    for one, two in zip(res["zero1_memory"], res["zero2_memory"]):
+    for one, two, three in zip(res["zero1_memory"], res["zero2_memory"], res["zero3_memory"]):
         # stage 1 keeps every full .grad; stage 2 only its shard of each bucket (padding: < ranks floats each)
         assert one["grads"] >= full
         assert full / ranks <= two["grads"] <= full / ranks + 4 * ranks * two["buckets"]
         assert 2 * full / ranks <= two["optimizer_state"] <= 2 * (full / ranks + 4 * ranks * two["buckets"]) + 64
         # every bucket's reduce-scatter started from a gradient hook during backward
         assert two["buckets"] >= 3 and two["launched_in_backward"] == two["buckets"] * 20
+        # stage 3 between steps: only the parameter shards (nothing gathered), the gradient shards and the state
+        assert one["params"] >= full and full / ranks <= three["params"] <= full / ranks + 4 * ranks * 3
+        assert three["grads"] == three["params"] and three["launched_in_backward"] == 3 * 20
 
 
-def test_zero_2_checkpoint_from_2_ranks_resumes_at_1_and_4(tmp_path):
-    ckpt = tmp_path / "zero2.safetensors"
-    run_job(2, "zero_checkpoint.py", "save", ckpt, 10, 2)
+@pytest.mark.parametrize("stage", [2, 3])
+def test_zero_2_and_3_checkpoints_from_2_ranks_resume_at_1_and_4(tmp_path, stage):
+    """Saved at 2 ranks (model and optimizer gathered, rank 0 writes), resumed into a plain model and Adam at
+    1 process and resharded at 4 ranks: 10 + 10 steps == 20 uninterrupted ones."""
+    ckpt = tmp_path / "zero.safetensors"
+    run_job(2, "zero_checkpoint.py", "save", ckpt, 10, stage)
     ref = reference_params()
     run_job(0, "zero_checkpoint.py", "resume", ckpt, 10, tmp_path / "one.npy", "plain")
-    run_job(4, "zero_checkpoint.py", "resume", ckpt, 10, tmp_path / "four.npy", 2)
+    run_job(4, "zero_checkpoint.py", "resume", ckpt, 10, tmp_path / "four.npy", stage)
     for name in ("one.npy", "four.npy"):
         np.testing.assert_allclose(np.load(tmp_path / name), ref, rtol=0, atol=1e-6, err_msg=name)
 
 
-def test_fit_with_zero_2_a_scheduler_and_optimizer_checkpoints_equals_ddp(tmp_path):
+def test_fit_with_zero_2_and_3_a_scheduler_and_optimizer_checkpoints_equals_ddp(tmp_path):
     run_job(2, "zero_fit.py", tmp_path)
     res = json.loads((tmp_path / "result.json").read_text())
     assert res["params_diff"] <= 1e-6 and res["loss_diff"] <= 1e-6 and res["state_diff"] <= 1e-6
+    assert res["zero3_params_diff"] <= 1e-6 and res["zero3_loss_diff"] <= 1e-6 and res["zero3_checkpoint_diff"] <= 1e-6
     assert res["lr"] == [1e-2, 5e-3] and res["epoch"] == 2 and res["scheduler_epoch"] == 2 and res["same_keys"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp-1.safetensors", "ddp-2.safetensors", "result.json",
-                                                          "zero-1.safetensors", "zero-2.safetensors"]
+                                                          "zero-1.safetensors", "zero-2.safetensors",
+                                                          "zero3-1.safetensors", "zero3-2.safetensors"]
 
 
 def test_fit_under_mpi_averages_metrics_shards_data_and_writes_on_rank_0(tmp_path):

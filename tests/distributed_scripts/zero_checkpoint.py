@@ -2,8 +2,9 @@
 
 Usage: python zero_checkpoint.py save CKPT STEPS [STAGE] | resume CKPT STEPS OUT.npy [plain|STAGE]
 "save" trains STEPS steps from the start and writes {"model", "optimizer", "step"} on rank 0; "resume"
-loads it (into a ZeroRedundancyOptimizer of STAGE (default 1), or with "plain" into a plain Adam at one
-rank) and trains STEPS more steps, then rank 0 writes the parameters to OUT.npy.
+loads it (into a ZeroRedundancyOptimizer of STAGE (default 1; 3: the model wrapped in
+FullyShardedDataParallel), or with "plain" into a plain Adam at one rank) and trains STEPS more steps, then
+rank 0 writes the parameters to OUT.npy.
 """
 import sys
 
@@ -21,22 +22,26 @@ model = make_model()
 last = sys.argv[5 if mode == "resume" else 4:]
 plain = last == ["plain"]
 stage = int(last[0]) if last and not plain else 1
+net = dist.FullyShardedDataParallel(model) if stage == 3 else model
 opt = optim.Adam(model.parameters(), lr=LR) if plain else dist.ZeroRedundancyOptimizer(
-    model.parameters(), optim.Adam, stage=stage, bucket_cap_mb=0.0005, lr=LR)
+    net.parameters(), optim.Adam, stage=stage, bucket_cap_mb=0.0005, lr=LR)
 start = 0
 if mode == "resume":
     ck = fg.load(ckpt_path)
-    model.load_state_dict(ck["model"])
+    net.load_state_dict(ck["model"])
     opt.load_state_dict(ck["optimizer"])
     start = int(ck["step"])
 x, y = batches()
 for s in range(start, start + steps):
     opt.zero_grad()
-    loss_of(model, rank_slice(x[s], rank, size), rank_slice(y[s], rank, size)).backward()
+    loss_of(net, rank_slice(x[s], rank, size), rank_slice(y[s], rank, size)).backward()
     opt.step()
 if mode == "save":
-    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": start + steps}  # collective
+    state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "step": start + steps}  # collective
     if rank == 0:
         fg.save(state, ckpt_path)
-elif rank == 0:
-    np.save(sys.argv[4], flat_params(model))
+else:
+    final = np.concatenate([v.numpy().reshape(-1) for v in net.state_dict().values()]) if stage == 3 \
+        else flat_params(model)
+    if rank == 0:
+        np.save(sys.argv[4], final)

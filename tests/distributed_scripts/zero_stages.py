@@ -1,4 +1,4 @@
-"""MPI job: ZeRO stages 1 and 2 against DDP + the plain optimizer, with clipping, accumulation and a scheduler.
+"""MPI job: ZeRO stages 1, 2 and 3 against DDP + the plain optimizer, with clipping, accumulation and a scheduler.
 
 Usage: mpiexec -n N python zero_stages.py OUT_DIR. Rank 0 writes OUT_DIR/result.json: per variant the
 largest parameter difference from its DDP reference over STEPS steps, and per rank the memory figures.
@@ -22,10 +22,11 @@ CAP = 0.0005  # MB: several buckets for this small model
 def run(kind, clip=False, accumulate=False, no_sync=False):
     """STEPS steps of one variant; returns the parameters after every step and the clipped norms.
 
-    kind "ddp": DistributedDataParallel + the plain optimizer (the reference); "zero1"/"zero2": no DDP.
-    clip: the global 2-norm clipped to CLIP (DDP: nn.utils.clip_grad_norm_; ZeRO stage 2 through
-    max_grad_norm, stage 1 through clip_grad_norm_). accumulate: two micro-batches per step (no_sync:
-    the first under no_sync). With clip or accumulate the optimizer is AdamW under a StepLR.
+    kind "ddp": DistributedDataParallel + the plain optimizer (the reference); "zero1"/"zero2": no DDP;
+    "zero3": FullyShardedDataParallel. clip: the global 2-norm clipped to CLIP (DDP:
+    nn.utils.clip_grad_norm_; ZeRO stages 2 and 3 through max_grad_norm, stage 1 through
+    clip_grad_norm_). accumulate: two micro-batches per step (no_sync: the first under no_sync).
+    With clip or accumulate the optimizer is AdamW under a StepLR.
     """
     model = make_model(seed=0 if rank == 0 else 30 + rank)  # ZeRO and DDP broadcast rank 0's weights
     cls, kw = (optim.AdamW, {"weight_decay": 0.1}) if clip or accumulate else (optim.Adam, {})
@@ -34,10 +35,10 @@ def run(kind, clip=False, accumulate=False, no_sync=False):
         opt = cls(net.parameters(), lr=LR, **kw)
         sync = net.no_sync
     else:
-        net = model
         stage = int(kind[-1])
-        extra = {"max_grad_norm": CLIP} if clip and stage == 2 else {}
-        opt = dist.ZeroRedundancyOptimizer(model.parameters(), cls, stage=stage, bucket_cap_mb=CAP, lr=LR, **kw,
+        net = dist.FullyShardedDataParallel(model) if stage == 3 else model
+        extra = {"max_grad_norm": CLIP} if clip and stage >= 2 else {}
+        opt = dist.ZeroRedundancyOptimizer(net.parameters(), cls, stage=stage, bucket_cap_mb=CAP, lr=LR, **kw,
                                            **extra)
         sync = opt.no_sync
     sched = optim.lr_scheduler.StepLR(opt, step_size=5, gamma=0.5) if clip or accumulate else None
@@ -62,7 +63,9 @@ def run(kind, clip=False, accumulate=False, no_sync=False):
         opt.step()
         if sched is not None:
             sched.step()
-        trajectory.append(flat_params(model))
+        # stage 3: the parameters exist only as shards between steps; state_dict gathers them
+        trajectory.append(np.concatenate([v.numpy().reshape(-1) for v in net.state_dict().values()])
+                          if kind == "zero3" else flat_params(model))
     return np.stack(trajectory), norms, opt
 
 
@@ -73,7 +76,7 @@ def max_diff(a, b):
 result = {"size": size}
 finals = {}
 ddp, _, _ = run("ddp")
-for kind in ("zero1", "zero2"):
+for kind in ("zero1", "zero2", "zero3"):
     traj, _, opt = run(kind)
     result[kind] = max_diff(traj, ddp)
     finals[kind] = traj[-1]
@@ -88,7 +91,9 @@ result["full_params_bytes"] = int(sum(p._data.nbytes for p in make_model().param
 ddp_b, ddp_norms, _ = run("ddp", clip=True, accumulate=True, no_sync=True)
 for name, kwargs in (("zero2_clip_accumulate", dict(clip=True, accumulate=True)),
                      ("zero2_clip_no_sync", dict(clip=True, accumulate=True, no_sync=True)),
-                     ("zero1_clip_no_sync", dict(clip=True, accumulate=True, no_sync=True))):
+                     ("zero1_clip_no_sync", dict(clip=True, accumulate=True, no_sync=True)),
+                     ("zero3_clip_accumulate", dict(clip=True, accumulate=True)),
+                     ("zero3_clip_no_sync", dict(clip=True, accumulate=True, no_sync=True))):
     traj, norms, _ = run(name.split("_")[0], **kwargs)
     result[name] = max_diff(traj, ddp_b)
     if norms:
@@ -96,4 +101,5 @@ for name, kwargs in (("zero2_clip_accumulate", dict(clip=True, accumulate=True))
 result["clipped_steps"] = int(sum(n > CLIP for n in ddp_norms))
 if rank == 0:
     np.save(f"{out}/zero2.npy", finals["zero2"])
+    np.save(f"{out}/zero3.npy", finals["zero3"])
     write_json(f"{out}/result.json", result)

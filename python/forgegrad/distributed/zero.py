@@ -92,23 +92,50 @@ class _Unit:
 
 class _Group:
     """One parameter group: its units, this rank's flat parameters (what the wrapped optimizer
-    updates) and this rank's flat averaged gradient, both the concatenation of the units' slices."""
+    updates) and this rank's flat averaged gradient, both the concatenation of the units' slices.
 
-    def __init__(self, params: List[Tensor], units: List[List[Tensor]], nranks: int, rank: int):
+    ``units``: lists of parameters, or (stage 3) FullyShardedDataParallel's units, whose shards become
+    views of ``local`` (the optimizer then updates the slices the wrapper gathers from)."""
+
+    def __init__(self, params: List[Tensor], units, nranks: int, rank: int):
         self.params = params
         self.units, off = [], 0
         for members in units:
-            unit = _Unit(members, nranks, rank, off)
+            unit = members if isinstance(members, _Unit) else _Unit(members, nranks, rank, 0)
+            unit.local_off = off
             self.units.append(unit)
             off += unit.per_rank
         self.local = Tensor._wrap(np.zeros(off, np.float32))
         self.local.requires_grad = True
         self.grad = np.zeros(off, np.float32)
+        for unit in self.units:
+            if getattr(unit, "shard", None) is not None:
+                view = self.local_slice(unit, self.local._data)
+                view[...] = unit.shard
+                unit.shard = view
         # where each parameter lives: (unit, its offset in the unit)
         self.where = {id(p): (u, int(u.offsets[i])) for u in self.units for i, p in enumerate(u.params)}
 
     def local_slice(self, unit: _Unit, flat: np.ndarray) -> np.ndarray:
         return flat[unit.local_off:unit.local_off + unit.per_rank]
+
+
+def _fsdp_units(params: List[Tensor], gi: int) -> list:
+    """Stage 3: the FullyShardedDataParallel units of a group's parameters, last first (about the order
+    backward finishes them). A unit must lie in one group."""
+    from .fsdp import owner_of
+    ids = {id(p) for p in params}
+    units, seen = [], set()
+    for p in params:
+        unit = owner_of(p)._unit_of[id(p)]
+        if id(unit) in seen:
+            continue
+        if any(id(q) not in ids for q in unit.params):
+            raise ValueError(f"ZeroRedundancyOptimizer: parameter group {gi} holds part of a FullyShardedDataParallel "
+                             f"unit ({type(unit.module).__name__}); a unit's parameters must be in one group")
+        seen.add(id(unit))
+        units.append(unit)
+    return units[::-1]
 
 
 def _buckets(params: List[Tensor], cap_bytes: int) -> List[List[Tensor]]:
@@ -127,15 +154,16 @@ def _buckets(params: List[Tensor], cap_bytes: int) -> List[List[Tensor]]:
 
 
 class ZeroRedundancyOptimizer(Optimizer):
-    """An optimizer whose state (stage 1), and gradients (stage 2), are split over the ranks. It is a
-    forgegrad Optimizer, so lr schedulers and fit take it.
+    """An optimizer whose state (stage 1), gradients (stage 2) and parameters (stage 3) are split over the
+    ranks. It is a forgegrad Optimizer, so lr schedulers and fit take it.
 
     Args:
         params: the parameters (or parameter groups, as for any optimizer), the same on every rank.
         optimizer_class: the optimizer to shard: ``forgegrad.optim`` SGD, Adam, AdamW, Adagrad, RMSprop,
             Adadelta or a subclass (elementwise update rules; LBFGS is refused).
-        stage: 1 (optimizer state sharded) or 2 (also the gradients, reduce-scattered in buckets
-            during backward). Stage 3 (parameters) is FullyShardedDataParallel.
+        stage: 1 (optimizer state sharded), 2 (also the gradients, reduce-scattered in buckets
+            during backward) or 3 (also the parameters: ``params`` must be those of a
+            FullyShardedDataParallel, whose units are then the buckets; see fsdp.py).
         bucket_cap_mb: stage 2's gradient bytes per reduce-scatter bucket (torch DDP's default 25).
         max_grad_norm: clip the gradients to this global 2-norm in every ``step()`` (DeepSpeed's
             ``gradient_clipping``; what makes clipping work under ``fit``). None: no clipping.
@@ -145,7 +173,7 @@ class ZeroRedundancyOptimizer(Optimizer):
     counts as a zero gradient there (its moments still decay, unlike a plain optimizer's skip). Do not
     wrap the model in DistributedDataParallel too: the reduce-scatter already averages.
 
-    Stage 2: after backward ``p.grad`` is None; the averaged gradient lives in this rank's shard
+    Stages 2 and 3: after backward ``p.grad`` is None; the averaged gradient lives in this rank's shard
     (``clip_grad_norm_`` clips it). Backward passes between two ``zero_grad()`` calls accumulate in
     the shard (one reduce-scatter each); inside ``no_sync()`` they accumulate in the full local
     ``.grad`` instead, and the first backward after it reduces the sum.
@@ -161,9 +189,8 @@ class ZeroRedundancyOptimizer(Optimizer):
             raise ValueError(f"ZeroRedundancyOptimizer: {optimizer_class.__name__} is not supported: each rank "
                              f"updates a slice of the flat parameters, which needs an elementwise update rule "
                              f"({names})")
-        if stage not in (1, 2) or isinstance(stage, bool):
-            hint = " (stage 3: forgegrad.distributed.FullyShardedDataParallel)" if stage == 3 else ""
-            raise ValueError(f"ZeroRedundancyOptimizer: stage must be 1 or 2, got {stage!r}{hint}")
+        if stage not in (1, 2, 3) or isinstance(stage, bool):
+            raise ValueError(f"ZeroRedundancyOptimizer: stage must be 1, 2 or 3, got {stage!r}")
         if not isinstance(bucket_cap_mb, (int, float)) or isinstance(bucket_cap_mb, bool) or bucket_cap_mb <= 0:
             raise ValueError(f"ZeroRedundancyOptimizer: bucket_cap_mb must be a positive number, got {bucket_cap_mb!r}")
         if max_grad_norm is not None and (isinstance(max_grad_norm, bool) or not isinstance(
@@ -185,18 +212,34 @@ class ZeroRedundancyOptimizer(Optimizer):
             if p._data.dtype != np.float32:
                 raise TypeError(f"ZeroRedundancyOptimizer: parameter {i} has dtype {p._data.dtype}; the flat shards "
                                 "are float32")
-        _check_same_everywhere([(f"parameter {i}", tuple(p.shape), str(p._data.dtype))
-                                for i, p in enumerate(all_params)], "ZeroRedundancyOptimizer")
-        broadcast_parameters(all_params, 0)
+        from .fsdp import owner_of
+        owners = [owner_of(p) for p in all_params]
+        if stage == 3:
+            missing = next((i for i, o in enumerate(owners) if o is None), None)
+            if missing is not None:
+                raise ValueError("ZeroRedundancyOptimizer: stage 3 needs parameters sharded by "
+                                 f"FullyShardedDataParallel (parameter {missing} is not): wrap the model first, "
+                                 "model = dist.FullyShardedDataParallel(net), and pass model.parameters()")
+        elif any(o is not None for o in owners):
+            raise ValueError("ZeroRedundancyOptimizer: the parameters are sharded by FullyShardedDataParallel: use "
+                             "stage=3")
+        if stage != 3:  # FullyShardedDataParallel has checked and broadcast its parameters
+            _check_same_everywhere([(f"parameter {i}", tuple(p.shape), str(p._data.dtype))
+                                    for i, p in enumerate(all_params)], "ZeroRedundancyOptimizer")
+            broadcast_parameters(all_params, 0)
         cap = int(bucket_cap_mb * 1024 * 1024)
-        self.groups = [_Group(g["params"], [g["params"]] if stage == 1 else _buckets(g["params"], cap), n, r)
-                       for g in reference.param_groups]
+        self.groups = [_Group(g["params"], [g["params"]] if stage == 1 else _buckets(g["params"], cap)
+                              if stage == 2 else _fsdp_units(g["params"], gi), n, r)
+                       for gi, g in enumerate(reference.param_groups)]
+        self._fsdp = list({id(o): o for o in owners if o is not None}.values())
+        for fsdp in self._fsdp:
+            fsdp.__dict__["optimizer_attached"] = True
         self._groups_meta = [{k: v for k, v in g.items() if k != "params"} for g in reference.param_groups]
         self.local_optimizer = optimizer_class(
             [dict(meta, params=[g.local]) for meta, g in zip(self._groups_meta, self.groups)], **defaults)
         self._reduced = False  # stage 1: this step's gradients are already in the shards (clip_grad_norm_ did it)
         self._reducer = None
-        if stage == 2:
+        if stage >= 2:
             from .zero_reduce import _ShardReducer
             self._reducer = _ShardReducer(self.groups, self.comm, self.MPI)
 
@@ -302,12 +345,15 @@ class ZeroRedundancyOptimizer(Optimizer):
         if self.max_grad_norm is not None:
             self.clip_grad_norm_(self.max_grad_norm)
         for g in self.groups:
-            for unit in g.units:
-                unit.read_params(g.local_slice(unit, g.local._data))
+            if self.stage < 3:  # stage 3's shards are the parameters (FullyShardedDataParallel gathers them)
+                for unit in g.units:
+                    unit.read_params(g.local_slice(unit, g.local._data))
             g.local.grad = Tensor._wrap(g.grad)
         self.local_optimizer.step()
         for g in self.groups:
             g.local.grad = None
+            if self.stage == 3:
+                continue
             for unit in g.units:
                 flat = np.empty(unit.padded, np.float32)
                 self.comm.Allgather(g.local_slice(unit, g.local._data), flat)
@@ -328,7 +374,10 @@ class ZeroRedundancyOptimizer(Optimizer):
         """What this rank holds between steps, in bytes: ``params`` (the model's full parameters plus
         this rank's flat master slice), ``grads`` (the full local ``.grad`` arrays present now plus the
         gradient shard) and ``optimizer_state``."""
-        params = sum(p._data.nbytes for g in self.groups for p in g.params)
+        if self.stage == 3:  # the shards, and the units gathered now
+            params = sum(f.gathered_bytes() for f in self._fsdp)
+        else:
+            params = sum(p._data.nbytes for g in self.groups for p in g.params)
         grads = sum(p.grad._data.nbytes for g in self.groups for p in g.params if p.grad is not None)
         return {"params": params + sum(g.local._data.nbytes for g in self.groups),
                 "grads": grads + sum(g.grad.nbytes for g in self.groups),

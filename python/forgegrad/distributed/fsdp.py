@@ -1,0 +1,292 @@
+"""ZeRO stage 3: the parameters sharded too (torch's FullyShardedDataParallel, FULL_SHARD).
+
+    model = dist.FullyShardedDataParallel(net)                     # shards the parameters
+    opt = dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam, stage=3, lr=1e-3)
+
+The model's parameters are cut into *units*, by default one per module that owns parameters directly
+(``units=`` names others, e.g. the blocks of a transformer); parameters no unit claims, and a parameter
+shared by two units that do not nest (tied weights), belong to the root module's unit. A unit is one
+flat float32 vector, zero-padded to a multiple of size(); a rank keeps only its slice (the *shard*,
+which the ZeRO optimizer updates in place). Its full vector lives in an anonymous memory mapping whose
+pages exist only while the unit is *gathered*:
+
+* a forward pre-hook on the unit's module allgathers the shards into it (the parameters are views of
+  it, so the module computes as usual); after the module's forward it is freed again
+  (``madvise(MADV_DONTNEED)``: the pages go back to the OS, as torch frees the storage with
+  ``resize_(0)``). The arrays the autograd graph saved are views of the same pages.
+* an identity Function on the module's outputs runs first among the unit's backward nodes: it gathers
+  the unit again, so those saved views hold the parameters when the unit's backward reads them.
+* once every parameter of the unit has its final gradient (post-accumulate-grad hooks), the unit is
+  freed; the ZeRO optimizer's hooks have already reduce-scattered the gradients into the shards.
+
+So a rank holds its shards, plus the gathered units of the module being computed, plus what autograd
+keeps (activations). ``state_dict()`` gathers one unit at a time and returns the plain model's names
+and full arrays (collective; rank 0 writes); ``load_state_dict`` takes one and keeps each rank's slices.
+Collectives are started in the order the modules run, which must therefore be the same on every rank
+(no data-dependent choice of modules).
+"""
+from __future__ import annotations
+
+import mmap
+import weakref
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .. import autograd
+from ..autograd import Function
+from ..nn.module import Module
+from ..tensor import Tensor
+from . import comm as _c
+
+__all__ = ["FullyShardedDataParallel"]
+
+# id(parameter) -> the FullyShardedDataParallel that shards it (ZeroRedundancyOptimizer(stage=3) looks here)
+_OWNERS: "weakref.WeakValueDictionary[int, FullyShardedDataParallel]" = weakref.WeakValueDictionary()
+
+
+def owner_of(p: Tensor) -> Optional["FullyShardedDataParallel"]:
+    fsdp = _OWNERS.get(id(p))
+    return fsdp if fsdp is not None and id(p) in fsdp._unit_of else None
+
+
+class _PreBackward(Function):
+    """Identity on a unit's output; its backward (which runs before the unit's own backward nodes)
+    gathers the unit's parameters."""
+
+    @staticmethod
+    def forward(ctx, x, owner, unit):
+        ctx.owner, ctx.unit = owner, unit
+        return x.view()
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.owner._pre_backward(ctx.unit)
+        return grad, None, None
+
+
+class FullyShardedDataParallel(Module):
+    """Wraps ``module`` so that each rank stores only its shard of the parameters (ZeRO stage 3).
+
+    Args:
+        module: the model, the same on every rank (checked; rank 0's values are broadcast first).
+        units: modules of ``module`` whose parameters (less those of units inside them) are gathered
+            and freed together; default: every module that owns parameters directly. Fewer, larger
+            units mean fewer collectives and more memory while one is gathered.
+        broadcast_buffers: broadcast rank 0's buffers (BatchNorm statistics) before every training-mode
+            forward, as DistributedDataParallel.
+
+    Train it with ``ZeroRedundancyOptimizer(model.parameters(), cls, stage=3, ...)`` (created before the
+    first backward: a plain optimizer would update freed parameters). Parameters that do not require
+    gradients are not sharded.
+    """
+
+    def __init__(self, module: Module, units=None, broadcast_buffers: bool = True):
+        super().__init__()
+        if not isinstance(module, Module):
+            raise TypeError(f"FullyShardedDataParallel: module must be a forgegrad.nn.Module, got "
+                            f"{type(module).__name__}")
+        from .ddp import _check_same_everywhere, broadcast_parameters
+        from .zero import _Unit
+        self.module = module
+        named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        if not named:
+            raise ValueError("FullyShardedDataParallel: the module has no parameters that require gradients")
+        for n, p in named:
+            if not isinstance(p._data, np.ndarray) or p._data.dtype != np.float32:
+                raise TypeError(f"FullyShardedDataParallel: parameter {n} is not a float32 CPU array; the flat "
+                                "shards are float32")
+            if owner_of(p) is not None:
+                raise ValueError(f"FullyShardedDataParallel: parameter {n} is already sharded by another "
+                                 "FullyShardedDataParallel")
+        _check_same_everywhere([(n, tuple(p.shape), str(p._data.dtype)) for n, p in named], "FullyShardedDataParallel")
+        broadcast_parameters(module.state_dict() if broadcast_buffers else dict(module.named_parameters()), 0)
+        comm = _c._comm()
+        n, r = comm.Get_size(), comm.Get_rank()
+        d = self.__dict__
+        d["_comm"], d["_MPI"] = comm, _c._mpi()
+        groups = self._assign(module, units, named)
+        d["units"] = []
+        d["_unit_of"] = {}
+        for m, params in groups:
+            unit = _Unit(params, n, r, 0)
+            unit.module, unit.gathered, unit.pending = m, True, None
+            unit.map = mmap.mmap(-1, unit.padded * 4)
+            unit.full = np.frombuffer(unit.map, np.float32, count=unit.padded)
+            unit.full[:unit.total] = unit.pack([p._data for p in params])[:unit.total]
+            unit.shard = unit.full[unit.lo:unit.hi].copy()
+            for p, lo, hi in zip(params, unit.offsets[:-1], unit.offsets[1:]):
+                p._data = unit.full[lo:hi].reshape(p._data.shape)  # a view: valid only while gathered
+                self._unit_of[id(p)] = unit
+                _OWNERS[id(p)] = self
+                p.register_post_accumulate_grad_hook(self._on_grad)
+            self.units.append(unit)
+            self._free(unit)
+            m.register_forward_pre_hook(lambda mod, args, unit=unit: self._gather(unit))
+            object.__setattr__(m, "forward", self._sharded_forward(m, unit))
+        d["_in_backward"] = False
+        d["optimizer_attached"] = False  # set by ZeroRedundancyOptimizer(stage=3)
+        d["_buffers_to_sync"] = [b for b in module.buffers() if b is not None and b._data.size] \
+            if broadcast_buffers else []
+
+    @staticmethod
+    def _assign(module, units, named):
+        """[(module, its unit's parameters)] in forward registration order, the root's first."""
+        order = {id(m): i for i, m in enumerate(module.modules())}
+        if units is None:
+            unit_modules = [m for m in module.modules() if any(
+                p is not None and p.requires_grad for p in m._parameters.values())]
+        else:
+            unit_modules = list(units)
+            for m in unit_modules:
+                if not isinstance(m, Module) or id(m) not in order:
+                    raise ValueError(f"FullyShardedDataParallel: units must be submodules of the module, got "
+                                     f"{type(m).__name__}")
+        inside = {id(m): {id(x) for x in m.modules()} for m in unit_modules}
+        holders: Dict[int, List[Module]] = {}
+        for m in unit_modules:
+            for p in m.parameters():
+                holders.setdefault(id(p), []).append(m)
+        assigned: Dict[int, Module] = {}
+        for name, p in named:
+            ms = holders.get(id(p), [])
+            # the innermost unit holding p, when all the others contain it; otherwise (tied across
+            # units that do not nest, or no unit) the root
+            inner = next((m for m in ms if all(id(m) in inside[id(o)] for o in ms)), None)
+            assigned[id(p)] = inner if inner is not None else module
+        groups: Dict[int, tuple] = {}
+        for name, p in named:
+            m = assigned[id(p)]
+            groups.setdefault(id(m), (m, []))[1].append(p)
+        return sorted(groups.values(), key=lambda mp: order[id(mp[0])])
+
+    # ---- gather / free ------------------------------------------------------------------------
+    def _gather(self, unit) -> None:
+        if not unit.gathered:
+            self._comm.Allgather(unit.shard, unit.full)
+            unit.gathered = True
+
+    def _free(self, unit) -> None:
+        if unit.gathered:
+            unit.map.madvise(mmap.MADV_DONTNEED)  # the pages go back to the OS; reading them gives zeros
+            unit.gathered = False
+
+    def gathered_bytes(self) -> int:
+        """Bytes of full parameters gathered now (between steps: 0)."""
+        return sum(u.full.nbytes for u in self.units if u.gathered)
+
+    def _sharded_forward(self, m: Module, unit):
+        forward = type(m).forward
+
+        def sharded_forward(*args, **kwargs):
+            self._gather(unit)
+            out = forward(m, *args, **kwargs)
+            if autograd.is_grad_enabled():
+                out, attached = self._attach(out, unit)
+                if not attached:  # no output to hang the re-gather on: keep the unit until backward ends
+                    return out
+            self._free(unit)
+            return out
+        return sharded_forward
+
+    def _attach(self, out, unit):
+        if isinstance(out, Tensor):
+            if out.requires_grad:
+                return _PreBackward.apply(out, self, unit), True
+            return out, False
+        if isinstance(out, (tuple, list)):
+            items = [self._attach(o, unit) for o in out]
+            values = [v for v, _ in items]
+            return (type(out)(values) if isinstance(out, list) else tuple(values)), any(a for _, a in items)
+        return out, False
+
+    # ---- backward -------------------------------------------------------------------------------
+    def _pre_backward(self, unit) -> None:
+        if not self.optimizer_attached:
+            raise RuntimeError("FullyShardedDataParallel: create forgegrad.distributed.ZeroRedundancyOptimizer("
+                               "model.parameters(), optimizer_class, stage=3, ...) before the first backward (a plain "
+                               "optimizer would update parameters that are freed between uses)")
+        if not self._in_backward:
+            self.__dict__["_in_backward"] = True
+            autograd.queue_callback(self._after_backward)
+        self._gather(unit)
+        if unit.pending is None:
+            unit.pending = len(unit.params)
+
+    def _on_grad(self, p: Tensor) -> None:
+        unit = self._unit_of[id(p)]
+        if unit.pending is not None:
+            unit.pending -= 1
+            if unit.pending == 0:  # every parameter of the unit has its final gradient: free it
+                unit.pending = None
+                self._free(unit)
+
+    def _after_backward(self) -> None:
+        self.__dict__["_in_backward"] = False
+        for unit in self.units:
+            unit.pending = None
+            self._free(unit)
+
+    # ---- the module surface ---------------------------------------------------------------------
+    def forward(self, *args, **kwargs):
+        if self.training and self._buffers_to_sync and autograd.is_grad_enabled():
+            for b in self._buffers_to_sync:
+                _c.broadcast(b, 0)
+        return self.module(*args, **kwargs)
+
+    def state_dict(self, destination=None, prefix: str = "", keep_vars: bool = False):
+        """The plain module's state_dict (its own names, full arrays, copies), gathered one unit at a
+        time. Collective: call it on every rank."""
+        own = self.module.state_dict(keep_vars=True)
+        out = self.module.state_dict(destination, prefix)
+        for unit in self.units:
+            was = unit.gathered
+            self._gather(unit)
+            ids = {id(p) for p in unit.params}
+            for k, v in own.items():
+                if id(v) in ids:
+                    out[prefix + k] = Tensor._wrap(v._data.copy())
+            if not was:
+                self._free(unit)
+        return out
+
+    def load_state_dict(self, state_dict, strict: bool = True):
+        """Load the plain module's state_dict (e.g. from :meth:`state_dict` at any number of ranks, or
+        from the unwrapped model); each rank keeps its slices. Collective."""
+        if not hasattr(state_dict, "items"):
+            raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict).__name__}")
+        own = self.module.state_dict(keep_vars=True)
+        sharded = {k for k, v in own.items() if id(v) in self._unit_of}
+        rest = {k: v for k, v in state_dict.items() if k not in sharded}
+        if strict:
+            missing = [k for k in own if k not in state_dict]
+            unexpected = [k for k in state_dict if k not in own]
+            if missing or unexpected:
+                raise RuntimeError(f"Error(s) in loading state_dict for {type(self.module).__name__}: missing keys "
+                                   f"{missing}, unexpected keys {unexpected}")
+        for k in sharded & set(state_dict):
+            v = state_dict[k]
+            shape = np.shape(v._data if isinstance(v, Tensor) else v)
+            if shape != own[k].shape:
+                raise RuntimeError(f"size mismatch for {k}: copying a param with shape {shape} from checkpoint, "
+                                   f"the shape in current model is {own[k].shape}.")
+        for unit in self.units:
+            values = []
+            for p in unit.params:
+                key = next((k for k, v in own.items() if v is p and k in state_dict), None)
+                v = None if key is None else state_dict[key]
+                values.append(p._data if v is None else np.asarray(v._data if isinstance(v, Tensor) else v))
+            needs_current = any(v is p._data for v, p in zip(values, unit.params))
+            if needs_current:  # a key absent (strict=False): keep the parameter's current values
+                self._gather(unit)
+            flat = unit.pack(values)
+            unit.shard[...] = flat[unit.lo:unit.hi]
+            if unit.gathered:
+                unit.full[...] = flat
+            if needs_current and not self._in_backward:
+                self._free(unit)
+        if rest:
+            self.module.load_state_dict(rest, strict=False)
+
+    def __repr__(self) -> str:
+        return f"FullyShardedDataParallel(units={len(self.units)},\n  {self.module!r}\n)"
