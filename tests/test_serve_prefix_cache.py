@@ -100,9 +100,13 @@ def test_a_shared_prefix_is_reused_and_answers_as_without_the_cache(checkpoints,
     assert metric(m, "forgegrad_prefix_cache_hits_total", model="m") == 3
     assert metric(m, "forgegrad_prefix_cache_misses_total", model="m") == 1
     assert metric(m, "forgegrad_prefix_cache_hit_tokens_total", model="m") == sum(expected)
+    # the prompts' blocks, and those of prompt + answer that run past them (test_an_answer_s_keys_are_kept...)
     blocks = len({p.encode()[:(j + 1) * BLOCK] for p in prompts for j in range(len(p.encode()) // BLOCK)})
-    assert metric(m, "forgegrad_prefix_cache_blocks", model="m") == blocks
-    assert metric(m, "forgegrad_prefix_cache_bytes", model="m") > 0
+    kept = metric(m, "forgegrad_prefix_cache_blocks", model="m")
+    assert blocks <= kept <= blocks + len(set(prompts))  # 9 answer tokens fed: one block past a prompt at most
+    # keys and values, 2 layers, (kv heads, head_dim) (4, 8) / (2, 8) / (2, 16), float32
+    per_block = {"gpt2": 2 * 2 * 4 * 8, "mistral": 2 * 2 * 2 * 8, "gemma2": 2 * 2 * 2 * 16}[arch] * BLOCK * 4
+    assert metric(m, "forgegrad_prefix_cache_bytes", model="m") == kept * per_block
 
 
 def test_prompts_diverging_mid_block_reuse_the_whole_blocks_before(checkpoints):
@@ -270,3 +274,19 @@ def test_the_prefix_cache_mb_flag(checkpoints, tmp_path, capsys):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_an_answer_s_keys_are_kept_for_the_next_turn(checkpoints):
+    """A row that ends leaves the blocks of its prompt and answer (but the answer's last token, never fed): the next
+    request, the same prompt followed by that answer (as a chat's next turn is), reuses blocks past its prompt and
+    answers as the server without a cache does."""
+    first = SYSTEM + "Q: say A."
+    forced = {"logit_bias": {"65": 100}, "max_tokens": 40}  # greedy with a bias: forty "A"s
+    follow = first + "A" * 39 + " Thanks. Q: and B?"
+    want = _without_cache(checkpoints["gpt2"], [follow])
+    with running_app(_app(checkpoints["gpt2"], prefix_block=BLOCK)) as url, \
+            httpx.Client(base_url=url, timeout=120) as c:
+        assert _ask(c, first, **forced) == ("A" * 40, 0)
+        got = _ask(c, follow)
+    assert got == (want[0], (len(first) + 39) // BLOCK * BLOCK)
+    assert got[1] > len(first) // BLOCK * BLOCK

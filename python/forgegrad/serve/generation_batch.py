@@ -14,7 +14,8 @@ left-padded batch:
   to float32 rounding). A request's n choices of one prompt share its prefill;
 * with a prefix cache (prefix_cache.py), a prompt's prefill starts from the cached keys and values of the
   longest block prefix an earlier prompt prefilled (a chat's system prompt and earlier turns), as one more
-  chunk would, and a prompt whose prefill is done leaves its blocks there for later ones;
+  chunk would; a prompt whose prefill is done leaves its blocks there for later ones, and a row that ends those
+  of its prompt and answer (a chat's next turn starts with both);
 * a step feeds every row's last token at that row's own position, then each row picks its next token
   with its own sampling settings and random generator (``seed`` gives the generator
   ``forgegrad.manual_seed(seed)`` would); a row whose request streams log-probabilities also gets the
@@ -335,9 +336,13 @@ class BatchEngine:
         self.rows = [r for r in self.slots if r is not None]
 
     def _leave(self, ended: List[_Row]) -> None:
-        """Free the slots of ended rows; compact when more slots are free than taken."""
+        """Free the slots of ended rows (their prompt and answer's keys kept in the prefix cache, if any); compact
+        when more slots are free than taken."""
         for row in ended:
-            b = row.cache[1]
+            cache, b = row.cache
+            if self.prefix is not None:  # the tokens it fed: its prompt, its answer but the last token picked
+                prompt = row.job.prompt_ids[row.index]
+                self.prefix.store(prompt + row.stream.tokens[:row.n - len(prompt)], cache, b, cache.length - row.n)
             self.slots[b] = None
             self.mask[b] = False
         self.rows = [r for r in self.slots if r is not None]

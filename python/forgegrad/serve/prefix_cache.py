@@ -8,8 +8,9 @@ caching and OpenAI's prompt caching do.
   the prompt's and its parent is the block matched just before it (a collision is a miss, not another prompt's keys).
 * ``load(ids, cache)`` copies the longest cached block prefix of a prompt into its (empty) prefill cache, always
   leaving at least the prompt's last token to prefill (its logits pick the first token); the engine then prefills
-  the rest as one more chunk of a chunked prefill, attending to the cached keys. ``store(ids, cache)`` keeps the
-  full blocks of a prompt whose prefill is done.
+  the rest as one more chunk of a chunked prefill, attending to the cached keys. ``store(ids, cache, row, start)``
+  keeps the full blocks of a prompt whose prefill is done, and of a prompt and its answer when its row ends (a
+  chat's next turn starts with both).
 * Bounded by bytes (the blocks' keys and values), least recently used first out. A lookup or store touches a
   prefix's blocks from its last to its first, so every block was used more recently than the blocks after it and
   eviction always takes the end of a prefix, never a block whose continuation stays behind unreachable.
@@ -115,12 +116,12 @@ class PrefixCache:
         self.hit_tokens += n
         return n
 
-    def store(self, ids: Sequence[int], cache) -> None:
-        """Keep the full blocks of ``ids`` whose keys and values fill the first ``len(ids)`` columns of row 0 of
-        ``cache`` (those not kept yet), evicting the least recently used blocks for room; stops at the first block
-        there is no room for (its blocks before it still kept)."""
+    def store(self, ids: Sequence[int], cache, row: int = 0, start: int = 0) -> None:
+        """Keep the full blocks of ``ids`` whose keys and values fill row ``row`` of ``cache`` from column ``start``
+        (those not kept yet), evicting the least recently used blocks for room; stops at the first block there is
+        no room for (the blocks before it still kept)."""
         B = self.block_tokens
-        blocks = min(len(ids), cache.length) // B
+        blocks = min(len(ids), cache.length - start) // B
         chain = self._match(ids, blocks)
         self._touch(chain)
         keep = {id(b) for b in chain}
@@ -130,8 +131,9 @@ class PrefixCache:
             key = self._key(parent, tokens)
             if key in self._blocks:  # another prefix under the same hash: keep the one there
                 break
-            kv = np.stack([np.stack([k[0, :, j * B:(j + 1) * B] for k in cache.keys]),
-                           np.stack([v[0, :, j * B:(j + 1) * B] for v in cache.values])])
+            cols = slice(start + j * B, start + (j + 1) * B)
+            kv = np.stack([np.stack([k[row, :, cols] for k in cache.keys]),
+                           np.stack([v[row, :, cols] for v in cache.values])])
             if not self._make_room(kv.nbytes, keep):
                 break
             block = _Block(key, tokens, parent, kv)
