@@ -231,3 +231,47 @@ def test_zero_clipping_at_one_rank_equals_clip_grad_norm(stage):
         params, norms = run(kind)
         np.testing.assert_allclose(params, ref, rtol=0, atol=1e-6, err_msg=kind)
     np.testing.assert_allclose(run("method")[1], ref_norms, rtol=1e-6)
+
+
+@needs_mpi
+def test_fsdp_at_one_rank_trains_like_adam_frees_its_units_and_guards_misuse():
+    """One rank: FullyShardedDataParallel + ZeroRedundancyOptimizer(stage=3) give Adam's steps exactly; the
+    unit pages are zeros (freed) outside forward and backward; a tied weight goes to the root unit."""
+    import forgegrad.distributed as dist
+    from forgegrad import nn, optim
+    comm.init()
+
+    def make():
+        fg.manual_seed(0)
+        m = nn.Sequential(nn.Embedding(11, 6), nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 11))
+        m[3].weight = m[0].weight  # tied: (11, 6) both
+        return m
+
+    ids = fg.tensor(np.array([[1, 2, 3], [4, 5, 6]]))
+    ref = make()
+    ref_opt = optim.Adam(ref.parameters(), lr=1e-2)
+    model = dist.FullyShardedDataParallel(make())
+    assert [type(u.module).__name__ for u in model.units] == ["Sequential", "Linear", "Linear"]
+    assert len(model.units[0].params) == 1  # the tied weight, at the root
+    with pytest.raises(RuntimeError, match=r"create forgegrad.distributed.ZeroRedundancyOptimizer\(model.parameters"):
+        model(ids).sum().backward()
+    with pytest.raises(ValueError, match="sharded by FullyShardedDataParallel: use stage=3"):
+        dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam, stage=2)
+    opt = dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam, stage=3, lr=1e-2)
+    for _ in range(4):
+        for net, o in ((ref, ref_opt), (model, opt)):
+            o.zero_grad()
+            (net(ids) ** 2).mean().backward()
+            o.step()
+        assert model.gathered_bytes() == 0 and not model.module[1].weight.numpy().any()  # freed between steps
+    for k, v in ref.state_dict().items():
+        np.testing.assert_array_equal(model.state_dict()[k].numpy(), v.numpy(), err_msg=k)
+    with fg.no_grad():  # a graph-free forward gathers and frees as it goes
+        np.testing.assert_array_equal(model.eval()(ids).numpy(), ref.eval()(ids).numpy())
+    assert model.gathered_bytes() == 0
+    with pytest.raises(ValueError, match="already sharded by another FullyShardedDataParallel"):
+        dist.FullyShardedDataParallel(model.module)
+    with pytest.raises(ValueError, match="units must be submodules of the module"):
+        dist.FullyShardedDataParallel(nn.Linear(2, 2), units=[nn.Linear(2, 2)])
+    with pytest.raises(TypeError, match="must be a forgegrad.nn.Module"):
+        dist.FullyShardedDataParallel(torch.nn.Linear(2, 2))

@@ -111,7 +111,8 @@ class FullyShardedDataParallel(Module):
         for m, params in groups:
             unit = _Unit(params, n, r, 0)
             unit.module, unit.gathered, unit.pending = m, True, None
-            unit.map = mmap.mmap(-1, unit.padded * 4)
+            # private: MADV_DONTNEED then drops the pages (a shared mapping, mmap's default, would keep them)
+            unit.map = mmap.mmap(-1, unit.padded * 4, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
             unit.full = np.frombuffer(unit.map, np.float32, count=unit.padded)
             unit.full[:unit.total] = unit.pack([p._data for p in params])[:unit.total]
             unit.shard = unit.full[unit.lo:unit.hi].copy()
