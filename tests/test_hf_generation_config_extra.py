@@ -337,6 +337,11 @@ def test_unread_settings_warn_once(checkpoints, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         generate(model, ids, max_new_tokens=2)  # once
+    # an encoder-decoder's start token is config.json's: another one in generation_config.json is named
+    _, _, t5_path = checkpoints("t5")
+    (tmp_path / "t").mkdir()
+    with pytest.warns(UserWarning, match="sets decoder_start_token_id, which"):
+        generate(_with_config(t5_path, tmp_path / "t", decoder_start_token_id=3), ids, max_new_tokens=2)
 
 
 def test_cli_honours_stop_strings_of_generation_config(with_tokenizer, tmp_path, capsys):

@@ -7,8 +7,9 @@ transformers 5's meaning. Processors: ``suppress_tokens``, ``begin_suppress_toke
 and ``stop_strings`` (stopping.py; the stop strings need the tokenizer).
 
 Settings of transformers' GenerationConfig that change the tokens but that forgegrad does not read (group beam
-search, contrastive search, DoLa, classifier-free guidance, top-h, watermarking, constraints, token healing) are
-named in one warning when generation_config.json sets them; the rest (cache, output and assistant settings) do not
+search, contrastive search, DoLa, classifier-free guidance, top-h, watermarking, constraints, token healing, an
+encoder-decoder's decoder_start_token_id other than config.json's) are named in one warning when
+generation_config.json sets them; the rest (cache, output and assistant settings) do not
 change the tokens. Keys transformers does not know are ignored, as transformers ignores them.
 """
 from __future__ import annotations
@@ -135,8 +136,13 @@ def warn_unread_settings(model) -> None:
     """One warning (once per set of names) naming the settings generation_config.json sets that would change
     transformers' tokens and that generate does not read."""
     config = getattr(model, "generation_config", None) or {}
-    names = tuple(sorted(n for n, neutral in UNREAD_SETTINGS.items() if n in config
-                         and not any(config[n] is v or (v is not None and config[n] == v) for v in neutral)))
+    names = [n for n, neutral in UNREAD_SETTINGS.items() if n in config
+             and not any(config[n] is v or (v is not None and config[n] == v) for v in neutral)]
+    # an encoder-decoder's decoder starts with config.json's decoder_start_token_id
+    start = config.get("decoder_start_token_id")
+    if getattr(model, "is_encoder_decoder", False) and start is not None and start != model.decoder_start_token_id:
+        names.append("decoder_start_token_id")
+    names = tuple(sorted(names))
     if names and names not in _warned:
         _warned.add(names)
         warnings.warn(f"generate: generation_config.json sets {', '.join(names)}, which forgegrad's generate does not "
