@@ -290,3 +290,29 @@ def test_an_answer_s_keys_are_kept_for_the_next_turn(checkpoints):
         got = _ask(c, follow)
     assert got == (want[0], (len(first) + 39) // BLOCK * BLOCK)
     assert got[1] > len(first) // BLOCK * BLOCK
+
+
+def test_a_chat_s_next_turn_reuses_the_conversation_so_far(tmp_path):
+    """Chat completions: the second turn (system prompt, question, the first answer, a new question) reuses the
+    first turn's whole prompt and reports it in ``usage.prompt_tokens_details``, and answers as without a cache."""
+    from hf_conformance import tiny_chat_gpt2
+    chatml = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+              "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    path = str(tiny_chat_gpt2(tmp_path / "chat", chatml))
+    first = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "hello world, a tiny corpus"}]
+
+    def turns(c):
+        r = c.post("/v1/chat/completions", json={"messages": first, "max_tokens": 12, "temperature": 0}).json()
+        answer = r["choices"][0]["message"]["content"]
+        second = first + [{"role": "assistant", "content": answer}, {"role": "user", "content": "a tiny world"}]
+        r2 = c.post("/v1/chat/completions", json={"messages": second, "max_tokens": 12, "temperature": 0}).json()
+        return [(x["choices"][0]["message"]["content"], x["usage"]["prompt_tokens"],
+                 x["usage"]["prompt_tokens_details"]["cached_tokens"]) for x in (r, r2)]
+
+    with running_app(_app(path, prefix_cache_mb=0)) as url, httpx.Client(base_url=url, timeout=120) as c:
+        want = turns(c)
+    with running_app(_app(path, prefix_block=BLOCK)) as url, httpx.Client(base_url=url, timeout=120) as c:
+        got = turns(c)
+    assert [(text, n) for text, n, _ in got] == [(text, n) for text, n, _ in want]
+    assert [cached for _, _, cached in want] == [0, 0] and got[0][2] == 0
+    assert got[1][2] >= got[0][1] // BLOCK * BLOCK > 0
