@@ -145,8 +145,12 @@ def test_freeze_in_place_makes_the_model_itself_the_frozen_one():
     ids = fg.tensor(RNG.integers(0, 61, (3, 37)))
     twin = nn.utils.freeze(model)  # a copy, for the bits
     arrays = {name: p.numpy() for name, p in model.named_parameters()}
+    from forgegrad.nn.utils.freeze import packed_nbytes
+    assert packed_nbytes(model) == 0
     assert nn.utils.freeze(model, inplace=True) is model
     assert nn.utils.is_frozen(model) and not model.training
+    linear_bytes = sum(m.weight.numpy().nbytes for m in model.modules() if isinstance(m, nn.Linear))
+    assert linear_bytes <= packed_nbytes(model) <= 1.5 * linear_bytes  # a copy of each, its panels padded
     # no copy: the very arrays it held, now read-only and without gradients
     assert all(p.numpy() is arrays[name] and not p.requires_grad and not p.numpy().flags.writeable
                for name, p in model.named_parameters())

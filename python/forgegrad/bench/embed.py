@@ -1,6 +1,6 @@
 """The `embed` suite: sentence embeddings, forgegrad's /v1/embeddings path (``serve.embeddings.Embedder``:
-tokenize, encode on the real tokens only, pool, normalize) against sentence-transformers' ``encode`` on the same
-directory.
+tokenize, encode on the real tokens only, pool, normalize; the model frozen in place as the server loads it) against
+sentence-transformers' ``encode`` on the same directory.
 
 The model has all-MiniLM-L6-v2's shape (6 layers, 384 wide, 12 heads, 1536 feed-forward; random weights that
 transformers initialised, mean pooling + Normalize, saved by sentence-transformers), the texts 10-60 words of a
@@ -64,9 +64,12 @@ def embed_fns(n_texts: int, tmp: str):
     from sentence_transformers import SentenceTransformer
 
     from ..serve.embeddings import Embedder
+    from ..serve.encoder_app import EncoderServeConfig
+    from ..serve.openai_routes import served_model
     path = minilm_directory(tmp)
     batch = texts(n_texts)
-    ours, theirs = Embedder(path, max_batch=BATCH), SentenceTransformer(path, device="cpu")
+    ours = served_model(EncoderServeConfig(path, max_batch=BATCH), Embedder, (BATCH,))  # frozen, as served
+    theirs = SentenceTransformer(path, device="cpu")
     fns["forgegrad"] = lambda: ours.embed([ours.token_ids(x, i) for i, x in enumerate(batch)])
     fns["sentence-transformers"] = lambda: theirs.encode(batch, batch_size=BATCH, convert_to_numpy=True)
     return fns

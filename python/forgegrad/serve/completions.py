@@ -82,6 +82,7 @@ class GenerationServeConfig:
     prefill_chunk: int = 128  # prompt tokens prefilled between two decode steps of the others; 0: all at once
     prefix_cache_mb: float = 1024  # the most MiB of prefilled keys/values kept for later prompts; 0: no prefix cache
     prefix_block: int = 16  # tokens per prefix cache block (prompts reuse whole blocks)
+    freeze: bool = True  # the model frozen in place once loaded (openai_routes.served_model); False: as loaded
 
     def validate(self) -> "GenerationServeConfig":
         if self.weights not in WEIGHTS:
@@ -90,6 +91,8 @@ class GenerationServeConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not isinstance(self.freeze, bool):
+            raise ValueError(f"freeze must be True or False, got {self.freeze!r}")
         v = self.prefill_chunk
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise ValueError(f"prefill_chunk must be an integer >= 0, got {v!r}")

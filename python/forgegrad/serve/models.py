@@ -77,8 +77,9 @@ class ForgegradModel(LoadedModel):
             raise ModelLoadError(str(e)) from None
         from ..nn.utils import freeze
         # a VAE serves its deterministic reconstruction, as `forgegrad export` exports it; the served
-        # copy is frozen: read-only, its Linear weights packed once for every batch's GEMMs (same outputs)
-        self.model = freeze(VAEReconstructor(model) if meta.get("task") == "vae" else model)
+        # model is frozen in place (no copy): read-only, its Linear weights packed once for every batch's
+        # GEMMs (same outputs)
+        self.model = freeze(VAEReconstructor(model) if meta.get("task") == "vae" else model, inplace=True)
         shape = meta.get("input_shape")
         if not isinstance(shape, list) or not all(isinstance(d, int) and d > 0 for d in shape):
             raise ModelLoadError(f"{path}: model.json has no valid 'input_shape' (a list of positive ints)")

@@ -26,17 +26,31 @@ def failed(e: CompletionError):
 
 async def load_served(app, config, executor, factory, *args):
     """``factory(config.model_path, config.weights, *args)`` run on ``executor`` (model loading must not block the
-    event loop), forgegrad's threads set first (``config.threads``). A failure is kept in
-    ``app.state.startup_error`` (what /health reports) and raised as a RuntimeError that names the model."""
+    event loop), forgegrad's threads set first (``config.threads``), its ``model`` then frozen in place unless
+    ``config.freeze`` is False (``served_model``). A failure is kept in ``app.state.startup_error`` (what /health
+    reports) and raised as a RuntimeError that names the model."""
     if config.threads:
         from .models import set_forgegrad_threads
         set_forgegrad_threads(config.threads)
     try:
-        return await asyncio.get_running_loop().run_in_executor(executor, factory, config.model_path, config.weights,
-                                                                 *args)
+        return await asyncio.get_running_loop().run_in_executor(executor, served_model, config, factory, args)
     except Exception as e:
         app.state.startup_error = f"cannot serve {config.model_path}: {type(e).__name__}: {e}"
         raise RuntimeError(app.state.startup_error) from None
+
+
+def served_model(config, factory, args=()):
+    """``factory(config.model_path, config.weights, *args)``, its ``model`` frozen in place
+    (``nn.utils.freeze(model, inplace=True)``: read-only, its float32 Linear weights packed once for the GEMM, the
+    same outputs bit for bit) unless ``config.freeze`` is False. In place, not a copy: the server holds the weights
+    once, plus the packed copies."""
+    worker = factory(config.model_path, config.weights, *args)
+    if config.freeze:
+        from ..nn.utils.freeze import freeze, packed_nbytes
+        freeze(worker.model, inplace=True)
+        log.info("%s: frozen in place, %.0f MiB of packed weights (--no-freeze serves the model as loaded)",
+                 config.model_path, packed_nbytes(worker.model) / 2**20)
+    return worker
 
 
 async def read_body(request, limit: int) -> bytes:

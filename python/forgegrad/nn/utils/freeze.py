@@ -21,7 +21,7 @@ from ..conv import Conv2d
 from ..linear import Dense, Linear
 from ..module import Module
 
-__all__ = ["freeze", "is_frozen", "frozen_arrays", "FrozenCache"]
+__all__ = ["freeze", "is_frozen", "packed_nbytes", "frozen_arrays", "FrozenCache"]
 
 
 def freeze(module: Module, inplace: bool = False) -> Module:
@@ -83,6 +83,12 @@ def _packed_from(m: Module, array: np.ndarray, groups: Optional[int] = None) -> 
 def is_frozen(module: Module) -> bool:
     """Whether ``module`` (or a submodule) holds packed weights made by ``freeze``."""
     return any(m.__dict__.get("_packed_weight") is not None for m in module.modules())
+
+
+def packed_nbytes(module: Module) -> int:
+    """The bytes of the packed copies ``freeze`` made for ``module``'s layers: what freezing adds to its weights."""
+    return sum(m.__dict__["_packed_weight"].nbytes for m in module.modules()
+               if m.__dict__.get("_packed_weight") is not None)
 
 
 def frozen_arrays(*params) -> Optional[tuple]:
