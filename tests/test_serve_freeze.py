@@ -186,3 +186,17 @@ def test_whispers_transcripts_and_logits_are_the_unfrozen_servers(tmp_path):
 
     frozen, loose = _both(create_speech_app, config, transcripts)
     assert frozen == loose and any(r.get("segments") for r in frozen)
+
+
+def test_the_no_freeze_flag(tmp_path, capsys):
+    from serve_helpers import write_checkpoint
+
+    from forgegrad.cli import build_parser, main
+    from forgegrad.serve.completions import GenerationServeConfig
+    assert build_parser().parse_args(["serve", "dir"]).freeze is True
+    assert build_parser().parse_args(["serve", "dir", "--no-freeze"]).freeze is False
+    write_checkpoint("mlp", str(tmp_path / "ckpt"))  # a forgegrad checkpoint: always served frozen
+    assert main(["serve", str(tmp_path / "ckpt"), "--no-freeze"]) == 2
+    assert "--no-freeze applies to a Hugging Face checkpoint directory" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="freeze must be True or False, got 'no'"):
+        GenerationServeConfig(str(tmp_path), freeze="no").validate()
