@@ -285,6 +285,40 @@ def test_stop_string_matches_transformers_criteria(with_tokenizer, stops):
         np.testing.assert_array_equal(StopStrings(stops, tok)(rows), want)
 
 
+@pytest.fixture(scope="module")
+def byte_fallback_tokenizer(tmp_path_factory):
+    """A Llama-style tokenizer (BPE with byte fallback: <0xNN> tokens for the bytes its vocabulary lacks, "▁" for
+    spaces) as a transformers fast tokenizer, and its tokenizer.json's directory."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    specials = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    tok.train_from_iterator(["hello world, a tiny corpus for a tiny tokenizer"] * 10,
+                            trainers.BpeTrainer(vocab_size=320, special_tokens=specials))
+    path = tmp_path_factory.mktemp("bytefallback")
+    tok.save(str(path / "tokenizer.json"))
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>"), path
+
+
+@pytest.mark.parametrize("stops", [["w\u00f6"], ["\u00f6"], ["\u2603,"], ["lo w"], ["tiny c", "rld"]])
+def test_stop_string_byte_fallback_matches_transformers(byte_fallback_tokenizer, stops):
+    """A byte-fallback vocabulary's <0xNN> tokens count as their bytes (a character split over several tokens
+    ends at its last byte), as transformers' StopStringCriteria."""
+    from transformers.generation.stopping_criteria import StopStringCriteria
+    from forgegrad.models.hf.stopping import StopStrings
+    from forgegrad.models.hf.tokenizer import load_tokenizer
+    fast, path = byte_fallback_tokenizer
+    text = fast.encode("hello w\u00f6rld \u2603, a tiny corpus", add_special_tokens=False)
+    assert fast.convert_ids_to_tokens(text).count("<0xC3>") == 1  # the vocabulary lacks "\u00f6"
+    rows = np.array([[0] * (len(text) - n) + text[:n] for n in range(1, len(text) + 1)])
+    want = StopStringCriteria(fast, stops)(torch.tensor(rows), None).numpy()
+    assert want.any() and not want.all()
+    for tok in (fast, load_tokenizer(path, len(fast))):
+        np.testing.assert_array_equal(StopStrings(stops, tok)(rows), want)
+
+
 def test_max_time_stops_every_row(checkpoints):
     """max_time: every row ends at the first step past it (transformers' MaxTimeCriteria), greedy and beam."""
     name, hf, path = checkpoints("gpt2")
