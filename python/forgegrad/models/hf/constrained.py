@@ -22,6 +22,7 @@ writes it, unless the schema's ``"x-guidance"`` says otherwise (llguidance's opt
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter, OrderedDict
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -191,12 +192,18 @@ def grammar_tokenizer(tokenizer, vocab_size: int, eos_token_id: Union[int, Seque
 
 
 _SPELLINGS: "OrderedDict[int, tuple]" = OrderedDict()  # the last few LLTokenizers' token bytes, as looked up
+_SPELLINGS_LOCK = threading.Lock()
 
 
 def _spellings(lltokenizer):
     """``spelling(id) -> bytes`` of a token as llguidance's forced bytes write it (a special token: 0xFF "[id]"), or
     None where the tokenizer spells every byte (byte-level BPE, byte fallback: nothing forced can be unspellable);
     remembered for the last 8 grammar tokenizers. (0xFF is llguidance's own marker, never text in forced bytes.)"""
+    with _SPELLINGS_LOCK:  # (the server makes row constraints on its engine thread and its request threads)
+        return _spellings_locked(lltokenizer)
+
+
+def _spellings_locked(lltokenizer):
     key = id(lltokenizer)
     if key not in _SPELLINGS or _SPELLINGS[key][0] is not lltokenizer:
         known: Dict[int, bytes] = {}
