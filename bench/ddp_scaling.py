@@ -19,6 +19,14 @@ prints one table. Rows:
   Exposed time includes waiting for the slower rank, which a busy machine inflates. Also printed: the
   share of gradient bytes whose allreduce had already completed when backward ended (a timing-free
   view of the overlap).
+* ZeRO at 2 ranks x 1 thread (``--only zero``): an MLP of 4 Linear(1024, 1024) layers (4.2M parameters,
+  16.8 MB), batch 32 per rank, Adam, trained by DDP, ZeroRedundancyOptimizer stage 1, stage 2 and
+  stage 3 (FullyShardedDataParallel, one unit per layer; also with reshard_after_forward=False; stage 2
+  with bucket_cap_mb=4, a layer per bucket), each its own job: per-rank bytes of
+  parameters, gradients and optimizer state held between steps (DDP: the model, its bucket-view
+  gradients and Adam's state), the peak resident memory while training above the job's baseline after
+  imports (VmHWM, reset by /proc/self/clear_refs once model and optimizer are built, minus VmRSS before
+  the model was built), and the step time (the slower rank's median).
 """
 import argparse
 import json
@@ -103,6 +111,62 @@ def worker_train(name, batch, steps, threads, cap):
                           "done_when_backward_ended": done_early}), flush=True)
 
 
+def _status_kb(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+
+
+def worker_zero(kind, steps, threads):
+    import forgegrad as fg
+    import forgegrad.distributed as dist
+    import forgegrad.nn.functional as F
+    from forgegrad import nn, optim
+    fg.set_num_threads(threads)
+    dist.init()
+    rank = dist.rank()
+    base = _status_kb("VmRSS")
+    fg.manual_seed(0)
+    net = nn.Sequential(*[m for _ in range(4) for m in (nn.Linear(1024, 1024), nn.ReLU())])
+    rng = np.random.default_rng(rank)
+    x = fg.tensor(rng.standard_normal((32, 1024), dtype=np.float32))
+    y = fg.tensor(rng.integers(0, 1024, 32))
+    if kind == "ddp":
+        model = dist.DistributedDataParallel(net)
+        opt = optim.Adam(model.parameters(), lr=1e-4)
+    else:
+        stage = int(kind[4])
+        model = dist.FullyShardedDataParallel(net, reshard_after_forward=kind != "zero3k") if stage == 3 else net
+        # stage 2: 4 MB buckets (one layer each); the default 25 would make this model one bucket, staged whole
+        opt = dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam, stage=stage, bucket_cap_mb=4, lr=1e-4)
+    try:  # restart the high-water mark here: the peak of training, not of building the model (init temporaries)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    times = []
+    for i in range(steps + 2):
+        dist.barrier()
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+    if kind == "ddp":
+        params = [p for p in net.parameters()]
+        mem = {"params": sum(p._data.nbytes for p in params),
+               "grads": sum(b.buffer.nbytes for b in model._reducer.buckets),
+               "optimizer_state": sum(v._data.nbytes for st in opt.state.values() for v in st.values()
+                                      if hasattr(v, "_data") and v._data.ndim)}
+    else:
+        mem = opt.memory_bytes()
+    mem["peak_rss_above_base"] = (_status_kb("VmHWM") - base) * 1024
+    mem["step_s"] = float(np.median(times))
+    everyone = dist.allgather_object(mem)
+    if rank == 0:
+        print(json.dumps(everyone), flush=True)
+
+
 def worker_allreduce(mb, iters):
     import forgegrad.distributed as dist
     dist.init()
@@ -162,12 +226,14 @@ def main():
     ap.add_argument("--rounds", type=int, default=2, help="runs per configuration, best kept (default 2)")
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
-    ap.add_argument("--only", choices=("train", "allreduce", "overlap"), default=None, help="run one part")
+    ap.add_argument("--only", choices=("train", "allreduce", "overlap", "zero"), default=None, help="run one part")
     a = ap.parse_args()
     if a.worker:
         kind, *rest = a.worker
         if kind == "train":
             worker_train(rest[0], int(rest[1]), int(rest[2]), int(rest[3]), float(rest[4]))
+        elif kind == "zero":
+            worker_zero(rest[0], int(rest[1]), int(rest[2]))
         else:
             worker_allreduce(float(rest[0]), int(rest[1]))
         return
@@ -193,6 +259,8 @@ def main():
         _print_allreduce(ar, results)
     if a.only in (None, "overlap"):
         _overlap(a, results)
+    if a.only in (None, "zero"):
+        _zero(a, results)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=2)
@@ -223,6 +291,25 @@ def _overlap(a, results):
                   f"{1e3 * r['local']:.2f} ms without communication -> {100 * hidden:.0f}% hidden; "
                   f"{100 * r['done_when_backward_ended']:.0f}% of the gradient bytes already reduced when backward "
                   "ended", flush=True)
+
+
+def _zero(a, results):
+    print("\nZeRO, 2 ranks x 1 thread, MLP 4 x Linear(1024, 1024) (4.2M parameters), batch 32/rank, Adam; per rank, "
+          "MB (best of the runs by step time):")
+    print(f"{'':<22}{'params':>8}{'grads':>8}{'Adam state':>12}{'sum':>8}{'peak RSS above base':>21}{'step ms':>9}")
+    results["zero"] = {}
+    for kind, label in (("ddp", "DDP + Adam"), ("zero1", "ZeRO-1"), ("zero2", "ZeRO-2"), ("zero3", "ZeRO-3 (FSDP)"),
+                        ("zero3k", "ZeRO-3, keep fwd->bwd")):
+        runs = [_job(2, 1, "zero", kind, a.steps, 1) for _ in range(a.rounds)]
+        best = min(runs, key=lambda r: max(m["step_s"] for m in r))
+        results["zero"][kind] = runs
+        worst = {k: max(m[k] for m in best) for k in best[0]}
+        mb = {k: v / 1e6 for k, v in worst.items() if k != "step_s"}
+        spread = ", ".join("%.1f" % (1e3 * max(m["step_s"] for m in r)) for r in runs)
+        print(f"{label:<22}{mb['params']:>8.1f}{mb['grads']:>8.1f}{mb['optimizer_state']:>12.1f}"
+              f"{mb['params'] + mb['grads'] + mb['optimizer_state']:>8.1f}{mb['peak_rss_above_base']:>21.1f}"
+              f"{1e3 * worst['step_s']:>9.1f}  (step ms over runs: "
+              f"{spread})", flush=True)
 
 
 def _cpu():

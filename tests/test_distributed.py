@@ -98,7 +98,8 @@ def test_zero_stages_2_and_3_match_ddp_with_clipping_accumulation_and_a_schedule
     assert res["size"] == ranks and res["zero1_ranks_identical"] and res["zero2_ranks_identical"]
     assert res["zero3_ranks_identical"]
     for key in ("zero1", "zero2", "zero3", "zero2_clip_accumulate", "zero2_clip_no_sync", "zero1_clip_no_sync",
-                "zero1_clip_no_sync_norm_diff", "zero3_clip_accumulate", "zero3_clip_no_sync"):
+                "zero1_clip_no_sync_norm_diff", "zero3_clip_accumulate", "zero3_clip_no_sync",
+                "zero3_keep_clip_accumulate"):
         assert res[key] <= 1e-6, (key, res[key])
     assert res["clipped_steps"] == 20
     if ranks == 2:  # 2 ranks x 4 samples == one process on the 8: the same 20 Adam steps

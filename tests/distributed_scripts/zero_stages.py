@@ -19,14 +19,14 @@ CLIP = 0.05  # below the gradients' norm: every step clips
 CAP = 0.0005  # MB: several buckets for this small model
 
 
-def run(kind, clip=False, accumulate=False, no_sync=False):
+def run(kind, clip=False, accumulate=False, no_sync=False, reshard=True):
     """STEPS steps of one variant; returns the parameters after every step and the clipped norms.
 
     kind "ddp": DistributedDataParallel + the plain optimizer (the reference); "zero1"/"zero2": no DDP;
     "zero3": FullyShardedDataParallel. clip: the global 2-norm clipped to CLIP (DDP:
     nn.utils.clip_grad_norm_; ZeRO stages 2 and 3 through max_grad_norm, stage 1 through
     clip_grad_norm_). accumulate: two micro-batches per step (no_sync: the first under no_sync).
-    With clip or accumulate the optimizer is AdamW under a StepLR.
+    With clip or accumulate the optimizer is AdamW under a StepLR. reshard: stage 3's reshard_after_forward.
     """
     model = make_model(seed=0 if rank == 0 else 30 + rank)  # ZeRO and DDP broadcast rank 0's weights
     cls, kw = (optim.AdamW, {"weight_decay": 0.1}) if clip or accumulate else (optim.Adam, {})
@@ -36,7 +36,7 @@ def run(kind, clip=False, accumulate=False, no_sync=False):
         sync = net.no_sync
     else:
         stage = int(kind[-1])
-        net = dist.FullyShardedDataParallel(model) if stage == 3 else model
+        net = dist.FullyShardedDataParallel(model, reshard_after_forward=reshard) if stage == 3 else model
         extra = {"max_grad_norm": CLIP} if clip and stage >= 2 else {}
         opt = dist.ZeroRedundancyOptimizer(net.parameters(), cls, stage=stage, bucket_cap_mb=CAP, lr=LR, **kw,
                                            **extra)
@@ -93,7 +93,8 @@ for name, kwargs in (("zero2_clip_accumulate", dict(clip=True, accumulate=True))
                      ("zero2_clip_no_sync", dict(clip=True, accumulate=True, no_sync=True)),
                      ("zero1_clip_no_sync", dict(clip=True, accumulate=True, no_sync=True)),
                      ("zero3_clip_accumulate", dict(clip=True, accumulate=True)),
-                     ("zero3_clip_no_sync", dict(clip=True, accumulate=True, no_sync=True))):
+                     ("zero3_clip_no_sync", dict(clip=True, accumulate=True, no_sync=True)),
+                     ("zero3_keep_clip_accumulate", dict(clip=True, accumulate=True, reshard=False))):
     traj, norms, _ = run(name.split("_")[0], **kwargs)
     result[name] = max_diff(traj, ddp_b)
     if norms:

@@ -75,13 +75,17 @@ class FullyShardedDataParallel(Module):
             units mean fewer collectives and more memory while one is gathered.
         broadcast_buffers: broadcast rank 0's buffers (BatchNorm statistics) before every training-mode
             forward, as DistributedDataParallel.
+        reshard_after_forward: free a unit after its forward and gather it again for its backward (the
+            default, torch's FULL_SHARD). False keeps a unit gathered from its forward until its
+            backward is done (torch's SHARD_GRAD_OP for parameters): half the allgathers, but the
+            whole model is gathered at the end of the forward. Graph-free forwards always free.
 
     Train it with ``ZeroRedundancyOptimizer(model.parameters(), cls, stage=3, ...)`` (created before the
     first backward: a plain optimizer would update freed parameters). Parameters that do not require
     gradients are not sharded.
     """
 
-    def __init__(self, module: Module, units=None, broadcast_buffers: bool = True):
+    def __init__(self, module: Module, units=None, broadcast_buffers: bool = True, reshard_after_forward: bool = True):
         super().__init__()
         if not isinstance(module, Module):
             raise TypeError(f"FullyShardedDataParallel: module must be a forgegrad.nn.Module, got "
@@ -126,6 +130,7 @@ class FullyShardedDataParallel(Module):
             m.register_forward_pre_hook(lambda mod, args, unit=unit: self._gather(unit))
             object.__setattr__(m, "forward", self._sharded_forward(m, unit))
         d["_in_backward"] = False
+        d["reshard_after_forward"] = bool(reshard_after_forward)
         d["optimizer_attached"] = False  # set by ZeroRedundancyOptimizer(stage=3)
         d["_buffers_to_sync"] = [b for b in module.buffers() if b is not None and b._data.size] \
             if broadcast_buffers else []
@@ -184,8 +189,8 @@ class FullyShardedDataParallel(Module):
             out = forward(m, *args, **kwargs)
             if autograd.is_grad_enabled():
                 out, attached = self._attach(out, unit)
-                if not attached:  # no output to hang the re-gather on: keep the unit until backward ends
-                    return out
+                if not attached or not self.reshard_after_forward:
+                    return out  # kept until its backward is done (no output to hang the re-gather on, or asked)
             self._free(unit)
             return out
         return sharded_forward
