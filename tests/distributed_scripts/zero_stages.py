@@ -66,6 +66,9 @@ def run(kind, clip=False, accumulate=False, no_sync=False, reshard=True):
         # stage 3: the parameters exist only as shards between steps; state_dict gathers them
         trajectory.append(np.concatenate([v.numpy().reshape(-1) for v in net.state_dict().values()])
                           if kind == "zero3" else flat_params(model))
+    if kind == "zero3":  # the most parameter bytes gathered at once, and the largest unit's
+        result[f"zero3_peak_gathered_reshard_{reshard}"] = [net.peak_gathered_bytes,
+                                                            max(u.full.nbytes for u in net.units)]
     return np.stack(trajectory), norms, opt
 
 

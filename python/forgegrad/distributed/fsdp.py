@@ -114,7 +114,7 @@ class FullyShardedDataParallel(Module):
         d["_unit_of"] = {}
         for m, params in groups:
             unit = _Unit(params, n, r, 0)
-            unit.module, unit.gathered, unit.pending = m, True, None
+            unit.module, unit.gathered, unit.pending = m, False, None
             # private: MADV_DONTNEED then drops the pages (a shared mapping, mmap's default, would keep them)
             unit.map = mmap.mmap(-1, unit.padded * 4, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
             unit.full = np.frombuffer(unit.map, np.float32, count=unit.padded)
@@ -126,9 +126,11 @@ class FullyShardedDataParallel(Module):
                 _OWNERS[id(p)] = self
                 p.register_post_accumulate_grad_hook(self._on_grad)
             self.units.append(unit)
-            self._free(unit)
+            unit.map.madvise(mmap.MADV_DONTNEED)
             m.register_forward_pre_hook(lambda mod, args, unit=unit: self._gather(unit))
             object.__setattr__(m, "forward", self._sharded_forward(m, unit))
+        d["_gathered"] = 0
+        d["peak_gathered_bytes"] = 0  # the most full-parameter bytes gathered at once since construction
         d["_in_backward"] = False
         d["reshard_after_forward"] = bool(reshard_after_forward)
         d["optimizer_attached"] = False  # set by ZeroRedundancyOptimizer(stage=3)
@@ -171,15 +173,18 @@ class FullyShardedDataParallel(Module):
         if not unit.gathered:
             self._comm.Allgather(unit.shard, unit.full)
             unit.gathered = True
+            self._gathered += unit.full.nbytes
+            self.peak_gathered_bytes = max(self.peak_gathered_bytes, self._gathered)
 
     def _free(self, unit) -> None:
         if unit.gathered:
             unit.map.madvise(mmap.MADV_DONTNEED)  # the pages go back to the OS; reading them gives zeros
             unit.gathered = False
+            self._gathered -= unit.full.nbytes
 
     def gathered_bytes(self) -> int:
         """Bytes of full parameters gathered now (between steps: 0)."""
-        return sum(u.full.nbytes for u in self.units if u.gathered)
+        return self._gathered
 
     def _sharded_forward(self, m: Module, unit):
         forward = type(m).forward
