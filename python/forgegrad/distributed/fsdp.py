@@ -82,7 +82,9 @@ class FullyShardedDataParallel(Module):
 
     Train it with ``ZeroRedundancyOptimizer(model.parameters(), cls, stage=3, ...)`` (created before the
     first backward: a plain optimizer would update freed parameters). Parameters that do not require
-    gradients are not sharded.
+    gradients are not sharded. Wrap the outermost model, and do not move or cast it afterwards: its
+    parameters are views of the units' mappings (a module holding the wrapper would see copies in its
+    ``state_dict(keep_vars=True)``).
     """
 
     def __init__(self, module: Module, units=None, broadcast_buffers: bool = True, reshard_after_forward: bool = True):

@@ -223,9 +223,11 @@ class ZeroRedundancyOptimizer(Optimizer):
         elif any(o is not None for o in owners):
             raise ValueError("ZeroRedundancyOptimizer: the parameters are sharded by FullyShardedDataParallel: use "
                              "stage=3")
-        if stage != 3:  # FullyShardedDataParallel has checked and broadcast its parameters
-            _check_same_everywhere([(f"parameter {i}", tuple(p.shape), str(p._data.dtype))
-                                    for i, p in enumerate(all_params)], "ZeroRedundancyOptimizer")
+        # the shapes and the layout settings: ranks that disagree would wait for each other's collectives forever
+        signature = [(f"parameter {i}", tuple(p.shape), str(p._data.dtype)) for i, p in enumerate(all_params)]
+        signature.append(("settings", f"stage={stage}", f"bucket_cap_mb={bucket_cap_mb}"))
+        _check_same_everywhere(signature, "ZeroRedundancyOptimizer")
+        if stage != 3:  # FullyShardedDataParallel has broadcast rank 0's parameters
             broadcast_parameters(all_params, 0)
         cap = int(bucket_cap_mb * 1024 * 1024)
         self.groups = [_Group(g["params"], [g["params"]] if stage == 1 else _buckets(g["params"], cap)
