@@ -275,3 +275,33 @@ def test_fsdp_at_one_rank_trains_like_adam_frees_its_units_and_guards_misuse():
         dist.FullyShardedDataParallel(nn.Linear(2, 2), units=[nn.Linear(2, 2)])
     with pytest.raises(TypeError, match="must be a forgegrad.nn.Module"):
         dist.FullyShardedDataParallel(torch.nn.Linear(2, 2))
+
+
+@needs_mpi
+@pytest.mark.parametrize("units", ["default", "layers"])
+def test_fsdp_transformer_layers_train_like_adamw(units):
+    """Units inside units (the encoder layers, their attention and its out_proj), a custom forward
+    and several outputs: FullyShardedDataParallel + ZeRO-3 equal plain AdamW bit for bit at one rank."""
+    import forgegrad.distributed as dist
+    from forgegrad import nn, optim
+    comm.init()
+
+    def make():
+        fg.manual_seed(0)
+        return nn.Sequential(nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True),
+                             nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True), nn.Linear(16, 4))
+
+    ref, net = make(), make()
+    model = dist.FullyShardedDataParallel(net, units=None if units == "default" else [net[0], net[1]])
+    assert len(model.units) == (13 if units == "default" else 3)
+    ref_opt = optim.AdamW(ref.parameters(), lr=1e-2)
+    opt = dist.ZeroRedundancyOptimizer(model.parameters(), optim.AdamW, stage=3, lr=1e-2)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        x = fg.tensor(rng.standard_normal((2, 5, 16)).astype(np.float32))
+        for m, o in ((ref, ref_opt), (model, opt)):
+            o.zero_grad()
+            (m(x) ** 2).mean().backward()
+            o.step()
+    for k, v in ref.state_dict().items():
+        np.testing.assert_array_equal(model.state_dict()[k].numpy(), v.numpy(), err_msg=k)
