@@ -21,8 +21,8 @@ prints one table. Rows:
   view of the overlap).
 * ZeRO at 2 ranks x 1 thread (``--only zero``): an MLP of 4 Linear(1024, 1024) layers (4.2M parameters,
   16.8 MB), batch 32 per rank, Adam, trained by DDP, ZeroRedundancyOptimizer stage 1, stage 2 and
-  stage 3 (FullyShardedDataParallel, one unit per layer; also with reshard_after_forward=False; stage 2
-  with bucket_cap_mb=4, a layer per bucket), each its own job: per-rank bytes of
+  stage 3 (FullyShardedDataParallel, one unit per layer; also with reshard_after_forward=False; stages 1
+  and 2 with bucket_cap_mb=4, a layer per bucket), each its own job: per-rank bytes of
   parameters, gradients and optimizer state held between steps (DDP: the model, its bucket-view
   gradients and Adam's state), the peak resident memory while training above the job's baseline after
   imports (VmHWM, reset by /proc/self/clear_refs once model and optimizer are built, minus VmRSS before
@@ -136,7 +136,7 @@ def worker_zero(kind, steps, threads):
     else:
         stage = int(kind[4])
         model = dist.FullyShardedDataParallel(net, reshard_after_forward=kind != "zero3k") if stage == 3 else net
-        # stage 2: 4 MB buckets (one layer each); the default 25 would make this model one bucket, staged whole
+        # 4 MB buckets (one layer each); the default 25 would make this model one bucket, packed or staged whole
         opt = dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam, stage=stage, bucket_cap_mb=4, lr=1e-4)
     try:  # restart the high-water mark here: the peak of training, not of building the model (init temporaries)
         with open("/proc/self/clear_refs", "w") as f:

@@ -1,4 +1,4 @@
-"""ZeRO stages 1 and 2: the optimizer state (stage 1), and the gradients (stage 2), sharded over ranks.
+"""ZeRO stages 1, 2 (and 3): the optimizer state, the gradients (and the parameters) sharded over ranks.
 
 torch's ZeroRedundancyOptimizer API with DeepSpeed's ``stage``. The parameters of each group are cut
 into *units*, each laid out as one flat float32 vector zero-padded to a multiple of size(); rank r
@@ -6,18 +6,21 @@ owns the r-th of its size() equal slices. The wrapped optimizer (Adam, AdamW, SG
 update rules) works on one flat tensor per group, the concatenation of this rank's slices of the
 group's units, so its state takes 1/size of the memory.
 
-* **Stage 1**: one unit per group. ``step()`` packs each group's full local gradients,
+The units are buckets of about ``bucket_cap_mb`` (reverse registration order, as DDP's), or (stage 3)
+FullyShardedDataParallel's units (fsdp.py).
+
+* **Stage 1**: ``step()`` packs one bucket's full local gradients at a time and
   ``Reduce_scatter_block`` (sum, then x 1/size) gives each rank the averaged gradient of its slice.
-* **Stage 2**: the units are buckets of about ``bucket_cap_mb`` (reverse registration order, as DDP's).
-  A post-accumulate-grad hook copies each finished gradient into its bucket's staging vector and drops
-  ``.grad``; a complete bucket (every earlier one started) starts a non-blocking reduce-scatter while
+* **Stage 2**: a post-accumulate-grad hook copies each finished gradient into its bucket's staging
+  vector and drops ``.grad``; a complete bucket (every earlier one started) starts a non-blocking reduce-scatter while
   backward runs on, and the result is added into this rank's gradient shard (zero_grad zeroes it).
   After the step's reduction a rank holds 1/size of the gradients; in flight, a few buckets.
 
-Then, for both: the optional global-norm clipping (one allreduce of the shards' sums of squares), the
-wrapped optimizer's update of this rank's slices, and an ``Allgather`` per unit that gives every rank
-the whole new parameters. The rule is elementwise, so the result equals DDP + the plain optimizer up
-to the order in which the gradients are summed (identical bits for 2 ranks, which add one pair).
+Then the optional global-norm clipping (one allreduce of the shards' sums of squares) and the wrapped
+optimizer's update of this rank's slices; stages 1 and 2 then ``Allgather`` each unit, which gives
+every rank the whole new parameters (stage 3 stops there: the next forward gathers). The rule is
+elementwise, so the result equals DDP + the plain optimizer up to the order in which the gradients
+are summed (identical bits for 2 ranks, which add one pair).
 
 ``state_dict()`` (collective: call it on every rank) gathers the shards into the plain optimizer's
 layout (torch's: per-parameter ``step``/``exp_avg``/...), so a checkpoint loads back into a plain
@@ -164,7 +167,8 @@ class ZeroRedundancyOptimizer(Optimizer):
         stage: 1 (optimizer state sharded), 2 (also the gradients, reduce-scattered in buckets
             during backward) or 3 (also the parameters: ``params`` must be those of a
             FullyShardedDataParallel, whose units are then the buckets; see fsdp.py).
-        bucket_cap_mb: stage 2's gradient bytes per reduce-scatter bucket (torch DDP's default 25).
+        bucket_cap_mb: gradient bytes per reduce-scatter bucket (torch DDP's default 25); stage 1 packs
+            and gathers one bucket at a time in ``step()``, stage 2 reduces them during backward.
         max_grad_norm: clip the gradients to this global 2-norm in every ``step()`` (DeepSpeed's
             ``gradient_clipping``; what makes clipping work under ``fit``). None: no clipping.
         **defaults: the optimizer's arguments (lr, betas, ...).
@@ -230,8 +234,8 @@ class ZeroRedundancyOptimizer(Optimizer):
         if stage != 3:  # FullyShardedDataParallel has broadcast rank 0's parameters
             broadcast_parameters(all_params, 0)
         cap = int(bucket_cap_mb * 1024 * 1024)
-        self.groups = [_Group(g["params"], [g["params"]] if stage == 1 else _buckets(g["params"], cap)
-                              if stage == 2 else _fsdp_units(g["params"], gi), n, r)
+        self.groups = [_Group(g["params"], _buckets(g["params"], cap) if stage < 3 else _fsdp_units(g["params"], gi),
+                              n, r)
                        for gi, g in enumerate(reference.param_groups)]
         self._fsdp = list({id(o): o for o in owners if o is not None}.values())
         for fsdp in self._fsdp:
@@ -299,10 +303,10 @@ class ZeroRedundancyOptimizer(Optimizer):
             return
         n = self.comm.Get_size()
         for g in self.groups:
-            (unit,) = g.units
-            flat = unit.pack([None if p.grad is None else p.grad._data for p in unit.params])
-            self.comm.Reduce_scatter_block(flat, g.grad, op=self.MPI.SUM)
-            del flat
+            for unit in g.units:  # one bucket's full gradients packed at a time
+                flat = unit.pack([None if p.grad is None else p.grad._data for p in unit.params])
+                self.comm.Reduce_scatter_block(flat, g.local_slice(unit, g.grad), op=self.MPI.SUM)
+                del flat
             if n > 1:
                 g.grad *= np.float32(1.0 / n)
         self._reduced = True
