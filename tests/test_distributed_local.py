@@ -305,3 +305,24 @@ def test_fsdp_transformer_layers_train_like_adamw(units):
             o.step()
     for k, v in ref.state_dict().items():
         np.testing.assert_array_equal(model.state_dict()[k].numpy(), v.numpy(), err_msg=k)
+
+
+@needs_mpi
+def test_zero_2_rebuilt_over_the_same_parameters_takes_their_gradients_over():
+    import forgegrad.distributed as dist
+    from forgegrad import nn, optim
+    comm.init()
+    fg.manual_seed(0)
+    model, ref = nn.Linear(4, 3), nn.Linear(4, 3)
+    ref.load_state_dict(model.state_dict())
+    old = dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam, stage=2, lr=1e-2)
+    opt = dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam, stage=2, lr=1e-2)
+    ref_opt = optim.Adam(ref.parameters(), lr=1e-2)
+    x = fg.tensor(np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32))
+    for _ in range(3):
+        for m, o in ((model, opt), (ref, ref_opt)):
+            o.zero_grad()
+            (m(x) ** 2).mean().backward()
+            o.step()
+    np.testing.assert_array_equal(model.weight.numpy(), ref.weight.numpy())
+    assert not old.groups[0].grad.any() and old._reducer.handles == []

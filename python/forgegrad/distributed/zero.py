@@ -177,10 +177,12 @@ class ZeroRedundancyOptimizer(Optimizer):
     counts as a zero gradient there (its moments still decay, unlike a plain optimizer's skip). Do not
     wrap the model in DistributedDataParallel too: the reduce-scatter already averages.
 
-    Stages 2 and 3: after backward ``p.grad`` is None; the averaged gradient lives in this rank's shard
-    (``clip_grad_norm_`` clips it). Backward passes between two ``zero_grad()`` calls accumulate in
-    the shard (one reduce-scatter each); inside ``no_sync()`` they accumulate in the full local
-    ``.grad`` instead, and the first backward after it reduces the sum.
+    Stages 2 and 3: after backward ``p.grad`` is None; the averaged gradient lives in this rank's
+    shard (``clip_grad_norm_`` clips it). Backward passes between two ``zero_grad()`` calls accumulate
+    in the shard (one reduce-scatter each); inside ``no_sync()`` they accumulate in the full local
+    ``.grad`` instead, and the first backward after it reduces the sum. A newer ZeroRedundancyOptimizer
+    over the same parameters (one rebuilt to resume) takes their gradients over; the older one then
+    gets none.
     """
 
     def __init__(self, params, optimizer_class, stage: int = 1, bucket_cap_mb: float = 25,

@@ -15,6 +15,7 @@ as the ``.grad`` no_sync accumulated) are started and all are waited for.
 """
 from __future__ import annotations
 
+import weakref
 from typing import List
 
 import numpy as np
@@ -22,6 +23,9 @@ import numpy as np
 from .. import autograd
 
 MAX_IN_FLIGHT = 2
+# id(parameter) -> the reducer whose hook takes its gradients; a newer ZeroRedundancyOptimizer over the
+# same parameter (one rebuilt on resume) takes them over, so that no two reducers race for one .grad
+_OWNER: "weakref.WeakValueDictionary[int, _ShardReducer]" = weakref.WeakValueDictionary()
 
 
 class _ShardReducer:
@@ -42,8 +46,19 @@ class _ShardReducer:
         self.launched_in_backward = 0  # buckets whose reduce-scatter started from a hook
         self.peak_staging_bytes = 0  # the most full-size gradient bytes held at once during a round
         self._staging_bytes = 0
-        self.handles = [p.register_post_accumulate_grad_hook(self._on_grad)
-                        for g in groups for p in g.params]
+        params = [p for g in groups for p in g.params]
+        for p in params:
+            old = _OWNER.get(id(p))
+            if old is not None and old is not self:
+                old.detach()
+            _OWNER[id(p)] = self
+        self.handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
+
+    def detach(self) -> None:
+        """Stop taking gradients (a newer optimizer over these parameters has taken them over)."""
+        for h in self.handles:
+            h.remove()
+        self.handles = []
 
     def _on_grad(self, p) -> None:
         if not self.enabled:
