@@ -200,3 +200,12 @@ def test_the_no_freeze_flag(tmp_path, capsys):
     assert "--no-freeze applies to a Hugging Face checkpoint directory" in capsys.readouterr().err
     with pytest.raises(ValueError, match="freeze must be True or False, got 'no'"):
         GenerationServeConfig(str(tmp_path), freeze="no").validate()
+
+
+def test_a_model_whose_packed_weights_would_not_fit_is_served_as_loaded():
+    from forgegrad.serve.openai_routes import freeze_fits
+    fg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 8))
+    need = (64 * 128 + 128 * 8) * 4  # the float32 Linear weights: what their packed copies take, about
+    assert freeze_fits(model, None) is None and freeze_fits(model, 2 * need) is None
+    assert "its packed weights" in freeze_fits(model, 2 * need - 1)

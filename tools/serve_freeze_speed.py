@@ -2,13 +2,16 @@
 checkpoint served as loaded (``--no-freeze``), timed in turns in one process, so that load from elsewhere on the
 machine slows both alike; the best of --rounds rounds is printed.
 
-    python tools/serve_freeze_speed.py [--threads 1] [--rounds 5] [--skip embeddings|completions]
+    python tools/serve_freeze_speed.py [--threads 1] [--rounds 5] [--only embeddings rerank completions]
 
 embeddings: ``forgegrad bench embed``'s directory (all-MiniLM-L6-v2's shape) and 64 texts of 10-60 words:
 ``Embedder.embed`` of all of them (batches of 32, as the server's queue runs them), then the server itself (uvicorn on
 a loopback port) answering each text as its own request from 8 concurrent clients. completions: ``forgegrad bench
 generate``'s GPT-2 small (random weights) served: one request of a 128-token prompt and 1 new token (the prompt's
-prefill), then 8 concurrent requests of 128-token prompts and 32 new tokens each (decoded together).
+prefill), then 8 concurrent requests of 128-token prompts and 32 new tokens each (decoded together). rerank:
+deberta-v3-small's shape (``forgegrad bench hf-encoders``'s, random weights, one label) served at /v1/rerank: 8
+requests of one document (a query and a document of 10-60 words each) from 1 client, then 4 requests of 16 documents
+from 2 clients.
 """
 from __future__ import annotations
 
@@ -114,6 +117,42 @@ def embeddings(threads, rounds):
                   "server, 64 requests of one text, 8 clients": (64, "requests")})
 
 
+def rerank(threads, rounds):
+    import torch
+    import transformers
+    from tokenizers import BertWordPieceTokenizer
+
+    from forgegrad.bench import embed as embed_bench
+    from forgegrad.bench.hf_encoders import V3_SMALL
+    from forgegrad.serve.encoder_app import EncoderServeConfig, create_encoder_app
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    docs = embed_bench.texts(16)
+    bodies = [{"query": q, "documents": docs} for q in embed_bench.texts(4)]
+    singles = [{"query": docs[i], "documents": [docs[i + 8]]} for i in range(8)]  # pairs of 20-120 words
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = BertWordPieceTokenizer(lowercase=True)
+        tok.train_from_iterator(docs * 10, vocab_size=200)
+        tok.save(f"{tmp}/tokenizer.json")
+        transformers.BertTokenizerFast(tokenizer_file=f"{tmp}/tokenizer.json", model_max_length=512).save_pretrained(
+            tmp)
+        torch.manual_seed(0)
+        transformers.DebertaV2ForSequenceClassification(transformers.DebertaV2Config(**V3_SMALL, num_labels=1)) \
+            .save_pretrained(tmp)
+        config = EncoderServeConfig(tmp, max_batch=16, threads=threads)
+        with _serving(create_encoder_app(config)) as frozen_url, \
+                _serving(create_encoder_app(replace(config, freeze=False))) as loose_url:
+            urls = {"frozen": frozen_url, "not frozen": loose_url}
+            for url in urls.values():
+                _burst(url, "/v1/rerank", bodies[:1], 1)  # warm-up
+            one, many = "8 requests of 1 document, 1 client", "4 requests of 16 documents, 2 clients"
+            best = _rounds(rounds, {
+                one: {s: (lambda u=u: _burst(u, "/v1/rerank", singles, 1)) for s, u in urls.items()},
+                many: {s: (lambda u=u: _burst(u, "/v1/rerank", bodies, 2)) for s, u in urls.items()}})
+    print(f"rerank (DeBERTa-v3-small shape cross-encoder, random weights), {threads} thread(s):")
+    _print(best, {one: (8, "requests"), many: (4, "requests")})
+
+
 def completions(threads, rounds):
     import numpy as np
     import torch
@@ -154,14 +193,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--skip", choices=("embeddings", "completions"), default=None)
+    ap.add_argument("--only", nargs="+", choices=("embeddings", "rerank", "completions"),
+                    default=["embeddings", "rerank", "completions"])
     args = ap.parse_args(argv)
     import forgegrad as fg
     fg.set_num_threads(args.threads)
-    if args.skip != "embeddings":
-        embeddings(args.threads, args.rounds)
-    if args.skip != "completions":
-        completions(args.threads, args.rounds)
+    for name in args.only:
+        globals()[name](args.threads, args.rounds)
     return 0
 
 

@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Optional
 
 from .completion_request import CompletionError
 
@@ -42,15 +42,47 @@ async def load_served(app, config, executor, factory, *args):
 def served_model(config, factory, args=()):
     """``factory(config.model_path, config.weights, *args)``, its ``model`` frozen in place
     (``nn.utils.freeze(model, inplace=True)``: read-only, its float32 Linear weights packed once for the GEMM, the
-    same outputs bit for bit) unless ``config.freeze`` is False. In place, not a copy: the server holds the weights
-    once, plus the packed copies."""
+    same outputs bit for bit) unless ``config.freeze`` is False, or the packed copies would take more than half the
+    memory available now (``freeze_fits``: a large float32 decoder is then served as loaded, with a warning, rather
+    than run out of memory). In place, not a copy: the server holds the weights once, plus the packed copies."""
     worker = factory(config.model_path, config.weights, *args)
-    if config.freeze:
-        from ..nn.utils.freeze import freeze, packed_nbytes
-        freeze(worker.model, inplace=True)
-        log.info("%s: frozen in place, %.0f MiB of packed weights (--no-freeze serves the model as loaded)",
-                 config.model_path, packed_nbytes(worker.model) / 2**20)
+    if not config.freeze:
+        return worker
+    from ..nn.utils.freeze import freeze, packed_nbytes
+    why = freeze_fits(worker.model, _available_bytes())
+    if why is not None:
+        log.warning("%s: not frozen: %s; serving the model as loaded (--no-freeze says so up front)",
+                    config.model_path, why)
+        return worker
+    freeze(worker.model, inplace=True)
+    log.info("%s: frozen in place, %.0f MiB of packed weights (--no-freeze serves the model as loaded)",
+             config.model_path, packed_nbytes(worker.model) / 2**20)
     return worker
+
+
+def freeze_fits(model, available: Optional[int]) -> Optional[str]:
+    """None when freezing ``model`` would take at most half of ``available`` bytes (None: unknown, taken as enough):
+    its float32 Linear weights' packed copies, about their size. Else why not."""
+    from ..nn import Dense, Linear
+    need = sum(m.weight.numpy().nbytes for m in model.modules()
+               if isinstance(m, (Linear, Dense)) and m._parameters.get("weight") is not None
+               and m.weight.numpy().dtype == "float32")
+    if available is None or need <= available // 2:
+        return None
+    return (f"its packed weights ({need / 2**20:.0f} MiB) would take more than half the memory available "
+            f"({available / 2**20:.0f} MiB)")
+
+
+def _available_bytes():
+    """MemAvailable of /proc/meminfo in bytes, None where there is none (not Linux)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 async def read_body(request, limit: int) -> bytes:
