@@ -65,8 +65,9 @@ def add_parser(sub):
     p.add_argument("--no-freeze", dest="freeze", action="store_false",
                    help="a Hugging Face checkpoint directory only: serve the model as loaded; by default it is frozen "
                         "in place (nn.utils.freeze(model, inplace=True)): read-only, its float32 Linear weights "
-                        "packed once for the GEMM (the same outputs, faster batches and prompts; the packed copies "
-                        "take as much memory again as those weights)")
+                        "packed once for the GEMM (the same outputs, faster prompts and batches; the packed copies "
+                        "take about as much memory again as those weights, and a model whose copies would take more "
+                        "than half the available memory is served as loaded)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(run=run)
     return p
