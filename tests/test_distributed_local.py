@@ -326,3 +326,73 @@ def test_zero_2_rebuilt_over_the_same_parameters_takes_their_gradients_over():
             o.step()
     np.testing.assert_array_equal(model.weight.numpy(), ref.weight.numpy())
     assert not old.groups[0].grad.any() and old._reducer.handles == []
+
+
+@needs_mpi
+@pytest.mark.parametrize("reshard", [True, False])
+def test_fsdp_units_returning_dicts_train_on_the_updated_parameters(reshard):
+    """A unit whose module returns a dict (of Tensors) is freed after its forward and gathered for its backward
+    like one returning a Tensor, and no unit stays gathered across a step: the next forward reads the updated
+    parameters (a unit left gathered would compute with the old ones), equal to Adam's steps."""
+    import forgegrad.distributed as dist
+    from forgegrad import nn, optim
+    comm.init()
+
+    class Inner(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(3, 4)
+
+        def forward(self, x):
+            return {"hidden": self.proj(x).tanh()}
+
+    class Outer(nn.Module):  # the root unit (its own head) returns a dict too
+        def __init__(self):
+            super().__init__()
+            self.inner, self.head = Inner(), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return {"out": self.head(self.inner(x)["hidden"])}
+
+    def make():
+        fg.manual_seed(0)
+        return Outer()
+
+    x = fg.tensor(np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32))
+    ref = make()
+    ref_opt = optim.Adam(ref.parameters(), lr=1e-1)
+    net = make()
+    model = dist.FullyShardedDataParallel(net, units=[net.inner], reshard_after_forward=reshard)
+    opt = dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam, stage=3, lr=1e-1)
+    for _ in range(3):
+        for m, o in ((ref, ref_opt), (model, opt)):
+            o.zero_grad()
+            out = m(x)["out"]
+            if m is model:  # both units freed after their forwards, or (reshard False) kept for the backward
+                assert (model.gathered_bytes() == 0) == reshard
+            (out ** 2).mean().backward()
+            o.step()
+        assert model.gathered_bytes() == 0
+    for k, v in ref.state_dict().items():
+        np.testing.assert_array_equal(model.state_dict()[k].numpy(), v.numpy(), err_msg=k)
+
+    # one unit, the whole model, whose forward returns a dict
+    class Single(nn.Module):
+        def __init__(self):
+            super().__init__()
+            fg.manual_seed(1)
+            self.w = nn.Linear(3, 2).weight
+
+        def forward(self, x):
+            return {"out": x @ self.w.T}
+
+    ref, model = Single(), dist.FullyShardedDataParallel(Single(), reshard_after_forward=reshard)
+    ref_opt = optim.Adam(ref.parameters(), lr=1e-1)
+    opt = dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam, stage=3, lr=1e-1)
+    for _ in range(3):
+        for m, o in ((ref, ref_opt), (model, opt)):
+            o.zero_grad()
+            (m(x)["out"] ** 2).mean().backward()
+            o.step()
+    np.testing.assert_array_equal(model.state_dict()["w"].numpy(), ref.w.numpy())
+    assert model.gathered_bytes() == 0

@@ -211,6 +211,9 @@ class FullyShardedDataParallel(Module):
             items = [self._attach(o, unit) for o in out]
             values = [v for v, _ in items]
             return (type(out)(values) if isinstance(out, list) else tuple(values)), any(a for _, a in items)
+        if type(out) is dict:  # a dict of outputs (a subclass may not be rebuilt from its items: left as it is)
+            items = {k: self._attach(v, unit) for k, v in out.items()}
+            return {k: v for k, (v, _) in items.items()}, any(a for _, a in items.values())
         return out, False
 
     # ---- backward -------------------------------------------------------------------------------
@@ -236,6 +239,12 @@ class FullyShardedDataParallel(Module):
 
     def _after_backward(self) -> None:
         self.__dict__["_in_backward"] = False
+        self.release()
+
+    def release(self) -> None:
+        """Free every gathered unit (no communication). ZeroRedundancyOptimizer(stage=3).step() calls it after
+        updating the shards: a unit still gathered then (its module's output had no Tensor to hang the re-gather
+        on, so no backward freed it) holds the old parameters, which the next forward would otherwise read."""
         for unit in self.units:
             unit.pending = None
             self._free(unit)

@@ -358,6 +358,8 @@ class ZeroRedundancyOptimizer(Optimizer):
                     unit.read_params(g.local_slice(unit, g.local._data))
             g.local.grad = Tensor._wrap(g.grad)
         self.local_optimizer.step()
+        for fsdp in self._fsdp:  # stage 3: the next forward gathers the updated shards
+            fsdp.release()
         for g in self.groups:
             g.local.grad = None
             if self.stage == 3:
