@@ -105,13 +105,20 @@ class FullyShardedDataParallel(Module):
             if owner_of(p) is not None:
                 raise ValueError(f"FullyShardedDataParallel: parameter {n} is already sharded by another "
                                  "FullyShardedDataParallel")
-        _check_same_everywhere([(n, tuple(p.shape), str(p._data.dtype)) for n, p in named], "FullyShardedDataParallel")
+        groups = self._assign(module, units, named)
+        # the shapes, the units and the settings: ranks that disagree would wait in unpaired collectives forever
+        name_of = {id(p): n for n, p in named}
+        signature = [(n, tuple(p.shape), str(p._data.dtype)) for n, p in named]
+        signature.append(("units", len(groups), "; ".join(f"{type(m).__name__}: {', '.join(name_of[id(p)] for p in ps)}"
+                                                           for m, ps in groups)))
+        signature.append(("settings", f"reshard_after_forward={bool(reshard_after_forward)}",
+                          f"broadcast_buffers={bool(broadcast_buffers)}"))
+        _check_same_everywhere(signature, "FullyShardedDataParallel")
         broadcast_parameters(module.state_dict() if broadcast_buffers else dict(module.named_parameters()), 0)
         comm = _c._comm()
         n, r = comm.Get_size(), comm.Get_rank()
         d = self.__dict__
         d["_comm"], d["_MPI"] = comm, _c._mpi()
-        groups = self._assign(module, units, named)
         d["units"] = []
         d["_unit_of"] = {}
         for m, params in groups:
