@@ -48,6 +48,21 @@ class _Bucket:
         self.request = None
 
 
+def _buckets(params: List[Tensor], cap_bytes: int) -> List[List[Tensor]]:
+    """``params`` in reverse order (about the order backward finishes them) cut into buckets of at most
+    ``cap_bytes`` (a bigger parameter is a bucket of its own)."""
+    out, group, nbytes = [], [], 0
+    for p in reversed(params):
+        if group and nbytes + p._data.nbytes > cap_bytes:
+            out.append(group)
+            group, nbytes = [], 0
+        group.append(p)
+        nbytes += p._data.nbytes
+    if group:
+        out.append(group)
+    return out
+
+
 class _Reducer:
     """Averages the gradients of ``params`` over all ranks in buckets, overlapped with backward.
 
@@ -64,14 +79,7 @@ class _Reducer:
         cap = int(bucket_cap_mb * 1024 * 1024)
         self.buckets: List[_Bucket] = []
         self.where: Dict[int, tuple] = {}
-        group, nbytes = [], 0
-        for p in reversed(params):
-            if group and nbytes + p._data.nbytes > cap:
-                self._add_bucket(group)
-                group, nbytes = [], 0
-            group.append(p)
-            nbytes += p._data.nbytes
-        if group:
+        for group in _buckets(params, cap):
             self._add_bucket(group)
         self.enabled = True
         self.active = False  # a round has started (some gradient arrived) and is not finished yet

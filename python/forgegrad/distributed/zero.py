@@ -37,6 +37,7 @@ import numpy as np
 from ..optim.optimizer import _SCALAR_STATE_KEYS, Optimizer
 from ..tensor import Tensor
 from . import comm as _c
+from .ddp import _buckets
 
 __all__ = ["ZeroRedundancyOptimizer"]
 
@@ -139,21 +140,6 @@ def _fsdp_units(params: List[Tensor], gi: int) -> list:
         seen.add(id(unit))
         units.append(unit)
     return units[::-1]
-
-
-def _buckets(params: List[Tensor], cap_bytes: int) -> List[List[Tensor]]:
-    """``params`` in reverse order (about the order backward finishes them) cut into buckets of at most
-    ``cap_bytes`` (a bigger parameter is a bucket of its own)."""
-    out, group, nbytes = [], [], 0
-    for p in reversed(params):
-        if group and nbytes + p._data.nbytes > cap_bytes:
-            out.append(group)
-            group, nbytes = [], 0
-        group.append(p)
-        nbytes += p._data.nbytes
-    if group:
-        out.append(group)
-    return out
 
 
 class ZeroRedundancyOptimizer(Optimizer):
