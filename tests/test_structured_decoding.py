@@ -223,3 +223,19 @@ def test_fork_keeps_two_independent_states(decoder):
     assert b.done and not b.allowed()[c_token] and b.allowed()[END]
     a.advance(c_token)
     assert a.done and b.history == [lltok.tokenize_str("a")[0], b_token]
+
+
+def test_one_processor_serves_generate_calls_one_after_another(decoder):
+    """A GrammarLogitsProcessor passed to several generate calls in turn (as transformers' processors are reused)
+    starts over at each call's prompt, whatever its length: each call's answer is what a new processor gives (a
+    longer prompt's tail had been taken for the grammar's output, a shorter one refused), greedy and with beams."""
+    model, tok = decoder
+    grammar = Grammar.choice(["yes", "no", "maybe so"])
+    shared = GrammarLogitsProcessor(tok, grammar, END, model.vocab_size)
+    for text, beams in (("hello", 1), ("hello world, a tiny", 1), ("a", 2), ("hello", 2), ("a tiny corpus", 1)):
+        kw = dict(max_new_tokens=8, num_beams=beams, eos_token_id=END)
+        ids = [tok.encode(text)]
+        fresh = generate(model, ids, logits_processor=GrammarLogitsProcessor(tok, grammar, END, model.vocab_size),
+                         **kw)
+        assert _text(tok, fresh[0, len(ids[0]):]) in ("yes", "no", "maybe so")
+        np.testing.assert_array_equal(generate(model, ids, logits_processor=shared, **kw), fresh, err_msg=text)

@@ -351,13 +351,14 @@ class GrammarLogitsProcessor:
     search, sampling (``num_return_sequences`` rows each constrained alike), beam search and beam sampling, for
     decoders and encoder-decoders (T5, BART, Marian).
 
-    Rows are matched to their grammar state by their output so far, not by their place: a row whose output is a
-    row of the last call's plus one token continues that row's matcher (forked, a deep copy, when beam search
-    continues one beam in several ways), rows with the same output share one matcher and one mask, and the states
-    no row continues are dropped. A row that ended (an end token in its output) may only repeat an end token; a
-    beam that ran on a token the grammar refused (beam search keeps K beams even when fewer continuations are
-    allowed; its score is already -inf) gets -inf everywhere. A row the grammar allows no token raises
-    GrammarError.
+    One processor may serve several generate calls in turn: a call whose sequences do not continue the last call's
+    (other rows, another prompt, a jump in length) starts over. Rows are matched to their grammar state by their
+    output so far, not by their place: a row whose output is a row of the last call's plus one token continues that
+    row's matcher (forked, a deep copy, when beam search continues one beam in several ways), rows with the same
+    output share one matcher and one mask, and the states no row continues are dropped. A row that ended (an end
+    token in its output) may only repeat an end token; a beam that ran on a token the grammar refused (beam search
+    keeps K beams even when fewer continuations are allowed; its score is already -inf) gets -inf everywhere. A row
+    the grammar allows no token raises GrammarError.
 
     Args:
         tokenizer: forgegrad's tokenizer of the checkpoint (``load_tokenizer``) or a ``tokenizers.Tokenizer``.
@@ -371,17 +372,20 @@ class GrammarLogitsProcessor:
             raise TypeError(f"GrammarLogitsProcessor: grammar must be a Grammar, got {type(grammar).__name__}")
         self.grammar, self.eos = grammar, eos_token_id
         self.lltokenizer = grammar_tokenizer(tokenizer, vocab_size, eos_token_id)
-        self.start = 0  # the length of the sequences at the first call: the output begins there
+        self.start = 0  # the length of the sequences at a generate call's first call: the output begins there
         self._ends = frozenset(int(t) for t in self.lltokenizer.eos_tokens)
         self._states: Optional[Dict[tuple, Optional[RowConstraint]]] = None  # by output; None: the grammar refused it
+        self._prompts: Optional[np.ndarray] = None  # the sequences at that first call
+        self._length = 0  # the length of the sequences at the last call
 
     def __call__(self, sequences: np.ndarray, scores: np.ndarray) -> np.ndarray:
         sequences = np.asarray(sequences)
-        if self._states is None:
+        if sequences.ndim != 2:
+            raise ValueError(f"GrammarLogitsProcessor: sequences must be (rows, L), got shape {sequences.shape}")
+        if not self._continues(sequences):  # the first call of a generate call: the output begins after it
             self._states, self.start = {(): RowConstraint(self.grammar, self.lltokenizer)}, sequences.shape[1]
-        if sequences.ndim != 2 or sequences.shape[1] < self.start:
-            raise ValueError(f"GrammarLogitsProcessor: sequences must be (rows, L >= {self.start}), the length at the "
-                             f"first call (one processor per generate call), got shape {sequences.shape}")
+            self._prompts = sequences.copy()
+        self._length = sequences.shape[1]
         scores = np.array(scores, dtype=np.float32)
         outs = [tuple(seq) for seq in sequences[:, self.start:].tolist()]
         forks = Counter(o[:-1] for o in set(outs) if o and o not in self._states)
@@ -401,6 +405,14 @@ class GrammarLogitsProcessor:
                 states[out].mask(scores[r])
         self._states = states
         return scores
+
+    def _continues(self, sequences: np.ndarray) -> bool:
+        """Whether ``sequences`` are a step of the generate call the last call was: the same rows, each starting
+        with the same prompt, at most one token longer. Else a new generate call (the processor reused) starts over.
+        """
+        return (self._states is not None and sequences.shape[0] == len(self._prompts)
+                and self._length <= sequences.shape[1] <= self._length + 1
+                and np.array_equal(sequences[:, :self.start], self._prompts))
 
     def _state(self, out: tuple, forks: Counter) -> Optional[RowConstraint]:
         """The matcher of a row whose output is ``out`` (None where the grammar refuses it)."""
