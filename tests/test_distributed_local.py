@@ -396,3 +396,32 @@ def test_fsdp_units_returning_dicts_train_on_the_updated_parameters(reshard):
             o.step()
     np.testing.assert_array_equal(model.state_dict()["w"].numpy(), ref.w.numpy())
     assert model.gathered_bytes() == 0
+
+
+@needs_mpi
+def test_fsdp_forward_between_backward_and_step_keeps_no_stale_unit():
+    """reshard_after_forward=False keeps a unit gathered from its forward to its backward: a forward with grad
+    enabled between backward and step (a metric, no backward) leaves units gathered across the step, which frees
+    them, so the next forward reads the updated parameters (Adam's steps exactly)."""
+    import forgegrad.distributed as dist
+    from forgegrad import nn, optim
+    comm.init()
+
+    def make():
+        fg.manual_seed(0)
+        return nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+
+    x = fg.tensor(np.random.default_rng(1).standard_normal((5, 3)).astype(np.float32))
+    ref = make()
+    ref_opt = optim.Adam(ref.parameters(), lr=1e-1)
+    model = dist.FullyShardedDataParallel(make(), reshard_after_forward=False)
+    opt = dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam, stage=3, lr=1e-1)
+    for _ in range(3):
+        for m, o in ((ref, ref_opt), (model, opt)):
+            o.zero_grad()
+            (m(x) ** 2).mean().backward()
+            m(x)  # kept gathered (no backward follows)
+            o.step()
+        assert model.gathered_bytes() == 0
+    for k, v in ref.state_dict().items():
+        np.testing.assert_array_equal(model.state_dict()[k].numpy(), v.numpy(), err_msg=k)
