@@ -6,7 +6,8 @@ text parts; an assistant's earlier ``tool_calls`` and the ``tool`` results that 
 max_completion_tokens, logprobs and top_logprobs, tools, tool_choice ("auto", "none", "required" or a named
 function: the last two decode constrained to the template's call format, structured.py), parallel_tool_calls,
 response_format (text, json_object, json_schema) or vLLM's guided_json / guided_regex / guided_choice /
-guided_grammar (structured.py), and the shared fields.
+guided_grammar (structured.py), and the shared fields (vLLM's min_tokens, bad_words, stop_token_ids,
+allowed_token_ids, ignore_eos and include_stop_str_in_output among them).
 
 The messages go to the chat template as transformers' ``apply_chat_template`` takes them: an earlier call's
 ``arguments`` (OpenAI sends a JSON string) as the object it encodes, a null content as "".
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import List, Optional
 
-from .completion_request import (PENALTY_FIELDS, CompletionError, CompletionRequest, bad, flag, is_int,
+from .completion_request import (PENALTY_FIELDS, VLLM_FIELDS, CompletionError, CompletionRequest, bad, flag, is_int,
                                  request_object, sampling)
 from .structured import forced_tools, request_grammar
 from .tool_calls import MAX_TOOLS, TOOL_NAME
@@ -26,7 +27,7 @@ _DEFAULT_ONLY: dict = {}
 _FIELDS = ({"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "min_p",
             "seed", "stop", "stream", "stream_options", "user", "n", "logprobs", "top_logprobs", "tools", "tool_choice",
             "parallel_tool_calls", "response_format", "guided_json", "guided_regex", "guided_choice",
-            "guided_grammar"} | PENALTY_FIELDS)
+            "guided_grammar"} | PENALTY_FIELDS | VLLM_FIELDS)
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
 

@@ -5,7 +5,8 @@ Every field OpenAI defines is either honoured (prompt, max_tokens, temperature, 
 stream_options, model, user, n, presence_penalty, frequency_penalty, logit_bias, logprobs, best_of (not with
 stream: true unless equal to n), and echo, not while streaming: ``echo`` with ``max_tokens`` 0 scores a text) or
 accepted only at its default value (suffix), so a client never gets silently different behaviour; ``top_k``,
-``min_p`` and ``repetition_penalty`` are vLLM's extensions, as are
+``min_p`` and ``repetition_penalty`` are vLLM's extensions, as are its ``min_tokens``, ``bad_words``,
+``stop_token_ids``, ``allowed_token_ids``, ``ignore_eos`` and ``include_stop_str_in_output`` (row_settings.py) and
 ``response_format`` and ``guided_json`` / ``guided_regex`` / ``guided_choice`` / ``guided_grammar`` here
 (structured outputs: structured.py). A field nobody
 defines is refused by name (a typo such as ``max_token`` would otherwise fall back to the default
@@ -27,12 +28,16 @@ Prompt = Union[str, List[int]]
 _DEFAULT_ONLY = {"suffix": (None,)}
 # presence_penalty, frequency_penalty and logit_bias as OpenAI's; repetition_penalty as vLLM's
 PENALTY_FIELDS = {"presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias"}
+# vLLM's sampling fields beyond those (both APIs; row_settings.py applies them)
+VLLM_FIELDS = {"min_tokens", "bad_words", "stop_token_ids", "allowed_token_ids", "ignore_eos",
+               "include_stop_str_in_output"}
 _FIELDS = {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "stream",
            "stream_options", "user", "logprobs", "echo", "n", "best_of", "response_format", "guided_json",
-           "guided_regex", "guided_choice", "guided_grammar"} | set(_DEFAULT_ONLY) | PENALTY_FIELDS
+           "guided_regex", "guided_choice", "guided_grammar"} | set(_DEFAULT_ONLY) | PENALTY_FIELDS | VLLM_FIELDS
 MAX_LOGPROBS = 5  # as OpenAI's completions
 MAX_N = 16  # choices (and best_of candidates) per prompt: each is a decoding row
 MAX_STOP = 4  # as OpenAI
+MAX_TOKEN_LIST = 4096  # stop_token_ids, allowed_token_ids, bad_words: the most entries
 
 
 class CompletionError(ServeError):
@@ -110,6 +115,16 @@ class CompletionRequest:
     forced_tools: Optional[List[str]] = None  # chat: tool_choice "required" (every tool) or a named function
     grammar: Optional[object] = None  # structured outputs: the Grammar the completion must match (structured.py)
     grammar_param: Optional[str] = None  # the field that asked for it (response_format, guided_*, tool_choice)
+    # vLLM's fields (row_settings.py): no end token before min_tokens tokens (None: the checkpoint's min_new_tokens),
+    # words never completed, more end tokens, the only tokens allowed, the model's end tokens ignored, a stop string
+    # kept in the text
+    min_tokens: Optional[int] = None
+    bad_words: List[str] = field(default_factory=list)
+    stop_token_ids: List[int] = field(default_factory=list)
+    allowed_token_ids: Optional[List[int]] = None
+    ignore_eos: bool = False
+    include_stop_str_in_output: bool = False
+    token_rules: Optional[object] = None  # allowed_token_ids and bad_words' tokens: set by the server (TokenRules)
 
     @property
     def greedy(self) -> bool:
@@ -267,6 +282,7 @@ def sampling(obj: dict, req: CompletionRequest, served_name: str) -> CompletionR
             raise bad("stream_options", '{"include_usage": true|false}', v)
         req.include_usage = v.get("include_usage", False)
     req.penalties = _penalties(obj)
+    _vllm_fields(obj, req)
     v = obj.get("n")
     if v is not None:
         if not is_int(v) or not 1 <= v <= MAX_N:
@@ -286,6 +302,41 @@ def choice_seed(req: CompletionRequest, index: int) -> Optional[int]:
         return req.seed
     import numpy as np
     return int(np.random.SeedSequence([req.seed % 2 ** 64, j]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _token_list(obj: dict, name: str, allow_empty: bool = True) -> Optional[List[int]]:
+    v = obj.get(name)
+    if v is None:
+        return None
+    if (not isinstance(v, list) or not (v or allow_empty) or len(v) > MAX_TOKEN_LIST
+            or not all(is_int(t) and t >= 0 for t in v)):
+        raise bad(name, f"a list of up to {MAX_TOKEN_LIST} token ids (integers >= 0)"
+                  + ("" if allow_empty else ", not empty"), v)
+    return [int(t) for t in v]
+
+
+def _vllm_fields(obj: dict, req: CompletionRequest) -> None:
+    """vLLM's min_tokens, bad_words, stop_token_ids, allowed_token_ids, ignore_eos and include_stop_str_in_output
+    (their token ids are checked against the vocabulary by the server: row_settings.py)."""
+    v = obj.get("min_tokens")
+    if v is not None:
+        if not is_int(v) or v < 0:
+            raise bad("min_tokens", "an integer >= 0", v)
+        if v > req.max_tokens:
+            raise CompletionError(400, f"min_tokens must be less than or equal to max_tokens ({req.max_tokens}), "
+                                       f"got {v}", "min_tokens")
+        req.min_tokens = int(v)
+    v = obj.get("bad_words")
+    if v is not None:
+        words = [v] if isinstance(v, str) else v
+        if (not isinstance(words, list) or len(words) > MAX_TOKEN_LIST
+                or not all(isinstance(w, str) and w.strip() for w in words)):
+            raise bad("bad_words", f"a list of up to {MAX_TOKEN_LIST} non-blank strings", v)
+        req.bad_words = list(words)
+    req.stop_token_ids = _token_list(obj, "stop_token_ids") or []
+    req.allowed_token_ids = _token_list(obj, "allowed_token_ids", allow_empty=False)
+    req.ignore_eos = flag(obj, "ignore_eos")
+    req.include_stop_str_in_output = flag(obj, "include_stop_str_in_output")
 
 
 def _penalties(obj: dict) -> RequestPenalties:

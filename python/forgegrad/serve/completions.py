@@ -50,6 +50,7 @@ from .completion_request import CompletionError, CompletionRequest, Prompt, choi
 from .generation_batch import BatchEngine, Job, batching_applies
 from .openai_routes import common_routes, load_served, not_found, ok, post_route, read_body
 from .prefix_cache import PrefixCache, prefix_cache_applies
+from .row_settings import ServedGeneration
 from .seq2seq_batch import Seq2SeqBatchEngine
 from .text_stream import Completion, TextStream
 from .tool_calls import tool_format
@@ -135,6 +136,8 @@ class TextGenerator:
         # from the source's, which the prompt's ids are checked against)
         self.eos = eos_token_ids(path, self.model.config, output_vocab_size(self.model))
         self.tokenizer = load_tokenizer(path, self.model.vocab_size, next(iter(sorted(self.eos)), None))
+        # generation_config.json's settings, read once, applied alike alone and batched (row_settings.py)
+        self.generation = ServedGeneration(self.model, self.tokenizer, self.eos, self.seq2seq)
         self.context = int(self.model.max_positions)
         # chat: the checkpoint's template; a broken one leaves /v1/completions working and says why on chat
         self.chat = None
@@ -232,8 +235,9 @@ class TextGenerator:
         """The completion's text stream; it collects each token's log-probability entry when a streamed request
         asks for them (``stream.top`` not None: the decoder then passes ``push`` the entries)."""
         top = req.logprobs if (on_text is not None and req.logprobs is not None) else None
-        return TextStream(self.tokenizer, self.eos, req.stop, req.max_tokens, len(ids), on_text,
-                          skip_special_tokens=self.seq2seq, top=top, ranked=req.ranked)
+        return TextStream(self.tokenizer, self.generation.end_ids(req), req.stop, req.max_tokens, len(ids), on_text,
+                          skip_special_tokens=self.seq2seq, top=top, ranked=req.ranked,
+                          include_stop=req.include_stop_str_in_output)
 
     def prompt_chars(self, ids: List[int]) -> int:
         """Where a completion's text starts in prompt + completion (the logprobs' ``text_offset``)."""
@@ -249,6 +253,7 @@ class TextGenerator:
         from ..models.hf import generate
         from ..models.hf.constrained import GrammarError
         text = self.stream(req, ids, on_text)
+        choice = self.generation.row(req, ids)  # its stopping (generate applies its processors and sampler)
         logits = []  # this step's logits, when the stream takes log-probabilities
 
         def step(tokens) -> None:
@@ -261,6 +266,10 @@ class TextGenerator:
             value = None if not text.ranked else lp.logprob if lp is not None else token_logprob(raw, token)
             if text.push(token, lp, value):
                 raise _Finished
+            reason = choice.stopped(text.tokens)
+            if reason is not None:
+                text.end(reason)
+                raise _Finished
 
         start = 1 if self.seq2seq else len(ids)  # where the output begins in generate's sequences
 
@@ -268,6 +277,8 @@ class TextGenerator:
 
         def penalize(sequences, scores):
             out = sequences[0, start:]
+            if req.token_rules is not None:
+                scores = req.token_rules.apply(scores, out)
             if req.penalties.active:
                 scores = req.penalties.apply(scores, ids, out)
             if constraint is not None:  # structured outputs: the grammar's allowed tokens only
@@ -280,15 +291,15 @@ class TextGenerator:
             manual_seed(seed)
         try:
             # one beam and one sequence whatever generation_config.json asks for: the text streams as it is generated.
-            # The end tokens are the text stream's (config.json's and generation_config.json's); a decoder's
-            # min_length stays off, as in the batched engine (an encoder-decoder's is the config's, as before)
+            # The end tokens are the text stream's (config.json's and generation_config.json's, the request's
+            # stop_token_ids, not the model's with ignore_eos); the rest of generation_config.json applies as generate
+            # reads it, as the batched engine applies it (row_settings.py)
+            active = req.penalties.active or constraint is not None or req.token_rules is not None
             generate(self.model, [ids], max_new_tokens=req.max_tokens, do_sample=not req.greedy,
                      temperature=req.temperature if not req.greedy else 1.0, top_k=req.top_k,
                      top_p=req.top_p if req.top_p < 1 else None, min_p=req.min_p, streamer=step, num_beams=1,
                      num_return_sequences=1,
-                     logits_processor=penalize if (req.penalties.active or constraint is not None) else None,
-                     eos_token_id=sorted(self.eos),
-                     min_length=None if self.seq2seq else 0,
+                     logits_processor=penalize if active else None, **self.generation.generate_kwargs(req),
                      on_logits=logits.append if (text.top is not None or text.ranked) else None)
         except _Finished:
             pass
@@ -353,6 +364,7 @@ def create_completions_app(config: GenerationServeConfig):
         if bad:
             raise CompletionError(400, f"logit_bias: token id {bad[0]} is outside the vocabulary "
                                        f"[0, {vocab})", "logit_bias")
+        gen.generation.check(req)  # stop_token_ids, allowed_token_ids, bad_words against the vocabulary
         for ids in prompt_ids:
             gen.check_length(len(ids), req.max_tokens)
         rows = req.candidates  # a row per choice (per best_of candidate)

@@ -16,10 +16,11 @@ left-padded batch:
   longest block prefix an earlier prompt prefilled (a chat's system prompt and earlier turns), as one more
   chunk would; a prompt whose prefill is done leaves its blocks there for later ones, and a row that ends those
   of its prompt and answer (a chat's next turn starts with both);
-* a step feeds every row's last token at that row's own position, then each row picks its next token
-  with its own sampling settings and random generator (``seed`` gives the generator
-  ``forgegrad.manual_seed(seed)`` would); a row whose request streams log-probabilities also gets the
-  log-softmax of its own logits (the chosen token's value and the top ones), a best_of candidate the chosen
+* a step feeds every row's last token at that row's own position, then each row picks its next token as
+  ``generate`` would pick it alone (row_settings.py: the checkpoint's processors on the row's own tokens, the
+  request's token rules and penalties, its own sampling settings), with its own random generator (``seed``
+  gives the generator ``forgegrad.manual_seed(seed)`` would); a row whose request streams log-probabilities also
+  gets the log-softmax of its own logits (the chosen token's value and the top ones), a best_of candidate the chosen
   token's value (summed to rank the candidates), the others none;
 * a row that ends (end of sequence, stop string, max_tokens, client gone) leaves its slot free (its
   columns all masked); a request that joins later takes a free slot, its keys copied in right-aligned
@@ -63,6 +64,7 @@ class Job:
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
     results: dict = field(default_factory=dict)
     constraints: dict = field(default_factory=dict)  # structured outputs: each row's RowConstraint by index
+    choices: dict = field(default_factory=dict)  # each row's RowChoice by index (row_settings.py)
 
 
 class _Row:
@@ -177,6 +179,7 @@ class BatchEngine:
                 by_prompt[tuple(ids)] = _Prefill(job, ids, self._prefill_cache(ids))
                 self.prefills.append(by_prompt[tuple(ids)])
             by_prompt[tuple(ids)].choices.append((i, self.gen.stream(req, ids, on_text), rng))
+            job.choices[i] = self.gen.generation.row(req, ids, rng)
             if getattr(req, "grammar", None) is not None:
                 job.constraints[i] = self.gen.constraint(req)
         return len(job.prompt_ids)
@@ -213,13 +216,14 @@ class BatchEngine:
             joined, logp = [], None
             for index, stream, rng in p.choices:
                 row = _Row(job, index, stream, rng, (p.cache, 0), P, 0)
-                row.token = int(self._select(job.req, logits, rng, p.ids, [], job.constraints.get(index)))
+                row.token = int(self._select(job.req, logits, job.choices[index], p.ids, [],
+                                             job.constraints.get(index)))
                 lp = value = None
                 if stream.top is not None or stream.ranked:  # the choices share the distribution
                     logp = log_softmax(logits[0]) if logp is None else logp
                     lp = None if stream.top is None else entry(logp, row.token, stream.top)
                     value = float(logp[row.token])
-                if stream.push(row.token, lp, value):
+                if self._push(row, lp, value):
                     self._finish(row)
                 else:
                     joined.append(row)
@@ -238,19 +242,33 @@ class BatchEngine:
             job.future.set_exception(row_failed(job.req, error))
 
     @staticmethod
-    def _select(req, logits, rng, prompt, output, constraint=None):
-        """The next token after ``logits`` (1, V); a constrained row (structured outputs) picks among the tokens its
-        grammar allows, and its matcher takes the token."""
-        from ..models.hf.generation import select_next
+    def _select(req, logits, choice, prompt, output, constraint=None):
+        """The next token after ``logits`` (1, V), in generate's order: the checkpoint's processors (``choice``, a
+        RowChoice), the request's token rules and penalties, then its sampler; a constrained row (structured
+        outputs) picks among the tokens its grammar allows, and its matcher takes the token."""
+        logits = choice.scores(logits, output)
+        if req.token_rules is not None:
+            logits = req.token_rules.apply(logits, output)
         if req.penalties.active:
             logits = req.penalties.apply(logits, prompt, output)
         if constraint is not None:
             logits = constraint.mask(np.array(logits, np.float32))
-        token = select_next(logits, not req.greedy, req.temperature if not req.greedy else 1.0, req.top_k,
-                            req.top_p if req.top_p < 1 else None, rng, min_p=req.min_p)[0]
+        token = choice.sampler(logits)[0]
         if constraint is not None:
             constraint.advance(token)
         return token
+
+    @staticmethod
+    def _push(row: "_Row", lp, value) -> bool:
+        """The row's new token into its stream; True when the row has ended (its stream's rules, or the
+        checkpoint's stop strings and time limit)."""
+        if row.stream.push(row.token, lp, value):
+            return True
+        reason = row.job.choices[row.index].stopped(row.stream.tokens)
+        if reason is not None:
+            row.stream.end(reason)
+            return True
+        return False
 
     def _step(self) -> None:
         slots = self.slots
@@ -285,7 +303,7 @@ class BatchEngine:
             value = None
             if row.stream.ranked:
                 value = lp.logprob if lp is not None else token_logprob(logits[b], row.token)
-            if row.stream.push(row.token, lp, value):
+            if self._push(row, lp, value):
                 ended.append(row)
         for row in ended:
             self._finish(row)
@@ -310,7 +328,8 @@ class BatchEngine:
 
     def _pick(self, row: _Row, logits: np.ndarray) -> int:
         """The row's next token after its logits (1, V), with its request's settings."""
-        return self._select(row.job.req, logits, row.rng, row.job.prompt_ids[row.index], row.stream.tokens,
+        return self._select(row.job.req, logits, row.job.choices[row.index], row.job.prompt_ids[row.index],
+                            row.stream.tokens,
                             row.job.constraints.get(row.index))
 
     # ---- membership -----------------------------------------------------------------------------

@@ -14,10 +14,11 @@ ends, rebuilds only when a row does not fit) with an encoder in front.
 * The decoder's self-attention cache per slot is the decoder-only engine's: keys right-aligned behind masked
   padding. T5's relative-position bias of a right-aligned key is the same in every row (the distance to the new
   query does not depend on the padding before the row's keys); BART's position rows are each row's own.
-* Each row picks its token as ``generate`` does for an encoder-decoder: the checkpoint's processors
-  (generation_config.json's / config.json's ``no_repeat_ngram_size``, ``min_length``, ``repetition_penalty``,
-  forced first and last tokens: models/hf/logits_processors.py, on the row's decoder tokens with the start
-  token), then the request's penalties, then its own sampling settings and generator.
+* Each row picks its token as ``generate`` does for an encoder-decoder (row_settings.py): the checkpoint's
+  processors (generation_config.json's / config.json's ``no_repeat_ngram_size``, ``min_length``,
+  ``repetition_penalty``, forced first and last tokens, and the rest generate reads: models/hf/logits_processors.py,
+  on the row's decoder tokens with the start token, the encoder_* ones on its source), then the request's token
+  rules and penalties, then its own sampling settings and generator.
 
 A batched row's logits equal its solo logits to float32 rounding (the products run on more rows, the softmax
 sums over padded lengths, whose exponentials are exactly 0).
@@ -45,25 +46,13 @@ def seq2seq_batching_applies(model) -> bool:
         return lean_seq2seq_step(model, [], None, None) is not None
 
 
-def checkpoint_processors(model, eos: List[int], max_new_tokens: int):
-    """The LogitsProcessors ``generate`` gives an encoder-decoder's sequence of ``max_new_tokens`` (the checkpoint's
-    ngram, min_length, repetition penalty and forced first / last tokens; none given), or None when none is on."""
-    from ..models.hf.generation import UNSET, _forced, _processors, _repetition_penalty
-    from ..models.hf.logits_processors import resolve
-    settings = (resolve(model, "no_repeat_ngram_size", None, 0), resolve(model, "min_length", None, 0),
-                _repetition_penalty(resolve(model, "repetition_penalty", None, 1.0)), [],
-                _forced(model, "forced_bos_token_id", UNSET), _forced(model, "forced_eos_token_id", UNSET))
-    process = _processors(model, settings, eos, 1 + max_new_tokens)
-    return process if process.active else None
-
-
 class _Seq2SeqRow(_Row):
-    def __init__(self, job: Job, index: int, stream, rng, cross, source: int, start: int, process):
+    def __init__(self, job: Job, index: int, stream, rng, cross, source: int, start: int):
         super().__init__(job, index, stream, rng, None, 0, start)
         # (per layer (keys, values) arrays, row) holding its encoder keys/values in the first ``source`` columns:
         # its own encoder's until it joins, then the batch's
         self.cross, self.source = cross, source
-        self.start, self.process = start, process
+        self.start = start
 
 
 class Seq2SeqBatchEngine(BatchEngine):
@@ -75,7 +64,6 @@ class Seq2SeqBatchEngine(BatchEngine):
         self.cross_bias: Optional[np.ndarray] = None  # (slots, 1, 1, width): 0 on a row's source, _NEG after it
         self.width = 0
         self.start = int(gen.model.decoder_start_token_id)
-        self.eos = sorted(gen.eos)
         super().__init__(gen, max_batch, **kw)
 
     def _decoder_step(self):
@@ -106,8 +94,7 @@ class Seq2SeqBatchEngine(BatchEngine):
                          for k, v in self.model.cross_kv(states)]
             if self.on_prefill is not None:
                 self.on_prefill()
-            process = checkpoint_processors(self.model, self.eos, job.req.max_tokens)  # stateless: shared
-            joined = [_Seq2SeqRow(job, index, stream, rng, (cross, 0), len(p.ids), self.start, process)
+            joined = [_Seq2SeqRow(job, index, stream, rng, (cross, 0), len(p.ids), self.start)
                       for index, stream, rng in p.choices]
         except Exception as e:
             log.exception("encoding a prompt failed")
@@ -120,11 +107,6 @@ class Seq2SeqBatchEngine(BatchEngine):
         bias = self.cross_bias if (self.cross_bias != 0).any() else None  # no padding: no bias to add
         lean.rebind(self.cache, self.cross, bias)
         return lean(tokens, positions, mask)
-
-    def _pick(self, row: _Seq2SeqRow, logits: np.ndarray) -> int:
-        if row.process is not None:  # the checkpoint's processors on [start] + the row's tokens, as generate's
-            logits = row.process(np.array([[row.start] + row.stream.tokens], np.int64), logits)
-        return super()._pick(row, logits)
 
     # ---- membership: the encoder keys/values travel with the decoder's cache -------------------------------------
     def _join(self, joined: List[_Row]) -> None:

@@ -40,11 +40,13 @@ class Completion:
 class TextStream:
     def __init__(self, tokenizer, eos: Collection[int], stops: List[str], max_tokens: int, prompt_tokens: int,
                  on_text: Optional[Callable[[str, Optional[list]], None]] = None, skip_special_tokens: bool = False,
-                 top: Optional[int] = None, ranked: bool = False):
+                 top: Optional[int] = None, ranked: bool = False, include_stop: bool = False):
         """``on_text(text, entries)`` gets each final piece; ``entries`` is None unless ``top`` is given (stream
         log-probabilities: ``push`` then takes each token's entry and pieces carry theirs, maybe with no text).
         ``ranked``: ``push`` takes each token's log-probability, summed into the completion's
-        ``cumulative_logprob``."""
+        ``cumulative_logprob``. ``include_stop`` (vLLM's include_stop_str_in_output): the text ends after the stop
+        string that ended it, not before."""
+        self.include_stop = include_stop
         self.tokenizer, self.eos, self.stops, self.max_tokens = tokenizer, eos, stops, max_tokens
         self.skip_special_tokens = skip_special_tokens  # encoder-decoders: not their forced start token
         self.prompt_tokens, self.on_text, self.top = prompt_tokens, on_text, top
@@ -94,9 +96,10 @@ class TextStream:
         text = self.tokenizer.decode(self.tokens, skip_special_tokens=self.skip_special_tokens)
         self._ends.append(len(text))
         self._whole.append(not text.endswith("\ufffd"))
-        hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+        hits = [(i, i + len(s)) for i, s in ((text.find(s), s) for s in self.stops) if i >= 0]
         if hits:
-            self.finish, self._text = "stop", text[:min(hits)]
+            cut = min(hits)
+            self.finish, self._text = "stop", text[:cut[1] if self.include_stop else cut[0]]
             return True
         if len(self.tokens) >= self.max_tokens:
             self.finish = "length"
@@ -105,6 +108,11 @@ class TextStream:
         held = max((k for s in self.stops for k in range(1, len(s)) if final.endswith(s[:k])), default=0)
         self._send(final[:len(final) - held])
         return False
+
+    def end(self, reason: str) -> None:
+        """End the completion after its last token (the checkpoint's stop strings or time limit: row_settings.py)."""
+        if self.finish is None:
+            self.finish = reason
 
     def cancel(self) -> None:
         if self.finish is None:
