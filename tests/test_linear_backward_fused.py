@@ -57,8 +57,9 @@ def test_empty_and_zero_rows():
     assert gx.shape == (0, 3) and not gw.any() and gw.shape == (5, 3) and not gb.any() and gb.shape == (5,)
 
 
-def test_bits_any_thread_count_and_isa():
-    g, x, w = _case((1000, 72, 136), seed=3)
+@pytest.mark.parametrize("shape", [(1000, 72, 136), (1000, 512, 24)])  # threads split gw's rows / its columns
+def test_bits_any_thread_count_and_isa(shape):
+    g, x, w = _case(shape, seed=3)
     ref = _C.gemm.linear_backward(g, x, w)
     before = fg.get_num_threads()
     try:
