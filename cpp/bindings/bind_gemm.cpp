@@ -395,6 +395,73 @@ py::array linear(py::handle x_in, py::handle w_in, py::handle b_in, int activati
   return std::move(out);
 }
 
+// ---- training: Linear -> GELU forward keeping the derivative, Linear backward in one call ----------
+
+// x (..., K) float32 (any layout) as a C-contiguous aligned array (a copy only when needed) and its row count
+// M = prod(shape[:-1]); `what` names it in messages.
+py::array rows_of(py::handle h, const char* what, int64_t K, int64_t& M) {
+  if (!py::isinstance<py::array>(h))
+    throw py::type_error(std::string(what) + " must be a numpy.ndarray of float32, got " +
+                         std::string(py::str(py::type::of(h).attr("__name__"))));
+  py::array a = py::reinterpret_borrow<py::array>(h);
+  if (!fg::bind::is_float32(a))
+    throw py::type_error(std::string(what) + " must be float32, got " + std::string(py::str(a.dtype())));
+  std::vector<int64_t> shape(a.shape(), a.shape() + a.ndim());
+  if (a.ndim() == 0 || shape.back() != K)
+    throw py::value_error(std::string(what) + " has shape " + fg::bind::shape_str(shape) + ", expected (..., " +
+                          std::to_string(K) + ")");
+  M = 1;
+  for (std::size_t i = 0; i + 1 < shape.size(); ++i) M *= shape[i];
+  return (a.flags() & py::array::c_style) && aligned(a) ? a : contiguous_copy(a);
+}
+
+// (gx, gw, gb) of y = x @ weight.T + b for grad dy (..., N): gx = dy @ weight, gw = dy^T x, gb = the column
+// sums of dy (taken while the gw product packs dy: no pass of its own over dy). Each is None when not asked
+// for. The same bits as matmul(dy, weight), matmul(dy, x, trans_a=True) and column_sums(dy).
+py::tuple linear_backward(py::handle g_in, py::handle x_in, py::handle w_in, bool need_x, bool need_w, bool need_b) {
+  py::array w = checked_matrix(w_in, "linear_backward: weight");
+  const int64_t N = w.shape(0), K = w.shape(1);
+  int64_t M = 0, Mx = 0;
+  py::array g = rows_of(g_in, "linear_backward: grad", N, M);
+  py::array x = rows_of(x_in, "linear_backward: input", K, Mx);
+  if (Mx != M)
+    throw py::value_error("linear_backward: grad has " + std::to_string(M) + " rows and input " + std::to_string(Mx) +
+                          " (expected one gradient row per input row)");
+  py::object gx = py::none(), gw = py::none(), gb = py::none();
+  const float* gp = static_cast<const float*>(g.data());
+  const float* xp = static_cast<const float*>(x.data());
+  float *gxp = nullptr, *gwp = nullptr, *gbp = nullptr;
+  if (need_x) {
+    py::array_t<float> a(std::vector<int64_t>(x.shape(), x.shape() + x.ndim()));
+    gxp = a.mutable_data();
+    gx = a;
+  }
+  if (need_w) {
+    py::array_t<float> a({N, K});
+    gwp = a.mutable_data();
+    gw = a;
+  }
+  if (need_b) {
+    py::array_t<float> a({N});
+    gbp = a.mutable_data();
+    gb = a;
+  }
+  Operand W = operand(w);
+  {
+    py::gil_scoped_release release;
+    // op(weight) = weight (N x K): read as stored, or through its transpose's leading dimension
+    if (gxp && K > 0) fg::sgemm(false, W.transposed, M, K, N, 1.0f, gp, N > 0 ? N : 1, W.ptr, W.ld, 0.0f, gxp, K);
+    if (gwp && N > 0 && K > 0) {
+      fg::GemmEpilogue ep;
+      ep.a_sums = gbp;
+      fg::sgemm_epilogue(true, false, N, K, M, gp, N, xp, K, nullptr, gwp, K, ep);
+    } else if (gbp && N > 0) {
+      fg::column_sums(gp, M, N, gbp);
+    }
+  }
+  return py::make_tuple(gx, gw, gb);
+}
+
 void bind(py::module_& m) {
   py::class_<PackedWeight>(m, "PackedWeight",
                            "A linear weight packed once for the GEMM (a snapshot); pass it to linear() with it.")
@@ -412,6 +479,11 @@ void bind(py::module_& m) {
         "in_features), bias (out_features,) or None, activation an activation code (-1: none; "
         "alpha: leaky_relu's slope), packed a PackedWeight of this weight array or None (same "
         "result, without packing the weight); returns a new (..., out_features) array.");
+  m.def("linear_backward", &linear_backward, py::arg("grad"), py::arg("x"), py::arg("weight"), py::arg("need_x") = true,
+        py::arg("need_weight") = true, py::arg("need_bias") = true,
+        "(gx, gw, gb) of x @ weight.T + bias for grad (..., out_features): gx = grad @ weight, gw = grad^T x, "
+        "gb = grad's column sums (each None when not needed); one call, the bias gradient taken while gw's "
+        "product reads grad (the same bits as matmul and column_sums).");
   m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("out") = py::none(), py::arg("trans_a") = false,
         py::arg("trans_b") = false, py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f,
         "out = alpha * op(a) @ op(b) + beta * out on 2-D float32 arrays of any layout (see "

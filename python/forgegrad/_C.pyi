@@ -496,6 +496,14 @@ class gemm:
         """
         ...
     @staticmethod
+    def linear_backward(grad: object, x: object, weight: object, need_x: bool = ..., need_weight: bool = ...,
+                        need_bias: bool = ...) -> tuple:
+        """(gx, gw, gb) of x @ weight.T + bias for grad (..., out_features): gx = grad @ weight, gw = grad^T x, gb =
+        grad's column sums (each None when not needed); one call, the bias gradient taken while gw's product reads
+        grad (the same bits as matmul and column_sums).
+        """
+        ...
+    @staticmethod
     def matmul(a: object, b: object, out: object = ..., trans_a: bool = ..., trans_b: bool = ..., alpha: _Float = ...,
                beta: _Float = ...) -> numpy.ndarray:
         """out = alpha * op(a) @ op(b) + beta * out on 2-D float32 arrays of any layout (see forgegrad.kernels.matmul);

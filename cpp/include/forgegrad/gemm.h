@@ -34,6 +34,23 @@ FG_KERNEL(void, sgemm_prepacked_b,
            float act_alpha, const float* col_bias),
           (trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, b_prepacked, beta, C, ldc, act, act_alpha, col_bias))
 
+// What a Linear's products need around them, done by the GEMM as it goes instead of as passes over
+// its operands afterwards. Every field is optional; the same bits as those passes (sgemm, then the
+// bias, activation and column sums kernels) on every path.
+struct GemmEpilogue {
+  int act = -1;  // an fg::ActOp applied to C as each tile is finished (-1: none); act_alpha: leaky_relu's slope
+  float act_alpha = 0.0f;
+  const float* col_bias = nullptr;  // N floats: C = op(A) op(B) + col_bias[j]
+  float* a_sums = nullptr;          // M floats: a_sums[i] = the sum of op(A)'s row i, k in order, from 0
+                            // (the bias gradient of dY^T X: column_sums of dY, the same bits)
+};
+
+// C = op(A) op(B) with the epilogue ep (alpha 1, beta 0); b_prepacked as in sgemm_prepacked_b.
+FG_KERNEL(void, sgemm_epilogue,
+          (bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+           int64_t ldb, const float* b_prepacked, float* C, int64_t ldc, const GemmEpilogue& ep),
+          (trans_a, trans_b, M, N, K, A, lda, B, ldb, b_prepacked, C, ldc, ep))
+
 // `batch` independent SGEMMs of one shape: matrix b of A starts at A + b * stride_a (likewise B,
 // C). A stride of 0 broadcasts one matrix to every batch entry (A or B only; C entries must not
 // overlap). Small matrices are spread over threads by batch entry, large ones split inside each

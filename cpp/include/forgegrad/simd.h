@@ -55,6 +55,8 @@ inline vf vscale2(vf a, vf n) { return _mm512_scalef_ps(a, n); }
 inline vf vselect_gt(vf x, vf y, vf a, vf b) {
   return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, y, _CMP_GT_OQ), b, a);
 }
+// whether some lane has x > y (vselect_gt's compare): a branch that skips work no lane selects
+inline bool vany_gt(vf x, vf y) { return _mm512_cmp_ps_mask(x, y, _CMP_GT_OQ) != 0; }
 // Horizontal reductions by in-register shuffles: GCC 12's expansion of _mm512_reduce_*_ps and of
 // the 512->256 extract intrinsics triggers false -Wmaybe-uninitialized warnings.
 inline float vreduce_add(vf a) {
@@ -100,6 +102,7 @@ inline vf vscale2(vf a, vf n) {
   return _mm256_mul_ps(a, _mm256_castsi256_ps(e));
 }
 inline vf vselect_gt(vf x, vf y, vf a, vf b) { return _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, y, _CMP_GT_OQ)); }
+inline bool vany_gt(vf x, vf y) { return _mm256_movemask_ps(_mm256_cmp_ps(x, y, _CMP_GT_OQ)) != 0; }
 inline float vreduce_add(vf a) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -141,6 +144,7 @@ inline vf vneg(vf a) { return -a; }
 inline vf vround(vf a) { return std::nearbyint(a); }
 inline vf vscale2(vf a, vf n) { return n == n ? std::ldexp(a, static_cast<int>(n)) : a + n; }
 inline vf vselect_gt(vf x, vf y, vf a, vf b) { return x > y ? a : b; }
+inline bool vany_gt(vf x, vf y) { return x > y; }
 inline float vreduce_add(vf a) { return a; }
 inline float vreduce_max(vf a) { return a; }
 #endif
@@ -214,9 +218,20 @@ inline vf vtanh(vf x) {
 }
 
 // erf(x), max error about 1 ulp (N. Juffa's erff: x*p(x^2) for |x| <= 0.9277, else
-// 1 - exp(q(|x|)) with the sign of x). NaN propagates.
+// 1 - exp(q(|x|)) with the sign of x). NaN propagates. A vector with no lane past 0.9277 (most of a
+// GELU's inputs, pre-activations of a normalised input) returns the polynomial without evaluating
+// the exp branch, which no lane would select: the same bits, about a third of the work.
 inline vf verf(vf x) {
   vf t = vabs(x), s = vmul(x, x);
+  vf p = vset1(-5.96761703e-4f);
+  p = vfmadd(p, s, vset1(4.99119423e-3f));
+  p = vfmadd(p, s, vset1(-2.67681349e-2f));
+  p = vfmadd(p, s, vset1(1.12819925e-1f));
+  p = vfmadd(p, s, vset1(-3.76125336e-1f));
+  p = vfmadd(p, s, vset1(1.28379166e-1f));
+  vf small = vfmadd(p, x, x);
+  const vf edge = vset1(0.927734375f);
+  if (!vany_gt(t, edge)) return small;
   vf r = vfmadd(vset1(-1.72853470e-5f), t, vset1(3.83197126e-4f));
   vf u = vfmadd(vset1(-3.88396438e-3f), t, vset1(2.42546219e-2f));
   r = vfmadd(r, s, u);
@@ -226,14 +241,7 @@ inline vf verf(vf x) {
   r = vfmadd(r, t, vneg(t));
   vf big = vsub(vset1(1.0f), vexp(r));
   big = vselect_gt(vzero(), x, vneg(big), big);
-  vf p = vset1(-5.96761703e-4f);
-  p = vfmadd(p, s, vset1(4.99119423e-3f));
-  p = vfmadd(p, s, vset1(-2.67681349e-2f));
-  p = vfmadd(p, s, vset1(1.12819925e-1f));
-  p = vfmadd(p, s, vset1(-3.76125336e-1f));
-  p = vfmadd(p, s, vset1(1.28379166e-1f));
-  vf small = vfmadd(p, x, x);
-  return vselect_gt(t, vset1(0.927734375f), big, small);
+  return vselect_gt(t, edge, big, small);
 }
 
 #endif  // FG_SIMD_PORTABLE

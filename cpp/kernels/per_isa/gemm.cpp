@@ -55,8 +55,10 @@ int64_t choose_kc(int64_t K) {
 // (panel p: rows first_row[p] .. first_row[p + 1] - 1 of op(A), of M): each row of A is read once,
 // left to right, each panel's floats going to its k slot; slots past a panel's rows get zeros.
 // Whole vectors where they fit (AVX2's masked stores are slow on Zen).
+// sums (null: none): each of the block's rows of op(A) gets its k values added in order, while the
+// slice is at hand (the epilogue's a_sums).
 void pack_a_by_rows(const float* a, int64_t lda, const int64_t* first_row, int64_t npanels, int64_t kc, int64_t M,
-                    float* dst) {
+                    float* dst, float* sums) {
   // The block's segment of each row of A (a few lines) is a short piece of a long row, lda floats
   // after the previous one: a sequence the hardware prefetchers do not follow, so each row stalled on
   // its own misses. Rows kPackAhead steps ahead are fetched while this one is copied (measured at
@@ -70,6 +72,14 @@ void pack_a_by_rows(const float* a, int64_t lda, const int64_t* first_row, int64
       const float* ahead = src + kPackAhead * lda;
       for (int64_t r = seg0; r < seg1; r += 16) __builtin_prefetch(ahead + r);
       __builtin_prefetch(ahead + seg1 - 1);  // the segment's last line (rows are not 64-byte aligned)
+    }
+    if (sums) {
+      int64_t r = seg0;
+      for (; r + W <= seg1; r += W) vstore(sums + r, vadd(vload(sums + r), vload(src + r)));
+      if (r < seg1) {
+        const int n = static_cast<int>(seg1 - r);
+        vstore_n(sums + r, vadd(vload_n(sums + r, n), vload_n(src + r, n)), n);
+      }
     }
     for (int64_t p = 0; p < npanels; ++p) {
       const int64_t r0 = first_row[p];
@@ -125,19 +135,46 @@ Grid choose_grid(int64_t M, int64_t N, int64_t K, int64_t m_panels, int64_t n_pa
   return best;
 }
 
-// act (-1: none) over a rows x cols block of C just finished, while it is in cache: the activation
-// pass after the GEMM, done tile by tile (same bits).
-inline void act_block(int act, float act_alpha, float* c, int64_t ldc, int64_t rows, int64_t cols) {
-  if (act < 0) return;
-  for (int64_t r = 0; r < rows; ++r) act_forward_serial(act, act_alpha, c + r * ldc, cols);
+// The activation over the rows x cols block of C at (i, j) just finished, while it is in cache: the
+// activation pass after the GEMM, done tile by tile (same bits).
+void finish_block(const GemmEpilogue& ep, float* C, int64_t ldc, int64_t i, int64_t j, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) act_forward_serial(ep.act, ep.act_alpha, C + (i + r) * ldc + j, cols);
+}
+
+inline bool has_finish(const GemmEpilogue& ep) { return ep.act >= 0; }
+
+// a_sums of op(A) (element (i, k) at A[i * rsa + k * csa]) as a pass: k in order, from 0.
+void a_sums_pass(int64_t M, int64_t K, const float* A, int64_t rsa, int64_t csa, float* sums) {
+  for (int64_t i = 0; i < M; ++i) sums[i] = 0.0f;
+  if (rsa == 1) {  // op(A)'s columns are A's rows: whole vectors
+    for (int64_t k = 0; k < K; ++k) {
+      const float* src = A + k * csa;
+      int64_t i = 0;
+      for (; i + W <= M; i += W) vstore(sums + i, vadd(vload(sums + i), vload(src + i)));
+      if (i < M) {
+        const int n = static_cast<int>(M - i);
+        vstore_n(sums + i, vadd(vload_n(sums + i, n), vload_n(src + i, n)), n);
+      }
+    }
+    return;
+  }
+  for (int64_t i = 0; i < M; ++i) {
+    float s = 0.0f;
+    for (int64_t k = 0; k < K; ++k) s += A[i * rsa + k * csa];
+    sums[i] = s;
+  }
 }
 
 // b_prepacked: null, or every B panel packed beforehand by sgemm_prepack_b (then nothing of B is
 // packed here: tile (p, q) of slice pc reads its panel at b_prepacked + pc * N_pad + q * NR * kc).
 // col_bias: null, or the bias row each tile's C block is filled with before its first slice (beta = 1).
+// ep.a_sums: taken while packing op(A) by rows (trans_a), by the thread blocks of the first column
+// panel on their first column block (each row once, k in order); zeroed by the caller.
 void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-                  const float* B, int64_t ldb, const float* b_prepacked, float beta, float* C, int64_t ldc, int act,
-                  float act_alpha, const float* col_bias) {
+                  const float* B, int64_t ldb, const float* b_prepacked, float beta, float* C, int64_t ldc,
+                  const GemmEpilogue& ep) {
+  const float* col_bias = ep.col_bias;
+  const bool finish = has_finish(ep);
   // op(A)(i, k) = A[i * rsa + k * csa]; op(B)(k, j) = B[k * rsb + j * csb].
   const int64_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
   const int64_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
@@ -183,7 +220,8 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
           for (int64_t p = pb; p <= pe; ++p) first_row[p - pb] = row0(p);
           auto fused_a = [&](int64_t p) { return !a_by_rows && first_row[p - pb + 1] - first_row[p - pb] == kGemmMR; };
           if (a_by_rows) {
-            pack_a_by_rows(A + pc * csa, csa, first_row, pe - pb, kc, M, apack);
+            pack_a_by_rows(A + pc * csa, csa, first_row, pe - pb, kc, M, apack,
+                           ep.a_sums && q0 == 0 && qc == q0 ? ep.a_sums : nullptr);
           } else {
             for (int64_t p = pb; p < pe; ++p) {  // A panels not packed by their first tile
               const int64_t i = first_row[p - pb];
@@ -233,7 +271,7 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
                 micro_tile(rows, cols, kc, ap, bp, kGemmNR, c, ldc, alpha, beta_k);
               }
             }
-            if (pc + kc == K) act_block(act, act_alpha, c, ldc, rows, cols);  // the tile's last slice
+            if (finish && pc + kc == K) finish_block(ep, C, ldc, i, j, rows, cols);  // the tile's last slice
           };
           if (p1 - p0 <= kGemmMCPanels) {
             // The thread's rows fit one row block (small M): each B panel is used by every A
@@ -272,7 +310,8 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
 // a B panel stays in L1 while the row panels sweep it. One slice of K as in sgemm_packed, and the
 // same tile arithmetic, so the results equal the packed path's bit for bit.
 void sgemm_direct(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t rsa, int64_t csa,
-                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc, int act, float act_alpha) {
+                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const GemmEpilogue& ep) {
+  const bool finish = has_finish(ep);
   // Row panels split over threads only for large thin products (N <= kSkinnyMax can have any M):
   // at least ~1 MFLOP per task. Each tile is computed the same whichever thread runs it.
   const int64_t m_panels = (M + kGemmMR - 1) / kGemmMR;
@@ -285,10 +324,76 @@ void sgemm_direct(int64_t M, int64_t N, int64_t K, float alpha, const float* A, 
         const int64_t i = p * kGemmMR;
         const int rows = static_cast<int>(M - i < kGemmMR ? M - i : kGemmMR);
         micro_tile_direct(rows, cols, K, A + i * rsa, rsa, csa, B + j, ldb, C + i * ldc + j, ldc, alpha, beta);
-        act_block(act, act_alpha, C + i * ldc + j, ldc, rows, cols);
+        if (finish) finish_block(ep, C, ldc, i, j, rows, cols);
       }
     }
   });
+}
+
+}  // namespace
+
+namespace {
+
+// sgemm_prepacked_b with any epilogue (see GemmEpilogue; alpha and beta apply as in sgemm, col_bias
+// overriding beta).
+void sgemm_any(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+               const float* B, int64_t ldb, const float* b_prepacked, float beta, float* C, int64_t ldc,
+               const GemmEpilogue& ep) {
+  if (M <= 0 || N <= 0) {
+    if (ep.a_sums)
+      for (int64_t i = 0; i < M; ++i) ep.a_sums[i] = 0.0f;
+    return;
+  }
+  const float* col_bias = ep.col_bias;
+  if (col_bias) beta = 1.0f;
+  // C filled with the bias rows up front, for the paths whose tiles do not write them themselves
+  const auto fill_bias = [&]() {
+    if (col_bias)
+      for (int64_t i = 0; i < M; ++i) std::copy(col_bias, col_bias + N, C + i * ldc);
+  };
+  // paths without a tile epilogue: it runs as a pass over C afterwards
+  const auto finish_after = [&]() {
+    if (has_finish(ep)) finish_block(ep, C, ldc, 0, 0, M, N);
+  };
+  const int64_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
+  const int64_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
+  if (K <= 0 || alpha == 0.0f) {
+    fill_bias();
+    scale_c(M, N, beta, C, ldc);
+    finish_after();
+    if (ep.a_sums) a_sums_pass(M, K > 0 ? K : 0, A, rsa, csa, ep.a_sums);
+    return;
+  }
+  // Skinny shapes skip packing (measured: the packed path wins from M = 9 on, but a B panel
+  // of 32 columns holding N <= 16 wastes half the tile, so the transposed skinny form wins there).
+  const bool direct = M > 8 && csb == 1 && K <= kGemmKCMax && (M * N * K <= kDirectMaxMNK || N <= kSkinnyMax);
+  const bool direct_thin_b = !direct && M > 8 && N <= kSkinnyMax && K <= kGemmKCMax;
+  const bool packed = !direct && !direct_thin_b && M > 8 && N > kSkinnyMax;
+  // op(A) packed by rows takes a_sums as it goes; every other path sums in a pass
+  if (ep.a_sums && !(packed && trans_a && lda != 1)) a_sums_pass(M, K, A, rsa, csa, ep.a_sums);
+  if (!packed) fill_bias();
+  if (direct) {
+    sgemm_direct(M, N, K, alpha, A, rsa, csa, B, rsb, beta, C, ldc, ep);
+  } else if (direct_thin_b) {
+    // A thin op(B) with contiguous columns (x @ W^T of a layer with <= 16 outputs): its transpose
+    // is at most K x 16 floats, copied once into L1-sized scratch, and the direct tiles read A once
+    // (one column panel). The dot-product form would spend its time on horizontal reductions.
+    alignas(64) float bt[kGemmKCMax * kSkinnyMax];
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t j = 0; j < N; ++j) bt[k * N + j] = B[k * rsb + j * csb];
+    sgemm_direct(M, N, K, alpha, A, rsa, csa, bt, N, beta, C, ldc, ep);
+  } else if (M <= 8) {
+    sgemm_skinny(M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc, 1);
+    finish_after();
+  } else if (N <= kSkinnyMax) {
+    // C^T (N x M) = op(B)^T . op(A)^T, with C^T read through swapped strides.
+    sgemm_skinny(N, M, K, alpha, B, csb, rsb, A, csa, rsa, beta, C, 1, ldc);
+    finish_after();
+  } else {
+    if (ep.a_sums && trans_a && lda != 1)
+      for (int64_t i = 0; i < M; ++i) ep.a_sums[i] = 0.0f;
+    sgemm_packed(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, b_prepacked, beta, C, ldc, ep);
+  }
 }
 
 }  // namespace
@@ -297,49 +402,17 @@ void sgemm_direct(int64_t M, int64_t N, int64_t K, float alpha, const float* A, 
 void sgemm_prepacked_b(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                        int64_t lda, const float* B, int64_t ldb, const float* b_prepacked, float beta, float* C,
                        int64_t ldc, int act, float act_alpha, const float* col_bias) {
-  if (M <= 0 || N <= 0) return;
-  if (col_bias) beta = 1.0f;
-  // C filled with the bias rows up front, for the paths whose tiles do not write them themselves
-  const auto fill_bias = [&]() {
-    if (col_bias)
-      for (int64_t i = 0; i < M; ++i) std::copy(col_bias, col_bias + N, C + i * ldc);
-  };
-  // paths without a tile epilogue: the activation as a pass over C afterwards
-  const auto act_after = [&]() { act_block(act, act_alpha, C, ldc, M, N); };
-  if (K <= 0 || alpha == 0.0f) {
-    fill_bias();
-    scale_c(M, N, beta, C, ldc);
-    act_after();
-    return;
-  }
-  const int64_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
-  const int64_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
-  // Skinny shapes skip packing (measured: the packed path wins from M = 9 on, but a B panel
-  // of 32 columns holding N <= 16 wastes half the tile, so the transposed skinny form wins there).
-  const bool direct = M > 8 && csb == 1 && K <= kGemmKCMax && (M * N * K <= kDirectMaxMNK || N <= kSkinnyMax);
-  const bool direct_thin_b = !direct && M > 8 && N <= kSkinnyMax && K <= kGemmKCMax;
-  const bool packed = !direct && !direct_thin_b && M > 8 && N > kSkinnyMax;
-  if (!packed) fill_bias();
-  if (direct) {
-    sgemm_direct(M, N, K, alpha, A, rsa, csa, B, rsb, beta, C, ldc, act, act_alpha);
-  } else if (direct_thin_b) {
-    // A thin op(B) with contiguous columns (x @ W^T of a layer with <= 16 outputs): its transpose
-    // is at most K x 16 floats, copied once into L1-sized scratch, and the direct tiles read A once
-    // (one column panel). The dot-product form would spend its time on horizontal reductions.
-    alignas(64) float bt[kGemmKCMax * kSkinnyMax];
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t j = 0; j < N; ++j) bt[k * N + j] = B[k * rsb + j * csb];
-    sgemm_direct(M, N, K, alpha, A, rsa, csa, bt, N, beta, C, ldc, act, act_alpha);
-  } else if (M <= 8) {
-    sgemm_skinny(M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc, 1);
-    act_after();
-  } else if (N <= kSkinnyMax) {
-    // C^T (N x M) = op(B)^T . op(A)^T, with C^T read through swapped strides.
-    sgemm_skinny(N, M, K, alpha, B, csb, rsb, A, csa, rsa, beta, C, 1, ldc);
-    act_after();
-  } else {
-    sgemm_packed(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, b_prepacked, beta, C, ldc, act, act_alpha, col_bias);
-  }
+  GemmEpilogue ep;
+  ep.act = act;
+  ep.act_alpha = act_alpha;
+  ep.col_bias = col_bias;
+  sgemm_any(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, b_prepacked, beta, C, ldc, ep);
+}
+
+void sgemm_epilogue(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                    const float* B, int64_t ldb, const float* b_prepacked, float* C, int64_t ldc,
+                    const GemmEpilogue& ep) {
+  sgemm_any(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, b_prepacked, 0.0f, C, ldc, ep);
 }
 
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
