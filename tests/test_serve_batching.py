@@ -223,23 +223,41 @@ def test_n_choices_per_prompt_on_either_path(checkpoint, model, max_batch):
 
 
 def test_a_long_prompt_is_prefilled_in_chunks_between_the_others_steps(checkpoint, model):
-    """With --prefill-chunk 16, a 150-token prompt that arrives while another completion streams is prefilled
-    in 10 calls between that completion's steps; both texts are their solo texts (the chunks attend to the
-    cache of the ones before). With nobody decoding, a prompt is prefilled in one call."""
+    """With --prefill-chunk 16, a 165-token prompt that arrives while another completion streams is prefilled
+    in 11 calls between that completion's steps; both texts are their solo texts (the chunks attend to the
+    cache of the ones before). With nobody decoding, a prompt is prefilled in one call.
+
+    Whether the stream still decodes when the prompt has arrived depends on the machine's load (a busy machine
+    may deliver the prompt after the stream's last step): the metrics say whether it did (a decode step ran both
+    rows once the prompt joined, so the stream decoded through all its prefill), and a run where it did not is
+    run again."""
     long_prompt = "Tell me a story about forty robots who learn to paint. " * 3  # 165 byte tokens
     first = {"prompt": PROMPTS[2], "max_tokens": 300, "temperature": 0, "stream": True}
     joiner = {"prompt": long_prompt, "max_tokens": 12, "temperature": 0}
+    want = _solo(model, long_prompt, 12), _solo(model, first["prompt"], 300)
+
+    def counts(client):  # (prefill calls, decode steps that ran more than one row)
+        text = client.get("/metrics").text
+        steps = metric(text, "forgegrad_batch_size_count", model="tiny-llama")
+        return (metric(text, "forgegrad_prefill_chunks_total", model="tiny-llama"),
+                steps - metric(text, "forgegrad_batch_size_bucket", model="tiny-llama", le="1.0"))
+
     # no prefix cache: the second prefill of the same prompt would start from the first's keys (prefix_cache.py)
     with running_app(_app(checkpoint, prefill_chunk=16, prefix_cache_mb=0)) as url, \
             httpx.Client(base_url=url, timeout=120) as c:
         alone = c.post("/v1/completions", json=joiner).json()["choices"][0]["text"]
-        calls_alone = metric(c.get("/metrics").text, "forgegrad_prefill_chunks_total", model="tiny-llama")
-        t, pieces = start_stream(c, first)
-        with httpx.Client(base_url=url, timeout=120) as c2:
-            joined = c2.post("/v1/completions", json=joiner).json()["choices"][0]["text"]
-            calls = metric(c2.get("/metrics").text, "forgegrad_prefill_chunks_total", model="tiny-llama")
-        t.join(120)
-    assert calls_alone == 1
-    assert calls - calls_alone - 1 == -(-len(long_prompt.encode()) // 16)  # the stream's own prefill: one call
-    assert alone == joined == _solo(model, long_prompt, 12)
-    assert "".join(pieces) == _solo(model, first["prompt"], 300)
+        assert counts(c) == (1, 0) and alone == want[0]
+        for _ in range(5):
+            calls, shared = counts(c)
+            t, pieces = start_stream(c, first)
+            with httpx.Client(base_url=url, timeout=120) as c2:
+                joined = c2.post("/v1/completions", json=joiner).json()["choices"][0]["text"]
+            t.join(120)
+            assert joined == want[0] and "".join(pieces) == want[1]
+            after = counts(c)
+            if after[1] > shared:  # the two decoded together: the stream ran through the joiner's whole prefill
+                break
+        else:
+            pytest.fail("in five runs the stream never decoded beside the joining prompt")
+    # the stream's own prefill: one call (nobody decoding); the joiner's: one call per chunk of 16
+    assert after[0] - calls - 1 == -(-len(long_prompt.encode()) // 16)
