@@ -239,35 +239,16 @@ def test_bad_prefix_cache_settings_are_refused(checkpoints):
 def test_the_prefix_cache_mb_flag(checkpoints, tmp_path, capsys):
     """``forgegrad serve DIR --prefix-cache-mb 0`` serves without a prefix cache (the same prompt twice reuses
     nothing, no metrics); the flag is refused for a directory that is not a decoder's, and a negative size."""
-    import subprocess
-    import sys
-    import time
-
-    import forgegrad as fg
     from forgegrad.cli import main
-    from serve_helpers import free_port, write_checkpoint
+    from serve_helpers import start_cli_server, write_checkpoint
     write_checkpoint("mlp", str(tmp_path / "ckpt"))
     assert main(["serve", str(tmp_path / "ckpt"), "--prefix-cache-mb", "64"]) == 2
     assert "--prefix-cache-mb applies to a Hugging Face decoder directory" in capsys.readouterr().err
     assert main(["serve", checkpoints["gpt2"], "--prefix-cache-mb", "-1"]) == 2
     assert "--prefix-cache-mb" in capsys.readouterr().err
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(fg.__path__[0]),
-                                                        os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-m", "forgegrad.cli", "serve", checkpoints["gpt2"], "--port", str(port),
-                             "--threads", "1", "--prefix-cache-mb", "0", "--log-level", "warning"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc, url = start_cli_server(checkpoints["gpt2"], "--threads", "1", "--prefix-cache-mb", "0", "--log-level",
+                                 "warning")
     try:
-        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode()
-            try:
-                if httpx.get(url + "/ping", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.1)
         with httpx.Client(base_url=url, timeout=60) as c:
             assert [_ask(c, SYSTEM)[1], _ask(c, SYSTEM)[1]] == [0, 0]
             assert "forgegrad_prefix_cache" not in c.get("/metrics").text
