@@ -261,3 +261,25 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_the_others_steps(checkpoin
             pytest.fail("in five runs the stream never decoded beside the joining prompt")
     # the stream's own prefill: one call (nobody decoding); the joiner's: one call per chunk of 16
     assert after[0] - calls - 1 == -(-len(long_prompt.encode()) // 16)
+
+
+def test_a_prompt_that_cannot_join_the_batch_fails_its_request_not_the_engine(checkpoint, model, monkeypatch):
+    """A prefilled prompt whose join into the batch breaks (here the batch cache cannot be made: a MemoryError) gets
+    a 500 and the engine goes on: the next request answers its solo text. The failure had ended the engine's thread,
+    and every request after it waited forever."""
+    from forgegrad.serve.generation_batch import BatchEngine
+    real, failed = BatchEngine._rebuild, []
+
+    def rebuild(self, rows):
+        if rows and not failed:
+            failed.append(len(rows))
+            raise MemoryError("no room for the batch cache")
+        return real(self, rows)
+
+    monkeypatch.setattr(BatchEngine, "_rebuild", rebuild)
+    with running_app(_app(checkpoint)) as url, httpx.Client(base_url=url, timeout=30) as c:
+        r = c.post("/v1/completions", json={"prompt": PROMPTS[1], "max_tokens": 5, "temperature": 0})
+        assert r.status_code == 500 and "MemoryError" in r.json()["error"]["message"], r.text
+        r = c.post("/v1/completions", json={"prompt": PROMPTS[3], "max_tokens": 8, "temperature": 0})
+        assert r.status_code == 200 and r.json()["choices"][0]["text"] == _solo(model, PROMPTS[3], 8), r.text
+    assert failed == [1]

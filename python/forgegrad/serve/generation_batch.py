@@ -141,7 +141,13 @@ class BatchEngine:
                 self._fail(RuntimeError("the server is shutting down"), drain=True)
                 return
             if self.prefills:
-                self._prefill_step()
+                job = self.prefills[0].job
+                try:
+                    self._prefill_step()
+                except Exception as e:  # its rows' join broke (the batch may be half rebuilt): fail them, not the
+                    log.exception("joining the batch failed")  # engine's thread (every request would then wait)
+                    self._drop(job, e)
+                    self._fail(e)
             if not self.rows:
                 continue
             try:
