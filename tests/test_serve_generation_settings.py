@@ -268,3 +268,23 @@ def test_chat_takes_the_vllm_fields():
                                  "include_stop_str_in_output": True}).encode(), "m")
     assert (req.min_tokens, req.bad_words, req.stop_token_ids, req.allowed_token_ids, req.ignore_eos,
             req.include_stop_str_in_output) == (2, ["x"], [3], [3, 4], True, True)
+
+
+def test_min_tokens_defers_the_stop_strings_as_vllm_does(gpt2_words):
+    """vLLM's min_tokens holds the stop strings too: none ends the completion within its first min_tokens tokens
+    (a stop string that straddles them still counts, as vLLM's search overlaps the text before), alone and batched
+    alike. A stop string in those tokens had ended it, min_tokens notwithstanding."""
+    prompt, n = PROMPTS[1], 24
+    ends = _solo(from_pretrained(gpt2_words), prompt, n, len(prompt))
+    assert len(ends) >= 5
+    straddle = _text(ends[1:3])  # spans the second and third tokens
+    bodies = [{"prompt": prompt, "max_tokens": n, "temperature": 0, "stop": " ", "min_tokens": 3},
+              {"prompt": prompt, "max_tokens": n, "temperature": 0, "stop": " "},
+              {"prompt": prompt, "max_tokens": n, "temperature": 0, "stop": straddle, "min_tokens": 2},
+              {"prompt": prompt, "max_tokens": n, "temperature": 0, "stop": " ", "min_tokens": 3,
+               "include_stop_str_in_output": True}]
+    alone, batched, _ = _alone_and_batched(gpt2_words, bodies)
+    assert alone == batched
+    assert [(text, reason) for text, _, reason in alone] == [
+        (_text(ends[:3]), "stop"), (_text(ends[:1]), "stop"), (_text(ends[:1]) + " ", "stop"),
+        (_text(ends[:3]) + " ", "stop")]

@@ -237,7 +237,7 @@ class TextGenerator:
         top = req.logprobs if (on_text is not None and req.logprobs is not None) else None
         return TextStream(self.tokenizer, self.generation.end_ids(req), req.stop, req.max_tokens, len(ids), on_text,
                           skip_special_tokens=self.seq2seq, top=top, ranked=req.ranked,
-                          include_stop=req.include_stop_str_in_output)
+                          include_stop=req.include_stop_str_in_output, min_tokens=req.min_tokens or 0)
 
     def prompt_chars(self, ids: List[int]) -> int:
         """Where a completion's text starts in prompt + completion (the logprobs' ``text_offset``)."""

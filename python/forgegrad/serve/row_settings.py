@@ -15,8 +15,9 @@ it started).
 The request's vLLM fields: ``stop_token_ids`` (more end tokens: like the model's end-of-sequence token they end the
 completion and are not part of its text), ``ignore_eos`` (the model's end tokens do not end it), ``min_tokens``
 (no end token, the stop_token_ids included, before that many tokens: ``generate``'s ``min_new_tokens``, which it
-replaces), ``bad_words`` (strings whose tokens are never completed, each tokenized with and without a leading space
-as vLLM does, matched against the generated tokens) and ``allowed_token_ids`` (the only tokens generated).
+replaces; and, as vLLM, no stop string within them: text_stream.py), ``bad_words`` (strings whose tokens are never
+completed, each tokenized with and without a leading space as vLLM does, matched against the generated tokens)
+and ``allowed_token_ids`` (the only tokens generated).
 """
 from __future__ import annotations
 

@@ -40,13 +40,16 @@ class Completion:
 class TextStream:
     def __init__(self, tokenizer, eos: Collection[int], stops: List[str], max_tokens: int, prompt_tokens: int,
                  on_text: Optional[Callable[[str, Optional[list]], None]] = None, skip_special_tokens: bool = False,
-                 top: Optional[int] = None, ranked: bool = False, include_stop: bool = False):
+                 top: Optional[int] = None, ranked: bool = False, include_stop: bool = False, min_tokens: int = 0):
         """``on_text(text, entries)`` gets each final piece; ``entries`` is None unless ``top`` is given (stream
         log-probabilities: ``push`` then takes each token's entry and pieces carry theirs, maybe with no text).
         ``ranked``: ``push`` takes each token's log-probability, summed into the completion's
         ``cumulative_logprob``. ``include_stop`` (vLLM's include_stop_str_in_output): the text ends after the stop
-        string that ended it, not before."""
-        self.include_stop = include_stop
+        string that ended it, not before. ``min_tokens`` (vLLM's): no stop string ends the completion within its
+        first that many tokens; after them, as vLLM searches only the newer text (and len(stop) - 1 characters
+        before it), a stop string counts where it ends past them."""
+        self.include_stop, self.min_tokens = include_stop, min_tokens
+        self._stop_from = 0  # where a stop string may start, plus its length - 1 (the text of the first min_tokens)
         self.tokenizer, self.eos, self.stops, self.max_tokens = tokenizer, eos, stops, max_tokens
         self.skip_special_tokens = skip_special_tokens  # encoder-decoders: not their forced start token
         self.prompt_tokens, self.on_text, self.top = prompt_tokens, on_text, top
@@ -96,7 +99,11 @@ class TextStream:
         text = self.tokenizer.decode(self.tokens, skip_special_tokens=self.skip_special_tokens)
         self._ends.append(len(text))
         self._whole.append(not text.endswith("\ufffd"))
-        hits = [(i, i + len(s)) for i, s in ((text.find(s), s) for s in self.stops) if i >= 0]
+        if len(self.tokens) <= self.min_tokens:
+            hits, self._stop_from = [], len(text.rstrip("\ufffd"))
+        else:
+            hits = [(i, i + len(s)) for i, s in ((text.find(s, max(0, self._stop_from - len(s) + 1)), s)
+                                                 for s in self.stops) if i >= 0]
         if hits:
             cut = min(hits)
             self.finish, self._text = "stop", text[:cut[1] if self.include_stop else cut[0]]
