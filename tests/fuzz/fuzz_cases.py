@@ -176,6 +176,7 @@ def _extra_calls():
     for name in ("relu", "sigmoid", "tanh", "silu"):
         y = getattr(KA, name)(a)
         getattr(KA, name + "_backward")(a, a if name == "silu" else y)
+    KA.column_sums(a)  # a float32 Linear's backward sums its bias gradient inside the GEMM; other paths call this
     for name in ("softmax", "log_softmax"):
         getattr(KS, name + "_backward")(a, getattr(KS, name)(a))
     # the packed causal attention GPT's attention layer runs (no op sample reaches it)

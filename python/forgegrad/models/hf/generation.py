@@ -173,6 +173,10 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
         tokens as transformers returns them: (B * R, 1 + n), decoder_start_token_id first.
     """
     model = _decoder(model)
+    if not getattr(model, "is_encoder_decoder", False) and not hasattr(model, "new_cache"):
+        raise TypeError(f"generate: {type(model).__name__} is not a decoder (expected GPT2LMHeadModel or "
+                        "a Llama-style decoder: Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 1, 2 or 3, Mixtral, "
+                        "Qwen2-MoE, Qwen3-MoE; or an encoder-decoder)")
     warn_unread_settings(model)
     given = {name: value for name, value in zip(EXTRA_SETTINGS, (
         suppress_tokens, begin_suppress_tokens, bad_words_ids, sequence_bias, typical_p, epsilon_cutoff, eta_cutoff,
@@ -201,10 +205,6 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
     if getattr(model, "is_encoder_decoder", False):
         return _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, sampler, eos_token_id,
                                  pad_token_id, streamer, beams, settings, returns, on_logits, extra, stopping)
-    if not hasattr(model, "new_cache"):
-        raise TypeError(f"generate: {type(model).__name__} is not a decoder (expected GPT2LMHeadModel or "
-                        "a Llama-style decoder: Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 1, 2 or 3, Mixtral, "
-                        "Qwen2-MoE, Qwen3-MoE)")
     ids = ids_array(input_ids, "generate", model.vocab_size)
     B, T = ids.shape
     max_new_tokens = _max_new_tokens(model, max_new_tokens, T)
