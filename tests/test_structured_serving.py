@@ -117,25 +117,32 @@ def test_bad_guided_fields_get_400_naming_the_field(decoder, route):
 def test_a_row_whose_grammar_dies_fails_alone(decoder):
     """Three requests decode in one batch; the second's grammar dies a few tokens in (the tokenizer cannot spell "~").
     It alone gets a 400 naming guided_json; the others return what each returns alone; streamed, it ends with the
-    error as an event."""
+    error as an event. The three are sent at once, but a loaded machine can deliver one after the doomed row has
+    died: the metrics say whether a step decoded all three, and a run where none did is run again."""
     client, url = decoder
     good = [{"prompt": "hello world", "max_tokens": 200, "temperature": 0, "guided_json": SMALLS},
             {"prompt": "blue yes", "max_tokens": 200, "temperature": 0.9, "seed": 7, "guided_regex": WORDS}]
     bad = {"prompt": "hello", "max_tokens": 60, "temperature": 0, "guided_json": DOOMED}
     alone = [_choice(client, b) for b in good]
     assert all(_small(v) for v in _parses(alone[0]["text"])) and re.fullmatch(WORDS, alone[1]["text"])
-    scrape = client.get("/metrics").text
-    steps = metric(scrape, "forgegrad_batch_size_count") - metric(scrape, "forgegrad_batch_size_bucket", le="2.0")
-    together = post_all(url, [good[0], bad, good[1]])
-    scrape = client.get("/metrics").text
-    assert metric(scrape, "forgegrad_batch_size_count") - metric(scrape, "forgegrad_batch_size_bucket",
-                                                                 le="2.0") > steps  # a step decoded all three
-    assert [r.status_code for r in together] == [200, 400, 200], [r.text for r in together]
-    error = together[1].json()["error"]
-    assert error["param"] == "guided_json" and error["code"] == "grammar_failed", error
-    assert re.search("after '.*red': the tokenizer cannot spell", error["message"]), error
-    for r, want in zip((together[0], together[2]), alone):
-        assert r.json()["choices"][0]["text"] == want["text"] and r.json()["choices"][0]["finish_reason"] == "stop"
+
+    def three_row_steps():
+        scrape = client.get("/metrics").text
+        return metric(scrape, "forgegrad_batch_size_count") - metric(scrape, "forgegrad_batch_size_bucket", le="2.0")
+
+    for _ in range(5):
+        steps = three_row_steps()
+        together = post_all(url, [good[0], bad, good[1]])
+        assert [r.status_code for r in together] == [200, 400, 200], [r.text for r in together]
+        error = together[1].json()["error"]
+        assert error["param"] == "guided_json" and error["code"] == "grammar_failed", error
+        assert re.search("after '.*red': the tokenizer cannot spell", error["message"]), error
+        for r, want in zip((together[0], together[2]), alone):
+            assert r.json()["choices"][0]["text"] == want["text"] and r.json()["choices"][0]["finish_reason"] == "stop"
+        if three_row_steps() > steps:  # a step decoded all three
+            break
+    else:
+        pytest.fail("in five runs no decode step ran the three requests together")
     with client.stream("POST", "/v1/completions", json=dict(bad, stream=True)) as s:
         events = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")]
     assert events[-1]["error"]["param"] == "guided_json" and "cannot spell" in events[-1]["error"]["message"]
