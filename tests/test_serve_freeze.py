@@ -209,3 +209,34 @@ def test_a_model_whose_packed_weights_would_not_fit_is_served_as_loaded():
     need = (64 * 128 + 128 * 8) * 4  # the float32 Linear weights: what their packed copies take, about
     assert freeze_fits(model, None) is None and freeze_fits(model, 2 * need) is None
     assert "its packed weights" in freeze_fits(model, 2 * need - 1)
+
+
+def test_the_memory_available_is_the_containers_where_its_cgroup_limits_it(tmp_path):
+    """In a container the host's MemAvailable overstates what the server may take: the cgroup's limit less its usage
+    (v2's memory.max / memory.current, v1's memory.limit_in_bytes / memory.usage_in_bytes) counts where it is less;
+    no limit ("max", v1's huge number) or no cgroup files: MemAvailable."""
+    from forgegrad.serve.openai_routes import available_bytes
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       65536000 kB\nMemAvailable:   32000000 kB\n")
+    host = 32000000 * 1024
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "memory.max").write_text("4294967296\n")
+    (v2 / "memory.current").write_text("1073741824\n")
+    assert available_bytes(str(meminfo), str(v2)) == 3 * 2 ** 30
+    (v2 / "memory.max").write_text("max\n")
+    assert available_bytes(str(meminfo), str(v2)) == host
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("2147483648\n")
+    (v1 / "memory" / "memory.usage_in_bytes").write_text("536870912\n")
+    assert available_bytes(str(meminfo), str(v1)) == 3 * 2 ** 29
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    assert available_bytes(str(meminfo), str(v1)) == host
+    assert available_bytes(str(meminfo), str(tmp_path / "none")) == host
+    assert available_bytes(str(tmp_path / "no-meminfo"), str(v2)) is None
+    # a limit the model's packed weights would not fit in half of is served as loaded
+    from forgegrad.serve.openai_routes import freeze_fits
+    model = nn.Sequential(nn.Linear(1024, 1024))
+    (v2 / "memory.max").write_text(str(2 ** 30 + 4 * 2 ** 20 + 1) + "\n")
+    assert freeze_fits(model, available_bytes(str(meminfo), str(v2))) is not None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from typing import Awaitable, Callable, Optional
 
@@ -43,13 +44,14 @@ def served_model(config, factory, args=()):
     """``factory(config.model_path, config.weights, *args)``, its ``model`` frozen in place
     (``nn.utils.freeze(model, inplace=True)``: read-only, its float32 Linear weights packed once for the GEMM, the
     same outputs bit for bit) unless ``config.freeze`` is False, or the packed copies would take more than half the
-    memory available now (``freeze_fits``: a large float32 decoder is then served as loaded, with a warning, rather
-    than run out of memory). In place, not a copy: the server holds the weights once, plus the packed copies."""
+    memory available now (``available_bytes``: a container's cgroup limit counts; ``freeze_fits``: a large float32
+    decoder is then served as loaded, with a warning, rather than run out of memory). In place, not a copy: the
+    server holds the weights once, plus the packed copies."""
     worker = factory(config.model_path, config.weights, *args)
     if not config.freeze:
         return worker
     from ..nn.utils.freeze import freeze, packed_nbytes
-    why = freeze_fits(worker.model, _available_bytes())
+    why = freeze_fits(worker.model, available_bytes())
     if why is not None:
         log.warning("%s: not frozen: %s; serving the model as loaded (--no-freeze says so up front)",
                     config.model_path, why)
@@ -73,16 +75,29 @@ def freeze_fits(model, available: Optional[int]) -> Optional[str]:
             f"({available / 2**20:.0f} MiB)")
 
 
-def _available_bytes():
-    """MemAvailable of /proc/meminfo in bytes, None where there is none (not Linux)."""
+def available_bytes(meminfo: str = "/proc/meminfo", cgroup: str = "/sys/fs/cgroup") -> Optional[int]:
+    """The bytes this process may still take: MemAvailable of ``meminfo``, or less where its cgroup (a container's)
+    limits it: v2's memory.max less memory.current, v1's memory/memory.limit_in_bytes less memory.usage_in_bytes
+    (the host's MemAvailable overstates a container's room). None where there is no MemAvailable (not Linux)."""
     try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+        with open(meminfo, encoding="ascii") as f:
+            host = next((int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")), None)
     except (OSError, ValueError, IndexError):
-        pass
-    return None
+        return None
+    if host is None:
+        return None
+    for limit, usage in (("memory.max", "memory.current"),
+                         ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        try:
+            with open(os.path.join(cgroup, limit), encoding="ascii") as f:
+                cap = f.read().strip()
+            if cap == "max":  # v2: no limit
+                break
+            with open(os.path.join(cgroup, usage), encoding="ascii") as f:
+                return max(0, min(host, int(cap) - int(f.read().strip())))  # v1's "no limit" is huge: host
+        except (OSError, ValueError):
+            continue
+    return host
 
 
 async def read_body(request, limit: int) -> bytes:
