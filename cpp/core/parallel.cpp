@@ -193,8 +193,9 @@ struct Pool {
   // Claims the next part of region g for worker `index` (-1: the caller); false when none is left
   // or the region does not use this worker.
   bool claim(uint32_t g, int index, detail::PartFn& f, void*& c, int64_t& part) {
-    if (index >= helpers.load(std::memory_order_relaxed)) return false;  // (stale: at worst a part not taken)
     uint64_t t = ticket.load(std::memory_order_acquire);
+    // helpers read after the ticket: this region's count or a newer one's
+    if (index >= helpers.load(std::memory_order_relaxed)) return false;
     for (;;) {
       if (gen_of(t) != g || (t & kLeftMask) == 0) return false;
       f = fn.load(std::memory_order_relaxed);
