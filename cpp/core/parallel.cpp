@@ -151,9 +151,12 @@ bool backing_off() {
 constexpr int64_t kIdleRegionNs = 20'000;
 constexpr int kIdleRegions = 3;
 constexpr int64_t kIdleSpanNs = 2'000'000;
-void note_idle_workers(bool caller_did_all, int64_t begun, int64_t now) {
+// A region published to a sleeping worker says nothing: on a VM waking an idle vCPU alone can take longer than the
+// region (so a back-off, whose workers sleep, would never end: every probe would find them late).
+void note_idle_workers(bool caller_did_all, bool worker_slept, int64_t begun, int64_t now) {
   thread_local int idle = 0;
   thread_local int64_t first = 0;
+  if (worker_slept) return;
   if (!caller_did_all) {
     idle = 0;
     return;
@@ -228,6 +231,7 @@ struct Pool {
   uint32_t wait_for_region(uint32_t seen) {
     const int64_t start = now_ns();
     int64_t last = start;  // the last clock read: a jump since then is a descheduling
+    bool backoff = false;  // sleeping because the pool backs off
     for (unsigned i = 1;; ++i) {
       const uint32_t g = gen_of(ticket.load(std::memory_order_acquire));
       if (g != seen) {
@@ -241,7 +245,11 @@ struct Pool {
           note_descheduled(now);
           break;
         }
-        if (now - start >= kYieldNs || backing_off()) break;
+        if (now - start >= kYieldNs) break;
+        if (backing_off()) {
+          backoff = true;
+          break;
+        }
         if (now - start >= kSpinNs) std::this_thread::yield();
         last = now_ns();
       }
@@ -255,9 +263,10 @@ struct Pool {
       const int64_t slept = now_ns();
       wake.wait(lock, [&] { return gen_of(ticket.load(std::memory_order_seq_cst)) != seen; });
       // late since the wake (stored under m before it); a region published just before the wait, whose caller
-      // had not stored woken_at yet, is measured from `slept`
+      // had not stored woken_at yet, is measured from `slept`. Not after a back-off's sleep: the probe at its end
+      // would find the idle vCPU of a VM slow to wake (400-700 us) and renew the back-off on a quiet machine.
       const int64_t now = now_ns(), woken = woken_at.load(std::memory_order_relaxed);
-      if (now - (woken > slept ? woken : slept) >= kDescheduledNs) note_descheduled(now);
+      if (!backoff && now - (woken > slept ? woken : slept) >= kDescheduledNs) note_descheduled(now);
     }
     sleeping.fetch_sub(1, std::memory_order_relaxed);
     return gen_of(ticket.load(std::memory_order_acquire));
@@ -295,7 +304,8 @@ struct Pool {
     remaining.store(count, std::memory_order_relaxed);
     const uint32_t g = gen_of(ticket.load(std::memory_order_relaxed)) + 1;
     ticket.store((uint64_t{g} << 32) | static_cast<uint64_t>(count), std::memory_order_seq_cst);
-    if (sleeping.load(std::memory_order_seq_cst) > 0) {  // a futex wake only when a worker sleeps
+    const bool woke = sleeping.load(std::memory_order_seq_cst) > 0;
+    if (woke) {  // a futex wake only when a worker sleeps
       std::lock_guard<std::mutex> lock(m);
       woken_at.store(now_ns(), std::memory_order_relaxed);
       wake.notify_all();
@@ -312,7 +322,7 @@ struct Pool {
     }
     // Only parts a worker has claimed are left: wait for them.
     const int64_t start = now_ns();
-    note_idle_workers(mine == count, begun, start);
+    note_idle_workers(mine == count, woke, begun, start);
     for (unsigned i = 1; remaining.load(std::memory_order_acquire) != 0; ++i) {
       if ((i & 63) == 0 && now_ns() - start >= kSpinNs) {
         std::unique_lock<std::mutex> lock(m);
