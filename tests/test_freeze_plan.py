@@ -47,6 +47,36 @@ def test_frozen_lenet_runs_each_sequential_as_one_call(simd_path, threads):
     assert _native(model.features) is None  # an unfrozen model runs its Python steps
 
 
+def test_frozen_lenet_at_batch_1_has_the_same_bits_at_1_2_and_3_threads(threads):
+    # A batch-1 LeNet forward (~4M multiply-adds) runs its layers' regions on the pool back to back (its first
+    # Linear splits its columns as well): which thread runs which part must not change a bit, nor must the pool
+    # backing off in the middle of a forward because other processes keep every core busy.
+    import os
+    import subprocess
+    import sys
+    model, frozen = _lenet()
+    xs = [RNG.standard_normal((b, 1, 28, 28)).astype(np.float32) for b in (1, 1, 2)]
+    threads(1)
+    want = [_run(model, x) for x in xs]
+    for n in (2, 3, 1, 2):
+        threads(n)
+        for _ in range(20):
+            for x, w in zip(xs, want):
+                np.testing.assert_array_equal(_run(frozen, x), w)
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(min(os.cpu_count() or 2, 4))]
+    try:
+        for n in (2, 3):
+            threads(n)
+            for _ in range(30):
+                for x, w in zip(xs, want):
+                    np.testing.assert_array_equal(_run(frozen, x), w)
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+
+
 def test_frozen_mlp_with_fused_activations_equals_the_model():
     fg.manual_seed(4)
     model = nn.Sequential(nn.Linear(20, 33), nn.LeakyReLU(0.2), nn.Linear(33, 17), nn.GELU(), nn.Linear(17, 5),

@@ -56,6 +56,18 @@ def test_allocation_failure_inside_parallel_region_is_memoryerror(threads, nthre
     assert _C.runtime._check_region_alloc(5, 1000, dynamic) == 5
 
 
+@pytest.mark.parametrize("nthreads", [2, 3])
+def test_every_part_of_back_to_back_regions_runs_once(threads, nthreads):
+    # The caller and the workers claim parts with one compare-exchange of the region's ticket (no lock): over many
+    # regions in a row, of one part to many, each part must run exactly once, and only parts of the current region.
+    from forgegrad import _C
+    threads(nthreads)
+    for tasks in (1, 2, 3, 7, 64, 1000):
+        for dynamic in (False, True):
+            for _ in range(40):
+                assert _C.runtime._check_region_alloc(tasks, 16, dynamic) == tasks
+
+
 def _run_py(code, env_extra=None, timeout=120):
     import os
     import subprocess

@@ -258,11 +258,17 @@ class SequentialPlan {
       // a batch-1 layer's kernel is a few microseconds: release the GIL only for work worth a switch
       std::optional<py::gil_scoped_release> release;
       if (work >= double(1 << 16)) release.emplace();
-      // a whole forward below ~8M multiply-adds (~80 us on one core: LeNet at batch 1) runs on this thread: waking
-      // the pool for each of its few short regions cost more than a second thread saved (2 threads read 1.6x the
-      // 1-thread time at batch 1)
+      // The steps' regions come back to back: the pool's worker, woken by the first, spins between them, and a
+      // region hands it a part for the price of a few cache lines (LeNet at batch 1, ~4M multiply-adds: 95 us at 1
+      // thread, 60-65 us at 2 on a quiet Zen 4 VM), while the pool's back-off keeps a busy machine's forwards on this
+      // thread. A forward below ~1M multiply-adds (~20 us) runs on this thread: its few regions would be too short to
+      // gain from a second thread.
       std::optional<fg::SerialScope> serial;
-      if (work < double(1 << 23)) serial.emplace();
+      std::optional<fg::BackToBackScope> back_to_back;
+      if (work < double(1 << 20))
+        serial.emplace();
+      else
+        back_to_back.emplace();
       const float* in = static_cast<const float*>(x.data());
       for (std::size_t i = 0; i < calls.size(); ++i) {
         const Call& c = calls[i];

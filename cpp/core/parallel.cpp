@@ -53,6 +53,7 @@ std::atomic<int>& threads_slot() {
 }
 
 thread_local bool t_in_parallel = false;
+thread_local bool t_back_to_back = false;  // a BackToBackScope lives on this thread
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -150,9 +151,12 @@ bool backing_off() {
 constexpr int64_t kIdleRegionNs = 20'000;
 constexpr int kIdleRegions = 3;
 constexpr int64_t kIdleSpanNs = 2'000'000;
-void note_idle_workers(bool caller_did_all, int64_t begun, int64_t now) {
+// A region published to a sleeping worker says nothing: on a VM waking an idle vCPU alone can take longer than the
+// region (so a back-off, whose workers sleep, would never end: every probe would find them late).
+void note_idle_workers(bool caller_did_all, bool worker_slept, int64_t begun, int64_t now) {
   thread_local int idle = 0;
   thread_local int64_t first = 0;
+  if (worker_slept) return;
   if (!caller_did_all) {
     idle = 0;
     return;
@@ -167,39 +171,54 @@ void note_idle_workers(bool caller_did_all, int64_t begun, int64_t now) {
 
 struct Pool {
   std::mutex submit;  // one region at a time; a region started while another runs goes inline
-  std::mutex m;  // guards the job fields below and sleeping
+  std::mutex m;  // guards sleeping on `wake` and `all_done` only: claiming a part takes no lock
   std::condition_variable wake;  // workers: a new region
   std::condition_variable all_done;  // caller: remaining reached 0
-  std::atomic<uint64_t> gen{0};  // bumped (under m) for every region
+  // The current region: (generation << 32) | parts not claimed yet. A part is claimed by one
+  // compare-exchange of this word, which also proves that the region read with it is still the
+  // current one (the fields below are rewritten only once every part of it was claimed and done).
+  // (Two threads taking a mutex for each claim collided at the start of every region: a futex sleep
+  // and wake, microseconds each, in every region of a small forward.)
+  std::atomic<uint64_t> ticket{0};
   std::atomic<int64_t> remaining{0};  // parts not finished in the current region
-  // The current region (under m).
-  detail::PartFn fn = nullptr;
-  void* ctx = nullptr;
-  int64_t nparts = 0, next = 0;
-  int helpers = 0;  // workers with index < helpers may claim parts
+  std::atomic<detail::PartFn> fn{nullptr};
+  std::atomic<void*> ctx{nullptr};
+  std::atomic<int64_t> nparts{0};
+  std::atomic<int> helpers{0};  // workers with index < helpers may claim parts
   int nworkers = 0;  // started (under submit)
-  int sleeping = 0;  // workers waiting on `wake` (under m)
+  std::atomic<int> sleeping{0};  // workers waiting on `wake` (changed under m)
+  std::atomic<bool> caller_sleeps{false};  // the caller waits on `all_done` (changed under m)
   std::atomic<int64_t> woken_at{0};  // when the current region was published to sleeping workers
+
+  static uint32_t gen_of(uint64_t t) { return static_cast<uint32_t>(t >> 32); }
+  static constexpr uint64_t kLeftMask = 0xffffffffu;
 
   // Claims the next part of region g for worker `index` (-1: the caller); false when none is left
   // or the region does not use this worker.
-  bool claim(uint64_t g, int index, detail::PartFn& f, void*& c, int64_t& part) {
-    std::lock_guard<std::mutex> lock(m);
-    if (index >= helpers || gen.load(std::memory_order_relaxed) != g || next >= nparts) return false;
-    part = next++;
-    f = fn;
-    c = ctx;
-    return true;
+  bool claim(uint32_t g, int index, detail::PartFn& f, void*& c, int64_t& part) {
+    uint64_t t = ticket.load(std::memory_order_acquire);
+    // helpers read after the ticket: this region's count or a newer one's
+    if (index >= helpers.load(std::memory_order_relaxed)) return false;
+    for (;;) {
+      if (gen_of(t) != g || (t & kLeftMask) == 0) return false;
+      f = fn.load(std::memory_order_relaxed);
+      c = ctx.load(std::memory_order_relaxed);
+      const int64_t n = nparts.load(std::memory_order_relaxed);
+      if (ticket.compare_exchange_weak(t, t - 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        part = n - static_cast<int64_t>(t & kLeftMask);
+        return true;
+      }
+    }
   }
 
   void finish_part() {
-    if (remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    if (remaining.fetch_sub(1, std::memory_order_seq_cst) == 1 && caller_sleeps.load(std::memory_order_seq_cst)) {
       std::lock_guard<std::mutex> lock(m);  // the caller checks `remaining` under m before sleeping
       all_done.notify_one();
     }
   }
 
-  void work(uint64_t g, int index) {
+  void work(uint32_t g, int index) {
     detail::PartFn f;
     void* c;
     int64_t part;
@@ -209,11 +228,12 @@ struct Pool {
     }
   }
 
-  uint64_t wait_for_region(uint64_t seen) {
+  uint32_t wait_for_region(uint32_t seen) {
     const int64_t start = now_ns();
     int64_t last = start;  // the last clock read: a jump since then is a descheduling
+    bool backoff = false;  // sleeping because the pool backs off
     for (unsigned i = 1;; ++i) {
-      uint64_t g = gen.load(std::memory_order_acquire);
+      const uint32_t g = gen_of(ticket.load(std::memory_order_acquire));
       if (g != seen) {
         const int64_t now = now_ns();
         if (now - last >= kDescheduledNs) note_descheduled(now);
@@ -225,24 +245,34 @@ struct Pool {
           note_descheduled(now);
           break;
         }
-        if (now - start >= kYieldNs || backing_off()) break;
+        if (now - start >= kYieldNs) break;
+        if (backing_off()) {
+          backoff = true;
+          break;
+        }
         if (now - start >= kSpinNs) std::this_thread::yield();
         last = now_ns();
       }
       cpu_relax();
     }
     std::unique_lock<std::mutex> lock(m);
-    if (gen.load(std::memory_order_relaxed) == seen) {  // (a region published meanwhile was no wake)
-      ++sleeping;
-      wake.wait(lock, [&] { return gen.load(std::memory_order_relaxed) != seen; });
-      --sleeping;
-      const int64_t now = now_ns();
-      if (now - woken_at.load(std::memory_order_relaxed) >= kDescheduledNs) note_descheduled(now);
+    // sleeping before the ticket's re-check, the caller's ticket store before its sleeping check
+    // (both seq_cst): one of the two sees the other, so a region is never published unseen
+    sleeping.fetch_add(1, std::memory_order_seq_cst);
+    if (gen_of(ticket.load(std::memory_order_seq_cst)) == seen) {
+      const int64_t slept = now_ns();
+      wake.wait(lock, [&] { return gen_of(ticket.load(std::memory_order_seq_cst)) != seen; });
+      // late since the wake (stored under m before it); a region published just before the wait, whose caller
+      // had not stored woken_at yet, is measured from `slept`. Not after a back-off's sleep: the probe at its end
+      // would find the idle vCPU of a VM slow to wake (400-700 us) and renew the back-off on a quiet machine.
+      const int64_t now = now_ns(), woken = woken_at.load(std::memory_order_relaxed);
+      if (!backoff && now - (woken > slept ? woken : slept) >= kDescheduledNs) note_descheduled(now);
     }
-    return gen.load(std::memory_order_relaxed);
+    sleeping.fetch_sub(1, std::memory_order_relaxed);
+    return gen_of(ticket.load(std::memory_order_acquire));
   }
 
-  void worker_main(int index, uint64_t seen) {
+  void worker_main(int index, uint32_t seen) {
     t_in_parallel = true;  // kernels called from a part never start nested regions
     for (;;) {
       seen = wait_for_region(seen);
@@ -253,7 +283,7 @@ struct Pool {
   void ensure_workers(int n) {
     if (n > kMaxWorkers) n = kMaxWorkers;
     while (nworkers < n) {
-      const uint64_t seen = gen.load(std::memory_order_relaxed);
+      const uint32_t seen = gen_of(ticket.load(std::memory_order_relaxed));
       const int index = nworkers;
       try {
         std::thread([this, index, seen] { worker_main(index, seen); }).detach();
@@ -264,22 +294,22 @@ struct Pool {
     }
   }
 
+  // count < 2^32 (run_parts splits larger regions).
   void run(int64_t count, int nthreads, detail::PartFn f, void* c) {
     ensure_workers(nthreads - 1);
-    uint64_t g;
-    {
+    fn.store(f, std::memory_order_relaxed);
+    ctx.store(c, std::memory_order_relaxed);
+    nparts.store(count, std::memory_order_relaxed);
+    helpers.store(nthreads - 1, std::memory_order_relaxed);
+    remaining.store(count, std::memory_order_relaxed);
+    const uint32_t g = gen_of(ticket.load(std::memory_order_relaxed)) + 1;
+    ticket.store((uint64_t{g} << 32) | static_cast<uint64_t>(count), std::memory_order_seq_cst);
+    const bool woke = sleeping.load(std::memory_order_seq_cst) > 0;
+    if (woke) {  // a futex wake only when a worker sleeps
       std::lock_guard<std::mutex> lock(m);
-      fn = f;
-      ctx = c;
-      nparts = count;
-      next = 0;
-      helpers = nthreads - 1;
-      remaining.store(count, std::memory_order_relaxed);
-      g = gen.load(std::memory_order_relaxed) + 1;
-      gen.store(g, std::memory_order_release);
-      if (sleeping > 0) woken_at.store(now_ns(), std::memory_order_relaxed);
+      woken_at.store(now_ns(), std::memory_order_relaxed);
+      wake.notify_all();
     }
-    wake.notify_all();  // only a syscall when a worker sleeps
     t_in_parallel = true;
     detail::PartFn pf;
     void* pc;
@@ -292,11 +322,13 @@ struct Pool {
     }
     // Only parts a worker has claimed are left: wait for them.
     const int64_t start = now_ns();
-    note_idle_workers(mine == count, begun, start);
+    note_idle_workers(mine == count, woke, begun, start);
     for (unsigned i = 1; remaining.load(std::memory_order_acquire) != 0; ++i) {
       if ((i & 63) == 0 && now_ns() - start >= kSpinNs) {
         std::unique_lock<std::mutex> lock(m);
-        all_done.wait(lock, [&] { return remaining.load(std::memory_order_acquire) == 0; });
+        caller_sleeps.store(true, std::memory_order_seq_cst);
+        all_done.wait(lock, [&] { return remaining.load(std::memory_order_seq_cst) == 0; });
+        caller_sleeps.store(false, std::memory_order_relaxed);
         break;
       }
       cpu_relax();
@@ -347,6 +379,11 @@ bool in_parallel() { return t_in_parallel; }
 SerialScope::SerialScope() : previous_(t_in_parallel) { t_in_parallel = true; }
 SerialScope::~SerialScope() { t_in_parallel = previous_; }
 
+BackToBackScope::BackToBackScope() : previous_(t_back_to_back) { t_back_to_back = true; }
+BackToBackScope::~BackToBackScope() { t_back_to_back = previous_; }
+
+int64_t split_work(int64_t idle) { return t_back_to_back && idle > kBackToBackWork ? kBackToBackWork : idle; }
+
 int threads_for(int64_t work) {
   const int n = get_num_threads();
   if (n <= 1 || t_in_parallel) return 1;
@@ -371,7 +408,23 @@ void run_parts(int64_t nparts, int nthreads, PartFn fn, void* ctx) {
     t_in_parallel = false;
     return;
   }
-  p->run(nparts, nthreads, fn, ctx);
+  constexpr int64_t kMaxParts = int64_t(1) << 31;  // the ticket counts parts in 32 bits
+  if (nparts <= kMaxParts) {
+    p->run(nparts, nthreads, fn, ctx);
+    return;
+  }
+  for (int64_t base = 0; base < nparts; base += kMaxParts) {
+    struct Slice {
+      PartFn fn;
+      void* ctx;
+      int64_t base;
+    } slice{fn, ctx, base};
+    const PartFn shifted = [](void* s, int64_t part) {
+      const Slice* sl = static_cast<const Slice*>(s);
+      sl->fn(sl->ctx, sl->base + part);
+    };
+    p->run(nparts - base < kMaxParts ? nparts - base : kMaxParts, nthreads, shifted, &slice);
+  }
 }
 
 }  // namespace detail

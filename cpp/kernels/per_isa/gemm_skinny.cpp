@@ -150,8 +150,9 @@ void sgemm_skinny(int64_t m, int64_t n, int64_t K, float alpha, const float* A, 
     ap = p;
   }
   // Columns per thread chunk: enough work to be worth a fork/join (~512k multiply-adds, as in
-  // the packed path; on a busy machine a thread that must be woken can cost far more).
-  const int64_t kMinWork = int64_t(1) << 19;
+  // the packed path; on a busy machine a thread that must be woken can cost far more), less where the
+  // workers are awake (split_work: a frozen forward's first Linear after its convs).
+  const int64_t kMinWork = split_work(int64_t(1) << 19);
   int64_t grain = (kMinWork + m * K - 1) / (m * K);
   if (axpy) {
     const int64_t cw = axpy_nv(static_cast<int>(m)) * W;  // the chunk width axpy_cols<m> uses
