@@ -48,6 +48,18 @@ class _Bucket:
         self.request = None
 
 
+
+@contextlib.contextmanager
+def paused(reducer):
+    """A reducer's gradient hooks stand still inside (DDP's and ZeRO-2's ``no_sync``): backward passes
+    accumulate locally, and the first one after the context reduces the sum."""
+    before = reducer.enabled
+    reducer.enabled = False
+    try:
+        yield
+    finally:
+        reducer.enabled = before
+
 def _buckets(params: List[Tensor], cap_bytes: int) -> List[List[Tensor]]:
     """``params`` in reverse order (about the order backward finishes them) cut into buckets of at most
     ``cap_bytes`` (a bigger parameter is a bucket of its own)."""
@@ -214,15 +226,9 @@ class DistributedDataParallel(Module):
                 _c.broadcast(b, 0)
         return self.module(*args, **kwargs)
 
-    @contextlib.contextmanager
     def no_sync(self):
         """Backward passes inside accumulate gradients locally, without communication."""
-        before = self._reducer.enabled
-        self._reducer.enabled = False
-        try:
-            yield
-        finally:
-            self._reducer.enabled = before
+        return paused(self._reducer)
 
     @property
     def communication_wait_seconds(self) -> float:

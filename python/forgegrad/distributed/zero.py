@@ -37,7 +37,7 @@ import numpy as np
 from ..optim.optimizer import _SCALAR_STATE_KEYS, Optimizer
 from ..tensor import Tensor
 from . import comm as _c
-from .ddp import _buckets
+from .ddp import _buckets, paused
 
 __all__ = ["ZeroRedundancyOptimizer"]
 
@@ -275,12 +275,8 @@ class ZeroRedundancyOptimizer(Optimizer):
         if self._reducer is None:
             yield
             return
-        before = self._reducer.enabled
-        self._reducer.enabled = False
-        try:
+        with paused(self._reducer):
             yield
-        finally:
-            self._reducer.enabled = before
 
     def _reduce_grads(self) -> None:
         """Bring this step's averaged gradients into the shards (``g.grad``)."""
