@@ -395,7 +395,7 @@ py::array linear(py::handle x_in, py::handle w_in, py::handle b_in, int activati
   return std::move(out);
 }
 
-// ---- training: Linear -> GELU forward keeping the derivative, Linear backward in one call ----------
+// ---- training: Linear backward in one call ------------------------------------------------------------
 
 // x (..., K) float32 (any layout) as a C-contiguous aligned array (a copy only when needed) and its row count
 // M = prod(shape[:-1]); `what` names it in messages.

@@ -123,8 +123,7 @@ class PrefixCache:
         B = self.block_tokens
         blocks = min(len(ids), cache.length - start) // B
         chain = self._match(ids, blocks)
-        self._touch(chain)
-        keep = {id(b) for b in chain}
+        keep = {id(b) for b in chain}  # never evicted for this prefix's new blocks; touched once, at the end
         parent = chain[-1] if chain else None
         for j in range(len(chain), blocks):
             tokens = tuple(ids[j * B:(j + 1) * B])
