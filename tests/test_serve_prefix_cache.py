@@ -297,3 +297,89 @@ def test_a_chat_s_next_turn_reuses_the_conversation_so_far(tmp_path):
     assert [(text, n) for text, n, _ in got] == [(text, n) for text, n, _ in want]
     assert [cached for _, _, cached in want] == [0, 0] and got[0][2] == 0
     assert got[1][2] >= got[0][1] // BLOCK * BLOCK > 0
+
+
+def test_one_at_a_time_serving_reuses_prefixes_too(checkpoints):
+    """``max_batch=1`` (no batched engine: generate, one request after another) keeps and reuses the same blocks:
+    the cached tokens, the metrics and a conversation's next turn (prompt + answer reused) as the batched engine's,
+    the answers those of the one-at-a-time server without a cache."""
+    prompts = [SYSTEM + q for q in QUESTIONS]
+    first = SYSTEM + "Q: say A."
+    forced = {"logit_bias": {"65": 100}, "max_tokens": 40}  # greedy with a bias: forty "A"s
+    follow = first + "A" * 39 + " Thanks. Q: and B?"
+    with running_app(_app(checkpoints["gpt2"], max_batch=1, prefix_cache_mb=0)) as url, \
+            httpx.Client(base_url=url, timeout=120) as c:
+        want = [_ask(c, p) for p in prompts + [follow]]
+    assert all(cached == 0 for _, cached in want)
+    with running_app(_app(checkpoints["gpt2"], max_batch=1, prefix_block=BLOCK)) as url, \
+            httpx.Client(base_url=url, timeout=120) as c:
+        got = [_ask(c, p) for p in prompts]
+        with c.stream("POST", "/v1/completions", json={"prompt": prompts[1], "max_tokens": 4, "stream": True,
+                                                       "stream_options": {"include_usage": True}}) as s:
+            chunks = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")]
+        assert _ask(c, first, **forced) == ("A" * 40, len(SYSTEM) // BLOCK * BLOCK)
+        got.append(_ask(c, follow))
+        m = c.get("/metrics").text
+    assert [text for text, _ in got] == [text for text, _ in want]
+    expected = [0] + [max(_reused(s, p) for s in prompts[:i]) for i, p in enumerate(prompts) if i]
+    assert [cached for _, cached in got[:4]] == expected and expected[1] > 0
+    assert chunks[-1]["usage"]["prompt_tokens_details"] == {"cached_tokens": (len(prompts[1]) - 1) // BLOCK * BLOCK}
+    assert got[4][1] == (len(first) + 39) // BLOCK * BLOCK > len(first) // BLOCK * BLOCK  # the answer's blocks too
+    assert metric(m, "forgegrad_prefix_cache_misses_total", model="m") == 1
+    assert metric(m, "forgegrad_prefix_cache_hits_total", model="m") == 6
+    assert metric(m, "forgegrad_prefix_cache_hit_tokens_total", model="m") == sum(
+        cached for _, cached in got) + chunks[-1]["usage"]["prompt_tokens_details"]["cached_tokens"] + len(
+        SYSTEM) // BLOCK * BLOCK
+
+
+def test_generate_with_a_prefix_cache(checkpoints):
+    """generate's ``prefix_cache``: a second call reads the first prompt's blocks and gives the same tokens; calls
+    it cannot serve (two prompts, beams, a model it does not apply to) are refused, naming why."""
+    from forgegrad.models.hf import generate
+    model = from_pretrained(checkpoints["gpt2"])
+    prompt = list((SYSTEM + "Q: hi").encode())
+    want = generate(model, [prompt], max_new_tokens=8, do_sample=False)
+    cache = PrefixCache(1 << 24, BLOCK)
+    for expected_hits in (0, (len(prompt) - 1) // BLOCK * BLOCK):
+        np.testing.assert_array_equal(generate(model, [prompt], max_new_tokens=8, do_sample=False,
+                                               prefix_cache=cache), want)
+        assert cache.hit_tokens == expected_hits
+    with pytest.raises(ValueError, match="one prompt"):
+        generate(model, [prompt, prompt], max_new_tokens=2, prefix_cache=cache)
+    with pytest.raises(ValueError, match="num_beams"):
+        generate(model, [prompt], max_new_tokens=2, num_beams=2, prefix_cache=cache)
+    with pytest.raises(ValueError, match="dynamic NTK"):
+        generate(from_pretrained(checkpoints["dynamic"]), [prompt[:20]], max_new_tokens=2, prefix_cache=cache)
+    with pytest.raises(TypeError, match="PrefixCache"):
+        generate(model, [prompt], max_new_tokens=2, prefix_cache={})
+
+
+def test_a_prefix_cache_that_cannot_apply_is_named_at_startup(checkpoints, tmp_path, caplog):
+    """A model the prefix cache does not apply to (a length-dependent rope, an encoder-decoder) is served without one,
+    and the startup log says why, once: a warning where prefix_cache_mb was given (the flag has no effect), an info
+    line by default; one at a time as batched."""
+    import logging
+
+    from hf_conformance import tiny_generator
+    tiny_generator("t5", 300).save_pretrained(tmp_path / "t5")
+    cases = [(checkpoints["dynamic"], {"max_batch": 1}, "DynamicNTKRopeEmbedding"),
+             (checkpoints["dynamic"], {}, "DynamicNTKRopeEmbedding"),
+             (str(tmp_path / "t5"), {}, "encoder-decoder")]
+    for path, kw, why in cases:
+        for given in (64, None):
+            caplog.clear()
+            with caplog.at_level(logging.INFO, logger="forgegrad.serve"):
+                with running_app(_app(path, prefix_cache_mb=given, **kw)) as url, \
+                        httpx.Client(base_url=url, timeout=120) as c:
+                    if path == checkpoints["dynamic"]:
+                        assert [_ask(c, SYSTEM)[1], _ask(c, SYSTEM)[1]] == [0, 0]
+                    assert "forgegrad_prefix_cache" not in c.get("/metrics").text
+            said = [r for r in caplog.records if "no prefix cache" in r.getMessage()]
+            assert len(said) == 1 and why in said[0].getMessage(), caplog.text
+            assert "--prefix-cache-mb has no effect" in said[0].getMessage()
+            assert said[0].levelno == (logging.WARNING if given else logging.INFO)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="forgegrad.serve"), running_app(_app(checkpoints["gpt2"], max_batch=1)):
+        pass
+    assert not any("no prefix cache" in r.getMessage() for r in caplog.records)
+    assert any("one at a time, a prefix cache of up to 1024 MiB" in r.getMessage() for r in caplog.records)

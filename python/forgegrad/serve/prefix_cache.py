@@ -1,4 +1,5 @@
-"""Automatic prefix caching for the batched completions engine (generation_batch.py): the keys and values of
+"""Automatic prefix caching for the completions server (generation_batch.py's batched engine, and ``generate``'s
+``prefix_cache`` on the one-at-a-time path): the keys and values of
 prompts already prefilled, kept in blocks of ``block_tokens`` tokens, so that a prompt starting with one of them (a
 chat's system prompt and earlier turns, a few-shot preamble) prefills only the rest, as vLLM's automatic prefix
 caching and OpenAI's prompt caching do.
@@ -16,8 +17,9 @@ caching and OpenAI's prompt caching do.
   eviction always takes the end of a prefix, never a block whose continuation stays behind unreachable.
 
 A prompt's cached keys are the ones its own prefill would compute only for a model whose key at a position depends
-on the tokens up to it and nothing else: ``prefix_cache_applies`` says which (see there). The engine's worker
-thread owns the cache; the server's metrics only read its counters.
+on the tokens up to it and nothing else: ``prefix_cache_applies`` says which (see there; ``why_no_prefix_cache`` says
+why not, in the server's startup log). The engine's thread (one at a time: the server's worker) owns the cache; the
+server's metrics only read its counters.
 """
 from __future__ import annotations
 
@@ -39,10 +41,22 @@ def prefix_cache_applies(model) -> bool:
     safe here: forgegrad's cache keeps every key and masks those out of the window by position, so a key depends on
     the tokens before it whatever the window, and a prefill after a cached prefix masks exactly as one prefill does.
     """
-    if getattr(model, "is_encoder_decoder", False) or not hasattr(model, "new_cache"):
-        return False
+    return why_no_prefix_cache(model) is None
+
+
+def why_no_prefix_cache(model) -> Optional[str]:
+    """None where ``prefix_cache_applies`` to ``model``, else why not, in words (the server's startup log)."""
+    if getattr(model, "is_encoder_decoder", False):
+        return ("it is an encoder-decoder: the prompt is the encoder's input, attended both ways, and nothing of it is "
+                "in the decoder's cache")
+    if not hasattr(model, "new_cache"):
+        return f"{type(model).__name__} is not a decoder"
     from ..models.hf._layers import LengthScaledRope
-    return not any(isinstance(m, LengthScaledRope) for m in model.modules())
+    rope = next((m for m in model.modules() if isinstance(m, LengthScaledRope)), None)
+    if rope is not None:
+        return (f"its rotary embedding ({type(rope).__name__}: dynamic NTK or longrope) picks a call's frequencies by "
+                "its longest position, so a key cached by one prompt is not the key a longer prompt's prefill computes")
+    return None
 
 
 class _Block:
