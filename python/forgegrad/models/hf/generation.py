@@ -350,6 +350,12 @@ def _sampler(model, do_sample, temperature, top_k, top_p, min_p, extra=None) -> 
         top_k = None if top_k is UNSET else top_k
         top_p = None if top_p is UNSET else top_p
         min_p = None if min_p is UNSET else min_p
+    return settings_sampler(do_sample, temperature, top_k, top_p, min_p, extra)
+
+
+def settings_sampler(do_sample, temperature, top_k, top_p, min_p, extra: dict) -> Sampler:
+    """The Sampler of resolved sampling settings and ``extra`` (read_settings'): its typical_p, epsilon_cutoff and
+    eta_cutoff only when sampling, its renormalize_logits always (generate's and the ONNX paths')."""
     warpers = {name: extra.get(name) if do_sample else None for name in ("typical_p", "epsilon_cutoff", "eta_cutoff")}
     return Sampler(do_sample, temperature, top_k, top_p, min_p, **warpers,
                    renormalize=bool(extra.get("renormalize_logits")))

@@ -28,6 +28,7 @@ windows included (each window's bias computed once, from the same places), longr
 """
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
@@ -156,35 +157,110 @@ def _recompute_at(session):
 
 
 class TokenPicker:
-    """The choices of a decoding loop on exported graphs (generate_onnx, generate_onnx_seq2seq), as transformers'
-    generate makes them: ``select_next`` (greedy, or a draw after the warpers from forgegrad's generator), then
-    rows that produced an end token continue with ``pad_token_id``. ``finished`` once every row has ended."""
+    """The choices of a decoding loop on exported graphs (generate_onnx, generate_onnx_seq2seq), as generate makes
+    them: the scores processed (``process``, the LogitsProcessors of ``generation._processors``), then the Sampler's
+    choice (greedy, or a draw after the warpers from forgegrad's generator); rows that ended (an end token, or
+    ``stopping``: stop strings, max_time) continue with ``pad_token_id`` where there are end tokens.
+    ``sequences``: ``first`` (B, P), the prompt or the decoder start, and the tokens chosen so far; ``finished``
+    once every row has ended."""
 
-    def __init__(self, batch: int, eos_token_id, pad_token_id: int, do_sample: bool, temperature: float, top_k,
-                 top_p, min_p=None):
-        from .sampling import Sampler
-        self.sampler = Sampler(do_sample, temperature, top_k, top_p, min_p)
-        self.eos = set(np.atleast_1d(eos_token_id).tolist()) if eos_token_id is not None else set()
-        self.pad = np.int64(pad_token_id)
-        self.done = np.zeros(batch, bool)
+    def __init__(self, first: np.ndarray, max_new_tokens: int, eos: Sequence[int], pad_token_id: int, sampler,
+                 process, stopping):
+        B, P = first.shape
+        self.tokens = np.empty((B, P + int(max_new_tokens)), np.int64)
+        self.tokens[:, :P] = first
+        self.length = P
+        self.eos, self.pad = list(eos), np.int64(pad_token_id)
+        self.sampler, self.process, self.stopping = sampler, process, stopping
+        self.done = np.zeros(B, bool)
 
-    def __call__(self, last_logits: np.ndarray, forced=None) -> np.ndarray:
-        """The next token of each row from its last position's logits (B, V), or ``forced`` for every row."""
-        nxt = self.sampler(last_logits) if forced is None else np.full(last_logits.shape[0], forced, np.int64)
+    @property
+    def sequences(self) -> np.ndarray:
+        return self.tokens[:, :self.length]
+
+    def __call__(self, last_logits: np.ndarray) -> np.ndarray:
+        """The next token of each row from its last position's logits (B, V), appended to ``sequences``."""
+        if self.process.active:
+            last_logits = self.process(self.sequences, last_logits)
+        nxt = self.sampler(last_logits)
         if self.eos:
             nxt = np.where(self.done, self.pad, nxt)
-            self.done |= np.isin(nxt, list(self.eos))
+            self.done |= np.isin(nxt, self.eos)
+        self.tokens[:, self.length] = nxt
+        self.length += 1
+        if self.stopping.active:  # as generate: a row stopped so gets the pad token only where there are eos ids
+            self.done |= self.stopping(self.sequences)
         return nxt
 
     @property
     def finished(self) -> bool:
-        return bool(self.eos) and bool(self.done.all())
+        return bool(self.done.all())
 
 
-def beam_sampler(do_sample: bool, temperature, top_k, top_p, min_p):
-    """The Sampler of beam sampling on exported graphs, or None for beam search."""
-    from .sampling import Sampler
-    return Sampler(True, temperature, top_k, top_p, min_p) if do_sample else None
+def generation_config_of(who: str, value, graph) -> dict:
+    """The generation config the ONNX paths read generate's further settings from: ``value`` a dict (a model's
+    ``generation_config``), or the path of a generation_config.json or of the directory holding one (the
+    checkpoint's); None: the generation_config.json next to ``graph`` (the .onnx file, when given as a path), as
+    Hugging Face optimum saves it beside its exports, where there is one; else none ({})."""
+    from ._files import read_json_object
+    if isinstance(value, dict):
+        return value
+    if value is None:
+        if not isinstance(graph, str) and not hasattr(graph, "__fspath__"):
+            return {}  # a session: no file to look next to
+        file = os.path.join(os.path.dirname(os.path.abspath(os.fspath(graph))), "generation_config.json")
+        return read_json_object(file, who) if os.path.isfile(file) else {}
+    if not isinstance(value, str) and not hasattr(value, "__fspath__"):
+        raise TypeError(f"{who}: generation_config must be a dict, the path of a generation_config.json or of the "
+                        f"directory holding one, or None, got {type(value).__name__}")
+    file = os.fspath(value)
+    if os.path.isdir(file):
+        file = os.path.join(file, "generation_config.json")
+    if not os.path.isfile(file):
+        raise ValueError(f"{who}: generation_config: no such file {file!r}")
+    return read_json_object(file, who)
+
+
+def logits_vocab(session):
+    """The vocabulary of a graph's ``logits`` (its last axis), or None where the graph leaves it open."""
+    size = session.get_outputs()[0].shape[-1]
+    return size if isinstance(size, int) else None
+
+
+def decoding_settings(who: str, graph, generation_config, settings: dict, vocab, tokenizer, do_sample, temperature,
+                      top_k, top_p, min_p):
+    """(extra, sampler, stopping) of an ONNX decoding loop, as generate resolves them: each of generate's further
+    settings (generation_settings.EXTRA_SETTINGS) from ``settings`` (the keyword arguments; None: off), else from
+    the generation config (``generation_config_of``), checked as generate checks them (the errors name ``who``), and
+    the config's settings that change the tokens but are not read named in one warning; the Sampler of the sampling
+    arguments and the warpers; the Stopping (stop strings on ``tokenizer``, max_time counted from now)."""
+    from types import SimpleNamespace
+
+    from .generation import settings_sampler
+    from .generation_settings import config_settings, given_settings, warn_unread_settings
+    from .stopping import Stopping
+    given = given_settings(who, settings)
+    config = generation_config_of(who, generation_config, graph)
+    warn_unread_settings(SimpleNamespace(generation_config=config))
+    try:
+        extra = config_settings(config, given, vocab)
+        stopping = Stopping(extra["max_time"], extra["stop_strings"], tokenizer)
+        return extra, settings_sampler(do_sample, temperature, top_k, top_p, min_p, extra), stopping
+    except (ValueError, TypeError) as e:  # generate's checks, named after the function called
+        text = str(e)
+        if text.startswith("generate: "):
+            raise type(e)(f"{who}: {text[len('generate: '):]}") from None
+        raise
+
+
+def processors(eos: Sequence[int], max_length: int, extra: dict, encoder_ids: np.ndarray, padding=None,
+               prompt_length: int = 1, forced_bos=None, forced_eos=None):
+    """generate's LogitsProcessors (``generation._processors``, the one list) of the settings the ONNX paths
+    take: ``extra`` and the forced first / last tokens."""
+    from .generation import _processors
+    settings = (0, 0, 1.0, [], forced_bos, forced_eos)
+    return _processors(None, settings, eos, max_length, padding=padding, extra=extra, prompt_length=prompt_length,
+                       encoder_ids=encoder_ids)
 
 
 def session_of(s):
@@ -211,19 +287,31 @@ def check_prompt(who: str, input_ids, attention_mask, max_new_tokens):
 def generate_onnx(session, input_ids, attention_mask=None, max_new_tokens: int = 20, eos_token_id=None,
                   pad_token_id: int = 0, do_sample: bool = False, temperature: float = 1.0, top_k=None,
                   top_p=None, num_beams: int = 1, length_penalty: float = 1.0, early_stopping=False, min_p=None,
-                  num_return_sequences: int = 1) -> np.ndarray:
+                  num_return_sequences: int = 1, *, generation_config=None, tokenizer=None,
+                  **settings) -> np.ndarray:
     """Decoding in onnxruntime on a graph written by ``export_with_past``: ``session`` (an
     ``onnxruntime.InferenceSession`` or the .onnx path) runs once on the prompt (no past) and once per
     new token on the cache it returned. Like transformers' ``generate``: a row that produced
     ``eos_token_id`` (an int or a list) continues with ``pad_token_id`` until every row has, or until
     ``max_new_tokens``. Greedy, or with ``do_sample`` a draw after transformers' warpers (``temperature``,
-    ``top_k``, ``top_p``: ``select_next``) from forgegrad's generator, so after ``forgegrad.manual_seed(s)``
+    ``top_k``, ``top_p``, ``min_p``) from forgegrad's generator, so after ``forgegrad.manual_seed(s)``
     it draws as ``generate`` does after the same seed. ``num_beams`` > 1: beam search (``length_penalty``,
-    ``early_stopping``), the search ``generate(model, ..., num_beams=K)`` runs (``onnx_beam``), each beam's
-    cache gathered from its source beam's (not with ``do_sample``). ``num_return_sequences`` R: each prompt's
-    R best hypotheses (R <= ``num_beams``), or R draws when sampling. Returns the prompt followed by the new
-    tokens, (batch * R, prompt + new) int64, R rows per prompt.
+    ``early_stopping``; with ``do_sample``, beam sampling), the search ``generate(model, ..., num_beams=K)`` runs
+    (``onnx_beam``), each beam's cache gathered from its source beam's. ``num_return_sequences`` R: each prompt's
+    R best hypotheses (R <= ``num_beams``), or R draws when sampling.
+
+    generate's further settings, as keyword arguments with generate's meaning and checks: ``suppress_tokens``,
+    ``begin_suppress_tokens``, ``bad_words_ids``, ``sequence_bias``, ``encoder_repetition_penalty``,
+    ``encoder_no_repeat_ngram_size`` (the prompt's tokens and n-grams), ``min_new_tokens``,
+    ``exponential_decay_length_penalty``, ``remove_invalid_values``, ``typical_p``, ``epsilon_cutoff``,
+    ``eta_cutoff``, ``renormalize_logits``, ``stop_strings`` (with ``tokenizer``) and ``max_time``. Each left out
+    comes from ``generation_config``: a dict (a model's ``generation_config``), a generation_config.json or the
+    directory holding one; left at None, the generation_config.json next to the .onnx file (``session`` given as
+    a path) where there is one. None given: the setting is off. The arguments above keep their defaults whatever
+    the config says. Returns the prompt followed by the new tokens, (batch * R, prompt + new) int64, R rows per
+    prompt.
     """
+    graph = session
     session = session_of(session)
     ids, mask = check_prompt("generate_onnx", input_ids, attention_mask, max_new_tokens)
     inputs = session.get_inputs()
@@ -231,29 +319,34 @@ def generate_onnx(session, input_ids, attention_mask=None, max_new_tokens: int =
     if [i.name for i in inputs[:2]] != ["input_ids", "attention_mask"] or not past_names:
         raise ValueError("generate_onnx: the graph's inputs are not export_with_past's (input_ids, attention_mask, "
                          f"past_key_values.<i>.key/value): {[i.name for i in inputs]}")
+    from .beam_search import eos_list
     from .onnx_beam import beam_onnx, beam_settings
     beams = beam_settings("generate_onnx", num_beams, length_penalty, early_stopping, num_return_sequences, do_sample)
+    extra, sampler, stopping = decoding_settings("generate_onnx", graph, generation_config, settings,
+                                                 logits_vocab(session), tokenizer, do_sample, temperature, top_k,
+                                                 top_p, min_p)
+    eos, prompts, T = eos_list(eos_token_id), ids, ids.shape[1]
+    if beams[0] == 1:  # sampling: R draws per prompt (beam search expands its own rows)
+        ids, mask = np.repeat(ids, beams[3], axis=0), np.repeat(mask, beams[3], axis=0)
+    process = processors(eos, T + int(max_new_tokens), extra, prompts, padding=mask.argmax(axis=1), prompt_length=T)
     if beams[0] > 1:
-        return beam_onnx(session, ids, mask, max_new_tokens, eos_token_id, pad_token_id, *beams,
-                         sampler=beam_sampler(do_sample, temperature, top_k, top_p, min_p))
-    ids, mask = np.repeat(ids, beams[3], axis=0), np.repeat(mask, beams[3], axis=0)  # sampling: R draws per prompt
+        return beam_onnx(session, ids, mask, max_new_tokens, eos, pad_token_id, *beams, sampler=sampler,
+                         process=process, stopping=stopping)
     B = ids.shape[0]
-    pick = TokenPicker(B, eos_token_id, pad_token_id, do_sample, temperature, top_k, top_p, min_p)
+    pick = TokenPicker(ids, max_new_tokens, eos, pad_token_id, sampler, process, stopping)
     empty = {i.name: np.zeros((B, i.shape[1], 0, i.shape[3]), np.float32) for i in inputs[2:]}
     feed = {"input_ids": ids, "attention_mask": mask, **empty}
     switch = _recompute_at(session)
-    out = [ids]
     for _ in range(int(max_new_tokens)):
         logits, *present = session.run(None, feed)
         nxt = pick(logits[:, -1])
-        out.append(nxt[:, None])
         if pick.finished:
             break
         mask = np.concatenate([mask, np.ones((B, 1), np.int64)], axis=1)
         if switch is not None and mask.shape[1] - 1 == switch:
             # the sequence now reaches past a longrope model's original context, where its frequencies change:
             # every position is recomputed with the long ones (as generate and transformers' Phi-3 do)
-            feed = {"input_ids": np.concatenate(out, axis=1), "attention_mask": mask, **empty}
+            feed = {"input_ids": np.ascontiguousarray(pick.sequences), "attention_mask": mask, **empty}
             continue
         feed = {"input_ids": nxt[:, None], "attention_mask": mask, **dict(zip(past_names, present))}
-    return np.concatenate(out, axis=1)
+    return pick.sequences.copy()

@@ -35,7 +35,8 @@ from ... import nn
 from ...tensor import Tensor
 from ._layers import PastKeyValues
 from .onnx_beam import beam_onnx_seq2seq, beam_settings
-from .onnx_export import TokenPicker, beam_sampler, check_prompt, session_of
+from .beam_search import eos_list
+from .onnx_export import TokenPicker, check_prompt, decoding_settings, logits_vocab, processors, session_of
 
 __all__ = ["export_seq2seq", "generate_onnx_seq2seq"]
 
@@ -207,7 +208,8 @@ def generate_onnx_seq2seq(encoder, decoder, input_ids, attention_mask=None, *, d
                           max_new_tokens: int = 20, eos_token_id=None, pad_token_id: int = 0, do_sample: bool = False,
                           temperature: float = 1.0, top_k=None, top_p=None, min_p=None, forced_bos_token_id=None,
                           forced_eos_token_id=None, num_beams: int = 1, length_penalty: float = 1.0,
-                          early_stopping=False, num_return_sequences: int = 1) -> np.ndarray:
+                          early_stopping=False, num_return_sequences: int = 1, generation_config=None, tokenizer=None,
+                          **settings) -> np.ndarray:
     """Decode in onnxruntime on the graphs ``export_seq2seq`` wrote (``encoder`` and ``decoder``: sessions or
     .onnx paths): the encoder once, then the decoder once per new token on the cache it returned, from
     ``decoder_start_token_id`` (the model's ``decoder_start_token_id``). ``eos_token_id``, ``pad_token_id`` and
@@ -215,8 +217,11 @@ def generate_onnx_seq2seq(encoder, decoder, input_ids, attention_mask=None, *, d
     config sets them) make the first / the last of the ``max_new_tokens`` tokens that one, as transformers'
     processors do (in beam search: on the log-probabilities). ``num_beams``, ``length_penalty``,
     ``early_stopping`` and ``num_return_sequences`` as ``generate_onnx`` (beam search reorders the decoder's own
-    cache; the encoder's outputs are repeated per beam once). Returns (batch * R, 1 + new) int64, the start
-    token first, as ``generate`` returns an encoder-decoder's tokens."""
+    cache; the encoder's outputs are repeated per beam once). generate's further settings (``suppress_tokens``
+    ... ``max_time``; ``encoder_repetition_penalty`` and ``encoder_no_repeat_ngram_size`` on the encoder's
+    input), ``generation_config`` (left at None: the generation_config.json next to the decoder's .onnx file) and
+    ``tokenizer`` as ``generate_onnx``. Returns (batch * R, 1 + new) int64, the start token first, as
+    ``generate`` returns an encoder-decoder's tokens."""
     enc, dec = session_of(encoder), session_of(decoder)
     ids, mask = check_prompt("generate_onnx_seq2seq", input_ids, attention_mask, max_new_tokens)
     names = [i.name for i in dec.get_inputs()]
@@ -227,20 +232,22 @@ def generate_onnx_seq2seq(encoder, decoder, input_ids, attention_mask=None, *, d
                          "generate_onnx_whisper)")
     beams = beam_settings("generate_onnx_seq2seq", num_beams, length_penalty, early_stopping, num_return_sequences,
                           do_sample)
+    extra, sampler, stopping = decoding_settings("generate_onnx_seq2seq", decoder, generation_config, settings,
+                                                 logits_vocab(dec), tokenizer, do_sample, temperature, top_k, top_p,
+                                                 min_p)
+    eos = eos_list(eos_token_id)
+    process = processors(eos, 1 + int(max_new_tokens), extra, ids,
+                         forced_bos=None if forced_bos_token_id is None else int(forced_bos_token_id),
+                         forced_eos=None if forced_eos_token_id is None else int(np.atleast_1d(forced_eos_token_id)[0]))
     if beams[0] > 1:
-        return beam_onnx_seq2seq(enc, dec, ids, mask, decoder_start_token_id, max_new_tokens, eos_token_id,
-                                 pad_token_id, forced_bos_token_id, forced_eos_token_id, *beams,
-                                 sampler=beam_sampler(do_sample, temperature, top_k, top_p, min_p))
+        return beam_onnx_seq2seq(enc, dec, ids, mask, decoder_start_token_id, max_new_tokens, eos, pad_token_id,
+                                 *beams, sampler=sampler, process=process, stopping=stopping)
     ids, mask = np.repeat(ids, beams[3], axis=0), np.repeat(mask, beams[3], axis=0)  # sampling: R draws per prompt
-    forced = {}
-    if forced_bos_token_id is not None:
-        forced[0] = int(forced_bos_token_id)
-    if forced_eos_token_id is not None:
-        forced[int(max_new_tokens) - 1] = int(np.atleast_1d(forced_eos_token_id)[0])
-    pick = TokenPicker(ids.shape[0], eos_token_id, pad_token_id, do_sample, temperature, top_k, top_p, min_p)
     B = ids.shape[0]
+    pick = TokenPicker(np.full((B, 1), decoder_start_token_id, np.int64), max_new_tokens, eos, pad_token_id, sampler,
+                       process, stopping)
     cross = enc.run(None, {"input_ids": ids, "attention_mask": mask})[1:]
-    feed = {"input_ids": np.full((B, 1), decoder_start_token_id, np.int64), "encoder_attention_mask": mask}
+    feed = {"input_ids": np.ascontiguousarray(pick.sequences), "encoder_attention_mask": mask}
     it = iter(cross)
     for i in dec.get_inputs()[2:]:
         if ".encoder." in i.name:
@@ -248,12 +255,10 @@ def generate_onnx_seq2seq(encoder, decoder, input_ids, attention_mask=None, *, d
         else:
             feed[i.name] = np.zeros((B, i.shape[1], 0, i.shape[3]), np.float32)
     self_names = [n for n in names[2:] if ".decoder." in n]
-    out = [feed["input_ids"]]
-    for step in range(int(max_new_tokens)):
+    for _ in range(int(max_new_tokens)):
         logits, *present = dec.run(None, feed)
-        nxt = pick(logits[:, -1], forced.get(step))
-        out.append(nxt[:, None])
+        nxt = pick(logits[:, -1])
         if pick.finished:
             break
         feed = {**feed, "input_ids": nxt[:, None], **dict(zip(self_names, present))}
-    return np.concatenate(out, axis=1)
+    return pick.sequences.copy()
