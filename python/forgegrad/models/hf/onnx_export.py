@@ -18,7 +18,9 @@ left-padded batches need nothing more. The graph is traced from the model's ``fo
 same layers, with the cache concatenated instead of written in place) and verified in onnxruntime
 against forgegrad at several sizes, the first call (no past) and a one-token step among them.
 ``generate_onnx`` decodes on such a graph in onnxruntime (one call on the prompt, then one per token), greedy
-or sampled as ``generate`` samples, or by ``generate``'s beam search (``num_beams``: ``onnx_beam``).
+or sampled as ``generate`` samples, or by ``generate``'s beam search (``num_beams``: ``onnx_beam``), with
+``generate``'s further settings (suppress_tokens ... max_time: generation_settings.py) through its own processor
+list, Sampler and stopping criteria (``decoding_settings``, ``processors``, ``TokenPicker``).
 
 Exports GPT-2 and the Llama family (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 1, 2 and 3), sliding
 windows included (each window's bias computed once, from the same places), longrope and dynamic ropes
