@@ -14,6 +14,7 @@ The smallest complete example is ``ExpFunction`` in ``ops/elementwise.py``: its 
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any, List, Sequence
 
 import numpy as np
@@ -42,6 +43,28 @@ def queue_callback(fn) -> None:
     if _backward_depth == 0:
         raise RuntimeError("queue_callback can only be called during a backward pass (from a gradient hook)")
     _callbacks.append(fn)
+
+
+# Bound methods (held weakly) called at the start of every outermost backward pass with the Function nodes
+# the pass will visit, whether or not it reaches their owner's parameters: data parallelism queues its
+# end-of-pass work from here, so that a rank whose loss reaches none of its parameters still takes part in
+# the gradient reduction the other ranks start from their gradient hooks.
+_pass_observers: List[Any] = []
+
+
+def _add_pass_observer(method) -> None:
+    _pass_observers.append(weakref.WeakMethod(method))
+
+
+def _notify_pass(nodes) -> None:
+    if _backward_depth != 1:
+        return
+    for ref in list(_pass_observers):
+        fn = ref()
+        if fn is None:
+            _pass_observers.remove(ref)
+        else:
+            fn(nodes)
 
 # ---- Function --------------------------------------------------------------------------------
 class Function:
@@ -303,6 +326,8 @@ def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
 
 def _run_backward(root, grad: np.ndarray, retain_graph: bool) -> None:
     if root._ctx is None:  # a leaf: its gradient is the seed itself
+        if _pass_observers:
+            _notify_pass(())
         root._accumulate_grad(grad)
         if getattr(root, "_post_hooks", None):
             _fire_post_hooks(root)
@@ -324,6 +349,8 @@ def _run_backward(root, grad: np.ndarray, retain_graph: bool) -> None:
     pending = {id(root._ctx): [None] * len(root._ctx.out_meta)}
     pending[id(root._ctx)][root._out_index] = grad
     order = _topo_order(root._ctx)
+    if _pass_observers:
+        _notify_pass(order)
     uses = _hooked_leaf_uses(order) if _HookHandle.live else None
     got_grad = set()
     for node in order:

@@ -24,6 +24,13 @@ keeps (activations). ``state_dict()`` gathers one unit at a time and returns the
 and full arrays (collective; rank 0 writes); ``load_state_dict`` takes one and keeps each rank's slices.
 Collectives are started in the order the modules run, which must therefore be the same on every rank
 (no data-dependent choice of modules).
+
+The ranks' losses may reach different units (or none): the gathers of a backward pass follow a plan made
+when it starts (``autograd._pass_observers``), the units whose forward freed them, in the reverse of
+the order their forwards ended, the same on every rank. Reaching a unit gathers the planned units before
+it first; a planned unit this rank's pass does not reach is gathered (the others may need it) and freed at
+once, and its gradients count as zeros (``_ShardReducer.mark_missing``). The gathers use their own
+communicator, so they pair up across ranks independently of when each rank's reduce-scatters start.
 """
 from __future__ import annotations
 
@@ -118,7 +125,8 @@ class FullyShardedDataParallel(Module):
         comm = _c._comm()
         n, r = comm.Get_size(), comm.Get_rank()
         d = self.__dict__
-        d["_comm"], d["_MPI"] = comm, _c._mpi()
+        # a communicator of its own: the gathers pair up whatever the order of the ZeRO reduce-scatters
+        d["_comm"], d["_MPI"] = comm.Dup(), _c._mpi()
         d["units"] = []
         d["_unit_of"] = {}
         for m, params in groups:
@@ -138,9 +146,13 @@ class FullyShardedDataParallel(Module):
             unit.map.madvise(mmap.MADV_DONTNEED)
             m.register_forward_pre_hook(lambda mod, args, unit=unit: self._gather(unit))
             object.__setattr__(m, "forward", self._sharded_forward(m, unit))
+        autograd._add_pass_observer(self._on_pass)
         d["_gathered"] = 0
         d["peak_gathered_bytes"] = 0  # the most full-parameter bytes gathered at once since construction
         d["_in_backward"] = False
+        d["_armed"] = []  # units freed after a forward whose backward must gather them again, in forward order
+        d["_plan"], d["_plan_index"], d["_pos"], d["_reached"] = [], {}, 0, set()
+        d["_reducer"] = None  # set by ZeroRedundancyOptimizer(stage=3)
         d["reshard_after_forward"] = bool(reshard_after_forward)
         d["optimizer_attached"] = False  # set by ZeroRedundancyOptimizer(stage=3)
         d["_buffers_to_sync"] = [b for b in module.buffers() if b is not None and b._data.size] \
@@ -205,6 +217,7 @@ class FullyShardedDataParallel(Module):
                 out, attached = self._attach(out, unit)
                 if not attached or not self.reshard_after_forward:
                     return out  # kept until its backward is done (no output to hang the re-gather on, or asked)
+                self._armed.append(unit)
             self._free(unit)
             return out
         return sharded_forward
@@ -224,17 +237,69 @@ class FullyShardedDataParallel(Module):
         return out, False
 
     # ---- backward -------------------------------------------------------------------------------
-    def _pre_backward(self, unit) -> None:
+    def _check_optimizer(self) -> None:
         if not self.optimizer_attached:
             raise RuntimeError("FullyShardedDataParallel: create forgegrad.distributed.ZeroRedundancyOptimizer("
                                "model.parameters(), optimizer_class, stage=3, ...) before the first backward (a plain "
                                "optimizer would update parameters that are freed between uses)")
+
+    def _on_pass(self, nodes) -> None:
+        """A backward pass starts: plan its gathers (see the module docstring)."""
+        if not self._armed and not self._gathered:
+            return
+        self._make_plan(nodes)
+        self.__dict__["_in_backward"] = True
+        autograd.queue_callback(self._after_backward)
+
+    def backward_not_run(self) -> None:
+        """ZeroRedundancyOptimizer(stage=3).step() calls it first: after a forward whose backward this rank
+        did not run, the units the others' backward gathers are gathered here too, and count as zeros."""
+        if self._armed:
+            self._make_plan(())
+            self._after_backward()
+
+    def _make_plan(self, nodes) -> None:
+        plan, seen = [], set()
+        for unit in reversed(self._armed):  # a module run twice: where its last forward ended
+            if id(unit) not in seen:
+                seen.add(id(unit))
+                plan.append(unit)
+        d = self.__dict__
+        d["_armed"] = []
+        if plan:
+            self._check_optimizer()
+            d["_reached"] = {id(n.unit) for n in nodes
+                             if isinstance(n, _PreBackward) and getattr(n, "owner", None) is self}
+        d["_plan"], d["_plan_index"], d["_pos"] = plan, {id(u): i for i, u in enumerate(plan)}, 0
+
+    def _pre_backward(self, unit) -> None:
+        self._check_optimizer()
         if not self._in_backward:
             self.__dict__["_in_backward"] = True
             autograd.queue_callback(self._after_backward)
+        if self._plan_index.get(id(unit), -1) >= self._pos:
+            self._advance(unit)
         self._gather(unit)
         if unit.pending is None:
             unit.pending = len(unit.params)
+
+    def _advance(self, upto=None) -> None:
+        """Gather the planned units before ``upto`` (all: None) in plan order, the same on every rank;
+        those this rank's pass does not reach are freed at once and their gradients count as zeros."""
+        while self._pos < len(self._plan):
+            unit = self._plan[self._pos]
+            self.__dict__["_pos"] = self._pos + 1
+            if unit is upto:
+                return
+            self._gather(unit)
+            if upto is not None and id(unit) in self._reached:
+                if unit.pending is None:  # reached later in this pass: freed once its gradients are final
+                    unit.pending = len(unit.params)
+                continue
+            self._free(unit)
+            unit.pending = None
+            if self._reducer is not None:
+                self._reducer.mark_missing(unit)
 
     def _on_grad(self, p: Tensor) -> None:
         unit = self._unit_of[id(p)]
@@ -245,7 +310,10 @@ class FullyShardedDataParallel(Module):
                 self._free(unit)
 
     def _after_backward(self) -> None:
-        self.__dict__["_in_backward"] = False
+        self._advance()  # the planned units this pass did not reach here, which other ranks may have gathered
+        d = self.__dict__
+        d["_plan"], d["_plan_index"], d["_pos"], d["_reached"] = [], {}, 0, set()
+        d["_in_backward"] = False
         self.release()
 
     def release(self) -> None:

@@ -236,6 +236,8 @@ class ZeroRedundancyOptimizer(Optimizer):
         if stage >= 2:
             from .zero_reduce import _ShardReducer
             self._reducer = _ShardReducer(self.groups, self.comm, self.MPI)
+        for fsdp in self._fsdp:  # it marks the units a backward pass does not reach on this rank
+            fsdp.__dict__["_reducer"] = self._reducer
 
     # ---- the torch.optim surface ----------------------------------------------------------------
     @property
@@ -266,6 +268,8 @@ class ZeroRedundancyOptimizer(Optimizer):
                 else:
                     p.grad._data[...] = 0
         self._reduced = False
+        if self._reducer is not None:
+            self._reducer.armed = True  # to step(), a backward pass that reaches no parameter reduces zeros
 
     @contextlib.contextmanager
     def no_sync(self):
@@ -281,7 +285,9 @@ class ZeroRedundancyOptimizer(Optimizer):
     def _reduce_grads(self) -> None:
         """Bring this step's averaged gradients into the shards (``g.grad``)."""
         if self._reducer is not None:
-            self._reducer.finish()
+            for fsdp in self._fsdp:  # stage 3: a forward whose backward did not run here still gathers
+                fsdp.backward_not_run()
+            self._reducer.before_step()  # a rank that ran no backward reduces zeros with the others' round
             return
         if self._reduced:
             return
@@ -351,6 +357,8 @@ class ZeroRedundancyOptimizer(Optimizer):
                 self.comm.Allgather(g.local_slice(unit, g.local._data), flat)
                 unit.write_params(flat)
         self._reduced = False
+        if self._reducer is not None:
+            self._reducer.after_step()
         return loss
 
     def local_state_bytes(self) -> int:
