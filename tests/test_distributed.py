@@ -163,7 +163,8 @@ def test_fit_under_mpi_averages_metrics_shards_data_and_writes_on_rank_0(tmp_pat
 
 
 @pytest.mark.parametrize("mode, message", [
-    ("kill", "BAD TERMINATION"),
+    # Hydra kills the others, or (a race on a loaded machine) rank 0 sees the dead peer first and aborts
+    ("kill", ("BAD TERMINATION", "rank 0 failed with")),
     ("raise", "rank 1 failed with RuntimeError; aborting the job"),
     ("exit", "rank 1 exited with status 3; aborting the job"),
     ("mismatch", "the model differs between ranks (rank 0 has 0.weight (16, 6) float32, rank 1 has 0.weight "
@@ -180,7 +181,8 @@ def test_a_failing_rank_ends_the_job_with_a_clear_error(mode, message):
     # the timeout is the "never a hang" check: subprocess.run raises TimeoutExpired after 60 s
     proc = run_job(2, "failing_job.py", mode, timeout=60, check=False)
     assert proc.returncode != 0
-    assert message in proc.stdout + proc.stderr
+    messages = message if isinstance(message, tuple) else (message,)
+    assert any(m in proc.stdout + proc.stderr for m in messages), proc.stdout + proc.stderr
     assert "finished although" not in proc.stdout
 
 

@@ -150,7 +150,9 @@ class FullyShardedDataParallel(Module):
         d["_gathered"] = 0
         d["peak_gathered_bytes"] = 0  # the most full-parameter bytes gathered at once since construction
         d["_in_backward"] = False
-        d["_armed"] = []  # units freed after a forward whose backward must gather them again, in forward order
+        # units freed after a forward whose backward must gather them again: id -> unit, in the order their
+        # forwards last ended (a module run twice moves to the end)
+        d["_armed"] = {}
         d["_plan"], d["_plan_index"], d["_pos"], d["_reached"] = [], {}, 0, set()
         d["_reducer"] = None  # set by ZeroRedundancyOptimizer(stage=3)
         d["reshard_after_forward"] = bool(reshard_after_forward)
@@ -217,7 +219,8 @@ class FullyShardedDataParallel(Module):
                 out, attached = self._attach(out, unit)
                 if not attached or not self.reshard_after_forward:
                     return out  # kept until its backward is done (no output to hang the re-gather on, or asked)
-                self._armed.append(unit)
+                self._armed.pop(id(unit), None)
+                self._armed[id(unit)] = unit
             self._free(unit)
             return out
         return sharded_forward
@@ -259,13 +262,9 @@ class FullyShardedDataParallel(Module):
             self._after_backward()
 
     def _make_plan(self, nodes) -> None:
-        plan, seen = [], set()
-        for unit in reversed(self._armed):  # a module run twice: where its last forward ended
-            if id(unit) not in seen:
-                seen.add(id(unit))
-                plan.append(unit)
+        plan = list(self._armed.values())[::-1]
         d = self.__dict__
-        d["_armed"] = []
+        d["_armed"] = {}
         if plan:
             self._check_optimizer()
             d["_reached"] = {id(n.unit) for n in nodes
