@@ -19,6 +19,7 @@ from typing import Any, List, Sequence
 
 import numpy as np
 
+from . import _version_counter as _vc
 from . import devices as _devices
 from .grad_mode import (_state, enable_grad, graph_free, is_grad_enabled, no_grad, set_grad_enabled,  # noqa: F401
                         trace)
@@ -84,10 +85,14 @@ class Function:
     # True: an unregistered Function whose numpy code computes in its inputs' dtype runs float64 as is
     handles_float64 = False
 
-    __slots__ = ("parents", "needs_input_grad", "saved_tensors", "out_meta", "released", "__dict__")
+    # saved_at: the in-place write clock when save_for_backward ran (None: nothing saved; apply sets it)
+    __slots__ = ("parents", "needs_input_grad", "saved_tensors", "saved_at", "out_meta", "released", "__dict__")
 
     def save_for_backward(self, *arrays) -> None:
+        """Keep ``arrays`` for backward (``ctx.saved_tensors``). The in-place write clock is noted with them:
+        backward raises if one of them has been written in place since (see forgegrad._version_counter)."""
         self.saved_tensors = arrays
+        self.saved_at = _vc.clock
 
     @staticmethod
     def forward(ctx, *args, **kwargs):  # pragma: no cover - abstract
@@ -155,6 +160,7 @@ class Function:
             return wrap(out)
         ctx = cls.__new__(cls)
         ctx.needs_input_grad = needs
+        ctx.saved_at = None
         out = cls.forward(ctx, *raw, **kwargs)
         if type(out) is tuple:
             results = tuple([wrap(o) for o in out])
@@ -365,6 +371,9 @@ def _run_backward(root, grad: np.ndarray, retain_graph: bool) -> None:
                 "tensors after they have already been freed). Specify retain_graph=True if you "
                 "need to backward through the graph a second time."
             )
+        saved_at = node.saved_at
+        if saved_at is not None and saved_at != _vc.clock:  # a write since it saved: into what it saved?
+            _vc.check(node, node.saved_tensors, saved_at)
         # outputs that did not reach the loss get zeros on the device of those that did (a single output did)
         if len(gouts) > 1 and any(g is None for g in gouts):
             dev = _devices.device_of(next(g for g in gouts if g is not None))

@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from .. import _version_counter as _vc
 from ..optim.optimizer import _SCALAR_STATE_KEYS, Optimizer
 from ..tensor import Tensor
 from . import comm as _c
@@ -92,6 +93,7 @@ class _Unit:
     def write_params(self, flat: np.ndarray) -> None:
         for p, lo, hi in zip(self.params, self.offsets[:-1], self.offsets[1:]):
             p._data[...] = flat[lo:hi].reshape(p._data.shape)
+        _vc.bump_arrays([p._data for p in self.params])  # the step's in-place write, counted (p._version)
 
 
 class _Group:

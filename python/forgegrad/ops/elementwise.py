@@ -113,7 +113,10 @@ class PowFunction(Function):
 
 class _UnaryMathFunction(Function):
     """y = fn(a) elementwise, with the gradient grad(g, a, y): the pointwise ops below are one table row
-    each (their Function classes are made from it)."""
+    each (their Function classes are made from it). Only what the gradient reads is saved (``reads``: "a",
+    "y", both or neither), as torch's: an in-place change of the other is then no error at backward."""
+
+    reads = "ay"
 
     @staticmethod
     def fn(a):  # pragma: no cover - set per op
@@ -125,8 +128,9 @@ class _UnaryMathFunction(Function):
 
     @staticmethod
     def forward(ctx, a):
-        y = type(ctx).fn(a)
-        ctx.save_for_backward(a, y)
+        cls = type(ctx)
+        y = cls.fn(a)
+        ctx.save_for_backward(a if "a" in cls.reads else None, y if "y" in cls.reads else None)
         return y
 
     @staticmethod
@@ -135,24 +139,24 @@ class _UnaryMathFunction(Function):
         return type(ctx).grad(g, a, y)
 
 
-def _unary(name, fn, grad, flops, make=S.rand):
+def _unary(name, fn, grad, reads, flops, make=S.rand):
     """Define and register the Function of a pointwise op from its formula and gradient."""
     title = "".join(part.title() for part in name.split("_"))
     cls = type(f"{title}Function", (_UnaryMathFunction,), {
         "__module__": __name__, "__qualname__": f"{title}Function", "__doc__": f"{name}(a) elementwise.",
-        "fn": staticmethod(fn), "grad": staticmethod(grad)})
+        "fn": staticmethod(fn), "grad": staticmethod(grad), "reads": reads})
     return register_op(name, meta=M.same, flops=M.per_output_element(flops), samples=S.unary(make),
                        torch=lambda torch, a: getattr(torch, name)(a))(cls)
 
 
-# name, y = fn(a), dL/da from (g, a, y), FLOPs per element, samples
-NegFunction = _unary("neg", np.negative, lambda g, a, y: -g, 1)
-ExpFunction = _unary("exp", float_of_bool(np.exp), lambda g, a, y: g * y, 4)
-LogFunction = _unary("log", float_of_bool(np.log), lambda g, a, y: g / a, 4, S.positive)
-SqrtFunction = _unary("sqrt", float_of_bool(np.sqrt), lambda g, a, y: g / (2 * y), 1, S.positive)
-AbsFunction = _unary("abs", np.abs, lambda g, a, y: g * np.sign(a), 1)
-SinFunction = _unary("sin", float_of_bool(np.sin), lambda g, a, y: g * np.cos(a), 4)
-CosFunction = _unary("cos", float_of_bool(np.cos), lambda g, a, y: -g * np.sin(a), 4)
+# name, y = fn(a), dL/da from (g, a, y), what that reads of a and y, FLOPs per element, samples
+NegFunction = _unary("neg", np.negative, lambda g, a, y: -g, "", 1)
+ExpFunction = _unary("exp", float_of_bool(np.exp), lambda g, a, y: g * y, "y", 4)
+LogFunction = _unary("log", float_of_bool(np.log), lambda g, a, y: g / a, "a", 4, S.positive)
+SqrtFunction = _unary("sqrt", float_of_bool(np.sqrt), lambda g, a, y: g / (2 * y), "y", 1, S.positive)
+AbsFunction = _unary("abs", np.abs, lambda g, a, y: g * np.sign(a), "a", 1)
+SinFunction = _unary("sin", float_of_bool(np.sin), lambda g, a, y: g * np.cos(a), "a", 4)
+CosFunction = _unary("cos", float_of_bool(np.cos), lambda g, a, y: -g * np.sin(a), "a", 4)
 
 
 def _clamp_promotes(a, lo, hi) -> bool:
@@ -280,12 +284,13 @@ _CUDA_UNARY_GRADS = {
 
 
 class _UnaryCudaFunction(Function):
-    """fn(a) elementwise on cuda; saves a and y as the CPU Function does."""
+    """fn(a) elementwise on cuda; saves what the CPU Function does (its ``reads``)."""
 
     @staticmethod
     def forward(ctx, a):
         y = CN.pw(type(ctx).op.name, a)
-        ctx.save_for_backward(a, y)
+        reads = type(ctx).reads
+        ctx.save_for_backward(a if "a" in reads else None, y if "y" in reads else None)
         return y
 
     @staticmethod
@@ -296,7 +301,8 @@ class _UnaryCudaFunction(Function):
 
 for _fn in (NegFunction, ExpFunction, LogFunction, SqrtFunction, AbsFunction, SinFunction, CosFunction):
     _fn.op.add_device("cuda", type(f"{_fn.__name__[:-8]}CudaFunction", (_UnaryCudaFunction,),
-                                   {"__module__": __name__, "__doc__": f"{_fn.op.name} on cuda."}))
+                                   {"__module__": __name__, "__doc__": f"{_fn.op.name} on cuda.",
+                                    "reads": _fn.reads}))
 
 
 class ClampCudaFunction(Function):

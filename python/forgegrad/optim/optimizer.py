@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from .. import _version_counter as _vc
 from .. import devices as _devices
 from ..autograd import enable_grad
 from ..tensor import Tensor
@@ -211,10 +212,18 @@ class Optimizer:
         """Perform one optimization step over every parameter that has a gradient; ``closure``
         re-evaluates the model and returns the loss, which step returns."""
         loss = self._run_closure(closure)
+        written = []
         for group in self.param_groups:
             pairs = self._params_with_grad(group)
             for part in _by_device(pairs):  # one update per device holding parameters of the group
                 self._step_group(group, part)
+                written.extend([p._data for p, _ in part])
+        # each parameter was written in place once (torch's foreach step counts one in p._version): a graph
+        # that saved one before the step refuses to run backward through its old value
+        counter = self.__dict__.get("_count_writes")
+        if counter is None:
+            counter = self._count_writes = _vc.WriteCounter()
+        counter(written)
         return loss
 
     def _step_group(self, group: Dict[str, Any], pairs) -> None:
