@@ -4,14 +4,17 @@ Outside autograd (no tensor involved requires grad, or grad mode is off) the res
 the tensor's storage, so every tensor sharing it (``.data``, ``detach()``, views of numpy) sees it.
 Inside autograd:
 
-- a leaf that requires grad refuses (RuntimeError, torch's message): its value is what backward
-  differentiates with respect to;
+- a leaf that requires grad, or a view of one (reshape, slice, transpose of it), refuses (RuntimeError,
+  torch's messages): its value is what backward differentiates with respect to;
 - any other tensor is rebound to the op's recorded result (its storage and graph node are replaced,
   the old node stays where earlier ops saved it), so gradients are right; tensors that shared the
   old storage keep the old values (torch would update them: the one difference).
 
-Not detected (torch's version counters would): modifying, outside autograd, an array that a recorded
-op saved for its backward, e.g. ``y = x.sigmoid(); y.data.mul_(2); y.sum().backward()``.
+Either way the write is counted in the tensor's version (``t._version``, shared with its views), and
+backward refuses an array a recorded op saved if it was written since, with torch's RuntimeError:
+``y = x.sigmoid(); y.mul_(2); y.sum().backward()`` raises (under no_grad too, and through a view or
+``detach()``), as torch does. ``y.data`` has a counter of its own, so writes through it are not
+checked (torch's escape hatch). See forgegrad._version_counter.
 """
 from __future__ import annotations
 

@@ -114,33 +114,16 @@ def unbump(t) -> None:
 
 
 def bump_arrays(arrays) -> None:
-    """Count one in-place write into each of ``arrays`` (an optimizer step, a load into parameters): one
-    clock tick stamps them all. Written out (no calls per array): an optimizer runs it every step."""
-    global clock
-    clock += 1
-    get = entries.get
+    """Count one in-place write into each of ``arrays`` (a load into parameters, an L-BFGS update)."""
     for a in arrays:
-        if isinstance(a, _NDARRAY):  # its root (numpy keeps .base one level deep: at most one step)
-            base = a.base
-            while isinstance(base, _NDARRAY):
-                a, base = base, base.base
-        e = get(id(a))
-        if e is None:
-            e = _entry(a)
-            if e is None:
-                continue
-        e[0] += 1
-        stamps = e[1]
-        stamps.append(clock)
-        if len(stamps) > 4 * _HISTORY:  # trimmed now and then, not at every write
-            del stamps[:-_HISTORY]
-            e[2] = True
+        _write(root(a))
 
 
 class WriteCounter:
     """Counts one in-place write into each of a list of arrays per call, for a caller that writes the same
     arrays at every step (an optimizer's parameters): their entries are looked up again only when the
-    arrays change (identity), so a step costs an increment per array."""
+    arrays change (identity), so a step costs an increment per array (the stamping of :func:`_write`,
+    written out: it runs for every parameter at every step)."""
 
     __slots__ = ("arrays", "entries")
 
