@@ -31,9 +31,11 @@ import numpy as np
 _NDARRAY = np.ndarray
 _HISTORY = 16  # write stamps kept at least per array, to name the version a saved array was at in the error
 
-# id(root array) -> [in-place writes so far, [clock stamps of its last (at least _HISTORY) writes], whether
-# older stamps were dropped]; an array not listed is at version 0. _refs holds the weak reference whose
-# callback removes the entry when the array is freed (so a later array that gets the same id starts afresh).
+# id(root array) -> [writes not stamped, [clock stamps of the writes since], whether stamps were dropped]:
+# its version is the first plus the number of stamps (an array not listed is at version 0). Stamps are
+# dropped, oldest first, once there are more than 4 * _HISTORY; a carried count (see carry) is unstamped.
+# _refs holds the weak reference whose callback removes the entry when the array is freed (so a later
+# array that gets the same id starts afresh).
 entries: Dict[int, list] = {}
 _refs: Dict[int, "weakref.ref"] = {}
 clock = 0  # counted writes so far, over all arrays
@@ -56,7 +58,7 @@ def root(arr):
 def version_of(arr) -> int:
     """The in-place writes that ``arr``'s storage has had."""
     e = entries.get(id(root(arr)))
-    return 0 if e is None else e[0]
+    return 0 if e is None else e[0] + len(e[1])
 
 
 def _forget(key: int) -> None:
@@ -78,18 +80,22 @@ def _entry(r):
     return e
 
 
+def _trim(e) -> None:
+    stamps = e[1]
+    if len(stamps) > 4 * _HISTORY:
+        e[0] += len(stamps) - _HISTORY
+        del stamps[:-_HISTORY]
+        e[2] = True
+
+
 def _write(r) -> None:
     """Count one in-place write into root array ``r``."""
     global clock
     e = _entry(r)
     if e is not None:
         clock += 1
-        e[0] += 1
-        stamps = e[1]
-        stamps.append(clock)
-        if len(stamps) > 4 * _HISTORY:
-            del stamps[:-_HISTORY]
-            e[2] = True
+        e[1].append(clock)
+        _trim(e)
 
 
 def bump(t) -> None:
@@ -109,7 +115,6 @@ def unbump(t) -> None:
         return
     e = entries.get(id(root(t._data)))
     if e is not None and e[1]:
-        e[0] -= 1
         e[1].pop()
 
 
@@ -122,28 +127,29 @@ def bump_arrays(arrays) -> None:
 class WriteCounter:
     """Counts one in-place write into each of a list of arrays per call, for a caller that writes the same
     arrays at every step (an optimizer's parameters): their entries are looked up again only when the
-    arrays change (identity), so a step costs an increment per array (the stamping of :func:`_write`,
-    written out: it runs for every parameter at every step)."""
+    arrays change (identity), so a step costs one list append per array."""
 
-    __slots__ = ("arrays", "entries")
+    __slots__ = ("arrays", "entries", "appends", "calls")
 
     def __init__(self):
         self.arrays: list = []
         self.entries: list = []
+        self.appends: list = []
+        self.calls = 0
 
     def __call__(self, arrays: list) -> None:
         global clock
         if len(arrays) != len(self.arrays) or not all(map(operator.is_, arrays, self.arrays)):
             self.arrays = arrays  # holding them keeps their entries alive while they are in use
             self.entries = [e for e in (_entry(root(a)) for a in arrays) if e is not None]
+            self.appends = [e[1].append for e in self.entries]  # _trim keeps each stamps list object
         clock += 1
-        for e in self.entries:
-            e[0] += 1
-            stamps = e[1]
-            stamps.append(clock)
-            if len(stamps) > 4 * _HISTORY:
-                del stamps[:-_HISTORY]
-                e[2] = True
+        for append in self.appends:
+            append(clock)
+        self.calls += 1
+        if self.calls % _HISTORY == 0:
+            for e in self.entries:
+                _trim(e)
 
 
 def carry(old, new) -> None:
@@ -155,7 +161,7 @@ def carry(old, new) -> None:
     if r_new is not r_old and n > version_of(r_new):
         e = _entry(r_new)
         if e is not None:
-            e[0] = n
+            e[0] = n - len(e[1])
 
 
 def rebind(t, new) -> None:
@@ -173,7 +179,8 @@ def check(node, arrays, saved_at: int) -> None:
         e = entries.get(id(root(a)))
         if e is None or not e[1] or e[1][-1] <= saved_at:
             continue
-        now, stamps, trimmed = e
+        unstamped, stamps, trimmed = e
+        now = unstamped + len(stamps)
         later = sum(1 for c in stamps if c > saved_at)
         exact = later < len(stamps) or not trimmed  # else the writes before the stamps kept are not known
         then = str(now - later) if exact else f"{now - later} or earlier"
