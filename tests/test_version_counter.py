@@ -92,6 +92,27 @@ def test_init_load_state_dict_and_optimizer_steps_count_like_torch():
     assert got == want == [1, 2, 3, 4, 5, 6]
 
 
+def test_long_training_counts_every_step_like_torch():
+    def program(lib):
+        m = lib.nn.Sequential(lib.nn.Linear(2, 2), lib.nn.Tanh(), lib.nn.Linear(2, 1))
+        opt = lib.optim.SGD(m.parameters(), lr=0.01)
+        start = m[2].weight._version
+        x = lib.tensor(_arr(3, 2))
+        for _ in range(5 * 16):  # past the stamps' trimming
+            opt.zero_grad()
+            m(x).sum().backward()
+            opt.step()
+        loss = m(x).sum()
+        opt.step()
+        try:
+            loss.backward()
+        except RuntimeError as e:  # the second layer's weight, saved before the step
+            now, then = map(int, re.search(r"is at version (\d+); expected version (\d+)", str(e)).groups())
+            return m[2].weight._version - start, now - then
+    got, want = _both(program)
+    assert got == want == (81, 1)
+
+
 def test_a_refused_inplace_op_counts_nothing():
     def program(lib):
         ints = lib.tensor([1, 2])
