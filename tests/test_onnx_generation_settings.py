@@ -207,3 +207,20 @@ def test_bad_arguments_are_named(exported, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         generate_onnx(sess, ids, max_new_tokens=2, generation_config={"num_beam_groups": 1, "typical_p": 1.0})
+
+
+@pytest.mark.parametrize("name", ["gpt2", "t5"])
+def test_banned_end_token_made_finite_then_decayed(exported, name):
+    """remove_invalid_values with exponential_decay_length_penalty while min_new_tokens still bans the end token: its
+    score (float32's min once made finite) grows past float32's max to +inf in every beam, as in transformers, and
+    beam search keeps the tied hypotheses torch.topk keeps: transformers' tokens, eager and in onnxruntime."""
+    hf, model, _, sessions, _, _ = exported[name]
+    ids, mask = _prompts(name in SEQ2SEQ)
+    ends = {"eos_token_id": 1, "pad_token_id": 0} if name in SEQ2SEQ else {"eos_token_id": 5, "pad_token_id": VOCAB - 1}
+    for num_beams, start in ((3, 0), (3, 1), (1, 1)):
+        kw = dict(max_new_tokens=NEW, num_beams=num_beams, remove_invalid_values=True, min_new_tokens=3,
+                  exponential_decay_length_penalty=(start, 3.0), **ends)
+        want = _hf(hf, ids, mask, do_sample=False, **kw)
+        assert want.shape[1] < ids.shape[1] + NEW  # the end token came first, banned as it was
+        np.testing.assert_array_equal(generate(model, ids, attention_mask=mask, **kw), want)
+        np.testing.assert_array_equal(_onnx(name, model, sessions, ids, mask, **kw), want)
