@@ -460,7 +460,7 @@ def test_word_level_stop_strings_end_generation_as_transformers(tmp_path):
 def test_word_level_stop_strings_transformers_refuses_are_refused(tmp_path):
     """Where transformers' StopStringCriteria raises ValueError for a word-level tokenizer, so does forgegrad, before
     any token is generated: a vocabulary without the word "abcdef" (transformers: "substring not found"), stop
-    strings whose last characters no token holds."""
+    strings no token can end."""
     from transformers.generation.stopping_criteria import StopStringCriteria
     from forgegrad.models.hf.stopping import StopStrings
     from forgegrad.models.hf.tokenizer import load_tokenizer
@@ -481,7 +481,28 @@ def test_word_level_stop_strings_transformers_refuses_are_refused(tmp_path):
     with pytest.raises(ValueError, match="unable to identify tokens"):
         StopStringCriteria(fast, ["zz", "x!"])
     for tok in (fast, load_tokenizer(spelled, len(fast))):
-        with pytest.raises(ValueError, match="no token of the tokenizer's vocabulary holds"):
+        with pytest.raises(ValueError, match="no token of the tokenizer's vocabulary can end"):
             StopStrings(["zz", "x!"], tok)
         assert StopStrings(["zz", "now"], tok).strings  # one string that can match is enough, as transformers
     StopStringCriteria(fast, ["zz", "now"])
+
+
+@pytest.mark.parametrize("stops,refused", [(["xe"], True), (["thee"], True), (["oe", "zz"], True), (["the"], False),
+                                           (["he"], False), (["now the"], False), (["xe", "he"], False)])
+def test_stop_strings_no_token_can_end_are_refused_as_transformers(tmp_path, stops, refused):
+    """transformers refuses stop strings that no token can end: a token must hold the string's last character where
+    the text before it in the token and the string agree ("xe" and "thee" with words " the", " he": the "e" is there,
+    but after "th" / " t"), not merely hold the character; so does forgegrad, before any token."""
+    from transformers.generation.stopping_criteria import StopStringCriteria
+    from forgegrad.models.hf.stopping import StopStrings
+    from forgegrad.models.hf.tokenizer import load_tokenizer
+    path, fast = _word_level(tmp_path / "words", spelled=True)
+    for tok in (fast, load_tokenizer(path, len(fast))):
+        if refused:
+            with pytest.raises(ValueError, match="unable to identify tokens"):
+                StopStringCriteria(fast, stops)
+            with pytest.raises(ValueError, match="no token of the tokenizer's vocabulary"):
+                StopStrings(stops, tok)
+        else:
+            StopStringCriteria(fast, stops)
+            assert StopStrings(stops, tok).strings

@@ -11,8 +11,9 @@ only at the start of a text).
 
 Where transformers refuses stop strings, so does this, with a ValueError when the StopStrings is made (before any
 token is generated): a tokenizer that does not spell the prefix (a word-level vocabulary without the word "abcdef":
-transformers' ``str.index`` fails, "substring not found"), and stop strings none of whose last characters (bytes, for
-a byte-level or byte-fallback vocabulary) is in any token (transformers: "unable to identify tokens matching").
+transformers' ``str.index`` fails, "substring not found"), and stop strings no token can end: none holds a string's
+last character (byte, for a byte-level or byte-fallback vocabulary) where its text up to there and the string end one
+another (transformers: "unable to identify tokens matching").
 """
 from __future__ import annotations
 
@@ -72,6 +73,18 @@ def _byte_decoder() -> Dict[str, int]:
     return {chr(c): b for b, c in zip(chars, codes)}
 
 
+def _can_end(token: bytes, string: bytes, last: bytes) -> bool:
+    """Whether ``token`` can end a match of ``string`` (``last``: its last character or byte): at an occurrence of
+    ``last`` in the token, the token's text up to there ends with the string, or the string ends with it."""
+    i = token.find(last) if last else -1
+    while i >= 0:
+        head = token[:i + len(last)]
+        if head.endswith(string) or string.endswith(head):
+            return True
+        i = token.find(last, i + 1)
+    return False
+
+
 class StopStrings:
     """``__call__(sequences (rows, L)) -> (rows,) bool``: where a stop string ends inside the row's last token."""
 
@@ -96,18 +109,20 @@ class StopStrings:
 
     def _check_vocabulary(self, strings: Sequence[str]) -> None:
         """ValueError where transformers' StopStringCriteria refuses ``strings`` for this tokenizer: a token's text
-        cannot be read (``_compute``), or no token holds the last character of any stop string (compared as bytes for
-        a byte-level or byte-fallback vocabulary, as characters otherwise), so that none could ever match. Reads the
-        tokens in id order until one holds such a character (all of them, to refuse the strings)."""
-        ends = {s.encode("utf-8")[-1:] if self._mode else s[-1:].encode("utf-8") for s in strings}
+        cannot be read (``_compute``), or no token can end any stop string, so that none could ever match. A token
+        can end a string where it holds the string's last character (its last byte, for a byte-level or
+        byte-fallback vocabulary) and the token's text up to it and the string end one another (transformers' "end
+        overlaps": "the" ends "he" and "he" ends "the", but " the" ends neither "xe" nor "thee"). Reads the tokens
+        in id order until one can (all of them, to refuse the strings)."""
+        ends = [(s.encode("utf-8"), s.encode("utf-8")[-1:] if self._mode else s[-1:].encode("utf-8"))
+                for s in strings]
         for token in range(self._backend.get_vocab_size(with_added_tokens=True)):
             got = self.token_bytes(token)
-            if any(end and end in got for end in ends):
+            if any(_can_end(got, s, last) for s, last in ends):
                 return
-        raise ValueError(f"generate: stop_strings {list(strings)!r}: no token of the tokenizer's vocabulary holds the "
-                         "last character of any of them, so none could ever match (transformers' StopStringCriteria "
-                         "refuses them too: \"unable to identify tokens matching one or more of the supplied stop "
-                         "string(s)\")")
+        raise ValueError(f"generate: stop_strings {list(strings)!r}: no token of the tokenizer's vocabulary can end "
+                         "any of them, so none could ever match (transformers' StopStringCriteria refuses them too: "
+                         "\"unable to identify tokens matching one or more of the supplied stop string(s)\")")
 
     def token_bytes(self, token: int) -> bytes:
         """The bytes ``token`` stands for (cached)."""
