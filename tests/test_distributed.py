@@ -102,12 +102,17 @@ def test_zero_stages_2_and_3_match_ddp_with_clipping_accumulation_and_a_schedule
                 "zero3_keep_clip_accumulate"):
         assert res[key] <= 1e-6, (key, res[key])
     assert res["clipped_steps"] == 20
-    # FULL_SHARD: one unit (a Linear) gathered at a time, in forward and in backward; kept from forward to
-    # backward: all three at the end of the forward
-    peak, largest = res["zero3_peak_gathered_reshard_True"]
+    # FULL_SHARD: one unit (a Linear) gathered at a time, in forward and in backward, or two with backward
+    # prefetch (the default); kept from forward to backward: all three at the end of the forward
+    peak, largest = res["zero3_peak_gathered_no_prefetch"]
     assert peak == largest
+    peak, largest = res["zero3_peak_gathered_reshard_True"]
+    assert largest < peak <= 2 * largest
     peak, largest = res["zero3_peak_gathered_reshard_False"]
     assert largest < peak <= 3 * largest
+    # prefetch on or off, forward or backward (PRE or POST): the same parameters, bit for bit, every step
+    assert res["zero3_prefetch_identical"] == {k: True for k in ("none", "post", "forward_pre", "accumulate_none",
+                                                                 "accumulate_forward_post", "keep_forward")}
     if ranks == 2:  # 2 ranks x 4 samples == one process on the 8: the same 20 Adam steps
         for stage in (2, 3):
             np.testing.assert_allclose(np.load(tmp_path / f"zero{stage}.npy"), reference_params(), rtol=0, atol=1e-6)

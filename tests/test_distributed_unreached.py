@@ -53,14 +53,19 @@ def _reference(job):
 
 def test_ranks_reaching_different_parameters_or_none_reduce_zeros_for_them(tmp_path):
     """DDP + Adam, DistributedOptimizer, ZeRO-1, ZeRO-2 and FullyShardedDataParallel + ZeRO-3 (resharding
-    after forward or not) through steps where rank 1's loss reaches no parameter, one head only, the other
-    rank's head only, with two micro-batches of which one reaches nothing, after a forward without backward,
-    and (except FSDP, whose forwards gather) without forward or backward."""
+    after forward or not, prefetching or not) through steps where rank 1's loss reaches no parameter, one
+    head only, the other rank's head only, with two micro-batches of which one reaches nothing, after a
+    forward without backward, and (except FSDP, whose forwards gather) without forward or backward."""
     run_job(2, "unreached_job.py", tmp_path, timeout=60)
     job = _job_module()
     res = json.loads((tmp_path / "result.json").read_text())
-    names = ["ddp", "distributed_optimizer", "zero1", "zero2", "fsdp_reshard_True", "fsdp_reshard_False"]
+    names = ["ddp", "distributed_optimizer", "zero1", "zero2", "fsdp_reshard_True", "fsdp_no_prefetch",
+             "fsdp_forward_post", "fsdp_reshard_False"]
     assert res["identical"] == {n: True for n in names}
+    # FSDP's prefetch (backward's by default, none, forward's with BACKWARD_POST) only moves data: the same bits
+    fsdp = np.load(os.path.join(tmp_path, "fsdp_reshard_True.npy"))
+    for name in ("fsdp_no_prefetch", "fsdp_forward_post"):
+        assert np.array_equal(np.load(os.path.join(tmp_path, f"{name}.npy")), fsdp), name
     ref = _reference(job)
     # the FSDP runs replace rank 1's "idle" step by "skip" (a forward without backward): the same losses
     for name in names:

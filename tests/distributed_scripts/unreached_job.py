@@ -6,8 +6,9 @@ plans (PLANS below): "ab" (the loss uses both heads), "a" / "b" (one head: the o
 get no gradient there), "none" (a loss that reaches no parameter), "skip" (a forward, no backward) and
 "idle" (neither forward nor backward; not for FullyShardedDataParallel, whose forwards gather). Every
 configuration (DDP + Adam, DistributedOptimizer, ZeRO-1, ZeRO-2, FullyShardedDataParallel + ZeRO-3 with
-and without resharding) trains through the same plans; rank 0 writes each one's final parameters to
-OUT_DIR/<name>.npy and OUT_DIR/result.json (whether all ranks ended with identical parameters).
+and without resharding, with and without prefetch) trains through the same plans; rank 0 writes each
+one's final parameters to OUT_DIR/<name>.npy and OUT_DIR/result.json (whether all ranks ended with
+identical parameters).
 tests/test_distributed_unreached.py checks them against one process that averages the ranks' losses.
 """
 import sys
@@ -108,10 +109,13 @@ def main():
                                               lr=LR), rank)
         finals[f"zero{stage}"] = m
 
-    for reshard in (True, False):
-        m = dist.FullyShardedDataParallel(make_model(), reshard_after_forward=reshard)
+    # the defaults (backward prefetch), no prefetch, forward prefetch too (with BACKWARD_POST), and no resharding
+    for name, kwargs in (("fsdp_reshard_True", {}), ("fsdp_no_prefetch", dict(backward_prefetch=None)),
+                         ("fsdp_forward_post", dict(forward_prefetch=True, backward_prefetch="BACKWARD_POST")),
+                         ("fsdp_reshard_False", dict(reshard_after_forward=False, forward_prefetch=True))):
+        m = dist.FullyShardedDataParallel(make_model(), **kwargs)
         train(m, dist.ZeroRedundancyOptimizer(m.parameters(), optim.Adam, stage=3, lr=LR), rank, fsdp=True)
-        finals[f"fsdp_reshard_{reshard}"] = m
+        finals[name] = m
 
     identical = {}
     for name, m in finals.items():
