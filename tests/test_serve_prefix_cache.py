@@ -383,3 +383,15 @@ def test_a_prefix_cache_that_cannot_apply_is_named_at_startup(checkpoints, tmp_p
         pass
     assert not any("no prefix cache" in r.getMessage() for r in caplog.records)
     assert any("one at a time, a prefix cache of up to 1024 MiB" in r.getMessage() for r in caplog.records)
+
+
+def test_generate_with_a_prefix_cache_names_bad_prompts(checkpoints):
+    """An empty or malformed prompt with ``prefix_cache`` gets generate's own error naming input_ids (as without the
+    cache), not numpy's."""
+    from forgegrad.models.hf import generate
+    model = from_pretrained(checkpoints["gpt2"])
+    for bad, words in (([[]], "at least one token"), ([], "at least one token"), ("abc", "shape"),
+                       (np.zeros((1, 0), np.int64), "at least one token")):
+        for cache in (None, PrefixCache(1 << 20, BLOCK)):
+            with pytest.raises(ValueError, match=f"generate: input_ids .*{words}"):
+                generate(model, bad, max_new_tokens=2, prefix_cache=cache)

@@ -304,7 +304,7 @@ def _check_prefix_cache(model, prefix_cache, input_ids, attention_mask, beams, r
         raise ValueError(f"generate: prefix_cache does not apply to this model: {why}")
     if getattr(model, "recompute_cache_at", None) is not None:
         raise ValueError("generate: prefix_cache does not apply to a model that recomputes its cache (longrope)")
-    rows = np.asarray(input_ids).reshape(-1, np.shape(input_ids)[-1]).shape[0]
+    rows = ids_array(input_ids, "generate", model.vocab_size).shape[0]  # generate's errors for a bad prompt
     if rows != 1 or returns != 1 or beams is not None:
         raise ValueError(f"generate: prefix_cache needs one prompt, one sequence and num_beams=1, got {rows} prompts, "
                          f"num_return_sequences={returns}, num_beams={1 if beams is None else beams[0]}")
