@@ -10,12 +10,15 @@ read zeros as before), and the next gather of a unit of the same size moves them
 with ``mremap(MREMAP_FIXED)``: two system calls and no page fault, whatever the unit's size.
 
 The pool keeps at most ``capacity`` bytes, counting the pages gathered now: free pages are kept only
-while pooled + gathered bytes stay within it (the oldest go back to the OS first), so a rank never holds
-more full-parameter memory than max(capacity, what is gathered at once). FullyShardedDataParallel sizes
-it for the units in flight (the largest unit, twice with prefetch). Pages are matched by exact size:
-models whose units have one size (transformer blocks, equal layers) reuse them every time; a miss is a
-fresh gather, as without the pool. Where ``mremap`` is missing (not Linux, or a kernel before 5.7 without
-``MREMAP_DONTUNMAP``) the pool reports itself unavailable and units fall back to ``MADV_DONTNEED``.
+while pooled + gathered bytes stay within it (the smallest runs go back to the OS first, being the
+cheapest to fault in again), so a rank never holds more full-parameter memory than max(capacity, what
+is gathered at once). Runs are matched by exact size, so with units of one size (transformer blocks,
+equal layers) the pool never holds more than the most units ever gathered at once, and every gather
+after the first ones reuses pages. FullyShardedDataParallel sets the capacity to one largest unit more
+than it gathers at once (2 units; 3 with prefetch): the spare lets a large run wait in the pool while
+a smaller unit is gathered. A miss is a gather into fresh pages, as without the pool. Where ``mremap``
+is missing (not Linux, or a kernel before 5.7 without ``MREMAP_DONTUNMAP``) the pool reports itself
+unavailable and units fall back to ``MADV_DONTNEED``.
 """
 from __future__ import annotations
 

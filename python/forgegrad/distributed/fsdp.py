@@ -20,20 +20,20 @@ pages exist only while the unit is *gathered*:
   freed; the ZeRO optimizer's hooks have already reduce-scattered the gradients into the shards.
 
 A freed unit's pages go to a small pool (``_pages.py``: moved with ``mremap``, not copied) that the next
-gather of a unit of the same size takes them from, so gathers do not fault and zero fresh pages; the
-pool holds at most the bytes of the units in flight (the largest unit, twice with prefetch), counting
-those gathered now, and returns the rest to the OS (``madvise(MADV_DONTNEED)``, also where ``mremap``
-is missing). Prefetch (torch's ``forward_prefetch`` / ``backward_prefetch``) starts the next unit's
-allgather (``Iallgather``) before the current unit computes: in forward the next unit of the previous
-forward's order, in backward the next unit of the plan below; it only moves data, so the results are
-the same bits with it or without it.
+gather of a unit of the same size takes them from, so gathers do not fault and zero fresh pages. The
+pool and the gathered units together hold at most one largest unit more than the units in flight
+(with units of one size, just those: the peak stays shards + the units in flight); the rest goes back
+to the OS (``madvise(MADV_DONTNEED)``, also where ``mremap`` is missing). ``empty_cache()`` empties it.
+Prefetch (torch's ``forward_prefetch`` / ``backward_prefetch``) starts the next unit's allgather
+(``Iallgather``) before the current unit computes: in forward the next unit of the previous forward's
+order, in backward the next unit of the plan below; it only moves data, so the results are the same
+bits with it or without it.
 
 So a rank holds its shards, plus the gathered units of the module being computed (and the prefetched
-one), plus what autograd keeps (activations). ``state_dict()`` gathers one unit at a time and returns the
-plain model's names and full arrays (collective; rank 0 writes); ``load_state_dict`` takes one and keeps
-each rank's slices.
-Collectives are started in the order the modules run, which must therefore be the same on every rank
-(no data-dependent choice of modules).
+one), plus what autograd keeps (activations). ``state_dict()`` gathers one unit at a time and returns
+the plain model's names and full arrays (collective; rank 0 writes); ``load_state_dict`` takes one and
+keeps each rank's slices. Collectives are started in the order the modules run, which must therefore
+be the same on every rank (no data-dependent choice of modules).
 
 The ranks' losses may reach different units (or none): the gathers of a backward pass follow a plan made
 when it starts (``autograd._pass_observers``), the units whose forward freed them, in the reverse of
@@ -156,8 +156,10 @@ class FullyShardedDataParallel(Module):
         signature.append(("units", len(groups), "; ".join(f"{type(m).__name__}: {', '.join(name_of[id(p)] for p in ps)}"
                                                            for m, ps in groups)))
         signature.append(("settings", f"reshard_after_forward={bool(reshard_after_forward)}",
-                          f"broadcast_buffers={bool(broadcast_buffers)}, forward_prefetch={forward_prefetch}, "
-                          f"backward_prefetch={backward_prefetch}"))
+                          f"broadcast_buffers={bool(broadcast_buffers)}"))
+        # which gathers are nonblocking (MPI pairs blocking with blocking only)
+        signature.append(("prefetch", f"forward_prefetch={forward_prefetch}",
+                          f"backward_prefetch={backward_prefetch and backward_prefetch.name}"))
         _check_same_everywhere(signature, "FullyShardedDataParallel")
         broadcast_parameters(module.state_dict() if broadcast_buffers else dict(module.named_parameters()), 0)
         comm = _c._comm()
@@ -191,7 +193,7 @@ class FullyShardedDataParallel(Module):
         d["forward_prefetch"], d["backward_prefetch"] = forward_prefetch, backward_prefetch
         # with prefetch every gather is an Iallgather (see the module docstring)
         d["_nonblocking"] = forward_prefetch or backward_prefetch is not None
-        in_flight = 2 if d["_nonblocking"] else 1
+        in_flight = 2 if d["_nonblocking"] else 1  # units gathered at once (more only with nested units)
         pool = _pages.PagePool((in_flight + 1) * max(u.mapped for u in self.units))
         d["_pool"] = pool if pool.available else None
         d["_prefetched"] = {}  # id -> unit: gathers started ahead that nothing has waited for yet
