@@ -113,6 +113,18 @@ def test_long_training_counts_every_step_like_torch():
     assert got == want == (81, 1)
 
 
+def test_two_optimizers_over_one_parameter_count_every_step_like_torch():
+    def program(lib):
+        p, q = lib.nn.Parameter(lib.zeros(3)), lib.nn.Parameter(lib.zeros(2))
+        both, one = lib.optim.SGD([p, q], lr=0.1), lib.optim.Adam([p], lr=0.1)
+        for i in range(100):
+            p.grad, q.grad = lib.ones(3), lib.ones(2)
+            (both if i % 3 else one).step()
+        return p._version, q._version
+    got, want = _both(program)
+    assert got == want == (100, 66)
+
+
 def test_a_refused_inplace_op_counts_nothing():
     def program(lib):
         ints = lib.tensor([1, 2])

@@ -16,26 +16,28 @@ Writes that kernels make into their own buffers (``out=`` on temporaries, an op'
 user's in-place op and count nothing. Cost: every counted write also advances one global ``clock`` and
 stamps its array with it; ``save_for_backward`` notes only the clock, and backward compares it with the
 clock now, one int compare per node. Only when something was written since the save (a rare event in a
-training step: the optimizer writes after backward) are the saved arrays' stamps looked up. Entries are
-kept only for arrays that have been written, keyed by ``id`` and dropped (weakref callback) when the
-array is freed.
+training step: the optimizer writes after backward) are the saved arrays' stamps looked up. An
+optimizer's step stamps once for all its parameters (a :class:`WriteCounter`), so it costs about the
+same for 10 parameters as for 1000. Entries are kept only for arrays that have been written, keyed by
+``id`` and dropped (weakref callback) when the array is freed.
 """
 from __future__ import annotations
 
 import operator
 import weakref
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
 _NDARRAY = np.ndarray
 _HISTORY = 16  # write stamps kept at least per array, to name the version a saved array was at in the error
 
-# id(root array) -> [writes not stamped, [clock stamps of the writes since], whether stamps were dropped]:
-# its version is the first plus the number of stamps (an array not listed is at version 0). Stamps are
-# dropped, oldest first, once there are more than 4 * _HISTORY; a carried count (see carry) is unstamped.
-# _refs holds the weak reference whose callback removes the entry when the array is freed (so a later
-# array that gets the same id starts afresh).
+# id(root array) -> [writes not stamped, [clock stamps of its own writes since], whether stamps were
+# dropped, the WriteCounter that also writes it (or None), that counter's count of calls when it began].
+# Its version is the first, plus its stamps, plus the counter's calls since it began (an array not listed
+# is at version 0). Stamps are dropped, oldest first, past 4 * _HISTORY; a carried count (see carry) is
+# unstamped. _refs holds the weak reference whose callback removes the entry when the array is freed (so
+# a later array that gets the same id starts afresh).
 entries: Dict[int, list] = {}
 _refs: Dict[int, "weakref.ref"] = {}
 clock = 0  # counted writes so far, over all arrays
@@ -55,10 +57,15 @@ def root(arr):
     return arr
 
 
+def _version(e) -> int:
+    w = e[3]
+    return e[0] + len(e[1]) + (0 if w is None else w.total() - e[4])
+
+
 def version_of(arr) -> int:
     """The in-place writes that ``arr``'s storage has had."""
     e = entries.get(id(root(arr)))
-    return 0 if e is None else e[0] + len(e[1])
+    return 0 if e is None else _version(e)
 
 
 def _forget(key: int) -> None:
@@ -66,7 +73,7 @@ def _forget(key: int) -> None:
     _refs.pop(key, None)
 
 
-def _entry(r):
+def _entry(r) -> Optional[list]:
     """Root array ``r``'s entry, made (with the weak reference that forgets it) if new; None for an array
     that cannot be weakly referenced (its count is not kept)."""
     key = id(r)
@@ -76,16 +83,17 @@ def _entry(r):
             _refs[key] = weakref.ref(r, lambda _, key=key: _forget(key))
         except TypeError:
             return None
-        e = entries[key] = [0, [], False]
+        e = entries[key] = [0, [], False, None, 0]
     return e
 
 
-def _trim(e) -> None:
-    stamps = e[1]
-    if len(stamps) > 4 * _HISTORY:
-        e[0] += len(stamps) - _HISTORY
-        del stamps[:-_HISTORY]
-        e[2] = True
+def _trim(stamps: list) -> int:
+    """Drop the oldest of ``stamps`` past 4 * _HISTORY (in place); how many were dropped."""
+    n = len(stamps) - _HISTORY
+    if len(stamps) <= 4 * _HISTORY:
+        return 0
+    del stamps[:n]
+    return n
 
 
 def _write(r) -> None:
@@ -95,7 +103,10 @@ def _write(r) -> None:
     if e is not None:
         clock += 1
         e[1].append(clock)
-        _trim(e)
+        dropped = _trim(e[1])
+        if dropped:
+            e[0] += dropped
+            e[2] = True
 
 
 def bump(t) -> None:
@@ -126,30 +137,63 @@ def bump_arrays(arrays) -> None:
 
 class WriteCounter:
     """Counts one in-place write into each of a list of arrays per call, for a caller that writes the same
-    arrays at every step (an optimizer's parameters): their entries are looked up again only when the
-    arrays change (identity), so a step costs one list append per array."""
+    arrays at every step (an optimizer's parameters). A call stamps the counter itself, once: the arrays'
+    entries refer to it (their version adds its calls since they joined), and are looked up again only
+    when the arrays change (identity)."""
 
-    __slots__ = ("arrays", "entries", "appends", "calls")
+    __slots__ = ("arrays", "entries", "stamps", "dropped")
 
     def __init__(self):
         self.arrays: list = []
         self.entries: list = []
-        self.appends: list = []
-        self.calls = 0
+        self.stamps: list = []  # the clock of each call (the oldest dropped past 4 * _HISTORY)
+        self.dropped = 0
+
+    def total(self) -> int:
+        """Calls so far."""
+        return self.dropped + len(self.stamps)
 
     def __call__(self, arrays: list) -> None:
         global clock
         if len(arrays) != len(self.arrays) or not all(map(operator.is_, arrays, self.arrays)):
-            self.arrays = arrays  # holding them keeps their entries alive while they are in use
-            self.entries = [e for e in (_entry(root(a)) for a in arrays) if e is not None]
-            self.appends = [e[1].append for e in self.entries]  # _trim keeps each stamps list object
+            self._join(arrays)
         clock += 1
-        for append in self.appends:
-            append(clock)
-        self.calls += 1
-        if self.calls % _HISTORY == 0:
-            for e in self.entries:
-                _trim(e)
+        self.stamps.append(clock)
+        if len(self.stamps) > 4 * _HISTORY:
+            self.dropped += _trim(self.stamps)
+
+    def _join(self, arrays: list) -> None:
+        for e in self.entries:
+            if e[3] is self:
+                _leave(e)
+        self.arrays = arrays  # holding them keeps their entries alive while they are in use
+        self.entries = []
+        for a in arrays:
+            e = _entry(root(a))
+            if e is None or e[3] is self:  # (an array listed twice is written once a call)
+                continue
+            if e[3] is not None:  # another counter's (two optimizers over one parameter): it looks again
+                e[3].arrays = []
+                _leave(e)
+            e[3], e[4] = self, self.total()
+            self.entries.append(e)
+
+
+def _leave(e) -> None:
+    """Entry ``e`` stops following its WriteCounter: the counter's calls since it joined become its own
+    stamps (those the counter dropped, unstamped writes)."""
+    w = e[3]
+    start = e[4] - w.dropped
+    if start < 0:
+        e[0] -= start
+        e[2] = True
+    e[1].extend(w.stamps[max(start, 0):])
+    e[1].sort()
+    dropped = _trim(e[1])
+    if dropped:
+        e[0] += dropped
+        e[2] = True
+    e[3] = None
 
 
 def carry(old, new) -> None:
@@ -161,7 +205,7 @@ def carry(old, new) -> None:
     if r_new is not r_old and n > version_of(r_new):
         e = _entry(r_new)
         if e is not None:
-            e[0] = n - len(e[1])
+            e[0] += n - _version(e)
 
 
 def rebind(t, new) -> None:
@@ -172,18 +216,32 @@ def rebind(t, new) -> None:
     t._data = new
 
 
+def _after(stamps: list, unknown: bool, saved_at: int):
+    """(how many of ``stamps`` are later than ``saved_at``, whether that is all the writes since it:
+    false when older stamps were dropped and every one kept is later)."""
+    later = sum(1 for c in stamps if c > saved_at)
+    return later, not unknown or later < len(stamps)
+
+
 def check(node, arrays, saved_at: int) -> None:
     """Raise torch's RuntimeError if an array that ``node`` saved (at clock ``saved_at``) has been written
     in place since."""
     for a in arrays:
         e = entries.get(id(root(a)))
-        if e is None or not e[1] or e[1][-1] <= saved_at:
+        if e is None:
             continue
-        unstamped, stamps, trimmed = e
-        now = unstamped + len(stamps)
-        later = sum(1 for c in stamps if c > saved_at)
-        exact = later < len(stamps) or not trimmed  # else the writes before the stamps kept are not known
-        then = str(now - later) if exact else f"{now - later} or earlier"
+        w = e[3]
+        own_later, own_exact = _after(e[1], e[2], saved_at)
+        if w is None:
+            w_later, w_exact = 0, True
+        else:
+            start = e[4] - w.dropped
+            w_later, w_exact = _after(w.stamps[max(start, 0):], start < 0, saved_at)
+        if not own_later and not w_later:
+            continue
+        now = _version(e)
+        then = now - own_later - w_later
+        then = str(then) if own_exact and w_exact else f"{then} or earlier"
         shape = ", ".join(str(s) for s in getattr(a, "shape", ()))
         kind = TYPE_NAMES.get(getattr(a, "dtype", None), "Tensor")
         raise RuntimeError(
