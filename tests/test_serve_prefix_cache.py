@@ -395,3 +395,56 @@ def test_generate_with_a_prefix_cache_names_bad_prompts(checkpoints):
         for cache in (None, PrefixCache(1 << 20, BLOCK)):
             with pytest.raises(ValueError, match=f"generate: input_ids .*{words}"):
                 generate(model, bad, max_new_tokens=2, prefix_cache=cache)
+
+
+def test_threads_sharing_one_prefix_cache_take_turns():
+    """generate calls on several threads may share one PrefixCache: a store evicting another thread's prefix while
+    that thread stores after it waits its turn (a lock), where it used to leave a block whose prefix was evicted and
+    fail with a KeyError. Thread A stops inside its store (reading its cache's keys); thread B's store, which needs
+    A's prefix's room, must not run until A's is done."""
+    import threading
+    per_block = 2 * 2 * 2 * 4 * 4 * 4
+    cache = PrefixCache(3 * per_block, block_tokens=4)
+    prefix = list(range(1, 9))  # two blocks, kept first
+    cache.store(prefix, _filled(prefix))
+    inside, go, errors = threading.Event(), threading.Event(), []
+
+    class Paused(KVCache):
+        """A's cache: the first read of its keys (inside store, after the prefix's blocks were matched) waits."""
+
+        @property
+        def keys(self):
+            if not inside.is_set():
+                inside.set()
+                go.wait(10)
+            return self._keys
+
+        @keys.setter
+        def keys(self, value):
+            self._keys = value
+
+    longer = prefix + [40, 41, 42, 43]
+    a = _filled(longer)
+    paused = Paused(2, 1, 2, len(longer), 4)
+    paused.keys, paused.values, paused.length = a.keys, a.values, a.length
+
+    def run(ids, kv):
+        try:
+            cache.store(ids, kv)
+        except Exception as e:  # noqa: BLE001 - the test reports it
+            errors.append(e)
+
+    other = list(range(100, 113))  # three blocks: all the room, so storing them evicts the prefix's
+    thread_a = threading.Thread(target=run, args=(longer, paused))
+    thread_a.start()
+    assert inside.wait(10)
+    thread_b = threading.Thread(target=run, args=(other, _filled(other)))
+    thread_b.start()
+    thread_b.join(1.0)  # with the lock it waits for A (this join times out); without, it evicts A's prefix now
+    go.set()
+    thread_a.join(10)
+    thread_b.join(10)
+    assert errors == []
+    kept = list(cache._blocks.values())
+    assert all(b.parent is None or b.parent in kept for b in kept)
+    assert cache.bytes == sum(b.kv.nbytes for b in kept) <= cache.max_bytes

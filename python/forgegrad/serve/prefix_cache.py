@@ -18,11 +18,13 @@ caching and OpenAI's prompt caching do.
 
 A prompt's cached keys are the ones its own prefill would compute only for a model whose key at a position depends
 on the tokens up to it and nothing else: ``prefix_cache_applies`` says which (see there; ``why_no_prefix_cache`` says
-why not, in the server's startup log). The engine's thread (one at a time: the server's worker) owns the cache; the
-server's metrics only read its counters.
+why not, in the server's startup log). The server's engine thread (one at a time: its worker) uses the cache; its
+metrics only read the counters. ``load`` and ``store`` take a lock, so that ``generate`` calls on several threads may
+share one cache (a store evicting blocks while another thread's store or load works on them would break its chain).
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import List, Optional, Sequence
 
@@ -87,6 +89,7 @@ class PrefixCache:
         self._blocks: "OrderedDict[int, _Block]" = OrderedDict()  # least recently used first
         self.bytes = 0
         self.hits = self.misses = self.hit_tokens = self.evictions = 0
+        self._lock = threading.Lock()  # load and store, one thread at a time
 
     def __len__(self) -> int:
         return len(self._blocks)
@@ -114,6 +117,10 @@ class PrefixCache:
     def load(self, ids: Sequence[int], cache) -> int:
         """Copy the keys and values of the longest cached block prefix of ``ids`` (leaving at least its last token)
         into row 0 of ``cache`` (a KVCache, empty), advance it past them; the number of tokens loaded."""
+        with self._lock:
+            return self._load(ids, cache)
+
+    def _load(self, ids: Sequence[int], cache) -> int:
         chain = self._match(ids, (len(ids) - 1) // self.block_tokens)
         if not chain:
             self.misses += 1
@@ -134,6 +141,10 @@ class PrefixCache:
         """Keep the full blocks of ``ids`` whose keys and values fill row ``row`` of ``cache`` from column ``start``
         (those not kept yet), evicting the least recently used blocks for room; stops at the first block there is
         no room for (the blocks before it still kept)."""
+        with self._lock:
+            self._store(ids, cache, row, start)
+
+    def _store(self, ids: Sequence[int], cache, row: int = 0, start: int = 0) -> None:
         B = self.block_tokens
         blocks = min(len(ids), cache.length - start) // B
         chain = self._match(ids, blocks)
