@@ -25,10 +25,11 @@ prints one table. Rows:
   prefetch, with forward prefetch too, and with reshard_after_forward=False; stages 1 and 2 with
   bucket_cap_mb=4, a layer per bucket), each its own job (``--kinds`` picks some): per-rank bytes of
   parameters, gradients and optimizer state held between steps (DDP: the model, its bucket-view
-  gradients and Adam's state), the peak resident memory while training above the job's baseline after
-  imports (VmHWM, reset by /proc/self/clear_refs once model and optimizer are built, minus VmRSS before
-  the model was built), the step time (the slower rank's median) and the minor page faults per step
-  (``getrusage`` ru_minflt over the timed steps, the rank with more).
+  gradients and Adam's state; ZeRO-3 also keeps a few freed units' pages for its next gathers,
+  "pooled"), the peak resident memory while training above the job's baseline after imports (VmHWM,
+  reset by /proc/self/clear_refs once model and optimizer are built, minus VmRSS before the model was
+  built), the step time (the slower rank's median) and the minor page faults per step (``getrusage``
+  ru_minflt over the timed steps, the rank with more).
 """
 import argparse
 import json
@@ -312,8 +313,8 @@ _ZERO_KINDS = {"ddp": "DDP + Adam", "zero1": "ZeRO-1", "zero2": "ZeRO-2", "zero3
 def _zero(a, results):
     print("\nZeRO, 2 ranks x 1 thread, MLP 4 x Linear(1024, 1024) (4.2M parameters), batch 32/rank, Adam; per rank, "
           "MB (best of the runs by step time):")
-    print(f"{'':<22}{'params':>8}{'grads':>8}{'Adam state':>12}{'sum':>8}{'peak RSS above base':>21}{'step ms':>9}"
-          f"{'faults/step':>12}")
+    print(f"{'':<22}{'params':>8}{'grads':>8}{'Adam state':>12}{'sum':>8}{'pooled':>8}{'peak RSS above base':>21}"
+          f"{'step ms':>9}{'faults/step':>12}")
     results["zero"] = {}
     kinds = a.kinds.split(",")
     unknown = [k for k in kinds if k not in _ZERO_KINDS]
@@ -328,7 +329,8 @@ def _zero(a, results):
         mb = {k: v / 1e6 for k, v in worst.items() if k != "step_s"}
         spread = ", ".join("%.1f" % (1e3 * max(m["step_s"] for m in r)) for r in runs)
         print(f"{label:<22}{mb['params']:>8.1f}{mb['grads']:>8.1f}{mb['optimizer_state']:>12.1f}"
-              f"{mb['params'] + mb['grads'] + mb['optimizer_state']:>8.1f}{mb['peak_rss_above_base']:>21.1f}"
+              f"{mb['params'] + mb['grads'] + mb['optimizer_state']:>8.1f}{mb.get('pooled_params', 0):>8.1f}"
+              f"{mb['peak_rss_above_base']:>21.1f}"
               f"{1e3 * worst['step_s']:>9.1f}{worst['faults_per_step']:>12.0f}  (step ms over runs: "
               f"{spread})", flush=True)
 

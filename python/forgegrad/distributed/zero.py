@@ -375,15 +375,19 @@ class ZeroRedundancyOptimizer(Optimizer):
     def memory_bytes(self) -> Dict[str, int]:
         """What this rank holds between steps, in bytes: ``params`` (the model's full parameters plus
         this rank's flat master slice), ``grads`` (the full local ``.grad`` arrays present now plus the
-        gradient shard) and ``optimizer_state``."""
+        gradient shard) and ``optimizer_state``; stage 3 adds ``pooled_params``, the freed units' pages
+        FullyShardedDataParallel keeps for its next gathers (a few units; ``empty_cache()`` frees them)."""
         if self.stage == 3:  # the shards, and the units gathered now
             params = sum(f.gathered_bytes() for f in self._fsdp)
         else:
             params = sum(p._data.nbytes for g in self.groups for p in g.params)
         grads = sum(p.grad._data.nbytes for g in self.groups for p in g.params if p.grad is not None)
-        return {"params": params + sum(g.local._data.nbytes for g in self.groups),
-                "grads": grads + sum(g.grad.nbytes for g in self.groups),
-                "optimizer_state": self.local_state_bytes()}
+        out = {"params": params + sum(g.local._data.nbytes for g in self.groups),
+               "grads": grads + sum(g.grad.nbytes for g in self.groups),
+               "optimizer_state": self.local_state_bytes()}
+        if self.stage == 3:
+            out["pooled_params"] = sum(f.pooled_bytes() for f in self._fsdp)
+        return out
 
     # ---- consolidated checkpoints -----------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
