@@ -174,7 +174,8 @@ def test_stop_strings_and_max_time(exported, num_beams):
     ("typical_p", 1.5), ("epsilon_cutoff", 1.0), ("eta_cutoff", -0.1), ("renormalize_logits", 1),
     ("remove_invalid_values", "yes"), ("exponential_decay_length_penalty", [-1, 1.5]),
     ("encoder_repetition_penalty", 0.0), ("encoder_no_repeat_ngram_size", -1), ("min_new_tokens", 2.5),
-    ("stop_strings", ""), ("max_time", 0)])
+    ("stop_strings", ""), ("max_time", 0), ("repetition_penalty", 0.0), ("no_repeat_ngram_size", -1),
+    ("min_length", 1.5), ("num_beams", 0), ("num_return_sequences", 0), ("do_sample", "yes"), ("temperature", 0.0)])
 @pytest.mark.parametrize("name_", ["llama", "bart"])
 def test_bad_values_are_named(exported, name_, name, value):
     """generate's errors (its type, its words), naming the function called, for a keyword argument and for the
@@ -182,7 +183,7 @@ def test_bad_values_are_named(exported, name_, name, value):
     _, model, _, sessions, _, _ = exported[name_]
     ids = np.array([[5, 6, 7]])
     who = "generate_onnx_seq2seq" if name_ in SEQ2SEQ else "generate_onnx"
-    kw = {"do_sample": True} if name in ("typical_p", "epsilon_cutoff", "eta_cutoff") else {}
+    kw = {"do_sample": True} if name in ("typical_p", "epsilon_cutoff", "eta_cutoff", "temperature") else {}
     with pytest.raises((ValueError, TypeError), match=f"generate: {name}") as eager:
         generate(model, ids, max_new_tokens=2, **kw, **{name: value})
     message = str(eager.value)[len("generate: "):]
@@ -207,6 +208,10 @@ def test_bad_arguments_are_named(exported, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         generate_onnx(sess, ids, max_new_tokens=2, generation_config={"num_beam_groups": 1, "typical_p": 1.0})
+    enc, dec = exported["t5"][3]
+    with pytest.raises(ValueError, match="generate_onnx_seq2seq: decoder_start_token_id must be a token id in "
+                                         r"\[0, 90\) \(left out, and the generation config sets none\), got None"):
+        generate_onnx_seq2seq(enc, dec, ids)
 
 
 @pytest.mark.parametrize("name", ["gpt2", "t5"])
@@ -224,3 +229,77 @@ def test_banned_end_token_made_finite_then_decayed(exported, name):
         assert want.shape[1] < ids.shape[1] + NEW  # the end token came first, banned as it was
         np.testing.assert_array_equal(generate(model, ids, attention_mask=mask, **kw), want)
         np.testing.assert_array_equal(_onnx(name, model, sessions, ids, mask, **kw), want)
+
+
+@pytest.mark.filterwarnings("ignore:Using the model-agnostic default")  # transformers' note on its 20 tokens
+@pytest.mark.parametrize("name", ["gpt2", "llama", "t5", "bart"])
+def test_exported_graphs_decode_as_the_checkpoint(exported, name):
+    """The export writes the checkpoint's generation_config.json beside the graphs, and the graphs given as paths
+    with no argument decode as generate and transformers' generate decode the checkpoint with none (its end, pad,
+    decoder start and forced tokens; 20 new tokens)."""
+    hf, model, ckpt, _, _, files = exported[name]
+    assert json.loads((files[-1].parent / "generation_config.json").read_text()) == model.generation_config
+    ids, mask = _prompts(name in SEQ2SEQ)
+    want = _hf(hf, ids, mask)
+    np.testing.assert_array_equal(generate(model, ids, attention_mask=mask), want)
+    if name in SEQ2SEQ:
+        got = generate_onnx_seq2seq(*files, ids, mask)
+    else:
+        got = generate_onnx(files[0], ids, mask)
+    np.testing.assert_array_equal(got, want)
+
+
+def _first_settings(plain, start):
+    """Settings of generate's first arguments that change ``plain``'s tokens: fewer new tokens (the config's
+    max_length), an end token row 0 makes, beam search returning 2 sequences, the penalties and a minimum length."""
+    return {"max_length": start + NEW - 2, "eos_token_id": int(plain[0, start + 3]), "pad_token_id": VOCAB - 1,
+            "num_beams": 3, "length_penalty": 0.5, "early_stopping": True, "num_return_sequences": 2,
+            "repetition_penalty": 1.3, "no_repeat_ngram_size": 2, "min_length": start + 2}
+
+
+@pytest.mark.parametrize("name", ["llama", "bart"])
+def test_first_settings_from_the_generation_config(exported, tmp_path, name):
+    """The length, end and pad tokens, beam settings, number of sequences, repetition_penalty, no_repeat_ngram_size
+    and min_length left out come from the generation config, as generate takes them: transformers' tokens with the
+    same settings; an argument given wins over the config."""
+    hf, model, ckpt, sessions, _, _ = exported[name]
+    ids, mask = _prompts(name in SEQ2SEQ)
+    start = 1 if name in SEQ2SEQ else ids.shape[1]
+    plain = generate(model, ids, attention_mask=mask, max_new_tokens=NEW, eos_token_id=None)
+    settings = _first_settings(plain, start)
+    folder = _config_dir(ckpt, tmp_path, **settings)
+    want = _hf(hf, ids, mask, do_sample=False, **settings)
+    assert want.shape[0] == 2 * len(ids)
+    configured = from_pretrained(ckpt)
+    configured.generation_config = json.loads((folder / "generation_config.json").read_text())
+    np.testing.assert_array_equal(generate(configured, ids, attention_mask=mask), want)
+    np.testing.assert_array_equal(_onnx(name, model, sessions, ids, mask, generation_config=folder), want)
+    given = dict(num_beams=1, num_return_sequences=1, repetition_penalty=1.0, max_new_tokens=4)
+    np.testing.assert_array_equal(_onnx(name, model, sessions, ids, mask, generation_config=folder, **given),
+                                  _hf(hf, ids, mask, do_sample=False, **dict(settings, **given)))
+
+
+@pytest.mark.parametrize("name", ["gpt2", "t5"])
+def test_sampling_settings_from_the_generation_config(exported, tmp_path, name):
+    """do_sample, temperature, top_k and top_p from the generation config draw generate's tokens after the same seed;
+    do_sample=False given decodes greedily whatever the config says (transformers' tokens); max_new_tokens 0 returns
+    the prompts (the start tokens)."""
+    import forgegrad as fg
+    hf, model, ckpt, sessions, _, _ = exported[name]
+    ids, mask = _prompts(name in SEQ2SEQ)
+    settings = {"do_sample": True, "temperature": 1.4, "top_k": 20, "top_p": 0.9, "max_new_tokens": NEW,
+                "num_return_sequences": 2}
+    folder = _config_dir(ckpt, tmp_path, **settings)
+    configured = from_pretrained(ckpt)
+    configured.generation_config = json.loads((folder / "generation_config.json").read_text())
+    fg.manual_seed(3)
+    got = _onnx(name, model, sessions, ids, mask, generation_config=folder)
+    fg.manual_seed(3)
+    np.testing.assert_array_equal(got, generate(configured, ids, attention_mask=mask))
+    assert got.shape == (2 * len(ids), (1 if name in SEQ2SEQ else ids.shape[1]) + NEW)
+    greedy = _onnx(name, model, sessions, ids, mask, generation_config=folder, do_sample=False,
+                   num_return_sequences=1)
+    np.testing.assert_array_equal(greedy, _hf(hf, ids, mask, **dict(settings, do_sample=False,
+                                                                     num_return_sequences=1)))
+    none = _onnx(name, model, sessions, ids, mask, generation_config=folder, max_new_tokens=0)
+    np.testing.assert_array_equal(none, generate(configured, ids, attention_mask=mask, max_new_tokens=0))

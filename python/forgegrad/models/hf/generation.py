@@ -200,14 +200,8 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
         raise ValueError("generate: on_logits must be callable, and needs num_beams=1")
     returns = _num_return_sequences(resolve(model, "num_return_sequences", num_return_sequences, 1), num_beams,
                                     do_sample)
-    settings = (resolve(model, "no_repeat_ngram_size", no_repeat_ngram_size, 0),
-                resolve(model, "min_length", min_length, 0))
-    for name, value in zip(("no_repeat_ngram_size", "min_length"), settings):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"generate: {name} must be an int >= 0, got {value!r}")
-    settings += (_repetition_penalty(resolve(model, "repetition_penalty", repetition_penalty, 1.0)),
-                 _extra_processors(logits_processor), _forced(model, "forced_bos_token_id", forced_bos_token_id),
-                 _forced(model, "forced_eos_token_id", forced_eos_token_id))
+    settings = processor_settings(model, no_repeat_ngram_size, min_length, repetition_penalty, logits_processor,
+                                  forced_bos_token_id, forced_eos_token_id)
     if prefix_cache is not None:
         _check_prefix_cache(model, prefix_cache, input_ids, attention_mask, beams, returns)
     if getattr(model, "is_encoder_decoder", False):
@@ -392,6 +386,20 @@ def _repetition_penalty(value) -> float:
     if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 < value < float("inf"):
         raise ValueError(f"generate: repetition_penalty must be a number > 0 (1.0: none), got {value!r}")
     return float(value)
+
+
+def processor_settings(model, no_repeat_ngram_size, min_length, repetition_penalty, logits_processor,
+                       forced_bos_token_id, forced_eos_token_id) -> tuple:
+    """The settings of ``_processors`` (generate's and the ONNX paths'): each as given, else generation_config.json's
+    (the forced tokens: else config.json's), else none; checked."""
+    settings = (resolve(model, "no_repeat_ngram_size", no_repeat_ngram_size, 0),
+                resolve(model, "min_length", min_length, 0))
+    for name, value in zip(("no_repeat_ngram_size", "min_length"), settings):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"generate: {name} must be an int >= 0, got {value!r}")
+    return settings + (_repetition_penalty(resolve(model, "repetition_penalty", repetition_penalty, 1.0)),
+                       _extra_processors(logits_processor), _forced(model, "forced_bos_token_id", forced_bos_token_id),
+                       _forced(model, "forced_eos_token_id", forced_eos_token_id))
 
 
 def _extra_processors(value) -> list:
