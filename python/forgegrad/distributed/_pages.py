@@ -23,7 +23,6 @@ unavailable and units fall back to ``MADV_DONTNEED``.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import mmap
 import sys
 import weakref
@@ -45,7 +44,7 @@ def _load_libc():
         _libc = False
         if sys.platform.startswith("linux"):
             try:
-                lib = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+                lib = ctypes.CDLL(None, use_errno=True)  # the process's own symbols: libc's among them
                 lib.mremap.restype = ctypes.c_void_p
                 lib.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int,
                                        ctypes.c_void_p]
