@@ -279,6 +279,36 @@ def test_changing_what_backward_does_not_read_is_no_error():
     _grads(program)
 
 
+def test_operands_a_gradient_does_not_read_may_change_like_torch():
+    """As torch's: x * c and x / c with a constant c keep c, not x; x ** 2 keeps x, not its result; linear
+    and matmul keep their input for the weight's gradient and the weight for the input's, so a frozen layer's
+    input and a first layer's weight are not saved (conv2d keeps both, as torch's)."""
+    def program(lib):
+        nn = lib.nn
+        x = lib.tensor(_arr(2, 3), requires_grad=True)
+        h, c = x * 1, lib.tensor(_arr(2, 3, seed=1))
+        prod, quot, sq = h * c, h / (c * c + 1), (x * 1) ** 2
+        h.add_(1)
+        sq.add_(1)
+        frozen = nn.Linear(3, 4)
+        frozen.requires_grad_(False)
+        frozen.weight.copy_(lib.tensor(_arr(4, 3, seed=5)))
+        u = x * 1
+        out = frozen(u)
+        with lib.no_grad():
+            u.mul_(2)
+        first = nn.Linear(3, 2)
+        fo = first(lib.tensor(_arr(5, 3, seed=2)))
+        v, m = x * 1, lib.tensor(_arr(3, 2, seed=4))
+        mm = v @ m
+        v.add_(1)
+        with lib.no_grad():
+            first.weight.add_(1)
+        (prod.sum() + quot.sum() + sq.sum() + out.sum() + fo.sum() + mm.sum()).backward()
+        return [x, first.weight, first.bias]
+    _grads(program)
+
+
 def test_changes_before_use_and_through_data_are_no_error():
     def program(lib):
         a, w = lib.tensor(_arr(2, 3)), lib.tensor(_arr(2, 3, seed=1), requires_grad=True)

@@ -36,10 +36,13 @@ def _shape(x):
 
 class _BinaryMathFunction(Function):
     """y = fn(a, b) with numpy broadcasting; the gradients grad_a / grad_b(g, a, b) are summed back to
-    each input's shape. Ops whose gradients do not read the inputs (add, sub) keep only their shapes,
-    so the graph does not hold their arrays alive."""
+    each input's shape. Only what the gradients asked for read is saved (``reads``: what grad_a and
+    grad_b read of a and b), as torch's: x * c with a constant c keeps c, not x, so an in-place change of
+    x is then no error at backward. Ops whose gradients do not read the inputs (add, sub) keep only their
+    shapes, so the graph does not hold their arrays alive."""
 
     keeps_inputs = True
+    reads = ("ab", "ab")
 
     @staticmethod
     def fn(a, b):  # pragma: no cover - set per op
@@ -50,7 +53,8 @@ class _BinaryMathFunction(Function):
         cls = type(ctx)
         ctx.shapes = (_shape(a), _shape(b))
         if cls.keeps_inputs:
-            ctx.save_for_backward(a, b)
+            reads = _reads(cls.reads, ctx.needs_input_grad)
+            ctx.save_for_backward(a if "a" in reads else None, b if "b" in reads else None)
         return cls.fn(a, b)
 
     @staticmethod
@@ -62,22 +66,27 @@ class _BinaryMathFunction(Function):
                 unbroadcast(cls.grad_b(g, a, b), sb) if ctx.needs_input_grad[1] else None)
 
 
-def _binary(name, fn, grad_a, grad_b, keeps_inputs=True, make_b=S.rand, **fields):
+def _reads(reads, needs) -> str:
+    """What the gradients asked for (``needs``: per input) read, from ``reads`` (per input's gradient)."""
+    return "".join(r for r, n in zip(reads, needs) if n)
+
+
+def _binary(name, fn, grad_a, grad_b, keeps_inputs=True, reads=("ab", "ab"), make_b=S.rand, **fields):
     """Define and register the Function of a broadcasting two-input op from its formula and gradients."""
     title = name.title()
     cls = type(f"{title}Function", (_BinaryMathFunction,), {
         "__module__": __name__, "__qualname__": f"{title}Function", "__doc__": f"{name}(a, b) with broadcasting.",
         "fn": staticmethod(fn), "grad_a": staticmethod(grad_a), "grad_b": staticmethod(grad_b),
-        "keeps_inputs": keeps_inputs})
+        "keeps_inputs": keeps_inputs, "reads": reads})
     return register_op(name, meta=M.broadcast, flops=_ONE_FLOP, samples=S.binary(make_b),
                        torch=lambda torch, a, b: getattr(torch, name)(a, b), bad_inputs=_bad_broadcast, **fields)(cls)
 
 
-# name, y = fn(a, b), dL/da and dL/db from (g, a, b) before unbroadcasting
+# name, y = fn(a, b), dL/da and dL/db from (g, a, b) before unbroadcasting (and what each reads of a, b)
 AddFunction = _binary("add", np.add, lambda g, a, b: g, lambda g, a, b: g, keeps_inputs=False)
 SubFunction = _binary("sub", np.subtract, lambda g, a, b: g, lambda g, a, b: -g, keeps_inputs=False)
-MulFunction = _binary("mul", np.multiply, lambda g, a, b: g * b, lambda g, a, b: g * a)
-DivFunction = _binary("div", np.divide, lambda g, a, b: g / b, lambda g, a, b: -g * a / (b * b),
+MulFunction = _binary("mul", np.multiply, lambda g, a, b: g * b, lambda g, a, b: g * a, reads=("b", "a"))
+DivFunction = _binary("div", np.divide, lambda g, a, b: g / b, lambda g, a, b: -g * a / (b * b), reads=("b", "ab"),
                       make_b=S.positive, tol=(2e-5, 1e-5))
 
 
@@ -94,7 +103,8 @@ class PowFunction(Function):
         if not is_array_or_number(b):
             raise TypeError(f"pow: the exponent must be a tensor or a number, got {type(b).__name__} {b!r:.60}")
         y = np.power(a, b)
-        ctx.save_for_backward(a, b, y)
+        # y is read by the exponent's gradient only: x ** 2 keeps x, not its result (as torch's)
+        ctx.save_for_backward(a, b, y if ctx.needs_input_grad[1] else None)
         return y
 
     @staticmethod
@@ -244,15 +254,18 @@ _CUDA_BINARY_GRADS = {
 
 
 class _BinaryCudaFunction(Function):
-    """a <op> b on cuda with broadcasting; saves what the gradients read (a, b and, for pow, y)."""
+    """a <op> b on cuda with broadcasting; saves what the gradients asked for read (as the CPU Functions:
+    a, b and, for pow's exponent, y)."""
 
     @staticmethod
     def forward(ctx, a, b):
         name = type(ctx).op.name
         ctx.shapes = (CN.shape_of(a), CN.shape_of(b))
         y = CN.pw(name, a, b)
-        ctx.save_for_backward(a if CN.is_array(a) else None, b if CN.is_array(b) else None,
-                              y if name == "pow" else None)
+        needs = ctx.needs_input_grad
+        reads = _reads(_CUDA_BINARY_READS.get(name, ("", "")), needs)
+        ctx.save_for_backward(a if CN.is_array(a) and "a" in reads else None,
+                              b if CN.is_array(b) and "b" in reads else None, y if "y" in reads else None)
         ctx.scalars = (None if CN.is_array(a) else a, None if CN.is_array(b) else b)
         return y
 
@@ -266,6 +279,9 @@ class _BinaryCudaFunction(Function):
         return (CN.sum_to(grad_a(g, a, b, y), ctx.shapes[0]) if needs[0] else None,
                 CN.sum_to(grad_b(g, a, b, y), ctx.shapes[1]) if needs[1] else None)
 
+
+# name -> what (grad_a, grad_b) above read of a, b and y
+_CUDA_BINARY_READS = {"mul": ("b", "a"), "div": ("b", "ab"), "pow": ("ab", "ay")}
 
 for _fn in (AddFunction, SubFunction, MulFunction, DivFunction, PowFunction):
     _fn.op.add_device("cuda", type(f"{_fn.__name__[:-8]}CudaFunction", (_BinaryCudaFunction,),
