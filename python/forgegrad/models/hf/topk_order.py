@@ -207,22 +207,27 @@ def _replayed(row: np.ndarray, k: int) -> np.ndarray:
 
 def topk_indices(values: np.ndarray, k: int) -> np.ndarray:
     """(rows, k) int64: the indices ``torch.topk(torch.from_numpy(values), k).indices`` holds on the CPU for
-    ``values`` (rows, n), largest first, NaN first of all. Rows whose top k + 1 values are distinct are ordered by
-    numpy (a long row: only the values at least its (k + 1)-th largest sorted); the others replay torch's selection."""
+    ``values`` (rows, n), largest first, NaN first of all. Rows whose top k + 1 values are distinct numbers are
+    ordered by numpy (a long row: only the values at least its (k + 1)-th largest sorted, found by np.partition);
+    the others (a tie reaching the top k, a NaN) replay torch's selection."""
     values = np.asarray(values)
     rows, n = values.shape
     if not 0 < k <= n:
         raise ValueError(f"topk_indices: k must be in [1, {n}], got {k}")
-    keyed = np.where(np.isnan(values), np.inf, values)  # NaN ranks with +inf here; any such tie is replayed
     m = min(k + 1, n)
+    replay = np.isnan(values).any(axis=1)
     if n < 4096 or n < 16 * m:
-        order = np.argsort(-keyed, axis=-1, kind="stable")[:, :m]
+        order = np.argsort(-values, axis=-1, kind="stable")[:, :m]
     else:
-        part = np.argpartition(-keyed, m - 1, axis=-1)[:, :m]
-        order = np.take_along_axis(part, np.argsort(-np.take_along_axis(keyed, part, axis=1), axis=-1,
-                                                     kind="stable"), axis=1)
-    ranked = np.take_along_axis(keyed, order, axis=1)
+        kth = np.partition(values, n - m, axis=-1)[:, n - m]
+        order = np.zeros((rows, m), np.int64)
+        for r in np.flatnonzero(~replay).tolist():
+            row = values[r]
+            idx = np.flatnonzero(row >= kth[r])
+            order[r] = idx[np.argsort(-row[idx], kind="stable")[:m]]
+    ranked = np.take_along_axis(values, order, axis=1)
+    replay |= (ranked[:, 1:] == ranked[:, :-1]).any(axis=1)
     out = order[:, :k].copy()
-    for r in np.flatnonzero((ranked[:, 1:] == ranked[:, :-1]).any(axis=1)).tolist():
+    for r in np.flatnonzero(replay).tolist():
         out[r] = _replayed(values[r], k)
     return out
