@@ -68,7 +68,7 @@ class BackwardPrefetch(enum.Enum):
 
     ``BACKWARD_PRE``: when the current unit's backward starts (its gather is done), before its gradients
     are computed: the most overlap, two units gathered at once. ``BACKWARD_POST``: once the current unit's
-    gradients are final and it is freed: less overlap, one unit at a time but for the next one's gather."""
+    gradients are final and it is freed: less overlap, and no more than one unit gathered at a time."""
     BACKWARD_PRE = "BACKWARD_PRE"
     BACKWARD_POST = "BACKWARD_POST"
 
