@@ -234,6 +234,34 @@ def test_changed_after_save_raises_like_torch(program):
     assert versions.search(str(got)).groups() == versions.search(str(want)).groups()
 
 
+def _embedding_indices(lib):
+    emb = lib.nn.Embedding(5, 2)
+    idx = lib.tensor([0, 1, 1])
+    rows = emb(idx)
+    idx.fill_(3)  # backward would send the rows' gradients to row 3
+    rows.sum().backward()
+
+
+def _advanced_index(lib):
+    x = lib.tensor(_arr(4, 3), requires_grad=True)
+    idx = lib.tensor([0, 2])
+    picked = (x * 1)[idx]
+    idx[0] = 1
+    picked.sum().backward()
+
+
+@pytest.mark.parametrize("program", [_embedding_indices, _advanced_index], ids=["embedding", "getitem"])
+def test_changed_indices_raise_like_torch(program):
+    """The indices an embedding or an advanced index scatters its gradient through are saved, as torch's:
+    changing them in place before backward raises instead of sending the gradient to other rows."""
+    got, want = _both(program)
+    assert isinstance(want, RuntimeError) and MODIFIED in str(want)
+    assert isinstance(got, RuntimeError), "forgegrad scattered the gradient through changed indices"
+    assert "[torch.LongTensor [" in str(got)
+    versions = re.compile(r"is at version (\d+); expected version (\d+) instead")
+    assert versions.search(str(got)).groups() == versions.search(str(want)).groups()
+
+
 def test_the_error_names_the_versions_and_the_op():
     a, w = fg.tensor(_arr(2, 3)), fg.tensor(_arr(2, 3), requires_grad=True)
     a.add_(1)  # before use: fine
