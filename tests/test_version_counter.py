@@ -113,6 +113,32 @@ def test_long_training_counts_every_step_like_torch():
     assert got == want == (81, 1)
 
 
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copied_model_and_optimizer_count_their_steps_like_torch(how):
+    import copy
+    import pickle
+
+    def program(lib):
+        m = lib.nn.Linear(3, 2)
+        opt = lib.optim.Adam(m.parameters(), lr=0.01)
+        x = lib.tensor(_arr(4, 3))
+        for _ in range(2):
+            opt.zero_grad()
+            m(x).sum().backward()
+            opt.step()
+        m2, opt2 = copy.deepcopy((m, opt)) if how == "deepcopy" else pickle.loads(pickle.dumps((m, opt)))
+        start = m2.weight._version  # (torch's unpickling counts one write)
+        steps = []
+        for _ in range(3):
+            opt2.zero_grad()
+            m2(x).sum().backward()
+            opt2.step()
+            steps.append(m2.weight._version - start)
+        return steps + [m.weight._version]
+    got, want = _both(program)
+    assert got == want
+
+
 def test_two_optimizers_over_one_parameter_count_every_step_like_torch():
     def program(lib):
         p, q = lib.nn.Parameter(lib.zeros(3)), lib.nn.Parameter(lib.zeros(2))

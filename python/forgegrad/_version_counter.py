@@ -149,6 +149,11 @@ class WriteCounter:
         self.stamps: list = []  # the clock of each call (the oldest dropped past 4 * _HISTORY)
         self.dropped = 0
 
+    def __reduce__(self):
+        # a copy (copy.deepcopy, pickle of an optimizer) starts afresh: its entries would be copies that the
+        # module's table does not hold, and its arrays the copied parameters', so it would count nothing
+        return (WriteCounter, ())
+
     def total(self) -> int:
         """Calls so far."""
         return self.dropped + len(self.stamps)
