@@ -379,3 +379,35 @@ def test_optimizer_step_pre_hooks_run_before_each_outermost_step_until_removed()
     assert "closure" in calls[2][2]
     with pytest.raises(TypeError, match="hook must be callable"):
         register_optimizer_step_pre_hook(3)
+
+
+def test_optimizer_step_pre_hooks_run_for_a_step_while_another_thread_is_stepping():
+    """A step() in progress on one thread (here waiting in its closure) is no outer step of another
+    thread's: that thread's step() runs the hooks too."""
+    import threading
+
+    from forgegrad.optim.optimizer import register_optimizer_step_pre_hook
+
+    p, q = Parameter(fg.zeros(2)), Parameter(fg.zeros(2))
+    p.grad, q.grad = fg.ones(2), fg.ones(2)
+    inside, release = threading.Event(), threading.Event()
+
+    def closure():
+        inside.set()
+        release.wait(10)
+
+    calls = []
+    handle = register_optimizer_step_pre_hook(lambda opt, args, kwargs: calls.append(opt))
+    other = optim.SGD([q], lr=0.1)
+    try:
+        first = optim.SGD([p], lr=0.1)
+        t = threading.Thread(target=first.step, args=(closure,))
+        t.start()
+        assert inside.wait(10)
+        other.step()  # while first.step() is still running on the other thread
+        release.set()
+        t.join(10)
+    finally:
+        release.set()
+        handle.remove()
+    assert calls[0] is first and calls[1:] == [other]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import threading
 from collections import defaultdict
 from itertools import chain
 from typing import Any, Callable, Dict, List, Optional
@@ -47,7 +48,7 @@ def _type_name(x) -> str:
 # runs none. DistributedDataParallel finishes its gradient reduction here on a rank whose backward reached
 # none of its parameters, or that ran no backward, so that the ranks still reduce together.
 _step_pre_hooks: Dict[int, Callable] = {}
-_step_depth = [0]
+_step_depth = threading.local()  # .n: this thread's steps in progress (another thread's do not count)
 
 
 class _StepHookHandle:
@@ -76,14 +77,15 @@ def _runs_step_pre_hooks(step):
 
     @functools.wraps(step)
     def hooked_step(self, *args, **kwargs):
-        if _step_pre_hooks and _step_depth[0] == 0:
+        depth = getattr(_step_depth, "n", 0)
+        if _step_pre_hooks and depth == 0:
             for hook in list(_step_pre_hooks.values()):
                 hook(self, args, kwargs)
-        _step_depth[0] += 1
+        _step_depth.n = depth + 1
         try:
             return step(self, *args, **kwargs)
         finally:
-            _step_depth[0] -= 1
+            _step_depth.n = depth
     hooked_step._runs_step_pre_hooks = True
     return hooked_step
 
