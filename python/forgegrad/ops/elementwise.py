@@ -43,6 +43,7 @@ class _BinaryMathFunction(Function):
 
     keeps_inputs = True
     reads = ("ab", "ab")
+    keeps = None  # keeps[needs a's gradient][needs b's gradient] = (keep a, keep b), from reads (_binary)
 
     @staticmethod
     def fn(a, b):  # pragma: no cover - set per op
@@ -53,8 +54,9 @@ class _BinaryMathFunction(Function):
         cls = type(ctx)
         ctx.shapes = (_shape(a), _shape(b))
         if cls.keeps_inputs:
-            reads = _reads(cls.reads, ctx.needs_input_grad)
-            ctx.save_for_backward(a if "a" in reads else None, b if "b" in reads else None)
+            needs = ctx.needs_input_grad
+            keep_a, keep_b = cls.keeps[needs[0]][needs[1]]
+            ctx.save_for_backward(a if keep_a else None, b if keep_b else None)
         return cls.fn(a, b)
 
     @staticmethod
@@ -66,9 +68,11 @@ class _BinaryMathFunction(Function):
                 unbroadcast(cls.grad_b(g, a, b), sb) if ctx.needs_input_grad[1] else None)
 
 
-def _reads(reads, needs) -> str:
-    """What the gradients asked for (``needs``: per input) read, from ``reads`` (per input's gradient)."""
-    return "".join(r for r, n in zip(reads, needs) if n)
+def _keeps(reads, names="ab"):
+    """keeps[needs a's gradient][needs b's gradient]: whether each of ``names`` is read by the gradients
+    asked for, from ``reads`` (what a's and b's gradients read). A table: forward looks it up per call."""
+    return tuple(tuple(tuple(c in (reads[0] if na else "") + (reads[1] if nb else "") for c in names)
+                       for nb in (False, True)) for na in (False, True))
 
 
 def _binary(name, fn, grad_a, grad_b, keeps_inputs=True, reads=("ab", "ab"), make_b=S.rand, **fields):
@@ -77,7 +81,7 @@ def _binary(name, fn, grad_a, grad_b, keeps_inputs=True, reads=("ab", "ab"), mak
     cls = type(f"{title}Function", (_BinaryMathFunction,), {
         "__module__": __name__, "__qualname__": f"{title}Function", "__doc__": f"{name}(a, b) with broadcasting.",
         "fn": staticmethod(fn), "grad_a": staticmethod(grad_a), "grad_b": staticmethod(grad_b),
-        "keeps_inputs": keeps_inputs, "reads": reads})
+        "keeps_inputs": keeps_inputs, "reads": reads, "keeps": _keeps(reads)})
     return register_op(name, meta=M.broadcast, flops=_ONE_FLOP, samples=S.binary(make_b),
                        torch=lambda torch, a, b: getattr(torch, name)(a, b), bad_inputs=_bad_broadcast, **fields)(cls)
 
@@ -263,9 +267,9 @@ class _BinaryCudaFunction(Function):
         ctx.shapes = (CN.shape_of(a), CN.shape_of(b))
         y = CN.pw(name, a, b)
         needs = ctx.needs_input_grad
-        reads = _reads(_CUDA_BINARY_READS.get(name, ("", "")), needs)
-        ctx.save_for_backward(a if CN.is_array(a) and "a" in reads else None,
-                              b if CN.is_array(b) and "b" in reads else None, y if "y" in reads else None)
+        keep_a, keep_b, keep_y = _CUDA_BINARY_KEEPS.get(name, _KEEP_NONE)[needs[0]][needs[1]]
+        ctx.save_for_backward(a if keep_a and CN.is_array(a) else None, b if keep_b and CN.is_array(b) else None,
+                              y if keep_y else None)
         ctx.scalars = (None if CN.is_array(a) else a, None if CN.is_array(b) else b)
         return y
 
@@ -280,8 +284,10 @@ class _BinaryCudaFunction(Function):
                 CN.sum_to(grad_b(g, a, b, y), ctx.shapes[1]) if needs[1] else None)
 
 
-# name -> what (grad_a, grad_b) above read of a, b and y
-_CUDA_BINARY_READS = {"mul": ("b", "a"), "div": ("b", "ab"), "pow": ("ab", "ay")}
+# name -> what (grad_a, grad_b) above read of a, b and y, as a _keeps table
+_CUDA_BINARY_KEEPS = {name: _keeps(reads, "aby") for name, reads in
+                      {"mul": ("b", "a"), "div": ("b", "ab"), "pow": ("ab", "ay")}.items()}
+_KEEP_NONE = _keeps(("", ""), "aby")
 
 for _fn in (AddFunction, SubFunction, MulFunction, DivFunction, PowFunction):
     _fn.op.add_device("cuda", type(f"{_fn.__name__[:-8]}CudaFunction", (_BinaryCudaFunction,),

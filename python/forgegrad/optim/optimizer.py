@@ -77,8 +77,10 @@ def _runs_step_pre_hooks(step):
 
     @functools.wraps(step)
     def hooked_step(self, *args, **kwargs):
+        if not _step_pre_hooks:  # (no hook to run: the nesting need not be tracked)
+            return step(self, *args, **kwargs)
         depth = getattr(_step_depth, "n", 0)
-        if _step_pre_hooks and depth == 0:
+        if depth == 0:
             for hook in list(_step_pre_hooks.values()):
                 hook(self, args, kwargs)
         _step_depth.n = depth + 1
