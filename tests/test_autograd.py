@@ -105,3 +105,36 @@ def test_leaf_gradients_never_share_storage():
     (c * 1.0).backward(seed)
     c.grad._data += 1
     np.testing.assert_allclose(seed, 1.0)
+
+
+def test_ops_that_used_a_tensor_before_an_inplace_op_differentiate_its_value_then_like_torch():
+    """A recorded in-place op (u.mul_(2), u.copy_(v), a constant's add_) rebinds the tensor to its result;
+    the ops that used the tensor before keep differentiating the value it had then, as torch's edges do
+    (they used to follow it to the new node: y = u + 1; u.mul_(2) gave y a gradient of 2)."""
+    torch = pytest.importorskip("torch")
+
+    def program(lib):
+        x = lib.tensor(np.arange(6, dtype=np.float32).reshape(2, 3), requires_grad=True)
+        w = lib.tensor(np.ones(3, np.float32), requires_grad=True)
+        u = x * 1
+        ys = []
+        for k in range(3):  # each y uses u as it was before the k-th in-place op
+            ys.append(u + 1)
+            u.mul_(2)
+        row = u[0]  # a view, taken before the next in-place op on u
+        picked = row * 3
+        u.add_(1)
+        c = u * 1
+        before_copy = c * 2
+        c.copy_(w * 5 + 0)  # the node of copy_ does not take c's old value as input
+        const = lib.zeros(3)
+        before_add = const + w
+        const.add_(w * 7)  # a constant becomes part of the graph
+        loss = (sum(y.sum() * (k + 1) for k, y in enumerate(ys)) + picked.sum() + 10 * u.sum()
+                + before_copy.sum() + c.sum() + 3 * before_add.sum() + const.sum())
+        loss.backward()
+        return x.grad.numpy(), w.grad.numpy()
+
+    got, want = program(fg), program(torch)
+    for g, t in zip(got, want):
+        np.testing.assert_allclose(g, t, rtol=1e-6)

@@ -6,9 +6,10 @@ Inside autograd:
 
 - a leaf that requires grad, or a view of one (reshape, slice, transpose of it), refuses (RuntimeError,
   torch's messages): its value is what backward differentiates with respect to;
-- any other tensor is rebound to the op's recorded result (its storage and graph node are replaced,
-  the old node stays where earlier ops saved it), so gradients are right; tensors that shared the
-  old storage keep the old values (torch would update them: the one difference).
+- any other tensor is rebound to the op's recorded result (its storage and graph node are replaced;
+  the ops that used it before keep differentiating its old value, see autograd._rebound), so gradients
+  are right; tensors that shared the old storage keep the old values (torch would update them: the one
+  difference).
 
 Either way the write is counted in the tensor's version (``t._version``, shared with its views), and
 backward refuses an array a recorded op saved if it was written since, with torch's RuntimeError:
@@ -62,6 +63,10 @@ def inplace(self, compute, name: str, *others, cast: bool = False):
         _vc.carry(self._data, out._data)
         self._data, self._ctx, self._out_index = out._data, out._ctx, out._out_index
         self.requires_grad = out.requires_grad
+        from .autograd import _note_rebind
+        _note_rebind(self, old)  # the ops that used self before keep using it as it was (old)
+        if self._ctx is not None:  # kept alive with the op's node, which may not take old as input (copy_)
+            self._ctx.rebound_from = old
         return self
     with grad_mode.no_grad():
         out = compute(self, *others)

@@ -109,6 +109,13 @@ def _write(r) -> None:
             e[2] = True
 
 
+def tick() -> int:
+    """Advance the clock without a write (an event that backward orders against nodes' clocks)."""
+    global clock
+    clock += 1
+    return clock
+
+
 def bump(t) -> None:
     """Count one in-place write through tensor ``t``."""
     own = getattr(t, "_own_version", None)

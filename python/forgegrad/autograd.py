@@ -15,7 +15,7 @@ The smallest complete example is ``ExpFunction`` in ``ops/elementwise.py``: its 
 from __future__ import annotations
 
 import weakref
-from typing import Any, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
@@ -67,6 +67,48 @@ def _notify_pass(nodes) -> None:
         else:
             fn(nodes)
 
+
+# A tensor that a recorded in-place op rebound to its result (forgegrad._inplace) is still an input of the
+# ops that used it before: they must see it as it was then. id(tensor) -> [(clock of the rebinding, weak
+# reference to the stand-in holding the tensor's node, storage and requires_grad before it)]; a node made
+# before a rebinding (its made_at clock is older) reads the stand-in in its place. The stand-ins are held
+# by the nodes of the in-place ops that took them as input (weakly here); an entry goes with its tensor.
+_rebound: Dict[int, list] = {}
+_rebound_refs: Dict[int, Any] = {}  # id(tensor) -> the weak reference whose callback drops its entry
+
+
+def _forget_rebound(key: int) -> None:
+    _rebound.pop(key, None)
+    _rebound_refs.pop(key, None)
+
+
+def _note_rebind(t, old) -> None:
+    """Tensor ``t`` was rebound by an in-place op; ``old`` stands for it as it was before."""
+    key = id(t)
+    hist = _rebound.get(key)
+    if hist is None:
+        hist = _rebound[key] = []
+        _rebound_refs[key] = weakref.ref(t, lambda _, key=key: _forget_rebound(key))
+    else:
+        hist[:] = [h for h in hist if h[1]() is not None]
+    hist.append((_vc.tick(), weakref.ref(old)))
+
+
+def _parents_of(node) -> tuple:
+    """``node``'s inputs as they were when it was recorded (see _rebound)."""
+    out = []
+    for p in node.parents:
+        hist = None if p is None else _rebound.get(id(p))
+        if hist is not None:
+            for at, ref in hist:
+                if node.made_at < at:
+                    old = ref()
+                    p = p if old is None else old
+                    break
+        out.append(p)
+    return tuple(out)
+
+
 # ---- Function --------------------------------------------------------------------------------
 class Function:
     """Base class of differentiable ops. Subclasses define static ``forward`` and ``backward``.
@@ -86,7 +128,9 @@ class Function:
     handles_float64 = False
 
     # saved_at: the in-place write clock when save_for_backward ran (None: nothing saved; apply sets it)
-    __slots__ = ("parents", "needs_input_grad", "saved_tensors", "saved_at", "out_meta", "released", "__dict__")
+    # made_at: the clock when the node was recorded (see _rebound)
+    __slots__ = ("parents", "needs_input_grad", "saved_tensors", "saved_at", "made_at", "out_meta", "released",
+                 "__dict__")
 
     def save_for_backward(self, *arrays) -> None:
         """Keep ``arrays`` for backward (``ctx.saved_tensors``). The in-place write clock is noted with them:
@@ -170,6 +214,7 @@ class Function:
             single = True
         if record_graph:
             ctx.parents = tuple([a if isinstance(a, Tensor) else None for a in args])
+            ctx.made_at = _vc.clock
             ctx.out_meta = tuple([(t._data.shape, t._data.dtype) for t in results])
             ctx.released = False
             skip = cls.non_differentiable_outputs
@@ -284,7 +329,7 @@ def _topo_order(root_ctx) -> List[Any]:
             continue
         seen.add(id(node))
         stack.append((node, True))
-        for p in node.parents:
+        for p in (_parents_of(node) if _rebound else node.parents):
             if p is not None and p._ctx is not None and id(p._ctx) not in seen:
                 stack.append((p._ctx, False))
     order.reverse()
@@ -382,9 +427,10 @@ def _run_backward(root, grad: np.ndarray, retain_graph: bool) -> None:
         gins = type(node).backward(node, *gouts)
         if not isinstance(gins, tuple):
             gins = (gins,)
-        if len(gins) < len(node.parents):
-            gins = gins + (None,) * (len(node.parents) - len(gins))
-        for parent, g in zip(node.parents, gins):
+        parents = _parents_of(node) if _rebound else node.parents
+        if len(gins) < len(parents):
+            gins = gins + (None,) * (len(parents) - len(gins))
+        for parent, g in zip(parents, gins):
             if parent is None or g is None or not parent.requires_grad:
                 continue
             if isinstance(g, np.generic):  # numpy turns 0-d results into scalars; kernels take arrays
