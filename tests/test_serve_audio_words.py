@@ -4,6 +4,8 @@ transformers' ``_combine_tokens_into_words``; the grouping itself (spaces, punct
 from __future__ import annotations
 
 import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -122,6 +124,26 @@ def test_words_need_alignment_heads_and_verbose_json(url, tmp_path):
     with pytest.raises(CompletionError) as e:
         Transcriber(str(plain)).prepare(req, None)
     assert e.value.param == "timestamp_granularities[]"
+
+
+def test_words_with_beam_search(whisper_dir, tmp_path):
+    """A checkpoint that decodes with beams (generation_config.json's num_beams): the words of transformers' token
+    timestamps by beam search; two requests at once get each its own (word times by beams are decoded alone)."""
+    beams = tmp_path / "beams"
+    shutil.copytree(whisper_dir, beams)
+    file = beams / "generation_config.json"
+    file.write_text(json.dumps(dict(json.loads(file.read_text()), num_beams=3)))
+    names = ["8k-stereo-int16", "16k-mono-float32"]
+    want = [_expected_words(beams, name, language="en", task="transcribe") for name in names]
+    assert want[0] != _expected_words(whisper_dir, names[0], language="en", task="transcribe")  # the beams' own
+    fields = {"response_format": "verbose_json", "language": "en", "timestamp_granularities[]": "word"}
+    with running_app(create_speech_app(SpeechServeConfig(str(beams), max_body_bytes=256 * 1024))) as u, \
+            httpx.Client(base_url=u, timeout=60) as c, ThreadPoolExecutor(2) as pool:
+        replies = list(pool.map(lambda name: c.post("/v1/audio/transcriptions", data=fields,
+                                                     files={"file": ("a.wav", WAVS[name]()[0], "audio/wav")}), names))
+    for r, words in zip(replies, want):
+        assert r.status_code == 200, r.text
+        assert r.json()["words"] == words
 
 
 class _Bytes:

@@ -123,9 +123,6 @@ class Transcriber:
             raise CompletionError(400, "timestamp_granularities[]: word timestamps need alignment_heads in this "
                                        "checkpoint's generation_config.json (the cross-attention heads that follow "
                                        "the audio)", "timestamp_granularities[]")
-        if "word" in req.granularities and (req.num_beams or self.num_beams) > 1:
-            raise CompletionError(400, "timestamp_granularities[]: word timestamps are not supported with beam search "
-                                       "yet (num_beams > 1)", "timestamp_granularities[]")
         prompt = self.prompt_ids(req.prompt, req.task) if req.prompt else ()
         rate = self.extractor.sampling_rate
         try:
@@ -211,7 +208,8 @@ class Transcriber:
         jobs first run the first window through the encoder and the step after the start token, together: their
         language detection (generate's, done here to report it) and, without timestamps, the states avg_logprob
         and no_speech_prob are scored on. A request's prompt (prompt_ids) goes with it: those of one prompt share a
-        generate; so do those of one number of beams (SpeechRequest.num_beams, forgegrad transcribe's)."""
+        generate; so do those of one number of beams (SpeechRequest.num_beams, forgegrad transcribe's), but for word
+        times by beam search, decoded one request at a time."""
         from ..autograd import no_grad
         model = self.model
         window = model.num_frames
@@ -232,12 +230,17 @@ class Transcriber:
                     if jobs[i].language is None and ids:
                         jobs[i].language = names[int(np.argmax(logits[r, ids]))]
             for i, job in enumerate(jobs):
+                words = "word" in job.req.granularities
+                # word times by beam search are decoded alone: transformers aligns a hypothesis shorter than its
+                # batch's longest, past its end, on the batch's first row, which would tie one file's times to
+                # another's
+                alone = i if words and (job.req.num_beams or self.num_beams) > 1 else None
                 key = (job.req.task, job.req.temperature, job.language is None, job.timestamps,
-                       job.features.shape[2] > window, job.prompt, job.req.num_beams, "word" in job.req.granularities)
+                       job.features.shape[2] > window, job.prompt, job.req.num_beams, words, alone)
                 groups.setdefault(key, []).append(i)
             rows = {}
             times = {}  # job index -> each token's time (word timestamps)
-            for (task, temperature, detect, timestamps, longform, prompt, beams, words), members in groups.items():
+            for (task, temperature, detect, timestamps, longform, prompt, beams, words, _), members in groups.items():
                 max_new = self.context - len(self._prompt(None, task)) - len(prompt)  # all the room the decoder has
                 language = None if detect or not self.multilingual else [jobs[i].language for i in members]
                 frames = [jobs[i].features.shape[2] for i in members]

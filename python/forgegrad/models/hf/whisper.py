@@ -262,7 +262,7 @@ class WhisperForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Modul
         them when missing) whose cross-attention an export with ``cross_attentions=True`` outputs."""
         from .logits_processors import generation_source
         from .whisper_alignment import alignment_settings
-        return alignment_settings(self, dict(generation_source(self)), None)[0]
+        return alignment_settings(self, dict(generation_source(self)))[0]
 
     def graph_encoder_inputs(self, rng: np.random.Generator, batch: int):
         """The encoder graph's example, names, dynamic axes (the batch: the frames are the window's) and the

@@ -108,17 +108,24 @@ def token_timestamps(weights: np.ndarray, prompt_length: int, median_filter_widt
     ``weights`` (B, heads, prompt_length + n, positions): the prompt's tokens 0.0, each new token the time where
     the warping path reaches it, the last (the end token, which has no row) the time of the one before.
     ``num_frames`` (one per row, or None): each row's log-mel frames from the window's start (the attention
-    mask's), whose first ``num_frames // 2`` encoder positions are aligned; None aligns all of them."""
+    mask's), whose first ``num_frames // 2`` encoder positions are aligned; None aligns all of them. A window that
+    starts past an input's frames (``seek`` moved past its attention mask) has a negative count: as transformers,
+    that many positions are cut from the end, twice where every row's count is the same (transformers cuts such a
+    batch once for all rows and again per row; the second cut changes nothing unless negative)."""
     B, _, rows, _ = weights.shape
     out = np.zeros((B, rows + 1), np.float32)
     weights = weights[:, :, prompt_length:]
     if weights.shape[2] == 0:  # one new token: no row to align
         return out
+    cuts = None if num_frames is None else [int(f) // 2 for f in num_frames]
     for b in range(B):
-        matrix = weights[b] if num_frames is None else weights[b, ..., :int(num_frames[b]) // 2]
-        std = matrix.std(axis=-2, keepdims=True)
-        matrix = (matrix - matrix.mean(axis=-2, keepdims=True)) / std
-        matrix = median_filter(matrix, median_filter_width).mean(axis=0)
+        matrix = weights[b] if cuts is None else weights[b, ..., :cuts[b]]
+        if cuts is not None and len(set(cuts)) == 1:
+            matrix = matrix[..., :cuts[b]]
+        with np.errstate(invalid="ignore", divide="ignore"):  # (one token row, or no position: NaN, as transformers)
+            std = matrix.std(axis=-2, keepdims=True)
+            matrix = (matrix - matrix.mean(axis=-2, keepdims=True)) / std
+            matrix = median_filter(matrix, median_filter_width).mean(axis=0)
         text, time = dynamic_time_warping(-matrix.astype(np.float64))
         jumps = np.concatenate([[True], np.diff(text) != 0])
         times = time[jumps] * time_precision
@@ -126,7 +133,7 @@ def token_timestamps(weights: np.ndarray, prompt_length: int, median_filter_widt
     return out
 
 
-def alignment_settings(model, gc: dict, beams):
+def alignment_settings(model, gc: dict):
     """The checked (layer, head) pairs of generation_config.json's alignment_heads and the median filter's width."""
     heads = gc.get("alignment_heads")
     if heads is None:
@@ -144,8 +151,6 @@ def alignment_settings(model, gc: dict, beams):
         pairs.append((int(pair[0]) % layers, int(pair[1]) % n_heads))
     if not pairs:
         raise ValueError("generate: alignment_heads is empty: token-level timestamps need at least one [layer, head]")
-    if beams is not None:
-        raise ValueError("generate: return_token_timestamps is not supported with num_beams > 1 yet; use num_beams=1")
     width = model.config.get("median_filter_width", 7)
     if isinstance(width, bool) or not isinstance(width, numbers.Integral) or width <= 0 or width % 2 != 1:
         raise ValueError(f"generate: the config's median_filter_width must be an odd positive int, got {width!r}")
@@ -164,13 +169,52 @@ def padded_times(stamps: List[List[np.ndarray]], width: int) -> np.ndarray:
 
 
 def window_times(run, cross, prompt: np.ndarray, padding: Optional[np.ndarray], out: np.ndarray,
-                  num_frames: Optional[np.ndarray]) -> np.ndarray:
+                 num_frames: Optional[np.ndarray], beam=None, states=None) -> np.ndarray:
     """One attempt's token times (b, P + n) for its rows: the alignment heads' cross-attention over the prompt and
     the new tokens but the last (``out`` (b, n), finished rows padded as the steps fed them), in one pass;
-    ``cross``: each layer's encoder keys and values (``cross_states``), as the decoding used them."""
+    ``cross``: each layer's encoder keys and values (``cross_states``), as the decoding used them.
+
+    ``beam`` (whisper_beam.BeamWindow, with the attempt's encoder ``states``): ``out`` are beam search's best
+    hypotheses. transformers gathers each step's cross-attention from the beam that made the hypothesis' token
+    (the hypothesis' own prefix, which the pass gives), and past a hypothesis' end, up to the longest one's, from
+    row 0 of the beams (its beam indices there are -1, read as 0): those rows come from passes over the tokens fed
+    to row 0, on the first row's audio."""
     pairs, width = run.alignment
+    P = prompt.shape[1]
     ids = np.concatenate([prompt, out[:, :-1]], 1)
     if padding is not None:
         padding = np.concatenate([padding, np.ones((len(ids), ids.shape[1] - padding.shape[1]), bool)], 1)
     weights = run.steps.alignment_weights(ids, cross, pairs, padding)  # (b, heads, P + n - 1, positions)
-    return token_timestamps(weights, prompt.shape[1], width, num_frames)
+    if beam is not None:
+        _first_row_steps(run, states, prompt, padding, beam, out.shape[1], weights)
+    return token_timestamps(weights, P, width, num_frames)
+
+
+def _first_row_steps(run, states, prompt: np.ndarray, padding: Optional[np.ndarray], beam, n: int,
+                     weights: np.ndarray) -> None:
+    """Each hypothesis' rows of ``weights`` for steps t from its length to ``n`` - 1 (the query: the last token fed
+    at step t) replaced by row 0's at step t, in place. Row 0's fed tokens at a step often extend its earlier
+    ones: one pass over the longest serves every step whose tokens are its prefix."""
+    P = prompt.shape[1]
+    wanted = sorted({t for length in beam.lengths for t in range(int(length), n)})
+    if not wanted:
+        return
+    chains: List[np.ndarray] = []  # the distinct token runs passed, longest first
+    chain_of = {}
+    for t in reversed(wanted):
+        fed = beam.first_row[t - 1]  # (t,) tokens fed to row 0 at step t
+        chain_of[t] = next((k for k, c in enumerate(chains) if np.array_equal(c[:t], fed)), len(chains))
+        if chain_of[t] == len(chains):
+            chains.append(fed)
+    m, longest = len(chains), len(chains[0])
+    ids = np.full((m, P + longest), run.pad, np.int64)  # right padding: a causal decoder's earlier rows ignore it
+    ids[:, :P] = prompt[0]
+    for k, c in enumerate(chains):
+        ids[k, P:P + len(c)] = c
+    mask = None if padding is None else np.concatenate([np.repeat(padding[:1, :P], m, 0),
+                                                        np.ones((m, longest), bool)], 1)
+    first = run.steps.rows(states, np.zeros(m, np.int64))
+    rows = run.steps.alignment_weights(ids, run.steps.cross(first), run.alignment[0], mask)
+    for b, length in enumerate(beam.lengths):
+        for t in range(int(length), n):
+            weights[b, :, P + t - 1] = rows[chain_of[t], :, P + t - 1]

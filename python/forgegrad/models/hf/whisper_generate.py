@@ -28,7 +28,7 @@ from ...tensor import Tensor
 from .generation import UNSET, _check_beams, _sampler
 from .logits_processors import generation_source, resolve
 from .whisper_alignment import alignment_settings, padded_times, window_times
-from .whisper_beam import beam_window
+from .whisper_beam import beam_logprobs, beam_window
 from .whisper_fallback import log_softmax, verdict
 from .whisper_prompt import LANGUAGES, conditioned_prompt, decoder_prompts, text_prompt, token_list
 from .whisper_steps import steps_of
@@ -91,8 +91,9 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
     ``num_beams`` > 1 (default generation_config.json's, else 1): beam search where a window is decoded greedily
     (whisper_beam.py: transformers' beam search with Whisper's processors; ``length_penalty``, ``early_stopping``
     as ``generate``'s); a sampled attempt samples with one beam, and from then on the call decodes with one beam,
-    as transformers' Whisper generate does. With beams, ``logprob_threshold`` and ``no_speech_threshold`` are not
-    supported (ValueError).
+    as transformers' Whisper generate does. With beams, ``logprob_threshold`` reads the best hypothesis' steps'
+    log-probabilities (Whisper's processors on each step's log-softmax, normalised again, as transformers' fallback
+    reads a beam's) and ``no_speech_threshold`` the prompt's <|nocaptions|> probability.
 
     ``return_token_timestamps=True``: also each token's time in seconds, as transformers computes it from the
     cross-attention of generation_config.json's ``alignment_heads`` ([layer, head] pairs; ValueError without
@@ -101,7 +102,9 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
     with its "token_timestamps" from the audio's start). As transformers', a row's times count from the start of
     the window that made each token (long-form windows are not offset there; the segments' are), the row's end
     is padded with its last time, and ``attention_mask`` (its ones: each input's frames) limits the aligned
-    audio; without it the whole window is aligned. Not with beam search (ValueError).
+    audio; without it the whole window is aligned. With beam search each hypothesis is aligned on its own tokens'
+    cross-attention and, as transformers gathers the beams' steps, past its end (up to the window's longest
+    hypothesis) on the cross-attention of the tokens fed to the window's first row.
     """
     gc = dict(generation_source(model))
     thresholds, condition = _options(gc, compression_ratio_threshold, logprob_threshold, no_speech_threshold,
@@ -109,10 +112,6 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
     beams = _check_beams(resolve(model, "num_beams", num_beams, 1),
                          resolve(model, "length_penalty", length_penalty, 1.0),
                          resolve(model, "early_stopping", early_stopping, False), None)
-    if beams is not None and (thresholds["logprob_threshold"] is not None
-                              or thresholds["no_speech_threshold"] is not None):
-        raise ValueError("generate: num_beams > 1 with logprob_threshold or no_speech_threshold is not supported "
-                         "(the fallback's log-probabilities of a beam); use num_beams=1 or no thresholds")
     prompt_ids, all_segments = text_prompt(prompt_ids, prompt_condition_type, condition, model.vocab_size)
     for name, value in (("return_segments", return_segments), ("return_timestamps", return_timestamps),
                         ("return_dict_in_generate", return_dict_in_generate)):
@@ -128,7 +127,7 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
                          f"this {type(steps).__name__} does not give (a decoder graph exported without them): export "
                          "it again with export_seq2seq(model, DIR, cross_attentions=True) or `forgegrad export "
                          "WHISPER_DIR --out DIR --cross-attentions`")
-    alignment = alignment_settings(model, gc, beams) if return_token_timestamps else None
+    alignment = alignment_settings(model, gc) if return_token_timestamps else None
     features = _feature_array(model, input_features)
     B, frames = features.shape[0], features.shape[2]
     window = model.num_frames
@@ -290,7 +289,7 @@ def _window_with_fallback(run: _Run, features: np.ndarray, seek: np.ndarray, fra
         if sampler.do_sample:
             run.beams = None  # transformers sets num_beams = 1 in its generation config, for the rest of the call
         cross = None if run.alignment is None else steps.cross(states)  # (shared with the times' pass)
-        out, step_logprobs, first = _decode_window(
+        out, step_logprobs, first, beam = _decode_window(
             run, states, prompt[todo], None if padding is None else padding[todo], budget, sampler, t, cross=cross,
             logprobs=th["logprob_threshold"] is not None,
             no_speech_at=None if run.no_speech_token is None else prompt.shape[1] - run.start_tokens)
@@ -298,10 +297,11 @@ def _window_with_fallback(run: _Run, features: np.ndarray, seek: np.ndarray, fra
             # transformers reads each row's frames by its place in the attempt's batch (not the retried input's)
             frames_left = None if run.window_frames is None else run.window_frames[:len(todo)]
             for r, row in zip(todo, window_times(run, cross, prompt[todo], None if padding is None else padding[todo],
-                                                  out, frames_left)):
+                                                  out, frames_left, beam, states)):
                 times[r] = row
-        if first is not None and no_speech is None:
-            # transformers computes it on the whole window's batch, each time, and reads it by place
+        if first is not None and (no_speech is None or run.start_tokens == 1):
+            # transformers reads it by place: after several start tokens it runs the model on the whole window's
+            # batch (the same at each attempt), after one it reads the attempt's first scores
             no_speech = np.exp(log_softmax(first))[:, run.no_speech_token]
         again = []
         for k, r in enumerate(todo):
@@ -326,10 +326,14 @@ def _decode_window(run: _Run, states, prompt: np.ndarray, padding: Optional[np.n
     tokens, the timestamp rules), then the sampler's warpers. ``padding`` (B, P): False where the prompt is left
     padding (previous tokens of different lengths). Also, when asked: each step's log-probability of its token
     (B, n) as transformers' fallback reads it (the processed scores, the temperature undone), and the prompt's
-    logits at place ``no_speech_at``. ``cross``: the states' encoder keys and values when already made."""
+    logits at place ``no_speech_at``. ``cross``: the states' encoder keys and values when already made. The last
+    of the four returned: beam search's BeamWindow (whisper_beam.py) with ``num_beams`` > 1, else None."""
     steps = run.steps
-    if run.beams is not None:  # (sampled attempts have one beam; beams come without the fallback's log-probs)
-        return beam_window(run, states, prompt, padding, max_new_tokens, run.beams), None, None
+    if run.beams is not None:  # (a sampled attempt has one beam)
+        beam = beam_window(run, states, prompt, padding, max_new_tokens, run.beams, trace=run.alignment is not None,
+                           no_speech_at=no_speech_at)
+        chosen = beam_logprobs(run, states, prompt, padding, beam.tokens) if logprobs else None
+        return beam.tokens, chosen, beam.no_speech, beam
     B, P = prompt.shape
     cross = steps.cross(states) if cross is None else cross
     out = np.full((B, max_new_tokens), run.pad, np.int64)
@@ -363,7 +367,7 @@ def _decode_window(run: _Run, states, prompt: np.ndarray, padding: Optional[np.n
         if padding is not None:
             padding = np.concatenate([padding, np.ones((B, 1), bool)], 1)
         logits = steps.decode(nxt[:, None], states, cross=cross, cache=cache, decoder_attention_mask=padding)[:, -1]
-    return out[:, :n], None if chosen is None else chosen[:, :n], first
+    return out[:, :n], None if chosen is None else chosen[:, :n], first, None
 
 
 def _options(gc: dict, compression_ratio_threshold, logprob_threshold, no_speech_threshold,
