@@ -140,3 +140,56 @@ def test_bad_prefetch_arguments_raise():
         dist.FullyShardedDataParallel(nn.Linear(2, 2), forward_prefetch=1)
     model = dist.FullyShardedDataParallel(nn.Linear(2, 2), backward_prefetch=dist.BackwardPrefetch.BACKWARD_POST)
     assert model.backward_prefetch is dist.BackwardPrefetch.BACKWARD_POST
+
+
+_REFUSED_MOVE = r'''
+import ctypes, mmap, sys
+import numpy as np
+from forgegrad.distributed import _pages
+
+libc = _pages._load_libc()
+if libc is None:
+    print("no mremap"); sys.exit(0)
+
+
+class Refusing:
+    """libc whose mremap(MREMAP_FIXED) fails as the kernel's may after unmapping the target (ENOMEM in move_vma)."""
+    def __init__(self, lib):
+        self.lib = lib
+        self.munmap = lib.munmap
+        self.mmap = getattr(lib, "mmap", None)
+
+    def mremap(self, old, old_size, new_size, flags, new):
+        if flags & _pages._MREMAP_FIXED:
+            self.lib.munmap(new, new_size)
+            return _pages._FAILED
+        return self.lib.mremap(old, old_size, new_size, flags, new)
+
+
+size = 3 * _pages.PAGE
+m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+full = np.frombuffer(m, np.float32)
+addr = full.__array_interface__["data"][0]
+pool = _pages.PagePool(4 * size)
+pool.libc = Refusing(libc)
+full[:] = 1.0
+pool.give(addr, size, m)
+assert not full.any()  # freed: zeros
+assert pool.take(addr, size) is False  # the move refused: fresh pages instead
+full[:] = 2.0  # the unit's range must still be mapped (a segfault here otherwise)
+assert (full == 2.0).all() and pool.free_bytes == 0
+print("ok")
+'''
+
+
+def test_a_refused_page_move_leaves_the_unit_mapped(tmp_path):
+    """When mremap(MREMAP_FIXED) fails after the kernel has unmapped the target (its ENOMEM path), the pool maps
+    fresh pages there, so the gather writes into the unit's range instead of crashing the process."""
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / "refused.py"
+    script.write_text(_REFUSED_MOVE)
+    env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), "..", "python"))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0 and proc.stdout.strip() in ("ok", "no mremap"), (proc.returncode, proc.stderr)

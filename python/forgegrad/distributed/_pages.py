@@ -31,6 +31,7 @@ from typing import Optional
 
 PAGE = mmap.PAGESIZE
 _MREMAP_MAYMOVE, _MREMAP_FIXED, _MREMAP_DONTUNMAP = 1, 2, 4
+_PROT_READ_WRITE, _MAP_FIXED = 3, 0x10  # Linux's values (mmap has no MAP_FIXED before Python 3.13)
 _FAILED = ctypes.c_void_p(-1).value  # MAP_FAILED as ctypes returns it
 
 _libc = None
@@ -50,6 +51,9 @@ def _load_libc():
                                        ctypes.c_void_p]
                 lib.munmap.restype = ctypes.c_int
                 lib.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+                lib.mmap.restype = ctypes.c_void_p
+                lib.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                     ctypes.c_long]
             except (OSError, AttributeError):
                 return None
             probe = mmap.mmap(-1, PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
@@ -110,7 +114,14 @@ class PagePool:
             if got == addr:
                 self.hits += 1
                 return True
-            self.libc.munmap(run, size)  # not expected; the unit faults fresh pages in instead
+            # not expected (out of memory?): the run goes back to the OS and the unit faults fresh pages in, on
+            # a range mapped again, since the kernel may have unmapped it before failing (mremap_to unmaps the
+            # target first)
+            self.libc.munmap(run, size)
+            flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_FIXED
+            if self.libc.mmap(addr, size, _PROT_READ_WRITE, flags, -1, 0) != addr:
+                raise MemoryError(f"FullyShardedDataParallel: cannot map {size} bytes for a unit's parameters "
+                                  f"(errno {ctypes.get_errno()})")
         self.misses += 1
         self._trim()
         return False
