@@ -374,6 +374,10 @@ class TensorMethods:
             raise NotImplementedError(
                 f"t[key] = value on a {self.device.type} tensor: indexed in-place writes run on the CPU only; build "
                 "the value out of place instead (forgegrad.where(mask, value, t), forgegrad.cat([...]))")
+        from ._setitem import assign, setitem_tracked
         from .ops.shape import _index_arrays
-        self._data[_index_arrays(key)] = value._data if isinstance(value, TensorMethods) else value
+        if grad_mode.is_grad_enabled() and (self.requires_grad or getattr(value, "requires_grad", False)):
+            setitem_tracked(self, _index_arrays(key), value)  # recorded as torch records it: an in-place op
+            return
+        assign(self._data, _index_arrays(key), value._data if isinstance(value, TensorMethods) else value)
         _vc.bump(self)  # one in-place write: a graph that saved this storage refuses it at backward

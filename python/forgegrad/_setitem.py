@@ -1,0 +1,115 @@
+"""``t[key] = value`` under autograd, recorded as torch records it (an in-place op on ``t``).
+
+When grad mode is on and ``t`` or ``value`` requires grad, the values are written into ``t``'s storage
+(views of it and tensors sharing it see them, as with torch) and ``t`` is rebound to a new graph node,
+:class:`IndexPutFunction`, whose inputs are ``t`` as it was and ``value``. Its backward sends
+``grad[key]`` to ``value`` (summed over the dims the value was broadcast over, in the value's dtype) and
+``grad`` with ``grad[key]`` zeroed to ``t``'s previous node: the elements that were overwritten no longer
+depend on what was there. A ``t`` that required no grad requires it afterwards if ``value`` does.
+
+The rebinding goes through autograd's stand-ins (autograd._rebound), so ops that used ``t`` before the
+write keep differentiating its old value, and the write is counted in ``t``'s version, so an op that
+saved ``t``'s array before raises torch's error at backward.
+
+Refused, with a RuntimeError, rather than a wrong gradient: a leaf that requires grad or a view of one
+(torch's message), and a view (slice, reshape, ...) of another tensor of the graph: torch propagates the
+write to the view's base, forgegrad's views cannot, so the base's gradient would miss it. Write into
+the base instead (``h[1:][0] = v`` is ``h[1] = v``) or clone the view first.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _version_counter as _vc
+from .autograd import Function, _note_rebind
+from .ops._util import unbroadcast
+
+VIEW_OF_GRAPH_MESSAGE = (
+    "t[key] = value on a view (slice, reshape, transpose, ...) of another tensor of the autograd graph: torch "
+    "propagates the write to the view's base, forgegrad cannot, so the base's gradient would be wrong. Write "
+    "into the base instead (h[1:][0] = v is h[1] = v) or clone the view before writing into it")
+
+
+class IndexPutFunction(Function):
+    """``a[key] = v`` written into ``a``'s own array (its output shares ``a``'s storage); ``v`` is a Tensor
+    (differentiable) or any value numpy assigns (a number, an array)."""
+
+    exact_dtype = True  # the output is a's array, in a's dtype
+    handles_float64 = True
+
+    @staticmethod
+    def forward(ctx, a, v, key):
+        ctx.key = key
+        v_arr = np.asarray(v)
+        ctx.v_shape, ctx.v_dtype = v_arr.shape, v_arr.dtype
+        arrays = [k for k in (key if isinstance(key, tuple) else (key,)) if isinstance(k, np.ndarray)]
+        if arrays:  # backward indexes with them: changing one in place before backward raises, as torch's
+            ctx.save_for_backward(*arrays)
+        assign(a, key, v)
+        return a
+
+    @staticmethod
+    def backward(ctx, g):
+        key = ctx.key
+        ga = gv = None
+        if ctx.needs_input_grad[0]:
+            ga = g.copy()
+            ga[key] = 0  # the overwritten elements no longer depend on a's old values
+        if ctx.needs_input_grad[1]:
+            picked = np.asarray(g[key])
+            lead = len(ctx.v_shape) - picked.ndim
+            if lead > 0:  # numpy and torch accept a value with extra leading dims of size 1
+                picked = picked.reshape((1,) * lead + picked.shape)
+            gv = unbroadcast(picked, ctx.v_shape).astype(ctx.v_dtype, copy=False)
+        return ga, gv, None
+
+
+def assign(a: np.ndarray, key, v) -> None:
+    """``a[key] = v`` as torch assigns: a value may have more leading dims of size 1 than the target has
+    dims (numpy refuses a (1,) value for one element)."""
+    try:
+        a[key] = v
+    except ValueError:
+        v = np.asarray(v)
+        lead = v.ndim - np.ndim(a[key])
+        if lead <= 0 or v.shape[:lead] != (1,) * lead:
+            raise
+        a[key] = v.reshape(v.shape[lead:])
+
+
+def setitem_tracked(t, key, value) -> None:
+    """``t[key] = value`` recorded in the graph (grad mode on, ``t`` or ``value`` requires grad; ``t`` is
+    a CPU tensor and no leaf that requires grad, which the caller checked). ``key`` holds numpy arrays in
+    place of index Tensors."""
+    from .tensor import Tensor
+    if t._ctx is not None and _views_graph_tensor(t):
+        raise RuntimeError(VIEW_OF_GRAPH_MESSAGE)
+    # the op's input is a stand-in holding t's current node (t itself becomes the output: a node listing t
+    # as its own input would loop); it shares t's array, which only the version check reads after this
+    old = Tensor._wrap_exact(t._data)
+    old._ctx, old._out_index, old.requires_grad = t._ctx, t._out_index, t.requires_grad
+    # counted first: what saved t's array before is outdated (torch raises for it at backward)
+    _vc.bump(t)
+    try:
+        out = IndexPutFunction.apply(old, value, key)
+    except BaseException:
+        _vc.unbump(t)  # numpy refused the assignment (shape, index): nothing was written
+        raise
+    t._ctx, t._out_index, t.requires_grad = out._ctx, out._out_index, out.requires_grad
+    _note_rebind(t, old)  # the ops that used t before keep using it as it was (old)
+    if t._ctx is not None:
+        t._ctx.rebound_from = old
+
+
+def _views_graph_tensor(t) -> bool:
+    """Whether ``t`` is a view (its array is part of the same storage) of another tensor that an op of the
+    graph made it from. The chain of t's own earlier ``t[key] = value`` writes (their input is t as it
+    was, sharing its storage) is walked through, not counted."""
+    r = _vc.root(t._data)
+    node = t._ctx
+    while node is not None:
+        if type(node) is IndexPutFunction:
+            node = node.parents[0]._ctx
+            continue
+        return any(p is not None and _vc.root(p._data) is r for p in node.parents)
+    return False
