@@ -5,7 +5,8 @@ export_seq2seq writes (the encoder, and generate_onnx_whisper). ``--longform SEC
 timestamps on that many seconds of features (window after window, --tokens new tokens at most per window), the same
 tokens and segment times checked. ``--beams K``: also short-form generate with K beams (a batch of 2, the same tokens
 checked). ``--token-timestamps``: also short-form generate with return_token_timestamps (whisper-tiny's alignment
-heads), against the same generate without them and against transformers' (the same times checked).
+heads), against the same generate without them and against transformers' (the same times checked); with
+``--beams K`` too, token timestamps by beam search.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python tools/whisper_speed.py --tokens 32 --onnx
 """
@@ -102,7 +103,7 @@ def token_timestamps(model, hf, args):
     hf.generation_config.alignment_heads = heads
     x = whisper_features(2, seed=3)
     mask = (np.arange(3000)[None] < np.array([[2000], [3000]])).astype(np.int64)
-    kw = dict(language="en", max_new_tokens=args.tokens)
+    kw = dict(language="en", max_new_tokens=args.tokens, num_beams=max(args.beams, 1))
     ours = model.generate(x, return_token_timestamps=True, attention_mask=mask, **kw)
     with torch.no_grad():
         theirs = hf.generate(torch.tensor(x), return_token_timestamps=True, attention_mask=torch.tensor(mask), **kw)
@@ -112,7 +113,8 @@ def token_timestamps(model, hf, args):
         np.allclose(ours["token_timestamps"], theirs["token_timestamps"].numpy(), rtol=0, atol=1e-6)
     plain = best(lambda: model.generate(x, **kw), args.repeat)
     gen_fg = best(lambda: model.generate(x, return_token_timestamps=True, attention_mask=mask, **kw), args.repeat)
-    print(f"token timestamps, batch of 2 ({ours['sequences'].shape[1]} tokens): same tokens and times: {same}; "
+    print(f"token timestamps, {kw['num_beams']} beam(s), batch of 2 ({ours['sequences'].shape[1]} tokens): same "
+          f"tokens and times: {same}; "
           f"forgegrad {gen_fg:.0f} ms ({plain:.0f} ms without them), transformers {gen_hf:.0f} ms "
           f"({gen_hf / gen_fg:.2f}x)")
 
