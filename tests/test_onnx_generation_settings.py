@@ -303,3 +303,35 @@ def test_sampling_settings_from_the_generation_config(exported, tmp_path, name):
                                                                      num_return_sequences=1)))
     none = _onnx(name, model, sessions, ids, mask, generation_config=folder, max_new_tokens=0)
     np.testing.assert_array_equal(none, generate(configured, ids, attention_mask=mask, max_new_tokens=0))
+
+
+@pytest.mark.parametrize("name", ["gpt2", "bart"])
+def test_a_checkpoint_without_generation_config_exports_its_config_tokens(tmp_path, name):
+    """A checkpoint with no generation_config.json (generate and transformers then take the end, pad, forced and
+    decoder start tokens from config.json): the export writes those beside the graphs, so the graphs given as paths
+    stop at config.json's end token and start BART's decoder as generate does."""
+    seq2seq = name in SEQ2SEQ
+    hf = hfc.tiny_generator(name, VOCAB).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf.save_pretrained(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "generation_config.json").unlink()
+    ids, mask = _prompts(seq2seq)
+    free = generate(from_pretrained(tmp_path / "ckpt"), ids, attention_mask=mask, max_new_tokens=NEW, eos_token_id=None)
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    start = 1 if seq2seq else ids.shape[1]
+    config.update(eos_token_id=int(free[0, start + 2]), pad_token_id=VOCAB - 1)  # row 0 ends at its third token
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(config))
+    model = from_pretrained(tmp_path / "ckpt")
+    assert model.generation_config is None
+    kw = dict(max_new_tokens=NEW, num_beams=1)
+    want = generate(model, ids, attention_mask=mask, **kw)
+    assert (want[0, start + 3:] == VOCAB - 1).all()  # the end token matters here
+    if seq2seq:
+        export_seq2seq(model, tmp_path / "onnx", verify=False)
+        got = generate_onnx_seq2seq(tmp_path / "onnx" / "encoder.onnx", tmp_path / "onnx" / "decoder.onnx", ids, mask,
+                                    **kw)
+    else:
+        export_with_past(model, tmp_path / "decoder.onnx", verify=False)
+        got = generate_onnx(tmp_path / "decoder.onnx", ids, mask, **kw)
+    np.testing.assert_array_equal(got, want)

@@ -94,10 +94,27 @@ def generation_config_of(who: str, value, graph) -> dict:
 def save_generation_config(model, directory, who: str) -> Optional[str]:
     """The checkpoint's generation_config.json (``model.generation_config``, as ``from_pretrained`` read it) written
     atomically into ``directory``, beside the graphs an export wrote there, so that they decode as the checkpoint
-    does; None (nothing written) for a model without one."""
+    does. A checkpoint without one has generate take its end, pad and forced tokens and an encoder-decoder's start
+    token from config.json (as transformers builds its generation config from it then): those are written instead;
+    None (nothing written) when there are none either."""
     from ._files import write_generation_config
     config = getattr(model, "generation_config", None)
-    return write_generation_config(directory, config, who) if isinstance(config, dict) else None
+    if not isinstance(config, dict):
+        config = _config_tokens(model)
+    return write_generation_config(directory, config, who) if config else None
+
+
+def _config_tokens(model) -> dict:
+    """The tokens generate reads from config.json where a checkpoint has no generation_config.json
+    (logits_processors.generation_source and token_setting; the decoder start: the model's)."""
+    source = getattr(model, "config", None)
+    if not isinstance(source, dict):
+        return {}
+    out = {k: source[k] for k in ("eos_token_id", "pad_token_id", "forced_bos_token_id", "forced_eos_token_id")
+           if source.get(k) is not None}
+    if getattr(model, "is_encoder_decoder", False):
+        out["decoder_start_token_id"] = int(model.decoder_start_token_id)
+    return out
 
 
 def logits_vocab(session):

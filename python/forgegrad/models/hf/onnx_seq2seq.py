@@ -150,8 +150,9 @@ def export_seq2seq(model, directory, *, logits_to_keep: int = 0, cross_attention
     position only. ``cross_attentions=True`` (Whisper; its generation_config.json's ``alignment_heads`` needed):
     the decoder also outputs the alignment heads' cross-attention probabilities (``cross_attentions``), which
     token timestamps read. The model's ``graph_metadata()`` (Whisper's generation settings), if it has one, is
-    written into the decoder graph, and its generation_config.json (``from_pretrained``'s ``generation_config``),
-    where it has one, beside the graphs, where ``generate_onnx_seq2seq`` reads it. Returns the two ExportReports
+    written into the decoder graph, and its generation_config.json (``from_pretrained``'s ``generation_config``;
+    without one, the end, pad, forced and decoder start tokens generate takes from config.json) beside the graphs,
+    where ``generate_onnx_seq2seq`` reads it. Returns the two ExportReports
     (encoder, decoder)."""
     from ...onnx import export
 
