@@ -1,7 +1,7 @@
-"""Automatic prefix caching in the completions server (serve/prefix_cache.py): a prompt that starts with blocks an
-earlier prompt prefilled reuses their keys and values, reports them as ``usage.prompt_tokens_details.cached_tokens``,
-and answers what the server without a prefix cache answers (greedy). The real server on loopback, checkpoints
-transformers wrote (byte tokens)."""
+"""Automatic prefix caching in the completions server (serve/prefix_cache.py): a prompt that starts with blocks
+an earlier prompt prefilled reuses their keys and values (the same blocks of the paged KV cache), reports them as
+``usage.prompt_tokens_details.cached_tokens``, and answers what the server without a prefix cache answers (greedy).
+The real server on loopback, checkpoints transformers wrote (byte tokens)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from forgegrad.models.hf import from_pretrained
-from forgegrad.models.hf._layers import KVCache
+from forgegrad.serve.kv_pool import KVPool
 from forgegrad.serve.prefix_cache import PrefixCache, prefix_cache_applies
 
 httpx = pytest.importorskip("httpx")
@@ -172,52 +172,66 @@ def test_models_where_a_cached_prefix_differs_from_a_prefill_get_no_cache(checkp
         assert "forgegrad_prefix_cache" not in c.get("/metrics").text
 
 
-def _filled(ids, layers=2, heads=2, dim=4):
-    """A one-row cache whose keys and values at each place are functions of the token there."""
-    cache = KVCache(layers, 1, heads, len(ids), dim)
-    for layer in range(layers):
-        cache.keys[layer][0] = np.asarray(ids, np.float32)[None, :, None] + layer
-        cache.values[layer][0] = -np.asarray(ids, np.float32)[None, :, None] - layer
-    cache.length = len(ids)
-    return cache
+def _row(pool, ids):
+    """A row's block table for ``ids``, its keys and values at each place functions of the token there (as if
+    prefilled), held by the row."""
+    B = pool.block_tokens
+    assert pool.reserve(pool.blocks_for(len(ids)))
+    table = [pool.allocate() for _ in range(pool.blocks_for(len(ids)))]
+    for p, t in enumerate(ids):
+        for layer in range(len(pool.keys)):
+            pool.keys[layer][table[p // B], :, p % B] = t + layer
+            pool.values[layer][table[p // B], :, p % B] = -t - layer
+    return table
+
+
+def _stored(cache, pool, ids):
+    """Store a row's full blocks, then end the row (the cache alone holds them)."""
+    table = _row(pool, ids)
+    cache.store(ids, table)
+    pool.release(table)
+    return table
 
 
 def test_a_hash_collision_is_a_miss_never_another_prompts_keys():
     """With every block under one hash, a lookup still checks the tokens and the block before: another prompt's
-    block is never loaded, and a stored block is loaded as stored."""
+    block is never matched, and a stored block is the pool block the row wrote (shared, not copied)."""
 
     class Colliding(PrefixCache):
         def _key(self, parent, tokens):
             return 7
 
-    cache = Colliding(1 << 20, block_tokens=4)
+    pool = KVPool(2, 2, 4, blocks=8, block_tokens=4)
+    cache = Colliding(1 << 20, block_tokens=4, pool=pool)
     a, b = list(range(1, 10)), list(range(20, 29))
-    cache.store(a, _filled(a))
-    assert len(cache) == 1  # a's second block collides with its first: not stored
-    assert cache.load(b, KVCache(2, 1, 2, 9, 4)) == 0
-    got = KVCache(2, 1, 2, 9, 4)
-    assert cache.load(a, got) == 4 and got.length == 4
-    want = _filled(a)
-    for layer in range(2):
-        np.testing.assert_array_equal(got.keys[layer][:, :, :4], want.keys[layer][:, :, :4])
-        np.testing.assert_array_equal(got.values[layer][:, :, :4], want.values[layer][:, :, :4])
+    table = _stored(cache, pool, a)
+    assert len(cache) == 1 and pool.in_use == 1  # a's second block collides with its first: not stored, freed
+    assert cache.match(b) == []
+    assert cache.match(a) == [table[0]]
+    np.testing.assert_array_equal(pool.keys[1][table[0], 0, :, 0], np.array(a[:4], np.float32) + 1)
+    np.testing.assert_array_equal(pool.values[0][table[0], 1, :, 3], -np.array(a[:4], np.float32))
+    cache.count(0)
+    cache.count(1)
     assert (cache.hits, cache.misses, cache.hit_tokens) == (1, 1, 4)
 
 
 def test_eviction_takes_the_ends_of_prefixes_first():
     """Blocks are evicted least recently used first, a prefix's later blocks before its earlier ones, so no block
-    stays behind whose prefix is gone; a bad size is a ValueError naming it."""
-    per_block = 2 * 2 * 2 * 4 * 4 * 4
-    cache = PrefixCache(5 * per_block, block_tokens=4)
+    stays behind whose prefix is gone; an evicted block goes back to the pool; a bad size is a ValueError naming
+    it."""
+    pool = KVPool(2, 2, 4, blocks=16, block_tokens=4)
+    per_block = pool.block_bytes
+    assert per_block == 2 * 2 * 2 * 4 * 4 * 4
+    cache = PrefixCache(5 * per_block, block_tokens=4, pool=pool)
     shared = list(range(1, 9))  # two blocks
     one, two = shared + [50, 51, 52, 53, 54], shared + [60, 61, 62, 63, 64]
-    cache.store(one, _filled(one))
-    cache.store(two, _filled(two))  # shared's two blocks, then one block each: 4 blocks
+    _stored(cache, pool, one)
+    _stored(cache, pool, two)  # shared's two blocks, then one block each: 4 blocks
     third = list(range(100, 109))
-    cache.store(third, _filled(third))  # two more blocks: evicts one's last block, the least recently used
-    assert cache.evictions == 1 and cache.bytes == 5 * per_block
-    assert cache.load(two, KVCache(2, 1, 2, 13, 4)) == 12
-    assert cache.load(one, KVCache(2, 1, 2, 13, 4)) == 8
+    _stored(cache, pool, third)  # two more blocks: evicts one's last block, the least recently used
+    assert cache.evictions == 1 and cache.bytes == 5 * per_block and pool.in_use == 5
+    assert len(cache.match(two)) == 3
+    assert len(cache.match(one)) == 2
     kept = list(cache._blocks.values())
     assert all(b.parent is None or b.parent in kept for b in kept)
     for bad in (0, -1, 1.5, True):
@@ -225,6 +239,8 @@ def test_eviction_takes_the_ends_of_prefixes_first():
             PrefixCache(bad)
     with pytest.raises(ValueError, match="block_tokens"):
         PrefixCache(100, block_tokens=0)
+    with pytest.raises(ValueError, match="16 tokens"):
+        PrefixCache(100, block_tokens=4, pool=KVPool(1, 1, 1, 1, block_tokens=16))
 
 
 def test_bad_prefix_cache_settings_are_refused(checkpoints):
