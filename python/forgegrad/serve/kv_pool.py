@@ -160,9 +160,9 @@ class KVPool:
 
 
 def table_array(tables: List[List[int]], width: Optional[int] = None) -> np.ndarray:
-    """Block tables as one (rows, width) int32 array, each padded with block 0 (never read: past its length)."""
+    """Block tables as one (rows, width) int64 array, each padded with block 0 (never read: past its length)."""
     width = max(len(t) for t in tables) if width is None else width
-    out = np.zeros((len(tables), max(width, 1)), np.int32)
+    out = np.zeros((len(tables), max(width, 1)), np.int64)
     for b, t in enumerate(tables):
         out[b, :len(t)] = t
     return out

@@ -22,7 +22,7 @@ from ...grad_mode import graph_free
 from ...nn.linear import packed_weight
 from ._layers import KVCache
 
-__all__ = ["LeanDecoder", "PagedKV"]
+__all__ = ["LeanDecoder", "PagedKV", "paged_attention_reference"]
 
 _NEG = np.float32(np.finfo(np.float32).min)
 _GELU_TANH = {"gelu_new": _C.activation.GELU_TANH, "gelu_pytorch_tanh": _C.activation.GELU_TANH,
@@ -73,18 +73,19 @@ class PagedKV:
     """The keys and values a paged decode step attends to (serve/kv_pool.py): per layer a pool (blocks, Hkv,
     block_tokens, D) of keys and one of values, and for each row its block table and length. Row b's key at
     position p is in block ``tables[b, p // block_tokens]``, place ``p % block_tokens``; the step writes each row's
-    new key at position ``lengths[b] - 1`` (its block must be in its table) and attends to its first ``lengths[b]``.
+    new key at position ``lengths[b] - 1`` (its block must be in its table) and attends to its first ``lengths[b]``
+    (kernels.attention.paged_attention_decode).
 
     Args:
         keys, values: per layer (blocks, Hkv, block_tokens, D) float32 arrays.
-        tables: (B, width) int32, each row's block ids (padding past its blocks: any valid id, never read).
-        lengths: (B,) int32, each row's keys after this step's (>= 1).
+        tables: (B, width) int64, each row's block ids (padding past its blocks: any valid id, never read).
+        lengths: (B,) int64, each row's keys after this step's (>= 1).
     """
 
     def __init__(self, keys, values, tables: np.ndarray, lengths: np.ndarray):
         self.keys, self.values = keys, values
-        self.tables = np.ascontiguousarray(tables, np.int32)
-        self.lengths = np.ascontiguousarray(lengths, np.int32)
+        self.tables = np.ascontiguousarray(tables, np.int64)
+        self.lengths = np.ascontiguousarray(lengths, np.int64)
         bt = keys[0].shape[2]
         pos = self.lengths - 1
         self._write = (self.tables[np.arange(len(pos)), pos // bt], pos % bt)  # each row's new key: (block, place)
@@ -95,17 +96,19 @@ class PagedKV:
     def attend(self, layer: int, q, k, v, scale: float, softcap=None, window=None):
         """Store the new keys and values k, v (B, Hkv, D) of ``layer``, then q (B, Hkv, rep, D) against each row's
         keys; (B, Hkv * rep * D). ``window``: only a row's last ``window`` keys (sliding-window layers)."""
+        from ...kernels.attention import paged_attention_decode
         block, place = self._write
         self.keys[layer][block, :, place] = k
         self.values[layer][block, :, place] = v
-        return paged_attention(q, self.keys[layer], self.values[layer], self.tables, self.lengths, scale, softcap,
-                               window)
+        out = paged_attention_decode(q, self.keys[layer], self.values[layer], self.tables, self.lengths, scale,
+                                     softcap, window)
+        return out.reshape(q.shape[0], -1)
 
 
-def paged_attention(q, keys, values, tables, lengths, scale, softcap=None, window=None):
-    """q (B, Hkv, rep, D) against each row's first ``lengths[b]`` keys and values, read through its block table
-    ``tables[b]`` from the pools (blocks, Hkv, block_tokens, D): ``_attention`` on the rows' keys gathered into one
-    padded (B, Hkv, width * block_tokens, D) array (the places past a row's length, or before its window, masked)."""
+def paged_attention_reference(q, keys, values, tables, lengths, scale, softcap=None, window=None):
+    """The oracle of ``kernels.attention.paged_attention_decode``: each row's keys and values gathered from the pools
+    into one padded (B, Hkv, width * block_tokens, D) array (the places past a row's length, or before its window,
+    masked), then the contiguous decode step's ``_attention``; (B, Hkv * rep * D)."""
     B, Hkv, rep, D = q.shape
     bt = keys.shape[2]
     width = -(-int(lengths.max()) // bt)
