@@ -261,3 +261,16 @@ def test_bad_kv_cache_settings_are_refused(checkpoints):
     for bad in (0, -1, "big", float("nan"), float("inf"), True):
         with pytest.raises(ValueError, match="kv_cache_mb"):
             GenerationServeConfig(checkpoints["gpt2"], kv_cache_mb=bad).validate()
+
+
+def test_the_kv_cache_mb_flag_is_refused_where_it_does_not_apply(tmp_path, capsys):
+    """``--kv-cache-mb`` sizes a decoder directory's pool: a forgegrad checkpoint (no paged cache) or a size that is
+    not a positive number is a usage error."""
+    from forgegrad.cli import main
+    from serve_helpers import write_checkpoint
+    write_checkpoint("mlp", str(tmp_path / "ckpt"))
+    assert main(["serve", str(tmp_path / "ckpt"), "--kv-cache-mb", "64"]) == 2
+    assert "--kv-cache-mb applies to a Hugging Face decoder directory" in capsys.readouterr().err
+    for bad in ("0", "-1", "inf", "big"):
+        assert main(["serve", str(tmp_path / "ckpt"), "--kv-cache-mb", bad]) == 2
+        assert "argument --kv-cache-mb: expected a positive number" in capsys.readouterr().err
