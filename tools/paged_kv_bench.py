@@ -14,7 +14,10 @@ own, after a warm-up request; reported per engine:
 
 On the GPT-2-sized checkpoint of tools/completions_overhead.py (random weights transformers writes).
 
-    python tools/paged_kv_bench.py [--threads 2] [--requests 32] [--max-batch 32]
+    python tools/paged_kv_bench.py [--threads 2] [--requests 32] [--max-batch 32] [--attention]
+
+``--attention`` times one layer's decode attention alone instead: the contiguous step's, the paged one gathered
+in numpy, and the paged C++ kernel.
 
 Needs torch, transformers and tokenizers."""
 from __future__ import annotations
@@ -108,6 +111,54 @@ def run_engine(args) -> dict:
             "answers": [r[0].token_ids for r in results]}
 
 
+def attention_only(args) -> None:
+    """One layer's decode attention at GPT-2 124M's shape (12 heads of 64) for ``--requests`` rows of mixed lengths
+    (the prompts plus half their max_tokens): the contiguous step's (``_attention`` over the padded batch cache), the
+    gathered numpy oracle of the paged one, and the C++ paged kernel; the median of 20 calls each."""
+    import numpy as np
+
+    import forgegrad as fg
+    from forgegrad.kernels.attention import paged_attention_decode
+    from forgegrad.models.hf._decode import _attention, paged_attention_reference
+    from forgegrad.serve.kv_pool import table_array
+    fg.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    lengths = np.array([len(p) + n // 2 for p, n in _workload(args)], np.int64)
+    B, H, D, bt = len(lengths), 12, 64, 16
+    tables, at = [], 0
+    for n in lengths:
+        tables.append(list(range(at, at + -(-int(n) // bt))))
+        at += len(tables[-1])
+    k = rng.standard_normal((at, H, bt, D)).astype(np.float32)
+    v = rng.standard_normal((at, H, bt, D)).astype(np.float32)
+    q = rng.standard_normal((B, H, 1, D)).astype(np.float32)
+    L = int(lengths.max())
+    # the contiguous cache: right-aligned rows, padding masked (written everywhere: np.zeros' untouched pages all map
+    # one zero page, which would make reading them look free)
+    K = rng.standard_normal((B, H, L, D)).astype(np.float32)
+    V = rng.standard_normal((B, H, L, D)).astype(np.float32)
+    mask = np.full((B, L), np.finfo(np.float32).min, np.float32)
+    for b, n in enumerate(lengths):
+        mask[b, L - n:] = 0
+    t = table_array(tables)
+
+    def median_ms(f):
+        times = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t0)
+        return 1e3 * sorted(times)[len(times) // 2]
+
+    print(f"one layer's decode attention, {B} rows of {lengths.min()}..{L} keys (mean {lengths.mean():.0f}), "
+          f"12 heads of 64, {args.threads} thread(s): median ms of 20 calls")
+    ways = [(f"contiguous (padded to {L})", lambda: _attention(q, K, V, L, mask, 0.125)),
+            ("paged, numpy gather", lambda: paged_attention_reference(q, k, v, t, lengths, 0.125)),
+            ("paged, C++ kernel", lambda: paged_attention_decode(q, k, v, t, lengths, 0.125))]
+    for name, f in ways:
+        print(f"  {name:<27} {median_ms(f):8.2f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -118,8 +169,12 @@ def main():
     ap.add_argument("--gen-min", type=int, default=8)
     ap.add_argument("--gen-max", type=int, default=128)
     ap.add_argument("--dir", default="/tmp/fg-gpt2-124m", help="where the checkpoint is written once")
+    ap.add_argument("--attention", action="store_true", help="only time one layer's decode attention, three ways")
     ap.add_argument("--engine", choices=("contiguous", "paged"), help=argparse.SUPPRESS)  # one engine's run
     args = ap.parse_args()
+    if args.attention:
+        attention_only(args)
+        return
     if args.engine:
         print(json.dumps(run_engine(args)))
         return

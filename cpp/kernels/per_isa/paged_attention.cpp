@@ -22,7 +22,11 @@ namespace fg {
 namespace FG_ISA_NS {
 namespace {
 
-// sum_i a[i] * b[i] over D elements: W-wide products accumulated in one vector, then reduced.
+// Vectors of the output a task keeps in registers while it walks a row's values (a chunk of D).
+constexpr int kOutVecs = 8;
+
+// sum_i a[i] * b[i] over D elements: W-wide products accumulated in one vector, then reduced. The four-key form
+// below runs the same operations per key, so a key's score does not depend on which form computed it.
 inline float dot(const float* a, const float* b, int64_t D) {
   vf acc = vzero();
   int64_t i = 0;
@@ -31,15 +35,26 @@ inline float dot(const float* a, const float* b, int64_t D) {
   return vreduce_add(acc);
 }
 
-// o[0, D) += p * x[0, D)
-inline void axpy(float p, const float* x, float* o, int64_t D) {
-  const vf pv = vset1(p);
+// s[0, 4) = a . b[t * D, (t + 1) * D) for the four consecutive rows t of b: four independent chains.
+inline void dot4(const float* a, const float* b, int64_t D, float* s) {
+  vf c0 = vzero(), c1 = vzero(), c2 = vzero(), c3 = vzero();
   int64_t i = 0;
-  for (; i + W <= D; i += W) vstore(o + i, vfmadd(pv, vload(x + i), vload(o + i)));
+  for (; i + W <= D; i += W) {
+    const vf x = vload(a + i);
+    c0 = vfmadd(x, vload(b + i), c0);
+    c1 = vfmadd(x, vload(b + D + i), c1);
+    c2 = vfmadd(x, vload(b + 2 * D + i), c2);
+    c3 = vfmadd(x, vload(b + 3 * D + i), c3);
+  }
   if (i < D) {
     const int r = static_cast<int>(D - i);
-    vstore_n(o + i, vfmadd(pv, vload_n(x + i, r), vload_n(o + i, r)), r);
+    const vf x = vload_n(a + i, r);
+    c0 = vfmadd(x, vload_n(b + i, r), c0);
+    c1 = vfmadd(x, vload_n(b + D + i, r), c1);
+    c2 = vfmadd(x, vload_n(b + 2 * D + i, r), c2);
+    c3 = vfmadd(x, vload_n(b + 3 * D + i, r), c3);
   }
+  s[0] = vreduce_add(c0), s[1] = vreduce_add(c1), s[2] = vreduce_add(c2), s[3] = vreduce_add(c3);
 }
 
 // s[0, n) = softcap * tanh(s / softcap)
@@ -50,6 +65,18 @@ inline void cap_scores(float* s, int64_t n, float softcap) {
   if (i < n) {
     const int r = static_cast<int>(n - i);
     vstore_n(s + i, vmul(c, vtanh(vmul(vload_n(s + i, r), inv))), r);
+  }
+}
+
+// Calls f(rows, first, count) for the runs of consecutive positions [lo, len) that share a block: ``count`` rows of
+// D floats from ``rows`` (the block's places of head h), the first of them position ``first``.
+template <class F>
+inline void for_runs(const float* pool, const int64_t* table, int64_t block, int64_t h, int64_t BT, int64_t D,
+                     int64_t lo, int64_t len, F&& f) {
+  for (int64_t p = lo; p < len;) {
+    const int64_t place = p % BT, count = (len - p < BT - place) ? len - p : BT - place;
+    f(pool + table[p / BT] * block + (h * BT + place) * D, p, count);
+    p += count;
   }
 }
 
@@ -67,20 +94,46 @@ void paged_attention_decode(const float* q, const float* k, const float* v, cons
     const int64_t lo = window > 0 && len > window ? len - window : 0;
     const int64_t n = len - lo;
     const int64_t* table = tables + b * width;
-    std::vector<float> scores(static_cast<size_t>(rep * n)), probs(static_cast<size_t>(n));
+    std::vector<float> scores(static_cast<size_t>(rep * n)), probs(static_cast<size_t>(rep * n));
     const float* qh = q + (b * Hkv + h) * rep * D;
-    for (int64_t p = lo; p < len; ++p) {
-      const float* kp = k + table[p / BT] * block + (h * BT + p % BT) * D;
-      for (int64_t r = 0; r < rep; ++r) scores[r * n + p - lo] = dot(qh + r * D, kp, D) * scale;
-    }
-    float* oh = out + (b * Hkv + h) * rep * D;
+    // scores (rep, n): the keys block by block, four at a time
+    for_runs(k, table, block, h, BT, D, lo, len, [&](const float* rows, int64_t first, int64_t count) {
+      for (int64_t r = 0; r < rep; ++r) {
+        float* s = scores.data() + r * n + (first - lo);
+        int64_t t = 0;
+        for (; t + 4 <= count; t += 4) dot4(qh + r * D, rows + t * D, D, s + t);
+        for (; t < count; ++t) s[t] = dot(qh + r * D, rows + t * D, D);
+      }
+    });
     for (int64_t r = 0; r < rep; ++r) {
       float* s = scores.data() + r * n;
+      const vf sc = vset1(scale);
+      int64_t i = 0;
+      for (; i + W <= n; i += W) vstore(s + i, vmul(vload(s + i), sc));
+      if (i < n) vstore_n(s + i, vmul(vload_n(s + i, static_cast<int>(n - i)), sc), static_cast<int>(n - i));
       if (softcap > 0.0f) cap_scores(s, n, softcap);
-      rows::softmax_into(s, vset1(rows::row_max(s, n)), probs.data(), n);
-      float* o = oh + r * D;
-      for (int64_t i = 0; i < D; ++i) o[i] = 0.0f;
-      for (int64_t p = lo; p < len; ++p) axpy(probs[p - lo], v + table[p / BT] * block + (h * BT + p % BT) * D, o, D);
+      rows::softmax_into(s, vset1(rows::row_max(s, n)), probs.data() + r * n, n);
+    }
+    // out (rep, D) = probs v: a chunk of kOutVecs vectors of D at a time in registers, the values in position order
+    float* oh = out + (b * Hkv + h) * rep * D;
+    for (int64_t r = 0; r < rep; ++r) {
+      const float* pr = probs.data() + r * n;
+      for (int64_t d0 = 0; d0 < D; d0 += kOutVecs * W) {
+        const int64_t span = D - d0 < kOutVecs * W ? D - d0 : kOutVecs * W;
+        const int full = static_cast<int>(span / W), tail = static_cast<int>(span % W);
+        vf acc[kOutVecs + 1];
+        for (int j = 0; j <= full; ++j) acc[j] = vzero();
+        for_runs(v, table, block, h, BT, D, lo, len, [&](const float* rows, int64_t first, int64_t count) {
+          for (int64_t t = 0; t < count; ++t) {
+            const vf pv = vset1(pr[first - lo + t]);
+            const float* x = rows + t * D + d0;
+            for (int j = 0; j < full; ++j) acc[j] = vfmadd(pv, vload(x + j * W), acc[j]);
+            if (tail) acc[full] = vfmadd(pv, vload_n(x + full * W, tail), acc[full]);
+          }
+        });
+        for (int j = 0; j < full; ++j) vstore(oh + r * D + d0 + j * W, acc[j]);
+        if (tail) vstore_n(oh + r * D + d0 + full * W, acc[full], tail);
+      }
     }
   });
 }
