@@ -207,9 +207,3 @@ class PagedBatchEngine(BatchEngine):
             for p in self.prefills:
                 self._let_go(p)
         super()._fail(error, drain)
-
-    def stats(self) -> dict:
-        """The pool's counters (blocks in use, the peak, reserved, waits; bytes per block)."""
-        pool = self.pool
-        return {"blocks": pool.blocks, "in_use": pool.in_use, "peak": pool.peak, "reserved": pool.reserved,
-                "waits": pool.waits, "block_bytes": pool.block_bytes}
