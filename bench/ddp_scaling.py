@@ -21,16 +21,20 @@ prints one table. Rows:
   view of the overlap).
 * ZeRO at 2 ranks x 1 thread (``--only zero``): an MLP of 4 Linear(1024, 1024) layers (4.2M parameters,
   16.8 MB), batch 32 per rank, Adam, trained by DDP, ZeroRedundancyOptimizer stage 1, stage 2 and
-  stage 3 (FullyShardedDataParallel, one unit per layer; also with reshard_after_forward=False; stages 1
-  and 2 with bucket_cap_mb=4, a layer per bucket), each its own job: per-rank bytes of
+  stage 3 (FullyShardedDataParallel, one unit per layer, backward prefetch by default; also without
+  prefetch, with forward prefetch too, and with reshard_after_forward=False; stages 1 and 2 with
+  bucket_cap_mb=4, a layer per bucket), each its own job (``--kinds`` picks some): per-rank bytes of
   parameters, gradients and optimizer state held between steps (DDP: the model, its bucket-view
-  gradients and Adam's state), the peak resident memory while training above the job's baseline after
-  imports (VmHWM, reset by /proc/self/clear_refs once model and optimizer are built, minus VmRSS before
-  the model was built), and the step time (the slower rank's median).
+  gradients and Adam's state; ZeRO-3 also keeps a few freed units' pages for its next gathers,
+  "pooled"), the peak resident memory while training above the job's baseline after imports (VmHWM,
+  reset by /proc/self/clear_refs once model and optimizer are built, minus VmRSS before the model was
+  built), the step time (the slower rank's median) and the minor page faults per step (``getrusage``
+  ru_minflt over the timed steps, the rank with more).
 """
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -135,7 +139,10 @@ def worker_zero(kind, steps, threads):
         opt = optim.Adam(model.parameters(), lr=1e-4)
     else:
         stage = int(kind[4])
-        model = dist.FullyShardedDataParallel(net, reshard_after_forward=kind != "zero3k") if stage == 3 else net
+        # zero3: the defaults (backward prefetch); zero3np: no prefetch; zero3fp: forward prefetch too
+        prefetch = {"zero3np": dict(backward_prefetch=None), "zero3fp": dict(forward_prefetch=True)}.get(kind, {})
+        model = dist.FullyShardedDataParallel(net, reshard_after_forward=kind != "zero3k", **prefetch) \
+            if stage == 3 else net
         # 4 MB buckets (one layer each); the default 25 would make this model one bucket, packed or staged whole
         opt = dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam, stage=stage, bucket_cap_mb=4, lr=1e-4)
     try:  # restart the high-water mark here: the peak of training, not of building the model (init temporaries)
@@ -145,6 +152,8 @@ def worker_zero(kind, steps, threads):
         pass
     times = []
     for i in range(steps + 2):
+        if i == 2:
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         dist.barrier()
         t0 = time.perf_counter()
         opt.zero_grad()
@@ -152,6 +161,7 @@ def worker_zero(kind, steps, threads):
         opt.step()
         if i >= 2:
             times.append(time.perf_counter() - t0)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps
     if kind == "ddp":
         params = [p for p in net.parameters()]
         mem = {"params": sum(p._data.nbytes for p in params),
@@ -162,6 +172,7 @@ def worker_zero(kind, steps, threads):
         mem = opt.memory_bytes()
     mem["peak_rss_above_base"] = (_status_kb("VmHWM") - base) * 1024
     mem["step_s"] = float(np.median(times))
+    mem["faults_per_step"] = faults
     everyone = dist.allgather_object(mem)
     if rank == 0:
         print(json.dumps(everyone), flush=True)
@@ -227,6 +238,8 @@ def main():
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     ap.add_argument("--only", choices=("train", "allreduce", "overlap", "zero"), default=None, help="run one part")
+    ap.add_argument("--kinds", default=",".join(_ZERO_KINDS), help="the ZeRO configurations to run (comma-separated; "
+                    f"default all: {','.join(_ZERO_KINDS)})")
     a = ap.parse_args()
     if a.worker:
         kind, *rest = a.worker
@@ -293,13 +306,22 @@ def _overlap(a, results):
                   "ended", flush=True)
 
 
+_ZERO_KINDS = {"ddp": "DDP + Adam", "zero1": "ZeRO-1", "zero2": "ZeRO-2", "zero3": "ZeRO-3 (FSDP)",
+               "zero3np": "ZeRO-3, no prefetch", "zero3fp": "ZeRO-3, fwd prefetch", "zero3k": "ZeRO-3, keep fwd->bwd"}
+
+
 def _zero(a, results):
     print("\nZeRO, 2 ranks x 1 thread, MLP 4 x Linear(1024, 1024) (4.2M parameters), batch 32/rank, Adam; per rank, "
           "MB (best of the runs by step time):")
-    print(f"{'':<22}{'params':>8}{'grads':>8}{'Adam state':>12}{'sum':>8}{'peak RSS above base':>21}{'step ms':>9}")
+    print(f"{'':<22}{'params':>8}{'grads':>8}{'Adam state':>12}{'sum':>8}{'pooled':>8}{'peak RSS above base':>21}"
+          f"{'step ms':>9}{'faults/step':>12}")
     results["zero"] = {}
-    for kind, label in (("ddp", "DDP + Adam"), ("zero1", "ZeRO-1"), ("zero2", "ZeRO-2"), ("zero3", "ZeRO-3 (FSDP)"),
-                        ("zero3k", "ZeRO-3, keep fwd->bwd")):
+    kinds = a.kinds.split(",")
+    unknown = [k for k in kinds if k not in _ZERO_KINDS]
+    if unknown:
+        raise SystemExit(f"--kinds: unknown {unknown}; expected some of {','.join(_ZERO_KINDS)}")
+    for kind in kinds:
+        label = _ZERO_KINDS[kind]
         runs = [_job(2, 1, "zero", kind, a.steps, 1) for _ in range(a.rounds)]
         best = min(runs, key=lambda r: max(m["step_s"] for m in r))
         results["zero"][kind] = runs
@@ -307,8 +329,9 @@ def _zero(a, results):
         mb = {k: v / 1e6 for k, v in worst.items() if k != "step_s"}
         spread = ", ".join("%.1f" % (1e3 * max(m["step_s"] for m in r)) for r in runs)
         print(f"{label:<22}{mb['params']:>8.1f}{mb['grads']:>8.1f}{mb['optimizer_state']:>12.1f}"
-              f"{mb['params'] + mb['grads'] + mb['optimizer_state']:>8.1f}{mb['peak_rss_above_base']:>21.1f}"
-              f"{1e3 * worst['step_s']:>9.1f}  (step ms over runs: "
+              f"{mb['params'] + mb['grads'] + mb['optimizer_state']:>8.1f}{mb.get('pooled_params', 0):>8.1f}"
+              f"{mb['peak_rss_above_base']:>21.1f}"
+              f"{1e3 * worst['step_s']:>9.1f}{worst['faults_per_step']:>12.0f}  (step ms over runs: "
               f"{spread})", flush=True)
 
 

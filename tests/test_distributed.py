@@ -102,12 +102,17 @@ def test_zero_stages_2_and_3_match_ddp_with_clipping_accumulation_and_a_schedule
                 "zero3_keep_clip_accumulate"):
         assert res[key] <= 1e-6, (key, res[key])
     assert res["clipped_steps"] == 20
-    # FULL_SHARD: one unit (a Linear) gathered at a time, in forward and in backward; kept from forward to
-    # backward: all three at the end of the forward
-    peak, largest = res["zero3_peak_gathered_reshard_True"]
+    # FULL_SHARD: one unit (a Linear) gathered at a time, in forward and in backward, or two with backward
+    # prefetch (the default); kept from forward to backward: all three at the end of the forward
+    peak, largest = res["zero3_peak_gathered_no_prefetch"]
     assert peak == largest
+    peak, largest = res["zero3_peak_gathered_reshard_True"]
+    assert largest < peak <= 2 * largest
     peak, largest = res["zero3_peak_gathered_reshard_False"]
     assert largest < peak <= 3 * largest
+    # prefetch on or off, forward or backward (PRE or POST): the same parameters, bit for bit, every step
+    assert res["zero3_prefetch_identical"] == {k: True for k in ("none", "post", "forward_pre", "accumulate_none",
+                                                                 "accumulate_forward_post", "keep_forward")}
     if ranks == 2:  # 2 ranks x 4 samples == one process on the 8: the same 20 Adam steps
         for stage in (2, 3):
             np.testing.assert_allclose(np.load(tmp_path / f"zero{stage}.npy"), reference_params(), rtol=0, atol=1e-6)
@@ -163,7 +168,8 @@ def test_fit_under_mpi_averages_metrics_shards_data_and_writes_on_rank_0(tmp_pat
 
 
 @pytest.mark.parametrize("mode, message", [
-    ("kill", "BAD TERMINATION"),
+    # Hydra kills the others, or (a race on a loaded machine) rank 0 sees the dead peer first and aborts
+    ("kill", ("BAD TERMINATION", "rank 0 failed with")),
     ("raise", "rank 1 failed with RuntimeError; aborting the job"),
     ("exit", "rank 1 exited with status 3; aborting the job"),
     ("mismatch", "the model differs between ranks (rank 0 has 0.weight (16, 6) float32, rank 1 has 0.weight "
@@ -180,7 +186,8 @@ def test_a_failing_rank_ends_the_job_with_a_clear_error(mode, message):
     # the timeout is the "never a hang" check: subprocess.run raises TimeoutExpired after 60 s
     proc = run_job(2, "failing_job.py", mode, timeout=60, check=False)
     assert proc.returncode != 0
-    assert message in proc.stdout + proc.stderr
+    messages = message if isinstance(message, tuple) else (message,)
+    assert any(m in proc.stdout + proc.stderr for m in messages), proc.stdout + proc.stderr
     assert "finished although" not in proc.stdout
 
 

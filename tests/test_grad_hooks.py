@@ -101,3 +101,29 @@ def test_a_failing_backward_drops_its_queued_callbacks():
     h.remove()
     (p * 2).sum().backward()
     assert ran == [] and autograd._callbacks == [] and autograd._node_callbacks == []
+
+
+def test_pass_observers_see_every_backward_pass_and_are_held_weakly():
+    """autograd._pass_observers: called when each outermost pass starts, with the nodes it will visit,
+    whether or not it reaches the observer's tensors; it may queue a callback for the pass's end."""
+    class Watcher:
+        def __init__(self):
+            self.passes, self.ended = [], 0
+
+        def on_pass(self, nodes):
+            self.passes.append(len(nodes))
+            autograd.queue_callback(self.end)
+
+        def end(self):
+            self.ended += 1
+
+    w = Watcher()
+    autograd._add_pass_observer(w.on_pass)
+    x = fg.tensor(np.ones(3, np.float32), requires_grad=True)
+    (x * 2).sum().backward()
+    x.backward(fg.ones(3))  # a leaf as the root: no nodes
+    assert w.passes == [2, 0] and w.ended == 2
+    n = len(autograd._pass_observers)
+    del w
+    (x * 2).sum().backward()
+    assert len(autograd._pass_observers) == n - 1  # the dead observer is dropped, not called

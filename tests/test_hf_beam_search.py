@@ -151,13 +151,15 @@ def test_processors_equal_transformers_processors_at_every_length():
         np.testing.assert_array_equal(got, want.numpy(), err_msg=f"length {L}")
 
 
-def test_top_continuations_equal_a_full_stable_sort():
-    """The partitioned top-k of long rows gives the full stable sort's indices: ties lowest index first, rows of
-    -inf (suppressed tokens) and rows with fewer finite values than k."""
+def test_top_continuations_in_torch_topk_order():
+    """The top-k of beam search's rows gives torch.topk's indices (transformers' beam search chooses with it), long
+    rows (partial sort) and short ones (selection then sort), with ties (rounded values, -inf suppressed tokens,
+    rows with fewer finite values than k, +inf end tokens), NaN first."""
     from forgegrad.models.hf.beam_search import _top
     rng = np.random.default_rng(0)
     for trial in range(60):
-        n, k, rows = int(rng.integers(4096, 20000)), int(rng.integers(1, 30)), int(rng.integers(1, 4))
+        n = int(rng.integers(4096, 20000)) if trial % 2 else int(rng.integers(4, 400))
+        k, rows = int(rng.integers(1, min(30, n) + 1)), int(rng.integers(1, 4))
         v = rng.standard_normal((rows, n)).astype(np.float32)
         if trial % 3 == 0:
             v = np.round(v, 1)  # many ties
@@ -165,4 +167,8 @@ def test_top_continuations_equal_a_full_stable_sort():
             v[:, rng.integers(0, n, n // 2)] = -np.inf
         if trial % 7 == 0:
             v[:, 3:] = -np.inf
-        np.testing.assert_array_equal(_top(v, k), np.argsort(-v, axis=-1, kind="stable")[:, :k])
+        if trial % 4 == 1:
+            v[:, rng.integers(0, n, 4)] = np.inf
+        if trial % 11 == 0:
+            v[:, rng.integers(0, n, 3)] = np.nan
+        np.testing.assert_array_equal(_top(v, k), torch.topk(torch.from_numpy(v), k).indices.numpy())

@@ -4,7 +4,8 @@ encoder_repetition_penalty, encoder_no_repeat_ngram_size, remove_invalid_values 
 beam outputs token for token against transformers on tiny GPT-2, Llama, T5 and BART, the settings in
 generation_config.json on one side and keyword arguments on the other), the typical-p, epsilon and eta warpers (one
 step's processed scores against transformers' warpers; a sampled run that keeps one token equal to transformers'),
-stop_strings (with the tokenizer) and max_time; bad values named; generation_config.json's unread settings named
+stop_strings (with the tokenizer: byte-level, byte-fallback and word-level vocabularies, refused where transformers
+refuses them) and max_time; bad values named; generation_config.json's unread settings named
 in one warning."""
 import json
 import warnings
@@ -395,3 +396,113 @@ def test_cli_honours_stop_strings_of_generation_config(with_tokenizer, tmp_path,
                tokenizer=fast, stop_strings=[stop], suppress_tokens=[int(plain[0])], eos_token_id=1, pad_token_id=1)
     assert len(want[0]) < len(ids) + 12 and stop in fast.decode(want[0, len(ids):])  # the string ended it
     assert capsys.readouterr().out == "hello world" + fast.decode(want[0, len(ids):]) + "\n"
+
+
+WORDS = "the a of to and in is it you that he was for on are with stop here go now".split()
+
+
+def _word_level(path, *, spelled: bool):
+    """A WordLevel tokenizer.json (whitespace-split words, no decoder) in the new directory ``path``, with the word
+    "abcdef" (``spelled``: what transformers' StopStringCriteria reads each token's text after) or without it; and
+    the same tokenizer as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    vocab = {w: i for i, w in enumerate(WORDS + ["<unk>", "<eos>"] + (["abcdef"] if spelled else []))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    path.mkdir()
+    tok.save(str(path / "tokenizer.json"))
+    return path, transformers.PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"), unk_token="<unk>",
+                                                      eos_token="<eos>")
+
+
+@pytest.mark.parametrize("stops", [["stop here"], ["here"], ["op he"], ["e", "zz"], ["now the"], ["he"],
+                                   ["go now the a"]])
+def test_stop_string_word_level_matches_transformers_criteria(tmp_path, stops):
+    """A word-level vocabulary (each token's text " word", read after "abcdef" as transformers reads it): every
+    prefix of a text stops where transformers' StopStringCriteria stops it, with the transformers tokenizer or
+    load_tokenizer's."""
+    from transformers.generation.stopping_criteria import StopStringCriteria
+    from forgegrad.models.hf.stopping import StopStrings
+    from forgegrad.models.hf.tokenizer import load_tokenizer
+    path, fast = _word_level(tmp_path / "words", spelled=True)
+    text = fast.encode("the stop here go now the a he stop there here", add_special_tokens=False)
+    assert fast.unk_token_id in text  # "there": an unknown word, its token's text " <unk>"
+    rows = np.array([[0] * (len(text) - n) + text[:n] for n in range(1, len(text) + 1)])
+    want = StopStringCriteria(fast, stops)(torch.tensor(rows), None).numpy()
+    assert want.any() and not want.all()
+    for tok in (fast, load_tokenizer(path, len(fast))):
+        np.testing.assert_array_equal(StopStrings(stops, tok)(rows), want)
+
+
+def test_word_level_stop_strings_end_generation_as_transformers(tmp_path):
+    """generate with a word-level tokenizer's stop string across two new tokens: the tokens transformers' generate
+    gives (the row ends at the string)."""
+    from forgegrad.models.hf.tokenizer import load_tokenizer
+    path, fast = _word_level(tmp_path / "words", spelled=True)
+    hf = hfc.tiny_generator("gpt2", len(fast)).eval()
+    hf.save_pretrained(path)
+    model = from_pretrained(path)
+    ids = np.array([fast.encode("the stop here go", add_special_tokens=False)])
+    mask = np.ones_like(ids)
+    # no word twice (this tiny model repeats one otherwise), "abcdef" (never picked) as the end token
+    end = fast.convert_tokens_to_ids("abcdef")
+    common = dict(max_new_tokens=12, eos_token_id=end, pad_token_id=end, no_repeat_ngram_size=1)
+    plain = generate(model, ids, attention_mask=mask, **common)
+    T = ids.shape[1]
+    stop = fast.decode(plain[0, T + 3:T + 5])  # the 4th and 5th new words, with the space between
+    want = _hf(hf, ids, mask, do_sample=False, stop_strings=[stop], tokenizer=fast, **common)
+    assert want.shape[1] == T + 5 < plain.shape[1]
+    for tok in (fast, load_tokenizer(path, len(fast))):
+        np.testing.assert_array_equal(generate(model, ids, attention_mask=mask, stop_strings=stop, tokenizer=tok,
+                                               **common), want)
+
+
+def test_word_level_stop_strings_transformers_refuses_are_refused(tmp_path):
+    """Where transformers' StopStringCriteria raises ValueError for a word-level tokenizer, so does forgegrad, before
+    any token is generated: a vocabulary without the word "abcdef" (transformers: "substring not found"), stop
+    strings no token can end."""
+    from transformers.generation.stopping_criteria import StopStringCriteria
+    from forgegrad.models.hf.stopping import StopStrings
+    from forgegrad.models.hf.tokenizer import load_tokenizer
+    unspelled, fast = _word_level(tmp_path / "unspelled", spelled=False)
+    with pytest.raises(ValueError, match="substring not found"):
+        StopStringCriteria(fast, ["stop here"])
+    hfc.tiny_generator("gpt2", len(fast)).save_pretrained(unspelled)
+    model = from_pretrained(unspelled)
+    for tok in (fast, load_tokenizer(unspelled, len(fast))):
+        with pytest.raises(ValueError, match="does not spell.*substring not found"):
+            StopStrings(["stop here"], tok)
+        steps = []
+        with pytest.raises(ValueError, match="does not spell"):
+            generate(model, [[0, 1]], max_new_tokens=4, stop_strings=["stop here"], tokenizer=tok,
+                     streamer=steps.append)
+        assert steps == []
+    spelled, fast = _word_level(tmp_path / "spelled", spelled=True)
+    with pytest.raises(ValueError, match="unable to identify tokens"):
+        StopStringCriteria(fast, ["zz", "x!"])
+    for tok in (fast, load_tokenizer(spelled, len(fast))):
+        with pytest.raises(ValueError, match="no token of the tokenizer's vocabulary can end"):
+            StopStrings(["zz", "x!"], tok)
+        assert StopStrings(["zz", "now"], tok).strings  # one string that can match is enough, as transformers
+    StopStringCriteria(fast, ["zz", "now"])
+
+
+@pytest.mark.parametrize("stops,refused", [(["xe"], True), (["thee"], True), (["oe", "zz"], True), (["the"], False),
+                                           (["he"], False), (["now the"], False), (["xe", "he"], False)])
+def test_stop_strings_no_token_can_end_are_refused_as_transformers(tmp_path, stops, refused):
+    """transformers refuses stop strings that no token can end: a token must hold the string's last character where
+    the text before it in the token and the string agree ("xe" and "thee" with words " the", " he": the "e" is there,
+    but after "th" / " t"), not merely hold the character; so does forgegrad, before any token."""
+    from transformers.generation.stopping_criteria import StopStringCriteria
+    from forgegrad.models.hf.stopping import StopStrings
+    from forgegrad.models.hf.tokenizer import load_tokenizer
+    path, fast = _word_level(tmp_path / "words", spelled=True)
+    for tok in (fast, load_tokenizer(path, len(fast))):
+        if refused:
+            with pytest.raises(ValueError, match="unable to identify tokens"):
+                StopStringCriteria(fast, stops)
+            with pytest.raises(ValueError, match="no token of the tokenizer's vocabulary"):
+                StopStrings(stops, tok)
+        else:
+            StopStringCriteria(fast, stops)
+            assert StopStrings(stops, tok).strings

@@ -205,7 +205,7 @@ def test_generate_onnx_checks_its_arguments(checkpoints, tmp_path_factory, tmp_p
     with pytest.raises(ValueError, match="attention_mask must have"):
         generate_onnx(sess, PROMPTS, LEFT_MASK[:, :3])
     with pytest.raises(ValueError, match="max_new_tokens"):
-        generate_onnx(sess, PROMPTS, max_new_tokens=0)
+        generate_onnx(sess, PROMPTS, max_new_tokens=-1)
     import forgegrad as fg
     from forgegrad.onnx import export
     plain = str(tmp_path / "plain.onnx")

@@ -149,7 +149,7 @@ def test_sampling_and_argument_errors(exported, tmp_path):
     with pytest.raises(ValueError, match="attention_mask must have"):
         generate_onnx_seq2seq(enc, dec, IDS, MASK[:, :4], decoder_start_token_id=2)
     with pytest.raises(ValueError, match="max_new_tokens"):
-        generate_onnx_seq2seq(enc, dec, IDS, decoder_start_token_id=2, max_new_tokens=0)
+        generate_onnx_seq2seq(enc, dec, IDS, decoder_start_token_id=2, max_new_tokens=-1)
     with pytest.raises(ValueError, match="not export_seq2seq's"):
         generate_onnx_seq2seq(dec, enc, IDS, decoder_start_token_id=2)
     from forgegrad import nn
@@ -158,15 +158,18 @@ def test_sampling_and_argument_errors(exported, tmp_path):
 
 
 def test_forgegrad_export_cli_writes_both_graphs(tmp_path):
-    """`forgegrad export T5_DIR --out DIR`: encoder.onnx and decoder.onnx, verified; a file path is refused."""
+    """`forgegrad export T5_DIR --out DIR`: encoder.onnx and decoder.onnx, verified, and the checkpoint's
+    generation_config.json beside them (the start, end and pad tokens generate_onnx_seq2seq reads); a file path is
+    refused."""
     from forgegrad.cli import main
     torch.manual_seed(0)
     hf = MODELS["t5"]().eval()
     hf.save_pretrained(tmp_path / "ckpt")
     assert main(["export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "onnx")]) == 0
-    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == ["decoder.onnx", "encoder.onnx"]
+    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == ["decoder.onnx", "encoder.onnx",
+                                                                      "generation_config.json"]
     got = generate_onnx_seq2seq(tmp_path / "onnx" / "encoder.onnx", tmp_path / "onnx" / "decoder.onnx", IDS, MASK,
-                                decoder_start_token_id=0, max_new_tokens=8, eos_token_id=1, pad_token_id=0)
+                                max_new_tokens=8)
     with torch.no_grad():
         want = hf.generate(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(MASK), max_new_tokens=8,
                            do_sample=False, num_beams=1).numpy()

@@ -4,7 +4,7 @@ logits and choice logits equal transformers' on padded batches of odd lengths, g
 (float64), save_pretrained writes what transformers reads back; ``answer_question`` gives the answers of
 transformers' question-answering pipeline (rebuilt from transformers' tokenizer, model and ``select_starts_ends``:
 transformers 5 removed the pipeline itself) on long contexts cut into windows, top_k and impossible answers
-included; bad input."""
+included, and with tokenizers that pad on the left (the context first); bad input."""
 from __future__ import annotations
 
 import copy
@@ -224,12 +224,18 @@ def _roberta_qa(path, family="Roberta"):
 
 def _pipeline(hf, tok, question, context, top_k=1, max_answer_len=15, handle_impossible_answer=False,
               doc_stride=None, max_seq_len=None):
-    """transformers 4.57's QuestionAnsweringPipeline (fast tokenizer, padding on the right) step by step with
-    transformers 5's tokenizer, model and select_starts_ends."""
+    """transformers 4.57's QuestionAnsweringPipeline (fast tokenizer) step by step with transformers 5's tokenizer,
+    model and select_starts_ends. A tokenizer that pads on the left gets the pipeline's order (the context first, cut
+    "only_first", its characters read as sequence 0) with the mask its p_mask comment means (every token but the
+    context's kept out, the classifier token excepted): the pipeline's own expression for that order,
+    ``tok != 1 if question_first else 0``, keeps no token out."""
     from transformers.pipelines.document_question_answering import select_starts_ends
     max_seq_len = max_seq_len or min(tok.model_max_length, 384)
     doc_stride = min(max_seq_len // 2, 128) if doc_stride is None else doc_stride
-    enc = tok(text=question, text_pair=context, padding="do_not_pad", truncation="only_second",
+    question_first = tok.padding_side == "right"
+    ctx = 1 if question_first else 0
+    enc = tok(text=question if question_first else context, text_pair=context if question_first else question,
+              padding="do_not_pad", truncation="only_second" if question_first else "only_first",
               max_length=max_seq_len, stride=doc_stride, return_token_type_ids=True, return_overflowing_tokens=True,
               return_offsets_mapping=True, return_special_tokens_mask=True)
     answers, min_null_score = [], 1000000
@@ -243,7 +249,7 @@ def _pipeline(hf, tok, question, context, top_k=1, max_answer_len=15, handle_imp
     finally:
         torch.set_num_threads(threads)
     for i in range(len(enc["input_ids"])):
-        p_mask = np.array([[s != 1 for s in enc.sequence_ids(i)]])
+        p_mask = np.array([[s != ctx for s in enc.sequence_ids(i)]])
         if tok.cls_token_id is not None:
             p_mask[0, np.array(enc["input_ids"][i]) == tok.cls_token_id] = False
         out = outs[i]
@@ -253,8 +259,8 @@ def _pipeline(hf, tok, question, context, top_k=1, max_answer_len=15, handle_imp
         e = enc[i]
         for s, t, score in zip(starts, ends, scores):
             try:
-                a = e.word_to_chars(e.token_to_word(s), sequence_index=1)[0]
-                b = e.word_to_chars(e.token_to_word(t), sequence_index=1)[1]
+                a = e.word_to_chars(e.token_to_word(s), sequence_index=ctx)[0]
+                b = e.word_to_chars(e.token_to_word(t), sequence_index=ctx)[1]
             except Exception:
                 a, b = e.offsets[s][0], e.offsets[t][1]
             same = next((x for x in answers if x["answer"].lower() == context[a:b].lower()), None)
@@ -300,6 +306,58 @@ def test_answers_are_the_pipelines(tmp_path, family):
         if context == "at the market":  # the impossible answer is among them: the check can fail
             assert any(a["answer"] == "" and a["score"] > 0 for a in want)
     assert answer_question(model, path, QUESTION, CONTEXT) == answer_question(model, ours, QUESTION, CONTEXT)
+
+
+def _padding_on_the_left(path, where):
+    """``path``'s tokenizer made to pad on the left: tokenizer_config.json's padding_side ("config") or only
+    tokenizer.json's padding direction ("tokenizer.json"), as transformers reads either."""
+    import json
+    if where == "config":
+        config = json.loads((path / "tokenizer_config.json").read_text())
+        (path / "tokenizer_config.json").write_text(json.dumps(dict(config, padding_side="left")))
+    else:
+        from tokenizers import Tokenizer
+        tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+        tok.enable_padding(direction="left", pad_id=0)
+        tok.save(str(path / "tokenizer.json"))
+    assert transformers.AutoTokenizer.from_pretrained(path).padding_side == "left"
+    return path
+
+
+@pytest.mark.parametrize("family,where", [("Bert", "config"), ("Roberta", "tokenizer.json")])
+def test_tokenizers_that_pad_on_the_left_put_the_context_first(tmp_path, family, where):
+    """A tokenizer that pads on the left: the context first, cut into windows, the question after it, as the
+    pipeline (and transformers' SQuAD script) orders them, the answers read in the context; the same answers as the
+    pipeline with its mask for that order keeping the question's tokens out (see _pipeline); other answers than the
+    question-first order gives."""
+    right = (_roberta_qa if family == "Roberta" else _wordpiece_qa)(tmp_path / "qa", family)
+    import shutil
+    left = _padding_on_the_left(shutil.copytree(right, tmp_path / "left"), where)
+    hf = transformers.AutoModelForQuestionAnswering.from_pretrained(left).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(left)
+    model = from_pretrained(left)
+    ours = load_tokenizer(left, model.config["vocab_size"])
+    assert ours.padding_side == "left" and load_tokenizer(right, model.config["vocab_size"]).padding_side == "right"
+    changed = 0
+    for context, kw in CASES:
+        want = _pipeline(hf, tok, QUESTION, context, **kw)
+        got = answer_question(model, ours, QUESTION, context, **kw)
+        _same_answers(got, want)
+        for a in ([got] if isinstance(got, dict) else got):
+            assert context[a["start"]:a["end"]] == a["answer"]
+        changed += got != answer_question(model, load_tokenizer(right, model.config["vocab_size"]), QUESTION,
+                                          context, **kw)
+    assert changed  # the order matters: the check can fail
+    # the windows are transformers' "only_first" windows
+    enc = tok(CONTEXT, QUESTION, truncation="only_first", max_length=32, stride=6, return_overflowing_tokens=True,
+              return_offsets_mapping=True)
+    windows = ours.encode_pair_windows(CONTEXT, QUESTION, 32, 6, cut="only_first")
+    assert len(windows) == len(enc["input_ids"]) > 3 and [w.ids for w in windows] == enc["input_ids"]
+    assert [w.offsets for w in windows] == [list(map(tuple, o)) for o in enc["offset_mapping"]]
+    with pytest.raises(ValueError, match="answer_question: max_seq_len 20 .*the second text .* does not leave room"):
+        answer_question(model, ours, QUESTION * 10, CONTEXT, max_seq_len=20, doc_stride=2)
+    with pytest.raises(ValueError, match="cut must be"):
+        ours.encode_pair_windows(CONTEXT, QUESTION, 32, 6, cut="longest_first")
 
 
 def test_windows_are_the_tokenizers(tmp_path):

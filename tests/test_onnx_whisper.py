@@ -128,12 +128,14 @@ def test_detected_languages_differ_per_row(exported):
 
 
 def test_forgegrad_export_cli_writes_whisper_graphs(exported, tmp_path):
-    """`forgegrad export WHISPER_DIR --out DIR`: encoder.onnx and decoder.onnx, verified; generate_onnx_whisper
-    on the paths gives model.generate's tokens; a file path is refused."""
+    """`forgegrad export WHISPER_DIR --out DIR`: encoder.onnx and decoder.onnx, verified, and the checkpoint's
+    generation_config.json beside them (as every export writes it); generate_onnx_whisper on the paths gives
+    model.generate's tokens; a file path is refused."""
     from forgegrad.cli import main
     model, _, _, _, ckpt = exported
     assert main(["export", str(ckpt), "--out", str(tmp_path / "onnx")]) == 0
-    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == ["decoder.onnx", "encoder.onnx"]
+    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == ["decoder.onnx", "encoder.onnx",
+                                                                      "generation_config.json"]
     x = _features(2, seed=7)
     got = generate_onnx_whisper(tmp_path / "onnx" / "encoder.onnx", tmp_path / "onnx" / "decoder.onnx", x,
                                 language="en", max_new_tokens=8)

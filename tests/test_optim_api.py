@@ -346,3 +346,68 @@ def test_kernel_lists_with_empty_tensors_match_one_by_one(rng):
     norms = kopt.vector_norms(g1, 2)
     assert norms == [kopt.vector_norms([g], 2)[0] for g in g1]
     assert norms[0] == 0.0 and norms[2] == 0.0
+
+
+def test_optimizer_step_pre_hooks_run_before_each_outermost_step_until_removed():
+    """torch's register_optimizer_step_pre_hook: hook(optimizer, args, kwargs) before every optimizer's
+    step(), subclasses that define their own step included; a step() inside another runs none."""
+    from forgegrad.optim.optimizer import register_optimizer_step_pre_hook
+
+    class Wrapper(optim.Optimizer):
+        def __init__(self, inner):
+            super().__init__(inner.param_groups[0]["params"], {})
+            self.inner = inner
+
+        def step(self, closure=None):
+            return self.inner.step(closure)
+
+    p = Parameter(fg.zeros(3))
+    p.grad = fg.ones(3)
+    calls = []
+    handle = register_optimizer_step_pre_hook(lambda opt, args, kwargs: calls.append(
+        (type(opt).__name__, args, kwargs, p._data.copy())))
+    try:
+        optim.SGD([p], lr=0.5).step()
+        Wrapper(optim.Adam([p], lr=0.1)).step()
+        optim.LBFGS([p], max_iter=1).step(closure=lambda: (p * 0).sum())
+    finally:
+        handle.remove()
+    optim.SGD([p], lr=0.5).step()
+    assert [c[0] for c in calls] == ["SGD", "Wrapper", "LBFGS"]
+    np.testing.assert_array_equal(calls[0][3], 0.0)  # before the update
+    np.testing.assert_array_equal(calls[1][3], -0.5)
+    assert "closure" in calls[2][2]
+    with pytest.raises(TypeError, match="hook must be callable"):
+        register_optimizer_step_pre_hook(3)
+
+
+def test_optimizer_step_pre_hooks_run_for_a_step_while_another_thread_is_stepping():
+    """A step() in progress on one thread (here waiting in its closure) is no outer step of another
+    thread's: that thread's step() runs the hooks too."""
+    import threading
+
+    from forgegrad.optim.optimizer import register_optimizer_step_pre_hook
+
+    p, q = Parameter(fg.zeros(2)), Parameter(fg.zeros(2))
+    p.grad, q.grad = fg.ones(2), fg.ones(2)
+    inside, release = threading.Event(), threading.Event()
+
+    def closure():
+        inside.set()
+        release.wait(10)
+
+    calls = []
+    handle = register_optimizer_step_pre_hook(lambda opt, args, kwargs: calls.append(opt))
+    other = optim.SGD([q], lr=0.1)
+    try:
+        first = optim.SGD([p], lr=0.1)
+        t = threading.Thread(target=first.step, args=(closure,))
+        t.start()
+        assert inside.wait(10)
+        other.step()  # while first.step() is still running on the other thread
+        release.set()
+        t.join(10)
+    finally:
+        release.set()
+        handle.remove()
+    assert calls[0] is first and calls[1:] == [other]

@@ -12,7 +12,7 @@ import pytest
 from forgegrad.kernels.attention import paged_attention_decode
 from forgegrad.models.hf._decode import paged_attention_reference
 from forgegrad.serve.kv_pool import KVPool, PoolFull, table_array
-from forgegrad.serve.prefix_cache import PrefixCache
+from forgegrad.serve.prefix_cache import PagedPrefixCache
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
@@ -103,7 +103,7 @@ def test_a_reservation_evicts_blocks_only_the_prefix_cache_holds():
     """The prefix cache's blocks count as available: a reservation that needs them evicts the least recently used
     of those no row reads; a block a row shares stays."""
     pool = KVPool(1, 1, 2, blocks=4, block_tokens=2)
-    cache = PrefixCache(1 << 20, block_tokens=2, pool=pool)
+    cache = PagedPrefixCache(1 << 20, block_tokens=2, pool=pool)
     assert pool.reserve(4)
     table = [pool.allocate() for _ in range(4)]
     cache.store([1, 2, 3, 4, 5, 6, 7, 8], table)  # four blocks, held twice
@@ -114,6 +114,74 @@ def test_a_reservation_evicts_blocks_only_the_prefix_cache_holds():
     assert [pool.allocate(), pool.allocate()] == sorted(table[2:])
     pool.release(table[:2])  # the row ends: only the cache holds its blocks now
     assert [int(pool.refs[b]) for b in table[:2]] == [1, 1] and cache.evictable() == 2
+
+
+def _row(pool, ids):
+    """A row's block table for ``ids``, its keys and values at each place functions of the token there (as if
+    prefilled), held by the row."""
+    B = pool.block_tokens
+    assert pool.reserve(pool.blocks_for(len(ids)))
+    table = [pool.allocate() for _ in range(pool.blocks_for(len(ids)))]
+    for p, t in enumerate(ids):
+        for layer in range(len(pool.keys)):
+            pool.keys[layer][table[p // B], :, p % B] = t + layer
+            pool.values[layer][table[p // B], :, p % B] = -t - layer
+    return table
+
+
+def _stored(cache, pool, ids):
+    """Store a row's full blocks, then end the row (the cache alone holds them)."""
+    table = _row(pool, ids)
+    cache.store(ids, table)
+    pool.release(table)
+    return table
+
+
+def test_a_paged_prefix_cache_hash_collision_is_a_miss_never_another_prompts_blocks():
+    """With every block under one hash, a lookup still checks the tokens and the block before: another prompt's
+    block is never matched, and a stored block is the pool block the row wrote (shared, not copied)."""
+
+    class Colliding(PagedPrefixCache):
+        def _key(self, parent, tokens):
+            return 7
+
+    pool = KVPool(2, 2, 4, blocks=8, block_tokens=4)
+    cache = Colliding(1 << 20, block_tokens=4, pool=pool)
+    a, b = list(range(1, 10)), list(range(20, 29))
+    table = _stored(cache, pool, a)
+    assert len(cache) == 1 and pool.in_use == 1  # a's second block collides with its first: not stored, freed
+    assert cache.match(b) == []
+    assert cache.match(a) == [table[0]]
+    np.testing.assert_array_equal(pool.keys[1][table[0], 0, :, 0], np.array(a[:4], np.float32) + 1)
+    np.testing.assert_array_equal(pool.values[0][table[0], 1, :, 3], -np.array(a[:4], np.float32))
+    cache.count(0)
+    cache.count(1)
+    assert (cache.hits, cache.misses, cache.hit_tokens) == (1, 1, 4)
+    with pytest.raises(TypeError, match="shared, not copied"):
+        cache.load(a, None)
+
+
+def test_paged_prefix_cache_eviction_takes_the_ends_of_prefixes_first():
+    """Blocks are evicted least recently used first, a prefix's later blocks before its earlier ones, so no block
+    stays behind whose prefix is gone; an evicted block goes back to the pool; the pool's block size must be the
+    cache's."""
+    pool = KVPool(2, 2, 4, blocks=16, block_tokens=4)
+    per_block = pool.block_bytes
+    assert per_block == 2 * 2 * 2 * 4 * 4 * 4
+    cache = PagedPrefixCache(5 * per_block, block_tokens=4, pool=pool)
+    shared = list(range(1, 9))  # two blocks
+    one, two = shared + [50, 51, 52, 53, 54], shared + [60, 61, 62, 63, 64]
+    _stored(cache, pool, one)
+    _stored(cache, pool, two)  # shared's two blocks, then one block each: 4 blocks
+    third = list(range(100, 109))
+    _stored(cache, pool, third)  # two more blocks: evicts one's last block, the least recently used
+    assert cache.evictions == 1 and cache.bytes == 5 * per_block and pool.in_use == 5
+    assert len(cache.match(two)) == 3
+    assert len(cache.match(one)) == 2
+    kept = list(cache._blocks.values())
+    assert all(b.parent is None or b.parent in kept for b in kept)
+    with pytest.raises(ValueError, match="16 tokens"):
+        PagedPrefixCache(100, block_tokens=4, pool=KVPool(1, 1, 1, 1, block_tokens=16))
 
 
 # ---- the engine ---------------------------------------------------------------------------------------------------
@@ -163,7 +231,7 @@ def _paged(pool_blocks=None, prefix_mb=0):
 
     def make(gen):
         pool = KVPool.for_model(gen.model, blocks=pool_blocks or 256, block_tokens=16)
-        prefix = PrefixCache(int(prefix_mb * 2 ** 20), 16, pool) if prefix_mb else None
+        prefix = PagedPrefixCache(int(prefix_mb * 2 ** 20), 16, pool) if prefix_mb else None
         return dict(pool=pool, prefix_cache=prefix, prefill_chunk=16)
 
     return PagedBatchEngine, make

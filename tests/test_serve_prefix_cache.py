@@ -1,7 +1,7 @@
-"""Automatic prefix caching in the completions server (serve/prefix_cache.py): a prompt that starts with blocks
-an earlier prompt prefilled reuses their keys and values (the same blocks of the paged KV cache), reports them as
-``usage.prompt_tokens_details.cached_tokens``, and answers what the server without a prefix cache answers (greedy).
-The real server on loopback, checkpoints transformers wrote (byte tokens)."""
+"""Automatic prefix caching in the completions server (serve/prefix_cache.py): a prompt that starts with blocks an
+earlier prompt prefilled reuses their keys and values, reports them as ``usage.prompt_tokens_details.cached_tokens``,
+and answers what the server without a prefix cache answers (greedy). The real server on loopback, checkpoints
+transformers wrote (byte tokens)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from forgegrad.models.hf import from_pretrained
-from forgegrad.serve.kv_pool import KVPool
+from forgegrad.models.hf._layers import KVCache
 from forgegrad.serve.prefix_cache import PrefixCache, prefix_cache_applies
 
 httpx = pytest.importorskip("httpx")
@@ -172,66 +172,52 @@ def test_models_where_a_cached_prefix_differs_from_a_prefill_get_no_cache(checkp
         assert "forgegrad_prefix_cache" not in c.get("/metrics").text
 
 
-def _row(pool, ids):
-    """A row's block table for ``ids``, its keys and values at each place functions of the token there (as if
-    prefilled), held by the row."""
-    B = pool.block_tokens
-    assert pool.reserve(pool.blocks_for(len(ids)))
-    table = [pool.allocate() for _ in range(pool.blocks_for(len(ids)))]
-    for p, t in enumerate(ids):
-        for layer in range(len(pool.keys)):
-            pool.keys[layer][table[p // B], :, p % B] = t + layer
-            pool.values[layer][table[p // B], :, p % B] = -t - layer
-    return table
-
-
-def _stored(cache, pool, ids):
-    """Store a row's full blocks, then end the row (the cache alone holds them)."""
-    table = _row(pool, ids)
-    cache.store(ids, table)
-    pool.release(table)
-    return table
+def _filled(ids, layers=2, heads=2, dim=4):
+    """A one-row cache whose keys and values at each place are functions of the token there."""
+    cache = KVCache(layers, 1, heads, len(ids), dim)
+    for layer in range(layers):
+        cache.keys[layer][0] = np.asarray(ids, np.float32)[None, :, None] + layer
+        cache.values[layer][0] = -np.asarray(ids, np.float32)[None, :, None] - layer
+    cache.length = len(ids)
+    return cache
 
 
 def test_a_hash_collision_is_a_miss_never_another_prompts_keys():
     """With every block under one hash, a lookup still checks the tokens and the block before: another prompt's
-    block is never matched, and a stored block is the pool block the row wrote (shared, not copied)."""
+    block is never loaded, and a stored block is loaded as stored."""
 
     class Colliding(PrefixCache):
         def _key(self, parent, tokens):
             return 7
 
-    pool = KVPool(2, 2, 4, blocks=8, block_tokens=4)
-    cache = Colliding(1 << 20, block_tokens=4, pool=pool)
+    cache = Colliding(1 << 20, block_tokens=4)
     a, b = list(range(1, 10)), list(range(20, 29))
-    table = _stored(cache, pool, a)
-    assert len(cache) == 1 and pool.in_use == 1  # a's second block collides with its first: not stored, freed
-    assert cache.match(b) == []
-    assert cache.match(a) == [table[0]]
-    np.testing.assert_array_equal(pool.keys[1][table[0], 0, :, 0], np.array(a[:4], np.float32) + 1)
-    np.testing.assert_array_equal(pool.values[0][table[0], 1, :, 3], -np.array(a[:4], np.float32))
-    cache.count(0)
-    cache.count(1)
+    cache.store(a, _filled(a))
+    assert len(cache) == 1  # a's second block collides with its first: not stored
+    assert cache.load(b, KVCache(2, 1, 2, 9, 4)) == 0
+    got = KVCache(2, 1, 2, 9, 4)
+    assert cache.load(a, got) == 4 and got.length == 4
+    want = _filled(a)
+    for layer in range(2):
+        np.testing.assert_array_equal(got.keys[layer][:, :, :4], want.keys[layer][:, :, :4])
+        np.testing.assert_array_equal(got.values[layer][:, :, :4], want.values[layer][:, :, :4])
     assert (cache.hits, cache.misses, cache.hit_tokens) == (1, 1, 4)
 
 
 def test_eviction_takes_the_ends_of_prefixes_first():
     """Blocks are evicted least recently used first, a prefix's later blocks before its earlier ones, so no block
-    stays behind whose prefix is gone; an evicted block goes back to the pool; a bad size is a ValueError naming
-    it."""
-    pool = KVPool(2, 2, 4, blocks=16, block_tokens=4)
-    per_block = pool.block_bytes
-    assert per_block == 2 * 2 * 2 * 4 * 4 * 4
-    cache = PrefixCache(5 * per_block, block_tokens=4, pool=pool)
+    stays behind whose prefix is gone; a bad size is a ValueError naming it."""
+    per_block = 2 * 2 * 2 * 4 * 4 * 4
+    cache = PrefixCache(5 * per_block, block_tokens=4)
     shared = list(range(1, 9))  # two blocks
     one, two = shared + [50, 51, 52, 53, 54], shared + [60, 61, 62, 63, 64]
-    _stored(cache, pool, one)
-    _stored(cache, pool, two)  # shared's two blocks, then one block each: 4 blocks
+    cache.store(one, _filled(one))
+    cache.store(two, _filled(two))  # shared's two blocks, then one block each: 4 blocks
     third = list(range(100, 109))
-    _stored(cache, pool, third)  # two more blocks: evicts one's last block, the least recently used
-    assert cache.evictions == 1 and cache.bytes == 5 * per_block and pool.in_use == 5
-    assert len(cache.match(two)) == 3
-    assert len(cache.match(one)) == 2
+    cache.store(third, _filled(third))  # two more blocks: evicts one's last block, the least recently used
+    assert cache.evictions == 1 and cache.bytes == 5 * per_block
+    assert cache.load(two, KVCache(2, 1, 2, 13, 4)) == 12
+    assert cache.load(one, KVCache(2, 1, 2, 13, 4)) == 8
     kept = list(cache._blocks.values())
     assert all(b.parent is None or b.parent in kept for b in kept)
     for bad in (0, -1, 1.5, True):
@@ -239,8 +225,6 @@ def test_eviction_takes_the_ends_of_prefixes_first():
             PrefixCache(bad)
     with pytest.raises(ValueError, match="block_tokens"):
         PrefixCache(100, block_tokens=0)
-    with pytest.raises(ValueError, match="16 tokens"):
-        PrefixCache(100, block_tokens=4, pool=KVPool(1, 1, 1, 1, block_tokens=16))
 
 
 def test_bad_prefix_cache_settings_are_refused(checkpoints):
@@ -313,3 +297,154 @@ def test_a_chat_s_next_turn_reuses_the_conversation_so_far(tmp_path):
     assert [(text, n) for text, n, _ in got] == [(text, n) for text, n, _ in want]
     assert [cached for _, _, cached in want] == [0, 0] and got[0][2] == 0
     assert got[1][2] >= got[0][1] // BLOCK * BLOCK > 0
+
+
+def test_one_at_a_time_serving_reuses_prefixes_too(checkpoints):
+    """``max_batch=1`` (no batched engine: generate, one request after another) keeps and reuses the same blocks:
+    the cached tokens, the metrics and a conversation's next turn (prompt + answer reused) as the batched engine's,
+    the answers those of the one-at-a-time server without a cache."""
+    prompts = [SYSTEM + q for q in QUESTIONS]
+    first = SYSTEM + "Q: say A."
+    forced = {"logit_bias": {"65": 100}, "max_tokens": 40}  # greedy with a bias: forty "A"s
+    follow = first + "A" * 39 + " Thanks. Q: and B?"
+    with running_app(_app(checkpoints["gpt2"], max_batch=1, prefix_cache_mb=0)) as url, \
+            httpx.Client(base_url=url, timeout=120) as c:
+        want = [_ask(c, p) for p in prompts + [follow]]
+    assert all(cached == 0 for _, cached in want)
+    with running_app(_app(checkpoints["gpt2"], max_batch=1, prefix_block=BLOCK)) as url, \
+            httpx.Client(base_url=url, timeout=120) as c:
+        got = [_ask(c, p) for p in prompts]
+        with c.stream("POST", "/v1/completions", json={"prompt": prompts[1], "max_tokens": 4, "stream": True,
+                                                       "stream_options": {"include_usage": True}}) as s:
+            chunks = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")]
+        assert _ask(c, first, **forced) == ("A" * 40, len(SYSTEM) // BLOCK * BLOCK)
+        got.append(_ask(c, follow))
+        m = c.get("/metrics").text
+    assert [text for text, _ in got] == [text for text, _ in want]
+    expected = [0] + [max(_reused(s, p) for s in prompts[:i]) for i, p in enumerate(prompts) if i]
+    assert [cached for _, cached in got[:4]] == expected and expected[1] > 0
+    assert chunks[-1]["usage"]["prompt_tokens_details"] == {"cached_tokens": (len(prompts[1]) - 1) // BLOCK * BLOCK}
+    assert got[4][1] == (len(first) + 39) // BLOCK * BLOCK > len(first) // BLOCK * BLOCK  # the answer's blocks too
+    assert metric(m, "forgegrad_prefix_cache_misses_total", model="m") == 1
+    assert metric(m, "forgegrad_prefix_cache_hits_total", model="m") == 6
+    assert metric(m, "forgegrad_prefix_cache_hit_tokens_total", model="m") == sum(
+        cached for _, cached in got) + chunks[-1]["usage"]["prompt_tokens_details"]["cached_tokens"] + len(
+        SYSTEM) // BLOCK * BLOCK
+
+
+def test_generate_with_a_prefix_cache(checkpoints):
+    """generate's ``prefix_cache``: a second call reads the first prompt's blocks and gives the same tokens; calls
+    it cannot serve (two prompts, beams, a model it does not apply to) are refused, naming why."""
+    from forgegrad.models.hf import generate
+    model = from_pretrained(checkpoints["gpt2"])
+    prompt = list((SYSTEM + "Q: hi").encode())
+    want = generate(model, [prompt], max_new_tokens=8, do_sample=False)
+    cache = PrefixCache(1 << 24, BLOCK)
+    for expected_hits in (0, (len(prompt) - 1) // BLOCK * BLOCK):
+        np.testing.assert_array_equal(generate(model, [prompt], max_new_tokens=8, do_sample=False,
+                                               prefix_cache=cache), want)
+        assert cache.hit_tokens == expected_hits
+    with pytest.raises(ValueError, match="one prompt"):
+        generate(model, [prompt, prompt], max_new_tokens=2, prefix_cache=cache)
+    with pytest.raises(ValueError, match="num_beams"):
+        generate(model, [prompt], max_new_tokens=2, num_beams=2, prefix_cache=cache)
+    with pytest.raises(ValueError, match="dynamic NTK"):
+        generate(from_pretrained(checkpoints["dynamic"]), [prompt[:20]], max_new_tokens=2, prefix_cache=cache)
+    with pytest.raises(TypeError, match="PrefixCache"):
+        generate(model, [prompt], max_new_tokens=2, prefix_cache={})
+
+
+def test_a_prefix_cache_that_cannot_apply_is_named_at_startup(checkpoints, tmp_path, caplog):
+    """A model the prefix cache does not apply to (a length-dependent rope, an encoder-decoder) is served without one,
+    and the startup log says why, once: a warning where prefix_cache_mb was given (the flag has no effect), an info
+    line by default; one at a time as batched."""
+    import logging
+
+    from hf_conformance import tiny_generator
+    tiny_generator("t5", 300).save_pretrained(tmp_path / "t5")
+    cases = [(checkpoints["dynamic"], {"max_batch": 1}, "DynamicNTKRopeEmbedding"),
+             (checkpoints["dynamic"], {}, "DynamicNTKRopeEmbedding"),
+             (str(tmp_path / "t5"), {}, "encoder-decoder")]
+    for path, kw, why in cases:
+        for given in (64, None):
+            caplog.clear()
+            with caplog.at_level(logging.INFO, logger="forgegrad.serve"):
+                with running_app(_app(path, prefix_cache_mb=given, **kw)) as url, \
+                        httpx.Client(base_url=url, timeout=120) as c:
+                    if path == checkpoints["dynamic"]:
+                        assert [_ask(c, SYSTEM)[1], _ask(c, SYSTEM)[1]] == [0, 0]
+                    assert "forgegrad_prefix_cache" not in c.get("/metrics").text
+            said = [r for r in caplog.records if "no prefix cache" in r.getMessage()]
+            assert len(said) == 1 and why in said[0].getMessage(), caplog.text
+            assert "--prefix-cache-mb has no effect" in said[0].getMessage()
+            assert said[0].levelno == (logging.WARNING if given else logging.INFO)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="forgegrad.serve"), running_app(_app(checkpoints["gpt2"], max_batch=1)):
+        pass
+    assert not any("no prefix cache" in r.getMessage() for r in caplog.records)
+    assert any("one at a time, a prefix cache of up to 1024 MiB" in r.getMessage() for r in caplog.records)
+
+
+def test_generate_with_a_prefix_cache_names_bad_prompts(checkpoints):
+    """An empty or malformed prompt with ``prefix_cache`` gets generate's own error naming input_ids (as without the
+    cache), not numpy's."""
+    from forgegrad.models.hf import generate
+    model = from_pretrained(checkpoints["gpt2"])
+    for bad, words in (([[]], "at least one token"), ([], "at least one token"), ("abc", "shape"),
+                       (np.zeros((1, 0), np.int64), "at least one token")):
+        for cache in (None, PrefixCache(1 << 20, BLOCK)):
+            with pytest.raises(ValueError, match=f"generate: input_ids .*{words}"):
+                generate(model, bad, max_new_tokens=2, prefix_cache=cache)
+
+
+def test_threads_sharing_one_prefix_cache_take_turns():
+    """generate calls on several threads may share one PrefixCache: a store evicting another thread's prefix while
+    that thread stores after it waits its turn (a lock), where it used to leave a block whose prefix was evicted and
+    fail with a KeyError. Thread A stops inside its store (reading its cache's keys); thread B's store, which needs
+    A's prefix's room, must not run until A's is done."""
+    import threading
+    per_block = 2 * 2 * 2 * 4 * 4 * 4
+    cache = PrefixCache(3 * per_block, block_tokens=4)
+    prefix = list(range(1, 9))  # two blocks, kept first
+    cache.store(prefix, _filled(prefix))
+    inside, go, errors = threading.Event(), threading.Event(), []
+
+    class Paused(KVCache):
+        """A's cache: the first read of its keys (inside store, after the prefix's blocks were matched) waits."""
+
+        @property
+        def keys(self):
+            if not inside.is_set():
+                inside.set()
+                go.wait(10)
+            return self._keys
+
+        @keys.setter
+        def keys(self, value):
+            self._keys = value
+
+    longer = prefix + [40, 41, 42, 43]
+    a = _filled(longer)
+    paused = Paused(2, 1, 2, len(longer), 4)
+    paused.keys, paused.values, paused.length = a.keys, a.values, a.length
+
+    def run(ids, kv):
+        try:
+            cache.store(ids, kv)
+        except Exception as e:  # noqa: BLE001 - the test reports it
+            errors.append(e)
+
+    other = list(range(100, 113))  # three blocks: all the room, so storing them evicts the prefix's
+    thread_a = threading.Thread(target=run, args=(longer, paused))
+    thread_a.start()
+    assert inside.wait(10)
+    thread_b = threading.Thread(target=run, args=(other, _filled(other)))
+    thread_b.start()
+    thread_b.join(1.0)  # with the lock it waits for A (this join times out); without, it evicts A's prefix now
+    go.set()
+    thread_a.join(10)
+    thread_b.join(10)
+    assert errors == []
+    kept = list(cache._blocks.values())
+    assert all(b.parent is None or b.parent in kept for b in kept)
+    assert cache.bytes == sum(b.kv.nbytes for b in kept) <= cache.max_bytes

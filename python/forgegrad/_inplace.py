@@ -4,22 +4,27 @@ Outside autograd (no tensor involved requires grad, or grad mode is off) the res
 the tensor's storage, so every tensor sharing it (``.data``, ``detach()``, views of numpy) sees it.
 Inside autograd:
 
-- a leaf that requires grad refuses (RuntimeError, torch's message): its value is what backward
-  differentiates with respect to;
+- a leaf that requires grad, or a view of one (reshape, slice, transpose of it), refuses (RuntimeError,
+  torch's messages): its value is what backward differentiates with respect to;
 - any other tensor is rebound to the op's recorded result (its storage and graph node are replaced,
   the old node stays where earlier ops saved it), so gradients are right; tensors that shared the
   old storage keep the old values (torch would update them: the one difference).
 
-Not detected (torch's version counters would): modifying, outside autograd, an array that a recorded
-op saved for its backward, e.g. ``y = x.sigmoid(); y.data.mul_(2); y.sum().backward()``.
+Either way the write is counted in the tensor's version (``t._version``, shared with its views), and
+backward refuses an array a recorded op saved if it was written since, with torch's RuntimeError:
+``y = x.sigmoid(); y.mul_(2); y.sum().backward()`` raises (under no_grad too, and through a view or
+``detach()``), as torch does. ``y.data`` has a counter of its own, so writes through it are not
+checked (torch's escape hatch). See forgegrad._version_counter.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from . import _version_counter as _vc
 from . import grad_mode
 
 LEAF_MESSAGE = "a leaf Variable that requires grad is being used in an in-place operation."
+VIEW_OF_LEAF_MESSAGE = "a view of a leaf Variable that requires grad is being used in an in-place operation."
 
 
 def inplace(self, compute, name: str, *others, cast: bool = False):
@@ -34,17 +39,27 @@ def inplace(self, compute, name: str, *others, cast: bool = False):
         self.requires_grad or any(isinstance(o, Tensor) and o.requires_grad for o in others))
     if tracking and self.requires_grad and self._ctx is None:
         raise RuntimeError(LEAF_MESSAGE)
+    if tracking and self._ctx is not None and _views_a_leaf(self):
+        raise RuntimeError(VIEW_OF_LEAF_MESSAGE)
     if tracking:
         # the op's input is a stand-in holding self's current node: self itself becomes the output,
         # and a graph whose node lists self as its own input would loop
         old = Tensor._wrap_exact(self._data)
         old._ctx, old._out_index, old.requires_grad = self._ctx, self._out_index, self.requires_grad
-        out = compute(old, *[old if o is self else o for o in others])
-        _check_result(self, out, name, cast)
-        if out.dtype != self.dtype:
-            out = out.to(self.dtype)
-        if tuple(out.shape) != tuple(self.shape):
-            out = out.expand(*self.shape)
+        # the write is counted first: what saved the old value before now is outdated (torch raises for
+        # it at backward), while this op's own use of the old value, saved below, is not
+        _vc.bump(self)
+        try:
+            out = compute(old, *[old if o is self else o for o in others])
+            _check_result(self, out, name, cast)
+            if out.dtype != self.dtype:
+                out = out.to(self.dtype)
+            if tuple(out.shape) != tuple(self.shape):
+                out = out.expand(*self.shape)
+        except BaseException:
+            _vc.unbump(self)  # a refused op wrote nothing
+            raise
+        _vc.carry(self._data, out._data)
         self._data, self._ctx, self._out_index = out._data, out._ctx, out._out_index
         self.requires_grad = out.requires_grad
         return self
@@ -58,10 +73,29 @@ def inplace(self, compute, name: str, *others, cast: bool = False):
         if tuple(out.shape) != tuple(self.shape):
             with grad_mode.no_grad():
                 out = out.expand(*self.shape)
-        self._data = out._data
+        _vc.rebind(self, out._data)
     else:
         self._data[...] = out._data
+        _vc.bump(self)
     return self
+
+
+def _views_a_leaf(t) -> bool:
+    """Whether ``t`` is a view (reshape, slice, transpose, ...: its storage is part of the same array) of a
+    leaf that requires grad, found up the ops that made it from that array. torch refuses an in-place op
+    on it: the leaf's values would change under autograd."""
+    r = _vc.root(t._data)
+    todo = [t._ctx]
+    while todo:
+        for p in todo.pop().parents:
+            if p is None or _vc.root(p._data) is not r:
+                continue
+            if p._ctx is None:
+                if p.requires_grad:
+                    return True
+            else:
+                todo.append(p._ctx)
+    return False
 
 
 def _check_result(self, out, name: str, cast: bool) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _version_counter as _vc
 from . import grad_mode, return_types
 from .ops._util import normalize_axis, single_axis
 from .ops.registry import _OPS
@@ -365,11 +366,14 @@ class TensorMethods:
                 "forgegrad.autograd.trace(): in-place writes are not recorded, so the traced graph (and an "
                 "ONNX export) would leave it out. Build the value out of place instead, e.g. "
                 "forgegrad.where(mask, value, t) or forgegrad.cat([...])")
-        if self.requires_grad and self.is_leaf and grad_mode.is_grad_enabled():
-            raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation")
+        if self.requires_grad and grad_mode.is_grad_enabled():
+            from ._inplace import VIEW_OF_LEAF_MESSAGE, _views_a_leaf
+            if self.is_leaf or _views_a_leaf(self):  # torch's words: t[key] = value writes into a view of t
+                raise RuntimeError(VIEW_OF_LEAF_MESSAGE)
         if not isinstance(self._data, np.ndarray):
             raise NotImplementedError(
                 f"t[key] = value on a {self.device.type} tensor: indexed in-place writes run on the CPU only; build "
                 "the value out of place instead (forgegrad.where(mask, value, t), forgegrad.cat([...]))")
         from .ops.shape import _index_arrays
         self._data[_index_arrays(key)] = value._data if isinstance(value, TensorMethods) else value
+        _vc.bump(self)  # one in-place write: a graph that saved this storage refuses it at backward

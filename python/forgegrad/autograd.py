@@ -14,10 +14,12 @@ The smallest complete example is ``ExpFunction`` in ``ops/elementwise.py``: its 
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any, List, Sequence
 
 import numpy as np
 
+from . import _version_counter as _vc
 from . import devices as _devices
 from .grad_mode import (_state, enable_grad, graph_free, is_grad_enabled, no_grad, set_grad_enabled,  # noqa: F401
                         trace)
@@ -43,6 +45,28 @@ def queue_callback(fn) -> None:
         raise RuntimeError("queue_callback can only be called during a backward pass (from a gradient hook)")
     _callbacks.append(fn)
 
+
+# Bound methods (held weakly) called at the start of every outermost backward pass with the Function nodes
+# the pass will visit, whether or not it reaches their owner's parameters: data parallelism queues its
+# end-of-pass work from here, so that a rank whose loss reaches none of its parameters still takes part in
+# the gradient reduction the other ranks start from their gradient hooks.
+_pass_observers: List[Any] = []
+
+
+def _add_pass_observer(method) -> None:
+    _pass_observers.append(weakref.WeakMethod(method))
+
+
+def _notify_pass(nodes) -> None:
+    if _backward_depth != 1:
+        return
+    for ref in list(_pass_observers):
+        fn = ref()
+        if fn is None:
+            _pass_observers.remove(ref)
+        else:
+            fn(nodes)
+
 # ---- Function --------------------------------------------------------------------------------
 class Function:
     """Base class of differentiable ops. Subclasses define static ``forward`` and ``backward``.
@@ -61,10 +85,14 @@ class Function:
     # True: an unregistered Function whose numpy code computes in its inputs' dtype runs float64 as is
     handles_float64 = False
 
-    __slots__ = ("parents", "needs_input_grad", "saved_tensors", "out_meta", "released", "__dict__")
+    # saved_at: the in-place write clock when save_for_backward ran (None: nothing saved; apply sets it)
+    __slots__ = ("parents", "needs_input_grad", "saved_tensors", "saved_at", "out_meta", "released", "__dict__")
 
     def save_for_backward(self, *arrays) -> None:
+        """Keep ``arrays`` for backward (``ctx.saved_tensors``). The in-place write clock is noted with them:
+        backward raises if one of them has been written in place since (see forgegrad._version_counter)."""
         self.saved_tensors = arrays
+        self.saved_at = _vc.clock
 
     @staticmethod
     def forward(ctx, *args, **kwargs):  # pragma: no cover - abstract
@@ -132,6 +160,7 @@ class Function:
             return wrap(out)
         ctx = cls.__new__(cls)
         ctx.needs_input_grad = needs
+        ctx.saved_at = None
         out = cls.forward(ctx, *raw, **kwargs)
         if type(out) is tuple:
             results = tuple([wrap(o) for o in out])
@@ -303,6 +332,8 @@ def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
 
 def _run_backward(root, grad: np.ndarray, retain_graph: bool) -> None:
     if root._ctx is None:  # a leaf: its gradient is the seed itself
+        if _pass_observers:
+            _notify_pass(())
         root._accumulate_grad(grad)
         if getattr(root, "_post_hooks", None):
             _fire_post_hooks(root)
@@ -324,6 +355,8 @@ def _run_backward(root, grad: np.ndarray, retain_graph: bool) -> None:
     pending = {id(root._ctx): [None] * len(root._ctx.out_meta)}
     pending[id(root._ctx)][root._out_index] = grad
     order = _topo_order(root._ctx)
+    if _pass_observers:
+        _notify_pass(order)
     uses = _hooked_leaf_uses(order) if _HookHandle.live else None
     got_grad = set()
     for node in order:
@@ -338,6 +371,9 @@ def _run_backward(root, grad: np.ndarray, retain_graph: bool) -> None:
                 "tensors after they have already been freed). Specify retain_graph=True if you "
                 "need to backward through the graph a second time."
             )
+        saved_at = node.saved_at
+        if saved_at is not None and saved_at != _vc.clock:  # a write since it saved: into what it saved?
+            _vc.check(node, node.saved_tensors, saved_at)
         # outputs that did not reach the loss get zeros on the device of those that did (a single output did)
         if len(gouts) > 1 and any(g is None for g in gouts):
             dev = _devices.device_of(next(g for g in gouts if g is not None))

@@ -38,7 +38,7 @@ class MetaArray:
     concatenation work on it without allocating), so their shape rules are numpy's own.
     """
 
-    __slots__ = ("shape", "dtype")
+    __slots__ = ("shape", "dtype", "__weakref__")  # weakref: in-place writes are counted per array
     device = "meta"
 
     def __init__(self, shape, dtype=np.float32):

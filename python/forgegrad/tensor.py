@@ -12,6 +12,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from . import _version_counter as _vc
 from . import devices as _devices
 from . import dtypes as _dtypes
 from ._tensor_methods import TensorMethods
@@ -57,9 +58,10 @@ class Tensor(TensorMethods):
         requires_grad: record operations on this tensor for backward().
     """
 
-    # _post_hooks is only set on leaves that have post-accumulate-grad hooks (read with getattr)
+    # _post_hooks is only set on leaves that have post-accumulate-grad hooks, _own_version only on the
+    # tensors ``.data`` returns (both read with getattr)
     __slots__ = ("_data", "grad", "requires_grad", "_ctx", "_out_index", "_retains_grad", "_post_hooks",
-                 "__weakref__")
+                 "_own_version", "__weakref__")
     __array_priority__ = 1000  # numpy defers binary operators to Tensor
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
@@ -107,8 +109,11 @@ class Tensor(TensorMethods):
         """As torch's: a Tensor sharing this storage, outside the graph (never requires grad); writing
         to it (``p.data -= lr * p.grad``, ``p.data.zero_()``) changes this tensor without autograd
         seeing it. Assigning ``t.data = other`` replaces the storage with ``other``'s. The numpy array
-        itself is ``t.numpy()``."""
-        return Tensor._wrap_exact(self._data)
+        itself is ``t.numpy()``. Its version counter is its own (torch's), so writes through it are not
+        seen by the graph's saved-tensor checks."""
+        t = Tensor._wrap_exact(self._data)
+        t._own_version = [0]
+        return t
 
     @data.setter
     def data(self, value) -> None:
@@ -117,6 +122,13 @@ class Tensor(TensorMethods):
         elif not (hasattr(value, "shape") and hasattr(value, "dtype")):  # a storage array (numpy, meta, cuda)
             raise TypeError(f"data must be a Tensor, got {type(value).__name__}")
         self._data = value
+
+    @property
+    def _version(self) -> int:
+        """How many in-place writes this tensor's storage has had, counted with its views' (torch's
+        ``_version``); backward refuses a saved tensor whose version moved on (forgegrad._version_counter)."""
+        own = getattr(self, "_own_version", None)
+        return _vc.version_of(self._data) if own is None else own[0]
 
     @property
     def shape(self) -> Tuple[int, ...]:
@@ -406,10 +418,7 @@ class Tensor(TensorMethods):
         return self.fill_(0)
 
 
-_TENSOR_TYPE_NAMES = {np.dtype(np.float32): "FloatTensor", np.dtype(np.float64): "DoubleTensor",
-                      np.dtype(np.int64): "LongTensor", np.dtype(np.int32): "IntTensor",
-                      np.dtype(np.int16): "ShortTensor", np.dtype(np.int8): "CharTensor",
-                      np.dtype(np.uint8): "ByteTensor", np.dtype(np.bool_): "BoolTensor"}
+_TENSOR_TYPE_NAMES = _vc.TYPE_NAMES  # torch's type names by dtype ("FloatTensor")
 
 
 def _copy_result(t, src):

@@ -19,7 +19,7 @@ CLIP = 0.05  # below the gradients' norm: every step clips
 CAP = 0.0005  # MB: several buckets for this small model
 
 
-def run(kind, clip=False, accumulate=False, no_sync=False, reshard=True):
+def run(kind, clip=False, accumulate=False, no_sync=False, reshard=True, prefetch=None):
     """STEPS steps of one variant; returns the parameters after every step and the clipped norms.
 
     kind "ddp": DistributedDataParallel + the plain optimizer (the reference); "zero1"/"zero2": no DDP;
@@ -27,6 +27,7 @@ def run(kind, clip=False, accumulate=False, no_sync=False, reshard=True):
     nn.utils.clip_grad_norm_; ZeRO stages 2 and 3 through max_grad_norm, stage 1 through
     clip_grad_norm_). accumulate: two micro-batches per step (no_sync: the first under no_sync).
     With clip or accumulate the optimizer is AdamW under a StepLR. reshard: stage 3's reshard_after_forward.
+    prefetch: stage 3's forward_prefetch / backward_prefetch arguments (default: FSDP's).
     """
     model = make_model(seed=0 if rank == 0 else 30 + rank)  # ZeRO and DDP broadcast rank 0's weights
     cls, kw = (optim.AdamW, {"weight_decay": 0.1}) if clip or accumulate else (optim.Adam, {})
@@ -36,7 +37,8 @@ def run(kind, clip=False, accumulate=False, no_sync=False, reshard=True):
         sync = net.no_sync
     else:
         stage = int(kind[-1])
-        net = dist.FullyShardedDataParallel(model, reshard_after_forward=reshard) if stage == 3 else model
+        net = dist.FullyShardedDataParallel(model, reshard_after_forward=reshard, **(prefetch or {})) \
+            if stage == 3 else model
         extra = {"max_grad_norm": CLIP} if clip and stage >= 2 else {}
         opt = dist.ZeroRedundancyOptimizer(net.parameters(), cls, stage=stage, bucket_cap_mb=CAP, lr=LR, **kw,
                                            **extra)
@@ -67,8 +69,9 @@ def run(kind, clip=False, accumulate=False, no_sync=False, reshard=True):
         trajectory.append(np.concatenate([v.numpy().reshape(-1) for v in net.state_dict().values()])
                           if kind == "zero3" else flat_params(model))
     if kind == "zero3":  # the most parameter bytes gathered at once, and the largest unit's
-        result[f"zero3_peak_gathered_reshard_{reshard}"] = [net.peak_gathered_bytes,
-                                                            max(u.full.nbytes for u in net.units)]
+        name = "no_prefetch" if prefetch == dict(backward_prefetch=None) else f"reshard_{reshard}"
+        if prefetch is None or name == "no_prefetch":
+            result[f"zero3_peak_gathered_{name}"] = [net.peak_gathered_bytes, max(u.full.nbytes for u in net.units)]
     return np.stack(trajectory), norms, opt
 
 
@@ -77,10 +80,11 @@ def max_diff(a, b):
 
 
 result = {"size": size}
-finals = {}
+finals, trajectories = {}, {}
 ddp, _, _ = run("ddp")
 for kind in ("zero1", "zero2", "zero3"):
     traj, _, opt = run(kind)
+    trajectories[kind] = traj
     result[kind] = max_diff(traj, ddp)
     finals[kind] = traj[-1]
     result[kind + "_ranks_identical"] = bool((dist.allgather(traj[-1]) == traj[-1]).all())
@@ -99,10 +103,26 @@ for name, kwargs in (("zero2_clip_accumulate", dict(clip=True, accumulate=True))
                      ("zero3_clip_no_sync", dict(clip=True, accumulate=True, no_sync=True)),
                      ("zero3_keep_clip_accumulate", dict(clip=True, accumulate=True, reshard=False))):
     traj, norms, _ = run(name.split("_")[0], **kwargs)
+    trajectories[name] = traj
     result[name] = max_diff(traj, ddp_b)
     if norms:
         result[name + "_norm_diff"] = max_diff(np.array(norms), np.array(ddp_norms))
 result["clipped_steps"] = int(sum(n > CLIP for n in ddp_norms))
+
+# prefetch only moves data: every setting gives the default's parameters bit for bit, after every step
+same = {}
+for name, default, kwargs in (
+        ("none", "zero3", dict(prefetch=dict(backward_prefetch=None))),
+        ("post", "zero3", dict(prefetch=dict(backward_prefetch="BACKWARD_POST"))),
+        ("forward_pre", "zero3", dict(prefetch=dict(forward_prefetch=True))),
+        ("accumulate_none", "zero3_clip_accumulate", dict(clip=True, accumulate=True,
+                                                          prefetch=dict(backward_prefetch=None))),
+        ("accumulate_forward_post", "zero3_clip_accumulate",
+         dict(clip=True, accumulate=True, prefetch=dict(forward_prefetch=True, backward_prefetch="BACKWARD_POST"))),
+        ("keep_forward", "zero3_keep_clip_accumulate", dict(clip=True, accumulate=True, reshard=False,
+                                                            prefetch=dict(forward_prefetch=True)))):
+    same[name] = bool(np.array_equal(run("zero3", **kwargs)[0], trajectories[default]))
+result["zero3_prefetch_identical"] = same
 if rank == 0:
     np.save(f"{out}/zero2.npy", finals["zero2"])
     np.save(f"{out}/zero3.npy", finals["zero3"])

@@ -68,6 +68,11 @@ def add_parser(sub):
                    help="the Linear layers' weights: float32 (default), bfloat16 (kept as the checkpoint stores "
                         "them: the float32 model's outputs with half the bytes per token) or int8 (weight-only, per "
                         "output channel: other numerics, a quarter of the bytes)")
+    p.add_argument("--no-freeze", dest="freeze", action="store_false",
+                   help="run the model as loaded; by default it is frozen in place as forgegrad serve freezes it "
+                        "(nn.utils.freeze(model, inplace=True): its float32 Linear weights packed once for the "
+                        "GEMM, the same text, faster prompts; not where the packed copies would take more than half "
+                        "the available memory)")
     p.set_defaults(run=run)
     return p
 
@@ -91,6 +96,9 @@ def run(args, out=None):
         model = quantize_weight_only(model, inplace=True)
     if not hasattr(model, "new_cache"):
         raise UsageError(f"{type(model).__name__} is an encoder; generate needs a decoder (GPT-2, Llama-style)")
+    if args.freeze:
+        from ..serve.openai_routes import freeze_in_place
+        freeze_in_place(model, args.path)
     eos = model.config.get("eos_token_id")
     eos = eos if isinstance(eos, int) and 0 <= eos < model.vocab_size else None
     try:

@@ -137,8 +137,7 @@ def _run_generation(args, uvicorn):
     config = GenerationServeConfig(args.model, weights=args.weights or "float32", threads=args.threads,
                                    max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
                                    model_name=args.model_name, max_batch=args.max_batch,
-                                   prefix_cache_mb=GenerationServeConfig.prefix_cache_mb if args.prefix_cache_mb is None
-                                   else args.prefix_cache_mb,
+                                   prefix_cache_mb=args.prefix_cache_mb,
                                    prefill_chunk=128 if args.prefill_chunk is None else args.prefill_chunk,
                                    kv_cache_mb=args.kv_cache_mb, freeze=args.freeze)
     return _serve(create_completions_app(config), args, uvicorn)

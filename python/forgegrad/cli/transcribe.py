@@ -54,6 +54,11 @@ def add_parser(sub):
     p.add_argument("--threads", type=positive_int, default=None, help="forgegrad kernel threads")
     p.add_argument("--weights", choices=("float32", "bfloat16", "int8"), default="float32",
                    help="the Linear layers' weights: float32 (default), bfloat16 or int8 (weight-only)")
+    p.add_argument("--no-freeze", dest="freeze", action="store_false",
+                   help="run the model as loaded; by default it is frozen in place as forgegrad serve freezes it "
+                        "(nn.utils.freeze(model, inplace=True): its float32 Linear weights packed once for the "
+                        "GEMM, the same text; not where the packed copies would take more than half the available "
+                        "memory)")
     p.set_defaults(run=run)
     return p
 
@@ -90,7 +95,8 @@ def _check_inputs(args) -> None:
 
 
 def _load(args):
-    """The Transcriber of --model (UsageError: not a Whisper directory, or one that cannot be read)."""
+    """The Transcriber of --model, its model frozen in place unless --no-freeze (UsageError: not a Whisper
+    directory, or one that cannot be read)."""
     from ..models.hf import CheckpointError
     from ..serve.speech_app import Transcriber, is_speech_checkpoint
     if not os.path.isdir(args.model):
@@ -99,9 +105,13 @@ def _load(args):
     if not is_speech_checkpoint(args.model):
         raise UsageError(f"--model {args.model!r} holds no Whisper checkpoint (config.json's model_type 'whisper')")
     try:
-        return Transcriber(args.model, args.weights)
+        tr = Transcriber(args.model, args.weights)
     except (CheckpointError, ValueError, OSError) as e:
         raise UsageError(f"--model {args.model!r}: {e}") from None
+    if args.freeze:  # as the audio API's server does (openai_routes.served_model)
+        from ..serve.openai_routes import freeze_in_place
+        freeze_in_place(tr.model, args.model)
+    return tr
 
 
 def _message(e) -> str:

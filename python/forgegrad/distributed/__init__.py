@@ -13,7 +13,7 @@ from .comm import (abort, allgather, allgather_object, allreduce, barrier, broad
                    is_available, is_distributed, is_initialized, launched_size, local_rank, local_size, rank,
                    reduce_scatter, size)
 from .ddp import DistributedDataParallel, DistributedOptimizer, broadcast_optimizer_state, broadcast_parameters
-from .fsdp import FullyShardedDataParallel
+from .fsdp import BackwardPrefetch, FullyShardedDataParallel
 from .sampler import DistributedSampler
 from .zero import ZeroRedundancyOptimizer
 
@@ -21,4 +21,4 @@ __all__ = ["init", "is_available", "is_initialized", "is_distributed", "rank", "
            "barrier", "abort", "allreduce", "broadcast", "allgather", "reduce_scatter", "allgather_object",
            "broadcast_object", "launched_size", "DistributedDataParallel", "DistributedOptimizer",
            "broadcast_parameters", "broadcast_optimizer_state", "DistributedSampler", "ZeroRedundancyOptimizer",
-           "FullyShardedDataParallel"]
+           "FullyShardedDataParallel", "BackwardPrefetch"]

@@ -10,6 +10,16 @@ collective forward without a progress thread. When backward ends, the remaining 
 started, all are waited for and scaled by 1/size, and each parameter's ``.grad`` becomes a view of
 its slice of the bucket (no copy back).
 
+Ranks whose backward reaches different parameters: every rank must start the same allreduces in the
+same order, so the end of *every* backward pass (``autograd._pass_observers``), not only of one that
+fired a gradient hook, ends a round when one is due: after a DistributedDataParallel forward (torch's
+``prepare_for_backward`` moment), a pass that reached none of the parameters on this rank reduces zeros
+for them, and the ranks whose pass did reach them average with those zeros (torch's
+``find_unused_parameters=True``). A rank that runs no backward at all reduces at ``step()`` (a global
+optimizer step pre-hook; DistributedOptimizer's own step): if no round has ended on this rank since the
+optimizer's last step, a round of zeros (or of the locally accumulated ``.grad``) runs there. On the common
+path, where every rank's backward reaches a parameter, the communication is unchanged.
+
 Reproducibility: buckets are started in the same fixed order on every rank, with fixed sizes, so MPI
 picks the same allreduce algorithm, with the same reduction order, in every run: results are
 identical bit for bit between runs of the same configuration (the tests check it), and identical on
@@ -20,13 +30,14 @@ from __future__ import annotations
 
 import contextlib
 import time
+import weakref
 from typing import Dict, List, Optional
 
 import numpy as np
 
 from .. import autograd
 from ..nn.module import Module
-from ..optim.optimizer import Optimizer
+from ..optim.optimizer import Optimizer, register_optimizer_step_pre_hook
 from ..tensor import Tensor
 from . import comm as _c
 
@@ -79,10 +90,13 @@ class _Reducer:
     """Averages the gradients of ``params`` over all ranks in buckets, overlapped with backward.
 
     ``wait()`` finishes the current round (started by the first gradient of a backward pass and
-    finished by the pass's end callback, or by ``wait()`` when called earlier).
+    finished by the pass's end callback, or by ``wait()`` when called earlier). ``armed``: a round is
+    due at the end of the next backward pass even if it reaches none of the parameters on this rank
+    (set by DistributedDataParallel's forward and cleared by the round; ``sticky``: set from
+    construction and ``arm()`` until ``before_step()``, for DistributedOptimizer, which sees no forward).
     """
 
-    def __init__(self, params: List[Tensor], bucket_cap_mb: float):
+    def __init__(self, params: List[Tensor], bucket_cap_mb: float, sticky: bool = False):
         if not isinstance(bucket_cap_mb, (int, float)) or isinstance(bucket_cap_mb, bool) or bucket_cap_mb <= 0:
             raise ValueError(f"bucket_cap_mb must be a positive number, got {bucket_cap_mb!r}")
         self.comm = _c._comm()
@@ -95,12 +109,17 @@ class _Reducer:
             self._add_bucket(group)
         self.enabled = True
         self.active = False  # a round has started (some gradient arrived) and is not finished yet
+        self.sticky = sticky
+        self.armed = sticky
+        self.rounds = 0  # rounds finished on this rank
+        self._rounds_at_step: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # optimizer -> rounds
         self.next_launch = 0
         self.wait_seconds = 0.0  # time spent blocked in the final wait (what overlap did not hide)
         self.launched_in_backward = 0  # buckets whose allreduce started from a hook, before backward ended
         self.bytes_reduced = 0  # gradient bytes averaged so far ...
         self.bytes_done_early = 0  # ... and those whose allreduce had completed when backward ended
         self.handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
+        autograd._add_pass_observer(self._on_pass)
 
     def _add_bucket(self, group):
         b = len(self.buckets)
@@ -109,12 +128,41 @@ class _Reducer:
             self.where[id(p)] = (b, i)
         self.buckets.append(bucket)
 
+    def _on_pass(self, nodes) -> None:
+        """A backward pass starts: its end finishes the round its hooks start, or, when armed, runs one."""
+        if self.enabled:
+            autograd.queue_callback(self._end_of_pass)
+
+    def _end_of_pass(self) -> None:
+        if self.active:
+            self.wait()
+        elif self.armed and self.enabled:
+            self.zero_round()
+
+    def zero_round(self) -> None:
+        """A round in which this rank has no new gradient: every parameter contributes its .grad
+        (accumulated under no_sync, or last round's average) or zeros. The other ranks' round pairs with it."""
+        self.active = True
+        self.wait()
+
+    def before_step(self, optimizer) -> None:
+        """Before ``optimizer`` steps: finish a round still open, and run one when none has ended on this
+        rank since the optimizer's last step (this rank ran no backward; the others may have)."""
+        if self.active:
+            self.wait()
+        elif self.enabled and self.rounds == self._rounds_at_step.get(optimizer, 0):
+            self.zero_round()
+        self._rounds_at_step[optimizer] = self.rounds
+        if self.sticky:
+            self.armed = False
+
     def _on_grad(self, p: Tensor) -> None:
         if not self.enabled:
             return
         if not self.active:
             self.active = True
-            autograd.queue_callback(self.wait)
+            if autograd._backward_depth and self._end_of_pass not in autograd._callbacks:
+                autograd.queue_callback(self._end_of_pass)  # a pass that started paused (no_sync)
             autograd._node_callbacks.append(self._progress)
         b, i = self.where[id(p)]
         bucket = self.buckets[b]
@@ -172,6 +220,9 @@ class _Reducer:
                     p.grad._data = view
         self.active = False
         self.next_launch = 0
+        self.rounds += 1
+        if not self.sticky:
+            self.armed = False
 
     def _fill_missing(self, bucket: _Bucket) -> None:
         # which parameters of the bucket have not reported: recompute from scratch (rare path)
@@ -215,6 +266,7 @@ class DistributedDataParallel(Module):
         _check_same_everywhere([(n, tuple(p.shape), str(p._data.dtype)) for n, p in named], "DistributedDataParallel")
         broadcast_parameters(module.state_dict() if broadcast_buffers else dict(module.named_parameters()), 0)
         object.__setattr__(self, "_reducer", _Reducer([p for _, p in named], bucket_cap_mb))
+        _watch_optimizer_steps(self._reducer)
         object.__setattr__(self, "_buffers_to_sync",
                            [b for b in module.buffers() if b is not None and b._data.size] if broadcast_buffers else [])
 
@@ -224,6 +276,9 @@ class DistributedDataParallel(Module):
             # so that every rank normalises and tracks the same statistics
             for b in self._buffers_to_sync:
                 _c.broadcast(b, 0)
+        if autograd.is_grad_enabled() and self._reducer.enabled:
+            # the next backward pass reduces even if it reaches no parameter on this rank (see _Reducer)
+            self._reducer.armed = True
         return self.module(*args, **kwargs)
 
     def no_sync(self):
@@ -237,6 +292,29 @@ class DistributedDataParallel(Module):
 
     def __repr__(self) -> str:
         return f"DistributedDataParallel(\n  {self.module!r}\n)"
+
+
+# the reducers of live DistributedDataParallel models; one global optimizer step pre-hook serves them all
+_DDP_REDUCERS: "weakref.WeakSet[_Reducer]" = weakref.WeakSet()
+_STEP_HOOK: list = []
+
+
+def _watch_optimizer_steps(reducer: _Reducer) -> None:
+    _DDP_REDUCERS.add(reducer)
+    if not _STEP_HOOK:
+        _STEP_HOOK.append(register_optimizer_step_pre_hook(_before_optimizer_step))
+
+
+def _before_optimizer_step(optimizer, args, kwargs) -> None:
+    """Any optimizer's step(): a DistributedDataParallel whose parameters it updates finishes its round
+    first, or runs one if this rank ran no backward since that optimizer's last step."""
+    closure = args[0] if args else kwargs.get("closure")
+    for reducer in list(_DDP_REDUCERS):
+        if any(id(p) in reducer.where for g in optimizer.param_groups for p in g["params"]):
+            if closure is None:
+                reducer.before_step(optimizer)
+            else:  # the closure's backward passes reduce at their ends
+                reducer.wait()
 
 
 def _check_same_everywhere(signature, who: str) -> None:
@@ -270,14 +348,17 @@ class DistributedOptimizer(Optimizer):
         params = [p for g in optimizer.param_groups for p in g["params"]]
         _check_same_everywhere([(str(i), tuple(p.shape), str(p._data.dtype)) for i, p in enumerate(params)],
                                "DistributedOptimizer")
-        self._reducer = _Reducer(params, bucket_cap_mb)
+        self._reducer = _Reducer(params, bucket_cap_mb, sticky=True)
 
     def synchronize(self) -> None:
         """Finish averaging now (backward's end does it already)."""
         self._reducer.wait()
 
     def step(self, closure=None):
-        self._reducer.wait()
+        if closure is None:
+            self._reducer.before_step(self)
+        else:  # the closure's backward passes reduce at their ends
+            self._reducer.wait()
         return self._optimizer.step(closure)
 
     param_groups = property(lambda self: self._optimizer.param_groups)
@@ -285,7 +366,9 @@ class DistributedOptimizer(Optimizer):
     defaults = property(lambda self: self._optimizer.defaults)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        self._reducer.wait()  # a round still open must not land in the next step's gradients
         self._optimizer.zero_grad(set_to_none)
+        self._reducer.armed = True  # from here to step(), a backward pass that reaches no parameter reduces
 
     def add_param_group(self, param_group) -> None:
         raise NotImplementedError("DistributedOptimizer: add the group to the wrapped optimizer before wrapping it")

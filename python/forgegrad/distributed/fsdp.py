@@ -11,22 +11,42 @@ which the ZeRO optimizer updates in place). Its full vector lives in an anonymou
 pages exist only while the unit is *gathered*:
 
 * a forward pre-hook on the unit's module allgathers the shards into it (the parameters are views of
-  it, so the module computes as usual); after the module's forward it is freed again
-  (``madvise(MADV_DONTNEED)``: the pages go back to the OS, as torch frees the storage with
-  ``resize_(0)``). The arrays the autograd graph saved are views of the same pages.
+  it, so the module computes as usual); after the module's forward it is freed again: its pages leave
+  the mapping, as torch frees the storage with ``resize_(0)``. The arrays the autograd graph saved are
+  views of the same addresses (they read zeros while the unit is freed).
 * an identity Function on the module's outputs runs first among the unit's backward nodes: it gathers
   the unit again, so those saved views hold the parameters when the unit's backward reads them.
 * once every parameter of the unit has its final gradient (post-accumulate-grad hooks), the unit is
   freed; the ZeRO optimizer's hooks have already reduce-scattered the gradients into the shards.
 
-So a rank holds its shards, plus the gathered units of the module being computed, plus what autograd
-keeps (activations). ``state_dict()`` gathers one unit at a time and returns the plain model's names
-and full arrays (collective; rank 0 writes); ``load_state_dict`` takes one and keeps each rank's slices.
-Collectives are started in the order the modules run, which must therefore be the same on every rank
-(no data-dependent choice of modules).
+A freed unit's pages go to a small pool (``_pages.py``: moved with ``mremap``, not copied) that the next
+gather of a unit of the same size takes them from, so gathers do not fault and zero fresh pages. The
+pool and the gathered units together hold at most one largest unit more than the units in flight
+(with units of one size, just those: the peak stays shards + the units in flight); the rest goes back
+to the OS (``madvise(MADV_DONTNEED)``, also where ``mremap`` is missing). ``empty_cache()`` empties it.
+Prefetch (torch's ``forward_prefetch`` / ``backward_prefetch``) starts the next unit's allgather
+(``Iallgather``) before the current unit computes: in forward the next unit of the previous forward's
+order, in backward the next unit of the plan below; it only moves data, so the results are the same
+bits with it or without it.
+
+So a rank holds its shards, plus the gathered units of the module being computed (and the prefetched
+one), plus what autograd keeps (activations). ``state_dict()`` gathers one unit at a time and returns
+the plain model's names and full arrays (collective; rank 0 writes); ``load_state_dict`` takes one and
+keeps each rank's slices. Collectives are started in the order the modules run, which must therefore
+be the same on every rank (no data-dependent choice of modules).
+
+The ranks' losses may reach different units (or none): the gathers of a backward pass follow a plan made
+when it starts (``autograd._pass_observers``), the units whose forward freed them, in the reverse of
+the order their forwards ended, the same on every rank. Reaching a unit gathers the planned units before
+it first; a planned unit this rank's pass does not reach is gathered (the others may need it) and freed at
+once, and its gradients count as zeros (``_ShardReducer.mark_missing``). The gathers use their own
+communicator, so they pair up across ranks independently of when each rank's reduce-scatters start
+(with prefetch all of them are nonblocking: MPI does not pair a blocking collective with a nonblocking
+one, and which gathers a rank prefetches depends on what its pass reaches).
 """
 from __future__ import annotations
 
+import enum
 import mmap
 import weakref
 from typing import Dict, List, Optional
@@ -37,9 +57,20 @@ from .. import autograd
 from ..autograd import Function
 from ..nn.module import Module
 from ..tensor import Tensor
+from . import _pages
 from . import comm as _c
 
-__all__ = ["FullyShardedDataParallel"]
+__all__ = ["FullyShardedDataParallel", "BackwardPrefetch"]
+
+
+class BackwardPrefetch(enum.Enum):
+    """When backward starts gathering the next unit (torch.distributed.fsdp.BackwardPrefetch).
+
+    ``BACKWARD_PRE``: when the current unit's backward starts (its gather is done), before its gradients
+    are computed: the most overlap, two units gathered at once. ``BACKWARD_POST``: once the current unit's
+    gradients are final and it is freed: less overlap, and no more than one unit gathered at a time."""
+    BACKWARD_PRE = "BACKWARD_PRE"
+    BACKWARD_POST = "BACKWARD_POST"
 
 # id(parameter) -> the FullyShardedDataParallel that shards it (ZeroRedundancyOptimizer(stage=3) looks here)
 _OWNERS: "weakref.WeakValueDictionary[int, FullyShardedDataParallel]" = weakref.WeakValueDictionary()
@@ -79,6 +110,15 @@ class FullyShardedDataParallel(Module):
             default, torch's FULL_SHARD). False keeps a unit gathered from its forward until its
             backward is done (torch's SHARD_GRAD_OP for parameters): half the allgathers, but the
             whole model is gathered at the end of the forward. Graph-free forwards always free.
+        forward_prefetch: in a forward, start gathering the unit that came next in the previous forward
+            before the current one computes (torch's name and default, False: it assumes the modules
+            run in the same order every step; when they do not, the wrong unit was gathered for nothing).
+        backward_prefetch: a :class:`BackwardPrefetch` (or its name), or None: no prefetch in backward.
+            Default ``BACKWARD_PRE``, torch's. The order of backward's gathers is known when it starts
+            (the reverse of the forwards), so the prefetched unit is always the one needed next.
+
+    Prefetch keeps one more unit gathered while the current one computes. Its allgather progresses when
+    MPI is entered (the ZeRO reducer polls after every backward node), else at the wait.
 
     Train it with ``ZeroRedundancyOptimizer(model.parameters(), cls, stage=3, ...)`` (created before the
     first backward: a plain optimizer would update freed parameters). Parameters that do not require
@@ -87,11 +127,15 @@ class FullyShardedDataParallel(Module):
     ``state_dict(keep_vars=True)``).
     """
 
-    def __init__(self, module: Module, units=None, broadcast_buffers: bool = True, reshard_after_forward: bool = True):
+    def __init__(self, module: Module, units=None, broadcast_buffers: bool = True, reshard_after_forward: bool = True,
+                 forward_prefetch: bool = False, backward_prefetch=BackwardPrefetch.BACKWARD_PRE):
         super().__init__()
         if not isinstance(module, Module):
             raise TypeError(f"FullyShardedDataParallel: module must be a forgegrad.nn.Module, got "
                             f"{type(module).__name__}")
+        if not isinstance(forward_prefetch, bool):
+            raise TypeError(f"FullyShardedDataParallel: forward_prefetch must be a bool, got {forward_prefetch!r}")
+        backward_prefetch = _backward_prefetch(backward_prefetch)
         from .ddp import _check_same_everywhere, broadcast_parameters
         from .zero import _Unit
         self.module = module
@@ -113,20 +157,27 @@ class FullyShardedDataParallel(Module):
                                                            for m, ps in groups)))
         signature.append(("settings", f"reshard_after_forward={bool(reshard_after_forward)}",
                           f"broadcast_buffers={bool(broadcast_buffers)}"))
+        # which gathers are nonblocking (MPI pairs blocking with blocking only)
+        signature.append(("prefetch", f"forward_prefetch={forward_prefetch}",
+                          f"backward_prefetch={backward_prefetch and backward_prefetch.name}"))
         _check_same_everywhere(signature, "FullyShardedDataParallel")
         broadcast_parameters(module.state_dict() if broadcast_buffers else dict(module.named_parameters()), 0)
         comm = _c._comm()
         n, r = comm.Get_size(), comm.Get_rank()
         d = self.__dict__
-        d["_comm"], d["_MPI"] = comm, _c._mpi()
+        # a communicator of its own: the gathers pair up whatever the order of the ZeRO reduce-scatters
+        d["_comm"], d["_MPI"] = comm.Dup(), _c._mpi()
         d["units"] = []
         d["_unit_of"] = {}
         for m, params in groups:
             unit = _Unit(params, n, r, 0)
-            unit.module, unit.gathered, unit.pending = m, False, None
-            # private: MADV_DONTNEED then drops the pages (a shared mapping, mmap's default, would keep them)
-            unit.map = mmap.mmap(-1, unit.padded * 4, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            unit.module, unit.gathered, unit.pending, unit.gather_request = m, False, None, None
+            # private: MADV_DONTNEED then drops the pages (a shared mapping, mmap's default, would keep them),
+            # and mremap may move them (the pool); whole pages, so that a pooled run covers the mapping
+            unit.mapped = _pages.rounded(unit.padded * 4)
+            unit.map = mmap.mmap(-1, unit.mapped, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
             unit.full = np.frombuffer(unit.map, np.float32, count=unit.padded)
+            unit.addr = unit.full.__array_interface__["data"][0]
             unit.full[:unit.total] = unit.pack([p._data for p in params])[:unit.total]
             unit.shard = unit.full[unit.lo:unit.hi].copy()
             for p, lo, hi in zip(params, unit.offsets[:-1], unit.offsets[1:]):
@@ -138,9 +189,24 @@ class FullyShardedDataParallel(Module):
             unit.map.madvise(mmap.MADV_DONTNEED)
             m.register_forward_pre_hook(lambda mod, args, unit=unit: self._gather(unit))
             object.__setattr__(m, "forward", self._sharded_forward(m, unit))
+        autograd._add_pass_observer(self._on_pass)
+        d["forward_prefetch"], d["backward_prefetch"] = forward_prefetch, backward_prefetch
+        # with prefetch every gather is an Iallgather (see the module docstring)
+        d["_nonblocking"] = forward_prefetch or backward_prefetch is not None
+        in_flight = 2 if d["_nonblocking"] else 1  # units gathered at once (more only with nested units)
+        pool = _pages.PagePool((in_flight + 1) * max(u.mapped for u in self.units))
+        d["_pool"] = pool if pool.available else None
+        d["_prefetched"] = {}  # id -> unit: gathers started ahead that nothing has waited for yet
+        d["_in_forward"] = False
+        d["_fwd_order"], d["_fwd_seq"], d["_fwd_follow"] = [], [], False
         d["_gathered"] = 0
         d["peak_gathered_bytes"] = 0  # the most full-parameter bytes gathered at once since construction
         d["_in_backward"] = False
+        # units freed after a forward whose backward must gather them again: id -> unit, in the order their
+        # forwards last ended (a module run twice moves to the end)
+        d["_armed"] = {}
+        d["_plan"], d["_plan_index"], d["_pos"], d["_reached"] = [], {}, 0, set()
+        d["_reducer"] = None  # set by ZeroRedundancyOptimizer(stage=3)
         d["reshard_after_forward"] = bool(reshard_after_forward)
         d["optimizer_attached"] = False  # set by ZeroRedundancyOptimizer(stage=3)
         d["_buffers_to_sync"] = [b for b in module.buffers() if b is not None and b._data.size] \
@@ -178,16 +244,42 @@ class FullyShardedDataParallel(Module):
         return sorted(groups.values(), key=lambda mp: order[id(mp[0])])
 
     # ---- gather / free ------------------------------------------------------------------------
-    def _gather(self, unit) -> None:
-        if not unit.gathered:
+    def _start(self, unit) -> None:
+        """Give the unit pages (pooled ones when there are) and start its allgather."""
+        if self._pool is not None:
+            self._pool.take(unit.addr, unit.mapped)
+        if self._nonblocking:
+            unit.gather_request = self._comm.Iallgather(unit.shard, unit.full)
+        else:
             self._comm.Allgather(unit.shard, unit.full)
-            unit.gathered = True
-            self._gathered += unit.full.nbytes
-            self.peak_gathered_bytes = max(self.peak_gathered_bytes, self._gathered)
+        unit.gathered = True
+        self._gathered += unit.full.nbytes
+        self.peak_gathered_bytes = max(self.peak_gathered_bytes, self._gathered)
+
+    def _gather(self, unit) -> None:
+        """The unit's full parameters, here now (started if need be, waited for if in flight)."""
+        if not unit.gathered:
+            self._start(unit)
+        self._prefetched.pop(id(unit), None)
+        if unit.gather_request is not None:
+            unit.gather_request.Wait()
+            unit.gather_request = None
+
+    def _prefetch(self, unit) -> None:
+        if not unit.gathered:
+            self._start(unit)
+            self._prefetched[id(unit)] = unit
 
     def _free(self, unit) -> None:
         if unit.gathered:
-            unit.map.madvise(mmap.MADV_DONTNEED)  # the pages go back to the OS; reading them gives zeros
+            if unit.gather_request is not None:  # MPI may still be writing the pages
+                unit.gather_request.Wait()
+                unit.gather_request = None
+            self._prefetched.pop(id(unit), None)
+            if self._pool is not None:  # the pages go to the pool, or back to the OS; reading them gives zeros
+                self._pool.give(unit.addr, unit.mapped, unit.map)
+            else:
+                unit.map.madvise(mmap.MADV_DONTNEED)
             unit.gathered = False
             self._gathered -= unit.full.nbytes
 
@@ -195,19 +287,47 @@ class FullyShardedDataParallel(Module):
         """Bytes of full parameters gathered now (between steps: 0)."""
         return self._gathered
 
+    def pooled_bytes(self) -> int:
+        """Bytes of freed units' pages kept for the next gathers (at most the in-flight units'; see the
+        module docstring). :meth:`empty_cache` returns them to the OS."""
+        return self._pool.free_bytes if self._pool is not None else 0
+
+    def empty_cache(self) -> None:
+        """Return the pooled pages to the OS (as torch.cuda.empty_cache does for its caching allocator);
+        the next gathers fault fresh pages in."""
+        if self._pool is not None:
+            self._pool.clear()
+
     def _sharded_forward(self, m: Module, unit):
         forward = type(m).forward
 
         def sharded_forward(*args, **kwargs):
             self._gather(unit)
+            if self._in_forward:
+                self._forward_prefetch(unit)
             out = forward(m, *args, **kwargs)
             if autograd.is_grad_enabled():
                 out, attached = self._attach(out, unit)
                 if not attached or not self.reshard_after_forward:
                     return out  # kept until its backward is done (no output to hang the re-gather on, or asked)
+                self._armed.pop(id(unit), None)
+                self._armed[id(unit)] = unit
             self._free(unit)
             return out
         return sharded_forward
+
+    def _forward_prefetch(self, unit) -> None:
+        """Record the order units run in this forward; while it follows the previous forward's, start
+        gathering the unit that came next there (the same decision on every rank: same modules, same order)."""
+        seq, order = self._fwd_seq, self._fwd_order
+        seq.append(unit)
+        if not self._fwd_follow:
+            return
+        j = len(seq) - 1
+        if j >= len(order) or order[j] is not unit:
+            self.__dict__["_fwd_follow"] = False  # this forward took another path: no more guesses in it
+        elif j + 1 < len(order):
+            self._prefetch(order[j + 1])
 
     def _attach(self, out, unit):
         if isinstance(out, Tensor):
@@ -224,17 +344,72 @@ class FullyShardedDataParallel(Module):
         return out, False
 
     # ---- backward -------------------------------------------------------------------------------
-    def _pre_backward(self, unit) -> None:
+    def _check_optimizer(self) -> None:
         if not self.optimizer_attached:
             raise RuntimeError("FullyShardedDataParallel: create forgegrad.distributed.ZeroRedundancyOptimizer("
                                "model.parameters(), optimizer_class, stage=3, ...) before the first backward (a plain "
                                "optimizer would update parameters that are freed between uses)")
+
+    def _on_pass(self, nodes) -> None:
+        """A backward pass starts: plan its gathers (see the module docstring)."""
+        if not self._armed and not self._gathered:
+            return
+        self._make_plan(nodes)
+        self.__dict__["_in_backward"] = True
+        autograd.queue_callback(self._after_backward)
+
+    def backward_not_run(self) -> None:
+        """ZeroRedundancyOptimizer(stage=3).step() calls it first: after a forward whose backward this rank
+        did not run, the units the others' backward gathers are gathered here too, and count as zeros."""
+        if self._armed:
+            self._make_plan(())
+            self._after_backward()
+
+    def _make_plan(self, nodes) -> None:
+        plan = list(self._armed.values())[::-1]
+        d = self.__dict__
+        d["_armed"] = {}
+        if plan:
+            self._check_optimizer()
+            d["_reached"] = {id(n.unit) for n in nodes
+                             if isinstance(n, _PreBackward) and getattr(n, "owner", None) is self}
+        d["_plan"], d["_plan_index"], d["_pos"] = plan, {id(u): i for i, u in enumerate(plan)}, 0
+
+    def _pre_backward(self, unit) -> None:
+        self._check_optimizer()
         if not self._in_backward:
             self.__dict__["_in_backward"] = True
             autograd.queue_callback(self._after_backward)
+        if self._plan_index.get(id(unit), -1) >= self._pos:
+            self._advance(unit)
         self._gather(unit)
         if unit.pending is None:
             unit.pending = len(unit.params)
+        if self.backward_prefetch is BackwardPrefetch.BACKWARD_PRE:
+            self._prefetch_planned()
+
+    def _prefetch_planned(self) -> None:
+        """Start gathering the next planned unit (plan order is the order every rank gathers in)."""
+        if self._pos < len(self._plan):
+            self._prefetch(self._plan[self._pos])
+
+    def _advance(self, upto=None) -> None:
+        """Gather the planned units before ``upto`` (all: None) in plan order, the same on every rank;
+        those this rank's pass does not reach are freed at once and their gradients count as zeros."""
+        while self._pos < len(self._plan):
+            unit = self._plan[self._pos]
+            self.__dict__["_pos"] = self._pos + 1
+            if unit is upto:
+                return
+            self._gather(unit)
+            if upto is not None and id(unit) in self._reached:
+                if unit.pending is None:  # reached later in this pass: freed once its gradients are final
+                    unit.pending = len(unit.params)
+                continue
+            self._free(unit)
+            unit.pending = None
+            if self._reducer is not None:
+                self._reducer.mark_missing(unit)
 
     def _on_grad(self, p: Tensor) -> None:
         unit = self._unit_of[id(p)]
@@ -243,15 +418,21 @@ class FullyShardedDataParallel(Module):
             if unit.pending == 0:  # every parameter of the unit has its final gradient: free it
                 unit.pending = None
                 self._free(unit)
+                if self.backward_prefetch is BackwardPrefetch.BACKWARD_POST:
+                    self._prefetch_planned()
 
     def _after_backward(self) -> None:
-        self.__dict__["_in_backward"] = False
+        self._advance()  # the planned units this pass did not reach here, which other ranks may have gathered
+        d = self.__dict__
+        d["_plan"], d["_plan_index"], d["_pos"], d["_reached"] = [], {}, 0, set()
+        d["_in_backward"] = False
         self.release()
 
     def release(self) -> None:
-        """Free every gathered unit (no communication). ZeroRedundancyOptimizer(stage=3).step() calls it after
-        updating the shards: a unit still gathered then (its module's output had no Tensor to hang the re-gather
-        on, so no backward freed it) holds the old parameters, which the next forward would otherwise read."""
+        """Free every gathered unit (no new communication; a gather in flight is waited for).
+        ZeroRedundancyOptimizer(stage=3).step() calls it after updating the shards: a unit still gathered then
+        (its module's output had no Tensor to hang the re-gather on, so no backward freed it) holds the old
+        parameters, which the next forward would otherwise read."""
         for unit in self.units:
             unit.pending = None
             self._free(unit)
@@ -261,7 +442,17 @@ class FullyShardedDataParallel(Module):
         if self.training and self._buffers_to_sync and autograd.is_grad_enabled():
             for b in self._buffers_to_sync:
                 _c.broadcast(b, 0)
-        return self.module(*args, **kwargs)
+        if self._in_forward:  # the wrapper called from inside its own forward
+            return self.module(*args, **kwargs)
+        d = self.__dict__
+        d["_in_forward"], d["_fwd_seq"], d["_fwd_follow"] = True, [], self.forward_prefetch
+        try:
+            out = self.module(*args, **kwargs)
+        finally:  # (after an error the gathers in flight are left for the next wait or release())
+            d["_in_forward"], d["_fwd_order"] = False, d["_fwd_seq"]
+        for unit in list(self._prefetched.values()):  # gathered for a module this forward did not run
+            self._free(unit)
+        return out
 
     def state_dict(self, destination=None, prefix: str = "", keep_vars: bool = False):
         """The plain module's state_dict (its own names, full arrays, copies), gathered one unit at a
@@ -306,8 +497,8 @@ class FullyShardedDataParallel(Module):
                 v = None if key is None else state_dict[key]
                 values.append(p._data if v is None else np.asarray(v._data if isinstance(v, Tensor) else v))
             needs_current = any(v is p._data for v, p in zip(values, unit.params))
-            if needs_current:  # a key absent (strict=False): keep the parameter's current values
-                self._gather(unit)
+            if needs_current or unit.gathered:  # a key absent (strict=False): keep the parameter's current values
+                self._gather(unit)  # (a gather in flight is waited for: it would overwrite what is written here)
             flat = unit.pack(values)
             unit.shard[...] = flat[unit.lo:unit.hi]
             if unit.gathered:
@@ -319,3 +510,12 @@ class FullyShardedDataParallel(Module):
 
     def __repr__(self) -> str:
         return f"FullyShardedDataParallel(units={len(self.units)},\n  {self.module!r}\n)"
+
+
+def _backward_prefetch(value) -> Optional[BackwardPrefetch]:
+    if value is None or isinstance(value, BackwardPrefetch):
+        return value
+    if isinstance(value, str) and value in BackwardPrefetch.__members__:
+        return BackwardPrefetch[value]
+    raise ValueError(f"FullyShardedDataParallel: backward_prefetch must be BackwardPrefetch.BACKWARD_PRE, "
+                     f"BACKWARD_POST (or their names) or None, got {value!r}")

@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from .. import _version_counter as _vc
 from ..optim.optimizer import _SCALAR_STATE_KEYS, Optimizer
 from ..tensor import Tensor
 from . import comm as _c
@@ -92,6 +93,7 @@ class _Unit:
     def write_params(self, flat: np.ndarray) -> None:
         for p, lo, hi in zip(self.params, self.offsets[:-1], self.offsets[1:]):
             p._data[...] = flat[lo:hi].reshape(p._data.shape)
+        _vc.bump_arrays([p._data for p in self.params])  # the step's in-place write, counted (p._version)
 
 
 class _Group:
@@ -236,6 +238,8 @@ class ZeroRedundancyOptimizer(Optimizer):
         if stage >= 2:
             from .zero_reduce import _ShardReducer
             self._reducer = _ShardReducer(self.groups, self.comm, self.MPI)
+        for fsdp in self._fsdp:  # it marks the units a backward pass does not reach on this rank
+            fsdp.__dict__["_reducer"] = self._reducer
 
     # ---- the torch.optim surface ----------------------------------------------------------------
     @property
@@ -266,6 +270,8 @@ class ZeroRedundancyOptimizer(Optimizer):
                 else:
                     p.grad._data[...] = 0
         self._reduced = False
+        if self._reducer is not None:
+            self._reducer.armed = True  # to step(), a backward pass that reaches no parameter reduces zeros
 
     @contextlib.contextmanager
     def no_sync(self):
@@ -281,7 +287,9 @@ class ZeroRedundancyOptimizer(Optimizer):
     def _reduce_grads(self) -> None:
         """Bring this step's averaged gradients into the shards (``g.grad``)."""
         if self._reducer is not None:
-            self._reducer.finish()
+            for fsdp in self._fsdp:  # stage 3: a forward whose backward did not run here still gathers
+                fsdp.backward_not_run()
+            self._reducer.before_step()  # a rank that ran no backward reduces zeros with the others' round
             return
         if self._reduced:
             return
@@ -351,6 +359,8 @@ class ZeroRedundancyOptimizer(Optimizer):
                 self.comm.Allgather(g.local_slice(unit, g.local._data), flat)
                 unit.write_params(flat)
         self._reduced = False
+        if self._reducer is not None:
+            self._reducer.after_step()
         return loss
 
     def local_state_bytes(self) -> int:
@@ -365,15 +375,19 @@ class ZeroRedundancyOptimizer(Optimizer):
     def memory_bytes(self) -> Dict[str, int]:
         """What this rank holds between steps, in bytes: ``params`` (the model's full parameters plus
         this rank's flat master slice), ``grads`` (the full local ``.grad`` arrays present now plus the
-        gradient shard) and ``optimizer_state``."""
+        gradient shard) and ``optimizer_state``; stage 3 adds ``pooled_params``, the freed units' pages
+        FullyShardedDataParallel keeps for its next gathers (a few units; ``empty_cache()`` frees them)."""
         if self.stage == 3:  # the shards, and the units gathered now
             params = sum(f.gathered_bytes() for f in self._fsdp)
         else:
             params = sum(p._data.nbytes for g in self.groups for p in g.params)
         grads = sum(p.grad._data.nbytes for g in self.groups for p in g.params if p.grad is not None)
-        return {"params": params + sum(g.local._data.nbytes for g in self.groups),
-                "grads": grads + sum(g.grad.nbytes for g in self.groups),
-                "optimizer_state": self.local_state_bytes()}
+        out = {"params": params + sum(g.local._data.nbytes for g in self.groups),
+               "grads": grads + sum(g.grad.nbytes for g in self.groups),
+               "optimizer_state": self.local_state_bytes()}
+        if self.stage == 3:
+            out["pooled_params"] = sum(f.pooled_bytes() for f in self._fsdp)
+        return out
 
     # ---- consolidated checkpoints -----------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:

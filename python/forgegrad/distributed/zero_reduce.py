@@ -12,6 +12,12 @@ more waits for the oldest, which bounds the full-size gradient memory during bac
 (2, as DeepSpeed's double-buffered reduce bucket; 3 had cost 8-10 MB more peak memory on a 4-bucket model).
 At the end of backward the buckets not started yet (parameters without a gradient count as zeros, or
 as the ``.grad`` no_sync accumulated) are started and all are waited for.
+
+Ranks whose backward reaches different parameters start the same reductions in the same order all the
+same: the end of every backward pass between ``zero_grad()`` and ``step()`` (``autograd._pass_observers``)
+ends a round, one of zeros when the pass reached no parameter on this rank; ``step()`` runs one when no
+round ended on this rank since the last step (it ran no backward); stage 3's FullyShardedDataParallel
+marks the units a pass does not reach (``mark_missing``) in the order the other ranks gather them.
 """
 from __future__ import annotations
 
@@ -41,6 +47,8 @@ class _ShardReducer:
                 self.where[id(p)] = (k, int(u.offsets[i]))
         self.enabled = True
         self.active = False
+        self.armed = True  # from construction / zero_grad() to step(): every backward pass ends a round
+        self.rounds_since_step = 0
         self.next_launch = 0
         self.in_flight: List[int] = []
         self.launched_in_backward = 0  # buckets whose reduce-scatter started from a hook
@@ -53,20 +61,71 @@ class _ShardReducer:
                 old.detach()
             _OWNER[id(p)] = self
         self.handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
+        autograd._add_pass_observer(self._on_pass)
 
     def detach(self) -> None:
         """Stop taking gradients (a newer optimizer over these parameters has taken them over)."""
         for h in self.handles:
             h.remove()
         self.handles = []
+        self.enabled = False
+
+    def _on_pass(self, nodes) -> None:
+        if self.enabled:
+            autograd.queue_callback(self._end_of_pass)
+
+    def _end_of_pass(self) -> None:
+        if self.active:
+            self.finish()
+        elif self.armed and self.enabled:
+            self.zero_round()
+
+    def zero_round(self) -> None:
+        """A round in which this rank has no new gradient (zeros, or what no_sync accumulated)."""
+        self._begin()
+        self.finish()
+
+    def before_step(self) -> None:
+        """Finish the open round; run one if none ended on this rank since the last step."""
+        if self.active:
+            self.finish()
+        elif self.rounds_since_step == 0:
+            self.zero_round()
+
+    def after_step(self) -> None:
+        self.rounds_since_step = 0
+        self.armed = False
+
+    def _begin(self) -> None:
+        self.active = True
+        if autograd._backward_depth and self._end_of_pass not in autograd._callbacks:
+            autograd.queue_callback(self._end_of_pass)  # a pass that started paused (no_sync)
+        autograd._node_callbacks.append(self._progress)
+
+    def mark_missing(self, unit) -> None:
+        """Stage 3: this pass does not reach ``unit`` on this rank; its gradients count as zeros (or as what
+        no_sync accumulated) and its reduction starts as soon as every earlier one has."""
+        if not self.enabled:
+            return
+        if not self.active:
+            self._begin()
+        k = self.where[id(unit.params[0])][0]
+        if k < self.next_launch or unit.ready == len(unit.params):
+            return
+        self._fill_missing(unit)
+        self._launch_ready()
+
+    def _launch_ready(self) -> None:
+        while self.next_launch < len(self.order) and \
+                self.order[self.next_launch][1].ready == len(self.order[self.next_launch][1].params):
+            self._launch(self.next_launch)
+            self.launched_in_backward += 1
 
     def _on_grad(self, p) -> None:
         if not self.enabled:
             return
         if not self.active:
-            self.active = True
-            autograd.queue_callback(self.finish)
-            autograd._node_callbacks.append(self._progress)
+            self._begin()
         k, off = self.where[id(p)]
         _, unit = self.order[k]
         if unit.staging is None:
@@ -75,10 +134,7 @@ class _ShardReducer:
         unit.staging[off:off + g.size] = g.reshape(-1)
         p.grad = None  # the full gradient is in the staging vector: free it now
         unit.ready += 1
-        while self.next_launch < len(self.order) and \
-                self.order[self.next_launch][1].ready == len(self.order[self.next_launch][1].params):
-            self._launch(self.next_launch)
-            self.launched_in_backward += 1
+        self._launch_ready()
         self._progress()
 
     def _stage(self, unit) -> None:
@@ -132,6 +188,7 @@ class _ShardReducer:
             self._fold(k)
         self.active = False
         self.next_launch = 0
+        self.rounds_since_step += 1
 
     def _fill_missing(self, unit) -> None:
         # parameters that did not report this round: their no_sync-accumulated .grad, else zeros

@@ -10,6 +10,7 @@ from typing import Optional
 
 import numpy as np
 
+from .. import _version_counter as _vc
 from .. import random as _random
 from .. import devices
 from ..devices import has_data
@@ -43,8 +44,9 @@ def _write(t: Tensor, values: np.ndarray) -> Tensor:
     storage (the values are drawn on the host, so every device gets the CPU's numbers)."""
     if isinstance(t._data, np.ndarray):
         t._data[...] = values
+        _vc.bump(t)  # an in-place write, counted as torch's (t._version)
     else:
-        t._data = devices.transfer(np.ascontiguousarray(values, dtype=t._data.dtype), devices.device_of(t._data))
+        _vc.rebind(t, devices.transfer(np.ascontiguousarray(values, dtype=t._data.dtype), devices.device_of(t._data)))
     return t
 
 
@@ -66,8 +68,9 @@ def constant_(t: Tensor, val: float) -> Tensor:
         return t
     if isinstance(t._data, np.ndarray):
         t._data.fill(val)
+        _vc.bump(t)
     else:
-        t._data = devices.full(t.shape, val, t._data.dtype, devices.device_of(t._data))
+        _vc.rebind(t, devices.full(t.shape, val, t._data.dtype, devices.device_of(t._data)))
     return t
 
 

@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from .. import _version_counter as _vc
 from .. import devices
 from ..devices import MetaArray
 from ..tensor import Tensor
@@ -270,15 +271,16 @@ class Module:
                 errors.insert(0, "Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ".")
         if errors:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors))
-        for target, arr in staged:
+        for target, arr in staged:  # each an in-place write (torch's copy_), counted in target._version
             if isinstance(target._data, np.ndarray):
                 target._data[...] = arr.astype(target._data.dtype, copy=False)
+                _vc.bump(target)
             elif not devices.has_data(target._data):
                 # a meta tensor has no storage to copy into: loading gives it its values (on the CPU)
-                target._data = np.array(arr, dtype=target._data.dtype, copy=True)
+                _vc.rebind(target, np.array(arr, dtype=target._data.dtype, copy=True))
             else:  # on another device: the values copied there (the tensor object stays the same)
-                target._data = devices.transfer(np.ascontiguousarray(arr, dtype=target._data.dtype),
-                                                devices.device_of(target._data))
+                _vc.rebind(target, devices.transfer(np.ascontiguousarray(arr, dtype=target._data.dtype),
+                                                   devices.device_of(target._data)))
         for m in self.modules():  # layers that cache a form of their values (quantized: packed weights)
             m._post_load_state_dict()
         return IncompatibleKeys(missing, unexpected)

@@ -24,6 +24,7 @@ from ..autograd import Function
 from ._util import unbroadcast
 from ._float64_nn import FUNCTIONS as _NN_FUNCTIONS
 from ._float64_nn import _one_dtype
+from .linalg import _save_pair, _saved_pair
 from .registry import _OPS
 
 _SAME_FUNCTION = ("abs", "add", "sub", "mul", "div", "pow", "neg", "exp", "log", "sqrt", "sin", "cos", "clamp",
@@ -51,12 +52,12 @@ class MatMul64Function(Function):
         if a.ndim == 0 or b.ndim == 0:
             raise ValueError(f"matmul: both arguments need at least 1 dimension, got shapes {a.shape} and {b.shape}")
         _same_dtype("matmul", a, b)
-        ctx.save_for_backward(a, b)
+        _save_pair(ctx, a, b)
         return np.matmul(a, b)
 
     @staticmethod
     def backward(ctx, g):
-        a, b = ctx.saved_tensors
+        a, b = _saved_pair(ctx)
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
         g2 = g[..., None, :] if a.ndim == 1 else g
@@ -78,14 +79,14 @@ class Linear64Function(Function):
             raise ValueError(f"linear: input (..., {weight.shape[-1]}) expected for weight of shape {weight.shape}, "
                              f"got input of shape {x.shape}")
         _same_dtype("linear", x, weight)
-        ctx.save_for_backward(x, weight)
+        _save_pair(ctx, x, weight)
         ctx.has_bias = bias is not None
         y = np.matmul(x, weight.T)
         return y if bias is None else y + bias
 
     @staticmethod
     def backward(ctx, g):
-        x, weight = ctx.saved_tensors
+        x, weight = _saved_pair(ctx)
         x2, g2 = x.reshape(-1, weight.shape[1]), g.reshape(-1, weight.shape[0])
         gx = (g2 @ weight).reshape(x.shape).astype(x.dtype) if ctx.needs_input_grad[0] else None
         gw = (g2.T @ x2).astype(weight.dtype) if ctx.needs_input_grad[1] else None

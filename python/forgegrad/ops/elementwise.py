@@ -36,10 +36,13 @@ def _shape(x):
 
 class _BinaryMathFunction(Function):
     """y = fn(a, b) with numpy broadcasting; the gradients grad_a / grad_b(g, a, b) are summed back to
-    each input's shape. Ops whose gradients do not read the inputs (add, sub) keep only their shapes,
-    so the graph does not hold their arrays alive."""
+    each input's shape. Only what the gradients asked for read is saved (``reads``: what grad_a and
+    grad_b read of a and b), as torch's: x * c with a constant c keeps c, not x, so an in-place change of
+    x is then no error at backward. Ops whose gradients do not read the inputs (add, sub) keep only their
+    shapes, so the graph does not hold their arrays alive."""
 
     keeps_inputs = True
+    reads = ("ab", "ab")
 
     @staticmethod
     def fn(a, b):  # pragma: no cover - set per op
@@ -50,7 +53,8 @@ class _BinaryMathFunction(Function):
         cls = type(ctx)
         ctx.shapes = (_shape(a), _shape(b))
         if cls.keeps_inputs:
-            ctx.save_for_backward(a, b)
+            reads = _reads(cls.reads, ctx.needs_input_grad)
+            ctx.save_for_backward(a if "a" in reads else None, b if "b" in reads else None)
         return cls.fn(a, b)
 
     @staticmethod
@@ -62,22 +66,27 @@ class _BinaryMathFunction(Function):
                 unbroadcast(cls.grad_b(g, a, b), sb) if ctx.needs_input_grad[1] else None)
 
 
-def _binary(name, fn, grad_a, grad_b, keeps_inputs=True, make_b=S.rand, **fields):
+def _reads(reads, needs) -> str:
+    """What the gradients asked for (``needs``: per input) read, from ``reads`` (per input's gradient)."""
+    return "".join(r for r, n in zip(reads, needs) if n)
+
+
+def _binary(name, fn, grad_a, grad_b, keeps_inputs=True, reads=("ab", "ab"), make_b=S.rand, **fields):
     """Define and register the Function of a broadcasting two-input op from its formula and gradients."""
     title = name.title()
     cls = type(f"{title}Function", (_BinaryMathFunction,), {
         "__module__": __name__, "__qualname__": f"{title}Function", "__doc__": f"{name}(a, b) with broadcasting.",
         "fn": staticmethod(fn), "grad_a": staticmethod(grad_a), "grad_b": staticmethod(grad_b),
-        "keeps_inputs": keeps_inputs})
+        "keeps_inputs": keeps_inputs, "reads": reads})
     return register_op(name, meta=M.broadcast, flops=_ONE_FLOP, samples=S.binary(make_b),
                        torch=lambda torch, a, b: getattr(torch, name)(a, b), bad_inputs=_bad_broadcast, **fields)(cls)
 
 
-# name, y = fn(a, b), dL/da and dL/db from (g, a, b) before unbroadcasting
+# name, y = fn(a, b), dL/da and dL/db from (g, a, b) before unbroadcasting (and what each reads of a, b)
 AddFunction = _binary("add", np.add, lambda g, a, b: g, lambda g, a, b: g, keeps_inputs=False)
 SubFunction = _binary("sub", np.subtract, lambda g, a, b: g, lambda g, a, b: -g, keeps_inputs=False)
-MulFunction = _binary("mul", np.multiply, lambda g, a, b: g * b, lambda g, a, b: g * a)
-DivFunction = _binary("div", np.divide, lambda g, a, b: g / b, lambda g, a, b: -g * a / (b * b),
+MulFunction = _binary("mul", np.multiply, lambda g, a, b: g * b, lambda g, a, b: g * a, reads=("b", "a"))
+DivFunction = _binary("div", np.divide, lambda g, a, b: g / b, lambda g, a, b: -g * a / (b * b), reads=("b", "ab"),
                       make_b=S.positive, tol=(2e-5, 1e-5))
 
 
@@ -94,7 +103,8 @@ class PowFunction(Function):
         if not is_array_or_number(b):
             raise TypeError(f"pow: the exponent must be a tensor or a number, got {type(b).__name__} {b!r:.60}")
         y = np.power(a, b)
-        ctx.save_for_backward(a, b, y)
+        # y is read by the exponent's gradient only: x ** 2 keeps x, not its result (as torch's)
+        ctx.save_for_backward(a, b, y if ctx.needs_input_grad[1] else None)
         return y
 
     @staticmethod
@@ -113,7 +123,10 @@ class PowFunction(Function):
 
 class _UnaryMathFunction(Function):
     """y = fn(a) elementwise, with the gradient grad(g, a, y): the pointwise ops below are one table row
-    each (their Function classes are made from it)."""
+    each (their Function classes are made from it). Only what the gradient reads is saved (``reads``: "a",
+    "y", both or neither), as torch's: an in-place change of the other is then no error at backward."""
+
+    reads = "ay"
 
     @staticmethod
     def fn(a):  # pragma: no cover - set per op
@@ -125,8 +138,9 @@ class _UnaryMathFunction(Function):
 
     @staticmethod
     def forward(ctx, a):
-        y = type(ctx).fn(a)
-        ctx.save_for_backward(a, y)
+        cls = type(ctx)
+        y = cls.fn(a)
+        ctx.save_for_backward(a if "a" in cls.reads else None, y if "y" in cls.reads else None)
         return y
 
     @staticmethod
@@ -135,24 +149,24 @@ class _UnaryMathFunction(Function):
         return type(ctx).grad(g, a, y)
 
 
-def _unary(name, fn, grad, flops, make=S.rand):
+def _unary(name, fn, grad, reads, flops, make=S.rand):
     """Define and register the Function of a pointwise op from its formula and gradient."""
     title = "".join(part.title() for part in name.split("_"))
     cls = type(f"{title}Function", (_UnaryMathFunction,), {
         "__module__": __name__, "__qualname__": f"{title}Function", "__doc__": f"{name}(a) elementwise.",
-        "fn": staticmethod(fn), "grad": staticmethod(grad)})
+        "fn": staticmethod(fn), "grad": staticmethod(grad), "reads": reads})
     return register_op(name, meta=M.same, flops=M.per_output_element(flops), samples=S.unary(make),
                        torch=lambda torch, a: getattr(torch, name)(a))(cls)
 
 
-# name, y = fn(a), dL/da from (g, a, y), FLOPs per element, samples
-NegFunction = _unary("neg", np.negative, lambda g, a, y: -g, 1)
-ExpFunction = _unary("exp", float_of_bool(np.exp), lambda g, a, y: g * y, 4)
-LogFunction = _unary("log", float_of_bool(np.log), lambda g, a, y: g / a, 4, S.positive)
-SqrtFunction = _unary("sqrt", float_of_bool(np.sqrt), lambda g, a, y: g / (2 * y), 1, S.positive)
-AbsFunction = _unary("abs", np.abs, lambda g, a, y: g * np.sign(a), 1)
-SinFunction = _unary("sin", float_of_bool(np.sin), lambda g, a, y: g * np.cos(a), 4)
-CosFunction = _unary("cos", float_of_bool(np.cos), lambda g, a, y: -g * np.sin(a), 4)
+# name, y = fn(a), dL/da from (g, a, y), what that reads of a and y, FLOPs per element, samples
+NegFunction = _unary("neg", np.negative, lambda g, a, y: -g, "", 1)
+ExpFunction = _unary("exp", float_of_bool(np.exp), lambda g, a, y: g * y, "y", 4)
+LogFunction = _unary("log", float_of_bool(np.log), lambda g, a, y: g / a, "a", 4, S.positive)
+SqrtFunction = _unary("sqrt", float_of_bool(np.sqrt), lambda g, a, y: g / (2 * y), "y", 1, S.positive)
+AbsFunction = _unary("abs", np.abs, lambda g, a, y: g * np.sign(a), "a", 1)
+SinFunction = _unary("sin", float_of_bool(np.sin), lambda g, a, y: g * np.cos(a), "a", 4)
+CosFunction = _unary("cos", float_of_bool(np.cos), lambda g, a, y: -g * np.sin(a), "a", 4)
 
 
 def _clamp_promotes(a, lo, hi) -> bool:
@@ -240,15 +254,18 @@ _CUDA_BINARY_GRADS = {
 
 
 class _BinaryCudaFunction(Function):
-    """a <op> b on cuda with broadcasting; saves what the gradients read (a, b and, for pow, y)."""
+    """a <op> b on cuda with broadcasting; saves what the gradients asked for read (as the CPU Functions:
+    a, b and, for pow's exponent, y)."""
 
     @staticmethod
     def forward(ctx, a, b):
         name = type(ctx).op.name
         ctx.shapes = (CN.shape_of(a), CN.shape_of(b))
         y = CN.pw(name, a, b)
-        ctx.save_for_backward(a if CN.is_array(a) else None, b if CN.is_array(b) else None,
-                              y if name == "pow" else None)
+        needs = ctx.needs_input_grad
+        reads = _reads(_CUDA_BINARY_READS.get(name, ("", "")), needs)
+        ctx.save_for_backward(a if CN.is_array(a) and "a" in reads else None,
+                              b if CN.is_array(b) and "b" in reads else None, y if "y" in reads else None)
         ctx.scalars = (None if CN.is_array(a) else a, None if CN.is_array(b) else b)
         return y
 
@@ -262,6 +279,9 @@ class _BinaryCudaFunction(Function):
         return (CN.sum_to(grad_a(g, a, b, y), ctx.shapes[0]) if needs[0] else None,
                 CN.sum_to(grad_b(g, a, b, y), ctx.shapes[1]) if needs[1] else None)
 
+
+# name -> what (grad_a, grad_b) above read of a, b and y
+_CUDA_BINARY_READS = {"mul": ("b", "a"), "div": ("b", "ab"), "pow": ("ab", "ay")}
 
 for _fn in (AddFunction, SubFunction, MulFunction, DivFunction, PowFunction):
     _fn.op.add_device("cuda", type(f"{_fn.__name__[:-8]}CudaFunction", (_BinaryCudaFunction,),
@@ -280,12 +300,13 @@ _CUDA_UNARY_GRADS = {
 
 
 class _UnaryCudaFunction(Function):
-    """fn(a) elementwise on cuda; saves a and y as the CPU Function does."""
+    """fn(a) elementwise on cuda; saves what the CPU Function does (its ``reads``)."""
 
     @staticmethod
     def forward(ctx, a):
         y = CN.pw(type(ctx).op.name, a)
-        ctx.save_for_backward(a, y)
+        reads = type(ctx).reads
+        ctx.save_for_backward(a if "a" in reads else None, y if "y" in reads else None)
         return y
 
     @staticmethod
@@ -296,7 +317,8 @@ class _UnaryCudaFunction(Function):
 
 for _fn in (NegFunction, ExpFunction, LogFunction, SqrtFunction, AbsFunction, SinFunction, CosFunction):
     _fn.op.add_device("cuda", type(f"{_fn.__name__[:-8]}CudaFunction", (_UnaryCudaFunction,),
-                                   {"__module__": __name__, "__doc__": f"{_fn.op.name} on cuda."}))
+                                   {"__module__": __name__, "__doc__": f"{_fn.op.name} on cuda.",
+                                    "reads": _fn.reads}))
 
 
 class ClampCudaFunction(Function):

@@ -61,6 +61,21 @@ def _linear_samples():
             Sample((S.rand(64, 300), S.rand(200, 300, seed=1), S.rand(200, seed=2)), name="large")]
 
 
+def _save_pair(ctx, a, b) -> None:
+    """Save what a product's gradients asked for read, as torch's: ``a`` for ``b``'s gradient and ``b`` for
+    ``a``'s (a frozen layer's input, a first layer's weight are not saved, so an in-place change of them is no
+    error at backward). The other is held for the kernels' shape checks only; :func:`_saved_pair` reads back."""
+    needs = ctx.needs_input_grad
+    ctx.save_for_backward(a if needs[1] else None, b if needs[0] else None)
+    ctx.held = (None if needs[1] else a, None if needs[0] else b)
+
+
+def _saved_pair(ctx):
+    a, b = ctx.saved_tensors
+    ha, hb = ctx.held
+    return (ha if a is None else a), (hb if b is None else b)
+
+
 def _check_float(a, name):
     if a.dtype != np.float32:
         raise TypeError(f"{name} must be float32, got {a.dtype}")
@@ -80,7 +95,7 @@ class MatMulFunction(Function):
         if a.ndim == 0 or b.ndim == 0:
             raise ValueError("matmul: both arguments need at least 1 dimension, got shapes "
                              f"{a.shape} and {b.shape}")
-        ctx.save_for_backward(a, b)
+        _save_pair(ctx, a, b)
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
         if a2.shape[-1] != b2.shape[-2]:
@@ -99,7 +114,7 @@ class MatMulFunction(Function):
 
     @staticmethod
     def backward(ctx, g):
-        a, b = ctx.saved_tensors
+        a, b = _saved_pair(ctx)
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
         g2 = g.reshape(ctx.y2_shape)
@@ -134,13 +149,13 @@ class LinearFunction(Function):
         # Checks, allocation, bias and GEMM in one C++ call (at batch 1 Python-side checks and
         # allocation cost as much as the layer's GEMV). Messages name "linear: input/weight/bias".
         out = _C.gemm.linear(x, weight, bias)
-        ctx.save_for_backward(x, weight)
+        _save_pair(ctx, x, weight)
         ctx.has_bias = bias is not None
         return out
 
     @staticmethod
     def backward(ctx, g):
-        x, weight = ctx.saved_tensors
+        x, weight = _saved_pair(ctx)
         needs = ctx.needs_input_grad
         if x.dtype == np.float32 and weight.dtype == np.float32:
             # gx = g W, gw = g^T x and the bias gradient (column sums of g, taken while gw's product
@@ -169,13 +184,13 @@ class MatMulCudaFunction(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
+        _save_pair(ctx, a, b)
         ctx.tf32 = _allow_tf32()
         return _C.cuda_gemm.matmul(a, b, ctx.tf32)
 
     @staticmethod
     def backward(ctx, g):
-        a, b = ctx.saved_tensors
+        a, b = _saved_pair(ctx)
         need = ctx.needs_input_grad
         return tuple(_C.cuda_gemm.matmul_backward(a, b, g, bool(need[0]), bool(need[1]), ctx.tf32))
 
@@ -187,13 +202,13 @@ class LinearCudaFunction(Function):
     def forward(ctx, x, weight, bias=None):
         ctx.tf32 = _allow_tf32()
         out = _C.cuda_gemm.linear(x, weight, bias, ctx.tf32)
-        ctx.save_for_backward(x, weight)
+        _save_pair(ctx, x, weight)
         ctx.has_bias = bias is not None
         return out
 
     @staticmethod
     def backward(ctx, g):
-        x, weight = ctx.saved_tensors
+        x, weight = _saved_pair(ctx)
         need = ctx.needs_input_grad
         need_b = ctx.has_bias and len(need) > 2 and bool(need[2])
         gx, gw, gb = _C.cuda_gemm.linear_backward(x, weight, g, bool(need[0]), bool(need[1]), need_b, ctx.tf32)

@@ -194,19 +194,21 @@ class EmbeddingFunction(Function):
         if idx.size and (idx.min() < 0 or idx.max() >= n):
             raise IndexError(f"embedding: index out of range: indices must be in [0, {n}), got values in "
                              f"[{idx.min()}, {idx.max()}]")
-        ctx.idx, ctx.n, ctx.padding_idx = idx, n, padding_idx
+        ctx.save_for_backward(idx)  # changing the indices in place before backward raises, as torch's
+        ctx.n, ctx.padding_idx = n, padding_idx
         return weight[idx]
 
     @staticmethod
     def backward(ctx, g):
+        (idx,) = ctx.saved_tensors
         if g.dtype == np.float64:  # the kernel is float32: numpy's add.at sums in position order too
             gw = np.zeros((ctx.n, g.shape[-1]), g.dtype)
-            np.add.at(gw, ctx.idx.reshape(-1), g.reshape(-1, g.shape[-1]))
+            np.add.at(gw, idx.reshape(-1), g.reshape(-1, g.shape[-1]))
             if ctx.padding_idx is not None:
                 gw[ctx.padding_idx] = 0
             return gw, None
         # rows summed in ascending position order by the C++ kernel: same bits at any thread count
-        return _embedding_backward(g, ctx.idx, ctx.n, ctx.padding_idx)
+        return _embedding_backward(g, idx, ctx.n, ctx.padding_idx)
 
 
 class EmbeddingCudaFunction(Function):

@@ -102,6 +102,9 @@ class GetItemFunction(Function):
     def forward(ctx, a, key):
         key = _index_arrays(key)
         ctx.in_shape, ctx.key = a.shape, key
+        arrays = [k for k in (key if isinstance(key, tuple) else (key,)) if isinstance(k, np.ndarray)]
+        if arrays:  # backward scatters through them: changing one in place before backward raises, as torch's
+            ctx.save_for_backward(*arrays)
         out = a[key]
         return np.asarray(out)
 

@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from .. import _version_counter as _vc
 from ..autograd import enable_grad
 from .optimizer import Optimizer
 
@@ -155,6 +156,7 @@ class LBFGS(Optimizer):
             data += (update.dtype.type(step_size) * update[offset:offset + n]).reshape(data.shape).astype(
                 data.dtype, copy=False)
             offset += n
+        _vc.bump_arrays([p._data for p in self._params])  # in-place writes, counted as torch's (p._version)
 
     def _clone_param(self) -> List[np.ndarray]:
         return [p.numpy().copy() for p in self._params]
@@ -162,6 +164,7 @@ class LBFGS(Optimizer):
     def _set_param(self, params_data: List[np.ndarray]) -> None:
         for p, data in zip(self._params, params_data):
             p.numpy()[...] = data
+        _vc.bump_arrays([p._data for p in self._params])
 
     def _directional_evaluate(self, closure, x, t, d):
         self._add_grad(t, d)

@@ -9,17 +9,20 @@ each group's ``"params"``, so a torch optimizer's state_dict converted with ``.n
 from __future__ import annotations
 
 import copy
+import functools
+import threading
 from collections import defaultdict
 from itertools import chain
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from .. import _version_counter as _vc
 from .. import devices as _devices
 from ..autograd import enable_grad
 from ..tensor import Tensor
 
-__all__ = ["Optimizer", "required"]
+__all__ = ["Optimizer", "required", "register_optimizer_step_pre_hook"]
 
 
 class _RequiredParameter:
@@ -40,6 +43,53 @@ def _type_name(x) -> str:
     return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__name__}"
 
 
+# hook(optimizer, args, kwargs), run before every optimizer's step() (torch's
+# torch.optim.optimizer.register_optimizer_step_pre_hook); a step() called from inside another (a wrapper's)
+# runs none. DistributedDataParallel finishes its gradient reduction here on a rank whose backward reached
+# none of its parameters, or that ran no backward, so that the ranks still reduce together.
+_step_pre_hooks: Dict[int, Callable] = {}
+_step_depth = threading.local()  # .n: this thread's steps in progress (another thread's do not count)
+
+
+class _StepHookHandle:
+    _next = 0
+
+    def __init__(self, hook):
+        _StepHookHandle._next += 1
+        self.id = _StepHookHandle._next
+        _step_pre_hooks[self.id] = hook
+
+    def remove(self) -> None:
+        _step_pre_hooks.pop(self.id, None)
+
+
+def register_optimizer_step_pre_hook(hook: Callable) -> _StepHookHandle:
+    """Call ``hook(optimizer, args, kwargs)`` before every optimizer's ``step()``; ``.remove()`` on the
+    returned handle unregisters it."""
+    if not callable(hook):
+        raise TypeError(f"register_optimizer_step_pre_hook: hook must be callable, got {_type_name(hook)}")
+    return _StepHookHandle(hook)
+
+
+def _runs_step_pre_hooks(step):
+    if getattr(step, "_runs_step_pre_hooks", False):
+        return step
+
+    @functools.wraps(step)
+    def hooked_step(self, *args, **kwargs):
+        depth = getattr(_step_depth, "n", 0)
+        if _step_pre_hooks and depth == 0:
+            for hook in list(_step_pre_hooks.values()):
+                hook(self, args, kwargs)
+        _step_depth.n = depth + 1
+        try:
+            return step(self, *args, **kwargs)
+        finally:
+            _step_depth.n = depth
+    hooked_step._runs_step_pre_hooks = True
+    return hooked_step
+
+
 class Optimizer:
     """Base class of forgegrad's optimizers.
 
@@ -48,6 +98,11 @@ class Optimizer:
             pairs, or of dicts defining parameter groups (each with a ``"params"`` entry).
         defaults: default hyper-parameters for groups that do not set them.
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "step" in cls.__dict__:  # every step() runs the global step pre-hooks
+            cls.step = _runs_step_pre_hooks(cls.__dict__["step"])
 
     def __init__(self, params, defaults: Dict[str, Any]):
         self.defaults = defaults
@@ -154,14 +209,23 @@ class Optimizer:
                         p.grad._data = _devices.zeros(p.grad.shape, p.grad._data.dtype,
                                                       _devices.device_of(p.grad._data))
 
+    @_runs_step_pre_hooks
     def step(self, closure: Optional[Callable[[], Any]] = None):
         """Perform one optimization step over every parameter that has a gradient; ``closure``
         re-evaluates the model and returns the loss, which step returns."""
         loss = self._run_closure(closure)
+        written = []
         for group in self.param_groups:
             pairs = self._params_with_grad(group)
             for part in _by_device(pairs):  # one update per device holding parameters of the group
                 self._step_group(group, part)
+                written.extend([p._data for p, _ in part])
+        # each parameter was written in place once (torch's foreach step counts one in p._version): a graph
+        # that saved one before the step refuses to run backward through its old value
+        counter = self.__dict__.get("_count_writes")
+        if counter is None:
+            counter = self._count_writes = _vc.WriteCounter()
+        counter(written)
         return loss
 
     def _step_group(self, group: Dict[str, Any], pairs) -> None:

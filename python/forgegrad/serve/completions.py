@@ -19,15 +19,16 @@ Completions decode together, up to ``max_batch`` of them in one batched step, an
 at the next step (continuous batching: generation_batch.py; encoder-decoders: seq2seq_batch.py, each request's
 encoder run once as it joins); models the batched step does not cover
 (Phi-3's longrope, modified modules) and ``max_batch=1`` generate one request at a time, in arrival
-order. The decoder-only engine keeps every row's keys and values in one pool of blocks (a paged KV
-cache: paged_batch.py, kv_pool.py, up to ``kv_cache_mb``; a prompt waits for blocks when it is full), and
-keeps prompts' full blocks for later ones (prefix_cache.py, up to ``prefix_cache_mb``), so a prompt that
-starts like an earlier one (a chat's system prompt and turns) prefills only the rest;
-``usage.prompt_tokens_details.cached_tokens`` says how many it reused. Up to ``max_queue`` requests wait
-or run; more get 503 + Retry-After. ``stream: true`` answers
-with server-sent events (``data: {...}`` chunks, then ``data: [DONE]``), each chunk with its tokens'
-log-probabilities when ``logprobs`` asks for them (token_logprobs.py); a client that disconnects stops its
-generation at the next token.
+order. The decoder-only engine keeps every row's keys and values in one pool of blocks (a paged KV cache:
+paged_batch.py, kv_pool.py, up to ``kv_cache_mb``; a prompt waits for blocks when it is full). The server keeps
+prompts' prefilled keys and values by block (prefix_cache.py, up to ``prefix_cache_mb``; batched, as blocks of that
+pool shared by reference, or one at a time alike), so a prompt that starts like an earlier one (a chat's system
+prompt and turns) prefills only the rest; ``usage.prompt_tokens_details.cached_tokens`` says how many it reused. A
+model it does not apply to (an encoder-decoder, a length-dependent rope) is served without one, and the startup log
+says why. Up to ``max_queue`` requests wait or run; more get 503 + Retry-After. ``stream: true`` answers with
+server-sent events (``data: {...}`` chunks, then ``data: [DONE]``), each chunk with its tokens' log-probabilities
+when ``logprobs`` asks for them (token_logprobs.py); a client that disconnects stops its generation at the next
+token.
 
 Text is streamed only once it is final: a trailing incomplete UTF-8 character, or a tail that could
 still become one of the ``stop`` strings, is held back until the next token decides it. A stop string
@@ -53,7 +54,7 @@ from .generation_batch import Job, batching_applies
 from .kv_pool import KVPool
 from .paged_batch import PagedBatchEngine
 from .openai_routes import common_routes, load_served, not_found, ok, post_route, read_body
-from .prefix_cache import PrefixCache, prefix_cache_applies
+from .prefix_cache import PagedPrefixCache, PrefixCache, why_no_prefix_cache
 from .row_settings import ServedGeneration
 from .seq2seq_batch import Seq2SeqBatchEngine
 from .text_stream import Completion, TextStream
@@ -63,6 +64,7 @@ from .token_logprobs import (StreamLogprobs, chat_logprobs, completion_logprobs,
 
 log = logging.getLogger("forgegrad.serve")
 WEIGHTS = ("float32", "bfloat16", "int8")
+PREFIX_CACHE_MB = 1024  # the prefix cache's default size (--prefix-cache-mb)
 
 
 def is_checkpoint_dir(path: str) -> bool:
@@ -85,7 +87,9 @@ class GenerationServeConfig:
     model_name: Optional[str] = None
     max_batch: int = 32  # completions decoded together (continuous batching); 1: one request at a time
     prefill_chunk: int = 128  # prompt tokens prefilled between two decode steps of the others; 0: all at once
-    prefix_cache_mb: float = 1024  # the most MiB of prefilled keys/values kept for later prompts; 0: no prefix cache
+    # the most MiB of prefilled keys/values kept for later prompts; 0: no prefix cache; None: PREFIX_CACHE_MB where
+    # the model allows one (given, for a model that does not: a startup warning says why it has no effect)
+    prefix_cache_mb: Optional[float] = None
     prefix_block: int = 16  # tokens per block of the paged KV cache and the prefix cache (prompts reuse whole blocks)
     # the most MiB of the paged KV cache (rows' keys/values and the prefix cache's); None: room for max_batch rows of
     # the whole context (the pool's memory is committed only where written, so the size bounds, it does not take)
@@ -105,7 +109,8 @@ class GenerationServeConfig:
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise ValueError(f"prefill_chunk must be an integer >= 0, got {v!r}")
         v = self.prefix_cache_mb
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0 or v == float("inf"):
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0
+                              or v == float("inf")):
             raise ValueError(f"prefix_cache_mb must be a number >= 0 (MiB; 0: no prefix cache), got {v!r}")
         v = self.prefix_block
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -121,9 +126,9 @@ class GenerationServeConfig:
         return self
 
 
-def _paged_engine(gen, config: GenerationServeConfig, name: str, metrics, kw) -> PagedBatchEngine:
+def _paged_engine(gen, config: GenerationServeConfig, name: str, metrics, kw, prefix) -> PagedBatchEngine:
     """The decoder-only engine on a paged KV cache of ``kv_cache_mb`` (default: max_batch rows of the whole
-    context), with a prefix cache in it unless it is off or does not apply to the model."""
+    context), with a prefix cache of ``prefix``'s size in it (``_prefix_cache``'s, or None: none)."""
     model = gen.model
     bt = config.prefix_block
     if config.kv_cache_mb is None:
@@ -131,11 +136,8 @@ def _paged_engine(gen, config: GenerationServeConfig, name: str, metrics, kw) ->
     else:
         pool = KVPool.for_model(model, max_bytes=int(config.kv_cache_mb * 2 ** 20), block_tokens=bt)
     metrics.kv_cache(name, pool)
-    prefix = None
-    if config.prefix_cache_mb > 0 and prefix_cache_applies(model):
-        prefix = PrefixCache(int(config.prefix_cache_mb * 2 ** 20) or 1, config.prefix_block, pool)
-        metrics.prefix_cache(name, prefix)
-    return PagedBatchEngine(gen, config.max_batch, pool, prefix_cache=prefix, **kw)
+    paged = None if prefix is None else PagedPrefixCache(prefix.max_bytes, bt, pool)
+    return PagedBatchEngine(gen, config.max_batch, pool, prefix_cache=paged, **kw)
 
 
 class _Finished(Exception):
@@ -273,9 +275,11 @@ class TextGenerator:
         return len(self.tokenizer.decode(ids))
 
     def complete(self, req: CompletionRequest, ids: List[int], on_text: Optional[Callable[[str, Optional[list]], None]],
-                 cancelled: threading.Event, seed: Optional[int] = None) -> Completion:
+                 cancelled: threading.Event, seed: Optional[int] = None, prefix_cache=None) -> Completion:
         """Generate one completion of ``ids`` alone; ``on_text(text, entries)`` gets each piece of final text as it
-        is decided (and its tokens' log-probability entries when a streamed request asks for them)."""
+        is decided (and its tokens' log-probability entries when a streamed request asks for them). With
+        ``prefix_cache`` (a PrefixCache), the prompt's prefill starts after its longest cached block prefix, the
+        completion's ``cached_tokens`` says how many tokens that was, and the prompt and answer are kept there."""
         import numpy as np
 
         from .. import manual_seed
@@ -318,6 +322,7 @@ class TextGenerator:
 
         if seed is not None:
             manual_seed(seed)
+        read = None if prefix_cache is None else prefix_cache.hit_tokens
         try:
             # one beam and one sequence whatever generation_config.json asks for: the text streams as it is generated.
             # The end tokens are the text stream's (config.json's and generation_config.json's, the request's
@@ -329,13 +334,33 @@ class TextGenerator:
                      top_p=req.top_p if req.top_p < 1 else None, min_p=req.min_p, streamer=step, num_beams=1,
                      num_return_sequences=1,
                      logits_processor=penalize if active else None, **self.generation.generate_kwargs(req),
-                     on_logits=logits.append if (text.top is not None or text.ranked) else None)
+                     on_logits=logits.append if (text.top is not None or text.ranked) else None,
+                     prefix_cache=prefix_cache)
         except _Finished:
             pass
         except GrammarError as e:  # this request's grammar cannot go on with this model: a 400 for it
             from .structured import row_failed
             raise row_failed(req, e) from None
+        finally:
+            if prefix_cache is not None:  # the tokens generate read from the cache (it reads once, before the first)
+                text.cached_tokens = prefix_cache.hit_tokens - read
         return text.result()
+
+
+def _prefix_cache(config: GenerationServeConfig, model, name: str) -> Optional[PrefixCache]:
+    """The server's prefix cache (the batched engine's, or the one-at-a-time path's), or None: none asked for, or a
+    model it does not apply to, which the log says once, with why (a warning where prefix_cache_mb was given)."""
+    mb = PREFIX_CACHE_MB if config.prefix_cache_mb is None else config.prefix_cache_mb
+    if mb == 0:
+        return None
+    why = why_no_prefix_cache(model)
+    if why is None and getattr(model, "recompute_cache_at", None) is not None:
+        why = "it recomputes its cache past its original context (longrope)"
+    if why is not None:
+        (log.info if config.prefix_cache_mb is None else log.warning)(
+            "%s: no prefix cache (--prefix-cache-mb has no effect for this model): %s", name, why)
+        return None
+    return PrefixCache(int(mb * 2 ** 20) or 1, config.prefix_block)
 
 
 def best_of(prompt_ids: List[List[int]], results: List[Completion], rows: int, n: int):
@@ -365,7 +390,7 @@ def create_completions_app(config: GenerationServeConfig):
                                         "prompt longer than --prefill-chunk takes several while others decode)",
                                         ["model"], registry=metrics.registry).labels(name)
     worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgegrad-generate")
-    state = {"generator": None, "engine": None, "queued": 0}
+    state = {"generator": None, "engine": None, "prefix": None, "queued": 0}
 
     def run_all(req, prompt_ids, on_text, cancelled):
         """On the worker: every prompt of the request in turn."""
@@ -375,7 +400,7 @@ def create_completions_app(config: GenerationServeConfig):
             if cancelled.is_set():
                 break
             results.append(gen.complete(req, ids, None if on_text is None else (lambda t, lp, i=i: on_text(i, t, lp)),
-                                        cancelled, choice_seed(req, i)))
+                                        cancelled, choice_seed(req, i), state["prefix"]))
         return results
 
     async def answer(request, chat):
@@ -495,16 +520,22 @@ def create_completions_app(config: GenerationServeConfig):
         except RuntimeError:
             worker.shutdown(wait=False)  # the generation thread: kept while the model is served
             raise
+        prefix = _prefix_cache(config, state["generator"].model, name)
         if config.max_batch > 1 and batching_applies(state["generator"].model):
             kw = dict(on_step=lambda rows, seconds: metrics.batch(name, rows, seconds),
                       prefill_chunk=config.prefill_chunk, on_prefill=prefill_calls.inc)
             if state["generator"].seq2seq:
                 state["engine"] = Seq2SeqBatchEngine(state["generator"], config.max_batch, **kw)
             else:
-                state["engine"] = _paged_engine(state["generator"], config, name, metrics, kw)
-        log.info("serving %s (%s weights, %d positions) at /v1/completions, %s", name, config.weights,
+                state["engine"] = _paged_engine(state["generator"], config, name, metrics, kw, prefix)
+                prefix = state["engine"].prefix  # the same size, its blocks the pool's
+        state["prefix"] = prefix
+        if prefix is not None:
+            metrics.prefix_cache(name, prefix)
+        log.info("serving %s (%s weights, %d positions) at /v1/completions, %s%s", name, config.weights,
                  state["generator"].context,
-                 f"up to {config.max_batch} completions decoded together" if state["engine"] else "one at a time")
+                 f"up to {config.max_batch} completions decoded together" if state["engine"] else "one at a time",
+                 "" if prefix is None else f", a prefix cache of up to {prefix.max_bytes / 2 ** 20:g} MiB")
         try:
             yield
         finally:

@@ -48,18 +48,24 @@ def served_model(config, factory, args=()):
     decoder is then served as loaded, with a warning, rather than run out of memory). In place, not a copy: the
     server holds the weights once, plus the packed copies."""
     worker = factory(config.model_path, config.weights, *args)
-    if not config.freeze:
-        return worker
-    from ..nn.utils.freeze import freeze, packed_nbytes
-    why = freeze_fits(worker.model, available_bytes())
-    if why is not None:
-        log.warning("%s: not frozen: %s; serving the model as loaded (--no-freeze says so up front)",
-                    config.model_path, why)
-        return worker
-    freeze(worker.model, inplace=True)
-    log.info("%s: frozen in place, %.0f MiB of packed weights (--no-freeze serves the model as loaded)",
-             config.model_path, packed_nbytes(worker.model) / 2**20)
+    if config.freeze:
+        freeze_in_place(worker.model, config.model_path)
     return worker
+
+
+def freeze_in_place(model, name: str) -> bool:
+    """``nn.utils.freeze(model, inplace=True)`` where ``freeze_fits`` the memory available now, logged under
+    ``name`` (the model's path); True if frozen. The servers and ``forgegrad generate`` / ``transcribe`` freeze the
+    Hugging Face models they load through this one check (``--no-freeze`` skips the call)."""
+    from ..nn.utils.freeze import freeze, packed_nbytes
+    why = freeze_fits(model, available_bytes())
+    if why is not None:
+        log.warning("%s: not frozen: %s; running the model as loaded (--no-freeze says so up front)", name, why)
+        return False
+    freeze(model, inplace=True)
+    log.info("%s: frozen in place, %.0f MiB of packed weights (--no-freeze runs the model as loaded)",
+             name, packed_nbytes(model) / 2**20)
+    return True
 
 
 def freeze_fits(model, available: Optional[int]) -> Optional[str]:

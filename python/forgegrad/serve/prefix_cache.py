@@ -1,30 +1,34 @@
-"""Automatic prefix caching for the batched completions engine (paged_batch.py): the blocks of keys and values of
-prompts already prefilled, kept in the engine's paged KV cache (kv_pool.py), so that a prompt starting with one of
-them (a chat's system prompt and earlier turns, a few-shot preamble) prefills only the rest and its rows read the
-cached blocks themselves, as vLLM's automatic prefix caching and OpenAI's prompt caching do.
+"""Automatic prefix caching for the completions server (``generate``'s ``prefix_cache`` on the one-at-a-time path:
+PrefixCache; the batched engine of paged_batch.py: PagedPrefixCache, whose blocks are the paged KV cache's own,
+shared by reference count, not copied): the keys and values of prompts already prefilled, kept in blocks of
+``block_tokens`` tokens, so that a prompt starting with one of them (a chat's system prompt and earlier turns, a
+few-shot preamble) prefills only the rest, as vLLM's automatic prefix caching and OpenAI's prompt caching do.
 
 * A block's key is a hash of its tokens and of the key of the block before it, so one key stands for the whole
   prefix up to the block's end. A hash is never trusted alone: a block is reused only when its stored tokens equal
   the prompt's and its parent is the block matched just before it (a collision is a miss, not another prompt's keys).
-* The cache holds pool blocks by reference (``KVPool.share``): no second copy of any key. ``match(ids)`` names the
-  pool blocks of the longest cached block prefix of a prompt, always leaving at least its last token to prefill (its
-  logits pick the first token); the engine shares them into the prompt's rows and prefills the rest as one more
-  chunk of a chunked prefill, attending to them. ``store(ids, table)`` keeps the full blocks of a row's block table
-  (a prompt whose prefill is done; a prompt and its answer when its row ends: a chat's next turn starts with both).
-  Full blocks are never written again, so a row still decoding leaves the ones it shares as they are.
-* Bounded by bytes (``max_bytes`` of blocks held), least recently used first out; and the pool takes back blocks
-  only the cache holds when a prompt needs room (``evict``), least recently used first. A lookup or store touches a
+* ``load(ids, cache)`` copies the longest cached block prefix of a prompt into its (empty) prefill cache, always
+  leaving at least the prompt's last token to prefill (its logits pick the first token); the engine then prefills
+  the rest as one more chunk of a chunked prefill, attending to the cached keys. ``store(ids, cache, row, start)``
+  keeps the full blocks of a prompt whose prefill is done, and of a prompt and its answer when its row ends (a
+  chat's next turn starts with both).
+* Bounded by bytes (the blocks' keys and values), least recently used first out. A lookup or store touches a
   prefix's blocks from its last to its first, so every block was used more recently than the blocks after it and
-  eviction takes the end of a prefix, never a block whose continuation stays behind unreachable.
+  eviction always takes the end of a prefix, never a block whose continuation stays behind unreachable.
 
 A prompt's cached keys are the ones its own prefill would compute only for a model whose key at a position depends
-on the tokens up to it and nothing else: ``prefix_cache_applies`` says which (see there). The engine's worker
-thread owns the cache; the server's metrics only read its counters.
+on the tokens up to it and nothing else: ``prefix_cache_applies`` says which (see there; ``why_no_prefix_cache`` says
+why not, in the server's startup log). The server's engine thread (one at a time: its worker) uses the cache; its
+metrics only read the counters. ``load`` and ``store`` take a lock, so that ``generate`` calls on several threads may
+share one cache (a store evicting blocks while another thread's store or load works on them would break its chain).
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import List, Optional, Sequence
+
+import numpy as np
 
 
 def prefix_cache_applies(model) -> bool:
@@ -39,56 +43,56 @@ def prefix_cache_applies(model) -> bool:
     safe here: forgegrad's cache keeps every key and masks those out of the window by position, so a key depends on
     the tokens before it whatever the window, and a prefill after a cached prefix masks exactly as one prefill does.
     """
-    if getattr(model, "is_encoder_decoder", False) or not hasattr(model, "new_cache"):
-        return False
+    return why_no_prefix_cache(model) is None
+
+
+def why_no_prefix_cache(model) -> Optional[str]:
+    """None where ``prefix_cache_applies`` to ``model``, else why not, in words (the server's startup log)."""
+    if getattr(model, "is_encoder_decoder", False):
+        return ("it is an encoder-decoder: the prompt is the encoder's input, attended both ways, and nothing of it is "
+                "in the decoder's cache")
+    if not hasattr(model, "new_cache"):
+        return f"{type(model).__name__} is not a decoder"
     from ..models.hf._layers import LengthScaledRope
-    return not any(isinstance(m, LengthScaledRope) for m in model.modules())
+    rope = next((m for m in model.modules() if isinstance(m, LengthScaledRope)), None)
+    if rope is not None:
+        return (f"its rotary embedding ({type(rope).__name__}: dynamic NTK or longrope) picks a call's frequencies by "
+                "its longest position, so a key cached by one prompt is not the key a longer prompt's prefill computes")
+    return None
 
 
 class _Block:
-    __slots__ = ("key", "tokens", "parent", "block")
+    __slots__ = ("key", "tokens", "parent", "kv")
 
-    def __init__(self, key: int, tokens: tuple, parent: Optional["_Block"], block: int):
-        self.key, self.tokens, self.parent, self.block = key, tokens, parent, block  # block: the pool's block id
+    def __init__(self, key: int, tokens: tuple, parent: Optional["_Block"], kv: np.ndarray):
+        # kv: (2, layers, kv_heads, block_tokens, head_dim): the block's keys [0] and values [1]
+        self.key, self.tokens, self.parent, self.kv = key, tokens, parent, kv
 
 
 class PrefixCache:
-    """Prefilled keys and values by block of prompt tokens: blocks of a KVPool, at most ``max_bytes`` of them.
+    """Prefilled keys and values by block of prompt tokens, at most ``max_bytes`` of them.
 
     Args:
-        max_bytes: the most bytes of keys and values held (> 0).
-        block_tokens: tokens per block (a prompt reuses whole blocks only); the pool's.
-        pool: the KVPool the blocks are in (or ``attach`` it later); the cache becomes its evictor.
+        max_bytes: the most bytes of keys and values kept (> 0).
+        block_tokens: tokens per block (a prompt reuses whole blocks only).
 
     Counters (read by the server's metrics): ``hits`` and ``misses`` (prompts that reused some blocks, or none),
     ``hit_tokens`` (prompt tokens read from the cache instead of prefilled), ``evictions`` (blocks dropped for
-    room), ``bytes`` and ``len(cache)`` (blocks held).
+    room), ``bytes`` and ``len(cache)`` (blocks kept).
     """
 
-    def __init__(self, max_bytes: int, block_tokens: int = 16, pool=None):
+    def __init__(self, max_bytes: int, block_tokens: int = 16):
         for name, v in (("max_bytes", max_bytes), ("block_tokens", block_tokens)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"PrefixCache: {name} must be a positive integer, got {v!r}")
         self.max_bytes, self.block_tokens = max_bytes, block_tokens
         self._blocks: "OrderedDict[int, _Block]" = OrderedDict()  # least recently used first
+        self.bytes = 0
         self.hits = self.misses = self.hit_tokens = self.evictions = 0
-        self.pool = None
-        if pool is not None:
-            self.attach(pool)
-
-    def attach(self, pool) -> None:
-        """Keep blocks of ``pool`` (its block size must be the cache's); the pool evicts through the cache."""
-        if pool.block_tokens != self.block_tokens:
-            raise ValueError(f"PrefixCache: the pool's blocks hold {pool.block_tokens} tokens, the cache's "
-                             f"{self.block_tokens}")
-        self.pool, pool.evictor = pool, self
+        self._lock = threading.Lock()  # load and store, one thread at a time
 
     def __len__(self) -> int:
         return len(self._blocks)
-
-    @property
-    def bytes(self) -> int:
-        return len(self._blocks) * (self.pool.block_bytes if self.pool is not None else 0)
 
     def _key(self, parent: Optional[_Block], tokens: tuple) -> int:
         return hash((0 if parent is None else parent.key, tokens))
@@ -110,6 +114,113 @@ class PrefixCache:
         for block in reversed(chain):
             self._blocks.move_to_end(block.key)
 
+    def load(self, ids: Sequence[int], cache) -> int:
+        """Copy the keys and values of the longest cached block prefix of ``ids`` (leaving at least its last token)
+        into row 0 of ``cache`` (a KVCache, empty), advance it past them; the number of tokens loaded."""
+        with self._lock:
+            return self._load(ids, cache)
+
+    def _load(self, ids: Sequence[int], cache) -> int:
+        chain = self._match(ids, (len(ids) - 1) // self.block_tokens)
+        if not chain:
+            self.misses += 1
+            return 0
+        self._touch(chain)
+        B = self.block_tokens
+        for j, block in enumerate(chain):
+            for layer in range(len(cache.keys)):
+                cache.keys[layer][0, :, j * B:(j + 1) * B] = block.kv[0, layer]
+                cache.values[layer][0, :, j * B:(j + 1) * B] = block.kv[1, layer]
+        n = len(chain) * B
+        cache.length = n
+        self.hits += 1
+        self.hit_tokens += n
+        return n
+
+    def store(self, ids: Sequence[int], cache, row: int = 0, start: int = 0) -> None:
+        """Keep the full blocks of ``ids`` whose keys and values fill row ``row`` of ``cache`` from column ``start``
+        (those not kept yet), evicting the least recently used blocks for room; stops at the first block there is
+        no room for (the blocks before it still kept)."""
+        with self._lock:
+            self._store(ids, cache, row, start)
+
+    def _store(self, ids: Sequence[int], cache, row: int = 0, start: int = 0) -> None:
+        B = self.block_tokens
+        blocks = min(len(ids), cache.length - start) // B
+        chain = self._match(ids, blocks)
+        keep = {id(b) for b in chain}  # never evicted for this prefix's new blocks; touched once, at the end
+        parent = chain[-1] if chain else None
+        for j in range(len(chain), blocks):
+            tokens = tuple(ids[j * B:(j + 1) * B])
+            key = self._key(parent, tokens)
+            if key in self._blocks:  # another prefix under the same hash: keep the one there
+                break
+            cols = slice(start + j * B, start + (j + 1) * B)
+            kv = np.stack([np.stack([k[row, :, cols] for k in cache.keys]),
+                           np.stack([v[row, :, cols] for v in cache.values])])
+            if not self._make_room(kv.nbytes, keep):
+                break
+            block = _Block(key, tokens, parent, kv)
+            self._blocks[key] = block
+            self.bytes += kv.nbytes
+            chain.append(block)
+            keep.add(id(block))
+            parent = block
+        self._touch(chain)
+
+    def _make_room(self, nbytes: int, keep: set) -> bool:
+        """Evict least recently used blocks until ``nbytes`` more fit, never one in ``keep`` (the prefix being
+        stored); False when they cannot fit."""
+        while self.bytes + nbytes > self.max_bytes:
+            if not self._blocks:
+                return False
+            oldest = next(iter(self._blocks.values()))
+            if id(oldest) in keep:
+                return False
+            del self._blocks[oldest.key]
+            self.bytes -= oldest.kv.nbytes
+            self.evictions += 1
+        return True
+
+
+class _PoolBlock:
+    __slots__ = ("key", "tokens", "parent", "block")
+
+    def __init__(self, key: int, tokens: tuple, parent: Optional["_PoolBlock"], block: int):
+        self.key, self.tokens, self.parent, self.block = key, tokens, parent, block  # block: the pool's block id
+
+
+class PagedPrefixCache(PrefixCache):
+    """The batched engine's prefix cache (paged_batch.py): the same blocks, keys, verification and LRU order as
+    PrefixCache, but its blocks are the paged KV cache's own (kv_pool.py), held by reference count, not copied: a
+    prompt's rows share the cached blocks as their first blocks, and a row that ends leaves its full blocks here
+    without a copy (full blocks are never written again). Only the engine's thread touches it (no lock).
+
+    Args:
+        max_bytes: the most bytes of blocks held (> 0).
+        block_tokens: tokens per block: the pool's.
+        pool: the KVPool the blocks are in (or ``attach`` it later); the cache becomes its evictor, so blocks only the
+            cache holds go back to the pool, least recently used first, when a prompt needs room.
+
+    ``match(ids)`` and ``count(blocks)`` take the place of ``load``, ``store(ids, table)`` of ``store``.
+    """
+
+    def __init__(self, max_bytes: int, block_tokens: int = 16, pool=None):
+        super().__init__(max_bytes, block_tokens)
+        self.pool = None
+        if pool is not None:
+            self.attach(pool)
+
+    def attach(self, pool) -> None:
+        """Keep blocks of ``pool`` (its block size must be the cache's); the pool evicts through the cache."""
+        if pool.block_tokens != self.block_tokens:
+            raise ValueError(f"PagedPrefixCache: the pool's blocks hold {pool.block_tokens} tokens, the cache's "
+                             f"{self.block_tokens}")
+        self.pool, pool.evictor = pool, self
+
+    def load(self, ids, cache) -> int:
+        raise TypeError("PagedPrefixCache: its blocks are shared, not copied: match(ids), then KVPool.share")
+
     def match(self, ids: Sequence[int]) -> List[int]:
         """The pool blocks holding the keys and values of the longest cached block prefix of ``ids`` (leaving at
         least its last token); the caller shares the ones it keeps, and ``count``s the lookup once it uses it."""
@@ -127,37 +238,36 @@ class PrefixCache:
 
     def store(self, ids: Sequence[int], table: Sequence[int]) -> None:
         """Keep the full blocks of ``ids`` whose keys and values are in the pool blocks ``table`` (in order; those
-        not kept yet), evicting the least recently used blocks for room; stops at the first block there is no room
-        for (the blocks before it still kept)."""
+        not kept yet, one more reference each), evicting the least recently used blocks for room; stops at the first
+        block there is no room for (the blocks before it still kept)."""
         B = self.block_tokens
         blocks = min(len(ids) // B, len(table))
         chain = self._match(ids, blocks)
         keep = {id(b) for b in chain}  # never evicted for this prefix's new blocks; touched once, at the end
         parent = chain[-1] if chain else None
-        per_block = self.pool.block_bytes
         for j in range(len(chain), blocks):
             tokens = tuple(ids[j * B:(j + 1) * B])
             key = self._key(parent, tokens)
             if key in self._blocks:  # another prefix under the same hash: keep the one there
                 break
-            if not self._make_room(per_block, keep):
+            if not self._make_room(self.pool.block_bytes, keep):
                 break
-            block = _Block(key, tokens, parent, int(table[j]))
+            block = _PoolBlock(key, tokens, parent, int(table[j]))
             self.pool.share([block.block])
             self._blocks[key] = block
+            self.bytes += self.pool.block_bytes
             chain.append(block)
             keep.add(id(block))
             parent = block
         self._touch(chain)
 
-    def _drop(self, block: _Block) -> None:
+    def _drop(self, block: _PoolBlock) -> None:
         del self._blocks[block.key]
         self.pool.release([block.block])
+        self.bytes -= self.pool.block_bytes
         self.evictions += 1
 
     def _make_room(self, nbytes: int, keep: set) -> bool:
-        """Evict least recently used blocks until ``nbytes`` more fit, never one in ``keep`` (the prefix being
-        stored); False when they cannot fit."""
         while self.bytes + nbytes > self.max_bytes:
             if not self._blocks:
                 return False

@@ -137,6 +137,12 @@ def write_checkpoint(path, config: Mapping, tensors: Mapping[str, np.ndarray],
     atomic_write(os.path.join(path, SINGLE), lambda f: f.write(payload), who="save_pretrained")
     atomic_write(os.path.join(path, CONFIG), lambda f: f.write(text.encode("utf-8")), who="save_pretrained")
     if generation_config is not None:
-        gen = json.dumps(dict(generation_config), indent=2, sort_keys=True) + "\n"
-        atomic_write(os.path.join(path, "generation_config.json"), lambda f: f.write(gen.encode("utf-8")),
-                     who="save_pretrained")
+        write_generation_config(path, generation_config, "save_pretrained")
+
+
+def write_generation_config(directory, generation_config: Mapping, who: str) -> str:
+    """``generation_config`` written (atomically) as ``directory``/generation_config.json; returns its path."""
+    file = os.path.join(os.fspath(directory), "generation_config.json")
+    gen = json.dumps(dict(generation_config), indent=2, sort_keys=True) + "\n"
+    atomic_write(file, lambda f: f.write(gen.encode("utf-8")), who=who)
+    return file

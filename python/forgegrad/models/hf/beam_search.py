@@ -16,6 +16,7 @@ from typing import Callable, List, Optional, Sequence, Union
 import numpy as np
 
 from .sampling import draw_without_replacement
+from .topk_order import topk_indices
 
 _NEG = np.float32(-1.0e9)
 
@@ -27,21 +28,10 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _top(values: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest of each row, largest first (ties: the lower index first). A long row (a step's
-    K x vocabulary continuations) sorts only the values at least its k-th largest (np.partition), which keeps the
-    same indices, ties included, at a fraction of a full sort's time."""
-    n = values.shape[-1]
-    if n < 4096 or n < 16 * k:
-        return np.argsort(-values, axis=-1, kind="stable")[:, :k]
-    kth = np.partition(values, n - k, axis=-1)[:, n - k]
-    out = np.empty((values.shape[0], k), np.int64)
-    for r, row in enumerate(values):
-        idx = np.flatnonzero(row >= kth[r])  # ascending: a stable sort of them keeps ties lowest index first
-        if len(idx) < k:  # (NaN: no ordering to keep) the full sort
-            out[r] = np.argsort(-row, kind="stable")[:k]
-        else:
-            out[r] = idx[np.argsort(-row[idx], kind="stable")[:k]]
-    return out
+    """Indices of the k largest of each row, largest first, in torch.topk's order (transformers' beam search
+    chooses with it): NaN first, ties as torch's CPU selection leaves them (topk_order.py), which decides the
+    hypotheses kept where scores tie (the end tokens of every beam at +inf, equal placeholder scores)."""
+    return topk_indices(values, k)
 
 
 def search(first_logits: np.ndarray, next_logits: Callable[[np.ndarray, np.ndarray], np.ndarray], batch: int,
@@ -86,9 +76,10 @@ def search(first_logits: np.ndarray, next_logits: Callable[[np.ndarray, np.ndarr
         acc = (logp.reshape(B, K, V) + run_scores[:, :, None]).reshape(B, K * V)
         if sampler is None or not sampler.do_sample:
             idx = _top(acc, keep)
-        else:  # drawn, then ordered best first as transformers sorts them
+        else:  # drawn, then ordered best first as transformers sorts them (torch.sort: stable at these sizes)
             idx = draw_without_replacement(acc, keep, sampler.rng)
-            idx = np.take_along_axis(idx, _top(np.take_along_axis(acc, idx, axis=1), keep), axis=1)
+            idx = np.take_along_axis(idx, np.argsort(-np.take_along_axis(acc, idx, axis=1), axis=-1, kind="stable"),
+                                     axis=1)
         top_lp = np.take_along_axis(acc, idx, axis=1)
         src, tok = idx // V, idx % V
         top_seqs = running[b_index, src]  # (B, keep, max_new) copies

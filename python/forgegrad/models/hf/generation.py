@@ -102,7 +102,7 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
              sequence_bias=UNSET, typical_p=UNSET, epsilon_cutoff=UNSET, eta_cutoff=UNSET, renormalize_logits=UNSET,
              exponential_decay_length_penalty=UNSET, encoder_repetition_penalty=UNSET,
              encoder_no_repeat_ngram_size=UNSET, min_new_tokens=UNSET, remove_invalid_values=UNSET,
-             stop_strings=UNSET, max_time=UNSET, tokenizer=None) -> np.ndarray:
+             stop_strings=UNSET, max_time=UNSET, tokenizer=None, prefix_cache=None) -> np.ndarray:
     """Continue each prompt by up to ``max_new_tokens`` tokens.
 
     The settings left at None (``max_new_tokens``, ``do_sample``, ``temperature``, ``num_beams``,
@@ -165,6 +165,12 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
             Each of these settings left out: generation_config.json's, else none; None given: none. Settings of
             transformers' GenerationConfig that change the tokens and are not read here (num_beam_groups,
             penalty_alpha, guidance_scale, top_h, ...) are named in a warning when generation_config.json sets them.
+        prefix_cache: a ``forgegrad.serve.prefix_cache.PrefixCache`` (one prompt, one sequence, ``num_beams`` 1, a
+            decoder it applies to: ``prefix_cache_applies``): the prompt's prefill starts after its longest cached
+            block prefix (the keys and values an earlier call left there, read instead of computed, as one more
+            chunk of a chunked prefill: the same logits to float32 rounding), and the keys and values of the prompt
+            and of the tokens generated and fed are kept there at the end, even when the streamer ends the call
+            (the completions server's one-at-a-time path; its ``hit_tokens`` grow by the tokens read).
 
     Returns:
         (B * R, T + n) int64 array, R = ``num_return_sequences`` rows per prompt (prompt-major): the prompts
@@ -194,14 +200,10 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
         raise ValueError("generate: on_logits must be callable, and needs num_beams=1")
     returns = _num_return_sequences(resolve(model, "num_return_sequences", num_return_sequences, 1), num_beams,
                                     do_sample)
-    settings = (resolve(model, "no_repeat_ngram_size", no_repeat_ngram_size, 0),
-                resolve(model, "min_length", min_length, 0))
-    for name, value in zip(("no_repeat_ngram_size", "min_length"), settings):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"generate: {name} must be an int >= 0, got {value!r}")
-    settings += (_repetition_penalty(resolve(model, "repetition_penalty", repetition_penalty, 1.0)),
-                 _extra_processors(logits_processor), _forced(model, "forced_bos_token_id", forced_bos_token_id),
-                 _forced(model, "forced_eos_token_id", forced_eos_token_id))
+    settings = processor_settings(model, no_repeat_ngram_size, min_length, repetition_penalty, logits_processor,
+                                  forced_bos_token_id, forced_eos_token_id)
+    if prefix_cache is not None:
+        _check_prefix_cache(model, prefix_cache, input_ids, attention_mask, beams, returns)
     if getattr(model, "is_encoder_decoder", False):
         return _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, sampler, eos_token_id,
                                  pad_token_id, streamer, beams, settings, returns, on_logits, extra, stopping)
@@ -242,41 +244,66 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
     # the per-token steps as direct kernel calls where they compute what forward does (not in training
     # mode, which has dropout, nor with hooks or replaced layers: see lean_path_applies)
     lean = LeanDecoder(model) if lean_path_applies(model) else None
-    n = 0
-    with no_grad():
-        logits = model(ids, mask, positions, cache=cache, logits_to_keep=1).numpy()[:, -1]
-        while True:
-            if on_logits is not None:
-                on_logits(logits)
-            if process.active:
-                logits = process(out[:, :T + n], logits)
-            nxt = sampler(logits)
-            if eos:
-                nxt = np.where(finished, pad, nxt)
-                finished |= np.isin(nxt, eos)
-            out[:, T + n] = nxt
-            n += 1
-            if stopping.active:  # as transformers: a row stopped so gets the pad token only where there are eos ids
-                finished |= stopping(out[:, :T + n])
-            if streamer is not None:
-                streamer(nxt.copy())
-            if n == max_new_tokens or finished.all():
-                break
-            mask = np.concatenate([mask, np.ones((B, 1), bool)], axis=1)
-            last += 1
-            switch = getattr(model, "recompute_cache_at", None)
-            if switch is not None and T + n > switch >= cache.length:
-                # Phi-3 (transformers does the same): the sequence now reaches past the original context, where
-                # longrope changes its frequencies, so every position is recomputed with the new ones
-                cache = model.new_cache(B, T + max_new_tokens)
-                full = np.where(mask, np.cumsum(mask, axis=1) - 1, 1)
-                logits = model(out[:, :T + n], mask, full, cache=cache, logits_to_keep=1).numpy()[:, -1]
-                continue
-            if lean is not None:
-                logits = lean.step(nxt, last, mask, cache)
-            else:
-                logits = model(nxt[:, None], mask, last[:, None], cache=cache).numpy()[:, -1]
+    n = done = 0
+    try:
+        with no_grad():
+            if prefix_cache is not None:  # the cached block prefix read, the rest prefilled after it
+                done = prefix_cache.load(ids[0].tolist(), cache)
+            logits = model(ids[:, done:], mask, positions[:, done:], cache=cache, logits_to_keep=1).numpy()[:, -1]
+            while True:
+                if on_logits is not None:
+                    on_logits(logits)
+                if process.active:
+                    logits = process(out[:, :T + n], logits)
+                nxt = sampler(logits)
+                if eos:
+                    nxt = np.where(finished, pad, nxt)
+                    finished |= np.isin(nxt, eos)
+                out[:, T + n] = nxt
+                n += 1
+                if stopping.active:  # as transformers: a row stopped so gets the pad token only where there are eos ids
+                    finished |= stopping(out[:, :T + n])
+                if streamer is not None:
+                    streamer(nxt.copy())
+                if n == max_new_tokens or finished.all():
+                    break
+                mask = np.concatenate([mask, np.ones((B, 1), bool)], axis=1)
+                last += 1
+                switch = getattr(model, "recompute_cache_at", None)
+                if switch is not None and T + n > switch >= cache.length:
+                    # Phi-3 (transformers does the same): the sequence now reaches past the original context, where
+                    # longrope changes its frequencies, so every position is recomputed with the new ones
+                    cache = model.new_cache(B, T + max_new_tokens)
+                    full = np.where(mask, np.cumsum(mask, axis=1) - 1, 1)
+                    logits = model(out[:, :T + n], mask, full, cache=cache, logits_to_keep=1).numpy()[:, -1]
+                    continue
+                if lean is not None:
+                    logits = lean.step(nxt, last, mask, cache)
+                else:
+                    logits = model(nxt[:, None], mask, last[:, None], cache=cache).numpy()[:, -1]
+    finally:
+        if prefix_cache is not None:  # the prompt's and the fed answer's blocks, for later prompts (a chat's next turn)
+            prefix_cache.store(out[0, :cache.length].tolist(), cache)
     return out[:, :T + n]
+
+
+def _check_prefix_cache(model, prefix_cache, input_ids, attention_mask, beams, returns) -> None:
+    """ValueError where ``prefix_cache`` cannot serve this call: one unpadded prompt, one sequence, no beams, and a
+    model whose cached keys are what its prefill computes (serve/prefix_cache.py's ``prefix_cache_applies``)."""
+    from ...serve.prefix_cache import PrefixCache, why_no_prefix_cache
+    if not isinstance(prefix_cache, PrefixCache):
+        raise TypeError(f"generate: prefix_cache must be a PrefixCache, got {type(prefix_cache).__name__}")
+    why = why_no_prefix_cache(model)
+    if why is not None:
+        raise ValueError(f"generate: prefix_cache does not apply to this model: {why}")
+    if getattr(model, "recompute_cache_at", None) is not None:
+        raise ValueError("generate: prefix_cache does not apply to a model that recomputes its cache (longrope)")
+    rows = ids_array(input_ids, "generate", model.vocab_size).shape[0]  # generate's errors for a bad prompt
+    if rows != 1 or returns != 1 or beams is not None:
+        raise ValueError(f"generate: prefix_cache needs one prompt, one sequence and num_beams=1, got {rows} prompts, "
+                         f"num_return_sequences={returns}, num_beams={1 if beams is None else beams[0]}")
+    if attention_mask is not None and not np.asarray(attention_mask).all():
+        raise ValueError("generate: prefix_cache needs a prompt without padding (attention_mask all ones)")
 
 
 def _check_beams(num_beams, length_penalty, early_stopping, streamer):
@@ -317,6 +344,12 @@ def _sampler(model, do_sample, temperature, top_k, top_p, min_p, extra=None) -> 
         top_k = None if top_k is UNSET else top_k
         top_p = None if top_p is UNSET else top_p
         min_p = None if min_p is UNSET else min_p
+    return settings_sampler(do_sample, temperature, top_k, top_p, min_p, extra)
+
+
+def settings_sampler(do_sample, temperature, top_k, top_p, min_p, extra: dict) -> Sampler:
+    """The Sampler of resolved sampling settings and ``extra`` (read_settings'): its typical_p, epsilon_cutoff and
+    eta_cutoff only when sampling, its renormalize_logits always (generate's and the ONNX paths')."""
     warpers = {name: extra.get(name) if do_sample else None for name in ("typical_p", "epsilon_cutoff", "eta_cutoff")}
     return Sampler(do_sample, temperature, top_k, top_p, min_p, **warpers,
                    renormalize=bool(extra.get("renormalize_logits")))
@@ -353,6 +386,20 @@ def _repetition_penalty(value) -> float:
     if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 < value < float("inf"):
         raise ValueError(f"generate: repetition_penalty must be a number > 0 (1.0: none), got {value!r}")
     return float(value)
+
+
+def processor_settings(model, no_repeat_ngram_size, min_length, repetition_penalty, logits_processor,
+                       forced_bos_token_id, forced_eos_token_id) -> tuple:
+    """The settings of ``_processors`` (generate's and the ONNX paths'): each as given, else generation_config.json's
+    (the forced tokens: else config.json's), else none; checked."""
+    settings = (resolve(model, "no_repeat_ngram_size", no_repeat_ngram_size, 0),
+                resolve(model, "min_length", min_length, 0))
+    for name, value in zip(("no_repeat_ngram_size", "min_length"), settings):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"generate: {name} must be an int >= 0, got {value!r}")
+    return settings + (_repetition_penalty(resolve(model, "repetition_penalty", repetition_penalty, 1.0)),
+                       _extra_processors(logits_processor), _forced(model, "forced_bos_token_id", forced_bos_token_id),
+                       _forced(model, "forced_eos_token_id", forced_eos_token_id))
 
 
 def _extra_processors(value) -> list:

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["EXTRA_SETTINGS", "read_settings", "warn_unread_settings"]
+__all__ = ["EXTRA_SETTINGS", "read_settings", "config_settings", "given_settings", "warn_unread_settings"]
 
 EXTRA_SETTINGS = ("suppress_tokens", "begin_suppress_tokens", "bad_words_ids", "sequence_bias", "typical_p",
                   "epsilon_cutoff", "eta_cutoff", "renormalize_logits", "exponential_decay_length_penalty",
@@ -124,12 +124,25 @@ def _check(name: str, value, vocab: int):
 def read_settings(model, given: dict, vocab: int) -> dict:
     """Each of EXTRA_SETTINGS: ``given[name]`` where the caller gave it (None: off), else generation_config.json's,
     checked; None where off."""
-    config = getattr(model, "generation_config", None) or {}
+    return config_settings(getattr(model, "generation_config", None) or {}, given, vocab)
+
+
+def config_settings(config: dict, given: dict, vocab: int) -> dict:
+    """read_settings' of a generation_config.json's contents ``config`` (the ONNX paths': no model)."""
     out = {}
     for name in EXTRA_SETTINGS:
         value = given[name] if name in given else config.get(name)
         out[name] = None if value is None else _check(name, value, vocab)
     return out
+
+
+def given_settings(who: str, settings: dict) -> dict:
+    """``settings`` (keyword arguments of ``who``), each the name of one of EXTRA_SETTINGS, else a TypeError."""
+    unknown = sorted(set(settings) - set(EXTRA_SETTINGS))
+    if unknown:
+        raise TypeError(f"{who}: unexpected keyword argument {', '.join(map(repr, unknown))} (the generation settings "
+                        f"it takes as keywords: {', '.join(EXTRA_SETTINGS)})")
+    return dict(settings)
 
 
 def warn_unread_settings(model) -> None:

@@ -154,7 +154,10 @@ class LogitsProcessors:
             scores = np.nan_to_num(scores, nan=0.0, posinf=big, neginf=-big)
         if self.decay is not None and L > self.decay[0]:
             ends = scores[:, self.eos]
-            grow = np.abs(ends) * np.float32(self.decay[1] ** (L - self.decay[0]) - 1)
+            # float32 as transformers': an end token at float32's min (remove_invalid_values' banned one) grows
+            # past float32's max to +inf, which then ranks first (beam search: as torch.topk orders the ties)
+            with np.errstate(over="ignore"):
+                grow = np.abs(ends) * np.float32(self.decay[1] ** (L - self.decay[0]) - 1)
             penalties = np.zeros_like(scores)
             penalties[:, self.eos] = np.where(np.isfinite(ends), grow, np.float32(0.0))
             scores = scores + penalties

@@ -77,10 +77,12 @@ def _result(first_tokens: np.ndarray, seqs: np.ndarray, lengths: np.ndarray, R: 
 
 
 def beam_onnx(session, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, eos_token_id, pad_token_id,
-              num_beams: int, length_penalty: float, early_stopping, num_return: int = 1, sampler=None) -> np.ndarray:
-    """Beam search (``sampler``: beam sampling) on an ``export_with_past`` graph (``session``, checked by the
-    caller) after left-padded prompts ``ids`` / ``mask`` (B, T) int64: (B * R, T + n), as ``generate(model, ...,
-    num_beams=K)`` returns."""
+              num_beams: int, length_penalty: float, early_stopping, num_return: int = 1, sampler=None, process=None,
+              stopping=None) -> np.ndarray:
+    """Beam search (``sampler`` sampling: beam sampling) on an ``export_with_past`` graph (``session``, checked by
+    the caller) after left-padded prompts ``ids`` / ``mask`` (B, T) int64: (B * R, T + n), as ``generate(model,
+    ..., num_beams=K)`` returns. ``process`` (LogitsProcessors) and ``stopping`` (stopping.Stopping): generate's
+    processors and stopping criteria, applied by the search as generate's beam search applies them."""
     from .onnx_export import _recompute_at
     if _recompute_at(session) is not None:
         raise ValueError("generate_onnx: num_beams > 1 is not supported on a graph whose cache is recomputed past "
@@ -106,18 +108,19 @@ def beam_onnx(session, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, e
 
     eos = eos_list(eos_token_id)
     seqs, lengths = search(np.repeat(logits[:, -1], K, axis=0), next_logits, B, K, int(max_new_tokens), eos,
-                           fill_token(pad_token_id, eos), length_penalty, early_stopping, LogitsProcessors(),
-                           np.repeat(ids, K, axis=0), num_return, sampler)
+                           fill_token(pad_token_id, eos), length_penalty, early_stopping,
+                           LogitsProcessors() if process is None else process, np.repeat(ids, K, axis=0), num_return,
+                           sampler, stopping)
     return _result(ids, seqs, lengths, num_return)
 
 
 def beam_onnx_seq2seq(encoder, decoder, ids: np.ndarray, mask: np.ndarray, decoder_start_token_id: int,
-                      max_new_tokens: int, eos_token_id, pad_token_id, forced_bos_token_id, forced_eos_token_id,
-                      num_beams: int, length_penalty: float, early_stopping, num_return: int = 1,
-                      sampler=None) -> np.ndarray:
+                      max_new_tokens: int, eos_token_id, pad_token_id, num_beams: int, length_penalty: float,
+                      early_stopping, num_return: int = 1, sampler=None, process=None, stopping=None) -> np.ndarray:
     """Beam search on ``export_seq2seq``'s graphs (sessions, checked by the caller): (B * R, 1 + n), the decoder
-    start token first, as ``generate(model, ..., num_beams=K)`` returns an encoder-decoder's tokens. The forced
-    first / last tokens apply to the log-probabilities, as transformers' processors do in beam search."""
+    start token first, as ``generate(model, ..., num_beams=K)`` returns an encoder-decoder's tokens. ``process``
+    (generate's LogitsProcessors: the forced first / last tokens among them) applies to the log-probabilities, as
+    transformers' processors do in beam search; ``stopping`` as ``beam_onnx``'s."""
     B, K = ids.shape[0], num_beams
     enc_out = encoder.run(None, {"input_ids": ids, "attention_mask": mask})
     cross = {_past_name(o.name): np.repeat(a, K, axis=0)
@@ -138,11 +141,7 @@ def beam_onnx_seq2seq(encoder, decoder, ids: np.ndarray, mask: np.ndarray, decod
     start = int(decoder_start_token_id)
     first = step(np.full(B * K, start, np.int64))
     eos = eos_list(eos_token_id)
-    forced_eos = None if forced_eos_token_id is None else int(np.atleast_1d(forced_eos_token_id)[0])
-    forced_bos = None if forced_bos_token_id is None else int(forced_bos_token_id)
-    process = LogitsProcessors(eos=eos, forced_bos=forced_bos, forced_eos=forced_eos,
-                               max_length=1 + int(max_new_tokens))
     seqs, lengths = search(first, next_logits, B, K, int(max_new_tokens), eos, fill_token(pad_token_id, eos),
-                           length_penalty, early_stopping, process, np.full((B * K, 1), start, np.int64), num_return,
-                           sampler)
+                           length_penalty, early_stopping, LogitsProcessors() if process is None else process,
+                           np.full((B * K, 1), start, np.int64), num_return, sampler, stopping)
     return _result(np.full((B, 1), start, np.int64), seqs, lengths, num_return)

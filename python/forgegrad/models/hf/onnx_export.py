@@ -18,7 +18,10 @@ left-padded batches need nothing more. The graph is traced from the model's ``fo
 same layers, with the cache concatenated instead of written in place) and verified in onnxruntime
 against forgegrad at several sizes, the first call (no past) and a one-token step among them.
 ``generate_onnx`` decodes on such a graph in onnxruntime (one call on the prompt, then one per token), greedy
-or sampled as ``generate`` samples, or by ``generate``'s beam search (``num_beams``: ``onnx_beam``).
+or sampled as ``generate`` samples, or by ``generate``'s beam search (``num_beams``: ``onnx_beam``), with every
+setting ``generate`` takes resolved as it resolves them (an argument, else the generation config: by default the
+generation_config.json next to the graph, else generate's default) and applied through its own processor list,
+Sampler and stopping criteria (onnx_decoding.py).
 
 Exports GPT-2 and the Llama family (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 1, 2 and 3), sliding
 windows included (each window's bias computed once, from the same places), longrope and dynamic ropes
@@ -28,13 +31,17 @@ windows included (each window's bias computed once, from the same places), longr
 """
 from __future__ import annotations
 
-from typing import Sequence
+import os
+from typing import Optional, Sequence
 
 import numpy as np
 
 from ... import nn
 from ...tensor import Tensor
 from ._layers import FLOAT32_MAX, PastKeyValues, key_places
+from .generation import UNSET
+from .onnx_decoding import (TokenPicker, check_prompt, decoding, logits_vocab, processors,
+                            save_generation_config, session_of)
 
 __all__ = ["DecoderWithPast", "export_with_past", "generate_onnx", "input_names", "output_names"]
 
@@ -115,7 +122,9 @@ def export_with_past(model, path, *, logits_to_keep: int = 0, opset: int = 17, v
     cached tokens and batch 3, and 7 new after 7 cached). ``logits_to_keep=1`` makes ``logits`` (batch, 1,
     vocab), the last position's only: all that greedy or sampled generation reads, and a prompt's LM head
     no longer costs one vocabulary-wide GEMV per token. Returns the ExportReport of
-    ``forgegrad.onnx.export``; raises as it does (an unsupported layer: UnsupportedOpError, naming it).
+    ``forgegrad.onnx.export``; raises as it does (an unsupported layer: UnsupportedOpError, naming it). The
+    checkpoint's generation_config.json (``from_pretrained``'s ``model.generation_config``), where it has one, is
+    written beside the graph, where ``generate_onnx`` reads it: the graph decodes as the checkpoint does.
     """
     from ...onnx import export
 
@@ -133,11 +142,13 @@ def export_with_past(model, path, *, logits_to_keep: int = 0, opset: int = 17, v
     example = tuple(Tensor(a) for a in _example(model, 2, 3, 4, seed))
     was_training = model.training
     try:
-        return export(DecoderWithPast(model.eval(), logits_to_keep), example, path, opset=opset, dynamic_axes=axes,
-                      input_names=names, output_names=outs, verify=verify, rtol=rtol, atol=atol,
-                      verify_sizes=list(verify_sizes), metadata=_metadata(model))
+        report = export(DecoderWithPast(model.eval(), logits_to_keep), example, path, opset=opset, dynamic_axes=axes,
+                        input_names=names, output_names=outs, verify=verify, rtol=rtol, atol=atol,
+                        verify_sizes=list(verify_sizes), metadata=_metadata(model))
     finally:
         model.train(was_training)
+    save_generation_config(model, os.path.dirname(os.path.abspath(os.fspath(path))), "export_with_past")
+    return report
 
 
 RECOMPUTE_KEY = "forgegrad.recompute_cache_at"
@@ -155,105 +166,80 @@ def _recompute_at(session):
     return None if value is None else int(value)
 
 
-class TokenPicker:
-    """The choices of a decoding loop on exported graphs (generate_onnx, generate_onnx_seq2seq), as transformers'
-    generate makes them: ``select_next`` (greedy, or a draw after the warpers from forgegrad's generator), then
-    rows that produced an end token continue with ``pad_token_id``. ``finished`` once every row has ended."""
-
-    def __init__(self, batch: int, eos_token_id, pad_token_id: int, do_sample: bool, temperature: float, top_k,
-                 top_p, min_p=None):
-        from .sampling import Sampler
-        self.sampler = Sampler(do_sample, temperature, top_k, top_p, min_p)
-        self.eos = set(np.atleast_1d(eos_token_id).tolist()) if eos_token_id is not None else set()
-        self.pad = np.int64(pad_token_id)
-        self.done = np.zeros(batch, bool)
-
-    def __call__(self, last_logits: np.ndarray, forced=None) -> np.ndarray:
-        """The next token of each row from its last position's logits (B, V), or ``forced`` for every row."""
-        nxt = self.sampler(last_logits) if forced is None else np.full(last_logits.shape[0], forced, np.int64)
-        if self.eos:
-            nxt = np.where(self.done, self.pad, nxt)
-            self.done |= np.isin(nxt, list(self.eos))
-        return nxt
-
-    @property
-    def finished(self) -> bool:
-        return bool(self.eos) and bool(self.done.all())
-
-
-def beam_sampler(do_sample: bool, temperature, top_k, top_p, min_p):
-    """The Sampler of beam sampling on exported graphs, or None for beam search."""
-    from .sampling import Sampler
-    return Sampler(True, temperature, top_k, top_p, min_p) if do_sample else None
-
-
-def session_of(s):
-    """An onnxruntime CPU session for a path, or ``s`` itself (a session already)."""
-    if isinstance(s, (str, bytes)) or hasattr(s, "__fspath__"):
-        import onnxruntime as ort
-        return ort.InferenceSession(str(s), providers=["CPUExecutionProvider"])
-    return s
-
-
-def check_prompt(who: str, input_ids, attention_mask, max_new_tokens):
-    """(ids, mask) as int64 arrays of one (batch, tokens >= 1) shape, with max_new_tokens checked."""
-    ids = np.asarray(input_ids, np.int64)
-    if ids.ndim != 2 or ids.shape[1] == 0:
-        raise ValueError(f"{who}: input_ids must be (batch, tokens) with tokens >= 1, got shape {ids.shape}")
-    mask = np.ones(ids.shape, np.int64) if attention_mask is None else np.asarray(attention_mask, np.int64)
-    if mask.shape != ids.shape:
-        raise ValueError(f"{who}: attention_mask must have input_ids' shape {ids.shape}, got {mask.shape}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
-        raise ValueError(f"{who}: max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
-    return ids, mask
-
-
-def generate_onnx(session, input_ids, attention_mask=None, max_new_tokens: int = 20, eos_token_id=None,
-                  pad_token_id: int = 0, do_sample: bool = False, temperature: float = 1.0, top_k=None,
-                  top_p=None, num_beams: int = 1, length_penalty: float = 1.0, early_stopping=False, min_p=None,
-                  num_return_sequences: int = 1) -> np.ndarray:
+def generate_onnx(session, input_ids, attention_mask=None, max_new_tokens: Optional[int] = None, eos_token_id=UNSET,
+                  pad_token_id=UNSET, do_sample: Optional[bool] = None, temperature: Optional[float] = None,
+                  top_k=UNSET, top_p=UNSET, num_beams: Optional[int] = None, length_penalty: Optional[float] = None,
+                  early_stopping=None, min_p=UNSET, num_return_sequences: Optional[int] = None, *,
+                  repetition_penalty: Optional[float] = None, no_repeat_ngram_size: Optional[int] = None,
+                  min_length: Optional[int] = None, forced_bos_token_id=UNSET, forced_eos_token_id=UNSET,
+                  generation_config=None, tokenizer=None, **settings) -> np.ndarray:
     """Decoding in onnxruntime on a graph written by ``export_with_past``: ``session`` (an
     ``onnxruntime.InferenceSession`` or the .onnx path) runs once on the prompt (no past) and once per
-    new token on the cache it returned. Like transformers' ``generate``: a row that produced
-    ``eos_token_id`` (an int or a list) continues with ``pad_token_id`` until every row has, or until
-    ``max_new_tokens``. Greedy, or with ``do_sample`` a draw after transformers' warpers (``temperature``,
-    ``top_k``, ``top_p``: ``select_next``) from forgegrad's generator, so after ``forgegrad.manual_seed(s)``
-    it draws as ``generate`` does after the same seed. ``num_beams`` > 1: beam search (``length_penalty``,
-    ``early_stopping``), the search ``generate(model, ..., num_beams=K)`` runs (``onnx_beam``), each beam's
-    cache gathered from its source beam's (not with ``do_sample``). ``num_return_sequences`` R: each prompt's
-    R best hypotheses (R <= ``num_beams``), or R draws when sampling. Returns the prompt followed by the new
-    tokens, (batch * R, prompt + new) int64, R rows per prompt.
+    new token on the cache it returned, choosing each token as ``generate`` chooses it (onnx_decoding.py): its
+    processors, its Sampler (after ``forgegrad.manual_seed(s)`` a draw is ``generate``'s after the same seed) and its
+    beam search (``num_beams`` > 1: ``onnx_beam``, each beam's cache gathered from its source beam's).
+
+    Every argument has ``generate``'s meaning and checks, and is resolved as ``generate`` resolves it: given, it
+    wins (None given: ``eos_token_id`` none, ``pad_token_id`` the first end token, ``top_k`` / ``top_p`` / ``min_p``
+    no filter, the forced tokens none; each of generate's further settings off); left out, the generation config's
+    (``generation_config``: a dict such as a model's ``generation_config``, a generation_config.json or the
+    directory holding one; left at None, the generation_config.json next to the .onnx file, ``session`` given as a
+    path, where there is one); else generate's default: 20 new tokens (or the config's ``max_length`` less the
+    prompt), no end token, greedy, temperature 1.0, ``top_k`` 50 when sampling, 1 beam, ``length_penalty`` 1.0,
+    ``early_stopping`` False, 1 sequence, no repetition penalty, n-gram ban, minimum length or forced token.
+
+    A row that produced an end token (``eos_token_id``: an int or a list) continues with ``pad_token_id`` until
+    every row has, or until ``max_new_tokens``. ``num_return_sequences`` R: each prompt's R best hypotheses (R <=
+    ``num_beams``), or R draws when sampling. ``repetition_penalty``, ``no_repeat_ngram_size``, ``min_length``,
+    ``forced_bos_token_id`` / ``forced_eos_token_id`` and generate's further settings as keyword arguments
+    (``suppress_tokens``, ``begin_suppress_tokens``, ``bad_words_ids``, ``sequence_bias``,
+    ``encoder_repetition_penalty``, ``encoder_no_repeat_ngram_size`` (the prompt's tokens and n-grams),
+    ``min_new_tokens``, ``exponential_decay_length_penalty``, ``remove_invalid_values``, ``typical_p``,
+    ``epsilon_cutoff``, ``eta_cutoff``, ``renormalize_logits``, ``stop_strings`` (with ``tokenizer``) and
+    ``max_time``): generate's processors, warpers and stopping criteria, in transformers' order. Returns the prompt
+    followed by the new tokens, (batch * R, prompt + new) int64, R rows per prompt.
     """
+    graph = session
     session = session_of(session)
-    ids, mask = check_prompt("generate_onnx", input_ids, attention_mask, max_new_tokens)
+    ids, mask = check_prompt("generate_onnx", input_ids, attention_mask)
     inputs = session.get_inputs()
     past_names = [i.name for i in inputs if i.name.startswith("past_key_values.")]
     if [i.name for i in inputs[:2]] != ["input_ids", "attention_mask"] or not past_names:
         raise ValueError("generate_onnx: the graph's inputs are not export_with_past's (input_ids, attention_mask, "
                          f"past_key_values.<i>.key/value): {[i.name for i in inputs]}")
-    from .onnx_beam import beam_onnx, beam_settings
-    beams = beam_settings("generate_onnx", num_beams, length_penalty, early_stopping, num_return_sequences, do_sample)
+    from .onnx_beam import beam_onnx
+    T = ids.shape[1]
+    arguments = dict(max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+                     do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                     num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
+                     num_return_sequences=num_return_sequences, repetition_penalty=repetition_penalty,
+                     no_repeat_ngram_size=no_repeat_ngram_size, min_length=min_length,
+                     forced_bos_token_id=forced_bos_token_id, forced_eos_token_id=forced_eos_token_id)
+    d = decoding("generate_onnx", graph, generation_config, logits_vocab(session), tokenizer, T, arguments, settings)
+    beams, prompts, new = d.beams, ids, d.max_new_tokens
+    if new == 0 or beams[0] == 1:  # sampling: R draws per prompt (beam search expands its own rows)
+        ids, mask = np.repeat(ids, beams[3], axis=0), np.repeat(mask, beams[3], axis=0)
+    if new == 0:
+        return ids
+    process = processors(d, T + new, prompts, padding=mask.argmax(axis=1), prompt_length=T)
     if beams[0] > 1:
-        return beam_onnx(session, ids, mask, max_new_tokens, eos_token_id, pad_token_id, *beams,
-                         sampler=beam_sampler(do_sample, temperature, top_k, top_p, min_p))
-    ids, mask = np.repeat(ids, beams[3], axis=0), np.repeat(mask, beams[3], axis=0)  # sampling: R draws per prompt
+        return beam_onnx(session, ids, mask, new, d.eos, d.pad, *beams, sampler=d.sampler, process=process,
+                         stopping=d.stopping)
     B = ids.shape[0]
-    pick = TokenPicker(B, eos_token_id, pad_token_id, do_sample, temperature, top_k, top_p, min_p)
+    pick = TokenPicker(ids, new, d.eos, d.pad, d.sampler, process, d.stopping)
     empty = {i.name: np.zeros((B, i.shape[1], 0, i.shape[3]), np.float32) for i in inputs[2:]}
     feed = {"input_ids": ids, "attention_mask": mask, **empty}
     switch = _recompute_at(session)
-    out = [ids]
-    for _ in range(int(max_new_tokens)):
+    for _ in range(new):
         logits, *present = session.run(None, feed)
         nxt = pick(logits[:, -1])
-        out.append(nxt[:, None])
         if pick.finished:
             break
         mask = np.concatenate([mask, np.ones((B, 1), np.int64)], axis=1)
         if switch is not None and mask.shape[1] - 1 == switch:
             # the sequence now reaches past a longrope model's original context, where its frequencies change:
             # every position is recomputed with the long ones (as generate and transformers' Phi-3 do)
-            feed = {"input_ids": np.concatenate(out, axis=1), "attention_mask": mask, **empty}
+            feed = {"input_ids": np.ascontiguousarray(pick.sequences), "attention_mask": mask, **empty}
             continue
         feed = {"input_ids": nxt[:, None], "attention_mask": mask, **dict(zip(past_names, present))}
-    return np.concatenate(out, axis=1)
+    return pick.sequences.copy()

@@ -29,13 +29,17 @@ settings travel in the decoder graph's metadata (``onnx_whisper``).
 from __future__ import annotations
 
 import os
+from typing import Optional
+
 import numpy as np
 
 from ... import nn
 from ...tensor import Tensor
 from ._layers import PastKeyValues
-from .onnx_beam import beam_onnx_seq2seq, beam_settings
-from .onnx_export import TokenPicker, beam_sampler, check_prompt, session_of
+from .generation import UNSET
+from .onnx_beam import beam_onnx_seq2seq
+from .onnx_decoding import (TokenPicker, check_prompt, decoding, logits_vocab, processors,
+                            save_generation_config, session_of)
 
 __all__ = ["export_seq2seq", "generate_onnx_seq2seq"]
 
@@ -146,7 +150,9 @@ def export_seq2seq(model, directory, *, logits_to_keep: int = 0, cross_attention
     position only. ``cross_attentions=True`` (Whisper; its generation_config.json's ``alignment_heads`` needed):
     the decoder also outputs the alignment heads' cross-attention probabilities (``cross_attentions``), which
     token timestamps read. The model's ``graph_metadata()`` (Whisper's generation settings), if it has one, is
-    written into the decoder graph. Returns the two ExportReports (encoder, decoder)."""
+    written into the decoder graph, and its generation_config.json (``from_pretrained``'s ``generation_config``),
+    where it has one, beside the graphs, where ``generate_onnx_seq2seq`` reads it. Returns the two ExportReports
+    (encoder, decoder)."""
     from ...onnx import export
 
     _check(model, "export_seq2seq")
@@ -198,49 +204,62 @@ def export_seq2seq(model, directory, *, logits_to_keep: int = 0, cross_attention
                      verify_sizes=[{"batch": 1, "sequence": 1, "past_sequence": 0, "encoder_sequence": 6},
                                    {"batch": 3, "sequence": 1, "past_sequence": 9, "encoder_sequence": 2}],
                      metadata=metadata)
-        return enc, dec
     finally:
         model.train(was_training)
+    save_generation_config(model, directory, "export_seq2seq")
+    return enc, dec
 
 
-def generate_onnx_seq2seq(encoder, decoder, input_ids, attention_mask=None, *, decoder_start_token_id: int,
-                          max_new_tokens: int = 20, eos_token_id=None, pad_token_id: int = 0, do_sample: bool = False,
-                          temperature: float = 1.0, top_k=None, top_p=None, min_p=None, forced_bos_token_id=None,
-                          forced_eos_token_id=None, num_beams: int = 1, length_penalty: float = 1.0,
-                          early_stopping=False, num_return_sequences: int = 1) -> np.ndarray:
+def generate_onnx_seq2seq(encoder, decoder, input_ids, attention_mask=None, *,
+                          decoder_start_token_id: Optional[int] = None, max_new_tokens: Optional[int] = None,
+                          eos_token_id=UNSET, pad_token_id=UNSET, do_sample: Optional[bool] = None,
+                          temperature: Optional[float] = None, top_k=UNSET, top_p=UNSET, min_p=UNSET,
+                          forced_bos_token_id=UNSET, forced_eos_token_id=UNSET, num_beams: Optional[int] = None,
+                          length_penalty: Optional[float] = None, early_stopping=None,
+                          num_return_sequences: Optional[int] = None, repetition_penalty: Optional[float] = None,
+                          no_repeat_ngram_size: Optional[int] = None, min_length: Optional[int] = None,
+                          generation_config=None, tokenizer=None, **settings) -> np.ndarray:
     """Decode in onnxruntime on the graphs ``export_seq2seq`` wrote (``encoder`` and ``decoder``: sessions or
     .onnx paths): the encoder once, then the decoder once per new token on the cache it returned, from
-    ``decoder_start_token_id`` (the model's ``decoder_start_token_id``). ``eos_token_id``, ``pad_token_id`` and
-    the sampling settings as ``generate_onnx``; ``forced_bos_token_id`` / ``forced_eos_token_id`` (BART's
-    config sets them) make the first / the last of the ``max_new_tokens`` tokens that one, as transformers'
-    processors do (in beam search: on the log-probabilities). ``num_beams``, ``length_penalty``,
-    ``early_stopping`` and ``num_return_sequences`` as ``generate_onnx`` (beam search reorders the decoder's own
-    cache; the encoder's outputs are repeated per beam once). Returns (batch * R, 1 + new) int64, the start
-    token first, as ``generate`` returns an encoder-decoder's tokens."""
+    ``decoder_start_token_id`` (the model's; left out, the generation config's). Every other argument as
+    ``generate_onnx``: ``generate``'s meaning, and given, else the generation config's (``generation_config``; left
+    at None, the generation_config.json next to the decoder's .onnx file), else generate's default;
+    ``forced_bos_token_id`` / ``forced_eos_token_id`` (BART's config sets them) make the first / the last of the
+    ``max_new_tokens`` tokens that one, as transformers' processors do (in beam search: on the log-probabilities),
+    and ``encoder_repetition_penalty`` / ``encoder_no_repeat_ngram_size`` read the encoder's input. Beam search
+    reorders the decoder's own cache; the encoder's outputs are repeated per beam once. ``max_length`` in the config
+    counts the start token. Returns (batch * R, 1 + new) int64, the start token first, as ``generate`` returns an
+    encoder-decoder's tokens."""
+    who = "generate_onnx_seq2seq"
     enc, dec = session_of(encoder), session_of(decoder)
-    ids, mask = check_prompt("generate_onnx_seq2seq", input_ids, attention_mask, max_new_tokens)
+    ids, mask = check_prompt(who, input_ids, attention_mask)
     names = [i.name for i in dec.get_inputs()]
     if names[:2] != ["input_ids", "encoder_attention_mask"] or [i.name for i in enc.get_inputs()] != [
             "input_ids", "attention_mask"]:
-        raise ValueError("generate_onnx_seq2seq: the graphs are not export_seq2seq's encoder and decoder of a text "
-                         f"model (inputs {[i.name for i in enc.get_inputs()]} and {names}; Whisper's: "
-                         "generate_onnx_whisper)")
-    beams = beam_settings("generate_onnx_seq2seq", num_beams, length_penalty, early_stopping, num_return_sequences,
-                          do_sample)
+        raise ValueError(f"{who}: the graphs are not export_seq2seq's encoder and decoder of a text model (inputs "
+                         f"{[i.name for i in enc.get_inputs()]} and {names}; Whisper's: generate_onnx_whisper)")
+    if isinstance(forced_eos_token_id, (list, tuple, np.ndarray)) and len(forced_eos_token_id) == 1:
+        forced_eos_token_id = int(forced_eos_token_id[0])  # transformers' one-id list
+    arguments = dict(max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+                     do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                     num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
+                     num_return_sequences=num_return_sequences, repetition_penalty=repetition_penalty,
+                     no_repeat_ngram_size=no_repeat_ngram_size, min_length=min_length,
+                     forced_bos_token_id=forced_bos_token_id, forced_eos_token_id=forced_eos_token_id,
+                     decoder_start_token_id=decoder_start_token_id)
+    d = decoding(who, decoder, generation_config, logits_vocab(dec), tokenizer, 1, arguments, settings, seq2seq=True)
+    beams, new = d.beams, d.max_new_tokens
+    if new == 0:
+        return np.full((ids.shape[0] * beams[3], 1), d.start, np.int64)
+    process = processors(d, 1 + new, ids)
     if beams[0] > 1:
-        return beam_onnx_seq2seq(enc, dec, ids, mask, decoder_start_token_id, max_new_tokens, eos_token_id,
-                                 pad_token_id, forced_bos_token_id, forced_eos_token_id, *beams,
-                                 sampler=beam_sampler(do_sample, temperature, top_k, top_p, min_p))
+        return beam_onnx_seq2seq(enc, dec, ids, mask, d.start, new, d.eos, d.pad, *beams, sampler=d.sampler,
+                                 process=process, stopping=d.stopping)
     ids, mask = np.repeat(ids, beams[3], axis=0), np.repeat(mask, beams[3], axis=0)  # sampling: R draws per prompt
-    forced = {}
-    if forced_bos_token_id is not None:
-        forced[0] = int(forced_bos_token_id)
-    if forced_eos_token_id is not None:
-        forced[int(max_new_tokens) - 1] = int(np.atleast_1d(forced_eos_token_id)[0])
-    pick = TokenPicker(ids.shape[0], eos_token_id, pad_token_id, do_sample, temperature, top_k, top_p, min_p)
     B = ids.shape[0]
+    pick = TokenPicker(np.full((B, 1), d.start, np.int64), new, d.eos, d.pad, d.sampler, process, d.stopping)
     cross = enc.run(None, {"input_ids": ids, "attention_mask": mask})[1:]
-    feed = {"input_ids": np.full((B, 1), decoder_start_token_id, np.int64), "encoder_attention_mask": mask}
+    feed = {"input_ids": np.ascontiguousarray(pick.sequences), "encoder_attention_mask": mask}
     it = iter(cross)
     for i in dec.get_inputs()[2:]:
         if ".encoder." in i.name:
@@ -248,12 +267,10 @@ def generate_onnx_seq2seq(encoder, decoder, input_ids, attention_mask=None, *, d
         else:
             feed[i.name] = np.zeros((B, i.shape[1], 0, i.shape[3]), np.float32)
     self_names = [n for n in names[2:] if ".decoder." in n]
-    out = [feed["input_ids"]]
-    for step in range(int(max_new_tokens)):
+    for _ in range(new):
         logits, *present = dec.run(None, feed)
-        nxt = pick(logits[:, -1], forced.get(step))
-        out.append(nxt[:, None])
+        nxt = pick(logits[:, -1])
         if pick.finished:
             break
         feed = {**feed, "input_ids": nxt[:, None], **dict(zip(self_names, present))}
-    return np.concatenate(out, axis=1)
+    return pick.sequences.copy()

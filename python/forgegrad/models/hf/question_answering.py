@@ -7,7 +7,8 @@ pipeline finds them (its last release, 4.57: transformers 5 removed the pipeline
     >>> forgegrad.models.hf.answer_question(model, tok, "Where do I live?", "My name is Wolfgang and I live in Berlin")
     {'score': 0.91..., 'start': 34, 'end': 40, 'answer': 'Berlin'}
 
-The question and the context are joined by the tokenizer's pair template (question first), the context cut into
+The question and the context are joined by the tokenizer's pair template (question first; context first for a
+tokenizer that pads on the left, as the pipeline orders them), the context cut into
 windows of ``max_seq_len`` tokens that overlap by ``doc_stride`` tokens; in each window the tokens that are not the
 context's (the question's, the separators; the classifier token excepted) are kept out of the softmax of the start
 and of the end logits; a span's score is P(start) * P(end) over spans of at most ``max_answer_len`` tokens that end
@@ -73,13 +74,14 @@ def select_spans(start: np.ndarray, end: np.ndarray, allowed: np.ndarray, top_k:
     return starts, ends, candidates[0, starts, ends], null
 
 
-def _characters(enc, s: int, e: int, align_to_words: bool):
-    """The context's characters of tokens s..e: from the start of s's word to the end of e's word (a token inside a
-    word takes the whole word), or the tokens' own offsets where they have no word (or align_to_words is off)."""
+def _characters(enc, s: int, e: int, align_to_words: bool, sequence: int = 1):
+    """The context's characters of tokens s..e (the context the pair's text ``sequence``): from the start of s's
+    word to the end of e's word (a token inside a word takes the whole word), or the tokens' own offsets where they
+    have no word (or align_to_words is off)."""
     if align_to_words:
         try:
-            return (enc.word_to_chars(enc.token_to_word(s), sequence_index=1)[0],
-                    enc.word_to_chars(enc.token_to_word(e), sequence_index=1)[1])
+            return (enc.word_to_chars(enc.token_to_word(s), sequence_index=sequence)[0],
+                    enc.word_to_chars(enc.token_to_word(e), sequence_index=sequence)[1])
         except Exception:  # no word (a special token) or a tokenizer without words: the offsets, as the pipeline
             pass
     return enc.offsets[s][0], enc.offsets[e][1]
@@ -108,9 +110,14 @@ def answer_question(model, tokenizer, question: str, context: str, top_k: int = 
         align_to_words: widen an answer to whole words (the pipeline's default).
 
     Answers of the same text (case-insensitive) found in several windows add their scores, as the pipeline's do.
-    Differences from the pipeline: the question always comes first (the pipeline puts the context first for a
-    tokenizer that pads on the left); windows run as one padded batch; ``top_k=1`` always returns a dict and
-    ``top_k > 1`` always a list (the pipeline returns a lone answer as a dict).
+    A tokenizer that pads on the left (``padding_side`` "left" in tokenizer_config.json, or tokenizer.json's padding)
+    puts the context first and the question second, the context cut into the windows, as the pipeline and
+    transformers' SQuAD script (run_qa.py) give such a model its input; answers are read in the context's tokens
+    only, where the pipeline lets that order's answers fall in the question too (its mask, ``tok != 1 if
+    question_first else 0``, keeps no token out there, and their characters are then read from the context by word
+    number: a bug). Differences from the pipeline besides: windows run as one batch padded on the right (each row's
+    positions from 0, as the pipeline's one window at a time); ``top_k=1`` always returns a dict and ``top_k > 1``
+    always a list (the pipeline returns a lone answer as a dict).
 
     Raises:
         TypeError: a model without a question-answering head, a question or context that is not a str.
@@ -141,8 +148,11 @@ def answer_question(model, tokenizer, question: str, context: str, top_k: int = 
     if doc_stride > max_seq_len:
         raise ValueError(f"answer_question: doc_stride ({doc_stride}) is larger than max_seq_len ({max_seq_len})")
 
+    context_first = tokenizer.padding_side == "left"  # the pipeline's and run_qa.py's order for such a tokenizer
+    ctx = 0 if context_first else 1  # the context's sequence index in each window
     try:
-        windows = tokenizer.encode_pair_windows(question, context, max_seq_len, doc_stride)
+        windows = (tokenizer.encode_pair_windows(context, question, max_seq_len, doc_stride, cut="only_first")
+                   if context_first else tokenizer.encode_pair_windows(question, context, max_seq_len, doc_stride))
     except ValueError as e:  # the tokenizer's words (max_length, stride) named as this function's arguments
         raise ValueError(f"answer_question: max_seq_len {max_seq_len} and doc_stride {doc_stride} do not fit the "
                          f"question: {str(e).split(': ', 1)[-1]}") from None
@@ -162,15 +172,15 @@ def answer_question(model, tokenizer, question: str, context: str, top_k: int = 
     answers, null_score = [], 1000000.0
     for i, enc in enumerate(windows):
         n = len(enc.ids)
-        # an answer lies in the context (sequence 1), or is the classifier token (some models mark "no answer")
-        allowed = np.array([sid == 1 for sid in enc.sequence_ids], bool)
+        # an answer lies in the context, or is the classifier token (some models mark "no answer")
+        allowed = np.array([sid == ctx for sid in enc.sequence_ids], bool)
         if cls is not None:
             allowed |= np.asarray(enc.ids) == cls
         starts, ends, scores, null = select_spans(starts_all[i, :n], ends_all[i, :n], allowed,
                                                   top_k * 2 + 10 if align_to_words else top_k, max_answer_len)
         null_score = min(null_score, null)
         for s, e, score in zip(starts, ends, scores):
-            a, b = _characters(enc, int(s), int(e), align_to_words)
+            a, b = _characters(enc, int(s), int(e), align_to_words, ctx)
             text = context[a:b]
             same = next((x for x in answers if x["answer"].lower() == text.lower()), None)
             if same is not None:

@@ -8,6 +8,12 @@ inside the last token, so "stop" matches the tokens ["st", "op"], ["sto", "pper"
 transformers compares them: a byte-level vocabulary's (GPT-2's) token bytes, a byte-fallback vocabulary's <0xNN>
 tokens as their byte, any other token as its text after a fixed prefix (tokenizers' decoder strips a leading space
 only at the start of a text).
+
+Where transformers refuses stop strings, so does this, with a ValueError when the StopStrings is made (before any
+token is generated): a tokenizer that does not spell the prefix (a word-level vocabulary without the word "abcdef":
+transformers' ``str.index`` fails, "substring not found"), and stop strings no token can end: none holds a string's
+last character (byte, for a byte-level or byte-fallback vocabulary) where its text up to there and the string end one
+another (transformers: "unable to identify tokens matching").
 """
 from __future__ import annotations
 
@@ -67,6 +73,18 @@ def _byte_decoder() -> Dict[str, int]:
     return {chr(c): b for b, c in zip(chars, codes)}
 
 
+def _can_end(token: bytes, string: bytes, last: bytes) -> bool:
+    """Whether ``token`` can end a match of ``string`` (``last``: its last character or byte): at an occurrence of
+    ``last`` in the token, the token's text up to there ends with the string, or the string ends with it."""
+    i = token.find(last) if last else -1
+    while i >= 0:
+        head = token[:i + len(last)]
+        if head.endswith(string) or string.endswith(head):
+            return True
+        i = token.find(last, i + 1)
+    return False
+
+
 class StopStrings:
     """``__call__(sequences (rows, L)) -> (rows,) bool``: where a stop string ends inside the row's last token."""
 
@@ -87,6 +105,24 @@ class StopStrings:
             self._byte_level = _byte_decoder() if self._mode == "byte_level" else None
             base = self._backend.encode(_PREFIX, add_special_tokens=False).ids
             self._base = [self._backend.id_to_token(t) for t in base]
+            self._check_vocabulary(strings)
+
+    def _check_vocabulary(self, strings: Sequence[str]) -> None:
+        """ValueError where transformers' StopStringCriteria refuses ``strings`` for this tokenizer: a token's text
+        cannot be read (``_compute``), or no token can end any stop string, so that none could ever match. A token
+        can end a string where it holds the string's last character (its last byte, for a byte-level or
+        byte-fallback vocabulary) and the token's text up to it and the string end one another (transformers' "end
+        overlaps": "the" ends "he" and "he" ends "the", but " the" ends neither "xe" nor "thee"). Reads the tokens
+        in id order until one can (all of them, to refuse the strings)."""
+        ends = [(s.encode("utf-8"), s.encode("utf-8")[-1:] if self._mode else s[-1:].encode("utf-8"))
+                for s in strings]
+        for token in range(self._backend.get_vocab_size(with_added_tokens=True)):
+            got = self.token_bytes(token)
+            if any(_can_end(got, s, last) for s, last in ends):
+                return
+        raise ValueError(f"generate: stop_strings {list(strings)!r}: no token of the tokenizer's vocabulary can end "
+                         "any of them, so none could ever match (transformers' StopStringCriteria refuses them too: "
+                         "\"unable to identify tokens matching one or more of the supplied stop string(s)\")")
 
     def token_bytes(self, token: int) -> bytes:
         """The bytes ``token`` stands for (cached)."""
@@ -108,6 +144,12 @@ class StopStrings:
             return bytes([int(name[3:5], 16)])
         decoder = self._backend.decoder
         text = decoder.decode(self._base + [name]) if decoder is not None else " ".join(self._base + [name])
+        if _PREFIX not in text:  # transformers' clean_tokenizer_vocab: str.index raises "substring not found"
+            raise ValueError(f"generate: stop_strings cannot be matched with this tokenizer: a token's text is read "
+                             f"after the text {_PREFIX!r} (as transformers' StopStringCriteria reads it), which this "
+                             f"tokenizer does not spell ({self._base!r} + [{name!r}] decodes to {text!r}: a word-level "
+                             f"vocabulary without the word {_PREFIX!r}); transformers' generate refuses them too "
+                             "(ValueError: substring not found)")
         return text[text.index(_PREFIX) + len(_PREFIX):].encode("utf-8")
 
     def __call__(self, sequences: np.ndarray) -> np.ndarray:

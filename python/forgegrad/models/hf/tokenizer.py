@@ -49,7 +49,7 @@ class HFTokenizer:
         self.path = path
         self._pair = None  # (max_length, a copy of the tokenizer truncating pairs to it), made on first use
         # copies of the tokenizer for encode_pair_windows, made on first use and never changed after (a server's
-        # threads share them): one that cuts nothing, and per (max_length, stride) one cutting the second text
+        # threads share them): one that cuts nothing, and per (max_length, stride, cut) one cutting a text
         self._whole, self._windows = None, {}
 
     def encode(self, text: str, add_special_tokens: bool = False) -> List[int]:
@@ -85,12 +85,18 @@ class HFTokenizer:
         enc = pair[1].encode(first, second, add_special_tokens=True)
         return enc.ids, enc.type_ids
 
-    def encode_pair_windows(self, first: str, second: str, max_length: int, stride: int) -> list:
+    def encode_pair_windows(self, first: str, second: str, max_length: int, stride: int,
+                            cut: str = "only_second") -> list:
         """A text pair (a question, then its context) as windows of at most ``max_length`` tokens: only the second
         text is cut, each window after the first repeating the last ``stride`` second-text tokens of the one before,
         as transformers' ``tokenizer(first, second, truncation="only_second", max_length=..., stride=...,
-        return_overflowing_tokens=True)`` makes them. Returns the ``tokenizers.Encoding`` of each window (ids,
-        type_ids, offsets, sequence ids, words). Raises ValueError when the first text leaves no room."""
+        return_overflowing_tokens=True)`` makes them; ``cut="only_first"``: only the first text is cut (a context
+        before its question, as for a tokenizer that pads on the left). Returns the ``tokenizers.Encoding`` of each
+        window (ids, type_ids, offsets, sequence ids, words). Raises ValueError when the text kept whole leaves no
+        room."""
+        if cut not in ("only_first", "only_second"):
+            raise ValueError(f"encode_pair_windows: cut must be 'only_first' or 'only_second', got {cut!r}")
+        which, kept = (0, "second") if cut == "only_first" else (1, "first")
         from tokenizers import Tokenizer
         if self._whole is None:
             t = Tokenizer.from_str(self._tok.to_str())  # a copy: truncation and padding are the tokenizer's state
@@ -99,22 +105,23 @@ class HFTokenizer:
             self._whole = t
         whole = self._whole.encode(first, second, add_special_tokens=True)
         if len(whole) > max_length:  # checked here: the tokenizers package panics (not an Exception) on a stride
-            others = sum(s != 1 for s in whole.sequence_ids)  # the first text's tokens and the special ones
+            others = sum(s != which for s in whole.sequence_ids)  # the kept text's tokens and the special ones
             room = max_length - others
+            cut_text = "second" if which else "first"
             if room <= 0:
-                raise ValueError(f"encode_pair_windows: the first text ({others} tokens with the special ones) does "
-                                 f"not leave room for the second in max_length {max_length} tokens")
+                raise ValueError(f"encode_pair_windows: the {kept} text ({others} tokens with the special ones) does "
+                                 f"not leave room for the {cut_text} in max_length {max_length} tokens")
             if stride >= room:
                 raise ValueError(f"encode_pair_windows: stride {stride} must be less than the {room} tokens of the "
-                                 f"second text a window of max_length {max_length} holds")
-        cut = self._windows.get((max_length, stride))
-        if cut is None:
-            cut = Tokenizer.from_str(self._whole.to_str())
-            cut.enable_truncation(max_length, stride=stride, strategy="only_second")
+                                 f"{cut_text} text a window of max_length {max_length} holds")
+        windows = self._windows.get((max_length, stride, cut))
+        if windows is None:
+            windows = Tokenizer.from_str(self._whole.to_str())
+            windows.enable_truncation(max_length, stride=stride, strategy=cut)
             if len(self._windows) >= 8:
                 self._windows = {}  # replaced, not cleared: another thread may be reading the old one
-            self._windows[(max_length, stride)] = cut
-        enc = cut.encode(first, second, add_special_tokens=True)
+            self._windows[(max_length, stride, cut)] = windows
+        enc = windows.encode(first, second, add_special_tokens=True)
         return [enc] + list(enc.overflowing)
 
     @property
@@ -129,6 +136,17 @@ class HFTokenizer:
             return self._tok.token_to_id(token) if isinstance(token, str) else None
         enc = self._tok.encode("a", "b", add_special_tokens=True)
         return enc.ids[0] if enc.special_tokens_mask and enc.special_tokens_mask[0] else None
+
+    @property
+    def padding_side(self) -> str:
+        """Which side a batch is padded on, "left" or "right", as transformers' tokenizer reads it:
+        tokenizer_config.json's ``padding_side`` beside tokenizer.json, else tokenizer.json's padding direction, else
+        "right"."""
+        side = _json_object(os.path.join(os.path.dirname(self.path), "tokenizer_config.json")).get("padding_side")
+        if side in ("left", "right"):
+            return side
+        padding = self._tok.padding
+        return "left" if padding and str(padding.get("direction", "")).lower() == "left" else "right"
 
     @property
     def model_max_length(self) -> Optional[int]:
