@@ -264,22 +264,28 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_the_others_steps(checkpoin
 
 
 def test_a_prompt_that_cannot_join_the_batch_fails_its_request_not_the_engine(checkpoint, model, monkeypatch):
-    """A prefilled prompt whose join into the batch breaks (here the batch cache cannot be made: a MemoryError) gets
-    a 500 and the engine goes on: the next request answers its solo text. The failure had ended the engine's thread,
-    and every request after it waited forever."""
-    from forgegrad.serve.generation_batch import BatchEngine
-    real, failed = BatchEngine._rebuild, []
+    """A prefilled prompt whose join into the batch breaks (here its row's blocks cannot be written: a MemoryError)
+    gets a 500 and the engine goes on: the next request answers its solo text, and no block is left held. The failure
+    had ended the engine's thread, and every request after it waited forever."""
+    from forgegrad.serve.paged_batch import PagedBatchEngine
+    real, failed = PagedBatchEngine._give_blocks, []
 
-    def rebuild(self, rows):
-        if rows and not failed:
-            failed.append(len(rows))
-            raise MemoryError("no room for the batch cache")
-        return real(self, rows)
+    def give_blocks(self, row, p, prompt):
+        if not failed:
+            failed.append(len(p.ids))
+            real(self, row, p, prompt)  # the row holds blocks when it fails: they go back
+            raise MemoryError("no room for the row's blocks")
+        return real(self, row, p, prompt)
 
-    monkeypatch.setattr(BatchEngine, "_rebuild", rebuild)
+    monkeypatch.setattr(PagedBatchEngine, "_give_blocks", give_blocks)
     with running_app(_app(checkpoint)) as url, httpx.Client(base_url=url, timeout=30) as c:
         r = c.post("/v1/completions", json={"prompt": PROMPTS[1], "max_tokens": 5, "temperature": 0})
         assert r.status_code == 500 and "MemoryError" in r.json()["error"]["message"], r.text
         r = c.post("/v1/completions", json={"prompt": PROMPTS[3], "max_tokens": 8, "temperature": 0})
         assert r.status_code == 200 and r.json()["choices"][0]["text"] == _solo(model, PROMPTS[3], 8), r.text
-    assert failed == [1]
+        m = c.get("/metrics").text
+    assert failed == [len(PROMPTS[1].encode())]
+    # what is held: the prefix cache's blocks (the two prompts' full blocks), no row's
+    assert metric(m, "forgegrad_kv_cache_in_use", model="tiny-llama") == metric(
+        m, "forgegrad_prefix_cache_blocks", model="tiny-llama") > 0
+    assert metric(m, "forgegrad_kv_cache_reserved", model="tiny-llama") == 0

@@ -204,7 +204,58 @@ void backward_packed(const py::array& split, const py::array& out, const py::arr
                          p.qkv(), d + p.C, p.qkv(), d + 2 * p.C, p.qkv(), 0.0f);
 }
 
+// ---- decode attention over a paged KV cache ----
+// q (B, Hkv, rep, D); k_pool, v_pool (blocks, Hkv, BT, D); tables (B, width) int64; lengths (B,) int64. Every row's
+// length must be in [1, width * BT] and the block ids its keys are read from in [0, blocks): checked here, so the
+// kernel never reads outside the pools.
+void paged_decode(const py::array& q, const py::array& k_pool, const py::array& v_pool, const py::array& tables,
+                  const py::array& lengths, float scale, float softcap, int64_t window, const py::array& out) {
+  check_softcap("paged_attention_decode", softcap);
+  ArrayArg Q = fg::bind::f32_arg(q, "q", 4), K = fg::bind::f32_arg(k_pool, "k_pool", 4);
+  ArrayArg V = fg::bind::f32_arg(v_pool, "v_pool", 4);
+  ArrayArg T = fg::bind::i64_arg(tables, "tables", 2), L = fg::bind::i64_arg(lengths, "lengths", 1);
+  const int64_t B = Q.dim(0), H = Q.dim(1), rep = Q.dim(2), D = Q.dim(3), blocks = K.dim(0), BT = K.dim(2);
+  const int64_t width = T.dim(1);
+  if (B < 1 || H < 1 || rep < 1 || D < 1 || blocks < 1 || BT < 1 || width < 1)
+    throw py::value_error("paged_attention_decode: every size must be >= 1, got q " + fg::bind::shape_str(Q.shape) +
+                          ", k_pool " + fg::bind::shape_str(K.shape) + ", tables " + fg::bind::shape_str(T.shape));
+  fg::bind::expect_shape(K, "k_pool", {blocks, H, BT, D});
+  fg::bind::expect_shape(V, "v_pool", {blocks, H, BT, D});
+  fg::bind::expect_shape(T, "tables", {B, width});
+  fg::bind::expect_shape(L, "lengths", {B});
+  if (window < 0)
+    throw py::value_error("paged_attention_decode: window must be >= 0 (0: none), got " + std::to_string(window));
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t len = L.i64()[b];
+    if (len < 1 || len > width * BT)
+      throw py::value_error("paged_attention_decode: lengths[" + std::to_string(b) + "] = " + std::to_string(len) +
+                            " must be in [1, " + std::to_string(width * BT) + "] (the table's blocks)");
+    for (int64_t j = 0; j < (len + BT - 1) / BT; ++j) {
+      const int64_t id = T.i64()[b * width + j];
+      if (id < 0 || id >= blocks)
+        throw py::value_error("paged_attention_decode: tables[" + std::to_string(b) + ", " + std::to_string(j) +
+                              "] = " + std::to_string(id) + " is not a block of the pools (0 .. " +
+                              std::to_string(blocks - 1) + ")");
+    }
+  }
+  ArrayArg O = fg::bind::f32_arg(out, "out", 4, fg::bind::kContiguous, true);
+  fg::bind::expect_shape(O, "out", Q.shape);
+  fg::bind::check_no_overlap(
+      "paged_attention_decode",
+      {{q, "q"}, {k_pool, "k_pool"}, {v_pool, "v_pool"}, {tables, "tables"}, {lengths, "lengths"}}, {{out, "out"}});
+  py::gil_scoped_release release;
+  fg::paged_attention_decode(Q.f32(), K.f32(), V.f32(), T.i64(), L.i64(), B, H, rep, D, BT, width, window, scale,
+                             softcap, O.f32());
+}
+
 void bind(py::module_& m) {
+  m.def("paged_decode", &paged_decode, py::arg("q"), py::arg("k_pool"), py::arg("v_pool"), py::arg("tables"),
+        py::arg("lengths"), py::arg("scale"), py::arg("softcap"), py::arg("window"), py::arg("out"),
+        "Decode attention over a paged KV cache: out (B, Hkv, rep, D) = softmax(q k^T * scale) v of the query rows "
+        "q (B, Hkv, rep, D) against row b's first lengths[b] keys and values, position p read from block "
+        "tables[b, p // BT], place p % BT of k_pool and v_pool (blocks, Hkv, BT, D). window > 0: only a row's last "
+        "window keys; softcap > 0: each scaled score s becomes softcap * tanh(s / softcap). The same bits at any "
+        "thread count.");
   m.def("attention_forward", &forward, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("scale"), py::arg("causal"),
         py::arg("mask"), py::arg("mask_offsets"), py::arg("mask_row_stride"), py::arg("out"), py::arg("lse"),
         py::arg("softcap") = 0.0f,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-from ._argtypes import non_negative_float, non_negative_int, positive_int
+from ._argtypes import non_negative_float, non_negative_int, positive_float, positive_int
 from ._errors import CLIError, UsageError, require
 
 
@@ -62,6 +62,11 @@ def add_parser(sub):
                    help="a Hugging Face decoder directory only: keep up to this many MiB of prompts' prefilled keys "
                         "and values, so a prompt that starts like an earlier one (a system prompt, a chat's earlier "
                         "turns) prefills only the rest (default 1024; 0: no prefix cache)")
+    p.add_argument("--kv-cache-mb", type=positive_float, default=None, metavar="MIB",
+                   help="a Hugging Face decoder directory only: the most MiB of the paged KV cache every decoding "
+                        "row's keys and values (and the prefix cache's) are kept in; a prompt waits for blocks while "
+                        "it is full (default: room for --max-batch rows of the whole context; memory is taken only "
+                        "as blocks are written)")
     p.add_argument("--no-freeze", dest="freeze", action="store_false",
                    help="a Hugging Face checkpoint directory only: serve the model as loaded; by default it is frozen "
                         "in place (nn.utils.freeze(model, inplace=True)): read-only, its float32 Linear weights "
@@ -84,8 +89,9 @@ def run(args, log=print):
     from ..serve.completions import is_checkpoint_dir
     if is_checkpoint_dir(args.model):
         return _run_generation(args, uvicorn)
-    if args.prefix_cache_mb is not None:
-        raise UsageError(f"--prefix-cache-mb applies to a Hugging Face decoder directory, and {args.model} is not one")
+    for flag, value in (("--prefix-cache-mb", args.prefix_cache_mb), ("--kv-cache-mb", args.kv_cache_mb)):
+        if value is not None:
+            raise UsageError(f"{flag} applies to a Hugging Face decoder directory, and {args.model} is not one")
     for flag, value in (("--weights", args.weights), ("--prefill-chunk", args.prefill_chunk),
                         ("--no-freeze", None if args.freeze else True)):
         if value is not None:
@@ -133,13 +139,14 @@ def _run_generation(args, uvicorn):
                                    model_name=args.model_name, max_batch=args.max_batch,
                                    prefix_cache_mb=args.prefix_cache_mb,
                                    prefill_chunk=128 if args.prefill_chunk is None else args.prefill_chunk,
-                                   freeze=args.freeze)
+                                   kv_cache_mb=args.kv_cache_mb, freeze=args.freeze)
     return _serve(create_completions_app(config), args, uvicorn)
 
 
 def _no_prefix_cache(args, what: str) -> None:
-    if args.prefix_cache_mb is not None:
-        raise UsageError(f"--prefix-cache-mb applies to text generation, and {args.model} is {what}")
+    for flag, value in (("--prefix-cache-mb", args.prefix_cache_mb), ("--kv-cache-mb", args.kv_cache_mb)):
+        if value is not None:
+            raise UsageError(f"{flag} applies to text generation, and {args.model} is {what}")
 
 
 def _serve(app, args, uvicorn):

@@ -24,7 +24,7 @@ from .._validate import check_bool, check_float, check_int
 from ._checks import as_f32
 
 __all__ = ["Mask", "prepare_mask", "check_softcap", "attention_forward", "attention_backward",
-           "attention_forward_packed", "attention_backward_packed"]
+           "attention_forward_packed", "attention_backward_packed", "paged_attention_decode"]
 
 
 class Mask(NamedTuple):
@@ -158,3 +158,22 @@ def attention_backward_packed(grad_out, split, out, lse, heads: int, scale: Opti
     lse = np.ascontiguousarray(as_f32(lse, "lse"))
     _C.attention.attention_backward_packed(np.ascontiguousarray(split), out, grad_out, lse, heads, scale, dqkv)
     return dqkv
+
+
+def paged_attention_decode(q, k_pool, v_pool, tables, lengths, scale: float, softcap: Optional[float] = None,
+                           window: Optional[int] = None) -> np.ndarray:
+    """Decode attention over a paged KV cache (serve/kv_pool.py): out (B, Hkv, rep, D) of the query rows
+    q (B, Hkv, rep, D) (rep query heads per key/value head) against row b's first ``lengths[b]`` keys and values,
+    its key at position p in block ``tables[b, p // block_tokens]``, place ``p % block_tokens`` of k_pool and v_pool
+    (blocks, Hkv, block_tokens, D). window: only a row's last ``window`` keys (sliding-window layers); softcap as
+    attention_forward's. Each row reads only its own blocks (no padding), one thread per (row, head): the same bits
+    at any thread count."""
+    cap = check_softcap(softcap) or 0.0
+    window = 0 if window is None else check_int(window, "window", low=1)
+    q = np.ascontiguousarray(as_f32(q, "q"))
+    k_pool, v_pool = as_f32(k_pool, "k_pool"), as_f32(v_pool, "v_pool")
+    tables = np.ascontiguousarray(tables, np.int64)
+    lengths = np.ascontiguousarray(lengths, np.int64)
+    out = np.empty(q.shape, np.float32)
+    _C.attention.paged_decode(q, k_pool, v_pool, tables, lengths, check_float(scale, "scale"), cap, window, out)
+    return out

@@ -19,13 +19,16 @@ Completions decode together, up to ``max_batch`` of them in one batched step, an
 at the next step (continuous batching: generation_batch.py; encoder-decoders: seq2seq_batch.py, each request's
 encoder run once as it joins); models the batched step does not cover
 (Phi-3's longrope, modified modules) and ``max_batch=1`` generate one request at a time, in arrival
-order. The server keeps prompts' prefilled keys and values by block (prefix_cache.py, up to ``prefix_cache_mb``;
-batched or one at a time alike), so a prompt that starts like an earlier one (a chat's system prompt and turns)
-prefills only the rest; ``usage.prompt_tokens_details.cached_tokens`` says how many it reused. A model it does not
-apply to (an encoder-decoder, a length-dependent rope) is served without one, and the startup log says why. Up to
-``max_queue`` requests wait or run; more get 503 + Retry-After. ``stream: true`` answers with server-sent events
-(``data: {...}`` chunks, then ``data: [DONE]``), each chunk with its tokens' log-probabilities when ``logprobs`` asks
-for them (token_logprobs.py); a client that disconnects stops its generation at the next token.
+order. The decoder-only engine keeps every row's keys and values in one pool of blocks (a paged KV cache:
+paged_batch.py, kv_pool.py, up to ``kv_cache_mb``; a prompt waits for blocks when it is full). The server keeps
+prompts' prefilled keys and values by block (prefix_cache.py, up to ``prefix_cache_mb``; batched, as blocks of that
+pool shared by reference, or one at a time alike), so a prompt that starts like an earlier one (a chat's system
+prompt and turns) prefills only the rest; ``usage.prompt_tokens_details.cached_tokens`` says how many it reused. A
+model it does not apply to (an encoder-decoder, a length-dependent rope) is served without one, and the startup log
+says why. Up to ``max_queue`` requests wait or run; more get 503 + Retry-After. ``stream: true`` answers with
+server-sent events (``data: {...}`` chunks, then ``data: [DONE]``), each chunk with its tokens' log-probabilities
+when ``logprobs`` asks for them (token_logprobs.py); a client that disconnects stops its generation at the next
+token.
 
 Text is streamed only once it is final: a trailing incomplete UTF-8 character, or a tail that could
 still become one of the ``stop`` strings, is held back until the next token decides it. A stop string
@@ -47,9 +50,11 @@ from typing import Callable, List, Optional
 from .completion_format import ChatShape, TextShape, event
 from .chat_request import parse_chat
 from .completion_request import CompletionError, CompletionRequest, Prompt, choice_seed, parse
-from .generation_batch import BatchEngine, Job, batching_applies
+from .generation_batch import Job, batching_applies
+from .kv_pool import KVPool
+from .paged_batch import PagedBatchEngine
 from .openai_routes import common_routes, load_served, not_found, ok, post_route, read_body
-from .prefix_cache import PrefixCache, why_no_prefix_cache
+from .prefix_cache import PagedPrefixCache, PrefixCache, why_no_prefix_cache
 from .row_settings import ServedGeneration
 from .seq2seq_batch import Seq2SeqBatchEngine
 from .text_stream import Completion, TextStream
@@ -85,7 +90,10 @@ class GenerationServeConfig:
     # the most MiB of prefilled keys/values kept for later prompts; 0: no prefix cache; None: PREFIX_CACHE_MB where
     # the model allows one (given, for a model that does not: a startup warning says why it has no effect)
     prefix_cache_mb: Optional[float] = None
-    prefix_block: int = 16  # tokens per prefix cache block (prompts reuse whole blocks)
+    prefix_block: int = 16  # tokens per block of the paged KV cache and the prefix cache (prompts reuse whole blocks)
+    # the most MiB of the paged KV cache (rows' keys/values and the prefix cache's); None: room for max_batch rows of
+    # the whole context (the pool's memory is committed only where written, so the size bounds, it does not take)
+    kv_cache_mb: Optional[float] = None
     freeze: bool = True  # the model frozen in place once loaded (openai_routes.served_model); False: as loaded
 
     def validate(self) -> "GenerationServeConfig":
@@ -107,10 +115,29 @@ class GenerationServeConfig:
         v = self.prefix_block
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"prefix_block must be a positive integer, got {v!r}")
+        v = self.kv_cache_mb
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0
+                              or v == float("inf")):
+            raise ValueError(f"kv_cache_mb must be a number > 0 (MiB) or None (room for max_batch rows of the whole "
+                             f"context), got {v!r}")
         if not is_checkpoint_dir(self.model_path):
             raise ValueError(f"{self.model_path!r} is not a Hugging Face checkpoint directory (config.json and "
                              "safetensors weights)")
         return self
+
+
+def _paged_engine(gen, config: GenerationServeConfig, name: str, metrics, kw, prefix) -> PagedBatchEngine:
+    """The decoder-only engine on a paged KV cache of ``kv_cache_mb`` (default: max_batch rows of the whole
+    context), with a prefix cache of ``prefix``'s size in it (``_prefix_cache``'s, or None: none)."""
+    model = gen.model
+    bt = config.prefix_block
+    if config.kv_cache_mb is None:
+        pool = KVPool.for_model(model, blocks=config.max_batch * -(-(gen.context + 1) // bt), block_tokens=bt)
+    else:
+        pool = KVPool.for_model(model, max_bytes=int(config.kv_cache_mb * 2 ** 20), block_tokens=bt)
+    metrics.kv_cache(name, pool)
+    paged = None if prefix is None else PagedPrefixCache(prefix.max_bytes, bt, pool)
+    return PagedBatchEngine(gen, config.max_batch, pool, prefix_cache=paged, **kw)
 
 
 class _Finished(Exception):
@@ -493,15 +520,18 @@ def create_completions_app(config: GenerationServeConfig):
         except RuntimeError:
             worker.shutdown(wait=False)  # the generation thread: kept while the model is served
             raise
-        state["prefix"] = prefix = _prefix_cache(config, state["generator"].model, name)
+        prefix = _prefix_cache(config, state["generator"].model, name)
+        if config.max_batch > 1 and batching_applies(state["generator"].model):
+            kw = dict(on_step=lambda rows, seconds: metrics.batch(name, rows, seconds),
+                      prefill_chunk=config.prefill_chunk, on_prefill=prefill_calls.inc)
+            if state["generator"].seq2seq:
+                state["engine"] = Seq2SeqBatchEngine(state["generator"], config.max_batch, **kw)
+            else:
+                state["engine"] = _paged_engine(state["generator"], config, name, metrics, kw, prefix)
+                prefix = state["engine"].prefix  # the same size, its blocks the pool's
+        state["prefix"] = prefix
         if prefix is not None:
             metrics.prefix_cache(name, prefix)
-        if config.max_batch > 1 and batching_applies(state["generator"].model):
-            engine = Seq2SeqBatchEngine if state["generator"].seq2seq else BatchEngine
-            state["engine"] = engine(state["generator"], config.max_batch,
-                                     on_step=lambda rows, seconds: metrics.batch(name, rows, seconds),
-                                     prefill_chunk=config.prefill_chunk, on_prefill=prefill_calls.inc,
-                                     prefix_cache=prefix)
         log.info("serving %s (%s weights, %d positions) at /v1/completions, %s%s", name, config.weights,
                  state["generator"].context,
                  f"up to {config.max_batch} completions decoded together" if state["engine"] else "one at a time",

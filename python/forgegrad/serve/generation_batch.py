@@ -2,9 +2,11 @@
 and a new request joins at the next step instead of waiting for the others to finish.
 
 A decode step at a few rows costs about what it costs at one (it is bound by reading the weights), so
-while several clients are generating, each step serves all of them. The rows share one KV cache, each
-row's keys right-aligned at the cache's end and the columns before them masked as padding, as in a
-left-padded batch:
+while several clients are generating, each step serves all of them. Here the rows share one contiguous KV cache,
+each row's keys right-aligned at the cache's end and the columns before them masked as padding, as in a
+left-padded batch: the layout encoder-decoders are served with (seq2seq_batch.py). Decoder-only models are served
+on a paged KV cache instead (paged_batch.py: the same loop, each row's keys in blocks of a shared pool read through
+its block table, a prefix cache sharing those blocks), which overrides the prefill's end, the step and membership.
 
 * a request joins with its own prefill (alone, on a cache of its own), which picks its first token;
   the batch cache is then rebuilt with its keys as a new row. While others are decoding, a prompt is
@@ -12,10 +14,6 @@ left-padded batch:
   delays the others' next token by one chunk's prefill, not by its whole prefill (chunked prefill; the
   chunks attend to the cache of the ones before, so the prompt's keys are what one prefill computes,
   to float32 rounding). A request's n choices of one prompt share its prefill;
-* with a prefix cache (prefix_cache.py), a prompt's prefill starts from the cached keys and values of the
-  longest block prefix an earlier prompt prefilled (a chat's system prompt and earlier turns), as one more
-  chunk would; a prompt whose prefill is done leaves its blocks there for later ones, and a row that ends those
-  of its prompt and answer (a chat's next turn starts with both);
 * a step feeds every row's last token at that row's own position, then each row picks its next token as
   ``generate`` would pick it alone (row_settings.py: the checkpoint's processors on the row's own tokens, the
   request's token rules and penalties, its own sampling settings), with its own random generator (``seed``
@@ -101,9 +99,8 @@ class BatchEngine:
     SPARE_COLUMNS = 256  # cache columns a rebuild adds beyond what its rows need (room for later rows)
 
     def __init__(self, gen, max_batch: int, on_step: Optional[Callable[[int, float], None]] = None,
-                 prefill_chunk: int = 128, on_prefill: Optional[Callable[[], None]] = None, prefix_cache=None):
+                 prefill_chunk: int = 128, on_prefill: Optional[Callable[[], None]] = None):
         self.gen, self.model, self.max_batch = gen, gen.model, int(max_batch)
-        self.prefix = prefix_cache  # a PrefixCache (prefix_cache.py), or None; only this thread touches it
         self.prefill_chunk = int(prefill_chunk)  # 0: a prompt's whole prefill at once
         self.on_prefill = on_prefill  # called after every prefill call (the server's metrics)
         self.prefills: List[_Prefill] = []  # admitted, not yet decoding (first in, first prefilled)
@@ -194,51 +191,63 @@ class BatchEngine:
         """The next chunk of the first waiting prompt (all of it when nobody is decoding); a prompt that is
         done picks its choices' first tokens and they join the batch (or end there)."""
         p = self.prefills[0]
-        job = p.job
-        if job.cancelled.is_set() or job.future.done():
-            self.prefills.pop(0)
-            for index, stream, rng in p.choices:
-                stream.cancel()
-                self._finish(_Row(job, index, stream, rng, None, 0, 0))
+        if self._cancel_prefill(p):
             return
-        if p.done == 0 and self.prefix is not None:  # its first chunk: start after its longest cached prefix
-            p.done = self.prefix.load(p.ids, p.cache)
-            for _, stream, _ in p.choices:
-                stream.cached_tokens = p.done
-        P = len(p.ids)
-        end = P if (not self.rows or self.prefill_chunk <= 0) else min(P, p.done + self.prefill_chunk)
         try:
-            with no_grad():
-                logits = self.model(np.array([p.ids[p.done:end]]), np.ones((1, end), bool),
-                                    np.arange(p.done, end)[None], cache=p.cache, logits_to_keep=1).numpy()[:, -1]
-            p.done = end
-            if self.on_prefill is not None:
-                self.on_prefill()
-            if end < P:
+            logits = self._prefill_chunk(p)
+            if logits is None:
                 return
             self.prefills.pop(0)
-            if self.prefix is not None:
-                self.prefix.store(p.ids, p.cache)
-            joined, logp = [], None
-            for index, stream, rng in p.choices:
-                row = _Row(job, index, stream, rng, (p.cache, 0), P, 0)
-                row.token = int(self._select(job.req, logits, job.choices[index], p.ids, [],
-                                             job.constraints.get(index)))
-                lp = value = None
-                if stream.top is not None or stream.ranked:  # the choices share the distribution
-                    logp = log_softmax(logits[0]) if logp is None else logp
-                    lp = None if stream.top is None else entry(logp, row.token, stream.top)
-                    value = float(logp[row.token])
-                if self._push(row, lp, value):
-                    self._finish(row)
-                else:
-                    joined.append(row)
+            joined = self._first_rows(p, logits, (p.cache, 0))
         except Exception as e:
             log.exception("prefill failed")
-            self._drop(job, e)
+            self._drop(p.job, e)
             return
         if joined:
             self._join(joined)
+
+    def _cancel_prefill(self, p: _Prefill) -> bool:
+        """End a waiting prompt whose request was cancelled or has failed (True), or leave it (False)."""
+        job = p.job
+        if not (job.cancelled.is_set() or job.future.done()):
+            return False
+        self.prefills.pop(0)
+        for index, stream, rng in p.choices:
+            stream.cancel()
+            self._finish(_Row(job, index, stream, rng, None, 0, 0))
+        return True
+
+    def _prefill_chunk(self, p: _Prefill) -> Optional[np.ndarray]:
+        """Prefill the prompt's next chunk on its own cache (all of it when nobody is decoding); the logits (1, V)
+        of its last token once the whole prompt is in, else None."""
+        P = len(p.ids)
+        end = P if (not self.rows or self.prefill_chunk <= 0) else min(P, p.done + self.prefill_chunk)
+        with no_grad():
+            logits = self.model(np.array([p.ids[p.done:end]]), np.ones((1, end), bool),
+                                np.arange(p.done, end)[None], cache=p.cache, logits_to_keep=1).numpy()[:, -1]
+        p.done = end
+        if self.on_prefill is not None:
+            self.on_prefill()
+        return logits if end == P else None
+
+    def _first_rows(self, p: _Prefill, logits: np.ndarray, cache) -> List[_Row]:
+        """The prefilled prompt's choices as rows holding ``cache``, each with its first token picked from
+        ``logits``; those that end there are finished, the others returned (to join the batch)."""
+        job, joined, logp = p.job, [], None
+        for index, stream, rng in p.choices:
+            row = _Row(job, index, stream, rng, cache, len(p.ids), 0)
+            row.token = int(self._select(job.req, logits, job.choices[index], p.ids, [],
+                                         job.constraints.get(index)))
+            lp = value = None
+            if stream.top is not None or stream.ranked:  # the choices share the distribution
+                logp = log_softmax(logits[0]) if logp is None else logp
+                lp = None if stream.top is None else entry(logp, row.token, stream.top)
+                value = float(logp[row.token])
+            if self._push(row, lp, value):
+                self._finish(row)
+            else:
+                joined.append(row)
+        return joined
 
     def _drop(self, job: Job, error: Exception) -> None:
         """Fail a job whose prefill or admission broke: its waiting prompts go, its future gets the error."""
@@ -288,6 +297,15 @@ class BatchEngine:
         if self.on_step is not None:
             self.on_step(len(self.rows), time.perf_counter() - t0)
         self.mask = mask
+        ended = self._advance(slots, logits)
+        for row in ended:
+            self._finish(row)
+        if ended:
+            self._leave(ended)
+
+    def _advance(self, slots: List[Optional[_Row]], logits: np.ndarray) -> List[_Row]:
+        """After a step: each row (``slots[b]``, None for a free slot) one key longer and its next token picked from
+        ``logits[b]`` and pushed to its stream; the rows that ended (not yet finished)."""
         ended = []
         for b, row in enumerate(slots):
             if row is None:
@@ -311,10 +329,7 @@ class BatchEngine:
                 value = lp.logprob if lp is not None else token_logprob(logits[b], row.token)
             if self._push(row, lp, value):
                 ended.append(row)
-        for row in ended:
-            self._finish(row)
-        if ended:
-            self._leave(ended)
+        return ended
 
     @staticmethod
     def _fail_row(row: _Row, error: Exception) -> None:
@@ -361,13 +376,9 @@ class BatchEngine:
         self.rows = [r for r in self.slots if r is not None]
 
     def _leave(self, ended: List[_Row]) -> None:
-        """Free the slots of ended rows (their prompt and answer's keys kept in the prefix cache, if any); compact
-        when more slots are free than taken."""
+        """Free the slots of ended rows; compact when more slots are free than taken."""
         for row in ended:
-            cache, b = row.cache
-            if self.prefix is not None:  # the tokens it fed: its prompt, its answer but the last token picked
-                prompt = row.job.prompt_ids[row.index]
-                self.prefix.store(prompt + row.stream.tokens[:row.n - len(prompt)], cache, b, cache.length - row.n)
+            _, b = row.cache
             self.slots[b] = None
             self.mask[b] = False
         self.rows = [r for r in self.slots if r is not None]

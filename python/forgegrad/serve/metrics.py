@@ -65,6 +65,11 @@ class Metrics:
         keys (hits) or none (misses), prompt tokens read from it, blocks evicted, and the bytes and blocks held."""
         self.registry.register(_PrefixCacheCollector(model, cache))
 
+    def kv_cache(self, model: str, pool) -> None:
+        """Expose the paged KV cache's counters (serve/kv_pool.py), read at each scrape: its blocks, those held by a
+        row or the prefix cache, the most held at once, those reserved, and the prompts that waited for blocks."""
+        self.registry.register(_PrefixCacheCollector(model, pool, "kv_cache", _KV_FIELDS))
+
     def render(self):
         """(body, content type) of the text exposition format."""
         return self._pc.generate_latest(self.registry), self._pc.CONTENT_TYPE_LATEST
@@ -80,17 +85,25 @@ class _PrefixCacheCollector:
                ("bytes", "gauge", "bytes of keys and values in the prefix cache"),
                ("blocks", "gauge", "blocks in the prefix cache"))
 
-    def __init__(self, model: str, cache):
+    def __init__(self, model: str, cache, prefix: str = "prefix_cache", fields=None):
         from prometheus_client import core
         self._core, self.model, self.cache = core, model, cache
+        self.prefix, self.fields = prefix, fields or self._FIELDS
 
     def describe(self):
         return []  # nothing to check names against: the server registers one cache
 
     def collect(self):
-        for name, kind, doc in self._FIELDS:
-            value = len(self.cache) if name == "blocks" else getattr(self.cache, name)
+        for name, kind, doc in self.fields:
+            value = len(self.cache) if name == "blocks" and self.prefix == "prefix_cache" else getattr(self.cache, name)
             family = (self._core.CounterMetricFamily if kind == "counter" else self._core.GaugeMetricFamily)(
-                f"forgegrad_prefix_cache_{name}", doc, labels=["model"])
+                f"forgegrad_{self.prefix}_{name}", doc, labels=["model"])
             family.add_metric([self.model], value)
             yield family
+
+
+_KV_FIELDS = (("blocks", "gauge", "blocks in the paged KV cache (each --prefix-block tokens of keys and values)"),
+              ("in_use", "gauge", "KV cache blocks held by a decoding row or the prefix cache"),
+              ("peak", "gauge", "the most KV cache blocks held at once"),
+              ("reserved", "gauge", "KV cache blocks promised to rows and not yet written"),
+              ("waits", "counter", "times a prompt waited for KV cache blocks (the cache was full)"))

@@ -1,8 +1,8 @@
-"""Automatic prefix caching for the completions server (generation_batch.py's batched engine, and ``generate``'s
-``prefix_cache`` on the one-at-a-time path): the keys and values of
-prompts already prefilled, kept in blocks of ``block_tokens`` tokens, so that a prompt starting with one of them (a
-chat's system prompt and earlier turns, a few-shot preamble) prefills only the rest, as vLLM's automatic prefix
-caching and OpenAI's prompt caching do.
+"""Automatic prefix caching for the completions server (``generate``'s ``prefix_cache`` on the one-at-a-time path:
+PrefixCache; the batched engine of paged_batch.py: PagedPrefixCache, whose blocks are the paged KV cache's own,
+shared by reference count, not copied): the keys and values of prompts already prefilled, kept in blocks of
+``block_tokens`` tokens, so that a prompt starting with one of them (a chat's system prompt and earlier turns, a
+few-shot preamble) prefills only the rest, as vLLM's automatic prefix caching and OpenAI's prompt caching do.
 
 * A block's key is a hash of its tokens and of the key of the block before it, so one key stands for the whole
   prefix up to the block's end. A hash is never trusted alone: a block is reused only when its stored tokens equal
@@ -181,3 +181,110 @@ class PrefixCache:
             self.bytes -= oldest.kv.nbytes
             self.evictions += 1
         return True
+
+
+class _PoolBlock:
+    __slots__ = ("key", "tokens", "parent", "block")
+
+    def __init__(self, key: int, tokens: tuple, parent: Optional["_PoolBlock"], block: int):
+        self.key, self.tokens, self.parent, self.block = key, tokens, parent, block  # block: the pool's block id
+
+
+class PagedPrefixCache(PrefixCache):
+    """The batched engine's prefix cache (paged_batch.py): the same blocks, keys, verification and LRU order as
+    PrefixCache, but its blocks are the paged KV cache's own (kv_pool.py), held by reference count, not copied: a
+    prompt's rows share the cached blocks as their first blocks, and a row that ends leaves its full blocks here
+    without a copy (full blocks are never written again). Only the engine's thread touches it (no lock).
+
+    Args:
+        max_bytes: the most bytes of blocks held (> 0).
+        block_tokens: tokens per block: the pool's.
+        pool: the KVPool the blocks are in (or ``attach`` it later); the cache becomes its evictor, so blocks only the
+            cache holds go back to the pool, least recently used first, when a prompt needs room.
+
+    ``match(ids)`` and ``count(blocks)`` take the place of ``load``, ``store(ids, table)`` of ``store``.
+    """
+
+    def __init__(self, max_bytes: int, block_tokens: int = 16, pool=None):
+        super().__init__(max_bytes, block_tokens)
+        self.pool = None
+        if pool is not None:
+            self.attach(pool)
+
+    def attach(self, pool) -> None:
+        """Keep blocks of ``pool`` (its block size must be the cache's); the pool evicts through the cache."""
+        if pool.block_tokens != self.block_tokens:
+            raise ValueError(f"PagedPrefixCache: the pool's blocks hold {pool.block_tokens} tokens, the cache's "
+                             f"{self.block_tokens}")
+        self.pool, pool.evictor = pool, self
+
+    def load(self, ids, cache) -> int:
+        raise TypeError("PagedPrefixCache: its blocks are shared, not copied: match(ids), then KVPool.share")
+
+    def match(self, ids: Sequence[int]) -> List[int]:
+        """The pool blocks holding the keys and values of the longest cached block prefix of ``ids`` (leaving at
+        least its last token); the caller shares the ones it keeps, and ``count``s the lookup once it uses it."""
+        chain = self._match(ids, (len(ids) - 1) // self.block_tokens)
+        self._touch(chain)
+        return [b.block for b in chain]
+
+    def count(self, blocks: int) -> None:
+        """A prompt started from ``blocks`` cached blocks: a hit (a miss when 0) in the counters."""
+        if blocks:
+            self.hits += 1
+            self.hit_tokens += blocks * self.block_tokens
+        else:
+            self.misses += 1
+
+    def store(self, ids: Sequence[int], table: Sequence[int]) -> None:
+        """Keep the full blocks of ``ids`` whose keys and values are in the pool blocks ``table`` (in order; those
+        not kept yet, one more reference each), evicting the least recently used blocks for room; stops at the first
+        block there is no room for (the blocks before it still kept)."""
+        B = self.block_tokens
+        blocks = min(len(ids) // B, len(table))
+        chain = self._match(ids, blocks)
+        keep = {id(b) for b in chain}  # never evicted for this prefix's new blocks; touched once, at the end
+        parent = chain[-1] if chain else None
+        for j in range(len(chain), blocks):
+            tokens = tuple(ids[j * B:(j + 1) * B])
+            key = self._key(parent, tokens)
+            if key in self._blocks:  # another prefix under the same hash: keep the one there
+                break
+            if not self._make_room(self.pool.block_bytes, keep):
+                break
+            block = _PoolBlock(key, tokens, parent, int(table[j]))
+            self.pool.share([block.block])
+            self._blocks[key] = block
+            self.bytes += self.pool.block_bytes
+            chain.append(block)
+            keep.add(id(block))
+            parent = block
+        self._touch(chain)
+
+    def _drop(self, block: _PoolBlock) -> None:
+        del self._blocks[block.key]
+        self.pool.release([block.block])
+        self.bytes -= self.pool.block_bytes
+        self.evictions += 1
+
+    def _make_room(self, nbytes: int, keep: set) -> bool:
+        while self.bytes + nbytes > self.max_bytes:
+            if not self._blocks:
+                return False
+            oldest = next(iter(self._blocks.values()))
+            if id(oldest) in keep:
+                return False
+            self._drop(oldest)
+        return True
+
+    # ---- the pool's evictor ---------------------------------------------------------------------------------------
+    def evictable(self) -> int:
+        """Blocks only the cache holds (no row reads them): what evicting could give back to the pool."""
+        refs = self.pool.refs
+        return sum(1 for b in self._blocks.values() if refs[b.block] == 1)
+
+    def evict(self, n: int) -> None:
+        """Give ``n`` blocks back to the pool: the least recently used of those no row holds."""
+        refs = self.pool.refs
+        for block in [b for b in self._blocks.values() if refs[b.block] == 1][:n]:
+            self._drop(block)

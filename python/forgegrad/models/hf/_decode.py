@@ -22,7 +22,7 @@ from ...grad_mode import graph_free
 from ...nn.linear import packed_weight
 from ._layers import KVCache
 
-__all__ = ["LeanDecoder"]
+__all__ = ["LeanDecoder", "PagedKV", "paged_attention_reference"]
 
 _NEG = np.float32(np.finfo(np.float32).min)
 _GELU_TANH = {"gelu_new": _C.activation.GELU_TANH, "gelu_pytorch_tanh": _C.activation.GELU_TANH,
@@ -67,6 +67,61 @@ def _attention(q, keys, values, length, mask, scale, softcap=None):
     out = np.empty((B * Hkv, rep, D), np.float32)
     _C.gemm.bmm(probs, V, out, False, False, 1.0, 0.0)
     return out.reshape(B, Hkv * rep * D)
+
+
+class PagedKV:
+    """The keys and values a paged decode step attends to (serve/kv_pool.py): per layer a pool (blocks, Hkv,
+    block_tokens, D) of keys and one of values, and for each row its block table and length. Row b's key at
+    position p is in block ``tables[b, p // block_tokens]``, place ``p % block_tokens``; the step writes each row's
+    new key at position ``lengths[b] - 1`` (its block must be in its table) and attends to its first ``lengths[b]``
+    (kernels.attention.paged_attention_decode).
+
+    Args:
+        keys, values: per layer (blocks, Hkv, block_tokens, D) float32 arrays.
+        tables: (B, width) int64, each row's block ids (padding past its blocks: any valid id, never read).
+        lengths: (B,) int64, each row's keys after this step's (>= 1).
+    """
+
+    def __init__(self, keys, values, tables: np.ndarray, lengths: np.ndarray):
+        self.keys, self.values = keys, values
+        self.tables = np.ascontiguousarray(tables, np.int64)
+        self.lengths = np.ascontiguousarray(lengths, np.int64)
+        bt = keys[0].shape[2]
+        pos = self.lengths - 1
+        self._write = (self.tables[np.arange(len(pos)), pos // bt], pos % bt)  # each row's new key: (block, place)
+
+    def advance(self, t: int) -> None:
+        """Nothing: the caller keeps each row's length."""
+
+    def attend(self, layer: int, q, k, v, scale: float, softcap=None, window=None):
+        """Store the new keys and values k, v (B, Hkv, D) of ``layer``, then q (B, Hkv, rep, D) against each row's
+        keys; (B, Hkv * rep * D). ``window``: only a row's last ``window`` keys (sliding-window layers)."""
+        from ...kernels.attention import paged_attention_decode
+        block, place = self._write
+        self.keys[layer][block, :, place] = k
+        self.values[layer][block, :, place] = v
+        out = paged_attention_decode(q, self.keys[layer], self.values[layer], self.tables, self.lengths, scale,
+                                     softcap, window)
+        return out.reshape(q.shape[0], -1)
+
+
+def paged_attention_reference(q, keys, values, tables, lengths, scale, softcap=None, window=None):
+    """The oracle of ``kernels.attention.paged_attention_decode``: each row's keys and values gathered from the pools
+    into one padded (B, Hkv, width * block_tokens, D) array (the places past a row's length, or before its window,
+    masked), then the contiguous decode step's ``_attention``; (B, Hkv * rep * D)."""
+    B, Hkv, rep, D = q.shape
+    bt = keys.shape[2]
+    width = -(-int(lengths.max()) // bt)
+    t = tables[:, :width]
+    L = width * bt
+    K = keys[t].transpose(0, 2, 1, 3, 4).reshape(B, Hkv, L, D)
+    V = values[t].transpose(0, 2, 1, 3, 4).reshape(B, Hkv, L, D)
+    cols = np.arange(L)[None, :]
+    seen = cols < lengths[:, None]
+    if window is not None:
+        seen &= cols >= lengths[:, None] - window
+    mask = None if seen.all() else np.where(seen, np.float32(0), _NEG).astype(np.float32)
+    return _attention(q, K, V, L, mask, scale, softcap)
 
 
 def _head_norm(att, name: str, x, heads: int):
@@ -220,14 +275,19 @@ class LeanDecoder:
             raise TypeError(f"LeanDecoder: no decode step for {type(model).__name__}")
 
     def step(self, tokens: np.ndarray, positions: np.ndarray, padding: Optional[np.ndarray],
-             cache: KVCache) -> np.ndarray:
-        length = cache.length + 1
-        mask = None
-        if padding is not None and not padding.all():
-            mask = np.where(padding, np.float32(0), _NEG).astype(np.float32)
+             cache) -> np.ndarray:
+        """``cache``: a KVCache (the new keys at column ``cache.length``, ``padding`` masking columns), or a PagedKV
+        (each row's keys through its block table; no padding)."""
         x = self._embed(tokens, positions)
         ctx = self._context(positions)
-        masks = self._window_masks(mask, length)
+        if isinstance(cache, PagedKV):
+            length, masks = None, [None] * len(self._blocks())
+        else:
+            length = cache.length + 1
+            mask = None
+            if padding is not None and not padding.all():
+                mask = np.where(padding, np.float32(0), _NEG).astype(np.float32)
+            masks = self._window_masks(mask, length)
         for i in range(len(self._blocks())):
             x = self._layer(i, x, ctx[i], cache, length, masks[i])
         cache.advance(1)
@@ -371,14 +431,22 @@ class LeanDecoder:
         D = E // H
         h = _layer_norm(x, blk.ln_1.weight.numpy(), blk.ln_1.bias.numpy(), blk.ln_1.eps)
         qkv = self._linear(blk.attn.c_attn, h)
-        pos = length - 1
-        cache.keys[i][:, :, pos] = qkv[:, E:2 * E].reshape(B, H, D)
-        cache.values[i][:, :, pos] = qkv[:, 2 * E:].reshape(B, H, D)
-        o = _attention(qkv[:, :E].reshape(B, H, 1, D), cache.keys[i], cache.values[i], length, mask, self.scale)
+        o = self._attend(i, qkv[:, :E].reshape(B, H, 1, D), qkv[:, E:2 * E].reshape(B, H, D),
+                         qkv[:, 2 * E:].reshape(B, H, D), cache, length, mask)
         x = x + self._linear(blk.attn.c_proj, o)
         h = _layer_norm(x, blk.ln_2.weight.numpy(), blk.ln_2.bias.numpy(), blk.ln_2.eps)
         f = self._linear(blk.mlp.c_fc, h, self.act)
         return x + self._linear(blk.mlp.c_proj, f)
+
+    def _attend(self, i, q, k, v, cache, length, mask, softcap=None):
+        """Layer i's new keys and values k, v (B, Hkv, D) into the cache, then q (B, Hkv, rep, D) against the keys so
+        far: a KVCache's first ``length`` columns (``mask``: padding and window), or a PagedKV's rows."""
+        if isinstance(cache, PagedKV):
+            windows = getattr(self.model, "sliding_windows", None)
+            return cache.attend(i, q, k, v, self.scale, softcap, windows[i] if windows else None)
+        cache.keys[i][:, :, length - 1] = k
+        cache.values[i][:, :, length - 1] = v
+        return _attention(q, cache.keys[i], cache.values[i], length, mask, self.scale, softcap)
 
     # --- Llama ---
     _linear = staticmethod(lean_linear)
@@ -393,9 +461,6 @@ class LeanDecoder:
         q = _head_norm(att, "q_norm", self._linear(att.q_proj, h), H).reshape(B, H, -1)
         k = _head_norm(att, "k_norm", self._linear(att.k_proj, h), Hkv).reshape(B, Hkv, -1)
         D = q.shape[-1]
-        pos = length - 1
-        cache.keys[i][:, :, pos] = _rope(k, cos, sin)
-        cache.values[i][:, :, pos] = self._linear(att.v_proj, h).reshape(B, Hkv, D)
-        o = _attention(_rope(q, cos, sin).reshape(B, Hkv, H // Hkv, D), cache.keys[i], cache.values[i], length, mask,
-                       self.scale, self.softcap)
+        o = self._attend(i, _rope(q, cos, sin).reshape(B, Hkv, H // Hkv, D), _rope(k, cos, sin),
+                         self._linear(att.v_proj, h).reshape(B, Hkv, D), cache, length, mask, self.softcap)
         return self._llama_tail(blk, x, self._linear(att.o_proj, o))

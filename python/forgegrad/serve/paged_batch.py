@@ -1,0 +1,209 @@
+"""Continuous batching of decoder-only models on a paged KV cache (kv_pool.py), as vLLM's PagedAttention: the
+completions server's engine for GPT-2 and Llama-style checkpoints. The loop is generation_batch.py's (admission,
+chunked prefill, one batched decode step of every row, each row's own token rules and sampler); where the keys and
+values live is what differs:
+
+* every row holds a block table into one pool of 16-token blocks: the step attends to each row's own keys through
+  its table (models/hf/_decode.py ``PagedKV``), so a row joins the batch or leaves it without a key being copied,
+  there is no padding between rows and no rebuild, and a row costs the blocks of its own length;
+* a prompt is prefilled on a cache of its own (the model's forward; chunks between the others' steps), then its
+  keys are written once into pool blocks: its full blocks are shared by its n choices (reference counts), each
+  choice gets its own copy of the last, partial block, and a row writes only its last block from then on;
+* with a prefix cache (prefix_cache.py), the cached blocks of the longest block prefix of a prompt become the first
+  blocks of its rows, shared, not copied (the prefill reads them once into its own cache to attend to them); the
+  prompt's full blocks, and when a row ends those of its prompt and answer, are kept in the cache by reference;
+* memory is bounded by the pool (``--kv-cache-mb``): a prompt about to be prefilled reserves every block its rows
+  can take (prompt plus max_tokens, less the cached prefix) and waits, first in line, while the pool cannot give
+  them (the others decode on and free blocks as they end); a request larger than the whole pool fails with a 400.
+
+A row's logits equal its solo logits to float32 rounding, as in the contiguous engine; the step's attention reads
+no padding (each row attends to its own length), so a row's values do not depend on the other rows' lengths.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import List
+
+import numpy as np
+
+from ..autograd import no_grad
+from .generation_batch import BatchEngine, _Prefill, _Row
+from .kv_pool import KVPool, PoolFull, table_array
+
+log = logging.getLogger("forgegrad.serve")
+
+
+class PagedBatchEngine(BatchEngine):
+    """BatchEngine on a KVPool: ``submit(job)``; ``close()``.
+
+    Args (beyond BatchEngine's):
+        pool: the KVPool rows' keys and values live in (``KVPool.for_model``).
+        prefix_cache: a PrefixCache attached to ``pool`` (prefix_cache.py), or None.
+    """
+
+    def __init__(self, gen, max_batch: int, pool: KVPool, prefix_cache=None, **kw):
+        # set before the loop's thread starts (in BatchEngine.__init__)
+        self.pool = pool
+        self.prefix = prefix_cache  # only this thread touches it
+        if prefix_cache is not None and prefix_cache.pool is not pool:
+            raise ValueError("PagedBatchEngine: the prefix cache must be attached to the engine's pool")
+        super().__init__(gen, max_batch, **kw)
+
+    def _prefill_cache(self, ids: List[int]):
+        return None  # made when its prefill starts (a waiting prompt holds no memory)
+
+    # ---- prefill --------------------------------------------------------------------------------------------------
+    def _prefill_step(self) -> None:
+        p = self.prefills[0]
+        if self._cancel_prefill(p):
+            self._let_go(p)
+            return
+        joined: List[_Row] = []
+        try:
+            if p.cache is None and not self._begin(p):
+                return  # waits for blocks: the others decode on
+            logits = self._prefill_chunk(p)
+            if logits is None:
+                return
+            self.prefills.pop(0)
+            prompt = self._commit(p)
+            joined = self._first_rows(p, logits, None)
+            for row in joined:
+                self._give_blocks(row, p, prompt)
+        except Exception as e:
+            if not isinstance(e, PoolFull):
+                log.exception("prefill failed")
+            for row in joined:
+                self._release(row, keep=False)
+            self._drop(p.job, e)
+            self._let_go(p)
+            return
+        self._let_go(p)
+        self.rows = self.rows + joined
+        self.slots = self.rows
+
+    def _begin(self, p: _Prefill) -> bool:
+        """Start a prompt's prefill: share the cached blocks of its longest cached prefix and reserve the blocks its
+        rows can still take; False (nothing held) while the pool cannot give them."""
+        P, pool = len(p.ids), self.pool
+        cached = self.prefix.match(p.ids) if self.prefix is not None else []
+        full = P // pool.block_tokens
+        need = full - len(cached) + sum(self._own_blocks(P, stream.max_tokens, full) for _, stream, _ in p.choices)
+        pool.check_fits(need + len(cached))
+        pool.share(cached)  # before reserving: a reservation may evict the prefix cache's other blocks
+        if not pool.reserve(need):
+            pool.release(cached)
+            return False
+        if self.prefix is not None:
+            self.prefix.count(len(cached))
+        p.blocks, p.reserved = list(cached), need
+        p.cache = self.model.new_cache(1, P)
+        pool.read(cached, p.cache)
+        p.done = p.cache.length = len(cached) * pool.block_tokens
+        for _, stream, _ in p.choices:
+            stream.cached_tokens = p.done
+        return True
+
+    def _own_blocks(self, prompt: int, max_tokens: int, full: int) -> int:
+        """Blocks a row of a ``prompt``-token prompt takes beyond the prompt's ``full`` blocks (shared): its keys
+        are the prompt's and at most max_tokens - 1 answer tokens' (the last token picked is never fed)."""
+        return self.pool.blocks_for(prompt + max(int(max_tokens), 1)) - full
+
+    def _commit(self, p: _Prefill) -> List[int]:
+        """Write the prefilled prompt's full blocks not cached yet into the pool (held by the prefill until its rows
+        share them), keep them in the prefix cache; the prompt's full blocks."""
+        pool, B = self.pool, self.pool.block_tokens
+        full = len(p.ids) // B
+        for j in range(len(p.blocks), full):
+            block = pool.allocate()
+            p.reserved -= 1
+            pool.write(block, p.cache, j * B, (j + 1) * B)
+            p.blocks.append(block)
+        if self.prefix is not None:
+            self.prefix.store(p.ids, p.blocks)
+        return list(p.blocks)
+
+    def _give_blocks(self, row: _Row, p: _Prefill, prompt: List[int]) -> None:
+        """A new row's block table: the prompt's full blocks (shared) and its own copy of the partial last one; its
+        share of the prefill's reservation for the blocks it will write."""
+        pool, B = self.pool, self.pool.block_tokens
+        own = self._own_blocks(len(p.ids), row.stream.max_tokens, len(prompt))
+        p.reserved -= own
+        row.reserve, row.table = own, list(prompt)
+        pool.share(prompt)
+        tail = len(p.ids) - len(prompt) * B
+        if tail:
+            row.table.append(self._allocate(row))
+            pool.write(row.table[-1], p.cache, len(prompt) * B, len(p.ids))
+
+    def _allocate(self, row: _Row) -> int:
+        row.reserve -= 1
+        return self.pool.allocate()
+
+    def _let_go(self, p: _Prefill) -> None:
+        """A prompt's prefill is over (done, failed or cancelled): its cache goes, its holds on blocks and the
+        reservation its rows did not take go back to the pool."""
+        if getattr(p, "blocks", None) is None:
+            return
+        self.pool.release(p.blocks)
+        self.pool.unreserve(p.reserved)
+        p.blocks, p.reserved, p.cache = None, 0, None
+
+    def _drop(self, job, error: Exception) -> None:
+        for p in self.prefills:
+            if p.job is job:
+                self._let_go(p)
+        if isinstance(error, PoolFull):  # a 400: the request can never fit
+            from .completion_request import CompletionError
+            error = CompletionError(400, str(error), "max_tokens")
+        super()._drop(job, error)
+
+    # ---- decode ---------------------------------------------------------------------------------------------------
+    def _step(self) -> None:
+        from ..models.hf._decode import PagedKV
+        rows, B = self.rows, self.pool.block_tokens
+        for row in rows:  # a row whose next key starts a block: one more block, out of its reservation
+            if row.n == len(row.table) * B:
+                row.table.append(self._allocate(row))
+        tokens = np.array([r.token for r in rows], np.int64)
+        positions = np.array([r.n for r in rows], np.int64)
+        kv = PagedKV(self.pool.keys, self.pool.values, table_array([r.table for r in rows]), positions + 1)
+        t0 = time.perf_counter()
+        with no_grad():
+            logits = self.lean.step(tokens, positions, None, kv)
+        if self.on_step is not None:
+            self.on_step(len(rows), time.perf_counter() - t0)
+        ended = self._advance(rows, logits)
+        for row in ended:
+            self._finish(row)
+        if ended:
+            self._leave(ended)
+
+    # ---- membership: nothing moves --------------------------------------------------------------------------------
+    def _leave(self, ended: List[_Row]) -> None:
+        """Ended rows leave: their prompt and answer's full blocks kept in the prefix cache (if any), their blocks
+        and unused reservation back to the pool."""
+        gone = {id(r) for r in ended}
+        for row in ended:
+            self._release(row)
+        self.rows = [r for r in self.rows if id(r) not in gone]
+        self.slots = self.rows
+
+    def _release(self, row: _Row, keep: bool = True) -> None:
+        if getattr(row, "table", None) is None:
+            return
+        if keep and self.prefix is not None:  # the tokens it fed: its prompt, its answer but the last token picked
+            prompt = row.job.prompt_ids[row.index]
+            self.prefix.store(prompt + row.stream.tokens[:row.n - len(prompt)], row.table)
+        self.pool.release(row.table)
+        self.pool.unreserve(row.reserve)
+        row.table, row.reserve = None, 0
+
+    def _fail(self, error: Exception, drain: bool = False) -> None:
+        for row in self.rows:
+            self._release(row, keep=False)
+        if drain:
+            for p in self.prefills:
+                self._let_go(p)
+        super()._fail(error, drain)

@@ -1,0 +1,200 @@
+"""Peak KV cache memory and throughput of the batched completions engine, contiguous (generation_batch.py: one
+right-aligned cache, rebuilt when a row does not fit) against paged (paged_batch.py: one pool of 16-token blocks,
+block tables), with many concurrent rows of mixed lengths.
+
+``--requests`` requests, all submitted at once to the engine (driven directly, no HTTP), each a prompt of random
+tokens of ``--prompt-min``..``--prompt-max`` tokens and max_tokens of ``--gen-min``..``--gen-max`` (the same seeded
+draw for both engines), greedy, at most ``--max-batch`` rows decoding together. Each engine runs in a process of its
+own, after a warm-up request; reported per engine:
+
+* peak RSS above the process's RSS before the run (sampled every 2 ms: every array the run touched, the keys and
+  values, the prefill caches, the logits) and the KV cache's own peak: the contiguous cache's largest allocation
+  (batch cache plus the prefill caches waiting, as ``np.zeros`` sizes it), the pool's most blocks in use x block bytes;
+* generated tokens per second over the whole run (prefills included), and the mean batched decode step.
+
+On the GPT-2-sized checkpoint of tools/completions_overhead.py (random weights transformers writes).
+
+    python tools/paged_kv_bench.py [--threads 2] [--requests 32] [--max-batch 32] [--attention]
+
+``--attention`` times one layer's decode attention alone instead: the contiguous step's, the paged one gathered
+in numpy, and the paged C++ kernel.
+
+Needs torch, transformers and tokenizers."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _workload(args):
+    import numpy as np
+    rng = np.random.default_rng(0)
+    return [([int(t) for t in rng.integers(100, 50000, int(rng.integers(args.prompt_min, args.prompt_max + 1)))],
+             int(rng.integers(args.gen_min, args.gen_max + 1))) for _ in range(args.requests)]
+
+
+def run_engine(args) -> dict:
+    """One engine's run in this process: its numbers as a dict."""
+    import forgegrad as fg
+    from completions_overhead import checkpoint
+    from forgegrad.serve.completion_request import parse
+    from forgegrad.serve.completions import TextGenerator
+    from forgegrad.serve.generation_batch import BatchEngine, Job
+    from forgegrad.serve.kv_pool import KVPool
+    from forgegrad.serve.paged_batch import PagedBatchEngine
+    fg.set_num_threads(args.threads)
+    gen = TextGenerator(checkpoint(args.dir))
+    steps = []
+
+    def on_step(rows, seconds):
+        steps.append((rows, seconds))
+
+    kw = dict(on_step=on_step, prefill_chunk=128)
+    if args.engine == "paged":
+        pool = KVPool.for_model(gen.model, blocks=args.max_batch * -(-(gen.context + 1) // 16))
+        engine = PagedBatchEngine(gen, args.max_batch, pool, **kw)
+    else:
+        engine = BatchEngine(gen, args.max_batch, **kw)
+    kv_peak = [0]
+
+    def job(ids, n):
+        req = parse(json.dumps({"model": "m", "prompt": ids, "max_tokens": n, "temperature": 0}).encode(), "m")
+        return Job(req, [ids], None, threading.Event())
+
+    engine.submit(job(list(range(100, 164)), 8)).result()  # warm-up
+    steps.clear()
+    work = _workload(args)
+    base, peak, done = _rss(), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss())
+            if args.engine == "paged":
+                kv_peak[0] = pool.peak * pool.block_bytes
+            else:
+                try:  # the engine's thread changes these as we read them: a torn read is skipped
+                    cache = engine.cache
+                    batch = 0 if cache is None else sum(a.nbytes for a in cache.keys + cache.values)
+                    waiting = sum(sum(a.nbytes for a in p.cache.keys + p.cache.values)
+                                  for p in list(engine.prefills) if p.cache is not None)
+                    kv_peak[0] = max(kv_peak[0], batch + waiting)
+                except (AttributeError, TypeError):
+                    pass
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t0 = time.perf_counter()
+    futures = [engine.submit(job(ids, n)) for ids, n in work]
+    results = [f.result() for f in futures]
+    seconds = time.perf_counter() - t0
+    done.set()
+    sampler.join()
+    engine.close()
+    tokens = sum(r[0].completion_tokens for r in results)
+    return {"engine": args.engine, "tokens": tokens, "seconds": seconds, "rss_mb": (peak[0] - base) / 2 ** 20,
+            "kv_mb": kv_peak[0] / 2 ** 20, "step_ms": 1e3 * sum(s for _, s in steps) / max(len(steps), 1),
+            "rows": sum(r for r, _ in steps) / max(len(steps), 1),
+            "answers": [r[0].token_ids for r in results]}
+
+
+def attention_only(args) -> None:
+    """One layer's decode attention at GPT-2 124M's shape (12 heads of 64) for ``--requests`` rows of mixed lengths
+    (the prompts plus half their max_tokens): the contiguous step's (``_attention`` over the padded batch cache), the
+    gathered numpy oracle of the paged one, and the C++ paged kernel; the median of 20 calls each."""
+    import numpy as np
+
+    import forgegrad as fg
+    from forgegrad.kernels.attention import paged_attention_decode
+    from forgegrad.models.hf._decode import _attention, paged_attention_reference
+    from forgegrad.serve.kv_pool import table_array
+    fg.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    lengths = np.array([len(p) + n // 2 for p, n in _workload(args)], np.int64)
+    B, H, D, bt = len(lengths), 12, 64, 16
+    tables, at = [], 0
+    for n in lengths:
+        tables.append(list(range(at, at + -(-int(n) // bt))))
+        at += len(tables[-1])
+    k = rng.standard_normal((at, H, bt, D)).astype(np.float32)
+    v = rng.standard_normal((at, H, bt, D)).astype(np.float32)
+    q = rng.standard_normal((B, H, 1, D)).astype(np.float32)
+    L = int(lengths.max())
+    # the contiguous cache: right-aligned rows, padding masked (written everywhere: np.zeros' untouched pages all map
+    # one zero page, which would make reading them look free)
+    K = rng.standard_normal((B, H, L, D)).astype(np.float32)
+    V = rng.standard_normal((B, H, L, D)).astype(np.float32)
+    mask = np.full((B, L), np.finfo(np.float32).min, np.float32)
+    for b, n in enumerate(lengths):
+        mask[b, L - n:] = 0
+    t = table_array(tables)
+
+    def median_ms(f):
+        times = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t0)
+        return 1e3 * sorted(times)[len(times) // 2]
+
+    print(f"one layer's decode attention, {B} rows of {lengths.min()}..{L} keys (mean {lengths.mean():.0f}), "
+          f"12 heads of 64, {args.threads} thread(s): median ms of 20 calls")
+    ways = [(f"contiguous (padded to {L})", lambda: _attention(q, K, V, L, mask, 0.125)),
+            ("paged, numpy gather", lambda: paged_attention_reference(q, k, v, t, lengths, 0.125)),
+            ("paged, C++ kernel", lambda: paged_attention_decode(q, k, v, t, lengths, 0.125))]
+    for name, f in ways:
+        print(f"  {name:<27} {median_ms(f):8.2f}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--requests", type=int, default=32)
+    ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--prompt-min", type=int, default=16)
+    ap.add_argument("--prompt-max", type=int, default=512)
+    ap.add_argument("--gen-min", type=int, default=8)
+    ap.add_argument("--gen-max", type=int, default=128)
+    ap.add_argument("--dir", default="/tmp/fg-gpt2-124m", help="where the checkpoint is written once")
+    ap.add_argument("--attention", action="store_true", help="only time one layer's decode attention, three ways")
+    ap.add_argument("--engine", choices=("contiguous", "paged"), help=argparse.SUPPRESS)  # one engine's run
+    args = ap.parse_args()
+    if args.attention:
+        attention_only(args)
+        return
+    if args.engine:
+        print(json.dumps(run_engine(args)))
+        return
+    from completions_overhead import checkpoint
+    checkpoint(args.dir)
+    work = _workload(args)
+    print(f"GPT-2 124M shape, {args.threads} thread(s): {args.requests} requests at once, prompts "
+          f"{min(len(p) for p, _ in work)}..{max(len(p) for p, _ in work)} tokens, max_tokens "
+          f"{min(n for _, n in work)}..{max(n for _, n in work)}, up to {args.max_batch} rows together")
+    print(f"{'engine':>11} {'peak RSS MiB':>13} {'peak KV MiB':>12} {'tokens/s':>9} {'step ms':>8} {'rows/step':>10}")
+    runs = {}
+    for engine in ("contiguous", "paged"):
+        out = subprocess.run([sys.executable, __file__, "--engine", engine] + sys.argv[1:], check=True,
+                             capture_output=True, text=True).stdout
+        r = runs[engine] = json.loads(out.strip().splitlines()[-1])
+        print(f"{engine:>11} {r['rss_mb']:13.1f} {r['kv_mb']:12.1f} {r['tokens'] / r['seconds']:9.1f} "
+              f"{r['step_ms']:8.1f} {r['rows']:10.1f}")
+    same = runs["contiguous"]["answers"] == runs["paged"]["answers"]
+    print(f"the same tokens from both engines: {same}")
+
+
+if __name__ == "__main__":
+    main()
