@@ -98,6 +98,16 @@ class attention:
         blocks and query tiles (few pairs) rather than running whole pairs per thread; both give the same bits.
         """
         ...
+    @staticmethod
+    def paged_decode(q: numpy.ndarray, k_pool: numpy.ndarray, v_pool: numpy.ndarray, tables: numpy.ndarray,
+                     lengths: numpy.ndarray, scale: _Float, softcap: _Float, window: _Int,
+                     out: numpy.ndarray) -> None:
+        """Decode attention over a paged KV cache: out (B, Hkv, rep, D) = softmax(q k^T * scale) v of the query rows q
+        (B, Hkv, rep, D) against row b's first lengths[b] keys and values, position p read from block tables[b, p //
+        BT], place p % BT of k_pool and v_pool (blocks, Hkv, BT, D). window > 0: only a row's last window keys;
+        softcap > 0: each scaled score s becomes softcap * tanh(s / softcap). The same bits at any thread count.
+        """
+        ...
 
 class batchnorm:
     @staticmethod

@@ -184,6 +184,10 @@ def _extra_calls():
     from forgegrad.kernels import pool as KP
     out, lse, split = KAT.attention_forward_packed(rng.standard_normal((2, 5, 18)).astype(np.float32), 3)
     KAT.attention_backward_packed(rng.standard_normal(out.shape).astype(np.float32), split, out, lse, 3)
+    # the serving engine's decode attention over a paged KV cache (2 rows, 2 kv heads x 2 query heads, blocks of 4)
+    kp, vp = (rng.standard_normal((5, 2, 4, 8)).astype(np.float32) for _ in range(2))
+    KAT.paged_attention_decode(rng.standard_normal((2, 2, 2, 8)).astype(np.float32), kp, vp,
+                               np.array([[3, 1], [0, 4]]), np.array([6, 3]), 0.35, softcap=5.0, window=4)
     x = rng.standard_normal((4, 7)).astype(np.float32)
     p = [x, rng.standard_normal(5).astype(np.float32)]
     for f in (lambda: K.vector_norms(p, 2.0), lambda: K.vector_norms(p, 1.0), lambda: K.vector_norms(p, float("inf")),
