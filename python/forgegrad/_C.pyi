@@ -98,6 +98,12 @@ class attention:
         blocks and query tiles (few pairs) rather than running whole pairs per thread; both give the same bits.
         """
         ...
+    @staticmethod
+    def small_path(L: _Int, S: _Int, softcap: _Float = ...) -> bool:
+        """Whether attention of L queries over S keys (softcap: 0 for none) runs on the whole-row kernels for short
+        sequences (every query and key count <= kAttnSmallLen, no soft cap) rather than the flash-tiled ones.
+        """
+        ...
 
 class batchnorm:
     @staticmethod
