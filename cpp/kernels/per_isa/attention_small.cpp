@@ -62,6 +62,15 @@ inline bool whole_pairs(int64_t pairs, int threads) {
   return threads <= 1 || 5 * pairs >= 4 * threads * rounds;
 }
 
+// Prefetches (for writing) rows [0, rows) of cols floats at p, row stride ld: result rows written after a group's
+// products, which hide the fetch (the results are strided rows of arrays that are seldom in cache).
+inline void prefetch_rows(float* p, int64_t ld, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; c += 16) __builtin_prefetch(p + r * ld + c, 1, 3);
+    __builtin_prefetch(p + r * ld + cols - 1, 1, 3);  // the row's last line (rows need not be 64-byte aligned)
+  }
+}
+
 // ---- forward ----
 
 struct Operands {  // what every task reads: the arguments, by (batch, head) pair n
@@ -109,6 +118,7 @@ void forward_rows(const Shape& s, const Operands& a, int64_t n, int64_t r0, int6
   copy_scaled(a.q + a.lq.base(n) + r0 * a.lq.sr, r1 - r0, s.E, a.lq.sr, a.scale, qs, s.ep);
   for (int64_t i = r0; i < r1; i += kMR) {
     const int64_t mr = imin(kMR, r1 - i), keys = group_keys(s, i, mr);
+    prefetch_rows(out + lo.base(n) + i * lo.sr, lo.sr, mr, s.Ev);
     tile_gemm<false>(mr, round_up(keys, W), s.E, qs + (i - r0) * s.ep, s.ep, 1, kp.kt, s.ldt, st, s.ldt);
     for (int64_t r = 0; r < mr; ++r) {
       float* sr = st + r * s.ldt;
@@ -195,6 +205,7 @@ void rows_grads(const Shape& s, const Operands& a, const GradLayout& g, const Pa
     const int64_t mr = imin(kMR, r1 - i), keys = group_keys(s, i, mr), cols = round_up(group_keys(s, i, kMR), W);
     float* P = p.P + i * s.ldt;
     float* dS = p.dS + i * s.ldt;
+    prefetch_rows(g.dq + g.wq.base(n) + i * g.wq.sr, g.wq.sr, mr, s.E);
     tile_gemm<false>(mr, cols, s.E, p.qs + i * s.ep, s.ep, 1, p.kt, s.ldt, P, s.ldt);
     tile_gemm<false>(mr, cols, s.Ev, p.gb + i * p.ldg, p.ldg, 1, p.vt, s.ldt, dS, s.ldt);  // dP
     for (int64_t r = 0; r < mr; ++r) {
@@ -228,6 +239,8 @@ void keys_grads(const Shape& s, const GradLayout& g, const PairGrad& p, int64_t 
   float* tk = tmp + kMR * s.evp;
   for (int64_t j = c0; j < c1; j += kMR) {
     const int64_t mk = imin(kMR, c1 - j), rs = s.causal ? imin(j, s.L) : 0, rows = s.L - rs;
+    prefetch_rows(g.dk + g.wk.base(n) + j * g.wk.sr, g.wk.sr, mk, s.E);
+    prefetch_rows(g.dv + g.wv.base(n) + j * g.wv.sr, g.wv.sr, mk, s.Ev);
     tile_gemm<false>(mk, s.evp, rows, p.P + rs * s.ldt + j, 1, s.ldt, p.gb + rs * p.ldg, p.ldg, tmp, s.evp);
     tile_gemm<false>(mk, s.ep, rows, p.dS + rs * s.ldt + j, 1, s.ldt, p.qs + rs * s.ep, s.ep, tk, s.ep);
     for (int64_t c = 0; c < mk; ++c) {
