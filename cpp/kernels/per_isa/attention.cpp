@@ -1,6 +1,7 @@
 // Fused scaled dot-product attention, forward and backward (FlashAttention-2's tiling on the CPU):
 //   out = softmax(q k^T * scale + mask) v,   q (N, L, E), k (N, S, E), v (N, S, Ev), out (N, L, Ev)
-// for N independent (batch, head) pairs. The (L, S) score matrix is never stored: a task takes a
+// for N independent (batch, head) pairs. (Short sequences, attention_small_path in attention.h, take the
+// whole-row kernels of attention_small.cpp instead.) The (L, S) score matrix is never stored: a task takes a
 // block of kRows query rows and walks the keys in blocks of kBlk, keeping a running row maximum m,
 // row sum l and an unnormalised output (the online softmax); forward saves lse = m + log(l) per row.
 // Masks: causal (query r sees keys c <= r, top-left aligned as torch; key blocks past the diagonal
