@@ -136,12 +136,13 @@ def _fused_run(q, k, v, mask=None, causal=False):
     return (out, lse) + KA.attention_backward(g, q, k, v, out, lse, 0.125, causal, m)
 
 
+@pytest.mark.parametrize("T", [131, 300])  # the whole-row kernels for short sequences, the flash-tiled ones
 @pytest.mark.parametrize("causal", [False, True])
-def test_fused_kernel_bits_any_thread_count_and_isa(causal):
+def test_fused_kernel_bits_any_thread_count_and_isa(causal, T):
     """The fused kernels give the same bits at 1, 2 and 3 threads (forward tasks are (head, query
     block), backward tasks heads), and on every SIMD path match torch."""
-    q, k, v = _rand(5, 131, 40), _rand(5, 131, 40, seed=1), _rand(5, 131, 24, seed=2)
-    mask = None if causal else _rand(5, 1, 131, seed=3)
+    q, k, v = _rand(5, T, 40), _rand(5, T, 40, seed=1), _rand(5, T, 24, seed=2)
+    mask = None if causal else _rand(5, 1, T, seed=3)
     before = fg.get_num_threads()
     try:
         runs = []
@@ -167,7 +168,7 @@ def test_fused_kernel_bits_any_thread_count_and_isa(causal):
 
 @pytest.mark.parametrize("causal,masked,softcap,E,L,S", [
     (True, False, None, 64, 150, 150), (False, True, None, 40, 37, 200), (True, True, 5.0, 24, 70, 70),
-    (False, False, 5.0, 64, 129, 65)])
+    (False, False, 5.0, 64, 129, 65), (True, False, None, 64, 300, 300), (False, True, None, 40, 37, 300)])
 def test_backward_split_over_key_blocks_same_bits_as_whole_pairs(causal, masked, softcap, E, L, S):
     """With fewer (batch, head) pairs than threads the backward splits each pair over its key blocks (dK,
     dV) and query tiles (dQ): the same bits as one thread per pair (1 thread), gradients as torch's."""

@@ -279,6 +279,15 @@ void bind(py::module_& m) {
         "Fills dqkv (B, T, 3C), laid out as qkv, with the gradient of attention_forward_packed for grad_out (B, T, C), "
         "from forward's split, out and lse.");
   m.def(
+      "small_path",
+      [](int64_t L, int64_t S, float softcap) {
+        if (L < 1 || S < 1) throw py::value_error("small_path: L and S must be >= 1");
+        return fg::attention_small_path(L, S, softcap);
+      },
+      py::arg("L"), py::arg("S"), py::arg("softcap") = 0.0f,
+      "Whether attention of L queries over S keys (softcap: 0 for none) runs on the whole-row kernels for short "
+      "sequences (every query and key count <= kAttnSmallLen, no soft cap) rather than the flash-tiled ones.");
+  m.def(
       "backward_splits",
       [](int64_t pairs, int64_t keys, int threads) {
         if (pairs < 0 || keys < 0 || threads < 1)

@@ -108,6 +108,12 @@ class attention:
         softcap > 0: each scaled score s becomes softcap * tanh(s / softcap). The same bits at any thread count.
         """
         ...
+    @staticmethod
+    def small_path(L: _Int, S: _Int, softcap: _Float = ...) -> bool:
+        """Whether attention of L queries over S keys (softcap: 0 for none) runs on the whole-row kernels for short
+        sequences (every query and key count <= kAttnSmallLen, no soft cap) rather than the flash-tiled ones.
+        """
+        ...
 
 class batchnorm:
     @staticmethod

@@ -201,6 +201,7 @@ def _extra_calls():
               lambda: _C.runtime._check_region_alloc(4, 64),
               lambda: _C.runtime._threads_for(1 << 20),
               lambda: _C.attention.backward_splits(1, 130, 2),
+              lambda: _C.attention.small_path(128, 300),
               lambda: _C.activation.column_sums(x, np.empty(7, np.float32)),
               lambda: _C.gemm.sgemm(x, x.T.copy(), np.zeros((4, 4), np.float32), reference=True),
               lambda: _C.gemm.sgemm(x, x, np.ones((4, 4), np.float32), False, True, 0.5, 2.0),

@@ -32,6 +32,16 @@ FG_KERNEL(void, attention_forward,
 // Keys per tile of the fused kernels, on every ISA.
 constexpr int64_t kAttnKeyBlock = 64;
 
+// Sequences up to kAttnSmallLen queries and keys (without a soft cap) take the whole-row kernels of
+// attention_small.cpp: a (batch, head) pair's scores fit in L2, so the softmax runs once over whole rows and
+// the products cover the causal triangle in microkernel rows instead of 64-key tiles. Longer ones take the
+// flash-tiled kernels. The choice depends on the shapes only, never on the thread count (the two compute
+// the same values in a different order, so different bits).
+constexpr int64_t kAttnSmallLen = 256;
+inline bool attention_small_path(int64_t L, int64_t S, float softcap) {
+  return L <= kAttnSmallLen && S <= kAttnSmallLen && !(softcap > 0.0f);
+}
+
 // Whether attention_backward splits each (batch, head) pair's work over its key blocks (dK, dV) and query
 // tiles (dQ) instead of giving each thread whole pairs. The split recomputes the scores and dP once more
 // (7 tile products instead of 5), so it is taken only when that beats whole pairs on `threads` threads:

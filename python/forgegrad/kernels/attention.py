@@ -1,6 +1,9 @@
 """Fused scaled dot-product attention on numpy float32 stacks (the C++ kernels of
 cpp/kernels/per_isa/attention.cpp): the (L, S) scores are never stored, forward keeps the row
-logsumexp and backward recomputes the scores tile by tile.
+logsumexp and backward recomputes the scores tile by tile. Sequences of up to 256 queries and keys
+without a soft cap (``_C.attention.small_path``) run on cpp/kernels/per_isa/attention_small.cpp
+instead: one (batch, head) pair's scores at a time fit in L2, so the softmax runs over whole rows
+and the products cover the causal triangle in 6-row strips rather than 64-key tiles.
 
 q (N, L, E), k (N, S, E), v (N, S, Ev) with N = batch x heads. A mask is prepared once by
 :func:`prepare_mask` from the user's bool/float attn_mask broadcastable to batch + (L, S): the kernel
