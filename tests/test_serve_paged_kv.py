@@ -342,3 +342,19 @@ def test_the_kv_cache_mb_flag_is_refused_where_it_does_not_apply(tmp_path, capsy
     for bad in ("0", "-1", "inf", "big"):
         assert main(["serve", str(tmp_path / "ckpt"), "--kv-cache-mb", bad]) == 2
         assert "argument --kv-cache-mb: expected a positive number" in capsys.readouterr().err
+
+
+def test_the_default_pool_serves_a_request_with_more_choices_than_max_batch(tmp_path):
+    """Without --kv-cache-mb the pool holds the worst case of any one request: n = 4 choices to the end of a 64-token
+    context at --max-batch 2 answer (as the contiguous engine did), not a 400 asking for --kv-cache-mb."""
+    from hf_conformance import tiny_byte_gpt2
+
+    from forgegrad.serve.completions import GenerationServeConfig, create_completions_app
+    path = str(tiny_byte_gpt2(tmp_path / "gpt2", n_positions=64))
+    app = create_completions_app(GenerationServeConfig(path, model_name="m", max_batch=2, prefix_cache_mb=0))
+    with running_app(app) as url:
+        with httpx.Client(base_url=url, timeout=60) as c:
+            r = c.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 60, "n": 4, "temperature": 0.7,
+                                                "seed": 3})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["choices"]) == 4

@@ -49,7 +49,7 @@ from typing import Callable, List, Optional
 
 from .completion_format import ChatShape, TextShape, event
 from .chat_request import parse_chat
-from .completion_request import CompletionError, CompletionRequest, Prompt, choice_seed, parse
+from .completion_request import MAX_N, CompletionError, CompletionRequest, Prompt, choice_seed, parse
 from .generation_batch import Job, batching_applies
 from .kv_pool import KVPool
 from .paged_batch import PagedBatchEngine
@@ -91,8 +91,9 @@ class GenerationServeConfig:
     # the model allows one (given, for a model that does not: a startup warning says why it has no effect)
     prefix_cache_mb: Optional[float] = None
     prefix_block: int = 16  # tokens per block of the paged KV cache and the prefix cache (prompts reuse whole blocks)
-    # the most MiB of the paged KV cache (rows' keys/values and the prefix cache's); None: room for max_batch rows of
-    # the whole context (the pool's memory is committed only where written, so the size bounds, it does not take)
+    # the most MiB of the paged KV cache (rows' keys/values and the prefix cache's); None: room for max(max_batch, MAX_N)
+    # rows of the whole context, so that any one request fits (the pool's memory is committed only where written, so
+    # the size bounds, it does not take)
     kv_cache_mb: Optional[float] = None
     freeze: bool = True  # the model frozen in place once loaded (openai_routes.served_model); False: as loaded
 
@@ -128,11 +129,13 @@ class GenerationServeConfig:
 
 def _paged_engine(gen, config: GenerationServeConfig, name: str, metrics, kw, prefix) -> PagedBatchEngine:
     """The decoder-only engine on a paged KV cache of ``kv_cache_mb`` (default: max_batch rows of the whole
-    context), with a prefix cache of ``prefix``'s size in it (``_prefix_cache``'s, or None: none)."""
+    context, and at least MAX_N: a request's n or best_of rows of one prompt reserve their blocks together, and may be
+    more than max_batch), with a prefix cache of ``prefix``'s size in it (``_prefix_cache``'s, or None: none)."""
     model = gen.model
     bt = config.prefix_block
     if config.kv_cache_mb is None:
-        pool = KVPool.for_model(model, blocks=config.max_batch * -(-(gen.context + 1) // bt), block_tokens=bt)
+        rows = max(config.max_batch, MAX_N)
+        pool = KVPool.for_model(model, blocks=rows * -(-(gen.context + 1) // bt), block_tokens=bt)
     else:
         pool = KVPool.for_model(model, max_bytes=int(config.kv_cache_mb * 2 ** 20), block_tokens=bt)
     metrics.kv_cache(name, pool)
