@@ -358,3 +358,12 @@ def test_the_default_pool_serves_a_request_with_more_choices_than_max_batch(tmp_
                                                 "seed": 3})
     assert r.status_code == 200, r.text
     assert len(r.json()["choices"]) == 4
+
+
+def test_the_waits_counter_counts_each_waiting_prompt_once(checkpoints):
+    """``forgegrad_kv_cache_waits_total`` counts prompts that waited for blocks, not the decode steps they waited
+    through: five prompts in a pool of about one prompt's blocks wait at most four times (the first never waits)."""
+    bodies = [{"prompt": PROMPTS, "max_tokens": 40, "temperature": 0}]
+    cls, make = _paged(pool_blocks=10)
+    _, _, engine = _jobs(cls, checkpoints["gpt2"], bodies, make)
+    assert 1 <= engine.pool.waits <= len(PROMPTS) - 1

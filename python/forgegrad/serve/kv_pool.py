@@ -39,7 +39,8 @@ class KVPool:
         block_tokens: tokens per block (> 0; the prefix cache's block size).
 
     Counters: ``in_use`` (blocks held by a row or the prefix cache), ``peak`` (the most in use at once),
-    ``reserved`` (blocks promised and not yet taken), ``waits`` (times a prompt waited for blocks).
+    ``reserved`` (blocks promised and not yet taken), ``waits`` (prompts that waited for blocks: a refused
+    ``reserve`` with ``first_try``).
     """
 
     def __init__(self, layers: int, kv_heads: int, head_dim: int, blocks: int, block_tokens: int = 16):
@@ -98,11 +99,12 @@ class KVPool:
                            f"({self.blocks * self.block_bytes / 2 ** 20:.1f} MiB: raise --kv-cache-mb or lower "
                            "max_tokens)")
 
-    def reserve(self, n: int) -> bool:
+    def reserve(self, n: int, first_try: bool = True) -> bool:
         """Promise ``n`` blocks to a prompt (evicting prefix-cache blocks if needed); False, promising nothing,
-        while they are not available."""
+        while they are not available. first_try: False for a prompt asking again, so that ``waits`` counts prompts,
+        not the decode steps they wait through."""
         if n > self.available():
-            self.waits += 1
+            self.waits += bool(first_try)
             return False
         short = n - (len(self._free) - self.reserved)
         if short > 0:

@@ -92,8 +92,9 @@ class PagedBatchEngine(BatchEngine):
         need = full - len(cached) + sum(self._own_blocks(P, stream.max_tokens, full) for _, stream, _ in p.choices)
         pool.check_fits(need + len(cached))
         pool.share(cached)  # before reserving: a reservation may evict the prefix cache's other blocks
-        if not pool.reserve(need):
+        if not pool.reserve(need, first_try=not getattr(p, "waited", False)):
             pool.release(cached)
+            p.waited = True  # asks again after the next step: one wait in the counters
             return False
         if self.prefix is not None:
             self.prefix.count(len(cached))
