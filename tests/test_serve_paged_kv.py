@@ -367,3 +367,28 @@ def test_the_waits_counter_counts_each_waiting_prompt_once(checkpoints):
     cls, make = _paged(pool_blocks=10)
     _, _, engine = _jobs(cls, checkpoints["gpt2"], bodies, make)
     assert 1 <= engine.pool.waits <= len(PROMPTS) - 1
+
+
+def test_a_kv_cache_size_the_server_cannot_use_is_a_startup_warning(checkpoints, tmp_path, caplog):
+    """``kv_cache_mb`` sizes the paged engine's pool: a decoder served one at a time (max_batch 1) or an
+    encoder-decoder (its rows share one contiguous cache) has none, and the startup log warns that the setting has
+    no effect, once, with why; no kv_cache metrics. The paged engine says nothing."""
+    import logging
+
+    from hf_conformance import tiny_generator
+
+    from forgegrad.serve.completions import GenerationServeConfig, create_completions_app
+    tiny_generator("t5", 300).save_pretrained(tmp_path / "t5")
+    for path, kw, why in [(checkpoints["gpt2"], {"max_batch": 1}, "one at a time"),
+                          (str(tmp_path / "t5"), {}, "encoder-decoder"), (checkpoints["gpt2"], {}, None)]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="forgegrad.serve"):
+            app = create_completions_app(GenerationServeConfig(path, model_name="m", kv_cache_mb=4, **kw))
+            with running_app(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+                m = c.get("/metrics").text
+        said = [r for r in caplog.records if "--kv-cache-mb has no effect" in r.getMessage()]
+        if why is None:
+            assert not said and "forgegrad_kv_cache_blocks" in m
+            continue
+        assert len(said) == 1 and why in said[0].getMessage() and said[0].levelno == logging.WARNING, caplog.text
+        assert "forgegrad_kv_cache" not in m

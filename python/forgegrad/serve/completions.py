@@ -91,9 +91,10 @@ class GenerationServeConfig:
     # the model allows one (given, for a model that does not: a startup warning says why it has no effect)
     prefix_cache_mb: Optional[float] = None
     prefix_block: int = 16  # tokens per block of the paged KV cache and the prefix cache (prompts reuse whole blocks)
-    # the most MiB of the paged KV cache (rows' keys/values and the prefix cache's); None: room for max(max_batch, MAX_N)
-    # rows of the whole context, so that any one request fits (the pool's memory is committed only where written, so
-    # the size bounds, it does not take)
+    # the most MiB of the paged KV cache (rows' keys/values and the prefix cache's); None: room for
+    # max(max_batch, MAX_N) rows of the whole context, so that any one request fits (the pool's memory is committed
+    # only where written, so the size bounds, it does not take); given where nothing is paged (one at a time, an
+    # encoder-decoder): a startup warning
     kv_cache_mb: Optional[float] = None
     freeze: bool = True  # the model frozen in place once loaded (openai_routes.served_model); False: as loaded
 
@@ -532,6 +533,10 @@ def create_completions_app(config: GenerationServeConfig):
             else:
                 state["engine"] = _paged_engine(state["generator"], config, name, metrics, kw, prefix)
                 prefix = state["engine"].prefix  # the same size, its blocks the pool's
+        if config.kv_cache_mb is not None and not isinstance(state["engine"], PagedBatchEngine):
+            log.warning("%s: no paged KV cache (--kv-cache-mb has no effect): %s", name,
+                        "an encoder-decoder's batched rows share one contiguous cache" if state["engine"] else
+                        "it is served one at a time, each request on a cache of its own")
         state["prefix"] = prefix
         if prefix is not None:
             metrics.prefix_cache(name, prefix)
