@@ -1,0 +1,126 @@
+"""OLMo 2 checkpoints written by transformers itself: logits (grouped-query heads, norms after attention and the MLP,
+query/key RMSNorms over the whole projection), left-padded batches, greedy and beam generation against
+transformers', the KV-cache decode path against the full forward, save_pretrained read back by transformers, the
+ONNX export with its cache, and serving: the batched engines do not take it (no lean decode step), the server
+answers its requests one at a time with generate's tokens."""
+import numpy as np
+import pytest
+
+import forgegrad as fg
+from forgegrad.models import from_pretrained, generate
+from forgegrad.models.hf import Olmo2ForCausalLM, export_with_past, generate_onnx
+from forgegrad.models.hf._decode import lean_path_applies
+import hf_conformance as hfc
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+VOCAB = 300
+BASE = dict(vocab_size=VOCAB, hidden_size=48, num_hidden_layers=2, num_attention_heads=6, intermediate_size=64,
+            max_position_embeddings=256, initializer_range=0.3, eos_token_id=None, bos_token_id=None, pad_token_id=0)
+MODELS = {
+    # grouped-query attention (6 query heads on 2 key/value heads)
+    "gqa": lambda: transformers.Olmo2ForCausalLM(transformers.Olmo2Config(**BASE, num_key_value_heads=2)),
+    # biases on the attention projections, a tied LM head, another rope base
+    "tied": lambda: transformers.Olmo2ForCausalLM(transformers.Olmo2Config(
+        **BASE, attention_bias=True, tie_word_embeddings=True, rope_parameters={"rope_type": "default",
+                                                                                "rope_theta": 500.0})),
+}
+IDS = np.random.RandomState(1).randint(1, VOCAB, (2, 9))
+LEFT_MASK = np.ones((2, 10), np.int64)
+LEFT_MASK[0, :3] = 0
+LEFT_PADDED = np.where(LEFT_MASK == 1, np.random.RandomState(2).randint(1, VOCAB, (2, 10)), 0)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    return hfc.save_checkpoints(tmp_path_factory.mktemp("hf_olmo2"), MODELS, seed=0)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_logits_and_left_padded_batches_equal_transformers(checkpoints, name):
+    root, hf = checkpoints
+    model = from_pretrained(root / name)
+    assert isinstance(model, Olmo2ForCausalLM) and model.tied == (name == "tied")
+    hfc.check_logits(model, hf[name], IDS)
+    hfc.check_left_padded_logits(model, hf[name], LEFT_PADDED, LEFT_MASK)
+    with torch.no_grad():
+        ref = hf[name](torch.tensor(LEFT_PADDED), attention_mask=torch.tensor(LEFT_MASK)).logits.numpy()
+    got = model(LEFT_PADDED, attention_mask=LEFT_MASK).numpy()
+    np.testing.assert_allclose(got[LEFT_MASK == 1], ref[LEFT_MASK == 1], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_greedy_generation_equals_transformers(checkpoints, name):
+    root, hf = checkpoints
+    model = from_pretrained(root / name)
+    hfc.check_greedy_generation(model, hf[name], IDS, LEFT_PADDED, LEFT_MASK, new_tokens=30, padded_new_tokens=15,
+                                frozen_new_tokens=None)
+
+
+def test_beam_search_equals_transformers(checkpoints):
+    root, hf = checkpoints
+    model = from_pretrained(root / "gqa")
+    with torch.no_grad():
+        ref = hf["gqa"].generate(torch.tensor(LEFT_PADDED), attention_mask=torch.tensor(LEFT_MASK),
+                                 max_new_tokens=10, num_beams=3, do_sample=False, pad_token_id=0).numpy()
+    got = generate(model, LEFT_PADDED, attention_mask=LEFT_MASK, max_new_tokens=10, num_beams=3)
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_the_cache_decode_path_equals_the_full_forward(checkpoints):
+    """A prompt into the cache, then one token at a time: each step's logits are the full forward's last row; and
+    greedy generate is argmax decoding by hand with full forwards."""
+    root, _ = checkpoints
+    model = from_pretrained(root / "gqa")
+    full = model(IDS).numpy()
+    cache = model.new_cache(2, IDS.shape[1])
+    with fg.no_grad():
+        first = model(IDS[:, :5], cache=cache).numpy()
+        steps = [model(IDS[:, t:t + 1], cache=cache).numpy()[:, 0] for t in range(5, IDS.shape[1])]
+    np.testing.assert_allclose(first, full[:, :5], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.stack(steps, 1), full[:, 5:], rtol=1e-5, atol=1e-5)
+    hfc.check_greedy_by_hand(model, IDS, 6)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_save_pretrained_is_read_back_by_transformers(checkpoints, tmp_path, name):
+    root, hf = checkpoints
+    model = from_pretrained(root / name)
+    hfc.check_save_pretrained_round_trip(model, hf[name], transformers.Olmo2ForCausalLM, tmp_path / "out", IDS,
+                                         architecture="Olmo2ForCausalLM", model_type="olmo2")
+
+
+def test_onnx_export_with_past_gives_transformers_tokens(checkpoints, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    root, hf = checkpoints
+    model = from_pretrained(root / "gqa")
+    path = tmp_path / "decoder.onnx"
+    assert export_with_past(model, path).ok
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = generate_onnx(sess, LEFT_PADDED, LEFT_MASK, max_new_tokens=12)
+    np.testing.assert_array_equal(got, hfc._hf_greedy(hf["gqa"], LEFT_PADDED, 12, attention_mask=LEFT_MASK))
+
+
+def test_the_batched_engines_do_not_take_it_and_the_server_answers_one_at_a_time(checkpoints):
+    """No lean decode step for OLMo 2: batching_applies is False (neither the contiguous nor the paged engine runs
+    it), and the completions server answers concurrent requests with generate's tokens."""
+    pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    from serve_helpers import post_all, running_app
+
+    from forgegrad.serve.completions import GenerationServeConfig, TextGenerator, create_completions_app
+    from forgegrad.serve.generation_batch import batching_applies
+    root, _ = checkpoints
+    path = str(root / "gqa")
+    model, tokenizer = from_pretrained(path), TextGenerator(path).tokenizer
+    assert not lean_path_applies(model) and not batching_applies(model)
+    app = create_completions_app(GenerationServeConfig(path, model_name="m"))
+    prompts = [[5, 6, 7], [9, 10, 11, 12, 13, 14]]
+    with running_app(app) as url:
+        answers = post_all(url, [{"prompt": p, "max_tokens": 8, "temperature": 0} for p in prompts])
+    for prompt, r in zip(prompts, answers):
+        assert r.status_code == 200, r.text
+        want = generate(model, [prompt], max_new_tokens=8)[0, len(prompt):]
+        assert r.json()["choices"][0]["text"] == tokenizer.decode([int(t) for t in want])
