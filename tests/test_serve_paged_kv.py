@@ -71,6 +71,15 @@ def test_the_paged_decode_kernel_refuses_reads_outside_the_pools():
         paged_attention_decode(q, k, v, tables, lengths, 1.0, window=0)
     with pytest.raises(ValueError, match="k_pool"):
         paged_attention_decode(q, k[:, :1], v, tables, lengths, 1.0)
+    with pytest.raises(ValueError, match="k_pool must be C-contiguous"):
+        paged_attention_decode(q, k[:, :, ::2], v[:, :, ::2], tables // 2, lengths // 2 + 1, 1.0)
+    # block ids and lengths are integers: a float table (3.7) or length (7.9) is refused, not truncated to block 3
+    with pytest.raises(TypeError, match="tables must hold integer block ids, got dtype float64"):
+        paged_attention_decode(q, k, v, tables + 0.7, lengths, 1.0)
+    with pytest.raises(TypeError, match="lengths must hold integers, got dtype float64"):
+        paged_attention_decode(q, k, v, tables, lengths + 0.9, 1.0)
+    np.testing.assert_array_equal(paged_attention_decode(q, k, v, tables.astype(np.int32), lengths.astype(np.uint8),
+                                                         1.0), paged_attention_decode(q, k, v, tables, lengths, 1.0))
 
 
 # ---- the pool -----------------------------------------------------------------------------------------------------

@@ -175,6 +175,11 @@ def paged_attention_decode(q, k_pool, v_pool, tables, lengths, scale: float, sof
     window = 0 if window is None else check_int(window, "window", low=1)
     q = np.ascontiguousarray(as_f32(q, "q"))
     k_pool, v_pool = as_f32(k_pool, "k_pool"), as_f32(v_pool, "v_pool")
+    tables, lengths = np.asarray(tables), np.asarray(lengths)
+    if tables.dtype.kind not in "iu":  # a float id would be truncated to another block
+        raise TypeError(f"paged_attention_decode: tables must hold integer block ids, got dtype {tables.dtype}")
+    if lengths.dtype.kind not in "iu":
+        raise TypeError(f"paged_attention_decode: lengths must hold integers, got dtype {lengths.dtype}")
     tables = np.ascontiguousarray(tables, np.int64)
     lengths = np.ascontiguousarray(lengths, np.int64)
     out = np.empty(q.shape, np.float32)
