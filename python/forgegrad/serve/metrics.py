@@ -102,7 +102,7 @@ class _PrefixCacheCollector:
             yield family
 
 
-_KV_FIELDS = (("blocks", "gauge", "blocks in the paged KV cache (each 16 tokens of keys and values: prefix_block)"),
+_KV_FIELDS = (("blocks", "gauge", "paged KV cache blocks (each: prefix_block tokens, 16 by default)"),
               ("in_use", "gauge", "KV cache blocks held by a decoding row or the prefix cache"),
               ("peak", "gauge", "the most KV cache blocks held at once"),
               ("reserved", "gauge", "KV cache blocks promised to rows and not yet written"),
