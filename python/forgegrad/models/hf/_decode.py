@@ -43,6 +43,13 @@ def _rms_norm(x, weight, eps):
     return out
 
 
+def _norm(module, x):
+    """An nn.LayerNorm's (with its bias: GPT-NeoX) or an nn.RMSNorm's rows of x."""
+    if module._parameters.get("bias") is not None:
+        return _layer_norm(x, module.weight.numpy(), module.bias.numpy(), module.eps)
+    return _rms_norm(x, module.weight.numpy(), module.eps)
+
+
 def _tanh_cap(x, cap):
     """cap * tanh(x / cap) with the Tensor path's tanh kernel (Gemma 2's soft cap)."""
     y = np.ascontiguousarray(x / np.float32(cap), dtype=np.float32)
@@ -204,8 +211,9 @@ def _plain_module_types() -> tuple:
     """The module types from_pretrained builds GPT-2 and Llama-style decoders (Mistral, Qwen2) from (exact types), plus
     the int8 weight-only Linear that ``quantize_weight_only`` puts in their place."""
     from ... import nn
-    from . import _layers, gemma2, gpt2, llama, moe
-    return (gpt2.GPT2LMHeadModel, gpt2.GPT2Model, gpt2.GPT2Block, gpt2.GPT2Attention, gpt2.GPT2MLP,
+    from . import _layers, gemma2, gpt2, gpt_neox, llama, moe
+    return (gpt_neox.GPTNeoXForCausalLM, gpt_neox.GPTNeoXModel, gpt_neox.GPTNeoXLayer, gpt_neox.GPTNeoXAttention,
+            gpt_neox.GPTNeoXMLP, gpt2.GPT2LMHeadModel, gpt2.GPT2Model, gpt2.GPT2Block, gpt2.GPT2Attention, gpt2.GPT2MLP,
             llama.LlamaForCausalLM, llama.MistralForCausalLM, llama.Qwen2ForCausalLM, llama.Qwen3ForCausalLM,
             llama.Phi3ForCausalLM, gemma2.Gemma2ForCausalLM, gemma2.Gemma3ForCausalLM, gemma2.Gemma2Model,
             gemma2.GemmaForCausalLM, moe.MixtralForCausalLM, moe.Qwen2MoeForCausalLM, moe.Qwen3MoeForCausalLM,
@@ -249,9 +257,18 @@ class LeanDecoder:
 
     def __init__(self, model):
         from .gpt2 import GPT2LMHeadModel
+        from .gpt_neox import GPTNeoXForCausalLM
         from .llama import LlamaForCausalLM
         self.model = model
-        if isinstance(model, GPT2LMHeadModel):
+        self.neox = isinstance(model, GPTNeoXForCausalLM)  # Llama's skeleton, GPT-NeoX's layers
+        if self.neox:
+            self._layer = self._neox_layer
+            c = model.config
+            self.heads = self.kv_heads = c["num_attention_heads"]
+            self.act = _GELU_TANH[c.get("hidden_act", "gelu")]
+            self.scale = 1.0 / math.sqrt(model.head_dim)
+            self.softcap, self.post_norms, self.embed_scale, self.final_softcap = None, False, None, None
+        elif isinstance(model, GPT2LMHeadModel):
             self._layer = self._gpt2_layer
             c = model.config
             self.heads, self.kv_heads = c["n_head"], c["n_head"]
@@ -323,7 +340,8 @@ class LeanDecoder:
                 x = x * np.float32(self.embed_scale)
             ctx = m.per_layer(lambda r: tuple(t.numpy() for t in r.cos_sin_range(0, T)))  # (1, 1, T, D) each
         x = x.reshape(B * T, -1)
-        layer = self._gpt2_prefill_layer if ctx is None else self._llama_prefill_layer
+        layer = self._gpt2_prefill_layer if ctx is None else (
+            self._neox_prefill_layer if self.neox else self._llama_prefill_layer)
         for i in range(len(self._blocks())):
             x = layer(i, x, B, T, None if ctx is None else ctx[i], cache)
         if cache is not None:
@@ -420,7 +438,7 @@ class LeanDecoder:
             if not m.tied:
                 return self._linear(m.lm_head, x)
             return _C.gemm.linear(x, m.transformer.wte.weight.numpy())
-        x = _rms_norm(x, m.model.norm.weight.numpy(), m.model.norm.eps)
+        x = _norm(m.model.norm, x)
         logits = self._linear(m.lm_head, x) if not m.tied else _C.gemm.linear(x, m.model.embed_tokens.weight.numpy())
         return logits if self.final_softcap is None else _tanh_cap(logits, self.final_softcap)
 
@@ -464,3 +482,42 @@ class LeanDecoder:
         o = self._attend(i, _rope(q, cos, sin).reshape(B, Hkv, H // Hkv, D), _rope(k, cos, sin),
                          self._linear(att.v_proj, h).reshape(B, Hkv, D), cache, length, mask, self.softcap)
         return self._llama_tail(blk, x, self._linear(att.o_proj, o))
+
+    # --- GPT-NeoX ---
+    def _neox_layer(self, i, x, ctx, cache, length, mask):
+        blk = self.model.model.layers[i]
+        B, H = x.shape[0], self.heads
+        cos, sin = ctx
+        qkv = self._linear(blk.self_attn.query_key_value, _norm(blk.input_layernorm, x)).reshape(B, H, 3, -1)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each head's query, key, value: (B, H, D)
+        o = self._attend(i, _rope(q, cos, sin)[:, :, None], _rope(k, cos, sin), np.ascontiguousarray(v), cache, length,
+                         mask)
+        return self._neox_tail(blk, x, self._linear(blk.self_attn.dense, o))
+
+    def _neox_prefill_layer(self, i, x, B, T, ctx, cache):
+        from ...kernels.attention import attention_forward
+        blk = self.model.model.layers[i]
+        H = self.heads
+        cos, sin = ctx
+        qkv = self._linear(blk.self_attn.query_key_value, _norm(blk.input_layernorm, x))
+        qkv = qkv.reshape(B, T, H, 3, -1).transpose(3, 0, 2, 1, 4)  # (3, B, H, T, D)
+        q, k, v = _rope(qkv[0], cos, sin), _rope(qkv[1], cos, sin), qkv[2]
+        if cache is not None:
+            cache.keys[i][:, :, :T] = k
+            cache.values[i][:, :, :T] = v
+        D = q.shape[-1]
+        o, _ = attention_forward(np.ascontiguousarray(q).reshape(B * H, T, D),
+                                 np.ascontiguousarray(k).reshape(B * H, T, D),
+                                 np.ascontiguousarray(v).reshape(B * H, T, D), self.scale, causal=True)
+        o = o.reshape(B, H, T, D).transpose(0, 2, 1, 3).reshape(B * T, H * D)
+        return self._neox_tail(blk, x, self._linear(blk.self_attn.dense, o))
+
+    def _neox_tail(self, blk, x, a):
+        """x plus the attention block's output a and the MLP block's: both reading x (use_parallel_residual), or
+        the MLP reading x + a."""
+        mlp = blk.mlp
+        if not blk.parallel:
+            x = x + a
+        f = self._linear(mlp.dense_4h_to_h, self._linear(mlp.dense_h_to_4h, _norm(blk.post_attention_layernorm, x),
+                                                          self.act))
+        return x + a + f if blk.parallel else x + f

@@ -6,9 +6,9 @@ with biases (``attention_bias``, default true) as on the ``dense`` output projec
 the first ``partial_rotary_factor`` (``rotary_pct``, default 0.25) of each head's dimensions; a plain two-layer
 GELU MLP with biases; with ``use_parallel_residual`` (default) attention and MLP both read the block's input,
 x + attn(ln1(x)) + mlp(ln2(x)), else they run one after the other; and an untied LM head (``embed_out``; a
-``lm_head.weight`` is read as well). Forward, the KV cache, generate, beam
-search and ``export_with_past`` run through LlamaForCausalLM's code; the lean decode step does not take it (the
-serving engines then run its requests one at a time)."""
+``lm_head.weight`` is read as well). Forward, the KV cache, generate, beam search and ``export_with_past`` run
+through LlamaForCausalLM's code; the lean decode step and prefill (models/hf/_decode.py) have GPT-NeoX's layers,
+so generate and the batched and paged serving engines take them."""
 from __future__ import annotations
 
 from typing import Dict, List
@@ -106,7 +106,6 @@ class GPTNeoXForCausalLM(LlamaForCausalLM):
 
     architecture = "GPTNeoXForCausalLM"
     model_type = "gpt_neox"
-    fused_prefill = False  # LeanDecoder computes Llama's layers, not these
 
     def __init__(self, config: dict):
         config = dict(config)
