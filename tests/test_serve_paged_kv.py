@@ -401,3 +401,20 @@ def test_a_kv_cache_size_the_server_cannot_use_is_a_startup_warning(checkpoints,
             continue
         assert len(said) == 1 and why in said[0].getMessage() and said[0].levelno == logging.WARNING, caplog.text
         assert "forgegrad_kv_cache" not in m
+
+
+def test_a_streamed_request_that_never_fits_is_a_400_before_its_stream_opens(checkpoints):
+    """Whether a request's rows can ever fit in the pool does not depend on the prefix cache (the cached blocks count
+    too), so it is checked as the request arrives: ``stream: true`` gets the same 400 naming max_tokens as a plain
+    request, not a 200 stream whose only event is the error; a request that fits streams on."""
+    from forgegrad.serve.completions import GenerationServeConfig, create_completions_app
+    per_block = 2 * 2 * 4 * 16 * 8 * 4
+    app = create_completions_app(GenerationServeConfig(checkpoints["gpt2"], model_name="m",
+                                                       kv_cache_mb=10 * per_block / 2 ** 20))
+    with running_app(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        for n, want in ((1, 11), (2, 13)):  # 9 full prompt blocks and the last, shared; n copies of the last
+            r = c.post("/v1/completions", json={"prompt": "x" * 150, "max_tokens": 20, "n": n, "stream": True})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens", r.text
+            assert f"needs {want} blocks" in r.json()["error"]["message"]
+        r = c.post("/v1/completions", json={"prompt": "x" * 100, "max_tokens": 20, "stream": True})
+        assert r.status_code == 200 and r.text.endswith("data: [DONE]\n\n") and '"error"' not in r.text

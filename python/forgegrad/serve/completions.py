@@ -445,6 +445,8 @@ def create_completions_app(config: GenerationServeConfig):
             return ok(shape.response([await loop.run_in_executor(
                 worker, gen.score, ids, Completion("", "length", len(ids), 0), req.logprobs or 0, True)
                 for ids in prompt_ids]))
+        if isinstance(state["engine"], PagedBatchEngine):  # rows that can never fit: a 400 before any stream opens
+            state["engine"].check_fits(prompt_ids, req.max_tokens)
         cancelled = threading.Event()
         pieces: asyncio.Queue = asyncio.Queue()
         on_text = None

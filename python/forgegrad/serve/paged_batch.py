@@ -50,6 +50,22 @@ class PagedBatchEngine(BatchEngine):
             raise ValueError("PagedBatchEngine: the prefix cache must be attached to the engine's pool")
         super().__init__(gen, max_batch, **kw)
 
+    def check_fits(self, prompt_ids: List[List[int]], max_tokens: int) -> None:
+        """Raise a 400 (CompletionError naming max_tokens) when a prompt's rows (one per entry of ``prompt_ids``, the
+        same prompt repeated for its choices) need more blocks than the whole pool, as ``_begin`` would find (a cached
+        prefix's blocks count too, so the answer does not depend on the cache): the request is refused as it arrives,
+        before a stream opens. Reads only the pool's fixed sizes: safe from any thread."""
+        rows = {}
+        for ids in prompt_ids:
+            rows[tuple(ids)] = rows.get(tuple(ids), 0) + 1
+        for ids, n in rows.items():
+            full = len(ids) // self.pool.block_tokens
+            try:
+                self.pool.check_fits(full + n * self._own_blocks(len(ids), max_tokens, full))
+            except PoolFull as e:
+                from .completion_request import CompletionError
+                raise CompletionError(400, str(e), "max_tokens") from None
+
     def _prefill_cache(self, ids: List[int]):
         return None  # made when its prefill starts (a waiting prompt holds no memory)
 
