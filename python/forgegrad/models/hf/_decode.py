@@ -50,6 +50,12 @@ def _norm(module, x):
     return _rms_norm(x, module.weight.numpy(), module.eps)
 
 
+def _input_norm(blk, x):
+    """A Llama-style layer's norm before attention; x itself where it has none (OLMo 2 norms after attention)."""
+    norm = blk._modules.get("input_layernorm")
+    return x if norm is None else _norm(norm, x)
+
+
 def _tanh_cap(x, cap):
     """cap * tanh(x / cap) with the Tensor path's tanh kernel (Gemma 2's soft cap)."""
     y = np.ascontiguousarray(x / np.float32(cap), dtype=np.float32)
@@ -132,10 +138,13 @@ def paged_attention_reference(q, keys, values, tables, lengths, scale, softcap=N
 
 
 def _head_norm(att, name: str, x, heads: int):
-    """Qwen3's RMSNorm over each head of the projection x (rows, heads * D); x itself without one."""
-    if not att.qk_norm:
+    """Qwen3's RMSNorm over each head of the projection x (rows, heads * D), or OLMo 2's over the whole projection
+    (its weight as wide as x); x itself without one."""
+    norm = att._modules.get(name)
+    if norm is None:
         return x
-    norm = getattr(att, name)
+    if norm.weight.shape[0] == x.shape[1]:
+        return _rms_norm(np.ascontiguousarray(x), norm.weight.numpy(), norm.eps)
     rows = x.shape[0]
     return _rms_norm(np.ascontiguousarray(x).reshape(rows * heads, -1), norm.weight.numpy(), norm.eps).reshape(rows, -1)
 
@@ -211,8 +220,9 @@ def _plain_module_types() -> tuple:
     """The module types from_pretrained builds GPT-2 and Llama-style decoders (Mistral, Qwen2) from (exact types), plus
     the int8 weight-only Linear that ``quantize_weight_only`` puts in their place."""
     from ... import nn
-    from . import _layers, gemma2, gpt2, gpt_neox, llama, moe
-    return (gpt_neox.GPTNeoXForCausalLM, gpt_neox.GPTNeoXModel, gpt_neox.GPTNeoXLayer, gpt_neox.GPTNeoXAttention,
+    from . import _layers, gemma2, gpt2, gpt_neox, llama, moe, olmo2
+    return (olmo2.Olmo2ForCausalLM, olmo2.Olmo2Model, olmo2.Olmo2DecoderLayer, olmo2.Olmo2Attention,
+            gpt_neox.GPTNeoXForCausalLM, gpt_neox.GPTNeoXModel, gpt_neox.GPTNeoXLayer, gpt_neox.GPTNeoXAttention,
             gpt_neox.GPTNeoXMLP, gpt2.GPT2LMHeadModel, gpt2.GPT2Model, gpt2.GPT2Block, gpt2.GPT2Attention, gpt2.GPT2MLP,
             llama.LlamaForCausalLM, llama.MistralForCausalLM, llama.Qwen2ForCausalLM, llama.Qwen3ForCausalLM,
             llama.Phi3ForCausalLM, gemma2.Gemma2ForCausalLM, gemma2.Gemma3ForCausalLM, gemma2.Gemma2Model,
@@ -279,13 +289,14 @@ class LeanDecoder:
             c = model.config
             self.heads = c["num_attention_heads"]
             self.kv_heads = c.get("num_key_value_heads") or self.heads
-            gemma = hasattr(model.model.layers[0], "post_feedforward_layernorm")  # Gemma 2's layer
+            gemma = hasattr(model.model.layers[0], "pre_feedforward_layernorm")  # Gemma 2's layer
             act = (c.get("hidden_activation") or "gelu_pytorch_tanh") if gemma else c.get("hidden_act", "silu")
+            post_norms = hasattr(model.model.layers[0], "post_feedforward_layernorm")  # Gemma 2's, OLMo 2's
             self.act = _GELU_TANH[act]
             att = model.model.layers[0].self_attn
             self.scale = getattr(att, "scale", 1.0 / math.sqrt(model.head_dim))
             # Gemma 2: capped scores and logits, scaled embeddings, norms after attention and around the MLP
-            self.softcap, self.post_norms = getattr(att, "softcap", None), gemma
+            self.softcap, self.post_norms = getattr(att, "softcap", None), post_norms
             self.embed_scale = getattr(model, "embed_scale", None)
             self.final_softcap = getattr(model, "final_softcap", None)
         else:
@@ -377,7 +388,7 @@ class LeanDecoder:
         def heads(t, n):  # (B * T, n * D) -> (B, n, T, D), as split_heads
             return t.reshape(B, T, n, -1).transpose(0, 2, 1, 3)
 
-        h = _rms_norm(x, blk.input_layernorm.weight.numpy(), blk.input_layernorm.eps)
+        h = _input_norm(blk, x)
         q = _rope(heads(_head_norm(att, "q_norm", self._linear(att.q_proj, h), H), H), cos, sin)
         k = _rope(heads(_head_norm(att, "k_norm", self._linear(att.k_proj, h), Hkv), Hkv), cos, sin)
         v = heads(self._linear(att.v_proj, h), Hkv)
@@ -394,11 +405,12 @@ class LeanDecoder:
 
     def _llama_tail(self, blk, x, o):
         """x plus the attention block's output o, then the MLP block, both (rows, E): Llama's order, or Gemma
-        2/3's norms after attention and around the MLP (the decoder layers' operations, in their order)."""
+        2/3's norms after attention and around the MLP, or OLMo 2's after each (the decoder layers' operations, in
+        their order)."""
         if self.post_norms:
             x = x + _rms_norm(o, blk.post_attention_layernorm.weight.numpy(), blk.post_attention_layernorm.eps)
-            h = _rms_norm(x, blk.pre_feedforward_layernorm.weight.numpy(), blk.pre_feedforward_layernorm.eps)
-            f = self._mlp(blk.mlp, h)
+            pre = blk._modules.get("pre_feedforward_layernorm")
+            f = self._mlp(blk.mlp, x if pre is None else _norm(pre, x))
             return x + _rms_norm(f, blk.post_feedforward_layernorm.weight.numpy(), blk.post_feedforward_layernorm.eps)
         x = x + o
         h = _rms_norm(x, blk.post_attention_layernorm.weight.numpy(), blk.post_attention_layernorm.eps)
@@ -475,7 +487,7 @@ class LeanDecoder:
         B = x.shape[0]
         H, Hkv = self.heads, self.kv_heads
         cos, sin = ctx
-        h = _rms_norm(x, blk.input_layernorm.weight.numpy(), blk.input_layernorm.eps)
+        h = _input_norm(blk, x)
         q = _head_norm(att, "q_norm", self._linear(att.q_proj, h), H).reshape(B, H, -1)
         k = _head_norm(att, "k_norm", self._linear(att.k_proj, h), Hkv).reshape(B, Hkv, -1)
         D = q.shape[-1]

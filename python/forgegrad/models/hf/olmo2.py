@@ -5,8 +5,9 @@ What differs from Llama: no norm before attention or the MLP; an RMSNorm on each
 key normed by an RMSNorm over the whole projection (``q_norm`` of num_attention_heads * head_dim, ``k_norm`` of
 num_key_value_heads * head_dim; Qwen3's are per head) before the split into heads and the rotation. The parameter
 names are Llama's otherwise, so the checkpoint loads and saves without renaming. Forward, the KV cache, generate,
-beam search and ``export_with_past`` run through LlamaForCausalLM's code; the lean decode step does not take it
-(the serving engines then run its requests one at a time)."""
+beam search and ``export_with_past`` run through LlamaForCausalLM's code, the lean decode step and prefill
+(models/hf/_decode.py) through Llama's with these norms, so generate and the batched and paged serving engines take
+it."""
 from __future__ import annotations
 
 from typing import Optional
@@ -65,7 +66,6 @@ class Olmo2ForCausalLM(LlamaForCausalLM):
 
     architecture = "Olmo2ForCausalLM"
     model_type = "olmo2"
-    fused_prefill = False  # LeanDecoder computes Llama's layers, not these
 
     def _build_model(self, cfg: dict) -> nn.Module:
         return Olmo2Model(cfg)
