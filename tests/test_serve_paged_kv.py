@@ -418,3 +418,18 @@ def test_a_streamed_request_that_never_fits_is_a_400_before_its_stream_opens(che
             assert f"needs {want} blocks" in r.json()["error"]["message"]
         r = c.post("/v1/completions", json={"prompt": "x" * 100, "max_tokens": 20, "stream": True})
         assert r.status_code == 200 and r.text.endswith("data: [DONE]\n\n") and '"error"' not in r.text
+
+
+def test_the_default_pool_is_capped_by_the_memory_free_at_start():
+    """16 rows of a 128k context would be hundreds of GiB of pool: the default stops at half the memory free at start,
+    keeps room for at least one row of the whole context, and is max_batch (at least MAX_N) rows where memory allows."""
+    from forgegrad.serve.completion_request import MAX_N
+    from forgegrad.serve.completions import default_pool_blocks
+    per_row = -(-(131072 + 1) // 16)
+    block = 2 * 32 * 8 * 16 * 128 * 4  # a Llama-8B-shaped block: 32 layers, 8 kv heads, head size 128
+    assert default_pool_blocks(131072, 16, block, 32, None) == 32 * per_row
+    capped = default_pool_blocks(131072, 16, block, 32, 24 * 2 ** 30)
+    assert per_row <= capped * block <= 12 * 2 ** 30 or capped == per_row
+    assert capped == max(per_row, (12 * 2 ** 30) // block)
+    assert default_pool_blocks(131072, 16, block, 32, 2 ** 20) == per_row  # at least one row of the whole context
+    assert default_pool_blocks(64, 16, 4096, 2, 2 ** 40) == MAX_N * 5  # memory allows: at least MAX_N rows

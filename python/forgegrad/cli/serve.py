@@ -65,8 +65,8 @@ def add_parser(sub):
     p.add_argument("--kv-cache-mb", type=positive_float, default=None, metavar="MIB",
                    help="a Hugging Face decoder directory only: the most MiB of the paged KV cache every decoding "
                         "row's keys and values (and the prefix cache's) are kept in; a prompt waits for blocks while "
-                        "it is full (default: room for --max-batch rows, at least 16, of the whole context; memory is "
-                        "taken only as blocks are written)")
+                        "it is full (default: room for --max-batch rows, at least 16, of the whole context, but no "
+                        "more than half the memory free at start; memory is taken only as blocks are written)")
     p.add_argument("--no-freeze", dest="freeze", action="store_false",
                    help="a Hugging Face checkpoint directory only: serve the model as loaded; by default it is frozen "
                         "in place (nn.utils.freeze(model, inplace=True)): read-only, its float32 Linear weights "

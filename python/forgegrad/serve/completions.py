@@ -53,7 +53,7 @@ from .completion_request import MAX_N, CompletionError, CompletionRequest, Promp
 from .generation_batch import Job, batching_applies
 from .kv_pool import KVPool
 from .paged_batch import PagedBatchEngine
-from .openai_routes import common_routes, load_served, not_found, ok, post_route, read_body
+from .openai_routes import available_bytes, common_routes, load_served, not_found, ok, post_route, read_body
 from .prefix_cache import PagedPrefixCache, PrefixCache, why_no_prefix_cache
 from .row_settings import ServedGeneration
 from .seq2seq_batch import Seq2SeqBatchEngine
@@ -128,15 +128,29 @@ class GenerationServeConfig:
         return self
 
 
+def default_pool_blocks(context: int, block_tokens: int, block_bytes: int, max_batch: int,
+                        room: Optional[int]) -> int:
+    """Blocks of the default pool: max_batch rows of the whole context, and at least MAX_N (a request's n or best_of
+    rows of one prompt reserve their blocks together, and may be more than max_batch); but no more than half of
+    ``room`` (the bytes this process may still take, None: unknown) allows, and at least one row of the whole context.
+    The pool's pages are committed only where written, yet a pool far past the machine's memory (a long-context
+    model: 16 rows of 128k tokens are hundreds of GiB) could be refused at start or fill the memory under load."""
+    per_row = -(-(int(context) + 1) // block_tokens)
+    blocks = max(max_batch, MAX_N) * per_row
+    if room is not None:
+        blocks = min(blocks, max(per_row, int(room) // 2 // block_bytes))
+    return blocks
+
+
 def _paged_engine(gen, config: GenerationServeConfig, name: str, metrics, kw, prefix) -> PagedBatchEngine:
-    """The decoder-only engine on a paged KV cache of ``kv_cache_mb`` (default: max_batch rows of the whole
-    context, and at least MAX_N: a request's n or best_of rows of one prompt reserve their blocks together, and may be
-    more than max_batch), with a prefix cache of ``prefix``'s size in it (``_prefix_cache``'s, or None: none)."""
+    """The decoder-only engine on a paged KV cache of ``kv_cache_mb`` (default: ``default_pool_blocks``), with a
+    prefix cache of ``prefix``'s size in it (``_prefix_cache``'s, or None: none)."""
     model = gen.model
     bt = config.prefix_block
     if config.kv_cache_mb is None:
-        rows = max(config.max_batch, MAX_N)
-        pool = KVPool.for_model(model, blocks=rows * -(-(gen.context + 1) // bt), block_tokens=bt)
+        block_bytes = KVPool.for_model(model, blocks=1, block_tokens=bt).block_bytes
+        blocks = default_pool_blocks(gen.context, bt, block_bytes, config.max_batch, available_bytes())
+        pool = KVPool.for_model(model, blocks=blocks, block_tokens=bt)
     else:
         pool = KVPool.for_model(model, max_bytes=int(config.kv_cache_mb * 2 ** 20), block_tokens=bt)
     metrics.kv_cache(name, pool)
