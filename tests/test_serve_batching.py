@@ -3,6 +3,7 @@ join it while others run, and each still gets the text it gets alone (real uvico
 transformers wrote)."""
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import threading
 
@@ -289,3 +290,25 @@ def test_a_prompt_that_cannot_join_the_batch_fails_its_request_not_the_engine(ch
     assert metric(m, "forgegrad_kv_cache_in_use", model="tiny-llama") == metric(
         m, "forgegrad_prefix_cache_blocks", model="tiny-llama") > 0
     assert metric(m, "forgegrad_kv_cache_reserved", model="tiny-llama") == 0
+
+
+class _CancelledWhileChecked(concurrent.futures.Future):
+    """A request's future that the client's side cancels between the engine's done() check and its set_result (the
+    asyncio wrapper cancels it from another thread when the client goes away): the interleaving, made certain."""
+
+    def done(self):
+        self.cancel()
+        return False
+
+
+def test_a_future_cancelled_between_check_and_set_does_not_fail_the_engine():
+    from forgegrad.serve.generation_batch import settle
+    for give in (lambda f: settle(f, [1, 2]), lambda f: settle(f, error=RuntimeError("x"))):
+        f = _CancelledWhileChecked()
+        if not f.done():  # the engine's check passes ...
+            give(f)  # ... and the set meets a cancelled future: no InvalidStateError to fail the batch's other rows
+        assert f.cancelled()
+    done = concurrent.futures.Future()
+    settle(done, "first")
+    settle(done, error=RuntimeError("late"))  # a late error does not replace a delivered result
+    assert done.result() == "first"

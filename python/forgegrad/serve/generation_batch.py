@@ -52,6 +52,20 @@ from .token_logprobs import entry, log_softmax, step_entry, token_logprob
 log = logging.getLogger("forgegrad.serve")
 
 
+def settle(future: concurrent.futures.Future, result=None, error: Optional[BaseException] = None) -> None:
+    """Give a request's future its result or error, unless it is already done: the server's side (an asyncio
+    wrapper, another thread) cancels it when the client goes away, at any moment, so a check of ``done()`` before
+    ``set_result`` can pass and the set still meet a cancelled future (InvalidStateError, which would fail the
+    batch's other rows)."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except concurrent.futures.InvalidStateError:
+        pass
+
+
 @dataclass
 class Job:
     """One request: its prompts (one row each), the finished completions by prompt index."""
@@ -254,7 +268,7 @@ class BatchEngine:
         self.prefills = [p for p in self.prefills if p.job is not job]
         if not job.future.done():
             from .structured import row_failed
-            job.future.set_exception(row_failed(job.req, error))
+            settle(job.future, error=row_failed(job.req, error))
 
     @staticmethod
     def _select(req, logits, choice, prompt, output, constraint=None):
@@ -340,8 +354,7 @@ class BatchEngine:
         if failed is error:
             log.error("picking a row's next token failed", exc_info=error)
         row.stream.cancel()
-        if not row.job.future.done():
-            row.job.future.set_exception(failed)
+        settle(row.job.future, error=failed)
 
     def _decode(self, tokens: np.ndarray, positions: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """One batched decode step: every slot's next-token logits (slots, V)."""
@@ -416,27 +429,25 @@ class BatchEngine:
     def _finish(self, row: _Row) -> None:
         job = row.job
         job.results[row.index] = row.stream.result()
-        if len(job.results) == len(job.prompt_ids) and not job.future.done():
-            job.future.set_result([job.results[i] for i in range(len(job.prompt_ids))])
+        if len(job.results) == len(job.prompt_ids):
+            settle(job.future, [job.results[i] for i in range(len(job.prompt_ids))])
 
     def _fail(self, error: Exception, drain: bool = False) -> None:
         """Fail the requests in the batch (and, on close, those still waiting)."""
         for row in self.rows:
-            if not row.job.future.done():
-                row.job.future.set_exception(error)
+            settle(row.job.future, error=error)
         self.rows, self.slots, self.cache, self.mask = [], [], None, None
         if drain:  # closing: the prompts waiting for their prefill too
             for p in self.prefills:
-                if not p.job.future.done():
-                    p.job.future.set_exception(error)
+                settle(p.job.future, error=error)
             self.prefills = []
         while drain:
             try:
                 job = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if job is not None and not job.future.done():
-                job.future.set_exception(error)
+            if job is not None:
+                settle(job.future, error=error)
 
 
 class _Closed(Exception):
