@@ -1,0 +1,153 @@
+"""OLMo 3 checkpoints written by transformers itself: OLMo 2's layers with sliding windows on the layers layer_types
+marks and the rope scaling on the global layers only. Logits on a left-padded batch whose prompts are longer than the
+window, greedy and beam generation against transformers', the KV-cache decode path and the lean decode step against
+the full forward, save_pretrained read back by transformers, the ONNX export with its cache, and the batched and
+paged engines (test_hf_olmo2.py's helpers) give generate's tokens."""
+import numpy as np
+import pytest
+
+import forgegrad as fg
+from forgegrad.models import from_pretrained, generate
+from forgegrad.models.hf import Olmo3ForCausalLM, export_with_past, generate_onnx
+from forgegrad.models.hf._decode import lean_path_applies
+import hf_conformance as hfc
+import test_hf_olmo2 as olmo2_tests
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+VOCAB = 300
+WINDOW = 4
+BASE = dict(vocab_size=VOCAB, hidden_size=48, num_attention_heads=6, intermediate_size=64, max_position_embeddings=256,
+            initializer_range=0.3, eos_token_id=None, bos_token_id=None, pad_token_id=0, sliding_window=WINDOW)
+MODELS = {
+    # transformers' default pattern (three sliding layers, then a global one), grouped-query attention, and a linear
+    # rope scaling that transformers applies to the global layer only
+    "gqa": lambda: transformers.Olmo3ForCausalLM(transformers.Olmo3Config(
+        **BASE, num_hidden_layers=4, num_key_value_heads=2, rope_scaling={"rope_type": "linear", "factor": 2.0})),
+    # layer_types given (global first), biases on the attention projections, a tied LM head, another rope base
+    "tied": lambda: transformers.Olmo3ForCausalLM(transformers.Olmo3Config(
+        **BASE, num_hidden_layers=2, layer_types=["full_attention", "sliding_attention"], attention_bias=True,
+        tie_word_embeddings=True, rope_theta=500.0)),
+}
+IDS = np.random.RandomState(1).randint(1, VOCAB, (2, 9))  # past the window
+LEFT_MASK = np.ones((2, 10), np.int64)
+LEFT_MASK[0, :3] = 0  # 7 real tokens: past the window too
+LEFT_PADDED = np.where(LEFT_MASK == 1, np.random.RandomState(2).randint(1, VOCAB, (2, 10)), 0)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    return hfc.save_checkpoints(tmp_path_factory.mktemp("hf_olmo3"), MODELS, seed=0)
+
+
+def test_windows_and_ropes_follow_the_config(checkpoints):
+    root, _ = checkpoints
+    model = from_pretrained(root / "gqa")
+    assert isinstance(model, Olmo3ForCausalLM) and model.sliding_windows == [WINDOW, WINDOW, WINDOW, None]
+    assert [model.layer_rotary(i) is model.rotary for i in range(4)] == [False, False, False, True]
+    assert from_pretrained(root / "tied").sliding_windows == [None, WINDOW]
+    cfg = {**MODELS["tied"]().config.to_dict(), "layer_types": ["full_attention", "local"]}
+    with pytest.raises(ValueError, match="layer_types"):
+        Olmo3ForCausalLM(cfg)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_logits_and_left_padded_batches_equal_transformers(checkpoints, name):
+    root, hf = checkpoints
+    model = from_pretrained(root / name)
+    assert model.tied == (name == "tied")
+    hfc.check_logits(model, hf[name], IDS)
+    hfc.check_left_padded_logits(model, hf[name], LEFT_PADDED, LEFT_MASK)
+    with torch.no_grad():
+        ref = hf[name](torch.tensor(LEFT_PADDED), attention_mask=torch.tensor(LEFT_MASK)).logits.numpy()
+    got = model(LEFT_PADDED, attention_mask=LEFT_MASK).numpy()
+    np.testing.assert_allclose(got[LEFT_MASK == 1], ref[LEFT_MASK == 1], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_greedy_generation_equals_transformers(checkpoints, name):
+    root, hf = checkpoints
+    model = from_pretrained(root / name)
+    hfc.check_greedy_generation(model, hf[name], IDS, LEFT_PADDED, LEFT_MASK, new_tokens=30, padded_new_tokens=15,
+                                frozen_new_tokens=None)
+
+
+def test_beam_search_equals_transformers(checkpoints):
+    root, hf = checkpoints
+    model = from_pretrained(root / "gqa")
+    with torch.no_grad():
+        ref = hf["gqa"].generate(torch.tensor(LEFT_PADDED), attention_mask=torch.tensor(LEFT_MASK),
+                                 max_new_tokens=10, num_beams=3, do_sample=False, pad_token_id=0).numpy()
+    got = generate(model, LEFT_PADDED, attention_mask=LEFT_MASK, max_new_tokens=10, num_beams=3)
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_the_cache_decode_path_equals_the_full_forward(checkpoints):
+    """A prompt into the cache, then one token at a time past the window: each step's logits are the full forward's
+    last row; and greedy generate is argmax decoding by hand with full forwards."""
+    root, _ = checkpoints
+    model = from_pretrained(root / "gqa")
+    full = model(IDS).numpy()
+    cache = model.new_cache(2, IDS.shape[1])
+    with fg.no_grad():
+        first = model(IDS[:, :3], cache=cache).numpy()
+        steps = [model(IDS[:, t:t + 1], cache=cache).numpy()[:, 0] for t in range(3, IDS.shape[1])]
+    np.testing.assert_allclose(first, full[:, :3], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.stack(steps, 1), full[:, 3:], rtol=1e-5, atol=1e-5)
+    hfc.check_greedy_by_hand(model, IDS, 6)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_save_pretrained_is_read_back_by_transformers(checkpoints, tmp_path, name):
+    root, hf = checkpoints
+    model = from_pretrained(root / name)
+    hfc.check_save_pretrained_round_trip(model, hf[name], transformers.Olmo3ForCausalLM, tmp_path / "out", IDS,
+                                         architecture="Olmo3ForCausalLM", model_type="olmo3")
+
+
+def test_onnx_export_with_past_gives_transformers_tokens(checkpoints, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    root, hf = checkpoints
+    model = from_pretrained(root / "gqa")
+    path = tmp_path / "decoder.onnx"
+    assert export_with_past(model, path).ok
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = generate_onnx(sess, LEFT_PADDED, LEFT_MASK, max_new_tokens=12)
+    np.testing.assert_array_equal(got, hfc._hf_greedy(hf["gqa"], LEFT_PADDED, 12, attention_mask=LEFT_MASK))
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_the_lean_decode_step_and_prefill_equal_the_tensor_forward(checkpoints, name):
+    """The lean step past the window (its masks drop the keys before it); the lean prefill within the window, and
+    the Tensor forward (no lean prefill) once a prompt reaches past it."""
+    root, _ = checkpoints
+    model = from_pretrained(root / name)
+    assert lean_path_applies(model)
+    hfc.check_lean_decode_step(model, IDS)
+    short = IDS[:, :WINDOW]
+    with hfc.counting_lean_prefill() as calls, fg.no_grad():
+        got, long = model(short).numpy(), model(IDS).numpy()
+    assert calls == [1]
+    np.testing.assert_allclose(got, model(short).numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(long, model(IDS).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_the_batched_and_paged_engines_give_generate_s_tokens(checkpoints):
+    """Prompts shorter and longer than the window decoded together by the contiguous engine (padding and windows
+    masked in the lean step) and by the paged engine (block tables, each layer's window): generate's tokens, one
+    prompt at a time."""
+    from forgegrad.serve.generation_batch import BatchEngine, batching_applies
+    from forgegrad.serve.kv_pool import KVPool
+    from forgegrad.serve.paged_batch import PagedBatchEngine
+    root, _ = checkpoints
+    path = str(root / "gqa")
+    model = from_pretrained(path)
+    assert batching_applies(model)
+    prompts = [[5, 6, 7], [9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20], [40] * 20]
+    want = [[int(t) for t in generate(model, [p], max_new_tokens=12)[0, len(p):]] for p in prompts]
+    engine = olmo2_tests._engine_completions
+    assert engine(BatchEngine, path, prompts, 12, kw=lambda gen: dict(prefill_chunk=8)) == want
+    assert engine(PagedBatchEngine, path, prompts, 12, kw=lambda gen: dict(
+        pool=KVPool.for_model(gen.model, blocks=64, block_tokens=16), prefill_chunk=8)) == want
