@@ -151,3 +151,17 @@ def test_the_batched_and_paged_engines_give_generate_s_tokens(checkpoints):
     assert engine(BatchEngine, path, prompts, 12, kw=lambda gen: dict(prefill_chunk=8)) == want
     assert engine(PagedBatchEngine, path, prompts, 12, kw=lambda gen: dict(
         pool=KVPool.for_model(gen.model, blocks=64, block_tokens=16), prefill_chunk=8)) == want
+
+
+def test_the_refusals_of_a_model_that_is_not_a_decoder_name_every_decoder():
+    """generate's and export_with_past's lists come from ARCHITECTURES: the decoders added last are in them."""
+    from forgegrad import nn
+    from forgegrad.models.hf.onnx_export import DecoderWithPast
+    with pytest.raises(TypeError, match="Linear is not a decoder") as generate_error:
+        generate(nn.Linear(2, 2), IDS)
+    with pytest.raises(TypeError, match="Linear is not a decoder-only model") as export_error:
+        DecoderWithPast(nn.Linear(2, 2))
+    for name in ("GPT2LMHeadModel", "GPTNeoXForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM", "MixtralForCausalLM"):
+        assert name in str(generate_error.value) and name in str(export_error.value)
+    assert "T5ForConditionalGeneration" in str(generate_error.value)
+    assert "T5ForConditionalGeneration" not in str(export_error.value)

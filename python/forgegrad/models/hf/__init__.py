@@ -112,6 +112,15 @@ _BY_TYPE = {"gpt2": GPT2LMHeadModel, "bert": BertModel, "roberta": RobertaModel,
             "m2m_100": M2M100ForConditionalGeneration, "whisper": WhisperForConditionalGeneration}
 
 
+def decoder_architectures(encoder_decoders: bool = False) -> str:
+    """The decoder-only architectures from_pretrained builds (those with a KV cache: what generate and
+    export_with_past take), comma-separated, for the errors that refuse another model; with ``encoder_decoders``,
+    followed by the encoder-decoders generate also takes."""
+    seq2seq = [n for n, c in ARCHITECTURES.items() if getattr(c, "is_encoder_decoder", False)]
+    text = ", ".join(n for n, c in ARCHITECTURES.items() if hasattr(c, "new_cache") and n not in seq2seq)
+    return text + "; or an encoder-decoder: " + ", ".join(seq2seq) if encoder_decoders else text
+
+
 # architectures that are another one's under a different name
 _ALIASES = {"MT5ForConditionalGeneration": T5ForConditionalGeneration}
 # decoders saved without their LM head (transformers' base models, as sentence-transformers saves a decoder embedding

@@ -114,7 +114,8 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
     top_p 1.0. An argument given always wins (``do_sample=False`` decodes greedily whatever the config says).
 
     Args:
-        model: a decoder from ``from_pretrained`` (GPT-2, Llama-style), or the zoo's ``gpt``.
+        model: a decoder from ``from_pretrained`` (GPT-2, GPT-NeoX, Llama-style, OLMo 2 and 3, an
+            encoder-decoder), or the zoo's ``gpt``.
         input_ids: (B, T) or (T,) int token ids; pad shorter prompts on the left.
         attention_mask: (B, T) with 0 for left padding (default: all tokens real).
         do_sample: False for greedy decoding; True to sample (``temperature``, ``top_k``, ``top_p``). The
@@ -180,9 +181,9 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
     """
     model = _decoder(model)
     if not getattr(model, "is_encoder_decoder", False) and not hasattr(model, "new_cache"):
-        raise TypeError(f"generate: {type(model).__name__} is not a decoder (expected GPT2LMHeadModel or "
-                        "a Llama-style decoder: Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 1, 2 or 3, Mixtral, "
-                        "Qwen2-MoE, Qwen3-MoE; or an encoder-decoder)")
+        from . import decoder_architectures
+        raise TypeError(f"generate: {type(model).__name__} is not a decoder (expected one of "
+                        f"{decoder_architectures(encoder_decoders=True)})")
     warn_unread_settings(model)
     given = {name: value for name, value in zip(EXTRA_SETTINGS, (
         suppress_tokens, begin_suppress_tokens, bad_words_ids, sequence_bias, typical_p, epsilon_cutoff, eta_cutoff,

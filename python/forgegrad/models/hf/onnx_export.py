@@ -23,11 +23,12 @@ setting ``generate`` takes resolved as it resolves them (an argument, else the g
 generation_config.json next to the graph, else generate's default) and applied through its own processor list,
 Sampler and stopping criteria (onnx_decoding.py).
 
-Exports GPT-2 and the Llama family (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 1, 2 and 3), sliding
-windows included (each window's bias computed once, from the same places), longrope and dynamic ropes
-(frequencies chosen in the graph from the call's length; a longrope graph records in its metadata where
-``generate_onnx`` recomputes the sequence) and the mixture-of-experts decoders (routing computed in the graph,
-``SparseMoeBlock.dense_forward``).
+Exports every decoder-only architecture of ``ARCHITECTURES`` (``decoder_architectures()`` names them, as the
+refusal of another model does): GPT-2, GPT-NeoX (Pythia) and the Llama family (Llama, Mistral, Qwen2, Qwen3, Phi-3,
+Gemma 1, 2 and 3, OLMo 2 and 3), sliding windows included (each window's bias computed once, from the same
+places), longrope and dynamic ropes (frequencies chosen in the graph from the call's length; a longrope graph records
+in its metadata where ``generate_onnx`` recomputes the sequence) and the mixture-of-experts decoders (routing computed
+in the graph, ``SparseMoeBlock.dense_forward``).
 """
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ __all__ = ["DecoderWithPast", "export_with_past", "generate_onnx", "input_names"
 
 class DecoderWithPast(nn.Module):
     """``forward(input_ids, attention_mask, k0, v0, k1, v1, ...)`` -> ``(logits, k0', v0', ...)``:
-    ``model`` (a GPT2LMHeadModel or LlamaForCausalLM-family model) run over a concatenated cache."""
+    ``model`` (a GPT2LMHeadModel, GPTNeoXForCausalLM or LlamaForCausalLM-family model) run over a concatenated
+    cache."""
 
     def __init__(self, model, logits_to_keep: int = 0):
         super().__init__()
@@ -56,8 +58,9 @@ class DecoderWithPast(nn.Module):
                              f"last position's), got {logits_to_keep!r}")
         self.logits_to_keep = logits_to_keep
         if not callable(getattr(model, "forward_graph", None)):
+            from . import decoder_architectures
             raise TypeError(f"export_with_past: {type(model).__name__} is not a decoder-only model with a "
-                            "forward_graph (GPT-2 or the Llama family)")
+                            f"forward_graph (expected one of {decoder_architectures()})")
         self.decoder = model
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, *past: Tensor):
