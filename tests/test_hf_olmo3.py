@@ -3,6 +3,8 @@ marks and the rope scaling on the global layers only. Logits on a left-padded ba
 window, greedy and beam generation against transformers', the KV-cache decode path and the lean decode step against
 the full forward, save_pretrained read back by transformers, the ONNX export with its cache, and the batched and
 paged engines (test_hf_olmo2.py's helpers) give generate's tokens."""
+import json
+
 import numpy as np
 import pytest
 
@@ -165,3 +167,21 @@ def test_the_refusals_of_a_model_that_is_not_a_decoder_name_every_decoder():
         assert name in str(generate_error.value) and name in str(export_error.value)
     assert "T5ForConditionalGeneration" in str(generate_error.value)
     assert "T5ForConditionalGeneration" not in str(export_error.value)
+
+
+def test_yarn_on_the_global_layers_in_either_config_format(tmp_path):
+    """A YaRN-scaled OLMo 3 (the long-context releases): transformers 5's rope_parameters per layer type, and the
+    older rope_theta + rope_scaling (the global layers' scaling) that earlier transformers wrote, give its logits."""
+    torch.manual_seed(0)
+    hf = transformers.Olmo3ForCausalLM(transformers.Olmo3Config(**BASE, num_hidden_layers=4, rope_scaling={
+        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16})).eval()
+    hf.save_pretrained(tmp_path)
+    ids = np.random.RandomState(3).randint(1, VOCAB, (2, 24))  # past the original context
+    with torch.no_grad():
+        ref = hf(torch.tensor(ids)).logits.numpy()
+    np.testing.assert_allclose(from_pretrained(tmp_path)(ids).numpy(), ref, rtol=1e-4, atol=1e-4)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    full = cfg.pop("rope_parameters")["full_attention"]
+    cfg.update(rope_theta=full.pop("rope_theta"), rope_scaling=full)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    np.testing.assert_allclose(from_pretrained(tmp_path)(ids).numpy(), ref, rtol=1e-4, atol=1e-4)
