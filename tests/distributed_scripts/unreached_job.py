@@ -9,7 +9,10 @@ configuration (DDP + Adam, DistributedOptimizer, ZeRO-1, ZeRO-2, FullyShardedDat
 and without resharding, with and without prefetch) trains through the same plans; rank 0 writes each
 one's final parameters to OUT_DIR/<name>.npy and OUT_DIR/result.json (whether all ranks ended with
 identical parameters).
-tests/test_distributed_unreached.py checks them against one process that averages the ranks' losses.
+DDP and DistributedOptimizer also train through ADAMW_PLANS under AdamW with weight decay; every rank
+writes, per step, which parameters had no gradient at step() and which the step left unchanged
+(OUT_DIR/adamw_rank<r>.json). tests/test_distributed_unreached.py checks them against one process that
+averages the ranks' losses.
 """
 import sys
 
@@ -34,6 +37,16 @@ PLANS = [
     (["ab"], ["ab"]),
 ]
 LR = 1e-2
+# DDP and DistributedOptimizer under AdamW with weight decay: steps where no rank runs a backward, where
+# no rank reaches head b, and where the only backward reaches nothing leave those parameters untouched
+ADAMW_PLANS = [
+    (["ab"], ["ab"]),
+    (["skip"], ["idle"]),
+    (["a"], ["a"]),
+    (["none"], ["idle"]),
+    (["ab"], ["b"]),
+]
+WEIGHT_DECAY = 0.1
 
 
 class TwoHeads(nn.Module):
@@ -76,8 +89,11 @@ def micro_loss(model, plan, x, y):
     return loss
 
 
-def train(model, opt, rank, fsdp=False):
-    for step, plans in enumerate(PLANS):
+def train(model, opt, rank, fsdp=False, plans_per_step=PLANS, watch=None):
+    """Train through ``plans_per_step``; with ``watch`` (the plain module), return per step the names of the
+    parameters whose .grad is None at step() and of those the step left bit for bit unchanged."""
+    seen = []
+    for step, plans in enumerate(plans_per_step):
         mine = plans[rank]
         opt.zero_grad()
         for micro, plan in enumerate(mine):
@@ -86,7 +102,13 @@ def train(model, opt, rank, fsdp=False):
             loss = micro_loss(model, plan, *data(step, rank, micro))
             if loss is not None:
                 (loss * (1.0 / len(mine))).backward()
+        before = {n: p._data.copy() for n, p in watch.named_parameters()} if watch is not None else None
         opt.step()
+        if watch is not None:
+            named = list(watch.named_parameters())
+            seen.append({"grad_none": [n for n, p in named if p.grad is None],
+                         "unchanged": [n for n, p in named if np.array_equal(p._data, before[n])]})
+    return seen
 
 
 def main():
@@ -117,6 +139,17 @@ def main():
         train(m, dist.ZeroRedundancyOptimizer(m.parameters(), optim.Adam, stage=3, lr=LR), rank, fsdp=True)
         finals[name] = m
 
+    adamw = {}
+    ddp = dist.DistributedDataParallel(make_model(), bucket_cap_mb=0.0002)
+    adamw["ddp_adamw"] = train(ddp, optim.AdamW(ddp.parameters(), lr=LR, weight_decay=WEIGHT_DECAY), rank,
+                               plans_per_step=ADAMW_PLANS, watch=ddp.module)
+    finals["ddp_adamw"] = ddp.module
+    hvd = make_model()
+    opt = dist.DistributedOptimizer(optim.AdamW(hvd.parameters(), lr=LR, weight_decay=WEIGHT_DECAY),
+                                    bucket_cap_mb=0.0002)
+    adamw["distributed_optimizer_adamw"] = train(hvd, opt, rank, plans_per_step=ADAMW_PLANS, watch=hvd)
+    finals["distributed_optimizer_adamw"] = hvd
+
     identical = {}
     for name, m in finals.items():
         sd = m.state_dict()  # collective for FullyShardedDataParallel: the plain model's full arrays
@@ -126,7 +159,8 @@ def main():
         if rank == 0:
             np.save(f"{out}/{name}.npy", flat)
     if rank == 0:
-        write_json(f"{out}/result.json", {"identical": identical})
+        write_json(f"{out}/result.json", {"identical": identical, "adamw": adamw})
+    write_json(f"{out}/adamw_rank{rank}.json", adamw)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,11 @@ fired a gradient hook, ends a round when one is due: after a DistributedDataPara
 for them, and the ranks whose pass did reach them average with those zeros (torch's
 ``find_unused_parameters=True``). A rank that runs no backward at all reduces at ``step()`` (a global
 optimizer step pre-hook; DistributedOptimizer's own step): if no round has ended on this rank since the
-optimizer's last step, a round of zeros (or of the locally accumulated ``.grad``) runs there. On the common
-path, where every rank's backward reaches a parameter, the communication is unchanged.
+optimizer's last step, a round of zeros (or of the locally accumulated ``.grad``) runs there. Each bucket
+carries one float32 per parameter after its gradients, 1.0 where this rank has a gradient for it: a
+parameter whose sum is 0 (no rank reached it, or no rank ran a backward) keeps ``.grad = None``, which
+the optimizers skip (as torch's, AdamW's decay included), instead of a zero gradient. On the common path,
+where every rank's backward reaches a parameter, the communication is the same allreduces, a few floats longer.
 
 Reproducibility: buckets are started in the same fixed order on every rank, with fixed sizes, so MPI
 picks the same allreduce algorithm, with the same reduction order, in every run: results are
@@ -45,7 +48,10 @@ __all__ = ["DistributedDataParallel", "DistributedOptimizer", "broadcast_paramet
 
 
 class _Bucket:
-    __slots__ = ("params", "offsets", "buffer", "ready", "request")
+    """A flat float32 buffer: the gradients of ``params`` back to back, then one "reached" flag per
+    parameter (1.0 on a rank that has a gradient for it this round, else 0.0), reduced in the same
+    allreduce, so that after it a count of 0 tells every rank that no rank had a gradient."""
+    __slots__ = ("params", "offsets", "buffer", "reached", "ready", "request")
 
     def __init__(self, params: List[Tensor]):
         self.params = params
@@ -54,10 +60,10 @@ class _Bucket:
         for p in params:
             self.offsets.append(off)
             off += p._data.size
-        self.buffer = np.zeros(off, np.float32)
+        self.buffer = np.zeros(off + len(params), np.float32)
+        self.reached = self.buffer[off:]  # a view: the flags travel in the gradients' allreduce
         self.ready = 0
         self.request = None
-
 
 
 @contextlib.contextmanager
@@ -171,6 +177,7 @@ class _Reducer:
         g = p.grad._data
         if not np.may_share_memory(g, dst):  # a .grad that is still last round's view needs no copy
             dst[...] = g.reshape(-1)
+        bucket.reached[i] = 1.0
         bucket.ready += 1
         while self.next_launch < len(self.buckets) and \
                 self.buckets[self.next_launch].ready == len(self.buckets[self.next_launch].params):
@@ -212,7 +219,9 @@ class _Reducer:
             bucket.ready = 0
             if self.size > 1:
                 bucket.buffer *= scale
-            for p, off in zip(bucket.params, bucket.offsets):
+            for p, off, count in zip(bucket.params, bucket.offsets, bucket.reached):
+                if count == 0:  # no rank had a gradient: .grad stays None (the optimizer skips it, as torch)
+                    continue
                 view = bucket.buffer[off:off + p._data.size].reshape(p._data.shape)
                 if p.grad is None:
                     p.grad = Tensor._wrap(view)
@@ -226,8 +235,9 @@ class _Reducer:
 
     def _fill_missing(self, bucket: _Bucket) -> None:
         # which parameters of the bucket have not reported: recompute from scratch (rare path)
-        for p, off in zip(bucket.params, bucket.offsets):
+        for i, (p, off) in enumerate(zip(bucket.params, bucket.offsets)):
             dst = bucket.buffer[off:off + p._data.size]
+            bucket.reached[i] = p.grad is not None
             if p.grad is None:
                 dst[...] = 0.0
             elif not np.may_share_memory(p.grad._data, dst):
