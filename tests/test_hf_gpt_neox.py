@@ -191,3 +191,17 @@ def test_the_batched_and_paged_engines_and_the_server_give_generate_s_tokens(che
     for ids, r in zip(want, answers):
         assert r.status_code == 200, r.text
         assert r.json()["choices"][0]["text"] == tokenizer.decode(ids)
+
+
+def test_an_odd_number_of_rotary_dimensions_rotates_as_transformers(tmp_path):
+    """head_dim 12 at Pythia's rotary_pct 0.25 is 3 rotary dimensions: transformers takes frequencies
+    theta^(-2i/3) for i in {0, 1} and rotates the first 4 dimensions; forgegrad's logits, lean step and greedy tokens
+    are the same (it refused the config)."""
+    torch.manual_seed(0)
+    hf = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(**{**BASE, "hidden_size": 48})).eval()
+    hf.save_pretrained(tmp_path)
+    model = from_pretrained(tmp_path)
+    assert model.rotary.inv_freq.shape == (2,)
+    hfc.check_logits(model, hf, IDS)
+    hfc.check_lean_decode_step(model, IDS)
+    np.testing.assert_array_equal(generate(model, IDS, max_new_tokens=10), hfc._hf_greedy(hf, IDS, 10))

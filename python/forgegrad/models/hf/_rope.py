@@ -20,12 +20,14 @@ def rope_from_config(cfg: dict, head_dim: int, max_positions: int) -> RotaryEmbe
     params = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
     theta = params.get("rope_theta", cfg.get("rope_theta", 10000.0))
     kind = params.get("rope_type", params.get("type", "default"))
-    dim = _rotary_dim(params.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 1.0)), head_dim)
-    if kind == "default":
-        return RotaryEmbedding(dim, theta, max_positions=max_positions)
-    if kind == "linear":
-        return RotaryEmbedding(dim, theta, scaling_factor=_rope_param(params, "factor", kind),
-                               max_positions=max_positions)
+    factor = params.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 1.0))
+    dim = _rotary_dim(factor, head_dim, odd=kind in ("default", "linear"))
+    scaling = _rope_param(params, "factor", kind) if kind == "linear" else 1.0
+    if kind in ("default", "linear"):
+        # an odd dim (head_dim 12 at GPT-NeoX's 0.25: 3) as transformers: theta^(-2i/dim) for 2i < dim, so one more
+        # dimension rotated than dim
+        return RotaryEmbedding(dim + dim % 2, theta, scaling_factor=scaling, max_positions=max_positions,
+                               inv_freq=default_inv_freq(dim, theta) if dim % 2 else None)
     if kind == "dynamic":
         original = cfg.get("max_position_embeddings")
         if isinstance(original, bool) or not isinstance(original, int) or original <= 0:
@@ -44,14 +46,18 @@ def rope_from_config(cfg: dict, head_dim: int, max_positions: int) -> RotaryEmbe
     raise ValueError(f"LlamaForCausalLM: rope type {kind!r} is not supported yet (supported: {', '.join(SUPPORTED)})")
 
 
-def _rotary_dim(factor, head_dim: int) -> int:
-    """The rotated dimensions of a head: int(head_dim * partial_rotary_factor), as transformers."""
+def _rotary_dim(factor, head_dim: int, odd: bool = False) -> int:
+    """The rotated dimensions of a head: int(head_dim * partial_rotary_factor), as transformers. ``odd``: an odd
+    count is taken (the plain and linear ropes, see rope_from_config), else it must be even."""
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor <= 1:
         raise ValueError(f"LlamaForCausalLM: partial_rotary_factor must be in (0, 1], got {factor!r}")
     dim = int(head_dim * factor)
-    if dim < 2 or dim % 2:
+    if dim < 1 or (dim % 2 and not odd):
         raise ValueError(f"LlamaForCausalLM: partial_rotary_factor {factor} of head_dim {head_dim} rotates {dim} "
-                         "dimensions; that must be an even number >= 2")
+                         "dimensions; that must be " + ("at least 1" if odd else "an even number >= 2 for this rope"))
+    if dim % 2 and dim == head_dim:
+        raise ValueError(f"LlamaForCausalLM: partial_rotary_factor {factor} rotates all {head_dim} dimensions of a "
+                         "head; an odd head_dim must keep at least one dimension unrotated")
     return dim
 
 
