@@ -205,3 +205,20 @@ def test_an_odd_number_of_rotary_dimensions_rotates_as_transformers(tmp_path):
     hfc.check_logits(model, hf, IDS)
     hfc.check_lean_decode_step(model, IDS)
     np.testing.assert_array_equal(generate(model, IDS, max_new_tokens=10), hfc._hf_greedy(hf, IDS, 10))
+
+
+def test_an_older_config_s_rope_scaling_applies(checkpoints, tmp_path):
+    """An older config's ``rope_scaling`` (linear, factor 4) beside rotary_pct / rotary_emb_base: transformers scales
+    the rope, so does forgegrad (it was dropped, the plain rope's logits)."""
+    import shutil
+    root, _ = checkpoints
+    dst = tmp_path / "scaled"
+    shutil.copytree(root / "parallel", dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    params = cfg.pop("rope_parameters")
+    cfg.update(rotary_pct=params["partial_rotary_factor"], rotary_emb_base=params["rope_theta"],
+               rope_scaling={"type": "linear", "factor": 4.0})
+    (dst / "config.json").write_text(json.dumps(cfg))
+    hf = transformers.GPTNeoXForCausalLM.from_pretrained(dst).eval()
+    ids = np.random.RandomState(3).randint(1, VOCAB, (1, 40))
+    np.testing.assert_allclose(from_pretrained(dst)(ids).numpy(), hfc._hf_logits(hf, ids), rtol=1e-4, atol=1e-4)

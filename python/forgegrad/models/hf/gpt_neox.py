@@ -109,11 +109,11 @@ class GPTNeoXForCausalLM(LlamaForCausalLM):
 
     def __init__(self, config: dict):
         config = dict(config)
-        # older configs: rotary_pct and rotary_emb_base (transformers 5 moves them into rope_parameters)
-        params = dict(config.get("rope_parameters") or {})
+        # older configs: rotary_pct, rotary_emb_base and rope_scaling (transformers 5 moves them into rope_parameters)
+        params = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
         params.setdefault("rope_theta", config.get("rotary_emb_base", 10000.0))
         params.setdefault("partial_rotary_factor", config.get("rotary_pct", 0.25))
-        params.setdefault("rope_type", "default")
+        params.setdefault("rope_type", params.get("type", "default"))
         config["rope_parameters"] = params
         config.setdefault("tie_word_embeddings", False)
         super().__init__(config)
