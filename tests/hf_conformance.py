@@ -1,6 +1,7 @@
 """Checks shared by the Hugging Face checkpoint tests (test_hf_checkpoints.py, test_hf_llama_variants.py,
-test_hf_moe_gemma.py): a forgegrad model loaded with from_pretrained against the transformers model that
-wrote the checkpoint. Each test file keeps its own models, inputs and tolerances and passes them in.
+test_hf_moe_gemma.py, test_hf_gpt_neox.py, test_hf_olmo2.py, test_hf_olmo3.py, ...): a forgegrad model loaded with
+from_pretrained against the transformers model that wrote the checkpoint. Each test file keeps its own models,
+inputs and tolerances and passes them in.
 
     check_logits                  the Tensor forward (and, graph_free, the no_grad forward) gives transformers' logits
     check_left_padded_logits      the same on a left-padded batch, at the real (unpadded) positions
@@ -10,6 +11,11 @@ wrote the checkpoint. Each test file keeps its own models, inputs and tolerances
     check_lean_decode_step        the lean decode step of the last token equals the Tensor forward's last row
     check_greedy_by_hand          generate equals greedy decoding by hand with the model's own forward
     counting_lean_prefill         a context that records each LeanDecoder.prefill call
+    check_lean_step_and_prefill   the lean path applies; its decode step and (no_grad) prefill equal the Tensor forward
+    check_decoder_export_with_past   export_with_past's greedy tokens on a left-padded batch in onnxruntime equal
+                                  transformers'
+    engine_completions            greedy completions of token-id prompts through a batched engine
+    check_batched_engines         the contiguous and paged engines (and the server) give generate's tokens
     padded_batch                  random right-padded token rows and their attention mask (the encoder tests)
     check_encoder_export          an encoder's ONNX export gives transformers' hidden states in onnxruntime
     save_checkpoints              the body of a module's checkpoints fixture: transformers models saved by name
@@ -352,3 +358,89 @@ def check_encoder_export(model, hf, path, batches):
         with torch.no_grad():
             ref = hf(torch.tensor(ids)).last_hidden_state.numpy()
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def check_decoder_export_with_past(model, hf_model, path, left_padded, left_mask, *, new_tokens=12):
+    """export_with_past writes ``model`` to ``path``, and generate_onnx's greedy tokens for the left-padded batch in
+    onnxruntime equal transformers' (``hf_model``'s)."""
+    import onnxruntime as ort
+
+    from forgegrad.models.hf import export_with_past, generate_onnx
+    assert export_with_past(model, path).ok
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = generate_onnx(sess, left_padded, left_mask, max_new_tokens=new_tokens)
+    np.testing.assert_array_equal(got, _hf_greedy(hf_model, left_padded, new_tokens, attention_mask=left_mask))
+
+
+def check_lean_step_and_prefill(model, ids, *, prefill_ids=None):
+    """The lean path applies to ``model``; its decode step of ids' last token equals the Tensor forward
+    (check_lean_decode_step); and a no_grad forward of prefill_ids (default: ids) takes the lean prefill, once, with
+    the Tensor forward's logits."""
+    from forgegrad.models.hf._decode import lean_path_applies
+    assert lean_path_applies(model)
+    check_lean_decode_step(model, ids)
+    prefill_ids = ids if prefill_ids is None else prefill_ids
+    with counting_lean_prefill() as calls, fg.no_grad():
+        got = model(prefill_ids).numpy()
+    assert calls == [1]
+    np.testing.assert_allclose(got, model(prefill_ids).numpy(), rtol=1e-5, atol=1e-5)
+
+
+# prompts of different lengths for the engines: 3, 12 and 20 tokens
+ENGINE_PROMPTS = [[5, 6, 7], [9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20], [40] * 20]
+
+
+def engine_completions(engine_cls, path, prompts, max_tokens, kw):
+    """Greedy completions of token-id prompts, all submitted at once to an engine over ``path`` (its settings:
+    kw(generator)): each one's ids."""
+    import threading
+
+    from forgegrad.serve.completion_request import parse
+    from forgegrad.serve.completions import TextGenerator
+    from forgegrad.serve.generation_batch import Job
+    gen = TextGenerator(path)
+    engine = engine_cls(gen, 4, **kw(gen))
+    try:
+        req = parse(json.dumps({"prompt": "x", "model": "m", "max_tokens": max_tokens, "temperature": 0,
+                                "stream": True}).encode(), "m")
+        jobs = [engine.submit(Job(req, [list(p)], lambda *a: None, threading.Event())) for p in prompts]
+        return [j.result(timeout=120)[0].token_ids for j in jobs]
+    finally:
+        engine.close()
+
+
+def check_batched_engines(path, *, prompts=ENGINE_PROMPTS, new_tokens=12, server=False):
+    """The checkpoint at ``path`` batches; prompts decoded together by the contiguous engine (padding masked in the
+    lean step) and by the paged engine (block tables) give generate's tokens, one prompt at a time; with ``server``,
+    so do concurrent requests to the completions server (the paged engine: its kv_cache_peak metric moves)."""
+    from forgegrad.models import from_pretrained
+    from forgegrad.serve.generation_batch import BatchEngine, batching_applies
+    from forgegrad.serve.kv_pool import KVPool
+    from forgegrad.serve.paged_batch import PagedBatchEngine
+    model = from_pretrained(path)
+    assert batching_applies(model)
+    want = [[int(t) for t in generate(model, [p], max_new_tokens=new_tokens)[0, len(p):]] for p in prompts]
+    assert engine_completions(BatchEngine, path, prompts, new_tokens, kw=lambda gen: dict(prefill_chunk=8)) == want
+    paged = engine_completions(PagedBatchEngine, path, prompts, new_tokens, kw=lambda gen: dict(
+        pool=KVPool.for_model(gen.model, blocks=64, block_tokens=16), prefill_chunk=8))
+    assert paged == want
+    if server:
+        _check_server_tokens(path, prompts, new_tokens, want)
+
+
+def _check_server_tokens(path, prompts, new_tokens, want):
+    import pytest
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    from serve_helpers import metric, post_all, running_app
+
+    from forgegrad.serve.completions import GenerationServeConfig, TextGenerator, create_completions_app
+    tokenizer = TextGenerator(path).tokenizer
+    app = create_completions_app(GenerationServeConfig(path, model_name="m"))
+    with running_app(app) as url:
+        answers = post_all(url, [{"prompt": p, "max_tokens": new_tokens, "temperature": 0} for p in prompts])
+        with httpx.Client(base_url=url, timeout=60) as c:
+            assert metric(c.get("/metrics").text, "forgegrad_kv_cache_peak", model="m") > 0  # the paged engine
+    for ids, r in zip(want, answers):
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["text"] == tokenizer.decode(ids)

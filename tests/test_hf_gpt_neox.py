@@ -9,8 +9,7 @@ import pytest
 
 import forgegrad as fg
 from forgegrad.models import from_pretrained, generate
-from forgegrad.models.hf import GPTNeoXForCausalLM, export_with_past, generate_onnx
-from forgegrad.models.hf._decode import lean_path_applies
+from forgegrad.models.hf import GPTNeoXForCausalLM
 import hf_conformance as hfc
 
 torch = pytest.importorskip("torch")
@@ -119,78 +118,24 @@ def test_an_older_config_and_checkpoint_names_load(checkpoints, tmp_path):
 
 
 def test_onnx_export_with_past_gives_transformers_tokens(checkpoints, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     root, hf = checkpoints
-    model = from_pretrained(root / "parallel")
-    path = tmp_path / "decoder.onnx"
-    assert export_with_past(model, path).ok
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = generate_onnx(sess, LEFT_PADDED, LEFT_MASK, max_new_tokens=12)
-    np.testing.assert_array_equal(got, hfc._hf_greedy(hf["parallel"], LEFT_PADDED, 12, attention_mask=LEFT_MASK))
+    hfc.check_decoder_export_with_past(from_pretrained(root / "parallel"), hf["parallel"], tmp_path / "decoder.onnx",
+                                       LEFT_PADDED, LEFT_MASK)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_the_lean_decode_step_and_prefill_equal_the_tensor_forward(checkpoints, name):
     root, _ = checkpoints
-    model = from_pretrained(root / name)
-    assert lean_path_applies(model)
-    hfc.check_lean_decode_step(model, IDS)
-    with hfc.counting_lean_prefill() as calls, fg.no_grad():
-        got = model(IDS).numpy()
-    assert calls == [1]
-    np.testing.assert_allclose(got, model(IDS).numpy(), rtol=1e-5, atol=1e-5)
-
-
-def _engine_completions(engine_cls, path, prompts, max_tokens, kw):
-    """Greedy completions of token-id prompts, all submitted at once to an engine over ``path`` (its settings:
-    kw(generator)): each one's ids."""
-    import threading
-
-    from forgegrad.serve.completion_request import parse
-    from forgegrad.serve.completions import TextGenerator
-    from forgegrad.serve.generation_batch import Job
-    gen = TextGenerator(path)
-    engine = engine_cls(gen, 4, **kw(gen))
-    try:
-        req = parse(json.dumps({"prompt": "x", "model": "m", "max_tokens": max_tokens, "temperature": 0,
-                                "stream": True}).encode(), "m")
-        jobs = [engine.submit(Job(req, [list(p)], lambda *a: None, threading.Event())) for p in prompts]
-        return [j.result(timeout=120)[0].token_ids for j in jobs]
-    finally:
-        engine.close()
+    hfc.check_lean_step_and_prefill(from_pretrained(root / name), IDS)
 
 
 def test_the_batched_and_paged_engines_and_the_server_give_generate_s_tokens(checkpoints):
     """Prompts of different lengths decoded together by the contiguous engine (padding masked in the lean step) and
     by the paged engine (block tables), and concurrent requests to the completions server (the paged engine): the
     tokens of generate, one prompt at a time."""
-    pytest.importorskip("httpx")
-    pytest.importorskip("uvicorn")
-    from serve_helpers import metric, post_all, running_app
-
-    from forgegrad.serve.completions import GenerationServeConfig, TextGenerator, create_completions_app
-    from forgegrad.serve.generation_batch import BatchEngine, batching_applies
-    from forgegrad.serve.kv_pool import KVPool
-    from forgegrad.serve.paged_batch import PagedBatchEngine
     root, _ = checkpoints
-    path = str(root / "sequential")
-    model, tokenizer = from_pretrained(path), TextGenerator(path).tokenizer
-    assert batching_applies(model)
-    prompts = [[5, 6, 7], [9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20], [40] * 20]
-    want = [[int(t) for t in generate(model, [p], max_new_tokens=12)[0, len(p):]] for p in prompts]
-    assert _engine_completions(BatchEngine, path, prompts, 12, kw=lambda gen: dict(prefill_chunk=8)) == want
-    paged = _engine_completions(PagedBatchEngine, path, prompts, 12, kw=lambda gen: dict(
-        pool=KVPool.for_model(gen.model, blocks=64, block_tokens=16), prefill_chunk=8))
-    assert paged == want
-    app = create_completions_app(GenerationServeConfig(path, model_name="m"))
-    with running_app(app) as url:
-        answers = post_all(url, [{"prompt": p, "max_tokens": 12, "temperature": 0} for p in prompts])
-        import httpx
-        with httpx.Client(base_url=url, timeout=60) as c:
-            assert metric(c.get("/metrics").text, "forgegrad_kv_cache_peak", model="m") > 0  # the paged engine
-    for ids, r in zip(want, answers):
-        assert r.status_code == 200, r.text
-        assert r.json()["choices"][0]["text"] == tokenizer.decode(ids)
+    hfc.check_batched_engines(str(root / "sequential"), server=True)
 
 
 def test_an_odd_number_of_rotary_dimensions_rotates_as_transformers(tmp_path):

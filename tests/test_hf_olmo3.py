@@ -10,10 +10,8 @@ import pytest
 
 import forgegrad as fg
 from forgegrad.models import from_pretrained, generate
-from forgegrad.models.hf import Olmo3ForCausalLM, export_with_past, generate_onnx
-from forgegrad.models.hf._decode import lean_path_applies
+from forgegrad.models.hf import Olmo3ForCausalLM
 import hf_conformance as hfc
-import test_hf_olmo2 as olmo2_tests
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -110,14 +108,10 @@ def test_save_pretrained_is_read_back_by_transformers(checkpoints, tmp_path, nam
 
 
 def test_onnx_export_with_past_gives_transformers_tokens(checkpoints, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     root, hf = checkpoints
-    model = from_pretrained(root / "gqa")
-    path = tmp_path / "decoder.onnx"
-    assert export_with_past(model, path).ok
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = generate_onnx(sess, LEFT_PADDED, LEFT_MASK, max_new_tokens=12)
-    np.testing.assert_array_equal(got, hfc._hf_greedy(hf["gqa"], LEFT_PADDED, 12, attention_mask=LEFT_MASK))
+    hfc.check_decoder_export_with_past(from_pretrained(root / "gqa"), hf["gqa"], tmp_path / "decoder.onnx",
+                                       LEFT_PADDED, LEFT_MASK)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -126,13 +120,10 @@ def test_the_lean_decode_step_and_prefill_equal_the_tensor_forward(checkpoints, 
     the Tensor forward (no lean prefill) once a prompt reaches past it."""
     root, _ = checkpoints
     model = from_pretrained(root / name)
-    assert lean_path_applies(model)
-    hfc.check_lean_decode_step(model, IDS)
-    short = IDS[:, :WINDOW]
+    hfc.check_lean_step_and_prefill(model, IDS, prefill_ids=IDS[:, :WINDOW])
     with hfc.counting_lean_prefill() as calls, fg.no_grad():
-        got, long = model(short).numpy(), model(IDS).numpy()
-    assert calls == [1]
-    np.testing.assert_allclose(got, model(short).numpy(), rtol=1e-5, atol=1e-5)
+        long = model(IDS).numpy()
+    assert calls == []
     np.testing.assert_allclose(long, model(IDS).numpy(), rtol=1e-5, atol=1e-5)
 
 
@@ -140,19 +131,8 @@ def test_the_batched_and_paged_engines_give_generate_s_tokens(checkpoints):
     """Prompts shorter and longer than the window decoded together by the contiguous engine (padding and windows
     masked in the lean step) and by the paged engine (block tables, each layer's window): generate's tokens, one
     prompt at a time."""
-    from forgegrad.serve.generation_batch import BatchEngine, batching_applies
-    from forgegrad.serve.kv_pool import KVPool
-    from forgegrad.serve.paged_batch import PagedBatchEngine
     root, _ = checkpoints
-    path = str(root / "gqa")
-    model = from_pretrained(path)
-    assert batching_applies(model)
-    prompts = [[5, 6, 7], [9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20], [40] * 20]
-    want = [[int(t) for t in generate(model, [p], max_new_tokens=12)[0, len(p):]] for p in prompts]
-    engine = olmo2_tests._engine_completions
-    assert engine(BatchEngine, path, prompts, 12, kw=lambda gen: dict(prefill_chunk=8)) == want
-    assert engine(PagedBatchEngine, path, prompts, 12, kw=lambda gen: dict(
-        pool=KVPool.for_model(gen.model, blocks=64, block_tokens=16), prefill_chunk=8)) == want
+    hfc.check_batched_engines(str(root / "gqa"))
 
 
 def test_the_refusals_of_a_model_that_is_not_a_decoder_name_every_decoder():
