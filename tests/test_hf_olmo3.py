@@ -165,3 +165,15 @@ def test_yarn_on_the_global_layers_in_either_config_format(tmp_path):
     cfg.update(rope_theta=full.pop("rope_theta"), rope_scaling=full)
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     np.testing.assert_allclose(from_pretrained(tmp_path)(ids).numpy(), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_a_config_without_max_position_embeddings_loads(checkpoints, tmp_path):
+    """max_position_embeddings is optional, as for OLMo 2 (transformers' default, 2048): the same logits (it was
+    refused as a required key)."""
+    import shutil
+    root, hf = checkpoints
+    shutil.copytree(root / "tied", tmp_path / "tied")
+    cfg = json.loads((tmp_path / "tied" / "config.json").read_text())
+    del cfg["max_position_embeddings"]
+    (tmp_path / "tied" / "config.json").write_text(json.dumps(cfg))
+    hfc.check_logits(from_pretrained(tmp_path / "tied"), hf["tied"], IDS)

@@ -156,7 +156,7 @@ def _required(cfg: dict, cls, path: str) -> None:
     keys = {GPT2LMHeadModel: ("vocab_size", "n_embd", "n_head", "n_layer", "n_positions"),
             LlamaForCausalLM: llama, MistralForCausalLM: llama, Qwen2ForCausalLM: llama, Qwen3ForCausalLM: llama,
             Phi3ForCausalLM: llama, Gemma2ForCausalLM: llama, Gemma3ForCausalLM: llama,
-            GemmaForCausalLM: llama, GPTNeoXForCausalLM: llama, Olmo2ForCausalLM: llama,
+            GemmaForCausalLM: llama, GPTNeoXForCausalLM: llama, Olmo2ForCausalLM: llama, Olmo3ForCausalLM: llama,
             MixtralForCausalLM: llama + ("num_experts_per_tok",),
             Qwen2MoeForCausalLM: llama + ("num_experts", "num_experts_per_tok", "moe_intermediate_size",
                                           "shared_expert_intermediate_size"),
