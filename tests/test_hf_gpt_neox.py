@@ -167,3 +167,15 @@ def test_an_older_config_s_rope_scaling_applies(checkpoints, tmp_path):
     hf = transformers.GPTNeoXForCausalLM.from_pretrained(dst).eval()
     ids = np.random.RandomState(3).randint(1, VOCAB, (1, 40))
     np.testing.assert_allclose(from_pretrained(dst)(ids).numpy(), hfc._hf_logits(hf, ids), rtol=1e-4, atol=1e-4)
+
+
+def test_gpt_neox_20b_s_gelu_fast_activation(tmp_path):
+    """GPT-NeoX-20B's config says hidden_act "gelu_fast" (transformers' tanh approximation of GELU, as gelu_new): the
+    logits, the lean step and greedy tokens are transformers' (the config was refused as an unknown activation)."""
+    torch.manual_seed(0)
+    hf = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(**BASE, hidden_act="gelu_fast")).eval()
+    hf.save_pretrained(tmp_path)
+    model = from_pretrained(tmp_path)
+    hfc.check_logits(model, hf, IDS)
+    hfc.check_lean_decode_step(model, IDS)
+    np.testing.assert_array_equal(generate(model, IDS, max_new_tokens=10), hfc._hf_greedy(hf, IDS, 10))

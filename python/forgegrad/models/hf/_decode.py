@@ -26,6 +26,7 @@ __all__ = ["LeanDecoder", "PagedKV", "paged_attention_reference"]
 
 _NEG = np.float32(np.finfo(np.float32).min)
 _GELU_TANH = {"gelu_new": _C.activation.GELU_TANH, "gelu_pytorch_tanh": _C.activation.GELU_TANH,
+              "gelu_fast": _C.activation.GELU_TANH,
               "gelu": _C.activation.GELU, "relu": _C.activation.RELU, "silu": _C.activation.SILU,
               "swish": _C.activation.SILU, "tanh": _C.activation.TANH}
 

@@ -173,6 +173,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask, causal: bool = False,
 _ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_fast": lambda x: F.gelu(x, approximate="tanh"),  # GPT-NeoX-20B: the same tanh approximation
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "relu": lambda x: F.relu(x),
     "silu": lambda x: F.silu(x),
