@@ -116,3 +116,25 @@ def test_no_speech_after_one_start_token(pair, tmp_path):  # noqa: F811
         with torch.no_grad():
             theirs = hf.generate(torch.tensor(x), attention_mask=torch.tensor(mask), return_timestamps=True, **kwargs)
         _same(ours, theirs)
+
+
+def test_greedy_no_speech_at_each_attempt_after_one_start_token(pair, tmp_path):  # noqa: F811
+    """Greedy, after <|startoftranscript|> alone, transformers reads <|nocaptions|>'s probability from each
+    attempt's first scores (the retried rows only, by place), not from the first attempt's whole batch: a retried
+    window is skipped or kept as transformers decides."""
+    _, _, path = pair
+    plain = tmp_path / "english"
+    shutil.copytree(path, plain)
+    settings = json.loads((plain / "generation_config.json").read_text())
+    settings["is_multilingual"] = False
+    del settings["lang_to_id"], settings["task_to_id"]
+    (plain / "generation_config.json").write_text(json.dumps(settings))
+    model = from_pretrained(plain)
+    hf = transformers.WhisperForConditionalGeneration.from_pretrained(plain).eval()
+    x = np.random.default_rng(1).standard_normal((2, MELS, FRAMES)).astype(np.float32)
+    kwargs = dict(max_new_tokens=12, return_timestamps=True, temperature=(0.0, 0.0, 0.0), logprob_threshold=-0.3,
+                  no_speech_threshold=0.004)
+    ours = model.generate(x, **kwargs)
+    with torch.no_grad():
+        theirs = hf.generate(torch.tensor(x), **kwargs)
+    np.testing.assert_array_equal(ours, theirs.numpy())
