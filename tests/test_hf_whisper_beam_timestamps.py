@@ -3,7 +3,7 @@ against transformers' generate: on a tiny checkpoint whose hypotheses end at dif
 hypothesis is aligned, as transformers gathers the beams' cross-attention, on the first row's steps past its end;
 short-form and long-form batches, with timestamps, an attention mask (a window past an input's frames included),
 the temperature fallback's thresholds; and <|nocaptions|>'s probability read as transformers reads it with beams
-after a single start token."""
+after a single start token; greedy decoding's no-speech reading and windows past the frames too."""
 import json
 import shutil
 
@@ -138,3 +138,21 @@ def test_greedy_no_speech_at_each_attempt_after_one_start_token(pair, tmp_path):
     with torch.no_grad():
         theirs = hf.generate(torch.tensor(x), **kwargs)
     np.testing.assert_array_equal(ours, theirs.numpy())
+
+
+@pytest.mark.parametrize("lengths", [[60, 60], [40, 40]])
+def test_greedy_window_past_an_inputs_frames(pair, tmp_path, lengths):  # noqa: F811
+    """Greedy with timestamps: a short-form batch's second window starts past its inputs' frames (the attention
+    mask's ones), a negative count; transformers cuts that many positions from the end once for the batch (every
+    row's count the same) and again per row, and the token times follow."""
+    _, _, path = pair
+    aligned = tmp_path / "aligned"
+    shutil.copytree(path, aligned)
+    settings = json.loads((aligned / "generation_config.json").read_text())
+    settings["alignment_heads"] = HEADS
+    (aligned / "generation_config.json").write_text(json.dumps(settings))
+    ours, ref = _both((from_pretrained(aligned), transformers.WhisperForConditionalGeneration.from_pretrained(aligned)
+                       .eval()), _features(2, 0), attention_mask=_mask(lengths), return_timestamps=True,
+                      max_new_tokens=12)
+    np.testing.assert_array_equal(ours["sequences"], ref["sequences"].numpy())
+    np.testing.assert_allclose(ours["token_timestamps"], ref["token_timestamps"].numpy(), rtol=0, atol=1e-6)
