@@ -190,6 +190,7 @@ def test_a_refused_page_move_leaves_the_unit_mapped(tmp_path):
     import sys
     script = tmp_path / "refused.py"
     script.write_text(_REFUSED_MOVE)
-    env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), "..", "python"))
+    # the subprocess imports the forgegrad this run tests (an installed one in CI, not ../python, which has no _C)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fg.__file__)))
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 0 and proc.stdout.strip() in ("ok", "no mremap"), (proc.returncode, proc.stderr)
