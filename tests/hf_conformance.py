@@ -5,6 +5,8 @@ inputs and tolerances and passes them in.
 
     check_logits                  the Tensor forward (and, graph_free, the no_grad forward) gives transformers' logits
     check_left_padded_logits      the same on a left-padded batch, at the real (unpadded) positions
+                                  (mask_only: the mask alone, positions from the model's own rule, checked too)
+    check_beam_search             generate's beam search on a left-padded batch equals transformers'
     check_greedy_generation       generate's greedy tokens equal transformers' (one prompt, a left-padded
                                   batch) and a frozen copy's
     check_save_pretrained_round_trip   save_pretrained writes what transformers loads, with the same logits
@@ -75,14 +77,30 @@ def check_logits(model, hf_model, ids, *, rtol=1e-4, atol=1e-4, graph_free=True)
             np.testing.assert_allclose(model(ids).numpy(), ref, rtol=rtol, atol=atol)
 
 
-def check_left_padded_logits(model, hf_model, left_padded, left_mask, *, rtol=1e-4, atol=1e-4):
+def check_left_padded_logits(model, hf_model, left_padded, left_mask, *, rtol=1e-4, atol=1e-4, mask_only=False):
     """A left-padded batch with its attention mask and position ids counted from each row's first real
-    token: the logits at the real positions equal hf_model's."""
+    token: the logits at the real positions equal hf_model's. mask_only: also with the mask alone (each side
+    counts the positions by its own rule)."""
     positions = np.where(left_mask, np.cumsum(left_mask, 1) - 1, 1)
     ref = _hf_logits(hf_model, left_padded, attention_mask=left_mask, position_ids=positions)
     got = model(left_padded, attention_mask=left_mask, position_ids=positions).numpy()
     real = left_mask.astype(bool)
     np.testing.assert_allclose(got[real], ref[real], rtol=rtol, atol=atol)
+    if mask_only:
+        ref = _hf_logits(hf_model, left_padded, attention_mask=left_mask)
+        got = model(left_padded, attention_mask=left_mask).numpy()
+        np.testing.assert_allclose(got[real], ref[real], rtol=rtol, atol=atol)
+
+
+def check_beam_search(model, hf_model, left_padded, left_mask, *, new_tokens=10, num_beams=3):
+    """generate(num_beams=...) on a left-padded batch gives transformers' beam search sequences."""
+    import torch
+    with torch.no_grad():
+        ref = hf_model.generate(torch.tensor(left_padded), attention_mask=torch.tensor(left_mask),
+                                max_new_tokens=new_tokens, num_beams=num_beams, do_sample=False,
+                                pad_token_id=0).numpy()
+    got = generate(model, left_padded, attention_mask=left_mask, max_new_tokens=new_tokens, num_beams=num_beams)
+    np.testing.assert_array_equal(got, ref)
 
 
 def check_greedy_generation(model, hf_model, prompt, left_padded, left_mask, *, new_tokens=50,
