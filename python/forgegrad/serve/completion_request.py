@@ -167,8 +167,8 @@ def request_object(body: bytes, fields, default_only) -> dict:
     """The body's JSON object; a field outside ``fields`` or one of ``default_only`` at another value is refused."""
     try:
         obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CompletionError(400, f"the body is not valid JSON: {e}") from None
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError; RecursionError: nested too deep
+        raise CompletionError(400, f"the body is not valid JSON: {str(e)[:200]}") from None
     if not isinstance(obj, dict):
         raise CompletionError(400, "the body must be a JSON object")
     unknown = sorted(set(obj) - fields)
@@ -263,9 +263,9 @@ def sampling(obj: dict, req: CompletionRequest, served_name: str) -> CompletionR
         req.min_p = float(v) or None
     v = obj.get("seed")
     if v is not None:
-        if not is_int(v):
-            raise bad("seed", "an integer", v)
-        req.seed = int(v)
+        if not is_int(v) or not -2 ** 63 <= v < 2 ** 64:
+            raise bad("seed", "an integer in [-2**63, 2**64)", v)
+        req.seed = int(v) % 2 ** 64  # a negative seed as its 64-bit two's complement (the generators take >= 0)
     v = obj.get("stop")
     if v is not None:
         stops = [v] if isinstance(v, str) else v
@@ -359,7 +359,10 @@ def _penalties(obj: dict) -> RequestPenalties:
         if not isinstance(v, dict):
             raise bad("logit_bias", expected, v)
         for key, b in v.items():
-            if not key.strip().isdigit() or not is_number(b) or not -100 <= b <= 100:
-                raise bad("logit_bias", expected, {key: b})
+            # ASCII digits only ("²" is a digit to str.isdigit but not to int), and few of them (int() refuses more
+            # than 4300; a token id has at most 19)
+            if (not (key.strip().isascii() and key.strip().isdigit() and len(key.strip()) <= 19) or not is_number(b)
+                    or not -100 <= b <= 100):
+                raise bad("logit_bias", expected, {key[:40]: b})
             bias[int(key)] = float(b)
     return RequestPenalties(values["presence_penalty"], values["frequency_penalty"], repetition, bias)

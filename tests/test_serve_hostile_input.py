@@ -1,0 +1,76 @@
+"""Regression tests of the HTTP fuzz probe (tests/fuzz/test_fuzz_http.py): each request below once got a 500 (or
+worse) from a forgegrad server; each now gets a 4xx JSON error naming its field, or the answer it asked for, and
+the server answers the next request."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+from serve_helpers import running_app  # noqa: E402
+
+GOOD = {"prompt": "Hi there", "max_tokens": 3, "temperature": 0}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    from hf_conformance import tiny_byte_gpt2
+
+    from forgegrad.serve.completions import GenerationServeConfig, create_completions_app
+    path = tiny_byte_gpt2(tmp_path_factory.mktemp("hostile") / "tiny-gpt2", n_positions=64)
+    with running_app(create_completions_app(GenerationServeConfig(str(path), max_batch=4))) as url:
+        with httpx.Client(base_url=url, timeout=60) as c:
+            yield c
+
+
+def _error(r, status, param):
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    err = r.json()["error"]
+    assert err["param"] == param and err["type"] == "invalid_request_error", err
+    return err["message"]
+
+
+@pytest.mark.parametrize("route", ["/v1/completions", "/v1/chat/completions"])
+def test_json_nested_too_deep_is_a_400(client, route):
+    # json.loads raised RecursionError (a 500); the body is under the size limit
+    for body in (b"[" * 100000 + b"]" * 100000, b'{"prompt": ' + b"[" * 5000 + b"]" * 5000 + b"}"):
+        r = client.post(route, content=body, headers={"content-type": "application/json"})
+        assert "not valid JSON" in _error(r, 400, None)
+    assert client.post("/v1/completions", json=GOOD).status_code == 200
+
+
+@pytest.mark.parametrize("key", ["\u00b2", "1" * 5000, "\u0661", "99999999999999999999"])
+def test_logit_bias_keys_that_are_not_ascii_token_ids(client, key):
+    # "²" passed str.isdigit and int() refused it; 5000 digits passed and int() refused them (both 500s); "١" (an
+    # Arabic-Indic one) was taken as token 1
+    message = _error(client.post("/v1/completions", json=dict(GOOD, logit_bias={key: 1})), 400, "logit_bias")
+    assert "token ids" in message and len(message) < 300
+
+
+def test_logit_bias_token_ids_still_apply(client):
+    r = client.post("/v1/completions", json=dict(GOOD, max_tokens=2, logit_bias={" 65 ": 100}))
+    assert r.status_code == 200 and r.json()["choices"][0]["text"] == "AA", r.text
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_negative_seeds_are_their_64_bit_twos_complement(client, n):
+    # a negative seed reached numpy's generator, which refused it (a 500)
+    body = dict(GOOD, temperature=1.0, max_tokens=6, n=n)
+    got = [client.post("/v1/completions", json=dict(body, seed=s)) for s in (-5, 2 ** 64 - 5)]
+    assert [r.status_code for r in got] == [200, 200], got[0].text
+    assert got[0].json()["choices"] == got[1].json()["choices"]
+    for seed in (-2 ** 63 - 1, 2 ** 64, 10 ** 30, 1.5, "7"):
+        assert "[-2**63, 2**64)" in _error(client.post("/v1/completions", json=dict(body, seed=seed)), 400, "seed")
+
+
+def test_the_server_still_serves(client):
+    r = client.post("/v1/chat/completions", content=json.dumps({"messages": []}).encode(),
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert client.post("/v1/completions", json=GOOD).status_code == 200
