@@ -4,6 +4,11 @@ Collectives hand the arrays' own memory to mpi4py's buffer-protocol (uppercase) 
 and no staging copies. ``allreduce`` and ``broadcast`` work in place, like torch.distributed;
 ``allgather`` and ``reduce_scatter`` return a new array (of the input's kind: Tensor in, Tensor out).
 
+Every collective takes ``group=``: None (the world, MPI's COMM_WORLD) or a :class:`ProcessGroup` from
+``new_group`` / ``new_subgroups`` (groups.py), which runs it on the group's own communicator. On a rank
+outside the group (its handle is ``GroupMember.NON_GROUP_MEMBER``) a collective does nothing and warns,
+as torch.distributed does. Roots (``broadcast``'s ``root``) are global ranks, as torch's ``src``.
+
 mpi4py (and an MPI library, e.g. the ``mpich`` wheel) is optional: ``pip install "forgegrad[mpi]"``.
 Importing this module does not import mpi4py; ``init()`` does.
 """
@@ -13,7 +18,8 @@ import importlib.util
 import os
 import sys
 import time
-from typing import Optional
+import warnings
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -21,12 +27,70 @@ from ..tensor import Tensor
 
 __all__ = ["is_available", "is_initialized", "init", "rank", "size", "local_rank", "local_size", "barrier",
            "allreduce", "broadcast", "allgather", "reduce_scatter", "allgather_object", "broadcast_object",
-           "abort", "is_distributed"]
+           "abort", "is_distributed", "ProcessGroup", "GroupMember"]
 
 _MISSING = ('forgegrad.distributed needs mpi4py and an MPI library; install them with pip install "forgegrad[mpi]" '
             '(mpi4py plus the mpich wheel)')
 
-_state = {"comm": None, "local": None, "MPI": None}
+_state = {"comm": None, "local": None, "MPI": None, "world": None}
+
+
+class ProcessGroup:
+    """Some ranks of the job and an MPI communicator of their own (torch.distributed's ProcessGroup).
+
+    Made by ``new_group`` / ``new_subgroups`` on the ranks it holds (the others get
+    ``GroupMember.NON_GROUP_MEMBER``); ``GroupMember.WORLD`` is the whole job. ``rank()`` and ``size()``
+    are this process's rank in the group and the group's size, ``ranks`` the global ranks in group-rank
+    order. Collectives on it pair up only among its ranks, independently of the other groups'.
+    """
+
+    def __init__(self, comm, ranks: Sequence[int], desc: Optional[str] = None):
+        self.comm = comm
+        self._ranks = tuple(int(r) for r in ranks)
+        self._group_rank = {g: i for i, g in enumerate(self._ranks)}
+        self.group_desc = desc
+
+    @property
+    def ranks(self) -> list:
+        """The global ranks of the group, in group-rank order."""
+        return list(self._ranks)
+
+    def rank(self) -> int:
+        return self._group_rank[_comm().Get_rank()]
+
+    def size(self) -> int:
+        return len(self._ranks)
+
+    def __repr__(self) -> str:
+        desc = f", desc={self.group_desc!r}" if self.group_desc else ""
+        return f"ProcessGroup(ranks={list(self._ranks)}{desc})"
+
+
+class _NonGroupMember:
+    """What ``new_group`` returns on a rank outside the group (torch's GroupMember.NON_GROUP_MEMBER)."""
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "GroupMember.NON_GROUP_MEMBER"
+
+    def __reduce__(self):
+        return "NON_GROUP_MEMBER"
+
+
+NON_GROUP_MEMBER = _NonGroupMember()
+
+
+class _GroupMemberMeta(type):
+    @property
+    def WORLD(cls) -> Optional[ProcessGroup]:
+        """The group of every rank (None before ``init()``)."""
+        return _state["world"]
+
+
+class GroupMember(metaclass=_GroupMemberMeta):
+    """torch.distributed.GroupMember: ``WORLD`` (every rank) and ``NON_GROUP_MEMBER`` (the handle of a
+    group on a rank outside it)."""
+    NON_GROUP_MEMBER = NON_GROUP_MEMBER
 
 
 def is_available() -> bool:
@@ -117,6 +181,7 @@ def init() -> None:
     # MPI's default error handler on COMM_WORLD aborts on communication errors (a dead peer), which
     # is what we want: a clear message on stderr and the job ending, never a hang.
     _state["comm"] = comm
+    _state["world"] = ProcessGroup(comm, range(comm.Get_size()), "WORLD")
     local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
     _state["local"] = (local.Get_rank(), local.Get_size())
     local.Free()
@@ -133,13 +198,57 @@ def _comm():
 
 
 def rank() -> int:
-    """This process's rank in the job (0 .. size() - 1)."""
+    """This process's rank in the job (0 .. size() - 1): its global rank."""
     return _comm().Get_rank()
 
 
 def size() -> int:
     """The number of ranks in the job."""
     return _comm().Get_size()
+
+
+def _group(group, who: str) -> Optional[ProcessGroup]:
+    """The ProcessGroup a collective runs on (None: the world), or None on a rank outside it, after
+    torch's warning (torch.distributed's collectives do nothing there)."""
+    _comm()
+    if group is None:
+        return _state["world"]
+    if group is NON_GROUP_MEMBER:
+        warnings.warn(f"Running {who} on global rank {rank()} which does not belong to the given group.",
+                      stacklevel=3)
+        return None
+    if not isinstance(group, ProcessGroup):
+        raise TypeError(f"{who}: group must be None (every rank) or a ProcessGroup from new_group(), got "
+                        f"{type(group).__name__}")
+    if group.comm is None:
+        raise ValueError(f"{who}: {group!r} has been destroyed (destroy_process_group)")
+    return group
+
+
+def _member_group(process_group, who: str) -> ProcessGroup:
+    """The group a wrapper (DDP, ZeRO, FSDP) reduces over; a rank outside it has nothing to wrap."""
+    if process_group is NON_GROUP_MEMBER:
+        raise ValueError(f"{who}: process_group is GroupMember.NON_GROUP_MEMBER: global rank {rank()} is not in "
+                         "the group; wrap the model only on the group's ranks")
+    return _group(process_group, who)
+
+
+def _group_root(g: ProcessGroup, root, group_src, who: str) -> int:
+    """The group rank of a collective's root, given as a global rank (``root``, torch's ``src``) or
+    as a rank in the group (``group_src``); neither: global rank 0."""
+    if root is not None and group_src is not None:
+        raise ValueError(f"{who}: give root (a global rank) or group_src (a rank in the group), not both")
+    if group_src is not None:
+        if isinstance(group_src, bool) or not isinstance(group_src, (int, np.integer)) or \
+                not 0 <= group_src < g.size():
+            raise ValueError(f"{who}: group_src must be a rank in the group, in [0, {g.size()}), got {group_src!r}")
+        return int(group_src)
+    root = 0 if root is None else root
+    _check_root(root, _comm())
+    if int(root) not in g._group_rank:
+        raise ValueError(f"{who}: root {root} is not in {g!r}; root is a global rank (as torch's src): pass one "
+                         f"of {g.ranks}, or group_src=")
+    return g._group_rank[int(root)]
 
 
 def local_rank() -> int:
@@ -154,8 +263,11 @@ def local_size() -> int:
     return _state["local"][1]
 
 
-def barrier() -> None:
-    _comm().Barrier()
+def barrier(group=None) -> None:
+    """Wait until every rank of ``group`` (None: the job) has entered the barrier."""
+    g = _group(group, "barrier")
+    if g is not None:
+        g.comm.Barrier()
 
 
 def abort(code: int = 1) -> None:
@@ -190,68 +302,82 @@ def _like(x, arr: np.ndarray):
     return Tensor._wrap(arr) if isinstance(x, Tensor) else arr
 
 
-def allreduce(x, op: str = "sum"):
-    """Reduce ``x`` over all ranks in place (every rank ends with the result) and return it.
+def allreduce(x, op: str = "sum", group=None):
+    """Reduce ``x`` over the ranks of ``group`` (None: all) in place, every rank ending with the result,
+    and return it (None on a rank outside the group, as torch).
 
-    ``op``: "sum", "mean" (sum, then divided by size(); float arrays only), "max", "min", "prod".
+    ``op``: "sum", "mean" (sum, then divided by the group's size; float arrays only), "max", "min", "prod".
     """
-    comm = _comm()
+    g = _group(group, "allreduce")
+    if g is None:
+        return None
     arr = _buffer(x, "allreduce")
     if op == "mean" and arr.dtype.kind != "f":
         raise TypeError(f"allreduce: op='mean' needs a float array, got dtype {arr.dtype}")
-    comm.Allreduce(_mpi().IN_PLACE, arr, op=_mpi_op(op, "allreduce"))
+    g.comm.Allreduce(_mpi().IN_PLACE, arr, op=_mpi_op(op, "allreduce"))
     if op == "mean":
-        arr *= arr.dtype.type(1.0 / comm.Get_size())
+        arr *= arr.dtype.type(1.0 / g.size())
     return x
 
 
-def broadcast(x, root: int = 0):
-    """Overwrite ``x`` on every rank with root's ``x`` (in place) and return it."""
-    comm = _comm()
-    _check_root(root, comm)
-    comm.Bcast(_buffer(x, "broadcast"), root=root)
+def broadcast(x, root: Optional[int] = None, group=None, group_src: Optional[int] = None):
+    """Overwrite ``x`` on every rank of ``group`` with the root's ``x`` (in place) and return it.
+
+    ``root`` is a global rank (torch's ``src``; default 0), ``group_src`` the root's rank in the group."""
+    g = _group(group, "broadcast")
+    if g is None:
+        return None
+    src = _group_root(g, root, group_src, "broadcast")
+    g.comm.Bcast(_buffer(x, "broadcast"), root=src)
     return x
 
 
-def allgather(x):
-    """Every rank's ``x`` stacked in rank order: shape ``(size(), *x.shape)``. Shapes must agree."""
-    comm = _comm()
+def allgather(x, group=None):
+    """The ``x`` of every rank of ``group``, stacked in group-rank order: shape ``(group size, *x.shape)``.
+    Shapes must agree."""
+    g = _group(group, "allgather")
+    if g is None:
+        return None
     arr = _buffer(x, "allgather")
-    out = np.empty((comm.Get_size(),) + arr.shape, dtype=arr.dtype)
-    comm.Allgather(arr, out)
+    out = np.empty((g.size(),) + arr.shape, dtype=arr.dtype)
+    g.comm.Allgather(arr, out)
     return _like(x, out)
 
 
-def reduce_scatter(x, op: str = "sum"):
-    """Reduce ``x`` over ranks and give rank r the r-th of size() equal blocks along dim 0.
+def reduce_scatter(x, op: str = "sum", group=None):
+    """Reduce ``x`` over the ranks of ``group`` and give group rank r the r-th of size equal blocks along dim 0.
 
-    ``x.shape[0]`` must be divisible by size(); the result has shape ``(x.shape[0] // size(), ...)``.
+    ``x.shape[0]`` must be divisible by the group's size; the result has shape ``(x.shape[0] // size, ...)``.
     """
-    comm = _comm()
+    g = _group(group, "reduce_scatter")
+    if g is None:
+        return None
     arr = _buffer(x, "reduce_scatter")
-    n = comm.Get_size()
+    n = g.size()
     if arr.ndim == 0 or arr.shape[0] % n:
         raise ValueError(f"reduce_scatter: dim 0 of the input must be divisible by the number of ranks ({n}), "
                          f"got shape {arr.shape}")
     if op == "mean" and arr.dtype.kind != "f":
         raise TypeError(f"reduce_scatter: op='mean' needs a float array, got dtype {arr.dtype}")
     out = np.empty((arr.shape[0] // n,) + arr.shape[1:], dtype=arr.dtype)
-    comm.Reduce_scatter_block(arr, out, op=_mpi_op(op, "reduce_scatter"))
+    g.comm.Reduce_scatter_block(arr, out, op=_mpi_op(op, "reduce_scatter"))
     if op == "mean":
         out *= out.dtype.type(1.0 / n)
     return _like(x, out)
 
 
-def allgather_object(obj) -> list:
-    """Every rank's picklable ``obj``, in rank order (for small metadata, not tensors)."""
-    return _comm().allgather(obj)
+def allgather_object(obj, group=None) -> Optional[list]:
+    """Every rank's picklable ``obj``, in group-rank order (for small metadata, not tensors)."""
+    g = _group(group, "allgather_object")
+    return None if g is None else g.comm.allgather(obj)
 
 
-def broadcast_object(obj, root: int = 0):
-    """Root's picklable ``obj`` on every rank."""
-    comm = _comm()
-    _check_root(root, comm)
-    return comm.bcast(obj, root=root)
+def broadcast_object(obj, root: Optional[int] = None, group=None, group_src: Optional[int] = None):
+    """The root's picklable ``obj`` on every rank of ``group`` (``root``: a global rank, default 0)."""
+    g = _group(group, "broadcast_object")
+    if g is None:
+        return None
+    return g.comm.bcast(obj, root=_group_root(g, root, group_src, "broadcast_object"))
 
 
 def _check_root(root, comm) -> None:

@@ -102,10 +102,10 @@ class _Reducer:
     construction and ``arm()`` until ``before_step()``, for DistributedOptimizer, which sees no forward).
     """
 
-    def __init__(self, params: List[Tensor], bucket_cap_mb: float, sticky: bool = False):
+    def __init__(self, params: List[Tensor], bucket_cap_mb: float, sticky: bool = False, group=None):
         if not isinstance(bucket_cap_mb, (int, float)) or isinstance(bucket_cap_mb, bool) or bucket_cap_mb <= 0:
             raise ValueError(f"bucket_cap_mb must be a positive number, got {bucket_cap_mb!r}")
-        self.comm = _c._comm()
+        self.comm = (group or _c.GroupMember.WORLD).comm
         self.MPI = _c._mpi()
         self.size = self.comm.Get_size()
         cap = int(bucket_cap_mb * 1024 * 1024)
@@ -259,23 +259,30 @@ class DistributedDataParallel(Module):
         bucket_cap_mb: gradient bytes per allreduce bucket (torch's default 25).
         broadcast_buffers: also broadcast rank 0's buffers (e.g. BatchNorm running stats), at wrap
             and before every training-mode forward (as torch).
+        process_group: average over the ranks of this group (from ``new_group``) instead of the whole
+            job; "rank 0" above is then the group's first rank. Wrap on the group's ranks only.
 
     ``no_sync()`` skips the averaging for gradient accumulation: backward passes inside it only
     accumulate locally; the first backward after it averages the accumulated gradients.
     """
 
-    def __init__(self, module: Module, bucket_cap_mb: float = 25, broadcast_buffers: bool = True):
+    def __init__(self, module: Module, bucket_cap_mb: float = 25, broadcast_buffers: bool = True,
+                 process_group=None):
         super().__init__()
         if not isinstance(module, Module):
             raise TypeError(f"DistributedDataParallel: module must be a forgegrad.nn.Module, got "
                             f"{type(module).__name__}")
+        group = _c._member_group(process_group, "DistributedDataParallel")
         self.module = module
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         if not named:
             raise ValueError("DistributedDataParallel: the module has no parameters that require gradients")
-        _check_same_everywhere([(n, tuple(p.shape), str(p._data.dtype)) for n, p in named], "DistributedDataParallel")
-        broadcast_parameters(module.state_dict() if broadcast_buffers else dict(module.named_parameters()), 0)
-        object.__setattr__(self, "_reducer", _Reducer([p for _, p in named], bucket_cap_mb))
+        _check_same_everywhere([(n, tuple(p.shape), str(p._data.dtype)) for n, p in named], "DistributedDataParallel",
+                               group)
+        object.__setattr__(self, "process_group", group)
+        broadcast_parameters(module.state_dict() if broadcast_buffers else dict(module.named_parameters()),
+                             group.ranks[0], group)
+        object.__setattr__(self, "_reducer", _Reducer([p for _, p in named], bucket_cap_mb, group=group))
         _watch_optimizer_steps(self._reducer)
         object.__setattr__(self, "_buffers_to_sync",
                            [b for b in module.buffers() if b is not None and b._data.size] if broadcast_buffers else [])
@@ -285,7 +292,7 @@ class DistributedDataParallel(Module):
             # as torch: rank 0's buffers (BatchNorm running statistics) before every training forward,
             # so that every rank normalises and tracks the same statistics
             for b in self._buffers_to_sync:
-                _c.broadcast(b, 0)
+                _c.broadcast(b, group=self.process_group, group_src=0)
         if autograd.is_grad_enabled() and self._reducer.enabled:
             # the next backward pass reduces even if it reaches no parameter on this rank (see _Reducer)
             self._reducer.armed = True
@@ -327,18 +334,20 @@ def _before_optimizer_step(optimizer, args, kwargs) -> None:
                 reducer.wait()
 
 
-def _check_same_everywhere(signature, who: str) -> None:
-    """Raise ValueError on every rank when ranks disagree on ``signature`` (names, shapes, dtypes)."""
-    everyone = _c.allgather_object(signature)
-    ref = everyone[0]
-    for r, sig in enumerate(everyone[1:], 1):
+def _check_same_everywhere(signature, who: str, group=None) -> None:
+    """Raise ValueError on every rank of ``group`` (None: the job) when its ranks disagree on ``signature``
+    (names, shapes, dtypes). The message names global ranks."""
+    group = group or _c.GroupMember.WORLD
+    everyone = _c.allgather_object(signature, group=group)
+    ref, first = everyone[0], group.ranks[0]
+    for r, sig in zip(group.ranks[1:], everyone[1:]):
         if sig == ref:
             continue
         if len(sig) != len(ref):
-            detail = f"rank 0 has {len(ref)} parameters, rank {r} has {len(sig)}"
+            detail = f"rank {first} has {len(ref)} parameters, rank {r} has {len(sig)}"
         else:
             a, b = next((a, b) for a, b in zip(ref, sig) if a != b)
-            detail = f"rank 0 has {a[0]} {a[1]} {a[2]}, rank {r} has {b[0]} {b[1]} {b[2]}"
+            detail = f"rank {first} has {a[0]} {a[1]} {a[2]}, rank {r} has {b[0]} {b[1]} {b[2]}"
         raise ValueError(f"{who}: the model differs between ranks ({detail}); every rank must build the same model")
 
 
@@ -348,17 +357,19 @@ class DistributedOptimizer(Optimizer):
 
     ``param_groups``, ``state``, ``defaults``, ``zero_grad``, ``state_dict`` and ``load_state_dict``
     are the wrapped optimizer's (lr schedulers work on the wrapper). Start from equal weights:
-    ``broadcast_parameters(model.state_dict(), 0)``.
+    ``broadcast_parameters(model.state_dict(), 0)``. ``process_group``: average over that group's ranks
+    only (Horovod's ``process_set``).
     """
 
-    def __init__(self, optimizer, bucket_cap_mb: float = 25):
+    def __init__(self, optimizer, bucket_cap_mb: float = 25, process_group=None):
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"DistributedOptimizer: expected a forgegrad optimizer, got {type(optimizer).__name__}")
+        group = _c._member_group(process_group, "DistributedOptimizer")
         self._optimizer = optimizer  # Optimizer.__init__ is not called: everything is the wrapped one's
         params = [p for g in optimizer.param_groups for p in g["params"]]
         _check_same_everywhere([(str(i), tuple(p.shape), str(p._data.dtype)) for i, p in enumerate(params)],
-                               "DistributedOptimizer")
-        self._reducer = _Reducer(params, bucket_cap_mb, sticky=True)
+                               "DistributedOptimizer", group)
+        self._reducer = _Reducer(params, bucket_cap_mb, sticky=True, group=group)
 
     def synchronize(self) -> None:
         """Finish averaging now (backward's end does it already)."""
@@ -393,9 +404,11 @@ class DistributedOptimizer(Optimizer):
         return f"DistributedOptimizer({self._optimizer!r})"
 
 
-def broadcast_parameters(params, root_rank: int = 0) -> None:
+def broadcast_parameters(params, root_rank: int = 0, group=None) -> None:
     """Overwrite, in place, every rank's tensors with root_rank's: ``params`` is a state_dict, a Module,
-    or an iterable of Tensors / (name, Tensor) pairs (Horovod's ``broadcast_parameters``)."""
+    or an iterable of Tensors / (name, Tensor) pairs (Horovod's ``broadcast_parameters``). ``group``:
+    only among its ranks (``root_rank`` is a global rank)."""
+    group = _c._member_group(group, "broadcast_parameters")
     if isinstance(params, Module):
         params = params.state_dict()
     items = list(params.items()) if isinstance(params, dict) else list(params)
@@ -405,16 +418,17 @@ def broadcast_parameters(params, root_rank: int = 0) -> None:
             continue
         if not isinstance(t, (Tensor, np.ndarray)):
             raise TypeError(f"broadcast_parameters: entry {i} is a {type(t).__name__}, expected a Tensor or array")
-        _c.broadcast(t, root_rank)
+        _c.broadcast(t, root_rank, group=group)
 
 
-def broadcast_optimizer_state(optimizer, root_rank: int = 0) -> None:
-    """Give every rank root_rank's optimizer state (Horovod's ``broadcast_optimizer_state``): its
-    state_dict is broadcast (pickled numpy arrays) and loaded on the other ranks."""
+def broadcast_optimizer_state(optimizer, root_rank: int = 0, group=None) -> None:
+    """Give every rank (of ``group``) root_rank's optimizer state (Horovod's ``broadcast_optimizer_state``):
+    its state_dict is broadcast (pickled numpy arrays) and loaded on the other ranks."""
+    group = _c._member_group(group, "broadcast_optimizer_state")
     sd: Optional[dict] = None
     if _c.rank() == root_rank:
         sd = _numpy_state(optimizer.state_dict())
-    sd = _c.broadcast_object(sd, root_rank)
+    sd = _c.broadcast_object(sd, root_rank, group=group)
     if _c.rank() != root_rank:
         optimizer.load_state_dict(sd)
 

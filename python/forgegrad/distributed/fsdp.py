@@ -116,6 +116,9 @@ class FullyShardedDataParallel(Module):
         backward_prefetch: a :class:`BackwardPrefetch` (or its name), or None: no prefetch in backward.
             Default ``BACKWARD_PRE``, torch's. The order of backward's gathers is known when it starts
             (the reverse of the forwards), so the prefetched unit is always the one needed next.
+        process_group: shard over the ranks of this group (from ``new_group``) instead of the whole job;
+            wrap on the group's ranks only. torch's (shard group, replicate group) pair, HYBRID_SHARD,
+            is not implemented (ValueError).
 
     Prefetch keeps one more unit gathered while the current one computes. Its allgather progresses when
     MPI is entered (the ZeRO reducer polls after every backward node), else at the wait.
@@ -128,7 +131,7 @@ class FullyShardedDataParallel(Module):
     """
 
     def __init__(self, module: Module, units=None, broadcast_buffers: bool = True, reshard_after_forward: bool = True,
-                 forward_prefetch: bool = False, backward_prefetch=BackwardPrefetch.BACKWARD_PRE):
+                 forward_prefetch: bool = False, backward_prefetch=BackwardPrefetch.BACKWARD_PRE, process_group=None):
         super().__init__()
         if not isinstance(module, Module):
             raise TypeError(f"FullyShardedDataParallel: module must be a forgegrad.nn.Module, got "
@@ -136,6 +139,11 @@ class FullyShardedDataParallel(Module):
         if not isinstance(forward_prefetch, bool):
             raise TypeError(f"FullyShardedDataParallel: forward_prefetch must be a bool, got {forward_prefetch!r}")
         backward_prefetch = _backward_prefetch(backward_prefetch)
+        if isinstance(process_group, (tuple, list)):
+            raise ValueError("FullyShardedDataParallel: process_group is a pair of groups, torch's HYBRID_SHARD "
+                             "(shard within one group, replicate across the other), which forgegrad does not "
+                             "implement: pass one ProcessGroup (every rank of it holds a shard)")
+        group = _c._member_group(process_group, "FullyShardedDataParallel")
         from .ddp import _check_same_everywhere, broadcast_parameters
         from .zero import _Unit
         self.module = module
@@ -160,11 +168,13 @@ class FullyShardedDataParallel(Module):
         # which gathers are nonblocking (MPI pairs blocking with blocking only)
         signature.append(("prefetch", f"forward_prefetch={forward_prefetch}",
                           f"backward_prefetch={backward_prefetch and backward_prefetch.name}"))
-        _check_same_everywhere(signature, "FullyShardedDataParallel")
-        broadcast_parameters(module.state_dict() if broadcast_buffers else dict(module.named_parameters()), 0)
-        comm = _c._comm()
+        _check_same_everywhere(signature, "FullyShardedDataParallel", group)
+        broadcast_parameters(module.state_dict() if broadcast_buffers else dict(module.named_parameters()),
+                             group.ranks[0], group)
+        comm = group.comm
         n, r = comm.Get_size(), comm.Get_rank()
         d = self.__dict__
+        d["process_group"] = group
         # a communicator of its own: the gathers pair up whatever the order of the ZeRO reduce-scatters
         d["_comm"], d["_MPI"] = comm.Dup(), _c._mpi()
         d["units"] = []
@@ -441,7 +451,7 @@ class FullyShardedDataParallel(Module):
     def forward(self, *args, **kwargs):
         if self.training and self._buffers_to_sync and autograd.is_grad_enabled():
             for b in self._buffers_to_sync:
-                _c.broadcast(b, 0)
+                _c.broadcast(b, group=self.process_group, group_src=0)
         if self._in_forward:  # the wrapper called from inside its own forward
             return self.module(*args, **kwargs)
         d = self.__dict__

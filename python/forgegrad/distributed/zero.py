@@ -159,6 +159,8 @@ class ZeroRedundancyOptimizer(Optimizer):
             and gathers one bucket at a time in ``step()``, stage 2 reduces them during backward.
         max_grad_norm: clip the gradients to this global 2-norm in every ``step()`` (DeepSpeed's
             ``gradient_clipping``; what makes clipping work under ``fit``). None: no clipping.
+        process_group: shard over the ranks of this group (from ``new_group``; torch's argument) instead
+            of the whole job. Stage 3 takes FullyShardedDataParallel's group (passing another is an error).
         **defaults: the optimizer's arguments (lr, betas, ...).
 
     Parameters are broadcast from rank 0 at construction. A parameter without a gradient on a rank
@@ -174,7 +176,7 @@ class ZeroRedundancyOptimizer(Optimizer):
     """
 
     def __init__(self, params, optimizer_class, stage: int = 1, bucket_cap_mb: float = 25,
-                 max_grad_norm: Optional[float] = None, **defaults):
+                 max_grad_norm: Optional[float] = None, process_group=None, **defaults):
         if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer)):
             raise TypeError(f"ZeroRedundancyOptimizer: optimizer_class must be a forgegrad.optim optimizer class, got "
                             f"{optimizer_class!r}")
@@ -191,9 +193,8 @@ class ZeroRedundancyOptimizer(Optimizer):
                 max_grad_norm, (int, float)) or not max_grad_norm > 0):
             raise ValueError(f"ZeroRedundancyOptimizer: max_grad_norm must be a positive number or None, got "
                              f"{max_grad_norm!r}")
-        self.comm = _c._comm()
+        group = _c._member_group(process_group, "ZeroRedundancyOptimizer")
         self.MPI = _c._mpi()
-        n, r = self.comm.Get_size(), self.comm.Get_rank()
         # a throwaway instance validates params and groups exactly as the plain optimizer would
         reference = optimizer_class(params, **defaults)
         self.optimizer_class = optimizer_class
@@ -217,12 +218,22 @@ class ZeroRedundancyOptimizer(Optimizer):
         elif any(o is not None for o in owners):
             raise ValueError("ZeroRedundancyOptimizer: the parameters are sharded by FullyShardedDataParallel: use "
                              "stage=3")
+        if stage == 3:  # the shards are FullyShardedDataParallel's: its group's ranks hold them
+            fsdp_groups = {id(o.process_group): o.process_group for o in owners}
+            if len(fsdp_groups) > 1 or (process_group is not None and id(group) not in fsdp_groups):
+                raise ValueError("ZeroRedundancyOptimizer: stage 3 shards over FullyShardedDataParallel's "
+                                 f"process_group ({', '.join(repr(g) for g in fsdp_groups.values())}); got "
+                                 f"process_group={process_group!r}: leave it None or pass the same group")
+            group = next(iter(fsdp_groups.values()))
+        self.process_group = group
+        self.comm = group.comm
+        n, r = self.comm.Get_size(), self.comm.Get_rank()
         # the shapes and the layout settings: ranks that disagree would wait for each other's collectives forever
         signature = [(f"parameter {i}", tuple(p.shape), str(p._data.dtype)) for i, p in enumerate(all_params)]
         signature.append(("settings", f"stage={stage}", f"bucket_cap_mb={bucket_cap_mb}"))
-        _check_same_everywhere(signature, "ZeroRedundancyOptimizer")
+        _check_same_everywhere(signature, "ZeroRedundancyOptimizer", group)
         if stage != 3:  # FullyShardedDataParallel has broadcast rank 0's parameters
-            broadcast_parameters(all_params, 0)
+            broadcast_parameters(all_params, group.ranks[0], group)
         cap = int(bucket_cap_mb * 1024 * 1024)
         self.groups = [_Group(g["params"], _buckets(g["params"], cap) if stage < 3 else _fsdp_units(g["params"], gi),
                               n, r)
@@ -317,10 +328,10 @@ class ZeroRedundancyOptimizer(Optimizer):
         shards = [g.grad for g in self.groups]
         if norm_type == math.inf:
             local = max((float(np.abs(s).max()) if s.size else 0.0) for s in shards)
-            total = float(_c.allreduce(np.array([local]), op="max")[0])
+            total = float(_c.allreduce(np.array([local]), op="max", group=self.process_group)[0])
         else:
             local = sum(float(np.sum(np.abs(s.astype(np.float64)) ** norm_type)) for s in shards)
-            total = float(_c.allreduce(np.array([local]), op="sum")[0]) ** (1.0 / norm_type)
+            total = float(_c.allreduce(np.array([local]), op="sum", group=self.process_group)[0]) ** (1.0 / norm_type)
         total32 = np.float32(total)
         if error_if_nonfinite and not np.isfinite(total32):
             raise RuntimeError(f"The total norm of order {norm_type} for gradients is non-finite, so it cannot be "

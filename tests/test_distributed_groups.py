@@ -1,0 +1,131 @@
+"""Process groups on real 4-rank MPI jobs (tests/distributed_scripts/groups_job.py, groups_ddp_job.py): collectives
+on sub-groups against numpy, ranks outside a group (torch's warning, no communication, and no waiting for the
+group), the errors, and two models trained at once in two disjoint groups against one process per group."""
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+from test_distributed import SCRIPTS, run_job
+
+from forgegrad import optim
+from forgegrad.distributed import comm
+
+pytestmark = pytest.mark.skipif(not comm.is_available(),
+                                reason='mpi4py is not installed (pip install "forgegrad[mpi]")')
+
+
+def _script(name):
+    sys.path.insert(0, SCRIPTS)
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(SCRIPTS)
+
+
+@pytest.fixture(scope="module")
+def collectives(tmp_path_factory):
+    out = tmp_path_factory.mktemp("groups")
+    run_job(4, "groups_job.py", out, timeout=90)
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(4)]
+
+
+def test_collectives_on_sub_groups_match_numpy(collectives):
+    v = _script("groups_job").values
+    x = {r: v(r) for r in range(4)}
+    for me, res in enumerate(collectives):
+        members = [0, 2] if me % 2 == 0 else [1, 3]
+        stack = np.stack([x[r] for r in members])
+        for op, ref in (("sum", stack.sum(0)), ("mean", stack.mean(0)), ("max", stack.max(0)), ("min", stack.min(0)),
+                        ("prod", stack.prod(0))):
+            np.testing.assert_allclose(res[f"allreduce_{op}"], ref, rtol=1e-6, err_msg=(me, op))
+        np.testing.assert_allclose(res["allreduce_everyone"], sum(x.values()), rtol=1e-6)
+        assert res["broadcast_root"] == x[members[1]].tolist()  # root: a global rank
+        assert res["broadcast_group_src"] == x[members[0]].tolist()  # group_src: a rank in the group
+        # reduce_scatter: group rank i gets row i of the sum (4 rows, 2 ranks: 2 rows each)
+        i = members.index(me)
+        np.testing.assert_allclose(res["reduce_scatter"], stack.sum(0)[2 * i:2 * i + 2], rtol=1e-6)
+        pair = [0, 1] if me < 2 else [2, 3]
+        mean = (x[pair[0]] + x[pair[1]]) / 2
+        np.testing.assert_allclose(res["reduce_scatter_mean_cur"], mean[2 * pair.index(me):][:2], rtol=1e-6)
+        assert res["allgather_object"] == [["rank", r] for r in pair]
+        assert res["broadcast_object"] == {"from": members[1]}
+        # sort_ranks=False: group [3, 1] gathers global rank 3's first
+        assert res["allgather_rev"] == ([x[3].tolist(), x[1].tolist()] if me in (1, 3) else None)
+        if me in (0, 3):  # new_subgroups_by_enumeration([[3, 0], [1]]): sorted, [0, 3]
+            np.testing.assert_allclose(res["allreduce_cur_e"], x[0] + x[3], rtol=1e-6)
+        if me in (0, 1):  # use_local_synchronization=True, which rank 3 never called
+            np.testing.assert_allclose(res["allreduce_local"], x[0] + x[1], rtol=1e-6)
+        np.testing.assert_allclose(res["pair_allreduce"], (x[pair[0]] + x[pair[1]]) * (1 if me < 2 else 4), rtol=1e-6)
+
+
+def test_group_ranks_sizes_and_translation(collectives):
+    r0, r1, r2, r3 = collectives
+    assert [r["world"] for r in collectives] == [[r, 4, 4] for r in range(4)]
+    assert r0["ranks"] == {"even": [0, 2], "odd": [-1, -1], "rev": [-1, -1], "everyone": [0, 4], "cur": [0, 2],
+                           "cur_e": [0, 2], "local": [0, 2]}
+    assert r1["ranks"]["rev"] == [1, 2] and r3["ranks"]["rev"] == [0, 2]  # [3, 1] unsorted: 3 is group rank 0
+    assert r2["ranks"]["cur_e"] == [-1, -1] and r2["ranks"]["local"] == [-1, -1]
+    assert r3["ranks"]["cur_e"] == [1, 2] and "local" not in r3["ranks"]
+    assert r1["rev_translate"] == r3["rev_translate"] == [3, 1]  # get_global_rank(rev, 0), get_group_rank(rev, 1)
+    assert r0["subs"] == r1["subs"] == [[0, 1], None] and r2["subs"] == r3["subs"] == [None, [2, 3]]
+    assert r0["subs_e"] == r3["subs_e"] == [[0, 3], None] and r1["subs_e"] == [None, [1]]
+    assert r2["subs_e"] == [None, None]
+    assert all(r["non_member_is_sentinel"] for r in collectives)
+    assert r1["heard_from_3"] == r3["pair_allreduce"]
+
+
+def test_a_rank_outside_the_group_warns_and_does_nothing_as_torch(collectives):
+    for me, res in enumerate(collectives):
+        nm = res["non_member"]
+        assert nm["returned"] == [True] * 4 and nm["unchanged"]
+        assert nm["warnings"] == [f"Running {op} on global rank {me} which does not belong to the given group."
+                                  for op in ("allreduce", "broadcast", "allgather", "barrier")]
+
+
+def test_errors_name_the_argument(collectives):
+    for me, res in enumerate(collectives):
+        e = res["errors"]
+        assert e["duplicate"] == "ValueError: new_group: ranks must not contain duplicate entries, got [0, 2, 0]"
+        assert e["out_of_range"].startswith("ValueError: new_group: ranks holds rank 4, out of range")
+        assert e["negative"].startswith("ValueError: new_group: ranks holds rank -1, out of range")
+        assert "ranks_per_subgroup_list has rank 1 in both subgroup 0 and subgroup 1" in e["overlap"]
+        assert e["differ"] == ("ValueError: new_group: every rank must pass the same ranks (rank 0 passed [0, 1], "
+                               "rank 1 passed [0, 2])")
+        if me % 2 == 0:
+            assert "broadcast: root 1 is not in ProcessGroup(ranks=[0, 2]); root is a global rank" in e["root_outside"]
+        assert e["group_rank_outside"].startswith(f"ValueError: Global rank {1 - me % 2} is not part of group")
+        assert "must be divisible by group_size=3" in e["group_size"]
+        assert e["not_a_group"].startswith("TypeError: allreduce: group must be None")
+        assert e["ddp_outside"] == (f"ValueError: DistributedDataParallel: process_group is "
+                                    f"GroupMember.NON_GROUP_MEMBER: global rank {me} is not in the group; wrap the "
+                                    "model only on the group's ranks")
+        assert "HYBRID_SHARD" in e["fsdp_hybrid"] and e["fsdp_hybrid"].startswith("ValueError")
+        if me in (1, 3):
+            assert "has been destroyed" in e["destroyed"]
+
+
+def test_two_models_in_two_disjoint_groups_train_as_one_process_each(tmp_path):
+    """DDP, DistributedOptimizer, ZeRO-2 and FSDP + ZeRO-3, each with process_group=, at 4 ranks in groups [0, 1]
+    and [2, 3] at once: each group's parameters equal one process that starts from the group's first rank's
+    weights and steps Adam on the mean of the group's two losses (its 8 samples)."""
+    job = _script("groups_ddp_job")
+    run_job(4, "groups_ddp_job.py", tmp_path, timeout=90)
+    names = ["ddp", "distributed_optimizer", "zero2", "zero3"]
+    refs = []
+    for gi, first in ((0, 0), (1, 2)):
+        res = json.loads((tmp_path / f"result{gi}.json").read_text())
+        assert res == {"group": gi, "ranks": [first, first + 1], **{n: True for n in names}}
+        model = job.make_model(first)
+        opt = optim.Adam(model.parameters(), lr=job.LR)
+        for step in range(job.STEPS):
+            opt.zero_grad()
+            xs, ys = zip(*(job.data(gi, step, r) for r in range(2)))
+            job.loss_of(model, np.concatenate(xs), np.concatenate(ys)).backward()
+            opt.step()
+        refs.append(job.flat_params(model))
+        for name in names:
+            got = np.load(os.path.join(tmp_path, f"{name}_group{gi}.npy"))
+            np.testing.assert_allclose(got, refs[-1], rtol=0, atol=1e-6, err_msg=(gi, name))
+    assert not np.allclose(refs[0], refs[1])  # two different models
