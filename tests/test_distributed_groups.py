@@ -129,3 +129,50 @@ def test_two_models_in_two_disjoint_groups_train_as_one_process_each(tmp_path):
             got = np.load(os.path.join(tmp_path, f"{name}_group{gi}.npy"))
             np.testing.assert_allclose(got, refs[-1], rtol=0, atol=1e-6, err_msg=(gi, name))
     assert not np.allclose(refs[0], refs[1])  # two different models
+
+
+def test_group_arguments_at_one_rank():
+    """A one-process MPI world: groups of it work, and bad arguments are refused before any communication."""
+    import pickle
+
+    import forgegrad as fg
+    import forgegrad.distributed as dist
+    from forgegrad import nn
+    dist.init()
+    world = dist.GroupMember.WORLD
+    assert world.ranks == [0] and dist.get_world_size(world) == 1 and dist.get_group_rank(world, 0) == 0
+    g = dist.new_group([0], group_desc="solo")
+    assert isinstance(g, dist.ProcessGroup) and (g.rank(), g.size(), repr(g)) == (0, 1, "ProcessGroup(ranks=[0], "
+                                                                                      "desc='solo')")
+    a = np.arange(4, dtype=np.float32)
+    assert dist.allreduce(a, op="mean", group=g) is a and a.tolist() == [0, 1, 2, 3]
+    t = fg.tensor(a.copy())
+    assert dist.broadcast(t, group=g, group_src=0) is t
+    non = dist.GroupMember.NON_GROUP_MEMBER
+    assert pickle.loads(pickle.dumps(non)) is non and repr(non) == "GroupMember.NON_GROUP_MEMBER"
+    assert dist.get_rank(non) == -1 and dist.get_world_size(non) == -1
+    cases = [
+        (lambda: dist.new_group([1]), ValueError, "ranks holds rank 1, out of range: the job's ranks are 0 to 0"),
+        (lambda: dist.new_group([]), ValueError, "ranks must not be empty"),
+        (lambda: dist.new_group([True]), TypeError, "ranks must hold integer global ranks"),
+        (lambda: dist.new_group(backend="nccl"), ValueError, "backend must be None or 'mpi'"),
+        (lambda: dist.new_group(timeout=5), ValueError, "timeout is not supported"),
+        (lambda: dist.new_subgroups(), ValueError, "pass group_size"),
+        (lambda: dist.new_subgroups(2), ValueError, r"group_size \(2\) must not exceed the group's size \(1\)"),
+        (lambda: dist.new_subgroups_by_enumeration([]), ValueError, "must not be empty"),
+        (lambda: dist.broadcast(a, root=0, group_src=0), ValueError, "not both"),
+        (lambda: dist.broadcast(a, group=g, group_src=1), ValueError, r"group_src must be a rank in the group"),
+        (lambda: dist.get_global_rank(g, 1), ValueError, "Group rank 1 is not part of group"),
+        (lambda: dist.get_group_rank(non, 0), ValueError, "NON_GROUP_MEMBER"),
+        (lambda: dist.destroy_process_group(None), ValueError, "the world group ends with MPI"),
+    ]
+    for fn, kind, message in cases:
+        with pytest.raises(kind, match=message):
+            fn()
+    model = dist.FullyShardedDataParallel(nn.Linear(3, 2))
+    with pytest.raises(ValueError, match="stage 3 shards over FullyShardedDataParallel's process_group"):
+        dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam, stage=3, process_group=g)
+    assert dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam, stage=3).process_group is world
+    dist.destroy_process_group(g)
+    with pytest.raises(ValueError, match="has been destroyed"):
+        dist.barrier(group=g)
