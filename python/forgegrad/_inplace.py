@@ -6,10 +6,12 @@ Inside autograd:
 
 - a leaf that requires grad, or a view of one (reshape, slice, transpose of it), refuses (RuntimeError,
   torch's messages): its value is what backward differentiates with respect to;
-- any other tensor is rebound to the op's recorded result (its storage and graph node are replaced;
-  the ops that used it before keep differentiating its old value, see autograd._rebound), so gradients
-  are right; tensors that shared the old storage keep the old values (torch would update them: the one
-  difference).
+- any other tensor gets the op's recorded result: its values are written into its storage (views of it,
+  ``.data`` and ``detach()`` see them) and it is rebound to the result's graph node (the ops that used it
+  before keep differentiating its old value, see autograd._rebound). A view of a graph tensor (slice,
+  transpose, reshape, ...) is written through to its base as torch writes it: the base gets the node (torch's
+  CopySlices) and the view is rebased on it; other views taken before the write are rebased when next used
+  (forgegrad._view_rebase). An expanded view (two elements, one memory location) refuses, as torch.
 
 Either way the write is counted in the tensor's version (``t._version``, shared with its views), and
 backward refuses an array a recorded op saved if it was written since, with torch's RuntimeError:
@@ -43,30 +45,7 @@ def inplace(self, compute, name: str, *others, cast: bool = False):
     if tracking and self._ctx is not None and _views_a_leaf(self):
         raise RuntimeError(VIEW_OF_LEAF_MESSAGE)
     if tracking:
-        # the op's input is a stand-in holding self's current node: self itself becomes the output,
-        # and a graph whose node lists self as its own input would loop
-        old = Tensor._wrap_exact(self._data)
-        old._ctx, old._out_index, old.requires_grad = self._ctx, self._out_index, self.requires_grad
-        # the write is counted first: what saved the old value before now is outdated (torch raises for
-        # it at backward), while this op's own use of the old value, saved below, is not
-        _vc.bump(self)
-        try:
-            out = compute(old, *[old if o is self else o for o in others])
-            _check_result(self, out, name, cast)
-            if out.dtype != self.dtype:
-                out = out.to(self.dtype)
-            if tuple(out.shape) != tuple(self.shape):
-                out = out.expand(*self.shape)
-        except BaseException:
-            _vc.unbump(self)  # a refused op wrote nothing
-            raise
-        _vc.carry(self._data, out._data)
-        self._data, self._ctx, self._out_index = out._data, out._ctx, out._out_index
-        self.requires_grad = out.requires_grad
-        from .autograd import _note_rebind
-        _note_rebind(self, old)  # the ops that used self before keep using it as it was (old)
-        if self._ctx is not None:  # kept alive with the op's node, which may not take old as input (copy_)
-            self._ctx.rebound_from = old
+        _inplace_tracked(self, compute, name, others, cast)
         return self
     with grad_mode.no_grad():
         out = compute(self, *others)
@@ -83,6 +62,50 @@ def inplace(self, compute, name: str, *others, cast: bool = False):
         self._data[...] = out._data
         _vc.bump(self)
     return self
+
+
+def _inplace_tracked(self, compute, name, others, cast) -> None:
+    """The in-place op recorded by autograd (see the module's docstring)."""
+    from ._view_rebase import check_no_overlap, view_target, write_through_view
+    from .autograd import _note_rebind
+    from .tensor import Tensor
+    target = view_target(self) if type(self._data) is np.ndarray else None  # (base, self's elements in it)
+    if target is not None:
+        check_no_overlap(target[1])  # an expanded view: torch refuses
+    in_storage = target is not None or type(self._data) is np.ndarray and self._data.flags.writeable
+    # the op's input is a stand-in holding self's current node: self itself becomes the output, and a graph
+    # whose node lists self as its own input would loop. Its array is a copy when the result is written into
+    # self's storage (what the op saves of it must keep the old values)
+    old = Tensor._wrap_exact(self._data.copy() if in_storage else self._data)
+    old._ctx, old._out_index, old.requires_grad = self._ctx, self._out_index, self.requires_grad
+    # the write is counted first: what saved the old value before now is outdated (torch raises for it at
+    # backward), while this op's own use of the old value, saved below, is not
+    _vc.bump(self)
+    try:
+        out = compute(old, *[old if o is self else o for o in others])
+        _check_result(self, out, name, cast)
+        if out.dtype != self.dtype:
+            out = out.to(self.dtype)
+        if tuple(out.shape) != tuple(self.shape):
+            out = out.expand(*self.shape)
+    except BaseException:
+        _vc.unbump(self)  # a refused op wrote nothing
+        raise
+    if target is not None:  # recorded on the base (CopySlices), which writes the storage; self is rebased
+        write_through_view(self, target[0], target[1], old, out)
+        _vc.share(out._data, self._data)
+        return
+    if in_storage:  # views and tensors sharing the storage see the new values; the result's array (which
+        self._data[...] = out._data  # the op may have saved) is counted with the storage from now on
+        _vc.share(out._data, self._data)
+    else:  # another device or a read-only array: self takes the result's storage
+        _vc.carry(self._data, out._data)
+        self._data = out._data
+    self._ctx, self._out_index = out._ctx, out._out_index
+    self.requires_grad = out.requires_grad
+    _note_rebind(self, old)  # the ops that used self before keep using it as it was (old)
+    if self._ctx is not None:  # kept alive with the op's node, which may not take old as input (copy_)
+        self._ctx.rebound_from = old
 
 
 def _views_a_leaf(t) -> bool:

@@ -11,15 +11,14 @@ The rebinding goes through autograd's stand-ins (autograd._rebound), so ops that
 write keep differentiating its old value, and the write is counted in ``t``'s version, so an op that
 saved ``t``'s array before raises torch's error at backward.
 
-A view made by indexing another tensor of the graph (``row = h[0]; row[1] = v``, ``h[1:][0] = v``) is
-written as torch writes it: the write is recorded on the base (``h``, whose gradient then skips the
-overwritten elements) and the view is rebound to the base's new value indexed again. Other views and
-tensors that shared the storage see the new values, but a view taken before the write keeps its graph
-node (torch rebases it): its gradient still goes to the old values.
+A view of another tensor of the graph (``row = h[0]; row[1] = v``, ``h.t()[0] = v``, ``h.reshape(-1)[2:] = v``)
+is written as torch writes it: the write is recorded on the base (``h``, whose gradient then skips the
+overwritten elements) at the elements the view's key names, and the view is rebased on the base's new
+value; other views taken before the write are rebased when next used (forgegrad._view_rebase). A write in
+which two elements are one memory location (through an expanded view) is refused, as torch refuses it.
 
 Refused, with a RuntimeError, rather than a wrong gradient: a leaf that requires grad or a view of one
-(torch's message), and a view of a graph tensor made by another op (reshape, transpose, expand, ...),
-whose write forgegrad cannot carry to the base; write into the base or clone the view first.
+(torch's message).
 """
 from __future__ import annotations
 
@@ -28,12 +27,6 @@ import numpy as np
 from . import _version_counter as _vc
 from .autograd import Function, _note_rebind
 from .ops._util import unbroadcast
-
-VIEW_OF_GRAPH_MESSAGE = (
-    "t[key] = value on a view (reshape, transpose, expand, ...) of another tensor of the autograd graph: torch "
-    "propagates the write to the view's base; forgegrad does so for views made by indexing (h[1:], h[0]) only, "
-    "and would leave the base's gradient wrong here. Write into the base instead or clone the view first")
-
 
 class IndexPutFunction(Function):
     """``a[key] = v`` written into ``a``'s own array (its output shares ``a``'s storage); ``v`` is a Tensor
@@ -88,9 +81,10 @@ def setitem_tracked(t, key, value) -> None:
     place of index Tensors."""
     from .tensor import Tensor
     if t._ctx is not None:
-        chain = _view_chain(t)
-        if chain is not None:
-            _setitem_through_base(t, *chain, key, value)
+        from ._view_rebase import view_target
+        target = view_target(t)  # (base, t's elements in it) for a view of a graph tensor
+        if target is not None:
+            _setitem_through_base(t, target[0], target[1], key, value)
             return
     # the op's input is a stand-in holding t's current node (t itself becomes the output: a node listing t
     # as its own input would loop); it shares t's array, which only the version check reads after this
@@ -109,48 +103,12 @@ def setitem_tracked(t, key, value) -> None:
         t._ctx.rebound_from = old
 
 
-def _view_chain(t):
-    """``(base, keys)`` when ``t`` is a view of another tensor of the graph made by indexing alone
-    (``t`` is ``base[keys[0]][keys[1]]...``, basic keys, sharing base's storage), else None when ``t`` is
-    no view. Refuses (RuntimeError) a view made by another op (reshape, transpose, expand, ...).
-
-    t's own earlier ``t[key] = value`` writes (their input is t as it was, sharing its storage) end the
-    walk: they make no view."""
-    from .ops.shape import GetItemFunction
-    r = _vc.root(t._data)
-    keys = []
-    cur = t
-    while True:
-        node = cur._ctx
-        if node is None or type(node) is IndexPutFunction:
-            break
-        same = [p for p in node.parents if p is not None and _vc.root(p._data) is r]
-        if not same:
-            break
-        if type(node) is not GetItemFunction or "key" not in node.__dict__:  # a released node keeps no key
-            raise RuntimeError(VIEW_OF_GRAPH_MESSAGE)
-        keys.append(node.key)
-        cur = node.parents[0]
-    return None if cur is t else (cur, keys[::-1])
-
-
-def _setitem_through_base(t, base, keys, key, value) -> None:
-    """``t[key] = value`` for a view ``t = base[keys[0]]...`` of a graph tensor: recorded on the base (the
-    elements of base that t[key] names, found by indexing base's element numbers as t was indexed) and
-    t rebound to the base's new value indexed again, as torch propagates a view's write to its base."""
-    from .ops.shape import GetItemFunction
-    from .tensor import Tensor
-    numbers = np.arange(base._data.size).reshape(base._data.shape)
-    for k in keys:
-        numbers = numbers[k]
-    where = np.unravel_index(np.asarray(numbers[key]), base._data.shape)
-    old = Tensor._wrap_exact(t._data)
-    old._ctx, old._out_index, old.requires_grad = t._ctx, t._out_index, t.requires_grad
-    setitem_tracked(base, where, value)  # writes the shared storage once, counted once
-    cur = base
-    for k in keys:
-        cur = GetItemFunction.apply(cur, k)
-    t._ctx, t._out_index, t.requires_grad = cur._ctx, cur._out_index, cur.requires_grad
-    _note_rebind(t, old)
-    if t._ctx is not None:
-        t._ctx.rebound_from = old
+def _setitem_through_base(t, base, idx, key, value) -> None:
+    """``t[key] = value`` for a view ``t`` of graph tensor ``base`` (``idx``: t's elements' flat indices in
+    base): recorded on the base at the elements that t[key] names and t rebased on the base's new value,
+    as torch propagates a view's write to its base."""
+    from ._view_rebase import check_no_overlap, rebase
+    picked = np.asarray(idx[key])
+    check_no_overlap(picked)  # two of the written elements are one (an expanded view): torch refuses
+    setitem_tracked(base, np.unravel_index(picked, base._data.shape), value)  # writes the storage once, counted once
+    rebase(t, base, idx)

@@ -220,6 +220,24 @@ def carry(old, new) -> None:
             e[0] += n - _version(e)
 
 
+def share(alias, owner) -> None:
+    """``alias``'s storage (an in-place op's result, whose values were copied into ``owner``'s storage and
+    which the op's node may have saved, ``y.sigmoid_()``) is counted with ``owner``'s from now on: a later
+    write into the owner makes backward refuse what was saved of the alias, as if it were the storage."""
+    r_alias, r_owner = root(alias), root(owner)
+    if r_alias is r_owner or not isinstance(r_alias, _NDARRAY) or id(r_alias) in entries:
+        return  # (an array already counted is some tensor's storage, never a fresh result)
+    e = _entry(r_owner)
+    if e is None:
+        return
+    key = id(r_alias)
+    try:
+        _refs[key] = weakref.ref(r_alias, lambda _, key=key: _forget(key))
+    except TypeError:
+        return
+    entries[key] = e
+
+
 def rebind(t, new) -> None:
     """Give tensor ``t`` the storage ``new`` in place of an in-place write (meta, another device): one
     write counted, and the new storage continues the count."""

@@ -75,6 +75,8 @@ def _notify_pass(nodes) -> None:
 # by the nodes of the in-place ops that took them as input (weakly here); an entry goes with its tensor.
 _rebound: Dict[int, list] = {}
 _rebound_refs: Dict[int, Any] = {}  # id(tensor) -> the weak reference whose callback drops its entry
+# [the clock of the latest rebinding]: a view whose node is older may be stale (forgegrad._view_rebase)
+_rebind_clock = [0]
 
 
 def _forget_rebound(key: int) -> None:
@@ -91,7 +93,9 @@ def _note_rebind(t, old) -> None:
         _rebound_refs[key] = weakref.ref(t, lambda _, key=key: _forget_rebound(key))
     else:
         hist[:] = [h for h in hist if h[1]() is not None]
-    hist.append((_vc.tick(), weakref.ref(old)))
+    at = _vc.tick()
+    hist.append((at, weakref.ref(old)))
+    _rebind_clock[0] = at
 
 
 def _parents_of(node) -> tuple:
@@ -120,6 +124,9 @@ class Function:
     """
 
     # Outputs that are not differentiable (e.g. argmax indices) are listed by position.
+    # True: the output may be a view of input 0 (it shares its storage); an in-place write into either is
+    # seen by the other, and the view is rebased after one (forgegrad._view_rebase)
+    is_view = False
     non_differentiable_outputs: Sequence[int] = ()
     # True: outputs keep the dtype forward gives them (cast); else a float64 output of float32 inputs
     # (numpy promoting int + float) is stored as float32, as torch's promotion gives
@@ -129,8 +136,11 @@ class Function:
 
     # saved_at: the in-place write clock when save_for_backward ran (None: nothing saved; apply sets it)
     # made_at: the clock when the node was recorded (see _rebound)
+    # rebound_from: the stand-in for the tensor an in-place op or a rebase rebound to this node, kept alive with
+    # it (_rebound holds it weakly) and not dropped by release(): a node still to run in the same backward
+    # pass may read it in that tensor's place
     __slots__ = ("parents", "needs_input_grad", "saved_tensors", "saved_at", "made_at", "out_meta", "released",
-                 "__dict__")
+                 "rebound_from", "__dict__")
 
     def save_for_backward(self, *arrays) -> None:
         """Keep ``arrays`` for backward (``ctx.saved_tensors``). The in-place write clock is noted with them:
@@ -182,6 +192,8 @@ class Function:
             else:
                 raw.append(a)
                 needs.append(False)
+        if _rebound:  # some tensor was rebound by an in-place op: a view input may need its new node
+            _rebase_inputs(args)
         if other_device:
             dev = _device_of_args(cls, args, raw)
             if dev == "meta":
@@ -232,6 +244,11 @@ class Function:
         self.saved_tensors = ()
         self.__dict__.clear()
         self.released = True
+
+
+def _rebase_inputs(args) -> None:
+    from ._view_rebase import rebase_inputs
+    rebase_inputs(args)
 
 
 def _float64_function(cls):

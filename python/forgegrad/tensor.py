@@ -156,6 +156,10 @@ class Tensor(TensorMethods):
 
     @property
     def grad_fn(self):
+        from .autograd import _rebound
+        if _rebound and self._ctx is not None:  # a view whose base was written in place: its new node
+            from ._view_rebase import rebase_if_stale
+            rebase_if_stale(self)
         return self._ctx
 
     def dim(self) -> int:
@@ -311,7 +315,10 @@ class Tensor(TensorMethods):
             g = _seed_storage(gradient, self)
             if g.shape != self.shape:
                 raise ValueError(f"backward: gradient has shape {g.shape}, expected {self.shape}")
-        from .autograd import run_backward
+        from .autograd import _rebound, run_backward
+        if _rebound and self._ctx is not None:  # a view whose base was written in place: its new node
+            from ._view_rebase import rebase_if_stale
+            rebase_if_stale(self)
         run_backward(self, g, retain_graph=retain_graph)
 
     # ---- conversions -----------------------------------------------------------------------

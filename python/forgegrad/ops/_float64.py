@@ -113,7 +113,7 @@ class MSELoss64Function(Function):
         if input.shape != target.shape:
             raise ValueError(f"mse_loss: input {input.shape} and target {target.shape} must have the same shape")
         d = input - target
-        ctx.save_for_backward(d)
+        ctx.save_for_backward(d, input, target)  # input and target for the in-place check only, as torch's
         ctx.reduction = reduction
         sq = d * d
         if reduction == "none":
@@ -126,7 +126,7 @@ class MSELoss64Function(Function):
 
     @staticmethod
     def backward(ctx, g):
-        (d,) = ctx.saved_tensors
+        d = ctx.saved_tensors[0]
         scale = 2.0 / d.size if ctx.reduction == "mean" else 2.0
         gi = (g * d * scale).astype(d.dtype)
         return gi, (-gi if ctx.needs_input_grad[1] else None)

@@ -199,6 +199,7 @@ class ClampFunction(Function):
                 raise TypeError(f"clamp: {name} must be a real number, got {bound!r}")
             if bound is not None and not is_array_or_number(bound, real=True):
                 raise TypeError(f"clamp: {name} must be a number or a tensor, got {type(bound).__name__} {bound!r:.60}")
+        given = a
         if _clamp_promotes(a, min, max):  # clamp(int tensor, 0.5) is float, as in torch, not truncated
             a = a.astype(np.float32)
         y = np.clip(a, min, max)
@@ -207,12 +208,14 @@ class ClampFunction(Function):
             mask &= a >= min
         if max is not None:
             mask &= a <= max
-        ctx.save_for_backward(mask)
+        # torch's backward reads the input and tensor bounds: it refuses them written in place since (the
+        # mask is what this backward reads; they are kept for that check only, and their tensors hold them)
+        ctx.save_for_backward(mask, given, *(b for b in (min, max) if isinstance(b, np.ndarray)))
         return y.astype(a.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
-        (mask,) = ctx.saved_tensors
+        mask = ctx.saved_tensors[0]
         return g * mask
 
 

@@ -134,7 +134,10 @@ def _saved_difference(ctx, inp, target, reduction, name):
     _check_reduction(reduction)
     _check_same_shape(inp, target, name)
     d = inp - target
-    ctx.save_for_backward(d)
+    # torch's mse_loss reads input and target in backward, so it refuses them written in place since: they
+    # are kept for that check (their tensors hold them anyway); backward reads d. l1_loss is torch's
+    # composite of sub and abs, which keeps the difference only
+    ctx.save_for_backward(d, inp, target) if name == "mse_loss" else ctx.save_for_backward(d)
     ctx.reduction = reduction
     return d
 
@@ -155,7 +158,7 @@ class MSELossFunction(Function):
 
     @staticmethod
     def backward(ctx, g):
-        (d,) = ctx.saved_tensors
+        d = ctx.saved_tensors[0]
         gi = 2 * d * _reduce_grad(g, d.shape, ctx.reduction)
         return gi, (-gi if ctx.needs_input_grad[1] else None)
 

@@ -31,6 +31,8 @@ def _getitem_samples():
              torch=lambda torch, a, shape: torch.reshape(a, shape),
              bad_inputs=lambda: [BadInput((S.rand(3, 4), (5, 3)), {}, ValueError, "shape")])
 class ReshapeFunction(Function):
+    is_view = True  # a numpy view of its input where numpy makes one (reshape may copy)
+
     @staticmethod
     def forward(ctx, a, shape):
         ctx.in_shape = a.shape
@@ -53,6 +55,8 @@ class ReshapeFunction(Function):
              torch=lambda torch, a, dims: a.permute(*dims),
              bad_inputs=lambda: [BadInput((S.rand(3, 4), (0, 0)), {}, ValueError, "dims")])
 class PermuteFunction(Function):
+    is_view = True
+
     @staticmethod
     def forward(ctx, a, dims):
         dims = normalize_axis(tuple(dims), a.ndim)
@@ -71,6 +75,8 @@ class PermuteFunction(Function):
              torch=lambda torch, a, shape: a.expand(*shape),
              bad_inputs=lambda: [BadInput((S.rand(3, 2), (3, 5)), {}, ValueError, "expand")])
 class ExpandFunction(Function):
+    is_view = True
+
     @staticmethod
     def forward(ctx, a, shape):
         ctx.in_shape = a.shape
@@ -98,6 +104,8 @@ def _index_arrays(key):
              torch=lambda torch, a, key: a[_torch_index(torch, key)],
              bad_inputs=lambda: [BadInput((S.rand(3, 4), (0, 0, 0)), {}, IndexError, "indices")])
 class GetItemFunction(Function):
+    is_view = True
+
     @staticmethod
     def forward(ctx, a, key):
         key = _index_arrays(key)

@@ -1,0 +1,228 @@
+"""Views of a tensor that is written in place under autograd, as torch rebases them.
+
+forgegrad's views (reshape, slicing, transpose, expand, ``t[0]``, narrow, unsqueeze, split, ...) are numpy
+views of one storage array, made by ops whose Function has ``is_view = True`` and whose output shares its
+input's storage. The tensor at the top of such a chain of view ops is the *base* (``h`` in ``v = h[0:2]``).
+
+An in-place write recorded by autograd (``h[1] = y``, ``h.mul_(2)``, ``h.copy_(u)``, ``v.add_(1)``) writes the
+new values into the base's storage, so every view sees them, and gives the base a new graph node (a write
+through a view is recorded on the base as :class:`CopySlicesFunction`, torch's CopySlices). A view taken
+before the write still holds the node it was made with, which differentiates the old values; as in torch it
+is *rebased*: it gets a new node, :class:`AsStridedFunction` (torch's AsStridedBackward) of the base's current
+node, so that ops using it afterwards differentiate the new values, including the elements that were written.
+
+Rebasing is lazy and costs the common path nothing: ``Function.apply`` looks at its inputs only while some
+tensor has been rebound by an in-place op (``autograd._rebound`` is non-empty), and then only at inputs whose
+node is a view op made before the latest rebinding. A view is stale when its base was rebound after the
+view's node was made. Ops that used a view before it was rebased keep differentiating its old node (the
+view is rebound through ``autograd._note_rebind``, as the base is).
+
+The element map between a view and its base is read from their memory layout (offset and strides in the
+shared storage), so it needs no record of the ops in between and works for chains of views.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _version_counter as _vc
+from .autograd import Function, _note_rebind, _rebind_clock, _rebound, enable_grad
+
+_NDARRAY = np.ndarray
+
+OVERLAP_MESSAGE = ("unsupported operation: more than one element of the written-to tensor refers to a single memory "
+                   "location. Please clone() the tensor before performing the operation.")
+
+_shadow_cache: list = [None, None]  # [base layout key, (shadow, start of base, lowest address)] of the last base
+
+
+def _bounds(arr):
+    """(lowest, highest) byte address of ``arr``'s elements (its data pointer for an empty array)."""
+    lo = hi = arr.__array_interface__["data"][0]
+    for n, s in zip(arr.shape, arr.strides):
+        if n == 0:
+            return lo, lo - 1
+        if s < 0:
+            lo += (n - 1) * s
+        else:
+            hi += (n - 1) * s
+    return lo, hi
+
+
+def positions(base, view):
+    """For each element of ``view`` (a numpy view of ``base``'s storage), the flat index of the element of
+    ``base`` (in C order) at the same memory address; None when ``view`` reaches memory that is not one of
+    ``base``'s elements (another array cut from one buffer) or their layouts do not line up."""
+    item = base.itemsize
+    if view.dtype != base.dtype or any(s % item for s in base.strides + view.strides):
+        return None
+    if view.size == 0:
+        return np.zeros(view.shape, dtype=np.int64)
+    lo_v, hi_v = _bounds(view)
+    key = (base.__array_interface__["data"][0], base.shape, base.strides, item)
+    if _shadow_cache[0] == key:
+        shadow, start, lo_b = _shadow_cache[1]
+    else:
+        lo_b, hi_b = _bounds(base)
+        if hi_b < lo_b:
+            return None
+        # shadow[k] = the flat index of base's element at address lo_b + k * item (-1: none)
+        shadow = np.full((hi_b - lo_b) // item + 1, -1, dtype=np.int64)
+        start = (key[0] - lo_b) // item
+        as_base = np.lib.stride_tricks.as_strided(shadow[start:], base.shape, [s // item * 8 for s in base.strides])
+        as_base[...] = np.arange(base.size, dtype=np.int64).reshape(base.shape)
+        _shadow_cache[:] = [key, (shadow, start, lo_b)]
+    if lo_v < lo_b or (hi_v - lo_b) // item >= shadow.size:
+        return None
+    at = (view.__array_interface__["data"][0] - lo_b) // item
+    idx = np.lib.stride_tricks.as_strided(shadow[at:], view.shape, [s // item * 8 for s in view.strides]).copy()
+    return None if (idx < 0).any() else idx
+
+
+class AsStridedFunction(Function):
+    """A view of ``base`` rebased after an in-place write (torch's AsStridedBackward): its output is the
+    view's own array (the base's storage, with the new values); backward scatters the gradient into the
+    base's shape at the view's elements (accumulating where an expanded view repeats one)."""
+
+    is_view = True
+    exact_dtype = True  # the output is the view's array itself
+    handles_float64 = True
+
+    @staticmethod
+    def forward(ctx, base, view, idx):
+        ctx.base_shape, ctx.idx = base.shape, idx
+        return view
+
+    @staticmethod
+    def backward(ctx, g):
+        out = np.zeros(ctx.base_shape, dtype=g.dtype)
+        flat, idx = out.reshape(-1), ctx.idx.reshape(-1)
+        g = np.asarray(g).reshape(-1)
+        if np.unique(idx).size == idx.size:
+            flat[idx] = g
+        else:
+            np.add.at(flat, idx, g)
+        return out
+
+
+class CopySlicesFunction(Function):
+    """An in-place write through a view of ``base`` (torch's CopySlices): ``src`` is written into the view's
+    elements of the base's storage; the output is the base's array. Backward: ``src`` gets the gradient at
+    those elements, the base's earlier node the gradient with them zeroed (they were overwritten)."""
+
+    exact_dtype = True  # the output is the base's array itself
+    handles_float64 = True
+
+    @staticmethod
+    def forward(ctx, base, src, view, idx):
+        ctx.idx, ctx.src_shape = idx, src.shape
+        if view.flags.writeable:
+            view[...] = src
+        else:  # a slice of an expanded view (read-only in numpy) whose elements are distinct
+            base[np.unravel_index(idx, base.shape)] = src
+        return base
+
+    @staticmethod
+    def backward(ctx, g):
+        g = np.ascontiguousarray(g)
+        idx = ctx.idx.reshape(-1)
+        gb = gs = None
+        if ctx.needs_input_grad[0]:
+            gb = g.copy()
+            gb.reshape(-1)[idx] = 0
+        if ctx.needs_input_grad[1]:
+            gs = g.reshape(-1)[idx].reshape(ctx.src_shape)
+        return gb, gs, None, None
+
+
+def base_of(t):
+    """The base of view ``t`` (the tensor at the top of its chain of view ops on one storage), or None when
+    ``t`` is no view (or lives on another device)."""
+    d = t._data
+    if type(d) is not _NDARRAY:
+        return None
+    r = _vc.root(d)
+    cur = t
+    while True:
+        node = cur._ctx
+        if node is None or not type(node).is_view:
+            break
+        p = node.parents[0]
+        if p is None or type(p._data) is not _NDARRAY or _vc.root(p._data) is not r:
+            break
+        cur = p
+    return None if cur is t else cur
+
+
+def rebase_if_stale(t) -> None:
+    """Rebase view ``t`` if its base was rebound by an in-place op after ``t``'s node was made."""
+    node = t._ctx
+    if node is None or not type(node).is_view:
+        return
+    base = base_of(t)
+    if base is None:
+        return
+    hist = _rebound.get(id(base))
+    if hist and hist[-1][0] > node.made_at:
+        rebase(t, base)
+
+
+def rebase_inputs(args) -> None:
+    """``Function.apply``'s check, run while some tensor has been rebound: rebase its stale view inputs."""
+    from .tensor import Tensor
+    for a in args:
+        if isinstance(a, Tensor):
+            node = a._ctx
+            if node is not None and node.made_at < _rebind_clock[0] and type(node).is_view:
+                rebase_if_stale(a)
+
+
+def rebase(t, base, idx=None) -> None:
+    """Give view ``t`` the node AsStrided(base): it stands for base's current values at t's elements. The
+    ops that used ``t`` before keep its old node (a stand-in, as for an in-place op)."""
+    from .tensor import Tensor
+    if idx is None:
+        idx = positions(base._data, t._data)
+        if idx is None:  # not inside the base's elements: nothing there was written through the base
+            return
+    old = Tensor._wrap_exact(t._data)
+    old._ctx, old._out_index, old.requires_grad = t._ctx, t._out_index, t.requires_grad
+    _note_rebind(t, old)  # before the new node is made: the ops made until now read old in t's place
+    with enable_grad():  # the view's node follows its base whatever the grad mode of its next use
+        out = AsStridedFunction.apply(base, t._data, idx)
+    t._ctx, t._out_index, t.requires_grad = out._ctx, out._out_index, out.requires_grad
+    if t._ctx is not None:
+        t._ctx.rebound_from = old
+
+
+def view_target(t):
+    """``(base, positions of t in base)`` for an in-place write into view ``t`` that is recorded on its base
+    (``t`` rebased first if stale), or None when ``t`` is no view of a graph tensor (it is written alone)."""
+    rebase_if_stale(t)
+    base = base_of(t)
+    if base is None:
+        return None
+    idx = positions(base._data, t._data)
+    return None if idx is None else (base, idx)
+
+
+def check_no_overlap(idx) -> None:
+    """torch refuses a write in which two elements of the target are one memory location (an expanded
+    view)."""
+    flat = idx.reshape(-1)
+    if np.unique(flat).size != flat.size:
+        raise RuntimeError(OVERLAP_MESSAGE)
+
+
+def write_through_view(t, base, idx, old, out) -> None:
+    """Record the in-place op whose result is ``out`` (of ``t``'s shape and dtype; ``old`` stands for ``t``
+    before it) on view ``t``'s base: the base gets a CopySlices node (its storage takes ``out``'s values at
+    ``t``'s elements) and ``t`` is rebased on it."""
+    from .tensor import Tensor
+    base_old = Tensor._wrap_exact(base._data)
+    base_old._ctx, base_old._out_index, base_old.requires_grad = base._ctx, base._out_index, base.requires_grad
+    res = CopySlicesFunction.apply(base_old, out, t._data, idx)
+    base._ctx, base._out_index, base.requires_grad = res._ctx, res._out_index, res.requires_grad
+    _note_rebind(base, base_old)  # the ops that used the base before keep its old node
+    if base._ctx is not None:
+        base._ctx.rebound_from = base_old
+    rebase(t, base, idx)
