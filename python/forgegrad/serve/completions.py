@@ -20,7 +20,8 @@ at the next step (continuous batching: generation_batch.py; encoder-decoders: se
 encoder run once as it joins); models the batched step does not cover
 (Phi-3's longrope, modified modules) and ``max_batch=1`` generate one request at a time, in arrival
 order. The decoder-only engine keeps every row's keys and values in one pool of blocks (a paged KV cache:
-paged_batch.py, kv_pool.py, up to ``kv_cache_mb``; a prompt waits for blocks when it is full). The server keeps
+paged_batch.py, kv_pool.py, up to ``kv_cache_mb``; rows take blocks as they grow, and when it is full the row that
+came last is preempted: its keys are recomputed once blocks are free, its stream only pauses). The server keeps
 prompts' prefilled keys and values by block (prefix_cache.py, up to ``prefix_cache_mb``; batched, as blocks of that
 pool shared by reference, or one at a time alike), so a prompt that starts like an earlier one (a chat's system
 prompt and turns) prefills only the rest; ``usage.prompt_tokens_details.cached_tokens`` says how many it reused. A
@@ -130,8 +131,9 @@ class GenerationServeConfig:
 
 def default_pool_blocks(context: int, block_tokens: int, block_bytes: int, max_batch: int,
                         room: Optional[int]) -> int:
-    """Blocks of the default pool: max_batch rows of the whole context, and at least MAX_N (a request's n or best_of
-    rows of one prompt reserve their blocks together, and may be more than max_batch); but no more than half of
+    """Blocks of the default pool: max_batch rows of the whole context, so that rows are never preempted at the
+    default size, and at least MAX_N (a request's n or best_of rows of one prompt must fit together, and may be more
+    than max_batch: a request larger than the pool is refused); but no more than half of
     ``room`` (the bytes this process may still take, None: unknown) allows, and at least one row of the whole context.
     The pool's pages are committed only where written, yet a pool far past the machine's memory (a long-context
     model: 16 rows of 128k tokens are hundreds of GiB) could be refused at start or fill the memory under load."""
@@ -154,6 +156,9 @@ def _paged_engine(gen, config: GenerationServeConfig, name: str, metrics, kw, pr
     else:
         pool = KVPool.for_model(model, max_bytes=int(config.kv_cache_mb * 2 ** 20), block_tokens=bt)
     metrics.kv_cache(name, pool)
+    log.info("%s: a paged KV cache of %d blocks of %d tokens (%.1f MiB, committed as they are first written): rows "
+             "take blocks as they grow, and when it is full the row that came last is preempted and recomputed later",
+             name, pool.blocks, bt, pool.blocks * pool.block_bytes / 2 ** 20)
     paged = None if prefix is None else PagedPrefixCache(prefix.max_bytes, bt, pool)
     return PagedBatchEngine(gen, config.max_batch, pool, prefix_cache=paged, **kw)
 

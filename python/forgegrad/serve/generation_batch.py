@@ -77,6 +77,7 @@ class Job:
     results: dict = field(default_factory=dict)
     constraints: dict = field(default_factory=dict)  # structured outputs: each row's RowConstraint by index
     choices: dict = field(default_factory=dict)  # each row's RowChoice by index (row_settings.py)
+    seq: int = 0  # its place in the engine's arrival order (set as it is admitted): first come, first served
 
 
 class _Row:
@@ -94,6 +95,11 @@ class _Prefill:
         self.job, self.ids, self.cache = job, ids, cache
         self.done = 0  # prompt tokens in the cache so far
         self.choices: List[tuple] = []
+
+    @property
+    def rows(self) -> int:
+        """Rows it will put in the batch (what it counts against max_batch while it waits)."""
+        return len(self.choices)
 
 
 def batching_applies(model) -> bool:
@@ -125,6 +131,7 @@ class BatchEngine:
         self.cache = None
         self.mask: Optional[np.ndarray] = None  # (slots, cache.length) bool: True where a row has a key
         self._queue: "queue.Queue[Optional[Job]]" = queue.Queue()
+        self._arrivals = 0  # jobs admitted so far: the next one's seq
         self._thread = threading.Thread(target=self._run, name="forgegrad-generate-batch", daemon=True)
         self._thread.start()
 
@@ -169,7 +176,7 @@ class BatchEngine:
 
     def _admit(self) -> None:
         """Take the requests that arrived, up to max_batch rows in all (blocking while there is nothing to do)."""
-        waiting = sum(len(p.choices) for p in self.prefills)
+        waiting = sum(p.rows for p in self.prefills)
         while len(self.rows) + waiting < self.max_batch:
             try:
                 job = self._queue.get(block=not (self.rows or self.prefills))
@@ -188,6 +195,7 @@ class BatchEngine:
         from ..random import generator
         from .completion_request import choice_seed
         req, by_prompt = job.req, {}
+        job.seq, self._arrivals = self._arrivals, self._arrivals + 1
         for i, ids in enumerate(job.prompt_ids):
             on_text = None if job.on_text is None else (lambda t, lp, i=i: job.on_text(i, t, lp))
             seed = choice_seed(req, i)

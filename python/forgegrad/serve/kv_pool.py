@@ -11,10 +11,13 @@ keeps them.
   the last holder lets it go. Only a row's last, partial block is written, and it is its own.
 * Free blocks are handed out lowest id first: the pool's arrays are zeros the OS commits only where written, so
   the memory the cache takes is its high-water mark of blocks in use, not the configured size.
-* Blocks are reserved before they are needed: a prompt about to be prefilled reserves every block its rows can
-  ever take (prompt plus max_tokens), and waits while the pool cannot give them, so a row that decodes never
-  finds the pool empty (nothing is preempted). Blocks only the prefix cache holds count as available: they are
-  evicted, least recently used first, when a reservation needs them.
+* Blocks are taken as rows grow, as vLLM takes them: a prompt about to be prefilled reserves the blocks of its
+  prompt and a small look-ahead of each of its rows (reserved blocks are promised: nobody else takes them), and a
+  decoding row that fills its last block takes another, out of what it still has reserved, else out of the free
+  blocks (``take``). When none is left the engine preempts a row (paged_batch.py: it lets its blocks go and
+  recomputes its keys later), so the pool bounds memory, not the tokens a request may still ask for. Blocks only
+  the prefix cache holds count as available: they are evicted, least recently used first, when a reservation or a
+  growing row needs them.
 
 The engine's worker thread owns the pool; the server's metrics only read its counters.
 """
@@ -40,7 +43,8 @@ class KVPool:
 
     Counters: ``in_use`` (blocks held by a row or the prefix cache), ``peak`` (the most in use at once),
     ``reserved`` (blocks promised and not yet taken), ``waits`` (prompts that waited for blocks: a refused
-    ``reserve`` with ``first_try``).
+    ``reserve`` with ``first_try``); the engine's, kept here for the metrics: ``preemptions`` (rows that let their
+    blocks go for others' and were recomputed), ``recomputed_tokens`` (tokens prefilled again for them).
     """
 
     def __init__(self, layers: int, kv_heads: int, head_dim: int, blocks: int, block_tokens: int = 16):
@@ -57,6 +61,7 @@ class KVPool:
         self.reserved = 0
         self.peak = 0
         self.waits = 0
+        self.preemptions = self.recomputed_tokens = 0
         self.evictor = None  # the prefix cache: evictable() -> int, evict(n) frees n blocks only it holds
 
     @classmethod
@@ -128,6 +133,13 @@ class KVPool:
         self.refs[block] = 1
         self.peak = max(self.peak, self.in_use)
         return block
+
+    def take(self) -> Optional[int]:
+        """One block for a growing row beyond its reservation, held once (evicting a block only the prefix cache
+        holds if no other is free), or None while none is available (the engine then preempts a row)."""
+        if not self.reserve(1, first_try=False):
+            return None
+        return self.allocate()
 
     def share(self, blocks: Iterable[int]) -> None:
         """One more holder of each of ``blocks`` (full blocks: read, never written)."""

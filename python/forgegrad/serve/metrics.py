@@ -67,7 +67,8 @@ class Metrics:
 
     def kv_cache(self, model: str, pool) -> None:
         """Expose the paged KV cache's counters (serve/kv_pool.py), read at each scrape: its blocks, those held by a
-        row or the prefix cache, the most held at once, those reserved, and the prompts that waited for blocks."""
+        row or the prefix cache, the most held at once, those reserved, the prompts that waited for blocks, the rows
+        preempted for blocks and the tokens prefilled again for them."""
         self.registry.register(_PrefixCacheCollector(model, pool, "kv_cache", _KV_FIELDS))
 
     def render(self):
@@ -106,4 +107,8 @@ _KV_FIELDS = (("blocks", "gauge", "paged KV cache blocks (each: prefix_block tok
               ("in_use", "gauge", "KV cache blocks held by a decoding row or the prefix cache"),
               ("peak", "gauge", "the most KV cache blocks held at once"),
               ("reserved", "gauge", "KV cache blocks promised to rows and not yet written"),
-              ("waits", "counter", "times a prompt waited for KV cache blocks (the cache was full)"))
+              ("waits", "counter", "times a prompt waited for KV cache blocks (the cache was full)"),
+              ("preemptions", "counter", "rows (or prompts being prefilled) that let their KV cache blocks go for "
+               "others' because the cache was full, to be prefilled again"),
+              ("recomputed_tokens", "counter", "tokens prefilled again for preempted rows (those not found in the "
+               "prefix cache)"))

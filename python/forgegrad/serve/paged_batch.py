@@ -12,18 +12,27 @@ values live is what differs:
 * with a prefix cache (prefix_cache.py), the cached blocks of the longest block prefix of a prompt become the first
   blocks of its rows, shared, not copied (the prefill reads them once into its own cache to attend to them); the
   prompt's full blocks, and when a row ends those of its prompt and answer, are kept in the cache by reference;
-* memory is bounded by the pool (``--kv-cache-mb``): a prompt about to be prefilled reserves every block its rows
-  can take (prompt plus max_tokens, less the cached prefix) and waits, first in line, while the pool cannot give
-  them (the others decode on and free blocks as they end); a request larger than the whole pool fails with a 400.
+* memory is bounded by the pool (``--kv-cache-mb``), and blocks are taken as rows grow, as vLLM takes them: a prompt
+  about to be prefilled reserves its blocks (less the cached prefix) and, for each of its rows, the blocks of the
+  next ``lookahead`` tokens, and waits, first in line, while the pool cannot give them (the others decode on and
+  free blocks as they end); a decoding row that fills its blocks takes one more from the pool. When the pool has
+  none left, the row that came last (its request's arrival, then its choice index; a prompt being prefilled too)
+  is preempted, as vLLM's recompute mode preempts: its blocks go back (its full ones kept in the prefix cache, if
+  any) and it waits at the head of the line, before every later request, with its prompt and the tokens it has
+  fed; once blocks are free again they are prefilled (from the cached blocks still there) and it decodes on from
+  the token it had picked. Nothing it picks is picked again, so its random generator, its processors' and grammar's
+  state and its stream go on as if it had never left: the client sees only a pause. A request whose rows need more
+  blocks than the whole pool (prompt and max_tokens, every choice) could never finish: it fails with a 400.
 
 A row's logits equal its solo logits to float32 rounding, as in the contiguous engine; the step's attention reads
-no padding (each row attends to its own length), so a row's values do not depend on the other rows' lengths.
+no padding (each row attends to its own length), so a row's values do not depend on the other rows' lengths. A
+preempted row's recomputed keys are its prefill's, equal to the ones it had to float32 rounding as well.
 """
 from __future__ import annotations
 
 import logging
 import time
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
@@ -32,6 +41,31 @@ from .generation_batch import BatchEngine, _Prefill, _Row
 from .kv_pool import KVPool, PoolFull, table_array
 
 log = logging.getLogger("forgegrad.serve")
+PREEMPTION_LOG_EVERY = 50  # a warning at the first preemption, then at every 50th
+
+
+class _Resume(_Prefill):
+    """A preempted row waiting for blocks to come back: the keys it had (its prompt and the tokens it fed) to prefill
+    again; then it rejoins the batch as it was (its next token already picked)."""
+
+    def __init__(self, row: _Row):
+        prompt = row.job.prompt_ids[row.index]
+        super().__init__(row.job, list(prompt) + list(row.stream.tokens[:row.n - len(prompt)]), None)
+        self.row = row
+
+    @property
+    def rows(self) -> int:
+        return 1
+
+
+def _order(item) -> tuple:
+    """First come, first served: a row's, a waiting prompt's or a preempted row's place (its request's arrival, then
+    its choice index); the largest is the first preempted, the smallest waiting one the first to go on."""
+    if isinstance(item, _Resume):
+        return item.job.seq, item.row.index
+    if isinstance(item, _Prefill):
+        return item.job.seq, item.choices[0][0] if item.choices else 0
+    return item.job.seq, item.index
 
 
 class PagedBatchEngine(BatchEngine):
@@ -40,11 +74,16 @@ class PagedBatchEngine(BatchEngine):
     Args (beyond BatchEngine's):
         pool: the KVPool rows' keys and values live in (``KVPool.for_model``).
         prefix_cache: a PrefixCache attached to ``pool`` (prefix_cache.py), or None.
+        lookahead: tokens past its prompt (or its keys, coming back from a preemption) whose blocks a row reserves
+            as it joins; it takes the blocks beyond them as it grows. None: one block's tokens.
     """
 
-    def __init__(self, gen, max_batch: int, pool: KVPool, prefix_cache=None, **kw):
+    def __init__(self, gen, max_batch: int, pool: KVPool, prefix_cache=None, lookahead: Optional[int] = None, **kw):
         # set before the loop's thread starts (in BatchEngine.__init__)
         self.pool = pool
+        self.lookahead = pool.block_tokens if lookahead is None else int(lookahead)
+        if self.lookahead < 0:
+            raise ValueError(f"PagedBatchEngine: lookahead must be a number of tokens >= 0, got {lookahead!r}")
         self.prefix = prefix_cache  # only this thread touches it
         if prefix_cache is not None and prefix_cache.pool is not pool:
             raise ValueError("PagedBatchEngine: the prefix cache must be attached to the engine's pool")
@@ -84,7 +123,8 @@ class PagedBatchEngine(BatchEngine):
                 return
             self.prefills.pop(0)
             prompt = self._commit(p)
-            joined = self._first_rows(p, logits, None)
+            # a preempted row's next token was picked before it left: it decodes on from there
+            joined = [p.row] if isinstance(p, _Resume) else self._first_rows(p, logits, None)
             for row in joined:
                 self._give_blocks(row, p, prompt)
         except Exception as e:
@@ -99,33 +139,60 @@ class PagedBatchEngine(BatchEngine):
         self.rows = self.rows + joined
         self.slots = self.rows
 
+    def _cancel_prefill(self, p: _Prefill) -> bool:
+        if not isinstance(p, _Resume):
+            return super()._cancel_prefill(p)
+        if not (p.job.cancelled.is_set() or p.job.future.done()):
+            return False
+        self.prefills.pop(0)
+        p.row.stream.cancel()
+        self._finish(p.row)
+        return True
+
     def _begin(self, p: _Prefill) -> bool:
-        """Start a prompt's prefill: share the cached blocks of its longest cached prefix and reserve the blocks its
-        rows can still take; False (nothing held) while the pool cannot give them."""
+        """Start a prompt's prefill (or a preempted row's again): share the cached blocks of its longest cached prefix
+        and reserve the blocks of the rest and of its rows' look-ahead; False (nothing held) while the pool cannot
+        give them."""
         P, pool = len(p.ids), self.pool
-        cached = self.prefix.match(p.ids) if self.prefix is not None else []
+        resume = isinstance(p, _Resume)
         full = P // pool.block_tokens
-        need = full - len(cached) + sum(self._own_blocks(P, stream.max_tokens, full) for _, stream, _ in p.choices)
-        pool.check_fits(need + len(cached))
+        limits = [self._limit(p.row)] if resume else [P + max(int(s.max_tokens), 1) for _, s, _ in p.choices]
+        if not resume:  # a request that can never fit (engines driven directly: the server checks on arrival)
+            pool.check_fits(full + sum(pool.blocks_for(k) - full for k in limits))
+        cached = self.prefix.match(p.ids) if self.prefix is not None else []
+        need = full - len(cached) + sum(self._start_blocks(P, k, full) for k in limits)
         pool.share(cached)  # before reserving: a reservation may evict the prefix cache's other blocks
-        if not pool.reserve(need, first_try=not getattr(p, "waited", False)):
+        # a preempted row waiting is counted in preemptions, not in waits (which counts prompts)
+        if not pool.reserve(need, first_try=not (resume or getattr(p, "waited", False))):
             pool.release(cached)
             p.waited = True  # asks again after the next step: one wait in the counters
             return False
-        if self.prefix is not None:
+        if self.prefix is not None and not resume:
             self.prefix.count(len(cached))
         p.blocks, p.reserved = list(cached), need
         p.cache = self.model.new_cache(1, P)
         pool.read(cached, p.cache)
         p.done = p.cache.length = len(cached) * pool.block_tokens
+        if resume:
+            pool.recomputed_tokens += P - p.done
         for _, stream, _ in p.choices:
             stream.cached_tokens = p.done
         return True
 
     def _own_blocks(self, prompt: int, max_tokens: int, full: int) -> int:
-        """Blocks a row of a ``prompt``-token prompt takes beyond the prompt's ``full`` blocks (shared): its keys
+        """Blocks a row of a ``prompt``-token prompt can take beyond the prompt's ``full`` blocks (shared): its keys
         are the prompt's and at most max_tokens - 1 answer tokens' (the last token picked is never fed)."""
         return self.pool.blocks_for(prompt + max(int(max_tokens), 1)) - full
+
+    @staticmethod
+    def _limit(row: _Row) -> int:
+        """One past the most keys ``row`` can hold (its prompt and max_tokens; ``_own_blocks``'s count)."""
+        return len(row.job.prompt_ids[row.index]) + max(int(row.stream.max_tokens), 1)
+
+    def _start_blocks(self, keys: int, limit: int, full: int) -> int:
+        """Blocks a row joining with ``keys`` keys (its prompt's ``full`` blocks shared) reserves: its own last block
+        and those of its next token and ``lookahead`` more, never past ``limit`` (``_limit``)."""
+        return self.pool.blocks_for(min(keys + 1 + self.lookahead, limit)) - full
 
     def _commit(self, p: _Prefill) -> List[int]:
         """Write the prefilled prompt's full blocks not cached yet into the pool (held by the prefill until its rows
@@ -143,9 +210,9 @@ class PagedBatchEngine(BatchEngine):
 
     def _give_blocks(self, row: _Row, p: _Prefill, prompt: List[int]) -> None:
         """A new row's block table: the prompt's full blocks (shared) and its own copy of the partial last one; its
-        share of the prefill's reservation for the blocks it will write."""
+        share of the prefill's reservation (``_start_blocks``)."""
         pool, B = self.pool, self.pool.block_tokens
-        own = self._own_blocks(len(p.ids), row.stream.max_tokens, len(prompt))
+        own = self._start_blocks(len(p.ids), self._limit(row), len(prompt))
         p.reserved -= own
         row.reserve, row.table = own, list(prompt)
         pool.share(prompt)
@@ -179,10 +246,13 @@ class PagedBatchEngine(BatchEngine):
     # ---- decode ---------------------------------------------------------------------------------------------------
     def _step(self) -> None:
         from ..models.hf._decode import PagedKV
-        rows, B = self.rows, self.pool.block_tokens
-        for row in rows:  # a row whose next key starts a block: one more block, out of its reservation
-            if row.n == len(row.table) * B:
-                row.table.append(self._allocate(row))
+        B = self.pool.block_tokens
+        for row in sorted(self.rows, key=_order):  # a row whose next key starts a block: one more, oldest row first
+            if row.table is not None and row.n == len(row.table) * B:
+                self._grow(row)
+        rows = self.rows
+        if not rows:
+            return
         tokens = np.array([r.token for r in rows], np.int64)
         positions = np.array([r.n for r in rows], np.int64)
         kv = PagedKV(self.pool.keys, self.pool.values, table_array([r.table for r in rows]), positions + 1)
@@ -196,6 +266,47 @@ class PagedBatchEngine(BatchEngine):
             self._finish(row)
         if ended:
             self._leave(ended)
+
+    def _grow(self, row: _Row) -> None:
+        """One more block for ``row``: out of its reservation, else a free one; while the pool has none, preempt the
+        row (or the prompt being prefilled) that came last, which may be ``row`` itself."""
+        while True:
+            if row.reserve > 0:
+                row.table.append(self._allocate(row))
+                return
+            block = self.pool.take()
+            if block is not None:
+                row.table.append(block)
+                return
+            started = self.prefills[:1] if self.prefills and self.prefills[0].cache is not None else []
+            victim = max(self.rows + started, key=_order)
+            self._preempt(victim)
+            if victim is row:
+                return
+
+    def _preempt(self, victim) -> None:
+        """Let a row's blocks go (its full ones kept in the prefix cache, if any) and put it back in line, before
+        every later request: it is prefilled again once blocks are free. A prompt being prefilled (``_Prefill``) lets
+        its blocks go and starts over when its turn comes again."""
+        pool = self.pool
+        pool.preemptions += 1
+        if isinstance(victim, _Prefill):
+            self._let_go(victim)
+            victim.done = 0
+            what = f"the prefill of a {len(victim.ids)}-token prompt"
+        else:
+            self._release(victim)
+            self.rows = [r for r in self.rows if r is not victim]
+            self.slots = self.rows
+            victim = _Resume(victim)
+            at = 1 if self.prefills and self.prefills[0].cache is not None else 0  # a prefill under way goes on
+            while at < len(self.prefills) and _order(self.prefills[at]) < _order(victim):
+                at += 1
+            self.prefills.insert(at, victim)
+            what = f"a row of {len(victim.ids)} tokens"
+        if pool.preemptions % PREEMPTION_LOG_EVERY == 1:
+            log.warning("the KV cache is full: preempted %s (it is recomputed once blocks are free; %d preemptions so "
+                        "far: a larger --kv-cache-mb avoids them)", what, pool.preemptions)
 
     # ---- membership: nothing moves --------------------------------------------------------------------------------
     def _leave(self, ended: List[_Row]) -> None:
