@@ -1,13 +1,17 @@
 """forgegrad's own conv / pooling / batch-norm ops (forgegrad.ops.conv, nn.conv) exported: a CNN
 at opsets 13 and 17 (21 smoke) and batch 1, 3, 64; 'same' padding, groups, dilation; max pooling
-with ceil_mode and its indices output; BatchNorm1d; the zoo's LeNet.
+with ceil_mode and its indices output; BatchNorm1d; the zoo's LeNet; ceil-mode and adaptive pooling over
+dynamic image sizes.
 
 The ONNX emission itself is also tested on its own in test_onnx_conv.py."""
 from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
+import torch
+import torch.nn.functional as TF
 
 import forgegrad as fg
 import forgegrad.onnx as fonnx
@@ -96,35 +100,97 @@ def test_batch_norm_in_training_mode_is_reported(tmp_path):
         fonnx.export(Lambda(fn), x, str(tmp_path / "t.onnx"))
 
 
+AXES = {"input": {0: "batch", 2: "height", 3: "width"}}
+VERIFY_SIZES = [{"batch": 1, "height": 9, "width": 13}, {"batch": 3, "height": 31, "width": 24}]
+
+
 def test_dynamic_image_sizes(tmp_path):
-    """Height and width as dynamic axes: convolutions (stride 2, dilation), ceil-mode max pooling, batch norm and a
-    global pool export once and run in onnxruntime at other (odd) image sizes as forgegrad does; adaptive pooling
-    to more than 1x1, whose windows follow the input size, is refused with a clear error instead of a graph that
-    is right at the example's size only."""
+    """Height and width as dynamic axes: convolutions (stride 2, dilation), ceil-mode max pooling, batch norm,
+    adaptive pooling to 3x2 and a global pool export once and run in onnxruntime at other (odd) image sizes as
+    forgegrad does."""
     fg.manual_seed(0)
     model = nn.Sequential(NC.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                           NC.MaxPool2d(2, ceil_mode=True), NC.Conv2d(8, 6, 3, stride=2, dilation=2, padding=2),
-                          nn.ReLU(), NC.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4))
+                          nn.ReLU(), NC.AdaptiveAvgPool2d((3, 2)), NC.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(6, 4))
     model.eval()
-    axes = {"input": {0: "batch", 2: "height", 3: "width"}}
-    sizes = [{"batch": 1, "height": 9, "width": 13}, {"batch": 3, "height": 31, "width": 24}]
-    report = fonnx.export(model, fg.randn(2, 3, 16, 20), str(tmp_path / "dyn.onnx"), dynamic_axes=axes,
+    sizes = VERIFY_SIZES
+    report = fonnx.export(model, fg.randn(2, 3, 16, 20), str(tmp_path / "dyn.onnx"), dynamic_axes=AXES,
                           verify_sizes=sizes)
     assert report.ok and [r.sizes for r in report.runs][1:] == sizes
     (inp,) = onnx.load(str(tmp_path / "dyn.onnx")).graph.input
     assert [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim] == ["batch", 3, "height", "width"]
-    fixed = nn.Sequential(NC.Conv2d(3, 4, 3), NC.AdaptiveAvgPool2d((3, 2)))
-    with pytest.raises(fonnx.UnsupportedOpError, match=r"adaptive pooling to \(3, 2\) over dynamic spatial axes"):
-        fonnx.export(fixed, fg.randn(2, 3, 16, 20), str(tmp_path / "adaptive.onnx"), dynamic_axes=axes,
-                     verify_sizes=sizes)
-    assert fonnx.export(fixed, fg.randn(2, 3, 16, 20), str(tmp_path / "static.onnx"),
-                        dynamic_axes={"input": {0: "batch"}}).ok
     # max pooling's indices (per (H, W) plane, as torch's) at other image sizes
     indices = Lambda(lambda m, x: F.max_pool2d(x, 3, stride=2, ceil_mode=True, return_indices=True))
-    assert fonnx.export(indices, fg.randn(2, 3, 16, 20), str(tmp_path / "idx.onnx"), dynamic_axes=axes,
+    assert fonnx.export(indices, fg.randn(2, 3, 16, 20), str(tmp_path / "idx.onnx"), dynamic_axes=AXES,
                         verify_sizes=sizes).ok
-    for pool, match in ((NC.MaxPool2d(2, stride=3, ceil_mode=True), "window can start in the right padding"),
-                        (NC.AvgPool2d(3, stride=2, ceil_mode=True), "avg_pool2d with ceil_mode over dynamic")):
-        with pytest.raises(fonnx.UnsupportedOpError, match=match):
-            fonnx.export(pool, fg.randn(2, 3, 16, 20), str(tmp_path / "pool.onnx"), dynamic_axes=axes,
-                         verify_sizes=sizes)
+
+
+# (batch, height, width): odd and even, smaller and larger than the example's 16x20, H < 7 for the 7x7 pool
+ODD_SIZES = [(1, 5, 7), (3, 9, 13), (2, 11, 6), (1, 17, 8), (2, 23, 31)]
+DYNAMIC_POOLS = {  # name: (the forgegrad layer, the same pool in torch)
+    "max_ceil_starts_in_padding": (lambda: NC.MaxPool2d(2, stride=3, ceil_mode=True),
+                                   lambda t: TF.max_pool2d(t, 2, 3, ceil_mode=True)),
+    "max_ceil_padding_rect": (lambda: NC.MaxPool2d((3, 2), stride=(4, 3), padding=1, ceil_mode=True),
+                              lambda t: TF.max_pool2d(t, (3, 2), (4, 3), 1, ceil_mode=True)),
+    "max_ceil_indices": (lambda: Lambda(lambda m, x: F.max_pool2d(x, 2, stride=3, padding=1, dilation=2,
+                                                                  ceil_mode=True, return_indices=True)),
+                         lambda t: TF.max_pool2d(t, 2, 3, 1, 2, ceil_mode=True, return_indices=True)),
+    "avg_ceil_counted": (lambda: NC.AvgPool2d(3, stride=2, padding=1, ceil_mode=True),
+                         lambda t: TF.avg_pool2d(t, 3, 2, 1, ceil_mode=True)),
+    "avg_ceil_not_counted": (lambda: NC.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+                             lambda t: TF.avg_pool2d(t, 3, 2, 1, ceil_mode=True, count_include_pad=False)),
+    "avg_ceil_starts_in_padding": (lambda: NC.AvgPool2d(2, stride=3, padding=1, ceil_mode=True),
+                                   lambda t: TF.avg_pool2d(t, 2, 3, 1, ceil_mode=True)),
+    "avg_ceil_no_padding": (lambda: NC.AvgPool2d(3, stride=3, ceil_mode=True),
+                            lambda t: TF.avg_pool2d(t, 3, 3, ceil_mode=True)),
+    "avg_ceil_divisor": (lambda: NC.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, divisor_override=5),
+                         lambda t: TF.avg_pool2d(t, 3, 2, 1, ceil_mode=True, divisor_override=5)),
+    "adaptive_7x7": (lambda: NC.AdaptiveAvgPool2d(7), lambda t: TF.adaptive_avg_pool2d(t, 7)),
+    "adaptive_3x2": (lambda: NC.AdaptiveAvgPool2d((3, 2)), lambda t: TF.adaptive_avg_pool2d(t, (3, 2))),
+    "adaptive_keep_height": (lambda: NC.AdaptiveAvgPool2d((None, 4)),
+                             lambda t: TF.adaptive_avg_pool2d(t, (None, 4))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DYNAMIC_POOLS))
+def test_pooling_over_dynamic_image_sizes(tmp_path, name):
+    """Ceil-mode max pooling whose last windows can start in the padding, ceil-mode average pooling (torch's
+    divisors) and adaptive pooling to more than 1x1 export once with dynamic batch, height and width; the
+    exporter verifies onnxruntime at two other sizes, then onnxruntime runs at more odd sizes and matches
+    forgegrad and torch (values, indices, shapes)."""
+    model, torch_pool = DYNAMIC_POOLS[name][0](), DYNAMIC_POOLS[name][1]
+    report = fonnx.export(model, fg.randn(2, 3, 16, 20), str(tmp_path / "p.onnx"), dynamic_axes=AXES,
+                          verify_sizes=VERIFY_SIZES)
+    assert report.ok
+    sess = ort.InferenceSession(str(tmp_path / "p.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    for n, h, w in ODD_SIZES:
+        x = rng.standard_normal((n, 3, h, w)).astype(np.float32)
+        got = sess.run(None, {report.input_names[0]: x})
+        want = model(fg.tensor(x))
+        ref = torch_pool(torch.from_numpy(x))
+        want, ref = (want, ref) if isinstance(want, tuple) else ((want,), (ref,))
+        assert len(got) == len(want) == len(ref)
+        for g, fw, tr in zip(got, want, ref):
+            fw, tr = np.asarray(fw._data), tr.numpy()
+            assert g.shape == fw.shape == tr.shape, (h, w)
+            np.testing.assert_allclose(g, fw, rtol=1e-5, atol=1e-6, err_msg=f"onnxruntime vs forgegrad at {x.shape}")
+            np.testing.assert_allclose(g, tr, rtol=1e-5, atol=1e-6, err_msg=f"onnxruntime vs torch at {x.shape}")
+
+
+@pytest.mark.parametrize("pool", [lambda: NC.MaxPool2d(2, stride=1, padding=1, ceil_mode=True),
+                                  lambda: NC.AvgPool2d(3, stride=3, ceil_mode=True),
+                                  lambda: NC.AvgPool2d(3, stride=3, ceil_mode=True, count_include_pad=False)])
+def test_ceil_mode_pooling_does_not_rely_on_the_runtimes_ceil_mode(tmp_path, pool):
+    """onnx's reference evaluator counts ceil-mode windows and divides partial ones differently from torch
+    (more windows at stride 1 with padding; k=3, s=3 averages over the whole window): the exported graphs
+    slice to torch's window count and compute the divisors themselves, so they run right there too."""
+    from onnx.reference import ReferenceEvaluator
+    model = pool()
+    report = fonnx.export(model, fg.randn(2, 3, 16, 20), str(tmp_path / "p.onnx"), dynamic_axes=AXES)
+    sess = ReferenceEvaluator(str(tmp_path / "p.onnx"))
+    for n, h, w in ODD_SIZES[:3]:
+        x = np.random.default_rng(h).standard_normal((n, 3, h, w)).astype(np.float32)
+        (got,) = sess.run(None, {report.input_names[0]: x})
+        np.testing.assert_allclose(got, np.asarray(model(fg.tensor(x))._data), rtol=1e-5, atol=1e-6)

@@ -7,6 +7,7 @@ forgegrad's own conv ops (forgegrad.ops.conv) are registered in mappings/conv.py
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as TF
@@ -61,6 +62,12 @@ def _hw(op):
     return tuple(op.args["x"].shape[2:])
 
 
+def _dynamic(op):
+    """Per spatial axis: whether its size differed between the exporter's traces (a dynamic axis)."""
+    shapes = [args["x"].shape[2:] for args in (op.args, op.args_b, op.args_c) if args.get("x") is not None]
+    return tuple(len({s[i] for s in shapes}) > 1 for i in range(2))
+
+
 @fonnx.register_mapping(TConv)
 def _conv(ctx, op):
     w = op.args["w"]
@@ -72,20 +79,20 @@ def _conv(ctx, op):
 def _maxpool(ctx, op):
     a = op.args
     return [CE.max_pool2d(ctx, op.input("x"), _hw(op), a["kernel_size"], a["stride"], a["padding"], a["dilation"],
-                          a["ceil_mode"])]
+                          a["ceil_mode"], dynamic=any(_dynamic(op)))]
 
 
 @fonnx.register_mapping(TAvgPool)
 def _avgpool(ctx, op):
     a = op.args
     return [CE.avg_pool2d(ctx, op.input("x"), _hw(op), a["kernel_size"], a["stride"], a["padding"], a["ceil_mode"],
-                          a["count_include_pad"], a["divisor_override"], unsupported=op.unsupported)]
+                          a["count_include_pad"], a["divisor_override"], dynamic=any(_dynamic(op)))]
 
 
 @fonnx.register_mapping(TAdaptive)
 def _adaptive(ctx, op):
     red = "ReduceMean" if op.attr("kind") == "avg" else "ReduceMax"
-    return [CE.adaptive_pool2d(ctx, op.input("x"), _hw(op), op.attr("output_size"), red)]
+    return [CE.adaptive_pool2d(ctx, op.input("x"), _hw(op), op.attr("output_size"), red, _dynamic(op))]
 
 
 @fonnx.register_mapping(TBatchNorm)
@@ -152,10 +159,48 @@ def test_small_cnn(tmp_path):
     export_and_check(Lambda(fn, lin=lin), fg.randn(3, 4, 9, 10), tmp_path)
 
 
-def test_divisor_override_with_ceil_is_reported(tmp_path):
-    with pytest.raises(fonnx.UnsupportedOpError, match="divisor_override"):
-        fonnx.export(Lambda(lambda m, x: TAvgPool.apply(x, 3, 2, 0, True, True, 2)), fg.randn(3, 4, 9, 10),
-                     str(tmp_path / "d.onnx"))
+@pytest.mark.parametrize("args", [(3, 2, 0, True, True, 2), (3, 2, 1, True, False, 5), (2, 3, 1, False, False, 3),
+                                  (2, 3, 1, True, True, 7)])
+def test_divisor_override_with_ceil_or_uncounted_padding(tmp_path, args):
+    """divisor_override where some windows are not whole (ceil mode, padding not counted): the windows' sums
+    over explicit zero padding, divided by the override."""
+    export_and_check(Lambda(lambda m, x: TAvgPool.apply(x, *args)), fg.randn(3, 4, 9, 10), tmp_path)
+
+
+DYNAMIC = {"input": {0: "batch", 2: "height", 3: "width"}}
+ODD_SIZES = [(1, 5, 7), (3, 9, 13), (2, 11, 6), (1, 17, 8), (2, 12, 31)]  # (batch, height, width)
+DYNAMIC_CASES = {
+    "maxpool_ceil_starts_in_padding": lambda m, x: TMaxPool.apply(x, 2, 3, 1, 1, True),
+    "maxpool_ceil_dilated_rect": lambda m, x: TMaxPool.apply(x, (3, 2), (2, 4), (1, 0), (1, 2), True),
+    "avgpool_ceil_counted": lambda m, x: TAvgPool.apply(x, 3, 2, 1, True, True),
+    "avgpool_ceil_not_counted_starts_in_padding": lambda m, x: TAvgPool.apply(x, 2, 3, 1, True, False),
+    "avgpool_ceil_divisor": lambda m, x: TAvgPool.apply(x, (3, 2), (2, 3), (1, 1), True, True, 4),
+    "adaptive_7x7": lambda m, x: TAdaptive.apply(x, 7),
+    "adaptive_max_uneven": lambda m, x: TAdaptive.apply(x, (4, 3), kind="max"),
+    "adaptive_keep_height": lambda m, x: TAdaptive.apply(x, (None, 5)),
+    "adaptive_max_row": lambda m, x: TAdaptive.apply(x, (1, 6), kind="max"),
+}
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+@pytest.mark.parametrize("name", sorted(DYNAMIC_CASES))
+def test_pool_emitters_dynamic_image_sizes(tmp_path, name, opset):
+    """Ceil-mode pooling (windows that start in the padding included) and adaptive pooling to more than 1x1,
+    exported once with dynamic batch, height and width and run in onnxruntime at other, odd sizes (smaller and
+    larger than the example's), against torch (which these test ops run)."""
+    fg.manual_seed(0)
+    model = Lambda(DYNAMIC_CASES[name])
+    report = fonnx.export(model, fg.randn(2, 4, 10, 12), str(tmp_path / "m.onnx"), opset=opset, dynamic_axes=DYNAMIC,
+                          verify_sizes=[{"batch": 1, "height": 9, "width": 13}])
+    assert report.ok
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    for n, h, w in ODD_SIZES:
+        x = rng.standard_normal((n, 4, h, w)).astype(np.float32)
+        want = np.asarray(model(fg.tensor(x))._data)
+        (got,) = sess.run(None, {report.input_names[0]: x})
+        assert got.shape == want.shape, (h, w)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"input {(n, 4, h, w)}")
 
 
 # ---- the argument-name adapters used for forgegrad.ops.conv (mappings/_conv_adapters.py) -----------

@@ -53,8 +53,7 @@ def map_max_pool(ctx, op):
     dynamic = len(_spatial_sizes(op, xn)) > 1
     y = CE.max_pool2d(ctx, op.input(xn), hw, _arg(op, "kernel_size"), _arg(op, "stride"),
                       _arg(op, "padding", default=0), _arg(op, "dilation", default=1),
-                      bool(_arg(op, "ceil_mode", default=False)), with_indices=len(op.outputs) == 2,
-                      dynamic=dynamic, unsupported=op.unsupported)
+                      bool(_arg(op, "ceil_mode", default=False)), with_indices=len(op.outputs) == 2, dynamic=dynamic)
     if len(op.outputs) == 2:  # (values, indices)
         vals, idx = y
         # ONNX's indices count over the whole NCHW tensor, torch's within each (H, W) plane
@@ -74,22 +73,16 @@ def map_avg_pool(ctx, op):
                           _arg(op, "stride"), _arg(op, "padding", default=0),
                           bool(_arg(op, "ceil_mode", default=False)),
                           bool(_arg(op, "count_include_pad", default=True)), _arg(op, "divisor_override"),
-                          unsupported=op.unsupported, dynamic=len(_spatial_sizes(op, xn)) > 1)]
+                          dynamic=len(_spatial_sizes(op, xn)) > 1)]
 
 
 def _adaptive(reduce_op):
     def mapping(ctx, op):
         xn = _x(op)
-        hw = tuple(op.args[xn].shape[2:])
         sizes = _spatial_sizes(op, xn)
-        out = _arg(op, "output_size")
-        keeps = out is None or (isinstance(out, (tuple, list)) and all(o is None for o in out))
-        if len(sizes) > 1 and not keeps and CE.geometry.adaptive_output_size(out, hw, "adaptive_pool2d") != (1, 1):
-            # its windows (or strides) follow the input's size, which ONNX's pools take as constants
-            raise op.unsupported(f"adaptive pooling to {out} over dynamic spatial axes (traced at {sorted(sizes)}): "
-                                 "its windows depend on the input size; pool to 1x1 (a global pool), or make the "
-                                 "spatial axes static")
-        return [CE.adaptive_pool2d(ctx, op.input(xn), hw, out, reduce_op)]
+        dynamic = tuple(len({hw[i] for hw in sizes}) > 1 for i in range(2))  # windows follow these axes' sizes
+        return [CE.adaptive_pool2d(ctx, op.input(xn), tuple(op.args[xn].shape[2:]), _arg(op, "output_size"),
+                                   reduce_op, dynamic)]
     return mapping
 
 

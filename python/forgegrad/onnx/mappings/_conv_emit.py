@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import numpy as np
+from onnx import numpy_helper
 
 from ..._args import pair
 from ...kernels import geometry
@@ -58,36 +59,62 @@ def _pool(ctx, op_type, x, kernel, stride, pads, dilation, in_hw, out_hw, output
                     **attrs)
 
 
+def _runtime_size(ctx, x: str, axis: int) -> str:
+    """1-D int64 [1]: x's size along axis, read off its shape at run time (its spatial axes are dynamic)."""
+    return ctx.node("Gather", [ctx.node("Shape", [x]), ctx.ints([axis])], axis=0)
+
+
+def _torch_window_count(ctx, ys, x: str, stride, p, axes):
+    """Slice pool outputs ``ys`` along the spatial ``axes`` (0: H, 1: W; dynamic) to torch's ceil-mode
+    window count: the windows i with i*s < n + p, (n + p - 1) // s + 1 of them, from x's shape at run time.
+
+    Torch drops a last window that starts in the right padding; ONNX's ceil_mode counts
+    ceil((n + 2p - eff) / s) + 1 windows, and whether a runtime drops that window too depends on its
+    reading of the spec (onnxruntime 1.32 does, as the spec now says; onnx 1.23's reference evaluator
+    counts even more at stride 1). A floor-mode pool over s - 1 extra end padding counts the same.
+    Slice clamps an end past the axis, so the graph is right whichever count the runtime took."""
+    if not axes:
+        return ys
+    ends = []
+    for i in axes:
+        n = _runtime_size(ctx, x, 2 + i)
+        ends.append(ctx.node("Add", [ctx.node("Div", [ctx.node("Add", [n, ctx.ints([p[i] - 1])]),
+                                                      ctx.ints([stride[i]])]), ctx.ints([1])]))
+    end = ends[0] if len(ends) == 1 else ctx.node("Concat", ends, axis=0)
+    starts, axes_t = ctx.ints([0] * len(axes)), ctx.ints([2 + i for i in axes])
+    return [ctx.node("Slice", [y, starts, end, axes_t]) for y in ys]
+
+
 def max_pool2d(ctx, x: str, in_hw, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               with_indices: bool = False, dynamic: bool = False, unsupported=None):
+               with_indices: bool = False, dynamic: bool = False):
     """MaxPool; with_indices also returns ONNX's Indices output (flat NCHW positions). ``dynamic``: the
     spatial axes are dynamic, so a ceil-mode pool cannot take extra padding sized at the example's size: it
-    takes ONNX's ceil_mode attribute, which counts windows as torch does wherever no window can start in the
-    right padding (stride + padding <= the dilated kernel)."""
+    takes ONNX's ceil_mode attribute and is sliced to torch's window count (_torch_window_count)."""
     kernel, stride, p, dilation, shape = geometry.pool2d_geometry((1, 1) + tuple(in_hw), kernel_size, stride, padding,
                                                                   dilation, ceil_mode, owner="MaxPool")
     attrs = {}
     if dilation != (1, 1):
         attrs["dilations"] = list(dilation)
     if ceil_mode and dynamic:
-        if any(stride[i] + p[i] > dilation[i] * (kernel[i] - 1) + 1 for i in range(2)):
-            raise unsupported("max_pool2d with ceil_mode over dynamic spatial axes where a window can start in the "
-                              "right padding (stride + padding > kernel): ONNX's ceil_mode counts that window, "
-                              "torch does not; make the spatial axes static")
-        return ctx.node("MaxPool", [x], outputs=2 if with_indices else 1, kernel_shape=list(kernel),
-                        strides=list(stride), pads=list(p + p), ceil_mode=1, **attrs)
+        y = ctx.node("MaxPool", [x], outputs=2 if with_indices else 1, kernel_shape=list(kernel),
+                     strides=list(stride), pads=list(p + p), ceil_mode=1, **attrs)
+        ys = _torch_window_count(ctx, y if with_indices else [y], x, stride, p, (0, 1))
+        return ys if with_indices else ys[0]
     return _pool(ctx, "MaxPool", x, kernel, stride, p + p, dilation, in_hw, shape[2:],
                  outputs=2 if with_indices else 1, **attrs)
 
 
 def avg_pool2d(ctx, x: str, in_hw, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-               divisor_override=None, unsupported=None, dynamic: bool = False) -> str:
+               divisor_override=None, dynamic: bool = False) -> str:
+    """AveragePool with torch's divisors. ``dynamic``: the spatial axes are dynamic. A ceil-mode pool over
+    dynamic axes, or one with divisor_override whose windows are not all whole, is built without ONNX's
+    padding and ceil_mode (_avg_pool_explicit); the others are one AveragePool node."""
     kernel, stride, p, _, shape = geometry.pool2d_geometry((1, 1) + tuple(in_hw), kernel_size, stride, padding, 1,
                                                            ceil_mode, owner="AveragePool")
     out_hw, pads = shape[2:], p + p
-    if ceil_mode and dynamic:
-        raise unsupported("avg_pool2d with ceil_mode over dynamic spatial axes: the partial last window's divisor "
-                          "follows the input size; make the spatial axes static")
+    if (ceil_mode and dynamic) or (divisor_override and (ceil_mode or (any(p) and not count_include_pad))):
+        return _avg_pool_explicit(ctx, x, in_hw, kernel, stride, p, ceil_mode, count_include_pad, divisor_override,
+                                  dynamic)
     if ceil_mode and count_include_pad:
         # torch divides a window that runs past the padded input by its size clipped to the padded
         # input: pad the input explicitly with zeros, then pool with count_include_pad=0 on top of
@@ -100,41 +127,114 @@ def avg_pool2d(ctx, x: str, in_hw, kernel_size, stride=None, padding=0, ceil_mod
     else:
         y = _pool(ctx, "AveragePool", x, kernel, stride, pads, (1, 1), in_hw, out_hw,
                   count_include_pad=int(bool(count_include_pad)))
-    if divisor_override:
-        if ceil_mode or (any(p) and not count_include_pad):
-            if unsupported is not None:
-                raise unsupported("avg_pool2d with divisor_override together with ceil_mode (or padding that "
-                                  "is not counted) has no ONNX equivalent")
-        scale = kernel[0] * kernel[1] / float(divisor_override)  # AveragePool divided by kh*kw
-        y = ctx.node("Mul", [y, ctx.const(np.float32(scale))])
+    if divisor_override:  # whole windows only here: AveragePool divided by kh*kw
+        y = ctx.node("Mul", [y, ctx.const(np.float32(kernel[0] * kernel[1] / float(divisor_override)))])
     return y
 
 
-def adaptive_pool2d(ctx, x: str, in_hw, output_size, reduce_op: str = "ReduceMean") -> str:
+def _ones(ctx, x: str, in_hw, grow, dynamic: bool) -> str:
+    """A float32 (1, 1, H + grow[0], W + grow[1]) tensor of ones, H and W x's (read at run time if dynamic)."""
+    if dynamic:
+        hw = ctx.node("Slice", [ctx.node("Shape", [x]), ctx.ints([2]), ctx.ints([4]), ctx.ints([0])])
+        if any(grow):
+            hw = ctx.node("Add", [hw, ctx.ints(list(grow))])
+        shape = ctx.node("Concat", [ctx.ints([1, 1]), hw], axis=0)
+    else:
+        shape = ctx.ints([1, 1, in_hw[0] + grow[0], in_hw[1] + grow[1]])
+    return ctx.node("ConstantOfShape", [shape], value=numpy_helper.from_array(np.ones(1, np.float32)))
+
+
+def _avg_pool_explicit(ctx, x: str, in_hw, kernel, stride, p, ceil_mode, count_include_pad, divisor_override,
+                       dynamic) -> str:
+    """Average pooling that leaves no rule to ONNX's padding or ceil_mode, for any input size.
+
+    x is padded with zeros explicitly, by p on both sides and, in ceil mode, by s - 1 more at the end:
+    a floor-mode pool over n + 2p + s - 1 counts ceil((n + 2p - k) / s) + 1 windows, torch's ceil-mode
+    count before it drops a window that starts in the right padding (sliced off after). An unpadded
+    AveragePool then gives each window's sum / (kh*kw); torch's divisor / (kh*kw) is the same pool of a
+    ones mask over what torch counts (the input, and the padding if count_include_pad), so the mask
+    follows the input size too. Runtimes read ceil_mode's windows and divisors differently (onnxruntime
+    1.32 agrees with torch, onnx 1.23's reference evaluator does not), which this does not depend on."""
+    extra = tuple(s - 1 for s in stride) if ceil_mode else (0, 0)
+    pads = [0, 0, p[0], p[1], 0, 0, p[0] + extra[0], p[1] + extra[1]]
+    xp = ctx.node("Pad", [x, ctx.ints(pads)], mode="constant") if any(pads) else x
+    sums = [ctx.node("AveragePool", [xp], kernel_shape=list(kernel), strides=list(stride))]
+    if not divisor_override and any(pads):
+        if count_include_pad:  # ones over the input and its padding, zeros over the ceil extension
+            mask, grow = _ones(ctx, x, in_hw, (2 * p[0], 2 * p[1]), dynamic), [0, 0, 0, 0, 0, 0, *extra]
+        else:
+            mask, grow = _ones(ctx, x, in_hw, (0, 0), dynamic), pads
+        if any(grow):
+            mask = ctx.node("Pad", [mask, ctx.ints(grow)], mode="constant")
+        sums.append(ctx.node("AveragePool", [mask], kernel_shape=list(kernel), strides=list(stride)))
+    if ceil_mode and dynamic:  # only where stride + padding > kernel can a window start in the right padding
+        sums = _torch_window_count(ctx, sums, x, stride, p, [i for i in range(2) if stride[i] + p[i] > kernel[i]])
+    elif ceil_mode:  # torch's window count (a window that starts in the right padding would divide 0 by 0)
+        _, _, _, _, shape = geometry.pool2d_geometry((1, 1) + tuple(in_hw), kernel, stride, p, 1, True,
+                                                     owner="AveragePool")
+        if any((in_hw[i] + 2 * p[i] + extra[i] - kernel[i]) // stride[i] + 1 != shape[2 + i] for i in range(2)):
+            sums = [ctx.node("Slice", [y, ctx.ints([0, 0]), ctx.ints(list(shape[2:])), ctx.ints([2, 3])])
+                    for y in sums]
+    if divisor_override:
+        return ctx.node("Mul", [sums[0], ctx.const(np.float32(kernel[0] * kernel[1] / float(divisor_override)))])
+    return sums[0] if len(sums) == 1 else ctx.node("Div", sums)
+
+
+def _adaptive_bounds(ctx, n: str, o: int):
+    """o 1-D int64 [1] starts and ends of torch's adaptive windows [floor(i*n/o), ceil((i+1)*n/o)) over an
+    axis of run-time size n: two vectors computed once, split into o pieces each."""
+    i = ctx.ints(list(range(o)))
+    starts = ctx.node("Div", [ctx.node("Mul", [n, i]), ctx.ints([o])])
+    ends = ctx.node("Div", [ctx.node("Add", [ctx.node("Mul", [n, ctx.ints(list(range(1, o + 1)))]),
+                                             ctx.ints([o - 1])]), ctx.ints([o])])
+    ones = ctx.ints([1] * o)
+    return (ctx.node("Split", [starts, ones], outputs=o, axis=0),
+            ctx.node("Split", [ends, ones], outputs=o, axis=0))
+
+
+def adaptive_pool2d(ctx, x: str, in_hw, output_size, reduce_op: str = "ReduceMean", dynamic=(False, False)) -> str:
     """Adaptive average (or max) pooling to output_size: Global*Pool for 1x1, a strided pool when the
     sizes divide, else separable per-row/per-column reductions over torch's windows
-    [floor(i*n/o), ceil((i+1)*n/o))."""
+    [floor(i*n/o), ceil((i+1)*n/o)) (a mean or max over a rectangle is the mean or max over its rows of
+    those over its columns). ``dynamic``: which spatial axes are dynamic; there the windows' bounds
+    are computed from x's shape at run time, so the graph has 4*(OH + OW) nodes or so whatever the
+    input size (a 7x7 output: about 60)."""
     H, W = in_hw
     oh, ow = (H, W) if output_size is None else geometry.adaptive_output_size(output_size, in_hw, "adaptive_pool2d")
+    keep = _kept_axes(output_size)
     pool = "AveragePool" if reduce_op == "ReduceMean" else "MaxPool"
-    if (oh, ow) == (1, 1):
+    if (oh, ow) == (1, 1) and not any(keep):
         return ctx.node("GlobalAveragePool" if pool == "AveragePool" else "GlobalMaxPool", [x])
-    if H % oh == 0 and W % ow == 0:
+    if not any(dynamic) and H % oh == 0 and W % ow == 0:
         k = (H // oh, W // ow)
         if k == (1, 1):
             return x
         return ctx.node(pool, [x], kernel_shape=list(k), strides=list(k))
     y = x
     for axis, n, o in ((2, H, oh), (3, W, ow)):
-        if n == o:
+        if keep[axis - 2] or (n == o and not dynamic[axis - 2]):
             continue
-        parts = []
-        for i in range(o):
-            s, e = (i * n) // o, -(-((i + 1) * n) // o)
-            sl = ctx.node("Slice", [y, ctx.ints([s]), ctx.ints([e]), ctx.ints([axis])])
-            parts.append(ctx.reduce(reduce_op, sl, [axis], True))
+        if o == 1:
+            y = ctx.reduce(reduce_op, y, [axis], True)
+            continue
+        if dynamic[axis - 2]:
+            starts, ends = _adaptive_bounds(ctx, _runtime_size(ctx, x, axis), o)
+        else:
+            starts = [ctx.ints([(i * n) // o]) for i in range(o)]
+            ends = [ctx.ints([-(-((i + 1) * n) // o)]) for i in range(o)]
+        parts = [ctx.reduce(reduce_op, ctx.node("Slice", [y, s, e, ctx.ints([axis])]), [axis], True)
+                 for s, e in zip(starts, ends)]
         y = ctx.node("Concat", parts, axis=axis)
     return y
+
+
+def _kept_axes(output_size):
+    """Which of (H, W) output_size keeps at the input's size (None entries; None itself keeps both)."""
+    if output_size is None:
+        return (True, True)
+    if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
+        return (output_size[0] is None, output_size[1] is None)
+    return (False, False)
 
 
 def batch_norm(ctx, x: str, mean: str, var: str, weight: Optional[str], bias: Optional[str], eps: float,
