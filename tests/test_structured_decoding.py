@@ -239,3 +239,95 @@ def test_one_processor_serves_generate_calls_one_after_another(decoder):
                          **kw)
         assert _text(tok, fresh[0, len(ids[0]):]) in ("yes", "no", "maybe so")
         np.testing.assert_array_equal(generate(model, ids, logits_processor=shared, **kw), fresh, err_msg=text)
+
+
+NARROW_CORPUS = ('{"name": "red", "color": "green", "age": 12, "member": true, "note": false} hello world 0123456789 '
+                 'blue yes no [1, 2]')
+
+
+@pytest.fixture(scope="module")
+def narrow(tmp_path_factory):
+    """A tiny random GPT-2 (transformers' and forgegrad's) whose byte-level BPE spells only its corpus's characters:
+    not "~", so a grammar's branch that requires one is a dead end once a beam has taken it."""
+    from hf_conformance import chat_tokenizer
+    path = tmp_path_factory.mktemp("narrow") / "gpt2"
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_layer=2, n_embd=32, n_head=4, vocab_size=300, n_positions=512, initializer_range=0.3,
+        eos_token_id=END)).save_pretrained(path)
+    chat_tokenizer("", NARROW_CORPUS, every_byte=False).save_pretrained(path)
+    model = from_pretrained(path)
+    return model, load_tokenizer(path, model.vocab_size, END), transformers.GPT2LMHeadModel.from_pretrained(path)
+
+
+class TorchReplayed:
+    """transformers' side of the reference: every row's output replayed on a new matcher each step, a row the grammar
+    refused or that has no allowed token left (a dead end) all -inf, as a banned continuation."""
+
+    def __init__(self, grammar, lltok):
+        self.grammar, self.lltok, self.start = grammar, lltok, None
+
+    def __call__(self, input_ids, scores):
+        self.start = input_ids.shape[1] if self.start is None else self.start
+        scores = scores.numpy().copy()
+        for r, seq in enumerate(input_ids.tolist()):
+            out = seq[self.start:]
+            if END in out:
+                kept, scores[r] = scores[r, END], -np.inf
+                scores[r, END] = kept
+                continue
+            row = RowConstraint(self.grammar, self.lltok)
+            try:
+                if not all(row.try_advance(t) for t in out):
+                    raise GrammarError("refused")
+                row.mask(scores[r])
+            except GrammarError:
+                scores[r] = -np.inf
+        return torch.from_numpy(scores)
+
+
+def test_a_beam_whose_grammar_dies_is_dropped(narrow):
+    """"red~" or "blue": a beam that took "red" cannot go on (the tokenizer cannot spell "~"). Beam search drops it
+    (its scores -inf, as transformers' beam search treats a beam whose every continuation is banned) and returns the
+    surviving beams' hypotheses: transformers' own beam search under the stateless reference gives the same tokens.
+    Greedy search, one row, still fails on the dead end."""
+    from forgegrad.models.hf import beam_search
+    model, tok, hf = narrow
+    ids = [tok.encode("hello world")]
+    P = len(ids[0])
+    grammar = Grammar.choice(["red~", "blue"])
+    lltok = grammar_tokenizer(tok, model.vocab_size, END)
+    for beams in (3, 4):
+        kw = dict(max_new_tokens=12, num_beams=beams, num_return_sequences=beams, eos_token_id=END, do_sample=False)
+        with beam_search.recorded() as runs:
+            got = generate(model, ids, logits_processor=GrammarLogitsProcessor(tok, grammar, END, model.vocab_size),
+                           **kw)[:, P:]
+        assert list(runs[0].dead) == [0] and "after 'red'" in str(runs[0].dead[0])  # a beam did die
+        assert [_text(tok, r) for r in got] == ["blue"] * beams and list(runs[0].found) == [beams]
+        want = hf.generate(torch.tensor(ids), attention_mask=torch.ones(1, P, dtype=torch.long), pad_token_id=END,
+                           logits_processor=transformers.LogitsProcessorList([TorchReplayed(grammar, lltok)]), **kw)
+        np.testing.assert_array_equal(got, want.numpy()[:, P:])
+    with pytest.raises(GrammarError, match="after 'red': the tokenizer cannot spell what it requires next"):
+        generate(model, ids, max_new_tokens=12, eos_token_id=END,
+                 logits_processor=GrammarLogitsProcessor(tok, Grammar.choice(["red~"]), END, model.vocab_size))
+
+
+def test_beam_search_fails_only_when_every_beam_died(narrow):
+    """With two beams both take "red" and die: the call fails with the dead end's GrammarError, as before; so does a
+    grammar whose every branch dies. A hypothesis that ended before its sibling beams died stands: "red" of "red" or
+    "red~" (which dies after "red")."""
+    model, tok, _ = narrow
+    ids = [tok.encode("hello world")]
+    P = len(ids[0])
+
+    def run(grammar, beams, prompts=ids):
+        return generate(model, prompts, max_new_tokens=12, num_beams=beams, num_return_sequences=beams,
+                        eos_token_id=END, logits_processor=GrammarLogitsProcessor(tok, grammar, END, model.vocab_size))
+
+    with pytest.raises(GrammarError, match="after 'red': the tokenizer cannot spell what it requires next"):
+        run(Grammar.choice(["red~", "blue"]), 2)
+    for beams in (2, 4):
+        with pytest.raises(GrammarError, match="after '(red|green)': the tokenizer cannot spell"):
+            run(Grammar.choice(["red~", "green~"]), beams)
+    got = run(Grammar.choice(["red", "red~"]), 3)[:, P:]
+    assert _text(tok, got[0]) == "red" and END in list(got[0])

@@ -11,7 +11,9 @@ for each row's new token after the KV cache rows were reordered to follow their 
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Union
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -19,6 +21,43 @@ from .sampling import draw_without_replacement
 from .topk_order import topk_indices
 
 _NEG = np.float32(-1.0e9)
+
+
+class BeamRun:
+    """The beam search running in this context, as its logits processors and its caller see it. ``beams``: rows
+    per prompt (rows b*K to b*K + K - 1 are prompt b's). A processor that finds a row's beam cannot go on (a grammar's
+    dead end) sets the row's scores to -inf and calls ``drop(row, error)``: like a banned continuation in
+    transformers, the beam is then never chosen while another can run on, and ``error`` is raised only if its prompt
+    ends with no hypothesis at all. ``found`` (B,), once the search is done: how many of each prompt's returned
+    hypotheses are real ones (the rest are placeholders, of length 0, where fewer continuations were allowed)."""
+
+    def __init__(self, beams: int):
+        self.beams = int(beams)
+        self.dead: Dict[int, Exception] = {}  # prompt -> the first error of one of its beams
+        self.found: Optional[np.ndarray] = None
+
+    def drop(self, row: int, error: Exception) -> None:
+        self.dead.setdefault(int(row) // self.beams, error)
+
+
+_RUN: ContextVar = ContextVar("forgegrad_beam_run", default=None)
+_RECORD: ContextVar = ContextVar("forgegrad_beam_record", default=None)
+
+
+def running() -> Optional[BeamRun]:
+    """The beam search running in this context (thread, task), or None: greedy search and sampling."""
+    return _RUN.get()
+
+
+@contextmanager
+def recorded():
+    """``with recorded() as runs: generate(...)``: ``runs`` gets the BeamRun of each beam search run inside."""
+    runs: List[BeamRun] = []
+    token = _RECORD.set(runs)
+    try:
+        yield runs
+    finally:
+        _RECORD.reset(token)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -35,11 +74,30 @@ def _top(values: np.ndarray, k: int) -> np.ndarray:
 
 
 def search(first_logits: np.ndarray, next_logits: Callable[[np.ndarray, np.ndarray], np.ndarray], batch: int,
-           num_beams: int, max_new_tokens: int, eos: Sequence[int], fill: int, length_penalty: float,
-           early_stopping: Union[bool, str], process, prefix: np.ndarray, num_return: int = 1, sampler=None,
-           stop=None):
-    """(tokens (B, R, max_new_tokens), lengths (B, R)) of each batch item's R = ``num_return`` best hypotheses,
-    best first (transformers' ``num_return_sequences``).
+           num_beams: int, *args, **kwargs):
+    """``_search`` (below) as the BeamRun of this context: a beam a processor drops is -inf from then on; a prompt
+    left with no hypothesis raises the error of its first dropped beam."""
+    run = BeamRun(num_beams)
+    token = _RUN.set(run)
+    try:
+        sequences, lengths, finished = _search(first_logits, next_logits, batch, num_beams, *args, **kwargs)
+    finally:
+        _RUN.reset(token)
+    run.found = finished.sum(axis=1)
+    for b in np.flatnonzero(~finished.any(axis=1)).tolist():
+        if b in run.dead:  # every beam of this prompt died: nothing to return
+            raise run.dead[b]
+    if _RECORD.get() is not None:
+        _RECORD.get().append(run)
+    return sequences, lengths
+
+
+def _search(first_logits: np.ndarray, next_logits: Callable[[np.ndarray, np.ndarray], np.ndarray], batch: int,
+            num_beams: int, max_new_tokens: int, eos: Sequence[int], fill: int, length_penalty: float,
+            early_stopping: Union[bool, str], process, prefix: np.ndarray, num_return: int = 1, sampler=None,
+            stop=None):
+    """(tokens (B, R, max_new_tokens), lengths (B, R), finished (B, R): a real hypothesis, not a placeholder) of
+    each batch item's R = ``num_return`` best hypotheses, best first (transformers' ``num_return_sequences``).
 
     ``next_logits(tokens (B*K,), rows (B*K,))``: reorder the cache so that row r holds what row rows[r] held,
     feed token r to row r, return the logits (B*K, V). ``process``: the LogitsProcessors, given each row's
@@ -70,8 +128,11 @@ def search(first_logits: np.ndarray, next_logits: Callable[[np.ndarray, np.ndarr
             logp = process(np.concatenate([prefix, running.reshape(B * K, -1)[:, :n]], axis=1), logp)
         if sampler is not None and sampler.do_sample:
             logp = sampler.warp(logp, min_keep=1 + max(1, len(eos))).astype(np.float32)
-        if sampler is not None and sampler.renormalize:
-            logp = _log_softmax(logp)
+        if sampler is not None and sampler.watermark is not None:  # transformers' watermark: after the warpers
+            logp = sampler.watermark(np.concatenate([prefix, running.reshape(B * K, -1)[:, :n]], axis=1), logp)
+        if sampler is not None and sampler.renormalize:  # a dropped beam's row (all -inf) stays so, not NaN
+            with np.errstate(invalid="ignore"):
+                logp = np.where(np.isneginf(logp).all(axis=-1, keepdims=True), logp, _log_softmax(logp))
         V = logp.shape[-1]
         acc = (logp.reshape(B, K, V) + run_scores[:, :, None]).reshape(B, K * V)
         if sampler is None or not sampler.do_sample:
@@ -116,7 +177,7 @@ def search(first_logits: np.ndarray, next_logits: Callable[[np.ndarray, np.ndarr
             break
         rows = (b_index * K + run_src).reshape(-1)
         logits = next_logits(running[:, :, n - 1].reshape(-1), rows)
-    return sequences[:, :num_return], lengths[:, :num_return]
+    return sequences[:, :num_return], lengths[:, :num_return], finished[:, :num_return]
 
 
 def reorder(cache, rows: np.ndarray) -> None:

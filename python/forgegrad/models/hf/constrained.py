@@ -28,6 +28,8 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+from .beam_search import running
+
 __all__ = ["Grammar", "GrammarError", "RowConstraint", "GrammarLogitsProcessor", "grammar_tokenizer", "MISSING"]
 
 MISSING = 'structured outputs need the llguidance package: pip install "forgegrad[structured]"'
@@ -358,7 +360,11 @@ class GrammarLogitsProcessor:
     output share one matcher and one mask, and the states no row continues are dropped. A row that ended (an end
     token in its output) may only repeat an end token; a beam that ran on a token the grammar refused (beam search
     keeps K beams even when fewer continuations are allowed; its score is already -inf) gets -inf everywhere. A row
-    the grammar allows no token raises GrammarError.
+    the grammar allows no token (a dead end: a character the tokenizer cannot spell, or every allowed token ruled
+    out by the other processors) raises GrammarError in greedy search and sampling; in beam search the beam is
+    dropped instead, as transformers' beam search treats a beam whose every continuation is banned: its scores -inf,
+    it is never chosen while another beam can run on (beam_search.BeamRun), and the GrammarError is raised only when
+    a prompt is left with no hypothesis at all (the surviving beams' hypotheses are returned otherwise).
 
     Args:
         tokenizer: forgegrad's tokenizer of the checkpoint (``load_tokenizer``) or a ``tokenizers.Tokenizer``.
@@ -390,7 +396,9 @@ class GrammarLogitsProcessor:
         outs = [tuple(seq) for seq in sequences[:, self.start:].tolist()]
         forks = Counter(o[:-1] for o in set(outs) if o and o not in self._states)
         states: Dict[tuple, Optional[RowConstraint]] = {}
+        dead: Dict[tuple, GrammarError] = {}  # this call's dead ends, by output
         ends = list(self._ends)
+        beams = running()
         for r, out in enumerate(outs):
             if not self._ends.isdisjoint(out):  # ended: generate pads it (a beam runs on only where nothing else can)
                 kept = scores[r, ends].copy()
@@ -399,10 +407,17 @@ class GrammarLogitsProcessor:
                 continue
             if out not in states:
                 states[out] = self._state(out, forks)
+            if states[out] is not None:
+                try:
+                    states[out].mask(scores[r])
+                except GrammarError as e:
+                    if beams is None:  # greedy search, sampling: the row cannot go on
+                        raise
+                    states[out], dead[out] = None, e  # beam search: this beam is dropped (see the class)
             if states[out] is None:
                 scores[r] = -np.inf
-            else:
-                states[out].mask(scores[r])
+                if out in dead:
+                    beams.drop(r, dead[out])
         self._states = states
         return scores
 
