@@ -141,6 +141,8 @@ def max_pool2d_samples():
         Sample((rand(1, 4, 6, 5),), {"kernel_size": 3, "stride": (2, 1), "padding": (1, 0)}, "stride (2, 1)"),
         Sample((rand(3, 2, 8, 11),), {"kernel_size": (2, 3), "stride": 3, "padding": 1, "ceil_mode": True},
                "ceil_mode with padding"),
+        Sample((rand(2, 3, 8, 10),), {"kernel_size": 2, "stride": 3, "padding": 1, "ceil_mode": True},
+               "ceil_mode, a last window that would start in the padding (dropped)"),
         Sample((rand(4, 16, 33, 35),), {"kernel_size": 3, "stride": 2}, "large (several threads)"),
     ]
 
@@ -165,6 +167,11 @@ def avg_pool2d_samples():
                "ceil_mode, padding counted"),
         Sample((rand(1, 4, 6, 7),), {"kernel_size": (2, 3), "stride": (1, 2), "divisor_override": 5},
                "divisor_override 5"),
+        Sample((rand(2, 3, 8, 10),), {"kernel_size": 2, "stride": 3, "padding": 1, "ceil_mode": True},
+               "ceil_mode, a last window that would start in the padding (dropped)"),
+        Sample((rand(2, 3, 7, 9),), {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True,
+                                     "count_include_pad": False, "divisor_override": 4},
+               "divisor_override with ceil_mode, padding not counted"),
         Sample((rand(2, 2, 5, 7),), {"kernel_size": 2}, "stride None (= kernel)"),
         Sample((rand(4, 16, 33, 35),), {"kernel_size": 3, "stride": 2, "padding": 1}, "large (several threads)"),
     ]
