@@ -74,3 +74,27 @@ def test_the_server_still_serves(client):
                     headers={"content-type": "application/json"})
     assert r.status_code == 400
     assert client.post("/v1/completions", json=GOOD).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def model_app(tmp_path_factory):
+    from serve_helpers import running_server, write_checkpoint
+    root = tmp_path_factory.mktemp("hostile-models")
+    write_checkpoint("mlp", str(root / "mlp" / "1"))
+    (root / "mlp" / "\u00b2").mkdir()  # a version folder int() cannot read: skipped (it stopped the repository load)
+    with running_server(str(root), poll_s=0) as (url, _):
+        with httpx.Client(base_url=url, timeout=60) as c:
+            yield c
+
+
+@pytest.mark.parametrize("method, path", [("POST", "/v1/models/mlp/versions/{}:predict"),
+                                          ("POST", "/predictions/mlp/{}"), ("GET", "/v1/models/mlp/versions/{}"),
+                                          ("GET", "/v1/models/mlp/versions/{}/metadata")])
+def test_versions_are_ascii_digits(model_app, method, path):
+    # "²" passed str.isdigit and int() refused it (a 500); "١" was version 1
+    rows = [[0.5] * 64] if path.startswith("/predictions") else {"instances": [[0.5] * 64]}
+    for version in ("\u00b2", "\u0661"):
+        r = model_app.request(method, path.format(version), json=rows)
+        assert r.status_code == 400 and "version must be a non-negative integer" in r.json()["error"], r.text
+    ok = model_app.request(method, path.format(1), json=rows)
+    assert ok.status_code == 200, ok.text

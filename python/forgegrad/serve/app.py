@@ -68,7 +68,7 @@ class ServeConfig:
 
 
 def _parse_version(text: str) -> int:
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # "²" is a digit to isdigit, not to int
         raise ServeError(400, f"version must be a non-negative integer, got {text!r}")
     return int(text)
 

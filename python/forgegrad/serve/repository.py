@@ -55,7 +55,7 @@ def _numbered(path: str) -> Dict[int, str]:
     except OSError:
         return out
     for e in entries:
-        if e.is_dir() and e.name.isdigit() and len(e.name) < 19:
+        if e.is_dir() and e.name.isascii() and e.name.isdigit() and len(e.name) < 19:  # not "²" (int refuses it)
             out[int(e.name)] = e.path
     return out
 
