@@ -293,3 +293,19 @@ def test_clamp_and_mse_loss_refuse_a_changed_input_as_torch():
         loss = functional.mse_loss(h.clamp(-0.5, 0.5), x.detach() * 0.5)
         loss.backward()
         np.testing.assert_allclose(x.grad.numpy(), [0, -0.05, 0.1, 0], rtol=1e-6)
+
+
+def test_positions_of_a_view_in_its_base_for_any_layout():
+    from forgegrad._view_rebase import positions
+    bases = (np.arange(60.0).reshape(3, 4, 5), np.arange(60.0).reshape(5, 4, 3).transpose(2, 1, 0),
+             np.arange(120.0).reshape(6, 4, 5)[::2], np.arange(60.0).reshape(3, 4, 5)[:, ::-1])
+    for base in bases:
+        numbers = np.arange(base.size).reshape(base.shape)
+        for key in ((slice(1, 3),), (1, slice(None), slice(None, None, 2)), (Ellipsis, 2), (slice(None, None, -1), 0)):
+            v, n = base[key], numbers[key]
+            expanded = np.broadcast_to(v[..., :1], v.shape[:-1] + (3,))
+            for view, want in ((v, n), (v.T, n.T), (expanded, np.broadcast_to(n[..., :1], expanded.shape))):
+                np.testing.assert_array_equal(positions(base, view), want)
+        assert positions(base[1:], base) is None  # memory outside the base: no view of it
+    gappy = np.arange(120.0).reshape(6, 4, 5)
+    assert positions(gappy[::2], gappy[1]) is None  # inside the bounds, but on none of the base's elements

@@ -32,9 +32,6 @@ _NDARRAY = np.ndarray
 OVERLAP_MESSAGE = ("unsupported operation: more than one element of the written-to tensor refers to a single memory "
                    "location. Please clone() the tensor before performing the operation.")
 
-_shadow_cache: list = [None, None]  # [base layout key, (shadow, start of base, lowest address)] of the last base
-
-
 def _bounds(arr):
     """(lowest, highest) byte address of ``arr``'s elements (its data pointer for an empty array)."""
     lo = hi = arr.__array_interface__["data"][0]
@@ -57,23 +54,21 @@ def positions(base, view):
         return None
     if view.size == 0:
         return np.zeros(view.shape, dtype=np.int64)
+    lo_b, hi_b = _bounds(base)
     lo_v, hi_v = _bounds(view)
-    key = (base.__array_interface__["data"][0], base.shape, base.strides, item)
-    if _shadow_cache[0] == key:
-        shadow, start, lo_b = _shadow_cache[1]
-    else:
-        lo_b, hi_b = _bounds(base)
-        if hi_b < lo_b:
-            return None
-        # shadow[k] = the flat index of base's element at address lo_b + k * item (-1: none)
-        shadow = np.full((hi_b - lo_b) // item + 1, -1, dtype=np.int64)
-        start = (key[0] - lo_b) // item
-        as_base = np.lib.stride_tricks.as_strided(shadow[start:], base.shape, [s // item * 8 for s in base.strides])
-        as_base[...] = np.arange(base.size, dtype=np.int64).reshape(base.shape)
-        _shadow_cache[:] = [key, (shadow, start, lo_b)]
-    if lo_v < lo_b or (hi_v - lo_b) // item >= shadow.size:
+    if lo_v < lo_b or hi_v > hi_b:
         return None
     at = (view.__array_interface__["data"][0] - lo_b) // item
+    if base.flags.c_contiguous:  # (the usual base, an op's fresh output) element k is at address lo_b + k * item
+        idx = np.full(view.shape, at, dtype=np.int64)
+        for d, (n, s) in enumerate(zip(view.shape, view.strides)):
+            idx += (np.arange(n, dtype=np.int64) * (s // item)).reshape((n,) + (1,) * (view.ndim - d - 1))
+        return idx
+    # any other layout: shadow[k] = the flat index of base's element at address lo_b + k * item (-1: none)
+    shadow = np.full((hi_b - lo_b) // item + 1, -1, dtype=np.int64)
+    start = (base.__array_interface__["data"][0] - lo_b) // item
+    as_base = np.lib.stride_tricks.as_strided(shadow[start:], base.shape, [s // item * 8 for s in base.strides])
+    as_base[...] = np.arange(base.size, dtype=np.int64).reshape(base.shape)
     idx = np.lib.stride_tricks.as_strided(shadow[at:], view.shape, [s // item * 8 for s in view.strides]).copy()
     return None if (idx < 0).any() else idx
 
