@@ -290,7 +290,7 @@ def test_a_beam_whose_grammar_dies_is_dropped(narrow):
     """"red~" or "blue": a beam that took "red" cannot go on (the tokenizer cannot spell "~"). Beam search drops it
     (its scores -inf, as transformers' beam search treats a beam whose every continuation is banned) and returns the
     surviving beams' hypotheses: transformers' own beam search under the stateless reference gives the same tokens.
-    Greedy search, one row, still fails on the dead end."""
+    Beam sampling drops it too. Greedy search, one row, still fails on the dead end."""
     from forgegrad.models.hf import beam_search
     model, tok, hf = narrow
     ids = [tok.encode("hello world")]
@@ -307,6 +307,12 @@ def test_a_beam_whose_grammar_dies_is_dropped(narrow):
         want = hf.generate(torch.tensor(ids), attention_mask=torch.ones(1, P, dtype=torch.long), pad_token_id=END,
                            logits_processor=transformers.LogitsProcessorList([TorchReplayed(grammar, lltok)]), **kw)
         np.testing.assert_array_equal(got, want.numpy()[:, P:])
+    fg.manual_seed(0)  # beam sampling drops the dead beam alike
+    with beam_search.recorded() as runs:
+        got = generate(model, ids, max_new_tokens=12, num_beams=4, num_return_sequences=4, eos_token_id=END,
+                       do_sample=True, top_k=5, logits_processor=GrammarLogitsProcessor(tok, grammar, END,
+                                                                                        model.vocab_size))[:, P:]
+    assert list(runs[0].dead) == [0] and [_text(tok, r) for r in got] == ["blue"] * 4
     with pytest.raises(GrammarError, match="after 'red': the tokenizer cannot spell what it requires next"):
         generate(model, ids, max_new_tokens=12, eos_token_id=END,
                  logits_processor=GrammarLogitsProcessor(tok, Grammar.choice(["red~"]), END, model.vocab_size))

@@ -53,7 +53,7 @@ def _parses(text):
 
 
 @pytest.fixture(scope="module")
-def decoder(tmp_path_factory):
+def narrow_gpt2(tmp_path_factory):
     from hf_conformance import chat_tokenizer
     path = tmp_path_factory.mktemp("guided") / "narrow-gpt2"
     torch.manual_seed(0)
@@ -62,7 +62,12 @@ def decoder(tmp_path_factory):
         eos_token_id=END)).save_pretrained(path)
     chat_tokenizer("{% for m in messages %}{{ m['content'] }} {% endfor %}", CORPUS, every_byte=False).save_pretrained(
         path)
-    with running_app(_app(path)) as url, httpx.Client(base_url=url, timeout=60) as client:
+    return path
+
+
+@pytest.fixture(scope="module")
+def decoder(narrow_gpt2):
+    with running_app(_app(narrow_gpt2)) as url, httpx.Client(base_url=url, timeout=60) as client:
         yield client, url
 
 
@@ -189,5 +194,113 @@ def test_encoder_decoder_structured_outputs(tmp_path):
             with client.stream("POST", "/v1/completions", json=dict(shaped, stream=True)) as s:
                 events = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")]
             assert "".join(e["choices"][0]["text"] for e in events if e.get("choices")) == texts[0]
+            beams = dict(shaped, use_beam_search=True, n=2)  # beam search under the schema: generate's hypotheses
+            got = [c["text"] for c in client.post("/v1/completions", json=beams).json()["choices"]]
+            assert got == _seq2seq_beams(path, base["prompt"]) and all(_small(_parses(t)) for t in got)
             answers[max_batch] = texts
     assert answers[8] == answers[1]  # the batched engine and generate agree
+
+
+def _seq2seq_beams(path, prompt):
+    """The texts of BART's 2-beam search under SMALL in Python (the checkpoint's forced tokens and min_length)."""
+    from forgegrad.models import from_pretrained, generate
+    from forgegrad.models.hf.constrained import Grammar, GrammarLogitsProcessor
+    from forgegrad.models.hf.tokenizer import load_tokenizer
+    model = from_pretrained(path)
+    tok = load_tokenizer(path, model.vocab_size, END)
+    ids = tok.encode(prompt, add_special_tokens=True)
+    out = generate(model, [ids], max_new_tokens=60, num_beams=2, num_return_sequences=2, do_sample=False,
+                   eos_token_id=END, logits_processor=GrammarLogitsProcessor(tok, Grammar.json_schema(SMALL), END,
+                                                                             model.vocab_size))[:, 1:]
+    rows = [[int(t) for t in row] for row in out]
+    return [tok.decode(r[:r.index(END)] if END in r else r, skip_special_tokens=True) for r in rows]
+
+
+def _beams_in_python(path, ids, beams, n, grammar=None, max_tokens=40):
+    """The texts of ``generate(..., num_beams=beams, num_return_sequences=n)`` under ``grammar`` (a Grammar or
+    None), each up to its end token: what the server's beam search must return."""
+    from forgegrad.models import from_pretrained, generate
+    from forgegrad.models.hf.constrained import GrammarLogitsProcessor
+    from forgegrad.models.hf.tokenizer import load_tokenizer
+    model = from_pretrained(path)
+    tok = load_tokenizer(path, model.vocab_size, END)
+    process = None if grammar is None else GrammarLogitsProcessor(tok, grammar, END, model.vocab_size)
+    out = generate(model, [ids], max_new_tokens=max_tokens, num_beams=beams, num_return_sequences=n,
+                   do_sample=False, eos_token_id=END, logits_processor=process)[:, len(ids):]
+    rows = [[int(t) for t in row] for row in out]
+    return [tok.decode(r[:r.index(END)] if END in r else r) for r in rows]
+
+
+def _streamed(client, body, route="/v1/completions"):
+    """Each choice's streamed text (and the events)."""
+    with client.stream("POST", route, json=dict(body, stream=True)) as s:
+        events = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")]
+    texts = {}
+    for e in events:
+        for c in e.get("choices", []):
+            piece = c.get("text") if route == "/v1/completions" else c.get("delta", {}).get("content")
+            texts[c["index"]] = texts.get(c["index"], "") + (piece or "")
+    return [texts[i] for i in sorted(texts)], events
+
+
+def test_beam_search_with_a_grammar_over_http(decoder, narrow_gpt2):
+    """use_beam_search (vLLM's): the n best hypotheses of an n-beam search (best_of beams where given), under the
+    request's grammar or none, are generate's with num_beams and the same grammar, streamed or not, completions
+    and chat. "red~" or "blue": the beams that took "red" die (the tokenizer cannot spell "~") and the survivors'
+    hypotheses come back; with two beams both die, and the request fails with a 400 naming the field."""
+    from forgegrad.models.hf.constrained import Grammar
+    client, _ = decoder
+    ids = [98, 99]  # "hello world": the prompt as token ids, the same in Python
+    few = "(red|green|blue|yes|no)( (red|green|blue|yes|no)){2,4}"
+    cases = [({"guided_json": SMALL}, Grammar.json_schema(SMALL), 3, None),
+             ({"guided_regex": few}, Grammar.regex(few), 2, 4),
+             ({"guided_choice": ["red~", "blue"]}, Grammar.choice(["red~", "blue"]), 3, None),
+             ({}, None, 2, None)]
+    for extra, grammar, n, best_of in cases:
+        body = dict({"prompt": ids, "max_tokens": 60, "use_beam_search": True, "n": n, "temperature": 0}, **extra)
+        if best_of:
+            body["best_of"] = best_of
+        want = _beams_in_python(narrow_gpt2, ids, best_of or n, n, grammar, 60)
+        r = client.post("/v1/completions", json=body)
+        assert r.status_code == 200, r.text
+        got = r.json()["choices"]
+        assert [c["text"] for c in got] == want and [c["index"] for c in got] == list(range(n)), (extra, got)
+        if grammar is not None:
+            assert all(c["finish_reason"] == "stop" for c in got)
+        if extra.get("guided_choice"):
+            assert want == ["blue"] * n  # the red beams died
+        assert _streamed(client, body)[0] == want, extra
+    # logprobs: the beams' tokens scored, streamed (each choice's text and entries once the search is done) or not
+    logged = {"prompt": ids, "max_tokens": 12, "use_beam_search": True, "n": 2, "logprobs": 2, "guided_json": SMALL}
+    whole = client.post("/v1/completions", json=logged).json()["choices"]
+    texts, events = _streamed(client, logged)
+    assert texts == [c["text"] for c in whole]
+    for i, c in enumerate(whole):
+        streamed = [t for e in events for ch in e.get("choices", []) if ch["index"] == i and ch.get("logprobs")
+                    for t in ch["logprobs"]["tokens"]]
+        assert streamed == c["logprobs"]["tokens"] and "".join(streamed) == c["text"]
+    chat = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 40, "use_beam_search": True, "n": 2,
+            "guided_json": SMALL, "length_penalty": 0.5}
+    r = client.post("/v1/chat/completions", json=chat)
+    assert r.status_code == 200, r.text
+    texts = [c["message"]["content"] for c in r.json()["choices"]]
+    assert all(_small(_parses(t)) for t in texts) and _streamed(client, chat, "/v1/chat/completions")[0] == texts
+    doomed = {"prompt": ids, "max_tokens": 40, "use_beam_search": True, "n": 2, "guided_choice": ["red~", "blue"]}
+    r = client.post("/v1/completions", json=doomed)
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] == "guided_choice" and error["code"] == "grammar_failed", r.text
+    assert "after 'red': the tokenizer cannot spell" in error["message"]
+    _, events = _streamed(client, doomed)
+    assert events[-1]["error"]["param"] == "guided_choice" and "cannot spell" in events[-1]["error"]["message"]
+
+
+@pytest.mark.parametrize("extra, param", [({"length_penalty": 2}, "length_penalty"),
+                                          ({"use_beam_search": True, "temperature": 0.7}, "temperature"),
+                                          ({"use_beam_search": True, "top_p": 0.9}, "top_p"),
+                                          ({"use_beam_search": True, "top_k": 5}, "top_k"),
+                                          ({"use_beam_search": "yes"}, "use_beam_search"),
+                                          ({"use_beam_search": True, "length_penalty": "long"}, "length_penalty")])
+def test_bad_beam_fields_get_400_naming_the_field(decoder, extra, param):
+    client, _ = decoder
+    r = client.post("/v1/completions", json=dict({"prompt": "hello", "max_tokens": 4}, **extra))
+    assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text

@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 from typing import List, Optional
 
-from .completion_request import (PENALTY_FIELDS, VLLM_FIELDS, CompletionError, CompletionRequest, bad, flag, is_int,
-                                 request_object, sampling)
+from .beam_completions import beam_settings
+from .completion_request import (BEAM_FIELDS, PENALTY_FIELDS, VLLM_FIELDS, CompletionError, CompletionRequest, bad,
+                                 flag, is_int, request_object, sampling)
 from .structured import forced_tools, request_grammar
 from .tool_calls import MAX_TOOLS, TOOL_NAME
 
@@ -27,7 +28,7 @@ _DEFAULT_ONLY: dict = {}
 _FIELDS = ({"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "min_p",
             "seed", "stop", "stream", "stream_options", "user", "n", "logprobs", "top_logprobs", "tools", "tool_choice",
             "parallel_tool_calls", "response_format", "guided_json", "guided_regex", "guided_choice",
-            "guided_grammar"} | PENALTY_FIELDS | VLLM_FIELDS)
+            "guided_grammar"} | PENALTY_FIELDS | VLLM_FIELDS | BEAM_FIELDS)
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
@@ -160,6 +161,7 @@ def parse_chat(body: bytes, served_name: str) -> CompletionRequest:
         raise bad("parallel_tool_calls", "true or false", v)
     req.parallel_tool_calls = v is not False
     req.forced_tools = forced_tools(obj.get("tool_choice"), req.tools)
+    beam_settings(obj, req)  # vLLM's use_beam_search: n beams
     req.grammar, req.grammar_param = request_grammar(obj)
     if req.grammar is not None and req.forced_tools is not None:
         raise CompletionError(400, f"{req.grammar_param} and a tool_choice that forces a call cannot both constrain "

@@ -8,7 +8,7 @@ accepted only at its default value (suffix), so a client never gets silently dif
 ``min_p`` and ``repetition_penalty`` are vLLM's extensions, as are its ``min_tokens``, ``bad_words``,
 ``stop_token_ids``, ``allowed_token_ids``, ``ignore_eos`` and ``include_stop_str_in_output`` (row_settings.py) and
 ``response_format`` and ``guided_json`` / ``guided_regex`` / ``guided_choice`` / ``guided_grammar`` here
-(structured outputs: structured.py). A field nobody
+(structured outputs: structured.py) and ``use_beam_search`` / ``length_penalty`` (beam_completions.py). A field nobody
 defines is refused by name (a typo such as ``max_token`` would otherwise fall back to the default
 unnoticed).
 """
@@ -31,9 +31,11 @@ PENALTY_FIELDS = {"presence_penalty", "frequency_penalty", "repetition_penalty",
 # vLLM's sampling fields beyond those (both APIs; row_settings.py applies them)
 VLLM_FIELDS = {"min_tokens", "bad_words", "stop_token_ids", "allowed_token_ids", "ignore_eos",
                "include_stop_str_in_output"}
+BEAM_FIELDS = {"use_beam_search", "length_penalty"}  # vLLM's beam search (both APIs: beam_completions.py)
 _FIELDS = {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "stream",
            "stream_options", "user", "logprobs", "echo", "n", "best_of", "response_format", "guided_json",
-           "guided_regex", "guided_choice", "guided_grammar"} | set(_DEFAULT_ONLY) | PENALTY_FIELDS | VLLM_FIELDS
+           "guided_regex", "guided_choice", "guided_grammar"} | set(_DEFAULT_ONLY) | PENALTY_FIELDS | VLLM_FIELDS \
+    | BEAM_FIELDS
 MAX_LOGPROBS = 5  # as OpenAI's completions
 MAX_N = 16  # choices (and best_of candidates) per prompt: each is a decoding row
 MAX_STOP = 4  # as OpenAI
@@ -125,6 +127,8 @@ class CompletionRequest:
     ignore_eos: bool = False
     include_stop_str_in_output: bool = False
     token_rules: Optional[object] = None  # allowed_token_ids and bad_words' tokens: set by the server (TokenRules)
+    num_beams: Optional[int] = None  # use_beam_search: the beam width (best_of, else n; beam_completions.py)
+    length_penalty: Optional[float] = None  # beam search's (None: the checkpoint's, else 1)
 
     @property
     def greedy(self) -> bool:
@@ -207,10 +211,12 @@ def parse(body: bytes, served_name: str) -> CompletionRequest:
         if v < req.n:
             raise CompletionError(400, f"best_of must be greater than or equal to n, got best_of {v} and n {req.n}",
                                   "best_of")
-        if req.stream and v > req.n:  # as OpenAI: the candidates are ranked once they are all done
+        if req.stream and v > req.n and not obj.get("use_beam_search"):  # as OpenAI: ranked once all are done
             raise CompletionError(400, "best_of greater than n is not supported with stream: true", "best_of")
         # scoring a text (echo, max_tokens 0) generates nothing: its n choices are the prompt's
         req.best_of = int(v) if req.max_tokens > 0 else None
+    from .beam_completions import beam_settings
+    beam_settings(obj, req)
     from .structured import request_grammar
     req.grammar, req.grammar_param = request_grammar(obj)
     return req

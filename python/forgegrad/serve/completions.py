@@ -48,6 +48,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable, List, Optional
 
+from .beam_completions import complete_beams
 from .completion_format import ChatShape, TextShape, event
 from .chat_request import parse_chat
 from .completion_request import MAX_N, CompletionError, CompletionRequest, Prompt, choice_seed, parse
@@ -464,7 +465,7 @@ def create_completions_app(config: GenerationServeConfig):
             return ok(shape.response([await loop.run_in_executor(
                 worker, gen.score, ids, Completion("", "length", len(ids), 0), req.logprobs or 0, True)
                 for ids in prompt_ids]))
-        if isinstance(state["engine"], PagedBatchEngine):  # rows that can never fit: a 400 before any stream opens
+        if isinstance(state["engine"], PagedBatchEngine) and not req.num_beams:  # rows that can never fit: a 400
             state["engine"].check_fits(prompt_ids, req.max_tokens)
         cancelled = threading.Event()
         pieces: asyncio.Queue = asyncio.Queue()
@@ -475,7 +476,9 @@ def create_completions_app(config: GenerationServeConfig):
         # counted until the worker is done with it, however the response ends
         state["queued"] += 1
         metrics.queue_depth(name, state["queued"])
-        if state["engine"] is not None:
+        if req.num_beams:  # use_beam_search: decoded alone on the worker (beam_completions.py)
+            future = loop.run_in_executor(worker, complete_beams, gen, req, prompt_ids, on_text, cancelled)
+        elif state["engine"] is not None:
             future = asyncio.wrap_future(state["engine"].submit(Job(req, prompt_ids, on_text, cancelled)))
         else:
             future = loop.run_in_executor(worker, run_all, req, prompt_ids, on_text, cancelled)
