@@ -366,8 +366,8 @@ def test_unread_settings_warn_once(checkpoints, tmp_path):
         warnings.simplefilter("error")
         generate(neutral, ids, max_new_tokens=2)
     (tmp_path / "w").mkdir()
-    model = _with_config(path, tmp_path / "w", num_beam_groups=2, diversity_penalty=0.5, guidance_scale=1.5)
-    with pytest.warns(UserWarning, match="diversity_penalty, guidance_scale, num_beam_groups"):
+    model = _with_config(path, tmp_path / "w", num_beam_groups=2, diversity_penalty=0.5, penalty_alpha=0.6)
+    with pytest.warns(UserWarning, match="diversity_penalty, num_beam_groups, penalty_alpha"):
         generate(model, ids, max_new_tokens=2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -114,8 +114,8 @@ def test_generation_config_next_to_the_graph(exported, tmp_path):
     assert not np.array_equal(want, plain)
     np.testing.assert_array_equal(generate_onnx(graph, ids, mask, generation_config={}, **common), plain)
     config = json.loads((tmp_path / "generation_config.json").read_text())
-    with pytest.warns(UserWarning, match="sets guidance_scale, which"):
-        got = generate_onnx(sess, ids, mask, generation_config={**config, "guidance_scale": 1.5}, **common)
+    with pytest.warns(UserWarning, match="sets penalty_alpha, which"):
+        got = generate_onnx(sess, ids, mask, generation_config={**config, "penalty_alpha": 0.6}, **common)
     np.testing.assert_array_equal(got, want)
 
 

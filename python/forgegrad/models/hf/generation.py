@@ -8,6 +8,7 @@ makes it repeatable, and the kernels give the same bits at any thread count, so 
 from __future__ import annotations
 
 import numbers
+import sys
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -102,7 +103,9 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
              sequence_bias=UNSET, typical_p=UNSET, epsilon_cutoff=UNSET, eta_cutoff=UNSET, renormalize_logits=UNSET,
              exponential_decay_length_penalty=UNSET, encoder_repetition_penalty=UNSET,
              encoder_no_repeat_ngram_size=UNSET, min_new_tokens=UNSET, remove_invalid_values=UNSET,
-             stop_strings=UNSET, max_time=UNSET, tokenizer=None, prefix_cache=None) -> np.ndarray:
+             stop_strings=UNSET, max_time=UNSET, top_h=UNSET, watermarking_config=UNSET, guidance_scale=UNSET,
+             negative_prompt_ids=None, negative_prompt_attention_mask=None, tokenizer=None,
+             prefix_cache=None) -> np.ndarray:
     """Continue each prompt by up to ``max_new_tokens`` tokens.
 
     The settings left at None (``max_new_tokens``, ``do_sample``, ``temperature``, ``num_beams``,
@@ -165,7 +168,19 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
             ``tokenizer``: load_tokenizer's or a transformers tokenizer); every row ends after that many seconds.
             Each of these settings left out: generation_config.json's, else none; None given: none. Settings of
             transformers' GenerationConfig that change the tokens and are not read here (num_beam_groups,
-            penalty_alpha, guidance_scale, top_h, ...) are named in a warning when generation_config.json sets them.
+            penalty_alpha, constraints, ...) are named in a warning when generation_config.json sets them.
+        top_h: transformers' top-h warper (only when sampling, after the temperature): of the 100 most likely
+            tokens, the most likely ones while their running entropy stays within top_h (in (0, 1]) times the
+            entropy of the 100.
+        watermarking_config: transformers' watermark (watermarking.py), greedy, sampling or beams: a dict of
+            greenlist_ratio, bias, hashing_key, seeding_scheme ("lefthash" or "selfhash") and context_width (the
+            keys left out: transformers' defaults) adding ``bias`` to a green list of the vocabulary seeded by the
+            tokens before, after every other processor and warper; the same lists as transformers', so the same
+            tokens. ``watermarking.WatermarkDetector`` tells the texts it marked.
+        guidance_scale, negative_prompt_ids, negative_prompt_attention_mask: classifier-free guidance (guidance.py;
+            decoders only): the model also runs on ``negative_prompt_ids`` (one row per decoded row), else on each
+            prompt's last token, and the scores become scale * (conditional - unconditional) + unconditional
+            log-probabilities, as transformers' UnbatchedClassifierFreeGuidanceLogitsProcessor (1: none).
         prefix_cache: a ``forgegrad.serve.prefix_cache.PrefixCache`` (one prompt, one sequence, ``num_beams`` 1, a
             decoder it applies to: ``prefix_cache_applies``): the prompt's prefill starts after its longest cached
             block prefix (the keys and values an earlier call left there, read instead of computed, as one more
@@ -188,7 +203,8 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
     given = {name: value for name, value in zip(EXTRA_SETTINGS, (
         suppress_tokens, begin_suppress_tokens, bad_words_ids, sequence_bias, typical_p, epsilon_cutoff, eta_cutoff,
         renormalize_logits, exponential_decay_length_penalty, encoder_repetition_penalty,
-        encoder_no_repeat_ngram_size, min_new_tokens, remove_invalid_values, stop_strings, max_time))
+        encoder_no_repeat_ngram_size, min_new_tokens, remove_invalid_values, stop_strings, max_time, top_h,
+        watermarking_config, guidance_scale))
         if value is not UNSET}
     extra = read_settings(model, given, output_vocab_size(model))
     stopping = Stopping(extra["max_time"], extra["stop_strings"], tokenizer)
@@ -221,8 +237,11 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
     if returns > 1 and beams is None:  # sampling: each prompt R times (beam search expands its own rows)
         ids, mask = np.repeat(ids, returns, axis=0), np.repeat(mask, returns, axis=0)
         B = B * returns
+    from .guidance import guidance
+    cfg = guidance(model, extra["guidance_scale"], max_new_tokens, negative_prompt_ids, negative_prompt_attention_mask,
+                   B * (beams[0] if beams is not None else 1))
     process = _processors(model, settings, eos, T + max_new_tokens, padding=mask.argmax(axis=1), extra=extra,
-                          prompt_length=T, encoder_ids=prompts)
+                          prompt_length=T, encoder_ids=prompts, guidance=cfg)
     # transformers' positions for left padding: real tokens count from 0, padding gets position 1
     positions = np.where(mask, np.cumsum(mask, axis=1) - 1, 1)
     last = positions[:, -1].copy()
@@ -256,7 +275,7 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
                     on_logits(logits)
                 if process.active:
                     logits = process(out[:, :T + n], logits)
-                nxt = sampler(logits)
+                nxt = sampler(logits, out[:, :T + n])
                 if eos:
                     nxt = np.where(finished, pad, nxt)
                     finished |= np.isin(nxt, eos)
@@ -345,15 +364,32 @@ def _sampler(model, do_sample, temperature, top_k, top_p, min_p, extra=None) -> 
         top_k = None if top_k is UNSET else top_k
         top_p = None if top_p is UNSET else top_p
         min_p = None if min_p is UNSET else min_p
-    return settings_sampler(do_sample, temperature, top_k, top_p, min_p, extra)
+    return settings_sampler(do_sample, temperature, top_k, top_p, min_p, extra, _config_vocab(model))
 
 
-def settings_sampler(do_sample, temperature, top_k, top_p, min_p, extra: dict) -> Sampler:
-    """The Sampler of resolved sampling settings and ``extra`` (read_settings'): its typical_p, epsilon_cutoff and
-    eta_cutoff only when sampling, its renormalize_logits always (generate's and the ONNX paths')."""
-    warpers = {name: extra.get(name) if do_sample else None for name in ("typical_p", "epsilon_cutoff", "eta_cutoff")}
+def _config_vocab(model) -> Optional[int]:
+    """config.json's vocab_size (its text model's), which transformers draws the watermark's green lists from; else
+    the model's vocabulary; None where unknown (an exported graph whose logits leave it open)."""
+    config = getattr(model, "config", None)
+    if isinstance(config, dict):
+        size = config.get("vocab_size", (config.get("text_config") or {}).get("vocab_size"))
+        if isinstance(size, int) and not isinstance(size, bool):
+            return size
+    size = getattr(model, "vocab_size", None)
+    return size if isinstance(size, int) and size < sys.maxsize else None
+
+
+def settings_sampler(do_sample, temperature, top_k, top_p, min_p, extra: dict, vocab: Optional[int] = None) -> Sampler:
+    """The Sampler of resolved sampling settings and ``extra`` (read_settings'): its typical_p, epsilon_cutoff,
+    eta_cutoff and top_h only when sampling, its watermarking_config (green lists drawn from ``vocab`` tokens; None:
+    the scores' width) and renormalize_logits always (generate's and the ONNX paths')."""
+    from .watermarking import Watermark
+    warpers = {name: extra.get(name) if do_sample else None
+               for name in ("typical_p", "epsilon_cutoff", "eta_cutoff", "top_h")}
+    mark = extra.get("watermarking_config")
     return Sampler(do_sample, temperature, top_k, top_p, min_p, **warpers,
-                   renormalize=bool(extra.get("renormalize_logits")))
+                   renormalize=bool(extra.get("renormalize_logits")),
+                   watermark=None if mark is None else Watermark(mark, vocab))
 
 
 def _num_return_sequences(value, num_beams: int, do_sample: bool) -> int:
@@ -412,10 +448,11 @@ def _extra_processors(value) -> list:
 
 
 def _processors(model, settings, eos: List[int], max_length: int, padding=None, extra=None, prompt_length: int = 1,
-                encoder_ids=None) -> LogitsProcessors:
+                encoder_ids=None, guidance=None) -> LogitsProcessors:
     """The LogitsProcessors of ``settings`` and ``extra`` (read_settings') for sequences that start with
     ``prompt_length`` tokens (a decoder's prompt, an encoder-decoder's start token); ``encoder_ids``: the prompts
-    (an encoder-decoder's encoder input) before any repeat, as transformers' encoder processors take them."""
+    (an encoder-decoder's encoder input) before any repeat, as transformers' encoder processors take them;
+    ``guidance``: guidance.guidance's processor (classifier-free guidance), first."""
     ngram, min_len, repetition, fns, forced_bos, forced_eos = settings
     extra = extra or {}
     if extra.get("min_new_tokens"):  # transformers: min_length becomes the prompt + min_new_tokens
@@ -431,7 +468,7 @@ def _processors(model, settings, eos: List[int], max_length: int, padding=None, 
         remove_invalid_values=bool(extra.get("remove_invalid_values")),
         exponential_decay=None if decay is None else (decay[0] + prompt_length, decay[1]),
         suppress_tokens=extra.get("suppress_tokens") or (),
-        begin_suppress_tokens=extra.get("begin_suppress_tokens") or (), begin_index=begin)
+        begin_suppress_tokens=extra.get("begin_suppress_tokens") or (), begin_index=begin, guidance=guidance)
 
 
 def _forced(model, name: str, value) -> Optional[int]:
@@ -464,6 +501,9 @@ def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, sampler:
         raise ValueError(f"generate: the decoder start token + max_new_tokens ({max_new_tokens}) exceed the "
                          f"model's {model.max_positions} positions")
     out = np.full((B, 1 + max_new_tokens), model.decoder_start_token_id, np.int64)
+    if extra and extra.get("guidance_scale") is not None:
+        from .guidance import guidance
+        guidance(model, extra["guidance_scale"], max_new_tokens)  # refused: decoders only
     process = _processors(model, settings, eos, 1 + max_new_tokens, extra=extra, encoder_ids=sources)
     stopping = Stopping() if stopping is None else stopping
     if beams is not None:
@@ -489,7 +529,7 @@ def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, sampler:
                 on_logits(logits)
             if process.active:  # e.g. BART's forced end of sequence at the last place
                 logits = process(out[:, :1 + n], logits)
-            nxt = sampler(logits)
+            nxt = sampler(logits, out[:, :1 + n])
             if eos:
                 nxt = np.where(finished, pad, nxt)
                 finished |= np.isin(nxt, eos)

@@ -3,14 +3,14 @@ an argument of ``generate``, else the checkpoint's generation_config.json, check
 transformers 5's meaning. Processors: ``suppress_tokens``, ``begin_suppress_tokens``, ``bad_words_ids``,
 ``sequence_bias``, ``encoder_repetition_penalty``, ``encoder_no_repeat_ngram_size``, ``min_new_tokens``,
 ``exponential_decay_length_penalty``, ``remove_invalid_values`` (logits_processors.py); sampling warpers:
-``typical_p``, ``epsilon_cutoff``, ``eta_cutoff``, and ``renormalize_logits`` (sampling.py); stopping: ``max_time``
-and ``stop_strings`` (stopping.py; the stop strings need the tokenizer).
+``typical_p``, ``epsilon_cutoff``, ``eta_cutoff``, ``top_h``, and ``renormalize_logits`` (sampling.py); the watermark
+``watermarking_config`` (watermarking.py); classifier-free guidance ``guidance_scale`` (guidance.py); stopping:
+``max_time`` and ``stop_strings`` (stopping.py; the stop strings need the tokenizer).
 
 Settings of transformers' GenerationConfig that change the tokens but that forgegrad does not read (group beam
-search, contrastive search, DoLa, classifier-free guidance, top-h, watermarking, constraints, token healing, an
-encoder-decoder's decoder_start_token_id other than config.json's) are named in one warning when
-generation_config.json sets them; the rest (cache, output and assistant settings) do not
-change the tokens. Keys transformers does not know are ignored, as transformers ignores them.
+search, contrastive search, DoLa, constraints, token healing, an encoder-decoder's decoder_start_token_id other
+than config.json's) are named in one warning when generation_config.json sets them; the rest (cache, output and
+assistant settings) do not change the tokens. Keys transformers does not know are ignored, as transformers ignores them.
 """
 from __future__ import annotations
 
@@ -25,13 +25,13 @@ __all__ = ["EXTRA_SETTINGS", "read_settings", "config_settings", "given_settings
 EXTRA_SETTINGS = ("suppress_tokens", "begin_suppress_tokens", "bad_words_ids", "sequence_bias", "typical_p",
                   "epsilon_cutoff", "eta_cutoff", "renormalize_logits", "exponential_decay_length_penalty",
                   "encoder_repetition_penalty", "encoder_no_repeat_ngram_size", "min_new_tokens",
-                  "remove_invalid_values", "stop_strings", "max_time")
+                  "remove_invalid_values", "stop_strings", "max_time", "top_h", "watermarking_config",
+                  "guidance_scale")
 
 # GenerationConfig settings that change the generated tokens and that generate does not read, with the values
 # that leave generation as it is (older transformers wrote every default into generation_config.json)
 UNREAD_SETTINGS = {"num_beam_groups": (None, 1), "diversity_penalty": (None, 0, 0.0), "penalty_alpha": (None,),
-                   "dola_layers": (None,), "guidance_scale": (None, 1, 1.0), "top_h": (None,),
-                   "watermarking_config": (None,), "constraints": (None,), "force_words_ids": (None,),
+                   "dola_layers": (None,), "constraints": (None,), "force_words_ids": (None,),
                    "token_healing": (None, False)}
 _warned: set = set()
 
@@ -117,7 +117,14 @@ def _check(name: str, value, vocab: int):
         if not _real(value) or not value > 0:
             raise ValueError(f"generate: max_time must be a number of seconds > 0, got {value!r}")
         return float(value)
-    # typical_p, epsilon_cutoff, eta_cutoff: sampling.check_sampling checks them with the other warpers
+    if name == "watermarking_config":
+        from .watermarking import watermark_settings
+        return watermark_settings(value)
+    if name == "guidance_scale":  # transformers applies any value but 1 (none); > 1 follows the prompt more
+        if not _real(value) or not np.isfinite(value):
+            raise ValueError(f"generate: guidance_scale must be a number (1: no guidance), got {value!r}")
+        return None if value == 1 else float(value)
+    # typical_p, epsilon_cutoff, eta_cutoff, top_h: sampling.check_sampling checks them with the other warpers
     return value
 
 

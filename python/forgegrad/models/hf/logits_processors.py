@@ -5,8 +5,9 @@ negative), ``no_repeat_ngram_size`` (a token that would repeat an n-gram of the
 sequence so far is banned), ``min_length`` (no end-of-sequence token while the sequence, prompt or
 decoder start included, is shorter), and the forced first / last tokens (``forced_bos_token_id`` when the
 sequence holds one token, ``forced_eos_token_id`` at ``max_length`` - 1: every other token banned), and the
-rest of transformers' in its order: ``sequence_bias`` (first), ``encoder_repetition_penalty`` and
-``encoder_no_repeat_ngram_size`` (the prompt's tokens / n-grams; an encoder-decoder's encoder input),
+rest of transformers' in its order: classifier-free guidance (``guidance_scale``, guidance.py: first),
+``sequence_bias``, ``encoder_repetition_penalty`` and ``encoder_no_repeat_ngram_size`` (the prompt's tokens /
+n-grams; an encoder-decoder's encoder input),
 ``bad_words_ids``, ``min_new_tokens`` (as ``min_length``), ``remove_invalid_values``,
 ``exponential_decay_length_penalty``, ``suppress_tokens`` and ``begin_suppress_tokens`` (last, before the caller's
 own processors).
@@ -73,14 +74,16 @@ class LogitsProcessors:
                  encoder_ids: Optional[np.ndarray] = None, encoder_repetition_penalty: float = 1.0,
                  encoder_no_repeat_ngram_size: int = 0, remove_invalid_values: bool = False,
                  exponential_decay: Optional[Tuple[int, float]] = None, suppress_tokens: Sequence[int] = (),
-                 begin_suppress_tokens: Sequence[int] = (), begin_index: Optional[int] = None):
+                 begin_suppress_tokens: Sequence[int] = (), begin_index: Optional[int] = None,
+                 guidance: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None):
         """``padding``: each prompt's count of left padding (not penalized); ``extra``: the caller's own
         processors, ``f(sequences, scores) -> scores``, run after these. ``encoder_ids`` (B, S): the prompts (an
         encoder-decoder's encoder input), padding included as transformers takes them, for
         ``encoder_repetition_penalty`` (> 1 favours their tokens) and ``encoder_no_repeat_ngram_size`` (no n-gram of
         theirs repeated); ``exponential_decay``: (sequence length after which, factor): the end tokens' scores
         grow by |score| * (factor ** steps - 1); ``begin_suppress_tokens`` are banned when the sequence is
-        ``begin_index`` long."""
+        ``begin_index`` long; ``guidance``: guidance.ClassifierFreeGuidance, first."""
+        self.guidance = guidance
         self.repetition = float(repetition_penalty)
         self.padding = padding
         self.extra = list(extra)
@@ -104,7 +107,8 @@ class LogitsProcessors:
 
     @property
     def active(self) -> bool:
-        return bool(self.ngram or (self.min_length and self.eos) or self.forced_bos is not None
+        return bool(self.guidance is not None or self.ngram or (self.min_length and self.eos)
+                    or self.forced_bos is not None
                     or (self.forced_eos is not None and self.max_length is not None) or self.repetition != 1.0
                     or self.extra or self.sequence_bias or self.bad_words or self.encoder_ngrams
                     or (self.encoder_penalty != 1.0 and self.encoder_ids is not None) or self.remove_invalid
@@ -116,6 +120,8 @@ class LogitsProcessors:
         scores = np.array(scores, dtype=np.float32)
         rows, L = sequences.shape
         V = scores.shape[-1]
+        if self.guidance is not None:
+            scores = self.guidance(sequences, scores)
         if self.sequence_bias is not None:
             scores = self.sequence_bias(sequences, scores)
         if self.encoder_penalty != 1.0 and self.encoder_ids is not None:

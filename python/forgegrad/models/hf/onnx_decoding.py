@@ -8,7 +8,8 @@ checkpoint's); else generate's default. The length (``max_new_tokens``, else the
 ``max_length`` less the prompt), the end and pad tokens, the sampling settings (the config's only when sampling;
 ``top_k`` 50 by default), the beam settings and the number of sequences, and the processors' settings
 (``repetition_penalty``, ``no_repeat_ngram_size``, ``min_length``, the forced first / last tokens and
-generate's further settings, generation_settings.py) go through generate's own functions: the same checks, the
+generate's further settings, generation_settings.py: top_h and the watermark too; classifier-free guidance,
+which needs a second run of the model, is refused) go through generate's own functions: the same checks, the
 same LogitsProcessors, Sampler and stopping criteria, and the errors name the function called. A graph has no
 config.json: where generate falls back on the checkpoint's config.json (an end token, a forced token), the ONNX
 paths read the generation config only.
@@ -52,7 +53,7 @@ class TokenPicker:
         """The next token of each row from its last position's logits (B, V), appended to ``sequences``."""
         if self.process.active:
             last_logits = self.process(self.sequences, last_logits)
-        nxt = self.sampler(last_logits)
+        nxt = self.sampler(last_logits, self.sequences)
         if self.eos:
             nxt = np.where(self.done, self.pad, nxt)
             self.done |= np.isin(nxt, self.eos)
@@ -182,6 +183,11 @@ def decoding(who: str, graph, generation_config, vocab: Optional[int], tokenizer
     a = arguments
     try:
         extra = config_settings(config, given, vocab)
+        if extra["guidance_scale"] is not None:
+            raise ValueError(f"{who}: guidance_scale is not supported on exported graphs (classifier-free guidance "
+                             f"runs the model a second time on its own cache); give guidance_scale=None to decode "
+                             f"without it, "
+                             f"got {extra['guidance_scale']!r}")
         stopping = Stopping(extra["max_time"], extra["stop_strings"], tokenizer)
         sampler = _sampler(model, a["do_sample"], a["temperature"], a["top_k"], a["top_p"], a["min_p"], extra)
         beams = beam_settings(who, resolve(model, "num_beams", a["num_beams"], 1),

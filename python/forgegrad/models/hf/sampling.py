@@ -1,5 +1,6 @@
-"""Sampling for ``generate``: transformers' logits warpers (temperature, top-k, top-p, min-p, typical-p, epsilon and
-eta cutoffs, in that order; then ``renormalize_logits``' log-softmax) and the draw from forgegrad's generator.
+"""Sampling for ``generate``: transformers' logits warpers (temperature, top-h, top-k, top-p, min-p, typical-p, epsilon
+and eta cutoffs, in that order; then the watermark (watermarking.py) and ``renormalize_logits``' log-softmax, which
+apply when not sampling too) and the draw from forgegrad's generator.
 
 ``Sampler`` holds one request's settings. ``select_next`` draws one token per row (or takes the argmax);
 beam sampling (``generate(..., num_beams=K, do_sample=True)``) warps the beams' log-probabilities with the same
@@ -16,7 +17,7 @@ import numpy as np
 from ...random import generator
 
 __all__ = ["Sampler", "select_next", "check_sampling", "draw_without_replacement", "typical_filter", "cutoff_filter",
-           "log_softmax"]
+           "top_h_filter", "log_softmax"]
 
 
 def _real(v) -> bool:
@@ -24,7 +25,7 @@ def _real(v) -> bool:
 
 
 def check_sampling(do_sample, temperature, top_k, top_p, min_p=None, typical_p=None, epsilon_cutoff=None,
-                   eta_cutoff=None) -> None:
+                   eta_cutoff=None, top_h=None) -> None:
     """generate's checks of the sampling settings, naming the one that is wrong."""
     if not isinstance(do_sample, bool):
         raise TypeError(f"generate: do_sample must be a bool, got {type(do_sample).__name__}")
@@ -39,6 +40,8 @@ def check_sampling(do_sample, temperature, top_k, top_p, min_p=None, typical_p=N
     if typical_p is not None and (not _real(typical_p) or not 0 < typical_p <= 1):
         raise ValueError(f"generate: typical_p must be a number in (0, 1] (None or 1: no typical-p filter), "
                          f"got {typical_p!r}")
+    if top_h is not None and (not _real(top_h) or not 0 < top_h <= 1):
+        raise ValueError(f"generate: top_h must be a number in (0, 1] (None: no top-h filter), got {top_h!r}")
     for name, value in (("epsilon_cutoff", epsilon_cutoff), ("eta_cutoff", eta_cutoff)):
         if value is not None and (not _real(value) or not 0 <= value < 1):
             raise ValueError(f"generate: {name} must be a number in [0, 1) (None or 0: no cutoff), got {value!r}")
@@ -47,17 +50,19 @@ def check_sampling(do_sample, temperature, top_k, top_p, min_p=None, typical_p=N
 class Sampler:
     """One request's sampling settings, checked. ``warp(scores)``: the scores divided by the temperature, the
     tokens the filters drop at -inf; ``__call__(logits)``: the next token of each row (argmax when not
-    sampling). ``typical_p`` (1: none), ``epsilon_cutoff`` and ``eta_cutoff`` (0: none) are transformers'
-    TypicalLogitsWarper, EpsilonLogitsWarper and EtaLogitsWarper; ``renormalize`` (``renormalize_logits``): the
-    warped scores' log-softmax, as transformers' LogitNormalization, last (beam search then scores the
-    log-probabilities the processors and warpers left, renormalized)."""
+    sampling). ``typical_p`` (1: none), ``epsilon_cutoff`` and ``eta_cutoff`` (0: none) and ``top_h`` are
+    transformers' TypicalLogitsWarper, EpsilonLogitsWarper, EtaLogitsWarper and TopHLogitsWarper; ``watermark`` (a
+    watermarking.Watermark, greedy or sampling): its bias on the green lists after the warpers, as transformers
+    places it; ``renormalize`` (``renormalize_logits``): the warped scores' log-softmax, as transformers'
+    LogitNormalization, last (beam search then scores the log-probabilities the processors and warpers left,
+    renormalized). The watermark needs the sequences: ``__call__(logits, sequences)``."""
 
     def __init__(self, do_sample: bool, temperature: float = 1.0, top_k: Optional[int] = None,
                  top_p: Optional[float] = None, min_p: Optional[float] = None,
                  rng: Optional[np.random.Generator] = None, typical_p: Optional[float] = None,
                  epsilon_cutoff: Optional[float] = None, eta_cutoff: Optional[float] = None,
-                 renormalize: bool = False):
-        check_sampling(do_sample, temperature, top_k, top_p, min_p, typical_p, epsilon_cutoff, eta_cutoff)
+                 renormalize: bool = False, top_h: Optional[float] = None, watermark=None):
+        check_sampling(do_sample, temperature, top_k, top_p, min_p, typical_p, epsilon_cutoff, eta_cutoff, top_h)
         if not isinstance(renormalize, bool):
             raise TypeError(f"generate: renormalize_logits must be a bool, got {renormalize!r}")
         self.do_sample, self.temperature = do_sample, float(temperature)
@@ -65,13 +70,17 @@ class Sampler:
         self.typical_p = None if typical_p is None or typical_p >= 1 else float(typical_p)
         self.epsilon, self.eta = epsilon_cutoff or None, eta_cutoff or None
         self.renormalize = renormalize
+        self.top_h = None if top_h is None else float(top_h)
+        self.watermark = watermark
         self.rng = generator() if rng is None else rng
 
     def warp(self, scores: np.ndarray, min_keep: int = 1) -> np.ndarray:
-        """transformers' warpers in their order on (rows, V) scores (float64 here): temperature, then top-k, top-p
-        and min-p, each keeping at least ``min_keep`` tokens per row."""
+        """transformers' warpers in their order on (rows, V) scores (float64 here): temperature, then top-h (which
+        keeps at least one token), top-k, top-p and min-p, each keeping at least ``min_keep`` tokens per row."""
         scores = scores.astype(np.float64) / self.temperature
         V = scores.shape[-1]
+        if self.top_h is not None:
+            scores = top_h_filter(scores, self.top_h)
         if self.top_k is not None and max(self.top_k, min_keep) < V:
             k = max(self.top_k, min_keep)
             kth = np.partition(scores, -k, axis=-1)[:, -k][:, None]
@@ -102,12 +111,21 @@ class Sampler:
                 scores = cutoff_filter(scores, epsilon, eta, min_keep)
         return scores
 
-    def __call__(self, logits: np.ndarray) -> np.ndarray:
+    def finish(self, scores: np.ndarray, sequences: Optional[np.ndarray] = None) -> np.ndarray:
+        """What transformers does after the warpers: the watermark (on the rows' ``sequences`` so far), then
+        renormalize_logits' log-softmax."""
+        if self.watermark is not None:
+            if sequences is None:
+                raise ValueError("generate: watermarking_config needs each row's tokens so far (the sequences)")
+            scores = self.watermark(sequences, scores)
+        return log_softmax(scores) if self.renormalize else scores
+
+    def __call__(self, logits: np.ndarray, sequences: Optional[np.ndarray] = None) -> np.ndarray:
+        """The next token of each row of ``logits`` (rows, V); ``sequences`` (rows, L): the tokens before it (the
+        watermark's seeds)."""
         if not self.do_sample:
-            return (log_softmax(logits) if self.renormalize else logits).argmax(axis=-1).astype(np.int64)
-        scores = self.warp(logits)
-        if self.renormalize:
-            scores = log_softmax(scores)
+            return self.finish(logits, sequences).argmax(axis=-1).astype(np.int64)
+        scores = self.finish(self.warp(logits), sequences)
         probs = np.exp(scores - scores.max(-1, keepdims=True))
         cum = np.cumsum(probs, axis=-1)
         draws = self.rng.random(scores.shape[0]) * cum[:, -1]
@@ -147,6 +165,31 @@ def typical_filter(scores: np.ndarray, mass: float, min_keep: int = 1) -> np.nda
     drop = np.zeros_like(drop_sorted)
     np.put_along_axis(drop, order, drop_sorted, axis=-1)
     return np.where(drop, -np.inf, scores)
+
+
+def top_h_filter(scores: np.ndarray, top_h: float) -> np.ndarray:
+    """transformers' TopHLogitsWarper: of each row's 100 most likely tokens (most likely first), those while the
+    running sum of -p log p (p their probabilities among the 100) stays within ``top_h`` times the 100's entropy,
+    the first always. Decided in float32 as transformers' scores are; a zero probability's term is NaN there (0 *
+    -inf), which ends the run, as it does here."""
+    s32 = scores.astype(np.float32)
+    n = min(100, s32.shape[-1])
+    top_idx = np.argsort(-s32, axis=-1, kind="stable")[:, :n]
+    top = np.take_along_axis(s32, top_idx, axis=-1)
+    # torch's Categorical(logits=top): logits less their logsumexp, probs their softmax
+    shifted = top - top.max(-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logits = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+        probs = np.exp(logits)
+        probs = probs / probs.sum(-1, keepdims=True)
+        tiny = np.finfo(np.float32).min
+        tau = -(np.maximum(logits, tiny) * probs).sum(-1, keepdims=True) * np.float32(top_h)
+        cum = np.cumsum(-probs * np.log(probs), axis=-1)
+    keep_sorted = cum <= tau
+    keep_sorted[:, 0] = True
+    keep = np.zeros(s32.shape, bool)
+    np.put_along_axis(keep, top_idx, keep_sorted, axis=-1)
+    return np.where(keep, scores, -np.inf)
 
 
 def cutoff_filter(scores: np.ndarray, epsilon: float, eta: bool = False, min_keep: int = 1) -> np.ndarray:

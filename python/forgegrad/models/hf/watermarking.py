@@ -1,0 +1,239 @@
+"""Watermarking as transformers 5 does it (Kirchenbauer et al., https://arxiv.org/abs/2306.04634): ``generate``'s
+``watermarking_config`` adds ``bias`` to the scores of a "green list" of ``greenlist_ratio`` of the vocabulary, drawn
+afresh at each step from a seed of the tokens before it; ``WatermarkDetector`` counts the green tokens of a text and
+gives the z-score of that count.
+
+The green lists are transformers' own: its WatermarkLogitsProcessor seeds a torch CPU generator and takes the first
+tokens of ``torch.randperm``. torch's generator is the 32-bit Mersenne Twister seeded with the seed's low 32 bits
+(MT19937's init_genrand), and its CPU randperm (below 2**32 / 20 elements) is the Fisher-Yates shuffle that swaps
+element i with element i + (next 32-bit draw % (n - i)); numpy's legacy RandomState seeds MT19937 the same way and
+its full-range uint32 randint returns the same 32-bit draws, so the same seeds give the same lists, and therefore the
+same tokens, without torch.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import List, Optional
+
+import numpy as np
+
+__all__ = ["WATERMARK_DEFAULTS", "Watermark", "WatermarkDetector", "WatermarkDetectorOutput", "watermark_settings",
+           "torch_randperm"]
+
+# transformers' WatermarkingConfig defaults (hashing_key: the millionth prime)
+WATERMARK_DEFAULTS = {"greenlist_ratio": 0.25, "bias": 2.0, "hashing_key": 15485863, "seeding_scheme": "lefthash",
+                      "context_width": 1}
+_TABLE_SIZE = 1_000_003  # transformers' fixed table, a permutation the selfhash scheme seeds from
+_CANDIDATES = 40  # transformers' selfhash tries the 40 most likely next tokens
+
+
+def torch_randperm(n: int, seed: int, k: Optional[int] = None,
+                   state: Optional[np.random.RandomState] = None) -> List[int]:
+    """The first ``k`` (default all) elements of ``torch.randperm(n, generator=g)`` for a CPU generator ``g`` just
+    seeded with ``seed``: Fisher-Yates with each swap's offset the next 32-bit draw modulo what is left (the first k
+    places are final after k swaps, so only those are made). ``state``: a RandomState to reseed (one per thread)."""
+    k = n if k is None else min(int(k), n)
+    state = np.random.RandomState() if state is None else state
+    state.seed(int(seed) & 0xFFFFFFFF)  # init_genrand, as torch's manual_seed
+    swaps = min(k, n - 1)
+    draws = state.randint(0, 2 ** 32, size=max(swaps, 0), dtype=np.uint32).astype(np.int64)
+    offsets = (draws % (n - np.arange(len(draws)))).tolist()
+    moved: dict = {}  # the places the swaps changed (the permutation is the identity elsewhere)
+    out = []
+    for i, z in enumerate(offsets):
+        j = i + z
+        here, there = moved.get(i, i), moved.get(j, j)
+        moved[j] = here
+        out.append(there)
+    if k > swaps:  # the last place, which no swap chooses
+        out.append(moved.get(n - 1, n - 1))
+    return out
+
+
+@lru_cache(maxsize=8)
+def _fixed_table(hashing_key: int, length: int) -> np.ndarray:
+    """The first ``length`` entries of transformers' fixed table, randperm(1_000_003) seeded with the hashing key."""
+    return np.array(torch_randperm(_TABLE_SIZE, hashing_key, length), np.int64)
+
+
+def _real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def watermark_settings(value, who: str = "generate") -> Optional[dict]:
+    """``watermarking_config`` checked as transformers checks it (WatermarkingConfig.validate and the processor's
+    own checks), with transformers' defaults for the keys left out; None: no watermark. ``value``: a dict (what
+    generation_config.json holds) or a transformers WatermarkingConfig."""
+    if value is None:
+        return None
+    if hasattr(value, "to_dict") and not isinstance(value, dict):
+        value = value.to_dict()
+    if not isinstance(value, dict):
+        raise TypeError(f"{who}: watermarking_config must be a dict of {', '.join(WATERMARK_DEFAULTS)} (or a "
+                        f"transformers WatermarkingConfig), got {type(value).__name__}")
+    unknown = sorted(set(value) - set(WATERMARK_DEFAULTS))
+    if unknown:  # transformers' WatermarkingConfig(**dict) refuses them too
+        raise ValueError(f"{who}: watermarking_config has unknown keys {unknown} (it takes "
+                         f"{', '.join(WATERMARK_DEFAULTS)})")
+    out = dict(WATERMARK_DEFAULTS, **value)
+    if out["seeding_scheme"] not in ("lefthash", "selfhash"):
+        raise ValueError(f"{who}: watermarking_config's seeding_scheme must be \"lefthash\" or \"selfhash\", "
+                         f"got {out['seeding_scheme']!r}")
+    if not _real(out["greenlist_ratio"]) or not 0 < out["greenlist_ratio"] < 1:
+        raise ValueError(f"{who}: watermarking_config's greenlist_ratio must be a number in (0, 1), "
+                         f"got {out['greenlist_ratio']!r}")
+    if not _real(out["bias"]) or not math.isfinite(out["bias"]):
+        raise ValueError(f"{who}: watermarking_config's bias must be a finite number, got {out['bias']!r}")
+    for name in ("hashing_key", "context_width"):
+        if not isinstance(out[name], numbers.Integral) or isinstance(out[name], bool) or out[name] < (
+                1 if name == "context_width" else 0):
+            raise ValueError(f"{who}: watermarking_config's {name} must be an int "
+                             f"{'>= 1' if name == 'context_width' else '>= 0'}, got {out[name]!r}")
+    out.update(greenlist_ratio=float(out["greenlist_ratio"]), bias=float(out["bias"]),
+               hashing_key=int(out["hashing_key"]), context_width=int(out["context_width"]))
+    return out
+
+
+class Watermark:
+    """transformers' WatermarkLogitsProcessor: ``(sequences (rows, L), scores (rows, V)) -> scores`` with ``bias``
+    added to each row's green list. "lefthash": the list seeded by hashing_key times the last token; "selfhash": of
+    the 40 most likely next tokens, those in the list seeded by themselves and the ``context_width`` - 1 tokens
+    before them (through the fixed table). Sequences shorter than ``context_width`` are left as they are.
+    ``vocab_size``: the size the lists are drawn from (config.json's vocab_size, as transformers takes it; None:
+    the scores' width, where there is no config.json: an exported graph)."""
+
+    def __init__(self, settings: dict, vocab_size: Optional[int] = None):
+        self.bias = settings["bias"]
+        self.key = settings["hashing_key"]
+        self.scheme = settings["seeding_scheme"]
+        self.width = settings["context_width"]
+        self.ratio = settings["greenlist_ratio"]
+        self.state = np.random.RandomState()  # reseeded for each green list
+        self.vocab_size = None
+        if vocab_size is not None:
+            self._set_vocab(int(vocab_size))
+
+    def _set_vocab(self, vocab_size: int) -> None:
+        if self.scheme == "selfhash" and vocab_size < _CANDIDATES:
+            raise ValueError(f"generate: watermarking_config's seeding_scheme \"selfhash\" tries the {_CANDIDATES} "
+                             f"most likely tokens and needs a vocabulary of at least {_CANDIDATES}, got {vocab_size}")
+        self.vocab_size = vocab_size
+        self.green_size = int(vocab_size * self.ratio)
+
+    def _seed(self, tokens: np.ndarray) -> int:
+        tokens = tokens[-self.width:]
+        if self.scheme == "selfhash":
+            index = tokens % _TABLE_SIZE
+            table = _fixed_table(self.key, max(int(index.max()) + 1, min(self.vocab_size, _TABLE_SIZE)))
+            b = int(table[index[-1]]) + 1
+            # int64 products, wrapping as torch's do
+            seed = min((self.key * (int(t) + 1) * b + 2 ** 63) % 2 ** 64 - 2 ** 63 for t in table[index])
+        else:
+            seed = self.key * int(tokens[-1])
+        return seed % (2 ** 64 - 1)
+
+    def green_list(self, tokens) -> List[int]:
+        """The green list of the token after ``tokens`` (1-D), as transformers' ``_get_greenlist_ids``."""
+        return torch_randperm(self.vocab_size, self._seed(np.asarray(tokens, np.int64)), self.green_size, self.state)
+
+    def _self_green(self, tokens: np.ndarray, row: np.ndarray) -> List[int]:
+        order = np.argsort(-row, kind="stable")[:_CANDIDATES]
+        return [int(t) for t in order if t in set(self.green_list(np.append(tokens, t)))]
+
+    def __call__(self, sequences: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        if self.vocab_size is None:
+            self._set_vocab(scores.shape[-1])
+        if sequences.shape[1] < self.width:
+            return scores
+        out = np.array(scores)
+        bias = out.dtype.type(self.bias)
+        for r, tokens in enumerate(np.asarray(sequences, np.int64)):
+            green = self._self_green(tokens, scores[r]) if self.scheme == "selfhash" else self.green_list(tokens)
+            out[r, green] += bias
+        return out
+
+
+@dataclass
+class WatermarkDetectorOutput:
+    """transformers' WatermarkDetectorOutput: per row, the tokens scored, the green ones, their fraction, the
+    z-score, its one-sided p-value, ``z_score > z_threshold`` and 1 - p-value."""
+    num_tokens_scored: np.ndarray
+    num_green_tokens: np.ndarray
+    green_fraction: np.ndarray
+    z_score: np.ndarray
+    p_value: np.ndarray
+    prediction: np.ndarray
+    confidence: np.ndarray
+
+
+class WatermarkDetector:
+    """transformers' WatermarkDetector: whether texts carry the watermark of ``watermarking_config`` (the settings
+    they were generated with).
+
+    Args:
+        model_config: a model from ``from_pretrained`` or its config.json's contents (a dict): its ``vocab_size``
+            and leading token (``bos_token_id``, an encoder-decoder's ``decoder_start_token_id``), dropped from texts
+            that start with it.
+        watermarking_config: a dict as generate takes it (or a transformers WatermarkingConfig).
+        ignore_repeated_ngrams: count each distinct (context, token) once.
+
+    Calling it on ``input_ids`` (B, T), the generated tokens (best without the prompt), gives ``z_score >
+    z_threshold`` per row, or with ``return_dict`` the WatermarkDetectorOutput."""
+
+    def __init__(self, model_config, watermarking_config, ignore_repeated_ngrams: bool = False):
+        config = getattr(model_config, "config", model_config)
+        if not isinstance(config, dict) or not isinstance(config.get("vocab_size"), numbers.Integral):
+            raise TypeError("WatermarkDetector: model_config must be a model from from_pretrained or a config.json "
+                            "dict with its vocab_size")
+        self.settings = watermark_settings(watermarking_config, "WatermarkDetector")
+        if self.settings is None:
+            raise ValueError("WatermarkDetector: watermarking_config must be the settings the texts were generated "
+                             "with, got None")
+        self.bos_token_id = config.get("decoder_start_token_id" if config.get("is_encoder_decoder") else
+                                       "bos_token_id")
+        self.ratio = self.settings["greenlist_ratio"]
+        self.ignore_repeated_ngrams = bool(ignore_repeated_ngrams)
+        self.watermark = Watermark(self.settings, config["vocab_size"])
+        self._green = lru_cache(maxsize=4096)(self._is_green)
+
+    def _is_green(self, prefix: tuple, target: int) -> bool:
+        return target in self.watermark.green_list(np.array(prefix, np.int64))
+
+    def _count(self, ids: np.ndarray):
+        selfhash = self.watermark.scheme == "selfhash"
+        n = self.watermark.width + 1 - selfhash
+        scored, green = np.zeros(len(ids)), np.zeros(len(ids))
+        for b, row in enumerate(ids.tolist()):
+            counts = Counter(tuple(row[i:i + n]) for i in range(len(row) - n + 1))
+            hits = {g: self._green(g if selfhash else g[:-1], g[-1]) for g in counts}
+            if self.ignore_repeated_ngrams:
+                scored[b], green[b] = len(counts), sum(hits.values())
+            else:
+                scored[b], green[b] = sum(counts.values()), sum(f * hits[g] for g, f in counts.items())
+        return scored, green
+
+    def __call__(self, input_ids, z_threshold: float = 3.0, return_dict: bool = False):
+        ids = np.asarray(input_ids, np.int64)
+        if ids.ndim != 2:
+            raise ValueError(f"WatermarkDetector: input_ids must be (batch, tokens), got shape {ids.shape}")
+        has_bos = ids[:, 0] == self.bos_token_id if self.bos_token_id is not None else np.zeros(len(ids), bool)
+        if has_bos.any() != has_bos.all():
+            raise ValueError("WatermarkDetector: some rows start with the bos token and some do not (tokenize them "
+                             "alike)")
+        if has_bos.any():
+            ids = ids[:, 1:]
+        if ids.shape[1] - self.watermark.width < 1:
+            raise ValueError(f"WatermarkDetector: input_ids need at least one token after the first "
+                             f"context_width={self.watermark.width} (the bos token aside), got {ids.shape[1]}")
+        scored, green = self._count(ids)
+        expected = self.ratio
+        z = (green - expected * scored) / np.sqrt(scored * expected * (1 - expected))
+        prediction = z > z_threshold
+        if not return_dict:
+            return prediction
+        p = np.array([0.5 * math.erfc(v / math.sqrt(2)) for v in z.tolist()])
+        return WatermarkDetectorOutput(scored, green, green / scored, z, p, prediction, 1 - p)
