@@ -14,10 +14,15 @@ own, after a warm-up request; reported per engine:
 
 On the GPT-2-sized checkpoint of tools/completions_overhead.py (random weights transformers writes).
 
-    python tools/paged_kv_bench.py [--threads 2] [--requests 32] [--max-batch 32] [--attention]
+    python tools/paged_kv_bench.py [--threads 2] [--requests 32] [--max-batch 32] [--attention] [--kv-blocks N]
 
 ``--attention`` times one layer's decode attention alone instead: the contiguous step's, the paged one gathered
 in numpy, and the paged C++ kernel.
+
+``--kv-blocks N`` compares two paged engines on a pool of N blocks instead: "reserve all", each row reserving every
+block it can ever take (its prompt and max_tokens) before its prefill, as the engine did before it could preempt
+(a look-ahead as long as the context), against "on demand": its prompt and a one-block look-ahead, then blocks as it
+grows, rows preempted (and recomputed) when the pool runs out; preemptions are reported.
 
 Needs torch, transformers and tokenizers."""
 from __future__ import annotations
@@ -63,9 +68,11 @@ def run_engine(args) -> dict:
         steps.append((rows, seconds))
 
     kw = dict(on_step=on_step, prefill_chunk=128)
-    if args.engine == "paged":
-        pool = KVPool.for_model(gen.model, blocks=args.max_batch * -(-(gen.context + 1) // 16))
-        engine = PagedBatchEngine(gen, args.max_batch, pool, **kw)
+    if args.engine != "contiguous":
+        blocks = args.kv_blocks or args.max_batch * -(-(gen.context + 1) // 16)
+        pool = KVPool.for_model(gen.model, blocks=blocks)
+        lookahead = gen.context if args.engine == "reserve-all" else None
+        engine = PagedBatchEngine(gen, args.max_batch, pool, lookahead=lookahead, **kw)
     else:
         engine = BatchEngine(gen, args.max_batch, **kw)
     kv_peak = [0]
@@ -82,7 +89,7 @@ def run_engine(args) -> dict:
     def sample():
         while not done.is_set():
             peak[0] = max(peak[0], _rss())
-            if args.engine == "paged":
+            if args.engine != "contiguous":
                 kv_peak[0] = pool.peak * pool.block_bytes
             else:
                 try:  # the engine's thread changes these as we read them: a torn read is skipped
@@ -108,6 +115,7 @@ def run_engine(args) -> dict:
     return {"engine": args.engine, "tokens": tokens, "seconds": seconds, "rss_mb": (peak[0] - base) / 2 ** 20,
             "kv_mb": kv_peak[0] / 2 ** 20, "step_ms": 1e3 * sum(s for _, s in steps) / max(len(steps), 1),
             "rows": sum(r for r, _ in steps) / max(len(steps), 1),
+            "preemptions": pool.preemptions if args.engine != "contiguous" else 0,
             "answers": [r[0].token_ids for r in results]}
 
 
@@ -170,7 +178,10 @@ def main():
     ap.add_argument("--gen-max", type=int, default=128)
     ap.add_argument("--dir", default="/tmp/fg-gpt2-124m", help="where the checkpoint is written once")
     ap.add_argument("--attention", action="store_true", help="only time one layer's decode attention, three ways")
-    ap.add_argument("--engine", choices=("contiguous", "paged"), help=argparse.SUPPRESS)  # one engine's run
+    ap.add_argument("--kv-blocks", type=int, default=None,
+                    help="compare paged engines on a pool of this many 16-token blocks: rows reserving all their "
+                         "blocks up front against blocks on demand with preemption")
+    ap.add_argument("--engine", choices=("contiguous", "paged", "reserve-all"), help=argparse.SUPPRESS)  # one run
     args = ap.parse_args()
     if args.attention:
         attention_only(args)
@@ -183,16 +194,19 @@ def main():
     work = _workload(args)
     print(f"GPT-2 124M shape, {args.threads} thread(s): {args.requests} requests at once, prompts "
           f"{min(len(p) for p, _ in work)}..{max(len(p) for p, _ in work)} tokens, max_tokens "
-          f"{min(n for _, n in work)}..{max(n for _, n in work)}, up to {args.max_batch} rows together")
-    print(f"{'engine':>11} {'peak RSS MiB':>13} {'peak KV MiB':>12} {'tokens/s':>9} {'step ms':>8} {'rows/step':>10}")
+          f"{min(n for _, n in work)}..{max(n for _, n in work)}, up to {args.max_batch} rows together"
+          + ("" if args.kv_blocks is None else f", a pool of {args.kv_blocks} blocks"))
+    print(f"{'engine':>11} {'peak RSS MiB':>13} {'peak KV MiB':>12} {'tokens/s':>9} {'step ms':>8} {'rows/step':>10} "
+          f"{'preempted':>10}")
     runs = {}
-    for engine in ("contiguous", "paged"):
+    engines = ("contiguous", "paged") if args.kv_blocks is None else ("reserve-all", "paged")
+    for engine in engines:
         out = subprocess.run([sys.executable, __file__, "--engine", engine] + sys.argv[1:], check=True,
                              capture_output=True, text=True).stdout
         r = runs[engine] = json.loads(out.strip().splitlines()[-1])
         print(f"{engine:>11} {r['rss_mb']:13.1f} {r['kv_mb']:12.1f} {r['tokens'] / r['seconds']:9.1f} "
-              f"{r['step_ms']:8.1f} {r['rows']:10.1f}")
-    same = runs["contiguous"]["answers"] == runs["paged"]["answers"]
+              f"{r['step_ms']:8.1f} {r['rows']:10.1f} {r['preemptions']:10d}")
+    same = runs[engines[0]]["answers"] == runs["paged"]["answers"]
     print(f"the same tokens from both engines: {same}")
 
 

@@ -293,6 +293,7 @@ class PagedBatchEngine(BatchEngine):
         if isinstance(victim, _Prefill):
             self._let_go(victim)
             victim.done = 0
+            self.prefills.sort(key=_order)  # back in its place: preempted rows that came before it go first
             what = f"the prefill of a {len(victim.ids)}-token prompt"
         else:
             self._release(victim)
