@@ -26,6 +26,7 @@ import numpy as np
 
 from . import _version_counter as _vc
 from .autograd import Function, _note_rebind, _rebind_clock, _rebound, enable_grad
+from .tensor import Tensor
 
 _NDARRAY = np.ndarray
 
@@ -163,7 +164,6 @@ def rebase_if_stale(t) -> None:
 
 def rebase_inputs(args) -> None:
     """``Function.apply``'s check, run while some tensor has been rebound: rebase its stale view inputs."""
-    from .tensor import Tensor
     for a in args:
         if isinstance(a, Tensor):
             node = a._ctx
@@ -174,7 +174,6 @@ def rebase_inputs(args) -> None:
 def rebase(t, base, idx=None) -> None:
     """Give view ``t`` the node AsStrided(base): it stands for base's current values at t's elements. The
     ops that used ``t`` before keep its old node (a stand-in, as for an in-place op)."""
-    from .tensor import Tensor
     if idx is None:
         idx = positions(base._data, t._data)
         if idx is None:  # not inside the base's elements: nothing there was written through the base
@@ -212,7 +211,6 @@ def write_through_view(t, base, idx, old, out) -> None:
     """Record the in-place op whose result is ``out`` (of ``t``'s shape and dtype; ``old`` stands for ``t``
     before it) on view ``t``'s base: the base gets a CopySlices node (its storage takes ``out``'s values at
     ``t``'s elements) and ``t`` is rebased on it."""
-    from .tensor import Tensor
     base_old = Tensor._wrap_exact(base._data)
     base_old._ctx, base_old._out_index, base_old.requires_grad = base._ctx, base._out_index, base.requires_grad
     res = CopySlicesFunction.apply(base_old, out, t._data, idx)

@@ -124,10 +124,10 @@ class Function:
     """
 
     # Outputs that are not differentiable (e.g. argmax indices) are listed by position.
+    non_differentiable_outputs: Sequence[int] = ()
     # True: the output may be a view of input 0 (it shares its storage); an in-place write into either is
     # seen by the other, and the view is rebased after one (forgegrad._view_rebase)
     is_view = False
-    non_differentiable_outputs: Sequence[int] = ()
     # True: outputs keep the dtype forward gives them (cast); else a float64 output of float32 inputs
     # (numpy promoting int + float) is stored as float32, as torch's promotion gives
     exact_dtype = False
@@ -247,7 +247,9 @@ class Function:
 
 
 def _rebase_inputs(args) -> None:
-    from ._view_rebase import rebase_inputs
+    global _rebase_inputs
+    from ._view_rebase import rebase_inputs  # (imports autograd: bound on first use)
+    _rebase_inputs = rebase_inputs
     rebase_inputs(args)
 
 
