@@ -181,7 +181,8 @@ def test_pooling_over_dynamic_image_sizes(tmp_path, name):
 
 @pytest.mark.parametrize("pool", [lambda: NC.MaxPool2d(2, stride=1, padding=1, ceil_mode=True),
                                   lambda: NC.AvgPool2d(3, stride=3, ceil_mode=True),
-                                  lambda: NC.AvgPool2d(3, stride=3, ceil_mode=True, count_include_pad=False)])
+                                  lambda: NC.AvgPool2d(3, stride=3, ceil_mode=True, count_include_pad=False)],
+                         ids=["max", "avg_counted", "avg_not_counted"])
 def test_ceil_mode_pooling_does_not_rely_on_the_runtimes_ceil_mode(tmp_path, pool):
     """onnx's reference evaluator counts ceil-mode windows and divides partial ones differently from torch
     (more windows at stride 1 with padding; k=3, s=3 averages over the whole window): the exported graphs
@@ -194,3 +195,26 @@ def test_ceil_mode_pooling_does_not_rely_on_the_runtimes_ceil_mode(tmp_path, poo
         x = np.random.default_rng(h).standard_normal((n, 3, h, w)).astype(np.float32)
         (got,) = sess.run(None, {report.input_names[0]: x})
         np.testing.assert_allclose(got, np.asarray(model(fg.tensor(x))._data), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("pool", [lambda: NC.AdaptiveAvgPool2d(3),
+                                  lambda: Lambda(lambda m, x: F.max_pool2d(x, 2, stride=1, ceil_mode=True,
+                                                                           return_indices=True)),
+                                  lambda: NC.AvgPool2d(2, stride=3, padding=1, ceil_mode=True)],
+                         ids=["adaptive", "max_ceil_indices", "avg_ceil"])
+def test_pooling_after_a_size_that_looks_static(tmp_path, pool):
+    """A stride-4 conv maps the traced heights (16 and the two just above) to one size, 4: the pool after it still
+    reads its input's size at run time (adaptive windows, ceil-mode window counts, the indices' H*W)."""
+    fg.manual_seed(0)
+    model = nn.Sequential(NC.Conv2d(3, 4, 4, stride=4), pool())
+    model.eval()
+    report = fonnx.export(model, fg.randn(2, 3, 16, 20), str(tmp_path / "p.onnx"), dynamic_axes=AXES,
+                          verify_sizes=VERIFY_SIZES)
+    assert report.ok
+    sess = ort.InferenceSession(str(tmp_path / "p.onnx"), providers=["CPUExecutionProvider"])
+    for n, h, w in [(1, 9, 13), (2, 11, 17), (3, 23, 31), (1, 33, 12)]:  # the conv's output: 2x3 ... 8x3
+        x = np.random.default_rng(h).standard_normal((n, 3, h, w)).astype(np.float32)
+        want = model(fg.tensor(x))
+        want = want if isinstance(want, tuple) else (want,)
+        for g, fw in zip(sess.run(None, {report.input_names[0]: x}), want):
+            np.testing.assert_allclose(g, np.asarray(fw._data), rtol=1e-5, atol=1e-6, err_msg=f"at {x.shape}")

@@ -41,16 +41,21 @@ def map_conv1d(ctx, op):
                       _arg(op, "groups", default=1))]
 
 
-def _spatial_sizes(op, xn):
-    """The input's (H, W) in each trace: more than one when the spatial axes are dynamic."""
-    return {tuple(op.args[xn].shape[2:])} | {tuple(args[xn].shape[2:]) for args in (op.args_b, op.args_c)
-                                             if args.get(xn) is not None}
+def _dynamic_hw(op, xn):
+    """Per spatial axis (H, W) of the input: whether its size can change at run time, so that a pool whose windows
+    follow it reads it off the input's shape. True where the traces saw different sizes, and on both axes whenever
+    a graph input has a dynamic axis past the second (an image's height or width): strided convs and pools map the
+    traced sizes (16, 17, 18) to one size (4 after a stride 4) that only looks static."""
+    shapes = [args[xn].shape[2:] for args in (op.args, op.args_b, op.args_c) if args.get(xn) is not None]
+    traced = tuple(len({hw[i] for hw in shapes}) > 1 for i in range(2))
+    image_axes = any(axis >= 2 for _, axis in op.ctx.symbols.source.values())
+    return tuple(t or image_axes for t in traced)
 
 
 def map_max_pool(ctx, op):
     xn = _x(op)
     hw = tuple(op.args[xn].shape[2:])
-    dynamic = len(_spatial_sizes(op, xn)) > 1
+    dynamic = any(_dynamic_hw(op, xn))
     y = CE.max_pool2d(ctx, op.input(xn), hw, _arg(op, "kernel_size"), _arg(op, "stride"),
                       _arg(op, "padding", default=0), _arg(op, "dilation", default=1),
                       bool(_arg(op, "ceil_mode", default=False)), with_indices=len(op.outputs) == 2, dynamic=dynamic)
@@ -73,16 +78,14 @@ def map_avg_pool(ctx, op):
                           _arg(op, "stride"), _arg(op, "padding", default=0),
                           bool(_arg(op, "ceil_mode", default=False)),
                           bool(_arg(op, "count_include_pad", default=True)), _arg(op, "divisor_override"),
-                          dynamic=len(_spatial_sizes(op, xn)) > 1)]
+                          dynamic=any(_dynamic_hw(op, xn)))]
 
 
 def _adaptive(reduce_op):
     def mapping(ctx, op):
         xn = _x(op)
-        sizes = _spatial_sizes(op, xn)
-        dynamic = tuple(len({hw[i] for hw in sizes}) > 1 for i in range(2))  # windows follow these axes' sizes
         return [CE.adaptive_pool2d(ctx, op.input(xn), tuple(op.args[xn].shape[2:]), _arg(op, "output_size"),
-                                   reduce_op, dynamic)]
+                                   reduce_op, _dynamic_hw(op, xn))]
     return mapping
 
 
