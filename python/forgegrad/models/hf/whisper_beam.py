@@ -42,6 +42,7 @@ class _WhisperProcessors:
 
     def __init__(self, run, prompt_length: int):
         self.run, self.prompt_length = run, prompt_length
+        self.grammar = None if run.grammar is None else run.grammar.window()  # after Whisper's processors
 
     def __call__(self, sequences: np.ndarray, logp: np.ndarray) -> np.ndarray:
         run, new = self.run, sequences[:, self.prompt_length:]
@@ -51,6 +52,8 @@ class _WhisperProcessors:
             logp[:, run.suppress] = -np.inf
         if run.rules is not None:
             run.rules(logp, new)
+        if self.grammar is not None:
+            self.grammar(new, logp)
         return logp
 
 

@@ -13,6 +13,9 @@ A text prompt (``prompt_ids``) goes before the decoder prompt of every window, o
 
 Beam search (``num_beams`` > 1) decodes a greedy window with transformers' beam search (whisper_beam.py).
 
+A grammar (``logits_processor=GrammarLogitsProcessor(...)``, structured outputs) constrains each window's text
+tokens, Whisper's special tokens outside it (whisper_grammar.py).
+
 ``return_token_timestamps=True`` adds each token's time from the cross-attention of the checkpoint's
 alignment heads and dynamic time warping (whisper_alignment.py), as transformers computes them.
 """
@@ -30,6 +33,7 @@ from .logits_processors import generation_source, resolve
 from .whisper_alignment import alignment_settings, padded_times, window_times
 from .whisper_beam import beam_logprobs, beam_window
 from .whisper_fallback import log_softmax, verdict
+from .whisper_grammar import whisper_grammar
 from .whisper_prompt import LANGUAGES, conditioned_prompt, decoder_prompts, text_prompt, token_list
 from .whisper_steps import steps_of
 from .whisper_timestamps import TimestampRules, joined, unpadded, window_segments, without_end
@@ -45,7 +49,8 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
              condition_on_prev_tokens: Optional[bool] = None, time_precision: float = 0.02,
              compression_ratio_threshold=None, logprob_threshold=None, no_speech_threshold=None,
              prompt_ids=None, prompt_condition_type: Optional[str] = None, length_penalty: Optional[float] = None,
-             early_stopping=None, return_token_timestamps: Optional[bool] = None) -> Union[np.ndarray, dict]:
+             early_stopping=None, return_token_timestamps: Optional[bool] = None,
+             logits_processor=None) -> Union[np.ndarray, dict]:
     """The tokens transformers' ``WhisperForConditionalGeneration.generate`` returns for log-mel features
     (``WhisperFeatureExtractor``'s; ``input_features`` (B, num_mel_bins, frames)): (B, n), the prompt not
     included, each row without its end token and padded on the right with ``pad_token_id`` to the longest.
@@ -105,6 +110,13 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
     audio; without it the whole window is aligned. With beam search each hypothesis is aligned on its own tokens'
     cross-attention and, as transformers gathers the beams' steps, past its end (up to the window's longest
     hypothesis) on the cross-attention of the tokens fed to the window's first row.
+    ``logits_processor``: a ``GrammarLogitsProcessor(tokenizer, grammar, eos_token_id, vocab_size)``
+    (constrained.py; structured outputs), made with Whisper's end token and the model's vocabulary: each window's
+    text tokens match the grammar, which starts over at each window and fallback attempt, Whisper's special tokens
+    (prompt, timestamps) outside it and the end token allowed where it is complete (whisper_grammar.py); greedy,
+    sampled and beam-searched windows alike. It runs after Whisper's processors, as transformers runs a
+    ``logits_processor``, so the fallback's log-probabilities are read under it. GrammarError where a window's
+    grammar cannot go on.
     """
     gc = dict(generation_source(model))
     thresholds, condition = _options(gc, compression_ratio_threshold, logprob_threshold, no_speech_threshold,
@@ -151,6 +163,7 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
     run = _Run(model, gc, do_sample, temperature, top_k, top_p, min_p, eos_token_id, pad_token_id, thresholds,
                no_timestamps if return_timestamps else None)
     run.steps, run.beams = steps, beams
+    run.grammar = whisper_grammar(logits_processor, run.eos_value, model.vocab_size)
     if return_token_timestamps:
         run.alignment = alignment
         # transformers' num_frames: the attention mask's ones when one is given, from each window's start
@@ -262,6 +275,7 @@ class _Run:
         self.no_speech_token = None if nst is None else int(gc["no_timestamps_token_id"]) - 1  # <|nocaptions|>
         self.start_tokens = 0  # the prompt's start tokens (set once built): the no-speech place is before them
         self.beams = None  # (num_beams, length_penalty, early_stopping) for beam search
+        self.grammar = None  # a WhisperGrammar (whisper_grammar.py): the text's structured outputs
         self.alignment = None  # ((layer, head) pairs, median filter width) for token timestamps
         self.num_frames: Optional[np.ndarray] = None  # each input's frames, for token timestamps
         self.window_frames: Optional[np.ndarray] = None  # the frames from the window's start of its inputs
@@ -344,6 +358,7 @@ def _decode_window(run: _Run, states, prompt: np.ndarray, padding: Optional[np.n
     first = None if no_speech_at is None else np.array(logits[:, no_speech_at], np.float32)
     logits = logits[:, -1]
     eos = run.eos
+    grammar = None if run.grammar is None else run.grammar.window()
     n = 0
     while n < max_new_tokens:
         scores = np.array(logits, np.float32)
@@ -353,6 +368,8 @@ def _decode_window(run: _Run, states, prompt: np.ndarray, padding: Optional[np.n
             scores[:, run.suppress] = -np.inf
         if run.rules is not None:
             run.rules(scores, out[:, :n])
+        if grammar is not None:
+            grammar(out[:, :n], scores)
         nxt = sampler(scores)
         if chosen is not None:
             final = (sampler.warp(scores) * temperature).astype(np.float32) if sampler.do_sample else scores
