@@ -106,29 +106,76 @@ def test_errors_name_the_argument(collectives):
             assert "has been destroyed" in e["destroyed"]
 
 
-def test_two_models_in_two_disjoint_groups_train_as_one_process_each(tmp_path):
-    """DDP, DistributedOptimizer, ZeRO-2 and FSDP + ZeRO-3, each with process_group=, at 4 ranks in groups [0, 1]
-    and [2, 3] at once: each group's parameters equal one process that starts from the group's first rank's
-    weights and steps Adam on the mean of the group's two losses (its 8 samples)."""
+def _check_group_training(out, groups):
+    """The wrappers' parameters in each (group index, global ranks) of ``groups`` equal one process that starts
+    from the group's rank 0's weights and steps Adam on the mean of the group ranks' losses (their 8 samples)."""
     job = _script("groups_ddp_job")
-    run_job(4, "groups_ddp_job.py", tmp_path, timeout=90)
     names = ["ddp", "distributed_optimizer", "zero2", "zero3"]
     refs = []
-    for gi, first in ((0, 0), (1, 2)):
-        res = json.loads((tmp_path / f"result{gi}.json").read_text())
-        assert res == {"group": gi, "ranks": [first, first + 1], **{n: True for n in names}}
-        model = job.make_model(first)
+    for gi, ranks in groups:
+        res = json.loads((out / f"result{gi}.json").read_text())
+        assert res == {"group": gi, "ranks": ranks, **{n: True for n in names}}
+        model = job.make_model(ranks[0])
         opt = optim.Adam(model.parameters(), lr=job.LR)
         for step in range(job.STEPS):
             opt.zero_grad()
-            xs, ys = zip(*(job.data(gi, step, r) for r in range(2)))
+            xs, ys = zip(*(job.data(gi, step, r) for r in range(len(ranks))))
             job.loss_of(model, np.concatenate(xs), np.concatenate(ys)).backward()
             opt.step()
         refs.append(job.flat_params(model))
         for name in names:
-            got = np.load(os.path.join(tmp_path, f"{name}_group{gi}.npy"))
+            got = np.load(os.path.join(out, f"{name}_group{gi}.npy"))
             np.testing.assert_allclose(got, refs[-1], rtol=0, atol=1e-6, err_msg=(gi, name))
     assert not np.allclose(refs[0], refs[1])  # two different models
+
+
+def test_two_models_in_two_disjoint_groups_train_as_one_process_each(tmp_path):
+    """DDP, DistributedOptimizer, ZeRO-2 and FSDP + ZeRO-3, each with process_group=, at 4 ranks in groups [0, 1]
+    and [2, 3] at once: each group's parameters equal one process that starts from the group's first rank's
+    weights and steps Adam on the mean of the group's two losses (its 8 samples)."""
+    run_job(4, "groups_ddp_job.py", tmp_path, timeout=90)
+    _check_group_training(tmp_path, [(0, [0, 1]), (1, [2, 3])])
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory):
+    out = tmp_path_factory.mktemp("groups_edge")
+    run_job(4, "groups_edge_job.py", out, timeout=90)
+    return out, [json.loads((out / f"edge{r}.json").read_text()) for r in range(4)]
+
+
+def test_wrappers_on_a_group_whose_rank_0_is_not_global_rank_0(edge):
+    """Group [3, 1] with sort_ranks=False (group rank 0 is global rank 3) and [2, 0] (group rank 0 is global 0,
+    rank 2 the second): the wrappers broadcast group rank 0's weights and shard by group rank."""
+    out, res = edge
+    _check_group_training(out, [(2, [3, 1]), (3, [0, 2])])
+    assert res[1]["optimizer_state_steps"] == res[3]["optimizer_state_steps"] == [1, 1]  # root_rank=3: global
+
+
+def test_new_subgroups_of_a_group_is_collective_over_its_ranks_only(edge):
+    """new_subgroups(group=g) on g's ranks only, while the other ranks are refused and go on (was: g's ranks
+    waited forever for the rest of the job); subgroups of an unsorted group are sorted, as torch's."""
+    _, (r0, r1, r2, r3) = edge
+    assert r0["subs_of_g01"] == [[0], [True, False]] and r1["subs_of_g01"] == [[1], [False, True]]
+    assert r0["sub_allreduce"] == [1.0] and r1["sub_allreduce"] == [2.0]
+    for r in (r2, r3):
+        assert r["subs_outside"] == (f"ValueError: new_subgroups: group is GroupMember.NON_GROUP_MEMBER: global "
+                                     f"rank {r['rank']} is not in it; only the group's ranks call "
+                                     "new_subgroups(group=...)")
+        assert r["g23_allreduce"] == [5.0]
+    assert r1["subs_of_rev"] == r3["subs_of_rev"] == [[1, 3], 1]
+    assert r1["singles_of_rev"] == [1] and r3["singles_of_rev"] == [3]
+    assert "group_size (3) must not exceed the group's size (2)" in r1["subs_size"]
+
+
+def test_destroy_process_group_without_a_group_frees_every_group(edge):
+    """torch's destroy_process_group() at the end of a script: every group's communicator is freed (MPI_Comm_free),
+    its collectives are then refused, and the world still works until MPI ends with the process."""
+    _, res = edge
+    for me, r in enumerate(res):
+        assert r["freed"] == [True, True]
+        assert "has been destroyed" in r["after_destroy"]
+        assert r["world_after_destroy"] == 4.0
 
 
 def test_group_arguments_at_one_rank():
@@ -164,7 +211,7 @@ def test_group_arguments_at_one_rank():
         (lambda: dist.broadcast(a, group=g, group_src=1), ValueError, r"group_src must be a rank in the group"),
         (lambda: dist.get_global_rank(g, 1), ValueError, "Group rank 1 is not part of group"),
         (lambda: dist.get_group_rank(non, 0), ValueError, "NON_GROUP_MEMBER"),
-        (lambda: dist.destroy_process_group(None), ValueError, "the world group ends with MPI"),
+        (lambda: dist.new_subgroups(1, group=non), ValueError, "only the group's ranks call new_subgroups"),
     ]
     for fn, kind, message in cases:
         with pytest.raises(kind, match=message):
@@ -176,3 +223,8 @@ def test_group_arguments_at_one_rank():
     dist.destroy_process_group(g)
     with pytest.raises(ValueError, match="has been destroyed"):
         dist.barrier(group=g)
+    h, (h1,) = dist.new_subgroups(1)
+    assert h is h1 and h.ranks == [0]
+    dist.destroy_process_group()  # torch's end of a script: every group, not the world
+    assert h.comm is None and world.comm is not None
+    dist.barrier()

@@ -32,7 +32,7 @@ __all__ = ["is_available", "is_initialized", "init", "rank", "size", "local_rank
 _MISSING = ('forgegrad.distributed needs mpi4py and an MPI library; install them with pip install "forgegrad[mpi]" '
             '(mpi4py plus the mpich wheel)')
 
-_state = {"comm": None, "local": None, "MPI": None, "world": None}
+_state = {"comm": None, "local": None, "MPI": None, "world": None, "groups": []}  # groups: weakrefs (groups.py)
 
 
 class ProcessGroup:

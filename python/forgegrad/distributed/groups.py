@@ -16,6 +16,7 @@ the same groups: different lists would leave the ranks in unmatched calls, so th
 """
 from __future__ import annotations
 
+import weakref
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -58,27 +59,36 @@ def _rank_list(ranks, who: str, name: str, sort: bool) -> List[int]:
     return sorted(out) if sort else out
 
 
-def _same_everywhere(value, who: str, name: str) -> None:
-    """ValueError on every rank when the ranks passed different ``value``s (they would hang in MPI)."""
-    everyone = _c.allgather_object(value)
-    for r, v in enumerate(everyone):
+def _same_everywhere(value, who: str, name: str, group: Optional[ProcessGroup] = None) -> None:
+    """ValueError on every rank of ``group`` (None: the job) when its ranks passed different ``value``s (they
+    would hang in MPI). The message names global ranks."""
+    group = group or GroupMember.WORLD
+    everyone = _c.allgather_object(value, group=group)
+    for r, v in zip(group.ranks, everyone):
         if v != everyone[0]:
-            raise ValueError(f"{who}: every rank must pass the same {name} (rank 0 passed {everyone[0]}, rank {r} "
-                             f"passed {v})")
+            raise ValueError(f"{who}: every rank must pass the same {name} (rank {group.ranks[0]} passed "
+                             f"{everyone[0]}, rank {r} passed {v})")
 
 
-def _split(lists: List[List[int]], desc: Optional[str]):
-    """One MPI_Comm_split of the world into the given disjoint groups (collective over every rank):
-    this rank's ProcessGroup, or NON_GROUP_MEMBER when no list holds it, and the index of its list."""
+def _register(group: ProcessGroup) -> ProcessGroup:
+    """Remember ``group`` for destroy_process_group() (weakly: a dropped group is not kept alive)."""
+    _c._state["groups"].append(weakref.ref(group))
+    return group
+
+
+def _split(lists: List[List[int]], desc: Optional[str], parent: Optional[ProcessGroup] = None):
+    """One MPI_Comm_split of ``parent`` (None: the world) into the given disjoint groups of its ranks
+    (collective over the parent's ranks): this rank's ProcessGroup, or NON_GROUP_MEMBER when no list holds
+    it, and the index of its list."""
     MPI = _c._mpi()
     me = _c.rank()
     mine = next((i for i, ranks in enumerate(lists) if me in ranks), None)
     color = MPI.UNDEFINED if mine is None else mine
     key = 0 if mine is None else lists[mine].index(me)
-    comm = _c._comm().Split(color, key)
+    comm = (parent or GroupMember.WORLD).comm.Split(color, key)
     if mine is None:
         return NON_GROUP_MEMBER, None
-    return ProcessGroup(comm, lists[mine], desc), mine
+    return _register(ProcessGroup(comm, lists[mine], desc)), mine
 
 
 def new_group(ranks: Optional[Sequence[int]] = None, timeout=None, backend=None, pg_options=None,
@@ -109,7 +119,7 @@ def new_group(ranks: Optional[Sequence[int]] = None, timeout=None, backend=None,
         members.Free()
         everyone.Free()
         _check_members_agree(comm, ranks, who)
-        return ProcessGroup(comm, ranks, group_desc)
+        return _register(ProcessGroup(comm, ranks, group_desc))
     _same_everywhere(ranks, who, "ranks")
     return _split([ranks], group_desc)[0]
 
@@ -123,24 +133,31 @@ def _check_members_agree(comm, ranks: List[int], who: str) -> None:
 
 def new_subgroups(group_size: Optional[int] = None, group=None, timeout=None, backend=None, pg_options=None,
                   group_desc: Optional[str] = None) -> Tuple[object, list]:
-    """Split ``group`` (None: the job) into consecutive subgroups of ``group_size`` ranks (torch's
-    ``new_subgroups``): returns this rank's subgroup and the list of all of them (NON_GROUP_MEMBER for
-    those this rank is not in). Collective over every rank of the job."""
+    """Split ``group`` (None: the job) into consecutive subgroups of ``group_size`` ranks, in its group-rank
+    order (torch's ``new_subgroups``): returns this rank's subgroup and the list of all of them
+    (NON_GROUP_MEMBER for those this rank is not in). Collective over the ranks of ``group`` only (one
+    MPI_Comm_split of its communicator): the other ranks do not call it (given their NON_GROUP_MEMBER
+    handle they get a ValueError), and do not wait for it."""
+    who = "new_subgroups"
+    _c._comm()
+    _check_options(who, timeout, backend, pg_options)
     if group_size is None:
-        raise ValueError("new_subgroups: pass group_size (torch's default, the GPUs per machine, has no CPU "
-                         "counterpart)")
+        raise ValueError(f"{who}: pass group_size (torch's default, the GPUs per machine, has no CPU counterpart)")
     if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size <= 0:
-        raise ValueError(f"new_subgroups: group_size must be a positive integer, got {group_size!r}")
-    parent = _c._member_group(group, "new_subgroups")
+        raise ValueError(f"{who}: group_size must be a positive integer, got {group_size!r}")
+    if group is NON_GROUP_MEMBER:
+        raise ValueError(f"{who}: group is GroupMember.NON_GROUP_MEMBER: global rank {_c.rank()} is not in it; "
+                         f"only the group's ranks call {who}(group=...)")
+    parent = _c._group(group, who)
     n = parent.size()
     if group_size > n:
-        raise ValueError(f"new_subgroups: group_size ({group_size}) must not exceed the group's size ({n})")
+        raise ValueError(f"{who}: group_size ({group_size}) must not exceed the group's size ({n})")
     if n % group_size:
-        raise ValueError(f"new_subgroups: the group's size ({n}) must be divisible by group_size={group_size}")
+        raise ValueError(f"{who}: the group's size ({n}) must be divisible by group_size={group_size}")
+    _same_everywhere(int(group_size), who, "group_size", parent)
     ranks = parent.ranks
-    return new_subgroups_by_enumeration([ranks[i:i + group_size] for i in range(0, n, group_size)],
-                                        timeout=timeout, backend=backend, pg_options=pg_options,
-                                        group_desc=group_desc)
+    # sorted within each subgroup, as torch's (its new_group sorts); the parent's own order picks the members
+    return _subgroups([sorted(ranks[i:i + group_size]) for i in range(0, n, group_size)], group_desc, parent)
 
 
 def new_subgroups_by_enumeration(ranks_per_subgroup_list, timeout=None, backend=None, pg_options=None,
@@ -166,7 +183,12 @@ def new_subgroups_by_enumeration(ranks_per_subgroup_list, timeout=None, backend=
                                  f"subgroup {i}; the subgroups must not overlap")
             seen[r] = i
     _same_everywhere(lists, who, "ranks_per_subgroup_list")
-    mine, index = _split(lists, group_desc)
+    return _subgroups(lists, group_desc)
+
+
+def _subgroups(lists: List[List[int]], desc: Optional[str], parent: Optional[ProcessGroup] = None):
+    """The disjoint groups ``lists`` of ``parent``'s ranks (None: the job's), collective over the parent."""
+    mine, index = _split(lists, desc, parent)
     return mine, [mine if i == index else NON_GROUP_MEMBER for i in range(len(lists))]
 
 
@@ -217,15 +239,28 @@ def get_process_group_ranks(group) -> List[int]:
     return _registered(group, "get_process_group_ranks").ranks
 
 
-def destroy_process_group(group) -> None:
+def destroy_process_group(group=None) -> None:
     """Free ``group``'s communicator (collective over its ranks); later collectives on it are a ValueError.
-    The world (None or GroupMember.WORLD) is not destroyed: MPI ends with the process. Passing
-    NON_GROUP_MEMBER does nothing."""
+
+    None or GroupMember.WORLD (torch's call at the end of a script): free every group this rank holds, in the
+    order they were made (the same on every rank), as torch destroys them all. The world itself is not
+    destroyed: MPI ends with the process, and the world's collectives keep working until then.
+    Passing NON_GROUP_MEMBER does nothing."""
     if group is NON_GROUP_MEMBER:
         return
+    _c._comm()
     g = _registered(group, "destroy_process_group")
     if g is GroupMember.WORLD:
-        raise ValueError("destroy_process_group: the world group ends with MPI at exit; pass a group from new_group()")
+        live = [ref() for ref in _c._state["groups"]]
+        _c._state["groups"].clear()
+        for member in live:
+            if member is not None:
+                _free(member)
+        return
+    _free(g)
+
+
+def _free(g: ProcessGroup) -> None:
     if g.comm is not None:
         g.comm.Free()
         g.comm = None
