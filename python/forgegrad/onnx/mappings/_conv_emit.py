@@ -197,8 +197,8 @@ def adaptive_pool2d(ctx, x: str, in_hw, output_size, reduce_op: str = "ReduceMea
     sizes divide, else separable per-row/per-column reductions over torch's windows
     [floor(i*n/o), ceil((i+1)*n/o)) (a mean or max over a rectangle is the mean or max over its rows of
     those over its columns). ``dynamic``: which spatial axes are dynamic; there the windows' bounds
-    are computed from x's shape at run time, so the graph has 4*(OH + OW) nodes or so whatever the
-    input size (a 7x7 output: about 60)."""
+    are computed from x's shape at run time: a Slice and a reduction per output row and column and a
+    few nodes for the bounds whatever the input size (48 nodes for a 7x7 output)."""
     H, W = in_hw
     oh, ow = (H, W) if output_size is None else geometry.adaptive_output_size(output_size, in_hw, "adaptive_pool2d")
     keep = _kept_axes(output_size)
