@@ -26,6 +26,7 @@ import numpy as np
 
 from . import _version_counter as _vc
 from .autograd import Function, _note_rebind, _rebind_clock, _rebound, enable_grad
+from .grad_mode import untraced
 from .tensor import Tensor
 
 _NDARRAY = np.ndarray
@@ -181,7 +182,8 @@ def rebase(t, base, idx=None) -> None:
     old = Tensor._wrap_exact(t._data)
     old._ctx, old._out_index, old.requires_grad = t._ctx, t._out_index, t.requires_grad
     _note_rebind(t, old)  # before the new node is made: the ops made until now read old in t's place
-    with enable_grad():  # the view's node follows its base whatever the grad mode of its next use
+    # the view's node follows its base whatever the grad mode of its next use; no part of a trace
+    with enable_grad(), untraced():
         out = AsStridedFunction.apply(base, t._data, idx)
     t._ctx, t._out_index, t.requires_grad = out._ctx, out._out_index, out.requires_grad
     if t._ctx is not None:
