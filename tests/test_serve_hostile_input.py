@@ -98,3 +98,49 @@ def test_versions_are_ascii_digits(model_app, method, path):
         assert r.status_code == 400 and "version must be a non-negative integer" in r.json()["error"], r.text
     ok = model_app.request(method, path.format(1), json=rows)
     assert ok.status_code == 200, ok.text
+
+
+SURROGATE = "a\ud800b"  # json.dumps writes it as the escape \ud800, which json.loads reads back as a lone surrogate
+
+
+@pytest.mark.parametrize("route, field, body", [
+    ("/v1/completions", "prompt", dict(GOOD, prompt=SURROGATE)),
+    ("/v1/completions", "prompt", dict(GOOD, prompt=["x", SURROGATE])),
+    ("/v1/completions", "bad_words", dict(GOOD, bad_words=[SURROGATE])),
+    ("/v1/completions", "stop", dict(GOOD, stop=SURROGATE)),
+    ("/v1/completions", "prompt", dict(GOOD, prompt=SURROGATE, max_tokens=0, echo=True, logprobs=1)),
+    ("/v1/chat/completions", "messages", {"messages": [{"role": "user", "content": SURROGATE}]}),
+    ("/v1/chat/completions", "tools", {"messages": [{"role": "user", "content": "x"}], "tools": [
+        {"type": "function", "function": {"name": "f", "description": SURROGATE}}]}),
+    ("/v1/chat/completions", "messages", {"messages": [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "1", "type": "function", "function": {"name": "f", "arguments": json.dumps({"a": SURROGATE})}}]}]}),
+])
+def test_lone_surrogates_are_a_400_naming_the_field(client, route, field, body):
+    # the tokenizer refused the string (TypeError / UnicodeEncodeError: a 500)
+    r = client.post(route, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    message = _error(r, 400, field)
+    assert "surrogate" in message or "arguments" in message
+    # a surrogate pair is a character (U+1F600), taken as text
+    ok = client.post("/v1/completions", content=json.dumps(dict(GOOD, prompt="a\U0001F600")).encode(),
+                     headers={"content-type": "application/json"})
+    assert ok.status_code == 200, ok.text
+
+
+def test_a_temperature_below_1e_5_is_greedy(client):
+    # 5e-324: the logits over it overflowed to inf and the sampler drew the vocabulary's last token each time
+    greedy = client.post("/v1/completions", json=dict(GOOD, max_tokens=6)).json()["choices"]
+    for t in (5e-324, 1e-9, 9.9e-6):
+        r = client.post("/v1/completions", json=dict(GOOD, max_tokens=6, temperature=t, n=2))
+        assert r.status_code == 200 and [c["text"] for c in r.json()["choices"]] == [greedy[0]["text"]] * 2, r.text
+
+
+@pytest.mark.parametrize("body", [{"allowed_token_ids": [299], "min_tokens": 2},
+                                  {"allowed_token_ids": [299, 65], "min_tokens": 1, "bad_words": ["A"]},
+                                  {"allowed_token_ids": [65], "bad_words": ["A"]}])
+def test_settings_that_rule_out_every_token_are_a_400(client, body):
+    # the scores were all -inf, and the sampler drew a token from NaN probabilities (the same garbage every time)
+    r = client.post("/v1/completions", json=dict(GOOD, temperature=1.0, max_tokens=4, **body))
+    assert "rule" in _error(r, 400, "allowed_token_ids")
+    ok = client.post("/v1/completions", json=dict(GOOD, temperature=1.0, max_tokens=3, allowed_token_ids=[299, 65],
+                                                  min_tokens=1))
+    assert ok.status_code == 200 and ok.json()["choices"][0]["text"].startswith("A"), ok.text

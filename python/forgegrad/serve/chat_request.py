@@ -18,8 +18,8 @@ import json
 from typing import List, Optional
 
 from .beam_completions import beam_settings
-from .completion_request import (BEAM_FIELDS, PENALTY_FIELDS, VLLM_FIELDS, CompletionError, CompletionRequest, bad,
-                                 flag, is_int, request_object, sampling)
+from .completion_request import (BEAM_FIELDS, PENALTY_FIELDS, VLLM_FIELDS, CompletionError, CompletionRequest,
+                                 _lone_surrogate, bad, flag, is_int, request_object, sampling)
 from .structured import forced_tools, request_grammar
 from .tool_calls import MAX_TOOLS, TOOL_NAME
 
@@ -60,7 +60,7 @@ def _earlier_calls(value, where: str) -> List[dict]:
             args = json.loads(fn["arguments"])
         except ValueError:
             args = None
-        if not isinstance(args, dict):
+        if not isinstance(args, dict) or _lone_surrogate(args):
             raise CompletionError(400, f"{where}.tool_calls[{j}].function.arguments must be a JSON object as a "
                                        f"string, got {fn['arguments'][:80]!r}", "messages")
         calls.append({"id": c["id"], "type": "function", "function": {"name": fn["name"], "arguments": args}})

@@ -39,6 +39,7 @@ _FIELDS = {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "mi
 MAX_LOGPROBS = 5  # as OpenAI's completions
 MAX_N = 16  # choices (and best_of candidates) per prompt: each is a decoding row
 MAX_STOP = 4  # as OpenAI
+MIN_TEMPERATURE = 1e-5  # a lower temperature decodes greedily (vLLM's _SAMPLING_EPS)
 MAX_TOKEN_LIST = 4096  # stop_token_ids, allowed_token_ids, bad_words: the most entries
 
 
@@ -175,6 +176,11 @@ def request_object(body: bytes, fields, default_only) -> dict:
         raise CompletionError(400, f"the body is not valid JSON: {str(e)[:200]}") from None
     if not isinstance(obj, dict):
         raise CompletionError(400, "the body must be a JSON object")
+    if b"\\ud" in body or b"\\uD" in body:  # only a \u escape gives a str a lone surrogate (raw, it is not UTF-8)
+        for name, value in obj.items():
+            if _lone_surrogate(name) or _lone_surrogate(value):
+                raise CompletionError(400, f"{name[:40]!r} holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape "
+                                           "without its pair), which is not text", name[:40])
     unknown = sorted(set(obj) - fields)
     if unknown:
         raise CompletionError(400, f"unknown field {unknown[0]!r} (accepted: {', '.join(sorted(fields))})", unknown[0])
@@ -182,6 +188,25 @@ def request_object(body: bytes, fields, default_only) -> dict:
         if name in obj and not _is_default(obj[name], allowed):
             raise CompletionError(400, f"{name} is not supported (only its default, {allowed[0]!r})", name)
     return obj
+
+
+def _lone_surrogate(value) -> bool:
+    """Whether a JSON value holds a string (or object key) with a lone surrogate, which tokenizers and UTF-8 refuse
+    (walked without recursion: the value may be nested as deep as json.loads goes)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            stack.extend(v)
+            stack.extend(v.values())
+    return False
 
 
 def parse(body: bytes, served_name: str) -> CompletionRequest:
@@ -251,7 +276,9 @@ def sampling(obj: dict, req: CompletionRequest, served_name: str) -> CompletionR
     if v is not None:
         if not is_number(v) or not 0 <= v <= 2:
             raise bad("temperature", "a number in [0, 2]", v)
-        req.temperature = float(v)
+        # below 1e-5: greedy, as vLLM (the logits over a temperature such as 5e-324 overflow to inf, and the sampler
+        # then drew the vocabulary's last token every time)
+        req.temperature = float(v) if v >= MIN_TEMPERATURE else 0.0
     v = obj.get("top_p")
     if v is not None:
         if not is_number(v) or not 0 < v <= 1:

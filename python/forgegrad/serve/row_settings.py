@@ -22,6 +22,7 @@ and ``allowed_token_ids`` (the only tokens generated).
 from __future__ import annotations
 
 import time
+import warnings
 from typing import List, Optional
 
 import numpy as np
@@ -88,6 +89,10 @@ class ServedGeneration:
         self.vocab = output_vocab_size(model)
         warn_unread_settings(model)  # the settings generate does not read, named once in the log
         self.extra = read_settings(model, {}, self.vocab)
+        if self.extra["guidance_scale"] is not None:  # a second model run per row: not in the served loops
+            warnings.warn(f"generation_config.json sets guidance_scale={self.extra['guidance_scale']}, which the "
+                          "server does not apply (generate does)", UserWarning, stacklevel=2)
+            self.extra["guidance_scale"] = None
         settings = [resolve(model, "no_repeat_ngram_size", None, 0), resolve(model, "min_length", None, 0)]
         for name, value in zip(("no_repeat_ngram_size", "min_length"), settings):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -126,6 +131,15 @@ class ServedGeneration:
         if bad:
             raise CompletionError(400, f"bad_words: token id {bad[0]} is outside the generated vocabulary "
                                        f"[0, {self.vocab})", "bad_words")
+        if req.allowed_token_ids is not None:  # the sampler would draw from scores that are all -inf (garbage)
+            left = set(req.allowed_token_ids) - {w[0] for w in words if len(w) == 1}
+            if not left:
+                raise CompletionError(400, "allowed_token_ids: bad_words rule out every allowed token",
+                                      "allowed_token_ids")
+            if req.min_tokens and left <= set(self.end_ids(req)):
+                raise CompletionError(400, f"allowed_token_ids: every allowed token ends the completion, which "
+                                           f"min_tokens ({req.min_tokens}) rules out for its first tokens",
+                                      "allowed_token_ids")
         rules = req.allowed_token_ids is not None or words
         req.token_rules = TokenRules(req.allowed_token_ids, words, self.vocab) if rules else None
 
@@ -135,7 +149,7 @@ class ServedGeneration:
     def generate_kwargs(self, req) -> dict:
         """``generate``'s arguments for the one-at-a-time path beyond the sampling fields: the end tokens, the
         request's min_tokens; the stopping is the stream's (``row`` gives it)."""
-        kw = {"eos_token_id": self.end_ids(req), "stop_strings": None, "max_time": None}
+        kw = {"eos_token_id": self.end_ids(req), "stop_strings": None, "max_time": None, "guidance_scale": None}
         if req.min_tokens is not None:
             kw["min_new_tokens"] = req.min_tokens
         return kw
