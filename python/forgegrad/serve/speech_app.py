@@ -26,6 +26,12 @@ A ``prompt`` (a text the transcript should follow: names, spelling, style) becom
 transformers' ``WhisperTokenizer.get_prompt_ids`` makes them (<|startofprev|>, then the text's tokens; a long text
 keeps its last max_target_positions // 2 - 1 tokens, as OpenAI's Whisper); every window of the audio is decoded
 behind it, and the answer holds only the new text. A checkpoint whose tokenizer has no <|startofprev|> refuses it.
+
+forgegrad's extension fields (speech_request.py): ``num_beams`` decodes with beam search (requests of one number of
+beams share a generate, as Whisper's generate takes one number per call, so each gets its solo result), and
+``guided_regex`` / ``guided_choice`` / ``guided_json`` / ``guided_grammar`` constrain each window's transcript text to
+a grammar (whisper_grammar.py: Whisper's special tokens outside it); such a request is decoded alone, and one whose
+grammar cannot go on gets a 400 naming its field.
 """
 from __future__ import annotations
 
@@ -124,6 +130,7 @@ class Transcriber:
                                        "checkpoint's generation_config.json (the cross-attention heads that follow "
                                        "the audio)", "timestamp_granularities[]")
         prompt = self.prompt_ids(req.prompt, req.task) if req.prompt else ()
+        grammar = self.grammar(req) if req.grammar is not None else None
         rate = self.extractor.sampling_rate
         try:
             samples = load_audio(req.audio, rate)
@@ -147,7 +154,19 @@ class Transcriber:
         features = self.extractor(samples, padding="longest", truncation=False)["input_features"] if longform \
             else self.extractor(samples)["input_features"]
         frames = min(-(-samples.size // self.extractor.hop_length), features.shape[2])
-        return Job(features, duration, req, language, timestamps, prompt, frames)
+        return Job(features, duration, req, language, timestamps, prompt, frames, grammar)
+
+    def grammar(self, req: SpeechRequest):
+        """The request's grammar as generate's GrammarLogitsProcessor on this checkpoint's tokenizer, checked as the
+        completions check it (CompletionError 400 naming the field: a tokenizer llguidance cannot read, a grammar
+        whose start the vocabulary cannot spell)."""
+        from ..models.hf.constrained import GrammarLogitsProcessor
+        from .structured import check_grammar
+        if self.eos is None:
+            raise CompletionError(400, f"{req.grammar_param}: this checkpoint has no end token to end a constrained "
+                                       "transcript with", req.grammar_param)
+        check_grammar(req, self.tokenizer, self.model.vocab_size, [int(self.eos)])
+        return GrammarLogitsProcessor(self.tokenizer, req.grammar, int(self.eos), self.model.vocab_size)
 
     def prompt_ids(self, text: str, task: str) -> Tuple[int, ...]:
         """The ``prompt`` field as generate's prompt_ids, as transformers' ``WhisperTokenizer.get_prompt_ids(text)``
@@ -208,9 +227,12 @@ class Transcriber:
         jobs first run the first window through the encoder and the step after the start token, together: their
         language detection (generate's, done here to report it) and, without timestamps, the states avg_logprob
         and no_speech_prob are scored on. A request's prompt (prompt_ids) goes with it: those of one prompt share a
-        generate; so do those of one number of beams (SpeechRequest.num_beams, forgegrad transcribe's), but for word
-        times by beam search, decoded one request at a time."""
+        generate; so do those of one number of beams (SpeechRequest.num_beams: generate takes one per call), but for
+        word times by beam search and for a grammar (guided_*), decoded one request at a time. A request whose grammar
+        cannot go on gets its 400 (CompletionError) in place of its transcript."""
         from ..autograd import no_grad
+        from ..models.hf.constrained import GrammarError
+        from .structured import row_failed
         model = self.model
         window = model.num_frames
         extras = {}  # job index -> its encoder states (of the first window)
@@ -235,10 +257,13 @@ class Transcriber:
                 # batch's longest, past its end, on the batch's first row, which would tie one file's times to
                 # another's
                 alone = i if words and (job.req.num_beams or self.num_beams) > 1 else None
+                # a grammar's request is decoded alone too: its own grammar, and a dead end fails it alone
+                alone = i if job.grammar is not None else alone
                 key = (job.req.task, job.req.temperature, job.language is None, job.timestamps,
                        job.features.shape[2] > window, job.prompt, job.req.num_beams, words, alone)
                 groups.setdefault(key, []).append(i)
             rows = {}
+            failed = {}  # job index -> the error its request gets (a grammar that cannot go on)
             times = {}  # job index -> each token's time (word timestamps)
             for (task, temperature, detect, timestamps, longform, prompt, beams, words, _), members in groups.items():
                 max_new = self.context - len(self._prompt(None, task)) - len(prompt)  # all the room the decoder has
@@ -252,12 +277,19 @@ class Transcriber:
                     frames = [jobs[i].frames for i in members]
                 mask = (np.arange(features.shape[2])[None, :] < np.array(frames)[:, None]).astype(np.int64) \
                     if longform or words else None
-                out = model.generate(features, language=language, task=task if self.multilingual else None,
-                                     do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
-                                     max_new_tokens=max_new, return_timestamps=timestamps,
-                                     return_segments=timestamps, attention_mask=mask, condition_on_prev_tokens=False,
-                                     prompt_ids=list(prompt) if prompt else None, num_beams=beams,
-                                     return_token_timestamps=words or None)
+                try:
+                    out = model.generate(features, language=language, task=task if self.multilingual else None,
+                                         do_sample=temperature > 0,
+                                         temperature=temperature if temperature > 0 else None,
+                                         max_new_tokens=max_new, return_timestamps=timestamps,
+                                         return_segments=timestamps, attention_mask=mask,
+                                         condition_on_prev_tokens=False, prompt_ids=list(prompt) if prompt else None,
+                                         num_beams=beams, return_token_timestamps=words or None,
+                                         logits_processor=jobs[members[0]].grammar)
+                except GrammarError as e:  # (a grammar's request is decoded alone) its grammar cannot go on: a 400
+                    for i in members:
+                        failed[i] = row_failed(jobs[i].req, e)
+                    continue
                 for r, i in enumerate(members):
                     if timestamps:
                         rows[i] = ([(float(g["start"]), float(g["end"]), g["tokens"].tolist())
@@ -271,7 +303,8 @@ class Transcriber:
                     rows[i] = ([(0.0, jobs[i].duration, tokens)], max_new)
                     if words:
                         times[i] = out["token_timestamps"][r, :len(tokens)].tolist()
-            return [self._transcript(job, *rows[i], extras.get(i), times.get(i)) for i, job in enumerate(jobs)]
+            return [failed[i] if i in failed else self._transcript(job, *rows[i], extras.get(i), times.get(i))
+                    for i, job in enumerate(jobs)]
 
     def _text(self, tokens: List[int]) -> str:
         """Tokens to text: special tokens skipped, timestamps too (whatever the tokenizer calls them)."""
@@ -345,6 +378,7 @@ class Job:
     timestamps: bool  # decoded with timestamp tokens (long audio; the formats that show segments)
     prompt: Tuple[int, ...] = ()  # the prompt field's prompt_ids (<|startofprev|> and its tokens), () without one
     frames: int = 0  # the audio's log-mel frames (without the window's padding)
+    grammar: Optional[object] = None  # generate's GrammarLogitsProcessor for the request's guided_* field
 
 
 @dataclass
@@ -397,6 +431,8 @@ def create_speech_app(config: SpeechServeConfig):
         finally:
             state["queued"] -= 1
             metrics.queue_depth(name, state["queued"])
+        if isinstance(transcript, Exception):  # this request alone failed (its grammar could not go on)
+            raise transcript
         seconds.inc(job.duration)
         body, media = render(transcript, req)
         if isinstance(body, dict):

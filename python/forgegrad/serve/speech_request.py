@@ -9,12 +9,20 @@ translations), ``prompt`` (a text the transcript follows: spelling, names, style
 alone leaves the segments out, as OpenAI's API) and ``stream`` (false only). Another field is refused by name: a
 misspelt one would otherwise change nothing unnoticed.
 
+forgegrad's extension fields: ``num_beams`` (beam search with that many beams, 1 to 16, at temperature 0; default
+generation_config.json's, else 1: ``forgegrad transcribe --num-beams``) and the completions' structured-output fields
+of vLLM (structured.py), which constrain each window's transcript text (Whisper's special tokens outside it):
+``guided_regex`` (text the regex matches whole), ``guided_choice`` (exactly one of a JSON list of strings, given as
+its JSON text), ``guided_json`` (a JSON schema's text) and ``guided_grammar`` (a Lark or GBNF grammar); one of them
+per request. ``response_format`` stays OpenAI's output format here.
+
 The multipart body is parsed while it arrives (python-multipart, through Starlette's parser), cut off with a 413
 as soon as it passes the server's body limit; one file, a few small fields.
 """
 from __future__ import annotations
 
 import gzip
+import json
 import math
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
@@ -23,8 +31,10 @@ from .completion_request import CompletionError, bad, served_model
 
 FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 _FIELDS = {"file", "model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]",
-           "timestamp_granularities", "stream", "user"}
+           "timestamp_granularities", "stream", "user", "num_beams", "guided_json", "guided_regex", "guided_choice",
+           "guided_grammar"}
 _MAX_LANGUAGE = 32  # characters of the language field (Whisper's longest name, "haitian creole", has 14)
+MAX_BEAMS = 16  # num_beams: each beam is a row of the decoder's batch
 _MAX_FIELD_BYTES = 64 * 1024  # a text field (the prompt is the longest: Whisper reads 224 tokens of it)
 
 
@@ -40,6 +50,8 @@ class SpeechRequest:
     temperature: float = 0.0
     num_beams: Optional[int] = None  # forgegrad transcribe --num-beams; None: generation_config.json's, else 1
     granularities: Tuple[str, ...] = ()  # timestamp_granularities[]: "segment", "word" (verbose_json)
+    grammar: Optional[object] = None  # structured outputs: the Grammar each window's text must match
+    grammar_param: Optional[str] = None  # the field that asked for it (guided_regex, guided_choice, ...)
 
 
 @dataclass
@@ -161,9 +173,43 @@ async def parse_form(form, task: str, served_name: str) -> SpeechRequest:
         raise CompletionError(400, f"language: a code ('fr'), a name ('french') or a language token ('<|fr|>') of at "
                                    f"most {_MAX_LANGUAGE} characters, got {language[:16]!r}... ({len(language)} "
                                    "characters)", "language")
+    beams = _num_beams(text["num_beams"], temperature)
+    grammar, param = _grammar(text)
     audio = await upload.read()
-    return SpeechRequest(task, audio, upload.filename or "", model, language, prompt, fmt, temperature,
-                         granularities=tuple(dict.fromkeys(granularities)))
+    return SpeechRequest(task, audio, upload.filename or "", model, language, prompt, fmt, temperature, beams,
+                         tuple(dict.fromkeys(granularities)), grammar, param)
+
+
+def _num_beams(value: Optional[str], temperature: float) -> Optional[int]:
+    """The ``num_beams`` field: None when absent, else a whole number from 1 to MAX_BEAMS (beam search is greedy:
+    more than one beam needs temperature 0, as Whisper's generate samples with one beam)."""
+    if value is None or not value.strip():
+        return None
+    expected = f"a whole number from 1 to {MAX_BEAMS}"
+    try:
+        beams = int(value.strip())
+    except ValueError:
+        raise bad("num_beams", expected, value) from None
+    if not 1 <= beams <= MAX_BEAMS:
+        raise bad("num_beams", expected, value)
+    if beams > 1 and temperature > 0:
+        raise CompletionError(400, f"num_beams: beam search decodes at temperature 0 (a sampled transcription has one "
+                                   f"beam), got num_beams={beams} with temperature={temperature:g}", "num_beams")
+    return beams
+
+
+def _grammar(text: dict):
+    """(the Grammar the guided_* fields ask for, the field), or (None, None): structured.py's checks, the form's
+    text read as the completions' JSON values (guided_choice a JSON list, guided_json a schema's text)."""
+    from .structured import request_grammar
+    given = {k: text[k] for k in ("guided_json", "guided_regex", "guided_choice", "guided_grammar")
+             if text[k] is not None and text[k].strip()}
+    if "guided_choice" in given:
+        try:
+            given["guided_choice"] = json.loads(given["guided_choice"])
+        except ValueError:
+            raise bad("guided_choice", 'a JSON list of strings (["yes", "no"])', given["guided_choice"]) from None
+    return request_grammar(given)
 
 
 def _clock(seconds: float, sep: str) -> str:

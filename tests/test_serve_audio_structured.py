@@ -1,0 +1,168 @@
+"""forgegrad's extension fields of the audio API: ``num_beams`` (beam search per request; requests of different
+widths taken together each get transformers' generate with their own beams) and the structured-output fields
+``guided_regex`` / ``guided_choice`` / ``guided_json`` / ``guided_grammar`` (each window's transcript text matches
+the grammar: transformers' generate under test_hf_whisper_grammar's brute-force reference), a grammar that cannot go
+on failing its request alone with a 400, and each bad field a 400 naming it."""
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import pytest
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+pytest.importorskip("python_multipart")
+pytest.importorskip("llguidance")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("scipy.signal")
+transformers.logging.set_verbosity_error()
+
+import whisper_helpers  # noqa: E402
+from serve_helpers import running_app  # noqa: E402
+from test_hf_whisper_grammar import ANSWERS, DIGITS, Replayed, clean_copy, grammar_whisper  # noqa: E402
+from whisper_helpers import EOS, MAX_NEW, WAVS  # noqa: E402
+
+from forgegrad.models.hf.constrained import Grammar, GrammarLogitsProcessor  # noqa: E402
+from forgegrad.serve.completion_request import CompletionError  # noqa: E402
+from forgegrad.serve.speech_app import SpeechServeConfig, Transcriber, create_speech_app  # noqa: E402
+from forgegrad.serve.speech_request import SpeechRequest  # noqa: E402
+
+whisper_dir, reference = whisper_helpers.whisper_dir, whisper_helpers.reference  # the word-level checkpoint
+ROUTE = "/v1/audio/transcriptions"
+
+
+@pytest.fixture(scope="module")
+def grammar_dir(tmp_path_factory):
+    """test_hf_whisper_grammar's clean checkpoint (text only) with its byte-level BPE, which llguidance reads."""
+    raw = grammar_whisper(tmp_path_factory.mktemp("speech_grammar") / "raw")
+    return clean_copy(raw, raw.parent / "clean")
+
+
+def _post(client, file, fields=()):
+    return client.post(ROUTE, files={"file": ("a.wav", file, "audio/wav")}, data=dict(fields))
+
+
+def _error(r, param):
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param, err
+    return err["message"]
+
+
+def _hf_text(reference, features, **kwargs):
+    """transformers' generate and tokenizer on the server's features: the text a request should get."""
+    hf, _, tokenizer = reference
+    with torch.no_grad():
+        ids = hf.generate(torch.tensor(features), task="transcribe", **kwargs)[0].tolist()
+    return tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def test_mixed_beam_widths_in_one_batch_each_get_their_own(whisper_dir, reference):
+    """One transcribe call (what the model's thread runs for the requests waiting) over requests of 1, 3, 2 and 3
+    beams: each text is transformers' generate with that request's beams, and the beams change some of them."""
+    tr = Transcriber(str(whisper_dir))
+    names = list(WAVS)
+    jobs = [tr.prepare(SpeechRequest("transcribe", WAVS[names[i % 3]]()[0], "a.wav", language="en", num_beams=k),
+                       "<|en|>") for i, k in enumerate((1, 3, 2, 3))]
+    got = [t.text for t in tr.transcribe(jobs)]
+    want = [_hf_text(reference, job.features, language="en", max_new_tokens=MAX_NEW, num_beams=job.req.num_beams)
+            for job in jobs]
+    assert got == want
+    greedy = [_hf_text(reference, job.features, language="en", max_new_tokens=MAX_NEW) for job in jobs]
+    assert greedy != want
+
+
+def test_num_beams_over_http(whisper_dir, reference):
+    """Requests of different widths sent at once: each answer is its own beams' text; bad values are 400s naming
+    num_beams; the guided fields need a tokenizer llguidance reads (a word-level one is a 400 naming the field)."""
+    cases = [(name, k) for name in list(WAVS)[:2] for k in (1, 3)]
+    tr = Transcriber(str(whisper_dir))
+    want = [_hf_text(reference, tr.prepare(SpeechRequest("transcribe", WAVS[n]()[0], "a.wav"), "<|en|>").features,
+                     language="en", max_new_tokens=MAX_NEW, num_beams=k) for n, k in cases]
+    with running_app(create_speech_app(SpeechServeConfig(str(whisper_dir)))) as url:
+        async def burst():
+            async with httpx.AsyncClient(base_url=url, timeout=120) as c:
+                return await asyncio.gather(*(c.post(ROUTE, files={"file": ("a.wav", WAVS[n]()[0])},
+                                                     data={"language": "en", "num_beams": str(k)}) for n, k in cases))
+
+        responses = asyncio.run(burst())
+        assert [r.json()["text"] for r in responses] == want
+        with httpx.Client(base_url=url, timeout=60) as client:
+            file = WAVS["16k-mono-float32"]()[0]
+            for value in ("0", "17", "two", "2.5"):
+                assert "a whole number from 1 to 16" in _error(_post(client, file, {"num_beams": value}), "num_beams")
+            assert "temperature 0" in _error(_post(client, file, {"num_beams": "2", "temperature": "0.5"}),
+                                             "num_beams")
+            assert "cannot read this tokenizer" in _error(_post(client, file, {"guided_regex": "[0-9]+"}),
+                                                          "guided_regex")
+            assert _post(client, file, {"num_beams": "1", "temperature": "0.5"}).status_code == 200
+
+
+def test_guided_fields_constrain_the_transcript(grammar_dir):
+    tr = Transcriber(str(grammar_dir))
+    model, tok = tr.model, tr.tokenizer
+    hf = transformers.WhisperForConditionalGeneration.from_pretrained(grammar_dir).eval()
+    files = [WAVS[n]()[0] for n in WAVS]
+    features = [tr.prepare(SpeechRequest("transcribe", f, "a.wav"), "<|en|>").features for f in files]
+    max_new = tr.context - 4  # <|startoftranscript|> <|en|> <|transcribe|> <|notimestamps|>
+
+    def ours(x, grammar, **kwargs):
+        ids = model.generate(x, language="en", task="transcribe", max_new_tokens=max_new,
+                             logits_processor=GrammarLogitsProcessor(tok, grammar, EOS, model.vocab_size), **kwargs)
+        return tok.decode(ids[0].tolist(), skip_special_tokens=True).strip()
+
+    with running_app(create_speech_app(SpeechServeConfig(str(grammar_dir)))) as url, \
+            httpx.Client(base_url=url, timeout=60) as client:
+        # guided_regex: transformers' generate under the brute-force reference, greedy and with beams
+        for k in (1, 3):
+            with torch.no_grad():
+                ids = hf.generate(torch.tensor(features[0]), language="en", task="transcribe", max_new_tokens=max_new,
+                                  num_beams=k, logits_processor=transformers.LogitsProcessorList(
+                                      [Replayed(tok, Grammar.regex(DIGITS))]))[0].tolist()
+            want = tok.decode(ids, skip_special_tokens=True).strip()
+            assert re.fullmatch(DIGITS.lstrip(" ?"), want)
+            r = _post(client, files[0], {"language": "en", "guided_regex": DIGITS, "num_beams": str(k)})
+            assert r.status_code == 200 and r.json() == {"text": want}, r.text
+        # guided_choice (a JSON list), as text; guided_json (a schema's text)
+        r = _post(client, files[1], {"language": "en", "guided_choice": json.dumps(ANSWERS), "response_format": "text"})
+        assert r.status_code == 200 and r.text == ours(features[1], Grammar.choice(ANSWERS)) + "\n"
+        assert r.text.strip() in [a.strip() for a in ANSWERS]
+        schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 99}},
+                  "required": ["n"]}
+        r = _post(client, files[2], {"language": "en", "guided_json": json.dumps(schema)})
+        assert r.status_code == 200 and r.json()["text"] == ours(features[2], Grammar.json_schema(schema)), r.text
+        assert set(json.loads(r.json()["text"])) == {"n"}
+        # guided_grammar (Lark)
+        r = _post(client, files[0], {"language": "en", "guided_grammar": 'start: " " ("yes" | "no")'})
+        assert r.status_code == 200 and r.json()["text"] in ("yes", "no"), r.text
+        # bad fields
+        file = files[0]
+        _error(_post(client, file, {"guided_choice": "yes"}), "guided_choice")
+        _error(_post(client, file, {"guided_choice": "[]"}), "guided_choice")
+        assert "invalid regex" in _error(_post(client, file, {"guided_regex": "("}), "guided_regex")
+        _error(_post(client, file, {"guided_json": "{"}), "guided_json")
+        assert "both constrain" in _error(_post(client, file, {"guided_regex": "1", "guided_choice": '["a"]'}),
+                                          "guided_choice")
+        # a grammar that cannot go on ("Z" is not in the alphabet): its request alone gets a 400
+        dead = _post(client, file, {"language": "en", "guided_regex": "4Z"})
+        assert "cannot spell what it requires next" in _error(dead, "guided_regex")
+        assert dead.json()["error"]["code"] == "grammar_failed"
+        assert _post(client, file, {"language": "en"}).status_code == 200
+
+
+def test_a_grammar_that_cannot_go_on_fails_its_request_alone(grammar_dir):
+    """Requests taken together: the one whose grammar dies gets its 400, the others their transcripts."""
+    tr = Transcriber(str(grammar_dir))
+    file = WAVS["16k-mono-float32"]()[0]
+    reqs = [SpeechRequest("transcribe", file, "a.wav", language="en", grammar=Grammar.regex("4Z"),
+                          grammar_param="guided_regex"),
+            SpeechRequest("transcribe", file, "a.wav", language="en", grammar=Grammar.regex(DIGITS),
+                          grammar_param="guided_regex"),
+            SpeechRequest("transcribe", file, "a.wav", language="en")]
+    results = tr.transcribe([tr.prepare(r, "<|en|>") for r in reqs])
+    assert isinstance(results[0], CompletionError) and results[0].status == 400
+    assert re.fullmatch(DIGITS.lstrip(" ?"), results[1].text)
+    assert results[2].text == tr.transcribe([tr.prepare(reqs[2], "<|en|>")])[0].text != results[1].text
