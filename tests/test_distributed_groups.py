@@ -168,6 +168,14 @@ def test_new_subgroups_of_a_group_is_collective_over_its_ranks_only(edge):
     assert "group_size (3) must not exceed the group's size (2)" in r1["subs_size"]
 
 
+def test_a_rank_in_two_overlapping_groups_backwards_each_model_apart(tmp_path):
+    """Groups [0, 1] and [0, 2]: rank 0 trains a model of each (DDP, DistributedOptimizer, ZeRO-2, FSDP + ZeRO-3),
+    one backward pass per model; its pass for one group's model is no round of the other's wrapper (was: that
+    wrapper reduced zeros with rank 2's real gradients, then waited forever for a round rank 2 never ran)."""
+    run_job(3, "groups_overlap_job.py", tmp_path, timeout=90)
+    _check_group_training(tmp_path, [(4, [0, 1]), (5, [0, 2])])
+
+
 def test_destroy_process_group_without_a_group_frees_every_group(edge):
     """torch's destroy_process_group() at the end of a script: every group's communicator is freed (MPI_Comm_free),
     its collectives are then refused, and the world still works until MPI ends with the process."""

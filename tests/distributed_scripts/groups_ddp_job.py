@@ -43,7 +43,8 @@ def flat_params(model):
     return np.concatenate([sd[k]._data.reshape(-1) for k in sorted(sd)])
 
 
-def train(name, group, gi, out, result):
+def build(name, group):
+    """(model, optimizer, plain module) of configuration ``name`` on ``group``, from this rank's own weights."""
     net = make_model(dist.rank())
     if name == "ddp":
         model = dist.DistributedDataParallel(net, bucket_cap_mb=0.0005, process_group=group)  # several buckets
@@ -59,15 +60,25 @@ def train(name, group, gi, out, result):
     else:  # zero3: FullyShardedDataParallel's group is the optimizer's
         model = dist.FullyShardedDataParallel(net, process_group=group)
         opt = dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam, stage=3, lr=LR)
-    for step in range(STEPS):
-        opt.zero_grad()
-        loss_of(model, *data(gi, step, group.rank())).backward()
-        opt.step()
+    return model, opt, net
+
+
+def finish(name, model, net, group, gi, out, result):
+    """Record whether the group's ranks ended identical; its rank 0 saves the parameters."""
     params = flat_params(model if name == "zero3" else net)  # FSDP's state_dict gathers (collective)
     everyone = dist.allgather(params, group=group)
     result[name] = bool(all(np.array_equal(everyone[0], p) for p in everyone))
     if group.rank() == 0:
         np.save(f"{out}/{name}_group{gi}.npy", params)
+
+
+def train(name, group, gi, out, result):
+    model, opt, net = build(name, group)
+    for step in range(STEPS):
+        opt.zero_grad()
+        loss_of(model, *data(gi, step, group.rank())).backward()
+        opt.step()
+    finish(name, model, net, group, gi, out, result)
 
 
 def main(out):

@@ -42,6 +42,7 @@ from .. import autograd
 from ..nn.module import Module
 from ..optim.optimizer import Optimizer, register_optimizer_step_pre_hook
 from ..tensor import Tensor
+from . import _passes
 from . import comm as _c
 
 __all__ = ["DistributedDataParallel", "DistributedOptimizer", "broadcast_parameters", "broadcast_optimizer_state"]
@@ -105,7 +106,8 @@ class _Reducer:
     def __init__(self, params: List[Tensor], bucket_cap_mb: float, sticky: bool = False, group=None):
         if not isinstance(bucket_cap_mb, (int, float)) or isinstance(bucket_cap_mb, bool) or bucket_cap_mb <= 0:
             raise ValueError(f"bucket_cap_mb must be a positive number, got {bucket_cap_mb!r}")
-        self.comm = (group or _c.GroupMember.WORLD).comm
+        self.process_group = group or _c.GroupMember.WORLD
+        self.comm = self.process_group.comm
         self.MPI = _c._mpi()
         self.size = self.comm.Get_size()
         cap = int(bucket_cap_mb * 1024 * 1024)
@@ -126,6 +128,10 @@ class _Reducer:
         self.bytes_done_early = 0  # ... and those whose allreduce had completed when backward ended
         self.handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
         autograd._add_pass_observer(self._on_pass)
+        _passes.register(self)
+
+    def _reached_by(self, leaf_ids, nodes) -> bool:
+        return any(i in leaf_ids for i in self.where)
 
     def _add_bucket(self, group):
         b = len(self.buckets)
@@ -135,8 +141,9 @@ class _Reducer:
         self.buckets.append(bucket)
 
     def _on_pass(self, nodes) -> None:
-        """A backward pass starts: its end finishes the round its hooks start, or, when armed, runs one."""
-        if self.enabled:
+        """A backward pass starts: its end finishes the round its hooks start, or, when armed, runs one
+        (unless the pass is another group's: _passes)."""
+        if self.enabled and not _passes.for_another_group(self, nodes):
             autograd.queue_callback(self._end_of_pass)
 
     def _end_of_pass(self) -> None:

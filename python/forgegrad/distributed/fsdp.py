@@ -57,7 +57,7 @@ from .. import autograd
 from ..autograd import Function
 from ..nn.module import Module
 from ..tensor import Tensor
-from . import _pages
+from . import _pages, _passes
 from . import comm as _c
 
 __all__ = ["FullyShardedDataParallel", "BackwardPrefetch"]
@@ -200,6 +200,7 @@ class FullyShardedDataParallel(Module):
             m.register_forward_pre_hook(lambda mod, args, unit=unit: self._gather(unit))
             object.__setattr__(m, "forward", self._sharded_forward(m, unit))
         autograd._add_pass_observer(self._on_pass)
+        _passes.register(self)
         d["forward_prefetch"], d["backward_prefetch"] = forward_prefetch, backward_prefetch
         # with prefetch every gather is an Iallgather (see the module docstring)
         d["_nonblocking"] = forward_prefetch or backward_prefetch is not None
@@ -361,12 +362,16 @@ class FullyShardedDataParallel(Module):
                                "optimizer would update parameters that are freed between uses)")
 
     def _on_pass(self, nodes) -> None:
-        """A backward pass starts: plan its gathers (see the module docstring)."""
-        if not self._armed and not self._gathered:
+        """A backward pass starts: plan its gathers (see the module docstring); another group's pass
+        (one that reaches a wrapper of another group and none of this one's units: _passes) is not ours."""
+        if (not self._armed and not self._gathered) or _passes.for_another_group(self, nodes):
             return
         self._make_plan(nodes)
         self.__dict__["_in_backward"] = True
         autograd.queue_callback(self._after_backward)
+
+    def _reached_by(self, leaf_ids, nodes) -> bool:
+        return any(isinstance(n, _PreBackward) and getattr(n, "owner", None) is self for n in nodes)
 
     def backward_not_run(self) -> None:
         """ZeroRedundancyOptimizer(stage=3).step() calls it first: after a forward whose backward this rank

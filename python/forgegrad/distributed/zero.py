@@ -248,7 +248,7 @@ class ZeroRedundancyOptimizer(Optimizer):
         self._reducer = None
         if stage >= 2:
             from .zero_reduce import _ShardReducer
-            self._reducer = _ShardReducer(self.groups, self.comm, self.MPI)
+            self._reducer = _ShardReducer(self.groups, self.comm, self.MPI, self.process_group)
         for fsdp in self._fsdp:  # it marks the units a backward pass does not reach on this rank
             fsdp.__dict__["_reducer"] = self._reducer
 

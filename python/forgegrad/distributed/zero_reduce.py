@@ -27,6 +27,7 @@ from typing import List
 import numpy as np
 
 from .. import autograd
+from . import _passes
 
 MAX_IN_FLIGHT = 2
 # id(parameter) -> the reducer whose hook takes its gradients; a newer ZeroRedundancyOptimizer over the
@@ -35,8 +36,9 @@ _OWNER: "weakref.WeakValueDictionary[int, _ShardReducer]" = weakref.WeakValueDic
 
 
 class _ShardReducer:
-    def __init__(self, groups, comm, MPI):
+    def __init__(self, groups, comm, MPI, process_group=None):
         self.comm, self.MPI = comm, MPI
+        self.process_group = process_group
         self.size = comm.Get_size()
         self.scale = np.float32(1.0 / self.size)
         # (group, unit) in launch order
@@ -62,6 +64,10 @@ class _ShardReducer:
             _OWNER[id(p)] = self
         self.handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
         autograd._add_pass_observer(self._on_pass)
+        _passes.register(self)
+
+    def _reached_by(self, leaf_ids, nodes) -> bool:
+        return any(i in leaf_ids for i in self.where)
 
     def detach(self) -> None:
         """Stop taking gradients (a newer optimizer over these parameters has taken them over)."""
@@ -71,7 +77,7 @@ class _ShardReducer:
         self.enabled = False
 
     def _on_pass(self, nodes) -> None:
-        if self.enabled:
+        if self.enabled and not _passes.for_another_group(self, nodes):  # another group's pass: _passes
             autograd.queue_callback(self._end_of_pass)
 
     def _end_of_pass(self) -> None:
