@@ -281,3 +281,33 @@ def test_negative_prompt_checks(checkpoints):
     small = Watermark(watermark_settings({"seeding_scheme": "selfhash"}), None)
     with pytest.raises(ValueError, match="selfhash.*at least 40"):
         small(np.zeros((1, 2), np.int64), np.zeros((1, 30), np.float32))
+
+
+def test_server_applies_the_checkpoint_watermark_and_top_h(tmp_path):
+    """A served checkpoint whose generation_config.json sets watermarking_config and top_h: greedy completions (the
+    watermark) and a seeded sampled one (top_h too) alone and batched equal generate's tokens."""
+    pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    from test_serve_generation_settings import LENGTHS, PROMPTS, _alone_and_batched, _solo, _text, _words
+    torch.manual_seed(0)
+    path = tmp_path / "tiny-gpt2-watermark"
+    cfg = transformers.GPT2Config(vocab_size=300, n_positions=256, n_embd=32, n_layer=2, n_head=4, bos_token_id=298,
+                                  eos_token_id=299, initializer_range=0.3)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(path)
+    _words(path)
+    base = from_pretrained(path)
+    plain = [_solo(base, p, n, len(p)) for p, n in zip(PROMPTS, LENGTHS)]
+    config = json.loads((path / "generation_config.json").read_text())
+    config.update(watermarking_config={"bias": 3.0, "seeding_scheme": "selfhash"}, top_h=0.6)
+    (path / "generation_config.json").write_text(json.dumps(config))
+    model = from_pretrained(path)
+    want = [_solo(model, p, n, len(p)) for p, n in zip(PROMPTS, LENGTHS)]
+    assert want != plain
+    forgegrad.manual_seed(5)
+    drawn = _solo(model, PROMPTS[1], 12, len(PROMPTS[1]), do_sample=True, temperature=0.9, top_k=None, top_p=None)
+    bodies = [{"prompt": p, "max_tokens": n, "temperature": 0} for p, n in zip(PROMPTS, LENGTHS)]
+    alone, batched, _ = _alone_and_batched(path, bodies + [{"prompt": PROMPTS[1], "max_tokens": 12,
+                                                            "temperature": 0.9, "seed": 5}])
+    expected = [(_text(w), len(w), "stop" if len(w) < n else "length") for w, n in zip(want, LENGTHS)]
+    assert alone[:4] == batched[:4] == expected
+    assert alone[4][:2] == batched[4][:2] == (_text(drawn), len(drawn))

@@ -290,7 +290,7 @@ class BatchEngine:
             logits = req.penalties.apply(logits, prompt, output)
         if constraint is not None:
             logits = constraint.mask(np.array(logits, np.float32))
-        token = choice.sampler(logits)[0]
+        token = choice.sampler(logits, np.array([choice.prefix + list(output)], np.int64))[0]  # the watermark's seeds
         if constraint is not None:
             constraint.advance(token)
         return token
