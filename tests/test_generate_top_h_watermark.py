@@ -311,3 +311,14 @@ def test_server_applies_the_checkpoint_watermark_and_top_h(tmp_path):
     expected = [(_text(w), len(w), "stop" if len(w) < n else "length") for w, n in zip(want, LENGTHS)]
     assert alone[:4] == batched[:4] == expected
     assert alone[4][:2] == batched[4][:2] == (_text(drawn), len(drawn))
+
+
+def test_server_names_the_guidance_it_does_not_apply(checkpoints, tmp_path):
+    """The served loops run no second model: a checkpoint's guidance_scale is named in a warning at load, not
+    applied (batched or alone)."""
+    from forgegrad.serve.row_settings import ServedGeneration
+    _, path, _ = checkpoints("gpt2")
+    model = _with_config(path, tmp_path, guidance_scale=1.5)
+    with pytest.warns(UserWarning, match="guidance_scale=1.5, which the server does not apply"):
+        served = ServedGeneration(model, None, [VOCAB - 2], False)
+    assert served.extra["guidance_scale"] is None
