@@ -150,6 +150,9 @@ def test_wrappers_on_a_group_whose_rank_0_is_not_global_rank_0(edge):
     out, res = edge
     _check_group_training(out, [(2, [3, 1]), (3, [0, 2])])
     assert res[1]["optimizer_state_steps"] == res[3]["optimizer_state_steps"] == [1, 1]  # root_rank=3: global
+    for me in (1, 3):
+        assert res[me]["rev_collectives"] == [{"from": 1}, {"from": 3}, [10.0, 11.0], [30.0, 31.0],
+                                              [[40.0], [42.0]][0 if me == 3 else 1], [3, 1]]
 
 
 def test_new_subgroups_of_a_group_is_collective_over_its_ranks_only(edge):

@@ -55,7 +55,14 @@ def main(out):
         y = np.array([float(me)])
         dist.allreduce(y, group=g23)
         res["g23_allreduce"] = y.tolist()
-    if me in (1, 3):
+    if me in (1, 3):  # [3, 1] unsorted: group rank 0 is global rank 3; roots are global ranks, group_src not
+        x = np.array([10.0 * me, 10.0 * me + 1])
+        res["rev_collectives"] = [dist.broadcast_object({"from": me}, root=1, group=rev),
+                                  dist.broadcast_object({"from": me}, group=rev, group_src=0),
+                                  dist.broadcast(x.copy(), root=1, group=rev).tolist(),
+                                  dist.broadcast(x.copy(), group=rev, group_src=0).tolist(),
+                                  dist.reduce_scatter(x, group=rev).tolist(),
+                                  dist.allgather_object(me, group=rev)]
         whole, whole_list = dist.new_subgroups(2, group=rev)  # one subgroup of [3, 1]: sorted, as torch's
         res["subs_of_rev"] = [dist.get_process_group_ranks(whole), len(whole_list)]
         singles, _ = dist.new_subgroups(1, group=rev)
