@@ -189,6 +189,18 @@ def test_destroy_process_group_without_a_group_frees_every_group(edge):
         assert r["world_after_destroy"] == 4.0
 
 
+def test_group_queries_before_init_say_so(monkeypatch):
+    """get_process_group_ranks(), get_group_rank(None, 0) ... before init(): the RuntimeError of rank() (was a
+    TypeError saying the group is a NoneType, GroupMember.WORLD being None then)."""
+    import forgegrad.distributed as dist
+    monkeypatch.setitem(comm._state, "comm", None)
+    for fn in (lambda: dist.get_process_group_ranks(None), lambda: dist.get_group_rank(None, 0),
+               lambda: dist.get_global_rank(None, 0), lambda: dist.get_world_size(None), dist.destroy_process_group,
+               lambda: dist.new_subgroups(1)):
+        with pytest.raises(RuntimeError, match="call forgegrad.distributed.init"):
+            fn()
+
+
 def test_group_arguments_at_one_rank():
     """A one-process MPI world: groups of it work, and bad arguments are refused before any communication."""
     import pickle

@@ -193,6 +193,7 @@ def _subgroups(lists: List[List[int]], desc: Optional[str], parent: Optional[Pro
 
 
 def _registered(group, who: str) -> ProcessGroup:
+    _c._comm()  # before init() there is no world to look a rank up in
     if group is None:
         group = GroupMember.WORLD
     if group is NON_GROUP_MEMBER:
