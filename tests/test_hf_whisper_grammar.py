@@ -108,8 +108,11 @@ class Replayed(transformers.LogitsProcessor):
         text (a function of the text alone: the same answer, once)."""
         if text not in self.seen:
             state = RowConstraint(self.grammar, self.lltok)
-            self.seen[text] = torch.tensor(state.allowed()[:EOS + 1]) if all(state.try_advance(t) for t in text) \
-                else None
+            try:
+                self.seen[text] = torch.tensor(state.allowed()[:EOS + 1]) if all(
+                    state.try_advance(t) for t in text) else None
+            except GrammarError:  # a dead end: every token banned, as transformers' beam search drops a beam
+                self.seen[text] = None
         return self.seen[text]
 
 
@@ -234,3 +237,22 @@ def test_errors(checkpoints):
     with pytest.raises(GrammarError, match="after '4': the tokenizer cannot spell what it requires next"):
         model.generate(x, language="en", max_new_tokens=10,
                        logits_processor=GrammarLogitsProcessor(tok, Grammar.regex("4Z"), EOS, VOCAB))
+
+
+def test_beam_search_drops_a_beam_at_a_dead_end(checkpoints):
+    """"4Z|5": the model's first choice, "4", leads to a "Z" no token spells. Greedy search fails; beam search drops
+    that beam (as transformers' beam search drops one whose every continuation is banned) and returns "5", as
+    transformers' under the reference; where every beam dies ("[0-9]Z|44" after other digits) it fails."""
+    model, hf, tok = checkpoints["clean"]
+    x = _features(1, 100, seed=0)
+    kwargs = dict(language="en", max_new_tokens=10)
+    with pytest.raises(GrammarError, match="after '4': the tokenizer cannot spell"):
+        model.generate(x, logits_processor=GrammarLogitsProcessor(tok, Grammar.regex("4Z|5"), EOS, VOCAB), **kwargs)
+    got = model.generate(x, num_beams=2, logits_processor=GrammarLogitsProcessor(tok, Grammar.regex("4Z|5"), EOS,
+                                                                                 VOCAB), **kwargs)
+    assert _texts(tok, got) == ["5"]
+    np.testing.assert_array_equal(got, hf.generate(torch.tensor(x), num_beams=2, logits_processor=(
+        transformers.LogitsProcessorList([Replayed(tok, Grammar.regex("4Z|5"))])), **kwargs).numpy())
+    with pytest.raises(GrammarError, match="the tokenizer cannot spell"):
+        model.generate(x, num_beams=2, logits_processor=GrammarLogitsProcessor(tok, Grammar.regex("[0-9]Z|44"), EOS,
+                                                                               VOCAB), **kwargs)

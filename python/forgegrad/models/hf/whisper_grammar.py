@@ -23,6 +23,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from .beam_search import running
 from .constrained import GrammarError, GrammarLogitsProcessor, RowConstraint
 
 __all__ = ["WhisperGrammar", "whisper_grammar"]
@@ -65,8 +66,10 @@ class _Window:
     """``window(generated, scores)``: each row's scores (rows, V), in place, where ``generated`` (rows, n) holds its
     tokens after the window's prompt: text the grammar does not allow next, and the end token until the grammar is
     complete, set to -inf. A row that has ended (an end token among its tokens) is left as it is, and so is a row
-    whose text the grammar refused (a beam that ran on a token scored -inf: its scores become -inf). GrammarError
-    where the grammar leaves a row that had a token to take none."""
+    whose text the grammar refused (a beam that ran on a token scored -inf: its scores become -inf). Where the
+    grammar leaves a row that had a token to take none (a dead end), GrammarError in greedy search and sampling; in
+    beam search the beam is dropped, as GrammarLogitsProcessor drops one (beam_search.BeamRun: the error is raised
+    only when a prompt is left with no hypothesis)."""
 
     def __init__(self, of: WhisperGrammar):
         self.of = of
@@ -76,6 +79,7 @@ class _Window:
         eos = self.of.eos
         texts = [None if eos in row else tuple(t for t in row if t < eos) for row in np.asarray(generated).tolist()]
         states = self._states({t for t in texts if t is not None})
+        beams = running()
         for r, text in enumerate(texts):
             if text is None:
                 continue
@@ -84,13 +88,19 @@ class _Window:
             if state is None:
                 row[:] = -np.inf
                 continue
-            allowed = state.allowed()
-            had = bool(np.isfinite(row).any())
-            row[:eos][~allowed[:eos]] = -np.inf
-            if not allowed[eos]:
-                row[eos] = -np.inf
-            if had and not np.isfinite(row).any():
-                raise GrammarError(state._dead_end(bool(allowed[:eos + 1].any())))
+            try:
+                allowed = state.allowed()
+                had = bool(np.isfinite(row).any())
+                row[:eos][~allowed[:eos]] = -np.inf
+                if not allowed[eos]:
+                    row[eos] = -np.inf
+                if had and not np.isfinite(row).any():
+                    raise GrammarError(state._dead_end(bool(allowed[:eos + 1].any())))
+            except GrammarError as e:
+                if beams is None:  # greedy search, sampling: the row cannot go on
+                    raise
+                row[:] = -np.inf  # beam search: the beam is dropped, as constrained.py drops one
+                beams.drop(r, e)
         self.states = states
         return scores
 
