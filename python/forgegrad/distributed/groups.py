@@ -11,8 +11,10 @@ A group is an MPI communicator of its own (``MPI_Comm_split`` of COMM_WORLD), so
 only its own ranks' and never wait for, or pair with, a collective of another group or of the world.
 Group ranks follow the sorted global ranks (``sort_ranks=False``: the order given), as torch's.
 Creating a group is collective over the whole job (``use_local_synchronization=True``: over the
-group's ranks only, ``MPI_Comm_create_group``), and every rank checks first that all ranks asked for
-the same groups: different lists would leave the ranks in unmatched calls, so they get a ValueError.
+group's ranks only, ``MPI_Comm_create_group``; ``new_subgroups(group=g)``: over g's ranks, a split of
+g's communicator), and every rank checks first that all ranks asked for the same groups: different
+lists would leave the ranks in unmatched calls, so they get a ValueError. ``destroy_process_group()``
+frees them all (MPI_Comm_free).
 """
 from __future__ import annotations
 
