@@ -62,9 +62,10 @@ from .task_heads import (BertForMultipleChoice, BertForQuestionAnswering, Debert
                          RobertaForMultipleChoice, RobertaForQuestionAnswering, XLMRobertaForMultipleChoice,
                          XLMRobertaForQuestionAnswering)
 from .question_answering import answer_question
+from .watermarking import WatermarkDetector
 
 __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past", "generate_onnx", "export_seq2seq",
-           "generate_onnx_seq2seq", "generate_onnx_whisper", "export_task_head", "CheckpointError",
+           "generate_onnx_seq2seq", "generate_onnx_whisper", "export_task_head", "CheckpointError", "WatermarkDetector",
            "ARCHITECTURES",
            "GPT2LMHeadModel", "BertModel", "RobertaModel", "XLMRobertaModel", "BertForSequenceClassification",
            "RobertaForSequenceClassification", "XLMRobertaForSequenceClassification", "ModernBertModel",
