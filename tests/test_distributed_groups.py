@@ -235,6 +235,9 @@ def test_group_arguments_at_one_rank():
         (lambda: dist.get_global_rank(g, 1), ValueError, "Group rank 1 is not part of group"),
         (lambda: dist.get_group_rank(non, 0), ValueError, "NON_GROUP_MEMBER"),
         (lambda: dist.new_subgroups(1, group=non), ValueError, "only the group's ranks call new_subgroups"),
+        (lambda: dist.broadcast_parameters([a], 0, group=non), ValueError,
+         "broadcast_parameters: group is GroupMember.NON_GROUP_MEMBER: global rank 0 is not in the group; call it "
+         "on the group's ranks only"),
     ]
     for fn, kind, message in cases:
         with pytest.raises(kind, match=message):

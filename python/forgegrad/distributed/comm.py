@@ -225,11 +225,13 @@ def _group(group, who: str) -> Optional[ProcessGroup]:
     return group
 
 
-def _member_group(process_group, who: str) -> ProcessGroup:
-    """The group a wrapper (DDP, ZeRO, FSDP) reduces over; a rank outside it has nothing to wrap."""
+def _member_group(process_group, who: str, name: str = "process_group",
+                  hint: str = "wrap the model only on the group's ranks") -> ProcessGroup:
+    """The group a wrapper (DDP, ZeRO, FSDP) reduces over; a rank outside it has nothing to wrap.
+    ``name``: the argument's name in ``who``'s signature."""
     if process_group is NON_GROUP_MEMBER:
-        raise ValueError(f"{who}: process_group is GroupMember.NON_GROUP_MEMBER: global rank {rank()} is not in "
-                         "the group; wrap the model only on the group's ranks")
+        raise ValueError(f"{who}: {name} is GroupMember.NON_GROUP_MEMBER: global rank {rank()} is not in "
+                         f"the group; {hint}")
     return _group(process_group, who)
 
 

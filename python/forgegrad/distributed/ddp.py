@@ -415,7 +415,7 @@ def broadcast_parameters(params, root_rank: int = 0, group=None) -> None:
     """Overwrite, in place, every rank's tensors with root_rank's: ``params`` is a state_dict, a Module,
     or an iterable of Tensors / (name, Tensor) pairs (Horovod's ``broadcast_parameters``). ``group``:
     only among its ranks (``root_rank`` is a global rank)."""
-    group = _c._member_group(group, "broadcast_parameters")
+    group = _c._member_group(group, "broadcast_parameters", "group", "call it on the group's ranks only")
     if isinstance(params, Module):
         params = params.state_dict()
     items = list(params.items()) if isinstance(params, dict) else list(params)
@@ -431,7 +431,7 @@ def broadcast_parameters(params, root_rank: int = 0, group=None) -> None:
 def broadcast_optimizer_state(optimizer, root_rank: int = 0, group=None) -> None:
     """Give every rank (of ``group``) root_rank's optimizer state (Horovod's ``broadcast_optimizer_state``):
     its state_dict is broadcast (pickled numpy arrays) and loaded on the other ranks."""
-    group = _c._member_group(group, "broadcast_optimizer_state")
+    group = _c._member_group(group, "broadcast_optimizer_state", "group", "call it on the group's ranks only")
     sd: Optional[dict] = None
     if _c.rank() == root_rank:
         sd = _numpy_state(optimizer.state_dict())
