@@ -110,5 +110,5 @@ _KV_FIELDS = (("blocks", "gauge", "paged KV cache blocks (each: prefix_block tok
               ("waits", "counter", "times a prompt waited for KV cache blocks (the cache was full)"),
               ("preemptions", "counter", "rows (or prompts being prefilled) that let their KV cache blocks go for "
                "others' because the cache was full, to be prefilled again"),
-              ("recomputed_tokens", "counter", "tokens prefilled again for preempted rows (those not found in the "
-               "prefix cache)"))
+              ("recomputed_tokens", "counter", "tokens prefilled again for preempted rows and prompts (those not found "
+               "in the prefix cache)"))

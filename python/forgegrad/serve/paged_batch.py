@@ -52,6 +52,7 @@ class _Resume(_Prefill):
         prompt = row.job.prompt_ids[row.index]
         super().__init__(row.job, list(prompt) + list(row.stream.tokens[:row.n - len(prompt)]), None)
         self.row = row
+        self.redo = len(self.ids)  # every key it prefills it had before (recomputed_tokens)
 
     @property
     def rows(self) -> int:
@@ -139,6 +140,14 @@ class PagedBatchEngine(BatchEngine):
         self.rows = self.rows + joined
         self.slots = self.rows
 
+    def _prefill_chunk(self, p: _Prefill):
+        """BatchEngine's, counting in ``recomputed_tokens`` the keys it computes again: a preempted row's, and those a
+        prompt preempted during its prefill had computed before (``redo``: the keys before it were computed once)."""
+        before = p.done
+        logits = super()._prefill_chunk(p)
+        self.pool.recomputed_tokens += max(0, min(p.done, getattr(p, "redo", 0)) - before)
+        return logits
+
     def _cancel_prefill(self, p: _Prefill) -> bool:
         if not isinstance(p, _Resume):
             return super()._cancel_prefill(p)
@@ -167,14 +176,13 @@ class PagedBatchEngine(BatchEngine):
             pool.release(cached)
             p.waited = True  # asks again after the next step: one wait in the counters
             return False
-        if self.prefix is not None and not resume:
-            self.prefix.count(len(cached))
+        if self.prefix is not None and not (resume or getattr(p, "counted", False)):
+            self.prefix.count(len(cached))  # one lookup per prompt, however often its prefill starts over
+            p.counted = True
         p.blocks, p.reserved = list(cached), need
         p.cache = self.model.new_cache(1, P)
         pool.read(cached, p.cache)
         p.done = p.cache.length = len(cached) * pool.block_tokens
-        if resume:
-            pool.recomputed_tokens += P - p.done
         for _, stream, _ in p.choices:
             stream.cached_tokens = p.done
         return True
@@ -292,7 +300,7 @@ class PagedBatchEngine(BatchEngine):
         pool.preemptions += 1
         if isinstance(victim, _Prefill):
             self._let_go(victim)
-            victim.done = 0
+            victim.redo, victim.done = max(getattr(victim, "redo", 0), victim.done), 0
             self.prefills.sort(key=_order)  # back in its place: preempted rows that came before it go first
             what = f"the prefill of a {len(victim.ids)}-token prompt"
         else:

@@ -1,0 +1,152 @@
+"""Preemption in the paged KV cache at its edges (serve/paged_batch.py): a prompt preempted while it is being
+prefilled (counted once in the prefix cache's hits and misses, its lost work in recomputed_tokens), every per-row
+sampling rule carrying on across a resume (stop strings, penalties, logit_bias, min_tokens, top log-probabilities,
+structured outputs), sliding-window and soft-capped models (Mistral, Gemma 2), and a cancelled request waiting in
+line, which leaves at once instead of when its turn comes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from forgegrad.serve.kv_pool import KVPool
+from forgegrad.serve.prefix_cache import PagedPrefixCache
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+from test_serve_paged_kv import _jobs  # noqa: E402
+from test_serve_paged_preempt import _assert_clean, _engine  # noqa: E402
+
+LLAMA = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+             vocab_size=300, max_position_embeddings=512, initializer_range=0.3, eos_token_id=299, bos_token_id=298)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    from hf_conformance import tiny_byte_gpt2
+    root = tmp_path_factory.mktemp("preempt_edges")
+
+    def save(name, make):
+        torch.manual_seed(1)
+        make().save_pretrained(root / name)
+        return str(root / name)
+
+    return {
+        "gpt2": str(tiny_byte_gpt2(root / "gpt2", n_positions=1024)),
+        # every layer attends to its last 24 keys: the rows here are longer than that when they are preempted
+        "mistral": save("mistral", lambda: transformers.MistralForCausalLM(
+            transformers.MistralConfig(**LLAMA, sliding_window=24))),
+        # a window of 20 on every other layer, capped scores and logits
+        "gemma2": save("gemma2", lambda: transformers.Gemma2ForCausalLM(transformers.Gemma2Config(
+            **LLAMA, head_dim=16, query_pre_attn_scalar=12, sliding_window=20, attn_logit_softcapping=20.0,
+            final_logit_softcapping=10.0, pad_token_id=0))),
+    }
+
+
+def _counting(base):
+    """``base`` (an engine class) counting the prompt tokens its prefill calls feed, and the preempted prefills."""
+
+    class Counting(base):
+        def __init__(self, *a, **kw):
+            self.fed = self.preempted_prefills = 0
+            super().__init__(*a, **kw)
+
+        def _prefill_chunk(self, p):
+            before = p.done
+            logits = super()._prefill_chunk(p)
+            self.fed += p.done - before
+            return logits
+
+        def _preempt(self, victim):
+            from forgegrad.serve.generation_batch import _Prefill
+            self.preempted_prefills += isinstance(victim, _Prefill) and victim.cache is not None
+            super()._preempt(victim)
+
+    return Counting
+
+
+@pytest.mark.parametrize("prefix_mb", [0, 1])
+def test_a_prompt_preempted_during_its_prefill_is_counted_once(checkpoints, prefix_mb):
+    """A 15-token prompt decoding 60 tokens and a 300-token prompt prefilled 16 tokens at a time beside it, in a pool of
+    21 blocks: the short row's third block is the pool's last, so the long prompt's prefill is preempted halfway and
+    starts over once the row is done. Both answer as in a roomy pool; the prefix cache counts one lookup per prompt
+    (a hit or a miss, not one per start), and every prompt token prefilled twice is in recomputed_tokens."""
+    cls, _ = _engine(256, prefix_mb, 0)
+    bodies = [dict(prompt="Once upon a ti.", max_tokens=60, temperature=0, ignore_eos=True),
+              dict(prompt="".join(chr(97 + i % 26) for i in range(300)), max_tokens=4, temperature=0)]
+
+    def make(blocks):
+        def build(gen):
+            pool = KVPool.for_model(gen.model, blocks=blocks, block_tokens=16)
+            prefix = PagedPrefixCache(int(prefix_mb * 2 ** 20), 16, pool) if prefix_mb else None
+            return dict(pool=pool, prefix_cache=prefix, prefill_chunk=16, lookahead=0)
+        return build
+
+    want, _, roomy = _jobs(_counting(cls), checkpoints["gpt2"], bodies, make(256))
+    got, _, tight = _jobs(_counting(cls), checkpoints["gpt2"], bodies, make(21))
+    assert [c.token_ids for r in got for c in r] == [c.token_ids for r in want for c in r]
+    assert roomy.pool.preemptions == 0 and tight.preempted_prefills == tight.pool.preemptions == 1
+    assert tight.fed == roomy.fed + tight.pool.recomputed_tokens and tight.pool.recomputed_tokens > 0
+    if prefix_mb:
+        assert tight.prefix.hits + tight.prefix.misses == roomy.prefix.hits + roomy.prefix.misses == 2
+    _assert_clean(tight)
+
+
+def _feature_bodies():
+    """Requests that each lean on a rule a resumed row must carry on with, not restart or apply twice."""
+    base = dict(max_tokens=40, ignore_eos=True)
+    return [
+        dict(base, prompt="Hello there, how are you today?", temperature=0, logprobs=5),
+        dict(base, prompt="Penalties apply here ", temperature=0.8, seed=3, presence_penalty=1.5,
+             frequency_penalty=0.7, repetition_penalty=1.3, n=2),
+        dict(base, prompt="Bias and floor: ", temperature=0.7, seed=9, logit_bias={"101": 4, "32": -100},
+             min_tokens=30, top_p=0.9, top_k=50),
+        dict(base, prompt="The sea, the sea: the sea, the sea", temperature=0.6, seed=1, n=3, bad_words=["the s"]),
+        dict(base, prompt="Stop me if you can: ", temperature=0.9, seed=7, stop=["zz", "I\x037"], logprobs=3),
+        dict(prompt="Digits only: ", max_tokens=40, temperature=1.0, seed=2, guided_regex="[0-9]{5,30}x"),
+    ]
+
+
+@pytest.mark.parametrize("prefix_mb", [0, 1])
+def test_every_sampling_rule_carries_on_across_a_resume(checkpoints, prefix_mb):
+    """Six requests (top log-probabilities, penalties with n = 2, logit_bias with min_tokens and top-p, bad words with
+    n = 3, a stop string, a regular-expression grammar) through a pool of 12 blocks that preempts them, the stop
+    string's and the grammar's rows before they end: each answers exactly as in a roomy pool (tokens, finish reasons,
+    texts, streamed log-probabilities and their top tokens), and no block stays held."""
+    bodies = _feature_bodies()
+    cls, make = _engine(256, prefix_mb)
+    want, want_lp, _ = _jobs(cls, checkpoints["gpt2"], bodies, make)
+    cls, make = _engine(12, prefix_mb, 0)
+    got, got_lp, tight = _jobs(cls, checkpoints["gpt2"], bodies, make)
+    begun = [o for o, _ in tight.started]
+    assert {(4, 0), (5, 0)} <= {o for o in begun if begun.count(o) > 1}  # the stop string's and the grammar's rows
+    assert [c.finish_reason for c in got[4] + got[5]] == ["stop", "stop"]
+    for a, b in zip(want, got):
+        assert [(c.token_ids, c.finish_reason, c.text) for c in b] == [(c.token_ids, c.finish_reason, c.text)
+                                                                       for c in a]
+    assert [set(c.text[:-1]) <= set("0123456789") for c in got[5]] == [True]
+    for a, b in zip(want_lp, got_lp):
+        assert sorted(a) == sorted(b)
+        for i in a:
+            assert [e.token for e in a[i]] == [e.token for e in b[i]]
+            assert [[t[0] for t in e.top] for e in a[i]] == [[t[0] for t in e.top] for e in b[i]]
+            np.testing.assert_allclose([e.logprob for e in b[i]], [e.logprob for e in a[i]], atol=1e-6, rtol=2e-6)
+    _assert_clean(tight)
+
+
+@pytest.mark.parametrize("arch", ["mistral", "gemma2"])
+def test_windowed_and_capped_models_resume_as_they_ran(checkpoints, arch):
+    """Mistral (a 24-key window on every layer) and Gemma 2 (a 20-key window on every other layer, capped scores and
+    logits): rows preempted past their window are recomputed with the window's mask, and answer as in a roomy pool."""
+    bodies = [dict(prompt=p, max_tokens=44, temperature=t, seed=4, logprobs=1, ignore_eos=True)
+              for p, t in (("Hello there, how are you", 0), ("abc", 0.8), ("The sea, the sea", 0), ("Hi!", 0.9))]
+    cls, make = _engine(256, 1)
+    want, want_lp, _ = _jobs(cls, checkpoints[arch], bodies, make)
+    cls, make = _engine(7, 1, 0)
+    got, got_lp, tight = _jobs(cls, checkpoints[arch], bodies, make)
+    assert tight.pool.preemptions > 0 and tight.pool.recomputed_tokens > 24
+    assert [c.token_ids for r in got for c in r] == [c.token_ids for r in want for c in r]
+    for a, b in zip(want_lp, got_lp):
+        np.testing.assert_allclose([e.logprob for e in b[0]], [e.logprob for e in a[0]], atol=1e-5, rtol=1e-5)
+    _assert_clean(tight)
