@@ -16,12 +16,17 @@ beams during the search.
 
 Beam search is deterministic: ``temperature`` (0 or 1 only, vLLM's defaults, neither rescales), ``top_p``, ``top_k``
 and ``min_p`` do not apply, and other values are a 400 naming the field; ``length_penalty`` needs
-``use_beam_search``. Streamed, each choice's text comes once the search is done (the hypotheses are known only then),
+``use_beam_search``, and its magnitude is bounded by ``max_tokens``: the hypotheses' float32 scores are divided by
+their length ** length_penalty, which must neither overflow (a banned continuation's -inf / inf is NaN, and a NaN
+ranks first) nor underflow to 0 (|length_penalty| * ln(max_tokens + 1) <= 80). A client that goes away (a streamed
+request's connection closed) stops the search at its next step, as it stops a completion decoded one token at a
+time. Streamed, each choice's text comes once the search is done (the hypotheses are known only then),
 in one piece or a few, then the closing chunks; its ``logprobs`` too (from one scoring forward, as a non-streamed
 answer's).
 """
 from __future__ import annotations
 
+import math
 import threading
 from typing import Callable, List, Optional
 
@@ -29,6 +34,12 @@ import numpy as np
 
 from .completion_request import CompletionError, CompletionRequest, bad, flag, is_number
 from .text_stream import Completion
+
+MAX_PENALTY_EXPONENT = 80.0  # |length_penalty| * ln(max_tokens + 1): length ** length_penalty within float32's range
+
+
+class _Cancelled(Exception):
+    """Raised in the search when the request was cancelled (its client went away)."""
 
 
 def beam_settings(obj: dict, req: CompletionRequest) -> None:
@@ -45,6 +56,12 @@ def beam_settings(obj: dict, req: CompletionRequest) -> None:
         req.length_penalty = float(v)
     if not beams or req.max_tokens == 0:  # echo with max_tokens 0 scores a text: nothing searched
         return
+    if req.length_penalty is not None and abs(req.length_penalty) * math.log(req.max_tokens + 1) > \
+            MAX_PENALTY_EXPONENT:
+        raise CompletionError(400, f"length_penalty {req.length_penalty:g} is too large in magnitude for max_tokens "
+                                   f"{req.max_tokens}: beam search divides each hypothesis's score by its length ** "
+                                   "length_penalty, which must stay within float32's range (|length_penalty| * "
+                                   f"ln(max_tokens + 1) <= {MAX_PENALTY_EXPONENT:g})", "length_penalty")
     if req.temperature not in (0.0, 1.0):
         raise CompletionError(400, f"temperature {req.temperature:g} does not apply to beam search, which is "
                                    "deterministic: give 0 or 1, or leave it out", "temperature")
@@ -73,7 +90,17 @@ def _rowwise(req: CompletionRequest, ids: List[int], start: int):
     return process
 
 
-def _beams(gen, req: CompletionRequest, ids: List[int], index: int) -> np.ndarray:
+def _watch(cancelled: threading.Event):
+    """A processor that changes nothing and ends the search (``_Cancelled``) once the request is cancelled: checked
+    at every step, as the one-at-a-time path checks at every token."""
+    def process(sequences, scores):
+        if cancelled.is_set():
+            raise _Cancelled
+        return scores
+    return process
+
+
+def _beams(gen, req: CompletionRequest, ids: List[int], index: int, cancelled: threading.Event) -> np.ndarray:
     """(n, tokens): the prompt's n best hypotheses, best first (each up to its end token, then padding)."""
     from ..models.hf import generate
     from ..models.hf.beam_search import recorded
@@ -81,7 +108,7 @@ def _beams(gen, req: CompletionRequest, ids: List[int], index: int) -> np.ndarra
     from ..models.hf.logits_processors import output_vocab_size
     from .structured import row_failed
     start = 1 if gen.seq2seq else len(ids)
-    processors: List[Callable] = []
+    processors: List[Callable] = [_watch(cancelled)]
     if req.token_rules is not None or req.penalties.active:
         processors.append(_rowwise(req, ids, start))
     if req.grammar is not None:  # the grammar last, as the one-at-a-time path masks after the penalties
@@ -91,14 +118,16 @@ def _beams(gen, req: CompletionRequest, ids: List[int], index: int) -> np.ndarra
         try:
             out = generate(gen.model, [ids], max_new_tokens=req.max_tokens, do_sample=False, top_k=None, top_p=None,
                            min_p=None, num_beams=req.num_beams, num_return_sequences=req.n,
-                           length_penalty=req.length_penalty, logits_processor=processors or None,
+                           length_penalty=req.length_penalty, logits_processor=processors,
                            **gen.generation.generate_kwargs(req))
         except GrammarError as e:  # every beam reached a dead end of the grammar
             raise row_failed(req, e) from None
     found = int(runs[-1].found[0]) if runs else req.n
-    if found < req.n:
-        raise CompletionError(400, f"n: beam search found {found} completion(s) of prompt {index} (its constraints "
-                                   f"allow no more), fewer than the {req.n} asked for", "n")
+    if found < req.n:  # the rest are placeholders, scored -1e9 (transformers' beam search)
+        why = "its constraints allow no more" if not (req.length_penalty or 0) < 0 else \
+            "its constraints allow no more, or the negative length_penalty scaled the others' scores below -1e9"
+        raise CompletionError(400, f"n: beam search found {found} completion(s) of prompt {index} ({why}), fewer "
+                                   f"than the {req.n} asked for", "n")
     return out[:, start:]
 
 
@@ -129,14 +158,18 @@ def complete_beams(gen, req: CompletionRequest, prompt_ids: List[List[int]],
                    cancelled: threading.Event) -> List[Completion]:
     """On the server's worker: each prompt's n choices by beam search (``prompt_ids`` holds each prompt n times, as
     the server lays out a request's rows), prompt-major; ``on_text(choice, text, entries)`` gets the streamed
-    pieces."""
+    pieces. A cancelled request (its client went away) ends at the search's next step with the choices done so far."""
     results: List[Completion] = []
     n = req.n
     for p in range(0, len(prompt_ids), n):
         if cancelled.is_set():
             break
         ids = prompt_ids[p]
-        for j, tokens in enumerate(_beams(gen, req, ids, p // n)):
+        try:
+            hypotheses = _beams(gen, req, ids, p // n, cancelled)
+        except _Cancelled:
+            break
+        for j, tokens in enumerate(hypotheses):
             send = None if on_text is None else (lambda t, lp, i=p + j: on_text(i, t, lp))
             results.append(_completion(gen, req, ids, tokens, send))
     return results

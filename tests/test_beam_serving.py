@@ -1,0 +1,203 @@
+"""Beam search over HTTP (vLLM's ``use_beam_search``, serve/beam_completions.py) beyond its hypotheses under a grammar
+(test_structured_serving.py): a client that goes away stops the search; ``length_penalty`` whose length ** penalty
+leaves float32's range is a 400 (was a 500, or NaN scores that rank first); ``n`` more than the hypotheses the
+request's constraints allow is a 400 naming ``n``, streamed or not; each choice's text, finish_reason, usage and
+logprobs (the chosen tokens' log-probabilities, the same streamed) against ``generate``'s hypotheses; the batched
+engine's KV blocks and the queue untouched afterwards; no BeamRun kept once a request is done. A dead beam's all
+-inf row stays all -inf (never NaN) through every sampling warper. Real uvicorn on loopback; a tiny random GPT-2
+transformers wrote."""
+from __future__ import annotations
+
+import gc
+import json
+import time
+
+import numpy as np
+import pytest
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+transformers.logging.set_verbosity_error()
+
+from serve_helpers import metric, running_app  # noqa: E402
+
+END = 1  # <|im_end|> of hf_conformance.chat_tokenizer
+CORPUS = ('{"name": "red", "color": "green", "age": 12, "member": true, "note": false} hello world 0123456789 blue '
+          'yes no [1, 2]')
+PROMPT = [98, 99]  # "hello world" as token ids
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(client, url, checkpoint path) of a server batching up to 8 rows on its paged KV cache, beams beside it."""
+    from hf_conformance import chat_tokenizer
+
+    from forgegrad.serve.completions import GenerationServeConfig, create_completions_app
+    path = tmp_path_factory.mktemp("beams") / "gpt2"
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_layer=2, n_embd=32, n_head=4, vocab_size=300, n_positions=512, initializer_range=0.3,
+        eos_token_id=END)).save_pretrained(path)
+    chat_tokenizer("{% for m in messages %}{{ m['content'] }} {% endfor %}", CORPUS, every_byte=False).save_pretrained(
+        path)
+    app = create_completions_app(GenerationServeConfig(str(path), max_batch=8))
+    with running_app(app) as url, httpx.Client(base_url=url, timeout=120) as client:
+        yield client, url, path
+
+
+def _settled(client):
+    """/metrics once no request is queued or running (the worker is done with every request sent)."""
+    deadline = time.monotonic() + 120
+    while True:
+        text = client.get("/metrics").text
+        if metric(text, "forgegrad_queue_depth") == 0 or time.monotonic() > deadline:
+            return text
+        time.sleep(0.05)
+
+
+def _hypotheses(path, beams, n, max_tokens, **kw):
+    """generate's n best hypotheses of PROMPT (token lists, each up to and with its end token)."""
+    from forgegrad.models import from_pretrained, generate
+    model = from_pretrained(path)
+    out = generate(model, [PROMPT], max_new_tokens=max_tokens, num_beams=beams, num_return_sequences=n,
+                   do_sample=False, eos_token_id=END, **kw)[:, len(PROMPT):]
+    rows = [[int(t) for t in row] for row in out]
+    return [r[:r.index(END) + 1] if END in r else r for r in rows]
+
+
+def test_a_client_that_goes_away_stops_its_beam_search(served):
+    """A streamed beam request whose client closes the connection before the search is done (nothing is streamed
+    until then) stops at the search's next step: no hypothesis is completed and counted as generated (the whole search
+    would be 4 x 500 tokens). The server answers the next beam request as before."""
+    client, _, _ = served
+    before = metric(_settled(client), "forgegrad_generated_tokens_total")
+    body = {"prompt": PROMPT, "max_tokens": 500, "use_beam_search": True, "n": 4, "ignore_eos": True, "stream": True}
+    with client.stream("POST", "/v1/completions", json=body) as s:
+        assert s.status_code == 200  # the stream opened; the client goes away without reading it
+    after = metric(_settled(client), "forgegrad_generated_tokens_total")
+    assert after == before, f"the search ran on after its client left: {after - before:g} tokens generated"
+    r = client.post("/v1/completions", json=dict(body, stream=False, max_tokens=6, n=2))
+    assert r.status_code == 200 and len(r.json()["choices"]) == 2, r.text
+
+
+@pytest.mark.parametrize("penalty, max_tokens", [(150.0, 300), (-150.0, 300), (1e300, 5), (-1e300, 5), (40.0, 16)])
+def test_a_length_penalty_out_of_float32s_range_is_a_400(served, penalty, max_tokens):
+    """length ** length_penalty past float32's range gave a 500 (Python's OverflowError) or scores of -inf / inf =
+    NaN, which rank first; the request is refused up front, naming the field, streamed or not."""
+    client, _, _ = served
+    body = {"prompt": PROMPT, "max_tokens": max_tokens, "use_beam_search": True, "n": 2, "length_penalty": penalty}
+    r = client.post("/v1/completions", json=body)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "length_penalty", r.text
+    assert "float32" in r.json()["error"]["message"]
+    r = client.post("/v1/completions", json=dict(body, stream=True))
+    assert r.status_code == 400 and r.json()["error"]["param"] == "length_penalty", r.text
+
+
+def test_length_penalties_within_range_rank_as_generate(served):
+    """length_penalty 30 (about the largest the bound allows for 12 tokens) and -2 return generate's
+    hypotheses, as 2 (longer ones favoured) does."""
+    client, _, path = served
+    from forgegrad.models.hf.tokenizer import load_tokenizer
+    tok = load_tokenizer(str(path), 300, END)
+    for penalty in (2.0, 30.0, -2.0):
+        body = {"prompt": PROMPT, "max_tokens": 12, "use_beam_search": True, "n": 3, "length_penalty": penalty}
+        r = client.post("/v1/completions", json=body)
+        assert r.status_code == 200, r.text
+        want = [tok.decode([t for t in h if t != END]) for h in _hypotheses(path, 3, 3, 12, length_penalty=penalty)]
+        assert [c["text"] for c in r.json()["choices"]] == want, penalty
+
+
+def test_n_more_than_the_hypotheses_found_is_a_400(served):
+    """allowed_token_ids of two tokens and max_tokens 1 allow two hypotheses: n 2 returns them (the likelier first,
+    as generate ranks them), n 3 is a 400 naming n, and streamed an error event naming n."""
+    client, _, path = served
+    body = {"prompt": PROMPT, "max_tokens": 1, "use_beam_search": True, "allowed_token_ids": [50, 60]}
+    r = client.post("/v1/completions", json=dict(body, n=2, logprobs=1))
+    assert r.status_code == 200, r.text
+    choices = r.json()["choices"]
+    want = _hypotheses(path, 2, 2, 1, logits_processor=_only([50, 60]))
+    assert sorted(want) == [[50], [60]]
+    assert [c["logprobs"]["tokens"] for c in choices] == [[_text(path, h)] for h in want]
+    assert all(c["finish_reason"] == "length" for c in choices)
+    lp = [c["logprobs"]["token_logprobs"][0] for c in choices]
+    assert lp[0] >= lp[1]  # best first: one token each, so by its log-probability
+    r = client.post("/v1/completions", json=dict(body, n=3))
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] == "n", r.text
+    assert "found 2 completion(s) of prompt 0" in error["message"] and "fewer than the 3" in error["message"]
+    with client.stream("POST", "/v1/completions", json=dict(body, n=3, stream=True)) as s:
+        events = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")]
+    assert events[-1]["error"]["param"] == "n" and "fewer than the 3" in events[-1]["error"]["message"]
+
+
+def _only(tokens):
+    def process(sequences, scores):
+        kept = np.full_like(scores, -np.inf)
+        kept[:, tokens] = scores[:, tokens]
+        return kept
+    return process
+
+
+def _text(path, tokens):
+    from forgegrad.models.hf.tokenizer import load_tokenizer
+    return load_tokenizer(str(path), 300, END).decode(tokens)
+
+
+def test_choices_usage_finish_reasons_and_logprobs(served):
+    """Each choice is a hypothesis of generate's beam search: its text up to a stop string (finish_reason "stop") or
+    to max_tokens ("length"), usage counting the tokens each choice reported, logprobs the chosen tokens' own
+    log-probabilities under the model (each one its top_logprobs' entry for it) and the same streamed, as the
+    streamed usage. Afterwards the batched engine's KV blocks are all free, no request is queued, and no BeamRun
+    is left alive in the process (the server keeps none of its searches)."""
+    from forgegrad.models.hf.beam_search import BeamRun
+    client, _, path = served
+    want = _hypotheses(path, 3, 3, 20)
+    texts = [_text(path, [t for t in h if t != END]) for h in want]
+    body = {"prompt": PROMPT, "max_tokens": 20, "use_beam_search": True, "n": 3, "logprobs": 2}
+    got = client.post("/v1/completions", json=body).json()
+    assert [c["text"] for c in got["choices"]] == texts
+    assert [c["finish_reason"] for c in got["choices"]] == ["stop" if END in h else "length" for h in want]
+    assert got["usage"]["completion_tokens"] == sum(len(c["logprobs"]["tokens"]) for c in got["choices"])
+    assert got["usage"]["prompt_tokens"] == len(PROMPT)  # once per prompt, as OpenAI counts n choices
+    stop = texts[0][3:5]  # a stop string inside the best hypothesis
+    cut = client.post("/v1/completions", json=dict(body, stop=[stop])).json()["choices"]
+    assert cut[0]["text"] == texts[0][:texts[0].index(stop)] and cut[0]["finish_reason"] == "stop"
+    for c in got["choices"]:
+        lp = c["logprobs"]
+        assert "".join(lp["tokens"]) == c["text"]
+        assert [top[t] for t, top in zip(lp["tokens"], lp["top_logprobs"])] == lp["token_logprobs"]
+    with client.stream("POST", "/v1/completions", json=dict(body, stream=True,
+                                                            stream_options={"include_usage": True})) as s:
+        events = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")]
+    assert events[-1]["usage"] == got["usage"]
+    for i, c in enumerate(got["choices"]):
+        mine = [ch for e in events for ch in e.get("choices", []) if ch["index"] == i]
+        assert "".join(ch["text"] for ch in mine) == c["text"] and mine[-1]["finish_reason"] == c["finish_reason"]
+        streamed = [v for ch in mine if ch.get("logprobs") for v in ch["logprobs"]["token_logprobs"]]
+        # one scoring forward each (the streamed one over the whole hypothesis): the same up to float rounding
+        np.testing.assert_allclose(streamed, c["logprobs"]["token_logprobs"], rtol=0, atol=1e-5)
+    text = _settled(client)
+    assert metric(text, "forgegrad_kv_cache_in_use") == 0 and metric(text, "forgegrad_kv_cache_reserved") == 0
+    gc.collect()
+    assert not [o for o in gc.get_objects() if type(o) is BeamRun]
+
+
+@pytest.mark.parametrize("warper", [{"top_p": 0.5}, {"min_p": 0.1}, {"typical_p": 0.5}, {"epsilon_cutoff": 1e-3},
+                                    {"eta_cutoff": 1e-3}, {"top_h": 0.5}, {"top_k": 3}])
+def test_a_dead_beams_row_stays_minus_inf_through_the_warpers(served, warper):
+    """Beam sampling warps each beam's log-probabilities; a beam a grammar dropped is all -inf, and every warper
+    (after the temperature) leaves it so: no NaN, which would rank first among the continuations."""
+    from forgegrad.models import from_pretrained
+    from forgegrad.models.hf.generation import _sampler
+    _, _, path = served
+    model = from_pretrained(path)
+    scores = np.random.default_rng(0).normal(size=(2, 300)).astype(np.float32)
+    scores[1] = -np.inf
+    extra = {k: v for k, v in warper.items() if k not in ("top_k", "top_p", "min_p")}
+    sampler = _sampler(model, True, 0.7, warper.get("top_k"), warper.get("top_p"), warper.get("min_p"), extra)
+    with np.errstate(invalid="ignore"):
+        out = sampler.warp(scores, min_keep=2)
+    assert not np.isnan(out).any() and np.isneginf(out[1]).all() and np.isfinite(out[0]).sum() >= 2
