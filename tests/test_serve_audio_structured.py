@@ -166,3 +166,32 @@ def test_a_grammar_that_cannot_go_on_fails_its_request_alone(grammar_dir):
     assert isinstance(results[0], CompletionError) and results[0].status == 400
     assert re.fullmatch(DIGITS.lstrip(" ?"), results[1].text)
     assert results[2].text == tr.transcribe([tr.prepare(reqs[2], "<|en|>")])[0].text != results[1].text
+
+
+def test_verbose_json_scores_the_tokens_under_the_grammar(grammar_dir, tmp_path):
+    """A checkpoint without timestamp tokens: verbose_json's avg_logprob reads the tokens' log-probabilities under the
+    grammar's masks, as transformers' generate scores them with the reference processor (output_scores: the processed
+    scores), the end token's included, over tokens + 1."""
+    import shutil
+    path = tmp_path / "plain"
+    shutil.copytree(grammar_dir, path)
+    file = path / "generation_config.json"
+    settings = json.loads(file.read_text())
+    del settings["no_timestamps_token_id"]
+    file.write_text(json.dumps(settings))
+    tr = Transcriber(str(path))
+    hf = transformers.WhisperForConditionalGeneration.from_pretrained(path).eval()
+    req = SpeechRequest("transcribe", WAVS["16k-mono-float32"]()[0], "a.wav", language="en",
+                        response_format="verbose_json", grammar=Grammar.choice(ANSWERS), grammar_param="guided_choice")
+    job = tr.prepare(req, "<|en|>")
+    [got] = tr.transcribe([job])
+    with torch.no_grad():
+        out = hf.generate(torch.tensor(job.features), language="en", task="transcribe", max_new_tokens=tr.context - 3,
+                          return_dict_in_generate=True, output_scores=True,
+                          logits_processor=transformers.LogitsProcessorList([Replayed(tr.tokenizer, req.grammar)]))
+    tokens = out.sequences[0].tolist()[3:]
+    assert tokens[-1] == EOS and got.text in [a.strip() for a in ANSWERS]
+    total = sum(float(torch.log_softmax(s[0].double(), -1)[t]) for s, t in zip(out.scores, tokens))
+    [segment] = got.segments
+    assert segment.tokens == tokens[:-1]
+    assert segment.avg_logprob == pytest.approx(total / len(tokens), abs=1e-4)

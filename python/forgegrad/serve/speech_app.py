@@ -338,7 +338,8 @@ class Transcriber:
                 [(_, _, tokens)] = pieces
                 segment = t.segments[0]
                 segment.avg_logprob, start_logits = self._scores(states, list(job.prompt),
-                                                                 self._prompt(job.language, req.task), tokens, max_new)
+                                                                 self._prompt(job.language, req.task), tokens, max_new,
+                                                                 job.grammar)
                 if self.no_speech is not None:
                     segment.no_speech_prob = float(np.exp(_log_softmax(start_logits)[self.no_speech]))
         return t
@@ -346,10 +347,11 @@ class Transcriber:
     embed = transcribe  # encoder_app.EncoderQueue's call: the results of the requests waiting, one each
 
     def _scores(self, states, text_prompt: List[int], prompt: List[int], tokens: List[int],
-                max_new: int) -> Tuple[float, np.ndarray]:
-        """Whisper's avg_logprob: the generated tokens' log-probabilities (under the suppressed tokens' masks, before
-        any temperature), and the end token's when the text ended with it, summed over len(tokens) + 1; and the
-        logits after the start token (no_speech_prob's), all behind the text prompt where there is one."""
+                max_new: int, grammar=None) -> Tuple[float, np.ndarray]:
+        """Whisper's avg_logprob: the generated tokens' log-probabilities (under the suppressed tokens' masks and the
+        request's grammar, before any temperature), and the end token's when the text ended with it, summed over
+        len(tokens) + 1; and the logits after the start token (no_speech_prob's), all behind the text prompt where
+        there is one."""
         from ..autograd import no_grad
         prompt = text_prompt + prompt
         with no_grad():
@@ -361,6 +363,11 @@ class Transcriber:
             scores[:, self.suppress] = -np.inf
         if self.begin_suppress:
             scores[0, self.begin_suppress] = -np.inf
+        if grammar is not None:  # the grammar's masks at each step, as generate decoded under them
+            from ..models.hf.whisper_grammar import whisper_grammar
+            window = whisper_grammar(grammar, int(self.eos), self.model.vocab_size).window()
+            for n in range(len(scores)):
+                window(np.array(tokens[:n], np.int64).reshape(1, n), scores[n:n + 1])
         logp = _log_softmax(scores)
         total = float(logp[np.arange(len(tokens)), tokens].sum())
         if len(tokens) < max_new and self.eos is not None:
