@@ -71,7 +71,7 @@ def _inplace_tracked(self, compute, name, others, cast) -> None:
     from .tensor import Tensor
     target = view_target(self) if type(self._data) is np.ndarray else None  # (base, self's elements in it)
     if target is not None:
-        check_no_overlap(target[1])  # an expanded view: torch refuses
+        check_no_overlap(target[1], self._data)  # an expanded view: torch refuses
     in_storage = target is not None or type(self._data) is np.ndarray and self._data.flags.writeable
     # the op's input is a stand-in holding self's current node: self itself becomes the output, and a graph
     # whose node lists self as its own input would loop. Its array is a copy when the result is written into

@@ -108,7 +108,9 @@ def _setitem_through_base(t, base, idx, key, value) -> None:
     base): recorded on the base at the elements that t[key] names and t rebased on the base's new value,
     as torch propagates a view's write to its base."""
     from ._view_rebase import check_no_overlap, rebase
+    # t is written (torch's index_put_ on t): refused if two of t's elements are one memory location (an
+    # expanded view), as torch; a key naming one element twice (t[[1, 1]] = v) is no overlap
+    check_no_overlap(idx, t._data)
     picked = np.asarray(idx[key])
-    check_no_overlap(picked)  # two of the written elements are one (an expanded view): torch refuses
     setitem_tracked(base, np.unravel_index(picked, base._data.shape), value)  # writes the storage once, counted once
     rebase(t, base, idx)

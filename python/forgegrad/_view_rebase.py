@@ -86,7 +86,7 @@ class AsStridedFunction(Function):
 
     @staticmethod
     def forward(ctx, base, view, idx):
-        ctx.base_shape, ctx.idx = base.shape, idx
+        ctx.base_shape, ctx.idx, ctx.distinct = base.shape, idx, distinct_by_strides(view)
         return view
 
     @staticmethod
@@ -94,7 +94,7 @@ class AsStridedFunction(Function):
         out = np.zeros(ctx.base_shape, dtype=g.dtype)
         flat, idx = out.reshape(-1), ctx.idx.reshape(-1)
         g = np.asarray(g).reshape(-1)
-        if np.unique(idx).size == idx.size:
+        if ctx.distinct or np.unique(idx).size == idx.size:
             flat[idx] = g
         else:
             np.add.at(flat, idx, g)
@@ -201,9 +201,25 @@ def view_target(t):
     return None if idx is None else (base, idx)
 
 
-def check_no_overlap(idx) -> None:
+def distinct_by_strides(arr) -> bool:
+    """True when ``arr``'s strides show that no two of its elements share a memory location: ordered by
+    stride, each axis steps past everything the smaller ones span (every layout slicing, transposing and
+    reshaping make). False: they may share one (an expanded view, or strides interleaved; the elements
+    tell)."""
+    extent = arr.itemsize
+    for s, n in sorted((abs(s), n) for n, s in zip(arr.shape, arr.strides) if n > 1):
+        if s < extent:
+            return False
+        extent += s * (n - 1)
+    return True
+
+
+def check_no_overlap(idx, view=None) -> None:
     """torch refuses a write in which two elements of the target are one memory location (an expanded
-    view)."""
+    view). ``idx``: the target's elements' flat indices in its base; ``view``: its array, whose strides
+    usually settle it without sorting the indices (a cost that was most of a small training step)."""
+    if view is not None and distinct_by_strides(view):
+        return
     flat = idx.reshape(-1)
     if np.unique(flat).size != flat.size:
         raise RuntimeError(OVERLAP_MESSAGE)

@@ -342,6 +342,8 @@ def _dropout_forward(ctx, x, p, training, zeros_like, keep_on_device, multiply):
 class DropoutFunction(Function):
     """Inverted dropout: zero each element with probability p, scale the rest by 1/(1-p)."""
 
+    is_view = True  # in eval mode or at p=0 the output is the input itself, as torch's: a write into one is in both
+
     @staticmethod
     def forward(ctx, x, p=0.5, training=True):
         return _dropout_forward(ctx, x, p, training, np.zeros_like, lambda keep, x: keep, np.multiply)
