@@ -189,6 +189,33 @@ def test_destroy_process_group_without_a_group_frees_every_group(edge):
         assert r["world_after_destroy"] == 4.0
 
 
+def test_fit_averages_over_the_model_group_and_its_rank_0_checkpoints(tmp_path):
+    """fit on a DDP model of group [0, 1] and another of [2, 3] at once: each group's history is its own model's on
+    its own data (was: summed over the job, both groups logging the mean of two different models), its
+    progress printed by its rank 0, and each group's rank 0 writes its checkpoints (was: global rank 0 only)."""
+    import forgegrad as fg
+    import forgegrad.nn.functional as F
+    job = _script("fit_groups_job")
+    common = _script("common")
+    proc = run_job(4, "fit_groups_job.py", tmp_path, timeout=90)
+    res = [json.loads((tmp_path / f"rank{r}.json").read_text())["history"] for r in range(4)]
+    assert res[0] == res[1] and res[2] == res[3] and res[0]["val_loss"] != res[2]["val_loss"]
+    assert proc.stdout.count("Epoch ") == 2 * job.EPOCHS  # one line per epoch from each group's rank 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".safetensors") == [
+        f"g{g}-{e}.safetensors" for g in (0, 1) for e in range(1, job.EPOCHS + 1)]
+    for gi in (0, 1):
+        _, _, vx, vy = job.group_data(gi)
+        model = common.make_model()
+        saved = fg.load(str(tmp_path / f"g{gi}-{job.EPOCHS}.safetensors"))  # DDP's names: module.<name>
+        model.load_state_dict({k[len("module."):]: v for k, v in saved.items()})
+        model.eval()
+        with fg.no_grad():
+            logits = model(fg.tensor(vx))
+            val_loss = float(F.cross_entropy(logits, fg.tensor(vy)).item())
+        np.testing.assert_allclose(res[2 * gi]["val_loss"][-1], val_loss, rtol=1e-5)
+        assert res[2 * gi]["val_accuracy"][-1] == pytest.approx(float(np.mean(logits.numpy().argmax(1) == vy)))
+
+
 def test_group_queries_before_init_say_so(monkeypatch):
     """get_process_group_ranks(), get_group_rank(None, 0) ... before init(): the RuntimeError of rank() (was a
     TypeError saying the group is a NoneType, GroupMember.WORLD being None then)."""

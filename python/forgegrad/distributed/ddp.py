@@ -376,6 +376,7 @@ class DistributedOptimizer(Optimizer):
         params = [p for g in optimizer.param_groups for p in g["params"]]
         _check_same_everywhere([(str(i), tuple(p.shape), str(p._data.dtype)) for i, p in enumerate(params)],
                                "DistributedOptimizer", group)
+        self.process_group = group  # what it averages over (torch's name)
         self._reducer = _Reducer(params, bucket_cap_mb, sticky=True, group=group)
 
     def synchronize(self) -> None:

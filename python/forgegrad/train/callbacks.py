@@ -273,7 +273,7 @@ class ModelCheckpoint(Callback):
                            f"logged values {sorted(logs)} (or 'epoch')") from None
         ckpt = self._checkpoint(epoch)  # on every rank: a sharded optimizer gathers its state collectively
         self.last_saved = path
-        if not _is_rank_zero():  # under MPI, rank 0 writes the file
+        if not _is_rank_zero(self.model, getattr(self.state, "optimizer", None)):  # under MPI, rank 0 writes
             return
         directory = os.path.dirname(path)
         if directory:
@@ -283,7 +283,37 @@ class ModelCheckpoint(Callback):
             print(f"ModelCheckpoint: saved {path}")
 
 
-def _is_rank_zero() -> bool:
-    """True unless this process is a rank other than 0 of an initialised forgegrad.distributed job."""
+def _is_rank_zero(model=None, optimizer=None) -> bool:
+    """True unless this process is a rank other than 0 of an initialised forgegrad.distributed job (of the
+    process group ``model`` or ``optimizer`` was wrapped over, if any: see _world)."""
+    world = _world(model, optimizer)
+    return world is None or world.rank() == 0
+
+
+def _world(model=None, optimizer=None):
+    """The ranks that train ``model`` together when this process is one rank of a multi-rank job, else None
+    (never starts MPI itself): forgegrad.distributed.comm (the whole job), or, for a model or optimizer
+    wrapped with ``process_group=`` (DistributedDataParallel, FullyShardedDataParallel,
+    ZeroRedundancyOptimizer, DistributedOptimizer), that group. fit averages its metrics over them, and
+    prints and checkpoints on their rank 0."""
     comm = sys.modules.get("forgegrad.distributed.comm")
-    return comm is None or not comm.is_distributed() or comm.rank() == 0
+    if comm is None or not comm.is_distributed():
+        return None
+    for obj in (model, optimizer):
+        group = getattr(obj, "process_group", None) if obj is not None else None
+        if isinstance(group, comm.ProcessGroup) and group is not comm.GroupMember.WORLD:
+            return _GroupRanks(comm, group)
+    return comm
+
+
+class _GroupRanks:
+    """One process group seen as fit's world: ``rank()`` in the group, ``allreduce`` over it."""
+
+    def __init__(self, comm, group):
+        self.comm, self.group = comm, group
+
+    def rank(self) -> int:
+        return self.group.rank()
+
+    def allreduce(self, x, op: str = "sum"):
+        return self.comm.allreduce(x, op=op, group=self.group)

@@ -14,7 +14,7 @@ import numpy as np
 from .. import devices as _devices
 from ..autograd import no_grad
 from ..tensor import Tensor
-from .callbacks import Callback, EarlyStopping, FitState, History, ModelCheckpoint
+from .callbacks import Callback, EarlyStopping, FitState, History, ModelCheckpoint, _world
 from .metrics import Accuracy, get_metrics
 
 __all__ = ["fit", "evaluate", "predict"]
@@ -90,17 +90,10 @@ def _current_lr(optimizer) -> Optional[float]:
     return None
 
 
-def _world():
-    """forgegrad.distributed.comm when this process is one rank of a multi-rank job (fit then averages
-    losses and metrics over the ranks and prints on rank 0 only), else None. Never starts MPI itself."""
-    comm = sys.modules.get("forgegrad.distributed.comm")
-    return comm if comm is not None and comm.is_distributed() else None
-
-
-def _reduce_over_ranks(total_loss: float, seen: int, metrics):
-    """Sum the loss total, the sample count and every metric's running sums over all ranks (the
-    metrics then report the global value); returns the global (total_loss, seen)."""
-    world = _world()
+def _reduce_over_ranks(total_loss: float, seen: int, metrics, world):
+    """Sum the loss total, the sample count and every metric's running sums over ``world``'s ranks
+    (_world: the job's, or the model's process group's; the metrics then report the global value);
+    returns the global (total_loss, seen)."""
     if world is None:
         return total_loss, seen
     sums = np.array([total_loss, seen] + [v for m in metrics for v in (m._total, m._count)], np.float64)
@@ -199,7 +192,7 @@ def _run_epoch(model, loss_fn, optimizer, loader, metrics, progress, callbacks, 
         progress.batch_end(logs)
         for cb in callbacks:
             cb.on_train_batch_end(i, logs)
-    total_loss, seen = _reduce_over_ranks(total_loss, seen, metrics)
+    total_loss, seen = _reduce_over_ranks(total_loss, seen, metrics, _world(model, optimizer))
     if seen == 0:
         raise ValueError("fit: the training loader yielded no batches (empty dataset, or drop_last with "
                          "fewer samples than batch_size)")
@@ -236,6 +229,8 @@ def fit(model, loss_fn, optimizer, train_loader, *, epochs: int, val_loader=None
     the same global values and callbacks decide alike; the progress output is rank 0's only and
     ModelCheckpoint writes on rank 0 only. A loader's ``sampler.set_epoch(epoch)`` is called before
     each epoch. Wrap the model in DistributedDataParallel and shard the data with DistributedSampler.
+    A model (or optimizer) wrapped with ``process_group=`` is the group's: the sums run over its ranks
+    and its rank 0 prints and writes (give each group's ModelCheckpoint its own path).
 
     Returns:
         History: per-epoch lists "loss", metrics, "val_loss", "val_<metric>". Ctrl-C
@@ -271,7 +266,7 @@ def fit(model, loss_fn, optimizer, train_loader, *, epochs: int, val_loader=None
     state = FitState(model, optimizer, history, int(epochs), scheduler)
     for cb in callbacks:
         cb.set_state(state)
-    world = _world()
+    world = _world(model, optimizer)
     bar = _Progress(progress if world is None or world.rank() == 0 else False, int(epochs))
     was_training = getattr(model, "training", True)
     teacher_was_training = getattr(teacher, "training", False)
@@ -352,7 +347,7 @@ def evaluate(model, loss_fn, loader, metrics: Sequence = ("accuracy",)) -> dict:
                     m.update(_host(output), _host(target))
     finally:
         model.train(bool(was_training))
-    total_loss, seen = _reduce_over_ranks(total_loss, seen, ms)
+    total_loss, seen = _reduce_over_ranks(total_loss, seen, ms, _world(model))
     if seen == 0:
         raise ValueError("evaluate: the loader yielded no batches")
     out = {"loss": total_loss / seen} if loss_fn is not None else {}
