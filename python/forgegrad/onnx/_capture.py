@@ -81,7 +81,7 @@ def _where(calls, model) -> str:
 
 
 def check_on_meta(model, inputs: List[Tensor], runs: Sequence[tuple],
-                  real_inputs: Callable[[Optional[Dict[str, int]]], List[Tensor]]) -> None:
+                  real_inputs: Callable[[Optional[Dict[str, int]]], List[Tensor]]) -> bool:
     """Run ``model`` on meta copies of ``inputs`` (shapes only, no kernels) at each of ``runs``:
     (which sizes these are, the dynamic axes' sizes (None: the example's), the inputs' shapes, a hint).
 
@@ -90,6 +90,8 @@ def check_on_meta(model, inputs: List[Tensor], runs: Sequence[tuple],
     if it runs, the meta device could not judge this model (a forward that reads values, an op with
     no shape rule) and the real traces decide, as without this check. So the check never rejects a
     model that runs, and costs one meta forward per size when all is well.
+
+    Returns whether the meta device ran every size (False: a real run had to judge one).
     """
     from ..nn.module import Module, ModuleCallStack
 
@@ -115,7 +117,8 @@ def check_on_meta(model, inputs: List[Tensor], runs: Sequence[tuple],
                 raise OnnxExportError(
                     f"the model cannot run {label}: on inputs of shape {', '.join(map(str, shapes))} it raised "
                     f"{_where(calls, model)}: {type(e).__name__}: {e}{hint}") from e
-        return
+        return False
+    return True
 
 
 def meta_runs(inputs: List[Tensor], input_axes: List[Dict[int, str]], symbols, verify_sizes) -> Tuple[list, list]:

@@ -17,6 +17,7 @@ from ._capture import Capture, check_on_meta, meta_runs, run_traced
 from ._context import ExportContext, OpCall, bind_args, dims_of, onnx_dtype, scalar_of
 from . import _nested
 from ._errors import OnnxExportError, UnsupportedOpError
+from ._shapes import declared_dims, output_shapes, probe_output_shapes
 from ._symbolic import Dyn, Symbols
 from .mappings import lookup
 
@@ -461,7 +462,7 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
     with _eval_mode(model):
         # shapes first, on the meta device (no kernels run): a model that cannot run at one of the
         # sizes this export will trace at fails here, naming the module and the shapes
-        check_on_meta(model, inputs, trace_runs, real_inputs)
+        meta_ok = check_on_meta(model, inputs, trace_runs, real_inputs)
         cap_a = run_traced(model, inputs)
         cap_b = cap_c = None
         if symbols.names:
@@ -509,6 +510,10 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
             raise ValueError(f"export: dynamic_axes names {sorted(unknown)}, which are neither inputs {names} "
                              f"nor outputs {output_names}")
         out_axes = _normalize_axes({k: v for k, v in (dynamic_axes or {}).items() if k in output_names}, output_names)
+        # declared output shapes: the traces' sizes, and the meta probes' for dims the traces cannot tell
+        probes = probe_output_shapes(model, inputs, input_axes, symbols) if meta_ok else []
+        declared = declared_dims(output_shapes(cap_a.outputs), cap_b and output_shapes(cap_b.outputs),
+                                 cap_c and output_shapes(cap_c.outputs), probes, symbols, output_names, out_axes)
         graph_outputs, produced = [], {o for n in ctx.nodes for o in n.output}
         taken = set()
         for i, (t, oname) in enumerate(zip(cap_a.outputs, output_names)):
@@ -528,17 +533,7 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
             else:
                 ctx.nodes.append(helper.make_node("Identity", [v], [oname], name=ctx.fresh(f"Identity_{oname}")))
             taken.add(oname)
-            tb = cap_b.outputs[i] if cap_b is not None else None
-            tc = cap_c.outputs[i] if cap_c is not None else None
-            dims = dims_of(t.shape, tb.shape if isinstance(tb, Tensor) else None,
-                           tc.shape if isinstance(tc, Tensor) else None)
-            shape = []
-            for a, d in enumerate(dims):
-                if a in out_axes.get(oname, {}):
-                    shape.append(out_axes[oname][a])
-                else:
-                    shape.append(symbols.label(d) if isinstance(d, Dyn) else d)
-            graph_outputs.append(helper.make_tensor_value_info(oname, onnx_dtype(t.dtype), shape))
+            graph_outputs.append(helper.make_tensor_value_info(oname, onnx_dtype(t.dtype), declared[i]))
 
     nodes, inits = _prune(ctx.nodes, ctx.initializers, output_names)
     graph = helper.make_graph(nodes, f"forgegrad_{type(model).__name__}", graph_inputs, graph_outputs,
