@@ -14,7 +14,8 @@ import forgegrad
 import hf_conformance as hfc
 from forgegrad.models import from_pretrained, generate
 from forgegrad.models.hf.sampling import Sampler, top_h_filter
-from forgegrad.models.hf.watermarking import Watermark, WatermarkDetector, torch_randperm, watermark_settings
+from forgegrad.models.hf.watermarking import (Watermark, WatermarkDetector, in_torch_randperm, torch_randperm,
+                                              watermark_settings)
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -176,6 +177,11 @@ def test_randperm_is_torch_randperm(n, seed):
     want = torch.randperm(n, generator=g).tolist()
     assert torch_randperm(n, seed) == want
     assert torch_randperm(n, seed, n // 4) == want[:n // 4]
+    # the membership the selfhash scheme and the detector ask, without the shuffle
+    tokens = range(n) if n <= 1000 else np.random.RandomState(0).randint(0, n, 300).tolist()
+    for k in {0, 1, n // 4, n - 1, n}:
+        prefix = set(want[:k])
+        assert [in_torch_randperm(n, seed, k, t) for t in tokens] == [t in prefix for t in tokens]
 
 
 @pytest.mark.parametrize("scheme,width", [("lefthash", 1), ("lefthash", 3), ("selfhash", 1), ("selfhash", 4)])

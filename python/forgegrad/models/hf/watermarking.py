@@ -22,7 +22,7 @@ from typing import List, Optional
 import numpy as np
 
 __all__ = ["WATERMARK_DEFAULTS", "Watermark", "WatermarkDetector", "WatermarkDetectorOutput", "watermark_settings",
-           "torch_randperm"]
+           "torch_randperm", "in_torch_randperm"]
 
 # transformers' WatermarkingConfig defaults (hashing_key: the millionth prime)
 WATERMARK_DEFAULTS = {"greenlist_ratio": 0.25, "bias": 2.0, "hashing_key": 15485863, "seeding_scheme": "lefthash",
@@ -52,6 +52,28 @@ def torch_randperm(n: int, seed: int, k: Optional[int] = None,
     if k > swaps:  # the last place, which no swap chooses
         out.append(moved.get(n - 1, n - 1))
     return out
+
+
+def in_torch_randperm(n: int, seed: int, k: int, token: int, state: Optional[np.random.RandomState] = None) -> bool:
+    """Whether ``token`` is among the first ``k`` elements of torch_randperm(n, seed) (the selfhash scheme's and the
+    detector's question), without making the shuffle: the token's place is followed through the swaps, vectorized.
+    Places before swap i are final, so the token (at place p >= i) ends in the prefix when a swap i < p picks p
+    (it lands at i < k), or when swap p leaves it where it is; swap p sends it on to p + offset otherwise."""
+    k = min(int(k), n)
+    swaps = min(k, n - 1)
+    state = np.random.RandomState() if state is None else state
+    state.seed(int(seed) & 0xFFFFFFFF)
+    steps = np.arange(max(swaps, 0))
+    targets = steps + state.randint(0, 2 ** 32, size=max(swaps, 0), dtype=np.uint32).astype(np.int64) % (n - steps)
+    i, p = 0, int(token)
+    while True:
+        if min(p, swaps) > i and (targets[i:min(p, swaps)] == p).any():
+            return True
+        if p >= swaps:  # no swap moves it again: the last place is the prefix's only where k == n
+            return p < k
+        i, p = p + 1, int(targets[p])
+        if p == i - 1:
+            return True
 
 
 @lru_cache(maxsize=8)
@@ -140,9 +162,14 @@ class Watermark:
         """The green list of the token after ``tokens`` (1-D), as transformers' ``_get_greenlist_ids``."""
         return torch_randperm(self.vocab_size, self._seed(np.asarray(tokens, np.int64)), self.green_size, self.state)
 
+    def is_green(self, tokens, token: int) -> bool:
+        """Whether ``token`` is in the green list of the token after ``tokens`` (1-D)."""
+        return in_torch_randperm(self.vocab_size, self._seed(np.asarray(tokens, np.int64)), self.green_size, token,
+                                 self.state)
+
     def _self_green(self, tokens: np.ndarray, row: np.ndarray) -> List[int]:
         order = np.argsort(-row, kind="stable")[:_CANDIDATES]
-        return [int(t) for t in order if t in set(self.green_list(np.append(tokens, t)))]
+        return [int(t) for t in order if self.is_green(np.append(tokens, t), int(t))]
 
     def __call__(self, sequences: np.ndarray, scores: np.ndarray) -> np.ndarray:
         if self.vocab_size is None:
@@ -201,7 +228,7 @@ class WatermarkDetector:
         self._green = lru_cache(maxsize=4096)(self._is_green)
 
     def _is_green(self, prefix: tuple, target: int) -> bool:
-        return target in self.watermark.green_list(np.array(prefix, np.int64))
+        return self.watermark.is_green(np.array(prefix, np.int64), target)
 
     def _count(self, ids: np.ndarray):
         selfhash = self.watermark.scheme == "selfhash"
