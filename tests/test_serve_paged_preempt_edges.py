@@ -41,6 +41,10 @@ def checkpoints(tmp_path_factory):
         "gemma2": save("gemma2", lambda: transformers.Gemma2ForCausalLM(transformers.Gemma2Config(
             **LLAMA, head_dim=16, query_pre_attn_scalar=12, sliding_window=20, attn_logit_softcapping=20.0,
             final_logit_softcapping=10.0, pad_token_id=0))),
+        # dynamic NTK rope: past 64 positions a call's frequencies depend on its longest position
+        "dynamic": save("dynamic", lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            **dict(LLAMA, max_position_embeddings=64), rope_parameters={"rope_type": "dynamic", "factor": 4.0,
+                                                                         "rope_theta": 10000.0}))),
     }
 
 
@@ -150,3 +154,28 @@ def test_windowed_and_capped_models_resume_as_they_ran(checkpoints, arch):
     for a, b in zip(want_lp, got_lp):
         np.testing.assert_allclose([e.logprob for e in b[0]], [e.logprob for e in a[0]], atol=1e-5, rtol=1e-5)
     _assert_clean(tight)
+
+
+def test_a_dynamic_ntk_model_reserves_its_rows_blocks_and_answers_as_generate(checkpoints):
+    """Dynamic NTK rope (frequencies picked by a call's longest position past 64): a key depends on the call that
+    computed it, so each row of the batched engines picks its frequencies by its own position (not the batch's
+    longest), a prompt is prefilled in one call, as generate prefills it, and the paged engine reserves every block a
+    row can take instead of preempting it (recomputed keys would be rotated otherwise). Four requests, one with a
+    70-token prompt, decoded past position 64 together, in a roomy pool, in a pool of 12 blocks (they wait instead)
+    and in the contiguous engine: each answers what ``generate`` answers alone."""
+    from forgegrad.models import from_pretrained
+    from forgegrad.serve.generation_batch import BatchEngine
+    from test_serve_paged_preempt import _solo
+    prompts = ["Hello", "abcdefgh", "The sea", "".join(chr(97 + i % 26) for i in range(70))]
+    bodies = [dict(prompt=p, max_tokens=80, temperature=0, ignore_eos=True) for p in prompts]
+    cls, make = _engine(256, 0, 0)
+    roomy, _, _ = _jobs(cls, checkpoints["dynamic"], bodies, make)
+    cls, make = _engine(12, 0, 0)
+    tight, _, engine = _jobs(cls, checkpoints["dynamic"], bodies, make)
+    contiguous, _, _ = _jobs(BatchEngine, checkpoints["dynamic"], bodies, prefill_chunk=16)
+    assert engine.pool.preemptions == 0 and engine.pool.waits > 0 and engine.pool.peak <= 12
+    model = from_pretrained(checkpoints["dynamic"])
+    for p, a, b, c in zip(prompts, roomy, tight, contiguous):
+        solo = _solo(model, list(p.encode()), 80)
+        assert a[0].token_ids[:len(solo)] == b[0].token_ids[:len(solo)] == c[0].token_ids[:len(solo)] == solo
+    _assert_clean(engine)

@@ -113,6 +113,15 @@ def batching_applies(model) -> bool:
     return lean_path_applies(model) and getattr(model, "recompute_cache_at", None) is None
 
 
+def rope_reads_call_length(model) -> bool:
+    """Whether a rotary embedding picks its frequencies by a call's longest position (dynamic NTK, longrope): then a
+    key depends on the call that computed it, so a prompt is prefilled in one call, as ``generate`` prefills it (not
+    in chunks, which would rotate its keys by each chunk's end), and the paged engine never recomputes a row's keys
+    (paged_batch.py: it reserves every block a row can take instead of preempting it)."""
+    from ..models.hf._layers import LengthScaledRope
+    return any(isinstance(m, LengthScaledRope) for m in model.modules())
+
+
 class BatchEngine:
     """Runs on its own thread: ``submit(job)``; ``close()`` ends it."""
 
@@ -121,7 +130,8 @@ class BatchEngine:
     def __init__(self, gen, max_batch: int, on_step: Optional[Callable[[int, float], None]] = None,
                  prefill_chunk: int = 128, on_prefill: Optional[Callable[[], None]] = None):
         self.gen, self.model, self.max_batch = gen, gen.model, int(max_batch)
-        self.prefill_chunk = int(prefill_chunk)  # 0: a prompt's whole prefill at once
+        # 0: a prompt's whole prefill at once (always, where the keys depend on the call: rope_reads_call_length)
+        self.prefill_chunk = 0 if rope_reads_call_length(self.model) else int(prefill_chunk)
         self.on_prefill = on_prefill  # called after every prefill call (the server's metrics)
         self.prefills: List[_Prefill] = []  # admitted, not yet decoding (first in, first prefilled)
         self.on_step = on_step  # (rows, seconds) of every batched decode step: the server's metrics
@@ -137,7 +147,7 @@ class BatchEngine:
 
     def _decoder_step(self):
         from ..models.hf._decode import LeanDecoder
-        return LeanDecoder(self.model)
+        return LeanDecoder(self.model, rows_apart=True)  # each row a request of its own
 
     def _prefill_cache(self, ids: List[int]):
         """The cache a prompt is prefilled on (its own, one row)."""

@@ -37,7 +37,7 @@ from typing import List, Optional
 import numpy as np
 
 from ..autograd import no_grad
-from .generation_batch import BatchEngine, _Prefill, _Row
+from .generation_batch import BatchEngine, _Prefill, _Row, rope_reads_call_length
 from .kv_pool import KVPool, PoolFull, table_array
 
 log = logging.getLogger("forgegrad.serve")
@@ -76,7 +76,10 @@ class PagedBatchEngine(BatchEngine):
         pool: the KVPool rows' keys and values live in (``KVPool.for_model``).
         prefix_cache: a PrefixCache attached to ``pool`` (prefix_cache.py), or None.
         lookahead: tokens past its prompt (or its keys, coming back from a preemption) whose blocks a row reserves
-            as it joins; it takes the blocks beyond them as it grows. None: one block's tokens.
+            as it joins; it takes the blocks beyond them as it grows. None: one block's tokens. A model whose rotary
+            frequencies depend on a call's length (``rope_reads_call_length``: dynamic NTK) ignores it: its rows
+            reserve every block they can take as they join and are never preempted, since keys recomputed in one
+            prefill would be rotated otherwise than the decode steps rotated them.
     """
 
     def __init__(self, gen, max_batch: int, pool: KVPool, prefix_cache=None, lookahead: Optional[int] = None, **kw):
@@ -85,6 +88,7 @@ class PagedBatchEngine(BatchEngine):
         self.lookahead = pool.block_tokens if lookahead is None else int(lookahead)
         if self.lookahead < 0:
             raise ValueError(f"PagedBatchEngine: lookahead must be a number of tokens >= 0, got {lookahead!r}")
+        self.preempts = not rope_reads_call_length(gen.model)  # False: rows reserve all their blocks as they join
         self.prefix = prefix_cache  # only this thread touches it
         if prefix_cache is not None and prefix_cache.pool is not pool:
             raise ValueError("PagedBatchEngine: the prefix cache must be attached to the engine's pool")
@@ -199,7 +203,10 @@ class PagedBatchEngine(BatchEngine):
 
     def _start_blocks(self, keys: int, limit: int, full: int) -> int:
         """Blocks a row joining with ``keys`` keys (its prompt's ``full`` blocks shared) reserves: its own last block
-        and those of its next token and ``lookahead`` more, never past ``limit`` (``_limit``)."""
+        and those of its next token and ``lookahead`` more, never past ``limit`` (``_limit``); all of them up to
+        ``limit`` where rows are never preempted."""
+        if not self.preempts:
+            return self.pool.blocks_for(limit) - full
         return self.pool.blocks_for(min(keys + 1 + self.lookahead, limit)) - full
 
     def _commit(self, p: _Prefill) -> List[int]:

@@ -265,13 +265,17 @@ def lean_prefill(model, padding: Optional[np.ndarray], position_ids, t: int) -> 
 
 
 class LeanDecoder:
-    """``step(tokens (B,), positions (B,), padding (B, length) bool or None, cache)`` -> logits (B, V)."""
+    """``step(tokens (B,), positions (B,), padding (B, length) bool or None, cache)`` -> logits (B, V).
 
-    def __init__(self, model):
+    ``rows_apart``: with a rotary embedding whose frequencies depend on a call's longest position (dynamic NTK,
+    longrope), each row's own position picks its frequencies, as if it were decoded alone (the serving engines' rows
+    are separate requests); False (generate's batches): the batch's longest position, as transformers picks them."""
+
+    def __init__(self, model, rows_apart: bool = False):
         from .gpt2 import GPT2LMHeadModel
         from .gpt_neox import GPTNeoXForCausalLM
         from .llama import LlamaForCausalLM
-        self.model = model
+        self.model, self.rows_apart = model, rows_apart
         self.neox = isinstance(model, GPTNeoXForCausalLM)  # Llama's skeleton, GPT-NeoX's layers
         if self.neox:
             self._layer = self._neox_layer
@@ -441,8 +445,14 @@ class LeanDecoder:
         """Per layer: None (GPT-2) or the (cos, sin) of its rotary embedding, each (B, 1, D)."""
         if hasattr(self.model, "transformer"):
             return [None] * len(self._blocks())
-        # (B, 1, 1, D) -> (B, 1, D): broadcast over heads
-        return self.model.per_layer(lambda r: tuple(t.numpy()[:, 0] for t in r.cos_sin(positions[:, None])))
+        from ._layers import LengthScaledRope
+
+        def cos_sin(r):  # (B, 1, 1, D) -> (B, 1, D): broadcast over heads
+            if self.rows_apart and isinstance(r, LengthScaledRope) and len(positions) > 1:
+                each = [r.cos_sin(positions[b:b + 1, None]) for b in range(len(positions))]
+                return tuple(np.concatenate([e[k].numpy()[:, 0] for e in each]) for k in range(2))
+            return tuple(t.numpy()[:, 0] for t in r.cos_sin(positions[:, None]))
+        return self.model.per_layer(cos_sin)
 
     def _head(self, x):
         m = self.model
