@@ -170,6 +170,17 @@ def test_top_h_sampling_matches_transformers(checkpoints, tmp_path, name):
     np.testing.assert_array_equal(greedy, _hf(hf, ids, mask, max_new_tokens=NEW, do_sample=False, **ENDS))
 
 
+def test_guidance_sampling_several_sequences_matches_transformers(checkpoints):
+    """Guidance while sampling R sequences a prompt (each of the B * R rows its own unconditional row), with a top_h
+    that keeps one token a step: transformers' tokens."""
+    hf, _, model = checkpoints("llama")
+    ids, mask = _prompts()
+    kw = dict(max_new_tokens=NEW, do_sample=True, top_h=1e-6, num_return_sequences=2, guidance_scale=2.5, **ENDS)
+    got = generate(model, ids, attention_mask=mask, **kw)
+    np.testing.assert_array_equal(got, _hf(hf, ids, mask, **kw))
+    assert not np.array_equal(got, generate(model, ids, attention_mask=mask, **dict(kw, guidance_scale=None)))
+
+
 @pytest.mark.parametrize("n,seed", [(2, 5), (90, 15485863 * 17), (1000, 2 ** 40 + 3), (50257, 123)])
 def test_randperm_is_torch_randperm(n, seed):
     g = torch.Generator()
@@ -214,7 +225,7 @@ def test_detector_matches_transformers(checkpoints, scheme, width, ignore):
     plain = np.random.RandomState(4).randint(3, VOCAB, (2, 24))
     bos = np.concatenate([np.full((2, 1), hf.config.bos_token_id), marked], axis=1)
     theirs = HFDetector(hf.config, "cpu", WatermarkingConfig(**config), ignore_repeated_ngrams=ignore)
-    ours = WatermarkDetector(model, config, ignore_repeated_ngrams=ignore)
+    ours = WatermarkDetector(model if scheme == "lefthash" else hf.config, config, ignore_repeated_ngrams=ignore)
     for text in (marked, plain, bos):
         want = theirs(torch.tensor(text), z_threshold=2.0, return_dict=True)
         got = ours(text, z_threshold=2.0, return_dict=True)

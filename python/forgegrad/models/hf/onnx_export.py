@@ -199,8 +199,9 @@ def generate_onnx(session, input_ids, attention_mask=None, max_new_tokens: Optio
     (``suppress_tokens``, ``begin_suppress_tokens``, ``bad_words_ids``, ``sequence_bias``,
     ``encoder_repetition_penalty``, ``encoder_no_repeat_ngram_size`` (the prompt's tokens and n-grams),
     ``min_new_tokens``, ``exponential_decay_length_penalty``, ``remove_invalid_values``, ``typical_p``,
-    ``epsilon_cutoff``, ``eta_cutoff``, ``renormalize_logits``, ``stop_strings`` (with ``tokenizer``) and
-    ``max_time``): generate's processors, warpers and stopping criteria, in transformers' order. Returns the prompt
+    ``epsilon_cutoff``, ``eta_cutoff``, ``top_h``, ``watermarking_config``, ``renormalize_logits``, ``stop_strings``
+    (with ``tokenizer``) and ``max_time``): generate's processors, warpers and stopping criteria, in transformers'
+    order (``guidance_scale``, which runs the model twice, is refused). Returns the prompt
     followed by the new tokens, (batch * R, prompt + new) int64, R rows per prompt.
     """
     graph = session

@@ -202,9 +202,9 @@ class WatermarkDetector:
     they were generated with).
 
     Args:
-        model_config: a model from ``from_pretrained`` or its config.json's contents (a dict): its ``vocab_size``
-            and leading token (``bos_token_id``, an encoder-decoder's ``decoder_start_token_id``), dropped from texts
-            that start with it.
+        model_config: a model from ``from_pretrained``, its config.json's contents (a dict) or a transformers
+            config: its ``vocab_size`` and leading token (``bos_token_id``, an encoder-decoder's
+            ``decoder_start_token_id``), dropped from texts that start with it.
         watermarking_config: a dict as generate takes it (or a transformers WatermarkingConfig).
         ignore_repeated_ngrams: count each distinct (context, token) once.
 
@@ -213,6 +213,8 @@ class WatermarkDetector:
 
     def __init__(self, model_config, watermarking_config, ignore_repeated_ngrams: bool = False):
         config = getattr(model_config, "config", model_config)
+        if hasattr(config, "to_dict") and not isinstance(config, dict):  # a transformers config
+            config = config.to_dict()
         if not isinstance(config, dict) or not isinstance(config.get("vocab_size"), numbers.Integral):
             raise TypeError("WatermarkDetector: model_config must be a model from from_pretrained or a config.json "
                             "dict with its vocab_size")
