@@ -75,7 +75,8 @@ def test_a_prompt_preempted_during_its_prefill_is_counted_once(checkpoints, pref
     """A 15-token prompt decoding 60 tokens and a 300-token prompt prefilled 16 tokens at a time beside it, in a pool of
     21 blocks: the short row's third block is the pool's last, so the long prompt's prefill is preempted halfway and
     starts over once the row is done. Both answer as in a roomy pool; the prefix cache counts one lookup per prompt
-    (a hit or a miss, not one per start), and every prompt token prefilled twice is in recomputed_tokens."""
+    (a hit or a miss, not one per start), every prompt token prefilled twice is in recomputed_tokens, and waiting for
+    its blocks again is a preemption, not a prompt's wait."""
     cls, _ = _engine(256, prefix_mb, 0)
     bodies = [dict(prompt="Once upon a ti.", max_tokens=60, temperature=0, ignore_eos=True),
               dict(prompt="".join(chr(97 + i % 26) for i in range(300)), max_tokens=4, temperature=0)]
@@ -91,6 +92,7 @@ def test_a_prompt_preempted_during_its_prefill_is_counted_once(checkpoints, pref
     got, _, tight = _jobs(_counting(cls), checkpoints["gpt2"], bodies, make(21))
     assert [c.token_ids for r in got for c in r] == [c.token_ids for r in want for c in r]
     assert roomy.pool.preemptions == 0 and tight.preempted_prefills == tight.pool.preemptions == 1
+    assert tight.pool.waits == 0  # it waited for blocks only once preempted (a preemption, not a wait)
     assert tight.fed == roomy.fed + tight.pool.recomputed_tokens and tight.pool.recomputed_tokens > 0
     if prefix_mb:
         assert tight.prefix.hits + tight.prefix.misses == roomy.prefix.hits + roomy.prefix.misses == 2

@@ -308,6 +308,7 @@ class PagedBatchEngine(BatchEngine):
         if isinstance(victim, _Prefill):
             self._let_go(victim)
             victim.redo, victim.done = max(getattr(victim, "redo", 0), victim.done), 0
+            victim.waited = True  # counted in preemptions: waiting for its blocks again is not one more wait
             self.prefills.sort(key=_order)  # back in its place: preempted rows that came before it go first
             what = f"the prefill of a {len(victim.ids)}-token prompt"
         else:
