@@ -201,3 +201,49 @@ def test_a_dead_beams_row_stays_minus_inf_through_the_warpers(served, warper):
     with np.errstate(invalid="ignore"):
         out = sampler.warp(scores, min_keep=2)
     assert not np.isnan(out).any() and np.isneginf(out[1]).all() and np.isfinite(out[0]).sum() >= 2
+
+
+def test_the_checkpoints_max_time_ends_the_search(served, tmp_path):
+    """generation_config.json's max_time bounds a beam search as it bounds generate's (transformers' MaxTimeCriteria
+    on every beam): with 1 microsecond every hypothesis ends after the first step, finish_reason "length", as a
+    completion decoded one token at a time ends after its first token."""
+    import shutil
+    _, _, path = served
+    limited = tmp_path / "limited"
+    shutil.copytree(path, limited)
+    config = json.loads((limited / "generation_config.json").read_text())
+    (limited / "generation_config.json").write_text(json.dumps(dict(config, max_time=1e-6)))
+    from forgegrad.serve.completions import GenerationServeConfig, create_completions_app
+    app = create_completions_app(GenerationServeConfig(str(limited), max_batch=1))
+    with running_app(app) as url, httpx.Client(base_url=url, timeout=120) as client:
+        body = {"prompt": PROMPT, "max_tokens": 20, "logprobs": 0}
+        for extra in ({"use_beam_search": True, "n": 3}, {"temperature": 0}):
+            r = client.post("/v1/completions", json=dict(body, **extra))
+            assert r.status_code == 200, r.text
+            choices = r.json()["choices"]
+            assert [len(c["logprobs"]["tokens"]) for c in choices] == [1] * len(choices), extra
+            assert all(c["finish_reason"] == "length" for c in choices), extra
+
+
+def test_one_beam_is_greedy_and_chat_beams_are_generates(served):
+    """n 1 without best_of is a beam one wide: greedy decoding's text. Chat's n beams are generate's hypotheses of the
+    prompt the chat template renders, each message's content cut at the request's stop string."""
+    from forgegrad.models import from_pretrained, generate
+    from forgegrad.models.hf.tokenizer import load_tokenizer
+    client, _, path = served
+    greedy = client.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 12, "temperature": 0}).json()
+    one = client.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 12, "use_beam_search": True}).json()
+    assert one["choices"][0]["text"] == greedy["choices"][0]["text"] and one["usage"] == greedy["usage"]
+    tok = load_tokenizer(str(path), 300, END)
+    ids = tok.encode("hello ")  # the template renders each message's content and a space
+    out = generate(from_pretrained(path), [ids], max_new_tokens=16, num_beams=2, num_return_sequences=2,
+                   do_sample=False, eos_token_id=END)[:, len(ids):]
+    texts = [tok.decode(row[:row.index(END)] if END in row else row) for row in out.tolist()]
+    stop = texts[1][2:4]
+    want = [t[:t.index(stop)] if stop in t else t for t in texts]
+    chat = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 16, "use_beam_search": True, "n": 2,
+            "stop": [stop]}
+    r = client.post("/v1/chat/completions", json=chat)
+    assert r.status_code == 200, r.text
+    assert [c["message"]["content"] for c in r.json()["choices"]] == want
+    assert r.json()["choices"][1]["finish_reason"] == "stop"
