@@ -57,3 +57,35 @@ def test_overlap_check_by_strides_and_by_elements():
     # distinct elements whose strides interleave (the stride test cannot tell): the elements decide
     inter = np.lib.stride_tricks.as_strided(base, (3, 2), (8, 12))
     check_no_overlap(positions(base, inter), inter)
+
+
+@pytest.mark.parametrize("write", ["h[0].mul_(2)", "h.t().add_(1)", "h[1:][0].clamp_(max=1.5)", "h[:, 1].copy_(y)"])
+def test_a_write_through_a_view_leaves_no_reference_cycle(write):
+    # the graph (its arrays) goes with its last tensor, without waiting for the cycle collector
+    import gc
+    import weakref
+    gc.disable()
+    try:
+        x = fg.tensor(X, requires_grad=True)
+        y = fg.tensor(X[:, 0], requires_grad=True)
+        h = x * 2
+        v = h[1]  # a view taken before, rebased when used
+        eval(write, {"h": h, "y": y})
+        loss = (h * h).sum() + (v * 3).sum()
+        loss.backward()
+        freed = [weakref.ref(h), weakref.ref(h.grad_fn)]
+        del h, v, loss
+        assert [r() is None for r in freed] == [True, True]
+    finally:
+        gc.enable()
+
+
+def test_index_array_write_into_an_expanded_view_warns_as_torch():
+    def fn(lib, functional):
+        x = lib.tensor(X, requires_grad=True)
+        h = x * 2
+        e = h[:, :1].expand(2, 3)
+        with pytest.warns(UserWarning, match="index_put_ on expanded tensors"):
+            e[lib.tensor([1])] = lib.tensor([[7.0, 8.0, 9.0]])  # the last value written to h[1, 0] stays
+        return [h, e]
+    _both(fn)

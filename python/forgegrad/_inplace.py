@@ -66,18 +66,22 @@ def inplace(self, compute, name: str, *others, cast: bool = False):
 
 def _inplace_tracked(self, compute, name, others, cast) -> None:
     """The in-place op recorded by autograd (see the module's docstring)."""
-    from ._view_rebase import check_no_overlap, view_target, write_through_view
+    from ._view_rebase import check_no_overlap, stand_in, view_target, write_through_view
     from .autograd import _note_rebind
     from .tensor import Tensor
     target = view_target(self) if type(self._data) is np.ndarray else None  # (base, self's elements in it)
     if target is not None:
         check_no_overlap(target[1], self._data)  # an expanded view: torch refuses
-    in_storage = target is not None or type(self._data) is np.ndarray and self._data.flags.writeable
-    # the op's input is a stand-in holding self's current node: self itself becomes the output, and a graph
-    # whose node lists self as its own input would loop. Its array is a copy when the result is written into
-    # self's storage (what the op saves of it must keep the old values)
-    old = Tensor._wrap_exact(self._data.copy() if in_storage else self._data)
-    old._ctx, old._out_index, old.requires_grad = self._ctx, self._out_index, self.requires_grad
+        # the view's old value is read from a stand-in for the base as it is now: the base's new node must not
+        # reach the base itself through the view's node (a reference cycle keeping the graph alive until gc)
+        base_old, old = stand_in(target[0], target[1], self._data.copy())
+    else:
+        in_storage = type(self._data) is np.ndarray and self._data.flags.writeable
+        # the op's input is a stand-in holding self's current node: self itself becomes the output, and a graph
+        # whose node lists self as its own input would loop. Its array is a copy when the result is written into
+        # self's storage (what the op saves of it must keep the old values)
+        old = Tensor._wrap_exact(self._data.copy() if in_storage else self._data)
+        old._ctx, old._out_index, old.requires_grad = self._ctx, self._out_index, self.requires_grad
     # the write is counted first: what saved the old value before now is outdated (torch raises for it at
     # backward), while this op's own use of the old value, saved below, is not
     _vc.bump(self)
@@ -92,7 +96,7 @@ def _inplace_tracked(self, compute, name, others, cast) -> None:
         _vc.unbump(self)  # a refused op wrote nothing
         raise
     if target is not None:  # recorded on the base (CopySlices), which writes the storage; self is rebased
-        write_through_view(self, target[0], target[1], old, out)
+        write_through_view(self, target[0], target[1], base_old, out)
         _vc.share(out._data, self._data)
         return
     if in_storage:  # views and tensors sharing the storage see the new values; the result's array (which

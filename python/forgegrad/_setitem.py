@@ -22,11 +22,18 @@ Refused, with a RuntimeError, rather than a wrong gradient: a leaf that requires
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from . import _version_counter as _vc
 from .autograd import Function, _note_rebind
 from .ops._util import unbroadcast
+
+EXPANDED_INDEX_PUT_MESSAGE = (
+    "Use of index_put_ on expanded tensors is deprecated. Please clone() the tensor before performing this "
+    "operation. This also applies to advanced indexing e.g. tensor[indices] = tensor")
+
 
 class IndexPutFunction(Function):
     """``a[key] = v`` written into ``a``'s own array (its output shares ``a``'s storage); ``v`` is a Tensor
@@ -107,10 +114,24 @@ def _setitem_through_base(t, base, idx, key, value) -> None:
     """``t[key] = value`` for a view ``t`` of graph tensor ``base`` (``idx``: t's elements' flat indices in
     base): recorded on the base at the elements that t[key] names and t rebased on the base's new value,
     as torch propagates a view's write to its base."""
-    from ._view_rebase import check_no_overlap, rebase
-    # t is written (torch's index_put_ on t): refused if two of t's elements are one memory location (an
-    # expanded view), as torch; a key naming one element twice (t[[1, 1]] = v) is no overlap
-    check_no_overlap(idx, t._data)
+    from ._view_rebase import check_no_overlap, distinct_by_strides, rebase
     picked = np.asarray(idx[key])
+    # as torch: a basic key copies into the view t[key], refused when two of its elements are one memory
+    # location (e[0] = v of an expanded e; e[1, 1] = v is one element); an index array runs index_put_ on t,
+    # which only warns for an expanded t (the last value written to a location stays, as numpy's). A key
+    # naming one element twice (t[[1, 1]] = v) is no overlap
+    if _basic_key(key):
+        check_no_overlap(picked, t._data[key])
+    elif not distinct_by_strides(t._data) and np.unique(idx).size != idx.size:
+        warnings.warn(EXPANDED_INDEX_PUT_MESSAGE, UserWarning, stacklevel=4)
     setitem_tracked(base, np.unravel_index(picked, base._data.shape), value)  # writes the storage once, counted once
     rebase(t, base, idx)
+
+
+def _basic_key(key) -> bool:
+    """Whether ``key`` indexes by integers, slices, None and Ellipsis only (numpy's basic indexing: a view)."""
+    for k in key if type(key) is tuple else (key,):
+        if not (k is None or k is Ellipsis or type(k) is slice or isinstance(k, (int, np.integer))) or \
+                isinstance(k, (bool, np.bool_)):
+            return False
+    return True

@@ -225,12 +225,21 @@ def check_no_overlap(idx, view=None) -> None:
         raise RuntimeError(OVERLAP_MESSAGE)
 
 
-def write_through_view(t, base, idx, old, out) -> None:
-    """Record the in-place op whose result is ``out`` (of ``t``'s shape and dtype; ``old`` stands for ``t``
-    before it) on view ``t``'s base: the base gets a CopySlices node (its storage takes ``out``'s values at
-    ``t``'s elements) and ``t`` is rebased on it."""
+def stand_in(base, idx, values):
+    """``(base_old, view_old)`` for an in-place write through a view of ``base`` (``idx``: the view's elements
+    in it; ``values``: a copy of them): base_old holds base's current node, and view_old is AsStrided of it
+    (the view's old value, which the op reads), so the base's new graph never refers to the base itself."""
     base_old = Tensor._wrap_exact(base._data)
     base_old._ctx, base_old._out_index, base_old.requires_grad = base._ctx, base._out_index, base.requires_grad
+    with enable_grad(), untraced():
+        view_old = AsStridedFunction.apply(base_old, values, idx)
+    return base_old, view_old
+
+
+def write_through_view(t, base, idx, base_old, out) -> None:
+    """Record the in-place op whose result is ``out`` (of ``t``'s shape and dtype) on view ``t``'s base
+    (``base_old``: the stand-in for it from :func:`stand_in`): the base gets a CopySlices node (its storage
+    takes ``out``'s values at ``t``'s elements) and ``t`` is rebased on it."""
     res = CopySlicesFunction.apply(base_old, out, t._data, idx)
     base._ctx, base._out_index, base.requires_grad = res._ctx, res._out_index, res.requires_grad
     _note_rebind(base, base_old)  # the ops that used the base before keep its old node
