@@ -5,6 +5,9 @@ structured outputs), sliding-window and soft-capped models (Mistral, Gemma 2), a
 line, which leaves at once instead of when its turn comes."""
 from __future__ import annotations
 
+import json
+import threading
+
 import numpy as np
 import pytest
 
@@ -180,4 +183,32 @@ def test_a_dynamic_ntk_model_reserves_its_rows_blocks_and_answers_as_generate(ch
     for p, a, b, c in zip(prompts, roomy, tight, contiguous):
         solo = _solo(model, list(p.encode()), 80)
         assert a[0].token_ids[:len(solo)] == b[0].token_ids[:len(solo)] == c[0].token_ids[:len(solo)] == solo
+    _assert_clean(engine)
+
+
+def test_a_cancelled_request_waiting_in_line_leaves_at_once(checkpoints):
+    """A 100-token prompt decoding 100 tokens holds 7 of 16 blocks, so the 150-token prompt after it waits for blocks
+    until it is done; a third request, cancelled by its client while it waits behind that one, is answered (with
+    nothing) at once, not once its turn comes: it no longer holds a place in the batch or in the server's queue."""
+    from forgegrad.serve.completion_request import parse
+    from forgegrad.serve.completions import TextGenerator
+    from forgegrad.serve.generation_batch import Job
+    cls, make = _engine(16, 0, 0)
+    gen = TextGenerator(checkpoints["gpt2"])
+    engine = cls(gen, 8, **make(gen))
+    done, jobs = [], []
+    try:
+        for name, prompt, max_tokens in (("first", "a" * 100, 100), ("waiting", "b" * 150, 4), ("cancelled", "c", 9)):
+            req = parse(json.dumps(dict(prompt=prompt, max_tokens=max_tokens, temperature=0, ignore_eos=True,
+                                        model="m", stream=True)).encode(), "m")
+            cancelled = threading.Event()
+            if name == "cancelled":
+                cancelled.set()
+            jobs.append(engine.submit(Job(req, [list(prompt.encode())], lambda *a: None, cancelled)))
+            jobs[-1].add_done_callback(lambda f, name=name: done.append(name))
+        results = [j.result(timeout=120) for j in jobs]
+    finally:
+        engine.close()
+    assert done == ["cancelled", "first", "waiting"] and engine.pool.waits == 1
+    assert [r[0].finish_reason for r in results] == ["length", "length", "cancelled"] and results[2][0].token_ids == []
     _assert_clean(engine)

@@ -115,6 +115,9 @@ class PagedBatchEngine(BatchEngine):
 
     # ---- prefill --------------------------------------------------------------------------------------------------
     def _prefill_step(self) -> None:
+        self._drop_cancelled()
+        if not self.prefills:
+            return
         p = self.prefills[0]
         if self._cancel_prefill(p):
             self._let_go(p)
@@ -151,6 +154,19 @@ class PagedBatchEngine(BatchEngine):
         logits = super()._prefill_chunk(p)
         self.pool.recomputed_tokens += max(0, min(p.done, getattr(p, "redo", 0)) - before)
         return logits
+
+    def _drop_cancelled(self) -> None:
+        """End the waiting prompts and preempted rows (not being prefilled) whose request was cancelled or has failed,
+        wherever they are in line: here a prompt may wait long for blocks, and one that waits behind it for nothing
+        would keep its place in the batch (and its request in the server's queue) until its turn came."""
+        gone = [p for p in self.prefills if p.cache is None and (p.job.cancelled.is_set() or p.job.future.done())]
+        for p in gone:
+            self.prefills.remove(p)
+            rows = [p.row] if isinstance(p, _Resume) else [_Row(p.job, i, stream, rng, None, 0, 0)
+                                                            for i, stream, rng in p.choices]
+            for row in rows:
+                row.stream.cancel()
+                self._finish(row)
 
     def _cancel_prefill(self, p: _Prefill) -> bool:
         if not isinstance(p, _Resume):
