@@ -388,8 +388,11 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
     example's sizes and twice more at other sizes of its dynamic axes (to tell which sizes and
     size-derived arguments are dynamic, and how they follow the input sizes); every recorded op of the
     first run is mapped to ONNX nodes, so models whose forward uses functional ops export like any other.
-    Sampling (``randn_like``, ``rand_like``) is exported deterministically, at the distribution's mean
-    (a VAE's exported forward decodes z = mu); see docs/torch_compat.md.
+    The outputs' declared shapes name every dim that follows a dynamic axis (``batch``, ``batch*seq``,
+    else ``<output>_dim<k>``) and fix the rest; two more meta runs far from the traced sizes tell a dim
+    a stride or pool only made look constant (see ``_shapes``). Sampling (``randn_like``, ``rand_like``)
+    is exported deterministically, at the distribution's mean (a VAE's exported forward decodes z = mu);
+    see docs/torch_compat.md.
 
     Args:
         model: a forgegrad.nn.Module (or any callable on Tensors).
