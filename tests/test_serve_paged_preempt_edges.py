@@ -212,3 +212,57 @@ def test_a_cancelled_request_waiting_in_line_leaves_at_once(checkpoints):
     assert done == ["cancelled", "first", "waiting"] and engine.pool.waits == 1
     assert [r[0].finish_reason for r in results] == ["length", "length", "cancelled"] and results[2][0].token_ids == []
     _assert_clean(engine)
+
+
+def test_the_server_s_gauges_are_idle_again_after_clients_leave_preempted_streams(checkpoints):
+    """A server whose KV cache holds 9 blocks, the prefix cache on: six streamed requests preempt one another and
+    three of their clients go away after a few chunks. The others get the answers they get alone, and once all are
+    done the queue is empty, nothing is reserved and only the prefix cache holds blocks."""
+    import time
+
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    from serve_helpers import metric, running_app
+
+    from forgegrad.serve.completions import GenerationServeConfig, create_completions_app
+    per_block = 2 * 2 * 4 * 16 * 8 * 4  # keys and values, 2 layers, 4 heads of 8, float32
+    app = create_completions_app(GenerationServeConfig(checkpoints["gpt2"], model_name="m", prefix_cache_mb=1,
+                                                       kv_cache_mb=9 * per_block / 2 ** 20))
+    bodies = [dict(prompt=f"Request {i} says: " + "la " * i, max_tokens=44, temperature=0.8, seed=i, stream=True,
+                   ignore_eos=True) for i in range(6)]
+    texts = {}
+
+    def client(url, i):
+        with httpx.Client(base_url=url, timeout=120) as c:
+            with c.stream("POST", "/v1/completions", json=bodies[i]) as r:
+                assert r.status_code == 200
+                events = 0
+                text = ""
+                for line in r.iter_lines():
+                    if line.startswith("data: {"):
+                        events += 1
+                        text += "".join(ch["text"] for ch in json.loads(line[6:])["choices"])
+                    if i % 2 and events == 3:
+                        return  # goes away: the connection closes mid-stream
+                texts[i] = text
+
+    with running_app(app) as url:
+        threads = [threading.Thread(target=client, args=(url, i)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        with httpx.Client(base_url=url, timeout=60) as c:
+            deadline = time.monotonic() + 60
+            while True:  # the clients that went away end at their rows' next step, or as they wait in line
+                m = c.get("/metrics").text
+                if metric(m, "forgegrad_queue_depth", model="m") == 0 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            alone = {i: c.post("/v1/completions", json=dict(bodies[i], stream=False)).json()["choices"][0]["text"]
+                     for i in texts}
+    assert sorted(texts) == [0, 2, 4] and texts == alone
+    assert metric(m, "forgegrad_queue_depth", model="m") == 0
+    assert metric(m, "forgegrad_kv_cache_preemptions_total", model="m") > 0
+    assert metric(m, "forgegrad_kv_cache_reserved", model="m") == 0
+    assert metric(m, "forgegrad_kv_cache_in_use", model="m") == metric(m, "forgegrad_prefix_cache_blocks", model="m")
