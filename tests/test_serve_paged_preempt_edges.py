@@ -266,3 +266,38 @@ def test_the_server_s_gauges_are_idle_again_after_clients_leave_preempted_stream
     assert metric(m, "forgegrad_kv_cache_preemptions_total", model="m") > 0
     assert metric(m, "forgegrad_kv_cache_reserved", model="m") == 0
     assert metric(m, "forgegrad_kv_cache_in_use", model="m") == metric(m, "forgegrad_prefix_cache_blocks", model="m")
+
+
+def test_a_row_whose_client_left_lets_its_blocks_go_before_anyone_is_preempted(checkpoints):
+    """A 15-token and a 23-token prompt decode in a pool of 12 blocks; the older request's client goes away just as
+    the newer row fills its 6th block, when the two hold all 12: the row whose client left lets its blocks go before
+    the newer row needs its 7th, so that one takes it without being preempted."""
+    from forgegrad.serve.completion_request import parse
+    from forgegrad.serve.completions import TextGenerator
+    from forgegrad.serve.generation_batch import Job
+    cls, make = _engine(12, 0, 0)
+
+    class Leaving(cls):
+        def _advance(self, slots, logits):
+            ended = super()._advance(slots, logits)
+            for row in slots:
+                if row is not None and row.job is jobs[1] and row.n == 96:
+                    assert self.pool.in_use == 12
+                    jobs[0].cancelled.set()  # as the server does when the client's connection closes
+            return ended
+
+    gen = TextGenerator(checkpoints["gpt2"])
+    engine = Leaving(gen, 8, **make(gen))
+    jobs = []
+    try:
+        for prompt, max_tokens in (("a" * 15, 160), ("b" * 23, 100)):
+            req = parse(json.dumps(dict(prompt=prompt, max_tokens=max_tokens, temperature=0, ignore_eos=True,
+                                        model="m", stream=True)).encode(), "m")
+            jobs.append(Job(req, [list(prompt.encode())], lambda *a: None, threading.Event()))
+        results = [engine.submit(j) for j in jobs]
+        results = [f.result(timeout=120) for f in results]
+    finally:
+        engine.close()
+    assert [r[0].finish_reason for r in results] == ["cancelled", "length"] and len(results[1][0].token_ids) == 100
+    assert engine.pool.preemptions == 0 and engine.pool.peak <= 12
+    _assert_clean(engine)

@@ -278,6 +278,12 @@ class PagedBatchEngine(BatchEngine):
     def _step(self) -> None:
         from ..models.hf._decode import PagedKV
         B = self.pool.block_tokens
+        gone = [r for r in self.rows if r.job.cancelled.is_set() or r.job.future.done()]
+        for row in gone:  # clients that went away: their blocks go back before a growing row may preempt another
+            row.stream.cancel()
+            self._finish(row)
+        if gone:
+            self._leave(gone)
         for row in sorted(self.rows, key=_order):  # a row whose next key starts a block: one more, oldest row first
             if row.table is not None and row.n == len(row.table) * B:
                 self._grow(row)
