@@ -89,3 +89,79 @@ def test_index_array_write_into_an_expanded_view_warns_as_torch():
             e[lib.tensor([1])] = lib.tensor([[7.0, 8.0, 9.0]])  # the last value written to h[1, 0] stays
         return [h, e]
     _both(fn)
+
+
+def _buffer_writes(lib, write):
+    w = lib.tensor(X, requires_grad=True)
+    buf = lib.ones(4, 6)
+    col = buf[:, 1]  # a view taken before the write: it sees the written values and their gradient
+    if write == "copy_":
+        buf[:2, :3].copy_(w * 2)
+    elif write == "add_":
+        buf.narrow(1, 0, 3)[1:3].add_(w)
+    elif write == "mul_":
+        buf.t()[1:4, 2:].mul_(w.t())
+    elif write == "setitem":
+        buf[1:3][0, 2:5] = w[1] * 3
+    else:  # a write into the base itself
+        buf[1:].add_(w[0, 0])
+        buf.add_(w.sum())
+    loss = (buf * buf).sum() + (col * 5).sum() + w.sum()  # w reaches the loss directly and through buf
+    loss.backward()
+    return [buf, col, w.grad]
+
+
+@pytest.mark.parametrize("write", ["copy_", "add_", "mul_", "setitem", "base"])
+def test_write_with_a_gradient_into_a_view_of_a_tensor_without_one(write):
+    # torch records the write on the view's base (which then requires grad), as for a graph tensor's view
+    _both(lambda lib, functional: _buffer_writes(lib, write))
+
+
+def test_write_into_a_numpy_array_through_a_view_as_torch():
+    def fn(lib, functional):
+        a = X.copy()
+        w = lib.tensor(X[1], requires_grad=True)
+        t = lib.from_numpy(a)
+        t[0].mul_(w)  # the user's array sees it
+        (t * t).sum().backward()
+        return [a, t, w.grad]
+    _both(fn)
+
+
+def test_view_made_before_its_leaf_required_grad_refuses_writes():
+    for lib in (torch, fg):
+        x = lib.tensor(X)
+        v, u = x[0], x.t()
+        x.requires_grad_()
+        for write in (lambda: v.mul_(2), lambda: u.__setitem__(0, 1.0), lambda: v.add_(x[1])):
+            with pytest.raises(RuntimeError, match="a view of a leaf Variable that requires grad"):
+                write()
+        np.testing.assert_array_equal(x.detach().numpy(), X)
+
+
+@pytest.mark.parametrize("write", ["zero_", "fill_", "copy_"])
+def test_overwritten_graph_tensor_stays_in_the_graph(write):
+    for lib in (torch, fg):
+        x = lib.tensor(X, requires_grad=True)
+        w = lib.tensor(X, requires_grad=True)
+        h = x * 2
+        v = h[0]  # a view taken before: it follows h
+        {"zero_": lambda: h.zero_(), "fill_": lambda: h.fill_(3.0), "copy_": lambda: h.copy_(lib.ones(2, 3))}[write]()
+        assert h.requires_grad and h.grad_fn is not None and v.requires_grad
+        ((h + v) * w).sum().backward()  # x's path is overwritten (torch: zeros, forgegrad: no gradient)
+        assert x.grad is None or not x.grad.numpy().any()
+        want = {"zero_": 0.0, "fill_": 3.0, "copy_": 1.0}[write]
+        np.testing.assert_array_equal(w.grad.numpy(), np.full((2, 3), 2 * want))  # h + v, both the new values
+
+
+def test_views_of_views_made_outside_the_graph_note_the_first_base():
+    buf = fg.zeros(6, 4)
+    v = buf
+    for _ in range(3):
+        v = v[1:]
+    assert v._view_of is buf
+    w = fg.ones(3, 4, requires_grad=True)
+    v.add_(w)  # written through to buf, which is now in the graph
+    assert buf.requires_grad and buf.numpy()[3:].tolist() == [[1.0] * 4] * 3
+    (buf * buf).sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), 2)

@@ -47,6 +47,9 @@ def inplace(self, compute, name: str, *others, cast: bool = False):
     if tracking:
         _inplace_tracked(self, compute, name, others, cast)
         return self
+    if self._ctx is None and getattr(self, "_view_of", None) is not None and grad_mode.is_grad_enabled():
+        from ._view_rebase import view_target
+        view_target(self)  # refuses a view of a leaf that has required grad since the view was made, as torch
     with grad_mode.no_grad():
         out = compute(self, *others)
     _check_result(self, out, name, cast)
@@ -66,7 +69,7 @@ def inplace(self, compute, name: str, *others, cast: bool = False):
 
 def _inplace_tracked(self, compute, name, others, cast) -> None:
     """The in-place op recorded by autograd (see the module's docstring)."""
-    from ._view_rebase import check_no_overlap, stand_in, view_target, write_through_view
+    from ._view_rebase import OverwrittenFunction, check_no_overlap, stand_in, view_target, write_through_view
     from .autograd import _note_rebind
     from .tensor import Tensor
     target = view_target(self) if type(self._data) is np.ndarray else None  # (base, self's elements in it)
@@ -92,6 +95,8 @@ def _inplace_tracked(self, compute, name, others, cast) -> None:
             out = out.to(self.dtype)
         if tuple(out.shape) != tuple(self.shape):
             out = out.expand(*self.shape)
+        if old.requires_grad and not out.requires_grad:  # zero_(), fill_(3): still in the graph, as torch's
+            out = OverwrittenFunction.apply(old, out._data)
     except BaseException:
         _vc.unbump(self)  # a refused op wrote nothing
         raise

@@ -87,12 +87,11 @@ def setitem_tracked(t, key, value) -> None:
     a CPU tensor and no leaf that requires grad, which the caller checked). ``key`` holds numpy arrays in
     place of index Tensors."""
     from .tensor import Tensor
-    if t._ctx is not None:
-        from ._view_rebase import view_target
-        target = view_target(t)  # (base, t's elements in it) for a view of a graph tensor
-        if target is not None:
-            _setitem_through_base(t, target[0], target[1], key, value)
-            return
+    from ._view_rebase import view_target
+    target = view_target(t)  # (base, t's elements in it) for a view (of a graph tensor, or made outside it)
+    if target is not None:
+        _setitem_through_base(t, target[0], target[1], key, value)
+        return
     # the op's input is a stand-in holding t's current node (t itself becomes the output: a node listing t
     # as its own input would loop); it shares t's array, which only the version check reads after this
     old = Tensor._wrap_exact(t._data)

@@ -379,5 +379,8 @@ class TensorMethods:
         if grad_mode.is_grad_enabled() and (self.requires_grad or getattr(value, "requires_grad", False)):
             setitem_tracked(self, _index_arrays(key), value)  # recorded as torch records it: an in-place op
             return
+        if self._ctx is None and getattr(self, "_view_of", None) is not None and grad_mode.is_grad_enabled():
+            from ._view_rebase import view_target
+            view_target(self)  # refuses a view of a leaf that has required grad since the view was made, as torch
         assign(self._data, _index_arrays(key), value._data if isinstance(value, TensorMethods) else value)
         _vc.bump(self)  # one in-place write: a graph that saved this storage refuses it at backward

@@ -101,6 +101,23 @@ class AsStridedFunction(Function):
         return out
 
 
+class OverwrittenFunction(Function):
+    """An in-place write of values that need no gradient (``zero_``, ``fill_(3)``, ``copy_`` of a constant)
+    into a tensor that required one: its output is the new values, and the tensor stays in the graph (it
+    requires grad, as torch's keeps its FillBackward/ZeroBackward node); nothing flows to the old values."""
+
+    exact_dtype = True
+    handles_float64 = True
+
+    @staticmethod
+    def forward(ctx, old, new):
+        return new
+
+    @staticmethod
+    def backward(ctx, g):
+        return None, None
+
+
 class CopySlicesFunction(Function):
     """An in-place write through a view of ``base`` (torch's CopySlices): ``src`` is written into the view's
     elements of the base's storage; the output is the base's array. Backward: ``src`` gets the gradient at
@@ -168,8 +185,35 @@ def rebase_inputs(args) -> None:
     for a in args:
         if isinstance(a, Tensor):
             node = a._ctx
-            if node is not None and node.made_at < _rebind_clock[0] and type(node).is_view:
+            if node is None:
+                if getattr(a, "_view_of", None) is not None:
+                    rebase_if_base_recorded(a)
+            elif node.made_at < _rebind_clock[0] and type(node).is_view:
                 rebase_if_stale(a)
+
+
+def unrecorded_base(t):
+    """The base of ``t`` when ``t`` is a view made outside the graph of a tensor that had no node (the top
+    of its chain of such views on one storage, ``buf`` in ``v = buf[:2]``), else None."""
+    d = t._data
+    if type(d) is not _NDARRAY:
+        return None
+    r = _vc.root(d)
+    cur = t
+    while True:
+        p = getattr(cur, "_view_of", None)
+        if p is None or type(p._data) is not _NDARRAY or _vc.root(p._data) is not r:
+            break
+        cur = p
+    return None if cur is t else cur
+
+
+def rebase_if_base_recorded(t) -> None:
+    """View ``t`` made outside the graph of a base that has since been written in place under autograd (it
+    has a node now, as torch's base would): t gets AsStrided of the base, so ops using t differentiate it."""
+    base = unrecorded_base(t)
+    if base is not None and base._ctx is not None and id(base) in _rebound:
+        rebase(t, base)
 
 
 def rebase(t, base, idx=None) -> None:
@@ -192,9 +236,17 @@ def rebase(t, base, idx=None) -> None:
 
 def view_target(t):
     """``(base, positions of t in base)`` for an in-place write into view ``t`` that is recorded on its base
-    (``t`` rebased first if stale), or None when ``t`` is no view of a graph tensor (it is written alone)."""
-    rebase_if_stale(t)
-    base = base_of(t)
+    (``t`` rebased first if stale), or None when ``t`` is no view (it is written alone). A view made outside
+    the graph of a tensor without a node is written through to that base, which then has a node (torch's
+    CopySlices); refused (torch's message) when that base is a leaf that requires grad."""
+    if t._ctx is None:
+        base = unrecorded_base(t)
+        if base is not None and base.requires_grad and base._ctx is None:
+            from ._inplace import VIEW_OF_LEAF_MESSAGE
+            raise RuntimeError(VIEW_OF_LEAF_MESSAGE)
+    else:
+        rebase_if_stale(t)
+        base = base_of(t)
     if base is None:
         return None
     idx = positions(base._data, t._data)

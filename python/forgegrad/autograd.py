@@ -173,6 +173,8 @@ class Function:
         # The one dispatch path of every op, and its hot path: kept free of imports and generic
         # helpers (it runs once per op in every training step, and at batch 1 its cost is comparable
         # to the kernels'). CPU arrays are numpy ndarrays; any other storage goes to _apply_on_device.
+        if _rebound:  # some tensor was rebound by an in-place op: a view input may need its new node
+            _rebase_inputs(args)
         raw = []
         needs = []
         any_needs = False
@@ -192,8 +194,6 @@ class Function:
             else:
                 raw.append(a)
                 needs.append(False)
-        if _rebound:  # some tensor was rebound by an in-place op: a view input may need its new node
-            _rebase_inputs(args)
         if other_device:
             dev = _device_of_args(cls, args, raw)
             if dev == "meta":
@@ -235,6 +235,8 @@ class Function:
                     t.requires_grad = True
                     t._ctx = ctx
                     t._out_index = i
+        elif cls.is_view and isinstance(args[0], Tensor) and args[0]._ctx is None:
+            _link_view(results[0], args[0])
         if recorder is not None:
             recorder.record(cls, args, kwargs, results)
         return results[0] if single else results
@@ -244,6 +246,16 @@ class Function:
         self.saved_tensors = ()
         self.__dict__.clear()
         self.released = True
+
+
+def _link_view(view, of) -> None:
+    """Note ``of`` (a tensor without a node) as the base of ``view``, a view of it made outside the graph, for
+    an in-place write recorded through the view (forgegrad._view_rebase). A view of such a view notes the
+    same base (views taken in a loop, ``x = x[1:]``, keep no chain of tensors alive)."""
+    base = getattr(of, "_view_of", None)
+    if base is not None and type(of._data) is _NDARRAY and _vc.root(base._data) is _vc.root(of._data):
+        of = base
+    view._view_of = of
 
 
 def _rebase_inputs(args) -> None:

@@ -59,9 +59,10 @@ class Tensor(TensorMethods):
     """
 
     # _post_hooks is only set on leaves that have post-accumulate-grad hooks, _own_version only on the
-    # tensors ``.data`` returns (both read with getattr)
+    # tensors ``.data`` returns, _view_of only on views made outside the graph of a tensor that has no node
+    # (its base, for an in-place write recorded through the view: forgegrad._view_rebase); all read with getattr
     __slots__ = ("_data", "grad", "requires_grad", "_ctx", "_out_index", "_retains_grad", "_post_hooks",
-                 "_own_version", "__weakref__")
+                 "_own_version", "_view_of", "__weakref__")
     __array_priority__ = 1000  # numpy defers binary operators to Tensor
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
