@@ -16,7 +16,7 @@ from .comm import (GroupMember, ProcessGroup, abort, allgather, allgather_object
                    broadcast_object, init, is_available, is_distributed, is_initialized, launched_size, local_rank,
                    local_size, rank, reduce_scatter, size)
 from .ddp import DistributedDataParallel, DistributedOptimizer, broadcast_optimizer_state, broadcast_parameters
-from .fsdp import BackwardPrefetch, FullyShardedDataParallel
+from .fsdp import BackwardPrefetch, FullyShardedDataParallel, ShardingStrategy
 from .groups import (destroy_process_group, get_global_rank, get_group_rank, get_process_group_ranks, get_rank,
                      get_world_size, new_group, new_subgroups, new_subgroups_by_enumeration)
 from .sampler import DistributedSampler
@@ -26,6 +26,6 @@ __all__ = ["init", "is_available", "is_initialized", "is_distributed", "rank", "
            "barrier", "abort", "allreduce", "broadcast", "allgather", "reduce_scatter", "allgather_object",
            "broadcast_object", "launched_size", "DistributedDataParallel", "DistributedOptimizer",
            "broadcast_parameters", "broadcast_optimizer_state", "DistributedSampler", "ZeroRedundancyOptimizer",
-           "FullyShardedDataParallel", "BackwardPrefetch", "ProcessGroup", "GroupMember", "new_group",
-           "new_subgroups", "new_subgroups_by_enumeration", "get_rank", "get_world_size", "get_group_rank",
+           "FullyShardedDataParallel", "BackwardPrefetch", "ShardingStrategy", "ProcessGroup", "GroupMember",
+           "new_group", "new_subgroups", "new_subgroups_by_enumeration", "get_rank", "get_world_size", "get_group_rank",
            "get_global_rank", "get_process_group_ranks", "destroy_process_group"]

@@ -1,7 +1,14 @@
-"""ZeRO stage 3: the parameters sharded too (torch's FullyShardedDataParallel, FULL_SHARD).
+"""ZeRO stage 3: the parameters sharded too (torch's FullyShardedDataParallel and its sharding strategies).
 
     model = dist.FullyShardedDataParallel(net)                     # shards the parameters
     opt = dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam, stage=3, lr=1e-3)
+
+``sharding_strategy`` (torch's ShardingStrategy; the groups each one uses: _strategy.py): FULL_SHARD, the
+default, is what follows; SHARD_GRAD_OP keeps a unit gathered from its forward to the end of its backward
+(no gather in backward); NO_SHARD shards over a group of one rank (every rank holds everything) and
+allreduces the gradients across the ranks; HYBRID_SHARD is FULL_SHARD within a shard group (a node) with
+the gradient shards allreduced across the ranks that hold the same shard (_HYBRID_SHARD_ZERO2: without
+resharding after forward). Below, "the ranks" are the shard group's.
 
 The model's parameters are cut into *units*, by default one per module that owns parameters directly
 (``units=`` names others, e.g. the blocks of a transformer); parameters no unit claims, and a parameter
@@ -58,9 +65,10 @@ from ..autograd import Function
 from ..nn.module import Module
 from ..tensor import Tensor
 from . import _pages, _passes
+from ._strategy import ShardingStrategy, groups_for, strategy_of
 from . import comm as _c
 
-__all__ = ["FullyShardedDataParallel", "BackwardPrefetch"]
+__all__ = ["FullyShardedDataParallel", "BackwardPrefetch", "ShardingStrategy"]
 
 
 class BackwardPrefetch(enum.Enum):
@@ -106,10 +114,11 @@ class FullyShardedDataParallel(Module):
             units mean fewer collectives and more memory while one is gathered.
         broadcast_buffers: broadcast rank 0's buffers (BatchNorm statistics) before every training-mode
             forward, as DistributedDataParallel.
-        reshard_after_forward: free a unit after its forward and gather it again for its backward (the
-            default, torch's FULL_SHARD). False keeps a unit gathered from its forward until its
-            backward is done (torch's SHARD_GRAD_OP for parameters): half the allgathers, but the
-            whole model is gathered at the end of the forward. Graph-free forwards always free.
+        reshard_after_forward: free a unit after its forward and gather it again for its backward
+            (FULL_SHARD, HYBRID_SHARD), or keep it gathered until its backward is done (the others):
+            half the allgathers, but the whole model gathered at the end of the forward. None (the
+            default): as ``sharding_strategy`` says; False with no strategy means SHARD_GRAD_OP. A value
+            contradicting the strategy is a ValueError. Graph-free forwards always free.
         forward_prefetch: in a forward, start gathering the unit that came next in the previous forward
             before the current one computes (torch's name and default, False: it assumes the modules
             run in the same order every step; when they do not, the wrong unit was gathered for nothing).
@@ -117,8 +126,13 @@ class FullyShardedDataParallel(Module):
             Default ``BACKWARD_PRE``, torch's. The order of backward's gathers is known when it starts
             (the reverse of the forwards), so the prefetched unit is always the one needed next.
         process_group: shard over the ranks of this group (from ``new_group``) instead of the whole job;
-            wrap on the group's ranks only. torch's (shard group, replicate group) pair, HYBRID_SHARD,
-            is not implemented (ValueError).
+            wrap on the group's ranks only. NO_SHARD: the ranks that replicate the model. HYBRID_SHARD:
+            None (torch's node groups: see _strategy.py) or torch's pair ``(shard_group, replicate_group)``,
+            which must tile the job's ranks (every rank wraps the model).
+        sharding_strategy: a :class:`ShardingStrategy` (or its name), or None: FULL_SHARD (torch's default).
+
+    ``process_group`` is then the group of every rank training the model (the job's, under HYBRID_SHARD;
+    fit averages over it), ``shard_group`` and ``replicate_group`` (None without one) the two groups above.
 
     Prefetch keeps one more unit gathered while the current one computes. Its allgather progresses when
     MPI is entered (the ZeRO reducer polls after every backward node), else at the wait.
@@ -130,8 +144,9 @@ class FullyShardedDataParallel(Module):
     ``state_dict(keep_vars=True)``).
     """
 
-    def __init__(self, module: Module, units=None, broadcast_buffers: bool = True, reshard_after_forward: bool = True,
-                 forward_prefetch: bool = False, backward_prefetch=BackwardPrefetch.BACKWARD_PRE, process_group=None):
+    def __init__(self, module: Module, units=None, broadcast_buffers: bool = True,
+                 reshard_after_forward: Optional[bool] = None, forward_prefetch: bool = False,
+                 backward_prefetch=BackwardPrefetch.BACKWARD_PRE, process_group=None, sharding_strategy=None):
         super().__init__()
         if not isinstance(module, Module):
             raise TypeError(f"FullyShardedDataParallel: module must be a forgegrad.nn.Module, got "
@@ -139,11 +154,8 @@ class FullyShardedDataParallel(Module):
         if not isinstance(forward_prefetch, bool):
             raise TypeError(f"FullyShardedDataParallel: forward_prefetch must be a bool, got {forward_prefetch!r}")
         backward_prefetch = _backward_prefetch(backward_prefetch)
-        if isinstance(process_group, (tuple, list)):
-            raise ValueError("FullyShardedDataParallel: process_group is a pair of groups, torch's HYBRID_SHARD "
-                             "(shard within one group, replicate across the other), which forgegrad does not "
-                             "implement: pass one ProcessGroup (every rank of it holds a shard)")
-        group = _c._member_group(process_group, "FullyShardedDataParallel")
+        strategy, reshard_after_forward = strategy_of(sharding_strategy, reshard_after_forward)
+        group, shard_group, replicate_group = groups_for(strategy, process_group)
         from .ddp import _check_same_everywhere, broadcast_parameters
         from .zero import _Unit
         self.module = module
@@ -163,7 +175,8 @@ class FullyShardedDataParallel(Module):
         signature = [(n, tuple(p.shape), str(p._data.dtype)) for n, p in named]
         signature.append(("units", len(groups), "; ".join(f"{type(m).__name__}: {', '.join(name_of[id(p)] for p in ps)}"
                                                            for m, ps in groups)))
-        signature.append(("settings", f"reshard_after_forward={bool(reshard_after_forward)}",
+        signature.append(("settings", f"sharding_strategy={strategy.name}, "
+                          f"reshard_after_forward={reshard_after_forward}",
                           f"broadcast_buffers={bool(broadcast_buffers)}"))
         # which gathers are nonblocking (MPI pairs blocking with blocking only)
         signature.append(("prefetch", f"forward_prefetch={forward_prefetch}",
@@ -171,10 +184,11 @@ class FullyShardedDataParallel(Module):
         _check_same_everywhere(signature, "FullyShardedDataParallel", group)
         broadcast_parameters(module.state_dict() if broadcast_buffers else dict(module.named_parameters()),
                              group.ranks[0], group)
-        comm = group.comm
+        comm = shard_group.comm
         n, r = comm.Get_size(), comm.Get_rank()
         d = self.__dict__
-        d["process_group"] = group
+        d["process_group"], d["shard_group"], d["replicate_group"] = group, shard_group, replicate_group
+        d["sharding_strategy"] = strategy
         # a communicator of its own: the gathers pair up whatever the order of the ZeRO reduce-scatters
         d["_comm"], d["_MPI"] = comm.Dup(), _c._mpi()
         d["units"] = []
@@ -524,7 +538,8 @@ class FullyShardedDataParallel(Module):
             self.module.load_state_dict(rest, strict=False)
 
     def __repr__(self) -> str:
-        return f"FullyShardedDataParallel(units={len(self.units)},\n  {self.module!r}\n)"
+        return (f"FullyShardedDataParallel(units={len(self.units)}, sharding_strategy={self.sharding_strategy.name},"
+                f"\n  {self.module!r}\n)")
 
 
 def _backward_prefetch(value) -> Optional[BackwardPrefetch]:

@@ -218,15 +218,24 @@ class ZeroRedundancyOptimizer(Optimizer):
         elif any(o is not None for o in owners):
             raise ValueError("ZeroRedundancyOptimizer: the parameters are sharded by FullyShardedDataParallel: use "
                              "stage=3")
+        shard_group, self._replicate = group, None
         if stage == 3:  # the shards are FullyShardedDataParallel's: its group's ranks hold them
             fsdp_groups = {id(o.process_group): o.process_group for o in owners}
-            if len(fsdp_groups) > 1 or (process_group is not None and id(group) not in fsdp_groups):
+            layouts = {(id(o.shard_group), id(o.replicate_group)) for o in owners}
+            if len(fsdp_groups) > 1 or len(layouts) > 1 or (process_group is not None and id(group) not in fsdp_groups):
                 raise ValueError("ZeroRedundancyOptimizer: stage 3 shards over FullyShardedDataParallel's "
                                  f"process_group ({', '.join(repr(g) for g in fsdp_groups.values())}); got "
-                                 f"process_group={process_group!r}: leave it None or pass the same group")
+                                 f"process_group={process_group!r}: leave it None or pass the same group (and wrap "
+                                 "every model of one optimizer with the same groups and sharding strategy)")
             group = next(iter(fsdp_groups.values()))
-        self.process_group = group
-        self.comm = group.comm
+            # its sharding strategy's groups: reduce-scatter in the shard group, then (NO_SHARD, HYBRID_SHARD)
+            # allreduce the gradient shards across the replicate group in step()
+            shard_group, replicate = owners[0].shard_group, owners[0].replicate_group
+            if replicate is not None and replicate.size() > 1:
+                self._replicate = replicate
+        self.process_group = group  # every rank training the model (fit averages over it)
+        self._shard_group = shard_group
+        self.comm = shard_group.comm
         n, r = self.comm.Get_size(), self.comm.Get_rank()
         # the shapes and the layout settings: ranks that disagree would wait for each other's collectives forever
         signature = [(f"parameter {i}", tuple(p.shape), str(p._data.dtype)) for i, p in enumerate(all_params)]
@@ -244,7 +253,9 @@ class ZeroRedundancyOptimizer(Optimizer):
         self._groups_meta = [{k: v for k, v in g.items() if k != "params"} for g in reference.param_groups]
         self.local_optimizer = optimizer_class(
             [dict(meta, params=[g.local]) for meta, g in zip(self._groups_meta, self.groups)], **defaults)
-        self._reduced = False  # stage 1: this step's gradients are already in the shards (clip_grad_norm_ did it)
+        # stage 1: this step's gradients are already in the shards (clip_grad_norm_ did it); stage 3 with a
+        # replicate group: they are already averaged across it
+        self._reduced = False
         self._reducer = None
         if stage >= 2:
             from .zero_reduce import _ShardReducer
@@ -301,6 +312,12 @@ class ZeroRedundancyOptimizer(Optimizer):
             for fsdp in self._fsdp:  # stage 3: a forward whose backward did not run here still gathers
                 fsdp.backward_not_run()
             self._reducer.before_step()  # a rank that ran no backward reduces zeros with the others' round
+            if self._replicate is not None and not self._reduced:  # the mean over the ranks holding each shard
+                scale = np.float32(1.0 / self._replicate.size())
+                for g in self.groups:
+                    self._replicate.comm.Allreduce(self.MPI.IN_PLACE, g.grad, op=self.MPI.SUM)
+                    g.grad *= scale
+                self._reduced = True
             return
         if self._reduced:
             return
@@ -328,10 +345,10 @@ class ZeroRedundancyOptimizer(Optimizer):
         shards = [g.grad for g in self.groups]
         if norm_type == math.inf:
             local = max((float(np.abs(s).max()) if s.size else 0.0) for s in shards)
-            total = float(_c.allreduce(np.array([local]), op="max", group=self.process_group)[0])
+            total = float(_c.allreduce(np.array([local]), op="max", group=self._shard_group)[0])
         else:
             local = sum(float(np.sum(np.abs(s.astype(np.float64)) ** norm_type)) for s in shards)
-            total = float(_c.allreduce(np.array([local]), op="sum", group=self.process_group)[0]) ** (1.0 / norm_type)
+            total = float(_c.allreduce(np.array([local]), op="sum", group=self._shard_group)[0]) ** (1.0 / norm_type)
         total32 = np.float32(total)
         if error_if_nonfinite and not np.isfinite(total32):
             raise RuntimeError(f"The total norm of order {norm_type} for gradients is non-finite, so it cannot be "
