@@ -181,13 +181,16 @@ def test_guidance_sampling_several_sequences_matches_transformers(checkpoints):
     assert not np.array_equal(got, generate(model, ids, attention_mask=mask, **dict(kw, guidance_scale=None)))
 
 
-@pytest.mark.parametrize("n,seed", [(2, 5), (90, 15485863 * 17), (1000, 2 ** 40 + 3), (50257, 123)])
+@pytest.mark.parametrize("n,seed", [(1, 3), (2, 5), (90, 15485863 * 17), (1000, 2 ** 40 + 3), (50257, 123),
+                                    (50257, 15485863 * 50256)])
 def test_randperm_is_torch_randperm(n, seed):
+    """torch_randperm's prefixes (read off the swaps' targets, vectorized) are torch.randperm's, whole and in part."""
     g = torch.Generator()
     g.manual_seed(seed)
     want = torch.randperm(n, generator=g).tolist()
-    assert torch_randperm(n, seed) == want
-    assert torch_randperm(n, seed, n // 4) == want[:n // 4]
+    assert torch_randperm(n, seed).tolist() == want
+    for k in {0, 1, n // 4, n - 1}:
+        assert torch_randperm(n, seed, k).tolist() == want[:k]
     # the membership the selfhash scheme and the detector ask, without the shuffle
     tokens = range(n) if n <= 1000 else np.random.RandomState(0).randint(0, n, 300).tolist()
     for k in {0, 1, n // 4, n - 1, n}:

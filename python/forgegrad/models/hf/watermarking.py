@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,25 +33,40 @@ _CANDIDATES = 40  # transformers' selfhash tries the 40 most likely next tokens
 
 
 def torch_randperm(n: int, seed: int, k: Optional[int] = None,
-                   state: Optional[np.random.RandomState] = None) -> List[int]:
+                   state: Optional[np.random.RandomState] = None) -> np.ndarray:
     """The first ``k`` (default all) elements of ``torch.randperm(n, generator=g)`` for a CPU generator ``g`` just
-    seeded with ``seed``: Fisher-Yates with each swap's offset the next 32-bit draw modulo what is left (the first k
-    places are final after k swaps, so only those are made). ``state``: a RandomState to reseed (one per thread)."""
+    seeded with ``seed`` (int64): Fisher-Yates with each swap's offset the next 32-bit draw modulo what is left (the
+    first k places are final after k swaps, so only those count). ``state``: a RandomState to reseed (one per thread).
+
+    The swaps are not made one by one but read off their targets, vectorized: swap i puts at place i what place
+    t_i held just before it, which is t_i itself unless an earlier swap chose t_i, in which case it is what the last
+    such swap j took from its own place j, held[j]; and held[j] is j unless an earlier swap chose place j, and so on
+    down a chain that pointer jumping follows (a few rounds)."""
     k = n if k is None else min(int(k), n)
     state = np.random.RandomState() if state is None else state
     state.seed(int(seed) & 0xFFFFFFFF)  # init_genrand, as torch's manual_seed
-    swaps = min(k, n - 1)
-    draws = state.randint(0, 2 ** 32, size=max(swaps, 0), dtype=np.uint32).astype(np.int64)
-    offsets = (draws % (n - np.arange(len(draws)))).tolist()
-    moved: dict = {}  # the places the swaps changed (the permutation is the identity elsewhere)
-    out = []
-    for i, z in enumerate(offsets):
-        j = i + z
-        here, there = moved.get(i, i), moved.get(j, j)
-        moved[j] = here
-        out.append(there)
-    if k > swaps:  # the last place, which no swap chooses
-        out.append(moved.get(n - 1, n - 1))
+    swaps = max(min(k, n - 1), 0)
+    steps = np.arange(swaps)
+    targets = steps + state.randint(0, 2 ** 32, size=swaps, dtype=np.uint32).astype(np.int64) % (n - steps)
+    last = np.full(max(n, 1), -1, np.int64)  # the last swap that chose each place (targets[j] >= j: none after it)
+    np.maximum.at(last, targets, steps)
+    prev = np.full(swaps, -1, np.int64)  # the last swap before i that chose i's target
+    shared = np.flatnonzero(np.bincount(targets, minlength=n)[targets] > 1)
+    if len(shared):
+        order = shared[np.argsort(targets[shared], kind="stable")]
+        same = targets[order[1:]] == targets[order[:-1]]
+        prev[order[1:][same]] = order[:-1][same]
+    # held[i]: the place whose first element place i holds just before swap i (a root holds its own)
+    parent = np.where(targets == steps, prev, last[:swaps])
+    held = np.where(parent >= 0, parent, steps)
+    while True:
+        further = held[held]
+        if np.array_equal(further, held):
+            break
+        held = further
+    out = np.where(prev >= 0, held[np.maximum(prev, 0)], targets)
+    if k > swaps:  # the last place, which no swap chooses (k == n)
+        out = np.append(out, held[last[n - 1]] if last[n - 1] >= 0 else n - 1)
     return out
 
 
@@ -74,6 +90,20 @@ def in_torch_randperm(n: int, seed: int, k: int, token: int, state: Optional[np.
         i, p = p + 1, int(targets[p])
         if p == i - 1:
             return True
+
+
+_THREAD = threading.local()
+
+
+@lru_cache(maxsize=128)  # lefthash seeds by the last token alone, and frequent tokens come back (int32: 50 KB each)
+def _green_prefix(n: int, seed: int, k: int) -> np.ndarray:
+    """torch_randperm(n, seed, k), read-only, remembered for the 128 latest seeds (each thread its own RandomState)."""
+    state = getattr(_THREAD, "state", None)
+    if state is None:
+        state = _THREAD.state = np.random.RandomState()
+    out = torch_randperm(n, seed, k, state).astype(np.int32 if n <= 2 ** 31 else np.int64)
+    out.flags.writeable = False
+    return out
 
 
 @lru_cache(maxsize=8)
@@ -158,9 +188,9 @@ class Watermark:
             seed = self.key * int(tokens[-1])
         return seed % (2 ** 64 - 1)
 
-    def green_list(self, tokens) -> List[int]:
-        """The green list of the token after ``tokens`` (1-D), as transformers' ``_get_greenlist_ids``."""
-        return torch_randperm(self.vocab_size, self._seed(np.asarray(tokens, np.int64)), self.green_size, self.state)
+    def green_list(self, tokens) -> np.ndarray:
+        """The green list of the token after ``tokens`` (1-D), as transformers' ``_get_greenlist_ids`` (read-only)."""
+        return _green_prefix(self.vocab_size, self._seed(np.asarray(tokens, np.int64)), self.green_size)
 
     def is_green(self, tokens, token: int) -> bool:
         """Whether ``token`` is in the green list of the token after ``tokens`` (1-D)."""
