@@ -12,7 +12,7 @@ import pytest
 from test_distributed import SCRIPTS, run_job
 
 import forgegrad as fg
-from forgegrad import optim
+from forgegrad import nn, optim
 from forgegrad.distributed import comm
 
 pytestmark = pytest.mark.skipif(not comm.is_available(),
@@ -39,9 +39,10 @@ def job(request, tmp_path_factory):
     return n, out, json.loads((out / "result.json").read_text())
 
 
-def _reference(n):
+def _reference(n, clip=None):
     """One process on the mean over the ``n`` ranks of their micro-batch losses (each x 1/micro-batches); a
-    parameter no loss reached gets a zero gradient (the flat shards' rule, as in test_distributed_unreached)."""
+    parameter no loss reached gets a zero gradient (the flat shards' rule, as in test_distributed_unreached);
+    the gradients clipped to the global norm ``clip``."""
     job, unreached = _script("fsdp_strategies_job"), _script("unreached_job")
     model = unreached.make_model()
     opt = optim.Adam(model.parameters(), lr=unreached.LR)
@@ -59,21 +60,28 @@ def _reference(n):
         for p in model.parameters():
             if p.grad is None:
                 p.grad = fg.zeros(*p.shape)
+        if clip is not None:
+            assert float(nn.utils.clip_grad_norm_(model.parameters(), clip)) > clip  # it clips
         opt.step()
     sd = model.state_dict()
     return np.concatenate([sd[k]._data.reshape(-1) for k in sorted(sd)])
 
 
 def test_every_strategy_equals_one_process_on_the_mean_loss(job):
-    """Each strategy (and HYBRID_SHARD's group forms), prefetch on and off, and each checkpoint resumed under the
-    next strategy: the same parameters on every rank, equal to the one-process reference to 1e-6, and the
-    same bits with prefetch as without."""
+    """Each strategy (and HYBRID_SHARD's group forms), prefetch on and off, each checkpoint resumed under the
+    next strategy, and global-norm clipping: the same parameters on every rank, equal to the one-process
+    reference to 1e-6, and the same bits with prefetch as without."""
     n, out, res = job
     names = [f"{s}_{p}" for s in STRATEGIES + (["HYBRID_SHARD_pair", "HYBRID_SHARD_node"] if n == 4
                                                 else ["HYBRID_SHARD_local1"]) for p in ("prefetch", "no_prefetch")]
     names += [f"resume_{s}_as_{STRATEGIES[(i + 1) % 5]}" for i, s in enumerate(STRATEGIES)]
-    assert res["identical"] == {name: True for name in names}
-    ref = _reference(n)
+    clipped = [f"{s}_clip" for s in ("FULL_SHARD", "NO_SHARD", "HYBRID_SHARD")]
+    assert res["identical"] == {name: True for name in names + clipped}
+    ref, ref_clip = _reference(n), _reference(n, clip=_script("fsdp_strategies_job").CLIP)
+    assert not np.allclose(ref, ref_clip, rtol=0, atol=1e-4)
+    for name in clipped:
+        np.testing.assert_allclose(np.load(os.path.join(out, f"{name}.npy")), ref_clip, rtol=0, atol=1e-6,
+                                   err_msg=name)
     finals = {name: np.load(os.path.join(out, f"{name}.npy")) for name in names}
     for name, got in finals.items():
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6, err_msg=name)

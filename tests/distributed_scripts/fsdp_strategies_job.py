@@ -8,8 +8,9 @@ FORGEGRAD_LOCAL_SIZE=2 (shard groups [0, 1] and [2, 3], replicate groups [0, 2] 
 of those groups given explicitly, and the real node (one host: a shard group of 4, as FULL_SHARD); at 2
 ranks: the real node (a shard group of 2) and FORGEGRAD_LOCAL_SIZE=1 (shard groups of one rank). A
 checkpoint (the model's and the optimizer's state_dict, written by rank 0 with forgegrad.save) taken
-after SPLIT steps under each strategy is resumed under the next one. At 4 ranks it first records the
-errors of groups that do not tile the job.
+after SPLIT steps under each strategy is resumed under the next one. FULL_SHARD, NO_SHARD and
+HYBRID_SHARD also train with ``max_grad_norm=CLIP`` (the norm of all the averaged gradients). At 4
+ranks it first records the errors of groups that do not tile the job.
 
 Rank 0 writes each configuration's final parameters to OUT_DIR/<name>.npy and OUT_DIR/result.json: whether
 every rank ended with the same parameters, the gathers and the peak gathered bytes of the first step
@@ -39,6 +40,7 @@ PLANS = {
         (["ab"], ["ab"], ["ab"], ["ab"])],
 }
 SPLIT = 3
+CLIP = 0.05  # max_grad_norm of the "_clip" runs: below every step's gradient norm
 STRATEGIES = ["FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD", "_HYBRID_SHARD_ZERO2"]
 PREFETCH = {"prefetch": dict(forward_prefetch=True), "no_prefetch": dict(backward_prefetch=None)}
 
@@ -66,7 +68,7 @@ def count_gathers(model):
     model.__dict__["_start"] = counted
 
 
-def wrap(strategy, groups, local_size=None, **kwargs):
+def wrap(strategy, groups, local_size=None, max_grad_norm=None, **kwargs):
     """The wrapped model (FORGEGRAD_LOCAL_SIZE=local_size while it is built) and its ZeRO-3 Adam."""
     if local_size is not None:
         os.environ["FORGEGRAD_LOCAL_SIZE"] = local_size
@@ -76,7 +78,8 @@ def wrap(strategy, groups, local_size=None, **kwargs):
     finally:
         os.environ.pop("FORGEGRAD_LOCAL_SIZE", None)
     count_gathers(model)
-    return model, dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam, stage=3, lr=LR)
+    return model, dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam, stage=3, lr=LR,
+                                               max_grad_norm=max_grad_norm)
 
 
 def error_of(fn):
@@ -146,6 +149,10 @@ def main():
                              replicate_group=model.replicate_group.ranks if model.replicate_group else None,
                              process_group=model.process_group.ranks)
     dist.barrier()
+    for strategy in ("FULL_SHARD", "NO_SHARD", "HYBRID_SHARD"):  # the global norm over every shard, once
+        model, opt = wrap(strategy, None, local.get(strategy), max_grad_norm=CLIP)
+        train(model, opt, rank, plans, range(len(plans)))
+        finals[f"{strategy}_clip"] = flat(model)
     for i, saved in enumerate(STRATEGIES):  # resume each checkpoint under the next strategy
         strategy = STRATEGIES[(i + 1) % len(STRATEGIES)]
         model, opt = wrap(strategy, None, local.get(strategy))
