@@ -10,7 +10,8 @@ grammar state following it as beams move and split (models/hf/constrained.py); a
 (a character the tokenizer cannot spell) is dropped, and the request fails (a 400 naming the field, code
 "grammar_failed") only when no beam is left. The request's penalties, ``logit_bias``, ``allowed_token_ids`` and
 ``bad_words`` apply to each beam's own tokens (on the log-probabilities, where beam search applies its processors),
-the checkpoint's generation settings as ``generate`` reads them. ``stop`` strings (the request's, the checkpoint's)
+the checkpoint's generation settings as ``generate`` reads them (its ``max_time`` ends the search, every beam, as
+transformers' MaxTimeCriteria). ``stop`` strings (the request's, the checkpoint's)
 end each returned hypothesis's text where they occur, as in a completion decoded one beam at a time; they do not end
 beams during the search.
 
@@ -21,8 +22,8 @@ their length ** length_penalty, which must neither overflow (a banned continuati
 ranks first) nor underflow to 0 (|length_penalty| * ln(max_tokens + 1) <= 80). A client that goes away (a streamed
 request's connection closed) stops the search at its next step, as it stops a completion decoded one token at a
 time. Streamed, each choice's text comes once the search is done (the hypotheses are known only then),
-in one piece or a few, then the closing chunks; its ``logprobs`` too (from one scoring forward, as a non-streamed
-answer's).
+in one piece or a few, then the closing chunks; its ``logprobs`` too (from one scoring forward over the tokens it
+reports, as a non-streamed answer's: the same numbers).
 """
 from __future__ import annotations
 
@@ -119,7 +120,7 @@ def _beams(gen, req: CompletionRequest, ids: List[int], index: int, cancelled: t
             out = generate(gen.model, [ids], max_new_tokens=req.max_tokens, do_sample=False, top_k=None, top_p=None,
                            min_p=None, num_beams=req.num_beams, num_return_sequences=req.n,
                            length_penalty=req.length_penalty, logits_processor=processors,
-                           **gen.generation.generate_kwargs(req))
+                           **dict(gen.generation.generate_kwargs(req), max_time=gen.generation.max_time))
         except GrammarError as e:  # every beam reached a dead end of the grammar
             raise row_failed(req, e) from None
     found = int(runs[-1].found[0]) if runs else req.n
@@ -131,17 +132,9 @@ def _beams(gen, req: CompletionRequest, ids: List[int], index: int, cancelled: t
     return out[:, start:]
 
 
-def _completion(gen, req: CompletionRequest, ids: List[int], tokens, on_text) -> Completion:
-    """One hypothesis's completion, its text as the one-at-a-time path gives its tokens' (stop strings, the end
-    token, max_tokens); ``on_text(text, entries)`` gets its pieces (streamed)."""
-    tokens = [int(t) for t in tokens]
-    text = gen.stream(req, ids, on_text)
-    choice = gen.generation.row(req, ids)  # the checkpoint's stopping (stop strings, max_time)
-    entries = None
-    if text.top is not None:  # streamed logprobs: each token's entry from one scoring forward
-        from .token_logprobs import entry
-        _, targets, logp = gen._log_softmax(ids, tokens, False)
-        entries = [entry(row, t, text.top) for row, t in zip(logp, targets)]
+def _replay(text, tokens: List[int], entries: Optional[list], choice) -> Completion:
+    """``text`` (a TextStream) given a hypothesis's tokens (and their entries) as the one-at-a-time path gives a
+    completion's: up to its end token, a stop string (the request's, the checkpoint's) or max_tokens."""
     for k, token in enumerate(tokens):
         if text.push(token, None if entries is None else entries[k]):
             break
@@ -151,6 +144,33 @@ def _completion(gen, req: CompletionRequest, ids: List[int], tokens, on_text) ->
             break
     text.end("length")  # (every hypothesis ends with an end token or at max_tokens: already ended)
     return text.result()
+
+
+def _entries(gen, ids: List[int], tokens: List[int], top: int) -> list:
+    """Each token's log-probability entry, from one scoring forward over the prompt and ``tokens``."""
+    from .token_logprobs import entry
+    _, targets, logp = gen._log_softmax(ids, tokens, False)
+    return [entry(row, t, top) for row, t in zip(logp, targets)]
+
+
+def _completion(gen, req: CompletionRequest, ids: List[int], tokens, on_text) -> Completion:
+    """One hypothesis's completion, its text as the one-at-a-time path gives its tokens' (stop strings, the end
+    token, max_tokens); ``on_text(text, entries)`` gets its pieces (streamed). Streamed log-probabilities are those
+    of a non-streamed answer (gen.score's): one scoring forward over the tokens the choice reports, found by
+    replaying the hypothesis once without them (not over the padding after its end token: max_tokens positions of
+    the vocabulary's float64 log-probabilities for a hypothesis that may have ended after a few)."""
+    tokens = [int(t) for t in tokens]
+    choice = gen.generation.row(req, ids)  # the checkpoint's stop strings
+    choice.max_time = None  # the search kept to the checkpoint's time limit: the replay only reads its tokens
+    text = gen.stream(req, ids, on_text)
+    if text.top is None:
+        return _replay(text, tokens, None, choice)
+    dry = _replay(gen.stream(req, ids, None), tokens, None, choice)
+    reported, pushed = dry.reported_ids, dry.token_ids
+    entries = _entries(gen, ids, reported, text.top)
+    if len(pushed) > len(reported):  # the tokens of a cutting stop string (held back: not sent, unless one of them
+        entries += _entries(gen, ids, pushed, text.top)[len(reported):]  # spells nothing)
+    return _replay(text, tokens, entries, choice)
 
 
 def complete_beams(gen, req: CompletionRequest, prompt_ids: List[List[int]],
