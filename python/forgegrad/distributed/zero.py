@@ -160,7 +160,9 @@ class ZeroRedundancyOptimizer(Optimizer):
         max_grad_norm: clip the gradients to this global 2-norm in every ``step()`` (DeepSpeed's
             ``gradient_clipping``; what makes clipping work under ``fit``). None: no clipping.
         process_group: shard over the ranks of this group (from ``new_group``; torch's argument) instead
-            of the whole job. Stage 3 takes FullyShardedDataParallel's group (passing another is an error).
+            of the whole job. Stage 3 takes FullyShardedDataParallel's group (passing another is an error)
+            and its sharding strategy's: it reduce-scatters in the shard group and, under NO_SHARD and
+            HYBRID_SHARD, allreduces the gradient shards across the replicate group in ``step()``.
         **defaults: the optimizer's arguments (lr, betas, ...).
 
     Parameters are broadcast from rank 0 at construction. A parameter without a gradient on a rank
