@@ -15,7 +15,7 @@ import hf_conformance as hfc
 from forgegrad.models import from_pretrained, generate
 from forgegrad.models.hf.sampling import Sampler, top_h_filter
 from forgegrad.models.hf.watermarking import (Watermark, WatermarkDetector, in_torch_randperm, torch_randperm,
-                                              watermark_settings)
+                                              torch_sort_head, watermark_settings)
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -212,6 +212,24 @@ def test_watermark_processor_matches_transformers(scheme, width):
                                              "seeding_scheme": scheme, "context_width": width}), 97)
         np.testing.assert_array_equal(ours(seqs, scores), want)
         assert np.array_equal(want, scores) == (length < width)
+
+
+def test_selfhash_candidates_with_tied_scores():
+    """The selfhash scheme's 40 candidates where scores tie across the 40th place (a flat row, coarse scores as a
+    half-precision model gives, NaN, -inf) are the tokens torch's unstable sort puts first: transformers' scores."""
+    from transformers.generation.logits_process import WatermarkLogitsProcessor
+    g = np.random.RandomState(0)
+    for V in (97, 300):
+        seqs, scores = g.randint(0, V, (5, 3)), (np.round(g.randn(5, V) * 2) / 2).astype(np.float32)
+        scores[0] = 0.0
+        scores[1, 60:] = -np.inf
+        scores[2, [3, 50]] = np.nan
+        theirs = WatermarkLogitsProcessor(V, "cpu", 0.25, 2.0, 15485863, "selfhash", 2)
+        want = theirs(torch.tensor(seqs), torch.tensor(scores)).numpy()
+        ours = Watermark(watermark_settings({"seeding_scheme": "selfhash", "context_width": 2}), V)
+        np.testing.assert_array_equal(ours(seqs, scores), want)
+    row = (np.round(np.random.RandomState(2).randn(5000) * 2) / 2).astype(np.float32)
+    assert set(torch_sort_head(row, 40).tolist()) == set(torch.tensor(row).sort(descending=True).indices[:40].tolist())
 
 
 @pytest.mark.parametrize("scheme,width,ignore", [("lefthash", 1, False), ("lefthash", 2, True),

@@ -23,7 +23,7 @@ from typing import List, Optional
 import numpy as np
 
 __all__ = ["WATERMARK_DEFAULTS", "Watermark", "WatermarkDetector", "WatermarkDetectorOutput", "watermark_settings",
-           "torch_randperm", "in_torch_randperm"]
+           "torch_randperm", "in_torch_randperm", "torch_sort_head"]
 
 # transformers' WatermarkingConfig defaults (hashing_key: the millionth prime)
 WATERMARK_DEFAULTS = {"greenlist_ratio": 0.25, "bias": 2.0, "hashing_key": 15485863, "seeding_scheme": "lefthash",
@@ -104,6 +104,47 @@ def _green_prefix(n: int, seed: int, k: int) -> np.ndarray:
     out = torch_randperm(n, seed, k, state).astype(np.int32 if n <= 2 ** 31 else np.int64)
     out.flags.writeable = False
     return out
+
+
+def torch_sort_head(row: np.ndarray, m: int) -> np.ndarray:
+    """The tokens among the first ``m`` of ``row.sort(descending=True)`` for float32 scores ``row`` on the CPU (the
+    selfhash scheme's candidates), in no particular order. Torch sorts with libstdc++'s std::sort (introsort, not
+    stable; NaN first), so where the m-th and (m+1)-th scores tie at a finite value, which of the tied tokens are
+    candidates is what that sort leaves: it is replayed (topk_order.py's steps) on the ranges that reach the first m
+    places. A tie at -inf is not replayed: such a candidate's score stays -inf, green or not."""
+    row = np.asarray(row, np.float32)
+    n = row.shape[-1]
+    order = np.argsort(-row, kind="stable")
+    if m >= n:
+        return order
+    edge = row[order[m - 1]]
+    if not ((np.isfinite(edge) and edge == row[order[m]]) or np.isnan(row).any()):
+        return order[:m]
+    from .topk_order import _THRESHOLD, _heap_select, _insertion_sort, _lg, _sort_heap, _unguarded_linear_insert, \
+        _unguarded_partition_pivot
+    q = [(float(v), i) for i, v in enumerate(row.tolist())]
+    end = n  # the start of the first range left unsorted at or past m: nothing after it moves before it
+
+    def introsort(first, last, depth):
+        nonlocal end
+        while last - first > _THRESHOLD:
+            if depth == 0:
+                _heap_select(q, first, last, last)
+                _sort_heap(q, first, last)
+                return
+            depth -= 1
+            cut = _unguarded_partition_pivot(q, first, last)
+            if cut < m:
+                introsort(cut, last, depth)
+            else:
+                end = min(end, cut)
+            last = cut
+
+    introsort(0, n, 2 * _lg(n))
+    _insertion_sort(q, 0, min(_THRESHOLD, end))  # std::sort's final insertion sort, up to ``end``
+    for i in range(_THRESHOLD, end):
+        _unguarded_linear_insert(q, i)
+    return np.array([i for _, i in q[:m]], np.int64)
 
 
 @lru_cache(maxsize=8)
@@ -198,8 +239,7 @@ class Watermark:
                                  self.state)
 
     def _self_green(self, tokens: np.ndarray, row: np.ndarray) -> List[int]:
-        order = np.argsort(-row, kind="stable")[:_CANDIDATES]
-        return [int(t) for t in order if self.is_green(np.append(tokens, t), int(t))]
+        return [int(t) for t in torch_sort_head(row, _CANDIDATES) if self.is_green(np.append(tokens, t), int(t))]
 
     def __call__(self, sequences: np.ndarray, scores: np.ndarray) -> np.ndarray:
         if self.vocab_size is None:
