@@ -165,3 +165,47 @@ def test_views_of_views_made_outside_the_graph_note_the_first_base():
     assert buf.requires_grad and buf.numpy()[3:].tolist() == [[1.0] * 4] * 3
     (buf * buf).sum().backward()
     np.testing.assert_array_equal(w.grad.numpy(), 2)
+
+
+def _read_only():
+    return np.frombuffer(X.tobytes(), np.float32).reshape(2, 3)  # as a dataset's images are read
+
+
+@pytest.mark.parametrize("write", ["add_", "setitem", "row mul_", "tracked add_", "tracked setitem", "row copy_"])
+def test_write_into_read_only_storage_is_refused_clearly(write):
+    t = fg.from_numpy(_read_only())
+    w = fg.ones(3, requires_grad=True)
+    ops = {"add_": lambda: t.add_(1), "setitem": lambda: t.__setitem__(0, 2.0), "row mul_": lambda: t[0].mul_(2),
+           "tracked add_": lambda: t.add_(w), "tracked setitem": lambda: t.__setitem__(1, w * 2),
+           "row copy_": lambda: t[1].copy_(w)}
+    with pytest.raises(RuntimeError, match="read-only"):
+        ops[write]()
+    np.testing.assert_array_equal(t.numpy(), X)
+    assert t._version == 0 and not t.requires_grad
+    c = t.clone()  # the way out the message names
+    c.add_(1)
+    np.testing.assert_allclose(c.numpy(), X + 1)
+
+
+def test_a_frozen_weight_refuses_in_place_writes():
+    model = fg.nn.Sequential(fg.nn.Linear(3, 2))
+    frozen = fg.nn.utils.freeze(model)
+    with pytest.raises(RuntimeError, match="read-only"):
+        frozen[0].weight.mul_(fg.ones(2, 3, requires_grad=True))
+    with pytest.raises(RuntimeError, match="read-only"):
+        frozen[0].weight.zero_()
+    np.testing.assert_array_equal(frozen[0].weight.numpy(), model[0].weight.numpy())
+
+
+def test_untracked_write_into_an_expanded_view_as_torch():
+    for lib in (torch, fg):
+        h = lib.zeros(2, 3)
+        e = h[:1].expand(4, 3)
+        with pytest.raises(RuntimeError, match="more than one element of the written-to tensor"):
+            e.add_(1)
+        e[2].add_(1)  # one row of it: three distinct elements, h's first row
+        e[1][2] = 5.0
+        e[3, :2] = 4.0
+        np.testing.assert_array_equal(h.numpy(), [[4, 4, 5], [0, 0, 0]])
+        with pytest.raises(RuntimeError, match="more than one element of the written-to tensor"):
+            e[1:3] = 2.0

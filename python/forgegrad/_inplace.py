@@ -28,6 +28,9 @@ from . import grad_mode
 
 LEAF_MESSAGE = "a leaf Variable that requires grad is being used in an in-place operation."
 VIEW_OF_LEAF_MESSAGE = "a view of a leaf Variable that requires grad is being used in an in-place operation."
+READ_ONLY_MESSAGE = ("{name}: the tensor's storage is a read-only array (np.frombuffer, from_numpy of a non-writeable "
+                     "array, a dataset's images, a frozen model's weight), which an in-place op cannot write; "
+                     "write into a clone() of it instead")
 
 
 def inplace(self, compute, name: str, *others, cast: bool = False):
@@ -38,6 +41,8 @@ def inplace(self, compute, name: str, *others, cast: bool = False):
         raise RuntimeError(f"{name} (on a tensor of shape {tuple(self.shape)}) ran inside "
                            "forgegrad.autograd.trace(): in-place ops are not recorded, so an export would leave "
                            "it out. Use the out-of-place op instead")
+    if type(self._data) is np.ndarray and not self._data.flags.writeable:
+        check_writeable(self, name)
     tracking = grad_mode.is_grad_enabled() and (
         self.requires_grad or any(isinstance(o, Tensor) and o.requires_grad for o in others))
     if tracking and self.requires_grad and self._ctx is None:
@@ -62,9 +67,34 @@ def inplace(self, compute, name: str, *others, cast: bool = False):
                 out = out.expand(*self.shape)
         _vc.rebind(self, out._data)
     else:
-        self._data[...] = out._data
+        write_values(self._data, out._data)
         _vc.bump(self)
     return self
+
+
+def check_writeable(t, name: str) -> None:
+    """Refuse an in-place write into ``t`` whose storage is read-only (RuntimeError naming the way out; numpy's
+    own error said less). A read-only view of writeable storage (an expanded view, or a slice of one) is
+    written through its storage (see write_values)."""
+    r = _vc.root(t._data)
+    if not (isinstance(r, np.ndarray) and r.flags.writeable):
+        raise RuntimeError(READ_ONLY_MESSAGE.format(name=name))
+
+
+def write_values(arr, values) -> None:
+    """``arr``'s elements (a tensor's array) take ``values`` (broadcast to its shape) in its storage. numpy
+    makes a slice of an expanded view read-only although its elements are distinct: those are written through
+    the storage's own array, and an expanded view whose elements repeat one memory location refuses, as torch."""
+    if arr.flags.writeable:
+        arr[...] = values
+        return
+    from ._view_rebase import check_no_overlap, positions
+    r = _vc.root(arr)
+    idx = positions(r, arr)
+    if idx is None:
+        raise RuntimeError(READ_ONLY_MESSAGE.format(name="in-place write"))
+    check_no_overlap(idx, arr)
+    r[np.unravel_index(idx, r.shape)] = np.broadcast_to(values, arr.shape)
 
 
 def _inplace_tracked(self, compute, name, others, cast) -> None:

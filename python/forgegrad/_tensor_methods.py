@@ -374,13 +374,29 @@ class TensorMethods:
             raise NotImplementedError(
                 f"t[key] = value on a {self.device.type} tensor: indexed in-place writes run on the CPU only; build "
                 "the value out of place instead (forgegrad.where(mask, value, t), forgegrad.cat([...]))")
+        from ._inplace import check_writeable, write_values
         from ._setitem import assign, setitem_tracked
         from .ops.shape import _index_arrays
+        if not self._data.flags.writeable:
+            check_writeable(self, "t[key] = value")
         if grad_mode.is_grad_enabled() and (self.requires_grad or getattr(value, "requires_grad", False)):
             setitem_tracked(self, _index_arrays(key), value)  # recorded as torch records it: an in-place op
             return
         if self._ctx is None and getattr(self, "_view_of", None) is not None and grad_mode.is_grad_enabled():
             from ._view_rebase import view_target
             view_target(self)  # refuses a view of a leaf that has required grad since the view was made, as torch
-        assign(self._data, _index_arrays(key), value._data if isinstance(value, TensorMethods) else value)
+        if self._data.flags.writeable:
+            assign(self._data, _index_arrays(key), value._data if isinstance(value, TensorMethods) else value)
+        else:  # a slice of an expanded view (numpy makes it read-only): its values written through the storage
+            from ._setitem import _basic_key
+            key, v = _index_arrays(key), value._data if isinstance(value, TensorMethods) else value
+            if _basic_key(key):  # (torch copies into the view self[key], whose elements may be distinct)
+                target = self._data[(key if type(key) is tuple else (key,)) + (Ellipsis,)]  # a view, 0-d too
+                values = np.empty(np.shape(target), self._data.dtype)
+                assign(values, (), v)
+            else:
+                target = self._data
+                values = self._data.copy()
+                assign(values, key, v)
+            write_values(target, values)
         _vc.bump(self)  # one in-place write: a graph that saved this storage refuses it at backward
