@@ -1,8 +1,10 @@
 """Preemption in the paged KV cache at its edges (serve/paged_batch.py): a prompt preempted while it is being
 prefilled (counted once in the prefix cache's hits and misses, its lost work in recomputed_tokens), every per-row
 sampling rule carrying on across a resume (stop strings, penalties, logit_bias, min_tokens, top log-probabilities,
-structured outputs), sliding-window and soft-capped models (Mistral, Gemma 2), and a cancelled request waiting in
-line, which leaves at once instead of when its turn comes."""
+bad words, structured outputs), sliding-window and soft-capped models (Mistral, Gemma 2), dynamic NTK rope (never
+preempted: its keys depend on the call that computed them), clients that go away (waiting in line, decoding, or
+streaming from a server: their places and blocks given back at once, the gauges idle again), and requests that each
+fill the pool finishing first come, first served."""
 from __future__ import annotations
 
 import json
@@ -300,4 +302,29 @@ def test_a_row_whose_client_left_lets_its_blocks_go_before_anyone_is_preempted(c
         engine.close()
     assert [r[0].finish_reason for r in results] == ["cancelled", "length"] and len(results[1][0].token_ids) == 100
     assert engine.pool.preemptions == 0 and engine.pool.peak <= 12
+    _assert_clean(engine)
+
+
+@pytest.mark.parametrize("prefix_mb", [0, 1])
+def test_requests_that_each_fill_the_pool_finish_first_come_first_served(checkpoints, prefix_mb):
+    """Six requests of 20 prompt tokens and 100 answer tokens, each taking all 8 blocks of the pool at its end, with
+    no look-ahead: they preempt one another at every block, yet none is starved and none livelocks (a preempted row
+    always comes back before every later request), so they finish in the order they came, each with its answer."""
+    cls, make = _engine(8, prefix_mb, 0)
+    done = []
+
+    class Recording(cls):
+        def _finish(self, row):
+            super()._finish(row)
+            if row.job.future.done() and row.job.seq not in done:
+                done.append(row.job.seq)
+
+    bodies = [dict(prompt=f"Request number {i:>4}.", max_tokens=100, temperature=0.9, seed=i, ignore_eos=True)
+              for i in range(6)]
+    got, _, engine = _jobs(Recording, checkpoints["gpt2"], bodies, make)
+    assert done == list(range(6)) and all(len(r[0].token_ids) == 100 for r in got)
+    assert engine.pool.preemptions >= 5 and engine.pool.peak <= 8
+    cls, make = _engine(256, prefix_mb)
+    want, _, _ = _jobs(cls, checkpoints["gpt2"], bodies, make)
+    assert [r[0].token_ids for r in got] == [r[0].token_ids for r in want]
     _assert_clean(engine)
