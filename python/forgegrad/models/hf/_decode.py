@@ -139,15 +139,18 @@ def paged_attention_reference(q, keys, values, tables, lengths, scale, softcap=N
 
 
 def _head_norm(att, name: str, x, heads: int):
-    """Qwen3's RMSNorm over each head of the projection x (rows, heads * D), or OLMo 2's over the whole projection
-    (its weight as wide as x); x itself without one."""
+    """Qwen3's RMSNorm over each head of the projection x (rows, heads * D) (Phi's LayerNorm), OLMo 2's over the whole
+    projection (its weight as wide as x), or a norm with its own arrays step (StableLM's weights per head); x itself
+    without one."""
     norm = att._modules.get(name)
     if norm is None:
         return x
+    if hasattr(norm, "arrays"):
+        return norm.arrays(np.ascontiguousarray(x))
     if norm.weight.shape[0] == x.shape[1]:
         return _rms_norm(np.ascontiguousarray(x), norm.weight.numpy(), norm.eps)
     rows = x.shape[0]
-    return _rms_norm(np.ascontiguousarray(x).reshape(rows * heads, -1), norm.weight.numpy(), norm.eps).reshape(rows, -1)
+    return _norm(norm, np.ascontiguousarray(x).reshape(rows * heads, -1)).reshape(rows, -1)
 
 
 def _rope(t, cos, sin):
@@ -221,8 +224,8 @@ def _plain_module_types() -> tuple:
     """The module types from_pretrained builds GPT-2 and Llama-style decoders (Mistral, Qwen2) from (exact types), plus
     the int8 weight-only Linear that ``quantize_weight_only`` puts in their place."""
     from ... import nn
-    from . import _layers, gemma2, gpt2, gpt_neox, llama, moe, olmo2, olmo3
-    return (olmo3.Olmo3ForCausalLM,
+    from . import _layers, gemma2, gpt2, gpt_neox, granite, llama, moe, olmo2, olmo3
+    return (*granite.LEAN_TYPES, olmo3.Olmo3ForCausalLM,
             olmo2.Olmo2ForCausalLM, olmo2.Olmo2Model, olmo2.Olmo2DecoderLayer, olmo2.Olmo2Attention,
             gpt_neox.GPTNeoXForCausalLM, gpt_neox.GPTNeoXModel, gpt_neox.GPTNeoXLayer, gpt_neox.GPTNeoXAttention,
             gpt_neox.GPTNeoXMLP, gpt2.GPT2LMHeadModel, gpt2.GPT2Model, gpt2.GPT2Block, gpt2.GPT2Attention, gpt2.GPT2MLP,
@@ -284,6 +287,7 @@ class LeanDecoder:
             self.act = _GELU_TANH[c.get("hidden_act", "gelu")]
             self.scale = 1.0 / math.sqrt(model.head_dim)
             self.softcap, self.post_norms, self.embed_scale, self.final_softcap = None, False, None, None
+            self.logits_scaling = None
         elif isinstance(model, GPT2LMHeadModel):
             self._layer = self._gpt2_layer
             c = model.config
@@ -305,6 +309,7 @@ class LeanDecoder:
             self.softcap, self.post_norms = getattr(att, "softcap", None), post_norms
             self.embed_scale = getattr(model, "embed_scale", None)
             self.final_softcap = getattr(model, "final_softcap", None)
+            self.logits_scaling = getattr(model, "logits_scaling", None)
         else:
             raise TypeError(f"LeanDecoder: no decode step for {type(model).__name__}")
 
@@ -407,23 +412,32 @@ class LeanDecoder:
         o, _ = attention_forward(q.reshape(B * H, T, D), k.reshape(B * H, T, D), v.reshape(B * H, T, D),
                                  self.scale, causal=True, softcap=self.softcap)
         o = o.reshape(B, H, T, D).transpose(0, 2, 1, 3).reshape(B * T, H * D)
-        return self._llama_tail(blk, x, self._linear(att.o_proj, o))
+        return self._llama_tail(blk, x, self._linear(att.o_proj, o), h)
 
-    def _llama_tail(self, blk, x, o):
+    def _llama_tail(self, blk, x, o, h):
         """x plus the attention block's output o, then the MLP block, both (rows, E): Llama's order, or Gemma
-        2/3's norms after attention and around the MLP, or OLMo 2's after each (the decoder layers' operations, in
-        their order)."""
+        2/3's norms after attention and around the MLP, or OLMo 2's after each, or (``blk.parallel``: Phi, StableLM)
+        the MLP reading the attention's input h too, or both blocks scaled by ``blk.residual_multiplier`` (Granite):
+        the decoder layers' operations, in their order."""
+        if getattr(blk, "parallel", False):
+            return x + o + self._mlp(blk.mlp, h) if blk.residual_first else o + self._mlp(blk.mlp, h) + x
+        scale = getattr(blk, "residual_multiplier", None)
+        if scale is not None:
+            x = x + o * np.float32(scale)
+            return x + self._mlp(blk.mlp, _norm(blk.post_attention_layernorm, x)) * np.float32(scale)
         if self.post_norms:
             x = x + _rms_norm(o, blk.post_attention_layernorm.weight.numpy(), blk.post_attention_layernorm.eps)
             pre = blk._modules.get("pre_feedforward_layernorm")
             f = self._mlp(blk.mlp, x if pre is None else _norm(pre, x))
             return x + _rms_norm(f, blk.post_feedforward_layernorm.weight.numpy(), blk.post_feedforward_layernorm.eps)
         x = x + o
-        h = _rms_norm(x, blk.post_attention_layernorm.weight.numpy(), blk.post_attention_layernorm.eps)
-        return x + self._mlp(blk.mlp, h)
+        return x + self._mlp(blk.mlp, _norm(blk.post_attention_layernorm, x))
 
     def _mlp(self, mlp, h):
-        """The feed-forward block on rows h: a gated MLP, or a mixture of experts (models/hf/moe.py)."""
+        """The feed-forward block on rows h: a gated MLP, a mixture of experts (models/hf/moe.py), or a block with its
+        own arrays step (a plain two-layer MLP: Starcoder2's, Phi's)."""
+        if hasattr(mlp, "arrays"):
+            return mlp.arrays(h, self._linear)
         if hasattr(mlp, "experts"):
             from .moe import sparse_moe_arrays
             return sparse_moe_arrays(mlp, h, self._linear, self._mlp)
@@ -464,6 +478,8 @@ class LeanDecoder:
             return _C.gemm.linear(x, m.transformer.wte.weight.numpy())
         x = _norm(m.model.norm, x)
         logits = self._linear(m.lm_head, x) if not m.tied else _C.gemm.linear(x, m.model.embed_tokens.weight.numpy())
+        if self.logits_scaling is not None:  # Granite divides its logits
+            logits = logits / np.float32(self.logits_scaling)
         return logits if self.final_softcap is None else _tanh_cap(logits, self.final_softcap)
 
     def _gpt2_layer(self, i, x, ctx, cache, length, mask):
@@ -505,7 +521,7 @@ class LeanDecoder:
         D = q.shape[-1]
         o = self._attend(i, _rope(q, cos, sin).reshape(B, Hkv, H // Hkv, D), _rope(k, cos, sin),
                          self._linear(att.v_proj, h).reshape(B, Hkv, D), cache, length, mask, self.softcap)
-        return self._llama_tail(blk, x, self._linear(att.o_proj, o))
+        return self._llama_tail(blk, x, self._linear(att.o_proj, o), h)
 
     # --- GPT-NeoX ---
     def _neox_layer(self, i, x, ctx, cache, length, mask):
