@@ -209,3 +209,14 @@ def test_untracked_write_into_an_expanded_view_as_torch():
         np.testing.assert_array_equal(h.numpy(), [[4, 4, 5], [0, 0, 0]])
         with pytest.raises(RuntimeError, match="more than one element of the written-to tensor"):
             e[1:3] = 2.0
+
+
+def test_a_rebased_view_keeps_four_bytes_per_element():
+    x = fg.ones(64, 32, requires_grad=True)
+    h = x * 2
+    v = h[:, :16]
+    h.mul_(3)
+    node = v.grad_fn  # rebased: AsStrided of h, which keeps v's element positions in h
+    assert type(node).__name__ == "AsStridedFunction" and node.idx.nbytes == 4 * v.numel()
+    (v * v).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy()[:, :16], 2 * 6 * 6)

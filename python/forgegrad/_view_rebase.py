@@ -50,28 +50,31 @@ def _bounds(arr):
 def positions(base, view):
     """For each element of ``view`` (a numpy view of ``base``'s storage), the flat index of the element of
     ``base`` (in C order) at the same memory address; None when ``view`` reaches memory that is not one of
-    ``base``'s elements (another array cut from one buffer) or their layouts do not line up."""
+    ``base``'s elements (another array cut from one buffer) or their layouts do not line up. int32 for a
+    base of under 2**31 elements: the graph keeps them (AsStrided, CopySlices) as long as it lives."""
     item = base.itemsize
     if view.dtype != base.dtype or any(s % item for s in base.strides + view.strides):
         return None
+    index = np.dtype(np.int32 if base.size < 2 ** 31 else np.int64)
     if view.size == 0:
-        return np.zeros(view.shape, dtype=np.int64)
+        return np.zeros(view.shape, dtype=index)
     lo_b, hi_b = _bounds(base)
     lo_v, hi_v = _bounds(view)
     if lo_v < lo_b or hi_v > hi_b:
         return None
     at = (view.__array_interface__["data"][0] - lo_b) // item
     if base.flags.c_contiguous:  # (the usual base, an op's fresh output) element k is at address lo_b + k * item
-        idx = np.full(view.shape, at, dtype=np.int64)
+        idx = np.full(view.shape, at, dtype=index)
         for d, (n, s) in enumerate(zip(view.shape, view.strides)):
-            idx += (np.arange(n, dtype=np.int64) * (s // item)).reshape((n,) + (1,) * (view.ndim - d - 1))
+            idx += (np.arange(n, dtype=index) * (s // item)).reshape((n,) + (1,) * (view.ndim - d - 1))
         return idx
     # any other layout: shadow[k] = the flat index of base's element at address lo_b + k * item (-1: none)
-    shadow = np.full((hi_b - lo_b) // item + 1, -1, dtype=np.int64)
+    shadow = np.full((hi_b - lo_b) // item + 1, -1, dtype=index)
     start = (base.__array_interface__["data"][0] - lo_b) // item
-    as_base = np.lib.stride_tricks.as_strided(shadow[start:], base.shape, [s // item * 8 for s in base.strides])
-    as_base[...] = np.arange(base.size, dtype=np.int64).reshape(base.shape)
-    idx = np.lib.stride_tricks.as_strided(shadow[at:], view.shape, [s // item * 8 for s in view.strides]).copy()
+    step = index.itemsize
+    as_base = np.lib.stride_tricks.as_strided(shadow[start:], base.shape, [s // item * step for s in base.strides])
+    as_base[...] = np.arange(base.size, dtype=index).reshape(base.shape)
+    idx = np.lib.stride_tricks.as_strided(shadow[at:], view.shape, [s // item * step for s in view.strides]).copy()
     return None if (idx < 0).any() else idx
 
 
