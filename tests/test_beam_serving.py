@@ -169,11 +169,14 @@ def test_choices_usage_finish_reasons_and_logprobs(served):
         lp = c["logprobs"]
         assert "".join(lp["tokens"]) == c["text"]
         assert [top[t] for t, top in zip(lp["tokens"], lp["top_logprobs"])] == lp["token_logprobs"]
-    for whole, asked in ((got, body), (cut, dict(body, stop=[stop]))):
+    ended = dict(body, stop_token_ids=[want[0][2]])  # hypotheses that end on an end token: generate's padding after
+    for whole, asked in ((got, body), (cut, dict(body, stop=[stop])), (None, ended)):
+        whole = whole or client.post("/v1/completions", json=asked).json()
         with client.stream("POST", "/v1/completions", json=dict(asked, stream=True,
                                                                 stream_options={"include_usage": True})) as s:
             events = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")]
         assert events[-1]["usage"] == whole["usage"]
+        assert asked is not ended or whole["choices"][0]["finish_reason"] == "stop"
         for i, c in enumerate(whole["choices"]):
             mine = [ch for e in events for ch in e.get("choices", []) if ch["index"] == i]
             assert "".join(ch["text"] for ch in mine) == c["text"] and mine[-1]["finish_reason"] == c["finish_reason"]

@@ -170,6 +170,7 @@ def _completion(gen, req: CompletionRequest, ids: List[int], tokens, on_text) ->
     entries = _entries(gen, ids, reported, text.top)
     if len(pushed) > len(reported):  # the tokens of a cutting stop string (held back: not sent, unless one of them
         entries += _entries(gen, ids, pushed, text.top)[len(reported):]  # spells nothing)
+    entries += [None] * (len(tokens) - len(entries))  # the end token and the padding: pushed without one, unread
     return _replay(text, tokens, entries, choice)
 
 
