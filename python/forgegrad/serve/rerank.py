@@ -1,6 +1,7 @@
 """Reranking over HTTP for a cross-encoder checkpoint (a one-label ``BertForSequenceClassification``,
 ``RobertaForSequenceClassification``, ``XLMRobertaForSequenceClassification``, ``ModernBertForSequenceClassification``,
-``DistilBertForSequenceClassification`` or ``DebertaV2ForSequenceClassification``: the ms-marco cross-encoders,
+``DistilBertForSequenceClassification``, ``DebertaV2ForSequenceClassification`` or
+``MPNetForSequenceClassification``: the ms-marco cross-encoders,
 bge-reranker, gte-reranker-modernbert, the DeBERTa-v3 cross-encoders), in the
 rerank API's shape (Cohere's, Jina's and vLLM's).
 
@@ -34,7 +35,8 @@ MAX_DOCUMENTS = 1000
 _FIELDS = {"model", "query", "documents", "top_n", "return_documents", "user"}
 _CLASSIFIERS = ("BertForSequenceClassification", "RobertaForSequenceClassification",
                 "XLMRobertaForSequenceClassification", "ModernBertForSequenceClassification",
-                "DistilBertForSequenceClassification", "DebertaV2ForSequenceClassification")
+                "DistilBertForSequenceClassification", "DebertaV2ForSequenceClassification",
+                "MPNetForSequenceClassification")
 
 
 def is_reranker_checkpoint(path: str) -> bool:

@@ -9,13 +9,15 @@ Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``RobertaModel``, `
 ``BertForSequenceClassification``, ``RobertaForSequenceClassification``, ``XLMRobertaForSequenceClassification``,
 ``ModernBertModel``, ``ModernBertForSequenceClassification``, ``DistilBertModel``,
 ``DistilBertForSequenceClassification``, ``DebertaV2Model``, ``DebertaV2ForSequenceClassification``,
-``DebertaV2ForMaskedLM``, ``DebertaV2ForTokenClassification`` (DeBERTa-v2 and v3), the extractive
+``DebertaV2ForMaskedLM``, ``DebertaV2ForTokenClassification`` (DeBERTa-v2 and v3), ``MPNetModel``,
+``MPNetForSequenceClassification``, ``MPNetForMaskedLM``, the extractive
 question-answering and multiple-choice models of those encoders (``BertForQuestionAnswering``,
 ``BertForMultipleChoice`` and their RoBERTa, XLM-RoBERTa, DistilBERT, ModernBERT and DebertaV2 namesakes; see
 ``answer_question``),
 ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``, ``Qwen3ForCausalLM``,
 ``Phi3ForCausalLM``, ``GemmaForCausalLM``, ``Gemma2ForCausalLM``, ``Gemma3ForCausalLM``, ``GPTNeoXForCausalLM``
 (Pythia), ``Olmo2ForCausalLM``, ``Olmo3ForCausalLM``,
+``StableLmForCausalLM``,
 ``GraniteForCausalLM``, and the mixture-of-experts
 ``MixtralForCausalLM``, ``Qwen2MoeForCausalLM``, ``Qwen3MoeForCausalLM``, and the encoder-decoders
 ``T5ForConditionalGeneration`` (T5, Flan-T5, mT5), ``BartForConditionalGeneration``, ``MarianMTModel``,
@@ -46,12 +48,14 @@ from .gpt2 import GPT2LMHeadModel
 from .gpt_neox import GPTNeoXForCausalLM
 from .olmo2 import Olmo2ForCausalLM
 from .olmo3 import Olmo3ForCausalLM
+from .stablelm import StableLmForCausalLM
 from .granite import GraniteForCausalLM
 from .llama import LlamaForCausalLM, MistralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
 from .deberta import (DebertaV2ForMaskedLM, DebertaV2ForSequenceClassification, DebertaV2ForTokenClassification,
                       DebertaV2Model)
 from .distilbert import DistilBertForSequenceClassification, DistilBertModel
 from .modernbert import ModernBertForSequenceClassification, ModernBertModel
+from .mpnet import MPNetForMaskedLM, MPNetForSequenceClassification, MPNetModel
 from .moe import MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM
 from .onnx_export import export_with_past, generate_onnx
 from .onnx_seq2seq import export_seq2seq, generate_onnx_seq2seq
@@ -73,10 +77,11 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "RobertaForSequenceClassification", "XLMRobertaForSequenceClassification", "ModernBertModel",
            "ModernBertForSequenceClassification", "DistilBertModel", "DistilBertForSequenceClassification",
            "DebertaV2Model", "DebertaV2ForSequenceClassification", "DebertaV2ForMaskedLM",
-           "DebertaV2ForTokenClassification",
+           "DebertaV2ForTokenClassification", "MPNetModel", "MPNetForSequenceClassification", "MPNetForMaskedLM",
            "LlamaForCausalLM", "MistralForCausalLM",
            "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM",
            "Gemma3ForCausalLM", "GemmaForCausalLM", "GPTNeoXForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM",
+           "StableLmForCausalLM",
            "GraniteForCausalLM",
            "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
            "T5ForConditionalGeneration", "BartForConditionalGeneration", "MarianMTModel",
@@ -92,10 +97,12 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   RobertaForSequenceClassification, XLMRobertaForSequenceClassification, ModernBertModel,
                   ModernBertForSequenceClassification, DistilBertModel, DistilBertForSequenceClassification,
                   DebertaV2Model, DebertaV2ForSequenceClassification, DebertaV2ForMaskedLM,
-                  DebertaV2ForTokenClassification, LlamaForCausalLM, MistralForCausalLM,
+                  DebertaV2ForTokenClassification, MPNetModel, MPNetForSequenceClassification, MPNetForMaskedLM,
+                  LlamaForCausalLM, MistralForCausalLM,
                   Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM,
                   Gemma3ForCausalLM, GemmaForCausalLM, GPTNeoXForCausalLM, Olmo2ForCausalLM,
-                  Olmo3ForCausalLM, GraniteForCausalLM,
+                  Olmo3ForCausalLM, StableLmForCausalLM,
+                  GraniteForCausalLM,
                   MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM,
                   T5ForConditionalGeneration, BartForConditionalGeneration, MarianMTModel,
                   MBartForConditionalGeneration, M2M100ForConditionalGeneration, WhisperForConditionalGeneration,
@@ -106,10 +113,11 @@ ARCHITECTURES = {cls.architecture: cls for cls in
 # model_type -> class, for configs that do not list their architecture
 _BY_TYPE = {"gpt2": GPT2LMHeadModel, "bert": BertModel, "roberta": RobertaModel, "xlm-roberta": XLMRobertaModel,
             "modernbert": ModernBertModel, "distilbert": DistilBertModel, "deberta-v2": DebertaV2Model,
-            "llama": LlamaForCausalLM, "mistral": MistralForCausalLM,
+            "mpnet": MPNetModel, "llama": LlamaForCausalLM, "mistral": MistralForCausalLM,
             "qwen2": Qwen2ForCausalLM, "qwen3": Qwen3ForCausalLM, "phi3": Phi3ForCausalLM,
             "gemma": GemmaForCausalLM, "gemma2": Gemma2ForCausalLM, "gemma3_text": Gemma3ForCausalLM,
             "gpt_neox": GPTNeoXForCausalLM, "olmo2": Olmo2ForCausalLM, "olmo3": Olmo3ForCausalLM,
+            "stablelm": StableLmForCausalLM,
             "granite": GraniteForCausalLM,
             "mixtral": MixtralForCausalLM,
             "qwen2_moe": Qwen2MoeForCausalLM, "qwen3_moe": Qwen3MoeForCausalLM, "t5": T5ForConditionalGeneration,
@@ -163,6 +171,7 @@ def _required(cfg: dict, cls, path: str) -> None:
             LlamaForCausalLM: llama, MistralForCausalLM: llama, Qwen2ForCausalLM: llama, Qwen3ForCausalLM: llama,
             Phi3ForCausalLM: llama, Gemma2ForCausalLM: llama, Gemma3ForCausalLM: llama,
             GemmaForCausalLM: llama, GPTNeoXForCausalLM: llama, Olmo2ForCausalLM: llama, Olmo3ForCausalLM: llama,
+            StableLmForCausalLM: llama,
             GraniteForCausalLM: llama,
             MixtralForCausalLM: llama + ("num_experts_per_tok",),
             Qwen2MoeForCausalLM: llama + ("num_experts", "num_experts_per_tok", "moe_intermediate_size",

@@ -158,10 +158,21 @@ class BertModel(nn.Module):
             positions = self.positions_of(input_ids)  # an export: computed in the graph from its input
         if exporting and isinstance(attention_mask, Tensor):  # an export: the padding bias from the graph's mask
             mask = padding_bias(attention_mask.float())
-        x = self.embeddings(ids, types, positions)
+        mask = self.scores_bias(mask, T, input_ids if exporting else None)
+        x = self.embed(ids, types, positions)
         for layer in self.encoder.layer:
             x = layer(x, mask)
         return BertOutput(x, self.pooler(x) if self.pooler is not None else None)
+
+    def embed(self, ids, types, positions) -> Tensor:
+        """The first layer's input: the embeddings (ALBERT and ELECTRA project them to the hidden size)."""
+        return self.embeddings(ids, types, positions)
+
+    def scores_bias(self, mask, T: int, graph_ids: Optional[Tensor]):
+        """What every layer adds to the attention scores of a length-T batch: the padding ``mask`` (None, a numpy
+        array or a graph's Tensor) and, in a subclass, a position bias (MPNet's relative buckets; ``graph_ids``: the
+        exported graph's input ids, to compute it from, else None)."""
+        return mask
 
     @property
     def max_tokens(self) -> int:
@@ -189,9 +200,9 @@ class BertModel(nn.Module):
         types = p.types(token_types, c.get("type_vocab_size", 2))
         positions = self.positions(p.padded_ids())
         positions = np.concatenate([np.arange(n) for n in p.lengths]) if positions is None else positions[p.real]
-        mask = additive_mask(p.real, 0, p.T, causal=False)
+        mask = self.scores_bias(additive_mask(p.real, 0, p.T, causal=False), p.T, None)
         with no_grad():
-            x = self.embeddings(p.ids, types, positions)
+            x = self.embed(p.ids, types, positions)
             for layer in self.encoder.layer:
                 sa = layer.attention.self
                 q, k, v = (split_heads(p.padded(proj(x)), sa.heads) for proj in (sa.query, sa.key, sa.value))
