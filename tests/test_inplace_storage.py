@@ -220,3 +220,18 @@ def test_a_rebased_view_keeps_four_bytes_per_element():
     assert type(node).__name__ == "AsStridedFunction" and node.idx.nbytes == 4 * v.numel()
     (v * v).sum().backward()
     np.testing.assert_array_equal(x.grad.numpy()[:, :16], 2 * 6 * 6)
+
+
+def test_detach_in_place_as_torch():
+    for lib in (torch, fg):
+        x = lib.tensor(X, requires_grad=True)
+        for view in (lambda: (x * 2)[0], lambda: (x * 2).t(), lambda: lib.ones(4)[1:]):
+            with pytest.raises(RuntimeError, match="Can't detach views in-place"):
+                view().detach_()
+        h = x * 2
+        v = h[0]  # a view taken before its base leaves the graph
+        h.detach_()
+        assert not h.requires_grad and h.grad_fn is None
+        with pytest.raises(RuntimeError, match="a view of a leaf Variable that requires grad"):
+            v.mul_(2)
+        np.testing.assert_allclose(h.numpy(), 2 * X)

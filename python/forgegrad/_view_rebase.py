@@ -170,6 +170,13 @@ def base_of(t):
     return None if cur is t else cur
 
 
+def is_view(t) -> bool:
+    """Whether ``t`` is a view of another tensor (made by a view op, in the graph or outside it)."""
+    if t._ctx is None:
+        return unrecorded_base(t) is not None
+    return type(t._ctx).is_view and base_of(t) is not None
+
+
 def rebase_if_stale(t) -> None:
     """Rebase view ``t`` if its base was rebound by an in-place op after ``t``'s node was made."""
     node = t._ctx
@@ -250,6 +257,9 @@ def view_target(t):
     else:
         rebase_if_stale(t)
         base = base_of(t)
+        if base is not None and base._ctx is None and not base.requires_grad:  # its base was detach_()ed
+            from ._inplace import VIEW_OF_LEAF_MESSAGE
+            raise RuntimeError(VIEW_OF_LEAF_MESSAGE)  # (torch's words)
     if base is None:
         return None
     idx = positions(base._data, t._data)

@@ -281,6 +281,9 @@ class Tensor(TensorMethods):
         return Tensor._wrap_exact(self._data)
 
     def detach_(self) -> "Tensor":
+        from ._view_rebase import is_view
+        if is_view(self):
+            raise RuntimeError("Can't detach views in-place. Use detach() instead.")
         self._ctx = None
         self.requires_grad = False
         return self
