@@ -157,11 +157,14 @@ def _paged_engine(gen, config: GenerationServeConfig, name: str, metrics, kw, pr
     else:
         pool = KVPool.for_model(model, max_bytes=int(config.kv_cache_mb * 2 ** 20), block_tokens=bt)
     metrics.kv_cache(name, pool)
-    log.info("%s: a paged KV cache of %d blocks of %d tokens (%.1f MiB, committed as they are first written): rows "
-             "take blocks as they grow, and when it is full the row that came last is preempted and recomputed later",
-             name, pool.blocks, bt, pool.blocks * pool.block_bytes / 2 ** 20)
     paged = None if prefix is None else PagedPrefixCache(prefix.max_bytes, bt, pool)
-    return PagedBatchEngine(gen, config.max_batch, pool, prefix_cache=paged, **kw)
+    engine = PagedBatchEngine(gen, config.max_batch, pool, prefix_cache=paged, **kw)
+    log.info("%s: a paged KV cache of %d blocks of %d tokens (%.1f MiB, committed as they are first written): %s",
+             name, pool.blocks, bt, pool.blocks * pool.block_bytes / 2 ** 20,
+             "rows take blocks as they grow, and when it is full the row that came last is preempted and recomputed "
+             "later" if engine.preempts else "each row reserves every block it can take as it joins, and is never "
+             "preempted (the model's rotary frequencies depend on a call's length, so recomputed keys would differ)")
+    return engine
 
 
 class _Finished(Exception):
