@@ -253,3 +253,47 @@ def test_one_beam_is_greedy_and_chat_beams_are_generates(served):
     assert r.status_code == 200, r.text
     assert [c["message"]["content"] for c in r.json()["choices"]] == want
     assert r.json()["choices"][1]["finish_reason"] == "stop"
+
+
+def _bart(path):
+    """bart-large-cnn's kind of settings, scaled down (forced first and last tokens, no repeated trigrams, a minimum
+    length), with a word-level tokenizer (token i is the word "t{i}")."""
+    import tokenizers
+    torch.manual_seed(0)
+    hf = transformers.BartForConditionalGeneration(transformers.BartConfig(
+        vocab_size=300, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=48, decoder_ffn_dim=40, max_position_embeddings=512, dropout=0.0,
+        init_std=0.3, eos_token_id=299, decoder_start_token_id=299, pad_token_id=1, bos_token_id=0,
+        forced_eos_token_id=299))
+    hf.generation_config.forced_bos_token_id = 5
+    hf.generation_config.no_repeat_ngram_size = 3
+    hf.generation_config.min_length = 4
+    hf.save_pretrained(path)
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({f"t{i}": i for i in range(300)}, unk_token="t2"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok.save(str(path / "tokenizer.json"))
+
+
+def test_encoder_decoder_beams_and_their_logprobs(tmp_path):
+    """BART (the checkpoint's forced first and last tokens): the n choices are generate's hypotheses, each ended by the
+    forced end token ("stop"); their logprobs streamed are the non-streamed ones, with or without a stop string."""
+    from forgegrad.models import from_pretrained, generate
+    from forgegrad.serve.completions import GenerationServeConfig, create_completions_app
+    _bart(tmp_path)
+    prompt = [72, 105, 7, 9]
+    out = generate(from_pretrained(tmp_path), [prompt], max_new_tokens=12, num_beams=3, num_return_sequences=3,
+                   do_sample=False, eos_token_id=[299])[:, 1:].tolist()
+    want = [" ".join(f"t{t}" for t in (row[:row.index(299)] if 299 in row else row)) for row in out]
+    with running_app(create_completions_app(GenerationServeConfig(str(tmp_path), max_batch=4))) as url, \
+            httpx.Client(base_url=url, timeout=120) as client:
+        body = {"prompt": prompt, "max_tokens": 12, "use_beam_search": True, "n": 3, "logprobs": 2}
+        whole = client.post("/v1/completions", json=body).json()["choices"]
+        assert [c["text"].strip() for c in whole] == want and all(c["finish_reason"] == "stop" for c in whole)
+        for asked in (body, dict(body, stop=[" ".join(want[0].split()[2:4])])):
+            whole = client.post("/v1/completions", json=asked).json()["choices"]
+            with client.stream("POST", "/v1/completions", json=dict(asked, stream=True)) as s:
+                events = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")]
+            for i, c in enumerate(whole):
+                mine = [ch for e in events for ch in e.get("choices", []) if ch["index"] == i and ch.get("logprobs")]
+                for key in ("tokens", "token_logprobs", "top_logprobs"):
+                    assert [v for ch in mine for v in ch["logprobs"][key]] == c["logprobs"][key], (asked, key)
