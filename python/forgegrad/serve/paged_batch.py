@@ -21,8 +21,11 @@ values live is what differs:
   any) and it waits at the head of the line, before every later request, with its prompt and the tokens it has
   fed; once blocks are free again they are prefilled (from the cached blocks still there) and it decodes on from
   the token it had picked. Nothing it picks is picked again, so its random generator, its processors' and grammar's
-  state and its stream go on as if it had never left: the client sees only a pause. A request whose rows need more
-  blocks than the whole pool (prompt and max_tokens, every choice) could never finish: it fails with a 400.
+  state and its stream go on as if it had never left: the client sees only a pause. Rows whose client went away
+  leave before anyone takes a block, and a cancelled request waiting anywhere in line leaves at once. A model whose
+  rotary frequencies depend on a call's length (dynamic NTK) is never preempted: a recomputed key would be rotated
+  otherwise than its decode step rotated it, so its rows reserve every block they can take as they join. A request
+  whose rows need more blocks than the whole pool (prompt and max_tokens, every choice) fails with a 400.
 
 A row's logits equal its solo logits to float32 rounding, as in the contiguous engine; the step's attention reads
 no padding (each row attends to its own length), so a row's values do not depend on the other rows' lengths. A
