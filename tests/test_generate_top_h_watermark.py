@@ -155,6 +155,20 @@ def test_top_h_warper_matches_transformers(top_h):
     np.testing.assert_array_equal(np.isneginf(warped), np.isneginf(chain(None, torch.tensor(logits)).numpy()))
 
 
+def test_top_h_cut_inside_tied_scores():
+    """Where top-h's cut falls inside a group of tied scores, the tied tokens kept are those torch.topk puts first
+    (its unstable order), as TopHLogitsWarper keeps them."""
+    from transformers.generation import logits_process as lp
+    logits = np.full((2, 150), -3.0, np.float32) + (np.random.RandomState(0).randn(2, 150) * 0.1).astype(np.float32)
+    logits[:, 7] = 4.0
+    logits[0, 20:30] = 2.0
+    logits[1, [3, 60, 61, 62, 140, 141, 149]] = 2.5
+    for top_h in (0.4, 0.5, 0.7):
+        kept = ~np.isneginf(lp.TopHLogitsWarper(top_h)(None, torch.tensor(logits)).numpy())
+        assert 1 < kept[0, 20:30].sum() < 10  # the cut inside the tie
+        np.testing.assert_array_equal(~np.isneginf(top_h_filter(logits.astype(np.float64), top_h)), kept)
+
+
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
 def test_top_h_sampling_matches_transformers(checkpoints, tmp_path, name):
     """Sampling with generation_config.json's top_h small enough to keep one token a step (and the watermark after

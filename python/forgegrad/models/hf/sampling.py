@@ -15,6 +15,7 @@ from typing import Optional
 import numpy as np
 
 from ...random import generator
+from .topk_order import topk_indices
 
 __all__ = ["Sampler", "select_next", "check_sampling", "draw_without_replacement", "typical_filter", "cutoff_filter",
            "top_h_filter", "log_softmax"]
@@ -174,7 +175,7 @@ def top_h_filter(scores: np.ndarray, top_h: float) -> np.ndarray:
     -inf), which ends the run, as it does here."""
     s32 = scores.astype(np.float32)
     n = min(100, s32.shape[-1])
-    top_idx = np.argsort(-s32, axis=-1, kind="stable")[:, :n]
+    top_idx = topk_indices(s32, n)  # torch.topk's order, ties included (which of them the cut keeps)
     top = np.take_along_axis(s32, top_idx, axis=-1)
     # torch's Categorical(logits=top): logits less their logsumexp, probs their softmax
     shifted = top - top.max(-1, keepdims=True)
