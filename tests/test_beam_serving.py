@@ -71,15 +71,16 @@ def _hypotheses(path, beams, n, max_tokens, **kw):
 def test_a_client_that_goes_away_stops_its_beam_search(served):
     """A streamed beam request whose client closes the connection before the search is done (nothing is streamed
     until then) stops at the search's next step: no hypothesis is completed and counted as generated (the whole search
-    would be 4 x 500 tokens). The server answers the next beam request as before."""
+    would be 16 beams of 500 tokens). The server answers the next beam request as before."""
     client, _, _ = served
     before = metric(_settled(client), "forgegrad_generated_tokens_total")
-    body = {"prompt": PROMPT, "max_tokens": 500, "use_beam_search": True, "n": 4, "ignore_eos": True, "stream": True}
+    body = {"prompt": PROMPT, "max_tokens": 500, "use_beam_search": True, "n": 4, "best_of": 16, "ignore_eos": True,
+            "stream": True}  # 16 beams: seconds of search, against the milliseconds the disconnect takes to notice
     with client.stream("POST", "/v1/completions", json=body) as s:
         assert s.status_code == 200  # the stream opened; the client goes away without reading it
     after = metric(_settled(client), "forgegrad_generated_tokens_total")
     assert after == before, f"the search ran on after its client left: {after - before:g} tokens generated"
-    r = client.post("/v1/completions", json=dict(body, stream=False, max_tokens=6, n=2))
+    r = client.post("/v1/completions", json=dict(body, stream=False, max_tokens=6, n=2, best_of=2))
     assert r.status_code == 200 and len(r.json()["choices"]) == 2, r.text
 
 
