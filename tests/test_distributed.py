@@ -179,8 +179,8 @@ def test_fit_under_mpi_averages_metrics_shards_data_and_writes_on_rank_0(tmp_pat
     ("zero_stage_mismatch", "ZeroRedundancyOptimizer: the model differs between ranks (rank 0 has settings stage=2 "
                             "bucket_cap_mb=25, rank 1 has settings stage=1 bucket_cap_mb=25)"),
     ("fsdp_mismatch", "FullyShardedDataParallel: the model differs between ranks (rank 0 has settings "
-                      "reshard_after_forward=False broadcast_buffers=True, rank 1 has settings "
-                      "reshard_after_forward=True broadcast_buffers=True)"),
+                      "sharding_strategy=SHARD_GRAD_OP, reshard_after_forward=False broadcast_buffers=True, rank 1 "
+                      "has settings sharding_strategy=FULL_SHARD, reshard_after_forward=True broadcast_buffers=True)"),
 ])
 def test_a_failing_rank_ends_the_job_with_a_clear_error(mode, message):
     # the timeout is the "never a hang" check: subprocess.run raises TimeoutExpired after 60 s
