@@ -10,13 +10,15 @@ Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``RobertaModel``, `
 ``ModernBertModel``, ``ModernBertForSequenceClassification``, ``DistilBertModel``,
 ``DistilBertForSequenceClassification``, ``DebertaV2Model``, ``DebertaV2ForSequenceClassification``,
 ``DebertaV2ForMaskedLM``, ``DebertaV2ForTokenClassification`` (DeBERTa-v2 and v3), ``MPNetModel``,
-``MPNetForSequenceClassification``, ``MPNetForMaskedLM``, the extractive
+``MPNetForSequenceClassification``, ``MPNetForMaskedLM``, ``ElectraModel``, ``ElectraForSequenceClassification``,
+``ElectraForPreTraining`` (the discriminator), the extractive
 question-answering and multiple-choice models of those encoders (``BertForQuestionAnswering``,
 ``BertForMultipleChoice`` and their RoBERTa, XLM-RoBERTa, DistilBERT, ModernBERT and DebertaV2 namesakes; see
 ``answer_question``),
 ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``, ``Qwen3ForCausalLM``,
 ``Phi3ForCausalLM``, ``GemmaForCausalLM``, ``Gemma2ForCausalLM``, ``Gemma3ForCausalLM``, ``GPTNeoXForCausalLM``
 (Pythia), ``Olmo2ForCausalLM``, ``Olmo3ForCausalLM``,
+``Starcoder2ForCausalLM``,
 ``StableLmForCausalLM``,
 ``GraniteForCausalLM``, and the mixture-of-experts
 ``MixtralForCausalLM``, ``Qwen2MoeForCausalLM``, ``Qwen3MoeForCausalLM``, and the encoder-decoders
@@ -48,6 +50,7 @@ from .gpt2 import GPT2LMHeadModel
 from .gpt_neox import GPTNeoXForCausalLM
 from .olmo2 import Olmo2ForCausalLM
 from .olmo3 import Olmo3ForCausalLM
+from .starcoder2 import Starcoder2ForCausalLM
 from .stablelm import StableLmForCausalLM
 from .granite import GraniteForCausalLM
 from .llama import LlamaForCausalLM, MistralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
@@ -56,6 +59,7 @@ from .deberta import (DebertaV2ForMaskedLM, DebertaV2ForSequenceClassification, 
 from .distilbert import DistilBertForSequenceClassification, DistilBertModel
 from .modernbert import ModernBertForSequenceClassification, ModernBertModel
 from .mpnet import MPNetForMaskedLM, MPNetForSequenceClassification, MPNetModel
+from .electra import ElectraForPreTraining, ElectraForSequenceClassification, ElectraModel
 from .moe import MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM
 from .onnx_export import export_with_past, generate_onnx
 from .onnx_seq2seq import export_seq2seq, generate_onnx_seq2seq
@@ -78,9 +82,11 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "ModernBertForSequenceClassification", "DistilBertModel", "DistilBertForSequenceClassification",
            "DebertaV2Model", "DebertaV2ForSequenceClassification", "DebertaV2ForMaskedLM",
            "DebertaV2ForTokenClassification", "MPNetModel", "MPNetForSequenceClassification", "MPNetForMaskedLM",
+           "ElectraModel", "ElectraForSequenceClassification", "ElectraForPreTraining",
            "LlamaForCausalLM", "MistralForCausalLM",
            "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM",
            "Gemma3ForCausalLM", "GemmaForCausalLM", "GPTNeoXForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM",
+           "Starcoder2ForCausalLM",
            "StableLmForCausalLM",
            "GraniteForCausalLM",
            "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
@@ -98,10 +104,12 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   ModernBertForSequenceClassification, DistilBertModel, DistilBertForSequenceClassification,
                   DebertaV2Model, DebertaV2ForSequenceClassification, DebertaV2ForMaskedLM,
                   DebertaV2ForTokenClassification, MPNetModel, MPNetForSequenceClassification, MPNetForMaskedLM,
+                  ElectraModel, ElectraForSequenceClassification, ElectraForPreTraining,
                   LlamaForCausalLM, MistralForCausalLM,
                   Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM,
                   Gemma3ForCausalLM, GemmaForCausalLM, GPTNeoXForCausalLM, Olmo2ForCausalLM,
-                  Olmo3ForCausalLM, StableLmForCausalLM,
+                  Olmo3ForCausalLM, Starcoder2ForCausalLM,
+                  StableLmForCausalLM,
                   GraniteForCausalLM,
                   MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM,
                   T5ForConditionalGeneration, BartForConditionalGeneration, MarianMTModel,
@@ -113,10 +121,11 @@ ARCHITECTURES = {cls.architecture: cls for cls in
 # model_type -> class, for configs that do not list their architecture
 _BY_TYPE = {"gpt2": GPT2LMHeadModel, "bert": BertModel, "roberta": RobertaModel, "xlm-roberta": XLMRobertaModel,
             "modernbert": ModernBertModel, "distilbert": DistilBertModel, "deberta-v2": DebertaV2Model,
-            "mpnet": MPNetModel, "llama": LlamaForCausalLM, "mistral": MistralForCausalLM,
+            "mpnet": MPNetModel, "electra": ElectraModel, "llama": LlamaForCausalLM, "mistral": MistralForCausalLM,
             "qwen2": Qwen2ForCausalLM, "qwen3": Qwen3ForCausalLM, "phi3": Phi3ForCausalLM,
             "gemma": GemmaForCausalLM, "gemma2": Gemma2ForCausalLM, "gemma3_text": Gemma3ForCausalLM,
             "gpt_neox": GPTNeoXForCausalLM, "olmo2": Olmo2ForCausalLM, "olmo3": Olmo3ForCausalLM,
+            "starcoder2": Starcoder2ForCausalLM,
             "stablelm": StableLmForCausalLM,
             "granite": GraniteForCausalLM,
             "mixtral": MixtralForCausalLM,
@@ -171,6 +180,7 @@ def _required(cfg: dict, cls, path: str) -> None:
             LlamaForCausalLM: llama, MistralForCausalLM: llama, Qwen2ForCausalLM: llama, Qwen3ForCausalLM: llama,
             Phi3ForCausalLM: llama, Gemma2ForCausalLM: llama, Gemma3ForCausalLM: llama,
             GemmaForCausalLM: llama, GPTNeoXForCausalLM: llama, Olmo2ForCausalLM: llama, Olmo3ForCausalLM: llama,
+            Starcoder2ForCausalLM: llama,
             StableLmForCausalLM: llama,
             GraniteForCausalLM: llama,
             MixtralForCausalLM: llama + ("num_experts_per_tok",),
