@@ -1,8 +1,8 @@
 """Beam search in the completions APIs: vLLM's ``use_beam_search`` (and ``length_penalty``) on completions and chat,
 with or without structured outputs.
 
-A request with ``use_beam_search: true`` is decoded as ``generate(..., num_beams=K, num_return_sequences=n,
-do_sample=False)`` decodes it in Python (transformers' beam search), alone on the server's worker thread (the batched
+A request with ``use_beam_search: true`` is decoded by ``generate(..., num_beams=K, num_return_sequences=n,
+do_sample=False)`` in Python (transformers' beam search), alone on the server's worker thread (the batched
 engines decode one beam per row): K, the beam width, is ``best_of`` where given (vLLM's older API), else ``n`` (its
 current one); the n best hypotheses come back as the n choices, best first. The request's grammar
 (``response_format``, ``guided_*``, a forcing ``tool_choice``: structured.py) constrains every beam, each beam's
@@ -11,9 +11,8 @@ grammar state following it as beams move and split (models/hf/constrained.py); a
 "grammar_failed") only when no beam is left. The request's penalties, ``logit_bias``, ``allowed_token_ids`` and
 ``bad_words`` apply to each beam's own tokens (on the log-probabilities, where beam search applies its processors),
 the checkpoint's generation settings as ``generate`` reads them (its ``max_time`` ends the search, every beam, as
-transformers' MaxTimeCriteria). ``stop`` strings (the request's, the checkpoint's)
-end each returned hypothesis's text where they occur, as in a completion decoded one beam at a time; they do not end
-beams during the search.
+transformers' MaxTimeCriteria). ``stop`` strings (the request's, the checkpoint's) end each returned hypothesis's
+text where they occur, as in a completion decoded one beam at a time; they do not end beams during the search.
 
 Beam search is deterministic: ``temperature`` (0 or 1 only, vLLM's defaults, neither rescales), ``top_p``, ``top_k``
 and ``min_p`` do not apply, and other values are a 400 naming the field; ``length_penalty`` needs
@@ -21,9 +20,9 @@ and ``min_p`` do not apply, and other values are a 400 naming the field; ``lengt
 their length ** length_penalty, which must neither overflow (a banned continuation's -inf / inf is NaN, and a NaN
 ranks first) nor underflow to 0 (|length_penalty| * ln(max_tokens + 1) <= 80). A client that goes away (a streamed
 request's connection closed) stops the search at its next step, as it stops a completion decoded one token at a
-time. Streamed, each choice's text comes once the search is done (the hypotheses are known only then),
-in one piece or a few, then the closing chunks; its ``logprobs`` too (from one scoring forward over the tokens it
-reports, as a non-streamed answer's: the same numbers).
+time. Streamed, each choice's text comes once the search is done (the hypotheses are known only then), in one piece
+or a few, then the closing chunks; its ``logprobs`` too (from one scoring forward over the tokens it reports, as a
+non-streamed answer's: the same numbers).
 """
 from __future__ import annotations
 
