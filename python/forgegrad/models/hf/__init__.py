@@ -18,6 +18,7 @@ question-answering and multiple-choice models of those encoders (``BertForQuesti
 ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``, ``Qwen3ForCausalLM``,
 ``Phi3ForCausalLM``, ``GemmaForCausalLM``, ``Gemma2ForCausalLM``, ``Gemma3ForCausalLM``, ``GPTNeoXForCausalLM``
 (Pythia), ``Olmo2ForCausalLM``, ``Olmo3ForCausalLM``,
+``PhiForCausalLM``,
 ``Starcoder2ForCausalLM``,
 ``StableLmForCausalLM``,
 ``GraniteForCausalLM``, and the mixture-of-experts
@@ -50,6 +51,7 @@ from .gpt2 import GPT2LMHeadModel
 from .gpt_neox import GPTNeoXForCausalLM
 from .olmo2 import Olmo2ForCausalLM
 from .olmo3 import Olmo3ForCausalLM
+from .phi import PhiForCausalLM
 from .starcoder2 import Starcoder2ForCausalLM
 from .stablelm import StableLmForCausalLM
 from .granite import GraniteForCausalLM
@@ -86,6 +88,7 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "LlamaForCausalLM", "MistralForCausalLM",
            "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM",
            "Gemma3ForCausalLM", "GemmaForCausalLM", "GPTNeoXForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM",
+           "PhiForCausalLM",
            "Starcoder2ForCausalLM",
            "StableLmForCausalLM",
            "GraniteForCausalLM",
@@ -108,7 +111,8 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   LlamaForCausalLM, MistralForCausalLM,
                   Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM,
                   Gemma3ForCausalLM, GemmaForCausalLM, GPTNeoXForCausalLM, Olmo2ForCausalLM,
-                  Olmo3ForCausalLM, Starcoder2ForCausalLM,
+                  Olmo3ForCausalLM, PhiForCausalLM,
+                  Starcoder2ForCausalLM,
                   StableLmForCausalLM,
                   GraniteForCausalLM,
                   MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM,
@@ -125,6 +129,7 @@ _BY_TYPE = {"gpt2": GPT2LMHeadModel, "bert": BertModel, "roberta": RobertaModel,
             "qwen2": Qwen2ForCausalLM, "qwen3": Qwen3ForCausalLM, "phi3": Phi3ForCausalLM,
             "gemma": GemmaForCausalLM, "gemma2": Gemma2ForCausalLM, "gemma3_text": Gemma3ForCausalLM,
             "gpt_neox": GPTNeoXForCausalLM, "olmo2": Olmo2ForCausalLM, "olmo3": Olmo3ForCausalLM,
+            "phi": PhiForCausalLM,
             "starcoder2": Starcoder2ForCausalLM,
             "stablelm": StableLmForCausalLM,
             "granite": GraniteForCausalLM,
@@ -180,6 +185,7 @@ def _required(cfg: dict, cls, path: str) -> None:
             LlamaForCausalLM: llama, MistralForCausalLM: llama, Qwen2ForCausalLM: llama, Qwen3ForCausalLM: llama,
             Phi3ForCausalLM: llama, Gemma2ForCausalLM: llama, Gemma3ForCausalLM: llama,
             GemmaForCausalLM: llama, GPTNeoXForCausalLM: llama, Olmo2ForCausalLM: llama, Olmo3ForCausalLM: llama,
+            PhiForCausalLM: llama,
             Starcoder2ForCausalLM: llama,
             StableLmForCausalLM: llama,
             GraniteForCausalLM: llama,

@@ -147,7 +147,7 @@ def _head_norm(att, name: str, x, heads: int):
         return x
     if hasattr(norm, "arrays"):
         return norm.arrays(np.ascontiguousarray(x))
-    if norm.weight.shape[0] == x.shape[1]:
+    if norm._parameters.get("bias") is None and norm.weight.shape[0] == x.shape[1]:
         return _rms_norm(np.ascontiguousarray(x), norm.weight.numpy(), norm.eps)
     rows = x.shape[0]
     return _norm(norm, np.ascontiguousarray(x).reshape(rows * heads, -1)).reshape(rows, -1)
@@ -224,8 +224,9 @@ def _plain_module_types() -> tuple:
     """The module types from_pretrained builds GPT-2 and Llama-style decoders (Mistral, Qwen2) from (exact types), plus
     the int8 weight-only Linear that ``quantize_weight_only`` puts in their place."""
     from ... import nn
-    from . import _layers, gemma2, gpt2, gpt_neox, granite, llama, moe, olmo2, olmo3, stablelm, starcoder2
-    return (*granite.LEAN_TYPES, *stablelm.LEAN_TYPES, *starcoder2.LEAN_TYPES, olmo3.Olmo3ForCausalLM,
+    from . import _layers, gemma2, gpt2, gpt_neox, granite, llama, moe, olmo2, olmo3, phi, stablelm, starcoder2
+    return (*granite.LEAN_TYPES, *stablelm.LEAN_TYPES, *starcoder2.LEAN_TYPES, *phi.LEAN_TYPES,
+            olmo3.Olmo3ForCausalLM,
             olmo2.Olmo2ForCausalLM, olmo2.Olmo2Model, olmo2.Olmo2DecoderLayer, olmo2.Olmo2Attention,
             gpt_neox.GPTNeoXForCausalLM, gpt_neox.GPTNeoXModel, gpt_neox.GPTNeoXLayer, gpt_neox.GPTNeoXAttention,
             gpt_neox.GPTNeoXMLP, gpt2.GPT2LMHeadModel, gpt2.GPT2Model, gpt2.GPT2Block, gpt2.GPT2Attention, gpt2.GPT2MLP,
