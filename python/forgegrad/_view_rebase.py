@@ -195,8 +195,9 @@ def rebase_inputs(args) -> None:
     for a in args:
         if isinstance(a, Tensor):
             node = a._ctx
-            if node is None:
-                if getattr(a, "_view_of", None) is not None:
+            if node is None:  # (a view's array never owns its memory: leaves and parameters skip the lookup)
+                d = a._data
+                if type(d) is _NDARRAY and d.base is not None and getattr(a, "_view_of", None) is not None:
                     rebase_if_base_recorded(a)
             elif node.made_at < _rebind_clock[0] and type(node).is_view:
                 rebase_if_stale(a)

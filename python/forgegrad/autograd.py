@@ -235,7 +235,7 @@ class Function:
                     t.requires_grad = True
                     t._ctx = ctx
                     t._out_index = i
-        elif cls.is_view and isinstance(args[0], Tensor) and args[0]._ctx is None:
+        elif cls.is_view and isinstance(args[0], Tensor) and args[0]._ctx is None and state.get("grad_enabled", True):
             _link_view(results[0], args[0])
         if recorder is not None:
             recorder.record(cls, args, kwargs, results)
@@ -249,12 +249,15 @@ class Function:
 
 
 def _link_view(view, of) -> None:
-    """Note ``of`` (a tensor without a node) as the base of ``view``, a view of it made outside the graph, for
-    an in-place write recorded through the view (forgegrad._view_rebase). A view of such a view notes the
+    """Note ``of`` (a tensor without a node) as the base of ``view``, a view of it made outside the graph in
+    grad mode, for an in-place write recorded through the view (forgegrad._view_rebase; torch refuses one
+    into a view made under no_grad, and these views there cost nothing). A view of such a view notes the
     same base (views taken in a loop, ``x = x[1:]``, keep no chain of tensors alive)."""
-    base = getattr(of, "_view_of", None)
-    if base is not None and type(of._data) is _NDARRAY and _vc.root(base._data) is _vc.root(of._data):
-        of = base
+    d = of._data
+    if type(d) is _NDARRAY and d.base is not None:  # (an array that owns its memory is no view's)
+        base = getattr(of, "_view_of", None)
+        if base is not None and _vc.root(base._data) is _vc.root(d):
+            of = base
     view._view_of = of
 
 
