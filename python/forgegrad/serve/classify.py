@@ -1,7 +1,7 @@
 """Text classification over HTTP for a sequence classifier with several labels (``BertForSequenceClassification``,
 ``RobertaForSequenceClassification``, ``XLMRobertaForSequenceClassification``, ``ModernBertForSequenceClassification``,
-``DebertaV2ForSequenceClassification``, ``MPNetForSequenceClassification``, ``ElectraForSequenceClassification``:
-sentiment, topic, NLI models), in vLLM's classify API's shape.
+``DebertaV2ForSequenceClassification``, ``MPNetForSequenceClassification``, ``ElectraForSequenceClassification``,
+``AlbertForSequenceClassification``: sentiment, topic, NLI models), in vLLM's classify API's shape.
 
     forgegrad serve CLASSIFIER_DIR   (the app: encoder_app.py)
 

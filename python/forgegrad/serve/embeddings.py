@@ -1,7 +1,7 @@
 """Text embeddings over HTTP: OpenAI's embeddings API for a Hugging Face encoder checkpoint (``BertModel``,
 ``RobertaModel``, ``XLMRobertaModel``, ``ModernBertModel``, ``DistilBertModel``, ``DebertaV2Model`` (DeBERTa-v2 and
-v3), ``MPNetModel``, ``ElectraModel``, and the sentence-transformers models built on them, such as all-MiniLM-L6-v2 or
-paraphrase-multilingual-MiniLM-L12-v2 or all-mpnet-base-v2).
+v3), ``MPNetModel``, ``ElectraModel``, ``AlbertModel``, and the sentence-transformers models built on them, such as
+all-MiniLM-L6-v2, paraphrase-multilingual-MiniLM-L12-v2 or all-mpnet-base-v2).
 
     forgegrad serve ENCODER_DIR   (the app: encoder_app.py)
 
@@ -36,7 +36,7 @@ from .completion_request import CompletionError, bad, is_int, request_object, se
 
 MAX_INPUTS = 2048  # as OpenAI's
 _ENCODERS = ("BertModel", "RobertaModel", "XLMRobertaModel", "ModernBertModel", "DistilBertModel", "DebertaV2Model",
-             "MPNetModel", "ElectraModel",
+             "MPNetModel", "ElectraModel", "AlbertModel",
              # decoders saved as base models: decoder embedding models (Qwen3-Embedding), last-token pooled
              "LlamaModel", "MistralModel", "Qwen2Model", "Qwen3Model")
 _FIELDS = {"input", "model", "encoding_format", "dimensions", "user"}
@@ -64,10 +64,11 @@ def checkpoint_kind(path: str) -> Tuple[Optional[str], Optional[str]]:
 
 def is_embedding_checkpoint(path: str) -> bool:
     """Whether a checkpoint directory holds an encoder that forgegrad serves as embeddings (BERT, RoBERTa, XLM-R,
-    ModernBERT, DistilBERT, DeBERTa-v2/v3, MPNet, ELECTRA)."""
+    ModernBERT, DistilBERT, DeBERTa-v2/v3, MPNet, ELECTRA, ALBERT)."""
     arch, model_type = checkpoint_kind(path)
     return arch in _ENCODERS or model_type in ("bert", "roberta", "xlm-roberta", "modernbert", "distilbert",
-                                               "deberta-v2", "mpnet", "electra")
+                                               "deberta-v2", "mpnet", "electra",
+                                               "albert")
 
 
 def read_json(path: str, what: str) -> object:

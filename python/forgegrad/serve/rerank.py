@@ -1,7 +1,7 @@
 """Reranking over HTTP for a cross-encoder checkpoint (a one-label ``BertForSequenceClassification``,
 ``RobertaForSequenceClassification``, ``XLMRobertaForSequenceClassification``, ``ModernBertForSequenceClassification``,
-``DistilBertForSequenceClassification``, ``DebertaV2ForSequenceClassification``, ``MPNetForSequenceClassification`` or
-``ElectraForSequenceClassification``: the ms-marco cross-encoders,
+``DistilBertForSequenceClassification``, ``DebertaV2ForSequenceClassification``, ``MPNetForSequenceClassification``,
+``ElectraForSequenceClassification`` or ``AlbertForSequenceClassification``: the ms-marco cross-encoders,
 bge-reranker, gte-reranker-modernbert, the DeBERTa-v3 cross-encoders), in the
 rerank API's shape (Cohere's, Jina's and vLLM's).
 
@@ -36,7 +36,8 @@ _FIELDS = {"model", "query", "documents", "top_n", "return_documents", "user"}
 _CLASSIFIERS = ("BertForSequenceClassification", "RobertaForSequenceClassification",
                 "XLMRobertaForSequenceClassification", "ModernBertForSequenceClassification",
                 "DistilBertForSequenceClassification", "DebertaV2ForSequenceClassification",
-                "MPNetForSequenceClassification", "ElectraForSequenceClassification")
+                "MPNetForSequenceClassification", "ElectraForSequenceClassification",
+                "AlbertForSequenceClassification")
 
 
 def is_reranker_checkpoint(path: str) -> bool:

@@ -11,7 +11,7 @@ Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``RobertaModel``, `
 ``DistilBertForSequenceClassification``, ``DebertaV2Model``, ``DebertaV2ForSequenceClassification``,
 ``DebertaV2ForMaskedLM``, ``DebertaV2ForTokenClassification`` (DeBERTa-v2 and v3), ``MPNetModel``,
 ``MPNetForSequenceClassification``, ``MPNetForMaskedLM``, ``ElectraModel``, ``ElectraForSequenceClassification``,
-``ElectraForPreTraining`` (the discriminator), the extractive
+``ElectraForPreTraining`` (the discriminator), ``AlbertModel``, ``AlbertForSequenceClassification``, the extractive
 question-answering and multiple-choice models of those encoders (``BertForQuestionAnswering``,
 ``BertForMultipleChoice`` and their RoBERTa, XLM-RoBERTa, DistilBERT, ModernBERT and DebertaV2 namesakes; see
 ``answer_question``),
@@ -62,6 +62,7 @@ from .distilbert import DistilBertForSequenceClassification, DistilBertModel
 from .modernbert import ModernBertForSequenceClassification, ModernBertModel
 from .mpnet import MPNetForMaskedLM, MPNetForSequenceClassification, MPNetModel
 from .electra import ElectraForPreTraining, ElectraForSequenceClassification, ElectraModel
+from .albert import AlbertForSequenceClassification, AlbertModel
 from .moe import MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM
 from .onnx_export import export_with_past, generate_onnx
 from .onnx_seq2seq import export_seq2seq, generate_onnx_seq2seq
@@ -84,7 +85,8 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "ModernBertForSequenceClassification", "DistilBertModel", "DistilBertForSequenceClassification",
            "DebertaV2Model", "DebertaV2ForSequenceClassification", "DebertaV2ForMaskedLM",
            "DebertaV2ForTokenClassification", "MPNetModel", "MPNetForSequenceClassification", "MPNetForMaskedLM",
-           "ElectraModel", "ElectraForSequenceClassification", "ElectraForPreTraining",
+           "ElectraModel", "ElectraForSequenceClassification", "ElectraForPreTraining", "AlbertModel",
+           "AlbertForSequenceClassification",
            "LlamaForCausalLM", "MistralForCausalLM",
            "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM",
            "Gemma3ForCausalLM", "GemmaForCausalLM", "GPTNeoXForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM",
@@ -107,7 +109,8 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   ModernBertForSequenceClassification, DistilBertModel, DistilBertForSequenceClassification,
                   DebertaV2Model, DebertaV2ForSequenceClassification, DebertaV2ForMaskedLM,
                   DebertaV2ForTokenClassification, MPNetModel, MPNetForSequenceClassification, MPNetForMaskedLM,
-                  ElectraModel, ElectraForSequenceClassification, ElectraForPreTraining,
+                  ElectraModel, ElectraForSequenceClassification, ElectraForPreTraining, AlbertModel,
+                  AlbertForSequenceClassification,
                   LlamaForCausalLM, MistralForCausalLM,
                   Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM,
                   Gemma3ForCausalLM, GemmaForCausalLM, GPTNeoXForCausalLM, Olmo2ForCausalLM,
@@ -125,7 +128,8 @@ ARCHITECTURES = {cls.architecture: cls for cls in
 # model_type -> class, for configs that do not list their architecture
 _BY_TYPE = {"gpt2": GPT2LMHeadModel, "bert": BertModel, "roberta": RobertaModel, "xlm-roberta": XLMRobertaModel,
             "modernbert": ModernBertModel, "distilbert": DistilBertModel, "deberta-v2": DebertaV2Model,
-            "mpnet": MPNetModel, "electra": ElectraModel, "llama": LlamaForCausalLM, "mistral": MistralForCausalLM,
+            "mpnet": MPNetModel, "electra": ElectraModel, "albert": AlbertModel,
+            "llama": LlamaForCausalLM, "mistral": MistralForCausalLM,
             "qwen2": Qwen2ForCausalLM, "qwen3": Qwen3ForCausalLM, "phi3": Phi3ForCausalLM,
             "gemma": GemmaForCausalLM, "gemma2": Gemma2ForCausalLM, "gemma3_text": Gemma3ForCausalLM,
             "gpt_neox": GPTNeoXForCausalLM, "olmo2": Olmo2ForCausalLM, "olmo3": Olmo3ForCausalLM,
