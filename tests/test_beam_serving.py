@@ -298,3 +298,25 @@ def test_encoder_decoder_beams_and_their_logprobs(tmp_path):
                 mine = [ch for e in events for ch in e.get("choices", []) if ch["index"] == i and ch.get("logprobs")]
                 for key in ("tokens", "token_logprobs", "top_logprobs"):
                     assert [v for ch in mine for v in ch["logprobs"][key]] == c["logprobs"][key], (asked, key)
+
+
+def test_failed_searches_keep_nothing_alive(served, monkeypatch):
+    """A search whose beams all die under the request's grammar (a 400, streamed an error event) and one whose
+    survivors answer: afterwards no BeamRun and no GrammarError is alive in the server's process (a dropped beam's
+    error, kept by its BeamRun, goes with the request). (The server's log is off here: pytest keeps the records of
+    the streamed failure's log line, and with them its traceback's frames.)"""
+    import logging
+    pytest.importorskip("llguidance")
+    from forgegrad.models.hf.beam_search import BeamRun
+    from forgegrad.models.hf.constrained import GrammarError
+    monkeypatch.setattr(logging.getLogger("forgegrad.serve"), "disabled", True)
+    client, _, _ = served
+    body = {"prompt": PROMPT, "max_tokens": 40, "use_beam_search": True, "guided_choice": ["red~", "blue"]}
+    for n, status in ((2, 400), (3, 200)):
+        r = client.post("/v1/completions", json=dict(body, n=n))
+        assert r.status_code == status, r.text
+        with client.stream("POST", "/v1/completions", json=dict(body, n=n, stream=True)) as s:
+            s.read()
+    _settled(client)
+    gc.collect()
+    assert not [o for o in gc.get_objects() if type(o) in (BeamRun, GrammarError)]
