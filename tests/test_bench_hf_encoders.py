@@ -1,5 +1,5 @@
-"""`forgegrad bench hf-encoders` at its --quick shapes (2-layer, 64-wide Whisper and DeBERTa-v3): every row timed on
-forgegrad, transformers and onnxruntime, with the check of the outputs in its note. No timing assertions."""
+"""`forgegrad bench hf-encoders` at its --quick shapes (2-layer, 64-wide Whisper, DeBERTa-v3 and MPNet): every row
+timed on forgegrad, transformers and onnxruntime, with the check of the outputs in its note. No timing assertions."""
 import numpy as np
 import pytest
 
@@ -14,7 +14,7 @@ def test_hf_encoders_suite_quick_times_every_runtime_and_checks_outputs(capsys):
     names = [r["workload"] for r in rows]
     assert names == ["whisper-tiny (2 layers, 64 wide) encoder, one 30 s window",
                      "whisper-tiny (2 layers, 64 wide) encoder + 32 tokens (greedy)"] + [
-        f"deberta-v3-small (2 layers, 64 wide) forward {b} x 32 ({kind})"
+        f"{model} (2 layers, 64 wide) forward {b} x 32 ({kind})" for model in ("deberta-v3-small", "all-mpnet-base-v2")
         for b in (1, 2) for kind in ("nn.utils.freeze copy", "plain model")]
     for r in rows:
         assert r["threads"] == 1 and set(r["seconds"]) == {"forgegrad", "transformers", "onnxruntime"}

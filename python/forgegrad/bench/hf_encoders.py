@@ -5,13 +5,14 @@ Whisper at whisper-tiny's shape (4 + 4 layers, d_model 384, 6 heads, vocab 51865
 window (80 x 3000 log-mel features), and short-form generate (language given, greedy) of the encoder and NEW new
 tokens; onnxruntime runs the graphs ``export_seq2seq`` writes (its encoder graph also computes the cross-attention
 keys and values, which forgegrad and transformers leave to the decoder) and ``generate_onnx_whisper``. DeBERTa-v3
-at deberta-v3-small's shape (6 layers, hidden 768, 12 heads, vocab 128100): the encoder's forward at batch 1 and 8
-of 128 tokens, forgegrad's ``nn.utils.freeze`` copy and the plain model each in a row against the same transformers
-and onnxruntime samples (onnxruntime runs the model exported with dynamic batch and length). --quick uses 2-layer,
-64-wide versions and batches of 32 tokens.
+at deberta-v3-small's shape (6 layers, hidden 768, 12 heads, vocab 128100) and MPNet at all-mpnet-base-v2's (12
+layers, hidden 768, 12 heads): the encoder's forward at batch 1 and 8 of 128 tokens, forgegrad's
+``nn.utils.freeze`` copy and the plain model each in a row against the same transformers and onnxruntime samples
+(onnxruntime runs the model exported with dynamic batch and length). --quick uses 2-layer, 64-wide versions and
+batches of 32 tokens.
 
 The outputs are checked before anything is timed, and what the check found is printed under the table: the same
-tokens on every side for Whisper, the largest difference from transformers' last_hidden_state for DeBERTa. A
+tokens on every side for Whisper, the largest difference from transformers' last_hidden_state for the encoders. A
 mismatch is reported in that note (``MISMATCH``), not raised: the row is still timed. ``tools/whisper_speed.py`` and
 ``tools/deberta_speed.py`` build their models here.
 """
@@ -39,6 +40,12 @@ WHISPER_TINY = dict(vocab_size=51865, num_mel_bins=80, d_model=384, encoder_laye
                     suppress_tokens=[], begin_suppress_tokens=[220, 50257])
 WHISPER_QUICK = dict(WHISPER_TINY, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
                      decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128)
+# sentence-transformers/all-mpnet-base-v2's config.json
+MPNET_BASE = dict(vocab_size=30527, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                  intermediate_size=3072, hidden_act="gelu", max_position_embeddings=514, layer_norm_eps=1e-5,
+                  relative_attention_num_buckets=32, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+MPNET_QUICK = dict(MPNET_BASE, vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                   intermediate_size=128)
 # microsoft/deberta-v3-small's config.json
 V3_SMALL = dict(vocab_size=128100, hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072,
                 hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
@@ -158,9 +165,8 @@ def whisper_rows(threads: Sequence[int], quick: bool, repeat: int = 3, tokens: i
     return rows
 
 
-def deberta_pair(quick: bool = False):
-    """(forgegrad's model, transformers' DebertaV2Model) with the same random weights (deberta-v3-small's shape;
-    2 layers, 64 wide with ``quick``)."""
+def _encoder_pair(hf_class, config_class, config: dict):
+    """(forgegrad's model, transformers' ``hf_class``) with the same random weights of ``config``."""
     import torch
     import transformers
 
@@ -168,10 +174,22 @@ def deberta_pair(quick: bool = False):
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     torch.manual_seed(0)
-    hf = transformers.DebertaV2Model(transformers.DebertaV2Config(**(V3_QUICK if quick else V3_SMALL))).eval()
+    hf = getattr(transformers, hf_class)(getattr(transformers, config_class)(**config)).eval()
     with tempfile.TemporaryDirectory() as tmp:
         hf.save_pretrained(tmp)
         return from_pretrained(tmp), hf
+
+
+def deberta_pair(quick: bool = False):
+    """(forgegrad's model, transformers' DebertaV2Model) with the same random weights (deberta-v3-small's shape;
+    2 layers, 64 wide with ``quick``)."""
+    return _encoder_pair("DebertaV2Model", "DebertaV2Config", V3_QUICK if quick else V3_SMALL)
+
+
+def mpnet_pair(quick: bool = False):
+    """(forgegrad's model, transformers' MPNetModel) with the same random weights (all-mpnet-base-v2's shape; 2
+    layers, 64 wide with ``quick``)."""
+    return _encoder_pair("MPNetModel", "MPNetConfig", MPNET_QUICK if quick else MPNET_BASE)
 
 
 def deberta_onnx(model, path: str) -> Optional[str]:
@@ -191,16 +209,29 @@ def deberta_rows(threads: Sequence[int], quick: bool, repeat: int = 3, batches: 
     """Per batch (default BATCHES; 1 and 2 with ``quick``) of ``tokens`` tokens (default TOKENS; 32) and thread
     count, two rows timed in the same rounds: forgegrad's nn.utils.freeze copy, and the plain model, each against
     transformers and, with ``onnx``, onnxruntime (none without torch and transformers)."""
+    return _encoder_rows("deberta-v3-small", deberta_pair, V3_QUICK if quick else V3_SMALL, threads, quick, repeat,
+                         batches, tokens, onnx)
+
+
+def mpnet_rows(threads: Sequence[int], quick: bool, repeat: int = 3, batches: Optional[Sequence[int]] = None,
+               tokens: Optional[int] = None, onnx: bool = True) -> List[dict]:
+    """``deberta_rows`` for MPNet at all-mpnet-base-v2's shape (relative-position buckets in every layer)."""
+    return _encoder_rows("all-mpnet-base-v2", mpnet_pair, MPNET_QUICK if quick else MPNET_BASE, threads, quick,
+                         repeat, batches, tokens, onnx)
+
+
+def _encoder_rows(label: str, pair, cfg: dict, threads: Sequence[int], quick: bool, repeat: int,
+                  batches: Optional[Sequence[int]], tokens: Optional[int], onnx: bool) -> List[dict]:
+    """The rows of ``deberta_rows`` for the encoder ``pair(quick)`` builds."""
     torch, ort = optional_import("torch"), optional_import("onnxruntime")
     if torch is None or optional_import("transformers") is None:
         return []
     from .. import no_grad
     from ..nn.utils import freeze
-    cfg = V3_QUICK if quick else V3_SMALL
-    label = "deberta-v3-small" + (" (2 layers, 64 wide)" if quick else "")
+    label += " (2 layers, 64 wide)" if quick else ""
     tokens = tokens or (32 if quick else TOKENS)
     batches = batches or ((1, 2) if quick else BATCHES)
-    model, hf = deberta_pair(quick)
+    model, hf = pair(quick)
     frozen = freeze(model)
     rng = np.random.default_rng(0)
     inputs = {b: rng.integers(1, cfg["vocab_size"], (b, tokens)) for b in batches}
@@ -255,6 +286,7 @@ def _row(workload: str, threads: int, fns: Dict[str, Optional[Callable[[], objec
 
 @suite("hf-encoders")
 def hf_encoders_suite(threads: Sequence[int], quick: bool) -> List[dict]:
-    """Whisper's rows, then DeBERTa-v3's."""
+    """Whisper's rows, then DeBERTa-v3's, then MPNet's."""
     repeat = 2 if quick else 3
-    return whisper_rows(threads, quick, repeat) + deberta_rows(threads, quick, repeat)
+    return whisper_rows(threads, quick, repeat) + deberta_rows(threads, quick, repeat) + mpnet_rows(threads, quick,
+                                                                                                  repeat)
