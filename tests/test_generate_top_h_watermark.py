@@ -169,6 +169,20 @@ def test_top_h_cut_inside_tied_scores():
         np.testing.assert_array_equal(~np.isneginf(top_h_filter(logits.astype(np.float64), top_h)), kept)
 
 
+def test_top_h_running_entropy_adds_a_long_tail():
+    """The running entropy adds in float64 as torch's CPU cumsum does: a long tail of tiny terms, each below half a
+    float32 step of the sum, still reaches a top_h just below 1 and is cut, as TopHLogitsWarper cuts it (float32 sums
+    kept all 100). Where the cut falls within such a tail rests on torch's own rounding of the entropy."""
+    from transformers.generation import logits_process as lp
+    logits = np.full((1, 120), -40.0, np.float32)
+    logits[0, :2] = 0.0
+    logits[0, 2:100] = -20.7 + np.linspace(0, 0.01, 98, dtype=np.float32)
+    for top_h in (0.999999, 0.9999995):
+        want = (~np.isneginf(lp.TopHLogitsWarper(top_h)(None, torch.tensor(logits)).numpy())).sum()
+        got = (~np.isneginf(top_h_filter(logits.astype(np.float64), top_h))).sum()
+        assert 2 < want < 100 and 2 < got < 100
+
+
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
 def test_top_h_sampling_matches_transformers(checkpoints, tmp_path, name):
     """Sampling with generation_config.json's top_h small enough to keep one token a step (and the watermark after

@@ -185,7 +185,8 @@ def top_h_filter(scores: np.ndarray, top_h: float) -> np.ndarray:
         probs = probs / probs.sum(-1, keepdims=True)
         tiny = np.finfo(np.float32).min
         tau = -(np.maximum(logits, tiny) * probs).sum(-1, keepdims=True) * np.float32(top_h)
-        cum = np.cumsum(-probs * np.log(probs), axis=-1)
+        # torch's CPU cumsum of float32 adds in float64 (a float32 sum stalls on a long tail of tiny terms)
+        cum = np.cumsum((-probs * np.log(probs)).astype(np.float64), axis=-1).astype(np.float32)
     keep_sorted = cum <= tau
     keep_sorted[:, 0] = True
     keep = np.zeros(s32.shape, bool)
