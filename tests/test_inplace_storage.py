@@ -235,3 +235,17 @@ def test_detach_in_place_as_torch():
         with pytest.raises(RuntimeError, match="a view of a leaf Variable that requires grad"):
             v.mul_(2)
         np.testing.assert_allclose(h.numpy(), 2 * X)
+
+
+def test_overwriting_a_graph_tensor_on_another_device():
+    import device_seam_helpers as seam
+    with seam.registered():
+        x = fg.tensor(X, requires_grad=True).to(seam.DEVICE)
+        w = fg.tensor(X, requires_grad=True)
+        h = x * 2
+        h.zero_()  # stays in the graph there too
+        h.add_(w.to(seam.DEVICE))
+        assert h.requires_grad and h.device == seam.DEVICE
+        (h * 3).sum().backward()
+        np.testing.assert_array_equal(seam.host(w.grad), np.full((2, 3), 3.0))
+        np.testing.assert_allclose(seam.host(h), X)
