@@ -55,6 +55,7 @@ from .completion_request import MAX_N, CompletionError, CompletionRequest, Promp
 from .generation_batch import Job, batching_applies
 from .kv_pool import KVPool
 from .paged_batch import PagedBatchEngine
+from .paged_seq2seq import PagedSeq2SeqEngine, paged_seq2seq_applies
 from .openai_routes import available_bytes, common_routes, load_served, not_found, ok, post_route, read_body
 from .prefix_cache import PagedPrefixCache, PrefixCache, why_no_prefix_cache
 from .row_settings import ServedGeneration
@@ -147,23 +148,31 @@ def default_pool_blocks(context: int, block_tokens: int, block_bytes: int, max_b
 
 def _paged_engine(gen, config: GenerationServeConfig, name: str, metrics, kw, prefix) -> PagedBatchEngine:
     """The decoder-only engine on a paged KV cache of ``kv_cache_mb`` (default: ``default_pool_blocks``), with a
-    prefix cache of ``prefix``'s size in it (``_prefix_cache``'s, or None: none)."""
+    prefix cache of ``prefix``'s size in it (``_prefix_cache``'s, or None: none); BART's family's engine
+    (paged_seq2seq.py: its decoder's and encoder's keys in the pool, no prefix cache) for an encoder-decoder."""
     model = gen.model
     bt = config.prefix_block
     if config.kv_cache_mb is None:
         block_bytes = KVPool.for_model(model, blocks=1, block_tokens=bt).block_bytes
-        blocks = default_pool_blocks(gen.context, bt, block_bytes, config.max_batch, available_bytes())
+        # an encoder-decoder's row holds its source's blocks and its decoder's: one block more than a context's
+        context = gen.context + (bt if gen.seq2seq else 0)
+        blocks = default_pool_blocks(context, bt, block_bytes, config.max_batch, available_bytes())
         pool = KVPool.for_model(model, blocks=blocks, block_tokens=bt)
     else:
         pool = KVPool.for_model(model, max_bytes=int(config.kv_cache_mb * 2 ** 20), block_tokens=bt)
     metrics.kv_cache(name, pool)
-    paged = None if prefix is None else PagedPrefixCache(prefix.max_bytes, bt, pool)
-    engine = PagedBatchEngine(gen, config.max_batch, pool, prefix_cache=paged, **kw)
+    if gen.seq2seq:
+        engine = PagedSeq2SeqEngine(gen, config.max_batch, pool, **kw)
+    else:
+        paged = None if prefix is None else PagedPrefixCache(prefix.max_bytes, bt, pool)
+        engine = PagedBatchEngine(gen, config.max_batch, pool, prefix_cache=paged, **kw)
     log.info("%s: a paged KV cache of %d blocks of %d tokens (%.1f MiB, committed as they are first written): %s",
              name, pool.blocks, bt, pool.blocks * pool.block_bytes / 2 ** 20,
              "rows take blocks as they grow, and when it is full the row that came last is preempted and recomputed "
              "later" if engine.preempts else "each row reserves every block it can take as it joins, and is never "
-             "preempted (the model's rotary frequencies depend on a call's length, so recomputed keys would differ)")
+             "preempted (" + ("an encoder-decoder's row would need its encoder again" if gen.seq2seq else
+                              "the model's rotary frequencies depend on a call's length, so recomputed keys would "
+                              "differ") + ")")
     return engine
 
 
@@ -555,14 +564,15 @@ def create_completions_app(config: GenerationServeConfig):
         if config.max_batch > 1 and batching_applies(state["generator"].model):
             kw = dict(on_step=lambda rows, seconds: metrics.batch(name, rows, seconds),
                       prefill_chunk=config.prefill_chunk, on_prefill=prefill_calls.inc)
-            if state["generator"].seq2seq:
+            if state["generator"].seq2seq and not paged_seq2seq_applies(state["generator"].model):
                 state["engine"] = Seq2SeqBatchEngine(state["generator"], config.max_batch, **kw)
             else:
                 state["engine"] = _paged_engine(state["generator"], config, name, metrics, kw, prefix)
                 prefix = state["engine"].prefix  # the same size, its blocks the pool's
         if config.kv_cache_mb is not None and not isinstance(state["engine"], PagedBatchEngine):
             log.warning("%s: no paged KV cache (--kv-cache-mb has no effect): %s", name,
-                        "an encoder-decoder's batched rows share one contiguous cache" if state["engine"] else
+                        "T5's self-attention adds a relative-position bias the paged kernel has no input for, so its "
+                        "batched rows share one contiguous cache" if state["engine"] else
                         "it is served one at a time, each request on a cache of its own")
         state["prefix"] = prefix
         if prefix is not None:

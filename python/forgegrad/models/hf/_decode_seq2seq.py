@@ -11,7 +11,10 @@ of its table).
 The steps also run a continuously batched decode (the completions server's, serve/seq2seq_batch.py): rows with
 their own decoder positions (``positions``), each row's cached keys right-aligned behind masked padding
 (``padding``), and each row's encoder keys/values padded to the batch's longest source with an additive bias
-(``rebind``), as a padded batch's cross-attention masks its encoder padding.
+(``rebind``), as a padded batch's cross-attention masks its encoder padding. BART's family also steps on a
+paged KV cache (serve/paged_seq2seq.py): its self-attention keys in a ``PagedKV``'s blocks, its encoder keys/values
+in a ``PagedCross``'s blocks of the same pool. T5 does not: its self-attention adds a relative-position bias, which
+the paged kernel (``_C.attention.paged_decode``) has no input for.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from ...grad_mode import graph_free
 from ._decode import (_GELU_TANH, _bf16_embedding, _bf16_linear, _layer_norm, _rms_norm, _rows, _weight_only_linear,
                       lean_linear, weight_dtypes_are_lean)
 
-__all__ = ["T5LeanStep", "BartLeanStep", "lean_seq2seq_step"]
+__all__ = ["T5LeanStep", "BartLeanStep", "PagedCross", "lean_seq2seq_step"]
 
 
 def _plain_types() -> tuple:
@@ -82,6 +85,31 @@ def _attend(q: np.ndarray, keys: np.ndarray, values: np.ndarray, bias: Optional[
     return out.reshape(B, H * D)
 
 
+class PagedCross:
+    """Each row's encoder keys and values in blocks of a paged pool (serve/kv_pool.py), read, never written: per
+    layer a pool (blocks, H, block_tokens, D) of keys and one of values, and for each row its block table and its
+    source's length. Row b's encoder key at position s is in block ``tables[b, s // block_tokens]``, place
+    ``s % block_tokens``; a row attends to its first ``lengths[b]`` (no padding, so no bias).
+
+    Args:
+        keys, values: per layer (blocks, H, block_tokens, D) float32 arrays.
+        tables: (B, width) int64, each row's block ids (past its blocks: any valid id, never read).
+        lengths: (B,) int64, each row's source tokens (>= 1).
+    """
+
+    def __init__(self, keys, values, tables: np.ndarray, lengths: np.ndarray):
+        self.keys, self.values = keys, values
+        self.tables = np.ascontiguousarray(tables, np.int64)
+        self.lengths = np.ascontiguousarray(lengths, np.int64)
+
+    def attend(self, layer: int, q: np.ndarray, scale: float) -> np.ndarray:
+        """q (B, H, D) against each row's encoder keys of ``layer``; (B, H * D)."""
+        from ...kernels.attention import paged_attention_decode
+        out = paged_attention_decode(q[:, :, None], self.keys[layer], self.values[layer], self.tables, self.lengths,
+                                     scale)
+        return out.reshape(q.shape[0], -1)
+
+
 def _array(t) -> np.ndarray:
     return np.ascontiguousarray(t if isinstance(t, np.ndarray) else t.numpy())
 
@@ -99,14 +127,24 @@ class _LeanStep:
         if self.act is None:
             raise ValueError(f"{type(self).__name__}: no fused kernel for the activation {activation!r}")
 
-    def rebind(self, cache, cross: List[Tuple[np.ndarray, np.ndarray]], cross_bias: Optional[np.ndarray]) -> None:
+    def rebind(self, cache, cross, cross_bias: Optional[np.ndarray]) -> None:
         """Step another batch: ``cache`` (a KVCache), ``cross`` each layer's encoder (keys, values) as C-contiguous
         float32 arrays (B, H, S, D), ``cross_bias`` (B, 1, 1, S) additive (0 where a row has an encoder key, the
-        float32 minimum on its padding), or None."""
+        float32 minimum on its padding), or None. BART's family on a paged pool: ``cache`` a PagedKV, ``cross`` a
+        PagedCross, ``cross_bias`` None (each row attends to its own keys only), and the step's ``positions``
+        given."""
+        from ._decode import PagedKV
         from ._layers import KVCache
-        if cache is not None and not isinstance(cache, KVCache):
-            raise TypeError(f"{type(self).__name__}: cache must be a KVCache")
+        if cache is not None and not isinstance(cache, (KVCache, PagedKV)):
+            raise TypeError(f"{type(self).__name__}: cache must be a KVCache or a PagedKV, got {type(cache).__name__}")
+        if isinstance(cache, PagedKV) != isinstance(cross, PagedCross):
+            raise TypeError(f"{type(self).__name__}: a PagedKV cache goes with PagedCross encoder keys, and a KVCache "
+                            "with per-layer arrays")
         self.cache, self.cross, self.cross_bias = cache, cross, cross_bias
+
+    def _paged(self) -> bool:
+        from ._decode import PagedKV
+        return isinstance(self.cache, PagedKV)
 
     @staticmethod
     def _self_padding(padding: Optional[np.ndarray]) -> Optional[np.ndarray]:
@@ -115,6 +153,8 @@ class _LeanStep:
         return None if padding is None else _padding_mask(np.asarray(padding, bool))
 
     def _next_place(self) -> int:
+        if self._paged():
+            return -1  # each row's place is its own (PagedKV's lengths)
         p = self.cache.length
         if p + 1 > self.cache.max_length:
             raise ValueError(f"{type(self).__name__}: {p + 1} tokens exceed the cache's max_length "
@@ -122,10 +162,21 @@ class _LeanStep:
         return p
 
     def _self_attention(self, i: int, p: int, q, k, v, bias, scale: float = 1.0) -> np.ndarray:
-        """Layer i's new keys/values (B, H, D) written at place p of the cache, then q over places 0..p."""
+        """Layer i's new keys/values (B, H, D) written at place p of the cache, then q over places 0..p (a PagedKV:
+        at each row's own place, then q over each row's own keys)."""
+        if self._paged():
+            return self.cache.attend(i, q[:, :, None], k, v, scale)
         keys, values = self.cache.keys[i], self.cache.values[i]
         keys[:, :, p], values[:, :, p] = k, v
         return _attend(q, keys[:, :, :p + 1], values[:, :, :p + 1], bias, scale)
+
+
+    def _cross_attention(self, i: int, q, scale: float) -> np.ndarray:
+        """q (B, H, D) against layer i's encoder keys and values; (B, H * D)."""
+        if isinstance(self.cross, PagedCross):
+            return self.cross.attend(i, q, scale)
+        k, v = self.cross[i]
+        return _attend(q, k, v, self.cross_bias, scale)
 
 
 class T5LeanStep(_LeanStep):
@@ -149,6 +200,9 @@ class T5LeanStep(_LeanStep):
         keys), the new place included; None: all. The distance of a right-aligned key to the new query is the same
         in every row, so T5 needs no ``positions``."""
         m, cache = self.model, self.cache
+        if self._paged():  # its relative-position bias has no input in the paged kernel
+            raise TypeError("T5LeanStep: T5's self-attention adds a relative-position bias, which the paged decode "
+                            "kernel cannot add: step it on a KVCache")
         dec = m.decoder
         p = self._next_place()
         x = _rows(m.shared, np.asarray(tokens, np.int64))  # (B, d)
@@ -201,6 +255,8 @@ class BartLeanStep(_LeanStep):
         if m.embed_scale != 1.0:
             x = x * m.embed_scale
         tokens = np.asarray(tokens, np.int64)
+        if positions is None and self._paged():
+            raise ValueError("BartLeanStep: a paged step needs each row's positions")
         at = p if positions is None else np.asarray(positions, np.int64)
         if dec.positions == "m2m100":
             row = dec.position_rows(tokens[:, None], at if positions is None else at[:, None])[:, 0]
@@ -227,9 +283,7 @@ class BartLeanStep(_LeanStep):
                 return _linear(att.out_proj, self._self_attention(i, p, *qkv, self_bias, scale))
 
             def cross_attention(y, i=i, ca=ca):
-                k, v = self.cross[i]
-                return _linear(ca.out_proj, _attend(_linear(ca.q_proj, y).reshape(B, H, -1), k, v, self.cross_bias,
-                                                    scale))
+                return _linear(ca.out_proj, self._cross_attention(i, _linear(ca.q_proj, y).reshape(B, H, -1), scale))
 
             x = sub_layer(layer.self_attn_layer_norm, x, self_attention)
             x = sub_layer(layer.encoder_attn_layer_norm, x, cross_attention)
