@@ -1,6 +1,6 @@
 """``POST /v1/classify`` on the real server for sequence classifiers of several labels that transformers wrote
-(BERT, ModernBERT, DistilBERT): the probabilities and labels of transformers' text-classification pipeline, single- and
-multi-label; bad requests."""
+(BERT, ModernBERT, DistilBERT, DeBERTa-v3, MPNet, ELECTRA, ALBERT): the probabilities and labels of transformers'
+text-classification pipeline, single- and multi-label; bad requests."""
 from __future__ import annotations
 
 import json
@@ -40,6 +40,12 @@ def _classifier(path, arch, problem_type=None):
         model = transformers.DebertaV2ForSequenceClassification(transformers.DebertaV2Config(
             relative_attention=True, position_buckets=8, max_relative_positions=16, pos_att_type=["p2c", "c2p"],
             share_att_key=True, norm_rel_ebd="layer_norm", position_biased_input=False, **common))
+    elif arch == "mpnet":  # relative-position buckets in every layer
+        model = transformers.MPNetForSequenceClassification(transformers.MPNetConfig(**common))
+    elif arch == "electra":  # embeddings narrower than the hidden size, projected
+        model = transformers.ElectraForSequenceClassification(transformers.ElectraConfig(embedding_size=16, **common))
+    elif arch == "albert":  # factorized embeddings, one layer shared by both depths
+        model = transformers.AlbertForSequenceClassification(transformers.AlbertConfig(embedding_size=16, **common))
     else:
         model = transformers.ModernBertForSequenceClassification(transformers.ModernBertConfig(
             local_attention=8, pad_token_id=0, bos_token_id=2, eos_token_id=3, cls_token_id=2, sep_token_id=3,
@@ -49,7 +55,8 @@ def _classifier(path, arch, problem_type=None):
 
 
 @pytest.mark.parametrize("arch,problem_type", [("bert", None), ("modernbert", None), ("distilbert", None),
-                                               ("deberta", None), ("bert", "multi_label_classification")])
+                                               ("deberta", None), ("mpnet", None), ("electra", None),
+                                               ("albert", None), ("bert", "multi_label_classification")])
 def test_probabilities_are_the_text_classification_pipeline_s(tmp_path, arch, problem_type):
     path = _classifier(tmp_path / "clf", arch, problem_type)
     assert encoder_kind(str(path)) == "classify"
