@@ -249,3 +249,16 @@ def test_overwriting_a_graph_tensor_on_another_device():
         (h * 3).sum().backward()
         np.testing.assert_array_equal(seam.host(w.grad), np.full((2, 3), 3.0))
         np.testing.assert_allclose(seam.host(h), X)
+
+
+def test_a_copy_or_pickle_of_a_view_leaves_its_base_behind():
+    import copy
+    import pickle
+    buf = fg.zeros(1000, 100)
+    v = buf[:2]
+    assert v._view_of is buf  # noted in grad mode, for a recorded write through v
+    assert len(pickle.dumps(v)) < 4000  # its own 200 values, not the base's 100000
+    for c in (copy.deepcopy(v), pickle.loads(pickle.dumps(v))):
+        assert getattr(c, "_view_of", None) is None and c.shape == (2, 100)
+        c.add_(fg.ones(2, 100, requires_grad=True))  # a tensor of its own: written alone
+        assert c.requires_grad and not buf.numpy().any()

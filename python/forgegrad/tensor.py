@@ -244,6 +244,14 @@ class Tensor(TensorMethods):
         return int(self.item())
 
     # ---- autograd --------------------------------------------------------------------------
+    def __getstate__(self):
+        # copy.deepcopy and pickle: a view's note of its base (``_view_of``, see forgegrad._view_rebase) is no
+        # part of its value; kept, a pickled slice would carry the whole base with it
+        state = object.__getstate__(self)
+        if type(state) is tuple and "_view_of" in state[1]:
+            state = (state[0], {k: v for k, v in state[1].items() if k != "_view_of"})
+        return state
+
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
         if requires_grad and self._data.dtype.kind != "f":
             raise RuntimeError(f"only floating point tensors can require gradients, got dtype {self.dtype}")
