@@ -116,3 +116,21 @@ def test_embeddings_server_gives_sentence_transformers_vectors(tmp_path):
     assert r.status_code == 200, r.text
     got = np.array([d["embedding"] for d in r.json()["data"]], np.float32)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_reach_the_bias_table_as_in_torch(tmp_path):
+    """Training: the relative-position table's and a projection's gradients of a weighted sum of the hidden states
+    equal torch's (dropout off)."""
+    import forgegrad as fg
+    hf = _saved(transformers.MPNetModel, tmp_path / "a", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    ids, mask = _batch()
+    w = np.random.RandomState(0).standard_normal(ids.shape + (32,)).astype(np.float32) * mask[..., None]
+    hf.train()
+    (hf(torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state * torch.tensor(w)).sum().backward()
+    model = from_pretrained(tmp_path / "a").train()
+    (model(ids, attention_mask=mask).last_hidden_state * fg.tensor(w)).sum().backward()
+    ours = dict(model.named_parameters())
+    theirs = dict(hf.named_parameters())
+    for name, mine in (("encoder.relative_attention_bias.weight", "encoder.relative_attention_bias.weight"),
+                       ("encoder.layer.0.attention.attn.q.weight", "encoder.layer.0.attention.self.query.weight")):
+        np.testing.assert_allclose(ours[mine].grad.numpy(), theirs[name].grad.numpy(), rtol=1e-4, atol=1e-4)
