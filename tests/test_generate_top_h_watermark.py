@@ -116,6 +116,29 @@ def test_beam_search_matches_transformers(checkpoints, case):
                                                                                  if k not in CASES[case]}))
 
 
+@pytest.mark.parametrize("beams", [1, 3])
+def test_guidance_and_watermark_among_every_processor(checkpoints, beams):
+    """Guidance first and the watermark after every processor (repetition and n-gram rules, min length, bad words,
+    suppressed tokens, sequence bias) and before renormalize_logits, greedy and in beam search: transformers' tokens;
+    guidance for one new token, and transformers' guidance without a cache (the unconditional input run whole each
+    step) gives the same tokens as with one."""
+    hf, _, model = checkpoints("gpt2")
+    ids, mask = _prompts()
+    kw = dict(max_new_tokens=NEW, num_beams=beams, num_return_sequences=beams, repetition_penalty=1.3,
+              no_repeat_ngram_size=2, min_new_tokens=4, bad_words_ids=[[5], [6, 7]], suppress_tokens=[8, 9],
+              sequence_bias={(10,): 2.0}, renormalize_logits=True, guidance_scale=1.5,
+              watermarking_config={"bias": 3.0, "seeding_scheme": "selfhash", "context_width": 3}, **ENDS)
+    want = _hf(hf, ids, mask, do_sample=False, **kw)
+    np.testing.assert_array_equal(generate(model, ids, attention_mask=mask, **kw), want)
+    one = dict(max_new_tokens=1, num_beams=beams, guidance_scale=3.0, **ENDS)
+    np.testing.assert_array_equal(generate(model, ids, attention_mask=mask, **one),
+                                  _hf(hf, ids, mask, do_sample=False, **one))
+    uncached = dict(max_new_tokens=NEW, guidance_scale=2.0, negative_prompt_ids=NEGATIVE,
+                    negative_prompt_attention_mask=NEGATIVE_MASK, **ENDS)
+    np.testing.assert_array_equal(generate(model, ids, attention_mask=mask, **uncached),
+                                  _hf(hf, ids, mask, do_sample=False, use_cache=False, **uncached))
+
+
 def test_seq2seq_watermark_and_guidance(checkpoints):
     """An encoder-decoder's watermark (seeded by the decoder's tokens) gives transformers' tokens; guidance, which
     transformers runs through the model's forward alone, is refused naming it."""
