@@ -262,3 +262,14 @@ def test_a_copy_or_pickle_of_a_view_leaves_its_base_behind():
         assert getattr(c, "_view_of", None) is None and c.shape == (2, 100)
         c.add_(fg.ones(2, 100, requires_grad=True))  # a tensor of its own: written alone
         assert c.requires_grad and not buf.numpy().any()
+
+
+def test_a_view_of_a_tensor_without_a_node_follows_its_base_as_a_root():
+    for lib in (torch, fg):
+        w = lib.tensor(X, requires_grad=True)
+        buf = lib.zeros(2, 3)
+        col = buf[:, 1]
+        buf.add_(w)  # buf is in the graph now, and col with it
+        assert col.grad_fn is not None
+        col.backward(lib.ones(2))
+        np.testing.assert_array_equal(w.grad.numpy(), [[0, 1, 0], [0, 1, 0]])

@@ -158,9 +158,9 @@ class Tensor(TensorMethods):
     @property
     def grad_fn(self):
         from .autograd import _rebound
-        if _rebound and self._ctx is not None:  # a view whose base was written in place: its new node
-            from ._view_rebase import rebase_if_stale
-            rebase_if_stale(self)
+        if _rebound:  # a view whose base was written in place under autograd: its new node
+            from ._view_rebase import rebase_inputs
+            rebase_inputs((self,))
         return self._ctx
 
     def dim(self) -> int:
@@ -312,6 +312,10 @@ class Tensor(TensorMethods):
             gradient: d(loss)/d(self); may be omitted only when self has one element.
             retain_graph: keep the saved buffers so backward can run through the graph again.
         """
+        from .autograd import _rebound, run_backward
+        if _rebound:  # a view whose base was written in place under autograd: its new node
+            from ._view_rebase import rebase_inputs
+            rebase_inputs((self,))
         if not self.requires_grad:
             raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
         if gradient is None:
@@ -327,10 +331,6 @@ class Tensor(TensorMethods):
             g = _seed_storage(gradient, self)
             if g.shape != self.shape:
                 raise ValueError(f"backward: gradient has shape {g.shape}, expected {self.shape}")
-        from .autograd import _rebound, run_backward
-        if _rebound and self._ctx is not None:  # a view whose base was written in place: its new node
-            from ._view_rebase import rebase_if_stale
-            rebase_if_stale(self)
         run_backward(self, g, retain_graph=retain_graph)
 
     # ---- conversions -----------------------------------------------------------------------
