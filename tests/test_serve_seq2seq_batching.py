@@ -125,9 +125,12 @@ def test_bfloat16_and_int8_weights_batch_too(pair, weights):
 def test_requests_join_a_running_batch(pair, monkeypatch):
     """A long completion streams; three requests join it one after another: into a new batch (a rebuild), into
     the slot the first of them freed, and with a source longer than the batch's (its encoder arrays widened).
-    Every text is its solo text."""
+    Every text is its solo text. (BART's family is served on the paged engine, test_serve_seq2seq_paged.py: here the
+    contiguous engine serves it too.)"""
+    from forgegrad.serve import completions
     from forgegrad.serve.seq2seq_batch import Seq2SeqBatchEngine
     path, model = pair
+    monkeypatch.setattr(completions, "paged_seq2seq_applies", lambda model: False)
     calls = {"_rebuild": 0, "_widen": 0, "_decode": 0}
     for name in calls:
         real = getattr(Seq2SeqBatchEngine, name)
