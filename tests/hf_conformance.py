@@ -18,6 +18,8 @@ inputs and tolerances and passes them in.
                                   transformers'
     engine_completions            greedy completions of token-id prompts through a batched engine
     check_batched_engines         the contiguous and paged engines (and the server) give generate's tokens
+    check_decoder_gradients       training: every parameter's gradient equals transformers' (float64), under the
+                                  checkpoint's names
     padded_batch                  random right-padded token rows and their attention mask (the encoder tests)
     check_encoder_export          an encoder's ONNX export gives transformers' hidden states in onnxruntime
     save_checkpoints              the body of a module's checkpoints fixture: transformers models saved by name
@@ -258,6 +260,28 @@ def seq2seq_gradients(hf, model, ids, mask, dec, seed=1):
     (out * torch.tensor(w)).sum().backward()
     (model(ids, mask, dec) * fg.tensor(w.astype(np.float32))).sum().backward()
     return dict(model.named_parameters()), dict(ref.named_parameters())
+
+
+def check_decoder_gradients(model, hf_model, ids, *, seed=1, rtol=1e-4, atol_of_largest=1e-5):
+    """Both in training mode (the configs' dropout 0): the gradient of the same random weighted sum of the logits of
+    ids, for every parameter, equals transformers' float64 copy's, each matched by its checkpoint name (the model's
+    ``to_hf`` of its gradients: renames, stacked or fused tensors as the checkpoint holds them); within atol_of_largest
+    times the largest gradient."""
+    import copy
+
+    import torch
+    ref = copy.deepcopy(hf_model).double().train()
+    w = np.random.RandomState(seed).standard_normal(tuple(ids.shape) + (model.vocab_size,))
+    (ref(torch.tensor(ids)).logits * torch.tensor(w)).sum().backward()
+    want = {k: p.grad.numpy() for k, p in ref.named_parameters()}
+    model.train()
+    (model(ids) * fg.tensor(w.astype(np.float32))).sum().backward()
+    model.load_state_dict({k: p.grad for k, p in model.named_parameters()})  # the gradients, named as saved
+    got = model.to_hf()
+    assert set(got) == set(want)
+    scale = max(float(np.abs(g).max()) for g in want.values())
+    for key, g in want.items():
+        np.testing.assert_allclose(got[key], g, rtol=rtol, atol=atol_of_largest * scale, err_msg=key)
 
 
 def tiny_generator(name, vocab):

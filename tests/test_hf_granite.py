@@ -119,3 +119,9 @@ def test_a_zero_or_non_numeric_multiplier_is_refused_by_name(checkpoints, tmp_pa
         (dst / "config.json").write_text(json.dumps({**cfg, key: bad}))
         with pytest.raises((ValueError, CheckpointError), match=key):
             from_pretrained(dst)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_training_gradients_equal_transformers(checkpoints, name):
+    root, hf = checkpoints
+    hfc.check_decoder_gradients(from_pretrained(root / name), hf[name], IDS)

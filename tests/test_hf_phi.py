@@ -149,3 +149,9 @@ def test_an_older_config_s_top_level_rotary_factor_and_the_default_half(checkpoi
         assert model.rotary.head_dim == int(8 * (factor or 0.5))
         back = transformers.PhiForCausalLM.from_pretrained(dst).eval()
         hfc.check_logits(model, back, IDS)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_training_gradients_equal_transformers(checkpoints, name):
+    root, hf = checkpoints
+    hfc.check_decoder_gradients(from_pretrained(root / name), hf[name], IDS)

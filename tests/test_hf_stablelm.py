@@ -154,3 +154,9 @@ def test_a_head_dim_apart_from_the_hidden_size_is_refused_by_name(checkpoints, t
     (dst / "config.json").write_text(json.dumps({**cfg, "head_dim": 16}))
     with pytest.raises(ValueError, match="head_dim"):
         from_pretrained(dst)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_training_gradients_equal_transformers(checkpoints, name):
+    root, hf = checkpoints
+    hfc.check_decoder_gradients(from_pretrained(root / name), hf[name], IDS)

@@ -131,3 +131,9 @@ def test_training_drops_the_embeddings_and_block_outputs(checkpoints):
     assert not np.allclose(model(IDS).numpy(), model(IDS).numpy())
     model.eval()
     hfc.check_logits(model, hf["gqa"], IDS)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_training_gradients_equal_transformers(checkpoints, name):
+    root, hf = checkpoints
+    hfc.check_decoder_gradients(from_pretrained(root / name), hf[name], IDS)
