@@ -380,7 +380,7 @@ def test_the_waits_counter_counts_each_waiting_prompt_once(checkpoints):
 
 def test_a_kv_cache_size_the_server_cannot_use_is_a_startup_warning(checkpoints, tmp_path, caplog):
     """``kv_cache_mb`` sizes the paged engine's pool: a decoder served one at a time (max_batch 1) or an
-    encoder-decoder (its rows share one contiguous cache) has none, and the startup log warns that the setting has
+    encoder-decoder whose self-attention adds a bias (T5: its rows share one contiguous cache) has none, and the startup log warns that the setting has
     no effect, once, with why; no kv_cache metrics. The paged engine says nothing."""
     import logging
 

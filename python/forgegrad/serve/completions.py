@@ -571,8 +571,8 @@ def create_completions_app(config: GenerationServeConfig):
                 prefix = state["engine"].prefix  # the same size, its blocks the pool's
         if config.kv_cache_mb is not None and not isinstance(state["engine"], PagedBatchEngine):
             log.warning("%s: no paged KV cache (--kv-cache-mb has no effect): %s", name,
-                        "T5's self-attention adds a relative-position bias the paged kernel has no input for, so its "
-                        "batched rows share one contiguous cache" if state["engine"] else
+                        "an encoder-decoder whose self-attention adds a relative-position bias (T5), which the paged "
+                        "kernel has no input for: its batched rows share one contiguous cache" if state["engine"] else
                         "it is served one at a time, each request on a cache of its own")
         state["prefix"] = prefix
         if prefix is not None:
