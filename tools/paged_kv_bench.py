@@ -24,6 +24,13 @@ block it can ever take (its prompt and max_tokens) before its prefill, as the en
 (a look-ahead as long as the context), against "on demand": its prompt and a one-block look-ahead, then blocks as it
 grows, rows preempted (and recomputed) when the pool runs out; preemptions are reported.
 
+``--seq2seq`` compares the encoder-decoder engines instead, at bart-base's shape (6 + 6 layers of 768, 12 heads;
+random weights transformers writes): the contiguous one (seq2seq_batch.py: one right-aligned decoder cache and the
+rows' encoder keys/values padded to the longest source) against the paged one (paged_seq2seq.py: the decoder's keys
+and the encoder's keys/values in blocks of one pool, each row reserving its source's and max_tokens' blocks as it
+joins; ``--kv-blocks``: the pool's size, default room for every row). The contiguous KV peak counts its decoder
+cache and its encoder arrays; the paged one, the pool's most blocks in use (both kinds).
+
 Needs torch, transformers and tokenizers."""
 from __future__ import annotations
 
@@ -51,6 +58,35 @@ def _workload(args):
              int(rng.integers(args.gen_min, args.gen_max + 1))) for _ in range(args.requests)]
 
 
+def seq2seq_checkpoint(path):
+    """A bart-base-shaped BART (random weights transformers writes) and a word-level tokenizer, written once."""
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        import torch
+        import transformers
+        torch.manual_seed(0)
+        transformers.BartForConditionalGeneration(transformers.BartConfig(
+            vocab_size=50265, d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
+            decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072, max_position_embeddings=1024,
+            forced_eos_token_id=None)).save_pretrained(path)
+    if not os.path.isfile(os.path.join(path, "tokenizer.json")):
+        from tokenizers import Tokenizer, models, pre_tokenizers
+        tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(50265)}, unk_token="t3"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        tok.save(os.path.join(path, "tokenizer.json"))
+    return path
+
+
+def _contiguous_kv_bytes(engine) -> int:
+    """The contiguous engine's KV arrays now (its batch cache, an encoder-decoder's encoder arrays, the prefill caches
+    waiting)."""
+    cache = engine.cache
+    batch = 0 if cache is None else sum(a.nbytes for a in cache.keys + cache.values)
+    cross = getattr(engine, "cross", None)
+    batch += 0 if cross is None else sum(k.nbytes + v.nbytes for k, v in cross)
+    return batch + sum(sum(a.nbytes for a in p.cache.keys + p.cache.values)
+                       for p in list(engine.prefills) if p.cache is not None)
+
+
 def run_engine(args) -> dict:
     """One engine's run in this process: its numbers as a dict."""
     import forgegrad as fg
@@ -60,8 +96,10 @@ def run_engine(args) -> dict:
     from forgegrad.serve.generation_batch import BatchEngine, Job
     from forgegrad.serve.kv_pool import KVPool
     from forgegrad.serve.paged_batch import PagedBatchEngine
+    from forgegrad.serve.paged_seq2seq import PagedSeq2SeqEngine
+    from forgegrad.serve.seq2seq_batch import Seq2SeqBatchEngine
     fg.set_num_threads(args.threads)
-    gen = TextGenerator(checkpoint(args.dir))
+    gen = TextGenerator(seq2seq_checkpoint(args.dir) if args.seq2seq else checkpoint(args.dir))
     steps = []
 
     def on_step(rows, seconds):
@@ -69,12 +107,13 @@ def run_engine(args) -> dict:
 
     kw = dict(on_step=on_step, prefill_chunk=128)
     if args.engine != "contiguous":
-        blocks = args.kv_blocks or args.max_batch * -(-(gen.context + 1) // 16)
+        blocks = args.kv_blocks or args.max_batch * -(-(gen.context + 1) // 16) * (2 if args.seq2seq else 1)
         pool = KVPool.for_model(gen.model, blocks=blocks)
         lookahead = gen.context if args.engine == "reserve-all" else None
-        engine = PagedBatchEngine(gen, args.max_batch, pool, lookahead=lookahead, **kw)
+        engine = (PagedSeq2SeqEngine(gen, args.max_batch, pool, **kw) if args.seq2seq else
+                  PagedBatchEngine(gen, args.max_batch, pool, lookahead=lookahead, **kw))
     else:
-        engine = BatchEngine(gen, args.max_batch, **kw)
+        engine = (Seq2SeqBatchEngine if args.seq2seq else BatchEngine)(gen, args.max_batch, **kw)
     kv_peak = [0]
 
     def job(ids, n):
@@ -93,11 +132,7 @@ def run_engine(args) -> dict:
                 kv_peak[0] = pool.peak * pool.block_bytes
             else:
                 try:  # the engine's thread changes these as we read them: a torn read is skipped
-                    cache = engine.cache
-                    batch = 0 if cache is None else sum(a.nbytes for a in cache.keys + cache.values)
-                    waiting = sum(sum(a.nbytes for a in p.cache.keys + p.cache.values)
-                                  for p in list(engine.prefills) if p.cache is not None)
-                    kv_peak[0] = max(kv_peak[0], batch + waiting)
+                    kv_peak[0] = max(kv_peak[0], _contiguous_kv_bytes(engine))
                 except (AttributeError, TypeError):
                     pass
             time.sleep(0.002)
@@ -181,6 +216,8 @@ def main():
     ap.add_argument("--kv-blocks", type=int, default=None,
                     help="compare paged engines on a pool of this many 16-token blocks: rows reserving all their "
                          "blocks up front against blocks on demand with preemption")
+    ap.add_argument("--seq2seq", action="store_true",
+                    help="compare the encoder-decoder engines (contiguous, paged) at bart-base's shape")
     ap.add_argument("--engine", choices=("contiguous", "paged", "reserve-all"), help=argparse.SUPPRESS)  # one run
     args = ap.parse_args()
     if args.attention:
@@ -190,16 +227,20 @@ def main():
         print(json.dumps(run_engine(args)))
         return
     from completions_overhead import checkpoint
-    checkpoint(args.dir)
+    if args.seq2seq and args.dir == ap.get_default("dir"):
+        args.dir = "/tmp/fg-bart-base"
+        sys.argv += ["--dir", args.dir]
+    seq2seq_checkpoint(args.dir) if args.seq2seq else checkpoint(args.dir)
     work = _workload(args)
-    print(f"GPT-2 124M shape, {args.threads} thread(s): {args.requests} requests at once, prompts "
+    shape = "bart-base" if args.seq2seq else "GPT-2 124M"
+    print(f"{shape} shape, {args.threads} thread(s): {args.requests} requests at once, prompts "
           f"{min(len(p) for p, _ in work)}..{max(len(p) for p, _ in work)} tokens, max_tokens "
           f"{min(n for _, n in work)}..{max(n for _, n in work)}, up to {args.max_batch} rows together"
           + ("" if args.kv_blocks is None else f", a pool of {args.kv_blocks} blocks"))
     print(f"{'engine':>11} {'peak RSS MiB':>13} {'peak KV MiB':>12} {'tokens/s':>9} {'step ms':>8} {'rows/step':>10} "
           f"{'preempted':>10}")
     runs = {}
-    engines = ("contiguous", "paged") if args.kv_blocks is None else ("reserve-all", "paged")
+    engines = ("contiguous", "paged") if args.kv_blocks is None or args.seq2seq else ("reserve-all", "paged")
     for engine in engines:
         out = subprocess.run([sys.executable, __file__, "--engine", engine] + sys.argv[1:], check=True,
                              capture_output=True, text=True).stdout
