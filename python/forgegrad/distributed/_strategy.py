@@ -86,8 +86,8 @@ def groups_for(strategy: ShardingStrategy, process_group):
     group = _c._member_group(process_group, WHO)
     if strategy is ShardingStrategy.NO_SHARD:
         from .groups import new_subgroups
-        alone, _ = new_subgroups(1, group=None if group is _c.GroupMember.WORLD else group,
-                                 group_desc="NO_SHARD")
+        (alone,) = _derived(("NO_SHARD", id(group)), (group,), lambda: new_subgroups(
+            1, group=None if group is _c.GroupMember.WORLD else group, group_desc="NO_SHARD")[:1])
         return group, alone, group
     return group, group, None
 
@@ -98,15 +98,45 @@ def _hybrid_groups(strategy, process_group):
         shard, replicate = _node_groups()
     elif isinstance(process_group, tuple) and len(process_group) == 2 and \
             all(isinstance(g, _c.ProcessGroup) or g is _c.NON_GROUP_MEMBER for g in process_group):
-        shard = _c._member_group(process_group[0], WHO, "process_group[0] (the shard group)",
-                                 "every rank must be in one shard group")
-        replicate = _c._member_group(process_group[1], WHO, "process_group[1] (the replicate group)",
-                                     "every rank must be in one replicate group")
+        shard, replicate = _members_everywhere(process_group)
     else:
         raise ValueError(f"{WHO}: sharding_strategy={strategy.name} expects process_group None or a tuple "
                          f"(shard_group, replicate_group) of ProcessGroups, got {type(process_group).__name__}")
     _check_tiling(shard, replicate)
     return world, shard, replicate
+
+
+def _members_everywhere(pair):
+    """The pair's groups; a rank outside either (NON_GROUP_MEMBER, a destroyed group) is a ValueError on every
+    rank of the job, not on that rank alone: the others would wait for it in the tiling check forever."""
+    problem = None
+    try:
+        shard = _c._member_group(pair[0], WHO, "process_group[0] (the shard group)",
+                                 "every rank must be in one shard group")
+        replicate = _c._member_group(pair[1], WHO, "process_group[1] (the replicate group)",
+                                     "every rank must be in one replicate group")
+    except ValueError as e:
+        problem = str(e)
+    problems = [p for p in _c.allgather_object(problem) if p is not None]
+    if problems:
+        raise ValueError(problem if problem is not None else f"{problems[0]} (every rank gets this error)")
+    return shard, replicate
+
+
+def _derived(key, parents, make):
+    """The groups ``make()`` returns, made once per job for ``key`` (the same on every rank that asks) and
+    reused by later wrappers while none of them is destroyed: MPI has few communicators (2048 in MPICH),
+    and a new NO_SHARD or HYBRID_SHARD group per wrapper ran out of them after about a thousand wrappers.
+    ``parents`` (the groups ``key`` names by id) are held so that their ids are not reused."""
+    hit = _DERIVED.get(key)
+    if hit is not None and all(g.comm is not None for g in hit[0] + hit[1]):
+        return hit[1]
+    made = make()
+    _DERIVED[key] = (tuple(parents), tuple(made))
+    return made
+
+
+_DERIVED: dict = {}
 
 
 def _node_groups():
@@ -131,10 +161,13 @@ def _node_groups():
         raise ValueError(f"{WHO}: HYBRID_SHARD's default groups need the same number of ranks on every node, "
                          f"dividing the job's {n} ranks; got {what} (every rank's: {sizes}): set "
                          "FORGEGRAD_LOCAL_SIZE or pass process_group=(shard_group, replicate_group)")
-    shard, _ = new_subgroups(local, group_desc="HYBRID_SHARD shard")
-    replicate, _ = new_subgroups_by_enumeration([list(range(i, n, local)) for i in range(local)],
-                                                group_desc="HYBRID_SHARD replicate")
-    return shard, replicate
+
+    def make():
+        shard, _ = new_subgroups(local, group_desc="HYBRID_SHARD shard")
+        replicate, _ = new_subgroups_by_enumeration([list(range(i, n, local)) for i in range(local)],
+                                                    group_desc="HYBRID_SHARD replicate")
+        return shard, replicate
+    return _derived(("HYBRID_SHARD", n, local), (), make)
 
 
 def _check_tiling(shard, replicate) -> None:

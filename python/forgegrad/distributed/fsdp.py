@@ -191,11 +191,14 @@ class FullyShardedDataParallel(Module):
         d["sharding_strategy"] = strategy
         # a communicator of its own: the gathers pair up whatever the order of the ZeRO reduce-scatters
         d["_comm"], d["_MPI"] = comm.Dup(), _c._mpi()
+        # given back when the wrapper is collected (MPI has few communicators: 2048 in MPICH); at exit MPI frees it
+        weakref.finalize(self, _free_comm, d["_comm"], d["_MPI"]).atexit = False
         d["units"] = []
         d["_unit_of"] = {}
         for m, params in groups:
             unit = _Unit(params, n, r, 0)
             unit.module, unit.gathered, unit.pending, unit.gather_request = m, False, None, None
+            unit.kept = False  # gathered by a forward with a graph and kept for its backward (see _sharded_forward)
             # private: MADV_DONTNEED then drops the pages (a shared mapping, mmap's default, would keep them),
             # and mremap may move them (the pool); whole pages, so that a pooled run covers the mapping
             unit.mapped = _pages.rounded(unit.padded * 4)
@@ -305,7 +308,7 @@ class FullyShardedDataParallel(Module):
                 self._pool.give(unit.addr, unit.mapped, unit.map)
             else:
                 unit.map.madvise(mmap.MADV_DONTNEED)
-            unit.gathered = False
+            unit.gathered = unit.kept = False
             self._gathered -= unit.full.nbytes
 
     def gathered_bytes(self) -> int:
@@ -334,9 +337,12 @@ class FullyShardedDataParallel(Module):
             if autograd.is_grad_enabled():
                 out, attached = self._attach(out, unit)
                 if not attached or not self.reshard_after_forward:
+                    unit.kept = True
                     return out  # kept until its backward is done (no output to hang the re-gather on, or asked)
                 self._armed.pop(id(unit), None)
                 self._armed[id(unit)] = unit
+            elif unit.kept:  # a graph-free forward before the backward this unit is kept for: it stays gathered
+                return out  # (freed, it would be gathered on demand in that backward, by the ranks it reaches only)
             self._free(unit)
             return out
         return sharded_forward
@@ -540,6 +546,13 @@ class FullyShardedDataParallel(Module):
     def __repr__(self) -> str:
         return (f"FullyShardedDataParallel(units={len(self.units)}, sharding_strategy={self.sharding_strategy.name},"
                 f"\n  {self.module!r}\n)")
+
+
+def _free_comm(comm, MPI) -> None:
+    """Free a collected wrapper's communicator. MPI_Comm_free is local in MPICH and Open MPI (a context id is
+    reused only once every rank has freed it), so ranks collecting their wrappers at different times is fine."""
+    if not MPI.Is_finalized() and comm != MPI.COMM_NULL:
+        comm.Free()
 
 
 def _backward_prefetch(value) -> Optional[BackwardPrefetch]:

@@ -1,0 +1,96 @@
+"""MPI job: FullyShardedDataParallel's sharding strategies at their edges.
+Usage: mpiexec -n N python fsdp_strategy_edges_job.py OUT_DIR CASE.
+
+CASE ``nonmember`` (4 ranks): HYBRID_SHARD with torch's pair of groups where rank 3 is in no shard group;
+every rank must get the ValueError (the ranks that are in a group used to wait for rank 3 forever).
+
+CASE ``nograd`` (2 or 4 ranks): under every strategy, a graph-free forward (``no_grad``) between a forward
+and its backward, whose losses reach different heads on different ranks, must train exactly as without it
+(it used to free the units SHARD_GRAD_OP keeps for that backward, whose gathers then paired one rank's head
+a with another's head b).
+
+CASE ``many`` (2 ranks): wrappers built and dropped one after another, under every strategy, more than MPI
+has communicators for (2048 in MPICH): none may be left holding one.
+
+Rank 0 writes OUT_DIR/result.json.
+"""
+import gc
+import os
+import sys
+
+import numpy as np
+from common import write_json
+from unreached_job import LR, data, make_model
+
+import forgegrad as fg
+import forgegrad.distributed as dist
+import forgegrad.nn.functional as F
+from forgegrad import nn, optim
+
+STRATEGIES = ["FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD", "_HYBRID_SHARD_ZERO2"]
+WRAPPERS = 2100  # of each strategy: more than MPICH's 2048 communicators
+
+
+def nonmember():
+    shard, _ = dist.new_subgroups_by_enumeration([[0, 1], [2]])  # rank 3: NON_GROUP_MEMBER
+    replicate, _ = dist.new_subgroups_by_enumeration([[0, 2], [1], [3]])
+    try:
+        dist.FullyShardedDataParallel(make_model(), sharding_strategy="HYBRID_SHARD", process_group=(shard, replicate))
+        error = None
+    except ValueError as e:
+        error = str(e)
+    return {"errors": dist.allgather_object(error)}
+
+
+def train_with_nograd(strategy, nograd, rank, prefetch):
+    model = dist.FullyShardedDataParallel(make_model(), sharding_strategy=strategy, **prefetch)
+    opt = dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam, stage=3, lr=LR)
+    for step in range(3):
+        opt.zero_grad()
+        x, y = data(step, rank, 0)
+        a, b = model(fg.tensor(x))
+        if nograd:  # e.g. a metric or a teacher's output, between the forward and its backward
+            with fg.no_grad():
+                model(fg.tensor(x))
+        (F.cross_entropy(a if (rank + step) % 2 == 0 else b, fg.tensor(y))).backward()
+        opt.step()
+    sd = model.state_dict()
+    return np.concatenate([sd[k]._data.reshape(-1) for k in sorted(sd)])
+
+
+def nograd(rank):
+    os.environ["FORGEGRAD_LOCAL_SIZE"] = "2" if dist.size() == 4 else "1"
+    same = {}
+    for strategy in STRATEGIES:
+        for pname, prefetch in (("prefetch", dict(forward_prefetch=True)), ("no_prefetch",
+                                                                            dict(backward_prefetch=None))):
+            plain = train_with_nograd(strategy, False, rank, prefetch)
+            got = train_with_nograd(strategy, True, rank, prefetch)
+            same[f"{strategy}_{pname}"] = bool(np.array_equal(plain, got))
+    return {"same": same}
+
+
+def many():
+    os.environ["FORGEGRAD_LOCAL_SIZE"] = "1"
+    built = {}
+    for strategy in STRATEGIES:
+        for i in range(WRAPPERS):
+            dist.FullyShardedDataParallel(nn.Linear(2, 2), sharding_strategy=strategy)
+            if i % 500 == 0:
+                gc.collect()  # the wrappers are cycles (hooks on their modules); collected at the same points
+        built[strategy] = WRAPPERS
+    gc.collect()
+    dist.barrier()
+    return {"built": built}
+
+
+def main():
+    dist.init()
+    out, case = sys.argv[1], sys.argv[2]
+    result = {"nonmember": nonmember, "nograd": lambda: nograd(dist.rank()), "many": many}[case]()
+    if dist.rank() == 0:
+        write_json(os.path.join(out, "result.json"), result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""FullyShardedDataParallel's sharding strategies at their edges, on real MPI jobs
+(tests/distributed_scripts/fsdp_strategy_edges_job.py): HYBRID_SHARD groups that leave a rank out are a
+ValueError on every rank (no hang), a graph-free forward between a forward and its backward changes
+nothing under any strategy, and wrappers built one after another do not run MPI out of communicators."""
+import json
+
+import pytest
+from test_distributed import run_job
+
+from forgegrad.distributed import comm
+
+pytestmark = pytest.mark.skipif(not comm.is_available(),
+                                reason='mpi4py is not installed (pip install "forgegrad[mpi]")')
+
+
+def _run(n, case, tmp_path):
+    run_job(n, "fsdp_strategy_edges_job.py", tmp_path, case, timeout=90)
+    return json.loads((tmp_path / "result.json").read_text())
+
+
+def test_hybrid_groups_leaving_a_rank_out_raise_on_every_rank(tmp_path):
+    """Rank 3 is in no shard group: it and the three ranks that are all get the ValueError."""
+    errors = _run(4, "nonmember", tmp_path)["errors"]
+    assert all(e is not None and "process_group[0] (the shard group)" in e for e in errors), errors
+    assert all("global rank 3" in e for e in errors), errors
+
+
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_graph_free_forward_before_backward_changes_nothing(tmp_path, ranks):
+    """Every strategy, prefetch on and off: a no_grad forward between a forward and its backward (the ranks'
+    losses reaching different heads) leaves the training bit for bit as without it."""
+    same = _run(ranks, "nograd", tmp_path)["same"]
+    assert same == {k: True for k in same} and len(same) == 10, same
+
+
+def test_many_wrappers_do_not_exhaust_communicators(tmp_path):
+    """2100 wrappers of each strategy, one after another (MPICH has 2048 communicators): each dropped
+    wrapper gives its communicator back, and the strategies' derived groups are made once."""
+    built = _run(2, "many", tmp_path)["built"]
+    assert built == {s: 2100 for s in ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD",
+                                       "_HYBRID_SHARD_ZERO2")}
