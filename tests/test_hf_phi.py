@@ -155,3 +155,15 @@ def test_an_older_config_s_top_level_rotary_factor_and_the_default_half(checkpoi
 def test_training_gradients_equal_transformers(checkpoints, name):
     root, hf = checkpoints
     hfc.check_decoder_gradients(from_pretrained(root / name), hf[name], IDS)
+
+
+def test_a_config_without_max_position_embeddings_takes_transformers_default(checkpoints, tmp_path):
+    root, hf = checkpoints
+    name = list(MODELS)[0]
+    shutil.copytree(root / name, tmp_path / name)
+    cfg = json.loads((tmp_path / name / "config.json").read_text())
+    del cfg["max_position_embeddings"]
+    (tmp_path / name / "config.json").write_text(json.dumps(cfg))
+    model = from_pretrained(tmp_path / name)
+    assert model.max_positions == 2048
+    hfc.check_logits(model, hf[name], IDS)

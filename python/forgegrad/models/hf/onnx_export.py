@@ -23,12 +23,12 @@ setting ``generate`` takes resolved as it resolves them (an argument, else the g
 generation_config.json next to the graph, else generate's default) and applied through its own processor list,
 Sampler and stopping criteria (onnx_decoding.py).
 
-Exports every decoder-only architecture of ``ARCHITECTURES`` (``decoder_architectures()`` names them, as the
-refusal of another model does): GPT-2, GPT-NeoX (Pythia) and the Llama family (Llama, Mistral, Qwen2, Qwen3, Phi-3,
-Gemma 1, 2 and 3, OLMo 2 and 3, Granite, StableLM, StarCoder2, Phi), sliding windows included (each window's bias computed once, from the same
-places), longrope and dynamic ropes (frequencies chosen in the graph from the call's length; a longrope graph records
-in its metadata where ``generate_onnx`` recomputes the sequence) and the mixture-of-experts decoders (routing computed
-in the graph, ``SparseMoeBlock.dense_forward``).
+Exports every decoder-only architecture of ``ARCHITECTURES`` (``decoder_architectures()`` names them, as the refusal
+of another model does): GPT-2, GPT-NeoX (Pythia) and the Llama family (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 1,
+2 and 3, OLMo 2 and 3, Granite, StableLM, StarCoder2, Phi), sliding windows included (each window's bias computed
+once, from the same places), longrope and dynamic ropes (frequencies chosen in the graph from the call's length; a
+longrope graph records in its metadata where ``generate_onnx`` recomputes the sequence) and the mixture-of-experts
+decoders (routing computed in the graph, ``SparseMoeBlock.dense_forward``).
 """
 from __future__ import annotations
 

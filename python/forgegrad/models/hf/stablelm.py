@@ -112,8 +112,9 @@ class StableLmForCausalLM(LlamaForCausalLM):
             raise ValueError(f"{_WHO}: head_dim {config['head_dim']!r} is not supported: StableLM's heads are "
                              "hidden_size / num_attention_heads wide")
         params = config.get("rope_parameters") or config.get("rope_scaling") or {}
-        if "partial_rotary_factor" not in params:  # transformers' StableLM default
+        if "partial_rotary_factor" not in params:  # transformers' StableLmConfig defaults
             config.setdefault("partial_rotary_factor", 0.25)
+        config.setdefault("max_position_embeddings", 4096)
         super().__init__(config)
 
     def _build_model(self, cfg: dict) -> nn.Module:

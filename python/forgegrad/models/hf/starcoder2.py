@@ -94,7 +94,8 @@ class Starcoder2ForCausalLM(LlamaForCausalLM):
 
     def __init__(self, config: dict):
         config = dict(config)
-        config.setdefault("tie_word_embeddings", True)  # transformers' Starcoder2Config default
+        config.setdefault("tie_word_embeddings", True)  # transformers' Starcoder2Config defaults
+        config.setdefault("max_position_embeddings", 4096)
         super().__init__(config)
         self.embedding_dropout = config_probability(self.config, "embedding_dropout", _WHO)
 
