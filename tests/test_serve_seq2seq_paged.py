@@ -173,3 +173,19 @@ def test_t5_keeps_the_contiguous_engine(tmp_path):
         got = [_answer(r) for r in post_all(url, BODIES[:2])]
         assert "forgegrad_kv_cache_blocks" not in httpx.get(url + "/metrics").text
     assert got == [_solo(model, p, n) for p, n in zip(PROMPTS[:2], LENGTHS[:2])]
+
+
+def test_a_client_that_hangs_up_gives_its_blocks_back(pair):
+    """A stream closed after its first chunk: its row leaves at its next step, its source's and decoder's blocks back
+    in the pool, and the next request is served."""
+    import time
+    path, model = pair
+    with running_app(_app(path)) as url, httpx.Client(base_url=url, timeout=120) as c:
+        body = {"prompt": PROMPTS[1], "max_tokens": 100, "temperature": 0, "stream": True, "stop": "never"}
+        with c.stream("POST", "/v1/completions", json=body) as r:
+            next(line for line in r.iter_lines() if line.startswith("data: {"))
+        deadline = time.monotonic() + 60
+        while (pool := _pool(url, path.name))["in_use"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pool["in_use"] == 0 and pool["reserved"] == 0, pool
+        assert _answer(c.post("/v1/completions", json=BODIES[2])) == _solo(model, PROMPTS[2], LENGTHS[2])

@@ -165,6 +165,12 @@ class PagedSeq2SeqEngine(PagedBatchEngine):
         self.rows = self.rows + joined
         self.slots = self.rows
 
+    def _preempt(self, victim) -> None:
+        """Never reached: a row holds the blocks of its max_tokens from the start, so it never takes one the pool must
+        find (a row that did would be a bookkeeping bug, not a reason to recompute someone's encoder)."""
+        raise RuntimeError("PagedSeq2SeqEngine: a row outgrew the blocks it reserved (a bug in the engine's "
+                           "bookkeeping)")
+
     def _release(self, row: _Row, keep: bool = True) -> None:
         """The row's decoder blocks and unused reservation back to the pool, and its hold on its source's blocks."""
         cross = getattr(row, "cross_table", None)
