@@ -144,3 +144,47 @@ def test_settings_that_rule_out_every_token_are_a_400(client, body):
     ok = client.post("/v1/completions", json=dict(GOOD, temperature=1.0, max_tokens=3, allowed_token_ids=[299, 65],
                                                   min_tokens=1))
     assert ok.status_code == 200 and ok.json()["choices"][0]["text"].startswith("A"), ok.text
+
+
+def test_a_prompt_far_past_the_context_is_refused_from_its_beginning(client):
+    # a 14 MB prompt was tokenized whole on the event loop (45 s, the tokenizer holding the GIL) to be refused
+    for prompt in ("ab" * 1_500_000, ["x", "ab" * 1_500_000, "y"]):
+        r = client.post("/v1/completions", json=dict(GOOD, prompt=prompt))
+        assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded", r.text
+        message = r.json()["error"]["message"]
+        assert "has more than" in message and "3000000 characters" in message and r.json()["error"]["param"] == "prompt"
+    # a prompt that fits is tokenized whole, as before
+    assert client.post("/v1/completions", json=dict(GOOD, prompt="ab" * 20)).status_code == 200
+
+
+def test_bad_words_have_a_character_budget(client):
+    # 4096 words of 3,600 characters took 22 s to tokenize (twice each), holding the GIL
+    r = client.post("/v1/completions", json=dict(GOOD, bad_words=["hello world " * 300] * 4096))
+    assert "65536 characters in all" in _error(r, 400, "bad_words")
+    r = client.post("/v1/completions", json=dict(GOOD, bad_words=["hello world " * 300] * 18))
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_long_stop_strings_do_not_hang_the_completion(client, stream):
+    # a stop string of 3 MB had its 3 million beginnings compared with the text after every token (no answer in 600 s)
+    stop = ["x" * 1_000_000, "Hi there" * 10000]
+    body = dict(GOOD, prompt="Hi", stop=stop, max_tokens=20, stream=stream)
+    want = client.post("/v1/completions", json=dict(GOOD, prompt="Hi", max_tokens=20)).json()["choices"][0]["text"]
+    if not stream:
+        r = client.post("/v1/completions", json=body)
+        assert r.status_code == 200 and r.json()["choices"][0]["text"] == want, r.text
+        return
+    with client.stream("POST", "/v1/completions", json=body) as r:
+        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]" and "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1]) == want
+
+
+def test_guided_choice_has_at_most_1999_choices(client):
+    # 2,000 choices failed after the prefill (llguidance's parser holds 2,000 items in a row); 200,000 took minutes
+    # to build on the event loop (no answer in 120 s)
+    choices = [f"x{i:04d}" for i in range(2000)]
+    assert "up to 1999" in _error(client.post("/v1/completions", json=dict(GOOD, guided_choice=choices)), 400,
+                                  "guided_choice")
+    r = client.post("/v1/completions", json=dict(GOOD, max_tokens=8, guided_choice=choices[:1999]))
+    assert r.status_code == 200 and r.json()["choices"][0]["text"] in choices, r.text

@@ -10,6 +10,7 @@ import collections
 import io
 import json
 import os
+import re
 import wave
 
 import numpy as np
@@ -19,13 +20,22 @@ import fuzz_util
 
 TIMEOUT = float(os.environ.get("FORGEGRAD_FUZZ_HTTP_TIMEOUT", "60"))  # seconds a request may take (else a hang)
 SENT = collections.Counter()  # route -> requests sent (the report's count)
+ERRORS = collections.Counter()  # (route, status, message with its digits masked) -> answers, for triage
+
+
+def write_errors(path: str) -> None:
+    """The distinct errors the servers answered, most frequent first (FORGEGRAD_FUZZ_HTTP_ERRORS names the file)."""
+    with open(path, "w") as f:
+        for (route, status, message), count in ERRORS.most_common():
+            f.write(f"{count:6d} {status} {route} {message}\n")
 
 # --- values -----------------------------------------------------------------------------------------------------------
 NAN, INF = float("nan"), float("inf")
 NUMBERS = st.sampled_from([0, 1, 2, -1, 3, 17, 255, 299, 300, 2 ** 31, 2 ** 63, 2 ** 64, 10 ** 30, -10 ** 30,
-                           -2 ** 63 - 1, 0.5, -0.0, 1.5, 2.0000001, 1e-320, 1e308, -1e308, NAN, INF, -INF])
+                           -2 ** 63 - 1, 0.5, -0.0, 1.5, 2.0000001, 1e-320, 5e-324, 1e308, -1e308, NAN, INF, -INF])
 STRINGS = st.sampled_from(["", " ", "\x00", "a", "1", "-1", "NaN", "true", "null", "\u00b2", "\u0661", "\ud7ff\ue000",
-                           "<|im_end|>", "<|im_start|>", "<tool_call>", "\\u0000", "a" * 5000, "1" * 5000, "{", "[]"])
+                           "<|im_end|>", "<|im_start|>", "<tool_call>", "\\u0000", "a" * 5000, "1" * 5000, "{", "[]",
+                           "a\ud800", "\udfff", "\U0001F600", "\r\n--fuzzb0undary"])
 SCALARS = st.one_of(st.none(), st.booleans(), NUMBERS, st.integers(), st.floats(), STRINGS, st.text(max_size=12))
 
 
@@ -73,8 +83,35 @@ FIELD_VALUES = {"guided_regex": st.one_of(REGEXES, VALUES), "guided_grammar": st
                     "type": "function", "function": {"name": "f"}}, {"type": "function", "function": {"name": 5}}]))}
 
 
+# valid values at the edges of their ranges, so that requests also get past the checks, into the engines, with
+# settings that fight each other (every token banned, only an end token allowed, a grammar and logit_bias, ...)
+VALID = {"max_tokens": [1, 2, 40, 300], "temperature": [0, 1e-9, 0.01, 2], "top_p": [1e-9, 0.01, 1], "n": [1, 2, 16],
+         "top_k": [1, 2, -1, 10 ** 6], "min_p": [0, 0.999, 1], "seed": [0, -1, 2 ** 63], "best_of": [1, 2, 16],
+         "stop": ["\n", ["a", "b", "c", "d"], "\u00e9", "<|im_end|>", " ", "hello"], "logprobs": [0, 5, True],
+         "top_logprobs": [0, 20], "echo": [True], "presence_penalty": [-2, 2], "frequency_penalty": [-2, 2],
+         "repetition_penalty": [1e-9, 2], "logit_bias": [{"0": 100}, {"1": 100}, {str(i): -100 for i in range(280)}],
+         "min_tokens": [0, 4, 40], "bad_words": [["hello"], ["a", "b"], ["<|im_end|>"]], "stream": [True],
+         "stop_token_ids": [[0], [1], list(range(280))], "allowed_token_ids": [[1], [0], [5], list(range(280))],
+         "ignore_eos": [True], "include_stop_str_in_output": [True], "stream_options": [{"include_usage": True}],
+         "guided_choice": [["yes", "no"], ["\u00e9"], ["<|im_end|>"]], "guided_regex": ["[0-9]{3}", "a|b", "\\w+"],
+         "guided_json": [{"type": "integer"}, {"type": "object", "properties": {"a": {"type": "string"}}}],
+         "response_format": [{"type": "json_object"}, {"type": "text"}], "parallel_tool_calls": [False],
+         "prompt": [[0, 1, 5], [[5, 6], [7]], " ", "\x00", "<|im_end|>", "a" * 600, [279] * 3],
+         "max_completion_tokens": [1, 50], "tool_choice": ["none", "auto", "required", {
+             "type": "function", "function": {"name": "f"}}],
+         "messages": [[{"role": "user", "content": ""}], [{"role": "system", "content": "s"}, {
+             "role": "assistant", "content": None, "tool_calls": [{"id": "1", "type": "function", "function": {
+                 "name": "f", "arguments": "{}"}}]}, {"role": "tool", "tool_call_id": "1", "content": "3"}],
+             [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]],
+         "input": [["hello"] * 100, "", [[1, 2, 3]], [""], "x" * 3000], "documents": [[], [""] * 50, ["a"]],
+         "top_n": [0, 1, 100], "dimensions": [1, 32, 33], "encoding_format": ["base64", "float"],
+         "return_documents": [True, False], "query": ["", "x" * 3000], "text_1": [[], ["a"] * 3, ""],
+         "text_2": [[], ["a"] * 2], "use_beam_search": [True], "length_penalty": [-1e9, 0, 2, 1e300]}
+
+
 def field_value(name: str):
-    return FIELD_VALUES.get(name, VALUES)
+    hostile = FIELD_VALUES.get(name, VALUES)
+    return st.one_of(st.sampled_from(VALID[name]), hostile) if name in VALID else hostile
 
 
 # --- requests ---------------------------------------------------------------------------------------------------------
@@ -111,7 +148,10 @@ def json_requests(route: str, base: dict, fields, stream_field: bool = False):
     """Requests to ``route``: ``base`` with one to three fields (of ``fields``, or a misspelt one) set to hostile
     values or removed, sometimes sent as broken bytes."""
     names = st.sampled_from(sorted(fields) + ["max_token", "__proto__"])
-    edit = names.flatmap(lambda n: st.tuples(st.just(n), st.one_of(field_value(n), st.just(_DELETE))))
+    hostile = names.flatmap(lambda n: st.tuples(st.just(n), st.one_of(field_value(n), st.just(_DELETE))))
+    valid = st.sampled_from(sorted(set(fields) & set(VALID))).flatmap(
+        lambda n: st.tuples(st.just(n), st.sampled_from(VALID[n])))
+    edit = st.one_of(hostile, valid)
 
     def build(args):
         edits, how, cut = args
@@ -128,7 +168,7 @@ def json_requests(route: str, base: dict, fields, stream_field: bool = False):
         data, ctype = raw_body(raw, how, cut)
         return route, data, ctype, (), False
 
-    return st.tuples(st.lists(edit, min_size=1, max_size=3),
+    return st.tuples(st.lists(edit, min_size=1, max_size=4),
                      st.one_of(st.none(), st.none(), st.none(), st.sampled_from(RAW)), st.integers(0, 4)).map(build)
 
 
@@ -164,6 +204,7 @@ def check(request, answer, openai: bool = True) -> None:
         err = json.loads(body)["error"]
         message = err["message"] if openai else err
         assert isinstance(message, str) and message, f"{route}: an error without a message: {body[:200]!r}"
+        ERRORS[route, status, re.sub(r"\d+", "N", message)[:160]] += 1
         if openai and broken and status == 400:  # the error names a field the request broke, or a field it needs
             named = err.get("param") or ""
             assert named or any(f in message for f in broken), \

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import time
 
@@ -33,7 +34,15 @@ import fuzz_util  # noqa: E402
 import http_probe as P  # noqa: E402
 from serve_helpers import metric, running_app, running_server, write_checkpoint  # noqa: E402
 
-TARGETS = 8  # the hypothesis tests below, among which FORGEGRAD_FUZZ_EXAMPLES is shared
+
+@pytest.fixture(scope="module", autouse=True)
+def _errors_file():
+    yield
+    if os.environ.get("FORGEGRAD_FUZZ_HTTP_ERRORS"):
+        P.write_errors(os.environ["FORGEGRAD_FUZZ_HTTP_ERRORS"])
+
+
+TARGETS = 9  # the hypothesis tests below, among which FORGEGRAD_FUZZ_EXAMPLES is shared
 N = fuzz_util.examples_per_target(TARGETS, 40)
 CHAT = ("{% if tools %}<|im_start|>system\nCall with <tool_call>{...}</tool_call>: {{ tools | tojson }}<|im_end|>\n"
         "{% endif %}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -57,6 +66,15 @@ def _idle(client, deadline_s: float = 60):
             return gauges
         assert time.monotonic() < end, f"the server did not go back to idle: {gauges}"
         time.sleep(0.05)
+
+
+def _cut_off(client, route, content_type, start: bytes, times: int = 3):
+    """Bodies that promise 100,000 bytes and end after ``start`` (the client goes away mid-upload)."""
+    host, port = str(client.base_url).rstrip("/").rsplit("/", 1)[1].split(":")
+    for _ in range(times):
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(f"POST {route} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                      "Content-Length: 100000\r\n\r\n".encode() + start)
 
 
 def _still_serves(client, route, body):
@@ -99,6 +117,46 @@ def test_chat_completions(gpt2, request):
     P.check(req, P.send(gpt2, req))
 
 
+@fuzz_util.fuzz_settings(max(1, N // 8))
+@given(data=st.data())
+def test_concurrent_requests_and_clients_that_go_away(gpt2, data):
+    """Bursts of requests (good, hostile, streamed), some of whose clients go away after a few chunks or before an
+    answer: every answer that arrives keeps the rule, and the server goes back to idle afterwards."""
+    from forgegrad.serve.chat_request import _FIELDS as CHAT_FIELDS
+    from forgegrad.serve.completion_request import _FIELDS
+    requests = data.draw(st.lists(st.one_of(
+        _generation_requests("/v1/completions", dict(COMPLETION, max_tokens=40), _FIELDS),
+        _generation_requests("/v1/chat/completions", dict(CHAT_BODY, max_tokens=40), CHAT_FIELDS)),
+        min_size=2, max_size=12))
+    leave = data.draw(st.lists(st.sampled_from([None, None, 0, 1, 3]), min_size=len(requests), max_size=len(requests)))
+    url = str(gpt2.base_url).rstrip("/")
+
+    async def one(c, request, after):
+        route, body, ctype, _, _ = request
+        P.SENT[route] += 1
+        headers = {} if ctype is None else {"content-type": ctype}
+        async with c.stream("POST", route, content=body, headers=headers) as r:
+            fuzz_util.STATS[f"http {r.status_code // 100}xx"] += 1
+            if after is None:
+                await r.aread()
+                lines = r.text.splitlines() if r.headers.get("content-type", "").startswith("text/event") else None
+                P.check(request, (r.status_code, r.headers.get("content-type", ""), r.content,
+                                  None if lines is None else [line for line in lines if line]))
+                return
+            assert r.status_code < 500, (request, await r.aread())
+            seen = 0
+            async for _ in r.aiter_lines():  # then the client goes away (the connection closes)
+                seen += 1
+                if seen > after:
+                    return
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=url, timeout=P.TIMEOUT) as c:
+            await asyncio.gather(*(one(c, r, a) for r, a in zip(requests, leave)))
+    asyncio.run(burst())
+    _idle(gpt2)
+
+
 def test_generation_server_is_idle_and_serves_after_the_probe(gpt2):
     _idle(gpt2)
     _still_serves(gpt2, "/v1/completions", COMPLETION)
@@ -125,11 +183,7 @@ def test_clients_that_go_away_free_their_rows(gpt2):
                                  *[stream("/v1/chat/completions", CHAT_BODY) for _ in range(4)],
                                  *[impatient("/v1/completions", COMPLETION) for _ in range(2)])
     asyncio.run(go_away())
-    host, port = url.rsplit("/", 1)[1].split(":")
-    for _ in range(3):  # a body that promises 1000 bytes and ends after 20
-        with socket.create_connection((host, int(port))) as s:
-            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                      b"Content-Length: 1000\r\n\r\n{\"prompt\": \"hello wo")
+    _cut_off(gpt2, "/v1/completions", P.JSON_TYPE, b'{"prompt": "hello wo')
     _idle(gpt2)
     _still_serves(gpt2, "/v1/completions", dict(COMPLETION, max_tokens=8))
 
@@ -144,11 +198,18 @@ def mlp(tmp_path_factory):
             yield client
 
 
-TENSOR_ROUTES = ("/v1/models/mlp:predict", "/predictions/mlp", "/v1/models/mlp/versions/1:predict")
+SEGMENTS = ["mlp", "1", "\u00b2", "\u0661", "-1", "1" * 30, "0", "", "%00", "..", "%2e%2e", "MLP", "a" * 300,
+            "1:predict"]
+TENSOR_ROUTES = st.one_of(st.sampled_from(["/v1/models/mlp:predict", "/predictions/mlp",
+                                           "/v1/models/mlp/versions/1:predict"]),
+                          st.tuples(st.sampled_from(["/v1/models/{}/versions/{}:predict", "/predictions/{}/{}",
+                                                     "/v1/models/{}/versions/{}/metadata", "/v1/models/{}:{}"]),
+                                    st.sampled_from(SEGMENTS), st.sampled_from(SEGMENTS)).map(
+                              lambda t: t[0].format(t[1], t[2])))
 
 
 @fuzz_util.fuzz_settings(N)
-@given(route=st.sampled_from(TENSOR_ROUTES), body=st.data(), accept=st.sampled_from([None, "application/x-npy"]))
+@given(route=TENSOR_ROUTES, body=st.data(), accept=st.sampled_from([None, "application/x-npy"]))
 def test_tensor_bodies(mlp, route, body, accept):
     kind = body.draw(st.sampled_from(["npy", "json", "raw"]))
     if kind == "npy":
@@ -172,6 +233,8 @@ def test_tensor_bodies(mlp, route, body, accept):
 
 
 def test_model_app_serves_after_the_probe(mlp):
+    _cut_off(mlp, "/v1/models/mlp:predict", P.JSON_TYPE, b'{"instances": [[0.5, ')
+    _cut_off(mlp, "/predictions/mlp", "application/x-npy", P.npy(np.zeros((2, 64), np.float32))[:100])
     r = mlp.post("/v1/models/mlp:predict", json={"instances": [[0.5] * 64]})
     assert r.status_code == 200 and np.asarray(r.json()["predictions"]).shape == (1, 10), r.text
     assert metric(mlp.get("/metrics").text, "forgegrad_queue_depth") == 0
@@ -266,6 +329,19 @@ def test_audio_uploads(whisper, data):
 
 def test_speech_server_serves_after_the_probe(whisper):
     body, ctype = P.multipart({}, P.wav(16000, 1, 2, 4000))
+    _cut_off(whisper, "/v1/audio/transcriptions", ctype, body[:300])
+
+    async def go_away():  # clients whose wait for the transcript ends first
+        async with httpx.AsyncClient(base_url=str(whisper.base_url), timeout=0.02) as c:
+            for r in await asyncio.gather(*(c.post("/v1/audio/transcriptions", content=body,
+                                                   headers={"content-type": ctype}) for _ in range(4)),
+                                          return_exceptions=True):
+                assert isinstance(r, httpx.TimeoutException) or r.status_code == 200, r
+    asyncio.run(go_away())
+    end = time.monotonic() + 60
+    while metric(whisper.get("/metrics").text, "forgegrad_queue_depth") != 0:
+        assert time.monotonic() < end, "the speech server's queue did not empty"
+        time.sleep(0.05)
     r = whisper.post("/v1/audio/transcriptions", content=body, headers={"content-type": ctype})
     assert r.status_code == 200 and isinstance(r.json()["text"], str), r.text
     assert metric(whisper.get("/metrics").text, "forgegrad_queue_depth") == 0

@@ -176,6 +176,11 @@ def _paged_engine(gen, config: GenerationServeConfig, name: str, metrics, kw, pr
     return engine
 
 
+# a prompt text longer than this many characters per token of the context is tokenized only that far first (no
+# tokenizer's tokens average more, save runs of one character: those texts are then tokenized whole)
+MAX_TOKEN_CHARS = 32
+
+
 class _Finished(Exception):
     """Raised from generate's streamer to end a completion early (stop string, end of sequence, or the
     client went away)."""
@@ -242,6 +247,15 @@ class TextGenerator:
     def token_ids(self, prompt: Prompt, index: int) -> List[int]:
         """The prompt's token ids, checked against the vocabulary (CompletionError 400)."""
         param = "prompt"
+        limit = self.context * MAX_TOKEN_CHARS
+        if isinstance(prompt, str) and len(prompt) > limit:
+            # a text this long is tokenized only as far as it can fit (the tokenizer holds the GIL: a 14 MB prompt took
+            # the event loop 45 s to refuse): past the context already, it is refused without the rest
+            head = self.tokenizer.encode(prompt[:limit], add_special_tokens=self.seq2seq)
+            if len(head) > self.context + 1:  # (+1: the cut may have split a token)
+                raise CompletionError(400, f"this model's maximum context length is {self.context} tokens, however "
+                                           f"prompt {index} has more than {len(head) - 1} tokens ({len(prompt)} "
+                                           "characters)", param, "context_length_exceeded")
         ids = self.tokenizer.encode(prompt, add_special_tokens=self.seq2seq) if isinstance(prompt, str) else prompt
         if not ids:
             raise CompletionError(400, f"prompt {index} gives no tokens", param)
@@ -447,7 +461,10 @@ def create_completions_app(config: GenerationServeConfig):
             req.prompts = [gen.chat_prompt(req)]
         else:
             req = parse(body, name)
-        prompt_ids = [gen.token_ids(p, i) for i, p in enumerate(req.prompts)]
+        prompt_ids = []
+        for i, p in enumerate(req.prompts):  # each prompt checked as it is tokenized: a long one stops the rest
+            prompt_ids.append(gen.token_ids(p, i))
+            gen.check_length(len(prompt_ids[-1]), req.max_tokens)
         from ..models.hf.logits_processors import output_vocab_size
         vocab = output_vocab_size(gen.model)  # the generated tokens'
         bad = [t for t in req.penalties.bias if t >= vocab]
@@ -455,8 +472,6 @@ def create_completions_app(config: GenerationServeConfig):
             raise CompletionError(400, f"logit_bias: token id {bad[0]} is outside the vocabulary "
                                        f"[0, {vocab})", "logit_bias")
         gen.generation.check(req)  # stop_token_ids, allowed_token_ids, bad_words against the vocabulary
-        for ids in prompt_ids:
-            gen.check_length(len(ids), req.max_tokens)
         rows = req.candidates  # a row per choice (per best_of candidate)
         prompt_ids = [ids for ids in prompt_ids for _ in range(rows)]
         if req.grammar is not None:  # checked here on the tokenizer (a 400 naming the field), then made per row

@@ -94,12 +94,17 @@ def guided_json(value):
     return _schema_grammar(value, "guided_json")
 
 
+MAX_CHOICES = 1999  # guided_choice: llguidance's parser holds 2,000 items in a row (the alternatives and the start)
+
+
 def _guided(name: str, value):
     """The grammar of vLLM's ``guided_regex``, ``guided_choice`` or ``guided_grammar``."""
     Grammar = _grammar_class(name)
     if name == "guided_choice":
-        if not isinstance(value, list) or not value or not all(isinstance(o, str) and o for o in value):
-            raise bad(name, "a non-empty list of non-empty strings", value)
+        # at most MAX_CHOICES: llguidance's parser refused more after the prefill, and built 200,000 in minutes
+        if (not isinstance(value, list) or not value or len(value) > MAX_CHOICES
+                or not all(isinstance(o, str) and o for o in value)):
+            raise bad(name, f"a non-empty list of up to {MAX_CHOICES} non-empty strings", value)
         make = Grammar.choice
     else:
         if not isinstance(value, str) or not value.strip():

@@ -112,7 +112,10 @@ class TextStream:
             self.finish = "length"
             return True
         final = text.rstrip("\ufffd")  # an incomplete UTF-8 character: wait for its other bytes
-        held = max((k for s in self.stops for k in range(1, len(s)) if final.endswith(s[:k])), default=0)
+        held = 0  # the longest end of the text that begins a stop string: at most the text's length (a stop string
+        # of 3 MB tried its 3 million beginnings after every token, a hang)
+        for s in self.stops:
+            held = next((k for k in range(min(len(s) - 1, len(final)), held, -1) if final.endswith(s[:k])), held)
         self._send(final[:len(final) - held])
         return False
 
