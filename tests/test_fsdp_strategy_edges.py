@@ -1,7 +1,8 @@
 """FullyShardedDataParallel's sharding strategies at their edges, on real MPI jobs
-(tests/distributed_scripts/fsdp_strategy_edges_job.py): HYBRID_SHARD groups that leave a rank out are a
-ValueError on every rank (no hang), a graph-free forward between a forward and its backward changes
-nothing under any strategy, and wrappers built one after another do not run MPI out of communicators."""
+(tests/distributed_scripts/fsdp_strategy_edges_job.py): HYBRID_SHARD groups that leave a rank out, and ranks
+passing different strategies, are a ValueError on every rank (no hang, no stray TypeError); a graph-free
+forward between a forward and its backward changes nothing under any strategy; and wrappers built one after
+another do not run MPI out of communicators."""
 import json
 
 import pytest
@@ -23,6 +24,16 @@ def test_hybrid_groups_leaving_a_rank_out_raise_on_every_rank(tmp_path):
     errors = _run(4, "nonmember", tmp_path)["errors"]
     assert all(e is not None and "process_group[0] (the shard group)" in e for e in errors), errors
     assert all("global rank 3" in e for e in errors), errors
+
+
+def test_ranks_passing_different_strategies_get_the_error_that_says_so(tmp_path):
+    """Rank 0 and rank 1 pass different strategies: both get the ValueError naming each one's."""
+    for pair, errors in _run(2, "mismatch", tmp_path)["errors"].items():
+        first, second = pair.split("/")
+        for e in errors:
+            assert e is not None and e.startswith("ValueError: FullyShardedDataParallel: every rank must pass the "
+                                                  "same sharding_strategy"), (pair, errors)
+            assert f"rank 0 passed {first}" in e and f"rank 1 passed {second}" in e, (pair, errors)
 
 
 @pytest.mark.parametrize("ranks", [2, 4])

@@ -9,6 +9,9 @@ and its backward, whose losses reach different heads on different ranks, must tr
 (it used to free the units SHARD_GRAD_OP keeps for that backward, whose gathers then paired one rank's head
 a with another's head b).
 
+CASE ``mismatch`` (2 ranks): rank 0 and rank 1 pass different strategies; both must get the ValueError that
+says so (they used to meet in unrelated collectives: a TypeError from the other rank's data).
+
 CASE ``many`` (2 ranks): wrappers built and dropped one after another, under every strategy, more than MPI
 has communicators for (2048 in MPICH): none may be left holding one.
 
@@ -40,6 +43,19 @@ def nonmember():
     except ValueError as e:
         error = str(e)
     return {"errors": dist.allgather_object(error)}
+
+
+def mismatch():
+    errors = {}
+    for first, second in (("HYBRID_SHARD", "FULL_SHARD"), ("NO_SHARD", "FULL_SHARD"), ("NO_SHARD", "HYBRID_SHARD"),
+                          ("SHARD_GRAD_OP", "NO_SHARD")):
+        try:
+            dist.FullyShardedDataParallel(make_model(), sharding_strategy=first if dist.rank() == 0 else second)
+            error = None
+        except (ValueError, TypeError) as e:
+            error = f"{type(e).__name__}: {e}"
+        errors[f"{first}/{second}"] = dist.allgather_object(error)
+    return {"errors": errors}
 
 
 def train_with_nograd(strategy, nograd, rank, prefetch):
@@ -87,7 +103,8 @@ def many():
 def main():
     dist.init()
     out, case = sys.argv[1], sys.argv[2]
-    result = {"nonmember": nonmember, "nograd": lambda: nograd(dist.rank()), "many": many}[case]()
+    result = {"nonmember": nonmember, "nograd": lambda: nograd(dist.rank()), "many": many,
+              "mismatch": mismatch}[case]()
     if dist.rank() == 0:
         write_json(os.path.join(out, "result.json"), result)
 

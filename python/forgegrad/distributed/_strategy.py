@@ -77,6 +77,7 @@ def groups_for(strategy: ShardingStrategy, process_group):
     """(data-parallel group, shard group, replicate group or None) for ``strategy`` and ``process_group``.
     The data-parallel group holds every rank training the model (the weights are broadcast over it, fit
     averages over it); collective over it."""
+    _same_strategy(strategy, process_group)
     if strategy in _HYBRID:
         return _hybrid_groups(strategy, process_group)
     if isinstance(process_group, (tuple, list)):
@@ -90,6 +91,24 @@ def groups_for(strategy: ShardingStrategy, process_group):
             1, group=None if group is _c.GroupMember.WORLD else group, group_desc="NO_SHARD")[:1])
         return group, alone, group
     return group, group, None
+
+
+def _same_strategy(strategy: ShardingStrategy, process_group) -> None:
+    """ValueError on every rank unless all passed the same strategy and form of ``process_group``, checked
+    before any strategy makes groups: ranks taking different paths met in unrelated collectives (a TypeError
+    from another rank's data, or a wait). Over ``process_group`` when it is one group, else over the job."""
+    pair = isinstance(process_group, (tuple, list))
+    if process_group is None or pair or strategy in _HYBRID:
+        over = _c.GroupMember.WORLD
+    else:
+        over = _c._member_group(process_group, WHO)
+    mine = (strategy.name, "a pair of groups" if pair else "None" if process_group is None else "one group")
+    everyone = _c.allgather_object(mine, group=over)
+    for r, theirs in zip(over.ranks, everyone):
+        if theirs != everyone[0]:
+            raise ValueError(f"{WHO}: every rank must pass the same sharding_strategy and form of process_group "
+                             f"(rank {over.ranks[0]} passed {everyone[0][0]} with {everyone[0][1]}, rank {r} passed "
+                             f"{theirs[0]} with {theirs[1]})")
 
 
 def _hybrid_groups(strategy, process_group):
