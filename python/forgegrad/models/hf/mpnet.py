@@ -3,17 +3,17 @@ sentence-transformers' all-mpnet-base-v2.
 
 Its layers compute what BERT's do (post-norm, GELU) under other names (``attention.attn.q`` ->
 ``attention.self.query``, ``attention.attn.o`` -> ``attention.output.dense``, ``attention.LayerNorm`` ->
-``attention.output.LayerNorm``),
-without token types (the type table is one row of zeros, which changes no bit), with RoBERTa's position numbering
-(rows counted from 2 over the tokens that are not the padding id 1: transformers fixes that id, whatever
-``pad_token_id`` says), and one more term: every layer adds a relative-position bias to its attention scores, T5's
-bidirectional buckets of the distance j - i (exact below 8 each way, logarithmic up to 128, 16 buckets a side) looked
-up in ``encoder.relative_attention_bias`` (buckets, heads). transformers always computes 32 buckets with max distance
-128, whatever ``relative_attention_num_buckets`` says (the table's rows past 32 are never read), and so does this.
-The distance is that of places in the padded row, not of position ids, so right padding leaves each text's bias
-as it is alone (``encode_packed`` gives ``forward``'s vectors). An ONNX export computes the buckets in the graph:
-the distance clamped to [-128, 128] indexes a constant of that distance's bucket (computed once in float32 as torch
-does: the logarithms are not left to onnxruntime, whose last bit could move a distance across a bucket edge).
+``attention.output.LayerNorm``, mapped on load and save), without token types (the type table is one row of zeros,
+which changes no bit), with RoBERTa's position numbering (rows counted from 2 over the tokens that are not the padding
+id 1: transformers fixes that id, whatever ``pad_token_id`` says), and one more term: every layer adds a
+relative-position bias to its attention scores, T5's bidirectional buckets of the distance j - i (exact below 8 each
+way, logarithmic up to 128, 16 buckets a side) looked up in ``encoder.relative_attention_bias`` (buckets, heads).
+transformers always computes 32 buckets with max distance 128, whatever ``relative_attention_num_buckets`` says (the
+table's rows past 32 are never read), and so does this. The distance is that of places in the row, not of position
+ids (as in transformers), so right padding leaves each text's bias as it is alone (``encode_packed`` gives
+``forward``'s vectors). An ONNX export computes the buckets in the graph: the distance clamped to [-128, 128] indexes
+a constant of that distance's bucket (computed once in float32 as torch does: the logarithms are not left to
+onnxruntime, whose last bit could move a distance across a bucket edge).
 """
 from __future__ import annotations
 
