@@ -44,6 +44,14 @@ def test_graph_free_forward_before_backward_changes_nothing(tmp_path, ranks):
     assert same == {k: True for k in same} and len(same) == 10, same
 
 
+def test_one_optimizer_over_two_wrappers_under_each_strategy(tmp_path):
+    """NO_SHARD, HYBRID_SHARD (2 x 2) and SHARD_GRAD_OP: two wrapped models, one ZeRO-3 optimizer, the same
+    parameters as FULL_SHARD's after 3 steps (each wrapper's groups were distinct, and the optimizer refused)."""
+    diff = _run(4, "two", tmp_path)["diff"]
+    assert set(diff) == {"FULL_SHARD", "NO_SHARD", "HYBRID_SHARD", "SHARD_GRAD_OP"}
+    assert all(d < 1e-6 for d in diff.values()), diff
+
+
 def test_many_wrappers_do_not_exhaust_communicators(tmp_path):
     """2100 wrappers of each strategy, one after another (MPICH has 2048 communicators): each dropped
     wrapper gives its communicator back, and the strategies' derived groups are made once."""

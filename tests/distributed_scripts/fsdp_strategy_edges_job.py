@@ -12,6 +12,10 @@ a with another's head b).
 CASE ``mismatch`` (2 ranks): rank 0 and rank 1 pass different strategies; both must get the ValueError that
 says so (they used to meet in unrelated collectives: a TypeError from the other rank's data).
 
+CASE ``two`` (4 ranks): one ZeroRedundancyOptimizer over two wrapped models (NO_SHARD, HYBRID_SHARD with
+FORGEGRAD_LOCAL_SIZE=2, SHARD_GRAD_OP) trains as under FULL_SHARD (each wrapper made its own copy of the
+strategy's groups, which the optimizer refused as different groups).
+
 CASE ``many`` (2 ranks): wrappers built and dropped one after another, under every strategy, more than MPI
 has communicators for (2048 in MPICH): none may be left holding one.
 
@@ -100,11 +104,30 @@ def many():
     return {"built": built}
 
 
+def two(rank):
+    os.environ["FORGEGRAD_LOCAL_SIZE"] = "2"
+    finals = {}
+    for strategy in ("FULL_SHARD", "NO_SHARD", "HYBRID_SHARD", "SHARD_GRAD_OP"):
+        fg.manual_seed(0)
+        first = dist.FullyShardedDataParallel(nn.Linear(4, 8), sharding_strategy=strategy)
+        second = dist.FullyShardedDataParallel(nn.Linear(8, 2), sharding_strategy=strategy)
+        opt = dist.ZeroRedundancyOptimizer(list(first.parameters()) + list(second.parameters()), optim.Adam,
+                                           stage=3, lr=LR)
+        rng = np.random.default_rng(rank)
+        for _ in range(3):
+            opt.zero_grad()
+            second(first(fg.tensor(rng.standard_normal((3, 4)).astype(np.float32))).tanh()).sum().backward()
+            opt.step()
+        finals[strategy] = np.concatenate([v._data.reshape(-1) for m in (first, second)
+                                           for v in m.state_dict().values()])
+    return {"diff": {s: float(np.abs(v - finals["FULL_SHARD"]).max()) for s, v in finals.items()}}
+
+
 def main():
     dist.init()
     out, case = sys.argv[1], sys.argv[2]
     result = {"nonmember": nonmember, "nograd": lambda: nograd(dist.rank()), "many": many,
-              "mismatch": mismatch}[case]()
+              "two": lambda: two(dist.rank()), "mismatch": mismatch}[case]()
     if dist.rank() == 0:
         write_json(os.path.join(out, "result.json"), result)
 
