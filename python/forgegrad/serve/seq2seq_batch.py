@@ -1,6 +1,7 @@
 """Continuous batching of encoder-decoders (T5, BART, Marian, mBART, M2M100 / NLLB) for the completions server:
 the decoder-only engine's loop (generation_batch.py: slots, joins at the next step, a freed slot per row that
-ends, rebuilds only when a row does not fit) with an encoder in front.
+ends, rebuilds only when a row does not fit) with an encoder in front. The server serves T5 with it; BART's family
+decodes on the paged KV cache instead (paged_seq2seq.py), which this engine still runs as the contiguous reference.
 
 * A joining request's prompt is its encoder's input: the encoder runs once on it alone (one call, between two
   of the others' decode steps; a request's n choices of one prompt share it), and so do its decoder layers'
