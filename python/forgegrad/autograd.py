@@ -376,16 +376,92 @@ def _fire_post_hooks(leaf) -> None:
 
 
 def _hooked_leaf_uses(order):
-    """{id(leaf): number of edges into it} for the leaves in the graph that have post-accumulate hooks.
+    """{id(leaf): number of edges into it} for the leaves in the graph that have post-accumulate hooks or
+    gradient hooks (register_hook); a checkpoint node (forgegrad.utils.checkpoint) also counts as a consumer
+    of the leaves its recomputation reaches.
 
     A leaf's gradient is final once every node that consumes it has run; its hooks fire then.
     """
     uses = {}
     for node in order:
-        for p in node.parents:
-            if p is not None and p._ctx is None and getattr(p, "_post_hooks", None):
+        inner = node.__dict__.get("inner_leaves")
+        for p in (node.parents if inner is None else node.parents + inner):
+            if p is not None and p._ctx is None and (getattr(p, "_post_hooks", None) or
+                                                     getattr(p, "_grad_hooks", None)):
                 uses[id(p)] = uses.get(id(p), 0) + 1
     return uses
+
+
+def _run_grad_hooks(hooks, g):
+    """Call each of ``hooks`` (register_hook's, in registration order) on the gradient ``g``; one that returns
+    a tensor replaces it for the hooks after it and for the rest of the pass."""
+    for fn in list(hooks.values()):
+        out = fn(Tensor._wrap_exact(g))
+        if out is not None:
+            if not isinstance(out, Tensor):
+                raise TypeError(f"a gradient hook returned {type(out).__name__}; it must return a Tensor or None")
+            if tuple(out.shape) != tuple(g.shape):
+                raise RuntimeError(f"hook 'hook' has changed the size of value: the hook returned a gradient of "
+                                   f"shape {tuple(out.shape)} for one of shape {tuple(g.shape)}")
+            g = out._data
+    return g
+
+
+def _node_tensor_hooks(node, gouts):
+    """Run the register_hook hooks of ``node``'s outputs on their (complete) gradients, then store the gradient
+    of an output that retains its grad and has hooks (torch's order: retain_grad sees the hooks' result)."""
+    hooked = node.__dict__.get("tensor_hooks")
+    if not hooked:
+        return gouts
+    gouts = list(gouts)
+    for k, (ref, hooks) in hooked.items():
+        if gouts[k] is None or not hooks:
+            continue
+        gouts[k] = _run_grad_hooks(hooks, gouts[k])
+        t = ref()
+        if t is not None and t._retains_grad and t._ctx is node:
+            t._accumulate_grad(gouts[k])
+    return gouts
+
+
+def _retained_by_hooks(parent) -> bool:
+    """True when ``parent`` (a non-leaf) has register_hook hooks: its retained grad is stored after them."""
+    hooked = parent._ctx.__dict__.get("tensor_hooks")
+    return bool(hooked and hooked.get(parent._out_index, (None, None))[1])
+
+
+def run_recomputed_backward(roots, grads, got: set):
+    """The backward pass through a graph recomputed inside an outer pass (a checkpoint node's backward,
+    forgegrad.utils.checkpoint): ``roots`` get ``grads``; leaves accumulate as usual, but the leaves' hooks and
+    the pass observers are left to the outer pass (which counts the checkpoint node as a consumer of the
+    leaves it reaches) and the callbacks queued meanwhile run at the outer pass's end. ``got`` collects the
+    ids of the leaves that received a gradient. Returns {id(leaf): summed gradient} for the leaves with
+    register_hook hooks (the outer pass runs them once it has every contribution), or None."""
+    global _backward_depth
+    if len(roots) == 1:
+        root, grad = roots[0], grads[0]
+    else:
+        seed = _Seed.__new__(_Seed)
+        seed.parents, seed.grads = tuple(roots), tuple(grads)
+        seed.made_at, seed.saved_at, seed.released = _vc.clock, None, False
+        seed.out_meta = ((), np.dtype(np.float32)),
+        seed.needs_input_grad = [True] * len(roots)
+        root = Tensor._wrap_exact(np.zeros((), np.float32))
+        root.requires_grad, root._ctx, root._out_index = True, seed, 0
+        grad = np.zeros((), np.float32)
+    _backward_depth += 1
+    try:
+        return _run_backward(root, grad, False, got)
+    finally:
+        _backward_depth -= 1
+
+
+class _Seed(Function):
+    """The node above several roots of one recomputed backward pass: hands each its gradient."""
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.grads
 
 
 def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
@@ -409,10 +485,19 @@ def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
         fn()
 
 
-def _run_backward(root, grad: np.ndarray, retain_graph: bool) -> None:
+def _run_backward(root, grad: np.ndarray, retain_graph: bool, got=None) -> None:
+    # got: a recomputed pass (run_recomputed_backward): no leaf hooks, the ids of leaves reached go there
     if root._ctx is None:  # a leaf: its gradient is the seed itself
+        if got is not None:
+            got.add(id(root))
+            if _HookHandle.live and getattr(root, "_grad_hooks", None):
+                return {id(root): (root, grad)}
+            root._accumulate_grad(grad)
+            return None
         if _pass_observers:
             _notify_pass(())
+        if getattr(root, "_grad_hooks", None):
+            grad = _run_grad_hooks(root._grad_hooks, grad)
         root._accumulate_grad(grad)
         if getattr(root, "_post_hooks", None):
             _fire_post_hooks(root)
@@ -434,15 +519,18 @@ def _run_backward(root, grad: np.ndarray, retain_graph: bool) -> None:
     pending = {id(root._ctx): [None] * len(root._ctx.out_meta)}
     pending[id(root._ctx)][root._out_index] = grad
     order = _topo_order(root._ctx)
-    if _pass_observers:
+    if _pass_observers and got is None:
         _notify_pass(order)
-    uses = _hooked_leaf_uses(order) if _HookHandle.live else None
-    got_grad = set()
+    hooked = _HookHandle.live
+    uses = _hooked_leaf_uses(order) if hooked and got is None else None
+    got_grad = set() if got is None else got
+    # leaves with register_hook hooks: their gradient is summed over the pass, then hooked, then accumulated
+    held = {} if uses or (hooked and got is not None) else None
     for node in order:
         gouts = pending.pop(id(node), None)
         if gouts is None:
             if uses:
-                _count_down(node, uses, got_grad)
+                _count_down(node, uses, got_grad, held, to_leaf)
             continue
         if node.released:
             raise RuntimeError(
@@ -458,6 +546,8 @@ def _run_backward(root, grad: np.ndarray, retain_graph: bool) -> None:
             dev = _devices.device_of(next(g for g in gouts if g is not None))
             gouts = [g if g is not None else _devices.zeros(shape, dtype, dev)
                      for g, (shape, dtype) in zip(gouts, node.out_meta)]
+        if hooked:
+            gouts = _node_tensor_hooks(node, gouts)
         gins = type(node).backward(node, *gouts)
         if not isinstance(gins, tuple):
             gins = (gins,)
@@ -478,23 +568,35 @@ def _run_backward(root, grad: np.ndarray, retain_graph: bool) -> None:
                     f"{type(node).__name__}.backward returned a gradient of shape {g.shape} for an "
                     f"input of shape {parent.shape}"
                 )
-            if parent._retains_grad:
+            if parent._retains_grad and not (hooked and parent._ctx is not None and _retained_by_hooks(parent)):
                 parent._accumulate_grad(g)
             if parent._ctx is None:
-                to_leaf(parent, g)
-                if uses is not None:
+                if held is not None and getattr(parent, "_grad_hooks", None):
+                    _hold(held, parent, g)
+                else:
+                    to_leaf(parent, g)
+                if uses is not None or got is not None:
                     got_grad.add(id(parent))
             else:
                 slots = pending.setdefault(id(parent._ctx), [None] * len(parent._ctx.out_meta))
                 k = parent._out_index
                 slots[k] = g if slots[k] is None else _devices.add(slots[k], g)
+        inner_got = node.__dict__.get("inner_got") if hooked or got is not None else None
+        if inner_got:  # a checkpoint node: the leaves its recomputed pass reached, and their held gradients
+            got_grad.update(inner_got)
+            for leaf, g in node.__dict__.get("inner_held", {}).values():
+                if held is not None:
+                    _hold(held, leaf, g)
+                else:
+                    to_leaf(leaf, g)
         if uses:
-            _count_down(node, uses, got_grad)
+            _count_down(node, uses, got_grad, held, to_leaf)
         if _node_callbacks:
             for fn in _node_callbacks:
                 fn()
         if not retain_graph:
             node.release()
+    return held if got is not None else None
 
 
 def _check_device_grad(node, parent, g) -> None:
@@ -510,11 +612,24 @@ def _check_device_grad(node, parent, g) -> None:
                            f"{parent._data.dtype} input on {want}")
 
 
-def _count_down(node, uses, got_grad) -> None:
-    """``node`` has run (or was skipped): its hooked leaf inputs have one consumer fewer to wait for."""
-    for p in node.parents:
+def _hold(held, leaf, g) -> None:
+    """Add ``g`` to the gradient held for ``leaf`` (a leaf with register_hook hooks) until its last consumer."""
+    h = held.get(id(leaf))
+    held[id(leaf)] = (leaf, g if h is None else _devices.add(h[1], g))
+
+
+def _count_down(node, uses, got_grad, held, to_leaf) -> None:
+    """``node`` has run (or was skipped): its hooked leaf inputs have one consumer fewer to wait for. A leaf
+    whose last consumer has run gets its summed gradient through its register_hook hooks, then into .grad,
+    then its post-accumulate hooks fire."""
+    inner = node.__dict__.get("inner_leaves")
+    for p in (node.parents if inner is None else node.parents + inner):
         if p is not None and id(p) in uses:
             left = uses[id(p)] - 1
             uses[id(p)] = left
             if left == 0 and id(p) in got_grad:
-                _fire_post_hooks(p)
+                h = held.pop(id(p), None)
+                if h is not None:
+                    to_leaf(p, _run_grad_hooks(p._grad_hooks, h[1]))
+                if getattr(p, "_post_hooks", None):
+                    _fire_post_hooks(p)

@@ -64,6 +64,8 @@ class enable_grad(set_grad_enabled):
 class _Recorder:
     """Collects (function class, args, kwargs, outputs) for every Function.apply while active."""
 
+    probe = False
+
     def __init__(self):
         self.records: List[tuple] = []
 
@@ -88,8 +90,10 @@ def trace():
 
 
 def recorder():
-    """The active trace() recorder of this thread, or None."""
-    return _state.__dict__.get("recorder")
+    """The active trace() recorder of this thread, or None (also inside a checkpointed forward, whose
+    recorder only keeps the recorded-forward kernels on: forgegrad.utils.checkpoint)."""
+    rec = _state.__dict__.get("recorder")
+    return None if rec is None or rec.probe else rec
 
 
 @contextlib.contextmanager

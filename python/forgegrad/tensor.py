@@ -58,11 +58,12 @@ class Tensor(TensorMethods):
         requires_grad: record operations on this tensor for backward().
     """
 
-    # _post_hooks is only set on leaves that have post-accumulate-grad hooks, _own_version only on the
+    # _post_hooks is only set on leaves that have post-accumulate-grad hooks, _grad_hooks on leaves that have
+    # register_hook hooks (a non-leaf's are kept by its node), _own_version only on the
     # tensors ``.data`` returns, _view_of only on views made outside the graph of a tensor that has no node
     # (its base, for an in-place write recorded through the view: forgegrad._view_rebase); all read with getattr
     __slots__ = ("_data", "grad", "requires_grad", "_ctx", "_out_index", "_retains_grad", "_post_hooks",
-                 "_own_version", "_view_of", "__weakref__")
+                 "_own_version", "_view_of", "_grad_hooks", "__weakref__")
     __array_priority__ = 1000  # numpy defers binary operators to Tensor
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
@@ -282,6 +283,38 @@ class Tensor(TensorMethods):
         hooks = getattr(self, "_post_hooks", None)
         if hooks is None:
             hooks = self._post_hooks = {}
+        return _HookHandle(self, hooks, hook)
+
+    def register_hook(self, hook) -> "_HookHandle":
+        """Call ``hook(grad)`` with this tensor's gradient during backward(); a Tensor it returns replaces the
+        gradient (for the hooks after it, for ``.grad`` and for the rest of the pass), None keeps it.
+
+        As torch's: a tensor used several times gets one call with the summed gradient; hooks run in the
+        order they were registered; on a leaf they run before the gradient is accumulated into ``.grad``
+        (and before its post-accumulate hooks), on a non-leaf before its node's backward and before
+        retain_grad() stores it. A hook registered on a tensor that is then written in place sees the
+        gradient of its value before the write (it stays with the node it had). Returns a handle with
+        ``remove()``.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if not callable(hook):
+            raise TypeError(f"register_hook: hook must be callable, got {type(hook).__name__}")
+        from .autograd import _rebound
+        if _rebound:  # a view whose base was written in place under autograd: its new node
+            from ._view_rebase import rebase_inputs
+            rebase_inputs((self,))
+        if self._ctx is None:
+            hooks = getattr(self, "_grad_hooks", None)
+            if hooks is None:
+                hooks = self._grad_hooks = {}
+        else:
+            import weakref
+            by_output = self._ctx.__dict__.setdefault("tensor_hooks", {})
+            entry = by_output.get(self._out_index)
+            if entry is None or entry[0]() is not self:
+                entry = by_output[self._out_index] = (weakref.ref(self), {} if entry is None else entry[1])
+            hooks = entry[1]
         return _HookHandle(self, hooks, hook)
 
     def detach(self) -> "Tensor":

@@ -64,8 +64,8 @@ def canonical_mask(mask, name: str, dtype=np.float32):
 
 
 def _traced() -> bool:
-    from ..grad_mode import _state
-    return _state.__dict__.get("recorder") is not None
+    from ..grad_mode import recorder
+    return recorder() is not None
 
 
 class MultiheadAttention(Module):

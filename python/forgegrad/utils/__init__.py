@@ -1,4 +1,5 @@
-"""torch.utils's layout: ``forgegrad.utils.data`` is forgegrad.data (Dataset, DataLoader, ...)."""
-from . import data
+"""torch.utils's layout: ``forgegrad.utils.data`` is forgegrad.data (Dataset, DataLoader, ...);
+``forgegrad.utils.checkpoint`` is activation checkpointing."""
+from . import checkpoint, data
 
-__all__ = ["data"]
+__all__ = ["checkpoint", "data"]
