@@ -1,0 +1,135 @@
+"""Tensor.register_hook against torch: the values each hook sees, the gradients, and the call order
+(several hooks, replacements, retain_grad, post-accumulate hooks, in-place writes and views)."""
+import numpy as np
+import pytest
+import torch
+
+import forgegrad as fg
+
+
+def _t(lib, values, requires_grad=False):
+    if lib == "torch":
+        return torch.tensor(np.asarray(values, np.float32), requires_grad=requires_grad)
+    return fg.tensor(np.asarray(values, np.float32), requires_grad=requires_grad)
+
+
+def _both(case):
+    """Run ``case(lib)`` for torch and forgegrad; their logs of (name, values) must match in order."""
+    ref, got = case("torch"), case("fg")
+    assert [n for n, _ in got] == [n for n, _ in ref]
+    for (_, a), (_, b) in zip(got, ref):
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=1e-5, atol=1e-6)
+
+
+def _note(log, name, value=None):
+    """A hook that logs the gradient it gets and returns ``value(g)`` (None: no replacement)."""
+    def hook(g):
+        log.append((name, g.tolist()))
+        return None if value is None else value(g)
+    return hook
+
+
+def test_leaf_and_nonleaf_hooks_replacement_order_retain_grad_and_post_hook():
+    def case(lib):
+        log = []
+        x = _t(lib, [1.0, 2.0, 3.0], True)
+        x.register_hook(_note(log, "x1"))
+        x.register_hook(_note(log, "x2", lambda g: g * 2))  # a replacement: x3 and .grad see it
+        x.register_hook(_note(log, "x3"))
+        x.register_post_accumulate_grad_hook(lambda t: log.append(("post", t.grad.tolist())))
+        y = x * x
+        y.retain_grad()
+        y.register_hook(_note(log, "y", lambda g: g + 1))  # retain_grad stores the hooked gradient
+        z = (y * 3 + y.sin()).sum() + x.sum()  # y and x used twice: one call each, with the sum
+        z.backward()
+        log += [("y.grad", y.grad.tolist()), ("x.grad", x.grad.tolist())]
+        return log
+    _both(case)
+
+
+def test_remove_and_accumulation_over_passes():
+    def case(lib):
+        log = []
+        x = _t(lib, [1.0, -1.0], True)
+        h1 = x.register_hook(_note(log, "a"))
+        x.register_hook(_note(log, "b", lambda g: g * 3))
+        (x * 2).sum().backward()
+        h1.remove()
+        h1.remove()  # a second remove is a no-op
+        (x * x).sum().backward()
+        log.append(("x.grad", x.grad.tolist()))
+        return log
+    _both(case)
+
+
+def test_hook_on_a_multi_output_node_and_a_root():
+    def case(lib):
+        log = []
+        x = _t(lib, np.arange(6.0).reshape(2, 3), True)
+        a, b = x.split([1, 2], dim=1) if lib == "torch" else x.split([1, 2], 1)
+        a.register_hook(_note(log, "a", lambda g: g * 10))
+        b.register_hook(_note(log, "b"))
+        out = (a * 2).sum() + (b * b).sum()
+        out.register_hook(_note(log, "root"))
+        out.backward()
+        log.append(("x.grad", x.grad.tolist()))
+        return log
+    _both(case)
+
+
+def test_hooks_before_and_after_an_in_place_write():
+    """Registered before the write: the gradient of the old value; after: of the new one (torch's rule)."""
+    def case(lib):
+        log = []
+        x = _t(lib, [1.0, 2.0, 3.0], True)
+        y = x * 2
+        y.register_hook(_note(log, "before"))
+        y.mul_(3)
+        y.register_hook(_note(log, "after"))
+        (y * y).sum().backward()
+        log.append(("x.grad", x.grad.tolist()))
+        return log
+    _both(case)
+
+
+def test_hooks_on_a_base_written_through_a_view():
+    def case(lib):
+        log = []
+        x = _t(lib, [1.0, 2.0, 3.0, 4.0], True)
+        b = x * 1
+        b.register_hook(_note(log, "b-before"))
+        v = b[1:3]
+        v.mul_(5)  # the base gets the write's node (CopySlices); its old hooks see the old value's gradient
+        b.register_hook(_note(log, "b-after"))
+        (b * b).sum().backward()
+        log.append(("x.grad", x.grad.tolist()))
+        return log
+    _both(case)
+
+
+def test_hook_on_a_view_rebased_after_a_write_into_its_base():
+    """torch calls neither hook here; forgegrad calls the one registered after the write (on the view's
+    rebased node) with the view's gradient. The gradients agree."""
+    def case(lib, log):
+        x = _t(lib, [1.0, 2.0, 3.0, 4.0], True)
+        b = x * 1
+        v = b[1:3]
+        v.register_hook(_note(log, "v-before"))
+        b.mul_(2)
+        v.register_hook(_note(log, "v-after"))
+        (v * v).sum().backward()
+        return x.grad.tolist()
+    tlog, flog = [], []
+    np.testing.assert_allclose(case("fg", flog), case("torch", tlog))
+    assert tlog == [] and flog == [("v-after", [8.0, 12.0])]
+
+
+def test_errors_like_torch():
+    with pytest.raises(RuntimeError, match="doesn't require gradient"):
+        fg.tensor(np.ones(2, np.float32)).register_hook(lambda g: None)
+    x = fg.tensor(np.ones(2, np.float32), requires_grad=True)
+    with pytest.raises(TypeError, match="callable"):
+        x.register_hook(3)
+    x.register_hook(lambda g: fg.ones(3))
+    with pytest.raises(RuntimeError, match="changed the size"):
+        (x * 2).sum().backward()
