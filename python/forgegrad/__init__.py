@@ -6,7 +6,7 @@ from . import _C  # noqa: F401  (loads the compiled kernels first; forgegrad._C 
 from ._runtime import cpu_info, get_num_threads, get_simd, set_num_threads, set_simd
 from . import kernels
 from .devices import device
-from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .autograd import enable_grad, inference_mode, is_grad_enabled, is_inference_mode_enabled, no_grad, set_grad_enabled
 from .tensor import Tensor
 # after .tensor: the function forgegrad.tensor replaces the submodule's name on the package
 from .factories import (arange, as_tensor, cat, empty, eye, full, manual_seed, ones, rand, randn, stack, tensor, where,
@@ -36,7 +36,7 @@ _LAZY_SUBMODULES = ("onnx", "models", "cuda", "bench", "cli")
 # torch names that forgegrad has under another name, or not at all: the AttributeError says so.
 _TORCH_NAMES = {
     "concat": "forgegrad.cat", "concatenate": "forgegrad.cat", "absolute": "forgegrad.abs",
-    "inference_mode": "forgegrad.no_grad", "set_num_interop_threads": "forgegrad.set_num_threads",
+    "set_num_interop_threads": "forgegrad.set_num_threads",
     "get_num_interop_threads": "forgegrad.get_num_threads", "Size": "a tuple (x.shape is a tuple of ints)",
     "initial_seed": "forgegrad.random.generator() (a numpy Generator seeded by manual_seed)",
     "seed": "forgegrad.manual_seed", "set_default_dtype": None, "jit": None, "compile": None, "autocast": None,
@@ -61,7 +61,8 @@ __all__ = [
     "Tensor", "tensor", "as_tensor", "zeros", "ones", "full", "empty", "arange", "eye", "rand", "randn", "cat",
     "stack", "where", "manual_seed", "dtypes", "return_types", "dtype", "float32", "float", "float64", "double",
     "float16", "half", "int64", "long", "int32", "int", "int16", "short", "int8", "uint8", "bool", "utils",
-    "device", "ops", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
+    "device", "ops", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "inference_mode",
+    "is_inference_mode_enabled",
     "nn", "optim", "save", "load", "data", "datasets", "train",
     "onnx", "models", "cuda", "bench", "cli",
 ]

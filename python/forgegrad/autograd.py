@@ -21,14 +21,15 @@ import numpy as np
 
 from . import _version_counter as _vc
 from . import devices as _devices
-from .grad_mode import (_state, enable_grad, graph_free, is_grad_enabled, no_grad, set_grad_enabled,  # noqa: F401
-                        trace)
+from .grad_mode import (_state, enable_grad, graph_free, inference_mode, is_grad_enabled,  # noqa: F401
+                        is_inference_mode_enabled, no_grad, set_grad_enabled, trace)
 from .tensor import Tensor, _HookHandle
 
 _NDARRAY = np.ndarray
 _F64 = np.dtype(np.float64)
 
-__all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "trace", "queue_callback"]
+__all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "inference_mode",
+           "is_inference_mode_enabled", "trace", "queue_callback"]
 
 # Callbacks to run once the current backward pass has finished (torch's engine.queue_callback): data
 # parallelism waits for its gradient reductions there. Depth counts nested backward() calls.

@@ -1,8 +1,8 @@
 """Grad mode and op recording: the thread-local state every op reads when it runs.
 
-``no_grad`` / ``enable_grad`` / ``set_grad_enabled`` switch graph recording; ``trace()`` records every
-op applied inside it (the ONNX exporter's view of a model). Kept apart from the autograd engine so
-that Tensor can import it without importing the engine.
+``no_grad`` / ``enable_grad`` / ``set_grad_enabled`` / ``inference_mode`` switch graph recording;
+``trace()`` records every op applied inside it (the ONNX exporter's view of a model). Kept apart from the
+autograd engine so that Tensor can import it without importing the engine.
 """
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import contextlib
 import threading
 from typing import List
 
-__all__ = ["no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "graph_free", "trace", "recorder"]
+__all__ = ["no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "inference_mode",
+           "is_inference_mode_enabled", "graph_free", "trace", "recorder"]
 
 _state = threading.local()
 
@@ -58,6 +59,43 @@ class no_grad(set_grad_enabled):
 class enable_grad(set_grad_enabled):
     def __init__(self):
         self.mode = True
+
+
+def is_inference_mode_enabled() -> bool:
+    """True inside ``inference_mode()`` (torch.is_inference_mode_enabled)."""
+    return _state.__dict__.get("inference", False)
+
+
+class inference_mode(contextlib.ContextDecorator):
+    """torch.inference_mode: a context manager or decorator (``@inference_mode()`` or bare
+    ``@inference_mode``) that records no graph, as no_grad; ``mode=False`` turns grad mode on (as torch's,
+    whose InferenceMode(false) is grad mode), for a block inside an inference_mode one.
+
+    forgegrad has no inference tensors: results made inside are ordinary tensors that do not require grad
+    (``is_inference()`` is not provided; torch's errors for writing one in place outside the mode, or
+    saving one for backward, are not raised). See docs/torch_compat.md.
+    """
+
+    def __new__(cls, mode=True):
+        if callable(mode) and not isinstance(mode, bool):  # @inference_mode without parentheses
+            return cls()(mode)
+        return super().__new__(cls)
+
+    def __init__(self, mode: bool = True):
+        if not isinstance(mode, bool):
+            raise TypeError(f"inference_mode: mode must be a bool, got {type(mode).__name__}")
+        self.mode = mode
+
+    def __enter__(self):
+        d = _state.__dict__
+        self.prev = (d.get("grad_enabled", True), d.get("inference", False))
+        d["grad_enabled"], d["inference"] = not self.mode, self.mode
+        return self
+
+    def __exit__(self, *exc):
+        d = _state.__dict__
+        d["grad_enabled"], d["inference"] = self.prev
+        return False
 
 
 # ---- op recording (used by the ONNX exporter) ------------------------------------------------
