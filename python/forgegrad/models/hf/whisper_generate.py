@@ -22,6 +22,7 @@ alignment heads and dynamic time warping (whisper_alignment.py), as transformers
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
@@ -119,6 +120,7 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
     grammar cannot go on.
     """
     gc = dict(generation_source(model))
+    _warn_unread(gc)
     thresholds, condition = _options(gc, compression_ratio_threshold, logprob_threshold, no_speech_threshold,
                                      condition_on_prev_tokens)
     beams = _check_beams(resolve(model, "num_beams", num_beams, 1),
@@ -385,6 +387,28 @@ def _decode_window(run: _Run, states, prompt: np.ndarray, padding: Optional[np.n
             padding = np.concatenate([padding, np.ones((B, 1), bool)], 1)
         logits = steps.decode(nxt[:, None], states, cross=cross, cache=cache, decoder_attention_mask=padding)[:, -1]
     return out[:, :n], None if chosen is None else chosen[:, :n], first, None
+
+
+# generation_config.json's settings that transformers' Whisper generate applies (its generic generate's processors
+# and warpers, a watermark, stopping criteria) and this generate does not read, with the values that change nothing
+_UNREAD = {"repetition_penalty": (1.0,), "no_repeat_ngram_size": (0,), "min_length": (0,), "min_new_tokens": (0,),
+           "encoder_repetition_penalty": (1.0,), "encoder_no_repeat_ngram_size": (0,), "bad_words_ids": (),
+           "sequence_bias": (), "exponential_decay_length_penalty": (), "forced_eos_token_id": (),
+           "remove_invalid_values": (False,), "typical_p": (1.0,), "epsilon_cutoff": (0.0,), "eta_cutoff": (0.0,),
+           "top_h": (), "watermarking_config": (), "guidance_scale": (1.0,), "stop_strings": (), "max_time": ()}
+
+
+def _warn_unread(gc: dict) -> None:
+    """One warning (once per set of names, as generate's warn_unread_settings) naming the settings of
+    generation_config.json that would change transformers' tokens and that Whisper's generate does not read."""
+    from .generation_settings import UNREAD_SETTINGS, _warned
+    neutral = dict(_UNREAD, **{k: tuple(v for v in values if v is not None) for k, values in UNREAD_SETTINGS.items()})
+    names = tuple(sorted(n for n, values in neutral.items() if gc.get(n) is not None
+                         and not any(gc[n] is v or gc[n] == v for v in values)))
+    if names and ("whisper",) + names not in _warned:
+        _warned.add(("whisper",) + names)
+        warnings.warn(f"generate: generation_config.json sets {', '.join(names)}, which forgegrad's Whisper generate "
+                      "does not read (the tokens can differ from transformers')", UserWarning, stacklevel=4)
 
 
 def _options(gc: dict, compression_ratio_threshold, logprob_threshold, no_speech_threshold,

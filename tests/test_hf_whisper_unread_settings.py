@@ -1,0 +1,55 @@
+"""Whisper's generate and the generation settings of generation_config.json it does not read: transformers' Whisper
+generate hands its generation config to the generic generate, which applies them (a watermark, top-h sampling,
+repetition penalties, ...); forgegrad's Whisper names them in one warning, as forgegrad's generate names the
+settings it does not read, instead of dropping them unnoticed. A checkpoint that leaves them at their defaults (as
+the Hub's Whisper checkpoints do) gets no warning."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+from whisper_helpers import MELS, build_whisper  # noqa: E402
+
+from forgegrad.models import from_pretrained  # noqa: E402
+
+
+def _checkpoint(path, **settings):
+    build_whisper(path)
+    file = path / "generation_config.json"
+    file.write_text(json.dumps(dict(json.loads(file.read_text()), **settings)))
+    return path
+
+
+def _features():
+    return np.random.default_rng(0).standard_normal((1, MELS, 100)).astype(np.float32)
+
+
+def test_settings_transformers_applies_are_named(tmp_path):
+    path = _checkpoint(tmp_path / "marked", top_h=0.5, watermarking_config={"bias": 50.0, "greenlist_ratio": 0.3},
+                       repetition_penalty=1.0, typical_p=1.0, no_repeat_ngram_size=3)
+    model = from_pretrained(path)
+    with pytest.warns(UserWarning, match="generation_config.json sets no_repeat_ngram_size, top_h, "
+                                         "watermarking_config, which forgegrad's Whisper generate does not read"):
+        ours = model.generate(_features(), language="en", max_new_tokens=8)
+    # transformers does read them: its greedy tokens under the watermark's bias are not forgegrad's
+    hf = transformers.WhisperForConditionalGeneration.from_pretrained(path).eval()
+    with torch.no_grad():
+        theirs = hf.generate(torch.tensor(_features()), language="en", max_new_tokens=8)[:, 4:].numpy()
+    assert ours.tolist() != theirs.tolist()
+
+
+def test_a_checkpoint_at_the_defaults_gets_no_warning(tmp_path):
+    path = _checkpoint(tmp_path / "plain", repetition_penalty=1.0, typical_p=1.0, epsilon_cutoff=0.0,
+                       no_repeat_ngram_size=0, num_beam_groups=1, diversity_penalty=0.0, remove_invalid_values=False,
+                       guidance_scale=None, top_h=None, watermarking_config=None)
+    model = from_pretrained(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.generate(_features(), language="en", max_new_tokens=4)
