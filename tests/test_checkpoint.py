@@ -207,3 +207,50 @@ def test_register_hook_on_a_leaf_used_inside_a_checkpoint_fires_once_with_the_su
     assert len(seen) == 1
     np.testing.assert_array_equal(seen[0], [5, 5, 5])
     np.testing.assert_array_equal(x.grad.numpy(), [50, 50, 50])
+
+
+def _model_grads(model, ids, ckpt):
+    model.train()
+    model.zero_grad()
+    if ckpt:
+        model.gradient_checkpointing_enable()
+    else:
+        model.gradient_checkpointing_disable()
+    fg.manual_seed(3)
+    logits = model(ids)
+    kinds = {type(n).__name__ for n in autograd._topo_order(logits._ctx)}
+    assert ("CheckpointFunction" in kinds) == ckpt
+    (logits * logits).mean().backward()
+    return [logits.numpy().copy()] + [p.grad.numpy().copy() for p in model.parameters()]
+
+
+def test_zoo_gpt_gradient_checkpointing_gives_the_same_gradients():
+    from forgegrad.models.transformer import GPT
+    fg.manual_seed(0)
+    model = GPT(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.1)
+    ids = fg.tensor(np.random.default_rng(0).integers(0, 50, (2, 12)))
+    for a, b in zip(_model_grads(model, ids, False), _model_grads(model, ids, True)):
+        np.testing.assert_array_equal(a, b)
+    assert GPT(n_layer=1, n_embd=8, n_head=2, gradient_checkpointing=True).gradient_checkpointing
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma2"])
+def test_hf_decoder_gradient_checkpointing_enable_gives_the_same_gradients(arch):
+    from forgegrad.models.hf.gemma2 import Gemma2ForCausalLM
+    from forgegrad.models.hf.llama import LlamaForCausalLM
+    config = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=48, vocab_size=40, max_position_embeddings=64, rms_norm_eps=1e-6,
+                  hidden_act="silu", rope_theta=10000.0)
+    if arch == "gemma2":
+        config.update(head_dim=8, query_pre_attn_scalar=8, sliding_window=4, attn_logit_softcapping=5.0,
+                      final_logit_softcapping=10.0, hidden_activation="gelu_pytorch_tanh")
+    fg.manual_seed(0)
+    model = (Gemma2ForCausalLM if arch == "gemma2" else LlamaForCausalLM)(config)
+    ids = np.random.default_rng(1).integers(0, 40, (2, 7))
+    plain = _model_grads(model, ids, False)
+    assert not model.is_gradient_checkpointing
+    for a, b in zip(plain, _model_grads(model, ids, True)):
+        np.testing.assert_array_equal(a, b)
+    assert model.is_gradient_checkpointing
+    with pytest.raises(ValueError, match="gradient_checkpointing_kwargs"):
+        model.gradient_checkpointing_enable({"preserve_rng_state": False})

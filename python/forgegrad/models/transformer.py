@@ -21,7 +21,7 @@ from .. import devices, nn
 from .. import random as _random
 from .._args import positive_int
 from .._validate import check_bool, check_float
-from ..autograd import graph_free, no_grad
+from ..autograd import graph_free, is_grad_enabled, no_grad
 from ..grad_mode import recorder
 from ..nn.linear import _fused_linear, packed_weight
 from .. import _C
@@ -145,16 +145,20 @@ _PLAIN_BLOCK_TYPES = (Block, nn.LayerNorm, CausalSelfAttention, nn.Linear, nn.Li
 
 
 class GPT(nn.Module):
-    """``GPT(vocab_size=256, block_size=128, n_layer=4, n_head=4, n_embd=256, dropout=0.0, bias=True)``.
+    """``GPT(vocab_size=256, block_size=128, n_layer=4, n_head=4, n_embd=256, dropout=0.0, bias=True,
+    gradient_checkpointing=False)``.
 
     forward(idx) maps token ids (N, T) int64, T <= block_size, to logits (N, T, vocab_size).
     Initialisation as GPT-2: weights N(0, 0.02) (the residual projections c_proj N(0, 0.02/sqrt(2
     n_layer))), biases 0. ``lm_head.weight`` is ``transformer.wte.weight`` (one parameter).
+    ``gradient_checkpointing`` (or ``gradient_checkpointing_enable()``): in training, each block runs under
+    forgegrad.utils.checkpoint (its activations are recomputed in backward: less memory, the same gradients).
     """
 
     def __init__(self, vocab_size: int = 256, block_size: int = 128, n_layer: int = 4, n_head: int = 4,
-                 n_embd: int = 256, dropout: float = 0.0, bias: bool = True):
+                 n_embd: int = 256, dropout: float = 0.0, bias: bool = True, gradient_checkpointing: bool = False):
         super().__init__()
+        self.gradient_checkpointing = check_bool(gradient_checkpointing, "gradient_checkpointing")
         self.vocab_size = positive_int(vocab_size, "vocab_size", "GPT")
         self.block_size = positive_int(block_size, "block_size", "GPT")
         self.n_layer = positive_int(n_layer, "n_layer", "GPT")
@@ -200,10 +204,21 @@ class GPT(nn.Module):
             for block in blocks:
                 x = block._infer(x)
             x = Tensor._wrap(x)
+        elif self.gradient_checkpointing and self.training and is_grad_enabled():
+            from ..utils.checkpoint import checkpoint
+            for block in blocks:
+                x = checkpoint(block, x, use_reentrant=False)
         else:
             for block in blocks:
                 x = block(x)
         return self.lm_head(tr.ln_f(x))
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None) -> None:
+        """Checkpoint every block in training (transformers' method name)."""
+        self.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.gradient_checkpointing = False
 
 
 class TransformerClassifier(nn.Module):

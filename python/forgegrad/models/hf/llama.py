@@ -18,6 +18,7 @@ from ._decode import LeanDecoder, lean_prefill
 from ._layers import (KVCache, LengthScaledRope, PackedBatch, PastKeyValues, RotaryEmbedding, activation,
                       additive_mask, attend, config_probability, ids_array, mask_array, merge_heads, split_heads)
 from ._rope import rope_from_config
+from ...utils.checkpoint import checkpoint as _checkpoint
 
 __all__ = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM"]
 
@@ -118,6 +119,23 @@ class LlamaForCausalLM(nn.Module):
             self.lm_head = nn.Linear(c["hidden_size"], c["vocab_size"], bias=False)
 
     base_name = None  # a base model's checkpoint (no LM head): its architecture's name (headless)
+    gradient_checkpointing = False  # set by gradient_checkpointing_enable()
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None) -> None:
+        """transformers' method: in training (no cache), every decoder layer runs under
+        forgegrad.utils.checkpoint, its activations recomputed in backward; the gradients are unchanged."""
+        kw = dict(gradient_checkpointing_kwargs or {})
+        if kw.pop("use_reentrant", False) not in (True, False) or kw:
+            raise ValueError(f"gradient_checkpointing_enable: only use_reentrant is accepted in "
+                             f"gradient_checkpointing_kwargs, got {gradient_checkpointing_kwargs!r}")
+        self.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.gradient_checkpointing = False
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return self.gradient_checkpointing
 
     def headless(self, architecture: str) -> None:
         """Make this a base model (transformers' ``Qwen3Model``, ...): no LM head, weights named without the
@@ -227,8 +245,13 @@ class LlamaForCausalLM(nn.Module):
             tables = self.per_layer(lambda r: r.cos_sin(positions))
         x = self._embed(ids)
         masks = {w: additive_mask(pad, past, T, causal=True, window=w) for w in set(self.sliding_windows)}
+        ckpt = getattr(self, "gradient_checkpointing", False) and self.training and cache is None \
+            and grad_mode.is_grad_enabled()
         for i, layer in enumerate(self.model.layers):
-            x = layer(x, *tables[i], masks[self.sliding_windows[i]], cache, i)
+            if ckpt:  # each layer's activations recomputed in backward (utils.checkpoint): less memory
+                x = _checkpoint(layer, x, *tables[i], masks[self.sliding_windows[i]], None, i, use_reentrant=False)
+            else:
+                x = layer(x, *tables[i], masks[self.sliding_windows[i]], cache, i)
         x = self.model.norm(x)
         if cache is not None:
             cache.advance(T)
