@@ -74,13 +74,20 @@ MESSAGES = st.one_of(VALUES, st.lists(st.one_of(VALUES, st.fixed_dictionaries({
     "role": st.one_of(st.sampled_from(["user", "system", "assistant", "tool", "developer", "robot"]), VALUES),
     "content": st.one_of(STRINGS, VALUES, st.just([{"type": "text", "text": 5}]), st.just([{"type": "image_url"}]))},
     optional={"tool_calls": VALUES, "tool_call_id": VALUES})), max_size=3))
-FIELD_VALUES = {"guided_regex": st.one_of(REGEXES, VALUES), "guided_grammar": st.one_of(GRAMMARS, VALUES),
-                "guided_json": st.one_of(SCHEMAS, SCHEMAS.map(json.dumps), VALUES),
-                "response_format": st.one_of(VALUES, SCHEMAS.map(lambda s: {"type": "json_schema", "json_schema": {
-                    "name": "x", "schema": s}})),
-                "guided_choice": st.one_of(VALUES, LONG_LISTS), "tools": TOOLS, "messages": MESSAGES,
-                "tool_choice": st.one_of(VALUES, st.sampled_from(["required", "auto", "none", {"type": "function"}, {
-                    "type": "function", "function": {"name": "f"}}, {"type": "function", "function": {"name": 5}}]))}
+# bodies of megabytes: texts far past any context, thousands of long words, lists past every limit
+HUGE = st.sampled_from(["x" * 1_000_000, "hello world " * 100_000, ["hello world " * 300] * 2000,
+                        [f"x{i}" for i in range(50_000)], ["a" * 3_000_000]])
+FIELD_VALUES = {name: st.one_of(VALUES, HUGE) for name in ("prompt", "stop", "bad_words", "input", "documents", "query",
+                                                            "text_1", "text_2")}
+FIELD_VALUES.update({
+    "guided_regex": st.one_of(REGEXES, VALUES), "guided_grammar": st.one_of(GRAMMARS, VALUES),
+    "guided_json": st.one_of(SCHEMAS, SCHEMAS.map(json.dumps), VALUES),
+    "response_format": st.one_of(VALUES, SCHEMAS.map(lambda s: {"type": "json_schema", "json_schema": {
+        "name": "x", "schema": s}})),
+    "guided_choice": st.one_of(VALUES, LONG_LISTS, HUGE), "tools": TOOLS,
+    "messages": st.one_of(MESSAGES, HUGE.map(lambda h: [{"role": "user", "content": h}])),
+    "tool_choice": st.one_of(VALUES, st.sampled_from(["required", "auto", "none", {"type": "function"}, {
+        "type": "function", "function": {"name": "f"}}, {"type": "function", "function": {"name": 5}}]))})
 
 
 # valid values at the edges of their ranges, so that requests also get past the checks, into the engines, with
