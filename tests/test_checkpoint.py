@@ -254,3 +254,43 @@ def test_hf_decoder_gradient_checkpointing_enable_gives_the_same_gradients(arch)
     assert model.is_gradient_checkpointing
     with pytest.raises(ValueError, match="gradient_checkpointing_kwargs"):
         model.gradient_checkpointing_enable({"preserve_rng_state": False})
+
+
+def test_ddp_with_checkpointed_blocks_reduces_every_bucket_once_from_its_hooks():
+    """One-rank DistributedDataParallel (no MPI job): the reducer's post-accumulate hooks see each parameter
+    once, after its last contribution (a weight shared inside and outside a checkpoint included), so every
+    bucket starts from the hooks during the pass and one round ends with it; gradients equal the plain run."""
+    from forgegrad.distributed import comm
+    if not comm.is_available():
+        pytest.skip("mpi4py is not installed")
+    import forgegrad.distributed as dist
+    comm.init()
+
+    class Net(nn.Module):
+        def __init__(self, ckpt):
+            super().__init__()
+            self.ckpt = ckpt
+            self.a, self.b, self.c = nn.Linear(6, 6), nn.Linear(6, 6), nn.Linear(6, 3)
+
+        def forward(self, x):
+            def inner(v):
+                return self.b(self.a(v).tanh()).relu()
+            h = checkpoint(inner, x, use_reentrant=False) if self.ckpt else inner(x)
+            return self.c(self.a(h))  # a: inside and outside the checkpoint
+
+    x0 = np.random.default_rng(8).standard_normal((4, 6)).astype(np.float32)
+    grads = []
+    for ckpt in (False, True):
+        fg.manual_seed(0)
+        model = dist.DistributedDataParallel(Net(ckpt), bucket_cap_mb=0.0001)  # small buckets
+        reducer = model._reducer
+        fired = []
+        for p in model.parameters():
+            p.register_post_accumulate_grad_hook(lambda p: fired.append(id(p)))
+        model(fg.tensor(x0)).sum().backward()
+        assert sorted(fired) == sorted(id(p) for p in model.parameters())  # each once
+        assert reducer.rounds == 1 and not reducer.active
+        assert reducer.launched_in_backward == len(reducer.buckets) > 2
+        grads.append([p.grad.numpy().copy() for p in model.parameters()])
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a, b)
