@@ -35,6 +35,7 @@ def for_another_group(wrapper, nodes) -> bool:
         for p in (autograd._parents_of(node) if autograd._rebound else node.parents):
             if p is not None and p._ctx is None:
                 leaf_ids.add(id(p))
+        leaf_ids.update(id(p) for p in node.__dict__.get("inner_leaves", ()))  # a checkpoint's (utils.checkpoint)
     if wrapper._reached_by(leaf_ids, nodes):
         return False
     return any(w.process_group is not wrapper.process_group and w._reached_by(leaf_ids, nodes) for w in live)
