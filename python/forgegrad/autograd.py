@@ -23,6 +23,7 @@ from . import _version_counter as _vc
 from . import devices as _devices
 from .grad_mode import (_state, enable_grad, graph_free, inference_mode, is_grad_enabled,  # noqa: F401
                         is_inference_mode_enabled, no_grad, set_grad_enabled, trace)
+from ._tensor_hooks import _hold, _node_tensor_hooks, _retained_by_hooks, _run_grad_hooks
 from .tensor import Tensor, _HookHandle
 
 _NDARRAY = np.ndarray
@@ -393,44 +394,6 @@ def _hooked_leaf_uses(order):
     return uses
 
 
-def _run_grad_hooks(hooks, g):
-    """Call each of ``hooks`` (register_hook's, in registration order) on the gradient ``g``; one that returns
-    a tensor replaces it for the hooks after it and for the rest of the pass."""
-    for fn in list(hooks.values()):
-        out = fn(Tensor._wrap_exact(g))
-        if out is not None:
-            if not isinstance(out, Tensor):
-                raise TypeError(f"a gradient hook returned {type(out).__name__}; it must return a Tensor or None")
-            if tuple(out.shape) != tuple(g.shape):
-                raise RuntimeError(f"hook 'hook' has changed the size of value: the hook returned a gradient of "
-                                   f"shape {tuple(out.shape)} for one of shape {tuple(g.shape)}")
-            g = out._data
-    return g
-
-
-def _node_tensor_hooks(node, gouts):
-    """Run the register_hook hooks of ``node``'s outputs on their (complete) gradients, then store the gradient
-    of an output that retains its grad and has hooks (torch's order: retain_grad sees the hooks' result)."""
-    hooked = node.__dict__.get("tensor_hooks")
-    if not hooked:
-        return gouts
-    gouts = list(gouts)
-    for k, (ref, hooks) in hooked.items():
-        if gouts[k] is None or not hooks:
-            continue
-        gouts[k] = _run_grad_hooks(hooks, gouts[k])
-        t = ref()
-        if t is not None and t._retains_grad and t._ctx is node:
-            t._accumulate_grad(gouts[k])
-    return gouts
-
-
-def _retained_by_hooks(parent) -> bool:
-    """True when ``parent`` (a non-leaf) has register_hook hooks: its retained grad is stored after them."""
-    hooked = parent._ctx.__dict__.get("tensor_hooks")
-    return bool(hooked and hooked.get(parent._out_index, (None, None))[1])
-
-
 def run_recomputed_backward(roots, grads, got: set):
     """The backward pass through a graph recomputed inside an outer pass (a checkpoint node's backward,
     forgegrad.utils.checkpoint): ``roots`` get ``grads``; leaves accumulate as usual, but the leaves' hooks and
@@ -611,12 +574,6 @@ def _check_device_grad(node, parent, g) -> None:
     if g.dtype != parent._data.dtype:
         raise RuntimeError(f"{type(node).__qualname__}.backward returned a {g.dtype} gradient for a "
                            f"{parent._data.dtype} input on {want}")
-
-
-def _hold(held, leaf, g) -> None:
-    """Add ``g`` to the gradient held for ``leaf`` (a leaf with register_hook hooks) until its last consumer."""
-    h = held.get(id(leaf))
-    held[id(leaf)] = (leaf, g if h is None else _devices.add(h[1], g))
 
 
 def _count_down(node, uses, got_grad, held, to_leaf) -> None:
