@@ -96,10 +96,10 @@ class GenerationServeConfig:
     # the model allows one (given, for a model that does not: a startup warning says why it has no effect)
     prefix_cache_mb: Optional[float] = None
     prefix_block: int = 16  # tokens per block of the paged KV cache and the prefix cache (prompts reuse whole blocks)
-    # the most MiB of the paged KV cache (rows' keys/values and the prefix cache's); None: room for
-    # max(max_batch, MAX_N) rows of the whole context, so that any one request fits (the pool's memory is committed
-    # only where written, so the size bounds, it does not take); given where nothing is paged (one at a time, an
-    # encoder-decoder): a startup warning
+    # the most MiB of the paged KV cache (rows' keys/values and the prefix cache's; an encoder-decoder's rows' decoder
+    # and encoder keys/values); None: room for max(max_batch, MAX_N) rows of the whole context, so that any one request
+    # fits (the pool's memory is committed only where written, so the size bounds, it does not take); given where
+    # nothing is paged (one at a time, T5): a startup warning
     kv_cache_mb: Optional[float] = None
     freeze: bool = True  # the model frozen in place once loaded (openai_routes.served_model); False: as loaded
 
