@@ -41,6 +41,43 @@ def grammar_dir(tmp_path_factory):
     return clean_copy(raw, raw.parent / "clean")
 
 
+@pytest.fixture(scope="module")
+def transcriber(whisper_dir):
+    return Transcriber(str(whisper_dir))
+
+
+@pytest.fixture(scope="module")
+def grammar_transcriber(grammar_dir):
+    return Transcriber(str(grammar_dir))
+
+
+@pytest.fixture(scope="module")
+def server(whisper_dir):
+    """One server of the word-level checkpoint for the module's HTTP tests."""
+    with running_app(create_speech_app(SpeechServeConfig(str(whisper_dir)))) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def grammar_server(grammar_dir):
+    with running_app(create_speech_app(SpeechServeConfig(str(grammar_dir)))) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def hf_text(reference, transcriber):
+    """transformers' text for (WAVS name, num_beams), each made once for the module."""
+    made = {}
+
+    def text(name, beams=1):
+        if (name, beams) not in made:
+            job = transcriber.prepare(SpeechRequest("transcribe", WAVS[name]()[0], "a.wav"), "<|en|>")
+            made[name, beams] = _hf_text(reference, job.features, language="en", max_new_tokens=MAX_NEW,
+                                         num_beams=beams)
+        return made[name, beams]
+    return text
+
+
 def _post(client, file, fields=()):
     return client.post(ROUTE, files={"file": ("a.wav", file, "audio/wav")}, data=dict(fields))
 
@@ -60,49 +97,49 @@ def _hf_text(reference, features, **kwargs):
     return tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 
-def test_mixed_beam_widths_in_one_batch_each_get_their_own(whisper_dir, reference):
+def test_mixed_beam_widths_in_one_batch_each_get_their_own(transcriber, hf_text):
     """One transcribe call (what the model's thread runs for the requests waiting) over requests of 1, 3, 2 and 3
     beams: each text is transformers' generate with that request's beams, and the beams change some of them."""
-    tr = Transcriber(str(whisper_dir))
-    names = list(WAVS)
-    jobs = [tr.prepare(SpeechRequest("transcribe", WAVS[names[i % 3]]()[0], "a.wav", language="en", num_beams=k),
-                       "<|en|>") for i, k in enumerate((1, 3, 2, 3))]
+    tr = transcriber
+    names = [list(WAVS)[i % 3] for i in range(4)]
+    widths = (1, 3, 2, 3)
+    jobs = [tr.prepare(SpeechRequest("transcribe", WAVS[n]()[0], "a.wav", language="en", num_beams=k), "<|en|>")
+            for n, k in zip(names, widths)]
     got = [t.text for t in tr.transcribe(jobs)]
-    want = [_hf_text(reference, job.features, language="en", max_new_tokens=MAX_NEW, num_beams=job.req.num_beams)
-            for job in jobs]
+    want = [hf_text(n, k) for n, k in zip(names, widths)]
     assert got == want
-    greedy = [_hf_text(reference, job.features, language="en", max_new_tokens=MAX_NEW) for job in jobs]
-    assert greedy != want
+    assert [hf_text(n) for n in names] != want
 
 
-def test_num_beams_over_http(whisper_dir, reference):
+def test_num_beams_over_http(server, hf_text):
     """Requests of different widths sent at once: each answer is its own beams' text; bad values are 400s naming
-    num_beams; the guided fields need a tokenizer llguidance reads (a word-level one is a 400 naming the field)."""
+    num_beams (a form's text: ASCII digits only); the guided fields need a tokenizer llguidance reads (a word-level
+    one is a 400 naming the field)."""
     cases = [(name, k) for name in list(WAVS)[:2] for k in (1, 3)]
-    tr = Transcriber(str(whisper_dir))
-    want = [_hf_text(reference, tr.prepare(SpeechRequest("transcribe", WAVS[n]()[0], "a.wav"), "<|en|>").features,
-                     language="en", max_new_tokens=MAX_NEW, num_beams=k) for n, k in cases]
-    with running_app(create_speech_app(SpeechServeConfig(str(whisper_dir)))) as url:
-        async def burst():
-            async with httpx.AsyncClient(base_url=url, timeout=120) as c:
-                return await asyncio.gather(*(c.post(ROUTE, files={"file": ("a.wav", WAVS[n]()[0])},
-                                                     data={"language": "en", "num_beams": str(k)}) for n, k in cases))
+    want = [hf_text(n, k) for n, k in cases]
 
-        responses = asyncio.run(burst())
-        assert [r.json()["text"] for r in responses] == want
-        with httpx.Client(base_url=url, timeout=60) as client:
-            file = WAVS["16k-mono-float32"]()[0]
-            for value in ("0", "17", "two", "2.5"):
-                assert "a whole number from 1 to 16" in _error(_post(client, file, {"num_beams": value}), "num_beams")
-            assert "temperature 0" in _error(_post(client, file, {"num_beams": "2", "temperature": "0.5"}),
-                                             "num_beams")
-            assert "cannot read this tokenizer" in _error(_post(client, file, {"guided_regex": "[0-9]+"}),
-                                                          "guided_regex")
-            assert _post(client, file, {"num_beams": "1", "temperature": "0.5"}).status_code == 200
+    async def burst():
+        async with httpx.AsyncClient(base_url=server, timeout=120) as c:
+            return await asyncio.gather(*(c.post(ROUTE, files={"file": ("a.wav", WAVS[n]()[0])},
+                                                 data={"language": "en", "num_beams": str(k)}) for n, k in cases))
+
+    responses = asyncio.run(burst())
+    assert [r.json()["text"] for r in responses] == want
+    with httpx.Client(base_url=server, timeout=60) as client:
+        file = WAVS["16k-mono-float32"]()[0]
+        for value in ("0", "17", "two", "2.5", "3.0", "1e1", "-3", "9" * 5000, "1_6", "+3", "\uff13", "\u0663"):
+            assert "a whole number from 1 to 16" in _error(_post(client, file, {"num_beams": value}), "num_beams")
+        assert "temperature 0" in _error(_post(client, file, {"num_beams": "2", "temperature": "0.5"}),
+                                         "num_beams")
+        assert "cannot read this tokenizer" in _error(_post(client, file, {"guided_regex": "[0-9]+"}),
+                                                      "guided_regex")
+        assert _post(client, file, {"num_beams": "1", "temperature": "0.5"}).status_code == 200
+        r = _post(client, WAVS[cases[1][0]]()[0], {"language": "en", "num_beams": " 03 "})
+        assert r.status_code == 200 and r.json()["text"] == want[1]
 
 
-def test_guided_fields_constrain_the_transcript(grammar_dir):
-    tr = Transcriber(str(grammar_dir))
+def test_guided_fields_constrain_the_transcript(grammar_dir, grammar_transcriber, grammar_server):
+    tr = grammar_transcriber
     model, tok = tr.model, tr.tokenizer
     hf = transformers.WhisperForConditionalGeneration.from_pretrained(grammar_dir).eval()
     files = [WAVS[n]()[0] for n in WAVS]
@@ -114,8 +151,7 @@ def test_guided_fields_constrain_the_transcript(grammar_dir):
                              logits_processor=GrammarLogitsProcessor(tok, grammar, EOS, model.vocab_size), **kwargs)
         return tok.decode(ids[0].tolist(), skip_special_tokens=True).strip()
 
-    with running_app(create_speech_app(SpeechServeConfig(str(grammar_dir)))) as url, \
-            httpx.Client(base_url=url, timeout=60) as client:
+    with httpx.Client(base_url=grammar_server, timeout=60) as client:
         # guided_regex: transformers' generate under the brute-force reference, greedy and with beams
         for k in (1, 3):
             with torch.no_grad():
@@ -153,9 +189,9 @@ def test_guided_fields_constrain_the_transcript(grammar_dir):
         assert _post(client, file, {"language": "en"}).status_code == 200
 
 
-def test_a_grammar_that_cannot_go_on_fails_its_request_alone(grammar_dir):
+def test_a_grammar_that_cannot_go_on_fails_its_request_alone(grammar_transcriber):
     """Requests taken together: the one whose grammar dies gets its 400, the others their transcripts."""
-    tr = Transcriber(str(grammar_dir))
+    tr = grammar_transcriber
     file = WAVS["16k-mono-float32"]()[0]
     reqs = [SpeechRequest("transcribe", file, "a.wav", language="en", grammar=Grammar.regex("4Z"),
                           grammar_param="guided_regex"),
@@ -168,18 +204,29 @@ def test_a_grammar_that_cannot_go_on_fails_its_request_alone(grammar_dir):
     assert results[2].text == tr.transcribe([tr.prepare(reqs[2], "<|en|>")])[0].text != results[1].text
 
 
-def test_verbose_json_scores_the_tokens_under_the_grammar(grammar_dir, tmp_path):
-    """A checkpoint without timestamp tokens: verbose_json's avg_logprob reads the tokens' log-probabilities under the
-    grammar's masks, as transformers' generate scores them with the reference processor (output_scores: the processed
-    scores), the end token's included, over tokens + 1."""
+@pytest.fixture(scope="module")
+def plain_dir(grammar_dir):
+    """grammar_dir without timestamp tokens (no no_timestamps_token_id): verbose_json scores its one window."""
     import shutil
-    path = tmp_path / "plain"
+    path = grammar_dir.parent / "plain"
     shutil.copytree(grammar_dir, path)
     file = path / "generation_config.json"
     settings = json.loads(file.read_text())
     del settings["no_timestamps_token_id"]
     file.write_text(json.dumps(settings))
-    tr = Transcriber(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def plain_transcriber(plain_dir):
+    return Transcriber(str(plain_dir))
+
+
+def test_verbose_json_scores_the_tokens_under_the_grammar(plain_dir, plain_transcriber):
+    """A checkpoint without timestamp tokens: verbose_json's avg_logprob reads the tokens' log-probabilities under the
+    grammar's masks, as transformers' generate scores them with the reference processor (output_scores: the processed
+    scores), the end token's included, over tokens + 1."""
+    path, tr = plain_dir, plain_transcriber
     hf = transformers.WhisperForConditionalGeneration.from_pretrained(path).eval()
     req = SpeechRequest("transcribe", WAVS["16k-mono-float32"]()[0], "a.wav", language="en",
                         response_format="verbose_json", grammar=Grammar.choice(ANSWERS), grammar_param="guided_choice")
@@ -195,3 +242,21 @@ def test_verbose_json_scores_the_tokens_under_the_grammar(grammar_dir, tmp_path)
     [segment] = got.segments
     assert segment.tokens == tokens[:-1]
     assert segment.avg_logprob == pytest.approx(total / len(tokens), abs=1e-4)
+
+
+def test_verbose_json_of_a_text_cut_off_at_a_dead_end(plain_transcriber):
+    """A window cut off by its length limit just where its grammar could not go on ("4" x the window's room, then a "Z"
+    no token spells): generate stops there without asking the grammar further, and so does verbose_json's
+    avg_logprob (it asked the grammar one step more and raised its GrammarError, failing every request taken
+    together); it scores the tokens alone, as the window has no end token: each the one token the grammar allowed
+    (log-probability 0)."""
+    tr = plain_transcriber
+    room = tr.context - 3  # <|startoftranscript|> <|en|> <|transcribe|>
+    file = WAVS["16k-mono-float32"]()[0]
+    grammar = Grammar.regex("4{%d}Z" % room)
+    reqs = [SpeechRequest("transcribe", file, "a.wav", language="en", response_format=fmt, grammar=grammar,
+                          grammar_param="guided_regex") for fmt in ("json", "verbose_json")]
+    plain, verbose = [tr.transcribe([tr.prepare(r, "<|en|>")])[0] for r in reqs]
+    assert plain.text == verbose.text == "4" * room
+    [segment] = verbose.segments
+    assert len(segment.tokens) == room and segment.avg_logprob == 0.0

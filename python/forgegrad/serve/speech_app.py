@@ -363,14 +363,17 @@ class Transcriber:
             scores[:, self.suppress] = -np.inf
         if self.begin_suppress:
             scores[0, self.begin_suppress] = -np.inf
-        if grammar is not None:  # the grammar's masks at each step, as generate decoded under them
+        ended = len(tokens) < max_new and self.eos is not None  # (else the window stopped at its length limit)
+        if grammar is not None:  # the grammar's masks at each step generate took, as it decoded under them
             from ..models.hf.whisper_grammar import whisper_grammar
             window = whisper_grammar(grammar, int(self.eos), self.model.vocab_size).window()
-            for n in range(len(scores)):
+            # not past a text cut off by the length limit: generate never asked the grammar there (a dead end
+            # would raise)
+            for n in range(len(tokens) + ended):
                 window(np.array(tokens[:n], np.int64).reshape(1, n), scores[n:n + 1])
         logp = _log_softmax(scores)
         total = float(logp[np.arange(len(tokens)), tokens].sum())
-        if len(tokens) < max_new and self.eos is not None:
+        if ended:
             total += float(logp[len(tokens), self.eos])
         return total / (len(tokens) + 1), start
 

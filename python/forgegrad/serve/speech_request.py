@@ -186,10 +186,11 @@ def _num_beams(value: Optional[str], temperature: float) -> Optional[int]:
     if value is None or not value.strip():
         return None
     expected = f"a whole number from 1 to {MAX_BEAMS}"
-    try:
-        beams = int(value.strip())
-    except ValueError:
-        raise bad("num_beams", expected, value) from None
+    digits = value.strip().lstrip("0")
+    # ASCII digits only (int() also reads "1_6", "+3" and other scripts' digits, "١٦"), a few of them
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 3:
+        raise bad("num_beams", expected, value)
+    beams = int(digits)
     if not 1 <= beams <= MAX_BEAMS:
         raise bad("num_beams", expected, value)
     if beams > 1 and temperature > 0:
