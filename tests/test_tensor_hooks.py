@@ -124,6 +124,16 @@ def test_hook_on_a_view_rebased_after_a_write_into_its_base():
     assert tlog == [] and flog == [("v-after", [8.0, 12.0])]
 
 
+def test_retain_grad_on_a_leaf_is_a_no_op_like_torch():
+    def case(lib):
+        x = _t(lib, [1.0, 2.0], True)
+        x.retain_grad()
+        x.register_hook(lambda g: g * 10)
+        (x * 2).sum().backward()
+        return [("x.grad", x.grad.tolist())]
+    _both(case)
+
+
 def test_errors_like_torch():
     with pytest.raises(RuntimeError, match="doesn't require gradient"):
         fg.tensor(np.ones(2, np.float32)).register_hook(lambda g: None)

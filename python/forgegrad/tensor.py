@@ -265,6 +265,8 @@ class Tensor(TensorMethods):
         """Also store the gradient of this non-leaf tensor in .grad during backward()."""
         if not self.requires_grad:
             raise RuntimeError("retain_grad() on a tensor that does not require grad")
+        if self._ctx is None:  # a leaf stores its .grad anyway (torch's no-op; flagged, it got it twice)
+            return
         self._retains_grad = True
 
     def register_post_accumulate_grad_hook(self, hook) -> "_HookHandle":
