@@ -218,3 +218,70 @@ def test_pooling_after_a_size_that_looks_static(tmp_path, pool):
         want = want if isinstance(want, tuple) else (want,)
         for g, fw in zip(sess.run(None, {report.input_names[0]: x}), want):
             np.testing.assert_allclose(g, np.asarray(fw._data), rtol=1e-5, atol=1e-6, err_msg=f"at {x.shape}")
+
+
+class _ImageAndTokens(nn.Module):
+    """An image of a static size and a (batch, 1, 1, tokens) mask whose last axis is dynamic."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = NC.Conv2d(3, 4, 3)
+        self.avg = NC.AvgPool2d(3, stride=2, padding=1, ceil_mode=True)
+        self.max = NC.MaxPool2d(2, stride=3, ceil_mode=True)
+        self.adaptive = NC.AdaptiveAvgPool2d((3, 2))
+
+    def forward(self, image, mask):
+        y = self.adaptive(self.max(self.avg(self.conv(image))))
+        return y.flatten(1) * mask.sum(-1).flatten(1)
+
+
+def test_pools_over_a_static_image_stay_single_nodes_beside_a_dynamic_input(tmp_path):
+    """Only the mask's token axis (past the second) and the batch are dynamic: the pools over the static image keep
+    their static nodes (no Shape of the image, no explicit padding and divisor mask), and the graph runs at other
+    batches and token counts as forgegrad does."""
+    fg.manual_seed(0)
+    model = _ImageAndTokens()
+    model.eval()
+    axes = {"image": {0: "batch"}, "mask": {0: "batch", 3: "tokens"}}
+    report = fonnx.export(model, (fg.randn(2, 3, 16, 20), fg.randn(2, 1, 1, 7)), str(tmp_path / "m.onnx"),
+                          input_names=["image", "mask"], dynamic_axes=axes)
+    assert report.ok
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node]
+    assert "Shape" not in ops and "ConstantOfShape" not in ops and "Div" not in ops, ops
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    for n, t in [(1, 1), (3, 12)]:
+        rng = np.random.default_rng(t)
+        x, m = rng.standard_normal((n, 3, 16, 20)).astype(np.float32), rng.standard_normal((n, 1, 1, t))
+        (got,) = sess.run(None, {"image": x, "mask": m.astype(np.float32)})
+        want = model(fg.tensor(x), fg.tensor(m.astype(np.float32)))
+        np.testing.assert_allclose(got, np.asarray(want._data), rtol=1e-5, atol=1e-5)
+
+
+class _TwoImages(nn.Module):
+    """Two images sharing the dynamic height and width; only the second is pooled, after a stride-4 conv that maps
+    the traced sizes to one."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = NC.Conv2d(3, 4, 4, stride=4)
+        self.pool = NC.AdaptiveAvgPool2d(3)
+
+    def forward(self, first, second):
+        return self.pool(self.conv(second)).flatten(1) + first.mean()
+
+
+def test_a_pool_over_the_second_input_sharing_the_image_axes_reads_its_size(tmp_path):
+    """"height" and "width" name axes of both inputs: the pool that reads only the second still follows its size."""
+    fg.manual_seed(0)
+    model = _TwoImages()
+    model.eval()
+    axes = {"first": {2: "height", 3: "width"}, "second": {2: "height", 3: "width"}}
+    report = fonnx.export(model, (fg.randn(2, 3, 16, 20), fg.randn(2, 3, 16, 20)), str(tmp_path / "m.onnx"),
+                          input_names=["first", "second"], dynamic_axes=axes, verify_sizes=[{"height": 9, "width": 13}])
+    assert report.ok
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    for h, w in [(9, 13), (33, 12)]:
+        rng = np.random.default_rng(h)
+        a, b = (rng.standard_normal((2, 3, h, w)).astype(np.float32) for _ in range(2))
+        (got,) = sess.run(None, {"first": a, "second": b})
+        np.testing.assert_allclose(got, np.asarray(model(fg.tensor(a), fg.tensor(b))._data), rtol=1e-5, atol=1e-5)

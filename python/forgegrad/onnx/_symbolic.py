@@ -66,6 +66,7 @@ class Symbols:
         self.b: Dict[str, int] = {}
         self.c: Dict[str, int] = {}
         self.source: Dict[str, Tuple[str, int]] = {}  # symbol -> (graph input name, axis)
+        self.axes: List[Tuple[str, int]] = []  # every (graph input name, axis) a symbol names, in order
         self.derived: Dict[str, Tuple[str, ...]] = {}  # "a+b" -> ("a", "b"): a sum of other symbols
 
     @property
@@ -87,6 +88,7 @@ class Symbols:
                 raise ValueError(f"dynamic axis {name!r} of input {source[0]!r}: a sum must name distinct axes, "
                                  "as 'past_sequence+sequence'")
             self.derived[name] = parts
+        self.axes.append(source)
         if name in self.a:
             if self.a[name] != size:
                 src = self.source[name]

@@ -44,12 +44,34 @@ def map_conv1d(ctx, op):
 def _dynamic_hw(op, xn):
     """Per spatial axis (H, W) of the input: whether its size can change at run time, so that a pool whose windows
     follow it reads it off the input's shape. True where the traces saw different sizes, and on both axes whenever
-    a graph input has a dynamic axis past the second (an image's height or width): strided convs and pools map the
-    traced sizes (16, 17, 18) to one size (4 after a stride 4) that only looks static."""
+    the input is computed from a graph input with a dynamic axis past the second (an image's height or width):
+    strided convs and pools map the traced sizes (16, 17, 18) to one size (4 after a stride 4) that only looks
+    static. A pool over an image of a static size beside such an input (a mask's dynamic token axis) stays static."""
     shapes = [args[xn].shape[2:] for args in (op.args, op.args_b, op.args_c) if args.get(xn) is not None]
     traced = tuple(len({hw[i] for hw in shapes}) > 1 for i in range(2))
-    image_axes = any(axis >= 2 for _, axis in op.ctx.symbols.source.values())
+    image_inputs = {name for name, axis in op.ctx.symbols.axes if axis >= 2}
+    image_axes = bool(image_inputs) and _reads_any(op.ctx, op.input(xn), image_inputs)
     return tuple(t or image_axes for t in traced)
+
+
+def _reads_any(ctx, value: str, inputs) -> bool:
+    """Whether the ONNX value ``value`` is computed from any of the graph ``inputs``, following the nodes emitted
+    so far back from it. A node with a subgraph (a Loop's body reads outer values it does not list) counts as
+    reading every input."""
+    producer = {out: n for n in ctx.nodes for out in n.output}
+    seen, stack = set(), [value]
+    while stack:
+        v = stack.pop()
+        if v in inputs:
+            return True
+        if v in seen or v not in producer:
+            continue
+        seen.add(v)
+        n = producer[v]
+        if any(a.HasField("g") or len(a.graphs) for a in n.attribute):
+            return True
+        stack.extend(i for i in n.input if i)
+    return False
 
 
 def map_max_pool(ctx, op):
