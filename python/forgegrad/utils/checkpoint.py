@@ -89,7 +89,7 @@ class CheckpointFunction(_autograd.Function):
         finally:
             if now is not None:
                 gen.bit_generator.state = now
-        outs = list(out) if isinstance(out, (tuple, list)) else [out]
+        outs = _leaves(out)
         roots, grads = [], []
         for i, o in enumerate(outs):
             if i in ctx.differentiable and isinstance(o, Tensor) and o.requires_grad and grad_outputs[i] is not None:
@@ -104,15 +104,52 @@ class CheckpointFunction(_autograd.Function):
 
 
 def _split(args, kwargs):
-    """The tensor arguments (the node's parents) and the arguments with each tensor replaced by its index."""
+    """The tensor arguments (the node's parents), found inside tuples, lists and dicts too (as torch's
+    non-reentrant checkpoint, which sees every tensor an op inside saves), and the arguments with each
+    tensor replaced by its index."""
     tensors = []
 
     def slot(a):
         if isinstance(a, Tensor):
             tensors.append(a)
             return _Slot(len(tensors) - 1)
-        return a
+        return _map(a, slot)
     return tensors, [slot(a) for a in args], {k: slot(v) for k, v in kwargs.items()}
+
+
+def _map(a, fn):
+    """``a`` with ``fn`` applied to each item of a tuple (a named tuple too), list or dict, recursively through
+    ``fn``; any other value as it is."""
+    if isinstance(a, list):
+        return [fn(v) for v in a]
+    if isinstance(a, dict):
+        return type(a)((k, fn(v)) for k, v in a.items()) if type(a) is not dict else {k: fn(v) for k, v in a.items()}
+    if isinstance(a, tuple):
+        items = [fn(v) for v in a]
+        return type(a)(*items) if hasattr(a, "_fields") else type(a)(items)
+    return a
+
+
+def _leaves(out):
+    """The tensors in ``out`` (a tensor, or tuples/lists/dicts of them), depth first in order."""
+    found = []
+
+    def visit(a):
+        if isinstance(a, Tensor):
+            found.append(a)
+            return a
+        return _map(a, visit)
+    visit(out)
+    return found
+
+
+def _replace(out, new):
+    """``out`` with its tensors (in _leaves' order) replaced by ``new``'s items."""
+    it = iter(new)
+
+    def visit(a):
+        return next(it) if isinstance(a, Tensor) else _map(a, visit)
+    return visit(out)
 
 
 class _Slot:
@@ -124,7 +161,7 @@ class _Slot:
 
 def _fill(args_spec, kwargs_spec, tensors):
     def get(a):
-        return tensors[a.index] if isinstance(a, _Slot) else a
+        return tensors[a.index] if isinstance(a, _Slot) else _map(a, get)
     return [get(a) for a in args_spec], {k: get(v) for k, v in kwargs_spec.items()}
 
 
@@ -133,9 +170,10 @@ def checkpoint(function, *args, use_reentrant=None, context_fn=None, determinism
     """Run ``function(*args, **kwargs)`` keeping only its inputs; backward() recomputes it.
 
     Args:
-        function: a callable (an nn.Module, a function) returning a Tensor or a tuple/list of them (other
-            values pass through; a nested structure's tensors get no gradient).
-        *args, **kwargs: its arguments; the Tensors among them (at the top level) get gradients.
+        function: a callable (an nn.Module, a function) returning a Tensor or tuples/lists/dicts of them
+            (other values pass through).
+        *args, **kwargs: its arguments; the Tensors among them (inside tuples, lists and dicts too) get
+            gradients.
         use_reentrant: as torch 2.x, pass it explicitly (a warning otherwise); both values run the
             non-reentrant semantics.
         preserve_rng_state: restore forgegrad's random generator for the recomputation, so random ops
@@ -154,6 +192,10 @@ def checkpoint(function, *args, use_reentrant=None, context_fn=None, determinism
         return function(*args, **kwargs)
     tensors, args_spec, kwargs_spec = _split(args, kwargs)
     rng_state = _random.generator().bit_generator.state if preserve_rng_state else None
+    ctx = CheckpointFunction.__new__(CheckpointFunction)
+    # saved before the call: a write into an input inside ``function`` (or after it) makes backward refuse,
+    # as torch's (the recomputation would read the written value and write it again)
+    ctx.save_for_backward(*[t._data for t in tensors])
     probe = _Probe()
     prev_rec, prev_grad = state.get("recorder"), state.get("grad_enabled", True)
     state["recorder"], state["grad_enabled"] = probe, False
@@ -161,18 +203,12 @@ def checkpoint(function, *args, use_reentrant=None, context_fn=None, determinism
         out = function(*args, **kwargs)
     finally:
         state["recorder"], state["grad_enabled"] = prev_rec, prev_grad
-    single = isinstance(out, Tensor)
-    outs = [out] if single else list(out) if isinstance(out, (tuple, list)) else None
-    if outs is None:
-        return out
-    differentiable = [i for i, o in enumerate(outs) if isinstance(o, Tensor) and probe.depends(o)
-                      and o._data.dtype.kind == "f"]
+    outs = _leaves(out)
+    differentiable = [i for i, o in enumerate(outs) if probe.depends(o) and o._data.dtype.kind == "f"]
     if not differentiable:
         return out
-    ctx = CheckpointFunction.__new__(CheckpointFunction)
     ctx.parents = tuple(tensors)
     ctx.needs_input_grad = [t.requires_grad for t in tensors]
-    ctx.save_for_backward(*[t._data for t in tensors])  # an in-place write into an input: backward refuses
     ctx.made_at = _vc.clock
     ctx.released = False
     ctx.function, ctx.args_spec, ctx.kwargs_spec, ctx.rng_state = function, args_spec, kwargs_spec, rng_state
@@ -184,11 +220,8 @@ def checkpoint(function, *args, use_reentrant=None, context_fn=None, determinism
             o = Tensor._wrap_exact(o._data)
             o.requires_grad, o._ctx, o._out_index = True, ctx, i
         wrapped.append(o)
-    ctx.out_meta = tuple([(getattr(o, "shape", ()), getattr(getattr(o, "_data", None), "dtype", None))
-                          for o in outs])
-    if single:
-        return wrapped[0]
-    return tuple(wrapped) if isinstance(out, tuple) else wrapped
+    ctx.out_meta = tuple([(o.shape, o._data.dtype) for o in outs])
+    return _replace(out, wrapped)
 
 
 def checkpoint_sequential(functions, segments, input, use_reentrant=None, **kwargs):
