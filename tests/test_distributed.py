@@ -178,9 +178,9 @@ def test_fit_under_mpi_averages_metrics_shards_data_and_writes_on_rank_0(tmp_pat
                       "float32, rank 1 has parameter 0 (17, 6) float32)"),
     ("zero_stage_mismatch", "ZeroRedundancyOptimizer: the model differs between ranks (rank 0 has settings stage=2 "
                             "bucket_cap_mb=25, rank 1 has settings stage=1 bucket_cap_mb=25)"),
-    ("fsdp_mismatch", "FullyShardedDataParallel: the model differs between ranks (rank 0 has settings "
-                      "sharding_strategy=SHARD_GRAD_OP, reshard_after_forward=False broadcast_buffers=True, rank 1 "
-                      "has settings sharding_strategy=FULL_SHARD, reshard_after_forward=True broadcast_buffers=True)"),
+    ("fsdp_mismatch", "FullyShardedDataParallel: every rank must pass the same sharding_strategy "
+                      "(reshard_after_forward=False alone is SHARD_GRAD_OP) and form of process_group (rank 0 passed "
+                      "SHARD_GRAD_OP with None, rank 1 passed FULL_SHARD with None)"),
 ])
 def test_a_failing_rank_ends_the_job_with_a_clear_error(mode, message):
     # the timeout is the "never a hang" check: subprocess.run raises TimeoutExpired after 60 s

@@ -12,6 +12,10 @@ a with another's head b).
 CASE ``mismatch`` (2 ranks): rank 0 and rank 1 pass different strategies; both must get the ValueError that
 says so (they used to meet in unrelated collectives: a TypeError from the other rank's data).
 
+CASE ``skip`` (2 ranks): micro-batches where one rank's last forward has no backward while the other's
+has, under every strategy, train as under FULL_SHARD (without resharding, that rank ran one reduction
+round fewer than the other at step(), and both waited forever).
+
 CASE ``two`` (4 ranks): one ZeroRedundancyOptimizer over two wrapped models (NO_SHARD, HYBRID_SHARD with
 FORGEGRAD_LOCAL_SIZE=2, SHARD_GRAD_OP) trains as under FULL_SHARD (each wrapper made its own copy of the
 strategy's groups, which the optimizer refused as different groups).
@@ -27,7 +31,7 @@ import sys
 
 import numpy as np
 from common import write_json
-from unreached_job import LR, data, make_model
+from unreached_job import LR, data, make_model, micro_loss
 
 import forgegrad as fg
 import forgegrad.distributed as dist
@@ -104,6 +108,28 @@ def many():
     return {"built": built}
 
 
+SKIP_PLANS = [(["a", "skip"], ["ab", "ab"]), (["ab", "b"], ["a", "skip"]), (["none", "skip"], ["b", "skip"]),
+              (["ab", "skip"], ["b", "a"])]
+
+
+def skip(rank):
+    os.environ["FORGEGRAD_LOCAL_SIZE"] = "1"
+    finals = {}
+    for strategy in STRATEGIES:
+        model = dist.FullyShardedDataParallel(make_model(), sharding_strategy=strategy)
+        opt = dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam, stage=3, lr=LR)
+        for step, plans in enumerate(SKIP_PLANS):
+            opt.zero_grad()
+            for micro, plan in enumerate(plans[rank]):
+                loss = micro_loss(model, plan, *data(step, rank, micro))
+                if loss is not None:
+                    loss.backward()
+            opt.step()
+        sd = model.state_dict()
+        finals[strategy] = np.concatenate([sd[k]._data.reshape(-1) for k in sorted(sd)])
+    return {"diff": {s: float(np.abs(v - finals["FULL_SHARD"]).max()) for s, v in finals.items()}}
+
+
 def two(rank):
     os.environ["FORGEGRAD_LOCAL_SIZE"] = "2"
     finals = {}
@@ -127,7 +153,8 @@ def main():
     dist.init()
     out, case = sys.argv[1], sys.argv[2]
     result = {"nonmember": nonmember, "nograd": lambda: nograd(dist.rank()), "many": many,
-              "two": lambda: two(dist.rank()), "mismatch": mismatch}[case]()
+              "two": lambda: two(dist.rank()), "mismatch": mismatch,
+              "skip": lambda: skip(dist.rank())}[case]()
     if dist.rank() == 0:
         write_json(os.path.join(out, "result.json"), result)
 

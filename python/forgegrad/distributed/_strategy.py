@@ -106,8 +106,9 @@ def _same_strategy(strategy: ShardingStrategy, process_group) -> None:
     everyone = _c.allgather_object(mine, group=over)
     for r, theirs in zip(over.ranks, everyone):
         if theirs != everyone[0]:
-            raise ValueError(f"{WHO}: every rank must pass the same sharding_strategy and form of process_group "
-                             f"(rank {over.ranks[0]} passed {everyone[0][0]} with {everyone[0][1]}, rank {r} passed "
+            raise ValueError(f"{WHO}: every rank must pass the same sharding_strategy (reshard_after_forward=False "
+                             "alone is SHARD_GRAD_OP) and form of process_group (rank "
+                             f"{over.ranks[0]} passed {everyone[0][0]} with {everyone[0][1]}, rank {r} passed "
                              f"{theirs[0]} with {theirs[1]})")
 
 

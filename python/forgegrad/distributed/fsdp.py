@@ -230,8 +230,8 @@ class FullyShardedDataParallel(Module):
         d["_gathered"] = 0
         d["peak_gathered_bytes"] = 0  # the most full-parameter bytes gathered at once since construction
         d["_in_backward"] = False
-        # units freed after a forward whose backward must gather them again: id -> unit, in the order their
-        # forwards last ended (a module run twice moves to the end)
+        # units a forward left for its backward (freed, to gather again; or kept gathered, without resharding):
+        # id -> unit, in the order their forwards last ended (a module run twice moves to the end)
         d["_armed"] = {}
         d["_plan"], d["_plan_index"], d["_pos"], d["_reached"] = [], {}, 0, set()
         d["_reducer"] = None  # set by ZeroRedundancyOptimizer(stage=3)
@@ -338,6 +338,9 @@ class FullyShardedDataParallel(Module):
                 out, attached = self._attach(out, unit)
                 if not attached or not self.reshard_after_forward:
                     unit.kept = True
+                    if attached:  # planned as the resharded units are: a rank whose backward does not reach it,
+                        self._armed.pop(id(unit), None)  # or does not run, frees it and counts zeros in the same
+                        self._armed[id(unit)] = unit  # reduction round as the ranks whose backward does
                     return out  # kept until its backward is done (no output to hang the re-gather on, or asked)
                 self._armed.pop(id(unit), None)
                 self._armed[id(unit)] = unit
