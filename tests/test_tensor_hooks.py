@@ -143,3 +143,15 @@ def test_errors_like_torch():
     x.register_hook(lambda g: fg.ones(3))
     with pytest.raises(RuntimeError, match="changed the size"):
         (x * 2).sum().backward()
+
+
+@pytest.mark.parametrize("leaf", [True, False])
+def test_a_hook_changing_the_dtype_is_refused_as_torch(leaf):
+    def grad_to_double(g):
+        return g.double()
+    for lib in (torch, fg):
+        x = lib.tensor(np.ones(3, np.float32), requires_grad=True)
+        y = x if leaf else x * 2
+        y.register_hook(grad_to_double)
+        with pytest.raises(RuntimeError, match="hook 'grad_to_double' has changed the type of value"):
+            (y * 3).sum().backward()

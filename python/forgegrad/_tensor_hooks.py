@@ -18,9 +18,14 @@ def _run_grad_hooks(hooks, g):
         if out is not None:
             if not isinstance(out, Tensor):
                 raise TypeError(f"a gradient hook returned {type(out).__name__}; it must return a Tensor or None")
+            name = getattr(fn, "__name__", type(fn).__name__)
             if tuple(out.shape) != tuple(g.shape):
-                raise RuntimeError(f"hook 'hook' has changed the size of value: the hook returned a gradient of "
-                                   f"shape {tuple(out.shape)} for one of shape {tuple(g.shape)}")
+                raise RuntimeError(f"hook '{name}' has changed the size of value: the hook returned a gradient "
+                                   f"of shape {tuple(out.shape)} for one of shape {tuple(g.shape)}")
+            if out._data.dtype != g.dtype or _devices.device_of(out._data) != _devices.device_of(g):
+                raise RuntimeError(f"hook '{name}' has changed the type of value (was {g.dtype} on "
+                                   f"{_devices.device_of(g)}, got {out._data.dtype} on "
+                                   f"{_devices.device_of(out._data)})")
             g = out._data
     return g
 
