@@ -16,12 +16,17 @@ CASE ``skip`` (2 ranks): micro-batches where one rank's last forward has no back
 has, under every strategy, train as under FULL_SHARD (without resharding, that rank ran one reduction
 round fewer than the other at step(), and both waited forever).
 
+CASE ``nosync`` (4 ranks): gradient accumulation with the first micro-batch under the optimizer's no_sync(),
+ranks reaching different heads, one whose last forward has no backward, and max_grad_norm: every strategy
+(HYBRID_SHARD 2 x 2) ends where FULL_SHARD without no_sync does.
+
 CASE ``two`` (4 ranks): one ZeroRedundancyOptimizer over two wrapped models (NO_SHARD, HYBRID_SHARD with
 FORGEGRAD_LOCAL_SIZE=2, SHARD_GRAD_OP) trains as under FULL_SHARD (each wrapper made its own copy of the
 strategy's groups, which the optimizer refused as different groups).
 
-CASE ``many`` (2 ranks): wrappers built and dropped one after another, under every strategy, more than MPI
-has communicators for (2048 in MPICH): none may be left holding one.
+CASE ``many`` (2 ranks): wrappers built and dropped one after another, more than MPI has communicators for
+(2048 in MPICH): none may be left holding one. Each used to hold its own (MANY), and NO_SHARD's and
+HYBRID_SHARD's made one or two groups more each.
 
 Rank 0 writes OUT_DIR/result.json.
 """
@@ -39,7 +44,8 @@ import forgegrad.nn.functional as F
 from forgegrad import nn, optim
 
 STRATEGIES = ["FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD", "_HYBRID_SHARD_ZERO2"]
-WRAPPERS = 2100  # of each strategy: more than MPICH's 2048 communicators
+# wrappers of each strategy: each leaked 1, 2 and 3 communicators of MPICH's 2048
+MANY = {"FULL_SHARD": 2100, "NO_SHARD": 1100, "HYBRID_SHARD": 700}
 
 
 def nonmember():
@@ -97,12 +103,12 @@ def nograd(rank):
 def many():
     os.environ["FORGEGRAD_LOCAL_SIZE"] = "1"
     built = {}
-    for strategy in STRATEGIES:
-        for i in range(WRAPPERS):
+    for strategy, count in MANY.items():
+        for i in range(count):
             dist.FullyShardedDataParallel(nn.Linear(2, 2), sharding_strategy=strategy)
             if i % 500 == 0:
                 gc.collect()  # the wrappers are cycles (hooks on their modules); collected at the same points
-        built[strategy] = WRAPPERS
+        built[strategy] = count
     gc.collect()
     dist.barrier()
     return {"built": built}
@@ -130,6 +136,34 @@ def skip(rank):
     return {"diff": {s: float(np.abs(v - finals["FULL_SHARD"]).max()) for s, v in finals.items()}}
 
 
+NOSYNC_PLANS = (["ab", "a"], ["b", "ab"], ["none", "b"], ["a", "skip"])
+
+
+def nosync(rank):
+    os.environ["FORGEGRAD_LOCAL_SIZE"] = "2"
+    finals = {}
+    for strategy in STRATEGIES:
+        for accumulate in (False, True):
+            model = dist.FullyShardedDataParallel(make_model(), sharding_strategy=strategy)
+            opt = dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam, stage=3, lr=LR, max_grad_norm=0.05)
+            for step in range(3):
+                opt.zero_grad()
+                for micro, plan in enumerate(NOSYNC_PLANS[rank]):
+                    loss = micro_loss(model, plan, *data(step, rank, micro))
+                    if loss is None:
+                        continue
+                    if accumulate and micro == 0:
+                        with opt.no_sync():
+                            loss.backward()
+                    else:
+                        loss.backward()
+                opt.step()
+            sd = model.state_dict()
+            finals[f"{strategy}_{'no_sync' if accumulate else 'plain'}"] = np.concatenate(
+                [sd[k]._data.reshape(-1) for k in sorted(sd)])
+    return {"diff": {s: float(np.abs(v - finals["FULL_SHARD_plain"]).max()) for s, v in finals.items()}}
+
+
 def two(rank):
     os.environ["FORGEGRAD_LOCAL_SIZE"] = "2"
     finals = {}
@@ -154,7 +188,7 @@ def main():
     out, case = sys.argv[1], sys.argv[2]
     result = {"nonmember": nonmember, "nograd": lambda: nograd(dist.rank()), "many": many,
               "two": lambda: two(dist.rank()), "mismatch": mismatch,
-              "skip": lambda: skip(dist.rank())}[case]()
+              "skip": lambda: skip(dist.rank()), "nosync": lambda: nosync(dist.rank())}[case]()
     if dist.rank() == 0:
         write_json(os.path.join(out, "result.json"), result)
 
