@@ -108,48 +108,57 @@ def _split(args, kwargs):
     non-reentrant checkpoint, which sees every tensor an op inside saves), and the arguments with each
     tensor replaced by its index."""
     tensors = []
-
-    def slot(a):
-        if isinstance(a, Tensor):
-            tensors.append(a)
-            return _Slot(len(tensors) - 1)
-        return _map(a, slot)
-    return tensors, [slot(a) for a in args], {k: slot(v) for k, v in kwargs.items()}
+    return tensors, [_to_slots(a, tensors) for a in args], {k: _to_slots(v, tensors) for k, v in kwargs.items()}
 
 
-def _map(a, fn):
-    """``a`` with ``fn`` applied to each item of a tuple (a named tuple too), list or dict, recursively through
-    ``fn``; any other value as it is."""
+# (module-level recursion, no nested closures: a closure calling itself is a reference cycle that would keep
+# the tensors it saw, a recomputed block's activations among them, alive until the garbage collector runs)
+def _map(a, fn, arg):
+    """``a`` with ``fn(item, arg)`` for each item of a tuple (a named tuple too), list or dict; any other value
+    as it is."""
     if isinstance(a, list):
-        return [fn(v) for v in a]
+        return [fn(v, arg) for v in a]
     if isinstance(a, dict):
-        return type(a)((k, fn(v)) for k, v in a.items()) if type(a) is not dict else {k: fn(v) for k, v in a.items()}
+        items = [(k, fn(v, arg)) for k, v in a.items()]
+        return dict(items) if type(a) is dict else type(a)(items)
     if isinstance(a, tuple):
-        items = [fn(v) for v in a]
+        items = [fn(v, arg) for v in a]
         return type(a)(*items) if hasattr(a, "_fields") else type(a)(items)
     return a
+
+
+def _to_slots(a, tensors):
+    if isinstance(a, Tensor):
+        tensors.append(a)
+        return _Slot(len(tensors) - 1)
+    return _map(a, _to_slots, tensors)
+
+
+def _from_slots(a, tensors):
+    return tensors[a.index] if isinstance(a, _Slot) else _map(a, _from_slots, tensors)
+
+
+def _collect(a, found):
+    if isinstance(a, Tensor):
+        found.append(a)
+        return a
+    return _map(a, _collect, found)
 
 
 def _leaves(out):
     """The tensors in ``out`` (a tensor, or tuples/lists/dicts of them), depth first in order."""
     found = []
-
-    def visit(a):
-        if isinstance(a, Tensor):
-            found.append(a)
-            return a
-        return _map(a, visit)
-    visit(out)
+    _collect(out, found)
     return found
+
+
+def _put(a, new):
+    return next(new) if isinstance(a, Tensor) else _map(a, _put, new)
 
 
 def _replace(out, new):
     """``out`` with its tensors (in _leaves' order) replaced by ``new``'s items."""
-    it = iter(new)
-
-    def visit(a):
-        return next(it) if isinstance(a, Tensor) else _map(a, visit)
-    return visit(out)
+    return _put(out, iter(new))
 
 
 class _Slot:
@@ -160,9 +169,7 @@ class _Slot:
 
 
 def _fill(args_spec, kwargs_spec, tensors):
-    def get(a):
-        return tensors[a.index] if isinstance(a, _Slot) else _map(a, get)
-    return [get(a) for a in args_spec], {k: get(v) for k, v in kwargs_spec.items()}
+    return [_from_slots(a, tensors) for a in args_spec], {k: _from_slots(v, tensors) for k, v in kwargs_spec.items()}
 
 
 def checkpoint(function, *args, use_reentrant=None, context_fn=None, determinism_check="default",
