@@ -117,7 +117,10 @@ def run_engine(args) -> dict:
     kv_peak = [0]
 
     def job(ids, n):
-        req = parse(json.dumps({"model": "m", "prompt": ids, "max_tokens": n, "temperature": 0}).encode(), "m")
+        body = {"model": "m", "prompt": ids, "max_tokens": n, "temperature": 0}
+        if args.seq2seq:  # random BART weights often pick the end token first: every row decodes its max_tokens
+            body["ignore_eos"] = True
+        req = parse(json.dumps(body).encode(), "m")
         return Job(req, [ids], None, threading.Event())
 
     engine.submit(job(list(range(100, 164)), 8)).result()  # warm-up
