@@ -120,3 +120,18 @@ class _DictBlock:
 
     def parameters(self):
         return self.block.parameters()
+
+
+def test_a_graph_tensor_the_function_captures_gets_its_gradient_as_torch():
+    # h is no argument: the function reads it from its closure (as a layer reading a rotary table computed
+    # with a gradient); h is also used outside the checkpoint, and its retained grad counts both uses
+    def run(lib, ck):
+        x = lib.tensor(_A, requires_grad=True)
+        w = lib.tensor(_W, requires_grad=True)
+        h = x * 3
+        h.retain_grad()
+        o = ck(lambda v: (v @ w * h).sin(), x, use_reentrant=False)
+        (o.sum() + (h * h).sum()).backward()
+        return x.grad.numpy(), w.grad.numpy(), h.grad.numpy()
+    for got, want in zip(run(fg, checkpoint), run(torch, tckpt.checkpoint)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

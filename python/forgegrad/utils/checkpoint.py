@@ -41,6 +41,7 @@ class _Probe:
     def __init__(self):
         self.tainted = {}  # id(tensor) -> weak reference (dropped with the tensor)
         self.leaves = {}   # id(leaf) -> leaf
+        self.graph = {}    # id(tensor) -> a tensor with a node that an op inside took (an argument, or captured)
 
     def _taint(self, t) -> None:
         key = id(t)
@@ -57,8 +58,8 @@ class _Probe:
         for a in list(args) + list(kwargs.values()):
             if isinstance(a, Tensor) and self.depends(a):
                 hit = True
-                if a.requires_grad and a._ctx is None:
-                    self.leaves[id(a)] = a
+                if a.requires_grad:
+                    (self.leaves if a._ctx is None else self.graph)[id(a)] = a
         if hit:
             for o in outputs:
                 if o._data.dtype.kind == "f":
@@ -72,8 +73,9 @@ class CheckpointFunction(_autograd.Function):
     @staticmethod
     def backward(ctx, *grad_outputs):
         inputs = _autograd._parents_of(ctx) if _autograd._rebound else ctx.parents
+        n = len(ctx.parents) - len(ctx.captured)
         detached = []
-        for t in inputs:
+        for t in inputs[:n]:
             d = Tensor._wrap_exact(t._data)
             d.requires_grad = t.requires_grad
             detached.append(d)
@@ -83,24 +85,35 @@ class CheckpointFunction(_autograd.Function):
         if ctx.rng_state is not None:
             now = gen.bit_generator.state
             gen.bit_generator.state = ctx.rng_state
+        # the tensors with a node that ``function`` reads from elsewhere than its arguments (a closure, a
+        # module attribute) are leaves of the recomputed graph while it runs: their gradient comes back through
+        # this node to the outer pass, which runs their nodes once, after every use (torch's order)
+        kept = [(t, t._ctx, t.grad, t._retains_grad) for t in ctx.captured]
+        for t in ctx.captured:
+            t._ctx, t.grad, t._retains_grad = None, None, False
         try:
-            with _grad_mode.enable_grad():
-                out = ctx.function(*args, **kwargs)
+            try:
+                with _grad_mode.enable_grad():
+                    out = ctx.function(*args, **kwargs)
+            finally:
+                if now is not None:
+                    gen.bit_generator.state = now
+            outs = _leaves(out)
+            roots, grads = [], []
+            for i, o in enumerate(outs):
+                if i in ctx.differentiable and o.requires_grad and grad_outputs[i] is not None:
+                    roots.append(o)
+                    grads.append(grad_outputs[i])
+            got = set()
+            if roots:
+                held = _autograd.run_recomputed_backward(roots, grads, got)
+                ctx.inner_held = held or {}
+            ctx.inner_got = got
+            captured = [None if t.grad is None else t.grad._data for t in ctx.captured]
         finally:
-            if now is not None:
-                gen.bit_generator.state = now
-        outs = _leaves(out)
-        roots, grads = [], []
-        for i, o in enumerate(outs):
-            if i in ctx.differentiable and isinstance(o, Tensor) and o.requires_grad and grad_outputs[i] is not None:
-                roots.append(o)
-                grads.append(grad_outputs[i])
-        got = set()
-        if roots:
-            held = _autograd.run_recomputed_backward(roots, grads, got)
-            ctx.inner_held = held or {}
-        ctx.inner_got = got
-        return tuple(None if d.grad is None else d.grad._data for d in detached)
+            for t, node, grad, retains in kept:
+                t._ctx, t.grad, t._retains_grad = node, grad, retains
+        return tuple([None if d.grad is None else d.grad._data for d in detached] + captured)
 
 
 def _split(args, kwargs):
@@ -214,8 +227,12 @@ def checkpoint(function, *args, use_reentrant=None, context_fn=None, determinism
     differentiable = [i for i, o in enumerate(outs) if probe.depends(o) and o._data.dtype.kind == "f"]
     if not differentiable:
         return out
-    ctx.parents = tuple(tensors)
-    ctx.needs_input_grad = [t.requires_grad for t in tensors]
+    mine = {id(t) for t in tensors}
+    ctx.captured = tuple(t for k, t in probe.graph.items() if k not in mine)
+    ctx.parents = tuple(tensors) + ctx.captured
+    ctx.needs_input_grad = [t.requires_grad for t in ctx.parents]
+    if ctx.captured:  # a write into one after the forward makes backward refuse, as into an argument
+        ctx.saved_tensors = ctx.saved_tensors + tuple(t._data for t in ctx.captured)
     ctx.made_at = _vc.clock
     ctx.released = False
     ctx.function, ctx.args_spec, ctx.kwargs_spec, ctx.rng_state = function, args_spec, kwargs_spec, rng_state
