@@ -155,3 +155,32 @@ def test_a_hook_changing_the_dtype_is_refused_as_torch(leaf):
         y.register_hook(grad_to_double)
         with pytest.raises(RuntimeError, match="hook 'grad_to_double' has changed the type of value"):
             (y * 3).sum().backward()
+
+
+def test_hooks_and_checkpoint_on_a_plugin_device_and_a_hook_moving_the_gradient_is_refused():
+    import device_seam_helpers as seam
+    from forgegrad.utils.checkpoint import checkpoint
+
+    def grads(device):
+        fg.manual_seed(0)
+        lin = fg.nn.Linear(3, 3).to(device)
+        x = fg.tensor(np.arange(6, dtype=np.float32).reshape(2, 3), device=device, requires_grad=True)
+        y = x * 2
+        y.register_hook(lambda g: g * 3)
+        x.register_hook(lambda g: g + 1)
+        checkpoint(lambda v: lin(v).tanh(), y, use_reentrant=False).sum().backward()
+        return x.grad, lin.weight.grad
+
+    with seam.registered():
+        on_device = grads(seam.DEVICE)
+        assert all(g.device == seam.DEVICE for g in on_device)
+        for a, b in zip(on_device, grads("cpu")):
+            np.testing.assert_array_equal(a.to("cpu").numpy(), b.numpy())
+
+        def to_cpu(g):
+            return g.to("cpu")
+        x = fg.ones(3, device=seam.DEVICE, requires_grad=True)
+        y = x * 2
+        y.register_hook(to_cpu)
+        with pytest.raises(RuntimeError, match="hook 'to_cpu' has changed the type of value"):
+            y.sum().backward()
