@@ -118,6 +118,10 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
     sampled and beam-searched windows alike. It runs after Whisper's processors, as transformers runs a
     ``logits_processor``, so the fallback's log-probabilities are read under it. GrammarError where a window's
     grammar cannot go on.
+
+    generation_config.json's settings that transformers' Whisper generate applies through its generic generate and
+    this one does not read (top_h, watermarking_config, repetition_penalty, no_repeat_ngram_size, typical_p, ...:
+    ``_UNREAD``) are named in one warning where they are set to change something.
     """
     gc = dict(generation_source(model))
     _warn_unread(gc)
