@@ -181,8 +181,10 @@ class _LeanStep:
 
 class T5LeanStep(_LeanStep):
     """``step(tokens (B,)) -> logits (B, vocab)``: the decoder on one new token per row, appending to ``cache``
-    (a KVCache) and attending to ``cross`` (each layer's encoder keys and values) with the encoder input's
-    padding ``mask`` (B, S) of 0/1, or None."""
+    (a KVCache, or a PagedKV with ``cross`` a PagedCross: ``rebind``) and attending to ``cross`` (each layer's
+    encoder keys and values) with the encoder input's padding ``mask`` (B, S) of 0/1, or None. The self-attention's
+    relative-position bias is the first layer's table of each distance (every layer reuses it, as transformers'
+    T5Stack): sliced per step for a KVCache, one (H, max_distance + 1) table for the paged kernel."""
 
     def __init__(self, model, cross: List[Tuple], mask: Optional[np.ndarray], cache):
         from .t5 import _feed_forward_kind, relative_position_bucket
