@@ -57,6 +57,65 @@ def test_the_paged_decode_kernel_equals_its_gathered_oracle(rep, D, softcap, win
     assert runs[0].tobytes() == runs[1].tobytes() == runs[2].tobytes()
 
 
+def _biased_reference(q, k, v, tables, lengths, scale, softcap, window, bias):
+    """Plain float64 numpy: each row's keys gathered position by position, the scores scaled, capped, then
+    ``bias[head, min(len - 1 - p, distances - 1)]`` added, the softmax and the weighted sum of the values."""
+    B, Hkv, rep, D = q.shape
+    bt = k.shape[2]
+    out = np.zeros(q.shape, np.float64)
+    for b in range(B):
+        n = int(lengths[b])
+        lo = n - window if window and n > window else 0
+        pos = np.arange(lo, n)
+        blocks, places = tables[b, pos // bt], pos % bt
+        for h in range(Hkv):
+            K, V = k[blocks, h, places].astype(np.float64), v[blocks, h, places].astype(np.float64)
+            for r in range(rep):
+                s = K @ q[b, h, r].astype(np.float64) * scale
+                if softcap:
+                    s = softcap * np.tanh(s / softcap)
+                s = s + bias[h * rep + r, np.minimum(n - 1 - pos, bias.shape[1] - 1)]
+                p = np.exp(s - s.max())
+                out[b, h, r] = (p / p.sum()) @ V
+    return out
+
+
+@pytest.mark.parametrize("rep,D,softcap,window,distances", [(1, 8, None, None, 32), (3, 13, None, None, 5),
+                                                            (2, 16, 5.0, None, 1), (3, 13, None, 6, 40),
+                                                            (1, 64, None, 9, 3)])
+def test_the_paged_decode_kernel_adds_a_bias_by_distance(rep, D, softcap, window, distances, simd_path, threads):
+    """T5's relative-position bias: each query head's score against a key at distance d gains bias[head, d], the
+    table's last column past its end (distances 1 to 40 against rows of 1 to 23 keys, a window, a cap, odd head
+    sizes), to float32 rounding of a float64 numpy reference on every instruction set; the same bits at 1, 2 and 3
+    threads; a zero table changes no bit of the unbiased kernel's result."""
+    rng = np.random.default_rng(rep * 1000 + D + distances)
+    q, k, v, tables, lengths = _paged_case(rng, rep=rep, D=D)
+    bias = (3 * rng.standard_normal((q.shape[1] * rep, distances))).astype(np.float32)
+    want = _biased_reference(q, k, v, tables, lengths, 0.3, softcap, window, bias)
+    runs = []
+    for n in (1, 2, 3):
+        threads(n)
+        runs.append(paged_attention_decode(q, k, v, tables, lengths, 0.3, softcap, window, bias=bias))
+    np.testing.assert_allclose(runs[0], want, rtol=2e-5, atol=2e-6)
+    assert runs[0].tobytes() == runs[1].tobytes() == runs[2].tobytes()
+    zero = paged_attention_decode(q, k, v, tables, lengths, 0.3, softcap, window, bias=np.zeros_like(bias))
+    assert zero.tobytes() == paged_attention_decode(q, k, v, tables, lengths, 0.3, softcap, window).tobytes()
+
+
+def test_the_paged_decode_kernel_refuses_a_bias_of_the_wrong_kind():
+    q, k, v, tables, lengths = _paged_case(np.random.default_rng(1))  # 2 kv heads x 3 query heads
+    with pytest.raises(ValueError, match=r"bias must be \(heads, distances\) = \(6, >= 1\).*got \(2, 4\)"):
+        paged_attention_decode(q, k, v, tables, lengths, 1.0, bias=np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match=r"bias must be \(heads, distances\).*got \(6, 0\)"):
+        paged_attention_decode(q, k, v, tables, lengths, 1.0, bias=np.zeros((6, 0), np.float32))
+    with pytest.raises(ValueError, match="bias"):
+        paged_attention_decode(q, k, v, tables, lengths, 1.0, bias=np.zeros((6,), np.float32))
+    with pytest.raises(TypeError, match="bias must have dtype float32, got float64"):
+        paged_attention_decode(q, k, v, tables, lengths, 1.0, bias=np.zeros((6, 4)))
+    with pytest.raises(TypeError, match="bias must be a numpy.ndarray"):
+        paged_attention_decode(q, k, v, tables, lengths, 1.0, bias=[[0.0] * 4] * 6)
+
+
 def test_the_paged_decode_kernel_refuses_reads_outside_the_pools():
     q, k, v, tables, lengths = _paged_case(np.random.default_rng(0))
     bad = tables.copy()
@@ -379,9 +438,9 @@ def test_the_waits_counter_counts_each_waiting_prompt_once(checkpoints):
 
 
 def test_a_kv_cache_size_the_server_cannot_use_is_a_startup_warning(checkpoints, tmp_path, caplog):
-    """``kv_cache_mb`` sizes the paged engine's pool: a decoder served one at a time (max_batch 1) or an
-    encoder-decoder whose self-attention adds a bias (T5: its rows share one contiguous cache) has none, and the startup log warns that the setting has
-    no effect, once, with why; no kv_cache metrics. The paged engine says nothing."""
+    """``kv_cache_mb`` sizes the paged engine's pool: a decoder served one at a time (max_batch 1) has none, and the
+    startup log warns that the setting has no effect, once, with why; no kv_cache metrics. The paged engines (a
+    decoder's, T5's with its relative-position bias in the paged kernel) say nothing."""
     import logging
 
     from hf_conformance import tiny_generator
@@ -389,7 +448,7 @@ def test_a_kv_cache_size_the_server_cannot_use_is_a_startup_warning(checkpoints,
     from forgegrad.serve.completions import GenerationServeConfig, create_completions_app
     tiny_generator("t5", 300).save_pretrained(tmp_path / "t5")
     for path, kw, why in [(checkpoints["gpt2"], {"max_batch": 1}, "one at a time"),
-                          (str(tmp_path / "t5"), {}, "encoder-decoder"), (checkpoints["gpt2"], {}, None)]:
+                          (str(tmp_path / "t5"), {}, None), (checkpoints["gpt2"], {}, None)]:
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="forgegrad.serve"):
             app = create_completions_app(GenerationServeConfig(path, model_name="m", kv_cache_mb=4, **kw))

@@ -125,8 +125,8 @@ def test_bfloat16_and_int8_weights_batch_too(pair, weights):
 def test_requests_join_a_running_batch(pair, monkeypatch):
     """A long completion streams; three requests join it one after another: into a new batch (a rebuild), into
     the slot the first of them freed, and with a source longer than the batch's (its encoder arrays widened).
-    Every text is its solo text. (BART's family is served on the paged engine, test_serve_seq2seq_paged.py: here the
-    contiguous engine serves it too.)"""
+    Every text is its solo text. (BART's family and T5 are served on the paged engine, test_serve_seq2seq_paged.py:
+    here the contiguous engine serves them too.)"""
     from forgegrad.serve import completions
     from forgegrad.serve.seq2seq_batch import Seq2SeqBatchEngine
     path, model = pair

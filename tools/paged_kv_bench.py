@@ -29,7 +29,9 @@ random weights transformers writes): the contiguous one (seq2seq_batch.py: one r
 rows' encoder keys/values padded to the longest source) against the paged one (paged_seq2seq.py: the decoder's keys
 and the encoder's keys/values in blocks of one pool, each row reserving its source's and max_tokens' blocks as it
 joins; ``--kv-blocks``: the pool's size, default room for every row). The contiguous KV peak counts its decoder
-cache and its encoder arrays; the paged one, the pool's most blocks in use (both kinds).
+cache and its encoder arrays; the paged one, the pool's most blocks in use (both kinds). ``--model t5-small``: at
+T5-small's shape instead (6 + 6 layers of 512, 8 heads of 64, its relative-position bias through the paged kernel's
+table by distance; a default pool of completions.RELATIVE_ROW_TOKENS-token rows, T5 having no position table).
 
 Needs torch, transformers and tokenizers."""
 from __future__ import annotations
@@ -54,23 +56,32 @@ def _rss() -> int:
 def _workload(args):
     import numpy as np
     rng = np.random.default_rng(0)
-    return [([int(t) for t in rng.integers(100, 50000, int(rng.integers(args.prompt_min, args.prompt_max + 1)))],
+    high = 32000 if getattr(args, "model", None) == "t5-small" else 50000  # inside the vocabulary
+    return [([int(t) for t in rng.integers(100, high, int(rng.integers(args.prompt_min, args.prompt_max + 1)))],
              int(rng.integers(args.gen_min, args.gen_max + 1))) for _ in range(args.requests)]
 
 
-def seq2seq_checkpoint(path):
-    """A bart-base-shaped BART (random weights transformers writes) and a word-level tokenizer, written once."""
+def seq2seq_checkpoint(path, model: str = "bart-base"):
+    """A bart-base-shaped BART or a T5-small-shaped T5 (random weights transformers writes) and a word-level
+    tokenizer, written once."""
+    vocab = 32128 if model == "t5-small" else 50265
     if not os.path.isfile(os.path.join(path, "config.json")):
         import torch
         import transformers
         torch.manual_seed(0)
-        transformers.BartForConditionalGeneration(transformers.BartConfig(
-            vocab_size=50265, d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
-            decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072, max_position_embeddings=1024,
-            forced_eos_token_id=None)).save_pretrained(path)
+        if model == "t5-small":
+            hf = transformers.T5ForConditionalGeneration(transformers.T5Config(
+                vocab_size=vocab, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8,
+                decoder_start_token_id=0, pad_token_id=0, eos_token_id=1))
+        else:
+            hf = transformers.BartForConditionalGeneration(transformers.BartConfig(
+                vocab_size=vocab, d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
+                decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072, max_position_embeddings=1024,
+                forced_eos_token_id=None))
+        hf.save_pretrained(path)
     if not os.path.isfile(os.path.join(path, "tokenizer.json")):
         from tokenizers import Tokenizer, models, pre_tokenizers
-        tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(50265)}, unk_token="t3"))
+        tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t3"))
         tok.pre_tokenizer = pre_tokenizers.Whitespace()
         tok.save(os.path.join(path, "tokenizer.json"))
     return path
@@ -92,14 +103,14 @@ def run_engine(args) -> dict:
     import forgegrad as fg
     from completions_overhead import checkpoint
     from forgegrad.serve.completion_request import parse
-    from forgegrad.serve.completions import TextGenerator
+    from forgegrad.serve.completions import RELATIVE_ROW_TOKENS, TextGenerator
     from forgegrad.serve.generation_batch import BatchEngine, Job
     from forgegrad.serve.kv_pool import KVPool
     from forgegrad.serve.paged_batch import PagedBatchEngine
     from forgegrad.serve.paged_seq2seq import PagedSeq2SeqEngine
     from forgegrad.serve.seq2seq_batch import Seq2SeqBatchEngine
     fg.set_num_threads(args.threads)
-    gen = TextGenerator(seq2seq_checkpoint(args.dir) if args.seq2seq else checkpoint(args.dir))
+    gen = TextGenerator(seq2seq_checkpoint(args.dir, args.model) if args.seq2seq else checkpoint(args.dir))
     steps = []
 
     def on_step(rows, seconds):
@@ -107,7 +118,8 @@ def run_engine(args) -> dict:
 
     kw = dict(on_step=on_step, prefill_chunk=128)
     if args.engine != "contiguous":
-        blocks = args.kv_blocks or args.max_batch * -(-(gen.context + 1) // 16) * (2 if args.seq2seq else 1)
+        context = gen.context if gen.context < 1 << 30 else RELATIVE_ROW_TOKENS  # T5: no position table
+        blocks = args.kv_blocks or args.max_batch * -(-(context + 1) // 16) * (2 if args.seq2seq else 1)
         pool = KVPool.for_model(gen.model, blocks=blocks)
         lookahead = gen.context if args.engine == "reserve-all" else None
         engine = (PagedSeq2SeqEngine(gen, args.max_batch, pool, **kw) if args.seq2seq else
@@ -220,7 +232,9 @@ def main():
                     help="compare paged engines on a pool of this many 16-token blocks: rows reserving all their "
                          "blocks up front against blocks on demand with preemption")
     ap.add_argument("--seq2seq", action="store_true",
-                    help="compare the encoder-decoder engines (contiguous, paged) at bart-base's shape")
+                    help="compare the encoder-decoder engines (contiguous, paged) at --model's shape")
+    ap.add_argument("--model", choices=("bart-base", "t5-small"), default="bart-base",
+                    help="--seq2seq: the shape compared (random weights)")
     ap.add_argument("--engine", choices=("contiguous", "paged", "reserve-all"), help=argparse.SUPPRESS)  # one run
     args = ap.parse_args()
     if args.attention:
@@ -231,11 +245,11 @@ def main():
         return
     from completions_overhead import checkpoint
     if args.seq2seq and args.dir == ap.get_default("dir"):
-        args.dir = "/tmp/fg-bart-base"
+        args.dir = "/tmp/fg-" + args.model
         sys.argv += ["--dir", args.dir]
-    seq2seq_checkpoint(args.dir) if args.seq2seq else checkpoint(args.dir)
+    seq2seq_checkpoint(args.dir, args.model) if args.seq2seq else checkpoint(args.dir)
     work = _workload(args)
-    shape = "bart-base" if args.seq2seq else "GPT-2 124M"
+    shape = args.model if args.seq2seq else "GPT-2 124M"
     print(f"{shape} shape, {args.threads} thread(s): {args.requests} requests at once, prompts "
           f"{min(len(p) for p, _ in work)}..{max(len(p) for p, _ in work)} tokens, max_tokens "
           f"{min(n for _, n in work)}..{max(n for _, n in work)}, up to {args.max_batch} rows together"

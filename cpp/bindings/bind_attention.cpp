@@ -207,9 +207,10 @@ void backward_packed(const py::array& split, const py::array& out, const py::arr
 // ---- decode attention over a paged KV cache ----
 // q (B, Hkv, rep, D); k_pool, v_pool (blocks, Hkv, BT, D); tables (B, width) int64; lengths (B,) int64. Every row's
 // length must be in [1, width * BT] and the block ids its keys are read from in [0, blocks): checked here, so the
-// kernel never reads outside the pools.
+// kernel never reads outside the pools. bias: None or a float32 (Hkv * rep, bias_len >= 1) table by distance.
 void paged_decode(const py::array& q, const py::array& k_pool, const py::array& v_pool, const py::array& tables,
-                  const py::array& lengths, float scale, float softcap, int64_t window, const py::array& out) {
+                  const py::array& lengths, float scale, float softcap, int64_t window, const py::array& out,
+                  const py::object& bias) {
   check_softcap("paged_attention_decode", softcap);
   ArrayArg Q = fg::bind::f32_arg(q, "q", 4), K = fg::bind::f32_arg(k_pool, "k_pool", 4);
   ArrayArg V = fg::bind::f32_arg(v_pool, "v_pool", 4);
@@ -240,22 +241,38 @@ void paged_decode(const py::array& q, const py::array& k_pool, const py::array& 
   }
   ArrayArg O = fg::bind::f32_arg(out, "out", 4, fg::bind::kContiguous, true);
   fg::bind::expect_shape(O, "out", Q.shape);
+  const float* bias_data = nullptr;
+  int64_t bias_len = 0;
+  if (!bias.is_none()) {
+    if (!py::isinstance<py::array>(bias))
+      throw py::type_error("paged_attention_decode: bias must be None or a float32 numpy.ndarray (heads, distances)");
+    ArrayArg Bi = fg::bind::f32_arg(bias.cast<py::array>(), "bias", 2);
+    if (Bi.dim(0) != H * rep || Bi.dim(1) < 1)
+      throw py::value_error("paged_attention_decode: bias must be (heads, distances) = (" + std::to_string(H * rep) +
+                            ", >= 1), one row per query head, got " + fg::bind::shape_str(Bi.shape));
+    bias_data = Bi.f32();
+    bias_len = Bi.dim(1);
+  }
   fg::bind::check_no_overlap(
       "paged_attention_decode",
-      {{q, "q"}, {k_pool, "k_pool"}, {v_pool, "v_pool"}, {tables, "tables"}, {lengths, "lengths"}}, {{out, "out"}});
+      {{q, "q"}, {k_pool, "k_pool"}, {v_pool, "v_pool"}, {tables, "tables"}, {lengths, "lengths"}, {bias, "bias"}},
+      {{out, "out"}});
   py::gil_scoped_release release;
   fg::paged_attention_decode(Q.f32(), K.f32(), V.f32(), T.i64(), L.i64(), B, H, rep, D, BT, width, window, scale,
-                             softcap, O.f32());
+                             softcap, bias_data, bias_len, O.f32());
 }
 
 void bind(py::module_& m) {
   m.def("paged_decode", &paged_decode, py::arg("q"), py::arg("k_pool"), py::arg("v_pool"), py::arg("tables"),
         py::arg("lengths"), py::arg("scale"), py::arg("softcap"), py::arg("window"), py::arg("out"),
+        py::arg("bias") = py::none(),
         "Decode attention over a paged KV cache: out (B, Hkv, rep, D) = softmax(q k^T * scale) v of the query rows "
         "q (B, Hkv, rep, D) against row b's first lengths[b] keys and values, position p read from block "
         "tables[b, p // BT], place p % BT of k_pool and v_pool (blocks, Hkv, BT, D). window > 0: only a row's last "
-        "window keys; softcap > 0: each scaled score s becomes softcap * tanh(s / softcap). The same bits at any "
-        "thread count.");
+        "window keys; softcap > 0: each scaled score s becomes softcap * tanh(s / softcap). bias: None or a float32 "
+        "(Hkv * rep, distances) table: query head h * rep + r's score against position p then gains bias[h * rep + "
+        "r, min(lengths[b] - 1 - p, distances - 1)] (T5's relative-position bias; past the table, its last column). "
+        "The same bits at any thread count.");
   m.def("attention_forward", &forward, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("scale"), py::arg("causal"),
         py::arg("mask"), py::arg("mask_offsets"), py::arg("mask_row_stride"), py::arg("out"), py::arg("lse"),
         py::arg("softcap") = 0.0f,

@@ -100,12 +100,15 @@ class attention:
         ...
     @staticmethod
     def paged_decode(q: numpy.ndarray, k_pool: numpy.ndarray, v_pool: numpy.ndarray, tables: numpy.ndarray,
-                     lengths: numpy.ndarray, scale: _Float, softcap: _Float, window: _Int,
-                     out: numpy.ndarray) -> None:
+                     lengths: numpy.ndarray, scale: _Float, softcap: _Float, window: _Int, out: numpy.ndarray,
+                     bias: object = ...) -> None:
         """Decode attention over a paged KV cache: out (B, Hkv, rep, D) = softmax(q k^T * scale) v of the query rows q
         (B, Hkv, rep, D) against row b's first lengths[b] keys and values, position p read from block tables[b, p //
         BT], place p % BT of k_pool and v_pool (blocks, Hkv, BT, D). window > 0: only a row's last window keys;
-        softcap > 0: each scaled score s becomes softcap * tanh(s / softcap). The same bits at any thread count.
+        softcap > 0: each scaled score s becomes softcap * tanh(s / softcap). bias: None or a float32 (Hkv * rep,
+        distances) table: query head h * rep + r's score against position p then gains bias[h * rep + r,
+        min(lengths[b] - 1 - p, distances - 1)] (T5's relative-position bias; past the table, its last column). The
+        same bits at any thread count.
         """
         ...
     @staticmethod

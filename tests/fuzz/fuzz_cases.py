@@ -188,6 +188,9 @@ def _extra_calls():
     kp, vp = (rng.standard_normal((5, 2, 4, 8)).astype(np.float32) for _ in range(2))
     KAT.paged_attention_decode(rng.standard_normal((2, 2, 2, 8)).astype(np.float32), kp, vp,
                                np.array([[3, 1], [0, 4]]), np.array([6, 3]), 0.35, softcap=5.0, window=4)
+    KAT.paged_attention_decode(rng.standard_normal((2, 2, 2, 8)).astype(np.float32), kp, vp,  # T5's bias by distance
+                               np.array([[3, 1], [0, 4]]), np.array([6, 3]), 1.0,
+                               bias=rng.standard_normal((4, 3)).astype(np.float32))
     x = rng.standard_normal((4, 7)).astype(np.float32)
     p = [x, rng.standard_normal(5).astype(np.float32)]
     for f in (lambda: K.vector_norms(p, 2.0), lambda: K.vector_norms(p, 1.0), lambda: K.vector_norms(p, float("inf")),

@@ -69,12 +69,14 @@ FG_KERNEL(void, attention_backward,
 // query rows q (B, Hkv, rep, D) against each row b's keys and values at positions [lo_b, lengths[b]), position p
 // in block tables[b * width + p / BT], place p % BT of the pools k, v (blocks, Hkv, BT, D); lo_b =
 // lengths[b] - window when window > 0 and the row is longer, else 0. softcap > 0: each scaled score s becomes
-// softcap * tanh(s / softcap). Every row has lengths[b] >= 1 and its blocks inside the pools (checked by the
-// binding).
+// softcap * tanh(s / softcap). bias: nullptr, or a (Hkv * rep, bias_len) table added after the cap, query head
+// h * rep + r's score against position p gaining bias[h * rep + r, min(lengths[b] - 1 - p, bias_len - 1)] (T5's
+// relative-position bias by distance; bias_len >= 1). Every row has lengths[b] >= 1 and its blocks inside the
+// pools (checked by the binding).
 FG_KERNEL(void, paged_attention_decode,
           (const float* q, const float* k, const float* v, const int64_t* tables, const int64_t* lengths, int64_t B,
            int64_t Hkv, int64_t rep, int64_t D, int64_t BT, int64_t width, int64_t window, float scale, float softcap,
-           float* out),
-          (q, k, v, tables, lengths, B, Hkv, rep, D, BT, width, window, scale, softcap, out))
+           const float* bias, int64_t bias_len, float* out),
+          (q, k, v, tables, lengths, B, Hkv, rep, D, BT, width, window, scale, softcap, bias, bias_len, out))
 
 }  // namespace fg

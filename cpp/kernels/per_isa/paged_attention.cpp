@@ -3,7 +3,10 @@
 // q (B, Hkv, rep, D): rep query heads share kv head h (grouped-query attention); the keys and values
 // of row b at position p are block tables[b, p / BT], place p % BT of the pools k, v (blocks, Hkv, BT,
 // D). lo_b = max(0, len_b - window) with a sliding window (window > 0), else 0; cap(s) = softcap *
-// tanh(s / softcap) when softcap > 0 (Gemma 2), else s.
+// tanh(s / softcap) when softcap > 0 (Gemma 2), else s. With a bias table (T5's relative-position bias), query
+// head g = h * rep + r's score against position p gains bias[g, min(len_b - 1 - p, bias_len - 1)] after the cap:
+// the query is the row's last position, the distance len_b - 1 - p >= 0, and distances past the table read its
+// last column (T5's buckets saturate, so a table as long as max_distance covers any row).
 //
 // A task is one (b, h) pair: the scores of its rep rows (rep x len, a task-local buffer), each row's
 // softmax with the softmax kernel's row code (softmax_rows.h: the same max, exp and blocked sum), then
@@ -84,7 +87,8 @@ inline void for_runs(const float* pool, const int64_t* table, int64_t block, int
 
 void paged_attention_decode(const float* q, const float* k, const float* v, const int64_t* tables,
                             const int64_t* lengths, int64_t B, int64_t Hkv, int64_t rep, int64_t D, int64_t BT,
-                            int64_t width, int64_t window, float scale, float softcap, float* out) {
+                            int64_t width, int64_t window, float scale, float softcap, const float* bias,
+                            int64_t bias_len, float* out) {
   int64_t longest = 1;
   for (int64_t b = 0; b < B; ++b) longest = lengths[b] > longest ? lengths[b] : longest;
   const int64_t block = Hkv * BT * D;  // one block of one layer, every kv head
@@ -112,6 +116,13 @@ void paged_attention_decode(const float* q, const float* k, const float* v, cons
       for (; i + W <= n; i += W) vstore(s + i, vmul(vload(s + i), sc));
       if (i < n) vstore_n(s + i, vmul(vload_n(s + i, static_cast<int>(n - i)), sc), static_cast<int>(n - i));
       if (softcap > 0.0f) cap_scores(s, n, softcap);
+      if (bias != nullptr) {  // position lo + i is at distance len - 1 - lo - i of the query
+        const float* bh = bias + (h * rep + r) * bias_len;
+        for (int64_t i = 0; i < n; ++i) {
+          const int64_t dist = len - 1 - lo - i;
+          s[i] += bh[dist < bias_len ? dist : bias_len - 1];
+        }
+      }
       rows::softmax_into(s, vset1(rows::row_max(s, n)), probs.data() + r * n, n);
     }
     // out (rep, D) = probs v: a chunk of kOutVecs vectors of D at a time in registers, the values in position order

@@ -63,9 +63,9 @@ def add_parser(sub):
                         "and values, so a prompt that starts like an earlier one (a system prompt, a chat's earlier "
                         "turns) prefills only the rest (default 1024; 0: no prefix cache)")
     p.add_argument("--kv-cache-mb", type=positive_float, default=None, metavar="MIB",
-                   help="a Hugging Face decoder or BART-family directory only (not T5): the most MiB of the paged "
-                        "KV cache every decoding row's keys and values (and the prefix cache's; an encoder-decoder's "
-                        "encoder keys and values too) are kept in; a prompt waits for blocks while "
+                   help="a Hugging Face decoder or encoder-decoder (BART's family, T5) directory only: the most MiB "
+                        "of the paged KV cache every decoding row's keys and values (and the prefix cache's; an "
+                        "encoder-decoder's encoder keys and values too) are kept in; a prompt waits for blocks while "
                         "it is full (default: room for --max-batch rows, at least 16, of the whole context, but no "
                         "more than half the memory free at start; memory is taken only as blocks are written)")
     p.add_argument("--no-freeze", dest="freeze", action="store_false",

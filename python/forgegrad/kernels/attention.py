@@ -164,13 +164,16 @@ def attention_backward_packed(grad_out, split, out, lse, heads: int, scale: Opti
 
 
 def paged_attention_decode(q, k_pool, v_pool, tables, lengths, scale: float, softcap: Optional[float] = None,
-                           window: Optional[int] = None) -> np.ndarray:
+                           window: Optional[int] = None, bias=None) -> np.ndarray:
     """Decode attention over a paged KV cache (serve/kv_pool.py): out (B, Hkv, rep, D) of the query rows
     q (B, Hkv, rep, D) (rep query heads per key/value head) against row b's first ``lengths[b]`` keys and values,
     its key at position p in block ``tables[b, p // block_tokens]``, place ``p % block_tokens`` of k_pool and v_pool
     (blocks, Hkv, block_tokens, D). window: only a row's last ``window`` keys (sliding-window layers); softcap as
-    attention_forward's. Each row reads only its own blocks (no padding), one thread per (row, head): the same bits
-    at any thread count."""
+    attention_forward's. bias: None, or a float32 (Hkv * rep, distances) table added to the scores by distance (T5's
+    relative-position bias): query head ``h * rep + r`` of row b against position p gains ``bias[h * rep + r, d]``,
+    d = lengths[b] - 1 - p (the query is the row's last position), after the scale and the cap; a distance past the
+    table reads its last column (T5's buckets saturate: a table ``max_distance`` long covers any row). Each row reads
+    only its own blocks (no padding), one thread per (row, head): the same bits at any thread count."""
     cap = check_softcap(softcap) or 0.0
     window = 0 if window is None else check_int(window, "window", low=1)
     q = np.ascontiguousarray(as_f32(q, "q"))
@@ -182,6 +185,8 @@ def paged_attention_decode(q, k_pool, v_pool, tables, lengths, scale: float, sof
         raise TypeError(f"paged_attention_decode: lengths must hold integers, got dtype {lengths.dtype}")
     tables = np.ascontiguousarray(tables, np.int64)
     lengths = np.ascontiguousarray(lengths, np.int64)
+    if bias is not None:
+        bias = np.ascontiguousarray(as_f32(bias, "bias"))
     out = np.empty(q.shape, np.float32)
-    _C.attention.paged_decode(q, k_pool, v_pool, tables, lengths, check_float(scale, "scale"), cap, window, out)
+    _C.attention.paged_decode(q, k_pool, v_pool, tables, lengths, check_float(scale, "scale"), cap, window, out, bias)
     return out

@@ -21,17 +21,16 @@ encoder run once as it joins); models the batched step does not cover
 (Phi-3's longrope, modified modules) and ``max_batch=1`` generate one request at a time, in arrival
 order. The decoder-only engine keeps every row's keys and values in one pool of blocks (a paged KV cache:
 paged_batch.py, kv_pool.py, up to ``kv_cache_mb``; rows take blocks as they grow, and when it is full the row that
-came last is preempted: its keys are recomputed once blocks are free, its stream only pauses); so does BART's
-family's (paged_seq2seq.py: the decoder's keys and the encoder's, each row reserving its blocks as it joins, never
-preempted), while T5's (its relative-position bias) keeps seq2seq_batch.py's contiguous cache. The server keeps
-prompts' prefilled keys and values by block (prefix_cache.py, up to ``prefix_cache_mb``; batched, as blocks of that
-pool shared by reference, or one at a time alike), so a prompt that starts like an earlier one (a chat's system
-prompt and turns) prefills only the rest; ``usage.prompt_tokens_details.cached_tokens`` says how many it reused. A
-model it does not apply to (an encoder-decoder, a length-dependent rope) is served without one, and the startup log
-says why. Up to ``max_queue`` requests wait or run; more get 503 + Retry-After. ``stream: true`` answers with
-server-sent events (``data: {...}`` chunks, then ``data: [DONE]``), each chunk with its tokens' log-probabilities
-when ``logprobs`` asks for them (token_logprobs.py); a client that disconnects stops its generation at the next
-token.
+came last is preempted: its keys are recomputed once blocks are free, its stream only pauses); so does the
+encoder-decoders' (BART's family and T5: paged_seq2seq.py, the decoder's keys and the encoder's, each row reserving
+its blocks as it joins, never preempted; T5's relative-position bias a table by distance in the paged kernel). The
+server keeps prompts' prefilled keys and values by block (prefix_cache.py, up to ``prefix_cache_mb``; batched, as
+blocks of that pool shared by reference, or one at a time alike), so a prompt that starts like an earlier one (a
+chat's system prompt and turns) prefills only the rest; ``usage.prompt_tokens_details.cached_tokens`` says how many it
+reused. A model it does not apply to (an encoder-decoder, a length-dependent rope) is served without one, and the
+startup log says why. Up to ``max_queue`` requests wait or run; more get 503 + Retry-After. ``stream: true`` answers
+with server-sent events (``data: {...}`` chunks, then ``data: [DONE]``), each chunk with its tokens' log-probabilities
+when ``logprobs`` asks for them (token_logprobs.py); a client that disconnects stops its generation at the next token.
 
 Text is streamed only once it is final: a trailing incomplete UTF-8 character, or a tail that could
 still become one of the ``stop`` strings, is held back until the next token decides it. A stop string
@@ -99,7 +98,7 @@ class GenerationServeConfig:
     # the most MiB of the paged KV cache (rows' keys/values and the prefix cache's; an encoder-decoder's rows' decoder
     # and encoder keys/values); None: room for max(max_batch, MAX_N) rows of the whole context, so that any one request
     # fits (the pool's memory is committed only where written, so the size bounds, it does not take); given where
-    # nothing is paged (one at a time, T5): a startup warning
+    # nothing is paged (one at a time): a startup warning
     kv_cache_mb: Optional[float] = None
     freeze: bool = True  # the model frozen in place once loaded (openai_routes.served_model); False: as loaded
 
@@ -133,6 +132,11 @@ class GenerationServeConfig:
         return self
 
 
+# the tokens of a row the default pool makes room for where the model has no position table (T5): a request whose rows
+# need more than the pool is refused with a 400 naming max_tokens, and --kv-cache-mb sizes the pool instead
+RELATIVE_ROW_TOKENS = 2048
+
+
 def default_pool_blocks(context: int, block_tokens: int, block_bytes: int, max_batch: int,
                         room: Optional[int]) -> int:
     """Blocks of the default pool: max_batch rows of the whole context, so that rows are never preempted at the
@@ -150,14 +154,15 @@ def default_pool_blocks(context: int, block_tokens: int, block_bytes: int, max_b
 
 def _paged_engine(gen, config: GenerationServeConfig, name: str, metrics, kw, prefix) -> PagedBatchEngine:
     """The decoder-only engine on a paged KV cache of ``kv_cache_mb`` (default: ``default_pool_blocks``), with a
-    prefix cache of ``prefix``'s size in it (``_prefix_cache``'s, or None: none); BART's family's engine
+    prefix cache of ``prefix``'s size in it (``_prefix_cache``'s, or None: none); BART's family's and T5's engine
     (paged_seq2seq.py: its decoder's and encoder's keys in the pool, no prefix cache) for an encoder-decoder."""
     model = gen.model
     bt = config.prefix_block
     if config.kv_cache_mb is None:
         block_bytes = KVPool.for_model(model, blocks=1, block_tokens=bt).block_bytes
-        # an encoder-decoder's row holds its source's blocks and its decoder's: one block more than a context's
-        context = gen.context + (bt if gen.seq2seq else 0)
+        # an encoder-decoder's row holds its source's blocks and its decoder's: one block more than a context's. T5's
+        # relative positions have no table to run past (max_positions 1 << 30): rows of RELATIVE_ROW_TOKENS instead
+        context = (gen.context if gen.context < 1 << 30 else RELATIVE_ROW_TOKENS) + (bt if gen.seq2seq else 0)
         blocks = default_pool_blocks(context, bt, block_bytes, config.max_batch, available_bytes())
         pool = KVPool.for_model(model, blocks=blocks, block_tokens=bt)
     else:
@@ -588,8 +593,8 @@ def create_completions_app(config: GenerationServeConfig):
                 prefix = state["engine"].prefix  # the same size, its blocks the pool's
         if config.kv_cache_mb is not None and not isinstance(state["engine"], PagedBatchEngine):
             log.warning("%s: no paged KV cache (--kv-cache-mb has no effect): %s", name,
-                        "an encoder-decoder whose self-attention adds a relative-position bias (T5), which the paged "
-                        "kernel has no input for: its batched rows share one contiguous cache" if state["engine"] else
+                        "an encoder-decoder without a paged decode step: its batched rows share one contiguous cache"
+                        if state["engine"] else
                         "it is served one at a time, each request on a cache of its own")
         state["prefix"] = prefix
         if prefix is not None:

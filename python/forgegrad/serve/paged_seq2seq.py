@@ -1,4 +1,4 @@
-"""Continuous batching of BART's family (BART, Marian, mBART, M2M100 / NLLB) on the paged KV cache (kv_pool.py):
+"""Continuous batching of BART's family (BART, Marian, mBART, M2M100 / NLLB) and T5 on the paged KV cache (kv_pool.py):
 the completions server's encoder-decoder engine when the pool applies. The loop is paged_batch.py's (admission,
 one batched decode step of every row, each row's own token rules and sampler, no padding, no rebuild); the prefill
 is seq2seq_batch.py's (the encoder once on the prompt, its choices joining with the decoder's start token).
@@ -17,8 +17,9 @@ is seq2seq_batch.py's (the encoder once on the prompt, its choices joining with 
   again and a decoder prefill over its tokens with cross-attention, which the lean step does not have; reserving a
   row's blocks as it joins costs only blocks promised early, not memory (a block's pages are committed when first
   written).
-* T5 stays on the contiguous engine (seq2seq_batch.py): its self-attention adds a learned relative-position bias
-  per head and distance, and the paged kernel (``_C.attention.paged_decode``) has no additive bias input.
+* T5's self-attention adds a learned relative-position bias per head and distance: the paged kernel
+  (``_C.attention.paged_decode``) takes it as a table (heads, max_distance + 1) by distance, built once per model
+  (T5LeanStep), each row's query at its own last key, so rows of any lengths share one step.
 
 A row's logits equal its solo logits to float32 rounding (the contiguous engine's claim; here no row reads another's
 padding at all).
@@ -39,10 +40,10 @@ log = logging.getLogger("forgegrad.serve")
 
 
 def paged_seq2seq_applies(model) -> bool:
-    """An encoder-decoder whose lean step can run on the paged pool: BART's family (T5's relative-position bias has
-    no input in the paged kernel)."""
-    from ..models.hf import bart
-    return isinstance(model, bart.BartForConditionalGeneration)
+    """An encoder-decoder whose lean step can run on the paged pool: BART's family and T5 (its relative-position bias
+    a table by distance in the paged kernel)."""
+    from ..models.hf import bart, t5
+    return isinstance(model, bart.BartForConditionalGeneration) or type(model) is t5.T5ForConditionalGeneration
 
 
 class _PagedStep:
@@ -65,7 +66,7 @@ class _PagedStep:
 
 
 class PagedSeq2SeqEngine(PagedBatchEngine):
-    """PagedBatchEngine for BART's family: ``submit(job)`` (its prompts are the encoder's inputs); ``close()``.
+    """PagedBatchEngine for BART's family and T5: ``submit(job)`` (its prompts are the encoder's inputs); ``close()``.
 
     Args:
         gen: the server's TextGenerator (an encoder-decoder that ``paged_seq2seq_applies`` to).
@@ -79,7 +80,7 @@ class PagedSeq2SeqEngine(PagedBatchEngine):
     def __init__(self, gen, max_batch: int, pool: KVPool, **kw):
         if not paged_seq2seq_applies(gen.model):
             raise TypeError(f"PagedSeq2SeqEngine: {type(gen.model).__name__} has no paged decode step (BART, Marian, "
-                            "mBART and M2M100 have; T5 is served by Seq2SeqBatchEngine)")
+                            "mBART, M2M100 and T5 have; others are served by Seq2SeqBatchEngine)")
         self.start = int(gen.model.decoder_start_token_id)
         super().__init__(gen, max_batch, pool, prefix_cache=None, **kw)
         self.preempts = False  # (read only by the prefill, which never runs before a job is submitted)

@@ -107,15 +107,16 @@ class PagedKV:
     def advance(self, t: int) -> None:
         """Nothing: the caller keeps each row's length."""
 
-    def attend(self, layer: int, q, k, v, scale: float, softcap=None, window=None):
+    def attend(self, layer: int, q, k, v, scale: float, softcap=None, window=None, bias=None):
         """Store the new keys and values k, v (B, Hkv, D) of ``layer``, then q (B, Hkv, rep, D) against each row's
-        keys; (B, Hkv * rep * D). ``window``: only a row's last ``window`` keys (sliding-window layers)."""
+        keys; (B, Hkv * rep * D). ``window``: only a row's last ``window`` keys (sliding-window layers); ``bias``:
+        an (Hkv * rep, distances) table added by distance to the query (T5's relative-position bias)."""
         from ...kernels.attention import paged_attention_decode
         block, place = self._write
         self.keys[layer][block, :, place] = k
         self.values[layer][block, :, place] = v
         out = paged_attention_decode(q, self.keys[layer], self.values[layer], self.tables, self.lengths, scale,
-                                     softcap, window)
+                                     softcap, window, bias)
         return out.reshape(q.shape[0], -1)
 
 

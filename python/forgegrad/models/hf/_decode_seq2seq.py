@@ -13,8 +13,8 @@ their own decoder positions (``positions``), each row's cached keys right-aligne
 (``padding``), and each row's encoder keys/values padded to the batch's longest source with an additive bias
 (``rebind``), as a padded batch's cross-attention masks its encoder padding. BART's family also steps on a
 paged KV cache (serve/paged_seq2seq.py): its self-attention keys in a ``PagedKV``'s blocks, its encoder keys/values
-in a ``PagedCross``'s blocks of the same pool. T5 does not: its self-attention adds a relative-position bias, which
-the paged kernel (``_C.attention.paged_decode``) has no input for.
+in a ``PagedCross``'s blocks of the same pool, and so does T5: its self-attention's relative-position bias goes to
+the paged kernel (``_C.attention.paged_decode``) as a table by distance, built once per model.
 """
 from __future__ import annotations
 
@@ -161,11 +161,11 @@ class _LeanStep:
                              f"{self.cache.max_length}")
         return p
 
-    def _self_attention(self, i: int, p: int, q, k, v, bias, scale: float = 1.0) -> np.ndarray:
+    def _self_attention(self, i: int, p: int, q, k, v, bias, scale: float = 1.0, paged_bias=None) -> np.ndarray:
         """Layer i's new keys/values (B, H, D) written at place p of the cache, then q over places 0..p (a PagedKV:
-        at each row's own place, then q over each row's own keys)."""
+        at each row's own place, then q over each row's own keys, ``paged_bias`` (H, distances) added by distance)."""
         if self._paged():
-            return self.cache.attend(i, q[:, :, None], k, v, scale)
+            return self.cache.attend(i, q[:, :, None], k, v, scale, bias=paged_bias)
         keys, values = self.cache.keys[i], self.cache.values[i]
         keys[:, :, p], values[:, :, p] = k, v
         return _attend(q, keys[:, :, :p + 1], values[:, :, :p + 1], bias, scale)
@@ -181,8 +181,10 @@ class _LeanStep:
 
 class T5LeanStep(_LeanStep):
     """``step(tokens (B,)) -> logits (B, vocab)``: the decoder on one new token per row, appending to ``cache``
-    (a KVCache) and attending to ``cross`` (each layer's encoder keys and values) with the encoder input's
-    padding ``mask`` (B, S) of 0/1, or None."""
+    (a KVCache, or a PagedKV with ``cross`` a PagedCross: ``rebind``) and attending to ``cross`` (each layer's
+    encoder keys and values) with the encoder input's padding ``mask`` (B, S) of 0/1, or None. The self-attention's
+    relative-position bias is the first layer's table of each distance (every layer reuses it, as transformers'
+    T5Stack): sliced per step for a KVCache, one (H, max_distance + 1) table for the paged kernel."""
 
     def __init__(self, model, cross: List[Tuple], mask: Optional[np.ndarray], cache):
         from .t5 import _feed_forward_kind, relative_position_bucket
@@ -193,6 +195,11 @@ class T5LeanStep(_LeanStep):
         self._bucket = lambda rel: relative_position_bucket(rel, False, att.num_buckets, att.max_distance)
         self.table = att.relative_attention_bias.weight.numpy()  # (buckets, heads)
         self.heads = att.heads
+        # the paged kernel's table (H, max_distance + 1): the bias of each distance d = query - key; every distance
+        # from max_distance on falls in the last bucket, so the kernel's reading of the last column past the table
+        # is the bias of any longer distance
+        d = np.arange(att.max_distance + 1)
+        self.by_distance = np.ascontiguousarray(self.table[self._bucket(-d)].T, dtype=np.float32)
 
     def __call__(self, tokens: np.ndarray, positions: Optional[np.ndarray] = None,
                  padding: Optional[np.ndarray] = None) -> np.ndarray:
@@ -200,29 +207,27 @@ class T5LeanStep(_LeanStep):
         keys), the new place included; None: all. The distance of a right-aligned key to the new query is the same
         in every row, so T5 needs no ``positions``."""
         m, cache = self.model, self.cache
-        if self._paged():  # its relative-position bias has no input in the paged kernel
-            raise TypeError("T5LeanStep: T5's self-attention adds a relative-position bias, which the paged decode "
-                            "kernel cannot add: step it on a KVCache")
         dec = m.decoder
         p = self._next_place()
         x = _rows(m.shared, np.asarray(tokens, np.int64))  # (B, d)
         B, H = x.shape[0], self.heads
-        # the query at place p over keys 0..p: the first layer's learned bias of each distance, (1, H, 1, p + 1)
-        bias = self.table[self._bucket(np.arange(p + 1) - p)].T[None, :, None, :]
-        pad = self._self_padding(padding)
-        if pad is not None:
-            bias = np.ascontiguousarray(bias + pad, dtype=np.float32)  # (B, H, 1, p + 1)
+        if self._paged():  # each row's query at its own last key: the kernel adds the bias by distance
+            bias = None
+        else:  # the query at place p over keys 0..p: the first layer's learned bias of each distance, (1, H, 1, p + 1)
+            bias = self.table[self._bucket(np.arange(p + 1) - p)].T[None, :, None, :]
+            pad = self._self_padding(padding)
+            if pad is not None:
+                bias = np.ascontiguousarray(bias + pad, dtype=np.float32)  # (B, H, 1, p + 1)
         for i, block in enumerate(dec.block):
             sub_self, sub_cross, sub_ff = block.layer
             att = sub_self.SelfAttention
             h = _rms_norm(x, sub_self.layer_norm.weight.numpy(), sub_self.layer_norm.eps)
-            a = self._self_attention(i, p, *(_linear(w, h).reshape(B, H, -1) for w in (att.q, att.k, att.v)), bias)
+            a = self._self_attention(i, p, *(_linear(w, h).reshape(B, H, -1) for w in (att.q, att.k, att.v)), bias,
+                                     paged_bias=self.by_distance)
             x = x + _linear(att.o, a)
             ca = sub_cross.EncDecAttention
             h = _rms_norm(x, sub_cross.layer_norm.weight.numpy(), sub_cross.layer_norm.eps)
-            k, v = self.cross[i]
-            a = _attend(_linear(ca.q, h).reshape(B, H, -1), k, v, self.cross_bias)
-            x = x + _linear(ca.o, a)
+            x = x + _linear(ca.o, self._cross_attention(i, _linear(ca.q, h).reshape(B, H, -1), 1.0))
             ff = sub_ff.DenseReluDense
             h = _rms_norm(x, sub_ff.layer_norm.weight.numpy(), sub_ff.layer_norm.eps)
             f = _linear(ff.wi_0, h, self.act) * _linear(ff.wi_1, h) if self.gated else _linear(ff.wi, h, self.act)
