@@ -135,3 +135,13 @@ def test_a_graph_tensor_the_function_captures_gets_its_gradient_as_torch():
         return x.grad.numpy(), w.grad.numpy(), h.grad.numpy()
     for got, want in zip(run(fg, checkpoint), run(torch, tckpt.checkpoint)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_model_output_dict_keeps_its_type_and_its_tensors_get_gradients():
+    from transformers.modeling_outputs import BaseModelOutput
+    x = fg.tensor(_A, requires_grad=True)
+    out = checkpoint(lambda t: BaseModelOutput(last_hidden_state=t * 2, hidden_states=(t * 3,)), x,
+                     use_reentrant=False)
+    assert type(out) is BaseModelOutput and out[0] is out.last_hidden_state
+    (out.last_hidden_state.sum() + out.hidden_states[0].sum()).backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.full_like(_A, 5))

@@ -14,6 +14,7 @@ reentrant variant's limitations are not reproduced); see docs/torch_compat.md.
 """
 from __future__ import annotations
 
+import copy
 import warnings
 import weakref
 
@@ -133,7 +134,12 @@ def _map(a, fn, arg):
         return [fn(v, arg) for v in a]
     if isinstance(a, dict):
         items = [(k, fn(v, arg)) for k, v in a.items()]
-        return dict(items) if type(a) is dict else type(a)(items)
+        if type(a) is dict:
+            return dict(items)
+        b = copy.copy(a)  # a dict subclass (OrderedDict, transformers' ModelOutput): its type and attributes
+        for k, v in items:
+            b[k] = v
+        return b
     if isinstance(a, tuple):
         items = [fn(v, arg) for v in a]
         return type(a)(*items) if hasattr(a, "_fields") else type(a)(items)
