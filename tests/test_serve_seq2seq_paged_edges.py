@@ -1,4 +1,4 @@
-"""BART's family on the paged KV cache (serve/paged_seq2seq.py), its edges: the reference counts of a source's blocks
+"""Encoder-decoders on the paged KV cache (serve/paged_seq2seq.py): the reference counts of a source's blocks
 shared by a request's n choices and the reservations of rows that end early (stop strings, end tokens, a client that
 goes away while its rows decode or while its prompt waits for blocks) leave no block held; a cancelled request waiting
 behind a full pool is answered at once; mBART's and NLLB's forced language token (``forced_bos_token_id``) on the pool
@@ -39,7 +39,7 @@ def _assert_clean(pool):
     assert sorted(pool._free) == list(range(pool.blocks))
 
 
-@pytest.mark.parametrize("kind", ["bart", "m2m100"])
+@pytest.mark.parametrize("kind", ["bart", "m2m100", "t5"])
 def test_no_block_is_left_held_after_cancellations_stops_and_early_ends(tmp_path, kind):
     """Forty requests (sources of 1-59 tokens, n up to 3, stop strings, end tokens or not, some cancelled before they
     run, some by their client after a few chunks) through a pool of 14 blocks: every request answers, prompts waited
