@@ -44,6 +44,25 @@ def test_hidden_states_save_round_trip_and_export(tmp_path, embedding_size):
                            [(ids, mask), padded_batch([30, 2, 17], VOCAB)])
 
 
+def test_a_config_without_embedding_size_takes_transformers_default(tmp_path):
+    """ElectraConfig's embedding_size defaults to 128 (not the hidden size): a config.json without the key loads
+    the 128-wide embeddings and their projection, as transformers reads it."""
+    import json
+    torch.manual_seed(0)
+    hf = transformers.ElectraModel(_config(embedding_size=128)).eval()
+    hf.save_pretrained(tmp_path / "a")
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    del cfg["embedding_size"]
+    (tmp_path / "a" / "config.json").write_text(json.dumps(cfg))
+    assert transformers.ElectraConfig.from_pretrained(tmp_path / "a").embedding_size == 128
+    ids, mask = padded_batch(LENGTHS, VOCAB)
+    model = from_pretrained(tmp_path / "a")
+    assert model.embeddings_project is not None
+    got = model(ids, attention_mask=mask).last_hidden_state.numpy()
+    real = mask.astype(bool)
+    np.testing.assert_allclose(got[real], hf_outputs(hf, ids, mask).last_hidden_state.numpy()[real], **TOL)
+
+
 def test_token_types_reach_the_encoder(tmp_path):
     hf = _saved(transformers.ElectraModel, tmp_path / "a")
     ids, mask = padded_batch(LENGTHS, VOCAB)

@@ -22,7 +22,7 @@ __all__ = ["ElectraModel", "ElectraForSequenceClassification", "ElectraForPreTra
 
 def _embedding_size(config: dict) -> int:
     activation(config.get("hidden_act", "gelu"), "ElectraModel: config hidden_act")  # named before BERT's layers
-    v = config.get("embedding_size", config.get("hidden_size"))
+    v = config.get("embedding_size", 128)  # transformers' ElectraConfig default (not the hidden size)
     if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
         raise ValueError(f"ElectraModel: config embedding_size must be a positive integer, got {v!r}")
     return v
