@@ -188,3 +188,25 @@ def test_guided_choice_has_at_most_1999_choices(client):
                                   "guided_choice")
     r = client.post("/v1/completions", json=dict(GOOD, max_tokens=8, guided_choice=choices[:1999]))
     assert r.status_code == 200 and r.json()["choices"][0]["text"] in choices, r.text
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def test_json_inside_fields_nested_too_deep_is_a_400(client):
+    # an earlier call's arguments and guided_json as a string were json.loads'ed without catching RecursionError
+    calls = [{"id": "1", "type": "function", "function": {"name": "f", "arguments": DEEP}}]
+    r = client.post("/v1/chat/completions", json={"messages": [{"role": "assistant", "content": None,
+                                                                  "tool_calls": calls}]})
+    assert "arguments must be a JSON object" in _error(r, 400, "messages")
+    assert "JSON schema" in _error(client.post("/v1/completions", json=dict(GOOD, guided_json=DEEP)), 400,
+                                   "guided_json")
+
+
+@pytest.mark.parametrize("fmt, text", [("hermes", "<tool_call>\n" + DEEP + "\n</tool_call>"),
+                                       ("mistral", "[TOOL_CALLS]" + DEEP), ("llama3_json", DEEP)])
+def test_a_reply_nested_too_deep_is_text_not_a_failed_request(fmt, text):
+    # the model's reply is read for tool calls after generation: JSON nested too deep raised RecursionError (a 500)
+    from forgegrad.serve.tool_calls import read_tool_calls
+    content, calls = read_tool_calls(text, fmt=fmt)
+    assert calls == [] and content == text

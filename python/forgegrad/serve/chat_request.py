@@ -58,7 +58,7 @@ def _earlier_calls(value, where: str) -> List[dict]:
             raise CompletionError(400, f"{where}.tool_calls[{j}] must be {expected[10:-1]}", "messages")
         try:
             args = json.loads(fn["arguments"])
-        except ValueError:
+        except (ValueError, RecursionError):  # (RecursionError: nested too deep)
             args = None
         if not isinstance(args, dict) or _lone_surrogate(args):
             raise CompletionError(400, f"{where}.tool_calls[{j}].function.arguments must be a JSON object as a "

@@ -87,7 +87,7 @@ def guided_json(value):
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):  # (RecursionError: nested too deep)
             raise bad("guided_json", "a JSON schema (an object, or one as a string)", value) from None
     if not isinstance(value, dict):
         raise bad("guided_json", "a JSON schema (an object, or one as a string)", value)

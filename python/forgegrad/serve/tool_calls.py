@@ -75,7 +75,7 @@ def _named(name, args, fmt: str = "hermes") -> Optional[ToolCall]:
     if isinstance(args, str):  # some models write the arguments as a JSON string already
         try:
             args = json.loads(args)
-        except ValueError:
+        except (ValueError, RecursionError):  # (RecursionError: nested too deep)
             return None
     if not isinstance(name, str) or not name or not isinstance(args, dict):
         return None
@@ -86,7 +86,7 @@ def _call(raw: str, fmt: str = "hermes") -> Optional[ToolCall]:
     """The call a JSON object holds ({"name", "arguments"}; Llama's "parameters"), or None when it is not one."""
     try:
         obj = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return _from_object(obj, fmt)
 
@@ -108,7 +108,7 @@ def _json_calls(text: str, fmt: str) -> Optional[List[ToolCall]]:
             return calls or None
         try:
             obj, i = decoder.raw_decode(text, i)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
         call = _from_object(obj, fmt)
         if call is None:
@@ -130,7 +130,7 @@ def _mistral_calls(text: str) -> Optional[List[ToolCall]]:
             continue
         try:
             listed = json.loads(part)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
         listed = listed if isinstance(listed, list) else [listed]
         for obj in listed:
