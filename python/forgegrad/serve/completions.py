@@ -318,11 +318,22 @@ class TextGenerator:
         return replace(completion, logprobs=chat_logprobs(self.tokenizer, [entry(row, t, top)
                                                                             for row, t in zip(logp, targets)]))
 
+    def with_entries(self, prompt_ids: List[int], completion: Completion, chat: bool) -> Completion:
+        """``completion`` with the logprobs object (completions' or chat's) of the entries its decode steps gave it
+        (``Completion.entries``: each token's log-softmax of the logits it was drawn from, as a stream reports them and
+        transformers' ``compute_transition_scores`` of generate's raw logits)."""
+        if chat:
+            return replace(completion, logprobs=chat_logprobs(self.tokenizer, completion.entries))
+        logprobs, _ = completion_logprobs(self.tokenizer, completion.entries, self.prompt_chars(prompt_ids))
+        return replace(completion, logprobs=logprobs)
+
     def stream(self, req: CompletionRequest, ids: List[int],
                on_text: Optional[Callable[[str, Optional[list]], None]]) -> TextStream:
-        """The completion's text stream; it collects each token's log-probability entry when a streamed request
-        asks for them (``stream.top`` not None: the decoder then passes ``push`` the entries)."""
-        top = req.logprobs if (on_text is not None and req.logprobs is not None) else None
+        """The completion's text stream; it collects each token's log-probability entry when the request asks for
+        them (``stream.top`` not None: the decoder then passes ``push`` the entries, from the step's logits that
+        drew the token, streamed or not, so both answers report the same numbers). With ``echo`` the answer is
+        scored in one forward instead (the prompt's tokens have no decode step)."""
+        top = req.logprobs if (req.logprobs is not None and not req.echo) else None
         return TextStream(self.tokenizer, self.generation.end_ids(req), req.stop, req.max_tokens, len(ids), on_text,
                           skip_special_tokens=self.seq2seq, top=top, ranked=req.ranked,
                           include_stop=req.include_stop_str_in_output, min_tokens=req.min_tokens or 0)
@@ -528,7 +539,9 @@ def create_completions_app(config: GenerationServeConfig):
             results = counted = await future
             if req.ranked:  # best_of: each prompt's n most likely candidates, best first
                 prompt_ids, results = best_of(prompt_ids, results, rows, req.n)
-            if chat and req.logprobs is not None:  # one scoring forward per choice, on the worker
+            if req.logprobs is not None and all(r.entries is not None for r in results):  # the decode steps'
+                results = [gen.with_entries(ids, r, chat) for ids, r in zip(prompt_ids, results)]
+            elif chat and req.logprobs is not None:  # one scoring forward per choice, on the worker
                 results = [await loop.run_in_executor(worker, gen.score_chat, ids, r, req.logprobs)
                            for ids, r in zip(prompt_ids, results)]
             elif req.logprobs is not None or req.echo:

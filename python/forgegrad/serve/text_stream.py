@@ -9,7 +9,8 @@ contain a stop string.
 With log-probabilities asked for, each piece carries the entries of the tokens whose text it completes
 (a token held back goes with the piece that finally sends its text; a token whose text straddles a stop
 string with the last piece). Tokens whose whole text lies in or after the stop string that ended the
-completion are not reported, streamed or not (``Completion.text_tokens``).
+completion are not reported, streamed or not (``Completion.text_tokens``). The completion keeps the reported
+tokens' entries (``Completion.entries``): a non-streamed answer reports the same numbers a stream would.
 
 For ``best_of``, a stream that ranks (``ranked``) takes each token's log-probability too (``push``'s ``logprob``) and
 its completion carries their sum over the reported tokens (``Completion.cumulative_logprob``)."""
@@ -30,6 +31,7 @@ class Completion:
     text_tokens: Optional[int] = None  # how many of token_ids spell ``text`` (the rest only a cut stop string)
     cumulative_logprob: Optional[float] = None  # best_of: the sum of the reported tokens' log-probabilities
     cached_tokens: int = 0  # prompt tokens whose keys and values came from the prefix cache (prefix_cache.py)
+    entries: Optional[list] = None  # the reported tokens' log-probability entries (TokenLogprob), when collected
 
     @property
     def reported_ids(self) -> List[int]:
@@ -148,4 +150,5 @@ class TextStream:
         self._send(text, kept)
         return Completion(text, self.finish or "length", self.prompt_tokens, len(self.tokens), list(self.tokens),
                           text_tokens=kept, cumulative_logprob=float(sum(self._logprobs[:kept])) if self.ranked
-                          else None, cached_tokens=self.cached_tokens)
+                          else None, cached_tokens=self.cached_tokens,
+                          entries=list(self._entries[:kept]) if self.top is not None else None)

@@ -2,11 +2,12 @@
 
 A token's entry (``TokenLogprob``) is the log-softmax of the model's own logits at the place it was drawn
 (before penalties and temperature, as transformers and vLLM report them by default): the chosen token's
-value and the ``top`` most likely tokens. Non-streamed answers get the entries from one scoring forward
-over the whole sequence (``TextGenerator.score``); streamed ones from each decode step's logits, computed
-only for the rows that ask (and, for ``best_of``'s ranking, each generated token's value from its decode step's
-logits: ``token_logprob``). Both are formatted here, so the streamed chunks' logprobs put together are the
-non-streamed answer's:
+value and the ``top`` most likely tokens. Answers, streamed or not, get the entries from each decode step's
+logits (those the token was drawn from, as transformers' ``compute_transition_scores`` reads generate's raw
+logits), computed only for the rows that ask (and, for ``best_of``'s ranking, each generated token's value:
+``token_logprob``); only ``echo`` (the prompt's tokens have no decode step) and beam search score the text in one
+forward over the whole sequence (``TextGenerator.score``). Both are formatted here, so the streamed chunks' logprobs
+put together are the non-streamed answer's, the same numbers:
 
 * completions: ``{"tokens", "token_logprobs", "top_logprobs" ({token text: logprob} of the top ones and
   the chosen one), "text_offset"}``, offsets into prompt + completion text;
