@@ -30,7 +30,7 @@ _NDARRAY = np.ndarray
 _F64 = np.dtype(np.float64)
 
 __all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "inference_mode",
-           "is_inference_mode_enabled", "trace", "queue_callback"]
+           "is_inference_mode_enabled", "trace", "queue_callback", "grad", "backward"]
 
 # Callbacks to run once the current backward pass has finished (torch's engine.queue_callback): data
 # parallelism waits for its gradient reductions there. Depth counts nested backward() calls.
@@ -39,6 +39,9 @@ _backward_depth = 0
 # Called after every node of a backward pass while non-empty: data parallelism drives MPI's progress
 # engine from here so that allreduces already started advance during the rest of the pass.
 _node_callbacks: List[Any] = []
+# The capture of the grad() / backward(inputs=...) pass in progress (forgegrad._autograd_grad), or None: a
+# checkpoint recomputed inside that pass captures its inputs' gradients the same way.
+_grad_capture = None
 
 
 def queue_callback(fn) -> None:
@@ -394,14 +397,23 @@ def _hooked_leaf_uses(order):
     return uses
 
 
-def run_recomputed_backward(roots, grads, got: set):
+def run_recomputed_backward(roots, grads, got: set, local=()):
     """The backward pass through a graph recomputed inside an outer pass (a checkpoint node's backward,
     forgegrad.utils.checkpoint): ``roots`` get ``grads``; leaves accumulate as usual, but the leaves' hooks and
     the pass observers are left to the outer pass (which counts the checkpoint node as a consumer of the
     leaves it reaches) and the callbacks queued meanwhile run at the outer pass's end. ``got`` collects the
     ids of the leaves that received a gradient. Returns {id(leaf): summed gradient} for the leaves with
-    register_hook hooks (the outer pass runs them once it has every contribution), or None."""
+    register_hook hooks (the outer pass runs them once it has every contribution), or None.
+
+    Inside a grad() or backward(inputs=...) pass, only ``local`` (the recomputation's own leaves, whose .grad
+    the caller reads) accumulate; the pass captures the gradients of its inputs (forgegrad._autograd_grad)."""
     global _backward_depth
+    if _grad_capture is not None:
+        _backward_depth += 1
+        try:
+            return _recomputed_pass(roots, grads, local)
+        finally:
+            _backward_depth -= 1
     if len(roots) == 1:
         root, grad = roots[0], grads[0]
     else:
@@ -431,9 +443,10 @@ class _Seed(Function):
 def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
     """Backpropagate grad from tensor root into the .grad of every leaf that requires grad, then run
     the callbacks queued (by gradient hooks) during the pass."""
-    global _backward_depth
+    global _backward_depth, _grad_capture
     _backward_depth += 1
     queued = len(_callbacks)
+    capture, _grad_capture = _grad_capture, None  # (a backward() called from a hook of a grad() pass)
     try:
         _run_backward(root, grad, retain_graph)
     except BaseException:
@@ -443,6 +456,7 @@ def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
         raise
     finally:
         _backward_depth -= 1
+        _grad_capture = capture
     todo = _callbacks[queued:]
     del _callbacks[queued:]  # taken off first: one that raises leaves none behind for the next pass
     for fn in todo:
@@ -591,3 +605,7 @@ def _count_down(node, uses, got_grad, held, to_leaf) -> None:
                     to_leaf(p, _run_grad_hooks(p._grad_hooks, h[1]))
                 if getattr(p, "_post_hooks", None):
                     _fire_post_hooks(p)
+
+
+from ._autograd_grad import backward, grad  # noqa: E402  (it uses the engine above)
+from ._autograd_grad import recomputed_pass as _recomputed_pass  # noqa: E402

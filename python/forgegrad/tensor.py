@@ -340,17 +340,23 @@ class Tensor(TensorMethods):
         else:
             self.grad._data = _devices.add(self.grad._data, g)
 
-    def backward(self, gradient=None, retain_graph: bool = False) -> None:
+    def backward(self, gradient=None, retain_graph: bool = False, create_graph: bool = False, inputs=None) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's .grad.
 
         Args:
             gradient: d(loss)/d(self); may be omitted only when self has one element.
             retain_graph: keep the saved buffers so backward can run through the graph again.
+            create_graph: not supported (no double backward): NotImplementedError.
+            inputs: a Tensor or a sequence of them: accumulate into these tensors' .grad only (a non-leaf
+                among them retains its grad), as torch's; the nodes that lead to none of them are not run.
         """
         from .autograd import _rebound, run_backward
         if _rebound:  # a view whose base was written in place under autograd: its new node
             from ._view_rebase import rebase_inputs
             rebase_inputs((self,))
+        if inputs is not None or create_graph:
+            from ._autograd_grad import backward
+            return backward(self, gradient, retain_graph, create_graph, inputs=inputs)
         if not self.requires_grad:
             raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
         if gradient is None:

@@ -107,7 +107,7 @@ class CheckpointFunction(_autograd.Function):
                     grads.append(grad_outputs[i])
             got = set()
             if roots:
-                held = _autograd.run_recomputed_backward(roots, grads, got)
+                held = _autograd.run_recomputed_backward(roots, grads, got, detached + list(ctx.captured))
                 ctx.inner_held = held or {}
             ctx.inner_got = got
             captured = [None if t.grad is None else t.grad._data for t in ctx.captured]
