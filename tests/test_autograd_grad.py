@@ -257,3 +257,21 @@ def test_ddp_reduces_nothing_under_grad():
     loss.backward()  # the training pass still runs its round
     assert reducer.rounds == 1
     np.testing.assert_allclose(m.module.weight.grad.numpy(), gw.numpy(), rtol=1e-6)
+
+
+def test_fsdp_gathers_for_grad_and_frees_after_with_no_reduction():
+    import forgegrad.distributed as dist
+    from forgegrad import optim
+    from forgegrad.distributed.fsdp import FullyShardedDataParallel
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dist.init()
+        m = FullyShardedDataParallel(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)))
+        dist.ZeroRedundancyOptimizer(m.parameters(), optim.SGD, stage=3, lr=0.1)
+    x = _t("fg", X0)
+    loss = (m(x) ** 2).sum()
+    (gx,) = autograd.grad(loss, x, retain_graph=True)
+    assert m._gathered == 0 and not m._in_backward  # every unit gathered for the pass was freed at its end
+    assert all(p.grad is None for p in m.parameters())
+    loss.backward()
+    np.testing.assert_allclose(x.grad.numpy(), gx.numpy(), rtol=1e-6)
