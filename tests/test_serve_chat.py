@@ -174,5 +174,7 @@ def test_chat_logprobs_are_transformers_log_softmax(chat_checkpoint):
             assert entry["bytes"] == list(entry["token"].encode())
             seq.append(int(best[0]))
     assert len(content) == 8 or content[-1]["token"] == "<|im_end|>"
-    assert [e["logprob"] for e in bare["logprobs"]["content"]] == [e["logprob"] for e in content]
+    # the decode steps' numbers; the second request's prompt and keys came from the prefix cache: float32 rounding
+    assert [e["logprob"] for e in bare["logprobs"]["content"]] == pytest.approx([e["logprob"] for e in content],
+                                                                                abs=1e-5)
     assert all(e["top_logprobs"] == [] for e in bare["logprobs"]["content"])
