@@ -275,3 +275,25 @@ def test_fsdp_gathers_for_grad_and_frees_after_with_no_reduction():
     assert all(p.grad is None for p in m.parameters())
     loss.backward()
     np.testing.assert_allclose(x.grad.numpy(), gx.numpy(), rtol=1e-6)
+
+
+def test_a_leaf_input_hooks_run_once_its_last_consumer_has_run():
+    def case(lib):
+        log = []
+        u, x = _t(lib, [0.5, -1.0]), _t(lib, [2.0, 3.0])
+        v = u.exp()
+        v.register_hook(lambda g: log.append(("v", g.tolist())))
+        x.register_hook(lambda g: log.append(("x", g.tolist())))
+        u.register_hook(lambda g: log.append(("u", g.tolist())))
+        x.register_post_accumulate_grad_hook(lambda p: log.append(("post x", p.grad.tolist())))
+        loss = (v * x).sum()  # x's one consumer runs before v's node: x is finished before the pass goes on
+        if lib == "torch":
+            loss.backward(inputs=[u, x])
+        else:
+            autograd.backward(loss, inputs=[u, x])
+        return log
+
+    ref, got = case("torch"), case("fg")
+    assert [n for n, _ in got] == [n for n, _ in ref] == ["x", "post x", "v", "u"]
+    for (_, a), (_, b) in zip(got, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

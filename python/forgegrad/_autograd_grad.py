@@ -38,14 +38,28 @@ class _Capture:
     def __init__(self, inputs, accumulate: bool):
         self.inputs = inputs
         self.accumulate = accumulate
-        self.leaves = {}  # id(leaf) -> [leaf, summed gradient or None]
+        self.leaves = {}  # id(leaf) -> [leaf, summed gradient or None, finished]
         self.outputs = {}  # (id(node), k) -> [tensor, gradient or None]
         for t in inputs:
             if t._ctx is None:
-                self.leaves.setdefault(id(t), [t, None])
+                self.leaves.setdefault(id(t), [t, None, False])
             else:
                 self.outputs.setdefault((id(t._ctx), t._out_index), [t, None])
         self.local = set()
+
+    def finish(self, slot) -> None:
+        """A leaf input's gradient is complete: its register_hook hooks run on it (their result is what is
+        captured); backward(inputs=...) then accumulates it and fires its post-accumulate hooks."""
+        leaf, g, done = slot
+        if done or g is None:
+            return
+        slot[2] = True
+        if getattr(leaf, "_grad_hooks", None):
+            g = slot[1] = _run_grad_hooks(leaf._grad_hooks, g)
+        if self.accumulate:
+            leaf._accumulate_grad(g)
+            if getattr(leaf, "_post_hooks", None):
+                _ag._fire_post_hooks(leaf)
 
     def value(self, t):
         slot = self.leaves[id(t)] if t._ctx is None else self.outputs[(id(t._ctx), t._out_index)]
@@ -101,13 +115,19 @@ def _seed_root(outputs, seeds):
     return root
 
 
+def _inputs_of(node) -> tuple:
+    """``node``'s parents, and for a checkpoint node the leaves its recomputation reaches."""
+    parents = _ag._parents_of(node) if _ag._rebound else node.parents
+    inner = node.__dict__.get("inner_leaves")
+    return parents if inner is None else parents + inner
+
+
 def _needed(order, cap: _Capture, targets: set) -> set:
     """ids of the nodes in ``order`` from which a target (a leaf input, a local leaf, the node of a non-leaf
     input that must run) is reachable; a checkpoint node reaches the leaves its recomputation uses too."""
     need = set()
     for node in reversed(order):  # producers first
-        inner = node.__dict__.get("inner_leaves")
-        for p in (node.parents if inner is None else node.parents + inner):
+        for p in _inputs_of(node):
             if p is None or not p.requires_grad:
                 continue
             if (p._ctx is None and (id(p) in cap.leaves or id(p) in cap.local)) or \
@@ -134,22 +154,42 @@ def _fit(node, parent, g):
     return g
 
 
-def _run(root, grad, retain_graph: bool, cap: _Capture, notify: bool) -> None:
-    """The pass from ``root`` (seeded with ``grad``) through the nodes that lead to ``cap``'s inputs."""
+def _count_down(node, cap: _Capture, uses: dict) -> None:
+    """``node`` has run (or got no gradient): its leaf inputs wait for one consumer fewer; one whose last
+    consumer has run is finished (torch runs a leaf's hooks then, not at the end of the pass)."""
+    for p in _inputs_of(node):
+        if p is not None and id(p) in uses:
+            uses[id(p)] -= 1
+            if uses[id(p)] == 0:
+                cap.finish(cap.leaves[id(p)])
+
+
+def _run(root, grad, retain_graph: bool, cap: _Capture, outer: bool) -> None:
+    """The pass from ``root`` (seeded with ``grad``) through the nodes that lead to ``cap``'s inputs. ``outer``:
+    not a checkpoint's recomputed pass (which leaves the leaf inputs to finish in the outer one)."""
     order = _ag._topo_order(root._ctx)
     targets = set()
     if cap.accumulate:  # backward(inputs=[a non-leaf]): its node runs, as torch's
         targets = {k[0] for k in cap.outputs}
     need = _needed(order, cap, targets)
     captured = {k[0] for k in cap.outputs}
-    if notify and _ag._pass_observers:
+    if outer and cap.accumulate and _ag._pass_observers:
         _ag._notify_pass([n for n in order if id(n) in need])
+    uses = {}
+    if outer:
+        for node in order:
+            if id(node) in need:
+                for p in _inputs_of(node):
+                    if p is not None and p._ctx is None and id(p) in cap.leaves:
+                        uses[id(p)] = uses.get(id(p), 0) + 1
     hooked = _HookHandle.live
     pending = {id(root._ctx): [None] * len(root._ctx.out_meta)}
     pending[id(root._ctx)][root._out_index] = grad
     for node in order:
         gouts = pending.pop(id(node), None)
         if gouts is None:
+            if uses and id(node) in need:
+                _count_down(node, cap, uses)
             continue
         if len(gouts) > 1 and any(g is None for g in gouts):
             dev = _devices.device_of(next(g for g in gouts if g is not None))
@@ -195,6 +235,8 @@ def _run(root, grad, retain_graph: bool, cap: _Capture, notify: bool) -> None:
             slots = pending.setdefault(key, [None] * len(parent._ctx.out_meta))
             k = parent._out_index
             slots[k] = g if slots[k] is None else _devices.add(slots[k], g)
+        if uses:
+            _count_down(node, cap, uses)
         if _ag._node_callbacks:
             for fn in _ag._node_callbacks:
                 fn()
@@ -225,15 +267,9 @@ def _pass(outputs, seeds, inputs, retain_graph: bool, accumulate: bool) -> _Capt
     _ag._backward_depth += 1
     queued = len(_ag._callbacks)
     try:
-        _run(root, seed, retain_graph, cap, accumulate)
-        for slot in cap.leaves.values():  # a leaf input's hooks see its summed gradient, as torch's
-            leaf, g = slot
-            if g is not None and getattr(leaf, "_grad_hooks", None):
-                slot[1] = _run_grad_hooks(leaf._grad_hooks, g)
-            if accumulate and slot[1] is not None:
-                leaf._accumulate_grad(slot[1])
-                if getattr(leaf, "_post_hooks", None):
-                    _ag._fire_post_hooks(leaf)
+        _run(root, seed, retain_graph, cap, True)
+        for slot in cap.leaves.values():
+            cap.finish(slot)
     except BaseException:
         del _ag._callbacks[queued:]
         raise
