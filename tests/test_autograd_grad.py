@@ -297,3 +297,23 @@ def test_a_leaf_input_hooks_run_once_its_last_consumer_has_run():
     assert [n for n, _ in got] == [n for n, _ in ref] == ["x", "post x", "v", "u"]
     for (_, a), (_, b) in zip(got, ref):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_one_output_of_a_multi_output_node_float64_and_a_view_written_in_place():
+    a0 = np.random.default_rng(0).standard_normal((4, 3))
+
+    def chunks(lib):
+        x = (torch if lib == "torch" else fg).tensor(a0, requires_grad=True)  # float64
+        p, q = (x * 2.0).chunk(2, 0)
+        out = _grad(lib)((p.exp() * q).sum(), [q, x])
+        assert str(out[1].dtype).endswith("float64")
+        return out
+    _both(chunks)
+
+    def view(lib):
+        x = _t(lib, a0)
+        y = x * 1.0
+        v = y[1:]
+        y.mul_(3.0)  # v now reads the written values, through its rebased node
+        return _grad(lib)((v * v).sum(), [v, x])
+    _both(view)

@@ -259,6 +259,9 @@ def recomputed_pass(roots, grads, local) -> None:
 
 def _pass(outputs, seeds, inputs, retain_graph: bool, accumulate: bool) -> _Capture:
     """Run one capturing pass (callbacks queued by hooks run at its end, as backward()'s)."""
+    if _ag._rebound:  # a view whose base was written in place under autograd: its new node (as backward())
+        from ._view_rebase import rebase_inputs
+        rebase_inputs(tuple(outputs) + tuple(inputs))
     root = outputs[0] if len(outputs) == 1 and outputs[0]._ctx is not None else _seed_root(outputs, seeds)
     seed = seeds[0] if root is outputs[0] else np.zeros((), np.float32)
     cap = _Capture(inputs, accumulate)
