@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import time
 import wave
 
 import numpy as np
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 import fuzz_util
 
 TIMEOUT = float(os.environ.get("FORGEGRAD_FUZZ_HTTP_TIMEOUT", "60"))  # seconds a request may take (else a hang)
+# FORGEGRAD_FUZZ_HTTP_TRACE: a file each request is appended to before it is sent (the last one is a hang's)
 SENT = collections.Counter()  # route -> requests sent (the report's count)
 ERRORS = collections.Counter()  # (route, status, message with its digits masked) -> answers, for triage
 
@@ -188,14 +190,22 @@ def send(client, request, headers=None):
     timeout fails the test (a hang)."""
     route, data, ctype, broken, stream = request
     SENT[route] += 1
+    if os.environ.get("FORGEGRAD_FUZZ_HTTP_TRACE"):  # each request before it is sent: the last one is a hang's
+        with open(os.environ["FORGEGRAD_FUZZ_HTTP_TRACE"], "ab") as f:
+            f.write(route.encode() + b" " + data[:2000] + b" ... " + data[-2000:] + b"\n")
     headers = dict(headers or {}, **({} if ctype is None else {"content-type": ctype}))
     if not stream:
         r = client.post(route, content=data, headers=headers, timeout=TIMEOUT)
         fuzz_util.STATS[f"http {r.status_code // 100}xx"] += 1
         return r.status_code, r.headers.get("content-type", ""), r.content, None
+    start = time.monotonic()
     with client.stream("POST", route, content=data, headers=headers, timeout=TIMEOUT) as r:
         fuzz_util.STATS[f"http {r.status_code // 100}xx"] += 1
-        lines = [line for line in r.iter_lines() if line] if r.status_code == 200 else None
+        lines = [] if r.status_code == 200 else None
+        for line in r.iter_lines() if r.status_code == 200 else ():
+            lines.append(line)  # a stream that keeps sending for longer than TIMEOUT is a hang too
+            assert time.monotonic() - start < TIMEOUT, f"{route}: a stream going on after {TIMEOUT} s: {data[:300]!r}"
+        lines = None if lines is None else [line for line in lines if line]
         body = r.read() if r.status_code != 200 else b""
         return r.status_code, r.headers.get("content-type", ""), body, lines
 
