@@ -205,6 +205,10 @@ def test_a_client_that_hangs_up_frees_its_slot(pair):
         result = {}
         t = threading.Thread(target=lambda: result.update(r=c.post("/v1/completions", json=keep)))
         t.start()
+        # the second request goes in once the first decodes (on a busy machine its POST can be slow to arrive)
+        deadline = time.monotonic() + 60
+        while _shared_steps(url, path.name)[0] == 0 and time.monotonic() < deadline and t.is_alive():
+            time.sleep(0.002)
         with httpx.Client(base_url=url, timeout=120) as c2, c2.stream(
                 "POST", "/v1/completions", json={"prompt": PROMPTS[1], "max_tokens": 300, "temperature": 0,
                                                  "stream": True}) as r:
