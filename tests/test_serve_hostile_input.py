@@ -210,3 +210,36 @@ def test_a_reply_nested_too_deep_is_text_not_a_failed_request(fmt, text):
     from forgegrad.serve.tool_calls import read_tool_calls
     content, calls = read_tool_calls(text, fmt=fmt)
     assert calls == [] and content == text
+
+
+@pytest.mark.parametrize("body, param", [({"prompt": ["x"] * 50_000, "n": 2, "stream": True}, "prompt"),
+                                         ({"prompt": ["x"] * 257}, "prompt"),
+                                         ({"prompt": ["x"] * 17, "n": 16}, "n"),
+                                         ({"prompt": ["x"] * 17, "n": 2, "best_of": 16, "temperature": 1.0}, "best_of"),
+                                         ({"prompt": ["x"] * 17, "best_of": 16, "use_beam_search": True}, "best_of")])
+def test_a_request_has_at_most_max_rows_per_request_rows(client, body, param):
+    # 50,000 prompts with n 2, streamed, were accepted (each row fits the KV cache alone) and decoded for hours
+    message = _error(client.post("/v1/completions", json=dict(GOOD, **body)), 400, param)
+    assert "at most 256 a request" in message and len(message) < 300
+    r = client.post("/v1/completions", json=dict(GOOD, prompt=["x"] * 3, n=2, max_tokens=1))
+    assert r.status_code == 200 and len(r.json()["choices"]) == 6, r.text
+
+
+def test_the_row_cap_counts_prompts_times_candidates():
+    from forgegrad.serve.completion_request import CompletionError, check_rows, parse
+    for body, rows in (({"n": 2}, 256), ({"n": 2, "best_of": 4, "temperature": 1}, 512),
+                       ({"n": 2, "best_of": 4, "temperature": 0}, 256), ({"best_of": 3, "use_beam_search": True}, 384)):
+        req = parse(json.dumps(dict(body, prompt=["x"] * 128)).encode(), "m")
+        check_rows(req, rows)
+        with pytest.raises(CompletionError, match=f"is {rows} rows"):
+            check_rows(req, rows - 1)
+
+
+def test_max_rows_per_request_is_a_server_setting(tmp_path):
+    from forgegrad.cli import build_parser
+    from forgegrad.serve.completions import GenerationServeConfig
+    for bad_value in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="max_rows_per_request"):
+            GenerationServeConfig(str(tmp_path), max_rows_per_request=bad_value).validate()
+    args = build_parser().parse_args(["serve", str(tmp_path), "--max-rows-per-request", "1000"])
+    assert args.max_rows_per_request == 1000

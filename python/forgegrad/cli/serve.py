@@ -68,6 +68,10 @@ def add_parser(sub):
                         "encoder-decoder's encoder keys and values too) are kept in; a prompt waits for blocks while "
                         "it is full (default: room for --max-batch rows, at least 16, of the whole context, but no "
                         "more than half the memory free at start; memory is taken only as blocks are written)")
+    p.add_argument("--max-rows-per-request", type=positive_int, default=None, metavar="ROWS",
+                   help="a Hugging Face decoder or encoder-decoder directory only: the most decoding rows one "
+                        "completions request may ask for (its prompts x n, x best_of where given); more is a 400 "
+                        "naming prompt or n (default 256: 16 prompts at the highest n, 16)")
     p.add_argument("--no-freeze", dest="freeze", action="store_false",
                    help="a Hugging Face checkpoint directory only: serve the model as loaded; by default it is frozen "
                         "in place (nn.utils.freeze(model, inplace=True)): read-only, its float32 Linear weights "
@@ -90,7 +94,8 @@ def run(args, log=print):
     from ..serve.completions import is_checkpoint_dir
     if is_checkpoint_dir(args.model):
         return _run_generation(args, uvicorn)
-    for flag, value in (("--prefix-cache-mb", args.prefix_cache_mb), ("--kv-cache-mb", args.kv_cache_mb)):
+    for flag, value in (("--prefix-cache-mb", args.prefix_cache_mb), ("--kv-cache-mb", args.kv_cache_mb),
+                        ("--max-rows-per-request", args.max_rows_per_request)):
         if value is not None:
             raise UsageError(f"{flag} applies to a Hugging Face decoder directory, and {args.model} is not one")
     for flag, value in (("--weights", args.weights), ("--prefill-chunk", args.prefill_chunk),
@@ -141,11 +146,14 @@ def _run_generation(args, uvicorn):
                                    prefix_cache_mb=args.prefix_cache_mb,
                                    prefill_chunk=128 if args.prefill_chunk is None else args.prefill_chunk,
                                    kv_cache_mb=args.kv_cache_mb, freeze=args.freeze)
+    if args.max_rows_per_request is not None:
+        config.max_rows_per_request = args.max_rows_per_request
     return _serve(create_completions_app(config), args, uvicorn)
 
 
 def _no_prefix_cache(args, what: str) -> None:
-    for flag, value in (("--prefix-cache-mb", args.prefix_cache_mb), ("--kv-cache-mb", args.kv_cache_mb)):
+    for flag, value in (("--prefix-cache-mb", args.prefix_cache_mb), ("--kv-cache-mb", args.kv_cache_mb),
+                        ("--max-rows-per-request", args.max_rows_per_request)):
         if value is not None:
             raise UsageError(f"{flag} applies to text generation, and {args.model} is {what}")
 

@@ -42,6 +42,10 @@ MAX_STOP = 4  # as OpenAI
 MIN_TEMPERATURE = 1e-5  # a lower temperature decodes greedily (vLLM's _SAMPLING_EPS)
 MAX_TOKEN_LIST = 4096  # stop_token_ids, allowed_token_ids, bad_words: the most entries
 MAX_BAD_WORD_CHARS = 65536  # bad_words: the most characters in all (4096 words of 3,600 took 22 s to tokenize)
+# the default of --max-rows-per-request: the most decoding rows (prompts x n, x best_of) in one request; 16 prompts at
+# the highest n, or 256 prompts of one choice. OpenAI caps n at 128 and vLLM caps nothing: a request of 50,000 prompts
+# with n 2 was accepted and streamed for hours, every other request waiting behind its rows
+MAX_ROWS_PER_REQUEST = 256
 
 
 class CompletionError(ServeError):
@@ -323,6 +327,22 @@ def sampling(obj: dict, req: CompletionRequest, served_name: str) -> CompletionR
             raise bad("n", f"an integer in [1, {MAX_N}]", v)
         req.n = int(v)
     return req
+
+
+def check_rows(req: CompletionRequest, limit: int) -> None:
+    """Refuse a request of more than ``limit`` decoding rows (each prompt's n choices, or its best_of candidates or
+    beams) with a 400 naming prompt (too many prompts alone) or the field that multiplies them past the limit."""
+    per_prompt = max(req.candidates, req.num_beams or 0)
+    rows = len(req.prompts) * per_prompt
+    if rows <= limit:
+        return
+    if len(req.prompts) > limit or per_prompt == 1:
+        raise CompletionError(400, f"prompt holds {len(req.prompts)} prompts of {per_prompt} row(s) each: "
+                                   f"{rows} rows, and this server takes at most {limit} a request (split the "
+                                   "prompts over several requests)", "prompt")
+    param = "best_of" if per_prompt > req.n else "n"  # a width past n (candidates or beams) comes from best_of
+    raise CompletionError(400, f"{len(req.prompts)} prompts x {param} {per_prompt} is {rows} rows, and this server "
+                               f"takes at most {limit} a request (fewer prompts or a smaller {param})", param)
 
 
 def choice_seed(req: CompletionRequest, index: int) -> Optional[int]:

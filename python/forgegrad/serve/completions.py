@@ -52,7 +52,8 @@ from typing import Callable, List, Optional
 from .beam_completions import complete_beams
 from .completion_format import ChatShape, TextShape, event
 from .chat_request import parse_chat
-from .completion_request import MAX_N, CompletionError, CompletionRequest, Prompt, choice_seed, parse
+from .completion_request import (MAX_N, MAX_ROWS_PER_REQUEST, CompletionError, CompletionRequest, Prompt, check_rows,
+                                 choice_seed, parse)
 from .generation_batch import Job, batching_applies
 from .kv_pool import KVPool
 from .paged_batch import PagedBatchEngine
@@ -101,11 +102,14 @@ class GenerationServeConfig:
     # nothing is paged (one at a time): a startup warning
     kv_cache_mb: Optional[float] = None
     freeze: bool = True  # the model frozen in place once loaded (openai_routes.served_model); False: as loaded
+    # the most decoding rows one request may ask for (prompts x n, x best_of where it is given); more is a 400 naming
+    # prompt (or n / best_of): a 50,000-prompt request was accepted and decoded for hours, holding the queue
+    max_rows_per_request: int = MAX_ROWS_PER_REQUEST
 
     def validate(self) -> "GenerationServeConfig":
         if self.weights not in WEIGHTS:
             raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {self.weights!r}")
-        for name in ("max_queue", "max_body_bytes", "max_batch"):
+        for name in ("max_queue", "max_body_bytes", "max_batch", "max_rows_per_request"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -479,6 +483,7 @@ def create_completions_app(config: GenerationServeConfig):
             req.prompts = [gen.chat_prompt(req)]
         else:
             req = parse(body, name)
+        check_rows(req, config.max_rows_per_request)  # before any prompt is tokenized
         prompt_ids = []
         for i, p in enumerate(req.prompts):  # each prompt checked as it is tokenized: a long one stops the rest
             prompt_ids.append(gen.token_ids(p, i))
