@@ -178,6 +178,10 @@ def test_guided_fields_constrain_the_transcript(grammar_dir, grammar_transcriber
         file = files[0]
         _error(_post(client, file, {"guided_choice": "yes"}), "guided_choice")
         _error(_post(client, file, {"guided_choice": "[]"}), "guided_choice")
+        # nested too deep for json.loads (a form field holds up to 64 KB): its RecursionError was a 500
+        deep = "[" * 20_000 + "]" * 20_000
+        assert "a JSON list of strings" in _error(_post(client, file, {"guided_choice": deep}), "guided_choice")
+        _error(_post(client, file, {"guided_json": deep}), "guided_json")
         assert "invalid regex" in _error(_post(client, file, {"guided_regex": "("}), "guided_regex")
         _error(_post(client, file, {"guided_json": "{"}), "guided_json")
         assert "both constrain" in _error(_post(client, file, {"guided_regex": "1", "guided_choice": '["a"]'}),

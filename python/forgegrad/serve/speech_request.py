@@ -208,7 +208,7 @@ def _grammar(text: dict):
     if "guided_choice" in given:
         try:
             given["guided_choice"] = json.loads(given["guided_choice"])
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep for json.loads (was a 500)
             raise bad("guided_choice", 'a JSON list of strings (["yes", "no"])', given["guided_choice"]) from None
     return request_grammar(given)
 
