@@ -256,3 +256,16 @@ def test_beam_search_drops_a_beam_at_a_dead_end(checkpoints):
     with pytest.raises(GrammarError, match="the tokenizer cannot spell"):
         model.generate(x, num_beams=2, logits_processor=GrammarLogitsProcessor(tok, Grammar.regex("[0-9]Z|44"), EOS,
                                                                                VOCAB), **kwargs)
+
+
+def test_a_window_whose_last_pair_is_at_the_start_moves_on(checkpoints):
+    """The raw model under a grammar writes <|0.00|><|0.24|> then text that never ends: the window's last timestamp
+    pair is at <|0.00|>, so transformers' seek moves by nothing and it decodes the same window again forever; here
+    that window is used whole (as one without a pair) and generate returns."""
+    model, _, tok = checkpoints["raw"]
+    x = _features(2, 100, seed=1)
+    out = model.generate(x, language="en", task="translate", max_new_tokens=20,
+                         logits_processor=GrammarLogitsProcessor(tok, Grammar.regex(DIGITS), EOS, VOCAB),
+                         return_segments=True)
+    [segment] = out["segments"][1]  # the one window, its pair at the start (the text after it is not a segment)
+    assert segment["tokens"].tolist() == [111, 123] and float(segment["start"]) == 0.0  # <|0.00|> <|0.24|>

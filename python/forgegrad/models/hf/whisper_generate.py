@@ -222,6 +222,8 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
                     continue
                 found, moved = window_segments(tokens[r], stamp_begin, int(seek[i]), int(seek_frames[r]),
                                                float(time_precision), stride)
+                if moved <= 0:  # its last pair at <|0.00|>: transformers decodes the same window again, forever;
+                    moved = int(seek_frames[r])  # here it is used whole, as a window without a pair
                 segments[i] += found
                 seek[i] += moved
                 if times is not None:  # the window's times of its segments' tokens (a prefix of its tokens)
