@@ -235,6 +235,8 @@ def test_bad_requests_get_400_naming_the_field(bert_dir, tmp_path):
             httpx.Client(base_url=url, timeout=60) as c:
         for body, status, param, message in (
                 ({"input": long_text}, 400, "input", "takes at most 8"),
+                # 10 MB: tokenized only from its beginning (a 14 MB input held the event loop 49 s to be refused)
+                ({"input": ["hi", "tiny " * 2_000_000]}, 400, "input", "input 1 has more than"),
                 ({"input": ""}, 400, "input", "non-empty string"),
                 ({"input": []}, 400, "input", "non-empty string"),
                 ({"input": [["x"]]}, 400, "input", "token-id lists"),
@@ -251,6 +253,8 @@ def test_bad_requests_get_400_naming_the_field(bert_dir, tmp_path):
         assert c.post("/v1/completions", json={"prompt": "x"}).status_code == 404
         used = _post(c, {"input": fits, "dimensions": 32})["usage"]["prompt_tokens"]
         assert used == len(model.tokenizer(fits)["input_ids"])
+        spaced = " " * 1000 + fits  # longer than 8 tokens could need, in characters, and fits: tokenized whole
+        assert _post(c, {"input": spaced})["usage"]["prompt_tokens"] == used
 
 
 def test_unsupported_pipelines_fail_at_startup_saying_why(bert_dir, tmp_path):

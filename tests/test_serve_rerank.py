@@ -133,3 +133,42 @@ def test_classifiers_with_more_labels_or_another_activation_are_refused(tmp_path
     (tmp_path / "three" / "tokenizer.json").write_text((path / "tokenizer.json").read_text())
     with pytest.raises(ValueError, match="one label; this classifier has 3"):
         Reranker(str(tmp_path / "three"))
+
+
+def _long_text(seed, chars):
+    """Words of the corpus (and some outside it) joined by spaces, newlines, tabs and punctuation."""
+    rng = np.random.default_rng(seed)
+    words = " ".join(CORPUS + DOCS).replace(",", "").split() + ["x9", "Zebra", "2024", "don't", "end.", "(so)"]
+    seps = [" ", " ", " ", "  ", "\n", "\t", ", ", ". ", "\n\n"]
+    out, n = [], 0
+    while n < chars:
+        out.append(str(rng.choice(words)) + str(rng.choice(seps)))
+        n += len(out[-1])
+    return "".join(out)
+
+
+@pytest.mark.parametrize("make", [_bert, _xlmr])
+def test_a_long_text_is_cut_before_tokenizing_to_the_same_pair(tmp_path, make):
+    # a 14 MB document was tokenized whole on the event loop (37 s) to keep its first few hundred tokens: a text longer
+    # than the context could need is now cut at a word's end first, where the tokens before the cut are the whole's
+    from sentence_transformers import CrossEncoder
+
+    from forgegrad.serve.rerank import Reranker
+    path = make(tmp_path / "ce", 12) if make is _bert else make(tmp_path / "ce")
+    rr = Reranker(str(path))
+    texts = [_long_text(seed, 6000) for seed in range(6)]
+    for i, text in enumerate(texts):
+        assert len(rr.head(text)) < len(text)
+        for pair in ((QUERY, text), (text, QUERY), (text, texts[i - 1]), (text[:40], text)):
+            assert rr.pair(*pair) == rr.tokenizer.encode_pair(*pair, rr.context)
+    assert rr.head("ab" * 10_000) == "ab" * 10_000  # no word's end to cut at: tokenized whole, as before
+    huge = texts[0] * 1300  # 7.8 MB
+    want = CrossEncoder(str(path), device="cpu").predict([(QUERY, texts[0]), (texts[0], QUERY), (texts[0], "world")])
+    with running_app(create_encoder_app(EncoderServeConfig(str(path)))) as url, \
+            httpx.Client(base_url=url, timeout=60) as c:
+        r = c.post("/v1/rerank", json={"query": QUERY, "documents": [huge], "return_documents": False})
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(r.json()["results"][0]["relevance_score"], want[0], rtol=1e-4, atol=1e-5)
+        r = c.post("/v1/score", json={"text_1": huge, "text_2": [QUERY, "world"]})
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose([d["score"] for d in r.json()["data"]], want[1:], rtol=1e-4, atol=1e-5)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Tuple
 
@@ -35,6 +36,10 @@ import numpy as np
 from .completion_request import CompletionError, bad, is_int, request_object, served_model
 
 MAX_INPUTS = 2048  # as OpenAI's
+# characters a token may need at most, as completions.py's: a text longer than context x this is tokenized only from
+# its beginning (the tokenizer holds the GIL: a 14 MB input took the event loop 49 s to refuse, 37 s to rerank)
+MAX_TOKEN_CHARS = 32
+_WORD_END = re.compile(r"[^\W_](?=\s)")  # a letter or digit before a whitespace: where pre-tokenizers split
 _ENCODERS = ("BertModel", "RobertaModel", "XLMRobertaModel", "ModernBertModel", "DistilBertModel", "DebertaV2Model",
              "MPNetModel", "ElectraModel", "AlbertModel",
              # decoders saved as base models: decoder embedding models (Qwen3-Embedding), last-token pooled
@@ -205,6 +210,13 @@ class Embedder:
         return score_response(name, [unit[row[a]] @ unit[row[b]] for a, b in pairs], sum(len(x) for x in ids))
 
     def token_ids(self, item, index: int) -> List[int]:
+        limit = self.context * MAX_TOKEN_CHARS
+        if isinstance(item, str) and len(item) > limit:  # past the context from its beginning: refused without the rest
+            head = self.tokenizer.encode(item[:limit], add_special_tokens=True)
+            if len(head) > self.context + 1:  # (+1: the cut may have split a token)
+                raise CompletionError(400, f"input {index} has more than {len(head) - 1} tokens ({len(item)} "
+                                           f"characters); this model takes at most {self.context}", "input",
+                                      "context_length_exceeded")
         ids = self.tokenizer.encode(item, add_special_tokens=True) if isinstance(item, str) else item
         if not ids:
             raise CompletionError(400, f"input {index} gives no tokens", "input")
@@ -225,6 +237,23 @@ class Embedder:
             hidden[np.arange(hidden.shape[1])[None, :] < lengths[:, None]] = packed
             out[rows] = pool(hidden, lengths, self.modes, self.normalize)
         return out
+
+
+def text_head(text: str, tokens: int, count) -> str:
+    """``text``, or where it is longer than ``tokens`` tokens could need (MAX_TOKEN_CHARS characters each) a beginning
+    of it that tokenizes to the same first tokens and still to more than ``tokens`` (``count``: a text's number of
+    tokens): cut just before a whitespace that follows a letter or digit, where every tokenizer's pre-tokenizer splits
+    (BERT's whitespace and punctuation, byte-level BPE's regexes, SentencePiece's metaspace), so the tokens before
+    the cut are the whole text's. A text without such a place in the second half of its first ``tokens`` x
+    MAX_TOKEN_CHARS characters (a text of no spaces) is kept whole."""
+    limit = tokens * MAX_TOKEN_CHARS
+    if len(text) <= limit:
+        return text
+    cut = max((m.start() + 1 for m in _WORD_END.finditer(text, limit // 2, limit + 1)), default=None)
+    if cut is None:
+        return text
+    head = text[:cut]
+    return head if count(head) > tokens else text
 
 
 def load_encoder(path: str, weights: str):

@@ -29,7 +29,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .completion_request import bad, flag, is_int, request_object, served_model
-from .embeddings import checkpoint_kind, context, length_batches, load_encoder
+from .embeddings import checkpoint_kind, context, length_batches, load_encoder, text_head
 
 MAX_DOCUMENTS = 1000
 _FIELDS = {"model", "query", "documents", "top_n", "return_documents", "user"}
@@ -83,14 +83,36 @@ class Reranker:
             out[rows] = 1.0 / (1.0 + np.exp(-logits.astype(np.float64))) if self.sigmoid else logits
         return out
 
+    def head(self, text: str) -> str:
+        """``text``, or a beginning of it whose tokens are the whole text's first ones and more than the pair may keep
+        (embeddings.text_head), so that the pair is cut the same without tokenizing the megabytes the cut drops."""
+        return text_head(text, self.context, self._count)
+
+    def _count(self, text: str) -> int:
+        return len(self.tokenizer.encode(text))
+
+    def pair(self, first: str, second: str):
+        """(token ids, token type ids) of the pair, cut longest-first to the context (the tokenizer's truncation).
+        Where both texts are past the context, the longer keeps one token more (an odd room): a text is cut first
+        only where it stays the longer of the two (both cut: tokenized whole, as their order is not known)."""
+        heads = [self.head(first), self.head(second)]
+        cut = [h is not t for h, t in zip(heads, (first, second))]
+        if all(cut):
+            heads = [first, second]
+        elif any(cut):
+            i = cut.index(True)
+            if self._count(heads[i]) <= self._count(heads[1 - i]):
+                heads[i] = (first, second)[i]
+        return self.tokenizer.encode_pair(heads[0], heads[1], self.context)
+
     async def score(self, body: bytes, name: str, run) -> Tuple[dict, int]:
         """The score API's answer (vLLM's ``/v1/score``): each text pair's score, in the request's order."""
-        pairs = [self.tokenizer.encode_pair(a, b, self.context) for a, b in parse_score(body, name)]
+        pairs = [self.pair(a, b) for a, b in parse_score(body, name)]
         return score_response(name, await run(pairs), sum(len(p[0]) for p in pairs))
 
     async def answer(self, body: bytes, name: str, run) -> Tuple[dict, int]:
         query, documents, top_n, return_documents = parse(body, name)
-        pairs = [self.tokenizer.encode_pair(query, d, self.context) for d in documents]
+        pairs = [self.pair(query, d) for d in documents]
         scores = await run(pairs)
         order = sorted(range(len(documents)), key=lambda i: -float(scores[i]))[:top_n]
         results = []
