@@ -71,6 +71,9 @@ def test_probabilities_are_the_text_classification_pipeline_s(tmp_path, arch, pr
         one = c.post("/classify", json={"input": TEXTS[1]}).json()["data"][0]
         bad = c.post("/v1/classify", json={"input": [" ".join(["tiny"] * 80)]})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "input"
+        # 10 MB: refused from its beginning, not tokenized whole on the event loop first
+        bad = c.post("/v1/classify", json={"input": ["x", "tiny " * 2_000_000]})
+        assert bad.status_code == 400 and "input 1 has more than" in bad.json()["error"]["message"], bad.text
         for body in ({"input": []}, {"input": [1, 2]}, {"input": ""}, {"text": "x"}):
             assert c.post("/v1/classify", json=body).status_code == 400, body
     for d, w in zip(got["data"], want):

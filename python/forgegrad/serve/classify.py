@@ -23,7 +23,7 @@ from typing import List, Tuple
 import numpy as np
 
 from .completion_request import bad, request_object, served_model
-from .embeddings import checked_length, context, length_batches, load_encoder
+from .embeddings import checked_length, context, encode_checked, length_batches, load_encoder
 
 MAX_INPUTS = 2048
 _FIELDS = {"model", "input", "user"}
@@ -50,7 +50,7 @@ class Classifier:
         return f"{self.num_classes} classes, up to {self.context} tokens"
 
     def token_ids(self, text: str, index: int) -> List[int]:
-        return checked_length(self.tokenizer.encode(text, add_special_tokens=True), index, self.context)
+        return checked_length(encode_checked(self.tokenizer, text, index, self.context), index, self.context)
 
     def embed(self, rows: List[List[int]]) -> np.ndarray:
         """(len(rows), num_classes) probabilities; similar lengths run together."""

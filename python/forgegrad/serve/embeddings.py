@@ -210,14 +210,7 @@ class Embedder:
         return score_response(name, [unit[row[a]] @ unit[row[b]] for a, b in pairs], sum(len(x) for x in ids))
 
     def token_ids(self, item, index: int) -> List[int]:
-        limit = self.context * MAX_TOKEN_CHARS
-        if isinstance(item, str) and len(item) > limit:  # past the context from its beginning: refused without the rest
-            head = self.tokenizer.encode(item[:limit], add_special_tokens=True)
-            if len(head) > self.context + 1:  # (+1: the cut may have split a token)
-                raise CompletionError(400, f"input {index} has more than {len(head) - 1} tokens ({len(item)} "
-                                           f"characters); this model takes at most {self.context}", "input",
-                                      "context_length_exceeded")
-        ids = self.tokenizer.encode(item, add_special_tokens=True) if isinstance(item, str) else item
+        ids = encode_checked(self.tokenizer, item, index, self.context) if isinstance(item, str) else item
         if not ids:
             raise CompletionError(400, f"input {index} gives no tokens", "input")
         bad_id = next((t for t in ids if not 0 <= t < self.vocab), None)
@@ -279,6 +272,18 @@ def length_batches(lengths: List[int], max_batch: int) -> Iterator[List[int]]:
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     for start in range(0, len(order), max_batch):
         yield order[start:start + max_batch]
+
+
+def encode_checked(tokenizer, text: str, index: int, limit: int) -> List[int]:
+    """The tokens of input ``index`` (its special tokens included); one past ``limit`` tokens from its beginning
+    already is refused (400) without tokenizing the rest."""
+    chars = limit * MAX_TOKEN_CHARS
+    if len(text) > chars:
+        head = tokenizer.encode(text[:chars], add_special_tokens=True)
+        if len(head) > limit + 1:  # (+1: the cut may have split a token)
+            raise CompletionError(400, f"input {index} has more than {len(head) - 1} tokens ({len(text)} characters); "
+                                       f"this model takes at most {limit}", "input", "context_length_exceeded")
+    return tokenizer.encode(text, add_special_tokens=True)
 
 
 def checked_length(ids: List[int], index: int, limit: int) -> List[int]:
