@@ -243,3 +243,33 @@ def test_max_rows_per_request_is_a_server_setting(tmp_path):
             GenerationServeConfig(str(tmp_path), max_rows_per_request=bad_value).validate()
     args = build_parser().parse_args(["serve", str(tmp_path), "--max-rows-per-request", "1000"])
     assert args.max_rows_per_request == 1000
+
+
+BIG = 70_000  # characters: past MAX_GRAMMAR_CHARS (65,536)
+
+
+@pytest.mark.parametrize("route, body, param", [
+    ("/v1/completions", {"guided_regex": "a" * BIG}, "guided_regex"),
+    ("/v1/completions", {"guided_grammar": 'start: "' + "a" * BIG + '"'}, "guided_grammar"),
+    ("/v1/completions", {"guided_json": {"type": "string", "pattern": "a" * BIG}}, "guided_json"),
+    ("/v1/completions", {"guided_json": json.dumps({"type": "string", "pattern": "a" * BIG})}, "guided_json"),
+    ("/v1/completions", {"guided_choice": ["a" * 1000] * 70}, "guided_choice"),
+    ("/v1/chat/completions", {"response_format": {"type": "json_schema", "json_schema": {
+        "name": "x", "schema": {"type": "string", "pattern": "a" * BIG}}}}, "response_format.json_schema.schema"),
+])
+def test_grammar_sources_have_a_size_limit(client, route, body, param):
+    # a 2 MB guided_regex took 26 s of the model's thread (every other row waiting) to fail after the prefill
+    if route == "/v1/chat/completions":
+        body = dict(body, messages=[{"role": "user", "content": "Hi"}], max_tokens=3)
+    else:
+        body = dict(GOOD, **body)
+    assert "may have at most 65536" in _error(client.post(route, json=body), 400, param)
+
+
+def test_a_grammar_that_fails_on_its_first_token_is_refused_before_decoding(client):
+    # llguidance builds (a{1000}){1000}'s lexer as it consumes the first token and gives up ("too many expressions
+    # constructed"): that failed after the prefill, on the model's thread (5.6 s); now at the request's validation
+    r = client.post("/v1/completions", json=dict(GOOD, guided_regex="(a{1000}){1000}"))
+    assert "too many expressions" in _error(r, 400, "guided_regex") and r.json()["error"]["code"] is None
+    r = client.post("/v1/completions", json=dict(GOOD, guided_regex="(a{10}){10}", max_tokens=4))
+    assert r.status_code == 200 and r.json()["choices"][0]["text"] == "aaaa", r.text

@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 from typing import List, Optional, Tuple
 
+import numpy as np
+
 from .completion_request import CompletionError, bad
 from .tool_calls import END, MISTRAL_TAG, START, TOOL_NAME
 
@@ -41,7 +43,35 @@ def _schema_grammar(schema, param: str):
     try:
         return Grammar.json_schema(schema)
     except ValueError as e:
-        raise CompletionError(400, f"{param}: {e}", param) from None
+        raise CompletionError(400, f"{param}: {_message(e)}", param) from None
+
+
+# the most characters of a grammar's source (a regex, a Lark / GBNF grammar, a JSON schema's JSON, guided_choice's
+# strings together): llguidance builds its lexer from the source, a 2 MB regex took 26 s of the model's thread (every
+# other row waiting) to fail; real schemas and grammars are a few KiB
+MAX_GRAMMAR_CHARS = 65536
+
+
+def _check_size(param: str, value) -> None:
+    """A 400 naming ``param`` where its grammar source has more than MAX_GRAMMAR_CHARS characters."""
+    if isinstance(value, str):
+        size = len(value)
+    elif isinstance(value, list):
+        size = sum(len(o) for o in value if isinstance(o, str))
+    else:
+        try:
+            size = len(json.dumps(value))
+        except (TypeError, ValueError, RecursionError):  # (RecursionError: nested too deep)
+            raise bad(param, "a JSON schema object", value) from None
+    if size > MAX_GRAMMAR_CHARS:
+        raise CompletionError(400, f"{param} has {size} characters; a grammar (a regex, a Lark or GBNF grammar, a JSON "
+                                   f"schema's text, the choices together) may have at most {MAX_GRAMMAR_CHARS}", param)
+
+
+def _message(error: Exception) -> str:
+    """llguidance's error, without the backtrace of a panic (kilobytes of '<unknown>' frames)."""
+    text = str(error).split("\n<backtrace>")[0]
+    return text if len(text) <= 500 else text[:500] + "..."
 
 
 def response_format(value, param: str = "response_format"):
@@ -77,6 +107,7 @@ def response_format(value, param: str = "response_format"):
     schema = spec.get("schema", {"type": "object"})
     if not isinstance(schema, dict):
         raise bad(f"{where}.schema", "a JSON schema object", schema)
+    _check_size(f"{where}.schema", schema)
     return _schema_grammar(schema, f"{where}.schema")
 
 
@@ -84,6 +115,7 @@ def guided_json(value):
     """vLLM's ``guided_json``: a JSON schema (an object or its text), or None."""
     if value is None:
         return None
+    _check_size("guided_json", value)
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -110,10 +142,11 @@ def _guided(name: str, value):
         if not isinstance(value, str) or not value.strip():
             raise bad(name, "a regex" if name == "guided_regex" else "a Lark or GBNF grammar", value)
         make = Grammar.regex if name == "guided_regex" else Grammar.ebnf
+    _check_size(name, value)
     try:
         return make(value)
     except ValueError as e:
-        raise CompletionError(400, f"{name}: {e}", name) from None
+        raise CompletionError(400, f"{name}: {_message(e)}", name) from None
 
 
 GUIDED = ("guided_json", "guided_regex", "guided_choice", "guided_grammar")
@@ -208,8 +241,17 @@ def check_grammar(req, tokenizer, vocab_size: int, eos: List[int]):
     param = req.grammar_param or "response_format"
     try:
         row = RowConstraint(req.grammar, grammar_tokenizer(tokenizer, vocab_size, eos))
-        if not row.allowed().any():
+        allowed = row.allowed()
+        if not allowed.any():
             raise GrammarError(row._dead_end(False))
+        # one step ahead on a copy: a grammar whose lexer blows up on its first token ((a{1000}){1000}: "too many
+        # expressions constructed") fails here, off the model's thread, not after the prefill with every row waiting
+        first = next((t for t in np.flatnonzero(allowed).tolist() if t not in eos), None)
+        if first is not None:
+            ahead = row.fork()
+            ahead.advance(first)
+            if not ahead.done:
+                ahead.allowed()
     except (ValueError, GrammarError) as e:
         raise CompletionError(400, f"{param}: {e}", param) from None
     return row
