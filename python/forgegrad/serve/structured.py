@@ -244,14 +244,12 @@ def check_grammar(req, tokenizer, vocab_size: int, eos: List[int]):
         allowed = row.allowed()
         if not allowed.any():
             raise GrammarError(row._dead_end(False))
-        # one step ahead on a copy: a grammar whose lexer blows up on its first token ((a{1000}){1000}: "too many
-        # expressions constructed") fails here, off the model's thread, not after the prefill with every row waiting
+        # the first allowed token consumed on a copy: a grammar whose lexer blows up there ((a{1000}){1000}: "too
+        # many expressions constructed") fails here, off the model's thread, not after the prefill with every row
+        # waiting (what may follow is the rows' to find: a dead end later fails its request alone, as before)
         first = next((t for t in np.flatnonzero(allowed).tolist() if t not in eos), None)
         if first is not None:
-            ahead = row.fork()
-            ahead.advance(first)
-            if not ahead.done:
-                ahead.allowed()
+            row.fork().advance(first)
     except (ValueError, GrammarError) as e:
         raise CompletionError(400, f"{param}: {e}", param) from None
     return row
