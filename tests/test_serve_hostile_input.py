@@ -235,7 +235,7 @@ def test_the_row_cap_counts_prompts_times_candidates():
             check_rows(req, rows - 1)
 
 
-def test_max_rows_per_request_is_a_server_setting(tmp_path):
+def test_max_rows_per_request_is_a_server_setting(tmp_path, capsys):
     from forgegrad.cli import build_parser
     from forgegrad.serve.completions import GenerationServeConfig
     for bad_value in (0, -1, 2.5, True):
@@ -243,6 +243,12 @@ def test_max_rows_per_request_is_a_server_setting(tmp_path):
             GenerationServeConfig(str(tmp_path), max_rows_per_request=bad_value).validate()
     args = build_parser().parse_args(["serve", str(tmp_path), "--max-rows-per-request", "1000"])
     assert args.max_rows_per_request == 1000
+    from forgegrad.cli import main
+    from serve_helpers import write_checkpoint
+    write_checkpoint("mlp", str(tmp_path / "ckpt"))  # a model-serving checkpoint: nothing decodes rows
+    assert main(["serve", str(tmp_path / "ckpt"), "--max-rows-per-request", "8"]) == 2
+    assert "--max-rows-per-request applies to a Hugging Face decoder directory" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path / "ckpt"), "--max-rows-per-request", "0"]) == 2
 
 
 BIG = 70_000  # characters: past MAX_GRAMMAR_CHARS (65,536)
