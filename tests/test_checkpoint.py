@@ -9,6 +9,7 @@ import torch.utils.checkpoint as tckpt
 
 import forgegrad as fg
 from forgegrad import autograd, nn
+from forgegrad.distributed import comm
 from forgegrad.utils.checkpoint import checkpoint, checkpoint_sequential
 
 
@@ -256,13 +257,11 @@ def test_hf_decoder_gradient_checkpointing_enable_gives_the_same_gradients(arch)
         model.gradient_checkpointing_enable({"preserve_rng_state": False})
 
 
+@pytest.mark.skipif(not comm.is_available(), reason='mpi4py is not installed (pip install "forgegrad[mpi]")')
 def test_ddp_with_checkpointed_blocks_reduces_every_bucket_once_from_its_hooks():
     """One-rank DistributedDataParallel (no MPI job): the reducer's post-accumulate hooks see each parameter
     once, after its last contribution (a weight shared inside and outside a checkpoint included), so every
     bucket starts from the hooks during the pass and one round ends with it; gradients equal the plain run."""
-    from forgegrad.distributed import comm
-    if not comm.is_available():
-        pytest.skip("mpi4py is not installed")
     import forgegrad.distributed as dist
     comm.init()
 
