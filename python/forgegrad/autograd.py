@@ -24,6 +24,7 @@ from . import devices as _devices
 from .grad_mode import (_state, enable_grad, graph_free, inference_mode, is_grad_enabled,  # noqa: F401
                         is_inference_mode_enabled, no_grad, set_grad_enabled, trace)
 from ._tensor_hooks import _hold, _node_tensor_hooks, _retained_by_hooks, _run_grad_hooks
+from ._backward_leaves import _check_device_grad, _count_down, _fire_post_hooks, _hooked_leaf_uses  # noqa: F401
 from .tensor import Tensor, _HookHandle
 
 _NDARRAY = np.ndarray
@@ -375,28 +376,6 @@ def _topo_order(root_ctx) -> List[Any]:
     return order
 
 
-def _fire_post_hooks(leaf) -> None:
-    for fn in list(leaf._post_hooks.values()):
-        fn(leaf)
-
-
-def _hooked_leaf_uses(order):
-    """{id(leaf): number of edges into it} for the leaves in the graph that have post-accumulate hooks or
-    gradient hooks (register_hook); a checkpoint node (forgegrad.utils.checkpoint) also counts as a consumer
-    of the leaves its recomputation reaches.
-
-    A leaf's gradient is final once every node that consumes it has run; its hooks fire then.
-    """
-    uses = {}
-    for node in order:
-        inner = node.__dict__.get("inner_leaves")
-        for p in (node.parents if inner is None else node.parents + inner):
-            if p is not None and p._ctx is None and (getattr(p, "_post_hooks", None) or
-                                                     getattr(p, "_grad_hooks", None)):
-                uses[id(p)] = uses.get(id(p), 0) + 1
-    return uses
-
-
 def run_recomputed_backward(roots, grads, got: set, local=()):
     """The backward pass through a graph recomputed inside an outer pass (a checkpoint node's backward,
     forgegrad.utils.checkpoint): ``roots`` get ``grads``; leaves accumulate as usual, but the leaves' hooks and
@@ -575,36 +554,6 @@ def _run_backward(root, grad: np.ndarray, retain_graph: bool, got=None) -> None:
         if not retain_graph:
             node.release()
     return held if got is not None else None
-
-
-def _check_device_grad(node, parent, g) -> None:
-    """A gradient computed on a device must be on its input's device, in its dtype (a device Function
-    returns what its input needs; the engine does not convert device arrays)."""
-    want, got = _devices.device_of(parent._data), _devices.device_of(g)
-    if isinstance(g, _NDARRAY) and isinstance(parent._data, _NDARRAY):
-        return  # ndarray subclasses: the CPU
-    if want != got:
-        raise RuntimeError(f"{type(node).__qualname__}.backward returned a gradient on {got} for an input on {want}")
-    if g.dtype != parent._data.dtype:
-        raise RuntimeError(f"{type(node).__qualname__}.backward returned a {g.dtype} gradient for a "
-                           f"{parent._data.dtype} input on {want}")
-
-
-def _count_down(node, uses, got_grad, held, to_leaf) -> None:
-    """``node`` has run (or was skipped): its hooked leaf inputs have one consumer fewer to wait for. A leaf
-    whose last consumer has run gets its summed gradient through its register_hook hooks, then into .grad,
-    then its post-accumulate hooks fire."""
-    inner = node.__dict__.get("inner_leaves")
-    for p in (node.parents if inner is None else node.parents + inner):
-        if p is not None and id(p) in uses:
-            left = uses[id(p)] - 1
-            uses[id(p)] = left
-            if left == 0 and id(p) in got_grad:
-                h = held.pop(id(p), None)
-                if h is not None:
-                    to_leaf(p, _run_grad_hooks(p._grad_hooks, h[1]))
-                if getattr(p, "_post_hooks", None):
-                    _fire_post_hooks(p)
 
 
 from ._autograd_grad import backward, grad  # noqa: E402  (it uses the engine above)
