@@ -483,7 +483,7 @@ def test_the_default_pool_is_capped_by_the_memory_free_at_start():
     """16 rows of a 128k context would be hundreds of GiB of pool: the default stops at half the memory free at start,
     keeps room for at least one row of the whole context, and is max_batch (at least MAX_N) rows where memory allows."""
     from forgegrad.serve.completion_request import MAX_N
-    from forgegrad.serve.completions import default_pool_blocks
+    from forgegrad.serve.engine_setup import default_pool_blocks
     per_row = -(-(131072 + 1) // 16)
     block = 2 * 32 * 8 * 16 * 128 * 4  # a Llama-8B-shaped block: 32 layers, 8 kv heads, head size 128
     assert default_pool_blocks(131072, 16, block, 32, None) == 32 * per_row

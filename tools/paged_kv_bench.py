@@ -31,7 +31,7 @@ and the encoder's keys/values in blocks of one pool, each row reserving its sour
 joins; ``--kv-blocks``: the pool's size, default room for every row). The contiguous KV peak counts its decoder
 cache and its encoder arrays; the paged one, the pool's most blocks in use (both kinds). ``--model t5-small``: at
 T5-small's shape instead (6 + 6 layers of 512, 8 heads of 64, its relative-position bias through the paged kernel's
-table by distance; a default pool of completions.RELATIVE_ROW_TOKENS-token rows, T5 having no position table).
+table by distance; a default pool of engine_setup.RELATIVE_ROW_TOKENS-token rows, T5 having no position table).
 
 Needs torch, transformers and tokenizers."""
 from __future__ import annotations
@@ -103,7 +103,8 @@ def run_engine(args) -> dict:
     import forgegrad as fg
     from completions_overhead import checkpoint
     from forgegrad.serve.completion_request import parse
-    from forgegrad.serve.completions import RELATIVE_ROW_TOKENS, TextGenerator
+    from forgegrad.serve.completions import TextGenerator
+    from forgegrad.serve.engine_setup import RELATIVE_ROW_TOKENS
     from forgegrad.serve.generation_batch import BatchEngine, Job
     from forgegrad.serve.kv_pool import KVPool
     from forgegrad.serve.paged_batch import PagedBatchEngine

@@ -52,14 +52,13 @@ from typing import Callable, List, Optional
 from .beam_completions import complete_beams
 from .completion_format import ChatShape, TextShape, event
 from .chat_request import parse_chat
-from .completion_request import (MAX_N, MAX_ROWS_PER_REQUEST, CompletionError, CompletionRequest, Prompt, check_rows,
+from .completion_request import (MAX_ROWS_PER_REQUEST, CompletionError, CompletionRequest, Prompt, check_rows,
                                  choice_seed, parse)
+from .engine_setup import paged_engine, prefix_cache_for
 from .generation_batch import Job, batching_applies
-from .kv_pool import KVPool
 from .paged_batch import PagedBatchEngine
-from .paged_seq2seq import PagedSeq2SeqEngine, paged_seq2seq_applies
-from .openai_routes import available_bytes, common_routes, load_served, not_found, ok, post_route, read_body
-from .prefix_cache import PagedPrefixCache, PrefixCache, why_no_prefix_cache
+from .paged_seq2seq import paged_seq2seq_applies
+from .openai_routes import common_routes, load_served, not_found, ok, post_route, read_body
 from .row_settings import ServedGeneration
 from .seq2seq_batch import Seq2SeqBatchEngine
 from .text_stream import Completion, TextStream
@@ -69,7 +68,6 @@ from .token_logprobs import (StreamLogprobs, chat_logprobs, completion_logprobs,
 
 log = logging.getLogger("forgegrad.serve")
 WEIGHTS = ("float32", "bfloat16", "int8")
-PREFIX_CACHE_MB = 1024  # the prefix cache's default size (--prefix-cache-mb)
 
 
 def is_checkpoint_dir(path: str) -> bool:
@@ -92,8 +90,9 @@ class GenerationServeConfig:
     model_name: Optional[str] = None
     max_batch: int = 32  # completions decoded together (continuous batching); 1: one request at a time
     prefill_chunk: int = 128  # prompt tokens prefilled between two decode steps of the others; 0: all at once
-    # the most MiB of prefilled keys/values kept for later prompts; 0: no prefix cache; None: PREFIX_CACHE_MB where
-    # the model allows one (given, for a model that does not: a startup warning says why it has no effect)
+    # the most MiB of prefilled keys/values kept for later prompts; 0: no prefix cache; None:
+    # engine_setup.PREFIX_CACHE_MB where the model allows one (given, for a model that does not: a startup warning
+    # says why it has no effect)
     prefix_cache_mb: Optional[float] = None
     prefix_block: int = 16  # tokens per block of the paged KV cache and the prefix cache (prompts reuse whole blocks)
     # the most MiB of the paged KV cache (rows' keys/values and the prefix cache's; an encoder-decoder's rows' decoder
@@ -134,57 +133,6 @@ class GenerationServeConfig:
             raise ValueError(f"{self.model_path!r} is not a Hugging Face checkpoint directory (config.json and "
                              "safetensors weights)")
         return self
-
-
-# the tokens of a row the default pool makes room for where the model has no position table (T5): a request whose rows
-# need more than the pool is refused with a 400 naming max_tokens, and --kv-cache-mb sizes the pool instead
-RELATIVE_ROW_TOKENS = 2048
-
-
-def default_pool_blocks(context: int, block_tokens: int, block_bytes: int, max_batch: int,
-                        room: Optional[int]) -> int:
-    """Blocks of the default pool: max_batch rows of the whole context, so that rows are never preempted at the
-    default size, and at least MAX_N (a request's n or best_of rows of one prompt must fit together, and may be more
-    than max_batch: a request larger than the pool is refused); but no more than half of
-    ``room`` (the bytes this process may still take, None: unknown) allows, and at least one row of the whole context.
-    The pool's pages are committed only where written, yet a pool far past the machine's memory (a long-context
-    model: 16 rows of 128k tokens are hundreds of GiB) could be refused at start or fill the memory under load."""
-    per_row = -(-(int(context) + 1) // block_tokens)
-    blocks = max(max_batch, MAX_N) * per_row
-    if room is not None:
-        blocks = min(blocks, max(per_row, int(room) // 2 // block_bytes))
-    return blocks
-
-
-def _paged_engine(gen, config: GenerationServeConfig, name: str, metrics, kw, prefix) -> PagedBatchEngine:
-    """The decoder-only engine on a paged KV cache of ``kv_cache_mb`` (default: ``default_pool_blocks``), with a
-    prefix cache of ``prefix``'s size in it (``_prefix_cache``'s, or None: none); BART's family's and T5's engine
-    (paged_seq2seq.py: its decoder's and encoder's keys in the pool, no prefix cache) for an encoder-decoder."""
-    model = gen.model
-    bt = config.prefix_block
-    if config.kv_cache_mb is None:
-        block_bytes = KVPool.for_model(model, blocks=1, block_tokens=bt).block_bytes
-        # an encoder-decoder's row holds its source's blocks and its decoder's: one block more than a context's. T5's
-        # relative positions have no table to run past (max_positions 1 << 30): rows of RELATIVE_ROW_TOKENS instead
-        context = (gen.context if gen.context < 1 << 30 else RELATIVE_ROW_TOKENS) + (bt if gen.seq2seq else 0)
-        blocks = default_pool_blocks(context, bt, block_bytes, config.max_batch, available_bytes())
-        pool = KVPool.for_model(model, blocks=blocks, block_tokens=bt)
-    else:
-        pool = KVPool.for_model(model, max_bytes=int(config.kv_cache_mb * 2 ** 20), block_tokens=bt)
-    metrics.kv_cache(name, pool)
-    if gen.seq2seq:
-        engine = PagedSeq2SeqEngine(gen, config.max_batch, pool, **kw)
-    else:
-        paged = None if prefix is None else PagedPrefixCache(prefix.max_bytes, bt, pool)
-        engine = PagedBatchEngine(gen, config.max_batch, pool, prefix_cache=paged, **kw)
-    log.info("%s: a paged KV cache of %d blocks of %d tokens (%.1f MiB, committed as they are first written): %s",
-             name, pool.blocks, bt, pool.blocks * pool.block_bytes / 2 ** 20,
-             "rows take blocks as they grow, and when it is full the row that came last is preempted and recomputed "
-             "later" if engine.preempts else "each row reserves every block it can take as it joins, and is never "
-             "preempted (" + ("an encoder-decoder's row would need its encoder again" if gen.seq2seq else
-                              "the model's rotary frequencies depend on a call's length, so recomputed keys would "
-                              "differ") + ")")
-    return engine
 
 
 # a prompt text longer than this many characters per token of the context is tokenized only that far first (no
@@ -419,22 +367,6 @@ class TextGenerator:
         return text.result()
 
 
-def _prefix_cache(config: GenerationServeConfig, model, name: str) -> Optional[PrefixCache]:
-    """The server's prefix cache (the batched engine's, or the one-at-a-time path's), or None: none asked for, or a
-    model it does not apply to, which the log says once, with why (a warning where prefix_cache_mb was given)."""
-    mb = PREFIX_CACHE_MB if config.prefix_cache_mb is None else config.prefix_cache_mb
-    if mb == 0:
-        return None
-    why = why_no_prefix_cache(model)
-    if why is None and getattr(model, "recompute_cache_at", None) is not None:
-        why = "it recomputes its cache past its original context (longrope)"
-    if why is not None:
-        (log.info if config.prefix_cache_mb is None else log.warning)(
-            "%s: no prefix cache (--prefix-cache-mb has no effect for this model): %s", name, why)
-        return None
-    return PrefixCache(int(mb * 2 ** 20) or 1, config.prefix_block)
-
-
 def best_of(prompt_ids: List[List[int]], results: List[Completion], rows: int, n: int):
     """Each prompt's ``n`` candidates of the highest cumulative log-probability, best first (ties: the earlier
     candidate first), and their prompts; the results come ``rows`` candidates per prompt, prompt-major."""
@@ -600,14 +532,14 @@ def create_completions_app(config: GenerationServeConfig):
         except RuntimeError:
             worker.shutdown(wait=False)  # the generation thread: kept while the model is served
             raise
-        prefix = _prefix_cache(config, state["generator"].model, name)
+        prefix = prefix_cache_for(config, state["generator"].model, name)
         if config.max_batch > 1 and batching_applies(state["generator"].model):
             kw = dict(on_step=lambda rows, seconds: metrics.batch(name, rows, seconds),
                       prefill_chunk=config.prefill_chunk, on_prefill=prefill_calls.inc)
             if state["generator"].seq2seq and not paged_seq2seq_applies(state["generator"].model):
                 state["engine"] = Seq2SeqBatchEngine(state["generator"], config.max_batch, **kw)
             else:
-                state["engine"] = _paged_engine(state["generator"], config, name, metrics, kw, prefix)
+                state["engine"] = paged_engine(state["generator"], config, name, metrics, kw, prefix)
                 prefix = state["engine"].prefix  # the same size, its blocks the pool's
         if config.kv_cache_mb is not None and not isinstance(state["engine"], PagedBatchEngine):
             log.warning("%s: no paged KV cache (--kv-cache-mb has no effect): %s", name,
