@@ -5,6 +5,10 @@ directory written by transformers' ``save_pretrained`` (``config.json`` + safete
     >>> model = forgegrad.models.from_pretrained("path/to/gpt2")
     >>> out = forgegrad.models.generate(model, ids, max_new_tokens=20)
 
+Dual image-text encoders (zero-shot image classification, image and text embeddings): ``CLIPModel``,
+``CLIPTextModel``, ``CLIPVisionModel``, ``CLIPTextModelWithProjection``, ``CLIPVisionModelWithProjection``,
+``SiglipModel``, ``SiglipTextModel``, ``SiglipVisionModel`` (clip.py, siglip.py; images as ``pixel_values``).
+
 Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``RobertaModel``, ``XLMRobertaModel``,
 ``BertForSequenceClassification``, ``RobertaForSequenceClassification``, ``XLMRobertaForSequenceClassification``,
 ``ModernBertModel``, ``ModernBertForSequenceClassification``, ``DistilBertModel``,
@@ -76,6 +80,9 @@ from .task_heads import (BertForMultipleChoice, BertForQuestionAnswering, Debert
                          XLMRobertaForQuestionAnswering)
 from .question_answering import answer_question
 from .watermarking import WatermarkDetector
+from .clip import (CLIPModel, CLIPTextModel, CLIPTextModelWithProjection, CLIPVisionModel,
+                   CLIPVisionModelWithProjection)
+from .siglip import SiglipModel, SiglipTextModel, SiglipVisionModel
 
 __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past", "generate_onnx", "export_seq2seq",
            "generate_onnx_seq2seq", "generate_onnx_whisper", "export_task_head", "CheckpointError", "WatermarkDetector",
@@ -101,7 +108,9 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "BertForQuestionAnswering", "RobertaForQuestionAnswering", "XLMRobertaForQuestionAnswering",
            "DistilBertForQuestionAnswering", "ModernBertForQuestionAnswering", "DebertaV2ForQuestionAnswering",
            "BertForMultipleChoice", "RobertaForMultipleChoice", "XLMRobertaForMultipleChoice",
-           "DistilBertForMultipleChoice", "ModernBertForMultipleChoice", "DebertaV2ForMultipleChoice"]
+           "DistilBertForMultipleChoice", "ModernBertForMultipleChoice", "DebertaV2ForMultipleChoice",
+           "CLIPModel", "CLIPTextModel", "CLIPVisionModel", "CLIPTextModelWithProjection",
+           "CLIPVisionModelWithProjection", "SiglipModel", "SiglipTextModel", "SiglipVisionModel"]
 
 ARCHITECTURES = {cls.architecture: cls for cls in
                  (GPT2LMHeadModel, BertModel, RobertaModel, XLMRobertaModel, BertForSequenceClassification,
@@ -124,9 +133,14 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   BertForQuestionAnswering, RobertaForQuestionAnswering, XLMRobertaForQuestionAnswering,
                   DistilBertForQuestionAnswering, ModernBertForQuestionAnswering, DebertaV2ForQuestionAnswering,
                   BertForMultipleChoice, RobertaForMultipleChoice, XLMRobertaForMultipleChoice,
-                  DistilBertForMultipleChoice, ModernBertForMultipleChoice, DebertaV2ForMultipleChoice)}
+                  DistilBertForMultipleChoice, ModernBertForMultipleChoice, DebertaV2ForMultipleChoice,
+                  CLIPModel, CLIPTextModel, CLIPVisionModel, CLIPTextModelWithProjection,
+                  CLIPVisionModelWithProjection, SiglipModel, SiglipTextModel, SiglipVisionModel)}
 # model_type -> class, for configs that do not list their architecture
-_BY_TYPE = {"gpt2": GPT2LMHeadModel, "bert": BertModel, "roberta": RobertaModel, "xlm-roberta": XLMRobertaModel,
+_BY_TYPE = {"clip": CLIPModel, "clip_text_model": CLIPTextModel, "clip_vision_model": CLIPVisionModel,
+            "siglip": SiglipModel, "siglip_text_model": SiglipTextModel,
+            "siglip_vision_model": SiglipVisionModel,
+            "gpt2": GPT2LMHeadModel, "bert": BertModel, "roberta": RobertaModel, "xlm-roberta": XLMRobertaModel,
             "modernbert": ModernBertModel, "distilbert": DistilBertModel, "deberta-v2": DebertaV2Model,
             "mpnet": MPNetModel, "electra": ElectraModel, "albert": AlbertModel,
             "llama": LlamaForCausalLM, "mistral": MistralForCausalLM,
@@ -184,6 +198,8 @@ _WHISPER_KEYS = ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "e
 
 
 def _required(cfg: dict, cls, path: str) -> None:
+    if cls.__module__.endswith((".clip", ".siglip")):
+        return  # their text and vision configs are checked as the model is built (clip.sub_config)
     llama = ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size")
     keys = {GPT2LMHeadModel: ("vocab_size", "n_embd", "n_head", "n_layer", "n_positions"),
             LlamaForCausalLM: llama, MistralForCausalLM: llama, Qwen2ForCausalLM: llama, Qwen3ForCausalLM: llama,
