@@ -10,8 +10,8 @@ those inputs' ``.grad`` only, as a training backward (observers told, post-accum
 checkpointed region (forgegrad.utils.checkpoint) recomputes inside such a pass; its recomputed backward
 captures the gradients of the inputs used inside it the same way (``recomputed_pass``).
 
-The backward rules work on arrays and record nothing, so ``create_graph=True`` (gradients that are themselves
-differentiable) is refused.
+With ``create_graph=True`` (gradients that are themselves differentiable) the pass is forgegrad._create_graph's,
+which runs the ops' differentiable rules instead of their array rules.
 """
 from __future__ import annotations
 
@@ -304,7 +304,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         grad_outputs: the vector of the vector-Jacobian product, one per output (None: ones, for a
             one-element output).
         retain_graph: keep the saved buffers of the nodes run, for another pass (default: create_graph).
-        create_graph: not supported (forgegrad's backward rules are not differentiable): NotImplementedError.
+        create_graph: record the graph of the gradients, so that they can be differentiated again (double
+            backward; an op without a differentiable rule raises NotImplementedError naming it).
         allow_unused: an input the outputs do not depend on gets None instead of an error (default:
             materialize_grads).
         is_grads_batched: not supported: NotImplementedError.
@@ -313,10 +314,6 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     Returns a tuple with one Tensor (or None) per input. The register_hook hooks of the tensors on the way run,
     as torch's; post-accumulate hooks (data parallelism's gradient reduction) do not.
     """
-    if create_graph:
-        raise NotImplementedError("forgegrad.autograd.grad: create_graph=True is not supported: forgegrad's backward "
-                                  "rules compute on arrays and record no graph, so gradients cannot be differentiated "
-                                  "again (no double backward); see docs/torch_compat.md")
     if is_grads_batched:
         raise NotImplementedError("forgegrad.autograd.grad: is_grads_batched=True is not supported (no vmap); call "
                                   "grad() once per row of grad_outputs")
@@ -332,6 +329,16 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     inputs = _as_list(inputs, "grad: inputs")
     _check_inputs(inputs, "grad")
     seeds = _seeds(outputs, grad_outputs, "grad")
+    if create_graph:
+        found = _graph_pass(outputs, seeds, grad_outputs, inputs, retain_graph, False)
+        result = []
+        for i, (t, g) in enumerate(zip(inputs, found)):
+            if g is None and not allow_unused:
+                raise RuntimeError(_UNUSED.format(i))
+            if g is None and materialize_grads:
+                g = Tensor._wrap_exact(_devices.zeros(t.shape, t._data.dtype, _devices.device_of(t._data)))
+            result.append(g)
+        return tuple(result)
     cap = _pass(outputs, seeds, inputs, bool(create_graph if retain_graph is None else retain_graph), False)
     result = []
     for i, t in enumerate(inputs):
@@ -353,11 +360,17 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         if grad_tensors is not None:
             raise RuntimeError("backward: pass grad_tensors only (grad_variables is its deprecated name)")
         grad_tensors = grad_variables
-    if create_graph:
-        raise NotImplementedError("forgegrad.autograd.backward: create_graph=True is not supported: forgegrad's "
-                                  "backward rules record no graph (no double backward); see docs/torch_compat.md")
     tensors = _as_list(tensors, "backward: tensors")
     seeds = _seeds(tensors, grad_tensors, "backward")
+    if create_graph:
+        if inputs is not None:
+            inputs = _as_list(inputs, "backward: inputs")
+            _check_inputs(inputs, "backward")
+            for t in inputs:
+                if t._ctx is not None:
+                    t.retain_grad()
+        _graph_pass(tensors, seeds, grad_tensors, inputs, retain_graph, True)
+        return
     retain = bool(retain_graph)
     if inputs is not None:
         inputs = _as_list(inputs, "backward: inputs")
@@ -369,3 +382,33 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         return
     root = tensors[0] if len(tensors) == 1 else _seed_root(tensors, seeds)
     _ag.run_backward(root, seeds[0] if len(tensors) == 1 else np.zeros((), np.float32), retain_graph=retain)
+
+
+def _graph_pass(outputs, seeds, given, inputs, retain_graph, accumulate: bool):
+    """A create_graph pass (forgegrad._create_graph): the seeds are Tensors (a gradient given as a Tensor is used
+    as it is, graph and all: ``grad(y, x, v, create_graph=True)`` is differentiable in ``v`` too)."""
+    from ._create_graph import run_pass
+    if isinstance(given, Tensor):
+        given = [given]
+    given = [None] * len(outputs) if given is None else list(given)
+    tseeds = []
+    for t, g, arr in zip(outputs, given, seeds):
+        if isinstance(g, Tensor):
+            tseeds.append(g if g._data.dtype == t._data.dtype else g._cast(t._data.dtype))
+        else:
+            tseeds.append(Tensor._wrap_exact(arr))
+    retain = True if retain_graph is None else bool(retain_graph)
+    _ag._backward_depth += 1
+    queued = len(_ag._callbacks)
+    try:
+        found = run_pass(outputs, tseeds, inputs, retain, accumulate)
+    except BaseException:
+        del _ag._callbacks[queued:]
+        raise
+    finally:
+        _ag._backward_depth -= 1
+    todo = _ag._callbacks[queued:]
+    del _ag._callbacks[queued:]
+    for fn in todo:
+        fn()
+    return found

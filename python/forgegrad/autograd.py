@@ -232,6 +232,7 @@ class Function:
             single = True
         if record_graph:
             ctx.parents = tuple([a if isinstance(a, Tensor) else None for a in args])
+            ctx.call = (args, kwargs)  # what a differentiable backward rule recomputes from (create_graph)
             ctx.made_at = _vc.clock
             ctx.out_meta = tuple([(t._data.shape, t._data.dtype) for t in results])
             ctx.released = False

@@ -340,13 +340,16 @@ class Tensor(TensorMethods):
         else:
             self.grad._data = _devices.add(self.grad._data, g)
 
-    def backward(self, gradient=None, retain_graph: bool = False, create_graph: bool = False, inputs=None) -> None:
+    def backward(self, gradient=None, retain_graph: Optional[bool] = None, create_graph: bool = False,
+                 inputs=None) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's .grad.
 
         Args:
             gradient: d(loss)/d(self); may be omitted only when self has one element.
-            retain_graph: keep the saved buffers so backward can run through the graph again.
-            create_graph: not supported (no double backward): NotImplementedError.
+            retain_graph: keep the saved buffers so backward can run through the graph again (default:
+                create_graph, as torch's).
+            create_graph: record the graph of the gradients: ``.grad`` then has a grad_fn and can be
+                differentiated again (double backward; see forgegrad._create_graph).
             inputs: a Tensor or a sequence of them: accumulate into these tensors' .grad only (a non-leaf
                 among them retains its grad), as torch's; the nodes that lead to none of them are not run.
         """
@@ -372,7 +375,7 @@ class Tensor(TensorMethods):
             g = _seed_storage(gradient, self)
             if g.shape != self.shape:
                 raise ValueError(f"backward: gradient has shape {g.shape}, expected {self.shape}")
-        run_backward(self, g, retain_graph=retain_graph)
+        run_backward(self, g, retain_graph=bool(retain_graph))
 
     # ---- conversions -----------------------------------------------------------------------
     # casts go through ops.compare.Cast so that autograd.trace() (the ONNX exporter) records them;

@@ -12,6 +12,9 @@ A record (:class:`OpDef`) holds everything forgegrad knows about an op:
 - ``epilogue``: for an activation, its kernel code (``(code, alpha)`` from the op's keyword
   arguments) that a Linear kernel applies in its output pass (nn.Sequential, nn.Dense);
 - ``functional``: its ``torch.nn.functional``-style entry point (nn.functional serves it by name);
+- ``differentiable_backward``: its backward rule written with Tensor ops (so it records a graph), which a
+  pass with ``create_graph=True`` runs instead of the array rule (double backward; the rules sit in one
+  table, ops/_double_backward.py); None: such a pass refuses the op;
 - ``samples``, ``torch``, ``bad_inputs``: sample inputs, the PyTorch reference and bad inputs with
   the error they must raise, from which tests/test_op_registry.py generates every check (forward
   and gradients against torch, both again in float64 against torch's float64, bits at 1-3
@@ -97,6 +100,9 @@ class OpDef:
     # positions of array arguments that stay float32 when the op runs in float64 (torch takes only
     # float32 there: fake_quantize_per_channel_affine's scale); the float64 check converts the others
     float32_args: Tuple[int, ...] = ()
+    # rule(ctx, args, kwargs, *grads) -> one Tensor gradient (or None) per positional argument, computed with
+    # Tensor ops from the forward's arguments (Tensors as recorded) and the output gradients (Tensors)
+    differentiable_backward: Optional[Callable] = None
 
     def __post_init__(self):
         self.functions = {"cpu": self.function, **self.functions}

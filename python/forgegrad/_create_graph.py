@@ -1,0 +1,206 @@
+"""The backward pass with ``create_graph=True``: gradients that are Tensors with a graph of their own, so that
+they can be differentiated again (double backward: gradient penalties, Hessian-vector products, MAML, the second
+derivatives of physics-informed nets).
+
+The ordinary pass (forgegrad.autograd, forgegrad._autograd_grad) runs each node's array rule and records
+nothing. This one runs each node's *differentiable* rule instead (its op record's ``differentiable_backward``,
+the table in ops/_double_backward.py): a function of the forward's Tensor arguments and the output gradients
+written with forgegrad ops, under grad mode, so every gradient it hands on is recorded. A node whose op has no
+such rule stops the pass with a NotImplementedError naming the op: a gradient silently cut from the graph would
+give wrong second derivatives without a word.
+
+Semantics follow torch's: gradients reaching a leaf are summed over the pass, its register_hook hooks see the
+sum, then ``grad()`` returns it or ``backward()`` stores it in ``.grad`` (``.grad + g`` out of place when one is
+there, so ``.grad`` carries the graph) and fires the post-accumulate hooks; a non-leaf's hooks and retain_grad
+see its summed gradient before its node runs; nodes are released after use unless ``retain_graph``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import autograd as _ag
+from . import _version_counter as _vc
+from .grad_mode import enable_grad
+from .tensor import Tensor
+
+__all__ = ["run_pass"]
+
+
+def _order(roots) -> list:
+    """The nodes reachable from ``roots`` (tensors with a node), each after every node that consumes its outputs."""
+    order, seen = [], set()
+    stack = [(t._ctx, False) for t in reversed(roots)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            order.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.append((node, True))
+        for p in (_ag._parents_of(node) if _ag._rebound else node.parents):
+            if p is not None and p._ctx is not None and id(p._ctx) not in seen:
+                stack.append((p._ctx, False))
+    order.reverse()
+    return order
+
+
+def _rule_of(node):
+    """The differentiable backward rule of ``node``'s op; NotImplementedError naming the op when it has none."""
+    cls = type(node)
+    if node.__dict__.get("inner_leaves") is not None:
+        raise NotImplementedError("create_graph=True: a checkpointed region (forgegrad.utils.checkpoint) recomputes "
+                                  "with array rules and cannot be differentiated twice; call the region without "
+                                  "checkpoint for double backward")
+    rule = cls.__dict__.get("differentiable_backward") if cls.op is None else cls.op.differentiable_backward
+    if rule is None:
+        name = f"op {cls.op.name!r}" if cls.op is not None else f"Function {cls.__qualname__}"
+        raise NotImplementedError(f"create_graph=True: {name} has no differentiable backward rule, so its gradient "
+                                  "cannot be differentiated again (double backward covers the ops listed in "
+                                  "forgegrad/ops/_double_backward.py); compute that part without create_graph")
+    return rule
+
+
+def _hooked(hooks, g: Tensor, retain=None) -> Tensor:
+    """Run register_hook ``hooks`` on the Tensor gradient ``g`` (a Tensor returned replaces it)."""
+    for fn in list(hooks.values()):
+        out = fn(g)
+        if out is not None:
+            if not isinstance(out, Tensor):
+                raise TypeError(f"a gradient hook returned {type(out).__name__}; it must return a Tensor or None")
+            if tuple(out.shape) != tuple(g.shape):
+                name = getattr(fn, "__name__", type(fn).__name__)
+                raise RuntimeError(f"hook '{name}' has changed the size of value: the hook returned a gradient of "
+                                   f"shape {tuple(out.shape)} for one of shape {tuple(g.shape)}")
+            g = out
+    return g
+
+
+def _fit(node, parent, g: Tensor) -> Tensor:
+    """A rule's gradient for ``parent``, in its dtype (a float32 input of a float64 op gets float32), checked."""
+    if not isinstance(g, Tensor):
+        g = Tensor._wrap_exact(np.asarray(g, dtype=parent._data.dtype))
+    if g._data.dtype != parent._data.dtype:
+        g = g._cast(parent._data.dtype)
+    if g.shape != parent.shape:
+        raise RuntimeError(f"the differentiable backward of {type(node).__name__} returned a gradient of shape "
+                           f"{g.shape} for an input of shape {parent.shape}")
+    return g
+
+
+def _add(a, b):
+    return b if a is None else a + b
+
+
+def _store(t: Tensor, g: Tensor) -> None:
+    """``t.grad`` += g out of place, so that it keeps g's graph (torch's accumulation under create_graph)."""
+    t.grad = g if t.grad is None else t.grad + g
+
+
+def run_pass(outputs, seeds, inputs, retain_graph: bool, accumulate: bool):
+    """Backpropagate the Tensor ``seeds`` from ``outputs`` recording the graph of every gradient.
+
+    ``inputs`` None: every leaf that requires grad accumulates into ``.grad`` (backward()). Otherwise only the
+    gradients of ``inputs`` (leaves or not) are computed: returned as a list (Tensor or None per input) and, with
+    ``accumulate`` (backward(inputs=...)), also added to their ``.grad``."""
+    if _ag._rebound:
+        from ._view_rebase import rebase_inputs
+        rebase_inputs(tuple(outputs) + tuple(inputs or ()))
+    leaf_sum = {}  # id(leaf) -> [leaf, summed gradient]
+    out_sum = {}  # (id(node), k) -> summed gradient of a non-leaf input
+    wanted_leaves = None if inputs is None else {id(t) for t in inputs if t._ctx is None}
+    wanted_outs = set() if inputs is None else {(id(t._ctx), t._out_index) for t in inputs if t._ctx is not None}
+    pending = {}
+    roots = []
+    for t, g in zip(outputs, seeds):
+        if t._ctx is None:  # an output that is itself a leaf: its seed is its gradient
+            if wanted_leaves is None or id(t) in wanted_leaves:
+                slot = leaf_sum.setdefault(id(t), [t, None])
+                slot[1] = _add(slot[1], g)
+            continue
+        roots.append(t)
+        slots = pending.setdefault(id(t._ctx), [None] * len(t._ctx.out_meta))
+        slots[t._out_index] = _add(slots[t._out_index], g)
+    order = _order(roots) if roots else []
+    need = None
+    if inputs is not None:
+        need = set()
+        for node in reversed(order):  # producers first
+            for p in (_ag._parents_of(node) if _ag._rebound else node.parents):
+                if p is None or not p.requires_grad:
+                    continue
+                if (p._ctx is None and id(p) in wanted_leaves) or (p._ctx is not None and (
+                        id(p._ctx) in need or (id(p._ctx), p._out_index) in wanted_outs)):
+                    need.add(id(node))
+                    break
+    if accumulate and _ag._pass_observers:
+        _ag._notify_pass(order if need is None else [n for n in order if id(n) in need])
+    with enable_grad():  # torch records the backward graph under create_graph even inside no_grad
+        for node in order:
+            gouts = pending.pop(id(node), None)
+            if gouts is None:
+                continue
+            if any(g is None for g in gouts):
+                gouts = [g if g is not None else Tensor._wrap_exact(np.zeros(shape, dtype))
+                         for g, (shape, dtype) in zip(gouts, node.out_meta)]
+            hooks = node.__dict__.get("tensor_hooks")
+            if hooks:
+                for k, (ref, fns) in hooks.items():
+                    if fns:
+                        gouts[k] = _hooked(fns, gouts[k])
+                        t = ref()
+                        if t is not None and t._retains_grad and t._ctx is node:
+                            _store(t, gouts[k])
+            for k, g in enumerate(gouts):
+                if (id(node), k) in wanted_outs:
+                    out_sum[(id(node), k)] = _add(out_sum.get((id(node), k)), g)
+            if need is not None and id(node) not in need:
+                continue
+            if node.released:
+                raise RuntimeError(
+                    "Trying to backward through the graph a second time (or directly access saved tensors after they "
+                    "have already been freed). Specify retain_graph=True if you need to backward through the graph a "
+                    "second time.")
+            if node.saved_at is not None and node.saved_at != _vc.clock:
+                _vc.check(node, node.saved_tensors, node.saved_at)
+            parents = _ag._parents_of(node) if _ag._rebound else node.parents
+            if isinstance(node, _ag._Seed):
+                gins = tuple(node.grads)
+            else:
+                rule = _rule_of(node)
+                args, kwargs = node.call
+                args = tuple(p if p is not None else a for a, p in zip(args, parents))
+                gins = rule(node, args, kwargs, *gouts)
+                if not isinstance(gins, tuple):
+                    gins = (gins,)
+            for parent, g in zip(parents, gins):
+                if parent is None or g is None or not parent.requires_grad:
+                    continue
+                g = _fit(node, parent, g)
+                if parent._ctx is None:
+                    if wanted_leaves is None or id(parent) in wanted_leaves:
+                        slot = leaf_sum.setdefault(id(parent), [parent, None])
+                        slot[1] = _add(slot[1], g)
+                    continue
+                key = id(parent._ctx)
+                if need is not None and key not in need and (key, parent._out_index) not in wanted_outs:
+                    continue
+                if parent._retains_grad and not _ag._retained_by_hooks(parent):
+                    _store(parent, g)
+                slots = pending.setdefault(key, [None] * len(parent._ctx.out_meta))
+                slots[parent._out_index] = _add(slots[parent._out_index], g)
+            if not retain_graph:
+                node.release()
+        finished = {}
+        for key, (leaf, g) in leaf_sum.items():
+            if getattr(leaf, "_grad_hooks", None):
+                g = _hooked(leaf._grad_hooks, g)
+            finished[key] = g
+            if accumulate:
+                _store(leaf, g)
+                if getattr(leaf, "_post_hooks", None):
+                    _ag._fire_post_hooks(leaf)
+    if inputs is None:
+        return None
+    return [finished.get(id(t)) if t._ctx is None else out_sum.get((id(t._ctx), t._out_index)) for t in inputs]

@@ -1,0 +1,588 @@
+"""The differentiable backward rules: each op's gradient written with forgegrad ops, for ``create_graph=True``.
+
+A pass that creates a graph (forgegrad._create_graph) runs, for every node, its op's rule from this table,
+``rule(ctx, args, kwargs, *grads)``: ``args``/``kwargs`` are the forward's arguments with the recorded Tensors in
+place (numbers and arrays as given), ``grads`` one Tensor per output; it returns one Tensor (or None) per
+positional argument. Because the rule computes with Tensor ops, the gradients it returns are recorded and can
+be differentiated again (and again: the rules' own ops have rules here too). The array rules beside each op
+stay the default path: these run only when a graph of the gradients is asked for.
+
+Two kinds of rule: a formula (``@rule("tanh")``: ``g * (1 - tanh(x)**2)``, the output recomputed from the
+input so that its own derivative is in the graph), or, for the fused losses and norms, a decomposition into
+ops that have formulas (``decomposed("layer_norm", fn)``): the rule differentiates that composition with
+create_graph. An op missing from this table makes such a pass raise NotImplementedError naming it.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..autograd import Function
+from ..tensor import Tensor
+from ._util import normalize_axis, single_axis
+from .activation import _erf_for
+from .registry import _OPS
+
+__all__ = ["rule", "decomposed", "covered"]
+
+
+def rule(*names):
+    """Decorator: ``fn`` is the differentiable backward of the ops ``names``."""
+
+    def deco(fn):
+        for name in names:
+            _OPS[name].differentiable_backward = fn
+        return fn
+
+    return deco
+
+
+def covered():
+    """The names of the ops that have a differentiable backward rule."""
+    return sorted(name for name, op in _OPS.items() if op.differentiable_backward is not None)
+
+
+def _arg(args, kwargs, i, name, default=None):
+    """The forward's argument ``name`` (position ``i``), wherever it was passed."""
+    if i < len(args):
+        return args[i]
+    return kwargs.get(name, default)
+
+
+def _is_t(a) -> bool:
+    return isinstance(a, Tensor)
+
+
+def _sum_to(g: Tensor, shape) -> Tensor:
+    """``g`` summed over the axes broadcasting added or stretched to reach it from ``shape``."""
+    shape = tuple(shape)
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and g.shape[lead + i] != 1)
+    if axes:
+        g = g.sum(dim=axes, keepdim=True)
+    return g.reshape(shape)
+
+
+def _for(a, g):
+    """g summed to ``a``'s shape when ``a`` is a Tensor (a number or constant array gets no gradient)."""
+    return _sum_to(g, a.shape) if _is_t(a) else None
+
+
+def _expand_back(g: Tensor, shape, axes, keepdim) -> Tensor:
+    """A reduction's output gradient back over its input's ``shape`` (``axes`` reduced)."""
+    if not keepdim:
+        g = g.reshape(tuple(1 if i in axes else s for i, s in enumerate(shape)))
+    return g.expand(*shape) if g.shape != tuple(shape) else g
+
+
+def _const(arr, like: Tensor) -> Tensor:
+    """A constant (no graph) in ``like``'s dtype."""
+    return Tensor._wrap_exact(np.asarray(arr, dtype=like._data.dtype))
+
+
+def _where(mask, a, b):
+    return _OPS["where"](mask, a, b)
+
+
+class IndexBackwardFunction(Function):
+    """getitem's gradient: ``g`` added into zeros of the input's shape at ``key`` (repeated advanced indices
+    accumulate). Linear in ``g``: its own gradient is ``gg[key]``."""
+
+    handles_float64 = True
+
+    @staticmethod
+    def forward(ctx, g, key, shape):
+        ctx.key = key
+        out = np.zeros(shape, dtype=g.dtype)
+        parts = key if isinstance(key, tuple) else (key,)
+        if all(k is None or k is Ellipsis or isinstance(k, (slice, int, np.integer)) and not isinstance(k, bool)
+               for k in parts):
+            out[key] = g
+        else:
+            np.add.at(out, key, g)
+        return out
+
+    @staticmethod
+    def backward(ctx, gg):
+        return np.ascontiguousarray(gg[ctx.key])
+
+    @staticmethod
+    def differentiable_backward(ctx, args, kwargs, gg):
+        return gg[args[1]], None, None
+
+
+def _scatter(g: Tensor, key, shape) -> Tensor:
+    return IndexBackwardFunction.apply(g, key, tuple(shape))
+
+
+class NormalCdfFunction(Function):
+    """Phi(x) = (1 + erf(x / sqrt 2)) / 2, the standard normal CDF (the exact gelu's derivative needs it as an op,
+    so that it can be differentiated again); dPhi/dx = exp(-x^2 / 2) / sqrt(2 pi)."""
+
+    handles_float64 = True
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return (0.5 * (1.0 + _erf_for(x)(x.astype(np.float64) * 0.7071067811865476))).astype(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return (g * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)).astype(g.dtype)
+
+    @staticmethod
+    def differentiable_backward(ctx, args, kwargs, g):
+        x = args[0]
+        return g * (x * x * -0.5).exp() * (1 / math.sqrt(2 * math.pi))
+
+
+# ---- arithmetic ------------------------------------------------------------------------------------------
+@rule("add")
+def _add(ctx, args, kwargs, g):
+    return _for(args[0], g), _for(args[1], g)
+
+
+@rule("sub")
+def _sub(ctx, args, kwargs, g):
+    return _for(args[0], g), _for(args[1], -g) if _is_t(args[1]) else None
+
+
+@rule("mul")
+def _mul(ctx, args, kwargs, g):
+    a, b = args
+    return (_for(a, g * b) if _is_t(a) else None), (_for(b, g * a) if _is_t(b) else None)
+
+
+@rule("div")
+def _div(ctx, args, kwargs, g):
+    a, b = args
+    ga = _for(a, g / b) if _is_t(a) else None
+    gb = _for(b, -g * a / (b * b)) if _is_t(b) else None
+    return ga, gb
+
+
+@rule("neg")
+def _neg(ctx, args, kwargs, g):
+    return -g
+
+
+@rule("pow")
+def _pow(ctx, args, kwargs, g):
+    a, b = args
+    ga = gb = None
+    if _is_t(a):
+        ga = _for(a, g * b * a ** (b - 1))
+    if _is_t(b):
+        if _is_t(a):
+            pos = a._data > 0
+            la = _where(pos, _where(pos, a, 1.0).log(), 0.0)
+            y = a ** b
+        else:
+            la = math.log(a) if a > 0 else 0.0
+            y = _OPS["pow"](a, b)
+        gb = _for(b, g * y * la)
+    return ga, gb
+
+
+@rule("abs")
+def _abs(ctx, args, kwargs, g):
+    return g * _const(np.sign(args[0]._data), g)
+
+
+@rule("sqrt")
+def _sqrt(ctx, args, kwargs, g):
+    return g * 0.5 / args[0].sqrt()
+
+
+@rule("exp")
+def _exp(ctx, args, kwargs, g):
+    return g * args[0].exp()
+
+
+@rule("log")
+def _log(ctx, args, kwargs, g):
+    return g / args[0]
+
+
+@rule("sin")
+def _sin(ctx, args, kwargs, g):
+    return g * args[0].cos()
+
+
+@rule("cos")
+def _cos(ctx, args, kwargs, g):
+    return -g * args[0].sin()
+
+
+@rule("clamp")
+def _clamp(ctx, args, kwargs, g):
+    x = args[0]
+    lo, hi = _arg(args, kwargs, 1, "min"), _arg(args, kwargs, 2, "max")
+    mask = np.ones(x.shape, dtype=bool)
+    if lo is not None:
+        mask &= x._data >= (lo._data if _is_t(lo) else lo)
+    if hi is not None:
+        mask &= x._data <= (hi._data if _is_t(hi) else hi)
+    return _where(mask, g, 0.0)
+
+
+@rule("where")
+def _where_rule(ctx, args, kwargs, g):
+    cond, a, b = args
+    return None, _for(a, _where(cond, g, 0.0)) if _is_t(a) else None, \
+        _for(b, _where(cond, 0.0, g)) if _is_t(b) else None
+
+
+# ---- activations -----------------------------------------------------------------------------------------
+@rule("tanh")
+def _tanh(ctx, args, kwargs, g):
+    y = args[0].tanh()
+    return g * (1 - y * y)
+
+
+@rule("sigmoid")
+def _sigmoid(ctx, args, kwargs, g):
+    s = args[0].sigmoid()
+    return g * s * (1 - s)
+
+
+@rule("relu")
+def _relu(ctx, args, kwargs, g):
+    return _where(args[0]._data > 0, g, 0.0)
+
+
+@rule("leaky_relu")
+def _leaky_relu(ctx, args, kwargs, g):
+    x = args[0]
+    slope = _arg(args, kwargs, 1, "negative_slope", 0.01)
+    return g * _const(np.where(x._data > 0, 1.0, slope), g)
+
+
+@rule("silu")
+def _silu(ctx, args, kwargs, g):
+    x = args[0]
+    s = x.sigmoid()
+    return g * (s * (1 + x * (1 - s)))
+
+
+@rule("gelu")
+def _gelu(ctx, args, kwargs, g):
+    x = args[0]
+    if _arg(args, kwargs, 1, "approximate", "none") == "tanh":
+        k = math.sqrt(2 / math.pi)
+        t = ((x + x * x * x * 0.044715) * k).tanh()
+        return g * ((1 + t) * 0.5 + x * 0.5 * (1 - t * t) * ((x * x * (3 * 0.044715) + 1) * k))
+    phi = (x * x * -0.5).exp() * (1 / math.sqrt(2 * math.pi))
+    return g * (NormalCdfFunction.apply(x) + x * phi)
+
+
+@rule("softmax")
+def _softmax(ctx, args, kwargs, g):
+    dim = _arg(args, kwargs, 1, "dim", -1)
+    y = args[0].softmax(dim)
+    return y * (g - (g * y).sum(dim=dim, keepdim=True))
+
+
+@rule("log_softmax")
+def _log_softmax(ctx, args, kwargs, g):
+    dim = _arg(args, kwargs, 1, "dim", -1)
+    y = args[0].log_softmax(dim)
+    return g - y.exp() * g.sum(dim=dim, keepdim=True)
+
+
+@rule("dropout")
+def _dropout(ctx, args, kwargs, g):
+    mask = ctx.__dict__.get("mask")
+    return g if mask is None else g * _const(mask, g)
+
+
+# ---- reductions ------------------------------------------------------------------------------------------
+@rule("sum")
+def _sum(ctx, args, kwargs, g):
+    x = args[0]
+    axes = normalize_axis(_arg(args, kwargs, 1, "dim"), x.ndim)
+    return _expand_back(g, x.shape, axes, _arg(args, kwargs, 2, "keepdim", False))
+
+
+@rule("mean")
+def _mean(ctx, args, kwargs, g):
+    x = args[0]
+    axes = normalize_axis(_arg(args, kwargs, 1, "dim"), x.ndim)
+    n = int(np.prod([x.shape[a] for a in axes]))
+    return _expand_back(g, x.shape, axes, _arg(args, kwargs, 2, "keepdim", False)) / n
+
+
+@rule("amax", "amin")
+def _amax(ctx, args, kwargs, g):
+    x = args[0]
+    axes = normalize_axis(_arg(args, kwargs, 1, "dim"), x.ndim)
+    pick = np.max if type(ctx).op.name == "amax" else np.min
+    mask = x._data == pick(x._data, axis=axes, keepdims=True)  # ties share the gradient equally (torch's rule)
+    share = mask / mask.sum(axis=axes, keepdims=True)
+    return _expand_back(g, x.shape, axes, _arg(args, kwargs, 2, "keepdim", False)) * _const(share, g)
+
+
+@rule("max_dim", "min_dim")
+def _max_dim(ctx, args, kwargs, g, _):
+    x = args[0]
+    axis = single_axis(_arg(args, kwargs, 1, "dim"), x.ndim)
+    pick = np.argmax if type(ctx).op.name == "max_dim" else np.argmin
+    idx = np.expand_dims(pick(x._data, axis=axis), axis)
+    key = list(np.ix_(*[np.arange(n) for n in idx.shape]))
+    key[axis] = idx
+    return _scatter(_expand_back(g, idx.shape, (axis,), _arg(args, kwargs, 2, "keepdim", False)), tuple(key),
+                    x.shape)
+
+
+def _var_parts(args, kwargs):
+    x = args[0]
+    dim, keepdim = _arg(args, kwargs, 1, "dim"), _arg(args, kwargs, 3, "keepdim", False)
+    axes = normalize_axis(dim, x.ndim)
+    n = int(np.prod([x.shape[a] for a in axes])) - (1 if _arg(args, kwargs, 2, "unbiased", True) else 0)
+    return x, axes, keepdim, n, x - x.mean(dim=axes, keepdim=True)
+
+
+@rule("var")
+def _var(ctx, args, kwargs, g):
+    x, axes, keepdim, n, d = _var_parts(args, kwargs)
+    return _expand_back(g, x.shape, axes, keepdim) * d * (2.0 / n)
+
+
+@rule("std")
+def _std(ctx, args, kwargs, g):
+    x, axes, keepdim, n, d = _var_parts(args, kwargs)
+    std = x.std(dim=axes, unbiased=_arg(args, kwargs, 2, "unbiased", True), keepdim=True)
+    return _expand_back(g, x.shape, axes, keepdim) * d / (std * n)
+
+
+@rule("cumsum")
+def _cumsum(ctx, args, kwargs, g):
+    axis = single_axis(_arg(args, kwargs, 1, "dim"), args[0].ndim)
+    flip = (slice(None),) * axis + (slice(None, None, -1),)
+    return g[flip].cumsum(axis)[flip]
+
+
+# ---- shapes ----------------------------------------------------------------------------------------------
+@rule("reshape")
+def _reshape(ctx, args, kwargs, g):
+    return g.reshape(args[0].shape)
+
+
+@rule("permute")
+def _permute(ctx, args, kwargs, g):
+    dims = [d % max(args[0].ndim, 1) for d in _arg(args, kwargs, 1, "dims")]
+    return g.permute(*[int(i) for i in np.argsort(dims)]) if dims else g
+
+
+@rule("expand")
+def _expand(ctx, args, kwargs, g):
+    return _sum_to(g, args[0].shape)
+
+
+@rule("clone")
+def _clone(ctx, args, kwargs, g):
+    return g
+
+
+@rule("cast")
+def _cast(ctx, args, kwargs, g):
+    return g._cast(args[0]._data.dtype) if args[0]._data.dtype.kind == "f" else None
+
+
+@rule("getitem")
+def _getitem(ctx, args, kwargs, g):
+    from .shape import _index_arrays
+    return _scatter(g, _index_arrays(args[1]), args[0].shape), None
+
+
+@rule("cat")
+def _cat(ctx, args, kwargs, g):
+    axis = single_axis(kwargs.get("dim", 0), args[0].ndim)
+    out, at = [], 0
+    for a in args:
+        n = a.shape[axis]
+        out.append(g[(slice(None),) * axis + (slice(at, at + n),)] if _is_t(a) else None)
+        at += n
+    return tuple(out)
+
+
+@rule("stack")
+def _stack(ctx, args, kwargs, g):
+    axis = single_axis(kwargs.get("dim", 0), args[0].ndim + 1)
+    return tuple(g[(slice(None),) * axis + (i,)] if _is_t(a) else None for i, a in enumerate(args))
+
+
+@rule("embedding")
+def _embedding(ctx, args, kwargs, g):
+    weight, indices = args[0], _arg(args, kwargs, 1, "indices")
+    idx = indices._data if _is_t(indices) else np.asarray(indices)
+    pad = _arg(args, kwargs, 2, "padding_idx")
+    if pad is not None:
+        g = g * _const((idx != pad % weight.shape[0])[..., None], g)
+    return _scatter(g, (idx,), weight.shape), None
+
+
+# ---- matrix products -------------------------------------------------------------------------------------
+@rule("matmul")
+def _matmul(ctx, args, kwargs, g):
+    a, b = args
+    A = a.reshape(1, a.shape[0]) if a.ndim == 1 else a
+    B = b.reshape(b.shape[0], 1) if b.ndim == 1 else b
+    G = g
+    if a.ndim == 1:
+        G = G.unsqueeze(-2)
+    if b.ndim == 1:
+        G = G.unsqueeze(-1)
+    ga = _sum_to(G @ B.transpose(-1, -2), A.shape).reshape(a.shape) if _is_t(a) else None
+    gb = _sum_to(A.transpose(-1, -2) @ G, B.shape).reshape(b.shape) if _is_t(b) else None
+    return ga, gb
+
+
+@rule("linear")
+def _linear(ctx, args, kwargs, g):
+    x, w = args[0], args[1]
+    b = _arg(args, kwargs, 2, "bias")
+    g2 = g.reshape(-1, w.shape[0])
+    gx = g @ w if _is_t(x) else None
+    gw = g2.t() @ x.reshape(-1, w.shape[1]) if _is_t(w) else None
+    gb = g2.sum(dim=0) if _is_t(b) else None
+    return gx, gw, gb
+
+
+# ---- losses ----------------------------------------------------------------------------------------------
+def _reduce(per: Tensor, reduction: str) -> Tensor:
+    return per.mean() if reduction == "mean" else per.sum() if reduction == "sum" else per
+
+
+@rule("mse_loss")
+def _mse_loss(ctx, args, kwargs, g):
+    inp, target = args[0], args[1]
+    reduction = _arg(args, kwargs, 2, "reduction", "mean")
+    d = inp - target
+    scale = 2.0 / d._data.size if reduction == "mean" else 2.0
+    gd = (g if reduction == "none" else g.expand(*d.shape)) * d * scale
+    return _for(inp, gd), _for(target, -gd) if _is_t(target) else None
+
+
+@rule("l1_loss")
+def _l1_loss(ctx, args, kwargs, g):
+    inp, target = args[0], args[1]
+    reduction = _arg(args, kwargs, 2, "reduction", "mean")
+    d = inp - target
+    gd = (g if reduction == "none" else g.expand(*d.shape)) * _const(np.sign(d._data), g)
+    if reduction == "mean":
+        gd = gd / d._data.size
+    return _for(inp, gd), _for(target, -gd) if _is_t(target) else None
+
+
+def decomposed(name: str, fn) -> None:
+    """Op ``name``'s differentiable backward: differentiate ``fn`` (the op written with ops that have rules,
+    same arguments) with create_graph. The fused losses and norms use it: recomputing them is cheap next to
+    what a second-order step costs, and one formula serves every derivative order."""
+
+    def rule_fn(ctx, args, kwargs, *grads):
+        from ..autograd import grad
+        want, seen = [], set()
+        for i, a in enumerate(args):  # one gradient per tensor: a tensor passed twice gets it once
+            if _is_t(a) and a.requires_grad and id(a) not in seen:
+                seen.add(id(a))
+                want.append(i)
+        out = [None] * len(args)
+        if not want:
+            return tuple(out)
+        outs = fn(*args, **kwargs)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        found = grad(list(outs), [args[i] for i in want], list(grads), create_graph=True, allow_unused=True)
+        for i, gi in zip(want, found):
+            out[i] = gi
+        return tuple(out)
+
+    _OPS[name].differentiable_backward = rule_fn
+
+
+def _rows(x: Tensor) -> Tensor:
+    """(N, C, d1, ...) -> (N * d1 * ..., C), classes last; (C,) -> (1, C)."""
+    if x.ndim == 1:
+        return x.reshape(1, x.shape[0])
+    if x.ndim > 2:
+        x = x.permute(0, *range(2, x.ndim), 1)
+    return x.reshape(-1, x.shape[-1])
+
+
+def _nll_rows(logp: Tensor, target, weight, ignore_index):
+    """Per-row -w[y] * logp[row, y] (zero where y == ignore_index) and the weights w[y]."""
+    y = (target._data if _is_t(target) else np.asarray(target)).reshape(-1)
+    valid = y != ignore_index
+    if np.any(valid & ((y < 0) | (y >= logp.shape[1]))):
+        raise IndexError(f"target {y[valid & ((y < 0) | (y >= logp.shape[1]))][0]} is out of bounds")
+    ys = np.where(valid, y, 0)
+    w = np.ones(logp.shape[1]) if weight is None else np.asarray(weight._data if _is_t(weight) else weight)
+    wy = np.where(valid, w[ys], 0).astype(logp._data.dtype)
+    return -logp[np.arange(len(ys)), ys] * _const(wy, logp), wy, valid
+
+
+def _class_loss(per: Tensor, denom, reduction, shape):
+    if reduction == "none":
+        return per.reshape((shape[0],) + tuple(shape[2:]) if len(shape) >= 2 else ())
+    total = per.sum()
+    return total / float(denom) if reduction == "mean" else total
+
+
+def _cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    C = logits.shape[1] if logits.ndim >= 2 else logits.shape[0]
+    logp = _rows(logits).log_softmax(-1)
+    eps = float(label_smoothing)
+    wt = None if weight is None else (weight if _is_t(weight) else _const(weight, logp))
+    if target._data.dtype.kind == "f":  # class probabilities
+        t = _rows(target)
+        if eps > 0:
+            t = t * (1 - eps) + eps / C
+        per = -((t * logp * wt) if wt is not None else t * logp).sum(dim=-1)
+        return _class_loss(per, per.shape[0], reduction, logits.shape)
+    nll, wy, valid = _nll_rows(logp, target, weight, ignore_index)
+    per = nll * (1 - eps)
+    if eps > 0:
+        wl = logp * wt if wt is not None else logp
+        per = per + (-wl.sum(dim=-1) * _const(valid, logp)) * (eps / C)
+    return _class_loss(per, wy.sum(), reduction, logits.shape)
+
+
+def _nll_loss(logp, target, weight=None, ignore_index=-100, reduction="mean"):
+    nll, wy, _ = _nll_rows(_rows(logp), target, weight, ignore_index)
+    return _class_loss(nll, wy.sum(), reduction, logp.shape)
+
+
+def _layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    axes = tuple(range(x.ndim - len(tuple(normalized_shape)), x.ndim))
+    d = x - x.mean(dim=axes, keepdim=True)
+    y = d / ((d * d).mean(dim=axes, keepdim=True) + eps).sqrt()
+    if weight is not None:
+        y = y * weight
+    return y + bias if bias is not None else y
+
+
+def _rms_norm(x, normalized_shape, weight=None, eps=None):
+    axes = tuple(range(x.ndim - len(tuple(normalized_shape)), x.ndim))
+    eps = float(np.finfo(x._data.dtype).eps) if eps is None else eps
+    y = x / ((x * x).mean(dim=axes, keepdim=True) + eps).sqrt()
+    return y * weight if weight is not None else y
+
+
+def _bce_with_logits(x, target, weight=None, pos_weight=None, reduction="mean"):
+    softplus_neg = (-x).relu() + ((-x.abs()).exp() + 1).log()  # log(1 + exp(-x)), stable
+    coef = 1 if pos_weight is None else (pos_weight - 1) * target + 1
+    per = (1 - target) * x + coef * softplus_neg
+    if weight is not None:
+        per = per * weight
+    return _reduce(per, reduction)
+
+
+decomposed("cross_entropy", _cross_entropy)
+decomposed("nll_loss", _nll_loss)
+decomposed("layer_norm", _layer_norm)
+decomposed("rms_norm", _rms_norm)
+decomposed("binary_cross_entropy_with_logits", _bce_with_logits)
