@@ -30,7 +30,7 @@ from .tensor import Tensor, _HookHandle
 _NDARRAY = np.ndarray
 _F64 = np.dtype(np.float64)
 
-__all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "inference_mode",
+__all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "inference_mode", "functional",
            "is_inference_mode_enabled", "trace", "queue_callback", "grad", "backward"]
 
 # Callbacks to run once the current backward pass has finished (torch's engine.queue_callback): data
@@ -559,3 +559,6 @@ def _run_backward(root, grad: np.ndarray, retain_graph: bool, got=None) -> None:
 
 from ._autograd_grad import backward, grad  # noqa: E402  (it uses the engine above)
 from ._autograd_grad import recomputed_pass as _recomputed_pass  # noqa: E402
+from . import _autograd_functional as functional  # noqa: E402  (forgegrad.autograd.functional, as torch's)
+import sys as _sys  # noqa: E402
+_sys.modules[__name__ + ".functional"] = functional  # `import forgegrad.autograd.functional` finds it too
