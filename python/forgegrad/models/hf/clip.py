@@ -384,11 +384,18 @@ class CLIPModel(nn.Module):
         scale = np.float32(self.config.get("logit_scale_init_value", 2.6592))
         self.logit_scale = nn.Parameter(Tensor(np.array(scale, np.float32)))
 
+    def project_text(self, pooled: Tensor) -> Tensor:
+        """The text embedding of the text tower's pooled output (CLIP's projection; SigLIP's tower already has it)."""
+        return self.text_projection(pooled)
+
+    def project_image(self, pooled: Tensor) -> Tensor:
+        return self.visual_projection(pooled)
+
     def get_text_features(self, input_ids, attention_mask=None) -> Tensor:
-        return self.text_projection(self.text_model(input_ids, attention_mask).pooler_output)
+        return self.project_text(self.text_model(input_ids, attention_mask).pooler_output)
 
     def get_image_features(self, pixel_values) -> Tensor:
-        return self.visual_projection(self.vision_model(pixel_values).pooler_output)
+        return self.project_image(self.vision_model(pixel_values).pooler_output)
 
     def logits(self, text_embeds: Tensor, image_embeds: Tensor) -> Tensor:
         """logits_per_text (texts, images) of normalised embeddings."""

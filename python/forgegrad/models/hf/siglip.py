@@ -154,11 +154,11 @@ class SiglipModel(CLIPModel):
         self.logit_scale = nn.Parameter(Tensor(np.zeros(1, np.float32)))
         self.logit_bias = nn.Parameter(Tensor(np.zeros(1, np.float32)))
 
-    def get_text_features(self, input_ids, attention_mask=None) -> Tensor:
-        return self.text_model(input_ids, attention_mask).pooler_output
+    def project_text(self, pooled: Tensor) -> Tensor:
+        return pooled
 
-    def get_image_features(self, pixel_values) -> Tensor:
-        return self.vision_model(pixel_values).pooler_output
+    def project_image(self, pooled: Tensor) -> Tensor:
+        return pooled
 
     def logits(self, text_embeds: Tensor, image_embeds: Tensor) -> Tensor:
         return (text_embeds @ image_embeds.t()) * self.logit_scale.exp() + self.logit_bias

@@ -1,0 +1,216 @@
+"""CLIP (``CLIPModel``, ``CLIPTextModel``, ``CLIPVisionModel``, ``CLIPTextModelWithProjection``,
+``CLIPVisionModelWithProjection``) read from checkpoints transformers wrote: logits, embeddings, hidden states and
+pooled outputs equal transformers' on a padded text batch and random images, with either end-of-text pooling rule;
+one training step's contrastive loss and gradients; the save round trip; a byte-level BPE tokenizer.json read by
+forgegrad's tokenizer; the towers' ONNX exports in onnxruntime; bad inputs refused."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from forgegrad.models import from_pretrained, save_pretrained
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+from transformers.models.clip import configuration_clip as cc, modeling_clip as mc  # noqa: E402
+
+VOCAB, EOS = 99, 98
+TOL = dict(rtol=1e-4, atol=2e-5)
+TEXT = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+            max_position_embeddings=20, projection_dim=16, bos_token_id=97, eos_token_id=EOS, pad_token_id=EOS)
+VISION = dict(hidden_size=24, intermediate_size=40, num_hidden_layers=2, num_attention_heads=2, image_size=30,
+              patch_size=6, projection_dim=16)
+
+
+def _texts(lengths=(6, 9, 3), total=9, seed=0):
+    """Right-padded ids: a start token, words, the end-of-text token ending each row (and padding it, as CLIP's
+    tokenizer pads), and the mask."""
+    rng = np.random.default_rng(seed)
+    ids = np.full((len(lengths), total), EOS, np.int64)
+    for row, n in enumerate(lengths):
+        ids[row, :n - 1] = rng.integers(0, 97, n - 1)
+        ids[row, 0] = 97
+    mask = (np.arange(total)[None] < np.array(lengths)[:, None]).astype(np.int64)
+    return ids, mask
+
+
+def _images(n=2, seed=1):
+    return np.random.default_rng(seed).standard_normal((n, 3, 30, 30)).astype(np.float32)
+
+
+def _saved(model, path):
+    model.eval().save_pretrained(path)
+    return model
+
+
+def _clip(path, **text):
+    torch.manual_seed(0)
+    cfg = cc.CLIPConfig(text_config=dict(TEXT, **text), vision_config=VISION, projection_dim=16)
+    return _saved(mc.CLIPModel(cfg), path)
+
+
+def _close(got, want):
+    np.testing.assert_allclose(got.numpy(), want.detach().numpy(), **TOL)
+
+
+@pytest.mark.parametrize("eos", [EOS, 2], ids=["eos_token_id", "legacy_argmax"])
+def test_clip_model_equals_transformers(tmp_path, eos):
+    """eos_token_id 2 (configs saved before transformers' fix) pools at the highest id; any other at the first
+    end-of-text token, here also the padding."""
+    hf = _clip(tmp_path, eos_token_id=eos)
+    model = from_pretrained(tmp_path)
+    assert type(model).__name__ == "CLIPModel"
+    ids, mask = _texts()
+    px = _images()
+    with torch.no_grad():
+        ref = hf(input_ids=torch.tensor(ids), pixel_values=torch.tensor(px), attention_mask=torch.tensor(mask))
+        text_ref = hf.text_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
+        image_ref = hf.vision_model(pixel_values=torch.tensor(px))
+        features = hf.get_text_features(input_ids=torch.tensor(ids)).pooler_output
+    out = model(ids, px, mask)
+    for name in ("logits_per_image", "logits_per_text", "text_embeds", "image_embeds"):
+        _close(getattr(out, name), getattr(ref, name))
+    assert out.loss is None
+    text = model.text_model(ids, mask)
+    _close(text.last_hidden_state, text_ref.last_hidden_state)
+    _close(text.pooler_output, text_ref.pooler_output)
+    image = model.vision_model(px)
+    _close(image.last_hidden_state, image_ref.last_hidden_state)
+    _close(image.pooler_output, image_ref.pooler_output)
+    _close(model.get_text_features(ids), features)  # no mask: the causal mask alone
+    _close(model.get_image_features(px), ref.vision_model_output.pooler_output)
+
+
+@pytest.mark.parametrize("name", ["CLIPTextModel", "CLIPVisionModel", "CLIPTextModelWithProjection",
+                                  "CLIPVisionModelWithProjection"])
+def test_towers_equal_transformers_and_save_round_trip(tmp_path, name):
+    torch.manual_seed(0)
+    text = "Text" in name
+    cfg = (cc.CLIPTextConfig if text else cc.CLIPVisionConfig)(**(TEXT if text else VISION))
+    hf = _saved(getattr(mc, name)(cfg), tmp_path / "a")
+    model = from_pretrained(tmp_path / "a")
+    assert type(model).__name__ == name
+    ids, mask = _texts()
+    args = (ids, mask) if text else (_images(3),)
+    kwargs = dict(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)) if text else dict(
+        pixel_values=torch.tensor(args[0]))
+    with torch.no_grad():
+        ref = hf(**kwargs)
+    out = model(*args)
+    _close(out.last_hidden_state, ref.last_hidden_state)
+    if "Projection" in name:
+        _close(out[0], ref.text_embeds if text else ref.image_embeds)
+    else:
+        _close(out.pooler_output, ref.pooler_output)
+    save_pretrained(model, tmp_path / "b")  # transformers reads forgegrad's checkpoint back
+    with torch.no_grad():
+        back = getattr(mc, name).from_pretrained(tmp_path / "b").eval()(**kwargs)
+    _close(out.last_hidden_state, back.last_hidden_state)
+
+
+def test_a_training_step_matches_transformers(tmp_path):
+    """return_loss: CLIP's symmetric cross entropy over the batch's pairs; every gradient (towers, projections,
+    logit_scale) equals torch's for the same step."""
+    hf = _clip(tmp_path)
+    model = from_pretrained(tmp_path).train()
+    hf.train()
+    ids, mask = _texts()
+    px = _images(3)
+    ref = hf(input_ids=torch.tensor(ids), pixel_values=torch.tensor(px), attention_mask=torch.tensor(mask),
+             return_loss=True)
+    ref.loss.backward()
+    out = model(ids, px, mask, return_loss=True)
+    np.testing.assert_allclose(out.loss.numpy(), ref.loss.detach().numpy(), rtol=1e-5)
+    out.loss.backward()
+    torch_grads = {k: p.grad for k, p in hf.named_parameters()}
+    grads = dict(model.named_parameters())
+    assert set(grads) == set(torch_grads)
+    for key in ("logit_scale", "text_projection.weight", "visual_projection.weight",
+                "text_model.embeddings.token_embedding.weight", "text_model.encoder.layers.0.self_attn.q_proj.weight",
+                "vision_model.embeddings.class_embedding", "vision_model.embeddings.patch_embedding.weight",
+                "vision_model.pre_layrnorm.weight", "vision_model.encoder.layers.1.mlp.fc1.weight"):
+        np.testing.assert_allclose(grads[key].grad.numpy(), torch_grads[key].numpy(), rtol=1e-3, atol=1e-6,
+                                   err_msg=key)
+
+
+def _bpe_tokenizer_dir(path):
+    """CLIP's byte-level BPE (``</w>`` word ends, lower-cased) with a few merges, saved by transformers: the 256
+    byte symbols and their word-end forms, the merges' products, then <|startoftext|> and <|endoftext|>."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+    from transformers.models.clip.tokenization_clip import CLIPTokenizer
+    chars = list(bytes_to_unicode().values())
+    vocab = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars])}
+    merges = [("a", "t</w>"), ("c", "at</w>"), ("d", "o"), ("do", "g</w>"), ("p", "h"), ("t", "o</w>"),
+              ("o", "to</w>"), ("ph", "oto</w>"), ("o", "f</w>")]
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
+    tok = CLIPTokenizer(vocab=vocab, merges=merges)
+    tok.save_pretrained(path)
+    return tok
+
+
+def test_tokenizer_json_of_clip_tokenizes_as_transformers(tmp_path):
+    from forgegrad.models.hf.tokenizer import load_tokenizer
+    hf_tok = _bpe_tokenizer_dir(tmp_path / "tok")
+    texts = ["a photo of a cat", "A PHOTO of a dog!", "hello"]
+    tok = load_tokenizer(str(tmp_path / "tok"), len(hf_tok))
+    ids = [tok.encode(t, add_special_tokens=True) for t in texts]
+    assert ids == hf_tok(texts)["input_ids"]
+    assert ids[0][0] == hf_tok.bos_token_id and all(row[-1] == hf_tok.eos_token_id for row in ids)
+    # the model pools those ids at their end-of-text token, as transformers
+    hf = _clip(tmp_path / "m", vocab_size=len(hf_tok), eos_token_id=hf_tok.eos_token_id,
+               bos_token_id=hf_tok.bos_token_id, pad_token_id=hf_tok.pad_token_id)
+    batch = hf_tok(texts, padding=True, return_tensors="np")
+    with torch.no_grad():
+        ref = hf.get_text_features(input_ids=torch.tensor(batch["input_ids"]),
+                                   attention_mask=torch.tensor(batch["attention_mask"])).pooler_output
+    _close(from_pretrained(tmp_path / "m").get_text_features(batch["input_ids"], batch["attention_mask"]), ref)
+
+
+@pytest.mark.parametrize("tower", ["text", "vision"])
+def test_onnx_towers_in_onnxruntime(tmp_path, tower):
+    ort = pytest.importorskip("onnxruntime")
+    from forgegrad.models.hf.onnx_clip import export_clip_tower
+    hf = _clip(tmp_path / "m")
+    model = from_pretrained(tmp_path / "m")
+    report = export_clip_tower(model, tmp_path / "t.onnx", tower)
+    assert report.ok, report
+    sess = ort.InferenceSession(str(tmp_path / "t.onnx"), providers=["CPUExecutionProvider"])
+    if tower == "text":
+        ids, mask = _texts((4, 11, 2, 7), total=11, seed=5)  # another batch and length than the example
+        got = sess.run(None, {"input_ids": ids, "attention_mask": mask})
+        with torch.no_grad():
+            ref = hf.text_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
+            embeds = hf.text_projection(ref.pooler_output)
+    else:
+        px = _images(3, seed=7)
+        got = sess.run(None, {"pixel_values": px})
+        with torch.no_grad():
+            ref = hf.vision_model(pixel_values=torch.tensor(px))
+            embeds = hf.visual_projection(ref.pooler_output)
+    np.testing.assert_allclose(got[0], embeds.numpy(), **TOL)
+    np.testing.assert_allclose(got[1], ref.last_hidden_state.numpy(), **TOL)
+
+
+def test_bad_inputs_are_refused(tmp_path):
+    from forgegrad import Tensor
+    from forgegrad.models.hf.onnx_clip import export_clip_tower
+    _clip(tmp_path)
+    model = from_pretrained(tmp_path)
+    ids, mask = _texts()
+    with pytest.raises(ValueError, match=r"pixel_values must have shape \(batch, 3, 30, 30\)"):
+        model.get_image_features(np.zeros((1, 3, 32, 32), np.float32))
+    with pytest.raises(TypeError, match="pixel_values must be float32, got .*int64"):
+        model.get_image_features(Tensor(np.zeros((1, 3, 30, 30), np.int64)))
+    with pytest.raises(ValueError, match="21 tokens exceed the 20"):
+        model.get_text_features(np.zeros((1, 21), np.int64))
+    with pytest.raises(ValueError, match="input_ids must be in"):
+        model.get_text_features(ids + 100)
+    with pytest.raises(ValueError, match="logits_per_text must be square"):
+        model(ids, _images(2), mask, return_loss=True)
+    with pytest.raises(TypeError, match="a text tower is exported from one of"):
+        export_clip_tower(model.vision_model, tmp_path / "x.onnx", "text")
+    with pytest.raises(ValueError, match="tower must be"):
+        export_clip_tower(model, tmp_path / "x.onnx", "audio")
