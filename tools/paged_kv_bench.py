@@ -9,7 +9,8 @@ own, after a warm-up request; reported per engine:
 
 * peak RSS above the process's RSS before the run (sampled every 2 ms: every array the run touched, the keys and
   values, the prefill caches, the logits) and the KV cache's own peak: the contiguous cache's largest allocation
-  (batch cache plus the prefill caches waiting, as ``np.zeros`` sizes it), the pool's most blocks in use x block bytes;
+  (batch cache plus the prefill caches waiting, as ``np.zeros`` sizes it), the pool's most blocks in use x block bytes
+  (a prompt being prefilled included: the paged engine prefills straight into its blocks);
 * generated tokens per second over the whole run (prefills included), and the mean batched decode step.
 
 On the GPT-2-sized checkpoint of tools/completions_overhead.py (random weights transformers writes).

@@ -9,6 +9,8 @@ keeps them.
 * A full block is never written again: rows and the prefix cache (prefix_cache.py) share it by reference count
   (a prompt's blocks are the prefix cache's and every row of the prompt's), and it returns to the free list when
   the last holder lets it go. Only a row's last, partial block is written, and it is its own.
+* A prompt's prefill writes its keys straight into its blocks (``BlockCache``: the model's forward sees a KVCache),
+  so that a long prompt costs its blocks, not also a contiguous copy of every layer's keys.
 * Free blocks are handed out lowest id first: the pool's arrays are zeros the OS commits only where written, so
   the memory the cache takes is its high-water mark of blocks in use, not the configured size.
 * Blocks are taken as rows grow, as vLLM takes them: a prompt about to be prefilled reserves the blocks of its
@@ -164,6 +166,12 @@ class KVPool:
             self.keys[layer][block, :, offset:offset + n] = kv.keys[layer][row, :, start:stop]
             self.values[layer][block, :, offset:offset + n] = kv.values[layer][row, :, start:stop]
 
+    def copy(self, src: int, dst: int, places: int) -> None:
+        """Copy the first ``places`` keys and values of block ``src`` into block ``dst`` (every layer)."""
+        for layer in range(len(self.keys)):
+            self.keys[layer][dst, :, :places] = self.keys[layer][src, :, :places]
+            self.values[layer][dst, :, :places] = self.values[layer][src, :, :places]
+
     def read(self, blocks: List[int], kv, row: int = 0) -> None:
         """Copy ``blocks`` (full) into row ``row`` of ``kv`` (a KVCache) from its column 0."""
         B = self.block_tokens
@@ -171,6 +179,58 @@ class KVPool:
             for layer in range(len(self.keys)):
                 kv.keys[layer][row, :, j * B:(j + 1) * B] = self.keys[layer][block]
                 kv.values[layer][row, :, j * B:(j + 1) * B] = self.values[layer][block]
+
+
+class BlockCache:
+    """One row's keys and values as a prefill writes them, straight into pool blocks: models/hf's KVCache interface
+    (``store``, ``update``, ``advance``, ``length``, ``max_length``) on the block table ``table``, so that a prompt's
+    keys go into the blocks its rows will read, with no contiguous cache of every layer beside them (the prefill's
+    peak memory: its blocks, and one layer's keys gathered while a chunk attends to those before it).
+
+    Args:
+        pool: the KVPool.
+        table: the row's block ids in order (a list, appended to as the writes reach past its blocks: ``grow``).
+        length: keys already in the blocks (a cached prefix's).
+        max_length: the most keys the row's prefill writes.
+        grow: () -> a new block id (held once) for the next ``pool.block_tokens`` places.
+    """
+
+    def __init__(self, pool: "KVPool", table: List[int], length: int, max_length: int, grow):
+        self.pool, self.table, self.grow = pool, table, grow
+        self.length, self.max_length = int(length), int(max_length)
+
+    def _places(self, start: int, stop: int):
+        """(blocks, places) of keys ``start:stop``, taking blocks for those past the table."""
+        if stop > self.max_length:
+            raise ValueError(f"BlockCache: {stop} tokens exceed the cache's max_length {self.max_length}")
+        B = self.pool.block_tokens
+        while len(self.table) * B < stop:
+            self.table.append(self.grow())
+        pos = np.arange(start, stop)
+        return np.asarray(self.table, np.int64)[pos // B], pos % B
+
+    def store(self, layer: int, k, v) -> None:
+        """Write the new keys/values (1, kv_heads, t, D) of ``layer`` at places ``length`` on (arrays or Tensors)."""
+        k = k if isinstance(k, np.ndarray) else k.numpy()
+        v = v if isinstance(v, np.ndarray) else v.numpy()
+        if k.shape[0] != 1:
+            raise ValueError(f"BlockCache: one row's keys, got a batch of {k.shape[0]}")
+        blocks, places = self._places(self.length, self.length + k.shape[2])
+        self.pool.keys[layer][blocks, :, places] = k[0].transpose(1, 0, 2)  # (t, kv_heads, D): the indexed layout
+        self.pool.values[layer][blocks, :, places] = v[0].transpose(1, 0, 2)
+
+    def update(self, layer: int, k, v):
+        """``store``, then every key and value so far (1, kv_heads, length + t, D) as Tensors (gathered: one
+        layer's)."""
+        from ..tensor import Tensor
+        self.store(layer, k, v)
+        blocks, places = self._places(0, self.length + k.shape[2])
+        keys = np.ascontiguousarray(self.pool.keys[layer][blocks, :, places].transpose(1, 0, 2)[None])
+        values = np.ascontiguousarray(self.pool.values[layer][blocks, :, places].transpose(1, 0, 2)[None])
+        return Tensor._wrap(keys), Tensor._wrap(values)
+
+    def advance(self, t: int) -> None:
+        self.length += t
 
 
 def table_array(tables: List[List[int]], width: Optional[int] = None) -> np.ndarray:

@@ -6,11 +6,12 @@ values live is what differs:
 * every row holds a block table into one pool of 16-token blocks: the step attends to each row's own keys through
   its table (models/hf/_decode.py ``PagedKV``), so a row joins the batch or leaves it without a key being copied,
   there is no padding between rows and no rebuild, and a row costs the blocks of its own length;
-* a prompt is prefilled on a cache of its own (the model's forward; chunks between the others' steps), then its
-  keys are written once into pool blocks: its full blocks are shared by its n choices (reference counts), each
-  choice gets its own copy of the last, partial block, and a row writes only its last block from then on;
+* a prompt is prefilled straight into pool blocks (the model's forward on a kv_pool.BlockCache, chunks between the
+  others' steps; blocks out of its reservation as its keys reach them), with no contiguous cache of every layer
+  beside them: its full blocks are shared by its n choices (reference counts), the first choice takes over the last,
+  partial block and each other one gets its own copy of it, and a row writes only its last block from then on;
 * with a prefix cache (prefix_cache.py), the cached blocks of the longest block prefix of a prompt become the first
-  blocks of its rows, shared, not copied (the prefill reads them once into its own cache to attend to them); the
+  blocks of its rows, shared, not copied (a chunk gathers one layer's keys at a time to attend to them); the
   prompt's full blocks, and when a row ends those of its prompt and answer, are kept in the cache by reference;
 * memory is bounded by the pool (``--kv-cache-mb``), and blocks are taken as rows grow, as vLLM takes them: a prompt
   about to be prefilled reserves its blocks (less the cached prefix) and, for each of its rows, the blocks of the
@@ -41,7 +42,7 @@ import numpy as np
 
 from ..autograd import no_grad
 from .generation_batch import BatchEngine, _Prefill, _Row, rope_reads_call_length
-from .kv_pool import KVPool, PoolFull, table_array
+from .kv_pool import BlockCache, KVPool, PoolFull, table_array
 
 log = logging.getLogger("forgegrad.serve")
 PREEMPTION_LOG_EVERY = 50  # a warning at the first preemption, then at every 50th
@@ -203,9 +204,8 @@ class PagedBatchEngine(BatchEngine):
             self.prefix.count(len(cached))  # one lookup per prompt, however often its prefill starts over
             p.counted = True
         p.blocks, p.reserved = list(cached), need
-        p.cache = self.model.new_cache(1, P)
-        pool.read(cached, p.cache)
-        p.done = p.cache.length = len(cached) * pool.block_tokens
+        p.done = len(cached) * pool.block_tokens
+        p.cache = BlockCache(pool, p.blocks, p.done, P, lambda: self._prefill_block(p))  # straight into its blocks
         for _, stream, _ in p.choices:
             stream.cached_tokens = p.done
         return True
@@ -228,32 +228,38 @@ class PagedBatchEngine(BatchEngine):
             return self.pool.blocks_for(limit) - full
         return self.pool.blocks_for(min(keys + 1 + self.lookahead, limit)) - full
 
+    def _prefill_block(self, p: _Prefill) -> int:
+        """A block for the prefill's next keys (BlockCache's ``grow``), out of its reservation: the prompt's full
+        blocks not cached, then its partial last block, which its first row takes over (``_give_blocks``)."""
+        p.reserved -= 1
+        return self.pool.allocate()
+
     def _commit(self, p: _Prefill) -> List[int]:
-        """Write the prefilled prompt's full blocks not cached yet into the pool (held by the prefill until its rows
-        share them), keep them in the prefix cache; the prompt's full blocks."""
-        pool, B = self.pool, self.pool.block_tokens
-        full = len(p.ids) // B
-        for j in range(len(p.blocks), full):
-            block = pool.allocate()
-            p.reserved -= 1
-            pool.write(block, p.cache, j * B, (j + 1) * B)
-            p.blocks.append(block)
+        """Keep the prefilled prompt's full blocks (written by its prefill, held by it until its rows share them) in
+        the prefix cache; the prompt's full blocks."""
+        full = len(p.ids) // self.pool.block_tokens
         if self.prefix is not None:
-            self.prefix.store(p.ids, p.blocks)
-        return list(p.blocks)
+            self.prefix.store(p.ids, p.blocks[:full])
+        return p.blocks[:full]
 
     def _give_blocks(self, row: _Row, p: _Prefill, prompt: List[int]) -> None:
-        """A new row's block table: the prompt's full blocks (shared) and its own copy of the partial last one; its
-        share of the prefill's reservation (``_start_blocks``)."""
+        """A new row's block table: the prompt's full blocks (shared) and its own partial last one (the prefill's for
+        the first row, a copy of it for the others); its share of the prefill's reservation (``_start_blocks``)."""
         pool, B = self.pool, self.pool.block_tokens
         own = self._start_blocks(len(p.ids), self._limit(row), len(prompt))
-        p.reserved -= own
-        row.reserve, row.table = own, list(prompt)
+        row.table = list(prompt)
         pool.share(prompt)
         tail = len(p.ids) - len(prompt) * B
-        if tail:
+        first = tail and len(p.blocks) > len(prompt)
+        if first:  # the prefill's partial block: the first row's, out of its share
+            p.tail = p.blocks.pop()
+            row.table.append(p.tail)
+            own -= 1
+        p.reserved -= own
+        row.reserve = own
+        if tail and not first:  # the next rows: a copy of it (a row writes its last block)
             row.table.append(self._allocate(row))
-            pool.write(row.table[-1], p.cache, len(prompt) * B, len(p.ids))
+            pool.copy(p.tail, row.table[-1], tail)
 
     def _allocate(self, row: _Row) -> int:
         row.reserve -= 1

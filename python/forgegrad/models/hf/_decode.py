@@ -384,8 +384,7 @@ class LeanDecoder:
         qkv = self._linear(blk.attn.c_attn, h).reshape(B, T, 3 * E)
         o, _, split = attention_forward_packed(qkv, H, self.scale)  # split: q, k, v as (B * H, T, D)
         if cache is not None:
-            cache.keys[i][:, :, :T] = split[1].reshape(B, H, T, -1)
-            cache.values[i][:, :, :T] = split[2].reshape(B, H, T, -1)
+            cache.store(i, split[1].reshape(B, H, T, -1), split[2].reshape(B, H, T, -1))
         x = x + self._linear(blk.attn.c_proj, o.reshape(B * T, E))
         h = _layer_norm(x, blk.ln_2.weight.numpy(), blk.ln_2.bias.numpy(), blk.ln_2.eps)
         f = self._linear(blk.mlp.c_fc, h, self.act)
@@ -406,8 +405,7 @@ class LeanDecoder:
         k = _rope(heads(_head_norm(att, "k_norm", self._linear(att.k_proj, h), Hkv), Hkv), cos, sin)
         v = heads(self._linear(att.v_proj, h), Hkv)
         if cache is not None:
-            cache.keys[i][:, :, :T] = k
-            cache.values[i][:, :, :T] = v
+            cache.store(i, k, v)
         if H != Hkv:  # grouped-query heads: each key/value head serves H / Hkv query heads
             k, v = np.repeat(k, H // Hkv, axis=1), np.repeat(v, H // Hkv, axis=1)
         D = q.shape[-1]
@@ -545,8 +543,7 @@ class LeanDecoder:
         qkv = qkv.reshape(B, T, H, 3, -1).transpose(3, 0, 2, 1, 4)  # (3, B, H, T, D)
         q, k, v = _rope(qkv[0], cos, sin), _rope(qkv[1], cos, sin), qkv[2]
         if cache is not None:
-            cache.keys[i][:, :, :T] = k
-            cache.values[i][:, :, :T] = v
+            cache.store(i, k, v)
         D = q.shape[-1]
         o, _ = attention_forward(np.ascontiguousarray(q).reshape(B * H, T, D),
                                  np.ascontiguousarray(k).reshape(B * H, T, D),

@@ -78,6 +78,13 @@ class KVCache:
         self.values[layer][:, :, self.length:end] = v.numpy()
         return Tensor._wrap(self.keys[layer][:, :, :end]), Tensor._wrap(self.values[layer][:, :, :end])
 
+    def store(self, layer: int, k: np.ndarray, v: np.ndarray) -> None:
+        """Write the new keys/values (B, kv_heads, t, D) arrays of ``layer`` from place ``length`` (the lean
+        prefill's write: ``update`` without returning the keys; a paged pool's BlockCache writes them into blocks)."""
+        end = self.length + k.shape[2]
+        self.keys[layer][:, :, self.length:end] = k
+        self.values[layer][:, :, self.length:end] = v
+
     def advance(self, t: int) -> None:
         self.length += t
 
