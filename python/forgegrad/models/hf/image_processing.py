@@ -1,0 +1,377 @@
+"""Image preprocessing of Hugging Face vision checkpoints (transformers' ``ViTImageProcessor``,
+``DeiTImageProcessor``, ``CLIPImageProcessor``, ``SiglipImageProcessor``) in numpy.
+
+``load_image_processor(DIR)`` reads the checkpoint's ``preprocessor_config.json``; the processor turns images
+(numpy ``(H, W, C)`` or ``(H, W)`` uint8 arrays, or PIL images when Pillow is installed) into
+``{"pixel_values": (B, 3, height, width) float32}`` by the steps transformers runs, in its order: convert to RGB
+(``do_convert_rgb``: gray repeated, RGBA composited onto white), resize (``size``: ``height``/``width``, or
+``shortest_edge`` keeping the aspect ratio, optionally capped by ``longest_edge``), center crop (``crop_size``,
+zero-padded when the image is smaller), rescale (``rescale_factor``, in float64 then float32) and normalize
+(``(x - mean) / std`` in float32).
+
+The resize is Pillow's: with Pillow installed (the ``vision`` extra) it is Pillow's own ``Image.resize``, the call
+transformers' PIL backend makes (what transformers runs when torchvision is not installed, or given
+``backend="pil"``), so the pixel values equal transformers' bit for bit. Without Pillow, ``resize_uint8`` runs
+Pillow's resampling reimplemented in numpy: the same filters (nearest, box, bilinear, hamming, bicubic with a =
+-0.5, lanczos), the support widened by the downscale factor (antialiasing), coefficients rounded to 22-bit fixed
+point, a horizontal pass rounded to uint8, then a vertical one; the sums are exact in float64. That equals Pillow up
+to 12 exactly; Pillow 13 runs the vertical pass first when the height shrinks much more than the width, and there
+its intermediate rounding can move pixels (a few, by up to 3 levels of 255 in the tests' noisy pictures; more where
+a bicubic or lanczos overshoot of pure noise is clipped). transformers' torchvision backend (its default when
+torchvision is installed) resizes with torch's antialiased interpolation, whose rounding also differs from Pillow's
+by a level.
+"""
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+__all__ = ["ImageProcessor", "load_image_processor", "resize_uint8", "PROCESSORS"]
+
+NEAREST, LANCZOS, BILINEAR, BICUBIC, BOX, HAMMING = 0, 1, 2, 3, 4, 5  # PIL's Image.Resampling values
+IMAGENET_STANDARD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+OPENAI_CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+
+# each processor's defaults for the keys its preprocessor_config.json leaves out (transformers' class attributes);
+# default_to_square: how an int ``size`` reads (a square, or the shortest edge)
+PROCESSORS: Dict[str, dict] = {
+    "ViTImageProcessor": dict(resample=BILINEAR, image_mean=IMAGENET_STANDARD[0], image_std=IMAGENET_STANDARD[1],
+                              size={"height": 224, "width": 224}, do_resize=True, do_rescale=True,
+                              do_normalize=True, do_center_crop=False, crop_size=None, do_convert_rgb=False,
+                              default_to_square=True),
+    "DeiTImageProcessor": dict(resample=BICUBIC, image_mean=IMAGENET_STANDARD[0], image_std=IMAGENET_STANDARD[1],
+                               size={"height": 256, "width": 256}, crop_size={"height": 224, "width": 224},
+                               do_resize=True, do_center_crop=True, do_rescale=True, do_normalize=True,
+                               do_convert_rgb=False, default_to_square=True),
+    "CLIPImageProcessor": dict(resample=BICUBIC, image_mean=OPENAI_CLIP[0], image_std=OPENAI_CLIP[1],
+                               size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224},
+                               do_resize=True, do_center_crop=True, do_rescale=True, do_normalize=True,
+                               do_convert_rgb=True, default_to_square=False),
+    "SiglipImageProcessor": dict(resample=BICUBIC, image_mean=IMAGENET_STANDARD[0], image_std=IMAGENET_STANDARD[1],
+                                 size={"height": 224, "width": 224}, do_resize=True, do_rescale=True,
+                                 do_normalize=True, do_center_crop=False, crop_size=None, do_convert_rgb=True,
+                                 default_to_square=False),
+}
+# older configs name a feature extractor; the fast and PIL variants share the slow one's settings
+_ALIASES = {"ViTFeatureExtractor": "ViTImageProcessor", "DeiTFeatureExtractor": "DeiTImageProcessor",
+            "CLIPFeatureExtractor": "CLIPImageProcessor"}
+
+
+# --- Pillow's resampling (libImaging/Resample.c), in numpy ---
+def _bicubic(x):
+    a = -0.5
+    x = np.abs(x)
+    return np.where(x < 1.0, ((a + 2.0) * x - (a + 3.0)) * x * x + 1,
+                    np.where(x < 2.0, (((x - 5) * x + 8) * x - 4) * a, 0.0))
+
+
+def _sinc(x):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(x == 0.0, 1.0, np.sin(x * math.pi) / (x * math.pi))
+
+
+_F32_054, _F32_046 = float(np.float32(0.54)), float(np.float32(0.46))  # Pillow writes 0.54f, 0.46f
+
+
+def _hamming(x):
+    x = np.abs(x)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        xp = x * math.pi
+        w = np.sin(xp) / xp * (_F32_054 + _F32_046 * np.cos(xp))
+    return np.where(x == 0.0, 1.0, np.where(x >= 1.0, 0.0, w))
+
+
+_FILTERS = {  # resample -> (filter, support)
+    BOX: (lambda x: np.where((x > -0.5) & (x <= 0.5), 1.0, 0.0), 0.5),
+    BILINEAR: (lambda x: np.maximum(1.0 - np.abs(x), 0.0), 1.0),
+    HAMMING: (_hamming, 1.0),
+    BICUBIC: (_bicubic, 2.0),
+    LANCZOS: (lambda x: np.where((x >= -3.0) & (x < 3.0), _sinc(x) * _sinc(x / 3), 0.0), 3.0),
+}
+_PRECISION_BITS = 32 - 8 - 2
+
+
+def _weights(in_size: int, out_size: int, resample: int) -> np.ndarray:
+    """(out_size, in_size) float64 matrix of Pillow's fixed-point coefficients (integers) for one axis."""
+    filt, support = _FILTERS[resample]
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = support * filterscale
+    centers = (np.arange(out_size) + 0.5) * scale
+    xmin = np.maximum((centers - support + 0.5).astype(np.int64), 0)
+    xmax = np.minimum((centers + support + 0.5).astype(np.int64), in_size)
+    ksize = int(math.ceil(support)) * 2 + 1
+    taps = xmin[:, None] + np.arange(ksize)[None, :]  # (out, ksize)
+    used = taps < xmax[:, None]
+    w = np.where(used, filt((taps - centers[:, None] + 0.5) * (1.0 / filterscale)), 0.0)
+    total = np.cumsum(w, axis=1)[:, -1:]  # summed left to right, as Pillow's loop
+    w = np.where(total != 0.0, w / np.where(total != 0.0, total, 1.0), w)
+    # C's (int)(0.5 + w * 2^22) (negative: (int)(-0.5 + ...)): round half away from zero, then truncate
+    fixed = np.trunc(w * (1 << _PRECISION_BITS) + np.where(w < 0, -0.5, 0.5))
+    dense = np.zeros((out_size, in_size + ksize), np.float64)
+    np.put_along_axis(dense, np.where(used, taps, in_size + np.arange(ksize)[None, :]), np.where(used, fixed, 0),
+                      axis=1)
+    return dense[:, :in_size]
+
+
+def _nearest(in_size: int, out_size: int) -> np.ndarray:
+    """Pillow's nearest source index of each output pixel: a running sum from scale / 2 in steps of scale."""
+    scale = in_size / out_size
+    steps = np.full(out_size, scale)
+    steps[0] = scale * 0.5
+    return np.minimum(np.cumsum(steps).astype(np.int64), in_size - 1)
+
+
+def _clip8(acc: np.ndarray) -> np.ndarray:
+    """Pillow's clip8 of the fixed-point sums (rounding bias included): >> 22, saturated to 0..255."""
+    return np.clip(np.floor(acc / (1 << _PRECISION_BITS)), 0, 255).astype(np.uint8)
+
+
+def _pillow():
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    return Image
+
+
+def resize_uint8(image: np.ndarray, height: int, width: int, resample: int = BILINEAR,
+                 use_pillow: Optional[bool] = None) -> np.ndarray:
+    """An (H, W, C) uint8 image (C 1 or 3) resized to (height, width, C) as Pillow's ``Image.resize`` does.
+    ``use_pillow``: None uses Pillow where it is installed, else the numpy reimplementation (horizontal pass
+    first, rounded to uint8, then the vertical one: Pillow's order up to version 12); True requires Pillow;
+    False always runs numpy."""
+    if resample not in _FILTERS and resample != NEAREST:
+        raise ValueError(f"resize_uint8: resample must be one of 0..5 (PIL's resampling filters), got {resample!r}")
+    H, W = image.shape[:2]
+    if (H, W) == (height, width):
+        return image
+    pil = _pillow() if use_pillow is not False else None
+    if use_pillow and pil is None:
+        raise ImportError("resize_uint8: use_pillow=True needs Pillow (pip install 'forgegrad[vision]')")
+    if pil is not None:  # transformers' to_pil_image: one channel as mode L, three as RGB
+        im = pil.fromarray(np.ascontiguousarray(image[..., 0] if image.shape[-1] == 1 else image))
+        return np.array(im.resize((width, height), resample=resample)).reshape(height, width, image.shape[-1])
+    if resample == NEAREST:  # Pillow's affine nearest: source pixel floor((i + 0.5) * scale)
+        rows, cols = _nearest(H, height), _nearest(W, width)
+        return np.ascontiguousarray(image[rows][:, cols])
+    bias = float(1 << (_PRECISION_BITS - 1))
+
+    def horizontal(x):
+        return _clip8(np.einsum("hwc,ow->hoc", x.astype(np.float64), _weights(W, width, resample)) + bias)
+
+    def vertical(x):
+        return _clip8(np.einsum("hwc,oh->owc", x.astype(np.float64), _weights(H, height, resample)) + bias)
+
+    passes = ([horizontal] if width != W else []) + ([vertical] if height != H else [])
+    out = image
+    for one in passes:
+        out = one(out)
+    return np.ascontiguousarray(out)
+
+
+# --- the processor ---
+def _size_dict(value, key: str, default_to_square: bool) -> Optional[Dict[str, int]]:
+    """A ``size``/``crop_size`` entry as transformers' get_size_dict reads it (an int, [h, w], or a dict)."""
+    if value is None:
+        return None
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = {"height": int(value), "width": int(value)} if default_to_square else {"shortest_edge": int(value)}
+    elif isinstance(value, (list, tuple)) and len(value) == 2:
+        value = {"height": value[0], "width": value[1]}
+    if not isinstance(value, dict):
+        raise ValueError(f"load_image_processor: {key} must be an int, [height, width] or a dict, got {value!r}")
+    keys = set(value)
+    if keys not in ({"height", "width"}, {"shortest_edge"}, {"shortest_edge", "longest_edge"}):
+        raise ValueError(f"load_image_processor: {key} must have the keys height and width, or shortest_edge "
+                         f"(and optionally longest_edge), got {sorted(keys)}")
+    for k, v in value.items():
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
+            raise ValueError(f"load_image_processor: {key}[{k!r}] must be a positive int, got {v!r}")
+    return {k: int(v) for k, v in value.items()}
+
+
+def _output_size(h: int, w: int, size: Dict[str, int]) -> Tuple[int, int]:
+    """The resized (height, width): transformers' get_resize_output_image_size / get_size_with_aspect_ratio."""
+    if "height" in size:
+        return size["height"], size["width"]
+    short_target = size["shortest_edge"]
+    if "longest_edge" not in size:
+        short, long = (w, h) if w <= h else (h, w)
+        new_short, new_long = short_target, int(short_target * long / short)
+        return (new_long, new_short) if w <= h else (new_short, new_long)
+    max_size, raw = size["longest_edge"], None
+    lo, hi = float(min(h, w)), float(max(h, w))
+    if hi / lo * short_target > max_size:
+        raw = max_size * lo / hi
+        short_target = int(round(raw))
+    if (h <= w and h == short_target) or (w <= h and w == short_target):
+        return h, w
+    if w < h:
+        return int((raw if raw is not None else short_target) * h / w), short_target
+    return short_target, int((raw if raw is not None else short_target) * w / h)
+
+
+def _center_crop(image: np.ndarray, ch: int, cw: int) -> np.ndarray:
+    """(H, W, C) -> (ch, cw, C), zero-padded around an image smaller than the crop (transformers' center_crop)."""
+    h, w = image.shape[:2]
+    top, left = (h - ch) // 2, (w - cw) // 2
+    if top >= 0 and left >= 0:
+        return image[top:top + ch, left:left + cw]
+    nh, nw = max(ch, h), max(cw, w)
+    padded = np.zeros((nh, nw) + image.shape[2:], image.dtype)
+    tp, lp = math.ceil((nh - h) / 2), math.ceil((nw - w) / 2)
+    padded[tp:tp + h, lp:lp + w] = image
+    top, left = top + tp, left + lp
+    return padded[max(0, top):min(nh, top + ch), max(0, left):min(nw, left + cw)]
+
+
+def _to_rgb(image: np.ndarray) -> np.ndarray:
+    """(H, W, C) uint8 with C in 1, 3, 4 -> (H, W, 3): gray repeated, RGBA composited onto white and rounded."""
+    c = image.shape[-1]
+    if c == 1:
+        return np.repeat(image, 3, axis=-1)
+    if c == 4:
+        alpha = image[..., 3:4] / 255
+        return np.round(alpha * image[..., :3] + (1 - alpha) * 255).astype(np.uint8)
+    return image
+
+
+def _pil_array(image, convert_rgb: bool) -> np.ndarray:
+    """A PIL image's pixels as transformers reads them (``convert_to_rgb`` with PIL's own conversions)."""
+    if not convert_rgb:
+        return np.array(image)
+    from PIL import Image
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.array(Image.alpha_composite(white, rgba).convert("RGB"))
+    return np.array(image.convert("RGB"))
+
+
+class ImageProcessor:
+    """``processor(images) -> {"pixel_values": (B, 3, height, width) float32}`` for one image or a list of them:
+    numpy uint8 arrays ``(H, W, 3)`` (``(H, W)``, ``(H, W, 1)`` and ``(H, W, 4)`` too where ``do_convert_rgb``)
+    or PIL images. Every image must come out the same size (a fixed ``size``, or a ``crop_size``) to be stacked.
+
+    Args:
+        kind: the processor's class name (``ViTImageProcessor``, ``DeiTImageProcessor``, ``CLIPImageProcessor``,
+            ``SiglipImageProcessor``), which picks the defaults of the settings not given.
+        **settings: ``preprocessor_config.json``'s keys (``do_resize``, ``size``, ``resample``, ``do_center_crop``,
+            ``crop_size``, ``do_rescale``, ``rescale_factor``, ``do_normalize``, ``image_mean``, ``image_std``,
+            ``do_convert_rgb``); others are ignored.
+        use_pillow: how to resize (``resize_uint8``'s argument): None, Pillow where it is installed.
+    """
+
+    def __init__(self, kind: str = "ViTImageProcessor", use_pillow: Optional[bool] = None, **settings):
+        base = _ALIASES.get(kind, kind)
+        for suffix in ("Pil", "Fast"):
+            base = base[:-len(suffix)] if base.endswith(suffix) and base[:-len(suffix)] in PROCESSORS else base
+        if base not in PROCESSORS:
+            raise ValueError(f"ImageProcessor: image processor {kind!r} is not supported (supported: "
+                             f"{', '.join(PROCESSORS)})")
+        self.kind, self.use_pillow = base, use_pillow
+        cfg = dict(PROCESSORS[base])
+        cfg.update({k: v for k, v in settings.items() if v is not None})
+        square = bool(cfg.pop("default_to_square"))
+        if base == "CLIPImageProcessor" and cfg.get("use_square_size"):  # Kosmos-2's CLIP processors
+            cfg["size"] = _size_dict(cfg["size"], "size", False)["shortest_edge"]
+            square = True
+        self.do_resize, self.do_center_crop = bool(cfg["do_resize"]), bool(cfg["do_center_crop"])
+        self.do_rescale, self.do_normalize = bool(cfg["do_rescale"]), bool(cfg["do_normalize"])
+        self.do_convert_rgb = bool(cfg["do_convert_rgb"])
+        self.size = _size_dict(cfg["size"], "size", square) if self.do_resize else None
+        self.crop_size = _size_dict(cfg["crop_size"], "crop_size", True) if self.do_center_crop else None
+        if (self.do_resize and self.size is None) or (self.do_center_crop and self.crop_size is None):
+            raise ValueError("ImageProcessor: do_resize needs a size and do_center_crop a crop_size")
+        self.resample = cfg["resample"]
+        if isinstance(self.resample, bool) or self.resample not in (NEAREST, LANCZOS, BILINEAR, BICUBIC, BOX,
+                                                                     HAMMING):
+            raise ValueError(f"ImageProcessor: resample must be one of PIL's filters 0..5, got {self.resample!r}")
+        self.rescale_factor = float(cfg.get("rescale_factor", 1 / 255))
+        self.image_mean = np.asarray(cfg["image_mean"], np.float32).reshape(-1)
+        self.image_std = np.asarray(cfg["image_std"], np.float32).reshape(-1)
+        if self.do_normalize and (self.image_mean.size not in (1, 3) or self.image_std.size not in (1, 3)):
+            raise ValueError(f"ImageProcessor: image_mean and image_std must give 1 or 3 values, got "
+                             f"{cfg['image_mean']!r} and {cfg['image_std']!r}")
+
+    def __repr__(self) -> str:
+        return (f"ImageProcessor({self.kind}, size={self.size}, crop_size={self.crop_size}, "
+                f"resample={self.resample})")
+
+    def __call__(self, images) -> Dict[str, np.ndarray]:
+        batch = list(images) if isinstance(images, (list, tuple)) else [images]
+        if not batch:
+            raise ValueError("ImageProcessor: images must hold at least one image")
+        out = [self.process_one(im, i) for i, im in enumerate(batch)]
+        shapes = {o.shape for o in out}
+        if len(shapes) > 1:
+            raise ValueError(f"ImageProcessor: the images came out in different sizes {sorted(shapes)}; a batch "
+                             "needs a fixed size (height and width) or a crop_size")
+        return {"pixel_values": np.ascontiguousarray(np.stack(out))}
+
+    def _array(self, image, i: int) -> np.ndarray:
+        """Image i as an (H, W, C) uint8 array, converted to RGB where the processor does."""
+        if type(image).__module__.startswith("PIL."):
+            image = _pil_array(image, self.do_convert_rgb)
+        if not isinstance(image, np.ndarray):
+            raise TypeError(f"ImageProcessor: images[{i}] must be a numpy uint8 array (H, W, C) or a PIL image, got "
+                            f"{type(image).__name__}")
+        if image.dtype != np.uint8:
+            raise TypeError(f"ImageProcessor: images[{i}] must be uint8 (pixel values 0..255), got {image.dtype}")
+        if image.ndim == 2:
+            image = image[..., None]
+        if image.ndim != 3 or image.shape[-1] not in (1, 3, 4) or 0 in image.shape:
+            raise ValueError(f"ImageProcessor: images[{i}] must have shape (H, W), (H, W, 1), (H, W, 3) or "
+                             f"(H, W, 4), got {image.shape}")
+        if self.do_convert_rgb:
+            image = _to_rgb(image)
+        elif image.shape[-1] != 3:
+            raise ValueError(f"ImageProcessor: images[{i}] has {image.shape[-1]} channels and this processor's "
+                             "do_convert_rgb is off; pass (H, W, 3) RGB")
+        return image
+
+    def process_one(self, image, i: int = 0) -> np.ndarray:
+        """One image's (3, height, width) float32 pixel values."""
+        x = self._array(image, i)
+        if self.do_resize:
+            x = resize_uint8(x, *_output_size(x.shape[0], x.shape[1], self.size), resample=self.resample,
+                             use_pillow=self.use_pillow)
+        if self.do_center_crop:
+            x = _center_crop(x, self.crop_size["height"], self.crop_size["width"])
+        x = np.moveaxis(x, -1, 0)  # (C, H, W)
+        if self.do_rescale:
+            x = (x.astype(np.float64) * self.rescale_factor).astype(np.float32)
+        if self.do_normalize:
+            x = x.astype(np.float32)
+            mean, std = (np.broadcast_to(v, (x.shape[0],))[:, None, None] for v in (self.image_mean, self.image_std))
+            x = (x - mean) / std
+        return x.astype(np.float32)
+
+
+def load_image_processor(path_or_dir, use_pillow: Optional[bool] = None) -> ImageProcessor:
+    """The image processor of a checkpoint directory (its ``preprocessor_config.json``) or of that file's path
+    (``use_pillow``: see ``ImageProcessor``)."""
+    path = os.fspath(path_or_dir)
+    file = os.path.join(path, "preprocessor_config.json") if os.path.isdir(path) else path
+    if not os.path.isfile(file):
+        raise FileNotFoundError(f"load_image_processor: no preprocessor_config.json at {path!r}")
+    with open(file, encoding="utf-8") as f:
+        try:
+            cfg = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"load_image_processor: {file!r} is not valid JSON: {e}") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"load_image_processor: {file!r} must hold a JSON object")
+    kind = cfg.get("image_processor_type") or cfg.get("feature_extractor_type")
+    if not kind:
+        raise ValueError(f"load_image_processor: {file!r} names no image_processor_type")
+    keys = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
+            "do_normalize", "image_mean", "image_std", "do_convert_rgb", "use_square_size")
+    return ImageProcessor(kind, use_pillow=use_pillow, **{k: cfg[k] for k in keys if k in cfg})
+
