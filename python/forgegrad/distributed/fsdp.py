@@ -43,13 +43,18 @@ keeps each rank's slices. Collectives are started in the order the modules run, 
 be the same on every rank (no data-dependent choice of modules).
 
 The ranks' losses may reach different units (or none): the gathers of a backward pass follow a plan made
-when it starts (``autograd._pass_observers``), the units whose forward freed them, in the reverse of
-the order their forwards ended, the same on every rank. Reaching a unit gathers the planned units before
-it first; a planned unit this rank's pass does not reach is gathered (the others may need it) and freed at
-once, and its gradients count as zeros (``_ShardReducer.mark_missing``). The gathers use their own
-communicator, so they pair up across ranks independently of when each rank's reduce-scatters start
-(with prefetch all of them are nonblocking: MPI does not pair a blocking collective with a nonblocking
-one, and which gathers a rank prefetches depends on what its pass reaches).
+when it starts (``autograd._pass_observers``), the units that forwards since the optimizer's last step
+armed, in the reverse of the order their forwards last ended, the same on every rank; every pass until
+step() plans them all, so ``l1 = m(x1); l2 = m(x2); l1.backward(); l2.backward()`` pairs the second
+pass's gathers too (it reaches units of the second forward's graph that a plan of "the forwards since
+the last pass" would have left out). A unit kept with no output Tensor to re-gather on (a dict subclass,
+transformers' ModelOutput) is held gathered until step(), for every pass through its forward's graph.
+Reaching a unit gathers the planned units before it first; a planned unit this rank's pass does not reach
+is gathered (the others may need it) and freed at once, and its gradients count as zeros
+(``_ShardReducer.mark_missing``). The gathers use their own communicator, so they pair up across ranks
+independently of when each rank's reduce-scatters start (with prefetch all of them are nonblocking: MPI
+does not pair a blocking collective with a nonblocking one, and which gathers a rank prefetches depends
+on what its pass reaches).
 """
 from __future__ import annotations
 
@@ -199,6 +204,7 @@ class FullyShardedDataParallel(Module):
             unit = _Unit(params, n, r, 0)
             unit.module, unit.gathered, unit.pending, unit.gather_request = m, False, None, None
             unit.kept = False  # gathered by a forward with a graph and kept for its backward (see _sharded_forward)
+            unit.held = False  # kept, with no output to re-gather on: until step() (see _sharded_forward)
             # private: MADV_DONTNEED then drops the pages (a shared mapping, mmap's default, would keep them),
             # and mremap may move them (the pool); whole pages, so that a pooled run covers the mapping
             unit.mapped = _pages.rounded(unit.padded * 4)
@@ -233,6 +239,7 @@ class FullyShardedDataParallel(Module):
         # units a forward left for its backward (freed, to gather again; or kept gathered, without resharding):
         # id -> unit, in the order their forwards last ended (a module run twice moves to the end)
         d["_armed"] = {}
+        d["_live"] = {}  # the same, for the forwards since the optimizer's last step (every pass plans these)
         d["_plan"], d["_plan_index"], d["_pos"], d["_reached"] = [], {}, 0, set()
         d["_reducer"] = None  # set by ZeroRedundancyOptimizer(stage=3)
         d["reshard_after_forward"] = bool(reshard_after_forward)
@@ -298,8 +305,9 @@ class FullyShardedDataParallel(Module):
             self._start(unit)
             self._prefetched[id(unit)] = unit
 
-    def _free(self, unit) -> None:
-        if unit.gathered:
+    def _free(self, unit, held: bool = False) -> None:
+        """Free the unit's pages; a held unit only with ``held=True`` (step(): its graph's passes are over)."""
+        if unit.gathered and (held or not unit.held):
             if unit.gather_request is not None:  # MPI may still be writing the pages
                 unit.gather_request.Wait()
                 unit.gather_request = None
@@ -308,7 +316,7 @@ class FullyShardedDataParallel(Module):
                 self._pool.give(unit.addr, unit.mapped, unit.map)
             else:
                 unit.map.madvise(mmap.MADV_DONTNEED)
-            unit.gathered = unit.kept = False
+            unit.gathered = unit.kept = unit.held = False
             self._gathered -= unit.full.nbytes
 
     def gathered_bytes(self) -> int:
@@ -339,16 +347,23 @@ class FullyShardedDataParallel(Module):
                 if not attached or not self.reshard_after_forward:
                     unit.kept = True
                     if attached:  # planned as the resharded units are: a rank whose backward does not reach it,
-                        self._armed.pop(id(unit), None)  # or does not run, frees it and counts zeros in the same
-                        self._armed[id(unit)] = unit  # reduction round as the ranks whose backward does
-                    return out  # kept until its backward is done (no output to hang the re-gather on, or asked)
-                self._armed.pop(id(unit), None)
-                self._armed[id(unit)] = unit
+                        self._arm(unit)  # or does not run, frees it and counts zeros in the same reduction
+                    else:  # round as the ranks whose backward does. No output to hang the re-gather on: gathered
+                        unit.held = True  # until step(), for every backward pass through this forward's graph
+                    return out  # kept until its backward is done (or step(), held), as asked
+                self._arm(unit)
             elif unit.kept:  # a graph-free forward before the backward this unit is kept for: it stays gathered
                 return out  # (freed, it would be gathered on demand in that backward, by the ranks it reaches only)
             self._free(unit)
             return out
         return sharded_forward
+
+    def _arm(self, unit) -> None:
+        """A forward with a graph ran the unit: plan it for the next backward pass (``_armed``) and for every
+        pass until the optimizer's step (``_live``: another forward's graph may reach it in a later pass)."""
+        for d in (self._armed, self._live):
+            d.pop(id(unit), None)
+            d[id(unit)] = unit  # in the order the forwards last ended
 
     def _forward_prefetch(self, unit) -> None:
         """Record the order units run in this forward; while it follows the previous forward's, start
@@ -387,7 +402,16 @@ class FullyShardedDataParallel(Module):
     def _on_pass(self, nodes) -> None:
         """A backward pass starts: plan its gathers (see the module docstring); another group's pass
         (one that reaches a wrapper of another group and none of this one's units: _passes) is not ours."""
-        if (not self._armed and not self._gathered) or _passes.for_another_group(self, nodes):
+        if not self._live and not self._gathered:
+            if self._reached_by(None, nodes):
+                # no forward since the optimizer's last step() armed a unit: the graph is older than the update
+                # (torch reports it as an in-place modification), and gathers on demand would pair with
+                # whatever the other ranks gather
+                raise RuntimeError("FullyShardedDataParallel: a backward pass reached this model through a graph "
+                                   "whose forward ran before the optimizer's last step(); its parameters have "
+                                   "changed since. Run the forward again after step() (or backward before it)")
+            return
+        if _passes.for_another_group(self, nodes):
             return
         self._make_plan(nodes)
         self.__dict__["_in_backward"] = True
@@ -404,7 +428,10 @@ class FullyShardedDataParallel(Module):
             self._after_backward()
 
     def _make_plan(self, nodes) -> None:
-        plan = list(self._armed.values())[::-1]
+        # every unit a forward since the last step armed, not just those since the last pass: after
+        # ``l1 = m(x1); l2 = m(x2); l1.backward()`` the pass ``l2.backward()`` reaches units on one rank that it
+        # does not reach on another, and only a plan the same on every rank pairs their gathers
+        plan = list(self._live.values())[::-1]
         d = self.__dict__
         d["_armed"] = {}
         if plan:
@@ -464,16 +491,19 @@ class FullyShardedDataParallel(Module):
         d = self.__dict__
         d["_plan"], d["_plan_index"], d["_pos"], d["_reached"] = [], {}, 0, set()
         d["_in_backward"] = False
-        self.release()
-
-    def release(self) -> None:
-        """Free every gathered unit (no new communication; a gather in flight is waited for).
-        ZeroRedundancyOptimizer(stage=3).step() calls it after updating the shards: a unit still gathered then
-        (its module's output had no Tensor to hang the re-gather on, so no backward freed it) holds the old
-        parameters, which the next forward would otherwise read."""
-        for unit in self.units:
+        for unit in self.units:  # every rank frees the same units: the next pass's gathers pair up
             unit.pending = None
             self._free(unit)
+
+    def release(self) -> None:
+        """Free every gathered unit (no new communication; a gather in flight is waited for) and end the
+        forwards' plans. ZeroRedundancyOptimizer(stage=3).step() calls it after updating the shards: a unit
+        still gathered then (its module's output had no Tensor to hang the re-gather on, so it was held for
+        every backward pass until now) holds the old parameters, which the next forward would otherwise read."""
+        self.__dict__["_live"] = {}
+        for unit in self.units:
+            unit.pending = None
+            self._free(unit, held=True)
 
     # ---- the module surface ---------------------------------------------------------------------
     def forward(self, *args, **kwargs):
