@@ -56,10 +56,28 @@ class ScaledHeads(nn.Module):
         return Heads(a=a * self.scale, b=b * self.scale)
 
 
+class Flipped(nn.Module):
+    """Two blocks run p then q in even micro-batches, q then p in odd ones (the same on every rank): the
+    first backward's graph reaches the units in another order than the plan's (the last forward's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = make_model()
+        self.p, self.q = nn.Linear(6, 6), nn.Linear(6, 6)
+        self.flip = 0
+
+    def forward(self, x):
+        first, second = (self.q, self.p) if self.flip else (self.p, self.q)
+        return self.inner(second(first(x).tanh()))
+
+
 def losses(model, plans, step, rank):
     out = []
     for micro, plan in enumerate(plans):
         x, y = data(step, rank, micro)
+        plain = getattr(model, "module", model)
+        if isinstance(plain, Flipped):
+            plain.flip = micro % 2
         heads = model(fg.tensor(x))
         a, b = heads.values() if isinstance(heads, dict) else heads
         t = fg.tensor(y)
@@ -96,13 +114,14 @@ def main():
     diff, identical = {}, {}
     reference = {}
     if rank == 0:
-        for make in (make_model, ScaledHeads):
+        for make in (make_model, ScaledHeads, Flipped):
             fg.manual_seed(0)
             plain = make()
             train(plain, optim.Adam(plain.parameters(), lr=LR), [0, 1])
             reference[make.__name__] = flat(plain.state_dict())
     configs = [(make_model, strategy, prefetch) for strategy in STRATEGIES for prefetch in ("BACKWARD_PRE", None)]
-    configs += [(ScaledHeads, "FULL_SHARD", "BACKWARD_PRE"), (ScaledHeads, "SHARD_GRAD_OP", None)]
+    configs += [(ScaledHeads, "FULL_SHARD", "BACKWARD_PRE"), (ScaledHeads, "SHARD_GRAD_OP", None),
+                (Flipped, "FULL_SHARD", "BACKWARD_PRE"), (Flipped, "SHARD_GRAD_OP", None)]
     for make, strategy, prefetch in configs:
         group = pair if strategy in ("HYBRID_SHARD", "_HYBRID_SHARD_ZERO2") else None
         fg.manual_seed(0)
