@@ -28,8 +28,10 @@ question-answering and multiple-choice models of those encoders (``BertForQuesti
 ``GraniteForCausalLM``, and the mixture-of-experts
 ``MixtralForCausalLM``, ``Qwen2MoeForCausalLM``, ``Qwen3MoeForCausalLM``, and the encoder-decoders
 ``T5ForConditionalGeneration`` (T5, Flan-T5, mT5), ``BartForConditionalGeneration``, ``MarianMTModel``,
-``MBartForConditionalGeneration``, ``M2M100ForConditionalGeneration`` (M2M100, NLLB-200) and
-``WhisperForConditionalGeneration`` (speech recognition; ``WhisperFeatureExtractor`` makes its features).
+``MBartForConditionalGeneration``, ``M2M100ForConditionalGeneration`` (M2M100, NLLB-200),
+``PegasusForConditionalGeneration``, ``BlenderbotForConditionalGeneration``,
+``BlenderbotSmallForConditionalGeneration`` and ``WhisperForConditionalGeneration`` (speech recognition;
+``WhisperFeatureExtractor`` makes its features).
 Weights are read with forgegrad's bounded safetensors reader; pickle files (``pytorch_model.bin``) are never
 opened.
 """
@@ -43,8 +45,9 @@ import numpy as np
 from ...devices import device
 from ._files import CheckpointError, read_config, read_weights, write_checkpoint
 from ._load import BFLOAT16, materialize, weights_dtype, widen_unless_linear_weights
-from .bart import (BartForConditionalGeneration, M2M100ForConditionalGeneration, MarianMTModel,
-                   MBartForConditionalGeneration)
+from .bart import (BartForConditionalGeneration, BlenderbotForConditionalGeneration,
+                   BlenderbotSmallForConditionalGeneration, M2M100ForConditionalGeneration, MarianMTModel,
+                   MBartForConditionalGeneration, PegasusForConditionalGeneration)
 from .whisper import WhisperForConditionalGeneration
 from .whisper_features import WhisperFeatureExtractor
 from .bert import (BertForSequenceClassification, BertModel, RobertaForSequenceClassification, RobertaModel,
@@ -103,7 +106,8 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "GraniteForCausalLM",
            "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
            "T5ForConditionalGeneration", "BartForConditionalGeneration", "MarianMTModel",
-           "MBartForConditionalGeneration", "M2M100ForConditionalGeneration",
+           "MBartForConditionalGeneration", "M2M100ForConditionalGeneration", "PegasusForConditionalGeneration",
+           "BlenderbotForConditionalGeneration", "BlenderbotSmallForConditionalGeneration",
            "WhisperForConditionalGeneration", "WhisperFeatureExtractor", "answer_question", "QuestionAnsweringOutput",
            "BertForQuestionAnswering", "RobertaForQuestionAnswering", "XLMRobertaForQuestionAnswering",
            "DistilBertForQuestionAnswering", "ModernBertForQuestionAnswering", "DebertaV2ForQuestionAnswering",
@@ -129,7 +133,9 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   GraniteForCausalLM,
                   MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM,
                   T5ForConditionalGeneration, BartForConditionalGeneration, MarianMTModel,
-                  MBartForConditionalGeneration, M2M100ForConditionalGeneration, WhisperForConditionalGeneration,
+                  MBartForConditionalGeneration, M2M100ForConditionalGeneration, PegasusForConditionalGeneration,
+                  BlenderbotForConditionalGeneration, BlenderbotSmallForConditionalGeneration,
+                  WhisperForConditionalGeneration,
                   BertForQuestionAnswering, RobertaForQuestionAnswering, XLMRobertaForQuestionAnswering,
                   DistilBertForQuestionAnswering, ModernBertForQuestionAnswering, DebertaV2ForQuestionAnswering,
                   BertForMultipleChoice, RobertaForMultipleChoice, XLMRobertaForMultipleChoice,
@@ -155,7 +161,9 @@ _BY_TYPE = {"clip": CLIPModel, "clip_text_model": CLIPTextModel, "clip_vision_mo
             "qwen2_moe": Qwen2MoeForCausalLM, "qwen3_moe": Qwen3MoeForCausalLM, "t5": T5ForConditionalGeneration,
             "mt5": T5ForConditionalGeneration, "bart": BartForConditionalGeneration,
             "marian": MarianMTModel, "mbart": MBartForConditionalGeneration,
-            "m2m_100": M2M100ForConditionalGeneration, "whisper": WhisperForConditionalGeneration}
+            "m2m_100": M2M100ForConditionalGeneration, "pegasus": PegasusForConditionalGeneration,
+            "blenderbot": BlenderbotForConditionalGeneration,
+            "blenderbot-small": BlenderbotSmallForConditionalGeneration, "whisper": WhisperForConditionalGeneration}
 
 
 def decoder_architectures(encoder_decoders: bool = False) -> str:
@@ -218,6 +226,8 @@ def _required(cfg: dict, cls, path: str) -> None:
             DistilBertForQuestionAnswering: _DISTILBERT_KEYS, DistilBertForMultipleChoice: _DISTILBERT_KEYS,
             BartForConditionalGeneration: _SEQ2SEQ_KEYS, MarianMTModel: _SEQ2SEQ_KEYS,
             MBartForConditionalGeneration: _SEQ2SEQ_KEYS, M2M100ForConditionalGeneration: _SEQ2SEQ_KEYS,
+            PegasusForConditionalGeneration: _SEQ2SEQ_KEYS, BlenderbotForConditionalGeneration: _SEQ2SEQ_KEYS,
+            BlenderbotSmallForConditionalGeneration: _SEQ2SEQ_KEYS,
             WhisperForConditionalGeneration: _WHISPER_KEYS,
             }.get(cls, ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
                         "max_position_embeddings"))

@@ -35,7 +35,9 @@ def _plain_types() -> tuple:
     from . import bart, t5
     return (t5.T5ForConditionalGeneration, t5.T5Stack, t5.T5Block, t5.T5SubLayer, t5.T5Attention, t5.T5FeedForward,
             bart.BartForConditionalGeneration, bart.MarianMTModel, bart.MBartForConditionalGeneration,
-            bart.M2M100ForConditionalGeneration, bart.BartStack, bart.BartLayer, bart.BartAttention,
+            bart.M2M100ForConditionalGeneration, bart.PegasusForConditionalGeneration,
+            bart.BlenderbotForConditionalGeneration, bart.BlenderbotSmallForConditionalGeneration, bart.BartStack,
+            bart.BartLayer, bart.BartAttention,
             nn.Linear, nn.RMSNorm, nn.LayerNorm, nn.Embedding, nn.Dropout, nn.ModuleList, _bf16_linear(),
             _bf16_embedding(), _weight_only_linear())
 
@@ -244,7 +246,8 @@ class BartLeanStep(_LeanStep):
     """BART's, Marian's and mBART's decoder on one new token per row (``step(tokens (B,)) -> logits (B, vocab)``),
     as T5LeanStep: post-norm layers (residual, then LayerNorm; mBART: pre-norm, and a LayerNorm after the last
     layer), biased projections, scores scaled by 1/sqrt(D), the token embedding scaled and the position a row of
-    the table (BART's from row 2, with its embedding LayerNorm), ``final_logits_bias`` added."""
+    the table (BART's from row 2, with its embedding LayerNorm; BlenderBot-small's decoder normalizes the token
+    embedding before adding it), ``final_logits_bias`` added."""
 
     def __init__(self, model, cross: List[Tuple], mask: Optional[np.ndarray], cache):
         super().__init__(model, cross, mask, cache, model.config.get("activation_function", "gelu"))
@@ -268,10 +271,11 @@ class BartLeanStep(_LeanStep):
         else:
             row = at + dec.offset
         self_bias = self._self_padding(padding)
+        if dec.embed_norm == "tokens":  # BlenderBot-small's decoder: the norm before the positions
+            x = _norm(dec.layernorm_embedding, x)
         x = np.ascontiguousarray(x + dec._table().numpy()[row], dtype=np.float32)
-        if hasattr(dec, "layernorm_embedding"):
-            x = _layer_norm(x, dec.layernorm_embedding.weight.numpy(), dec.layernorm_embedding.bias.numpy(),
-                            dec.layernorm_embedding.eps)
+        if dec.embed_norm == "sum":
+            x = _norm(dec.layernorm_embedding, x)
         B = x.shape[0]
         pre = m.pre_norm
 

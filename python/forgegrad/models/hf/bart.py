@@ -2,7 +2,8 @@
 checkpoints fine-tuned from it such as bart-large-cnn), Marian translation models (``MarianMTModel``:
 BART's layers with fixed sinusoidal positions), mBART (``MBartForConditionalGeneration``: pre-norm
 layers and a LayerNorm after each stack) and M2M100 / NLLB (``M2M100ForConditionalGeneration``: mBART's layers
-with a fixed position table) with transformers' parameter names.
+with a fixed position table), Pegasus (mBART's layers with Marian's positions) and BlenderBot / BlenderBot-small
+(learned positions from row 0; pre-norm, and post-norm with embedding LayerNorms) with transformers' parameter names.
 
 Learned positions offset by 2 (BART's convention), token embeddings scaled by sqrt(d_model) when the
 config says ``scale_embedding``, a LayerNorm on the embeddings, post-norm layers (residual, then
@@ -26,7 +27,8 @@ from ._layers import config_probability, key_places, padding_bias, rows
 from ._seq2seq import BartStyleDecoder, EncoderDecoder, attention_kv, causal_bias, decoder_places
 
 __all__ = ["BartForConditionalGeneration", "MarianMTModel", "MBartForConditionalGeneration",
-           "M2M100ForConditionalGeneration", "sinusoidal_positions", "m2m100_positions"]
+           "M2M100ForConditionalGeneration", "PegasusForConditionalGeneration", "BlenderbotForConditionalGeneration",
+           "BlenderbotSmallForConditionalGeneration", "sinusoidal_positions", "m2m100_positions"]
 
 _OFFSET = 2  # BART's learned position tables start at row 2
 
@@ -96,16 +98,22 @@ def sinusoidal_positions(n_positions: int, dim: int) -> np.ndarray:
 
 
 class BartStack(nn.Module):
-    """BART's stack: learned positions from row 2 and a LayerNorm on the embeddings; ``positions="marian"``:
-    fixed sinusoidal positions from row 0 (not in the checkpoint), no embedding norm; ``"m2m100"``: M2M100's fixed
-    table, a token's row counted from its non-padding tokens (padding: the zero row ``pad_token_id``), no
-    embedding norm. ``pre_norm`` (mBART, M2M100): pre-norm layers and a LayerNorm after the last."""
+    """BART's stack: learned positions from row ``offset`` (BART's 2; BlenderBot's 0); ``positions="marian"``:
+    fixed sinusoidal positions from row 0 (not in the checkpoint; Marian's and Pegasus'); ``"m2m100"``: M2M100's
+    fixed table, a token's row counted from its non-padding tokens (padding: the zero row ``pad_token_id``).
+    ``embed_norm``: where a LayerNorm ``layernorm_embedding`` sits: ``"sum"`` on the token embeddings plus the
+    positions (BART), ``"tokens"`` on the token embeddings before the positions are added (BlenderBot-small's
+    decoder), None: none. ``pre_norm`` (mBART, M2M100, Pegasus, BlenderBot): pre-norm layers and a LayerNorm after
+    the last."""
 
-    def __init__(self, cfg: dict, prefix: str, positions: str = "learned", pre_norm: bool = False):
+    def __init__(self, cfg: dict, prefix: str, positions: str = "learned", pre_norm: bool = False,
+                 offset: int = _OFFSET, embed_norm: Optional[str] = "sum"):
         super().__init__()
+        if embed_norm not in ("sum", "tokens", None):
+            raise ValueError(f"BartStack: embed_norm must be 'sum', 'tokens' or None, got {embed_norm!r}")
         d, n = cfg["d_model"], cfg["max_position_embeddings"]
-        self.positions = positions
-        self.offset = 0 if positions == "marian" else _OFFSET
+        self.positions, self.embed_norm = positions, embed_norm
+        self.offset = 0 if positions == "marian" else offset
         if positions == "marian":
             self.register_buffer("embed_positions", sinusoidal_positions(n, d), persistent=False)
         elif positions == "m2m100":
@@ -113,11 +121,12 @@ class BartStack(nn.Module):
             self.offset = self.pad + 1  # the first token's row (transformers: padding_idx + 1)
             self.register_buffer("embed_positions", m2m100_positions(n + self.offset, d, self.pad), persistent=False)
         else:
-            self.embed_positions = nn.Embedding(n + _OFFSET, d)
+            self.embed_positions = nn.Embedding(n + self.offset, d)
+        if embed_norm is not None:
             self.layernorm_embedding = nn.LayerNorm(d)
         self.layers = nn.ModuleList([BartLayer(cfg, prefix, prefix == "decoder", pre_norm)
                                      for _ in range(cfg[f"{prefix}_layers"])])
-        if pre_norm:  # mBART, M2M100: a LayerNorm on the last layer's output
+        if pre_norm:  # mBART, M2M100, Pegasus, BlenderBot: a LayerNorm on the last layer's output
             self.layer_norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(cfg.get("dropout", 0.1))
         self.layerdrop = config_probability(cfg, f"{prefix}_layerdrop", "BartForConditionalGeneration")
@@ -134,8 +143,13 @@ class BartStack(nn.Module):
     def _table(self) -> Tensor:
         return self.embed_positions if isinstance(self.embed_positions, Tensor) else self.embed_positions.weight
 
-    def _finish(self, x: Tensor) -> Tensor:
-        return self.dropout(self.layernorm_embedding(x) if hasattr(self, "layernorm_embedding") else x)
+    def _finish(self, tokens: Tensor, positions: Tensor) -> Tensor:
+        """The stack's input: token embeddings plus positions, with the embedding LayerNorm where ``embed_norm``
+        puts it, then dropout."""
+        if self.embed_norm == "tokens":
+            return self.dropout(self.layernorm_embedding(tokens) + positions)
+        x = tokens + positions
+        return self.dropout(self.layernorm_embedding(x) if self.embed_norm == "sum" else x)
 
     def position_rows(self, ids: np.ndarray, start: int) -> np.ndarray:
         """M2M100's table rows of tokens ``ids`` (B, T) following ``start`` earlier ones (transformers'
@@ -152,14 +166,14 @@ class BartStack(nn.Module):
             index = (real.cumsum(-1) + places[:, :1]) * real + self.pad
         else:
             index = places + self.offset
-        return self._finish(tokens + rows(self._table(), index.long()))
+        return self._finish(tokens, rows(self._table(), index.long()))
 
     def embed(self, tokens: Tensor, start: int, length: int, ids: Optional[np.ndarray] = None) -> Tensor:
         """Token embeddings (already scaled) plus the positions start..start+length-1 (M2M100: of ``ids``)."""
         table = self._table()
         if self.positions == "m2m100":
-            return self._finish(tokens + Tensor._wrap(table.numpy()[self.position_rows(ids, start)]))
-        return self._finish(tokens + table[start + self.offset:start + self.offset + length])
+            return self._finish(tokens, Tensor._wrap(table.numpy()[self.position_rows(ids, start)]))
+        return self._finish(tokens, table[start + self.offset:start + self.offset + length])
 
 
 def _pad_token(cfg: dict) -> int:
@@ -167,6 +181,13 @@ def _pad_token(cfg: dict) -> int:
     if isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad < cfg["vocab_size"]:
         raise ValueError(f"M2M100ForConditionalGeneration: config pad_token_id must be a token id, got {pad!r}")
     return pad
+
+
+def _padding_idx(cfg: dict, vocab: int) -> Optional[int]:
+    """The token tables' padding_idx, as transformers builds them: the pad token, whose row gets no gradient from the
+    lookup (the tied head's still reaches it); None without a pad token in the table."""
+    pad = cfg.get("pad_token_id")
+    return pad if isinstance(pad, int) and not isinstance(pad, bool) and 0 <= pad < vocab else None
 
 
 def m2m100_positions(n_positions: int, dim: int, pad: int) -> np.ndarray:
@@ -199,6 +220,8 @@ class BartForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Module):
     marian = False
     pre_norm = False
     positions = "learned"
+    position_offset = _OFFSET  # the first token's row of a learned table (BlenderBot's: 0)
+    embedding_norms = ("sum", "sum")  # the encoder's and decoder's BartStack embed_norm
     logits_bias = True  # a final_logits_bias in the checkpoint (M2M100 has none: it stays zero)
 
     def __init__(self, config: dict):
@@ -219,12 +242,13 @@ class BartForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Module):
                 raise ValueError(f"{type(self).__name__}: config decoder_vocab_size must be a positive integer, "
                                  f"got {target!r}")
         else:
-            self.shared = nn.Embedding(c["vocab_size"], c["d_model"])
-        self.encoder = BartStack(c, "encoder", self.positions, self.pre_norm)
-        self.decoder = BartStack(c, "decoder", self.positions, self.pre_norm)
+            self.shared = nn.Embedding(c["vocab_size"], c["d_model"], padding_idx=_padding_idx(c, c["vocab_size"]))
+        self.encoder, self.decoder = (BartStack(c, prefix, self.positions, self.pre_norm, self.position_offset, norm)
+                                      for prefix, norm in zip(("encoder", "decoder"), self.embedding_norms))
         if self.separate_vocabs:
-            self.encoder.embed_tokens = nn.Embedding(c["vocab_size"], c["d_model"])
-            self.decoder.embed_tokens = nn.Embedding(target, c["d_model"])
+            self.encoder.embed_tokens = nn.Embedding(c["vocab_size"], c["d_model"],
+                                                     padding_idx=_padding_idx(c, c["vocab_size"]))
+            self.decoder.embed_tokens = nn.Embedding(target, c["d_model"], padding_idx=_padding_idx(c, target))
         self.embed_scale = math.sqrt(c["d_model"]) if c.get("scale_embedding", False) else 1.0
         self.register_buffer("final_logits_bias", np.zeros((1, self.decoder_vocab_size), np.float32))
         self.tied = c.get("tie_word_embeddings", True) is not False
@@ -342,6 +366,7 @@ class MarianMTModel(BartForConditionalGeneration):
     model_type = "marian"
     marian = True
     positions = "marian"
+    embedding_norms = (None, None)
 
 
 class MBartForConditionalGeneration(BartForConditionalGeneration):
@@ -364,4 +389,39 @@ class M2M100ForConditionalGeneration(MBartForConditionalGeneration):
     architecture = "M2M100ForConditionalGeneration"
     model_type = "m2m_100"
     positions = "m2m100"
+    embedding_norms = (None, None)
     logits_bias = False
+
+
+class PegasusForConditionalGeneration(MBartForConditionalGeneration):
+    """Pegasus (pegasus-large, pegasus-xsum, pegasus-cnn_dailymail, ...): mBART's pre-norm layers and a LayerNorm
+    after each stack with Marian's fixed sinusoidal positions from row 0 (a frozen table, recomputed, not read from
+    the checkpoint), no embedding LayerNorm, embeddings scaled by sqrt(d_model) as its configs say; the pad token
+    starts the decoder."""
+
+    architecture = "PegasusForConditionalGeneration"
+    model_type = "pegasus"
+    positions = "marian"
+    embedding_norms = (None, None)
+
+
+class BlenderbotForConditionalGeneration(MBartForConditionalGeneration):
+    """BlenderBot (blenderbot-400M-distill, blenderbot-1B-distill, blenderbot-3B): mBART's pre-norm layers and a
+    LayerNorm after each stack, learned positions from row 0 (no offset), no embedding LayerNorm. Its config's
+    ``encoder_no_repeat_ngram_size`` (3) applies in generate, as transformers'."""
+
+    architecture = "BlenderbotForConditionalGeneration"
+    model_type = "blenderbot"
+    position_offset = 0
+    embedding_norms = (None, None)
+
+
+class BlenderbotSmallForConditionalGeneration(BartForConditionalGeneration):
+    """BlenderBot-small (blenderbot_small-90M): BART's post-norm layers with learned positions from row 0 and a
+    ``layernorm_embedding`` in each stack, which the encoder applies to the token embeddings plus the positions (as
+    BART) and the decoder to the token embeddings alone, before the positions are added (as transformers does)."""
+
+    architecture = "BlenderbotSmallForConditionalGeneration"
+    model_type = "blenderbot-small"
+    position_offset = 0
+    embedding_norms = ("sum", "tokens")
