@@ -8,6 +8,8 @@ directory written by transformers' ``save_pretrained`` (``config.json`` + safete
 Dual image-text encoders (zero-shot image classification, image and text embeddings): ``CLIPModel``,
 ``CLIPTextModel``, ``CLIPVisionModel``, ``CLIPTextModelWithProjection``, ``CLIPVisionModelWithProjection``,
 ``SiglipModel``, ``SiglipTextModel``, ``SiglipVisionModel`` (clip.py, siglip.py; images as ``pixel_values``).
+Vision transformers: ``ViTModel``, ``ViTForImageClassification``, ``DeiTModel``, ``DeiTForImageClassification``,
+``DeiTForImageClassificationWithTeacher`` (vit.py); ``load_image_processor(DIR)`` makes their ``pixel_values``.
 
 Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``RobertaModel``, ``XLMRobertaModel``,
 ``BertForSequenceClassification``, ``RobertaForSequenceClassification``, ``XLMRobertaForSequenceClassification``,
@@ -86,6 +88,9 @@ from .watermarking import WatermarkDetector
 from .clip import (CLIPModel, CLIPTextModel, CLIPTextModelWithProjection, CLIPVisionModel,
                    CLIPVisionModelWithProjection)
 from .siglip import SiglipModel, SiglipTextModel, SiglipVisionModel
+from .vit import (DeiTForImageClassification, DeiTForImageClassificationWithTeacher, DeiTModel,
+                  ViTForImageClassification, ViTModel)
+from .image_processing import load_image_processor
 
 __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past", "generate_onnx", "export_seq2seq",
            "generate_onnx_seq2seq", "generate_onnx_whisper", "export_task_head", "CheckpointError", "WatermarkDetector",
@@ -114,7 +119,9 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "BertForMultipleChoice", "RobertaForMultipleChoice", "XLMRobertaForMultipleChoice",
            "DistilBertForMultipleChoice", "ModernBertForMultipleChoice", "DebertaV2ForMultipleChoice",
            "CLIPModel", "CLIPTextModel", "CLIPVisionModel", "CLIPTextModelWithProjection",
-           "CLIPVisionModelWithProjection", "SiglipModel", "SiglipTextModel", "SiglipVisionModel"]
+           "CLIPVisionModelWithProjection", "SiglipModel", "SiglipTextModel", "SiglipVisionModel",
+           "ViTModel", "ViTForImageClassification", "DeiTModel", "DeiTForImageClassification",
+           "DeiTForImageClassificationWithTeacher", "load_image_processor"]
 
 ARCHITECTURES = {cls.architecture: cls for cls in
                  (GPT2LMHeadModel, BertModel, RobertaModel, XLMRobertaModel, BertForSequenceClassification,
@@ -141,11 +148,13 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   BertForMultipleChoice, RobertaForMultipleChoice, XLMRobertaForMultipleChoice,
                   DistilBertForMultipleChoice, ModernBertForMultipleChoice, DebertaV2ForMultipleChoice,
                   CLIPModel, CLIPTextModel, CLIPVisionModel, CLIPTextModelWithProjection,
-                  CLIPVisionModelWithProjection, SiglipModel, SiglipTextModel, SiglipVisionModel)}
+                  CLIPVisionModelWithProjection, SiglipModel, SiglipTextModel, SiglipVisionModel,
+                  ViTModel, ViTForImageClassification, DeiTModel, DeiTForImageClassification,
+                  DeiTForImageClassificationWithTeacher)}
 # model_type -> class, for configs that do not list their architecture
 _BY_TYPE = {"clip": CLIPModel, "clip_text_model": CLIPTextModel, "clip_vision_model": CLIPVisionModel,
             "siglip": SiglipModel, "siglip_text_model": SiglipTextModel,
-            "siglip_vision_model": SiglipVisionModel,
+            "siglip_vision_model": SiglipVisionModel, "vit": ViTModel, "deit": DeiTModel,
             "gpt2": GPT2LMHeadModel, "bert": BertModel, "roberta": RobertaModel, "xlm-roberta": XLMRobertaModel,
             "modernbert": ModernBertModel, "distilbert": DistilBertModel, "deberta-v2": DebertaV2Model,
             "mpnet": MPNetModel, "electra": ElectraModel, "albert": AlbertModel,
@@ -200,6 +209,7 @@ _SEQ2SEQ_KEYS = ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "e
                  "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings")
 
 
+_VIT_KEYS = ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size")
 _WHISPER_KEYS = ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
                  "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "num_mel_bins",
                  "max_source_positions", "max_target_positions")
@@ -229,6 +239,8 @@ def _required(cfg: dict, cls, path: str) -> None:
             PegasusForConditionalGeneration: _SEQ2SEQ_KEYS, BlenderbotForConditionalGeneration: _SEQ2SEQ_KEYS,
             BlenderbotSmallForConditionalGeneration: _SEQ2SEQ_KEYS,
             WhisperForConditionalGeneration: _WHISPER_KEYS,
+            **{c: _VIT_KEYS for c in (ViTModel, ViTForImageClassification, DeiTModel, DeiTForImageClassification,
+                                      DeiTForImageClassificationWithTeacher)},
             }.get(cls, ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
                         "max_position_embeddings"))
     for key in keys:
