@@ -214,3 +214,46 @@ def test_bad_inputs_are_refused(tmp_path):
         export_clip_tower(model.vision_model, tmp_path / "x.onnx", "text")
     with pytest.raises(ValueError, match="tower must be"):
         export_clip_tower(model, tmp_path / "x.onnx", "audio")
+
+
+def test_images_and_texts_end_to_end_and_zero_shot_classification(tmp_path):
+    """A checkpoint directory with its tokenizer and CLIPImageProcessor: ImageTextProcessor's inputs and the logits
+    equal transformers' processor + model on uint8 images of other sizes; zero_shot_image_classification equals
+    transformers' pipeline."""
+    from PIL import Image
+
+    from forgegrad.models.hf.zero_shot import ImageTextProcessor, zero_shot_image_classification
+    image_processing = pytest.importorskip("transformers.models.clip.image_processing_pil_clip")
+    hf_tok = _bpe_tokenizer_dir(tmp_path)
+    improc = image_processing.CLIPImageProcessorPil(size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30})
+    improc.save_pretrained(tmp_path)
+    hf = _clip(tmp_path, vocab_size=len(hf_tok), eos_token_id=hf_tok.eos_token_id, bos_token_id=hf_tok.bos_token_id,
+               pad_token_id=hf_tok.pad_token_id)
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((40, 52, 3), (31, 30, 3), (64, 33, 3))]
+    texts = ["a photo of a cat", "a dog", "photo"]
+    processor = ImageTextProcessor.from_pretrained(tmp_path)
+    inputs = processor(texts, images)
+    ref_text = hf_tok(texts, padding=True, return_tensors="np")
+    ref_px = improc(images, return_tensors="np")["pixel_values"]
+    np.testing.assert_array_equal(inputs["input_ids"], ref_text["input_ids"])
+    np.testing.assert_array_equal(inputs["attention_mask"], ref_text["attention_mask"])
+    np.testing.assert_array_equal(inputs["pixel_values"], ref_px)
+    with torch.no_grad():
+        ref = hf(input_ids=torch.tensor(ref_text["input_ids"]),
+                 attention_mask=torch.tensor(ref_text["attention_mask"]), pixel_values=torch.tensor(ref_px))
+    model = from_pretrained(tmp_path)
+    _close(model(inputs["input_ids"], inputs["pixel_values"], inputs["attention_mask"]).logits_per_image,
+           ref.logits_per_image)
+    pipe = transformers.pipeline("zero-shot-image-classification", model=hf, tokenizer=hf_tok, image_processor=improc)
+    labels = ["cat", "dog", "photo of a dog"]
+    got = zero_shot_image_classification(model, processor, images, labels)
+    want = pipe([Image.fromarray(im) for im in images], candidate_labels=labels)
+    for g, w in zip(got, want):
+        assert [d["label"] for d in g] == [d["label"] for d in w]
+        np.testing.assert_allclose([d["score"] for d in g], [d["score"] for d in w], rtol=1e-4, atol=1e-6)
+    assert len(zero_shot_image_classification(model, processor, images[0], labels, top_k=2)[0]) == 2
+    with pytest.raises(ValueError, match=r"text 0 is 40 tokens, past the 20 "):
+        processor("a cat " * 19)
+    with pytest.raises(ValueError, match="hypothesis_template must hold"):
+        zero_shot_image_classification(model, processor, images, labels, hypothesis_template="a photo")

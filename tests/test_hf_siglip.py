@@ -162,3 +162,49 @@ def test_refusals(tmp_path):
         SiglipVisionModel(dict(VISION, patch_size=31))
     with pytest.raises(ValueError, match="no head"):
         export_clip_tower(SiglipVisionModel(dict(VISION, vision_use_head=False)), tmp_path / "x.onnx", "vision")
+
+
+def _word_tokenizer_dir(path):
+    """A word-level tokenizer.json whose texts end with </s> (SigLIP's post-processing), padding with </s> (id 1,
+    SigLIP's pad_token_id), saved by transformers next to the model."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    words = "a photo of cat dog bird this is".split()
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="</s>", eos_token="</s>",
+                                                  unk_token="<unk>", model_max_length=12)
+    hf_tok.save_pretrained(path)
+    return hf_tok
+
+
+def test_images_and_texts_end_to_end_and_zero_shot_classification(tmp_path):
+    """ImageTextProcessor pads SigLIP's texts to the tower's length with </s> and gives no mask, as SigLIP's
+    tokenizer; with the checkpoint's SiglipImageProcessor the logits equal transformers' on uint8 images, and
+    zero_shot_image_classification scores each label by its own sigmoid."""
+    from forgegrad.models.hf.zero_shot import ImageTextProcessor, zero_shot_image_classification
+    image_processing = pytest.importorskip("transformers.models.siglip.image_processing_pil_siglip")
+    hf_tok = _word_tokenizer_dir(tmp_path)
+    improc = image_processing.SiglipImageProcessorPil(size={"height": 30, "width": 30})
+    improc.save_pretrained(tmp_path)
+    hf = _siglip(tmp_path)
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((40, 52, 3), (30, 30, 3))]
+    labels = ["cat", "dog", "bird"]
+    texts = [f"this is a photo of {label}" for label in labels]
+    processor = ImageTextProcessor.from_pretrained(tmp_path)
+    inputs = processor(texts, images)
+    assert set(inputs) == {"input_ids", "pixel_values"}
+    ref_ids = hf_tok(texts, padding="max_length", max_length=12, return_tensors="np")["input_ids"]
+    ref_px = improc(images, return_tensors="np")["pixel_values"]
+    np.testing.assert_array_equal(inputs["input_ids"], ref_ids)
+    np.testing.assert_array_equal(inputs["pixel_values"], ref_px)
+    with torch.no_grad():
+        ref = hf(input_ids=torch.tensor(ref_ids), pixel_values=torch.tensor(ref_px)).logits_per_image.numpy()
+    model = from_pretrained(tmp_path)
+    got = zero_shot_image_classification(model, processor, images, labels, hypothesis_template="this is a photo of {}")
+    probs = 1 / (1 + np.exp(-ref.astype(np.float64)))
+    for row, scores in zip(got, probs):
+        assert [d["label"] for d in row] == [labels[j] for j in np.argsort(-scores, kind="stable")]
+        np.testing.assert_allclose([d["score"] for d in row], np.sort(scores)[::-1], rtol=1e-4, atol=1e-7)
