@@ -61,6 +61,8 @@ CASES = {
     "mse_loss": (lambda m, F, a, b: F.mse_loss(a.tanh(), b) + F.mse_loss(a, b, reduction="sum"), [(3, 4), (3, 4)],
                  False),
     "l1_loss": (lambda m, F, a, b: F.l1_loss(a * a, b) * a.sum(), [(3, 4), (3, 4)], False),
+    "rms_norm": (lambda m, F, x, w: F.rms_norm(x, (2, 3), w, eps=1e-6) * x, [(4, 2, 3), (2, 3)], False),
+    "amin_clone_cast": (lambda m, F, a: a.amin(0, keepdim=True) * a.clone().double().float() * a, [(3, 4)], False),
     "layer_norm": (lambda m, F, x, w, b: F.layer_norm(x, (5,), w, b) * x, [(3, 5), (5,), (5,)], False),
     "bce_with_logits": (lambda m, F, x, t: F.binary_cross_entropy_with_logits(x, t.sigmoid()) * x.sum(),
                         [(3, 4), (3, 4)], False),
@@ -172,3 +174,35 @@ def test_third_derivative_of_tanh_and_gelu():
             vals.append([_np(d1), _np(d2), _np(d3)])
         for a, b in zip(*vals):
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_dropout_grad_of_grad_uses_its_mask():
+    x0 = np.random.RandomState(7).randn(4, 6).astype(np.float32)
+    x = fg.tensor(x0, requires_grad=True)
+    y = FF.dropout(x, p=0.4)
+    mask = y.detach().numpy() / x0  # the kept elements scaled by 1 / (1 - p), the dropped ones 0
+    (g,) = autograd.grad((y * x).sum(), x, create_graph=True)
+    (gg,) = autograd.grad((g * g).sum(), x)
+    xt = torch.tensor(x0, requires_grad=True)
+    (gt,) = torch.autograd.grad((xt * torch.tensor(mask) * xt).sum(), xt, create_graph=True)
+    (ggt,) = torch.autograd.grad((gt * gt).sum(), xt)
+    np.testing.assert_allclose(g.detach().numpy(), gt.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gg.numpy(), ggt.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_embedding_grad_of_grad():
+    idx = np.array([[1, 3, 1], [0, 2, 3]])
+    w0 = np.random.RandomState(8).randn(5, 4).astype(np.float32)
+    got = []
+    for lib in ("fg", "torch"):
+        w = _tensor(lib, w0)
+        if lib == "fg":
+            e = fg.ops.get("embedding")(w, fg.tensor(idx), padding_idx=3)
+        else:
+            e = TF.embedding(torch.tensor(idx), w, padding_idx=3)
+        grad = torch.autograd.grad if lib == "torch" else autograd.grad
+        (g,) = grad((e.tanh() * e).sum(), w, create_graph=True)
+        (gg,) = grad((g * g).sum(), w)
+        got.append((_np(g), _np(gg)))
+    for a, b in zip(*got):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
