@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import autograd as _ag
+from . import devices as _devices
 from . import _version_counter as _vc
 from .grad_mode import enable_grad
 from .tensor import Tensor
@@ -141,8 +142,9 @@ def run_pass(outputs, seeds, inputs, retain_graph: bool, accumulate: bool):
             gouts = pending.pop(id(node), None)
             if gouts is None:
                 continue
-            if any(g is None for g in gouts):
-                gouts = [g if g is not None else Tensor._wrap_exact(np.zeros(shape, dtype))
+            if any(g is None for g in gouts):  # outputs that did not reach the loss: zeros on the others' device
+                dev = _devices.device_of(next(g for g in gouts if g is not None)._data)
+                gouts = [g if g is not None else Tensor._wrap_exact(_devices.zeros(shape, dtype, dev))
                          for g, (shape, dtype) in zip(gouts, node.out_meta)]
             hooks = node.__dict__.get("tensor_hooks")
             if hooks:

@@ -356,6 +356,10 @@ class ToDevice(Function):
     def backward(ctx, grad):
         return _devices.transfer(grad, ctx.source)
 
+    @staticmethod
+    def differentiable_backward(ctx, args, kwargs, grad):  # (create_graph: forgegrad._create_graph)
+        return grad.to(ctx.source), None
+
 
 def _topo_order(root_ctx) -> List[Any]:
     """Function nodes reachable from root_ctx, each after every node that consumes its outputs."""
