@@ -257,3 +257,22 @@ def test_images_and_texts_end_to_end_and_zero_shot_classification(tmp_path):
         processor("a cat " * 19)
     with pytest.raises(ValueError, match="hypothesis_template must hold"):
         zero_shot_image_classification(model, processor, images, labels, hypothesis_template="a photo")
+
+
+def test_transformers_4_layout_of_a_text_tower(tmp_path):
+    """transformers 4 saved a CLIPTextModel's weights under ``text_model.`` with its position_ids buffer (Stable
+    Diffusion's text encoders): read as the tower's own, and bfloat16 weights give the float32 model's pooled
+    output to bfloat16 rounding."""
+    from safetensors.numpy import load_file, save_file
+    torch.manual_seed(0)
+    hf = _saved(mc.CLIPTextModel(cc.CLIPTextConfig(**TEXT)), tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    weights = {"text_model." + k: v for k, v in weights.items()}
+    weights["text_model.embeddings.position_ids"] = np.arange(TEXT["max_position_embeddings"])[None]
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    ids, mask = _texts()
+    with torch.no_grad():
+        ref = hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).pooler_output
+    _close(from_pretrained(tmp_path)(ids, mask).pooler_output, ref)
+    half = from_pretrained(tmp_path, dtype="bfloat16")(ids, mask).pooler_output
+    np.testing.assert_allclose(half.numpy(), ref.numpy(), rtol=0.05, atol=0.05)
