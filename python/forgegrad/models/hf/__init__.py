@@ -88,6 +88,8 @@ from .watermarking import WatermarkDetector
 from .clip import (CLIPModel, CLIPTextModel, CLIPTextModelWithProjection, CLIPVisionModel,
                    CLIPVisionModelWithProjection)
 from .siglip import SiglipModel, SiglipTextModel, SiglipVisionModel
+from .onnx_clip import export_clip_tower
+from .zero_shot import ImageTextProcessor, zero_shot_image_classification
 from .vit import (DeiTForImageClassification, DeiTForImageClassificationWithTeacher, DeiTModel,
                   ViTForImageClassification, ViTModel)
 from .image_processing import load_image_processor
@@ -120,6 +122,7 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "DistilBertForMultipleChoice", "ModernBertForMultipleChoice", "DebertaV2ForMultipleChoice",
            "CLIPModel", "CLIPTextModel", "CLIPVisionModel", "CLIPTextModelWithProjection",
            "CLIPVisionModelWithProjection", "SiglipModel", "SiglipTextModel", "SiglipVisionModel",
+           "export_clip_tower", "ImageTextProcessor", "zero_shot_image_classification",
            "ViTModel", "ViTForImageClassification", "DeiTModel", "DeiTForImageClassification",
            "DeiTForImageClassificationWithTeacher", "load_image_processor"]
 
