@@ -87,6 +87,34 @@ def _where(mask, a, b):
     return _OPS["where"](mask, a, b)
 
 
+class LocallyConstantFunction(Function):
+    """``fn(x)`` for a function that is constant around every point (a sign, a step, a mask): the value, in
+    ``x``'s dtype, with a zero gradient. The rules of abs, relu, clamp, max use it instead of a constant so that
+    their gradient still depends on ``x`` (as torch's: its second derivative is zeros, not "does not require
+    grad")."""
+
+    handles_float64 = True
+
+    @staticmethod
+    def forward(ctx, x, fn):
+        ctx.shape_dtype = (x.shape, x.dtype)
+        return np.asarray(fn(x), dtype=x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        shape, dtype = ctx.shape_dtype
+        return np.zeros(shape, dtype)
+
+    @staticmethod
+    def differentiable_backward(ctx, args, kwargs, g):
+        return _const(np.zeros(args[0].shape), args[0]), None
+
+
+def _flat(x: Tensor, fn) -> Tensor:
+    """``fn(x's values)`` as a function of ``x`` with a zero derivative (see LocallyConstantFunction)."""
+    return LocallyConstantFunction.apply(x, fn) if x.requires_grad else _const(fn(x._data), x)
+
+
 class IndexBackwardFunction(Function):
     """getitem's gradient: ``g`` added into zeros of the input's shape at ``key`` (repeated advanced indices
     accumulate). Linear in ``g``: its own gradient is ``gg[key]``."""
@@ -190,7 +218,7 @@ def _pow(ctx, args, kwargs, g):
 
 @rule("abs")
 def _abs(ctx, args, kwargs, g):
-    return g * _const(np.sign(args[0]._data), g)
+    return g * _flat(args[0], np.sign)
 
 
 @rule("sqrt")
@@ -222,12 +250,8 @@ def _cos(ctx, args, kwargs, g):
 def _clamp(ctx, args, kwargs, g):
     x = args[0]
     lo, hi = _arg(args, kwargs, 1, "min"), _arg(args, kwargs, 2, "max")
-    mask = np.ones(x.shape, dtype=bool)
-    if lo is not None:
-        mask &= x._data >= (lo._data if _is_t(lo) else lo)
-    if hi is not None:
-        mask &= x._data <= (hi._data if _is_t(hi) else hi)
-    return _where(mask, g, 0.0)
+    lo, hi = (b._data if _is_t(b) else b for b in (lo, hi))
+    return g * _flat(x, lambda a: (a >= (-np.inf if lo is None else lo)) & (a <= (np.inf if hi is None else hi)))
 
 
 @rule("where")
@@ -252,14 +276,14 @@ def _sigmoid(ctx, args, kwargs, g):
 
 @rule("relu")
 def _relu(ctx, args, kwargs, g):
-    return _where(args[0]._data > 0, g, 0.0)
+    return g * _flat(args[0], lambda a: a > 0)
 
 
 @rule("leaky_relu")
 def _leaky_relu(ctx, args, kwargs, g):
     x = args[0]
     slope = _arg(args, kwargs, 1, "negative_slope", 0.01)
-    return g * _const(np.where(x._data > 0, 1.0, slope), g)
+    return g * _flat(x, lambda a: np.where(a > 0, 1.0, slope))
 
 
 @rule("silu")
@@ -321,9 +345,11 @@ def _amax(ctx, args, kwargs, g):
     x = args[0]
     axes = normalize_axis(_arg(args, kwargs, 1, "dim"), x.ndim)
     pick = np.max if type(ctx).op.name == "amax" else np.min
-    mask = x._data == pick(x._data, axis=axes, keepdims=True)  # ties share the gradient equally (torch's rule)
-    share = mask / mask.sum(axis=axes, keepdims=True)
-    return _expand_back(g, x.shape, axes, _arg(args, kwargs, 2, "keepdim", False)) * _const(share, g)
+    def share(a):  # ties share the gradient equally (torch's rule)
+        mask = a == pick(a, axis=axes, keepdims=True)
+        return mask / mask.sum(axis=axes, keepdims=True)
+
+    return _expand_back(g, x.shape, axes, _arg(args, kwargs, 2, "keepdim", False)) * _flat(x, share)
 
 
 @rule("max_dim", "min_dim")
@@ -473,7 +499,7 @@ def _l1_loss(ctx, args, kwargs, g):
     inp, target = args[0], args[1]
     reduction = _arg(args, kwargs, 2, "reduction", "mean")
     d = inp - target
-    gd = (g if reduction == "none" else g.expand(*d.shape)) * _const(np.sign(d._data), g)
+    gd = (g if reduction == "none" else g.expand(*d.shape)) * _flat(d, np.sign)
     if reduction == "mean":
         gd = gd / d._data.size
     return _for(inp, gd), _for(target, -gd) if _is_t(target) else None
