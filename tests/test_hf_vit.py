@@ -1,0 +1,224 @@
+"""ViT and DeiT from checkpoints transformers wrote (tiny random configs): hidden states, pooler and logits equal
+transformers' under its eager and SDPA attention, with interpolated position tables too; gradients of a fine-tuning
+loss and a few classifier-only SGD steps; save_pretrained round trip; ONNX export with a dynamic batch in
+onnxruntime; images through load_image_processor and the model against transformers' processor and model."""
+import copy
+
+import numpy as np
+import pytest
+
+import forgegrad as fg
+from forgegrad.models import from_pretrained, save_pretrained
+from forgegrad.models.hf import (DeiTForImageClassification, DeiTForImageClassificationWithTeacher, DeiTModel,
+                                 ViTForImageClassification, ViTModel, load_image_processor)
+from forgegrad.models.hf.vit import bicubic_matrix
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+TOL = dict(rtol=1e-4, atol=2e-5)
+SIZE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, image_size=32,
+            patch_size=8, num_labels=5, initializer_range=0.3)
+ARCHS = {"ViTModel": ViTModel, "ViTForImageClassification": ViTForImageClassification, "DeiTModel": DeiTModel,
+         "DeiTForImageClassification": DeiTForImageClassification,
+         "DeiTForImageClassificationWithTeacher": DeiTForImageClassificationWithTeacher}
+
+
+def _config(name, **kw):
+    cfg = (transformers.ViTConfig if name.startswith("ViT") else transformers.DeiTConfig)(**dict(SIZE, **kw))
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """Each architecture saved by transformers (seeded random weights; DeiT's tokens randomized too, as they start
+    at zero)."""
+    out = {}
+    for i, name in enumerate(ARCHS):
+        torch.manual_seed(i)
+        hf = getattr(transformers, name)(_config(name)).eval()
+        with torch.no_grad():
+            for p_name, p in hf.named_parameters():
+                if p_name.endswith(("cls_token", "distillation_token")):
+                    p.normal_()
+        path = tmp_path_factory.mktemp(name)
+        hf.save_pretrained(path)
+        out[name] = (path, hf)
+    return out
+
+
+def _pixels(batch, h=32, w=32, seed=0):
+    return np.random.default_rng(seed).standard_normal((batch, 3, h, w)).astype(np.float32)
+
+
+# our (checkpoint) parameter names -> transformers 5's module names (it renames them when it loads a checkpoint)
+_IN_MEMORY = [("encoder.layer.", "layers."), ("attention.attention.query", "attention.q_proj"),
+              ("attention.attention.key", "attention.k_proj"), ("attention.attention.value", "attention.v_proj"),
+              ("attention.output.dense", "attention.o_proj"), ("intermediate.dense", "mlp.fc1"),
+              ("output.dense", "mlp.fc2")]
+
+
+def _hf_name(name):
+    for a, b in _IN_MEMORY:
+        name = name.replace(a, b)
+    return name
+
+
+def _main(out):
+    """The compared tensors of an output: (last_hidden_state, pooler_output) or (logits,)."""
+    if hasattr(out, "last_hidden_state"):
+        return [out.last_hidden_state, out.pooler_output]
+    return [out.logits if hasattr(out, "logits") else out]
+
+
+@pytest.mark.parametrize("name", list(ARCHS))
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_outputs_equal_transformers(checkpoints, name, attn):
+    path, _ = checkpoints[name]
+    hf = getattr(transformers, name).from_pretrained(path, attn_implementation=attn).eval()
+    model = from_pretrained(path)
+    assert type(model) is ARCHS[name] and not model.training
+    for kw, x in [({}, _pixels(3)), ({"interpolate_pos_encoding": True}, _pixels(2, 48, 40, seed=1)),
+                  ({"interpolate_pos_encoding": True}, _pixels(1, 16, 16, seed=2))]:
+        with torch.no_grad():
+            want = _main(hf(torch.tensor(x), **kw))
+        with fg.no_grad():
+            got = _main(model(x, **kw))
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g.numpy(), w.numpy(), **TOL, err_msg=f"{name} {kw}")
+    if name == "DeiTForImageClassificationWithTeacher":
+        with torch.no_grad():
+            ref = hf(torch.tensor(_pixels(2)))
+        with fg.no_grad():
+            cls_logits, dist_logits = model.heads(_pixels(2))
+        np.testing.assert_allclose(cls_logits.numpy(), ref.cls_logits.numpy(), **TOL)
+        np.testing.assert_allclose(dist_logits.numpy(), ref.distillation_logits.numpy(), **TOL)
+
+
+def test_bicubic_matrix_is_torch_interpolate():
+    for n, m in [(4, 6), (4, 5), (6, 3), (5, 5), (3, 1)]:
+        x = np.random.default_rng(n * m).standard_normal((n, n))
+        want = torch.nn.functional.interpolate(torch.tensor(x)[None, None], size=(m, m + 1), mode="bicubic",
+                                               align_corners=False)[0, 0].numpy()
+        got = bicubic_matrix(n, m) @ x @ bicubic_matrix(n, m + 1).T
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_encoder_from_a_classifier_checkpoint(checkpoints):
+    """ViTModel.from_hf reads a ViTForImageClassification checkpoint's ``vit.`` weights, and drops its pooler where
+    the checkpoint has none (a task model's encoder is saved with add_pooling_layer=False)."""
+    path, hf = checkpoints["ViTForImageClassification"]
+    model = from_pretrained(path)
+    tensors = {k: v.numpy() for k, v in model.state_dict().items()}
+    encoder = ViTModel(dict(model.config))
+    picked = encoder.from_hf(tensors)
+    assert set(picked) == {k[4:] for k in tensors if k.startswith("vit.")} and encoder.pooler is None
+    encoder.load_state_dict(picked)
+    x = _pixels(2)
+    with torch.no_grad():
+        want = hf.vit(torch.tensor(x)).last_hidden_state.numpy()
+    with fg.no_grad():
+        out = encoder(x)
+    assert out.pooler_output is None
+    np.testing.assert_allclose(out.last_hidden_state.numpy(), want, **TOL)
+
+
+def test_wrong_images_refused(checkpoints):
+    model = from_pretrained(checkpoints["ViTModel"][0])
+    with pytest.raises(ValueError, match="interpolate_pos_encoding=True"):
+        model(_pixels(1, 48, 32))
+    with pytest.raises(ValueError, match=r"\(batch, 3, height, width\)"):
+        model(np.zeros((1, 1, 32, 32), np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        model(np.zeros((3, 32, 32), np.float32))
+    with pytest.raises(TypeError, match="float"):
+        model(np.array([["a"]]))
+
+
+def test_gradients_match_transformers(checkpoints):
+    """Cross-entropy on labels, in training mode: every parameter's gradient equals transformers' (float64)."""
+    path, hf = checkpoints["ViTForImageClassification"]
+    model = from_pretrained(path).train()
+    ref = copy.deepcopy(hf).double().train()
+    x, labels = _pixels(4, seed=3), np.array([0, 3, 1, 4])
+    torch.nn.functional.cross_entropy(ref(torch.tensor(x, dtype=torch.float64)).logits,
+                                      torch.tensor(labels)).backward()
+    fg.nn.functional.cross_entropy(model(x), fg.tensor(labels)).backward()
+    theirs = dict(ref.named_parameters())
+    for name, p in model.named_parameters():
+        g = theirs[_hf_name(name)].grad.numpy()
+        # key biases get a zero gradient (softmax ignores a shift); ours is float32 rounding noise around it
+        np.testing.assert_allclose(p.grad.numpy(), g, rtol=2e-3, atol=2e-4 * np.abs(g).max() + 1e-6, err_msg=name)
+
+
+def test_fine_tune_classifier_as_transformers(checkpoints):
+    """The encoder frozen, three SGD steps on the classifier: the same weights and logits as torch's."""
+    path, hf = checkpoints["DeiTForImageClassification"]
+    model = from_pretrained(path).train()
+    ref = copy.deepcopy(hf).train()
+    for p in model.deit.parameters():
+        p.requires_grad = False
+    for p in ref.deit.parameters():
+        p.requires_grad = False
+    opt = fg.optim.SGD(model.classifier.parameters(), lr=0.5, momentum=0.9)
+    ref_opt = torch.optim.SGD(ref.classifier.parameters(), lr=0.5, momentum=0.9)
+    for step in range(3):
+        x, labels = _pixels(4, seed=10 + step), np.array([1, 2, 3, 4])
+        opt.zero_grad()
+        fg.nn.functional.cross_entropy(model(x), fg.tensor(labels)).backward()
+        opt.step()
+        ref_opt.zero_grad()
+        torch.nn.functional.cross_entropy(ref(torch.tensor(x)).logits, torch.tensor(labels)).backward()
+        ref_opt.step()
+    assert model.deit.layernorm.weight.grad is None
+    np.testing.assert_allclose(model.classifier.weight.numpy(), ref.classifier.weight.detach().numpy(), **TOL)
+    x = _pixels(2, seed=20)
+    with fg.no_grad(), torch.no_grad():
+        np.testing.assert_allclose(model.eval()(x).numpy(), ref.eval()(torch.tensor(x)).logits.numpy(), **TOL)
+
+
+@pytest.mark.parametrize("name", ["ViTModel", "DeiTForImageClassificationWithTeacher"])
+def test_save_pretrained_round_trip(checkpoints, name, tmp_path):
+    path, hf = checkpoints[name]
+    save_pretrained(from_pretrained(path), tmp_path / "saved")
+    back = getattr(transformers, name).from_pretrained(tmp_path / "saved").eval()
+    x = _pixels(2, seed=5)
+    with torch.no_grad():
+        for g, w in zip(_main(back(torch.tensor(x))), _main(hf(torch.tensor(x)))):
+            np.testing.assert_array_equal(g.numpy(), w.numpy())
+
+
+@pytest.mark.parametrize("name", ["ViTForImageClassification", "DeiTForImageClassificationWithTeacher", "ViTModel"])
+def test_onnx_export_dynamic_batch(checkpoints, name, tmp_path):
+    import onnxruntime as ort
+
+    from forgegrad.onnx import export
+    path, hf = checkpoints[name]
+    model = from_pretrained(path)
+    outs = ["last_hidden_state", "pooler_output"] if name == "ViTModel" else ["logits"]
+    report = export(model, (fg.tensor(_pixels(2)),), str(tmp_path / "m.onnx"), input_names=["pixel_values"],
+                    output_names=outs, dynamic_axes={n: {0: "batch"} for n in ["pixel_values"] + outs},
+                    rtol=1e-4, atol=1e-5, verify_sizes=[{"batch": 1}, {"batch": 5}])
+    assert report.ok, report
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (1, 4):
+        x = _pixels(batch, seed=batch)
+        with torch.no_grad():
+            want = _main(hf(torch.tensor(x)))
+        for g, w in zip(sess.run(None, {"pixel_values": x}), want):
+            np.testing.assert_allclose(g, w.numpy(), **TOL)
+
+
+def test_images_through_processor_and_model(checkpoints, tmp_path):
+    """uint8 pictures of any size -> load_image_processor -> ViTForImageClassification: transformers' logits."""
+    path, hf = checkpoints["ViTForImageClassification"]
+    transformers.ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(path)
+    proc, ref_proc = load_image_processor(path), transformers.AutoImageProcessor.from_pretrained(path)
+    rng = np.random.default_rng(7)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(40, 60), (32, 32), (100, 20)]]
+    pixels = proc(images)["pixel_values"]
+    want = ref_proc(images, return_tensors="pt")["pixel_values"]
+    np.testing.assert_array_equal(pixels, want.numpy())
+    with fg.no_grad(), torch.no_grad():
+        np.testing.assert_allclose(from_pretrained(path)(pixels).numpy(), hf(want).logits.numpy(), **TOL)
