@@ -43,7 +43,8 @@ def default_pool_blocks(context: int, block_tokens: int, block_bytes: int, max_b
 def paged_engine(gen, config: "GenerationServeConfig", name: str, metrics, kw, prefix) -> PagedBatchEngine:
     """The decoder-only engine on a paged KV cache of ``kv_cache_mb`` (default: ``default_pool_blocks``), with a
     prefix cache of ``prefix``'s size in it (``prefix_cache_for``'s, or None: none); BART's family's and T5's engine
-    (paged_seq2seq.py: its decoder's and encoder's keys in the pool, no prefix cache) for an encoder-decoder."""
+    (paged_seq2seq.py: its decoder's and encoder's keys in the pool, rows preempted and encoded again when it is full,
+    no prefix cache) for an encoder-decoder."""
     model = gen.model
     bt = config.prefix_block
     if config.kv_cache_mb is None:
@@ -65,9 +66,7 @@ def paged_engine(gen, config: "GenerationServeConfig", name: str, metrics, kw, p
              name, pool.blocks, bt, pool.blocks * pool.block_bytes / 2 ** 20,
              "rows take blocks as they grow, and when it is full the row that came last is preempted and recomputed "
              "later" if engine.preempts else "each row reserves every block it can take as it joins, and is never "
-             "preempted (" + ("an encoder-decoder's row would need its encoder again" if gen.seq2seq else
-                              "the model's rotary frequencies depend on a call's length, so recomputed keys would "
-                              "differ") + ")")
+             "preempted (the model's rotary frequencies depend on a call's length, so recomputed keys would differ)")
     return engine
 
 

@@ -346,7 +346,7 @@ class PagedBatchEngine(BatchEngine):
             self._release(victim)
             self.rows = [r for r in self.rows if r is not victim]
             self.slots = self.rows
-            victim = _Resume(victim)
+            victim = self._resume(victim)
             at = 1 if self.prefills and self.prefills[0].cache is not None else 0  # a prefill under way goes on
             while at < len(self.prefills) and _order(self.prefills[at]) < _order(victim):
                 at += 1
@@ -355,6 +355,11 @@ class PagedBatchEngine(BatchEngine):
         if pool.preemptions % PREEMPTION_LOG_EVERY == 1:
             log.warning("the KV cache is full: preempted %s (it is recomputed once blocks are free; %d preemptions so "
                         "far: a larger --kv-cache-mb avoids them)", what, pool.preemptions)
+
+    @staticmethod
+    def _resume(row: _Row) -> _Resume:
+        """A preempted row's place in line (what its prefill computes again)."""
+        return _Resume(row)
 
     # ---- membership: nothing moves --------------------------------------------------------------------------------
     def _leave(self, ended: List[_Row]) -> None:

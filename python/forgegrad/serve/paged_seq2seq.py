@@ -9,20 +9,24 @@ is seq2seq_batch.py's (the encoder once on the prompt, its choices joining with 
   second table, written once as it joins and shared by reference count by a request's n choices of one prompt. The
   step attends through both tables with the paged kernel (models/hf/_decode_seq2seq.py ``PagedCross``), each row to
   its own source length, so no row pads to the batch's longest source.
-* ``--kv-cache-mb`` bounds both: a prompt about to be encoded reserves its source's blocks and, for each of its rows,
-  the blocks of max_tokens decoder keys (the start token and the tokens it feeds), and waits, first in line, while
-  the pool cannot give them; the others decode on and free blocks as they end. A request whose rows need more blocks
-  than the whole pool fails with a 400 as it arrives.
-* Rows are never preempted (as the dynamic-NTK decoder-only rows): a recomputed row would need its encoder output
-  again and a decoder prefill over its tokens with cross-attention, which the lean step does not have; reserving a
-  row's blocks as it joins costs only blocks promised early, not memory (a block's pages are committed when first
-  written).
+* ``--kv-cache-mb`` bounds both, and blocks are taken as rows grow, as the decoder-only engine takes them: a prompt
+  about to be encoded reserves its source's blocks and, for each of its rows, the blocks of its first ``lookahead``
+  decoder keys, and waits, first in line, while the pool cannot give them; a decoding row that fills its blocks takes
+  one more. When the pool has none left, the row that came last (its request's arrival, then its choice index) is
+  preempted: its decoder blocks and its hold on its source's go back and it waits at the head of the line, before
+  every later request; once blocks are free again its source is encoded again (its encoder keys into new blocks) and
+  the decoder tokens it had fed (the start token and its answer but the last token picked) are prefilled again in one
+  decoder call, straight into its blocks (kv_pool.BlockCache), and it decodes on from the token it had picked.
+  Nothing it picks is picked again, so its random generator, its processors' state and its stream go on as if it had
+  never left: the client sees only a pause. A request whose rows need more blocks than the whole pool (source and
+  max_tokens, every choice) fails with a 400 as it arrives.
 * T5's self-attention adds a learned relative-position bias per head and distance: the paged kernel
   (``_C.attention.paged_decode``) takes it as a table (heads, max_distance + 1) by distance, built once per model
   (T5LeanStep), each row's query at its own last key, so rows of any lengths share one step.
 
 A row's logits equal its solo logits to float32 rounding (the contiguous engine's claim; here no row reads another's
-padding at all).
+padding at all). A preempted row's recomputed keys are a decoder prefill's, equal to the ones it had to float32
+rounding as well.
 """
 from __future__ import annotations
 
@@ -32,9 +36,9 @@ from typing import List
 import numpy as np
 
 from ..autograd import no_grad
-from .generation_batch import _Row
-from .kv_pool import KVPool, PoolFull, table_array
-from .paged_batch import PagedBatchEngine
+from .generation_batch import _Prefill, _Row
+from .kv_pool import BlockCache, KVPool, PoolFull, table_array
+from .paged_batch import PagedBatchEngine, _Resume
 
 log = logging.getLogger("forgegrad.serve")
 
@@ -44,6 +48,18 @@ def paged_seq2seq_applies(model) -> bool:
     a table by distance in the paged kernel)."""
     from ..models.hf import bart, t5
     return isinstance(model, bart.BartForConditionalGeneration) or type(model) is t5.T5ForConditionalGeneration
+
+
+class _Reencode(_Resume):
+    """A preempted row waiting for blocks to come back: its source to encode again (``ids``) and the decoder tokens
+    it had fed (``decoder``: the start token and its answer but the last token picked) to prefill again; then it
+    rejoins the batch as it was (its next token already picked)."""
+
+    def __init__(self, row: _Row, start: int):
+        _Prefill.__init__(self, row.job, list(row.job.prompt_ids[row.index]), None)
+        self.row = row
+        self.decoder = [start] + list(row.stream.tokens[:row.n - 1]) if row.n else []
+        self.redo = len(self.ids) + len(self.decoder)  # recomputed_tokens: the source's and the decoder's
 
 
 class _PagedStep:
@@ -73,6 +89,8 @@ class PagedSeq2SeqEngine(PagedBatchEngine):
         max_batch: rows decoded together.
         pool: the KVPool both the decoder's and the encoder's keys live in (``KVPool.for_model``: the decoder's
             layers, heads and head_dim, which its cross-attention shares).
+        lookahead: decoder tokens (past those it has) whose blocks a row reserves as it joins; it takes the blocks
+            beyond them as it grows. None: one block's tokens.
         Other keywords: BatchEngine's (``on_step``, ``on_prefill``; ``prefill_chunk`` has no use here: the encoder
         reads a prompt in one call).
     """
@@ -83,7 +101,6 @@ class PagedSeq2SeqEngine(PagedBatchEngine):
                             "mBART, M2M100 and T5 have; others are served by Seq2SeqBatchEngine)")
         self.start = int(gen.model.decoder_start_token_id)
         super().__init__(gen, max_batch, pool, prefix_cache=None, **kw)
-        self.preempts = False  # (read only by the prefill, which never runs before a job is submitted)
 
     def _decoder_step(self):
         from ..models.hf._decode_seq2seq import lean_seq2seq_step
@@ -111,10 +128,20 @@ class PagedSeq2SeqEngine(PagedBatchEngine):
                 from .completion_request import CompletionError
                 raise CompletionError(400, str(e), "max_tokens") from None
 
+    @staticmethod
+    def _limit(row: _Row) -> int:
+        """One past the most decoder keys ``row`` can hold (the start token and max_tokens - 1 answer tokens)."""
+        return max(int(row.stream.max_tokens), 1)
+
+    def _resume(self, row: _Row) -> _Reencode:
+        return _Reencode(row, self.start)
+
     # ---- prefill: the encoder, its keys into blocks ---------------------------------------------------------------
     def _prefill_step(self) -> None:
-        """The first waiting prompt through the encoder once the pool can promise its rows every block they may
-        take; its encoder keys and values into its source's blocks; its choices join with the start token."""
+        """The first waiting prompt through the encoder once the pool can promise its source's blocks and its rows'
+        first ones (``_start_blocks``); its encoder keys and values into its source's blocks; its choices join with
+        the start token. A preempted row (``_Reencode``) is encoded again and its decoder tokens prefilled again
+        straight into its blocks, and it rejoins with the token it had picked."""
         self._drop_cancelled()
         if not self.prefills:
             return
@@ -122,55 +149,75 @@ class PagedSeq2SeqEngine(PagedBatchEngine):
         if self._cancel_prefill(p):
             return
         pool, S = self.pool, len(p.ids)
-        try:
-            need = pool.blocks_for(S) + sum(pool.blocks_for(max(int(s.max_tokens), 1)) for _, s, _ in p.choices)
-            pool.check_fits(need)  # engines driven directly: the server refuses such a request as it arrives
+        resume = isinstance(p, _Reencode)
+        keys = len(p.decoder) if resume else 0
+        limits = [self._limit(p.row)] if resume else [max(int(s.max_tokens), 1) for _, s, _ in p.choices]
+        try:  # engines driven directly: the server refuses such a request as it arrives
+            pool.check_fits(pool.blocks_for(S) + sum(pool.blocks_for(k) for k in limits))
         except PoolFull as e:
             self._drop(p.job, e)
             return
-        if not pool.reserve(need, first_try=not getattr(p, "waited", False)):
-            p.waited = True  # asks again after the next step: one wait in the counters
+        need = pool.blocks_for(S) + sum(self._start_blocks(keys, k, 0) for k in limits)
+        if not pool.reserve(need, first_try=not (resume or getattr(p, "waited", False))):
+            p.waited = True  # asks again after the next step: one wait in the counters (a preempted row: none)
             return
         self.prefills.pop(0)
+        p.reserved = need
         blocks: List[int] = []
         joined: List[_Row] = []
         try:
             with no_grad():
                 states = self.model.encode(np.array([p.ids]), None)
-                cross = [(k.numpy(), v.numpy()) for k, v in self.model.cross_kv(states)]  # (1, H, S, D) each
+                cross = self.model.cross_kv(states)
             if self.on_prefill is not None:
                 self.on_prefill()
             B = pool.block_tokens
             for j in range(pool.blocks_for(S)):
-                block = pool.allocate()
-                blocks.append(block)
+                blocks.append(pool.allocate())
+                p.reserved -= 1
                 n = min(B, S - j * B)
                 for layer, (k, v) in enumerate(cross):
-                    pool.keys[layer][block, :, :n] = k[0, :, j * B:j * B + n]
-                    pool.values[layer][block, :, :n] = v[0, :, j * B:j * B + n]
-            for index, stream, rng in p.choices:
-                row = _Row(p.job, index, stream, rng, None, 0, self.start)
+                    pool.keys[layer][blocks[-1], :, :n] = k.numpy()[0, :, j * B:j * B + n]
+                    pool.values[layer][blocks[-1], :, :n] = v.numpy()[0, :, j * B:j * B + n]
+            rows = [p.row] if resume else [_Row(p.job, index, stream, rng, None, 0, self.start)
+                                           for index, stream, rng in p.choices]
+            for row, limit in zip(rows, limits):
                 row.source, row.cross_table = S, list(blocks)
                 pool.share(blocks)
-                row.table, row.reserve = [], pool.blocks_for(max(int(stream.max_tokens), 1))
+                row.table, row.reserve = [], self._start_blocks(keys, limit, 0)
+                p.reserved -= row.reserve
                 joined.append(row)
+            if resume and keys:
+                self._prefill_decoder(p, states, cross)
         except Exception as e:
             log.exception("encoding a prompt failed")
-            pool.unreserve(need - len(blocks) - sum(r.reserve for r in joined))  # what no row took
+            pool.unreserve(p.reserved)  # what no row took
             for row in joined:
                 self._release(row)
             pool.release(blocks)
             self._drop(p.job, e)
             return
         pool.release(blocks)  # the prefill's hold: its rows hold them now
+        if resume:
+            pool.recomputed_tokens += p.redo
         self.rows = self.rows + joined
         self.slots = self.rows
 
-    def _preempt(self, victim) -> None:
-        """Never reached: a row holds the blocks of its max_tokens from the start, so it never takes one the pool must
-        find (a row that did would be a bookkeeping bug, not a reason to recompute someone's encoder)."""
-        raise RuntimeError("PagedSeq2SeqEngine: a row outgrew the blocks it reserved (a bug in the engine's "
-                           "bookkeeping)")
+    def _prefill_decoder(self, p: _Reencode, states, cross) -> None:
+        """A preempted row's decoder tokens through the decoder again (one call, its cross-attention on the encoder's
+        keys), their keys and values straight into the row's blocks (out of its reservation, then taken)."""
+        row = p.row
+        cache = BlockCache(self.pool, row.table, 0, len(p.decoder), lambda: self._take(row))
+        with no_grad():
+            self.model.decode(np.array([p.decoder]), states, None, cross=cross, cache=cache)
+        if self.on_prefill is not None:
+            self.on_prefill()
+
+    def _take(self, row: _Row) -> int:
+        if row.reserve > 0:
+            return self._allocate(row)
+        raise RuntimeError("PagedSeq2SeqEngine: a preempted row's decoder outgrew its reservation (a bug in the "
+                           "engine's bookkeeping)")
 
     def _release(self, row: _Row, keep: bool = True) -> None:
         """The row's decoder blocks and unused reservation back to the pool, and its hold on its source's blocks."""
