@@ -7,7 +7,8 @@
     fit(model, loss_fn, optim.Adam(model.parameters()), loader, epochs=5)   # logs/checkpoints on rank 0
 
 Process groups (``new_group``, ``new_subgroups``) run collectives, DDP, ZeRO and FSDP over some of the
-ranks: ``group=`` / ``process_group=``, as torch.distributed (groups.py).
+ranks: ``group=`` / ``process_group=``, as torch.distributed (groups.py); ``init_device_mesh`` lays the ranks
+out as a mesh with a group per dimension (``device_mesh=`` for DDP and FSDP: device_mesh.py).
 
 Needs the optional extra ``mpi`` (mpi4py and an MPI library): ``pip install "forgegrad[mpi]"``.
 Importing this package does not start MPI; ``init()`` does. See docs/distributed.md.
@@ -15,6 +16,7 @@ Importing this package does not start MPI; ``init()`` does. See docs/distributed
 from .comm import (GroupMember, ProcessGroup, abort, allgather, allgather_object, allreduce, barrier, broadcast,
                    broadcast_object, init, is_available, is_distributed, is_initialized, launched_size, local_rank,
                    local_size, rank, reduce_scatter, size)
+from .device_mesh import DeviceMesh, init_device_mesh
 from .ddp import DistributedDataParallel, DistributedOptimizer, broadcast_optimizer_state, broadcast_parameters
 from .fsdp import BackwardPrefetch, FullyShardedDataParallel, ShardingStrategy
 from .groups import (destroy_process_group, get_global_rank, get_group_rank, get_process_group_ranks, get_rank,
@@ -28,4 +30,4 @@ __all__ = ["init", "is_available", "is_initialized", "is_distributed", "rank", "
            "broadcast_parameters", "broadcast_optimizer_state", "DistributedSampler", "ZeroRedundancyOptimizer",
            "FullyShardedDataParallel", "BackwardPrefetch", "ShardingStrategy", "ProcessGroup", "GroupMember",
            "new_group", "new_subgroups", "new_subgroups_by_enumeration", "get_rank", "get_world_size", "get_group_rank",
-           "get_global_rank", "get_process_group_ranks", "destroy_process_group"]
+           "get_global_rank", "get_process_group_ranks", "destroy_process_group", "DeviceMesh", "init_device_mesh"]

@@ -73,13 +73,14 @@ def strategy_of(sharding_strategy, reshard_after_forward) -> Tuple[ShardingStrat
     return strategy, reshard
 
 
-def groups_for(strategy: ShardingStrategy, process_group):
+def groups_for(strategy: ShardingStrategy, process_group, over=None):
     """(data-parallel group, shard group, replicate group or None) for ``strategy`` and ``process_group``.
     The data-parallel group holds every rank training the model (the weights are broadcast over it, fit
-    averages over it); collective over it."""
-    _same_strategy(strategy, process_group)
+    averages over it); collective over it. ``over``: HYBRID_SHARD's data-parallel group when it is not the
+    job (a device mesh over some of its ranks), which the pair must then tile."""
+    _same_strategy(strategy, process_group, over)
     if strategy in _HYBRID:
-        return _hybrid_groups(strategy, process_group)
+        return _hybrid_groups(strategy, process_group, over or _c.GroupMember.WORLD)
     if isinstance(process_group, (tuple, list)):
         raise ValueError(f"{WHO}: process_group is a pair of groups, torch's form for HYBRID_SHARD (shard within "
                          f"the first, replicate across the second); with sharding_strategy={strategy.name} pass "
@@ -93,13 +94,13 @@ def groups_for(strategy: ShardingStrategy, process_group):
     return group, group, None
 
 
-def _same_strategy(strategy: ShardingStrategy, process_group) -> None:
+def _same_strategy(strategy: ShardingStrategy, process_group, over=None) -> None:
     """ValueError on every rank unless all passed the same strategy and form of ``process_group``, checked
     before any strategy makes groups: ranks taking different paths met in unrelated collectives (a TypeError
     from another rank's data, or a wait). Over ``process_group`` when it is one group, else over the job."""
     pair = isinstance(process_group, (tuple, list))
     if process_group is None or pair or strategy in _HYBRID:
-        over = _c.GroupMember.WORLD
+        over = over or _c.GroupMember.WORLD
     else:
         over = _c._member_group(process_group, WHO)
     mine = (strategy.name, "a pair of groups" if pair else "None" if process_group is None else "one group")
@@ -112,23 +113,22 @@ def _same_strategy(strategy: ShardingStrategy, process_group) -> None:
                              f"{theirs[0]} with {theirs[1]})")
 
 
-def _hybrid_groups(strategy, process_group):
-    world = _c.GroupMember.WORLD
+def _hybrid_groups(strategy, process_group, over):
     if process_group is None:
         shard, replicate = _node_groups()
     elif isinstance(process_group, tuple) and len(process_group) == 2 and \
             all(isinstance(g, _c.ProcessGroup) or g is _c.NON_GROUP_MEMBER for g in process_group):
-        shard, replicate = _members_everywhere(process_group)
+        shard, replicate = _members_everywhere(process_group, over)
     else:
         raise ValueError(f"{WHO}: sharding_strategy={strategy.name} expects process_group None or a tuple "
                          f"(shard_group, replicate_group) of ProcessGroups, got {type(process_group).__name__}")
-    _check_tiling(shard, replicate)
-    return world, shard, replicate
+    _check_tiling(shard, replicate, over)
+    return over, shard, replicate
 
 
-def _members_everywhere(pair):
+def _members_everywhere(pair, over):
     """The pair's groups; a rank outside either (NON_GROUP_MEMBER, a destroyed group) is a ValueError on every
-    rank of the job, not on that rank alone: the others would wait for it in the tiling check forever."""
+    rank of ``over`` (the job), not on that rank alone: the others would wait for it in the tiling check forever."""
     problem = None
     try:
         shard = _c._member_group(pair[0], WHO, "process_group[0] (the shard group)",
@@ -137,7 +137,7 @@ def _members_everywhere(pair):
                                      "every rank must be in one replicate group")
     except ValueError as e:
         problem = str(e)
-    problems = [p for p in _c.allgather_object(problem) if p is not None]
+    problems = [p for p in _c.allgather_object(problem, group=over) if p is not None]
     if problems:
         raise ValueError(problem if problem is not None else f"{problems[0]} (every rank gets this error)")
     return shard, replicate
@@ -190,21 +190,22 @@ def _node_groups():
     return _derived(("HYBRID_SHARD", n, local), (), make)
 
 
-def _check_tiling(shard, replicate) -> None:
-    """ValueError on every rank unless the shard groups cut the job's ranks into groups of one size and
-    each replicate group holds the ranks at this rank's place in every shard group (collective over the job)."""
-    n, me = _c.size(), _c.rank()
-    everyone = _c.allgather_object((list(shard.ranks), list(replicate.ranks)))
+def _check_tiling(shard, replicate, over) -> None:
+    """ValueError on every rank unless the shard groups cut ``over``'s ranks (the job's) into groups of one
+    size and each replicate group holds the ranks at this rank's place in every shard group (collective
+    over ``over``)."""
+    n, me = over.size(), _c.rank()
+    everyone = _c.allgather_object((list(shard.ranks), list(replicate.ranks)), group=over)
     shards = {tuple(s) for s, _ in everyone}
     sizes = {len(s) for s in shards}
     covered = sorted(r for s in shards for r in s)
     problem: Optional[str] = None
-    if covered != list(range(n)) or len(sizes) != 1:
+    if covered != sorted(over.ranks) or len(sizes) != 1:
         problem = (f"the shard groups must cut the job's {n} ranks into disjoint groups of one size, got "
                    f"{sorted(list(s) for s in shards)}")
     else:
         place = {r: (s, s.index(r)) for s in shards for r in s}
-        for r, (_, rep) in enumerate(everyone):
+        for r, (_, rep) in zip(over.ranks, everyone):
             expected = sorted(s[place[r][1]] for s in shards)
             if sorted(rep) != expected:
                 problem = (f"rank {r}'s replicate group is {sorted(rep)}; it must hold the ranks at its place in "
@@ -213,3 +214,23 @@ def _check_tiling(shard, replicate) -> None:
     if problem is not None:
         raise ValueError(f"{WHO}: process_group=(shard_group, replicate_group) must tile the job's ranks (every "
                          f"rank of the job wraps the model under HYBRID_SHARD): {problem} (seen on rank {me})")
+
+
+class BackwardPrefetch(enum.Enum):
+    """When backward starts gathering the next unit (torch.distributed.fsdp.BackwardPrefetch).
+
+    ``BACKWARD_PRE``: when the current unit's backward starts (its gather is done), before its gradients
+    are computed: the most overlap, two units gathered at once. ``BACKWARD_POST``: once the current unit's
+    gradients are final and it is freed: less overlap, and no more than one unit gathered at a time."""
+    BACKWARD_PRE = "BACKWARD_PRE"
+    BACKWARD_POST = "BACKWARD_POST"
+
+
+def backward_prefetch_of(value) -> Optional[BackwardPrefetch]:
+    """``backward_prefetch`` as a BackwardPrefetch or None; ValueError for anything else."""
+    if value is None or isinstance(value, BackwardPrefetch):
+        return value
+    if isinstance(value, str) and value in BackwardPrefetch.__members__:
+        return BackwardPrefetch[value]
+    raise ValueError(f"{WHO}: backward_prefetch must be BackwardPrefetch.BACKWARD_PRE, "
+                     f"BACKWARD_POST (or their names) or None, got {value!r}")

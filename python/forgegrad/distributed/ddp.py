@@ -268,17 +268,20 @@ class DistributedDataParallel(Module):
             and before every training-mode forward (as torch).
         process_group: average over the ranks of this group (from ``new_group``) instead of the whole
             job; "rank 0" above is then the group's first rank. Wrap on the group's ranks only.
+        device_mesh: a 1-D :class:`DeviceMesh` instead of ``process_group`` (its group), as torch's.
 
     ``no_sync()`` skips the averaging for gradient accumulation: backward passes inside it only
     accumulate locally; the first backward after it averages the accumulated gradients.
     """
 
     def __init__(self, module: Module, bucket_cap_mb: float = 25, broadcast_buffers: bool = True,
-                 process_group=None):
+                 process_group=None, device_mesh=None):
         super().__init__()
         if not isinstance(module, Module):
             raise TypeError(f"DistributedDataParallel: module must be a forgegrad.nn.Module, got "
                             f"{type(module).__name__}")
+        from .device_mesh import groups_for_wrapper
+        process_group, _ = groups_for_wrapper("DistributedDataParallel", device_mesh, process_group, hybrid=False)
         group = _c._member_group(process_group, "DistributedDataParallel")
         self.module = module
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]

@@ -58,7 +58,6 @@ on what its pass reaches).
 """
 from __future__ import annotations
 
-import enum
 import mmap
 import weakref
 from typing import Dict, List, Optional
@@ -70,20 +69,12 @@ from ..autograd import Function
 from ..nn.module import Module
 from ..tensor import Tensor
 from . import _pages, _passes
-from ._strategy import ShardingStrategy, groups_for, strategy_of
+from .device_mesh import groups_for_wrapper
+from ._strategy import _HYBRID, WHO, BackwardPrefetch, ShardingStrategy, backward_prefetch_of, groups_for, strategy_of
 from . import comm as _c
 
 __all__ = ["FullyShardedDataParallel", "BackwardPrefetch", "ShardingStrategy"]
 
-
-class BackwardPrefetch(enum.Enum):
-    """When backward starts gathering the next unit (torch.distributed.fsdp.BackwardPrefetch).
-
-    ``BACKWARD_PRE``: when the current unit's backward starts (its gather is done), before its gradients
-    are computed: the most overlap, two units gathered at once. ``BACKWARD_POST``: once the current unit's
-    gradients are final and it is freed: less overlap, and no more than one unit gathered at a time."""
-    BACKWARD_PRE = "BACKWARD_PRE"
-    BACKWARD_POST = "BACKWARD_POST"
 
 # id(parameter) -> the FullyShardedDataParallel that shards it (ZeroRedundancyOptimizer(stage=3) looks here)
 _OWNERS: "weakref.WeakValueDictionary[int, FullyShardedDataParallel]" = weakref.WeakValueDictionary()
@@ -135,6 +126,8 @@ class FullyShardedDataParallel(Module):
             None (torch's node groups: see _strategy.py) or torch's pair ``(shard_group, replicate_group)``,
             which must tile the job's ranks (every rank wraps the model).
         sharding_strategy: a :class:`ShardingStrategy` (or its name), or None: FULL_SHARD (torch's default).
+        device_mesh: a :class:`DeviceMesh` instead of ``process_group``: 1-D, its group; 2-D with HYBRID_SHARD,
+            replicate over dimension 0 and shard over dimension 1 (torch's layout), over the mesh's ranks only.
 
     ``process_group`` is then the group of every rank training the model (the job's, under HYBRID_SHARD;
     fit averages over it), ``shard_group`` and ``replicate_group`` (None without one) the two groups above.
@@ -151,16 +144,18 @@ class FullyShardedDataParallel(Module):
 
     def __init__(self, module: Module, units=None, broadcast_buffers: bool = True,
                  reshard_after_forward: Optional[bool] = None, forward_prefetch: bool = False,
-                 backward_prefetch=BackwardPrefetch.BACKWARD_PRE, process_group=None, sharding_strategy=None):
+                 backward_prefetch=BackwardPrefetch.BACKWARD_PRE, process_group=None, sharding_strategy=None,
+                 device_mesh=None):
         super().__init__()
         if not isinstance(module, Module):
             raise TypeError(f"FullyShardedDataParallel: module must be a forgegrad.nn.Module, got "
                             f"{type(module).__name__}")
         if not isinstance(forward_prefetch, bool):
             raise TypeError(f"FullyShardedDataParallel: forward_prefetch must be a bool, got {forward_prefetch!r}")
-        backward_prefetch = _backward_prefetch(backward_prefetch)
+        backward_prefetch = backward_prefetch_of(backward_prefetch)
         strategy, reshard_after_forward = strategy_of(sharding_strategy, reshard_after_forward)
-        group, shard_group, replicate_group = groups_for(strategy, process_group)
+        process_group, over = groups_for_wrapper(WHO, device_mesh, process_group, strategy in _HYBRID)
+        group, shard_group, replicate_group = groups_for(strategy, process_group, over)
         from .ddp import _check_same_everywhere, broadcast_parameters
         from .zero import _Unit
         self.module = module
@@ -586,12 +581,3 @@ def _free_comm(comm, MPI) -> None:
     reused only once every rank has freed it), so ranks collecting their wrappers at different times is fine."""
     if not MPI.Is_finalized() and comm != MPI.COMM_NULL:
         comm.Free()
-
-
-def _backward_prefetch(value) -> Optional[BackwardPrefetch]:
-    if value is None or isinstance(value, BackwardPrefetch):
-        return value
-    if isinstance(value, str) and value in BackwardPrefetch.__members__:
-        return BackwardPrefetch[value]
-    raise ValueError(f"FullyShardedDataParallel: backward_prefetch must be BackwardPrefetch.BACKWARD_PRE, "
-                     f"BACKWARD_POST (or their names) or None, got {value!r}")

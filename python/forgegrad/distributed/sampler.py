@@ -22,7 +22,10 @@ class DistributedSampler:
 
     Args:
         dataset: anything with ``__len__``.
-        num_replicas, rank: default to forgegrad.distributed.size() / rank() (which need init()).
+        num_replicas, rank: default to forgegrad.distributed.size() / rank() (which need init()). A model
+            trained by a process group ``g`` (or a device mesh's dimension) takes the group's:
+            ``num_replicas=get_world_size(g), rank=get_rank(g)`` (torch's way: its sampler has no ``group=``),
+            so that the group's ranks split the whole data set between them.
         shuffle, seed, drop_last: as torch.
     """
 
