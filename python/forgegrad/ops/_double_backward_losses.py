@@ -1,0 +1,118 @@
+"""The differentiable backward rules of the losses and norms (the table's second half, see _double_backward.py):
+mse_loss and l1_loss by formula, the fused ones (cross_entropy, nll_loss, layer_norm, rms_norm,
+binary_cross_entropy_with_logits) by decomposition into ops that have formulas."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..tensor import Tensor
+from ._double_backward import _arg, _const, _flat, _for, _is_t, decomposed, rule
+
+
+def _reduce(per: Tensor, reduction: str) -> Tensor:
+    return per.mean() if reduction == "mean" else per.sum() if reduction == "sum" else per
+
+
+@rule("mse_loss")
+def _mse_loss(ctx, args, kwargs, g):
+    inp, target = args[0], args[1]
+    reduction = _arg(args, kwargs, 2, "reduction", "mean")
+    d = inp - target
+    scale = 2.0 / d._data.size if reduction == "mean" else 2.0
+    gd = (g if reduction == "none" else g.expand(*d.shape)) * d * scale
+    return _for(inp, gd), _for(target, -gd) if _is_t(target) else None
+
+
+@rule("l1_loss")
+def _l1_loss(ctx, args, kwargs, g):
+    inp, target = args[0], args[1]
+    reduction = _arg(args, kwargs, 2, "reduction", "mean")
+    d = inp - target
+    gd = (g if reduction == "none" else g.expand(*d.shape)) * _flat(d, np.sign)
+    if reduction == "mean":
+        gd = gd / d._data.size
+    return _for(inp, gd), _for(target, -gd) if _is_t(target) else None
+
+
+def _rows(x: Tensor) -> Tensor:
+    """(N, C, d1, ...) -> (N * d1 * ..., C), classes last; (C,) -> (1, C)."""
+    if x.ndim == 1:
+        return x.reshape(1, x.shape[0])
+    if x.ndim > 2:
+        x = x.permute(0, *range(2, x.ndim), 1)
+    return x.reshape(-1, x.shape[-1])
+
+
+def _nll_rows(logp: Tensor, target, weight, ignore_index):
+    """Per-row -w[y] * logp[row, y] (zero where y == ignore_index) and the weights w[y]."""
+    y = (target._data if _is_t(target) else np.asarray(target)).reshape(-1)
+    valid = y != ignore_index
+    if np.any(valid & ((y < 0) | (y >= logp.shape[1]))):
+        raise IndexError(f"target {y[valid & ((y < 0) | (y >= logp.shape[1]))][0]} is out of bounds")
+    ys = np.where(valid, y, 0)
+    w = np.ones(logp.shape[1]) if weight is None else np.asarray(weight._data if _is_t(weight) else weight)
+    wy = np.where(valid, w[ys], 0).astype(logp._data.dtype)
+    return -logp[np.arange(len(ys)), ys] * _const(wy, logp), wy, valid
+
+
+def _class_loss(per: Tensor, denom, reduction, shape):
+    if reduction == "none":
+        return per.reshape((shape[0],) + tuple(shape[2:]) if len(shape) >= 2 else ())
+    total = per.sum()
+    return total / float(denom) if reduction == "mean" else total
+
+
+def _cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    C = logits.shape[1] if logits.ndim >= 2 else logits.shape[0]
+    logp = _rows(logits).log_softmax(-1)
+    eps = float(label_smoothing)
+    wt = None if weight is None else (weight if _is_t(weight) else _const(weight, logp))
+    if target._data.dtype.kind == "f":  # class probabilities
+        t = _rows(target)
+        if eps > 0:
+            t = t * (1 - eps) + eps / C
+        per = -((t * logp * wt) if wt is not None else t * logp).sum(dim=-1)
+        return _class_loss(per, per.shape[0], reduction, logits.shape)
+    nll, wy, valid = _nll_rows(logp, target, weight, ignore_index)
+    per = nll * (1 - eps)
+    if eps > 0:
+        wl = logp * wt if wt is not None else logp
+        per = per + (-wl.sum(dim=-1) * _const(valid, logp)) * (eps / C)
+    return _class_loss(per, wy.sum(), reduction, logits.shape)
+
+
+def _nll_loss(logp, target, weight=None, ignore_index=-100, reduction="mean"):
+    nll, wy, _ = _nll_rows(_rows(logp), target, weight, ignore_index)
+    return _class_loss(nll, wy.sum(), reduction, logp.shape)
+
+
+def _layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    axes = tuple(range(x.ndim - len(tuple(normalized_shape)), x.ndim))
+    d = x - x.mean(dim=axes, keepdim=True)
+    y = d / ((d * d).mean(dim=axes, keepdim=True) + eps).sqrt()
+    if weight is not None:
+        y = y * weight
+    return y + bias if bias is not None else y
+
+
+def _rms_norm(x, normalized_shape, weight=None, eps=None):
+    axes = tuple(range(x.ndim - len(tuple(normalized_shape)), x.ndim))
+    eps = float(np.finfo(x._data.dtype).eps) if eps is None else eps
+    y = x / ((x * x).mean(dim=axes, keepdim=True) + eps).sqrt()
+    return y * weight if weight is not None else y
+
+
+def _bce_with_logits(x, target, weight=None, pos_weight=None, reduction="mean"):
+    softplus_neg = (-x).relu() + ((-x.abs()).exp() + 1).log()  # log(1 + exp(-x)), stable
+    coef = 1 if pos_weight is None else (pos_weight - 1) * target + 1
+    per = (1 - target) * x + coef * softplus_neg
+    if weight is not None:
+        per = per * weight
+    return _reduce(per, reduction)
+
+
+decomposed("cross_entropy", _cross_entropy)
+decomposed("nll_loss", _nll_loss)
+decomposed("layer_norm", _layer_norm)
+decomposed("rms_norm", _rms_norm)
+decomposed("binary_cross_entropy_with_logits", _bce_with_logits)
