@@ -1,6 +1,6 @@
 """The server of encoder checkpoints (``forgegrad serve ENCODER_DIR``): OpenAI's ``POST /v1/embeddings`` for an
-encoder (embeddings.py), the rerank and score APIs (``POST /v1/rerank``, ``/rerank``, ``/v1/score``, ``/score``) for a
-cross-encoder (rerank.py), the
+encoder (embeddings.py) or for a CLIP or SigLIP model, texts and images (image_embeddings.py), the rerank and score
+APIs (``POST /v1/rerank``, ``/rerank``, ``/v1/score``, ``/score``) for a cross-encoder (rerank.py), the
 classify API (``POST /v1/classify``, ``/classify``) for a classifier of several labels (classify.py); with
 ``GET /v1/models``, ``/ping``, ``/health``, ``/metrics``. Requests waiting run through the model together
 (``EncoderQueue``)."""
@@ -25,8 +25,9 @@ def encoder_kind(path: str) -> Optional[str]:
     labels) for a checkpoint directory this server takes, else None."""
     from .classify import labels_of
     from .embeddings import is_embedding_checkpoint, read_json
+    from .image_embeddings import is_image_text_checkpoint
     from .rerank import is_reranker_checkpoint
-    if is_embedding_checkpoint(path):
+    if is_embedding_checkpoint(path) or is_image_text_checkpoint(path):
         return "embeddings"
     if not is_reranker_checkpoint(path):
         return None
@@ -122,9 +123,14 @@ def create_encoder_app(config: EncoderServeConfig):
     kind = encoder_kind(config.model_path)
     if kind is None:
         raise ValueError(f"{config.model_path!r} holds no encoder forgegrad serves (a BERT / RoBERTa / XLM-R / "
-                         "ModernBERT encoder for embeddings, or one of their *ForSequenceClassification models: "
-                         "reranking with one label, classification with several)")
-    if kind == "embeddings":
+                         "ModernBERT encoder for embeddings, a CLIP or SigLIP model for text and image embeddings, "
+                         "or one of the encoders' *ForSequenceClassification models: reranking with one label, "
+                         "classification with several)")
+    from .image_embeddings import is_image_text_checkpoint
+    if kind == "embeddings" and is_image_text_checkpoint(config.model_path):  # CLIP, SigLIP: texts and images
+        from .image_embeddings import ImageTextEmbedder as Worker
+        routes_of = ("/v1/embeddings",)
+    elif kind == "embeddings":
         from .embeddings import Embedder as Worker
         routes_of = ("/v1/embeddings", "/v1/score", "/score")
     elif kind == "rerank":

@@ -75,6 +75,11 @@ class ImageTextProcessor:
             if len(row) > self.max_length:
                 raise ValueError(f"ImageTextProcessor: text {i} is {len(row)} tokens, past the {self.max_length} "
                                  "the text tower takes")
+        return self.pad(rows)
+
+    def pad(self, rows: Sequence[Sequence[int]]) -> Dict[str, np.ndarray]:
+        """Token-id rows (each at most ``max_length``) as the model's text inputs: padded on the right with
+        ``pad_token_id`` to the longest with an ``attention_mask`` (CLIP), or to ``max_length`` without (SigLIP)."""
         T = self.max_length if self.siglip else max(len(r) for r in rows)
         ids = np.full((len(rows), T), self.pad_token_id, np.int64)
         mask = np.zeros((len(rows), T), np.int64)

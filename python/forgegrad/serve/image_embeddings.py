@@ -1,0 +1,168 @@
+"""Image and text embeddings over HTTP for a CLIP or SigLIP checkpoint (``CLIPModel``, ``SiglipModel``):
+OpenAI's embeddings API with images among the inputs, in one vector space.
+
+    forgegrad serve CLIP_DIR   (the app: encoder_app.py)
+
+    POST /v1/embeddings  {"input": "text" | {"text": "..."} | {"image": "<base64>" | "data:image/png;base64,..."}
+                                  | [any of those, texts and images mixed, up to 2048],
+                          "encoding_format": "float" | "base64", "model": ..., "dimensions": ..., "user": ...}
+
+A text is tokenized with the directory's tokenizer.json and embedded by the text tower (``get_text_features``), an
+image decoded by Pillow (the ``vision`` extra; PNG, JPEG, WebP, ...), made into pixel values by the directory's
+``preprocessor_config.json`` (image_processing.py) and embedded by the image tower (``get_image_features``). Every
+vector has unit length (the embeddings whose dot products the model's logits scale), so a text's and an image's
+compare by their dot product. Images come inline, base64-encoded (a ``data:`` URL or the bare base64); URLs are not
+fetched. Decoding and preprocessing run off the event loop, per request, so a bad image is that request's 400; the
+towers then run on the inputs of every request waiting together (``encoder_app.EncoderQueue``), up to ``max_batch``
+of each kind at a time.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+from typing import List, Tuple
+
+import numpy as np
+
+from .completion_request import CompletionError, bad, request_object, served_model
+from .embeddings import MAX_INPUTS, checked_length, checkpoint_kind, encode_checked
+
+_ARCHITECTURES = ("CLIPModel", "SiglipModel")
+_FIELDS = {"input", "model", "encoding_format", "dimensions", "user"}
+MAX_PIXELS = 50_000_000  # a decoded image past this many pixels is refused (decompression bombs)
+_EXPECTED = (f'a string (a text), {{"text": "..."}}, {{"image": "<base64 or a data: URL>"}}, or a list of up to '
+             f'{MAX_INPUTS} of them')
+
+
+def is_image_text_checkpoint(path: str) -> bool:
+    """Whether a checkpoint directory holds a CLIP or SigLIP dual encoder."""
+    arch, model_type = checkpoint_kind(path)
+    return arch in _ARCHITECTURES or model_type in ("clip", "siglip")
+
+
+def _items(value) -> list:
+    """("text", str) and ("image", str) pairs of the request's ``input``."""
+    items = value if isinstance(value, list) else [value]
+    if not items or len(items) > MAX_INPUTS:
+        raise bad("input", _EXPECTED, value)
+    out = []
+    for item in items:
+        if isinstance(item, str) and item:
+            out.append(("text", item))
+        elif isinstance(item, dict) and len(item) == 1 and next(iter(item)) in ("text", "image") and isinstance(
+                next(iter(item.values())), str) and next(iter(item.values())):
+            out.append(next(iter(item.items())))
+        else:
+            raise bad("input", _EXPECTED, item)
+    return out
+
+
+def decode_image(data: str, index: int):
+    """The PIL image of input ``index``'s base64 (a bare string or a ``data:`` URL), loaded; 400 when it is not
+    base64 or not an image Pillow reads, or when it has more than MAX_PIXELS pixels."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise CompletionError(501, "images need Pillow on the server: pip install \"forgegrad[vision]\"",
+                              "input") from None
+    if data.startswith("data:"):
+        head, sep, data = data.partition(",")
+        if not sep or not head.endswith(";base64"):
+            raise CompletionError(400, f"input {index}: a data: URL must be base64 (data:image/...;base64,...)",
+                                  "input")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise CompletionError(400, f"input {index}: the image is not valid base64", "input") from None
+    try:
+        image = Image.open(io.BytesIO(raw))
+        if image.width * image.height > MAX_PIXELS:
+            raise CompletionError(400, f"input {index}: the image is {image.width} x {image.height} pixels, more "
+                                       f"than the {MAX_PIXELS} this server decodes", "input")
+        image.load()
+    except CompletionError:
+        raise
+    except Exception as e:  # Pillow raises many types (UnidentifiedImageError, OSError, DecompressionBombError, ...)
+        raise CompletionError(400, f"input {index}: not an image Pillow reads ({type(e).__name__})", "input") from None
+    return image
+
+
+class ImageTextEmbedder:
+    """A CLIP or SigLIP model and its ImageTextProcessor; ``embed`` runs on one thread at a time (the worker)."""
+
+    def __init__(self, path: str, weights: str = "float32", max_batch: int = 32):
+        from ..models.hf import from_pretrained
+        from ..models.hf.zero_shot import ImageTextProcessor
+        model = from_pretrained(path, dtype="bfloat16" if weights == "bfloat16" else "float32")
+        if weights == "int8":
+            from ..quantization import quantize_weight_only
+            model = quantize_weight_only(model, inplace=True)
+        self.model = model.eval()
+        self.processor = ImageTextProcessor.from_pretrained(path)
+        if self.processor.image_processor is None:
+            raise ValueError(f"{path!r} has no preprocessor_config.json: images could not be embedded")
+        self.context = self.processor.max_length
+        self.vocab = int(self.model.text_model.config["vocab_size"])
+        project = getattr(self.model, "text_projection", None)  # CLIP's; SigLIP's vectors are its towers' own
+        self.dim = int(project.out_features if project is not None else self.model.vision_model.config["hidden_size"])
+        self.max_batch = max_batch
+
+    def describe(self) -> str:
+        return f"{self.dim}-dimensional text and image vectors, texts up to {self.context} tokens"
+
+    def _prepare(self, items: List[Tuple[str, str]]) -> Tuple[list, int]:
+        """(("text", ids) or ("image", (3, H, W) pixel values) per item, the text tokens): tokenizing, decoding
+        and preprocessing, on a thread of the event loop's executor."""
+        out, tokens = [], 0
+        for i, (kind, value) in enumerate(items):
+            if kind == "text":
+                ids = checked_length(encode_checked(self.processor.tokenizer, value, i, self.context), i,
+                                     self.context)
+                bad_id = next((t for t in ids if not 0 <= t < self.vocab), None)
+                if not ids or bad_id is not None:
+                    raise CompletionError(400, f"input {i} gives {'no tokens' if not ids else f'token {bad_id}'} "
+                                               f"the model's vocabulary of {self.vocab} does not hold", "input")
+                out.append(("text", ids))
+                tokens += len(ids)
+            else:
+                out.append(("image", self.processor.image_processor(decode_image(value, i))["pixel_values"][0]))
+        return out, tokens
+
+    async def answer(self, body: bytes, name: str, run) -> Tuple[dict, int]:
+        """The /v1/embeddings answer to ``body`` and the text tokens it embedded."""
+        obj = request_object(body, _FIELDS, {})
+        if "input" not in obj:
+            raise CompletionError(400, "input is required", "input")
+        items = _items(obj["input"])
+        served_model(obj, name)
+        fmt = obj.get("encoding_format")
+        if fmt not in (None, "float", "base64"):
+            raise bad("encoding_format", '"float" or "base64"', fmt)
+        dim = obj.get("dimensions")
+        if dim is not None and dim != self.dim:
+            raise bad("dimensions", f"this model's size, {self.dim} (shortened vectors are not supported)", dim)
+        prepared, tokens = await asyncio.get_running_loop().run_in_executor(None, self._prepare, items)
+        vectors = await run(prepared)
+        data = [{"object": "embedding", "index": i, "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode(
+            "ascii") if fmt == "base64" else v.tolist()} for i, v in enumerate(vectors)]
+        return {"object": "list", "data": data, "model": name,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, tokens
+
+    def embed(self, items: list) -> np.ndarray:
+        """(len(items), dim) unit vectors of ("text", ids) and ("image", pixel values) items, each tower run on up
+        to max_batch of its items at a time."""
+        from ..autograd import no_grad
+        out = np.empty((len(items), self.dim), np.float32)
+        texts = [i for i, (kind, _) in enumerate(items) if kind == "text"]
+        images = [i for i, (kind, _) in enumerate(items) if kind == "image"]
+        with no_grad():
+            for start in range(0, len(texts), self.max_batch):
+                rows = texts[start:start + self.max_batch]
+                inputs = self.processor.pad([items[i][1] for i in rows])
+                out[rows] = self.model.get_text_features(inputs["input_ids"], inputs.get("attention_mask")).numpy()
+            for start in range(0, len(images), self.max_batch):
+                rows = images[start:start + self.max_batch]
+                out[rows] = self.model.get_image_features(np.stack([items[i][1] for i in rows])).numpy()
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))
