@@ -222,3 +222,17 @@ def test_images_through_processor_and_model(checkpoints, tmp_path):
     np.testing.assert_array_equal(pixels, want.numpy())
     with fg.no_grad(), torch.no_grad():
         np.testing.assert_allclose(from_pretrained(path)(pixels).numpy(), hf(want).logits.numpy(), **TOL)
+
+
+def test_bfloat16_weights(checkpoints, tmp_path):
+    """A bfloat16 checkpoint loaded with dtype="bfloat16" (Linear weights kept in bfloat16) gives the float32
+    model's logits bit for bit, and those are transformers' (its bfloat16 weights widened to float32)."""
+    _, hf = checkpoints["ViTForImageClassification"]
+    copy.deepcopy(hf).to(torch.bfloat16).save_pretrained(tmp_path)
+    wide, narrow = from_pretrained(tmp_path), from_pretrained(tmp_path, dtype="bfloat16")
+    assert any(type(m).__name__ == "WeightOnlyBF16Linear" for m in narrow.modules())
+    x = _pixels(2, seed=8)
+    with fg.no_grad(), torch.no_grad():
+        np.testing.assert_array_equal(narrow(x).numpy(), wide(x).numpy())
+        ref = copy.deepcopy(hf).to(torch.bfloat16).float()
+        np.testing.assert_allclose(wide(x).numpy(), ref(torch.tensor(x)).logits.numpy(), **TOL)
