@@ -14,12 +14,13 @@ is seq2seq_batch.py's (the encoder once on the prompt, its choices joining with 
   decoder keys, and waits, first in line, while the pool cannot give them; a decoding row that fills its blocks takes
   one more. When the pool has none left, the row that came last (its request's arrival, then its choice index) is
   preempted: its decoder blocks and its hold on its source's go back and it waits at the head of the line, before
-  every later request; once blocks are free again its source is encoded again (its encoder keys into new blocks) and
-  the decoder tokens it had fed (the start token and its answer but the last token picked) are prefilled again in one
-  decoder call, straight into its blocks (kv_pool.BlockCache), and it decodes on from the token it had picked.
-  Nothing it picks is picked again, so its random generator, its processors' state and its stream go on as if it had
-  never left: the client sees only a pause. A request whose rows need more blocks than the whole pool (source and
-  max_tokens, every choice) fails with a 400 as it arrives.
+  every later request; once blocks are free again its source is encoded again (its encoder keys into new blocks, or
+  the blocks a choice of its request still decoding holds, shared again) and the decoder tokens it had fed (the start
+  token and its answer but the last token picked) are prefilled again in one decoder call, straight into its blocks
+  (kv_pool.BlockCache), and it decodes on from the token it had picked. Nothing it picks is picked again, so its
+  random generator, its processors' state and its stream go on as if it had never left: the client sees only a
+  pause. A request whose rows need more blocks than the whole pool (source and max_tokens, every choice) fails with a
+  400 as it arrives.
 * T5's self-attention adds a learned relative-position bias per head and distance: the paged kernel
   (``_C.attention.paged_decode``) takes it as a table (heads, max_distance + 1) by distance, built once per model
   (T5LeanStep), each row's query at its own last key, so rows of any lengths share one step.
@@ -157,7 +158,8 @@ class PagedSeq2SeqEngine(PagedBatchEngine):
         except PoolFull as e:
             self._drop(p.job, e)
             return
-        need = pool.blocks_for(S) + sum(self._start_blocks(keys, k, 0) for k in limits)
+        shared = self._sibling_source(p.row) if resume else None
+        need = (0 if shared else pool.blocks_for(S)) + sum(self._start_blocks(keys, k, 0) for k in limits)
         if not pool.reserve(need, first_try=not (resume or getattr(p, "waited", False))):
             p.waited = True  # asks again after the next step: one wait in the counters (a preempted row: none)
             return
@@ -166,13 +168,17 @@ class PagedSeq2SeqEngine(PagedBatchEngine):
         blocks: List[int] = []
         joined: List[_Row] = []
         try:
-            with no_grad():
-                states = self.model.encode(np.array([p.ids]), None)
-                cross = self.model.cross_kv(states)
-            if self.on_prefill is not None:
-                self.on_prefill()
+            if shared:  # its source's blocks are still in the pool, a sibling's: held once more, not written again
+                blocks = list(shared)
+                pool.share(blocks)
+            if not shared or keys:  # the decoder's prefill attends to the encoder's output
+                with no_grad():
+                    states = self.model.encode(np.array([p.ids]), None)
+                    cross = self.model.cross_kv(states)
+                if self.on_prefill is not None:
+                    self.on_prefill()
             B = pool.block_tokens
-            for j in range(pool.blocks_for(S)):
+            for j in range(0 if shared else pool.blocks_for(S)):
                 blocks.append(pool.allocate())
                 p.reserved -= 1
                 n = min(B, S - j * B)
@@ -202,6 +208,15 @@ class PagedSeq2SeqEngine(PagedBatchEngine):
             pool.recomputed_tokens += p.redo
         self.rows = self.rows + joined
         self.slots = self.rows
+
+    def _sibling_source(self, row: _Row):
+        """The source blocks of a row decoding on the same prompt of ``row``'s request (its n choices share them), or
+        None: a preempted choice coming back holds them once more instead of a second copy."""
+        ids = row.job.prompt_ids[row.index]
+        for other in self.rows:
+            if other.job is row.job and other.cross_table and other.job.prompt_ids[other.index] == ids:
+                return other.cross_table
+        return None
 
     def _prefill_decoder(self, p: _Reencode, states, cross) -> None:
         """A preempted row's decoder tokens through the decoder again (one call, its cross-attention on the encoder's
