@@ -276,3 +276,18 @@ def test_transformers_4_layout_of_a_text_tower(tmp_path):
     _close(from_pretrained(tmp_path)(ids, mask).pooler_output, ref)
     half = from_pretrained(tmp_path, dtype="bfloat16")(ids, mask).pooler_output
     np.testing.assert_allclose(half.numpy(), ref.numpy(), rtol=0.05, atol=0.05)
+
+
+def test_onnx_of_a_projection_tower_pooling_at_the_highest_id(tmp_path):
+    """A CLIPTextModelWithProjection whose eos_token_id is 2 exports with the highest-id pooling in the graph."""
+    ort = pytest.importorskip("onnxruntime")
+    from forgegrad.models.hf.onnx_clip import export_clip_tower
+    torch.manual_seed(0)
+    hf = _saved(mc.CLIPTextModelWithProjection(cc.CLIPTextConfig(**dict(TEXT, eos_token_id=2))), tmp_path)
+    assert export_clip_tower(from_pretrained(tmp_path), tmp_path / "t.onnx", "text").ok
+    ids, mask = _texts((13, 8, 5), total=13, seed=3)
+    got = ort.InferenceSession(str(tmp_path / "t.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"input_ids": ids, "attention_mask": mask})
+    with torch.no_grad():
+        ref = hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
+    np.testing.assert_allclose(got[0], ref.text_embeds.numpy(), **TOL)
