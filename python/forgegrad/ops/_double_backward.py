@@ -383,7 +383,8 @@ def _var(ctx, args, kwargs, g):
 def _std(ctx, args, kwargs, g):
     x, axes, keepdim, n, d = _var_parts(args, kwargs)
     std = x.std(dim=axes, unbiased=_arg(args, kwargs, 2, "unbiased", True), keepdim=True)
-    return _expand_back(g, x.shape, axes, keepdim) * d / (std * n)
+    pos = std._data > 0  # a constant row: gradient 0 (torch's), not 0/0
+    return _where(pos, _expand_back(g, x.shape, axes, keepdim) * d / (_where(pos, std, 1.0) * n), 0.0)
 
 
 @rule("cumsum")

@@ -86,8 +86,13 @@ def _nll_loss(logp, target, weight=None, ignore_index=-100, reduction="mean"):
     return _class_loss(nll, wy.sum(), reduction, logp.shape)
 
 
+def _trailing(x, normalized_shape):
+    n = 1 if isinstance(normalized_shape, (int, np.integer)) else len(tuple(normalized_shape))
+    return tuple(range(x.ndim - n, x.ndim))
+
+
 def _layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
-    axes = tuple(range(x.ndim - len(tuple(normalized_shape)), x.ndim))
+    axes = _trailing(x, normalized_shape)
     d = x - x.mean(dim=axes, keepdim=True)
     y = d / ((d * d).mean(dim=axes, keepdim=True) + eps).sqrt()
     if weight is not None:
@@ -96,7 +101,7 @@ def _layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
 
 
 def _rms_norm(x, normalized_shape, weight=None, eps=None):
-    axes = tuple(range(x.ndim - len(tuple(normalized_shape)), x.ndim))
+    axes = _trailing(x, normalized_shape)
     eps = float(np.finfo(x._data.dtype).eps) if eps is None else eps
     y = x / ((x * x).mean(dim=axes, keepdim=True) + eps).sqrt()
     return y * weight if weight is not None else y

@@ -1,0 +1,98 @@
+"""Double backward, generated from the op registry: every op with a differentiable backward rule, over the samples
+its record declares (the same ones tests/test_op_registry.py checks forward and backward with), in float64 against
+torch's float64: the gradient taken with create_graph=True, then the gradient of its projection on a random vector.
+An op given a rule is covered here by its existing samples; a registered op without one must be named in
+UNCOVERED, and the pass must refuse it naming it."""
+import numpy as np
+import pytest
+import torch
+
+import forgegrad as fg
+from forgegrad import autograd
+from forgegrad.ops import registry
+from forgegrad.ops._double_backward import covered
+
+MAX_ELEMENTS = 2_000  # the large samples (kernel blocking) say nothing more about a rule and cost seconds here
+# ops without a differentiable rule (create_graph through them raises NotImplementedError naming them)
+UNCOVERED = {"adaptive_avg_pool2d", "avg_pool2d", "batch_norm", "binary_cross_entropy", "conv1d", "conv2d",
+             "fake_quantize_per_channel_affine", "fake_quantize_per_tensor_affine", "kl_div", "max_pool2d",
+             "recurrent_layer", "scaled_dot_product_attention",
+             "argmax", "argmin", "compare"}  # (these three have no float output: nothing to differentiate)
+RANDOM = {"dropout"}  # its mask is drawn by each library: tests/test_double_backward.py checks it with its mask
+
+
+def _args(lib, sample, pos):
+    out = []
+    for i, a in enumerate(sample.args):
+        if isinstance(a, np.ndarray):
+            a = a.astype(np.float64) if a.dtype == np.float32 else a
+            out.append(fg.tensor(a.copy(), requires_grad=i in pos) if lib == "fg" else
+                       torch.from_numpy(a.copy()).requires_grad_(i in pos))
+        else:
+            out.append(a)
+    return out
+
+
+def _second_order(op, sample, lib):
+    pos = [p for p in sample.grad_positions() if sample.args[p].dtype == np.float32]
+    args = _args(lib, sample, pos)
+    outs = op(*args, **sample.kwargs) if lib == "fg" else op.torch(torch, *args, **sample.kwargs)
+    outs = tuple(outs) if isinstance(outs, (tuple, list)) else (outs,)
+    rng = np.random.default_rng(7)
+    wrap = fg.tensor if lib == "fg" else torch.from_numpy
+    grad = autograd.grad if lib == "fg" else torch.autograd.grad
+    total = sum((o * wrap(rng.uniform(-1, 1, size=tuple(o.shape)))).sum() for o in outs
+                if o.dtype in (fg.float64, torch.float64) and o.requires_grad)
+    if not isinstance(total, (fg.Tensor, torch.Tensor)):  # no float output (a cast to int64 or bool)
+        return []
+    xs = [args[p] for p in pos]
+    gs = grad(total, xs, create_graph=True, allow_unused=True)
+    proj = [(g * wrap(rng.uniform(-1, 1, size=tuple(g.shape)))).sum() for g in gs if g is not None and g.requires_grad]
+    ggs = grad(sum(proj), xs, allow_unused=True) if proj else [None] * len(xs)
+
+    def arr(t, like):
+        if t is None:
+            return np.zeros(like.shape)
+        return t.detach().numpy() if lib == "fg" else t.detach().numpy(force=True)
+
+    return [arr(g, x) for g, x in zip(gs, xs)] + [arr(g, x) for g, x in zip(ggs, xs)]
+
+
+def _cases():
+    for name in covered():
+        op = registry.get(name)
+        if name in RANDOM or op.samples is None or op.torch is None:
+            continue
+        for k, s in enumerate(op.samples()):
+            if s.grad_positions() and all(not isinstance(a, np.ndarray) or a.size <= MAX_ELEMENTS for a in s.args):
+                yield pytest.param(name, k, id=f"{name}-{s.name or k}")
+
+
+@pytest.mark.parametrize("name,k", list(_cases()))
+def test_registry_sample_grad_of_grad_matches_torch_float64(name, k):
+    op = registry.get(name)
+    sample = op.samples()[k]
+    got, want = _second_order(op, sample, "fg"), _second_order(op, sample, "torch")
+    for i, (a, b) in enumerate(zip(got, want)):
+        what = f"{name} sample {sample.name or k}: " + ("gradient" if i < len(got) // 2 else "gradient of gradient")
+        assert a.shape == b.shape, what
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10, equal_nan=True, err_msg=what)
+
+
+def test_every_registered_op_has_a_rule_or_is_named_uncovered():
+    names = {op.name for op in registry.all_ops()}
+    assert set(covered()) | UNCOVERED == names, sorted(names - set(covered()) - UNCOVERED)
+    assert not set(covered()) & UNCOVERED
+
+
+@pytest.mark.parametrize("name", sorted(UNCOVERED - {"argmax", "argmin", "compare"}))
+def test_uncovered_op_is_refused_by_name(name):
+    op = registry.get(name)
+    sample = next(s for s in op.samples() if s.grad_positions())
+    args = [fg.tensor(a.copy(), requires_grad=i in sample.grad_positions()) if isinstance(a, np.ndarray) else a
+            for i, a in enumerate(sample.args)]
+    outs = op(*args, **sample.kwargs)
+    out = outs[0] if isinstance(outs, tuple) else outs
+    with pytest.raises(NotImplementedError, match=f"op '{name}' has no differentiable backward rule"):
+        autograd.grad((out * out).sum(), [args[p] for p in sample.grad_positions()], create_graph=True,
+                      allow_unused=True)
