@@ -47,15 +47,15 @@ def _prefill(model, ids, cache, chunks):
 @pytest.mark.parametrize("prefix", [0, 1])
 def test_the_blocks_hold_what_a_kv_cache_holds(model, chunks, prefix):
     """A 40-token prompt in blocks of 16 (two full, one partial), after ``prefix`` blocks already written (a cached
-    prefix: its keys copied in from a KVCache, the prefill starting past them)."""
+    prefix: the prefill starting past them)."""
     ids = [int(t) for t in np.random.default_rng(3).integers(3, 250, 40)]
     ref = model.new_cache(1, 40)
     want = _prefill(model, ids, ref, [40])
     pool = KVPool.for_model(model, blocks=6, block_tokens=16)
     assert pool.reserve(3)
-    table = [pool.allocate() for _ in range(prefix)]
-    for j, block in enumerate(table):
-        pool.write(block, ref, j * 16, (j + 1) * 16)
+    table = []
+    if prefix:  # a cached prefix: its block written by a prefill of its tokens alone, as the prefix cache keeps it
+        _prefill(model, ids, BlockCache(pool, table, 0, 16, pool.allocate), [16])
     cache = BlockCache(pool, table, 16 * prefix, 40, pool.allocate)
     if prefix:  # the prefix's tokens are not fed again
         chunks = [24] if len(chunks) == 1 else [13, 11]

@@ -28,11 +28,13 @@ grows, rows preempted (and recomputed) when the pool runs out; preemptions are r
 ``--seq2seq`` compares the encoder-decoder engines instead, at bart-base's shape (6 + 6 layers of 768, 12 heads;
 random weights transformers writes): the contiguous one (seq2seq_batch.py: one right-aligned decoder cache and the
 rows' encoder keys/values padded to the longest source) against the paged one (paged_seq2seq.py: the decoder's keys
-and the encoder's keys/values in blocks of one pool, each row reserving its source's and max_tokens' blocks as it
-joins; ``--kv-blocks``: the pool's size, default room for every row). The contiguous KV peak counts its decoder
-cache and its encoder arrays; the paged one, the pool's most blocks in use (both kinds). ``--model t5-small``: at
-T5-small's shape instead (6 + 6 layers of 512, 8 heads of 64, its relative-position bias through the paged kernel's
-table by distance; a default pool of engine_setup.RELATIVE_ROW_TOKENS-token rows, T5 having no position table).
+and the encoder's keys/values in blocks of one pool, rows taking decoder blocks as they grow; default pool: room for
+every row). The contiguous KV peak counts its decoder cache and its encoder arrays; the paged one, the pool's most
+blocks in use (both kinds). With ``--kv-blocks N`` it compares "reserve all" (each row reserving its source's and
+max_tokens' blocks as it joins, never preempted) against "on demand" (rows preempted, encoded and prefilled again).
+``--model t5-small``: at T5-small's shape instead (6 + 6 layers of 512, 8 heads of 64, its relative-position bias
+through the paged kernel's table by distance; a default pool of engine_setup.RELATIVE_ROW_TOKENS-token rows, T5 having
+no position table).
 
 Needs torch, transformers and tokenizers."""
 from __future__ import annotations
@@ -124,8 +126,8 @@ def run_engine(args) -> dict:
         blocks = args.kv_blocks or args.max_batch * -(-(context + 1) // 16) * (2 if args.seq2seq else 1)
         pool = KVPool.for_model(gen.model, blocks=blocks)
         lookahead = gen.context if args.engine == "reserve-all" else None
-        engine = (PagedSeq2SeqEngine(gen, args.max_batch, pool, **kw) if args.seq2seq else
-                  PagedBatchEngine(gen, args.max_batch, pool, lookahead=lookahead, **kw))
+        engine = (PagedSeq2SeqEngine if args.seq2seq else PagedBatchEngine)(gen, args.max_batch, pool,
+                                                                           lookahead=lookahead, **kw)
     else:
         engine = (Seq2SeqBatchEngine if args.seq2seq else BatchEngine)(gen, args.max_batch, **kw)
     kv_peak = [0]
@@ -259,7 +261,7 @@ def main():
     print(f"{'engine':>11} {'peak RSS MiB':>13} {'peak KV MiB':>12} {'tokens/s':>9} {'step ms':>8} {'rows/step':>10} "
           f"{'preempted':>10}")
     runs = {}
-    engines = ("contiguous", "paged") if args.kv_blocks is None or args.seq2seq else ("reserve-all", "paged")
+    engines = ("contiguous", "paged") if args.kv_blocks is None else ("reserve-all", "paged")
     for engine in engines:
         out = subprocess.run([sys.executable, __file__, "--engine", engine] + sys.argv[1:], check=True,
                              capture_output=True, text=True).stdout

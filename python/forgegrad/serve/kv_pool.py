@@ -159,26 +159,11 @@ class KVPool:
             if self.refs[b] == 0:
                 heapq.heappush(self._free, int(b))
 
-    def write(self, block: int, kv, start: int, stop: int, row: int = 0, offset: int = 0) -> None:
-        """Copy places ``start:stop`` of row ``row`` of ``kv`` (a KVCache) into ``block`` from place ``offset``."""
-        n = stop - start
-        for layer in range(len(self.keys)):
-            self.keys[layer][block, :, offset:offset + n] = kv.keys[layer][row, :, start:stop]
-            self.values[layer][block, :, offset:offset + n] = kv.values[layer][row, :, start:stop]
-
     def copy(self, src: int, dst: int, places: int) -> None:
         """Copy the first ``places`` keys and values of block ``src`` into block ``dst`` (every layer)."""
         for layer in range(len(self.keys)):
             self.keys[layer][dst, :, :places] = self.keys[layer][src, :, :places]
             self.values[layer][dst, :, :places] = self.values[layer][src, :, :places]
-
-    def read(self, blocks: List[int], kv, row: int = 0) -> None:
-        """Copy ``blocks`` (full) into row ``row`` of ``kv`` (a KVCache) from its column 0."""
-        B = self.block_tokens
-        for j, block in enumerate(blocks):
-            for layer in range(len(self.keys)):
-                kv.keys[layer][row, :, j * B:(j + 1) * B] = self.keys[layer][block]
-                kv.values[layer][row, :, j * B:(j + 1) * B] = self.values[layer][block]
 
 
 class BlockCache:
