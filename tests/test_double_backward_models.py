@@ -289,3 +289,21 @@ def test_tensor_norm_and_its_second_derivative(p):
         assert not np.isnan(a).any()
         rows = [0, 1, 3]  # at the zero row torch's second derivative of a root is nan, ours 0
         _close(a[rows] if a.ndim == 2 else a, b[rows] if b.ndim == 2 else b, np.float64)
+
+
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph")
+def test_backward_inputs_and_retain_grad_under_create_graph():
+    got = {}
+    for lib in ("torch", "fg"):
+        x = _t(lib, np.array([[0.5, -1.0], [2.0, 0.3]], np.float32), requires_grad=True)
+        w = _t(lib, np.array([1.5, -0.5], np.float32), requires_grad=True)
+        h = (x * w).sin()
+        h.retain_grad()
+        loss = (h * h).sum()
+        backward = torch.autograd.backward if lib == "torch" else autograd.backward
+        backward([loss], inputs=[w, h], create_graph=True)
+        assert x.grad is None and w.grad.grad_fn is not None
+        (dw,) = _grad(lib)(w.grad.sum() + h.grad.sum(), w)
+        got[lib] = (_np(w.grad), _np(h.grad), _np(dw))
+    for a, b in zip(got["fg"], got["torch"]):
+        _close(a, b)
