@@ -1,7 +1,8 @@
 """The server of encoder checkpoints (``forgegrad serve ENCODER_DIR``): OpenAI's ``POST /v1/embeddings`` for an
 encoder (embeddings.py) or for a CLIP or SigLIP model, texts and images (image_embeddings.py), the rerank and score
 APIs (``POST /v1/rerank``, ``/rerank``, ``/v1/score``, ``/score``) for a cross-encoder (rerank.py), the
-classify API (``POST /v1/classify``, ``/classify``) for a classifier of several labels (classify.py); with
+classify API (``POST /v1/classify``, ``/classify``) for a classifier of several labels (classify.py) or a ViT / DeiT
+image classifier (image_classify.py); with
 ``GET /v1/models``, ``/ping``, ``/health``, ``/metrics``. Requests waiting run through the model together
 (``EncoderQueue``)."""
 from __future__ import annotations
@@ -25,10 +26,13 @@ def encoder_kind(path: str) -> Optional[str]:
     labels) for a checkpoint directory this server takes, else None."""
     from .classify import labels_of
     from .embeddings import is_embedding_checkpoint, read_json
+    from .image_classify import is_image_classifier_checkpoint
     from .image_embeddings import is_image_text_checkpoint
     from .rerank import is_reranker_checkpoint
     if is_embedding_checkpoint(path) or is_image_text_checkpoint(path):
         return "embeddings"
+    if is_image_classifier_checkpoint(path):
+        return "classify"
     if not is_reranker_checkpoint(path):
         return None
     return "rerank" if labels_of(read_json(os.path.join(path, "config.json"), "config.json")) == 1 else "classify"
@@ -125,7 +129,8 @@ def create_encoder_app(config: EncoderServeConfig):
         raise ValueError(f"{config.model_path!r} holds no encoder forgegrad serves (a BERT / RoBERTa / XLM-R / "
                          "ModernBERT encoder for embeddings, a CLIP or SigLIP model for text and image embeddings, "
                          "or one of the encoders' *ForSequenceClassification models: reranking with one label, "
-                         "classification with several)")
+                         "classification with several; or a ViT / DeiT image classifier)")
+    from .image_classify import is_image_classifier_checkpoint
     from .image_embeddings import is_image_text_checkpoint
     if kind == "embeddings" and is_image_text_checkpoint(config.model_path):  # CLIP, SigLIP: texts and images
         from .image_embeddings import ImageTextEmbedder as Worker
@@ -136,6 +141,9 @@ def create_encoder_app(config: EncoderServeConfig):
     elif kind == "rerank":
         from .rerank import Reranker as Worker
         routes_of = ("/v1/rerank", "/rerank", "/v1/score", "/score")
+    elif is_image_classifier_checkpoint(config.model_path):  # ViT, DeiT: images
+        from .image_classify import ImageClassifier as Worker
+        routes_of = ("/v1/classify", "/classify")
     else:
         from .classify import Classifier as Worker
         routes_of = ("/v1/classify", "/classify")

@@ -32,7 +32,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["ImageProcessor", "load_image_processor", "resize_uint8", "PROCESSORS"]
+__all__ = ["ImageProcessor", "load_image_processor", "resize_uint8", "to_rgb", "PROCESSORS"]
 
 NEAREST, LANCZOS, BILINEAR, BICUBIC, BOX, HAMMING = 0, 1, 2, 3, 4, 5  # PIL's Image.Resampling values
 IMAGENET_STANDARD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -232,8 +232,11 @@ def _center_crop(image: np.ndarray, ch: int, cw: int) -> np.ndarray:
     return padded[max(0, top):min(nh, top + ch), max(0, left):min(nw, left + cw)]
 
 
-def _to_rgb(image: np.ndarray) -> np.ndarray:
-    """(H, W, C) uint8 with C in 1, 3, 4 -> (H, W, 3): gray repeated, RGBA composited onto white and rounded."""
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """(H, W, C) or (H, W) uint8 with C in 1, 3, 4 -> (H, W, 3): gray repeated, RGBA composited onto white and
+    rounded (transformers' convert_to_rgb on arrays)."""
+    if image.ndim == 2:
+        image = image[..., None]
     c = image.shape[-1]
     if c == 1:
         return np.repeat(image, 3, axis=-1)
@@ -331,7 +334,7 @@ class ImageProcessor:
             raise ValueError(f"ImageProcessor: images[{i}] must have shape (H, W), (H, W, 1), (H, W, 3) or "
                              f"(H, W, 4), got {image.shape}")
         if self.do_convert_rgb:
-            image = _to_rgb(image)
+            image = to_rgb(image)
         elif image.shape[-1] != 3:
             raise ValueError(f"ImageProcessor: images[{i}] has {image.shape[-1]} channels and this processor's "
                              "do_convert_rgb is off; pass (H, W, 3) RGB")

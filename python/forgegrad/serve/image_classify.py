@@ -1,0 +1,160 @@
+"""Image classification over HTTP for a ViT or DeiT classifier (``ViTForImageClassification``,
+``DeiTForImageClassification``, ``DeiTForImageClassificationWithTeacher``), in the shape of the text classify API
+(classify.py).
+
+    forgegrad serve VIT_DIR   (the app: encoder_app.py)
+
+    POST /v1/classify  (and /classify)
+         {"input": {"image": "<base64>" | "data:image/png;base64,..."} | {"array": "<base64 of a .npy file>"}
+                   | [any of those, up to 2048], "model": ...}
+    -> {"id": "classify-...", "object": "list", "created": ..., "model": ...,
+        "data": [{"index": i, "label": ..., "probs": [...], "num_classes": n}, ...], "usage": {...}}
+
+An ``image`` is decoded by Pillow (the ``vision`` extra; PNG, JPEG, WebP, ...) and converted to RGB; an ``array`` is
+a ``.npy`` file (``numpy.save``) of uint8 pixels, (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), read without Pillow
+(pickled arrays refused; gray repeated, RGBA composited onto white). Either is made into pixel values by the
+directory's ``preprocessor_config.json`` (image_processing.py) and classified: the probabilities are the softmax of
+the logits (each logit's sigmoid when config.json's ``problem_type`` is "multi_label_classification"), as
+transformers' image-classification pipeline gives them, and ``label`` is config.json's ``id2label`` name of the most
+likely class. Decoding and preprocessing run off the event loop, per request, so a bad image is that request's 400;
+the model then runs on the images of every request waiting together (``encoder_app.EncoderQueue``), up to
+``max_batch`` at a time. ``usage`` counts the tokens the encoder ran: each image's patches and its leading tokens.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import time
+import uuid
+from typing import List, Tuple
+
+import numpy as np
+
+from ..models.hf.image_processing import to_rgb
+from .classify import labels_of
+from .completion_request import CompletionError, bad, request_object, served_model
+from .embeddings import MAX_INPUTS, checkpoint_kind
+from .image_embeddings import MAX_PIXELS, decode_image
+
+ARCHITECTURES = ("ViTForImageClassification", "DeiTForImageClassification", "DeiTForImageClassificationWithTeacher")
+_FIELDS = {"model", "input", "user"}
+_EXPECTED = (f'{{"image": "<base64 or a data: URL>"}}, {{"array": "<base64 of a .npy file>"}}, or a list of up to '
+             f'{MAX_INPUTS} of them')
+
+
+def is_image_classifier_checkpoint(path: str) -> bool:
+    """Whether a checkpoint directory holds a ViT or DeiT image classifier."""
+    return checkpoint_kind(path)[0] in ARCHITECTURES
+
+
+def _items(value) -> List[Tuple[str, str]]:
+    """("image" | "array", base64 string) pairs of the request's ``input``."""
+    items = value if isinstance(value, list) else [value]
+    if not items or len(items) > MAX_INPUTS:
+        raise bad("input", _EXPECTED, value)
+    out = []
+    for item in items:
+        if not (isinstance(item, dict) and len(item) == 1 and next(iter(item)) in ("image", "array")
+                and isinstance(next(iter(item.values())), str) and next(iter(item.values()))):
+            raise bad("input", _EXPECTED, item)
+        out.append(next(iter(item.items())))
+    return out
+
+
+def decode_array(data: str, index: int) -> np.ndarray:
+    """The uint8 pixels of input ``index``'s base64 ``.npy`` file; 400 when it is not one, not uint8, not an image's
+    shape, or more than MAX_PIXELS pixels."""
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise CompletionError(400, f"input {index}: the array is not valid base64", "input") from None
+    try:
+        arr = np.load(io.BytesIO(raw), allow_pickle=False)
+    except Exception as e:  # numpy raises ValueError, OSError, EOFError, ... for what is not a .npy file
+        raise CompletionError(400, f"input {index}: not a .npy array ({type(e).__name__})", "input") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (
+            arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4)) or 0 in arr.shape:
+        raise CompletionError(400, f"input {index}: the array must be uint8 pixels of shape (H, W) or (H, W, C) with "
+                                   f"C 1, 3 or 4, got {getattr(arr, 'dtype', '?')} {getattr(arr, 'shape', '?')}",
+                              "input")
+    if arr.shape[0] * arr.shape[1] > MAX_PIXELS:
+        raise CompletionError(400, f"input {index}: the array has more than the {MAX_PIXELS} pixels this server "
+                                   "takes", "input")
+    return arr
+
+
+class ImageClassifier:
+    """A ViT / DeiT classifier and its image processor; ``embed`` runs on one thread at a time (the worker)."""
+
+    def __init__(self, path: str, weights: str = "float32", max_batch: int = 32):
+        from ..models.hf import from_pretrained
+        from ..models.hf.image_processing import load_image_processor
+        model = from_pretrained(path, dtype="bfloat16" if weights == "bfloat16" else "float32")
+        if weights == "int8":
+            from ..quantization import quantize_weight_only
+            model = quantize_weight_only(model, inplace=True)
+        self.model = model.eval()
+        self.processor = load_image_processor(path)
+        # the processor's output must be the size the model was trained at (its position table)
+        size = self.processor.crop_size if self.processor.do_center_crop else self.processor.size
+        want = self.model.encoder.embeddings.image_size
+        if size is None or "height" not in size or (size["height"], size["width"]) != tuple(want):
+            raise ValueError(f"{path!r}: preprocessor_config.json makes images of size {size}, but the model takes "
+                             f"{want[0]}x{want[1]}")
+        cfg = self.model.config
+        self.num_classes = labels_of(cfg)
+        names = cfg.get("id2label") or {}
+        self.names = [str(names.get(str(i), names.get(i, f"LABEL_{i}"))) for i in range(self.num_classes)]
+        self.multi_label = cfg.get("problem_type") == "multi_label_classification"
+        grid = self.model.encoder.embeddings.grid
+        self.context = grid[0] * grid[1] + self.model.encoder.tokens  # tokens per image
+        self.max_batch = max_batch
+
+    def describe(self) -> str:
+        size = self.model.encoder.embeddings.image_size
+        return f"{self.num_classes} classes, {size[0]}x{size[1]} images"
+
+    def _prepare(self, items: List[Tuple[str, str]]) -> List[np.ndarray]:
+        """(3, H, W) pixel values per item (decoding and preprocessing, on the event loop's executor)."""
+        out = []
+        for i, (kind, value) in enumerate(items):
+            if kind == "image":  # as transformers' pipeline loads an image: converted to RGB (alpha dropped)
+                image = np.asarray(decode_image(value, i).convert("RGB"))
+            else:  # gray repeated, RGBA composited onto white (do_convert_rgb's), for every processor
+                image = to_rgb(decode_array(value, i))
+            try:
+                out.append(self.processor(image)["pixel_values"][0])
+            except (TypeError, ValueError) as e:
+                raise CompletionError(400, f"input {i}: {e}", "input") from None
+        return out
+
+    async def answer(self, body: bytes, name: str, run) -> Tuple[dict, int]:
+        obj = request_object(body, _FIELDS, {})
+        if "input" not in obj:
+            raise CompletionError(400, "input is required", "input")
+        items = _items(obj["input"])
+        served_model(obj, name)
+        pixels = await asyncio.get_running_loop().run_in_executor(None, self._prepare, items)
+        probs = await run(pixels)
+        data = [{"index": i, "label": self.names[int(np.argmax(p))], "probs": [float(x) for x in p],
+                 "num_classes": self.num_classes} for i, p in enumerate(probs)]
+        tokens = self.context * len(pixels)
+        return {"id": "classify-" + uuid.uuid4().hex, "object": "list", "created": int(time.time()), "model": name,
+                "data": data, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, tokens
+
+    def embed(self, pixels: List[np.ndarray]) -> np.ndarray:
+        """(len(pixels), num_classes) probabilities, up to max_batch images per forward."""
+        from ..autograd import no_grad
+        out = np.empty((len(pixels), self.num_classes), np.float64)
+        with no_grad():
+            for start in range(0, len(pixels), self.max_batch):
+                z = self.model(np.stack(pixels[start:start + self.max_batch])).numpy().astype(np.float64)
+                if self.multi_label:
+                    out[start:start + len(z)] = 1.0 / (1.0 + np.exp(-z))
+                else:
+                    e = np.exp(z - z.max(axis=1, keepdims=True))
+                    out[start:start + len(z)] = e / e.sum(axis=1, keepdims=True)
+        return out
+
