@@ -307,3 +307,17 @@ def test_backward_inputs_and_retain_grad_under_create_graph():
         got[lib] = (_np(w.grad), _np(h.grad), _np(dw))
     for a, b in zip(got["fg"], got["torch"]):
         _close(a, b)
+
+
+def test_indexed_assignment_under_create_graph():
+    got = {}
+    for lib in ("torch", "fg"):
+        x = _t(lib, np.array([[0.5, -1.0, 2.0], [1.5, 0.3, -0.7]], np.float32), requires_grad=True)
+        v = _t(lib, np.array([0.2, -0.4], np.float32), requires_grad=True)
+        h = x.tanh() * 1
+        h[:, 1] = v.sin() * x[:, 0]
+        (gx, gv) = _grad(lib)((h * h).sum(), [x, v], create_graph=True)
+        (ddx, ddv) = _grad(lib)((gx * gx).sum() + gv.sum(), [x, v])
+        got[lib] = [_np(t) for t in (gx, gv, ddx, ddv)]
+    for a, b in zip(got["fg"], got["torch"]):
+        _close(a, b)

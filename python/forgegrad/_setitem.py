@@ -68,6 +68,20 @@ class IndexPutFunction(Function):
             gv = unbroadcast(picked, ctx.v_shape).astype(ctx.v_dtype, copy=False)
         return ga, gv, None
 
+    @staticmethod
+    def differentiable_backward(ctx, args, kwargs, g):
+        """The same with Tensor ops (create_graph: forgegrad._create_graph)."""
+        from .ops._double_backward import _const, _sum_to
+        key, v = ctx.key, args[1]
+        keep = np.ones(g.shape, dtype=bool)
+        keep[key] = False
+        gv = None
+        if hasattr(v, "requires_grad") and v.requires_grad:
+            picked = g[key]
+            lead = len(ctx.v_shape) - picked.ndim
+            gv = _sum_to(picked.reshape((1,) * lead + picked.shape) if lead > 0 else picked, ctx.v_shape)
+        return g * _const(keep, g), gv, None
+
 
 def assign(a: np.ndarray, key, v) -> None:
     """``a[key] = v`` as torch assigns: a value may have more leading dims of size 1 than the target has
