@@ -72,8 +72,9 @@ def _main(out):
     return [out.logits if hasattr(out, "logits") else out]
 
 
-@pytest.mark.parametrize("name", list(ARCHS))
-@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("name,attn", [(n, "eager") for n in ARCHS] + [("ViTModel", "sdpa"),
+                                                                        ("DeiTForImageClassificationWithTeacher",
+                                                                         "sdpa")])
 def test_outputs_equal_transformers(checkpoints, name, attn):
     path, _ = checkpoints[name]
     hf = getattr(transformers, name).from_pretrained(path, attn_implementation=attn).eval()
