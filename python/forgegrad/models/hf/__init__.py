@@ -29,7 +29,8 @@ question-answering and multiple-choice models of those encoders (``BertForQuesti
 ``StableLmForCausalLM``,
 ``GraniteForCausalLM``, and the mixture-of-experts
 ``MixtralForCausalLM``, ``Qwen2MoeForCausalLM``, ``Qwen3MoeForCausalLM``, and the encoder-decoders
-``T5ForConditionalGeneration`` (T5, Flan-T5, mT5), ``BartForConditionalGeneration``, ``MarianMTModel``,
+``T5ForConditionalGeneration`` (T5, Flan-T5), ``MT5ForConditionalGeneration``, ``UMT5ForConditionalGeneration``,
+``BartForConditionalGeneration``, ``MarianMTModel``,
 ``MBartForConditionalGeneration``, ``M2M100ForConditionalGeneration`` (M2M100, NLLB-200),
 ``PegasusForConditionalGeneration``, ``BlenderbotForConditionalGeneration``,
 ``BlenderbotSmallForConditionalGeneration`` and ``WhisperForConditionalGeneration`` (speech recognition;
@@ -77,7 +78,7 @@ from .onnx_export import export_with_past, generate_onnx
 from .onnx_seq2seq import export_seq2seq, generate_onnx_seq2seq
 from .onnx_task_heads import export_task_head
 from .onnx_whisper import generate_onnx_whisper
-from .t5 import T5ForConditionalGeneration
+from .t5 import MT5ForConditionalGeneration, T5ForConditionalGeneration, UMT5ForConditionalGeneration
 from .task_heads import (BertForMultipleChoice, BertForQuestionAnswering, DebertaV2ForMultipleChoice,
                          DebertaV2ForQuestionAnswering, DistilBertForMultipleChoice, DistilBertForQuestionAnswering,
                          ModernBertForMultipleChoice, ModernBertForQuestionAnswering, QuestionAnsweringOutput,
@@ -112,7 +113,8 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "StableLmForCausalLM",
            "GraniteForCausalLM",
            "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
-           "T5ForConditionalGeneration", "BartForConditionalGeneration", "MarianMTModel",
+           "T5ForConditionalGeneration", "MT5ForConditionalGeneration", "UMT5ForConditionalGeneration",
+           "BartForConditionalGeneration", "MarianMTModel",
            "MBartForConditionalGeneration", "M2M100ForConditionalGeneration", "PegasusForConditionalGeneration",
            "BlenderbotForConditionalGeneration", "BlenderbotSmallForConditionalGeneration",
            "WhisperForConditionalGeneration", "WhisperFeatureExtractor", "answer_question", "QuestionAnsweringOutput",
@@ -142,7 +144,8 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   StableLmForCausalLM,
                   GraniteForCausalLM,
                   MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM,
-                  T5ForConditionalGeneration, BartForConditionalGeneration, MarianMTModel,
+                  T5ForConditionalGeneration, MT5ForConditionalGeneration, UMT5ForConditionalGeneration,
+                  BartForConditionalGeneration, MarianMTModel,
                   MBartForConditionalGeneration, M2M100ForConditionalGeneration, PegasusForConditionalGeneration,
                   BlenderbotForConditionalGeneration, BlenderbotSmallForConditionalGeneration,
                   WhisperForConditionalGeneration,
@@ -171,7 +174,8 @@ _BY_TYPE = {"clip": CLIPModel, "clip_text_model": CLIPTextModel, "clip_vision_mo
             "granite": GraniteForCausalLM,
             "mixtral": MixtralForCausalLM,
             "qwen2_moe": Qwen2MoeForCausalLM, "qwen3_moe": Qwen3MoeForCausalLM, "t5": T5ForConditionalGeneration,
-            "mt5": T5ForConditionalGeneration, "bart": BartForConditionalGeneration,
+            "mt5": MT5ForConditionalGeneration, "umt5": UMT5ForConditionalGeneration,
+            "bart": BartForConditionalGeneration,
             "marian": MarianMTModel, "mbart": MBartForConditionalGeneration,
             "m2m_100": M2M100ForConditionalGeneration, "pegasus": PegasusForConditionalGeneration,
             "blenderbot": BlenderbotForConditionalGeneration,
@@ -188,7 +192,7 @@ def decoder_architectures(encoder_decoders: bool = False) -> str:
 
 
 # architectures that are another one's under a different name
-_ALIASES = {"MT5ForConditionalGeneration": T5ForConditionalGeneration}
+_ALIASES: Dict[str, type] = {}
 # decoders saved without their LM head (transformers' base models, as sentence-transformers saves a decoder embedding
 # model such as Qwen3-Embedding): their weights lack the "model." prefix; they give hidden states, not logits
 _BASE_DECODERS = {"LlamaModel": LlamaForCausalLM, "MistralModel": MistralForCausalLM, "Qwen2Model": Qwen2ForCausalLM,
@@ -213,6 +217,7 @@ _SEQ2SEQ_KEYS = ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "e
 
 
 _VIT_KEYS = ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size")
+_T5_KEYS = ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads")
 _WHISPER_KEYS = ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
                  "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "num_mel_bins",
                  "max_source_positions", "max_target_positions")
@@ -234,7 +239,8 @@ def _required(cfg: dict, cls, path: str) -> None:
             Qwen2MoeForCausalLM: llama + ("num_experts", "num_experts_per_tok", "moe_intermediate_size",
                                           "shared_expert_intermediate_size"),
             Qwen3MoeForCausalLM: llama + ("num_experts_per_tok", "moe_intermediate_size"),
-            T5ForConditionalGeneration: ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads"),
+            T5ForConditionalGeneration: _T5_KEYS, MT5ForConditionalGeneration: _T5_KEYS,
+            UMT5ForConditionalGeneration: _T5_KEYS,
             DistilBertModel: _DISTILBERT_KEYS, DistilBertForSequenceClassification: _DISTILBERT_KEYS,
             DistilBertForQuestionAnswering: _DISTILBERT_KEYS, DistilBertForMultipleChoice: _DISTILBERT_KEYS,
             BartForConditionalGeneration: _SEQ2SEQ_KEYS, MarianMTModel: _SEQ2SEQ_KEYS,

@@ -33,7 +33,8 @@ __all__ = ["T5LeanStep", "BartLeanStep", "PagedCross", "lean_seq2seq_step"]
 def _plain_types() -> tuple:
     from ... import nn
     from . import bart, t5
-    return (t5.T5ForConditionalGeneration, t5.T5Stack, t5.T5Block, t5.T5SubLayer, t5.T5Attention, t5.T5FeedForward,
+    return (t5.T5ForConditionalGeneration, t5.MT5ForConditionalGeneration, t5.UMT5ForConditionalGeneration,
+            t5.T5Stack, t5.T5Block, t5.T5SubLayer, t5.T5Attention, t5.T5FeedForward,
             bart.BartForConditionalGeneration, bart.MarianMTModel, bart.MBartForConditionalGeneration,
             bart.M2M100ForConditionalGeneration, bart.PegasusForConditionalGeneration,
             bart.BlenderbotForConditionalGeneration, bart.BlenderbotSmallForConditionalGeneration, bart.BartStack,
@@ -47,7 +48,7 @@ def lean_seq2seq_step(model, cross, mask, cache):
     from . import bart, t5
     if not lean_applies(model):
         return None
-    if type(model) is t5.T5ForConditionalGeneration:
+    if isinstance(model, t5.T5ForConditionalGeneration):  # (mT5, umT5: lean_applies took only the exact classes)
         return T5LeanStep(model, cross, mask, cache)
     if isinstance(model, bart.BartForConditionalGeneration):
         return BartLeanStep(model, cross, mask, cache)
@@ -193,15 +194,16 @@ class T5LeanStep(_LeanStep):
         gated, act = _feed_forward_kind(model.config)
         super().__init__(model, cross, mask, cache, act)
         self.gated = gated
-        att = model.decoder.block[0].layer[0].SelfAttention
+        atts = model.decoder.bias_attentions()  # each layer's table's attention (T5: the first layer's for all)
+        att = atts[0]
         self._bucket = lambda rel: relative_position_bucket(rel, False, att.num_buckets, att.max_distance)
-        self.table = att.relative_attention_bias.weight.numpy()  # (buckets, heads)
+        self.tables = [a.relative_attention_bias.weight.numpy() for a in atts]  # (buckets, heads) each
         self.heads = att.heads
         # the paged kernel's table (H, max_distance + 1): the bias of each distance d = query - key; every distance
         # from max_distance on falls in the last bucket, so the kernel's reading of the last column past the table
         # is the bias of any longer distance
         d = np.arange(att.max_distance + 1)
-        self.by_distance = np.ascontiguousarray(self.table[self._bucket(-d)].T, dtype=np.float32)
+        self.by_distances = [np.ascontiguousarray(t[self._bucket(-d)].T, dtype=np.float32) for t in self.tables]
 
     def __call__(self, tokens: np.ndarray, positions: Optional[np.ndarray] = None,
                  padding: Optional[np.ndarray] = None) -> np.ndarray:
@@ -213,19 +215,22 @@ class T5LeanStep(_LeanStep):
         p = self._next_place()
         x = _rows(m.shared, np.asarray(tokens, np.int64))  # (B, d)
         B, H = x.shape[0], self.heads
-        if self._paged():  # each row's query at its own last key: the kernel adds the bias by distance
-            bias = None
-        else:  # the query at place p over keys 0..p: the first layer's learned bias of each distance, (1, H, 1, p + 1)
-            bias = self.table[self._bucket(np.arange(p + 1) - p)].T[None, :, None, :]
+        biases = [None] * len(self.tables)
+        if not self._paged():  # (paged: each row's query at its own last key, the kernel adds the bias by distance)
+            # the query at place p over keys 0..p: the learned bias of each distance, (1, H, 1, p + 1) per table
+            buckets = self._bucket(np.arange(p + 1) - p)
             pad = self._self_padding(padding)
+            biases = [t[buckets].T[None, :, None, :] for t in self.tables]
             if pad is not None:
-                bias = np.ascontiguousarray(bias + pad, dtype=np.float32)  # (B, H, 1, p + 1)
+                biases = [np.ascontiguousarray(b + pad, dtype=np.float32) for b in biases]  # (B, H, 1, p + 1)
+        per_layer = len(self.tables) > 1
         for i, block in enumerate(dec.block):
             sub_self, sub_cross, sub_ff = block.layer
             att = sub_self.SelfAttention
             h = _rms_norm(x, sub_self.layer_norm.weight.numpy(), sub_self.layer_norm.eps)
-            a = self._self_attention(i, p, *(_linear(w, h).reshape(B, H, -1) for w in (att.q, att.k, att.v)), bias,
-                                     paged_bias=self.by_distance)
+            j = i if per_layer else 0
+            a = self._self_attention(i, p, *(_linear(w, h).reshape(B, H, -1) for w in (att.q, att.k, att.v)),
+                                     biases[j], paged_bias=self.by_distances[j])
             x = x + _linear(att.o, a)
             ca = sub_cross.EncDecAttention
             h = _rms_norm(x, sub_cross.layer_norm.weight.numpy(), sub_cross.layer_norm.eps)

@@ -1,12 +1,14 @@
-"""T5 encoder-decoders (transformers' ``T5ForConditionalGeneration``: T5, T5 v1.1, Flan-T5, mT5) with
-transformers' parameter names: summarisation and translation models.
+"""T5 encoder-decoders (transformers' ``T5ForConditionalGeneration``: T5, T5 v1.1, Flan-T5;
+``MT5ForConditionalGeneration``: mT5; ``UMT5ForConditionalGeneration``: umT5) with transformers' parameter names:
+summarisation and translation models.
 
 T5's attention has no position embeddings and no 1/sqrt(d) scaling: the first layer of each stack
 computes a learned bias per head from the bucketed distance between query and key (bidirectional in
 the encoder, looking back only in the decoder) and every layer adds it to its scores, together with
 the padding (and, in the decoder, causal) mask. Norms are RMSNorms without bias, applied before each
 sub-layer. The original T5 scales the decoder output by d_model ** -0.5 before the LM head (the
-config's ``scale_decoder_outputs``, or, in older configs, tied embeddings).
+config's ``scale_decoder_outputs``, or, in older configs, tied embeddings; mT5 never does). umT5 gives every layer's
+self-attention its own bias table instead of the first layer's.
 
 The attention here is written with forgegrad's differentiable ops (the bias is a learned parameter, so
 it must get its gradient), not the fused kernel.
@@ -26,7 +28,8 @@ from ._layers import FLOAT32_MAX as _FLOAT32_MAX
 from ._layers import key_places, padding_bias, rows
 from ._seq2seq import EncoderDecoder, attention_kv, decoder_places
 
-__all__ = ["T5ForConditionalGeneration", "relative_position_bucket"]
+__all__ = ["T5ForConditionalGeneration", "MT5ForConditionalGeneration", "UMT5ForConditionalGeneration",
+           "relative_position_bucket"]
 
 _NEG = np.float32(np.finfo(np.float32).min)
 
@@ -164,17 +167,37 @@ class T5Block(nn.Module):
 
 
 class T5Stack(nn.Module):
-    def __init__(self, cfg: dict, n_layers: int, is_decoder: bool):
+    """The blocks and final RMSNorm; ``per_layer_bias`` (umT5): every block's self-attention has its own
+    relative-position table, else (T5) the first block's serves them all."""
+
+    def __init__(self, cfg: dict, n_layers: int, is_decoder: bool, per_layer_bias: bool = False):
         super().__init__()
-        self.is_decoder = is_decoder
-        self.block = nn.ModuleList([T5Block(cfg, i == 0, is_decoder) for i in range(n_layers)])
+        self.is_decoder, self.per_layer_bias = is_decoder, per_layer_bias
+        self.block = nn.ModuleList([T5Block(cfg, i == 0 or per_layer_bias, is_decoder) for i in range(n_layers)])
         self.final_layer_norm = nn.RMSNorm(cfg["d_model"], eps=cfg.get("layer_norm_epsilon", 1e-6))
         self.dropout = nn.Dropout(cfg.get("dropout_rate", 0.1))
 
-    def self_bias(self, positions: np.ndarray, key_length: int, mask: Optional[np.ndarray]) -> Tensor:
-        """The first layer's position bias plus the additive ``mask`` (B, 1, q, k) or None."""
-        bias = self.block[0].layer[0].SelfAttention.position_bias(positions, key_length)
-        return bias if mask is None else bias + Tensor._wrap(mask)
+    def bias_attentions(self) -> list:
+        """Each block's self-attention whose table gives that block's position bias."""
+        first = self.block[0].layer[0].SelfAttention
+        return [b.layer[0].SelfAttention if self.per_layer_bias else first for b in self.block]
+
+    def layer_biases(self, make) -> list:
+        """Each block's self-attention bias, ``make(attention)`` of its table's attention (computed once per table)."""
+        made = {}
+        for att in self.bias_attentions():
+            if id(att) not in made:
+                made[id(att)] = make(att)
+        return [made[id(att)] for att in self.bias_attentions()]
+
+    def self_biases(self, positions: np.ndarray, key_length: int, mask: Optional[np.ndarray]) -> list:
+        """Each block's position bias plus the additive ``mask`` (B, 1, q, k) or None."""
+        extra = None if mask is None else Tensor._wrap(mask)
+        return self.layer_biases(lambda att: _plus(att.position_bias(positions, key_length), extra))
+
+
+def _plus(bias: Tensor, extra: Optional[Tensor]) -> Tensor:
+    return bias if extra is None else bias + extra
 
 
 def _padding_mask(padding: Optional[np.ndarray]) -> Optional[np.ndarray]:
@@ -191,19 +214,21 @@ class T5ForConditionalGeneration(EncoderDecoder, nn.Module):
 
     architecture = "T5ForConditionalGeneration"
     model_type = "t5"
+    per_layer_bias = False  # umT5: each layer's own relative-position table
+    scales_head = True  # whether the config's scale_decoder_outputs (or tying) may scale the output (mT5's never does)
 
     def __init__(self, config: dict):
         super().__init__()
         self.config = dict(config)
         c = self.config
         self.shared = nn.Embedding(c["vocab_size"], c["d_model"])
-        self.encoder = T5Stack(c, c["num_layers"], False)
-        self.decoder = T5Stack(c, c.get("num_decoder_layers") or c["num_layers"], True)
+        self.encoder = T5Stack(c, c["num_layers"], False, self.per_layer_bias)
+        self.decoder = T5Stack(c, c.get("num_decoder_layers") or c["num_layers"], True, self.per_layer_bias)
         self.tied = c.get("tie_word_embeddings", True) is not False
         # T5 scales the decoder output by d_model ** -0.5 before the head, T5 v1.1 / Flan-T5 do not. Older configs
         # say which by tie_word_embeddings; transformers 5 writes scale_decoder_outputs (and ties always).
         # Kept apart from `tied`, which a bfloat16 load clears when it gives the tied head its own module.
-        self.scale_head = bool(c.get("scale_decoder_outputs", self.tied))
+        self.scale_head = bool(c.get("scale_decoder_outputs", self.tied)) and self.scales_head
         if not self.tied:
             self.lm_head = nn.Linear(c["d_model"], c["vocab_size"], bias=False)
         self.max_positions = 1 << 30  # relative positions: no table to run past
@@ -215,8 +240,8 @@ class T5ForConditionalGeneration(EncoderDecoder, nn.Module):
         enc = self.encoder
         x = enc.dropout(self.shared(Tensor._wrap(ids)))
         S = ids.shape[1]
-        bias = enc.self_bias(np.arange(S), S, _padding_mask(pad))
-        for block in enc.block:
+        biases = enc.self_biases(np.arange(S), S, _padding_mask(pad))
+        for block, bias in zip(enc.block, biases):
             for sub in block.layer:
                 x = sub(x, bias) if sub.kind == "self" else sub(x)
         return enc.dropout(enc.final_layer_norm(x))
@@ -242,13 +267,13 @@ class T5ForConditionalGeneration(EncoderDecoder, nn.Module):
         if T > 1:
             allowed = np.arange(past + T)[None, :] <= (past + np.arange(T))[:, None]
             causal = np.where(allowed, np.float32(0), _NEG)[None, None].astype(np.float32)
-        self_bias = dec.self_bias(np.arange(past, past + T), past + T, causal)
+        self_biases = dec.self_biases(np.arange(past, past + T), past + T, causal)
         cross_mask = _padding_mask(pad)
         cross_bias = None if cross_mask is None else Tensor._wrap(cross_mask)
         cross = self.cross_kv(encoder_states) if cross is None else cross
         x = dec.dropout(self.shared(Tensor._wrap(ids)))
         for i, block in enumerate(dec.block):
-            x = block.layer[0](x, self_bias, cache=cache, layer=i)
+            x = block.layer[0](x, self_biases[i], cache=cache, layer=i)
             x = block.layer[1](x, cross_bias, kv=cross[i])
             x = block.layer[2](x)
         x = dec.dropout(dec.final_layer_norm(x))
@@ -263,10 +288,10 @@ class T5ForConditionalGeneration(EncoderDecoder, nn.Module):
         enc = self.encoder
         mask = attention_mask.float()
         place = key_places(mask)
-        bias = enc.block[0].layer[0].SelfAttention.position_bias_of(place.unsqueeze(1) - place.unsqueeze(2))
-        bias = bias + padding_bias(mask)
+        rel, pad = place.unsqueeze(1) - place.unsqueeze(2), padding_bias(mask)
+        biases = enc.layer_biases(lambda att: att.position_bias_of(rel) + pad)
         x = enc.dropout(self.shared(input_ids))
-        for block in enc.block:
+        for block, bias in zip(enc.block, biases):
             for sub in block.layer:
                 x = sub(x, bias) if sub.kind == "self" else sub(x)
         return enc.dropout(enc.final_layer_norm(x))
@@ -277,12 +302,12 @@ class T5ForConditionalGeneration(EncoderDecoder, nn.Module):
         dec = self.decoder
         keys, queries = decoder_places(input_ids, cache)
         rel = keys.unsqueeze(1) - queries.unsqueeze(2)  # (B, T, past + T)
-        self_bias = dec.block[0].layer[0].SelfAttention.position_bias_of(rel)
-        self_bias = self_bias + (((rel <= 0).float() - 1) * _FLOAT32_MAX).unsqueeze(1)  # later keys masked
+        later = (((rel <= 0).float() - 1) * _FLOAT32_MAX).unsqueeze(1)  # later keys masked
+        self_biases = dec.layer_biases(lambda att: att.position_bias_of(rel) + later)
         cross_bias = padding_bias(attention_mask.float())
         x = dec.dropout(self.shared(input_ids))
         for i, block in enumerate(dec.block):
-            x = block.layer[0](x, self_bias, cache=cache, layer=i)
+            x = block.layer[0](x, self_biases[i], cache=cache, layer=i)
             x = block.layer[1](x, cross_bias, kv=cross[i])
             x = block.layer[2](x)
         x = dec.dropout(dec.final_layer_norm(x))
@@ -294,6 +319,15 @@ class T5ForConditionalGeneration(EncoderDecoder, nn.Module):
 
     # --- checkpoint names: ours are transformers', less the stacks' copies of the shared embedding ---
     def from_hf(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        shared = tensors.get("shared.weight", tensors.get("encoder.embed_tokens.weight"))
+        head = tensors.get("lm_head.weight")
+        if self.tied and head is not None and shared is not None and not np.array_equal(head, shared):
+            # a head of its own in a checkpoint whose config says tied (transformers 5 writes tie_word_embeddings
+            # true for every T5, mT5 and umT5, e.g. a Flan-T5 or mT5 it saved again): transformers keeps it, so do we
+            from ...devices import device
+            with device("meta"):  # its parameter takes the checkpoint's array (from_pretrained's materialize)
+                self.lm_head = nn.Linear(self.config["d_model"], self.vocab_size, bias=False)
+            self.tied = False
         drop = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"}
         if self.tied:
             drop.add("lm_head.weight")
@@ -304,3 +338,23 @@ class T5ForConditionalGeneration(EncoderDecoder, nn.Module):
 
     def to_hf(self) -> Dict[str, np.ndarray]:
         return {k: v.numpy() for k, v in self.state_dict().items()}
+
+
+class MT5ForConditionalGeneration(T5ForConditionalGeneration):
+    """mT5 (mt5-small ... mt5-xxl and their fine-tunes): T5 v1.1's layers (gated GELU, a head of its own when the
+    checkpoint has one), and, as transformers' MT5, never the d_model ** -0.5 output scale, whatever the config says
+    about tying."""
+
+    architecture = "MT5ForConditionalGeneration"
+    model_type = "mt5"
+    scales_head = False
+
+
+class UMT5ForConditionalGeneration(T5ForConditionalGeneration):
+    """umT5 (umt5-small ... umt5-xxl): mT5's layers with a relative-position bias table in every layer's
+    self-attention (``encoder.block.{i}.layer.0.SelfAttention.relative_attention_bias``), not only the first's; the
+    output scaled by d_model ** -0.5 as its config's ``scale_decoder_outputs`` says."""
+
+    architecture = "UMT5ForConditionalGeneration"
+    model_type = "umt5"
+    per_layer_bias = True
