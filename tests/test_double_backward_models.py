@@ -244,14 +244,14 @@ def test_retain_graph_defaults_to_create_graph():
         autograd.grad(y, x)
 
 
-def test_hooks_and_no_grad_under_create_graph():
+@pytest.mark.parametrize("act", ["sin", "tanh"])  # a rule that reads the op's input, one that reads its output
+def test_hooks_and_no_grad_under_create_graph(act):
     seen = {}
     for lib in ("torch", "fg"):
         x = _t(lib, np.array([0.5, 1.5, -2.0], np.float32), requires_grad=True)
-        # (an op whose rule reads its own output, tanh's, recomputes that output from the input: a hook on it
-        # would see in the second pass only what reaches it through its uses; sin's reads its input, as torch's)
-        h = x.sin()
-        h.register_hook(lambda g: g * 2)  # a non-leaf's hook scales the gradient flowing on
+        h = getattr(x, act)()
+        # a non-leaf's hook scales the gradient flowing on, in the second pass too (tanh's rule reads h itself)
+        h.register_hook(lambda g: g * 2)
         x.register_hook(lambda g: g + 1)  # a leaf's hook sees the summed gradient
         ctx = torch.no_grad() if lib == "torch" else fg.no_grad()
         y = (h * x).sum()

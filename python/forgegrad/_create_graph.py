@@ -113,6 +113,7 @@ def run_pass(outputs, seeds, inputs, retain_graph: bool, accumulate: bool):
     wanted_leaves = None if inputs is None else {id(t) for t in inputs if t._ctx is None}
     wanted_outs = set() if inputs is None else {(id(t._ctx), t._out_index) for t in inputs if t._ctx is not None}
     pending = {}
+    seen_outputs = {}  # id(node) -> {output index: the output tensor}, as met in the graph (see _output in rules)
     roots = []
     for t, g in zip(outputs, seeds):
         if t._ctx is None:  # an output that is itself a leaf: its seed is its gradient
@@ -121,6 +122,7 @@ def run_pass(outputs, seeds, inputs, retain_graph: bool, accumulate: bool):
                 slot[1] = _add(slot[1], g)
             continue
         roots.append(t)
+        seen_outputs.setdefault(id(t._ctx), {})[t._out_index] = t
         slots = pending.setdefault(id(t._ctx), [None] * len(t._ctx.out_meta))
         slots[t._out_index] = _add(slots[t._out_index], g)
     order = _order(roots) if roots else []
@@ -173,12 +175,18 @@ def run_pass(outputs, seeds, inputs, retain_graph: bool, accumulate: bool):
                 rule = _rule_of(node)
                 args, kwargs = node.call
                 args = tuple(p if p is not None else a for a, p in zip(args, parents))
-                gins = rule(node, args, kwargs, *gouts)
+                node.__dict__["graph_outputs"] = seen_outputs.pop(id(node), {})
+                try:
+                    gins = rule(node, args, kwargs, *gouts)
+                finally:
+                    node.__dict__.pop("graph_outputs", None)
                 if not isinstance(gins, tuple):
                     gins = (gins,)
             for parent, g in zip(parents, gins):
                 if parent is None or g is None or not parent.requires_grad:
                     continue
+                if parent._ctx is not None:
+                    seen_outputs.setdefault(id(parent._ctx), {})[parent._out_index] = parent
                 g = _fit(node, parent, g)
                 if parent._ctx is None:
                     if wanted_leaves is None or id(parent) in wanted_leaves:

@@ -7,8 +7,9 @@ positional argument. Because the rule computes with Tensor ops, the gradients it
 be differentiated again (and again: the rules' own ops have rules here too). The array rules beside each op
 stay the default path: these run only when a graph of the gradients is asked for.
 
-Two kinds of rule: a formula (``@rule("tanh")``: ``g * (1 - tanh(x)**2)``, the output recomputed from the
-input so that its own derivative is in the graph), or, for the fused losses and norms, a decomposition into
+Two kinds of rule: a formula (``@rule("tanh")``: ``g * (1 - y * y)`` with ``y`` the output tensor as the pass
+met it, or recomputed from the input; either way its own derivative is in the graph), or, for the fused losses
+and norms, a decomposition into
 ops that have formulas (``decomposed("layer_norm", fn)``): the rule differentiates that composition with
 create_graph. The losses' and norms' rules are in _double_backward_losses.py. An op missing from this table makes
 such a pass raise NotImplementedError naming it.
@@ -82,6 +83,13 @@ def _expand_back(g: Tensor, shape, axes, keepdim) -> Tensor:
 def _const(arr, like: Tensor) -> Tensor:
     """A constant (no graph) in ``like``'s dtype."""
     return Tensor._wrap_exact(np.asarray(arr, dtype=like._data.dtype))
+
+
+def _output(ctx, args, method: str, *margs) -> Tensor:
+    """The node's output 0 as the pass met it in the graph (torch's rules read the saved output: a hook or
+    retain_grad on it sees the gradients through it in a later pass), else recomputed from input 0."""
+    t = ctx.__dict__.get("graph_outputs", {}).get(0)
+    return t if t is not None else getattr(args[0], method)(*margs)
 
 
 def _where(mask, a, b):
@@ -224,12 +232,12 @@ def _abs(ctx, args, kwargs, g):
 
 @rule("sqrt")
 def _sqrt(ctx, args, kwargs, g):
-    return g * 0.5 / args[0].sqrt()
+    return g * 0.5 / _output(ctx, args, "sqrt")
 
 
 @rule("exp")
 def _exp(ctx, args, kwargs, g):
-    return g * args[0].exp()
+    return g * _output(ctx, args, "exp")
 
 
 @rule("log")
@@ -265,13 +273,13 @@ def _where_rule(ctx, args, kwargs, g):
 # ---- activations -----------------------------------------------------------------------------------------
 @rule("tanh")
 def _tanh(ctx, args, kwargs, g):
-    y = args[0].tanh()
+    y = _output(ctx, args, "tanh")
     return g * (1 - y * y)
 
 
 @rule("sigmoid")
 def _sigmoid(ctx, args, kwargs, g):
-    s = args[0].sigmoid()
+    s = _output(ctx, args, "sigmoid")
     return g * s * (1 - s)
 
 
@@ -308,14 +316,14 @@ def _gelu(ctx, args, kwargs, g):
 @rule("softmax")
 def _softmax(ctx, args, kwargs, g):
     dim = _arg(args, kwargs, 1, "dim", -1)
-    y = args[0].softmax(dim)
+    y = _output(ctx, args, "softmax", dim)
     return y * (g - (g * y).sum(dim=dim, keepdim=True))
 
 
 @rule("log_softmax")
 def _log_softmax(ctx, args, kwargs, g):
     dim = _arg(args, kwargs, 1, "dim", -1)
-    y = args[0].log_softmax(dim)
+    y = _output(ctx, args, "log_softmax", dim)
     return g - y.exp() * g.sum(dim=dim, keepdim=True)
 
 
