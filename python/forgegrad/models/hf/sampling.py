@@ -126,7 +126,11 @@ class Sampler:
         watermark's seeds)."""
         if not self.do_sample:
             return self.finish(logits, sequences).argmax(axis=-1).astype(np.int64)
-        scores = self.finish(self.warp(logits), sequences)
+        return self.draw(self.finish(self.warp(logits), sequences))
+
+    def draw(self, scores: np.ndarray) -> np.ndarray:
+        """One token of each row drawn from softmax(``scores``) (rows, V): scores already warped and finished, for
+        a caller that reads them too (Whisper's fallback reads their log-probabilities)."""
         probs = np.exp(scores - scores.max(-1, keepdims=True))
         cum = np.cumsum(probs, axis=-1)
         draws = self.rng.random(scores.shape[0]) * cum[:, -1]

@@ -69,11 +69,13 @@ class BeamWindow(NamedTuple):
 
 
 def beam_window(run, states, prompt: np.ndarray, padding: Optional[np.ndarray], max_new_tokens: int,
-                beams: Tuple[int, float, object], trace: bool = False, no_speech_at: Optional[int] = None
-                ) -> BeamWindow:
+                beams: Tuple[int, float, object], trace: bool = False, no_speech_at: Optional[int] = None,
+                sampler=None) -> BeamWindow:
     """One window's beam search after ``prompt`` (B, P). ``beams``: (num_beams, length_penalty, early_stopping).
     ``padding`` (B, P): False where the prompt is left padding. ``trace``: keep the tokens fed to row 0 at each step
-    (token timestamps). ``no_speech_at``: the prompt place whose logits give <|nocaptions|>'s probability."""
+    (token timestamps). ``no_speech_at``: the prompt place whose logits give <|nocaptions|>'s probability.
+    ``sampler``: a greedy Sampler whose watermark marks each beam's log-probabilities after Whisper's processors,
+    as transformers' beam search applies it."""
     steps = run.steps
     K, length_penalty, early_stopping = beams
     B, P = prompt.shape
@@ -103,18 +105,19 @@ def beam_window(run, states, prompt: np.ndarray, padding: Optional[np.ndarray], 
 
     sequences, lengths = search(logits[:, -1], next_logits, B, K, max_new_tokens, run.eos,
                                 fill_token(run.pad, run.eos), length_penalty, early_stopping,
-                                _WhisperProcessors(run, P), ids)
+                                _WhisperProcessors(run, P), ids, sampler=sampler)
     lengths = lengths[:, 0]
     return BeamWindow(sequences[:, 0, :int(lengths.max())], lengths, fed["first"], no_speech)
 
 
 def beam_logprobs(run, states, prompt: np.ndarray, padding: Optional[np.ndarray], tokens: np.ndarray,
-                  budget: int = 1 << 26) -> np.ndarray:
+                  watermark=None, budget: int = 1 << 26) -> np.ndarray:
     """Each step's log-probability of its token (B, n) for beam search's hypotheses ``tokens`` (B, n) after
     ``prompt`` (B, P), as transformers' fallback reads a beam's: the step's log-softmax under Whisper's processors
-    (the scores beam search ranked), normalised again. transformers takes them from the decoding steps of the beam
-    that made each token; a step's scores depend on its prefix only, so one decoder pass over the prompt and the
-    tokens gives them (rows in groups of at most ``budget`` logits)."""
+    and the ``watermark`` (a watermarking.Watermark, or None) (the scores beam search ranked), normalised again.
+    transformers takes them from the decoding steps of the beam that made each token; a step's scores depend on its
+    prefix only, so one decoder pass over the prompt and the tokens gives them (rows in groups of at most ``budget``
+    logits)."""
     steps = run.steps
     B, P = prompt.shape
     n = tokens.shape[1]
@@ -131,5 +134,7 @@ def beam_logprobs(run, states, prompt: np.ndarray, padding: Optional[np.ndarray]
                               decoder_attention_mask=None if padding is None else padding[part])
         for t in range(n):
             logp = process(ids[part, :P + t], log_softmax(logits[:, P - 1 + t]))
+            if watermark is not None:
+                logp = watermark(ids[part, :P + t], logp)
             out[part, t] = np.take_along_axis(log_softmax(logp), tokens[part, t:t + 1], -1)[:, 0]
     return out

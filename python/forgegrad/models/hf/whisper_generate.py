@@ -51,7 +51,7 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
              compression_ratio_threshold=None, logprob_threshold=None, no_speech_threshold=None,
              prompt_ids=None, prompt_condition_type: Optional[str] = None, length_penalty: Optional[float] = None,
              early_stopping=None, return_token_timestamps: Optional[bool] = None,
-             logits_processor=None) -> Union[np.ndarray, dict]:
+             logits_processor=None, top_h=UNSET, watermarking_config=UNSET) -> Union[np.ndarray, dict]:
     """The tokens transformers' ``WhisperForConditionalGeneration.generate`` returns for log-mel features
     (``WhisperFeatureExtractor``'s; ``input_features`` (B, num_mel_bins, frames)): (B, n), the prompt not
     included, each row without its end token and padded on the right with ``pad_token_id`` to the longest.
@@ -119,9 +119,16 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
     ``logits_processor``, so the fallback's log-probabilities are read under it. GrammarError where a window's
     grammar cannot go on.
 
+    ``top_h`` (sampled attempts only) and ``watermarking_config`` (every attempt, greedy, sampled or beams), as
+    given (None: off), else generation_config.json's: transformers' Whisper generate hands them to its generic
+    generate, which applies top-h after the temperature and the watermark (watermarking.py, seeded by the decoder's
+    tokens: the window's prompt, previous tokens included, then its new tokens) after every processor and warper;
+    so do these, as ``generate``'s. The fallback's log-probabilities are read under them, as transformers reads its
+    processed scores. ``watermarking.WatermarkDetector(model, watermarking_config)`` tells the marked tokens.
+
     generation_config.json's settings that transformers' Whisper generate applies through its generic generate and
-    this one does not read (top_h, watermarking_config, repetition_penalty, no_repeat_ngram_size, typical_p, ...:
-    ``_UNREAD``) are named in one warning where they are set to change something.
+    this one does not read (repetition_penalty, no_repeat_ngram_size, typical_p, ...: ``_UNREAD``) are named in one
+    warning where they are set to change something.
     """
     gc = dict(generation_source(model))
     _warn_unread(gc)
@@ -166,8 +173,9 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
         raise ValueError("generate: return_dict_in_generate=True is supported with timestamps only (it returns the "
                          "segments then); use return_segments=True")
     max_frames = _input_lengths(attention_mask, B, frames, longform)
+    warpers = _warper_settings(model, gc, top_h=top_h, watermarking_config=watermarking_config)
     run = _Run(model, gc, do_sample, temperature, top_k, top_p, min_p, eos_token_id, pad_token_id, thresholds,
-               no_timestamps if return_timestamps else None)
+               no_timestamps if return_timestamps else None, warpers)
     run.steps, run.beams = steps, beams
     run.grammar = whisper_grammar(logits_processor, run.eos_value, model.vocab_size)
     if return_token_timestamps:
@@ -251,7 +259,7 @@ class _Run:
     end and pad tokens, the timestamp rules, the fallback thresholds."""
 
     def __init__(self, model, gc: dict, do_sample, temperature, top_k, top_p, min_p, eos_token_id, pad_token_id,
-                 thresholds: dict, no_timestamps: Optional[int]):
+                 thresholds: dict, no_timestamps: Optional[int], warpers: Optional[dict] = None):
         self.model, vocab = model, model.vocab_size
         self.steps = steps_of(model)  # the network's steps (whisper_steps.py)
         self.temperatures = list(temperature) if isinstance(temperature, (list, tuple)) else [temperature]
@@ -261,7 +269,8 @@ class _Run:
             raise ValueError("generate: do_sample must be None with a sequence of temperatures (each samples when "
                              "above 0)")
         samples = [_samples(do_sample, t) for t in self.temperatures]
-        self.samplers = [_sampler(model, s, t if s else None, top_k, top_p, min_p)
+        # each with the top-h warper (when it samples) and the watermark of ``warpers`` (_warper_settings')
+        self.samplers = [_sampler(model, s, t if s else None, top_k, top_p, min_p, warpers)
                          for s, t in zip(samples, self.temperatures)]
         self.suppress = token_list(gc.get("suppress_tokens", model.config.get("suppress_tokens")), vocab,
                                     "suppress_tokens")
@@ -351,10 +360,11 @@ def _decode_window(run: _Run, states, prompt: np.ndarray, padding: Optional[np.n
     logits at place ``no_speech_at``. ``cross``: the states' encoder keys and values when already made. The last
     of the four returned: beam search's BeamWindow (whisper_beam.py) with ``num_beams`` > 1, else None."""
     steps = run.steps
+    mark = sampler.watermark  # seeded by each row's tokens: the prompt, then the new ones
     if run.beams is not None:  # (a sampled attempt has one beam)
         beam = beam_window(run, states, prompt, padding, max_new_tokens, run.beams, trace=run.alignment is not None,
-                           no_speech_at=no_speech_at)
-        chosen = beam_logprobs(run, states, prompt, padding, beam.tokens) if logprobs else None
+                           no_speech_at=no_speech_at, sampler=None if mark is None else sampler)
+        chosen = beam_logprobs(run, states, prompt, padding, beam.tokens, mark) if logprobs else None
         return beam.tokens, chosen, beam.no_speech, beam
     B, P = prompt.shape
     cross = steps.cross(states) if cross is None else cross
@@ -378,9 +388,17 @@ def _decode_window(run: _Run, states, prompt: np.ndarray, padding: Optional[np.n
             run.rules(scores, out[:, :n])
         if grammar is not None:
             grammar(out[:, :n], scores)
-        nxt = sampler(scores)
+        # transformers' warpers (sampling), then its watermark: the scores the token is chosen from and that the
+        # fallback reads (the temperature undone)
+        sequences = None if mark is None else np.concatenate([prompt, out[:, :n]], 1)
+        if sampler.do_sample:
+            final = sampler.finish(sampler.warp(scores), sequences)
+            nxt = sampler.draw(final)
+            final = (final * temperature).astype(np.float32)
+        else:
+            final = sampler.finish(scores, sequences)
+            nxt = final.argmax(-1).astype(np.int64)
         if chosen is not None:
-            final = (sampler.warp(scores) * temperature).astype(np.float32) if sampler.do_sample else scores
             chosen[:, n] = np.take_along_axis(log_softmax(final), nxt[:, None], -1)[:, 0]
         if eos:
             nxt = np.where(finished, run.pad, nxt)
@@ -401,7 +419,18 @@ _UNREAD = {"repetition_penalty": (1.0,), "no_repeat_ngram_size": (0,), "min_leng
            "encoder_repetition_penalty": (1.0,), "encoder_no_repeat_ngram_size": (0,), "bad_words_ids": (),
            "sequence_bias": (), "exponential_decay_length_penalty": (), "forced_eos_token_id": (),
            "remove_invalid_values": (False,), "typical_p": (1.0,), "epsilon_cutoff": (0.0,), "eta_cutoff": (0.0,),
-           "top_h": (), "watermarking_config": (), "guidance_scale": (1.0,), "stop_strings": (), "max_time": ()}
+           "guidance_scale": (1.0,), "stop_strings": (), "max_time": ()}
+# the settings of transformers' generic generate that this one reads too: as given, else generation_config.json's
+_READ = ("top_h", "watermarking_config")
+
+
+def _warper_settings(model, gc: dict, **given) -> dict:
+    """_READ's settings, each as given (None: off; UNSET: generation_config.json's), checked as ``generate``
+    checks them (generation_settings.py; top_h with the sampler's other warpers)."""
+    from .generation_settings import config_settings
+    given = {name: value for name, value in given.items() if value is not UNSET}
+    settings = config_settings({name: gc.get(name) for name in _READ}, given, model.vocab_size)
+    return {name: settings[name] for name in _READ}
 
 
 def _warn_unread(gc: dict) -> None:
