@@ -1,12 +1,15 @@
-"""The differentiable backward rules of the losses and norms (the table's second half, see _double_backward.py):
-mse_loss and l1_loss by formula, the fused ones (cross_entropy, nll_loss, layer_norm, rms_norm,
-binary_cross_entropy_with_logits) by decomposition into ops that have formulas."""
+"""The differentiable backward rules of the losses, norms and attention (the table's second half, see
+_double_backward.py): mse_loss and l1_loss by formula, the fused ones (cross_entropy, nll_loss, layer_norm,
+rms_norm, binary_cross_entropy_with_logits, scaled_dot_product_attention) by decomposition into ops that have
+formulas."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from ..tensor import Tensor
-from ._double_backward import _arg, _const, _flat, _for, _is_t, decomposed, rule
+from ._double_backward import _arg, _const, _flat, _for, _is_t, _where, decomposed, rule
 
 
 def _reduce(per: Tensor, reduction: str) -> Tensor:
@@ -121,3 +124,35 @@ decomposed("nll_loss", _nll_loss)
 decomposed("layer_norm", _layer_norm)
 decomposed("rms_norm", _rms_norm)
 decomposed("binary_cross_entropy_with_logits", _bce_with_logits)
+
+
+def _attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False,
+               softcap=None):
+    """softmax(q k^T * scale (soft-capped), masked) v, a row that no key takes part in giving 0 (the op's rule)."""
+    if dropout_p:
+        raise NotImplementedError("create_graph=True: scaled_dot_product_attention with dropout_p > 0 has no "
+                                  "differentiable rule (its mask is drawn inside the kernel); use dropout_p=0")
+    if enable_gqa and k.ndim >= 3 and k.shape[-3] != q.shape[-3]:
+        heads = (Ellipsis, np.arange(q.shape[-3]) // (q.shape[-3] // k.shape[-3]), slice(None), slice(None))
+        k, v = k[heads], v[heads]
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    s = (q * scale) @ k.transpose(-1, -2)
+    if softcap is not None:
+        s = (s / softcap).tanh() * softcap
+    L, S = q.shape[-2], k.shape[-2]
+    keep = np.tril(np.ones((L, S), dtype=bool)) if is_causal else None
+    if attn_mask is not None:
+        m = attn_mask._data if _is_t(attn_mask) else np.asarray(attn_mask)
+        if m.dtype == np.bool_:
+            keep = m
+        else:
+            s = s + attn_mask
+    if keep is None:
+        return s.softmax(-1) @ v
+    keep = np.broadcast_to(keep, s.shape)
+    live = keep.any(axis=-1, keepdims=True)
+    s = _where(keep | ~live, s, -math.inf)  # a row without keys: plain scores, then zeroed
+    return _where(live, s.softmax(-1), 0.0) @ v
+
+
+decomposed("scaled_dot_product_attention", _attention)
