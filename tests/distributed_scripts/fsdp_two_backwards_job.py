@@ -13,10 +13,12 @@ A backward through a forward made before the optimizer's step() is a RuntimeErro
 reaches the model (torch's in-place-modification error), not gathers on demand.
 
 Rank 0 writes OUT_DIR/result.json: the largest difference from the reference per configuration, whether
-the ranks ended with identical parameters, and each rank's error from the stale backward.
+the ranks ended with identical parameters, each rank's error from the stale backward, and from a backward
+through a module that read a child unit's parameters without calling the child (zeros, until now silently).
 """
 import sys
 from collections import OrderedDict
+from typing import NamedTuple
 
 import numpy as np
 from common import write_json
@@ -56,6 +58,25 @@ class ScaledHeads(nn.Module):
         return Heads(a=a * self.scale, b=b * self.scale)
 
 
+class Pair(NamedTuple):
+    a: object
+    b: object
+
+
+class Named(nn.Module):
+    """ScaledHeads returning a NamedTuple (as forgegrad's transformers models do): read by field name, so
+    the wrapper must give back the same NamedTuple (it used to rebuild a plain tuple)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = make_model()
+        self.scale = nn.Parameter(fg.tensor(np.linspace(0.5, 1.5, 3).astype(np.float32)))
+
+    def forward(self, x):
+        a, b = self.inner(x)
+        return Pair(a * self.scale, b * self.scale)
+
+
 class Flipped(nn.Module):
     """Two blocks run p then q in even micro-batches, q then p in odd ones (the same on every rank): the
     first backward's graph reaches the units in another order than the plan's (the last forward's)."""
@@ -71,6 +92,17 @@ class Flipped(nn.Module):
         return self.inner(second(first(x).tanh()))
 
 
+class ReadsChild(nn.Module):
+    """Reads ``proj.weight`` without calling ``proj`` (the rule is: make this module the unit that holds it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj, self.head = nn.Linear(6, 6), nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.head(x @ self.proj.weight.T)
+
+
 def losses(model, plans, step, rank):
     out = []
     for micro, plan in enumerate(plans):
@@ -79,7 +111,8 @@ def losses(model, plans, step, rank):
         if isinstance(plain, Flipped):
             plain.flip = micro % 2
         heads = model(fg.tensor(x))
-        a, b = heads.values() if isinstance(heads, dict) else heads
+        a, b = heads.values() if isinstance(heads, dict) else (heads.a, heads.b) if isinstance(
+            getattr(model, "module", model), Named) else heads
         t = fg.tensor(y)
         loss = fg.zeros(1, requires_grad=True).sum()  # "none": requires grad, reaches no parameter
         if "a" in plan:
@@ -114,14 +147,15 @@ def main():
     diff, identical = {}, {}
     reference = {}
     if rank == 0:
-        for make in (make_model, ScaledHeads, Flipped):
+        for make in (make_model, ScaledHeads, Flipped, Named):
             fg.manual_seed(0)
             plain = make()
             train(plain, optim.Adam(plain.parameters(), lr=LR), [0, 1])
             reference[make.__name__] = flat(plain.state_dict())
     configs = [(make_model, strategy, prefetch) for strategy in STRATEGIES for prefetch in ("BACKWARD_PRE", None)]
     configs += [(ScaledHeads, "FULL_SHARD", "BACKWARD_PRE"), (ScaledHeads, "SHARD_GRAD_OP", None),
-                (Flipped, "FULL_SHARD", "BACKWARD_PRE"), (Flipped, "SHARD_GRAD_OP", None)]
+                (Flipped, "FULL_SHARD", "BACKWARD_PRE"), (Flipped, "SHARD_GRAD_OP", None),
+                (Named, "FULL_SHARD", "BACKWARD_PRE")]
     for make, strategy, prefetch in configs:
         group = pair if strategy in ("HYBRID_SHARD", "_HYBRID_SHARD_ZERO2") else None
         fg.manual_seed(0)
@@ -146,8 +180,18 @@ def main():
     except RuntimeError as e:
         error = str(e)
     errors = dist.allgather_object(error)
+    # a module reading a child's parameters without calling the child, which is a unit of its own: its values
+    # read as zeros (the child's unit was never gathered); backward says so instead of wrong gradients
+    model = dist.FullyShardedDataParallel(ReadsChild())
+    opt = dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam, stage=3, lr=LR)
+    try:
+        model(fg.tensor(data(0, rank, 0)[0])).sum().backward()
+        error = None
+    except RuntimeError as e:
+        error = str(e)
+    unread = dist.allgather_object(error)
     if rank == 0:
-        write_json(f"{out}/result.json", {"diff": diff, "identical": identical, "stale": errors})
+        write_json(f"{out}/result.json", {"diff": diff, "identical": identical, "stale": errors, "unread": unread})
 
 
 if __name__ == "__main__":

@@ -188,6 +188,7 @@ class FullyShardedDataParallel(Module):
         n, r = comm.Get_size(), comm.Get_rank()
         d = self.__dict__
         d["process_group"], d["shard_group"], d["replicate_group"] = group, shard_group, replicate_group
+        d["_name_of"] = name_of
         d["sharding_strategy"] = strategy
         # a communicator of its own: the gathers pair up whatever the order of the ZeRO reduce-scatters
         d["_comm"], d["_MPI"] = comm.Dup(), _c._mpi()
@@ -381,6 +382,8 @@ class FullyShardedDataParallel(Module):
         if isinstance(out, (tuple, list)):
             items = [self._attach(o, unit) for o in out]
             values = [v for v, _ in items]
+            if isinstance(out, tuple) and hasattr(out, "_fields"):  # a NamedTuple (the HF models' outputs)
+                return type(out)(*values), any(a for _, a in items)
             return (type(out)(values) if isinstance(out, list) else tuple(values)), any(a for _, a in items)
         if type(out) is dict:  # a dict of outputs (a subclass may not be rebuilt from its items: left as it is)
             items = {k: self._attach(v, unit) for k, v in out.items()}
@@ -473,6 +476,14 @@ class FullyShardedDataParallel(Module):
 
     def _on_grad(self, p: Tensor) -> None:
         unit = self._unit_of[id(p)]
+        if unit.pending is None and not unit.gathered:
+            # the pass never reached the unit's module output, yet the parameter has a gradient: something read
+            # it outside that module's forward, while the unit was freed (zeros), and backward read zeros too
+            raise RuntimeError(f"FullyShardedDataParallel: parameter {self._name_of[id(p)]} got a gradient, but "
+                               f"the backward pass never reached the output of its unit's module "
+                               f"({type(unit.module).__name__}): a module read it without calling that module, "
+                               "while it was not gathered (its values read as zeros, and the gradients are wrong). "
+                               "Make the module that reads it the unit holding it (units=[...], e.g. the blocks)")
         if unit.pending is not None:
             unit.pending -= 1
             if unit.pending == 0:  # every parameter of the unit has its final gradient: free it
