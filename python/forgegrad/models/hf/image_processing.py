@@ -97,8 +97,9 @@ _FILTERS = {  # resample -> (filter, support)
 _PRECISION_BITS = 32 - 8 - 2
 
 
-def _weights(in_size: int, out_size: int, resample: int) -> np.ndarray:
-    """(out_size, in_size) float64 matrix of Pillow's fixed-point coefficients (integers) for one axis."""
+def _weights(in_size: int, out_size: int, resample: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Pillow's fixed-point coefficients (integers, as float64) for one axis: (taps, weights), both (out_size,
+    ksize): output i is the sum over k of input[taps[i, k]] * weights[i, k] (unused taps: index 0, weight 0)."""
     filt, support = _FILTERS[resample]
     scale = in_size / out_size
     filterscale = max(scale, 1.0)
@@ -114,10 +115,18 @@ def _weights(in_size: int, out_size: int, resample: int) -> np.ndarray:
     w = np.where(total != 0.0, w / np.where(total != 0.0, total, 1.0), w)
     # C's (int)(0.5 + w * 2^22) (negative: (int)(-0.5 + ...)): round half away from zero, then truncate
     fixed = np.trunc(w * (1 << _PRECISION_BITS) + np.where(w < 0, -0.5, 0.5))
-    dense = np.zeros((out_size, in_size + ksize), np.float64)
-    np.put_along_axis(dense, np.where(used, taps, in_size + np.arange(ksize)[None, :]), np.where(used, fixed, 0),
-                      axis=1)
-    return dense[:, :in_size]
+    return np.where(used, taps, 0), np.where(used, fixed, 0.0)
+
+
+def _resample_axis(x: np.ndarray, in_size: int, out_size: int, resample: int, axis: int) -> np.ndarray:
+    """One pass of Pillow's resize along ``axis`` (0: rows, 1: columns) of an (H, W, C) uint8 image, rounded to
+    uint8. The sums of 8-bit pixels times 23-bit weights are integers below 2^35: exact in float64 in any order."""
+    taps, weights = _weights(in_size, out_size, resample)
+    shape = (-1, 1, 1) if axis == 0 else (1, -1, 1)
+    acc = np.full(x.shape[:axis] + (out_size,) + x.shape[axis + 1:], float(1 << (_PRECISION_BITS - 1)))
+    for k in range(taps.shape[1]):
+        acc += np.take(x, taps[:, k], axis=axis) * weights[:, k].reshape(shape)
+    return _clip8(acc)
 
 
 def _nearest(in_size: int, out_size: int) -> np.ndarray:
@@ -161,13 +170,11 @@ def resize_uint8(image: np.ndarray, height: int, width: int, resample: int = BIL
     if resample == NEAREST:  # Pillow's affine nearest: source pixel floor((i + 0.5) * scale)
         rows, cols = _nearest(H, height), _nearest(W, width)
         return np.ascontiguousarray(image[rows][:, cols])
-    bias = float(1 << (_PRECISION_BITS - 1))
-
     def horizontal(x):
-        return _clip8(np.einsum("hwc,ow->hoc", x.astype(np.float64), _weights(W, width, resample)) + bias)
+        return _resample_axis(x, W, width, resample, axis=1)
 
     def vertical(x):
-        return _clip8(np.einsum("hwc,oh->owc", x.astype(np.float64), _weights(H, height, resample)) + bias)
+        return _resample_axis(x, H, height, resample, axis=0)
 
     passes = ([horizontal] if width != W else []) + ([vertical] if height != H else [])
     out = image
