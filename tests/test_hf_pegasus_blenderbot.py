@@ -13,6 +13,7 @@ from forgegrad.models import from_pretrained, generate, save_pretrained
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # transformers' generate crawls on a busy machine
 
 from hf_conformance import check_lean_seq2seq_step, seq2seq_gradients, seq2seq_logits  # noqa: E402
 
