@@ -154,7 +154,7 @@ def resize_uint8(image: np.ndarray, height: int, width: int, resample: int = BIL
                  use_pillow: Optional[bool] = None) -> np.ndarray:
     """An (H, W, C) uint8 image (C 1 or 3) resized to (height, width, C) as Pillow's ``Image.resize`` does.
     ``use_pillow``: None uses Pillow where it is installed, else the numpy reimplementation (horizontal pass
-    first, rounded to uint8, then the vertical one: Pillow's order up to version 12); True requires Pillow;
+    first, rounded to uint8, then the vertical one: Pillow's order before version 13); True requires Pillow;
     False always runs numpy."""
     if resample not in _FILTERS and resample != NEAREST:
         raise ValueError(f"resize_uint8: resample must be one of 0..5 (PIL's resampling filters), got {resample!r}")
@@ -167,9 +167,10 @@ def resize_uint8(image: np.ndarray, height: int, width: int, resample: int = BIL
     if pil is not None:  # transformers' to_pil_image: one channel as mode L, three as RGB
         im = pil.fromarray(np.ascontiguousarray(image[..., 0] if image.shape[-1] == 1 else image))
         return np.array(im.resize((width, height), resample=resample)).reshape(height, width, image.shape[-1])
-    if resample == NEAREST:  # Pillow's affine nearest: source pixel floor((i + 0.5) * scale)
+    if resample == NEAREST:  # Pillow's affine nearest: source pixel floor of scale / 2 + i * scale, summed
         rows, cols = _nearest(H, height), _nearest(W, width)
         return np.ascontiguousarray(image[rows][:, cols])
+
     def horizontal(x):
         return _resample_axis(x, W, width, resample, axis=1)
 
