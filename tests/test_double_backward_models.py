@@ -321,3 +321,29 @@ def test_indexed_assignment_under_create_graph():
         got[lib] = [_np(t) for t in (gx, gv, ddx, ddv)]
     for a, b in zip(got["fg"], got["torch"]):
         _close(a, b)
+
+
+def test_wgan_gp_on_a_convolutional_critic():
+    """DCGAN-style critic (strided conv, average pool, LeakyReLU): the gradient penalty through conv2d twice, and a
+    third derivative of conv2d, against torch."""
+    rng = np.random.RandomState(10)
+    x0 = rng.randn(3, 2, 9, 9)
+    w1, b1, w2 = rng.randn(4, 2, 3, 3) * 0.4, rng.randn(4) * 0.1, rng.randn(6, 2, 3, 3) * 0.4
+    out = {}
+    for lib in ("torch", "fg"):
+        F = torch.nn.functional if lib == "torch" else fg.nn.functional
+        x = _t(lib, x0, requires_grad=True)
+        p1, q1, p2 = (_t(lib, a, requires_grad=True) for a in (w1, b1, w2))
+
+        def critic(t, F=F, p1=p1, q1=q1, p2=p2):
+            h = F.leaky_relu(F.conv2d(t, p1, q1, stride=2, padding=1), 0.2)
+            h = F.conv2d(h, p2, None, padding=1, dilation=2, groups=2)
+            return F.avg_pool2d(h.tanh(), 2).sum((1, 2, 3)) + F.adaptive_avg_pool2d(h, 1).sum((1, 2, 3))
+
+        (g,) = _grad(lib)(critic(x).sum(), x, create_graph=True)
+        penalty = ((g.norm(2, dim=(1, 2, 3)) - 1) ** 2).mean()
+        gs = _grad(lib)(penalty, [p1, q1, p2, x], create_graph=True)
+        third = _grad(lib)(sum((t * t).sum() for t in gs), [p1, p2, x])
+        out[lib] = [_np(penalty)] + [_np(t) for t in gs] + [_np(t) for t in third]
+    for a, b in zip(out["fg"], out["torch"]):
+        _close(a, b, np.float64)

@@ -15,7 +15,7 @@ from forgegrad.ops._double_backward import covered
 
 MAX_ELEMENTS = 2_000  # the large samples (kernel blocking) say nothing more about a rule and cost seconds here
 # ops without a differentiable rule (create_graph through them raises NotImplementedError naming them)
-UNCOVERED = {"adaptive_avg_pool2d", "avg_pool2d", "batch_norm", "binary_cross_entropy", "conv1d", "conv2d",
+UNCOVERED = {"batch_norm", "binary_cross_entropy", "conv1d",
              "fake_quantize_per_channel_affine", "fake_quantize_per_tensor_affine", "kl_div", "max_pool2d",
              "recurrent_layer",
              "argmax", "argmin", "compare"}  # (these three have no float output: nothing to differentiate)

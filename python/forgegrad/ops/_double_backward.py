@@ -515,3 +515,4 @@ def decomposed(name: str, fn) -> None:
 
 
 from . import _double_backward_losses  # noqa: E402,F401  (the losses' and norms' rules)
+from . import _double_backward_conv  # noqa: E402,F401  (conv2d's and the average pools' rules)

@@ -1,0 +1,142 @@
+"""The differentiable backward rules of conv2d and the average pools (see _double_backward.py): a gradient penalty
+on a convolutional critic (DCGAN-style WGAN-GP) differentiates through them twice.
+
+Their gradients are products the op's own kernels compute, so the rules are Functions over those kernels whose
+derivatives are again the op or the other gradient (no new kernel):
+
+- conv2d is bilinear: with dX(g, w) its input gradient and dW(x, g) its weight gradient, dX is linear in g
+  (derivative: the convolution of gg with w) and in w (derivative: dW(gg, g)); dW is linear in x (derivative:
+  dX(g, gw)) and in g (derivative: the convolution of x with gw);
+- the average pools are linear: the gradient of their gradient with respect to g is the pool of gg.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Function
+from .registry import _OPS
+from ._double_backward import _is_t, rule
+
+
+def _function(name: str, dtype):
+    op = _OPS[name]
+    return op.float64 if dtype == np.float64 else op.function
+
+
+def _vjp(name: str, arrays, kwargs, g, needs):
+    """The array gradients of op ``name`` at ``arrays`` for the output gradient ``g`` (its own Function)."""
+    fn = _function(name, g.dtype)
+    ctx = fn.__new__(fn)
+    ctx.needs_input_grad, ctx.saved_at = list(needs), None
+    fn.forward(ctx, *arrays, **kwargs)
+    return fn.backward(ctx, g)
+
+
+def _forward(name: str, arrays, kwargs):
+    fn = _function(name, arrays[0].dtype)
+    ctx = fn.__new__(fn)
+    ctx.needs_input_grad, ctx.saved_at = [False] * len(arrays), None
+    return fn.forward(ctx, *arrays, **kwargs)
+
+
+def _geometry(args, kwargs):
+    names = ("stride", "padding", "dilation", "groups")
+    defaults = (1, 0, 1, 1)
+    return {n: (args[3 + i] if 3 + i < len(args) else kwargs.get(n, d))
+            for i, (n, d) in enumerate(zip(names, defaults))}
+
+
+class Conv2dInputGradFunction(Function):
+    """dX(g, w): conv2d's input gradient (``x`` an array: its shape and the kernel's workspace; the value does not
+    enter)."""
+
+    handles_float64 = True
+
+    @staticmethod
+    def forward(ctx, g, w, x, geo):
+        ctx.save_for_backward(g, w)
+        ctx.x, ctx.geo = x, geo
+        return _vjp("conv2d", (x, w), geo, g, (True, False))[0]
+
+    @staticmethod
+    def backward(ctx, gg):
+        g, w = ctx.saved_tensors
+        dg = _forward("conv2d", (gg, w), ctx.geo) if ctx.needs_input_grad[0] else None
+        dw = _vjp("conv2d", (gg, w), ctx.geo, g, (False, True))[1] if ctx.needs_input_grad[1] else None
+        return dg, dw, None, None
+
+    @staticmethod
+    def differentiable_backward(ctx, args, kwargs, gg):
+        g, w, x, geo = args
+        return (_OPS["conv2d"](gg, w, None, **geo) if _is_t(g) else None,
+                Conv2dWeightGradFunction.apply(gg, g, w._data, geo) if _is_t(w) else None, None, None)
+
+
+class Conv2dWeightGradFunction(Function):
+    """dW(x, g): conv2d's weight gradient (``w`` an array: its shape)."""
+
+    handles_float64 = True
+
+    @staticmethod
+    def forward(ctx, x, g, w, geo):
+        ctx.save_for_backward(x, g)
+        ctx.w, ctx.geo = w, geo
+        return _vjp("conv2d", (x, w), geo, g, (False, True))[1]
+
+    @staticmethod
+    def backward(ctx, gw):
+        x, g = ctx.saved_tensors
+        dx = _vjp("conv2d", (x, gw), ctx.geo, g, (True, False))[0] if ctx.needs_input_grad[0] else None
+        dg = _forward("conv2d", (x, gw), ctx.geo) if ctx.needs_input_grad[1] else None
+        return dx, dg, None, None
+
+    @staticmethod
+    def differentiable_backward(ctx, args, kwargs, gw):
+        x, g, w, geo = args
+        return (Conv2dInputGradFunction.apply(g, gw, x._data, geo) if _is_t(x) else None,
+                _OPS["conv2d"](x, gw, None, **geo) if _is_t(g) else None, None, None)
+
+
+@rule("conv2d")
+def _conv2d(ctx, args, kwargs, g):
+    x, w = args[0], args[1]
+    b = args[2] if len(args) > 2 else kwargs.get("bias")
+    geo = _geometry(args, kwargs)
+    gx = Conv2dInputGradFunction.apply(g, w, x._data, geo) if _is_t(x) else None
+    gw = Conv2dWeightGradFunction.apply(x, g, w._data, geo) if _is_t(w) else None
+    gb = g.sum(dim=(0, 2, 3)) if _is_t(b) else None
+    return gx, gw, gb
+
+
+class PoolGradFunction(Function):
+    """The gradient of a linear pool (op ``name`` with ``kwargs``) at an input of ``x``'s shape; linear in g, so
+    its own gradient is the pool of gg."""
+
+    handles_float64 = True
+
+    @staticmethod
+    def forward(ctx, g, x, name, kwargs):
+        ctx.name, ctx.kwargs = name, kwargs
+        return _vjp(name, (x,), kwargs, g, (True,))
+
+    @staticmethod
+    def backward(ctx, gg):
+        return _forward(ctx.name, (gg,), ctx.kwargs), None, None, None
+
+    @staticmethod
+    def differentiable_backward(ctx, args, kwargs, gg):
+        g, x, name, kw = args
+        return _OPS[name](gg, **kw), None, None, None
+
+
+def _pool_rule(name, params):
+    def pool(ctx, args, kwargs, g):
+        kw = {p: args[1 + i] for i, p in enumerate(params) if 1 + i < len(args)}
+        kw.update(kwargs)
+        return PoolGradFunction.apply(g, args[0]._data, name, kw)
+
+    rule(name)(pool)
+
+
+_pool_rule("avg_pool2d", ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"))
+_pool_rule("adaptive_avg_pool2d", ("output_size",))
