@@ -16,7 +16,7 @@ from forgegrad.ops._double_backward import covered
 MAX_ELEMENTS = 2_000  # the large samples (kernel blocking) say nothing more about a rule and cost seconds here
 # ops without a differentiable rule (create_graph through them raises NotImplementedError naming them)
 UNCOVERED = {"batch_norm", "binary_cross_entropy", "conv1d",
-             "fake_quantize_per_channel_affine", "fake_quantize_per_tensor_affine", "kl_div", "max_pool2d",
+             "fake_quantize_per_channel_affine", "fake_quantize_per_tensor_affine", "kl_div",
              "recurrent_layer",
              "argmax", "argmin", "compare"}  # (these three have no float output: nothing to differentiate)
 RANDOM = {"dropout"}  # its mask is drawn by each library: tests/test_double_backward.py checks it with its mask

@@ -1,4 +1,4 @@
-"""The differentiable backward rules of conv2d and the average pools (see _double_backward.py): a gradient penalty
+"""The differentiable backward rules of conv2d and the pools (see _double_backward.py): a gradient penalty
 on a convolutional critic (DCGAN-style WGAN-GP) differentiates through them twice.
 
 Their gradients are products the op's own kernels compute, so the rules are Functions over those kernels whose
@@ -7,7 +7,8 @@ derivatives are again the op or the other gradient (no new kernel):
 - conv2d is bilinear: with dX(g, w) its input gradient and dW(x, g) its weight gradient, dX is linear in g
   (derivative: the convolution of gg with w) and in w (derivative: dW(gg, g)); dW is linear in x (derivative:
   dX(g, gw)) and in g (derivative: the convolution of x with gw);
-- the average pools are linear: the gradient of their gradient with respect to g is the pool of gg.
+- the average pools are linear: the gradient of their gradient with respect to g is the pool of gg;
+- max_pool2d's gradient scatters g to each window's argmax (its index output), a getitem's gradient.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import numpy as np
 
 from ..autograd import Function
 from .registry import _OPS
-from ._double_backward import _is_t, rule
+from ..grad_mode import no_grad
+from ._double_backward import _is_t, _scatter, rule
 
 
 def _function(name: str, dtype):
@@ -140,3 +142,14 @@ def _pool_rule(name, params):
 
 _pool_rule("avg_pool2d", ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"))
 _pool_rule("adaptive_avg_pool2d", ("output_size",))
+
+
+@rule("max_pool2d")
+def _max_pool2d(ctx, args, kwargs, g, _):
+    x = args[0]
+    with no_grad():  # the argmax of each window (flat h * W + w), as the forward chose it
+        _, idx = _OPS["max_pool2d"](x.detach(), *args[1:], **kwargs)
+    N, C, H, W = x.shape
+    idx = idx._data.reshape(N, C, -1)
+    key = (np.arange(N)[:, None, None], np.arange(C)[None, :, None], idx)
+    return _scatter(g.reshape(N, C, -1), key, (N, C, H * W)).reshape(x.shape)
