@@ -153,6 +153,23 @@ def test_gradients_match_transformers(checkpoints):
         np.testing.assert_allclose(p.grad.numpy(), g, rtol=2e-3, atol=2e-4 * np.abs(g).max() + 1e-6, err_msg=name)
 
 
+def test_gradients_through_interpolated_positions(checkpoints):
+    """At another image size (interpolate_pos_encoding=True) the position table's gradient is transformers' too: the
+    bicubic resize is a product with constant matrices."""
+    path, hf = checkpoints["DeiTForImageClassificationWithTeacher"]
+    model = from_pretrained(path).train()
+    ref = copy.deepcopy(hf).double().train()
+    x, w = _pixels(2, 48, 40, seed=6), np.random.default_rng(6).standard_normal((2, SIZE["num_labels"]))
+    (ref(torch.tensor(x, dtype=torch.float64), interpolate_pos_encoding=True).logits * torch.tensor(w)).sum().backward()
+    (model(x, interpolate_pos_encoding=True) * fg.tensor(w.astype(np.float32))).sum().backward()
+    theirs = dict(ref.named_parameters())
+    for name in ("deit.embeddings.position_embeddings", "deit.embeddings.cls_token",
+                 "deit.embeddings.distillation_token", "deit.embeddings.patch_embeddings.projection.weight"):
+        g = theirs[name].grad.numpy()
+        got = dict(model.named_parameters())[name].grad.numpy()
+        np.testing.assert_allclose(got, g, rtol=2e-3, atol=2e-4 * np.abs(g).max(), err_msg=name)
+
+
 def test_fine_tune_classifier_as_transformers(checkpoints):
     """The encoder frozen, three SGD steps on the classifier: the same weights and logits as torch's."""
     path, hf = checkpoints["DeiTForImageClassification"]
