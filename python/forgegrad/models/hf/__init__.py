@@ -94,6 +94,7 @@ from .zero_shot import ImageTextProcessor, zero_shot_image_classification
 from .vit import (DeiTForImageClassification, DeiTForImageClassificationWithTeacher, DeiTModel,
                   ViTForImageClassification, ViTModel)
 from .image_processing import load_image_processor
+from .onnx_vit import export_vit
 
 __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past", "generate_onnx", "export_seq2seq",
            "generate_onnx_seq2seq", "generate_onnx_whisper", "export_task_head", "CheckpointError", "WatermarkDetector",
@@ -126,7 +127,7 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "CLIPVisionModelWithProjection", "SiglipModel", "SiglipTextModel", "SiglipVisionModel",
            "export_clip_tower", "ImageTextProcessor", "zero_shot_image_classification",
            "ViTModel", "ViTForImageClassification", "DeiTModel", "DeiTForImageClassification",
-           "DeiTForImageClassificationWithTeacher", "load_image_processor"]
+           "DeiTForImageClassificationWithTeacher", "load_image_processor", "export_vit"]
 
 ARCHITECTURES = {cls.architecture: cls for cls in
                  (GPT2LMHeadModel, BertModel, RobertaModel, XLMRobertaModel, BertForSequenceClassification,
