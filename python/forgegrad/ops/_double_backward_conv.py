@@ -1,12 +1,12 @@
-"""The differentiable backward rules of conv2d and the pools (see _double_backward.py): a gradient penalty
+"""The differentiable backward rules of the convolutions and the pools (see _double_backward.py): a gradient penalty
 on a convolutional critic (DCGAN-style WGAN-GP) differentiates through them twice.
 
 Their gradients are products the op's own kernels compute, so the rules are Functions over those kernels whose
 derivatives are again the op or the other gradient (no new kernel):
 
-- conv2d is bilinear: with dX(g, w) its input gradient and dW(x, g) its weight gradient, dX is linear in g
-  (derivative: the convolution of gg with w) and in w (derivative: dW(gg, g)); dW is linear in x (derivative:
-  dX(g, gw)) and in g (derivative: the convolution of x with gw);
+- a convolution (conv2d, conv1d) is bilinear: with dX(g, w) its input gradient and dW(x, g) its weight
+  gradient, dX is linear in g (derivative: the convolution of gg with w) and in w (derivative: dW(gg, g)); dW
+  is linear in x (derivative: dX(g, gw)) and in g (derivative: the convolution of x with gw);
 - the average pools are linear: the gradient of their gradient with respect to g is the pool of gg;
 - max_pool2d's gradient scatters g to each window's argmax (its index output), a getitem's gradient.
 """
@@ -48,65 +48,65 @@ def _geometry(args, kwargs):
             for i, (n, d) in enumerate(zip(names, defaults))}
 
 
-class Conv2dInputGradFunction(Function):
-    """dX(g, w): conv2d's input gradient (``x`` an array: its shape and the kernel's workspace; the value does not
-    enter)."""
+class ConvInputGradFunction(Function):
+    """dX(g, w): the input gradient of convolution ``name`` (``x`` an array: its shape and the kernel's workspace;
+    the value does not enter)."""
 
     handles_float64 = True
 
     @staticmethod
-    def forward(ctx, g, w, x, geo):
+    def forward(ctx, g, w, x, name, geo):
         ctx.save_for_backward(g, w)
-        ctx.x, ctx.geo = x, geo
-        return _vjp("conv2d", (x, w), geo, g, (True, False))[0]
+        ctx.name, ctx.geo = name, geo
+        return _vjp(name, (x, w), geo, g, (True, False))[0]
 
     @staticmethod
     def backward(ctx, gg):
         g, w = ctx.saved_tensors
-        dg = _forward("conv2d", (gg, w), ctx.geo) if ctx.needs_input_grad[0] else None
-        dw = _vjp("conv2d", (gg, w), ctx.geo, g, (False, True))[1] if ctx.needs_input_grad[1] else None
-        return dg, dw, None, None
+        dg = _forward(ctx.name, (gg, w), ctx.geo) if ctx.needs_input_grad[0] else None
+        dw = _vjp(ctx.name, (gg, w), ctx.geo, g, (False, True))[1] if ctx.needs_input_grad[1] else None
+        return dg, dw, None, None, None
 
     @staticmethod
     def differentiable_backward(ctx, args, kwargs, gg):
-        g, w, x, geo = args
-        return (_OPS["conv2d"](gg, w, None, **geo) if _is_t(g) else None,
-                Conv2dWeightGradFunction.apply(gg, g, w._data, geo) if _is_t(w) else None, None, None)
+        g, w, x, name, geo = args
+        return (_OPS[name](gg, w, None, **geo) if _is_t(g) else None,
+                ConvWeightGradFunction.apply(gg, g, w._data, name, geo) if _is_t(w) else None, None, None, None)
 
 
-class Conv2dWeightGradFunction(Function):
-    """dW(x, g): conv2d's weight gradient (``w`` an array: its shape)."""
+class ConvWeightGradFunction(Function):
+    """dW(x, g): the weight gradient of convolution ``name`` (``w`` an array: its shape)."""
 
     handles_float64 = True
 
     @staticmethod
-    def forward(ctx, x, g, w, geo):
+    def forward(ctx, x, g, w, name, geo):
         ctx.save_for_backward(x, g)
-        ctx.w, ctx.geo = w, geo
-        return _vjp("conv2d", (x, w), geo, g, (False, True))[1]
+        ctx.name, ctx.geo = name, geo
+        return _vjp(name, (x, w), geo, g, (False, True))[1]
 
     @staticmethod
     def backward(ctx, gw):
         x, g = ctx.saved_tensors
-        dx = _vjp("conv2d", (x, gw), ctx.geo, g, (True, False))[0] if ctx.needs_input_grad[0] else None
-        dg = _forward("conv2d", (x, gw), ctx.geo) if ctx.needs_input_grad[1] else None
-        return dx, dg, None, None
+        dx = _vjp(ctx.name, (x, gw), ctx.geo, g, (True, False))[0] if ctx.needs_input_grad[0] else None
+        dg = _forward(ctx.name, (x, gw), ctx.geo) if ctx.needs_input_grad[1] else None
+        return dx, dg, None, None, None
 
     @staticmethod
     def differentiable_backward(ctx, args, kwargs, gw):
-        x, g, w, geo = args
-        return (Conv2dInputGradFunction.apply(g, gw, x._data, geo) if _is_t(x) else None,
-                _OPS["conv2d"](x, gw, None, **geo) if _is_t(g) else None, None, None)
+        x, g, w, name, geo = args
+        return (ConvInputGradFunction.apply(g, gw, x._data, name, geo) if _is_t(x) else None,
+                _OPS[name](x, gw, None, **geo) if _is_t(g) else None, None, None, None)
 
 
-@rule("conv2d")
-def _conv2d(ctx, args, kwargs, g):
+@rule("conv2d", "conv1d")
+def _conv(ctx, args, kwargs, g):
     x, w = args[0], args[1]
     b = args[2] if len(args) > 2 else kwargs.get("bias")
-    geo = _geometry(args, kwargs)
-    gx = Conv2dInputGradFunction.apply(g, w, x._data, geo) if _is_t(x) else None
-    gw = Conv2dWeightGradFunction.apply(x, g, w._data, geo) if _is_t(w) else None
-    gb = g.sum(dim=(0, 2, 3)) if _is_t(b) else None
+    geo, name = _geometry(args, kwargs), type(ctx).op.name
+    gx = ConvInputGradFunction.apply(g, w, x._data, name, geo) if _is_t(x) else None
+    gw = ConvWeightGradFunction.apply(x, g, w._data, name, geo) if _is_t(w) else None
+    gb = g.sum(dim=(0,) + tuple(range(2, g.ndim))) if _is_t(b) else None
     return gx, gw, gb
 
 

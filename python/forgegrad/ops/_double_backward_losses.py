@@ -1,7 +1,7 @@
 """The differentiable backward rules of the losses, norms and attention (the table's second half, see
 _double_backward.py): mse_loss and l1_loss by formula, the fused ones (cross_entropy, nll_loss, layer_norm,
-rms_norm, binary_cross_entropy_with_logits, scaled_dot_product_attention) by decomposition into ops that have
-formulas."""
+rms_norm, batch_norm, binary_cross_entropy(_with_logits), kl_div, scaled_dot_product_attention) by
+decomposition into ops that have formulas."""
 from __future__ import annotations
 
 import math
@@ -156,3 +156,42 @@ def _attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=No
 
 
 decomposed("scaled_dot_product_attention", _attention)
+
+
+def _batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, training=False, momentum=0.1,
+                eps=1e-5):
+    """Batch statistics when training (or without running ones), else the running ones (constants). The running
+    buffers are read, never updated: the forward did that."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    if training or running_mean is None:
+        d = x - x.mean(dim=axes, keepdim=True)
+        y = d / ((d * d).mean(dim=axes, keepdim=True) + eps).sqrt()
+    else:
+        mean = _const(running_mean._data.reshape(shape), x)
+        y = (x - mean) / _const(np.sqrt(running_var._data.reshape(shape) + eps), x)
+    if weight is not None:
+        y = y * weight.reshape(shape)
+    return y + bias.reshape(shape) if bias is not None else y
+
+
+def _bce(p, target, weight=None, reduction="mean"):
+    """torch's: the log terms clamped at -100."""
+    per = -(target * p.log().clamp(min=-100) + (1 - target) * (1 - p).log().clamp(min=-100))
+    return _reduce(per * weight if weight is not None else per, reduction)
+
+
+def _kl_div(inp, target, reduction="mean", log_target=False):
+    if log_target:
+        per = target.exp() * (target - inp)
+    else:  # xlogy(t, t) - t * inp: 0 where t == 0
+        pos = (target._data if _is_t(target) else np.asarray(target)) > 0
+        per = _where(pos, target * _where(pos, target, 1.0).log(), 0.0) - target * inp
+    if reduction == "batchmean":
+        return per.sum() / float(inp.shape[0]) if inp.ndim else per.sum()
+    return _reduce(per, reduction)
+
+
+decomposed("batch_norm", _batch_norm)
+decomposed("binary_cross_entropy", _bce)
+decomposed("kl_div", _kl_div)
