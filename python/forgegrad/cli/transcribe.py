@@ -6,6 +6,12 @@ and resampling, features, generate call (timestamps for long audio and for verbo
 prompt_ids) and formats, so a file gives the text ``forgegrad serve`` answers for it. Files are transcribed one after
 another; a file that cannot be read or decoded is reported and skipped, the others still transcribed (exit 2 at the
 end).
+
+Structured outputs take the audio API's fields as flags of the same names (``--guided-regex``, ``--guided-choice``,
+``--guided-json``, ``--guided-grammar``: its guided_* fields, checked by the same code, serve/structured.py): each
+window's transcript text matches the grammar, Whisper's special tokens outside it. The schema and the grammar are
+read from files; a grammar is checked against the checkpoint's tokenizer once, before any audio is read, and a file
+whose decoding the grammar cannot go on with is reported and skipped as an unreadable one.
 """
 from __future__ import annotations
 
@@ -20,6 +26,10 @@ from ._errors import CLIError, UsageError
 FORMATS = ("text", "json", "verbose_json", "srt", "vtt")
 EXTENSIONS = {"text": "txt", "json": "json", "verbose_json": "json", "srt": "srt", "vtt": "vtt"}
 _FLAGS = {"language": "--language", "prompt": "--prompt", "model": "--task"}  # the API's field -> the flag
+# the audio API's structured-output fields, each a flag of the same name (serve/structured.py's GUIDED)
+GUIDED = ("guided_regex", "guided_choice", "guided_json", "guided_grammar")
+_FROM_FILE = ("guided_json", "guided_grammar")  # read from a file (a schema, a grammar: long, multi-line texts)
+_FLAGS.update({name: "--" + name.replace("_", "-") for name in GUIDED})
 
 
 def add_parser(sub):
@@ -51,6 +61,18 @@ def add_parser(sub):
                    help="beam search with K beams (default: the checkpoint's generation_config.json, else 1)")
     p.add_argument("--prompt", default=None, metavar="TEXT",
                    help="a text the transcript follows (names, spelling, style): Whisper's previous-text prompt")
+    g = p.add_argument_group("structured outputs", "each window's transcript text matches a grammar (the audio API's "
+                             "guided_* fields, one of them; the checkpoint's tokenizer.json must be one llguidance "
+                             "reads, a BPE's); a grammar's source may have at most 65536 characters")
+    guided = g.add_mutually_exclusive_group()
+    guided.add_argument("--guided-regex", default=None, metavar="REGEX",
+                        help="the text is a whole match of REGEX (e.g. ' ?[0-9 ]+': digits and spaces)")
+    guided.add_argument("--guided-choice", action="append", default=None, metavar="TEXT",
+                        help="the text is exactly one of the TEXTs: give the flag once for each choice")
+    guided.add_argument("--guided-json", default=None, metavar="FILE",
+                        help="a JSON schema's file: the text is JSON that it accepts")
+    guided.add_argument("--guided-grammar", default=None, metavar="FILE",
+                        help="a Lark or GBNF grammar's file: the text is a sentence of it")
     p.add_argument("--threads", type=positive_int, default=None, help="forgegrad kernel threads")
     p.add_argument("--weights", choices=("float32", "bfloat16", "int8"), default="float32",
                    help="the Linear layers' weights: float32 (default), bfloat16 or int8 (weight-only)")
@@ -121,7 +143,43 @@ def _message(e) -> str:
         return text
     if text.startswith(e.param + ": "):
         text = text[len(e.param) + 2:]
+    elif text.startswith(e.param + " "):  # "guided_json has 70000 characters; ..."
+        return _FLAGS[e.param] + text[len(e.param):]
     return f"{_FLAGS[e.param]}: {text}"
+
+
+def _guided(args) -> dict:
+    """The guided_* field the flags give ({} for none), as the audio API's form gives it: --guided-json's and
+    --guided-grammar's files read as UTF-8 text (UsageError naming the flag: missing, a directory, unreadable, not
+    UTF-8, too large to be a grammar, or for a schema not JSON), --guided-choice's TEXTs as the list."""
+    from ..serve.structured import MAX_GRAMMAR_CHARS
+    given = {name: getattr(args, name) for name in GUIDED if getattr(args, name) is not None}
+    for name in _FROM_FILE:
+        if name not in given:
+            continue
+        path, flag = given[name], _FLAGS[name]
+        if os.path.isdir(path):
+            what = "schema" if name == "guided_json" else "grammar"
+            raise UsageError(f"{flag} {path!r} is a directory (give the {what}'s file)")
+        if not os.path.isfile(path):
+            raise UsageError(f"{flag} {path!r}: no such file")
+        size = os.path.getsize(path)
+        if size > 4 * MAX_GRAMMAR_CHARS:  # more characters than the limit whatever the encoding: not read
+            raise UsageError(f"{flag} {path!r} has {size} bytes; a grammar (a regex, a Lark or GBNF grammar, a JSON "
+                             f"schema's text, the choices together) may have at most {MAX_GRAMMAR_CHARS} characters")
+        try:
+            with open(path, "rb") as f:
+                given[name] = f.read().decode("utf-8")
+        except OSError as e:
+            raise UsageError(f"{flag} {path!r}: {e.strerror or e}") from None
+        except UnicodeDecodeError as e:
+            raise UsageError(f"{flag} {path!r} is not UTF-8 text (byte {e.start})") from None
+        if name == "guided_json":
+            try:
+                json.loads(given[name])
+            except (ValueError, RecursionError) as e:  # (RecursionError: nested too deep)
+                raise UsageError(f"{flag} {path!r} is not JSON (a JSON schema's file): {e}") from None
+    return given
 
 
 def run(args, out=None):
@@ -133,14 +191,25 @@ def run(args, out=None):
     if args.threads is not None:
         from .._runtime import set_num_threads
         set_num_threads(args.threads)
+    if args.num_beams is not None and args.num_beams > 1 and args.temperature > 0:  # as the audio API refuses it
+        raise UsageError(f"--num-beams: beam search decodes at temperature 0 (a sampled transcription has one beam), "
+                         f"got --num-beams {args.num_beams} with --temperature {args.temperature:g}")
     language = (args.language or "").strip() or None
     prompt = (args.prompt or "").strip() or None
+    from ..serve.structured import request_grammar
+    try:  # the grammar's source, before the model is loaded
+        grammar, param = request_grammar(_guided(args))
+    except CompletionError as e:
+        raise UsageError(_message(e)) from None
     tr = _load(args)
-    probe = SpeechRequest(args.task, b"", "", language=language, prompt=prompt)
-    try:  # the language, task and prompt are checked once, before any file is read
+    probe = SpeechRequest(args.task, b"", "", language=language, prompt=prompt, grammar=grammar,
+                          grammar_param=param)
+    try:  # the language, task, prompt and grammar are checked once, before any file is read
         token = tr.language_token(probe)
         if prompt:
             tr.prompt_ids(prompt, args.task)
+        if grammar is not None:
+            tr.grammar(probe)
     except CompletionError as e:
         raise UsageError(_message(e)) from None
     for folder in {os.path.dirname(t) for t in targets if t is not None and os.path.dirname(t)}:
@@ -157,7 +226,7 @@ def run(args, out=None):
             data = sys.stdin.buffer.read() if name == "-" else _read(name)
             req = SpeechRequest(args.task, data, shown, language=language, prompt=prompt,
                                 response_format=args.response_format, temperature=args.temperature,
-                                num_beams=args.num_beams)
+                                num_beams=args.num_beams, grammar=grammar, grammar_param=param)
             job = tr.prepare(req, token)
         except CompletionError as e:
             print(f"forgegrad: error: {e.message}", file=sys.stderr)
@@ -171,6 +240,10 @@ def run(args, out=None):
             [transcript] = tr.transcribe([job])
         except ValueError as e:  # generate's refusal of a setting (e.g. beams with sampling's options)
             raise UsageError(str(e)) from None
+        if isinstance(transcript, CompletionError):  # its grammar could not go on (the API's 400): this file only
+            print(f"forgegrad: error: AUDIO {shown!r}: {_message(transcript)}", file=sys.stderr)
+            failed += 1
+            continue
         body, _ = render(transcript, req)
         if isinstance(body, dict):
             body = json.dumps(body, ensure_ascii=False) + "\n"
