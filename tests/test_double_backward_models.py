@@ -265,9 +265,20 @@ def test_hooks_and_no_grad_under_create_graph(act):
 
 
 def test_op_without_a_differentiable_rule_is_named():
+    class Cube(autograd.Function):  # a user Function: its backward works on arrays only
+        @staticmethod
+        def forward(ctx, a):
+            ctx.save_for_backward(a)
+            return a ** 3
+
+        @staticmethod
+        def backward(ctx, g):
+            (a,) = ctx.saved_tensors
+            return 3 * a * a * g
+
     x = fg.tensor(np.random.RandomState(0).randn(2, 3, 4).astype(np.float32), requires_grad=True)
-    y = (fg.ops.get("fake_quantize_per_tensor_affine")(x.tanh(), 0.1, 0, -128, 127) ** 2).sum()
-    with pytest.raises(NotImplementedError, match="op 'fake_quantize_per_tensor_affine' has no differentiable"):
+    y = Cube.apply(x.tanh()).sum()
+    with pytest.raises(NotImplementedError, match="Function .*Cube has no differentiable backward rule"):
         autograd.grad(y, x, create_graph=True)
     # without create_graph the same graph backpropagates as always
     (g,) = autograd.grad(y, x)
@@ -348,3 +359,29 @@ def test_wgan_gp_on_a_convolutional_critic():
         out[lib] = [_np(penalty)] + [_np(t) for t in gs] + [_np(t) for t in third]
     for a, b in zip(out["fg"], out["torch"]):
         _close(a, b, np.float64)
+
+
+def test_user_function_with_a_differentiable_backward():
+    class Cube(autograd.Function):
+        @staticmethod
+        def forward(ctx, a):
+            ctx.save_for_backward(a)
+            return a ** 3
+
+        @staticmethod
+        def backward(ctx, g):
+            (a,) = ctx.saved_tensors
+            return 3 * a * a * g
+
+        @staticmethod
+        def differentiable_backward(ctx, args, kwargs, g):  # the same with Tensor ops, for create_graph
+            return 3 * args[0] * args[0] * g
+
+    x = fg.tensor([0.5, -1.5, 2.0], dtype=fg.float64, requires_grad=True)
+    (g,) = autograd.grad(Cube.apply(x.sin()).sum(), x, create_graph=True)
+    (gg,) = autograd.grad(g.sum(), x)
+    xt = torch.tensor([0.5, -1.5, 2.0], dtype=torch.float64, requires_grad=True)
+    (gt,) = torch.autograd.grad((xt.sin() ** 3).sum(), xt, create_graph=True)
+    (ggt,) = torch.autograd.grad(gt.sum(), xt)
+    _close(_np(g), _np(gt), np.float64)
+    _close(_np(gg), _np(ggt), np.float64)

@@ -56,10 +56,14 @@ def _rule_of(node):
                                   "checkpoint for double backward")
     rule = cls.__dict__.get("differentiable_backward") if cls.op is None else cls.op.differentiable_backward
     if rule is None:
-        name = f"op {cls.op.name!r}" if cls.op is not None else f"Function {cls.__qualname__}"
-        raise NotImplementedError(f"create_graph=True: {name} has no differentiable backward rule, so its gradient "
-                                  "cannot be differentiated again (double backward covers the ops listed in "
-                                  "forgegrad/ops/_double_backward.py); compute that part without create_graph")
+        if cls.op is not None:
+            raise NotImplementedError(f"create_graph=True: op {cls.op.name!r} has no differentiable backward rule, so "
+                                      "its gradient cannot be differentiated again (the rules are the table in "
+                                      "forgegrad/ops/_double_backward.py); compute that part without create_graph")
+        raise NotImplementedError(f"create_graph=True: Function {cls.__qualname__} has no differentiable backward "
+                                  "rule, so its gradient cannot be differentiated again; give it a staticmethod "
+                                  "differentiable_backward(ctx, args, kwargs, *grads) computing the gradients with "
+                                  "Tensor ops")
     return rule
 
 

@@ -333,6 +333,12 @@ def _dropout(ctx, args, kwargs, g):
     return g if mask is None else g * _const(mask, g)
 
 
+@rule("fake_quantize_per_tensor_affine", "fake_quantize_per_channel_affine")
+def _fake_quantize(ctx, args, kwargs, g):
+    (mask,) = ctx.saved_tensors  # where the rounded value fell inside the range: the straight-through gradient
+    return (g * _flat(args[0], lambda a: mask),) + (None,) * (len(args) - 1)
+
+
 # ---- reductions ------------------------------------------------------------------------------------------
 @rule("sum")
 def _sum(ctx, args, kwargs, g):
