@@ -15,7 +15,8 @@ transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 pytestmark = pytest.mark.usefixtures("torch_one_thread")  # transformers' generate crawls on a busy machine
 
-from hf_conformance import check_lean_seq2seq_step, seq2seq_gradients, seq2seq_logits  # noqa: E402
+from hf_conformance import (check_lean_seq2seq_step, seq2seq_gradients, seq2seq_logits,  # noqa: E402
+                            weight_variant)
 
 VOCAB = 120
 _COMMON = dict(vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=3, encoder_attention_heads=4,
@@ -80,6 +81,17 @@ def test_logits_lean_step_and_save_pretrained_are_transformers(pair, tmp_path):
     back = type(hf).from_pretrained(tmp_path / "saved").eval()
     np.testing.assert_allclose(seq2seq_logits(back, ids, mask, dec), want, rtol=1e-6, atol=1e-6)
 
+
+
+@pytest.mark.parametrize("weights", ["bfloat16", "int8"])
+def test_lean_step_takes_bfloat16_and_int8_weights(pair, tmp_path, weights):
+    """A bfloat16 checkpoint loaded as stored and an int8 weight-only model: the lean step gives their Tensor decode's
+    logits and generate takes it."""
+    from forgegrad.models.hf._decode_seq2seq import BartLeanStep
+    hf, _, path = pair
+    model = weight_variant(hf, path, weights, tmp_path)
+    ids, mask, _ = _inputs()
+    check_lean_seq2seq_step(model, BartLeanStep, ids, mask, model.decoder.layers[0], steps=10, new_tokens=8)
 
 def test_greedy_beam_and_sampled_generation_are_transformers(pair):
     """Greedy and 3-beam tokens (the config's forced end token, BlenderBot's encoder_no_repeat_ngram_size) equal
