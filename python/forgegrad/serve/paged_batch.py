@@ -351,7 +351,7 @@ class PagedBatchEngine(BatchEngine):
             while at < len(self.prefills) and _order(self.prefills[at]) < _order(victim):
                 at += 1
             self.prefills.insert(at, victim)
-            what = f"a row of {len(victim.ids)} tokens"
+            what = f"a row of {victim.redo} tokens"  # an encoder-decoder's: its source and decoder tokens
         if pool.preemptions % PREEMPTION_LOG_EVERY == 1:
             log.warning("the KV cache is full: preempted %s (it is recomputed once blocks are free; %d preemptions so "
                         "far: a larger --kv-cache-mb avoids them)", what, pool.preemptions)
