@@ -387,3 +387,26 @@ def test_user_function_with_a_differentiable_backward():
     (ggt,) = torch.autograd.grad(gt.sum(), xt)
     _close(_np(g), _np(gt), np.float64)
     _close(_np(gg), _np(ggt), np.float64)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_recurrent_module_gradient_penalty(kind):
+    """A two-layer bidirectional recurrent net: the input gradient with create_graph, its square differentiated
+    into the weights, against torch."""
+    torch.manual_seed(0)
+    ref = getattr(torch.nn, kind)(3, 4, num_layers=2, bidirectional=True).double()
+    net = getattr(nn, kind)(3, 4, num_layers=2, bidirectional=True)
+    for name, p in ref.named_parameters():
+        getattr(net, name).data = fg.tensor(p.detach().numpy().copy(), dtype=fg.float64)
+    x0 = np.random.RandomState(11).randn(5, 2, 3)
+    out = {}
+    for lib, m in (("torch", ref), ("fg", net)):
+        x = _t(lib, x0, requires_grad=True)
+        y = m(x)[0]
+        (g,) = _grad(lib)((y * y).sum(), x, create_graph=True)
+        (g * g).sum().backward()
+        names = [n for n, _ in ref.named_parameters()]
+        params = dict(m.named_parameters())
+        out[lib] = [_np(g)] + [_np(params[n].grad) for n in names]
+    for a, b in zip(out["fg"], out["torch"]):
+        _close(a, b, np.float64)

@@ -2,7 +2,7 @@
 its record declares (the same ones tests/test_op_registry.py checks forward and backward with), in float64 against
 torch's float64: the gradient taken with create_graph=True, then the gradient of its projection on a random vector.
 An op given a rule is covered here by its existing samples; a registered op without one must be named in
-UNCOVERED, and the pass must refuse it naming it."""
+UNCOVERED (tests/test_double_backward_models.py checks the error that names it, on a user Function)."""
 import numpy as np
 import pytest
 import torch
@@ -15,9 +15,8 @@ from forgegrad.ops._double_backward import covered
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # torch's, on a sample
 MAX_ELEMENTS = 2_000  # the large samples (kernel blocking) say nothing more about a rule and cost seconds here
-# ops without a differentiable rule (create_graph through them raises NotImplementedError naming them)
-UNCOVERED = {"recurrent_layer",
-             "argmax", "argmin", "compare"}  # (these three have no float output: nothing to differentiate)
+# registered ops without a differentiable rule (create_graph through one raises NotImplementedError naming it)
+UNCOVERED = {"argmax", "argmin", "compare"}  # no float output: nothing to differentiate
 RANDOM = {"dropout"}  # its mask is drawn by each library: tests/test_double_backward.py checks it with its mask
 
 
@@ -90,16 +89,3 @@ def test_every_registered_op_has_a_rule_or_is_named_uncovered():
     names = {op.name for op in registry.all_ops()}
     assert set(covered()) | UNCOVERED == names, sorted(names - set(covered()) - UNCOVERED)
     assert not set(covered()) & UNCOVERED
-
-
-@pytest.mark.parametrize("name", sorted(UNCOVERED - {"argmax", "argmin", "compare"}))
-def test_uncovered_op_is_refused_by_name(name):
-    op = registry.get(name)
-    sample = next(s for s in op.samples() if s.grad_positions())
-    args = [fg.tensor(a.copy(), requires_grad=i in sample.grad_positions()) if isinstance(a, np.ndarray) else a
-            for i, a in enumerate(sample.args)]
-    outs = op(*args, **sample.kwargs)
-    out = outs[0] if isinstance(outs, tuple) else outs
-    with pytest.raises(NotImplementedError, match=f"op '{name}' has no differentiable backward rule"):
-        autograd.grad((out * out).sum(), [args[p] for p in sample.grad_positions()], create_graph=True,
-                      allow_unused=True)

@@ -1,7 +1,7 @@
-"""The differentiable backward rules of the losses, norms and attention (the table's second half, see
-_double_backward.py): mse_loss and l1_loss by formula, the fused ones (cross_entropy, nll_loss, layer_norm,
-rms_norm, batch_norm, binary_cross_entropy(_with_logits), kl_div, scaled_dot_product_attention) by
-decomposition into ops that have formulas."""
+"""The differentiable backward rules of the losses, norms, attention and the recurrent layer (the table's second
+half, see _double_backward.py): mse_loss and l1_loss by formula, the fused ones (cross_entropy, nll_loss,
+layer_norm, rms_norm, batch_norm, binary_cross_entropy(_with_logits), kl_div, scaled_dot_product_attention,
+recurrent_layer) by decomposition into ops that have formulas."""
 from __future__ import annotations
 
 import math
@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from ..tensor import Tensor
+from .registry import _OPS
 from ._double_backward import _arg, _const, _flat, _for, _is_t, _where, decomposed, rule
 
 
@@ -195,3 +196,40 @@ def _kl_div(inp, target, reduction="mean", log_target=False):
 decomposed("batch_norm", _batch_norm)
 decomposed("binary_cross_entropy", _bce)
 decomposed("kl_div", _kl_div)
+
+
+def _recurrent(x, h0, c0, w_ih, w_hh, b_ih, b_hh, mode="lstm", reverse=False):
+    """One layer, one direction, torch's gate order (LSTM i, f, g, o; GRU r, z, n): x (T, B, In) ->
+    (y (T, B, H), h_n[, c_n])."""
+    T, B = x.shape[0], x.shape[1]
+    H = w_hh.shape[1]
+    zeros = _const(np.zeros((B, H)), x)
+    h = zeros if h0 is None else h0
+    c = (zeros if c0 is None else c0) if mode == "lstm" else None
+    xw = x @ w_ih.t()
+    if b_ih is not None:
+        xw = xw + b_ih
+    ys = [None] * T
+    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        hw = h @ w_hh.t()
+        if b_hh is not None:
+            hw = hw + b_hh
+        if mode == "lstm":
+            a = xw[t] + hw
+            i, f, o = a[:, :H].sigmoid(), a[:, H:2 * H].sigmoid(), a[:, 3 * H:].sigmoid()
+            c = f * c + i * a[:, 2 * H:3 * H].tanh()
+            h = o * c.tanh()
+        elif mode == "gru":
+            r = (xw[t][:, :H] + hw[:, :H]).sigmoid()
+            z = (xw[t][:, H:2 * H] + hw[:, H:2 * H]).sigmoid()
+            n = (xw[t][:, 2 * H:] + r * hw[:, 2 * H:]).tanh()
+            h = (1 - z) * n + z * h
+        else:
+            a = xw[t] + hw
+            h = a.tanh() if mode == "rnn_tanh" else a.relu()
+        ys[t] = h
+    y = _OPS["stack"](*ys, dim=0)
+    return (y, h, c) if mode == "lstm" else (y, h)
+
+
+decomposed("recurrent_layer", _recurrent)
