@@ -355,7 +355,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
 
 def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, grad_variables=None, inputs=None):
     """Accumulate the gradients of ``tensors`` into the leaves' ``.grad`` (those of ``inputs`` only, when given),
-    as torch.autograd.backward; ``tensors.backward()`` for one tensor."""
+    as torch.autograd.backward; ``tensors.backward()`` for one tensor. With ``create_graph`` the gradients keep
+    their graph (``.grad + g`` out of place), so that ``.grad`` can be differentiated again."""
     if grad_variables is not None:
         if grad_tensors is not None:
             raise RuntimeError("backward: pass grad_tensors only (grad_variables is its deprecated name)")

@@ -11,6 +11,11 @@ what the ONNX exporter reads as the op's attributes (see ``trace``).
 The smallest complete example is ``ExpFunction`` in ``ops/elementwise.py``: its forward computes
 ``y = np.exp(x)`` and keeps y with ``ctx.save_for_backward(y)``; its backward reads it back from
 ``ctx.saved_tensors`` and returns ``grad * y``.
+
+A backward pass with ``create_graph=True`` (double backward) runs, instead of the array rules, each op's
+differentiable rule, written with Tensor ops (ops/_double_backward.py; the engine is forgegrad._create_graph);
+``apply`` keeps each node's call (``ctx.call``) for those rules. ``forgegrad.autograd.functional`` (vjp, jvp,
+jacobian, hessian, hvp, vhp) is built on them.
 """
 from __future__ import annotations
 
