@@ -103,6 +103,7 @@ def test_errors_match_torch():
         autograd.grad(loss, [x, 3.0])
 
 
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph")  # torch's reference-cycle note
 def test_create_graph_gives_differentiable_gradients():
     # (tests/test_double_backward*.py cover create_graph op by op; here: through grad() and backward())
     got = {}
