@@ -177,7 +177,11 @@ def run_pass(outputs, seeds, inputs, retain_graph: bool, accumulate: bool):
                 gins = tuple(node.grads)
             else:
                 rule = _rule_of(node)
-                args, kwargs = node.call
+                call = node.__dict__.get("call")
+                if call is None:  # a node made outside Function.apply keeps no call to differentiate
+                    raise NotImplementedError(f"create_graph=True: {type(node).__qualname__} was recorded without its "
+                                              "arguments, so its gradient cannot be differentiated again")
+                args, kwargs = call
                 args = tuple(p if p is not None else a for a, p in zip(args, parents))
                 node.__dict__["graph_outputs"] = seen_outputs.pop(id(node), {})
                 try:
