@@ -82,17 +82,22 @@ def test_resize_uint8_numpy_equals_pillow(resample):
                                           err_msg=f"{(H, W)} -> {(h, w)}, {c} channels")
 
 
-def test_resize_uint8_numpy_within_a_level_of_pillow_when_shrinking():
-    """Where Pillow 13 runs its vertical pass first (the height shrinks much more than the width), the numpy
-    horizontal-first order rounds the intermediate image differently: pixels of these noisy pictures move by up to
-    three levels, few of them."""
-    rng = np.random.default_rng(3)
-    for (H, W, h, w) in [(120, 60, 20, 50), (200, 150, 30, 140), (64, 64, 16, 60)]:
-        img = _images(rng, [(H, W)])[0]
-        for resample in (2, 3):
-            want = np.array(Image.fromarray(img).resize((w, h), resample=resample)).astype(int)
-            diff = np.abs(resize_uint8(img, h, w, resample, use_pillow=False).astype(int) - want)
-            assert diff.max() <= 3 and diff.mean() < 0.5, (H, W, h, w, resample, diff.max(), diff.mean())
+@pytest.mark.parametrize("resample", [1, 2, 3, 4, 5])
+def test_resize_uint8_numpy_equals_pillow_when_height_shrinks(resample):
+    """Where the height shrinks Pillow 13 runs its vertical pass first when the height loses more than twice the
+    pixels the width does (the rounded intermediate image differs by up to 36 levels on noise with lanczos, its
+    overshoots clipped); the numpy passes run in the same order: equal on both sides of the boundary and on it."""
+    rng = np.random.default_rng(10 + resample)
+    sizes = [(120, 60, 20, 50), (200, 150, 30, 140), (64, 64, 16, 60), (264, 67, 150, 10), (265, 67, 150, 10),
+             (110, 216, 9, 57), (245, 84, 25, 7), (90, 40, 30, 100)]
+    for _ in range(8):
+        H, W = (int(v) for v in rng.integers(2, 200, 2))
+        sizes.append((H, W, int(rng.integers(1, H)), int(rng.integers(1, 200))))
+    for H, W, h, w in sizes:
+        img = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+        want = np.array(Image.fromarray(img).resize((w, h), resample=resample))
+        np.testing.assert_array_equal(resize_uint8(img, h, w, resample, use_pillow=False), want,
+                                      err_msg=f"{(H, W)} -> {(h, w)}")
 
 
 def test_gray_and_rgba_converted_as_transformers(tmp_path):
