@@ -137,8 +137,10 @@ def test_old_feature_extractor_config(tmp_path):
 
 def test_bad_inputs_refused(tmp_path):
     proc = ImageProcessor("ViTImageProcessor", size={"height": 8, "width": 8})
-    with pytest.raises(TypeError, match="uint8"):
+    with pytest.raises(TypeError, match=r"uint8.*floats in \[0, 1\]"):  # transformers would rescale them twice
         proc(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(ValueError, match="channels first"):
+        proc(np.zeros((3, 10, 12), np.uint8))
     with pytest.raises(TypeError, match="numpy uint8 array"):
         proc([[1, 2], [3, 4]])
     with pytest.raises(ValueError, match="do_convert_rgb"):

@@ -336,13 +336,17 @@ class ImageProcessor:
         if not isinstance(image, np.ndarray):
             raise TypeError(f"ImageProcessor: images[{i}] must be a numpy uint8 array (H, W, C) or a PIL image, got "
                             f"{type(image).__name__}")
-        if image.dtype != np.uint8:
-            raise TypeError(f"ImageProcessor: images[{i}] must be uint8 (pixel values 0..255), got {image.dtype}")
+        if image.dtype != np.uint8:  # transformers' PIL backend would scale floats in [0, 1] by 1/255 twice
+            hint = " (floats in [0, 1]: pass (x * 255).round().astype(np.uint8))" if image.dtype.kind == "f" else ""
+            raise TypeError(f"ImageProcessor: images[{i}] must be uint8 (pixel values 0..255), got "
+                            f"{image.dtype}{hint}")
         if image.ndim == 2:
             image = image[..., None]
         if image.ndim != 3 or image.shape[-1] not in (1, 3, 4) or 0 in image.shape:
+            hint = (" (channels first? pass image.transpose(1, 2, 0))"
+                    if image.ndim == 3 and image.shape[0] in (1, 3, 4) else "")
             raise ValueError(f"ImageProcessor: images[{i}] must have shape (H, W), (H, W, 1), (H, W, 3) or "
-                             f"(H, W, 4), got {image.shape}")
+                             f"(H, W, 4), got {image.shape}{hint}")
         if self.do_convert_rgb:
             image = to_rgb(image)
         elif image.shape[-1] != 3:
