@@ -35,13 +35,19 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def test_texts_and_images_in_one_request(tmp_path):
+def _checkpoint(path):
+    """A tiny CLIPModel with its tokenizer and a CLIPImageProcessor (shortest edge 30, crop 30) in ``path``."""
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-    hf_tok = _bpe_tokenizer_dir(tmp_path)
+    hf_tok = _bpe_tokenizer_dir(path)
     improc = CLIPImageProcessorPil(size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30})
-    improc.save_pretrained(tmp_path)
-    hf = _clip(tmp_path, vocab_size=len(hf_tok), eos_token_id=hf_tok.eos_token_id, bos_token_id=hf_tok.bos_token_id,
+    improc.save_pretrained(path)
+    hf = _clip(path, vocab_size=len(hf_tok), eos_token_id=hf_tok.eos_token_id, bos_token_id=hf_tok.bos_token_id,
                pad_token_id=hf_tok.pad_token_id)
+    return hf, hf_tok, improc
+
+
+def test_texts_and_images_in_one_request(tmp_path):
+    hf, hf_tok, improc = _checkpoint(tmp_path)
     assert encoder_kind(str(tmp_path)) == "embeddings"
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (40, 52, 3), dtype=np.uint8), rng.integers(0, 256, (30, 36, 3), dtype=np.uint8)]
@@ -76,3 +82,30 @@ def test_texts_and_images_in_one_request(tmp_path):
                                 "input must be a string (a text)", "a data: URL must be base64")):
         assert r.status_code == 400 and says in r.json()["error"]["message"], r.text
     assert wrong_size.status_code == 400 and "dimensions" in wrong_size.json()["error"]["message"]
+
+
+def test_thin_images_wrapped_base64_and_urls(tmp_path):
+    """A thin image, small in bytes and pixels, that the shortest-edge resize would blow up (1 x 60000 to 30 x
+    1,800,000 here; 224 x 11,200,000 for CLIP's 224) is a 400 before it is decoded, not the server's memory; base64
+    wrapped in lines (as the ``base64`` tool prints it) reads as the unwrapped; an http(s) URL is a 400 saying URLs
+    are not fetched."""
+    _checkpoint(tmp_path)
+    rng = np.random.default_rng(4)
+    thin = _encoded(np.zeros((1, 60_000, 3), np.uint8), "PNG")
+    ok = _encoded(rng.integers(0, 256, (1, 1_500, 3), dtype=np.uint8), "PNG")  # 30 x 45,000 resized: served
+    photo = _encoded(rng.integers(0, 256, (33, 41, 3), dtype=np.uint8), "PNG")
+    wrapped = "\n".join(photo[i:i + 76] for i in range(0, len(photo), 76))
+    with running_app(create_encoder_app(EncoderServeConfig(str(tmp_path), max_batch=4))) as url, \
+            httpx.Client(base_url=url, timeout=120) as c:
+        refused = c.post("/v1/embeddings", json={"input": ["a cat", {"image": thin}]})
+        served = c.post("/v1/embeddings", json={"input": [{"image": ok}, {"image": photo},
+                                                           {"image": "data:image/png;base64," + wrapped}]})
+        fetched = c.post("/v1/embeddings", json={"input": {"image": "https://example.com/cat.png"}})
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["param"] == "input" and "input 1: the image is 60000 x 1 pixels" in error["message"]
+    assert "resize to 1800000 x 30" in error["message"]
+    assert served.status_code == 200, served.text
+    vectors = np.array([d["embedding"] for d in served.json()["data"]], np.float32)
+    np.testing.assert_array_equal(vectors[2], vectors[1])
+    assert fetched.status_code == 400 and "URLs are not fetched" in fetched.json()["error"]["message"]

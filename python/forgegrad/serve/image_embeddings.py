@@ -59,21 +59,26 @@ def _items(value) -> list:
     return out
 
 
-def decode_image(data: str, index: int):
-    """The PIL image of input ``index``'s base64 (a bare string or a ``data:`` URL), loaded; 400 when it is not
-    base64 or not an image Pillow reads, or when it has more than MAX_PIXELS pixels."""
+def decode_image(data: str, index: int, processor=None):
+    """The PIL image of input ``index``'s base64 (a bare string or a ``data:`` URL; line breaks and spaces, as MIME
+    base64 wraps its lines, are ignored), loaded; 400 when it is not base64 or not an image Pillow reads, when it has
+    more than MAX_PIXELS pixels, or when ``processor`` (an image_processing.ImageProcessor) would resize it to more
+    (a thin image resized by its shortest edge: a 225-byte 50000 x 1 PNG would become 11,200,000 x 224)."""
     try:
         from PIL import Image
     except ImportError:
         raise CompletionError(501, "images need Pillow on the server: pip install \"forgegrad[vision]\"",
                               "input") from None
+    if data.startswith(("http://", "https://")):
+        raise CompletionError(400, f"input {index}: image URLs are not fetched; send the image file's bytes in "
+                                   "base64, bare or as a data:image/...;base64, URL", "input")
     if data.startswith("data:"):
         head, sep, data = data.partition(",")
         if not sep or not head.endswith(";base64"):
             raise CompletionError(400, f"input {index}: a data: URL must be base64 (data:image/...;base64,...)",
                                   "input")
     try:
-        raw = base64.b64decode(data, validate=True)
+        raw = base64.b64decode("".join(data.split()), validate=True)
     except (binascii.Error, ValueError):
         raise CompletionError(400, f"input {index}: the image is not valid base64", "input") from None
     try:
@@ -81,12 +86,27 @@ def decode_image(data: str, index: int):
         if image.width * image.height > MAX_PIXELS:
             raise CompletionError(400, f"input {index}: the image is {image.width} x {image.height} pixels, more "
                                        f"than the {MAX_PIXELS} this server decodes", "input")
+        _check_resized(image.width, image.height, processor, index)
         image.load()
     except CompletionError:
         raise
     except Exception as e:  # Pillow raises many types (UnidentifiedImageError, OSError, DecompressionBombError, ...)
         raise CompletionError(400, f"input {index}: not an image Pillow reads ({type(e).__name__})", "input") from None
     return image
+
+
+def _check_resized(width: int, height: int, processor, index: int) -> None:
+    """400 when ``processor`` would resize a ``width`` x ``height`` image to more than MAX_PIXELS pixels (checked
+    from the header, before the image is decoded)."""
+    size = getattr(processor, "size", None) if getattr(processor, "do_resize", False) else None
+    if not size:
+        return
+    from ..models.hf.image_processing import _output_size
+    h, w = _output_size(height, width, size)
+    if h * w > MAX_PIXELS:
+        raise CompletionError(400, f"input {index}: the image is {width} x {height} pixels, which the model's image "
+                                   f"processor would resize to {w} x {h}, more than the {MAX_PIXELS} pixels this "
+                                   "server processes (its sides are too unequal)", "input")
 
 
 class ImageTextEmbedder:
@@ -127,7 +147,8 @@ class ImageTextEmbedder:
                 out.append(("text", ids))
                 tokens += len(ids)
             else:
-                out.append(("image", self.processor.image_processor(decode_image(value, i))["pixel_values"][0]))
+                improc = self.processor.image_processor
+                out.append(("image", improc(decode_image(value, i, improc))["pixel_values"][0]))
         return out, tokens
 
     async def answer(self, body: bytes, name: str, run) -> Tuple[dict, int]:
