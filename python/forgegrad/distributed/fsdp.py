@@ -49,6 +49,9 @@ step() plans them all, so ``l1 = m(x1); l2 = m(x2); l1.backward(); l2.backward()
 pass's gathers too (it reaches units of the second forward's graph that a plan of "the forwards since
 the last pass" would have left out). A unit kept with no output Tensor to re-gather on (a dict subclass,
 transformers' ModelOutput) is held gathered until step(), for every pass through its forward's graph.
+A forward run again inside a backward pass (utils.checkpoint's recomputation) is that pass's: its unit
+stays gathered for it and is planned for no later pass; a pass through a graph older than step() (its
+_PreBackward nodes carry the step count) is a RuntimeError.
 Reaching a unit gathers the planned units before it first; a planned unit this rank's pass does not reach
 is gathered (the others may need it) and freed at once, and its gradients count as zeros
 (``_ShardReducer.mark_missing``). The gathers use their own communicator, so they pair up across ranks
@@ -91,7 +94,7 @@ class _PreBackward(Function):
 
     @staticmethod
     def forward(ctx, x, owner, unit):
-        ctx.owner, ctx.unit = owner, unit
+        ctx.owner, ctx.unit, ctx.steps = owner, unit, owner._steps  # the parameters' version (see _on_pass)
         return x.view()
 
     @staticmethod
@@ -236,6 +239,7 @@ class FullyShardedDataParallel(Module):
         # id -> unit, in the order their forwards last ended (a module run twice moves to the end)
         d["_armed"] = {}
         d["_live"] = {}  # the same, for the forwards since the optimizer's last step (every pass plans these)
+        d["_steps"] = 0  # optimizer steps so far (release()): a graph made before the last one is stale
         d["_plan"], d["_plan_index"], d["_pos"], d["_reached"] = [], {}, 0, set()
         d["_reducer"] = None  # set by ZeroRedundancyOptimizer(stage=3)
         d["reshard_after_forward"] = bool(reshard_after_forward)
@@ -338,6 +342,14 @@ class FullyShardedDataParallel(Module):
             if self._in_forward:
                 self._forward_prefetch(unit)
             out = forward(m, *args, **kwargs)
+            if autograd._backward_depth and autograd.is_grad_enabled():
+                # recomputed inside a backward pass (utils.checkpoint): the pass in progress computes its
+                # gradients right away, so the unit stays gathered for it (torch's FSDP does not reshard
+                # there either) and is planned for no later pass (planned, a later pass or step() would
+                # gather it again as unreached, its gradients as zeros)
+                out, _ = self._attach(out, unit)
+                unit.kept = True
+                return out
             if autograd.is_grad_enabled():
                 out, attached = self._attach(out, unit)
                 if not attached or not self.reshard_after_forward:
@@ -400,14 +412,15 @@ class FullyShardedDataParallel(Module):
     def _on_pass(self, nodes) -> None:
         """A backward pass starts: plan its gathers (see the module docstring); another group's pass
         (one that reaches a wrapper of another group and none of this one's units: _passes) is not ours."""
+        if any(isinstance(n, _PreBackward) and getattr(n, "owner", None) is self and n.steps != self._steps
+               for n in nodes) or (not self._live and not self._gathered and self._reached_by(None, nodes)):
+            # a unit's output from a forward that ran before the optimizer's last step(): the graph is older than
+            # the update (torch reports it as an in-place modification); its backward would read the updated
+            # parameters, and its gathers pair with whatever the other ranks gather
+            raise RuntimeError("FullyShardedDataParallel: a backward pass reached this model through a graph "
+                               "whose forward ran before the optimizer's last step(); its parameters have "
+                               "changed since. Run the forward again after step() (or backward before it)")
         if not self._live and not self._gathered:
-            if self._reached_by(None, nodes):
-                # no forward since the optimizer's last step() armed a unit: the graph is older than the update
-                # (torch reports it as an in-place modification), and gathers on demand would pair with
-                # whatever the other ranks gather
-                raise RuntimeError("FullyShardedDataParallel: a backward pass reached this model through a graph "
-                                   "whose forward ran before the optimizer's last step(); its parameters have "
-                                   "changed since. Run the forward again after step() (or backward before it)")
             return
         if _passes.for_another_group(self, nodes):
             return
@@ -506,7 +519,8 @@ class FullyShardedDataParallel(Module):
         forwards' plans. ZeroRedundancyOptimizer(stage=3).step() calls it after updating the shards: a unit
         still gathered then (its module's output had no Tensor to hang the re-gather on, so it was held for
         every backward pass until now) holds the old parameters, which the next forward would otherwise read."""
-        self.__dict__["_live"] = {}
+        d = self.__dict__
+        d["_live"], d["_steps"] = {}, self._steps + 1  # the graphs made until now are stale (see _on_pass)
         for unit in self.units:
             unit.pending = None
             self._free(unit, held=True)
