@@ -186,7 +186,9 @@ def test_onnx_towers_in_onnxruntime(tmp_path, tower):
             embeds = hf.text_projection(ref.pooler_output)
     else:
         px = _images(3, seed=7)
+        px[1, 0, 4, 4] = np.nan  # stays in its row (the class token's batch comes from the pixels times 0)
         got = sess.run(None, {"pixel_values": px})
+        assert np.isnan(got[0]).any(-1).tolist() == [False, True, False]
         with torch.no_grad():
             ref = hf.vision_model(pixel_values=torch.tensor(px))
             embeds = hf.visual_projection(ref.pooler_output)
@@ -291,3 +293,29 @@ def test_onnx_of_a_projection_tower_pooling_at_the_highest_id(tmp_path):
     with torch.no_grad():
         ref = hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
     np.testing.assert_allclose(got[0], ref.text_embeds.numpy(), **TOL)
+
+
+def test_rows_stay_apart_and_left_padding(tmp_path):
+    """A NaN pixel of one image leaves the batch's other rows as transformers' (the class token's batch is taken
+    from the pixels times 0, row by row); left-padded texts (padding id other than the end-of-text) pool at each
+    row's end-of-text token as transformers' eager attention does, whatever the other rows hold."""
+    hf = _clip(tmp_path, pad_token_id=0)
+    hf.set_attn_implementation("eager")
+    model = from_pretrained(tmp_path)
+    px = _images(3)
+    px[1, :, 2, 2] = np.nan
+    with torch.no_grad():
+        ref = hf.get_image_features(pixel_values=torch.tensor(px)).pooler_output
+    got = model.get_image_features(px)
+    assert np.isnan(got.numpy()).any(-1).tolist() == [False, True, False]
+    _close(got, ref)
+    ids, mask = _texts()
+    left, left_mask = np.zeros_like(ids), np.zeros_like(mask)
+    for row, n in enumerate(mask.sum(1)):
+        left[row, ids.shape[1] - n:], left_mask[row, ids.shape[1] - n:] = ids[row, :n], 1
+    with torch.no_grad():
+        ref = hf.text_model(input_ids=torch.tensor(left), attention_mask=torch.tensor(left_mask))
+    out = model.text_model(left, left_mask)
+    _close(out.pooler_output, ref.pooler_output)
+    _close(out.last_hidden_state, ref.last_hidden_state)
+    _close(model.text_model(left[:1], left_mask[:1]).pooler_output, ref.pooler_output[:1])  # a batch of 1

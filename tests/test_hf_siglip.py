@@ -144,7 +144,9 @@ def test_onnx_towers_in_onnxruntime(tmp_path, tower):
             ref = hf.text_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
     else:
         px = _images(3, seed=7)
+        px[1, 0, 4, 4] = np.nan  # stays in its row (the probe's batch comes from the patches times 0)
         got = sess.run(None, {"pixel_values": px})
+        assert np.isnan(got[0]).any(-1).tolist() == [False, True, False]
         with torch.no_grad():
             ref = hf.vision_model(pixel_values=torch.tensor(px))
     np.testing.assert_allclose(got[0], ref.pooler_output.numpy(), **TOL)
