@@ -136,6 +136,10 @@ def test_wrong_images_refused(checkpoints):
         model(np.zeros((3, 32, 32), np.float32))
     with pytest.raises(TypeError, match="float"):
         model(np.array([["a"]]))
+    with pytest.raises(ValueError, match="at least one image"):  # not a reshape error deep inside
+        model(np.zeros((0, 3, 32, 32), np.float32))
+    with pytest.raises(ValueError, match="pixel_values must hold at least one image of at least one 8x8 patch"):
+        model(np.zeros((1, 3, 4, 40), np.float32), interpolate_pos_encoding=True)
 
 
 def test_gradients_match_transformers(checkpoints):

@@ -209,8 +209,9 @@ class ViTPooler(nn.Module):
         return self.act(self.dense(x[:, 0]))
 
 
-def _pixels(pixel_values, who: str, channels: int):
-    """pixel_values as a float32 (B, C, H, W) Tensor (a Tensor passes through: an export traces it)."""
+def _pixels(pixel_values, who: str, channels: int, patch: Tuple[int, int]):
+    """pixel_values as a float32 (B, C, H, W) Tensor (a Tensor passes through: an export traces it), checked: at
+    least one image, each at least one patch."""
     if isinstance(pixel_values, Tensor):
         x = pixel_values
     else:
@@ -222,6 +223,9 @@ def _pixels(pixel_values, who: str, channels: int):
     if len(x.shape) != 4 or x.shape[1] != channels:
         raise ValueError(f"{who}: pixel_values must have shape (batch, {channels}, height, width), got "
                          f"{tuple(x.shape)}")
+    if x.shape[0] == 0 or x.shape[2] < patch[0] or x.shape[3] < patch[1]:
+        raise ValueError(f"{who}: pixel_values must hold at least one image of at least one {patch[0]}x{patch[1]} "
+                         f"patch, got shape {tuple(x.shape)}")
     return x
 
 
@@ -246,7 +250,8 @@ class ViTModel(nn.Module):
         self.pooler = ViTPooler(self.config) if add_pooling_layer else None
 
     def forward(self, pixel_values, interpolate_pos_encoding: bool = False) -> ViTOutput:
-        x = self.embeddings(_pixels(pixel_values, type(self).__name__, self.embeddings.patch_embeddings.num_channels),
+        patches = self.embeddings.patch_embeddings
+        x = self.embeddings(_pixels(pixel_values, type(self).__name__, patches.num_channels, patches.patch_size),
                             bool(interpolate_pos_encoding))
         for layer in self.encoder.layer:
             x = layer(x)
