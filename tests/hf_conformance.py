@@ -28,6 +28,11 @@ inputs and tolerances and passes them in.
                                   in float64)
     chat_tokenizer                a tiny byte-level BPE tokenizer (transformers' fast tokenizer) with ChatML's
                                   special tokens and a given chat template
+    check_seq2seq_generation      an encoder-decoder's greedy, beam and top_k 1 sampled tokens equal transformers';
+                                  seeded sampling repeats
+    check_seq2seq_gradients       every parameter's gradient equals transformers' float64 copy's
+    check_seq2seq_onnx_greedy     export_seq2seq's graphs give transformers' greedy tokens in onnxruntime
+    check_seq2seq_paged_server    the completions server on a paged pool gives generate's tokens
 
 torch is imported inside the functions: the test files skip themselves (pytest.importorskip) where it is
 missing, after importing this module.
@@ -486,3 +491,96 @@ def _check_server_tokens(path, prompts, new_tokens, want):
     for ids, r in zip(want, answers):
         assert r.status_code == 200, r.text
         assert r.json()["choices"][0]["text"] == tokenizer.decode(ids)
+
+
+# --- an encoder-decoder family's generic checks (test_hf_pegasus_blenderbot.py, test_hf_mt5_umt5.py) ---
+def _seq2seq_hf_generate(hf, ids, mask, **kw):
+    import torch
+    with torch.no_grad():
+        return hf.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), **kw).numpy()
+
+
+def check_seq2seq_generation(hf, model, ids, mask, *, new_tokens=12):
+    """Greedy and 3-beam tokens (the checkpoint's own generation settings on both sides) equal transformers';
+    sampling with a seed repeats its draw; sampling with top_k 1 gives transformers' sampled tokens (forgegrad draws
+    from its own generator, not torch's: only with no randomness left can the two sample the same tokens)."""
+    import torch
+    for beams in (1, 3):
+        want = _seq2seq_hf_generate(hf, ids, mask, max_new_tokens=new_tokens, do_sample=False, num_beams=beams)
+        got = generate(model, ids, max_new_tokens=new_tokens, attention_mask=mask, num_beams=beams)
+        np.testing.assert_array_equal(got, want, err_msg=f"{beams} beams")
+    assert (got[:, 0] == model.decoder_start_token_id).all()
+    kw = dict(max_new_tokens=new_tokens, attention_mask=mask, do_sample=True, top_k=20, temperature=1.5)
+    fg.manual_seed(5)
+    first = generate(model, ids, **kw)
+    fg.manual_seed(5)
+    np.testing.assert_array_equal(generate(model, ids, **kw), first)
+    torch.manual_seed(5)
+    want = _seq2seq_hf_generate(hf, ids, mask, max_new_tokens=new_tokens, do_sample=True, top_k=1)
+    got = generate(model, ids, max_new_tokens=new_tokens, attention_mask=mask, do_sample=True, top_k=1)
+    np.testing.assert_array_equal(got, want)
+
+
+def check_seq2seq_gradients(hf, model, ids, mask, dec, *, prefix="", atol_of_largest=1e-5):
+    """Training: every parameter's gradient of the same random weighted sum of the logits equals transformers' float64
+    copy's (``prefix`` + our name: BART's family's "model."), within atol_of_largest times the largest gradient (the
+    key projections' biases get gradients of 0 up to rounding: softmax ignores them)."""
+    ours, theirs = seq2seq_gradients(hf, model, ids, mask, dec)
+    want = {name: theirs[prefix + name].grad.numpy() for name in ours}
+    scale = max(float(np.abs(g).max()) for g in want.values())
+    for name, p in ours.items():
+        np.testing.assert_allclose(p.grad.numpy(), want[name], rtol=1e-3, atol=atol_of_largest * scale, err_msg=name)
+
+
+def check_seq2seq_onnx_greedy(hf, model, ids, mask, path, *, new_tokens=12):
+    """export_seq2seq writes ``model``'s encoder and decoder-with-past graphs to ``path`` (each verified in
+    onnxruntime), and generate_onnx_seq2seq's greedy tokens there (the config's end, pad, forced end tokens and
+    encoder_no_repeat_ngram_size) equal transformers' generate on the padded batch."""
+    import onnxruntime as ort
+
+    from forgegrad.models.hf import export_seq2seq, generate_onnx_seq2seq
+    enc, dec = export_seq2seq(model, path, atol=1e-3)
+    assert enc.ok and dec.ok
+    enc, dec = (ort.InferenceSession(str(path / f), providers=["CPUExecutionProvider"])
+                for f in ("encoder.onnx", "decoder.onnx"))
+    cfg = model.config
+    got = generate_onnx_seq2seq(enc, dec, ids, mask, decoder_start_token_id=model.decoder_start_token_id,
+                                max_new_tokens=new_tokens, eos_token_id=cfg["eos_token_id"],
+                                pad_token_id=cfg["pad_token_id"], forced_eos_token_id=cfg.get("forced_eos_token_id"),
+                                encoder_no_repeat_ngram_size=cfg.get("encoder_no_repeat_ngram_size", 0))
+    want = _seq2seq_hf_generate(hf, ids, mask, max_new_tokens=new_tokens, do_sample=False, num_beams=1)
+    np.testing.assert_array_equal(got, want)
+
+
+def check_seq2seq_paged_server(model, path, tmp_path, vocab, *, new_tokens=12, blocks=12):
+    """Concurrent greedy token-id requests to the completions server over a copy of the checkpoint at ``path`` (with a
+    word-level tokenizer: token i is "w{i}") on a paged pool of ``blocks`` blocks each get the tokens generate gives
+    the prompt alone; the pool's peak moves (the paged engine ran them)."""
+    import shutil
+
+    import httpx
+    from serve_helpers import metric, post_all, running_app
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from forgegrad.serve.completions import GenerationServeConfig, create_completions_app
+    from forgegrad.serve.kv_pool import KVPool
+    shutil.copytree(path, tmp_path / "m")
+    tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(vocab)}, unk_token=f"w{vocab - 1}"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(tmp_path / "m" / "tokenizer.json"))
+    prompts = [[5, 6, 7], list(range(10, 40)), list(range(40, 48)), list(range(99, 105))]
+    eos = model.config["eos_token_id"]
+    want = []
+    for p in prompts:
+        out = [int(t) for t in generate(model, [p], max_new_tokens=new_tokens)[0, 1:]]
+        want.append(" ".join(f"w{t}" for t in (out[:out.index(eos)] if eos in out else out)))
+    block = KVPool.for_model(model, blocks=1).block_bytes
+    app = create_completions_app(GenerationServeConfig(str(tmp_path / "m"), model_name="m",
+                                                       kv_cache_mb=blocks * block / 2 ** 20))
+    with running_app(app) as url:
+        answers = post_all(url, [{"prompt": p, "max_tokens": new_tokens, "temperature": 0} for p in prompts])
+        peak = metric(httpx.get(url + "/metrics").text, "forgegrad_kv_cache_peak", model="m")
+    for r, w in zip(answers, want):
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["text"].strip() == w
+    assert peak > 0
