@@ -109,3 +109,20 @@ def test_thin_images_wrapped_base64_and_urls(tmp_path):
     vectors = np.array([d["embedding"] for d in served.json()["data"]], np.float32)
     np.testing.assert_array_equal(vectors[2], vectors[1])
     assert fetched.status_code == 400 and "URLs are not fetched" in fetched.json()["error"]["message"]
+
+
+def test_a_processor_whose_images_do_not_fit_the_tower_is_refused_at_startup(tmp_path):
+    """Pixel values of another size than the vision tower's image_size would fail every batch holding an image (and
+    the texts of other requests run with it, a 500): refused when the server loads the checkpoint."""
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    from forgegrad.serve.image_embeddings import ImageTextEmbedder
+    _checkpoint(tmp_path)
+    assert ImageTextEmbedder(str(tmp_path)).dim == 16
+    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"makes images of size \{'height': 32, 'width': 32\}, but the vision tower "
+                                         r"takes 30x30"):
+        ImageTextEmbedder(str(tmp_path))
+    CLIPImageProcessorPil(size={"shortest_edge": 30}, do_center_crop=False).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"makes images of size \{'shortest_edge': 30\}"):
+        ImageTextEmbedder(str(tmp_path))

@@ -121,8 +121,16 @@ class ImageTextEmbedder:
             model = quantize_weight_only(model, inplace=True)
         self.model = model.eval()
         self.processor = ImageTextProcessor.from_pretrained(path)
-        if self.processor.image_processor is None:
+        improc = self.processor.image_processor
+        if improc is None:
             raise ValueError(f"{path!r} has no preprocessor_config.json: images could not be embedded")
+        # every image must come out at the vision tower's size: otherwise each batch holding an image (texts of
+        # other requests run with it) would fail in the model
+        size = improc.crop_size if improc.do_center_crop else improc.size
+        want = int(self.model.vision_model.config["image_size"])
+        if size is None or "height" not in size or (size["height"], size["width"]) != (want, want):
+            raise ValueError(f"{path!r}: preprocessor_config.json makes images of size {size}, but the vision tower "
+                             f"takes {want}x{want}")
         self.context = self.processor.max_length
         self.vocab = int(self.model.text_model.config["vocab_size"])
         project = getattr(self.model, "text_projection", None)  # CLIP's; SigLIP's vectors are its towers' own
