@@ -87,19 +87,27 @@ def test_texts_and_images_in_one_request(tmp_path):
 def test_thin_images_wrapped_base64_and_urls(tmp_path):
     """A thin image, small in bytes and pixels, that the shortest-edge resize would blow up (1 x 60000 to 30 x
     1,800,000 here; 224 x 11,200,000 for CLIP's 224) is a 400 before it is decoded, not the server's memory; base64
-    wrapped in lines (as the ``base64`` tool prints it) reads as the unwrapped; an http(s) URL is a 400 saying URLs
+    wrapped in lines (as the ``base64`` tool prints it) reads as the unwrapped; a JPEG with an EXIF orientation (a
+    phone's photo) is embedded upright, as transformers' load_image reads it; an http(s) URL is a 400 saying URLs
     are not fetched."""
-    _checkpoint(tmp_path)
+    from transformers.image_utils import load_image
+    hf, _, improc = _checkpoint(tmp_path)
     rng = np.random.default_rng(4)
     thin = _encoded(np.zeros((1, 60_000, 3), np.uint8), "PNG")
     ok = _encoded(rng.integers(0, 256, (1, 1_500, 3), dtype=np.uint8), "PNG")  # 30 x 45,000 resized: served
     photo = _encoded(rng.integers(0, 256, (33, 41, 3), dtype=np.uint8), "PNG")
     wrapped = "\n".join(photo[i:i + 76] for i in range(0, len(photo), 76))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned: shown rotated a quarter turn clockwise
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (30, 52, 3), dtype=np.uint8)).save(buf, format="JPEG", exif=exif)
+    turned = base64.b64encode(buf.getvalue()).decode("ascii")
     with running_app(create_encoder_app(EncoderServeConfig(str(tmp_path), max_batch=4))) as url, \
             httpx.Client(base_url=url, timeout=120) as c:
         refused = c.post("/v1/embeddings", json={"input": ["a cat", {"image": thin}]})
         served = c.post("/v1/embeddings", json={"input": [{"image": ok}, {"image": photo},
-                                                           {"image": "data:image/png;base64," + wrapped}]})
+                                                           {"image": "data:image/png;base64," + wrapped},
+                                                           {"image": turned}]})
         fetched = c.post("/v1/embeddings", json={"input": {"image": "https://example.com/cat.png"}})
     assert refused.status_code == 400, refused.text
     error = refused.json()["error"]
@@ -108,6 +116,10 @@ def test_thin_images_wrapped_base64_and_urls(tmp_path):
     assert served.status_code == 200, served.text
     vectors = np.array([d["embedding"] for d in served.json()["data"]], np.float32)
     np.testing.assert_array_equal(vectors[2], vectors[1])
+    with torch.no_grad():
+        upright = torch.tensor(improc(load_image(turned), return_tensors="np")["pixel_values"])
+        ref = _unit(hf.get_image_features(pixel_values=upright).pooler_output.numpy())
+    np.testing.assert_allclose(vectors[3:], ref, rtol=1e-4, atol=1e-5)
     assert fetched.status_code == 400 and "URLs are not fetched" in fetched.json()["error"]["message"]
 
 

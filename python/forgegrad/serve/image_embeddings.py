@@ -61,11 +61,12 @@ def _items(value) -> list:
 
 def decode_image(data: str, index: int, processor=None):
     """The PIL image of input ``index``'s base64 (a bare string or a ``data:`` URL; line breaks and spaces, as MIME
-    base64 wraps its lines, are ignored), loaded; 400 when it is not base64 or not an image Pillow reads, when it has
-    more than MAX_PIXELS pixels, or when ``processor`` (an image_processing.ImageProcessor) would resize it to more
-    (a thin image resized by its shortest edge: a 225-byte 50000 x 1 PNG would become 11,200,000 x 224)."""
+    base64 wraps its lines, are ignored), loaded and turned upright by its EXIF orientation; 400 when it is not
+    base64 or not an image Pillow reads, when it has more than MAX_PIXELS pixels, or when ``processor`` (an
+    image_processing.ImageProcessor) would resize it to more (a thin image resized by its shortest edge: a 225-byte
+    50000 x 1 PNG would become 11,200,000 x 224)."""
     try:
-        from PIL import Image
+        from PIL import Image, ImageOps
     except ImportError:
         raise CompletionError(501, "images need Pillow on the server: pip install \"forgegrad[vision]\"",
                               "input") from None
@@ -86,8 +87,10 @@ def decode_image(data: str, index: int, processor=None):
         if image.width * image.height > MAX_PIXELS:
             raise CompletionError(400, f"input {index}: the image is {image.width} x {image.height} pixels, more "
                                        f"than the {MAX_PIXELS} this server decodes", "input")
-        _check_resized(image.width, image.height, processor, index)
+        turned = image.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientation: shown a quarter turn round
+        _check_resized(*((image.height, image.width) if turned else (image.width, image.height)), processor, index)
         image.load()
+        image = ImageOps.exif_transpose(image)  # upright, as shown (transformers' load_image): phone photos
     except CompletionError:
         raise
     except Exception as e:  # Pillow raises many types (UnidentifiedImageError, OSError, DecompressionBombError, ...)
