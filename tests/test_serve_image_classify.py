@@ -54,6 +54,13 @@ def _npy(arr: np.ndarray, **kw) -> str:
     return _b64(buf.getvalue())
 
 
+def _npy_header(shape, data=b"") -> str:
+    """A .npy file whose header claims uint8 ``shape``, followed by ``data`` (not necessarily that many bytes)."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    return _b64(buf.getvalue() + data)
+
+
 def test_images_and_arrays_classified_as_transformers(tmp_path):
     hf = _vit_dir(tmp_path)
     assert encoder_kind(str(tmp_path)) == "classify"
@@ -69,8 +76,14 @@ def test_images_and_arrays_classified_as_transformers(tmp_path):
         one = c.post("/classify", json={"input": {"array": _npy(rgb[1])}})
         errors = [c.post("/v1/classify", json={"input": x}) for x in (
             {"image": "not base64!"}, {"array": _b64(b"not an npy file")}, {"array": _npy(gray.astype(np.float32))},
-            {"array": _npy(np.array([{"a": 1}], dtype=object), allow_pickle=True)}, "a text", [],
-            {"array": _npy(np.zeros((4, 4, 2), np.uint8))})]
+            {"array": _npy(np.array([{"a": 1}], dtype=object), allow_pickle=True)},  # refused from its header
+            "a text", [],
+            {"array": _npy(np.zeros((4, 4, 2), np.uint8))},
+            # a 70000 x 1 PNG of a few hundred bytes: Pillow's resize tables grow with the side (49,000,000 x 1
+            # took 1.9 GB to resize to 32 x 32)
+            {"image": _encoded(np.zeros((1, 70_000), np.uint8), "PNG")},
+            # read from the header, before any allocation: numpy would allocate the claimed 30 GB first
+            {"array": _npy_header((100_000, 100_000, 3))}, {"array": _npy_header((10, 10, 3), b"\0" * 50)})]
     assert r.status_code == 200, r.text
     out = r.json()
     assert out["usage"]["prompt_tokens"] == 4 * (16 + 1)
@@ -87,7 +100,10 @@ def test_images_and_arrays_classified_as_transformers(tmp_path):
     assert one.status_code == 200, one.text  # one input, not in a list
     np.testing.assert_allclose(one.json()["data"][0]["probs"], alone, rtol=1e-4, atol=1e-6)
     says = ("the image is not valid base64", "not a .npy array",
-            "must be uint8 pixels", "not a .npy array", "input must be", "input must be", "must be uint8 pixels")
+            "must be uint8 pixels", "got object", "input must be", "input must be", "must be uint8 pixels",
+            "70000 x 1 pixels; this server takes up to 50000000 pixels, 65535 on a side",
+            "100000 x 100000 pixels; this server takes", "says (10, 10, 3) (300 bytes) but 50 bytes follow")
+    assert len(errors) == len(says)
     for resp, text in zip(errors, says):
         assert resp.status_code == 400 and text in resp.json()["error"]["message"], resp.text
 

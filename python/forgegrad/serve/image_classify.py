@@ -12,7 +12,8 @@
 
 An ``image`` is decoded by Pillow (the ``vision`` extra; PNG, JPEG, WebP, ...) and converted to RGB; an ``array`` is
 a ``.npy`` file (``numpy.save``) of uint8 pixels, (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), read without Pillow
-(pickled arrays refused; gray repeated, RGBA composited onto white). Either is made into pixel values by the
+(pickled arrays refused; its header checked before any pixel is read; gray repeated, RGBA composited onto white);
+either is refused past MAX_PIXELS pixels or MAX_SIDE on a side, and otherwise made into pixel values by the
 directory's ``preprocessor_config.json`` (image_processing.py) and classified: the probabilities are the softmax of
 the logits (each logit's sigmoid when config.json's ``problem_type`` is "multi_label_classification"), as
 transformers' image-classification pipeline gives them, and ``label`` is config.json's ``id2label`` name of the most
@@ -39,6 +40,10 @@ from .embeddings import MAX_INPUTS, checkpoint_kind
 from .image_embeddings import MAX_PIXELS, decode_image
 
 ARCHITECTURES = ("ViTForImageClassification", "DeiTForImageClassification", "DeiTForImageClassificationWithTeacher")
+# the longest image side taken (JPEG's limit): Pillow's resize builds a coefficient table of about 2 x support x the
+# input side doubles, so a 48 KB PNG of 49,000,000 x 1 pixels (under MAX_PIXELS) took 1.9 GB and 16 s to resize to
+# 32 x 32 (bicubic) and raised MemoryError with lanczos
+MAX_SIDE = 65_535
 _FIELDS = {"model", "input", "user"}
 _EXPECTED = (f'{{"image": "<base64 or a data: URL>"}}, {{"array": "<base64 of a .npy file>"}}, or a list of up to '
              f'{MAX_INPUTS} of them')
@@ -65,24 +70,37 @@ def _items(value) -> List[Tuple[str, str]]:
 
 def decode_array(data: str, index: int) -> np.ndarray:
     """The uint8 pixels of input ``index``'s base64 ``.npy`` file; 400 when it is not one, not uint8, not an image's
-    shape, or more than MAX_PIXELS pixels."""
+    shape, more than MAX_PIXELS pixels or MAX_SIDE on a side. The header is checked before any pixel is read, so a
+    header claiming a huge shape allocates nothing."""
     try:
-        raw = base64.b64decode(data, validate=True)
+        raw = base64.b64decode("".join(data.split()), validate=True)
     except (binascii.Error, ValueError):
         raise CompletionError(400, f"input {index}: the array is not valid base64", "input") from None
+    buf = io.BytesIO(raw)
     try:
-        arr = np.load(io.BytesIO(raw), allow_pickle=False)
+        version = np.lib.format.read_magic(buf)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(buf)
     except Exception as e:  # numpy raises ValueError, OSError, EOFError, ... for what is not a .npy file
         raise CompletionError(400, f"input {index}: not a .npy array ({type(e).__name__})", "input") from None
-    if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (
-            arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4)) or 0 in arr.shape:
+    if dtype != np.uint8 or len(shape) not in (2, 3) or (len(shape) == 3 and shape[-1] not in (1, 3, 4)) or (
+            0 in shape):
         raise CompletionError(400, f"input {index}: the array must be uint8 pixels of shape (H, W) or (H, W, C) with "
-                                   f"C 1, 3 or 4, got {getattr(arr, 'dtype', '?')} {getattr(arr, 'shape', '?')}",
-                              "input")
-    if arr.shape[0] * arr.shape[1] > MAX_PIXELS:
-        raise CompletionError(400, f"input {index}: the array has more than the {MAX_PIXELS} pixels this server "
-                                   "takes", "input")
-    return arr
+                                   f"C 1, 3 or 4, got {dtype} {shape}", "input")
+    _check_size(shape[1], shape[0], index)
+    size = int(np.prod(shape))
+    pixels = raw[buf.tell():]
+    if len(pixels) != size:
+        raise CompletionError(400, f"input {index}: the .npy array's header says {shape} ({size} bytes) but "
+                                   f"{len(pixels)} bytes follow it", "input")
+    return np.frombuffer(pixels, np.uint8).reshape(shape, order="F" if fortran else "C")
+
+
+def _check_size(width: int, height: int, index: int) -> None:
+    if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+        raise CompletionError(400, f"input {index}: the image is {width} x {height} pixels; this server takes up to "
+                                   f"{MAX_PIXELS} pixels, {MAX_SIDE} on a side", "input")
 
 
 class ImageClassifier:
@@ -121,7 +139,13 @@ class ImageClassifier:
         out = []
         for i, (kind, value) in enumerate(items):
             if kind == "image":  # as transformers' pipeline loads an image: converted to RGB (alpha dropped)
-                image = np.asarray(decode_image(value, i).convert("RGB"))
+                decoded = decode_image(value, i)
+                _check_size(decoded.width, decoded.height, i)
+                try:
+                    image = np.asarray(decoded.convert("RGB"))
+                except (ValueError, OSError) as e:  # a mode Pillow cannot convert
+                    raise CompletionError(400, f"input {i}: a {decoded.mode} image Pillow cannot convert to RGB "
+                                               f"({e})", "input") from None
             else:  # gray repeated, RGBA composited onto white (do_convert_rgb's), for every processor
                 image = to_rgb(decode_array(value, i))
             try:
