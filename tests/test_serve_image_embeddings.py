@@ -1,7 +1,7 @@
 """``POST /v1/embeddings`` on the real server for a CLIP checkpoint (a tiny CLIPModel, its byte-level BPE tokenizer
 and CLIPImageProcessor, all written by transformers): texts and PNG / JPEG images mixed in one request give
 transformers' unit-length text and image embeddings, in one space (their dot products are the logits over
-exp(logit_scale)); base64 vectors; bad images and inputs are 400s naming the input."""
+exp(logit_scale)); base64 vectors; bad images and inputs are 400s naming the input; a SiglipModel the same way."""
 from __future__ import annotations
 
 import base64
@@ -138,3 +138,35 @@ def test_a_processor_whose_images_do_not_fit_the_tower_is_refused_at_startup(tmp
     CLIPImageProcessorPil(size={"shortest_edge": 30}, do_center_crop=False).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"makes images of size \{'shortest_edge': 30\}"):
         ImageTextEmbedder(str(tmp_path))
+
+
+def test_siglip_texts_padded_to_the_tower_length_and_images(tmp_path):
+    """A SiglipModel (here with the BPE tokenizer, a SiglipImageProcessor): texts padded with the padding token to
+    the text tower's length without a mask, as SigLIP was trained, and images give transformers' unit vectors."""
+    from transformers.models.siglip import configuration_siglip as cs, modeling_siglip as ms
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+    hf_tok = _bpe_tokenizer_dir(tmp_path)
+    improc = SiglipImageProcessorPil(size={"height": 30, "width": 30})
+    improc.save_pretrained(tmp_path)
+    text = dict(vocab_size=len(hf_tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=12, pad_token_id=hf_tok.pad_token_id,
+                eos_token_id=hf_tok.eos_token_id)
+    vision = dict(hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=2, image_size=30,
+                  patch_size=6)
+    torch.manual_seed(0)
+    hf = ms.SiglipModel(cs.SiglipConfig(text_config=text, vision_config=vision)).eval()
+    hf.save_pretrained(tmp_path)
+    image = np.random.default_rng(5).integers(0, 256, (40, 33, 3), dtype=np.uint8)
+    texts = ["a photo of a cat", "dog"]
+    with running_app(create_encoder_app(EncoderServeConfig(str(tmp_path), max_batch=4))) as url, \
+            httpx.Client(base_url=url, timeout=120) as c:
+        r = c.post("/v1/embeddings", json={"input": [texts[0], {"image": _encoded(image, "PNG")}, texts[1]]})
+    assert r.status_code == 200, r.text
+    got = np.array([d["embedding"] for d in r.json()["data"]], np.float32)
+    ids = hf_tok(texts, padding="max_length", max_length=12, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        text_ref = _unit(hf.get_text_features(input_ids=ids).pooler_output.numpy())
+        pixels = torch.tensor(improc([image], return_tensors="np")["pixel_values"])
+        image_ref = _unit(hf.get_image_features(pixel_values=pixels).pooler_output.numpy())
+    np.testing.assert_allclose(got[[0, 2]], text_ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got[1], image_ref[0], rtol=1e-4, atol=1e-5)
