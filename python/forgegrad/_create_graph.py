@@ -22,6 +22,7 @@ from . import autograd as _ag
 from . import devices as _devices
 from . import _version_counter as _vc
 from .grad_mode import enable_grad
+from .ops._double_backward import read_tensors
 from .tensor import Tensor
 
 __all__ = ["run_pass"]
@@ -183,6 +184,8 @@ def run_pass(outputs, seeds, inputs, retain_graph: bool, accumulate: bool):
                                               "arguments, so its gradient cannot be differentiated again")
                 args, kwargs = call
                 args = tuple(p if p is not None else a for a, p in zip(args, parents))
+                if _vc.clock != node.made_at:  # what the rule reads must not have been written in place since
+                    _vc.check(node, [t._data for t in read_tensors(node, args, kwargs)], node.made_at)
                 node.__dict__["graph_outputs"] = seen_outputs.pop(id(node), {})
                 try:
                     gins = rule(node, args, kwargs, *gouts)

@@ -26,7 +26,7 @@ from ._util import normalize_axis, single_axis
 from .activation import _erf_for
 from .registry import _OPS
 
-__all__ = ["rule", "decomposed", "covered"]
+__all__ = ["rule", "decomposed", "covered", "read_tensors"]
 
 
 def rule(*names):
@@ -43,6 +43,42 @@ def rule(*names):
 def covered():
     """The names of the ops that have a differentiable backward rule."""
     return sorted(name for name, op in _OPS.items() if op.differentiable_backward is not None)
+
+
+# What each rule reads the values of, where that is not every tensor argument: a tensor written in place after the
+# forward (an optimizer step, a write under no_grad, the next forward's running statistics) is checked by the pass
+# only if its rule reads it (reading it would give silently wrong gradients; torch raises for what it saved)
+_SHAPES_ONLY = {"add", "sub", "neg", "sum", "mean", "reshape", "permute", "expand", "clone", "cast", "cat", "stack",
+                "cumsum", "dropout", "avg_pool2d", "adaptive_avg_pool2d", "fake_quantize_per_tensor_affine",
+                "fake_quantize_per_channel_affine"}
+_READS = {  # op name -> (ctx, args, kwargs) -> the arguments its rule reads the values of (biases: their shape only)
+    "getitem": lambda c, a, k: _flatten(a[1]),
+    "embedding": lambda c, a, k: (_arg(a, k, 1, "indices"),),
+    "where": lambda c, a, k: a[:1],
+    "layer_norm": lambda c, a, k: (a[0], _arg(a, k, 2, "weight")),
+    "batch_norm": lambda c, a, k: (a[0], _arg(a, k, 3, "weight")) + (
+        () if _arg(a, k, 5, "training", False) or _arg(a, k, 1, "running_mean") is None else
+        (_arg(a, k, 1, "running_mean"), _arg(a, k, 2, "running_var"))),
+}
+for _name in ("relu", "exp", "sqrt", "tanh", "sigmoid", "softmax", "log_softmax"):  # they read their output (torch's)
+    _READS[_name] = lambda c, a, k: ()
+for _name in ("mul", "matmul", "linear", "conv2d", "conv1d"):  # each factor's gradient reads the other factor
+    _READS[_name] = lambda c, a, k: tuple(a[1 - i] for i in (0, 1) if c.needs_input_grad[i])
+
+
+def _flatten(a) -> tuple:
+    return tuple(x for y in a for x in _flatten(y)) if isinstance(a, (tuple, list)) else (a,)
+
+
+def read_tensors(ctx, args, kwargs) -> list:
+    """The Tensors whose values ``ctx``'s differentiable rule reads (every tensor argument unless its op says
+    otherwise above)."""
+    op = type(ctx).op
+    name = None if op is None else op.name
+    if name in _SHAPES_ONLY:
+        return []
+    found = _READS[name](ctx, args, kwargs) if name in _READS else tuple(args) + tuple(kwargs.values())
+    return [t for t in _flatten(found) if isinstance(t, Tensor)]
 
 
 def _arg(args, kwargs, i, name, default=None):
@@ -285,7 +321,7 @@ def _sigmoid(ctx, args, kwargs, g):
 
 @rule("relu")
 def _relu(ctx, args, kwargs, g):
-    return g * _flat(args[0], lambda a: a > 0)
+    return g * _flat(_output(ctx, args, "relu"), lambda a: a > 0)  # the output's mask: the input may be written since
 
 
 @rule("leaky_relu")
