@@ -36,16 +36,21 @@ def cross_states(model, states: Tensor) -> list:
 
 
 class _WhisperProcessors:
-    """Whisper's processors on a step's log-probabilities (B*K, V), as ``_decode_window`` applies them to logits."""
+    """Whisper's processors on a step's log-probabilities (B*K, V), as ``_decode_window`` applies them to logits:
+    transformers' generic ones of the call's settings first (whisper_settings.py; ``padding`` (B, P): the prompts'
+    left padding; ``max_new_tokens``: the window's limit), then Whisper's."""
 
     active = True
 
-    def __init__(self, run, prompt_length: int):
+    def __init__(self, run, prompt_length: int, padding: Optional[np.ndarray], max_new_tokens: int):
         self.run, self.prompt_length = run, prompt_length
+        self.generic = run.processors(prompt_length, padding, max_new_tokens)
         self.grammar = None if run.grammar is None else run.grammar.window()  # after Whisper's processors
 
     def __call__(self, sequences: np.ndarray, logp: np.ndarray) -> np.ndarray:
         run, new = self.run, sequences[:, self.prompt_length:]
+        if self.generic is not None:
+            logp = self.generic(sequences, logp)
         if new.shape[1] == 0 and run.begin:
             logp[:, run.begin] = -np.inf
         if run.suppress:
@@ -105,26 +110,26 @@ def beam_window(run, states, prompt: np.ndarray, padding: Optional[np.ndarray], 
 
     sequences, lengths = search(logits[:, -1], next_logits, B, K, max_new_tokens, run.eos,
                                 fill_token(run.pad, run.eos), length_penalty, early_stopping,
-                                _WhisperProcessors(run, P), ids, sampler=sampler)
+                                _WhisperProcessors(run, P, padding, max_new_tokens), ids, sampler=sampler)
     lengths = lengths[:, 0]
     return BeamWindow(sequences[:, 0, :int(lengths.max())], lengths, fed["first"], no_speech)
 
 
 def beam_logprobs(run, states, prompt: np.ndarray, padding: Optional[np.ndarray], tokens: np.ndarray,
-                  watermark=None, budget: int = 1 << 26) -> np.ndarray:
+                  max_new_tokens: int, watermark=None, budget: int = 1 << 26) -> np.ndarray:
     """Each step's log-probability of its token (B, n) for beam search's hypotheses ``tokens`` (B, n) after
-    ``prompt`` (B, P), as transformers' fallback reads a beam's: the step's log-softmax under Whisper's processors
-    and the ``watermark`` (a watermarking.Watermark, or None) (the scores beam search ranked), normalised again.
-    transformers takes them from the decoding steps of the beam that made each token; a step's scores depend on its
-    prefix only, so one decoder pass over the prompt and the tokens gives them (rows in groups of at most ``budget``
-    logits)."""
+    ``prompt`` (B, P) in a window of up to ``max_new_tokens``, as transformers' fallback reads a beam's: the step's
+    log-softmax under Whisper's processors and the ``watermark`` (a watermarking.Watermark, or None) (the scores
+    beam search ranked), normalised again. transformers takes them from the decoding steps of the beam that made
+    each token; a step's scores depend on its prefix only, so one decoder pass over the prompt and the tokens gives
+    them (rows in groups of at most ``budget`` logits)."""
     steps = run.steps
     B, P = prompt.shape
     n = tokens.shape[1]
     ids = np.concatenate([prompt, tokens[:, :-1]], axis=1)
     if padding is not None:
         padding = np.concatenate([padding, np.ones((B, n - 1), bool)], axis=1)
-    process = _WhisperProcessors(run, P)
+    process = _WhisperProcessors(run, P, padding, max_new_tokens)
     out = np.zeros((B, n), np.float32)
     group = max(1, budget // (ids.shape[1] * run.model.vocab_size))
     for lo in range(0, B, group):

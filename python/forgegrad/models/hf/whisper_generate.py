@@ -22,7 +22,6 @@ alignment heads and dynamic time warping (whisper_alignment.py), as transformers
 from __future__ import annotations
 
 import numbers
-import warnings
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
@@ -36,6 +35,7 @@ from .whisper_beam import beam_logprobs, beam_window
 from .whisper_fallback import log_softmax, verdict
 from .whisper_grammar import whisper_grammar
 from .whisper_prompt import LANGUAGES, conditioned_prompt, decoder_prompts, text_prompt, token_list
+from .whisper_settings import read_settings, warn_unread, window_processors
 from .whisper_steps import steps_of
 from .whisper_timestamps import TimestampRules, joined, unpadded, window_segments, without_end
 
@@ -51,7 +51,7 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
              compression_ratio_threshold=None, logprob_threshold=None, no_speech_threshold=None,
              prompt_ids=None, prompt_condition_type: Optional[str] = None, length_penalty: Optional[float] = None,
              early_stopping=None, return_token_timestamps: Optional[bool] = None,
-             logits_processor=None, top_h=UNSET, watermarking_config=UNSET) -> Union[np.ndarray, dict]:
+             logits_processor=None, **settings) -> Union[np.ndarray, dict]:
     """The tokens transformers' ``WhisperForConditionalGeneration.generate`` returns for log-mel features
     (``WhisperFeatureExtractor``'s; ``input_features`` (B, num_mel_bins, frames)): (B, n), the prompt not
     included, each row without its end token and padded on the right with ``pad_token_id`` to the longest.
@@ -119,19 +119,24 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
     ``logits_processor``, so the fallback's log-probabilities are read under it. GrammarError where a window's
     grammar cannot go on.
 
-    ``top_h`` (sampled attempts only) and ``watermarking_config`` (every attempt, greedy, sampled or beams), as
-    given (None: off), else generation_config.json's: transformers' Whisper generate hands them to its generic
-    generate, which applies top-h after the temperature and the watermark (watermarking.py, seeded by the decoder's
-    tokens: the window's prompt, previous tokens included, then its new tokens) after every processor and warper;
-    so do these, as ``generate``'s. The fallback's log-probabilities are read under them, as transformers reads its
-    processed scores. ``watermarking.WatermarkDetector(model, watermarking_config)`` tells the marked tokens.
+    ``settings``: the generation settings of transformers' generic generate that its Whisper generate applies too
+    (whisper_settings.READ), as keywords (None: off), else generation_config.json's, with ``generate``'s meaning:
+    ``repetition_penalty``, ``no_repeat_ngram_size``, ``min_length``, ``min_new_tokens``, ``bad_words_ids``,
+    ``sequence_bias``, ``exponential_decay_length_penalty``, ``remove_invalid_values`` and ``forced_eos_token_id``
+    (each window's last new token, where its limit is reached) before Whisper's processors
+    (on the decoder's tokens: the window's prompt, previous tokens included, then its new tokens); ``top_h``,
+    ``typical_p``, ``epsilon_cutoff`` and ``eta_cutoff`` after the temperature in sampled attempts;
+    ``watermarking_config`` (watermarking.py) last, greedy, sampled and in beams. The fallback's log-probabilities
+    are read under them all, as transformers reads its processed scores. ``watermarking.WatermarkDetector(model,
+    watermarking_config)`` tells the marked tokens.
 
     generation_config.json's settings that transformers' Whisper generate applies through its generic generate and
-    this one does not read (repetition_penalty, no_repeat_ngram_size, typical_p, ...: ``_UNREAD``) are named in one
-    warning where they are set to change something.
+    this one does not read (guidance_scale, stop_strings, max_time, num_beam_groups, ...:
+    whisper_settings.UNREAD) are named in one warning where they are set to change something.
     """
     gc = dict(generation_source(model))
-    _warn_unread(gc)
+    warn_unread(gc)
+    settings = read_settings(model, gc, settings)
     thresholds, condition = _options(gc, compression_ratio_threshold, logprob_threshold, no_speech_threshold,
                                      condition_on_prev_tokens)
     beams = _check_beams(resolve(model, "num_beams", num_beams, 1),
@@ -173,9 +178,8 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
         raise ValueError("generate: return_dict_in_generate=True is supported with timestamps only (it returns the "
                          "segments then); use return_segments=True")
     max_frames = _input_lengths(attention_mask, B, frames, longform)
-    warpers = _warper_settings(model, gc, top_h=top_h, watermarking_config=watermarking_config)
     run = _Run(model, gc, do_sample, temperature, top_k, top_p, min_p, eos_token_id, pad_token_id, thresholds,
-               no_timestamps if return_timestamps else None, warpers)
+               no_timestamps if return_timestamps else None, settings)
     run.steps, run.beams = steps, beams
     run.grammar = whisper_grammar(logits_processor, run.eos_value, model.vocab_size)
     if return_token_timestamps:
@@ -259,7 +263,7 @@ class _Run:
     end and pad tokens, the timestamp rules, the fallback thresholds."""
 
     def __init__(self, model, gc: dict, do_sample, temperature, top_k, top_p, min_p, eos_token_id, pad_token_id,
-                 thresholds: dict, no_timestamps: Optional[int], warpers: Optional[dict] = None):
+                 thresholds: dict, no_timestamps: Optional[int], settings: Optional[dict] = None):
         self.model, vocab = model, model.vocab_size
         self.steps = steps_of(model)  # the network's steps (whisper_steps.py)
         self.temperatures = list(temperature) if isinstance(temperature, (list, tuple)) else [temperature]
@@ -269,8 +273,9 @@ class _Run:
             raise ValueError("generate: do_sample must be None with a sequence of temperatures (each samples when "
                              "above 0)")
         samples = [_samples(do_sample, t) for t in self.temperatures]
-        # each with the top-h warper (when it samples) and the watermark of ``warpers`` (_warper_settings')
-        self.samplers = [_sampler(model, s, t if s else None, top_k, top_p, min_p, warpers)
+        # each with the warpers of ``settings`` (read_settings') when it samples, and their watermark
+        self.settings = settings or read_settings(model, {}, {})
+        self.samplers = [_sampler(model, s, t if s else None, top_k, top_p, min_p, self.settings)
                          for s, t in zip(samples, self.temperatures)]
         self.suppress = token_list(gc.get("suppress_tokens", model.config.get("suppress_tokens")), vocab,
                                     "suppress_tokens")
@@ -296,6 +301,10 @@ class _Run:
         self.alignment = None  # ((layer, head) pairs, median filter width) for token timestamps
         self.num_frames: Optional[np.ndarray] = None  # each input's frames, for token timestamps
         self.window_frames: Optional[np.ndarray] = None  # the frames from the window's start of its inputs
+
+    def processors(self, prompt_length: int, padding: Optional[np.ndarray], max_new_tokens: int):
+        """transformers' generic processors for a window after its prompt, before Whisper's; None: none."""
+        return window_processors(self.settings, self.eos, prompt_length, padding, max_new_tokens)
 
 
 def _window_with_fallback(run: _Run, features: np.ndarray, seek: np.ndarray, frames: np.ndarray, window: int,
@@ -364,7 +373,7 @@ def _decode_window(run: _Run, states, prompt: np.ndarray, padding: Optional[np.n
     if run.beams is not None:  # (a sampled attempt has one beam)
         beam = beam_window(run, states, prompt, padding, max_new_tokens, run.beams, trace=run.alignment is not None,
                            no_speech_at=no_speech_at, sampler=None if mark is None else sampler)
-        chosen = beam_logprobs(run, states, prompt, padding, beam.tokens, mark) if logprobs else None
+        chosen = beam_logprobs(run, states, prompt, padding, beam.tokens, max_new_tokens, mark) if logprobs else None
         return beam.tokens, chosen, beam.no_speech, beam
     B, P = prompt.shape
     cross = steps.cross(states) if cross is None else cross
@@ -377,9 +386,14 @@ def _decode_window(run: _Run, states, prompt: np.ndarray, padding: Optional[np.n
     logits = logits[:, -1]
     eos = run.eos
     grammar = None if run.grammar is None else run.grammar.window()
+    processors = run.processors(P, padding, max_new_tokens)
+    if processors is not None and first is not None and run.start_tokens == 1:
+        first = processors(prompt, first)  # transformers reads the first step's scores, its processors applied
     n = 0
     while n < max_new_tokens:
         scores = np.array(logits, np.float32)
+        if processors is not None:  # transformers' generic processors come before Whisper's
+            scores = processors(np.concatenate([prompt, out[:, :n]], 1), scores)
         if n == 0 and run.begin:
             scores[:, run.begin] = -np.inf
         if run.suppress:
@@ -411,39 +425,6 @@ def _decode_window(run: _Run, states, prompt: np.ndarray, padding: Optional[np.n
             padding = np.concatenate([padding, np.ones((B, 1), bool)], 1)
         logits = steps.decode(nxt[:, None], states, cross=cross, cache=cache, decoder_attention_mask=padding)[:, -1]
     return out[:, :n], None if chosen is None else chosen[:, :n], first, None
-
-
-# generation_config.json's settings that transformers' Whisper generate applies (its generic generate's processors
-# and warpers, a watermark, stopping criteria) and this generate does not read, with the values that change nothing
-_UNREAD = {"repetition_penalty": (1.0,), "no_repeat_ngram_size": (0,), "min_length": (0,), "min_new_tokens": (0,),
-           "encoder_repetition_penalty": (1.0,), "encoder_no_repeat_ngram_size": (0,), "bad_words_ids": (),
-           "sequence_bias": (), "exponential_decay_length_penalty": (), "forced_eos_token_id": (),
-           "remove_invalid_values": (False,), "typical_p": (1.0,), "epsilon_cutoff": (0.0,), "eta_cutoff": (0.0,),
-           "guidance_scale": (1.0,), "stop_strings": (), "max_time": ()}
-# the settings of transformers' generic generate that this one reads too: as given, else generation_config.json's
-_READ = ("top_h", "watermarking_config")
-
-
-def _warper_settings(model, gc: dict, **given) -> dict:
-    """_READ's settings, each as given (None: off; UNSET: generation_config.json's), checked as ``generate``
-    checks them (generation_settings.py; top_h with the sampler's other warpers)."""
-    from .generation_settings import config_settings
-    given = {name: value for name, value in given.items() if value is not UNSET}
-    settings = config_settings({name: gc.get(name) for name in _READ}, given, model.vocab_size)
-    return {name: settings[name] for name in _READ}
-
-
-def _warn_unread(gc: dict) -> None:
-    """One warning (once per set of names, as generate's warn_unread_settings) naming the settings of
-    generation_config.json that would change transformers' tokens and that Whisper's generate does not read."""
-    from .generation_settings import UNREAD_SETTINGS, _warned
-    neutral = dict(_UNREAD, **{k: tuple(v for v in values if v is not None) for k, values in UNREAD_SETTINGS.items()})
-    names = tuple(sorted(n for n, values in neutral.items() if gc.get(n) is not None
-                         and not any(gc[n] is v or gc[n] == v for v in values)))
-    if names and ("whisper",) + names not in _warned:
-        _warned.add(("whisper",) + names)
-        warnings.warn(f"generate: generation_config.json sets {', '.join(names)}, which forgegrad's Whisper generate "
-                      "does not read (the tokens can differ from transformers')", UserWarning, stacklevel=4)
 
 
 def _options(gc: dict, compression_ratio_threshold, logprob_threshold, no_speech_threshold,
