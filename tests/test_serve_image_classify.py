@@ -54,6 +54,15 @@ def _npy(arr: np.ndarray, **kw) -> str:
     return _b64(buf.getvalue())
 
 
+def _rotated_jpeg(image: np.ndarray) -> str:
+    """A JPEG whose EXIF orientation (6) says to turn it 90 degrees, as a phone writes a photo taken upright."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", exif=exif)
+    return _b64(buf.getvalue())
+
+
 def _npy_header(shape, data=b"") -> str:
     """A .npy file whose header claims uint8 ``shape``, followed by ``data`` (not necessarily that many bytes)."""
     buf = io.BytesIO()
@@ -67,9 +76,9 @@ def test_images_and_arrays_classified_as_transformers(tmp_path):
     rng = np.random.default_rng(0)
     rgb = [rng.integers(0, 256, (40, 52, 3), dtype=np.uint8), rng.integers(0, 256, (30, 36, 3), dtype=np.uint8)]
     gray = rng.integers(0, 256, (20, 25), dtype=np.uint8)
-    png, jpeg = _encoded(rgb[0], "PNG"), _encoded(rgb[1], "JPEG")
+    png, jpeg, rotated = _encoded(rgb[0], "PNG"), _encoded(rgb[1], "JPEG"), _rotated_jpeg(rgb[0])
     body = {"input": [{"image": "data:image/png;base64," + png}, {"image": jpeg}, {"array": _npy(rgb[0])},
-                      {"array": _npy(gray)}]}
+                      {"array": _npy(gray)}, {"image": rotated}]}
     with running_app(create_encoder_app(EncoderServeConfig(str(tmp_path), max_batch=3))) as url, \
             httpx.Client(base_url=url, timeout=120) as c:
         r = c.post("/v1/classify", json=body)
@@ -86,17 +95,20 @@ def test_images_and_arrays_classified_as_transformers(tmp_path):
             {"array": _npy_header((100_000, 100_000, 3))}, {"array": _npy_header((10, 10, 3), b"\0" * 50)})]
     assert r.status_code == 200, r.text
     out = r.json()
-    assert out["usage"]["prompt_tokens"] == 4 * (16 + 1)
-    decoded = [np.asarray(Image.open(io.BytesIO(base64.b64decode(s))).convert("RGB")) for s in (png, jpeg)]
+    assert out["usage"]["prompt_tokens"] == 5 * (16 + 1)
+    # the image-classification pipeline's decoding (load_image): upright by the EXIF orientation, then RGB
+    decoded = [np.asarray(transformers.image_utils.load_image(Image.open(io.BytesIO(base64.b64decode(s)))))
+               for s in (png, jpeg, rotated)]
+    assert decoded[2].shape == (52, 40, 3)  # turned
     ref_proc = transformers.AutoImageProcessor.from_pretrained(tmp_path)
-    images = decoded + [rgb[0], np.repeat(gray[..., None], 3, axis=-1), rgb[1]]
+    images = decoded[:2] + [rgb[0], np.repeat(gray[..., None], 3, axis=-1), decoded[2], rgb[1]]
     with torch.no_grad():
         probs = torch.softmax(hf(ref_proc(images, return_tensors="pt")["pixel_values"]).logits, -1).numpy()
-    probs, alone = probs[:4], probs[4]
+    probs, alone = probs[:5], probs[5]
     got = np.array([d["probs"] for d in out["data"]])
     np.testing.assert_allclose(got, probs, rtol=1e-4, atol=1e-6)
     assert [d["label"] for d in out["data"]] == [LABELS[int(i)] for i in probs.argmax(-1)]
-    assert all(d["num_classes"] == 3 for d in out["data"]) and [d["index"] for d in out["data"]] == [0, 1, 2, 3]
+    assert all(d["num_classes"] == 3 for d in out["data"]) and [d["index"] for d in out["data"]] == [0, 1, 2, 3, 4]
     assert one.status_code == 200, one.text  # one input, not in a list
     np.testing.assert_allclose(one.json()["data"][0]["probs"], alone, rtol=1e-4, atol=1e-6)
     says = ("the image is not valid base64", "not a .npy array",

@@ -10,7 +10,8 @@
     -> {"id": "classify-...", "object": "list", "created": ..., "model": ...,
         "data": [{"index": i, "label": ..., "probs": [...], "num_classes": n}, ...], "usage": {...}}
 
-An ``image`` is decoded by Pillow (the ``vision`` extra; PNG, JPEG, WebP, ...) and converted to RGB; an ``array`` is
+An ``image`` is decoded by Pillow (the ``vision`` extra; PNG, JPEG, WebP, ...), turned by its EXIF orientation and
+converted to RGB (transformers' ``load_image``); an ``array`` is
 a ``.npy`` file (``numpy.save``) of uint8 pixels, (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), read without Pillow
 (pickled arrays refused; its header checked before any pixel is read; gray repeated, RGBA composited onto white);
 either is refused past MAX_PIXELS pixels or MAX_SIDE on a side, and otherwise made into pixel values by the
@@ -138,14 +139,16 @@ class ImageClassifier:
         """(3, H, W) pixel values per item (decoding and preprocessing, on the event loop's executor)."""
         out = []
         for i, (kind, value) in enumerate(items):
-            if kind == "image":  # as transformers' pipeline loads an image: converted to RGB (alpha dropped)
+            if kind == "image":  # as transformers' pipeline loads an image (load_image): turned upright by its EXIF
+                # orientation (a phone's photo), then converted to RGB (alpha dropped)
+                from PIL import ImageOps
                 decoded = decode_image(value, i)
                 _check_size(decoded.width, decoded.height, i)
                 try:
-                    image = np.asarray(decoded.convert("RGB"))
-                except (ValueError, OSError) as e:  # a mode Pillow cannot convert
-                    raise CompletionError(400, f"input {i}: a {decoded.mode} image Pillow cannot convert to RGB "
-                                               f"({e})", "input") from None
+                    image = np.asarray(ImageOps.exif_transpose(decoded).convert("RGB"))
+                except Exception as e:  # a mode Pillow cannot convert, malformed EXIF: Pillow raises many types
+                    raise CompletionError(400, f"input {i}: a {decoded.mode} image Pillow cannot make upright RGB "
+                                               f"({type(e).__name__})", "input") from None
             else:  # gray repeated, RGBA composited onto white (do_convert_rgb's), for every processor
                 image = to_rgb(decode_array(value, i))
             try:
