@@ -84,13 +84,15 @@ def test_texts_and_images_in_one_request(tmp_path):
     assert wrong_size.status_code == 400 and "dimensions" in wrong_size.json()["error"]["message"]
 
 
-def test_thin_images_wrapped_base64_and_urls(tmp_path):
+def test_thin_images_wrapped_base64_and_urls(tmp_path, monkeypatch):
     """A thin image, small in bytes and pixels, that the shortest-edge resize would blow up (1 x 60000 to 30 x
     1,800,000 here; 224 x 11,200,000 for CLIP's 224) is a 400 before it is decoded, not the server's memory; base64
     wrapped in lines (as the ``base64`` tool prints it) reads as the unwrapped; a JPEG with an EXIF orientation (a
     phone's photo) is embedded upright, as transformers' load_image reads it; an http(s) URL is a 400 saying URLs
-    are not fetched."""
+    are not fetched; the images of one request together past MAX_REQUEST_PIXELS are a 400 before any is decoded."""
     from transformers.image_utils import load_image
+
+    from forgegrad.serve import image_embeddings
     hf, _, improc = _checkpoint(tmp_path)
     rng = np.random.default_rng(4)
     thin = _encoded(np.zeros((1, 60_000, 3), np.uint8), "PNG")
@@ -109,6 +111,10 @@ def test_thin_images_wrapped_base64_and_urls(tmp_path):
                                                            {"image": "data:image/png;base64," + wrapped},
                                                            {"image": turned}]})
         fetched = c.post("/v1/embeddings", json={"input": {"image": "https://example.com/cat.png"}})
+        monkeypatch.setattr(image_embeddings, "MAX_REQUEST_PIXELS", 3 * 33 * 41 - 1)  # 200 million as served
+        cut = base64.b64encode(base64.b64decode(photo)[:300]).decode("ascii")  # its header whole, its pixels cut
+        too_many = c.post("/v1/embeddings", json={"input": [{"image": cut}, "a cat", {"image": photo},
+                                                             {"image": photo}]})
     assert refused.status_code == 400, refused.text
     error = refused.json()["error"]
     assert error["param"] == "input" and "input 1: the image is 60000 x 1 pixels" in error["message"]
@@ -121,6 +127,8 @@ def test_thin_images_wrapped_base64_and_urls(tmp_path):
         ref = _unit(hf.get_image_features(pixel_values=upright).pooler_output.numpy())
     np.testing.assert_allclose(vectors[3:], ref, rtol=1e-4, atol=1e-5)
     assert fetched.status_code == 400 and "URLs are not fetched" in fetched.json()["error"]["message"]
+    assert too_many.status_code == 400, too_many.text
+    assert "input 3: the request's images come to more than the 4058 pixels" in too_many.json()["error"]["message"]
 
 
 def test_a_processor_whose_images_do_not_fit_the_tower_is_refused_at_startup(tmp_path):

@@ -32,6 +32,9 @@ from .embeddings import MAX_INPUTS, checked_length, checkpoint_kind, encode_chec
 _ARCHITECTURES = ("CLIPModel", "SiglipModel")
 _FIELDS = {"input", "model", "encoding_format", "dimensions", "user"}
 MAX_PIXELS = 50_000_000  # a decoded image past this many pixels is refused (decompression bombs)
+# the images of one request together: decoding and preprocessing take about 12 million pixels a second of one core
+# (a 160 KB PNG of 7000 x 7000 took 4 s), so a 16 MB body of such images would hold a thread for minutes
+MAX_REQUEST_PIXELS = 4 * MAX_PIXELS
 _EXPECTED = (f'a string (a text), {{"text": "..."}}, {{"image": "<base64 or a data: URL>"}}, or a list of up to '
              f'{MAX_INPUTS} of them')
 
@@ -59,14 +62,15 @@ def _items(value) -> list:
     return out
 
 
-def decode_image(data: str, index: int, processor=None):
+def open_image(data: str, index: int, processor=None, used: int = 0):
     """The PIL image of input ``index``'s base64 (a bare string or a ``data:`` URL; line breaks and spaces, as MIME
-    base64 wraps its lines, are ignored), loaded and turned upright by its EXIF orientation; 400 when it is not
-    base64 or not an image Pillow reads, when it has more than MAX_PIXELS pixels, or when ``processor`` (an
-    image_processing.ImageProcessor) would resize it to more (a thin image resized by its shortest edge: a 225-byte
-    50000 x 1 PNG would become 11,200,000 x 224)."""
+    base64 wraps its lines, are ignored), its header read, not yet decoded; 400 when it is not base64 or not an
+    image Pillow reads, when it has more than MAX_PIXELS pixels (or more than MAX_REQUEST_PIXELS with the ``used``
+    pixels of the request's images before it), or when ``processor`` (an image_processing.ImageProcessor) would
+    resize it to more (a thin image resized by its shortest edge: a 225-byte 50000 x 1 PNG would become
+    11,200,000 x 224)."""
     try:
-        from PIL import Image, ImageOps
+        from PIL import Image
     except ImportError:
         raise CompletionError(501, "images need Pillow on the server: pip install \"forgegrad[vision]\"",
                               "input") from None
@@ -87,15 +91,34 @@ def decode_image(data: str, index: int, processor=None):
         if image.width * image.height > MAX_PIXELS:
             raise CompletionError(400, f"input {index}: the image is {image.width} x {image.height} pixels, more "
                                        f"than the {MAX_PIXELS} this server decodes", "input")
-        turned = image.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientation: shown a quarter turn round
-        _check_resized(*((image.height, image.width) if turned else (image.width, image.height)), processor, index)
-        image.load()
-        image = ImageOps.exif_transpose(image)  # upright, as shown (transformers' load_image): phone photos
+        if used + image.width * image.height > MAX_REQUEST_PIXELS:
+            raise CompletionError(400, f"input {index}: the request's images come to more than the "
+                                       f"{MAX_REQUEST_PIXELS} pixels this server decodes per request; send them in "
+                                       "several requests", "input")
+        # (the resized size's area is the same turned a quarter round by an EXIF orientation; reading that here would
+        # decode a PNG, whose EXIF may follow its pixels)
+        _check_resized(image.width, image.height, processor, index)
     except CompletionError:
         raise
     except Exception as e:  # Pillow raises many types (UnidentifiedImageError, OSError, DecompressionBombError, ...)
         raise CompletionError(400, f"input {index}: not an image Pillow reads ({type(e).__name__})", "input") from None
     return image
+
+
+def load_image(image, index: int):
+    """``open_image``'s image decoded and turned upright by its EXIF orientation, as transformers' load_image turns
+    it (a phone's photo); 400 when its data is broken."""
+    from PIL import ImageOps
+    try:
+        image.load()
+        return ImageOps.exif_transpose(image)
+    except Exception as e:  # a truncated file, a broken stream (OSError, SyntaxError, ...)
+        raise CompletionError(400, f"input {index}: not an image Pillow reads ({type(e).__name__})", "input") from None
+
+
+def decode_image(data: str, index: int, processor=None):
+    """``open_image`` then ``load_image``: input ``index``'s image, checked, decoded and upright."""
+    return load_image(open_image(data, index, processor), index)
 
 
 def _check_resized(width: int, height: int, processor, index: int) -> None:
@@ -146,7 +169,12 @@ class ImageTextEmbedder:
     def _prepare(self, items: List[Tuple[str, str]]) -> Tuple[list, int]:
         """(("text", ids) or ("image", (3, H, W) pixel values) per item, the text tokens): tokenizing, decoding
         and preprocessing, on a thread of the event loop's executor."""
-        out, tokens = [], 0
+        improc, out, tokens, pixels = self.processor.image_processor, [], 0, 0
+        opened = {}  # every image's header is checked before any is decoded: a request past a limit costs no decoding
+        for i, (kind, value) in enumerate(items):
+            if kind == "image":
+                opened[i] = open_image(value, i, improc, pixels)
+                pixels += opened[i].width * opened[i].height
         for i, (kind, value) in enumerate(items):
             if kind == "text":
                 ids = checked_length(encode_checked(self.processor.tokenizer, value, i, self.context), i,
@@ -158,8 +186,7 @@ class ImageTextEmbedder:
                 out.append(("text", ids))
                 tokens += len(ids)
             else:
-                improc = self.processor.image_processor
-                out.append(("image", improc(decode_image(value, i, improc))["pixel_values"][0]))
+                out.append(("image", improc(load_image(opened.pop(i), i))["pixel_values"][0]))
         return out, tokens
 
     async def answer(self, body: bytes, name: str, run) -> Tuple[dict, int]:
