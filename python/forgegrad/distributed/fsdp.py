@@ -20,7 +20,8 @@ pages exist only while the unit is *gathered*:
 * a forward pre-hook on the unit's module allgathers the shards into it (the parameters are views of
   it, so the module computes as usual); after the module's forward it is freed again: its pages leave
   the mapping, as torch frees the storage with ``resize_(0)``. The arrays the autograd graph saved are
-  views of the same addresses (they read zeros while the unit is freed).
+  views of the same addresses (they read zeros while the unit is freed); the parameters themselves read
+  NaN until the next gather (a read outside the unit's module shows, instead of zeros that look like values).
 * an identity Function on the module's outputs runs first among the unit's backward nodes: it gathers
   the unit again, so those saved views hold the parameters when the unit's backward reads them.
 * once every parameter of the unit has its final gradient (post-accumulate-grad hooks), the unit is
@@ -79,6 +80,7 @@ from . import comm as _c
 __all__ = ["FullyShardedDataParallel", "BackwardPrefetch", "ShardingStrategy"]
 
 
+_NAN = np.full((), np.nan, np.float32)  # what a freed unit's parameters read (see __init__)
 # id(parameter) -> the FullyShardedDataParallel that shards it (ZeroRedundancyOptimizer(stage=3) looks here)
 _OWNERS: "weakref.WeakValueDictionary[int, FullyShardedDataParallel]" = weakref.WeakValueDictionary()
 
@@ -212,8 +214,15 @@ class FullyShardedDataParallel(Module):
             unit.addr = unit.full.__array_interface__["data"][0]
             unit.full[:unit.total] = unit.pack([p._data for p in params])[:unit.total]
             unit.shard = unit.full[unit.lo:unit.hi].copy()
+            # each parameter's view of the mapping (its ._data while the unit is gathered) and, while it is freed,
+            # a read-only array of NaNs of its shape (no memory): a read outside the unit's module gives NaN, not
+            # zeros that look like values (torch's freed storage has size 0: an error)
+            unit.views, unit.freed = [], []
             for p, lo, hi in zip(params, unit.offsets[:-1], unit.offsets[1:]):
-                p._data = unit.full[lo:hi].reshape(p._data.shape)  # a view: valid only while gathered
+                unit.views.append(unit.full[lo:hi].reshape(p._data.shape))
+                unit.freed.append(np.lib.stride_tricks.as_strided(_NAN, p._data.shape, (0,) * p._data.ndim,
+                                                                  writeable=False))
+                p._data = unit.freed[-1]
                 self._unit_of[id(p)] = unit
                 _OWNERS[id(p)] = self
                 p.register_post_accumulate_grad_hook(self._on_grad)
@@ -287,6 +296,8 @@ class FullyShardedDataParallel(Module):
             unit.gather_request = self._comm.Iallgather(unit.shard, unit.full)
         else:
             self._comm.Allgather(unit.shard, unit.full)
+        for p, view in zip(unit.params, unit.views):
+            p._data = view
         unit.gathered = True
         self._gathered += unit.full.nbytes
         self.peak_gathered_bytes = max(self.peak_gathered_bytes, self._gathered)
@@ -316,6 +327,8 @@ class FullyShardedDataParallel(Module):
                 self._pool.give(unit.addr, unit.mapped, unit.map)
             else:
                 unit.map.madvise(mmap.MADV_DONTNEED)
+            for p, nan in zip(unit.params, unit.freed):
+                p._data = nan
             unit.gathered = unit.kept = unit.held = False
             self._gathered -= unit.full.nbytes
 
@@ -491,11 +504,11 @@ class FullyShardedDataParallel(Module):
         unit = self._unit_of[id(p)]
         if unit.pending is None and not unit.gathered:
             # the pass never reached the unit's module output, yet the parameter has a gradient: something read
-            # it outside that module's forward, while the unit was freed (zeros), and backward read zeros too
+            # it outside that module's forward, while the unit was freed (NaN), and backward read zeros
             raise RuntimeError(f"FullyShardedDataParallel: parameter {self._name_of[id(p)]} got a gradient, but "
                                f"the backward pass never reached the output of its unit's module "
                                f"({type(unit.module).__name__}): a module read it without calling that module, "
-                               "while it was not gathered (its values read as zeros, and the gradients are wrong). "
+                               "while it was not gathered (its values read as NaN, and the gradients are wrong). "
                                "Make the module that reads it the unit holding it (units=[...], e.g. the blocks)")
         if unit.pending is not None:
             unit.pending -= 1
@@ -579,14 +592,15 @@ class FullyShardedDataParallel(Module):
                 raise RuntimeError(f"size mismatch for {k}: copying a param with shape {shape} from checkpoint, "
                                    f"the shape in current model is {own[k].shape}.")
         for unit in self.units:
-            values = []
+            given = []
             for p in unit.params:
                 key = next((k for k, v in own.items() if v is p and k in state_dict), None)
-                v = None if key is None else state_dict[key]
-                values.append(p._data if v is None else np.asarray(v._data if isinstance(v, Tensor) else v))
-            needs_current = any(v is p._data for v, p in zip(values, unit.params))
+                given.append(None if key is None else state_dict[key])
+            needs_current = any(v is None for v in given)
             if needs_current or unit.gathered:  # a key absent (strict=False): keep the parameter's current values
                 self._gather(unit)  # (a gather in flight is waited for: it would overwrite what is written here)
+            values = [p._data if v is None else np.asarray(v._data if isinstance(v, Tensor) else v)
+                      for p, v in zip(unit.params, given)]
             flat = unit.pack(values)
             unit.shard[...] = flat[unit.lo:unit.hi]
             if unit.gathered:
