@@ -68,6 +68,8 @@ class IndexPutFunction(Function):
             gv = unbroadcast(picked, ctx.v_shape).astype(ctx.v_dtype, copy=False)
         return ga, gv, None
 
+    differentiable_reads = ()  # the rule reads no tensor's values (the key is kept on ctx)
+
     @staticmethod
     def differentiable_backward(ctx, args, kwargs, g):
         """The same with Tensor ops (create_graph: forgegrad._create_graph)."""

@@ -103,6 +103,15 @@ class AsStridedFunction(Function):
             np.add.at(flat, idx, g)
         return out
 
+    differentiable_reads = ()  # (create_graph: forgegrad._create_graph) the rule reads no tensor's values
+
+    @staticmethod
+    def differentiable_backward(ctx, args, kwargs, g):
+        """The same with Tensor ops: linear in ``g``, so its own gradient is this view of the gradient again."""
+        from .ops._double_backward import _scatter
+        n = int(np.prod(ctx.base_shape))
+        return _scatter(g.reshape(-1), (ctx.idx.reshape(-1),), (n,)).reshape(ctx.base_shape), None, None
+
 
 class OverwrittenFunction(Function):
     """An in-place write of values that need no gradient (``zero_``, ``fill_(3)``, ``copy_`` of a constant)
@@ -119,6 +128,12 @@ class OverwrittenFunction(Function):
 
     @staticmethod
     def backward(ctx, g):
+        return None, None
+
+    differentiable_reads = ()
+
+    @staticmethod
+    def differentiable_backward(ctx, args, kwargs, g):
         return None, None
 
 
@@ -150,6 +165,17 @@ class CopySlicesFunction(Function):
         if ctx.needs_input_grad[1]:
             gs = g.reshape(-1)[idx].reshape(ctx.src_shape)
         return gb, gs, None, None
+
+    differentiable_reads = ()
+
+    @staticmethod
+    def differentiable_backward(ctx, args, kwargs, g):
+        """The same with Tensor ops (create_graph: forgegrad._create_graph)."""
+        from .ops._double_backward import _const
+        idx = ctx.idx.reshape(-1)
+        keep = np.ones(g.shape, dtype=bool)
+        keep.reshape(-1)[idx] = False
+        return g * _const(keep, g), g.reshape(-1)[idx].reshape(ctx.src_shape), None, None
 
 
 def base_of(t):

@@ -74,6 +74,8 @@ def read_tensors(ctx, args, kwargs) -> list:
     """The Tensors whose values ``ctx``'s differentiable rule reads (every tensor argument unless its op says
     otherwise above)."""
     op = type(ctx).op
+    if op is None and getattr(type(ctx), "differentiable_reads", None) is not None:  # a Function that says which
+        return [args[i] for i in type(ctx).differentiable_reads if isinstance(args[i], Tensor)]
     name = None if op is None else op.name
     if name in _SHAPES_ONLY:
         return []
@@ -139,6 +141,7 @@ class LocallyConstantFunction(Function):
     grad")."""
 
     handles_float64 = True
+    differentiable_reads = ()  # its rule reads no tensor's values
 
     @staticmethod
     def forward(ctx, x, fn):
@@ -165,6 +168,7 @@ class IndexBackwardFunction(Function):
     accumulate). Linear in ``g``: its own gradient is ``gg[key]``."""
 
     handles_float64 = True
+    differentiable_reads = ()  # its rule reads no tensor's values
 
     @staticmethod
     def forward(ctx, g, key, shape):
