@@ -56,6 +56,8 @@ def test_pixel_values_equal_transformers(tmp_path, cls_name, kwargs):
     assert got.dtype == np.float32 and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(ours(images[1])["pixel_values"], want[1:2])  # one image: a batch of one
+    stacked = np.stack([images[2], images[2][::-1]])  # a (B, H, W, C) array is a batch, as transformers reads it
+    np.testing.assert_array_equal(ours(stacked)["pixel_values"], ref(stacked, return_tensors="np")["pixel_values"])
 
 
 @pytest.mark.parametrize("cls_name,kwargs", [CASES[0], CASES[3], CASES[5]])

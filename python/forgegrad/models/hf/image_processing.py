@@ -269,9 +269,10 @@ def _pil_array(image, convert_rgb: bool) -> np.ndarray:
 
 
 class ImageProcessor:
-    """``processor(images) -> {"pixel_values": (B, 3, height, width) float32}`` for one image or a list of them:
-    numpy uint8 arrays ``(H, W, 3)`` (``(H, W)``, ``(H, W, 1)`` and ``(H, W, 4)`` too where ``do_convert_rgb``)
-    or PIL images. Every image must come out the same size (a fixed ``size``, or a ``crop_size``) to be stacked.
+    """``processor(images) -> {"pixel_values": (B, 3, height, width) float32}`` for one image, a list of them or a
+    stacked (B, H, W, C) array: numpy uint8 arrays ``(H, W, 3)`` (``(H, W)``, ``(H, W, 1)`` and ``(H, W, 4)`` too
+    where ``do_convert_rgb``) or PIL images. Every image must come out the same size (a fixed ``size``, or a
+    ``crop_size``) to be stacked.
 
     Args:
         kind: the processor's class name (``ViTImageProcessor``, ``DeiTImageProcessor``, ``CLIPImageProcessor``,
@@ -319,7 +320,8 @@ class ImageProcessor:
                 f"resample={self.resample})")
 
     def __call__(self, images) -> Dict[str, np.ndarray]:
-        batch = list(images) if isinstance(images, (list, tuple)) else [images]
+        stacked = isinstance(images, np.ndarray) and images.ndim == 4  # a batch (B, H, W, C), as transformers reads it
+        batch = list(images) if isinstance(images, (list, tuple)) or stacked else [images]
         if not batch:
             raise ValueError("ImageProcessor: images must hold at least one image")
         out = [self.process_one(im, i) for i, im in enumerate(batch)]
