@@ -410,3 +410,25 @@ def test_recurrent_module_gradient_penalty(kind):
         out[lib] = [_np(g)] + [_np(params[n].grad) for n in names]
     for a, b in zip(out["fg"], out["torch"]):
         _close(a, b, np.float64)
+
+
+def _gpt_penalty(dtype):
+    """The zoo GPT's loss, its gradient in the attention projection (create_graph) and the gradient of that
+    gradient's squared norm: float32 runs the fused packed attention, float64 the composed ops."""
+    from forgegrad.models.transformer import GPT
+    fg.manual_seed(0)
+    model = GPT(vocab_size=40, block_size=8, n_layer=1, n_head=2, n_embd=16)
+    if dtype == np.float64:
+        model = model.double()
+    ids = fg.tensor(np.array([[1, 5, 7, 2, 9], [3, 3, 0, 8, 4]]))
+    loss = nn.functional.cross_entropy(model(ids).reshape(-1, 40), fg.tensor(np.arange(10) % 40))
+    w = model.transformer.h[0].attn.c_attn.weight
+    (g,) = autograd.grad(loss, [w], create_graph=True)
+    (gg,) = autograd.grad((g * g).sum(), [w])
+    return _np(g).astype(np.float64), _np(gg).astype(np.float64)
+
+
+def test_gpt_fused_attention_has_a_second_derivative():
+    # (the packed causal attention kernel had no differentiable rule: create_graph through the zoo GPT raised)
+    for a, b in zip(_gpt_penalty(np.float32), _gpt_penalty(np.float64)):
+        np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-5 * np.abs(b).max())

@@ -26,7 +26,7 @@ from ._util import normalize_axis, single_axis
 from .activation import _erf_for
 from .registry import _OPS
 
-__all__ = ["rule", "decomposed", "covered", "read_tensors"]
+__all__ = ["rule", "decomposed", "decomposition", "covered", "read_tensors"]
 
 
 def rule(*names):
@@ -539,6 +539,12 @@ def decomposed(name: str, fn) -> None:
     """Op ``name``'s differentiable backward: differentiate ``fn`` (the op written with ops that have rules,
     same arguments) with create_graph. The fused losses and norms use it: recomputing them is cheap next to
     what a second-order step costs, and one formula serves every derivative order."""
+    _OPS[name].differentiable_backward = decomposition(fn)
+
+
+def decomposition(fn):
+    """The differentiable backward rule that differentiates ``fn`` (see decomposed; for a Function outside the
+    registry, its ``differentiable_backward``)."""
 
     def rule_fn(ctx, args, kwargs, *grads):
         from ..autograd import grad
@@ -557,7 +563,7 @@ def decomposed(name: str, fn) -> None:
             out[i] = gi
         return tuple(out)
 
-    _OPS[name].differentiable_backward = rule_fn
+    return rule_fn
 
 
 from . import _double_backward_losses  # noqa: E402,F401  (the losses' and norms' rules)

@@ -10,7 +10,8 @@ import numpy as np
 
 from ..tensor import Tensor
 from .registry import _OPS
-from ._double_backward import _arg, _const, _flat, _for, _is_t, _where, decomposed, rule
+from ._double_backward import _arg, _const, _flat, _for, _is_t, _where, decomposed, decomposition, rule
+from .attention import PackedCausalAttentionFunction
 
 
 def _reduce(per: Tensor, reduction: str) -> Tensor:
@@ -157,6 +158,17 @@ def _attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=No
 
 
 decomposed("scaled_dot_product_attention", _attention)
+
+
+def _packed_causal_attention(qkv, heads, scale=None):
+    """GPT's fused attention (ops.attention.PackedCausalAttentionFunction) as the ops it fuses: qkv (B, T, 3C)
+    split into q, k, v of (B, heads, T, D), causal attention, the heads merged back to (B, T, C)."""
+    B, T, C = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+    q, k, v = (qkv[:, :, i * C:(i + 1) * C].reshape(B, T, heads, C // heads).permute(0, 2, 1, 3) for i in range(3))
+    return _attention(q, k, v, is_causal=True, scale=scale).permute(0, 2, 1, 3).reshape(B, T, C)
+
+
+PackedCausalAttentionFunction.differentiable_backward = staticmethod(decomposition(_packed_causal_attention))
 
 
 def _batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, training=False, momentum=0.1,
