@@ -1,9 +1,10 @@
 """Whisper's generate with the processors and warpers of transformers' generic generate that its Whisper generate
 applies too (whisper_settings.py): repetition_penalty, no_repeat_ngram_size, min_length, min_new_tokens,
 bad_words_ids, sequence_bias, exponential_decay_length_penalty, forced_eos_token_id before Whisper's processors;
-typical_p and epsilon_cutoff in sampled attempts. The tokens equal transformers' greedy, with timestamps (several
-windows), in beam search, in the temperature fallback and in long-form windows conditioned on the previous tokens
-(the repetition penalty skipping their left padding), and differ from those without the setting; bad values named.
+typical_p and epsilon_cutoff in sampled attempts; renormalize_logits (which beam search ranks on). The tokens equal
+transformers' greedy, with timestamps (several windows), in beam search, in the temperature fallback and in
+long-form windows conditioned on the previous tokens (the repetition penalty skipping their left padding), and
+differ from those without the setting; bad values named.
 
 Sampled attempts use warpers that keep one token a step here (typical_p: the token closest to the entropy, not the
 most likely), so transformers' draws (torch's generator) and forgegrad's give the same tokens."""
@@ -51,6 +52,7 @@ CASES = {
     "min-new-tokens-timestamps": dict(min_new_tokens=14, return_timestamps=True),
     "min-length-timestamps": dict(min_length=17, return_timestamps=True),
     "forced-eos-beams": dict(forced_eos_token_id=EOS, num_beams=2),
+    "renormalize-beams-timestamps": dict(renormalize_logits=True, num_beams=3, return_timestamps=True),
     "fallback": dict(PENALTIES, temperature=(0.0, 0.6), logprob_threshold=-1.0, top_h=0.05),
     "typical-p": dict(do_sample=True, temperature=1.0, typical_p=0.02),
     "epsilon-cutoff": dict(do_sample=True, temperature=1.0, epsilon_cutoff=0.5),

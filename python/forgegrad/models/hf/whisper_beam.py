@@ -79,8 +79,9 @@ def beam_window(run, states, prompt: np.ndarray, padding: Optional[np.ndarray], 
     """One window's beam search after ``prompt`` (B, P). ``beams``: (num_beams, length_penalty, early_stopping).
     ``padding`` (B, P): False where the prompt is left padding. ``trace``: keep the tokens fed to row 0 at each step
     (token timestamps). ``no_speech_at``: the prompt place whose logits give <|nocaptions|>'s probability.
-    ``sampler``: a greedy Sampler whose watermark marks each beam's log-probabilities after Whisper's processors,
-    as transformers' beam search applies it."""
+    ``sampler``: a greedy Sampler whose watermark marks each beam's log-probabilities after Whisper's processors
+    and whose ``renormalize`` (renormalize_logits) takes their log-softmax then, as transformers' beam search
+    applies them."""
     steps = run.steps
     K, length_penalty, early_stopping = beams
     B, P = prompt.shape

@@ -126,7 +126,8 @@ def generate(model, input_features, language: Union[str, Sequence[str], None] = 
     (each window's last new token, where its limit is reached) before Whisper's processors
     (on the decoder's tokens: the window's prompt, previous tokens included, then its new tokens); ``top_h``,
     ``typical_p``, ``epsilon_cutoff`` and ``eta_cutoff`` after the temperature in sampled attempts;
-    ``watermarking_config`` (watermarking.py) last, greedy, sampled and in beams. The fallback's log-probabilities
+    ``watermarking_config`` (watermarking.py) last, greedy, sampled and in beams, then ``renormalize_logits``
+    (beam search ranks the renormalized scores). The fallback's log-probabilities
     are read under them all, as transformers reads its processed scores. ``watermarking.WatermarkDetector(model,
     watermarking_config)`` tells the marked tokens.
 
@@ -372,7 +373,8 @@ def _decode_window(run: _Run, states, prompt: np.ndarray, padding: Optional[np.n
     mark = sampler.watermark  # seeded by each row's tokens: the prompt, then the new ones
     if run.beams is not None:  # (a sampled attempt has one beam)
         beam = beam_window(run, states, prompt, padding, max_new_tokens, run.beams, trace=run.alignment is not None,
-                           no_speech_at=no_speech_at, sampler=None if mark is None else sampler)
+                           no_speech_at=no_speech_at,
+                           sampler=sampler if mark is not None or sampler.renormalize else None)
         chosen = beam_logprobs(run, states, prompt, padding, beam.tokens, max_new_tokens, mark) if logprobs else None
         return beam.tokens, chosen, beam.no_speech, beam
     B, P = prompt.shape

@@ -14,7 +14,8 @@ tokens) as transformers runs them:
   ``remove_invalid_values``, ``forced_eos_token_id`` (the end token forced as the window's last new token, where
   its limit on new tokens is reached);
 - warpers, sampled attempts only (sampling.py): ``top_h``, ``typical_p``, ``epsilon_cutoff``, ``eta_cutoff``;
-- ``watermarking_config`` (watermarking.py), every attempt.
+- ``watermarking_config`` (watermarking.py), every attempt; then ``renormalize_logits`` (the log-softmax of the
+  processed scores: beam search ranks its beams on them).
 
 transformers cannot apply ``encoder_repetition_penalty`` and ``encoder_no_repeat_ngram_size`` to Whisper (its encoder
 input is log-mel features, not token ids: it warns and ignores them), so they change nothing here either. The rest
@@ -37,7 +38,7 @@ __all__ = ["READ", "UNREAD", "read_settings", "window_processors", "warn_unread"
 
 PROCESSORS = ("repetition_penalty", "no_repeat_ngram_size", "min_length", "min_new_tokens", "bad_words_ids",
               "sequence_bias", "exponential_decay_length_penalty", "remove_invalid_values", "forced_eos_token_id")
-WARPERS = ("top_h", "typical_p", "epsilon_cutoff", "eta_cutoff", "watermarking_config")
+WARPERS = ("top_h", "typical_p", "epsilon_cutoff", "eta_cutoff", "watermarking_config", "renormalize_logits")
 READ = PROCESSORS + WARPERS
 
 # generation_config.json's settings that transformers' Whisper generate applies and this one does not read, with the
