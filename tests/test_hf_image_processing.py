@@ -162,3 +162,10 @@ def test_bad_inputs_refused(tmp_path):
         ImageProcessor("ViTImageProcessor", size={"max_height": 3, "max_width": 4})
     with pytest.raises(FileNotFoundError):
         load_image_processor(tmp_path)
+    for use_pillow in (True, False):  # Pillow would premultiply an alpha channel, numpy not: refused either way
+        with pytest.raises(ValueError, match=r"\(H, W, 1\) or \(H, W, 3\), got uint8 \(5, 5, 4\)"):
+            resize_uint8(np.zeros((5, 5, 4), np.uint8), 3, 3, use_pillow=use_pillow)
+        with pytest.raises(ValueError, match="got float32"):
+            resize_uint8(np.zeros((5, 5, 3), np.float32), 3, 3, use_pillow=use_pillow)
+        with pytest.raises(ValueError, match="positive"):
+            resize_uint8(np.zeros((5, 5, 3), np.uint8), 0, 3, use_pillow=use_pillow)

@@ -158,6 +158,12 @@ def resize_uint8(image: np.ndarray, height: int, width: int, resample: int = BIL
     rounded to uint8, in Pillow 13's order); True requires Pillow; False always runs numpy."""
     if resample not in _FILTERS and resample != NEAREST:
         raise ValueError(f"resize_uint8: resample must be one of 0..5 (PIL's resampling filters), got {resample!r}")
+    # Pillow resizes RGBA (and LA) with the alpha premultiplied, which the numpy passes do not: refused on both paths
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] not in (1, 3):
+        raise ValueError(f"resize_uint8: image must be a uint8 array (H, W, 1) or (H, W, 3), got "
+                         f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}")
+    if height <= 0 or width <= 0 or 0 in image.shape:
+        raise ValueError(f"resize_uint8: sizes must be positive, got {image.shape[:2]} -> {(height, width)}")
     H, W = image.shape[:2]
     if (H, W) == (height, width):
         return image
