@@ -242,16 +242,21 @@ class BartForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Module):
                 raise ValueError(f"{type(self).__name__}: config decoder_vocab_size must be a positive integer, "
                                  f"got {target!r}")
         else:
+            target = c["vocab_size"]
+        self.tied = c.get("tie_word_embeddings", True) is not False
+        # untied (tie_word_embeddings: false), transformers 5 unties the stacks' token tables from ``shared`` as well
+        # as the head: each stack looks its tokens up in its own table, and ``shared`` takes part in no forward
+        self.stack_tables = self.separate_vocabs or not self.tied
+        if not self.stack_tables:
             self.shared = nn.Embedding(c["vocab_size"], c["d_model"], padding_idx=_padding_idx(c, c["vocab_size"]))
         self.encoder, self.decoder = (BartStack(c, prefix, self.positions, self.pre_norm, self.position_offset, norm)
                                       for prefix, norm in zip(("encoder", "decoder"), self.embedding_norms))
-        if self.separate_vocabs:
+        if self.stack_tables:
             self.encoder.embed_tokens = nn.Embedding(c["vocab_size"], c["d_model"],
                                                      padding_idx=_padding_idx(c, c["vocab_size"]))
             self.decoder.embed_tokens = nn.Embedding(target, c["d_model"], padding_idx=_padding_idx(c, target))
         self.embed_scale = math.sqrt(c["d_model"]) if c.get("scale_embedding", False) else 1.0
         self.register_buffer("final_logits_bias", np.zeros((1, self.decoder_vocab_size), np.float32))
-        self.tied = c.get("tie_word_embeddings", True) is not False
         if not self.tied:
             self.lm_head = nn.Linear(c["d_model"], self.decoder_vocab_size, bias=False)
         self.max_positions = int(c["max_position_embeddings"])
@@ -266,10 +271,10 @@ class BartForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Module):
         return self.config["vocab_size"]
 
     def encoder_embedding(self):
-        return self.encoder.embed_tokens if self.separate_vocabs else self.shared
+        return self.encoder.embed_tokens if self.stack_tables else self.shared
 
     def decoder_embedding(self):
-        return self.decoder.embed_tokens if self.separate_vocabs else self.shared
+        return self.decoder.embed_tokens if self.stack_tables else self.shared
 
     def _tokens(self, ids, decoder: bool = False) -> Tensor:
         table = self.decoder_embedding() if decoder else self.encoder_embedding()
@@ -328,8 +333,14 @@ class BartForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Module):
     # (and Marian's fixed position tables, which older checkpoints store) ---
     def from_hf(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         out = {}
-        # the stacks' copies of the shared table (separate vocabularies: the stacks' own tables, kept)
-        skip = set() if self.separate_vocabs else {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"}
+        # the stacks' copies of the shared table (separate vocabularies or untied: the stacks' own tables, kept)
+        skip = set() if self.stack_tables else {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"}
+        if self.stack_tables and not self.separate_vocabs:
+            skip.add("shared.weight")  # untied: read by no forward; a checkpoint whose stacks shared it gives it them
+            shared = tensors.get("model.shared.weight")
+            for stack in ("encoder", "decoder"):
+                if f"model.{stack}.embed_tokens.weight" not in tensors and shared is not None:
+                    out[f"{stack}.embed_tokens.weight"] = shared
         if self.positions != "learned":
             skip |= {f"{stack}.embed_positions.{w}" for stack in ("encoder", "decoder") for w in ("weight", "weights")}
         for k, v in tensors.items():
@@ -339,7 +350,7 @@ class BartForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Module):
             if name == "lm_head.weight" and self.tied:
                 continue
             out[name] = v
-        if (not self.separate_vocabs and "shared.weight" not in out
+        if (not self.stack_tables and "shared.weight" not in out
                 and "encoder.embed_tokens.weight" in {k[6:] for k in tensors}):
             out["shared.weight"] = tensors["model.encoder.embed_tokens.weight"]
         if "final_logits_bias" not in out:  # transformers may leave the zero buffer out
@@ -352,6 +363,8 @@ class BartForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Module):
             if k == "final_logits_bias" and not self.logits_bias:
                 continue
             out[k if k in ("final_logits_bias", "lm_head.weight") else "model." + k] = v.numpy()
+        if self.stack_tables and not self.separate_vocabs:  # transformers' model.shared (untied: in no forward)
+            out["model.shared.weight"] = out["model.encoder.embed_tokens.weight"].copy()
         return out
 
 
