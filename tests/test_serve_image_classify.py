@@ -122,9 +122,9 @@ def test_images_and_arrays_classified_as_transformers(tmp_path):
 
 def test_request_pixel_budget(tmp_path, monkeypatch):
     """One request's images may add up to MAX_REQUEST_PIXELS (lowered here to 5000): past it, a 400 naming the first
-    input over, decoded no further; the same images in two requests are answered."""
-    from forgegrad.serve import image_classify
-    monkeypatch.setattr(image_classify, "MAX_REQUEST_PIXELS", 5000)
+    input over, from the headers before any image is decoded; the same images in two requests are answered."""
+    from forgegrad.serve import image_embeddings
+    monkeypatch.setattr(image_embeddings, "MAX_REQUEST_PIXELS", 5000)
     _vit_dir(tmp_path)
     image = _encoded(np.random.default_rng(2).integers(0, 256, (40, 52, 3), dtype=np.uint8), "PNG")  # 2080 pixels
     with running_app(create_encoder_app(EncoderServeConfig(str(tmp_path)))) as url, \
@@ -132,7 +132,7 @@ def test_request_pixel_budget(tmp_path, monkeypatch):
         over = c.post("/v1/classify", json={"input": [{"image": image}] * 3})
         under = [c.post("/v1/classify", json={"input": [{"image": image}] * n}) for n in (2, 1)]
     assert over.status_code == 400, over.text
-    assert "input 2: the request's images add up to more than the 5000 pixels" in over.json()["error"]["message"]
+    assert "input 2: the request's images come to more than the 5000 pixels" in over.json()["error"]["message"]
     assert [r.status_code for r in under] == [200, 200]
 
 

@@ -14,10 +14,10 @@ An ``image`` is decoded by Pillow (the ``vision`` extra; PNG, JPEG, WebP, ...), 
 converted to RGB (transformers' ``load_image``); an ``array`` is a ``.npy`` file (``numpy.save``) of uint8 pixels,
 (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), read without Pillow (pickled arrays refused; its header checked before any
 pixel is read; gray repeated, RGBA composited onto white). Either is refused past MAX_PIXELS pixels or MAX_SIDE on a
-side (and a request past MAX_REQUEST_PIXELS in all), and otherwise made into pixel values by the directory's
-``preprocessor_config.json`` (image_processing.py) and classified: the probabilities are the softmax of the logits
-(each logit's sigmoid when config.json's ``problem_type`` is "multi_label_classification"), as transformers'
-image-classification pipeline gives them, and ``label`` is config.json's ``id2label`` name of the most
+side (and images past image_embeddings.MAX_REQUEST_PIXELS in all), and otherwise made into pixel values by the
+directory's ``preprocessor_config.json`` (image_processing.py) and classified: the probabilities are the softmax of
+the logits (each logit's sigmoid when config.json's ``problem_type`` is "multi_label_classification"), as
+transformers' image-classification pipeline gives them, and ``label`` is config.json's ``id2label`` name of the most
 likely class. Decoding and preprocessing run off the event loop, per request, so a bad image is that request's 400;
 the model then runs on the images of every request waiting together (``encoder_app.EncoderQueue``), up to
 ``max_batch`` at a time. ``usage`` counts the tokens the encoder ran: each image's patches and its leading tokens.
@@ -38,16 +38,13 @@ from ..models.hf.image_processing import to_rgb
 from .classify import labels_of
 from .completion_request import CompletionError, bad, request_object, served_model
 from .embeddings import MAX_INPUTS, checkpoint_kind
-from .image_embeddings import MAX_PIXELS, decode_image
+from .image_embeddings import MAX_PIXELS, load_image, open_image
 
 ARCHITECTURES = ("ViTForImageClassification", "DeiTForImageClassification", "DeiTForImageClassificationWithTeacher")
 # the longest image side taken (JPEG's limit): Pillow's resize builds a coefficient table of about 2 x support x the
 # input side doubles, so a 48 KB PNG of 49,000,000 x 1 pixels (under MAX_PIXELS) took 1.9 GB and 16 s to resize to
 # 32 x 32 (bicubic) and raised MemoryError with lanczos
 MAX_SIDE = 65_535
-# the pixels one request's images may add up to: a 16 MB body holds ~250 PNGs of 7000 x 7000 zeros (48 KB each, each
-# under MAX_PIXELS), ~1 s apiece to decode and resize; real photos in such a body add up to well under 100 million
-MAX_REQUEST_PIXELS = 4 * MAX_PIXELS
 _FIELDS = {"model", "input", "user"}
 _EXPECTED = (f'{{"image": "<base64 or a data: URL>"}}, {{"array": "<base64 of a .npy file>"}}, or a list of up to '
              f'{MAX_INPUTS} of them')
@@ -139,26 +136,28 @@ class ImageClassifier:
         return f"{self.num_classes} classes, {size[0]}x{size[1]} images"
 
     def _prepare(self, items: List[Tuple[str, str]]) -> List[np.ndarray]:
-        """(3, H, W) pixel values per item (decoding and preprocessing, on the event loop's executor)."""
-        out, total = [], 0
+        """(3, H, W) pixel values per item (decoding and preprocessing, on the event loop's executor). Every image's
+        header is checked first (image_embeddings.open_image: MAX_PIXELS, MAX_REQUEST_PIXELS for the request's
+        images together; MAX_SIDE), so a request past a limit costs no decoding."""
+        opened, pixels = {}, 0
+        for i, (kind, value) in enumerate(items):
+            if kind == "image":
+                opened[i] = open_image(value, i, self.processor, pixels)
+                _check_size(opened[i].width, opened[i].height, i)
+                pixels += opened[i].width * opened[i].height
+        out = []
         for i, (kind, value) in enumerate(items):
             if kind == "image":  # as transformers' pipeline loads an image (load_image): turned upright by its EXIF
                 # orientation (a phone's photo), then converted to RGB (alpha dropped)
-                from PIL import ImageOps
-                decoded = decode_image(value, i)
-                _check_size(decoded.width, decoded.height, i)
+                decoded = load_image(opened.pop(i), i)
                 try:
-                    image = np.asarray(ImageOps.exif_transpose(decoded).convert("RGB"))
-                except Exception as e:  # a mode Pillow cannot convert, malformed EXIF: Pillow raises many types
-                    raise CompletionError(400, f"input {i}: a {decoded.mode} image Pillow cannot make upright RGB "
+                    image = np.asarray(decoded.convert("RGB"))
+                except Exception as e:  # a mode Pillow cannot convert: Pillow raises several types
+                    raise CompletionError(400, f"input {i}: a {decoded.mode} image Pillow cannot convert to RGB "
                                                f"({type(e).__name__})", "input") from None
-            else:  # gray repeated, RGBA composited onto white (do_convert_rgb's), for every processor
+            else:  # gray repeated, RGBA composited onto white (do_convert_rgb's), for every processor; the body's
+                # size bounds the arrays' pixels
                 image = to_rgb(decode_array(value, i))
-            total += image.shape[0] * image.shape[1]
-            if total > MAX_REQUEST_PIXELS:
-                raise CompletionError(400, f"input {i}: the request's images add up to more than the "
-                                           f"{MAX_REQUEST_PIXELS} pixels this server takes in one request; send "
-                                           "fewer per request", "input")
             try:
                 out.append(self.processor(image)["pixel_values"][0])
             except (TypeError, ValueError) as e:
