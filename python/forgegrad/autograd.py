@@ -299,7 +299,13 @@ def _device_of_args(cls, args, raw) -> str:
     found = []
     for a, d in zip(args, raw):
         if isinstance(a, Tensor):
-            dev = "cpu" if isinstance(d, _NDARRAY) else _devices.device_of(d)
+            if isinstance(d, _NDARRAY):
+                dev = "cpu"
+                freed = getattr(d, "fsdp_freed", None)  # a freed FSDP unit's parameter (distributed/_pages.py)
+                if freed:
+                    raise RuntimeError(f"{cls.__qualname__ if cls.op is None else cls.op.name}: {freed}")
+            else:
+                dev = _devices.device_of(d)
             if dev not in found:
                 found.append(dev)
     if "meta" in found:

@@ -19,6 +19,8 @@ from .comm import (GroupMember, ProcessGroup, abort, allgather, allgather_object
 from .device_mesh import DeviceMesh, init_device_mesh
 from .ddp import DistributedDataParallel, DistributedOptimizer, broadcast_optimizer_state, broadcast_parameters
 from .fsdp import BackwardPrefetch, FullyShardedDataParallel, ShardingStrategy
+from .fsdp_wrap import (ModuleWrapPolicy, lambda_auto_wrap_policy, size_based_auto_wrap_policy,
+                        transformer_auto_wrap_policy)
 from .groups import (destroy_process_group, get_global_rank, get_group_rank, get_process_group_ranks, get_rank,
                      get_world_size, new_group, new_subgroups, new_subgroups_by_enumeration)
 from .sampler import DistributedSampler
@@ -28,6 +30,8 @@ __all__ = ["init", "is_available", "is_initialized", "is_distributed", "rank", "
            "barrier", "abort", "allreduce", "broadcast", "allgather", "reduce_scatter", "allgather_object",
            "broadcast_object", "launched_size", "DistributedDataParallel", "DistributedOptimizer",
            "broadcast_parameters", "broadcast_optimizer_state", "DistributedSampler", "ZeroRedundancyOptimizer",
-           "FullyShardedDataParallel", "BackwardPrefetch", "ShardingStrategy", "ProcessGroup", "GroupMember",
+           "FullyShardedDataParallel", "BackwardPrefetch", "ShardingStrategy", "ModuleWrapPolicy",
+           "transformer_auto_wrap_policy", "size_based_auto_wrap_policy", "lambda_auto_wrap_policy",
+           "ProcessGroup", "GroupMember",
            "new_group", "new_subgroups", "new_subgroups_by_enumeration", "get_rank", "get_world_size", "get_group_rank",
            "get_global_rank", "get_process_group_ranks", "destroy_process_group", "DeviceMesh", "init_device_mesh"]

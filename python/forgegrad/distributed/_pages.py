@@ -29,6 +29,8 @@ import weakref
 from collections import OrderedDict
 from typing import Optional
 
+import numpy as np
+
 PAGE = mmap.PAGESIZE
 _MREMAP_MAYMOVE, _MREMAP_FIXED, _MREMAP_DONTUNMAP = 1, 2, 4
 _PROT_READ_WRITE, _MAP_FIXED = 3, 0x10  # Linux's values (mmap has no MAP_FIXED before Python 3.13)
@@ -166,3 +168,25 @@ class PagePool:
         if self.libc is not None:
             _release_all(self.libc, self.free)
         self.free_bytes = 0
+
+
+_NAN = np.full((), np.nan, np.float32)
+
+
+class FreedArray(np.ndarray):
+    """What a parameter of a freed unit holds instead of its view of the unit's pages: NaNs of its shape
+    (stride 0, read-only: no memory). ``fsdp_freed`` says which parameter it is; forgegrad's op dispatch
+    raises it as a RuntimeError when an op reads one (autograd._device_of_args: an ndarray subclass already
+    leaves the dispatch's fast path, so the check costs the ordinary ops nothing). numpy itself reads NaN."""
+
+    fsdp_freed = ""
+
+    def __array_finalize__(self, obj) -> None:
+        self.fsdp_freed = getattr(obj, "fsdp_freed", "")
+
+
+def freed_array(shape, message: str) -> FreedArray:
+    """A :class:`FreedArray` of ``shape`` whose read is the error ``message``."""
+    a = np.lib.stride_tricks.as_strided(_NAN, shape, (0,) * len(shape), writeable=False).view(FreedArray)
+    a.fsdp_freed = message
+    return a

@@ -10,9 +10,10 @@ allreduces the gradients across the ranks; HYBRID_SHARD is FULL_SHARD within a s
 the gradient shards allreduced across the ranks that hold the same shard (_HYBRID_SHARD_ZERO2: without
 resharding after forward). Below, "the ranks" are the shard group's.
 
-The model's parameters are cut into *units*, by default one per module that owns parameters directly
-(``units=`` names others, e.g. the blocks of a transformer); parameters no unit claims, and a parameter
-shared by two units that do not nest (tied weights), belong to the root module's unit. A unit is one
+The model's parameters are cut into *units* (fsdp_wrap.py): by default one per block the model declares
+(``_no_split_modules``, as forgegrad's Hugging Face models do), else one per module that owns parameters
+directly; ``units=`` names them, ``auto_wrap_policy=`` takes torch's policies. Parameters no unit claims, and a
+parameter shared by two units that do not nest (tied weights), belong to the root module's unit. A unit is one
 flat float32 vector, zero-padded to a multiple of size(); a rank keeps only its slice (the *shard*,
 which the ZeRO optimizer updates in place). Its full vector lives in an anonymous memory mapping whose
 pages exist only while the unit is *gathered*:
@@ -20,8 +21,9 @@ pages exist only while the unit is *gathered*:
 * a forward pre-hook on the unit's module allgathers the shards into it (the parameters are views of
   it, so the module computes as usual); after the module's forward it is freed again: its pages leave
   the mapping, as torch frees the storage with ``resize_(0)``. The arrays the autograd graph saved are
-  views of the same addresses (they read zeros while the unit is freed); the parameters themselves read
-  NaN until the next gather (a read outside the unit's module shows, instead of zeros that look like values).
+  views of the same addresses (they read zeros while the unit is freed); an op reading a parameter itself
+  until the next gather (a module reading it without calling the unit's) is a RuntimeError naming it (numpy
+  reads NaN: ``_pages.FreedArray``), not zeros that look like values.
 * an identity Function on the module's outputs runs first among the unit's backward nodes: it gathers
   the unit again, so those saved views hold the parameters when the unit's backward reads them.
 * once every parameter of the unit has its final gradient (post-accumulate-grad hooks), the unit is
@@ -64,7 +66,7 @@ from __future__ import annotations
 
 import mmap
 import weakref
-from typing import Dict, List, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -72,7 +74,7 @@ from .. import autograd
 from ..autograd import Function
 from ..nn.module import Module
 from ..tensor import Tensor
-from . import _pages, _passes
+from . import _pages, _passes, fsdp_wrap
 from .device_mesh import groups_for_wrapper
 from ._strategy import _HYBRID, WHO, BackwardPrefetch, ShardingStrategy, backward_prefetch_of, groups_for, strategy_of
 from . import comm as _c
@@ -80,7 +82,6 @@ from . import comm as _c
 __all__ = ["FullyShardedDataParallel", "BackwardPrefetch", "ShardingStrategy"]
 
 
-_NAN = np.full((), np.nan, np.float32)  # what a freed unit's parameters read (see __init__)
 # id(parameter) -> the FullyShardedDataParallel that shards it (ZeroRedundancyOptimizer(stage=3) looks here)
 _OWNERS: "weakref.WeakValueDictionary[int, FullyShardedDataParallel]" = weakref.WeakValueDictionary()
 
@@ -91,8 +92,7 @@ def owner_of(p: Tensor) -> Optional["FullyShardedDataParallel"]:
 
 
 class _PreBackward(Function):
-    """Identity on a unit's output; its backward (which runs before the unit's own backward nodes)
-    gathers the unit's parameters."""
+    """Identity on a unit's output; its backward (run before the unit's own backward nodes) gathers the unit."""
 
     @staticmethod
     def forward(ctx, x, owner, unit):
@@ -111,8 +111,10 @@ class FullyShardedDataParallel(Module):
     Args:
         module: the model, the same on every rank (checked; rank 0's values are broadcast first).
         units: modules of ``module`` whose parameters (less those of units inside them) are gathered
-            and freed together; default: every module that owns parameters directly. Fewer, larger
-            units mean fewer collectives and more memory while one is gathered.
+            and freed together; default: the blocks ``module`` declares (``_no_split_modules``, forgegrad's
+            Hugging Face models: the embeddings, a tied head and the final norm in the root's unit), else
+            every module that owns parameters directly. Fewer, larger units mean fewer collectives and more
+            memory while one is gathered. A module must not read another unit's parameters (a RuntimeError).
         broadcast_buffers: broadcast rank 0's buffers (BatchNorm statistics) before every training-mode
             forward, as DistributedDataParallel.
         reshard_after_forward: free a unit after its forward and gather it again for its backward
@@ -133,13 +135,14 @@ class FullyShardedDataParallel(Module):
         sharding_strategy: a :class:`ShardingStrategy` (or its name), or None: FULL_SHARD (torch's default).
         device_mesh: a :class:`DeviceMesh` instead of ``process_group``: 1-D, its group; 2-D with HYBRID_SHARD,
             replicate over dimension 0 and shard over dimension 1 (torch's layout), over the mesh's ranks only.
+        auto_wrap_policy: instead of ``units``, torch's policy callable, e.g. ``functools.partial(
+            transformer_auto_wrap_policy, transformer_layer_cls={Block})`` or ``ModuleWrapPolicy({Block})``.
 
     ``process_group`` is then the group of every rank training the model (the job's, under HYBRID_SHARD;
     fit averages over it), ``shard_group`` and ``replicate_group`` (None without one) the two groups above.
 
-    Prefetch keeps one more unit gathered while the current one computes. Its allgather progresses when
-    MPI is entered (the ZeRO reducer polls after every backward node), else at the wait.
-
+    Prefetch keeps one more unit gathered while the current one computes; its allgather progresses when MPI is
+    entered (the ZeRO reducer polls after every backward node), else at the wait.
     Train it with ``ZeroRedundancyOptimizer(model.parameters(), cls, stage=3, ...)`` (created before the
     first backward: a plain optimizer would update freed parameters). Parameters that do not require
     gradients are not sharded. Wrap the outermost model, and do not move or cast it afterwards: its
@@ -150,7 +153,7 @@ class FullyShardedDataParallel(Module):
     def __init__(self, module: Module, units=None, broadcast_buffers: bool = True,
                  reshard_after_forward: Optional[bool] = None, forward_prefetch: bool = False,
                  backward_prefetch=BackwardPrefetch.BACKWARD_PRE, process_group=None, sharding_strategy=None,
-                 device_mesh=None):
+                 device_mesh=None, auto_wrap_policy=None):
         super().__init__()
         if not isinstance(module, Module):
             raise TypeError(f"FullyShardedDataParallel: module must be a forgegrad.nn.Module, got "
@@ -174,7 +177,7 @@ class FullyShardedDataParallel(Module):
             if owner_of(p) is not None:
                 raise ValueError(f"FullyShardedDataParallel: parameter {n} is already sharded by another "
                                  "FullyShardedDataParallel")
-        groups = self._assign(module, units, named)
+        groups = fsdp_wrap.assign(module, units, auto_wrap_policy, named)
         # the shapes, the units and the settings: ranks that disagree would wait in unpaired collectives forever
         name_of = {id(p): n for n, p in named}
         signature = [(n, tuple(p.shape), str(p._data.dtype)) for n, p in named]
@@ -183,9 +186,8 @@ class FullyShardedDataParallel(Module):
         signature.append(("settings", f"sharding_strategy={strategy.name}, "
                           f"reshard_after_forward={reshard_after_forward}",
                           f"broadcast_buffers={bool(broadcast_buffers)}"))
-        # which gathers are nonblocking (MPI pairs blocking with blocking only)
-        signature.append(("prefetch", f"forward_prefetch={forward_prefetch}",
-                          f"backward_prefetch={backward_prefetch and backward_prefetch.name}"))
+        signature.append(("prefetch", f"forward_prefetch={forward_prefetch}",  # nonblocking gathers
+                          f"backward_prefetch={backward_prefetch and backward_prefetch.name}"))  # (MPI: like with like)
         _check_same_everywhere(signature, "FullyShardedDataParallel", group)
         broadcast_parameters(module.state_dict() if broadcast_buffers else dict(module.named_parameters()),
                              group.ranks[0], group)
@@ -201,6 +203,7 @@ class FullyShardedDataParallel(Module):
         weakref.finalize(self, _free_comm, d["_comm"], d["_MPI"]).atexit = False
         d["units"] = []
         d["_unit_of"] = {}
+        module_names = {id(x): k for k, x in module.named_modules()}
         for m, params in groups:
             unit = _Unit(params, n, r, 0)
             unit.module, unit.gathered, unit.pending, unit.gather_request = m, False, None, None
@@ -215,13 +218,18 @@ class FullyShardedDataParallel(Module):
             unit.full[:unit.total] = unit.pack([p._data for p in params])[:unit.total]
             unit.shard = unit.full[unit.lo:unit.hi].copy()
             # each parameter's view of the mapping (its ._data while the unit is gathered) and, while it is freed,
-            # a read-only array of NaNs of its shape (no memory): a read outside the unit's module gives NaN, not
-            # zeros that look like values (torch's freed storage has size 0: an error)
+            # a FreedArray (NaNs, no memory) that an op reading it raises as an error naming it: a read outside
+            # the unit's module (torch's freed storage has size 0: an error too)
             unit.views, unit.freed = [], []
+            where = module_names.get(id(m)) or "the root"
             for p, lo, hi in zip(params, unit.offsets[:-1], unit.offsets[1:]):
                 unit.views.append(unit.full[lo:hi].reshape(p._data.shape))
-                unit.freed.append(np.lib.stride_tricks.as_strided(_NAN, p._data.shape, (0,) * p._data.ndim,
-                                                                  writeable=False))
+                unit.freed.append(_pages.freed_array(p._data.shape, (
+                    f"parameter {name_of[id(p)]} is not gathered: FullyShardedDataParallel gathers it only for the "
+                    f"forward and backward of its unit's module ({type(m).__name__}, {where}), and a module read "
+                    "it without calling that one (a tied head, an embedding's weight read directly). Make the "
+                    "module that reads it hold its unit (units=[...] or auto_wrap_policy=, e.g. one unit per "
+                    "transformer block, the embeddings in the root's; see forgegrad.distributed.fsdp_wrap)")))
                 p._data = unit.freed[-1]
                 self._unit_of[id(p)] = unit
                 _OWNERS[id(p)] = self
@@ -255,37 +263,6 @@ class FullyShardedDataParallel(Module):
         d["optimizer_attached"] = False  # set by ZeroRedundancyOptimizer(stage=3)
         d["_buffers_to_sync"] = [b for b in module.buffers() if b is not None and b._data.size] \
             if broadcast_buffers else []
-
-    @staticmethod
-    def _assign(module, units, named):
-        """[(module, its unit's parameters)] in forward registration order, the root's first."""
-        order = {id(m): i for i, m in enumerate(module.modules())}
-        if units is None:
-            unit_modules = [m for m in module.modules() if any(
-                p is not None and p.requires_grad for p in m._parameters.values())]
-        else:
-            unit_modules = list(units)
-            for m in unit_modules:
-                if not isinstance(m, Module) or id(m) not in order:
-                    raise ValueError(f"FullyShardedDataParallel: units must be submodules of the module, got "
-                                     f"{type(m).__name__}")
-        inside = {id(m): {id(x) for x in m.modules()} for m in unit_modules}
-        holders: Dict[int, List[Module]] = {}
-        for m in unit_modules:
-            for p in m.parameters():
-                holders.setdefault(id(p), []).append(m)
-        assigned: Dict[int, Module] = {}
-        for name, p in named:
-            ms = holders.get(id(p), [])
-            # the innermost unit holding p, when all the others contain it; otherwise (tied across
-            # units that do not nest, or no unit) the root
-            inner = next((m for m in ms if all(id(m) in inside[id(o)] for o in ms)), None)
-            assigned[id(p)] = inner if inner is not None else module
-        groups: Dict[int, tuple] = {}
-        for name, p in named:
-            m = assigned[id(p)]
-            groups.setdefault(id(m), (m, []))[1].append(p)
-        return sorted(groups.values(), key=lambda mp: order[id(mp[0])])
 
     # ---- gather / free ------------------------------------------------------------------------
     def _start(self, unit) -> None:
@@ -508,7 +485,7 @@ class FullyShardedDataParallel(Module):
             raise RuntimeError(f"FullyShardedDataParallel: parameter {self._name_of[id(p)]} got a gradient, but "
                                f"the backward pass never reached the output of its unit's module "
                                f"({type(unit.module).__name__}): a module read it without calling that module, "
-                               "while it was not gathered (its values read as NaN, and the gradients are wrong). "
+                               "while it was not gathered (outside forgegrad's ops: NaN; the gradients are wrong). "
                                "Make the module that reads it the unit holding it (units=[...], e.g. the blocks)")
         if unit.pending is not None:
             unit.pending -= 1

@@ -105,6 +105,8 @@ class BartStack(nn.Module):
     positions (BART), ``"tokens"`` on the token embeddings before the positions are added (BlenderBot-small's
     decoder), None: none. ``pre_norm`` (mBART, M2M100, Pegasus, BlenderBot): pre-norm layers and a LayerNorm after
     the last."""
+    _no_split_modules = ["BartLayer"]  # the repeated blocks: FSDP's default units
+    _fsdp_nested_units = ["encoder_attn.k_proj", "encoder_attn.v_proj"]  # run by cross_kv, outside the blocks
 
     def __init__(self, cfg: dict, prefix: str, positions: str = "learned", pre_norm: bool = False,
                  offset: int = _OFFSET, embed_norm: Optional[str] = "sum"):

@@ -105,6 +105,8 @@ class BertLayer(nn.Module):
 
 
 class BertEncoder(nn.Module):
+    _no_split_modules = ["BertLayer"]  # the repeated blocks: FSDP's default units
+
     def __init__(self, cfg: dict):
         super().__init__()
         self.layer = nn.ModuleList([BertLayer(cfg) for _ in range(cfg["num_hidden_layers"])])

@@ -118,6 +118,8 @@ class CLIPEncoderLayer(nn.Module):
 
 
 class CLIPEncoder(nn.Module):
+    _no_split_modules = ["CLIPEncoderLayer"]  # the repeated blocks: FSDP's default units
+
     def __init__(self, cfg: dict, who: str):
         super().__init__()
         self.layers = nn.ModuleList([CLIPEncoderLayer(cfg, who) for _ in range(cfg["num_hidden_layers"])])

@@ -236,6 +236,8 @@ class ConvLayer(nn.Module):
 
 
 class DebertaV2Encoder(nn.Module):
+    _no_split_modules = ["DebertaV2Layer"]  # the repeated blocks: FSDP's default units
+
     def __init__(self, c: dict):
         super().__init__()
         self.layer = nn.ModuleList([DebertaV2Layer(c) for _ in range(c["num_hidden_layers"])])

@@ -102,6 +102,8 @@ class Gemma2DecoderLayer(nn.Module):
 
 
 class Gemma2Model(nn.Module):
+    _no_split_modules = ["Gemma2DecoderLayer"]  # the repeated blocks: FSDP's default units
+
     def __init__(self, cfg: dict, qk_norm: bool = False):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg["vocab_size"], cfg["hidden_size"])

@@ -75,6 +75,8 @@ class GPT2Block(nn.Module):
 
 
 class GPT2Model(nn.Module):
+    _no_split_modules = ["GPT2Block"]  # the repeated blocks: FSDP's default units
+
     def __init__(self, cfg: dict):
         super().__init__()
         E = cfg["n_embd"]

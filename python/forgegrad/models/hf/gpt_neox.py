@@ -86,6 +86,7 @@ class GPTNeoXLayer(nn.Module):
 
 class GPTNeoXModel(nn.Module):
     """LlamaModel's attribute names (``embed_tokens``, ``layers``, ``norm``) over GPT-NeoX's layers."""
+    _no_split_modules = ["GPTNeoXLayer"]  # the repeated blocks: FSDP's default units
 
     def __init__(self, cfg: dict):
         super().__init__()

@@ -55,6 +55,8 @@ class GraniteDecoderLayer(LlamaDecoderLayer):
 
 
 class GraniteModel(nn.Module):
+    _no_split_modules = ["GraniteDecoderLayer"]  # the repeated blocks: FSDP's default units
+
     def __init__(self, cfg: dict, **variant):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg["vocab_size"], cfg["hidden_size"])

@@ -88,6 +88,8 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class LlamaModel(nn.Module):
+    _no_split_modules = ["LlamaDecoderLayer"]  # the repeated blocks: FSDP's default units
+
     def __init__(self, cfg: dict, mlps: Optional[List[Optional[nn.Module]]] = None, **variant):
         """``mlps``: each layer's feed-forward block (None: Llama's MLP), for mixture-of-experts decoders."""
         super().__init__()

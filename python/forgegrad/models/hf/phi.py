@@ -58,6 +58,8 @@ class PhiDecoderLayer(nn.Module):
 
 
 class PhiModel(nn.Module):
+    _no_split_modules = ["PhiDecoderLayer"]  # the repeated blocks: FSDP's default units
+
     def __init__(self, cfg: dict):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg["vocab_size"], cfg["hidden_size"])

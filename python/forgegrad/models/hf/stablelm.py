@@ -90,6 +90,8 @@ class StableLmDecoderLayer(nn.Module):
 
 
 class StableLmModel(nn.Module):
+    _no_split_modules = ["StableLmDecoderLayer"]  # the repeated blocks: FSDP's default units
+
     def __init__(self, cfg: dict):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg["vocab_size"], cfg["hidden_size"])

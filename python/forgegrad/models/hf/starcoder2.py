@@ -79,6 +79,8 @@ class Starcoder2DecoderLayer(nn.Module):
 
 
 class Starcoder2Model(nn.Module):
+    _no_split_modules = ["Starcoder2DecoderLayer"]  # the repeated blocks: FSDP's default units
+
     def __init__(self, cfg: dict):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg["vocab_size"], cfg["hidden_size"])

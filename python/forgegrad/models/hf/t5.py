@@ -169,6 +169,9 @@ class T5Block(nn.Module):
 class T5Stack(nn.Module):
     """The blocks and final RMSNorm; ``per_layer_bias`` (umT5): every block's self-attention has its own
     relative-position table, else (T5) the first block's serves them all."""
+    _no_split_modules = ["T5SubLayer"]  # the repeated blocks (T5Block is called through these): FSDP's units
+    _fsdp_root_modules = ["relative_attention_bias"]  # read by the stack (self_biases), not by its block
+    _fsdp_nested_units = ["EncDecAttention.k", "EncDecAttention.v"]  # run by T5's cross_kv, outside the blocks
 
     def __init__(self, cfg: dict, n_layers: int, is_decoder: bool, per_layer_bias: bool = False):
         super().__init__()

@@ -194,6 +194,8 @@ class ViTLayer(nn.Module):
 
 
 class ViTEncoder(nn.Module):
+    _no_split_modules = ["ViTLayer"]  # the repeated blocks: FSDP's default units
+
     def __init__(self, cfg: dict):
         super().__init__()
         self.layer = nn.ModuleList([ViTLayer(cfg) for _ in range(cfg["num_hidden_layers"])])

@@ -44,6 +44,9 @@ def _layers(cfg: dict, prefix: str) -> nn.ModuleList:
 
 
 class _Stack(nn.Module):
+    _no_split_modules = ["BartLayer"]  # the repeated blocks: FSDP's default units
+    _fsdp_nested_units = ["encoder_attn.k_proj", "encoder_attn.v_proj"]  # run by cross_kv, outside the blocks
+
     def __init__(self, cfg: dict, prefix: str):
         super().__init__()
         self.layers = _layers(cfg, prefix)
