@@ -1,0 +1,46 @@
+"""forgegrad's Hugging Face models under a plain ``FullyShardedDataParallel(model)`` on a real 2-rank MPI job
+(tests/distributed_scripts/fsdp_hf_default_units_job.py): the default units are the blocks each model declares
+(``_no_split_modules``), so GPT-2's tied head and ``wpe``, Llama's tied head and T5's shared relative-position
+table and cross-attention projections (read outside their blocks) compute as in the unwrapped model, under
+FULL_SHARD and SHARD_GRAD_OP: the same logits, and one SGD step equal to the unwrapped model's on both ranks'
+mean loss."""
+import json
+
+import pytest
+from test_distributed import run_job
+
+from forgegrad.distributed import comm
+
+pytestmark = pytest.mark.skipif(not comm.is_available(),
+                                reason='mpi4py is not installed (pip install "forgegrad[mpi]")')
+
+
+def test_hf_models_with_default_units_equal_the_unwrapped_models(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    small = dict(bos_token_id=0, eos_token_id=0, pad_token_id=0, vocab_size=40)
+    hf = {"gpt2": transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_embd=16, n_head=2,
+                                                                        n_positions=16, **small)),
+          "llama": transformers.LlamaForCausalLM(transformers.LlamaConfig(
+              num_hidden_layers=2, hidden_size=16, num_attention_heads=2, num_key_value_heads=1,
+              intermediate_size=24, tie_word_embeddings=True, **small)),
+          "t5": transformers.T5ForConditionalGeneration(transformers.T5Config(
+              num_layers=2, d_model=16, d_kv=8, d_ff=24, num_heads=2, decoder_start_token_id=0, **small))}
+    for name, model in hf.items():
+        model.save_pretrained(tmp_path / name)
+    run_job(2, "fsdp_hf_default_units_job.py", tmp_path, *(tmp_path / n for n in hf), timeout=120)
+    ranks = json.loads((tmp_path / "result.json").read_text())["ranks"]
+    assert len(ranks) == 2
+    for result in ranks:
+        assert set(result) == {f"{n}/{s}" for n in hf for s in ("FULL_SHARD", "SHARD_GRAD_OP")}
+        for key, r in result.items():
+            assert r["finite"], key
+            assert r["logits"] <= 1e-6 and r["step"] <= 1e-6, (key, r)
+            assert r["moved"] > 1e-4, (key, r)  # the step changed the parameters: the comparison means something
+        assert result["gpt2/FULL_SHARD"]["units"] == ["GPT2LMHeadModel", "GPT2Block", "GPT2Block"]
+        assert result["llama/FULL_SHARD"]["units"] == ["LlamaForCausalLM", "LlamaDecoderLayer", "LlamaDecoderLayer"]
+        # T5: a unit per sublayer (its blocks are called through them), the decoder's cross-attention k and v
+        # their own units (run once over the encoder's output, outside the blocks)
+        t5 = result["t5/FULL_SHARD"]["units"]
+        assert t5[0] == "T5ForConditionalGeneration" and t5.count("T5SubLayer") == 10 and t5.count("Linear") == 4
