@@ -89,7 +89,8 @@ def test_thin_images_wrapped_base64_and_urls(tmp_path, monkeypatch):
     1,800,000 here; 224 x 11,200,000 for CLIP's 224) is a 400 before it is decoded, not the server's memory; base64
     wrapped in lines (as the ``base64`` tool prints it) reads as the unwrapped; a JPEG with an EXIF orientation (a
     phone's photo) is embedded upright, as transformers' load_image reads it; an http(s) URL is a 400 saying URLs
-    are not fetched; the images of one request together past MAX_REQUEST_PIXELS are a 400 before any is decoded."""
+    are not fetched; a side past MAX_SIDE and an EPS file are 400s; the images of one request together past
+    MAX_REQUEST_PIXELS are a 400 before any is decoded."""
     from transformers.image_utils import load_image
 
     from forgegrad.serve import image_embeddings
@@ -111,6 +112,12 @@ def test_thin_images_wrapped_base64_and_urls(tmp_path, monkeypatch):
                                                            {"image": "data:image/png;base64," + wrapped},
                                                            {"image": turned}]})
         fetched = c.post("/v1/embeddings", json={"input": {"image": "https://example.com/cat.png"}})
+        # 2 x 70,000 resizes to 30 x 1,050,000 (under MAX_PIXELS), but Pillow's resize tables grow with the side
+        long_side = c.post("/v1/embeddings", json={"input": {"image": _encoded(np.zeros((2, 70_000, 3), np.uint8),
+                                                                                 "PNG")}})
+        # EPS is never opened: decoding it would run Ghostscript, an external program
+        eps = base64.b64encode(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n").decode("ascii")
+        postscript = c.post("/v1/embeddings", json={"input": {"image": eps}})
         monkeypatch.setattr(image_embeddings, "MAX_REQUEST_PIXELS", 3 * 33 * 41 - 1)  # 200 million as served
         cut = base64.b64encode(base64.b64decode(photo)[:300]).decode("ascii")  # its header whole, its pixels cut
         too_many = c.post("/v1/embeddings", json={"input": [{"image": cut}, "a cat", {"image": photo},
@@ -127,6 +134,8 @@ def test_thin_images_wrapped_base64_and_urls(tmp_path, monkeypatch):
         ref = _unit(hf.get_image_features(pixel_values=upright).pooler_output.numpy())
     np.testing.assert_allclose(vectors[3:], ref, rtol=1e-4, atol=1e-5)
     assert fetched.status_code == 400 and "URLs are not fetched" in fetched.json()["error"]["message"]
+    assert long_side.status_code == 400 and "65535 on a side" in long_side.json()["error"]["message"]
+    assert postscript.status_code == 400 and "the formats taken: PNG" in postscript.json()["error"]["message"]
     assert too_many.status_code == 400, too_many.text
     assert "input 3: the request's images come to more than the 4058 pixels" in too_many.json()["error"]["message"]
 

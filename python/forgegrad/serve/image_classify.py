@@ -38,13 +38,9 @@ from ..models.hf.image_processing import to_rgb
 from .classify import labels_of
 from .completion_request import CompletionError, bad, request_object, served_model
 from .embeddings import MAX_INPUTS, checkpoint_kind
-from .image_embeddings import MAX_PIXELS, load_image, open_image
+from .image_embeddings import MAX_PIXELS, MAX_SIDE, load_image, open_image
 
 ARCHITECTURES = ("ViTForImageClassification", "DeiTForImageClassification", "DeiTForImageClassificationWithTeacher")
-# the longest image side taken (JPEG's limit): Pillow's resize builds a coefficient table of about 2 x support x the
-# input side doubles, so a 48 KB PNG of 49,000,000 x 1 pixels (under MAX_PIXELS) took 1.9 GB and 16 s to resize to
-# 32 x 32 (bicubic) and raised MemoryError with lanczos
-MAX_SIDE = 65_535
 _FIELDS = {"model", "input", "user"}
 _EXPECTED = (f'{{"image": "<base64 or a data: URL>"}}, {{"array": "<base64 of a .npy file>"}}, or a list of up to '
              f'{MAX_INPUTS} of them')
@@ -143,7 +139,6 @@ class ImageClassifier:
         for i, (kind, value) in enumerate(items):
             if kind == "image":
                 opened[i] = open_image(value, i, self.processor, pixels)
-                _check_size(opened[i].width, opened[i].height, i)
                 pixels += opened[i].width * opened[i].height
         out = []
         for i, (kind, value) in enumerate(items):

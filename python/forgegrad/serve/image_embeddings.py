@@ -35,6 +35,13 @@ MAX_PIXELS = 50_000_000  # a decoded image past this many pixels is refused (dec
 # the images of one request together: decoding and preprocessing take about 12 million pixels a second of one core
 # (a 160 KB PNG of 7000 x 7000 took 4 s), so a 16 MB body of such images would hold a thread for minutes
 MAX_REQUEST_PIXELS = 4 * MAX_PIXELS
+# the longest image side taken (JPEG's limit): Pillow's resize builds a coefficient table of about 2 x support x the
+# input side doubles, so a 48 KB PNG of 49,000,000 x 1 pixels (under MAX_PIXELS) took 1.9 GB and 16 s to resize to
+# 32 x 32 (bicubic) and raised MemoryError with lanczos
+MAX_SIDE = 65_535
+# the formats decoded: raster formats Pillow decodes itself (EPS and PDF-like formats would hand the bytes to
+# Ghostscript, an external program, so they are never opened)
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "ICO", "PPM")
 _EXPECTED = (f'a string (a text), {{"text": "..."}}, {{"image": "<base64 or a data: URL>"}}, or a list of up to '
              f'{MAX_INPUTS} of them')
 
@@ -65,7 +72,8 @@ def _items(value) -> list:
 def open_image(data: str, index: int, processor=None, used: int = 0):
     """The PIL image of input ``index``'s base64 (a bare string or a ``data:`` URL; line breaks and spaces, as MIME
     base64 wraps its lines, are ignored), its header read, not yet decoded; 400 when it is not base64 or not an
-    image Pillow reads, when it has more than MAX_PIXELS pixels (or more than MAX_REQUEST_PIXELS with the ``used``
+    image of one of IMAGE_FORMATS, when it has more than MAX_PIXELS pixels or MAX_SIDE on a side (or more than
+    MAX_REQUEST_PIXELS with the ``used``
     pixels of the request's images before it), or when ``processor`` (an image_processing.ImageProcessor) would
     resize it to more (a thin image resized by its shortest edge: a 225-byte 50000 x 1 PNG would become
     11,200,000 x 224)."""
@@ -87,10 +95,10 @@ def open_image(data: str, index: int, processor=None, used: int = 0):
     except (binascii.Error, ValueError):
         raise CompletionError(400, f"input {index}: the image is not valid base64", "input") from None
     try:
-        image = Image.open(io.BytesIO(raw))
-        if image.width * image.height > MAX_PIXELS:
-            raise CompletionError(400, f"input {index}: the image is {image.width} x {image.height} pixels, more "
-                                       f"than the {MAX_PIXELS} this server decodes", "input")
+        image = Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS)
+        if image.width * image.height > MAX_PIXELS or max(image.width, image.height) > MAX_SIDE:
+            raise CompletionError(400, f"input {index}: the image is {image.width} x {image.height} pixels; this "
+                                       f"server takes up to {MAX_PIXELS} pixels, {MAX_SIDE} on a side", "input")
         if used + image.width * image.height > MAX_REQUEST_PIXELS:
             raise CompletionError(400, f"input {index}: the request's images come to more than the "
                                        f"{MAX_REQUEST_PIXELS} pixels this server decodes per request; send them in "
@@ -101,7 +109,8 @@ def open_image(data: str, index: int, processor=None, used: int = 0):
     except CompletionError:
         raise
     except Exception as e:  # Pillow raises many types (UnidentifiedImageError, OSError, DecompressionBombError, ...)
-        raise CompletionError(400, f"input {index}: not an image Pillow reads ({type(e).__name__})", "input") from None
+        raise CompletionError(400, f"input {index}: not an image Pillow reads ({type(e).__name__}; the formats "
+                                   f"taken: {', '.join(IMAGE_FORMATS)})", "input") from None
     return image
 
 
