@@ -206,3 +206,17 @@ def test_embedding_grad_of_grad():
         got.append((_np(g), _np(gg)))
     for a, b in zip(*got):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_second_and_third_derivative_through_a_scalar_pick():
+    # x[1] is 0-d: the gradient of its scatter came back 1-d and the second pass raised a shape error
+    def run(lib):
+        x = _tensor(lib, np.array([1.0, 2.0, 3.0]))
+        grad = torch.autograd.grad if lib == "torch" else autograd.grad
+        (g,) = grad(x[1] ** 3 + x[2] * x[0], [x], create_graph=True)
+        (gg,) = grad((g * g).sum(), [x], create_graph=True)
+        (ggg,) = grad(gg.sum(), [x])
+        return [_np(t) for t in (g, gg, ggg)]
+
+    for a, b in zip(run("fg"), run("torch")):
+        np.testing.assert_allclose(a, b, rtol=1e-12)

@@ -157,3 +157,26 @@ def test_writes_through_views_under_create_graph_match_torch():
     # (CopySlices / rebased views had no differentiable rule: create_graph raised NotImplementedError)
     for a, b in zip(_writes_through_views("fg"), _writes_through_views("torch")):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("write", ["mul_", "copy_"])
+def test_a_recorded_write_from_a_partly_overlapping_view_is_refused_as_torch(write):
+    # h[1:].mul_(h[:-1]): the op's node read h[:-1] after the write changed it (its gradients were silently wrong,
+    # differently so with and without create_graph); torch refuses the write
+    for lib in ("fg", "torch"):
+        h = _t(lib, X[0]) * 2
+        with pytest.raises(RuntimeError, match="refer to a single memory location"):
+            getattr(h[1:], write)(h[:-1])
+
+
+def test_writes_from_views_that_share_no_element_still_work():
+    def run(lib):
+        x = _t(lib, [1.0, -2.0, 3.0, 0.5, 2.0, -1.0])
+        h = x * 2
+        h.add_(h)  # the same elements (full overlap), as torch allows
+        h[:2].add_(h[4])
+        h[::2].add_(h[1::2])  # interleaved: no element in common
+        return _second(lib, (h * x).sum(), x)
+
+    for a, b in zip(run("fg"), run("torch")):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

@@ -28,6 +28,8 @@ from . import grad_mode
 
 LEAF_MESSAGE = "a leaf Variable that requires grad is being used in an in-place operation."
 VIEW_OF_LEAF_MESSAGE = "a view of a leaf Variable that requires grad is being used in an in-place operation."
+PARTIAL_OVERLAP_MESSAGE = ("unsupported operation: some elements of the input tensor and the written-to tensor refer "
+                           "to a single memory location. Please clone() the tensor before performing the operation.")
 READ_ONLY_MESSAGE = ("{name}: the tensor's storage is a read-only array (np.frombuffer, from_numpy of a non-writeable "
                      "array, a dataset's images, a frozen model's weight), which an in-place op cannot write; "
                      "write into a clone() of it instead")
@@ -102,6 +104,10 @@ def _inplace_tracked(self, compute, name, others, cast) -> None:
     from ._view_rebase import OverwrittenFunction, check_no_overlap, stand_in, view_target, write_through_view
     from .autograd import _note_rebind
     from .tensor import Tensor
+    for o in others:
+        if isinstance(o, Tensor) and o is not self and _partial_overlap(self._data, o._data):
+            # torch refuses it too: the op's node would read an input the write changes (wrong gradients)
+            raise RuntimeError(PARTIAL_OVERLAP_MESSAGE)
     target = view_target(self) if type(self._data) is np.ndarray else None  # (base, self's elements in it)
     if target is not None:
         check_no_overlap(target[1], self._data)  # an expanded view: torch refuses
@@ -145,6 +151,17 @@ def _inplace_tracked(self, compute, name, others, cast) -> None:
     _note_rebind(self, old)  # the ops that used self before keep using it as it was (old)
     if self._ctx is not None:  # kept alive with the op's node, which may not take old as input (copy_)
         self._ctx.rebound_from = old
+
+
+def _partial_overlap(a, b) -> bool:
+    """Whether arrays ``a`` and ``b`` share some memory without being the same elements (``h[1:]`` and ``h[:-1]``;
+    ``h`` and ``h`` are torch's full overlap, allowed; interleaved ``h[::2]``, ``h[1::2]`` share none)."""
+    if type(a) is not np.ndarray or type(b) is not np.ndarray or not np.may_share_memory(a, b):
+        return False
+    if (a.__array_interface__["data"][0] == b.__array_interface__["data"][0] and a.shape == b.shape
+            and a.strides == b.strides):
+        return False
+    return bool(np.shares_memory(a, b))
 
 
 def _views_a_leaf(t) -> bool:

@@ -184,7 +184,7 @@ class IndexBackwardFunction(Function):
 
     @staticmethod
     def backward(ctx, gg):
-        return np.ascontiguousarray(gg[ctx.key])
+        return np.array(gg[ctx.key])  # a contiguous copy that keeps a 0-d pick 0-d (ascontiguousarray makes it 1-d)
 
     @staticmethod
     def differentiable_backward(ctx, args, kwargs, gg):
