@@ -1,12 +1,16 @@
-"""FullyShardedDataParallel at one rank (a one-process MPI world): a parameter read outside its unit's module
-while the unit is freed reads NaN, not zeros that look like values. forgegrad's tied GPT-2 computes its
-logits as ``F.linear(x, transformer.wte.weight)`` in the root: under the default units (the embedding a unit
-of its own) the logits used to be all zeros, silently, in eval as in training; with a unit per block the
-embedding is the root's and the wrapped model equals the plain one."""
+"""FullyShardedDataParallel at one rank (a one-process MPI world): the units a model gets (fsdp_wrap.py) and what
+reading a freed unit's parameter does. forgegrad's tied GPT-2 computes its logits as
+``F.linear(x, transformer.wte.weight)`` in the root: with the embedding a unit of its own (the default before
+models declared their blocks) the logits were all zeros, silently; now an op reading a freed parameter raises
+an error naming it, and the default units (the blocks the model declares, ``_no_split_modules``) keep the
+embeddings and the head in the root's unit. torch's auto_wrap_policy forms give the same units."""
+import functools
+
 import numpy as np
 import pytest
 
 import forgegrad as fg
+from forgegrad import nn
 from forgegrad.distributed import comm
 
 pytestmark = pytest.mark.skipif(not comm.is_available(),
@@ -14,47 +18,138 @@ pytestmark = pytest.mark.skipif(not comm.is_available(),
 
 
 @pytest.fixture(scope="module")
-def gpt2_dir(tmp_path_factory):
+def hf_dirs(tmp_path_factory):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("gpt2")
-    cfg = transformers.GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=40, n_positions=16,
-                                  bos_token_id=0, eos_token_id=0)
-    transformers.GPT2LMHeadModel(cfg).save_pretrained(path)
-    return path
+    small = dict(bos_token_id=0, eos_token_id=0, pad_token_id=0, vocab_size=40)
+    models = {"gpt2": transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_embd=16, n_head=2,
+                                                                            n_positions=16, **small)),
+              "bart": transformers.BartForConditionalGeneration(transformers.BartConfig(
+                  encoder_layers=2, decoder_layers=2, d_model=16, encoder_attention_heads=2,
+                  decoder_attention_heads=2, encoder_ffn_dim=24, decoder_ffn_dim=24, max_position_embeddings=32,
+                  decoder_start_token_id=0, **small)),
+              "bert": transformers.BertModel(transformers.BertConfig(
+                  num_hidden_layers=2, hidden_size=16, num_attention_heads=2, intermediate_size=24, vocab_size=40,
+                  max_position_embeddings=32))}
+    path = tmp_path_factory.mktemp("hf")
+    for name, model in models.items():
+        model.save_pretrained(path / name)
+    return {name: path / name for name in models}
 
 
-def _logits(out):
-    return out.logits if hasattr(out, "logits") else out[0] if isinstance(out, tuple) else out
+IDS = np.array([[1, 5, 7, 3, 2], [4, 4, 9, 6, 8]])
 
 
-def test_a_tied_head_read_outside_its_unit_gives_nan_and_a_unit_per_block_trains_like_the_plain_model(gpt2_dir):
+def _logits(model, ids=IDS):
+    ids = fg.tensor(ids)
+    seq2seq = "decoder" in dict(getattr(model, "module", model).named_children())
+    out = model(ids, decoder_input_ids=ids) if seq2seq else model(ids)
+    for field in ("logits", "last_hidden_state"):
+        if hasattr(out, field):
+            return getattr(out, field)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _owning(net):
+    return [m for m in net.modules() if any(p is not None for p in m._parameters.values())]
+
+
+def test_an_op_reading_a_freed_units_parameter_raises_an_error_naming_it(hf_dirs):
     import forgegrad.distributed as dist
-    from forgegrad import models, optim
+    from forgegrad import models
     comm.init()
-    ids = fg.tensor(np.array([[1, 5, 7, 3, 2], [4, 4, 9, 0, 8]]))
-    plain = models.from_pretrained(gpt2_dir)
-    assert plain.tied
+    net = models.from_pretrained(hf_dirs["gpt2"])
+    assert net.tied
+    # GPT-2 reads wpe.weight by position (getitem) rather than calling wpe: the first read of a freed parameter
+    with pytest.raises(RuntimeError, match=r"getitem: parameter transformer\.wpe\.weight is not gathered.*"
+                                           r"\(Embedding, transformer\.wpe\)"):
+        other = models.from_pretrained(hf_dirs["gpt2"])
+        _logits(dist.FullyShardedDataParallel(other, units=_owning(other)))
+    # wpe in the root: the tied head reads wte.weight in the root (F.linear), in eval as in training
+    wrapped = dist.FullyShardedDataParallel(net, units=[m for m in _owning(net) if m is not net.transformer.wpe])
+    for grad in (False, True):
+        with fg.set_grad_enabled(grad), pytest.raises(RuntimeError, match=r"linear: parameter "
+                                                      r"transformer\.wte\.weight is not gathered.*\(Embedding, "
+                                                      r"transformer\.wte\)"):
+            _logits(wrapped)
+    # numpy itself reads NaN, and the unit gathers as usual
+    assert np.isnan(wrapped.module.transformer.wte.weight.numpy()).all()
     with fg.no_grad():
-        ref = _logits(plain(ids)).numpy()
-    # default units: wte is a unit of its own, freed when the root reads it for the tied head
-    wrapped = dist.FullyShardedDataParallel(models.from_pretrained(gpt2_dir))
-    with fg.no_grad():
-        assert np.isnan(_logits(wrapped(ids)).numpy()).all()  # it used to be all zeros
-    assert np.isnan(wrapped.module.transformer.wte.weight.numpy()).all()  # freed
-    # a unit per block: the embeddings and the tied head are the root's unit
-    net = models.from_pretrained(gpt2_dir)
-    model = dist.FullyShardedDataParallel(net, units=list(net.transformer.h))
-    opt = dist.ZeroRedundancyOptimizer(model.parameters(), optim.SGD, stage=3, lr=0.5)
-    ref_opt = optim.SGD(plain.parameters(), lr=0.5)
-    for net_, o in ((plain, ref_opt), (model, opt)):
-        o.zero_grad()
+        assert np.isfinite(wrapped.module.transformer.wte(fg.tensor(IDS)).numpy()).all()
+
+
+def test_default_units_are_the_declared_blocks_and_compute_as_the_plain_model(hf_dirs):
+    import forgegrad.distributed as dist
+    from forgegrad import models
+    comm.init()
+    expected = {"gpt2": ["GPT2LMHeadModel"] + ["GPT2Block"] * 2, "bert": ["BertModel"] + ["BertLayer"] * 2,
+                # BART: the decoder's cross-attention k_proj and v_proj run over the encoder's output outside
+                # the layers (cross_kv): units of their own inside their layer's
+                "bart": ["BartForConditionalGeneration"] + ["BartLayer"] * 2 + ["BartLayer", "Linear", "Linear"] * 2}
+    for name, path in hf_dirs.items():
+        plain, wrapped = models.from_pretrained(path), dist.FullyShardedDataParallel(models.from_pretrained(path))
+        assert [type(u.module).__name__ for u in wrapped.units] == expected[name]
         with fg.no_grad():
-            np.testing.assert_allclose(_logits(net_(ids)).numpy(), ref, rtol=0, atol=1e-6)
-        (_logits(net_(ids)) ** 2).mean().backward()
-        o.step()
-    got, want = model.state_dict(), plain.state_dict()
-    assert set(got) == set(want)
-    for k in want:
-        np.testing.assert_allclose(got[k].numpy(), want[k].numpy(), rtol=0, atol=1e-6, err_msg=k)
+            np.testing.assert_allclose(_logits(wrapped).numpy(), _logits(plain).numpy(), rtol=0, atol=1e-6,
+                                       err_msg=name)
+
+
+def test_torch_auto_wrap_policies_give_torchs_units(hf_dirs):
+    import forgegrad.distributed as dist
+    from forgegrad import models
+    from forgegrad.distributed.fsdp_wrap import policy_units
+    from forgegrad.models.hf.gpt2 import GPT2Block
+    comm.init()
+    net = models.from_pretrained(hf_dirs["gpt2"])
+    blocks = list(net.transformer.h)
+    for policy in (functools.partial(dist.transformer_auto_wrap_policy, transformer_layer_cls={GPT2Block}),
+                   dist.ModuleWrapPolicy({GPT2Block}),
+                   functools.partial(dist.lambda_auto_wrap_policy, lambda_fn=lambda m: isinstance(m, GPT2Block))):
+        assert policy_units(net, policy) == blocks
+    # torch's own policy functions only test isinstance: they work as given
+    wrap = pytest.importorskip("torch.distributed.fsdp.wrap")
+    assert policy_units(net, functools.partial(wrap.transformer_auto_wrap_policy,
+                                               transformer_layer_cls={GPT2Block})) == blocks
+    # size-based: wrap a module once the parameters no unit below it holds reach min_num_params, bottom up
+    # (torch's _recursive_wrap); the same decisions as torch's function
+    block = sum(p.numel() for p in blocks[0].parameters())
+    for min_params in (block // 3, block, 10 ** 9):
+        ours = policy_units(net, functools.partial(dist.size_based_auto_wrap_policy, min_num_params=min_params))
+        theirs = policy_units(net, functools.partial(wrap.size_based_auto_wrap_policy, min_num_params=min_params,
+                                                     exclude_wrap_modules={nn.ModuleList, nn.ModuleDict}))
+        assert ours == theirs
+    assert policy_units(net, functools.partial(dist.size_based_auto_wrap_policy, min_num_params=10 ** 9)) == []
+    h = net.transformer.h
+    # a third of a block: each block's MLP, then the rest of the block; the root's 928 (wte, wpe, ln_f) stay
+    assert policy_units(net, functools.partial(dist.size_based_auto_wrap_policy, min_num_params=block // 3)) == [
+        h[0], h[0].mlp, h[1], h[1].mlp]
+    assert policy_units(net, functools.partial(dist.size_based_auto_wrap_policy, min_num_params=block)) == list(h)
+    # through the wrapper: a unit per block, as the declared default
+    model = dist.FullyShardedDataParallel(models.from_pretrained(hf_dirs["gpt2"]),
+                                          auto_wrap_policy=dist.ModuleWrapPolicy({GPT2Block}))
+    assert [type(u.module).__name__ for u in model.units] == ["GPT2LMHeadModel", "GPT2Block", "GPT2Block"]
+
+
+def test_bad_unit_arguments_are_refused(hf_dirs):
+    import forgegrad.distributed as dist
+    from forgegrad import models
+    comm.init()
+    net = models.from_pretrained(hf_dirs["gpt2"])
+    with pytest.raises(ValueError, match="units= or auto_wrap_policy=, not both"):
+        dist.FullyShardedDataParallel(net, units=list(net.transformer.h), auto_wrap_policy=dist.ModuleWrapPolicy(
+            {nn.Linear}))
+    with pytest.raises(TypeError, match="auto_wrap_policy must be callable"):
+        dist.FullyShardedDataParallel(net, auto_wrap_policy={nn.Linear})
+    with pytest.raises(TypeError, match="module_classes must be Module subclasses"):
+        dist.ModuleWrapPolicy({"GPT2Block"})
+
+    class Declares(nn.Module):
+        _no_split_modules = ["NoSuchBlock"]
+
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(2, 2)
+
+    with pytest.raises(ValueError, match=r"Declares declares _no_split_modules \['NoSuchBlock'\]"):
+        dist.FullyShardedDataParallel(Declares())
