@@ -220,3 +220,18 @@ def test_second_and_third_derivative_through_a_scalar_pick():
 
     for a, b in zip(run("fg"), run("torch")):
         np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_dot_product_and_zero_d_power_differentiated_twice():
+    # a 1-D @ 1-D product (a 0-d gradient: the float64 array rule and the differentiable one both raised) and a
+    # 0-d base ** 0-d exponent (its log mask a numpy bool) raised
+    def run(lib):
+        a, b = _tensor(lib, np.array([0.3, -1.2, 2.0])), _tensor(lib, np.array([1.5, 0.4, -0.7]))
+        s, e = _tensor(lib, np.array(0.7)), _tensor(lib, np.array(2.5))
+        grad = torch.autograd.grad if lib == "torch" else autograd.grad
+        gs = grad((a @ b) ** 3 + s ** e, [a, b, s, e], create_graph=True)
+        ggs = grad(sum((g * g).sum() for g in gs), [a, b, s, e])
+        return [_np(t) for t in gs + ggs]
+
+    for a, b in zip(run("fg"), run("torch")):
+        np.testing.assert_allclose(a, b, rtol=1e-12)

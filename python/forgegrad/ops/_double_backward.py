@@ -131,7 +131,8 @@ def _output(ctx, args, method: str, *margs) -> Tensor:
 
 
 def _where(mask, a, b):
-    return _OPS["where"](mask, a, b)
+    """where() over a mask computed from values (a comparison of 0-d values is a numpy bool, made an array)."""
+    return _OPS["where"](mask if isinstance(mask, Tensor) else np.asarray(mask), a, b)
 
 
 class LocallyConstantFunction(Function):
@@ -512,6 +513,8 @@ def _embedding(ctx, args, kwargs, g):
 @rule("matmul")
 def _matmul(ctx, args, kwargs, g):
     a, b = args
+    if a.ndim == 1 and b.ndim == 1:  # a dot product: g is 0-d
+        return (g * b if _is_t(a) else None), (g * a if _is_t(b) else None)
     A = a.reshape(1, a.shape[0]) if a.ndim == 1 else a
     B = b.reshape(b.shape[0], 1) if b.ndim == 1 else b
     G = g

@@ -60,8 +60,11 @@ class MatMul64Function(Function):
         a, b = _saved_pair(ctx)
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
-        g2 = g[..., None, :] if a.ndim == 1 else g
-        g2 = g2[..., None] if b.ndim == 1 else g2
+        if a.ndim == 1 and b.ndim == 1:  # a dot product: g is 0-d
+            g2 = np.reshape(g, (1, 1))
+        else:
+            g2 = g[..., None, :] if a.ndim == 1 else g
+            g2 = g2[..., None] if b.ndim == 1 else g2
         ga = gb = None
         if ctx.needs_input_grad[0]:
             ga = unbroadcast(np.matmul(g2, np.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape).astype(a.dtype)
