@@ -13,8 +13,8 @@ A backward through a forward made before the optimizer's step() is a RuntimeErro
 reaches the model (torch's in-place-modification error), not gathers on demand.
 
 Rank 0 writes OUT_DIR/result.json: the largest difference from the reference per configuration, whether
-the ranks ended with identical parameters, each rank's error from the stale backward, and from a backward
-through a module that read a child unit's parameters without calling the child (zeros, until now silently).
+the ranks ended with identical parameters, each rank's error from the stale backward, and from a forward
+through a module that reads a child unit's parameters without calling the child (the op reading them raises).
 """
 import sys
 from collections import OrderedDict
@@ -180,8 +180,8 @@ def main():
     except RuntimeError as e:
         error = str(e)
     errors = dist.allgather_object(error)
-    # a module reading a child's parameters without calling the child, which is a unit of its own: its values
-    # read as zeros (the child's unit was never gathered); backward says so instead of wrong gradients
+    # a module reading a child's parameters without calling the child, which is a unit of its own (never gathered
+    # here): the op reading them raises an error naming the parameter instead of computing with freed values
     model = dist.FullyShardedDataParallel(ReadsChild())
     opt = dist.ZeroRedundancyOptimizer(model.parameters(), optim.Adam, stage=3, lr=LR)
     try:
