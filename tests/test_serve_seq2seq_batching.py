@@ -198,27 +198,62 @@ def test_streamed_logprobs_equal_the_non_streamed_ones_in_a_batch(pair):
         assert got["top_logprobs"] == want["top_logprobs"]
 
 
-def test_a_client_that_hangs_up_frees_its_slot(pair):
+def test_a_client_that_hangs_up_frees_its_slot(pair, monkeypatch):
+    """A long completion runs; a streamed one joins it and its client hangs up after the first chunk: the two share
+    decode steps, then the long one decodes alone and gets its solo tokens. The engine's steps wait (gated, not timed:
+    on a busy machine the long completion could otherwise end before the second request arrives) for the second
+    request to arrive, and, once both rows have decoded together, for the server to see the second client gone; the
+    hung-up row leaves at the next step, its blocks back in the pool."""
+    from forgegrad.serve.paged_seq2seq import PagedSeq2SeqEngine
     path, model = pair
+    jobs, arrived, shared = [], threading.Event(), []
+    real_submit, real_step = PagedSeq2SeqEngine.submit, PagedSeq2SeqEngine._step
+
+    def submit(self, job):
+        future = real_submit(self, job)
+        jobs.append(job)
+        if len(jobs) == 2:
+            arrived.set()
+        return future
+
+    def step(self):
+        real_step(self)
+        if len(jobs) == 1:
+            arrived.wait(60)  # the next steps are the second request's too
+        elif len(jobs) == 2 and len(self.rows) == 2:
+            shared.append(1)
+            jobs[1].cancelled.wait(60)  # its client reads a chunk and hangs up: it leaves at the next step
+
+    monkeypatch.setattr(PagedSeq2SeqEngine, "submit", submit)
+    monkeypatch.setattr(PagedSeq2SeqEngine, "_step", step)
     keep = {"prompt": PROMPTS[2], "max_tokens": 300, "temperature": 0}
     with running_app(_app(path)) as url, httpx.Client(base_url=url, timeout=120) as c:
         result = {}
         t = threading.Thread(target=lambda: result.update(r=c.post("/v1/completions", json=keep)))
         t.start()
-        # the second request goes in once the first decodes (on a busy machine its POST can be slow to arrive)
-        deadline = time.monotonic() + 60
-        while _shared_steps(url, path.name)[0] == 0 and time.monotonic() < deadline and t.is_alive():
-            time.sleep(0.002)
+        assert _wait_for(lambda: len(jobs) == 1)
         with httpx.Client(base_url=url, timeout=120) as c2, c2.stream(
                 "POST", "/v1/completions", json={"prompt": PROMPTS[1], "max_tokens": 300, "temperature": 0,
                                                  "stream": True}) as r:
             next(line for line in r.iter_lines() if line.startswith("data: {"))
         t.join(120)
         steps, single = _shared_steps(url, path.name)
+        # (the engine lets a finished row's blocks go just after its answer is settled: wait for that)
+        freed = _wait_for(lambda: metric(httpx.get(url + "/metrics").text, "forgegrad_kv_cache_in_use",
+                                         model=path.name) == 0)
         after = _answer(c.post("/v1/completions", json={"prompt": PROMPTS[3], "max_tokens": 8, "temperature": 0}))
     assert _answer(result["r"]) == _solo(model, keep["prompt"], 300)
-    assert 0 < single < steps  # two rows for a while, then one
+    assert jobs[1].cancelled.is_set() and len(shared) == 1  # one step of both, then the long one's alone
+    assert 0 < single == steps - 1
+    assert freed, "the pool's blocks were not all given back"
     assert after == _solo(model, PROMPTS[3], 8)
+
+
+def _wait_for(condition, seconds: float = 60) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.002)
+    return condition()
 
 
 def test_every_request_setting_matches_the_one_at_a_time_path(pair):
