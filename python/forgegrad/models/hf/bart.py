@@ -284,23 +284,23 @@ class BartForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Module):
         return x * self.embed_scale if self.embed_scale != 1.0 else x
 
     def encode(self, input_ids, attention_mask=None) -> Tensor:
-        ids = ids_array(input_ids, "BartForConditionalGeneration", self.vocab_size)
+        ids = ids_array(input_ids, self.architecture, self.vocab_size)
         B, S = ids.shape
         if S > self.max_positions:
-            raise ValueError(f"BartForConditionalGeneration: {S} tokens exceed max_position_embeddings "
+            raise ValueError(f"{self.architecture}: {S} tokens exceed max_position_embeddings "
                              f"{self.max_positions}")
-        pad = mask_array(attention_mask, "BartForConditionalGeneration", ids.shape)
+        pad = mask_array(attention_mask, self.architecture, ids.shape)
         mask = additive_mask(pad, 0, S, causal=False)
         return self.encoder.run(self.encoder.embed(self._tokens(ids), 0, S, ids), mask)
 
     def decode(self, decoder_input_ids, encoder_states: Tensor, attention_mask=None,
                cross: Optional[List[Tuple[Tensor, Tensor]]] = None, cache: Optional[KVCache] = None) -> Tensor:
-        ids = ids_array(decoder_input_ids, "BartForConditionalGeneration", self.decoder_vocab_size)
+        ids = ids_array(decoder_input_ids, self.architecture, self.decoder_vocab_size)
         B, T = ids.shape
-        pad = mask_array(attention_mask, "BartForConditionalGeneration", tuple(encoder_states.shape[:2]))
+        pad = mask_array(attention_mask, self.architecture, tuple(encoder_states.shape[:2]))
         past = cache.length if cache is not None else 0
         if past + T > self.max_positions:
-            raise ValueError(f"BartForConditionalGeneration: decoder position {past + T - 1} exceeds "
+            raise ValueError(f"{self.architecture}: decoder position {past + T - 1} exceeds "
                              f"max_position_embeddings {self.max_positions}")
         mask = additive_mask(None, past, T, causal=True)
         cross = self.cross_kv(encoder_states) if cross is None else cross

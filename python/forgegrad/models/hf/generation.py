@@ -497,9 +497,9 @@ def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, sampler:
         ids = np.repeat(ids, returns, axis=0)
         mask = None if mask is None else np.repeat(mask, returns, axis=0)
         B = B * returns
-    if 1 + max_new_tokens > model.max_positions:
+    if max_new_tokens > model.max_positions:  # (the last new token is never the decoder's input: no position)
         raise ValueError(f"generate: the decoder start token + max_new_tokens ({max_new_tokens}) exceed the "
-                         f"model's {model.max_positions} positions")
+                         f"model's {model.max_positions} positions by more than the last token")
     out = np.full((B, 1 + max_new_tokens), model.decoder_start_token_id, np.int64)
     if extra and extra.get("guidance_scale") is not None:
         from .guidance import guidance
