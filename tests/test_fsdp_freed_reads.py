@@ -153,3 +153,22 @@ def test_bad_unit_arguments_are_refused(hf_dirs):
 
     with pytest.raises(ValueError, match=r"Declares declares _no_split_modules \['NoSuchBlock'\]"):
         dist.FullyShardedDataParallel(Declares())
+
+
+def test_declared_blocks_name_module_classes():
+    """Every class of forgegrad.models.hf declaring _no_split_modules names Module classes that exist (a typo would
+    be a ValueError at wrap time); the families checked end to end are in the tests above and
+    tests/test_fsdp_hf_default_units.py."""
+    import forgegrad.models.hf  # noqa: F401  (defines the classes)
+
+    def subclasses(c):
+        for s in c.__subclasses__():
+            yield s
+            yield from subclasses(s)
+
+    every = list(subclasses(nn.Module))
+    names = {c.__name__ for c in every}
+    declaring = [c for c in every if "_no_split_modules" in vars(c) and c.__module__.startswith("forgegrad.models")]
+    assert len(declaring) >= 15
+    for c in declaring:
+        assert c._no_split_modules and set(c._no_split_modules) <= names, c

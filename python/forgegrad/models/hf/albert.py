@@ -73,7 +73,7 @@ class AlbertLayerGroup(nn.Module):
 class AlbertTransformer(nn.Module):
     """The projection to the hidden size and the groups of shared layers; ``layer``: the layers in the order the
     depths run them."""
-    _no_split_modules = ["AlbertLayerGroup"]  # the repeated blocks: FSDP's default units
+    _no_split_modules = ["BertLayer"]  # the shared layers, run once per depth: FSDP's default units
 
     def __init__(self, cfg: dict):
         super().__init__()

@@ -105,7 +105,8 @@ class ModernBertLayer(nn.Module):
 class ModernBertModel(nn.Module):
     """ModernBERT's encoder. ``forward(input_ids, attention_mask=None)`` returns ``BertOutput(last_hidden_state,
     None)``; ``encode_packed`` runs a batch of different lengths with only attention on the padding."""
-    _no_split_modules = ["ModernBertLayer"]  # the repeated blocks: FSDP's default units
+    # no _no_split_modules: its layers have no forward (forward runs their parts), so FSDP's default units are
+    # one per module that owns parameters
 
     architecture = "ModernBertModel"
 
