@@ -99,8 +99,9 @@ class PagedSeq2SeqEngine(PagedBatchEngine):
 
     def __init__(self, gen, max_batch: int, pool: KVPool, **kw):
         if not paged_seq2seq_applies(gen.model):
-            raise TypeError(f"PagedSeq2SeqEngine: {type(gen.model).__name__} has no paged decode step (BART, Marian, "
-                            "mBART, M2M100 and T5 have; others are served by Seq2SeqBatchEngine)")
+            raise TypeError(f"PagedSeq2SeqEngine: {type(gen.model).__name__} has no paged decode step (BART's family: "
+                            "BART, Marian, mBART, M2M100, Pegasus, BlenderBot, BlenderBot-small; T5, mT5 and umT5 "
+                            "have; others are served by Seq2SeqBatchEngine)")
         self.start = int(gen.model.decoder_start_token_id)
         super().__init__(gen, max_batch, pool, prefix_cache=None, **kw)
 
