@@ -1,4 +1,4 @@
-"""MPI job (2 ranks): forgegrad's Hugging Face models (GPT-2 with its tied head, Llama, T5) wrapped with a plain
+"""MPI job (2 ranks): forgegrad's Hugging Face models (GPT-2 with its tied head, Llama, T5, BART) wrapped with a plain
 ``FullyShardedDataParallel(model)``: the default units are the blocks each model declares (_no_split_modules),
 the embeddings, the tied head and the final norm in the root unit. Usage: mpiexec -n 2 python
 fsdp_hf_default_units_job.py OUT_DIR MODEL_DIR... (directories written by transformers' save_pretrained).
