@@ -47,3 +47,43 @@ def test_maximum_takes_tensors_only_as_torch():
         fg.minimum([1.0], fg.ones(1))
     with pytest.raises(ValueError, match="broadcast"):
         fg.maximum(fg.ones(2, 3), fg.ones(4))
+
+
+# ---- smooth_l1_loss / huber_loss -----------------------------------------------------------------------------
+@pytest.mark.parametrize("name,module,width", [("smooth_l1_loss", "SmoothL1Loss", "beta"),
+                                               ("huber_loss", "HuberLoss", "delta")])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_robust_losses_functional_and_module_match_torch(name, module, width, reduction):
+    (fx, tx), (ft, tt) = _pair(4, 3, 5), _pair(4, 3, 5, seed=1)
+    kw = {width: 0.7}
+    fy = getattr(fg.nn.functional, name)(fx * 2, ft, reduction=reduction, **kw)
+    ty = getattr(torch.nn.functional, name)(tx * 2, tt, reduction=reduction, **kw)
+    _close(fy, ty)
+    fm, tm = getattr(fg.nn, module)(reduction=reduction, **kw), getattr(torch.nn, module)(reduction=reduction, **kw)
+    _close(fm(fx * 2, ft), tm(tx * 2, tt))
+    fy.sum().backward()
+    ty.sum().backward()
+    _close(fx.grad, tx.grad)
+    _close(ft.grad, tt.grad)
+    assert f"{width}=0.7" in repr(fm)
+
+
+def test_robust_losses_name_bad_arguments():
+    x = fg.ones(2, 3)
+    with pytest.raises(ValueError, match="beta"):
+        fg.nn.functional.smooth_l1_loss(x, x, beta=-1.0)
+    with pytest.raises(ValueError, match="delta"):
+        fg.nn.functional.huber_loss(x, x, delta=0.0)
+    with pytest.raises(ValueError, match="delta"):
+        fg.nn.HuberLoss(delta=-2)
+    with pytest.raises(ValueError, match="beta"):
+        fg.nn.SmoothL1Loss(beta="1")
+    with pytest.raises(ValueError, match="reduction"):
+        fg.nn.functional.huber_loss(x, x, reduction="avg")
+    with pytest.raises(ValueError, match="target"):
+        fg.nn.functional.smooth_l1_loss(x, fg.ones(3, 2))
+    with pytest.raises(TypeError, match="target"):
+        fg.nn.functional.smooth_l1_loss(x, [1.0])
+    # beta = 0 is l1_loss (torch's special case), and its gradient the sign
+    (fx, tx), (ft, tt) = _pair(5), _pair(5, seed=2)
+    _close(fg.nn.functional.smooth_l1_loss(fx, ft, beta=0.0), torch.nn.functional.l1_loss(tx, tt))

@@ -4,7 +4,8 @@ from __future__ import annotations
 from . import functional as F
 from .module import Module
 
-__all__ = ["MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "CrossEntropyLoss", "NLLLoss", "KLDivLoss"]
+__all__ = ["MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "CrossEntropyLoss", "NLLLoss", "KLDivLoss",
+           "SmoothL1Loss", "HuberLoss"]
 
 
 class _Loss(Module):
@@ -71,3 +72,35 @@ class KLDivLoss(_Loss):
 
     def forward(self, input, target):
         return F.kl_div(input, target, self.reduction, self.log_target)
+
+
+class SmoothL1Loss(_Loss):
+    """0.5 d**2 / beta where |d| < beta, else |d| - beta / 2 (d = input - target); beta >= 0, 0 is L1Loss."""
+
+    def __init__(self, reduction: str = "mean", beta: float = 1.0):
+        super().__init__(reduction)
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
+            raise ValueError(f"SmoothL1Loss: beta must be a number >= 0, got {beta!r}")
+        self.beta = float(beta)
+
+    def forward(self, input, target):
+        return F.smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
+
+    def extra_repr(self):
+        return ", ".join(p for p in (super().extra_repr(), f"beta={self.beta}" if self.beta != 1.0 else "") if p)
+
+
+class HuberLoss(_Loss):
+    """0.5 d**2 where |d| < delta, else delta * (|d| - delta / 2) (d = input - target); delta > 0."""
+
+    def __init__(self, reduction: str = "mean", delta: float = 1.0):
+        super().__init__(reduction)
+        if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not delta > 0:
+            raise ValueError(f"HuberLoss: delta must be a number > 0, got {delta!r}")
+        self.delta = float(delta)
+
+    def forward(self, input, target):
+        return F.huber_loss(input, target, reduction=self.reduction, delta=self.delta)
+
+    def extra_repr(self):
+        return ", ".join(p for p in (super().extra_repr(), f"delta={self.delta}" if self.delta != 1.0 else "") if p)
