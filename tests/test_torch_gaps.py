@@ -87,3 +87,37 @@ def test_robust_losses_name_bad_arguments():
     # beta = 0 is l1_loss (torch's special case), and its gradient the sign
     (fx, tx), (ft, tt) = _pair(5), _pair(5, seed=2)
     _close(fg.nn.functional.smooth_l1_loss(fx, ft, beta=0.0), torch.nn.functional.l1_loss(tx, tt))
+
+
+# ---- repeat / tile -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape,sizes", [((3, 4), (2, 3)), ((3,), (2, 1, 4)), ((), (3, 2)), ((2, 1, 3), (1, 0, 2)),
+                                         ((2, 3), (1, 1)), ((2, 5), ((3, 2),))])
+def test_repeat_matches_torch_values_and_gradient(shape, sizes):
+    fx, tx = _pair(*shape)
+    fy, ty = fx.repeat(*sizes), tx.repeat(*sizes)
+    assert fy.shape == tuple(ty.shape)
+    _close(fy, ty)
+    w = np.random.default_rng(3).standard_normal(tuple(ty.shape)).astype(np.float32)
+    (fy * fg.tensor(w)).sum().backward()
+    (ty * torch.tensor(w)).sum().backward()
+    _close(fx.grad, tx.grad)
+
+
+def test_repeat_gradient_records_a_graph_and_tile_pads_dims():
+    fx, tx = _pair(2, 3)
+    fg_g, = fg.autograd.grad((fx.repeat(2, 2) ** 3).sum(), fx, create_graph=True)
+    tg, = torch.autograd.grad((tx.repeat(2, 2) ** 3).sum(), tx, create_graph=True)
+    _close(fg_g, tg)
+    _close(fg.autograd.grad(fg_g.sum(), fx)[0], torch.autograd.grad(tg.sum(), tx)[0])
+    _close(fg.tile(fx, (2,)), torch.tile(tx, (2,)))
+    _close(fx.tile(3, 1, 2), tx.tile(3, 1, 2))
+
+
+def test_repeat_names_bad_sizes():
+    x = fg.ones(2, 3)
+    with pytest.raises(ValueError, match="number of sizes"):
+        x.repeat(2)
+    with pytest.raises(ValueError, match="non-negative"):
+        x.repeat(2, -1)
+    with pytest.raises(TypeError, match="sizes must be ints"):
+        x.repeat(2, 1.5)

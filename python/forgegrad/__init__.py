@@ -21,7 +21,7 @@ from ._functions import (flatten, reshape, squeeze, unsqueeze, transpose, permut
                          is_tensor, is_floating_point, from_numpy, randn_like, rand_like, randint_like,
                          full_like, empty_like, multinomial, LongTensor, FloatTensor, DoubleTensor, IntTensor,
                          BoolTensor, ByteTensor, zeros_like, ones_like, randint, add, sub, mul, div, pow, neg,
-                         t, allclose, equal, maximum, minimum, fmax, fmin)  # noqa: A004  (torch's module-level functions)
+                         t, allclose, equal, maximum, minimum, fmax, fmin, tile)  # noqa: A004  (torch's module-level functions)
 from . import ops
 ops.load_all()  # every op module registers its ops, before the layers that use them are defined
 from . import nn, optim  # noqa: E402
@@ -73,5 +73,5 @@ __all__ += [  # the torch-style module-level functions (forgegrad._functions)
     "is_floating_point", "from_numpy", "randn_like", "rand_like", "randint_like", "full_like", "empty_like",
     "multinomial", "LongTensor", "FloatTensor", "DoubleTensor", "IntTensor", "BoolTensor", "ByteTensor", "zeros_like",
     "ones_like", "randint", "add", "sub", "mul", "div", "pow", "neg", "t", "allclose", "equal", "sin", "cos", "tril",
-    "triu", "cumsum", "maximum", "minimum", "fmax", "fmin",
+    "triu", "cumsum", "maximum", "minimum", "fmax", "fmin", "tile",
 ]

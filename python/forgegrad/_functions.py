@@ -21,7 +21,7 @@ __all__ = ["flatten", "reshape", "squeeze", "unsqueeze", "transpose", "permute",
            "numel", "is_tensor", "is_floating_point", "from_numpy", "randn_like", "rand_like", "randint_like",
            "full_like", "empty_like", "multinomial", "LongTensor", "FloatTensor", "DoubleTensor", "IntTensor",
            "BoolTensor", "ByteTensor", "zeros_like", "ones_like", "randint", "add", "sub", "mul", "div", "pow",
-           "neg", "t", "allclose", "equal", "maximum", "minimum", "fmax", "fmin"]
+           "neg", "t", "allclose", "equal", "maximum", "minimum", "fmax", "fmin", "tile"]
 
 
 def _method(name, doc=None):
@@ -81,6 +81,7 @@ maximum = _method("maximum")
 minimum = _method("minimum")
 fmax = _method("fmax")
 fmin = _method("fmin")
+tile = _method("tile")
 t = _method("t")
 mm = bmm = matmul
 

@@ -295,6 +295,28 @@ class TensorMethods:
     def expand(self, *shape):
         return _OPS["expand"](self, _shape_args(shape))
 
+    def repeat(self, *sizes):
+        """torch's ``Tensor.repeat``: the tensor tiled ``sizes[i]`` times along dim i; more sizes than dims
+        add leading dims (``x.repeat(2, 1, 1)`` of a (3, 4) tensor is (2, 3, 4)). Made of reshape and expand,
+        so its gradient (each tile's gradient summed back) has every derivative order and an ONNX export."""
+        sizes = _shape_args(sizes)
+        if not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in sizes):
+            raise TypeError(f"repeat: sizes must be ints, got {sizes!r}")
+        if len(sizes) < self.ndim:
+            raise ValueError(f"repeat: the number of sizes ({len(sizes)}) can not be smaller than the tensor's "
+                             f"number of dimensions ({self.ndim})")
+        if any(n < 0 for n in sizes):
+            raise ValueError(f"repeat: sizes must be non-negative, got {tuple(sizes)}")
+        shape = (1,) * (len(sizes) - self.ndim) + self.shape
+        x = self.reshape(tuple(d for s in shape for d in (1, s)))  # a 1 before each dim, then stretched there
+        x = x.expand(tuple(d for n, s in zip(sizes, shape) for d in (int(n), s)))
+        return x.reshape(tuple(int(n) * s for n, s in zip(sizes, shape)))
+
+    def tile(self, *dims):
+        """torch's ``tile``: ``repeat`` where fewer ``dims`` than the tensor's dims are padded with leading 1s."""
+        dims = _shape_args(dims)
+        return self.repeat((1,) * (self.ndim - len(dims)) + tuple(dims))
+
     # Dims are checked like torch's: out of range raises IndexError (never wraps around).
     def flatten(self, start_dim=0, end_dim=-1):
         s = single_axis(start_dim, self.ndim, "start_dim")
