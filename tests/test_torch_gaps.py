@@ -121,3 +121,49 @@ def test_repeat_names_bad_sizes():
         x.repeat(2, -1)
     with pytest.raises(TypeError, match="sizes must be ints"):
         x.repeat(2, 1.5)
+
+
+# ---- inplace activations -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("make", [
+    lambda nn, ip: nn.ReLU(inplace=ip), lambda nn, ip: nn.LeakyReLU(0.2, inplace=ip),
+    lambda nn, ip: nn.SiLU(inplace=ip)], ids=["relu", "leaky", "silu"])
+def test_inplace_activation_modules_write_their_input_and_differentiate_as_torch(make):
+    (fx, tx) = _pair(3, 5)
+    fh, th = fx * 2, tx * 2
+    fm, tm = make(fg.nn, True), make(torch.nn, True)
+    fy, ty = fm(fh), tm(th)
+    assert fy is fh and ty is th  # the input itself, holding the result
+    _close(fh, th)
+    (fy * fy).sum().backward()
+    (ty * ty).sum().backward()
+    _close(fx.grad, tx.grad)
+    assert "inplace=True" in repr(fm)
+    assert "inplace" not in repr(make(fg.nn, False))
+
+
+def test_inplace_relu_follows_torchs_autograd_rules():
+    leaf = fg.ones(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf Variable"):
+        fg.nn.functional.relu(leaf, inplace=True)
+    y = (leaf - 2).sigmoid()  # sigmoid's backward reads its output: writing it in place is torch's error
+    fg.nn.functional.relu(y, inplace=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+    x = fg.tensor([-1.0, 2.0, -3.0])
+    view = x.reshape(3)
+    assert fg.nn.functional.relu_(x) is x and x.relu_() is x
+    np.testing.assert_array_equal(view.numpy(), [0.0, 2.0, 0.0])  # written into the shared storage
+    with pytest.raises(TypeError, match="inplace"):
+        fg.nn.ReLU(inplace="yes")
+    with pytest.raises(TypeError, match="inplace"):
+        fg.nn.functional.leaky_relu(x, inplace=1)
+
+
+def test_inplace_dropout_in_training_and_eval():
+    x = fg.ones(4, 6)
+    m = fg.nn.Dropout(0.5, inplace=True)
+    assert "inplace=True" in repr(m)
+    assert m(x) is x
+    assert set(np.unique(x.numpy())) <= {0.0, 2.0}
+    m.eval()
+    assert m(x) is x

@@ -118,6 +118,9 @@ class TensorMethods:
         return self._inplace(lambda t: t.clamp(min, max), "clamp_")
 
     clip_ = clamp_
+
+    def relu_(self):
+        return self._inplace(lambda t: t.relu(), "relu_")
     __iadd__, __isub__, __imul__, __itruediv__, __ipow__ = add_, sub_, mul_, div_, pow_
 
     def __matmul__(self, other):

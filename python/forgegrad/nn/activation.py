@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..ops.registry import _OPS
-from .._validate import check_float
+from .._validate import check_bool, check_float
 from . import functional as F
 from .module import Module
 
@@ -17,6 +17,10 @@ class _Activation(Module):
     which nn.Sequential and nn.Dense let a Linear layer apply in place."""
 
     op: str
+    inplace = False  # the activations with torch's ``inplace=`` flag set it in __init__ (see _set_inplace)
+
+    def _set_inplace(self, inplace) -> None:
+        self.inplace = check_bool(inplace, "inplace")
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -27,6 +31,8 @@ class _Activation(Module):
         return {}
 
     def forward(self, input):
+        if self.inplace:  # written into input (torch's rules for in-place ops, see forgegrad._inplace)
+            return getattr(F, self.op)(input, **self.op_kwargs(), inplace=True)
         return getattr(F, self.op)(input, **self.op_kwargs())
 
     def epilogue(self):
@@ -34,19 +40,25 @@ class _Activation(Module):
         return self._op_epilogue(**self.op_kwargs())
 
     def extra_repr(self):
-        return ", ".join(f"{k}={v!r}" for k, v in self.op_kwargs().items())
+        parts = [f"{k}={v!r}" for k, v in self.op_kwargs().items()]
+        return ", ".join(parts + ["inplace=True"] if self.inplace else parts)
 
 
 class ReLU(_Activation):
     op = "relu"
 
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self._set_inplace(inplace)
+
 
 class LeakyReLU(_Activation):
     op = "leaky_relu"
 
-    def __init__(self, negative_slope: float = 0.01):
+    def __init__(self, negative_slope: float = 0.01, inplace: bool = False):
         super().__init__()
         self.negative_slope = check_float(negative_slope, "negative_slope")
+        self._set_inplace(inplace)
 
     def op_kwargs(self):
         return {"negative_slope": self.negative_slope}
@@ -78,6 +90,10 @@ class SiLU(_Activation):
 
     op = "silu"
 
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self._set_inplace(inplace)
+
 
 class Softmax(Module):
     def __init__(self, dim: int = -1):
@@ -99,14 +115,15 @@ class LogSoftmax(Softmax):
 class Dropout(Module):
     """Zeroes elements with probability p in training mode (scaled by 1/(1-p)); identity in eval."""
 
-    def __init__(self, p: float = 0.5):
+    def __init__(self, p: float = 0.5, inplace: bool = False):
         super().__init__()
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
         self.p = p
+        self.inplace = check_bool(inplace, "inplace")
 
     def forward(self, input):
-        return F.dropout(input, self.p, self.training)
+        return F.dropout(input, self.p, self.training, self.inplace)
 
     def extra_repr(self):
-        return f"p={self.p}"
+        return f"p={self.p}" + (", inplace=True" if self.inplace else "")

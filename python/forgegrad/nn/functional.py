@@ -11,7 +11,8 @@ from ..tensor import Tensor
 from .functional_conv import _opt, _t, adaptive_avg_pool2d, avg_pool2d, batch_norm, conv1d, conv2d, max_pool2d
 
 __all__ = [
-    "linear", "relu", "leaky_relu", "gelu", "sigmoid", "tanh", "softmax", "log_softmax", "dropout",
+    "linear", "relu", "relu_", "leaky_relu", "leaky_relu_", "gelu", "sigmoid", "tanh", "softmax", "log_softmax",
+    "dropout",
     "mse_loss", "l1_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
     "nll_loss", "kl_div", "one_hot",
     "conv1d", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm",
@@ -23,12 +24,31 @@ def linear(input, weight, bias=None):
     return _OPS["linear"](_t(input, "input"), _t(weight, "weight"), _opt(bias))
 
 
-def relu(input):
-    return _OPS["relu"](_t(input, "input"))
+def _maybe_inplace(input, inplace, name: str, compute):
+    """``compute(input)``, or with ``inplace=True`` written into ``input`` and returned (torch's rules, see
+    forgegrad._inplace: a leaf that requires grad refuses, the rest is differentiated through the write)."""
+    input = _t(input, "input")
+    if check_bool(inplace, "inplace"):
+        return input._inplace(compute, f"{name}_")
+    return compute(input)
 
 
-def leaky_relu(input, negative_slope: float = 0.01):
-    return _OPS["leaky_relu"](_t(input, "input"), negative_slope=check_float(negative_slope, "negative_slope"))
+def relu(input, inplace: bool = False):
+    return _maybe_inplace(input, inplace, "relu", lambda t: _OPS["relu"](t))
+
+
+def relu_(input):
+    """``torch.nn.functional.relu_``: relu written into ``input``."""
+    return relu(input, inplace=True)
+
+
+def leaky_relu(input, negative_slope: float = 0.01, inplace: bool = False):
+    slope = check_float(negative_slope, "negative_slope")
+    return _maybe_inplace(input, inplace, "leaky_relu", lambda t: _OPS["leaky_relu"](t, negative_slope=slope))
+
+
+def leaky_relu_(input, negative_slope: float = 0.01):
+    return leaky_relu(input, negative_slope, inplace=True)
 
 
 def gelu(input, approximate: str = "none"):
@@ -51,8 +71,9 @@ def log_softmax(input, dim: int = -1):
     return _OPS["log_softmax"](_t(input, "input"), dim=dim)
 
 
-def dropout(input, p: float = 0.5, training: bool = True):
-    return _OPS["dropout"](_t(input, "input"), p=check_float(p, "p"), training=check_bool(training, "training"))
+def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False):
+    p, training = check_float(p, "p"), check_bool(training, "training")
+    return _maybe_inplace(input, inplace, "dropout", lambda t: _OPS["dropout"](t, p=p, training=training))
 
 
 def mse_loss(input, target, reduction: str = "mean"):

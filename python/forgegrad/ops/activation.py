@@ -120,8 +120,11 @@ def _onnx_silu(ctx, op):
     return [ctx.node("Mul", [x, ctx.node("Sigmoid", [x])])]  # ONNX has no SiLU operator before opset 24
 
 
-def silu(input):
-    """``torch.nn.functional.silu``: input * sigmoid(input)."""
+def silu(input, inplace: bool = False):
+    """``torch.nn.functional.silu``: input * sigmoid(input) (``inplace=True``: written into ``input``)."""
+    if inplace:
+        from ..nn.functional import _maybe_inplace
+        return _maybe_inplace(input, inplace, "silu", lambda t: SiluFunction.op(t))
     return SiluFunction.op(input)
 
 
