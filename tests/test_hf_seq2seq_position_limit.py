@@ -1,6 +1,7 @@
 """An encoder-decoder with a position table (BART's family: learned, or Pegasus' sinusoidal rows) generates up to
 max_position_embeddings new tokens, as transformers does: the decoder reads the start token and every new token but
-the last, so the last needs no position; one more is refused up front, naming the limit."""
+the last, so the last needs no position; one more is refused up front, naming the limit. The completions server
+checks the source and the answer each against its own stack's positions."""
 import numpy as np
 import pytest
 
@@ -34,3 +35,35 @@ def test_generates_max_position_embeddings_new_tokens_as_transformers(name, tmp_
         generate(model, ids, max_new_tokens=POSITIONS + 1)
     with pytest.raises(ValueError, match=f"{hf.config.architectures[0]}: 17 tokens exceed max_position_embeddings"):
         model.encode(np.arange(3, 4 + POSITIONS)[None])
+
+
+def test_completions_server_limits_the_source_and_the_answer_each_to_the_positions(tmp_path):
+    """The completions server (paged engine, default pool) checks the source against the encoder's positions and
+    max_tokens against the decoder's, apart (was their sum against one table: a full-length source could not be
+    answered): a 16-token source with 16 new tokens is generate's answer; 17 of either is a 400 naming it."""
+    pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    import httpx
+    from serve_helpers import running_app
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from forgegrad.serve.completions import GenerationServeConfig, create_completions_app
+    torch.manual_seed(0)
+    hf = transformers.PegasusForConditionalGeneration(transformers.PegasusConfig(**_COMMON))
+    hf.eval().save_pretrained(tmp_path)
+    tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(120)}, unk_token="w119"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(tmp_path / "tokenizer.json"))
+    source = list(range(3, 3 + POSITIONS))
+    want = [int(t) for t in generate(from_pretrained(tmp_path), [source], max_new_tokens=POSITIONS)[0, 1:]]
+    want = " ".join(f"w{t}" for t in (want[:want.index(1)] if 1 in want else want))  # (the end token, 1, unshown)
+    with running_app(create_completions_app(GenerationServeConfig(str(tmp_path), model_name="m"))) as url:
+        def post(prompt, max_tokens):
+            return httpx.post(url + "/v1/completions", timeout=60, json={
+                "prompt": " ".join(f"w{t}" for t in prompt), "max_tokens": max_tokens, "temperature": 0})
+        ok, long_source, long_answer = post(source, POSITIONS), post(source + [20], 4), post([5, 6], POSITIONS + 1)
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["choices"][0]["text"].strip() == want
+    for r, param in ((long_source, "prompt"), (long_answer, "max_tokens")):
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+        assert r.json()["error"]["code"] == "context_length_exceeded"

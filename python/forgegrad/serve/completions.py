@@ -225,6 +225,15 @@ class TextGenerator:
         return list(ids)
 
     def check_length(self, n_prompt: int, max_tokens: int) -> None:
+        if self.seq2seq:  # the source on the encoder's positions, the answer on the decoder's (as generate checks)
+            if n_prompt > self.context:
+                raise CompletionError(400, f"this model's maximum source length is {self.context} tokens, however "
+                                           f"your prompt has {n_prompt}", "prompt", "context_length_exceeded")
+            if max_tokens > self.context:
+                raise CompletionError(400, f"this model's decoder has {self.context} positions, however you "
+                                           f"requested {max_tokens} tokens for the completion", "max_tokens",
+                                      "context_length_exceeded")
+            return
         if n_prompt + max_tokens > self.context:
             raise CompletionError(400, f"this model's maximum context length is {self.context} tokens, however you "
                                        f"requested {n_prompt + max_tokens} tokens ({n_prompt} in your prompt; "

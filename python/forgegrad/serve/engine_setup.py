@@ -49,9 +49,13 @@ def paged_engine(gen, config: "GenerationServeConfig", name: str, metrics, kw, p
     bt = config.prefix_block
     if config.kv_cache_mb is None:
         block_bytes = KVPool.for_model(model, blocks=1, block_tokens=bt).block_bytes
-        # an encoder-decoder's row holds its source's blocks and its decoder's: one block more than a context's. T5's
-        # relative positions have no table to run past (max_positions 1 << 30): rows of RELATIVE_ROW_TOKENS instead
-        context = (gen.context if gen.context < 1 << 30 else RELATIVE_ROW_TOKENS) + (bt if gen.seq2seq else 0)
+        # an encoder-decoder's row holds its source's blocks (up to a context) and its decoder's (up to a context, the
+        # decoder's own positions): two contexts and a block. T5's relative positions have no table to run past
+        # (max_positions 1 << 30): rows of RELATIVE_ROW_TOKENS and a block instead
+        if gen.context >= 1 << 30:
+            context = RELATIVE_ROW_TOKENS + (bt if gen.seq2seq else 0)
+        else:
+            context = gen.context * (2 if gen.seq2seq else 1) + (bt if gen.seq2seq else 0)
         blocks = default_pool_blocks(context, bt, block_bytes, config.max_batch, available_bytes())
         pool = KVPool.for_model(model, blocks=blocks, block_tokens=bt)
     else:
