@@ -126,7 +126,7 @@ def test_repeat_names_bad_sizes():
 # ---- inplace activations -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("make", [
     lambda nn, ip: nn.ReLU(inplace=ip), lambda nn, ip: nn.LeakyReLU(0.2, inplace=ip),
-    lambda nn, ip: nn.SiLU(inplace=ip)], ids=["relu", "leaky", "silu"])
+    lambda nn, ip: nn.SiLU(inplace=ip), lambda nn, ip: nn.ELU(0.7, inplace=ip)], ids=["relu", "leaky", "silu", "elu"])
 def test_inplace_activation_modules_write_their_input_and_differentiate_as_torch(make):
     (fx, tx) = _pair(3, 5)
     fh, th = fx * 2, tx * 2
@@ -167,3 +167,34 @@ def test_inplace_dropout_in_training_and_eval():
     assert set(np.unique(x.numpy())) <= {0.0, 2.0}
     m.eval()
     assert m(x) is x
+
+
+# ---- elu / softplus --------------------------------------------------------------------------------------------
+def test_elu_and_softplus_functions_and_modules_match_torch():
+    fx, tx = _pair(4, 9)
+    fx10, tx10 = fx * 10, tx * 10  # both sides of softplus's threshold
+    _close(fg.nn.functional.elu(fx10, alpha=0.3), torch.nn.functional.elu(tx10, alpha=0.3))
+    _close(fg.nn.ELU(alpha=1.5)(fx10), torch.nn.ELU(alpha=1.5)(tx10))
+    fy = fg.nn.Softplus(beta=2.0, threshold=5.0)(fx10)
+    ty = torch.nn.Softplus(beta=2.0, threshold=5.0)(tx10)
+    _close(fy, ty)
+    _close(fg.nn.functional.softplus(fx10, 0.5), torch.nn.functional.softplus(tx10, 0.5))
+    fy.sum().backward()
+    ty.sum().backward()
+    _close(fx.grad, tx.grad)
+    assert repr(fg.nn.ELU(0.5)) == "ELU(alpha=0.5)"
+    assert repr(fg.nn.Softplus(2)) == "Softplus(beta=2.0, threshold=20.0)"
+    with pytest.raises(TypeError, match="alpha"):
+        fg.nn.ELU(alpha="1")
+    with pytest.raises(TypeError, match="beta"):
+        fg.nn.functional.softplus(fx, beta=None)
+
+
+def test_elu_in_a_sequential_after_linear():
+    fg.manual_seed(0)
+    lin = fg.nn.Linear(5, 3)
+    x = fg.randn(4, 5)
+    for act, ref in ((fg.nn.ELU(), torch.nn.functional.elu), (fg.nn.Softplus(), torch.nn.functional.softplus)):
+        with fg.no_grad():  # no graph: Sequential's fused plan, which runs these as their own steps
+            out = fg.nn.Sequential(lin, act)(x)
+        _close(out, ref(torch.tensor(lin(x).detach().numpy())))

@@ -6,7 +6,8 @@ from .._validate import check_bool, check_float
 from . import functional as F
 from .module import Module
 
-__all__ = ["ReLU", "LeakyReLU", "GELU", "Sigmoid", "Tanh", "SiLU", "Softmax", "LogSoftmax", "Dropout"]
+__all__ = ["ReLU", "LeakyReLU", "GELU", "Sigmoid", "Tanh", "SiLU", "ELU", "Softplus", "Softmax", "LogSoftmax",
+           "Dropout"]
 
 
 
@@ -93,6 +94,33 @@ class SiLU(_Activation):
     def __init__(self, inplace: bool = False):
         super().__init__()
         self._set_inplace(inplace)
+
+
+class ELU(_Activation):
+    """x where x > 0, else alpha * (exp(x) - 1)."""
+
+    op = "elu"
+
+    def __init__(self, alpha: float = 1.0, inplace: bool = False):
+        super().__init__()
+        self.alpha = check_float(alpha, "alpha")
+        self._set_inplace(inplace)
+
+    def op_kwargs(self):
+        return {"alpha": self.alpha}
+
+
+class Softplus(_Activation):
+    """log(1 + exp(beta * x)) / beta, linear (x) where beta * x > threshold."""
+
+    op = "softplus"
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0):
+        super().__init__()
+        self.beta, self.threshold = check_float(beta, "beta"), check_float(threshold, "threshold")
+
+    def op_kwargs(self):
+        return {"beta": self.beta, "threshold": self.threshold}
 
 
 class Softmax(Module):

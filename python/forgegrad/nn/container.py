@@ -28,9 +28,9 @@ _F32 = np.dtype(np.float32)  # the fused kernels are float32; float64 runs the m
 def _fusable_activation(m) -> bool:
     """An activation module whose kernel code a Linear or Conv2d can apply in place: one of nn's
     activations whose forward is the op itself (a subclass that overrides forward, or one with forward
-    pre-hooks, runs as its own step)."""
+    pre-hooks, or an op without kernel code such as elu, runs as its own step)."""
     return isinstance(m, _Activation) and type(m).forward is _Activation.forward \
-        and not m.__dict__.get("_forward_pre_hooks")
+        and m._op_epilogue is not None and not m.__dict__.get("_forward_pre_hooks")
 
 
 def _cpu_f32(t) -> bool:

@@ -60,7 +60,8 @@ _READS = {  # op name -> (ctx, args, kwargs) -> the arguments its rule reads the
         () if _arg(a, k, 5, "training", False) or _arg(a, k, 1, "running_mean") is None else
         (_arg(a, k, 1, "running_mean"), _arg(a, k, 2, "running_var"))),
 }
-for _name in ("relu", "exp", "sqrt", "tanh", "sigmoid", "softmax", "log_softmax"):  # they read their output (torch's)
+# they read their output (torch's)
+for _name in ("relu", "elu", "exp", "sqrt", "tanh", "sigmoid", "softmax", "log_softmax"):
     _READS[_name] = lambda c, a, k: ()
 for _name in ("mul", "matmul", "linear", "conv2d", "conv1d"):  # each factor's gradient reads the other factor
     _READS[_name] = lambda c, a, k: tuple(a[1 - i] for i in (0, 1) if c.needs_input_grad[i])
