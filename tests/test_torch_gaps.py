@@ -198,3 +198,39 @@ def test_elu_in_a_sequential_after_linear():
         with fg.no_grad():  # no graph: Sequential's fused plan, which runs these as their own steps
             out = fg.nn.Sequential(lin, act)(x)
         _close(out, ref(torch.tensor(lin(x).detach().numpy())))
+
+
+# ---- linalg.vector_norm / norm ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("kw", [{}, {"ord": 1}, {"ord": float("inf"), "dim": (0, 2)},
+                                {"ord": 3, "dim": 1, "keepdim": True}, {"keepdim": True}, {"ord": 0, "dim": -1},
+                                {"ord": -float("inf")}, {"ord": 2.5, "dim": 0}],
+                         ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "default")
+def test_vector_norm_matches_torch_values_and_gradient(kw):
+    fx, tx = _pair(3, 4, 5)
+    fy, ty = fg.linalg.vector_norm(fx, **kw), torch.linalg.vector_norm(tx, **kw)
+    assert fy.shape == tuple(ty.shape)
+    _close(fy, ty)
+    if kw.get("ord") != 0:  # the count of non-zeros has no gradient
+        (fy * fy).sum().backward()
+        (ty * ty).sum().backward()
+        _close(fx.grad, tx.grad)
+
+
+def test_norm_function_and_vector_norm_arguments():
+    fx, tx = _pair(4, 6)
+    _close(fg.norm(fx), torch.norm(tx))
+    _close(fg.norm(fx, 1, dim=1, keepdim=True), torch.norm(tx, 1, dim=1, keepdim=True))
+    g, = fg.autograd.grad(fg.linalg.vector_norm(fx, dim=1).sum(), fx, create_graph=True)
+    tg, = torch.autograd.grad(torch.linalg.vector_norm(tx, dim=1).sum(), tx, create_graph=True)
+    _close(g, tg)
+    _close(fg.autograd.grad((g * g).sum(), fx)[0], torch.autograd.grad((tg * tg).sum(), tx)[0])
+    y = fg.linalg.vector_norm(fx, dtype=fg.float64)
+    assert y.dtype == fg.float64
+    _close(y, torch.linalg.vector_norm(tx, dtype=torch.float64))
+    i = fg.tensor([[3, 4]])
+    with pytest.raises(TypeError, match="floating"):
+        fg.linalg.vector_norm(i)
+    with pytest.raises(ValueError, match="ord"):
+        fg.linalg.vector_norm(fx, ord="fro")
+    with pytest.raises(TypeError, match="'x'"):
+        fg.linalg.vector_norm([1.0])

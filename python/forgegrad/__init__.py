@@ -21,7 +21,7 @@ from ._functions import (flatten, reshape, squeeze, unsqueeze, transpose, permut
                          is_tensor, is_floating_point, from_numpy, randn_like, rand_like, randint_like,
                          full_like, empty_like, multinomial, LongTensor, FloatTensor, DoubleTensor, IntTensor,
                          BoolTensor, ByteTensor, zeros_like, ones_like, randint, add, sub, mul, div, pow, neg,
-                         t, allclose, equal, maximum, minimum, fmax, fmin, tile)  # noqa: A004  (torch's module-level functions)
+                         t, allclose, equal, maximum, minimum, fmax, fmin, tile, norm)  # noqa: A004  (torch's module-level functions)
 from . import ops
 ops.load_all()  # every op module registers its ops, before the layers that use them are defined
 from . import nn, optim  # noqa: E402
@@ -30,7 +30,7 @@ from . import data, datasets, train, utils  # noqa: E402
 
 # Imported on first use: they pull in optional packages (onnx, onnxruntime, matplotlib) or are
 # only needed by the command line.
-_LAZY_SUBMODULES = ("onnx", "models", "cuda", "bench", "cli")
+_LAZY_SUBMODULES = ("onnx", "models", "cuda", "bench", "cli", "linalg")
 
 
 # torch names that forgegrad has under another name, or not at all: the AttributeError says so.
@@ -40,7 +40,7 @@ _TORCH_NAMES = {
     "get_num_interop_threads": "forgegrad.get_num_threads", "Size": "a tuple (x.shape is a tuple of ints)",
     "initial_seed": "forgegrad.random.generator() (a numpy Generator seeded by manual_seed)",
     "seed": "forgegrad.manual_seed", "set_default_dtype": None, "jit": None, "compile": None, "autocast": None,
-    "bfloat16": None, "complex64": None, "sparse": None, "fft": None, "linalg": None, "distributions": None,
+    "bfloat16": None, "complex64": None, "sparse": None, "fft": None, "distributions": None,
     "hub": None, "backends": None,
 }
 
@@ -64,7 +64,7 @@ __all__ = [
     "device", "ops", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "inference_mode",
     "is_inference_mode_enabled",
     "nn", "optim", "save", "load", "data", "datasets", "train",
-    "onnx", "models", "cuda", "bench", "cli",
+    "onnx", "models", "cuda", "bench", "cli", "linalg",
 ]
 __all__ += [  # the torch-style module-level functions (forgegrad._functions)
     "flatten", "reshape", "squeeze", "unsqueeze", "transpose", "permute", "exp", "log", "sqrt", "abs", "sigmoid",
@@ -73,5 +73,5 @@ __all__ += [  # the torch-style module-level functions (forgegrad._functions)
     "is_floating_point", "from_numpy", "randn_like", "rand_like", "randint_like", "full_like", "empty_like",
     "multinomial", "LongTensor", "FloatTensor", "DoubleTensor", "IntTensor", "BoolTensor", "ByteTensor", "zeros_like",
     "ones_like", "randint", "add", "sub", "mul", "div", "pow", "neg", "t", "allclose", "equal", "sin", "cos", "tril",
-    "triu", "cumsum", "maximum", "minimum", "fmax", "fmin", "tile",
+    "triu", "cumsum", "maximum", "minimum", "fmax", "fmin", "tile", "norm",
 ]

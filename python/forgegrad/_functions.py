@@ -21,7 +21,7 @@ __all__ = ["flatten", "reshape", "squeeze", "unsqueeze", "transpose", "permute",
            "numel", "is_tensor", "is_floating_point", "from_numpy", "randn_like", "rand_like", "randint_like",
            "full_like", "empty_like", "multinomial", "LongTensor", "FloatTensor", "DoubleTensor", "IntTensor",
            "BoolTensor", "ByteTensor", "zeros_like", "ones_like", "randint", "add", "sub", "mul", "div", "pow",
-           "neg", "t", "allclose", "equal", "maximum", "minimum", "fmax", "fmin", "tile"]
+           "neg", "t", "allclose", "equal", "maximum", "minimum", "fmax", "fmin", "tile", "norm"]
 
 
 def _method(name, doc=None):
@@ -82,6 +82,8 @@ minimum = _method("minimum")
 fmax = _method("fmax")
 fmin = _method("fmin")
 tile = _method("tile")
+norm = _method("norm", "torch.norm(input, p='fro', dim=None, keepdim=False): the same as "
+                       "``input.norm(p, dim, keepdim)`` (vector p-norms; 'fro' is the 2-norm)")
 t = _method("t")
 mm = bmm = matmul
 
