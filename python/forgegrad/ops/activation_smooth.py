@@ -2,8 +2,9 @@
 gradient, double-backward rule, ONNX mapping and samples of each, in one place (nn.ELU and nn.Softplus are their
 modules, F.elu and F.softplus their functions).
 
-- elu:      ``x`` where x > 0, else ``alpha * (exp(x) - 1)``; its gradient is read from the output (1 where
-  y > 0, else y + alpha), as torch's, so that ``elu(x, inplace=True)`` differentiates through the write;
+- elu:      ``x`` where x > 0, else ``alpha * (exp(x) - 1)``; for alpha >= 0 its gradient is read from the output
+  (y + alpha where y <= 0, else 1; a NaN gets 1, as torch's), so that ``elu(x, inplace=True)`` saves no copy; a
+  negative alpha makes y positive for x < 0, so there it is read from the input (alpha * exp(x) where x <= 0);
 - softplus: ``log(1 + exp(beta * x)) / beta``, or ``x`` where beta * x > threshold (torch's linear tail); its
   gradient is sigmoid(beta * x) (1 on the tail).
 """
@@ -43,8 +44,14 @@ def _elu_rule(ctx, args, kwargs, g):
     from .registry import _OPS
     x = args[0]
     alpha = _arg(args, kwargs, 1, "alpha", 1.0)
-    y = _output_or(ctx, lambda: _OPS["elu"](x, alpha=alpha))
-    return g * _where(y._data > 0, 1.0, y + alpha)
+    if alpha < 0:  # y + alpha is not the slope where y > 0 for x < 0: read from x
+        slope = _where(x._data <= 0, x, 0.0).exp() * alpha  # no inf * 0 or NaN where x takes the other branch
+        v = x._data
+    else:
+        slope = _output_or(ctx, lambda: _OPS["elu"](x, alpha=alpha)) + alpha
+        v = slope._data - alpha
+    # torch's second derivative is 0 at exactly 0 (its mask is strict: v < 0), the slope there a constant; NaN: 1
+    return g * _where(v <= 0, _where(v < 0, slope, alpha), 1.0)
 
 
 @register_op("elu", meta=M.same, flops=M.per_output_element(4), samples=_elu_samples,
@@ -59,14 +66,16 @@ class EluFunction(Function):
         alpha = check_float(alpha, "alpha")
         x = _float(x)
         y = np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))).astype(x.dtype, copy=False)
-        ctx.save_for_backward(y)
+        ctx.save_for_backward(y if alpha >= 0 else x)  # see the module's docstring
         ctx.alpha = alpha
         return y
 
     @staticmethod
     def backward(ctx, g):
-        (y,) = ctx.saved_tensors
-        return (g * np.where(y > 0, 1.0, y + ctx.alpha)).astype(g.dtype, copy=False)
+        (v,) = ctx.saved_tensors
+        alpha = ctx.alpha
+        slope = v + alpha if alpha >= 0 else alpha * np.exp(np.minimum(v, 0))
+        return (g * np.where(v <= 0, slope, 1.0)).astype(g.dtype, copy=False)
 
 
 def _softplus_samples():
@@ -92,11 +101,14 @@ def _softplus_onnx(ctx, op):
 
 
 def _softplus_rule(ctx, args, kwargs, g):
-    from ._double_backward import _arg, _where
+    from ._double_backward import _arg, _flat, _where
     x = args[0]
     beta, threshold = _arg(args, kwargs, 1, "beta", 1.0), _arg(args, kwargs, 2, "threshold", 20.0)
     bx = x * beta
-    return g * _where(bx._data > threshold, 1.0, bx.sigmoid())
+    # at beta x == threshold exactly the slope is sigmoid (the forward's switch is strict) but torch's second
+    # derivative is 0 (its mask is strict too: beta x < threshold): a constant there
+    sig = _where(bx._data < threshold, bx.sigmoid(), _flat(bx, lambda v: 0.5 * (1.0 + np.tanh(0.5 * v))))
+    return g * _where(bx._data > threshold, 1.0, sig)
 
 
 @register_op("softplus", meta=M.same, flops=M.per_output_element(6), samples=_softplus_samples,

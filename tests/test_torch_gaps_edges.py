@@ -1,0 +1,54 @@
+"""Edge cases of the late torch names (elu, softplus, losses, repeat, vector_norm, in-place activations) where
+forgegrad once differed from torch: gradients at the exact switch points, a negative alpha, NaN inputs, and
+the second derivatives torch defines there."""
+import numpy as np
+import pytest
+import torch
+
+import forgegrad as fg
+
+_EDGES = np.array([-3.0, -1.0, -0.0, 0.0, 0.5, 2.0, 10.0, 20.0, 20.5, -30.0, np.inf, -np.inf, np.nan], np.float32)
+
+
+def _grads(f, t, x):
+    """(y, dy/dx, d(sum dy/dx)/dx) of forgegrad's f and torch's t at x, each as (forgegrad, torch) arrays."""
+    fx, tx = fg.tensor(x.copy(), requires_grad=True), torch.tensor(x.copy(), requires_grad=True)
+    fy, ty = f(fx), t(tx)
+    (fg1,) = fg.autograd.grad(fy.sum(), fx, create_graph=True)
+    (tg1,) = torch.autograd.grad(ty.sum(), tx, create_graph=True)
+    fg1.sum().backward()
+    tg1.sum().backward()
+    return [(a.detach().numpy(), b.detach().numpy()) for a, b in ((fy, ty), (fg1, tg1), (fx.grad, tx.grad))]
+
+
+def _assert_pairs(pairs):
+    for got, want in pairs:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5, 2.0, 0.0, -1.0, -0.4])
+def test_elu_gradients_at_zero_nan_and_negative_alpha_match_torch(alpha):
+    # a negative alpha makes elu positive for x < 0: its slope can not be read from the output there; a NaN
+    # input gets slope 1 and the second derivative at x = 0 exactly is 0, as torch's
+    _assert_pairs(_grads(lambda x: fg.nn.functional.elu(x, alpha), lambda x: torch.nn.functional.elu(x, alpha), _EDGES))
+    x64 = _EDGES.astype(np.float64)
+    _assert_pairs(_grads(lambda x: fg.nn.ELU(alpha)(x), lambda x: torch.nn.ELU(alpha)(x), x64))
+
+
+def test_elu_inplace_with_negative_alpha_differentiates_through_the_write():
+    # torch refuses this at backward; forgegrad computes it (from the saved input): the out-of-place gradient
+    x = np.array([-2.0, -0.5, 1.0], np.float32)
+    fx = fg.tensor(x, requires_grad=True)
+    h = fx * 1.0
+    fg.nn.functional.elu(h, -0.5, inplace=True).sum().backward()
+    tx = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.elu(tx, -0.5).sum().backward()
+    np.testing.assert_allclose(fx.grad.numpy(), tx.grad.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("beta,threshold", [(1.0, 20.0), (1.5, 3.0), (0.5, 10.0), (1.0, -1.0), (-1.0, 20.0)])
+def test_softplus_gradients_on_both_sides_and_at_the_threshold_match_torch(beta, threshold):
+    # _EDGES holds beta * x == threshold exactly for each pair: the forward is the log there, its slope the
+    # sigmoid, and torch's second derivative 0
+    _assert_pairs(_grads(lambda x: fg.nn.functional.softplus(x, beta, threshold),
+                         lambda x: torch.nn.functional.softplus(x, beta, threshold), _EDGES))
