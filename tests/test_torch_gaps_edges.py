@@ -52,3 +52,33 @@ def test_softplus_gradients_on_both_sides_and_at_the_threshold_match_torch(beta,
     # sigmoid, and torch's second derivative 0
     _assert_pairs(_grads(lambda x: fg.nn.functional.softplus(x, beta, threshold),
                          lambda x: torch.nn.functional.softplus(x, beta, threshold), _EDGES))
+
+
+# ---- vector_norm / Tensor.norm ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("kw", [{"ord": 0}, {"ord": 0, "dim": 1, "keepdim": True}, {"ord": 0.5}, {"ord": -1, "dim": 1},
+                                {"ord": -2}, {"ord": 3, "dim": (1, 0)}, {"ord": float("inf"), "dim": ()},
+                                {"ord": 2, "dim": []}, {"ord": -float("inf"), "dim": 0, "keepdim": True}])
+def test_vector_norm_of_rows_with_zeros_matches_torch_values_and_gradient(kw):
+    # a zero's power has no derivative for ord < 1 and makes a negative ord's norm 0: torch's gradient is 0
+    # there (not NaN); ord=0's result requires grad (its gradient zeros), as torch's; dim=() means every dim
+    v = np.array([[3.0, -4.0, 0.0], [0.0, 0.0, 0.0], [1.0, 2.0, -2.0]], np.float32)
+    fx, tx = fg.tensor(v, requires_grad=True), torch.tensor(v, requires_grad=True)
+    fy, ty = fg.linalg.vector_norm(fx, **kw), torch.linalg.vector_norm(tx, **kw)
+    assert fy.shape == tuple(ty.shape)
+    np.testing.assert_allclose(fy.detach().numpy(), ty.detach().numpy(), rtol=1e-5)
+    fy.sum().backward()
+    ty.sum().backward()
+    want = np.zeros_like(v) if tx.grad is None else tx.grad.numpy()  # torch leaves ord=0's gradient undefined
+    np.testing.assert_allclose(fx.grad.numpy(), want, rtol=1e-5, atol=1e-7)
+
+
+def test_vector_norm_of_a_0d_tensor_and_a_narrowing_dtype():
+    for dim in (0, -1, (0,)):
+        for keepdim in (False, True):
+            got = fg.linalg.vector_norm(fg.tensor(-3.0), dim=dim, keepdim=keepdim)
+            assert got.shape == () and float(got) == 3.0
+    with pytest.raises(IndexError, match="dim"):
+        fg.linalg.vector_norm(fg.tensor(-3.0), dim=1)
+    with pytest.raises(ValueError, match="narrow"):  # torch refuses it too
+        fg.linalg.vector_norm(fg.tensor(np.ones(3)), dtype=fg.float32)
+    assert fg.linalg.vector_norm(fg.ones(3), dtype=fg.float64).dtype == fg.float64

@@ -263,11 +263,18 @@ class TensorMethods:
             return a.amax(dim=dim, keepdim=keepdim)
         if p == float("-inf"):
             return a.amin(dim=dim, keepdim=keepdim)
-        if p == 0:
-            return (self != 0)._cast(self._data.dtype).sum(dim=dim, keepdim=keepdim)
+        if p == 0:  # the count of non-zeros: a function of self with a zero gradient, as torch's
+            from .ops._double_backward import _flat
+            return _flat(self, lambda v: (v != 0).astype(v.dtype)).sum(dim=dim, keepdim=keepdim)
         if p == 1:
             return a.sum(dim=dim, keepdim=keepdim)
-        s = (self * self if p == 2 else a ** p).sum(dim=dim, keepdim=keepdim)
+        if p != 2:  # a zero's power has no derivative for p < 1 (0 ** (p - 1) is inf): it gets 0, as torch's
+            nonzero = a._data > 0
+            powers = _OPS["where"](nonzero, _OPS["where"](nonzero, a, 1.0) ** p, 0.0)
+        if p < 0:  # a zero makes the norm 0 (its power is inf): there the norm and its gradient are 0, as torch's
+            zero = (a == 0)._cast(self._data.dtype).sum(dim=dim, keepdim=keepdim) > 0
+            return _OPS["where"](zero, 0.0, _OPS["where"](zero, 1.0, powers.sum(dim=dim, keepdim=keepdim)) ** (1.0 / p))
+        s = (self * self if p == 2 else powers).sum(dim=dim, keepdim=keepdim)
         pos = s > 0  # the root only where it has a derivative; zeros get 0 and a zero gradient
         safe = _OPS["where"](pos, s, 1.0)
         return _OPS["where"](pos, safe.sqrt() if p == 2 else safe ** (1.0 / p), 0.0)

@@ -21,10 +21,21 @@ def vector_norm(x, ord=2, dim=None, keepdim: bool = False, *, dtype=None) -> Ten
     if np.dtype(x.dtype).kind != "f":  # dtype= does not make an integer tensor acceptable (torch)
         raise TypeError(f"vector_norm: expected a floating point tensor as input, got {x.dtype}; cast it first")
     if dtype is not None:
+        from .dtypes import to_numpy
+        want = to_numpy(dtype)
+        if np.promote_types(np.dtype(x.dtype), want) != want:  # torch refuses a narrowing dtype= too
+            raise ValueError(f"vector_norm: dtype={dtype} would narrow the input's {x.dtype}; pass a dtype at least "
+                             "as wide (or cast the input first)")
         x = x.to(dtype)
     if isinstance(ord, (bool, str)) or not isinstance(ord, (int, float, np.number)):
         raise ValueError(f"vector_norm: ord must be a number (inf, -inf and 0 included), got {ord!r}")
-    if dim is None:  # every element, as one vector; keepdim: a 1 for each of x's dims
+    if x.ndim == 0 and dim is not None:  # a 0-d tensor has dims 0 and -1 (size 1), as torch
+        dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+        for d in dims:
+            if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d not in (0, -1):
+                raise IndexError(f"vector_norm: dim {d!r} is out of range for a 0-d tensor (expected 0 or -1)")
+        dim = None
+    if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):  # every element, as torch's dim=()
         out = x.reshape(-1).norm(ord, dim=0)
         return out.reshape((1,) * x.ndim) if keepdim else out
     return x.norm(ord, dim=dim, keepdim=keepdim)
