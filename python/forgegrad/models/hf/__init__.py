@@ -320,10 +320,11 @@ def from_pretrained(path, dtype="float32"):
         raw = widen_unless_linear_weights(raw)
     materialize(model, _match(model, model.from_hf(raw), path), want, path)
     # generate's defaults (beams, length limits, no-repeat n-grams, end tokens), as transformers reads them;
-    # None without the file: then the end and pad tokens come from config.json (generation_source)
+    # without the file, transformers' generation config built from config.json's generation keys
+    from .generation_settings import from_model_config
     from .tokenizer import _json_object
     file = os.path.join(path, "generation_config.json")
-    model.generation_config = _json_object(file) if os.path.isfile(file) else None
+    model.generation_config = _json_object(file) if os.path.isfile(file) else from_model_config(cfg)
     return model.eval()
 
 

@@ -407,8 +407,9 @@ def _num_return_sequences(value, num_beams: int, do_sample: bool) -> int:
 
 
 def _max_new_tokens(model, given, prompt_length: int) -> int:
-    """max_new_tokens as given, else generation_config.json's max_new_tokens, or its max_length less the
-    prompt (a decoder's prompt, an encoder-decoder's start token), else 20."""
+    """max_new_tokens as given, else the generation config's max_new_tokens, or its max_length less the prompt (a
+    decoder's prompt, an encoder-decoder's start token), else 20, as transformers' generate: the sequence then ends
+    by config.json's ``max_position_embeddings`` (``n_positions``) where it sets one."""
     if given is not None:
         return given
     config = getattr(model, "generation_config", None) or {}
@@ -416,6 +417,11 @@ def _max_new_tokens(model, given, prompt_length: int) -> int:
         return config["max_new_tokens"]
     if isinstance(config.get("max_length"), int):
         return max(config["max_length"] - prompt_length, 0)
+    hf = getattr(model, "config", None)
+    hf = hf if isinstance(hf, dict) else {}
+    positions = hf.get("max_position_embeddings", hf.get("n_positions"))
+    if isinstance(positions, int) and not isinstance(positions, bool) and positions > 0:
+        return max(min(20, positions - prompt_length), 0)
     return 20
 
 

@@ -11,6 +11,10 @@ Settings of transformers' GenerationConfig that change the tokens but that forge
 search, contrastive search, DoLa, constraints, token healing, an encoder-decoder's decoder_start_token_id other
 than config.json's) are named in one warning when generation_config.json sets them; the rest (cache, output and
 assistant settings) do not change the tokens. Keys transformers does not know are ignored, as transformers ignores them.
+
+A checkpoint without generation_config.json: ``from_model_config`` builds its generation config from config.json as
+transformers 5's ``from_pretrained`` does, so the legacy settings older checkpoints keep there (num_beams,
+max_length, min_length, no_repeat_ngram_size, length_penalty, ...) apply alike in generate, the servers and exports.
 """
 from __future__ import annotations
 
@@ -20,7 +24,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["EXTRA_SETTINGS", "read_settings", "config_settings", "given_settings", "warn_unread_settings"]
+__all__ = ["EXTRA_SETTINGS", "GENERATION_CONFIG_KEYS", "from_model_config", "read_settings", "config_settings",
+           "given_settings", "warn_unread_settings"]
 
 EXTRA_SETTINGS = ("suppress_tokens", "begin_suppress_tokens", "bad_words_ids", "sequence_bias", "typical_p",
                   "epsilon_cutoff", "eta_cutoff", "renormalize_logits", "exponential_decay_length_penalty",
@@ -34,6 +39,45 @@ UNREAD_SETTINGS = {"num_beam_groups": (None, 1), "diversity_penalty": (None, 0, 
                    "dola_layers": (None,), "constraints": (None,), "force_words_ids": (None,),
                    "token_healing": (None, False)}
 _warned: set = set()
+
+# The settings of transformers 5.24's GenerationConfig. Without generation_config.json, transformers' from_pretrained
+# builds the generation config from config.json (GenerationConfig.from_pretrained(..., config_file_name="config.json",
+# _from_model_config=True)): the values of these keys only, config.json's other keys ignored.
+GENERATION_CONFIG_KEYS = (
+    "max_length", "max_new_tokens", "min_length", "min_new_tokens", "early_stopping", "max_time", "stop_strings",
+    "do_sample", "num_beams", "use_mtp", "use_cache", "cache_implementation", "cache_config", "max_cache_len",
+    "temperature", "top_k", "top_p", "min_p", "top_h", "typical_p", "epsilon_cutoff", "eta_cutoff",
+    "repetition_penalty", "encoder_repetition_penalty", "length_penalty", "no_repeat_ngram_size", "bad_words_ids",
+    "renormalize_logits", "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values",
+    "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens", "sequence_bias", "token_healing",
+    "guidance_scale", "watermarking_config", "num_return_sequences", "output_attentions", "output_hidden_states",
+    "output_scores", "output_logits", "return_dict_in_generate", "pad_token_id", "bos_token_id", "eos_token_id",
+    "encoder_no_repeat_ngram_size", "decoder_start_token_id", "is_assistant", "num_assistant_tokens",
+    "num_assistant_tokens_schedule", "assistant_confidence_threshold", "prompt_lookup_num_tokens",
+    "max_matching_ngram_size", "assistant_early_exit", "assistant_lookbehind", "target_lookbehind",
+    "assistant_ensemble_weight", "speculation_type", "compile_config", "disable_compile",
+    "continuous_batching_config", "low_memory", "penalty_alpha", "dola_layers", "diversity_penalty",
+    "num_beam_groups", "constraints", "force_words_ids", "prefill_chunk_size")
+
+
+def from_model_config(config: dict) -> dict:
+    """The generation config transformers builds from a checkpoint's config.json ``config`` where the checkpoint has
+    no generation_config.json: config.json's values of GENERATION_CONFIG_KEYS that are not None (a None leaves
+    transformers' default), and BART's legacy ``force_bos_token_to_be_generated`` as ``forced_bos_token_id`` =
+    ``bos_token_id``; marked ``"_from_model_config": True`` as transformers marks it (and writes it on saving). Its
+    ``max_length`` (when set) bounds the whole sequence; unset, generate makes 20 new tokens (up to the model's
+    positions), as transformers does."""
+    if not isinstance(config, dict):
+        raise TypeError(f"from_model_config: config must be a dict (config.json's contents), got "
+                        f"{type(config).__name__}")
+    out = {k: config[k] for k in GENERATION_CONFIG_KEYS if config.get(k) is not None}
+    if config.get("force_bos_token_to_be_generated"):
+        if config.get("bos_token_id") is None:
+            out.pop("forced_bos_token_id", None)
+        else:
+            out["forced_bos_token_id"] = config["bos_token_id"]
+    out["_from_model_config"] = True
+    return out
 
 
 def _int(v) -> bool:

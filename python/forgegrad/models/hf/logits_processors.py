@@ -205,9 +205,9 @@ class RequestPenalties:
 
 
 def generation_source(model) -> dict:
-    """Where transformers' generate takes the end and pad tokens from: the checkpoint's generation_config.json,
-    or config.json where there is none (``from_pretrained`` then leaves ``model.generation_config`` None, and a
-    model built from a config has none): transformers builds its generation config from config.json then."""
+    """Where transformers' generate takes the end, pad and forced tokens from: the model's generation config
+    (``from_pretrained``'s: the checkpoint's generation_config.json, else the one transformers builds from config.json,
+    generation_settings.from_model_config), or config.json for a model built from a config (no generation config)."""
     config = getattr(model, "generation_config", None)
     return model.config if config is None else config
 
@@ -227,9 +227,8 @@ def output_vocab_size(model) -> int:
 
 
 def token_setting(model, name: str) -> Optional[int]:
-    """A token id (forced_bos_token_id, forced_eos_token_id) from generation_config.json, else config.json."""
-    for source in (getattr(model, "generation_config", None) or {}, model.config):
-        t = source.get(name)
-        if isinstance(t, int) and not isinstance(t, bool) and 0 <= t < output_vocab_size(model):
-            return t
-    return None
+    """A token id (forced_bos_token_id, forced_eos_token_id) of ``generation_source``, None where it has none (or one
+    outside the vocabulary): a generation_config.json without it forces nothing, whatever config.json says, as in
+    transformers."""
+    t = generation_source(model).get(name)
+    return t if isinstance(t, int) and not isinstance(t, bool) and 0 <= t < output_vocab_size(model) else None

@@ -71,8 +71,9 @@ class TokenPicker:
 def generation_config_of(who: str, value, graph) -> dict:
     """The generation config the ONNX paths read generate's settings from: ``value`` a dict (a model's
     ``generation_config``), or the path of a generation_config.json or of the directory holding one (the
-    checkpoint's); None: the generation_config.json next to ``graph`` (the .onnx file, when given as a path), as
-    Hugging Face optimum and ``forgegrad export`` save it beside their exports, where there is one; else none ({})."""
+    checkpoint's; a checkpoint directory with config.json only: the one transformers builds from it); None: the
+    generation_config.json next to ``graph`` (the .onnx file, when given as a path), as Hugging Face optimum and
+    ``forgegrad export`` save it beside their exports, where there is one; else none ({})."""
     from ._files import read_json_object
     if isinstance(value, dict):
         return value
@@ -86,6 +87,10 @@ def generation_config_of(who: str, value, graph) -> dict:
                         f"directory holding one, or None, got {type(value).__name__}")
     file = os.fspath(value)
     if os.path.isdir(file):
+        if not os.path.isfile(os.path.join(file, "generation_config.json")) and os.path.isfile(
+                os.path.join(file, "config.json")):  # a checkpoint without one: transformers' from its config.json
+            from .generation_settings import from_model_config
+            return from_model_config(read_json_object(os.path.join(file, "config.json"), who))
         file = os.path.join(file, "generation_config.json")
     if not os.path.isfile(file):
         raise ValueError(f"{who}: generation_config: no such file {file!r}")
@@ -95,9 +100,9 @@ def generation_config_of(who: str, value, graph) -> dict:
 def save_generation_config(model, directory, who: str) -> Optional[str]:
     """The checkpoint's generation_config.json (``model.generation_config``, as ``from_pretrained`` read it) written
     atomically into ``directory``, beside the graphs an export wrote there, so that they decode as the checkpoint
-    does. A checkpoint without one has generate take its end, pad and forced tokens and an encoder-decoder's start
-    token from config.json (as transformers builds its generation config from it then): those are written instead;
-    None (nothing written) when there are none either."""
+    does (a checkpoint without one: the generation config built from its config.json). A model built from a config
+    has generate take its end, pad and forced tokens and an encoder-decoder's start token from config.json: those
+    are written instead; None (nothing written) when there are none either."""
     from ._files import write_generation_config
     config = getattr(model, "generation_config", None)
     if not isinstance(config, dict):

@@ -126,8 +126,8 @@ def export_with_past(model, path, *, logits_to_keep: int = 0, opset: int = 17, v
     vocab), the last position's only: all that greedy or sampled generation reads, and a prompt's LM head
     no longer costs one vocabulary-wide GEMV per token. Returns the ExportReport of
     ``forgegrad.onnx.export``; raises as it does (an unsupported layer: UnsupportedOpError, naming it). The
-    checkpoint's generation_config.json (``from_pretrained``'s ``model.generation_config``; without one, the end, pad
-    and forced tokens generate takes from config.json) is written beside the graph, where ``generate_onnx`` reads it:
+    checkpoint's generation_config.json (``from_pretrained``'s ``model.generation_config``; without one, the one
+    transformers builds from config.json) is written beside the graph, where ``generate_onnx`` reads it:
     the graph decodes as the checkpoint does.
     """
     from ...onnx import export

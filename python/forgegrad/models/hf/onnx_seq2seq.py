@@ -151,7 +151,7 @@ def export_seq2seq(model, directory, *, logits_to_keep: int = 0, cross_attention
     the decoder also outputs the alignment heads' cross-attention probabilities (``cross_attentions``), which
     token timestamps read. The model's ``graph_metadata()`` (Whisper's generation settings), if it has one, is
     written into the decoder graph, and its generation_config.json (``from_pretrained``'s ``generation_config``;
-    without one, the end, pad, forced and decoder start tokens generate takes from config.json) beside the graphs,
+    without one, the one transformers builds from config.json) beside the graphs,
     where ``generate_onnx_seq2seq`` reads it. Returns the two ExportReports
     (encoder, decoder)."""
     from ...onnx import export
