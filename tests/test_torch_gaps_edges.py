@@ -82,3 +82,20 @@ def test_vector_norm_of_a_0d_tensor_and_a_narrowing_dtype():
     with pytest.raises(ValueError, match="narrow"):  # torch refuses it too
         fg.linalg.vector_norm(fg.tensor(np.ones(3)), dtype=fg.float32)
     assert fg.linalg.vector_norm(fg.ones(3), dtype=fg.float64).dtype == fg.float64
+
+
+# ---- in-place activations --------------------------------------------------------------------------------------
+def test_inplace_dropout_with_nothing_to_drop_returns_a_leaf_untouched_as_torch():
+    # eval mode (or p=0) writes nothing: torch returns the input itself, even a leaf that requires grad
+    leaf = fg.ones(3, requires_grad=True)
+    assert fg.nn.functional.dropout(leaf, 0.5, training=False, inplace=True) is leaf
+    assert fg.nn.Dropout(0.5, inplace=True).eval()(leaf) is leaf
+    assert fg.nn.Dropout(0.0, inplace=True)(leaf) is leaf
+    with pytest.raises(RuntimeError, match="leaf Variable"):  # training with p > 0 writes: refused, as torch
+        fg.nn.Dropout(0.5, inplace=True)(leaf)
+
+
+def test_elu_underscore_writes_its_input():
+    x = fg.tensor([-1.0, 2.0])
+    assert fg.nn.functional.elu_(x, 0.5) is x
+    np.testing.assert_allclose(x.numpy(), torch.nn.functional.elu_(torch.tensor([-1.0, 2.0]), 0.5).numpy())

@@ -11,7 +11,7 @@ from ..tensor import Tensor
 from .functional_conv import _opt, _t, adaptive_avg_pool2d, avg_pool2d, batch_norm, conv1d, conv2d, max_pool2d
 
 __all__ = [
-    "linear", "relu", "relu_", "leaky_relu", "leaky_relu_", "gelu", "sigmoid", "tanh", "softmax", "log_softmax",
+    "linear", "relu", "relu_", "leaky_relu", "leaky_relu_", "elu_", "gelu", "sigmoid", "tanh", "softmax", "log_softmax",
     "dropout",
     "mse_loss", "l1_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
     "nll_loss", "kl_div", "one_hot",
@@ -51,6 +51,12 @@ def leaky_relu_(input, negative_slope: float = 0.01):
     return leaky_relu(input, negative_slope, inplace=True)
 
 
+def elu_(input, alpha: float = 1.0):
+    """``torch.nn.functional.elu_``: elu written into ``input``."""
+    from ..ops.activation_smooth import elu
+    return elu(input, alpha, inplace=True)
+
+
 def gelu(input, approximate: str = "none"):
     return _OPS["gelu"](_t(input, "input"), approximate=approximate)
 
@@ -73,6 +79,9 @@ def log_softmax(input, dim: int = -1):
 
 def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False):
     p, training = check_float(p, "p"), check_bool(training, "training")
+    if check_bool(inplace, "inplace") and (not training or p == 0.0):
+        # nothing to write: torch returns the input itself, so that eval mode accepts a leaf that requires grad
+        return _t(input, "input")
     return _maybe_inplace(input, inplace, "dropout", lambda t: _OPS["dropout"](t, p=p, training=training))
 
 
