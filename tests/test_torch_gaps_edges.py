@@ -99,3 +99,21 @@ def test_elu_underscore_writes_its_input():
     x = fg.tensor([-1.0, 2.0])
     assert fg.nn.functional.elu_(x, 0.5) is x
     np.testing.assert_allclose(x.numpy(), torch.nn.functional.elu_(torch.tensor([-1.0, 2.0]), 0.5).numpy())
+
+
+# ---- ONNX export of the new activations ------------------------------------------------------------------------
+def test_onnx_export_names_inplace_activations_and_exports_them_out_of_place(tmp_path):
+    pytest.importorskip("onnxruntime")
+    nn = fg.nn
+    fg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(inplace=True), nn.Linear(8, 8), nn.ELU(0.5, inplace=True),
+                          nn.Linear(8, 8), nn.Softplus(2.0, 3.0), nn.Dropout(0.3, inplace=True), nn.Linear(8, 3)).eval()
+    x = fg.randn(5, 6)
+    want = model(x).detach().numpy()
+    with pytest.raises(RuntimeError, match=r"nn\.ReLU\(inplace=True\).*inplace = False"):
+        fg.onnx.export(model, x, str(tmp_path / "m.onnx"))
+    for m in model.modules():
+        if hasattr(m, "inplace"):
+            m.inplace = False
+    fg.onnx.export(model, x, str(tmp_path / "m.onnx"))  # verified against onnxruntime (Elu, Softplus)
+    np.testing.assert_allclose(model(x).detach().numpy(), want, rtol=1e-6)

@@ -29,8 +29,18 @@ def _maybe_inplace(input, inplace, name: str, compute):
     forgegrad._inplace: a leaf that requires grad refuses, the rest is differentiated through the write)."""
     input = _t(input, "input")
     if check_bool(inplace, "inplace"):
+        from .. import grad_mode
+        if grad_mode.recorder() is not None:  # an ONNX export's trace: say which flag to turn off
+            raise RuntimeError(
+                f"{name}(inplace=True) (nn.{_MODULE_NAMES.get(name, name)}(inplace=True) or F.{name}_) ran inside "
+                "forgegrad.autograd.trace() (an ONNX export): a write into the input is not recorded, so the export "
+                "would leave it out. Export with the out-of-place form, which computes the same outputs (on the "
+                "modules: for m in model.modules(): setting m.inplace = False where hasattr(m, 'inplace'))")
         return input._inplace(compute, f"{name}_")
     return compute(input)
+
+
+_MODULE_NAMES = {"relu": "ReLU", "leaky_relu": "LeakyReLU", "silu": "SiLU", "elu": "ELU", "dropout": "Dropout"}
 
 
 def relu(input, inplace: bool = False):
