@@ -26,6 +26,7 @@ def _float(x):
 def _elu_samples():
     return [Sample((S.rand(3, 7),)), Sample((S.rand(2, 5, 9, seed=1),), {"alpha": 0.5}, "alpha=0.5"),
             Sample((S.rand(1, seed=2),), {"alpha": 2.0}, "alpha=2"),
+            Sample((S.rand(3, 4, seed=5),), {"alpha": -0.5}, "alpha=-0.5"),
             Sample((S.rand(*S.LARGE, seed=3),), {}, "large")]
 
 
