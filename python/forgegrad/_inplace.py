@@ -21,6 +21,8 @@ checked (torch's escape hatch). See forgegrad._version_counter.
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from . import _version_counter as _vc
@@ -39,7 +41,10 @@ def inplace(self, compute, name: str, *others, cast: bool = False):
     """Make ``self`` hold ``compute(self, *others)`` (a Tensor of self's shape, or one that broadcasts to it); ``cast``:
     any result dtype is converted (copy_), else only one of the same kind (torch's rule)."""
     from .tensor import Tensor
-    if grad_mode.recorder() is not None:
+    rec = grad_mode.recorder()
+    if rec is not None and _traced_inplace(self, compute, name, others, cast, rec):
+        return self
+    if rec is not None:
         raise RuntimeError(f"{name} (on a tensor of shape {tuple(self.shape)}) ran inside "
                            "forgegrad.autograd.trace(): in-place ops are not recorded, so an export would leave "
                            "it out. Use the out-of-place op instead")
@@ -72,6 +77,37 @@ def inplace(self, compute, name: str, *others, cast: bool = False):
         write_values(self._data, out._data)
         _vc.bump(self)
     return self
+
+
+def _traced_inplace(self, compute, name, others, cast, rec) -> bool:
+    """Inside trace() (an ONNX export), without autograd: the op is recorded on ``self``'s current value, its
+    result written into ``self``'s storage, and a recorded clone of the result whose output is ``self`` makes
+    the later ops that read ``self`` read the result (the exporter names tensors by identity). Only for a tensor
+    that a recorded op made and that owns its storage, which nothing else references (no view of it, no view of
+    another array): returns False to refuse anything else (a graph input, a weight, a view)."""
+    arr = self._data
+    if grad_mode.is_grad_enabled() or type(arr) is not np.ndarray or arr.base is not None or not arr.flags.writeable:
+        return False
+    # the array is referenced only by self (and here): no view or detach() of it would keep naming the old value
+    if sys.getrefcount(arr) > 3:
+        return False
+    if not any(o is self for r in reversed(rec.records) for o in r[3]):  # a graph input, weight or constant
+        return False
+    out = compute(self, *others)
+    _check_result(self, out, name, cast)
+    if out.dtype != self.dtype:
+        out = out.to(self.dtype)
+    if tuple(out.shape) != tuple(self.shape):
+        out = out.expand(*self.shape)
+    write_values(arr, out._data)
+    _vc.bump(self)
+    rec.record(_clone_function(), (out,), {}, (self,))
+    return True
+
+
+def _clone_function():
+    from .ops.shape import CloneFunction
+    return CloneFunction
 
 
 def check_writeable(t, name: str) -> None:

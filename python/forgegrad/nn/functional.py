@@ -30,13 +30,18 @@ def _maybe_inplace(input, inplace, name: str, compute):
     input = _t(input, "input")
     if check_bool(inplace, "inplace"):
         from .. import grad_mode
-        if grad_mode.recorder() is not None:  # an ONNX export's trace: say which flag to turn off
+        try:
+            return input._inplace(compute, f"{name}_")
+        except RuntimeError as e:
+            if grad_mode.recorder() is None:
+                raise
+            # an ONNX export's trace records a write only into an op's result that nothing else shares
             raise RuntimeError(
                 f"{name}(inplace=True) (nn.{_MODULE_NAMES.get(name, name)}(inplace=True) or F.{name}_) ran inside "
-                "forgegrad.autograd.trace() (an ONNX export): a write into the input is not recorded, so the export "
-                "would leave it out. Export with the out-of-place form, which computes the same outputs (on the "
-                "modules: for m in model.modules(): setting m.inplace = False where hasattr(m, 'inplace'))")
-        return input._inplace(compute, f"{name}_")
+                "forgegrad.autograd.trace() (an ONNX export) on a graph input, a view or a tensor whose storage a "
+                "view shares, which the export cannot write through. "
+                "Export with the out-of-place form, which computes the same outputs (on the modules: for m in "
+                "model.modules(): setting m.inplace = False where hasattr(m, 'inplace'))") from e
     return compute(input)
 
 
