@@ -164,3 +164,31 @@ def test_onnx_paths_read_a_checkpoint_directory_without_generation_config(saved,
     config of config.json, as from_pretrained builds it."""
     path = _checkpoint(saved["bart"], tmp_path, LEGACY)
     assert generation_config_of("generate_onnx", str(path), None) == from_pretrained(path).generation_config
+
+
+def test_completions_server_applies_config_json_settings(tmp_path):
+    """The completions server reads the same config: a checkpoint whose config.json holds legacy processors (no
+    generation_config.json) answers with generate's tokens, which those settings change."""
+    pytest.importorskip("uvicorn")
+    httpx = pytest.importorskip("httpx")
+    from serve_helpers import running_app
+
+    from forgegrad.models.hf.tokenizer import ByteTokenizer
+    from forgegrad.serve.completions import GenerationServeConfig, create_completions_app
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=300, n_positions=128, n_embd=32, n_layer=2, n_head=4, bos_token_id=298,
+                                  eos_token_id=299, initializer_range=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "src")
+    path = _checkpoint(tmp_path / "src", tmp_path / "legacy", {"no_repeat_ngram_size": 1, "repetition_penalty": 1.5})
+    prompt = "Hello there"
+    ids = [list(prompt.encode())]
+    want = generate(from_pretrained(path), ids, max_new_tokens=12, eos_token_id=None)[0, len(ids[0]):]
+    plain = generate(from_pretrained(tmp_path / "src"), ids, max_new_tokens=12, eos_token_id=None)[0, len(ids[0]):]
+    assert len(set(want.tolist())) == 12 and not np.array_equal(want, plain)  # no token twice: the settings apply
+    with running_app(create_completions_app(GenerationServeConfig(str(path)))) as url:
+        r = httpx.post(url + "/v1/completions", json={"prompt": prompt, "max_tokens": 12, "temperature": 0,
+                                                      "ignore_eos": True}, timeout=120)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["text"] == ByteTokenizer().decode([int(t) for t in want])
