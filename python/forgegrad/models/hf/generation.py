@@ -114,7 +114,8 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
     generation_config.json when it sets them (``max_length`` there bounds the whole sequence), as transformers'
     generate takes them (a checkpoint without that file: config.json's legacy settings, as transformers builds its
     generation config from them: generation_settings.from_model_config), else transformers' defaults: 20 new
-    tokens, greedy, 1.0, 1 beam, 1 sequence, 1.0, False, 0, 0, 1.0, top_k 50, top_p 1.0. An argument given always wins (``do_sample=False`` decodes greedily whatever the config says).
+    tokens, greedy, 1.0, 1 beam, 1 sequence, 1.0, False, 0, 0, 1.0, top_k 50, top_p 1.0. An argument given always
+    wins (``do_sample=False`` decodes greedily whatever the config says).
 
     Args:
         model: a decoder from ``from_pretrained`` (GPT-2, GPT-NeoX, Llama-style, OLMo 2 and 3, an
