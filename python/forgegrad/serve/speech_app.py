@@ -112,6 +112,14 @@ class Transcriber:
         self.first_special = special[0] if special else None
         self.alignment = gc.get("alignment_heads")  # word timestamps need them (token-level timestamps)
         self.num_beams = gc.get("num_beams") or 1  # generate's default number of beams
+        # transformers' generic processors and watermark of generation_config.json (repetition_penalty, ...), which
+        # generate applies before Whisper's: avg_logprob reads the tokens under them too
+        from ..models.hf.generation import _config_vocab
+        from ..models.hf.watermarking import Watermark
+        from ..models.hf.whisper_settings import read_settings
+        self.settings = read_settings(model, gc, {})
+        mark = self.settings["watermarking_config"]
+        self.watermark = None if mark is None else Watermark(mark, _config_vocab(model))
 
     def describe(self) -> str:
         return (f"{'multilingual' if self.multilingual else 'English-only'}, {self.window_s:g} s windows, "
@@ -348,17 +356,25 @@ class Transcriber:
 
     def _scores(self, states, text_prompt: List[int], prompt: List[int], tokens: List[int],
                 max_new: int, grammar=None) -> Tuple[float, np.ndarray]:
-        """Whisper's avg_logprob: the generated tokens' log-probabilities (under the suppressed tokens' masks and the
-        request's grammar, before any temperature), and the end token's when the text ended with it, summed over
-        len(tokens) + 1; and the logits after the start token (no_speech_prob's), all behind the text prompt where
-        there is one."""
+        """Whisper's avg_logprob: the generated tokens' log-probabilities (under the processors generate decoded
+        them with: generation_config.json's generic ones (repetition_penalty, ...), the suppressed tokens' masks,
+        the request's grammar and the watermark, before any temperature), and the end token's when the text ended
+        with it, summed over len(tokens) + 1; and the logits after the start token (no_speech_prob's), all behind
+        the text prompt where there is one."""
         from ..autograd import no_grad
+        from ..models.hf.whisper_settings import window_processors
         prompt = text_prompt + prompt
+        ids = np.array([prompt + tokens], np.int64)
         with no_grad():
-            logits = self.model.decode(np.array([prompt + tokens], np.int64), Tensor(states)).numpy()
+            logits = self.model.decode(ids, Tensor(states)).numpy()
         start = np.array(logits[0, len(text_prompt)])
         logits = logits[0, len(prompt) - 1:]
         scores = np.array(logits, np.float64)
+        eos = [] if self.eos is None else [int(self.eos)]
+        processors = window_processors(self.settings, eos, len(prompt), None, max_new)
+        if processors is not None:  # step n's scores after the prompt and the first n tokens, as generate's
+            for n in range(len(scores)):
+                scores[n] = processors(ids[:, :len(prompt) + n], scores[n:n + 1].astype(np.float32))[0]
         if self.suppress:
             scores[:, self.suppress] = -np.inf
         if self.begin_suppress:
@@ -371,6 +387,9 @@ class Transcriber:
             # would raise)
             for n in range(len(tokens) + ended):
                 window(np.array(tokens[:n], np.int64).reshape(1, n), scores[n:n + 1])
+        if self.watermark is not None:  # last, after every processor (transformers' WatermarkLogitsProcessor)
+            for n in range(len(scores)):
+                scores[n] = self.watermark(ids[:, :len(prompt) + n], scores[n:n + 1])[0]
         logp = _log_softmax(scores)
         total = float(logp[np.arange(len(tokens)), tokens].sum())
         if ended:
