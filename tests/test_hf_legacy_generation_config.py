@@ -192,3 +192,23 @@ def test_completions_server_applies_config_json_settings(tmp_path):
                                                       "ignore_eos": True}, timeout=120)
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["text"] == ByteTokenizer().decode([int(t) for t in want])
+
+
+def test_whisper_reads_config_json_settings_without_generation_config(tmp_path):
+    """Whisper's generate reads the same config: beams, max_length and no-repeat n-grams from config.json give
+    transformers' tokens."""
+    from whisper_helpers import build_whisper
+    path = build_whisper(tmp_path / "whisper", vocab_size=120, max_target_positions=40,
+                         suppress_tokens=[1, 5] + list(range(108, 120)), timestamps=False)
+    (path / "generation_config.json").unlink()
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**cfg, "num_beams": 2, "max_length": 8, "no_repeat_ngram_size": 2}))
+    x = np.random.default_rng(0).standard_normal((2, 16, 100)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf = transformers.WhisperForConditionalGeneration.from_pretrained(path).eval()
+        with torch.no_grad():
+            want = hf.generate(torch.tensor(x)).numpy()
+    got = from_pretrained(path).generate(x)
+    np.testing.assert_array_equal(got, want)
+    assert got.shape[1] == 8
