@@ -190,10 +190,13 @@ def test_lean_step_takes_bfloat16_and_int8_weights(pair, tmp_path, weights):
 
 
 def test_forced_first_token(pair, tmp_path):
-    """forced_bos_token_id in config.json (bart-large-cnn's) makes the first generated token that one."""
+    """forced_bos_token_id in config.json (bart-large-cnn's) makes the first generated token that one where the
+    checkpoint has no generation_config.json (transformers builds its generation config from config.json then; with
+    one, config.json's is ignored: tests/test_hf_legacy_generation_config.py)."""
     _, _, path = pair
     import shutil
     shutil.copytree(path, tmp_path / "m")
+    (tmp_path / "m" / "generation_config.json").unlink()
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     cfg["forced_bos_token_id"] = 7
     (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
@@ -216,10 +219,12 @@ def test_forced_first_token_argument_picks_the_target_language(pair, tmp_path):
         assert (got[:, 1] == 9).all()
     import shutil
     shutil.copytree(path, tmp_path / "m")
+    (tmp_path / "m" / "generation_config.json").unlink()  # config.json's forced token applies (as transformers')
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     cfg["forced_bos_token_id"] = 7
     (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
     forced = from_pretrained(tmp_path / "m")
+    assert (generate(forced, ids, max_new_tokens=2, attention_mask=mask)[:, 1] == 7).all()
     free = generate(forced, ids, max_new_tokens=4, attention_mask=mask, forced_bos_token_id=None)
     np.testing.assert_array_equal(free, generate(model, ids, max_new_tokens=4, attention_mask=mask))
     with pytest.raises(ValueError, match="forced_bos_token_id must be a token id in \\[0, 120\\) or None"):
