@@ -212,3 +212,16 @@ def test_whisper_reads_config_json_settings_without_generation_config(tmp_path):
     got = from_pretrained(path).generate(x)
     np.testing.assert_array_equal(got, want)
     assert got.shape[1] == 8
+
+
+def test_save_pretrained_writes_the_config_built_from_config_json(saved, tmp_path):
+    """save_pretrained of such a model writes that generation config (as transformers' save_pretrained does): the
+    saved checkpoint generates the same tokens, whatever config.json then says."""
+    from forgegrad.models import save_pretrained
+    model = from_pretrained(_checkpoint(saved["gpt2"], tmp_path / "legacy", LEGACY))
+    save_pretrained(model, tmp_path / "saved")
+    written = json.loads((tmp_path / "saved" / "generation_config.json").read_text())
+    assert written == model.generation_config
+    ids, mask = _prompts("gpt2")
+    np.testing.assert_array_equal(generate(from_pretrained(tmp_path / "saved"), ids, attention_mask=mask),
+                                  generate(model, ids, attention_mask=mask))

@@ -331,7 +331,8 @@ def from_pretrained(path, dtype="float32"):
 def save_pretrained(model, path) -> None:
     """Write ``model`` (one built by ``from_pretrained`` or from a config dict, or the zoo's ``gpt``) as a
     Hugging Face checkpoint directory: ``config.json`` and ``model.safetensors``, and ``generation_config.json``
-    when the model was loaded with one (generate's defaults: beams, limits, end tokens, sampling)."""
+    for a model ``from_pretrained`` loaded (generate's defaults: beams, limits, end tokens, sampling; a checkpoint
+    without one: the one built from its config.json, as transformers' save_pretrained writes it)."""
     from ..transformer import GPT
     if isinstance(model, GPT):  # the zoo's gpt is GPT-2's architecture
         model = GPT2LMHeadModel.from_zoo(model)
