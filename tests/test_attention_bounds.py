@@ -63,6 +63,25 @@ def test_prepare_mask_refuses_a_mask_axis_longer_than_the_batch():
     assert m.data.shape == (1, 4, 5) and m.row_stride == 5 and m.offsets.tolist() == [0, 0]
 
 
+def test_paged_kv_refuses_a_new_key_outside_the_pools_before_writing_it():
+    from forgegrad.models.hf._decode import PagedKV
+    blocks, H, BT, D = 4, 2, 4, 8
+    keys = [np.zeros((blocks, H, BT, D), np.float32)]
+    values = [np.zeros((blocks, H, BT, D), np.float32)]
+    q = np.ones((2, H, 1, D), np.float32)
+    kv = np.ones((2, H, D), np.float32)
+    for tables, lengths, match in (([[0, -1], [1, 2]], [6, 3], r"new keys \[-1, 1\] must be blocks"),
+                                   ([[0, 4], [1, 2]], [6, 3], r"new keys \[4, 1\] must be blocks"),
+                                   ([[0, 3], [1, 2]], [9, 3], r"lengths must be in \[1, 8\]"),
+                                   ([[0, 3], [1, 2]], [0, 3], r"lengths must be in \[1, 8\]"),
+                                   ([[0, 3], [1, 2]], [1], "tables must be")):
+        with pytest.raises(ValueError, match=match):
+            PagedKV(keys, values, np.array(tables), np.array(lengths)).attend(0, q, kv, kv, 0.5)
+        assert not keys[0].any() and not values[0].any()  # numpy would have taken -1 as block 3: nothing written
+    out = PagedKV(keys, values, np.array([[0, 3], [1, 2]]), np.array([6, 3])).attend(0, q, kv, kv, 0.5)
+    assert out.shape == (2, H * D) and keys[0][3, :, 1].all() and keys[0][1, :, 2].all()
+
+
 _RACE = textwrap.dedent("""
     import sys, threading
     import numpy as np
