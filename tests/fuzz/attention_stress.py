@@ -380,8 +380,9 @@ def run_paged_bad(case, rng):
 
 
 # ---- the public op -------------------------------------------------------------------------------------------------
-def _op_mask(rng, kind, batch, L, S):
-    """A user attn_mask of a broadcast shape (bool or float), and its additive dense form (batch + (L, S))."""
+def _op_mask(rng, kind, batch, L, S, dtype):
+    """A user attn_mask of a broadcast shape (bool, or float of the query's dtype), and its additive dense form
+    (batch + (L, S))."""
     if kind == "none":
         return None, None
     shapes = [(S,), (L, S), (1, S), (L, 1), batch + (L, S), batch[:-1] + (1, L, S), batch[:-1] + (1, 1, S)]
@@ -390,7 +391,7 @@ def _op_mask(rng, kind, batch, L, S):
         m = rng.random(shape) > 0.25
         dense = np.where(m, 0.0, -np.inf)
     else:
-        m = rng.standard_normal(shape).astype(np.float32)
+        m = rng.standard_normal(shape).astype(dtype)
         m[rng.random(shape) < 0.2] = -np.inf
         dense = m.astype(np.float64)
     return m, np.broadcast_to(dense, batch + (L, S))
@@ -412,7 +413,7 @@ def run_op(case, rng):
     kc = rng.standard_normal((B, Hkv, cache_len, E)).astype(dtype)
     vc = rng.standard_normal((B, Hkv, cache_len, Ev)).astype(dtype)
     k, v = kc[:, :, :S], vc[:, :, :S]
-    mask, dense = _op_mask(rng, case["mask"], (B, H), L, S)
+    mask, dense = _op_mask(rng, case["mask"], (B, H), L, S, dtype)
     scale = case["scale"] or None
     grad = case["backward"]
     # without gradients, float32 views wrapped as the models' KV caches hand them over (Tensor._wrap of a slice)
