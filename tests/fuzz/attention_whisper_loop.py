@@ -60,7 +60,7 @@ SETTINGS = [  # every decode strategy generate has, in turn; long-form (timestam
 ]
 
 
-def run(path: Path, minutes: float, seconds_of_audio: float) -> int:
+def run(path: Path, minutes: float, seconds_of_audio: float, start: int = 0) -> int:
     import forgegrad as fg
     from forgegrad.models import from_pretrained
     model = from_pretrained(path)
@@ -68,7 +68,7 @@ def run(path: Path, minutes: float, seconds_of_audio: float) -> int:
     frames = int(seconds_of_audio * 100)
     end = time.time() + 60 * minutes
     windows = tokens = calls = 0
-    for i in itertools.count():
+    for i in itertools.count(start):
         if time.time() > end:
             break
         kw = dict(SETTINGS[i % len(SETTINGS)])
@@ -81,8 +81,11 @@ def run(path: Path, minutes: float, seconds_of_audio: float) -> int:
             mask[1, n // 2 + int(rng.integers(0, n // 4)):] = 0
         fg.manual_seed(i)
         start = time.time()
+        room = 440 - (i % 3) * 100
+        if kw.get("condition_on_prev_tokens"):  # the previous text takes up to half the positions
+            room = min(room, 448 // 2 - 8)
         out = model.generate(x, attention_mask=mask if long_form else None, language="en", return_segments=long_form,
-                             max_new_tokens=440 - (i % 3) * 100, **kw)
+                             max_new_tokens=room, **kw)
         rows = out["sequences"] if long_form else out
         calls += 1
         windows += sum(len(s) for s in out["segments"]) if long_form else batch
@@ -99,11 +102,12 @@ def main() -> int:
     p.add_argument("--run", type=Path)
     p.add_argument("--minutes", type=float, default=5.0)
     p.add_argument("--audio-seconds", type=float, default=45.0)
+    p.add_argument("--start", type=int, default=0, help="the first of SETTINGS to run (they then cycle)")
     a = p.parse_args()
     if a.make:
         make(a.make)
     if a.run:
-        return run(a.run, a.minutes, a.audio_seconds)
+        return run(a.run, a.minutes, a.audio_seconds, a.start)
     return 0
 
 
