@@ -33,10 +33,12 @@ Dims check_qkv(const ArrayArg& Q, const ArrayArg& K, const ArrayArg& V) {
   return d;
 }
 
-// The mask pointer and its offsets (nullptrs for no mask), bounds-checked.
+// The mask pointer and its offsets (nullptrs for no mask), bounds-checked. The offsets are a copy: the kernel
+// runs without the GIL, and another thread writing the caller's array must not move a checked offset.
 struct MaskArg {
   const float* data = nullptr;
-  const int64_t* offsets = nullptr;
+  std::vector<int64_t> offsets;
+  const int64_t* offsets_data() const { return data ? offsets.data() : nullptr; }
 };
 
 MaskArg check_mask(const py::object& mask, const py::object& moff, int64_t mrs, const Dims& d) {
@@ -50,15 +52,21 @@ MaskArg check_mask(const py::object& mask, const py::object& moff, int64_t mrs, 
   ArrayArg O = fg::bind::i64_arg(moff.cast<py::array>(), "mask_offsets", 1);
   fg::bind::expect_shape(O, "mask_offsets", {d.N});
   if (mrs < 0) throw py::value_error("attention: mask_row_stride must be >= 0, got " + std::to_string(mrs));
-  const int64_t span = (d.L - 1) * mrs + d.S;
+  // the elements one pair's mask spans, (L - 1) * mrs + S, in checked arithmetic: a huge stride must not wrap it
+  // round to a small (or negative) span that passes the offsets' check
+  int64_t span = 0;
+  if (__builtin_mul_overflow(d.L - 1, mrs, &span) || __builtin_add_overflow(span, d.S, &span) || span > M.size)
+    throw py::value_error("attention: mask_row_stride " + std::to_string(mrs) + " with " + std::to_string(d.L) +
+                          " query rows of " + std::to_string(d.S) + " keys reads past the mask of " +
+                          std::to_string(M.size) + " elements");
+  m.offsets.assign(O.i64(), O.i64() + d.N);
   for (int64_t n = 0; n < d.N; ++n) {
-    const int64_t off = O.i64()[n];
+    const int64_t off = m.offsets[n];
     if (off < 0 || off > M.size - span)
       throw py::value_error("attention: mask_offsets[" + std::to_string(n) + "] = " + std::to_string(off) +
                             " reads outside the mask of " + std::to_string(M.size) + " elements");
   }
   m.data = M.f32();
-  m.offsets = O.i64();
   return m;
 }
 
@@ -86,8 +94,9 @@ void forward(const py::array& q, const py::array& k, const py::array& v, float s
   py::gil_scoped_release release;
   using fg::AttnLayout;
   fg::attention_forward(Q.f32(), AttnLayout::contiguous(d.L, d.E), K.f32(), AttnLayout::contiguous(d.S, d.E), V.f32(),
-                        AttnLayout::contiguous(d.S, d.Ev), d.N, d.L, d.S, d.E, d.Ev, scale, causal, m.data, m.offsets,
-                        mask_row_stride, O.f32(), AttnLayout::contiguous(d.L, d.Ev), S.f32(), softcap);
+                        AttnLayout::contiguous(d.S, d.Ev), d.N, d.L, d.S, d.E, d.Ev, scale, causal, m.data,
+                        m.offsets_data(), mask_row_stride, O.f32(), AttnLayout::contiguous(d.L, d.Ev), S.f32(),
+                        softcap);
 }
 
 void backward(const py::array& q, const py::array& k, const py::array& v, const py::array& out,
@@ -123,9 +132,9 @@ void backward(const py::array& q, const py::array& k, const py::array& v, const 
   using fg::AttnLayout;
   fg::attention_backward(Q.f32(), AttnLayout::contiguous(d.L, d.E), K.f32(), AttnLayout::contiguous(d.S, d.E), V.f32(),
                          AttnLayout::contiguous(d.S, d.Ev), O.f32(), G.f32(), AttnLayout::contiguous(d.L, d.Ev),
-                         S.f32(), d.N, d.L, d.S, d.E, d.Ev, scale, causal, m.data, m.offsets, mask_row_stride, DQ.f32(),
-                         AttnLayout::contiguous(d.L, d.E), DK.f32(), AttnLayout::contiguous(d.S, d.E), DV.f32(),
-                         AttnLayout::contiguous(d.S, d.Ev), softcap);
+                         S.f32(), d.N, d.L, d.S, d.E, d.Ev, scale, causal, m.data, m.offsets_data(), mask_row_stride,
+                         DQ.f32(), AttnLayout::contiguous(d.L, d.E), DK.f32(), AttnLayout::contiguous(d.S, d.E),
+                         DV.f32(), AttnLayout::contiguous(d.S, d.Ev), softcap);
 }
 
 // ---- packed causal self-attention: qkv (B, T, 3C), heads H, head size D = C / H ----
@@ -206,8 +215,9 @@ void backward_packed(const py::array& split, const py::array& out, const py::arr
 
 // ---- decode attention over a paged KV cache ----
 // q (B, Hkv, rep, D); k_pool, v_pool (blocks, Hkv, BT, D); tables (B, width) int64; lengths (B,) int64. Every row's
-// length must be in [1, width * BT] and the block ids its keys are read from in [0, blocks): checked here, so the
-// kernel never reads outside the pools. bias: None or a float32 (Hkv * rep, bias_len >= 1) table by distance.
+// length must be in [1, width * BT] and the block ids its keys are read from in [0, blocks): checked here, on copies
+// the kernel then reads, so it never reads outside the pools. bias: None or a float32 (Hkv * rep, bias_len >= 1) table
+// by distance.
 void paged_decode(const py::array& q, const py::array& k_pool, const py::array& v_pool, const py::array& tables,
                   const py::array& lengths, float scale, float softcap, int64_t window, const py::array& out,
                   const py::object& bias) {
@@ -226,13 +236,16 @@ void paged_decode(const py::array& q, const py::array& k_pool, const py::array& 
   fg::bind::expect_shape(L, "lengths", {B});
   if (window < 0)
     throw py::value_error("paged_attention_decode: window must be >= 0 (0: none), got " + std::to_string(window));
+  // the kernel reads copies of the lengths and block ids checked here: it runs without the GIL, and another thread
+  // writing the caller's tables (a scheduler handing a block on) must not change an id after its check
+  const std::vector<int64_t> table_ids(T.i64(), T.i64() + B * width), lens(L.i64(), L.i64() + B);
   for (int64_t b = 0; b < B; ++b) {
-    const int64_t len = L.i64()[b];
+    const int64_t len = lens[b];
     if (len < 1 || len > width * BT)
       throw py::value_error("paged_attention_decode: lengths[" + std::to_string(b) + "] = " + std::to_string(len) +
                             " must be in [1, " + std::to_string(width * BT) + "] (the table's blocks)");
     for (int64_t j = 0; j < (len + BT - 1) / BT; ++j) {
-      const int64_t id = T.i64()[b * width + j];
+      const int64_t id = table_ids[b * width + j];
       if (id < 0 || id >= blocks)
         throw py::value_error("paged_attention_decode: tables[" + std::to_string(b) + ", " + std::to_string(j) +
                               "] = " + std::to_string(id) + " is not a block of the pools (0 .. " +
@@ -258,8 +271,8 @@ void paged_decode(const py::array& q, const py::array& k_pool, const py::array& 
       {{q, "q"}, {k_pool, "k_pool"}, {v_pool, "v_pool"}, {tables, "tables"}, {lengths, "lengths"}, {bias, "bias"}},
       {{out, "out"}});
   py::gil_scoped_release release;
-  fg::paged_attention_decode(Q.f32(), K.f32(), V.f32(), T.i64(), L.i64(), B, H, rep, D, BT, width, window, scale,
-                             softcap, bias_data, bias_len, O.f32());
+  fg::paged_attention_decode(Q.f32(), K.f32(), V.f32(), table_ids.data(), lens.data(), B, H, rep, D, BT, width, window,
+                             scale, softcap, bias_data, bias_len, O.f32());
 }
 
 void bind(py::module_& m) {

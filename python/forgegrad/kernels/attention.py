@@ -53,10 +53,12 @@ def prepare_mask(mask: Optional[np.ndarray], batch: tuple, L: int, S: int) -> Op
     if not isinstance(mask, np.ndarray) or mask.dtype not in (np.bool_, np.float32):
         raise TypeError(f"mask must be None or a bool or float32 numpy.ndarray, got "
                         f"{getattr(mask, 'dtype', type(mask).__name__)}")
-    try:
-        np.broadcast_shapes(mask.shape, batch + (L, S))
+    try:  # to exactly batch + (L, S): a mask axis longer than batch's 1 would give offsets past N
+        ok = np.broadcast_shapes(mask.shape, batch + (L, S)) == batch + (L, S)
     except ValueError:
-        raise ValueError(f"mask of shape {mask.shape} does not broadcast to {batch + (L, S)}") from None
+        ok = False
+    if not ok:
+        raise ValueError(f"mask of shape {mask.shape} does not broadcast to {batch + (L, S)}")
     if mask.ndim > len(batch) + 2:
         raise ValueError(f"mask has more dimensions ({mask.ndim}) than batch + (L, S) ({len(batch) + 2})")
     if mask.dtype == np.bool_:

@@ -100,9 +100,21 @@ class PagedKV:
         self.keys, self.values = keys, values
         self.tables = np.ascontiguousarray(tables, np.int64)
         self.lengths = np.ascontiguousarray(lengths, np.int64)
-        bt = keys[0].shape[2]
+        blocks, bt = keys[0].shape[0], keys[0].shape[2]
+        if self.tables.ndim != 2 or self.lengths.shape != self.tables.shape[:1]:
+            raise ValueError(f"PagedKV: tables must be (B, width) and lengths (B,), got {self.tables.shape} and "
+                             f"{self.lengths.shape}")
+        room = self.tables.shape[1] * bt
+        if self.lengths.size and (self.lengths.min() < 1 or self.lengths.max() > room):
+            raise ValueError(f"PagedKV: lengths must be in [1, {room}] (the tables' blocks), got "
+                             f"{self.lengths.tolist()}")
         pos = self.lengths - 1
-        self._write = (self.tables[np.arange(len(pos)), pos // bt], pos % bt)  # each row's new key: (block, place)
+        block = self.tables[np.arange(len(pos)), pos // bt]
+        # checked before the step writes there: numpy would take -1 as the pools' last block, another row's
+        if block.size and (block.min() < 0 or block.max() >= blocks):
+            raise ValueError(f"PagedKV: the blocks of the rows' new keys {block.tolist()} must be blocks of the "
+                             f"pools (0 .. {blocks - 1})")
+        self._write = (block, pos % bt)  # each row's new key: (block, place)
 
     def advance(self, t: int) -> None:
         """Nothing: the caller keeps each row's length."""
