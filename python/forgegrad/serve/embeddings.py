@@ -249,16 +249,21 @@ def text_head(text: str, tokens: int, count) -> str:
     return head if count(head) > tokens else text
 
 
-def load_encoder(path: str, weights: str):
-    """(the checkpoint's model in eval mode, its Linear weights float32, bfloat16 or weight-only int8; its
-    tokenizer)."""
+def load_served_model(path: str, weights: str):
+    """The checkpoint's model in eval mode, its Linear weights float32, bfloat16 or weight-only int8."""
     from ..models.hf import from_pretrained
-    from ..models.hf.tokenizer import load_tokenizer
     model = from_pretrained(path, dtype="bfloat16" if weights == "bfloat16" else "float32")
     if weights == "int8":
         from ..quantization import quantize_weight_only
         model = quantize_weight_only(model, inplace=True)
-    return model.eval(), load_tokenizer(path, int(model.config["vocab_size"]))
+    return model.eval()
+
+
+def load_encoder(path: str, weights: str):
+    """(``load_served_model``'s model; its tokenizer)."""
+    from ..models.hf.tokenizer import load_tokenizer
+    model = load_served_model(path, weights)
+    return model, load_tokenizer(path, int(model.config["vocab_size"]))
 
 
 def context(path: str, max_tokens: int) -> int:

@@ -37,7 +37,7 @@ import numpy as np
 from ..models.hf.image_processing import to_rgb
 from .classify import labels_of
 from .completion_request import CompletionError, bad, request_object, served_model
-from .embeddings import MAX_INPUTS, checkpoint_kind
+from .embeddings import MAX_INPUTS, checkpoint_kind, load_served_model
 from .image_embeddings import MAX_PIXELS, MAX_SIDE, load_image, open_image
 
 ARCHITECTURES = ("ViTForImageClassification", "DeiTForImageClassification", "DeiTForImageClassificationWithTeacher")
@@ -104,13 +104,8 @@ class ImageClassifier:
     """A ViT / DeiT classifier and its image processor; ``embed`` runs on one thread at a time (the worker)."""
 
     def __init__(self, path: str, weights: str = "float32", max_batch: int = 32):
-        from ..models.hf import from_pretrained
         from ..models.hf.image_processing import load_image_processor
-        model = from_pretrained(path, dtype="bfloat16" if weights == "bfloat16" else "float32")
-        if weights == "int8":
-            from ..quantization import quantize_weight_only
-            model = quantize_weight_only(model, inplace=True)
-        self.model = model.eval()
+        self.model = load_served_model(path, weights)
         self.processor = load_image_processor(path)
         # the processor's output must be the size the model was trained at (its position table)
         size = self.processor.crop_size if self.processor.do_center_crop else self.processor.size

@@ -27,7 +27,7 @@ from typing import List, Tuple
 import numpy as np
 
 from .completion_request import CompletionError, bad, request_object, served_model
-from .embeddings import MAX_INPUTS, checked_length, checkpoint_kind, encode_checked
+from .embeddings import MAX_INPUTS, checked_length, checkpoint_kind, encode_checked, load_served_model
 
 _ARCHITECTURES = ("CLIPModel", "SiglipModel")
 _FIELDS = {"input", "model", "encoding_format", "dimensions", "user"}
@@ -148,13 +148,8 @@ class ImageTextEmbedder:
     """A CLIP or SigLIP model and its ImageTextProcessor; ``embed`` runs on one thread at a time (the worker)."""
 
     def __init__(self, path: str, weights: str = "float32", max_batch: int = 32):
-        from ..models.hf import from_pretrained
         from ..models.hf.zero_shot import ImageTextProcessor
-        model = from_pretrained(path, dtype="bfloat16" if weights == "bfloat16" else "float32")
-        if weights == "int8":
-            from ..quantization import quantize_weight_only
-            model = quantize_weight_only(model, inplace=True)
-        self.model = model.eval()
+        self.model = load_served_model(path, weights)
         self.processor = ImageTextProcessor.from_pretrained(path)
         improc = self.processor.image_processor
         if improc is None:
