@@ -204,13 +204,7 @@ def _run(root, grad, retain_graph: bool, cap: _Capture, outer: bool) -> None:
                     slot[1] = g if slot[1] is None else _devices.add(slot[1], g)
         if id(node) not in need:
             continue
-        if node.released:
-            raise RuntimeError(
-                "Trying to backward through the graph a second time (or directly access saved tensors after they "
-                "have already been freed). Specify retain_graph=True if you need to backward through the graph a "
-                "second time.")
-        if node.saved_at is not None and node.saved_at != _vc.clock:
-            _vc.check(node, node.saved_tensors, node.saved_at)
+        _ag._check_usable(node)
         gins = type(node).backward(node, *gouts)
         if not isinstance(gins, tuple):
             gins = (gins,)

@@ -30,22 +30,7 @@ __all__ = ["run_pass"]
 
 def _order(roots) -> list:
     """The nodes reachable from ``roots`` (tensors with a node), each after every node that consumes its outputs."""
-    order, seen = [], set()
-    stack = [(t._ctx, False) for t in reversed(roots)]
-    while stack:
-        node, done = stack.pop()
-        if done:
-            order.append(node)
-            continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        for p in (_ag._parents_of(node) if _ag._rebound else node.parents):
-            if p is not None and p._ctx is not None and id(p._ctx) not in seen:
-                stack.append((p._ctx, False))
-    order.reverse()
-    return order
+    return _ag._topo_order(*(t._ctx for t in roots))
 
 
 def _rule_of(node):
@@ -166,13 +151,7 @@ def run_pass(outputs, seeds, inputs, retain_graph: bool, accumulate: bool):
                     out_sum[(id(node), k)] = _add(out_sum.get((id(node), k)), g)
             if need is not None and id(node) not in need:
                 continue
-            if node.released:
-                raise RuntimeError(
-                    "Trying to backward through the graph a second time (or directly access saved tensors after they "
-                    "have already been freed). Specify retain_graph=True if you need to backward through the graph a "
-                    "second time.")
-            if node.saved_at is not None and node.saved_at != _vc.clock:
-                _vc.check(node, node.saved_tensors, node.saved_at)
+            _ag._check_usable(node)
             parents = _ag._parents_of(node) if _ag._rebound else node.parents
             if isinstance(node, _ag._Seed):
                 gins = tuple(node.grads)

@@ -372,10 +372,23 @@ class ToDevice(Function):
         return grad.to(ctx.source), None
 
 
-def _topo_order(root_ctx) -> List[Any]:
-    """Function nodes reachable from root_ctx, each after every node that consumes its outputs."""
+def _check_usable(node) -> None:
+    """Refuse a node whose saved buffers were freed by an earlier pass, or whose saved tensors were written since."""
+    if node.released:
+        raise RuntimeError(
+            "Trying to backward through the graph a second time (or directly access saved "
+            "tensors after they have already been freed). Specify retain_graph=True if you "
+            "need to backward through the graph a second time."
+        )
+    saved_at = node.saved_at
+    if saved_at is not None and saved_at != _vc.clock:  # a write since it saved: into what it saved?
+        _vc.check(node, node.saved_tensors, saved_at)
+
+
+def _topo_order(*root_ctxs) -> List[Any]:
+    """Function nodes reachable from the root nodes, each after every node that consumes its outputs."""
     order, seen = [], set()
-    stack = [(root_ctx, False)]
+    stack = [(c, False) for c in reversed(root_ctxs)]
     while stack:
         node, done = stack.pop()
         if done:
@@ -505,15 +518,7 @@ def _run_backward(root, grad: np.ndarray, retain_graph: bool, got=None) -> None:
             if uses:
                 _count_down(node, uses, got_grad, held, to_leaf)
             continue
-        if node.released:
-            raise RuntimeError(
-                "Trying to backward through the graph a second time (or directly access saved "
-                "tensors after they have already been freed). Specify retain_graph=True if you "
-                "need to backward through the graph a second time."
-            )
-        saved_at = node.saved_at
-        if saved_at is not None and saved_at != _vc.clock:  # a write since it saved: into what it saved?
-            _vc.check(node, node.saved_tensors, saved_at)
+        _check_usable(node)
         # outputs that did not reach the loss get zeros on the device of those that did (a single output did)
         if len(gouts) > 1 and any(g is None for g in gouts):
             dev = _devices.device_of(next(g for g in gouts if g is not None))
