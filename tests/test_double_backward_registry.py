@@ -20,6 +20,37 @@ UNCOVERED = {"argmax", "argmin", "compare"}  # no float output: nothing to diffe
 RANDOM = {"dropout"}  # its mask is drawn by each library: tests/test_double_backward.py checks it with its mask
 
 
+def _torch_multi_margin(torch, x, y, p=1, margin=1.0, weight=None, reduction="mean"):
+    c = x.shape[-1]
+    x2, y2 = x.reshape(-1, c), y.reshape(-1)
+    onehot = torch.nn.functional.one_hot(y2, c).bool()
+    z = margin - x2.gather(1, y2[:, None]) + x2
+    h = torch.where((z > 0) & ~onehot, z ** p, 0)
+    h = h if weight is None else h * weight[y2][:, None]
+    return _torch_reduce(torch, (h.sum(-1) / c).reshape(x.shape[:-1]), reduction)
+
+
+def _torch_multilabel_margin(torch, x, t, reduction="mean"):
+    c = x.shape[-1]
+    x2, t2 = x.reshape(-1, c), t.reshape(-1, c)
+    valid = (t2 == -1).cumsum(1) == 0
+    tj = torch.where(valid, t2, 0)
+    onehot = torch.nn.functional.one_hot(tj, c).bool() & valid[:, :, None]
+    z = 1 - x2.gather(1, tj)[:, :, None] + x2[:, None, :]
+    keep = (z > 0) & valid[:, :, None] & ~onehot.any(1)[:, None, :]
+    return _torch_reduce(torch, (torch.where(keep, z, 0).sum((1, 2)) / c).reshape(x.shape[:-1]), reduction)
+
+
+def _torch_reduce(torch, loss, reduction):
+    return loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.mean()
+
+
+# torch's kernels of these have no double backward ("derivative for aten::multi_margin_loss_backward is not
+# implemented"): their second order is checked against torch's formula written with torch ops, which
+# test_torch_formula_equals_the_kernel holds to the kernel's values and gradients
+TORCH_FORMULA = {"multi_margin_loss": _torch_multi_margin, "multilabel_margin_loss": _torch_multilabel_margin}
+
+
 def _args(lib, op, sample, pos):
     out = []
     for i, a in enumerate(sample.args):
@@ -42,7 +73,8 @@ def _second_order(op, sample, lib):
 def _second_order_in(op, sample, lib):
     pos = [p for p in sample.grad_positions() if sample.args[p].dtype == np.float32 and p not in op.float32_args]
     args = _args(lib, op, sample, pos)
-    outs = op(*args, **sample.kwargs) if lib == "fg" else op.torch(torch, *args, **sample.kwargs)
+    outs = op(*args, **sample.kwargs) if lib == "fg" else TORCH_FORMULA.get(op.name, op.torch)(
+        torch, *args, **sample.kwargs)
     outs = tuple(outs) if isinstance(outs, (tuple, list)) else (outs,)
     rng = np.random.default_rng(7)
     wrap = fg.tensor if lib == "fg" else torch.from_numpy
@@ -83,6 +115,23 @@ def test_registry_sample_grad_of_grad_matches_torch_float64(name, k):
         what = f"{name} sample {sample.name or k}: " + ("gradient" if i < len(got) // 2 else "gradient of gradient")
         assert a.shape == b.shape, what
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10, equal_nan=True, err_msg=what)
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_FORMULA))
+def test_torch_formula_equals_the_kernel(name):
+    op = registry.get(name)
+    for s in op.samples():
+        for ref in (op.torch, TORCH_FORMULA[name]):
+            args = [torch.from_numpy(a.astype(np.float64)).requires_grad_(i == 0) if isinstance(a, np.ndarray) and
+                    a.dtype == np.float32 else torch.from_numpy(a) if isinstance(a, np.ndarray) else a
+                    for i, a in enumerate(s.args)]
+            out = ref(torch, *args, **s.kwargs)
+            (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)).sum().backward()
+            got = (out.detach().numpy(), args[0].grad.numpy())
+            if ref is op.torch:
+                want = got
+            for a, b in zip(got, want):
+                np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14, err_msg=f"{name} sample {s.name}")
 
 
 def test_every_registered_op_has_a_rule_or_is_named_uncovered():
