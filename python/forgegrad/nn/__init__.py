@@ -13,6 +13,7 @@ from .loss import *  # noqa: F401,F403
 from .module import *  # noqa: F401,F403
 from .normalization import *  # noqa: F401,F403
 from .parameter import *  # noqa: F401,F403
+from .parameter_containers import *  # noqa: F401,F403
 from .position import *  # noqa: F401,F403
 from .rnn import *  # noqa: F401,F403
 from .sparse import *  # noqa: F401,F403

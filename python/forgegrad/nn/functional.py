@@ -9,6 +9,7 @@ from ..ops.registry import _OPS
 from ..tensor import Tensor
 # _t and _opt (argument checks) are defined once, in functional_conv, which this module builds on
 from .functional_conv import _opt, _t, adaptive_avg_pool2d, avg_pool2d, batch_norm, conv1d, conv2d, max_pool2d
+from .functional_misc import bilinear, embedding, pairwise_distance, triplet_margin_with_distance_loss
 
 __all__ = [
     "linear", "relu", "relu_", "leaky_relu", "leaky_relu_", "elu_", "gelu", "sigmoid", "tanh", "softmax", "log_softmax",
@@ -16,6 +17,7 @@ __all__ = [
     "mse_loss", "l1_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
     "nll_loss", "kl_div", "one_hot",
     "conv1d", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm",
+    "bilinear", "embedding", "pairwise_distance", "triplet_margin_with_distance_loss",
 ]
 
 

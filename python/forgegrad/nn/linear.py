@@ -1,6 +1,7 @@
-"""Linear layers: Linear, the Keras-style Dense, Identity, Flatten."""
+"""Linear layers: Linear, the Keras-style Dense, Bilinear, Identity, Flatten, Unflatten."""
 from __future__ import annotations
 
+import math
 
 import numpy as np
 
@@ -14,7 +15,7 @@ from . import init
 from .module import Module
 from .parameter import add_weight_and_bias
 
-__all__ = ["Linear", "Dense", "Identity", "Flatten"]
+__all__ = ["Linear", "Dense", "Bilinear", "Identity", "Flatten", "Unflatten"]
 
 
 class Linear(Module):
@@ -192,3 +193,70 @@ class Flatten(Module):
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Unflatten(Module):
+    """``Unflatten(dim, unflattened_size)``: splits dim ``dim`` into ``unflattened_size`` (a tuple or list of
+    ints, a torch.Size; one of them may be -1: inferred), as torch's."""
+
+    def __init__(self, dim: int, unflattened_size):
+        super().__init__()
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+            raise TypeError(f"Unflatten: dim must be an int, got {type(dim).__name__} {dim!r}")
+        if not isinstance(unflattened_size, (tuple, list)):
+            raise TypeError(f"Unflatten: unflattened_size must be a tuple of ints, but found type "
+                            f"{type(unflattened_size).__name__}")
+        for i, n in enumerate(unflattened_size):
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+                raise TypeError(f"Unflatten: unflattened_size must be tuple of ints, but found element of type "
+                                f"{type(n).__name__} at pos {i}")
+        if not unflattened_size or sum(n == -1 for n in unflattened_size) > 1 or min(unflattened_size) < -1:
+            raise ValueError(f"Unflatten: unflattened_size must be non-empty, with at most one -1 and otherwise sizes "
+                             f">= 0, got {unflattened_size}")
+        self.dim, self.unflattened_size = int(dim), unflattened_size
+
+    def forward(self, input):
+        from ..ops._util import single_axis
+        d = single_axis(self.dim, input.ndim, "dim")
+        n, sizes = input.shape[d], [int(s) for s in self.unflattened_size]
+        known = int(np.prod([s for s in sizes if s != -1]))
+        if -1 in sizes:
+            if known == 0 or n % known:
+                raise RuntimeError(f"Unflatten: sizes {tuple(sizes)} cannot fill dim {d} of size {n}")
+            sizes[sizes.index(-1)] = n // known
+        elif known != n:
+            raise RuntimeError(f"Unflatten: unflattened_size {tuple(sizes)} does not multiply up to the size of dim "
+                               f"{d} ({n}) of the input of shape {tuple(input.shape)}")
+        return input.reshape(tuple(input.shape[:d]) + tuple(sizes) + tuple(input.shape[d + 1:]))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
+
+
+class Bilinear(Module):
+    """y = x1^T A x2 + b: ``Bilinear(in1_features, in2_features, out_features, bias=True)``.
+
+    Shape: input1 (*, in1_features), input2 (*, in2_features) -> (*, out_features). Parameters (torch's names
+    and initialisation): weight (out_features, in1_features, in2_features) and bias (out_features), both
+    U(-1/sqrt(in1_features), 1/sqrt(in1_features)). The product is F.bilinear (a GEMM and a reduction)."""
+
+    def __init__(self, in1_features: int, in2_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        self.in1_features = positive_int(in1_features, "in1_features", "Bilinear")
+        self.in2_features = positive_int(in2_features, "in2_features", "Bilinear")
+        self.out_features = positive_int(out_features, "out_features", "Bilinear")
+        add_weight_and_bias(self, (self.out_features, self.in1_features, self.in2_features), bias)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 1 / math.sqrt(self.in1_features)
+        init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, input1, input2):
+        return F.bilinear(input1, input2, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"in1_features={self.in1_features}, in2_features={self.in2_features}, "
+                f"out_features={self.out_features}, bias={self.bias is not None}")
