@@ -291,26 +291,27 @@ def _same_shape(name, input, target):
 
 
 class SoftMarginLossFunction(Function):
-    """log(1 + exp(-target * input)), reduced; torch gives the target no gradient."""
+    """log(1 + exp(-target * input)), reduced (input and target broadcast); torch gives the target no gradient."""
 
     @staticmethod
     def forward(ctx, input, target, reduction="mean"):
         check_reduction(reduction)
-        _same_shape("soft_margin_loss", input, target)
+        broadcast_shape("soft_margin_loss", input=input, target=target)
         d = dt(input)
         t = np.asarray(target, d)
         with np.errstate(over="ignore"):
             e = np.exp(-t * input.astype(d, copy=False))
         ctx.save_for_backward(t, e)
-        ctx.reduction = reduction
+        ctx.parts = (input.shape, reduction)
         return reduced(np.log1p(e), reduction, d)
 
     @staticmethod
     def backward(ctx, g):
         t, e = ctx.saved_tensors
+        shape, reduction = ctx.parts
         with np.errstate(invalid="ignore"):
-            gi = -t * e / (1 + e) * reduced_grad(g, t.shape, ctx.reduction, t.dtype)
-        return gi.astype(t.dtype), None
+            gi = -t * e / (1 + e) * reduced_grad(g, e.shape, reduction, e.dtype)
+        return unbroadcast(gi, shape).astype(e.dtype), None
 
 
 def _soft_compose(input, target, reduction="mean"):
@@ -321,24 +322,25 @@ def _soft_onnx(ctx, op):
     x, t = op.input("input", F32), op.input("target", F32)
     e = ctx.node("Exp", [ctx.node("Neg", [ctx.node("Mul", [t, x])])])
     loss = ctx.node("Log", [ctx.node("Add", [const(ctx, 1.0), e])])
-    return [_onnx_reduce(ctx, loss, op.args["input"].ndim, op.attr("reduction", "mean"))]
+    ndim = max(op.args["input"].ndim, op.args["target"].ndim)
+    return [_onnx_reduce(ctx, loss, ndim, op.attr("reduction", "mean"))]
 
 
 def _soft_samples():
     return [Sample((rand(5, 7), _signs(5, 7, seed=1)), name="mean", grad=(0,)),
             Sample((rand(3, 4, 5, low=-6, high=6), _signs(3, 4, 5, seed=2)), {"reduction": "sum"}, "sum", grad=(0,)),
             Sample((rand(9), rand(9, seed=3)), {"reduction": "none"}, "real-valued target", grad=(0,)),
-            Sample((rand(1), np.array([1], F32)), {}, "batch 1", grad=(0,))]
+            Sample((rand(1), np.array([1], F32)), {}, "batch 1", grad=(0,)),
+            Sample((rand(4, 6), _signs(6, seed=4)), {"reduction": "none"}, "broadcast target", grad=(0,))]
 
 
 def _soft_meta(input, target, reduction="mean"):
     check_reduction(reduction)
-    _same_shape("soft_margin_loss", input, target)
-    return out_meta(input.shape, reduction)
+    return out_meta(broadcast_shape("soft_margin_loss", input=input, target=target), reduction)
 
 
 def _soft_bad():
-    return [BadInput((rand(3, 4), _signs(4)), {}, ValueError, "target"),
+    return [BadInput((rand(3, 4), _signs(3)), {}, ValueError, "target"),
             BadInput((rand(3, 4), _signs(3, 4)), {"reduction": "max"}, ValueError, "reduction")]
 
 
