@@ -50,11 +50,9 @@ def _cosine_check(x1, x2, target, reduction):
         if x.ndim != want:
             raise ValueError(f"{name}: a {target.ndim}-D target expects {want}-D inputs, but {what} has shape "
                              f"{tuple(x.shape)}")
-    if x1.shape != x2.shape:
-        raise ValueError(f"{name}: input1 has shape {tuple(x1.shape)} but input2 has shape {tuple(x2.shape)}; "
-                         "they must match")
-    if target.ndim == 1 and target.shape[0] != x1.shape[0]:
-        raise ValueError(f"{name}: target has {target.shape[0]} entries but the inputs have {x1.shape[0]} rows")
+    shape = broadcast_shape(name, input1=x1, input2=x2)
+    if target.ndim == 1 and target.shape[0] != shape[0]:
+        raise ValueError(f"{name}: target has {target.shape[0]} entries but the inputs have {shape[0]} rows")
 
 
 class CosineEmbeddingLossFunction(Function):
@@ -86,7 +84,7 @@ class CosineEmbeddingLossFunction(Function):
         gc = gc[..., None]
         g1 = gc * (x2 / denom[..., None] - cos[..., None] * x1 / m1[..., None])
         g2 = gc * (x1 / denom[..., None] - cos[..., None] * x2 / m2[..., None])
-        return g1.astype(d), g2.astype(d), None
+        return unbroadcast(g1, x1.shape).astype(d), unbroadcast(g2, x2.shape).astype(d), None
 
 
 def _cosine_compose(input1, input2, target, margin=0.0, reduction="mean"):
@@ -126,7 +124,8 @@ def _cosine_samples():
             Sample((rand(4, 9), rand(4, 9, seed=1), _signs(4, seed=4)), {"margin": -0.2, "reduction": "none"}, "none"),
             Sample((rand(1, 5), rand(1, 5, seed=1), np.array([-1], F32)), {"reduction": "none"}, "batch 1"),
             Sample((rand(5), rand(5, seed=1), np.array(-1, F32)), {"margin": -0.5}, "unbatched"),
-            Sample((tie1, tie2, np.array([-1, 1, 1], F32)), {"reduction": "none"}, "cos at the margin (0)")]
+            Sample((tie1, tie2, np.array([-1, 1, 1], F32)), {"reduction": "none"}, "cos at the margin (0)"),
+            Sample((rand(4, 6), rand(1, 6, seed=1), _signs(4, seed=5)), {"margin": 0.1}, "broadcast input2")]
 
 
 def _cosine_meta(input1, input2, target, margin=0.0, reduction="mean"):
@@ -135,7 +134,7 @@ def _cosine_meta(input1, input2, target, margin=0.0, reduction="mean"):
 
 
 def _cosine_bad():
-    return [BadInput((rand(3, 4), rand(3, 5), _signs(3)), {}, ValueError, "input2"),
+    return [BadInput((rand(3, 4), rand(2, 4), _signs(3)), {}, ValueError, "input2"),
             BadInput((rand(3, 4), rand(3, 4), _signs(2)), {}, ValueError, "target"),
             BadInput((rand(3, 4), rand(3, 4), _signs(3, 1)), {}, ValueError, "target"),
             BadInput((rand(4), rand(3, 4), _signs(3)), {}, ValueError, "input1"),
