@@ -21,7 +21,7 @@ RANDOM = {"dropout"}  # its mask is drawn by each library: tests/test_double_bac
 
 
 def _torch_multi_margin(torch, x, y, p=1, margin=1.0, weight=None, reduction="mean"):
-    c = x.shape[-1]
+    c = x.shape[-1] if x.ndim else 1
     x2, y2 = x.reshape(-1, c), y.reshape(-1)
     onehot = torch.nn.functional.one_hot(y2, c).bool()
     z = margin - x2.gather(1, y2[:, None]) + x2
@@ -31,7 +31,7 @@ def _torch_multi_margin(torch, x, y, p=1, margin=1.0, weight=None, reduction="me
 
 
 def _torch_multilabel_margin(torch, x, t, reduction="mean"):
-    c = x.shape[-1]
+    c = x.shape[-1] if x.ndim else 1
     x2, t2 = x.reshape(-1, c), t.reshape(-1, c)
     valid = (t2 == -1).cumsum(1) == 0
     tj = torch.where(valid, t2, 0)

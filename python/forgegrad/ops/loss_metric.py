@@ -30,8 +30,6 @@ def _triplet_check(a, p, n, margin, norm_p, reduction, name="triplet_margin_loss
     if not a.ndim == p.ndim == n.ndim:
         raise ValueError(f"{name}: the anchor, positive, and negative tensors are expected to have the same number of "
                          f"dimensions, but got: anchor {a.ndim}D, positive {p.ndim}D, and negative {n.ndim}D inputs")
-    if a.ndim < 1:
-        raise ValueError(f"{name}: anchor must have a feature dimension (at least 1-D), got a 0-D tensor")
     number(margin, "margin", name, positive=True)
     if isinstance(norm_p, bool) or not isinstance(norm_p, (int, float)) or not norm_p > 0:
         raise ValueError(f"{name}: p must be a number > 0 (or inf), got {norm_p!r}")
@@ -74,6 +72,9 @@ class TripletMarginLossFunction(Function):
         eps = number(eps, "eps", "triplet_margin_loss")
         d = dt(anchor)
         e = d.type(eps)
+        shapes = (anchor.shape, positive.shape, negative.shape)
+        if anchor.ndim == 0:  # torch's distance of scalars: |a - b + eps|
+            anchor, positive, negative = (v.reshape(1) for v in (anchor, positive, negative))
         dpos, dneg = (anchor - positive + e).astype(d), (anchor - negative + e).astype(d)
         npos, nneg = _norm(dpos, p), _norm(dneg, p)
         dswap = nswap = None
@@ -84,8 +85,7 @@ class TripletMarginLossFunction(Function):
         else:
             near = nneg
         z = d.type(margin) + npos - near
-        ctx.parts = (z >= 0, (dpos, npos), (dneg, nneg), (dswap, nswap), p, rows, reduction,
-                     (anchor.shape, positive.shape, negative.shape))
+        ctx.parts = (z >= 0, (dpos, npos), (dneg, nneg), (dswap, nswap), p, rows, reduction, shapes)
         return reduced(np.maximum(z, 0), reduction, d)
 
     @staticmethod
@@ -112,7 +112,10 @@ class TripletMarginLossFunction(Function):
 def pairwise_distance(x1, x2, p: float = 2.0, eps: float = 1e-6, keepdim: bool = False):
     """``torch.nn.functional.pairwise_distance``: ||x1 - x2 + eps||_p over the last dim (made of Tensor ops)."""
     x1, x2 = _t(x1, "x1"), _t(x2, "x2")
-    return (x1 - x2 + eps).norm(p, dim=-1, keepdim=keepdim)
+    d = x1 - x2 + eps
+    if d.ndim == 0:  # scalars: |x1 - x2 + eps|, as torch's
+        return d.reshape(1).norm(p, dim=-1, keepdim=False).reshape(())
+    return d.norm(p, dim=-1, keepdim=keepdim)
 
 
 def _triplet_compose(anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6, swap=False, reduction="mean"):
@@ -123,8 +126,10 @@ def _triplet_compose(anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6, sw
     return reduce_tensor((margin + dist_pos - dist_neg).clamp(min=0.0), reduction)
 
 
-def _onnx_distance(ctx, x, y, p, eps):
+def _onnx_distance(ctx, x, y, p, eps, scalar=False):
     v = ctx.node("Add", [ctx.node("Sub", [x, y]), const(ctx, eps)])
+    if scalar:
+        v = ctx.node("Reshape", [v, ctx.ints([1])])
     if p == 2:
         return ctx.node("Sqrt", [ctx.reduce("ReduceSum", ctx.node("Mul", [v, v]), [-1], False)])
     a = ctx.node("Abs", [v])
@@ -139,11 +144,12 @@ def _onnx_distance(ctx, x, y, p, eps):
 def _triplet_onnx(ctx, op):
     a, pos, neg = (op.input(k, F32) for k in ("anchor", "positive", "negative"))
     p, eps = float(op.attr("p", 2.0)), float(op.attr("eps", 1e-6))
-    dpos, dneg = _onnx_distance(ctx, a, pos, p, eps), _onnx_distance(ctx, a, neg, p, eps)
+    sc = op.args["anchor"].ndim == 0
+    dpos, dneg = _onnx_distance(ctx, a, pos, p, eps, sc), _onnx_distance(ctx, a, neg, p, eps, sc)
     if op.attr("swap", False):
-        dneg = ctx.node("Min", [dneg, _onnx_distance(ctx, pos, neg, p, eps)])
+        dneg = ctx.node("Min", [dneg, _onnx_distance(ctx, pos, neg, p, eps, sc)])
     z = ctx.node("Add", [const(ctx, float(op.attr("margin", 1.0))), ctx.node("Sub", [dpos, dneg])])
-    ndim = max(op.args[k].ndim for k in ("anchor", "positive", "negative")) - 1
+    ndim = max(max(op.args[k].ndim for k in ("anchor", "positive", "negative")) - 1, 0)
     return [_onnx_reduce(ctx, ctx.node("Max", [z, const(ctx, 0.0)]), ndim, op.attr("reduction", "mean"))]
 
 
@@ -160,6 +166,8 @@ def _triplet_samples():
                    "3-D, swap, eps"),
             Sample(tie, {"eps": 0.0, "reduction": "none"}, "zero loss at the margin"),
             Sample((rand(6), rand(6, seed=1), rand(6, seed=2)), {"margin": 2.0}, "unbatched"),
+            Sample((np.array(0.5, F32), np.array(0.2, F32), np.array(-1.5, F32)), {"swap": True, "reduction": "none"},
+                   "0-D"),
             Sample((rand(1, 4), rand(1, 4, seed=1), rand(1, 4, seed=2)), {"p": math.inf, "reduction": "none"},
                    "batch 1, p=inf")]
 

@@ -19,21 +19,26 @@ from .registry import BadInput, Sample
 F32 = np.float32
 
 
+def _classes(shape) -> int:
+    """C: the last dim, 1 for a 0-D input (torch's kernels take a scalar as one class)."""
+    return shape[-1] if len(shape) else 1
+
+
 # ---- multi_margin_loss -----------------------------------------------------------------------------------
 def _mm_check(input, target, p, weight, reduction):
     name = "multi_margin_loss"
     check_reduction(reduction)
     if isinstance(p, bool) or p not in (1, 2):
         raise ValueError(f"{name}: only p == 1 and p == 2 are supported, got p={p!r}")
-    if input.ndim not in (1, 2):
-        raise ValueError(f"{name}: input must be 1-D (C,) or 2-D (N, C), got shape {tuple(input.shape)}")
+    if input.ndim > 2:
+        raise ValueError(f"{name}: input must be 0-D, 1-D (C,) or 2-D (N, C), got shape {tuple(input.shape)}")
     if np.dtype(target.dtype).kind not in "iu":
         raise TypeError(f"{name}: target must hold integer class indices, got dtype {target.dtype}")
     n = input.shape[0] if input.ndim == 2 else 1
     if target.ndim > 1 or int(np.prod(target.shape)) != n or (input.ndim == 2 and target.ndim != 1):
         raise ValueError(f"{name}: target should be 1-D with one class index per input sample ({n}), got shape "
                          f"{tuple(target.shape)} for an input of shape {tuple(input.shape)}")
-    c = input.shape[-1]
+    c = _classes(input.shape)
     if weight is not None and tuple(weight.shape) != (c,):
         raise ValueError(f"{name}: weight must be 1-D with one entry per class ({c}), got shape {tuple(weight.shape)}")
     return (n,) if input.ndim == 2 else ()
@@ -53,7 +58,7 @@ class MultiMarginLossFunction(Function):
     def forward(ctx, input, target, p=1, margin=1.0, weight=None, reduction="mean"):
         rows = _mm_check(input, target, p, weight, reduction)
         margin = number(margin, "margin", "multi_margin_loss")
-        c = input.shape[-1]
+        c = _classes(input.shape)
         _class_range(target, c, "multi_margin_loss")
         d = dt(input)
         x = input.astype(d, copy=False).reshape(-1, c)
@@ -70,14 +75,14 @@ class MultiMarginLossFunction(Function):
     def backward(ctx, g):
         z, active, onehot, scale, p, shape, rows, reduction = ctx.parts
         d = z.dtype
-        gr = reduced_grad(g, rows, reduction, d).reshape(-1) * scale / d.type(shape[-1])
+        gr = reduced_grad(g, rows, reduction, d).reshape(-1) * scale / d.type(_classes(shape))
         gz = np.where(active, 1.0 if p == 1 else 2 * z, 0).astype(d) * gr[:, None]
         gx = gz - onehot * gz.sum(-1, keepdims=True)
         return gx.reshape(shape).astype(d), None, None
 
 
 def _mm_compose(input, target, p=1, margin=1.0, weight=None, reduction="mean"):
-    c = input.shape[-1]
+    c = _classes(input.shape)
     x = input.reshape(-1, c)
     y = np.asarray(target._data).reshape(-1)
     onehot = (y[:, None] == np.arange(c)).astype(input._data.dtype)
@@ -89,15 +94,17 @@ def _mm_compose(input, target, p=1, margin=1.0, weight=None, reduction="mean"):
         h = h * z
     if weight is not None:
         h = h * constant(weight._data[y][:, None])
-    loss = (h.sum(-1) / c).reshape(() if input.ndim == 1 else (len(y),))
+    loss = (h.sum(-1) / c).reshape((len(y),) if input.ndim == 2 else ())
     return reduce_tensor(loss, reduction)
 
 
 def _mm_onnx(ctx, op):
     x, y = op.input("input", F32), op.input("target", np.int64)
     shape = op.args["input"].shape
-    c, p = shape[-1], int(op.attr("p", 1))
-    y = ctx.node("Reshape", [y, ctx.ints([1] if len(shape) == 1 else [-1, 1])])
+    c, p = _classes(shape), int(op.attr("p", 1))
+    if len(shape) == 0:
+        x = ctx.node("Reshape", [x, ctx.ints([1])])
+    y = ctx.node("Reshape", [y, ctx.ints([-1, 1] if len(shape) == 2 else [1])])
     onehot = ctx.node("Equal", [y, ctx.const(np.arange(c, dtype=np.int64))])
     zero = const(ctx, 0.0)
     xy = ctx.reduce("ReduceSum", ctx.node("Where", [onehot, x, zero]), [-1], True)
@@ -107,7 +114,7 @@ def _mm_onnx(ctx, op):
     if op.attr("weight") is not None:
         h = ctx.node("Mul", [h, ctx.node("Gather", [op.input("weight", F32), y], axis=0)])
     loss = ctx.node("Div", [ctx.reduce("ReduceSum", h, [-1], False), const(ctx, float(c))])
-    return [_onnx_reduce(ctx, loss, len(shape) - 1, op.attr("reduction", "mean"))]
+    return [_onnx_reduce(ctx, loss, max(len(shape) - 1, 0), op.attr("reduction", "mean"))]
 
 
 def _mm_samples():
@@ -119,6 +126,7 @@ def _mm_samples():
                    {"reduction": "none"}, "p=1, weight, none", grad=(0,)),
             Sample((tie, np.array([0, 1]), 1, 1.0, None), {"reduction": "none"}, "ties at the margin"),
             Sample((rand(5), np.array(3), 2, 1.0, None), {}, "unbatched"),
+            Sample((np.array(0.5, F32), np.array(0), 1, 1.0, None), {"reduction": "none"}, "0-D input (one class)"),
             Sample((rand(1, 4), np.array([2]), 1, 1.0, None), {"reduction": "none"}, "batch 1")]
 
 
@@ -150,8 +158,8 @@ register_loss("multi_margin_loss", MultiMarginLossFunction, meta=_mm_meta, sampl
 def _mlm_check(input, target, reduction):
     name = "multilabel_margin_loss"
     check_reduction(reduction)
-    if input.ndim not in (1, 2):
-        raise ValueError(f"{name}: input must be 1-D (C,) or 2-D (N, C), got shape {tuple(input.shape)}")
+    if input.ndim > 2:
+        raise ValueError(f"{name}: input must be 0-D, 1-D (C,) or 2-D (N, C), got shape {tuple(input.shape)}")
     if tuple(target.shape) != tuple(input.shape):
         raise ValueError(f"{name}: target must have the input's shape {tuple(input.shape)}, got "
                          f"{tuple(target.shape)}")
@@ -176,7 +184,7 @@ class MultiLabelMarginLossFunction(Function):
     @staticmethod
     def forward(ctx, input, target, reduction="mean"):
         rows = _mlm_check(input, target, reduction)
-        c = input.shape[-1]
+        c = _classes(input.shape)
         _class_range(target, c, "multilabel_margin_loss", low=-1)
         d = dt(input)
         x = input.astype(d, copy=False).reshape(-1, c)
@@ -191,14 +199,14 @@ class MultiLabelMarginLossFunction(Function):
     def backward(ctx, g):
         active, onehot, shape, rows, reduction = ctx.parts
         d = dt(np.asarray(g))
-        gr = reduced_grad(g, rows, reduction, d).reshape(-1) / d.type(shape[-1])
+        gr = reduced_grad(g, rows, reduction, d).reshape(-1) / d.type(_classes(shape))
         gz = active * gr[:, None, None]
         gx = gz.sum(1) - np.einsum("nj,njc->nc", gz.sum(2), onehot.astype(d))
         return gx.reshape(shape).astype(d), None
 
 
 def _mlm_compose(input, target, reduction="mean"):
-    c = input.shape[-1]
+    c = _classes(input.shape)
     x = input.reshape(-1, c)
     valid, tj, onehot, is_target = _mlm_parts(target._data, c)
     dtype = input._data.dtype
@@ -206,14 +214,15 @@ def _mlm_compose(input, target, reduction="mean"):
     z = 1 - xt.unsqueeze(2) + x.unsqueeze(1)
     active = (z._data > 0) & valid[:, :, None] & ~is_target[:, None, :]
     loss = (z * constant(active.astype(dtype))).sum((1, 2)) / c
-    return reduce_tensor(loss.reshape(() if input.ndim == 1 else (x.shape[0],)), reduction)
+    return reduce_tensor(loss.reshape((x.shape[0],) if input.ndim == 2 else ()), reduction)
 
 
 def _mlm_onnx(ctx, op):
     shape = op.args["input"].shape
-    c = shape[-1]
+    c = _classes(shape)
     x, t = op.input("input", F32), op.input("target", np.int64)
-    x, t = (ctx.unsqueeze(x, [0]), ctx.unsqueeze(t, [0])) if len(shape) == 1 else (x, t)
+    if len(shape) < 2:  # one row
+        x, t = (ctx.node("Reshape", [v, ctx.ints([1, c])]) for v in (x, t))
     stop = ctx.node("Cast", [ctx.node("Equal", [t, ctx.const(np.array(-1, np.int64))])], to=7)  # int64
     valid = ctx.node("Equal", [ctx.node("CumSum", [stop, ctx.const(np.array(1, np.int64))]),
                                ctx.const(np.array(0, np.int64))])
@@ -227,9 +236,9 @@ def _mlm_onnx(ctx, op):
                             ctx.unsqueeze(ctx.node("Sub", [const(ctx, 1.0), is_target]), [1])])
     h = ctx.node("Mul", [ctx.node("Relu", [z]), keep])
     loss = ctx.node("Div", [ctx.reduce("ReduceSum", h, [1, 2], False), const(ctx, float(c))])
-    if len(shape) == 1:
+    if len(shape) < 2:
         loss = ctx.squeeze(loss, [0])
-    return [_onnx_reduce(ctx, loss, len(shape) - 1, op.attr("reduction", "mean"))]
+    return [_onnx_reduce(ctx, loss, max(len(shape) - 1, 0), op.attr("reduction", "mean"))]
 
 
 def _ml_targets(n, c, seed):
@@ -251,6 +260,7 @@ def _mlm_samples():
             Sample((rand(4, 9), _ml_targets(4, 9, 3)), {"reduction": "none"}, "none"),
             Sample((tie, np.array([[0, -1, 2], [1, 1, -1]])), {"reduction": "none"}, "ties, a repeated target"),
             Sample((rand(5), np.array([3, 0, -1, 4, 4])), {}, "unbatched"),
+            Sample((np.array(0.5, F32), np.array(0)), {"reduction": "none"}, "0-D input (one class)"),
             Sample((rand(1, 4), np.array([[2, -1, 0, 0]])), {"reduction": "none"}, "batch 1")]
 
 
