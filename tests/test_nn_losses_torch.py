@@ -357,3 +357,28 @@ def test_embedding_functional_errors():
         F.embedding(fg.tensor(np.array([0])), fg.tensor(_r(4)))
     with pytest.raises(NotImplementedError, match="scale_grad_by_freq"):
         F.embedding(fg.tensor(np.array([0])), w, scale_grad_by_freq=True)
+
+
+def test_losses_export_with_a_dynamic_batch(tmp_path):
+    """A model whose forward returns the new losses exports with axis 0 of every input dynamic (the default), and
+    onnxruntime's values at the example and at other batch sizes equal forgegrad's (export's parity runs)."""
+    pytest.importorskip("onnxruntime")
+
+    class Losses(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cos = nn.CosineEmbeddingLoss(margin=0.2)
+            self.mm = nn.MultiMarginLoss(p=2, weight=fg.tensor(_r(4, low=0.5, high=1.5)))
+            self.trip = nn.TripletMarginLoss(swap=True)
+            self.gauss = nn.GaussianNLLLoss()
+
+        def forward(self, a, b, y, labels, var):
+            # var kept positive: the export's extra runs draw inputs at random
+            return (self.cos(a, b, y) + self.mm(a, labels) + self.trip(a, b, a * 0.5) +
+                    self.gauss(a, b, var.abs() + 0.1))
+
+    inputs = (fg.tensor(_r(5, 4)), fg.tensor(_r(5, 4)), fg.tensor(_signs(5)), fg.tensor(LABELS % 4),
+              fg.tensor(_r(5, low=0.1, high=1.0)))
+    report = fg.onnx.export(Losses(), inputs, str(tmp_path / "losses.onnx"))
+    assert report.ok, report
+    assert len({tuple(s.values()) for s in report.sizes_tried}) > 1, report.sizes_tried
