@@ -175,6 +175,37 @@ def test_gradients_match_transformers(checkpoints):
                                atol=2e-4 * np.abs(g).max())
 
 
+def test_stochastic_depth_in_training(checkpoints):
+    """drop_path_rate: in training each sample's attention and MLP branches are each either dropped or kept and scaled
+    by 1 / (1 - p) (both outcomes seen); in eval the model is the one without it."""
+    path, _ = checkpoints["model"]
+    cfg = json.loads((path / "config.json").read_text())
+    plain = from_pretrained(path)
+    model = Dinov2Model(dict(cfg, drop_path_rate=0.5, num_hidden_layers=1))
+    model.load_state_dict({k: v for k, v in plain.state_dict().items() if ".layer.1." not in k})
+    x = _pixels(16, seed=11)
+    with fg.no_grad():
+        states = model.train()(x, output_hidden_states=True).hidden_states
+        layer = model.eval().encoder.layer[0]
+        x0, x1 = states[0].numpy(), states[1].numpy()
+        attn = layer.layer_scale1(layer.attention(layer.norm1(states[0]))).numpy()
+        seen = set()
+        for b in range(len(x)):
+            found = None
+            for a_kept in (0, 1):
+                mid = x0[b] + a_kept * 2 * attn[b]
+                mlp = layer.layer_scale2(layer.mlp(layer.norm2(fg.tensor(mid[None])))).numpy()[0]
+                for m_kept in (0, 1):
+                    if np.allclose(x1[b], mid + m_kept * 2 * mlp, rtol=1e-4, atol=1e-4):
+                        found = (a_kept, m_kept)
+            assert found is not None, b
+            seen |= {("attention", found[0]), ("mlp", found[1])}
+        assert seen == {(n, k) for n in ("attention", "mlp") for k in (0, 1)}
+        one_layer = Dinov2Model(dict(cfg, num_hidden_layers=1))
+        one_layer.load_state_dict(model.state_dict())
+        np.testing.assert_array_equal(model(x).last_hidden_state.numpy(), one_layer.eval()(x).last_hidden_state.numpy())
+
+
 @pytest.mark.parametrize("key,size", [("classifier_swiglu", None), ("classifier", (24, 40)), ("model", 48)])
 def test_onnx_export_in_onnxruntime(checkpoints, key, size, tmp_path):
     """The graph (batch dynamic, image size fixed: the config's, or another with the resize as constant matrices)
