@@ -118,6 +118,13 @@ def test_inplace_variants_follow_torch(name, call):
     (hf * hf).sum().backward()
     (ht * ht).sum().backward()
     np.testing.assert_allclose(xf.grad.numpy(), xt.grad.numpy(), rtol=1e-5, atol=1e-5)
+    # a tensor an earlier op saved (sigmoid saves its output): backward refuses it once written, as torch's
+    for fn, t in ((F, fg.tensor(x, requires_grad=True)),
+                  (torch.nn.functional, torch.from_numpy(x.copy()).requires_grad_(True))):
+        s = t.sigmoid()
+        call(fn, s)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            s.sum().backward()
     # without grad: the storage itself is written (a view of it sees the new values)
     plain = fg.tensor(x.copy())
     view = plain[1]
