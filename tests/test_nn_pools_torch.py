@@ -198,10 +198,14 @@ def test_dropout_ranks_and_warnings_follow_torch():
 
 def test_dropout_inplace_writes_the_input():
     fg.manual_seed(3)
-    x = fg.tensor(np.abs(_rand(4, 6, 5)) + 0.5)
+    x0 = np.abs(_rand(4, 6, 5)) + 0.5
+    x = fg.tensor(x0.copy())
     y = F.dropout1d(x, 0.5, inplace=True)
     assert y is x or np.shares_memory(y.numpy(), x.numpy())
-    _channel_values(x.numpy(), x.numpy(), 1.0)  # whole channels zeroed in place
+    dropped = _channel_values(x.numpy(), x0, 2.0)  # whole channels zeroed, the rest doubled, in x itself
+    assert 0 < dropped.sum() < dropped.size
+    fg.manual_seed(3)
+    np.testing.assert_array_equal(F.dropout1d(fg.tensor(x0), 0.5).numpy(), x.numpy())  # the same draw
 
 
 # ---- bad input ------------------------------------------------------------------------------------------------
