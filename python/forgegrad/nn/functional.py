@@ -9,6 +9,8 @@ from ..ops.registry import _OPS
 from ..tensor import Tensor
 # _t and _opt (argument checks) are defined once, in functional_conv, which this module builds on
 from .functional_conv import _opt, _t, adaptive_avg_pool2d, avg_pool2d, batch_norm, conv1d, conv2d, max_pool2d
+from .functional_pool import *  # noqa: F401,F403  (1-d, indexed and power-average pools; channel dropout)
+from .functional_pool import __all__ as _pool_names
 
 __all__ = [
     "linear", "relu", "relu_", "leaky_relu", "leaky_relu_", "elu_", "relu6", "hardtanh_", "threshold_", "selu_",
@@ -17,7 +19,7 @@ __all__ = [
     "mse_loss", "l1_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
     "nll_loss", "kl_div", "one_hot",
     "conv1d", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm",
-]
+] + _pool_names
 
 
 def linear(input, weight, bias=None):
