@@ -174,6 +174,26 @@ def test_meta_shapes_and_flops():
     assert seen == [2 * 2 * 16 * 5 * 7 * 8 * 16 + 2 * 8 * 10 * 14]
 
 
+def test_gradient_penalty_through_conv_transpose_matches_torch(rng):
+    """create_graph=True through ConvTranspose2d (and unfold): a penalty on the input gradient, differentiated
+    again into the weights, as torch."""
+    torch.manual_seed(4)
+    theirs = torch.nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1)
+    ours = nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1)
+    fg_from_torch(ours, theirs)
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    grads = []
+    for lib, m in ((torch, theirs), (fg, ours)):
+        xt = (torch.tensor(x) if lib is torch else fg.tensor(x)).requires_grad_(True)
+        y = m(xt).tanh()
+        cols = (torch.nn.functional if lib is torch else F).unfold(y, 2, stride=2)
+        (gx,) = lib.autograd.grad((cols * cols).sum(), [xt], create_graph=True)
+        (gx * gx).sum().backward()
+        grads.append([t.grad.detach().numpy() if lib is torch else t.grad.numpy() for t in (m.weight, m.bias)])
+    for want, got in zip(*grads):
+        _close(got, want, "second-order gradient", atol_scale=1e-5)
+
+
 class _ConvDecoderVAE(nn.Module):
     """A DCGAN-style conv VAE on 16x16 images: two strided convs down, two ConvTranspose2d up."""
 
