@@ -249,3 +249,15 @@ def test_instance_norm_bad_arguments():
     with pytest.warns(UserWarning, match="num_features"):  # no affine: torch normalises anyway, with a warning
         y = nn.InstanceNorm1d(6)(fg.randn(2, 5, 3))
     assert y.shape == (2, 5, 3)
+
+
+@pytest.mark.parametrize("shape", [(0, 6, 4), (2, 6, 0)])
+def test_empty_batch_or_spatial_axis_gives_empty_results_as_torch(shape):
+    calls = [(lambda lib, x: lib.nn.functional.group_norm(x, 3)), (lambda lib, x: lib.nn.functional.instance_norm(x)),
+             (lambda lib, x: lib.nn.functional.local_response_norm(x, 3))]
+    for call in calls:
+        x = fg.zeros(shape, requires_grad=True)
+        y = call(fg, x)
+        assert y.shape == tuple(call(torch, torch.zeros(shape)).shape) == shape
+        y.sum().backward()
+        assert x.grad.shape == shape

@@ -81,7 +81,7 @@ def _instance_args(x, running_mean, running_var, weight, bias, use_input_stats, 
                                          (running_var, "running_var")))
     if (running_mean is None) != (running_var is None):
         raise ValueError("instance_norm: running_mean and running_var must both be given or both be None")
-    if use and int(np.prod(x.shape[2:], dtype=np.int64)) <= 1:
+    if use and int(np.prod(x.shape[2:], dtype=np.int64)) == 1:  # torch's check (0 elements pass)
         raise ValueError(f"instance_norm: expected more than 1 spatial element when training (use_input_stats="
                          f"True), got input of shape {tuple(x.shape)}")
     if not use and running_mean is None:
@@ -152,6 +152,11 @@ def _gn_backward32(g, x, groups, weight, mean, rstd, need):
     return gx, gw, gb
 
 
+def _flat3(x):
+    """x's shape as (N, C, spatial size) (a -1 cannot stand for it when x is empty)."""
+    return x.shape[0], x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64))
+
+
 # ---- float64: numpy ------------------------------------------------------------------------------------
 def _bshape(x):
     return (1, x.shape[1]) + (1,) * (x.ndim - 2)
@@ -189,6 +194,9 @@ def _gn_backward64(g, x, groups, weight, mean, rstd, need):
 
 
 def _gn_forward(x, groups, weight, bias, eps):
+    if x.size == 0:  # an empty batch or spatial axis: an empty result, as torch
+        rows = x.shape[0] * groups
+        return np.empty(x.shape, x.dtype), np.zeros(rows, x.dtype), np.ones(rows, x.dtype)
     if x.dtype == np.float64:
         _one_dtype("group_norm", x, weight, bias)
         return _gn_forward64(x, groups, weight, bias, eps)
@@ -196,6 +204,9 @@ def _gn_forward(x, groups, weight, bias, eps):
 
 
 def _gn_backward(g, x, groups, weight, mean, rstd, need):
+    if x.size == 0:
+        return (np.zeros(x.shape, x.dtype) if need[0] else None,
+                np.zeros(x.shape[1], x.dtype) if need[1] else None, np.zeros(x.shape[1], x.dtype) if need[2] else None)
     fn = _gn_backward64 if x.dtype == np.float64 else _gn_backward32
     return fn(g, x, groups, weight, mean, rstd, need)
 
@@ -371,7 +382,7 @@ def _running_forward(x, running_mean, running_var, weight, bias, eps):
         y = (x - running_mean.reshape(shape)) * invstd.reshape(shape)
         y = y * weight.reshape(shape) if weight is not None else y
         return (y + bias.reshape(shape) if bias is not None else y), running_mean.copy(), invstd
-    x3 = x.reshape(x.shape[0], x.shape[1], -1)
+    x3 = x.reshape(_flat3(x))
     y, mean, invstd = _N.batch_norm_forward(x3, weight, bias, running_mean, running_var, False, 0.0, eps)
     return y.reshape(x.shape), mean, invstd
 
@@ -383,8 +394,7 @@ def _running_backward(g, x, weight, mean, invstd, need):
         gw = (g * (x - mean.reshape(shape)) * invstd.reshape(shape)).sum(axis=axes) if need[1] else None
         gb = g.sum(axis=axes) if need[2] else None
         return gx, gw, gb
-    n, c = x.shape[:2]
-    gx, gw, gb = _N.batch_norm_backward(g.reshape(n, c, -1), x.reshape(n, c, -1), weight, mean, invstd, False, need)
+    gx, gw, gb = _N.batch_norm_backward(g.reshape(_flat3(x)), x.reshape(_flat3(x)), weight, mean, invstd, False, need)
     return (gx.reshape(x.shape) if gx is not None else None), gw, gb
 
 
@@ -429,7 +439,7 @@ class InstanceNormFunction(Function):
             _one_dtype("instance_norm", x, running_mean, running_var, weight, bias)
         if use:
             y, mean, rstd = _gn_forward(x, x.shape[1], weight, bias, eps)
-            if running_mean is not None:
+            if running_mean is not None and x.size:
                 _update_running(x, mean, rstd, running_mean, running_var, momentum, eps)
         else:
             y, mean, rstd = _running_forward(x, running_mean, running_var, weight, bias, eps)

@@ -419,7 +419,7 @@ class LocalResponseNormFunction(Function):
         size, alpha, beta, k = _lrn_args(x, size, alpha, beta, k)
         x = _float(x)
         t = x.dtype.type
-        v = x.reshape(x.shape[0], x.shape[1], -1)
+        v = x.reshape(x.shape[0], x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64)))
         base = _window_sum(v * v, size, size // 2) / t(size) * t(alpha) + t(k)
         scale = base ** t(-beta)
         ctx.save_for_backward(x, base, scale)
