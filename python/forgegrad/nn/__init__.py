@@ -15,6 +15,7 @@ from .linear import *  # noqa: F401,F403
 from .loss import *  # noqa: F401,F403
 from .module import *  # noqa: F401,F403
 from .normalization import *  # noqa: F401,F403
+from .normalization_group import *  # noqa: F401,F403
 from .parameter import *  # noqa: F401,F403
 from .pooling import *  # noqa: F401,F403
 from .position import *  # noqa: F401,F403
@@ -27,8 +28,7 @@ __all__ = ["functional", "init", "utils"] + sorted(n for n, v in globals().items
 # torch.nn names that forgegrad has under another name, or not yet: the AttributeError says so.
 _TORCH_NAMES = {"LazyLinear": "forgegrad.nn.Dense (Keras-style: the input size is inferred on the first call)",
                 "LazyConv2d": "forgegrad.nn.Conv2D (Keras-style: in_channels inferred on the first call)",
-                "Conv3d": None, "BatchNorm3d": None, "GroupNorm": None,
-                "InstanceNorm2d": None, "DataParallel": None}
+                "Conv3d": None, "BatchNorm3d": None, "DataParallel": None}
 
 
 def __getattr__(name):

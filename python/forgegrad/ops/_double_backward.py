@@ -59,6 +59,10 @@ _READS = {  # op name -> (ctx, args, kwargs) -> the arguments its rule reads the
     "batch_norm": lambda c, a, k: (a[0], _arg(a, k, 3, "weight")) + (
         () if _arg(a, k, 5, "training", False) or _arg(a, k, 1, "running_mean") is None else
         (_arg(a, k, 1, "running_mean"), _arg(a, k, 2, "running_var"))),
+    "group_norm": lambda c, a, k: (a[0], _arg(a, k, 2, "weight")),
+    "instance_norm": lambda c, a, k: (a[0], _arg(a, k, 3, "weight")) + (
+        () if _arg(a, k, 5, "use_input_stats", True) else
+        (_arg(a, k, 1, "running_mean"), _arg(a, k, 2, "running_var"))),
 }
 # they read their output (torch's)
 for _name in ("relu", "elu", "exp", "sqrt", "tanh", "sigmoid", "softmax", "log_softmax"):
