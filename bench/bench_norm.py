@@ -11,11 +11,14 @@ Groups (both sides allocate their outputs, as an autograd op does):
   layer_norm fwd / bwd RxD: kernels.norm.layer_norm_forward / layer_norm_backward (all three
     gradients) vs aten.native_layer_norm / native_layer_norm_backward, with weight and bias;
     shapes of a Transformer's activations (rows = batch * tokens).
+  group_norm fwd+bwd 8x256x32x32, 32 groups: F.group_norm forward and backward through each library's
+    autograd (input, weight and bias gradients), as a diffusion U-Net's block runs it.
 """
 import numpy as np
 import pytest
 import torch
 
+import forgegrad as fg
 from forgegrad.kernels import activation as KA
 from forgegrad.kernels import norm as KN
 
@@ -70,3 +73,32 @@ def test_layer_norm(benchmark, nthreads, shape, runtime, backward):
     fn = _layer_norm_fn(runtime, shape, backward)
     benchmark.group = f"layer_norm {'bwd' if backward else 'fwd'} {shape[0]}x{shape[1]} threads={nthreads}"
     benchmark(fn)
+
+
+GN_SHAPE, GN_GROUPS = (8, 256, 32, 32), 32
+
+
+def _group_norm_fn(runtime):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(GN_SHAPE).astype(np.float32)
+    g = rng.standard_normal(GN_SHAPE).astype(np.float32)
+    w = (rng.standard_normal(GN_SHAPE[1]) + 1).astype(np.float32)
+    b = rng.standard_normal(GN_SHAPE[1]).astype(np.float32)
+    lib = fg if runtime == "forgegrad" else torch
+    tensor = fg.tensor if runtime == "forgegrad" else torch.from_numpy
+    tx, tw, tb = (tensor(a).requires_grad_(True) for a in (x, w, b))
+    tg = tensor(g)
+    group_norm = lib.nn.functional.group_norm
+
+    def step():
+        for t in (tx, tw, tb):
+            t.grad = None
+        group_norm(tx, GN_GROUPS, tw, tb).backward(tg)
+
+    return step
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_group_norm(benchmark, nthreads, runtime):
+    benchmark.group = f"group_norm fwd+bwd {'x'.join(map(str, GN_SHAPE))} groups={GN_GROUPS} threads={nthreads}"
+    benchmark(_group_norm_fn(runtime))

@@ -226,7 +226,7 @@ def test_onnx_export_dynamic_batch(checkpoints, name, tmp_path):
             want = _main(hf(torch.tensor(x)))
         for g, w in zip(sess.run(None, {"pixel_values": x}), want):
             np.testing.assert_allclose(g, w.numpy(), **TOL)
-    with pytest.raises(TypeError, match="ViT or DeiT"):
+    with pytest.raises(TypeError, match="ViT, DeiT or DINOv2"):
         export_vit(fg.nn.Linear(2, 2), str(tmp_path / "no.onnx"))
 
 

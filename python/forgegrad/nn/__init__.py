@@ -5,15 +5,20 @@ without editing this list of files.
 """
 from . import functional, init, utils
 from .activation import *  # noqa: F401,F403
+from .activation_extra import *  # noqa: F401,F403
 from .attention import *  # noqa: F401,F403
 from .container import *  # noqa: F401,F403
 from .conv import *  # noqa: F401,F403
+from .conv_transpose import *  # noqa: F401,F403
+from .dropout import *  # noqa: F401,F403
 from .linear import *  # noqa: F401,F403
 from .loss import *  # noqa: F401,F403
 from .module import *  # noqa: F401,F403
 from .normalization import *  # noqa: F401,F403
+from .normalization_group import *  # noqa: F401,F403
 from .parameter import *  # noqa: F401,F403
 from .parameter_containers import *  # noqa: F401,F403
+from .pooling import *  # noqa: F401,F403
 from .position import *  # noqa: F401,F403
 from .rnn import *  # noqa: F401,F403
 from .sparse import *  # noqa: F401,F403
@@ -24,8 +29,7 @@ __all__ = ["functional", "init", "utils"] + sorted(n for n, v in globals().items
 # torch.nn names that forgegrad has under another name, or not yet: the AttributeError says so.
 _TORCH_NAMES = {"LazyLinear": "forgegrad.nn.Dense (Keras-style: the input size is inferred on the first call)",
                 "LazyConv2d": "forgegrad.nn.Conv2D (Keras-style: in_channels inferred on the first call)",
-                "Conv3d": None, "ConvTranspose2d": None, "BatchNorm3d": None, "GroupNorm": None,
-                "InstanceNorm2d": None, "DataParallel": None}
+                "Conv3d": None, "BatchNorm3d": None, "DataParallel": None}
 
 
 def __getattr__(name):

@@ -24,6 +24,10 @@ def _check_input(x, ndims, cls):
         raise ValueError(f"{cls}: expected {want} input (got {x.ndim}D input)")
 
 
+def _unbatched(out):
+    return tuple(o.squeeze(0) for o in out) if isinstance(out, tuple) else out.squeeze(0)
+
+
 class _ConvNd(Module):
     """What Conv1d and Conv2d share: the channel and group arguments, the padding mode, torch's initialisation
     and repr. Subclasses set kernel_size, stride, padding and dilation (tuples of their rank)."""
@@ -137,7 +141,9 @@ class MaxPool2d(_Pool2d):
         self.return_indices = return_indices
 
     def forward(self, input):
-        _check_input(input, (4,), "MaxPool2d")
+        _check_input(input, (3, 4), "MaxPool2d")
+        if input.ndim == 3:  # unbatched (C, H, W), as torch
+            return _unbatched(self.forward(input.unsqueeze(0)))
         return F.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
                             self.return_indices)
 
@@ -157,7 +163,9 @@ class AvgPool2d(_Pool2d):
         self.divisor_override = divisor_override
 
     def forward(self, input):
-        _check_input(input, (4,), "AvgPool2d")
+        _check_input(input, (3, 4), "AvgPool2d")
+        if input.ndim == 3:  # unbatched (C, H, W), as torch
+            return _unbatched(self.forward(input.unsqueeze(0)))
         return F.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
                             self.count_include_pad, self.divisor_override)
 
@@ -171,7 +179,9 @@ class AdaptiveAvgPool2d(Module):
         self.output_size = output_size
 
     def forward(self, input):
-        _check_input(input, (4,), "AdaptiveAvgPool2d")
+        _check_input(input, (3, 4), "AdaptiveAvgPool2d")
+        if input.ndim == 3:  # unbatched (C, H, W), as torch
+            return _unbatched(self.forward(input.unsqueeze(0)))
         return F.adaptive_avg_pool2d(input, self.output_size)
 
     def extra_repr(self) -> str:

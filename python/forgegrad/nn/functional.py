@@ -10,15 +10,18 @@ from ..tensor import Tensor
 # _t and _opt (argument checks) are defined once, in functional_conv, which this module builds on
 from .functional_conv import _opt, _t, adaptive_avg_pool2d, avg_pool2d, batch_norm, conv1d, conv2d, max_pool2d
 from .functional_misc import bilinear, embedding, pairwise_distance, triplet_margin_with_distance_loss
+from .functional_pool import *  # noqa: F401,F403  (1-d, indexed and power-average pools; channel dropout)
+from .functional_pool import __all__ as _pool_names
 
 __all__ = [
-    "linear", "relu", "relu_", "leaky_relu", "leaky_relu_", "elu_", "gelu", "sigmoid", "tanh", "softmax", "log_softmax",
+    "linear", "relu", "relu_", "leaky_relu", "leaky_relu_", "elu_", "relu6", "hardtanh_", "threshold_", "selu_",
+    "celu_", "rrelu_", "gelu", "sigmoid", "tanh", "softmax", "log_softmax",
     "dropout",
     "mse_loss", "l1_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
     "nll_loss", "kl_div", "one_hot",
     "conv1d", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm",
     "bilinear", "embedding", "pairwise_distance", "triplet_margin_with_distance_loss",
-]
+] + _pool_names
 
 
 def linear(input, weight, bias=None):
@@ -47,7 +50,9 @@ def _maybe_inplace(input, inplace, name: str, compute):
     return compute(input)
 
 
-_MODULE_NAMES = {"relu": "ReLU", "leaky_relu": "LeakyReLU", "silu": "SiLU", "elu": "ELU", "dropout": "Dropout"}
+_MODULE_NAMES = {"relu": "ReLU", "leaky_relu": "LeakyReLU", "silu": "SiLU", "elu": "ELU", "dropout": "Dropout",
+                 "relu6": "ReLU6", "hardtanh": "Hardtanh", "hardsigmoid": "Hardsigmoid", "hardswish": "Hardswish",
+                 "mish": "Mish", "selu": "SELU", "celu": "CELU", "threshold": "Threshold", "rrelu": "RReLU"}
 
 
 def relu(input, inplace: bool = False):
@@ -72,6 +77,38 @@ def elu_(input, alpha: float = 1.0):
     """``torch.nn.functional.elu_``: elu written into ``input``."""
     from ..ops.activation_smooth import elu
     return elu(input, alpha, inplace=True)
+
+
+# torch's in-place functions (and relu6) over the records' functionals in ops/activation_hard.py & co.
+def relu6(input, inplace: bool = False):
+    """``torch.nn.functional.relu6``: min(max(input, 0), 6) (hardtanh(input, 0, 6), as torch's)."""
+    from ..ops.activation_hard import relu6 as _relu6
+    return _relu6(input, inplace)
+
+
+def hardtanh_(input, min_val: float = -1.0, max_val: float = 1.0):
+    from ..ops.activation_hard import hardtanh
+    return hardtanh(input, min_val, max_val, inplace=True)
+
+
+def threshold_(input, threshold: float, value: float):
+    from ..ops.activation_hard import threshold_ as _threshold_
+    return _threshold_(input, threshold, value)
+
+
+def selu_(input):
+    from ..ops.activation_more import selu
+    return selu(input, inplace=True)
+
+
+def celu_(input, alpha: float = 1.0):
+    from ..ops.activation_more import celu
+    return celu(input, alpha, inplace=True)
+
+
+def rrelu_(input, lower: float = 1.0 / 8, upper: float = 1.0 / 3, training: bool = False):
+    from ..ops.activation_param import rrelu
+    return rrelu(input, lower, upper, training, inplace=True)
 
 
 def gelu(input, approximate: str = "none"):

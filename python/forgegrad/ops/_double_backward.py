@@ -50,7 +50,7 @@ def covered():
 # only if its rule reads it (reading it would give silently wrong gradients; torch raises for what it saved)
 _SHAPES_ONLY = {"add", "sub", "neg", "sum", "mean", "reshape", "permute", "expand", "clone", "cast", "cat", "stack",
                 "cumsum", "dropout", "avg_pool2d", "adaptive_avg_pool2d", "fake_quantize_per_tensor_affine",
-                "fake_quantize_per_channel_affine"}
+                "fake_quantize_per_channel_affine", "unfold", "fold"}
 _READS = {  # op name -> (ctx, args, kwargs) -> the arguments its rule reads the values of (biases: their shape only)
     "getitem": lambda c, a, k: _flatten(a[1]),
     "embedding": lambda c, a, k: (_arg(a, k, 1, "indices"),),
@@ -59,11 +59,16 @@ _READS = {  # op name -> (ctx, args, kwargs) -> the arguments its rule reads the
     "batch_norm": lambda c, a, k: (a[0], _arg(a, k, 3, "weight")) + (
         () if _arg(a, k, 5, "training", False) or _arg(a, k, 1, "running_mean") is None else
         (_arg(a, k, 1, "running_mean"), _arg(a, k, 2, "running_var"))),
+    "group_norm": lambda c, a, k: (a[0], _arg(a, k, 2, "weight")),
+    "instance_norm": lambda c, a, k: (a[0], _arg(a, k, 3, "weight")) + (
+        () if _arg(a, k, 5, "use_input_stats", True) else
+        (_arg(a, k, 1, "running_mean"), _arg(a, k, 2, "running_var"))),
 }
 # they read their output (torch's)
 for _name in ("relu", "elu", "exp", "sqrt", "tanh", "sigmoid", "softmax", "log_softmax"):
     _READS[_name] = lambda c, a, k: ()
-for _name in ("mul", "matmul", "linear", "conv2d", "conv1d"):  # each factor's gradient reads the other factor
+# each factor's gradient reads the other factor
+for _name in ("mul", "matmul", "linear", "conv2d", "conv1d", "conv_transpose2d", "conv_transpose1d"):
     _READS[_name] = lambda c, a, k: tuple(a[1 - i] for i in (0, 1) if c.needs_input_grad[i])
 
 

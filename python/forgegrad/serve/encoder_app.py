@@ -1,8 +1,9 @@
 """The server of encoder checkpoints (``forgegrad serve ENCODER_DIR``): OpenAI's ``POST /v1/embeddings`` for an
-encoder (embeddings.py) or for a CLIP or SigLIP model, texts and images (image_embeddings.py), the rerank and score
+encoder (embeddings.py), for a CLIP or SigLIP model, texts and images (image_embeddings.py), or for a DINOv2 encoder,
+images (vision_embeddings.py), the rerank and score
 APIs (``POST /v1/rerank``, ``/rerank``, ``/v1/score``, ``/score``) for a cross-encoder (rerank.py), the
 classify API (``POST /v1/classify``, ``/classify``) for a classifier of several labels (classify.py) or a ViT / DeiT
-image classifier (image_classify.py); with
+/ DINOv2 image classifier (image_classify.py); with
 ``GET /v1/models``, ``/ping``, ``/health``, ``/metrics``. Requests waiting run through the model together
 (``EncoderQueue``)."""
 from __future__ import annotations
@@ -29,7 +30,8 @@ def encoder_kind(path: str) -> Optional[str]:
     from .image_classify import is_image_classifier_checkpoint
     from .image_embeddings import is_image_text_checkpoint
     from .rerank import is_reranker_checkpoint
-    if is_embedding_checkpoint(path) or is_image_text_checkpoint(path):
+    from .vision_embeddings import is_vision_embedding_checkpoint
+    if is_embedding_checkpoint(path) or is_image_text_checkpoint(path) or is_vision_embedding_checkpoint(path):
         return "embeddings"
     if is_image_classifier_checkpoint(path):
         return "classify"
@@ -129,11 +131,16 @@ def create_encoder_app(config: EncoderServeConfig):
         raise ValueError(f"{config.model_path!r} holds no encoder forgegrad serves (a BERT / RoBERTa / XLM-R / "
                          "ModernBERT encoder for embeddings, a CLIP or SigLIP model for text and image embeddings, "
                          "or one of the encoders' *ForSequenceClassification models: reranking with one label, "
-                         "classification with several; or a ViT / DeiT image classifier)")
+                         "classification with several; or a ViT / DeiT / DINOv2 image classifier, or a DINOv2 "
+                         "encoder for image embeddings)")
     from .image_classify import is_image_classifier_checkpoint
     from .image_embeddings import is_image_text_checkpoint
+    from .vision_embeddings import is_vision_embedding_checkpoint
     if kind == "embeddings" and is_image_text_checkpoint(config.model_path):  # CLIP, SigLIP: texts and images
         from .image_embeddings import ImageTextEmbedder as Worker
+        routes_of = ("/v1/embeddings",)
+    elif kind == "embeddings" and is_vision_embedding_checkpoint(config.model_path):  # DINOv2: images only
+        from .vision_embeddings import ImageEmbedder as Worker
         routes_of = ("/v1/embeddings",)
     elif kind == "embeddings":
         from .embeddings import Embedder as Worker
@@ -141,7 +148,7 @@ def create_encoder_app(config: EncoderServeConfig):
     elif kind == "rerank":
         from .rerank import Reranker as Worker
         routes_of = ("/v1/rerank", "/rerank", "/v1/score", "/score")
-    elif is_image_classifier_checkpoint(config.model_path):  # ViT, DeiT: images
+    elif is_image_classifier_checkpoint(config.model_path):  # ViT, DeiT, DINOv2: images
         from .image_classify import ImageClassifier as Worker
         routes_of = ("/v1/classify", "/classify")
     else:

@@ -1,6 +1,6 @@
-"""Image classification over HTTP for a ViT or DeiT classifier (``ViTForImageClassification``,
-``DeiTForImageClassification``, ``DeiTForImageClassificationWithTeacher``), in the shape of the text classify API
-(classify.py).
+"""Image classification over HTTP for a ViT, DeiT or DINOv2 classifier (``ViTForImageClassification``,
+``DeiTForImageClassification``, ``DeiTForImageClassificationWithTeacher``, ``Dinov2ForImageClassification``), in the
+shape of the text classify API (classify.py).
 
     forgegrad serve VIT_DIR   (the app: encoder_app.py)
 
@@ -21,6 +21,11 @@ transformers' image-classification pipeline gives them, and ``label`` is config.
 likely class. Decoding and preprocessing run off the event loop, per request, so a bad image is that request's 400;
 the model then runs on the images of every request waiting together (``encoder_app.EncoderQueue``), up to
 ``max_batch`` at a time. ``usage`` counts the tokens the encoder ran: each image's patches and its leading tokens.
+
+The processor must make every image one size (a crop, or a fixed height and width): for ViT and DeiT the size of
+their position table, for DINOv2 any (its table is resized to every image's grid: the hub's checkpoints take 224 px
+crops with a table trained at 518 px). ``ImageModelWorker`` (the model, its processor and the decoding) is shared
+with vision_embeddings.py.
 """
 from __future__ import annotations
 
@@ -40,14 +45,15 @@ from .completion_request import CompletionError, bad, request_object, served_mod
 from .embeddings import MAX_INPUTS, checkpoint_kind, load_served_model
 from .image_embeddings import MAX_PIXELS, MAX_SIDE, load_image, open_image
 
-ARCHITECTURES = ("ViTForImageClassification", "DeiTForImageClassification", "DeiTForImageClassificationWithTeacher")
+ARCHITECTURES = ("ViTForImageClassification", "DeiTForImageClassification", "DeiTForImageClassificationWithTeacher",
+                 "Dinov2ForImageClassification")
 _FIELDS = {"model", "input", "user"}
 _EXPECTED = (f'{{"image": "<base64 or a data: URL>"}}, {{"array": "<base64 of a .npy file>"}}, or a list of up to '
              f'{MAX_INPUTS} of them')
 
 
 def is_image_classifier_checkpoint(path: str) -> bool:
-    """Whether a checkpoint directory holds a ViT or DeiT image classifier."""
+    """Whether a checkpoint directory holds a ViT, DeiT or DINOv2 image classifier."""
     return checkpoint_kind(path)[0] in ARCHITECTURES
 
 
@@ -100,31 +106,35 @@ def _check_size(width: int, height: int, index: int) -> None:
                                    f"{MAX_PIXELS} pixels, {MAX_SIDE} on a side", "input")
 
 
-class ImageClassifier:
-    """A ViT / DeiT classifier and its image processor; ``embed`` runs on one thread at a time (the worker)."""
+class ImageModelWorker:
+    """A ViT / DeiT / DINOv2 model and its image processor, and the decoding of a request's images (``_prepare``)."""
 
     def __init__(self, path: str, weights: str = "float32", max_batch: int = 32):
+        from ..models.hf.dinov2 import Dinov2Model
         from ..models.hf.image_processing import load_image_processor
         self.model = load_served_model(path, weights)
         self.processor = load_image_processor(path)
-        # the processor's output must be the size the model was trained at (its position table)
+        # a classifier's encoder, or the model itself
+        base = self.model if hasattr(self.model, "embeddings") else self.model.encoder
+        emb = base.embeddings
+        # every image must come out one size (to be stacked), and for ViT / DeiT the size they were trained at (their
+        # position table); DINOv2 resizes its table to any image
         size = self.processor.crop_size if self.processor.do_center_crop else self.processor.size
-        want = self.model.encoder.embeddings.image_size
-        if size is None or "height" not in size or (size["height"], size["width"]) != tuple(want):
+        want = tuple(emb.image_size)
+        got = (size["height"], size["width"]) if size is not None and "height" in size else None
+        if isinstance(base, Dinov2Model):
+            patch = emb.patch_embeddings.patch_size
+            if got is None or got[0] < patch[0] or got[1] < patch[1]:
+                raise ValueError(f"{path!r}: preprocessor_config.json makes images of size {size}, but the model "
+                                 f"takes images of one size (a crop_size, or a size with height and width) of at "
+                                 f"least one {patch[0]}x{patch[1]} patch")
+        elif got != want:
             raise ValueError(f"{path!r}: preprocessor_config.json makes images of size {size}, but the model takes "
                              f"{want[0]}x{want[1]}")
-        cfg = self.model.config
-        self.num_classes = labels_of(cfg)
-        names = cfg.get("id2label") or {}
-        self.names = [str(names.get(str(i), names.get(i, f"LABEL_{i}"))) for i in range(self.num_classes)]
-        self.multi_label = cfg.get("problem_type") == "multi_label_classification"
-        grid = self.model.encoder.embeddings.grid
-        self.context = grid[0] * grid[1] + self.model.encoder.tokens  # tokens per image
+        self.image_size = got
+        patch = emb.patch_embeddings.patch_size
+        self.context = (got[0] // patch[0]) * (got[1] // patch[1]) + base.tokens  # tokens per image
         self.max_batch = max_batch
-
-    def describe(self) -> str:
-        size = self.model.encoder.embeddings.image_size
-        return f"{self.num_classes} classes, {size[0]}x{size[1]} images"
 
     def _prepare(self, items: List[Tuple[str, str]]) -> List[np.ndarray]:
         """(3, H, W) pixel values per item (decoding and preprocessing, on the event loop's executor). Every image's
@@ -153,6 +163,21 @@ class ImageClassifier:
             except (TypeError, ValueError) as e:
                 raise CompletionError(400, f"input {i}: {e}", "input") from None
         return out
+
+
+class ImageClassifier(ImageModelWorker):
+    """An image classifier and its image processor; ``embed`` runs on one thread at a time (the worker)."""
+
+    def __init__(self, path: str, weights: str = "float32", max_batch: int = 32):
+        super().__init__(path, weights, max_batch)
+        cfg = self.model.config
+        self.num_classes = labels_of(cfg)
+        names = cfg.get("id2label") or {}
+        self.names = [str(names.get(str(i), names.get(i, f"LABEL_{i}"))) for i in range(self.num_classes)]
+        self.multi_label = cfg.get("problem_type") == "multi_label_classification"
+
+    def describe(self) -> str:
+        return f"{self.num_classes} classes, {self.image_size[0]}x{self.image_size[1]} images"
 
     async def answer(self, body: bytes, name: str, run) -> Tuple[dict, int]:
         obj = request_object(body, _FIELDS, {})

@@ -9,7 +9,8 @@ Dual image-text encoders (zero-shot image classification, image and text embeddi
 ``CLIPTextModel``, ``CLIPVisionModel``, ``CLIPTextModelWithProjection``, ``CLIPVisionModelWithProjection``,
 ``SiglipModel``, ``SiglipTextModel``, ``SiglipVisionModel`` (clip.py, siglip.py; images as ``pixel_values``).
 Vision transformers: ``ViTModel``, ``ViTForImageClassification``, ``DeiTModel``, ``DeiTForImageClassification``,
-``DeiTForImageClassificationWithTeacher`` (vit.py); ``load_image_processor(DIR)`` makes their ``pixel_values``.
+``DeiTForImageClassificationWithTeacher`` (vit.py), ``Dinov2Model``, ``Dinov2ForImageClassification``
+(dinov2.py); ``load_image_processor(DIR)`` makes their ``pixel_values``.
 
 Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``RobertaModel``, ``XLMRobertaModel``,
 ``BertForSequenceClassification``, ``RobertaForSequenceClassification``, ``XLMRobertaForSequenceClassification``,
@@ -93,6 +94,7 @@ from .onnx_clip import export_clip_tower
 from .zero_shot import ImageTextProcessor, zero_shot_image_classification
 from .vit import (DeiTForImageClassification, DeiTForImageClassificationWithTeacher, DeiTModel,
                   ViTForImageClassification, ViTModel)
+from .dinov2 import Dinov2ForImageClassification, Dinov2Model
 from .image_processing import load_image_processor
 from .onnx_vit import export_vit
 
@@ -127,7 +129,8 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "CLIPVisionModelWithProjection", "SiglipModel", "SiglipTextModel", "SiglipVisionModel",
            "export_clip_tower", "ImageTextProcessor", "zero_shot_image_classification",
            "ViTModel", "ViTForImageClassification", "DeiTModel", "DeiTForImageClassification",
-           "DeiTForImageClassificationWithTeacher", "load_image_processor", "export_vit"]
+           "DeiTForImageClassificationWithTeacher", "Dinov2Model", "Dinov2ForImageClassification",
+           "load_image_processor", "export_vit"]
 
 ARCHITECTURES = {cls.architecture: cls for cls in
                  (GPT2LMHeadModel, BertModel, RobertaModel, XLMRobertaModel, BertForSequenceClassification,
@@ -157,11 +160,12 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   CLIPModel, CLIPTextModel, CLIPVisionModel, CLIPTextModelWithProjection,
                   CLIPVisionModelWithProjection, SiglipModel, SiglipTextModel, SiglipVisionModel,
                   ViTModel, ViTForImageClassification, DeiTModel, DeiTForImageClassification,
-                  DeiTForImageClassificationWithTeacher)}
+                  DeiTForImageClassificationWithTeacher, Dinov2Model, Dinov2ForImageClassification)}
 # model_type -> class, for configs that do not list their architecture
 _BY_TYPE = {"clip": CLIPModel, "clip_text_model": CLIPTextModel, "clip_vision_model": CLIPVisionModel,
             "siglip": SiglipModel, "siglip_text_model": SiglipTextModel,
             "siglip_vision_model": SiglipVisionModel, "vit": ViTModel, "deit": DeiTModel,
+            "dinov2": Dinov2Model,
             "gpt2": GPT2LMHeadModel, "bert": BertModel, "roberta": RobertaModel, "xlm-roberta": XLMRobertaModel,
             "modernbert": ModernBertModel, "distilbert": DistilBertModel, "deberta-v2": DebertaV2Model,
             "mpnet": MPNetModel, "electra": ElectraModel, "albert": AlbertModel,
@@ -251,6 +255,8 @@ def _required(cfg: dict, cls, path: str) -> None:
             WhisperForConditionalGeneration: _WHISPER_KEYS,
             **{c: _VIT_KEYS for c in (ViTModel, ViTForImageClassification, DeiTModel, DeiTForImageClassification,
                                       DeiTForImageClassificationWithTeacher)},
+            # DINOv2's MLP width is hidden_size * mlp_ratio: no intermediate_size
+            **{c: _VIT_KEYS[:3] for c in (Dinov2Model, Dinov2ForImageClassification)},
             }.get(cls, ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
                         "max_position_embeddings"))
     for key in keys:

@@ -1,5 +1,6 @@
 """Image preprocessing of Hugging Face vision checkpoints (transformers' ``ViTImageProcessor``,
-``DeiTImageProcessor``, ``CLIPImageProcessor``, ``SiglipImageProcessor``) in numpy.
+``DeiTImageProcessor``, ``CLIPImageProcessor``, ``SiglipImageProcessor``, ``BitImageProcessor``: DINOv2's) in
+numpy.
 
 ``load_image_processor(DIR)`` reads the checkpoint's ``preprocessor_config.json``; the processor turns images
 (numpy ``(H, W, C)`` or ``(H, W)`` uint8 arrays, or PIL images when Pillow is installed) into
@@ -58,6 +59,12 @@ PROCESSORS: Dict[str, dict] = {
                                  size={"height": 224, "width": 224}, do_resize=True, do_rescale=True,
                                  do_normalize=True, do_center_crop=False, crop_size=None, do_convert_rgb=True,
                                  default_to_square=False),
+    # DINOv2's checkpoints name it, their preprocessor_config.json giving shortest edge 256, a 224 crop, ImageNet's
+    # mean and std; its own defaults are CLIP's
+    "BitImageProcessor": dict(resample=BICUBIC, image_mean=OPENAI_CLIP[0], image_std=OPENAI_CLIP[1],
+                              size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224},
+                              do_resize=True, do_center_crop=True, do_rescale=True, do_normalize=True,
+                              do_convert_rgb=True, default_to_square=False),
 }
 # older configs name a feature extractor; the fast and PIL variants share the slow one's settings
 _ALIASES = {"ViTFeatureExtractor": "ViTImageProcessor", "DeiTFeatureExtractor": "DeiTImageProcessor",
@@ -282,7 +289,7 @@ class ImageProcessor:
 
     Args:
         kind: the processor's class name (``ViTImageProcessor``, ``DeiTImageProcessor``, ``CLIPImageProcessor``,
-            ``SiglipImageProcessor``), which picks the defaults of the settings not given.
+            ``SiglipImageProcessor``, ``BitImageProcessor``), which picks the defaults of the settings not given.
         **settings: ``preprocessor_config.json``'s keys (``do_resize``, ``size``, ``resample``, ``do_center_crop``,
             ``crop_size``, ``do_rescale``, ``rescale_factor``, ``do_normalize``, ``image_mean``, ``image_std``,
             ``do_convert_rgb``); others are ignored.

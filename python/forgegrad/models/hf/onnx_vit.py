@@ -1,13 +1,15 @@
-"""ONNX export of ViT and DeiT (vit.py) with the input and output names of Hugging Face optimum's exports and the
-batch dynamic:
+"""ONNX export of ViT, DeiT (vit.py) and DINOv2 (dinov2.py) with the input and output names of Hugging Face optimum's
+exports and the batch dynamic:
 
-    input    ``pixel_values`` (batch, channels, image_size, image_size) float32
+    input    ``pixel_values`` (batch, channels, height, width) float32
     outputs  ``logits`` (batch, num_labels) for the classifiers (DeiT's teacher model: the mean of its two heads);
              ``last_hidden_state`` (batch, tokens + patches, hidden) and, with a pooler, ``pooler_output`` (batch,
-             hidden) for ``ViTModel`` / ``DeiTModel``
+             hidden) for ``ViTModel`` / ``DeiTModel`` / ``Dinov2Model`` (DINOv2's: the CLS row)
 
-The image size is the model's (its position table); the graph is verified in onnxruntime against forgegrad at the
-example's batch (2) and at others.
+The image size is fixed in the graph: by default the model's (its position table), or ``image_size`` (a ViT or DeiT
+then runs with ``interpolate_pos_encoding=True``; DINOv2 always resizes its table), the bicubic resize of the
+position table held as constant matrices. The graph is verified in onnxruntime against forgegrad at the example's
+batch (2) and at others.
 """
 from __future__ import annotations
 
@@ -16,36 +18,49 @@ from typing import Sequence
 import numpy as np
 
 from ...tensor import Tensor
-from .vit import DeiTForImageClassificationWithTeacher, ViTForImageClassification, ViTModel
+from .dinov2 import Dinov2ForImageClassification, Dinov2Model
+from .vit import DeiTForImageClassificationWithTeacher, ViTForImageClassification, ViTModel, _pair
 
 __all__ = ["export_vit", "vit_names"]
 
 
 def vit_names(model) -> tuple:
     """(input names, output names) of ``model``'s graph."""
+    if isinstance(model, Dinov2Model):
+        return ["pixel_values"], ["last_hidden_state", "pooler_output"]
     if isinstance(model, ViTModel):
         return ["pixel_values"], ["last_hidden_state"] + (["pooler_output"] if model.pooler is not None else [])
-    if isinstance(model, (ViTForImageClassification, DeiTForImageClassificationWithTeacher)):
+    if isinstance(model, (ViTForImageClassification, DeiTForImageClassificationWithTeacher,
+                          Dinov2ForImageClassification)):
         return ["pixel_values"], ["logits"]
-    raise TypeError(f"export_vit: model must be a ViT or DeiT model (ViTModel, ViTForImageClassification, "
-                    f"DeiTModel, DeiTForImageClassification, DeiTForImageClassificationWithTeacher), got "
-                    f"{type(model).__name__}")
+    raise TypeError(f"export_vit: model must be a ViT, DeiT or DINOv2 model (ViTModel, ViTForImageClassification, "
+                    f"DeiTModel, DeiTForImageClassification, DeiTForImageClassificationWithTeacher, Dinov2Model, "
+                    f"Dinov2ForImageClassification), got {type(model).__name__}")
 
 
-def export_vit(model, path, *, opset: int = 17, verify: bool = True, rtol: float = 1e-4, atol: float = 1e-4,
-               verify_sizes: Sequence[dict] = None, seed: int = 0):
+def export_vit(model, path, *, image_size=None, opset: int = 17, verify: bool = True, rtol: float = 1e-4,
+               atol: float = 1e-4, verify_sizes: Sequence[dict] = None, seed: int = 0):
     """Export ``model`` with a dynamic ``batch`` axis and, with ``verify``, check it in onnxruntime against forgegrad
-    at batch 2 (the example: random pixel values) and at ``verify_sizes`` (default: batch 1 and 5). Returns the
-    ExportReport of ``forgegrad.onnx.export``; raises TypeError for another model, and as ``export`` does."""
+    at batch 2 (the example: random pixel values) and at ``verify_sizes`` (default: batch 1 and 5). ``image_size``
+    (an int or (height, width); default the config's) fixes the graph's image size. Returns the ExportReport of
+    ``forgegrad.onnx.export``; raises TypeError for another model, and as ``export`` does."""
     from ...onnx import export
 
     names, outs = vit_names(model)
-    emb = model.embeddings if isinstance(model, ViTModel) else model.encoder.embeddings
-    h, w = emb.image_size
+    emb = model.embeddings if isinstance(model, (ViTModel, Dinov2Model)) else model.encoder.embeddings
+    h, w = emb.image_size if image_size is None else _pair(image_size, "image_size", "export_vit:")
+    ph, pw = emb.patch_embeddings.patch_size
+    if h < ph or w < pw:
+        raise ValueError(f"export_vit: image_size must be at least one {ph}x{pw} patch, got {h}x{w}")
+    run = model
+    if (h, w) != emb.image_size and not isinstance(model, (Dinov2Model, Dinov2ForImageClassification)):
+        def run(pixel_values):  # ViT, DeiT at another size: their positions resized
+            return model(pixel_values, interpolate_pos_encoding=True)
     example = np.random.default_rng(seed).standard_normal((2, emb.patch_embeddings.num_channels, h, w))
     was_training = model.training
     try:
-        return export(model.eval(), (Tensor(example.astype(np.float32)),), path, opset=opset,
+        model.eval()
+        return export(run, (Tensor(example.astype(np.float32)),), path, opset=opset,
                       dynamic_axes={n: {0: "batch"} for n in names + outs}, input_names=names, output_names=outs,
                       verify=verify, rtol=rtol, atol=atol,
                       verify_sizes=list(verify_sizes or [{"batch": 1}, {"batch": 5}]))

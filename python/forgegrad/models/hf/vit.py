@@ -7,6 +7,11 @@ added, and pre-norm layers (LayerNorm -> attention -> + x, LayerNorm -> MLP -> +
 follow, then a final LayerNorm. ``pooler_output`` is tanh(dense(first token)); the classifiers read the first token's
 final state (DeiT's teacher model averages it with a linear head on the distillation token's).
 
+``output_hidden_states=True`` adds transformers' ``hidden_states``: the embeddings' output then every layer's
+(before the final LayerNorm), ``num_hidden_layers + 1`` tensors; the classifiers then return
+``ImageClassifierOutput(logits, hidden_states)`` (DeiT's teacher model: ``DeiTTeacherOutput(logits, cls_logits,
+distillation_logits, hidden_states)``), transformers' ``return_dict=False`` tuples.
+
 ``interpolate_pos_encoding=True`` takes images of another size: the patch rows of the position table are resized to
 the new patch grid by bicubic interpolation (a = -0.75, align_corners=False, borders clamped: torch's
 ``interpolate(mode="bicubic")``, which transformers calls), written as two fixed matrices the table is multiplied by,
@@ -26,19 +31,35 @@ from ...tensor import Tensor
 from ._layers import activation, attend, config_probability, merge_heads, split_heads
 
 __all__ = ["ViTModel", "ViTForImageClassification", "DeiTModel", "DeiTForImageClassification",
-           "DeiTForImageClassificationWithTeacher", "ViTOutput", "bicubic_matrix"]
+           "DeiTForImageClassificationWithTeacher", "ViTOutput", "ImageClassifierOutput", "DeiTTeacherOutput",
+           "bicubic_matrix"]
 
 
 class ViTOutput(NamedTuple):
     last_hidden_state: Tensor
     pooler_output: Optional[Tensor]
+    hidden_states: Optional[Tuple[Tensor, ...]] = None  # with output_hidden_states=True
 
 
-def _pair(value, key: str) -> Tuple[int, int]:
+class ImageClassifierOutput(NamedTuple):
+    """A classifier's answer with ``output_hidden_states=True`` (transformers' tuple: logits, hidden_states)."""
+    logits: Tensor
+    hidden_states: Tuple[Tensor, ...]
+
+
+class DeiTTeacherOutput(NamedTuple):
+    """DeiTForImageClassificationWithTeacher's with ``output_hidden_states=True`` (transformers' tuple)."""
+    logits: Tensor
+    cls_logits: Tensor
+    distillation_logits: Tensor
+    hidden_states: Tuple[Tensor, ...]
+
+
+def _pair(value, key: str, who: str = "ViTModel: config") -> Tuple[int, int]:
     """An int or [h, w] config entry (image_size, patch_size) as (h, w), checked positive."""
     pair = tuple(value) if isinstance(value, (list, tuple)) else (value, value)
     if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in pair):
-        raise ValueError(f"ViTModel: config {key} must be a positive int or [height, width], got {value!r}")
+        raise ValueError(f"{who} {key} must be a positive int or [height, width], got {value!r}")
     return pair
 
 
@@ -67,9 +88,9 @@ def bicubic_matrix(in_size: int, out_size: int) -> np.ndarray:
 
 
 class ViTPatchEmbeddings(nn.Module):
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, who: str = "ViTModel"):
         super().__init__()
-        self.patch_size = _pair(cfg.get("patch_size", 16), "patch_size")
+        self.patch_size = _pair(cfg.get("patch_size", 16), "patch_size", f"{who}: config")
         self.num_channels = int(cfg.get("num_channels", 3))
         self.projection = nn.Conv2d(self.num_channels, cfg["hidden_size"], self.patch_size, stride=self.patch_size)
 
@@ -89,8 +110,8 @@ class ViTEmbeddings(nn.Module):
         super().__init__()
         E = cfg["hidden_size"]
         self.tokens = tokens  # the leading learned tokens (CLS; DeiT's distillation token)
-        self.image_size = _pair(cfg.get("image_size", 224), "image_size")
-        self.patch_embeddings = ViTPatchEmbeddings(cfg)
+        self.image_size = _pair(cfg.get("image_size", 224), "image_size", f"{self.owner}: config")
+        self.patch_embeddings = ViTPatchEmbeddings(cfg, self.owner)
         ph, pw = self.patch_embeddings.patch_size
         self.grid = (self.image_size[0] // ph, self.image_size[1] // pw)
         self.cls_token = nn.Parameter(Tensor._wrap(np.zeros((1, 1, E), np.float32)))
@@ -139,14 +160,14 @@ class ViTEmbeddings(nn.Module):
 
 
 class ViTSelfAttention(nn.Module):
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, who: str = "ViTModel"):
         super().__init__()
         E, bias = cfg["hidden_size"], bool(cfg.get("qkv_bias", True))
         self.heads = cfg["num_attention_heads"]
         if E % self.heads:
-            raise ValueError(f"ViTModel: hidden_size {E} must be a multiple of num_attention_heads {self.heads}")
+            raise ValueError(f"{who}: hidden_size {E} must be a multiple of num_attention_heads {self.heads}")
         self.query, self.key, self.value = (nn.Linear(E, E, bias=bias) for _ in range(3))
-        self.dropout_p = config_probability(cfg, "attention_probs_dropout_prob", "ViTModel")
+        self.dropout_p = config_probability(cfg, "attention_probs_dropout_prob", who)
 
     def forward(self, x: Tensor) -> Tensor:
         q, k, v = (split_heads(layer(x), self.heads) for layer in (self.query, self.key, self.value))
@@ -165,9 +186,9 @@ class _Dense(nn.Module):
 
 
 class ViTAttention(nn.Module):
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, who: str = "ViTModel"):
         super().__init__()
-        self.attention = ViTSelfAttention(cfg)
+        self.attention = ViTSelfAttention(cfg, who)
         self.output = _Dense(cfg["hidden_size"], cfg["hidden_size"])
 
     def forward(self, x: Tensor) -> Tensor:
@@ -199,6 +220,16 @@ class ViTEncoder(nn.Module):
     def __init__(self, cfg: dict):
         super().__init__()
         self.layer = nn.ModuleList([ViTLayer(cfg) for _ in range(cfg["num_hidden_layers"])])
+
+    def forward(self, x: Tensor, output_hidden_states: bool = False):
+        """(the last layer's output, its input and every layer's output with ``output_hidden_states``, else
+        None)."""
+        states = [x] if output_hidden_states else None
+        for layer in self.layer:
+            x = layer(x)
+            if states is not None:
+                states.append(x)
+        return x, tuple(states) if states is not None else None
 
 
 class ViTPooler(nn.Module):
@@ -232,10 +263,10 @@ def _pixels(pixel_values, who: str, channels: int, patch: Tuple[int, int]):
 
 
 class ViTModel(nn.Module):
-    """ViT's encoder. ``forward(pixel_values, interpolate_pos_encoding=False)`` with pixel_values (B, C, H, W) (a
-    numpy array or a Tensor) returns ``ViTOutput(last_hidden_state (B, 1 + patches, hidden), pooler_output (B,
-    pooler_output_size) or None)``. Loaded from a task model's checkpoint, it reads the weights under ``vit.``;
-    from one saved without a pooler, ``pooler_output`` is None."""
+    """ViT's encoder. ``forward(pixel_values, interpolate_pos_encoding=False, output_hidden_states=False)`` with
+    pixel_values (B, C, H, W) (a numpy array or a Tensor) returns ``ViTOutput(last_hidden_state (B, 1 + patches,
+    hidden), pooler_output (B, pooler_output_size) or None, hidden_states or None)``. Loaded from a task model's
+    checkpoint, it reads the weights under ``vit.``; from one saved without a pooler, ``pooler_output`` is None."""
 
     architecture = "ViTModel"
     model_type = "vit"
@@ -251,14 +282,14 @@ class ViTModel(nn.Module):
         self.layernorm = nn.LayerNorm(self.config["hidden_size"], eps=self.config.get("layer_norm_eps", 1e-12))
         self.pooler = ViTPooler(self.config) if add_pooling_layer else None
 
-    def forward(self, pixel_values, interpolate_pos_encoding: bool = False) -> ViTOutput:
+    def forward(self, pixel_values, interpolate_pos_encoding: bool = False,
+                output_hidden_states: bool = False) -> ViTOutput:
         patches = self.embeddings.patch_embeddings
         x = self.embeddings(_pixels(pixel_values, type(self).__name__, patches.num_channels, patches.patch_size),
                             bool(interpolate_pos_encoding))
-        for layer in self.encoder.layer:
-            x = layer(x)
+        x, states = self.encoder(x, bool(output_hidden_states))
         x = self.layernorm(x)
-        return ViTOutput(x, self.pooler(x) if self.pooler is not None else None)
+        return ViTOutput(x, self.pooler(x) if self.pooler is not None else None, states)
 
     def from_hf(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """The checkpoint's tensors under this model's names: a task model's ``vit.`` weights without its heads; no
@@ -281,7 +312,8 @@ def _labels(cfg: dict) -> int:
 
 class ViTForImageClassification(nn.Module):
     """ViT (no pooler) + a linear classifier on the CLS token's final state; ``forward(pixel_values,
-    interpolate_pos_encoding=False)`` returns the logits (B, num_labels)."""
+    interpolate_pos_encoding=False, output_hidden_states=False)`` returns the logits (B, num_labels) (with
+    ``output_hidden_states``: ``ImageClassifierOutput(logits, hidden_states)``)."""
 
     architecture = "ViTForImageClassification"
     model_type = "vit"
@@ -299,8 +331,10 @@ class ViTForImageClassification(nn.Module):
     def encoder(self) -> ViTModel:
         return getattr(self, self.base)
 
-    def forward(self, pixel_values, interpolate_pos_encoding: bool = False) -> Tensor:
-        return self.classifier(self.encoder(pixel_values, interpolate_pos_encoding).last_hidden_state[:, 0])
+    def forward(self, pixel_values, interpolate_pos_encoding: bool = False, output_hidden_states: bool = False):
+        out = self.encoder(pixel_values, interpolate_pos_encoding, output_hidden_states)
+        logits = self.classifier(out.last_hidden_state[:, 0])
+        return ImageClassifierOutput(logits, out.hidden_states) if output_hidden_states else logits
 
     def from_hf(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         return {k: v for k, v in tensors.items() if not k.endswith("embeddings.mask_token")}
@@ -349,12 +383,18 @@ class DeiTForImageClassificationWithTeacher(nn.Module):
         return self.deit
 
     def heads(self, pixel_values, interpolate_pos_encoding: bool = False) -> Tuple[Tensor, Tensor]:
-        x = self.deit(pixel_values, interpolate_pos_encoding).last_hidden_state
+        return self._heads(self.deit(pixel_values, interpolate_pos_encoding).last_hidden_state)
+
+    def _heads(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         return self.cls_classifier(x[:, 0]), self.distillation_classifier(x[:, 1])
 
-    def forward(self, pixel_values, interpolate_pos_encoding: bool = False) -> Tensor:
-        cls_logits, distillation_logits = self.heads(pixel_values, interpolate_pos_encoding)
-        return (cls_logits + distillation_logits) / 2
+    def forward(self, pixel_values, interpolate_pos_encoding: bool = False, output_hidden_states: bool = False):
+        out = self.deit(pixel_values, interpolate_pos_encoding, output_hidden_states)
+        cls_logits, distillation_logits = self._heads(out.last_hidden_state)
+        logits = (cls_logits + distillation_logits) / 2
+        if output_hidden_states:
+            return DeiTTeacherOutput(logits, cls_logits, distillation_logits, out.hidden_states)
+        return logits
 
     from_hf = ViTForImageClassification.from_hf
     to_hf = ViTForImageClassification.to_hf

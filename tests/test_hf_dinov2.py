@@ -1,0 +1,332 @@
+"""DINOv2 from checkpoints transformers wrote (tiny random configs, with and without SwiGLU): last_hidden_state,
+pooler_output, logits and hidden states equal transformers' at the config's image size and at others (the position
+table resized bicubically, as transformers always does for DINOv2), under eager and SDPA attention; the mask token;
+gradients; save_pretrained round trip; ONNX export in onnxruntime (at the config's size and another); images through
+load_image_processor (DINOv2's BitImageProcessor) and the model; output_hidden_states of ViT and DeiT; bad inputs."""
+import copy
+import json
+
+import numpy as np
+import pytest
+
+import forgegrad as fg
+from forgegrad.models import from_pretrained, save_pretrained
+from forgegrad.models.hf import (DeiTForImageClassificationWithTeacher, Dinov2ForImageClassification, Dinov2Model,
+                                 ViTForImageClassification, ViTModel, load_image_processor)
+from forgegrad.models.hf.onnx_vit import export_vit, vit_names
+from forgegrad.models.hf.vit import ImageClassifierOutput
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+TOL = dict(rtol=1e-4, atol=2e-5)
+SIZE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8, num_labels=5,
+            initializer_range=0.3, layerscale_value=0.5)
+# name -> (transformers class, extra config)
+CHECKPOINTS = {"model": ("Dinov2Model", {}), "model_swiglu": ("Dinov2Model", dict(use_swiglu_ffn=True, mlp_ratio=3)),
+               "classifier": ("Dinov2ForImageClassification", dict(qkv_bias=False, hidden_act="gelu_new")),
+               "classifier_swiglu": ("Dinov2ForImageClassification", dict(use_swiglu_ffn=True))}
+# (batch, height, width): the config's size; larger and uneven; sides not multiples of the patch; as many patches as
+# the table in a non-square grid (transformers resizes it then too)
+SHAPES = [(3, 32, 32), (2, 48, 40), (1, 20, 27), (1, 64, 16)]
+
+
+def _randomize(hf):
+    """Random CLS and mask tokens and layer scales (they start at zeros and a constant)."""
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if name.endswith(("cls_token", "mask_token", "lambda1")):
+                p.normal_()
+    return hf
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    out = {}
+    for i, (key, (cls, extra)) in enumerate(CHECKPOINTS.items()):
+        torch.manual_seed(i)
+        hf = _randomize(getattr(transformers, cls)(transformers.Dinov2Config(**dict(SIZE, **extra))).eval())
+        path = tmp_path_factory.mktemp(key)
+        hf.save_pretrained(path)
+        out[key] = (path, hf)
+    return out
+
+
+def _pixels(batch, h=32, w=32, seed=0, channels=3):
+    return np.random.default_rng(seed).standard_normal((batch, channels, h, w)).astype(np.float32)
+
+
+def _compared(out):
+    """(last_hidden_state, pooler_output) or (logits,) of either library's output."""
+    if hasattr(out, "last_hidden_state"):
+        return [out.last_hidden_state, out.pooler_output]
+    return [out.logits if hasattr(out, "logits") else out]
+
+
+def _close(got, want, msg=""):
+    """Equal within float32 rounding, the absolute part scaled by the tensor's size (the residual stream before the
+    final LayerNorm reaches ~20 with random layer scales)."""
+    for g, w in zip(got, want, strict=True):
+        w = w.numpy()
+        np.testing.assert_allclose(g.numpy(), w, rtol=TOL["rtol"], atol=TOL["atol"] * max(1.0, np.abs(w).max()),
+                                   err_msg=msg)
+
+
+@pytest.mark.parametrize("key,attn", [(k, "eager") for k in CHECKPOINTS] + [("classifier_swiglu", "sdpa")])
+def test_outputs_equal_transformers(checkpoints, key, attn):
+    path, _ = checkpoints[key]
+    hf = getattr(transformers, CHECKPOINTS[key][0]).from_pretrained(path, attn_implementation=attn).eval()
+    model = from_pretrained(path)
+    assert type(model) is {"Dinov2Model": Dinov2Model,
+                           "Dinov2ForImageClassification": Dinov2ForImageClassification}[CHECKPOINTS[key][0]]
+    assert not model.training
+    for i, (b, h, w) in enumerate(SHAPES):
+        x = _pixels(b, h, w, seed=i)
+        with torch.no_grad():
+            want = hf(torch.tensor(x), output_hidden_states=True)
+        with fg.no_grad():
+            plain, got = model(x), model(x, output_hidden_states=True)
+        _close(_compared(plain), _compared(want), f"{key} {(b, h, w)}")
+        _close(_compared(got), _compared(want), f"{key} {(b, h, w)}")
+        assert len(got.hidden_states) == SIZE["num_hidden_layers"] + 1
+        _close(got.hidden_states, want.hidden_states, f"{key} {(b, h, w)} hidden states")
+    if key.startswith("model"):
+        assert plain.hidden_states is None
+        np.testing.assert_array_equal(plain.pooler_output.numpy(), plain.last_hidden_state.numpy()[:, 0])
+    else:
+        assert isinstance(got, ImageClassifierOutput) and isinstance(plain, fg.Tensor)
+
+
+def test_mask_token_as_transformers(checkpoints):
+    path, hf = checkpoints["model_swiglu"]
+    model = from_pretrained(path)
+    x = _pixels(2, 40, 32, seed=4)
+    mask = np.random.default_rng(4).random((2, 20)) < 0.4
+    with torch.no_grad():
+        want = hf(torch.tensor(x), bool_masked_pos=torch.tensor(mask))
+    with fg.no_grad():
+        got = model(x, bool_masked_pos=mask)
+        unmasked = model(x)
+    _close(_compared(got), _compared(want))
+    assert not np.allclose(got.pooler_output.numpy(), unmasked.pooler_output.numpy())
+    with pytest.raises(ValueError, match=r"bool_masked_pos must be a boolean array \(batch, patches\) = \(2, 20\)"):
+        model(x, bool_masked_pos=mask[:, :16])
+    cfg = dict(model.config, use_mask_token=False)
+    with pytest.raises(ValueError, match="use_mask_token=false"):
+        Dinov2Model(cfg)(x, bool_masked_pos=mask)
+
+
+def test_encoder_from_classifier_checkpoint_and_model_type_dispatch(checkpoints, tmp_path):
+    """Dinov2Model.from_hf reads a classifier checkpoint's ``dinov2.`` weights; a config.json naming no
+    architecture loads as Dinov2Model by its model_type, as ViT's does."""
+    path, hf = checkpoints["classifier"]
+    tensors = {k: v.numpy() for k, v in from_pretrained(path).state_dict().items()}
+    encoder = Dinov2Model(dict(hf.config.to_dict()))
+    encoder.load_state_dict(encoder.from_hf(tensors))
+    x = _pixels(2, 24, 40, seed=5)
+    with torch.no_grad():
+        want = hf.dinov2(torch.tensor(x))
+    with fg.no_grad():
+        _close(_compared(encoder(x)), _compared(want))
+    path, hf = checkpoints["model"]
+    (tmp_path / "model.safetensors").write_bytes((path / "model.safetensors").read_bytes())
+    cfg = json.loads((path / "config.json").read_text())
+    del cfg["architectures"]
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    assert type(from_pretrained(tmp_path)) is Dinov2Model
+
+
+@pytest.mark.parametrize("key", ["model_swiglu", "classifier"])
+def test_save_pretrained_round_trip(checkpoints, key, tmp_path):
+    path, hf = checkpoints[key]
+    save_pretrained(from_pretrained(path), tmp_path / "saved")
+    back = getattr(transformers, CHECKPOINTS[key][0]).from_pretrained(tmp_path / "saved").eval()
+    x = _pixels(2, 40, 24, seed=6)
+    with torch.no_grad():
+        for g, w in zip(_compared(back(torch.tensor(x))), _compared(hf(torch.tensor(x)))):
+            np.testing.assert_array_equal(g.numpy(), w.numpy())
+
+
+def test_gradients_match_transformers(checkpoints):
+    """Cross-entropy at an interpolated size, in training mode: every parameter's gradient (position table, mask
+    token aside: unused) equals transformers' (float64)."""
+    path, hf = checkpoints["classifier_swiglu"]
+    model = from_pretrained(path).train()
+    ref = copy.deepcopy(hf).double().train()
+    x, labels = _pixels(3, 40, 24, seed=7), np.array([0, 3, 4])
+    torch.nn.functional.cross_entropy(ref(torch.tensor(x, dtype=torch.float64)).logits,
+                                      torch.tensor(labels)).backward()
+    fg.nn.functional.cross_entropy(model(x), fg.tensor(labels)).backward()
+    # transformers 5 renames the layers' modules in memory (q_proj, gate_proj / up_proj for weights_in, ...)
+    theirs = {}
+    for name, p in ref.named_parameters():
+        theirs[name] = p.grad.numpy() if p.grad is not None else None
+    mine = dict(model.named_parameters())
+    for name in ("dinov2.embeddings.position_embeddings", "dinov2.embeddings.cls_token",
+                 "dinov2.embeddings.patch_embeddings.projection.weight", "dinov2.layernorm.weight",
+                 "dinov2.encoder.layer.0.layer_scale1.lambda1", "dinov2.encoder.layer.1.norm2.bias",
+                 "classifier.weight"):
+        g = theirs[name]
+        np.testing.assert_allclose(mine[name].grad.numpy(), g, rtol=2e-3, atol=2e-4 * np.abs(g).max(), err_msg=name)
+    gate, up = (theirs[f"dinov2.encoder.layer.0.mlp.{n}_proj.weight"] for n in ("gate", "up"))
+    g = np.concatenate([gate, up])
+    np.testing.assert_allclose(mine["dinov2.encoder.layer.0.mlp.weights_in.weight"].grad.numpy(), g, rtol=2e-3,
+                               atol=2e-4 * np.abs(g).max())
+
+
+def test_stochastic_depth_in_training(checkpoints):
+    """drop_path_rate: in training each sample's attention and MLP branches are each either dropped or kept and scaled
+    by 1 / (1 - p) (both outcomes seen); in eval the model is the one without it."""
+    path, _ = checkpoints["model"]
+    cfg = json.loads((path / "config.json").read_text())
+    plain = from_pretrained(path)
+    model = Dinov2Model(dict(cfg, drop_path_rate=0.5, num_hidden_layers=1))
+    model.load_state_dict({k: v for k, v in plain.state_dict().items() if ".layer.1." not in k})
+    x = _pixels(16, seed=11)
+    with fg.no_grad():
+        states = model.train()(x, output_hidden_states=True).hidden_states
+        layer = model.eval().encoder.layer[0]
+        x0, x1 = states[0].numpy(), states[1].numpy()
+        attn = layer.layer_scale1(layer.attention(layer.norm1(states[0]))).numpy()
+        seen = set()
+        for b in range(len(x)):
+            found = None
+            for a_kept in (0, 1):
+                mid = x0[b] + a_kept * 2 * attn[b]
+                mlp = layer.layer_scale2(layer.mlp(layer.norm2(fg.tensor(mid[None])))).numpy()[0]
+                for m_kept in (0, 1):
+                    if np.allclose(x1[b], mid + m_kept * 2 * mlp, rtol=1e-4, atol=1e-4):
+                        found = (a_kept, m_kept)
+            assert found is not None, b
+            seen |= {("attention", found[0]), ("mlp", found[1])}
+        assert seen == {(n, k) for n in ("attention", "mlp") for k in (0, 1)}
+        one_layer = Dinov2Model(dict(cfg, num_hidden_layers=1))
+        one_layer.load_state_dict(model.state_dict())
+        np.testing.assert_array_equal(model(x).last_hidden_state.numpy(), one_layer.eval()(x).last_hidden_state.numpy())
+
+
+@pytest.mark.parametrize("key,size", [("classifier_swiglu", None), ("classifier", (24, 40)), ("model", 48)])
+def test_onnx_export_in_onnxruntime(checkpoints, key, size, tmp_path):
+    """The graph (batch dynamic, image size fixed: the config's, or another with the resize as constant matrices)
+    gives transformers' outputs in onnxruntime."""
+    ort = pytest.importorskip("onnxruntime")
+    path, hf = checkpoints[key]
+    model = from_pretrained(path)
+    report = export_vit(model, str(tmp_path / "m.onnx"), image_size=size)
+    assert report.ok, report
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()] == vit_names(model)[1]
+    h, w = (32, 32) if size is None else (size, size) if isinstance(size, int) else size
+    for batch in (1, 3):
+        x = _pixels(batch, h, w, seed=batch)
+        with torch.no_grad():
+            want = _compared(hf(torch.tensor(x)))
+        for g, ref in zip(sess.run(None, {"pixel_values": x}), want, strict=True):
+            np.testing.assert_allclose(g, ref.numpy(), **TOL)
+
+
+def test_vit_onnx_export_at_another_size(tmp_path):
+    """A ViT exported at another image size runs with interpolate_pos_encoding=True: transformers' outputs."""
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    hf = transformers.ViTForImageClassification(transformers.ViTConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37, image_size=32,
+        patch_size=8, num_labels=3)).eval()
+    hf.save_pretrained(tmp_path)
+    assert export_vit(from_pretrained(tmp_path), str(tmp_path / "m.onnx"), image_size=(40, 24)).ok
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    x = _pixels(2, 40, 24, seed=9)
+    with torch.no_grad():
+        want = hf(torch.tensor(x), interpolate_pos_encoding=True).logits.numpy()
+    np.testing.assert_allclose(sess.run(None, {"pixel_values": x})[0], want, **TOL)
+    with pytest.raises(ValueError, match="export_vit: image_size must be a positive int"):
+        export_vit(from_pretrained(tmp_path), str(tmp_path / "no.onnx"), image_size=(0, 8))
+    with pytest.raises(ValueError, match="at least one 8x8 patch"):
+        export_vit(from_pretrained(tmp_path), str(tmp_path / "no.onnx"), image_size=4)
+
+
+# DINOv2's hub preprocessor_config.json (facebook/dinov2-base), as its checkpoints ship it
+HUB_PROCESSOR = {"crop_size": {"height": 224, "width": 224}, "do_center_crop": True, "do_convert_rgb": True,
+                 "do_normalize": True, "do_rescale": True, "do_resize": True,
+                 "image_mean": [0.485, 0.456, 0.406], "image_processor_type": "BitImageProcessor",
+                 "image_std": [0.229, 0.224, 0.225], "resample": 3, "rescale_factor": 0.00392156862745098,
+                 "size": {"shortest_edge": 256}}
+
+
+def test_images_through_processor_and_model(checkpoints, tmp_path):
+    """uint8 pictures -> load_image_processor (the hub's BitImageProcessor settings: shortest edge 256 bicubic, 224
+    crop, ImageNet mean / std) -> Dinov2ForImageClassification trained at 32 px: transformers' pixel values bit for
+    bit and its logits (the 4x4 position table resized to 28x28)."""
+    path, hf = checkpoints["classifier"]
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(HUB_PROCESSOR))
+    proc = load_image_processor(tmp_path)
+    ref_proc = transformers.AutoImageProcessor.from_pretrained(tmp_path, backend="pil")
+    rng = np.random.default_rng(8)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(300, 400), (224, 224), (500, 260)]]
+    pixels = proc(images)["pixel_values"]
+    want = ref_proc(images, return_tensors="pt")["pixel_values"]
+    assert pixels.shape == (3, 3, 224, 224)
+    np.testing.assert_array_equal(pixels, want.numpy())
+    with fg.no_grad(), torch.no_grad():
+        np.testing.assert_allclose(from_pretrained(path)(pixels).numpy(), hf(want).logits.numpy(), **TOL)
+
+
+def _vit_family(tmp_path):
+    out = {}
+    for i, name in enumerate(("ViTModel", "ViTForImageClassification", "DeiTForImageClassificationWithTeacher")):
+        cfg = (transformers.ViTConfig if name.startswith("ViT") else transformers.DeiTConfig)(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, image_size=32,
+            patch_size=8, num_labels=3, initializer_range=0.3)
+        torch.manual_seed(i)
+        hf = getattr(transformers, name)(cfg).eval()
+        hf.save_pretrained(tmp_path / name)
+        out[name] = (tmp_path / name, hf)
+    return out
+
+
+def test_vit_and_deit_hidden_states(tmp_path):
+    """output_hidden_states=True on ViT and DeiT: transformers' hidden states (embeddings, then each layer), at the
+    config's size and with interpolate_pos_encoding; the classifiers' (logits, hidden_states) tuple."""
+    for name, (path, hf) in _vit_family(tmp_path).items():
+        model = from_pretrained(path)
+        assert type(model) in (ViTModel, ViTForImageClassification, DeiTForImageClassificationWithTeacher)
+        for kw, x in [({}, _pixels(2)), ({"interpolate_pos_encoding": True}, _pixels(1, 40, 24, seed=3))]:
+            with torch.no_grad():
+                want = hf(torch.tensor(x), output_hidden_states=True, **kw)
+                tup = hf(torch.tensor(x), output_hidden_states=True, return_dict=False, **kw)
+            with fg.no_grad():
+                got = model(x, output_hidden_states=True, **kw)
+            assert len(got) == len(tup) and len(got.hidden_states) == 3, name
+            _close([t for t in got if not isinstance(t, tuple)], [t for t in tup if not isinstance(t, tuple)],
+                   f"{name} {kw}")  # in transformers' order
+            _close(got.hidden_states, want.hidden_states, f"{name} {kw} hidden states")
+
+
+def test_bad_inputs_refused(checkpoints, tmp_path):
+    model = from_pretrained(checkpoints["classifier"][0])
+    with pytest.raises(ValueError, match=r"Dinov2Model: pixel_values must have shape \(batch, 3, height, width\), "
+                                         r"got \(1, 1, 32, 32\)"):
+        model(_pixels(1, channels=1))
+    with pytest.raises(ValueError, match="Dinov2Model: pixel_values must hold at least one image of at least one "
+                                         "8x8 patch"):
+        model(_pixels(1, 6, 32))
+    with pytest.raises(TypeError, match="float"):
+        model(np.array([[["a"]]]))
+    with pytest.raises(TypeError, match="ViT, DeiT or DINOv2"):
+        export_vit(fg.nn.Linear(2, 2), str(tmp_path / "no.onnx"))
+    # ViT without interpolate_pos_encoding: only its config's size (an image its patch does not divide, 36 px, too)
+    vit = from_pretrained(_vit_family(tmp_path)["ViTModel"][0])
+    for h, w in [(36, 36), (32, 36), (40, 40)]:
+        with pytest.raises(ValueError, match=f"ViTModel: the image is {h}x{w} but the model takes 32x32; pass "
+                                             "interpolate_pos_encoding=True"):
+            vit(_pixels(1, h, w))
+    with pytest.raises(ValueError, match=r"\(batch, 3, height, width\)"):
+        vit(_pixels(1, channels=4))
+    cfg = json.loads((checkpoints["model"][0] / "config.json").read_text())
+    with pytest.raises(ValueError, match="Dinov2Model: hidden_size 32 must be a multiple of num_attention_heads 5"):
+        Dinov2Model(dict(cfg, num_attention_heads=5))
+    with pytest.raises(ValueError, match="Dinov2Model: config patch_size must be a positive int"):
+        Dinov2Model(dict(cfg, patch_size=0))
+    with pytest.raises(ValueError, match="Dinov2Model: config mlp_ratio must be a positive number"):
+        Dinov2Model(dict(cfg, mlp_ratio="4"))
