@@ -17,7 +17,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even k
 MAX_ELEMENTS = 2_000  # the large samples (kernel blocking) say nothing more about a rule and cost seconds here
 # registered ops without a differentiable rule (create_graph through one raises NotImplementedError naming it)
 UNCOVERED = {"argmax", "argmin", "compare",  # no float output: nothing to differentiate
-             "ctc_loss"}  # torch has none to compare with either ("derivative for _ctc_loss_backward is not implemented")
+             "ctc_loss"}  # torch has none either ("derivative for _ctc_loss_backward is not implemented")
 RANDOM = {"dropout"}  # its mask is drawn by each library: tests/test_double_backward.py checks it with its mask
 
 
