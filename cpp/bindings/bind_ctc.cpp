@@ -101,9 +101,10 @@ Checked check(const py::array& log_probs, const py::array& targets, const py::ar
         throw py::value_error("targets must not contain the blank (" + std::to_string(blank) + "), found at position " +
                               std::to_string(k) + at(b));
     }
-    int64_t rows = 0;
+    int64_t states = 0, rows = 0;
     // bounded: input_length <= T and target_length <= the targets' size, but their product may not be
-    if (!fg::checked_elements({p.input_length[b], 2 * p.target_length[b] + 1}, &rows) ||
+    if (!fg::checked_mul(p.target_length[b], 2, &states) || !fg::checked_add(states, 1, &states) ||
+        !fg::checked_elements({p.input_length[b], states}, &rows) ||
         !fg::checked_add(c.alpha_size, rows, &c.alpha_size) || c.alpha_size > fg::kMaxElements)
       throw py::value_error("ctc: the forward variables (sum of input_length x (2 target_length + 1)) are too many");
     c.alpha_offset[static_cast<size_t>(b)] = c.alpha_size - rows;

@@ -138,6 +138,7 @@ void finish_row(const F* x, const double* lcab, int64_t C, double nll, double gr
 template <class F>
 void backward_sample(const CtcProblem& p, const F* log_probs, int64_t b, double nll, const double* alpha, double gr,
                      bool zero_infinity, F* grad) {
+  if (p.T == 0) return;  // nothing to write
   const int64_t step = p.N * p.C;
   const int64_t C = p.C;
   const F* x = log_probs + b * C;
