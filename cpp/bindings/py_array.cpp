@@ -45,6 +45,10 @@ ArrayArg f32_arg(const py::array& a, const char* name, int ndim, Layout layout, 
   return checked(a, name, ndim, layout, writable, py::dtype::of<float>(), "float32");
 }
 
+ArrayArg f64_arg(const py::array& a, const char* name, int ndim, Layout layout, bool writable) {
+  return checked(a, name, ndim, layout, writable, py::dtype::of<double>(), "float64");
+}
+
 ArrayArg i64_arg(const py::array& a, const char* name, int ndim, Layout layout, bool writable) {
   return checked(a, name, ndim, layout, writable, py::dtype::of<int64_t>(), "int64");
 }

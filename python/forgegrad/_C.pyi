@@ -184,6 +184,23 @@ class conv:
         """(out_channels, in_channels / groups, kH, kW), checking the channels against groups."""
         ...
 
+class ctc:
+    @staticmethod
+    def backward(log_probs: numpy.ndarray, targets: numpy.ndarray, input_lengths: numpy.ndarray,
+                 target_lengths: numpy.ndarray, blank: _Int, nll: numpy.ndarray, alpha: numpy.ndarray,
+                 grad_nll: numpy.ndarray, zero_infinity: bool) -> numpy.ndarray:
+        """d (sum_b grad_nll[b] * nll[b]) / d log_probs, (T, N, C) in log_probs' dtype; 0 past each input length, and
+        for every step of a sample whose nll is inf when zero_infinity.
+        """
+        ...
+    @staticmethod
+    def forward(log_probs: numpy.ndarray, targets: numpy.ndarray, input_lengths: numpy.ndarray,
+                target_lengths: numpy.ndarray, blank: _Int, keep_alpha: bool) -> tuple:
+        """CTC negative log-likelihood per sample: returns (nll float64 (N,), alpha float64 1-D or None). alpha (the
+        log-space forward variables, sample after sample) is what backward needs.
+        """
+        ...
+
 class cuda:
     built: bool
     @staticmethod

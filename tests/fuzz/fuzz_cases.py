@@ -29,11 +29,12 @@ import numpy as np
 import forgegrad as fg
 from forgegrad import _C
 from forgegrad import kernels as K
-from forgegrad.kernels import (activation, attention, conv, embedding, gemm, geometry, loss, norm, optim, pool, rnn,
-                               softmax)
+from forgegrad.kernels import (activation, attention, conv, ctc, embedding, gemm, geometry, loss, norm, optim, pool,
+                               rnn, softmax)
 
 KERNEL_MODULES = {m.__name__.rsplit(".", 1)[1]: m for m in
-                  (activation, attention, conv, embedding, gemm, geometry, loss, norm, optim, pool, rnn, softmax)}
+                  (activation, attention, conv, ctc, embedding, gemm, geometry, loss, norm, optim, pool, rnn,
+                   softmax)}
 # cuda, cuda_pointwise, cuda_nn and cuda_gemm take device arrays: no valid call exists without a GPU
 # (their argument checks are tested on a GPU; cuda_gemm's and cuda_nn's kernels also on the CPU, emulated)
 C_SUBMODULES = [n for n in dir(_C) if not n.startswith("_") and inspect.ismodule(getattr(_C, n))

@@ -21,6 +21,7 @@ struct ArrayArg {
   std::vector<int64_t> strides;  // in elements
   int64_t size = 1;
   float* f32() const { return static_cast<float*>(ptr); }
+  double* f64() const { return static_cast<double*>(ptr); }
   int64_t* i64() const { return static_cast<int64_t*>(ptr); }
   int64_t dim(int i) const { return shape[i < 0 ? ndim + i : i]; }
 };
@@ -29,6 +30,9 @@ enum Layout { kAnyStrides = 0, kContiguous = 1 };
 
 // float32 array; ndim = -1 accepts any rank. writable: the kernel writes into it.
 ArrayArg f32_arg(const py::array& a, const char* name, int ndim = -1, Layout layout = kContiguous,
+                 bool writable = false);
+// float64 array (the kernels that also take double: ctc).
+ArrayArg f64_arg(const py::array& a, const char* name, int ndim = -1, Layout layout = kContiguous,
                  bool writable = false);
 // int64 array (indices, labels).
 ArrayArg i64_arg(const py::array& a, const char* name, int ndim = -1, Layout layout = kContiguous,

@@ -1,13 +1,14 @@
 """Loss modules (thin wrappers over forgegrad.nn.functional)."""
 from __future__ import annotations
 
+from .._validate import check_bool, check_int
 from . import functional as F
 from .module import Module
 
 __all__ = ["MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "CrossEntropyLoss", "NLLLoss", "KLDivLoss",
            "SmoothL1Loss", "HuberLoss", "CosineEmbeddingLoss", "MarginRankingLoss", "HingeEmbeddingLoss",
            "SoftMarginLoss", "MultiLabelSoftMarginLoss", "MultiMarginLoss", "MultiLabelMarginLoss", "TripletMarginLoss",
-           "TripletMarginWithDistanceLoss", "PoissonNLLLoss", "GaussianNLLLoss"]
+           "TripletMarginWithDistanceLoss", "PoissonNLLLoss", "GaussianNLLLoss", "CTCLoss"]
 
 
 def _legacy_reduction(size_average, reduce, reduction):
@@ -257,3 +258,24 @@ class GaussianNLLLoss(_Loss):
 
     def forward(self, input, target, var):
         return F.gaussian_nll_loss(input, target, var, full=self.full, eps=self.eps, reduction=self.reduction)
+
+class CTCLoss(_Loss):
+    """Connectionist temporal classification: forward(log_probs (T, N, C) or (T, C), targets, input_lengths,
+    target_lengths), targets padded (N, S) or concatenated; 'mean' divides each sample's loss by its target
+    length before averaging (torch's rule). zero_infinity: 0 (and a 0 gradient) for a target no alignment fits."""
+
+    def __init__(self, blank: int = 0, reduction: str = "mean", zero_infinity: bool = False):
+        super().__init__(reduction)
+        if reduction == "batchmean":
+            raise ValueError(f"CTCLoss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        self.blank = check_int(blank, "CTCLoss: blank", low=0)
+        self.zero_infinity = check_bool(zero_infinity, "CTCLoss: zero_infinity")
+
+    def forward(self, log_probs, targets, input_lengths, target_lengths):
+        return F.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=self.blank,
+                          reduction=self.reduction, zero_infinity=self.zero_infinity)
+
+    def extra_repr(self):
+        parts = [f"blank={self.blank}" if self.blank else "", super().extra_repr(),
+                 "zero_infinity=True" if self.zero_infinity else ""]
+        return ", ".join(p for p in parts if p)
