@@ -14,6 +14,7 @@ from .module import *  # noqa: F401,F403
 from .normalization import *  # noqa: F401,F403
 from .parameter import *  # noqa: F401,F403
 from .position import *  # noqa: F401,F403
+from .resample import *  # noqa: F401,F403
 from .rnn import *  # noqa: F401,F403
 from .sparse import *  # noqa: F401,F403
 from .transformer import *  # noqa: F401,F403
