@@ -177,7 +177,10 @@ AXES = {"input": {0: "batch", 2: "height", 3: "width"}}
                                 dict(scale_factor=(2, 3), mode="bilinear"),
                                 dict(scale_factor=2, mode="bilinear", align_corners=True),
                                 dict(scale_factor=0.5, mode="bicubic"),
-                                dict(scale_factor=2.5, mode="bilinear", recompute_scale_factor=True)],
+                                dict(scale_factor=2.5, mode="bilinear", recompute_scale_factor=True),
+                                dict(scale_factor=0.7, mode="nearest"),
+                                dict(scale_factor=(2.3, 1.7), mode="nearest-exact"),
+                                dict(scale_factor=2.3, mode="bicubic", align_corners=True)],
                          ids=lambda kw: "-".join(str(v) for v in kw.values()))
 def test_interpolate_exports_with_dynamic_image_sizes(kw, tmp_path):
     class Up(nn.Module):
@@ -186,6 +189,25 @@ def test_interpolate_exports_with_dynamic_image_sizes(kw, tmp_path):
 
     _export(Up(), fg.randn(2, 3, 6, 8), tmp_path, "up", dynamic_axes=AXES, rtol=1e-4, atol=1e-5,
             verify_sizes=[{"batch": 1, "height": 9, "width": 5}, {"batch": 3, "height": 4, "width": 10}])
+
+
+@pytest.mark.parametrize("shape,kw", [
+    ((1, 2, 4, 5), dict(scale_factor=2.1, mode="nearest")),  # torch's 2-D kernel: doubled sizes take i // 2
+    ((1, 2, 4, 5), dict(scale_factor=(1.1, 2.0), mode="nearest")),  # and an unchanged size is copied
+    ((2, 3, 8), dict(scale_factor=1.1, mode="nearest")),  # its 1-D kernel does not copy (onnxruntime would)
+    ((2, 3, 8), dict(scale_factor=1.1, mode="nearest-exact")),
+    ((1, 2, 10, 9), dict(scale_factor=2.3, mode="bilinear")),  # 10 * 2.3 is 22 in double, 23 in float
+    ((1, 2, 10, 9), dict(scale_factor=0.7, mode="bicubic")),  # 7 in double, 6 in onnx's shape inference
+    ((1, 2, 4, 5), dict(scale_factor=(1.1, 2.0), mode="bilinear")),  # an unchanged linear axis is copied
+], ids=["nearest-2.1", "nearest-1.1-2", "nearest-1d-1.1", "nearest-exact-1d-1.1", "bilinear-2.3", "bicubic-0.7",
+        "bilinear-1.1"])
+@pytest.mark.parametrize("opset", [13, 21])
+def test_interpolate_exports_torch_sizes_and_shortcuts(shape, kw, opset, tmp_path):
+    class Up(nn.Module):
+        def forward(self, input):
+            return F.interpolate(input, **kw)
+
+    _export(Up(), fg.randn(*shape), tmp_path, "up", opset=opset, dynamic_axes={}, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("opset", [13, 17, 19, 21])

@@ -48,8 +48,11 @@ def resolve(shape, pad, mode="constant", value=None):
     if mode != "constant":
         if value is not None and value != 0:
             raise ValueError(f"pad: padding mode {mode!r} doesn't take in value argument, got value={value!r}")
-        if k not in (1, 2, 3) or ndim not in (k + 1, k + 2):
-            axes = f"{k} axis" + ("es" if k > 1 else "")
+        if k not in (1, 2, 3):
+            raise ValueError(f"pad: {mode} padding pads 1 to 3 trailing axes (a pad of length 2, 4 or 6), got "
+                             f"pad={tuple(pad)}")
+        if ndim not in (k + 1, k + 2):
+            axes = "1 axis" if k == 1 else f"{k} axes"
             raise ValueError(f"pad: {mode} padding of {axes} (pad={tuple(pad)}) needs a {k + 1}-D or {k + 2}-D "
                              f"input, got input of shape {tuple(shape)}")
     elif value is not None and (isinstance(value, (bool, np.bool_)) or not isinstance(
@@ -233,7 +236,8 @@ def _bad_inputs():
             BadInput((x, (1, 1)), {"mode": "wrap"}, ValueError, "mode"),
             BadInput((S.rand(5), (1, 1)), {"mode": "reflect"}, ValueError, "input"),
             BadInput((x, (1, 1) * 5), {}, ValueError, "pad length"),
-            BadInput((x, (1, 1) * 5), {"mode": "circular"}, ValueError, "5-D or 6-D input"),
+            BadInput((x, (1, 1) * 5), {"mode": "circular"}, ValueError, "1 to 3 trailing axes"),
+            BadInput((S.rand(2, 3), (1, 1) * 3), {"mode": "replicate"}, ValueError, "4-D or 5-D input"),
             BadInput((x, (1, 1)), {"mode": "replicate", "value": 2.0}, ValueError, "value"),
             BadInput((x, (-3, -3)), {}, ValueError, "negative output size"),
             BadInput((x, (1.5, 1)), {}, TypeError, "pad"),

@@ -16,7 +16,9 @@ gradient of its forward. forgegrad's 1-D gradient is that of the forward (torch'
 
 ONNX: one Resize node (coordinate_transformation_mode asymmetric + floor for nearest, half_pixel +
 round_prefer_ceil for nearest-exact, half_pixel or align_corners for linear and cubic with cubic_coeff_a -0.75);
-a scale_factor becomes Resize's scales, so the graph takes any image size; a size (or a recomputed scale factor)
+a scale_factor becomes Resize's scales, so the graph takes any image size (a nearest scale_factor that is not an
+integer becomes torch's own index formula, computed from the input's shape and gathered: Resize's float
+coordinates round differently there); a size (or a recomputed scale factor)
 becomes its sizes, computed from the input's shape where it follows it (``size=skip.shape[2:]``, a recomputed
 scale factor: floor(in * s) in double, as torch's Python computes it).
 """
@@ -235,6 +237,72 @@ InterpolateFunction.op.functional = interpolate
 
 
 # ---- ONNX ---------------------------------------------------------------------------------------------------------
+def _torch_sizes(ctx, x, axes, scales):
+    """floor(in * s) of x's ``axes`` in double, as torch's Python computes an output size (1-D int64)."""
+    spatial = ctx.node("Gather", [ctx.node("Shape", [x]), ctx.ints(axes)], axis=0)
+    ctx.dtypes[spatial] = np.dtype(np.int64)
+    prod = ctx.node("Mul", [ctx.cast(spatial, np.float64), ctx.const(np.asarray(scales, np.float64), np.float64)])
+    return ctx.node("Cast", [ctx.node("Floor", [prod])], to=7)  # INT64
+
+
+def _onnx_scales(ctx, op, x, attrs, out, scales, mode):
+    """Resize by scales, which takes any image size (the linear modes; nearest by an integer factor). Where torch's
+    linear kernels copy an axis (an unchanged size) the scale is made exactly 1; a scale float32 cannot hold is
+    rounded up and the output sliced to torch's size (floor(in * s) in double: onnxruntime and onnx's shape
+    inference compute it in float)."""
+    spatial = op.args["x"].shape[2:]
+    dynamic = [not isinstance(d, (int, np.integer)) for d in op.in_dims("x")[2:]]
+    eff, slices = [], []
+    for k, (s, n, o) in enumerate(zip(scales, spatial, out)):
+        e = 1.0 if mode in ("linear", "bilinear") and o == n else s
+        if e != s and dynamic[k]:
+            raise op.unsupported(f"interpolate with scale_factor {s} keeps the size {n} of an axis, which torch's "
+                                 "linear kernels then copy, a shortcut that depends on the size; export with static "
+                                 "image sizes, or a scale_factor of exactly 1 there")
+        f = np.float32(e)
+        if float(f) != e:
+            f = np.nextafter(f, np.float32(np.inf)) if float(f) < e else f
+            slices.append(k)
+        eff.append(f)
+    y = ctx.node("Resize", [x, "", ctx.const(np.asarray([1.0, 1.0] + eff, np.float32))], **attrs)
+    if slices:
+        axes = [2 + k for k in slices]
+        if any(dynamic[k] for k in slices):
+            ends = _torch_sizes(ctx, x, axes, [scales[k] for k in slices])
+        else:
+            ends = ctx.ints([out[k] for k in slices])
+        y = ctx.node("Slice", [y, ctx.ints([0] * len(axes)), ends, ctx.ints(axes)])
+    return [y]
+
+
+def _onnx_nearest_gather(ctx, op, x, scales, mode):
+    """Nearest resampling by a non-integer scale_factor as torch computes it, at any image size: per axis the
+    source index min(floor(j * float32(1 / s)), in - 1) (nearest-exact: (j + 0.5) in double), with torch's 2-D
+    shortcuts (an unchanged size copied, a doubled one i // 2), gathered. Resize's float coordinates j / s round
+    differently where j / s is an integer."""
+    rank = op.args["x"].ndim
+    y = x
+    for k, s in enumerate(scales):
+        axis = 2 + k
+        n = ctx.node("Gather", [ctx.node("Shape", [x]), ctx.ints([axis])], axis=0)
+        o = _torch_sizes(ctx, x, [axis], [s])
+        j = ctx.node("Range", [ctx.const(np.int64(0)), ctx.squeeze(o, [0]), ctx.const(np.int64(1))])
+        s32 = np.float32(1.0 / s)
+        if mode == "nearest":
+            src = ctx.node("Mul", [ctx.node("Cast", [j], to=1), ctx.const(np.float32(s32))])
+        else:
+            half = ctx.node("Add", [ctx.node("Cast", [j], to=11), ctx.const(np.float64(0.5), np.float64)])
+            src = ctx.node("Cast", [ctx.node("Mul", [half, ctx.const(np.float64(s32), np.float64)])], to=1)
+        idx = ctx.node("Min", [ctx.node("Cast", [ctx.node("Floor", [src])], to=7),
+                               ctx.node("Sub", [n, ctx.ints([1])])])
+        if mode == "nearest" and rank == 4:
+            halved = ctx.node("Div", [j, ctx.const(np.int64(2))])
+            doubled = ctx.node("Equal", [o, ctx.node("Mul", [n, ctx.ints([2])])])
+            idx = ctx.node("Where", [ctx.node("Equal", [o, n]), j, ctx.node("Where", [doubled, halved, idx])])
+        y = ctx.node("Gather", [y, idx], axis=axis)
+    return [y]
+
+
 def _onnx(ctx, op):
     x_arr = op.args["x"]
     out, scales, mode, ac = resolve(x_arr.shape, op.attr("size"), op.attr("scale_factor"), op.attr("mode", "nearest"),
@@ -250,22 +318,13 @@ def _onnx(ctx, op):
         if mode == "bicubic":
             attrs.update(cubic_coeff_a=_CUBIC_A, exclude_outside=0)
     dims = len(out)
-    lead = [1.0, 1.0]
     if all(s is not None for s in scales):
-        # linear axes that keep their size are copied by torch: scale 1 there
-        sc = [1.0 if mode in ("linear", "bilinear") and o == n else s
-              for s, o, n in zip(scales, out, x_arr.shape[2:])]
-        scales_v = ctx.const(np.asarray(lead + sc, np.float32))
-        return [ctx.node("Resize", [x, "", scales_v], **attrs)]
-    shape = ctx.node("Shape", [x])
-    nc = ctx.node("Slice", [shape, ctx.ints([0]), ctx.ints([2]), ctx.ints([0])])
+        if mode in ("nearest", "nearest-exact") and not all(float(s).is_integer() for s in scales):
+            return _onnx_nearest_gather(ctx, op, x, scales, mode)
+        return _onnx_scales(ctx, op, x, attrs, out, scales, mode)
+    nc = ctx.node("Slice", [ctx.node("Shape", [x]), ctx.ints([0]), ctx.ints([2]), ctx.ints([0])])
     if op.attr("size") is None:  # a recomputed scale factor: floor(in * s) in double, as torch's Python
-        spatial = ctx.node("Slice", [shape, ctx.ints([2]), ctx.ints([2 + dims]), ctx.ints([0])])
-        ctx.dtypes[spatial] = np.dtype(np.int64)
-        prod = ctx.node("Mul", [ctx.cast(spatial, np.float64),
-                                ctx.const(np.asarray(_per_axis(op.attr("scale_factor"), dims, "scale_factor", ()),
-                                                     np.float64), dtype=np.float64)])
-        hw = ctx.node("Cast", [ctx.node("Floor", [prod])], to=7)  # INT64
+        hw = _torch_sizes(ctx, x, list(range(2, 2 + dims)), _per_axis(op.attr("scale_factor"), dims, "", ()))
     else:  # a size that follows the input's sizes (size=skip.shape[2:]) is computed from them
         from ..onnx._context import scalar_of
         traced = [_per_axis(v, dims, "size", ()) if v is not None else (None,) * dims
