@@ -6,16 +6,17 @@ of ``T`` input positions, ``out[j] = sum_k w[k, j] * x[idx[k, j]]`` (nearest and
 linear: T = 2; cubic: T = 4). An :class:`AxisMap` holds ``idx`` and ``w`` for one axis; the op applies its maps
 one axis after the other, last axis first (torch's order of the sums: the width sum inside the height sum).
 
-The gradient is the transposed map, applied axis by axis. It is computed as a gather and a segmented sum
-rather than a scatter-add: the map's entries are sorted once by source position (a stable sort, so within one
-source the output positions come in increasing order and the taps of one output in tap order), and each source's
-contributions are summed in that order by ``np.add.reduceat``. The order is fixed by the map alone, so the
+The gradient is the transposed map, applied axis by axis, without a scatter-add: the map's entries are sorted
+once by source position (a stable sort, so within one source the output positions come in increasing order and
+the taps of one output in tap order), and the q-th contribution of every source forms level q. A level's sources
+are distinct, so it is one gather of the output gradient (a strided view where the positions are an arithmetic
+progression: nearest by an integer factor, the core of a pad), a multiply by the weights and one add into the
+sources; each source sums its contributions in the levels' order. The order is fixed by the map alone, so the
 gradient has the same bits at any thread count (overlapping bilinear/bicubic windows included).
 
-A C++ kernel would pay off in two places: the forward's ``T`` gathers per axis (one fused pass over the input
-per axis, no temporary of the output's size per tap) and the backward's gather + reduceat (a per-source loop
-over its few contributions, without the ``T``-times-larger gathered temporary); both are memory-bound numpy
-passes here.
+A C++ kernel would pay off in two places: the forward's ``T`` gathers per axis (one fused pass over the input per
+axis, no temporary of the output's size per tap) and the backward's levels (one pass per source over its few
+contributions, instead of a gather and a temporary per level); both are memory-bound numpy passes here.
 
 :class:`MapFunction` / :class:`MapAdjointFunction` apply a list of maps and its transpose as Functions whose
 differentiable backward rule is the other one: these ops are linear, so their double backward is the op itself.
@@ -50,17 +51,48 @@ class AxisMap:
                 and bool(np.array_equal(self.idx[0], np.arange(self.n_in))))
 
     def adjoint_plan(self):
-        """(order, weights, starts, sources): the entries sorted by source position (stable), the weight of each
-        (None: ones), where each non-empty source's run starts, and which sources have a run."""
+        """The transpose as levels: the map's entries sorted by source position (stable: within one source the
+        output positions in increasing order, one output's taps in tap order), the q-th entry of every source in
+        level q. Each level is (sources, outputs, weights or None), sources distinct within a level; an arithmetic
+        progression is kept as a slice (a view, not a gather)."""
         if self._adjoint is None:
             src = self.idx.T.ravel()  # output-major: output j's taps in tap order
             order = np.argsort(src, kind="stable")
             counts = np.bincount(src, minlength=self.n_in)
-            sources = np.flatnonzero(counts)
-            starts = np.concatenate(([0], np.cumsum(counts[sources])[:-1])).astype(np.intp)
+            starts = np.repeat(np.cumsum(counts) - counts, counts)
+            occ = np.arange(order.size) - starts  # the entry's rank among its source's entries
+            src_sorted, js = src[order], order // self.taps
             w = None if self.w is None else self.w.T.ravel()[order]
-            self._adjoint = (order // self.taps, w, starts, sources)
+            levels = []
+            for q in range(int(counts.max(initial=0))):
+                sel = occ == q
+                levels += _pieces(src_sorted[sel], js[sel], None if w is None else w[sel])
+            self._adjoint = levels
         return self._adjoint
+
+
+_MIN_RUN = 8  # shorter runs are gathered with the level's other irregular entries
+
+
+def _pieces(src: np.ndarray, js: np.ndarray, w):
+    """One level as (sources, outputs, weights) pieces: its runs where sources and outputs both step evenly (the
+    bulk of a resize or a pad: slices, views of the gradient) and one gathered piece for the rest (edges)."""
+    if src.size < _MIN_RUN:
+        return [(src, js, w)] if src.size else []
+    ds, dj = np.diff(src), np.diff(js)
+    cut = np.flatnonzero((ds[1:] != ds[:-1]) | (dj[1:] != dj[:-1])) + 1  # where a step changes
+    bounds = np.concatenate(([0], cut + 1, [src.size]))
+    pieces, rest = [], []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        if b - a >= _MIN_RUN and ds[a] > 0 and dj[a] > 0:
+            pieces.append((slice(int(src[a]), int(src[b - 1]) + 1, int(ds[a])),
+                           slice(int(js[a]), int(js[b - 1]) + 1, int(dj[a])), None if w is None else w[a:b]))
+        else:
+            rest.append(np.arange(a, b))
+    if rest:
+        r = np.concatenate(rest)
+        pieces.append((src[r], js[r], None if w is None else w[r]))
+    return pieces
 
 
 def _along(v: np.ndarray, axis: int, ndim: int) -> np.ndarray:
@@ -87,23 +119,26 @@ def apply_axis(x: np.ndarray, axis: int, m: AxisMap) -> np.ndarray:
     return out
 
 
+def _index(axis: int, ndim: int, key) -> tuple:
+    index = [slice(None)] * ndim
+    index[axis] = key
+    return tuple(index)
+
+
 def adjoint_axis(g: np.ndarray, axis: int, m: AxisMap) -> np.ndarray:
-    """The transpose of ``m`` applied along ``axis`` of ``g`` (length n_out -> n_in), in a fixed order."""
+    """The transpose of ``m`` applied along ``axis`` of ``g`` (length n_out -> n_in): level by level, each a
+    gather (or a strided view) of ``g``, scaled, added into distinct source positions, so every source sums its
+    contributions in one fixed order (0 + first + second + ...), whatever the thread count."""
     if m.is_identity():
         return g
-    js, w, starts, sources = m.adjoint_plan()
-    gathered = np.take(g, js, axis=axis)
-    if w is not None:
-        gathered *= _along(w.astype(g.dtype, copy=False), axis, g.ndim)
-    summed = np.add.reduceat(gathered, starts, axis=axis) if len(starts) else gathered
-    if len(sources) == m.n_in:
-        return summed
     shape = list(g.shape)
     shape[axis] = m.n_in
     out = np.zeros(shape, g.dtype)
-    index = [slice(None)] * g.ndim
-    index[axis] = sources
-    out[tuple(index)] = summed
+    for src, js, w in m.adjoint_plan():
+        part = g[_index(axis, g.ndim, js)]
+        if w is not None:
+            part = part * _along(w.astype(g.dtype, copy=False), axis, g.ndim)
+        out[_index(axis, g.ndim, src)] += part
     return out
 
 
