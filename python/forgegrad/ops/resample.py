@@ -59,10 +59,13 @@ def resolve(shape, size=None, scale_factor=None, mode="nearest", align_corners=N
     """torch.nn.functional.interpolate's argument rules: (output spatial sizes, the scales the kernel's
     coordinates use (None per axis: in / out), mode, align_corners as a bool). Raises naming the argument."""
     if mode not in MODES:
-        if mode in ("trilinear", "area", "nearest-exact3d") or isinstance(mode, str):
+        if mode in ("trilinear", "area"):  # torch's, not forgegrad's yet
             raise NotImplementedError(f"interpolate: mode {mode!r} is not implemented in forgegrad; modes: "
                                       f"{', '.join(MODES)}")
         raise ValueError(f"interpolate: mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if len(shape) == 5:
+        raise NotImplementedError(f"interpolate: 5-D (volumetric) inputs are not implemented in forgegrad, got input "
+                                  f"of shape {tuple(shape)}")
     if len(shape) not in (3, 4):
         raise ValueError(f"interpolate: input must be 3-D (N, C, L) or 4-D (N, C, H, W), got a {len(shape)}-D input "
                          f"of shape {tuple(shape)} (mode {mode!r})")
@@ -375,6 +378,7 @@ def _bad_inputs():
             BadInput((x,), {"scale_factor": -1.0}, ValueError, "scale_factor"),
             BadInput((x,), {"scale_factor": 2.0, "mode": "bilinear", "antialias": True}, NotImplementedError,
                      "antialias"),
-            BadInput((x,), {"scale_factor": 2.0, "mode": "cubic"}, NotImplementedError, "mode"),
+            BadInput((x,), {"scale_factor": 2.0, "mode": "cubic"}, ValueError, "mode"),
+            BadInput((x,), {"scale_factor": 2.0, "mode": "area"}, NotImplementedError, "mode"),
             BadInput((x,), {"size": 4, "scale_factor": None, "recompute_scale_factor": True}, ValueError,
                      "recompute_scale_factor")]
