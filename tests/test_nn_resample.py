@@ -100,8 +100,8 @@ def test_overlapping_backward_has_the_same_bits_at_any_thread_count(threads):
 
 
 def test_double_backward_gradient_penalty_matches_torch():
-    """A gradient penalty (the gradient's norm, differentiated again) through pad, interpolate, pixel_shuffle,
-    channel_shuffle and a conv: the penalty's gradient with respect to the conv's weight equals torch's."""
+    """A gradient penalty (the gradient's norm, differentiated again) through the pads (reflect, circular, constant
+    with crops), interpolate, pixel_shuffle, channel_shuffle and a conv: the penalty's gradient with respect to the conv's weight equals torch's."""
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 2, 5, 6))
     w = rng.standard_normal((8, 2, 3, 3)) * 0.3
@@ -112,7 +112,7 @@ def test_double_backward_gradient_penalty_matches_torch():
         h = fn.pad(xs, (1, 1, 2, 1), mode="reflect")
         h = fn.conv2d(h, ws)
         h = fn.channel_shuffle(fn.pixel_shuffle(fn.interpolate(h, scale_factor=1.5, mode="bicubic"), 2), 2)
-        h = fn.pad(h, (1, 2, 0, 1), mode="circular")
+        h = fn.pad(fn.pad(h, (1, 2, 0, 1), mode="circular"), (2, -1, -1, 1), value=0.3)
         out = (fn.interpolate(h, size=(4, 5), mode="bilinear", align_corners=True).tanh() ** 2).sum()
         (g,) = (fg.autograd.grad if lib is fg else torch.autograd.grad)(out, [xs], create_graph=True)
         penalty = (g * g).sum()
