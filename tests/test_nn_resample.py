@@ -101,7 +101,8 @@ def test_overlapping_backward_has_the_same_bits_at_any_thread_count(threads):
 
 def test_double_backward_gradient_penalty_matches_torch():
     """A gradient penalty (the gradient's norm, differentiated again) through the pads (reflect, circular, constant
-    with crops), interpolate, pixel_shuffle, channel_shuffle and a conv: the penalty's gradient with respect to the conv's weight equals torch's."""
+    with crops), interpolate, pixel_shuffle, channel_shuffle and a conv: the penalty's gradient with respect to the
+    conv's weight equals torch's."""
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 2, 5, 6))
     w = rng.standard_normal((8, 2, 3, 3)) * 0.3
