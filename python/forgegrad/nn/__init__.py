@@ -20,6 +20,7 @@ from .parameter import *  # noqa: F401,F403
 from .parameter_containers import *  # noqa: F401,F403
 from .pooling import *  # noqa: F401,F403
 from .position import *  # noqa: F401,F403
+from .resample import *  # noqa: F401,F403
 from .rnn import *  # noqa: F401,F403
 from .sparse import *  # noqa: F401,F403
 from .transformer import *  # noqa: F401,F403

@@ -50,7 +50,8 @@ def covered():
 # only if its rule reads it (reading it would give silently wrong gradients; torch raises for what it saved)
 _SHAPES_ONLY = {"add", "sub", "neg", "sum", "mean", "reshape", "permute", "expand", "clone", "cast", "cat", "stack",
                 "cumsum", "dropout", "avg_pool2d", "adaptive_avg_pool2d", "fake_quantize_per_tensor_affine",
-                "fake_quantize_per_channel_affine", "unfold", "fold"}
+                "fake_quantize_per_channel_affine", "unfold", "fold", "interpolate", "pad", "pixel_shuffle",
+                "pixel_unshuffle", "channel_shuffle"}
 _READS = {  # op name -> (ctx, args, kwargs) -> the arguments its rule reads the values of (biases: their shape only)
     "getitem": lambda c, a, k: _flatten(a[1]),
     "embedding": lambda c, a, k: (_arg(a, k, 1, "indices"),),

@@ -1,0 +1,204 @@
+"""Per-axis linear maps: the arithmetic shared by interpolation (ops/resample.py) and the non-constant pads
+(ops/pad.py).
+
+Every one of these ops is separable: along each resized or padded axis, output position ``j`` is a weighted sum
+of ``T`` input positions, ``out[j] = sum_k w[k, j] * x[idx[k, j]]`` (nearest and the pads: T = 1 and no weights;
+linear: T = 2; cubic: T = 4). An :class:`AxisMap` holds ``idx`` and ``w`` for one axis; the op applies its maps
+one axis after the other, last axis first (torch's order of the sums: the width sum inside the height sum).
+
+The gradient is the transposed map, applied axis by axis, without a scatter-add: the map's entries are sorted
+once by source position (a stable sort, so within one source the output positions come in increasing order and
+the taps of one output in tap order), and the q-th contribution of every source forms level q. A level's sources
+are distinct, so it is one gather of the output gradient (a strided view where the positions are an arithmetic
+progression: nearest by an integer factor, the core of a pad), a multiply by the weights and one add into the
+sources; each source sums its contributions in the levels' order. The order is fixed by the map alone, so the
+gradient has the same bits at any thread count (overlapping bilinear/bicubic windows included).
+
+A C++ kernel would pay off in two places: the forward's ``T`` gathers per axis (one fused pass over the input per
+axis, no temporary of the output's size per tap) and the backward's levels (one pass per source over its few
+contributions, instead of a gather and a temporary per level); both are memory-bound numpy passes here.
+
+:class:`MapFunction` / :class:`MapAdjointFunction` apply a list of maps and its transpose as Functions whose
+differentiable backward rule is the other one: these ops are linear, so their double backward is the op itself.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..autograd import Function
+
+
+class AxisMap:
+    """out[j] = sum_k w[k, j] * x[idx[k, j]] along one axis of length ``n_in`` (``w`` None: all ones)."""
+
+    __slots__ = ("n_in", "n_out", "idx", "w", "_adjoint")
+
+    def __init__(self, n_in: int, idx: np.ndarray, w: Optional[np.ndarray] = None):
+        self.n_in = int(n_in)
+        self.idx = np.ascontiguousarray(idx, dtype=np.intp).reshape(-1, np.shape(idx)[-1])
+        self.n_out = self.idx.shape[1]
+        self.w = None if w is None else np.ascontiguousarray(w).reshape(self.idx.shape)
+        self._adjoint = None
+
+    @property
+    def taps(self) -> int:
+        return self.idx.shape[0]
+
+    def is_identity(self) -> bool:
+        return (self.taps == 1 and self.n_in == self.n_out and self.w is None
+                and bool(np.array_equal(self.idx[0], np.arange(self.n_in))))
+
+    def adjoint_plan(self):
+        """The transpose as levels: the map's entries sorted by source position (stable: within one source the
+        output positions in increasing order, one output's taps in tap order), the q-th entry of every source in
+        level q. Each level is (sources, outputs, weights or None), sources distinct within a level; an arithmetic
+        progression is kept as a slice (a view, not a gather)."""
+        if self._adjoint is None:
+            src = self.idx.T.ravel()  # output-major: output j's taps in tap order
+            order = np.argsort(src, kind="stable")
+            counts = np.bincount(src, minlength=self.n_in)
+            starts = np.repeat(np.cumsum(counts) - counts, counts)
+            occ = np.arange(order.size) - starts  # the entry's rank among its source's entries
+            src_sorted, js = src[order], order // self.taps
+            w = None if self.w is None else self.w.T.ravel()[order]
+            levels = []
+            for q in range(int(counts.max(initial=0))):
+                sel = occ == q
+                levels += _pieces(src_sorted[sel], js[sel], None if w is None else w[sel])
+            self._adjoint = levels
+        return self._adjoint
+
+
+_MIN_RUN = 8  # shorter runs are gathered with the level's other irregular entries
+
+
+def _pieces(src: np.ndarray, js: np.ndarray, w):
+    """One level as (sources, outputs, weights) pieces: its runs where sources and outputs both step evenly (the
+    bulk of a resize or a pad: slices, views of the gradient) and one gathered piece for the rest (edges)."""
+    if src.size < _MIN_RUN:
+        return [(src, js, w)] if src.size else []
+    ds, dj = np.diff(src), np.diff(js)
+    cut = np.flatnonzero((ds[1:] != ds[:-1]) | (dj[1:] != dj[:-1])) + 1  # where a step changes
+    bounds = np.concatenate(([0], cut + 1, [src.size]))
+    pieces, rest = [], []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        if b - a >= _MIN_RUN and ds[a] > 0 and dj[a] > 0:
+            pieces.append((slice(int(src[a]), int(src[b - 1]) + 1, int(ds[a])),
+                           slice(int(js[a]), int(js[b - 1]) + 1, int(dj[a])), None if w is None else w[a:b]))
+        else:
+            rest.append(np.arange(a, b))
+    if rest:
+        r = np.concatenate(rest)
+        pieces.append((src[r], js[r], None if w is None else w[r]))
+    return pieces
+
+
+def _along(v: np.ndarray, axis: int, ndim: int) -> np.ndarray:
+    """A 1-D ``v`` shaped to broadcast along ``axis`` of an ``ndim``-D array."""
+    shape = [1] * ndim
+    shape[axis] = v.shape[0]
+    return v.reshape(shape)
+
+
+def apply_axis(x: np.ndarray, axis: int, m: AxisMap) -> np.ndarray:
+    """``m`` applied along ``axis`` of ``x`` (taps summed in tap order, as torch's kernels do)."""
+    if m.is_identity():
+        return x
+    out = np.take(x, m.idx[0], axis=axis)
+    if m.w is None and m.taps == 1:
+        return out
+    w = m.w.astype(x.dtype, copy=False)
+    out *= _along(w[0], axis, x.ndim)
+    tmp = np.empty_like(out)
+    for k in range(1, m.taps):
+        np.take(x, m.idx[k], axis=axis, out=tmp)
+        tmp *= _along(w[k], axis, x.ndim)
+        out += tmp
+    return out
+
+
+def _index(axis: int, ndim: int, key) -> tuple:
+    index = [slice(None)] * ndim
+    index[axis] = key
+    return tuple(index)
+
+
+def adjoint_axis(g: np.ndarray, axis: int, m: AxisMap) -> np.ndarray:
+    """The transpose of ``m`` applied along ``axis`` of ``g`` (length n_out -> n_in): level by level, each a
+    gather (or a strided view) of ``g``, scaled, added into distinct source positions, so every source sums its
+    contributions in one fixed order (0 + first + second + ...), whatever the thread count."""
+    if m.is_identity():
+        return g
+    shape = list(g.shape)
+    shape[axis] = m.n_in
+    out = np.zeros(shape, g.dtype)
+    for src, js, w in m.adjoint_plan():
+        part = g[_index(axis, g.ndim, js)]
+        if w is not None:
+            part = part * _along(w.astype(g.dtype, copy=False), axis, g.ndim)
+        out[_index(axis, g.ndim, src)] += part
+    return out
+
+
+Maps = Sequence[Tuple[int, AxisMap]]  # (axis, map) pairs, applied in this order
+
+
+def apply(x: np.ndarray, maps: Maps) -> np.ndarray:
+    for axis, m in maps:
+        x = apply_axis(x, axis, m)
+    return x if any(not m.is_identity() for _, m in maps) else x.copy()
+
+
+def adjoint(g: np.ndarray, maps: Maps) -> np.ndarray:
+    out = g
+    for axis, m in reversed(maps):
+        out = adjoint_axis(out, axis, m)
+    return out.copy() if out is g else out
+
+
+class MapFunction(Function):
+    """``apply(x, maps)`` as a Function (the double backward of the maps' transpose)."""
+
+    handles_float64 = True
+    differentiable_reads = ()
+
+    @staticmethod
+    def forward(ctx, x, maps):
+        ctx.maps = maps
+        return apply(x, maps)
+
+    @staticmethod
+    def backward(ctx, g):
+        return adjoint(g, ctx.maps)
+
+    @staticmethod
+    def differentiable_backward(ctx, args, kwargs, g):
+        return MapAdjointFunction.apply(g, args[1]), None
+
+
+class MapAdjointFunction(Function):
+    """``adjoint(g, maps)``, the gradient of ``apply``, as a Function whose gradient is ``apply`` again."""
+
+    handles_float64 = True
+    differentiable_reads = ()
+
+    @staticmethod
+    def forward(ctx, g, maps):
+        ctx.maps = maps
+        return adjoint(g, maps)
+
+    @staticmethod
+    def backward(ctx, gg):
+        return apply(gg, ctx.maps)
+
+    @staticmethod
+    def differentiable_backward(ctx, args, kwargs, gg):
+        return MapFunction.apply(gg, args[1]), None
+
+
+def linear_rule(ctx, args, kwargs, g):
+    """The differentiable backward of an op whose forward stored its maps in ``ctx.maps``: the maps' transpose
+    applied to ``g`` (one gradient, for the first argument)."""
+    return (MapAdjointFunction.apply(g, ctx.maps),) + (None,) * (len(args) - 1)
