@@ -98,3 +98,31 @@ def test_served_thin_array_refused_before_resize(tmp_path, monkeypatch):
     monkeypatch.setattr(image_embeddings, "MAX_PIXELS", 100_000)
     with pytest.raises(CompletionError, match="would resize to 5600 x 28"):
         worker._prepare([item])
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_onnx_max_pools_keep_nan_as_torch(tmp_path, dynamic):
+    """onnxruntime's MaxPool and ReduceMax skip a NaN that is not its window's first element; torch's max is NaN."""
+    ort = pytest.importorskip("onnxruntime")
+
+    class Net(fg.nn.Module):
+        def forward(self, x):
+            row = x[:, :, 1]
+            return (F.max_pool1d(row, 3, 2, 1), F.max_pool1d(row, 2, 1, ceil_mode=True),
+                    F.adaptive_max_pool2d(x, (4, 3)), F.adaptive_max_pool2d(x, (3, 4)), F.adaptive_max_pool1d(row, 3))
+
+    x = np.random.default_rng(0).standard_normal((1, 2, 6, 8)).astype(np.float32)
+    x[0, 0, 1, 1] = x[0, 0, 4, 6] = np.nan
+    x[0, 1, 3, 5], x[0, 1, 0, 0] = np.inf, -np.inf
+    path = str(tmp_path / "p.onnx")
+    axes = {"x": {0: "b", 2: "h", 3: "w"}} if dynamic else {}
+    fg.onnx.export(Net(), fg.tensor(np.ones((1, 2, 6, 8), np.float32)), path, dynamic_axes=axes, input_names=["x"],
+                   verify=False)
+    t = torch.tensor(x)
+    tf = torch.nn.functional
+    want = [tf.max_pool1d(t[:, :, 1], 3, 2, 1), tf.max_pool1d(t[:, :, 1], 2, 1, ceil_mode=True),
+            tf.adaptive_max_pool2d(t, (4, 3)), tf.adaptive_max_pool2d(t, (3, 4)), tf.adaptive_max_pool1d(t[:, :, 1], 3)]
+    got = ort.InferenceSession(path).run(None, {"x": x})
+    for g, e, w in zip(got, Net()(fg.tensor(x)), want, strict=True):
+        np.testing.assert_array_equal(e.numpy(), w.numpy())
+        np.testing.assert_array_equal(g, w.numpy())
