@@ -10,14 +10,26 @@ __all__ = ["MaxPool1d", "AvgPool1d", "MaxUnpool1d", "MaxUnpool2d", "AdaptiveAvgP
            "AdaptiveMaxPool2d", "LPPool1d", "LPPool2d"]
 
 
+def _single(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,)
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
 class _Window(Module):
-    """kernel_size, stride (defaults to kernel_size) and padding, as torch's pooling layers keep them."""
+    """kernel_size, stride (defaults to kernel_size) and padding, as torch's pooling layers keep them: as given
+    (MaxPool1d), or as tuples (``_sizes``: torch's _single / _pair, which AvgPool1d and MaxUnpool keep and print)."""
+
+    _sizes = None
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size = kernel_size
-        self.stride = stride if stride is not None else kernel_size
-        self.padding = padding
+        size = self._sizes or (lambda v: v)
+        self.kernel_size = size(kernel_size)
+        self.stride = size(stride if stride is not None else kernel_size)
+        self.padding = size(padding)
 
 
 class MaxPool1d(_Window):
@@ -40,6 +52,8 @@ class MaxPool1d(_Window):
 class AvgPool1d(_Window):
     """torch.nn.AvgPool1d(kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True)."""
 
+    _sizes = staticmethod(_single)
+
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
         super().__init__(kernel_size, stride, padding)
         self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
@@ -56,6 +70,8 @@ class MaxUnpool1d(_Window):
     """torch.nn.MaxUnpool1d(kernel_size, stride=None, padding=0): ``forward(input, indices, output_size=None)``
     writes each value at its index (MaxPool1d's) of a zero row."""
 
+    _sizes = staticmethod(_single)
+
     def forward(self, input, indices, output_size=None):
         return F.max_unpool1d(input, indices, self.kernel_size, self.stride, self.padding, output_size)
 
@@ -66,6 +82,8 @@ class MaxUnpool1d(_Window):
 class MaxUnpool2d(MaxUnpool1d):
     """torch.nn.MaxUnpool2d(kernel_size, stride=None, padding=0): ``forward(input, indices, output_size=None)``
     writes each value at its flat index h * W + w (MaxPool2d's) of a zero plane."""
+
+    _sizes = staticmethod(_pair)
 
     def forward(self, input, indices, output_size=None):
         return F.max_unpool2d(input, indices, self.kernel_size, self.stride, self.padding, output_size)

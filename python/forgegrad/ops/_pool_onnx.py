@@ -49,16 +49,27 @@ def map_max_pool1d(ctx, op):
     x, L = op.input(xn), op.args[xn].shape[2]
     k, s, p, d = _geometry_1d(op, "MaxPool")
     ceil = bool(A._arg(op, "ceil_mode", default=False))
+    # torch's max is NaN where a window holds one; onnxruntime's MaxPool skips a NaN that is not the window's
+    # first element: the same pool over IsNaN (as 0 / 1) puts it back (indices: see docs/torch_compat.md)
+    nan = ctx.node("Cast", [ctx.node("IsNaN", [x])], to=1)  # to FLOAT
     if _dynamic(op, xn, 1)[0]:
-        vals, idx = (ctx.squeeze(v, [2]) for v in CE.max_pool2d(ctx, ctx.unsqueeze(x, [2]), (1, L), k, s, p, d, ceil,
-                                                                with_indices=True, dynamic=True))
+        def pool(t, with_indices):
+            out = CE.max_pool2d(ctx, ctx.unsqueeze(t, [2]), (1, L), k, s, p, d, ceil, with_indices=with_indices,
+                                dynamic=True)
+            return [ctx.squeeze(v, [2]) for v in (out if with_indices else [out])]
         area = CE._runtime_size(ctx, x, 2)
     else:
         shape = geometry.pool2d_geometry((1, 1, 1, L), k, s, p, d, ceil, owner="MaxPool").output_shape
         attrs = {"dilations": [d[1]]} if d[1] != 1 else {}
-        vals, idx = CE._pool(ctx, "MaxPool", x, (k[1],), (s[1],), (p[1], p[1]), (d[1],), (L,), (shape[3],),
-                             outputs=2, **attrs)
+
+        def pool(t, with_indices):
+            out = CE._pool(ctx, "MaxPool", t, (k[1],), (s[1],), (p[1], p[1]), (d[1],), (L,), (shape[3],),
+                           outputs=2 if with_indices else 1, **attrs)
+            return out if with_indices else [out]
         area = ctx.const(np.int64(L))
+    vals, idx = pool(x, True)
+    any_nan = ctx.node("Cast", [pool(nan, False)[0]], to=9)  # to BOOL
+    vals = ctx.node("Where", [any_nan, ctx.const(np.asarray(np.nan, np.float32)), vals])
     return [vals, ctx.node("Mod", [idx, area])]
 
 
@@ -145,11 +156,16 @@ def _adaptive_max(ctx, op, x, in_hw, output_size, dynamic):
     if any(d and k for d, k in zip(dynamic, kept)):
         raise op.unsupported("adaptive max pooling's indices over an axis kept at a dynamic input size "
                              "(output_size None) are not exported")
+    # torch's max is NaN where a window holds one; onnxruntime's MaxPool and ReduceMax skip a NaN that is not the
+    # window's first element: the window mean of (NaN where x is, else 0), added, puts it back (indices: see docs)
+    nans = ctx.node("Where", [ctx.node("IsNaN", [x]), x, ctx.const(np.asarray(0, np.float32))])
     if not any(dynamic) and in_hw[0] % out_hw[0] == 0 and in_hw[1] % out_hw[1] == 0:
         k = [in_hw[0] // out_hw[0], in_hw[1] // out_hw[1]]
         vals, idx = ctx.node("MaxPool", [x], outputs=2, kernel_shape=k, strides=k)
+        vals = ctx.node("Add", [vals, ctx.node("AveragePool", [nans], kernel_shape=k, strides=k)])
         return vals, ctx.node("Mod", [idx, ctx.const(np.int64(in_hw[0] * in_hw[1]))])
     vals = CE.adaptive_pool2d(ctx, x, in_hw, output_size, "ReduceMax", dynamic)
+    vals = ctx.node("Add", [vals, CE.adaptive_pool2d(ctx, nans, in_hw, output_size, "ReduceMean", dynamic)])
     return vals, _adaptive_argmax(ctx, x, in_hw, out_hw, dynamic)
 
 

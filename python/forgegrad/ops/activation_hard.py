@@ -183,7 +183,9 @@ def _lambd(lambd, name):
 def _shrink_onnx(soft):
     def mapping(ctx, op):
         lambd = float(op.attr("lambd", 0.5))
-        return [ctx.node("Shrink", [op.input("x", np.float32)], lambd=lambd, bias=lambd if soft else 0.0)]
+        x = op.input("x", np.float32)
+        shrunk = ctx.node("Shrink", [x], lambd=lambd, bias=lambd if soft else 0.0)
+        return [ctx.node("Where", [ctx.node("IsNaN", [x]), x, shrunk])]  # Shrink makes NaN 0; torch keeps it
 
     return mapping
 
@@ -210,7 +212,9 @@ class SoftshrinkFunction(Function):
         ctx.save_for_backward(x)
         ctx.lambd = lambd
         lam = _value(x, lambd)
-        return np.where(x > lam, x - lam, np.where(x < -lam, x + lam, _value(x, 0))).astype(x.dtype, copy=False)
+        # NaN stays NaN, as torch's (both comparisons are false for it)
+        out = np.where(x > lam, x - lam, np.where(x < -lam, x + lam, _value(x, 0)))
+        return np.where(np.isnan(x), x, out).astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
@@ -248,9 +252,9 @@ def _threshold_onnx(ctx, op):
     f32 = np.float32
     x = op.input("x", f32)
     th, value = float(op.attr("threshold")), float(op.attr("value"))
-    # Greater, not LessOrEqual: a NaN stays NaN as in torch (x <= threshold is false for it)
-    keep = ctx.node("Greater", [x, ctx.const(np.asarray(th, f32))])
-    return [ctx.node("Where", [keep, x, ctx.const(np.asarray(value, f32))])]
+    # LessOrEqual, not Greater: a NaN stays NaN as in torch (x <= threshold is false for it)
+    replace = ctx.node("LessOrEqual", [x, ctx.const(np.asarray(th, f32))])
+    return [ctx.node("Where", [replace, ctx.const(np.asarray(value, f32)), x])]
 
 
 @register_op("threshold", meta=M.same, flops=M.per_output_element(1),

@@ -43,7 +43,7 @@ from ..models.hf.image_processing import to_rgb
 from .classify import labels_of
 from .completion_request import CompletionError, bad, request_object, served_model
 from .embeddings import MAX_INPUTS, checkpoint_kind, load_served_model
-from .image_embeddings import MAX_PIXELS, MAX_SIDE, load_image, open_image
+from .image_embeddings import MAX_PIXELS, MAX_SIDE, _check_resized, load_image, open_image
 
 ARCHITECTURES = ("ViTForImageClassification", "DeiTForImageClassification", "DeiTForImageClassificationWithTeacher",
                  "Dinov2ForImageClassification")
@@ -157,7 +157,10 @@ class ImageModelWorker:
                                                f"({type(e).__name__})", "input") from None
             else:  # gray repeated, RGBA composited onto white (do_convert_rgb's), for every processor; the body's
                 # size bounds the arrays' pixels
-                image = to_rgb(decode_array(value, i))
+                image = decode_array(value, i)
+                # as open_image checks an image's header: a thin array resized by its shortest edge would be huge
+                _check_resized(image.shape[1], image.shape[0], self.processor, i)
+                image = to_rgb(image)
             try:
                 out.append(self.processor(image)["pixel_values"][0])
             except (TypeError, ValueError) as e:

@@ -307,7 +307,11 @@ class ViTModel(nn.Module):
 
 def _labels(cfg: dict) -> int:
     n = cfg.get("num_labels")
-    return int(n) if isinstance(n, int) and not isinstance(n, bool) else len(cfg.get("id2label") or {}) or 2
+    if isinstance(n, int) and not isinstance(n, bool):
+        return int(n)
+    # transformers' count: id2label's size, 0 included (num_labels=0 saves "id2label": {} and an Identity head)
+    labels = cfg.get("id2label")
+    return len(labels) if labels is not None else 2
 
 
 class ViTForImageClassification(nn.Module):
