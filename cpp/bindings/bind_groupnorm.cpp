@@ -106,8 +106,8 @@ void gn_backward(const py::array& grad, const py::array& x, const py::array& mea
   fg::bind::expect_shape(G, "grad", X.shape);
   ArrayArg M = fg::bind::f32_arg(mean, "mean"), R = fg::bind::f32_arg(rstd, "rstd");
   if (M.ndim != 2 || M.shape[0] != d.N)
-    throw py::value_error("mean must have shape (N, groups) with N = " + std::to_string(d.N) + " (x's first axis), got " +
-                          fg::bind::shape_str(M.shape));
+    throw py::value_error("mean must have shape (N, groups) with N = " + std::to_string(d.N) +
+                          " (x's first axis), got " + fg::bind::shape_str(M.shape));
   const int64_t groups = M.shape[1];
   check_groups(groups, d.C);
   fg::bind::expect_shape(R, "rstd", M.shape);
