@@ -112,20 +112,14 @@ def _tol(s_max, atol, rtol, m, n, dtype):
 
 
 def pinv(A, *, atol=None, rtol=None, hermitian: bool = False) -> Tensor:
-    """``torch.linalg.pinv``: the pseudo-inverse through the SVD (``hermitian``: eigh), singular values at or below
-    max(atol, rtol * largest) dropped; differentiable where the rank does not change (full-rank inputs: torch's
-    gradient)."""
+    """``torch.linalg.pinv``: the pseudo-inverse through the SVD, singular values at or below max(atol, rtol *
+    largest) dropped; differentiable where the rank does not change (full-rank inputs: torch's gradient, the
+    general one even with ``hermitian``, as torch's pinv_backward). ``hermitian``: A must be square and is taken as
+    symmetric (its singular values are its |eigenvalues|); the whole matrix is read."""
     L = _L()
     A = L._t(A, "A", "linalg.pinv", square=bool(hermitian))
     where = _op("where")
     m, n = A.shape[-2:]
-    if hermitian:
-        w, V = L.eigh(A)
-        aw = np.abs(w.numpy())
-        tol = _tol(aw.max(axis=-1, initial=0.0), atol, rtol, m, n, A.numpy().dtype)
-        keep = aw > tol[..., None]
-        winv = where(keep, 1.0 / where(keep, w, 1.0), 0.0)
-        return (V * winv.unsqueeze(-2)) @ V.transpose(-2, -1)
     U, S, Vh = L.svd(A, full_matrices=False)
     sv = S.numpy()
     tol = _tol(sv.max(axis=-1, initial=0.0), atol, rtol, m, n, A.numpy().dtype)
@@ -193,6 +187,9 @@ def cross(input, other, *, dim: int = -1) -> Tensor:
     for name, t in (("input", input), ("other", other)):
         if not isinstance(t, Tensor):
             raise TypeError(f"linalg.cross(): argument '{name}' must be a forgegrad.Tensor, got {type(t).__name__}")
+    if input.ndim != other.ndim:  # torch refuses this too
+        raise ValueError(f"linalg.cross: inputs must have the same number of dimensions, got shapes "
+                         f"{tuple(input.shape)} and {tuple(other.shape)}")
     try:
         shape = np.broadcast_shapes(tuple(input.shape), tuple(other.shape))
     except ValueError:
