@@ -125,7 +125,7 @@ def solve(A, B, *, left: bool = True) -> Tensor:
     """``torch.linalg.solve``: X with A X = B (``left=False``: X A = B). B: (..., n, k), or a batch of vectors
     (..., n) (torch's rule: 1-d, or A's shape without its last dim); batch dims broadcast."""
     _t(B, "B", "linalg.solve", at_least=1)
-    return _op("linalg_solve")(_t(A, "A", "linalg.solve", square=True), B, left=bool(left))
+    return _op("linalg_solve")(_t(A, "A", "linalg.solve", square=True), B, left=left)
 
 
 def solve_triangular(A, B, *, upper: bool, left: bool = True, unitriangular: bool = False) -> Tensor:
@@ -133,7 +133,7 @@ def solve_triangular(A, B, *, upper: bool, left: bool = True, unitriangular: boo
     triangle is not read; ``unitriangular``: nor the diagonal, taken as ones)."""
     _t(B, "B", "linalg.solve_triangular")
     return _op("linalg_solve_triangular")(_t(A, "A", "linalg.solve_triangular", square=True), B, upper=upper,
-                                          left=bool(left), unitriangular=bool(unitriangular))
+                                          left=left, unitriangular=unitriangular)
 
 
 def matrix_exp(A) -> Tensor:
@@ -176,7 +176,7 @@ def cholesky_ex(A, *, upper: bool = False, check_errors: bool = False):
     A = _t(A, "A", "linalg.cholesky_ex", square=True)
     if A.is_meta:
         return linalg_cholesky_ex(cholesky(A, upper=upper), _info_like(A))
-    L, info = cholesky_array(A._data, bool(upper), check_errors)
+    L, info = cholesky_array(A._data, _C.check_bool(upper, "upper", "linalg.cholesky_ex"), check_errors)
     if not np.any(info):
         return linalg_cholesky_ex(cholesky(A, upper=upper), _wrap(info))
     return linalg_cholesky_ex(_wrap(L), _wrap(info))
@@ -206,7 +206,7 @@ def svd(A, full_matrices: bool = True, *, driver=None):
     ``full_matrices`` the extra columns of U / rows of Vh get none); singular vectors' signs are LAPACK's."""
     if driver is not None:
         raise ValueError("linalg.svd: argument 'driver' is for CUDA in torch; forgegrad's svd runs LAPACK gesdd")
-    return linalg_svd(*_op("linalg_svd")(_t(A, "A", "linalg.svd"), full_matrices=bool(full_matrices)))
+    return linalg_svd(*_op("linalg_svd")(_t(A, "A", "linalg.svd"), full_matrices=full_matrices))
 
 
 def svdvals(A, *, driver=None) -> Tensor:

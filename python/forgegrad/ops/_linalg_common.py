@@ -40,6 +40,13 @@ def check_matrix(a, name: str, op: str, square: bool = True, at_least: int = 2):
         raise ValueError(f"{op}: argument '{name}' must be a batch of square matrices, got shape {tuple(a.shape)}")
 
 
+def check_bool(value, name: str, op: str) -> bool:
+    """A bool flag (torch refuses anything else: a string 'True' is no bool)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{op}: argument '{name}' must be a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def spd(*shape, seed=0):
     """A well-conditioned symmetric positive definite float32 batch."""
     a = np.random.default_rng(seed).uniform(-1, 1, size=shape)

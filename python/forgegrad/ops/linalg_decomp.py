@@ -101,8 +101,7 @@ class LinalgCholeskyFunction(Function):
 
     @staticmethod
     def forward(ctx, A, upper=False):
-        if not isinstance(upper, bool):
-            raise TypeError(f"linalg.cholesky: argument 'upper' must be a bool, got {type(upper).__name__}")
+        upper = C.check_bool(upper, "upper", "linalg.cholesky")
         C.check_matrix(A, "A", "linalg.cholesky")
         L, _ = cholesky_array(A, upper)
         ctx.save_for_backward(L)
@@ -309,7 +308,9 @@ def _svd_rule(ctx, args, kwargs, gu, gs, gvh):
 
 @register_op("linalg_svd", meta=_svd_meta, flops=lambda o, i, k: 10 * _cubic_flops(o, i, k), samples=_svd_samples,
              torch=_svd_torch, differentiable_backward=_svd_rule,
-             bad_inputs=lambda: [BadInput((np.ones(3, np.float32),), {}, ValueError, "'A'")],
+             bad_inputs=lambda: [BadInput((np.ones(3, np.float32),), {}, ValueError, "'A'"),
+                                 BadInput((np.ones((3, 2), np.float32),), {"full_matrices": "True"}, TypeError,
+                                          "full_matrices")],
              gaps={"onnx": NO_ONNX.format("SVD")}, tol=(1e-4, 1e-5))
 class LinalgSvdFunction(Function):
     """(U, S, Vh), A = U diag(S) Vh, S descending; gradient torch's for the reduced form (full_matrices: the
@@ -319,8 +320,9 @@ class LinalgSvdFunction(Function):
 
     @staticmethod
     def forward(ctx, A, full_matrices=True):
+        full_matrices = C.check_bool(full_matrices, "full_matrices", "linalg.svd")
         C.check_matrix(A, "A", "linalg.svd", square=False)
-        u, s, vh = np.linalg.svd(A, full_matrices=bool(full_matrices))
+        u, s, vh = np.linalg.svd(A, full_matrices=full_matrices)
         ctx.save_for_backward(u, s, vh)
         ctx.full = bool(full_matrices)
         return u.astype(A.dtype, copy=False), s.astype(A.dtype, copy=False), vh.astype(A.dtype, copy=False)

@@ -159,7 +159,9 @@ class LinalgSlogdetFunction(Function):
     @staticmethod
     def forward(ctx, A):
         C.check_matrix(A, "A", "linalg.slogdet")
-        sign, logabs = np.linalg.slogdet(A)
+        with np.errstate(invalid="ignore"):
+            sign, logabs = np.linalg.slogdet(A)
+        sign = np.where(np.isnan(logabs), 0.0, sign)  # torch's sign of a NaN determinant
         ctx.save_for_backward(A)
         return np.asarray(sign, A.dtype), np.asarray(logabs, A.dtype)
 
@@ -238,6 +240,7 @@ class LinalgSolveFunction(Function):
 
     @staticmethod
     def forward(ctx, A, B, left=True):
+        left = C.check_bool(left, "left", "linalg.solve")
         C.check_matrix(A, "A", "linalg.solve")
         C.check_matrix(B, "B", "linalg.solve", square=False, at_least=1)
         vector, _ = solve_shapes(A.shape, B.shape, left)
@@ -338,6 +341,8 @@ class LinalgSolveTriangularFunction(Function):
     def forward(ctx, A, B, upper=None, left=True, unitriangular=False):
         if not isinstance(upper, bool):
             raise TypeError("linalg.solve_triangular: keyword argument 'upper' (a bool) is required, as in torch")
+        left = C.check_bool(left, "left", "linalg.solve_triangular")
+        unitriangular = C.check_bool(unitriangular, "unitriangular", "linalg.solve_triangular")
         C.check_matrix(A, "A", "linalg.solve_triangular")
         C.check_matrix(B, "B", "linalg.solve_triangular", square=False)
         _tri_shape(A.shape, B.shape, left)
