@@ -280,7 +280,8 @@ def eigh_backward(B, L, V, gL, gV):
     n = L.shape[-1]
     e = B.row(L) - B.col(L)  # E_ij = L_j - L_i (a function of A too: create_graph differentiates through it)
     mid = _off_diagonal_div(B, x, e, n) + B.diag_embed(gL)
-    return V @ mid @ B.mT(V)
+    with np.errstate(invalid="ignore"):  # inf * 0 for repeated eigenvalues: NaN, as torch's
+        return V @ mid @ B.mT(V)
 
 
 def svd_backward(B, U, S, Vh, gU, gS, gVh):
