@@ -231,6 +231,16 @@ def test_eigh_repeated_eigenvalues_give_nonfinite_vector_gradients_as_torch():
     np.testing.assert_allclose(x.grad.numpy(), np.eye(3), atol=1e-12)
 
 
+def test_det_gradient_at_an_exactly_singular_matrix_is_the_cofactor_matrix():
+    """torch's SVD path (its create_graph backward) gives the cofactors; its plain backward gives 0 there."""
+    for a in (np.array([[1.0, 2.0], [2.0, 4.0]]), np.array([[1.0, 2, 3], [2, 4, 6], [0, 1, 5]])):
+        x = fg.tensor(a, requires_grad=True)
+        LA.det(x).backward()
+        t = torch.from_numpy(a).requires_grad_(True)
+        (want,) = torch.autograd.grad(torch.linalg.det(t), [t], create_graph=True)
+        np.testing.assert_allclose(x.grad.numpy(), want.detach().numpy(), atol=1e-12)
+
+
 # ---- errors and info -----------------------------------------------------------------------------------------------
 def test_singular_inverse_raises_naming_the_argument_as_torch():
     a = np.array([[[1.0, 2.0], [2.0, 4.0]], [[1.0, 0.0], [0.0, 1.0]]])

@@ -102,7 +102,8 @@ def inv_ex(A, *, check_errors: bool = False):
 
 
 def det(A) -> Tensor:
-    """``torch.linalg.det``; its gradient is det * A^-T (through the SVD for a singular A, as torch's)."""
+    """``torch.linalg.det``; its gradient is det * A^-T (the cofactor matrix, through the SVD, for an exactly
+    singular A: torch's create_graph result; torch's plain backward returns 0 there)."""
     return _op("linalg_det")(_t(A, "A", "linalg.det", square=True))
 
 

@@ -116,7 +116,8 @@ def _det_rule(ctx, args, kwargs, g):
              torch=lambda torch, A: torch.linalg.det(A), onnx=_det_onnx, differentiable_backward=_det_rule,
              bad_inputs=lambda: [C.square_bad()], tol=(1e-4, 1e-5))
 class LinalgDetFunction(Function):
-    """det(A); gradient g det A^-T (through the SVD for a singular A, as torch's)."""
+    """det(A); gradient g det A^-T, or for an exactly singular A the cofactor matrix through the SVD (torch's
+    create_graph path; its plain backward returns 0 there). The double-backward rule needs an invertible A."""
 
     exact_dtype = True
 
