@@ -27,6 +27,7 @@ ops.load_all()  # every op module registers its ops, before the layers that use 
 from . import nn, optim  # noqa: E402
 from .serialization import load, save  # noqa: E402
 from . import data, datasets, train, utils  # noqa: E402
+from .linalg import det, inv as inverse, logdet, matrix_exp, matrix_power, slogdet  # noqa: E402  (torch.det, ...)
 
 # Imported on first use: they pull in optional packages (onnx, onnxruntime, matplotlib) or are
 # only needed by the command line.
@@ -75,3 +76,4 @@ __all__ += [  # the torch-style module-level functions (forgegrad._functions)
     "ones_like", "randint", "add", "sub", "mul", "div", "pow", "neg", "t", "allclose", "equal", "sin", "cos", "tril",
     "triu", "cumsum", "maximum", "minimum", "fmax", "fmin", "tile", "norm",
 ]
+__all__ += ["det", "inverse", "logdet", "matrix_exp", "matrix_power", "slogdet"]  # torch's, from forgegrad.linalg
