@@ -70,6 +70,11 @@ def _number(value, name):
     raise TypeError(f"{name} must be a number or a 0-d tensor, got {type(value).__name__}")
 
 
+def _scalar_like(value, input):
+    """value as a Python number of input's kind (a number, not an array, so that an export sees a constant)."""
+    return np.asarray(_number(value, "value")).astype(input._data.dtype).item()
+
+
 # ---- gather / scatter -----------------------------------------------------------------------------------
 def gather(input, dim, index, *, sparse_grad=False):
     return _OPS["gather"](_tensor(input, "input"), dim, _index(index))
@@ -160,7 +165,7 @@ def index_fill(input, dim, index, value):
         if value.ndim:
             raise ValueError(f"index_fill(): value must be a number or a 0-d tensor, got shape {tuple(value.shape)}")
         return _OPS["where"](mask, value._cast(input._data.dtype) if value.dtype != input.dtype else value, input)
-    return _OPS["where"](mask, np.asarray(_number(value, "value"), input._data.dtype), input)
+    return _OPS["where"](mask, _scalar_like(value, input), input)
 
 
 # ---- masks ------------------------------------------------------------------------------------------------
@@ -187,7 +192,7 @@ def masked_fill(input, mask, value):
             raise ValueError(f"masked_fill(): value must be a number or a 0-d tensor, got shape {tuple(value.shape)}")
         out = _OPS["where"](mask, value, input)
     else:
-        out = _OPS["where"](mask, np.asarray(_number(value, "value")).astype(input._data.dtype), input)
+        out = _OPS["where"](mask, _scalar_like(value, input), input)
     return out if out.dtype == input.dtype else out._cast(input._data.dtype)
 
 

@@ -100,7 +100,8 @@ def diagonal(input, offset=0, dim1=0, dim2=1):
     length = max(min(n1, n2 - offset) if offset >= 0 else min(n1 + offset, n2), 0)
     rows = np.arange(length) + max(-offset, 0)
     cols = np.arange(length) + max(offset, 0)
-    return x[(Ellipsis, rows, cols)]
+    flat = x.reshape(tuple(x.shape[:-2]) + (n1 * n2,))  # one index_select (ONNX Gather) on the flattened planes
+    return _OPS["index_select"](flat, flat.ndim - 1, _wrap(rows * n2 + cols))
 
 
 def diag_embed(input, offset=0, dim1=-2, dim2=-1):

@@ -283,15 +283,23 @@ def _scatter_reduce_samples():
     src = rng.integers(-2, 3, (8, 4)).astype(np.float32)
     with_zeros = np.where(rng.uniform(size=(8, 5)) < 0.25, 0, S.rand(8, 5, seed=2)).astype(np.float32)
     index = rng.integers(0, 5, (8, 4))
+    index1 = rng.integers(0, 6, (3, 5))
+    # prod: at most one zero per position (torch has no double backward for two zeros in one product; the
+    # first-order gradient with several is in tests/test_torch_indexing_ops.py)
+    first = np.array([[index1[r, c] not in index1[r, :c] for c in range(5)] for r in range(3)])
+    one_zero = np.where(first & (with_zeros[:3, :5] == 0), 0, np.where(with_zeros[:3, :5] == 0, 1.5,
+                                                                       with_zeros[:3, :5])).astype(np.float32)
     out = []
     for reduce in REDUCTIONS:
         needs18 = reduce in ("amax", "amin")
+        s = np.where(src == 0, 1.5, src).astype(np.float32) if reduce == "prod" else src
         for include_self in (True, False):
             tag = f"{reduce}, include_self={include_self}"
             ok = not needs18 and reduce != "mean"
             why = "" if ok else (" (ONNX ScatterElements max/min: opset 18)" if needs18 else " (no ONNX mean)")
-            out.append(Sample((ties, 0, index, src, reduce), {"include_self": include_self}, tag + why, onnx=ok))
-        out.append(Sample((S.rand(4, 6, seed=3), 1, rng.integers(0, 6, (3, 5)), with_zeros[:3, :5], reduce),
+            out.append(Sample((ties, 0, index, s, reduce), {"include_self": include_self}, tag + why, onnx=ok))
+        zs = one_zero if reduce == "prod" else with_zeros[:3, :5]
+        out.append(Sample((S.rand(4, 6, seed=3), 1, index1, zs, reduce),
                           {}, f"{reduce}, dim 1, zeros in src" + ("" if not needs18 and reduce != "mean" else
                                                                   " (not in ONNX at opset 17)"),
                           onnx=not needs18 and reduce != "mean"))
@@ -473,3 +481,87 @@ class IndexSelectFunction(Function):
 
 for _fn in (GatherFunction, ScatterFunction, ScatterAddFunction, ScatterReduceFunction, IndexSelectFunction):
     _fn.op.float64 = _fn  # numpy in the input's dtype: float64 runs the same Function
+
+
+def _scatter_reduce_rule(ctx, args, kwargs, g):
+    """scatter_reduce's gradient with Tensor ops. sum / mean: g (over the count) where x took part, g at index for
+    src; amax / amin: g shared by the values equal to the result (locally constant shares); prod: g times the
+    product of the other factors, found as exclusive prefix and suffix cumprods over each position's factors
+    (no division: exact at zeros)."""
+    from ..tensor import Tensor
+    from ._double_backward import _arg, _flat
+    from .registry import _OPS
+    x, dim, index, src = args[:4]
+    reduce, keep_self = _arg(args, kwargs, 4, "reduce"), _arg(args, kwargs, 5, "include_self", True)
+    idx = index._data if isinstance(index, Tensor) else np.asarray(index)
+    nd = max(x.ndim, 1)
+    d = single_axis(dim, nd)
+    pos = _positions(idx, d)
+    xs = tuple(x.shape or (1,))
+    touched = np.zeros(xs, bool)
+    touched[pos] = True
+    self_in = np.ones(xs, bool) if keep_self else ~touched
+    gn, xn = g.reshape(xs), x.reshape(xs)
+    part = src.reshape(tuple(src.shape or (1,)))[tuple(slice(0, n) for n in (idx.shape or (1,)))]
+    it = Tensor._wrap_exact(np.ascontiguousarray(idx.reshape(idx.shape or (1,))))
+    if reduce in ("sum", "mean"):
+        if reduce == "mean":
+            count = np.full(xs, 1 if keep_self else 0, np.int64)
+            np.add.at(count, pos, 1)
+            gn = gn / np.maximum(count, 1).astype(g._data.dtype)
+        gx, gs = _OPS["where"](self_in, gn, 0.0), _OPS["gather"](gn, d, it)
+    elif reduce in ("amax", "amin"):
+        xv, pv = xn._data, part._data
+        out = ScatterReduceFunction.forward(_Ctx(), xv, d, idx, pv, reduce, keep_self)
+        x_hit, s_hit = self_in & (xv == out), pv == out[pos]
+        n = (xv == out).astype(g._data.dtype)
+        np.add.at(n, pos, s_hit.astype(g._data.dtype))
+        share = gn / np.maximum(n, 1)
+        gx, gs = _OPS["where"](x_hit, share, 0.0), _OPS["where"](s_hit, _OPS["gather"](share, d, it), 0.0)
+    else:
+        ones = Tensor._wrap_exact(np.ones(xs, g._data.dtype))
+        prod_src = _OPS["scatter_reduce"](ones, d, it, part, "prod")  # 1 where nothing is written
+        # include_self=False: torch's gradient of x is a function of x (with a zero derivative), as is this one
+        gx = _OPS["where"](self_in, gn * prod_src, 0.0) if keep_self else \
+            _OPS["where"](touched, _flat(xn, np.zeros_like), gn)
+        gs = _OPS["gather"](gn, d, it) * _others_product(xn if keep_self else None, part, pos, xs)
+    gx = gx.reshape(x.shape) if ctx.needs_input_grad[0] else None
+    gs = _pad_to(gs, tuple(src.shape or (1,))).reshape(src.shape) if ctx.needs_input_grad[3] else None
+    return gx, None, None, gs, None, None
+
+
+class _Ctx:
+    def save_for_backward(self, *a):
+        pass
+
+
+def _others_product(x, part, pos, xs):
+    """For each src factor, the product of the other factors of its position (and of x there, if given)."""
+    from ..tensor import Tensor
+    from .._torch_indexing_shape import flip
+    from ..factories import cat
+    from .registry import _OPS
+    target = np.ravel_multi_index(tuple(np.broadcast_to(p, part.shape) for p in pos), xs).reshape(-1)
+    order = np.argsort(target, kind="stable")
+    groups, start, counts = np.unique(target[order], return_index=True, return_counts=True)
+    width = int(counts.max())
+    slot = np.arange(order.size) - np.repeat(start, counts)  # place of each sorted factor in its group's row
+    row = np.repeat(np.arange(groups.size), counts)
+    take = np.zeros((groups.size, width), np.int64)
+    valid = np.zeros((groups.size, width), bool)
+    take[row, slot], valid[row, slot] = order, True
+    wrap = Tensor._wrap_exact
+    vals = _OPS["where"](valid, _OPS["index_select"](part.reshape(-1), 0, wrap(take.reshape(-1))).reshape(
+        take.shape), 1.0)
+    one = vals[:, :1] * 0 + 1
+    before = cat([one, _OPS["cumprod"](vals, 1)[:, :-1]], dim=1)
+    after = flip(cat([one, _OPS["cumprod"](flip(vals, (1,)), 1)[:, :-1]], dim=1), (1,))
+    others = before * after
+    if x is not None:
+        others = others * _OPS["index_select"](x.reshape(-1), 0, wrap(groups)).reshape(groups.size, 1)
+    at = np.empty(order.size, np.int64)
+    at[order] = row * width + slot
+    return _OPS["index_select"](others.reshape(-1), 0, wrap(at)).reshape(part.shape)
+
+
+ScatterReduceFunction.op.differentiable_backward = _scatter_reduce_rule

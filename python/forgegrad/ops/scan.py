@@ -141,5 +141,45 @@ class LogcumsumexpFunction(Function):
         return np.ascontiguousarray(np.moveaxis(grad, 0, axis), dtype=g.dtype)
 
 
+def _pairs(x, dim):
+    """x with dim moved last, its length n and the (n, n) mask of j >= k (row k, column j) as a constant."""
+    from .._torch_indexing_shape import movedim
+    d = single_axis(dim, max(x.ndim, 1))
+    xm = movedim(x, d, -1) if x.ndim else x.reshape(1)
+    n = xm.shape[-1]
+    return d, xm, n, np.triu(np.ones((n, n), bool))
+
+
+def _back(t, x, d):
+    from .._torch_indexing_shape import movedim
+    return movedim(t, -1, d).reshape(x.shape) if x.ndim else t.reshape(())
+
+
+def _cumprod_rule(ctx, args, kwargs, g):
+    """grad[k] = sum over j >= k of g[j] * prod(x[i] for i <= j, i != k): the cumprod of x with x[k] set to 1,
+    one row per k (n x n per position along the other dims; only a create_graph pass runs it)."""
+    from .registry import _OPS
+    x, dim = args[0], args[1] if len(args) > 1 else kwargs["dim"]
+    d, xm, n, upper = _pairs(x, dim)
+    gm = _pairs(g, d)[1]
+    eye = np.eye(n, dtype=bool)
+    rows = _OPS["where"](eye, 1.0, xm.unsqueeze(-2).expand(tuple(xm.shape[:-1]) + (n, n)))
+    grad = (_OPS["cumprod"](rows, -1) * gm.unsqueeze(-2) * _OPS["where"](upper, 1.0, 0.0)).sum(-1)
+    return _back(grad, x, d), None
+
+
+def _lcse_rule(ctx, args, kwargs, g):
+    """grad[k] = sum over j >= k of g[j] * exp(x[k] - out[j]) (the exponent masked to -inf below the diagonal)."""
+    from .registry import _OPS
+    x, dim = args[0], args[1] if len(args) > 1 else kwargs["dim"]
+    d, xm, n, upper = _pairs(x, dim)
+    out = _OPS["logcumsumexp"](xm, -1)
+    gm = _pairs(g, d)[1]
+    expo = _OPS["where"](upper, xm.unsqueeze(-1) - out.unsqueeze(-2), float("-inf"))
+    return _back((expo.exp() * gm.unsqueeze(-2)).sum(-1), x, d), None
+
+
+CumprodFunction.op.differentiable_backward = _cumprod_rule
+LogcumsumexpFunction.op.differentiable_backward = _lcse_rule
 for _fn in (CumprodFunction, LogcumsumexpFunction):
     _fn.op.float64 = _fn  # numpy in the input's dtype: float64 runs the same Function
