@@ -177,6 +177,14 @@ def test_sort_stable_tie_order_and_gradient(descending, dim):
     assert type(out).__name__ == "sort" and out.values is out[0] and out.indices is out[1]
 
 
+@pytest.mark.parametrize("descending", [False, True])
+def test_sort_nan_inf_and_integer_extremes(descending):
+    x = np.array([[1.0, np.nan, np.inf, -np.inf, 1.0, np.nan, -0.0, 0.0, np.inf]], np.float32)
+    both(lambda L, x: L.sort(x, descending=descending, stable=True), x, grad=False)
+    big = np.array([np.iinfo(np.int64).min, 3, np.iinfo(np.int64).max, 3, 0], np.int64)
+    both(lambda L, x: L.sort(x, descending=descending, stable=True), big, grad=False)
+
+
 def test_msort_and_integer_sort():
     both(lambda L, x: L.msort(x), ties(6, 4))
     both(lambda L, x: L.sort(x, descending=True, stable=True), R.integers(-3, 3, (4, 9)), grad=False)

@@ -286,13 +286,12 @@ def _sort_indices(v, axis, descending):
         return np.zeros((), np.int64)
     if not descending:
         return np.argsort(v, axis=axis, kind="stable")
-    moved = np.moveaxis(v, axis, -1)
-    key = -moved.astype(np.int64) if moved.dtype.kind in "bu" else -moved
-    nan_first = ~np.isnan(moved) if moved.dtype.kind == "f" else np.zeros(moved.shape, bool)
-    flat_key, flat_nan = key.reshape(-1, moved.shape[-1]), nan_first.reshape(-1, moved.shape[-1])
-    rows = [np.lexsort((k, n)) for k, n in zip(flat_key, flat_nan)]
-    idx = np.array(rows, np.int64).reshape(moved.shape)
-    return np.moveaxis(idx, -1, axis)
+    if v.dtype.kind != "f":
+        return np.argsort(~v, axis=axis, kind="stable")  # ~x = -x - 1 (logical not for bool): decreasing, exact
+    with np.errstate(invalid="ignore"):
+        first = np.argsort(np.where(np.isnan(v), -np.inf, -v), axis=axis, kind="stable")
+    nan_at = np.isnan(np.take_along_axis(v, first, axis))
+    return np.take_along_axis(first, np.argsort(~nan_at, axis=axis, kind="stable"), axis)  # NaN first, in order
 
 
 def _values_at(input, d, idx):
