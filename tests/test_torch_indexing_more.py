@@ -133,6 +133,15 @@ def test_inplace_on_a_leaf_refuses_and_without_grad_writes_the_storage():
     assert arr[1, 2] == 0 and view.numpy()[0, 2] == 0  # the storage (shared with numpy and views) was written
 
 
+def test_flip_and_roll_are_copies_as_torch():
+    x = fg.tensor(rn(2, 3))
+    before = x.numpy().copy()
+    x.flip(0).add_(1)
+    fg.flip(x, (0, 1)).mul_(0)
+    x.roll(1, 1).zero_()
+    np.testing.assert_array_equal(x.numpy(), before)
+
+
 # ---- graphs -----------------------------------------------------------------------------------------------
 def test_double_backward_through_gather_and_scatter_add():
     x = rn(4, 5)

@@ -30,8 +30,9 @@ def flip(input, dims):
     _tensor(input, "input")
     axes = _dims(dims, input.ndim, "flip")
     if input.ndim == 0 or not axes:
-        return _OPS["getitem"](input, ())
-    return input[tuple(slice(None, None, -1) if k in axes else slice(None) for k in range(input.ndim))]
+        return _OPS["clone"](input)
+    # a copy, as torch's (a reversed slice alone would be a view: writing into it would change input)
+    return _OPS["clone"](input[tuple(slice(None, None, -1) if k in axes else slice(None) for k in range(input.ndim))])
 
 
 def fliplr(input):
@@ -87,7 +88,8 @@ moveaxis = movedim
 
 
 def diagonal(input, offset=0, dim1=0, dim2=1):
-    """The diagonal of the (dim1, dim2) planes, as the last dim (offset > 0: above the main one)."""
+    """The diagonal of the (dim1, dim2) planes, as the last dim (offset > 0: above the main one). A copy, where
+    torch's is a view: writing into it does not change input."""
     _tensor(input, "input")
     if input.ndim < 2:
         raise ValueError(f"diagonal(): input must have at least 2 dims, got {input.ndim}")
