@@ -202,6 +202,12 @@ def test_topk_values_indices_and_gradient(largest):
     want = torch.topk(torch.from_numpy(t), 4, largest=largest)
     np.testing.assert_array_equal(got.values.numpy(), want.values.numpy())
     np.testing.assert_array_equal(np.take_along_axis(t, got.indices.numpy(), 1), got.values.numpy())
+    # forgegrad's order among equal values is the stable sort's
+    order = fg.sort(fg.tensor(t), descending=largest, stable=True).indices.numpy()[:, :4]
+    np.testing.assert_array_equal(got.indices.numpy(), order)
+    ints = fg.tensor(R.integers(-2, 3, (13, 5)))
+    np.testing.assert_array_equal(fg.topk(ints, 6, dim=0, largest=largest).indices.numpy(),
+                                  fg.sort(ints, 0, descending=largest).indices.numpy()[:6])
     unsorted = fg.topk(fg.tensor(x), 3, sorted=False)
     np.testing.assert_array_equal(np.sort(unsorted.values.numpy(), 1),
                                   np.sort(torch.topk(torch.from_numpy(x), 3, sorted=False).values.numpy(), 1))

@@ -294,6 +294,28 @@ def _sort_indices(v, axis, descending):
     return np.take_along_axis(first, np.argsort(~nan_at, axis=axis, kind="stable"), axis)  # NaN first, in order
 
 
+def _topk_indices(v, axis, k, largest):
+    """The first k of the stable sort (_sort_indices) without sorting all: the k-th value found by a partition,
+    the values beyond it and the first of those equal to it (by index) taken, then only those k sorted."""
+    if v.ndim == 0 or k == 0 or (v.dtype.kind == "f" and np.isnan(v).any()):
+        idx = _sort_indices(v, axis, largest)
+        return idx if v.ndim == 0 else np.take(idx, np.arange(k), axis=axis)
+    key = np.moveaxis(v, axis, -1)
+    if not largest:
+        key = -key if key.dtype.kind == "f" else ~key  # the k largest of the key (~x = -x - 1: exact for ints)
+    n = key.shape[-1]
+    kth = np.partition(key, n - k, axis=-1)[..., n - k:n - k + 1]
+    above, tie = key > kth, key == kth
+    need = k - above.sum(axis=-1, keepdims=True)
+    chosen = above | tie
+    if (tie.sum(axis=-1, keepdims=True) > need).any():  # more equal to the k-th than fit: the first ones by index
+        chosen = above | (tie & (np.cumsum(tie, axis=-1) <= need))
+    picked = np.nonzero(chosen.reshape(-1, n))[1].reshape(key.shape[:-1] + (k,))  # k per row, in index order
+    sub = np.take_along_axis(key, picked, -1)
+    order = np.argsort(-sub if sub.dtype.kind == "f" else ~sub, axis=-1, kind="stable")
+    return np.moveaxis(np.take_along_axis(picked, order, -1), -1, axis)
+
+
 def _values_at(input, d, idx):
     if input.ndim == 0:
         return _OPS["gather"](input, 0, _wrap(idx.reshape(())))
@@ -328,9 +350,7 @@ def topk(input, k, dim=-1, largest=True, sorted=True):
     size = (input.shape or (1,))[d]
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= size:
         raise IndexError(f"topk(): k ({k!r}) must be an int in [0, {size}] (the size of dim {d})")
-    idx = _sort_indices(_values(input), d, largest)
-    if input.ndim:
-        idx = np.take(idx, np.arange(k), axis=d)
+    idx = _topk_indices(_values(input), d, k, largest)
     return return_types.topk(_values_at(input, d, idx.astype(np.int64)), _wrap(idx.astype(np.int64)))
 
 
