@@ -1,0 +1,128 @@
+"""Real convolutional models ported from torch by changing the import: DCGAN generator and discriminator, a U-Net,
+a MobileNetV3-style and a ResNet-18-style net. Each is defined once (tests/model_ports.py), built with torch.nn and
+with forgegrad.nn, given torch's weights through load_state_dict, and checked against torch: outputs, every
+parameter gradient and the running statistics in train then eval mode, and the ONNX export in onnxruntime at
+another batch size. The sequence, metric and MLP models are in test_torch_model_ports_seq.py."""
+import numpy as np
+import pytest
+import torch
+
+import forgegrad as fg
+from model_ports import (build_pair, check_onnx, compare_step, compare_train_eval, dcgan_discriminator,
+                         dcgan_generator, mobilenet_v3, resnet18, to_fg_state, unet)
+
+
+def _r(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def test_dcgan_generator_matches_torch(tmp_path):
+    tm, fm = build_pair(dcgan_generator)
+    z = _r(3, 8, 1, 1)
+    compare_train_eval(tm, fm, [z], what="generator")
+    check_onnx(tm, fm, [z], [_r(5, 8, 1, 1, seed=2)], tmp_path, "gen")
+
+
+def test_dcgan_discriminator_matches_torch(tmp_path):
+    tm, fm = build_pair(dcgan_discriminator)
+    x = np.tanh(_r(4, 3, 32, 32))
+    compare_train_eval(tm, fm, [x], what="discriminator")
+    check_onnx(tm, fm, [x], [np.tanh(_r(2, 3, 32, 32, seed=3))], tmp_path, "disc")
+
+
+def test_dcgan_training_step_through_both_nets_matches_torch():
+    """pytorch/examples' dcgan step: D on real and on G(z).detach(), then G through D with BCELoss; Adam(0.5, 0.999)
+    on each. The weights after two steps equal torch's."""
+    tg, fgen = build_pair(dcgan_generator, seed=1)
+    td, fdisc = build_pair(dcgan_discriminator, seed=2)
+    real = np.tanh(_r(4, 3, 32, 32, seed=4))
+
+    def run(T, G, D):
+        crit = T.nn.BCELoss()
+        opt_d = T.optim.Adam(D.parameters(), lr=2e-3, betas=(0.5, 0.999))
+        opt_g = T.optim.Adam(G.parameters(), lr=2e-3, betas=(0.5, 0.999))
+        losses = []
+        for step in range(2):
+            z = T.tensor(_r(4, 8, 1, 1, seed=10 + step))
+            x = T.tensor(real)
+            D.zero_grad()
+            err_real = crit(D(x), T.full((4,), 1.0))
+            err_real.backward()
+            fake = G(z)
+            err_fake = crit(D(fake.detach()), T.full((4,), 0.0))
+            err_fake.backward()
+            opt_d.step()
+            G.zero_grad()
+            err_g = crit(D(fake), T.full((4,), 1.0))
+            err_g.backward()
+            opt_g.step()
+            losses += [err_real.item(), err_fake.item(), err_g.item()]
+        return losses
+
+    want = run(torch, tg, td)
+    got = run(fg, fgen, fdisc)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    for tm, fm in ((tg, fgen), (td, fdisc)):
+        ours = {k: v.numpy() for k, v in fm.state_dict().items()}
+        for k, v in to_fg_state(tm).items():
+            np.testing.assert_allclose(ours[k], v, rtol=1e-3, atol=1e-4, err_msg=k)
+
+
+@pytest.mark.parametrize("up", ["bilinear", "transpose"])
+def test_unet_matches_torch(up, tmp_path):
+    # 13 x 11: the pooled sizes round down, so the up path's F.pad grows each map back to its skip's size
+    tm, fm = build_pair(unet, up=up)
+    x = _r(2, 3, 13, 11)
+    compare_train_eval(tm, fm, [x], what=f"unet-{up}")
+    check_onnx(tm, fm, [x], [_r(3, 3, 13, 11, seed=5)], tmp_path, f"unet_{up}")
+
+
+def test_mobilenet_v3_matches_torch(tmp_path):
+    tm, fm = build_pair(mobilenet_v3)
+    x = _r(3, 3, 24, 24)
+    for m in (tm, fm):  # random draws cannot match across frameworks: train mode is compared without dropout
+        m.classifier[2].p = 0.0
+    compare_step(tm, fm, [x], mode="train", what="mobilenet")
+    for m in (tm, fm):
+        m.classifier[2].p = 0.2
+    compare_step(tm, fm, [x], mode="eval", what="mobilenet")
+    check_onnx(tm, fm, [x], [_r(2, 3, 24, 24, seed=6)], tmp_path, "mobilenet")
+
+
+def test_mobilenet_v3_dropout_is_active_in_training():
+    _, fm = build_pair(mobilenet_v3)
+    fm.train()
+    x = fg.tensor(_r(3, 3, 24, 24))
+    fg.manual_seed(0)
+    a = fm(x).numpy()
+    fm.eval()
+    b = fm(x).numpy()
+    assert not np.allclose(a, b)
+
+
+def test_resnet18_matches_torch(tmp_path):
+    # 48 x 48 leaves layer4 2 x 2 maps: at 1 x 1 with batch 2 its batch norms see two values per channel and
+    # torch's own float32 gradients are 5e-4 off its float64 ones (ours as far), past any float32 tolerance
+    tm, fm = build_pair(resnet18)
+    x = _r(4, 3, 48, 48)
+    compare_train_eval(tm, fm, [x], what="resnet18")
+    check_onnx(tm, fm, [x], [_r(3, 3, 48, 48, seed=7)], tmp_path, "resnet18")
+
+
+def test_resnet18_cross_entropy_and_sgd_steps_match_torch():
+    tm, fm = build_pair(resnet18)
+    x, y = _r(4, 3, 48, 48), np.array([0, 3, 1, 4])
+
+    def run(T, m):
+        m.train()
+        opt = T.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+        losses = []
+        for _ in range(3):
+            opt.zero_grad()
+            loss = T.nn.functional.cross_entropy(m(T.tensor(x)), T.tensor(y))
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return losses
+
+    np.testing.assert_allclose(run(fg, fm), run(torch, tm), rtol=1e-4, atol=1e-5)
