@@ -79,7 +79,7 @@ def compare_train_eval(tm, fm, inputs, **kw):
     compare_step(tm, fm, inputs, mode="eval", **kw)
 
 
-def check_onnx(tm, fm, example, other, tmp_path, name, *, dynamic_axes=None, atol=1e-4, rtol=1e-3):
+def check_onnx(tm, fm, example, other, tmp_path, name, *, atol=1e-4, rtol=1e-3, **export_kw):
     """Export the forgegrad copy (eval) with a dynamic batch, then run the file in onnxruntime on ``other`` (another
     batch size) and compare with torch's eval output on the same input."""
     import onnxruntime as ort
@@ -87,8 +87,7 @@ def check_onnx(tm, fm, example, other, tmp_path, name, *, dynamic_axes=None, ato
     tm.eval()
     fm.eval()
     path = str(tmp_path / f"{name}.onnx")
-    kw = {} if dynamic_axes is None else {"dynamic_axes": dynamic_axes}
-    report = fg.onnx.export(fm, tuple(fg.tensor(a) for a in example), path, **kw)
+    report = fg.onnx.export(fm, tuple(fg.tensor(a) for a in example), path, **export_kw)
     assert report.ok, report
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     feeds = {i.name: a for i, a in zip(sess.get_inputs(), other)}
