@@ -58,13 +58,14 @@ def discriminator(w):
 
 
 def weights_init(m):
-    """DCGAN's initialisation: N(0, 0.02) convolutions, N(1, 0.02) batch norm scales."""
-    name = type(m).__name__
-    if "Conv" in name:
-        nn.init.normal_(m.weight, 0.0, 0.02)
-    elif "BatchNorm" in name:
-        nn.init.normal_(m.weight, 1.0, 0.02)
-        nn.init.zeros_(m.bias)
+    """DCGAN's initialisation, pytorch/examples' code unchanged: N(0, 0.02) convolutions, N(1, 0.02) batch norm
+    scales."""
+    classname = m.__class__.__name__
+    if classname.find("Conv") != -1:
+        m.weight.data.normal_(0.0, 0.02)
+    elif classname.find("BatchNorm") != -1:
+        m.weight.data.normal_(1.0, 0.02)
+        m.bias.data.fill_(0)
 
 
 def save_grid(path, images, cols=10):

@@ -126,3 +126,34 @@ def test_resnet18_cross_entropy_and_sgd_steps_match_torch():
         return losses
 
     np.testing.assert_allclose(run(fg, fm), run(torch, tm), rtol=1e-4, atol=1e-5)
+
+
+def test_dcgan_weights_init_with_tensor_normal_():
+    """pytorch/examples' weights_init writes through ``m.weight.data.normal_(0.0, 0.02)`` (Tensor.normal_ was
+    missing: AttributeError). The draw is nn.init.normal_'s from the same seed; on a leaf that requires grad it
+    raises as torch's; integer tensors are refused."""
+    def weights_init(m):
+        classname = m.__class__.__name__
+        if classname.find("Conv") != -1:
+            m.weight.data.normal_(0.0, 0.02)
+        elif classname.find("BatchNorm") != -1:
+            m.weight.data.normal_(1.0, 0.02)
+            m.bias.data.fill_(0)
+
+    net = dcgan_generator(fg)
+    fg.manual_seed(3)
+    net.apply(weights_init)
+    fg.manual_seed(3)
+    want = fg.zeros(*net[0].weight.shape)
+    fg.nn.init.normal_(want, 0.0, 0.02)
+    np.testing.assert_array_equal(net[0].weight.numpy(), want.numpy())
+    assert abs(float(net[1].weight.numpy().mean()) - 1.0) < 0.05 and not net[1].bias.numpy().any()
+    assert all(abs(float(net[i].weight.numpy().std()) - 0.02) < 0.005 for i in (0, 3, 6, 9))
+    u = fg.zeros(1000).uniform_(-2.0, 3.0)
+    assert -2.0 <= u.numpy().min() and u.numpy().max() < 3.0 and u.numpy().std() > 1.0
+    with pytest.raises(RuntimeError, match="leaf Variable"):
+        net[0].weight.normal_()
+    with pytest.raises(TypeError, match="floating point"):
+        fg.zeros(3, dtype=fg.int64).normal_()
+    with pytest.raises(RuntimeError, match="std"):
+        fg.zeros(3).normal_(0.0, -1.0)
