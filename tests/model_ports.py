@@ -321,3 +321,11 @@ def activation_mlp(T):
     return nn.Sequential(nn.Linear(6, 16), nn.GLU(), nn.PReLU(8), nn.Linear(8, 12), nn.Mish(), nn.Linear(12, 10),
                          nn.PReLU(), nn.Hardswish(), nn.Linear(10, 10), nn.SELU(), nn.Linear(10, 10), nn.CELU(0.7),
                          nn.Linear(10, 8), nn.Softsign(), nn.Linear(8, 8), nn.ReLU6(), nn.Linear(8, 3))
+
+
+def wgan_critic(T):
+    """A WGAN-GP critic (no batch norm, as the paper asks): InstanceNorm2d, GroupNorm, LeakyReLU and Mish."""
+    nn = T.nn
+    return nn.Sequential(nn.Conv2d(3, 4, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(4, 8, 4, 2, 1),
+                         nn.InstanceNorm2d(8, affine=True), nn.LeakyReLU(0.2), nn.Conv2d(8, 8, 3, 1, 1),
+                         nn.GroupNorm(2, 8), nn.Mish(), nn.Conv2d(8, 1, 4, 1, 0), nn.Flatten(0))
