@@ -412,7 +412,8 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
         opset: ONNX opset, 13 to 21.
         dynamic_axes: ``{input_or_output_name: {axis: "symbol"} or [axes]}``. Default: axis 0 of each
             input that shares the first input's batch size, plus the sequence axis when the model has
-            an LSTM/GRU/RNN (following its batch_first). ``{}`` exports a fully static graph.
+            an LSTM/GRU/RNN (following its batch_first) and no 1-d conv, pool or instance norm ahead of
+            it (their input is (batch, channels, length)). ``{}`` exports a fully static graph.
         input_names / output_names: graph names (default: forward's parameter names; "output").
         verify: run the file with onnxruntime on the example and on random inputs of other dynamic
             sizes and compare with forgegrad; raise OnnxVerificationError past tolerance.
