@@ -103,3 +103,38 @@ def test_activation_mlp_matches_torch(tmp_path):
     x = 2 * _r(9, 6)
     compare_train_eval(tm, fm, [x], what="mlp")
     check_onnx(tm, fm, [x], [_r(4, 6, seed=8)], tmp_path, "mlp")
+
+
+def test_text_siamese_with_embedding_max_norm_matches_torch():
+    """A bag-of-embeddings siamese encoder with ``nn.Embedding(max_norm=1.0)`` (a metric-learning staple; the
+    module lacked the argument F.embedding has): outputs, the in-place renormalised table and the gradients."""
+    def build(T):
+        class Enc(T.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.emb = T.nn.Embedding(12, 5, padding_idx=0, max_norm=1.0)
+                self.fc = T.nn.Linear(5, 4)
+
+            def forward(self, a, b):
+                return T.stack([self.fc(self.emb(t).mean(1)) for t in (a, b)])
+
+        return Enc()
+
+    tm, fm = build_pair(build)
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 12, (3, 4)), rng.integers(0, 12, (3, 4))
+
+    def loss(T, out, inputs):
+        return T.nn.CosineEmbeddingLoss(margin=0.1)(out[0], out[1], T.tensor(np.array([1.0, -1.0, 1.0])))
+
+    compare_train_eval(tm, fm, [a, b], loss=loss, what="embedding-max-norm")
+    np.testing.assert_allclose(fm.emb.weight.numpy(), tm.emb.weight.detach().numpy(), rtol=1e-5, atol=1e-6)
+    assert "max_norm=1.0" in repr(fm.emb)
+    with pytest.raises(NotImplementedError, match="scale_grad_by_freq"):
+        fg.nn.Embedding(3, 2, scale_grad_by_freq=True)
+    with pytest.raises(ValueError, match="max_norm"):
+        fg.nn.Embedding(3, 2, max_norm=-1.0)
+    frozen = fg.nn.Embedding.from_pretrained(fg.tensor(np.full((3, 2), 2.0, np.float32)), max_norm=1.0)
+    frozen(fg.tensor(np.array([1])))
+    np.testing.assert_allclose(np.linalg.norm(frozen.weight.numpy(), axis=1), [2 * np.sqrt(2), 1.0, 2 * np.sqrt(2)],
+                               rtol=1e-5)
