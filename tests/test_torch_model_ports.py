@@ -177,3 +177,32 @@ def test_wgan_gradient_penalty_matches_torch():
     np.testing.assert_allclose(got, want, rtol=1e-4)
     for k, g in t_grads.items():
         np.testing.assert_allclose(f_grads[k].numpy(), g.numpy(), rtol=1e-3, atol=1e-5, err_msg=k)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_conv_padding_modes_in_a_resnet_generator_block_match_torch(mode, tmp_path):
+    """CycleGAN/pix2pix-style residual blocks written with ``Conv2d(padding_mode=...)`` (it was refused: only
+    'zeros'); Conv1d too, with ``padding="same"`` and a dilation (the extra element goes after, as torch's)."""
+    def build(T):
+        nn = T.nn
+
+        class Block(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.body = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1, padding_mode=mode), nn.InstanceNorm2d(3),
+                                          nn.ReLU(), nn.Conv2d(3, 3, (3, 4), padding="same", dilation=(1, 2),
+                                                                   padding_mode=mode), nn.InstanceNorm2d(3))
+                self.seq = nn.Conv1d(3, 2, 4, padding="same", padding_mode=mode)
+
+            def forward(self, x):
+                y = x + self.body(x)
+                return y + self.seq(y.mean(2)).mean(1).unsqueeze(1).unsqueeze(1)
+
+        return Block()
+
+    tm, fm = build_pair(build)
+    x = _r(2, 3, 7, 9)
+    compare_train_eval(tm, fm, [x], what=f"padding_mode={mode}")
+    check_onnx(tm, fm, [x], [_r(3, 3, 7, 9, seed=1)], tmp_path, f"pad_{mode}")
+    with pytest.raises(ValueError, match="padding_mode must be one of"):
+        fg.nn.Conv2d(2, 2, 3, padding_mode="mirror")
