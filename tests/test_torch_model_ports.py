@@ -190,7 +190,7 @@ def test_conv_padding_modes_in_a_resnet_generator_block_match_torch(mode, tmp_pa
             def __init__(self):
                 super().__init__()
                 self.body = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1, padding_mode=mode), nn.InstanceNorm2d(3),
-                                          nn.ReLU(), nn.Conv2d(3, 3, (3, 4), padding="same", dilation=(1, 2),
+                                          nn.ReLU(True), nn.Conv2d(3, 3, (3, 4), padding="same", dilation=(1, 2),
                                                                    padding_mode=mode), nn.InstanceNorm2d(3))
                 self.seq = nn.Conv1d(3, 2, 4, padding="same", padding_mode=mode)
 
