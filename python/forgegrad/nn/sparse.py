@@ -14,16 +14,28 @@ __all__ = ["Embedding"]
 
 
 class Embedding(Module):
-    """``Embedding(num_embeddings, embedding_dim, padding_idx=None)``.
+    """``Embedding(num_embeddings, embedding_dim, padding_idx=None, max_norm=None, norm_type=2.0)``.
 
     ``forward(indices)`` maps an int64 tensor (or array) of any shape (*) to (*, embedding_dim).
     The weight (num_embeddings, embedding_dim) starts from N(0, 1) as in torch; the row
     ``padding_idx`` starts at zero and never receives a gradient, so it stays the padding vector.
-    A negative padding_idx counts from the end.
+    A negative padding_idx counts from the end. max_norm: the rows a forward looks up whose norm_type-norm
+    exceeds it are first scaled to it, in place (torch's embedding_renorm_, as F.embedding).
     """
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None, _weight=None):
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None, max_norm=None, norm_type=2.0,
+                 scale_grad_by_freq=False, sparse=False, _weight=None):
         super().__init__()
+        # the unsupported options raise here, at construction, with F.embedding's message
+        if scale_grad_by_freq:
+            raise NotImplementedError("Embedding: scale_grad_by_freq=True is not supported by forgegrad")
+        if sparse:
+            raise NotImplementedError("Embedding: sparse=True (sparse gradients) is not supported by forgegrad")
+        if max_norm is not None and (isinstance(max_norm, bool) or not isinstance(max_norm, (int, float))
+                                     or max_norm <= 0):
+            raise ValueError(f"Embedding: max_norm must be a positive number or None, got {max_norm!r}")
+        self.max_norm, self.norm_type = max_norm, float(norm_type)
+        self.scale_grad_by_freq, self.sparse = False, False
         for name, v in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
                 raise ValueError(f"Embedding: {name} must be a positive int, got {v!r}")
@@ -51,22 +63,28 @@ class Embedding(Module):
         self.weight = Parameter(w)
 
     @classmethod
-    def from_pretrained(cls, embeddings, freeze: bool = True, padding_idx=None):
+    def from_pretrained(cls, embeddings, freeze: bool = True, padding_idx=None, max_norm=None, norm_type=2.0,
+                        scale_grad_by_freq=False, sparse=False):
         """An Embedding holding a copy of ``embeddings`` (2-D); frozen unless ``freeze=False``."""
         arr = np.array(embeddings._data if isinstance(embeddings, Tensor) else embeddings, _float_dtype(embeddings))
         if arr.ndim != 2:
             raise ValueError(f"Embeddings parameter is expected to be 2-dimensional, got shape {arr.shape}")
-        m = cls(arr.shape[0], arr.shape[1], padding_idx=padding_idx, _weight=arr)
+        m = cls(arr.shape[0], arr.shape[1], padding_idx=padding_idx, max_norm=max_norm, norm_type=norm_type,
+                scale_grad_by_freq=scale_grad_by_freq, sparse=sparse, _weight=arr)
         m.weight.requires_grad = not freeze
         return m
 
     def forward(self, input):
         idx = input if isinstance(input, Tensor) else Tensor(np.asarray(input))
+        if getattr(self, "max_norm", None) is not None:  # rows renormalised in place first, as torch's
+            from .functional_misc import embedding
+            return embedding(idx, self.weight, self.padding_idx, self.max_norm, self.norm_type)
         return _EmbeddingFn.apply(self.weight, idx, padding_idx=self.padding_idx)
 
     def extra_repr(self) -> str:
         s = f"{self.num_embeddings}, {self.embedding_dim}"
-        return s + (f", padding_idx={self.padding_idx}" if self.padding_idx is not None else "")
+        s += f", padding_idx={self.padding_idx}" if self.padding_idx is not None else ""
+        return s + (f", max_norm={self.max_norm}" if getattr(self, "max_norm", None) is not None else "")
 
 
 def _float_dtype(data):
