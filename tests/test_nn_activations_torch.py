@@ -288,3 +288,13 @@ def test_mobilenet_v3_style_block_matches_torch():
     yf.sum().backward()
     yt.sum().backward()
     np.testing.assert_allclose(xf.grad.numpy(), xt.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [float("nan"), float("inf"), -float("inf")])
+def test_celu_refuses_a_non_finite_alpha(alpha):
+    # fuzz case op:celu [["scalar", 0, 5]]: alpha=NaN gave NaN at x = 0 where torch's float64 gives 0 (and its
+    # float32 NaN): no meaningful result, so the argument is refused by name
+    with pytest.raises(ValueError, match="alpha"):
+        F.celu(fg.tensor(np.zeros(3, np.float32)), alpha=alpha)
+    with pytest.raises(ValueError, match="alpha"):
+        fg.nn.CELU(alpha)(fg.tensor(np.zeros(3, np.float32)))

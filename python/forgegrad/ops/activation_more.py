@@ -183,7 +183,9 @@ class SeluFunction(_EluFamilyFunction):
 
 
 def _celu_alpha(alpha):
-    alpha = check_float(alpha, "alpha")
+    # NaN or inf: torch's float32 and float64 kernels disagree at x = 0 (NaN * 0 on one path only), so neither
+    # result means anything: refused, naming alpha
+    alpha = check_float(alpha, "alpha", finite=True)
     if alpha == 0:
         raise RuntimeError("celu: alpha cannot be 0 (it divides the input)")  # torch's error type
     return alpha
