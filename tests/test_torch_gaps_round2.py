@@ -1,0 +1,44 @@
+"""Gaps reviewers found against torch 2.13: pools (NaN in ONNX, unbatched input, lp_pool's inf), ConvTranspose's
+output_size, nn.Embedding's max_norm / scale_grad_by_freq, prelu's dtypes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import forgegrad as fg
+import forgegrad.nn.functional as F
+
+tf = torch.nn.functional
+
+
+def _rand(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+# ---- 1: max_pool2d's ONNX mapping keeps NaN ------------------------------------------------------------------
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_onnx_max_pool2d_keeps_nan_as_torch(tmp_path, dynamic):
+    ort = pytest.importorskip("onnxruntime")
+
+    class Net(fg.nn.Module):
+        def forward(self, x):
+            y, idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
+            return y, F.max_pool2d(x, 2), F.max_pool2d(x, 2, 1, ceil_mode=True), F.max_pool2d(x, 2, 2, dilation=2)
+
+    x = _rand(1, 2, 6, 8)
+    x[0, 0, 1, 1] = x[0, 0, 4, 6] = x[0, 1, 5, 7] = np.nan
+    x[0, 1, 3, 5], x[0, 1, 0, 0] = np.inf, -np.inf
+    path = str(tmp_path / "p.onnx")
+    axes = {"x": {0: "b", 2: "h", 3: "w"}} if dynamic else {}
+    fg.onnx.export(Net(), fg.tensor(np.ones((1, 2, 6, 8), np.float32)), path, dynamic_axes=axes, input_names=["x"],
+                   verify=False)
+    t = torch.tensor(x)
+    want = [tf.max_pool2d(t, 3, 2, 1), tf.max_pool2d(t, 2), tf.max_pool2d(t, 2, 1, ceil_mode=True),
+            tf.max_pool2d(t, 2, 2, dilation=2)]
+    assert all(torch.isnan(w).any() for w in want)
+    got = ort.InferenceSession(path).run(None, {"x": x})
+    eager = Net()(fg.tensor(x))
+    for g, e, w in zip(got, eager, want, strict=True):
+        np.testing.assert_array_equal(e.numpy(), w.numpy())
+        np.testing.assert_array_equal(g, w.numpy())
