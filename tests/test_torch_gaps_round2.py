@@ -42,3 +42,28 @@ def test_onnx_max_pool2d_keeps_nan_as_torch(tmp_path, dynamic):
     for g, e, w in zip(got, eager, want, strict=True):
         np.testing.assert_array_equal(e.numpy(), w.numpy())
         np.testing.assert_array_equal(g, w.numpy())
+
+
+# ---- 2: unbatched (C, H, W) input to the functional 2-d pools --------------------------------------------------
+@pytest.mark.parametrize("name,args,kwargs", [
+    ("max_pool2d", (3, 2, 1), {}), ("max_pool2d", (2,), {"ceil_mode": True, "return_indices": True}),
+    ("avg_pool2d", (3, 2, 1), {"count_include_pad": False}), ("adaptive_avg_pool2d", ((3, 2),), {})])
+def test_functional_pools_take_unbatched_input(name, args, kwargs):
+    x = _rand(3, 7, 6)
+    xf, xt = fg.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    got, want = getattr(F, name)(xf, *args, **kwargs), getattr(tf, name)(xt, *args, **kwargs)
+    got, want = (got, want) if isinstance(got, tuple) else ((got,), (want,))
+    for g, w in zip(got, want, strict=True):
+        assert tuple(g.shape) == tuple(w.shape)
+        np.testing.assert_allclose(g.numpy(), w.detach().numpy(), rtol=1e-6, atol=1e-6)
+    cot = _rand(*want[0].shape, seed=1)
+    (got[0] * fg.tensor(cot)).sum().backward()
+    (want[0] * torch.tensor(cot)).sum().backward()
+    np.testing.assert_allclose(xf.grad.numpy(), xt.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_functional_pool_rejects_wrong_rank_as_torch():
+    with pytest.raises(ValueError, match="input"):
+        F.max_pool2d(fg.tensor(_rand(2, 3)), 2)
+    with pytest.raises(RuntimeError):
+        tf.max_pool2d(torch.zeros(2, 3), 2)
