@@ -67,3 +67,23 @@ def test_functional_pool_rejects_wrong_rank_as_torch():
         F.max_pool2d(fg.tensor(_rand(2, 3)), 2)
     with pytest.raises(RuntimeError):
         tf.max_pool2d(torch.zeros(2, 3), 2)
+
+
+# ---- 3: lp_pool with norm_type inf / -inf -----------------------------------------------------------------------
+@pytest.mark.parametrize("p", [float("inf"), -float("inf")])
+@pytest.mark.parametrize("nd,shape,kwargs", [(1, (2, 3, 9), {"stride": 2}), (1, (3, 8), {"ceil_mode": True}),
+                                             (2, (2, 3, 7, 6), {"stride": (2, 1)}),
+                                             (2, (3, 7, 6), {"ceil_mode": True})])
+def test_lp_pool_inf_norm_as_torch(p, nd, shape, kwargs):
+    x = _rand(*shape)
+    xf, xt = fg.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    k = 3 if nd == 1 else (3, 2)
+    got = getattr(F, f"lp_pool{nd}d")(xf, p, k, **kwargs)
+    want = getattr(tf, f"lp_pool{nd}d")(xt, p, k, **kwargs)
+    np.testing.assert_array_equal(got.numpy(), want.detach().numpy())
+    cot = _rand(*want.shape, seed=1)
+    (got * fg.tensor(cot)).sum().backward()
+    (want * torch.tensor(cot)).sum().backward()
+    np.testing.assert_allclose(xf.grad.numpy(), xt.grad.numpy(), rtol=1e-6, atol=1e-6)
+    module = getattr(fg.nn, f"LPPool{nd}d")(p, k, **kwargs)
+    np.testing.assert_array_equal(module(fg.tensor(x)).numpy(), want.detach().numpy())
