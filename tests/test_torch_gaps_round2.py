@@ -87,3 +87,19 @@ def test_lp_pool_inf_norm_as_torch(p, nd, shape, kwargs):
     np.testing.assert_allclose(xf.grad.numpy(), xt.grad.numpy(), rtol=1e-6, atol=1e-6)
     module = getattr(fg.nn, f"LPPool{nd}d")(p, k, **kwargs)
     np.testing.assert_array_equal(module(fg.tensor(x)).numpy(), want.detach().numpy())
+
+
+def test_lp_pool_inf_norm_onnx(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+
+    class Net(fg.nn.Module):
+        def forward(self, x):
+            return F.lp_pool2d(x, float("inf"), 2), F.lp_pool1d(x[:, :, 0], -float("inf"), 3, 2)
+
+    x = _rand(2, 3, 6, 7)
+    path = str(tmp_path / "lp.onnx")
+    fg.onnx.export(Net(), fg.tensor(x), path, input_names=["x"], verify=False)
+    t = torch.tensor(x)
+    want = [tf.lp_pool2d(t, float("inf"), 2), tf.lp_pool1d(t[:, :, 0], -float("inf"), 3, 2)]
+    for g, w in zip(ort.InferenceSession(path).run(None, {"x": x}), want, strict=True):
+        np.testing.assert_array_equal(g, w.numpy())
