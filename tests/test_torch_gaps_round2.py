@@ -103,3 +103,27 @@ def test_lp_pool_inf_norm_onnx(tmp_path):
     want = [tf.lp_pool2d(t, float("inf"), 2), tf.lp_pool1d(t[:, :, 0], -float("inf"), 3, 2)]
     for g, w in zip(ort.InferenceSession(path).run(None, {"x": x}), want, strict=True):
         np.testing.assert_array_equal(g, w.numpy())
+
+
+# ---- 4: ConvTranspose's output_size: spatial sizes, or with the input's non-spatial sizes in front ------------
+@pytest.mark.parametrize("rank,shape,sizes", [
+    (2, (1, 2, 4, 4), [(10, 10), (1, 3, 10, 10), [5, 3, 9, 10], (1, 10, 10), (5, 1, 3, 10, 10), (10,)]),
+    (2, (2, 4, 4), [(10, 9), (3, 10, 10), (1, 3, 10, 10)]),
+    (1, (1, 2, 4), [(10,), (1, 3, 10), (3, 10), (2, 1, 3, 10)]),
+    (1, (2, 4), [(9,), (3, 10), (1, 3, 10)])])
+def test_conv_transpose_output_size_lengths_as_torch(rank, shape, sizes):
+    torch.manual_seed(0)
+    theirs = getattr(torch.nn, f"ConvTranspose{rank}d")(2, 3, 3, stride=2)
+    ours = getattr(fg.nn, f"ConvTranspose{rank}d")(2, 3, 3, stride=2)
+    ours.weight.data = fg.tensor(theirs.weight.detach().numpy())
+    ours.bias.data = fg.tensor(theirs.bias.detach().numpy())
+    x = _rand(*shape)
+    for size in sizes:
+        try:
+            want = theirs(torch.tensor(x), output_size=size)
+        except ValueError:
+            with pytest.raises(ValueError, match="output_size must have"):
+                ours(fg.tensor(x), output_size=size)
+            continue
+        np.testing.assert_allclose(ours(fg.tensor(x), output_size=size).numpy(), want.detach().numpy(),
+                                   rtol=1e-5, atol=1e-5)
