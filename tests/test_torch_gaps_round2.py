@@ -127,3 +127,62 @@ def test_conv_transpose_output_size_lengths_as_torch(rank, shape, sizes):
             continue
         np.testing.assert_allclose(ours(fg.tensor(x), output_size=size).numpy(), want.detach().numpy(),
                                    rtol=1e-5, atol=1e-5)
+
+
+# ---- 5: nn.Embedding's max_norm / norm_type / scale_grad_by_freq; F.embedding's scale_grad_by_freq --------------
+def _embedding_pair(**kwargs):
+    torch.manual_seed(0)
+    theirs = torch.nn.Embedding(7, 5, **kwargs)
+    with torch.no_grad():
+        theirs.weight.mul_(2.0)
+    ours = fg.nn.Embedding(7, 5, **kwargs)
+    ours.weight.data = fg.tensor(theirs.weight.detach().numpy().copy())
+    return ours, theirs
+
+
+@pytest.mark.parametrize("kwargs", [{"max_norm": 1.5}, {"max_norm": 2.0, "norm_type": 1.0},
+                                    {"max_norm": 1.0, "norm_type": float("inf"), "padding_idx": 3},
+                                    {"scale_grad_by_freq": True}, {"scale_grad_by_freq": True, "padding_idx": 1},
+                                    {"scale_grad_by_freq": True, "max_norm": 1.0}])
+def test_embedding_module_options_as_torch(kwargs):
+    ours, theirs = _embedding_pair(**kwargs)
+    assert repr(ours) == repr(theirs)
+    idx = np.array([[1, 3, 3, 0], [6, 1, 3, 5]], np.int64)
+    before = ours.weight.numpy().copy()
+    got, want = ours(fg.tensor(idx)), theirs(torch.tensor(idx))
+    np.testing.assert_allclose(got.numpy(), want.detach().numpy(), rtol=1e-6, atol=1e-7)
+    # max_norm rescales the looked-up rows of the weight itself, outside autograd
+    np.testing.assert_allclose(ours.weight.numpy(), theirs.weight.detach().numpy(), rtol=1e-6, atol=1e-7)
+    if "max_norm" in kwargs:
+        assert not np.array_equal(before, ours.weight.numpy())
+        np.testing.assert_array_equal(ours.weight.numpy()[[2, 4]], before[[2, 4]])
+    cot = _rand(2, 4, 5, seed=2)
+    (got * fg.tensor(cot)).sum().backward()
+    (want * torch.tensor(cot)).sum().backward()
+    np.testing.assert_allclose(ours.weight.grad.numpy(), theirs.weight.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_functional_embedding_scale_grad_by_freq_as_torch():
+    w = _rand(6, 4)
+    idx = np.array([0, 2, 2, 2, 5, 0, 1], np.int64)
+    wf, wt = fg.tensor(w, requires_grad=True), torch.tensor(w, requires_grad=True)
+    cot = _rand(7, 4, seed=1)
+    (F.embedding(fg.tensor(idx), wf, scale_grad_by_freq=True) * fg.tensor(cot)).sum().backward()
+    (tf.embedding(torch.tensor(idx), wt, scale_grad_by_freq=True) * torch.tensor(cot)).sum().backward()
+    np.testing.assert_allclose(wf.grad.numpy(), wt.grad.numpy(), rtol=1e-6, atol=1e-7)
+    # without the option, row 2 (three lookups) gets three times the mean
+    assert not np.allclose(wf.grad.numpy()[2], cot[[1, 2, 3]].sum(0))
+
+
+def test_embedding_sparse_and_bad_options():
+    with pytest.raises(NotImplementedError, match="sparse=True.*dense"):
+        fg.nn.Embedding(4, 3, sparse=True)
+    with pytest.raises(NotImplementedError, match="sparse=True.*dense"):
+        fg.nn.Embedding.from_pretrained(fg.tensor(_rand(4, 3)), sparse=True)
+    with pytest.raises(TypeError, match="scale_grad_by_freq"):
+        fg.nn.Embedding(4, 3, scale_grad_by_freq="yes")
+    with pytest.raises(TypeError, match="max_norm"):
+        fg.nn.Embedding(4, 3, max_norm="big")
+    m = fg.nn.Embedding.from_pretrained(fg.tensor(_rand(4, 3) * 3), max_norm=1.0)
+    m(fg.tensor(np.array([1], np.int64)))
+    assert np.linalg.norm(m.weight.numpy()[1]) <= 1.0 + 1e-6

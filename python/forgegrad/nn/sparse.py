@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import devices
-from ..ops.rnn import EmbeddingFunction as _EmbeddingFn
+from .._validate import check_bool
 from ..tensor import Tensor
 from . import init
+from .functional_misc import check_sparse, embedding
 from .module import Module
 from .parameter import Parameter
 
@@ -14,16 +15,28 @@ __all__ = ["Embedding"]
 
 
 class Embedding(Module):
-    """``Embedding(num_embeddings, embedding_dim, padding_idx=None)``.
+    """``Embedding(num_embeddings, embedding_dim, padding_idx=None, max_norm=None, norm_type=2.0,
+    scale_grad_by_freq=False, sparse=False, _weight=None)``, as torch's.
 
     ``forward(indices)`` maps an int64 tensor (or array) of any shape (*) to (*, embedding_dim).
     The weight (num_embeddings, embedding_dim) starts from N(0, 1) as in torch; the row
     ``padding_idx`` starts at zero and never receives a gradient, so it stays the padding vector.
-    A negative padding_idx counts from the end.
+    A negative padding_idx counts from the end. max_norm, norm_type, scale_grad_by_freq: as F.embedding's
+    (the looked-up rows renormalised in place; each row's gradient divided by its count). sparse=True raises
+    NotImplementedError: forgegrad's gradients are dense.
     """
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None, _weight=None):
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None, max_norm=None,
+                 norm_type: float = 2.0, scale_grad_by_freq: bool = False, sparse: bool = False, _weight=None):
         super().__init__()
+        check_sparse(sparse, "Embedding")
+        if max_norm is not None and (isinstance(max_norm, bool) or not isinstance(max_norm, (int, float, np.number))):
+            raise TypeError(f"Embedding: max_norm must be a number or None, got {max_norm!r}")
+        if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float, np.number)):
+            raise TypeError(f"Embedding: norm_type must be a number, got {norm_type!r}")
+        self.max_norm, self.norm_type = max_norm, norm_type
+        self.scale_grad_by_freq = check_bool(scale_grad_by_freq, "Embedding: scale_grad_by_freq")
+        self.sparse = False
         for name, v in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
                 raise ValueError(f"Embedding: {name} must be a positive int, got {v!r}")
@@ -51,22 +64,27 @@ class Embedding(Module):
         self.weight = Parameter(w)
 
     @classmethod
-    def from_pretrained(cls, embeddings, freeze: bool = True, padding_idx=None):
+    def from_pretrained(cls, embeddings, freeze: bool = True, padding_idx=None, max_norm=None, norm_type: float = 2.0,
+                        scale_grad_by_freq: bool = False, sparse: bool = False):
         """An Embedding holding a copy of ``embeddings`` (2-D); frozen unless ``freeze=False``."""
         arr = np.array(embeddings._data if isinstance(embeddings, Tensor) else embeddings, _float_dtype(embeddings))
         if arr.ndim != 2:
             raise ValueError(f"Embeddings parameter is expected to be 2-dimensional, got shape {arr.shape}")
-        m = cls(arr.shape[0], arr.shape[1], padding_idx=padding_idx, _weight=arr)
+        m = cls(arr.shape[0], arr.shape[1], padding_idx=padding_idx, max_norm=max_norm, norm_type=norm_type,
+                scale_grad_by_freq=scale_grad_by_freq, sparse=sparse, _weight=arr)
         m.weight.requires_grad = not freeze
         return m
 
     def forward(self, input):
-        idx = input if isinstance(input, Tensor) else Tensor(np.asarray(input))
-        return _EmbeddingFn.apply(self.weight, idx, padding_idx=self.padding_idx)
+        return embedding(input, self.weight, self.padding_idx, self.max_norm, self.norm_type, self.scale_grad_by_freq,
+                         self.sparse)
 
     def extra_repr(self) -> str:
         s = f"{self.num_embeddings}, {self.embedding_dim}"
-        return s + (f", padding_idx={self.padding_idx}" if self.padding_idx is not None else "")
+        s += f", padding_idx={self.padding_idx}" if self.padding_idx is not None else ""
+        s += f", max_norm={self.max_norm}" if self.max_norm is not None else ""
+        s += f", norm_type={self.norm_type}" if self.norm_type != 2 else ""
+        return s + (f", scale_grad_by_freq={self.scale_grad_by_freq}" if self.scale_grad_by_freq else "")
 
 
 def _float_dtype(data):
