@@ -186,3 +186,28 @@ def test_embedding_sparse_and_bad_options():
     m = fg.nn.Embedding.from_pretrained(fg.tensor(_rand(4, 3) * 3), max_norm=1.0)
     m(fg.tensor(np.array([1], np.int64)))
     assert np.linalg.norm(m.weight.numpy()[1]) <= 1.0 + 1e-6
+
+
+# ---- 6: prelu does not promote dtypes ---------------------------------------------------------------------------
+@pytest.mark.parametrize("x_dtype,w_dtype", [(np.float64, np.float32), (np.float32, np.float64),
+                                             (np.int64, np.float32)])
+def test_prelu_mixed_dtypes_refused_as_torch(x_dtype, w_dtype):
+    x, w = np.arange(6).reshape(2, 3).astype(x_dtype) - 2, np.full(3, 0.25, w_dtype)
+    with pytest.raises(RuntimeError, match="Type promoting not supported"):
+        tf.prelu(torch.tensor(x), torch.tensor(w))
+    with pytest.raises(RuntimeError, match="same dtype"):
+        F.prelu(fg.tensor(x), fg.tensor(w))
+    with pytest.raises(RuntimeError, match="same dtype"):
+        F.prelu(fg.tensor(x, device="meta"), fg.tensor(w, device="meta"))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_prelu_same_dtype_as_torch(dtype):
+    x, w = _rand(2, 3, 4).astype(dtype), np.array([0.25, -0.5, 1.5], dtype)
+    got, want = F.prelu(fg.tensor(x), fg.tensor(w)), tf.prelu(torch.tensor(x), torch.tensor(w))
+    assert got.numpy().dtype == want.numpy().dtype
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+    m = fg.nn.PReLU().double() if dtype == np.float64 else fg.nn.PReLU()
+    np.testing.assert_array_equal(m(fg.tensor(x)).numpy(), torch.nn.PReLU().to(torch.float64 if dtype == np.float64
+                                                                                  else torch.float32)(
+        torch.tensor(x)).detach().numpy())
