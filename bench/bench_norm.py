@@ -11,8 +11,9 @@ Groups (both sides allocate their outputs, as an autograd op does):
   layer_norm fwd / bwd RxD: kernels.norm.layer_norm_forward / layer_norm_backward (all three
     gradients) vs aten.native_layer_norm / native_layer_norm_backward, with weight and bias;
     shapes of a Transformer's activations (rows = batch * tokens).
-  group_norm fwd+bwd 8x256x32x32, 32 groups: F.group_norm forward and backward through each library's
-    autograd (input, weight and bias gradients), as a diffusion U-Net's block runs it.
+  group_norm fwd+bwd, 32 groups at 8x256x32x32, 16x64x64x64 and 4x512x16x16, and instance norm (a group per
+    channel) at 8x128x32x32: F.group_norm forward and backward through each library's autograd (input, weight and
+    bias gradients), as a diffusion U-Net's blocks run it.
 """
 import numpy as np
 import pytest
@@ -75,15 +76,15 @@ def test_layer_norm(benchmark, nthreads, shape, runtime, backward):
     benchmark(fn)
 
 
-GN_SHAPE, GN_GROUPS = (8, 256, 32, 32), 32
+GN_CASES = [((8, 256, 32, 32), 32), ((16, 64, 64, 64), 32), ((4, 512, 16, 16), 32), ((8, 128, 32, 32), 128)]
 
 
-def _group_norm_fn(runtime):
+def _group_norm_fn(runtime, shape, groups):
     rng = np.random.default_rng(0)
-    x = rng.standard_normal(GN_SHAPE).astype(np.float32)
-    g = rng.standard_normal(GN_SHAPE).astype(np.float32)
-    w = (rng.standard_normal(GN_SHAPE[1]) + 1).astype(np.float32)
-    b = rng.standard_normal(GN_SHAPE[1]).astype(np.float32)
+    x = rng.standard_normal(shape).astype(np.float32)
+    g = rng.standard_normal(shape).astype(np.float32)
+    w = (rng.standard_normal(shape[1]) + 1).astype(np.float32)
+    b = rng.standard_normal(shape[1]).astype(np.float32)
     lib = fg if runtime == "forgegrad" else torch
     tensor = fg.tensor if runtime == "forgegrad" else torch.from_numpy
     tx, tw, tb = (tensor(a).requires_grad_(True) for a in (x, w, b))
@@ -93,12 +94,14 @@ def _group_norm_fn(runtime):
     def step():
         for t in (tx, tw, tb):
             t.grad = None
-        group_norm(tx, GN_GROUPS, tw, tb).backward(tg)
+        group_norm(tx, groups, tw, tb).backward(tg)
 
     return step
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_group_norm(benchmark, nthreads, runtime):
-    benchmark.group = f"group_norm fwd+bwd {'x'.join(map(str, GN_SHAPE))} groups={GN_GROUPS} threads={nthreads}"
-    benchmark(_group_norm_fn(runtime))
+@pytest.mark.parametrize("shape, groups", GN_CASES, ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else
+                         f"G{v}")
+def test_group_norm(benchmark, nthreads, runtime, shape, groups):
+    benchmark.group = f"group_norm fwd+bwd {'x'.join(map(str, shape))} groups={groups} threads={nthreads}"
+    benchmark(_group_norm_fn(runtime, shape, groups))

@@ -59,7 +59,7 @@ def test_conv1d_errors():
     with pytest.raises(ValueError, match="Conv1d: padding must be >= 0"):
         nn.Conv1d(2, 2, 3, padding=-1)
     with pytest.raises(ValueError, match="padding_mode"):
-        nn.Conv1d(2, 2, 3, padding_mode="reflect")
+        nn.Conv1d(2, 2, 3, padding_mode="mirror")
     m = nn.Conv1d(3, 4, 3)
     with pytest.raises(ValueError, match="expected 2D or 3D input"):
         m(fg.zeros(1, 3, 5, 5))

@@ -53,7 +53,7 @@ def test_conv2d_init_bounds_and_errors():
     with pytest.raises(ValueError, match="strided"):
         C.Conv2d(2, 2, 3, stride=2, padding="same")
     with pytest.raises(ValueError, match="padding_mode"):
-        C.Conv2d(2, 2, 3, padding_mode="reflect")
+        C.Conv2d(2, 2, 3, padding_mode="mirror")
     with pytest.raises(ValueError, match="expected 4D input"):
         m(fg.tensor(np.zeros((8, 5, 5), np.float32)))
     with pytest.raises(ValueError, match="weight must have shape"):

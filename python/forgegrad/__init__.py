@@ -25,8 +25,12 @@ from ._functions import (flatten, reshape, squeeze, unsqueeze, transpose, permut
 from . import ops
 ops.load_all()  # every op module registers its ops, before the layers that use them are defined
 from . import nn, optim  # noqa: E402
+from ._torch_indexing_methods import _ti, _ts, install as _install_indexing  # noqa: E402
+_install_indexing(Tensor)
+globals().update({n: getattr(m, n) for m in (_ti, _ts) for n in m.__all__})  # fg.gather, fg.sort, ...
 from .serialization import load, save  # noqa: E402
 from . import data, datasets, train, utils  # noqa: E402
+from .linalg import det, inv as inverse, logdet, matrix_exp, matrix_power, slogdet  # noqa: E402  (torch.det, ...)
 
 # Imported on first use: they pull in optional packages (onnx, onnxruntime, matplotlib) or are
 # only needed by the command line.
@@ -75,3 +79,5 @@ __all__ += [  # the torch-style module-level functions (forgegrad._functions)
     "ones_like", "randint", "add", "sub", "mul", "div", "pow", "neg", "t", "allclose", "equal", "sin", "cos", "tril",
     "triu", "cumsum", "maximum", "minimum", "fmax", "fmin", "tile", "norm",
 ]
+__all__ += ["det", "inverse", "logdet", "matrix_exp", "matrix_power", "slogdet"]  # torch's, from forgegrad.linalg
+__all__ += _ti.__all__ + _ts.__all__  # indexing, sorting and scans (forgegrad._torch_indexing)

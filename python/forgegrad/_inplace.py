@@ -86,10 +86,15 @@ def _traced_inplace(self, compute, name, others, cast, rec) -> bool:
     that a recorded op made and that owns its storage, which nothing else references (no view of it, no view of
     another array): returns False to refuse anything else (a graph input, a weight, a view)."""
     arr = self._data
-    if grad_mode.is_grad_enabled() or type(arr) is not np.ndarray or arr.base is not None or not arr.flags.writeable:
+    if grad_mode.is_grad_enabled() or type(arr) is not np.ndarray or not arr.flags.writeable:
         return False
     # the array is referenced only by self (and here): no view or detach() of it would keep naming the old value
     if sys.getrefcount(arr) > 3:
+        return False
+    # a numpy view (instance/group norm, Conv1d, pixel shuffle reshape a temporary) only of an array nothing else
+    # references (arr.base and the local name): no tensor can read the storage but self
+    base = arr.base
+    if base is not None and (type(base) is not np.ndarray or sys.getrefcount(base) > 3):
         return False
     if not any(o is self for r in reversed(rec.records) for o in r[3]):  # a graph input, weight or constant
         return False

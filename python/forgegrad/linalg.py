@@ -1,15 +1,218 @@
-"""forgegrad.linalg: torch.linalg's vector norm (``vector_norm``); the matrix functions are not here yet.
+"""forgegrad.linalg: torch.linalg for real float32/float64 matrices, batched over leading dims.
 
-Norms are made of ops (abs, powers, sums, amax), so they are differentiable any number of times (the 2-norm of
-a gradient in a gradient penalty), and the gradient of a zero vector's norm is 0, as torch's (see
-``Tensor.norm``, which this shares)."""
+Factorizations and solves (inv, det, slogdet, solve, solve_triangular, cholesky, qr, eigh, svd, matrix_exp) are
+ops in the op registry (ops/linalg_solve.py, ops/linalg_decomp.py): numpy.linalg (LAPACK) computes the forward,
+the gradients are torch's formulas (derivatives.yaml / FunctionsManual), double backward included. The rest
+(norms, pinv, lstsq, matrix_rank, cond, matrix_power, cross, vecdot, multi_dot, diagonal) is composed of those
+ops and Tensor ops, so it differentiates (and exports, where its parts do) the same way.
+
+Not here: complex inputs (refused), eig/eigvals (general eigenproblems), lu/lu_factor, householder_product,
+``out=``. Singular inputs to inv/solve and non-positive-definite ones to cholesky raise :class:`LinAlgError`
+(a RuntimeError), as torch; inv_ex/cholesky_ex return ``info`` instead. Eigenvector / singular-vector signs are
+LAPACK's (numpy's build), which torch does not promise to match: compare invariant quantities.
+
+Vector norms (``vector_norm``) are made of ops (abs, powers, sums, amax), so they are differentiable any number of
+times, and the gradient of a zero vector's norm is 0, as torch's (see ``Tensor.norm``, which this shares)."""
 from __future__ import annotations
+
+from collections import namedtuple
 
 import numpy as np
 
+from .ops import _linalg_common as _C
+from .ops.registry import get as _op
 from .tensor import Tensor
 
-__all__ = ["vector_norm"]
+LinAlgError = _C.LinAlgError
+
+__all__ = ["vector_norm", "matrix_norm", "norm", "inv", "inv_ex", "det", "slogdet", "logdet", "solve",
+           "solve_triangular", "cholesky", "cholesky_ex", "qr", "eigh", "eigvalsh", "svd", "svdvals", "pinv", "lstsq",
+           "matrix_rank", "matrix_power", "matrix_exp", "cross", "vecdot", "multi_dot", "diagonal", "cond",
+           "LinAlgError"]
+
+# torch.return_types' names
+linalg_slogdet = namedtuple("linalg_slogdet", ["sign", "logabsdet"])
+linalg_inv_ex = namedtuple("linalg_inv_ex", ["inverse", "info"])
+linalg_cholesky_ex = namedtuple("linalg_cholesky_ex", ["L", "info"])
+linalg_qr = namedtuple("linalg_qr", ["Q", "R"])
+linalg_eigh = namedtuple("linalg_eigh", ["eigenvalues", "eigenvectors"])
+linalg_svd = namedtuple("linalg_svd", ["U", "S", "Vh"])
+linalg_lstsq = namedtuple("linalg_lstsq", ["solution", "residuals", "rank", "singular_values"])
+
+
+def _t(x, name: str, op: str, square: bool = False, at_least: int = 2) -> Tensor:
+    """``x`` checked: a float32/float64 forgegrad Tensor with at least ``at_least`` dims (square if asked)."""
+    if not isinstance(x, Tensor):
+        if np.iscomplexobj(x):
+            raise TypeError(f"{op}: complex inputs are not supported (argument '{name}'): forgegrad's linear algebra "
+                            "is real float32/float64 only")
+        raise TypeError(f"{op}(): argument '{name}' must be a forgegrad.Tensor, got {type(x).__name__}")
+    if not x.is_meta:
+        _C.check_matrix(x._data, name, op, square=square, at_least=at_least)
+    return x
+
+
+def _wrap(arr) -> Tensor:
+    return Tensor._wrap_exact(np.ascontiguousarray(arr))
+
+
+def _info_like(A) -> Tensor:
+    """Zero ``info`` (int32, A's batch shape) on A's device."""
+    info = _wrap(np.zeros(A.shape[:-2], np.int32))
+    return info.to("meta") if A.is_meta else info
+
+
+# ---- inverses, determinants, solves ------------------------------------------------------------------------------
+def inv(A) -> Tensor:
+    """``torch.linalg.inv``: A^-1 for a batch of square matrices; a singular one raises LinAlgError."""
+    return _op("linalg_inv")(_t(A, "A", "linalg.inv", square=True))
+
+
+def _lu_info(m) -> int:
+    """getrf's info for one matrix: 1 + the first step whose partial pivot is exactly zero, 0 if none."""
+    a = np.array(m, np.float64)
+    n = a.shape[0]
+    for j in range(n):
+        p = j + int(np.argmax(np.abs(a[j:, j])))
+        if a[p, j] == 0:
+            return j + 1
+        a[[j, p]] = a[[p, j]]
+        a[j + 1:] -= np.outer(a[j + 1:, j] / a[j, j], a[j])
+    return 0
+
+
+def inv_ex(A, *, check_errors: bool = False):
+    """``torch.linalg.inv_ex``: (inverse, info); info > 0 marks a singular matrix (its inverse is NaN here: torch
+    leaves LAPACK's partial result) unless ``check_errors``, which raises as inv."""
+    A = _t(A, "A", "linalg.inv_ex", square=True)
+    if check_errors or A.is_meta:
+        return linalg_inv_ex(inv(A), _info_like(A))
+    a = A._data
+    try:
+        np.linalg.inv(a)
+    except np.linalg.LinAlgError:
+        flat = a.reshape((-1,) + a.shape[-2:])
+        info = np.array([_lu_info(m) for m in flat], np.int32).reshape(a.shape[:-2])
+        out = np.full(a.shape, np.nan, a.dtype)
+        ok = info == 0
+        if np.any(ok):
+            out[ok] = np.linalg.inv(a[ok])
+        return linalg_inv_ex(_wrap(out), _wrap(info))
+    return linalg_inv_ex(inv(A), _wrap(np.zeros(a.shape[:-2], np.int32)))
+
+
+def det(A) -> Tensor:
+    """``torch.linalg.det``; its gradient is det * A^-T (the cofactor matrix, through the SVD, for an exactly
+    singular A: torch's create_graph result; torch's plain backward returns 0 there)."""
+    return _op("linalg_det")(_t(A, "A", "linalg.det", square=True))
+
+
+def slogdet(A):
+    """``torch.linalg.slogdet``: (sign, logabsdet) with det = sign * exp(logabsdet); logabsdet's gradient is
+    A^-T."""
+    sign, logabs = _op("linalg_slogdet")(_t(A, "A", "linalg.slogdet", square=True))
+    return linalg_slogdet(sign.detach(), logabs)
+
+
+def logdet(A) -> Tensor:
+    """``torch.logdet``: log det A; NaN where det < 0, -inf where det == 0 (as torch)."""
+    sign, logabs = _op("linalg_slogdet")(_t(A, "A", "logdet", square=True))
+    if A.is_meta:
+        return logabs
+    return logabs + _wrap(np.where(sign._data < 0, np.nan, 0.0).astype(logabs._data.dtype))
+
+
+def solve(A, B, *, left: bool = True) -> Tensor:
+    """``torch.linalg.solve``: X with A X = B (``left=False``: X A = B). B: (..., n, k), or a batch of vectors
+    (..., n) (torch's rule: 1-d, or A's shape without its last dim); batch dims broadcast."""
+    _t(B, "B", "linalg.solve", at_least=1)
+    return _op("linalg_solve")(_t(A, "A", "linalg.solve", square=True), B, left=left)
+
+
+def solve_triangular(A, B, *, upper: bool, left: bool = True, unitriangular: bool = False) -> Tensor:
+    """``torch.linalg.solve_triangular``: X with A X = B (left) or X A = B, A upper or lower triangular (the other
+    triangle is not read; ``unitriangular``: nor the diagonal, taken as ones)."""
+    _t(B, "B", "linalg.solve_triangular")
+    return _op("linalg_solve_triangular")(_t(A, "A", "linalg.solve_triangular", square=True), B, upper=upper,
+                                          left=left, unitriangular=unitriangular)
+
+
+def matrix_exp(A) -> Tensor:
+    """``torch.linalg.matrix_exp``: e^A (Pade 13, scaling and squaring); gradient as torch's."""
+    return _op("linalg_matrix_exp")(_t(A, "A", "linalg.matrix_exp", square=True))
+
+
+def matrix_power(A, n: int) -> Tensor:
+    """``torch.linalg.matrix_power``: A^n by repeated squaring (matmuls: differentiable, exportable to ONNX for
+    n >= 0); n < 0 is inv(A)^-n; n == 0 the identity."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"linalg.matrix_power: argument 'n' must be an int, got {type(n).__name__}")
+    A = _t(A, "A", "linalg.matrix_power", square=True)
+    if n == 0:
+        eye = np.broadcast_to(np.eye(A.shape[-1], dtype=A.dtype), A.shape)
+        return A * 0 + _wrap(eye)  # keeps A's graph (a zero gradient), as torch's
+    base = inv(A) if n < 0 else A
+    n = abs(int(n))
+    result = None
+    while n:
+        if n & 1:
+            result = base if result is None else result @ base
+        n >>= 1
+        if n:
+            base = base @ base
+    return result
+
+
+# ---- factorizations ----------------------------------------------------------------------------------------------
+def cholesky(A, *, upper: bool = False) -> Tensor:
+    """``torch.linalg.cholesky``: L (lower, A = L L^T; ``upper``: U, A = U^T U), reading only that triangle of A;
+    a matrix that is not positive definite raises LinAlgError naming the failing leading minor."""
+    return _op("linalg_cholesky")(_t(A, "A", "linalg.cholesky", square=True), upper=upper)
+
+
+def cholesky_ex(A, *, upper: bool = False, check_errors: bool = False):
+    """``torch.linalg.cholesky_ex``: (L, info); info > 0 is the order of the first leading minor that is not
+    positive definite (that matrix's L holds the columns computed before it; no gradient then)."""
+    from .ops.linalg_decomp import cholesky_array
+    A = _t(A, "A", "linalg.cholesky_ex", square=True)
+    if A.is_meta:
+        return linalg_cholesky_ex(cholesky(A, upper=upper), _info_like(A))
+    L, info = cholesky_array(A._data, _C.check_bool(upper, "upper", "linalg.cholesky_ex"), check_errors)
+    if not np.any(info):
+        return linalg_cholesky_ex(cholesky(A, upper=upper), _wrap(info))
+    return linalg_cholesky_ex(_wrap(L), _wrap(info))
+
+
+def qr(A, mode: str = "reduced"):
+    """``torch.linalg.qr``: (Q, R); mode 'reduced', 'complete' or 'r' (Q empty). Signs are LAPACK's (R's
+    diagonal may be negative). Gradient as torch's (none for mode 'r', nor 'complete' with more rows than
+    columns)."""
+    return linalg_qr(*_op("linalg_qr")(_t(A, "A", "linalg.qr"), mode=mode))
+
+
+def eigh(A, UPLO: str = "L"):
+    """``torch.linalg.eigh``: (eigenvalues ascending, eigenvectors as columns) of a symmetric matrix, reading its
+    UPLO triangle. The eigenvectors' gradient is defined only for distinct eigenvalues (inf/NaN otherwise, as
+    torch's), and only for losses that do not depend on their signs."""
+    return linalg_eigh(*_op("linalg_eigh")(_t(A, "A", "linalg.eigh", square=True), UPLO=UPLO))
+
+
+def eigvalsh(A, UPLO: str = "L") -> Tensor:
+    """``torch.linalg.eigvalsh``: the eigenvalues of a symmetric matrix, ascending (gradient V diag(g) V^T)."""
+    return eigh(A, UPLO)[0]
+
+
+def svd(A, full_matrices: bool = True, *, driver=None):
+    """``torch.linalg.svd``: (U, S, Vh), S descending. Gradient: torch's for the reduced form (with
+    ``full_matrices`` the extra columns of U / rows of Vh get none); singular vectors' signs are LAPACK's."""
+    if driver is not None:
+        raise ValueError("linalg.svd: argument 'driver' is for CUDA in torch; forgegrad's svd runs LAPACK gesdd")
+    return linalg_svd(*_op("linalg_svd")(_t(A, "A", "linalg.svd"), full_matrices=full_matrices))
+
+
+def svdvals(A, *, driver=None) -> Tensor:
+    """``torch.linalg.svdvals``: the singular values, descending (gradient U diag(g) Vh)."""
+    return svd(A, False, driver=driver)[1]
 
 
 def vector_norm(x, ord=2, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
@@ -39,3 +242,23 @@ def vector_norm(x, ord=2, dim=None, keepdim: bool = False, *, dtype=None) -> Ten
         out = x.reshape(-1).norm(ord, dim=0)
         return out.reshape((1,) * x.ndim) if keepdim else out
     return x.norm(ord, dim=dim, keepdim=keepdim)
+
+
+from ._linalg_more import (cond, cross, diagonal, lstsq, matrix_norm, matrix_rank, multi_dot, norm,  # noqa: E402
+                           pinv, vecdot)
+
+
+# torch's Tensor methods for these (added only where Tensor has none of its own)
+def _cholesky_method(self, upper: bool = False):
+    return cholesky(self, upper=upper)
+
+
+def _pinverse_method(self, rcond: float = 1e-15):
+    return pinv(self, rtol=rcond)
+
+
+for _name, _fn in (("det", det), ("inverse", inv), ("logdet", logdet), ("slogdet", slogdet),
+                   ("cholesky", _cholesky_method), ("matrix_exp", matrix_exp), ("matrix_power", matrix_power),
+                   ("pinverse", _pinverse_method)):
+    if not hasattr(Tensor, _name):
+        setattr(Tensor, _name, _fn)

@@ -480,6 +480,33 @@ class Tensor(TensorMethods):
     def zero_(self) -> "Tensor":
         return self.fill_(0)
 
+    def normal_(self, mean=0.0, std=1.0) -> "Tensor":
+        """In place, values from N(mean, std^2) drawn with forgegrad's seeded generator (as nn.init.normal_), e.g.
+        DCGAN's ``m.weight.data.normal_(0.0, 0.02)``; on a leaf that requires grad it raises, as torch's."""
+        if std < 0:
+            raise RuntimeError(f"normal_: std must be >= 0, got {std}")
+        return self._random_fill(lambda g: g.standard_normal(self.shape) * std + mean, "normal_")
+
+    def uniform_(self, from_=0.0, to=1.0, **kwargs) -> "Tensor":
+        """In place, values from U(from, to) drawn with forgegrad's seeded generator (torch's ``uniform_(from, to)``;
+        ``from`` is also taken by keyword)."""
+        from_ = kwargs.pop("from", from_)
+        if kwargs:
+            raise TypeError(f"uniform_() got unexpected keyword arguments {sorted(kwargs)}")
+        if from_ > to:
+            raise RuntimeError(f"uniform_: expects from <= to, got from={from_} and to={to}")
+        return self._random_fill(lambda g: g.uniform(from_, to, size=self.shape), "uniform_")
+
+    def _random_fill(self, draw, name) -> "Tensor":
+        if np.dtype(self._data.dtype).kind != "f":
+            raise TypeError(f"{name}: expected a floating point tensor, got dtype {self.dtype}")
+        if not _devices.has_data(self._data):
+            return self  # a meta tensor has no values: nothing drawn, as nn.init
+        from . import random as _random
+        values = draw(_random.generator()).astype(self._data.dtype)  # drawn in float64, rounded as nn.init's
+        return self._inplace(lambda t: Tensor._wrap_exact(
+            _devices.transfer(values, _devices.device_of(t._data))), name)
+
 
 _TENSOR_TYPE_NAMES = _vc.TYPE_NAMES  # torch's type names by dtype ("FloatTensor")
 

@@ -15,6 +15,8 @@ from ..tensor import Tensor
 
 __all__ = ["Conv1d", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Conv2D", "MaxPooling2D"]
 
+_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
 
 def _check_input(x, ndims, cls):
     if not isinstance(x, Tensor):
@@ -36,9 +38,26 @@ class _ConvNd(Module):
         self.in_channels = positive_int(in_channels, "in_channels", cls)
         self.out_channels = positive_int(out_channels, "out_channels", cls)
         self.groups = positive_int(groups, "groups", cls)
-        if padding_mode != "zeros":
-            raise ValueError(f"{cls}: padding_mode {padding_mode!r} is not supported (only 'zeros')")
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"{cls}: padding_mode must be one of {list(_PADDING_MODES)}, got {padding_mode!r}")
         self.padding_mode = padding_mode
+
+    def _padded(self, input):
+        """(input, padding) for the kernel: a non-zero padding_mode pads with F.pad first and convolves unpadded, as
+        torch's (``same`` splits each dim's dilation * (kernel - 1) with the extra element after)."""
+        if self.padding_mode == "zeros":
+            return input, self.padding
+        amounts = []
+        for i in reversed(range(len(self.kernel_size))):  # F.pad lists the last dim first
+            if self.padding == "valid":
+                amounts += [0, 0]
+            elif self.padding == "same":
+                total = self.dilation[i] * (self.kernel_size[i] - 1)
+                amounts += [total // 2, total - total // 2]
+            else:
+                amounts += [self.padding[i], self.padding[i]]
+        from .functional import pad
+        return pad(input, amounts, mode=self.padding_mode), 0
 
     def reset_parameters(self) -> None:
         init.layer_default_(self.weight, self.bias)
@@ -61,7 +80,8 @@ class Conv2d(_ConvNd):
     """2-D convolution over (N, C_in, H, W) -> (N, C_out, H_out, W_out).
 
     Args as torch.nn.Conv2d: in_channels, out_channels, kernel_size, stride=1, padding=0 (int, pair,
-    "same" or "valid"), dilation=1, groups=1, bias=True, padding_mode="zeros" (the only mode).
+    "same" or "valid"), dilation=1, groups=1, bias=True, padding_mode="zeros" ("reflect", "replicate" and
+    "circular" pad with F.pad first, as torch).
     Parameters: weight (out_channels, in_channels / groups, kH, kW) and bias (out_channels,),
     initialised as torch: kaiming_uniform(a=sqrt(5)) and U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     """
@@ -84,16 +104,17 @@ class Conv2d(_ConvNd):
 
     def forward(self, input):
         _check_input(input, (4,), "Conv2d")
-        return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        input, padding = self._padded(input)
+        return F.conv2d(input, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
 
 
 class Conv1d(_ConvNd):
     """1-D convolution over (N, C_in, L) -> (N, C_out, L_out), or unbatched (C_in, L) -> (C_out, L_out).
 
     Args as torch.nn.Conv1d: in_channels, out_channels, kernel_size, stride=1, padding=0 (int, "same" or
-    "valid"), dilation=1, groups=1, bias=True, padding_mode="zeros" (the only mode); the sizes are ints or
-    tuples of one int. Parameters: weight (out_channels, in_channels / groups, kernel_size) and bias
-    (out_channels,), initialised as torch. Runs Conv2d's kernels on a height of 1.
+    "valid"), dilation=1, groups=1, bias=True, padding_mode="zeros" (or "reflect", "replicate", "circular");
+    the sizes are ints or tuples of one int. Parameters: weight (out_channels, in_channels / groups,
+    kernel_size) and bias (out_channels,), initialised as torch. Runs Conv2d's kernels on a height of 1.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
@@ -117,7 +138,8 @@ class Conv1d(_ConvNd):
         _check_input(input, (2, 3), "Conv1d")
         if input.ndim == 2:  # unbatched, as torch
             return self.forward(input.unsqueeze(0)).squeeze(0)
-        return F.conv1d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        input, padding = self._padded(input)
+        return F.conv1d(input, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
 
 
 class _Pool2d(Module):

@@ -105,6 +105,8 @@ class ParameterDict(Module):
     def _check_key(self, key) -> str:
         if not isinstance(key, str):
             raise TypeError(f"ParameterDict keys must be strings, got {type(key).__name__} {key!r}")
+        if key == "" or "." in key:  # a state_dict key "pd.a.b" would name a submodule 'a' (torch refuses both)
+            raise KeyError(f"ParameterDict: a key must be non-empty and contain no '.', got {key!r}")
         if key not in self._keys and (hasattr(type(self), key) or key in self.__dict__):
             raise KeyError(f"ParameterDict: key {key!r} would hide the attribute {key!r} of the module")
         return key

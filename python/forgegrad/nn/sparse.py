@@ -32,6 +32,8 @@ class Embedding(Module):
         check_sparse(sparse, "Embedding")
         if max_norm is not None and (isinstance(max_norm, bool) or not isinstance(max_norm, (int, float, np.number))):
             raise TypeError(f"Embedding: max_norm must be a number or None, got {max_norm!r}")
+        if max_norm is not None and max_norm <= 0:
+            raise ValueError(f"Embedding: max_norm must be a positive number or None, got {max_norm!r}")
         if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float, np.number)):
             raise TypeError(f"Embedding: norm_type must be a number, got {norm_type!r}")
         self.max_norm, self.norm_type = max_norm, norm_type
@@ -76,15 +78,16 @@ class Embedding(Module):
         return m
 
     def forward(self, input):
-        return embedding(input, self.weight, self.padding_idx, self.max_norm, self.norm_type, self.scale_grad_by_freq,
-                         self.sparse)
+        # getattr: a module built without __init__ (an older pickle) has none of these options
+        return embedding(input, self.weight, self.padding_idx, getattr(self, "max_norm", None),
+                         getattr(self, "norm_type", 2.0), getattr(self, "scale_grad_by_freq", False))
 
     def extra_repr(self) -> str:
         s = f"{self.num_embeddings}, {self.embedding_dim}"
         s += f", padding_idx={self.padding_idx}" if self.padding_idx is not None else ""
-        s += f", max_norm={self.max_norm}" if self.max_norm is not None else ""
-        s += f", norm_type={self.norm_type}" if self.norm_type != 2 else ""
-        return s + (f", scale_grad_by_freq={self.scale_grad_by_freq}" if self.scale_grad_by_freq else "")
+        s += f", max_norm={self.max_norm}" if getattr(self, "max_norm", None) is not None else ""
+        s += f", norm_type={self.norm_type}" if getattr(self, "norm_type", 2.0) != 2 else ""
+        return s + (", scale_grad_by_freq=True" if getattr(self, "scale_grad_by_freq", False) else "")
 
 
 def _float_dtype(data):

@@ -56,9 +56,18 @@ _SEQUENCE_MODULES = ("LSTM", "GRU", "RNN", "MultiheadAttention", "CausalSelfAtte
                      "DynamicQuantizedGRU")
 
 
+# modules over (batch, channels, length): one of these ahead of the sequence module reads the model's 3-D input,
+# whose axis 1 is then channels (an audio CNN + LSTM), not the sequence
+_CHANNELS_FIRST_1D = ("Conv1d", "ConvTranspose1d", "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool1d", "AdaptiveMaxPool1d",
+                      "LPPool1d", "InstanceNorm1d")
+
+
 def _recurrent_layout(model) -> Optional[bool]:
-    """batch_first of the first sequence module (LSTM/GRU/RNN, attention), or None when the model has none."""
+    """batch_first of the first sequence module (LSTM/GRU/RNN, attention), or None when the model has none or a
+    1-d convolution, pool or instance norm comes before it."""
     for m in getattr(model, "modules", lambda: [])():
+        if type(m).__name__ in _CHANNELS_FIRST_1D:
+            return None
         if type(m).__name__ in _SEQUENCE_MODULES and hasattr(m, "batch_first"):
             return bool(m.batch_first)
     return None
@@ -403,7 +412,8 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
         opset: ONNX opset, 13 to 21.
         dynamic_axes: ``{input_or_output_name: {axis: "symbol"} or [axes]}``. Default: axis 0 of each
             input that shares the first input's batch size, plus the sequence axis when the model has
-            an LSTM/GRU/RNN (following its batch_first). ``{}`` exports a fully static graph.
+            an LSTM/GRU/RNN (following its batch_first) and no 1-d conv, pool or instance norm ahead of
+            it (their input is (batch, channels, length)). ``{}`` exports a fully static graph.
         input_names / output_names: graph names (default: forward's parameter names; "output").
         verify: run the file with onnxruntime on the example and on random inputs of other dynamic
             sizes and compare with forgegrad; raise OnnxVerificationError past tolerance.

@@ -12,10 +12,16 @@ from .loss import _check_reduction, _dt, _reduce, _reduce_grad
 from .registry import register_op
 
 __all__ = ["register_loss", "reduced", "reduced_grad", "out_meta", "check_reduction", "broadcast_shape",
-           "number", "unbroadcast", "dt", "reduce_tensor", "const", "constant"]
+           "number", "unbroadcast", "dt", "dt_of", "reduce_tensor", "const", "constant"]
 
 check_reduction = _check_reduction
 dt = _dt
+
+
+def dt_of(*arrays):
+    """The dtype a loss of several floating inputs computes and returns in: float64 when any of them is float64
+    (torch's type promotion: a float32 input with a float64 target gives a float64 loss), else float32."""
+    return np.dtype(np.float64 if any(getattr(a, "dtype", None) == np.float64 for a in arrays) else np.float32)
 
 
 def register_loss(name, cls, *, meta, samples, torch, bad_inputs, onnx, compose, flops_per_element=6, gaps=None,

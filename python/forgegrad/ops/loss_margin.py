@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function
-from ._loss_common import (broadcast_shape, check_reduction, const, dt, number, out_meta, reduce_tensor, reduced,
+from ._loss_common import (broadcast_shape, check_reduction, const, dt, dt_of, number, out_meta, reduce_tensor, reduced,
                            reduced_grad, register_loss, unbroadcast)
 from ._samples import rand
 from .registry import _OPS, BadInput, Sample
@@ -62,7 +62,7 @@ class CosineEmbeddingLossFunction(Function):
     def forward(ctx, input1, input2, target, margin=0.0, reduction="mean"):
         _cosine_check(input1, input2, target, reduction)
         margin = number(margin, "margin", "cosine_embedding_loss")
-        d = dt(input1)
+        d = dt_of(input1, input2)
         x1, x2, t = input1.astype(d, copy=False), input2.astype(d, copy=False), np.asarray(target)
         prod = (x1 * x2).sum(-1)
         m1, m2 = (x1 * x1).sum(-1) + d.type(EPSILON), (x2 * x2).sum(-1) + d.type(EPSILON)
@@ -162,7 +162,7 @@ class MarginRankingLossFunction(Function):
     def forward(ctx, input1, input2, target, margin=0.0, reduction="mean"):
         _ranking_check(input1, input2, target, reduction)
         margin = number(margin, "margin", "margin_ranking_loss")
-        d = dt(input1)
+        d = dt_of(input1, input2, target)
         diff = (input1 - input2).astype(d, copy=False)
         z = -target * diff + d.type(margin)
         ctx.save_for_backward(diff, np.asarray(target, d))
@@ -371,7 +371,7 @@ class MultiLabelSoftMarginLossFunction(Function):
     @staticmethod
     def forward(ctx, input, target, weight=None, reduction="mean"):
         rows = _msm_check(input, target, weight, reduction)
-        d = dt(input)
+        d = dt_of(input, target, weight)
         x, t = input.astype(d, copy=False), np.asarray(target, d)
         ls_pos, ls_neg = _log_sigmoid(x), _log_sigmoid(-x)
         loss = -(t * ls_pos + (1 - t) * ls_neg)

@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from ..autograd import Function
-from ._loss_common import (broadcast_shape, check_reduction, const, constant, dt, number, out_meta, reduce_tensor,
+from ._loss_common import (broadcast_shape, check_reduction, const, constant, dt_of, number, out_meta, reduce_tensor,
                            reduced, reduced_grad, register_loss, unbroadcast)
 from ._samples import positive, rand
 from .loss_margin import _onnx_reduce, _t, _torch
@@ -70,7 +70,7 @@ class TripletMarginLossFunction(Function):
     def forward(ctx, anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6, swap=False, reduction="mean"):
         rows = _triplet_check(anchor, positive, negative, margin, p, reduction)
         eps = number(eps, "eps", "triplet_margin_loss")
-        d = dt(anchor)
+        d = dt_of(anchor, positive, negative)
         e = d.type(eps)
         shapes = (anchor.shape, positive.shape, negative.shape)
         if anchor.ndim == 0:  # torch's distance of scalars: |a - b + eps|
@@ -200,7 +200,7 @@ class PoissonNLLLossFunction(Function):
         check_reduction(reduction)
         shape = broadcast_shape("poisson_nll_loss", input=input, target=target)
         eps = number(eps, "eps", "poisson_nll_loss")
-        d = dt(input)
+        d = dt_of(input, target)
         x, t = input.astype(d, copy=False), np.asarray(target, d)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             if log_input:
@@ -325,7 +325,7 @@ class GaussianNLLLossFunction(Function):
         vshape, shape = _gauss_check(input, target, var, eps, reduction)
         if np.any(var < 0):
             raise ValueError("gaussian_nll_loss: var has negative entry/entries")
-        d = dt(input)
+        d = dt_of(input, target, var)
         v = np.maximum(np.asarray(var, d).reshape(vshape), d.type(eps))
         diff = (input - target).astype(d, copy=False)
         loss = d.type(0.5) * (np.log(v) + diff * diff / v)

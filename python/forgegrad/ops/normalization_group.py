@@ -1,12 +1,9 @@
-"""Group norm and instance norm (torch.nn.functional.group_norm / instance_norm), on the layer norm kernels.
+"""Group norm and instance norm (torch.nn.functional.group_norm / instance_norm).
 
-Group norm over x (N, C, *) is a layer norm without affine over the rows of x viewed as (N*G, C/G * spatial),
-followed by a per-channel scale and shift. The shift runs on the batch norm kernel in evaluation mode over x viewed
-as (1, N*C, spatial) with mean 0, variance 1 and eps 0 (so its scale is exactly the weight: y = fma(xhat, w, b),
-the bits the layer norm kernel's own affine pass gives). Backward: the layer norm backward on grad * weight (that
-product again on the batch norm kernel), and the weight and bias gradients as per-(n, c) sums from the batch norm
-backward (evaluation mode, with each group's mean and rstd), added over the batch in numpy. Every kernel has a
-fixed summation order, so results are bit-identical at any thread count.
+float32 runs the fused kernel forgegrad._C.groupnorm (cpp/kernels/per_isa/groupnorm.cpp): per (n, group) the mean
+and rstd as the layer norm kernel computes them, and y = ((x - mean) * rstd) * weight[c] + bias[c] written once;
+the backward takes two passes over x and grad per group (per-channel sums, then grad_x), and sums the weight and
+bias gradients per (n, c), added over the batch in batch order, so results are bit-identical at any thread count.
 
 Instance norm is group norm with one group per channel. With running statistics it updates them in place as torch
 (each instance's mean and unbiased variance blended with momentum, averaged over the batch); the variance is read
@@ -100,55 +97,31 @@ def _instance_meta(x, running_mean=None, running_var=None, weight=None, bias=Non
     return MetaArray(x.shape, x.dtype)
 
 
-# ---- float32: the kernels ------------------------------------------------------------------------------
-def _per_instance(v, n):
-    """A per-channel vector repeated for each of the n instances: the (N*C,) channels of x viewed (1, N*C, L)."""
-    return None if v is None else np.tile(np.ascontiguousarray(v, np.float32), n)
-
-
-def _channel_affine(x3, scale, shift):
-    """fma(x, scale[c], shift[c]) over x3 (1, R, L), per row r: the batch norm kernel in evaluation mode."""
-    r = x3.shape[1]
-    y = np.empty(x3.shape, np.float32)
-    _C.batchnorm.batch_norm_forward(x3, scale, shift, np.zeros(r, np.float32), np.ones(r, np.float32), False, 0.0,
-                                    0.0, y, np.empty(r, np.float32), np.empty(r, np.float32))
-    return y
+# ---- float32: the fused kernel ------------------------------------------------------------------------
+def _f32_param(v):
+    return None if v is None else np.ascontiguousarray(v, np.float32)
 
 
 def _gn_forward32(x, groups, weight, bias, eps):
     """(y, mean, rstd), mean / rstd of shape (N * groups,)."""
     x = np.ascontiguousarray(as_f32(x, "input"))
-    n, c = x.shape[:2]
-    rows = x.reshape(n * groups, -1)
-    xhat = np.empty(rows.shape, np.float32)
-    mean = np.empty(n * groups, np.float32)
-    rstd = np.empty(n * groups, np.float32)
-    _C.layernorm.layer_norm_forward(rows, 1, None, None, eps, xhat, mean, rstd)
-    if weight is None and bias is None:
-        return xhat.reshape(x.shape), mean, rstd
-    y = _channel_affine(xhat.reshape(1, n * c, -1), _per_instance(weight, n), _per_instance(bias, n))
-    return y.reshape(x.shape), mean, rstd
+    n = x.shape[0]
+    y = np.empty(x.shape, np.float32)
+    mean = np.empty((n, groups), np.float32)
+    rstd = np.empty((n, groups), np.float32)
+    _C.groupnorm.group_norm_forward(x, groups, _f32_param(weight), _f32_param(bias), eps, y, mean, rstd)
+    return y, mean.reshape(-1), rstd.reshape(-1)
 
 
 def _gn_backward32(g, x, groups, weight, mean, rstd, need):
     x = np.ascontiguousarray(x)
     g = np.ascontiguousarray(as_f32(g, "grad"))
     n, c = x.shape[:2]
-    gx = gw = gb = None
-    if need[0]:
-        gh = g if weight is None else _channel_affine(g.reshape(1, n * c, -1), _per_instance(weight, n), None)
-        gx = np.empty(x.shape, np.float32)
-        _C.layernorm.layer_norm_backward(gh.reshape(n * groups, -1), x.reshape(n * groups, -1), mean, rstd, None,
-                                         gx.reshape(n * groups, -1), None, None)
-    if need[1] or need[2]:
-        per = c // groups  # each channel's statistics are its group's
-        sw = np.empty(n * c, np.float32) if need[1] else None
-        sb = np.empty(n * c, np.float32) if need[2] else None
-        _C.batchnorm.batch_norm_backward(x.reshape(1, n * c, -1), g.reshape(1, n * c, -1), None,
-                                         np.repeat(mean, per), np.repeat(rstd, per), False, None, sw, sb)
-        # the batch sum in float64, in batch order
-        gw = None if sw is None else sw.reshape(n, c).sum(0, dtype=np.float64).astype(np.float32)
-        gb = None if sb is None else sb.reshape(n, c).sum(0, dtype=np.float64).astype(np.float32)
+    gx = np.empty(x.shape, np.float32) if need[0] else None
+    gw = np.empty(c, np.float32) if need[1] else None
+    gb = np.empty(c, np.float32) if need[2] else None
+    stats = [np.ascontiguousarray(s, np.float32).reshape(n, groups) for s in (mean, rstd)]
+    _C.groupnorm.group_norm_backward(g, x, stats[0], stats[1], _f32_param(weight), gx, gw, gb)
     return gx, gw, gb
 
 

@@ -71,13 +71,18 @@ def _pnorm_backward(x, n, p, gn, axes):
 
 def _norm_t(x, p, axes):
     """_pnorm with Tensor ops (the differentiable rules)."""
-    if p == 2:
-        return (x * x).sum(dim=axes, keepdim=True).sqrt()
     if p == 1:
         return x.abs().sum(dim=axes, keepdim=True)
     if p == math.inf:
         return x.abs().amax(dim=axes, keepdim=True)
-    return (x.abs() ** p).sum(dim=axes, keepdim=True) ** (1.0 / p)
+    # sqrt and the 1/p-th power have an infinite slope at 0 (0 * inf: NaN gradients); a zero norm takes torch's
+    # subgradient 0 instead: its vector's entries replaced by 1 before the norm, the norm by 0 after (constant masks)
+    from .registry import _OPS
+    zero = np.asarray(_pnorm(x._data, p, axes) == 0)
+    if zero.any():
+        x = _OPS["where"](np.broadcast_to(~zero, x.shape), x, 1.0)
+    n = (x * x).sum(dim=axes, keepdim=True).sqrt() if p == 2 else (x.abs() ** p).sum(dim=axes, keepdim=True) ** (1 / p)
+    return _OPS["where"](~zero, n, 0.0) if zero.any() else n
 
 
 def _onnx_norm(ctx, x, p, axes):
@@ -121,7 +126,11 @@ def normalize(input, p: float = 2.0, dim=1, eps: float = 1e-12, out=None):
     from ..nn.functional_conv import _t
     if out is not None:
         raise TypeError("normalize: out= is not supported; use the returned tensor")
-    return NormalizeFunction.op(_t(input, "input"), p=p, dim=dim, eps=eps)
+    input = _t(input, "input")
+    if input.ndim == 0:  # torch takes dim 0 / -1 of a 0-d input: the op runs on it as a 1-element vector
+        normalize_axis(dim, 0)
+        return NormalizeFunction.op(input.reshape(1), p=p, dim=0, eps=eps).reshape(())
+    return NormalizeFunction.op(input, p=p, dim=dim, eps=eps)
 
 
 @register_op("normalize", meta=lambda x, p=2.0, dim=1, eps=1e-12: (_normalize_args(x, p, dim, eps),
@@ -213,7 +222,11 @@ def cosine_similarity(x1, x2, dim: int = 1, eps: float = 1e-8):
     """``torch.nn.functional.cosine_similarity``: sum(x1 / max(||x1||, eps) * x2 / max(||x2||, eps)) along dim,
     after broadcasting x1 and x2 to a common shape."""
     from ..nn.functional_conv import _t
-    return CosineSimilarityFunction.op(_t(x1, "x1"), _t(x2, "x2"), dim=dim, eps=eps)
+    x1, x2 = _t(x1, "x1"), _t(x2, "x2")
+    if x1.ndim == 0 and x2.ndim == 0:  # torch takes dim 0 / -1 of 0-d inputs: run as 1-element vectors
+        single_axis(dim, 0)
+        return CosineSimilarityFunction.op(x1.reshape(1), x2.reshape(1), dim=0, eps=eps)
+    return CosineSimilarityFunction.op(x1, x2, dim=dim, eps=eps)
 
 
 @register_op("cosine_similarity", meta=_cosine_meta, flops=lambda out, inputs, kwargs: 8 * int(np.prod(
