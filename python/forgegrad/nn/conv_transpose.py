@@ -65,7 +65,7 @@ class _ConvTransposeNd(Module):
             return self.output_padding
         spatial = tuple(input.shape[-self._rank:])
         return conv_transpose_output_padding(spatial, output_size, self.kernel_size, self.stride, self.padding,
-                                             self.dilation, self._cls)
+                                             self.dilation, self._cls, batched=input.ndim == self._rank + 2)
 
     def _check(self, input):
         if not isinstance(input, Tensor):

@@ -39,23 +39,32 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
                           dilation=dilation, groups=groups)
 
 
+def _pool2d(name, input, **kwargs):
+    """The registered 2-d pool `name`; unbatched (C, H, W) input, as torch's, runs as a batch of one."""
+    x = _t(input, "input")
+    if x.ndim != 3:
+        return _OPS[name](x, **kwargs)
+    out = _OPS[name](x.unsqueeze(0), **kwargs)
+    return tuple(o.squeeze(0) for o in out) if isinstance(out, tuple) else out.squeeze(0)
+
+
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """Max pooling; with return_indices=True also the int64 flat indices (h * W + w per plane)."""
-    y, idx = _OPS["max_pool2d"](_t(input, "input"), kernel_size=kernel_size, stride=stride, padding=padding,
-                                dilation=dilation, ceil_mode=check_bool(ceil_mode, "ceil_mode"))
+    y, idx = _pool2d("max_pool2d", input, kernel_size=kernel_size, stride=stride, padding=padding,
+                     dilation=dilation, ceil_mode=check_bool(ceil_mode, "ceil_mode"))
     return (y, idx) if return_indices else y
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
-    return _OPS["avg_pool2d"](_t(input, "input"), kernel_size=kernel_size, stride=stride, padding=padding,
-                              ceil_mode=check_bool(ceil_mode, "ceil_mode"),
-                              count_include_pad=check_bool(count_include_pad, "count_include_pad"),
-                             divisor_override=divisor_override)
+    return _pool2d("avg_pool2d", input, kernel_size=kernel_size, stride=stride, padding=padding,
+                   ceil_mode=check_bool(ceil_mode, "ceil_mode"),
+                   count_include_pad=check_bool(count_include_pad, "count_include_pad"),
+                   divisor_override=divisor_override)
 
 
 def adaptive_avg_pool2d(input, output_size):
-    return _OPS["adaptive_avg_pool2d"](_t(input, "input"), output_size=output_size)
+    return _pool2d("adaptive_avg_pool2d", input, output_size=output_size)
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import devices
+from .._validate import check_bool
 from .._version_counter import bump
 from ..grad_mode import no_grad
 from ..ops.loss_metric import pairwise_distance, triplet_margin_with_distance_loss
@@ -52,7 +53,8 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type: float =
     padding_idx (negative counts from the end): that row gets no gradient. max_norm: before the lookup, each
     row that ``input`` refers to whose ``norm_type``-norm exceeds max_norm is scaled, in place in ``weight``
     and outside autograd, to max_norm / (norm + 1e-7) of itself (torch's embedding_renorm_).
-    scale_grad_by_freq and sparse gradients are not supported (NotImplementedError)."""
+    scale_grad_by_freq: each row's gradient is divided by how often ``input`` holds it (cpu only).
+    Sparse gradients are not supported (NotImplementedError): forgegrad's gradients are dense."""
     weight = _t(weight, "weight")
     idx = input if isinstance(input, Tensor) else Tensor(np.asarray(input))
     if weight.ndim != 2:
@@ -67,13 +69,17 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type: float =
         if not -n <= padding_idx < n:
             raise ValueError(f"embedding: padding_idx must be within num_embeddings ({n}), got {padding_idx}")
         padding_idx = int(padding_idx) % n
-    if scale_grad_by_freq:
-        raise NotImplementedError("embedding: scale_grad_by_freq=True is not supported by forgegrad")
-    if sparse:
-        raise NotImplementedError("embedding: sparse=True (sparse gradients) is not supported by forgegrad")
+    check_sparse(sparse, "embedding")
     if max_norm is not None:
         _renorm_(weight, idx, float(max_norm), float(norm_type))
-    return EmbeddingFunction.apply(weight, idx, padding_idx=padding_idx)
+    return EmbeddingFunction.apply(weight, idx, padding_idx=padding_idx,
+                                   scale_grad_by_freq=check_bool(scale_grad_by_freq, "scale_grad_by_freq"))
+
+
+def check_sparse(sparse, owner: str) -> None:
+    if check_bool(sparse, "sparse"):
+        raise NotImplementedError(f"{owner}: sparse=True (sparse gradients) is not supported by forgegrad: its "
+                                  "gradients are dense; pass sparse=False (the default) for a dense weight gradient")
 
 
 def _renorm_(weight, idx, max_norm: float, norm_type: float) -> None:

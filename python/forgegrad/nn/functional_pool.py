@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
+
 from .._validate import check_bool
 from ..ops.dropout_feature import check_p
 from ..ops.registry import _OPS
@@ -105,13 +107,32 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
     return out if check_bool(return_indices, "return_indices") else out[0]
 
 
+def _lp_pool_inf(pool, input, norm_type, kernel_size, stride, ceil_mode):
+    """torch's lp_pool for norm_type inf / -inf: the largest / smallest |x| of each window (its own branch in
+    torch, the limit of the p-norm), or None for a finite norm_type."""
+    if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float, np.integer, np.floating)) or \
+            not np.isinf(norm_type):
+        return None
+    a = _t(input, "input").abs()
+    if norm_type > 0:
+        return pool(a, kernel_size, stride, 0, 1, ceil_mode)
+    return -pool(-a, kernel_size, stride, 0, 1, ceil_mode)
+
+
 def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
-    """(sum over each window of x ** norm_type) ** (1 / norm_type), as torch's (no padding)."""
+    """(sum over each window of x ** norm_type) ** (1 / norm_type), as torch's (no padding); for norm_type
+    inf / -inf the max / min of |x| over each window, as torch's."""
+    out = _lp_pool_inf(max_pool1d, input, norm_type, kernel_size, stride, ceil_mode)
+    if out is not None:
+        return out
     unbatched, x = _batched(input, 1, "lp_pool1d")
     return _unbatch(unbatched, _OPS["lp_pool1d"](x, norm_type, kernel_size, stride, ceil_mode))
 
 
 def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    out = _lp_pool_inf(max_pool2d, input, norm_type, kernel_size, stride, ceil_mode)
+    if out is not None:
+        return out
     unbatched, x = _batched(input, 2, "lp_pool2d")
     return _unbatch(unbatched, _OPS["lp_pool2d"](x, norm_type, kernel_size, stride, ceil_mode))
 

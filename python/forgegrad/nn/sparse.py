@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import devices
-from ..ops.rnn import EmbeddingFunction as _EmbeddingFn
+from .._validate import check_bool
 from ..tensor import Tensor
 from . import init
+from .functional_misc import check_sparse, embedding
 from .module import Module
 from .parameter import Parameter
 
@@ -14,28 +15,30 @@ __all__ = ["Embedding"]
 
 
 class Embedding(Module):
-    """``Embedding(num_embeddings, embedding_dim, padding_idx=None, max_norm=None, norm_type=2.0)``.
+    """``Embedding(num_embeddings, embedding_dim, padding_idx=None, max_norm=None, norm_type=2.0,
+    scale_grad_by_freq=False, sparse=False, _weight=None)``, as torch's.
 
     ``forward(indices)`` maps an int64 tensor (or array) of any shape (*) to (*, embedding_dim).
     The weight (num_embeddings, embedding_dim) starts from N(0, 1) as in torch; the row
     ``padding_idx`` starts at zero and never receives a gradient, so it stays the padding vector.
-    A negative padding_idx counts from the end. max_norm: the rows a forward looks up whose norm_type-norm
-    exceeds it are first scaled to it, in place (torch's embedding_renorm_, as F.embedding).
+    A negative padding_idx counts from the end. max_norm, norm_type, scale_grad_by_freq: as F.embedding's
+    (the looked-up rows renormalised in place; each row's gradient divided by its count). sparse=True raises
+    NotImplementedError: forgegrad's gradients are dense.
     """
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None, max_norm=None, norm_type=2.0,
-                 scale_grad_by_freq=False, sparse=False, _weight=None):
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None, max_norm=None,
+                 norm_type: float = 2.0, scale_grad_by_freq: bool = False, sparse: bool = False, _weight=None):
         super().__init__()
-        # the unsupported options raise here, at construction, with F.embedding's message
-        if scale_grad_by_freq:
-            raise NotImplementedError("Embedding: scale_grad_by_freq=True is not supported by forgegrad")
-        if sparse:
-            raise NotImplementedError("Embedding: sparse=True (sparse gradients) is not supported by forgegrad")
-        if max_norm is not None and (isinstance(max_norm, bool) or not isinstance(max_norm, (int, float))
-                                     or max_norm <= 0):
+        check_sparse(sparse, "Embedding")
+        if max_norm is not None and (isinstance(max_norm, bool) or not isinstance(max_norm, (int, float, np.number))):
+            raise TypeError(f"Embedding: max_norm must be a number or None, got {max_norm!r}")
+        if max_norm is not None and max_norm <= 0:
             raise ValueError(f"Embedding: max_norm must be a positive number or None, got {max_norm!r}")
-        self.max_norm, self.norm_type = max_norm, float(norm_type)
-        self.scale_grad_by_freq, self.sparse = False, False
+        if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float, np.number)):
+            raise TypeError(f"Embedding: norm_type must be a number, got {norm_type!r}")
+        self.max_norm, self.norm_type = max_norm, norm_type
+        self.scale_grad_by_freq = check_bool(scale_grad_by_freq, "Embedding: scale_grad_by_freq")
+        self.sparse = False
         for name, v in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
                 raise ValueError(f"Embedding: {name} must be a positive int, got {v!r}")
@@ -63,8 +66,8 @@ class Embedding(Module):
         self.weight = Parameter(w)
 
     @classmethod
-    def from_pretrained(cls, embeddings, freeze: bool = True, padding_idx=None, max_norm=None, norm_type=2.0,
-                        scale_grad_by_freq=False, sparse=False):
+    def from_pretrained(cls, embeddings, freeze: bool = True, padding_idx=None, max_norm=None, norm_type: float = 2.0,
+                        scale_grad_by_freq: bool = False, sparse: bool = False):
         """An Embedding holding a copy of ``embeddings`` (2-D); frozen unless ``freeze=False``."""
         arr = np.array(embeddings._data if isinstance(embeddings, Tensor) else embeddings, _float_dtype(embeddings))
         if arr.ndim != 2:
@@ -75,16 +78,16 @@ class Embedding(Module):
         return m
 
     def forward(self, input):
-        idx = input if isinstance(input, Tensor) else Tensor(np.asarray(input))
-        if getattr(self, "max_norm", None) is not None:  # rows renormalised in place first, as torch's
-            from .functional_misc import embedding
-            return embedding(idx, self.weight, self.padding_idx, self.max_norm, self.norm_type)
-        return _EmbeddingFn.apply(self.weight, idx, padding_idx=self.padding_idx)
+        # getattr: a module built without __init__ (an older pickle) has none of these options
+        return embedding(input, self.weight, self.padding_idx, getattr(self, "max_norm", None),
+                         getattr(self, "norm_type", 2.0), getattr(self, "scale_grad_by_freq", False))
 
     def extra_repr(self) -> str:
         s = f"{self.num_embeddings}, {self.embedding_dim}"
         s += f", padding_idx={self.padding_idx}" if self.padding_idx is not None else ""
-        return s + (f", max_norm={self.max_norm}" if getattr(self, "max_norm", None) is not None else "")
+        s += f", max_norm={self.max_norm}" if getattr(self, "max_norm", None) is not None else ""
+        s += f", norm_type={self.norm_type}" if getattr(self, "norm_type", 2.0) != 2 else ""
+        return s + (", scale_grad_by_freq=True" if getattr(self, "scale_grad_by_freq", False) else "")
 
 
 def _float_dtype(data):

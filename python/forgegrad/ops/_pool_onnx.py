@@ -35,6 +35,18 @@ def _dynamic(op, xn, nspatial):
     return tuple(t or image_axes for t in traced)
 
 
+def nan_mask(ctx, x):
+    """IsNaN(x) as float32 0 / 1: max-pooled like x, it says which windows hold a NaN."""
+    return ctx.node("Cast", [ctx.node("IsNaN", [x])], to=1)  # to FLOAT
+
+
+def restore_nan(ctx, vals, pooled_mask):
+    """NaN where the max pool of nan_mask(x) is 1. torch's max is NaN where a window holds one; onnxruntime's
+    MaxPool skips a NaN that is not the window's first element (its indices may then differ from torch's)."""
+    return ctx.node("Where", [ctx.node("Cast", [pooled_mask], to=9),  # to BOOL
+                              ctx.const(np.asarray(np.nan, np.float32)), vals])
+
+
 def _geometry_1d(op, owner, dilation=True):
     from .pool1d import as_2d
     A, _ = _mods()
@@ -51,7 +63,7 @@ def map_max_pool1d(ctx, op):
     ceil = bool(A._arg(op, "ceil_mode", default=False))
     # torch's max is NaN where a window holds one; onnxruntime's MaxPool skips a NaN that is not the window's
     # first element: the same pool over IsNaN (as 0 / 1) puts it back (indices: see docs/torch_compat.md)
-    nan = ctx.node("Cast", [ctx.node("IsNaN", [x])], to=1)  # to FLOAT
+    nan = nan_mask(ctx, x)
     if _dynamic(op, xn, 1)[0]:
         def pool(t, with_indices):
             out = CE.max_pool2d(ctx, ctx.unsqueeze(t, [2]), (1, L), k, s, p, d, ceil, with_indices=with_indices,
@@ -68,9 +80,7 @@ def map_max_pool1d(ctx, op):
             return out if with_indices else [out]
         area = ctx.const(np.int64(L))
     vals, idx = pool(x, True)
-    any_nan = ctx.node("Cast", [pool(nan, False)[0]], to=9)  # to BOOL
-    vals = ctx.node("Where", [any_nan, ctx.const(np.asarray(np.nan, np.float32)), vals])
-    return [vals, ctx.node("Mod", [idx, area])]
+    return [restore_nan(ctx, vals, pool(nan, False)[0]), ctx.node("Mod", [idx, area])]
 
 
 def map_avg_pool1d(ctx, op):

@@ -44,9 +44,17 @@ def _prelu_shape(x_shape, w_shape):
     return (1, size) + (1,) * (len(x_shape) - 2)
 
 
+def _prelu_dtypes(x_dtype, w_dtype):
+    """torch's prelu does not promote: input and weight must share a dtype."""
+    if np.dtype(x_dtype) != np.dtype(w_dtype):
+        raise RuntimeError(f"prelu: input ({np.dtype(x_dtype)}) and weight ({np.dtype(w_dtype)}) must have the same "
+                           "dtype: prelu does not promote types, as torch's (cast one of them)")
+
+
 def _prelu_meta(x, weight):
     from ..devices import MetaArray
     _prelu_shape(x.shape, weight.shape)
+    _prelu_dtypes(x.dtype, weight.dtype)
     return MetaArray(x.shape, np.result_type(x.dtype, weight.dtype))
 
 
@@ -87,7 +95,9 @@ def _prelu_samples():
 @register_op("prelu", meta=_prelu_meta, flops=M.per_output_element(2), samples=_prelu_samples,
              torch=lambda torch, x, weight: torch.nn.functional.prelu(x, weight),
              bad_inputs=lambda: [BadInput((S.rand(2, 3), np.ones(4, np.float32)), {}, RuntimeError, "weight"),
-                                 BadInput((S.rand(5), np.ones(5, np.float32)), {}, RuntimeError, "weight")],
+                                 BadInput((S.rand(5), np.ones(5, np.float32)), {}, RuntimeError, "weight"),
+                                 BadInput((S.rand(2, 3).astype(np.float64), np.ones(3, np.float32)), {},
+                                          RuntimeError, "same dtype")],
              onnx=_prelu_onnx, differentiable_backward=_prelu_rule)
 class PreluFunction(Function):
     """prelu(x, weight) = x where x > 0, else weight * x (weight per channel, dim 1)."""
@@ -95,6 +105,7 @@ class PreluFunction(Function):
     @staticmethod
     def forward(ctx, x, weight):
         shape = _prelu_shape(x.shape, weight.shape)
+        _prelu_dtypes(x.dtype, weight.dtype)
         x = _float(x)
         w = weight.reshape(shape)
         ctx.save_for_backward(x, w)

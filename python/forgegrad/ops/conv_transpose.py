@@ -97,17 +97,20 @@ def conv_transpose2d_geometry(input_shape, weight_shape, stride=1, padding=0, ou
 
 
 def conv_transpose_output_padding(input_hw, output_size, kernel_size, stride, padding, dilation,
-                                  owner: str = "ConvTranspose2d"):
+                                  owner: str = "ConvTranspose2d", batched: bool = True):
     """torch's ``_ConvTransposeNd._output_padding``: the output_padding that gives ``output_size`` (its spatial
-    sizes, or with the batch and channel sizes in front), which must lie within ``stride - 1`` of the smallest."""
+    sizes, or with the input's non-spatial sizes in front: batch and channel if ``batched``, else channel),
+    which must lie within ``stride - 1`` of the smallest."""
     n = len(input_hw)
     if isinstance(output_size, (str, bytes)) or not hasattr(output_size, "__len__"):
         raise TypeError(f"{owner}: output_size must be a list or tuple of ints, got {output_size!r}")
     size = [integer(v, "output_size", owner) for v in output_size]
-    if len(size) in (n + 1, n + 2):
-        size = size[len(size) - n:]
+    lead = 2 if batched else 1
+    if len(size) == n + lead:
+        size = size[lead:]
     if len(size) != n:
-        raise ValueError(f"{owner}: output_size must have {n} spatial sizes (or the batch and channel sizes in "
+        raise ValueError(f"{owner}: for {n + lead}-D input, output_size must have {n} or {n + lead} elements (the "
+                         f"spatial sizes, or with the {'batch and channel' if batched else 'channel'} sizes in "
                          f"front), got {tuple(output_size)}")
     lo = [(input_hw[d] - 1) * stride[d] - 2 * padding[d] + dilation[d] * (kernel_size[d] - 1) + 1 for d in range(n)]
     hi = [lo[d] + stride[d] - 1 for d in range(n)]

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import _C
 from ..autograd import Function, is_grad_enabled
-from .._validate import check_int
+from .._validate import check_bool, check_int
 from ..devices import MetaArray
 from ..kernels import rnn as K
 from ..kernels.embedding import embedding_backward as _embedding_backward
@@ -73,12 +73,13 @@ def _recurrent_layer_flops(out, x, h0, c0, w_ih, w_hh, b_ih, b_hh, mode="lstm", 
     return T * B * (2 * GH * (I + H) + adds * GH + _GATE_MATH[mode] * H)
 
 
-def _embedding_meta(weight, indices, padding_idx=None):
-    _check_embedding(weight, indices, padding_idx)
+def _embedding_meta(weight, indices, padding_idx=None, scale_grad_by_freq=False):
+    _check_embedding(weight, indices, padding_idx, scale_grad_by_freq)
     return MetaArray(tuple(indices.shape) + (weight.shape[1],), weight.dtype)
 
 
-def _check_embedding(weight, indices, padding_idx):
+def _check_embedding(weight, indices, padding_idx, scale_grad_by_freq=False):
+    check_bool(scale_grad_by_freq, "embedding: scale_grad_by_freq")
     if weight.ndim != 2:
         raise ValueError(f"embedding: weight must be 2-D (num_embeddings, embedding_dim), got shape {weight.shape}")
     if indices.dtype.kind not in "iu":
@@ -184,23 +185,28 @@ RecurrentLayerFunction.op.add_device("cuda", _CP.RecurrentLayerCudaFunction)
              torch=RS.embedding_torch, bad_inputs=RS.embedding_bad_inputs)
 class EmbeddingFunction(Function):
     """``weight[indices]`` for int64 ``indices`` of any shape; the row ``padding_idx`` (if any)
-    receives no gradient."""
+    receives no gradient; with ``scale_grad_by_freq`` each row's gradient is divided by how often ``indices``
+    holds it, as torch's."""
 
     @staticmethod
-    def forward(ctx, weight, indices, padding_idx=None):
+    def forward(ctx, weight, indices, padding_idx=None, scale_grad_by_freq=False):
         idx = np.asarray(indices)
-        _check_embedding(weight, idx, padding_idx)
+        _check_embedding(weight, idx, padding_idx, scale_grad_by_freq)
         n = weight.shape[0]
         if idx.size and (idx.min() < 0 or idx.max() >= n):
             raise IndexError(f"embedding: index out of range: indices must be in [0, {n}), got values in "
                              f"[{idx.min()}, {idx.max()}]")
         ctx.save_for_backward(idx)  # changing the indices in place before backward raises, as torch's
         ctx.n, ctx.padding_idx = n, padding_idx
+        ctx.scale_grad_by_freq = bool(scale_grad_by_freq)
         return weight[idx]
 
     @staticmethod
     def backward(ctx, g):
         (idx,) = ctx.saved_tensors
+        if ctx.scale_grad_by_freq:  # torch adds each position's gradient times 1 / (its row's count)
+            inv = 1.0 / np.bincount(idx.reshape(-1), minlength=ctx.n)[idx]
+            g = g * inv.astype(g.dtype)[..., None]
         if g.dtype == np.float64:  # the kernel is float32: numpy's add.at sums in position order too
             gw = np.zeros((ctx.n, g.shape[-1]), g.dtype)
             np.add.at(gw, idx.reshape(-1), g.reshape(-1, g.shape[-1]))
@@ -217,8 +223,10 @@ class EmbeddingCudaFunction(Function):
     gives a NaN row (a kernel cannot raise IndexError)."""
 
     @staticmethod
-    def forward(ctx, weight, indices, padding_idx=None):
-        _check_embedding(weight, indices, padding_idx)
+    def forward(ctx, weight, indices, padding_idx=None, scale_grad_by_freq=False):
+        _check_embedding(weight, indices, padding_idx, scale_grad_by_freq)
+        if scale_grad_by_freq:
+            raise NotImplementedError("embedding on cuda: scale_grad_by_freq=True is supported on the cpu only")
         if indices.dtype != np.int64:
             raise TypeError(f"embedding on cuda: indices must be int64, got {indices.dtype}")
         n = weight.shape[0]

@@ -97,12 +97,16 @@ def embedding_samples():
             Sample((rand(6, 3, seed=1), _indices(6, 7, seed=2)), name="1-D indices, repeats"),
             Sample((rand(4, 6, seed=2), np.array(3, np.int64)), name="0-d index"),
             Sample((rand(9, 4, seed=3), last), {"padding_idx": -1}, "3-D indices, padding_idx -1"),
-            Sample((rand(1000, 64, seed=4), _indices(1000, 40, 30, seed=5)), name="large")]
+            Sample((rand(1000, 64, seed=4), _indices(1000, 40, 30, seed=5)), name="large"),
+            Sample((rand(6, 3, seed=5), _indices(6, 4, 5, seed=6)), {"scale_grad_by_freq": True},
+                   "scale_grad_by_freq, repeats"),
+            Sample((rand(11, 5, seed=6), pad), {"padding_idx": 2, "scale_grad_by_freq": True},
+                   "scale_grad_by_freq with padding_idx")]
 
 
-def embedding_torch(torch, weight, indices, padding_idx=None):
+def embedding_torch(torch, weight, indices, padding_idx=None, scale_grad_by_freq=False):
     import torch.nn.functional as F
-    return F.embedding(indices, weight, padding_idx)
+    return F.embedding(indices, weight, padding_idx, scale_grad_by_freq=scale_grad_by_freq)
 
 
 def embedding_bad_inputs():
@@ -112,4 +116,5 @@ def embedding_bad_inputs():
             BadInput((w, idx - 11), {}, IndexError, "indices"),
             BadInput((rand(11), idx), {}, ValueError, "weight"),
             BadInput((w, idx), {"padding_idx": 11}, ValueError, "padding_idx"),
-            BadInput((w, idx), {"padding_idx": -12}, ValueError, "padding_idx")]
+            BadInput((w, idx), {"padding_idx": -12}, ValueError, "padding_idx"),
+            BadInput((w, idx), {"scale_grad_by_freq": "yes"}, TypeError, "scale_grad_by_freq")]

@@ -78,11 +78,19 @@ def map_max_pool(ctx, op):
     xn = _x(op)
     hw = tuple(op.args[xn].shape[2:])
     dynamic = any(_dynamic_hw(op, xn))
-    y = CE.max_pool2d(ctx, op.input(xn), hw, _arg(op, "kernel_size"), _arg(op, "stride"),
-                      _arg(op, "padding", default=0), _arg(op, "dilation", default=1),
-                      bool(_arg(op, "ceil_mode", default=False)), with_indices=len(op.outputs) == 2, dynamic=dynamic)
+    from ...ops._pool_onnx import nan_mask, restore_nan
+
+    def pool(x, with_indices):
+        return CE.max_pool2d(ctx, x, hw, _arg(op, "kernel_size"), _arg(op, "stride"), _arg(op, "padding", default=0),
+                             _arg(op, "dilation", default=1), bool(_arg(op, "ceil_mode", default=False)),
+                             with_indices=with_indices, dynamic=dynamic)
+    # torch's max is NaN where a window holds one, onnxruntime's MaxPool may skip it: the same pool over
+    # IsNaN puts it back (ops/_pool_onnx.py)
+    y = pool(op.input(xn), len(op.outputs) == 2)
+    nans = pool(nan_mask(ctx, op.input(xn)), False)
     if len(op.outputs) == 2:  # (values, indices)
         vals, idx = y
+        vals = restore_nan(ctx, vals, nans)
         # ONNX's indices count over the whole NCHW tensor, torch's within each (H, W) plane
         import numpy as np
         if dynamic:  # H * W read off the input's shape
@@ -91,7 +99,7 @@ def map_max_pool(ctx, op):
         else:
             area = ctx.const(np.int64(hw[0] * hw[1]))
         return [vals, ctx.node("Mod", [idx, area])]
-    return [y]
+    return [restore_nan(ctx, y, nans)]
 
 
 def map_avg_pool(ctx, op):
