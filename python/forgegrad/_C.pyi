@@ -552,6 +552,22 @@ class gemm:
         """out = alpha * op(a) @ op(b) + beta * out on float32 2-D arrays (rows may be strided)."""
         ...
 
+class groupnorm:
+    @staticmethod
+    def group_norm_backward(grad: numpy.ndarray, x: numpy.ndarray, mean: numpy.ndarray, rstd: numpy.ndarray,
+                            weight: object, grad_x: object, grad_weight: object, grad_bias: object) -> None:
+        """Fills grad_x, grad_weight, grad_bias (each None when not needed) of group_norm_forward; the groups are
+        mean's second axis.
+        """
+        ...
+    @staticmethod
+    def group_norm_forward(x: numpy.ndarray, groups: _Int, weight: object, bias: object, eps: _Float,
+                           out: numpy.ndarray, mean: numpy.ndarray, rstd: numpy.ndarray) -> None:
+        """out = (x - mean) * rstd * weight[c] + bias[c] over each (n, group) of x (N, C, *), groups dividing C; mean
+        and rstd (1 / sqrt(biased var + eps)) are (N, groups). weight / bias: None or (C,).
+        """
+        ...
+
 class hd_math:
     @staticmethod
     def act_backward(op: _Int, grad: numpy.ndarray, saved: numpy.ndarray,
@@ -749,6 +765,23 @@ class quant:
                           h0: object, c0: object, reverse: bool, reduce_range: bool) -> tuple: ...
     @staticmethod
     def set_path(name: object) -> None: ...
+
+class resample:
+    @staticmethod
+    def resample2d_backward(grad: numpy.ndarray, idx_h: numpy.ndarray, w_h: object, idx_w: numpy.ndarray, w_w: object,
+                            grad_x: numpy.ndarray) -> None:
+        """grad_x = the transpose of resample2d_forward's map applied to grad (no -1 entries); each source sums its
+        contributions in increasing output position, so the bits do not depend on the thread count.
+        """
+        ...
+    @staticmethod
+    def resample2d_forward(x: numpy.ndarray, idx_h: numpy.ndarray, w_h: object, idx_w: numpy.ndarray, w_w: object,
+                           fill: _Float, out: numpy.ndarray) -> None:
+        """out[n, c, i, j] = sum_a w_h[a, i] * (sum_b w_w[b, j] * x[n, c, idx_h[a, i], idx_w[b, j]]), the width sum
+        first; idx_* int64 (taps, out size), w_* None (ones) or float32 of that shape. An unweighted one-tap map may
+        hold -1: fill there.
+        """
+        ...
 
 class rnn:
     @staticmethod

@@ -14,9 +14,10 @@ progression: nearest by an integer factor, the core of a pad), a multiply by the
 sources; each source sums its contributions in the levels' order. The order is fixed by the map alone, so the
 gradient has the same bits at any thread count (overlapping bilinear/bicubic windows included).
 
-A C++ kernel would pay off in two places: the forward's ``T`` gathers per axis (one fused pass over the input per
-axis, no temporary of the output's size per tap) and the backward's levels (one pass per source over its few
-contributions, instead of a gather and a temporary per level); both are memory-bound numpy passes here.
+float32 (N, C, H, W) inputs with maps of at most two taps (nearest, bilinear, the pads) run the C++ kernel
+forgegrad._C.resample (cpp/kernels/per_isa/resample.cpp) instead: one pass per plane, width sums then height sums
+forward, and the same per-source order backward, so its bits are this module's; numpy runs everything else
+(float64, 3-D inputs, bicubic, 3-axis pads).
 
 :class:`MapFunction` / :class:`MapAdjointFunction` apply a list of maps and its transpose as Functions whose
 differentiable backward rule is the other one: these ops are linear, so their double backward is the op itself.
@@ -27,6 +28,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
+from .. import _C
 from ..autograd import Function
 
 
@@ -145,13 +147,48 @@ def adjoint_axis(g: np.ndarray, axis: int, m: AxisMap) -> np.ndarray:
 Maps = Sequence[Tuple[int, AxisMap]]  # (axis, map) pairs, applied in this order
 
 
+def _kernel_maps(x: np.ndarray, maps: Maps, n_out_of):
+    """The (idx_h, w_h, idx_w, w_w) that _C.resample takes for ``maps`` on ``x`` (float32 (N, C, H, W), maps of at
+    most 2 taps along H and W; an axis without a map: the identity), or None where numpy runs (other dtypes and
+    ranks, bicubic)."""
+    if x.dtype != np.float32 or x.ndim != 4 or not maps:
+        return None
+    by_axis = {}
+    for axis, m in maps:
+        if axis not in (2, 3) or axis in by_axis or m.taps > 2:
+            return None
+        by_axis[axis] = m
+    out = []
+    for axis in (2, 3):
+        m = by_axis.get(axis)
+        if m is None:
+            out += [np.arange(n_out_of(axis), dtype=np.int64)[None], None]
+        else:
+            out += [np.ascontiguousarray(m.idx, np.int64),
+                    None if m.w is None else np.ascontiguousarray(m.w, np.float32)]
+    return out
+
+
 def apply(x: np.ndarray, maps: Maps) -> np.ndarray:
+    km = _kernel_maps(x, maps, lambda axis: x.shape[axis])
+    if km is not None:  # the fused C++ pass (cpp/kernels/per_isa/resample.cpp): numpy's order, numpy's bits
+        x = np.ascontiguousarray(x)
+        y = np.empty(x.shape[:2] + (km[0].shape[1], km[2].shape[1]), np.float32)
+        _C.resample.resample2d_forward(x, km[0], km[1], km[2], km[3], 0.0, y)
+        return y
     for axis, m in maps:
         x = apply_axis(x, axis, m)
     return x if any(not m.is_identity() for _, m in maps) else x.copy()
 
 
 def adjoint(g: np.ndarray, maps: Maps) -> np.ndarray:
+    n_in = dict((axis, m.n_in) for axis, m in maps)
+    km = _kernel_maps(g, maps, lambda axis: g.shape[axis])
+    if km is not None:
+        g = np.ascontiguousarray(g)
+        gx = np.empty(g.shape[:2] + (n_in.get(2, g.shape[2]), n_in.get(3, g.shape[3])), np.float32)
+        _C.resample.resample2d_backward(g, km[0], km[1], km[2], km[3], gx)
+        return gx
     out = g
     for axis, m in reversed(maps):
         out = adjoint_axis(out, axis, m)

@@ -9,8 +9,9 @@ own edges, also where the other side is cropped); circular wraps around what is 
 
 Constant mode is a copy into a filled array (its gradient: the copied part of the output gradient, which is the
 pad with every pad negated, so its double backward is the op itself). The other modes are per-axis index maps
-(ops/_resample_maps.py): a gather per padded axis forward, a fixed-order segmented sum backward. C++ would help
-there only for large inputs (one pass instead of one per axis).
+(ops/_resample_maps.py): a gather per padded axis forward, a fixed-order segmented sum backward. float32 (N, C, H, W)
+inputs padded along H and W run the C++ kernel forgegrad._C.resample instead (every mode; constant mode as a map
+whose -1 entries are the value), with the numpy path's bits.
 
 ONNX: Pad (constant, reflect, edge; wrap from opset 19, else Slice + Concat per axis) after a Slice for the
 crops; a reflect pad that reaches into a crop of the other side is a Gather of its index map.
@@ -21,6 +22,7 @@ import functools
 
 import numpy as np
 
+from .. import _C
 from ..autograd import Function
 from ..devices import MetaArray
 from . import _meta as M
@@ -105,6 +107,28 @@ def _slices(axes, shape, out_shape):
     return tuple(src), tuple(dst)
 
 
+@functools.lru_cache(maxsize=256)
+def _constant_idx(n, left, right) -> np.ndarray:
+    """Constant mode's map of one axis for _C.resample: the input position of each output position, -1 (the
+    value) outside the input."""
+    p = np.arange(n + left + right, dtype=np.int64) - left
+    return np.where((p >= 0) & (p < n), p, -1)[None]
+
+
+def _kernel_ok(x, axes, out_shape) -> bool:
+    """Whether constant mode runs _C.resample: float32 (N, C, H, W), padding H and W only, nothing empty."""
+    return (x.dtype == np.float32 and x.ndim == 4 and all(axis >= 2 for axis, _, _ in axes) and x.size > 0
+            and all(s > 0 for s in out_shape))
+
+
+def _constant32(x, axes, out_shape, value):
+    pads = {axis: (left, right) for axis, left, right in axes}
+    idx = [_constant_idx(x.shape[axis], *pads.get(axis, (0, 0))) for axis in (2, 3)]
+    y = np.empty(out_shape, np.float32)
+    _C.resample.resample2d_forward(np.ascontiguousarray(x), idx[0], None, idx[1], None, float(np.float32(value)), y)
+    return y
+
+
 def _meta(x, pad, mode="constant", value=None):
     return MetaArray(resolve(x.shape, pad, mode, value)[1], x.dtype)
 
@@ -124,6 +148,9 @@ class PadFunction(Function):
         ctx.mode = mode
         if mode == "constant":
             ctx.in_shape = x.shape
+            ctx.axes = axes
+            if _kernel_ok(x, axes, out_shape):
+                return _constant32(x, axes, out_shape, 0 if value is None else value)
             ctx.slices = _slices(axes, x.shape, out_shape)
             out = np.full(out_shape, 0 if value is None else value, dtype=x.dtype)
             if all(s > 0 for s in out_shape):
@@ -135,6 +162,10 @@ class PadFunction(Function):
     @staticmethod
     def backward(ctx, g):
         if ctx.mode == "constant":
+            if _kernel_ok(g, ctx.axes, ctx.in_shape):  # the crop of g: the pad with every pad negated
+                back = [(axis, -left, -right) for axis, left, right in ctx.axes]
+                return _constant32(g, back, ctx.in_shape, 0)
+            ctx.slices = _slices(ctx.axes, ctx.in_shape, g.shape)
             out = np.zeros(ctx.in_shape, g.dtype)
             if g.size:
                 out[ctx.slices[0]] = g[ctx.slices[1]]

@@ -6,8 +6,8 @@ axes whose size does not change are copied, as torch's kernel does).
 
 The op is separable: each resized axis is an :class:`~forgegrad.ops._resample_maps.AxisMap` (which input
 positions, with which weights, make each output position), built once per (sizes, scale, mode) and cached; the
-forward applies them axis by axis in numpy, the backward applies their transposes in a fixed order (see
-_resample_maps for the order, and for the parts a C++ kernel would speed up).
+forward applies them axis by axis, the backward applies their transposes in a fixed order (see _resample_maps for
+the order; float32 4-D nearest / bilinear run the C++ kernel forgegrad._C.resample there, numpy the rest).
 
 One difference from torch, on purpose: torch's 2-D nearest kernels copy an axis whose size does not change and
 take i // 2 on one that doubles, whatever the scale_factor (1.1 and 2.1 give those sizes too), and forgegrad does
